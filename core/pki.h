@@ -1,0 +1,399 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Public API of the nginx-pki CA core (libpkicore).
+ *
+ * The core is server agnostic: it never includes a web-server header and
+ * never logs.  Every fallible call fills a pki_result_t: a status, a short
+ * detail that may be sent to the client, and a longer text for the error log
+ * (OpenSSL errors, backend errors).  Neither ever holds a private key, a PIN
+ * or a password.
+ *
+ * Threads: objects are built once at configuration time (single thread) and
+ * are then read-only, except where a function says otherwise.  Signing,
+ * Redis access and the protocol engines are safe to call from many threads at
+ * once (nginx thread pool).  Redis connections are per thread.
+ *
+ * Only symbols marked PKI_API are exported from libpkicore.so.
+ */
+
+#ifndef PKI_H
+#define PKI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+
+#define PKI_API  __attribute__((visibility("default")))
+
+
+/* ---- results ------------------------------------------------------------ */
+
+typedef enum {
+    PKI_OK = 0,
+    PKI_MALFORMED,        /* bad syntax: base64, DER, JSON, length       */
+    PKI_BAD_SIGNATURE,    /* a signature in the input does not verify     */
+    PKI_POLICY,           /* CA or template refuses; detail names the rule */
+    PKI_UNAUTHORIZED,     /* no acceptable identity was presented         */
+    PKI_FORBIDDEN,        /* identity known, but not allowed to do this   */
+    PKI_NOT_FOUND,
+    PKI_CONFLICT,         /* e.g. a serial collision that retries missed  */
+    PKI_TOO_LARGE,        /* input over its cap                           */
+    PKI_UNSUPPORTED,      /* unsupported media type / method / operation  */
+    PKI_UNAVAILABLE,      /* backend (Redis, token) down or slow: retry   */
+    PKI_INTERNAL          /* unexpected failure: a bug or a broken setup  */
+} pki_status_t;
+
+#define PKI_DETAIL_LEN  256
+#define PKI_LOG_LEN     1024
+
+typedef struct {
+    pki_status_t  status;
+    char          detail[PKI_DETAIL_LEN];  /* public: may go to the client */
+    char          log[PKI_LOG_LEN];        /* private: error log only      */
+} pki_result_t;
+
+/* Sets status and the public detail (printf-style) and returns st.  Also
+ * drains the OpenSSL error queue into res->log. */
+PKI_API pki_status_t pki_fail(pki_result_t *res, pki_status_t st,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Appends to the private log text (printf-style). */
+PKI_API void pki_log(pki_result_t *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+PKI_API void pki_result_init(pki_result_t *res);
+PKI_API const char *pki_status_name(pki_status_t st);
+
+/* Library initialisation; idempotent.  Returns 1 on success. */
+PKI_API int pki_init(void);
+
+
+/* ---- small helpers -------------------------------------------------------- */
+
+/* Base64 (RFC 4648 standard alphabet).  Decoding ignores CR, LF, space and
+ * tab (EST bodies are line-wrapped), rejects anything else and bad padding.
+ * Output is malloc'd; caller frees.  Return PKI_OK or PKI_MALFORMED. */
+PKI_API pki_status_t pki_base64_decode(const unsigned char *in, size_t len,
+    unsigned char **out, size_t *outlen, pki_result_t *res);
+/* wrap: line length (64 for EST), 0 for one line.  Returns NULL on OOM. */
+PKI_API char *pki_base64_encode(const unsigned char *in, size_t len,
+    size_t wrap, size_t *outlen);
+
+/* Serial numbers.  A new serial is 16 bytes from the CSPRNG with the top bit
+ * cleared (positive, 127 bits of entropy).  The canonical text form is
+ * uppercase hex without leading zero bytes, as `openssl x509 -serial`
+ * prints it (even number of digits).  pki_serial_normalize accepts any case,
+ * an optional leading "0x" and leading zeros; returns 1 if valid (1..20
+ * octets, positive) and writes the canonical form into out[41]. */
+PKI_API int pki_serial_new(ASN1_INTEGER **out);
+PKI_API int pki_serial_to_hex(const ASN1_INTEGER *serial, char out[41]);
+PKI_API int pki_serial_normalize(const char *in, char out[41]);
+
+
+/* ---- keys ------------------------------------------------------------------
+ *
+ * A vault is one PKCS#11 module + token + PIN file.  A key is a PEM file or
+ * an RFC 7512 "pkcs11:" URI (token=, object=, id=, type=private; pin-value
+ * is refused: the PIN comes only from the vault's PIN file).
+ *
+ * Lifecycle with a forking server: create objects and call *_open at
+ * configuration time (this validates token, PIN and key), call *_close in
+ * the master before fork, and *_open again in each worker after fork.
+ * Opening a vault retries with C_Finalize (unload) and 20-50 ms jitter up to
+ * 10 times: SoftHSM's file store fails spuriously when several processes
+ * initialise at once.
+ */
+
+typedef struct pki_vault_s  pki_vault_t;
+typedef struct pki_key_s    pki_key_t;
+
+PKI_API pki_vault_t *pki_vault_new(const char *name, const char *module_path,
+    const char *token_label, const char *pin_file, pki_result_t *res);
+PKI_API const char *pki_vault_name(const pki_vault_t *v);
+PKI_API const char *pki_vault_token(const pki_vault_t *v);
+PKI_API pki_status_t pki_vault_open(pki_vault_t *v, pki_result_t *res);
+PKI_API void pki_vault_close(pki_vault_t *v);
+PKI_API void pki_vault_free(pki_vault_t *v);
+
+/* Returns 1 and the token label of a pkcs11: URI (into buf), 0 if ref is
+ * not a pkcs11: URI or has no token attribute. */
+PKI_API int pki_key_uri_token(const char *ref, char *buf, size_t size);
+
+/* vault: required for pkcs11: URIs, NULL for files. */
+PKI_API pki_key_t *pki_key_new(const char *ref, pki_vault_t *vault,
+    pki_result_t *res);
+PKI_API pki_status_t pki_key_open(pki_key_t *k, pki_result_t *res);
+PKI_API void pki_key_close(pki_key_t *k);
+PKI_API void pki_key_free(pki_key_t *k);
+PKI_API const char *pki_key_ref(const pki_key_t *k);  /* file or URI */
+/* The public key (borrowed; valid while the key is open). */
+PKI_API EVP_PKEY *pki_key_public(const pki_key_t *k);
+
+/* Signs x (X509 or X509_CRL via the functions below) with the default
+ * digest for the key type (SHA-256 for P-256 and RSA, SHA-384 for P-384,
+ * none for Ed25519), then verifies the signature with the public key before
+ * returning PKI_OK.  A token error closes and reopens the vault (bounded
+ * retries) and tries again; a persistent failure gives PKI_UNAVAILABLE.
+ * Thread safe. */
+PKI_API pki_status_t pki_key_sign_x509(pki_key_t *k, X509 *x,
+    pki_result_t *res);
+PKI_API pki_status_t pki_key_sign_crl(pki_key_t *k, X509_CRL *crl,
+    pki_result_t *res);
+/* Raw: signs tbs with md (NULL for Ed25519), verifies, returns malloc'd
+ * signature in *sig. */
+PKI_API pki_status_t pki_key_sign(pki_key_t *k, const EVP_MD *md,
+    const unsigned char *tbs, size_t tbslen, unsigned char **sig,
+    size_t *siglen, pki_result_t *res);
+
+/* Describes a public key: "EC P-256", "EC P-384", "RSA 2048", "Ed25519". */
+PKI_API void pki_pkey_describe(const EVP_PKEY *pk, char *buf, size_t size);
+
+/* Generates a new private key of the same type and size as like (server
+ * side key generation).  Returns NULL on failure. */
+PKI_API EVP_PKEY *pki_keygen_like(const EVP_PKEY *like, pki_result_t *res);
+
+
+/* ---- Redis -----------------------------------------------------------------
+ *
+ * One pki_redis_t per configuration; connections are opened lazily, one per
+ * thread, and reopened after any error.  Every command has the configured
+ * timeout; a timeout or connection error is PKI_UNAVAILABLE.
+ *
+ * Key layout (a contract shared by every host of a fleet):
+ *   <ns>{ca:<CA>}:serial:<SERIAL>  string, SET NX reservation (never reused)
+ *   <ns>{ca:<CA>}:cert:<SERIAL>    hash, the certificate record
+ *   <ns>{ca:<CA>}:expiry           zset, SERIAL scored by notAfter
+ *   <ns>{ca:<CA>}:revoked          zset, SERIAL scored by revocation time
+ * <ns> is the configured namespace (default "pki:").
+ */
+
+typedef struct pki_redis_s  pki_redis_t;
+
+typedef struct {
+    const char  *host;         /* TCP host, or NULL with unix_path      */
+    int          port;         /* default 6379                          */
+    const char  *unix_path;    /* unix socket path, or NULL             */
+    const char  *password;     /* AUTH, or NULL                         */
+    int          db;           /* SELECT, default 0                     */
+    const char  *ns;           /* key namespace, default "pki:"         */
+    int          timeout_ms;   /* connect and command timeout, def 1000 */
+} pki_redis_conf_t;
+
+PKI_API pki_redis_t *pki_redis_new(const pki_redis_conf_t *conf,
+    pki_result_t *res);
+PKI_API void pki_redis_free(pki_redis_t *r);
+/* Closes this thread's connection (call after fork or on thread exit). */
+PKI_API void pki_redis_disconnect(pki_redis_t *r);
+PKI_API pki_status_t pki_redis_ping(pki_redis_t *r, pki_result_t *res);
+PKI_API const char *pki_redis_ns(const pki_redis_t *r);
+
+typedef enum {
+    PKI_CERT_PENDING = 0,   /* intent recorded, not yet signed          */
+    PKI_CERT_GOOD,
+    PKI_CERT_REVOKED
+} pki_cert_status_t;
+
+typedef struct {
+    char               serial[41];
+    char               ca[64];
+    char               template_name[64];
+    char              *subject;      /* RFC 2253 text                   */
+    char              *sans;         /* "DNS:a,IP:1.2.3.4,email:..,URI:.." */
+    char              *requester;    /* authenticated identity or ""     */
+    char              *client;       /* client address or ""             */
+    char               protocol[16]; /* "est", "acme", ...              */
+    pki_cert_status_t  status;
+    int                reason;       /* CRL reason code when revoked     */
+    time_t             revoked_at;
+    time_t             not_before;
+    time_t             not_after;
+    time_t             created;
+    unsigned char     *der;          /* NULL while pending              */
+    size_t             der_len;
+} pki_record_t;
+
+/* Reserves serial (SET NX) and writes a pending record in one atomic step.
+ * PKI_CONFLICT if the serial is taken. */
+PKI_API pki_status_t pki_record_reserve(pki_redis_t *r,
+    const pki_record_t *rec, pki_result_t *res);
+/* Completes a pending record: DER, status good, expiry index. */
+PKI_API pki_status_t pki_record_commit(pki_redis_t *r,
+    const pki_record_t *rec, pki_result_t *res);
+/* Removes a pending record after a failed signature (the serial stays
+ * reserved so it is never reused). */
+PKI_API pki_status_t pki_record_abandon(pki_redis_t *r, const char *ca,
+    const char *serial, pki_result_t *res);
+/* PKI_NOT_FOUND if there is no record. */
+PKI_API pki_status_t pki_record_get(pki_redis_t *r, const char *ca,
+    const char *serial, pki_record_t *out, pki_result_t *res);
+PKI_API void pki_record_clear(pki_record_t *rec);
+
+
+/* ---- templates ---------------------------------------------------------------
+ *
+ * Built from directive lines (name + arguments), the same for every server
+ * glue.  See README.md for the directive list.  pki_template_finish checks
+ * consistency; after it the template is read-only.
+ */
+
+typedef struct pki_template_s  pki_template_t;
+
+PKI_API pki_template_t *pki_template_new(const char *name);
+PKI_API void pki_template_free(pki_template_t *t);
+PKI_API const char *pki_template_name(const pki_template_t *t);
+/* PKI_MALFORMED with a detail such as "unknown key type \"ec:P-999\"". */
+PKI_API pki_status_t pki_template_set(pki_template_t *t, const char *name,
+    int argc, const char *const *argv, pki_result_t *res);
+PKI_API pki_status_t pki_template_finish(pki_template_t *t,
+    pki_result_t *res);
+PKI_API int pki_template_server_keygen(const pki_template_t *t);
+PKI_API long pki_template_validity(const pki_template_t *t);  /* seconds */
+
+
+/* ---- CAs -------------------------------------------------------------------- */
+
+typedef struct pki_ca_s  pki_ca_t;
+
+PKI_API pki_ca_t *pki_ca_new(const char *name);
+PKI_API void pki_ca_free(pki_ca_t *ca);
+PKI_API const char *pki_ca_name(const pki_ca_t *ca);
+/* Directive lines: certificate FILE; chain FILE; key REF; templates N...;
+ * max_validity TIME; crl_url URL; ocsp_url URL.  "key" and "templates"
+ * only record the names: the glue resolves them with the two calls below. */
+PKI_API pki_status_t pki_ca_set(pki_ca_t *ca, const char *name, int argc,
+    const char *const *argv, pki_result_t *res);
+PKI_API const char *pki_ca_key_ref(const pki_ca_t *ca);
+PKI_API pki_status_t pki_ca_set_key(pki_ca_t *ca, pki_key_t *key,
+    pki_result_t *res);
+PKI_API int pki_ca_template_count(const pki_ca_t *ca);
+PKI_API const char *pki_ca_template_name(const pki_ca_t *ca, int i);
+PKI_API pki_status_t pki_ca_add_template(pki_ca_t *ca, pki_template_t *t,
+    pki_result_t *res);
+/* Loads certificate and chain, checks the key matches the certificate, the
+ * certificate is a CA, and every template is compatible with the CA. */
+PKI_API pki_status_t pki_ca_finish(pki_ca_t *ca, pki_result_t *res);
+PKI_API int pki_ca_allows(const pki_ca_t *ca, const pki_template_t *t);
+PKI_API X509 *pki_ca_cert(const pki_ca_t *ca);                 /* borrowed */
+PKI_API STACK_OF(X509) *pki_ca_chain(const pki_ca_t *ca);      /* borrowed */
+PKI_API pki_key_t *pki_ca_key(const pki_ca_t *ca);
+/* 1 if cert names this CA as issuer and its signature verifies with the
+ * CA's public key. */
+PKI_API int pki_ca_issued(const pki_ca_t *ca, X509 *cert);
+
+
+/* ---- issuance --------------------------------------------------------------- */
+
+/* Parses a DER PKCS#10 (no trailing bytes, at most 64 KiB) and verifies its
+ * self-signature.  PKI_MALFORMED or PKI_BAD_SIGNATURE. */
+PKI_API pki_status_t pki_csr_parse(const unsigned char *der, size_t len,
+    X509_REQ **out, pki_result_t *res);
+
+/* The explicit issuance request: what the CA will sign, built from policy.
+ * Never the CSR itself. */
+typedef struct {
+    X509_NAME        *subject;
+    GENERAL_NAMES    *sans;       /* NULL or empty: no SAN extension */
+    EVP_PKEY         *pubkey;
+    time_t            not_before;  /* 0: now */
+    time_t            not_after;   /* 0: from template */
+} pki_request_t;
+
+/* Applies the template to a CSR: key type and size, subject rules, SAN
+ * rules.  PKI_POLICY with the rule named in the detail. */
+PKI_API pki_status_t pki_request_from_csr(const pki_template_t *t,
+    X509_REQ *csr, pki_request_t *req, pki_result_t *res);
+/* Renewal (EST simplereenroll): the CSR's subject and SANs must equal the
+ * old certificate's (PKI_FORBIDDEN otherwise); the request copies them. */
+PKI_API pki_status_t pki_request_renewal(const pki_template_t *t,
+    X509_REQ *csr, X509 *old, pki_request_t *req, pki_result_t *res);
+/* Replaces the request's public key (server-side key generation). */
+PKI_API void pki_request_set_pubkey(pki_request_t *req, EVP_PKEY *pub);
+PKI_API void pki_request_clear(pki_request_t *req);
+
+typedef struct {
+    const char  *protocol;    /* "est", "acme", "scep", ... */
+    const char  *requester;   /* authenticated identity, or NULL */
+    const char  *client;      /* client address, or NULL */
+} pki_issue_ctx_t;
+
+/* Issues: policy checks, fresh serial reserved in Redis (SET NX, retried on
+ * collision), intent recorded, TBS built from the request and template,
+ * signed, signature verified, record committed, certificate returned.  Any
+ * failure after the reservation abandons the pending record.  r may be NULL
+ * only for offline tools (pkictl), which then record nothing. */
+PKI_API pki_status_t pki_issue(pki_ca_t *ca, const pki_template_t *t,
+    pki_redis_t *r, const pki_request_t *req, const pki_issue_ctx_t *ictx,
+    X509 **out, pki_result_t *res);
+
+/* Self-signed certificate (a root CA) for offline tools. */
+PKI_API pki_status_t pki_selfsign(pki_key_t *key, const pki_template_t *t,
+    X509_NAME *subject, X509 **out, pki_result_t *res);
+
+/* Status of a certificate this CA issued: looks up the record.
+ * PKI_NOT_FOUND if there is none. */
+PKI_API pki_status_t pki_cert_status(pki_redis_t *r, const pki_ca_t *ca,
+    X509 *cert, pki_cert_status_t *status, pki_result_t *res);
+
+
+/* ---- EST (RFC 7030) --------------------------------------------------------- */
+
+typedef enum {
+    PKI_EST_UNKNOWN = 0,
+    PKI_EST_CACERTS,
+    PKI_EST_SIMPLEENROLL,
+    PKI_EST_SIMPLEREENROLL,
+    PKI_EST_CSRATTRS,
+    PKI_EST_SERVERKEYGEN
+} pki_est_op_t;
+
+typedef struct {
+    pki_ca_t          *ca;
+    pki_template_t    *tmpl;
+    pki_redis_t       *redis;
+    int                pop_linking;  /* require channel binding in the
+                                        CSR's challengePassword */
+    size_t             max_body;     /* default 65536 */
+} pki_est_conf_t;
+
+typedef struct {
+    pki_est_op_t          op;
+    const char           *method;        /* "GET", "POST", ...          */
+    const char           *content_type;  /* NULL if absent              */
+    const unsigned char  *body;
+    size_t                body_len;
+    const char           *user;          /* authenticated user, or NULL */
+    X509                 *client_cert;   /* verified by the TLS layer   */
+    const unsigned char  *channel_binding;  /* tls-unique (TLS 1.2) or
+                                               tls-exporter (TLS 1.3)   */
+    size_t                channel_binding_len;
+    const char           *client;        /* client address              */
+} pki_est_req_t;
+
+typedef struct {
+    int             http_status;
+    const char     *content_type;      /* static string, or NULL        */
+    int             cte_base64;        /* send Content-Transfer-Encoding */
+    const char     *www_authenticate;  /* static string, or NULL        */
+    int             retry_after;       /* seconds, 0 for none           */
+    unsigned char  *body;              /* malloc'd, may be NULL         */
+    size_t          body_len;
+    pki_result_t    res;               /* what happened, for the log    */
+} pki_est_resp_t;
+
+/* Maps the last path segment ("simpleenroll", ...) to an operation. */
+PKI_API pki_est_op_t pki_est_op(const char *name, size_t len);
+/* 1 if the operation needs Redis or the key (run it off the event loop). */
+PKI_API int pki_est_op_blocking(pki_est_op_t op);
+/* Handles one request.  Never fails to fill resp. */
+PKI_API void pki_est_handle(const pki_est_conf_t *conf,
+    const pki_est_req_t *req, pki_est_resp_t *resp);
+PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
+
+#endif /* PKI_H */

@@ -1,0 +1,67 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * A minimal TAP producer for the core unit tests (run by prove through
+ * t/00-core.t).  Each test binary calls ok()/is_status() any number of times
+ * and returns done_testing() from main().
+ */
+
+#ifndef PKI_UNIT_H
+#define PKI_UNIT_H
+
+#include <stdio.h>
+#include <stdarg.h>
+#include <stdlib.h>
+
+static int unit_n, unit_failed;
+
+static int
+ok(int cond, const char *fmt, ...)
+{
+    va_list  ap;
+
+    unit_n++;
+    printf("%s %d - ", cond ? "ok" : "not ok", unit_n);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    if (!cond) {
+        unit_failed++;
+    }
+    fflush(stdout);
+    return cond;
+}
+
+static void
+diag(const char *fmt, ...)
+{
+    va_list  ap;
+
+    printf("# ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+}
+
+static void
+skip_all(const char *why)
+{
+    printf("1..0 # SKIP %s\n", why);
+    exit(0);
+}
+
+static int
+done_testing(void)
+{
+    printf("1..%d\n", unit_n);
+    return unit_failed ? 1 : 0;
+}
+
+#define is_status(got, want, name)                                          \
+    ok((got) == (want), "%s (got %s, want %s)", name,                       \
+       pki_status_name(got), pki_status_name(want))
+
+#endif /* PKI_UNIT_H */
