@@ -16,7 +16,7 @@
 
 static int unit_n, unit_failed;
 
-static int
+static __attribute__((unused)) int
 ok(int cond, const char *fmt, ...)
 {
     va_list  ap;
@@ -34,7 +34,7 @@ ok(int cond, const char *fmt, ...)
     return cond;
 }
 
-static void
+static __attribute__((unused)) void
 diag(const char *fmt, ...)
 {
     va_list  ap;
@@ -46,14 +46,14 @@ diag(const char *fmt, ...)
     printf("\n");
 }
 
-static void
+static __attribute__((unused)) void
 skip_all(const char *why)
 {
     printf("1..0 # SKIP %s\n", why);
     exit(0);
 }
 
-static int
+static __attribute__((unused)) int
 done_testing(void)
 {
     printf("1..%d\n", unit_n);
