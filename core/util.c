@@ -1,0 +1,444 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Results, base64 and serial numbers: small pieces every core part uses.
+ */
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+
+#include "pki.h"
+
+
+#define PKI_SERIAL_BYTES  16
+
+
+static void pki_vappend(char *buf, size_t size, const char *fmt, va_list ap);
+static void pki_drain_openssl(pki_result_t *res);
+
+
+static const char *pki_status_names[] = {
+    "ok", "malformed", "bad signature", "policy", "unauthorized",
+    "forbidden", "not found", "conflict", "too large", "unsupported",
+    "unavailable", "internal"
+};
+
+
+void
+pki_result_init(pki_result_t *res)
+{
+    res->status = PKI_OK;
+    res->detail[0] = '\0';
+    res->log[0] = '\0';
+}
+
+
+const char *
+pki_status_name(pki_status_t st)
+{
+    if ((size_t) st >= sizeof(pki_status_names) / sizeof(pki_status_names[0]))
+    {
+        return "unknown";
+    }
+
+    return pki_status_names[st];
+}
+
+
+pki_status_t
+pki_fail(pki_result_t *res, pki_status_t st, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (res == NULL) {
+        ERR_clear_error();
+        return st;
+    }
+
+    res->status = st;
+    res->detail[0] = '\0';
+
+    va_start(ap, fmt);
+    pki_vappend(res->detail, sizeof(res->detail), fmt, ap);
+    va_end(ap);
+
+    pki_drain_openssl(res);
+
+    return st;
+}
+
+
+void
+pki_log(pki_result_t *res, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (res == NULL) {
+        return;
+    }
+
+    va_start(ap, fmt);
+    pki_vappend(res->log, sizeof(res->log), fmt, ap);
+    va_end(ap);
+}
+
+
+static void
+pki_vappend(char *buf, size_t size, const char *fmt, va_list ap)
+{
+    size_t  len;
+
+    len = strnlen(buf, size);
+    if (len + 1 >= size) {
+        return;
+    }
+
+    vsnprintf(buf + len, size - len, fmt, ap);
+}
+
+
+static void
+pki_drain_openssl(pki_result_t *res)
+{
+    char           text[256];
+    unsigned long  e;
+
+    while ((e = ERR_get_error()) != 0) {
+        ERR_error_string_n(e, text, sizeof(text));
+        pki_log(res, "%s(%s)", res->log[0] ? "; " : "", text);
+    }
+}
+
+
+static pthread_once_t  pki_once = PTHREAD_ONCE_INIT;
+static int             pki_init_ok;
+
+
+static void
+pki_init_once(void)
+{
+    pki_init_ok = OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CRYPTO_STRINGS
+                                      | OPENSSL_INIT_ADD_ALL_CIPHERS
+                                      | OPENSSL_INIT_ADD_ALL_DIGESTS, NULL);
+}
+
+
+int
+pki_init(void)
+{
+    pthread_once(&pki_once, pki_init_once);
+    return pki_init_ok;
+}
+
+
+/* ---- base64 ----------------------------------------------------------- */
+
+static const char  pki_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+
+static int
+pki_b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') {
+        return c - 'A';
+    }
+    if (c >= 'a' && c <= 'z') {
+        return c - 'a' + 26;
+    }
+    if (c >= '0' && c <= '9') {
+        return c - '0' + 52;
+    }
+    if (c == '+') {
+        return 62;
+    }
+    if (c == '/') {
+        return 63;
+    }
+    return -1;
+}
+
+
+pki_status_t
+pki_base64_decode(const unsigned char *in, size_t len, unsigned char **out,
+    size_t *outlen, pki_result_t *res)
+{
+    int             v;
+    size_t          i, n, pad;
+    uint32_t        acc;
+    unsigned char  *buf, c;
+
+    *out = NULL;
+    *outlen = 0;
+
+    buf = malloc(len / 4 * 3 + 3);
+    if (buf == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    acc = 0;
+    n = 0;      /* significant characters seen */
+    pad = 0;
+
+    for (i = 0; i < len; i++) {
+        c = in[i];
+
+        if (c == '\r' || c == '\n' || c == ' ' || c == '\t') {
+            continue;
+        }
+
+        if (c == '=') {
+            pad++;
+            if (pad > 2) {
+                goto bad;
+            }
+            continue;
+        }
+
+        if (pad) {
+            goto bad;               /* data after padding */
+        }
+
+        v = pki_b64_value(c);
+        if (v < 0) {
+            goto bad;
+        }
+
+        acc = (acc << 6) | (uint32_t) v;
+        n++;
+
+        if (n % 4 == 0) {
+            buf[(*outlen)++] = (unsigned char) (acc >> 16);
+            buf[(*outlen)++] = (unsigned char) (acc >> 8);
+            buf[(*outlen)++] = (unsigned char) acc;
+            acc = 0;
+        }
+    }
+
+    switch (n % 4) {
+    case 0:
+        if (pad != 0) {
+            goto bad;
+        }
+        break;
+    case 1:
+        goto bad;
+    case 2:
+        if (pad != 0 && pad != 2) {
+            goto bad;
+        }
+        if (acc & 0xf) {
+            goto bad;               /* non-canonical trailing bits */
+        }
+        buf[(*outlen)++] = (unsigned char) (acc >> 4);
+        break;
+    case 3:
+        if (pad != 0 && pad != 1) {
+            goto bad;
+        }
+        if (acc & 0x3) {
+            goto bad;
+        }
+        buf[(*outlen)++] = (unsigned char) (acc >> 10);
+        buf[(*outlen)++] = (unsigned char) (acc >> 2);
+        break;
+    }
+
+    if (*outlen == 0) {
+        goto bad;
+    }
+
+    *out = buf;
+    return PKI_OK;
+
+bad:
+
+    free(buf);
+    *outlen = 0;
+    return pki_fail(res, PKI_MALFORMED, "body is not valid base64");
+}
+
+
+char *
+pki_base64_encode(const unsigned char *in, size_t len, size_t wrap,
+    size_t *outlen)
+{
+    char      *out, *p;
+    size_t     i, groups, size, col;
+    uint32_t   acc;
+
+    groups = (len + 2) / 3;
+    size = groups * 4;
+    if (wrap) {
+        size += size / wrap + 1;        /* CRLF-free: "\n" per line */
+    }
+
+    out = malloc(size + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    p = out;
+    col = 0;
+
+    for (i = 0; i < len; i += 3) {
+        acc = (uint32_t) in[i] << 16;
+        if (i + 1 < len) {
+            acc |= (uint32_t) in[i + 1] << 8;
+        }
+        if (i + 2 < len) {
+            acc |= in[i + 2];
+        }
+
+        *p++ = pki_b64[(acc >> 18) & 0x3f];
+        *p++ = pki_b64[(acc >> 12) & 0x3f];
+        *p++ = (i + 1 < len) ? pki_b64[(acc >> 6) & 0x3f] : '=';
+        *p++ = (i + 2 < len) ? pki_b64[acc & 0x3f] : '=';
+
+        col += 4;
+        if (wrap && col >= wrap) {
+            *p++ = '\n';
+            col = 0;
+        }
+    }
+
+    if (wrap && col) {
+        *p++ = '\n';
+    }
+
+    *p = '\0';
+
+    if (outlen) {
+        *outlen = (size_t) (p - out);
+    }
+
+    return out;
+}
+
+
+/* ---- serial numbers ----------------------------------------------------- */
+
+int
+pki_serial_new(ASN1_INTEGER **out)
+{
+    BIGNUM         *bn;
+    ASN1_INTEGER   *ai;
+    unsigned char   buf[PKI_SERIAL_BYTES];
+
+    *out = NULL;
+
+    do {
+        if (RAND_priv_bytes(buf, sizeof(buf)) != 1) {
+            return 0;
+        }
+        buf[0] &= 0x7f;             /* positive in two's complement */
+    } while (buf[0] == 0);          /* keep the full 16-octet width */
+
+    bn = BN_bin2bn(buf, sizeof(buf), NULL);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (bn == NULL) {
+        return 0;
+    }
+
+    ai = BN_to_ASN1_INTEGER(bn, NULL);
+    BN_free(bn);
+    if (ai == NULL) {
+        return 0;
+    }
+
+    *out = ai;
+    return 1;
+}
+
+
+static int
+pki_bn_to_hex(const BIGNUM *bn, char out[41])
+{
+    int            len, i;
+    unsigned char  buf[20];
+    static const char  hex[] = "0123456789ABCDEF";
+
+    if (BN_is_negative(bn) || BN_is_zero(bn) || BN_num_bytes(bn) > 20) {
+        return 0;
+    }
+
+    len = BN_bn2bin(bn, buf);
+
+    for (i = 0; i < len; i++) {
+        out[2 * i] = hex[buf[i] >> 4];
+        out[2 * i + 1] = hex[buf[i] & 0xf];
+    }
+
+    out[2 * len] = '\0';
+    return 1;
+}
+
+
+int
+pki_serial_to_hex(const ASN1_INTEGER *serial, char out[41])
+{
+    int      rc;
+    BIGNUM  *bn;
+
+    out[0] = '\0';
+
+    bn = ASN1_INTEGER_to_BN(serial, NULL);
+    if (bn == NULL) {
+        return 0;
+    }
+
+    rc = pki_bn_to_hex(bn, out);
+    BN_free(bn);
+
+    return rc;
+}
+
+
+int
+pki_serial_normalize(const char *in, char out[41])
+{
+    int      rc;
+    size_t   i, len;
+    BIGNUM  *bn;
+
+    out[0] = '\0';
+
+    if (in == NULL) {
+        return 0;
+    }
+
+    if (in[0] == '0' && (in[1] == 'x' || in[1] == 'X')) {
+        in += 2;
+    }
+
+    len = strlen(in);
+    if (len == 0 || len > 128) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!isxdigit((unsigned char) in[i])) {
+            return 0;
+        }
+    }
+
+    bn = NULL;
+    if (BN_hex2bn(&bn, in) != (int) len) {
+        BN_free(bn);
+        return 0;
+    }
+
+    rc = pki_bn_to_hex(bn, out);
+    BN_free(bn);
+
+    return rc;
+}
