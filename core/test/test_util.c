@@ -95,7 +95,7 @@ main(void)
         } else {
             ok(st == PKI_MALFORMED && dec == NULL
                && strstr(res.detail, "base64") != NULL,
-               "base64 refuses \"%s\"", c->in);
+               "base64 refuses case %d", i);
         }
         free(dec);
     }
