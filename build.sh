@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+#
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# nginx-pki build driver.
+#
+#   ./build.sh                     build core, pkictl and the nginx modules into build/
+#   ./build.sh test [--sanitize]   build, then run the test suite (prove -r t/)
+#   ./build.sh demo                build, then start the demo PKI under demo/
+#   ./build.sh demo stop           stop the demo
+#
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$TOP"
+
+NGX_SRC=/usr/share/nginx/src
+
+PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
+          libhiredis-dev libcjson-dev libssl-dev redis-server wrk
+          build-essential pkg-config curl
+          libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl)
+
+die() {
+    echo "build.sh: error: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "build.sh: $*" >&2
+}
+
+# --- packages ----------------------------------------------------------------
+
+ensure_packages() {
+    local missing=() p
+
+    for p in "${PACKAGES[@]}"; do
+        if ! dpkg -s "$p" >/dev/null 2>&1 \
+           || ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'
+        then
+            missing+=("$p")
+        fi
+    done
+
+    [ ${#missing[@]} -eq 0 ] && return 0
+
+    if [ "$(id -u)" -ne 0 ]; then
+        die "missing Debian packages: ${missing[*]}
+  install them as root:  apt-get install -y --no-install-recommends ${missing[*]}"
+    fi
+
+    note "installing missing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
+        apt-get update || die "apt-get update failed"
+        apt-get install -y --no-install-recommends "${missing[@]}" \
+            || die "apt-get install failed for: ${missing[*]}"
+    fi
+}
+
+# --- build -------------------------------------------------------------------
+
+# build_all BUILD_DIR SANITIZE(0|1)
+build_all() {
+    local bdir=$1 san=$2 cc_opt ld_opt stamp want
+
+    mkdir -p "$bdir" || die "cannot create $bdir"
+
+    note "building core and pkictl into $bdir"
+    if [ "$san" = 1 ]; then
+        make -C core BUILD="$bdir" SAN=1 -j"$(nproc)" \
+            || die "core build failed (make -C core BUILD=$bdir SAN=1)"
+    else
+        make -C core BUILD="$bdir" -j"$(nproc)" \
+            || die "core build failed (make -C core BUILD=$bdir)"
+    fi
+    [ -f "$bdir/libpkicore.so" ] || die "core build produced no $bdir/libpkicore.so"
+
+    [ -f "$TOP/config" ] || die "no top-level nginx module 'config' in $TOP"
+    [ -d "$NGX_SRC" ] || die "$NGX_SRC missing (package nginx-dev)"
+
+    # shellcheck disable=SC1091
+    . "$NGX_SRC/conf_flags"
+
+    cc_opt="$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)"
+    ld_opt="$(dpkg-buildflags --get LDFLAGS) -fPIC"
+    if [ "$san" = 1 ]; then
+        cc_opt="$cc_opt -fsanitize=address,undefined -fno-omit-frame-pointer"
+        ld_opt="$ld_opt -fsanitize=address,undefined"
+    fi
+
+    # Re-run configure only when its inputs changed (flags, config files,
+    # nginx version, list of module sources).
+    want=$( {
+        echo "$cc_opt|$ld_opt|${NGX_CONF_FLAGS[*]}|$bdir"
+        nginx -v 2>&1
+        cat "$TOP/config" "$TOP"/ngx_*_module/config 2>/dev/null || true
+        ls "$TOP"/ngx_*_module/ 2>/dev/null || true
+    } | sha256sum | cut -d' ' -f1)
+    stamp="$bdir/nginx/.configured"
+
+    if [ ! -f "$bdir/nginx/Makefile" ] || [ ! -f "$stamp" ] \
+       || [ "$(cat "$stamp")" != "$want" ]
+    then
+        note "configuring nginx modules (builddir $bdir/nginx)"
+        rm -rf "$bdir/nginx"
+        mkdir -p "$bdir/nginx"
+        (
+            cd "$NGX_SRC"
+            PKI_BUILD="$bdir" ./configure \
+                --with-cc-opt="$cc_opt" \
+                --with-ld-opt="$ld_opt" \
+                "${NGX_CONF_FLAGS[@]}" \
+                --add-dynamic-module="$TOP" \
+                --builddir="$bdir/nginx"
+        ) > "$bdir/nginx-configure.log" 2>&1 \
+            || { tail -n 30 "$bdir/nginx-configure.log" >&2;
+                 die "nginx configure failed (log: $bdir/nginx-configure.log)"; }
+        echo "$want" > "$stamp"
+    fi
+
+    note "building nginx modules"
+    (cd "$NGX_SRC" && PKI_BUILD="$bdir" make -f "$bdir/nginx/Makefile" modules) \
+        || die "nginx module build failed"
+
+    local so n=0
+    for so in "$bdir"/nginx/*.so; do
+        [ -e "$so" ] || continue
+        cp -f "$so" "$bdir/" || die "cannot copy $so"
+        n=$((n + 1))
+    done
+    [ "$n" -gt 0 ] || die "nginx module build produced no .so in $bdir/nginx"
+    note "built: $(cd "$bdir" && ls ./*.so pkictl | tr '\n' ' ')"
+}
+
+# --- test --------------------------------------------------------------------
+
+run_tests() {
+    local san=0 bdir="$TOP/build"
+
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --sanitize) san=1; bdir="$TOP/build-san" ;;
+            *) die "unknown test option: $1" ;;
+        esac
+        shift
+    done
+
+    ensure_packages
+    build_all "$bdir" "$san"
+
+    note "running tests (PKI_BUILD=$bdir, PKI_SANITIZE=$san)"
+    PKI_BUILD="$bdir" PKI_SANITIZE="$san" prove -r t/ \
+        || die "test suite failed"
+}
+
+# --- demo --------------------------------------------------------------------
+
+demo_stop() {
+    local d="$TOP/demo" pid
+
+    if [ -f "$d/nginx/logs/nginx.pid" ]; then
+        pid=$(cat "$d/nginx/logs/nginx.pid" 2>/dev/null || true)
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            note "stopping nginx (pid $pid)"
+            kill -QUIT "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
+        fi
+        rm -f "$d/nginx/logs/nginx.pid"
+    fi
+
+    if [ -S "$d/redis.sock" ]; then
+        note "stopping redis"
+        redis-cli -s "$d/redis.sock" shutdown >/dev/null 2>&1 || true
+    fi
+    if [ -f "$d/redis.pid" ]; then
+        pid=$(cat "$d/redis.pid" 2>/dev/null || true)
+        for _ in $(seq 50); do
+            [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        rm -f "$d/redis.pid"
+    fi
+}
+
+demo_start() {
+    local d="$TOP/demo" b="$TOP/build" envs
+
+    ensure_packages
+    build_all "$b" 0
+
+    demo_stop
+
+    if [ ! -f "$d/root.pem" ] || [ ! -f "$d/hsm/softhsm2.conf" ]; then
+        note "creating the demo PKI under $d"
+        rm -rf "$d"
+        PKI_BUILD="$b" "$TOP/scripts/mkpki.sh" "$d" \
+            || die "PKI setup failed (scripts/mkpki.sh)"
+    fi
+
+    mkdir -p "$d/redis" "$d/nginx/conf" "$d/nginx/logs" "$d/nginx/tmp"
+
+    note "starting redis on $d/redis.sock"
+    redis-server --port 0 --unixsocket "$d/redis.sock" --unixsocketperm 700 \
+        --dir "$d/redis" --appendonly yes --appendfsync always --save "" \
+        --daemonize yes --pidfile "$d/redis.pid" --logfile "$d/redis/redis.log" \
+        || die "redis-server failed to start (log: $d/redis/redis.log)"
+    for _ in $(seq 50); do
+        redis-cli -s "$d/redis.sock" ping 2>/dev/null | grep -q PONG && break
+        sleep 0.1
+    done
+    redis-cli -s "$d/redis.sock" ping 2>/dev/null | grep -q PONG \
+        || die "redis did not answer on $d/redis.sock"
+
+    "$TOP/scripts/nginx-conf.sh" \
+        --build "$b" --pki "$d" --prefix "$d/nginx" --redis "$d/redis.sock" \
+        --https 8443 --http 8080 --daemon on --log-level info \
+        > "$d/nginx/conf/nginx.conf" \
+        || die "cannot render nginx.conf"
+
+    note "checking nginx config"
+    SOFTHSM2_CONF="$d/hsm/softhsm2.conf" \
+        nginx -p "$d/nginx/" -c conf/nginx.conf -t -q \
+        || die "nginx -t failed for $d/nginx/conf/nginx.conf"
+
+    note "starting nginx (prefix $d/nginx)"
+    SOFTHSM2_CONF="$d/hsm/softhsm2.conf" \
+        nginx -p "$d/nginx/" -c conf/nginx.conf \
+        || die "nginx failed to start (log: $d/nginx/logs/error.log)"
+
+    local up=0
+    for _ in $(seq 100); do
+        if curl -sS -o /dev/null --max-time 2 --cacert "$d/root.pem" \
+               https://127.0.0.1:8443/.well-known/est/cacerts 2>/dev/null \
+           && curl -sS -o /dev/null --max-time 2 http://127.0.0.1:8080/ 2>/dev/null
+        then
+            up=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ "$up" = 1 ] || { tail -n 20 "$d/nginx/logs/error.log" >&2 || true;
+                       die "the demo endpoints do not answer (log: $d/nginx/logs/error.log)"; }
+
+    cat <<EOF
+
+nginx-pki demo is running.
+
+  EST base URL   https://127.0.0.1:8443/.well-known/est/
+                 (cacerts, simpleenroll, simplereenroll, csrattrs, serverkeygen)
+  HTTP page      http://127.0.0.1:8080/
+  credentials    demo / demo   (HTTP Basic; simplereenroll uses the TLS client certificate)
+  trust anchor   $d/root.pem
+  CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
+  Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)
+  logs           $d/nginx/logs/error.log
+
+Enroll a device:
+
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \\
+      -keyout dev.key -subj "/CN=device-1" -outform DER -out dev.csr
+  base64 -w 64 dev.csr | curl -sS --cacert $d/root.pem -u demo:demo \\
+      -H 'Content-Type: application/pkcs10' --data-binary @- \\
+      https://127.0.0.1:8443/.well-known/est/simpleenroll \\
+    | base64 -d | openssl pkcs7 -inform DER -print_certs -out dev.pem
+  openssl verify -CAfile $d/root.pem -untrusted $d/issuing.pem dev.pem
+
+Stop it with: ./build.sh demo stop
+EOF
+}
+
+# --- main --------------------------------------------------------------------
+
+cmd=${1:-build}
+[ $# -gt 0 ] && shift
+
+case $cmd in
+    build)
+        [ $# -eq 0 ] || die "usage: ./build.sh [build]"
+        ensure_packages
+        build_all "$TOP/build" 0
+        ;;
+    test)
+        run_tests "$@"
+        ;;
+    demo)
+        case ${1:-start} in
+            start) demo_start ;;
+            stop)  demo_stop; note "demo stopped" ;;
+            *)     die "usage: ./build.sh demo [stop]" ;;
+        esac
+        ;;
+    -h|--help|help)
+        sed -n '7,13p' "$0"
+        ;;
+    *)
+        die "unknown command '$cmd' (use: build, test [--sanitize], demo [stop])"
+        ;;
+esac

@@ -1,0 +1,842 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * pkictl: offline CA tool over libpkicore (pki.h only).
+ *
+ *   pkictl selfsign --key REF --subject DN --days N --out FILE [vault]
+ *   pkictl issue --ca-cert F --ca-key REF (--csr F | --pubkey-of REF)
+ *                --profile ca|server|client [--pathlen N] [--subject DN]
+ *                [--dns NAME]... [--ip ADDR]... --days N --out FILE
+ *                [vault] [--redis unix:PATH]
+ *
+ *   vault: --module PATH --token LABEL --pin-file F
+ *
+ * REF is a PEM key file or a "pkcs11:" URI.  The PIN is read only from the
+ * PIN file.  Errors go to stderr; the exit status is 1 on any failure.
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+
+
+#define PKICTL_MAX_NAMES    64
+#define PKICTL_MAX_FILE     (1024 * 1024)
+#define PKICTL_DEF_MODULE   "/usr/lib/softhsm/libsofthsm2.so"
+
+
+typedef struct {
+    const char  *cmd;
+    const char  *key;
+    const char  *subject;
+    const char  *out;
+    const char  *ca_cert;
+    const char  *ca_key;
+    const char  *csr;
+    const char  *pubkey_of;
+    const char  *profile;
+    const char  *module;
+    const char  *token;
+    const char  *pin_file;
+    const char  *redis;
+    const char  *dns[PKICTL_MAX_NAMES];
+    const char  *ip[PKICTL_MAX_NAMES];
+    int          ndns;
+    int          nip;
+    long         days;
+    long         pathlen;
+} pkictl_opts_t;
+
+
+static void
+usage(void)
+{
+    fprintf(stderr,
+        "usage:\n"
+        "  pkictl selfsign --key REF --subject DN --days N --out FILE"
+        " [vault]\n"
+        "  pkictl issue --ca-cert F --ca-key REF (--csr F | --pubkey-of REF)\n"
+        "               --profile ca|server|client [--pathlen N]"
+        " [--subject DN]\n"
+        "               [--dns NAME]... [--ip ADDR]... --days N --out FILE\n"
+        "               [vault] [--redis unix:PATH]\n"
+        "  vault: --module PATH --token LABEL --pin-file FILE\n"
+        "  REF: a PEM key file or a pkcs11: URI; DN: \"/CN=a/O=b\"\n");
+}
+
+
+static int
+fail_res(const char *what, const pki_result_t *res)
+{
+    fprintf(stderr, "pkictl: %s: %s: %s\n", what,
+            pki_status_name(res->status),
+            res->detail[0] ? res->detail : "(no detail)");
+    if (res->log[0]) {
+        fprintf(stderr, "pkictl:   %s\n", res->log);
+    }
+    return 0;
+}
+
+
+static int
+fail(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "pkictl: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    return 0;
+}
+
+
+static int
+parse_long(const char *s, long min, long max, long *out)
+{
+    char  *end;
+    long   v;
+
+    if (s == NULL || *s == '\0') {
+        return 0;
+    }
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+
+/* "/CN=a/O=b" with "\/" and "\\" escapes. */
+static X509_NAME *
+parse_dn(const char *dn)
+{
+    X509_NAME  *name;
+    char       *buf, *field, *p, *w, *eq;
+    size_t      len;
+    int         n = 0;
+
+    len = strlen(dn);
+    if (len == 0 || len > 4096 || dn[0] != '/') {
+        fail("bad subject \"%s\": use \"/CN=name/O=org\"", dn);
+        return NULL;
+    }
+
+    name = X509_NAME_new();
+    buf = malloc(len + 1);
+    if (name == NULL || buf == NULL) {
+        goto failed;
+    }
+
+    p = (char *) dn + 1;
+
+    while (*p != '\0') {
+        /* copy one field, unescaping, up to an unescaped '/' */
+        field = w = buf;
+        while (*p != '\0' && *p != '/') {
+            if (*p == '\\' && p[1] != '\0') {
+                p++;
+            }
+            *w++ = *p++;
+        }
+        *w = '\0';
+        if (*p == '/') {
+            p++;
+        }
+
+        eq = strchr(field, '=');
+        if (eq == NULL || eq == field || eq[1] == '\0') {
+            fail("bad subject component \"%s\"", field);
+            goto failed;
+        }
+        *eq = '\0';
+
+        if (!X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8,
+                                        (unsigned char *) eq + 1, -1, -1, 0))
+        {
+            fail("bad subject attribute \"%s\"", field);
+            goto failed;
+        }
+        n++;
+    }
+
+    if (n == 0) {
+        fail("empty subject \"%s\"", dn);
+        goto failed;
+    }
+
+    free(buf);
+    return name;
+
+failed:
+
+    free(buf);
+    X509_NAME_free(name);
+    return NULL;
+}
+
+
+static int
+add_san(GENERAL_NAMES *gens, int type, const char *value)
+{
+    GENERAL_NAME       *gn;
+    ASN1_IA5STRING     *ia5;
+    ASN1_OCTET_STRING  *ip;
+
+    gn = GENERAL_NAME_new();
+    if (gn == NULL) {
+        return 0;
+    }
+
+    if (type == GEN_DNS) {
+        if (*value == '\0' || strlen(value) > 253) {
+            GENERAL_NAME_free(gn);
+            return fail("bad DNS name \"%s\"", value);
+        }
+        ia5 = ASN1_IA5STRING_new();
+        if (ia5 == NULL || !ASN1_STRING_set(ia5, value, -1)) {
+            ASN1_IA5STRING_free(ia5);
+            GENERAL_NAME_free(gn);
+            return 0;
+        }
+        GENERAL_NAME_set0_value(gn, GEN_DNS, ia5);
+
+    } else {
+        ip = a2i_IPADDRESS(value);
+        if (ip == NULL) {
+            GENERAL_NAME_free(gn);
+            return fail("bad IP address \"%s\"", value);
+        }
+        GENERAL_NAME_set0_value(gn, GEN_IPADD, ip);
+    }
+
+    if (!sk_GENERAL_NAME_push(gens, gn)) {
+        GENERAL_NAME_free(gn);
+        return 0;
+    }
+    return 1;
+}
+
+
+static unsigned char *
+read_file(const char *path, size_t *len)
+{
+    FILE           *f;
+    unsigned char  *buf;
+    size_t          n;
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "pkictl: cannot open \"%s\": %s\n", path,
+                strerror(errno));
+        return NULL;
+    }
+
+    buf = malloc(PKICTL_MAX_FILE + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return NULL;
+    }
+
+    n = fread(buf, 1, PKICTL_MAX_FILE + 1, f);
+    if (ferror(f) || n > PKICTL_MAX_FILE) {
+        fprintf(stderr, "pkictl: cannot read \"%s\" (error or over 1 MiB)\n",
+                path);
+        fclose(f);
+        free(buf);
+        return NULL;
+    }
+    fclose(f);
+
+    *len = n;
+    return buf;
+}
+
+
+/* Reads a CSR file, PEM or DER, and has the core parse and verify it. */
+static X509_REQ *
+load_csr(const char *path)
+{
+    X509_REQ       *csr = NULL, *pem;
+    BIO            *bio;
+    unsigned char  *buf, *der = NULL;
+    size_t          len;
+    int             dlen;
+    pki_result_t    res;
+
+    buf = read_file(path, &len);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    pki_result_init(&res);
+
+    if (len > 10 && memcmp(buf, "-----BEGIN", 10) == 0) {
+        bio = BIO_new_mem_buf(buf, (int) len);
+        pem = bio ? PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL) : NULL;
+        BIO_free(bio);
+        if (pem == NULL) {
+            fail("\"%s\" holds no PEM certificate request", path);
+            goto done;
+        }
+        dlen = i2d_X509_REQ(pem, &der);
+        X509_REQ_free(pem);
+        if (dlen <= 0) {
+            fail("cannot encode the request in \"%s\"", path);
+            goto done;
+        }
+        if (pki_csr_parse(der, (size_t) dlen, &csr, &res) != PKI_OK) {
+            fail_res("bad certificate request", &res);
+        }
+
+    } else if (pki_csr_parse(buf, len, &csr, &res) != PKI_OK) {
+        fail_res("bad certificate request", &res);
+    }
+
+done:
+
+    OPENSSL_free(der);
+    free(buf);
+    return csr;
+}
+
+
+static int
+write_cert(const char *path, X509 *x)
+{
+    char   tmp[PATH_MAX];
+    FILE  *f;
+    int    n;
+
+    n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (n < 0 || (size_t) n >= sizeof(tmp)) {
+        return fail("output path too long: \"%s\"", path);
+    }
+
+    f = fopen(tmp, "w");
+    if (f == NULL) {
+        fprintf(stderr, "pkictl: cannot create \"%s\": %s\n", tmp,
+                strerror(errno));
+        return 0;
+    }
+
+    if (!PEM_write_X509(f, x) || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        fclose(f);
+        unlink(tmp);
+        return fail("cannot write \"%s\"", tmp);
+    }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return fail("cannot write \"%s\"", path);
+    }
+    return 1;
+}
+
+
+/* Opens a vault if one is needed for ref (a pkcs11: URI).  *vault stays
+ * NULL for file keys. */
+static int
+open_vault(const pkictl_opts_t *o, const char *ref, pki_vault_t **vault)
+{
+    char           token[256];
+    const char    *label;
+    pki_result_t   res;
+
+    if (*vault != NULL || strncmp(ref, "pkcs11:", 7) != 0) {
+        return 1;
+    }
+
+    label = o->token;
+    if (label == NULL) {
+        if (!pki_key_uri_token(ref, token, sizeof(token))) {
+            return fail("key \"%s\" names no token: add --token", ref);
+        }
+        label = token;
+    }
+    if (o->pin_file == NULL) {
+        return fail("%s: a pkcs11: key needs --pin-file", ref);
+    }
+
+    pki_result_init(&res);
+    *vault = pki_vault_new("pkictl", o->module ? o->module : PKICTL_DEF_MODULE,
+                           label, o->pin_file, &res);
+    if (*vault == NULL) {
+        return fail_res("vault", &res);
+    }
+    if (pki_vault_open(*vault, &res) != PKI_OK) {
+        return fail_res("cannot open the token", &res);
+    }
+    return 1;
+}
+
+
+static pki_key_t *
+open_key(const pkictl_opts_t *o, const char *ref, pki_vault_t **vault)
+{
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    if (!open_vault(o, ref, vault)) {
+        return NULL;
+    }
+
+    pki_result_init(&res);
+    k = pki_key_new(ref, strncmp(ref, "pkcs11:", 7) == 0 ? *vault : NULL,
+                    &res);
+    if (k == NULL) {
+        fail_res("key", &res);
+        return NULL;
+    }
+    if (pki_key_open(k, &res) != PKI_OK) {
+        fail_res("cannot open the key", &res);
+        pki_key_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+
+static int
+tmpl_line(pki_template_t *t, const char *name, int argc,
+    const char *const *argv)
+{
+    pki_result_t  res;
+
+    pki_result_init(&res);
+    if (pki_template_set(t, name, argc, argv, &res) != PKI_OK) {
+        fprintf(stderr, "pkictl: template line \"%s\": ", name);
+        return fail_res("rejected", &res);
+    }
+    return 1;
+}
+
+
+/* Builds the certificate template of a profile. */
+static pki_template_t *
+make_template(const char *profile, long pathlen, long days)
+{
+    pki_template_t  *t;
+    pki_result_t     res;
+    char             validity[32], pl[32];
+    const char      *kt[] = { "ec:P-256", "ec:P-384", "rsa:2048-4096" };
+    const char      *ku_ca[] = { "keyCertSign", "cRLSign", "digitalSignature" };
+    const char      *ku_ee[] = { "digitalSignature", "keyEncipherment" };
+    const char      *eku_srv[] = { "serverAuth" };
+    const char      *eku_cli[] = { "clientAuth" };
+    const char      *bc[2];
+    const char      *subj[] = { "CN", "copy" };
+    const char      *sdns[] = { "dns", "copy" };
+    const char      *sip[] = { "ip", "copy" };
+    const char      *v[1];
+    int              ok;
+
+    t = pki_template_new(profile);
+    if (t == NULL) {
+        fail("out of memory%s", "");
+        return NULL;
+    }
+
+    snprintf(validity, sizeof(validity), "%ldd", days);
+    v[0] = validity;
+
+    ok = tmpl_line(t, "key_types", 3, kt)
+         && tmpl_line(t, "validity", 1, v);
+
+    if (strcmp(profile, "ca") == 0) {
+        bc[0] = "ca:true";
+        if (pathlen >= 0) {
+            snprintf(pl, sizeof(pl), "pathlen:%ld", pathlen);
+            bc[1] = pl;
+        }
+        ok = ok && tmpl_line(t, "basic_constraints", pathlen >= 0 ? 2 : 1, bc)
+             && tmpl_line(t, "key_usage", 3, ku_ca);
+
+    } else {
+        ok = ok && tmpl_line(t, "subject", 2, subj)
+             && tmpl_line(t, "san", 2, sdns)
+             && tmpl_line(t, "san", 2, sip)
+             && tmpl_line(t, "key_usage", 2, ku_ee)
+             && tmpl_line(t, "extended_key_usage", 1,
+                          strcmp(profile, "server") == 0 ? eku_srv : eku_cli);
+    }
+
+    if (!ok) {
+        pki_template_free(t);
+        return NULL;
+    }
+
+    pki_result_init(&res);
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        fail_res("template", &res);
+        pki_template_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+
+static int
+cmd_selfsign(pkictl_opts_t *o)
+{
+    pki_vault_t     *vault = NULL;
+    pki_key_t       *key = NULL;
+    pki_template_t  *t = NULL;
+    X509_NAME       *subject = NULL;
+    X509            *x = NULL;
+    pki_result_t     res;
+    int              rc = 1;
+
+    if (o->key == NULL || o->subject == NULL || o->out == NULL
+        || o->days <= 0)
+    {
+        usage();
+        return 1;
+    }
+
+    subject = parse_dn(o->subject);
+    if (subject == NULL) {
+        goto done;
+    }
+    t = make_template("ca", o->pathlen, o->days);
+    if (t == NULL) {
+        goto done;
+    }
+    key = open_key(o, o->key, &vault);
+    if (key == NULL) {
+        goto done;
+    }
+
+    pki_result_init(&res);
+    if (pki_selfsign(key, t, subject, &x, &res) != PKI_OK) {
+        fail_res("selfsign", &res);
+        goto done;
+    }
+
+    if (write_cert(o->out, x)) {
+        rc = 0;
+    }
+
+done:
+
+    X509_free(x);
+    X509_NAME_free(subject);
+    pki_template_free(t);
+    if (key) {
+        pki_key_close(key);
+        pki_key_free(key);
+    }
+    if (vault) {
+        pki_vault_close(vault);
+        pki_vault_free(vault);
+    }
+    return rc;
+}
+
+
+static int
+cmd_issue(pkictl_opts_t *o)
+{
+    pki_vault_t          *vault = NULL;
+    pki_key_t            *cakey = NULL, *subjkey = NULL;
+    pki_template_t       *t = NULL;
+    pki_ca_t             *ca = NULL;
+    pki_redis_t          *redis = NULL;
+    pki_redis_conf_t      rc_conf;
+    X509_REQ             *csr = NULL;
+    X509                 *x = NULL;
+    EVP_PKEY             *pub = NULL;
+    GENERAL_NAMES        *gens = NULL;
+    STACK_OF(X509_EXTENSION) *exts = NULL;
+    pki_request_t         req;
+    pki_issue_ctx_t       ictx;
+    pki_result_t          res;
+    char                  maxv[32];
+    const char           *argv[1];
+    int                   rc = 1, i;
+
+    memset(&req, 0, sizeof(req));
+
+    if (o->ca_cert == NULL || o->ca_key == NULL || o->profile == NULL
+        || o->out == NULL || o->days <= 0
+        || (o->csr == NULL) == (o->pubkey_of == NULL))
+    {
+        usage();
+        return 1;
+    }
+    if (strcmp(o->profile, "ca") != 0 && strcmp(o->profile, "server") != 0
+        && strcmp(o->profile, "client") != 0)
+    {
+        fail("unknown profile \"%s\" (ca, server or client)", o->profile);
+        return 1;
+    }
+    if (o->pubkey_of != NULL && o->subject == NULL) {
+        fail("%s needs --subject", "--pubkey-of");
+        return 1;
+    }
+
+    t = make_template(o->profile, o->pathlen, o->days);
+    if (t == NULL) {
+        goto done;
+    }
+
+    /* the request: subject, SANs, public key */
+
+    if (o->csr) {
+        csr = load_csr(o->csr);
+        if (csr == NULL) {
+            goto done;
+        }
+        pub = X509_REQ_get_pubkey(csr);
+        if (pub == NULL) {
+            fail("no public key in \"%s\"", o->csr);
+            goto done;
+        }
+    } else {
+        subjkey = open_key(o, o->pubkey_of, &vault);
+        if (subjkey == NULL) {
+            goto done;
+        }
+        pub = pki_key_public(subjkey);
+        if (pub == NULL || !EVP_PKEY_up_ref(pub)) {
+            fail("no public key for \"%s\"", o->pubkey_of);
+            pub = NULL;
+            goto done;
+        }
+    }
+
+    if (o->subject) {
+        req.subject = parse_dn(o->subject);
+    } else {
+        req.subject = X509_NAME_dup(X509_REQ_get_subject_name(csr));
+    }
+    if (req.subject == NULL) {
+        goto done;
+    }
+
+    if (o->ndns > 0 || o->nip > 0) {
+        gens = sk_GENERAL_NAME_new_null();
+        if (gens == NULL) {
+            goto done;
+        }
+        for (i = 0; i < o->ndns; i++) {
+            if (!add_san(gens, GEN_DNS, o->dns[i])) {
+                goto done;
+            }
+        }
+        for (i = 0; i < o->nip; i++) {
+            if (!add_san(gens, GEN_IPADD, o->ip[i])) {
+                goto done;
+            }
+        }
+
+    } else if (csr != NULL) {
+        exts = X509_REQ_get_extensions(csr);
+        gens = exts ? X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL)
+                    : NULL;
+    }
+
+    req.sans = gens;
+    gens = NULL;
+    req.pubkey = pub;
+    pub = NULL;
+
+    /* the CA */
+
+    cakey = open_key(o, o->ca_key, &vault);
+    if (cakey == NULL) {
+        goto done;
+    }
+
+    ca = pki_ca_new("pkictl");
+    if (ca == NULL) {
+        goto done;
+    }
+
+    pki_result_init(&res);
+    argv[0] = o->ca_cert;
+    if (pki_ca_set(ca, "certificate", 1, argv, &res) != PKI_OK) {
+        fail_res("CA certificate", &res);
+        goto done;
+    }
+    snprintf(maxv, sizeof(maxv), "%ldd", o->days);
+    argv[0] = maxv;
+    if (pki_ca_set(ca, "max_validity", 1, argv, &res) != PKI_OK) {
+        fail_res("CA max_validity", &res);
+        goto done;
+    }
+    if (pki_ca_set_key(ca, cakey, &res) != PKI_OK) {
+        fail_res("CA key", &res);
+        goto done;
+    }
+    if (pki_ca_add_template(ca, t, &res) != PKI_OK) {
+        fail_res("CA template", &res);
+        goto done;
+    }
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        fail_res("CA", &res);
+        goto done;
+    }
+
+    if (o->redis) {
+        memset(&rc_conf, 0, sizeof(rc_conf));
+        if (strncmp(o->redis, "unix:", 5) != 0 || o->redis[5] == '\0') {
+            fail("--redis \"%s\": use unix:/path/to/redis.sock", o->redis);
+            goto done;
+        }
+        rc_conf.unix_path = o->redis + 5;
+        rc_conf.ns = "pki:";
+        rc_conf.timeout_ms = 2000;
+        redis = pki_redis_new(&rc_conf, &res);
+        if (redis == NULL) {
+            fail_res("redis", &res);
+            goto done;
+        }
+    }
+
+    memset(&ictx, 0, sizeof(ictx));
+    ictx.protocol = "pkictl";
+    ictx.requester = "pkictl";
+
+    if (pki_issue(ca, t, redis, &req, &ictx, &x, &res) != PKI_OK) {
+        fail_res("issue", &res);
+        goto done;
+    }
+
+    if (write_cert(o->out, x)) {
+        rc = 0;
+    }
+
+done:
+
+    X509_free(x);
+    pki_request_clear(&req);
+    EVP_PKEY_free(pub);
+    GENERAL_NAMES_free(gens);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_free(csr);
+    if (redis) {
+        pki_redis_free(redis);
+    }
+    pki_ca_free(ca);
+    pki_template_free(t);
+    if (subjkey) {
+        pki_key_close(subjkey);
+        pki_key_free(subjkey);
+    }
+    if (cakey) {
+        pki_key_close(cakey);
+        pki_key_free(cakey);
+    }
+    if (vault) {
+        pki_vault_close(vault);
+        pki_vault_free(vault);
+    }
+    return rc;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    pkictl_opts_t   o;
+    const char     *a, *v;
+    int             i;
+
+    memset(&o, 0, sizeof(o));
+    o.pathlen = -1;
+
+    if (argc < 2 || strcmp(argv[1], "-h") == 0
+        || strcmp(argv[1], "--help") == 0)
+    {
+        usage();
+        return argc < 2 ? 1 : 0;
+    }
+    o.cmd = argv[1];
+
+    for (i = 2; i < argc; i++) {
+        a = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "pkictl: option %s needs a value\n", a);
+            return 1;
+        }
+        v = argv[++i];
+
+        if (strcmp(a, "--key") == 0) {
+            o.key = v;
+        } else if (strcmp(a, "--subject") == 0) {
+            o.subject = v;
+        } else if (strcmp(a, "--out") == 0) {
+            o.out = v;
+        } else if (strcmp(a, "--ca-cert") == 0) {
+            o.ca_cert = v;
+        } else if (strcmp(a, "--ca-key") == 0) {
+            o.ca_key = v;
+        } else if (strcmp(a, "--csr") == 0) {
+            o.csr = v;
+        } else if (strcmp(a, "--pubkey-of") == 0) {
+            o.pubkey_of = v;
+        } else if (strcmp(a, "--profile") == 0) {
+            o.profile = v;
+        } else if (strcmp(a, "--module") == 0) {
+            o.module = v;
+        } else if (strcmp(a, "--token") == 0) {
+            o.token = v;
+        } else if (strcmp(a, "--pin-file") == 0) {
+            o.pin_file = v;
+        } else if (strcmp(a, "--redis") == 0) {
+            o.redis = v;
+        } else if (strcmp(a, "--days") == 0) {
+            if (!parse_long(v, 1, 36500, &o.days)) {
+                fprintf(stderr, "pkictl: bad --days \"%s\"\n", v);
+                return 1;
+            }
+        } else if (strcmp(a, "--pathlen") == 0) {
+            if (!parse_long(v, 0, 16, &o.pathlen)) {
+                fprintf(stderr, "pkictl: bad --pathlen \"%s\"\n", v);
+                return 1;
+            }
+        } else if (strcmp(a, "--dns") == 0) {
+            if (o.ndns == PKICTL_MAX_NAMES) {
+                fprintf(stderr, "pkictl: too many --dns\n");
+                return 1;
+            }
+            o.dns[o.ndns++] = v;
+        } else if (strcmp(a, "--ip") == 0) {
+            if (o.nip == PKICTL_MAX_NAMES) {
+                fprintf(stderr, "pkictl: too many --ip\n");
+                return 1;
+            }
+            o.ip[o.nip++] = v;
+        } else {
+            fprintf(stderr, "pkictl: unknown option %s\n", a);
+            usage();
+            return 1;
+        }
+    }
+
+    if (!pki_init()) {
+        fprintf(stderr, "pkictl: library initialisation failed\n");
+        return 1;
+    }
+
+    if (strcmp(o.cmd, "selfsign") == 0) {
+        return cmd_selfsign(&o);
+    }
+    if (strcmp(o.cmd, "issue") == 0) {
+        return cmd_issue(&o);
+    }
+
+    fprintf(stderr, "pkictl: unknown command \"%s\"\n", o.cmd);
+    usage();
+    return 1;
+}
