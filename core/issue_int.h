@@ -1,0 +1,140 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Internal structures shared by template.c, ca.c, issue.c and est.c.
+ * Nothing here is exported from libpkicore.so.
+ */
+
+#ifndef PKI_ISSUE_INT_H
+#define PKI_ISSUE_INT_H
+
+#include "pki.h"
+
+
+#define PKI_MAX_KEY_TYPES      16
+#define PKI_MAX_SUBJECT_RULES  32
+#define PKI_MAX_TEMPLATES      64
+#define PKI_MAX_SANS           100
+#define PKI_CSR_MAX            65536
+
+/* Latest time an X.509 certificate can express: 9999-12-31T23:59:59Z. */
+#define PKI_TIME_MAX           ((time_t) 253402300799LL)
+
+
+typedef enum {
+    PKI_KT_EC = 1,
+    PKI_KT_RSA,
+    PKI_KT_ED25519,
+    PKI_KT_ED448
+} pki_kt_t;
+
+typedef struct {
+    pki_kt_t  type;
+    int       nid;       /* EC curve NID */
+    int       min_bits;  /* RSA */
+    int       max_bits;  /* RSA */
+} pki_key_type_t;
+
+typedef enum {
+    PKI_RULE_NONE = 0,   /* not mentioned: refused */
+    PKI_RULE_COPY,
+    PKI_RULE_REQUIRED,
+    PKI_RULE_FORBIDDEN,
+    PKI_RULE_FIXED
+} pki_rule_t;
+
+typedef struct {
+    ASN1_OBJECT  *obj;
+    char          name[64];   /* as configured, for messages */
+    pki_rule_t    rule;
+    char         *value;      /* PKI_RULE_FIXED */
+} pki_subject_rule_t;
+
+enum {
+    PKI_SAN_DNS = 0,
+    PKI_SAN_IP,
+    PKI_SAN_EMAIL,
+    PKI_SAN_URI,
+    PKI_SAN_NTYPES
+};
+
+struct pki_template_s {
+    char                     *name;
+    int                       finished;
+
+    pki_key_type_t            key_types[PKI_MAX_KEY_TYPES];
+    int                       nkey_types;      /* 0: unset, use defaults */
+    char                      key_types_text[256];
+
+    pki_subject_rule_t        subject[PKI_MAX_SUBJECT_RULES];
+    int                       nsubject;
+
+    pki_rule_t                san[PKI_SAN_NTYPES];
+    int                       san_wildcard;
+
+    long                      validity;        /* seconds, 0: unset */
+
+    unsigned int              key_usage;       /* bit i = KeyUsage bit i */
+    int                       key_usage_set;
+
+    STACK_OF(ASN1_OBJECT)    *eku;             /* NULL: none */
+
+    int                       bc_set;
+    int                       ca;
+    int                       pathlen;         /* -1: none */
+
+    STACK_OF(X509_EXTENSION) *extensions;      /* extra, verbatim */
+
+    int                       server_keygen;   /* -1: unset */
+    int                       beyond_ca_expiry;
+};
+
+struct pki_ca_s {
+    char                     *name;
+    char                     *cert_file;
+    char                     *chain_file;
+    char                     *key_ref;
+    char                     *crl_url;
+    char                     *ocsp_url;
+    long                      max_validity;    /* 0: none */
+
+    char                     *tmpl_names[PKI_MAX_TEMPLATES];
+    int                       ntmpl_names;
+    const pki_template_t     *tmpls[PKI_MAX_TEMPLATES];
+    int                       ntmpls;
+
+    X509                     *cert;
+    STACK_OF(X509)           *chain;
+    pki_key_t                *key;             /* not owned */
+    long                      pathlen;         /* -1: unlimited */
+    int                       finished;
+};
+
+
+/* KeyUsage bit numbers (RFC 5280 4.2.1.3). */
+#define PKI_KU_DIGITAL_SIGNATURE  0
+#define PKI_KU_NON_REPUDIATION    1
+#define PKI_KU_KEY_ENCIPHERMENT   2
+#define PKI_KU_DATA_ENCIPHERMENT  3
+#define PKI_KU_KEY_AGREEMENT      4
+#define PKI_KU_KEY_CERT_SIGN      5
+#define PKI_KU_CRL_SIGN           6
+#define PKI_KU_ENCIPHER_ONLY      7
+#define PKI_KU_DECIPHER_ONLY      8
+
+
+/* template.c */
+int pki_int_parse_time(const char *s, long *out);
+/* Effective key types (the defaults when unset). */
+const pki_key_type_t *pki_int_key_types(const pki_template_t *t, int *n,
+    const char **text);
+/* Classifies a public key; returns 1 and fills kt (min/max = bits). */
+int pki_int_classify_key(const EVP_PKEY *pk, pki_key_type_t *kt);
+int pki_int_key_allowed(const pki_template_t *t, const EVP_PKEY *pk);
+void pki_int_describe_key(const pki_key_type_t *kt, char *buf, size_t size);
+
+/* ca.c */
+time_t pki_int_asn1_time(const ASN1_TIME *t);
+
+#endif /* PKI_ISSUE_INT_H */
