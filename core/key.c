@@ -1,0 +1,1770 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Signing keys: PEM files and PKCS#11 tokens (libp11 0.4.12).
+ *
+ * A vault owns one libp11 context, logged in to one token.  Keys of a vault
+ * hold EVP_PKEY handles that point into that context, so every key of a
+ * vault is linked into the vault's list: closing the vault drops the handles
+ * of all its keys, and a key re-fetches them lazily when the vault's
+ * generation (bumped on every successful open) differs from its own.
+ *
+ * Locking: vault->lock is a writer-preferring rwlock.  Signers hold it for
+ * reading while they use a handle; opening, closing and re-fetching hold it
+ * for writing.  File keys need no lock: they are immutable while open.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libp11.h>
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "pki.h"
+
+
+#define PKI_PIN_MAX          256
+#define PKI_KEY_FILE_MAX     (1024 * 1024)
+#define PKI_URI_MAX          2048
+#define PKI_LABEL_MAX        256
+#define PKI_ID_MAX           128
+#define PKI_OPEN_TRIES       10
+#define PKI_SIGN_REOPENS     3
+
+/* PKCS#11 return values (pkcs11.h is not installed with libp11). */
+#define PKI_CKR_PIN_INCORRECT          0xa0UL
+#define PKI_CKR_PIN_INVALID            0xa1UL
+#define PKI_CKR_PIN_LEN_RANGE          0xa2UL
+#define PKI_CKR_PIN_EXPIRED            0xa3UL
+#define PKI_CKR_PIN_LOCKED             0xa4UL
+#define PKI_CKR_USER_ALREADY_LOGGED_IN 0x100UL
+
+
+struct pki_vault_s {
+    char              *name;
+    char              *module;
+    char              *token;
+    char              *pin_file;
+    char              *pin;
+    size_t             pin_len;
+
+    pthread_rwlock_t   lock;
+    PKCS11_CTX        *ctx;
+    PKCS11_SLOT       *slots;
+    unsigned int       nslots;
+    PKCS11_SLOT       *slot;
+    unsigned long      gen;          /* bumped by each successful open */
+
+    pki_key_t         *keys;         /* keys of this vault */
+};
+
+struct pki_key_s {
+    char              *ref;
+    pki_vault_t       *vault;        /* NULL for a file key */
+    pki_key_t         *next;         /* in vault->keys */
+
+    /* pkcs11: URI attributes */
+    char              *label;
+    unsigned char     *id;
+    size_t             id_len;
+
+    int                open;
+    unsigned long      gen;          /* vault generation of priv */
+    EVP_PKEY          *priv;
+    EVP_PKEY          *pub;          /* standalone copy, survives reopen */
+};
+
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static char *
+pki_strdup(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+
+static void
+pki_sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        /* continue */
+    }
+}
+
+
+/* Sleeps lo..hi ms with jitter from the CSPRNG (falls back to lo). */
+static void
+pki_jitter_sleep(long lo, long hi)
+{
+    unsigned int  r = 0;
+
+    if (hi > lo && RAND_bytes((unsigned char *) &r, sizeof(r)) == 1) {
+        lo += (long) (r % (unsigned int) (hi - lo + 1));
+    }
+
+    pki_sleep_ms(lo);
+}
+
+
+/* Appends the OpenSSL error queue to the log and clears it. */
+static void
+pki_drain_errors(pki_result_t *res)
+{
+    unsigned long  e;
+    char           buf[256];
+
+    while ((e = ERR_get_error()) != 0) {
+        if (res != NULL) {
+            ERR_error_string_n(e, buf, sizeof(buf));
+            pki_log(res, "%s", buf);
+        }
+    }
+}
+
+
+/* ---- key type helpers --------------------------------------------------- */
+
+static int
+pki_pkey_curve_nid(const EVP_PKEY *pk)
+{
+    char  name[64];
+
+    if (EVP_PKEY_get_group_name(pk, name, sizeof(name), NULL) != 1) {
+        return NID_undef;
+    }
+
+    return OBJ_txt2nid(name) != NID_undef ? OBJ_txt2nid(name)
+                                          : EC_curve_nist2nid(name);
+}
+
+
+PKI_API void
+pki_pkey_describe(const EVP_PKEY *pk, char *buf, size_t size)
+{
+    const char  *s = "unsupported";
+    int          nid;
+
+    if (buf == NULL || size == 0) {
+        return;
+    }
+
+    if (pk == NULL) {
+        snprintf(buf, size, "%s", s);
+        return;
+    }
+
+    switch (EVP_PKEY_get_base_id(pk)) {
+
+    case EVP_PKEY_RSA:
+        snprintf(buf, size, "RSA %d", EVP_PKEY_get_bits(pk));
+        return;
+
+    case EVP_PKEY_EC:
+        nid = pki_pkey_curve_nid(pk);
+        if (nid == NID_X9_62_prime256v1) {
+            s = "EC P-256";
+        } else if (nid == NID_secp384r1) {
+            s = "EC P-384";
+        } else if (nid == NID_secp521r1) {
+            s = "EC P-521";
+        }
+        break;
+
+    case EVP_PKEY_ED25519:
+        s = "Ed25519";
+        break;
+
+    default:
+        break;
+    }
+
+    snprintf(buf, size, "%s", s);
+}
+
+
+/* 1 if we sign with this key type; otherwise fills res. */
+static int
+pki_pkey_supported(const EVP_PKEY *pk, const char *ref, pki_result_t *res)
+{
+    char  desc[64];
+
+    pki_pkey_describe(pk, desc, sizeof(desc));
+
+    if (strcmp(desc, "unsupported") == 0) {
+        pki_fail(res, PKI_UNSUPPORTED, "key \"%s\": unsupported key type "
+                 "(EC P-256/P-384/P-521, RSA >= 2048 or Ed25519)", ref);
+        return 0;
+    }
+
+    if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA
+        && EVP_PKEY_get_bits(pk) < 2048)
+    {
+        pki_fail(res, PKI_POLICY, "key \"%s\": %s is too small "
+                 "(RSA keys need at least 2048 bits)", ref, desc);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static const EVP_MD *
+pki_default_md(const EVP_PKEY *pk)
+{
+    switch (EVP_PKEY_get_base_id(pk)) {
+
+    case EVP_PKEY_EC:
+        switch (pki_pkey_curve_nid(pk)) {
+        case NID_secp384r1:
+            return EVP_sha384();
+        case NID_secp521r1:
+            return EVP_sha512();
+        default:
+            return EVP_sha256();
+        }
+
+    case EVP_PKEY_ED25519:
+        return NULL;
+
+    default:
+        return EVP_sha256();
+    }
+}
+
+
+/* A standalone copy of the public half (no token references). */
+static EVP_PKEY *
+pki_pkey_public_copy(EVP_PKEY *pk)
+{
+    unsigned char        *der = NULL;
+    const unsigned char  *p;
+    EVP_PKEY             *pub;
+    int                   len;
+
+    len = i2d_PUBKEY(pk, &der);
+    if (len <= 0) {
+        return NULL;
+    }
+
+    p = der;
+    pub = d2i_PUBKEY(NULL, &p, len);
+    OPENSSL_free(der);
+
+    return pub;
+}
+
+
+PKI_API EVP_PKEY *
+pki_keygen_like(const EVP_PKEY *like, pki_result_t *res)
+{
+    EVP_PKEY      *pk = NULL;
+    const char    *curve;
+    int            bits;
+
+    if (like == NULL) {
+        pki_fail(res, PKI_INTERNAL, "no key to generate a key like");
+        return NULL;
+    }
+
+    switch (EVP_PKEY_get_base_id(like)) {
+
+    case EVP_PKEY_RSA:
+        bits = EVP_PKEY_get_bits(like);
+        if (bits < 2048 || bits > 16384) {
+            pki_fail(res, PKI_UNSUPPORTED, "cannot generate RSA %d keys",
+                     bits);
+            return NULL;
+        }
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) bits);
+        break;
+
+    case EVP_PKEY_EC:
+        switch (pki_pkey_curve_nid(like)) {
+        case NID_X9_62_prime256v1:
+            curve = "P-256";
+            break;
+        case NID_secp384r1:
+            curve = "P-384";
+            break;
+        case NID_secp521r1:
+            curve = "P-521";
+            break;
+        default:
+            pki_fail(res, PKI_UNSUPPORTED, "cannot generate keys on this "
+                     "curve");
+            return NULL;
+        }
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
+        break;
+
+    case EVP_PKEY_ED25519:
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+        break;
+
+    default:
+        pki_fail(res, PKI_UNSUPPORTED, "cannot generate keys of this type");
+        return NULL;
+    }
+
+    if (pk == NULL) {
+        pki_fail(res, PKI_INTERNAL, "key generation failed");
+        return NULL;
+    }
+
+    return pk;
+}
+
+
+/* ---- vaults ------------------------------------------------------------- */
+
+static void
+pki_vault_wipe_pin(pki_vault_t *v)
+{
+    if (v->pin != NULL) {
+        OPENSSL_cleanse(v->pin, v->pin_len + 1);
+        free(v->pin);
+        v->pin = NULL;
+        v->pin_len = 0;
+    }
+}
+
+
+/* Reads the PIN file into v->pin.  Never puts the PIN into res. */
+static int
+pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
+{
+    unsigned char  buf[PKI_PIN_MAX + 2];
+    struct stat    st;
+    ssize_t        n;
+    size_t         len = 0;
+    int            fd, err;
+
+    fd = open(v->pin_file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd == -1) {
+        err = errno;
+        pki_fail(res, PKI_INTERNAL, "vault \"%s\": cannot open PIN file "
+                 "\"%s\": %s", v->name, v->pin_file, strerror(err));
+        return 0;
+    }
+
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        pki_fail(res, PKI_INTERNAL, "vault \"%s\": PIN file \"%s\" is not "
+                 "a regular file", v->name, v->pin_file);
+        return 0;
+    }
+
+    /* Read at most PKI_PIN_MAX + 1 bytes: one more tells it is too long
+     * (after a trailing newline is allowed for). */
+    for ( ;; ) {
+        n = read(fd, buf + len, sizeof(buf) - len);
+        if (n == -1 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        len += (size_t) n;
+        if (len == sizeof(buf)) {
+            break;
+        }
+    }
+
+    err = (n == -1) ? errno : 0;
+    close(fd);
+
+    if (err != 0) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        pki_fail(res, PKI_INTERNAL, "vault \"%s\": cannot read PIN file "
+                 "\"%s\": %s", v->name, v->pin_file, strerror(err));
+        return 0;
+    }
+
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) {
+        len--;
+    }
+
+    if (len == 0 || len > PKI_PIN_MAX || memchr(buf, '\0', len) != NULL) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        pki_fail(res, PKI_INTERNAL, "vault \"%s\": PIN file \"%s\" %s",
+                 v->name, v->pin_file,
+                 len == 0 ? "is empty"
+                 : len > PKI_PIN_MAX ? "is too long (at most 256 bytes)"
+                 : "contains a NUL byte");
+        return 0;
+    }
+
+    v->pin = malloc(len + 1);
+    if (v->pin == NULL) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return 0;
+    }
+
+    memcpy(v->pin, buf, len);
+    v->pin[len] = '\0';
+    v->pin_len = len;
+    OPENSSL_cleanse(buf, sizeof(buf));
+
+    return 1;
+}
+
+
+PKI_API pki_vault_t *
+pki_vault_new(const char *name, const char *module_path,
+    const char *token_label, const char *pin_file, pki_result_t *res)
+{
+    pthread_rwlockattr_t   attr;
+    pki_vault_t           *v;
+
+    if (name == NULL || module_path == NULL || token_label == NULL
+        || pin_file == NULL || *module_path == '\0' || *token_label == '\0'
+        || *pin_file == '\0')
+    {
+        pki_fail(res, PKI_INTERNAL, "vault \"%s\": module, token and "
+                 "pin_file are required", name != NULL ? name : "");
+        return NULL;
+    }
+
+    if (strlen(token_label) > 32) {
+        pki_fail(res, PKI_INTERNAL, "vault \"%s\": token label \"%.40s\" "
+                 "is longer than 32 characters", name, token_label);
+        return NULL;
+    }
+
+    v = calloc(1, sizeof(*v));
+    if (v == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    v->name = pki_strdup(name);
+    v->module = pki_strdup(module_path);
+    v->token = pki_strdup(token_label);
+    v->pin_file = pki_strdup(pin_file);
+
+    if (v->name == NULL || v->module == NULL || v->token == NULL
+        || v->pin_file == NULL)
+    {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    if (pthread_rwlockattr_init(&attr) != 0) {
+        pki_fail(res, PKI_INTERNAL, "pthread_rwlockattr_init() failed");
+        goto failed;
+    }
+
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+
+    if (pthread_rwlock_init(&v->lock, &attr) != 0) {
+        pthread_rwlockattr_destroy(&attr);
+        pki_fail(res, PKI_INTERNAL, "pthread_rwlock_init() failed");
+        goto failed;
+    }
+
+    pthread_rwlockattr_destroy(&attr);
+
+    if (!pki_vault_read_pin(v, res)) {
+        pthread_rwlock_destroy(&v->lock);
+        goto failed;
+    }
+
+    return v;
+
+failed:
+
+    free(v->name);
+    free(v->module);
+    free(v->token);
+    free(v->pin_file);
+    free(v);
+    return NULL;
+}
+
+
+PKI_API const char *
+pki_vault_name(const pki_vault_t *v)
+{
+    return v != NULL ? v->name : NULL;
+}
+
+
+PKI_API const char *
+pki_vault_token(const pki_vault_t *v)
+{
+    return v != NULL ? v->token : NULL;
+}
+
+
+static void
+pki_key_drop_handles(pki_key_t *k)
+{
+    if (k->priv != NULL) {
+        EVP_PKEY_free(k->priv);
+        k->priv = NULL;
+    }
+
+    k->gen = 0;
+}
+
+
+/* Caller holds the write lock (or is the only thread). */
+static void
+pki_vault_close_locked(pki_vault_t *v)
+{
+    pki_key_t  *k;
+
+    for (k = v->keys; k != NULL; k = k->next) {
+        pki_key_drop_handles(k);
+    }
+
+    if (v->ctx == NULL) {
+        return;
+    }
+
+    if (v->slots != NULL) {
+        if (v->slot != NULL) {
+            (void) PKCS11_logout(v->slot);
+        }
+        PKCS11_release_all_slots(v->ctx, v->slots, v->nslots);
+    }
+
+    PKCS11_CTX_unload(v->ctx);
+    PKCS11_CTX_free(v->ctx);
+
+    v->ctx = NULL;
+    v->slots = NULL;
+    v->nslots = 0;
+    v->slot = NULL;
+
+    ERR_clear_error();
+}
+
+
+/* The CKR code of the last libp11 error, or 0. */
+static unsigned long
+pki_p11_last_ckr(void)
+{
+    unsigned long  e;
+    int            lib;
+
+    e = ERR_peek_last_error();
+    if (e == 0) {
+        return 0;
+    }
+
+    lib = ERR_get_CKR_code();
+
+    if (lib != 0 && ERR_GET_LIB(e) == lib) {
+        return (unsigned long) ERR_GET_REASON(e);
+    }
+
+    return 0;
+}
+
+
+/* One attempt.  Returns PKI_OK, PKI_UNAVAILABLE (transient: retry) or any
+ * other status (permanent).  On failure the context is gone. */
+static pki_status_t
+pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
+{
+    PKCS11_SLOT    *slot;
+    unsigned long   ckr;
+    unsigned int    i;
+    int             logged_in;
+
+    if (strchr(v->module, '/') != NULL && access(v->module, R_OK) != 0) {
+        return pki_fail(res, PKI_INTERNAL, "vault \"%s\": PKCS#11 module "
+                        "\"%s\" not found or not readable", v->name,
+                        v->module);
+    }
+
+    v->ctx = PKCS11_CTX_new();
+    if (v->ctx == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "vault \"%s\": PKCS11_CTX_new() "
+                        "failed", v->name);
+    }
+
+    if (PKCS11_CTX_load(v->ctx, v->module) != 0) {
+        PKCS11_CTX_free(v->ctx);
+        v->ctx = NULL;
+
+        if (access(v->module, R_OK) != 0) {
+            return pki_fail(res, PKI_INTERNAL, "vault \"%s\": PKCS#11 module "
+                            "\"%s\" not found", v->name, v->module);
+        }
+
+        /* C_Initialize may fail spuriously with several processes. */
+        return pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot load "
+                        "PKCS#11 module \"%s\"", v->name, v->module);
+    }
+
+    if (PKCS11_enumerate_slots(v->ctx, &v->slots, &v->nslots) != 0) {
+        v->slots = NULL;
+        v->nslots = 0;
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot list the slots "
+                 "of \"%s\"", v->name, v->module);
+        goto failed;
+    }
+
+    slot = NULL;
+
+    for (i = 0; i < v->nslots; i++) {
+        if (v->slots[i].token != NULL && v->slots[i].token->label != NULL
+            && v->slots[i].token->initialized
+            && strcmp(v->slots[i].token->label, v->token) == 0)
+        {
+            slot = &v->slots[i];
+            break;
+        }
+    }
+
+    if (slot == NULL) {
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": token \"%s\" not found "
+                 "in \"%s\"", v->name, v->token, v->module);
+        goto failed;
+    }
+
+    v->slot = slot;
+
+    logged_in = 0;
+    if (PKCS11_is_logged_in(slot, 0, &logged_in) != 0) {
+        logged_in = 0;
+    }
+
+    if (!logged_in) {
+        ERR_clear_error();
+
+        if (PKCS11_login(slot, 0, v->pin) != 0) {
+            ckr = pki_p11_last_ckr();
+
+            if (ckr == PKI_CKR_USER_ALREADY_LOGGED_IN) {
+                ERR_clear_error();
+
+            } else if (ckr == PKI_CKR_PIN_INCORRECT
+                       || ckr == PKI_CKR_PIN_INVALID
+                       || ckr == PKI_CKR_PIN_LEN_RANGE
+                       || ckr == PKI_CKR_PIN_EXPIRED
+                       || ckr == PKI_CKR_PIN_LOCKED)
+            {
+                /* Never retried: a real HSM counts wrong PINs. */
+                pki_fail(res, PKI_INTERNAL, "vault \"%s\": login to token "
+                         "\"%s\" failed (%s; check the PIN file \"%s\")",
+                         v->name, v->token,
+                         ckr == PKI_CKR_PIN_LOCKED ? "PIN locked"
+                         : ckr == PKI_CKR_PIN_EXPIRED ? "PIN expired"
+                         : "wrong PIN?", v->pin_file);
+                goto failed;
+
+            } else {
+                (*login_failed)++;
+                pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": login to token "
+                         "\"%s\" failed (wrong PIN?)", v->name, v->token);
+                goto failed;
+            }
+        }
+    }
+
+    ERR_clear_error();
+    return PKI_OK;
+
+failed:
+
+    pki_vault_close_locked(v);
+    return res->status;
+}
+
+
+static pki_status_t
+pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
+{
+    pki_result_t  tmp;
+    pki_status_t  st;
+    int           i, login_failed = 0;
+
+    if (v->ctx != NULL) {
+        return PKI_OK;
+    }
+
+    if (res == NULL) {
+        res = &tmp;
+    }
+
+    for (i = 0; i < PKI_OPEN_TRIES; i++) {
+        if (i > 0) {
+            pki_jitter_sleep(20, 50);
+        }
+
+        pki_result_init(res);
+
+        st = pki_vault_try_open(v, &login_failed, res);
+
+        if (st == PKI_OK) {
+            v->gen++;
+            if (v->gen == 0) {
+                v->gen = 1;
+            }
+            return PKI_OK;
+        }
+
+        if (st != PKI_UNAVAILABLE) {
+            return st;
+        }
+
+        if (login_failed >= 3) {
+            /* The token is there but refuses the PIN: not a race. */
+            res->status = PKI_INTERNAL;
+            return PKI_INTERNAL;
+        }
+    }
+
+    return res->status;
+}
+
+
+PKI_API pki_status_t
+pki_vault_open(pki_vault_t *v, pki_result_t *res)
+{
+    pki_status_t  st;
+
+    if (v == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "no vault");
+    }
+
+    pthread_rwlock_wrlock(&v->lock);
+    st = pki_vault_open_locked(v, res);
+    pthread_rwlock_unlock(&v->lock);
+
+    return st;
+}
+
+
+PKI_API void
+pki_vault_close(pki_vault_t *v)
+{
+    if (v == NULL) {
+        return;
+    }
+
+    pthread_rwlock_wrlock(&v->lock);
+    pki_vault_close_locked(v);
+    pthread_rwlock_unlock(&v->lock);
+}
+
+
+PKI_API void
+pki_vault_free(pki_vault_t *v)
+{
+    pki_key_t  *k;
+
+    if (v == NULL) {
+        return;
+    }
+
+    pki_vault_close(v);
+
+    /* Keys that outlive their vault become unusable, not dangling. */
+    for (k = v->keys; k != NULL; k = k->next) {
+        k->vault = NULL;
+        k->open = 0;
+    }
+
+    pthread_rwlock_destroy(&v->lock);
+    pki_vault_wipe_pin(v);
+    free(v->name);
+    free(v->module);
+    free(v->token);
+    free(v->pin_file);
+    free(v);
+}
+
+
+/* ---- pkcs11: URIs (RFC 7512) -------------------------------------------- */
+
+typedef struct {
+    char           token[PKI_LABEL_MAX + 1];
+    int            has_token;
+    char           object[PKI_LABEL_MAX + 1];
+    int            has_object;
+    unsigned char  id[PKI_ID_MAX];
+    size_t         id_len;
+    int            has_id;
+} pki_uri_t;
+
+
+static int
+pki_hexval(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+
+/* Percent-decodes s[0..len) into out (capacity cap).  Returns the decoded
+ * length, or -1 on a bad escape, -2 if too long. */
+static long
+pki_pct_decode(const char *s, size_t len, unsigned char *out, size_t cap)
+{
+    size_t  i, n = 0;
+    int     hi, lo;
+
+    for (i = 0; i < len; i++) {
+        unsigned char  c = (unsigned char) s[i];
+
+        if (c == '%') {
+            if (i + 2 >= len) {
+                return -1;
+            }
+            hi = pki_hexval((unsigned char) s[i + 1]);
+            lo = pki_hexval((unsigned char) s[i + 2]);
+            if (hi < 0 || lo < 0) {
+                return -1;
+            }
+            c = (unsigned char) (hi << 4 | lo);
+            i += 2;
+
+        } else if (c < 0x21 || c > 0x7e) {
+            return -1;
+        }
+
+        if (n >= cap) {
+            return -2;
+        }
+        out[n++] = c;
+    }
+
+    return (long) n;
+}
+
+
+/* Parses a text attribute (token, object) into a NUL-terminated buffer. */
+static int
+pki_uri_text(const char *ref, const char *name, const char *v, size_t len,
+    char *out, pki_result_t *res)
+{
+    long  n;
+
+    n = pki_pct_decode(v, len, (unsigned char *) out, PKI_LABEL_MAX);
+
+    if (n == -1) {
+        pki_fail(res, PKI_MALFORMED, "key \"%s\": bad percent-encoding in "
+                 "attribute \"%s\"", ref, name);
+        return 0;
+    }
+
+    if (n == -2) {
+        pki_fail(res, PKI_MALFORMED, "key \"%s\": attribute \"%s\" is too "
+                 "long", ref, name);
+        return 0;
+    }
+
+    if (memchr(out, '\0', (size_t) n) != NULL) {
+        pki_fail(res, PKI_MALFORMED, "key \"%s\": attribute \"%s\" contains "
+                 "a NUL byte", ref, name);
+        return 0;
+    }
+
+    out[n] = '\0';
+    return 1;
+}
+
+
+static int
+pki_uri_parse(const char *ref, pki_uri_t *u, pki_result_t *res)
+{
+    const char  *p, *end, *q, *eq, *path_end;
+    size_t       nlen, vlen, len;
+    long         n;
+    char         tbuf[16];
+
+    memset(u, 0, sizeof(*u));
+
+    len = strlen(ref);
+    if (len > PKI_URI_MAX) {
+        pki_fail(res, PKI_MALFORMED, "key URI is too long");
+        return 0;
+    }
+
+    if (strncasecmp(ref, "pkcs11:", 7) != 0) {
+        pki_fail(res, PKI_MALFORMED, "key \"%s\" is not a pkcs11: URI", ref);
+        return 0;
+    }
+
+    p = ref + 7;
+    path_end = strchr(p, '?');
+    if (path_end == NULL) {
+        path_end = ref + len;
+    }
+
+    /* Query attributes: only PINs and modules could appear; refuse all. */
+    if (*path_end == '?') {
+        q = path_end + 1;
+
+        while (*q != '\0') {
+            end = strchr(q, '&');
+            if (end == NULL) {
+                end = q + strlen(q);
+            }
+            eq = memchr(q, '=', (size_t) (end - q));
+            nlen = (eq != NULL) ? (size_t) (eq - q) : (size_t) (end - q);
+
+            if ((nlen == 9 && strncmp(q, "pin-value", 9) == 0)
+                || (nlen == 10 && strncmp(q, "pin-source", 10) == 0))
+            {
+                pki_fail(res, PKI_MALFORMED, "key URI: \"%.*s\" is not "
+                         "allowed: PINs belong in the vault's pin_file",
+                         (int) nlen, q);
+                return 0;
+            }
+
+            if (nlen > 0) {
+                pki_fail(res, PKI_MALFORMED, "key URI: unsupported query "
+                         "attribute \"%.*s\"", (int) (nlen > 32 ? 32 : nlen),
+                         q);
+                return 0;
+            }
+
+            q = (*end == '&') ? end + 1 : end;
+        }
+    }
+
+    while (p < path_end) {
+        end = memchr(p, ';', (size_t) (path_end - p));
+        if (end == NULL) {
+            end = path_end;
+        }
+
+        if (end == p) {
+            p++;           /* tolerate empty attributes (";;") */
+            continue;
+        }
+
+        eq = memchr(p, '=', (size_t) (end - p));
+        if (eq == NULL) {
+            pki_fail(res, PKI_MALFORMED, "key \"%s\": attribute without "
+                     "\"=\"", ref);
+            return 0;
+        }
+
+        nlen = (size_t) (eq - p);
+        vlen = (size_t) (end - eq - 1);
+        eq++;
+
+#define PKI_ATTR(s)  (nlen == sizeof(s) - 1 && strncmp(p, s, nlen) == 0)
+
+        if (PKI_ATTR("pin-value") || PKI_ATTR("pin-source")) {
+            pki_fail(res, PKI_MALFORMED, "key URI: \"%.*s\" is not allowed: "
+                     "PINs belong in the vault's pin_file", (int) nlen, p);
+            return 0;
+
+        } else if (PKI_ATTR("token")) {
+            if (u->has_token) {
+                goto duplicate;
+            }
+            if (!pki_uri_text(ref, "token", eq, vlen, u->token, res)) {
+                return 0;
+            }
+            u->has_token = 1;
+
+        } else if (PKI_ATTR("object")) {
+            if (u->has_object) {
+                goto duplicate;
+            }
+            if (!pki_uri_text(ref, "object", eq, vlen, u->object, res)) {
+                return 0;
+            }
+            u->has_object = 1;
+
+        } else if (PKI_ATTR("id")) {
+            if (u->has_id) {
+                goto duplicate;
+            }
+            n = pki_pct_decode(eq, vlen, u->id, sizeof(u->id));
+            if (n < 0) {
+                pki_fail(res, PKI_MALFORMED, "key \"%s\": %s in attribute "
+                         "\"id\"", ref, n == -1 ? "bad percent-encoding"
+                                                : "too many bytes");
+                return 0;
+            }
+            u->id_len = (size_t) n;
+            u->has_id = 1;
+
+        } else if (PKI_ATTR("type")) {
+            n = pki_pct_decode(eq, vlen, (unsigned char *) tbuf,
+                               sizeof(tbuf) - 1);
+            if (n < 0) {
+                tbuf[0] = '?';
+                n = 1;
+            }
+            tbuf[n] = '\0';
+            if (strcmp(tbuf, "private") != 0) {
+                pki_fail(res, PKI_MALFORMED, "key \"%s\": type must be "
+                         "\"private\"", ref);
+                return 0;
+            }
+
+        } else {
+            pki_fail(res, PKI_MALFORMED, "key URI: unsupported attribute "
+                     "\"%.*s\"", (int) (nlen > 32 ? 32 : nlen), p);
+            return 0;
+        }
+
+#undef PKI_ATTR
+
+        p = end;
+        if (p < path_end) {
+            p++;
+        }
+    }
+
+    if (!u->has_object && !u->has_id) {
+        pki_fail(res, PKI_MALFORMED, "key \"%s\" names no key (object= or "
+                 "id=)", ref);
+        return 0;
+    }
+
+    if (u->has_id && u->id_len == 0) {
+        pki_fail(res, PKI_MALFORMED, "key \"%s\": empty id", ref);
+        return 0;
+    }
+
+    return 1;
+
+duplicate:
+
+    pki_fail(res, PKI_MALFORMED, "key \"%s\": duplicate attribute", ref);
+    return 0;
+}
+
+
+static int
+pki_is_pkcs11_uri(const char *ref)
+{
+    return ref != NULL && strncasecmp(ref, "pkcs11:", 7) == 0;
+}
+
+
+PKI_API int
+pki_key_uri_token(const char *ref, char *buf, size_t size)
+{
+    pki_uri_t     u;
+    pki_result_t  tmp;
+
+    if (!pki_is_pkcs11_uri(ref) || buf == NULL || size == 0) {
+        return 0;
+    }
+
+    pki_result_init(&tmp);
+
+    if (!pki_uri_parse(ref, &u, &tmp) || !u.has_token) {
+        return 0;
+    }
+
+    if (strlen(u.token) >= size) {
+        return 0;
+    }
+
+    memcpy(buf, u.token, strlen(u.token) + 1);
+    return 1;
+}
+
+
+/* ---- keys --------------------------------------------------------------- */
+
+PKI_API pki_key_t *
+pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
+{
+    pki_key_t  *k;
+    pki_uri_t   u;
+
+    if (ref == NULL || *ref == '\0') {
+        pki_fail(res, PKI_MALFORMED, "empty key reference");
+        return NULL;
+    }
+
+    if (pki_is_pkcs11_uri(ref)) {
+        if (!pki_uri_parse(ref, &u, res)) {
+            return NULL;
+        }
+
+        if (vault == NULL) {
+            pki_fail(res, PKI_MALFORMED, "key \"%s\": a pkcs11: URI needs a "
+                     "key vault", ref);
+            return NULL;
+        }
+
+        if (u.has_token && strcmp(u.token, vault->token) != 0) {
+            pki_fail(res, PKI_MALFORMED, "key \"%s\": token \"%s\" is not the "
+                     "token \"%s\" of vault \"%s\"", ref, u.token,
+                     vault->token, vault->name);
+            return NULL;
+        }
+
+    } else if (strlen(ref) > 4096) {
+        pki_fail(res, PKI_MALFORMED, "key file name is too long");
+        return NULL;
+    }
+
+    k = calloc(1, sizeof(*k));
+    if (k == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    k->ref = strdup(ref);
+    if (k->ref == NULL) {
+        goto nomem;
+    }
+
+    if (pki_is_pkcs11_uri(ref)) {
+        if (u.has_object) {
+            k->label = strdup(u.object);
+            if (k->label == NULL) {
+                goto nomem;
+            }
+        }
+
+        if (u.has_id) {
+            k->id = malloc(u.id_len);
+            if (k->id == NULL) {
+                goto nomem;
+            }
+            memcpy(k->id, u.id, u.id_len);
+            k->id_len = u.id_len;
+        }
+
+        k->vault = vault;
+
+        pthread_rwlock_wrlock(&vault->lock);
+        k->next = vault->keys;
+        vault->keys = k;
+        pthread_rwlock_unlock(&vault->lock);
+    }
+
+    return k;
+
+nomem:
+
+    free(k->ref);
+    free(k->label);
+    free(k->id);
+    free(k);
+    pki_fail(res, PKI_INTERNAL, "out of memory");
+    return NULL;
+}
+
+
+PKI_API const char *
+pki_key_ref(const pki_key_t *k)
+{
+    return k != NULL ? k->ref : NULL;
+}
+
+
+PKI_API EVP_PKEY *
+pki_key_public(const pki_key_t *k)
+{
+    return (k != NULL && k->open) ? k->pub : NULL;
+}
+
+
+static int
+pki_pem_pass_cb(char *buf, int size, int rwflag, void *u)
+{
+    (void) buf;
+    (void) size;
+    (void) rwflag;
+
+    *(int *) u = 1;
+    return -1;
+}
+
+
+static pki_status_t
+pki_key_load_file(pki_key_t *k, pki_result_t *res)
+{
+    struct stat   st;
+    EVP_PKEY     *pk;
+    BIO          *bio;
+    int           encrypted = 0;
+
+    if (stat(k->ref, &st) == -1) {
+        return pki_fail(res, PKI_INTERNAL, "key file \"%s\": %s", k->ref,
+                        strerror(errno));
+    }
+
+    if (!S_ISREG(st.st_mode)) {
+        return pki_fail(res, PKI_INTERNAL, "key file \"%s\" is not a regular "
+                        "file", k->ref);
+    }
+
+    if (st.st_size > PKI_KEY_FILE_MAX) {
+        return pki_fail(res, PKI_INTERNAL, "key file \"%s\" is too large",
+                        k->ref);
+    }
+
+    bio = BIO_new_file(k->ref, "r");
+    if (bio == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "cannot open key file \"%s\"",
+                        k->ref);
+    }
+
+    pk = PEM_read_bio_PrivateKey(bio, NULL, pki_pem_pass_cb, &encrypted);
+    BIO_free(bio);
+
+    if (pk == NULL) {
+        if (encrypted) {
+            return pki_fail(res, PKI_UNSUPPORTED, "key file \"%s\": encrypted "
+                            "keys are not supported, use a pkcs11: URI",
+                            k->ref);
+        }
+
+        return pki_fail(res, PKI_MALFORMED, "key file \"%s\" holds no PEM "
+                        "private key", k->ref);
+    }
+
+    ERR_clear_error();
+
+    if (!pki_pkey_supported(pk, k->ref, res)) {
+        EVP_PKEY_free(pk);
+        return res->status;
+    }
+
+    k->pub = pki_pkey_public_copy(pk);
+    if (k->pub == NULL) {
+        EVP_PKEY_free(pk);
+        return pki_fail(res, PKI_INTERNAL, "key file \"%s\": cannot extract "
+                        "the public key", k->ref);
+    }
+
+    k->priv = pk;
+    return PKI_OK;
+}
+
+
+/* Finds the key on the token and gets its handles.  Write lock held, vault
+ * open. */
+static pki_status_t
+pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
+{
+    pki_vault_t   *v = k->vault;
+    PKCS11_KEY    *keys, *key = NULL;
+    PKCS11_CERT   *cert;
+    EVP_PKEY      *pk, *pub = NULL, *cpub;
+    unsigned int   n, i;
+    int            type;
+
+    pki_key_drop_handles(k);
+
+    if (PKCS11_enumerate_keys(v->slot->token, &keys, &n) != 0) {
+        return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": cannot list the "
+                        "keys of token \"%s\"", k->ref, v->token);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!keys[i].isPrivate) {
+            continue;
+        }
+
+        if (k->label != NULL
+            && (keys[i].label == NULL || strcmp(keys[i].label, k->label) != 0))
+        {
+            continue;
+        }
+
+        if (k->id != NULL
+            && (keys[i].id_len != k->id_len
+                || memcmp(keys[i].id, k->id, k->id_len) != 0))
+        {
+            continue;
+        }
+
+        if (key != NULL) {
+            return pki_fail(res, PKI_MALFORMED, "key \"%s\" matches more than "
+                            "one key on token \"%s\"", k->ref, v->token);
+        }
+
+        key = &keys[i];
+    }
+
+    if (key == NULL) {
+        return pki_fail(res, PKI_NOT_FOUND, "key \"%s\" not found on token "
+                        "\"%s\"", k->ref, v->token);
+    }
+
+    type = PKCS11_get_key_type(key);
+    if (type != EVP_PKEY_RSA && type != EVP_PKEY_EC) {
+        return pki_fail(res, PKI_UNSUPPORTED, "key \"%s\": unsupported key "
+                        "type on the token (libp11 0.4.12 signs with RSA and "
+                        "EC keys only)", k->ref);
+    }
+
+    pk = PKCS11_get_private_key(key);
+    if (pk == NULL) {
+        return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": cannot get the "
+                        "private key from token \"%s\"", k->ref, v->token);
+    }
+
+    if (k->pub == NULL) {
+        cpub = PKCS11_get_public_key(key);
+        if (cpub != NULL) {
+            pub = pki_pkey_public_copy(cpub);
+            EVP_PKEY_free(cpub);
+        }
+
+        if (pub == NULL) {
+            ERR_clear_error();
+            cert = PKCS11_find_certificate(key);
+            if (cert != NULL && cert->x509 != NULL) {
+                pub = pki_pkey_public_copy(X509_get0_pubkey(cert->x509));
+            }
+        }
+
+        if (pub == NULL) {
+            EVP_PKEY_free(pk);
+            return pki_fail(res, PKI_NOT_FOUND, "key \"%s\": no public key "
+                            "or certificate for it on token \"%s\"", k->ref,
+                            v->token);
+        }
+
+        if (!pki_pkey_supported(pub, k->ref, res)) {
+            EVP_PKEY_free(pub);
+            EVP_PKEY_free(pk);
+            return res->status;
+        }
+
+        k->pub = pub;
+    }
+
+    ERR_clear_error();
+
+    k->priv = pk;
+    k->gen = v->gen;
+
+    return PKI_OK;
+}
+
+
+/* ---- signing ------------------------------------------------------------ */
+
+typedef struct {
+    int                   what;      /* 0 raw, 1 x509, 2 crl */
+    X509                 *x509;
+    X509_CRL             *crl;
+    const EVP_MD         *md;
+    int                   md_given;
+    const unsigned char  *tbs;
+    size_t                tbslen;
+    unsigned char        *sig;
+    size_t                siglen;
+} pki_sign_op_t;
+
+
+/* Returns 1 on success, 0 if signing failed, -1 if the signature did not
+ * verify. */
+static int
+pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
+    pki_result_t *res)
+{
+    const EVP_MD   *md;
+    EVP_MD_CTX     *mctx;
+    unsigned char  *sig;
+    size_t          siglen;
+    int             rc;
+
+    md = op->md_given ? op->md : pki_default_md(pub);
+
+    switch (op->what) {
+
+    case 1:
+        if (X509_sign(op->x509, priv, md) <= 0) {
+            pki_log(res, "X509_sign() failed");
+            return 0;
+        }
+        if (X509_verify(op->x509, pub) != 1) {
+            pki_log(res, "X509_verify() failed");
+            return -1;
+        }
+        return 1;
+
+    case 2:
+        if (X509_CRL_sign(op->crl, priv, md) <= 0) {
+            pki_log(res, "X509_CRL_sign() failed");
+            return 0;
+        }
+        if (X509_CRL_verify(op->crl, pub) != 1) {
+            pki_log(res, "X509_CRL_verify() failed");
+            return -1;
+        }
+        return 1;
+
+    default:
+        break;
+    }
+
+    mctx = EVP_MD_CTX_new();
+    if (mctx == NULL) {
+        return 0;
+    }
+
+    sig = NULL;
+    rc = 0;
+
+    if (EVP_DigestSignInit(mctx, NULL, md, NULL, priv) != 1
+        || EVP_DigestSign(mctx, NULL, &siglen, op->tbs, op->tbslen) != 1)
+    {
+        pki_log(res, "EVP_DigestSignInit() failed");
+        goto done;
+    }
+
+    sig = OPENSSL_malloc(siglen);
+    if (sig == NULL
+        || EVP_DigestSign(mctx, sig, &siglen, op->tbs, op->tbslen) != 1)
+    {
+        pki_log(res, "EVP_DigestSign() failed");
+        goto done;
+    }
+
+    EVP_MD_CTX_reset(mctx);
+
+    if (EVP_DigestVerifyInit(mctx, NULL, md, NULL, pub) != 1
+        || EVP_DigestVerify(mctx, sig, siglen, op->tbs, op->tbslen) != 1)
+    {
+        pki_log(res, "EVP_DigestVerify() failed");
+        rc = -1;
+        goto done;
+    }
+
+    op->sig = sig;
+    op->siglen = siglen;
+    sig = NULL;
+    rc = 1;
+
+done:
+
+    OPENSSL_free(sig);
+    EVP_MD_CTX_free(mctx);
+    return rc;
+}
+
+
+static pki_status_t
+pki_key_do_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
+{
+    pki_vault_t    *v;
+    pki_result_t    tmp;
+    unsigned long   seen;
+    int             attempt, rc, failed;
+
+    if (k == NULL || !k->open) {
+        return pki_fail(res, PKI_INTERNAL, "signing key is not open");
+    }
+
+    v = k->vault;
+
+    if (v == NULL) {
+        rc = pki_sign_once(op, k->priv, k->pub, res);
+        if (rc == 1) {
+            ERR_clear_error();
+            return PKI_OK;
+        }
+        return pki_fail(res, PKI_INTERNAL, "signing with key \"%s\" failed%s",
+                        k->ref, rc < 0 ? " (signature does not verify)" : "");
+    }
+
+    for (attempt = 0; ; attempt++) {
+        failed = 0;
+
+        pthread_rwlock_rdlock(&v->lock);
+
+        seen = v->gen;
+
+        if (v->ctx != NULL && k->priv != NULL && k->gen == v->gen) {
+            rc = pki_sign_once(op, k->priv, k->pub, res);
+            pthread_rwlock_unlock(&v->lock);
+
+            if (rc == 1) {
+                ERR_clear_error();
+                return PKI_OK;
+            }
+
+            pki_drain_errors(res);
+            failed = 1;
+
+        } else {
+            pthread_rwlock_unlock(&v->lock);
+        }
+
+        if (attempt >= PKI_SIGN_REOPENS) {
+            break;
+        }
+
+        if (failed) {
+            pki_jitter_sleep(10L * (attempt + 1), 20L * (attempt + 1));
+        }
+
+        pki_result_init(&tmp);
+
+        pthread_rwlock_wrlock(&v->lock);
+
+        if (failed && v->gen == seen) {
+            /* Nobody reopened since our failure: do it. */
+            pki_vault_close_locked(v);
+        }
+
+        if (v->ctx == NULL) {
+            (void) pki_vault_open_locked(v, &tmp);
+        }
+
+        if (v->ctx != NULL && k->gen != v->gen) {
+            (void) pki_key_fetch_locked(k, &tmp);
+        }
+
+        pthread_rwlock_unlock(&v->lock);
+
+        if (tmp.status != PKI_OK) {
+            pki_log(res, "%s", tmp.detail);
+            if (tmp.log[0] != '\0') {
+                pki_log(res, "%s", tmp.log);
+            }
+        }
+    }
+
+    return pki_fail(res, PKI_UNAVAILABLE, "signing key unavailable");
+}
+
+
+static pki_status_t
+pki_key_selftest(pki_key_t *k, pki_result_t *res)
+{
+    static const unsigned char  msg[] = "nginx-pki key self test";
+    pki_sign_op_t               op;
+    pki_status_t                st;
+
+    memset(&op, 0, sizeof(op));
+    op.tbs = msg;
+    op.tbslen = sizeof(msg) - 1;
+
+    st = pki_key_do_sign(k, &op, res);
+    OPENSSL_free(op.sig);
+
+    if (st != PKI_OK) {
+        return pki_fail(res, st, "key \"%s\" failed its test signature",
+                        k->ref);
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_key_open(pki_key_t *k, pki_result_t *res)
+{
+    pki_vault_t   *v;
+    pki_status_t   st;
+
+    if (k == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "no key");
+    }
+
+    if (k->open) {
+        return PKI_OK;
+    }
+
+    v = k->vault;
+
+    if (v == NULL) {
+        if (pki_is_pkcs11_uri(k->ref)) {
+            return pki_fail(res, PKI_INTERNAL, "key \"%s\": its vault is gone",
+                            k->ref);
+        }
+
+        st = pki_key_load_file(k, res);
+        if (st != PKI_OK) {
+            return st;
+        }
+
+    } else {
+        pthread_rwlock_wrlock(&v->lock);
+
+        st = pki_vault_open_locked(v, res);
+        if (st == PKI_OK) {
+            st = pki_key_fetch_locked(k, res);
+        }
+
+        pthread_rwlock_unlock(&v->lock);
+
+        if (st != PKI_OK) {
+            return st;
+        }
+    }
+
+    k->open = 1;
+
+    st = pki_key_selftest(k, res);
+    if (st != PKI_OK) {
+        pki_key_close(k);
+        return st;
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API void
+pki_key_close(pki_key_t *k)
+{
+    if (k == NULL) {
+        return;
+    }
+
+    if (k->vault != NULL) {
+        pthread_rwlock_wrlock(&k->vault->lock);
+        pki_key_drop_handles(k);
+        pthread_rwlock_unlock(&k->vault->lock);
+
+    } else {
+        pki_key_drop_handles(k);
+    }
+
+    EVP_PKEY_free(k->pub);
+    k->pub = NULL;
+    k->open = 0;
+}
+
+
+PKI_API void
+pki_key_free(pki_key_t *k)
+{
+    pki_key_t  **pp;
+
+    if (k == NULL) {
+        return;
+    }
+
+    pki_key_close(k);
+
+    if (k->vault != NULL) {
+        pthread_rwlock_wrlock(&k->vault->lock);
+
+        for (pp = &k->vault->keys; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == k) {
+                *pp = k->next;
+                break;
+            }
+        }
+
+        pthread_rwlock_unlock(&k->vault->lock);
+    }
+
+    free(k->ref);
+    free(k->label);
+    free(k->id);
+    free(k);
+}
+
+
+PKI_API pki_status_t
+pki_key_sign_x509(pki_key_t *k, X509 *x, pki_result_t *res)
+{
+    pki_sign_op_t  op;
+
+    if (x == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "nothing to sign");
+    }
+
+    memset(&op, 0, sizeof(op));
+    op.what = 1;
+    op.x509 = x;
+
+    return pki_key_do_sign(k, &op, res);
+}
+
+
+PKI_API pki_status_t
+pki_key_sign_crl(pki_key_t *k, X509_CRL *crl, pki_result_t *res)
+{
+    pki_sign_op_t  op;
+
+    if (crl == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "nothing to sign");
+    }
+
+    memset(&op, 0, sizeof(op));
+    op.what = 2;
+    op.crl = crl;
+
+    return pki_key_do_sign(k, &op, res);
+}
+
+
+PKI_API pki_status_t
+pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
+    size_t tbslen, unsigned char **sig, size_t *siglen, pki_result_t *res)
+{
+    pki_sign_op_t  op;
+    pki_status_t   st;
+
+    if (sig == NULL || siglen == NULL || (tbs == NULL && tbslen != 0)) {
+        return pki_fail(res, PKI_INTERNAL, "bad pki_key_sign() arguments");
+    }
+
+    *sig = NULL;
+    *siglen = 0;
+
+    memset(&op, 0, sizeof(op));
+    op.md = md;
+    op.md_given = 1;
+    op.tbs = tbs != NULL ? tbs : (const unsigned char *) "";
+    op.tbslen = tbslen;
+
+    st = pki_key_do_sign(k, &op, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    /* Callers free with free(): copy out of OpenSSL's allocator. */
+    *sig = malloc(op.siglen);
+    if (*sig == NULL) {
+        OPENSSL_free(op.sig);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    memcpy(*sig, op.sig, op.siglen);
+    *siglen = op.siglen;
+    OPENSSL_free(op.sig);
+
+    return PKI_OK;
+}
