@@ -1,0 +1,61 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Runs every core unit-test binary (build/test_*) under TAP, with a private
+# Redis (PKI_TEST_REDIS_SOCK) and a SoftHSM token holding an EC and an RSA
+# key (PKI_TEST_SOFTHSM_CONF, PKI_TEST_P11_MODULE, PKI_TEST_TOKEN,
+# PKI_TEST_PIN_FILE, PKI_TEST_KEY_URI_EC, PKI_TEST_KEY_URI_RSA).
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use PKITest;
+
+my @bins = sort grep { -x $_ && !/\.(?:o|c|d)$/ } glob("$PKITest::BUILD/test_*");
+plan(skip_all => "no core test binaries in $PKITest::BUILD") if !@bins;
+
+my $t = PKITest->new(rsa_key => 1, token => 'pki-core-test',
+                     no_nginx_needed => 1);
+$t->start_redis;
+
+my $tok = $t->token;
+my %env = (
+    PKI_TEST_REDIS_SOCK   => $t->redis_sock,
+    PKI_TEST_SOFTHSM_CONF => $t->softhsm_conf,
+    SOFTHSM2_CONF         => $t->softhsm_conf,
+    PKI_TEST_P11_MODULE   => $PKITest::P11,
+    PKI_TEST_TOKEN        => $tok,
+    PKI_TEST_PIN_FILE     => $t->pki . '/hsm/pin',
+    PKI_TEST_KEY_URI_EC   => "pkcs11:token=$tok;object=issuing;type=private",
+    PKI_TEST_KEY_URI_RSA  => "pkcs11:token=$tok;object=rsa;type=private",
+    PKI_TEST_PKI_DIR      => $t->pki,
+    PKI_TEST_TMPDIR       => $t->dir,
+);
+
+for my $bin (@bins) {
+    my $name = $bin =~ s{.*/}{}r;
+    subtest $name => sub {
+        my ($rc, $out, $err) = run_cmd([$bin], env => \%env, timeout => 300);
+        my $n = 0;
+        for my $line (split /\n/, $out) {
+            if ($line =~ /^1\.\.0\s*#\s*SKIP\s*(.*)/i) {
+                plan(skip_all => $1);
+            } elsif ($line =~ /^(not )?ok \d+\s*-?\s*(.*)$/) {
+                ok(!$1, $2);
+                $n++;
+            } elsif ($line =~ /^#\s?(.*)/) {
+                note($1);
+            }
+        }
+        ok($n > 0, "$name ran tests");
+        is($rc, 0, "$name exit status") or diag($err);
+        unlike($err, qr/AddressSanitizer|LeakSanitizer|runtime error:/,
+               "$name: no sanitizer report") or diag($err);
+        done_testing();
+    };
+}
+
+done_testing();

@@ -1,0 +1,524 @@
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Test harness for nginx-pki (Test::Nginx is not packaged in Debian).
+#
+# Each test gets a private temp dir with its own SoftHSM token and PKI
+# (scripts/mkpki.sh), a Redis server on a unix socket and nginx on free
+# 127.0.0.1 ports, run as child processes and stopped at the end (also on
+# failure).  Results are checked with curl and the openssl CLI.
+#
+# Environment: PKI_BUILD (build dir, default ../build), PKI_SANITIZE=1 (run
+# nginx with the ASan/UBSan runtime preloaded and fail on any report).
+
+package PKITest;
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use IO::Socket::IP;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep time);
+use Test::More;
+use Exporter 'import';
+
+our @EXPORT = qw(run_cmd slurp spew);
+
+our $TOP = abs_path(dirname(__FILE__) . '/../..');
+our $BUILD = abs_path($ENV{PKI_BUILD} || "$TOP/build");
+our $SANITIZE = ($ENV{PKI_SANITIZE} || 0) eq '1';
+our $P11 = $ENV{PKI_P11_MODULE} || '/usr/lib/softhsm/libsofthsm2.so';
+
+my @LIVE;   # objects to stop at exit
+
+sub slurp {
+    my ($f) = @_;
+    open(my $fh, '<:raw', $f) or return undef;
+    local $/;
+    my $d = <$fh>;
+    close $fh;
+    return $d;
+}
+
+sub spew {
+    my ($f, $data) = @_;
+    open(my $fh, '>:raw', $f) or die "cannot write $f: $!";
+    print $fh $data;
+    close $fh or die "cannot write $f: $!";
+}
+
+# run_cmd(\@argv, stdin => DATA, env => {...}, timeout => S)
+#   returns (exit code, stdout, stderr)
+sub run_cmd {
+    my ($argv, %o) = @_;
+    require IPC::Run;
+    my ($in, $out, $err) = (defined $o{stdin} ? $o{stdin} : '', '', '');
+    local %ENV = (%ENV, %{ $o{env} || {} });
+    my $ok = eval {
+        IPC::Run::run($argv, \$in, \$out, \$err,
+                      IPC::Run::timeout($o{timeout} || 60));
+        1;
+    };
+    if (!$ok) {
+        return (255, $out, "$err\n$@");
+    }
+    return ($? >> 8, $out, $err);
+}
+
+sub free_port {
+    for (1 .. 50) {
+        my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0,
+                                    Proto => 'tcp', Listen => 1,
+                                    ReuseAddr => 0) or next;
+        my $p = $s->sockport;
+        close $s;
+        return $p;
+    }
+    die "no free port";
+}
+
+# --- construction ----------------------------------------------------------
+
+# PKITest->new(%opts)
+#   token => LABEL (default nginx-pki), rsa_key => 1 (also an RSA token key)
+sub new {
+    my ($class, %o) = @_;
+
+    for my $f ("$BUILD/pkictl", "$BUILD/ngx_http_pki_module.so",
+               "$BUILD/ngx_http_est_module.so")
+    {
+        plan(skip_all => "$f not built (run ./build.sh)") if !-e $f
+            && !$o{no_nginx_needed};
+    }
+
+    my $base = "$TOP/t/tmp";
+    mkdir $base;
+    my $dir = tempdir('t-XXXXXX', DIR => $base,
+                      CLEANUP => !$ENV{PKI_KEEP_TMP});
+    my $self = bless {
+        dir => $dir,
+        pki => "$dir/pki",
+        token => $o{token} || 'nginx-pki',
+        children => {},
+        owner => $$,
+    }, $class;
+    push @LIVE, $self;
+
+    mkdir "$dir/nginx";
+    mkdir "$dir/nginx/$_" for qw(conf logs tmp);
+
+    $self->mkpki($self->{pki}, rsa_key => $o{rsa_key});
+
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub pki { $_[0]{pki} }
+sub token { $_[0]{token} }
+
+sub san_env {
+    return () if !$SANITIZE;
+    my $asan = `gcc -print-file-name=libasan.so`;
+    my $ubsan = `gcc -print-file-name=libubsan.so`;
+    chomp($asan, $ubsan);
+    return (LD_PRELOAD => "$asan $ubsan",
+            ASAN_OPTIONS => 'detect_leaks=0:abort_on_error=0',
+            UBSAN_OPTIONS => 'print_stacktrace=1');
+}
+
+sub mkpki {
+    my ($self, $dir, %o) = @_;
+    my ($rc, $out, $err) = run_cmd(["$TOP/scripts/mkpki.sh", $dir],
+        env => { PKI_BUILD => $BUILD, PKI_TOKEN => $self->{token},
+                 PKI_MKPKI_QUIET => 1,
+                 PKI_MKPKI_RSA => $o{rsa_key} ? 1 : 0 },
+        timeout => 120);
+    if ($rc != 0) {
+        BAIL_OUT("scripts/mkpki.sh failed: $err");
+    }
+    return $dir;
+}
+
+sub softhsm_conf { "$_[0]{pki}/hsm/softhsm2.conf" }
+
+# --- redis ------------------------------------------------------------------
+
+sub redis_sock { "$_[0]{dir}/redis.sock" }
+
+sub start_redis {
+    my ($self) = @_;
+    my $d = "$self->{dir}/redis";
+    mkdir $d;
+    my $sock = $self->redis_sock;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        open(STDOUT, '>>', "$d/redis.out");
+        open(STDERR, '>&', \*STDOUT);
+        exec('redis-server', '--port', '0', '--unixsocket', $sock,
+             '--unixsocketperm', '700', '--dir', $d, '--save', '',
+             '--appendonly', 'no', '--daemonize', 'no',
+             '--logfile', "$d/redis.log") or POSIX::_exit(127);
+    }
+    $self->{children}{redis} = $pid;
+    for (1 .. 100) {
+        my ($rc, $out) = run_cmd(['redis-cli', '-s', $sock, 'ping'],
+                                 timeout => 5);
+        return $pid if $rc == 0 && $out =~ /PONG/;
+        sleep 0.05;
+    }
+    die "redis did not start on $sock";
+}
+
+sub stop_redis {
+    my ($self) = @_;
+    my $pid = delete $self->{children}{redis} or return;
+    kill 'TERM', $pid;
+    _reap($pid, 10);
+    unlink $self->redis_sock;
+}
+
+sub redis {
+    my ($self, @cmd) = @_;
+    my ($rc, $out, $err) = run_cmd(['redis-cli', '-s', $self->redis_sock,
+                                    '--no-raw', @cmd], timeout => 20);
+    die "redis-cli @cmd failed: $err" if $rc != 0;
+    return $out;
+}
+
+# raw output (no quoting), one value per line
+sub redis_raw {
+    my ($self, @cmd) = @_;
+    my ($rc, $out, $err) = run_cmd(['redis-cli', '-s', $self->redis_sock,
+                                    '--raw', @cmd], timeout => 60);
+    die "redis-cli @cmd failed: $err" if $rc != 0;
+    return $out;
+}
+
+# HGETALL as a perl hash (binary safe, through Redis.pm)
+sub redis_hash {
+    my ($self, $key) = @_;
+    require Redis;
+    my $r = Redis->new(sock => $self->redis_sock, reconnect => 0);
+    my %h = $r->hgetall($key);
+    $r->quit;
+    return \%h;
+}
+
+sub redis_keys {
+    my ($self, $pattern) = @_;
+    my $out = $self->redis_raw('--scan', '--pattern', $pattern);
+    return grep { length } split /\n/, $out;
+}
+
+# --- nginx -------------------------------------------------------------------
+
+sub https_port { $_[0]{https} }
+sub http_port { $_[0]{http} }
+sub prefix { "$_[0]{dir}/nginx" }
+sub error_log { "$_[0]{dir}/nginx/logs/error.log" }
+
+# Renders the shared config (scripts/nginx-conf.sh); extra options are
+# passed through (e.g. '--ca-key', $file).
+sub render_conf {
+    my ($self, @extra) = @_;
+    $self->{https} ||= free_port();
+    $self->{http} ||= free_port();
+    my ($rc, $out, $err) = run_cmd([
+        "$TOP/scripts/nginx-conf.sh", '--build', $BUILD,
+        '--pki', $self->{pki}, '--prefix', $self->prefix,
+        '--redis', $self->redis_sock, '--https', $self->{https},
+        '--http', $self->{http}, '--daemon', 'off', '--log-level', 'info',
+        '--token', $self->{token}, @extra]);
+    die "nginx-conf.sh failed: $err" if $rc != 0;
+    return $out;
+}
+
+sub write_conf {
+    my ($self, $conf, $name) = @_;
+    my $f = $self->prefix . '/conf/' . ($name || 'nginx.conf');
+    spew($f, $conf);
+    return $f;
+}
+
+# nginx -t on a config file; returns (ok, output)
+sub nginx_test {
+    my ($self, $file) = @_;
+    my ($rc, $out, $err) = run_cmd(
+        ['nginx', '-p', $self->prefix . '/', '-c', $file, '-t'],
+        env => { SOFTHSM2_CONF => $self->softhsm_conf, san_env() },
+        timeout => 60);
+    my $all = $out . $err;
+    $self->check_sanitizer_text($all, 'nginx -t');
+    return ($rc == 0, $all);
+}
+
+sub start_nginx {
+    my ($self, $conf) = @_;
+    $conf //= $self->render_conf;
+    my $file = $self->write_conf($conf);
+    unlink $self->error_log;
+
+    my ($ok, $out) = $self->nginx_test($file);
+    if (!$ok) {
+        diag($out);
+        die "nginx -t failed";
+    }
+
+    my $stderr = $self->prefix . '/logs/stderr.log';
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        %ENV = (%ENV, SOFTHSM2_CONF => $self->softhsm_conf, san_env());
+        open(STDOUT, '>>', $stderr);
+        open(STDERR, '>&', \*STDOUT);
+        exec('nginx', '-p', $self->prefix . '/', '-c', $file)
+            or POSIX::_exit(127);
+    }
+    $self->{children}{nginx} = $pid;
+    $self->wait_nginx;
+    return $pid;
+}
+
+sub wait_nginx {
+    my ($self) = @_;
+    my $deadline = time + 30;
+    while (time < $deadline) {
+        my $pid = $self->{children}{nginx};
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{children}{nginx};
+            diag(slurp($self->error_log) // '');
+            die "nginx exited at startup";
+        }
+        my $r = $self->curl('GET', "http://127.0.0.1:$self->{http}/",
+                            max_time => 2);
+        if ($r->{code} == 200) {
+            # every worker must have survived init_process
+            my $log = slurp($self->error_log) // '';
+            if ($log =~ /exited with fatal code|\[emerg\]/) {
+                diag($log);
+                die "an nginx worker failed at startup";
+            }
+            return 1;
+        }
+        sleep 0.05;
+    }
+    diag(slurp($self->error_log) // '');
+    die "nginx did not answer on port $self->{http}";
+}
+
+sub stop_nginx {
+    my ($self) = @_;
+    my $pid = delete $self->{children}{nginx} or return;
+    kill 'QUIT', $pid;
+    _reap($pid, 15);
+    $self->check_sanitizer_file($self->error_log, 'nginx error log');
+    $self->check_sanitizer_file($self->prefix . '/logs/stderr.log',
+                                'nginx stderr');
+}
+
+sub check_sanitizer_text {
+    my ($self, $text, $what) = @_;
+    return 1 if !defined $text;
+    if ($text =~ /AddressSanitizer|runtime error:|LeakSanitizer/) {
+        fail("sanitizer report in $what");
+        diag($text);
+        return 0;
+    }
+    return 1;
+}
+
+sub check_sanitizer_file {
+    my ($self, $file, $what) = @_;
+    my $t = slurp($file);
+    return 1 if !defined $t;
+    return $self->check_sanitizer_text($t, $what) && ok(1, "no sanitizer "
+                                                         . "report in $what");
+}
+
+sub _reap {
+    my ($pid, $secs) = @_;
+    my $deadline = time + $secs;
+    while (time < $deadline) {
+        return 1 if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.05;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    return 0;
+}
+
+sub stop_all {
+    my ($self) = @_;
+    return if $self->{owner} != $$;
+    $self->stop_nginx;
+    $self->stop_redis;
+    for my $k (keys %{ $self->{children} }) {
+        my $pid = delete $self->{children}{$k};
+        kill 'TERM', $pid;
+        _reap($pid, 5);
+    }
+}
+
+END {
+    my $rc = $?;
+    $_->stop_all for @LIVE;
+    @LIVE = ();
+    $? = $rc;
+}
+
+# --- HTTP ---------------------------------------------------------------
+
+# curl(METHOD, URL, %o): o = data_file, data, headers => [..], user => 'u:p',
+# cert, key, cacert (default: pki/root.pem), max_time
+# returns { code, headers => {lc name => value}, head, body, err, rc }
+sub curl {
+    my ($self, $method, $url, %o) = @_;
+    my $n = ++$self->{curl_n};
+    my $bf = "$self->{dir}/curl-$n.body";
+    my $hf = "$self->{dir}/curl-$n.head";
+    my @a = ('curl', '-sS', '-X', $method, '--max-time', $o{max_time} || 20,
+             '-o', $bf, '-D', $hf, '-w', '%{http_code}');
+    if ($url =~ /^https/) {
+        push @a, '--cacert', $o{cacert} || "$self->{pki}/root.pem";
+    }
+    push @a, '-u', $o{user} if $o{user};
+    push @a, '--cert', $o{cert}, '--key', $o{key} if $o{cert};
+    push @a, '-H', $_ for @{ $o{headers} || [] };
+    my $stdin;
+    if (defined $o{data_file}) {
+        push @a, '--data-binary', '@' . $o{data_file};
+    } elsif (defined $o{data}) {
+        push @a, '--data-binary', '@-';
+        $stdin = $o{data};
+    }
+    push @a, @{ $o{extra} || [] };
+    push @a, $url;
+    my ($rc, $out, $err) = run_cmd(\@a, stdin => $stdin,
+                                   timeout => ($o{max_time} || 20) + 10);
+    my $head = slurp($hf) // '';
+    my $body = slurp($bf) // '';
+    unlink $bf, $hf;
+    # the last header block (after any 100 Continue)
+    my @blocks = split /\r?\n\r?\n/, $head;
+    @blocks = grep { /^HTTP\// } @blocks;
+    my $last = @blocks ? $blocks[-1] : '';
+    my %h;
+    for my $l (split /\r?\n/, $last) {
+        $h{lc $1} = $2 if $l =~ /^([^:\s]+):\s*(.*?)\s*$/;
+    }
+    return { code => ($out =~ /(\d{3})/ ? $1 + 0 : 0), headers => \%h,
+             head => $last, body => $body, err => $err, rc => $rc };
+}
+
+sub est_url {
+    my ($self, $op, $label) = @_;
+    return "https://127.0.0.1:$self->{https}/.well-known/est/"
+           . (defined $label ? "$label/" : '') . $op;
+}
+
+# POST a DER file base64-encoded to an EST operation.
+sub est_post {
+    my ($self, $op, $der, %o) = @_;
+    require MIME::Base64;
+    my $b64 = MIME::Base64::encode_base64($der);
+    my $ct = exists $o{ctype} ? $o{ctype} : 'application/pkcs10';
+    my @h = defined $ct ? ("Content-Type: $ct") : ();
+    push @h, @{ $o{headers} || [] };
+    return $self->curl('POST', $self->est_url($op, $o{label}),
+                       data => $o{raw} // $b64, headers => \@h,
+                       user => exists $o{user} ? $o{user} : 'demo:demo',
+                       cert => $o{cert}, key => $o{key},
+                       max_time => $o{max_time});
+}
+
+# --- openssl oracle --------------------------------------------------------
+
+# make_csr(name, type => 'ec'|'rsa', bits => 2048, curve => 'P-256',
+#          subj => '/CN=x', san => 'DNS:a,IP:1.2.3.4')
+#   returns (der bytes, key file)
+sub make_csr {
+    my ($self, $name, %o) = @_;
+    my $key = "$self->{dir}/$name.key";
+    my $csr = "$self->{dir}/$name.csr.der";
+    my @new = ($o{type} || 'ec') eq 'rsa'
+        ? ('-newkey', 'rsa:' . ($o{bits} || 2048))
+        : ('-newkey', 'ec', '-pkeyopt',
+           'ec_paramgen_curve:' . ($o{curve} || 'P-256'));
+    my @a = ('openssl', 'req', '-new', @new, '-nodes', '-keyout', $key,
+             '-subj', $o{subj} || "/CN=$name", '-outform', 'DER',
+             '-out', $csr);
+    push @a, '-addext', "subjectAltName=$o{san}" if $o{san};
+    my ($rc, $out, $err) = run_cmd(\@a);
+    die "openssl req failed: $err" if $rc != 0;
+    return (slurp($csr), $key);
+}
+
+# certs-only PKCS#7 in base64 -> PEM text of its certificates
+sub p7_to_pem {
+    my ($self, $b64) = @_;
+    require MIME::Base64;
+    my $der = MIME::Base64::decode_base64($b64 // '');
+    my ($rc, $out, $err) = run_cmd(['openssl', 'pkcs7', '-inform', 'DER',
+                                    '-print_certs'], stdin => $der);
+    return undef if $rc != 0 || $out !~ /BEGIN CERTIFICATE/;
+    return $out;
+}
+
+# first certificate of a PEM text, written to a file; returns the path
+sub save_first_cert {
+    my ($self, $pem, $name) = @_;
+    my ($c) = $pem =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?)/s;
+    return undef if !$c;
+    my $f = "$self->{dir}/$name.pem";
+    spew($f, $c);
+    return $f;
+}
+
+sub x509_text {
+    my ($self, $file) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'x509', '-in', $file,
+                                    '-noout', '-text']);
+    return $rc == 0 ? $out : undef;
+}
+
+sub x509_field {
+    my ($self, $file, $opt) = @_;
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-in', $file, '-noout',
+                              "-$opt", '-nameopt', 'RFC2253']);
+    chomp $out;
+    $out =~ s/^\w+=//;
+    return $out;
+}
+
+sub x509_der {
+    my ($self, $file) = @_;
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-in', $file,
+                              '-outform', 'DER']);
+    return $out;
+}
+
+sub verify_chain {
+    my ($self, $file) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'verify', '-CAfile',
+        "$self->{pki}/root.pem", '-untrusted', "$self->{pki}/issuing.pem",
+        $file]);
+    return ($rc == 0 && $out =~ /: OK/, $out . $err);
+}
+
+# public key PEM of a private key file or a certificate file
+sub pubkey_of_key {
+    my ($self, $file) = @_;
+    my ($rc, $out) = run_cmd(['openssl', 'pkey', '-in', $file, '-pubout']);
+    return $rc == 0 ? $out : undef;
+}
+
+sub pubkey_of_cert {
+    my ($self, $file) = @_;
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-in', $file, '-noout',
+                              '-pubkey']);
+    return $rc == 0 ? $out : undef;
+}
+
+1;
