@@ -1,0 +1,122 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Configuration errors surface at `nginx -t` with an [emerg] line naming
+# the problem and "in <file>:<line>".
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use PKITest;
+
+my $t = PKITest->new;
+my $base = $t->render_conf;
+my $pki = $t->pki;
+
+my ($ok, $out) = $t->nginx_test($t->write_conf($base, 'good.conf'));
+ok($ok, 'the shared config passes nginx -t') or diag($out);
+
+my $wrongpin = $t->dir . '/wrong.pin';
+spew($wrongpin, "99999999\n");
+chmod 0600, $wrongpin;
+
+my $extra_tmpl = <<'T';
+    pki_template other {
+        key_types ec:P-256;
+        subject CN copy;
+        validity 1d;
+        extended_key_usage clientAuth;
+    }
+T
+
+# name, edit, expected message regex, the block(s) the line must lie in
+my @cases = (
+    ['unknown CA in est',
+     sub { s/est issuing device;/est nosuchca device;/ },
+     qr/nosuchca/, [qr{location /\.well-known/est/}]],
+    ['unknown template in est',
+     sub { s/est issuing device;/est issuing nosuchtmpl;/ },
+     qr/nosuchtmpl/, [qr{location /\.well-known/est/}]],
+    ['template not allowed by the CA',
+     sub { s/(    pki_ca issuing \{)/$extra_tmpl\n$1/;
+           s/est issuing device;/est issuing other;/ },
+     qr/other/, [qr{location /\.well-known/est/}]],
+    ['unknown template in pki_ca templates',
+     sub { s/templates device server;/templates device nosuchtmpl;/ },
+     qr/nosuchtmpl/, [qr{pki_ca issuing}, qr{^http}]],
+    ['unreadable key file',
+     sub { s/key "pkcs11:[^"]*";/key "$pki\/no-such-key.pem";/ },
+     qr/no-such-key\.pem/, [qr{pki_ca issuing}]],
+    ['wrong PIN in the PIN file',
+     sub { s/pin_file \S+;/pin_file $wrongpin;/ },
+     qr/PIN/i, [qr{pki_key_vault}, qr{pki_ca issuing}]],
+    ['missing certificate file',
+     sub { s/certificate \S+issuing\.pem;/certificate $pki\/missing.pem;/ },
+     qr/missing\.pem/, [qr{pki_ca issuing}]],
+    ['missing PIN file',
+     sub { s/pin_file \S+;/pin_file $pki\/no-pin-file;/ },
+     qr/no-pin-file/, [qr{pki_key_vault}, qr{pki_ca issuing}]],
+    ['bad template line (key_types ec:P-999)',
+     sub { s/key_types ec:P-256 ec:P-384 rsa:2048-4096;/key_types ec:P-999;/ },
+     qr/P-999/, [qr{pki_template device}]],
+    ['unknown template directive',
+     sub { s/(server_keygen on;)/$1\n        frobnicate yes;/ },
+     qr/frobnicate/, [qr{pki_template device}]],
+    ['unknown vault in key URI',
+     sub { s/token=nginx-pki;object=issuing/token=nosuchtoken;object=issuing/ },
+     qr/nosuchtoken/, [qr{pki_ca issuing}, qr{pki_key_vault}]],
+    ['bad est_max_body_size',
+     sub { s/est_max_body_size 64k;/est_max_body_size lots;/ },
+     qr/lots|est_max_body_size/, [qr{location /\.well-known/est/}]],
+);
+
+# line ranges of the blocks whose opening line matches $re
+sub block_ranges {
+    my ($conf, $re) = @_;
+    my @lines = split /\n/, $conf;
+    my (@ranges, @stack);
+    for my $i (0 .. $#lines) {
+        my $l = $lines[$i];
+        my $opens = () = $l =~ /\{/g;
+        my $closes = () = $l =~ /\}/g;
+        # ignore braces inside quoted strings (return "...")
+        if ($l =~ /"[^"]*[{}][^"]*"/) { $opens = $closes = 0 }
+        if ($opens && !$closes) {
+            push @stack, [$i + 1, ($l =~ s/^\s+//r) =~ $re];
+        } elsif ($closes && !$opens) {
+            my $b = pop @stack;
+            push @ranges, [$b->[0], $i + 1] if $b && $b->[1];
+        }
+    }
+    return @ranges;
+}
+
+for my $c (@cases) {
+    my ($name, $edit, $re, $blocks) = @$c;
+    local $_ = $base;
+    $edit->();
+    my $conf = $_;
+    if ($conf eq $base) {
+        fail("$name: the edit applied");
+        next;
+    }
+    my $file = $t->write_conf($conf, 'reject.conf');
+    my ($ok, $out) = $t->nginx_test($file);
+    ok(!$ok, "$name: nginx -t fails");
+    my ($emerg) = $out =~ /^(.*\[emerg\].*)$/m;
+    ok($emerg, "$name: [emerg] line") or do { diag($out); next };
+    like($emerg, $re, "$name: message") or diag($out);
+    my ($f, $line) = $emerg =~ / in (\S+):(\d+)\s*$/;
+    is($f, $file, "$name: names the file") or diag($emerg);
+    my @r = map { block_ranges($conf, $_) } @$blocks;
+    ok(defined $line && grep({ $line >= $_->[0] && $line <= $_->[1] } @r),
+       "$name: line " . ($line // '?') . " is in the right block")
+        or diag($emerg);
+    unlike($out, qr/99999999/, "$name: no PIN in the output")
+        if $name =~ /PIN/;
+}
+
+done_testing();

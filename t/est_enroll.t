@@ -1,0 +1,211 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# EST (RFC 7030) happy paths through nginx: cacerts, simpleenroll (P-256,
+# RSA-2048), csrattrs, serverkeygen, simplereenroll over mTLS and a label.
+# The oracle is the openssl CLI; the Redis record is read with redis-cli.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(decode_base64);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx;
+my $pki = $t->pki;
+
+sub checkend {
+    my ($file, $secs) = @_;
+    my ($rc) = run_cmd(['openssl', 'x509', '-in', $file, '-noout',
+                        '-checkend', $secs]);
+    return $rc == 0;    # 0: still valid after $secs
+}
+
+sub enroll_ok {
+    my ($name, $r) = @_;
+    is($r->{code}, 200, "$name: 200") or diag("$r->{head}\n$r->{body}");
+    like($r->{headers}{'content-type'} // '',
+         qr{^application/pkcs7-mime}i, "$name: pkcs7-mime");
+    my $pem = $t->p7_to_pem($r->{body});
+    ok($pem, "$name: body is a base64 certs-only PKCS#7") or return undef;
+    return $t->save_first_cert($pem, $name);
+}
+
+sub record_ok {
+    my ($name, $cert) = @_;
+    my $serial = $t->x509_field($cert, 'serial');
+    like($serial, qr/^[0-9A-F]+$/, "$name: serial $serial");
+    my $h = $t->redis_hash("pki:{ca:issuing}:cert:$serial");
+    is($h->{status}, 'good', "$name: Redis record status good");
+    my $der = $t->x509_der($cert);
+    my $stored = $h->{der} // '';
+    ok($stored eq $der || $stored eq unpack('H*', $der)
+       || uc($stored) eq uc(unpack('H*', $der))
+       || (decode_base64($stored) // '') eq $der,
+       "$name: Redis record holds the certificate DER")
+        or diag("fields: " . join(',', sort keys %$h));
+    return $serial;
+}
+
+# --- cacerts ---------------------------------------------------------------
+
+my $r = $t->curl('GET', $t->est_url('cacerts'));
+is($r->{code}, 200, 'cacerts: 200');
+like($r->{headers}{'content-type'} // '', qr{^application/pkcs7-mime}i,
+     'cacerts: pkcs7-mime');
+my $ca_pem = $t->p7_to_pem($r->{body}) // '';
+like($ca_pem, qr/subject=.*nginx-pki Issuing CA/, 'cacerts: has the issuing CA');
+
+# --- simpleenroll P-256 ------------------------------------------------------
+
+my ($csr, $eckey) = $t->make_csr('ec1', subj => '/CN=device-ec',
+    san => 'DNS:device-ec.example.com,IP:10.0.0.7');
+$r = $t->est_post('simpleenroll', $csr);
+my $ec = enroll_ok('simpleenroll P-256', $r);
+my ($ec_serial, $ectext);
+SKIP: {
+    skip 'no certificate', 10 if !$ec;
+    my ($ok, $out) = $t->verify_chain($ec);
+    ok($ok, 'P-256 cert verifies to the root') or diag($out);
+    $ectext = $t->x509_text($ec);
+    like($ectext, qr/Subject:.*CN\s*=\s*device-ec/, 'P-256 subject CN copied');
+    like($ectext, qr/DNS:device-ec\.example\.com/, 'DNS SAN copied');
+    like($ectext, qr/IP Address:10\.0\.0\.7/, 'IP SAN copied');
+    like($ectext, qr/TLS Web Client Authentication/, 'EKU clientAuth');
+    unlike($ectext, qr/CA:TRUE/, 'not a CA');
+    like($ectext, qr/ASN1 OID: prime256v1/, 'P-256 public key');
+    ok(checkend($ec, 29 * 86400) && !checkend($ec, 31 * 86400),
+       'validity 30 days');
+    is($t->pubkey_of_cert($ec), $t->pubkey_of_key($eckey),
+       'certificate carries the CSR key');
+    $ec_serial = record_ok('P-256', $ec);
+}
+
+# --- simpleenroll RSA-2048 -----------------------------------------------
+
+my ($rcsr, $rsakey) = $t->make_csr('rsa1', type => 'rsa', bits => 2048,
+    subj => '/CN=device-rsa', san => 'DNS:device-rsa.example.com');
+$r = $t->est_post('simpleenroll', $rcsr);
+my $rsa = enroll_ok('simpleenroll RSA-2048', $r);
+SKIP: {
+    skip 'no certificate', 5 if !$rsa;
+    my ($ok, $out) = $t->verify_chain($rsa);
+    ok($ok, 'RSA cert verifies to the root') or diag($out);
+    my $txt = $t->x509_text($rsa);
+    like($txt, qr/Public-Key: \(2048 bit\)/, 'RSA-2048 key');
+    like($txt, qr/CN\s*=\s*device-rsa/, 'RSA subject');
+    like($txt, qr/DNS:device-rsa\.example\.com/, 'RSA SAN');
+    my $s = record_ok('RSA', $rsa);
+    isnt($s, $ec_serial, 'distinct serials');
+}
+
+# --- csrattrs --------------------------------------------------------------
+
+$r = $t->curl('GET', $t->est_url('csrattrs'), user => 'demo:demo');
+ok($r->{code} == 204 || $r->{code} == 200, "csrattrs: $r->{code}");
+if ($r->{code} == 200) {
+    my $der = decode_base64($r->{body});
+    my ($rc, $out, $err) = run_cmd(['openssl', 'asn1parse', '-inform', 'DER'],
+                                   stdin => $der);
+    is($rc, 0, 'csrattrs: DER parses') or diag($err);
+} else {
+    is($r->{body}, '', 'csrattrs: 204 has no body');
+}
+
+# --- serverkeygen -------------------------------------------------------------
+
+my ($kcsr) = $t->make_csr('skg', subj => '/CN=device-skg',
+                          san => 'DNS:skg.example.com');
+$r = $t->est_post('serverkeygen', $kcsr);
+is($r->{code}, 200, 'serverkeygen: 200') or diag("$r->{head}\n$r->{body}");
+my ($boundary) = ($r->{headers}{'content-type'} // '')
+    =~ m{^multipart/mixed\s*;.*boundary="?([^";]+)"?}i;
+ok($boundary, 'serverkeygen: multipart/mixed with a boundary');
+SKIP: {
+    skip 'no multipart', 5 if !$boundary;
+    my %parts;
+    for my $p (split /\r?\n?--\Q$boundary\E(?:--)?\r?\n?/, $r->{body}) {
+        my ($hd, $bd) = split /\r?\n\r?\n/, $p, 2;
+        next if !defined $bd;
+        my ($ct) = $hd =~ /Content-Type:\s*([^;\r\n]+)/i;
+        $parts{lc $ct} = $bd if $ct;
+    }
+    ok($parts{'application/pkcs8'}, 'serverkeygen: application/pkcs8 part');
+    ok($parts{'application/pkcs7-mime'}, 'serverkeygen: pkcs7-mime part');
+    my $keyf = $t->dir . '/skg-server.key.der';
+    spew($keyf, decode_base64($parts{'application/pkcs8'} // ''));
+    my ($rc, $kpub) = run_cmd(['openssl', 'pkey', '-inform', 'DER', '-in',
+                               $keyf, '-pubout']);
+    is($rc, 0, 'serverkeygen: the key is PKCS#8 DER');
+    my $pem = $t->p7_to_pem($parts{'application/pkcs7-mime'});
+    my $c = $pem ? $t->save_first_cert($pem, 'skg') : undef;
+    ok($c && $kpub eq ($t->pubkey_of_cert($c) // 'x'),
+       'serverkeygen: key matches the certificate');
+    if ($c) {
+        my ($ok, $out) = $t->verify_chain($c);
+        ok($ok, 'serverkeygen cert verifies') or diag($out);
+    }
+}
+
+# --- simplereenroll over mTLS -----------------------------------------------
+
+SKIP: {
+    skip 'no first certificate', 8 if !$ec;
+    my $csr2f = $t->dir . '/re.csr.der';
+    my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-key', $eckey,
+        '-subj', '/CN=device-ec', '-addext',
+        'subjectAltName=DNS:device-ec.example.com,IP:10.0.0.7',
+        '-outform', 'DER', '-out', $csr2f]);
+    is($rc, 0, 'renewal CSR') or diag($e);
+    my $csr2 = slurp($csr2f);
+
+    $r = $t->est_post('simplereenroll', $csr2, user => undef,
+                      cert => $ec, key => $eckey);
+    my $re = enroll_ok('simplereenroll', $r);
+    if ($re) {
+        my $txt = $t->x509_text($re);
+        like($txt, qr/CN\s*=\s*device-ec/, 'reenroll: same subject');
+        like($txt, qr/DNS:device-ec\.example\.com/, 'reenroll: same DNS');
+        like($txt, qr/IP Address:10\.0\.0\.7/, 'reenroll: same IP');
+        isnt($t->x509_field($re, 'serial'), $ec_serial, 'reenroll: new serial');
+        my ($ok, $out) = $t->verify_chain($re);
+        ok($ok, 'reenroll cert verifies') or diag($out);
+    }
+
+    $r = $t->est_post('simplereenroll', $csr2, user => undef);
+    is($r->{code}, 403, 'reenroll without a client cert: 403');
+
+    # a certificate from another CA (self-signed by openssl)
+    my $fk = $t->dir . '/foreign.key';
+    my $fc = $t->dir . '/foreign.pem';
+    ($rc) = run_cmd(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+        'ec_paramgen_curve:P-256', '-nodes', '-keyout', $fk, '-out', $fc,
+        '-subj', '/CN=device-ec', '-days', '2']);
+    $r = $t->est_post('simplereenroll', $csr2, user => undef,
+                      cert => $fc, key => $fk);
+    ok($r->{code} == 403 || $r->{code} == 400 || $r->{code} == 0,
+       "reenroll with a foreign cert refused ($r->{code})");
+}
+
+# --- label -> second template ------------------------------------------------
+
+my ($lcsr) = $t->make_csr('lbl', subj => '/CN=srv.example.com',
+                          san => 'DNS:srv.example.com');
+$r = $t->est_post('simpleenroll', $lcsr, label => 'server');
+my $lc = enroll_ok('label server', $r);
+SKIP: {
+    skip 'no certificate', 3 if !$lc;
+    my $txt = $t->x509_text($lc);
+    like($txt, qr/TLS Web Server Authentication/, 'label: template server (EKU)');
+    ok(checkend($lc, 6 * 86400) && !checkend($lc, 8 * 86400),
+       'label: template server (7 days)');
+    record_ok('label', $lc);
+}
+
+$t->stop_nginx;
+done_testing();

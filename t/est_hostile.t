@@ -1,0 +1,101 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# EST with hostile or wrong input: every request gets the protocol's error
+# and no state changes in Redis.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(encode_base64);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx;
+
+# one good enrollment first, so Redis holds a baseline
+my ($good) = $t->make_csr('good', subj => '/CN=baseline');
+my $r = $t->est_post('simpleenroll', $good);
+is($r->{code}, 200, 'baseline enrollment') or diag($r->{body});
+
+my $dbsize0 = $t->redis('DBSIZE');
+my @certs0 = $t->redis_keys('pki:*cert:*');
+
+sub err_ok {
+    my ($name, $r, $code, $re) = @_;
+    is($r->{code}, $code, "$name: $code") or diag("$r->{head}\n$r->{body}");
+    if ($code == 400 || $code == 413 || $code == 415) {
+        ok(length($r->{body}) > 0 && length($r->{body}) < 512,
+           "$name: short text body") or diag($r->{body});
+        unlike($r->{body}, qr/BEGIN|PRIVATE|<html/i, "$name: no secrets");
+    }
+    like($r->{body}, $re, "$name: body names the rule") if $re;
+}
+
+err_ok('wrong Content-Type',
+       $t->est_post('simpleenroll', $good, ctype => 'text/plain'), 415);
+err_ok('bad base64',
+       $t->est_post('simpleenroll', '', raw => "!!!not*base64\$\$\$\n"), 400);
+err_ok('bad DER',
+       $t->est_post('simpleenroll', "\x30\x82\x01\x00garbage-that-is-not-der"),
+       400);
+
+# a CSR whose signature is broken (last byte of the signature flipped)
+my $bad = $good;
+substr($bad, -1, 1) = chr(ord(substr($bad, -1, 1)) ^ 0x01);
+err_ok('broken CSR signature', $t->est_post('simpleenroll', $bad), 400);
+
+# over 64 KiB
+err_ok('body over 64 KiB',
+       $t->est_post('simpleenroll', '', raw => ('QUFB' x 17000) . "\n"), 413);
+
+my ($weak) = $t->make_csr('weak', type => 'rsa', bits => 1024,
+                          subj => '/CN=weak');
+err_ok('RSA-1024', $t->est_post('simpleenroll', $weak), 400,
+       qr/key|RSA|1024/i);
+
+my ($org) = $t->make_csr('org', subj => '/CN=dev/O=Evil Corp');
+err_ok('forbidden subject attribute', $t->est_post('simpleenroll', $org), 400,
+       qr/subject|O\b|organization/i);
+
+my ($mail) = $t->make_csr('mail', subj => '/CN=dev',
+                          san => 'email:dev@example.com');
+err_ok('email SAN', $t->est_post('simpleenroll', $mail), 400,
+       qr/email|SAN|rfc822/i);
+
+# authentication
+$r = $t->est_post('simpleenroll', $good, user => undef);
+is($r->{code}, 401, 'no credentials: 401');
+like($r->{headers}{'www-authenticate'} // '', qr/^Basic/i,
+     'no credentials: WWW-Authenticate');
+is($r->{headers}{'content-length'}, '0', 'no credentials: Content-Length 0');
+is($r->{body}, '', 'no credentials: empty body');
+
+$r = $t->est_post('simpleenroll', $good, user => 'demo:wrong');
+is($r->{code}, 401, 'wrong password: 401');
+is($r->{body}, '', 'wrong password: empty body');
+
+# methods, unknown operations and labels
+$r = $t->curl('GET', $t->est_url('simpleenroll'), user => 'demo:demo');
+is($r->{code}, 405, 'GET simpleenroll: 405');
+
+$r = $t->curl('GET', $t->est_url('nosuchop'), user => 'demo:demo');
+is($r->{code}, 404, 'unknown operation: 404');
+$r = $t->est_post('simpleenroll', $good, label => 'nosuchlabel');
+is($r->{code}, 404, 'unknown label: 404');
+
+# nothing was written
+is($t->redis('DBSIZE'), $dbsize0, 'Redis DBSIZE unchanged');
+is_deeply([sort $t->redis_keys('pki:*cert:*')], [sort @certs0],
+          'no new certificate keys in Redis');
+
+# nginx still serves
+$r = $t->est_post('simpleenroll', $good);
+is($r->{code}, 200, 'still enrolls after the hostile requests');
+
+$t->stop_nginx;
+done_testing();

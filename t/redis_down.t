@@ -1,0 +1,69 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Redis goes away mid-test: enrollment answers 503 with Retry-After quickly
+# (no hang); Redis comes back on the same socket: enrollment works again
+# without restarting nginx.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx;
+
+my ($csr) = $t->make_csr('dev', subj => '/CN=redis-down');
+
+my $r = $t->est_post('simpleenroll', $csr);
+is($r->{code}, 200, 'enrollment with Redis up') or diag($r->{body});
+
+$t->stop_redis;
+ok(!-e $t->redis_sock, 'Redis is down');
+
+for my $i (1 .. 3) {
+    my $t0 = time;
+    $r = $t->est_post('simpleenroll', $csr, max_time => 15);
+    my $dt = time - $t0;
+    is($r->{code}, 503, "Redis down, attempt $i: 503") or diag($r->{body});
+    like($r->{headers}{'retry-after'} // '', qr/^\d+$/,
+         "attempt $i: Retry-After");
+    cmp_ok($dt, '<', 5, sprintf("attempt %d: answered in %.2f s", $i, $dt));
+}
+
+# cacerts needs no Redis
+$r = $t->curl('GET', $t->est_url('cacerts'));
+is($r->{code}, 200, 'cacerts still served while Redis is down');
+
+$t->start_redis;
+
+my ($code, $tries) = (0, 0);
+my $t0 = time;
+while (time - $t0 < 10) {
+    $tries++;
+    $r = $t->est_post('simpleenroll', $csr);
+    $code = $r->{code};
+    last if $code == 200;
+    sleep 0.2;
+}
+is($code, 200, "enrollment works again after Redis restart ($tries tries)");
+cmp_ok($tries, '<=', 3, 'recovers within a few requests');
+
+# and every later request succeeds
+my $fails = 0;
+for (1 .. 10) {
+    $r = $t->est_post('simpleenroll', $csr);
+    $fails++ if $r->{code} != 200;
+}
+is($fails, 0, '10 more enrollments succeed');
+
+my @keys = $t->redis_keys('pki:{ca:issuing}:cert:*');
+is(scalar @keys, 11, 'the new Redis holds the 11 new records');
+
+$t->stop_nginx;
+done_testing();
