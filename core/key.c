@@ -4,8 +4,9 @@
  *
  * Signing keys: PEM files and PKCS#11 tokens (libp11 0.4.12).
  *
- * A vault owns one libp11 context, logged in to one token.  Keys of a vault
- * hold EVP_PKEY handles that point into that context, so every key of a
+ * A vault is logged in to one token through a libp11 context shared by all
+ * vaults of the same module (see "PKCS#11 modules" below).  Keys of a vault
+ * hold EVP_PKEY handles that point into the vault's slots, so every key of a
  * vault is linked into the vault's list: closing the vault drops the handles
  * of all its keys, and a key re-fetches them lazily when the vault's
  * generation (bumped on every successful open) differs from its own.
@@ -56,6 +57,8 @@
 #define PKI_CKR_USER_ALREADY_LOGGED_IN 0x100UL
 
 
+typedef struct pki_p11mod_s  pki_p11mod_t;
+
 struct pki_vault_s {
     char              *name;
     char              *module;
@@ -65,7 +68,8 @@ struct pki_vault_s {
     size_t             pin_len;
 
     pthread_rwlock_t   lock;
-    PKCS11_CTX        *ctx;
+    pki_p11mod_t      *mod;
+    PKCS11_CTX        *ctx;          /* mod->ctx while open */
     PKCS11_SLOT       *slots;
     unsigned int       nslots;
     PKCS11_SLOT       *slot;
@@ -337,6 +341,127 @@ pki_keygen_like(const EVP_PKEY *like, pki_result_t *res)
 }
 
 
+/* ---- PKCS#11 modules ------------------------------------------------------
+ *
+ * A module is initialised once per process (C_Initialize) and finalised by
+ * C_Finalize for all its users at once, and a token's login is shared by
+ * every session of the process; releasing a slot closes all its sessions
+ * (C_CloseAllSessions).  So vaults share one libp11 context and one slot
+ * list per module path, counted; the last vault to close it unloads it.
+ */
+
+struct pki_p11mod_s {
+    char          *path;
+    PKCS11_CTX    *ctx;
+    PKCS11_SLOT   *slots;
+    unsigned int   nslots;
+    int            refs;
+    pki_p11mod_t  *next;
+};
+
+static pthread_mutex_t   pki_p11_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pki_p11mod_t     *pki_p11_mods;
+
+
+static void
+pki_p11mod_put(pki_p11mod_t *m)
+{
+    pki_p11mod_t  **pp;
+
+    pthread_mutex_lock(&pki_p11_mutex);
+
+    if (--m->refs > 0) {
+        pthread_mutex_unlock(&pki_p11_mutex);
+        return;
+    }
+
+    for (pp = &pki_p11_mods; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&pki_p11_mutex);
+
+    if (m->slots != NULL) {
+        PKCS11_release_all_slots(m->ctx, m->slots, m->nslots);
+    }
+
+    PKCS11_CTX_unload(m->ctx);      /* C_Finalize */
+    PKCS11_CTX_free(m->ctx);
+    free(m->path);
+    free(m);
+}
+
+
+/* Returns the module (loaded, counted), or NULL with res filled. */
+static pki_p11mod_t *
+pki_p11mod_get(const char *vault, const char *path, pki_result_t *res)
+{
+    pki_p11mod_t  *m;
+
+    pthread_mutex_lock(&pki_p11_mutex);
+
+    for (m = pki_p11_mods; m != NULL; m = m->next) {
+        if (strcmp(m->path, path) == 0) {
+            m->refs++;
+            pthread_mutex_unlock(&pki_p11_mutex);
+            return m;
+        }
+    }
+
+    m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->path = strdup(path)) == NULL) {
+        free(m);
+        pthread_mutex_unlock(&pki_p11_mutex);
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    m->ctx = PKCS11_CTX_new();
+    if (m->ctx == NULL) {
+        free(m->path);
+        free(m);
+        pthread_mutex_unlock(&pki_p11_mutex);
+        pki_fail(res, PKI_INTERNAL, "vault \"%s\": PKCS11_CTX_new() failed",
+                 vault);
+        return NULL;
+    }
+
+    if (PKCS11_CTX_load(m->ctx, path) != 0) {
+        PKCS11_CTX_free(m->ctx);
+        free(m->path);
+        free(m);
+        pthread_mutex_unlock(&pki_p11_mutex);
+
+        /* C_Initialize may fail spuriously with several processes. */
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot load PKCS#11 "
+                 "module \"%s\"", vault, path);
+        return NULL;
+    }
+
+    if (PKCS11_enumerate_slots(m->ctx, &m->slots, &m->nslots) != 0) {
+        PKCS11_CTX_unload(m->ctx);
+        PKCS11_CTX_free(m->ctx);
+        free(m->path);
+        free(m);
+        pthread_mutex_unlock(&pki_p11_mutex);
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot list the slots "
+                 "of \"%s\"", vault, path);
+        return NULL;
+    }
+
+    m->refs = 1;
+    m->next = pki_p11_mods;
+    pki_p11_mods = m;
+
+    pthread_mutex_unlock(&pki_p11_mutex);
+
+    return m;
+}
+
+
 /* ---- vaults ------------------------------------------------------------- */
 
 static void
@@ -546,16 +671,12 @@ pki_vault_close_locked(pki_vault_t *v)
         return;
     }
 
-    if (v->slots != NULL) {
-        if (v->slot != NULL) {
-            (void) PKCS11_logout(v->slot);
-        }
-        PKCS11_release_all_slots(v->ctx, v->slots, v->nslots);
-    }
+    /* No explicit C_Logout and no slot release here: the login and the
+     * slots belong to every vault of this module; C_Finalize by the last
+     * user of the module ends them. */
+    pki_p11mod_put(v->mod);
 
-    PKCS11_CTX_unload(v->ctx);
-    PKCS11_CTX_free(v->ctx);
-
+    v->mod = NULL;
     v->ctx = NULL;
     v->slots = NULL;
     v->nslots = 0;
@@ -603,33 +724,14 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
                         v->module);
     }
 
-    v->ctx = PKCS11_CTX_new();
-    if (v->ctx == NULL) {
-        return pki_fail(res, PKI_INTERNAL, "vault \"%s\": PKCS11_CTX_new() "
-                        "failed", v->name);
+    v->mod = pki_p11mod_get(v->name, v->module, res);
+    if (v->mod == NULL) {
+        return res->status;
     }
 
-    if (PKCS11_CTX_load(v->ctx, v->module) != 0) {
-        PKCS11_CTX_free(v->ctx);
-        v->ctx = NULL;
-
-        if (access(v->module, R_OK) != 0) {
-            return pki_fail(res, PKI_INTERNAL, "vault \"%s\": PKCS#11 module "
-                            "\"%s\" not found", v->name, v->module);
-        }
-
-        /* C_Initialize may fail spuriously with several processes. */
-        return pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot load "
-                        "PKCS#11 module \"%s\"", v->name, v->module);
-    }
-
-    if (PKCS11_enumerate_slots(v->ctx, &v->slots, &v->nslots) != 0) {
-        v->slots = NULL;
-        v->nslots = 0;
-        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot list the slots "
-                 "of \"%s\"", v->name, v->module);
-        goto failed;
-    }
+    v->ctx = v->mod->ctx;
+    v->slots = v->mod->slots;
+    v->nslots = v->mod->nslots;
 
     slot = NULL;
 
@@ -1338,7 +1440,19 @@ pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
     }
 
     if (k->pub == NULL) {
-        cpub = PKCS11_get_public_key(key);
+        /* libp11 puts the public half into the private EVP_PKEY (RSA n, e;
+         * the EC point when the token has it); PKCS11_get_public_key()
+         * leaks in 0.4.12, so it is only the fallback. */
+        pub = pki_pkey_public_copy(pk);
+        if (pub != NULL && EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC
+            && EVP_PKEY_get_bits(pub) <= 0)
+        {
+            EVP_PKEY_free(pub);
+            pub = NULL;
+        }
+
+        ERR_clear_error();
+        cpub = (pub == NULL) ? PKCS11_get_public_key(key) : NULL;
         if (cpub != NULL) {
             pub = pki_pkey_public_copy(cpub);
             EVP_PKEY_free(cpub);
