@@ -1,0 +1,567 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Certificate authorities: certificate, chain, key and the templates a CA
+ * may issue.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "issue_int.h"
+
+
+static pki_status_t pki_ca_check_template(pki_ca_t *ca,
+    const pki_template_t *t, pki_result_t *res);
+static int pki_set_str(char **dst, const char *src);
+
+
+pki_ca_t *
+pki_ca_new(const char *name)
+{
+    pki_ca_t  *ca;
+
+    if (name == NULL || name[0] == '\0' || strlen(name) >= 64) {
+        return NULL;
+    }
+
+    ca = calloc(1, sizeof(pki_ca_t));
+    if (ca == NULL) {
+        return NULL;
+    }
+
+    ca->name = strdup(name);
+    if (ca->name == NULL) {
+        free(ca);
+        return NULL;
+    }
+
+    ca->pathlen = -1;
+
+    return ca;
+}
+
+
+void
+pki_ca_free(pki_ca_t *ca)
+{
+    int  i;
+
+    if (ca == NULL) {
+        return;
+    }
+
+    for (i = 0; i < ca->ntmpl_names; i++) {
+        free(ca->tmpl_names[i]);
+    }
+
+    X509_free(ca->cert);
+    sk_X509_pop_free(ca->chain, X509_free);
+    free(ca->name);
+    free(ca->cert_file);
+    free(ca->chain_file);
+    free(ca->key_ref);
+    free(ca->crl_url);
+    free(ca->ocsp_url);
+    free(ca);
+}
+
+
+const char *
+pki_ca_name(const pki_ca_t *ca)
+{
+    return ca->name;
+}
+
+
+static int
+pki_set_str(char **dst, const char *src)
+{
+    char  *s;
+
+    s = strdup(src);
+    if (s == NULL) {
+        return 0;
+    }
+
+    free(*dst);
+    *dst = s;
+
+    return 1;
+}
+
+
+static int
+pki_url_ok(const char *s)
+{
+    size_t  i, len;
+
+    len = strlen(s);
+    if (len < 8 || len > 1024
+        || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0
+            && strncmp(s, "ldap://", 7) != 0))
+    {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) s[i] <= 0x20 || (unsigned char) s[i] >= 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+pki_status_t
+pki_ca_set(pki_ca_t *ca, const char *name, int argc, const char *const *argv,
+    pki_result_t *res)
+{
+    int     i, j;
+    long    v;
+    char  **field;
+
+    if (ca == NULL || name == NULL || argc < 0 || (argc > 0 && argv == NULL)) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    if (ca->finished) {
+        return pki_fail(res, PKI_INTERNAL, "CA \"%s\" is already finished",
+                        ca->name);
+    }
+
+    for (i = 0; i < argc; i++) {
+        if (argv[i] == NULL || argv[i][0] == '\0') {
+            return pki_fail(res, PKI_MALFORMED, "empty argument in \"%.64s\"",
+                            name);
+        }
+    }
+
+    if (strcmp(name, "templates") == 0) {
+        if (argc < 1) {
+            return pki_fail(res, PKI_MALFORMED, "invalid number of arguments "
+                            "in \"templates\"");
+        }
+
+        for (i = 0; i < argc; i++) {
+            for (j = 0; j < ca->ntmpl_names; j++) {
+                if (strcmp(ca->tmpl_names[j], argv[i]) == 0) {
+                    return pki_fail(res, PKI_MALFORMED, "duplicate template "
+                                    "\"%.64s\"", argv[i]);
+                }
+            }
+
+            if (ca->ntmpl_names == PKI_MAX_TEMPLATES) {
+                return pki_fail(res, PKI_MALFORMED, "too many templates");
+            }
+
+            ca->tmpl_names[ca->ntmpl_names] = strdup(argv[i]);
+            if (ca->tmpl_names[ca->ntmpl_names] == NULL) {
+                return pki_fail(res, PKI_INTERNAL, "out of memory");
+            }
+            ca->ntmpl_names++;
+        }
+
+        return PKI_OK;
+    }
+
+    if (argc != 1) {
+        return pki_fail(res, PKI_MALFORMED, "invalid number of arguments in "
+                        "\"%.64s\"", name);
+    }
+
+    if (strcmp(name, "max_validity") == 0) {
+        if (ca->max_validity) {
+            return pki_fail(res, PKI_MALFORMED, "\"max_validity\" is "
+                            "duplicate");
+        }
+
+        if (!pki_int_parse_time(argv[0], &v)) {
+            return pki_fail(res, PKI_MALFORMED, "invalid max_validity "
+                            "\"%.64s\"", argv[0]);
+        }
+
+        ca->max_validity = v;
+        return PKI_OK;
+    }
+
+    if (strcmp(name, "certificate") == 0) {
+        field = &ca->cert_file;
+    } else if (strcmp(name, "chain") == 0) {
+        field = &ca->chain_file;
+    } else if (strcmp(name, "key") == 0) {
+        field = &ca->key_ref;
+    } else if (strcmp(name, "crl_url") == 0) {
+        field = &ca->crl_url;
+    } else if (strcmp(name, "ocsp_url") == 0) {
+        field = &ca->ocsp_url;
+    } else {
+        return pki_fail(res, PKI_MALFORMED, "unknown CA directive \"%.64s\"",
+                        name);
+    }
+
+    if (*field) {
+        return pki_fail(res, PKI_MALFORMED, "\"%s\" is duplicate", name);
+    }
+
+    if ((field == &ca->crl_url || field == &ca->ocsp_url)
+        && !pki_url_ok(argv[0]))
+    {
+        return pki_fail(res, PKI_MALFORMED, "invalid URL \"%.128s\" in "
+                        "\"%s\"", argv[0], name);
+    }
+
+    if (!pki_set_str(field, argv[0])) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    return PKI_OK;
+}
+
+
+const char *
+pki_ca_key_ref(const pki_ca_t *ca)
+{
+    return ca->key_ref;
+}
+
+
+pki_status_t
+pki_ca_set_key(pki_ca_t *ca, pki_key_t *key, pki_result_t *res)
+{
+    if (key == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "no key for CA \"%s\"", ca->name);
+    }
+
+    ca->key = key;
+
+    return PKI_OK;
+}
+
+
+int
+pki_ca_template_count(const pki_ca_t *ca)
+{
+    return ca->ntmpl_names;
+}
+
+
+const char *
+pki_ca_template_name(const pki_ca_t *ca, int i)
+{
+    if (i < 0 || i >= ca->ntmpl_names) {
+        return NULL;
+    }
+
+    return ca->tmpl_names[i];
+}
+
+
+pki_status_t
+pki_ca_add_template(pki_ca_t *ca, pki_template_t *t, pki_result_t *res)
+{
+    int  i;
+
+    if (t == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "no template");
+    }
+
+    for (i = 0; i < ca->ntmpls; i++) {
+        if (ca->tmpls[i] == t
+            || strcmp(pki_template_name(ca->tmpls[i]), t->name) == 0)
+        {
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\" is added "
+                            "twice to CA \"%s\"", t->name, ca->name);
+        }
+    }
+
+    if (ca->ntmpls == PKI_MAX_TEMPLATES) {
+        return pki_fail(res, PKI_MALFORMED, "too many templates");
+    }
+
+    if (ca->finished && pki_ca_check_template(ca, t, res) != PKI_OK) {
+        return res ? res->status : PKI_MALFORMED;
+    }
+
+    ca->tmpls[ca->ntmpls++] = t;
+
+    return PKI_OK;
+}
+
+
+time_t
+pki_int_asn1_time(const ASN1_TIME *t)
+{
+    struct tm  tm;
+
+    memset(&tm, 0, sizeof(tm));
+
+    if (t == NULL || !ASN1_TIME_to_tm(t, &tm)) {
+        return (time_t) -1;
+    }
+
+    return timegm(&tm);
+}
+
+
+static pki_status_t
+pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
+    pki_result_t *res)
+{
+    long  validity;
+
+    validity = pki_template_validity(t);
+
+    if (!t->finished) {
+        return pki_fail(res, PKI_INTERNAL, "template \"%s\" is not finished",
+                        t->name);
+    }
+
+    if (ca->max_validity && validity > ca->max_validity) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\" validity %lds "
+                        "exceeds the max_validity %lds of CA \"%s\"",
+                        t->name, validity, ca->max_validity, ca->name);
+    }
+
+    if (t->ca && ca->pathlen >= 0
+        && (t->pathlen < 0 || t->pathlen >= ca->pathlen))
+    {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues CAs with "
+                        "path length %s%d but CA \"%s\" has pathlen:%ld",
+                        t->name, t->pathlen < 0 ? "unlimited " : "",
+                        t->pathlen < 0 ? 0 : t->pathlen, ca->name,
+                        ca->pathlen);
+    }
+
+    return PKI_OK;
+}
+
+
+pki_status_t
+pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
+{
+    int               i, crit;
+    long              pl;
+    BIO              *bio;
+    X509             *x;
+    time_t            now;
+    EVP_PKEY         *pub, *cpub;
+    pki_status_t      rc;
+    ASN1_BIT_STRING  *ku;
+    BASIC_CONSTRAINTS *bc;
+
+    if (ca->finished) {
+        return PKI_OK;
+    }
+
+    if (ca->cert_file == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "CA \"%s\" has no \"certificate\"",
+                        ca->name);
+    }
+
+    if (ca->key == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "CA \"%s\" has no key", ca->name);
+    }
+
+    X509_free(ca->cert);
+    ca->cert = NULL;
+    sk_X509_pop_free(ca->chain, X509_free);
+    ca->chain = NULL;
+
+    bio = BIO_new_file(ca->cert_file, "r");
+    if (bio == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "cannot open CA certificate "
+                        "\"%.128s\"", ca->cert_file);
+    }
+
+    ca->cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+
+    if (ca->cert == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "cannot read a PEM certificate "
+                        "from \"%.128s\"", ca->cert_file);
+    }
+
+    ca->chain = sk_X509_new_null();
+    if (ca->chain == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    if (ca->chain_file) {
+        bio = BIO_new_file(ca->chain_file, "r");
+        if (bio == NULL) {
+            return pki_fail(res, PKI_MALFORMED, "cannot open CA chain "
+                            "\"%.128s\"", ca->chain_file);
+        }
+
+        for ( ;; ) {
+            x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+            if (x == NULL) {
+                break;
+            }
+
+            if (sk_X509_num(ca->chain) >= 16 || !sk_X509_push(ca->chain, x)) {
+                X509_free(x);
+                BIO_free(bio);
+                return pki_fail(res, PKI_MALFORMED, "too many certificates "
+                                "in \"%.128s\"", ca->chain_file);
+            }
+        }
+
+        BIO_free(bio);
+
+        if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE
+            && sk_X509_num(ca->chain) > 0)
+        {
+            ERR_clear_error();
+        }
+
+        if (ERR_peek_error() != 0 || sk_X509_num(ca->chain) == 0) {
+            return pki_fail(res, PKI_MALFORMED, "cannot read PEM certificates "
+                            "from \"%.128s\"", ca->chain_file);
+        }
+    }
+
+    /* A CA: basicConstraints CA:TRUE, keyCertSign if keyUsage present. */
+    bc = X509_get_ext_d2i(ca->cert, NID_basic_constraints, &crit, NULL);
+    if (bc == NULL || !bc->ca) {
+        BASIC_CONSTRAINTS_free(bc);
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "\"%.128s\" is not a CA "
+                        "certificate (no basicConstraints CA:TRUE)",
+                        ca->cert_file);
+    }
+
+    pl = -1;
+    if (bc->pathlen) {
+        pl = ASN1_INTEGER_get(bc->pathlen);
+        if (pl < 0) {
+            BASIC_CONSTRAINTS_free(bc);
+            return pki_fail(res, PKI_MALFORMED, "\"%.128s\" has an invalid "
+                            "path length", ca->cert_file);
+        }
+    }
+    BASIC_CONSTRAINTS_free(bc);
+    ca->pathlen = pl;
+
+    ku = X509_get_ext_d2i(ca->cert, NID_key_usage, &crit, NULL);
+    if (ku == NULL && crit != -1) {
+        return pki_fail(res, PKI_MALFORMED, "\"%.128s\" has a bad keyUsage",
+                        ca->cert_file);
+    }
+
+    if (ku != NULL) {
+        i = ASN1_BIT_STRING_get_bit(ku, PKI_KU_KEY_CERT_SIGN);
+        ASN1_BIT_STRING_free(ku);
+        if (!i) {
+            return pki_fail(res, PKI_MALFORMED, "\"%.128s\" is not a CA "
+                            "certificate (keyUsage without keyCertSign)",
+                            ca->cert_file);
+        }
+    }
+
+    now = time(NULL);
+    if (pki_int_asn1_time(X509_get0_notAfter(ca->cert)) <= now) {
+        return pki_fail(res, PKI_MALFORMED, "CA certificate \"%.128s\" has "
+                        "expired", ca->cert_file);
+    }
+
+    rc = pki_key_open(ca->key, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    pub = pki_key_public(ca->key);
+    cpub = X509_get0_pubkey(ca->cert);
+    if (pub == NULL || cpub == NULL || EVP_PKEY_eq(pub, cpub) != 1) {
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "the key \"%.128s\" of CA \"%s\" "
+                        "does not match the certificate \"%.128s\"",
+                        pki_key_ref(ca->key), ca->name, ca->cert_file);
+    }
+
+    for (i = 0; i < ca->ntmpls; i++) {
+        rc = pki_ca_check_template(ca, ca->tmpls[i], res);
+        if (rc != PKI_OK) {
+            return rc;
+        }
+    }
+
+    ca->finished = 1;
+
+    return PKI_OK;
+}
+
+
+int
+pki_ca_allows(const pki_ca_t *ca, const pki_template_t *t)
+{
+    int  i;
+
+    if (ca == NULL || t == NULL) {
+        return 0;
+    }
+
+    for (i = 0; i < ca->ntmpls; i++) {
+        if (ca->tmpls[i] == t) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+X509 *
+pki_ca_cert(const pki_ca_t *ca)
+{
+    return ca->cert;
+}
+
+
+STACK_OF(X509) *
+pki_ca_chain(const pki_ca_t *ca)
+{
+    return ca->chain;
+}
+
+
+pki_key_t *
+pki_ca_key(const pki_ca_t *ca)
+{
+    return ca->key;
+}
+
+
+int
+pki_ca_issued(const pki_ca_t *ca, X509 *cert)
+{
+    int        rc;
+    EVP_PKEY  *pub;
+
+    if (ca == NULL || ca->cert == NULL || cert == NULL) {
+        return 0;
+    }
+
+    /* Issuer name, and the AKID if present, must match the CA. */
+    if (X509_check_issued(ca->cert, cert) != X509_V_OK) {
+        ERR_clear_error();
+        return 0;
+    }
+
+    pub = X509_get0_pubkey(ca->cert);
+    if (pub == NULL) {
+        ERR_clear_error();
+        return 0;
+    }
+
+    rc = X509_verify(cert, pub);
+    ERR_clear_error();
+
+    return rc == 1;
+}

@@ -1,0 +1,1528 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Issuance: CSR parsing, the policy that turns a CSR into an explicit
+ * request, the certificate builder and the Redis-backed issue flow
+ * (reserve serial + intent, sign, verify, commit).
+ */
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "issue_int.h"
+
+
+#define PKI_SERIAL_TRIES  5
+
+
+static pki_status_t pki_check_key(const pki_template_t *t, EVP_PKEY *pk,
+    pki_result_t *res);
+static pki_status_t pki_csr_sans(X509_REQ *csr, GENERAL_NAMES **out,
+    pki_result_t *res);
+static pki_status_t pki_build(const pki_template_t *t, const pki_ca_t *ca,
+    const pki_request_t *req, X509 **out, pki_result_t *res);
+static char *pki_name_text(const X509_NAME *name);
+static char *pki_sans_text(const GENERAL_NAMES *gens);
+
+
+/* ---- CSR ----------------------------------------------------------------- */
+
+pki_status_t
+pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
+    pki_result_t *res)
+{
+    int                   n;
+    X509_REQ             *csr;
+    EVP_PKEY             *pk;
+    unsigned char        *enc;
+    const unsigned char  *p;
+
+    if (out == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    *out = NULL;
+
+    if (der == NULL || len == 0) {
+        return pki_fail(res, PKI_MALFORMED, "empty CSR");
+    }
+
+    if (len > PKI_CSR_MAX) {
+        return pki_fail(res, PKI_TOO_LARGE, "CSR is larger than %d bytes",
+                        PKI_CSR_MAX);
+    }
+
+    p = der;
+    csr = d2i_X509_REQ(NULL, &p, (long) len);
+    if (csr == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "CSR is not a DER PKCS#10 "
+                        "request");
+    }
+
+    if ((size_t) (p - der) != len) {
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_MALFORMED, "trailing data after the CSR");
+    }
+
+    enc = NULL;
+    n = i2d_X509_REQ(csr, &enc);
+    if (n < 0 || (size_t) n != len || memcmp(enc, der, len) != 0) {
+        OPENSSL_free(enc);
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_MALFORMED, "CSR is not DER encoded");
+    }
+    OPENSSL_free(enc);
+
+    if (X509_REQ_get_version(csr) != X509_REQ_VERSION_1) {
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_MALFORMED, "unsupported CSR version");
+    }
+
+    pk = X509_REQ_get0_pubkey(csr);
+    if (pk == NULL) {
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_MALFORMED, "CSR public key cannot be "
+                        "decoded");
+    }
+
+    if (X509_REQ_verify(csr, pk) != 1) {
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_BAD_SIGNATURE, "CSR signature does not "
+                        "verify");
+    }
+
+    ERR_clear_error();
+    *out = csr;
+
+    return PKI_OK;
+}
+
+
+/* ---- policy ------------------------------------------------------------ */
+
+static pki_status_t
+pki_check_key(const pki_template_t *t, EVP_PKEY *pk, pki_result_t *res)
+{
+    int             n;
+    char            desc[64];
+    const char     *allowed;
+    pki_key_type_t  kt;
+
+    if (!pki_int_classify_key(pk, &kt)) {
+        return pki_fail(res, PKI_POLICY, "unsupported public key type");
+    }
+
+    if (pki_int_key_allowed(t, pk)) {
+        return PKI_OK;
+    }
+
+    pki_int_key_types(t, &n, &allowed);
+    pki_int_describe_key(&kt, desc, sizeof(desc));
+
+    return pki_fail(res, PKI_POLICY, "key type %s is not allowed by template "
+                    "\"%s\" (allowed: %s)", desc, t->name, allowed);
+}
+
+
+static const char *
+pki_attr_text(const ASN1_OBJECT *obj, char *buf, int size)
+{
+    if (OBJ_obj2txt(buf, size, obj, 0) <= 0) {
+        snprintf(buf, (size_t) size, "?");
+    }
+
+    return buf;
+}
+
+
+static int
+pki_name_value_ok(const X509_NAME_ENTRY *e)
+{
+    int                 len, type, i;
+    const ASN1_STRING  *d;
+    unsigned char      *utf8;
+
+    d = X509_NAME_ENTRY_get_data(e);
+    type = ASN1_STRING_type(d);
+
+    switch (type) {
+    case V_ASN1_UTF8STRING:
+    case V_ASN1_PRINTABLESTRING:
+    case V_ASN1_IA5STRING:
+    case V_ASN1_T61STRING:
+    case V_ASN1_BMPSTRING:
+        break;
+    default:
+        return 0;
+    }
+
+    utf8 = NULL;
+    len = ASN1_STRING_to_UTF8(&utf8, d);
+    if (len <= 0 || len > 256) {
+        OPENSSL_free(utf8);
+        ERR_clear_error();
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (utf8[i] < 0x20 || utf8[i] == 0x7f) {
+            OPENSSL_free(utf8);
+            return 0;
+        }
+    }
+
+    OPENSSL_free(utf8);
+
+    return 1;
+}
+
+
+static pki_status_t
+pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
+    X509_NAME **out, pki_result_t *res)
+{
+    int                        i, j, n, found;
+    char                       an[80];
+    X509_NAME                 *name;
+    const ASN1_OBJECT         *obj;
+    X509_NAME_ENTRY           *e;
+    const pki_subject_rule_t  *rule;
+
+    n = X509_NAME_entry_count(in);
+
+    if (n > 64) {
+        return pki_fail(res, PKI_POLICY, "subject has too many attributes");
+    }
+
+    for (i = 0; i < n; i++) {
+        e = X509_NAME_get_entry(in, i);
+        obj = X509_NAME_ENTRY_get_object(e);
+
+        if (i > 0 && X509_NAME_ENTRY_set(e)
+                     == X509_NAME_ENTRY_set(X509_NAME_get_entry(in, i - 1)))
+        {
+            return pki_fail(res, PKI_POLICY, "multi-valued RDNs are not "
+                            "allowed in the subject");
+        }
+
+        rule = NULL;
+        for (j = 0; j < t->nsubject; j++) {
+            if (OBJ_cmp(t->subject[j].obj, obj) == 0) {
+                rule = &t->subject[j];
+                break;
+            }
+        }
+
+        if (rule == NULL) {
+            return pki_fail(res, PKI_POLICY, "subject attribute %s is not "
+                            "allowed by template \"%s\"",
+                            pki_attr_text(obj, an, sizeof(an)), t->name);
+        }
+
+        if (rule->rule == PKI_RULE_FORBIDDEN) {
+            return pki_fail(res, PKI_POLICY, "subject attribute %s is "
+                            "forbidden by template \"%s\"", rule->name,
+                            t->name);
+        }
+
+        if (rule->rule != PKI_RULE_FIXED && !pki_name_value_ok(e)) {
+            return pki_fail(res, PKI_POLICY, "subject attribute %s has an "
+                            "invalid value", rule->name);
+        }
+    }
+
+    name = X509_NAME_new();
+    if (name == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    for (j = 0; j < t->nsubject; j++) {
+        rule = &t->subject[j];
+
+        switch (rule->rule) {
+
+        case PKI_RULE_FIXED:
+            if (!X509_NAME_add_entry_by_OBJ(name, rule->obj, MBSTRING_UTF8,
+                                            (unsigned char *) rule->value,
+                                            -1, -1, 0))
+            {
+                X509_NAME_free(name);
+                return pki_fail(res, PKI_INTERNAL, "cannot set subject "
+                                "attribute %s", rule->name);
+            }
+            break;
+
+        case PKI_RULE_COPY:
+        case PKI_RULE_REQUIRED:
+            found = 0;
+            for (i = 0; i < n; i++) {
+                e = X509_NAME_get_entry(in, i);
+                if (OBJ_cmp(X509_NAME_ENTRY_get_object(e), rule->obj) != 0) {
+                    continue;
+                }
+
+                if (!X509_NAME_add_entry(name, e, -1, 0)) {
+                    X509_NAME_free(name);
+                    return pki_fail(res, PKI_INTERNAL, "out of memory");
+                }
+                found++;
+            }
+
+            if (rule->rule == PKI_RULE_REQUIRED && !found) {
+                X509_NAME_free(name);
+                return pki_fail(res, PKI_POLICY, "subject attribute %s is "
+                                "required by template \"%s\"", rule->name,
+                                t->name);
+            }
+            break;
+
+        default:
+            break;
+        }
+    }
+
+    *out = name;
+
+    return PKI_OK;
+}
+
+
+static int
+pki_ldh(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9') || c == '-';
+}
+
+
+static int
+pki_dns_ok(const unsigned char *s, int len, int wildcard)
+{
+    int  i, start, lablen, labels;
+
+    if (len < 1 || len > 253) {
+        return 0;
+    }
+
+    start = 0;
+    if (wildcard && len > 2 && s[0] == '*' && s[1] == '.') {
+        start = 2;
+    }
+
+    lablen = 0;
+    labels = 0;
+
+    for (i = start; i < len; i++) {
+        if (s[i] == '.') {
+            if (lablen == 0 || s[i - 1] == '-') {
+                return 0;
+            }
+            lablen = 0;
+            labels++;
+            continue;
+        }
+
+        if (!pki_ldh(s[i]) || (s[i] == '-' && lablen == 0)) {
+            return 0;
+        }
+
+        if (++lablen > 63) {
+            return 0;
+        }
+    }
+
+    if (lablen == 0 || s[len - 1] == '-') {
+        return 0;
+    }
+
+    labels++;
+
+    /* "*.com" is not a useful wildcard. */
+    return start == 0 || labels >= 2;
+}
+
+
+static int
+pki_email_ok(const unsigned char *s, int len)
+{
+    int  i, at;
+
+    if (len < 3 || len > 254) {
+        return 0;
+    }
+
+    at = -1;
+    for (i = 0; i < len; i++) {
+        if (s[i] <= 0x20 || s[i] >= 0x7f) {
+            return 0;
+        }
+
+        if (s[i] == '@') {
+            if (at >= 0) {
+                return 0;
+            }
+            at = i;
+        }
+    }
+
+    if (at < 1 || at > 64) {
+        return 0;
+    }
+
+    return pki_dns_ok(s + at + 1, len - at - 1, 0);
+}
+
+
+static int
+pki_uri_ok(const unsigned char *s, int len)
+{
+    int  i, colon;
+
+    if (len < 3 || len > 2048) {
+        return 0;
+    }
+
+    colon = -1;
+    for (i = 0; i < len; i++) {
+        if (s[i] <= 0x20 || s[i] >= 0x7f) {
+            return 0;
+        }
+
+        if (colon < 0) {
+            if (s[i] == ':') {
+                colon = i;
+
+            } else if (!((s[i] >= 'a' && s[i] <= 'z')
+                         || (s[i] >= 'A' && s[i] <= 'Z')
+                         || (i > 0 && ((s[i] >= '0' && s[i] <= '9')
+                                       || s[i] == '+' || s[i] == '-'
+                                       || s[i] == '.'))))
+            {
+                return 0;
+            }
+        }
+    }
+
+    return colon > 0 && colon < len - 1;
+}
+
+
+static const char *
+pki_gen_type_name(int type)
+{
+    switch (type) {
+    case GEN_OTHERNAME:
+        return "otherName";
+    case GEN_EMAIL:
+        return "email";
+    case GEN_DNS:
+        return "dns";
+    case GEN_X400:
+        return "x400Address";
+    case GEN_DIRNAME:
+        return "dirName";
+    case GEN_EDIPARTY:
+        return "ediPartyName";
+    case GEN_URI:
+        return "uri";
+    case GEN_IPADD:
+        return "ip";
+    case GEN_RID:
+        return "registeredID";
+    }
+
+    return "unknown";
+}
+
+
+static pki_status_t
+pki_check_sans(const pki_template_t *t, const GENERAL_NAMES *gens,
+    pki_result_t *res)
+{
+    int                  i, n, type, len, count[PKI_SAN_NTYPES];
+    const GENERAL_NAME  *g;
+    const ASN1_STRING   *s;
+    const unsigned char *d;
+    static const char   *names[PKI_SAN_NTYPES] = {
+        "dns", "ip", "email", "uri"
+    };
+
+    memset(count, 0, sizeof(count));
+    n = gens ? sk_GENERAL_NAME_num(gens) : 0;
+
+    if (n > PKI_MAX_SANS) {
+        return pki_fail(res, PKI_POLICY, "too many SANs (at most %d)",
+                        PKI_MAX_SANS);
+    }
+
+    for (i = 0; i < n; i++) {
+        g = sk_GENERAL_NAME_value(gens, i);
+
+        switch (g->type) {
+        case GEN_DNS:
+            type = PKI_SAN_DNS;
+            s = g->d.dNSName;
+            break;
+        case GEN_IPADD:
+            type = PKI_SAN_IP;
+            s = g->d.iPAddress;
+            break;
+        case GEN_EMAIL:
+            type = PKI_SAN_EMAIL;
+            s = g->d.rfc822Name;
+            break;
+        case GEN_URI:
+            type = PKI_SAN_URI;
+            s = g->d.uniformResourceIdentifier;
+            break;
+        default:
+            return pki_fail(res, PKI_POLICY, "SAN type %s is not allowed",
+                            pki_gen_type_name(g->type));
+        }
+
+        if (t->san[type] == PKI_RULE_NONE) {
+            return pki_fail(res, PKI_POLICY, "SAN type %s is not allowed by "
+                            "template \"%s\"", names[type], t->name);
+        }
+
+        if (t->san[type] == PKI_RULE_FORBIDDEN) {
+            return pki_fail(res, PKI_POLICY, "SAN type %s is forbidden by "
+                            "template \"%s\"", names[type], t->name);
+        }
+
+        d = ASN1_STRING_get0_data(s);
+        len = ASN1_STRING_length(s);
+
+        switch (type) {
+        case PKI_SAN_DNS:
+            if (!pki_dns_ok(d, len, t->san_wildcard)) {
+                return pki_fail(res, PKI_POLICY, "invalid DNS name in SAN "
+                                "\"%.*s\"", len > 64 ? 64 : len,
+                                pki_dns_ok(d, len, 1) ? (const char *) d
+                                                      : "(not printable)");
+            }
+            break;
+        case PKI_SAN_IP:
+            if (len != 4 && len != 16) {
+                return pki_fail(res, PKI_POLICY, "invalid IP address in "
+                                "SAN");
+            }
+            break;
+        case PKI_SAN_EMAIL:
+            if (!pki_email_ok(d, len)) {
+                return pki_fail(res, PKI_POLICY, "invalid email address in "
+                                "SAN");
+            }
+            break;
+        case PKI_SAN_URI:
+            if (!pki_uri_ok(d, len)) {
+                return pki_fail(res, PKI_POLICY, "invalid URI in SAN");
+            }
+            break;
+        }
+
+        count[type]++;
+    }
+
+    for (type = 0; type < PKI_SAN_NTYPES; type++) {
+        if (t->san[type] == PKI_RULE_REQUIRED && count[type] == 0) {
+            return pki_fail(res, PKI_POLICY, "a SAN of type %s is required "
+                            "by template \"%s\"", names[type], t->name);
+        }
+    }
+
+    return PKI_OK;
+}
+
+
+static pki_status_t
+pki_csr_sans(X509_REQ *csr, GENERAL_NAMES **out, pki_result_t *res)
+{
+    int                        crit, idx;
+    GENERAL_NAMES             *gens;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    *out = NULL;
+
+    exts = X509_REQ_get_extensions(csr);
+    if (exts == NULL) {
+        if (X509_REQ_get_attr_by_NID(csr, NID_ext_req, -1) >= 0
+            || X509_REQ_get_attr_by_NID(csr, NID_ms_ext_req, -1) >= 0)
+        {
+            return pki_fail(res, PKI_MALFORMED, "CSR has a malformed "
+                            "extensionRequest attribute");
+        }
+
+        ERR_clear_error();
+        return PKI_OK;
+    }
+
+    idx = X509v3_get_ext_by_NID(exts, NID_subject_alt_name, -1);
+    if (idx >= 0
+        && X509v3_get_ext_by_NID(exts, NID_subject_alt_name, idx) >= 0)
+    {
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        return pki_fail(res, PKI_MALFORMED, "CSR has more than one "
+                        "subjectAltName extension");
+    }
+
+    gens = NULL;
+    if (idx >= 0) {
+        gens = X509V3_get_d2i(exts, NID_subject_alt_name, &crit, NULL);
+        if (gens == NULL) {
+            sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+            return pki_fail(res, PKI_MALFORMED, "CSR has a malformed "
+                            "subjectAltName extension");
+        }
+    }
+
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    *out = gens;
+
+    return PKI_OK;
+}
+
+
+pki_status_t
+pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
+    pki_request_t *req, pki_result_t *res)
+{
+    EVP_PKEY       *pk;
+    pki_status_t    rc;
+    GENERAL_NAMES  *gens;
+    X509_NAME      *subject = NULL;
+
+    if (t == NULL || csr == NULL || req == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    memset(req, 0, sizeof(pki_request_t));
+
+    pk = X509_REQ_get0_pubkey(csr);
+    if (pk == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "CSR public key cannot be "
+                        "decoded");
+    }
+
+    rc = pki_check_key(t, pk, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    rc = pki_apply_subject(t, X509_REQ_get_subject_name(csr), &subject, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    rc = pki_csr_sans(csr, &gens, res);
+    if (rc == PKI_OK) {
+        rc = pki_check_sans(t, gens, res);
+    }
+
+    if (rc != PKI_OK) {
+        GENERAL_NAMES_free(gens);
+        X509_NAME_free(subject);
+        return rc;
+    }
+
+    if (X509_NAME_entry_count(subject) == 0 && sk_GENERAL_NAME_num(gens) <= 0)
+    {
+        GENERAL_NAMES_free(gens);
+        X509_NAME_free(subject);
+        return pki_fail(res, PKI_POLICY, "the request has neither a subject "
+                        "nor a SAN");
+    }
+
+    if (!EVP_PKEY_up_ref(pk)) {
+        GENERAL_NAMES_free(gens);
+        X509_NAME_free(subject);
+        return pki_fail(res, PKI_INTERNAL, "EVP_PKEY_up_ref() failed");
+    }
+
+    req->subject = subject;
+    req->sans = gens;
+    req->pubkey = pk;
+
+    return PKI_OK;
+}
+
+
+static int
+pki_sans_equal(const GENERAL_NAMES *a, const GENERAL_NAMES *b)
+{
+    int  i, j, na, nb, found;
+
+    na = a ? sk_GENERAL_NAME_num(a) : 0;
+    nb = b ? sk_GENERAL_NAME_num(b) : 0;
+
+    if (na != nb) {
+        return 0;
+    }
+
+    for (i = 0; i < na; i++) {
+        found = 0;
+        for (j = 0; j < nb && !found; j++) {
+            found = GENERAL_NAME_cmp(sk_GENERAL_NAME_value(a, i),
+                                     sk_GENERAL_NAME_value(b, j)) == 0;
+        }
+
+        if (!found) {
+            return 0;
+        }
+
+        found = 0;
+        for (j = 0; j < na && !found; j++) {
+            found = GENERAL_NAME_cmp(sk_GENERAL_NAME_value(b, i),
+                                     sk_GENERAL_NAME_value(a, j)) == 0;
+        }
+
+        if (!found) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+pki_status_t
+pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
+    pki_request_t *req, pki_result_t *res)
+{
+    int             crit, same;
+    EVP_PKEY       *pk;
+    pki_status_t    rc;
+    GENERAL_NAMES  *csr_sans, *old_sans;
+
+    if (t == NULL || csr == NULL || old == NULL || req == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    memset(req, 0, sizeof(pki_request_t));
+
+    pk = X509_REQ_get0_pubkey(csr);
+    if (pk == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "CSR public key cannot be "
+                        "decoded");
+    }
+
+    rc = pki_check_key(t, pk, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    rc = pki_csr_sans(csr, &csr_sans, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    old_sans = X509_get_ext_d2i(old, NID_subject_alt_name, &crit, NULL);
+    if (old_sans == NULL && crit != -1) {
+        GENERAL_NAMES_free(csr_sans);
+        return pki_fail(res, PKI_MALFORMED, "the certificate being renewed "
+                        "has a malformed subjectAltName");
+    }
+
+    same = X509_NAME_cmp(X509_REQ_get_subject_name(csr),
+                         X509_get_subject_name(old)) == 0
+           && pki_sans_equal(csr_sans, old_sans);
+
+    GENERAL_NAMES_free(csr_sans);
+
+    if (!same) {
+        GENERAL_NAMES_free(old_sans);
+        return pki_fail(res, PKI_FORBIDDEN, "subject/SANs differ from the "
+                        "certificate being renewed");
+    }
+
+    req->subject = X509_NAME_dup(X509_get_subject_name(old));
+    req->sans = old_sans;
+
+    if (req->subject == NULL || !EVP_PKEY_up_ref(pk)) {
+        pki_request_clear(req);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    req->pubkey = pk;
+
+    return PKI_OK;
+}
+
+
+void
+pki_request_set_pubkey(pki_request_t *req, EVP_PKEY *pub)
+{
+    if (pub == NULL || !EVP_PKEY_up_ref(pub)) {
+        return;
+    }
+
+    EVP_PKEY_free(req->pubkey);
+    req->pubkey = pub;
+}
+
+
+void
+pki_request_clear(pki_request_t *req)
+{
+    if (req == NULL) {
+        return;
+    }
+
+    X509_NAME_free(req->subject);
+    GENERAL_NAMES_free(req->sans);
+    EVP_PKEY_free(req->pubkey);
+    memset(req, 0, sizeof(pki_request_t));
+}
+
+
+/* ---- certificate builder ----------------------------------------------- */
+
+static GENERAL_NAME *
+pki_uri_name(const char *url)
+{
+    GENERAL_NAME     *g;
+    ASN1_IA5STRING   *s;
+
+    s = ASN1_IA5STRING_new();
+    g = GENERAL_NAME_new();
+
+    if (s == NULL || g == NULL || !ASN1_STRING_set(s, url, -1)) {
+        ASN1_IA5STRING_free(s);
+        GENERAL_NAME_free(g);
+        return NULL;
+    }
+
+    GENERAL_NAME_set0_value(g, GEN_URI, s);
+
+    return g;
+}
+
+
+static int
+pki_add_crldp(X509 *x, const char *url)
+{
+    int                 ok;
+    DIST_POINT         *dp;
+    GENERAL_NAME       *g;
+    CRL_DIST_POINTS    *dps;
+
+    ok = 0;
+    dps = sk_DIST_POINT_new_null();
+    dp = DIST_POINT_new();
+    g = pki_uri_name(url);
+
+    if (dps == NULL || dp == NULL || g == NULL) {
+        goto failed;
+    }
+
+    dp->distpoint = DIST_POINT_NAME_new();
+    if (dp->distpoint == NULL) {
+        goto failed;
+    }
+
+    dp->distpoint->type = 0;
+    dp->distpoint->name.fullname = sk_GENERAL_NAME_new_null();
+    if (dp->distpoint->name.fullname == NULL
+        || !sk_GENERAL_NAME_push(dp->distpoint->name.fullname, g))
+    {
+        goto failed;
+    }
+    g = NULL;
+
+    if (!sk_DIST_POINT_push(dps, dp)) {
+        goto failed;
+    }
+    dp = NULL;
+
+    ok = X509_add1_ext_i2d(x, NID_crl_distribution_points, dps, 0,
+                       X509V3_ADD_DEFAULT);
+
+failed:
+
+    GENERAL_NAME_free(g);
+    DIST_POINT_free(dp);
+    CRL_DIST_POINTS_free(dps);
+
+    return ok;
+}
+
+
+static int
+pki_add_aia(X509 *x, const char *url)
+{
+    int                      ok;
+    GENERAL_NAME            *g;
+    ACCESS_DESCRIPTION      *ad;
+    AUTHORITY_INFO_ACCESS   *aia;
+
+    ok = 0;
+    aia = sk_ACCESS_DESCRIPTION_new_null();
+    ad = ACCESS_DESCRIPTION_new();
+    g = pki_uri_name(url);
+
+    if (aia == NULL || ad == NULL || g == NULL) {
+        goto failed;
+    }
+
+    ASN1_OBJECT_free(ad->method);
+    ad->method = OBJ_nid2obj(NID_ad_OCSP);
+    GENERAL_NAME_free(ad->location);
+    ad->location = g;
+    g = NULL;
+
+    if (!sk_ACCESS_DESCRIPTION_push(aia, ad)) {
+        goto failed;
+    }
+    ad = NULL;
+
+    ok = X509_add1_ext_i2d(x, NID_info_access, aia, 0, X509V3_ADD_DEFAULT);
+
+failed:
+
+    GENERAL_NAME_free(g);
+    ACCESS_DESCRIPTION_free(ad);
+    AUTHORITY_INFO_ACCESS_free(aia);
+
+    return ok;
+}
+
+
+static int
+pki_add_keyid(X509 *x, int nid, const unsigned char *id, unsigned int len)
+{
+    int                 ok;
+    AUTHORITY_KEYID    *akid;
+    ASN1_OCTET_STRING  *os;
+
+    os = ASN1_OCTET_STRING_new();
+    if (os == NULL || !ASN1_OCTET_STRING_set(os, id, (int) len)) {
+        ASN1_OCTET_STRING_free(os);
+        return 0;
+    }
+
+    if (nid == NID_subject_key_identifier) {
+        ok = X509_add1_ext_i2d(x, nid, os, 0, X509V3_ADD_DEFAULT);
+        ASN1_OCTET_STRING_free(os);
+        return ok;
+    }
+
+    akid = AUTHORITY_KEYID_new();
+    if (akid == NULL) {
+        ASN1_OCTET_STRING_free(os);
+        return 0;
+    }
+
+    akid->keyid = os;
+    ok = X509_add1_ext_i2d(x, nid, akid, 0, X509V3_ADD_DEFAULT);
+    AUTHORITY_KEYID_free(akid);
+
+    return ok;
+}
+
+
+static pki_status_t
+pki_build(const pki_template_t *t, const pki_ca_t *ca,
+    const pki_request_t *req, X509 **out, pki_result_t *res)
+{
+    int                      i, bit, empty;
+    long                     max;
+    X509                    *x;
+    time_t                   now, nb, na, ca_na;
+    unsigned int             ku, mdlen, aklen;
+    ASN1_TIME               *tm;
+    pki_key_type_t           kt;
+    unsigned char            md[EVP_MAX_MD_SIZE], ak[EVP_MAX_MD_SIZE];
+    ASN1_BIT_STRING         *kus;
+    BASIC_CONSTRAINTS       *bc;
+    const ASN1_OCTET_STRING *caskid;
+
+    *out = NULL;
+
+    x = X509_new();
+    if (x == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    if (!X509_set_version(x, X509_VERSION_3)
+        || !X509_set_subject_name(x, req->subject)
+        || !X509_set_issuer_name(x, ca ? X509_get_subject_name(ca->cert)
+                                        : req->subject)
+        || !X509_set_pubkey(x, req->pubkey))
+    {
+        X509_free(x);
+        return pki_fail(res, PKI_INTERNAL, "cannot build the certificate");
+    }
+
+    /* Validity. */
+    now = time(NULL);
+    nb = req->not_before ? req->not_before : now - 60;
+    na = nb + pki_template_validity(t);
+
+    if (req->not_after && req->not_after < na) {
+        na = req->not_after;
+    }
+
+    if (ca) {
+        max = ca->max_validity;
+        if (max && na > nb + max) {
+            na = nb + max;
+        }
+
+        if (!t->beyond_ca_expiry) {
+            ca_na = pki_int_asn1_time(X509_get0_notAfter(ca->cert));
+            if (ca_na != (time_t) -1 && na > ca_na) {
+                na = ca_na;
+            }
+        }
+    }
+
+    if (na > PKI_TIME_MAX) {
+        na = PKI_TIME_MAX;
+    }
+
+    if (na <= nb) {
+        X509_free(x);
+        return pki_fail(res, PKI_POLICY, "the certificate would expire "
+                        "before it starts (CA certificate expires too soon)");
+    }
+
+    tm = ASN1_TIME_set(NULL, nb);
+    if (tm == NULL || !X509_set1_notBefore(x, tm)
+        || !ASN1_TIME_set(tm, na) || !X509_set1_notAfter(x, tm))
+    {
+        ASN1_TIME_free(tm);
+        X509_free(x);
+        return pki_fail(res, PKI_INTERNAL, "cannot set the validity");
+    }
+    ASN1_TIME_free(tm);
+
+    /* basicConstraints, critical. */
+    bc = BASIC_CONSTRAINTS_new();
+    if (bc == NULL) {
+        goto failed;
+    }
+
+    bc->ca = t->ca ? 0xff : 0;
+    if (t->ca && t->pathlen >= 0) {
+        bc->pathlen = ASN1_INTEGER_new();
+        if (bc->pathlen == NULL || !ASN1_INTEGER_set(bc->pathlen, t->pathlen)) {
+            BASIC_CONSTRAINTS_free(bc);
+            goto failed;
+        }
+    }
+
+    i = X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, X509V3_ADD_DEFAULT);
+    BASIC_CONSTRAINTS_free(bc);
+    if (!i) {
+        goto failed;
+    }
+
+    /* keyUsage, critical. */
+    if (t->key_usage_set) {
+        ku = t->key_usage;
+
+    } else if (t->ca) {
+        ku = (1u << PKI_KU_DIGITAL_SIGNATURE) | (1u << PKI_KU_KEY_CERT_SIGN)
+             | (1u << PKI_KU_CRL_SIGN);
+
+    } else {
+        ku = 1u << PKI_KU_DIGITAL_SIGNATURE;
+        if (pki_int_classify_key(req->pubkey, &kt) && kt.type == PKI_KT_RSA) {
+            ku |= 1u << PKI_KU_KEY_ENCIPHERMENT;
+        }
+    }
+
+    kus = ASN1_BIT_STRING_new();
+    if (kus == NULL) {
+        goto failed;
+    }
+
+    for (bit = 0; bit <= PKI_KU_DECIPHER_ONLY; bit++) {
+        if ((ku & (1u << bit)) && !ASN1_BIT_STRING_set_bit(kus, bit, 1)) {
+            ASN1_BIT_STRING_free(kus);
+            goto failed;
+        }
+    }
+
+    i = X509_add1_ext_i2d(x, NID_key_usage, kus, 1, X509V3_ADD_DEFAULT);
+    ASN1_BIT_STRING_free(kus);
+    if (!i) {
+        goto failed;
+    }
+
+    if (t->eku
+        && !X509_add1_ext_i2d(x, NID_ext_key_usage, t->eku, 0,
+                              X509V3_ADD_DEFAULT))
+    {
+        goto failed;
+    }
+
+    /* SKID: SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 (1)). */
+    if (!X509_pubkey_digest(x, EVP_sha1(), md, &mdlen)
+        || !pki_add_keyid(x, NID_subject_key_identifier, md, mdlen))
+    {
+        goto failed;
+    }
+
+    /* AKID: the CA's SKID, else computed; self-signed: our own SKID. */
+    if (ca) {
+        caskid = X509_get0_subject_key_id(ca->cert);
+        if (caskid && ASN1_STRING_length(caskid) > 0
+            && ASN1_STRING_length(caskid) <= (int) sizeof(ak))
+        {
+            aklen = (unsigned int) ASN1_STRING_length(caskid);
+            memcpy(ak, ASN1_STRING_get0_data(caskid), aklen);
+
+        } else if (!X509_pubkey_digest(ca->cert, EVP_sha1(), ak, &aklen)) {
+            goto failed;
+        }
+
+    } else {
+        memcpy(ak, md, mdlen);
+        aklen = mdlen;
+    }
+
+    if (!pki_add_keyid(x, NID_authority_key_identifier, ak, aklen)) {
+        goto failed;
+    }
+
+    /* SAN: critical when the subject is empty (RFC 5280 4.2.1.6). */
+    if (req->sans && sk_GENERAL_NAME_num(req->sans) > 0) {
+        empty = X509_NAME_entry_count(req->subject) == 0;
+        if (!X509_add1_ext_i2d(x, NID_subject_alt_name, req->sans, empty,
+                           X509V3_ADD_DEFAULT))
+        {
+            goto failed;
+        }
+
+    } else if (X509_NAME_entry_count(req->subject) == 0) {
+        X509_free(x);
+        return pki_fail(res, PKI_POLICY, "the request has neither a subject "
+                        "nor a SAN");
+    }
+
+    if (ca && ca->crl_url && !pki_add_crldp(x, ca->crl_url)) {
+        goto failed;
+    }
+
+    if (ca && ca->ocsp_url && !pki_add_aia(x, ca->ocsp_url)) {
+        goto failed;
+    }
+
+    for (i = 0; i < sk_X509_EXTENSION_num(t->extensions); i++) {
+        if (!X509_add_ext(x, sk_X509_EXTENSION_value(t->extensions, i), -1)) {
+            goto failed;
+        }
+    }
+
+    *out = x;
+
+    return PKI_OK;
+
+failed:
+
+    X509_free(x);
+
+    return pki_fail(res, PKI_INTERNAL, "cannot build the certificate "
+                    "extensions");
+}
+
+
+static char *
+pki_name_text(const X509_NAME *name)
+{
+    BIO    *bio;
+    char   *s, *data;
+    long    len;
+
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        return NULL;
+    }
+
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
+        BIO_free(bio);
+        return NULL;
+    }
+
+    len = BIO_get_mem_data(bio, &data);
+    s = malloc((size_t) len + 1);
+    if (s) {
+        memcpy(s, data, (size_t) len);
+        s[len] = '\0';
+    }
+
+    BIO_free(bio);
+
+    return s;
+}
+
+
+static char *
+pki_sans_text(const GENERAL_NAMES *gens)
+{
+    int                   i, n, len;
+    BIO                  *bio;
+    char                 *s, *data, ip[INET6_ADDRSTRLEN];
+    long                  blen;
+    const GENERAL_NAME   *g;
+    const unsigned char  *d;
+
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        return NULL;
+    }
+
+    n = gens ? sk_GENERAL_NAME_num(gens) : 0;
+
+    for (i = 0; i < n; i++) {
+        g = sk_GENERAL_NAME_value(gens, i);
+
+        if (i) {
+            BIO_write(bio, ",", 1);
+        }
+
+        switch (g->type) {
+        case GEN_DNS:
+            d = ASN1_STRING_get0_data(g->d.dNSName);
+            len = ASN1_STRING_length(g->d.dNSName);
+            BIO_printf(bio, "DNS:%.*s", len, d);
+            break;
+        case GEN_EMAIL:
+            d = ASN1_STRING_get0_data(g->d.rfc822Name);
+            len = ASN1_STRING_length(g->d.rfc822Name);
+            BIO_printf(bio, "email:%.*s", len, d);
+            break;
+        case GEN_URI:
+            d = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+            len = ASN1_STRING_length(g->d.uniformResourceIdentifier);
+            BIO_printf(bio, "URI:%.*s", len, d);
+            break;
+        case GEN_IPADD:
+            d = ASN1_STRING_get0_data(g->d.iPAddress);
+            len = ASN1_STRING_length(g->d.iPAddress);
+            if (inet_ntop(len == 4 ? AF_INET : AF_INET6, d, ip, sizeof(ip))
+                == NULL || (len != 4 && len != 16))
+            {
+                snprintf(ip, sizeof(ip), "?");
+            }
+            BIO_printf(bio, "IP:%s", ip);
+            break;
+        default:
+            BIO_printf(bio, "other:?");
+        }
+    }
+
+    blen = BIO_get_mem_data(bio, &data);
+    s = malloc((size_t) blen + 1);
+    if (s) {
+        if (blen) {
+            memcpy(s, data, (size_t) blen);
+        }
+        s[blen] = '\0';
+    }
+
+    BIO_free(bio);
+
+    return s;
+}
+
+
+/* ---- issuance ----------------------------------------------------------- */
+
+static void
+pki_abandon(pki_redis_t *r, const pki_ca_t *ca, const char *serial,
+    pki_result_t *res)
+{
+    pki_result_t  ar;
+
+    pki_result_init(&ar);
+
+    if (pki_record_abandon(r, ca->name, serial, &ar) != PKI_OK) {
+        pki_log(res, "%sabandoning serial %s failed: %s %s",
+                (res && res->log[0]) ? "; " : "", serial, ar.detail, ar.log);
+    }
+}
+
+
+pki_status_t
+pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
+    const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
+    pki_result_t *res)
+{
+    int            tries, len;
+    X509          *x;
+    pki_status_t   rc;
+    pki_record_t   rec;
+    ASN1_INTEGER  *serial;
+    unsigned char *der, *p;
+
+    if (out == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    *out = NULL;
+
+    if (ca == NULL || t == NULL || req == NULL || req->subject == NULL
+        || req->pubkey == NULL)
+    {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    if (!ca->finished || ca->key == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "CA \"%s\" is not ready",
+                        ca->name);
+    }
+
+    if (!pki_ca_allows(ca, t)) {
+        return pki_fail(res, PKI_POLICY, "template \"%s\" is not allowed for "
+                        "CA \"%s\"", t->name, ca->name);
+    }
+
+    rc = pki_check_key(t, req->pubkey, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    rc = pki_build(t, ca, req, &x, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    memset(&rec, 0, sizeof(rec));
+    serial = NULL;
+    der = NULL;
+
+    snprintf(rec.ca, sizeof(rec.ca), "%s", ca->name);
+    snprintf(rec.template_name, sizeof(rec.template_name), "%s", t->name);
+    snprintf(rec.protocol, sizeof(rec.protocol), "%s",
+             (ictx && ictx->protocol) ? ictx->protocol : "");
+    rec.requester = (char *) ((ictx && ictx->requester) ? ictx->requester
+                                                        : "");
+    rec.client = (char *) ((ictx && ictx->client) ? ictx->client : "");
+    rec.status = PKI_CERT_PENDING;
+    rec.not_before = pki_int_asn1_time(X509_get0_notBefore(x));
+    rec.not_after = pki_int_asn1_time(X509_get0_notAfter(x));
+    rec.created = time(NULL);
+    rec.subject = pki_name_text(req->subject);
+    rec.sans = pki_sans_text(req->sans);
+
+    if (rec.subject == NULL || rec.sans == NULL) {
+        rc = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    /* A fresh serial, reserved with the intent before anything is signed. */
+    for (tries = 0; tries < PKI_SERIAL_TRIES; tries++) {
+        ASN1_INTEGER_free(serial);
+        serial = NULL;
+
+        if (!pki_serial_new(&serial) || !pki_serial_to_hex(serial, rec.serial))
+        {
+            rc = pki_fail(res, PKI_INTERNAL, "cannot make a serial number");
+            goto failed;
+        }
+
+        if (r == NULL) {
+            rc = PKI_OK;
+            break;
+        }
+
+        rc = pki_record_reserve(r, &rec, res);
+        if (rc != PKI_CONFLICT) {
+            break;
+        }
+
+        pki_log(res, "%sserial %s collided", res && res->log[0] ? "; " : "",
+                rec.serial);
+    }
+
+    if (rc != PKI_OK) {
+        if (rc == PKI_CONFLICT) {
+            pki_fail(res, PKI_CONFLICT, "no free serial number after %d "
+                     "tries", PKI_SERIAL_TRIES);
+        }
+        goto failed;
+    }
+
+    /* From here on, a failure abandons the pending record. */
+    if (!X509_set_serialNumber(x, serial)) {
+        rc = pki_fail(res, PKI_INTERNAL, "cannot set the serial number");
+        goto abandon;
+    }
+
+    rc = pki_key_sign_x509(ca->key, x, res);
+    if (rc != PKI_OK) {
+        goto abandon;
+    }
+
+    if (r) {
+        len = i2d_X509(x, NULL);
+        if (len <= 0 || (der = malloc((size_t) len)) == NULL) {
+            rc = pki_fail(res, PKI_INTERNAL, "cannot encode the certificate");
+            goto abandon;
+        }
+
+        p = der;
+        i2d_X509(x, &p);
+        rec.der = der;
+        rec.der_len = (size_t) len;
+        rec.status = PKI_CERT_GOOD;
+
+        rc = pki_record_commit(r, &rec, res);
+        if (rc != PKI_OK) {
+            goto abandon;
+        }
+    }
+
+    free(der);
+    free(rec.subject);
+    free(rec.sans);
+    ASN1_INTEGER_free(serial);
+
+    *out = x;
+
+    return PKI_OK;
+
+abandon:
+
+    if (r) {
+        pki_abandon(r, ca, rec.serial, res);
+    }
+
+failed:
+
+    free(der);
+    free(rec.subject);
+    free(rec.sans);
+    ASN1_INTEGER_free(serial);
+    X509_free(x);
+
+    return rc;
+}
+
+
+pki_status_t
+pki_selfsign(pki_key_t *key, const pki_template_t *t, X509_NAME *subject,
+    X509 **out, pki_result_t *res)
+{
+    X509           *x;
+    EVP_PKEY       *pub;
+    pki_status_t    rc;
+    pki_request_t   req;
+    ASN1_INTEGER   *serial;
+
+    if (out == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    *out = NULL;
+
+    if (key == NULL || t == NULL || subject == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    if (X509_NAME_entry_count(subject) == 0) {
+        return pki_fail(res, PKI_MALFORMED, "a self-signed certificate needs "
+                        "a subject");
+    }
+
+    pub = pki_key_public(key);
+    if (pub == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "the key is not open");
+    }
+
+    rc = pki_check_key(t, pub, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    memset(&req, 0, sizeof(req));
+    req.subject = subject;
+    req.pubkey = pub;
+
+    rc = pki_build(t, NULL, &req, &x, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    serial = NULL;
+    if (!pki_serial_new(&serial) || !X509_set_serialNumber(x, serial)) {
+        ASN1_INTEGER_free(serial);
+        X509_free(x);
+        return pki_fail(res, PKI_INTERNAL, "cannot make a serial number");
+    }
+    ASN1_INTEGER_free(serial);
+
+    rc = pki_key_sign_x509(key, x, res);
+    if (rc != PKI_OK) {
+        X509_free(x);
+        return rc;
+    }
+
+    *out = x;
+
+    return PKI_OK;
+}
+
+
+pki_status_t
+pki_cert_status(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
+    pki_cert_status_t *status, pki_result_t *res)
+{
+    int             len;
+    char            hex[41];
+    pki_status_t    rc;
+    pki_record_t    rec;
+    unsigned char  *der;
+
+    if (ca == NULL || cert == NULL || status == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    if (!pki_ca_issued(ca, cert)) {
+        return pki_fail(res, PKI_NOT_FOUND, "the certificate was not issued "
+                        "by CA \"%s\"", ca->name);
+    }
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_UNAVAILABLE, "no certificate store");
+    }
+
+    if (!pki_serial_to_hex(X509_get0_serialNumber(cert), hex)) {
+        return pki_fail(res, PKI_NOT_FOUND, "unusable serial number");
+    }
+
+    memset(&rec, 0, sizeof(rec));
+
+    rc = pki_record_get(r, ca->name, hex, &rec, res);
+    if (rc != PKI_OK) {
+        pki_record_clear(&rec);
+        return rc;
+    }
+
+    if (rec.der) {
+        der = NULL;
+        len = i2d_X509(cert, &der);
+        if (len <= 0 || (size_t) len != rec.der_len
+            || memcmp(der, rec.der, rec.der_len) != 0)
+        {
+            OPENSSL_free(der);
+            pki_record_clear(&rec);
+            return pki_fail(res, PKI_NOT_FOUND, "the record of serial %s "
+                            "holds another certificate", hex);
+        }
+        OPENSSL_free(der);
+    }
+
+    *status = rec.status;
+    pki_record_clear(&rec);
+
+    return PKI_OK;
+}
