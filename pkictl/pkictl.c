@@ -423,7 +423,7 @@ tmpl_line(pki_template_t *t, const char *name, int argc,
 
 /* Builds the certificate template of a profile. */
 static pki_template_t *
-make_template(const char *profile, long pathlen, long days)
+make_template(const char *profile, long pathlen, long days, int rsa)
 {
     pki_template_t  *t;
     pki_result_t     res;
@@ -434,11 +434,13 @@ make_template(const char *profile, long pathlen, long days)
     const char      *eku_srv[] = { "serverAuth" };
     const char      *eku_cli[] = { "clientAuth" };
     const char      *bc[2];
-    const char      *subj[] = { "CN", "copy" };
+    const char      *subj[2];
+    const char      *attrs[] = { "CN", "O", "OU", "C", "ST", "L" };
     const char      *sdns[] = { "dns", "copy" };
     const char      *sip[] = { "ip", "copy" };
     const char      *v[1];
     int              ok;
+    size_t           i;
 
     t = pki_template_new(profile);
     if (t == NULL) {
@@ -452,6 +454,13 @@ make_template(const char *profile, long pathlen, long days)
     ok = tmpl_line(t, "key_types", 3, kt)
          && tmpl_line(t, "validity", 1, v);
 
+    /* the subject comes from the command line or the CSR: copy it */
+    subj[1] = "copy";
+    for (i = 0; ok && i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        subj[0] = attrs[i];
+        ok = tmpl_line(t, "subject", 2, subj);
+    }
+
     if (strcmp(profile, "ca") == 0) {
         bc[0] = "ca:true";
         if (pathlen >= 0) {
@@ -462,10 +471,9 @@ make_template(const char *profile, long pathlen, long days)
              && tmpl_line(t, "key_usage", 3, ku_ca);
 
     } else {
-        ok = ok && tmpl_line(t, "subject", 2, subj)
-             && tmpl_line(t, "san", 2, sdns)
+        ok = ok && tmpl_line(t, "san", 2, sdns)
              && tmpl_line(t, "san", 2, sip)
-             && tmpl_line(t, "key_usage", 2, ku_ee)
+             && tmpl_line(t, "key_usage", rsa ? 2 : 1, ku_ee)
              && tmpl_line(t, "extended_key_usage", 1,
                           strcmp(profile, "server") == 0 ? eku_srv : eku_cli);
     }
@@ -507,7 +515,7 @@ cmd_selfsign(pkictl_opts_t *o)
     if (subject == NULL) {
         goto done;
     }
-    t = make_template("ca", o->pathlen, o->days);
+    t = make_template("ca", o->pathlen, o->days, 0);
     if (t == NULL) {
         goto done;
     }
@@ -584,11 +592,6 @@ cmd_issue(pkictl_opts_t *o)
         return 1;
     }
 
-    t = make_template(o->profile, o->pathlen, o->days);
-    if (t == NULL) {
-        goto done;
-    }
-
     /* the request: subject, SANs, public key */
 
     if (o->csr) {
@@ -643,6 +646,13 @@ cmd_issue(pkictl_opts_t *o)
         exts = X509_REQ_get_extensions(csr);
         gens = exts ? X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL)
                     : NULL;
+    }
+
+    /* keyEncipherment only for RSA subject keys */
+    t = make_template(o->profile, o->pathlen, o->days,
+                      EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA);
+    if (t == NULL) {
+        goto done;
     }
 
     req.sans = gens;
