@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+#
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# EST enrollment throughput (not a test).  Starts a private setup like the
+# demo (scripts/mkpki.sh + scripts/nginx-conf.sh) on free loopback ports,
+# makes a pool of CSRs and runs wrk (keep-alive TLS, -t2 -c32 -d10s, a Lua
+# script cycling through the pool) against simpleenroll, first with the
+# issuing CA key in a PEM file, then in SoftHSM2.  Prints enrollments/s
+# beside `openssl speed ecdsap256` from the same run and the ratio to the
+# crypto limit: 2 cores x 1 / (1/sign + 2/verify) per second (one CSR
+# verification + one signature + its verification per enrollment).
+#
+#   bench/est.sh            (after ./build.sh)
+#   BENCH_DURATION=10s BENCH_CONNS=32 BENCH_THREADS=2 BENCH_CSRS=64 bench/est.sh
+#
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${PKI_BUILD:-$TOP/build}
+DUR=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNS:-32}
+THREADS=${BENCH_THREADS:-2}
+NCSR=${BENCH_CSRS:-64}
+
+die() { echo "bench/est.sh: error: $*" >&2; exit 1; }
+
+for f in pkictl libpkicore.so ngx_http_pki_module.so ngx_http_est_module.so; do
+    [ -e "$BUILD/$f" ] || die "$BUILD/$f missing: run ./build.sh first"
+done
+for c in wrk redis-server nginx openssl curl; do
+    command -v "$c" >/dev/null || die "$c not found"
+done
+
+mkdir -p "$TOP/bench/tmp"
+W=$(mktemp -d "$TOP/bench/tmp/run-XXXXXX")
+NGINX_PID=
+REDIS_PID=
+
+cleanup() {
+    set +e
+    if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
+        kill -QUIT "$NGINX_PID"
+        for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$NGINX_PID" 2>/dev/null
+        wait "$NGINX_PID" 2>/dev/null
+    fi
+    if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+        kill -TERM "$REDIS_PID"
+        wait "$REDIS_PID" 2>/dev/null
+    fi
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+echo "setting up in $W ..." >&2
+PKI_BUILD="$BUILD" PKI_MKPKI_QUIET=1 "$TOP/scripts/mkpki.sh" "$W/pki"
+export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
+
+# A second issuing CA whose key is a PEM file, beside the same root.
+F=$W/pki-file
+mkdir -p "$F"
+for x in root.pem server.pem server.key htpasswd hsm; do ln -s "$W/pki/$x" "$F/$x"; done
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$F/issuing.key" 2>/dev/null
+openssl pkey -in "$F/issuing.key" -pubout -out "$F/issuing.pub"
+"$BUILD/pkictl" issue --ca-cert "$W/pki/root.pem" \
+    --ca-key "pkcs11:token=nginx-pki;object=root;type=private" \
+    --pubkey-of "$F/issuing.key" --profile ca --pathlen 0 \
+    --subject "/O=nginx-pki/CN=nginx-pki Issuing CA (file key)" --days 365 \
+    --out "$F/issuing.pem" --pin-file "$W/pki/hsm/pin" \
+    || die "pkictl issue (file-key issuing CA) failed"
+cat "$F/issuing.pem" "$W/pki/root.pem" > "$F/chain.pem"
+
+# CSR pool -> Lua script
+echo "making $NCSR CSRs ..." >&2
+{
+    echo 'local csrs = {'
+    for i in $(seq "$NCSR"); do
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout /dev/null -subj "/CN=bench-$i" \
+            -addext "subjectAltName=DNS:bench-$i.example.com" -outform DER 2>/dev/null \
+            | base64 -w 0 | sed 's/^/  "/; s/$/",/'
+    done
+    echo '}'
+    cat <<'LUA'
+local auth = "Basic ZGVtbzpkZW1v"   -- demo:demo
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/pkcs10"
+wrk.headers["Authorization"] = auth
+
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, csrs[(n % #csrs) + 1])
+end
+
+local ok2xx = 0
+response = function(status, headers, body)
+  if status == 200 then ok2xx = ok2xx + 1 end
+end
+LUA
+} > "$W/est.lua"
+
+mkdir -p "$W/redis"
+redis-server --port 0 --unixsocket "$W/redis.sock" --unixsocketperm 700 \
+    --dir "$W/redis" --save "" --appendonly no --daemonize no \
+    --logfile "$W/redis/redis.log" &
+REDIS_PID=$!
+for _ in $(seq 50); do
+    redis-cli -s "$W/redis.sock" ping 2>/dev/null | grep -q PONG && break
+    sleep 0.1
+done
+
+HTTPS=$(free_port)
+HTTP=$(free_port)
+
+# run_one LABEL PKI_DIR [nginx-conf options]  -> prints "enrollments/s"
+run_one() {
+    local label=$1 pki=$2 p=$W/nginx-$1 out ok total secs non2xx rate
+    shift 2
+    mkdir -p "$p/conf" "$p/logs" "$p/tmp"
+    "$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$pki" --prefix "$p" \
+        --redis "$W/redis.sock" --https "$HTTPS" --http "$HTTP" --daemon off \
+        --log-level warn --workers 2 "$@" > "$p/conf/nginx.conf"
+    nginx -p "$p/" -c conf/nginx.conf -t -q || die "nginx -t failed ($label)"
+    nginx -p "$p/" -c conf/nginx.conf 2>>"$p/logs/stderr.log" &
+    NGINX_PID=$!
+    for _ in $(seq 100); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$HTTP/" && break
+        sleep 0.1
+    done
+    # one enrollment must work before measuring
+    curl -sS --max-time 10 --cacert "$W/pki/root.pem" -u demo:demo \
+        -H 'Content-Type: application/pkcs10' \
+        --data-binary "$(sed -n 2p "$W/est.lua" | tr -d ' ",')" \
+        -o /dev/null -w '%{http_code}' \
+        "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll" | grep -q 200 \
+        || die "enrollment does not work ($label): see $p/logs/error.log"
+
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" -s "$W/est.lua" \
+              "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll")
+    echo "$out" > "$W/wrk-$label.txt"
+    total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in \([0-9.]*\)\([a-z]*\).*/\1/p')
+    secs=$(echo "$out" | sed -n 's/^ *[0-9]* requests in \([0-9.]*\)\([a-z]*\).*/\1 \2/p' \
+           | awk '{ v=$1; if ($2=="ms") v/=1000; if ($2=="m") v*=60; print v }')
+    non2xx=$(echo "$out" | sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\)/\1/p')
+    non2xx=${non2xx:-0}
+    ok=$((total - non2xx))
+    rate=$(awk -v o="$ok" -v s="$secs" 'BEGIN { printf "%.0f", o / s }')
+
+    kill -QUIT "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+    NGINX_PID=
+
+    printf '%s %s %s %s\n' "$rate" "$ok" "$non2xx" "$secs"
+}
+
+echo "wrk -t$THREADS -c$CONNS -d$DUR, CA key in a PEM file ..." >&2
+read -r FILE_RATE FILE_OK FILE_BAD FILE_S < <(run_one file "$F" --ca-key "$F/issuing.key")
+echo "wrk -t$THREADS -c$CONNS -d$DUR, CA key in SoftHSM2 ..." >&2
+read -r HSM_RATE HSM_OK HSM_BAD HSM_S < <(run_one hsm "$W/pki")
+
+echo "openssl speed -seconds 3 ecdsap256 ..." >&2
+SPEED=$(openssl speed -seconds 3 ecdsap256 2>/dev/null | grep -E 'ecdsa \(nistp256\)' | tail -1)
+SIGN=$(echo "$SPEED" | awk '{ print $(NF-1) }')
+VERIFY=$(echo "$SPEED" | awk '{ print $NF }')
+LIMIT=$(awk -v s="$SIGN" -v v="$VERIFY" 'BEGIN { printf "%.0f", 2 / (1/s + 2/v) }')
+
+ratio() { awk -v a="$1" -v b="$LIMIT" 'BEGIN { printf "%.1f%%", 100 * a / b }'; }
+
+cat <<EOF
+
+EST simpleenroll, EC P-256 CSRs, wrk -t$THREADS -c$CONNS -d$DUR (keep-alive TLS), $(nproc) cores
+  openssl speed ecdsap256 (1 core):  sign $SIGN/s  verify $VERIFY/s
+  crypto limit (2 cores x 1/(1/sign + 2/verify)):  $LIMIT enrollments/s
+
+  CA key       enrollments/s   ok       non-200   ratio to crypto limit
+  PEM file     $(printf '%-15s %-8s %-9s %s' "$FILE_RATE" "$FILE_OK" "$FILE_BAD" "$(ratio "$FILE_RATE")")
+  SoftHSM2     $(printf '%-15s %-8s %-9s %s' "$HSM_RATE" "$HSM_OK" "$HSM_BAD" "$(ratio "$HSM_RATE")")
+
+(wrk, nginx, Redis and the TLS handshakes share the same cores; Redis without persistence)
