@@ -183,3 +183,4 @@ EST simpleenroll, EC P-256 CSRs, wrk -t$THREADS -c$CONNS -d$DUR (keep-alive TLS)
   SoftHSM2     $(printf '%-15s %-8s %-9s %s' "$HSM_RATE" "$HSM_OK" "$HSM_BAD" "$(ratio "$HSM_RATE")")
 
 (wrk, nginx, Redis and the TLS handshakes share the same cores; Redis without persistence)
+EOF
