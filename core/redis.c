@@ -1,0 +1,1044 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The certificate store in Redis (hiredis 0.14.1, synchronous API).
+ *
+ * One connection per thread per pki_redis_t, kept in thread-specific data
+ * and opened lazily; any connection, timeout or protocol error frees it so
+ * that the next call reconnects.  Every command goes through
+ * redisCommandArgv() with explicit lengths: user data is never formatted
+ * into a command string.  Multi-key updates are Lua scripts (EVAL) whose
+ * keys all carry the CA's hash tag, so they stay valid on a Redis Cluster.
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis.h>
+
+#include "pki.h"
+
+
+#define PKI_REDIS_NS_MAX     64
+#define PKI_REDIS_KEY_MAX    256
+#define PKI_REDIS_ARGS_MAX   40
+#define PKI_REDIS_FIELD_MAX  (1024 * 1024)
+
+
+struct pki_redis_s {
+    char           *host;
+    int             port;
+    char           *unix_path;
+    char           *password;
+    int             db;
+    char           *ns;
+    int             timeout_ms;
+    pthread_key_t   tkey;
+};
+
+
+/* KEYS[1] serial reservation, KEYS[2] record; ARGV[1] reservation value,
+ * ARGV[2..] field/value pairs of the pending record. */
+static const char  pki_lua_reserve[] =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then "
+    "  redis.call('DEL', KEYS[2]) "
+    "  redis.call('HSET', KEYS[2], unpack(ARGV, 2)) "
+    "  return 1 "
+    "end "
+    "return 0";
+
+/* KEYS[1] record, KEYS[2] expiry index; ARGV[1] notAfter, ARGV[2] serial,
+ * ARGV[3..] field/value pairs.  0: no record, -1: not pending. */
+static const char  pki_lua_commit[] =
+    "local st = redis.call('HGET', KEYS[1], 'status') "
+    "if not st then return 0 end "
+    "if st ~= 'pending' then return -1 end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 3)) "
+    "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
+    "return 1";
+
+/* KEYS[1] record. */
+static const char  pki_lua_abandon[] =
+    "if redis.call('HGET', KEYS[1], 'status') == 'pending' then "
+    "  redis.call('DEL', KEYS[1]) "
+    "  return 1 "
+    "end "
+    "return 0";
+
+
+/* ---- connections -------------------------------------------------------- */
+
+static void
+pki_redis_ctx_free(void *p)
+{
+    if (p != NULL) {
+        redisFree(p);
+    }
+}
+
+
+static pki_status_t
+pki_redis_unavailable(pki_result_t *res, const char *what, const char *err)
+{
+    pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+    pki_log(res, "redis: %s: %s", what, err != NULL ? err : "error");
+    return PKI_UNAVAILABLE;
+}
+
+
+static void
+pki_redis_drop(pki_redis_t *r)
+{
+    redisContext  *c;
+
+    c = pthread_getspecific(r->tkey);
+    if (c != NULL) {
+        pthread_setspecific(r->tkey, NULL);
+        redisFree(c);
+    }
+}
+
+
+static struct timeval
+pki_redis_tv(const pki_redis_t *r)
+{
+    struct timeval  tv;
+
+    tv.tv_sec = r->timeout_ms / 1000;
+    tv.tv_usec = (r->timeout_ms % 1000) * 1000;
+    return tv;
+}
+
+
+/* Checks a reply to a setup command; frees it. */
+static int
+pki_redis_setup_ok(redisContext *c, redisReply *reply, const char *what,
+    pki_result_t *res)
+{
+    int  rc;
+
+    if (reply == NULL) {
+        pki_redis_unavailable(res, what, c->errstr);
+        return 0;
+    }
+
+    rc = reply->type != REDIS_REPLY_ERROR;
+
+    if (!rc) {
+        pki_redis_unavailable(res, what, reply->str);
+    }
+
+    freeReplyObject(reply);
+    return rc;
+}
+
+
+static redisContext *
+pki_redis_conn(pki_redis_t *r, pki_result_t *res)
+{
+    redisContext    *c;
+    struct timeval   tv;
+    const char      *argv[2];
+    size_t           lens[2];
+    char             db[16];
+
+    c = pthread_getspecific(r->tkey);
+    if (c != NULL) {
+        return c;
+    }
+
+    tv = pki_redis_tv(r);
+
+    if (r->unix_path != NULL) {
+        c = redisConnectUnixWithTimeout(r->unix_path, tv);
+    } else {
+        c = redisConnectWithTimeout(r->host, r->port, tv);
+    }
+
+    if (c == NULL) {
+        pki_redis_unavailable(res, "connect", "out of memory");
+        return NULL;
+    }
+
+    if (c->err) {
+        pki_redis_unavailable(res, "connect", c->errstr);
+        redisFree(c);
+        return NULL;
+    }
+
+    if (redisSetTimeout(c, tv) != REDIS_OK) {
+        pki_redis_unavailable(res, "set timeout", c->errstr);
+        redisFree(c);
+        return NULL;
+    }
+
+    if (r->password != NULL) {
+        argv[0] = "AUTH";
+        argv[1] = r->password;
+        lens[0] = 4;
+        lens[1] = strlen(r->password);
+
+        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
+                                "AUTH", res))
+        {
+            redisFree(c);
+            return NULL;
+        }
+    }
+
+    if (r->db != 0) {
+        snprintf(db, sizeof(db), "%d", r->db);
+        argv[0] = "SELECT";
+        argv[1] = db;
+        lens[0] = 6;
+        lens[1] = strlen(db);
+
+        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
+                                "SELECT", res))
+        {
+            redisFree(c);
+            return NULL;
+        }
+    }
+
+    if (pthread_setspecific(r->tkey, c) != 0) {
+        redisFree(c);
+        pki_fail(res, PKI_INTERNAL, "pthread_setspecific() failed");
+        return NULL;
+    }
+
+    return c;
+}
+
+
+/* hiredis write()s to the socket: a peer that went away raises SIGPIPE,
+ * which kills a host that does not ignore it.  Block it in this thread
+ * around a command and swallow one that became pending. */
+typedef struct {
+    sigset_t  old;
+    int       pending_before;
+} pki_sigpipe_t;
+
+
+static void
+pki_sigpipe_block(pki_sigpipe_t *sp)
+{
+    sigset_t  set, pending;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+
+    sigpending(&pending);
+    sp->pending_before = sigismember(&pending, SIGPIPE);
+
+    pthread_sigmask(SIG_BLOCK, &set, &sp->old);
+}
+
+
+static void
+pki_sigpipe_restore(pki_sigpipe_t *sp)
+{
+    struct timespec  zero = { 0, 0 };
+    sigset_t         set, pending;
+
+    if (!sp->pending_before) {
+        sigpending(&pending);
+
+        if (sigismember(&pending, SIGPIPE)) {
+            sigemptyset(&set);
+            sigaddset(&set, SIGPIPE);
+            while (sigtimedwait(&set, NULL, &zero) == -1 && errno == EINTR) {
+                /* retry */
+            }
+        }
+    }
+
+    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
+}
+
+
+/* Runs one command.  Returns the reply (caller frees), or NULL with res
+ * filled; an error reply is turned into NULL too. */
+static redisReply *
+pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res)
+{
+    redisContext   *c;
+    redisReply     *reply;
+    pki_sigpipe_t   sp;
+
+    c = pki_redis_conn(r, res);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    pki_sigpipe_block(&sp);
+    reply = redisCommandArgv(c, argc, argv, lens);
+    pki_sigpipe_restore(&sp);
+
+    if (reply == NULL) {
+        pki_redis_unavailable(res, argv[0], c->errstr);
+        pki_redis_drop(r);
+        return NULL;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        pki_redis_unavailable(res, argv[0], reply->str);
+        freeReplyObject(reply);
+        return NULL;
+    }
+
+    return reply;
+}
+
+
+/* ---- objects ------------------------------------------------------------ */
+
+PKI_API pki_redis_t *
+pki_redis_new(const pki_redis_conf_t *conf, pki_result_t *res)
+{
+    pki_redis_t  *r;
+    const char   *ns;
+
+    if (conf == NULL
+        || (conf->unix_path == NULL && (conf->host == NULL
+                                        || *conf->host == '\0')))
+    {
+        pki_fail(res, PKI_INTERNAL, "redis: a host or a unix socket is "
+                 "required");
+        return NULL;
+    }
+
+    ns = conf->ns != NULL ? conf->ns : "pki:";
+
+    if (strlen(ns) > PKI_REDIS_NS_MAX || strpbrk(ns, "{}") != NULL) {
+        pki_fail(res, PKI_INTERNAL, "redis: namespace \"%.64s\" is too long "
+                 "or contains \"{\" or \"}\"", ns);
+        return NULL;
+    }
+
+    if (conf->port < 0 || conf->port > 65535 || conf->db < 0
+        || conf->timeout_ms < 0)
+    {
+        pki_fail(res, PKI_INTERNAL, "redis: bad port, db or timeout");
+        return NULL;
+    }
+
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    r->port = conf->port != 0 ? conf->port : 6379;
+    r->db = conf->db;
+    r->timeout_ms = conf->timeout_ms != 0 ? conf->timeout_ms : 1000;
+
+    if (conf->unix_path != NULL) {
+        r->unix_path = strdup(conf->unix_path);
+        if (r->unix_path == NULL) {
+            goto nomem;
+        }
+
+    } else {
+        r->host = strdup(conf->host);
+        if (r->host == NULL) {
+            goto nomem;
+        }
+    }
+
+    if (conf->password != NULL) {
+        r->password = strdup(conf->password);
+        if (r->password == NULL) {
+            goto nomem;
+        }
+    }
+
+    r->ns = strdup(ns);
+    if (r->ns == NULL) {
+        goto nomem;
+    }
+
+    if (pthread_key_create(&r->tkey, pki_redis_ctx_free) != 0) {
+        pki_fail(res, PKI_INTERNAL, "pthread_key_create() failed");
+        goto failed;
+    }
+
+    return r;
+
+nomem:
+
+    pki_fail(res, PKI_INTERNAL, "out of memory");
+
+failed:
+
+    free(r->host);
+    free(r->unix_path);
+    free(r->password);
+    free(r->ns);
+    free(r);
+    return NULL;
+}
+
+
+PKI_API void
+pki_redis_free(pki_redis_t *r)
+{
+    if (r == NULL) {
+        return;
+    }
+
+    /* Only this thread's connection can be reached; pool threads free
+     * theirs on exit (the key's destructor) while the key exists. */
+    pki_redis_drop(r);
+    pthread_key_delete(r->tkey);
+
+    free(r->host);
+    free(r->unix_path);
+
+    if (r->password != NULL) {
+        memset(r->password, 0, strlen(r->password));
+        free(r->password);
+    }
+
+    free(r->ns);
+    free(r);
+}
+
+
+PKI_API void
+pki_redis_disconnect(pki_redis_t *r)
+{
+    if (r != NULL) {
+        pki_redis_drop(r);
+    }
+}
+
+
+PKI_API const char *
+pki_redis_ns(const pki_redis_t *r)
+{
+    return r != NULL ? r->ns : NULL;
+}
+
+
+PKI_API pki_status_t
+pki_redis_ping(pki_redis_t *r, pki_result_t *res)
+{
+    redisReply  *reply;
+    const char  *argv[1] = { "PING" };
+    size_t       lens[1] = { 4 };
+    int          good;
+
+    reply = pki_redis_cmd(r, 1, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    good = reply->type == REDIS_REPLY_STATUS && reply->str != NULL
+           && strcmp(reply->str, "PONG") == 0;
+    freeReplyObject(reply);
+
+    if (!good) {
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "PING", "unexpected reply");
+    }
+
+    return PKI_OK;
+}
+
+
+/* ---- keys --------------------------------------------------------------- */
+
+/* Validates ca and serial and builds "<ns>{ca:CA}:<what>[SERIAL]".
+ * serial_out (41 bytes) receives the canonical serial if not NULL. */
+static int
+pki_redis_key(const pki_redis_t *r, const char *ca, const char *what,
+    const char *serial, char *buf, size_t size, char *serial_out,
+    pki_result_t *res)
+{
+    char  canon[41];
+    int   n;
+
+    if (ca == NULL || *ca == '\0' || strlen(ca) >= 64
+        || strpbrk(ca, "{}") != NULL)
+    {
+        pki_fail(res, PKI_INTERNAL, "redis: bad CA name");
+        return 0;
+    }
+
+    canon[0] = '\0';
+
+    if (serial != NULL) {
+        if (!pki_serial_normalize(serial, canon)) {
+            pki_fail(res, PKI_MALFORMED, "bad serial number");
+            return 0;
+        }
+        if (serial_out != NULL) {
+            memcpy(serial_out, canon, sizeof(canon));
+        }
+    }
+
+    n = snprintf(buf, size, "%s{ca:%s}:%s%s", r->ns, ca, what, canon);
+    if (n < 0 || (size_t) n >= size) {
+        pki_fail(res, PKI_INTERNAL, "redis: key too long");
+        return 0;
+    }
+
+    return 1;
+}
+
+
+typedef struct {
+    int          argc;
+    const char  *argv[PKI_REDIS_ARGS_MAX];
+    size_t       lens[PKI_REDIS_ARGS_MAX];
+    char         nums[8][24];
+    int          nnums;
+} pki_args_t;
+
+
+static void
+pki_args_add(pki_args_t *a, const char *s, size_t len)
+{
+    if (a->argc < PKI_REDIS_ARGS_MAX) {
+        a->argv[a->argc] = s != NULL ? s : "";
+        a->lens[a->argc] = s != NULL ? len : 0;
+        a->argc++;
+    }
+}
+
+
+static void
+pki_args_str(pki_args_t *a, const char *s)
+{
+    pki_args_add(a, s, s != NULL ? strlen(s) : 0);
+}
+
+
+static void
+pki_args_num(pki_args_t *a, long long v)
+{
+    char  *p;
+
+    if (a->nnums >= 8) {
+        pki_args_str(a, "0");
+        return;
+    }
+
+    p = a->nums[a->nnums++];
+    snprintf(p, sizeof(a->nums[0]), "%lld", v);
+    pki_args_str(a, p);
+}
+
+
+static void
+pki_args_field(pki_args_t *a, const char *name, const char *value)
+{
+    pki_args_str(a, name);
+    pki_args_str(a, value);
+}
+
+
+/* Runs a script that returns an integer. */
+static pki_status_t
+pki_redis_eval(pki_redis_t *r, pki_args_t *a, long long *out,
+    pki_result_t *res)
+{
+    redisReply  *reply;
+
+    if (a->argc >= PKI_REDIS_ARGS_MAX) {
+        return pki_fail(res, PKI_INTERNAL, "redis: too many arguments");
+    }
+
+    reply = pki_redis_cmd(r, a->argc, a->argv, a->lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "EVAL", "unexpected reply type");
+    }
+
+    *out = reply->integer;
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+static int
+pki_record_strings_ok(const pki_record_t *rec, pki_result_t *res)
+{
+    const char  *s[4];
+    int          i;
+
+    s[0] = rec->subject;
+    s[1] = rec->sans;
+    s[2] = rec->requester;
+    s[3] = rec->client;
+
+    for (i = 0; i < 4; i++) {
+        if (s[i] != NULL && strlen(s[i]) > PKI_REDIS_FIELD_MAX) {
+            pki_fail(res, PKI_TOO_LARGE, "certificate record too large");
+            return 0;
+        }
+    }
+
+    if (rec->der_len > PKI_REDIS_FIELD_MAX) {
+        pki_fail(res, PKI_TOO_LARGE, "certificate record too large");
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* ---- records ------------------------------------------------------------ */
+
+PKI_API pki_status_t
+pki_record_reserve(pki_redis_t *r, const pki_record_t *rec,
+    pki_result_t *res)
+{
+    pki_args_t    a;
+    pki_status_t  st;
+    long long     rc;
+    time_t        created;
+    char          kserial[PKI_REDIS_KEY_MAX], kcert[PKI_REDIS_KEY_MAX];
+    char          serial[41];
+
+    if (r == NULL || rec == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store or record");
+    }
+
+    if (!pki_redis_key(r, rec->ca, "serial:", rec->serial, kserial,
+                       sizeof(kserial), serial, res)
+        || !pki_redis_key(r, rec->ca, "cert:", rec->serial, kcert,
+                          sizeof(kcert), NULL, res)
+        || !pki_record_strings_ok(rec, res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    created = rec->created != 0 ? rec->created : time(NULL);
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_reserve);
+    pki_args_str(&a, "2");
+    pki_args_str(&a, kserial);
+    pki_args_str(&a, kcert);
+    pki_args_num(&a, (long long) created);
+
+    pki_args_field(&a, "serial", serial);
+    pki_args_field(&a, "ca", rec->ca);
+    pki_args_field(&a, "template", rec->template_name);
+    pki_args_field(&a, "subject", rec->subject);
+    pki_args_field(&a, "sans", rec->sans);
+    pki_args_field(&a, "requester", rec->requester);
+    pki_args_field(&a, "client", rec->client);
+    pki_args_field(&a, "protocol", rec->protocol);
+    pki_args_field(&a, "status", "pending");
+    pki_args_str(&a, "reason");
+    pki_args_num(&a, 0);
+    pki_args_str(&a, "revoked_at");
+    pki_args_num(&a, 0);
+    pki_args_str(&a, "not_before");
+    pki_args_num(&a, (long long) rec->not_before);
+    pki_args_str(&a, "not_after");
+    pki_args_num(&a, (long long) rec->not_after);
+    pki_args_str(&a, "created");
+    pki_args_num(&a, (long long) created);
+
+    st = pki_redis_eval(r, &a, &rc, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (rc != 1) {
+        return pki_fail(res, PKI_CONFLICT, "serial number already used");
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_record_commit(pki_redis_t *r, const pki_record_t *rec,
+    pki_result_t *res)
+{
+    pki_args_t    a;
+    pki_status_t  st;
+    long long     rc;
+    char          kcert[PKI_REDIS_KEY_MAX], kexp[PKI_REDIS_KEY_MAX];
+    char          serial[41];
+
+    if (r == NULL || rec == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store or record");
+    }
+
+    if (rec->der == NULL || rec->der_len == 0) {
+        return pki_fail(res, PKI_INTERNAL, "redis: commit without a "
+                        "certificate");
+    }
+
+    if (!pki_redis_key(r, rec->ca, "cert:", rec->serial, kcert,
+                       sizeof(kcert), serial, res)
+        || !pki_redis_key(r, rec->ca, "expiry", NULL, kexp, sizeof(kexp),
+                          NULL, res)
+        || !pki_record_strings_ok(rec, res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_commit);
+    pki_args_str(&a, "2");
+    pki_args_str(&a, kcert);
+    pki_args_str(&a, kexp);
+    pki_args_num(&a, (long long) rec->not_after);
+    pki_args_str(&a, serial);
+
+    pki_args_str(&a, "der");
+    pki_args_add(&a, (const char *) rec->der, rec->der_len);
+    pki_args_field(&a, "status", "good");
+    pki_args_str(&a, "not_before");
+    pki_args_num(&a, (long long) rec->not_before);
+    pki_args_str(&a, "not_after");
+    pki_args_num(&a, (long long) rec->not_after);
+
+    if (rec->subject != NULL) {
+        pki_args_field(&a, "subject", rec->subject);
+    }
+
+    if (rec->sans != NULL) {
+        pki_args_field(&a, "sans", rec->sans);
+    }
+
+    st = pki_redis_eval(r, &a, &rc, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (rc == 0) {
+        pki_fail(res, PKI_UNAVAILABLE, "record vanished");
+        pki_log(res, "redis: record %s of CA \"%s\" is gone (flushed?)",
+                serial, rec->ca);
+        return PKI_UNAVAILABLE;
+    }
+
+    if (rc != 1) {
+        pki_fail(res, PKI_CONFLICT, "record is not pending");
+        pki_log(res, "redis: record %s of CA \"%s\" is not pending", serial,
+                rec->ca);
+        return PKI_CONFLICT;
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_record_abandon(pki_redis_t *r, const char *ca, const char *serial,
+    pki_result_t *res)
+{
+    pki_args_t  a;
+    long long   rc;
+    char        kcert[PKI_REDIS_KEY_MAX];
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (serial == NULL
+        || !pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert),
+                          NULL, res))
+    {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad CA or serial");
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_abandon);
+    pki_args_str(&a, "1");
+    pki_args_str(&a, kcert);
+
+    return pki_redis_eval(r, &a, &rc, res);
+}
+
+
+PKI_API void
+pki_record_clear(pki_record_t *rec)
+{
+    if (rec == NULL) {
+        return;
+    }
+
+    free(rec->subject);
+    free(rec->sans);
+    free(rec->requester);
+    free(rec->client);
+    free(rec->der);
+    memset(rec, 0, sizeof(*rec));
+}
+
+
+static int
+pki_parse_time(const redisReply *v, time_t *out)
+{
+    char       buf[24], *end;
+    long long  n;
+
+    if (v->len == 0 || v->len >= sizeof(buf)) {
+        return 0;
+    }
+
+    memcpy(buf, v->str, v->len);
+    buf[v->len] = '\0';
+
+    errno = 0;
+    n = strtoll(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || n < 0) {
+        return 0;
+    }
+
+    *out = (time_t) n;
+    return 1;
+}
+
+
+static char *
+pki_reply_strdup(const redisReply *v)
+{
+    char  *s;
+
+    if (memchr(v->str, '\0', v->len) != NULL) {
+        return NULL;
+    }
+
+    s = malloc(v->len + 1);
+    if (s != NULL) {
+        memcpy(s, v->str, v->len);
+        s[v->len] = '\0';
+    }
+
+    return s;
+}
+
+
+/* Copies into a fixed buffer; 0 if it does not fit. */
+static int
+pki_reply_copy(const redisReply *v, char *buf, size_t size)
+{
+    if (v->len >= size || memchr(v->str, '\0', v->len) != NULL) {
+        return 0;
+    }
+
+    memcpy(buf, v->str, v->len);
+    buf[v->len] = '\0';
+    return 1;
+}
+
+
+static int
+pki_record_field(pki_record_t *out, const redisReply *k, const redisReply *v)
+{
+    time_t  t;
+    char   *s, **sp;
+
+#define PKI_FIELD(name)  (k->len == sizeof(name) - 1                          \
+                          && memcmp(k->str, name, sizeof(name) - 1) == 0)
+
+    if (PKI_FIELD("der")) {
+        if (v->len == 0) {
+            return 1;
+        }
+        out->der = malloc(v->len);
+        if (out->der == NULL) {
+            return 0;
+        }
+        memcpy(out->der, v->str, v->len);
+        out->der_len = v->len;
+        return 1;
+    }
+
+    if (PKI_FIELD("ca")) {
+        return pki_reply_copy(v, out->ca, sizeof(out->ca));
+    }
+
+    if (PKI_FIELD("template")) {
+        return pki_reply_copy(v, out->template_name,
+                              sizeof(out->template_name));
+    }
+
+    if (PKI_FIELD("protocol")) {
+        return pki_reply_copy(v, out->protocol, sizeof(out->protocol));
+    }
+
+    if (PKI_FIELD("status")) {
+        if (v->len == 7 && memcmp(v->str, "pending", 7) == 0) {
+            out->status = PKI_CERT_PENDING;
+        } else if (v->len == 4 && memcmp(v->str, "good", 4) == 0) {
+            out->status = PKI_CERT_GOOD;
+        } else if (v->len == 7 && memcmp(v->str, "revoked", 7) == 0) {
+            out->status = PKI_CERT_REVOKED;
+        } else {
+            return 0;
+        }
+        return 1;
+    }
+
+    if (PKI_FIELD("reason")) {
+        if (!pki_parse_time(v, &t) || t > 10) {
+            return 0;
+        }
+        out->reason = (int) t;
+        return 1;
+    }
+
+    if (PKI_FIELD("revoked_at")) {
+        return pki_parse_time(v, &out->revoked_at);
+    }
+
+    if (PKI_FIELD("not_before")) {
+        return pki_parse_time(v, &out->not_before);
+    }
+
+    if (PKI_FIELD("not_after")) {
+        return pki_parse_time(v, &out->not_after);
+    }
+
+    if (PKI_FIELD("created")) {
+        return pki_parse_time(v, &out->created);
+    }
+
+    sp = NULL;
+
+    if (PKI_FIELD("subject")) {
+        sp = &out->subject;
+    } else if (PKI_FIELD("sans")) {
+        sp = &out->sans;
+    } else if (PKI_FIELD("requester")) {
+        sp = &out->requester;
+    } else if (PKI_FIELD("client")) {
+        sp = &out->client;
+    }
+
+#undef PKI_FIELD
+
+    if (sp == NULL) {
+        return 1;                /* serial, or a field of a later version */
+    }
+
+    s = pki_reply_strdup(v);
+    if (s == NULL) {
+        return 0;
+    }
+
+    free(*sp);
+    *sp = s;
+    return 1;
+}
+
+
+PKI_API pki_status_t
+pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
+    pki_record_t *out, pki_result_t *res)
+{
+    redisReply   *reply, *k, *v;
+    const char   *argv[2];
+    size_t        lens[2], i;
+    char          kcert[PKI_REDIS_KEY_MAX], canon[41];
+    char        **sp[4];
+    int           j;
+
+    if (out == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no record");
+    }
+
+    memset(out, 0, sizeof(*out));
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (serial == NULL
+        || !pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert),
+                          canon, res))
+    {
+        return res != NULL && res->status != PKI_OK ? res->status
+               : pki_fail(res, PKI_MALFORMED, "bad serial number");
+    }
+
+    argv[0] = "HGETALL";
+    argv[1] = kcert;
+    lens[0] = 7;
+    lens[1] = strlen(kcert);
+
+    reply = pki_redis_cmd(r, 2, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
+        freeReplyObject(reply);
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "HGETALL", "unexpected reply");
+    }
+
+    if (reply->elements == 0) {
+        freeReplyObject(reply);
+        return pki_fail(res, PKI_NOT_FOUND, "no such certificate");
+    }
+
+    memcpy(out->serial, canon, sizeof(canon));
+    snprintf(out->ca, sizeof(out->ca), "%s", ca);
+
+    for (i = 0; i < reply->elements; i += 2) {
+        k = reply->element[i];
+        v = reply->element[i + 1];
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING
+            || !pki_record_field(out, k, v))
+        {
+            freeReplyObject(reply);
+            pki_record_clear(out);
+            return pki_fail(res, PKI_INTERNAL, "corrupt certificate record");
+        }
+    }
+
+    freeReplyObject(reply);
+
+    /* Never hand out NULL strings. */
+    sp[0] = &out->subject;
+    sp[1] = &out->sans;
+    sp[2] = &out->requester;
+    sp[3] = &out->client;
+
+    for (j = 0; j < 4; j++) {
+        if (*sp[j] == NULL) {
+            *sp[j] = strdup("");
+            if (*sp[j] == NULL) {
+                pki_record_clear(out);
+                return pki_fail(res, PKI_INTERNAL, "out of memory");
+            }
+        }
+    }
+
+    if (out->status != PKI_CERT_PENDING && out->der == NULL) {
+        pki_record_clear(out);
+        return pki_fail(res, PKI_INTERNAL, "corrupt certificate record");
+    }
+
+    return PKI_OK;
+}
