@@ -133,7 +133,13 @@ pki_check_key(const pki_template_t *t, EVP_PKEY *pk, pki_result_t *res)
 static const char *
 pki_attr_text(const ASN1_OBJECT *obj, char *buf, int size)
 {
-    if (OBJ_obj2txt(buf, size, obj, 0) <= 0) {
+    int  nid;
+
+    nid = OBJ_obj2nid(obj);
+    if (nid != NID_undef && OBJ_nid2sn(nid) != NULL) {
+        snprintf(buf, (size_t) size, "%s", OBJ_nid2sn(nid));
+
+    } else if (OBJ_obj2txt(buf, size, obj, 1) <= 0) {
         snprintf(buf, (size_t) size, "?");
     }
 

@@ -1,0 +1,1086 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * CAs, CSR parsing, template policy and issuance.  With PKI_TEST_REDIS_SOCK
+ * set (the unix socket of a running redis-server) also the Redis-backed
+ * issue flow: records, 10,000 unique serials, Redis outage.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+#define MAX_ARGS  16
+
+
+static char  dir[64];
+
+
+typedef struct {
+    const char    *name;
+    const char    *alg;       /* "EC:P-256", "RSA:1024", "ED25519", ... */
+    const char    *subject;   /* "/CN=x/O=y"; "+" joins a multi-valued RDN */
+    const char    *sans;      /* OpenSSL conf syntax, or NULL */
+    pki_status_t   want;
+    const char    *detail;
+    const char    *want_subject;  /* RFC 2253 of the request, or NULL */
+} policy_case_t;
+
+
+static const policy_case_t  policy_cases[] = {
+    { "P-256 ok", "EC:P-256", "/CN=dev1", "DNS:dev1.example.com",
+      PKI_OK, NULL, "C=DE,CN=dev1" },
+    { "P-256 with O and IP", "EC:P-256", "/O=Acme/CN=dev1",
+      "DNS:dev1.example.com,IP:192.0.2.1,IP:2001:db8::1", PKI_OK, NULL,
+      "C=DE,O=Acme,CN=dev1" },
+    { "fixed C overrides", "EC:P-256", "/C=US/CN=dev1", NULL, PKI_OK, NULL,
+      "C=DE,CN=dev1" },
+    { "RSA 2048 ok", "RSA:2048", "/CN=dev1", NULL, PKI_OK, NULL, NULL },
+    { "Ed25519 ok", "ED25519", "/CN=dev1", NULL, PKI_OK, NULL, NULL },
+    { "RSA 1024 refused", "RSA:1024", "/CN=dev1", NULL, PKI_POLICY,
+      "key type RSA 1024 is not allowed by template \"device\" (allowed: "
+      "ec:P-256 rsa:2048-4096 ed25519)", NULL },
+    { "P-384 refused", "EC:P-384", "/CN=dev1", NULL, PKI_POLICY,
+      "key type EC P-384 is not allowed", NULL },
+    { "forbidden OU", "EC:P-256", "/CN=dev1/OU=x", NULL, PKI_POLICY,
+      "subject attribute OU is forbidden by template \"device\"", NULL },
+    { "unlisted L", "EC:P-256", "/CN=dev1/L=Berlin", NULL, PKI_POLICY,
+      "subject attribute L is not allowed by template \"device\"", NULL },
+    { "unlisted OID", "EC:P-256", "/CN=dev1/1.2.3.4=x", NULL, PKI_POLICY,
+      "subject attribute 1.2.3.4 is not allowed", NULL },
+    { "required CN missing", "EC:P-256", "/O=Acme", NULL, PKI_POLICY,
+      "subject attribute CN is required by template \"device\"", NULL },
+    { "multi-valued RDN", "EC:P-256", "/CN=dev1+O=Acme", NULL, PKI_POLICY,
+      "multi-valued", NULL },
+    { "email SAN without rule", "EC:P-256", "/CN=dev1",
+      "email:a@example.com", PKI_POLICY,
+      "SAN type email is not allowed by template \"device\"", NULL },
+    { "URI SAN forbidden", "EC:P-256", "/CN=dev1", "URI:https://x.example/",
+      PKI_POLICY, "SAN type uri is forbidden by template \"device\"", NULL },
+    { "dirName SAN", "EC:P-256", "/CN=dev1", "dirName:dirsect", PKI_POLICY,
+      "SAN type dirName is not allowed", NULL },
+    { "otherName SAN", "EC:P-256", "/CN=dev1", "otherName:1.2.3.4;UTF8:x",
+      PKI_POLICY, "SAN type otherName is not allowed", NULL },
+    { "bad DNS underscore", "EC:P-256", "/CN=dev1", "DNS:bad_name.example",
+      PKI_POLICY, "invalid DNS name", NULL },
+    { "bad DNS hyphen", "EC:P-256", "/CN=dev1", "DNS:-a.example", PKI_POLICY,
+      "invalid DNS name", NULL },
+    { "bad DNS trailing dot", "EC:P-256", "/CN=dev1", "DNS:a.example.",
+      PKI_POLICY, "invalid DNS name", NULL },
+    { "bad DNS empty label", "EC:P-256", "/CN=dev1", "DNS:a..example",
+      PKI_POLICY, "invalid DNS name", NULL },
+    { "bad DNS long label", "EC:P-256", "/CN=dev1",
+      "DNS:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa."
+      "example", PKI_POLICY, "invalid DNS name", NULL },
+    { "wildcard without rule", "EC:P-256", "/CN=dev1", "DNS:*.example.com",
+      PKI_POLICY, "invalid DNS name", NULL },
+    { "control char in CN", "EC:P-256", "/CN=a\tb", NULL, PKI_POLICY,
+      "invalid value", NULL },
+};
+
+
+static void
+run(const char *fmt, const char *a, const char *b)
+{
+    char  cmd[1024];
+
+    snprintf(cmd, sizeof(cmd), fmt, a, b);
+    if (system(cmd) != 0) {
+        diag("command failed: %s", cmd);
+    }
+}
+
+
+static EVP_PKEY *
+keygen(const char *alg)
+{
+    int        bits;
+    EVP_PKEY  *pk;
+
+    if (strncmp(alg, "EC:", 3) == 0) {
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg + 3);
+    } else if (strncmp(alg, "RSA:", 4) == 0) {
+        bits = atoi(alg + 4);
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) bits);
+    } else {
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, alg);
+    }
+
+    return pk;
+}
+
+
+static char *
+write_key(EVP_PKEY *pk, const char *name)
+{
+    FILE        *f;
+    static char  path[8][128];
+    static int   n;
+    char        *p;
+
+    p = path[n++ % 8];
+    snprintf(p, 128, "%s/%s", dir, name);
+    f = fopen(p, "w");
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+
+    return p;
+}
+
+
+static void
+write_cert(X509 *x, const char *name)
+{
+    FILE  *f;
+    char   path[128];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+}
+
+
+static X509_NAME *
+parse_name(const char *s)
+{
+    int         set;
+    char        buf[512], *p, *q, *eq;
+    X509_NAME  *name;
+
+    name = X509_NAME_new();
+    snprintf(buf, sizeof(buf), "%s", s);
+    p = buf;
+    set = 0;
+
+    while (*p == '/' || *p == '+') {
+        set = (*p == '+') ? -1 : 0;
+        p++;
+        q = p + strcspn(p, "/+");
+        eq = strchr(p, '=');
+        if (eq == NULL || eq > q) {
+            break;
+        }
+        *eq = '\0';
+        X509_NAME_add_entry_by_txt(name, p, MBSTRING_UTF8,
+                                   (unsigned char *) eq + 1,
+                                   (int) (q - eq - 1), -1, set);
+        p = q;
+        if (*q) {
+            *q = (*q == '/') ? '/' : '+';
+        }
+    }
+
+    return name;
+}
+
+
+static unsigned char *
+make_csr(EVP_PKEY *pk, const char *subject, const char *sans, size_t *len)
+{
+    int                        n;
+    X509V3_CTX                 ctx;
+    X509_REQ                  *csr;
+    X509_NAME                 *nm;
+    CONF                      *conf;
+    long                       eline;
+    BIO                       *bio;
+    X509_EXTENSION            *ext;
+    unsigned char             *der, *p;
+    STACK_OF(X509_EXTENSION)  *exts;
+    static const char          cnf[] = "[dirsect]\nCN=other\n";
+
+    csr = X509_REQ_new();
+    X509_REQ_set_version(csr, 0);
+    nm = parse_name(subject);
+    X509_REQ_set_subject_name(csr, nm);
+    X509_NAME_free(nm);
+    X509_REQ_set_pubkey(csr, pk);
+
+    if (sans) {
+        conf = NCONF_new(NULL);
+        bio = BIO_new_mem_buf(cnf, -1);
+        NCONF_load_bio(conf, bio, &eline);
+        BIO_free(bio);
+        X509V3_set_ctx(&ctx, NULL, NULL, csr, NULL, 0);
+        X509V3_set_nconf(&ctx, conf);
+        ext = X509V3_EXT_nconf_nid(conf, &ctx, NID_subject_alt_name,
+                                   (char *) sans);
+        if (ext == NULL) {
+            diag("bad SAN spec %s", sans);
+            ERR_print_errors_fp(stdout);
+        }
+        exts = sk_X509_EXTENSION_new_null();
+        sk_X509_EXTENSION_push(exts, ext);
+        X509_REQ_add_extensions(csr, exts);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        NCONF_free(conf);
+    }
+
+    X509_REQ_sign(csr, pk, EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519
+                           ? NULL : EVP_sha256());
+
+    n = i2d_X509_REQ(csr, NULL);
+    der = malloc((size_t) n);
+    p = der;
+    i2d_X509_REQ(csr, &p);
+    X509_REQ_free(csr);
+    *len = (size_t) n;
+
+    return der;
+}
+
+
+static pki_status_t
+tset(pki_template_t *t, const char *line)
+{
+    int           argc;
+    char          buf[512], *p, *words[MAX_ARGS + 1];
+    const char   *argv[MAX_ARGS];
+    pki_result_t  res;
+
+    pki_result_init(&res);
+    snprintf(buf, sizeof(buf), "%s", line);
+    argc = 0;
+
+    for (p = strtok(buf, " "); p && argc <= MAX_ARGS; p = strtok(NULL, " ")) {
+        words[argc++] = p;
+    }
+
+    for (int i = 1; i < argc; i++) {
+        argv[i - 1] = words[i];
+    }
+
+    if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
+        diag("template line \"%s\": %s", line, res.detail);
+    }
+
+    return res.status;
+}
+
+
+static pki_template_t *
+make_template(const char *name, const char *const *lines)
+{
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    t = pki_template_new(name);
+    for (; *lines; lines++) {
+        tset(t, *lines);
+    }
+
+    pki_result_init(&res);
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+
+    return t;
+}
+
+
+static pki_status_t
+ca_line(pki_ca_t *ca, const char *name, const char *arg, pki_result_t *res)
+{
+    const char  *argv[1];
+
+    argv[0] = arg;
+    return pki_ca_set(ca, name, 1, argv, res);
+}
+
+
+static pki_ca_t *
+make_ca(const char *name, const char *cert, const char *chain,
+    pki_key_t *key, pki_template_t **tmpls, const char *max_validity,
+    pki_result_t *res)
+{
+    char       path[128];
+    pki_ca_t  *ca;
+
+    pki_result_init(res);
+    ca = pki_ca_new(name);
+    snprintf(path, sizeof(path), "%s/%s", dir, cert);
+    ca_line(ca, "certificate", path, res);
+    if (chain) {
+        snprintf(path, sizeof(path), "%s/%s", dir, chain);
+        ca_line(ca, "chain", path, res);
+    }
+    ca_line(ca, "crl_url", "http://pki.example/crl/ca.crl", res);
+    ca_line(ca, "ocsp_url", "http://pki.example/ocsp", res);
+    if (max_validity) {
+        ca_line(ca, "max_validity", max_validity, res);
+    }
+    pki_ca_set_key(ca, key, res);
+    for (; tmpls && *tmpls; tmpls++) {
+        pki_ca_add_template(ca, *tmpls, res);
+    }
+
+    if (pki_ca_finish(ca, res) != PKI_OK) {
+        return ca;
+    }
+
+    return ca;
+}
+
+
+static pki_key_t *
+open_key(const char *path)
+{
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    k = pki_key_new(path, NULL, &res);
+    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
+        diag("key %s: %s %s", path, res.detail, res.log);
+    }
+
+    return k;
+}
+
+
+static int
+has_ext(X509 *x, int nid, int want_crit)
+{
+    int              idx;
+    X509_EXTENSION  *e;
+
+    idx = X509_get_ext_by_NID(x, nid, -1);
+    if (idx < 0) {
+        return 0;
+    }
+
+    e = X509_get_ext(x, idx);
+    return want_crit < 0 || X509_EXTENSION_get_critical(e) == want_crit;
+}
+
+
+static time_t
+asn1_to_time(const ASN1_TIME *t)
+{
+    struct tm  tm;
+
+    ASN1_TIME_to_tm(t, &tm);
+    return timegm(&tm);
+}
+
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+
+static void
+test_csr_parse(void)
+{
+    size_t          len;
+    X509_REQ       *csr;
+    EVP_PKEY       *pk;
+    pki_status_t    st;
+    pki_result_t    res;
+    unsigned char  *der, *buf;
+
+    pk = keygen("EC:P-256");
+    der = make_csr(pk, "/CN=dev1", "DNS:dev1.example.com", &len);
+    buf = calloc(1, 70000);
+    memcpy(buf, der, len);
+
+    pki_result_init(&res);
+    st = pki_csr_parse(der, len, &csr, &res);
+    is_status(st, PKI_OK, "CSR parses");
+    X509_REQ_free(csr);
+
+    st = pki_csr_parse(der, 0, &csr, &res);
+    is_status(st, PKI_MALFORMED, "empty CSR");
+    ok(csr == NULL, "  no CSR returned");
+
+    st = pki_csr_parse(NULL, 10, &csr, &res);
+    is_status(st, PKI_MALFORMED, "NULL CSR");
+
+    st = pki_csr_parse(der, len - 1, &csr, &res);
+    is_status(st, PKI_MALFORMED, "truncated CSR");
+
+    st = pki_csr_parse(der, len / 2, &csr, &res);
+    is_status(st, PKI_MALFORMED, "half a CSR");
+
+    buf[len] = 0;
+    st = pki_csr_parse(buf, len + 1, &csr, &res);
+    is_status(st, PKI_MALFORMED, "trailing byte");
+    ok(strstr(res.detail, "trailing") != NULL, "  detail: %s", res.detail);
+
+    st = pki_csr_parse((const unsigned char *) "garbage!garbage!", 16, &csr,
+                       &res);
+    is_status(st, PKI_MALFORMED, "garbage");
+
+    memset(buf, 0x30, 100);
+    st = pki_csr_parse(buf, 100, &csr, &res);
+    is_status(st, PKI_MALFORMED, "nested SEQUENCE headers");
+
+    memcpy(buf, der, len);
+    buf[len - 3] ^= 0x01;
+    st = pki_csr_parse(buf, len, &csr, &res);
+    ok(st == PKI_BAD_SIGNATURE || st == PKI_MALFORMED,
+       "flipped signature byte refused (%s)", pki_status_name(st));
+    buf[len - 3] ^= 0x01;
+
+    /* A byte of the subject: the signature no longer matches. */
+    {
+        unsigned char  *cn = memmem(buf, len, "dev1", 4);
+        cn[0] = 'x';
+        st = pki_csr_parse(buf, len, &csr, &res);
+        is_status(st, PKI_BAD_SIGNATURE, "tampered subject");
+        ok(strcmp(res.detail, "CSR signature does not verify") == 0,
+           "  detail: %s", res.detail);
+        cn[0] = 'd';
+    }
+
+    st = pki_csr_parse(buf, 65537, &csr, &res);
+    is_status(st, PKI_TOO_LARGE, "CSR over 64 KiB");
+    ok(csr == NULL, "  no CSR returned");
+
+    free(buf);
+    free(der);
+    EVP_PKEY_free(pk);
+}
+
+
+static void
+test_policy(pki_template_t *t)
+{
+    size_t          i, len;
+    char            text[256];
+    BIO            *bio;
+    X509_REQ       *csr;
+    EVP_PKEY       *pk;
+    pki_status_t    st;
+    pki_result_t    res;
+    pki_request_t   req;
+    unsigned char  *der;
+
+    for (i = 0; i < sizeof(policy_cases) / sizeof(policy_cases[0]); i++) {
+        const policy_case_t  *c = &policy_cases[i];
+
+        pk = keygen(c->alg);
+        der = make_csr(pk, c->subject, c->sans, &len);
+        pki_result_init(&res);
+
+        st = pki_csr_parse(der, len, &csr, &res);
+        if (st != PKI_OK) {
+            ok(0, "%s: CSR parse: %s", c->name, res.detail);
+            free(der);
+            EVP_PKEY_free(pk);
+            continue;
+        }
+
+        st = pki_request_from_csr(t, csr, &req, &res);
+        is_status(st, c->want, c->name);
+
+        if (c->detail) {
+            ok(strstr(res.detail, c->detail) != NULL, "  detail \"%s\"",
+               res.detail);
+        }
+
+        if (st == PKI_OK) {
+            ok(req.pubkey != NULL && EVP_PKEY_eq(req.pubkey, pk) == 1,
+               "  request has the CSR key");
+        } else {
+            ok(req.subject == NULL && req.pubkey == NULL && req.sans == NULL,
+               "  request left empty");
+        }
+
+        if (st == PKI_OK && c->want_subject) {
+            bio = BIO_new(BIO_s_mem());
+            X509_NAME_print_ex(bio, req.subject, 0, XN_FLAG_RFC2253);
+            memset(text, 0, sizeof(text));
+            BIO_read(bio, text, sizeof(text) - 1);
+            BIO_free(bio);
+            ok(strcmp(text, c->want_subject) == 0, "  subject %s", text);
+        }
+
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
+    }
+}
+
+
+static X509 *
+issue_one(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r,
+    const char *subject, const char *sans, EVP_PKEY **key,
+    pki_result_t *res)
+{
+    size_t            len;
+    X509             *x;
+    X509_REQ         *csr;
+    EVP_PKEY         *pk;
+    pki_request_t     req;
+    unsigned char    *der;
+    pki_issue_ctx_t   ictx = { "est", "tester", "127.0.0.1" };
+
+    x = NULL;
+    pk = keygen("EC:P-256");
+    der = make_csr(pk, subject, sans, &len);
+    pki_result_init(res);
+
+    if (pki_csr_parse(der, len, &csr, res) == PKI_OK) {
+        if (pki_request_from_csr(t, csr, &req, res) == PKI_OK) {
+            pki_issue(ca, t, r, &req, &ictx, &x, res);
+            pki_request_clear(&req);
+        }
+        X509_REQ_free(csr);
+    }
+
+    free(der);
+
+    if (key) {
+        *key = pk;
+    } else {
+        EVP_PKEY_free(pk);
+    }
+
+    return x;
+}
+
+
+static void
+test_redis(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    int                i, n, dups;
+    char               ns[128], **serials, hex[41];
+    X509              *x;
+    redisReply        *reply;
+    redisContext      *rc;
+    pki_redis_t       *r;
+    pki_status_t       st;
+    pki_result_t       res;
+    pki_record_t       rec;
+    pki_redis_conf_t   conf;
+    pki_cert_status_t  cst;
+    unsigned char     *der;
+
+    snprintf(ns, sizeof(ns), "h2test%d:", (int) getpid());
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = sock;
+    conf.ns = ns;
+    conf.timeout_ms = 1000;
+
+    pki_result_init(&res);
+    r = pki_redis_new(&conf, &res);
+    if (!ok(r != NULL, "redis handle: %s", res.detail)) {
+        return;
+    }
+
+    x = issue_one(ca, t, r, "/CN=rec1", "DNS:rec1.example.com", NULL, &res);
+    ok(x != NULL, "issued with Redis: %s %s", res.detail, res.log);
+
+    if (x) {
+        pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+        memset(&rec, 0, sizeof(rec));
+        st = pki_record_get(r, pki_ca_name(ca), hex, &rec, &res);
+        is_status(st, PKI_OK, "record present");
+        ok(rec.status == PKI_CERT_GOOD, "  record is good");
+        der = NULL;
+        n = i2d_X509(x, &der);
+        ok(rec.der && rec.der_len == (size_t) n
+           && memcmp(rec.der, der, (size_t) n) == 0, "  record holds the DER");
+        ok(rec.subject && strcmp(rec.subject, "CN=rec1,C=DE") != 0
+           && strstr(rec.subject, "CN=rec1") != NULL, "  record subject %s",
+           rec.subject ? rec.subject : "(null)");
+        ok(rec.sans && strcmp(rec.sans, "DNS:rec1.example.com") == 0,
+           "  record sans %s", rec.sans ? rec.sans : "(null)");
+        ok(strcmp(rec.protocol, "est") == 0 && rec.requester
+           && strcmp(rec.requester, "tester") == 0, "  record requester");
+        ok(strcmp(rec.template_name, "device") == 0, "  record template");
+        ok(rec.not_after == asn1_to_time(X509_get0_notAfter(x)),
+           "  record notAfter");
+        OPENSSL_free(der);
+        pki_record_clear(&rec);
+
+        st = pki_cert_status(r, ca, x, &cst, &res);
+        is_status(st, PKI_OK, "pki_cert_status");
+        ok(cst == PKI_CERT_GOOD, "  status good");
+        X509_free(x);
+    }
+
+    /* 10,000 issuances, no duplicate serial. */
+    n = 10000;
+    serials = calloc((size_t) n, sizeof(char *));
+    for (i = 0; i < n; i++) {
+        x = issue_one(ca, t, r, "/CN=bulk", NULL, NULL, &res);
+        if (x == NULL) {
+            diag("issuance %d failed: %s %s", i, res.detail, res.log);
+            break;
+        }
+        pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+        serials[i] = strdup(hex);
+        X509_free(x);
+    }
+    ok(i == n, "%d issuances", i);
+    n = i;
+
+    qsort(serials, (size_t) n, sizeof(char *), cmp_str);
+    dups = 0;
+    for (i = 1; i < n; i++) {
+        if (strcmp(serials[i], serials[i - 1]) == 0) {
+            dups++;
+        }
+    }
+    ok(dups == 0, "no duplicate serial among %d", n);
+    for (i = 0; i < n; i++) {
+        free(serials[i]);
+    }
+    free(serials);
+
+    rc = redisConnectUnix(sock);
+    if (rc && !rc->err) {
+        reply = redisCommand(rc, "EVAL %s 0 %s",
+                             "local n = 0; local c = '0'; repeat "
+                             "local r = redis.call('SCAN', c, 'MATCH', ARGV[1],"
+                             " 'COUNT', 1000); c = r[1]; n = n + #r[2]; "
+                             "until c == '0'; return n",
+                             "h2test*:*cert:*");
+        ok(reply && reply->type == REDIS_REPLY_INTEGER
+           && reply->integer == n + 1, "%lld cert:* keys in Redis",
+           reply ? reply->integer : -1);
+        freeReplyObject(reply);
+
+        reply = redisCommand(rc, "EVAL %s 0 %s",
+                             "local c = '0'; repeat local r = redis.call("
+                             "'SCAN', c, 'MATCH', ARGV[1], 'COUNT', 1000); "
+                             "c = r[1]; for _, k in ipairs(r[2]) do "
+                             "redis.call('DEL', k) end until c == '0'; "
+                             "return 1", "h2test*");
+        freeReplyObject(reply);
+    }
+    redisFree(rc);
+
+    pki_redis_free(r);
+
+    /* Redis unreachable. */
+    snprintf(ns, sizeof(ns), "%s/no-such.sock", dir);
+    conf.unix_path = ns;
+    conf.ns = NULL;
+    conf.timeout_ms = 200;
+    pki_result_init(&res);
+    r = pki_redis_new(&conf, &res);
+    x = issue_one(ca, t, r, "/CN=down", NULL, NULL, &res);
+    is_status(res.status, PKI_UNAVAILABLE, "Redis down: unavailable");
+    ok(x == NULL, "  no certificate returned");
+    X509_free(x);
+    pki_redis_free(r);
+}
+
+
+int
+main(void)
+{
+    long              pl;
+    const char       *sock;
+    BIGNUM           *bn;
+    X509             *root, *sub, *x, *y;
+    EVP_PKEY         *rootpk, *subpk, *otherpk, *leafpk;
+    X509_NAME        *name;
+    pki_ca_t         *rootca, *subca, *ca;
+    pki_key_t        *rootkey, *subkey, *otherkey;
+    pki_status_t      st;
+    pki_result_t      res;
+    pki_request_t     req;
+    pki_template_t   *troot, *tsub, *tdev, *tlong, *tca2, *tother;
+    pki_template_t   *tmpls[4];
+    ASN1_OCTET_STRING *skid;
+    AUTHORITY_KEYID  *akid;
+    BASIC_CONSTRAINTS *bc;
+
+    static const char *const root_lines[] = {
+        "subject CN copy", "subject O copy", "basic_constraints ca:true "
+        "pathlen:1", "validity 3650d", "key_types ec:P-256", NULL
+    };
+    static const char *const sub_lines[] = {
+        "subject CN copy", "subject O copy", "basic_constraints ca:true "
+        "pathlen:0", "validity 2d", NULL
+    };
+    static const char *const dev_lines[] = {
+        "key_types ec:P-256 rsa:2048-4096 ed25519", "subject CN required",
+        "subject O copy", "subject OU forbidden", "subject C fixed DE",
+        "san dns copy", "san ip copy", "san uri forbidden", "validity 30d",
+        "extended_key_usage clientAuth",
+        "extension 1.3.6.1.4.1.99999.1 noncritical 0c0568656c6c6f", NULL
+    };
+    static const char *const long_lines[] = {
+        "subject CN required", "san dns copy", "validity 30d",
+        "beyond_ca_expiry on", NULL
+    };
+    static const char *const ca2_lines[] = {
+        "subject CN copy", "basic_constraints ca:true", NULL
+    };
+
+    pki_init();
+
+    snprintf(dir, sizeof(dir), "/tmp/h2issue.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+
+    test_csr_parse();
+
+    troot = make_template("root", root_lines);
+    tsub = make_template("sub", sub_lines);
+    tdev = make_template("device", dev_lines);
+    tlong = make_template("long", long_lines);
+    tca2 = make_template("ca2", ca2_lines);
+    tother = make_template("other", long_lines);
+
+    test_policy(tdev);
+
+    /* Root: self-signed with our own builder. */
+    rootpk = keygen("EC:P-256");
+    subpk = keygen("EC:P-256");
+    otherpk = keygen("EC:P-256");
+    rootkey = open_key(write_key(rootpk, "root.key"));
+    subkey = open_key(write_key(subpk, "sub.key"));
+    otherkey = open_key(write_key(otherpk, "other.key"));
+
+    name = parse_name("/O=Test/CN=Test Root");
+    pki_result_init(&res);
+    st = pki_selfsign(rootkey, troot, name, &root, &res);
+    is_status(st, PKI_OK, "self-signed root");
+    X509_NAME_free(name);
+    if (st != PKI_OK) {
+        diag("%s %s", res.detail, res.log);
+        return done_testing();
+    }
+    write_cert(root, "root.pem");
+    ok(X509_verify(root, rootpk) == 1, "  root verifies with its key");
+    ok(X509_check_ca(root) > 0, "  root is a CA");
+
+    tmpls[0] = tsub;
+    tmpls[1] = NULL;
+    rootca = make_ca("root", "root.pem", NULL, rootkey, tmpls, NULL, &res);
+    is_status(res.status, PKI_OK, "root CA finishes");
+    if (res.status != PKI_OK) {
+        diag("%s %s", res.detail, res.log);
+    }
+
+    /* Issuing CA, 2 days. */
+    memset(&req, 0, sizeof(req));
+    req.subject = parse_name("/O=Test/CN=Test Issuing CA");
+    req.pubkey = subpk;
+    st = pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res);
+    is_status(st, PKI_OK, "issuing CA certificate (offline)");
+    X509_NAME_free(req.subject);
+    if (st != PKI_OK) {
+        diag("%s %s", res.detail, res.log);
+        return done_testing();
+    }
+    write_cert(sub, "sub.pem");
+    ok(pki_ca_issued(rootca, sub), "  root issued it");
+
+    /* CA consistency errors. */
+    tmpls[0] = tdev;
+    tmpls[1] = NULL;
+    ca = make_ca("bad", "sub.pem", "root.pem", otherkey, tmpls, NULL, &res);
+    ok(res.status == PKI_MALFORMED && strstr(res.detail, "does not match"),
+       "key mismatch: %s", res.detail);
+    pki_ca_free(ca);
+
+    ca = make_ca("bad", "missing.pem", NULL, subkey, tmpls, NULL, &res);
+    ok(res.status == PKI_MALFORMED && strstr(res.detail, "missing.pem"),
+       "missing file: %s", res.detail);
+    pki_ca_free(ca);
+
+    ca = make_ca("bad", "sub.pem", "sub.key", subkey, tmpls, NULL, &res);
+    ok(res.status == PKI_MALFORMED && strstr(res.detail, "sub.key"),
+       "bad chain file: %s", res.detail);
+    pki_ca_free(ca);
+
+    ca = make_ca("bad", "sub.pem", NULL, subkey, tmpls, "7d", &res);
+    ok(res.status == PKI_MALFORMED && strstr(res.detail, "\"device\"")
+       && strstr(res.detail, "max_validity"),
+       "template validity > max_validity: %s", res.detail);
+    pki_ca_free(ca);
+
+    tmpls[0] = tsub;
+    ca = make_ca("bad", "sub.pem", NULL, subkey, tmpls, NULL, &res);
+    ok(res.status == PKI_MALFORMED && strstr(res.detail, "pathlen"),
+       "CA template under pathlen:0 CA: %s", res.detail);
+    pki_ca_free(ca);
+
+    tmpls[0] = tca2;
+    ca = make_ca("bad", "root.pem", NULL, rootkey, tmpls, NULL, &res);
+    ok(res.status == PKI_MALFORMED && strstr(res.detail, "unlimited"),
+       "unlimited CA template under pathlen:1 CA: %s", res.detail);
+    pki_ca_free(ca);
+
+    {
+        pki_ca_t        *cx;
+        pki_template_t  *texp;
+        static const char *const exp_lines[] = {
+            "subject CN copy", "basic_constraints ca:true", "validity 1s",
+            NULL
+        };
+
+        texp = make_template("expired", exp_lines);
+        name = parse_name("/CN=Expired Root");
+        st = pki_selfsign(otherkey, texp, name, &x, &res);
+        X509_NAME_free(name);
+        write_cert(x, "expired.pem");
+        X509_free(x);
+        tmpls[0] = NULL;
+        cx = make_ca("old", "expired.pem", NULL, otherkey, tmpls, NULL, &res);
+        ok(res.status == PKI_MALFORMED && strstr(res.detail, "expired"),
+           "expired CA: %s", res.detail);
+        pki_ca_free(cx);
+        pki_template_free(texp);
+    }
+
+    /* A leaf is not a CA. */
+    tmpls[0] = tlong;
+    tmpls[1] = NULL;
+    ca = make_ca("leafca", "sub.pem", "root.pem", subkey, tmpls, NULL, &res);
+    is_status(res.status, PKI_OK, "helper CA for a leaf");
+    x = issue_one(ca, tlong, NULL, "/CN=leaf", NULL, &leafpk, &res);
+    write_cert(x, "leaf.pem");
+    write_key(leafpk, "leaf.key");
+    pki_ca_free(ca);
+    X509_free(x);
+    {
+        pki_key_t  *lk = open_key(write_key(leafpk, "leaf.key"));
+
+        ca = make_ca("leaf", "leaf.pem", NULL, lk, NULL, NULL, &res);
+        ok(res.status == PKI_MALFORMED && strstr(res.detail, "not a CA"),
+           "leaf is not a CA: %s", res.detail);
+        pki_ca_free(ca);
+        pki_key_free(lk);
+    }
+    EVP_PKEY_free(leafpk);
+
+    /* The issuing CA. */
+    tmpls[0] = tdev;
+    tmpls[1] = tlong;
+    tmpls[2] = NULL;
+    subca = make_ca("sub", "sub.pem", "root.pem", subkey, tmpls, "90d", &res);
+    is_status(res.status, PKI_OK, "issuing CA finishes");
+    ok(pki_ca_template_count(subca) == 0, "no template names configured");
+    ok(sk_X509_num(pki_ca_chain(subca)) == 1, "chain has the root");
+    ok(pki_ca_allows(subca, tdev) && pki_ca_allows(subca, tlong)
+       && !pki_ca_allows(subca, tother), "pki_ca_allows");
+
+    x = issue_one(subca, tother, NULL, "/CN=dev1", NULL, NULL, &res);
+    ok(x == NULL && res.status == PKI_POLICY
+       && strstr(res.detail, "not allowed for CA"),
+       "template not allowed: %s", res.detail);
+
+    x = issue_one(subca, tdev, NULL, "/O=Acme/CN=dev1",
+                  "DNS:dev1.example.com,IP:192.0.2.7", &leafpk, &res);
+    ok(x != NULL, "issued offline: %s %s", res.detail, res.log);
+    if (x == NULL) {
+        return done_testing();
+    }
+
+    ok(X509_verify(x, subpk) == 1, "  verifies with the CA key");
+    ok(pki_ca_issued(subca, x), "  pki_ca_issued");
+    ok(!pki_ca_issued(rootca, x), "  not issued by the root");
+    ok(X509_get_version(x) == X509_VERSION_3, "  v3");
+    ok(EVP_PKEY_eq(X509_get0_pubkey(x), leafpk) == 1, "  subject key");
+    bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    ok(!BN_is_negative(bn) && BN_num_bits(bn) >= 64
+       && BN_num_bytes(bn) <= 20, "  serial positive, %d bits",
+       BN_num_bits(bn));
+    BN_free(bn);
+    ok(has_ext(x, NID_basic_constraints, 1), "  basicConstraints critical");
+    bc = X509_get_ext_d2i(x, NID_basic_constraints, NULL, NULL);
+    ok(bc && !bc->ca, "  ca:false");
+    BASIC_CONSTRAINTS_free(bc);
+    ok(has_ext(x, NID_key_usage, 1), "  keyUsage critical");
+    ok(X509_get_key_usage(x) == KU_DIGITAL_SIGNATURE,
+       "  keyUsage digitalSignature only for EC (0x%x)",
+       X509_get_key_usage(x));
+    ok(has_ext(x, NID_ext_key_usage, 0)
+       && X509_get_extended_key_usage(x) == XKU_SSL_CLIENT,
+       "  EKU clientAuth");
+    ok(has_ext(x, NID_subject_alt_name, 0), "  SAN non-critical");
+    ok(has_ext(x, NID_crl_distribution_points, 0), "  CRL DP");
+    ok(has_ext(x, NID_info_access, 0), "  AIA");
+    ok(X509_get_ext_by_OBJ(x, OBJ_txt2obj("1.3.6.1.4.1.99999.1", 1), -1)
+       >= 0, "  template extension");
+    ok(X509_get_ext_count(x) == 9, "  9 extensions (%d)",
+       X509_get_ext_count(x));
+    skid = X509_get_ext_d2i(sub, NID_subject_key_identifier, NULL, NULL);
+    akid = X509_get_ext_d2i(x, NID_authority_key_identifier, NULL, NULL);
+    ok(skid && akid && akid->keyid
+       && ASN1_OCTET_STRING_cmp(skid, akid->keyid) == 0, "  AKID = CA SKID");
+    ASN1_OCTET_STRING_free(skid);
+    AUTHORITY_KEYID_free(akid);
+    ok(X509_get0_subject_key_id(x) != NULL
+       && ASN1_STRING_length(X509_get0_subject_key_id(x)) == 20, "  SKID");
+    ok(X509_cmp_time(X509_get0_notBefore(x), NULL) < 0, "  notBefore past");
+    ok(asn1_to_time(X509_get0_notAfter(x))
+       == asn1_to_time(X509_get0_notAfter(sub)),
+       "  notAfter clamped to the CA's notAfter");
+    write_cert(x, "dev1.pem");
+
+    /* Independent oracle: openssl verify. */
+    {
+        char  cmd[512];
+
+        snprintf(cmd, sizeof(cmd), "openssl verify -CAfile %s/root.pem "
+                 "-untrusted %s/sub.pem -x509_strict -purpose sslclient "
+                 "%s/dev1.pem >/dev/null 2>&1", dir, dir, dir);
+        ok(system(cmd) == 0, "openssl verify -x509_strict accepts the chain");
+    }
+
+    /* Renewal. */
+    {
+        size_t          len;
+        X509_REQ       *csr;
+        EVP_PKEY       *pk;
+        unsigned char  *der;
+
+        pk = keygen("EC:P-256");
+        der = make_csr(pk, "/CN=dev1/O=Acme/C=DE",
+                       "IP:192.0.2.7,DNS:dev1.example.com", &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_renewal(tdev, csr, x, &req, &res);
+        is_status(st, PKI_OK, "renewal with same subject and SANs");
+        ok(st == PKI_OK && EVP_PKEY_eq(req.pubkey, pk) == 1
+           && X509_NAME_cmp(req.subject, X509_get_subject_name(x)) == 0,
+           "  request = old names + new key");
+        if (st == PKI_OK) {
+            st = pki_issue(subca, tdev, NULL, &req, NULL, &y, &res);
+            is_status(st, PKI_OK, "  renewed certificate issued");
+            X509_free(y);
+        }
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+
+        der = make_csr(pk, "/CN=dev2/O=Acme/C=DE",
+                       "IP:192.0.2.7,DNS:dev1.example.com", &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_renewal(tdev, csr, x, &req, &res);
+        is_status(st, PKI_FORBIDDEN, "renewal with another subject");
+        ok(strstr(res.detail, "subject/SANs differ") != NULL, "  detail %s",
+           res.detail);
+        X509_REQ_free(csr);
+        free(der);
+
+        der = make_csr(pk, "/CN=dev1/O=Acme/C=DE", "DNS:dev1.example.com",
+                       &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_renewal(tdev, csr, x, &req, &res);
+        is_status(st, PKI_FORBIDDEN, "renewal with fewer SANs");
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
+
+        pk = keygen("RSA:1024");
+        der = make_csr(pk, "/CN=dev1/O=Acme/C=DE",
+                       "IP:192.0.2.7,DNS:dev1.example.com", &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_renewal(tdev, csr, x, &req, &res);
+        is_status(st, PKI_POLICY, "renewal with a refused key type");
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
+    }
+
+    X509_free(x);
+    EVP_PKEY_free(leafpk);
+
+    /* beyond_ca_expiry: 30 days although the CA has 2 left. */
+    x = issue_one(subca, tlong, NULL, "/CN=long", "DNS:long.example", NULL,
+                  &res);
+    ok(x && asn1_to_time(X509_get0_notAfter(x))
+            - asn1_to_time(X509_get0_notBefore(x)) == 30L * 86400,
+       "beyond_ca_expiry keeps 30 days");
+    X509_free(x);
+
+    /* SAN-only certificate: SAN is critical. */
+    {
+        static const char *const san_lines[] = {
+            "san dns required", "validity 1h", NULL
+        };
+        pki_template_t  *tsan = make_template("sanonly", san_lines);
+
+        pki_ca_add_template(subca, tsan, &res);
+        x = issue_one(subca, tsan, NULL, "", "DNS:only.example", NULL, &res);
+        ok(x && has_ext(x, NID_subject_alt_name, 1)
+           && X509_NAME_entry_count(X509_get_subject_name(x)) == 0,
+           "empty subject: SAN critical");
+        X509_free(x);
+
+        x = issue_one(subca, tsan, NULL, "", NULL, NULL, &res);
+        ok(x == NULL && res.status == PKI_POLICY, "no SAN: %s", res.detail);
+        pki_template_free(tsan);
+    }
+
+    /* RSA subject key: keyEncipherment by default. */
+    {
+        size_t          len;
+        X509_REQ       *csr;
+        EVP_PKEY       *pk;
+        unsigned char  *der;
+
+        pk = keygen("RSA:2048");
+        der = make_csr(pk, "/CN=rsa", NULL, &len);
+        pki_csr_parse(der, len, &csr, &res);
+        pki_request_from_csr(tdev, csr, &req, &res);
+        st = pki_issue(subca, tdev, NULL, &req, NULL, &x, &res);
+        ok(st == PKI_OK && X509_get_key_usage(x)
+                           == (KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT),
+           "RSA key: digitalSignature + keyEncipherment");
+        X509_free(x);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
+    }
+
+    bc = X509_get_ext_d2i(sub, NID_basic_constraints, NULL, NULL);
+    pl = bc && bc->pathlen ? ASN1_INTEGER_get(bc->pathlen) : -1;
+    ok(bc && bc->ca && pl == 0, "issuing CA: ca:true pathlen:0");
+    BASIC_CONSTRAINTS_free(bc);
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock && sock[0]) {
+        test_redis(subca, tdev, sock);
+    } else {
+        diag("PKI_TEST_REDIS_SOCK not set: Redis tests skipped");
+    }
+
+    pki_ca_free(subca);
+    pki_ca_free(rootca);
+    X509_free(root);
+    X509_free(sub);
+    pki_key_free(rootkey);
+    pki_key_free(subkey);
+    pki_key_free(otherkey);
+    EVP_PKEY_free(rootpk);
+    EVP_PKEY_free(subpk);
+    EVP_PKEY_free(otherpk);
+    pki_template_free(troot);
+    pki_template_free(tsub);
+    pki_template_free(tdev);
+    pki_template_free(tlong);
+    pki_template_free(tca2);
+    pki_template_free(tother);
+
+    run("rm -rf %s%s", dir, "");
+
+    return done_testing();
+}
