@@ -385,6 +385,8 @@ typedef struct {
     unsigned char  *body;              /* malloc'd, may be NULL         */
     size_t          body_len;
     pki_result_t    res;               /* what happened, for the log    */
+    char            content_type_buf[128];  /* content_type may point
+                                               here (multipart boundary) */
 } pki_est_resp_t;
 
 /* Maps the last path segment ("simpleenroll", ...) to an operation. */
