@@ -34,12 +34,13 @@ note() {
 # --- packages ----------------------------------------------------------------
 
 ensure_packages() {
-    local missing=() p
+    local missing=() p installed
 
+    # one dpkg query for all (dpkg -s per package is slow)
+    installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" \
+                    2>/dev/null | awk '$NF == "installed" { print $1 }' || true)
     for p in "${PACKAGES[@]}"; do
-        if ! dpkg -s "$p" >/dev/null 2>&1 \
-           || ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'
-        then
+        if ! grep -qx -- "$p" <<< "$installed"; then
             missing+=("$p")
         fi
     done
