@@ -60,8 +60,15 @@ done_testing(void)
     return unit_failed ? 1 : 0;
 }
 
-#define is_status(got, want, name)                                          \
-    ok((got) == (want), "%s (got %s, want %s)", name,                       \
-       pki_status_name(got), pki_status_name(want))
+static __attribute__((unused)) int
+unit_is_status(int got, int want, const char *name)
+{
+    return ok(got == want, "%s (got %s, want %s)", name,
+              pki_status_name((pki_status_t) got),
+              pki_status_name((pki_status_t) want));
+}
+
+/* Evaluates each argument once. */
+#define is_status(got, want, name)  unit_is_status((int) (got), (int) (want), name)
 
 #endif /* PKI_UNIT_H */
