@@ -1,0 +1,1040 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ngx_http_est_module: EST (RFC 7030) endpoints.  The glue turns a request
+ * under /.well-known/est/[<label>/]<op> into a pki_est_req_t, runs
+ * pki_est_handle() (in the thread pool when the operation blocks) and sends
+ * the pki_est_resp_t back.  Authentication is nginx's own (auth_basic,
+ * auth_request, ssl_verify_client); this module reads its verdict.
+ *
+ * Needs ngx_http_pki_module loaded first (load_module order).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_pki_module.h"
+
+
+#define NGX_HTTP_EST_PREFIX       "/.well-known/est/"
+#define NGX_HTTP_EST_RETRY_AFTER  5
+
+
+typedef struct {
+    ngx_str_t                  label;
+    pki_ca_t                  *ca;
+    pki_template_t            *tmpl;
+} ngx_http_est_label_t;
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    pki_ca_t                  *ca;
+    pki_template_t            *tmpl;
+    ngx_array_t               *labels;      /* ngx_http_est_label_t */
+    ngx_flag_t                 pop_linking;
+    size_t                     max_body_size;
+} ngx_http_est_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  file;        /* first est directive, for */
+    ngx_uint_t                 line;        /* the "needs pki_redis" error */
+} ngx_http_est_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  op_name;
+    pki_est_conf_t             conf;
+    pki_est_req_t              req;
+    pki_est_resp_t             resp;
+    u_char                     binding[64];
+} ngx_http_est_ctx_t;
+
+
+static ngx_int_t ngx_http_est_handler(ngx_http_request_t *r);
+static void ngx_http_est_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_est_fill_request(ngx_http_request_t *r,
+    ngx_http_est_ctx_t *ctx);
+#if (NGX_HTTP_SSL)
+static ngx_int_t ngx_http_est_tls(ngx_http_request_t *r,
+    ngx_http_est_ctx_t *ctx);
+static void ngx_http_est_cert_cleanup(void *data);
+#endif
+static void ngx_http_est_work(void *data);
+static void ngx_http_est_done(ngx_http_request_t *r, void *data);
+static ngx_int_t ngx_http_est_send(ngx_http_request_t *r,
+    ngx_http_est_ctx_t *ctx);
+static ngx_int_t ngx_http_est_send_plain(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *text, ngx_uint_t retry_after);
+static ngx_int_t ngx_http_est_add_header(ngx_http_request_t *r,
+    const char *key, u_char *value, size_t len);
+static char *ngx_http_est_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
+static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
+
+static void *ngx_http_est_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_est_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_est_init(ngx_conf_t *cf);
+
+static char *ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_est_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
+    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl);
+
+
+static ngx_command_t  ngx_http_est_commands[] = {
+
+    { ngx_string("est"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_est,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("est_label"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3,
+      ngx_http_est_label,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("est_pop_linking"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_est_loc_conf_t, pop_linking),
+      NULL },
+
+    { ngx_string("est_max_body_size"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_est_loc_conf_t, max_body_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_est_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_est_init,                     /* postconfiguration */
+
+    ngx_http_est_create_main_conf,         /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_est_create_loc_conf,          /* create location configuration */
+    ngx_http_est_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_est_module = {
+    NGX_MODULE_V1,
+    &ngx_http_est_module_ctx,              /* module context */
+    ngx_http_est_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+static ngx_str_t  ngx_http_est_not_found = ngx_string("not found\n");
+static ngx_str_t  ngx_http_est_busy = ngx_string("busy, retry later\n");
+
+
+static ngx_int_t
+ngx_http_est_handler(ngx_http_request_t *r)
+{
+    u_char                   *p, *start, *end, *slash;
+    ngx_int_t                 rc;
+    ngx_str_t                 label, op;
+    ngx_uint_t                i;
+    pki_ca_t                 *ca;
+    pki_est_op_t              est_op;
+    pki_template_t           *tmpl;
+    ngx_http_est_ctx_t       *ctx;
+    ngx_http_est_label_t     *lb;
+    ngx_http_est_loc_conf_t  *elcf;
+
+    elcf = ngx_http_get_module_loc_conf(r, ngx_http_est_module);
+
+    if (!elcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    /* <prefix>/.well-known/est/<op> or .../est/<label>/<op> */
+
+    start = NULL;
+    end = r->uri.data + r->uri.len;
+
+    for (p = r->uri.data;
+         (size_t) (end - p) >= sizeof(NGX_HTTP_EST_PREFIX) - 1;
+         p++)
+    {
+        if (ngx_strncmp(p, NGX_HTTP_EST_PREFIX,
+                        sizeof(NGX_HTTP_EST_PREFIX) - 1)
+            == 0)
+        {
+            start = p + sizeof(NGX_HTTP_EST_PREFIX) - 1;
+            break;
+        }
+    }
+
+    if (start == NULL || start == end) {
+        goto not_found;
+    }
+
+    ca = elcf->ca;
+    tmpl = elcf->tmpl;
+
+    slash = ngx_strlchr(start, end, '/');
+
+    if (slash) {
+        label.data = start;
+        label.len = slash - start;
+
+        op.data = slash + 1;
+        op.len = end - op.data;
+
+        if (label.len == 0 || op.len == 0
+            || ngx_strlchr(op.data, end, '/') != NULL)
+        {
+            goto not_found;
+        }
+
+        ca = NULL;
+        tmpl = NULL;
+
+        if (elcf->labels) {
+            lb = elcf->labels->elts;
+
+            for (i = 0; i < elcf->labels->nelts; i++) {
+                if (lb[i].label.len == label.len
+                    && ngx_strncmp(lb[i].label.data, label.data, label.len)
+                       == 0)
+                {
+                    ca = lb[i].ca;
+                    tmpl = lb[i].tmpl;
+                    break;
+                }
+            }
+        }
+
+    } else {
+        op.data = start;
+        op.len = end - start;
+    }
+
+    if (ca == NULL || tmpl == NULL) {
+        goto not_found;
+    }
+
+    est_op = pki_est_op((const char *) op.data, op.len);
+    if (est_op == PKI_EST_UNKNOWN) {
+        goto not_found;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_est_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->op_name = op;
+
+    ctx->conf.ca = ca;
+    ctx->conf.tmpl = tmpl;
+    ctx->conf.redis = ngx_http_pki_redis(r);
+    ctx->conf.pop_linking = elcf->pop_linking ? 1 : 0;
+    ctx->conf.max_body = elcf->max_body_size;
+
+    ctx->req.op = est_op;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_est_module);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "est: op \"%V\" blocking:%d", &op,
+                   pki_est_op_blocking(est_op));
+
+    rc = ngx_http_pki_read_body(r, elcf->max_body_size,
+                                ngx_http_est_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+
+not_found:
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    return ngx_http_est_send_plain(r, NGX_HTTP_NOT_FOUND,
+                                   &ngx_http_est_not_found, 0);
+}
+
+
+static void
+ngx_http_est_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_str_t            body;
+    ngx_http_est_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_est_module);
+
+    rc = ngx_http_pki_request_body(r, ctx->conf.max_body, &body);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->req.body = body.data;
+    ctx->req.body_len = body.len;
+
+    if (ngx_http_est_fill_request(r, ctx) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    if (!pki_est_op_blocking(ctx->req.op)) {
+        pki_est_handle(&ctx->conf, &ctx->req, &ctx->resp);
+        ngx_http_finalize_request(r, ngx_http_est_send(r, ctx));
+        return;
+    }
+
+    rc = ngx_http_pki_post(r, ngx_http_est_work, ngx_http_est_done, ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        /* drops the reference of the body reading; the task holds one */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "est: %V from %V shed: thread pool queue full",
+                      &ctx->op_name, &r->connection->addr_text);
+
+        ngx_http_finalize_request(r,
+            ngx_http_est_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_est_busy,
+                                    NGX_HTTP_EST_RETRY_AFTER));
+        return;
+
+    default:
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_est_fill_request(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
+{
+    pki_est_req_t  *req;
+
+    req = &ctx->req;
+
+    req->method = ngx_http_est_cstr(r->pool, &r->method_name);
+    if (req->method == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (r->headers_in.content_type) {
+        req->content_type = ngx_http_est_cstr(r->pool,
+                                         &r->headers_in.content_type->value);
+        if (req->content_type == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* set only by nginx's own access phase (auth_basic); never parsed here */
+
+    if (r->headers_in.user.len) {
+        req->user = ngx_http_est_cstr(r->pool, &r->headers_in.user);
+        if (req->user == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    req->client = ngx_http_est_cstr(r->pool, &r->connection->addr_text);
+    if (req->client == NULL) {
+        return NGX_ERROR;
+    }
+
+#if (NGX_HTTP_SSL)
+
+    if (r->connection->ssl) {
+        return ngx_http_est_tls(r, ctx);
+    }
+
+#endif
+
+    return NGX_OK;
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static ngx_int_t
+ngx_http_est_tls(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
+{
+    int                  rc;
+    SSL                 *ssl;
+    X509                *cert;
+    size_t               n;
+    ngx_pool_cleanup_t  *cln;
+
+    ssl = r->connection->ssl->connection;
+
+    if (SSL_get_verify_result(ssl) == X509_V_OK) {
+        cert = SSL_get_peer_certificate(ssl);
+
+        if (cert) {
+            cln = ngx_pool_cleanup_add(r->pool, 0);
+            if (cln == NULL) {
+                X509_free(cert);
+                return NGX_ERROR;
+            }
+
+            cln->handler = ngx_http_est_cert_cleanup;
+            cln->data = cert;
+
+            ctx->req.client_cert = cert;
+        }
+    }
+
+    if (!ctx->conf.pop_linking) {
+        return NGX_OK;
+    }
+
+    if (SSL_version(ssl) >= TLS1_3_VERSION) {
+
+        /* RFC 9266 tls-exporter */
+
+        rc = SSL_export_keying_material(ssl, ctx->binding, 32,
+                                        "EXPORTER-Channel-Binding",
+                                        sizeof("EXPORTER-Channel-Binding")
+                                        - 1,
+                                        NULL, 0, 0);
+        if (rc != 1) {
+            ngx_ssl_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "SSL_export_keying_material() failed");
+            return NGX_OK;
+        }
+
+        ctx->req.channel_binding = ctx->binding;
+        ctx->req.channel_binding_len = 32;
+
+        return NGX_OK;
+    }
+
+    /* RFC 5929 tls-unique: the first Finished message of the handshake,
+     * the client's in a full handshake, the server's when resumed */
+
+    if (SSL_session_reused(ssl)) {
+        n = SSL_get_finished(ssl, ctx->binding, sizeof(ctx->binding));
+
+    } else {
+        n = SSL_get_peer_finished(ssl, ctx->binding, sizeof(ctx->binding));
+    }
+
+    if (n > 0 && n <= sizeof(ctx->binding)) {
+        ctx->req.channel_binding = ctx->binding;
+        ctx->req.channel_binding_len = n;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_est_cert_cleanup(void *data)
+{
+    X509_free(data);
+}
+
+#endif
+
+
+/* pool thread */
+
+static void
+ngx_http_est_work(void *data)
+{
+    ngx_http_est_ctx_t *ctx = data;
+
+    pki_est_handle(&ctx->conf, &ctx->req, &ctx->resp);
+}
+
+
+static void
+ngx_http_est_done(ngx_http_request_t *r, void *data)
+{
+    ngx_http_est_ctx_t *ctx = data;
+
+    ngx_http_finalize_request(r, ngx_http_est_send(r, ctx));
+}
+
+
+static ngx_int_t
+ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
+{
+    u_char          *p;
+    size_t           len;
+    ngx_int_t        rc;
+    ngx_buf_t       *b;
+    ngx_uint_t       level, status;
+    ngx_chain_t      out;
+    pki_est_resp_t  *resp;
+
+    resp = &ctx->resp;
+
+    status = resp->http_status;
+
+    if (status < 200 || status > 599) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (status >= 400) {
+        level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
+
+        ngx_log_error(level, r->connection->log, 0,
+                      "est: %V from %V failed: %s (%s)",
+                      &ctx->op_name, &r->connection->addr_text,
+                      resp->res.detail, resp->res.log);
+    }
+
+    b = NULL;
+
+    if (resp->body && resp->body_len && status != NGX_HTTP_UNAUTHORIZED) {
+        b = ngx_create_temp_buf(r->pool, resp->body_len);
+        if (b == NULL) {
+            pki_est_resp_free(resp);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
+        b->last_buf = (r == r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b ? (off_t) (b->last - b->pos) : 0;
+
+    if (resp->content_type && b) {
+        len = ngx_strlen(resp->content_type);
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        ngx_memcpy(p, resp->content_type, len);
+
+        r->headers_out.content_type.data = p;
+        r->headers_out.content_type.len = len;
+
+        p = ngx_strlchr(p, p + len, ';');
+        r->headers_out.content_type_len = p ? (size_t) (p - r->headers_out
+                                                        .content_type.data)
+                                            : len;
+    }
+
+    if (resp->cte_base64 && b) {
+        if (ngx_http_est_add_header(r, "Content-Transfer-Encoding",
+                                    (u_char *) "base64", 6)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    if (resp->www_authenticate) {
+        if (ngx_http_est_add_header(r, "WWW-Authenticate",
+                                    (u_char *) resp->www_authenticate,
+                                    ngx_strlen(resp->www_authenticate))
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    if (resp->retry_after > 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        len = ngx_sprintf(p, "%d", resp->retry_after) - p;
+
+        if (ngx_http_est_add_header(r, "Retry-After", p, len) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    if (ctx->req.op == PKI_EST_SIMPLEENROLL
+        || ctx->req.op == PKI_EST_SIMPLEREENROLL
+        || ctx->req.op == PKI_EST_SERVERKEYGEN)
+    {
+        if (ngx_http_est_add_header(r, "Cache-Control",
+                                    (u_char *) "no-store", 8)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    pki_est_resp_free(resp);
+
+    if (b == NULL) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+
+failed:
+
+    pki_est_resp_free(resp);
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_est_send_plain(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *text, ngx_uint_t retry_after)
+{
+    u_char       *p;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = text->len;
+
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    if (retry_after) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_est_add_header(r, "Retry-After", p,
+                                    ngx_sprintf(p, "%ui", retry_after) - p)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = text->data;
+    b->last = text->data + text->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_est_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_est_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+
+    return (char *) p;
+}
+
+
+/*
+ * RFC 7030 clients break on a 401 with a body: in EST locations every 401
+ * (auth_basic, auth_request or ours) goes out with WWW-Authenticate, no
+ * body and Content-Length: 0.  Setting header_only makes
+ * ngx_http_send_special_response() skip its HTML page.
+ */
+
+static ngx_int_t
+ngx_http_est_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_est_loc_conf_t  *elcf;
+
+    if (r->headers_out.status != NGX_HTTP_UNAUTHORIZED || r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    elcf = ngx_http_get_module_loc_conf(r, ngx_http_est_module);
+
+    if (elcf == NULL || !elcf->enable) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    r->header_only = 1;
+
+    ngx_http_clear_content_length(r);
+    r->headers_out.content_length_n = 0;
+
+    r->headers_out.content_type.len = 0;
+    r->headers_out.content_type.data = NULL;
+    r->headers_out.content_type_len = 0;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static void *
+ngx_http_est_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_est_main_conf_t  *emcf;
+
+    emcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_est_main_conf_t));
+    if (emcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     emcf->file = { 0, NULL };
+     *     emcf->line = 0;
+     */
+
+    return emcf;
+}
+
+
+static void *
+ngx_http_est_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_est_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_est_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->ca = NGX_CONF_UNSET_PTR;
+    conf->tmpl = NGX_CONF_UNSET_PTR;
+    conf->labels = NGX_CONF_UNSET_PTR;
+    conf->pop_linking = NGX_CONF_UNSET;
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_est_loc_conf_t *prev = parent;
+    ngx_http_est_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_ptr_value(conf->ca, prev->ca, NULL);
+    ngx_conf_merge_ptr_value(conf->tmpl, prev->tmpl, NULL);
+    ngx_conf_merge_ptr_value(conf->labels, prev->labels, NULL);
+    ngx_conf_merge_value(conf->pop_linking, prev->pop_linking, 0);
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              64 * 1024);
+
+    /*
+     * The content handler also applies in nested locations (for example
+     * a regex location with auth_basic inside /.well-known/est/), unless
+     * they have a content handler of their own.
+     */
+
+    if (conf->enable) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->handler == NULL) {
+            clcf->handler = ngx_http_est_handler;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_est_init(ngx_conf_t *cf)
+{
+    ngx_http_est_main_conf_t  *emcf;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_est_header_filter;
+
+    emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
+
+    if (emcf->line && !ngx_http_pki_has_redis(cf)) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"est\" needs \"pki_redis\" in http{} in %V:%ui",
+                      &emcf->file, emcf->line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* est CA TEMPLATE;  est off; */
+
+static char *
+ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_est_loc_conf_t *elcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_est_main_conf_t  *emcf;
+
+    (void) cmd;
+
+    if (elcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "off") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\", "
+                               "use \"est CA TEMPLATE\" or \"est off\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        elcf->enable = 0;
+        elcf->ca = NULL;
+        elcf->tmpl = NULL;
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_http_est_resolve(cf, &value[1], &value[2], &elcf->ca,
+                             &elcf->tmpl)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    elcf->enable = 1;
+
+    emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
+
+    if (emcf->line == 0) {
+        emcf->file = cf->conf_file->file.name;
+        emcf->line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* est_label LABEL CA TEMPLATE; */
+
+static char *
+ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_est_loc_conf_t *elcf = conf;
+
+    u_char                     c;
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    ngx_http_est_label_t      *lb;
+    ngx_http_est_main_conf_t  *emcf;
+
+    (void) cmd;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > 64) {
+        goto invalid;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        c = value[1].data[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.')
+        {
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (pki_est_op((const char *) value[1].data, value[1].len)
+        != PKI_EST_UNKNOWN)
+    {
+        goto invalid;
+    }
+
+    if (elcf->labels == NGX_CONF_UNSET_PTR) {
+        elcf->labels = ngx_array_create(cf->pool, 2,
+                                        sizeof(ngx_http_est_label_t));
+        if (elcf->labels == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    lb = elcf->labels->elts;
+
+    for (i = 0; i < elcf->labels->nelts; i++) {
+        if (lb[i].label.len == value[1].len
+            && ngx_strncmp(lb[i].label.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate est_label \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    lb = ngx_array_push(elcf->labels);
+    if (lb == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    lb->label = value[1];
+
+    if (ngx_http_est_resolve(cf, &value[2], &value[3], &lb->ca, &lb->tmpl)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (elcf->enable == NGX_CONF_UNSET) {
+        elcf->enable = 1;
+    }
+
+    emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
+
+    if (emcf->line == 0) {
+        emcf->file = cf->conf_file->file.name;
+        emcf->line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid est label \"%V\" (1-64 of A-Z a-z 0-9 . _ -,"
+                       " not an operation name)", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* pki_ca and pki_template blocks must come before the est directives */
+
+static ngx_int_t
+ngx_http_est_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
+    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl)
+{
+    *ca = ngx_http_pki_find_ca(cf, ca_name);
+    if (*ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           ca_name);
+        return NGX_ERROR;
+    }
+
+    *tmpl = ngx_http_pki_find_template(cf, tmpl_name);
+    if (*tmpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown template \"%V\" "
+                           "(declare pki_template before use)", tmpl_name);
+        return NGX_ERROR;
+    }
+
+    if (!pki_ca_allows(*ca, *tmpl)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "CA \"%V\" does not allow template \"%V\"",
+                           ca_name, tmpl_name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}

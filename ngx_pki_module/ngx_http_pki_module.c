@@ -1,0 +1,1622 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ngx_http_pki_module: the named objects every protocol module shares
+ * (Redis, key vaults, certificate templates, CAs), the process model of
+ * the keys (no PKCS#11 state crosses fork) and two request helpers
+ * (thread pool post, capped request body).  No protocol logic lives here:
+ * each directive line goes to the core (pki.h) as it is.
+ *
+ * Order matters: a pki_key_vault and the pki_templates a CA names must be
+ * declared before that pki_ca, and pki_ca / pki_template blocks before the
+ * protocol directives (est ...) that name them.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_pki_module.h"
+
+
+#if !(NGX_THREADS)
+#error ngx_http_pki_module needs nginx built --with-threads
+#endif
+
+
+#define NGX_HTTP_PKI_NAME_MAX      63
+#define NGX_HTTP_PKI_PASSWORD_MAX  1024
+
+
+typedef struct {
+    ngx_str_t                  name;
+    pki_vault_t               *vault;
+} ngx_http_pki_vault_t;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    pki_template_t            *tmpl;
+} ngx_http_pki_template_t;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    pki_ca_t                  *ca;
+    pki_key_t                 *key;
+} ngx_http_pki_ca_t;
+
+
+typedef struct {
+    ngx_array_t                vaults;      /* ngx_http_pki_vault_t */
+    ngx_array_t                templates;   /* ngx_http_pki_template_t */
+    ngx_array_t                cas;         /* ngx_http_pki_ca_t */
+    pki_redis_t               *redis;
+    ngx_str_t                  thread_pool_name;
+    ngx_thread_pool_t         *thread_pool;
+} ngx_http_pki_main_conf_t;
+
+
+/* the inner lines of a pki_key_vault block */
+typedef struct {
+    ngx_str_t                  module;
+    ngx_str_t                  token;
+    ngx_str_t                  pin_file;
+} ngx_http_pki_vault_conf_t;
+
+
+typedef struct {
+    ngx_http_pki_main_conf_t  *pmcf;
+    pki_ca_t                  *ca;
+    ngx_str_t                 *name;
+} ngx_http_pki_ca_conf_t;
+
+
+typedef struct {
+    ngx_http_request_t        *request;
+    ngx_http_pki_work_pt       work;
+    ngx_http_pki_done_pt       done;
+    void                      *data;
+} ngx_http_pki_task_ctx_t;
+
+
+static void *ngx_http_pki_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_pki_init_main_conf(ngx_conf_t *cf, void *conf);
+static ngx_int_t ngx_http_pki_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
+static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
+
+static char *ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_pki_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_pki_key_vault_line(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf);
+static char *ngx_http_pki_template(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_pki_template_line(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf);
+static char *ngx_http_pki_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_pki_ca_line(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf);
+static char *ngx_http_pki_ca_finish(ngx_conf_t *cf,
+    ngx_http_pki_main_conf_t *pmcf, ngx_str_t *name, pki_ca_t *ca);
+
+static ngx_int_t ngx_http_pki_check_name(ngx_conf_t *cf, const char *what,
+    ngx_str_t *name);
+static char *ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s);
+static const char **ngx_http_pki_argv(ngx_conf_t *cf, ngx_uint_t from);
+static void ngx_http_pki_conf_error(ngx_conf_t *cf, pki_result_t *res,
+    const char *fmt, ngx_str_t *name);
+static ngx_int_t ngx_http_pki_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *out);
+static pki_vault_t *ngx_http_pki_find_vault_by_token(
+    ngx_http_pki_main_conf_t *pmcf, const char *token);
+
+static void ngx_http_pki_vault_cleanup(void *data);
+static void ngx_http_pki_template_cleanup(void *data);
+static void ngx_http_pki_ca_cleanup(void *data);
+static void ngx_http_pki_key_cleanup(void *data);
+static void ngx_http_pki_redis_cleanup(void *data);
+static void ngx_http_pki_secret_cleanup(void *data);
+
+static void ngx_http_pki_thread_handler(void *data, ngx_log_t *log);
+static void ngx_http_pki_thread_event_handler(ngx_event_t *ev);
+
+
+static ngx_command_t  ngx_http_pki_commands[] = {
+
+    { ngx_string("pki_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_pki_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_pki_thread_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_key_vault"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_pki_key_vault,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_template"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_pki_template,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_ca"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_pki_ca,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+/* private to the pki_key_vault block: dispatched by its cf->handler */
+static ngx_command_t  ngx_http_pki_key_vault_commands[] = {
+
+    { ngx_string("module"),
+      NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_http_pki_vault_conf_t, module),
+      NULL },
+
+    { ngx_string("token"),
+      NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_http_pki_vault_conf_t, token),
+      NULL },
+
+    { ngx_string("pin_file"),
+      NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_http_pki_vault_conf_t, pin_file),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_pki_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_pki_create_main_conf,         /* create main configuration */
+    ngx_http_pki_init_main_conf,           /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_pki_module = {
+    NGX_MODULE_V1,
+    &ngx_http_pki_module_ctx,              /* module context */
+    ngx_http_pki_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    ngx_http_pki_init_module,              /* init module */
+    ngx_http_pki_init_process,             /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_pki_exit_process,             /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_pki_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    if (!pki_init()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "pki_init() failed");
+        return NULL;
+    }
+
+    pmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_pki_main_conf_t));
+    if (pmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     pmcf->redis = NULL;
+     *     pmcf->thread_pool_name = { 0, NULL };
+     *     pmcf->thread_pool = NULL;
+     */
+
+    if (ngx_array_init(&pmcf->vaults, cf->pool, 2,
+                       sizeof(ngx_http_pki_vault_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&pmcf->templates, cf->pool, 4,
+                       sizeof(ngx_http_pki_template_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&pmcf->cas, cf->pool, 2, sizeof(ngx_http_pki_ca_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return pmcf;
+}
+
+
+static char *
+ngx_http_pki_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_pki_main_conf_t *pmcf = conf;
+
+    if (pmcf->thread_pool_name.data == NULL) {
+        ngx_str_set(&pmcf->thread_pool_name, "default");
+
+        pmcf->thread_pool = ngx_thread_pool_add(cf, &pmcf->thread_pool_name);
+        if (pmcf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The master parsed the configuration and opened every vault and key to
+ * validate them; it closes them all before forking the workers, which open
+ * their own (PKCS#11 state must not be inherited across fork).
+ */
+
+static ngx_int_t
+ngx_http_pki_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_pki_close_all(pmcf);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Never fails: a failed init_process makes the worker exit for good and
+ * its clients hang.  A vault or key that does not open is logged; signing
+ * then answers "unavailable" (503) and the core reopens on the next use.
+ */
+
+static ngx_int_t
+ngx_http_pki_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                 i;
+    pki_result_t               res;
+    ngx_http_pki_ca_t         *ca;
+    ngx_http_pki_vault_t      *vault;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        return NGX_OK;
+    }
+
+    vault = pmcf->vaults.elts;
+
+    for (i = 0; i < pmcf->vaults.nelts; i++) {
+        pki_result_init(&res);
+
+        if (pki_vault_open(vault[i].vault, &res) != PKI_OK) {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "pki_key_vault \"%V\" did not open: %s (%s)",
+                          &vault[i].name, res.detail, res.log);
+        }
+    }
+
+    ca = pmcf->cas.elts;
+
+    for (i = 0; i < pmcf->cas.nelts; i++) {
+        pki_result_init(&res);
+
+        if (pki_key_open(ca[i].key, &res) != PKI_OK) {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "key of pki_ca \"%V\" did not open: %s (%s)",
+                          &ca[i].name, res.detail, res.log);
+        }
+    }
+
+    if (pmcf->redis) {
+        pki_redis_disconnect(pmcf->redis);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_pki_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        return;
+    }
+
+    ngx_http_pki_close_all(pmcf);
+}
+
+
+static void
+ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf)
+{
+    ngx_uint_t             i;
+    ngx_http_pki_ca_t     *ca;
+    ngx_http_pki_vault_t  *vault;
+
+    ca = pmcf->cas.elts;
+
+    for (i = 0; i < pmcf->cas.nelts; i++) {
+        pki_key_close(ca[i].key);
+    }
+
+    vault = pmcf->vaults.elts;
+
+    for (i = 0; i < pmcf->vaults.nelts; i++) {
+        pki_vault_close(vault[i].vault);
+    }
+}
+
+
+/* pki_redis unix:/path | host[:port] [db=N] [namespace=STR] [timeout=TIME]
+ *           [password_file=FILE]; */
+
+static char *
+ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_main_conf_t *pmcf = conf;
+
+    u_char              *p, *last;
+    ngx_int_t            n;
+    ngx_str_t           *value, s, host, file, secret;
+    ngx_uint_t           i;
+    pki_result_t         res;
+    pki_redis_conf_t     rc;
+    ngx_pool_cleanup_t  *cln;
+
+    (void) cmd;
+
+    if (pmcf->redis) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&rc, sizeof(pki_redis_conf_t));
+    rc.port = 6379;
+    rc.db = 0;
+    rc.ns = "pki:";
+    rc.timeout_ms = 1000;
+
+    if (value[1].len > 5 && ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        s.data = value[1].data + 5;
+        s.len = value[1].len - 5;
+
+        rc.unix_path = ngx_http_pki_cstr(cf->pool, &s);
+        if (rc.unix_path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        host = value[1];
+        last = host.data + host.len;
+
+        if (host.len && host.data[0] == '[') {
+            /* [IPv6]:port */
+            p = ngx_strlchr(host.data, last, ']');
+            if (p == NULL) {
+                goto invalid_address;
+            }
+
+            host.data++;
+            host.len = p - host.data;
+            p++;
+
+            if (p != last && *p != ':') {
+                goto invalid_address;
+            }
+
+        } else {
+            p = ngx_strlchr(host.data, last, ':');
+            if (p) {
+                host.len = p - host.data;
+            }
+        }
+
+        if (p && p < last) {
+            n = ngx_atoi(p + 1, last - p - 1);
+            if (n < 1 || n > 65535) {
+                goto invalid_address;
+            }
+
+            rc.port = (int) n;
+        }
+
+        if (host.len == 0) {
+            goto invalid_address;
+        }
+
+        rc.host = ngx_http_pki_cstr(cf->pool, &host);
+        if (rc.host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR || n > 65535) {
+                goto invalid;
+            }
+
+            rc.db = (int) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "namespace=", 10) == 0) {
+            s.data = value[i].data + 10;
+            s.len = value[i].len - 10;
+
+            rc.ns = ngx_http_pki_cstr(cf->pool, &s);
+            if (rc.ns == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            n = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n == 0 || n > 3600000) {
+                goto invalid;
+            }
+
+            rc.timeout_ms = (int) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            file.data = value[i].data + 14;
+            file.len = value[i].len - 14;
+
+            if (ngx_http_pki_read_secret(cf, &file, &secret) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            rc.password = (const char *) secret.data;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    pki_result_init(&res);
+
+    pmcf->redis = pki_redis_new(&rc, &res);
+    if (pmcf->redis == NULL) {
+        ngx_http_pki_conf_error(cf, &res, "pki_redis \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_redis_free(pmcf->redis);
+        pmcf->redis = NULL;
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_pki_redis_cleanup;
+    cln->data = pmcf->redis;
+
+    return NGX_CONF_OK;
+
+invalid_address:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis address \"%V\"", &value[1]);
+    return NGX_CONF_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_pki_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_main_conf_t *pmcf = conf;
+
+    ngx_str_t  *value;
+
+    (void) cmd;
+
+    if (pmcf->thread_pool_name.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    pmcf->thread_pool_name = value[1];
+
+    pmcf->thread_pool = ngx_thread_pool_add(cf, &value[1]);
+    if (pmcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* pki_key_vault NAME { module PATH; token LABEL; pin_file FILE; } */
+
+static char *
+ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_main_conf_t *pmcf = conf;
+
+    char                       *rv;
+    ngx_str_t                  *value, name;
+    ngx_uint_t                  i;
+    ngx_conf_t                  save;
+    pki_vault_t                *v;
+    pki_result_t                res;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_pki_vault_t       *vault;
+    ngx_http_pki_vault_conf_t   vc;
+
+    (void) cmd;
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_http_pki_check_name(cf, "pki_key_vault", &name) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    vault = pmcf->vaults.elts;
+
+    for (i = 0; i < pmcf->vaults.nelts; i++) {
+        if (vault[i].name.len == name.len
+            && ngx_strncmp(vault[i].name.data, name.data, name.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate pki_key_vault \"%V\"", &name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ngx_memzero(&vc, sizeof(ngx_http_pki_vault_conf_t));
+
+    save = *cf;
+    cf->handler = ngx_http_pki_key_vault_line;
+    cf->handler_conf = &vc;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (vc.module.data == NULL || vc.token.data == NULL
+        || vc.pin_file.data == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_key_vault \"%V\" needs \"module\", \"token\" "
+                           "and \"pin_file\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &vc.pin_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    pki_result_init(&res);
+
+    v = pki_vault_new(ngx_http_pki_cstr(cf->pool, &name),
+                      ngx_http_pki_cstr(cf->pool, &vc.module),
+                      ngx_http_pki_cstr(cf->pool, &vc.token),
+                      ngx_http_pki_cstr(cf->pool, &vc.pin_file), &res);
+    if (v == NULL) {
+        ngx_http_pki_conf_error(cf, &res, "pki_key_vault \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_vault_free(v);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_pki_vault_cleanup;
+    cln->data = v;
+
+    /* validates module, token and PIN now, so that "nginx -t" fails */
+
+    if (pki_vault_open(v, &res) != PKI_OK) {
+        ngx_http_pki_conf_error(cf, &res, "pki_key_vault \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    vault = ngx_array_push(&pmcf->vaults);
+    if (vault == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    vault->name = name;
+    vault->vault = v;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_pki_key_vault_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
+{
+    char           *rv;
+    ngx_str_t      *value;
+    ngx_command_t  *cmd;
+
+    (void) dummy;
+
+    value = cf->args->elts;
+
+    for (cmd = ngx_http_pki_key_vault_commands; cmd->name.len; cmd++) {
+
+        if (cmd->name.len != value[0].len
+            || ngx_strcmp(cmd->name.data, value[0].data) != 0)
+        {
+            continue;
+        }
+
+        if (cf->args->nelts != 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid number of arguments in \"%V\"",
+                               &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
+        rv = cmd->set(cf, cmd, conf);
+
+        if (rv == NGX_CONF_OK) {
+            return NGX_CONF_OK;
+        }
+
+        if (rv != NGX_CONF_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" %s", &value[0], rv);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown directive \"%V\" in pki_key_vault",
+                       &value[0]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* pki_template NAME { <lines for pki_template_set> } */
+
+static char *
+ngx_http_pki_template(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_main_conf_t *pmcf = conf;
+
+    char                     *rv, *cname;
+    ngx_str_t                *value, name;
+    ngx_conf_t                save;
+    pki_result_t              res;
+    pki_template_t           *t;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_pki_template_t  *tmpl;
+
+    (void) cmd;
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_http_pki_check_name(cf, "pki_template", &name) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_pki_find_template(cf, &name) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate pki_template \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    cname = ngx_http_pki_cstr(cf->pool, &name);
+    if (cname == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    t = pki_template_new(cname);
+    if (t == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_template_new(\"%V\") failed", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_template_free(t);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_pki_template_cleanup;
+    cln->data = t;
+
+    save = *cf;
+    cf->handler = ngx_http_pki_template_line;
+    cf->handler_conf = t;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    pki_result_init(&res);
+
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        ngx_http_pki_conf_error(cf, &res, "pki_template \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    tmpl = ngx_array_push(&pmcf->templates);
+    if (tmpl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    tmpl->name = name;
+    tmpl->tmpl = t;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_pki_template_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
+{
+    pki_template_t *t = conf;
+
+    const char    **argv;
+    ngx_str_t      *value;
+    pki_result_t    res;
+
+    (void) dummy;
+
+    value = cf->args->elts;
+
+    argv = ngx_http_pki_argv(cf, 0);
+    if (argv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    pki_result_init(&res);
+
+    if (pki_template_set(t, argv[0], (int) cf->args->nelts - 1, argv + 1,
+                         &res)
+        != PKI_OK)
+    {
+        ngx_http_pki_conf_error(cf, &res, "\"%V\" in pki_template",
+                                &value[0]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * pki_ca NAME { certificate FILE; chain FILE; key FILE|pkcs11:URI;
+ *               templates NAME...; max_validity TIME; crl_url URL;
+ *               ocsp_url URL; }
+ *
+ * The key's vault (pkcs11: URIs, matched by token=) and every template
+ * must be declared before the pki_ca block.
+ */
+
+static char *
+ngx_http_pki_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_main_conf_t *pmcf = conf;
+
+    char                    *rv, *cname;
+    pki_ca_t                *ca;
+    ngx_str_t               *value, name;
+    ngx_conf_t               save;
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_pki_ca_conf_t   cc;
+
+    (void) cmd;
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_http_pki_check_name(cf, "pki_ca", &name) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_pki_find_ca(cf, &name) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate pki_ca \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    cname = ngx_http_pki_cstr(cf->pool, &name);
+    if (cname == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ca = pki_ca_new(cname);
+    if (ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_ca_new(\"%V\") failed", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_ca_free(ca);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_pki_ca_cleanup;
+    cln->data = ca;
+
+    cc.pmcf = pmcf;
+    cc.ca = ca;
+    cc.name = &name;
+
+    save = *cf;
+    cf->handler = ngx_http_pki_ca_line;
+    cf->handler_conf = &cc;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    return ngx_http_pki_ca_finish(cf, pmcf, &name, ca);
+}
+
+
+static char *
+ngx_http_pki_ca_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
+{
+    ngx_http_pki_ca_conf_t *cc = conf;
+
+    const char    **argv;
+    ngx_str_t      *value;
+    pki_result_t    res;
+
+    (void) dummy;
+
+    value = cf->args->elts;
+
+    /* file arguments are relative to the configuration prefix, as with
+     * every other nginx file directive */
+
+    if (cf->args->nelts == 2
+        && ((value[0].len == 11
+             && ngx_strcmp(value[0].data, "certificate") == 0)
+            || (value[0].len == 5 && ngx_strcmp(value[0].data, "chain") == 0)
+            || (value[0].len == 3 && ngx_strcmp(value[0].data, "key") == 0
+                && ngx_strncmp(value[1].data, "pkcs11:", 7) != 0)))
+    {
+        if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    argv = ngx_http_pki_argv(cf, 0);
+    if (argv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    pki_result_init(&res);
+
+    if (pki_ca_set(cc->ca, argv[0], (int) cf->args->nelts - 1, argv + 1,
+                   &res)
+        != PKI_OK)
+    {
+        ngx_http_pki_conf_error(cf, &res, "\"%V\" in pki_ca", &value[0]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
+    ngx_str_t *name, pki_ca_t *ca)
+{
+    int                  i, n;
+    char                 token[256];
+    ngx_str_t            tname;
+    pki_key_t           *key;
+    const char          *ref, *tn;
+    pki_vault_t         *vault;
+    pki_result_t         res;
+    pki_template_t      *t;
+    ngx_http_pki_ca_t   *pca;
+    ngx_pool_cleanup_t  *cln;
+
+    ref = pki_ca_key_ref(ca);
+    if (ref == NULL || ref[0] == '\0') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"key\" in pki_ca \"%V\"", name);
+        return NGX_CONF_ERROR;
+    }
+
+    vault = NULL;
+
+    if (ngx_strncmp(ref, "pkcs11:", 7) == 0) {
+
+        if (!pki_key_uri_token(ref, token, sizeof(token))) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "key URI of pki_ca \"%V\" has no token", name);
+            return NGX_CONF_ERROR;
+        }
+
+        vault = ngx_http_pki_find_vault_by_token(pmcf, token);
+        if (vault == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "no pki_key_vault for token \"%s\" "
+                               "in pki_ca \"%V\" (declare it before the CA)",
+                               token, name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    pki_result_init(&res);
+
+    key = pki_key_new(ref, vault, &res);
+    if (key == NULL) {
+        ngx_http_pki_conf_error(cf, &res, "key of pki_ca \"%V\"", name);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the CA only borrows the key; pki_ca_free() does not touch it */
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_key_free(key);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_pki_key_cleanup;
+    cln->data = key;
+
+    if (pki_key_open(key, &res) != PKI_OK) {
+        ngx_http_pki_conf_error(cf, &res, "key of pki_ca \"%V\"", name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (pki_ca_set_key(ca, key, &res) != PKI_OK) {
+        ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
+        return NGX_CONF_ERROR;
+    }
+
+    n = pki_ca_template_count(ca);
+
+    for (i = 0; i < n; i++) {
+        tn = pki_ca_template_name(ca, i);
+
+        tname.data = (u_char *) tn;
+        tname.len = ngx_strlen(tn);
+
+        t = ngx_http_pki_find_template(cf, &tname);
+        if (t == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown template \"%V\" in CA \"%V\" "
+                               "(declare pki_template before pki_ca)",
+                               &tname, name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (pki_ca_add_template(ca, t, &res) != PKI_OK) {
+            ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
+        return NGX_CONF_ERROR;
+    }
+
+    pca = ngx_array_push(&pmcf->cas);
+    if (pca == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    pca->name = *name;
+    pca->ca = ca;
+    pca->key = key;
+
+    return NGX_CONF_OK;
+}
+
+
+/* exported API */
+
+pki_ca_t *
+ngx_http_pki_find_ca(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_uint_t                 i;
+    ngx_http_pki_ca_t         *ca;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        return NULL;
+    }
+
+    ca = pmcf->cas.elts;
+
+    for (i = 0; i < pmcf->cas.nelts; i++) {
+        if (ca[i].name.len == name->len
+            && ngx_strncmp(ca[i].name.data, name->data, name->len) == 0)
+        {
+            return ca[i].ca;
+        }
+    }
+
+    return NULL;
+}
+
+
+pki_template_t *
+ngx_http_pki_find_template(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_uint_t                 i;
+    ngx_http_pki_template_t   *t;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        return NULL;
+    }
+
+    t = pmcf->templates.elts;
+
+    for (i = 0; i < pmcf->templates.nelts; i++) {
+        if (t[i].name.len == name->len
+            && ngx_strncmp(t[i].name.data, name->data, name->len) == 0)
+        {
+            return t[i].tmpl;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_pki_has_redis(ngx_conf_t *cf)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    return (pmcf && pmcf->redis) ? 1 : 0;
+}
+
+
+pki_redis_t *
+ngx_http_pki_redis(ngx_http_request_t *r)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+
+    return pmcf ? pmcf->redis : NULL;
+}
+
+
+ngx_int_t
+ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
+    ngx_http_pki_done_pt done, void *data)
+{
+    ngx_thread_task_t         *task;
+    ngx_thread_pool_t         *tp;
+    ngx_http_pki_task_ctx_t   *ctx;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+
+    tp = pmcf->thread_pool;
+
+    if (tp == NULL) {
+        tp = ngx_thread_pool_get((ngx_cycle_t *) ngx_cycle,
+                                 &pmcf->thread_pool_name);
+        if (tp == NULL) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "thread pool \"%V\" not found",
+                          &pmcf->thread_pool_name);
+            return NGX_ERROR;
+        }
+    }
+
+    task = ngx_thread_task_alloc(r->pool, sizeof(ngx_http_pki_task_ctx_t));
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx = task->ctx;
+
+    ctx->request = r;
+    ctx->work = work;
+    ctx->done = done;
+    ctx->data = data;
+
+    task->handler = ngx_http_pki_thread_handler;
+    task->event.handler = ngx_http_pki_thread_event_handler;
+    task->event.data = task;
+
+    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+        /* queue full (max_queue): the caller sheds the load with 503 */
+        return NGX_DECLINED;
+    }
+
+    r->main->blocked++;
+    r->main->count++;
+    r->aio = 1;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "pki: task #%ui posted", task->id);
+
+    return NGX_OK;
+}
+
+
+/* pool thread: only the task's own context, no pools, no logging */
+
+static void
+ngx_http_pki_thread_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_pki_task_ctx_t *ctx = data;
+
+    (void) log;
+
+    ctx->work(ctx->data);
+}
+
+
+static void
+ngx_http_pki_thread_event_handler(ngx_event_t *ev)
+{
+    ngx_connection_t         *c;
+    ngx_thread_task_t        *task;
+    ngx_http_request_t       *r;
+    ngx_http_pki_task_ctx_t  *ctx;
+
+    task = ev->data;
+    ctx = task->ctx;
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "pki: task #%ui done", task->id);
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    /* done() answers and finalizes, dropping the reference taken at post */
+    ctx->done(r, ctx->data);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
+    ngx_http_client_body_handler_pt handler)
+{
+    if (r->headers_in.content_length_n > (off_t) max) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "client intended to send too large body: %O bytes "
+                      "(cap %uz)", r->headers_in.content_length_n, max);
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    return ngx_http_read_client_request_body(r, handler);
+}
+
+
+ngx_int_t
+ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
+{
+    u_char       *p;
+    off_t         size;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    body->len = 0;
+    body->data = (u_char *) "";
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        size = ngx_buf_size(b);
+
+        if (size < 0 || (size_t) size > max - len) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "client sent too large body (cap %uz)", max);
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        len += (size_t) size;
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body->data = p;
+    body->len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        if (b->in_file && b->file) {
+            size = b->file_last - b->file_pos;
+
+            n = ngx_read_file(b->file, p, (size_t) size, b->file_pos);
+            if (n != (ssize_t) size) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "pki: short read of request body temp file");
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            p += size;
+        }
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/* helpers */
+
+static ngx_int_t
+ngx_http_pki_check_name(ngx_conf_t *cf, const char *what, ngx_str_t *name)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (name->len == 0 || name->len > NGX_HTTP_PKI_NAME_MAX) {
+        goto invalid;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        c = name->data[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.')
+        {
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid %s name \"%V\" (1-%d of A-Z a-z 0-9 . _ -)",
+                       what, name, NGX_HTTP_PKI_NAME_MAX);
+    return NGX_ERROR;
+}
+
+
+static char *
+ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+
+    return (char *) p;
+}
+
+
+/* NUL-terminated copies of cf->args from index "from" on */
+
+static const char **
+ngx_http_pki_argv(ngx_conf_t *cf, ngx_uint_t from)
+{
+    ngx_str_t    *value;
+    ngx_uint_t    i;
+    const char  **argv;
+
+    value = cf->args->elts;
+
+    argv = ngx_palloc(cf->pool,
+                      (cf->args->nelts - from + 1) * sizeof(const char *));
+    if (argv == NULL) {
+        return NULL;
+    }
+
+    for (i = from; i < cf->args->nelts; i++) {
+        if (ngx_strlen(value[i].data) != value[i].len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid NUL in \"%V\"", &value[i]);
+            return NULL;
+        }
+
+        argv[i - from] = ngx_http_pki_cstr(cf->pool, &value[i]);
+        if (argv[i - from] == NULL) {
+            return NULL;
+        }
+    }
+
+    argv[i - from] = NULL;
+
+    return argv;
+}
+
+
+/* "<what>: <public detail>" at emerg, the private log text just before */
+
+static void
+ngx_http_pki_conf_error(ngx_conf_t *cf, pki_result_t *res, const char *fmt,
+    ngx_str_t *name)
+{
+    u_char  *p, buf[NGX_MAX_CONF_ERRSTR];
+
+    p = ngx_snprintf(buf, sizeof(buf) - 1, fmt, name);
+    *p = '\0';
+
+    if (res->log[0]) {
+        ngx_conf_log_error(NGX_LOG_ERR, cf, 0, "%s: %s", buf, res->log);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s: %s", buf,
+                       res->detail[0] ? res->detail
+                                      : pki_status_name(res->status));
+}
+
+
+/* a password file: first line, at most NGX_HTTP_PKI_PASSWORD_MAX bytes;
+ * wiped from memory when the configuration goes away */
+
+static ngx_int_t
+ngx_http_pki_read_secret(ngx_conf_t *cf, ngx_str_t *file, ngx_str_t *out)
+{
+    u_char              *buf, *p;
+    ssize_t              n;
+    ngx_fd_t             fd;
+    ngx_str_t            name;
+    ngx_file_t           f;
+    ngx_pool_cleanup_t  *cln;
+
+    name = *file;
+
+    if (name.len == 0 || ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid password_file");
+        return NGX_ERROR;
+    }
+
+    buf = ngx_pnalloc(cf->pool, NGX_HTTP_PKI_PASSWORD_MAX + 1);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(buf, NGX_HTTP_PKI_PASSWORD_MAX + 1);
+    cln->handler = ngx_http_pki_secret_cleanup;
+    cln->data = buf;
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = name;
+    f.log = cf->log;
+
+    n = ngx_read_file(&f, buf, NGX_HTTP_PKI_PASSWORD_MAX + 1, 0);
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", &name);
+    }
+
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (n > NGX_HTTP_PKI_PASSWORD_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is too large", &name);
+        return NGX_ERROR;
+    }
+
+    p = ngx_strlchr(buf, buf + n, '\n');
+    if (p == NULL) {
+        p = buf + n;
+    }
+
+    if (p > buf && p[-1] == '\r') {
+        p--;
+    }
+
+    ngx_memzero(p, buf + NGX_HTTP_PKI_PASSWORD_MAX + 1 - p);
+
+    if (p == buf) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is empty", &name);
+        return NGX_ERROR;
+    }
+
+    out->data = buf;
+    out->len = p - buf;
+
+    return NGX_OK;
+}
+
+
+static pki_vault_t *
+ngx_http_pki_find_vault_by_token(ngx_http_pki_main_conf_t *pmcf,
+    const char *token)
+{
+    ngx_uint_t             i;
+    const char            *t;
+    ngx_http_pki_vault_t  *vault;
+
+    vault = pmcf->vaults.elts;
+
+    for (i = 0; i < pmcf->vaults.nelts; i++) {
+        t = pki_vault_token(vault[i].vault);
+
+        if (t && ngx_strcmp(t, token) == 0) {
+            return vault[i].vault;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_pki_vault_cleanup(void *data)
+{
+    pki_vault_free(data);
+}
+
+
+static void
+ngx_http_pki_template_cleanup(void *data)
+{
+    pki_template_free(data);
+}
+
+
+static void
+ngx_http_pki_ca_cleanup(void *data)
+{
+    pki_ca_free(data);
+}
+
+
+static void
+ngx_http_pki_key_cleanup(void *data)
+{
+    pki_key_free(data);
+}
+
+
+static void
+ngx_http_pki_redis_cleanup(void *data)
+{
+    pki_redis_free(data);
+}
+
+
+static void
+ngx_http_pki_secret_cleanup(void *data)
+{
+    ngx_explicit_memzero(data, NGX_HTTP_PKI_PASSWORD_MAX + 1);
+}

@@ -1,0 +1,70 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The thin API that ngx_http_pki_module.so exports to the protocol modules
+ * (ngx_http_est_module.so, ...).  nginx loads modules RTLD_GLOBAL, so
+ * "load_module ngx_http_pki_module.so;" must come before the protocol
+ * modules.  Everything else a protocol module needs comes from pki.h.
+ */
+
+
+#ifndef _NGX_HTTP_PKI_MODULE_H_INCLUDED_
+#define _NGX_HTTP_PKI_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <pki.h>
+
+
+/* runs in a pool thread: may block, must not touch nginx objects */
+typedef void (*ngx_http_pki_work_pt)(void *data);
+
+/* runs back on the event loop once the work is done */
+typedef void (*ngx_http_pki_done_pt)(ngx_http_request_t *r, void *data);
+
+
+/*
+ * Configuration time (directive handlers): named objects declared by
+ * pki_ca / pki_template blocks earlier in the same http{} block.
+ * NULL if there is none by that name.
+ */
+pki_ca_t *ngx_http_pki_find_ca(ngx_conf_t *cf, ngx_str_t *name);
+pki_template_t *ngx_http_pki_find_template(ngx_conf_t *cf, ngx_str_t *name);
+
+/* configuration time: 1 if pki_redis is configured */
+ngx_int_t ngx_http_pki_has_redis(ngx_conf_t *cf);
+
+/* run time: the pki_redis handle, or NULL if not configured */
+pki_redis_t *ngx_http_pki_redis(ngx_http_request_t *r);
+
+/*
+ * Runs work(data) in the pki_thread_pool, then done(r, data) on the event
+ * loop, then ngx_http_run_posted_requests().  Takes a reference on the
+ * request (r->main->count++) and blocks it while the task runs; done() must
+ * finalize the request.  Returns NGX_OK when posted; NGX_DECLINED when the
+ * queue is full (answer 503 with Retry-After); NGX_ERROR otherwise.
+ */
+ngx_int_t ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
+    ngx_http_pki_done_pt done, void *data);
+
+/*
+ * Request body with a cap.  ngx_http_pki_read_body() answers 413 at once
+ * when Content-Length is over max, else starts
+ * ngx_http_read_client_request_body(r, handler) and returns its result.
+ * In the handler, ngx_http_pki_request_body() flattens the body (memory
+ * buffers and temp file) into one buffer from r->pool: NGX_OK,
+ * NGX_HTTP_REQUEST_ENTITY_TOO_LARGE (chunked body over max) or
+ * NGX_HTTP_INTERNAL_SERVER_ERROR.  An absent body gives len 0.
+ */
+ngx_int_t ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
+    ngx_http_client_body_handler_pt handler);
+ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
+    ngx_str_t *body);
+
+
+#endif /* _NGX_HTTP_PKI_MODULE_H_INCLUDED_ */
