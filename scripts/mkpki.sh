@@ -23,6 +23,7 @@
 #   DIR/issuing.pem   issuing CA (pathlen 0), 5 years, signed by root
 #   DIR/chain.pem     issuing + root
 #   DIR/server.key, DIR/server.pem   TLS server cert for localhost / 127.0.0.1
+#                     (server.pem: the leaf followed by the issuing CA)
 #   DIR/htpasswd      user demo, password demo
 #
 set -euo pipefail
@@ -114,6 +115,8 @@ rm -f "$D/server.csr"
 
 openssl verify -CAfile "$D/root.pem" -untrusted "$D/issuing.pem" "$D/server.pem" \
     >/dev/null || die "the new server certificate does not verify"
+# nginx sends the whole file: the leaf, then the issuing CA
+cat "$D/issuing.pem" >> "$D/server.pem"
 
 printf 'demo:%s\n' "$(openssl passwd -apr1 demo)" > "$D/htpasswd"
 

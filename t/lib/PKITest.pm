@@ -397,6 +397,7 @@ sub curl {
     push @a, $url;
     my ($rc, $out, $err) = run_cmd(\@a, stdin => $stdin,
                                    timeout => ($o{max_time} || 20) + 10);
+    diag("curl $method $url: $err") if $rc != 0 && !$o{quiet};
     my $head = slurp($hf) // '';
     my $body = slurp($bf) // '';
     unlink $bf, $hf;
@@ -429,7 +430,7 @@ sub est_post {
     return $self->curl('POST', $self->est_url($op, $o{label}),
                        data => $o{raw} // $b64, headers => \@h,
                        user => exists $o{user} ? $o{user} : 'demo:demo',
-                       cert => $o{cert}, key => $o{key},
+                       cert => $o{cert}, key => $o{key}, quiet => $o{quiet},
                        max_time => $o{max_time});
 }
 
