@@ -1,0 +1,940 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The EST engine driven in process: every operation, every error class,
+ * successful outputs parsed back.  Enrollment successes need Redis: set
+ * PKI_TEST_REDIS_SOCK to the unix socket of a running redis-server.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs7.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+#define MAX_ARGS  16
+
+
+static char             dir[64];
+static pki_est_conf_t   conf;
+
+
+static EVP_PKEY *
+keygen(const char *alg)
+{
+    if (strncmp(alg, "EC:", 3) == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg + 3);
+    }
+
+    if (strncmp(alg, "RSA:", 4) == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) atoi(alg + 4));
+    }
+
+    return EVP_PKEY_Q_keygen(NULL, NULL, alg);
+}
+
+
+static pki_key_t *
+key_file(EVP_PKEY *pk, const char *name)
+{
+    FILE          *f;
+    char           path[128];
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+
+    pki_result_init(&res);
+    k = pki_key_new(path, NULL, &res);
+    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
+        diag("key %s: %s %s", path, res.detail, res.log);
+    }
+
+    return k;
+}
+
+
+static void
+write_cert(X509 *x, const char *name)
+{
+    FILE  *f;
+    char   path[128];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+}
+
+
+static pki_template_t *
+make_template(const char *name, const char *const *lines)
+{
+    int              argc;
+    char             buf[512], *p, *words[MAX_ARGS + 1];
+    const char      *argv[MAX_ARGS];
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    t = pki_template_new(name);
+    pki_result_init(&res);
+
+    for (; *lines; lines++) {
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        argc = 0;
+        for (p = strtok(buf, " "); p && argc <= MAX_ARGS;
+             p = strtok(NULL, " "))
+        {
+            words[argc++] = p;
+        }
+        for (int i = 1; i < argc; i++) {
+            argv[i - 1] = words[i];
+        }
+        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
+            diag("template %s: %s", name, res.detail);
+        }
+    }
+
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+
+    return t;
+}
+
+
+static pki_ca_t *
+make_ca(const char *name, const char *cert, const char *chain,
+    pki_key_t *key, pki_template_t **tmpls)
+{
+    char           path[128];
+    const char    *argv[1];
+    pki_ca_t      *ca;
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    ca = pki_ca_new(name);
+    argv[0] = path;
+    snprintf(path, sizeof(path), "%s/%s", dir, cert);
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    if (chain) {
+        snprintf(path, sizeof(path), "%s/%s", dir, chain);
+        pki_ca_set(ca, "chain", 1, argv, &res);
+    }
+    pki_ca_set_key(ca, key, &res);
+    for (; *tmpls; tmpls++) {
+        pki_ca_add_template(ca, *tmpls, &res);
+    }
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        diag("CA %s: %s %s", name, res.detail, res.log);
+    }
+
+    return ca;
+}
+
+
+/* Base64 of a DER CSR; challenge: challengePassword or NULL. */
+static char *
+make_csr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
+    const char *challenge)
+{
+    int                        n;
+    char                      *b64, san[256];
+    X509_REQ                  *csr;
+    X509_NAME                 *name;
+    unsigned char             *der;
+    X509_EXTENSION            *ext;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    csr = X509_REQ_new();
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_REQ_set_subject_name(csr, name);
+    X509_NAME_free(name);
+    X509_REQ_set_pubkey(csr, pk);
+
+    if (dns) {
+        snprintf(san, sizeof(san), "DNS:%s", dns);
+        ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
+        exts = sk_X509_EXTENSION_new_null();
+        sk_X509_EXTENSION_push(exts, ext);
+        X509_REQ_add_extensions(csr, exts);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    }
+
+    if (challenge) {
+        X509_REQ_add1_attr_by_NID(csr, NID_pkcs9_challengePassword,
+                                  MBSTRING_ASC,
+                                  (const unsigned char *) challenge, -1);
+    }
+
+    X509_REQ_sign(csr, pk, EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519
+                           ? NULL : EVP_sha256());
+
+    der = NULL;
+    n = i2d_X509_REQ(csr, &der);
+    X509_REQ_free(csr);
+    b64 = pki_base64_encode(der, (size_t) n, 64, NULL);
+    OPENSSL_free(der);
+
+    return b64;
+}
+
+
+static void
+est(pki_est_op_t op, const char *method, const char *ct, const char *body,
+    const char *user, X509 *cert, pki_est_resp_t *resp)
+{
+    pki_est_req_t  req;
+
+    memset(&req, 0, sizeof(req));
+    req.op = op;
+    req.method = method;
+    req.content_type = ct;
+    req.body = (const unsigned char *) body;
+    req.body_len = body ? strlen(body) : 0;
+    req.user = user;
+    req.client_cert = cert;
+    req.client = "127.0.0.1";
+
+    pki_est_handle(&conf, &req, resp);
+}
+
+
+static int
+body_has(const pki_est_resp_t *resp, const char *s)
+{
+    return resp->body && resp->body_len
+           && memmem(resp->body, resp->body_len, s, strlen(s)) != NULL;
+}
+
+
+static STACK_OF(X509) *
+certs_from_b64(const unsigned char *b64, size_t len)
+{
+    size_t                n;
+    PKCS7                *p7;
+    pki_result_t          res;
+    unsigned char        *der;
+    const unsigned char  *p;
+    STACK_OF(X509)       *out;
+
+    pki_result_init(&res);
+    if (pki_base64_decode(b64, len, &der, &n, &res) != PKI_OK) {
+        return NULL;
+    }
+
+    p = der;
+    p7 = d2i_PKCS7(NULL, &p, (long) n);
+    out = NULL;
+    if (p7 && (size_t) (p - der) == n && PKCS7_type_is_signed(p7)
+        && sk_PKCS7_SIGNER_INFO_num(p7->d.sign->signer_info) == 0)
+    {
+        out = X509_chain_up_ref(p7->d.sign->cert);
+    }
+
+    PKCS7_free(p7);
+    free(der);
+
+    return out;
+}
+
+
+/* An error response: status, text/plain body with the detail. */
+static void
+check_error(const char *name, pki_est_resp_t *resp, int want,
+    const char *detail)
+{
+    ok(resp->http_status == want, "%s: HTTP %d (want %d, %s)", name,
+       resp->http_status, want, resp->res.detail);
+
+    if (want == 401) {
+        ok(resp->body == NULL && resp->body_len == 0
+           && resp->content_type == NULL && resp->www_authenticate
+           && strcmp(resp->www_authenticate, "Basic realm=\"EST\"") == 0,
+           "  401 with WWW-Authenticate and no body");
+    } else {
+        ok(resp->content_type && strcmp(resp->content_type, "text/plain") == 0
+           && resp->body_len > 0 && resp->body[resp->body_len - 1] == '\n'
+           && !resp->cte_base64, "  text/plain body");
+    }
+
+    if (detail) {
+        ok(body_has(resp, detail) || strstr(resp->res.detail, detail),
+           "  detail has \"%s\"", detail);
+    }
+
+    if (want == 503) {
+        ok(resp->retry_after == 10, "  Retry-After 10");
+    }
+
+    pki_est_resp_free(resp);
+}
+
+
+/* Splits a multipart body; returns the part bodies (base64) in order. */
+static int
+split_multipart(const pki_est_resp_t *resp, char parts[2][8192],
+    char types[2][128])
+{
+    int          n;
+    char         bnd[128], *body, *p, *q, *end, *hdr;
+    const char  *b;
+
+    b = strstr(resp->content_type, "boundary=");
+    if (b == NULL) {
+        return 0;
+    }
+    snprintf(bnd, sizeof(bnd), "--%s", b + 9);
+
+    body = calloc(1, resp->body_len + 1);
+    memcpy(body, resp->body, resp->body_len);
+
+    n = 0;
+    p = strstr(body, bnd);
+    while (p && n < 2) {
+        p += strlen(bnd);
+        if (strncmp(p, "--", 2) == 0) {
+            break;
+        }
+        p += 2;                              /* CRLF */
+        end = strstr(p, "\r\n\r\n");
+        if (end == NULL) {
+            break;
+        }
+        *end = '\0';
+        types[n][0] = '\0';
+        for (hdr = strtok(p, "\r\n"); hdr; hdr = strtok(NULL, "\r\n")) {
+            if (strncasecmp(hdr, "Content-Type: ", 14) == 0) {
+                snprintf(types[n], 128, "%s", hdr + 14);
+            }
+        }
+        p = end + 4;
+        q = strstr(p, bnd);
+        if (q == NULL) {
+            break;
+        }
+        snprintf(parts[n], 8192, "%.*s", (int) (q - p), p);
+        n++;
+        p = q;
+    }
+
+    OPENSSL_cleanse(body, resp->body_len);
+    free(body);
+
+    return n;
+}
+
+
+static void
+test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
+{
+    char                  *csr, parts[2][8192], types[2][128], ns[128];
+    X509                  *cert, *cert2;
+    size_t                 n;
+    EVP_PKEY              *pk, *pk2, *gen;
+    pki_redis_t           *r;
+    pki_result_t           res;
+    unsigned char         *der;
+    pki_est_resp_t         resp;
+    STACK_OF(X509)        *certs;
+    pki_redis_conf_t       rconf;
+    const unsigned char   *p;
+    PKCS8_PRIV_KEY_INFO   *p8;
+    static const unsigned char  binding[] = "0123456789abcdef";
+
+    (void) other_ca;
+
+    snprintf(ns, sizeof(ns), "h2est%d:", (int) getpid());
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = sock;
+    rconf.ns = ns;
+    rconf.timeout_ms = 1000;
+    pki_result_init(&res);
+    r = pki_redis_new(&rconf, &res);
+    conf.redis = r;
+
+    /* simpleenroll with Basic auth. */
+    pk = keygen("EC:P-256");
+    csr = make_csr_b64(pk, "dev1", "dev1.example.com", NULL);
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "alice",
+        NULL, &resp);
+    ok(resp.http_status == 200, "simpleenroll: 200 (%s %s)", resp.res.detail,
+       resp.res.log);
+    ok(resp.content_type && strcmp(resp.content_type, "application/pkcs7-mime;"
+       " smime-type=certs-only") == 0 && resp.cte_base64,
+       "  certs-only content type, base64");
+    certs = certs_from_b64(resp.body, resp.body_len);
+    ok(certs && sk_X509_num(certs) == 1, "  PKCS#7 with one certificate");
+    cert = certs ? X509_dup(sk_X509_value(certs, 0)) : NULL;
+    sk_X509_pop_free(certs, X509_free);
+    ok(cert && EVP_PKEY_eq(X509_get0_pubkey(cert), pk) == 1,
+       "  certificate holds the CSR key");
+    ok(cert && pki_ca_issued(conf.ca, cert), "  issued by the CA");
+    pki_est_resp_free(&resp);
+    free(csr);
+
+    /* simpleenroll with the client certificate as identity. */
+    pk2 = keygen("EC:P-256");
+    csr = make_csr_b64(pk2, "dev2", NULL, NULL);
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL, cert,
+        &resp);
+    ok(resp.http_status == 200, "simpleenroll by client certificate: %d %s",
+       resp.http_status, resp.res.detail);
+    pki_est_resp_free(&resp);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL,
+        foreign, &resp);
+    check_error("simpleenroll with a foreign client certificate", &resp, 401,
+                NULL);
+    free(csr);
+    EVP_PKEY_free(pk2);
+
+    /* simplereenroll: same names, new key. */
+    pk2 = keygen("EC:P-384");
+    csr = make_csr_b64(pk2, "dev1", "dev1.example.com", NULL);
+    est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL, cert,
+        &resp);
+    ok(resp.http_status == 200, "simplereenroll: %d %s", resp.http_status,
+       resp.res.detail);
+    certs = certs_from_b64(resp.body, resp.body_len);
+    cert2 = certs ? sk_X509_value(certs, 0) : NULL;
+    ok(cert2 && EVP_PKEY_eq(X509_get0_pubkey(cert2), pk2) == 1
+       && X509_NAME_cmp(X509_get_subject_name(cert2),
+                        X509_get_subject_name(cert)) == 0,
+       "  renewed: same subject, new key");
+    sk_X509_pop_free(certs, X509_free);
+    pki_est_resp_free(&resp);
+    free(csr);
+
+    csr = make_csr_b64(pk2, "other", "dev1.example.com", NULL);
+    est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL, cert,
+        &resp);
+    check_error("simplereenroll with another subject", &resp, 403,
+                "subject/SANs differ");
+    free(csr);
+
+    csr = make_csr_b64(pk2, "dev1", "dev9.example.com", NULL);
+    est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL, cert,
+        &resp);
+    check_error("simplereenroll with other SANs", &resp, 403, NULL);
+
+    est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL,
+        foreign, &resp);
+    check_error("simplereenroll with a foreign certificate", &resp, 403,
+                "not issued by this CA");
+    free(csr);
+    EVP_PKEY_free(pk2);
+
+    /* serverkeygen. */
+    csr = make_csr_b64(pk, "kg1", NULL, NULL);
+    est(PKI_EST_SERVERKEYGEN, "POST", "application/pkcs10", csr, "alice", NULL,
+        &resp);
+    ok(resp.http_status == 200, "serverkeygen: %d %s", resp.http_status,
+       resp.res.detail);
+    ok(resp.content_type
+       && strncmp(resp.content_type, "multipart/mixed; boundary=", 26) == 0
+       && resp.content_type == resp.content_type_buf && !resp.cte_base64,
+       "  multipart/mixed with a boundary");
+    n = resp.http_status == 200 ? (size_t) split_multipart(&resp, parts, types)
+                                : 0;
+    ok(n == 2, "  two parts");
+    if (n == 2) {
+        ok(strcmp(types[0], "application/pkcs8") == 0, "  part 1 pkcs8");
+        ok(strcmp(types[1], "application/pkcs7-mime; smime-type=certs-only")
+           == 0, "  part 2 certs-only");
+        ok(body_has(&resp, "Content-Transfer-Encoding: base64\r\n"),
+           "  parts carry Content-Transfer-Encoding");
+
+        pki_base64_decode((unsigned char *) parts[0], strlen(parts[0]), &der,
+                          &n, &res);
+        p = der;
+        p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long) n);
+        gen = p8 ? EVP_PKCS82PKEY(p8) : NULL;
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        OPENSSL_clear_free(der, n);
+        OPENSSL_cleanse(parts[0], sizeof(parts[0]));
+
+        certs = certs_from_b64((unsigned char *) parts[1], strlen(parts[1]));
+        cert2 = certs ? sk_X509_value(certs, 0) : NULL;
+        ok(gen && cert2 && EVP_PKEY_eq(X509_get0_pubkey(cert2), gen) == 1,
+           "  PKCS#8 key matches the certificate");
+        ok(gen && EVP_PKEY_eq(gen, pk) != 1, "  a new key, not the CSR's");
+        ok(gen && EVP_PKEY_get_base_id(gen) == EVP_PKEY_EC
+           && EVP_PKEY_get_bits(gen) == 256, "  same type as the CSR key");
+        ok(!strstr(resp.res.log, "PRIVATE") && !strstr(resp.res.detail,
+           "PRIVATE"), "  no key in the result text");
+        EVP_PKEY_free(gen);
+        sk_X509_pop_free(certs, X509_free);
+    }
+    pki_est_resp_free(&resp);
+    free(csr);
+
+    /* Proof-of-possession linking. */
+    conf.pop_linking = 1;
+    {
+        pki_est_req_t  req;
+        char          *cb64 = pki_base64_encode(binding, 16, 0, NULL);
+
+        memset(&req, 0, sizeof(req));
+        req.op = PKI_EST_SIMPLEENROLL;
+        req.method = "POST";
+        req.content_type = "application/pkcs10";
+        req.user = "alice";
+        req.channel_binding = binding;
+        req.channel_binding_len = 16;
+
+        csr = make_csr_b64(pk, "pop1", NULL, cb64);
+        req.body = (unsigned char *) csr;
+        req.body_len = strlen(csr);
+        pki_est_handle(&conf, &req, &resp);
+        ok(resp.http_status == 200, "pop linking: matching binding: %d %s",
+           resp.http_status, resp.res.detail);
+        pki_est_resp_free(&resp);
+
+        req.channel_binding = (const unsigned char *) "another binding!";
+        pki_est_handle(&conf, &req, &resp);
+        check_error("pop linking: other binding", &resp, 400,
+                    "does not match the TLS channel binding");
+
+        req.channel_binding = NULL;
+        req.channel_binding_len = 0;
+        pki_est_handle(&conf, &req, &resp);
+        check_error("pop linking: no binding", &resp, 400,
+                    "no TLS channel binding");
+        free(csr);
+
+        csr = make_csr_b64(pk, "pop1", NULL, NULL);
+        req.body = (unsigned char *) csr;
+        req.body_len = strlen(csr);
+        req.channel_binding = binding;
+        req.channel_binding_len = 16;
+        pki_est_handle(&conf, &req, &resp);
+        check_error("pop linking: no challengePassword", &resp, 400,
+                    "no challengePassword");
+        free(csr);
+        free(cb64);
+    }
+    conf.pop_linking = 0;
+
+    X509_free(cert);
+    EVP_PKEY_free(pk);
+    conf.redis = NULL;
+    pki_redis_free(r);
+}
+
+
+int
+main(void)
+{
+    char                 *csr, *big, ns[128];
+    X509                 *root, *sub, *x;
+    size_t                n;
+    EVP_PKEY             *rootpk, *subpk, *pk, *otherpk;
+    X509_NAME            *name;
+    pki_ca_t             *rootca, *subca, *otherca;
+    pki_key_t            *rootkey, *subkey, *otherkey;
+    const char           *sock;
+    pki_redis_t          *dead;
+    pki_result_t          res;
+    pki_request_t         req;
+    unsigned char        *der;
+    pki_est_resp_t        resp;
+    pki_template_t       *troot, *tsub, *tdev, *tnokg, *tmpls[4];
+    STACK_OF(X509)       *certs;
+    pki_redis_conf_t      rconf;
+    const unsigned char  *p;
+    STACK_OF(ASN1_TYPE)  *attrs;
+
+    static const char *const root_lines[] = {
+        "subject CN copy", "basic_constraints ca:true", "validity 3650d", NULL
+    };
+    static const char *const sub_lines[] = {
+        "subject CN copy", "basic_constraints ca:true pathlen:0",
+        "validity 365d", NULL
+    };
+    static const char *const dev_lines[] = {
+        "key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519",
+        "subject CN required", "san dns copy", "validity 7d",
+        "server_keygen on", "extended_key_usage clientAuth", NULL
+    };
+    static const char *const nokg_lines[] = {
+        "key_types ec:P-256", "subject CN required", "san dns required", NULL
+    };
+
+    pki_init();
+
+    snprintf(dir, sizeof(dir), "/tmp/h2est.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+
+    troot = make_template("root", root_lines);
+    tsub = make_template("sub", sub_lines);
+    tdev = make_template("device", dev_lines);
+    tnokg = make_template("nokg", nokg_lines);
+
+    rootpk = keygen("EC:P-256");
+    subpk = keygen("EC:P-256");
+    otherpk = keygen("EC:P-256");
+    rootkey = key_file(rootpk, "root.key");
+    subkey = key_file(subpk, "sub.key");
+    otherkey = key_file(otherpk, "other.key");
+
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "EST Root", -1, -1, 0);
+    pki_result_init(&res);
+    if (pki_selfsign(rootkey, troot, name, &root, &res) != PKI_OK) {
+        diag("selfsign: %s %s", res.detail, res.log);
+        return done_testing();
+    }
+    X509_NAME_free(name);
+    write_cert(root, "root.pem");
+
+    tmpls[0] = tsub;
+    tmpls[1] = NULL;
+    rootca = make_ca("root", "root.pem", NULL, rootkey, tmpls);
+
+    memset(&req, 0, sizeof(req));
+    req.subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "EST Sub", -1, -1, 0);
+    req.pubkey = subpk;
+    if (pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res) != PKI_OK) {
+        diag("issue sub: %s %s", res.detail, res.log);
+        return done_testing();
+    }
+    X509_NAME_free(req.subject);
+    write_cert(sub, "sub.pem");
+
+    tmpls[0] = tdev;
+    tmpls[1] = tnokg;
+    tmpls[2] = NULL;
+    subca = make_ca("sub", "sub.pem", "root.pem", subkey, tmpls);
+
+    /* A second, unrelated CA for foreign client certificates. */
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "Other", -1, -1, 0);
+    pki_selfsign(otherkey, troot, name, &x, &res);
+    X509_NAME_free(name);
+    write_cert(x, "other.pem");
+    X509_free(x);
+    tmpls[0] = tdev;
+    tmpls[1] = NULL;
+    otherca = make_ca("other", "other.pem", NULL, otherkey, tmpls);
+    {
+        pki_request_t  fr;
+
+        memset(&fr, 0, sizeof(fr));
+        fr.subject = X509_NAME_new();
+        X509_NAME_add_entry_by_txt(fr.subject, "CN", MBSTRING_UTF8,
+                                   (const unsigned char *) "dev1", -1, -1, 0);
+        pk = keygen("EC:P-256");
+        fr.pubkey = pk;
+        pki_issue(otherca, tdev, NULL, &fr, NULL, &x, &res);
+        X509_NAME_free(fr.subject);
+        EVP_PKEY_free(pk);
+    }
+
+    memset(&conf, 0, sizeof(conf));
+    conf.ca = subca;
+    conf.tmpl = tdev;
+
+    /* Operation names. */
+    ok(pki_est_op("cacerts", 7) == PKI_EST_CACERTS
+       && pki_est_op("simpleenroll", 12) == PKI_EST_SIMPLEENROLL
+       && pki_est_op("simplereenroll", 14) == PKI_EST_SIMPLEREENROLL
+       && pki_est_op("csrattrs", 8) == PKI_EST_CSRATTRS
+       && pki_est_op("serverkeygen", 12) == PKI_EST_SERVERKEYGEN,
+       "pki_est_op maps the five operations");
+    ok(pki_est_op("simpleenrollx", 13) == PKI_EST_UNKNOWN
+       && pki_est_op("simpleenrollx", 12) == PKI_EST_SIMPLEENROLL
+       && pki_est_op("cacert", 6) == PKI_EST_UNKNOWN
+       && pki_est_op(NULL, 0) == PKI_EST_UNKNOWN, "pki_est_op unknown names");
+    ok(pki_est_op_blocking(PKI_EST_SIMPLEENROLL)
+       && pki_est_op_blocking(PKI_EST_SIMPLEREENROLL)
+       && pki_est_op_blocking(PKI_EST_SERVERKEYGEN)
+       && !pki_est_op_blocking(PKI_EST_CACERTS)
+       && !pki_est_op_blocking(PKI_EST_CSRATTRS), "pki_est_op_blocking");
+
+    est(PKI_EST_UNKNOWN, "GET", NULL, NULL, NULL, NULL, &resp);
+    check_error("unknown operation", &resp, 404, NULL);
+
+    /* cacerts. */
+    est(PKI_EST_CACERTS, "GET", NULL, NULL, NULL, NULL, &resp);
+    ok(resp.http_status == 200 && resp.cte_base64 && resp.content_type
+       && strcmp(resp.content_type, "application/pkcs7-mime") == 0,
+       "cacerts: 200 application/pkcs7-mime base64");
+    certs = certs_from_b64(resp.body, resp.body_len);
+    ok(certs && sk_X509_num(certs) == 2
+       && X509_cmp(sk_X509_value(certs, 0), sub) == 0
+       && X509_cmp(sk_X509_value(certs, 1), root) == 0,
+       "  certs-only PKCS#7: CA then chain");
+    ok(resp.body_len > 65 && resp.body[64] == '\n', "  64-column lines");
+    sk_X509_pop_free(certs, X509_free);
+    pki_est_resp_free(&resp);
+
+    est(PKI_EST_CACERTS, "POST", NULL, NULL, NULL, NULL, &resp);
+    check_error("cacerts POST", &resp, 405, NULL);
+
+    /* csrattrs. */
+    conf.pop_linking = 1;
+    est(PKI_EST_CSRATTRS, "GET", NULL, NULL, NULL, NULL, &resp);
+    conf.pop_linking = 0;
+    ok(resp.http_status == 200 && resp.cte_base64 && resp.content_type
+       && strcmp(resp.content_type, "application/csrattrs") == 0,
+       "csrattrs: 200 application/csrattrs base64");
+    pki_base64_decode(resp.body, resp.body_len, &der, &n, &res);
+    p = der;
+    attrs = d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long) n);
+    ok(attrs && (size_t) (p - der) == n, "  one DER SEQUENCE");
+    if (attrs) {
+        int  i, cp = 0, ec = 0, rsa = 0, ed = 0, sig = 0, cn = 0;
+
+        for (i = 0; i < sk_ASN1_TYPE_num(attrs); i++) {
+            ASN1_TYPE  *at = sk_ASN1_TYPE_value(attrs, i);
+
+            if (at->type == V_ASN1_OBJECT) {
+                int nid = OBJ_obj2nid(at->value.object);
+                cp |= nid == NID_pkcs9_challengePassword;
+                rsa |= nid == NID_rsaEncryption;
+                ed |= nid == NID_ED25519;
+                sig |= nid == NID_ecdsa_with_SHA256;
+                cn |= nid == NID_commonName;
+            } else if (at->type == V_ASN1_SEQUENCE) {
+                ec |= memmem(at->value.sequence->data,
+                             (size_t) at->value.sequence->length,
+                             "\x06\x07\x2a\x86\x48\xce\x3d\x02\x01", 9)
+                      != NULL;
+            }
+        }
+        ok(cp && ec && rsa && ed && sig && cn, "  challengePassword %d, EC %d,"
+           " RSA %d, Ed25519 %d, ecdsa-with-SHA256 %d, CN %d", cp, ec, rsa,
+           ed, sig, cn);
+        sk_ASN1_TYPE_pop_free(attrs, ASN1_TYPE_free);
+    }
+    free(der);
+    pki_est_resp_free(&resp);
+
+    conf.tmpl = tnokg;
+    est(PKI_EST_CSRATTRS, "GET", NULL, NULL, NULL, NULL, &resp);
+    ok(resp.http_status == 200 && resp.body_len > 0,
+       "csrattrs with a required SAN");
+    pki_base64_decode(resp.body, resp.body_len, &der, &n, &res);
+    ok(memmem(der, n, "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x09\x0e", 11)
+       && memmem(der, n, "\x06\x03\x55\x1d\x11", 5), "  extensionRequest "
+       "hint with subjectAltName");
+    free(der);
+    pki_est_resp_free(&resp);
+    conf.tmpl = tdev;
+
+    est(PKI_EST_CSRATTRS, "PUT", NULL, NULL, NULL, NULL, &resp);
+    check_error("csrattrs PUT", &resp, 405, NULL);
+
+    /* Enrollment errors (no state needed: all refused before issuing). */
+    pk = keygen("EC:P-256");
+    csr = make_csr_b64(pk, "dev1", "dev1.example.com", NULL);
+
+    est(PKI_EST_SIMPLEENROLL, "GET", NULL, NULL, "alice", NULL, &resp);
+    check_error("simpleenroll GET", &resp, 405, NULL);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL, NULL,
+        &resp);
+    check_error("simpleenroll without identity", &resp, 401, NULL);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "", NULL,
+        &resp);
+    check_error("simpleenroll with an empty user", &resp, 401, NULL);
+
+    est(PKI_EST_SERVERKEYGEN, "POST", "application/pkcs10", csr, NULL, NULL,
+        &resp);
+    check_error("serverkeygen without identity", &resp, 401, NULL);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "text/plain", csr, "alice", NULL,
+        &resp);
+    check_error("simpleenroll text/plain", &resp, 415, "application/pkcs10");
+
+    est(PKI_EST_SIMPLEENROLL, "POST", NULL, csr, "alice", NULL, &resp);
+    check_error("simpleenroll without Content-Type", &resp, 415, NULL);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10x", csr, "alice",
+        NULL, &resp);
+    check_error("simpleenroll application/pkcs10x", &resp, 415, NULL);
+
+    /* Case and parameters are fine; Redis is not configured here: 500. */
+    est(PKI_EST_SIMPLEENROLL, "POST", "Application/PKCS10; charset=x", csr,
+        "alice", NULL, &resp);
+    check_error("simpleenroll without a store", &resp, 500,
+                "internal error");
+
+    conf.max_body = 100;
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "alice",
+        NULL, &resp);
+    check_error("simpleenroll over max_body", &resp, 413, NULL);
+    conf.max_body = 0;
+
+    big = calloc(1, 70000);
+    memset(big, 'A', 69999);
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", big, "alice",
+        NULL, &resp);
+    check_error("simpleenroll over 64 KiB", &resp, 413, NULL);
+    free(big);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", "!!not*base64",
+        "alice", NULL, &resp);
+    check_error("simpleenroll bad base64", &resp, 400,
+                "body is not valid base64");
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", "", "alice",
+        NULL, &resp);
+    check_error("simpleenroll empty body", &resp, 400, NULL);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", "Z2FyYmFnZQ==",
+        "alice", NULL, &resp);
+    check_error("simpleenroll garbage DER", &resp, 400, "CSR");
+
+    {
+        /* A CSR with a broken signature. */
+        char           *b;
+        size_t          dl;
+        unsigned char  *d;
+
+        pki_base64_decode((unsigned char *) csr, strlen(csr), &d, &dl, &res);
+        d[dl - 2] ^= 0x5a;
+        b = pki_base64_encode(d, dl, 64, NULL);
+        est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", b, "alice",
+            NULL, &resp);
+        ok(resp.http_status == 400, "simpleenroll bad CSR signature: %d %s",
+           resp.http_status, resp.res.detail);
+        pki_est_resp_free(&resp);
+        free(b);
+        free(d);
+    }
+
+    {
+        EVP_PKEY  *weak = keygen("RSA:1024");
+        char      *wcsr = make_csr_b64(weak, "dev1", NULL, NULL);
+
+        est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", wcsr, "alice",
+            NULL, &resp);
+        check_error("simpleenroll RSA 1024", &resp, 400,
+                    "key type RSA 1024 is not allowed by template \"device\"");
+        free(wcsr);
+        EVP_PKEY_free(weak);
+
+        wcsr = make_csr_b64(pk, "dev1", "bad_name", NULL);
+        est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", wcsr, "alice",
+            NULL, &resp);
+        check_error("simpleenroll bad DNS SAN", &resp, 400, "invalid DNS");
+        free(wcsr);
+    }
+
+    conf.tmpl = tnokg;
+    est(PKI_EST_SERVERKEYGEN, "POST", "application/pkcs10", csr, "alice",
+        NULL, &resp);
+    check_error("serverkeygen refused by template", &resp, 403,
+                "server-side key generation is not allowed by template "
+                "\"nokg\"");
+    conf.tmpl = tdev;
+
+    est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, "alice",
+        NULL, &resp);
+    check_error("simplereenroll without a client certificate", &resp, 403,
+                NULL);
+
+    est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL, x,
+        &resp);
+    check_error("simplereenroll with a foreign certificate", &resp, 403,
+                "not issued by this CA");
+
+    /* Dead Redis: 503 with Retry-After, no certificate. */
+    snprintf(ns, sizeof(ns), "%s/dead.sock", dir);
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = ns;
+    rconf.timeout_ms = 200;
+    dead = pki_redis_new(&rconf, &res);
+    conf.redis = dead;
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "alice",
+        NULL, &resp);
+    check_error("simpleenroll with Redis down", &resp, 503, NULL);
+
+    est(PKI_EST_SERVERKEYGEN, "POST", "application/pkcs10", csr, "alice",
+        NULL, &resp);
+    check_error("serverkeygen with Redis down", &resp, 503, NULL);
+
+    {
+        /* a certificate of this CA, issued offline: status lookup fails */
+        pki_request_t  cr;
+        X509          *mine;
+
+        memset(&cr, 0, sizeof(cr));
+        cr.subject = X509_NAME_new();
+        X509_NAME_add_entry_by_txt(cr.subject, "CN", MBSTRING_UTF8,
+                                   (const unsigned char *) "dev1", -1, -1, 0);
+        cr.pubkey = pk;
+        pki_issue(subca, tdev, NULL, &cr, NULL, &mine, &res);
+        X509_NAME_free(cr.subject);
+
+        est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL,
+            mine, &resp);
+        check_error("simplereenroll with Redis down", &resp, 503, NULL);
+
+        est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL,
+            mine, &resp);
+        check_error("simpleenroll by certificate with Redis down", &resp, 503,
+                    NULL);
+        X509_free(mine);
+    }
+
+    conf.redis = NULL;
+    pki_redis_free(dead);
+    free(csr);
+    EVP_PKEY_free(pk);
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock && sock[0]) {
+        test_success(otherca, sock, x);
+    } else {
+        diag("PKI_TEST_REDIS_SOCK not set: enrollment successes skipped");
+    }
+
+    X509_free(x);
+    pki_ca_free(otherca);
+    pki_ca_free(subca);
+    pki_ca_free(rootca);
+    X509_free(root);
+    X509_free(sub);
+    pki_key_free(rootkey);
+    pki_key_free(subkey);
+    pki_key_free(otherkey);
+    EVP_PKEY_free(rootpk);
+    EVP_PKEY_free(subpk);
+    EVP_PKEY_free(otherpk);
+    pki_template_free(troot);
+    pki_template_free(tsub);
+    pki_template_free(tdev);
+    pki_template_free(tnokg);
+
+    snprintf(ns, sizeof(ns), "rm -rf %s", dir);
+    if (system(ns) != 0) {
+        diag("cleanup failed");
+    }
+
+    return done_testing();
+}
