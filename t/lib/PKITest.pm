@@ -292,7 +292,7 @@ sub wait_nginx {
             die "nginx exited at startup";
         }
         my $r = $self->curl('GET', "http://127.0.0.1:$self->{http}/",
-                            max_time => 2);
+                            max_time => 2, quiet => 1);
         if ($r->{code} == 200) {
             # every worker must have survived init_process
             my $log = slurp($self->error_log) // '';
