@@ -523,9 +523,11 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
         ngx_log_error(level, r->connection->log, 0,
-                      "est: %V from %V failed: %s (%s)",
+                      "est: %V from %V failed: %s%s%s%s",
                       &ctx->op_name, &r->connection->addr_text,
-                      resp->res.detail, resp->res.log);
+                      resp->res.detail,
+                      resp->res.log[0] ? " (" : "", resp->res.log,
+                      resp->res.log[0] ? ")" : "");
     }
 
     b = NULL;
