@@ -361,6 +361,10 @@ sub stop_all {
     }
 }
 
+# a signal (Ctrl-C, a closed pipe, prove's timeout) must still stop the
+# servers: turn it into exit() so that END runs
+$SIG{$_} = sub { exit 1 } for qw(INT TERM HUP PIPE);
+
 END {
     my $rc = $?;
     $_->stop_all for @LIVE;
