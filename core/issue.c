@@ -1160,7 +1160,9 @@ pki_name_text(const X509_NAME *name)
     len = BIO_get_mem_data(bio, &data);
     s = malloc((size_t) len + 1);
     if (s) {
-        memcpy(s, data, (size_t) len);
+        if (len > 0) {
+            memcpy(s, data, (size_t) len);
+        }
         s[len] = '\0';
     }
 

@@ -916,8 +916,12 @@ main(void)
     ok(has_ext(x, NID_subject_alt_name, 0), "  SAN non-critical");
     ok(has_ext(x, NID_crl_distribution_points, 0), "  CRL DP");
     ok(has_ext(x, NID_info_access, 0), "  AIA");
-    ok(X509_get_ext_by_OBJ(x, OBJ_txt2obj("1.3.6.1.4.1.99999.1", 1), -1)
-       >= 0, "  template extension");
+    {
+        ASN1_OBJECT  *o = OBJ_txt2obj("1.3.6.1.4.1.99999.1", 1);
+
+        ok(X509_get_ext_by_OBJ(x, o, -1) >= 0, "  template extension");
+        ASN1_OBJECT_free(o);
+    }
     ok(X509_get_ext_count(x) == 9, "  9 extensions (%d)",
        X509_get_ext_count(x));
     skid = X509_get_ext_d2i(sub, NID_subject_key_identifier, NULL, NULL);
