@@ -492,6 +492,13 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
         }
     }
 
+    /* Fill the extension cache now, not concurrently in worker threads. */
+    X509_check_purpose(ca->cert, -1, 0);
+    for (i = 0; i < sk_X509_num(ca->chain); i++) {
+        X509_check_purpose(sk_X509_value(ca->chain, i), -1, 0);
+    }
+    ERR_clear_error();
+
     ca->finished = 1;
 
     return PKI_OK;

@@ -1044,6 +1044,18 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         }
     }
 
+    /* RFC 8813 3 (and Ed25519): no encipherment for non-RSA keys. */
+    if (!pki_int_classify_key(req->pubkey, &kt) || kt.type != PKI_KT_RSA) {
+        ku &= ~((1u << PKI_KU_KEY_ENCIPHERMENT)
+                | (1u << PKI_KU_DATA_ENCIPHERMENT));
+    }
+
+    if (ku == 0) {
+        X509_free(x);
+        return pki_fail(res, PKI_POLICY, "the key usage of template \"%s\" "
+                        "needs an RSA key", t->name);
+    }
+
     kus = ASN1_BIT_STRING_new();
     if (kus == NULL) {
         goto failed;

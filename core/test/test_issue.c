@@ -25,7 +25,9 @@
 #define MAX_ARGS  16
 
 
-static char  dir[64];
+static char             dir[64];
+static pki_template_t  *extra[8];    /* added to a CA: freed after it */
+static int              nextra;
 
 
 typedef struct {
@@ -1030,7 +1032,7 @@ main(void)
 
         x = issue_one(subca, tsan, NULL, "", NULL, NULL, &res);
         ok(x == NULL && res.status == PKI_POLICY, "no SAN: %s", res.detail);
-        pki_template_free(tsan);
+        extra[nextra++] = tsan;
     }
 
     /* RSA subject key: keyEncipherment by default. */
@@ -1055,6 +1057,34 @@ main(void)
         EVP_PKEY_free(pk);
     }
 
+    /* Explicit keyEncipherment: kept for RSA, dropped for EC keys. */
+    {
+        static const char *const ke_lines[] = {
+            "key_types ec:P-256 rsa:2048", "subject CN copy",
+            "key_usage digitalSignature keyEncipherment", NULL
+        };
+        static const char *const keonly_lines[] = {
+            "key_types ec:P-256 rsa:2048", "subject CN copy",
+            "key_usage keyEncipherment", NULL
+        };
+        pki_template_t  *tke = make_template("ke", ke_lines);
+        pki_template_t  *tkeo = make_template("keonly", keonly_lines);
+
+        pki_ca_add_template(subca, tke, &res);
+        pki_ca_add_template(subca, tkeo, &res);
+        x = issue_one(subca, tke, NULL, "/CN=ec", NULL, NULL, &res);
+        ok(x && X509_get_key_usage(x) == KU_DIGITAL_SIGNATURE,
+           "EC key: keyEncipherment dropped (RFC 8813)");
+        X509_free(x);
+        x = issue_one(subca, tkeo, NULL, "/CN=ec", NULL, NULL, &res);
+        ok(x == NULL && res.status == PKI_POLICY
+           && strstr(res.detail, "needs an RSA key"),
+           "EC key with keyEncipherment only: %s", res.detail);
+        X509_free(x);
+        extra[nextra++] = tke;
+        extra[nextra++] = tkeo;
+    }
+
     bc = X509_get_ext_d2i(sub, NID_basic_constraints, NULL, NULL);
     pl = bc && bc->pathlen ? ASN1_INTEGER_get(bc->pathlen) : -1;
     ok(bc && bc->ca && pl == 0, "issuing CA: ca:true pathlen:0");
@@ -1069,6 +1099,9 @@ main(void)
 
     pki_ca_free(subca);
     pki_ca_free(rootca);
+    while (nextra) {
+        pki_template_free(extra[--nextra]);
+    }
     X509_free(root);
     X509_free(sub);
     pki_key_free(rootkey);
