@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs7.h>
@@ -529,6 +530,45 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
         free(cb64);
     }
     conf.pop_linking = 0;
+
+    /* A revoked client certificate (status set through the documented
+     * record layout). */
+    {
+        char           hex[41], key[256];
+        redisReply    *reply;
+        redisContext  *rc;
+
+        pki_serial_to_hex(X509_get0_serialNumber(cert), hex);
+        snprintf(key, sizeof(key), "%s{ca:%s}:cert:%s", ns,
+                 pki_ca_name(conf.ca), hex);
+        rc = redisConnectUnix(sock);
+        reply = rc ? redisCommand(rc, "HSET %s status revoked", key) : NULL;
+        ok(reply && reply->type == REDIS_REPLY_INTEGER, "record %s revoked",
+           key);
+        freeReplyObject(reply);
+
+        csr = make_csr_b64(pk, "dev1", "dev1.example.com", NULL);
+        est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL,
+            cert, &resp);
+        check_error("simplereenroll with a revoked certificate", &resp, 403,
+                    "revoked");
+        est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL,
+            cert, &resp);
+        check_error("simpleenroll by a revoked certificate", &resp, 401,
+                    NULL);
+        free(csr);
+
+        if (rc) {
+            reply = redisCommand(rc, "EVAL %s 0 %s",
+                                 "local c = '0'; repeat local r = redis.call("
+                                 "'SCAN', c, 'MATCH', ARGV[1], 'COUNT', 1000);"
+                                 " c = r[1]; for _, k in ipairs(r[2]) do "
+                                 "redis.call('DEL', k) end until c == '0'; "
+                                 "return 1", "h2est*");
+            freeReplyObject(reply);
+            redisFree(rc);
+        }
+    }
 
     X509_free(cert);
     EVP_PKEY_free(pk);
