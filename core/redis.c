@@ -141,7 +141,7 @@ pki_redis_setup_ok(redisContext *c, redisReply *reply, const char *what,
 
 
 static redisContext *
-pki_redis_conn(pki_redis_t *r, pki_result_t *res)
+pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
 {
     redisContext    *c;
     struct timeval   tv;
@@ -150,6 +150,7 @@ pki_redis_conn(pki_redis_t *r, pki_result_t *res)
     char             db[16];
 
     c = pthread_getspecific(r->tkey);
+    *reused = (c != NULL);
     if (c != NULL) {
         return c;
     }
@@ -265,28 +266,57 @@ pki_sigpipe_restore(pki_sigpipe_t *sp)
 
 
 /* Runs one command.  Returns the reply (caller frees), or NULL with res
- * filled; an error reply is turned into NULL too. */
+ * filled; an error reply is turned into NULL too.
+ *
+ * A thread's connection can sit idle for a long time; when Redis restarted
+ * meanwhile, the first write or read on it finds the peer gone.  Such a
+ * failure on a reused connection is retried once on a fresh one.  Every
+ * command the core sends is safe to repeat: a reservation that did land the
+ * first time answers "taken" and the caller draws a new serial, a commit
+ * that landed answers "not pending" and the caller fails closed. */
 static redisReply *
 pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res)
 {
+    int             reused, attempt, err, eno;
     redisContext   *c;
     redisReply     *reply;
     pki_sigpipe_t   sp;
 
-    c = pki_redis_conn(r, res);
-    if (c == NULL) {
-        return NULL;
-    }
+    for (attempt = 0; ; attempt++) {
+        c = pki_redis_conn(r, &reused, res);
+        if (c == NULL) {
+            return NULL;
+        }
 
-    pki_sigpipe_block(&sp);
-    reply = redisCommandArgv(c, argc, argv, lens);
-    pki_sigpipe_restore(&sp);
+        pki_sigpipe_block(&sp);
+        reply = redisCommandArgv(c, argc, argv, lens);
+        eno = errno;
+        pki_sigpipe_restore(&sp);
 
-    if (reply == NULL) {
+        if (reply != NULL) {
+            if (attempt > 0 && res != NULL) {
+                res->status = PKI_OK;       /* the retry mended it */
+                res->detail[0] = '\0';
+            }
+            break;
+        }
+
+        err = c->err;
         pki_redis_unavailable(res, argv[0], c->errstr);
         pki_redis_drop(r);
-        return NULL;
+
+        if (!reused || attempt > 0
+            || !(err == REDIS_ERR_EOF
+                 || (err == REDIS_ERR_IO
+                     && (eno == EPIPE || eno == ECONNRESET))))
+        {
+            return NULL;
+        }
+
+        if (res != NULL) {
+            pki_log(res, "; retrying on a new connection");
+        }
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {

@@ -492,9 +492,10 @@ main(void)
         c = redisConnectUnixWithTimeout(sock, tv);
     }
     pki_result_init(&res);
-    (void) pki_redis_ping(r, &res);
-    pki_result_init(&res);
-    is_st(pki_redis_ping(r, &res), PKI_OK, "reconnects after a kill");
+    is_st(pki_redis_ping(r, &res), PKI_OK,
+          "first command after a kill succeeds on a new connection");
+    ok(res.status == PKI_OK && res.detail[0] == '\0',
+       "a mended retry leaves no error in the result");
 
     test_round_trip(r, c);
     test_unreachable();
