@@ -50,7 +50,7 @@ cleanup() {
         kill -TERM "$REDIS_PID"
         wait "$REDIS_PID" 2>/dev/null
     fi
-    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W"
+    [ "${BENCH_KEEP:-0}" = 1 ] || { rm -rf "$W"; rmdir "$TOP/bench/tmp" 2>/dev/null; }
 }
 trap cleanup EXIT INT TERM
 
@@ -81,10 +81,10 @@ echo "making $NCSR CSRs ..." >&2
 {
     echo 'local csrs = {'
     for i in $(seq "$NCSR"); do
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-            -keyout /dev/null -subj "/CN=bench-$i" \
-            -addext "subjectAltName=DNS:bench-$i.example.com" -outform DER 2>/dev/null \
-            | base64 -w 0 | sed 's/^/  "/; s/$/",/'
+        printf '  "%s",\n' "$(openssl req -new -newkey ec \
+            -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+            -subj "/CN=bench-$i" -addext "subjectAltName=DNS:bench-$i.example.com" \
+            -outform DER 2>/dev/null | base64 -w 0)"
     done
     echo '}'
     cat <<'LUA'
@@ -97,11 +97,6 @@ wrk.headers["Authorization"] = auth
 request = function()
   n = n + 1
   return wrk.format(nil, nil, nil, csrs[(n % #csrs) + 1])
-end
-
-local ok2xx = 0
-response = function(status, headers, body)
-  if status == 200 then ok2xx = ok2xx + 1 end
 end
 LUA
 } > "$W/est.lua"
@@ -119,7 +114,8 @@ done
 HTTPS=$(free_port)
 HTTP=$(free_port)
 
-# run_one LABEL PKI_DIR [nginx-conf options]  -> prints "enrollments/s"
+# run_one LABEL PKI_DIR [nginx-conf options]
+#   -> $W/result-LABEL: "enrollments/s ok non-200 seconds"
 run_one() {
     local label=$1 pki=$2 p=$W/nginx-$1 out ok total secs non2xx rate
     shift 2
@@ -140,7 +136,8 @@ run_one() {
         --data-binary "$(sed -n 2p "$W/est.lua" | tr -d ' ",')" \
         -o /dev/null -w '%{http_code}' \
         "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll" | grep -q 200 \
-        || die "enrollment does not work ($label): see $p/logs/error.log"
+        || { tail -n 5 "$p/logs/error.log" >&2;
+             die "enrollment does not work ($label): see $p/logs/error.log"; }
 
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" -s "$W/est.lua" \
               "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll")
@@ -156,13 +153,15 @@ run_one() {
     kill -QUIT "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
     NGINX_PID=
 
-    printf '%s %s %s %s\n' "$rate" "$ok" "$non2xx" "$secs"
+    printf '%s %s %s %s\n' "$rate" "$ok" "$non2xx" "$secs" > "$W/result-$label"
 }
 
 echo "wrk -t$THREADS -c$CONNS -d$DUR, CA key in a PEM file ..." >&2
-read -r FILE_RATE FILE_OK FILE_BAD FILE_S < <(run_one file "$F" --ca-key "$F/issuing.key")
+run_one file "$F" --ca-key "$F/issuing.key"
+read -r FILE_RATE FILE_OK FILE_BAD FILE_S < "$W/result-file"
 echo "wrk -t$THREADS -c$CONNS -d$DUR, CA key in SoftHSM2 ..." >&2
-read -r HSM_RATE HSM_OK HSM_BAD HSM_S < <(run_one hsm "$W/pki")
+run_one hsm "$W/pki"
+read -r HSM_RATE HSM_OK HSM_BAD HSM_S < "$W/result-hsm"
 
 echo "openssl speed -seconds 3 ecdsap256 ..." >&2
 SPEED=$(openssl speed -seconds 3 ecdsap256 2>/dev/null | grep -E 'ecdsa \(nistp256\)' | tail -1)
