@@ -122,7 +122,8 @@ run_one() {
     mkdir -p "$p/conf" "$p/logs" "$p/tmp"
     "$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$pki" --prefix "$p" \
         --redis "$W/redis.sock" --https "$HTTPS" --http "$HTTP" --daemon off \
-        --log-level warn --workers 2 "$@" > "$p/conf/nginx.conf"
+        --log-level warn --workers 2 --threads "${BENCH_POOL_THREADS:-8}" \
+        "$@" > "$p/conf/nginx.conf"
     nginx -p "$p/" -c conf/nginx.conf -t -q || die "nginx -t failed ($label)"
     nginx -p "$p/" -c conf/nginx.conf 2>>"$p/logs/stderr.log" &
     NGINX_PID=$!

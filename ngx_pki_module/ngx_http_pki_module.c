@@ -80,7 +80,18 @@ typedef struct {
     ngx_http_pki_work_pt       work;
     ngx_http_pki_done_pt       done;
     void                      *data;
+    ngx_event_t                guard;
 } ngx_http_pki_task_ctx_t;
+
+
+/*
+ * While a task runs, its request has no timer of its own.  A worker that
+ * shuts down gracefully (reload, binary upgrade) exits as soon as no
+ * non-cancelable timer is left, which would drop the request with its
+ * certificate already signed.  The guard timer keeps the worker until the
+ * task is back; when it fires it only reports and re-arms.
+ */
+#define NGX_HTTP_PKI_GUARD_MSEC  30000
 
 
 static void *ngx_http_pki_create_main_conf(ngx_conf_t *cf);
@@ -128,6 +139,7 @@ static void ngx_http_pki_secret_cleanup(void *data);
 
 static void ngx_http_pki_thread_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_thread_event_handler(ngx_event_t *ev);
+static void ngx_http_pki_guard_handler(ngx_event_t *ev);
 
 
 static ngx_command_t  ngx_http_pki_commands[] = {
@@ -1227,10 +1239,26 @@ ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     r->main->count++;
     r->aio = 1;
 
+    ctx->guard.handler = ngx_http_pki_guard_handler;
+    ctx->guard.data = ctx;
+    ctx->guard.log = r->connection->log;
+    ngx_add_timer(&ctx->guard, NGX_HTTP_PKI_GUARD_MSEC);
+
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "pki: task #%ui posted", task->id);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_pki_guard_handler(ngx_event_t *ev)
+{
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "pki: task still running after %d ms (thread pool "
+                  "saturated or backend stalled)", NGX_HTTP_PKI_GUARD_MSEC);
+
+    ngx_add_timer(ev, NGX_HTTP_PKI_GUARD_MSEC);
 }
 
 
@@ -1264,6 +1292,10 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "pki: task #%ui done", task->id);
+
+    if (ctx->guard.timer_set) {
+        ngx_del_timer(&ctx->guard);
+    }
 
     r->main->blocked--;
     r->aio = 0;

@@ -9,7 +9,7 @@
 #   scripts/nginx-conf.sh --build DIR --pki DIR --prefix DIR --redis SOCK \
 #       [--https PORT] [--http PORT] [--daemon on|off] [--log-level LEVEL] \
 #       [--workers N] [--ca-key REF] [--token LABEL] [--pop-linking on|off]
-#       [--redis-timeout 1s] [--user USER]
+#       [--redis-timeout 1s] [--user USER] [--threads N]
 #
 # --pki is a directory made by scripts/mkpki.sh.  --ca-key overrides the
 # issuing CA key (default: the SoftHSM key "issuing").
@@ -19,7 +19,7 @@ set -euo pipefail
 die() { echo "nginx-conf.sh: error: $*" >&2; exit 1; }
 
 BUILD= PKI= PREFIX= REDIS= HTTPS=8443 HTTP=8080 DAEMON=off LOGLEVEL=info
-WORKERS=2 CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USER_=
+WORKERS=2 THREADS=8 CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USER_=
 MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 
 while [ $# -gt 0 ]; do
@@ -34,6 +34,7 @@ while [ $# -gt 0 ]; do
         --daemon) DAEMON=$2 ;;
         --log-level) LOGLEVEL=$2 ;;
         --workers) WORKERS=$2 ;;
+        --threads) THREADS=$2 ;;
         --ca-key) CAKEY=$2 ;;
         --token) TOKEN=$2 ;;
         --pop-linking) POP=$2 ;;
@@ -63,7 +64,7 @@ error_log $PREFIX/logs/error.log $LOGLEVEL;
 pid $PREFIX/logs/nginx.pid;
 
 env SOFTHSM2_CONF;
-thread_pool pki threads=8 max_queue=4096;
+thread_pool pki threads=$THREADS max_queue=4096;
 
 events {
     worker_connections 1024;
@@ -122,6 +123,7 @@ http {
 
         ssl_certificate $PKI/server.pem;
         ssl_certificate_key $PKI/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_verify_client optional;
         ssl_client_certificate $PKI/chain.pem;
         ssl_verify_depth 2;

@@ -116,17 +116,10 @@ my @lines = map { split /\n/, (slurp($_->[1]) // '') } @clients;
 my @bad = grep { (split /\t/)[1] != 200 } @lines;
 cmp_ok(scalar @lines, '>=', 20, scalar(@lines) . ' enrollments during the '
        . 'reloads');
-# Known bug (TODO until fixed): a request whose signing task is in the
-# thread pool has no timer, so a gracefully exiting old worker sees
-# ngx_event_no_timers_left() == NGX_OK, exits ("open socket #N left in
-# connection M", "aborting") and the client gets an empty reply.
-# ngx_http_pki_post() should keep a non-cancelable timer while a task is
-# pending.
-TODO: {
-    local $TODO = 'old workers drop requests whose thread task is pending';
-    is(scalar @bad, 0, 'every enrollment during the reloads got 200')
-        or diag(join("\n", @bad[0 .. ($#bad < 19 ? $#bad : 19)]));
-}
+# A request whose signing task is in the thread pool has a guard timer, so
+# a gracefully exiting old worker waits for it instead of dropping it.
+is(scalar @bad, 0, 'every enrollment during the reloads got 200')
+    or diag(join("\n", @bad[0 .. ($#bad < 19 ? $#bad : 19)]));
 
 ok(kill(0, $master), 'the master is alive');
 is($t->{children}{nginx}, $master, 'the master pid is unchanged');
@@ -145,11 +138,8 @@ unlike($l, qr/exited on signal|\[emerg\]|\[crit\]/,
        'no crash, crit or emerg in the log during the reloads')
     or diag(join("\n", grep { /exited on signal|\[emerg\]|\[crit\]/ }
                       split /\n/, $l));
-TODO: {
-    local $TODO = 'old workers drop requests whose thread task is pending';
-    ok($l !~ /\[alert\]/, 'no alert ("open socket left", "aborting")')
-        or diag(join("\n", grep { /\[alert\]/ } split /\n/, $l));
-}
+ok($l !~ /\[alert\]/, 'no alert ("open socket left", "aborting")')
+    or diag(join("\n", grep { /\[alert\]/ } split /\n/, $l));
 
 is(enroll_code()->{code}, 200, 'enrollment after the reloads');
 
