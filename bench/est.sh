@@ -103,7 +103,8 @@ LUA
 
 mkdir -p "$W/redis"
 redis-server --port 0 --unixsocket "$W/redis.sock" --unixsocketperm 700 \
-    --dir "$W/redis" --save "" --appendonly no --daemonize no \
+    --dir "$W/redis" --save "" --appendonly yes --appendfsync always \
+    --daemonize no \
     --logfile "$W/redis/redis.log" &
 REDIS_PID=$!
 for _ in $(seq 50); do
@@ -182,5 +183,6 @@ EST simpleenroll, EC P-256 CSRs, wrk -t$THREADS -c$CONNS -d$DUR (keep-alive TLS)
   PEM file     $(printf '%-15s %-8s %-9s %s' "$FILE_RATE" "$FILE_OK" "$FILE_BAD" "$(ratio "$FILE_RATE")")
   SoftHSM2     $(printf '%-15s %-8s %-9s %s' "$HSM_RATE" "$HSM_OK" "$HSM_BAD" "$(ratio "$HSM_RATE")")
 
-(wrk, nginx, Redis and the TLS handshakes share the same cores; Redis without persistence)
+(wrk, nginx, Redis and TLS share the same cores; Redis appendonly with appendfsync always:
+ every record is on disk before its certificate is returned)
 EOF
