@@ -44,6 +44,9 @@ my @cases = (
      sub { s/(    pki_ca issuing \{)/$extra_tmpl\n$1/;
            s/est issuing device;/est issuing other;/ },
      qr/other/, [qr{location /\.well-known/est/}]],
+    ['template validity beyond the CA max_validity',
+     sub { s/max_validity 365d;/max_validity 1d;/ },
+     qr/exceeds the max_validity/, [qr{pki_ca issuing}, qr{^http}]],
     ['unknown template in pki_ca templates',
      sub { s/templates device server;/templates device nosuchtmpl;/ },
      qr/nosuchtmpl/, [qr{pki_ca issuing}, qr{^http}]],
