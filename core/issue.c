@@ -40,6 +40,7 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
     int                   n;
     X509_REQ             *csr;
     EVP_PKEY             *pk;
+    pki_status_t          st;
     unsigned char        *enc;
     const unsigned char  *p;
 
@@ -56,6 +57,10 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
     if (len > PKI_CSR_MAX) {
         return pki_fail(res, PKI_TOO_LARGE, "CSR is larger than %d bytes",
                         PKI_CSR_MAX);
+    }
+
+    if (pki_int_csr_fast(der, len, out, &st, res)) {
+        return st;
     }
 
     p = der;
@@ -654,7 +659,6 @@ pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
     req->subject = subject;
     req->sans = gens;
     req->pubkey = pk;
-    req->spki = X509_PUBKEY_dup(X509_REQ_get_X509_PUBKEY(csr));
 
     return PKI_OK;
 }
@@ -757,7 +761,6 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
     }
 
     req->pubkey = pk;
-    req->spki = X509_PUBKEY_dup(X509_REQ_get_X509_PUBKEY(csr));
 
     return PKI_OK;
 }
@@ -772,9 +775,6 @@ pki_request_set_pubkey(pki_request_t *req, EVP_PKEY *pub)
 
     EVP_PKEY_free(req->pubkey);
     req->pubkey = pub;
-
-    X509_PUBKEY_free(req->spki);        /* it described the old key */
-    req->spki = NULL;
 }
 
 
@@ -788,7 +788,6 @@ pki_request_clear(pki_request_t *req)
     X509_NAME_free(req->subject);
     GENERAL_NAMES_free(req->sans);
     EVP_PKEY_free(req->pubkey);
-    X509_PUBKEY_free(req->spki);
     memset(req, 0, sizeof(pki_request_t));
 }
 
@@ -938,75 +937,6 @@ pki_add_keyid(X509 *x, int nid, const unsigned char *id, unsigned int len)
 }
 
 
-/*
- * Puts the request's public key into the certificate.  A key that came in
- * a CSR is copied as the algorithm and bits the CSR carried: the same
- * SubjectPublicKeyInfo, without X509_set_pubkey()'s round trip through
- * OpenSSL 3.0's encoder and decoder, which costs more than the signature.
- * The key was parsed and checked when the CSR was read.
- */
-static int
-pki_set_pubkey(X509 *x, const pki_request_t *req)
-{
-    int                   ptype, klen;
-    void                 *pval;
-    const void           *cpval;
-    unsigned char        *kcopy;
-    ASN1_OBJECT          *alg;
-    const X509_ALGOR     *algor;
-    const ASN1_OBJECT    *aobj;
-    const unsigned char  *k;
-
-    if (req->spki == NULL) {
-        return X509_set_pubkey(x, req->pubkey);
-    }
-
-    if (!X509_PUBKEY_get0_param(NULL, &k, &klen, (X509_ALGOR **) &algor,
-                                req->spki)
-        || klen <= 0)
-    {
-        return 0;
-    }
-
-    X509_ALGOR_get0(&aobj, &ptype, &cpval, algor);
-
-    pval = NULL;
-
-    switch (ptype) {
-    case V_ASN1_OBJECT:
-        pval = OBJ_dup(cpval);
-        break;
-    case V_ASN1_UNDEF:
-    case V_ASN1_NULL:
-        break;
-    default:
-        pval = ASN1_STRING_dup(cpval);
-        break;
-    }
-
-    alg = OBJ_dup(aobj);
-    kcopy = OPENSSL_memdup(k, (size_t) klen);
-
-    if (alg == NULL || kcopy == NULL || (ptype != V_ASN1_UNDEF
-                                         && ptype != V_ASN1_NULL
-                                         && pval == NULL)
-        || !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), alg, ptype, pval,
-                                   kcopy, klen))
-    {
-        ASN1_OBJECT_free(alg);
-        OPENSSL_free(kcopy);
-        if (ptype == V_ASN1_OBJECT) {
-            ASN1_OBJECT_free(pval);
-        } else {
-            ASN1_STRING_free(pval);
-        }
-        return 0;
-    }
-
-    return 1;
-}
-
-
 static pki_status_t
 pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const pki_request_t *req, X509 **out, pki_result_t *res)
@@ -1034,7 +964,7 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         || !X509_set_subject_name(x, req->subject)
         || !X509_set_issuer_name(x, ca ? X509_get_subject_name(ca->cert)
                                         : req->subject)
-        || !pki_set_pubkey(x, req))
+        || !X509_set_pubkey(x, req->pubkey))
     {
         X509_free(x);
         return pki_fail(res, PKI_INTERNAL, "cannot build the certificate");

@@ -303,11 +303,6 @@ typedef struct {
     EVP_PKEY         *pubkey;
     time_t            not_before;  /* 0: now */
     time_t            not_after;   /* 0: from template */
-    X509_PUBKEY      *spki;        /* pubkey as encoded in the CSR, or
-                                      NULL; copied into the certificate
-                                      as is (OpenSSL 3.0 re-encodes an
-                                      EVP_PKEY through its slow
-                                      encoder/decoder pair) */
 } pki_request_t;
 
 /* Applies the template to a CSR: key type and size, subject rules, SAN

@@ -1,0 +1,275 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * A PKCS#10 reader for the hot path.
+ *
+ * OpenSSL 3.0's d2i_X509_REQ() decodes the subject public key through
+ * OSSL_DECODER_CTX_new_for_pkey(), which builds a decoder chain on every
+ * call: about 100 us per CSR, more than verifying its signature.  (Later
+ * OpenSSL releases cache the chain.)  This reader parses the request with
+ * an ASN.1 template whose SubjectPublicKeyInfo is kept as algorithm + bits,
+ * builds the key directly for the types that matter on a device fleet (EC
+ * on a named curve, RSA), verifies the self-signature over the bytes as
+ * received, and then assembles the X509_REQ that the rest of the core
+ * reads.  Anything else (Ed25519, explicit curve parameters, RSA-PSS keys)
+ * is left to d2i_X509_REQ(): the caller falls back.
+ *
+ * The legacy key constructors (EC_KEY, RSA) are deprecated in OpenSSL 3.0
+ * but are the only public way to get an EVP_PKEY that X509_PUBKEY_set()
+ * encodes without the encoder round trip.
+ */
+
+#define OPENSSL_SUPPRESS_DEPRECATED
+
+#include <string.h>
+
+#include <openssl/asn1t.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "issue_int.h"
+
+
+typedef struct {
+    X509_ALGOR       *alg;
+    ASN1_BIT_STRING  *bits;
+} PKI_SPKI;
+
+typedef struct {
+    ASN1_INTEGER                *version;
+    X509_NAME                   *subject;
+    PKI_SPKI                    *spki;
+    STACK_OF(X509_ATTRIBUTE)    *attributes;
+} PKI_REQ_INFO;
+
+typedef struct {
+    PKI_REQ_INFO     *info;
+    X509_ALGOR       *sig_alg;
+    ASN1_BIT_STRING  *sig;
+} PKI_REQ;
+
+
+ASN1_SEQUENCE(PKI_SPKI) = {
+    ASN1_SIMPLE(PKI_SPKI, alg, X509_ALGOR),
+    ASN1_SIMPLE(PKI_SPKI, bits, ASN1_BIT_STRING)
+} static_ASN1_SEQUENCE_END(PKI_SPKI)
+
+ASN1_SEQUENCE(PKI_REQ_INFO) = {
+    ASN1_SIMPLE(PKI_REQ_INFO, version, ASN1_INTEGER),
+    ASN1_SIMPLE(PKI_REQ_INFO, subject, X509_NAME),
+    ASN1_SIMPLE(PKI_REQ_INFO, spki, PKI_SPKI),
+    ASN1_IMP_SET_OF(PKI_REQ_INFO, attributes, X509_ATTRIBUTE, 0)
+} static_ASN1_SEQUENCE_END(PKI_REQ_INFO)
+
+ASN1_SEQUENCE(PKI_REQ) = {
+    ASN1_SIMPLE(PKI_REQ, info, PKI_REQ_INFO),
+    ASN1_SIMPLE(PKI_REQ, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(PKI_REQ, sig, ASN1_BIT_STRING)
+} static_ASN1_SEQUENCE_END(PKI_REQ)
+
+
+static EVP_PKEY *
+pki_csr_key(const PKI_SPKI *spki)
+{
+    int                   ptype, nid, len;
+    RSA                  *rsa;
+    EC_KEY               *ec;
+    EVP_PKEY             *pk;
+    const void           *pval;
+    const ASN1_OBJECT    *aobj;
+    const unsigned char  *p;
+
+    X509_ALGOR_get0(&aobj, &ptype, &pval, spki->alg);
+
+    p = ASN1_STRING_get0_data(spki->bits);
+    len = ASN1_STRING_length(spki->bits);
+
+    if (len <= 0 || (spki->bits->flags & 0x07) != 0) {
+        return NULL;                /* unused bits in a key: not ours */
+    }
+
+    pk = EVP_PKEY_new();
+    if (pk == NULL) {
+        return NULL;
+    }
+
+    switch (OBJ_obj2nid(aobj)) {
+
+    case NID_X9_62_id_ecPublicKey:
+        if (ptype != V_ASN1_OBJECT) {
+            goto fallback;          /* explicit parameters */
+        }
+
+        nid = OBJ_obj2nid(pval);
+        if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1
+            && nid != NID_secp521r1)
+        {
+            goto fallback;
+        }
+
+        ec = EC_KEY_new_by_curve_name(nid);
+        if (ec == NULL) {
+            goto fallback;
+        }
+
+        if (o2i_ECPublicKey(&ec, &p, len) == NULL
+            || p != ASN1_STRING_get0_data(spki->bits) + len
+            || !EVP_PKEY_assign_EC_KEY(pk, ec))
+        {
+            EC_KEY_free(ec);
+            goto fallback;
+        }
+
+        return pk;
+
+    case NID_rsaEncryption:
+        if (ptype != V_ASN1_NULL) {
+            goto fallback;
+        }
+
+        rsa = d2i_RSAPublicKey(NULL, &p, len);
+        if (rsa == NULL
+            || p != ASN1_STRING_get0_data(spki->bits) + len
+            || !EVP_PKEY_assign_RSA(pk, rsa))
+        {
+            RSA_free(rsa);
+            goto fallback;
+        }
+
+        return pk;
+
+    default:
+        break;
+    }
+
+fallback:
+
+    EVP_PKEY_free(pk);
+    return NULL;
+}
+
+
+/*
+ * Returns 1 with *st set (PKI_OK and *out, or the refusal with res
+ * filled), or 0 when this reader does not handle the request and
+ * d2i_X509_REQ() must.
+ */
+int
+pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
+    pki_status_t *st, pki_result_t *res)
+{
+    int                   n, i, rc;
+    long                  version;
+    PKI_REQ              *pr;
+    X509_REQ             *csr;
+    EVP_PKEY             *pk;
+    unsigned char        *enc;
+    const unsigned char  *p;
+
+    *out = NULL;
+
+    p = der;
+    pr = (PKI_REQ *) ASN1_item_d2i(NULL, &p, (long) len,
+                                   ASN1_ITEM_rptr(PKI_REQ));
+    if (pr == NULL) {
+        ERR_clear_error();
+        return 0;                   /* let OpenSSL's reader say why */
+    }
+
+    csr = NULL;
+    pk = NULL;
+    rc = 0;
+
+    if ((size_t) (p - der) != len) {
+        goto done;
+    }
+
+    /* Strict DER: the request must re-encode to the bytes received, so
+     * the signature below covers exactly what was parsed. */
+    enc = NULL;
+    n = ASN1_item_i2d((ASN1_VALUE *) pr, &enc, ASN1_ITEM_rptr(PKI_REQ));
+    if (n < 0 || (size_t) n != len || memcmp(enc, der, len) != 0) {
+        OPENSSL_free(enc);
+        goto done;
+    }
+    OPENSSL_free(enc);
+
+    version = ASN1_INTEGER_get(pr->info->version);
+    if (version != X509_REQ_VERSION_1) {
+        goto done;
+    }
+
+    pk = pki_csr_key(pr->info->spki);
+    if (pk == NULL) {
+        goto done;
+    }
+
+    if (ASN1_item_verify(ASN1_ITEM_rptr(PKI_REQ_INFO), pr->sig_alg, pr->sig,
+                         pr->info, pk) != 1)
+    {
+        rc = 1;
+        *st = pki_fail(res, PKI_BAD_SIGNATURE, "CSR signature does not "
+                       "verify");
+        goto done;
+    }
+
+    csr = X509_REQ_new();
+    if (csr == NULL
+        || !X509_REQ_set_version(csr, version)
+        || !X509_REQ_set_subject_name(csr, pr->info->subject)
+        || !X509_REQ_set_pubkey(csr, pk))
+    {
+        goto internal;
+    }
+
+    for (i = 0; i < sk_X509_ATTRIBUTE_num(pr->info->attributes); i++) {
+        if (!X509_REQ_add1_attr(csr,
+                                sk_X509_ATTRIBUTE_value(pr->info->attributes,
+                                                        i)))
+        {
+            goto internal;
+        }
+    }
+
+    {
+        X509_ALGOR       *alg;
+        ASN1_BIT_STRING  *sig;
+
+        alg = X509_ALGOR_dup(pr->sig_alg);
+        sig = ASN1_STRING_dup(pr->sig);
+
+        if (alg == NULL || sig == NULL
+            || !X509_REQ_set1_signature_algo(csr, alg))
+        {
+            X509_ALGOR_free(alg);
+            ASN1_BIT_STRING_free(sig);
+            goto internal;
+        }
+
+        X509_ALGOR_free(alg);
+        X509_REQ_set0_signature(csr, sig);
+    }
+
+    *out = csr;
+    csr = NULL;
+    *st = PKI_OK;
+    rc = 1;
+    goto done;
+
+internal:
+
+    rc = 1;
+    *st = pki_fail(res, PKI_INTERNAL, "cannot assemble the CSR");
+
+done:
+
+    X509_REQ_free(csr);
+    EVP_PKEY_free(pk);
+    ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
+    ERR_clear_error();
+
+    return rc;
+}
