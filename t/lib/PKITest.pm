@@ -528,4 +528,34 @@ sub pubkey_of_cert {
     return $rc == 0 ? $out : undef;
 }
 
+
+# --- fault injection (t/fault_*.t) -----------------------------------------
+
+# start_redis_with(@extra): start_redis with extra redis-server arguments,
+# e.g. ('--enable-debug-command', 'local') for DEBUG SLEEP (Redis 7 refuses
+# DEBUG by default and the option cannot be changed at run time).
+sub start_redis_with {
+    my ($self, @extra) = @_;
+    my $d = "$self->{dir}/redis";
+    mkdir $d;
+    my $sock = $self->redis_sock;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        open(STDOUT, '>>', "$d/redis.out");
+        open(STDERR, '>&', \*STDOUT);
+        exec('redis-server', '--port', '0', '--unixsocket', $sock,
+             '--unixsocketperm', '700', '--dir', $d, '--save', '',
+             '--appendonly', 'no', '--daemonize', 'no',
+             '--logfile', "$d/redis.log", @extra) or POSIX::_exit(127);
+    }
+    $self->{children}{redis} = $pid;
+    for (1 .. 100) {
+        my ($rc, $out) = run_cmd(['redis-cli', '-s', $sock, 'ping'],
+                                 timeout => 5);
+        return $pid if $rc == 0 && $out =~ /PONG/;
+        sleep 0.05;
+    }
+    die "redis did not start on $sock";
+}
+
 1;

@@ -1,0 +1,291 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Redis stalls (DEBUG SLEEP 3) under a single nginx worker with
+# pki_redis ... timeout=1s:
+#  (a) simpleenroll answers 503 + Retry-After after the 1 s timeout, not
+#      after the 3 s stall;
+#  (b) GET cacerts (event loop, no Redis) on the same worker keeps
+#      answering in under 50 ms during the stall: the event loop never
+#      blocks on Redis;
+#  (c) after Redis wakes, no certificate record is half-written: a pending
+#      record (a reservation Redis executed after the client had given up)
+#      carries no certificate, and every record that holds one was returned
+#      with a 200;
+#  (d) enrollment works again right after the stall, without a restart.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use IO::Socket::SSL;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+my $STALL = 3;          # seconds Redis sleeps
+my $WAVE = 3;           # parallel enrollments per wave (< pki threads)
+
+my $t = PKITest->new;
+$t->start_redis_with('--enable-debug-command', 'local');
+# one worker: the enrollments and the cacerts probes share its event loop
+$t->start_nginx($t->render_conf('--workers', 1, '--redis-timeout', '1s'));
+my $dir = $t->dir;
+my $master = $t->{children}{nginx};
+my $CERTS = 'pki:{ca:issuing}:cert:*';
+
+sub workers {
+    my $out = `ps -o pid= --ppid $master 2>/dev/null`;
+    return sort { $a <=> $b } map { /(\d+)/ ? $1 : () } split /\n/, $out;
+}
+
+my ($csr) = $t->make_csr('slow', subj => '/CN=redis-slow');
+my $n200 = 0;
+
+sub enroll_verified {
+    my ($name) = @_;
+    my $r = $t->est_post('simpleenroll', $csr, max_time => 15, quiet => 1);
+    return ($r, 0) if $r->{code} != 200;
+    $n200++;
+    my $pem = $t->p7_to_pem($r->{body}) or return ($r, 0);
+    my $f = $t->save_first_cert($pem, $name) or return ($r, 0);
+    my ($ok) = $t->verify_chain($f);
+    return ($r, $ok);
+}
+
+# warm up: the pool threads hold Redis connections
+for my $i (1 .. 3) {
+    my ($r, $ok) = enroll_verified("warm$i");
+    is($r->{code}, 200, "warm-up enrollment $i: 200") or diag($r->{body});
+}
+my @w0 = workers();
+is(scalar @w0, 1, "one worker (@w0)");
+my $before = scalar $t->redis_keys($CERTS);
+is($before, $n200, 'one record per warm-up enrollment');
+
+# --- HTTP on prepared TLS connections ---------------------------------------------
+#
+# The clients connect (TCP + TLS) before the stall and only send their
+# request during it: no curl or perl start-up on the 2 CPUs while the
+# latencies are measured, so what is timed is nginx.
+
+sub tls_connect {
+    my $s = IO::Socket::SSL->new(
+        PeerHost => '127.0.0.1', PeerPort => $t->https_port,
+        SSL_ca_file => $t->pki . '/root.pem', SSL_verifycn_name => 'localhost',
+        SSL_verifycn_scheme => 'http', Timeout => 5);
+    $s or BAIL_OUT("TLS connect: $SSL_ERROR");
+    return $s;
+}
+
+# one request on a connection; returns (status, {headers}, body, seconds)
+sub http_on {
+    my ($s, $req, $limit) = @_;
+    my $t0 = time;
+    my $deadline = $t0 + ($limit || 5);
+    print {$s} $req or return (0, {}, 'write failed', time - $t0);
+    my ($in, $buf) = ('', '');
+    while ($in !~ /\r\n\r\n/) {
+        return (0, {}, 'timeout/eof in head', time - $t0)
+            if time > $deadline;
+        my $n = sysread($s, $buf, 16384);
+        return (0, {}, 'eof in head', time - $t0) if !$n;
+        $in .= $buf;
+    }
+    my ($h, $body) = split /\r\n\r\n/, $in, 2;
+    my ($code) = $h =~ m{^HTTP/1\.1 (\d{3})};
+    my %h;
+    $h{lc $1} = $2 while $h =~ /^([^:\s]+):\s*(.*?)\r?$/mg;
+    my $len = $h{'content-length'};
+    return (0, \%h, 'no content-length', time - $t0) if !defined $len;
+    while (length $body < $len) {
+        return (0, \%h, 'timeout in body', time - $t0) if time > $deadline;
+        my $n = sysread($s, $buf, 16384);
+        return (0, \%h, 'eof in body', time - $t0) if !$n;
+        $body .= $buf;
+    }
+    return ($code // 0, \%h, $body, time - $t0);
+}
+
+my $enroll_req = do {
+    require MIME::Base64;
+    my $b = MIME::Base64::encode_base64($csr);
+    "POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: localhost\r\n"
+    . 'Authorization: Basic ' . MIME::Base64::encode_base64('demo:demo', '')
+    . "\r\nContent-Type: application/pkcs10\r\nContent-Length: "
+    . length($b) . "\r\n\r\n$b";
+};
+
+# An enrollment client in a child process: connected now, sends at $at
+# (epoch seconds); the result goes to a file.
+my @kids;
+
+sub enroll_at {
+    my ($tag, $at) = @_;
+    my $res = "$dir/bg-$tag.txt";
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $t->{owner} = -1;                     # the parent stops the servers
+        my $s = tls_connect();
+        my $w = $at - time;
+        sleep $w if $w > 0;
+        my ($code, $h, $body, $dt) = http_on($s, $enroll_req, 15);
+        spew($res, join("\t", $code, sprintf('%.3f', $dt),
+                        $h->{'retry-after'} // '',
+                        substr($body, 0, 200) =~ s/\s+/ /gr));
+        POSIX::_exit(0);
+    }
+    push @kids, [$pid, $res, $tag];
+}
+
+sub reap_kids {
+    for my $k (@kids) {
+        my $deadline = time + 30;
+        while (waitpid($k->[0], WNOHANG) != $k->[0]) {
+            if (time > $deadline) {
+                kill 'KILL', $k->[0];
+                waitpid($k->[0], 0);
+                last;
+            }
+            sleep 0.05;
+        }
+    }
+}
+
+my $ka = tls_connect();
+my $cacerts_req = "GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost"
+                  . "\r\n\r\n";
+
+sub cacerts_probe {
+    my ($code, $h, $body, $dt) = http_on($ka, $cacerts_req, 5);
+    return ($code, $dt);
+}
+
+my ($c0) = cacerts_probe();
+is($c0, 200, 'cacerts probe before the stall: 200');
+
+# --- the stall -----------------------------------------------------------------------
+
+my $log_off = length(slurp($t->error_log) // '');
+# The clients connect first (TLS handshakes off the measured window) and
+# send at t = 0.3 s and t = 1.5 s of the stall: the first wave has its
+# 503 by then, the second has it before Redis wakes at t = 3 s.
+my $stall0 = time + 1;
+enroll_at("a$_", $stall0 + 0.3) for 1 .. $WAVE;
+enroll_at("b$_", $stall0 + 1.5) for 1 .. $WAVE;
+sleep($stall0 - time) if $stall0 > time;
+$stall0 = time;
+my $sleep_pid = fork() // die "fork: $!";
+if ($sleep_pid == 0) {
+    open(STDOUT, '>', "$dir/debug-sleep.out");
+    open(STDERR, '>&', \*STDOUT);
+    exec('redis-cli', '-s', $t->redis_sock, 'DEBUG', 'SLEEP', $STALL)
+        or POSIX::_exit(127);
+}
+sleep 0.2;      # redis-cli connected and Redis asleep
+my @probes;
+while (time < $stall0 + $STALL - 0.3) {
+    push @probes, [cacerts_probe()];
+    sleep 0.1;
+}
+
+# Redis wakes up
+my $slept = waitpid($sleep_pid, 0) == $sleep_pid ? time - $stall0 : -1;
+like(slurp("$dir/debug-sleep.out") // '', qr/OK/, 'DEBUG SLEEP ran');
+cmp_ok($slept, '>=', $STALL - 0.3, sprintf('Redis stalled for %.2f s',
+                                          $slept));
+my $stall_end = time;
+reap_kids();
+
+# (b) the event loop did not block
+my @slow = grep { $_->[0] != 200 || $_->[1] >= 0.05 } @probes;
+cmp_ok(scalar @probes, '>=', 20, scalar(@probes) . ' cacerts probes during '
+       . 'the stall');
+is(scalar @slow, 0, 'every cacerts probe during the stall: 200 in < 50 ms')
+    or diag(join("\n", map { sprintf('%d %.3f s', @$_) } @slow));
+my ($max) = sort { $b <=> $a } map { $_->[1] } @probes;
+diag(sprintf('slowest cacerts probe during the stall: %.1f ms',
+             ($max // 0) * 1000));
+diag("probe ms: " . join(" ", map { sprintf("%.1f", $_->[1] * 1000) } @probes));
+
+# (a) enrollments during the stall: quick 503 + Retry-After
+my $n503 = 0;
+for my $k (@kids) {
+    my $line = slurp($k->[1]) // '';
+    my ($code, $dt, $ra, $body) = split /\t/, $line, 4;
+    $code //= 0;
+    $n503++ if $code == 503;
+    is($code, 503, "enrollment $k->[2] during the stall: 503")
+        or diag($line);
+    like($ra // '', qr/^\d+$/, "enrollment $k->[2]: Retry-After");
+    cmp_ok($dt // 99, '<', 1.5, sprintf('enrollment %s: answered in %.2f s '
+                                        . '(Redis timeout 1 s, stall %d s)',
+                                        $k->[2], $dt // 99, $STALL));
+}
+
+# (d) enrollment works again at once, same processes
+my @bad;
+for my $i (1 .. 5) {
+    my ($r, $ok) = enroll_verified("after$i");
+    push @bad, "$i: $r->{code} " . ($ok ? '' : 'chain does not verify ')
+        . substr($r->{body}, 0, 200) if $r->{code} != 200 || !$ok;
+}
+is(scalar @bad, 0, '5 enrollments after the stall: 200, chains verify')
+    or diag(join("\n", @bad));
+is($t->{children}{nginx}, $master, 'same nginx master');
+ok(waitpid($master, WNOHANG) == 0, 'the master has not exited');
+is_deeply([workers()], \@w0, 'same worker (no crash, no restart)');
+
+# (c) what the stall left in Redis
+my (@pending, @good, @other);
+for my $key ($t->redis_keys($CERTS)) {
+    my $h = $t->redis_hash($key);
+    my $st = $h->{status} // '';
+    if ($st eq 'pending') {
+        push @pending, [$key, $h];
+    } elsif ($st eq 'good') {
+        push @good, [$key, $h];
+    } else {
+        push @other, [$key, $h];
+    }
+}
+is(scalar @other, 0, 'no record in a status other than good or pending')
+    or diag(join("\n", map { "$_->[0]: " . ($_->[1]{status} // 'none') }
+                      @other));
+is(scalar(grep { !length($_->[1]{der} // '') } @good), 0,
+   'every good record holds its certificate');
+is(scalar @good, $n200, "good records (" . scalar(@good) . ") = 200 "
+   . "answers ($n200): no certificate stored that no client got");
+is(scalar(grep { length($_->[1]{der} // '') } @pending), 0,
+   'no pending record holds a certificate (nothing half-written)');
+cmp_ok(scalar @pending, '<=', $n503, scalar(@pending) . ' pending record(s)'
+       . " left, at most one per 503 ($n503)");
+my @late = grep { ($_->[1]{created} // 0) < $stall0 - 1
+                  || ($_->[1]{created} // 0) > $stall_end + 1 } @pending;
+is(scalar @late, 0, 'every pending record was created during the stall');
+# By design a reservation sent before the timeout is executed by Redis
+# when it wakes; the core never learns that it landed, so the intent
+# record stays pending (no TTL, no sweeper).  Invariant 2 allows it: it
+# never got a certificate out (all those requests got 503).
+diag(scalar(@pending) . " pending intent record(s) left by the stall "
+     . "(reservations executed after the client's timeout)");
+for my $p (@pending) {
+    my $serial = $p->[1]{serial} // '';
+    my $res = $t->redis_raw('EXISTS', "pki:{ca:issuing}:serial:$serial");
+    ok($res =~ /^1/, "pending $serial keeps its serial reserved");
+}
+
+# the error log
+my $log = substr(slurp($t->error_log) // '', $log_off);
+like($log, qr/certificate store unavailable|redis/i,
+     'the error log names the Redis problem');
+unlike($log, qr/\[alert\]|\[crit\]|\[emerg\]|exited on signal/,
+       'no alert, crit or crash in the log')
+    or diag(join("\n", grep { /\[(alert|crit|emerg)\]|signal/ }
+                      split /\n/, $log));
+
+close $ka;
+$t->stop_nginx;
+done_testing();
