@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -121,6 +122,20 @@ pki_check_key(const pki_template_t *t, EVP_PKEY *pk, pki_result_t *res)
 
     if (!pki_int_classify_key(pk, &kt)) {
         return pki_fail(res, PKI_POLICY, "unsupported public key type");
+    }
+
+    /* RFC 5480 2.1.1: named curves only, never specifiedCurve. */
+    if (kt.type == PKI_KT_EC) {
+        int  explicit = 0;
+
+        if (EVP_PKEY_get_int_param(pk,
+                                   OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS,
+                                   &explicit) == 1
+            && explicit)
+        {
+            return pki_fail(res, PKI_POLICY, "EC keys with explicit curve "
+                            "parameters are not allowed (RFC 5480)");
+        }
     }
 
     if (pki_int_key_allowed(t, pk)) {
@@ -752,6 +767,25 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
                         "certificate being renewed");
     }
 
+    /*
+     * The names being renewed must still pass the template the new
+     * certificate is issued under: a certificate from another template of
+     * the same CA, or one issued before the template was tightened, is not
+     * renewed into names the template now refuses.
+     */
+    rc = pki_apply_subject(t, X509_get_subject_name(old), &req->subject, res);
+    if (rc == PKI_OK) {
+        rc = pki_check_sans(t, old_sans, res);
+    }
+
+    if (rc != PKI_OK) {
+        GENERAL_NAMES_free(old_sans);
+        X509_NAME_free(req->subject);
+        req->subject = NULL;
+        return rc;
+    }
+
+    X509_NAME_free(req->subject);
     req->subject = X509_NAME_dup(X509_get_subject_name(old));
     req->sans = old_sans;
 
@@ -1232,8 +1266,9 @@ pki_sans_text(const GENERAL_NAMES *gens)
         case GEN_IPADD:
             d = ASN1_STRING_get0_data(g->d.iPAddress);
             len = ASN1_STRING_length(g->d.iPAddress);
-            if (inet_ntop(len == 4 ? AF_INET : AF_INET6, d, ip, sizeof(ip))
-                == NULL || (len != 4 && len != 16))
+            if ((len != 4 && len != 16)
+                || inet_ntop(len == 4 ? AF_INET : AF_INET6, d, ip,
+                             sizeof(ip)) == NULL)
             {
                 snprintf(ip, sizeof(ip), "?");
             }

@@ -59,6 +59,21 @@ my ($weak) = $t->make_csr('weak', type => 'rsa', bits => 1024,
 err_ok('RSA-1024', $t->est_post('simpleenroll', $weak), 400,
        qr/key|RSA|1024/i);
 
+# RFC 5480: a P-256 key with explicit curve parameters is refused
+{
+    my $k = $t->dir . '/explicit.key';
+    my $c = $t->dir . '/explicit.csr.der';
+    my ($rc1) = run_cmd(['openssl', 'ecparam', '-name', 'prime256v1',
+                         '-param_enc', 'explicit', '-genkey', '-noout',
+                         '-out', $k]);
+    my ($rc2) = run_cmd(['openssl', 'req', '-new', '-key', $k,
+                         '-subj', '/CN=explicit', '-outform', 'DER',
+                         '-out', $c]);
+    ok($rc1 == 0 && $rc2 == 0, 'CSR with explicit EC parameters made');
+    err_ok('explicit EC parameters', $t->est_post('simpleenroll', slurp($c)),
+           400, qr/explicit/i);
+}
+
 my ($org) = $t->make_csr('org', subj => '/CN=dev/O=Evil Corp');
 err_ok('forbidden subject attribute', $t->est_post('simpleenroll', $org), 400,
        qr/subject|O\b|organization/i);

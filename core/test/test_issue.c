@@ -1003,6 +1003,21 @@ main(void)
         X509_REQ_free(csr);
         free(der);
         EVP_PKEY_free(pk);
+
+        /* The old names must pass the renewing template too: "long" has
+         * no rule for O or for IP SANs. */
+        pk = keygen("EC:P-256");
+        der = make_csr(pk, "/CN=dev1/O=Acme/C=DE",
+                       "IP:192.0.2.7,DNS:dev1.example.com", &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_renewal(tlong, csr, x, &req, &res);
+        is_status(st, PKI_POLICY, "renewal into a template that refuses "
+                  "the old names");
+        ok(req.subject == NULL && req.sans == NULL && req.pubkey == NULL,
+           "  nothing left in the request: %s", res.detail);
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
     }
 
     X509_free(x);
