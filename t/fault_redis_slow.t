@@ -208,7 +208,7 @@ is(scalar @slow, 0, 'every cacerts probe during the stall: 200 in < 50 ms')
 my ($max) = sort { $b <=> $a } map { $_->[1] } @probes;
 diag(sprintf('slowest cacerts probe during the stall: %.1f ms',
              ($max // 0) * 1000));
-diag("probe ms: " . join(" ", map { sprintf("%.1f", $_->[1] * 1000) } @probes));
+note("probe ms: " . join(" ", map { sprintf("%.1f", $_->[1] * 1000) } @probes));
 
 # (a) enrollments during the stall: quick 503 + Retry-After
 my $n503 = 0;
