@@ -142,7 +142,7 @@ pki_drain_errors(pki_result_t *res)
     while ((e = ERR_get_error()) != 0) {
         if (res != NULL) {
             ERR_error_string_n(e, buf, sizeof(buf));
-            pki_log(res, "%s", buf);
+            pki_log(res, "%s%s", res->log[0] ? "; " : "", buf);
         }
     }
 }
@@ -429,15 +429,36 @@ pki_p11mod_get(const char *vault, const char *path, pki_result_t *res)
         return NULL;
     }
 
+    ERR_clear_error();
+
     if (PKCS11_CTX_load(m->ctx, path) != 0) {
+        unsigned long  e;
+        char           last[256];
+
         PKCS11_CTX_free(m->ctx);
         free(m->path);
         free(m);
         pthread_mutex_unlock(&pki_p11_mutex);
 
-        /* C_Initialize may fail spuriously with several processes. */
-        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot load PKCS#11 "
-                 "module \"%s\"", vault, path);
+        /*
+         * Loading can fail in dlopen() or in C_Initialize(); the queue then
+         * holds leftovers of both (DSO, engine), so only its last entry is
+         * kept.  C_Initialize may also fail spuriously when several
+         * processes start at once, or when the token store is missing.
+         */
+        last[0] = '\0';
+        e = ERR_peek_last_error();
+        if (e != 0) {
+            ERR_error_string_n(e, last, sizeof(last));
+        }
+        ERR_clear_error();
+
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": cannot load or "
+                 "initialise PKCS#11 module \"%s\" (token store "
+                 "unavailable?)", vault, path);
+        if (last[0] != '\0') {
+            pki_log(res, "%s", last);
+        }
         return NULL;
     }
 
@@ -1668,10 +1689,10 @@ pki_key_do_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 
         pthread_rwlock_unlock(&v->lock);
 
-        if (tmp.status != PKI_OK) {
-            pki_log(res, "%s", tmp.detail);
+        if (tmp.status != PKI_OK && strstr(res->log, tmp.detail) == NULL) {
+            pki_log(res, "%s%s", res->log[0] ? "; " : "", tmp.detail);
             if (tmp.log[0] != '\0') {
-                pki_log(res, "%s", tmp.log);
+                pki_log(res, " (%s)", tmp.log);
             }
         }
     }

@@ -227,22 +227,11 @@ like($l, qr/signing key unavailable/, 'the error log says the signing key '
      . 'is unavailable');
 like($l, qr/vault "demo": token "nginx-pki" not found/,
      'token directory gone: the error log names the missing token');
-like($l, qr/vault "demo": cannot load PKCS#11 module/,
+like($l, qr/vault "demo": cannot load or initialise PKCS#11 module/,
      'token store gone: the error log names the vault and its module');
-TODO: {
-    local $TODO = 'BUG (log text, core/key.c pki_p11mod_get): a failing '
-        . 'C_Initialize (token store gone) is logged as "cannot load '
-        . 'PKCS#11 module" with stale DSO/engine errors ("could not load '
-        . 'the shared library") although the module is loadable';
-    unlike($l, qr/could not load the shared library/,
-           'no misleading "could not load the shared library"');
-}
-TODO: {
-    local $TODO = 'BUG (log text, core/key.c pki_drain_errors and '
-        . 'pki_key_do_sign): log parts appended without a separator';
-    unlike($l, qr/failederror:|EVP libvault|\.so"vault/,
-           'log parts are separated');
-}
+unlike($l, qr/could not load the shared library/,
+       'no misleading "could not load the shared library"');
+unlike($l, qr/failederror:|EVP libvault|\.so"vault/, 'log parts are separated');
 unlike($l, qr/exited on signal|\[alert\]|\[emerg\]/, 'no crash in the log');
 my $whole = slurp($log) // '';
 ok(index($whole, $pin) < 0, 'the PIN is not in the error log');
