@@ -44,12 +44,25 @@ struct pki_redis_s {
 };
 
 
-/* KEYS[1] serial reservation, KEYS[2] record; ARGV[1] reservation value,
- * ARGV[2..] field/value pairs of the pending record. */
+/*
+ * KEYS[1] serial reservation, KEYS[2] record; ARGV[1] reservation value,
+ * ARGV[2..] field/value pairs of the pending record.
+ *
+ * The pending record expires after PKI_PENDING_TTL seconds unless a commit
+ * makes it permanent.  A pending record never had its certificate handed
+ * out (that happens only after the commit), so one whose issuance died
+ * (Redis stalled past the client's timeout and ran the reservation later,
+ * a worker killed mid-signature) removes itself instead of lingering as a
+ * half-written record.  The serial reservation never expires: a serial is
+ * never reused.
+ */
+#define PKI_PENDING_TTL  "300"
+
 static const char  pki_lua_reserve[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then "
     "  redis.call('DEL', KEYS[2]) "
     "  redis.call('HSET', KEYS[2], unpack(ARGV, 2)) "
+    "  redis.call('EXPIRE', KEYS[2], " PKI_PENDING_TTL ") "
     "  return 1 "
     "end "
     "return 0";
@@ -61,6 +74,7 @@ static const char  pki_lua_commit[] =
     "if not st then return 0 end "
     "if st ~= 'pending' then return -1 end "
     "redis.call('HSET', KEYS[1], unpack(ARGV, 3)) "
+    "redis.call('PERSIST', KEYS[1]) "
     "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
     "return 1";
 

@@ -265,16 +265,25 @@ cmp_ok(scalar @pending, '<=', $n503, scalar(@pending) . ' pending record(s)'
 my @late = grep { ($_->[1]{created} // 0) < $stall0 - 1
                   || ($_->[1]{created} // 0) > $stall_end + 1 } @pending;
 is(scalar @late, 0, 'every pending record was created during the stall');
-# By design a reservation sent before the timeout is executed by Redis
-# when it wakes; the core never learns that it landed, so the intent
-# record stays pending (no TTL, no sweeper).  Invariant 2 allows it: it
-# never got a certificate out (all those requests got 503).
+# A reservation sent before the timeout is executed by Redis when it
+# wakes; the core never learns that it landed.  Such an intent record
+# never got a certificate out (all those requests got 503), and it
+# expires by itself (the core gives pending records a TTL that the commit
+# removes), so nothing half-written stays behind; its serial stays
+# reserved for good.
 diag(scalar(@pending) . " pending intent record(s) left by the stall "
      . "(reservations executed after the client's timeout)");
 for my $p (@pending) {
     my $serial = $p->[1]{serial} // '';
     my $res = $t->redis_raw('EXISTS', "pki:{ca:issuing}:serial:$serial");
     ok($res =~ /^1/, "pending $serial keeps its serial reserved");
+    my $ttl = $t->redis_raw('TTL', $p->[0]);
+    ok($ttl =~ /^(\d+)/ && $1 > 0 && $1 <= 300,
+       "pending $serial expires by itself (TTL $ttl)");
+}
+for my $g (@good) {
+    my $ttl = $t->redis_raw('TTL', $g->[0]);
+    is($ttl =~ s/\s+//gr, '-1', 'a good record never expires') or last;
 }
 
 # the error log

@@ -171,12 +171,23 @@ test_round_trip(pki_redis_t *r, redisContext *c)
        && strcmp(rep->str, "pending") == 0, "record hash is pending");
     freeReplyObject(rep);
 
+    rep = raw(c, "TTL", key, NULL);
+    ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0
+       && rep->integer <= 300, "a pending record expires by itself (TTL %lld)",
+       rep ? rep->integer : 0);
+    freeReplyObject(rep);
+
     rec.der = (unsigned char *) der;
     rec.der_len = sizeof(der);
     rec.not_before = 1700000100;
     rec.not_after = 1800000100;
     pki_result_init(&res);
     is_st(pki_record_commit(r, &rec, &res), PKI_OK, "commit");
+
+    rep = raw(c, "TTL", key, NULL);
+    ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == -1,
+       "a committed record is permanent");
+    freeReplyObject(rep);
 
     pki_result_init(&res);
     is_st(pki_record_commit(r, &rec, &res), PKI_CONFLICT,
