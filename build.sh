@@ -129,7 +129,7 @@ build_all() {
     local so n=0
     for so in "$bdir"/nginx/*.so; do
         [ -e "$so" ] || continue
-        cp -f "$so" "$bdir/" || die "cannot copy $so"
+        install -m 755 "$so" "$bdir/.$(basename "$so").$$" && mv -f "$bdir/.$(basename "$so").$$" "$bdir/$(basename "$so")" || die "cannot copy $so"
         n=$((n + 1))
     done
     [ "$n" -gt 0 ] || die "nginx module build produced no .so in $bdir/nginx"

@@ -38,6 +38,7 @@ typedef struct {
     ngx_array_t               *labels;      /* ngx_http_est_label_t */
     ngx_flag_t                 pop_linking;
     size_t                     max_body_size;
+    ngx_http_complex_value_t  *identity;    /* est_identity, or NULL */
 } ngx_http_est_loc_conf_t;
 
 
@@ -76,6 +77,7 @@ static ngx_int_t ngx_http_est_add_header(ngx_http_request_t *r,
 static char *ngx_http_est_cstr(ngx_pool_t *pool, ngx_str_t *s);
 
 static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
+static void ngx_http_est_wipe(void *data);
 
 static void *ngx_http_est_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_est_create_loc_conf(ngx_conf_t *cf);
@@ -118,6 +120,13 @@ static ngx_command_t  ngx_http_est_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_est_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("est_identity"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_est_loc_conf_t, identity),
       NULL },
 
       ngx_null_command
@@ -354,7 +363,9 @@ ngx_http_est_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_est_fill_request(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 {
-    pki_est_req_t  *req;
+    ngx_str_t                 user;
+    pki_est_req_t            *req;
+    ngx_http_est_loc_conf_t  *elcf;
 
     req = &ctx->req;
 
@@ -371,10 +382,25 @@ ngx_http_est_fill_request(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         }
     }
 
-    /* set only by nginx's own access phase (auth_basic); never parsed here */
+    /*
+     * The authenticated user: est_identity when configured (for example a
+     * variable set by auth_request_set), else the name auth_basic
+     * verified.  The Authorization header is never parsed here.
+     */
 
-    if (r->headers_in.user.len) {
-        req->user = ngx_http_est_cstr(r->pool, &r->headers_in.user);
+    elcf = ngx_http_get_module_loc_conf(r, ngx_http_est_module);
+
+    if (elcf->identity) {
+        if (ngx_http_complex_value(r, elcf->identity, &user) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        user = r->headers_in.user;
+    }
+
+    if (user.len) {
+        req->user = ngx_http_est_cstr(r->pool, &user);
         if (req->user == NULL) {
             return NGX_ERROR;
         }
@@ -503,13 +529,14 @@ ngx_http_est_done(ngx_http_request_t *r, void *data)
 static ngx_int_t
 ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 {
-    u_char          *p;
-    size_t           len;
-    ngx_int_t        rc;
-    ngx_buf_t       *b;
-    ngx_uint_t       level, status;
-    ngx_chain_t      out;
-    pki_est_resp_t  *resp;
+    u_char              *p;
+    size_t               len;
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_uint_t           level, status;
+    ngx_chain_t          out;
+    pki_est_resp_t      *resp;
+    ngx_pool_cleanup_t  *cln;
 
     resp = &ctx->resp;
 
@@ -542,6 +569,19 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
         b->last_buf = (r == r->main) ? 1 : 0;
         b->last_in_chain = 1;
+
+        if (ctx->req.op == PKI_EST_SERVERKEYGEN) {
+            /* the body holds the new private key: wipe it with the pool */
+            cln = ngx_pool_cleanup_add(r->pool, 0);
+            if (cln == NULL) {
+                ngx_explicit_memzero(b->start, b->end - b->start);
+                pki_est_resp_free(resp);
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            cln->handler = ngx_http_est_wipe;
+            cln->data = b;
+        }
     }
 
     r->headers_out.status = status;
@@ -733,6 +773,15 @@ ngx_http_est_cstr(ngx_pool_t *pool, ngx_str_t *s)
  * ngx_http_send_special_response() skip its HTML page.
  */
 
+static void
+ngx_http_est_wipe(void *data)
+{
+    ngx_buf_t  *b = data;
+
+    ngx_explicit_memzero(b->start, b->end - b->start);
+}
+
+
 static ngx_int_t
 ngx_http_est_header_filter(ngx_http_request_t *r)
 {
@@ -821,6 +870,10 @@ ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               64 * 1024);
 
+    if (conf->identity == NULL) {
+        conf->identity = prev->identity;
+    }
+
     /*
      * The content handler also applies in nested locations (for example
      * a regex location with auth_basic inside /.well-known/est/), unless
@@ -872,7 +925,7 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     (void) cmd;
 
-    if (elcf->enable != NGX_CONF_UNSET) {
+    if (elcf->ca != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
 
@@ -885,6 +938,10 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                "use \"est CA TEMPLATE\" or \"est off\"",
                                &value[1]);
             return NGX_CONF_ERROR;
+        }
+
+        if (elcf->labels != NGX_CONF_UNSET_PTR) {
+            return "off cannot be combined with \"est_label\"";
         }
 
         elcf->enable = 0;
@@ -951,6 +1008,13 @@ ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         != PKI_EST_UNKNOWN)
     {
         goto invalid;
+    }
+
+    if (elcf->enable == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"est_label\" cannot be combined with "
+                           "\"est off\"");
+        return NGX_CONF_ERROR;
     }
 
     if (elcf->labels == NGX_CONF_UNSET_PTR) {

@@ -140,6 +140,19 @@ static void ngx_http_pki_secret_cleanup(void *data);
 static void ngx_http_pki_thread_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_thread_event_handler(ngx_event_t *ev);
 static void ngx_http_pki_guard_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_pki_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+/* The per-request body cap while a body is being read. */
+typedef struct {
+    size_t                     max;
+    off_t                      received;
+} ngx_http_pki_body_ctx_t;
+
+
+static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 
 
 static ngx_command_t  ngx_http_pki_commands[] = {
@@ -213,7 +226,7 @@ static ngx_command_t  ngx_http_pki_key_vault_commands[] = {
 
 static ngx_http_module_t  ngx_http_pki_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_pki_postconfiguration,        /* postconfiguration */
 
     ngx_http_pki_create_main_conf,         /* create main configuration */
     ngx_http_pki_init_main_conf,           /* init main configuration */
@@ -1311,6 +1324,8 @@ ngx_int_t
 ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     ngx_http_client_body_handler_pt handler)
 {
+    ngx_http_pki_body_ctx_t  *bctx;
+
     if (r->headers_in.content_length_n > (off_t) max) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "client intended to send too large body: %O bytes "
@@ -1318,7 +1333,55 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
         return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
+    /* A chunked body (or HTTP/2 without Content-Length) announces no size:
+     * the body filter below counts it as it arrives and stops at the cap,
+     * instead of letting client_max_body_size spool it to disk. */
+    bctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_body_ctx_t));
+    if (bctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    bctx->max = max;
+    ngx_http_set_ctx(r, bctx, ngx_http_pki_module);
+
     return ngx_http_read_client_request_body(r, handler);
+}
+
+
+static ngx_int_t
+ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t              *cl;
+    ngx_http_pki_body_ctx_t  *bctx;
+
+    bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
+
+    if (bctx != NULL) {
+        for (cl = in; cl; cl = cl->next) {
+            bctx->received += ngx_buf_size(cl->buf);
+        }
+
+        if (bctx->received > (off_t) bctx->max) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "client sent too large body: more than %uz bytes",
+                          bctx->max);
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+    }
+
+    return ngx_http_next_request_body_filter(r, in);
+}
+
+
+static ngx_int_t
+ngx_http_pki_postconfiguration(ngx_conf_t *cf)
+{
+    (void) cf;
+
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_pki_body_filter;
+
+    return NGX_OK;
 }
 
 

@@ -1,0 +1,136 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# EST authentication through auth_request + est_identity, the body cap on
+# chunked uploads (no Content-Length), and directive order.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+
+# /ar/.well-known/est/: authorised by an auth_request subrequest that
+# checks a token and names the user in a response header.
+# The subrequest goes to a small "auth service" on the plain HTTP server,
+# which answers 204 with X-User for the right token, as an SSO or device
+# registry behind auth_request would.
+my $conf = $t->render_conf;
+my $http = $t->http_port;
+my $ar = <<"LOC";
+        location = /auth {
+            internal;
+            proxy_pass http://127.0.0.1:$http/authsvc;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }
+
+        location /ar/.well-known/est/ {
+            est_label lab issuing device;
+            est issuing device;
+            auth_request /auth;
+            auth_request_set \$est_user \$upstream_http_x_user;
+            est_identity \$est_user;
+        }
+
+LOC
+my $svc = <<'LOC';
+        location = /authsvc {
+            if ($http_x_token = "s3cret") {
+                add_header X-User tokenuser;
+                return 204;
+            }
+            return 401;
+        }
+
+LOC
+$conf =~ s{^(\s*location / \{)}{$ar$1}m
+    or BAIL_OUT('cannot add the /ar/ location to the config');
+# the second "location / {" is the plain HTTP server's
+my $n = 0;
+$conf =~ s{^(\s*location / \{)}{++$n == 2 ? "$svc$1" : $1}gme;
+$n == 2 or BAIL_OUT('cannot add the auth service to the config');
+$t->start_nginx($conf);
+
+my $url = 'https://127.0.0.1:' . $t->https_port
+          . '/ar/.well-known/est/simpleenroll';
+my ($csr) = $t->make_csr('ar', subj => '/CN=ar-device');
+require MIME::Base64;
+my $b64 = MIME::Base64::encode_base64($csr);
+
+my $r = $t->curl('POST', $url, data => $b64,
+                 headers => ['Content-Type: application/pkcs10']);
+is($r->{code}, 401, 'auth_request refuses without the token');
+is($r->{body}, '', '  401 has an empty body');
+is($r->{headers}{'content-length'}, '0', '  Content-Length: 0');
+
+$r = $t->curl('POST', $url, data => $b64,
+              headers => ['Content-Type: application/pkcs10',
+                          'X-Token: s3cret']);
+is($r->{code}, 200, 'auth_request + est_identity: enrolled')
+    or diag($r->{body});
+my $pem = $t->p7_to_pem($r->{body});
+ok($pem, '  a certificate came back');
+if ($pem) {
+    my $f = $t->save_first_cert($pem, 'ar');
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-in', $f, '-noout',
+                              '-serial']);
+    my ($serial) = $out =~ /serial=([0-9A-F]+)/;
+    my $h = $t->redis_hash("pki:{ca:issuing}:cert:$serial");
+    is($h->{requester}, 'tokenuser',
+       '  the record names the identity auth_request vouched for');
+}
+
+# the label declared before "est" in the same location works
+$r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                      . '/ar/.well-known/est/lab/simpleenroll',
+              data => $b64, headers => ['Content-Type: application/pkcs10',
+                                        'X-Token: s3cret']);
+is($r->{code}, 200, 'est_label before est in one location');
+
+# a chunked body over the cap is refused while it arrives (413): nginx
+# stops reading at the EST cap, not at client_max_body_size
+my $big = $t->dir . '/big.b64';
+spew($big, 'QUFB' x (300 * 1024 / 4));
+my $n0 = () = glob($t->prefix . '/tmp/body/*');
+$r = $t->curl('POST', $t->est_url('simpleenroll'), data_file => $big,
+              user => 'demo:demo',
+              headers => ['Content-Type: application/pkcs10',
+                          'Transfer-Encoding: chunked']);
+is($r->{code}, 413, 'chunked 300 KiB body: 413');
+unlike($r->{body}, qr/QUFB/, '  nothing of the body echoed');
+my $log = slurp($t->error_log) // '';
+like($log, qr/client sent too large body: more than 65536 bytes/,
+     '  the error log names the cap');
+
+# enrollment still works on the same server
+my ($again) = $t->make_csr('again', subj => '/CN=after-413');
+$r = $t->est_post('simpleenroll', $again);
+is($r->{code}, 200, 'enrollment after the 413');
+
+# directive conflicts fail nginx -t
+for my $case (
+    ['est off with est_label',
+     "est_label x issuing device;\n            est off;",
+     qr/off cannot be combined with "est_label"/],
+    ['est_label after est off',
+     "est off;\n            est_label x issuing device;",
+     qr/"est_label" cannot be combined with "est off"/],
+) {
+    my ($name, $dirs, $re) = @$case;
+    my $c = $t->render_conf;
+    $c =~ s{^(\s*location / \{)}
+           {        location /bad/.well-known/est/ {\n            $dirs\n        }\n\n$1}m;
+    my ($ok, $out) = $t->nginx_test($t->write_conf($c, "bad-$name.conf"
+                                                   =~ s/\W/_/gr));
+    ok(!$ok, "$name: nginx -t fails");
+    like($out, $re, "$name: message") or diag($out);
+}
+
+$t->stop_all;
+done_testing();
