@@ -566,38 +566,6 @@ pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
 
 /* ---- enrollment ---------------------------------------------------------- */
 
-static char *
-pki_est_name_text(const X509_NAME *name)
-{
-    BIO    *bio;
-    char   *s, *data;
-    long    len;
-
-    bio = BIO_new(BIO_s_mem());
-    if (bio == NULL) {
-        return NULL;
-    }
-
-    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
-        BIO_free(bio);
-        return NULL;
-    }
-
-    len = BIO_get_mem_data(bio, &data);
-    s = malloc((size_t) len + 1);
-    if (s) {
-        if (len > 0) {
-            memcpy(s, data, (size_t) len);
-        }
-        s[len] = '\0';
-    }
-
-    BIO_free(bio);
-
-    return s;
-}
-
-
 /* The client certificate: issued by this CA, current, recorded as good. */
 static pki_status_t
 pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
@@ -902,7 +870,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
             goto failed;
         }
 
-        who = pki_est_name_text(X509_get_subject_name(req->client_cert));
+        who = pki_int_name_text(X509_get_subject_name(req->client_cert));
 
     } else if (req->user && req->user[0]) {
         who = strdup(req->user);
@@ -920,7 +888,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
             goto failed;
         }
 
-        who = pki_est_name_text(X509_get_subject_name(req->client_cert));
+        who = pki_int_name_text(X509_get_subject_name(req->client_cert));
 
     } else {
         pki_fail(res, PKI_UNAUTHORIZED, "authentication required");

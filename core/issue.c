@@ -28,7 +28,6 @@ static pki_status_t pki_csr_sans(X509_REQ *csr, GENERAL_NAMES **out,
     pki_result_t *res);
 static pki_status_t pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const pki_request_t *req, X509 **out, pki_result_t *res);
-static char *pki_name_text(const X509_NAME *name);
 static char *pki_sans_text(const GENERAL_NAMES *gens);
 
 
@@ -1191,8 +1190,9 @@ failed:
 }
 
 
-static char *
-pki_name_text(const X509_NAME *name)
+/* RFC 2253 text of a name, malloc'd; NULL on failure. */
+char *
+pki_int_name_text(const X509_NAME *name)
 {
     BIO    *bio;
     char   *s, *data;
@@ -1370,7 +1370,7 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     rec.not_before = pki_int_asn1_time(X509_get0_notBefore(x));
     rec.not_after = pki_int_asn1_time(X509_get0_notAfter(x));
     rec.created = time(NULL);
-    rec.subject = pki_name_text(req->subject);
+    rec.subject = pki_int_name_text(req->subject);
     rec.sans = pki_sans_text(req->sans);
 
     if (rec.subject == NULL || rec.sans == NULL) {

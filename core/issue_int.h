@@ -137,6 +137,9 @@ void pki_int_describe_key(const pki_key_type_t *kt, char *buf, size_t size);
 /* ca.c */
 time_t pki_int_asn1_time(const ASN1_TIME *t);
 
+/* issue.c: RFC 2253 text of a name, malloc'd; NULL on failure. */
+char *pki_int_name_text(const X509_NAME *name);
+
 /* csr.c: the hot-path PKCS#10 reader (see there). */
 int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     pki_status_t *st, pki_result_t *res);

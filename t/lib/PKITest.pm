@@ -152,26 +152,7 @@ sub redis_sock { "$_[0]{dir}/redis.sock" }
 
 sub start_redis {
     my ($self) = @_;
-    my $d = "$self->{dir}/redis";
-    mkdir $d;
-    my $sock = $self->redis_sock;
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        open(STDOUT, '>>', "$d/redis.out");
-        open(STDERR, '>&', \*STDOUT);
-        exec('redis-server', '--port', '0', '--unixsocket', $sock,
-             '--unixsocketperm', '700', '--dir', $d, '--save', '',
-             '--appendonly', 'no', '--daemonize', 'no',
-             '--logfile', "$d/redis.log") or POSIX::_exit(127);
-    }
-    $self->{children}{redis} = $pid;
-    for (1 .. 100) {
-        my ($rc, $out) = run_cmd(['redis-cli', '-s', $sock, 'ping'],
-                                 timeout => 5);
-        return $pid if $rc == 0 && $out =~ /PONG/;
-        sleep 0.05;
-    }
-    die "redis did not start on $sock";
+    return $self->start_redis_with();
 }
 
 sub stop_redis {
