@@ -170,7 +170,13 @@ PKI_API EVP_PKEY *pki_keygen_like(const EVP_PKEY *like, pki_result_t *res);
  *   <ns>{ca:<CA>}:serial:<SERIAL>  string, SET NX reservation (never reused)
  *   <ns>{ca:<CA>}:cert:<SERIAL>    hash, the certificate record
  *   <ns>{ca:<CA>}:expiry           zset, SERIAL scored by notAfter
- *   <ns>{ca:<CA>}:revoked          zset, SERIAL scored by revocation time
+ *   <ns>{ca:<CA>}:revoked          hash, SERIAL -> "REASON REVOKED_AT
+ *                                  INVALIDITY_DATE" (decimal, 0 = none):
+ *                                  every revoked or on-hold serial, read
+ *                                  whole (HGETALL/HSCAN) to build a CRL
+ *   <ns>{ca:<CA>}:revgen           integer, INCR'd by every revocation
+ *                                  change (caches and CRL builders compare)
+ *   <ns>{ca:<CA>}:crlnumber        integer, INCR'd per CRL built
  * <ns> is the configured namespace (default "pki:").
  */
 
@@ -217,6 +223,7 @@ typedef struct {
     time_t             created;
     unsigned char     *der;          /* NULL while pending              */
     size_t             der_len;
+    time_t             invalidity_date;  /* 0: none (revoked only)      */
 } pki_record_t;
 
 /* Reserves serial (SET NX) and writes a pending record in one atomic step.
@@ -234,6 +241,40 @@ PKI_API pki_status_t pki_record_abandon(pki_redis_t *r, const char *ca,
 PKI_API pki_status_t pki_record_get(pki_redis_t *r, const char *ca,
     const char *serial, pki_record_t *out, pki_result_t *res);
 PKI_API void pki_record_clear(pki_record_t *rec);
+
+/* Revocation.  reason is the RFC 5280 CRLReason code: 0 unspecified,
+ * 1 keyCompromise, 2 cACompromise, 3 affiliationChanged, 4 superseded,
+ * 5 cessationOfOperation, 6 certificateHold, 8 removeFromCRL (releases a
+ * hold: the record is good again), 9 privilegeWithdrawn, 10 aACompromise.
+ * One atomic step: record status/reason/revoked_at/invalidity_date, the
+ * revoked hash, revgen.  PKI_NOT_FOUND: no record (or only pending);
+ * PKI_CONFLICT: already revoked (only a hold may change: to another reason
+ * or released with 8); 8 on a certificate not on hold; PKI_MALFORMED: bad
+ * reason.  out (may be NULL) receives the updated record. */
+PKI_API pki_status_t pki_record_revoke(pki_redis_t *r, const char *ca,
+    const char *serial, int reason, time_t when, time_t invalidity_date,
+    pki_record_t *out, pki_result_t *res);
+
+/* Calls cb for every entry of the CA's revoked hash (HSCAN, in batches).
+ * cb returns 0 to stop early. */
+typedef int (*pki_revoked_cb)(void *arg, const char *serial, int reason,
+    time_t revoked_at, time_t invalidity_date);
+PKI_API pki_status_t pki_record_revoked_each(pki_redis_t *r, const char *ca,
+    pki_revoked_cb cb, void *arg, pki_result_t *res);
+
+/* Current value of <ns>{ca:CA}:revgen (0 when absent). */
+PKI_API pki_status_t pki_record_revgen(pki_redis_t *r, const char *ca,
+    long long *gen, pki_result_t *res);
+/* INCR of <ns>{ca:CA}:crlnumber. */
+PKI_API pki_status_t pki_record_next_crlnumber(pki_redis_t *r,
+    const char *ca, long long *number, pki_result_t *res);
+
+/* A page of records (SCAN over <ns>{ca:CA}:cert:*): cursor "0" starts,
+ * *next is "0" when done (buffer of 32).  Up to max records are returned
+ * in *out (malloc'd array; pki_record_clear each, then free the array). */
+PKI_API pki_status_t pki_record_list(pki_redis_t *r, const char *ca,
+    const char *cursor, size_t max, pki_record_t **out, size_t *n,
+    char *next, pki_result_t *res);
 
 
 /* ---- templates ---------------------------------------------------------------
