@@ -368,6 +368,18 @@ pki_dns_ok(const unsigned char *s, int len, int wildcard)
 
     labels++;
 
+    /* An all-digit last label makes "10.0.0.1" look like a name: an IP
+     * address belongs in an iPAddress SAN, which the template rules on. */
+    for (i = len - lablen; i < len; i++) {
+        if (!(s[i] >= '0' && s[i] <= '9')) {
+            break;
+        }
+    }
+
+    if (i == len) {
+        return 0;
+    }
+
     /* "*.com" is not a useful wildcard. */
     return start == 0 || labels >= 2;
 }
@@ -527,10 +539,19 @@ pki_check_sans(const pki_template_t *t, const GENERAL_NAMES *gens,
         switch (type) {
         case PKI_SAN_DNS:
             if (!pki_dns_ok(d, len, t->san_wildcard)) {
+                char  shown[65];
+                int   k;
+
+                /* the client's bytes, printable ASCII only, for the
+                 * message and the log */
+                for (k = 0; k < len && k < 64; k++) {
+                    shown[k] = (d[k] > 0x20 && d[k] < 0x7f) ? (char) d[k]
+                                                            : '?';
+                }
+                shown[k] = '\0';
+
                 return pki_fail(res, PKI_POLICY, "invalid DNS name in SAN "
-                                "\"%.*s\"", len > 64 ? 64 : len,
-                                pki_dns_ok(d, len, 1) ? (const char *) d
-                                                      : "(not printable)");
+                                "\"%s\"", shown);
             }
             break;
         case PKI_SAN_IP:

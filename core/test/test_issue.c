@@ -83,6 +83,10 @@ static const policy_case_t  policy_cases[] = {
       PKI_POLICY, "invalid DNS name", NULL },
     { "bad DNS empty label", "EC:P-256", "/CN=dev1", "DNS:a..example",
       PKI_POLICY, "invalid DNS name", NULL },
+    { "IP address as DNS name", "EC:P-256", "/CN=dev1", "DNS:10.0.0.1",
+      PKI_POLICY, "invalid DNS name", NULL },
+    { "digits then letters ok", "EC:P-256", "/CN=dev1", "DNS:1.2.3.example4",
+      PKI_OK, NULL, NULL },
     { "bad DNS long label", "EC:P-256", "/CN=dev1",
       "DNS:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa."
       "example", PKI_POLICY, "invalid DNS name", NULL },
