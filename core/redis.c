@@ -954,6 +954,10 @@ pki_record_field(pki_record_t *out, const redisReply *k, const redisReply *v)
         return pki_parse_time(v, &out->revoked_at);
     }
 
+    if (PKI_FIELD("invalidity_date")) {
+        return pki_parse_time(v, &out->invalidity_date);
+    }
+
     if (PKI_FIELD("not_before")) {
         return pki_parse_time(v, &out->not_before);
     }
@@ -995,16 +999,76 @@ pki_record_field(pki_record_t *out, const redisReply *k, const redisReply *v)
 }
 
 
+/* Fills out from an HGETALL reply of the record of (ca, canon).
+ * PKI_NOT_FOUND for an empty reply. */
+static pki_status_t
+pki_record_from_reply(const redisReply *reply, const char *ca,
+    const char *canon, pki_record_t *out, pki_result_t *res)
+{
+    const redisReply   *k, *v;
+    size_t              i;
+    char              **sp[4];
+    int                 j;
+
+    memset(out, 0, sizeof(*out));
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
+        return pki_redis_unavailable(res, "HGETALL", "unexpected reply");
+    }
+
+    if (reply->elements == 0) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such certificate");
+    }
+
+    snprintf(out->serial, sizeof(out->serial), "%s", canon);
+    snprintf(out->ca, sizeof(out->ca), "%s", ca);
+
+    for (i = 0; i < reply->elements; i += 2) {
+        k = reply->element[i];
+        v = reply->element[i + 1];
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING
+            || !pki_record_field(out, k, v))
+        {
+            pki_record_clear(out);
+            return pki_fail(res, PKI_INTERNAL, "corrupt certificate record");
+        }
+    }
+
+    /* Never hand out NULL strings. */
+    sp[0] = &out->subject;
+    sp[1] = &out->sans;
+    sp[2] = &out->requester;
+    sp[3] = &out->client;
+
+    for (j = 0; j < 4; j++) {
+        if (*sp[j] == NULL) {
+            *sp[j] = strdup("");
+            if (*sp[j] == NULL) {
+                pki_record_clear(out);
+                return pki_fail(res, PKI_INTERNAL, "out of memory");
+            }
+        }
+    }
+
+    if (out->status != PKI_CERT_PENDING && out->der == NULL) {
+        pki_record_clear(out);
+        return pki_fail(res, PKI_INTERNAL, "corrupt certificate record");
+    }
+
+    return PKI_OK;
+}
+
+
 PKI_API pki_status_t
 pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
     pki_record_t *out, pki_result_t *res)
 {
-    redisReply   *reply, *k, *v;
-    const char   *argv[2];
-    size_t        lens[2], i;
-    char          kcert[PKI_REDIS_KEY_MAX], canon[41];
-    char        **sp[4];
-    int           j;
+    redisReply    *reply;
+    pki_status_t   st;
+    const char    *argv[2];
+    size_t         lens[2];
+    char           kcert[PKI_REDIS_KEY_MAX], canon[41];
 
     if (out == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: no record");
@@ -1034,55 +1098,582 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
         return res != NULL ? res->status : PKI_UNAVAILABLE;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
-        freeReplyObject(reply);
+    st = pki_record_from_reply(reply, ca, canon, out, res);
+    freeReplyObject(reply);
+
+    if (st == PKI_UNAVAILABLE) {
         pki_redis_drop(r);
-        return pki_redis_unavailable(res, "HGETALL", "unexpected reply");
     }
 
-    if (reply->elements == 0) {
-        freeReplyObject(reply);
+    return st;
+}
+
+
+/* ---- revocation --------------------------------------------------------- */
+
+/*
+ * KEYS[1] record, KEYS[2] revoked hash, KEYS[3] revgen; ARGV[1] serial,
+ * ARGV[2] reason, ARGV[3] revocation time, ARGV[4] invalidity date.
+ * Returns 1 revoked (or hold changed), 2 hold released, 0 no record (or
+ * pending), -1 already revoked, -2 removeFromCRL without a hold, -3 hold on
+ * a hold.  Changing a hold into a final reason keeps the time the hold was
+ * placed (the certificate has been unusable since then).
+ */
+static const char  pki_lua_revoke[] =
+    "local st = redis.call('HGET', KEYS[1], 'status') "
+    "if not st or st == 'pending' then return 0 end "
+    "local at = ARGV[3] "
+    "if st == 'revoked' then "
+    "  if redis.call('HGET', KEYS[1], 'reason') ~= '6' then return -1 end "
+    "  if ARGV[2] == '8' then "
+    "    redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
+    "               'revoked_at', '0', 'invalidity_date', '0') "
+    "    redis.call('HDEL', KEYS[2], ARGV[1]) "
+    "    redis.call('INCR', KEYS[3]) "
+    "    return 2 "
+    "  end "
+    "  if ARGV[2] == '6' then return -3 end "
+    "  at = redis.call('HGET', KEYS[1], 'revoked_at') or ARGV[3] "
+    "elseif st ~= 'good' then "
+    "  return -1 "
+    "elseif ARGV[2] == '8' then "
+    "  return -2 "
+    "end "
+    "redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[2], "
+    "           'revoked_at', at, 'invalidity_date', ARGV[4]) "
+    "redis.call('HSET', KEYS[2], ARGV[1], "
+    "           ARGV[2] .. ' ' .. at .. ' ' .. ARGV[4]) "
+    "redis.call('INCR', KEYS[3]) "
+    "return 1";
+
+
+PKI_API pki_status_t
+pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
+    int reason, time_t when, time_t invalidity_date, pki_record_t *out,
+    pki_result_t *res)
+{
+    pki_args_t    a;
+    pki_status_t  st;
+    long long     rc;
+    char          kcert[PKI_REDIS_KEY_MAX], krev[PKI_REDIS_KEY_MAX];
+    char          kgen[PKI_REDIS_KEY_MAX], canon[41];
+
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+    }
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (reason < 0 || reason > 10 || reason == 7) {
+        return pki_fail(res, PKI_MALFORMED, "bad revocation reason");
+    }
+
+    if (when < 0 || invalidity_date < 0) {
+        return pki_fail(res, PKI_MALFORMED, "bad revocation time");
+    }
+
+    if (serial == NULL
+        || !pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert),
+                          canon, res)
+        || !pki_redis_key(r, ca, "revoked", NULL, krev, sizeof(krev), NULL,
+                          res)
+        || !pki_redis_key(r, ca, "revgen", NULL, kgen, sizeof(kgen), NULL,
+                          res))
+    {
+        return res != NULL && res->status != PKI_OK ? res->status
+               : pki_fail(res, PKI_MALFORMED, "bad serial number");
+    }
+
+    if (when == 0) {
+        when = time(NULL);
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_revoke);
+    pki_args_str(&a, "3");
+    pki_args_str(&a, kcert);
+    pki_args_str(&a, krev);
+    pki_args_str(&a, kgen);
+    pki_args_str(&a, canon);
+    pki_args_num(&a, reason);
+    pki_args_num(&a, (long long) when);
+    pki_args_num(&a, (long long) invalidity_date);
+
+    st = pki_redis_eval(r, &a, &rc, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    switch (rc) {
+    case 1:
+    case 2:
+        break;
+    case 0:
         return pki_fail(res, PKI_NOT_FOUND, "no such certificate");
+    case -2:
+        return pki_fail(res, PKI_CONFLICT, "certificate is not on hold");
+    case -3:
+        return pki_fail(res, PKI_CONFLICT, "certificate is already on hold");
+    default:
+        return pki_fail(res, PKI_CONFLICT, "certificate is already revoked");
     }
 
-    memcpy(out->serial, canon, sizeof(canon));
-    snprintf(out->ca, sizeof(out->ca), "%s", ca);
+    if (out != NULL) {
+        return pki_record_get(r, ca, canon, out, res);
+    }
 
-    for (i = 0; i < reply->elements; i += 2) {
-        k = reply->element[i];
-        v = reply->element[i + 1];
+    return PKI_OK;
+}
 
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING
-            || !pki_record_field(out, k, v))
-        {
-            freeReplyObject(reply);
-            pki_record_clear(out);
-            return pki_fail(res, PKI_INTERNAL, "corrupt certificate record");
+
+/* Parses "REASON REVOKED_AT INVALIDITY_DATE". */
+static int
+pki_revoked_parse(const redisReply *v, int *reason, time_t *at,
+    time_t *inv)
+{
+    char       buf[80], *p, *end;
+    long long  n[3];
+    int        i;
+
+    if (v->type != REDIS_REPLY_STRING || v->len == 0
+        || v->len >= sizeof(buf))
+    {
+        return 0;
+    }
+
+    memcpy(buf, v->str, v->len);
+    buf[v->len] = '\0';
+    p = buf;
+
+    for (i = 0; i < 3; i++) {
+        if (*p < '0' || *p > '9') {
+            return 0;
         }
+        errno = 0;
+        n[i] = strtoll(p, &end, 10);
+        if (errno != 0 || n[i] < 0) {
+            return 0;
+        }
+        if (i < 2) {
+            if (*end != ' ') {
+                return 0;
+            }
+            p = end + 1;
+        } else if (*end != '\0') {
+            return 0;
+        }
+    }
+
+    if (n[0] > 10 || n[0] == 7 || n[0] == 8) {
+        return 0;
+    }
+
+    *reason = (int) n[0];
+    *at = (time_t) n[1];
+    *inv = (time_t) n[2];
+    return 1;
+}
+
+
+/* Checks a SCAN / HSCAN reply: [cursor, [items]]; copies the cursor. */
+static const redisReply *
+pki_scan_reply(const redisReply *reply, char *cursor, size_t size)
+{
+    const redisReply  *c, *items;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        return NULL;
+    }
+
+    c = reply->element[0];
+    items = reply->element[1];
+
+    if (c->type != REDIS_REPLY_STRING || items->type != REDIS_REPLY_ARRAY
+        || !pki_reply_copy(c, cursor, size))
+    {
+        return NULL;
+    }
+
+    return items;
+}
+
+
+PKI_API pki_status_t
+pki_record_revoked_each(pki_redis_t *r, const char *ca, pki_revoked_cb cb,
+    void *arg, pki_result_t *res)
+{
+    redisReply        *reply;
+    const redisReply  *items, *k;
+    const char        *argv[5];
+    size_t             lens[5], i;
+    char               krev[PKI_REDIS_KEY_MAX], cursor[32], serial[41];
+    char               canon[41];
+    int                reason, stop;
+    time_t             at, inv;
+
+    if (r == NULL || cb == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store or callback");
+    }
+
+    if (!pki_redis_key(r, ca, "revoked", NULL, krev, sizeof(krev), NULL,
+                       res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    strcpy(cursor, "0");
+    stop = 0;
+
+    do {
+        argv[0] = "HSCAN";
+        argv[1] = krev;
+        argv[2] = cursor;
+        argv[3] = "COUNT";
+        argv[4] = "1000";
+        for (i = 0; i < 5; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+
+        reply = pki_redis_cmd(r, 5, argv, lens, res);
+        if (reply == NULL) {
+            return res != NULL ? res->status : PKI_UNAVAILABLE;
+        }
+
+        items = pki_scan_reply(reply, cursor, sizeof(cursor));
+        if (items == NULL || items->elements % 2 != 0) {
+            freeReplyObject(reply);
+            pki_redis_drop(r);
+            return pki_redis_unavailable(res, "HSCAN", "unexpected reply");
+        }
+
+        for (i = 0; i < items->elements && !stop; i += 2) {
+            k = items->element[i];
+
+            if (k->type != REDIS_REPLY_STRING
+                || !pki_reply_copy(k, serial, sizeof(serial))
+                || !pki_serial_normalize(serial, canon)
+                || !pki_revoked_parse(items->element[i + 1], &reason, &at,
+                                      &inv))
+            {
+                freeReplyObject(reply);
+                return pki_fail(res, PKI_INTERNAL,
+                                "corrupt revocation entry");
+            }
+
+            stop = !cb(arg, canon, reason, at, inv);
+        }
+
+        freeReplyObject(reply);
+
+    } while (!stop && strcmp(cursor, "0") != 0);
+
+    return PKI_OK;
+}
+
+
+/* Runs a command on one key that answers an integer (or nil: 0). */
+static pki_status_t
+pki_redis_int(pki_redis_t *r, const char *cmd, const char *key,
+    long long *out, pki_result_t *res)
+{
+    redisReply  *reply;
+    const char  *argv[2];
+    size_t       lens[2];
+    char         buf[32], *end;
+    int          good;
+
+    argv[0] = cmd;
+    argv[1] = key;
+    lens[0] = strlen(cmd);
+    lens[1] = strlen(key);
+
+    reply = pki_redis_cmd(r, 2, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    good = 1;
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *out = reply->integer;
+
+    } else if (reply->type == REDIS_REPLY_NIL) {
+        *out = 0;
+
+    } else if (reply->type == REDIS_REPLY_STRING
+               && pki_reply_copy(reply, buf, sizeof(buf)))
+    {
+        errno = 0;
+        *out = strtoll(buf, &end, 10);
+        good = errno == 0 && end != buf && *end == '\0';
+
+    } else {
+        good = 0;
     }
 
     freeReplyObject(reply);
 
-    /* Never hand out NULL strings. */
-    sp[0] = &out->subject;
-    sp[1] = &out->sans;
-    sp[2] = &out->requester;
-    sp[3] = &out->client;
-
-    for (j = 0; j < 4; j++) {
-        if (*sp[j] == NULL) {
-            *sp[j] = strdup("");
-            if (*sp[j] == NULL) {
-                pki_record_clear(out);
-                return pki_fail(res, PKI_INTERNAL, "out of memory");
-            }
-        }
-    }
-
-    if (out->status != PKI_CERT_PENDING && out->der == NULL) {
-        pki_record_clear(out);
-        return pki_fail(res, PKI_INTERNAL, "corrupt certificate record");
+    if (!good) {
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, cmd, "unexpected reply");
     }
 
     return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_record_revgen(pki_redis_t *r, const char *ca, long long *gen,
+    pki_result_t *res)
+{
+    char  key[PKI_REDIS_KEY_MAX];
+
+    if (r == NULL || gen == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (!pki_redis_key(r, ca, "revgen", NULL, key, sizeof(key), NULL, res)) {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    return pki_redis_int(r, "GET", key, gen, res);
+}
+
+
+PKI_API pki_status_t
+pki_record_next_crlnumber(pki_redis_t *r, const char *ca,
+    long long *number, pki_result_t *res)
+{
+    char  key[PKI_REDIS_KEY_MAX];
+
+    if (r == NULL || number == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (!pki_redis_key(r, ca, "crlnumber", NULL, key, sizeof(key), NULL,
+                       res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    return pki_redis_int(r, "INCR", key, number, res);
+}
+
+
+/* Copies s into buf escaping the glob characters of SCAN MATCH. */
+static int
+pki_glob_escape(const char *s, char *buf, size_t size)
+{
+    size_t  n;
+
+    for (n = 0; *s != '\0'; s++) {
+        if (strchr("*?[]\\", *s) != NULL) {
+            if (n + 1 >= size) {
+                return 0;
+            }
+            buf[n++] = '\\';
+        }
+        if (n + 1 >= size) {
+            return 0;
+        }
+        buf[n++] = *s;
+    }
+
+    buf[n] = '\0';
+    return 1;
+}
+
+
+#define PKI_LIST_MAX  1000
+
+/*
+ * SCAN gives no exact page size: COUNT is a hint of how many slots to
+ * visit.  The page is filled from successive SCAN calls until it holds max
+ * keys or the scan ends; one SCAN call may return a few more keys than
+ * asked, and they are kept (dropping them would skip records), so a page may
+ * exceed max slightly.  Records that vanish between SCAN and HGETALL (an
+ * expired pending record) and pending records are skipped.
+ */
+PKI_API pki_status_t
+pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
+    size_t max, pki_record_t **out, size_t *n, char *next,
+    pki_result_t *res)
+{
+    redisReply        *reply, *rec_reply;
+    const redisReply  *items, *k;
+    pki_record_t      *recs, *tmp;
+    pki_status_t       st;
+    const char        *argv[6];
+    size_t             lens[6], i, cap, prefix_len;
+    char               prefix[PKI_REDIS_KEY_MAX], pat[2 * PKI_REDIS_KEY_MAX];
+    char               cur[32], count[24], serial[41], canon[41];
+    char               key[PKI_REDIS_KEY_MAX];
+
+    if (out == NULL || n == NULL || next == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad list arguments");
+    }
+
+    *out = NULL;
+    *n = 0;
+    strcpy(next, "0");
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (cursor == NULL || *cursor == '\0') {
+        cursor = "0";
+    }
+
+    if (strlen(cursor) >= sizeof(cur) || strspn(cursor, "0123456789")
+                                         != strlen(cursor))
+    {
+        return pki_fail(res, PKI_MALFORMED, "bad cursor");
+    }
+
+    if (max == 0) {
+        max = 1;
+    } else if (max > PKI_LIST_MAX) {
+        max = PKI_LIST_MAX;
+    }
+
+    if (!pki_redis_key(r, ca, "cert:", NULL, prefix, sizeof(prefix), NULL,
+                       res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    prefix_len = strlen(prefix);
+
+    if (!pki_glob_escape(prefix, pat, sizeof(pat) - 1)) {
+        return pki_fail(res, PKI_INTERNAL, "redis: key too long");
+    }
+
+    strcat(pat, "*");
+    strcpy(cur, cursor);
+
+    recs = NULL;
+    cap = 0;
+
+    do {
+        snprintf(count, sizeof(count), "%zu", max - *n);
+
+        argv[0] = "SCAN";
+        argv[1] = cur;
+        argv[2] = "MATCH";
+        argv[3] = pat;
+        argv[4] = "COUNT";
+        argv[5] = count;
+        for (i = 0; i < 6; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+
+        reply = pki_redis_cmd(r, 6, argv, lens, res);
+        if (reply == NULL) {
+            st = res != NULL ? res->status : PKI_UNAVAILABLE;
+            goto failed;
+        }
+
+        items = pki_scan_reply(reply, cur, sizeof(cur));
+        if (items == NULL) {
+            freeReplyObject(reply);
+            pki_redis_drop(r);
+            st = pki_redis_unavailable(res, "SCAN", "unexpected reply");
+            goto failed;
+        }
+
+        if (*n + items->elements > cap) {
+            cap = *n + items->elements;
+            tmp = realloc(recs, cap * sizeof(*recs));
+            if (tmp == NULL) {
+                freeReplyObject(reply);
+                st = pki_fail(res, PKI_INTERNAL, "out of memory");
+                goto failed;
+            }
+            recs = tmp;
+        }
+
+        for (i = 0; i < items->elements; i++) {
+            k = items->element[i];
+
+            if (k->type != REDIS_REPLY_STRING || k->len <= prefix_len
+                || k->len >= sizeof(key)
+                || !pki_reply_copy(k, key, sizeof(key))
+                || strncmp(key, prefix, prefix_len) != 0
+                || strlen(key + prefix_len) >= sizeof(serial))
+            {
+                continue;
+            }
+
+            strcpy(serial, key + prefix_len);
+
+            if (!pki_serial_normalize(serial, canon)
+                || strcmp(serial, canon) != 0)
+            {
+                continue;
+            }
+
+            argv[0] = "HGETALL";
+            argv[1] = key;
+            lens[0] = 7;
+            lens[1] = strlen(key);
+
+            rec_reply = pki_redis_cmd(r, 2, argv, lens, res);
+            if (rec_reply == NULL) {
+                freeReplyObject(reply);
+                st = res != NULL ? res->status : PKI_UNAVAILABLE;
+                goto failed;
+            }
+
+            st = pki_record_from_reply(rec_reply, ca, canon, &recs[*n], res);
+            freeReplyObject(rec_reply);
+
+            if (st == PKI_OK && recs[*n].status == PKI_CERT_PENDING) {
+                pki_record_clear(&recs[*n]);
+                continue;
+            }
+
+            if (st == PKI_NOT_FOUND || st == PKI_INTERNAL) {
+                /* gone meanwhile, or corrupt: not this page's business */
+                if (res != NULL) {
+                    pki_result_init(res);
+                }
+                continue;
+            }
+
+            if (st != PKI_OK) {
+                freeReplyObject(reply);
+                goto failed;
+            }
+
+            (*n)++;
+        }
+
+        freeReplyObject(reply);
+
+    } while (*n < max && strcmp(cur, "0") != 0);
+
+    strcpy(next, cur);
+
+    if (*n == 0) {
+        free(recs);
+        recs = NULL;
+    }
+
+    *out = recs;
+    return PKI_OK;
+
+failed:
+
+    for (i = 0; i < *n; i++) {
+        pki_record_clear(&recs[i]);
+    }
+
+    free(recs);
+    *n = 0;
+    strcpy(next, "0");
+    return st;
 }

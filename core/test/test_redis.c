@@ -438,6 +438,262 @@ test_threads(pki_redis_t *r, redisContext *c)
 }
 
 
+/* A committed record of CA "rv" with a fresh serial. */
+static int
+make_good(pki_redis_t *r, char serial[41])
+{
+    static const unsigned char  der[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+    pki_result_t                res;
+    pki_record_t                rec;
+
+    random_serial(serial);
+    fill(&rec, "rv", serial);
+    pki_result_init(&res);
+    if (pki_record_reserve(r, &rec, &res) != PKI_OK) {
+        return 0;
+    }
+    rec.der = (unsigned char *) der;
+    rec.der_len = sizeof(der);
+    pki_result_init(&res);
+    return pki_record_commit(r, &rec, &res) == PKI_OK;
+}
+
+
+typedef struct {
+    int     n;
+    char    serial[41];
+    int     reason;
+    time_t  at, inv;
+} each_t;
+
+
+static int
+each_cb(void *arg, const char *serial, int reason, time_t at, time_t inv)
+{
+    each_t  *e = arg;
+
+    if (strcmp(serial, e->serial) == 0) {
+        e->reason = reason;
+        e->at = at;
+        e->inv = inv;
+    }
+    e->n++;
+    return 1;
+}
+
+
+static long long
+revgen(pki_redis_t *r)
+{
+    pki_result_t  res;
+    long long     g = -1;
+
+    pki_result_init(&res);
+    pki_record_revgen(r, "rv", &g, &res);
+    return g;
+}
+
+
+static void
+test_revoke(pki_redis_t *r, redisContext *c)
+{
+    pki_result_t   res;
+    pki_record_t   got, rec, *list;
+    redisReply    *rep;
+    each_t         e;
+    long long      g0, g, crl1, crl2;
+    size_t         n, i, total;
+    char           serial[41], s2[41], key[256], next[32], cur[32], lower[48];
+    int            found, j, pending_seen;
+
+    pki_result_init(&res);
+    is_st(pki_record_revgen(r, "rv", &g0, &res), PKI_OK, "revgen absent");
+    ok(g0 == 0, "revgen starts at 0");
+
+    ok(make_good(r, serial), "good record");
+
+    /* good -> keyCompromise with an invalidity date */
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", serial, 1, 1750000000, 1749990000,
+                            &got, &res), PKI_OK, "revoke keyCompromise");
+    ok(got.status == PKI_CERT_REVOKED && got.reason == 1
+       && got.revoked_at == 1750000000 && got.invalidity_date == 1749990000
+       && strcmp(got.serial, serial) == 0,
+       "updated record returned");
+    pki_record_clear(&got);
+    ok(revgen(r) == g0 + 1, "revgen incremented");
+
+    snprintf(key, sizeof(key), "%s{ca:rv}:revoked", ns);
+    rep = raw(c, "HGET", key, serial);
+    ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+       && strcmp(rep->str, "1 1750000000 1749990000") == 0,
+       "revoked hash entry [%s]", rep && rep->str ? rep->str : "");
+    freeReplyObject(rep);
+
+    snprintf(key, sizeof(key), "%s{ca:rv}:cert:%s", ns, serial);
+    rep = raw(c, "HGET", key, "invalidity_date");
+    ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+       && strcmp(rep->str, "1749990000") == 0, "record invalidity_date");
+    freeReplyObject(rep);
+
+    pki_result_init(&res);
+    is_st(pki_record_get(r, "rv", serial, &got, &res), PKI_OK, "get revoked");
+    ok(got.status == PKI_CERT_REVOKED && got.reason == 1
+       && got.invalidity_date == 1749990000, "get reads revocation fields");
+    pki_record_clear(&got);
+
+    /* no un-revoke, no second reason */
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", serial, 8, 0, 0, NULL, &res),
+          PKI_CONFLICT, "removeFromCRL on a final revocation");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", serial, 4, 0, 0, NULL, &res),
+          PKI_CONFLICT, "second revocation");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", serial, 6, 0, 0, NULL, &res),
+          PKI_CONFLICT, "hold after a final revocation");
+    ok(revgen(r) == g0 + 1, "refusals leave revgen alone");
+
+    /* hold -> release */
+    ok(make_good(r, s2), "second good record");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 8, 0, 0, NULL, &res),
+          PKI_CONFLICT, "removeFromCRL on a good certificate");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 6, 1750000100, 0, &got, &res),
+          PKI_OK, "hold");
+    ok(got.status == PKI_CERT_REVOKED && got.reason == 6, "on hold");
+    pki_record_clear(&got);
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 6, 0, 0, NULL, &res),
+          PKI_CONFLICT, "hold on a hold");
+
+    memset(&e, 0, sizeof(e));
+    snprintf(e.serial, sizeof(e.serial), "%s", s2);
+    e.reason = -1;
+    pki_result_init(&res);
+    is_st(pki_record_revoked_each(r, "rv", each_cb, &e, &res), PKI_OK,
+          "revoked_each");
+    ok(e.n == 2 && e.reason == 6 && e.at == 1750000100 && e.inv == 0,
+       "revoked_each sees both entries (n=%d)", e.n);
+
+    /* lowercase with leading zeros names the same record */
+    snprintf(lower, sizeof(lower), "000%s", s2);
+    for (j = 0; lower[j] != '\0'; j++) {
+        if (lower[j] >= 'A' && lower[j] <= 'F') {
+            lower[j] = (char) (lower[j] - 'A' + 'a');
+        }
+    }
+    g = revgen(r);
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", lower, 8, 0, 0, &got, &res), PKI_OK,
+          "release hold (lowercase serial, leading zeros)");
+    ok(got.status == PKI_CERT_GOOD && got.reason == 0
+       && got.revoked_at == 0 && got.invalidity_date == 0,
+       "released: good again");
+    pki_record_clear(&got);
+    ok(revgen(r) == g + 1, "release increments revgen");
+    snprintf(key, sizeof(key), "%s{ca:rv}:revoked", ns);
+    rep = raw(c, "HEXISTS", key, s2);
+    ok(rep != NULL && rep->integer == 0, "released serial left the hash");
+    freeReplyObject(rep);
+
+    /* hold -> final reason keeps the hold time */
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 6, 1750000200, 0, NULL, &res),
+          PKI_OK, "hold again");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 5, 1750000300, 0, &got, &res),
+          PKI_OK, "hold -> cessationOfOperation");
+    ok(got.reason == 5 && got.revoked_at == 1750000200,
+       "final reason, hold time kept");
+    pki_record_clear(&got);
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 8, 0, 0, NULL, &res),
+          PKI_CONFLICT, "no release after a final reason");
+
+    /* bad input */
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", serial, 7, 0, 0, NULL, &res),
+          PKI_MALFORMED, "reason 7");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", serial, 11, 0, 0, NULL, &res),
+          PKI_MALFORMED, "reason 11");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", serial, -1, 0, 0, NULL, &res),
+          PKI_MALFORMED, "reason -1");
+    random_serial(s2);
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 1, 0, 0, NULL, &res),
+          PKI_NOT_FOUND, "unknown serial");
+    pki_result_init(&res);
+    ok(pki_record_revoke(r, "rv", "zz", 1, 0, 0, NULL, &res) != PKI_OK,
+       "bad serial");
+
+    /* pending is not found */
+    fill(&rec, "rv", s2);
+    pki_result_init(&res);
+    is_st(pki_record_reserve(r, &rec, &res), PKI_OK, "pending record");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 1, 0, 0, NULL, &res),
+          PKI_NOT_FOUND, "pending record cannot be revoked");
+
+    /* CRL numbers */
+    pki_result_init(&res);
+    is_st(pki_record_next_crlnumber(r, "rv", &crl1, &res), PKI_OK,
+          "crlnumber");
+    pki_result_init(&res);
+    pki_record_next_crlnumber(r, "rv", &crl2, &res);
+    ok(crl1 >= 1 && crl2 == crl1 + 1, "crlnumber is monotonic");
+
+    /* listing: 25 more good records, pages of 5 */
+    for (j = 0; j < 25; j++) {
+        make_good(r, s2);
+    }
+    strcpy(cur, "0");
+    total = 0;
+    found = 0;
+    pending_seen = 0;
+    for (j = 0; j < 100; j++) {
+        pki_result_init(&res);
+        if (pki_record_list(r, "rv", cur, 5, &list, &n, next, &res)
+            != PKI_OK)
+        {
+            diag("list: %s", res.detail);
+            break;
+        }
+        for (i = 0; i < n; i++) {
+            if (strcmp(list[i].serial, serial) == 0
+                && list[i].status == PKI_CERT_REVOKED)
+            {
+                found = 1;
+            }
+            if (list[i].status == PKI_CERT_PENDING) {
+                pending_seen = 1;
+            }
+            pki_record_clear(&list[i]);
+        }
+        free(list);
+        total += n;
+        strcpy(cur, next);
+        if (strcmp(cur, "0") == 0) {
+            break;
+        }
+    }
+    ok(strcmp(cur, "0") == 0 && total == 27,
+       "list pages through all 27 committed records (got %zu)", total);
+    ok(found, "list returns the revoked record");
+    ok(!pending_seen, "list skips pending records");
+    pki_result_init(&res);
+    ok(pki_record_list(r, "rv", "12x", 5, &list, &n, next, &res)
+       == PKI_MALFORMED, "bad cursor");
+    pki_result_init(&res);
+    is_st(pki_record_list(r, "nothing", "0", 5, &list, &n, next, &res),
+          PKI_OK, "list of an empty CA");
+    ok(n == 0 && list == NULL && strcmp(next, "0") == 0, "empty page");
+}
+
+
 int
 main(void)
 {
@@ -511,6 +767,7 @@ main(void)
     test_round_trip(r, c);
     test_unreachable();
     test_threads(r, c);
+    test_revoke(r, c);
 
     /* Clean up our namespace. */
     {
