@@ -439,4 +439,93 @@ PKI_API void pki_est_handle(const pki_est_conf_t *conf,
     const pki_est_req_t *req, pki_est_resp_t *resp);
 PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
 
+/* ---- OCSP (RFC 6960; RFC 5019 profile for GET) ----------------------------
+ *
+ * A stateless engine: message in, message out, like pki_est_handle.  The
+ * responses are signed by the CA key itself (ResponderID byKey, no
+ * certificates included).  CertIDs with SHA-1 and SHA-256 hashes are
+ * matched against the CAs of the configuration; a serial is looked up in
+ * the CA's Redis record (pki_record_get): good, revoked (time, reason),
+ * otherwise unknown (or the RFC 6960 section 2.2 "revoked, certificateHold,
+ * 1970-01-01" form with unknown_revoked).  A serial is never good unless the
+ * record of that CA says so.  An issuer none of the CAs matches makes the
+ * whole response "unauthorized"; Redis unreachable gives "tryLater";
+ * garbage, trailing bytes, more than PKI_OCSP_MAX_IDS CertIDs or a nonce
+ * longer than 32 octets give "malformedRequest".  The nonce is echoed.
+ */
+
+#define PKI_OCSP_MAX_IDS    100
+#define PKI_OCSP_MAX_BODY   65536
+
+typedef struct {
+    pki_ca_t     **cas;              /* the CAs answered for            */
+    size_t         ncas;
+    pki_redis_t   *redis;
+    int            unknown_revoked;  /* 1: RFC 6960 2.2 form for unknown */
+    long           next_update;      /* seconds; 0: no nextUpdate        */
+} pki_ocsp_conf_t;
+
+typedef struct {
+    const char           *method;        /* "GET" or "POST"              */
+    const char           *content_type;  /* POST; NULL if absent         */
+    const unsigned char  *body;          /* POST: DER; GET: the base64
+                                            path segment, percent-decoded */
+    size_t                body_len;
+} pki_ocsp_req_t;
+
+typedef struct {
+    int             http_status;     /* 200 for every OCSP answer; 405
+                                        for a bad method                 */
+    const char     *content_type;    /* static string, or NULL           */
+    unsigned char  *body;            /* malloc'd DER OCSPResponse        */
+    size_t          body_len;
+    int             ocsp_status;     /* OCSPResponseStatus (0 successful) */
+    int             cacheable;       /* successful, no nonce: may be
+                                        cached (HTTP GET headers)        */
+    time_t          this_update;     /* = producedAt                     */
+    time_t          next_update;     /* 0: none                          */
+    char            etag[41];        /* hex SHA-1 of body                */
+    pki_result_t    res;             /* what happened, for the log       */
+} pki_ocsp_resp_t;
+
+/* Handles one request.  Never fails to fill resp.  Thread safe. */
+PKI_API void pki_ocsp_handle(const pki_ocsp_conf_t *conf,
+    const pki_ocsp_req_t *req, pki_ocsp_resp_t *resp);
+PKI_API void pki_ocsp_resp_free(pki_ocsp_resp_t *resp);
+
+/* ---- CRLs (RFC 5280 v2) ------------------------------------------------------
+ *
+ * A full CRL of the CA: version 2, issuer = the CA's subject, thisUpdate =
+ * now, nextUpdate = now + next_update_secs (1 s .. 366 days), cRLNumber,
+ * authorityKeyIdentifier (the CA's subjectKeyIdentifier, else the SHA-1 of
+ * its public key), one entry per serial of the revoked hash with its
+ * revocationDate, reasonCode (omitted for 0, unspecified) and
+ * invalidityDate (when set); certificateHold entries carry reason 6.  No
+ * revokedCertificates field when nothing is revoked.  Entries are sorted by
+ * serial.  An unparsable serial in the store is skipped, a bad reason or
+ * time keeps the entry without it; either is noted in res->log.  Signed
+ * with the CA key (signature verified).  *der is malloc'd; caller frees.
+ * Blocking (Redis, key): run it off the event loop.
+ */
+
+typedef struct {
+    const char  *serial;           /* hex, any case, leading zeros ok */
+    int          reason;
+    time_t       revoked_at;
+    time_t       invalidity_date;  /* 0: none */
+} pki_crl_entry_t;
+
+/* Reads the revoked hash (pki_record_revoked_each), then takes the next
+ * CRL number (pki_record_next_crlnumber), then signs. */
+PKI_API pki_status_t pki_crl_build(pki_ca_t *ca, pki_redis_t *r,
+    long next_update_secs, unsigned char **der, size_t *len,
+    pki_result_t *res);
+/* The same from an in-memory list, CRL number and time (now 0: the clock);
+ * no Redis. */
+PKI_API pki_status_t pki_crl_build_list(pki_ca_t *ca,
+    const pki_crl_entry_t *entries, size_t n, long long number, time_t now,
+    long next_update_secs, unsigned char **der, size_t *len,
+    pki_result_t *res);
+
+
 #endif /* PKI_H */

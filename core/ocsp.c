@@ -1,0 +1,687 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * OCSP responder engine (RFC 6960, RFC 5019 GET profile).
+ *
+ * The CA key may live in a PKCS#11 token and is reachable only through
+ * pki_key_sign(), so OCSP_basic_sign() cannot be used.  The engine builds
+ * the SingleResponses and the nonce extension with OpenSSL's OCSP API in a
+ * scratch OCSP_BASICRESP, encodes ResponseData and BasicOCSPResponse with
+ * its own ASN.1 templates (same DER as RFC 6960 4.2.1), signs the
+ * ResponseData DER with pki_key_sign() (which verifies the signature), and
+ * parses the result back with d2i_OCSP_BASICRESP() before wrapping it in
+ * the OCSPResponse.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/asn1t.h>
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/sha.h>
+
+#include "pki.h"
+
+
+#define PKI_OCSP_MAX_NONCE  32
+
+static const char  pki_ocsp_type[] = "application/ocsp-response";
+
+
+/* ResponseData with responderID byKey (RFC 6960 4.2.1); version v1 is the
+ * DEFAULT and is therefore not encoded. */
+typedef struct {
+    ASN1_OCTET_STRING             *by_key;
+    ASN1_GENERALIZEDTIME          *produced_at;
+    STACK_OF(OCSP_SINGLERESP)     *responses;
+    STACK_OF(X509_EXTENSION)      *exts;
+} pki_respdata_t;
+
+typedef struct {
+    pki_respdata_t                *tbs;
+    X509_ALGOR                    *alg;
+    ASN1_BIT_STRING               *sig;
+    STACK_OF(X509)                *certs;
+} pki_basicresp_t;
+
+ASN1_SEQUENCE(pki_respdata_t) = {
+    ASN1_EXP(pki_respdata_t, by_key, ASN1_OCTET_STRING, 2),
+    ASN1_SIMPLE(pki_respdata_t, produced_at, ASN1_GENERALIZEDTIME),
+    ASN1_SEQUENCE_OF(pki_respdata_t, responses, OCSP_SINGLERESP),
+    ASN1_EXP_SEQUENCE_OF_OPT(pki_respdata_t, exts, X509_EXTENSION, 1)
+} static_ASN1_SEQUENCE_END(pki_respdata_t)
+
+ASN1_SEQUENCE(pki_basicresp_t) = {
+    ASN1_SIMPLE(pki_basicresp_t, tbs, pki_respdata_t),
+    ASN1_SIMPLE(pki_basicresp_t, alg, X509_ALGOR),
+    ASN1_SIMPLE(pki_basicresp_t, sig, ASN1_BIT_STRING),
+    ASN1_EXP_SEQUENCE_OF_OPT(pki_basicresp_t, certs, X509, 0)
+} static_ASN1_SEQUENCE_END(pki_basicresp_t)
+
+
+/* An OCSPResponse with only a status (no responseBytes). */
+static void
+pki_ocsp_status_only(pki_ocsp_resp_t *resp, int status)
+{
+    int             n;
+    unsigned char  *p;
+    OCSP_RESPONSE  *or;
+
+    resp->http_status = 200;
+    resp->content_type = pki_ocsp_type;
+    resp->ocsp_status = status;
+    resp->cacheable = 0;
+
+    or = OCSP_response_create(status, NULL);
+    if (or == NULL) {
+        goto oom;
+    }
+
+    n = i2d_OCSP_RESPONSE(or, NULL);
+    if (n <= 0 || (resp->body = malloc((size_t) n)) == NULL) {
+        OCSP_RESPONSE_free(or);
+        goto oom;
+    }
+
+    p = resp->body;
+    i2d_OCSP_RESPONSE(or, &p);
+    resp->body_len = (size_t) n;
+    OCSP_RESPONSE_free(or);
+    return;
+
+oom:
+
+    resp->http_status = 500;
+    resp->content_type = NULL;
+}
+
+
+static int
+pki_ocsp_fail(pki_ocsp_resp_t *resp, int status, pki_status_t st,
+    const char *what)
+{
+    if (resp->res.status == PKI_OK) {
+        pki_fail(&resp->res, st, "%s", what);
+    }
+    pki_ocsp_status_only(resp, status);
+    return 0;
+}
+
+
+/* 1 if ca's name and key hash with md give name_hash and key_hash. */
+static int
+pki_ocsp_ca_match(pki_ca_t *ca, const EVP_MD *md,
+    const ASN1_OCTET_STRING *name_hash, const ASN1_OCTET_STRING *key_hash)
+{
+    int                    n, ok;
+    X509                  *cert;
+    unsigned int           len;
+    unsigned char          h[EVP_MAX_MD_SIZE], *der;
+    const ASN1_BIT_STRING  *key;
+
+    cert = pki_ca_cert(ca);
+    if (cert == NULL || name_hash == NULL || key_hash == NULL) {
+        return 0;
+    }
+
+    n = EVP_MD_get_size(md);
+    if (n <= 0 || ASN1_STRING_length(name_hash) != n
+        || ASN1_STRING_length(key_hash) != n)
+    {
+        return 0;
+    }
+
+    key = X509_get0_pubkey_bitstr(cert);
+    if (key == NULL
+        || !EVP_Digest(ASN1_STRING_get0_data(key), (size_t) key->length, h,
+                       &len, md, NULL)
+        || memcmp(h, ASN1_STRING_get0_data(key_hash), len) != 0)
+    {
+        return 0;
+    }
+
+    der = NULL;
+    n = i2d_X509_NAME(X509_get_subject_name(cert), &der);
+    if (n <= 0) {
+        return 0;
+    }
+
+    ok = EVP_Digest(der, (size_t) n, h, &len, md, NULL)
+         && memcmp(h, ASN1_STRING_get0_data(name_hash), len) == 0;
+    OPENSSL_free(der);
+
+    return ok;
+}
+
+
+static pki_ca_t *
+pki_ocsp_find_ca(const pki_ocsp_conf_t *conf, OCSP_CERTID *cid)
+{
+    int                 nid;
+    size_t              i;
+    const EVP_MD       *md;
+    ASN1_OBJECT        *alg;
+    ASN1_OCTET_STRING  *name_hash, *key_hash;
+
+    if (!OCSP_id_get0_info(&name_hash, &alg, &key_hash, NULL, cid)) {
+        return NULL;
+    }
+
+    nid = OBJ_obj2nid(alg);
+    if (nid == NID_sha1) {
+        md = EVP_sha1();
+    } else if (nid == NID_sha256) {
+        md = EVP_sha256();
+    } else {
+        return NULL;
+    }
+
+    for (i = 0; i < conf->ncas; i++) {
+        if (pki_ocsp_ca_match(conf->cas[i], md, name_hash, key_hash)) {
+            return conf->cas[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* 1: no nonce or a good one; 0: malformed. */
+static int
+pki_ocsp_nonce_ok(OCSP_REQUEST *req, int *has)
+{
+    int                  idx, ok;
+    X509_EXTENSION      *ext;
+    ASN1_OCTET_STRING   *data, *inner;
+    const unsigned char *p;
+
+    *has = 0;
+    idx = OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, -1);
+    if (idx < 0) {
+        return 1;
+    }
+
+    if (OCSP_REQUEST_get_ext_by_NID(req, NID_id_pkix_OCSP_Nonce, idx) >= 0) {
+        return 0;                       /* two nonces */
+    }
+
+    ext = OCSP_REQUEST_get_ext(req, idx);
+    data = X509_EXTENSION_get_data(ext);
+    if (data == NULL) {
+        return 0;
+    }
+
+    /* extnValue holds a DER OCTET STRING (RFC 6960 4.4.1, RFC 8954). */
+    p = ASN1_STRING_get0_data(data);
+    inner = d2i_ASN1_OCTET_STRING(NULL, &p, ASN1_STRING_length(data));
+    ok = inner != NULL
+         && p == ASN1_STRING_get0_data(data) + ASN1_STRING_length(data)
+         && ASN1_STRING_length(inner) >= 1
+         && ASN1_STRING_length(inner) <= PKI_OCSP_MAX_NONCE;
+    ASN1_OCTET_STRING_free(inner);
+
+    *has = ok;
+    return ok;
+}
+
+
+/* Signature algorithm and digest for the CA key: the same defaults as
+ * pki_key_sign_x509(). */
+static int
+pki_ocsp_sigalg(EVP_PKEY *pub, const EVP_MD **md, X509_ALGOR *alg)
+{
+    int  base, sig_nid, ptype;
+
+    base = EVP_PKEY_get_base_id(pub);
+    ptype = V_ASN1_UNDEF;
+
+    switch (base) {
+    case EVP_PKEY_EC:
+        *md = EVP_PKEY_get_bits(pub) >= 384 ? EVP_sha384() : EVP_sha256();
+        break;
+    case EVP_PKEY_RSA:
+        *md = EVP_sha256();
+        ptype = V_ASN1_NULL;
+        break;
+    case EVP_PKEY_ED25519:
+        *md = NULL;
+        break;
+    default:
+        return 0;
+    }
+
+    if (!OBJ_find_sigid_by_algs(&sig_nid,
+                                *md ? EVP_MD_get_type(*md) : NID_undef, base))
+    {
+        return 0;
+    }
+
+    return X509_ALGOR_set0(alg, OBJ_nid2obj(sig_nid), ptype, NULL);
+}
+
+
+static void
+pki_ocsp_sign_and_wrap(pki_ca_t *ca, OCSP_BASICRESP *scratch, time_t now,
+    pki_ocsp_resp_t *resp)
+{
+    int                   i, n;
+    long                  dlen;
+    size_t                siglen;
+    X509                 *cert;
+    EVP_PKEY             *pub;
+    unsigned int          hlen;
+    const EVP_MD         *md;
+    OCSP_RESPONSE        *or;
+    pki_respdata_t        rd;
+    OCSP_BASICRESP       *bs;
+    pki_basicresp_t       br;
+    unsigned char         keyhash[SHA_DIGEST_LENGTH], *tbs, *sig, *der, *p;
+    const unsigned char  *cp;
+    const ASN1_BIT_STRING  *key;
+
+    tbs = sig = der = NULL;
+    or = NULL;
+    bs = NULL;
+    memset(&rd, 0, sizeof(rd));
+    memset(&br, 0, sizeof(br));
+
+    cert = pki_ca_cert(ca);
+    pub = pki_key_public(pki_ca_key(ca));
+    key = cert ? X509_get0_pubkey_bitstr(cert) : NULL;
+    if (pub == NULL || key == NULL) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR, PKI_INTERNAL,
+                      "CA key not available");
+        return;
+    }
+
+    rd.by_key = ASN1_OCTET_STRING_new();
+    rd.produced_at = ASN1_GENERALIZEDTIME_set(NULL, now);
+    rd.responses = sk_OCSP_SINGLERESP_new_null();
+    br.alg = X509_ALGOR_new();
+    br.sig = ASN1_BIT_STRING_new();
+    if (rd.by_key == NULL || rd.produced_at == NULL || rd.responses == NULL
+        || br.alg == NULL || br.sig == NULL)
+    {
+        goto internal;
+    }
+
+    if (!EVP_Digest(ASN1_STRING_get0_data(key), (size_t) key->length,
+                    keyhash, &hlen, EVP_sha1(), NULL)
+        || !ASN1_OCTET_STRING_set(rd.by_key, keyhash, (int) hlen))
+    {
+        goto internal;
+    }
+
+    /* borrowed from scratch */
+    for (i = 0; i < OCSP_resp_count(scratch); i++) {
+        if (!sk_OCSP_SINGLERESP_push(rd.responses, OCSP_resp_get0(scratch, i)))
+        {
+            goto internal;
+        }
+    }
+
+    if (OCSP_BASICRESP_get_ext_count(scratch) > 0) {
+        rd.exts = sk_X509_EXTENSION_new_null();
+        if (rd.exts == NULL) {
+            goto internal;
+        }
+        for (i = 0; i < OCSP_BASICRESP_get_ext_count(scratch); i++) {
+            if (!sk_X509_EXTENSION_push(rd.exts,
+                                        OCSP_BASICRESP_get_ext(scratch, i)))
+            {
+                goto internal;
+            }
+        }
+    }
+
+    if (!pki_ocsp_sigalg(pub, &md, br.alg)) {
+        pki_fail(&resp->res, PKI_INTERNAL, "unsupported CA key type");
+        goto internal;
+    }
+
+    n = ASN1_item_i2d((ASN1_VALUE *) &rd, &tbs, ASN1_ITEM_rptr(pki_respdata_t));
+    if (n <= 0) {
+        goto internal;
+    }
+
+    if (pki_key_sign(pki_ca_key(ca), md, tbs, (size_t) n, &sig, &siglen,
+                     &resp->res)
+        != PKI_OK)
+    {
+        pki_ocsp_status_only(resp, resp->res.status == PKI_UNAVAILABLE
+                                   ? OCSP_RESPONSE_STATUS_TRYLATER
+                                   : OCSP_RESPONSE_STATUS_INTERNALERROR);
+        goto done;
+    }
+
+    if (!ASN1_BIT_STRING_set(br.sig, sig, (int) siglen)) {
+        goto internal;
+    }
+    br.sig->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+    br.sig->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    br.tbs = &rd;
+
+    n = ASN1_item_i2d((ASN1_VALUE *) &br, &der,
+                      ASN1_ITEM_rptr(pki_basicresp_t));
+    if (n <= 0) {
+        goto internal;
+    }
+
+    /* round trip through OpenSSL's own parser */
+    cp = der;
+    dlen = n;
+    bs = d2i_OCSP_BASICRESP(NULL, &cp, dlen);
+    if (bs == NULL || cp != der + n) {
+        goto internal;
+    }
+
+    or = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
+    if (or == NULL) {
+        goto internal;
+    }
+
+    n = i2d_OCSP_RESPONSE(or, NULL);
+    if (n <= 0 || (resp->body = malloc((size_t) n)) == NULL) {
+        goto internal;
+    }
+
+    p = resp->body;
+    i2d_OCSP_RESPONSE(or, &p);
+    resp->body_len = (size_t) n;
+    resp->http_status = 200;
+    resp->content_type = pki_ocsp_type;
+    resp->ocsp_status = OCSP_RESPONSE_STATUS_SUCCESSFUL;
+    goto done;
+
+internal:
+
+    pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR, PKI_INTERNAL,
+                  "cannot build the OCSP response");
+
+done:
+
+    OCSP_RESPONSE_free(or);
+    OCSP_BASICRESP_free(bs);
+    OPENSSL_free(tbs);
+    OPENSSL_free(der);
+    free(sig);
+    ASN1_OCTET_STRING_free(rd.by_key);
+    ASN1_GENERALIZEDTIME_free(rd.produced_at);
+    sk_OCSP_SINGLERESP_free(rd.responses);
+    sk_X509_EXTENSION_free(rd.exts);
+    X509_ALGOR_free(br.alg);
+    ASN1_BIT_STRING_free(br.sig);
+}
+
+
+/* Adds the RFC 6960 2.2 extended revoke extension (NULL value). */
+static int
+pki_ocsp_add_extended_revoke(OCSP_BASICRESP *bs)
+{
+    int              ok;
+    ASN1_OBJECT     *obj;
+    X509_EXTENSION  *ext;
+    ASN1_OCTET_STRING *val;
+    static const unsigned char  null_der[] = { 0x05, 0x00 };
+
+    obj = OBJ_txt2obj("1.3.6.1.5.5.7.48.1.9", 1);
+    val = ASN1_OCTET_STRING_new();
+    ext = NULL;
+    ok = obj && val && ASN1_OCTET_STRING_set(val, null_der, 2)
+         && (ext = X509_EXTENSION_create_by_OBJ(NULL, obj, 0, val)) != NULL
+         && OCSP_BASICRESP_add_ext(bs, ext, -1);
+    X509_EXTENSION_free(ext);
+    ASN1_OCTET_STRING_free(val);
+    ASN1_OBJECT_free(obj);
+
+    return ok;
+}
+
+
+void
+pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
+    pki_ocsp_resp_t *resp)
+{
+    int                   i, n, nonce, st, reason, ext_revoke, added;
+    char                  hex[41];
+    long                  len;
+    time_t                now;
+    size_t                derlen;
+    pki_ca_t             *ca, *signer;
+    OCSP_ONEREQ          *one;
+    OCSP_CERTID          *cid;
+    pki_status_t          rst;
+    pki_record_t          rec;
+    OCSP_REQUEST         *oreq;
+    ASN1_INTEGER         *serial;
+    OCSP_BASICRESP       *bs;
+    unsigned char        *decoded, md[SHA_DIGEST_LENGTH];
+    ASN1_GENERALIZEDTIME *this_upd, *next_upd, *rev_time, *epoch;
+    const unsigned char  *der, *p;
+
+    memset(resp, 0, sizeof(*resp));
+    pki_result_init(&resp->res);
+    ERR_clear_error();
+
+    decoded = NULL;
+    oreq = NULL;
+    bs = NULL;
+    this_upd = next_upd = rev_time = epoch = NULL;
+    signer = NULL;
+    ext_revoke = 0;
+
+    if (req->method == NULL
+        || (strcmp(req->method, "POST") != 0 && strcmp(req->method, "GET") != 0))
+    {
+        pki_fail(&resp->res, PKI_UNSUPPORTED, "method not allowed");
+        resp->http_status = 405;
+        return;
+    }
+
+    if (conf->redis == NULL) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_TRYLATER, PKI_UNAVAILABLE,
+                      "no Redis configured");
+        return;
+    }
+
+    if (req->body == NULL || req->body_len == 0) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                      PKI_MALFORMED, "empty OCSP request");
+        return;
+    }
+
+    if (req->body_len > PKI_OCSP_MAX_BODY) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                      PKI_TOO_LARGE, "OCSP request too large");
+        return;
+    }
+
+    if (strcmp(req->method, "POST") == 0) {
+        if (req->content_type != NULL
+            && strncasecmp(req->content_type, "application/ocsp-request",
+                           sizeof("application/ocsp-request") - 1) != 0)
+        {
+            pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                          PKI_UNSUPPORTED,
+                          "content type is not application/ocsp-request");
+            return;
+        }
+        der = req->body;
+        derlen = req->body_len;
+
+    } else {
+        if (pki_base64_decode(req->body, req->body_len, &decoded, &derlen,
+                              &resp->res)
+            != PKI_OK)
+        {
+            pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                          PKI_MALFORMED, "bad base64 in the OCSP GET URL");
+            return;
+        }
+        der = decoded;
+    }
+
+    p = der;
+    len = (long) derlen;
+    oreq = d2i_OCSP_REQUEST(NULL, &p, len);
+    if (oreq == NULL || p != der + derlen) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                      PKI_MALFORMED, "malformed OCSP request");
+        goto done;
+    }
+
+    n = OCSP_request_onereq_count(oreq);
+    if (n <= 0 || n > PKI_OCSP_MAX_IDS) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                      PKI_MALFORMED, n <= 0 ? "no CertID in the OCSP request"
+                                            : "too many CertIDs");
+        goto done;
+    }
+
+    if (!pki_ocsp_nonce_ok(oreq, &nonce)) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                      PKI_MALFORMED, "bad nonce (1 to 32 octets)");
+        goto done;
+    }
+
+    /* every CertID must name one of our CAs, and one CA signs: requests
+     * for several of our CAs at once are answered by the first one's
+     * issuer only if they agree */
+    for (i = 0; i < n; i++) {
+        one = OCSP_request_onereq_get0(oreq, i);
+        cid = OCSP_onereq_get0_id(one);
+        ca = pki_ocsp_find_ca(conf, cid);
+        if (ca == NULL || (signer != NULL && ca != signer)) {
+            pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_UNAUTHORIZED,
+                          PKI_UNAUTHORIZED, ca == NULL
+                          ? "OCSP request for an issuer this responder "
+                            "does not serve"
+                          : "OCSP request for several issuers");
+            goto done;
+        }
+        signer = ca;
+    }
+
+    now = time(NULL);
+    bs = OCSP_BASICRESP_new();
+    this_upd = ASN1_GENERALIZEDTIME_set(NULL, now);
+    if (conf->next_update > 0) {
+        next_upd = ASN1_GENERALIZEDTIME_set(NULL, now + conf->next_update);
+    }
+    if (bs == NULL || this_upd == NULL
+        || (conf->next_update > 0 && next_upd == NULL))
+    {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR, PKI_INTERNAL,
+                      "out of memory");
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        one = OCSP_request_onereq_get0(oreq, i);
+        cid = OCSP_onereq_get0_id(one);
+        serial = NULL;
+        OCSP_id_get0_info(NULL, NULL, NULL, &serial, cid);
+
+        st = V_OCSP_CERTSTATUS_UNKNOWN;
+        reason = -1;
+        ASN1_GENERALIZEDTIME_free(rev_time);
+        rev_time = NULL;
+
+        memset(&rec, 0, sizeof(rec));
+        if (serial != NULL && pki_serial_to_hex(serial, hex)) {
+            rst = pki_record_get(conf->redis, pki_ca_name(signer), hex, &rec,
+                                 &resp->res);
+            if (rst == PKI_UNAVAILABLE) {
+                pki_record_clear(&rec);
+                pki_ocsp_status_only(resp, OCSP_RESPONSE_STATUS_TRYLATER);
+                goto done;
+            }
+            if (rst == PKI_OK && rec.status == PKI_CERT_GOOD) {
+                st = V_OCSP_CERTSTATUS_GOOD;
+            } else if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
+                st = V_OCSP_CERTSTATUS_REVOKED;
+                reason = rec.reason >= 0 && rec.reason <= 10
+                         && rec.reason != 7 ? rec.reason : 0;
+                rev_time = ASN1_GENERALIZEDTIME_set(NULL, rec.revoked_at);
+            } else if (rst != PKI_OK && rst != PKI_NOT_FOUND) {
+                pki_record_clear(&rec);
+                pki_ocsp_status_only(resp,
+                                     OCSP_RESPONSE_STATUS_INTERNALERROR);
+                goto done;
+            }
+            pki_result_init(&resp->res);
+        }
+        pki_record_clear(&rec);
+
+        if (st == V_OCSP_CERTSTATUS_UNKNOWN && conf->unknown_revoked) {
+            if (epoch == NULL) {
+                epoch = ASN1_GENERALIZEDTIME_set(NULL, 0);
+            }
+            st = V_OCSP_CERTSTATUS_REVOKED;
+            reason = OCSP_REVOKED_STATUS_CERTIFICATEHOLD;
+            rev_time = epoch ? ASN1_STRING_dup(epoch) : NULL;
+            ext_revoke = 1;
+        }
+
+        if (st == V_OCSP_CERTSTATUS_REVOKED && rev_time == NULL) {
+            pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR,
+                          PKI_INTERNAL, "out of memory");
+            goto done;
+        }
+
+        added = OCSP_basic_add1_status(bs, cid, st, reason, rev_time,
+                                       this_upd, next_upd) != NULL;
+        if (!added) {
+            pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR,
+                          PKI_INTERNAL, "cannot add an OCSP status");
+            goto done;
+        }
+    }
+
+    if ((nonce && OCSP_copy_nonce(bs, oreq) <= 0)
+        || (ext_revoke && !pki_ocsp_add_extended_revoke(bs)))
+    {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR, PKI_INTERNAL,
+                      "cannot add an OCSP response extension");
+        goto done;
+    }
+
+    pki_ocsp_sign_and_wrap(signer, bs, now, resp);
+
+    if (resp->ocsp_status == OCSP_RESPONSE_STATUS_SUCCESSFUL
+        && resp->body != NULL)
+    {
+        resp->cacheable = !nonce;
+        resp->this_update = now;
+        resp->next_update = conf->next_update > 0 ? now + conf->next_update
+                                                  : 0;
+        SHA1(resp->body, resp->body_len, md);
+        for (i = 0; i < SHA_DIGEST_LENGTH; i++) {
+            snprintf(resp->etag + 2 * i, 3, "%02x", md[i]);
+        }
+    }
+
+done:
+
+    ASN1_GENERALIZEDTIME_free(this_upd);
+    ASN1_GENERALIZEDTIME_free(next_upd);
+    ASN1_GENERALIZEDTIME_free(rev_time);
+    ASN1_GENERALIZEDTIME_free(epoch);
+    OCSP_BASICRESP_free(bs);
+    OCSP_REQUEST_free(oreq);
+    free(decoded);
+}
+
+
+void
+pki_ocsp_resp_free(pki_ocsp_resp_t *resp)
+{
+    if (resp != NULL) {
+        free(resp->body);
+        resp->body = NULL;
+        resp->body_len = 0;
+    }
+}
