@@ -568,10 +568,11 @@ pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
 
 /* The client certificate: issued by this CA, current, recorded as good. */
 static pki_status_t
-pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
+pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int renewing,
     pki_result_t *res)
 {
     pki_status_t       rc;
+    pki_record_t       rec;
     pki_cert_status_t  st;
 
     if (!pki_ca_issued(conf->ca, cert)) {
@@ -590,7 +591,7 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
         return pki_fail(res, PKI_UNAVAILABLE, "no certificate store");
     }
 
-    rc = pki_cert_status(conf->redis, conf->ca, cert, &st, res);
+    rc = pki_int_cert_record(conf->redis, conf->ca, cert, &rec, res);
 
     if (rc == PKI_UNAVAILABLE) {
         return rc;
@@ -600,6 +601,23 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
         return pki_fail(res, PKI_FORBIDDEN, "the client certificate is "
                         "unknown to this CA");
     }
+
+    st = rec.status;
+
+    /* A renewal stays in its profile: a certificate issued under another
+     * template (another label of the same CA) is not renewed into this
+     * one. */
+    if (renewing && st == PKI_CERT_GOOD
+        && strcmp(rec.template_name, pki_template_name(conf->tmpl)) != 0)
+    {
+        rc = pki_fail(res, PKI_FORBIDDEN, "the client certificate was issued "
+                      "under template \"%s\", not \"%s\"",
+                      rec.template_name, pki_template_name(conf->tmpl));
+        pki_record_clear(&rec);
+        return rc;
+    }
+
+    pki_record_clear(&rec);
 
     if (st != PKI_CERT_GOOD) {
         return pki_fail(res, PKI_FORBIDDEN, "the client certificate is %s",
@@ -865,7 +883,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
             goto failed;
         }
 
-        rc = pki_est_client_cert(conf, req->client_cert, res);
+        rc = pki_est_client_cert(conf, req->client_cert, 1, res);
         if (rc != PKI_OK) {
             goto failed;
         }
@@ -876,7 +894,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         who = strdup(req->user);
 
     } else if (req->client_cert) {
-        rc = pki_est_client_cert(conf, req->client_cert, res);
+        rc = pki_est_client_cert(conf, req->client_cert, 0, res);
         if (rc == PKI_UNAVAILABLE) {
             goto failed;
         }

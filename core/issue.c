@@ -1553,17 +1553,20 @@ pki_selfsign(pki_key_t *key, const pki_template_t *t, X509_NAME *subject,
 }
 
 
+/* The record of a certificate this CA issued, checked to hold exactly
+ * that certificate.  rec is filled on PKI_OK (pki_record_clear it). */
 pki_status_t
-pki_cert_status(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
-    pki_cert_status_t *status, pki_result_t *res)
+pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
+    pki_record_t *rec, pki_result_t *res)
 {
     int             len;
     char            hex[41];
     pki_status_t    rc;
-    pki_record_t    rec;
     unsigned char  *der;
 
-    if (ca == NULL || cert == NULL || status == NULL) {
+    memset(rec, 0, sizeof(pki_record_t));
+
+    if (ca == NULL || cert == NULL) {
         return pki_fail(res, PKI_INTERNAL, "bad arguments");
     }
 
@@ -1580,26 +1583,44 @@ pki_cert_status(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
         return pki_fail(res, PKI_NOT_FOUND, "unusable serial number");
     }
 
-    memset(&rec, 0, sizeof(rec));
-
-    rc = pki_record_get(r, ca->name, hex, &rec, res);
+    rc = pki_record_get(r, ca->name, hex, rec, res);
     if (rc != PKI_OK) {
-        pki_record_clear(&rec);
+        pki_record_clear(rec);
         return rc;
     }
 
-    if (rec.der) {
+    if (rec->der) {
         der = NULL;
         len = i2d_X509(cert, &der);
-        if (len <= 0 || (size_t) len != rec.der_len
-            || memcmp(der, rec.der, rec.der_len) != 0)
+        if (len <= 0 || (size_t) len != rec->der_len
+            || memcmp(der, rec->der, rec->der_len) != 0)
         {
             OPENSSL_free(der);
-            pki_record_clear(&rec);
+            pki_record_clear(rec);
             return pki_fail(res, PKI_NOT_FOUND, "the record of serial %s "
                             "holds another certificate", hex);
         }
         OPENSSL_free(der);
+    }
+
+    return PKI_OK;
+}
+
+
+pki_status_t
+pki_cert_status(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
+    pki_cert_status_t *status, pki_result_t *res)
+{
+    pki_status_t  rc;
+    pki_record_t  rec;
+
+    if (status == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    rc = pki_int_cert_record(r, ca, cert, &rec, res);
+    if (rc != PKI_OK) {
+        return rc;
     }
 
     *status = rec.status;

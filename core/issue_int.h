@@ -140,6 +140,10 @@ time_t pki_int_asn1_time(const ASN1_TIME *t);
 /* issue.c: RFC 2253 text of a name, malloc'd; NULL on failure. */
 char *pki_int_name_text(const X509_NAME *name);
 
+/* issue.c: the record of a certificate this CA issued (see there). */
+pki_status_t pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca,
+    X509 *cert, pki_record_t *rec, pki_result_t *res);
+
 /* csr.c: the hot-path PKCS#10 reader (see there). */
 int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     pki_status_t *st, pki_result_t *res);

@@ -27,6 +27,7 @@
 
 static char             dir[64];
 static pki_est_conf_t   conf;
+static pki_template_t  *other_tmpl;   /* a second template of the CA */
 
 
 static EVP_PKEY *
@@ -421,6 +422,20 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     pki_est_resp_free(&resp);
     free(csr);
 
+    /* A renewal stays in the template its certificate was issued under. */
+    csr = make_csr_b64(pk2, "dev1", "dev1.example.com", NULL);
+    {
+        pki_template_t  *saved = conf.tmpl;
+
+        conf.tmpl = other_tmpl;
+        est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL,
+            cert, &resp);
+        check_error("simplereenroll under another template", &resp, 403,
+                    "issued under template \"device\", not \"nokg\"");
+        conf.tmpl = saved;
+    }
+    free(csr);
+
     csr = make_csr_b64(pk2, "other", "dev1.example.com", NULL);
     est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL, cert,
         &resp);
@@ -626,6 +641,7 @@ main(void)
     tsub = make_template("sub", sub_lines);
     tdev = make_template("device", dev_lines);
     tnokg = make_template("nokg", nokg_lines);
+    other_tmpl = tnokg;
 
     rootpk = keygen("EC:P-256");
     subpk = keygen("EC:P-256");
