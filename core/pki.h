@@ -527,5 +527,54 @@ PKI_API pki_status_t pki_crl_build_list(pki_ca_t *ca,
     long next_update_secs, unsigned char **der, size_t *len,
     pki_result_t *res);
 
+/* ---- admin API (revocation; JSON) ------------------------------------------
+ *
+ * A stateless engine like pki_est_handle.  Paths are relative to the admin
+ * root: POST "revoke" {"serial", "reason" (RFC 5280 name, default
+ * unspecified), "invalidity_date" (RFC 3339, optional), "ca" (optional:
+ * default all CAs are searched)} -> 200 and the updated record;
+ * GET "certificates/<serial>" [?ca=] -> the record (with "der", base64);
+ * GET "certificates" ?status=good|revoked|hold &subject= (substring, any
+ * case) &expires_before= (RFC 3339) &ca= &cursor= &limit= (1..1000, 100)
+ * -> {"certificates": [...], "next_cursor": "..." ("0": done)}.  A page is
+ * one SCAN step filtered afterwards: it may hold fewer records than the
+ * limit (even none) before the end.  Errors: {"error": "..."} with 400 (bad
+ * JSON, reason, date, serial), 403 (no identity), 404, 405, 409 (revoked
+ * certificate, only a hold may change), 413 (body over max_body), 503.
+ * Blocking (Redis): run it off the event loop.  Thread safe.
+ */
+
+typedef struct {
+    pki_ca_t     **cas;        /* every CA the API manages               */
+    size_t         ncas;
+    pki_redis_t   *redis;
+    size_t         max_body;   /* default 16384                          */
+} pki_admin_conf_t;
+
+typedef struct {
+    const char           *method;
+    const char           *path;       /* "revoke", "certificates/ABCD"  */
+    size_t                path_len;
+    const char           *query;      /* without "?", or NULL           */
+    size_t                query_len;
+    const unsigned char  *body;
+    size_t                body_len;
+    const char           *identity;   /* authenticated admin; NULL: 403 */
+    const char           *client;     /* client address, or NULL        */
+} pki_admin_req_t;
+
+typedef struct {
+    int             http_status;
+    const char     *content_type;     /* "application/json"              */
+    unsigned char  *body;             /* malloc'd JSON                   */
+    size_t          body_len;
+    pki_result_t    res;              /* what happened, for the log; on
+                                         success res.log names the change */
+} pki_admin_resp_t;
+
+/* Handles one request.  Never fails to fill resp. */
+PKI_API void pki_admin_handle(const pki_admin_conf_t *conf,
+    const pki_admin_req_t *req, pki_admin_resp_t *resp);
+PKI_API void pki_admin_resp_free(pki_admin_resp_t *resp);
 
 #endif /* PKI_H */

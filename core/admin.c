@@ -1,0 +1,1000 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The revocation admin API: JSON in, JSON out, server agnostic.
+ *
+ *   POST revoke                 {"serial", "reason", "invalidity_date",
+ *                                "ca"} -> the updated record
+ *   GET  certificates/<serial>  [?ca=NAME] -> the record (with "der")
+ *   GET  certificates           ?status=good|revoked|hold &subject=TEXT
+ *                               &expires_before=RFC3339 &ca=NAME
+ *                               &cursor=C &limit=N
+ *                               -> {"certificates": [...],
+ *                                   "next_cursor": "C" or "0" when done}
+ *
+ * A list page is one walk of the store's SCAN (limit keys), filtered
+ * afterwards: a page may hold fewer records than the limit, even none, while
+ * next_cursor is not "0".  The cursor is opaque ("I.C": CA index and SCAN
+ * cursor); "0" or none starts.
+ *
+ * Access control is the server's: the glue passes the authenticated
+ * identity, and a request without one is refused (403).
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cJSON.h>
+
+#include "pki.h"
+
+
+#define PKI_ADMIN_BODY_MAX     16384
+#define PKI_ADMIN_PATH_MAX     256
+#define PKI_ADMIN_QUERY_MAX    2048
+#define PKI_ADMIN_VALUE_MAX    512
+#define PKI_ADMIN_LIMIT_DEF    100
+#define PKI_ADMIN_LIMIT_MAX    1000
+#define PKI_ADMIN_FUTURE_SKEW  300
+
+
+static const char *const  pki_reason_names[11] = {
+    "unspecified", "keyCompromise", "cACompromise", "affiliationChanged",
+    "superseded", "cessationOfOperation", "certificateHold", NULL,
+    "removeFromCRL", "privilegeWithdrawn", "aACompromise"
+};
+
+
+static int
+pki_reason_code(const char *name)
+{
+    int  i;
+
+    for (i = 0; i < 11; i++) {
+        if (pki_reason_names[i] != NULL
+            && strcmp(pki_reason_names[i], name) == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+static int
+pki_admin_http_status(pki_status_t st)
+{
+    switch (st) {
+    case PKI_OK:
+        return 200;
+    case PKI_MALFORMED:
+    case PKI_BAD_SIGNATURE:
+    case PKI_POLICY:
+        return 400;
+    case PKI_UNAUTHORIZED:
+        return 401;
+    case PKI_FORBIDDEN:
+        return 403;
+    case PKI_NOT_FOUND:
+        return 404;
+    case PKI_CONFLICT:
+        return 409;
+    case PKI_TOO_LARGE:
+        return 413;
+    case PKI_UNSUPPORTED:
+        return 405;
+    case PKI_UNAVAILABLE:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+
+/* ---- time --------------------------------------------------------------- */
+
+static void
+pki_rfc3339(time_t t, char buf[32])
+{
+    struct tm  tm;
+
+    if (gmtime_r(&t, &tm) == NULL
+        || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    {
+        snprintf(buf, 32, "1970-01-01T00:00:00Z");
+    }
+}
+
+
+static int
+pki_digits(const char **p, int n, int *out)
+{
+    int  v = 0;
+
+    while (n-- > 0) {
+        if (!isdigit((unsigned char) **p)) {
+            return 0;
+        }
+        v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+
+    *out = v;
+    return 1;
+}
+
+
+/* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM); "t"
+ * and "z" or a space as separator are accepted too.  Fractions are
+ * dropped.  Returns 1 and *out, 0 if malformed or before 1970. */
+static int
+pki_parse_rfc3339(const char *s, time_t *out)
+{
+    struct tm   tm;
+    const char *p;
+    int         y, mo, d, h, mi, sec, oh, om, sign;
+    time_t      t;
+    static const int  mdays[12] = {
+        31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
+
+    p = s;
+
+    if (!pki_digits(&p, 4, &y) || *p++ != '-'
+        || !pki_digits(&p, 2, &mo) || *p++ != '-'
+        || !pki_digits(&p, 2, &d)
+        || (*p != 'T' && *p != 't' && *p != ' '))
+    {
+        return 0;
+    }
+
+    p++;
+
+    if (!pki_digits(&p, 2, &h) || *p++ != ':'
+        || !pki_digits(&p, 2, &mi) || *p++ != ':'
+        || !pki_digits(&p, 2, &sec))
+    {
+        return 0;
+    }
+
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char) *p)) {
+            return 0;
+        }
+        while (isdigit((unsigned char) *p)) {
+            p++;
+        }
+    }
+
+    oh = 0;
+    om = 0;
+    sign = 0;
+
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+
+    } else if (*p == '+' || *p == '-') {
+        sign = *p == '+' ? 1 : -1;
+        p++;
+        if (!pki_digits(&p, 2, &oh) || *p++ != ':'
+            || !pki_digits(&p, 2, &om) || oh > 23 || om > 59)
+        {
+            return 0;
+        }
+
+    } else {
+        return 0;
+    }
+
+    if (*p != '\0' || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1
+        || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+    {
+        return 0;
+    }
+
+    if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+    {
+        return 0;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec > 59 ? 59 : sec;
+
+    t = timegm(&tm);
+    if (t == (time_t) -1) {
+        return 0;
+    }
+
+    t -= (time_t) sign * (oh * 3600 + om * 60);
+    if (t < 0) {
+        return 0;
+    }
+
+    *out = t;
+    return 1;
+}
+
+
+/* ---- responses ---------------------------------------------------------- */
+
+static void
+pki_admin_json(pki_admin_resp_t *resp, int status, cJSON *obj)
+{
+    char  *s;
+
+    resp->http_status = status;
+    resp->content_type = "application/json";
+
+    s = obj != NULL ? cJSON_PrintUnformatted(obj) : NULL;
+    if (s == NULL) {
+        resp->http_status = 500;
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        s = strdup("{\"error\":\"internal error\"}");
+    }
+
+    if (s != NULL) {
+        resp->body = (unsigned char *) s;
+        resp->body_len = strlen(s);
+    }
+}
+
+
+/* An error answer from resp->res. */
+static void
+pki_admin_error(pki_admin_resp_t *resp)
+{
+    cJSON       *obj;
+    const char  *msg;
+
+    msg = resp->res.detail[0] != '\0' ? resp->res.detail
+                                      : pki_status_name(resp->res.status);
+
+    obj = cJSON_CreateObject();
+    if (obj != NULL && cJSON_AddStringToObject(obj, "error", msg) == NULL) {
+        cJSON_Delete(obj);
+        obj = NULL;
+    }
+
+    pki_admin_json(resp, pki_admin_http_status(resp->res.status), obj);
+
+    cJSON_Delete(obj);
+}
+
+
+static const char *
+pki_cert_status_text(const pki_record_t *rec)
+{
+    switch (rec->status) {
+    case PKI_CERT_GOOD:
+        return "good";
+    case PKI_CERT_REVOKED:
+        return "revoked";
+    default:
+        return "pending";
+    }
+}
+
+
+/* The record as JSON; with_der adds the certificate (base64). */
+static cJSON *
+pki_record_json(const pki_record_t *rec, int with_der)
+{
+    cJSON   *o;
+    char     t[32], *b64;
+    size_t   len;
+    int      good;
+
+    o = cJSON_CreateObject();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    good = cJSON_AddStringToObject(o, "serial", rec->serial) != NULL
+           && cJSON_AddStringToObject(o, "ca", rec->ca) != NULL
+           && cJSON_AddStringToObject(o, "status", pki_cert_status_text(rec))
+              != NULL;
+
+    if (good && rec->status == PKI_CERT_REVOKED) {
+        pki_rfc3339(rec->revoked_at, t);
+        good = cJSON_AddStringToObject(o, "reason",
+                   rec->reason >= 0 && rec->reason <= 10
+                   && pki_reason_names[rec->reason] != NULL
+                   ? pki_reason_names[rec->reason] : "unspecified") != NULL
+               && cJSON_AddNumberToObject(o, "reason_code", rec->reason)
+                  != NULL
+               && cJSON_AddStringToObject(o, "revoked_at", t) != NULL;
+
+        if (good && rec->invalidity_date != 0) {
+            pki_rfc3339(rec->invalidity_date, t);
+            good = cJSON_AddStringToObject(o, "invalidity_date", t) != NULL;
+        }
+    }
+
+    if (good) {
+        good = cJSON_AddStringToObject(o, "subject",
+                   rec->subject != NULL ? rec->subject : "") != NULL
+               && cJSON_AddStringToObject(o, "sans",
+                   rec->sans != NULL ? rec->sans : "") != NULL;
+    }
+
+    if (good) {
+        pki_rfc3339(rec->not_before, t);
+        good = cJSON_AddStringToObject(o, "not_before", t) != NULL;
+    }
+
+    if (good) {
+        pki_rfc3339(rec->not_after, t);
+        good = cJSON_AddStringToObject(o, "not_after", t) != NULL;
+    }
+
+    if (good && rec->created != 0) {
+        pki_rfc3339(rec->created, t);
+        good = cJSON_AddStringToObject(o, "created", t) != NULL;
+    }
+
+    if (good) {
+        good = cJSON_AddStringToObject(o, "template", rec->template_name)
+               != NULL
+               && cJSON_AddStringToObject(o, "requester",
+                      rec->requester != NULL ? rec->requester : "") != NULL
+               && cJSON_AddStringToObject(o, "client",
+                      rec->client != NULL ? rec->client : "") != NULL
+               && cJSON_AddStringToObject(o, "protocol", rec->protocol)
+                  != NULL;
+    }
+
+    if (good && with_der && rec->der != NULL && rec->der_len > 0) {
+        b64 = pki_base64_encode(rec->der, rec->der_len, 0, &len);
+        good = b64 != NULL
+               && cJSON_AddStringToObject(o, "der", b64) != NULL;
+        free(b64);
+    }
+
+    if (!good) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+
+    return o;
+}
+
+
+static void
+pki_admin_record(pki_admin_resp_t *resp, const pki_record_t *rec)
+{
+    cJSON  *o;
+
+    o = pki_record_json(rec, 1);
+    pki_admin_json(resp, 200, o);
+    cJSON_Delete(o);
+}
+
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static pki_ca_t *
+pki_admin_find_ca(const pki_admin_conf_t *conf, const char *name)
+{
+    size_t  i;
+
+    for (i = 0; i < conf->ncas; i++) {
+        if (strcmp(pki_ca_name(conf->cas[i]), name) == 0) {
+            return conf->cas[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+pki_hexval(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+
+/* Looks up the query parameter name; percent-decodes its value ('+' is a
+ * space) into buf.  Returns 1 found, 0 absent, -1 malformed or too long. */
+static int
+pki_query_param(const char *q, size_t qlen, const char *name, char *buf,
+    size_t size)
+{
+    const char  *p, *end, *amp, *eq;
+    size_t       nlen, n;
+    int          hi, lo;
+
+    if (q == NULL) {
+        return 0;
+    }
+
+    nlen = strlen(name);
+    p = q;
+    end = q + qlen;
+
+    while (p < end) {
+        amp = memchr(p, '&', (size_t) (end - p));
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        eq = memchr(p, '=', (size_t) (amp - p));
+
+        if ((size_t) ((eq != NULL ? eq : amp) - p) == nlen
+            && memcmp(p, name, nlen) == 0)
+        {
+            n = 0;
+            for (p = eq != NULL ? eq + 1 : amp; p < amp; p++) {
+                if (n + 1 >= size) {
+                    return -1;
+                }
+                if (*p == '%') {
+                    if (amp - p < 3
+                        || (hi = pki_hexval((unsigned char) p[1])) < 0
+                        || (lo = pki_hexval((unsigned char) p[2])) < 0
+                        || (hi == 0 && lo == 0))
+                    {
+                        return -1;
+                    }
+                    buf[n++] = (char) (hi * 16 + lo);
+                    p += 2;
+                } else {
+                    buf[n++] = *p == '+' ? ' ' : *p;
+                }
+            }
+            buf[n] = '\0';
+            return 1;
+        }
+
+        p = amp + 1;
+    }
+
+    return 0;
+}
+
+
+/* ---- POST revoke -------------------------------------------------------- */
+
+static void
+pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    pki_admin_resp_t *resp)
+{
+    cJSON         *root, *item;
+    const char    *serial, *reason_name, *ca_name, *end;
+    pki_ca_t      *ca;
+    pki_record_t   rec;
+    pki_status_t   st;
+    time_t         now, inv;
+    size_t         i, max;
+    int            reason;
+    char           canon[41];
+
+    max = conf->max_body != 0 ? conf->max_body : PKI_ADMIN_BODY_MAX;
+
+    if (req->body_len > max) {
+        pki_fail(&resp->res, PKI_TOO_LARGE, "request body over %zu bytes",
+                 max);
+        return;
+    }
+
+    if (req->body == NULL || req->body_len == 0) {
+        pki_fail(&resp->res, PKI_MALFORMED, "empty body: a JSON object is "
+                 "required");
+        return;
+    }
+
+    root = cJSON_ParseWithLengthOpts((const char *) req->body, req->body_len,
+                                     &end, 0);
+    if (root == NULL) {
+        pki_fail(&resp->res, PKI_MALFORMED, "body is not valid JSON");
+        return;
+    }
+
+    while (end < (const char *) req->body + req->body_len
+           && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+    {
+        end++;
+    }
+
+    serial = NULL;
+    reason_name = "unspecified";
+    ca_name = NULL;
+    inv = 0;
+    now = time(NULL);
+
+    if (end != (const char *) req->body + req->body_len) {
+        pki_fail(&resp->res, PKI_MALFORMED, "trailing data after the JSON "
+                 "object");
+        goto done;
+    }
+
+    if (!cJSON_IsObject(root)) {
+        pki_fail(&resp->res, PKI_MALFORMED, "body must be a JSON object");
+        goto done;
+    }
+
+    cJSON_ArrayForEach(item, root) {
+        if (item->string == NULL) {
+            pki_fail(&resp->res, PKI_MALFORMED, "bad member");
+            goto done;
+        }
+
+        if (strcmp(item->string, "serial") != 0
+            && strcmp(item->string, "reason") != 0
+            && strcmp(item->string, "invalidity_date") != 0
+            && strcmp(item->string, "ca") != 0)
+        {
+            pki_fail(&resp->res, PKI_MALFORMED, "unknown member \"%.32s\"",
+                     item->string);
+            goto done;
+        }
+
+        if (!cJSON_IsString(item) || item->valuestring == NULL) {
+            pki_fail(&resp->res, PKI_MALFORMED, "\"%s\" must be a string",
+                     item->string);
+            goto done;
+        }
+
+        if (strcmp(item->string, "serial") == 0) {
+            serial = item->valuestring;
+        } else if (strcmp(item->string, "reason") == 0) {
+            reason_name = item->valuestring;
+        } else if (strcmp(item->string, "ca") == 0) {
+            ca_name = item->valuestring;
+        } else if (!pki_parse_rfc3339(item->valuestring, &inv)) {
+            pki_fail(&resp->res, PKI_MALFORMED, "invalidity_date is not an "
+                     "RFC 3339 date-time");
+            goto done;
+        }
+    }
+
+    if (serial == NULL) {
+        pki_fail(&resp->res, PKI_MALFORMED, "\"serial\" is required");
+        goto done;
+    }
+
+    if (strlen(serial) > 64 || !pki_serial_normalize(serial, canon)) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad serial number");
+        goto done;
+    }
+
+    reason = pki_reason_code(reason_name);
+    if (reason < 0) {
+        pki_fail(&resp->res, PKI_MALFORMED, "unknown reason \"%.40s\" (RFC "
+                 "5280 names: unspecified, keyCompromise, ...)", reason_name);
+        goto done;
+    }
+
+    if (inv > now + PKI_ADMIN_FUTURE_SKEW) {
+        pki_fail(&resp->res, PKI_MALFORMED, "invalidity_date is in the "
+                 "future");
+        goto done;
+    }
+
+    if (reason == 8) {
+        inv = 0;
+    }
+
+    if (ca_name != NULL) {
+        ca = pki_admin_find_ca(conf, ca_name);
+        if (ca == NULL) {
+            pki_fail(&resp->res, PKI_NOT_FOUND, "no such CA");
+            goto done;
+        }
+
+        st = pki_record_revoke(conf->redis, pki_ca_name(ca), canon, reason,
+                               now, inv, &rec, &resp->res);
+
+    } else {
+        st = PKI_NOT_FOUND;
+        ca = NULL;
+
+        for (i = 0; i < conf->ncas; i++) {
+            pki_result_init(&resp->res);
+            st = pki_record_revoke(conf->redis, pki_ca_name(conf->cas[i]),
+                                   canon, reason, now, inv, &rec,
+                                   &resp->res);
+            if (st != PKI_NOT_FOUND) {
+                ca = conf->cas[i];
+                break;
+            }
+        }
+
+        if (st == PKI_NOT_FOUND) {
+            pki_fail(&resp->res, PKI_NOT_FOUND, "no such certificate");
+        }
+    }
+
+    if (st == PKI_OK) {
+        pki_log(&resp->res, "admin \"%s\": %s of CA \"%s\": %s",
+                req->identity, canon, pki_ca_name(ca), reason_name);
+        pki_admin_record(resp, &rec);
+        pki_record_clear(&rec);
+    }
+
+done:
+
+    cJSON_Delete(root);
+}
+
+
+/* ---- GET certificates/<serial> ------------------------------------------ */
+
+static void
+pki_admin_get(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    const char *serial, pki_admin_resp_t *resp)
+{
+    pki_record_t   rec;
+    pki_status_t   st;
+    pki_ca_t      *ca;
+    size_t         i;
+    int            rc;
+    char           canon[41], ca_name[PKI_ADMIN_VALUE_MAX];
+
+    if (strlen(serial) > 64 || !pki_serial_normalize(serial, canon)) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad serial number");
+        return;
+    }
+
+    rc = pki_query_param(req->query, req->query_len, "ca", ca_name,
+                         sizeof(ca_name));
+    if (rc < 0) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter \"ca\"");
+        return;
+    }
+
+    st = PKI_NOT_FOUND;
+
+    for (i = 0; i < conf->ncas; i++) {
+        ca = conf->cas[i];
+
+        if (rc == 1 && strcmp(pki_ca_name(ca), ca_name) != 0) {
+            continue;
+        }
+
+        pki_result_init(&resp->res);
+        st = pki_record_get(conf->redis, pki_ca_name(ca), canon, &rec,
+                            &resp->res);
+
+        if (st == PKI_OK && rec.status == PKI_CERT_PENDING) {
+            pki_record_clear(&rec);
+            st = PKI_NOT_FOUND;
+        }
+
+        if (st != PKI_NOT_FOUND) {
+            break;
+        }
+    }
+
+    if (st == PKI_NOT_FOUND) {
+        pki_fail(&resp->res, PKI_NOT_FOUND, "no such certificate");
+        return;
+    }
+
+    if (st == PKI_OK) {
+        pki_admin_record(resp, &rec);
+        pki_record_clear(&rec);
+    }
+}
+
+
+/* ---- GET certificates --------------------------------------------------- */
+
+static int
+pki_strcasestr_ok(const char *hay, const char *needle)
+{
+    return needle[0] == '\0' || strcasestr(hay, needle) != NULL;
+}
+
+
+static void
+pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    pki_admin_resp_t *resp)
+{
+    pki_record_t  *recs;
+    cJSON         *root, *arr, *o;
+    pki_status_t   st;
+    time_t         before;
+    size_t         n, i, limit, ca_idx, ca_lo, ca_hi;
+    long           l;
+    char           status[32], subject[PKI_ADMIN_VALUE_MAX];
+    char           date[64], cursor[64], ca_name[PKI_ADMIN_VALUE_MAX];
+    char           limit_s[16], next[32], out_cursor[64], *dot, *endp;
+    int            rc, want, good;
+
+    status[0] = '\0';
+    subject[0] = '\0';
+    before = 0;
+    limit = PKI_ADMIN_LIMIT_DEF;
+
+    if (pki_query_param(req->query, req->query_len, "status", status,
+                        sizeof(status)) < 0
+        || (status[0] != '\0' && strcmp(status, "good") != 0
+            && strcmp(status, "revoked") != 0 && strcmp(status, "hold") != 0))
+    {
+        pki_fail(&resp->res, PKI_MALFORMED, "status must be good, revoked or "
+                 "hold");
+        return;
+    }
+
+    if (pki_query_param(req->query, req->query_len, "subject", subject,
+                        sizeof(subject)) < 0)
+    {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter "
+                 "\"subject\"");
+        return;
+    }
+
+    rc = pki_query_param(req->query, req->query_len, "expires_before", date,
+                         sizeof(date));
+    if (rc < 0 || (rc == 1 && !pki_parse_rfc3339(date, &before))) {
+        pki_fail(&resp->res, PKI_MALFORMED, "expires_before is not an RFC "
+                 "3339 date-time");
+        return;
+    }
+
+    rc = pki_query_param(req->query, req->query_len, "limit", limit_s,
+                         sizeof(limit_s));
+    if (rc == 1) {
+        errno = 0;
+        l = strtol(limit_s, &endp, 10);
+        if (errno != 0 || endp == limit_s || *endp != '\0' || l < 1
+            || l > PKI_ADMIN_LIMIT_MAX)
+        {
+            pki_fail(&resp->res, PKI_MALFORMED, "limit must be 1..%d",
+                     PKI_ADMIN_LIMIT_MAX);
+            return;
+        }
+        limit = (size_t) l;
+
+    } else if (rc < 0) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter \"limit\"");
+        return;
+    }
+
+    rc = pki_query_param(req->query, req->query_len, "ca", ca_name,
+                         sizeof(ca_name));
+    if (rc < 0) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter \"ca\"");
+        return;
+    }
+
+    ca_lo = 0;
+    ca_hi = conf->ncas;
+
+    if (rc == 1) {
+        for (i = 0; i < conf->ncas; i++) {
+            if (strcmp(pki_ca_name(conf->cas[i]), ca_name) == 0) {
+                break;
+            }
+        }
+        if (i == conf->ncas) {
+            pki_fail(&resp->res, PKI_NOT_FOUND, "no such CA");
+            return;
+        }
+        ca_lo = i;
+        ca_hi = i + 1;
+    }
+
+    /* cursor "I.C" or "C" (CA index ca_lo) */
+    ca_idx = ca_lo;
+    strcpy(cursor, "0");
+
+    rc = pki_query_param(req->query, req->query_len, "cursor", cursor,
+                         sizeof(cursor));
+    if (rc < 0 || cursor[0] == '\0') {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+        return;
+    }
+
+    dot = strchr(cursor, '.');
+    if (dot != NULL) {
+        *dot = '\0';
+        errno = 0;
+        l = strtol(cursor, &endp, 10);
+        if (errno != 0 || endp == cursor || *endp != '\0' || l < 0
+            || (size_t) l < ca_lo || (size_t) l >= ca_hi)
+        {
+            pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+            return;
+        }
+        ca_idx = (size_t) l;
+        memmove(cursor, dot + 1, strlen(dot + 1) + 1);
+    }
+
+    if (cursor[0] == '\0' || strlen(cursor) >= sizeof(next)
+        || strspn(cursor, "0123456789") != strlen(cursor))
+    {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+        return;
+    }
+
+    if (ca_idx >= ca_hi) {
+        pki_fail(&resp->res, PKI_NOT_FOUND, "no CA configured");
+        return;
+    }
+
+    st = pki_record_list(conf->redis, pki_ca_name(conf->cas[ca_idx]),
+                         cursor, limit, &recs, &n, next, &resp->res);
+    if (st != PKI_OK) {
+        return;
+    }
+
+    if (strcmp(next, "0") != 0) {
+        snprintf(out_cursor, sizeof(out_cursor), "%zu.%s", ca_idx, next);
+    } else if (ca_idx + 1 < ca_hi) {
+        snprintf(out_cursor, sizeof(out_cursor), "%zu.0", ca_idx + 1);
+    } else {
+        strcpy(out_cursor, "0");
+    }
+
+    root = cJSON_CreateObject();
+    arr = root != NULL ? cJSON_AddArrayToObject(root, "certificates") : NULL;
+    good = arr != NULL;
+
+    for (i = 0; i < n; i++) {
+        if (good) {
+            want = 1;
+
+            if (strcmp(status, "good") == 0) {
+                want = recs[i].status == PKI_CERT_GOOD;
+            } else if (strcmp(status, "revoked") == 0) {
+                want = recs[i].status == PKI_CERT_REVOKED;
+            } else if (strcmp(status, "hold") == 0) {
+                want = recs[i].status == PKI_CERT_REVOKED
+                       && recs[i].reason == 6;
+            }
+
+            if (want && before != 0 && recs[i].not_after >= before) {
+                want = 0;
+            }
+
+            if (want && !pki_strcasestr_ok(recs[i].subject, subject)) {
+                want = 0;
+            }
+
+            if (want) {
+                o = pki_record_json(&recs[i], 0);
+                good = o != NULL && cJSON_AddItemToArray(arr, o);
+            }
+        }
+
+        pki_record_clear(&recs[i]);
+    }
+
+    free(recs);
+
+    if (good) {
+        good = cJSON_AddStringToObject(root, "next_cursor", out_cursor)
+               != NULL;
+    }
+
+    if (!good) {
+        cJSON_Delete(root);
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        return;
+    }
+
+    pki_admin_json(resp, 200, root);
+    cJSON_Delete(root);
+}
+
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+PKI_API void
+pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    pki_admin_resp_t *resp)
+{
+    char         path[PKI_ADMIN_PATH_MAX];
+    const char  *method;
+    int          get;
+
+    memset(resp, 0, sizeof(*resp));
+    pki_result_init(&resp->res);
+
+    if (conf == NULL || req == NULL || conf->redis == NULL) {
+        pki_fail(&resp->res, PKI_INTERNAL, "admin API not configured");
+        goto failed;
+    }
+
+    if (req->identity == NULL || req->identity[0] == '\0') {
+        pki_fail(&resp->res, PKI_FORBIDDEN, "no authenticated identity: "
+                 "protect the admin location (auth_basic or mTLS)");
+        goto failed;
+    }
+
+    method = req->method != NULL ? req->method : "";
+
+    if (req->path_len >= sizeof(path)
+        || (req->path_len > 0 && req->path == NULL)
+        || (req->path_len > 0 && memchr(req->path, '\0', req->path_len)))
+    {
+        pki_fail(&resp->res, PKI_NOT_FOUND, "no such endpoint");
+        goto failed;
+    }
+
+    if (req->query_len > PKI_ADMIN_QUERY_MAX) {
+        pki_fail(&resp->res, PKI_TOO_LARGE, "query string too long");
+        goto failed;
+    }
+
+    if (req->path_len > 0) {
+        memcpy(path, req->path, req->path_len);
+    }
+    path[req->path_len] = '\0';
+
+    get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+
+    if (strcmp(path, "revoke") == 0) {
+        if (strcmp(method, "POST") != 0) {
+            pki_fail(&resp->res, PKI_UNSUPPORTED, "use POST");
+            goto failed;
+        }
+        pki_admin_revoke(conf, req, resp);
+
+    } else if (strcmp(path, "certificates") == 0
+               || strcmp(path, "certificates/") == 0)
+    {
+        if (!get) {
+            pki_fail(&resp->res, PKI_UNSUPPORTED, "use GET");
+            goto failed;
+        }
+        pki_admin_list(conf, req, resp);
+
+    } else if (strncmp(path, "certificates/", 13) == 0
+               && strchr(path + 13, '/') == NULL)
+    {
+        if (!get) {
+            pki_fail(&resp->res, PKI_UNSUPPORTED, "use GET");
+            goto failed;
+        }
+        pki_admin_get(conf, req, path + 13, resp);
+
+    } else {
+        pki_fail(&resp->res, PKI_NOT_FOUND, "no such endpoint");
+    }
+
+    if (resp->body != NULL) {
+        return;
+    }
+
+    if (resp->res.status == PKI_OK) {
+        pki_fail(&resp->res, PKI_INTERNAL, "no answer");
+    }
+
+failed:
+
+    pki_admin_error(resp);
+}
+
+
+PKI_API void
+pki_admin_resp_free(pki_admin_resp_t *resp)
+{
+    if (resp != NULL) {
+        free(resp->body);
+        resp->body = NULL;
+        resp->body_len = 0;
+    }
+}
