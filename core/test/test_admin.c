@@ -1,0 +1,556 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Unit tests for core/admin.c: certificates issued by a file-key CA into a
+ * running redis-server, then revoked, read and listed through
+ * pki_admin_handle.
+ *   PKI_TEST_REDIS_SOCK  unix socket of the server (skip_all if unset)
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <hiredis.h>
+#include <openssl/pem.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+static char               dir[64];
+static char               ns[64];
+static pki_admin_conf_t   conf;
+
+
+static pki_template_t *
+make_template(const char *name, const char *const *lines)
+{
+    pki_template_t  *t;
+    pki_result_t     res;
+    char             buf[256], *words[16], *p;
+    const char      *argv[16];
+    int              argc, i;
+
+    t = pki_template_new(name);
+
+    for (; *lines != NULL; lines++) {
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        argc = 0;
+        for (p = strtok(buf, " "); p != NULL && argc < 16;
+             p = strtok(NULL, " "))
+        {
+            words[argc++] = p;
+        }
+        for (i = 1; i < argc; i++) {
+            argv[i - 1] = words[i];
+        }
+        pki_result_init(&res);
+        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
+            diag("template line %s: %s", *lines, res.detail);
+        }
+    }
+
+    pki_result_init(&res);
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+
+    return t;
+}
+
+
+static pki_key_t *
+file_key(EVP_PKEY *pk, const char *name)
+{
+    pki_key_t     *k;
+    pki_result_t   res;
+    FILE          *f;
+    char           path[400];
+
+    snprintf(path, sizeof(path), "%s/%.64s", dir, name);
+    f = fopen(path, "w");
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+
+    pki_result_init(&res);
+    k = pki_key_new(path, NULL, &res);
+    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
+        diag("key: %s", res.detail);
+    }
+    return k;
+}
+
+
+static X509_NAME *
+cn(const char *s)
+{
+    X509_NAME  *n;
+
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) s, -1, -1, 0);
+    return n;
+}
+
+
+static pki_ca_t *
+make_ca(const char *name, pki_template_t *tca, pki_template_t *tdev)
+{
+    EVP_PKEY      *pk;
+    pki_key_t     *key;
+    X509          *x;
+    X509_NAME     *n;
+    pki_ca_t      *ca;
+    pki_result_t   res;
+    FILE          *f;
+    const char    *argv[1];
+    char           path[256], subj[64];
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    snprintf(path, sizeof(path), "%s.key", name);
+    key = file_key(pk, path);
+    EVP_PKEY_free(pk);
+
+    snprintf(subj, sizeof(subj), "Admin Test %s", name);
+    n = cn(subj);
+    pki_result_init(&res);
+    x = NULL;
+    if (pki_selfsign(key, tca, n, &x, &res) != PKI_OK) {
+        diag("selfsign: %s", res.detail);
+    }
+    X509_NAME_free(n);
+
+    snprintf(path, sizeof(path), "%s/%s.pem", dir, name);
+    f = fopen(path, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+    X509_free(x);
+
+    ca = pki_ca_new(name);
+    pki_result_init(&res);
+    argv[0] = path;
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+    pki_ca_add_template(ca, tdev, &res);
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        diag("CA %s: %s %s", name, res.detail, res.log);
+    }
+
+    return ca;
+}
+
+
+/* Issues a certificate; its serial in hex into serial. */
+static int
+issue(pki_ca_t *ca, pki_template_t *t, const char *name, char serial[41])
+{
+    EVP_PKEY         *pk;
+    X509             *x;
+    pki_request_t     req;
+    pki_result_t      res;
+    pki_issue_ctx_t   ictx = { "est", "tester", "127.0.0.1" };
+    pki_status_t      st;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    memset(&req, 0, sizeof(req));
+    req.subject = cn(name);
+    req.pubkey = pk;
+
+    pki_result_init(&res);
+    x = NULL;
+    st = pki_issue(ca, t, conf.redis, &req, &ictx, &x, &res);
+    X509_NAME_free(req.subject);
+    EVP_PKEY_free(pk);
+
+    if (st != PKI_OK) {
+        diag("issue: %s %s", res.detail, res.log);
+        return 0;
+    }
+
+    pki_serial_to_hex(X509_get0_serialNumber(x), serial);
+    X509_free(x);
+    return 1;
+}
+
+
+/* Runs one request; returns the parsed body (caller deletes). */
+static cJSON *
+call(const char *method, const char *path, const char *query,
+    const char *body, int *status)
+{
+    pki_admin_req_t   req;
+    pki_admin_resp_t  resp;
+    cJSON            *j;
+
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.path = path;
+    req.path_len = strlen(path);
+    req.query = query;
+    req.query_len = query != NULL ? strlen(query) : 0;
+    req.body = (const unsigned char *) body;
+    req.body_len = body != NULL ? strlen(body) : 0;
+    req.identity = "admin";
+    req.client = "127.0.0.1";
+
+    pki_admin_handle(&conf, &req, &resp);
+    *status = resp.http_status;
+
+    j = NULL;
+    if (resp.body != NULL) {
+        j = cJSON_ParseWithLength((const char *) resp.body, resp.body_len);
+    }
+
+    if (j == NULL || resp.content_type == NULL
+        || strcmp(resp.content_type, "application/json") != 0)
+    {
+        diag("bad answer %d: %.*s", resp.http_status, (int) resp.body_len,
+             resp.body != NULL ? (char *) resp.body : "");
+    }
+
+    pki_admin_resp_free(&resp);
+    return j;
+}
+
+
+static const char *
+jstr(cJSON *j, const char *name)
+{
+    cJSON  *v;
+
+    v = cJSON_GetObjectItemCaseSensitive(j, name);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+
+static void
+revoke_expect(const char *body, int want, const char *name)
+{
+    cJSON  *j;
+    int     st;
+
+    j = call("POST", "revoke", NULL, body, &st);
+    ok(st == want && (want == 200 || jstr(j, "error")[0] != '\0'),
+       "%s: %d (want %d) %s", name, st, want, jstr(j, "error"));
+    cJSON_Delete(j);
+}
+
+
+static void
+lower_pad(const char *in, char *out, size_t size)
+{
+    size_t  i;
+
+    snprintf(out, size, "0000%s", in);
+    for (i = 0; out[i] != '\0'; i++) {
+        if (out[i] >= 'A' && out[i] <= 'F') {
+            out[i] = (char) (out[i] - 'A' + 'a');
+        }
+    }
+}
+
+
+int
+main(void)
+{
+    const char        *sock;
+    pki_redis_conf_t   rconf;
+    pki_result_t       res;
+    pki_template_t    *tca, *tdev;
+    pki_ca_t          *cas[2];
+    cJSON             *j, *arr, *it;
+    int                st, i, found, pages, count;
+    char               s1[41], s2[41], s3[41], other[41], lower[64];
+    char               body[512], q[256], cursor[64];
+    pki_admin_req_t    req;
+    pki_admin_resp_t   resp;
+
+    static const char *const ca_lines[] = {
+        "subject CN copy", "basic_constraints ca:true", "validity 3650d",
+        NULL
+    };
+    static const char *const dev_lines[] = {
+        "key_types ec:P-256", "subject CN required", "validity 30d", NULL
+    };
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL || *sock == '\0') {
+        skip_all("PKI_TEST_REDIS_SOCK not set");
+    }
+
+    pki_init();
+
+    snprintf(dir, sizeof(dir), "/tmp/admintest.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+
+    snprintf(ns, sizeof(ns), "admintest%ld:", (long) getpid());
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = sock;
+    rconf.ns = ns;
+    pki_result_init(&res);
+    conf.redis = pki_redis_new(&rconf, &res);
+    if (!ok(conf.redis != NULL, "redis store")) {
+        return done_testing();
+    }
+
+    tca = make_template("ca", ca_lines);
+    tdev = make_template("device", dev_lines);
+    cas[0] = make_ca("one", tca, tdev);
+    cas[1] = make_ca("two", tca, tdev);
+    conf.cas = cas;
+    conf.ncas = 2;
+
+    ok(issue(cas[0], tdev, "dev1", s1), "issued dev1 by CA one");
+    ok(issue(cas[0], tdev, "dev2", s2), "issued dev2 by CA one");
+    ok(issue(cas[1], tdev, "dev3", s3), "issued dev3 by CA two");
+
+    /* revoke with lowercase + leading zeros, CA found by search */
+    lower_pad(s1, lower, sizeof(lower));
+    snprintf(body, sizeof(body), "{\"serial\": \"%s\", \"reason\": "
+             "\"keyCompromise\", \"invalidity_date\": "
+             "\"2026-01-02T03:04:05+01:00\"}", lower);
+    j = call("POST", "revoke", NULL, body, &st);
+    ok(st == 200, "revoke: 200 (%d)", st);
+    ok(strcmp(jstr(j, "serial"), s1) == 0
+       && strcmp(jstr(j, "status"), "revoked") == 0
+       && strcmp(jstr(j, "reason"), "keyCompromise") == 0
+       && strcmp(jstr(j, "ca"), "one") == 0
+       && strcmp(jstr(j, "invalidity_date"), "2026-01-02T02:04:05Z") == 0
+       && strcmp(jstr(j, "subject"), "CN=dev1") == 0
+       && strcmp(jstr(j, "requester"), "tester") == 0
+       && strcmp(jstr(j, "protocol"), "est") == 0
+       && strcmp(jstr(j, "template"), "device") == 0
+       && jstr(j, "revoked_at")[0] != '\0' && jstr(j, "der")[0] != '\0',
+       "revoke answers the updated record");
+    cJSON_Delete(j);
+
+    /* a revoked certificate cannot change */
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+             "\"removeFromCRL\"}", s1);
+    revoke_expect(body, 409, "un-revoke refused");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+             "\"superseded\"}", s1);
+    revoke_expect(body, 409, "second reason refused");
+
+    /* GET the record, in another case */
+    snprintf(q, sizeof(q), "certificates/%s", lower);
+    j = call("GET", q, NULL, NULL, &st);
+    ok(st == 200 && strcmp(jstr(j, "status"), "revoked") == 0
+       && strcmp(jstr(j, "serial"), s1) == 0, "GET record (%d)", st);
+    cJSON_Delete(j);
+    snprintf(q, sizeof(q), "certificates/%s", s1);
+    j = call("GET", q, "ca=two", NULL, &st);
+    ok(st == 404, "GET record of the wrong CA: 404 (%d)", st);
+    cJSON_Delete(j);
+
+    /* hold, then release */
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+             "\"certificateHold\",\"ca\":\"one\"}", s2);
+    j = call("POST", "revoke", NULL, body, &st);
+    ok(st == 200 && strcmp(jstr(j, "reason"), "certificateHold") == 0,
+       "hold (%d)", st);
+    cJSON_Delete(j);
+
+    j = call("GET", "certificates", "status=hold&ca=one&limit=1000", NULL,
+             &st);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    found = 0;
+    cJSON_ArrayForEach(it, arr) {
+        found += strcmp(jstr(it, "serial"), s2) == 0;
+        found += 100 * (strcmp(jstr(it, "serial"), s1) == 0);
+    }
+    ok(st == 200 && found == 1, "list status=hold has only the hold (%d)",
+       found);
+    cJSON_Delete(j);
+
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+             "\"removeFromCRL\"}", s2);
+    j = call("POST", "revoke", NULL, body, &st);
+    ok(st == 200 && strcmp(jstr(j, "status"), "good") == 0
+       && cJSON_GetObjectItemCaseSensitive(j, "reason") == NULL,
+       "removeFromCRL releases the hold (%d)", st);
+    cJSON_Delete(j);
+    revoke_expect(body, 409, "removeFromCRL on a good certificate");
+
+    /* errors */
+    snprintf(other, sizeof(other), "7F%s", s3 + 2);
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\"}", other);
+    revoke_expect(body, 404, "unknown serial");
+    revoke_expect("{\"serial\":", 400, "bad JSON");
+    revoke_expect("[1,2]", 400, "not an object");
+    revoke_expect("", 400, "empty body");
+    revoke_expect("{\"serial\":\"01\"} x", 400, "trailing garbage");
+    revoke_expect("{\"reason\":\"keyCompromise\"}", 400, "no serial");
+    revoke_expect("{\"serial\":12}", 400, "serial not a string");
+    revoke_expect("{\"serial\":\"XYZ\"}", 400, "bad serial");
+    revoke_expect("{\"serial\":\"00\"}", 400, "zero serial");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":\"bogus\"}",
+             s3);
+    revoke_expect(body, 400, "unknown reason");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":\"7\"}", s3);
+    revoke_expect(body, 400, "numeric reason");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"invalidity_date\":"
+             "\"2026-02-30T00:00:00Z\"}", s3);
+    revoke_expect(body, 400, "bad date");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"invalidity_date\":"
+             "\"2999-01-01T00:00:00Z\"}", s3);
+    revoke_expect(body, 400, "future date");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"ca\":\"nope\"}", s3);
+    revoke_expect(body, 404, "unknown CA");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"extra\":1}", s3);
+    revoke_expect(body, 400, "unknown member");
+
+    {
+        char  *big = malloc(20000);
+
+        memset(big, ' ', 19999);
+        big[0] = '{';
+        big[19997] = '}';
+        big[19998] = '\0';
+        revoke_expect(big, 413, "body over 16 KiB");
+        memset(big, '[', 19999);
+        big[16000] = '\0';
+        revoke_expect(big, 400, "deep nesting");
+        free(big);
+    }
+
+    j = call("GET", "revoke", NULL, NULL, &st);
+    ok(st == 405, "GET revoke: 405 (%d)", st);
+    cJSON_Delete(j);
+    j = call("POST", "certificates", NULL, "{}", &st);
+    ok(st == 405, "POST certificates: 405 (%d)", st);
+    cJSON_Delete(j);
+    j = call("GET", "nothing", NULL, NULL, &st);
+    ok(st == 404, "unknown endpoint: 404 (%d)", st);
+    cJSON_Delete(j);
+    j = call("GET", "certificates/zz", NULL, NULL, &st);
+    ok(st == 400, "GET bad serial: 400 (%d)", st);
+    cJSON_Delete(j);
+    j = call("GET", "certificates", "status=weird", NULL, &st);
+    ok(st == 400, "bad status filter: 400 (%d)", st);
+    cJSON_Delete(j);
+    j = call("GET", "certificates", "cursor=abc", NULL, &st);
+    ok(st == 400, "bad cursor: 400 (%d)", st);
+    cJSON_Delete(j);
+    j = call("GET", "certificates", "expires_before=yesterday", NULL, &st);
+    ok(st == 400, "bad expires_before: 400 (%d)", st);
+    cJSON_Delete(j);
+
+    /* no identity */
+    memset(&req, 0, sizeof(req));
+    req.method = "GET";
+    req.path = "certificates";
+    req.path_len = 12;
+    pki_admin_handle(&conf, &req, &resp);
+    ok(resp.http_status == 403, "no identity: 403 (%d)", resp.http_status);
+    pki_admin_resp_free(&resp);
+
+    /* paging through both CAs with filters */
+    for (i = 0; i < 6; i++) {
+        issue(cas[1], tdev, "bulk", s3);
+    }
+    strcpy(cursor, "0");
+    count = 0;
+    found = 0;
+    for (pages = 0; pages < 100; pages++) {
+        snprintf(q, sizeof(q), "limit=2&subject=BULK&cursor=%s", cursor);
+        j = call("GET", "certificates", q, NULL, &st);
+        if (st != 200) {
+            diag("page: %d", st);
+            cJSON_Delete(j);
+            break;
+        }
+        arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+        cJSON_ArrayForEach(it, arr) {
+            count++;
+            found += strcmp(jstr(it, "subject"), "CN=bulk") != 0;
+            found += jstr(it, "der")[0] != '\0';
+        }
+        snprintf(cursor, sizeof(cursor), "%s", jstr(j, "next_cursor"));
+        cJSON_Delete(j);
+        if (strcmp(cursor, "0") == 0) {
+            break;
+        }
+    }
+    ok(count == 6 && found == 0 && strcmp(cursor, "0") == 0,
+       "paged list across CAs finds the 6 matching records (%d, %d pages)",
+       count, pages + 1);
+
+    j = call("GET", "certificates", "expires_before=2000-01-01T00:00:00Z",
+             NULL, &st);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    ok(st == 200 && cJSON_GetArraySize(arr) == 0,
+       "expires_before filters");
+    cJSON_Delete(j);
+
+    j = call("GET", "certificates", "status=revoked&ca=one", NULL, &st);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    ok(st == 200 && cJSON_GetArraySize(arr) == 1
+       && strcmp(jstr(cJSON_GetArrayItem(arr, 0), "serial"), s1) == 0,
+       "status=revoked lists the revoked one");
+    cJSON_Delete(j);
+
+    /* Redis down: 503 */
+    {
+        pki_redis_conf_t  bad;
+        pki_redis_t      *keep = conf.redis;
+
+        memset(&bad, 0, sizeof(bad));
+        bad.unix_path = "/nonexistent/redis.sock";
+        bad.timeout_ms = 200;
+        pki_result_init(&res);
+        conf.redis = pki_redis_new(&bad, &res);
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\"}", s3);
+        revoke_expect(body, 503, "Redis unreachable");
+        pki_redis_free(conf.redis);
+        conf.redis = keep;
+    }
+
+    /* clean up */
+    {
+        redisContext  *c;
+        redisReply    *rep;
+        char           script[] = "for _, k in ipairs(redis.call('KEYS', "
+                                  "ARGV[1])) do redis.call('DEL', k) end "
+                                  "return 0";
+        char           pat[80];
+        const char    *argv[4];
+        size_t         lens[4];
+
+        c = redisConnectUnix(sock);
+        snprintf(pat, sizeof(pat), "%s*", ns);
+        argv[0] = "EVAL";
+        argv[1] = script;
+        argv[2] = "0";
+        argv[3] = pat;
+        for (i = 0; i < 4; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+        rep = redisCommandArgv(c, 4, argv, lens);
+        freeReplyObject(rep);
+        redisFree(c);
+    }
+
+    pki_ca_free(cas[0]);
+    pki_ca_free(cas[1]);
+    pki_template_free(tca);
+    pki_template_free(tdev);
+    pki_redis_free(conf.redis);
+
+    {
+        char  cmd[128];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0) {
+            diag("cleanup failed");
+        }
+    }
+
+    return done_testing();
+}
