@@ -1,0 +1,821 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * CRLs: pki_crl_build_list (in memory) and pki_crl_build (Redis revoked
+ * hash, CRL number).  Checked with OpenSSL's own parser and with the
+ * openssl CLI as an oracle (openssl crl -CAfile, openssl verify
+ * -crl_check).  Needs PKI_TEST_REDIS_SOCK (a running redis-server's unix
+ * socket); skipped without it.
+ */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include <hiredis/hiredis.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+#define NLEAVES  5
+
+
+static char  dir[64];
+
+
+static int
+run(const char *fmt, ...)
+{
+    int      rc;
+    char     cmd[2048];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+
+    rc = system(cmd);
+    return rc == -1 ? -1 : WEXITSTATUS(rc);
+}
+
+
+static pki_template_t *
+make_template(const char *name, const char *const *lines)
+{
+    int              argc;
+    char             buf[256], *p, *words[16];
+    const char      *argv[16];
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    t = pki_template_new(name);
+    pki_result_init(&res);
+
+    for (; *lines; lines++) {
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        argc = 0;
+        for (p = strtok(buf, " "); p && argc < 16; p = strtok(NULL, " ")) {
+            words[argc++] = p;
+        }
+        for (int i = 1; i < argc; i++) {
+            argv[i - 1] = words[i];
+        }
+        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
+            diag("template line \"%s\": %s", *lines, res.detail);
+        }
+    }
+
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+
+    return t;
+}
+
+
+static char *
+path(const char *name)
+{
+    static char  buf[4][160];
+    static int   n;
+    char        *p;
+
+    p = buf[n++ % 4];
+    snprintf(p, 160, "%s/%s", dir, name);
+    return p;
+}
+
+
+static pki_key_t *
+key_file(EVP_PKEY *pk, const char *name)
+{
+    FILE          *f;
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    f = fopen(path(name), "w");
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+
+    pki_result_init(&res);
+    k = pki_key_new(path(name), NULL, &res);
+    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
+        diag("key %s: %s %s", name, res.detail, res.log);
+    }
+
+    return k;
+}
+
+
+static void
+write_cert(X509 *x, const char *name)
+{
+    FILE  *f;
+
+    f = fopen(path(name), "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+}
+
+
+static void
+write_der(const unsigned char *der, size_t len, const char *name)
+{
+    FILE  *f;
+
+    f = fopen(path(name), "w");
+    fwrite(der, 1, len, f);
+    fclose(f);
+}
+
+
+static X509_NAME *
+cn_name(const char *cn)
+{
+    X509_NAME  *n;
+
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8,
+                               (const unsigned char *) "Test", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    return n;
+}
+
+
+static pki_ca_t *
+make_ca(const char *name, const char *cert, pki_key_t *key,
+    pki_template_t *t)
+{
+    const char    *argv[1];
+    pki_ca_t      *ca;
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    ca = pki_ca_new(name);
+    argv[0] = path(cert);
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+    pki_ca_add_template(ca, t, &res);
+
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        diag("CA %s: %s %s", name, res.detail, res.log);
+    }
+
+    return ca;
+}
+
+
+static X509 *
+issue(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn,
+    EVP_PKEY *pk)
+{
+    X509           *x;
+    pki_result_t    res;
+    pki_request_t   req;
+
+    memset(&req, 0, sizeof(req));
+    req.subject = cn_name(cn);
+    req.pubkey = pk;
+    pki_result_init(&res);
+    x = NULL;
+
+    if (pki_issue(ca, t, r, &req, NULL, &x, &res) != PKI_OK) {
+        diag("issue %s: %s %s", cn, res.detail, res.log);
+    }
+
+    X509_NAME_free(req.subject);
+    return x;
+}
+
+
+static X509_CRL *
+parse_crl(const unsigned char *der, size_t len)
+{
+    const unsigned char  *p;
+    X509_CRL             *crl;
+
+    p = der;
+    crl = d2i_X509_CRL(NULL, &p, (long) len);
+    if (crl != NULL && p != der + len) {
+        X509_CRL_free(crl);
+        return NULL;
+    }
+
+    return crl;
+}
+
+
+/* Number of fields in the TBSCertList and whether one is the SEQUENCE OF
+ * revokedCertificates (the sixth, after nextUpdate). */
+static int
+tbs_fields(X509_CRL *crl, int *has_revoked)
+{
+    int                   n, len, tag, cls, inf, nfields;
+    long                  l;
+    unsigned char        *der;
+    const unsigned char  *p, *end;
+
+    der = NULL;
+    len = i2d_re_X509_CRL_tbs(crl, &der);
+    if (len <= 0) {
+        return -1;
+    }
+
+    p = der;
+    inf = ASN1_get_object(&p, &l, &tag, &cls, len);
+    if (inf & 0x80 || tag != V_ASN1_SEQUENCE) {
+        OPENSSL_free(der);
+        return -1;
+    }
+
+    end = p + l;
+    nfields = 0;
+    *has_revoked = 0;
+
+    while (p < end) {
+        inf = ASN1_get_object(&p, &l, &tag, &cls, end - p);
+        if (inf & 0x80) {
+            nfields = -1;
+            break;
+        }
+        nfields++;
+        /* version, sigalg, issuer, thisUpdate, nextUpdate, then either
+         * SEQUENCE (revoked) or [0] (extensions). */
+        if (nfields == 6 && cls == V_ASN1_UNIVERSAL
+            && tag == V_ASN1_SEQUENCE)
+        {
+            *has_revoked = 1;
+        }
+        p += l;
+    }
+
+    n = nfields;
+    OPENSSL_free(der);
+
+    return n;
+}
+
+
+static long long
+crl_number(X509_CRL *crl)
+{
+    int            crit;
+    int64_t        v;
+    ASN1_INTEGER  *num;
+
+    num = X509_CRL_get_ext_d2i(crl, NID_crl_number, &crit, NULL);
+    if (num == NULL || !ASN1_INTEGER_get_int64(&v, num)) {
+        ASN1_INTEGER_free(num);
+        return -1;
+    }
+
+    ASN1_INTEGER_free(num);
+    return (long long) v;
+}
+
+
+static X509_REVOKED *
+find_revoked(X509_CRL *crl, X509 *x)
+{
+    X509_REVOKED  *rev;
+
+    if (X509_CRL_get0_by_serial(crl, &rev,
+                                X509_get0_serialNumber(x)) != 1)
+    {
+        return NULL;
+    }
+
+    return rev;
+}
+
+
+static int
+rev_reason(X509_REVOKED *rev)
+{
+    int               crit, reason;
+    ASN1_ENUMERATED  *e;
+
+    e = X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, &crit, NULL);
+    if (e == NULL) {
+        return crit == -1 ? -1 : -2;    /* absent : broken */
+    }
+
+    reason = (int) ASN1_ENUMERATED_get(e);
+    ASN1_ENUMERATED_free(e);
+
+    return reason;
+}
+
+
+static time_t
+rev_invalidity(X509_REVOKED *rev)
+{
+    int                    crit;
+    struct tm              tm;
+    ASN1_GENERALIZEDTIME  *gt;
+
+    gt = X509_REVOKED_get_ext_d2i(rev, NID_invalidity_date, &crit, NULL);
+    if (gt == NULL) {
+        return 0;
+    }
+
+    if (ASN1_STRING_type(gt) != V_ASN1_GENERALIZEDTIME
+        || !ASN1_TIME_to_tm(gt, &tm))
+    {
+        ASN1_GENERALIZEDTIME_free(gt);
+        return -1;
+    }
+
+    ASN1_GENERALIZEDTIME_free(gt);
+    return timegm(&tm);
+}
+
+
+static time_t
+asn1_time(const ASN1_TIME *t)
+{
+    struct tm  tm;
+
+    if (t == NULL || !ASN1_TIME_to_tm(t, &tm)) {
+        return -1;
+    }
+
+    return timegm(&tm);
+}
+
+
+/* Checks the parts every CRL of this CA shares. */
+static void
+check_common(X509_CRL *crl, X509 *cacert, const char *what)
+{
+    int                crit;
+    time_t             tu, nu, now;
+    AUTHORITY_KEYID   *akid;
+    const ASN1_OCTET_STRING  *skid;
+
+    ok(X509_CRL_get_version(crl) == X509_CRL_VERSION_2, "%s: version 2",
+       what);
+    ok(X509_CRL_verify(crl, X509_get0_pubkey(cacert)) == 1,
+       "%s: signature verifies with the CA key", what);
+    ok(X509_NAME_cmp(X509_CRL_get_issuer(crl),
+                     X509_get_subject_name(cacert)) == 0,
+       "%s: issuer is the CA subject", what);
+
+    now = time(NULL);
+    tu = asn1_time(X509_CRL_get0_lastUpdate(crl));
+    nu = asn1_time(X509_CRL_get0_nextUpdate(crl));
+    ok(tu <= now && tu >= now - 60 && nu - tu == 3600,
+       "%s: thisUpdate now, nextUpdate +1h (%lld, %lld)", what,
+       (long long) (now - tu), (long long) (nu - tu));
+
+    akid = X509_CRL_get_ext_d2i(crl, NID_authority_key_identifier, &crit,
+                                NULL);
+    skid = X509_get0_subject_key_id(cacert);
+    ok(akid != NULL && akid->keyid != NULL && skid != NULL
+       && ASN1_OCTET_STRING_cmp(akid->keyid, skid) == 0 && crit == 0,
+       "%s: authorityKeyIdentifier = CA's subjectKeyIdentifier", what);
+    AUTHORITY_KEYID_free(akid);
+}
+
+
+static void
+test_list(pki_ca_t *ca, X509 *cacert)
+{
+    size_t            len;
+    time_t            now;
+    X509_CRL         *crl;
+    pki_status_t      st;
+    pki_result_t      res;
+    X509_REVOKED     *rev;
+    unsigned char    *der;
+    const STACK_OF(X509_REVOKED)  *revs;
+    int               nf, hr, seen[4];
+    ASN1_INTEGER     *want;
+
+    static const pki_crl_entry_t  entries[] = {
+        { "00ab", 1, 1700000000, 1690000000 },
+        { "0x0CD", 9, 1700000001, 0 },
+        { "not-hex", 1, 1700000002, 0 },
+        { "12", 8, 1700000003, 0 },          /* removeFromCRL: skipped */
+        { "34", 7, 1700000004, 0 },          /* unused code: kept, no reason */
+        { "56", 0, -5, 0 },                  /* bad time: thisUpdate */
+        { "00", 1, 1700000005, 0 },          /* zero: not a serial */
+        { "7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF", 10, 1700000006, 0 },
+    };
+
+    pki_result_init(&res);
+    now = time(NULL);
+
+    /* Argument checks. */
+    st = pki_crl_build_list(ca, NULL, 0, 1, 0, 0, &der, &len, &res);
+    is_status(st, PKI_INTERNAL, "nextUpdate 0 refused");
+    st = pki_crl_build_list(ca, NULL, 0, 1, 0, 400L * 86400, &der, &len,
+                            &res);
+    is_status(st, PKI_INTERNAL, "nextUpdate 400 days refused");
+    st = pki_crl_build_list(ca, NULL, 3, 1, 0, 3600, &der, &len, &res);
+    is_status(st, PKI_INTERNAL, "NULL entries with n > 0 refused");
+    st = pki_crl_build_list(ca, NULL, 0, 0, 0, 3600, &der, &len, &res);
+    is_status(st, PKI_INTERNAL, "CRL number 0 refused");
+    ok(der == NULL, "  no output");
+    st = pki_crl_build_list(NULL, NULL, 0, 1, 0, 3600, &der, &len, &res);
+    is_status(st, PKI_INTERNAL, "no CA refused");
+
+    /* Empty list. */
+    pki_result_init(&res);
+    st = pki_crl_build_list(ca, NULL, 0, 42, now, 3600, &der, &len, &res);
+    is_status(st, PKI_OK, "empty CRL from a list");
+    crl = der ? parse_crl(der, len) : NULL;
+    ok(crl != NULL, "  parses, no trailing bytes");
+    if (crl) {
+        check_common(crl, cacert, "empty list");
+        ok(crl_number(crl) == 42, "  CRL number 42");
+        nf = tbs_fields(crl, &hr);
+        ok(nf == 6 && !hr, "  no revokedCertificates field (%d fields)", nf);
+        X509_CRL_free(crl);
+    }
+    free(der);
+
+    /* Hostile and odd entries. */
+    pki_result_init(&res);
+    st = pki_crl_build_list(ca, entries,
+                            sizeof(entries) / sizeof(entries[0]),
+                            (long long) 0x7fffffffffffffffLL, now, 3600,
+                            &der, &len, &res);
+    is_status(st, PKI_OK, "CRL from a list with bad entries");
+    ok(strstr(res.log, "skipped 2 bad serials and 1 removeFromCRL") != NULL
+       && strstr(res.log, "1 bad reasons, 1 bad times") != NULL,
+       "  bad entries noted in the log: %s", res.log);
+    crl = der ? parse_crl(der, len) : NULL;
+    if (!ok(crl != NULL, "  parses")) {
+        free(der);
+        return;
+    }
+
+    check_common(crl, cacert, "list");
+    ok(crl_number(crl) == 0x7fffffffffffffffLL, "  CRL number 2^63-1");
+    nf = tbs_fields(crl, &hr);
+    ok(nf == 7 && hr, "  revokedCertificates present");
+    revs = X509_CRL_get_REVOKED(crl);
+    ok(sk_X509_REVOKED_num(revs) == 5, "  5 entries (got %d)",
+       sk_X509_REVOKED_num(revs));
+
+    memset(seen, 0, sizeof(seen));
+    want = ASN1_INTEGER_new();
+    for (int i = 0; i < sk_X509_REVOKED_num(revs); i++) {
+        rev = sk_X509_REVOKED_value(revs, i);
+        if (i > 0) {
+            ok(ASN1_INTEGER_cmp(
+                   X509_REVOKED_get0_serialNumber(
+                       sk_X509_REVOKED_value(revs, i - 1)),
+                   X509_REVOKED_get0_serialNumber(rev)) < 0,
+               "  entry %d sorted by serial", i);
+        }
+    }
+
+    ASN1_INTEGER_set(want, 0xab);
+    ok(X509_CRL_get0_by_serial(crl, &rev, want) == 1
+       && rev_reason(rev) == 1 && rev_invalidity(rev) == 1690000000
+       && asn1_time(X509_REVOKED_get0_revocationDate(rev)) == 1700000000,
+       "  00ab: serial AB, keyCompromise, invalidity date, date");
+    ASN1_INTEGER_set(want, 0xcd);
+    ok(X509_CRL_get0_by_serial(crl, &rev, want) == 1
+       && rev_reason(rev) == 9 && rev_invalidity(rev) == 0,
+       "  0x0CD: privilegeWithdrawn, no invalidity date");
+    ASN1_INTEGER_set(want, 0x34);
+    ok(X509_CRL_get0_by_serial(crl, &rev, want) == 1
+       && rev_reason(rev) == -1, "  reason 7 kept without reasonCode");
+    ASN1_INTEGER_set(want, 0x56);
+    ok(X509_CRL_get0_by_serial(crl, &rev, want) == 1
+       && asn1_time(X509_REVOKED_get0_revocationDate(rev)) == now,
+       "  bad revocation time: thisUpdate");
+    ASN1_INTEGER_set(want, 0x12);
+    ok(X509_CRL_get0_by_serial(crl, &rev, want) == 0,
+       "  removeFromCRL entry absent");
+    ASN1_INTEGER_free(want);
+
+    X509_CRL_free(crl);
+    free(der);
+}
+
+
+static void
+revoke_leaf(pki_redis_t *r, const char *ca, X509 *x, int reason, time_t at,
+    time_t inv)
+{
+    char          hex[41];
+    pki_status_t  st;
+    pki_result_t  res;
+
+    pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+    pki_result_init(&res);
+    st = pki_record_revoke(r, ca, hex, reason, at, inv, NULL, &res);
+    is_status(st, PKI_OK, "pki_record_revoke");
+    if (st != PKI_OK) {
+        diag("%s %s", res.detail, res.log);
+    }
+}
+
+
+static void
+test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
+{
+    int                 nf, hr;
+    char                ns[64];
+    size_t              len;
+    time_t              now;
+    FILE               *f;
+    X509               *leaf[NLEAVES];
+    X509_CRL           *crl;
+    EVP_PKEY           *pk;
+    pki_redis_t        *r, *down;
+    pki_status_t        st;
+    pki_result_t        res;
+    redisContext       *rc;
+    X509_REVOKED       *rev;
+    unsigned char      *der;
+    pki_redis_conf_t    conf;
+
+    snprintf(ns, sizeof(ns), "crltest%d:", (int) getpid());
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = sock;
+    conf.ns = ns;
+    conf.timeout_ms = 1000;
+
+    pki_result_init(&res);
+    r = pki_redis_new(&conf, &res);
+    rc = redisConnectUnix(sock);
+    if (!ok(r != NULL && rc != NULL && rc->err == 0, "redis handles")) {
+        return;
+    }
+
+    /* Empty: no revoked hash at all. */
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    is_status(st, PKI_OK, "empty CRL from Redis");
+    crl = der ? parse_crl(der, len) : NULL;
+    if (ok(crl != NULL, "  parses")) {
+        check_common(crl, cacert, "empty");
+        ok(crl_number(crl) == 1, "  CRL number 1 (got %lld)",
+           crl_number(crl));
+        nf = tbs_fields(crl, &hr);
+        ok(nf == 6 && !hr, "  no revokedCertificates field");
+        write_der(der, len, "empty.crl");
+        ok(run("openssl crl -inform DER -in %s -CAfile %s -noout 2>&1 "
+               "| grep -q 'verify OK'", path("empty.crl"),
+               path("ca.pem")) == 0, "  openssl crl -CAfile: verify OK");
+        ok(run("openssl asn1parse -inform DER -in %s | grep 'd=2' "
+               "| sed -n 6p | grep -q 'cont \\[ 0 \\]'",
+               path("empty.crl")) == 0,
+           "  openssl asn1parse: extensions follow nextUpdate");
+        ok(run("openssl crl -inform DER -in %s -noout -text | grep -q "
+               "'No Revoked Certificates'", path("empty.crl")) == 0,
+           "  openssl crl -text: No Revoked Certificates");
+        X509_CRL_free(crl);
+    }
+    free(der);
+
+    /* Leaves: 0 keyCompromise + invalidity, 1 cessation, 2 hold,
+     * 3 unspecified, 4 good. */
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    for (int i = 0; i < NLEAVES; i++) {
+        char  cn[32], file[32];
+
+        snprintf(cn, sizeof(cn), "leaf%d", i);
+        leaf[i] = issue(ca, t, r, cn, pk);
+        if (!ok(leaf[i] != NULL, "issued %s", cn)) {
+            EVP_PKEY_free(pk);
+            return;
+        }
+        snprintf(file, sizeof(file), "leaf%d.pem", i);
+        write_cert(leaf[i], file);
+    }
+    EVP_PKEY_free(pk);
+
+    now = time(NULL);
+    revoke_leaf(r, pki_ca_name(ca), leaf[0], 1, now - 10, now - 86400);
+    revoke_leaf(r, pki_ca_name(ca), leaf[1], 5, now - 9, 0);
+    revoke_leaf(r, pki_ca_name(ca), leaf[2], 6, now - 8, 0);
+    revoke_leaf(r, pki_ca_name(ca), leaf[3], 0, now - 7, 0);
+
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    if (!is_status(st, PKI_OK, "CRL with 4 revoked")) diag("%s %s", res.detail, res.log);
+    crl = der ? parse_crl(der, len) : NULL;
+    if (ok(crl != NULL, "  parses")) {
+        check_common(crl, cacert, "revoked");
+        ok(crl_number(crl) == 2, "  CRL number 2 (got %lld)",
+           crl_number(crl));
+        nf = tbs_fields(crl, &hr);
+        ok(nf == 7 && hr, "  revokedCertificates present");
+        ok(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 4,
+           "  4 entries");
+
+        rev = find_revoked(crl, leaf[0]);
+        ok(rev && rev_reason(rev) == 1
+           && rev_invalidity(rev) == now - 86400
+           && asn1_time(X509_REVOKED_get0_revocationDate(rev)) == now - 10,
+           "  leaf0: keyCompromise, invalidityDate, revocationDate");
+        rev = find_revoked(crl, leaf[1]);
+        ok(rev && rev_reason(rev) == 5 && rev_invalidity(rev) == 0,
+           "  leaf1: cessationOfOperation, no invalidityDate");
+        rev = find_revoked(crl, leaf[2]);
+        ok(rev && rev_reason(rev) == 6, "  leaf2: certificateHold");
+        rev = find_revoked(crl, leaf[3]);
+        ok(rev && rev_reason(rev) == -1,
+           "  leaf3: unspecified, no reasonCode extension");
+        ok(find_revoked(crl, leaf[4]) == NULL, "  leaf4 (good) absent");
+
+        f = fopen(path("crl.pem"), "w");
+        PEM_write_X509_CRL(f, crl);
+        fclose(f);
+        write_der(der, len, "crl.der");
+
+        ok(run("openssl crl -inform DER -in %s -CAfile %s -noout 2>&1 "
+               "| grep -q 'verify OK'", path("crl.der"),
+               path("ca.pem")) == 0, "  openssl crl -CAfile: verify OK");
+        ok(run("openssl crl -inform DER -in %s -CAfile %s -noout "
+               ">/dev/null 2>&1", path("crl.der"), path("root.pem")) != 0,
+           "  openssl crl -CAfile with the wrong CA fails");
+        ok(run("openssl crl -inform DER -in %s -noout -text | grep -q "
+               "'Key Compromise'", path("crl.der")) == 0,
+           "  openssl crl -text shows Key Compromise");
+        ok(run("openssl verify -crl_check -CAfile %s -untrusted %s "
+               "-CRLfile %s %s >/dev/null 2>&1", path("root.pem"),
+               path("ca.pem"), path("crl.pem"), path("leaf4.pem")) == 0,
+           "  openssl verify -crl_check accepts the good leaf");
+        for (int i = 0; i < 4; i++) {
+            char  file[32];
+
+            snprintf(file, sizeof(file), "leaf%d.pem", i);
+            ok(run("openssl verify -crl_check -CAfile %s -untrusted %s "
+                   "-CRLfile %s %s 2>&1 | grep -q 'certificate revoked'",
+                   path("root.pem"), path("ca.pem"), path("crl.pem"),
+                   path(file)) == 0,
+               "  openssl verify -crl_check rejects revoked leaf%d", i);
+        }
+        X509_CRL_free(crl);
+    }
+    free(der);
+
+    /* Release the hold: the entry goes, the number goes on. */
+    revoke_leaf(r, pki_ca_name(ca), leaf[2], 8, now, 0);
+
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    is_status(st, PKI_OK, "CRL after releasing the hold");
+    crl = der ? parse_crl(der, len) : NULL;
+    if (ok(crl != NULL, "  parses")) {
+        ok(crl_number(crl) == 3, "  CRL number 3");
+        ok(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 3,
+           "  3 entries");
+        ok(find_revoked(crl, leaf[2]) == NULL, "  released leaf2 absent");
+        ok(find_revoked(crl, leaf[0]) != NULL, "  leaf0 still listed");
+        X509_CRL_free(crl);
+    }
+    free(der);
+
+    /* Garbage in the store: no CRL rather than an incomplete one. */
+    freeReplyObject(redisCommand(rc, "HSET %s{ca:%s}:revoked zz %s", ns,
+                                 pki_ca_name(ca), "1 1 0"));
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    ok(st != PKI_OK && der == NULL && len == 0,
+       "corrupt revoked entry: no CRL (%s)", pki_status_name(st));
+    freeReplyObject(redisCommand(rc, "HDEL %s{ca:%s}:revoked zz", ns,
+                                 pki_ca_name(ca)));
+
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    is_status(st, PKI_OK, "CRL after the garbage is gone");
+    crl = der ? parse_crl(der, len) : NULL;
+    ok(crl != NULL && crl_number(crl) > 3, "  CRL number still grows");
+    X509_CRL_free(crl);
+    free(der);
+
+    /* Redis down. */
+    conf.unix_path = "/nonexistent/redis.sock";
+    conf.timeout_ms = 200;
+    pki_result_init(&res);
+    down = pki_redis_new(&conf, &res);
+    if (down) {
+        st = pki_crl_build(ca, down, 3600, &der, &len, &res);
+        is_status(st, PKI_UNAVAILABLE, "Redis down: unavailable");
+        ok(der == NULL && len == 0, "  no output");
+        pki_redis_free(down);
+    }
+
+    st = pki_crl_build(ca, NULL, 3600, &der, &len, &res);
+    is_status(st, PKI_INTERNAL, "no Redis handle refused");
+
+    for (int i = 0; i < NLEAVES; i++) {
+        X509_free(leaf[i]);
+    }
+    freeReplyObject(redisCommand(rc, "EVAL %s 0 %s*", "for _, k in ipairs("
+                                 "redis.call('KEYS', ARGV[1])) do "
+                                 "redis.call('DEL', k) end", ns));
+    redisFree(rc);
+    pki_redis_free(r);
+}
+
+
+int
+main(void)
+{
+    X509            *root, *sub;
+    EVP_PKEY        *rootpk, *subpk;
+    pki_ca_t        *rootca, *ca;
+    pki_key_t       *rootkey, *subkey;
+    X509_NAME       *name;
+    const char      *sock;
+    pki_result_t     res;
+    pki_request_t    req;
+    pki_template_t  *troot, *tsub, *tleaf;
+
+    static const char *const root_lines[] = {
+        "subject CN copy", "subject O copy", "basic_constraints ca:true "
+        "pathlen:1", "validity 3650d", "key_types ec:P-256", NULL
+    };
+    static const char *const sub_lines[] = {
+        "subject CN copy", "subject O copy", "basic_constraints ca:true "
+        "pathlen:0", "validity 2d", NULL
+    };
+    static const char *const leaf_lines[] = {
+        "key_types ec:P-256", "subject CN required", "subject O copy",
+        "validity 1d", "extended_key_usage clientAuth", NULL
+    };
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL || sock[0] == '\0') {
+        skip_all("PKI_TEST_REDIS_SOCK not set");
+    }
+
+    pki_init();
+
+    snprintf(dir, sizeof(dir), "/tmp/crltest.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+
+    troot = make_template("root", root_lines);
+    tsub = make_template("sub", sub_lines);
+    tleaf = make_template("leaf", leaf_lines);
+
+    rootpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    subpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    rootkey = key_file(rootpk, "root.key");
+    subkey = key_file(subpk, "ca.key");
+
+    pki_result_init(&res);
+    name = cn_name("CRL Test Root");
+    root = NULL;
+    sub = NULL;
+    if (pki_selfsign(rootkey, troot, name, &root, &res) != PKI_OK) {
+        diag("root: %s %s", res.detail, res.log);
+    }
+    X509_NAME_free(name);
+    write_cert(root, "root.pem");
+    rootca = make_ca("root", "root.pem", rootkey, tsub);
+
+    memset(&req, 0, sizeof(req));
+    req.subject = cn_name("CRL Test Issuing CA");
+    req.pubkey = subpk;
+    if (pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res) != PKI_OK) {
+        diag("issuing CA: %s %s", res.detail, res.log);
+    }
+    X509_NAME_free(req.subject);
+
+    if (!ok(root != NULL && sub != NULL, "root and issuing CA")) {
+        return done_testing();
+    }
+
+    write_cert(sub, "ca.pem");
+    ca = make_ca("crlca", "ca.pem", subkey, tleaf);
+
+    test_list(ca, sub);
+    test_redis(ca, sub, tleaf, sock);
+
+    pki_ca_free(ca);
+    pki_ca_free(rootca);
+    X509_free(root);
+    X509_free(sub);
+    pki_key_free(rootkey);
+    pki_key_free(subkey);
+    EVP_PKEY_free(rootpk);
+    EVP_PKEY_free(subpk);
+    pki_template_free(troot);
+    pki_template_free(tsub);
+    pki_template_free(tleaf);
+
+    if (getenv("KEEP") == NULL) run("rm -rf %s", dir);
+
+    return done_testing();
+}
