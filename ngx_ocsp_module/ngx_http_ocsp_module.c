@@ -1,0 +1,684 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ngx_http_ocsp_module: OCSP responder (RFC 6960; RFC 5019 for GET).
+ *
+ *   location /ocsp {
+ *       ocsp_responder issuing [other-ca ...];
+ *       ocsp_responder_unknown unknown | revoked;     # default unknown
+ *       ocsp_responder_next_update 1h;                # 0: no nextUpdate
+ *   }
+ *
+ * POST <location> with an application/ocsp-request body (another content
+ * type is answered with the OCSP status malformedRequest, not an HTTP
+ * error, so that OCSP clients see a proper OCSP answer), or
+ * GET <location>/<base64 of the DER request>, read from the raw request
+ * URI (merge_slashes would corrupt "//") and percent-decoded.  Both run
+ * pki_ocsp_handle() in the pki thread pool (Redis lookup, signature).
+ * Successful GET responses carry Cache-Control max-age up to nextUpdate,
+ * ETag and Last-Modified (thisUpdate).
+ *
+ * Not yet: the shared-memory cache of responses without a nonce (every
+ * request is signed fresh), delegated responder certificates.
+ *
+ * Needs ngx_http_pki_module loaded first (load_module order).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_pki_module.h"
+
+
+#define NGX_HTTP_OCSP_RETRY_AFTER  5
+
+
+typedef struct {
+    ngx_array_t               *cas;          /* pki_ca_t * */
+    ngx_uint_t                 unknown;
+    time_t                     next_update;
+} ngx_http_ocsp_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  file;
+    ngx_uint_t                 line;
+} ngx_http_ocsp_main_conf_t;
+
+
+typedef struct {
+    pki_ocsp_conf_t            conf;
+    pki_ocsp_req_t             req;
+    pki_ocsp_resp_t            resp;
+    ngx_uint_t                 get;
+} ngx_http_ocsp_ctx_t;
+
+
+static ngx_int_t ngx_http_ocsp_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ocsp_get_arg(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx);
+static void ngx_http_ocsp_body_handler(ngx_http_request_t *r);
+static void ngx_http_ocsp_run(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx);
+static void ngx_http_ocsp_work(void *data);
+static void ngx_http_ocsp_done(ngx_http_request_t *r, void *data);
+static ngx_int_t ngx_http_ocsp_send(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx);
+static ngx_int_t ngx_http_ocsp_send_plain(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *text, ngx_uint_t retry_after);
+static ngx_table_elt_t *ngx_http_ocsp_add_header(ngx_http_request_t *r,
+    const char *key, u_char *value, size_t len);
+
+static void *ngx_http_ocsp_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ocsp_init(ngx_conf_t *cf);
+static char *ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_conf_enum_t  ngx_http_ocsp_unknown_modes[] = {
+    { ngx_string("unknown"), 0 },
+    { ngx_string("revoked"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_ocsp_commands[] = {
+
+    { ngx_string("ocsp_responder"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ocsp_responder,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ocsp_responder_unknown"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ocsp_loc_conf_t, unknown),
+      &ngx_http_ocsp_unknown_modes },
+
+    { ngx_string("ocsp_responder_next_update"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ocsp_loc_conf_t, next_update),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ocsp_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_ocsp_init,                    /* postconfiguration */
+
+    ngx_http_ocsp_create_main_conf,        /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ocsp_create_loc_conf,         /* create location configuration */
+    ngx_http_ocsp_merge_loc_conf           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ocsp_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ocsp_module_ctx,             /* module context */
+    ngx_http_ocsp_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_ocsp_busy = ngx_string("busy, retry later\n");
+static ngx_str_t  ngx_http_ocsp_method = ngx_string("method not allowed\n");
+
+
+static ngx_int_t
+ngx_http_ocsp_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_http_ocsp_ctx_t       *ctx;
+    ngx_http_ocsp_loc_conf_t  *olcf;
+
+    olcf = ngx_http_get_module_loc_conf(r, ngx_http_ocsp_module);
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_POST))) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        if (ngx_http_ocsp_add_header(r, "Allow", (u_char *) "GET, POST", 9)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_ocsp_send_plain(r, NGX_HTTP_NOT_ALLOWED,
+                                        &ngx_http_ocsp_method, 0);
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ocsp_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->conf.cas = olcf->cas->elts;
+    ctx->conf.ncas = olcf->cas->nelts;
+    ctx->conf.redis = ngx_http_pki_redis(r);
+    ctx->conf.unknown_revoked = olcf->unknown ? 1 : 0;
+    ctx->conf.next_update = (long) olcf->next_update;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ocsp_module);
+
+    if (r->method == NGX_HTTP_GET) {
+        ctx->get = 1;
+        ctx->req.method = "GET";
+
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_http_ocsp_get_arg(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        r->main->count++;
+        ngx_http_ocsp_run(r, ctx);
+        return NGX_DONE;
+    }
+
+    ctx->req.method = "POST";
+
+    rc = ngx_http_pki_read_body(r, PKI_OCSP_MAX_BODY,
+                                ngx_http_ocsp_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* The base64 request of a GET: what follows "<location>/" in the raw URI,
+ * percent-decoded.  An empty or undecodable one stays empty (the engine
+ * answers malformedRequest). */
+
+static ngx_int_t
+ngx_http_ocsp_get_arg(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
+{
+    u_char                    *p, *end, *dst;
+    ngx_int_t                  hi, lo;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    p = r->unparsed_uri.data;
+    end = p + r->unparsed_uri.len;
+
+    if (r->args_start && r->args_start > p && r->args_start <= end) {
+        end = r->args_start - 1;            /* the '?' */
+    }
+
+    if ((size_t) (end - p) < clcf->name.len
+        || ngx_strncmp(p, clcf->name.data, clcf->name.len) != 0)
+    {
+        return NGX_OK;
+    }
+
+    p += clcf->name.len;
+
+    if (p < end && *p == '/') {
+        p++;
+
+    } else if (clcf->name.len == 0 || clcf->name.data[clcf->name.len - 1]
+                                      != '/')
+    {
+        return NGX_OK;
+    }
+
+    if ((size_t) (end - p) > 4 * PKI_OCSP_MAX_BODY) {
+        return NGX_HTTP_REQUEST_URI_TOO_LARGE;
+    }
+
+    dst = ngx_pnalloc(r->pool, end - p + 1);
+    if (dst == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->req.body = dst;
+
+    while (p < end) {
+        if (*p != '%') {
+            *dst++ = *p++;
+            continue;
+        }
+
+        if (end - p < 3) {
+            ctx->req.body_len = 0;
+            return NGX_OK;
+        }
+
+        hi = ngx_hextoi(p + 1, 1);
+        lo = ngx_hextoi(p + 2, 1);
+
+        if (hi < 0 || lo < 0) {
+            ctx->req.body_len = 0;
+            return NGX_OK;
+        }
+
+        *dst++ = (u_char) (hi * 16 + lo);
+        p += 3;
+    }
+
+    ctx->req.body_len = dst - ctx->req.body;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ocsp_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t             rc;
+    ngx_str_t             body;
+    ngx_http_ocsp_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ocsp_module);
+
+    rc = ngx_http_pki_request_body(r, PKI_OCSP_MAX_BODY, &body);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->req.body = body.data;
+    ctx->req.body_len = body.len;
+
+    if (r->headers_in.content_type) {
+        ctx->req.content_type = (char *) ngx_pnalloc(r->pool,
+                                    r->headers_in.content_type->value.len + 1);
+        if (ctx->req.content_type == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_cpystrn((u_char *) ctx->req.content_type,
+                    r->headers_in.content_type->value.data,
+                    r->headers_in.content_type->value.len + 1);
+    }
+
+    ngx_http_ocsp_run(r, ctx);
+}
+
+
+/* Posts the work; always ends with one ngx_http_finalize_request(). */
+
+static void
+ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_pki_post(r, ngx_http_ocsp_work, ngx_http_ocsp_done, ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ocsp: request from %V shed: thread pool queue full",
+                      &r->connection->addr_text);
+
+        ngx_http_finalize_request(r,
+            ngx_http_ocsp_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     &ngx_http_ocsp_busy,
+                                     NGX_HTTP_OCSP_RETRY_AFTER));
+        return;
+
+    default:
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+}
+
+
+static void
+ngx_http_ocsp_work(void *data)
+{
+    ngx_http_ocsp_ctx_t *ctx = data;
+
+    pki_ocsp_handle(&ctx->conf, &ctx->req, &ctx->resp);
+}
+
+
+static void
+ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
+{
+    ngx_http_ocsp_ctx_t *ctx = data;
+
+    ngx_http_finalize_request(r, ngx_http_ocsp_send(r, ctx));
+}
+
+
+static ngx_int_t
+ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
+{
+    u_char            *p;
+    time_t             now, age;
+    ngx_int_t          rc;
+    ngx_buf_t         *b;
+    ngx_uint_t         status, level;
+    ngx_chain_t        out;
+    ngx_table_elt_t   *h;
+    pki_ocsp_resp_t   *resp;
+
+    resp = &ctx->resp;
+    status = resp->http_status;
+
+    if (status < 200 || status > 599) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (resp->res.status != PKI_OK) {
+        level = (resp->res.status == PKI_INTERNAL) ? NGX_LOG_ERR
+                                                   : NGX_LOG_INFO;
+
+        ngx_log_error(level, r->connection->log, 0,
+                      "ocsp: request from %V: %s%s%s%s (OCSP status %d)",
+                      &r->connection->addr_text, resp->res.detail,
+                      resp->res.log[0] ? " (" : "", resp->res.log,
+                      resp->res.log[0] ? ")" : "", resp->ocsp_status);
+    }
+
+    if (status != NGX_HTTP_OK || resp->body == NULL || resp->body_len == 0) {
+        pki_ocsp_resp_free(resp);
+        return status == NGX_HTTP_OK ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                                     : (ngx_int_t) status;
+    }
+
+    b = ngx_create_temp_buf(r->pool, resp->body_len);
+    if (b == NULL) {
+        pki_ocsp_resp_free(resp);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = resp->body_len;
+    ngx_str_set(&r->headers_out.content_type, "application/ocsp-response");
+    r->headers_out.content_type_len = sizeof("application/ocsp-response") - 1;
+
+    if (ctx->get && resp->cacheable) {
+        now = ngx_time();
+        age = resp->next_update > now ? resp->next_update - now : 0;
+
+        p = ngx_pnalloc(r->pool, sizeof("max-age=, public, no-transform, "
+                                        "must-revalidate") - 1 + NGX_TIME_T_LEN);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        if (ngx_http_ocsp_add_header(r, "Cache-Control", p,
+                ngx_sprintf(p, "max-age=%T, public, no-transform, "
+                            "must-revalidate", age) - p)
+            == NULL)
+        {
+            goto failed;
+        }
+
+        p = ngx_pnalloc(r->pool, sizeof(resp->etag) + 2);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        h = ngx_http_ocsp_add_header(r, "ETag", p,
+                                     ngx_sprintf(p, "\"%s\"", resp->etag) - p);
+        if (h == NULL) {
+            goto failed;
+        }
+
+        r->headers_out.etag = h;
+        r->headers_out.last_modified_time = resp->this_update;
+
+    } else {
+        if (ngx_http_ocsp_add_header(r, "Cache-Control",
+                                     (u_char *) "no-store", 8)
+            == NULL)
+        {
+            goto failed;
+        }
+    }
+
+    pki_ocsp_resp_free(resp);
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+
+failed:
+
+    pki_ocsp_resp_free(resp);
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_ocsp_send_plain(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *text, ngx_uint_t retry_after)
+{
+    u_char       *p;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = text->len;
+
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    if (retry_after) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_ocsp_add_header(r, "Retry-After", p,
+                                     ngx_sprintf(p, "%ui", retry_after) - p)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = text->data;
+    b->last = text->data + text->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_table_elt_t *
+ngx_http_ocsp_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return h;
+}
+
+
+static void *
+ngx_http_ocsp_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_ocsp_main_conf_t));
+}
+
+
+static void *
+ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ocsp_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ocsp_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->cas = NGX_CONF_UNSET_PTR;
+    conf->unknown = NGX_CONF_UNSET_UINT;
+    conf->next_update = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ocsp_loc_conf_t *prev = parent;
+    ngx_http_ocsp_loc_conf_t *conf = child;
+
+    (void) cf;
+
+    ngx_conf_merge_ptr_value(conf->cas, prev->cas, NULL);
+    ngx_conf_merge_uint_value(conf->unknown, prev->unknown, 0);
+    ngx_conf_merge_value(conf->next_update, prev->next_update, 3600);
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ocsp_init(ngx_conf_t *cf)
+{
+    ngx_http_ocsp_main_conf_t  *omcf;
+
+    omcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ocsp_module);
+
+    if (omcf->line && !ngx_http_pki_has_redis(cf)) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ocsp_responder\" needs \"pki_redis\" in http{} "
+                      "in %V:%ui", &omcf->file, omcf->line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ocsp_responder CA...; */
+
+static char *
+ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ocsp_loc_conf_t *olcf = conf;
+
+    pki_ca_t                   **pca;
+    ngx_str_t                   *value;
+    ngx_uint_t                   i;
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_ocsp_main_conf_t   *omcf;
+
+    (void) cmd;
+
+    if (olcf->cas != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    olcf->cas = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                 sizeof(pki_ca_t *));
+    if (olcf->cas == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        pca = ngx_array_push(olcf->cas);
+        if (pca == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *pca = ngx_http_pki_find_ca(cf, &value[i]);
+        if (*pca == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown CA \"%V\" (declare pki_ca before use)",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_ocsp_handler;
+
+    omcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ocsp_module);
+
+    if (omcf->line == 0) {
+        omcf->file = cf->conf_file->file.name;
+        omcf->line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}

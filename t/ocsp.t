@@ -1,0 +1,229 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# OCSP responder (RFC 6960, RFC 5019 GET) through nginx with the real
+# `openssl ocsp` client: good, revoked with reason, a serial never issued is
+# unknown, nonce echoed, SHA-256 CertIDs, two CertIDs in one request, the
+# GET form and its cache headers, unknown issuer -> unauthorized, garbage
+# -> malformedRequest, Redis down -> tryLater.  Certificates are enrolled
+# via EST and carry the demo's AIA (OCSP URL) and CDP.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(encode_base64);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx;
+my $pki = $t->pki;
+my $dir = $t->dir;
+my $port = $t->http_port;
+my $url = "http://127.0.0.1:$port/ocsp";
+my @trust = ('-CAfile', "$pki/root.pem", '-verify_other', "$pki/issuing.pem");
+
+sub enroll {
+    my ($name) = @_;
+    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
+    my $r = $t->est_post('simpleenroll', $csr);
+    is($r->{code}, 200, "$name: enrolled") or diag($r->{body});
+    my $pem = $t->p7_to_pem($r->{body}) or return undef;
+    return $t->save_first_cert($pem, $name);
+}
+
+sub ocsp {
+    my (@args) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', @args], timeout => 30);
+    return ($rc, "$out\n$err");
+}
+
+sub post_der {
+    my ($der, %o) = @_;
+    return $t->curl('POST', $url, data => $der,
+                    headers => [ 'Content-Type: '
+                                 . ($o{ctype} // 'application/ocsp-request') ]);
+}
+
+sub resp_text {
+    my ($der, @extra) = @_;
+    my $f = "$dir/resp-" . int(rand(1e9)) . '.der';
+    spew($f, $der);
+    my ($rc, $out) = ocsp('-respin', $f, '-resp_text', '-noverify', @extra);
+    return $out;
+}
+
+my $a = enroll('ocsp-a');
+my $b = enroll('ocsp-b');
+BAIL_OUT('enrollment failed') if !$a || !$b;
+
+my $atext = $t->x509_text($a);
+like($atext, qr{OCSP - URI:http://127\.0\.0\.1:$port/ocsp},
+     'certificate carries the OCSP URL (AIA)');
+like($atext, qr{URI:http://127\.0\.0\.1:$port/crl/issuing\.crl},
+     'certificate carries the CRL distribution point');
+
+my $aserial = $t->x509_field($a, 'serial');
+my $bserial = $t->x509_field($b, 'serial');
+
+# --- good, nonce ---------------------------------------------------------------
+
+my ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-url', $url,
+                      @trust);
+is($rc, 0, 'openssl ocsp exit 0') or diag($out);
+like($out, qr/Response verify OK/, 'response verifies (CA-signed)');
+like($out, qr/\Q$a\E: good/, 'fresh certificate: good');
+unlike($out, qr/nonce/i, 'nonce echoed (no nonce warning)');
+like($out, qr/Next Update:/, 'nextUpdate present');
+
+($rc, $out) = ocsp('-sha256', '-issuer', "$pki/issuing.pem", '-cert', $a,
+                   '-url', $url, @trust);
+like($out, qr/\Q$a\E: good/, 'SHA-256 CertID: good') or diag($out);
+like($out, qr/Response verify OK/, 'SHA-256 CertID: verifies');
+
+# --- two CertIDs -------------------------------------------------------------------
+
+($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-cert', $b,
+                   '-url', $url, @trust);
+like($out, qr/\Q$a\E: good/, 'two CertIDs: first good') or diag($out);
+like($out, qr/\Q$b\E: good/, 'two CertIDs: second good');
+
+# --- serial never issued --------------------------------------------------------
+
+($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-serial', '0x1234',
+                   '-url', $url, @trust);
+like($out, qr/0x1234: unknown/, 'serial never issued: unknown') or diag($out);
+unlike($out, qr/: good/, 'serial never issued: never good');
+
+# a pending record (reserved, not signed) is not good either
+$t->redis('HSET', "pki:{ca:issuing}:cert:5678", 'status', 'pending',
+          'serial', '5678', 'ca', 'issuing');
+($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-serial', '0x5678',
+                   '-url', $url, @trust);
+like($out, qr/0x5678: unknown/, 'pending record: unknown') or diag($out);
+
+# --- revoked ------------------------------------------------------------------------
+
+my $when = time - 60;
+my $admin = $t->curl('POST', "https://127.0.0.1:" . $t->https_port
+                     . "/pki/admin/revoke", user => 'admin:admin',
+                     data => qq({"serial":"$bserial","reason":"keyCompromise"}),
+                     headers => ['Content-Type: application/json'],
+                     quiet => 1);
+if ($admin->{code} != 200) {
+    note("admin API not available ($admin->{code}): writing the record");
+    $t->redis('HSET', "pki:{ca:issuing}:cert:$bserial", 'status', 'revoked',
+              'reason', '1', 'revoked_at', $when);
+}
+($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $b, '-url', $url,
+                   @trust);
+like($out, qr/\Q$b\E: revoked/, 'revoked certificate: revoked') or diag($out);
+like($out, qr/Reason: keyCompromise/, 'revocation reason keyCompromise');
+like($out, qr/Revocation Time:/, 'revocation time present');
+like($out, qr/Response verify OK/, 'revoked response verifies');
+
+# --- GET (RFC 5019) -----------------------------------------------------------------
+
+my $reqf = "$dir/get-req.der";
+($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-no_nonce',
+                   '-reqout', $reqf);
+is($rc, 0, 'request written') or diag($out);
+my $b64 = encode_base64(slurp($reqf), '');
+(my $enc = $b64) =~ s{([/+=])}{sprintf('%%%02X', ord($1))}ge;
+my $r = $t->curl('GET', "$url/$enc");
+is($r->{code}, 200, 'GET: 200');
+is($r->{headers}{'content-type'}, 'application/ocsp-response',
+   'GET: content type');
+like($r->{headers}{'cache-control'} // '',
+     qr/^max-age=(\d+), public, no-transform, must-revalidate$/,
+     'GET: Cache-Control') or diag($r->{head});
+my ($age) = ($r->{headers}{'cache-control'} // '') =~ /max-age=(\d+)/;
+ok(defined $age && $age > 3000 && $age <= 3600, 'GET: max-age up to nextUpdate');
+like($r->{headers}{etag} // '', qr/^"[0-9a-f]{40}"$/, 'GET: ETag');
+like($r->{headers}{'last-modified'} // '', qr/GMT$/, 'GET: Last-Modified');
+my $respf = "$dir/get-resp.der";
+spew($respf, $r->{body});
+($rc, $out) = ocsp('-respin', $respf, '-issuer', "$pki/issuing.pem",
+                   '-cert', $a, @trust);
+like($out, qr/\Q$a\E: good/, 'GET: good') or diag($out);
+like($out, qr/Response verify OK/, 'GET: verifies');
+
+# unescaped base64 in the path ('/' and '//' as they come): raw URI decoding
+$r = $t->curl('GET', "$url/$b64");
+is($r->{code}, 200, 'GET unescaped: 200');
+like(resp_text($r->{body}), qr/Cert Status: good/, 'GET unescaped: good');
+
+$r = $t->curl('GET', "$url/%%%");
+ok($r->{code} == 400 || resp_text($r->{body}) =~ /malformedrequest/i,
+   'GET bad escape: 400 (nginx) or malformedRequest');
+$r = $t->curl('GET', "$url/MEIw%2");
+ok($r->{code} == 400 || resp_text($r->{body}) =~ /malformedrequest/i,
+   'GET truncated escape: 400 or malformedRequest');
+$r = $t->curl('GET', "$url/" . ('A' x 3000));
+ok($r->{code} == 414 || $r->{code} == 400
+   || resp_text($r->{body}) =~ /malformedrequest/i,
+   'GET long garbage: refused');
+$r = $t->curl('GET', "$url/");
+like(resp_text($r->{body}), qr/malformedrequest/i, 'GET empty: malformedRequest');
+
+# POST responses are not cached
+$r = post_der(slurp($reqf));
+is($r->{code}, 200, 'POST: 200');
+is($r->{headers}{'cache-control'}, 'no-store', 'POST: Cache-Control no-store');
+
+# --- hostile ------------------------------------------------------------------------
+
+$r = post_der("\x30\x82\x01\x00garbage");
+is($r->{code}, 200, 'garbage: HTTP 200');
+like(resp_text($r->{body}), qr/malformedrequest/i, 'garbage: malformedRequest');
+
+$r = post_der(substr(slurp($reqf), 0, 20));
+like(resp_text($r->{body}), qr/malformedrequest/i, 'truncated: malformedRequest');
+
+$r = post_der(slurp($reqf) . "\x00", );
+like(resp_text($r->{body}), qr/malformedrequest/i, 'trailing byte: malformedRequest');
+
+$r = post_der(slurp($reqf), ctype => 'text/plain');
+like(resp_text($r->{body}), qr/malformedrequest/i,
+     'wrong content type: malformedRequest');
+
+$r = post_der('x' x 70000);
+ok($r->{code} == 413
+   || resp_text($r->{body}) =~ /malformedrequest/i, 'oversized body refused');
+
+# hundreds of CertIDs
+{
+    my @certs;
+    push @certs, '-serial', sprintf('0x%x', 0x1000 + $_) for 1 .. 150;
+    ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", @certs, '-reqout',
+                       "$dir/many.der");
+    $r = post_der(slurp("$dir/many.der"));
+    like(resp_text($r->{body}), qr/malformedrequest/i,
+         '150 CertIDs: malformedRequest');
+}
+
+$r = $t->curl('PUT', $url, data => 'x');
+is($r->{code}, 405, 'PUT: 405');
+
+# unknown issuer: the root is not served at /ocsp
+($rc, $out) = ocsp('-issuer', "$pki/root.pem", '-serial', '0x1234',
+                   '-url', $url, @trust);
+like($out, qr/unauthorized/i, 'unknown issuer: unauthorized') or diag($out);
+
+# --- Redis down -> tryLater -----------------------------------------------------------
+
+$t->stop_redis;
+($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-url', $url,
+                   @trust);
+like($out, qr/trylater/i, 'Redis down: tryLater') or diag($out);
+unlike($out, qr/: good/, 'Redis down: never good');
+
+$t->stop_nginx;
+my $log = slurp($t->error_log) // '';
+unlike($log, qr/\[(?:alert|crit|emerg)\]/, 'no alert/crit in the error log')
+    or diag($log);
+
+done_testing();
