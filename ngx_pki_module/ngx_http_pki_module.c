@@ -141,6 +141,14 @@ static void ngx_http_pki_thread_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_thread_event_handler(ngx_event_t *ev);
 static void ngx_http_pki_guard_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_pki_postconfiguration(ngx_conf_t *cf);
+static char *ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_pki_admin_handler(ngx_http_request_t *r);
+static void ngx_http_pki_admin_body_handler(ngx_http_request_t *r);
+static void ngx_http_pki_admin_work(void *data);
+static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
+static ngx_int_t ngx_http_pki_admin_send(ngx_http_request_t *r,
+    ngx_uint_t status, u_char *body, size_t len);
 static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 
@@ -189,6 +197,13 @@ static ngx_command_t  ngx_http_pki_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
       ngx_http_pki_ca,
       NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_pki_admin,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -1336,13 +1351,20 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     /* A chunked body (or HTTP/2 without Content-Length) announces no size:
      * the body filter below counts it as it arrives and stops at the cap,
      * instead of letting client_max_body_size spool it to disk. */
-    bctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_body_ctx_t));
+    /* A request context of this module (pki_admin) begins with one. */
+    bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
+
     if (bctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        bctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_body_ctx_t));
+        if (bctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_set_ctx(r, bctx, ngx_http_pki_module);
     }
 
     bctx->max = max;
-    ngx_http_set_ctx(r, bctx, ngx_http_pki_module);
+    bctx->received = 0;
 
     return ngx_http_read_client_request_body(r, handler);
 }
@@ -1714,4 +1736,299 @@ static void
 ngx_http_pki_secret_cleanup(void *data)
 {
     ngx_explicit_memzero(data, NGX_HTTP_PKI_PASSWORD_MAX + 1);
+}
+
+
+/* ---- pki_admin: the revocation admin API (core/admin.c) ----------------- */
+
+#define NGX_HTTP_PKI_ADMIN_BODY_MAX  16384
+
+
+/* the module's request context: begins with the body cap (read_body) */
+typedef struct {
+    ngx_http_pki_body_ctx_t    body;
+    pki_admin_conf_t           conf;
+    pki_admin_req_t            req;
+    pki_admin_resp_t           resp;
+} ngx_http_pki_admin_ctx_t;
+
+
+static ngx_str_t  ngx_http_pki_admin_busy =
+    ngx_string("{\"error\":\"busy, retry later\"}");
+
+
+static char *
+ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    if (pmcf->redis == NULL) {
+        return "needs pki_redis in the http{} block before it";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL) {
+        return "is duplicate or conflicts with another content handler";
+    }
+
+    clcf->handler = ngx_http_pki_admin_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Access control is nginx's own (auth_basic, auth_request + a user, mTLS
+ * with satisfy): the module only takes the name auth_basic verified.  A
+ * request without one is refused by the core (403), so a location whose
+ * protection was forgotten is never open.  The Authorization header is
+ * never parsed here.
+ */
+
+static ngx_int_t
+ngx_http_pki_admin_handler(ngx_http_request_t *r)
+{
+    size_t                     i;
+    ngx_int_t                  rc;
+    ngx_str_t                 *loc;
+    ngx_http_pki_ca_t         *cas;
+    ngx_http_pki_admin_ctx_t  *ctx;
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_admin_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->conf.redis = pmcf->redis;
+    ctx->conf.max_body = NGX_HTTP_PKI_ADMIN_BODY_MAX;
+    ctx->conf.ncas = pmcf->cas.nelts;
+
+    ctx->conf.cas = ngx_pcalloc(r->pool,
+                                (pmcf->cas.nelts + 1) * sizeof(pki_ca_t *));
+    if (ctx->conf.cas == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cas = pmcf->cas.elts;
+    for (i = 0; i < pmcf->cas.nelts; i++) {
+        ctx->conf.cas[i] = cas[i].ca;
+    }
+
+    /* the path below the location prefix */
+
+    loc = &clcf->name;
+
+    if (r->uri.len >= loc->len
+        && ngx_strncmp(r->uri.data, loc->data, loc->len) == 0)
+    {
+        ctx->req.path = (const char *) r->uri.data + loc->len;
+        ctx->req.path_len = r->uri.len - loc->len;
+
+    } else {
+        ctx->req.path = (const char *) r->uri.data;
+        ctx->req.path_len = r->uri.len;
+    }
+
+    while (ctx->req.path_len > 0 && ctx->req.path[0] == '/') {
+        ctx->req.path++;
+        ctx->req.path_len--;
+    }
+
+    if (r->args.len) {
+        ctx->req.query = (const char *) r->args.data;
+        ctx->req.query_len = r->args.len;
+    }
+
+    ctx->req.method = ngx_http_pki_cstr(r->pool, &r->method_name);
+    ctx->req.client = ngx_http_pki_cstr(r->pool, &r->connection->addr_text);
+
+    if (ctx->req.method == NULL || ctx->req.client == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->headers_in.user.len) {
+        ctx->req.identity = ngx_http_pki_cstr(r->pool, &r->headers_in.user);
+        if (ctx->req.identity == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_pki_module);
+
+    rc = ngx_http_pki_read_body(r, NGX_HTTP_PKI_ADMIN_BODY_MAX,
+                                ngx_http_pki_admin_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_pki_admin_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                  body;
+    ngx_http_pki_admin_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
+
+    rc = ngx_http_pki_request_body(r, NGX_HTTP_PKI_ADMIN_BODY_MAX, &body);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->req.body = body.data;
+    ctx->req.body_len = body.len;
+
+    rc = ngx_http_pki_post(r, ngx_http_pki_admin_work,
+                           ngx_http_pki_admin_done, ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        /* drops the reference of the body reading; the task holds one */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "pki admin: request from %V shed: thread pool queue "
+                      "full", &r->connection->addr_text);
+
+        ngx_http_finalize_request(r,
+            ngx_http_pki_admin_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    ngx_http_pki_admin_busy.data,
+                                    ngx_http_pki_admin_busy.len));
+        return;
+
+    default:
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+}
+
+
+static void
+ngx_http_pki_admin_work(void *data)
+{
+    ngx_http_pki_admin_ctx_t *ctx = data;
+
+    pki_admin_handle(&ctx->conf, &ctx->req, &ctx->resp);
+}
+
+
+static void
+ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
+{
+    ngx_http_pki_admin_ctx_t *ctx = data;
+
+    u_char             *body;
+    size_t              len;
+    ngx_uint_t          level;
+    pki_admin_resp_t   *resp;
+
+    resp = &ctx->resp;
+
+    if (resp->http_status >= 500) {
+        level = NGX_LOG_ERR;
+
+    } else if (resp->http_status >= 400) {
+        level = NGX_LOG_INFO;
+
+    } else {
+        level = resp->res.log[0] != '\0' ? NGX_LOG_NOTICE : 0;
+    }
+
+    if (level) {
+        ngx_log_error(level, r->connection->log, 0,
+                      "pki admin: %d %s%s%s", resp->http_status,
+                      resp->res.detail[0] ? resp->res.detail : "ok",
+                      resp->res.log[0] ? ": " : "", resp->res.log);
+    }
+
+    body = NULL;
+    len = resp->body_len;
+
+    if (resp->body != NULL && len > 0) {
+        body = ngx_pnalloc(r->pool, len);
+        if (body == NULL) {
+            pki_admin_resp_free(resp);
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_memcpy(body, resp->body, len);
+    }
+
+    pki_admin_resp_free(resp);
+
+    ngx_http_finalize_request(r,
+        ngx_http_pki_admin_send(r, resp->http_status ? resp->http_status
+                                   : NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                body, body ? len : 0));
+}
+
+
+static ngx_int_t
+ngx_http_pki_admin_send(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len)
+{
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *h;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = sizeof("application/json") - 1;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+
+    if (len == 0) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }

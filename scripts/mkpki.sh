@@ -25,6 +25,7 @@
 #   DIR/server.key, DIR/server.pem   TLS server cert for localhost / 127.0.0.1
 #                     (server.pem: the leaf followed by the issuing CA)
 #   DIR/htpasswd      user demo, password demo
+#   DIR/htpasswd-admin  user admin, password admin (the admin API)
 #
 set -euo pipefail
 
@@ -119,5 +120,6 @@ openssl verify -CAfile "$D/root.pem" -untrusted "$D/issuing.pem" "$D/server.pem"
 cat "$D/issuing.pem" >> "$D/server.pem"
 
 printf 'demo:%s\n' "$(openssl passwd -apr1 demo)" > "$D/htpasswd"
+printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$D/htpasswd-admin"
 
 say "done: $D"

@@ -143,6 +143,12 @@ http {
             }
         }
 
+        location /pki/admin/ {
+            pki_admin;
+            auth_basic "PKI admin";
+            auth_basic_user_file $PKI/htpasswd-admin;
+        }
+
         location / {
             return 404;
         }

@@ -1,0 +1,185 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# The revocation admin API (location /pki/admin/ { pki_admin; auth_basic })
+# against the shared config: enroll over EST, revoke with the serial as
+# openssl prints it (and lowercase, and with leading zeros), the Redis
+# record, GET, list, hold + removeFromCRL, refusals and authentication.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::PP;
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx($t->render_conf);
+
+my $admin = 'https://127.0.0.1:' . $t->https_port . '/pki/admin';
+my $json = JSON::PP->new->canonical;
+
+sub enroll {
+    my ($name) = @_;
+    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
+    my $r = $t->est_post('simpleenroll', $csr);
+    is($r->{code}, 200, "enrolled $name") or diag($r->{body});
+    my $pem = $t->p7_to_pem($r->{body});
+    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
+    my $serial = $f ? $t->x509_field($f, 'serial') : '';
+    ok($serial =~ /^[0-9A-F]+$/, "  serial $serial");
+    return $serial;
+}
+
+sub api {
+    my ($method, $path, %o) = @_;
+    my $r = $t->curl($method, "$admin/$path",
+                     user => exists $o{user} ? $o{user} : 'admin:admin',
+                     data => $o{data},
+                     headers => defined $o{data}
+                                ? ['Content-Type: application/json'] : [],
+                     quiet => 1);
+    $r->{json} = eval { $json->decode($r->{body}) } if length $r->{body};
+    return $r;
+}
+
+sub revoke {
+    my (%body) = @_;
+    return api('POST', 'revoke', data => $json->encode(\%body));
+}
+
+my $s1 = enroll('adm1');
+my $s2 = enroll('adm2');
+my $s3 = enroll('adm3');
+
+# --- authentication --------------------------------------------------------
+
+my $r = api('GET', "certificates/$s1", user => undef);
+is($r->{code}, 401, 'no credentials: 401');
+$r = api('GET', "certificates/$s1", user => 'admin:wrong');
+is($r->{code}, 401, 'wrong password: 401');
+$r = api('GET', "certificates/$s1", user => 'demo:demo');
+is($r->{code}, 401, 'EST user is not an admin: 401');
+$r = api('POST', 'revoke', user => undef,
+         data => $json->encode({ serial => $s2 }));
+is($r->{code}, 401, 'revoke without credentials: 401');
+is($t->redis_hash("pki:{ca:issuing}:cert:$s2")->{status}, 'good',
+   '  nothing changed');
+
+# --- revoke (serial as openssl prints it) -----------------------------------
+
+$r = revoke(serial => $s1, reason => 'keyCompromise');
+is($r->{code}, 200, 'revoke keyCompromise') or diag($r->{body});
+is($r->{json}{status}, 'revoked', '  the updated record');
+$r = api('GET', "certificates/$s1");
+is($r->{code}, 200, 'GET the record') or diag($r->{body});
+is($r->{json}{status}, 'revoked', '  revoked');
+is($r->{json}{reason}, 'keyCompromise', '  reason keyCompromise');
+is($r->{json}{serial}, $s1, '  canonical serial');
+is($r->{json}{subject}, 'CN=adm1', '  subject');
+is($r->{json}{protocol}, 'est', '  protocol');
+is($r->{json}{requester}, 'demo', '  requester');
+like($r->{json}{revoked_at} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/,
+     '  revoked_at RFC 3339');
+like($r->{json}{not_after} // '', qr/^\d{4}-/, '  not_after');
+ok(length($r->{json}{der} // ''), '  DER (base64)');
+
+my $h = $t->redis_hash("pki:{ca:issuing}:cert:$s1");
+is($h->{status}, 'revoked', 'Redis record: status revoked');
+is($h->{reason}, '1', '  reason 1');
+ok($h->{revoked_at} > 0, '  revoked_at set');
+my $entry = $t->redis_raw('HGET', 'pki:{ca:issuing}:revoked', $s1);
+like($entry, qr/^1 \d+ 0$/, '  revoked hash entry');
+ok($t->redis_raw('GET', 'pki:{ca:issuing}:revgen') >= 1, '  revgen bumped');
+
+# lowercase with leading zeros, with an invalidity date
+$r = revoke(serial => '00' . lc($s2), reason => 'superseded',
+            invalidity_date => '2026-01-01T00:00:00Z');
+is($r->{code}, 200, 'revoke lowercase serial with leading zeros')
+    or diag($r->{body});
+is($r->{json}{serial}, $s2, '  same record');
+is($r->{json}{reason}, 'superseded', '  reason superseded');
+is($r->{json}{invalidity_date}, '2026-01-01T00:00:00Z', '  invalidity date');
+is($t->redis_hash("pki:{ca:issuing}:cert:$s2")->{invalidity_date},
+   '1767225600', '  Redis invalidity_date');
+
+# --- refusals --------------------------------------------------------------
+
+$r = revoke(serial => $s1, reason => 'removeFromCRL');
+is($r->{code}, 409, 'un-revoke refused: 409');
+ok($r->{json}{error}, '  JSON error: ' . ($r->{json}{error} // ''));
+$r = revoke(serial => $s1, reason => 'cessationOfOperation');
+is($r->{code}, 409, 'second revocation refused: 409');
+
+$r = revoke(serial => '7F' . substr($s3, 2), reason => 'keyCompromise');
+is($r->{code}, 404, 'unknown serial: 404');
+$r = api('GET', 'certificates/7F' . substr($s3, 2));
+is($r->{code}, 404, 'GET unknown serial: 404');
+
+$r = api('POST', 'revoke', data => '{"serial": ');
+is($r->{code}, 400, 'bad JSON: 400');
+is(ref $r->{json}, 'HASH', '  JSON error body');
+$r = revoke(serial => $s3, reason => 'notAReason');
+is($r->{code}, 400, 'unknown reason: 400');
+$r = revoke(serial => $s3, invalidity_date => 'yesterday');
+is($r->{code}, 400, 'bad date: 400');
+$r = revoke(serial => 'not-hex');
+is($r->{code}, 400, 'bad serial: 400');
+$r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 20000) . '"}');
+is($r->{code}, 413, 'body over 16 KiB: 413');
+$r = api('GET', 'revoke');
+is($r->{code}, 405, 'GET revoke: 405');
+$r = api('GET', 'nothing');
+is($r->{code}, 404, 'unknown endpoint: 404');
+is($t->redis_hash("pki:{ca:issuing}:cert:$s3")->{status}, 'good',
+   'refusals left the record alone');
+
+# --- hold and release ------------------------------------------------------
+
+$r = revoke(serial => $s3, reason => 'certificateHold');
+is($r->{code}, 200, 'certificateHold');
+is($r->{json}{reason}, 'certificateHold', '  on hold');
+ok(length $t->redis_raw('HGET', 'pki:{ca:issuing}:revoked', $s3),
+   '  in the revoked hash');
+
+$r = api('GET', 'certificates?status=revoked&limit=1000');
+is($r->{code}, 200, 'list status=revoked');
+my %seen = map { $_->{serial} => $_->{status} }
+           @{ $r->{json}{certificates} || [] };
+ok($seen{$s1} && $seen{$s2} && $seen{$s3}, '  the three revoked ones');
+is($r->{json}{next_cursor}, '0', '  one page');
+$r = api('GET', 'certificates?status=hold');
+%seen = map { $_->{serial} => 1 } @{ $r->{json}{certificates} || [] };
+ok($seen{$s3} && !$seen{$s1}, 'list status=hold: only the hold');
+$r = api('GET', 'certificates?subject=adm2&status=revoked');
+is(scalar @{ $r->{json}{certificates} || [] }, 1, 'subject filter');
+
+$r = revoke(serial => lc $s3, reason => 'removeFromCRL');
+is($r->{code}, 200, 'removeFromCRL releases the hold') or diag($r->{body});
+is($r->{json}{status}, 'good', '  good again');
+is($t->redis_hash("pki:{ca:issuing}:cert:$s3")->{status}, 'good',
+   '  Redis record good');
+is($t->redis_raw('HEXISTS', 'pki:{ca:issuing}:revoked', $s3) + 0, 0,
+   '  left the revoked hash');
+$r = revoke(serial => $s3, reason => 'removeFromCRL');
+is($r->{code}, 409, 'removeFromCRL on a good certificate: 409');
+
+# paging: every record appears once over small pages
+my (%all, $pages);
+my $cursor = '0';
+do {
+    $r = api('GET', "certificates?limit=1&cursor=$cursor");
+    $all{$_->{serial}}++ for @{ $r->{json}{certificates} || [] };
+    $cursor = $r->{json}{next_cursor} // '0';
+} while ($r->{code} == 200 && $cursor ne '0' && ++$pages < 100);
+ok($all{$s1} && $all{$s2} && $all{$s3}, 'paging with limit=1 sees all');
+
+my $log = PKITest::slurp($t->error_log) // '';
+like($log, qr/pki admin: 200 .*admin "admin": \Q$s1\E/,
+     'revocation audited in the error log');
+
+$t->stop_all;
+done_testing();
