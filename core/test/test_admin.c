@@ -24,6 +24,8 @@
 static char               dir[64];
 static char               ns[64];
 static pki_admin_conf_t   conf;
+static pki_key_t         *keys[2];
+static int                nkeys;
 
 
 static pki_template_t *
@@ -114,6 +116,9 @@ make_ca(const char *name, pki_template_t *tca, pki_template_t *tdev)
     snprintf(path, sizeof(path), "%s.key", name);
     key = file_key(pk, path);
     EVP_PKEY_free(pk);
+    if (nkeys < 2) {
+        keys[nkeys++] = key;
+    }
 
     snprintf(subj, sizeof(subj), "Admin Test %s", name);
     n = cn(subj);
@@ -539,6 +544,9 @@ main(void)
 
     pki_ca_free(cas[0]);
     pki_ca_free(cas[1]);
+    for (i = 0; i < nkeys; i++) {
+        pki_key_free(keys[i]);
+    }
     pki_template_free(tca);
     pki_template_free(tdev);
     pki_redis_free(conf.redis);
