@@ -253,9 +253,10 @@ pki_ocsp_sigalg(EVP_PKEY *pub, const EVP_MD **md, X509_ALGOR *alg)
         return 0;
     }
 
-    if (!OBJ_find_sigid_by_algs(&sig_nid,
-                                *md ? EVP_MD_get_type(*md) : NID_undef, base))
-    {
+    if (base == EVP_PKEY_ED25519) {
+        sig_nid = NID_ED25519;      /* the key OID is the algorithm OID */
+
+    } else if (!OBJ_find_sigid_by_algs(&sig_nid, EVP_MD_get_type(*md), base)) {
         return 0;
     }
 

@@ -1,0 +1,726 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * OCSP engine (pki_ocsp_handle): file-key CAs (EC P-256, P-384, RSA,
+ * Ed25519 issuing CAs under one root), records in the Redis at
+ * PKI_TEST_REDIS_SOCK.  Requests are built and responses checked with
+ * OpenSSL's OCSP API (OCSP_basic_verify against the root, nonce check,
+ * OCSP_resp_find_status).
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+static char  dir[64];
+
+
+static EVP_PKEY *
+keygen(const char *alg)
+{
+    if (strncmp(alg, "EC:", 3) == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg + 3);
+    }
+    if (strncmp(alg, "RSA:", 4) == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) atoi(alg + 4));
+    }
+    return EVP_PKEY_Q_keygen(NULL, NULL, alg);
+}
+
+
+static pki_key_t *
+file_key(EVP_PKEY *pk, const char *name)
+{
+    FILE          *f;
+    char           path[128];
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+
+    pki_result_init(&res);
+    k = pki_key_new(path, NULL, &res);
+    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
+        diag("key %s: %s %s", path, res.detail, res.log);
+    }
+    return k;
+}
+
+
+static void
+write_cert(X509 *x, const char *name)
+{
+    FILE  *f;
+    char   path[128];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+}
+
+
+static pki_template_t *
+make_template(const char *name, const char *const *lines)
+{
+    int           argc;
+    char          buf[256], *p;
+    const char   *argv[16], *cmd;
+    pki_result_t  res;
+    pki_template_t  *t;
+
+    t = pki_template_new(name);
+    for (; *lines; lines++) {
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        cmd = strtok(buf, " ");
+        argc = 0;
+        while ((p = strtok(NULL, " ")) != NULL && argc < 16) {
+            argv[argc++] = p;
+        }
+        pki_result_init(&res);
+        if (pki_template_set(t, cmd, argc, argv, &res) != PKI_OK) {
+            diag("template %s: %s", *lines, res.detail);
+        }
+    }
+    pki_result_init(&res);
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+    return t;
+}
+
+
+static pki_ca_t *
+make_ca(const char *name, const char *cert, pki_key_t *key,
+    pki_template_t *t)
+{
+    char           path[128];
+    pki_ca_t      *ca;
+    const char    *argv[1];
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    ca = pki_ca_new(name);
+    snprintf(path, sizeof(path), "%s/%s", dir, cert);
+    argv[0] = path;
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+    if (t) {
+        pki_ca_add_template(ca, t, &res);
+    }
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        diag("CA %s: %s %s", name, res.detail, res.log);
+    }
+    return ca;
+}
+
+
+static X509 *
+issue_leaf(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn)
+{
+    X509            *x;
+    EVP_PKEY        *pk;
+    pki_result_t     res;
+    pki_request_t    req;
+    pki_issue_ctx_t  ictx = { "est", "tester", "127.0.0.1" };
+
+    pk = keygen("EC:P-256");
+    memset(&req, 0, sizeof(req));
+    req.subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    req.pubkey = pk;
+    pki_result_init(&res);
+    x = NULL;
+    if (pki_issue(ca, t, r, &req, &ictx, &x, &res) != PKI_OK) {
+        diag("issue %s: %s %s", cn, res.detail, res.log);
+    }
+    X509_NAME_free(req.subject);
+    EVP_PKEY_free(pk);
+    return x;
+}
+
+
+/* DER of a request for (issuer, cert or serial) pairs. */
+typedef struct {
+    const EVP_MD  *md;
+    X509          *issuer;
+    X509          *cert;       /* or NULL: serial */
+    long           serial;
+} id_spec_t;
+
+
+static OCSP_CERTID *
+make_id(const id_spec_t *s)
+{
+    OCSP_CERTID   *id;
+    ASN1_INTEGER  *sn;
+
+    if (s->cert) {
+        return OCSP_cert_to_id(s->md, s->cert, s->issuer);
+    }
+    sn = ASN1_INTEGER_new();
+    ASN1_INTEGER_set(sn, s->serial);
+    id = OCSP_cert_id_new(s->md, X509_get_subject_name(s->issuer),
+                          X509_get0_pubkey_bitstr(s->issuer), sn);
+    ASN1_INTEGER_free(sn);
+    return id;
+}
+
+
+static unsigned char *
+make_req(const id_spec_t *ids, int n, int nonce_len, size_t *len,
+    OCSP_REQUEST **keep)
+{
+    int             i, l;
+    unsigned char  *der, *p;
+    OCSP_REQUEST   *req;
+
+    req = OCSP_REQUEST_new();
+    for (i = 0; i < n; i++) {
+        OCSP_request_add0_id(req, make_id(&ids[i]));
+    }
+    if (nonce_len > 0) {
+        OCSP_request_add1_nonce(req, NULL, nonce_len);
+    }
+
+    l = i2d_OCSP_REQUEST(req, NULL);
+    der = malloc((size_t) l + 1);
+    p = der;
+    i2d_OCSP_REQUEST(req, &p);
+    *len = (size_t) l;
+
+    if (keep) {
+        *keep = req;
+    } else {
+        OCSP_REQUEST_free(req);
+    }
+    return der;
+}
+
+
+static int
+run(const pki_ocsp_conf_t *conf, const char *method,
+    const unsigned char *body, size_t len, pki_ocsp_resp_t *resp)
+{
+    pki_ocsp_req_t  req;
+
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.content_type = "application/ocsp-request";
+    req.body = body;
+    req.body_len = len;
+    pki_ocsp_handle(conf, &req, resp);
+
+    return resp->ocsp_status;
+}
+
+
+/* Parses the response body: OCSP status, and the verified basic response
+ * (NULL unless successful and verified against root). */
+static int
+parse(pki_ocsp_resp_t *resp, X509 *root, X509 *signer,
+    OCSP_BASICRESP **out)
+{
+    int                   st, v;
+    X509_STORE           *store;
+    OCSP_RESPONSE        *or;
+    OCSP_BASICRESP       *bs;
+    const unsigned char  *p;
+    STACK_OF(X509)       *certs;
+
+    *out = NULL;
+    p = resp->body;
+    or = resp->body ? d2i_OCSP_RESPONSE(NULL, &p, (long) resp->body_len)
+                    : NULL;
+    if (or == NULL) {
+        return -1;
+    }
+    st = OCSP_response_status(or);
+    if (st == OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        bs = OCSP_response_get1_basic(or);
+        store = X509_STORE_new();
+        X509_STORE_add_cert(store, root);
+        certs = sk_X509_new_null();
+        sk_X509_push(certs, signer);
+        v = bs ? OCSP_basic_verify(bs, certs, store, 0) : 0;
+        if (v != 1) {
+            diag("OCSP_basic_verify: %d", v);
+            ERR_print_errors_fp(stdout);
+            OCSP_BASICRESP_free(bs);
+            bs = NULL;
+        }
+        sk_X509_free(certs);
+        X509_STORE_free(store);
+        *out = bs;
+    }
+    OCSP_RESPONSE_free(or);
+    return st;
+}
+
+
+static int
+find_status(OCSP_BASICRESP *bs, const id_spec_t *s, int *reason,
+    time_t *revtime, int *has_next)
+{
+    int                    st, r;
+    OCSP_CERTID           *id;
+    ASN1_GENERALIZEDTIME  *rev, *thisupd, *nextupd;
+    struct tm              tm;
+
+    id = make_id(s);
+    st = -1;
+    r = -1;
+    rev = thisupd = nextupd = NULL;
+    if (!OCSP_resp_find_status(bs, id, &st, &r, &rev, &thisupd, &nextupd)) {
+        st = -1;
+    }
+    OCSP_CERTID_free(id);
+    if (reason) {
+        *reason = r;
+    }
+    if (revtime) {
+        *revtime = 0;
+        if (rev && ASN1_TIME_to_tm(rev, &tm)) {
+            *revtime = timegm(&tm);
+        }
+    }
+    if (has_next) {
+        *has_next = nextupd != NULL;
+    }
+    if (st >= 0 && !OCSP_check_validity(thisupd, nextupd, 300, -1)) {
+        diag("validity check failed");
+        st = -2;
+    }
+    return st;
+}
+
+
+/* One issuing CA of type alg: the full matrix. */
+static void
+test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
+    pki_template_t *tdev, pki_redis_t *r, int full)
+{
+    int               st, reason, has_next, i;
+    char              name[32], file[64], hex[41];
+    long              t0;
+    X509             *sub, *good, *rev;
+    ASN1_OBJECT      *obj;
+    time_t            revtime;
+    size_t            len, blen;
+    EVP_PKEY         *pk;
+    pki_ca_t         *ca, *cas[2];
+    pki_key_t        *key;
+    id_spec_t         ids[PKI_OCSP_MAX_IDS + 1];
+    pki_result_t      res;
+    pki_request_t     req;
+    unsigned char    *der, *b64, *bad;
+    OCSP_REQUEST     *oreq;
+    OCSP_BASICRESP   *bs;
+    pki_ocsp_conf_t   conf;
+    pki_ocsp_resp_t   resp;
+
+    snprintf(name, sizeof(name), "ocsp-%s", alg);
+    for (i = 0; name[i]; i++) {
+        if (name[i] == ':') {
+            name[i] = '-';
+        }
+    }
+
+    pk = keygen(alg);
+    snprintf(file, sizeof(file), "%s.key", name);
+    key = file_key(pk, file);
+
+    memset(&req, 0, sizeof(req));
+    req.subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) name, -1, -1, 0);
+    req.pubkey = pk;
+    pki_result_init(&res);
+    sub = NULL;
+    st = pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res);
+    X509_NAME_free(req.subject);
+    if (!is_status(st, PKI_OK, "issuing CA certificate")) {
+        diag("%s %s", res.detail, res.log);
+        pki_key_free(key);
+        EVP_PKEY_free(pk);
+        return;
+    }
+    snprintf(file, sizeof(file), "%s.pem", name);
+    write_cert(sub, file);
+    ca = make_ca(name, file, key, tdev);
+
+    good = issue_leaf(ca, tdev, r, "good");
+    rev = issue_leaf(ca, tdev, r, "revoked");
+    if (!ok(good && rev, "%s: two leaves issued", alg)) {
+        goto done;
+    }
+
+    pki_serial_to_hex(X509_get0_serialNumber(rev), hex);
+    pki_result_init(&res);
+    t0 = (long) time(NULL) - 100;
+    st = pki_record_revoke(r, name, hex, 1, (time_t) t0, 0, NULL, &res);
+    if (st != PKI_OK) {
+        diag("pki_record_revoke: %s %s", res.detail, res.log);
+    }
+
+    memset(&conf, 0, sizeof(conf));
+    cas[0] = ca;
+    cas[1] = NULL;
+    conf.cas = cas;
+    conf.ncas = 1;
+    conf.redis = r;
+    conf.next_update = 3600;
+
+    /* good + revoked + unknown in one request, SHA-1, nonce */
+    ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
+    ids[1] = (id_spec_t) { EVP_sha1(), sub, rev, 0 };
+    ids[2] = (id_spec_t) { EVP_sha1(), sub, NULL, 0x1234 };
+    der = make_req(ids, 3, 16, &len, &oreq);
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && resp.http_status == 200,
+       "%s: successful (%d %s)", alg, st, resp.res.detail);
+    ok(resp.content_type
+       && strcmp(resp.content_type, "application/ocsp-response") == 0,
+       "%s: content type", alg);
+    st = parse(&resp, root, sub, &bs);
+    ok(bs != NULL, "%s: response verifies against the root", alg);
+    if (bs) {
+        ok(OCSP_check_nonce(oreq, bs) == 1, "%s: nonce echoed", alg);
+        ok(find_status(bs, &ids[0], NULL, NULL, &has_next)
+           == V_OCSP_CERTSTATUS_GOOD && has_next, "%s: good, nextUpdate",
+           alg);
+        st = find_status(bs, &ids[1], &reason, &revtime, NULL);
+        ok(st == V_OCSP_CERTSTATUS_REVOKED && reason == 1
+           && (long) revtime == t0, "%s: revoked, keyCompromise, time "
+           "(st %d reason %d)", alg, st, reason);
+        ok(find_status(bs, &ids[2], NULL, NULL, NULL)
+           == V_OCSP_CERTSTATUS_UNKNOWN, "%s: never issued: unknown", alg);
+        OCSP_BASICRESP_free(bs);
+    }
+    ok(resp.cacheable == 0, "%s: nonce response not cacheable", alg);
+    pki_ocsp_resp_free(&resp);
+    OCSP_REQUEST_free(oreq);
+    free(der);
+
+    if (!full) {
+        goto done;
+    }
+
+    /* SHA-256 CertID, no nonce, GET (base64), next_update 0 */
+    conf.next_update = 0;
+    ids[0].md = EVP_sha256();
+    der = make_req(ids, 1, 0, &len, &oreq);
+    b64 = (unsigned char *) pki_base64_encode(der, len, 0, &blen);
+    st = run(&conf, "GET", b64, blen, &resp);
+    parse(&resp, root, sub, &bs);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs, "GET SHA-256: ok");
+    if (bs) {
+        ok(find_status(bs, &ids[0], NULL, NULL, &has_next)
+           == V_OCSP_CERTSTATUS_GOOD && !has_next,
+           "SHA-256 CertID good, no nextUpdate with next_update 0");
+        OCSP_BASICRESP_free(bs);
+    }
+    ok(resp.cacheable == 1 && strlen(resp.etag) == 40
+       && resp.next_update == 0 && resp.this_update > 0,
+       "GET without nonce: cacheable, ETag");
+    pki_ocsp_resp_free(&resp);
+    free(b64);
+    OCSP_REQUEST_free(oreq);
+    conf.next_update = 3600;
+
+    /* unknown_revoked: RFC 6960 2.2 form */
+    conf.unknown_revoked = 1;
+    ids[2].md = EVP_sha1();
+    der = (free(der), make_req(&ids[2], 1, 0, &len, NULL));
+    st = run(&conf, "POST", der, len, &resp);
+    parse(&resp, root, sub, &bs);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs, "unknown_revoked: ok");
+    if (bs) {
+        st = find_status(bs, &ids[2], &reason, &revtime, NULL);
+        ok(st == V_OCSP_CERTSTATUS_REVOKED
+           && reason == OCSP_REVOKED_STATUS_CERTIFICATEHOLD && revtime == 0,
+           "never issued: revoked, certificateHold, 1970 (st %d r %d t %ld)",
+           st, reason, (long) revtime);
+        obj = OBJ_txt2obj("1.3.6.1.5.5.7.48.1.9", 1);
+        ok(OCSP_BASICRESP_get_ext_by_OBJ(bs, obj, -1) >= 0,
+           "extended revoke extension present");
+        ASN1_OBJECT_free(obj);
+        OCSP_BASICRESP_free(bs);
+    }
+    pki_ocsp_resp_free(&resp);
+    conf.unknown_revoked = 0;
+    free(der);
+
+    /* unknown issuer: the root */
+    ids[0] = (id_spec_t) { EVP_sha1(), root, NULL, 0x1234 };
+    der = make_req(ids, 1, 0, &len, NULL);
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_UNAUTHORIZED, "unknown issuer: "
+       "unauthorized (%d)", st);
+    pki_ocsp_resp_free(&resp);
+    free(der);
+
+    /* nonce 32 ok, 33 malformed */
+    ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
+    der = make_req(ids, 1, 32, &len, NULL);
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL, "32-byte nonce: ok");
+    pki_ocsp_resp_free(&resp);
+    free(der);
+    der = make_req(ids, 1, 33, &len, NULL);
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "33-byte nonce: "
+       "malformedRequest");
+    pki_ocsp_resp_free(&resp);
+
+    /* truncated, trailing, garbage, empty, mutated */
+    for (i = 1; i < (int) len; i += 7) {
+        st = run(&conf, "POST", der, (size_t) i, &resp);
+        if (st != OCSP_RESPONSE_STATUS_MALFORMEDREQUEST) {
+            ok(0, "truncated at %d: %d", i, st);
+        }
+        pki_ocsp_resp_free(&resp);
+    }
+    ok(1, "every truncation: malformedRequest");
+    der[len] = 0;
+    st = run(&conf, "POST", der, len + 1, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "trailing byte");
+    pki_ocsp_resp_free(&resp);
+    st = run(&conf, "POST", (const unsigned char *) "garbage", 7, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "garbage");
+    pki_ocsp_resp_free(&resp);
+    st = run(&conf, "POST", NULL, 0, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "empty");
+    pki_ocsp_resp_free(&resp);
+    st = run(&conf, "GET", (const unsigned char *) "!!!", 3, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "GET bad base64");
+    pki_ocsp_resp_free(&resp);
+
+    bad = malloc(len);
+    for (i = 0; i < 2000; i++) {
+        memcpy(bad, der, len);
+        bad[(size_t) rand() % len] ^= (unsigned char) (1 + rand() % 255);
+        if (i % 3 == 0) {
+            bad[(size_t) rand() % len] = (unsigned char) rand();
+        }
+        st = run(&conf, "POST", bad, len, &resp);
+        if (resp.body == NULL || resp.http_status != 200
+            || st == OCSP_RESPONSE_STATUS_SUCCESSFUL)
+        {
+            /* a mutation may still be a valid request: then it verifies */
+            if (st == OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+                parse(&resp, root, sub, &bs);
+                if (bs == NULL) {
+                    ok(0, "mutation %d: successful but unverifiable", i);
+                }
+                OCSP_BASICRESP_free(bs);
+            } else {
+                ok(0, "mutation %d: no OCSP response", i);
+            }
+        }
+        pki_ocsp_resp_free(&resp);
+    }
+    ok(1, "2000 mutated requests: an OCSP answer each, no crash");
+    free(bad);
+    free(der);
+
+    /* CertID cap */
+    for (i = 0; i <= PKI_OCSP_MAX_IDS; i++) {
+        ids[i] = (id_spec_t) { EVP_sha1(), sub, NULL, 0x100 + i };
+    }
+    der = make_req(ids, PKI_OCSP_MAX_IDS, 0, &len, NULL);
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL, "%d CertIDs: ok",
+       PKI_OCSP_MAX_IDS);
+    pki_ocsp_resp_free(&resp);
+    free(der);
+    der = make_req(ids, PKI_OCSP_MAX_IDS + 1, 0, &len, NULL);
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "%d CertIDs: "
+       "malformedRequest", PKI_OCSP_MAX_IDS + 1);
+    pki_ocsp_resp_free(&resp);
+
+    /* wrong content type, bad method */
+    {
+        pki_ocsp_req_t  q;
+
+        memset(&q, 0, sizeof(q));
+        q.method = "POST";
+        q.content_type = "text/plain";
+        q.body = der;
+        q.body_len = len;
+        pki_ocsp_handle(&conf, &q, &resp);
+        ok(resp.ocsp_status == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+           "wrong content type: malformedRequest");
+        pki_ocsp_resp_free(&resp);
+        q.method = "PUT";
+        pki_ocsp_handle(&conf, &q, &resp);
+        ok(resp.http_status == 405 && resp.body == NULL, "PUT: 405");
+        pki_ocsp_resp_free(&resp);
+    }
+    free(der);
+
+done:
+
+    X509_free(good);
+    X509_free(rev);
+    X509_free(sub);
+    pki_ca_free(ca);
+    pki_key_free(key);
+    EVP_PKEY_free(pk);
+}
+
+
+static void
+test_redis_down(X509 *root, pki_ca_t *rootca)
+{
+    int                st;
+    size_t             len;
+    pki_ca_t          *cas[1];
+    id_spec_t          id;
+    pki_redis_t       *r;
+    pki_result_t       res;
+    unsigned char     *der;
+    pki_ocsp_conf_t    conf;
+    pki_ocsp_resp_t    resp;
+    pki_redis_conf_t   rconf;
+
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = "/nonexistent/redis.sock";
+    rconf.timeout_ms = 200;
+    pki_result_init(&res);
+    r = pki_redis_new(&rconf, &res);
+
+    memset(&conf, 0, sizeof(conf));
+    cas[0] = rootca;
+    conf.cas = cas;
+    conf.ncas = 1;
+    conf.redis = r;
+    conf.next_update = 3600;
+
+    id = (id_spec_t) { EVP_sha1(), root, NULL, 0x77 };
+    der = make_req(&id, 1, 8, &len, NULL);
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_TRYLATER, "Redis down: tryLater (%d)", st);
+    pki_ocsp_resp_free(&resp);
+
+    conf.redis = NULL;
+    st = run(&conf, "POST", der, len, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_TRYLATER, "no Redis: tryLater");
+    pki_ocsp_resp_free(&resp);
+
+    free(der);
+    pki_redis_free(r);
+}
+
+
+int
+main(void)
+{
+    char              ns[64], cmd[128];
+    X509             *root;
+    EVP_PKEY         *rootpk;
+    X509_NAME        *name;
+    pki_ca_t         *rootca;
+    pki_key_t        *rootkey;
+    pki_redis_t      *r;
+    const char       *sock;
+    pki_result_t      res;
+    pki_template_t   *troot, *tsub, *tdev;
+    pki_redis_conf_t  rconf;
+
+    static const char *const root_lines[] = {
+        "subject CN copy", "basic_constraints ca:true pathlen:1",
+        "validity 3650d", NULL
+    };
+    static const char *const sub_lines[] = {
+        "subject CN copy", "basic_constraints ca:true pathlen:0",
+        "validity 2d", "key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519",
+        NULL
+    };
+    static const char *const dev_lines[] = {
+        "key_types ec:P-256", "subject CN required", "validity 1d",
+        "extended_key_usage clientAuth", NULL
+    };
+
+    pki_init();
+    srand(42);
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL || sock[0] == '\0') {
+        skip_all("PKI_TEST_REDIS_SOCK not set");
+    }
+
+    snprintf(dir, sizeof(dir), "/tmp/ocsptest.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+
+    troot = make_template("root", root_lines);
+    tsub = make_template("sub", sub_lines);
+    tdev = make_template("device", dev_lines);
+
+    rootpk = keygen("EC:P-256");
+    rootkey = file_key(rootpk, "root.key");
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "OCSP Test Root", -1,
+                               -1, 0);
+    pki_result_init(&res);
+    root = NULL;
+    if (!is_status(pki_selfsign(rootkey, troot, name, &root, &res), PKI_OK,
+                   "root")) {
+        diag("%s %s", res.detail, res.log);
+        return done_testing();
+    }
+    X509_NAME_free(name);
+    write_cert(root, "root.pem");
+    rootca = make_ca("root", "root.pem", rootkey, tsub);
+
+    snprintf(ns, sizeof(ns), "ocsptest%d:", (int) getpid());
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = sock;
+    rconf.ns = ns;
+    rconf.timeout_ms = 1000;
+    r = pki_redis_new(&rconf, &res);
+    if (!ok(r != NULL, "redis handle")) {
+        return done_testing();
+    }
+
+    test_ca("EC:P-256", root, rootca, tsub, tdev, r, 1);
+    test_ca("EC:P-384", root, rootca, tsub, tdev, r, 0);
+    test_ca("RSA:2048", root, rootca, tsub, tdev, r, 0);
+    test_ca("ED25519", root, rootca, tsub, tdev, r, 0);
+    test_redis_down(root, rootca);
+
+    pki_redis_free(r);
+    pki_ca_free(rootca);
+    pki_key_free(rootkey);
+    EVP_PKEY_free(rootpk);
+    X509_free(root);
+    pki_template_free(troot);
+    pki_template_free(tsub);
+    pki_template_free(tdev);
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) {
+        diag("cleanup failed");
+    }
+
+    return done_testing();
+}
