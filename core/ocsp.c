@@ -343,7 +343,8 @@ pki_ocsp_sign_and_wrap(pki_ca_t *ca, OCSP_BASICRESP *scratch, time_t now,
         goto internal;
     }
 
-    n = ASN1_item_i2d((ASN1_VALUE *) &rd, &tbs, ASN1_ITEM_rptr(pki_respdata_t));
+    n = ASN1_item_i2d((ASN1_VALUE *) &rd, &tbs,
+                      ASN1_ITEM_rptr(pki_respdata_t));
     if (n <= 0) {
         goto internal;
     }
@@ -449,7 +450,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     int                   i, n, nonce, st, reason, ext_revoke, added;
     char                  hex[41];
     long                  len;
-    time_t                now;
+    time_t                now, inval;
     size_t                derlen;
     pki_ca_t             *ca, *signer;
     OCSP_ONEREQ          *one;
@@ -459,8 +460,10 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     OCSP_REQUEST         *oreq;
     ASN1_INTEGER         *serial;
     OCSP_BASICRESP       *bs;
+    OCSP_SINGLERESP      *single;
     unsigned char        *decoded, md[SHA_DIGEST_LENGTH];
     ASN1_GENERALIZEDTIME *this_upd, *next_upd, *rev_time, *epoch;
+    ASN1_GENERALIZEDTIME *inval_time;
     const unsigned char  *der, *p;
 
     memset(resp, 0, sizeof(*resp));
@@ -470,12 +473,13 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     decoded = NULL;
     oreq = NULL;
     bs = NULL;
-    this_upd = next_upd = rev_time = epoch = NULL;
+    this_upd = next_upd = rev_time = epoch = inval_time = NULL;
     signer = NULL;
     ext_revoke = 0;
 
     if (req->method == NULL
-        || (strcmp(req->method, "POST") != 0 && strcmp(req->method, "GET") != 0))
+        || (strcmp(req->method, "POST") != 0
+            && strcmp(req->method, "GET") != 0))
     {
         pki_fail(&resp->res, PKI_UNSUPPORTED, "method not allowed");
         resp->http_status = 405;
@@ -588,6 +592,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
 
         st = V_OCSP_CERTSTATUS_UNKNOWN;
         reason = -1;
+        inval = 0;
         ASN1_GENERALIZEDTIME_free(rev_time);
         rev_time = NULL;
 
@@ -607,6 +612,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
                 reason = rec.reason >= 0 && rec.reason <= 10
                          && rec.reason != 7 ? rec.reason : 0;
                 rev_time = ASN1_GENERALIZEDTIME_set(NULL, rec.revoked_at);
+                inval = rec.invalidity_date;
             } else if (rst != PKI_OK && rst != PKI_NOT_FOUND) {
                 pki_record_clear(&rec);
                 pki_ocsp_status_only(resp,
@@ -633,8 +639,19 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
             goto done;
         }
 
-        added = OCSP_basic_add1_status(bs, cid, st, reason, rev_time,
-                                       this_upd, next_upd) != NULL;
+        single = OCSP_basic_add1_status(bs, cid, st, reason, rev_time,
+                                        this_upd, next_upd);
+        added = single != NULL;
+
+        /* RFC 5280 5.3.2 invalidity date as a singleExtension */
+        if (added && st == V_OCSP_CERTSTATUS_REVOKED && inval > 0) {
+            ASN1_GENERALIZEDTIME_free(inval_time);
+            inval_time = ASN1_GENERALIZEDTIME_set(NULL, inval);
+            added = inval_time != NULL
+                    && OCSP_SINGLERESP_add1_ext_i2d(single,
+                           NID_invalidity_date, inval_time, 0, 0) > 0;
+        }
+
         if (!added) {
             pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR,
                           PKI_INTERNAL, "cannot add an OCSP status");
@@ -671,6 +688,7 @@ done:
     ASN1_GENERALIZEDTIME_free(next_upd);
     ASN1_GENERALIZEDTIME_free(rev_time);
     ASN1_GENERALIZEDTIME_free(epoch);
+    ASN1_GENERALIZEDTIME_free(inval_time);
     OCSP_BASICRESP_free(bs);
     OCSP_REQUEST_free(oreq);
     free(decoded);

@@ -438,7 +438,8 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
         age = resp->next_update > now ? resp->next_update - now : 0;
 
         p = ngx_pnalloc(r->pool, sizeof("max-age=, public, no-transform, "
-                                        "must-revalidate") - 1 + NGX_TIME_T_LEN);
+                                        "must-revalidate") - 1
+                                 + NGX_TIME_T_LEN);
         if (p == NULL) {
             goto failed;
         }

@@ -373,7 +373,8 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_serial_to_hex(X509_get0_serialNumber(rev), hex);
     pki_result_init(&res);
     t0 = (long) time(NULL) - 100;
-    st = pki_record_revoke(r, name, hex, 1, (time_t) t0, 0, NULL, &res);
+    st = pki_record_revoke(r, name, hex, 1, (time_t) t0, (time_t) t0 - 3600,
+                           NULL, &res);
     if (st != PKI_OK) {
         diag("pki_record_revoke: %s %s", res.detail, res.log);
     }
@@ -410,6 +411,16 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
            "(st %d reason %d)", alg, st, reason);
         ok(find_status(bs, &ids[2], NULL, NULL, NULL)
            == V_OCSP_CERTSTATUS_UNKNOWN, "%s: never issued: unknown", alg);
+        {
+            int           idx;
+            OCSP_CERTID  *cid = make_id(&ids[1]);
+
+            idx = OCSP_resp_find(bs, cid, -1);
+            ok(idx >= 0 && OCSP_SINGLERESP_get_ext_by_NID(
+                   OCSP_resp_get0(bs, idx), NID_invalidity_date, -1) >= 0,
+               "%s: revoked: invalidity date singleExtension", alg);
+            OCSP_CERTID_free(cid);
+        }
         OCSP_BASICRESP_free(bs);
     }
     ok(resp.cacheable == 0, "%s: nonce response not cacheable", alg);
