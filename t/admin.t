@@ -130,6 +130,11 @@ $r = revoke(serial => 'not-hex');
 is($r->{code}, 400, 'bad serial: 400');
 $r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 20000) . '"}');
 is($r->{code}, 413, 'body over 16 KiB: 413');
+$r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
+              data => '{"serial":"' . ('0' x 20000) . '"}', quiet => 1,
+              headers => ['Content-Type: application/json',
+                          'Transfer-Encoding: chunked']);
+is($r->{code}, 413, 'chunked body over 16 KiB: 413');
 $r = api('GET', 'revoke');
 is($r->{code}, 405, 'GET revoke: 405');
 $r = api('GET', 'nothing');
