@@ -33,85 +33,54 @@
 #define PKI_CRL_REASON_MAX       10
 #define PKI_CRL_REMOVE_FROM_CRL  8
 
+/* At most this many entries (about 100 bytes of memory each while built). */
+#define PKI_CRL_MAX_ENTRIES      10000000
+
+/* Latest time a CRL can express: 9999-12-31T23:59:59Z. */
+#define PKI_CRL_TIME_MAX         ((time_t) 253402300799LL)
+
+
+/* One entry, ready to encode: the INTEGER's content octets (a leading zero
+ * octet when the top bit is set), reason -1 for none. */
+typedef struct {
+    time_t         revoked_at;
+    time_t         invalidity_date;    /* 0: none */
+    signed char    reason;
+    unsigned char  len;
+    unsigned char  serial[21];
+} pki_crl_rev_t;
+
 
 typedef struct {
-    X509_CRL         *crl;
-    time_t            now;
-    ASN1_TIME        *now_time;     /* fallback revocationDate          */
-    X509_EXTENSION   *reason_ext[PKI_CRL_REASON_MAX + 1];  /* shared, dup'd */
-    BIGNUM           *bn;
-    size_t            count;
-    size_t            skipped_serial;
-    size_t            skipped_remove;
-    size_t            bad_reason;
-    size_t            bad_time;
-    int               failed;       /* sticky: allocation failure       */
-    pki_result_t     *res;
+    pki_crl_rev_t  *revs;
+    size_t          n;
+    size_t          cap;
+    time_t          now;
+    size_t          skipped_serial;
+    size_t          skipped_remove;
+    size_t          bad_reason;
+    size_t          bad_time;
+    int             failed;       /* sticky: allocation failure or cap */
 } pki_crl_builder_t;
 
 
-static void
-pki_crl_builder_free(pki_crl_builder_t *b)
-{
-    int  i;
-
-    X509_CRL_free(b->crl);
-    ASN1_TIME_free(b->now_time);
-    BN_free(b->bn);
-
-    for (i = 0; i <= PKI_CRL_REASON_MAX; i++) {
-        X509_EXTENSION_free(b->reason_ext[i]);
-    }
-
-    memset(b, 0, sizeof(*b));
-}
-
-
 static int
-pki_crl_builder_init(pki_crl_builder_t *b, time_t now, pki_result_t *res)
+pki_hexval(char c)
 {
-    memset(b, 0, sizeof(*b));
-    b->now = now;
-    b->res = res;
-    b->crl = X509_CRL_new();
-    b->now_time = ASN1_TIME_set(NULL, now);
-    b->bn = BN_new();
-
-    if (b->crl == NULL || b->now_time == NULL || b->bn == NULL) {
-        pki_fail(res, PKI_INTERNAL, "out of memory");
-        pki_crl_builder_free(b);
-        return 0;
+    if (c >= '0' && c <= '9') {
+        return c - '0';
     }
 
-    return 1;
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+
+    return -1;
 }
 
 
-/* The reasonCode extension for reason, built once per code and shared. */
-static X509_EXTENSION *
-pki_crl_reason_ext(pki_crl_builder_t *b, int reason)
-{
-    ASN1_ENUMERATED  *e;
-
-    if (b->reason_ext[reason] != NULL) {
-        return b->reason_ext[reason];
-    }
-
-    e = ASN1_ENUMERATED_new();
-    if (e == NULL || !ASN1_ENUMERATED_set(e, reason)) {
-        ASN1_ENUMERATED_free(e);
-        return NULL;
-    }
-
-    b->reason_ext[reason] = X509V3_EXT_i2d(NID_crl_reason, 0, e);
-    ASN1_ENUMERATED_free(e);
-
-    return b->reason_ext[reason];
-}
-
-
-/* Adds one entry.  Returns 1 to go on, 0 to stop (allocation failure).
- * Bad data from the store never stops the build: an unparsable serial
+/* Adds one entry.  Returns 1 to go on, 0 to stop (allocation failure, too
+ * many entries).  Bad data never stops the build: an unparsable serial
  * cannot name a certificate and is skipped (and counted); a bad reason or
  * time keeps the entry (a revocation must never get lost) without the
  * reason, or with thisUpdate as its date. */
@@ -119,18 +88,13 @@ static int
 pki_crl_add(void *arg, const char *serial, int reason, time_t revoked_at,
     time_t invalidity_date)
 {
+    int                 hi, lo;
+    char                canon[41];
+    size_t              i, nhex, cap;
+    pki_crl_rev_t      *rev, *revs;
     pki_crl_builder_t  *b;
-    char                   canon[41];
-    ASN1_TIME             *t;
-    X509_REVOKED          *rev;
-    ASN1_INTEGER          *ai;
-    X509_EXTENSION        *ext;
-    ASN1_GENERALIZEDTIME  *gt;
 
     b = arg;
-    rev = NULL;
-    t = NULL;
-    gt = NULL;
 
     if (b->failed) {
         return 0;
@@ -146,77 +110,220 @@ pki_crl_add(void *arg, const char *serial, int reason, time_t revoked_at,
         return 1;
     }
 
+    if (b->n == b->cap) {
+        if (b->cap >= PKI_CRL_MAX_ENTRIES) {
+            b->failed = 2;
+            return 0;
+        }
+        cap = b->cap ? b->cap * 2 : 1024;
+        revs = realloc(b->revs, cap * sizeof(pki_crl_rev_t));
+        if (revs == NULL) {
+            b->failed = 1;
+            return 0;
+        }
+        b->revs = revs;
+        b->cap = cap;
+    }
+
+    rev = &b->revs[b->n];
+    nhex = strlen(canon);           /* even, 2..40 */
+    rev->len = 0;
+
+    if (pki_hexval(canon[0]) >= 8) {
+        rev->serial[rev->len++] = 0;
+    }
+
+    for (i = 0; i + 1 < nhex; i += 2) {
+        hi = pki_hexval(canon[i]);
+        lo = pki_hexval(canon[i + 1]);
+        if (hi < 0 || lo < 0) {
+            b->skipped_serial++;
+            return 1;
+        }
+        rev->serial[rev->len++] = (unsigned char) (hi << 4 | lo);
+    }
+
     if (reason < 0 || reason > PKI_CRL_REASON_MAX || reason == 7) {
         b->bad_reason++;
         reason = 0;
     }
 
-    rev = X509_REVOKED_new();
-    if (rev == NULL) {
-        goto failed;
-    }
+    /* RFC 5280 5.3.1: unspecified is better left out. */
+    rev->reason = (signed char) (reason == 0 ? -1 : reason);
 
-    if (BN_hex2bn(&b->bn, canon) == 0) {
-        goto failed;
-    }
-
-    /* Written into the entry's embedded INTEGER: no copy. */
-    ai = (ASN1_INTEGER *) X509_REVOKED_get0_serialNumber(rev);
-    if (BN_to_ASN1_INTEGER(b->bn, ai) != ai) {
-        goto failed;
-    }
-
-    t = NULL;
-    if (revoked_at > 0) {
-        t = ASN1_TIME_set(NULL, revoked_at);
-    }
-    if (t == NULL) {
+    if (revoked_at <= 0 || revoked_at > PKI_CRL_TIME_MAX) {
         if (revoked_at != 0) {
             b->bad_time++;
         }
-        if (!X509_REVOKED_set_revocationDate(rev, b->now_time)) {
-            goto failed;
-        }
-    } else if (!X509_REVOKED_set_revocationDate(rev, t)) {
-        goto failed;
+        revoked_at = b->now;
     }
+    rev->revoked_at = revoked_at;
 
-    if (reason != 0) {
-        ext = pki_crl_reason_ext(b, reason);
-        if (ext == NULL || !X509_REVOKED_add_ext(rev, ext, -1)) {
-            goto failed;
-        }
+    if (invalidity_date < 0 || invalidity_date > PKI_CRL_TIME_MAX) {
+        b->bad_time++;
+        invalidity_date = 0;
     }
+    rev->invalidity_date = invalidity_date;
 
-    if (invalidity_date > 0) {
-        gt = ASN1_GENERALIZEDTIME_set(NULL, invalidity_date);
-        if (gt == NULL) {
-            b->bad_time++;
-        } else if (!X509_REVOKED_add1_ext_i2d(rev, NID_invalidity_date, gt,
-                                              0, 0))
-        {
-            goto failed;
-        }
-    }
-
-    if (!X509_CRL_add0_revoked(b->crl, rev)) {
-        goto failed;
-    }
-
-    ASN1_TIME_free(t);
-    ASN1_GENERALIZEDTIME_free(gt);
-    b->count++;
+    b->n++;
 
     return 1;
+}
 
-failed:
 
-    X509_REVOKED_free(rev);
-    ASN1_TIME_free(t);
-    ASN1_GENERALIZEDTIME_free(gt);
-    b->failed = 1;
+static int
+pki_crl_rev_cmp(const void *a, const void *b)
+{
+    const pki_crl_rev_t  *x, *y;
 
-    return 0;
+    x = a;
+    y = b;
+
+    if (x->len != y->len) {
+        return x->len < y->len ? -1 : 1;
+    }
+
+    return memcmp(x->serial, y->serial, x->len);
+}
+
+
+/* ---- DER ----------------------------------------------------------------- */
+
+static size_t
+pki_der_len_size(size_t len)
+{
+    size_t  n;
+
+    if (len < 0x80) {
+        return 1;
+    }
+
+    for (n = 1; len > 0; n++) {
+        len >>= 8;
+    }
+
+    return n;
+}
+
+
+static unsigned char *
+pki_der_put_hdr(unsigned char *p, unsigned char tag, size_t len)
+{
+    size_t  n, i;
+
+    *p++ = tag;
+
+    if (len < 0x80) {
+        *p++ = (unsigned char) len;
+        return p;
+    }
+
+    n = pki_der_len_size(len) - 1;
+    *p++ = (unsigned char) (0x80 | n);
+    for (i = n; i > 0; i--) {
+        *p++ = (unsigned char) (len >> (8 * (i - 1)));
+    }
+
+    return p;
+}
+
+
+/* UTCTime for 1950..2049, GeneralizedTime otherwise (RFC 5280 5.1.2.4);
+ * gen forces GeneralizedTime.  Writes the whole TLV (15 or 17 octets). */
+static unsigned char *
+pki_der_put_time(unsigned char *p, time_t t, int gen)
+{
+    char       buf[64];
+    struct tm  tm;
+
+    gmtime_r(&t, &tm);
+
+    if (!gen && tm.tm_year >= 50 && tm.tm_year < 150) {
+        snprintf(buf, sizeof(buf), "%02d%02d%02d%02d%02d%02dZ",
+                 tm.tm_year % 100, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec);
+        p = pki_der_put_hdr(p, V_ASN1_UTCTIME, 13);
+        memcpy(p, buf, 13);
+        return p + 13;
+    }
+
+    snprintf(buf, sizeof(buf), "%04d%02d%02d%02d%02d%02dZ",
+             (tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
+    p = pki_der_put_hdr(p, V_ASN1_GENERALIZEDTIME, 15);
+    memcpy(p, buf, 15);
+
+    return p + 15;
+}
+
+
+static int
+pki_utctime_ok(time_t t)
+{
+    struct tm  tm;
+
+    gmtime_r(&t, &tm);
+    return tm.tm_year >= 50 && tm.tm_year < 150;
+}
+
+
+/* Length of the entry's content and of its crlEntryExtensions content. */
+static size_t
+pki_crl_rev_len(const pki_crl_rev_t *r, size_t *extlen)
+{
+    size_t  len;
+
+    *extlen = 0;
+    if (r->reason > 0) {
+        *extlen += 12;     /* 30 0a 06 03 55 1d 15 04 03 0a 01 NN */
+    }
+    if (r->invalidity_date > 0) {
+        *extlen += 26;     /* 30 18 06 03 55 1d 18 04 11 18 0f ...  */
+    }
+
+    len = 2 + r->len + (pki_utctime_ok(r->revoked_at) ? 15 : 17);
+    if (*extlen > 0) {
+        len += 2 + *extlen;
+    }
+
+    return len;
+}
+
+
+static unsigned char *
+pki_crl_put_rev(unsigned char *p, const pki_crl_rev_t *r)
+{
+    size_t  len, extlen;
+
+    static const unsigned char  reason_hdr[] = {
+        0x30, 0x0a, 0x06, 0x03, 0x55, 0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01
+    };
+    static const unsigned char  inv_hdr[] = {
+        0x30, 0x18, 0x06, 0x03, 0x55, 0x1d, 0x18, 0x04, 0x11
+    };
+
+    len = pki_crl_rev_len(r, &extlen);
+    p = pki_der_put_hdr(p, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, len);
+    p = pki_der_put_hdr(p, V_ASN1_INTEGER, r->len);
+    memcpy(p, r->serial, r->len);
+    p += r->len;
+    p = pki_der_put_time(p, r->revoked_at, 0);
+
+    if (extlen > 0) {
+        p = pki_der_put_hdr(p, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, extlen);
+        if (r->reason > 0) {
+            memcpy(p, reason_hdr, sizeof(reason_hdr));
+            p += sizeof(reason_hdr);
+            *p++ = (unsigned char) r->reason;
+        }
+        if (r->invalidity_date > 0) {
+            memcpy(p, inv_hdr, sizeof(inv_hdr));
+            p += sizeof(inv_hdr);
+            p = pki_der_put_time(p, r->invalidity_date, 1);
+        }
+    }
+
+    return p;
 }
 
 
@@ -269,22 +376,136 @@ done:
 }
 
 
-/* Sets everything but the entries, signs, encodes. */
+/* The CRL without entries, signed: this sets both AlgorithmIdentifiers the
+ * way the key signs.  With no entries it is the whole CRL. */
+static X509_CRL *
+pki_crl_skeleton(pki_ca_t *ca, time_t now, long long number,
+    long next_update_secs, pki_result_t *res)
+{
+    X509           *cacert;
+    X509_CRL       *crl;
+    ASN1_TIME      *this, *next;
+    ASN1_INTEGER   *num;
+
+    cacert = pki_ca_cert(ca);
+    crl = X509_CRL_new();
+    num = ASN1_INTEGER_new();
+    this = ASN1_TIME_set(NULL, now);
+    next = ASN1_TIME_set(NULL, now + next_update_secs);
+
+    if (crl == NULL || num == NULL || this == NULL || next == NULL
+        || !ASN1_INTEGER_set_int64(num, number)
+        || !X509_CRL_set_version(crl, X509_CRL_VERSION_2)
+        || !X509_CRL_set_issuer_name(crl, X509_get_subject_name(cacert))
+        || !X509_CRL_set1_lastUpdate(crl, this)
+        || !X509_CRL_set1_nextUpdate(crl, next)
+        || !pki_crl_add_akid(crl, cacert)
+        || X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0,
+                                 X509V3_ADD_REPLACE) != 1)
+    {
+        pki_fail(res, PKI_INTERNAL, "cannot build the CRL");
+        X509_CRL_free(crl);
+        crl = NULL;
+        goto done;
+    }
+
+    if (pki_key_sign_crl(pki_ca_key(ca), crl, res) != PKI_OK) {
+        X509_CRL_free(crl);
+        crl = NULL;
+    }
+
+done:
+
+    ASN1_INTEGER_free(num);
+    ASN1_TIME_free(this);
+    ASN1_TIME_free(next);
+
+    return crl;
+}
+
+
+static pki_status_t
+pki_crl_i2d(X509_CRL *crl, unsigned char **der, size_t *len,
+    pki_result_t *res)
+{
+    int             n;
+    unsigned char  *buf, *p;
+
+    n = i2d_X509_CRL(crl, NULL);
+    if (n <= 0) {
+        return pki_fail(res, PKI_INTERNAL, "cannot encode the CRL");
+    }
+
+    buf = malloc((size_t) n);
+    if (buf == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    p = buf;
+    if (i2d_X509_CRL(crl, &p) != n) {
+        free(buf);
+        return pki_fail(res, PKI_INTERNAL, "cannot encode the CRL");
+    }
+
+    *der = buf;
+    *len = (size_t) n;
+
+    return PKI_OK;
+}
+
+
+/* Splits the skeleton's TBSCertList content after nextUpdate: the
+ * revokedCertificates SEQUENCE goes there, before the [0] extensions. */
+static int
+pki_crl_tbs_split(const unsigned char *tbs, long tbslen, size_t *start,
+    size_t *split, size_t *end)
+{
+    int                   i, tag, cls, inf;
+    long                  l;
+    const unsigned char  *p, *q, *e;
+
+    p = tbs;
+    inf = ASN1_get_object(&p, &l, &tag, &cls, tbslen);
+    if ((inf & 0x80) || inf != V_ASN1_CONSTRUCTED || tag != V_ASN1_SEQUENCE
+        || p + l != tbs + tbslen)
+    {
+        return 0;
+    }
+
+    *start = (size_t) (p - tbs);
+    e = p + l;
+
+    /* version, signature, issuer, thisUpdate, nextUpdate */
+    for (i = 0; i < 5; i++) {
+        q = p;
+        inf = ASN1_get_object(&q, &l, &tag, &cls, e - p);
+        if ((inf & 0x80) || q + l > e) {
+            return 0;
+        }
+        p = q + l;
+    }
+
+    *split = (size_t) (p - tbs);
+    *end = (size_t) (e - tbs);
+
+    return 1;
+}
+
+
+/* Builds, signs and encodes the CRL from the collected entries. */
 static pki_status_t
 pki_crl_finish(pki_ca_t *ca, pki_crl_builder_t *b, long long number,
     long next_update_secs, unsigned char **der, size_t *len,
     pki_result_t *res)
 {
-    int             n;
-    X509           *cacert;
-    ASN1_TIME      *next;
-    ASN1_INTEGER   *num;
-    unsigned char  *buf, *p;
-    pki_status_t    st;
-
-    cacert = pki_ca_cert(ca);
-    next = NULL;
-    num = NULL;
+    int                  mdnid, pknid, tbs0len, alglen;
+    size_t               i, elen, extlen, revlen, start, split, end, tbslen;
+    size_t               contlen, siglen, bitlen, total;
+    X509_CRL            *crl;
+    const EVP_MD        *md;
+    pki_status_t         st;
+    unsigned char       *tbs0, *tbs, *p, *sig, *alg, *out;
+    const X509_ALGOR    *sigalg;
 
     if (b->skipped_serial || b->skipped_remove || b->bad_reason
         || b->bad_time)
@@ -299,60 +520,121 @@ pki_crl_finish(pki_ca_t *ca, pki_crl_builder_t *b, long long number,
         return pki_fail(res, PKI_INTERNAL, "bad CRL number");
     }
 
-    num = ASN1_INTEGER_new();
-    next = ASN1_TIME_set(NULL, b->now + next_update_secs);
+    crl = pki_crl_skeleton(ca, b->now, number, next_update_secs, res);
+    if (crl == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_INTERNAL;
+    }
 
-    if (num == NULL || next == NULL
-        || !ASN1_INTEGER_set_int64(num, number)
-        || !X509_CRL_set_version(b->crl, X509_CRL_VERSION_2)
-        || !X509_CRL_set_issuer_name(b->crl, X509_get_subject_name(cacert))
-        || !X509_CRL_set1_lastUpdate(b->crl, b->now_time)
-        || !X509_CRL_set1_nextUpdate(b->crl, next)
-        || !pki_crl_add_akid(b->crl, cacert)
-        || X509_CRL_add1_ext_i2d(b->crl, NID_crl_number, num, 0,
-                                 X509V3_ADD_REPLACE) != 1)
+    if (b->n == 0) {
+        /* No revokedCertificates field at all (RFC 5280 5.1.2.6). */
+        st = pki_crl_i2d(crl, der, len, res);
+        X509_CRL_free(crl);
+        return st;
+    }
+
+    tbs0 = NULL;
+    tbs = NULL;
+    sig = NULL;
+    alg = NULL;
+
+    /* The same digest the skeleton was signed with, read back from its
+     * AlgorithmIdentifier (RSASSA-PSS parameters are not supported). */
+    X509_CRL_get0_signature(crl, NULL, &sigalg);
+    if (!OBJ_find_sigid_algs(OBJ_obj2nid(sigalg->algorithm), &mdnid, &pknid)
+        || pknid == EVP_PKEY_RSA_PSS)
     {
-        st = pki_fail(res, PKI_INTERNAL, "cannot build the CRL");
+        st = pki_fail(res, PKI_INTERNAL, "unsupported CRL signature "
+                      "algorithm");
         goto done;
     }
 
-    if (b->count > 0 && !X509_CRL_sort(b->crl)) {
-        st = pki_fail(res, PKI_INTERNAL, "cannot build the CRL");
-        goto done;
+    md = NULL;
+    if (mdnid != NID_undef) {
+        md = EVP_get_digestbynid(mdnid);
+        if (md == NULL) {
+            st = pki_fail(res, PKI_INTERNAL, "unsupported CRL digest");
+            goto done;
+        }
     }
 
-    st = pki_key_sign_crl(pki_ca_key(ca), b->crl, res);
-    if (st != PKI_OK) {
-        goto done;
-    }
-
-    n = i2d_X509_CRL(b->crl, NULL);
-    if (n <= 0) {
+    tbs0len = i2d_re_X509_CRL_tbs(crl, &tbs0);
+    alglen = i2d_X509_ALGOR(sigalg, &alg);
+    if (tbs0len <= 0 || alglen <= 0
+        || !pki_crl_tbs_split(tbs0, tbs0len, &start, &split, &end))
+    {
         st = pki_fail(res, PKI_INTERNAL, "cannot encode the CRL");
         goto done;
     }
 
-    buf = malloc((size_t) n);
-    if (buf == NULL) {
+    qsort(b->revs, b->n, sizeof(pki_crl_rev_t), pki_crl_rev_cmp);
+
+    revlen = 0;
+    for (i = 0; i < b->n; i++) {
+        elen = pki_crl_rev_len(&b->revs[i], &extlen);
+        revlen += 1 + pki_der_len_size(elen) + elen;
+    }
+
+    contlen = (size_t) tbs0len - start + 1 + pki_der_len_size(revlen) + revlen;
+    tbslen = 1 + pki_der_len_size(contlen) + contlen;
+
+    tbs = malloc(tbslen);
+    if (tbs == NULL) {
         st = pki_fail(res, PKI_INTERNAL, "out of memory");
         goto done;
     }
 
-    p = buf;
-    if (i2d_X509_CRL(b->crl, &p) != n) {
-        free(buf);
-        st = pki_fail(res, PKI_INTERNAL, "cannot encode the CRL");
+    p = pki_der_put_hdr(tbs, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, contlen);
+    memcpy(p, tbs0 + start, split - start);
+    p += split - start;
+    p = pki_der_put_hdr(p, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, revlen);
+    for (i = 0; i < b->n; i++) {
+        p = pki_crl_put_rev(p, &b->revs[i]);
+    }
+    memcpy(p, tbs0 + split, end - split);
+    p += end - split;
+
+    if ((size_t) (p - tbs) != tbslen) {
+        st = pki_fail(res, PKI_INTERNAL, "CRL encoding length mismatch");
         goto done;
     }
 
-    *der = buf;
-    *len = (size_t) n;
+    /* Signs and verifies the signature with the public key. */
+    st = pki_key_sign(pki_ca_key(ca), md, tbs, tbslen, &sig, &siglen, res);
+    if (st != PKI_OK) {
+        goto done;
+    }
+
+    bitlen = 1 + siglen;
+    contlen = tbslen + (size_t) alglen + 1 + pki_der_len_size(bitlen)
+              + bitlen;
+    total = 1 + pki_der_len_size(contlen) + contlen;
+
+    out = malloc(total);
+    if (out == NULL) {
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    p = pki_der_put_hdr(out, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, contlen);
+    memcpy(p, tbs, tbslen);
+    p += tbslen;
+    memcpy(p, alg, (size_t) alglen);
+    p += alglen;
+    p = pki_der_put_hdr(p, V_ASN1_BIT_STRING, bitlen);
+    *p++ = 0;
+    memcpy(p, sig, siglen);
+
+    *der = out;
+    *len = total;
     st = PKI_OK;
 
 done:
 
-    ASN1_INTEGER_free(num);
-    ASN1_TIME_free(next);
+    X509_CRL_free(crl);
+    OPENSSL_free(tbs0);
+    OPENSSL_free(alg);
+    free(tbs);
+    free(sig);
 
     return st;
 }
@@ -381,6 +663,18 @@ pki_crl_check_args(pki_ca_t *ca, long next_update_secs, unsigned char **der,
 }
 
 
+static pki_status_t
+pki_crl_failed(pki_crl_builder_t *b, pki_result_t *res)
+{
+    if (b->failed == 2) {
+        return pki_fail(res, PKI_TOO_LARGE, "CRL: more than %d entries",
+                        PKI_CRL_MAX_ENTRIES);
+    }
+
+    return pki_fail(res, PKI_INTERNAL, "out of memory");
+}
+
+
 PKI_API pki_status_t
 pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
     long long number, time_t now, long next_update_secs,
@@ -399,9 +693,8 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
         return pki_fail(res, PKI_INTERNAL, "CRL: no entries");
     }
 
-    if (!pki_crl_builder_init(&b, now > 0 ? now : time(NULL), res)) {
-        return res->status;
-    }
+    memset(&b, 0, sizeof(b));
+    b.now = now > 0 ? now : time(NULL);
 
     for (i = 0; i < n; i++) {
         if (!pki_crl_add(&b, entries[i].serial, entries[i].reason,
@@ -412,12 +705,12 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
     }
 
     if (b.failed) {
-        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        st = pki_crl_failed(&b, res);
     } else {
         st = pki_crl_finish(ca, &b, number, next_update_secs, der, len, res);
     }
 
-    pki_crl_builder_free(&b);
+    free(b.revs);
 
     return st;
 }
@@ -440,9 +733,8 @@ pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         return pki_fail(res, PKI_INTERNAL, "CRL: no Redis");
     }
 
-    if (!pki_crl_builder_init(&b, time(NULL), res)) {
-        return res->status;
-    }
+    memset(&b, 0, sizeof(b));
+    b.now = time(NULL);
 
     /* The entries first, then the number: a higher number never carries
      * an older snapshot of the revoked set. */
@@ -452,7 +744,7 @@ pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     }
 
     if (b.failed) {
-        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        st = pki_crl_failed(&b, res);
         goto done;
     }
 
@@ -465,7 +757,7 @@ pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
 done:
 
-    pki_crl_builder_free(&b);
+    free(b.revs);
 
     return st;
 }

@@ -508,6 +508,198 @@ test_list(pki_ca_t *ca, X509 *cacert)
 }
 
 
+/* Many entries of every serial length, dates on both sides of 2050, all
+ * reasons: what OpenSSL parses back must be what went in. */
+static void
+test_many(pki_ca_t *ca, X509 *cacert)
+{
+    int               bad, reason;
+    char            (*hex)[41];
+    size_t            i, j, n, len, slen;
+    time_t            at;
+    BIGNUM           *bn;
+    X509_CRL         *crl;
+    pki_status_t      st;
+    pki_result_t      res;
+    X509_REVOKED     *rev;
+    ASN1_INTEGER     *ai;
+    unsigned char    *der, b[20];
+    pki_crl_entry_t  *e;
+
+    static const int  reasons[] = { 0, 1, 2, 3, 4, 5, 6, 9, 10 };
+
+    n = 3000;
+    e = calloc(n, sizeof(*e));
+    hex = calloc(n, sizeof(*hex));
+
+    for (i = 0; i < n; i++) {
+        slen = 1 + i % 20;
+        for (j = 0; j < slen; j++) {
+            b[j] = (unsigned char) (i * 7 + j * 13 + (i >> 3));
+        }
+        b[0] = (unsigned char) (i % 3 == 0 ? 0x80 | b[0] : 0x7f & b[0]);
+        b[0] |= 0x01;                       /* no leading zero octet */
+        if (slen == 20) {
+            b[0] &= 0x7f;                   /* 20 octets: positive fits */
+        }
+        /* unique serials */
+        if (slen <= 2) {
+            b[0] = (unsigned char) (i / 20 + 1);
+        } else {
+            b[slen - 2] = (unsigned char) (i >> 8);
+            b[slen - 1] = (unsigned char) i;
+        }
+        for (j = 0; j < slen; j++) {
+            snprintf(hex[i] + 2 * j, 3, "%02x", b[j]);
+        }
+        e[i].serial = hex[i];
+        e[i].reason = reasons[i % 9];
+        /* 2023 .. 2107: UTCTime and GeneralizedTime */
+        e[i].revoked_at = (time_t) 1700000000 + (time_t) i * 900000;
+        e[i].invalidity_date = i % 5 == 0 ? e[i].revoked_at - 3600 : 0;
+    }
+
+    pki_result_init(&res);
+    st = pki_crl_build_list(ca, e, n, 7, 0, 3600, &der, &len, &res);
+    is_status(st, PKI_OK, "CRL of 3000 mixed entries");
+    crl = der ? parse_crl(der, len) : NULL;
+    if (!ok(crl != NULL, "  parses")) {
+        goto done;
+    }
+
+    ok(X509_CRL_verify(crl, X509_get0_pubkey(cacert)) == 1,
+       "  signature verifies");
+
+    bn = NULL;
+    bad = 0;
+    for (i = 0; i < n; i++) {
+        BN_hex2bn(&bn, hex[i]);
+        ai = BN_to_ASN1_INTEGER(bn, NULL);
+        if (X509_CRL_get0_by_serial(crl, &rev, ai) != 1) {
+            bad++;
+            ASN1_INTEGER_free(ai);
+            continue;
+        }
+        ASN1_INTEGER_free(ai);
+        reason = rev_reason(rev);
+        at = asn1_time(X509_REVOKED_get0_revocationDate(rev));
+        if (reason != (e[i].reason ? e[i].reason : -1)
+            || at != e[i].revoked_at
+            || rev_invalidity(rev) != e[i].invalidity_date
+            || ASN1_STRING_type(X509_REVOKED_get0_revocationDate(rev))
+               != (at < 2524608000 ? V_ASN1_UTCTIME : V_ASN1_GENERALIZEDTIME))
+        {
+            if (bad++ < 3) {
+                diag("entry %s: reason %d at %lld", hex[i], reason,
+                     (long long) at);
+            }
+        }
+    }
+    BN_free(bn);
+    ok(bad == 0 && sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == (int) n,
+       "  every entry read back (%d bad)", bad);
+
+    write_der(der, len, "many.crl");
+    ok(run("openssl crl -inform DER -in %s -CAfile %s -noout 2>&1 "
+           "| grep -q 'verify OK'", path("many.crl"), path("ca.pem")) == 0,
+       "  openssl crl -CAfile: verify OK");
+
+    X509_CRL_free(crl);
+
+done:
+
+    free(der);
+    free(e);
+    free(hex);
+}
+
+
+
+/* The CA key types other than P-256: the digest is taken from the
+ * signature algorithm the key produced. */
+static void
+test_algs(pki_template_t *tleaf)
+{
+    size_t            len;
+    X509             *x;
+    X509_CRL         *crl;
+    EVP_PKEY         *pk;
+    pki_ca_t         *ca;
+    pki_key_t        *k;
+    X509_NAME        *name;
+    pki_status_t      st;
+    pki_result_t      res;
+    unsigned char    *der;
+    pki_template_t   *t;
+
+    static const char *const lines[] = {
+        "subject CN copy", "subject O copy", "basic_constraints ca:true",
+        "validity 30d", "key_types rsa:2048 ed25519 ec:P-384", NULL
+    };
+    static const char *const algs[][2] = {
+        { "RSA", "2048" }, { "ED25519", NULL }, { "EC", "P-384" }
+    };
+    static const pki_crl_entry_t  entries[] = {
+        { "01", 1, 1700000000, 0 }, { "0203", 0, 1700000001, 1690000000 },
+    };
+
+    t = make_template("algroot", lines);
+
+    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
+        char  file[32];
+
+        if (algs[i][1] == NULL) {
+            pk = EVP_PKEY_Q_keygen(NULL, NULL, algs[i][0]);
+        } else if (strcmp(algs[i][0], "RSA") == 0) {
+            pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
+        } else {
+            pk = EVP_PKEY_Q_keygen(NULL, NULL, algs[i][0], algs[i][1]);
+        }
+        snprintf(file, sizeof(file), "alg%zu.key", i);
+        k = key_file(pk, file);
+
+        name = cn_name("Alg CA");
+        x = NULL;
+        pki_result_init(&res);
+        st = pki_selfsign(k, t, name, &x, &res);
+        X509_NAME_free(name);
+        if (!is_status(st, PKI_OK, "self-signed CA")) {
+            diag("%s %s", res.detail, res.log);
+            pki_key_free(k);
+            EVP_PKEY_free(pk);
+            continue;
+        }
+
+        snprintf(file, sizeof(file), "alg%zu.pem", i);
+        write_cert(x, file);
+        ca = make_ca("algca", file, k, tleaf);
+
+        st = pki_crl_build_list(ca, entries, 2, 5, 0, 3600, &der, &len,
+                                &res);
+        ok(st == PKI_OK, "CRL signed by %s %s: %s", algs[i][0],
+           algs[i][1] ? algs[i][1] : "", pki_status_name(st));
+        crl = der ? parse_crl(der, len) : NULL;
+        ok(crl != NULL && X509_CRL_verify(crl, pk) == 1
+           && sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 2,
+           "  parses, 2 entries, verifies");
+        write_der(der, len, "alg.crl");
+        ok(run("openssl crl -inform DER -in %s -CAfile %s -noout 2>&1 "
+               "| grep -q 'verify OK'", path("alg.crl"), path(file)) == 0,
+           "  openssl crl -CAfile: verify OK");
+
+        X509_CRL_free(crl);
+        free(der);
+        pki_ca_free(ca);
+        X509_free(x);
+        pki_key_free(k);
+        EVP_PKEY_free(pk);
+    }
+
+    pki_template_free(t);
+}
+
+
+
 static void
 revoke_leaf(pki_redis_t *r, const char *ca, X509 *x, int reason, time_t at,
     time_t inv)
@@ -801,6 +993,8 @@ main(void)
     ca = make_ca("crlca", "ca.pem", subkey, tleaf);
 
     test_list(ca, sub);
+    test_many(ca, sub);
+    test_algs(tleaf);
     test_redis(ca, sub, tleaf, sock);
 
     pki_ca_free(ca);
