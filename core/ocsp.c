@@ -265,8 +265,8 @@ pki_ocsp_sigalg(EVP_PKEY *pub, const EVP_MD **md, X509_ALGOR *alg)
 
 
 static void
-pki_ocsp_sign_and_wrap(pki_ca_t *ca, OCSP_BASICRESP *scratch, time_t now,
-    pki_ocsp_resp_t *resp)
+pki_ocsp_sign_and_wrap(const pki_ocsp_conf_t *conf, pki_ca_t *ca,
+    OCSP_BASICRESP *scratch, time_t now, pki_ocsp_resp_t *resp)
 {
     int                   i, n;
     long                  dlen;
@@ -281,6 +281,8 @@ pki_ocsp_sign_and_wrap(pki_ca_t *ca, OCSP_BASICRESP *scratch, time_t now,
     pki_basicresp_t       br;
     unsigned char         keyhash[SHA_DIGEST_LENGTH], *tbs, *sig, *der, *p;
     const unsigned char  *cp;
+    size_t                 j;
+    pki_key_t             *skey;
     const ASN1_BIT_STRING  *key;
 
     tbs = sig = der = NULL;
@@ -290,7 +292,21 @@ pki_ocsp_sign_and_wrap(pki_ca_t *ca, OCSP_BASICRESP *scratch, time_t now,
     memset(&br, 0, sizeof(br));
 
     cert = pki_ca_cert(ca);
-    pub = pki_key_public(pki_ca_key(ca));
+    skey = pki_ca_key(ca);
+
+    for (j = 0; conf->signers != NULL && j < conf->nsigners; j++) {
+        if (conf->signers[j].ca == ca) {
+            cert = conf->signers[j].cert;
+            skey = conf->signers[j].key;
+            br.certs = sk_X509_new_null();
+            if (br.certs == NULL || !sk_X509_push(br.certs, cert)) {
+                goto internal;
+            }
+            break;
+        }
+    }
+
+    pub = skey ? pki_key_public(skey) : NULL;
     key = cert ? X509_get0_pubkey_bitstr(cert) : NULL;
     if (pub == NULL || key == NULL) {
         pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR, PKI_INTERNAL,
@@ -349,7 +365,7 @@ pki_ocsp_sign_and_wrap(pki_ca_t *ca, OCSP_BASICRESP *scratch, time_t now,
         goto internal;
     }
 
-    if (pki_key_sign(pki_ca_key(ca), md, tbs, (size_t) n, &sig, &siglen,
+    if (pki_key_sign(skey, md, tbs, (size_t) n, &sig, &siglen,
                      &resp->res)
         != PKI_OK)
     {
@@ -416,6 +432,7 @@ done:
     sk_X509_EXTENSION_free(rd.exts);
     X509_ALGOR_free(br.alg);
     ASN1_BIT_STRING_free(br.sig);
+    sk_X509_free(br.certs);             /* borrowed certificate */
 }
 
 
@@ -667,7 +684,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         goto done;
     }
 
-    pki_ocsp_sign_and_wrap(signer, bs, now, resp);
+    pki_ocsp_sign_and_wrap(conf, signer, bs, now, resp);
 
     if (resp->ocsp_status == OCSP_RESPONSE_STATUS_SUCCESSFUL
         && resp->body != NULL)
@@ -692,6 +709,40 @@ done:
     OCSP_BASICRESP_free(bs);
     OCSP_REQUEST_free(oreq);
     free(decoded);
+}
+
+
+pki_status_t
+pki_ocsp_signer_check(const pki_ocsp_signer_t *s, pki_result_t *res)
+{
+    EVP_PKEY  *pub;
+
+    if (s == NULL || s->ca == NULL || s->cert == NULL || s->key == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "incomplete OCSP signer");
+    }
+
+    if (!pki_ca_issued(s->ca, s->cert)) {
+        return pki_fail(res, PKI_MALFORMED,
+                        "the OCSP responder certificate was not issued by "
+                        "CA \"%s\"", pki_ca_name(s->ca));
+    }
+
+    if (!(X509_get_extension_flags(s->cert) & EXFLAG_XKUSAGE)
+        || !(X509_get_extended_key_usage(s->cert) & XKU_OCSP_SIGN))
+    {
+        return pki_fail(res, PKI_MALFORMED,
+                        "the OCSP responder certificate lacks "
+                        "extendedKeyUsage OCSPSigning");
+    }
+
+    pub = pki_key_public(s->key);
+    if (pub == NULL || EVP_PKEY_eq(pub, X509_get0_pubkey(s->cert)) != 1) {
+        return pki_fail(res, PKI_MALFORMED,
+                        "the OCSP responder key does not match its "
+                        "certificate");
+    }
+
+    return PKI_OK;
 }
 
 

@@ -457,12 +457,31 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
 #define PKI_OCSP_MAX_IDS    100
 #define PKI_OCSP_MAX_BODY   65536
 
+/* A delegated responder (RFC 6960 4.2.2.2) for one CA: a certificate the
+ * CA issued with extendedKeyUsage id-kp-OCSPSigning (and, by convention,
+ * id-pkix-ocsp-nocheck), and its key (file or PKCS#11, open).  Responses
+ * for that CA are then signed with this key, name the responder's key hash
+ * and include the responder certificate. */
+typedef struct {
+    pki_ca_t      *ca;
+    X509          *cert;
+    pki_key_t     *key;
+} pki_ocsp_signer_t;
+
+/* PKI_OK if s->ca issued s->cert, s->cert has id-kp-OCSPSigning, and
+ * s->key is its key; PKI_MALFORMED with the reason otherwise. */
+PKI_API pki_status_t pki_ocsp_signer_check(const pki_ocsp_signer_t *s,
+    pki_result_t *res);
+
 typedef struct {
     pki_ca_t     **cas;              /* the CAs answered for            */
     size_t         ncas;
     pki_redis_t   *redis;
     int            unknown_revoked;  /* 1: RFC 6960 2.2 form for unknown */
     long           next_update;      /* seconds; 0: no nextUpdate        */
+    const pki_ocsp_signer_t  *signers;  /* delegated responders, or NULL:
+                                           the CA key signs          */
+    size_t         nsigners;
 } pki_ocsp_conf_t;
 
 typedef struct {

@@ -310,6 +310,40 @@ find_status(OCSP_BASICRESP *bs, const id_spec_t *s, int *reason,
 }
 
 
+static X509 *
+make_responder(X509 *issuer, EVP_PKEY *issuer_pk, EVP_PKEY *pk, int eku)
+{
+    X509            *x;
+    X509V3_CTX       ctx;
+    X509_EXTENSION  *ext;
+
+    x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 4242);
+    X509_set_issuer_name(x, X509_get_subject_name(issuer));
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "OCSP responder", -1,
+                               -1, 0);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, pk);
+    X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+    if (eku) {
+        ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_ext_key_usage,
+                                  "critical,OCSPSigning");
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+    }
+    ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_key_usage,
+                              "critical,digitalSignature");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    X509_sign(x, issuer_pk, EVP_PKEY_get_base_id(issuer_pk) == EVP_PKEY_ED25519
+                            ? NULL : EVP_sha256());
+    return x;
+}
+
+
 /* One issuing CA of type alg: the full matrix. */
 static void
 test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
@@ -585,6 +619,61 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         pki_ocsp_resp_free(&resp);
     }
     free(der);
+
+    /* delegated responder */
+    {
+        X509               *rcert, *bad, *found;
+        EVP_PKEY           *rpk;
+        pki_ocsp_signer_t   sg;
+
+        rpk = keygen("EC:P-256");
+        sg.ca = ca;
+        sg.key = file_key(rpk, "responder.key");
+        rcert = make_responder(sub, pk, rpk, 1);
+        bad = make_responder(sub, pk, rpk, 0);
+
+        sg.cert = bad;
+        pki_result_init(&res);
+        ok(pki_ocsp_signer_check(&sg, &res) == PKI_MALFORMED
+           && strstr(res.detail, "OCSPSigning"), "signer without EKU "
+           "refused: %s", res.detail);
+        sg.cert = root;
+        pki_result_init(&res);
+        ok(pki_ocsp_signer_check(&sg, &res) == PKI_MALFORMED,
+           "signer not issued by the CA refused: %s", res.detail);
+        sg.cert = rcert;
+        pki_result_init(&res);
+        is_status(pki_ocsp_signer_check(&sg, &res), PKI_OK,
+                  "delegated signer accepted");
+
+        conf.signers = &sg;
+        conf.nsigners = 1;
+        ids[0] = (id_spec_t) { EVP_sha1(), sub, rev, 0 };
+        der = make_req(ids, 1, 16, &len, &oreq);
+        st = run(&conf, "POST", der, len, &resp);
+        parse(&resp, root, sub, &bs);
+        ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs,
+           "delegated: response verifies");
+        if (bs) {
+            found = NULL;
+            ok(OCSP_resp_get0_signer(bs, &found, NULL) == 1
+               && X509_cmp(found, rcert) == 0,
+               "delegated: ResponderID names the responder, cert included");
+            ok(find_status(bs, &ids[0], NULL, NULL, NULL)
+               == V_OCSP_CERTSTATUS_REVOKED, "delegated: revoked");
+            OCSP_BASICRESP_free(bs);
+        }
+        pki_ocsp_resp_free(&resp);
+        OCSP_REQUEST_free(oreq);
+        free(der);
+        conf.signers = NULL;
+        conf.nsigners = 0;
+
+        X509_free(rcert);
+        X509_free(bad);
+        pki_key_free(sg.key);
+        EVP_PKEY_free(rpk);
+    }
 
 done:
 
