@@ -4,13 +4,20 @@
  *
  * RFC 5280 v2 CRLs: issuer = the CA's subject, thisUpdate / nextUpdate,
  * CRL number, authorityKeyIdentifier, one entry per revoked or held serial
- * with its reasonCode (omitted for unspecified) and invalidityDate.  The CRL
- * is signed with the CA key through pki_key_sign_crl(), which verifies the
- * signature before it is released.
+ * with its reasonCode (omitted for unspecified) and invalidityDate.
+ *
+ * Speed: going through X509_CRL_add0_revoked + X509_CRL_sign + i2d costs
+ * 1.5-2 s for 100,000 entries (every sign, verify and i2d re-encodes the
+ * whole list).  So OpenSSL builds and signs only the CRL without entries
+ * (pki_key_sign_crl: this fixes the signature AlgorithmIdentifier), the
+ * entries are encoded here in one pass into the TBSCertList after
+ * nextUpdate, and the result is signed with the same digest through
+ * pki_key_sign(), which verifies the signature before it is released.
  *
  * Building only: coalescing rebuilds and serving belong to the glue.
  */
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
