@@ -9,7 +9,13 @@
  *       ocsp_responder issuing [other-ca ...];
  *       ocsp_responder_unknown unknown | revoked;     # default unknown
  *       ocsp_responder_next_update 1h;                # 0: no nextUpdate
+ *       ocsp_responder_signer issuing ocsp.pem ocsp.key;  # delegated
  *   }
+ *
+ * ocsp_responder_signer CA CERT KEY names a delegated responder for one of
+ * the CAs (id-kp-OCSPSigning certificate issued by that CA; checked at
+ * configuration time).  Its key is a PEM file for now (a pkcs11: URI needs
+ * the shared module's vaults, which it does not export yet).
  *
  * POST <location> with an application/ocsp-request body (another content
  * type is answered with the OCSP status malformedRequest, not an HTTP
@@ -21,7 +27,7 @@
  * ETag and Last-Modified (thisUpdate).
  *
  * Not yet: the shared-memory cache of responses without a nonce (every
- * request is signed fresh), delegated responder certificates.
+ * request is signed fresh).
  *
  * Needs ngx_http_pki_module loaded first (load_module order).
  */
@@ -31,6 +37,9 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
 #include "ngx_http_pki_module.h"
 
 
@@ -39,6 +48,7 @@
 
 typedef struct {
     ngx_array_t               *cas;          /* pki_ca_t * */
+    ngx_array_t               *signers;      /* pki_ocsp_signer_t */
     ngx_uint_t                 unknown;
     time_t                     next_update;
 } ngx_http_ocsp_loc_conf_t;
@@ -80,6 +90,9 @@ static char *ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_int_t ngx_http_ocsp_init(ngx_conf_t *cf);
 static char *ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ocsp_signer(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_ocsp_signer_cleanup(void *data);
 
 
 static ngx_conf_enum_t  ngx_http_ocsp_unknown_modes[] = {
@@ -110,6 +123,13 @@ static ngx_command_t  ngx_http_ocsp_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ocsp_loc_conf_t, next_update),
+      NULL },
+
+    { ngx_string("ocsp_responder_signer"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3,
+      ngx_http_ocsp_signer,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -185,6 +205,11 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
     ctx->conf.redis = ngx_http_pki_redis(r);
     ctx->conf.unknown_revoked = olcf->unknown ? 1 : 0;
     ctx->conf.next_update = (long) olcf->next_update;
+
+    if (olcf->signers) {
+        ctx->conf.signers = olcf->signers->elts;
+        ctx->conf.nsigners = olcf->signers->nelts;
+    }
 
     ngx_http_set_ctx(r, ctx, ngx_http_ocsp_module);
 
@@ -588,6 +613,7 @@ ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf)
     }
 
     conf->cas = NGX_CONF_UNSET_PTR;
+    conf->signers = NGX_CONF_UNSET_PTR;
     conf->unknown = NGX_CONF_UNSET_UINT;
     conf->next_update = NGX_CONF_UNSET;
 
@@ -601,11 +627,38 @@ ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ocsp_loc_conf_t *prev = parent;
     ngx_http_ocsp_loc_conf_t *conf = child;
 
-    (void) cf;
+    ngx_uint_t          i, j;
+    pki_ca_t          **ca;
+    pki_ocsp_signer_t  *sg;
 
     ngx_conf_merge_ptr_value(conf->cas, prev->cas, NULL);
+    ngx_conf_merge_ptr_value(conf->signers, prev->signers, NULL);
     ngx_conf_merge_uint_value(conf->unknown, prev->unknown, 0);
     ngx_conf_merge_value(conf->next_update, prev->next_update, 3600);
+
+    if (conf->signers == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    sg = conf->signers->elts;
+
+    for (i = 0; i < conf->signers->nelts; i++) {
+        ca = conf->cas ? conf->cas->elts : NULL;
+
+        for (j = 0; ca && j < conf->cas->nelts; j++) {
+            if (ca[j] == sg[i].ca) {
+                break;
+            }
+        }
+
+        if (ca == NULL || j == conf->cas->nelts) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ocsp_responder_signer\" for CA \"%s\" "
+                               "which \"ocsp_responder\" does not name",
+                               pki_ca_name(sg[i].ca));
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -682,4 +735,113 @@ ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* ocsp_responder_signer CA CERT KEY; */
+
+static char *
+ngx_http_ocsp_signer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ocsp_loc_conf_t *olcf = conf;
+
+    BIO                 *bio;
+    ngx_str_t           *value, cert, key;
+    pki_result_t         res;
+    pki_ocsp_signer_t   *sg;
+    ngx_pool_cleanup_t  *cln;
+
+    (void) cmd;
+
+    value = cf->args->elts;
+
+    if (olcf->signers == NGX_CONF_UNSET_PTR) {
+        olcf->signers = ngx_array_create(cf->pool, 2,
+                                         sizeof(pki_ocsp_signer_t));
+        if (olcf->signers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* frees every signer of the array (which may move as it grows) */
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        cln->handler = ngx_http_ocsp_signer_cleanup;
+        cln->data = olcf->signers;
+    }
+
+    sg = ngx_array_push(olcf->signers);
+    if (sg == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(sg, sizeof(pki_ocsp_signer_t));
+
+    sg->ca = ngx_http_pki_find_ca(cf, &value[1]);
+    if (sg->ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cert = value[2];
+    key = value[3];
+
+    if (ngx_strncmp(key.data, "pkcs11:", 7) == 0) {
+        return "a pkcs11: responder key is not supported yet, use a PEM file";
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &cert, 1) != NGX_OK
+        || ngx_conf_full_name(cf->cycle, &key, 1) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    bio = BIO_new_file((char *) cert.data, "r");
+    if (bio != NULL) {
+        sg->cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+    }
+
+    if (sg->cert == NULL) {
+        ERR_clear_error();
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cannot read the OCSP responder certificate "
+                           "\"%V\"", &cert);
+        return NGX_CONF_ERROR;
+    }
+
+    pki_result_init(&res);
+
+    sg->key = pki_key_new((char *) key.data, NULL, &res);
+    if (sg->key == NULL || pki_key_open(sg->key, &res) != PKI_OK
+        || pki_ocsp_signer_check(sg, &res) != PKI_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ocsp_responder_signer \"%V\": %s",
+                           &cert, res.detail);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_ocsp_signer_cleanup(void *data)
+{
+    ngx_array_t *signers = data;
+
+    ngx_uint_t          i;
+    pki_ocsp_signer_t  *sg;
+
+    sg = signers->elts;
+
+    for (i = 0; i < signers->nelts; i++) {
+        pki_key_free(sg[i].key);
+        X509_free(sg[i].cert);
+    }
 }

@@ -213,6 +213,52 @@ is($r->{code}, 405, 'PUT: 405');
                    '-url', $url, @trust);
 like($out, qr/unauthorized/i, 'unknown issuer: unauthorized') or diag($out);
 
+# --- delegated responder (ocsp_responder_signer) ---------------------------------
+
+SKIP: {
+    my $tok = $t->token;
+    my $pin = slurp("$pki/hsm/pin") // '';
+    chomp $pin;
+    my ($rc1) = run_cmd(['openssl', 'req', '-new', '-newkey', 'ec',
+        '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-keyout', "$dir/resp.key", '-subj', '/CN=OCSP responder',
+        '-out', "$dir/resp.csr"]);
+    spew("$dir/resp.ext", "extendedKeyUsage=critical,OCSPSigning\n"
+         . "keyUsage=critical,digitalSignature\nnoCheck=ignored\n");
+    my ($rc2, $o2, $e2) = run_cmd(['openssl', 'x509', '-req',
+        '-in', "$dir/resp.csr", '-CA', "$pki/issuing.pem", '-engine',
+        'pkcs11', '-CAkeyform', 'engine', '-CAkey',
+        "pkcs11:token=$tok;object=issuing;type=private;pin-value=$pin",
+        '-days', '1', '-set_serial', '4242', '-extfile', "$dir/resp.ext",
+        '-out', "$dir/resp.pem"],
+        env => { SOFTHSM2_CONF => $t->softhsm_conf });
+    skip 'cannot sign a responder certificate with the pkcs11 engine', 6
+        if $rc1 != 0 || $rc2 != 0;
+
+    # a certificate without OCSPSigning is refused at configuration time
+    my $conf = $t->render_conf;
+    (my $bad = $conf) =~ s{(ocsp_responder issuing;)}
+        {$1\n            ocsp_responder_signer issuing $pki/server.pem $pki/server.key;};
+    my ($okt, $tout) = $t->nginx_test($t->write_conf($bad, 'bad.conf'));
+    ok(!$okt && $tout =~ /OCSPSigning/,
+       'signer without OCSPSigning refused by nginx -t') or diag($tout);
+
+    (my $good = $conf) =~ s{(ocsp_responder issuing;)}
+        {$1\n            ocsp_responder_signer issuing $dir/resp.pem $dir/resp.key;};
+    $t->stop_nginx;
+    $t->start_nginx($good);
+
+    my ($rc3, $o3) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a,
+                          '-url', $url, @trust, '-resp_text');
+    like($o3, qr/\Q$a\E: good/, 'delegated: good') or diag($o3);
+    like($o3, qr/Response verify OK/, 'delegated: verifies');
+    like($o3, qr/Responder Id: .*[0-9A-F]{40}/s, 'delegated: ResponderID by key');
+    like($o3, qr/CN\s*=\s*OCSP responder/, 'delegated: certificate included');
+    ($rc3, $o3) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $b,
+                       '-url', $url, @trust);
+    like($o3, qr/\Q$b\E: revoked/, 'delegated: revoked') or diag($o3);
+}
+
 # --- Redis down -> tryLater -----------------------------------------------------------
 
 $t->stop_redis;
