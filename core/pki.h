@@ -449,7 +449,8 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * otherwise unknown (or the RFC 6960 section 2.2 "revoked, certificateHold,
  * 1970-01-01" form with unknown_revoked).  A serial is never good unless the
  * record of that CA says so.  An issuer none of the CAs matches makes the
- * whole response "unauthorized"; Redis unreachable gives "tryLater";
+ * whole response "unauthorized" (so do CertIDs of two different CAs in one
+ * request: one signer per response); Redis unreachable gives "tryLater";
  * garbage, trailing bytes, more than PKI_OCSP_MAX_IDS CertIDs or a nonce
  * longer than 32 octets give "malformedRequest".  The nonce is echoed.
  */
