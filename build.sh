@@ -257,6 +257,9 @@ nginx-pki demo is running.
                  (cacerts, simpleenroll, simplereenroll, csrattrs, serverkeygen)
   HTTP page      http://127.0.0.1:8080/
   credentials    demo / demo   (HTTP Basic; simplereenroll uses the TLS client certificate)
+  OCSP           http://127.0.0.1:8080/ocsp
+  CRL            http://127.0.0.1:8080/crl/issuing.crl
+  admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
   trust anchor   $d/root.pem
   CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
   Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)
