@@ -26,6 +26,7 @@
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -723,9 +724,24 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
 }
 
 
+static pki_status_t pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r,
+    long next_update_secs, unsigned char **der, size_t *len,
+    long long *number_out, time_t *now_out, pki_result_t *res);
+
+
 PKI_API pki_status_t
 pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     unsigned char **der, size_t *len, pki_result_t *res)
+{
+    return pki_crl_build_info(ca, r, next_update_secs, der, len, NULL, NULL,
+                              res);
+}
+
+
+static pki_status_t
+pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
+    unsigned char **der, size_t *len, long long *number_out, time_t *now_out,
+    pki_result_t *res)
 {
     long long          number;
     pki_status_t       st;
@@ -762,9 +778,152 @@ pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
     st = pki_crl_finish(ca, &b, number, next_update_secs, der, len, res);
 
+    if (number_out != NULL) {
+        *number_out = number;
+    }
+    if (now_out != NULL) {
+        *now_out = b.now;
+    }
+
 done:
 
     free(b.revs);
 
     return st;
+}
+
+
+/* ---- the fleet's current CRL --------------------------------------------- */
+
+#define PKI_CRL_LOCK_TTL_MS   10000
+#define PKI_CRL_WAIT_STEP_MS  50
+#define PKI_CRL_WAIT_STEPS    60
+
+
+static void
+pki_crl_sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+
+    while (nanosleep(&ts, &ts) != 0) {
+        /* interrupted: sleep the rest */
+    }
+}
+
+
+/* Builds, stores and releases the lock; the lock is held by the caller. */
+static pki_status_t
+pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
+    long long revgen, const char *token, pki_crl_info_t *out,
+    pki_result_t *res)
+{
+    int            stored;
+    time_t         now;
+    long long      number;
+    pki_status_t   st;
+    pki_result_t   ures;
+
+    memset(out, 0, sizeof(*out));
+
+    st = pki_crl_build_info(ca, r, next_update_secs, &out->der, &out->len,
+                            &number, &now, res);
+
+    if (st == PKI_OK) {
+        out->revgen = revgen;
+        out->number = number;
+        out->this_update = now;
+        out->next_update = now + next_update_secs;
+
+        st = pki_crl_store_put(r, pki_ca_name(ca), out, &stored, res);
+        if (st == PKI_OK && !stored) {
+            pki_log(res, "CRL %lld not stored: a newer one is", number);
+        }
+    }
+
+    pki_result_init(&ures);
+    (void) pki_crl_unlock(r, pki_ca_name(ca), token, &ures);
+
+    if (st != PKI_OK) {
+        free(out->der);
+        memset(out, 0, sizeof(*out));
+    }
+
+    return st;
+}
+
+
+PKI_API pki_status_t
+pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
+    long long have_number, pki_crl_info_t *out, pki_result_t *res)
+{
+    int             i, won;
+    char            token[40];
+    time_t          now;
+    long long       revgen;
+    pki_status_t    st;
+    unsigned char   rnd[12];
+
+    if (ca == NULL || r == NULL || out == NULL || have_number < 0
+        || next_update_secs < 1 || next_update_secs > PKI_CRL_MAX_NEXT_UPDATE)
+    {
+        return pki_fail(res, PKI_INTERNAL, "CRL: bad arguments");
+    }
+
+    memset(out, 0, sizeof(*out));
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        return pki_fail(res, PKI_INTERNAL, "CRL: no random token");
+    }
+
+    for (i = 0; i < (int) sizeof(rnd); i++) {
+        snprintf(token + 2 * i, 3, "%02x", rnd[i]);
+    }
+
+    for (i = 0; ; i++) {
+        st = pki_crl_store_read(r, pki_ca_name(ca), have_number, &revgen, out,
+                                res);
+        if (st != PKI_OK) {
+            return st;
+        }
+
+        now = time(NULL);
+
+        if (out->number > 0 && out->revgen == revgen
+            && out->next_update - now > next_update_secs / 4)
+        {
+            return PKI_OK;                      /* fresh */
+        }
+
+        st = pki_crl_lock(r, pki_ca_name(ca), token, PKI_CRL_LOCK_TTL_MS,
+                          &won, res);
+        if (st != PKI_OK) {
+            free(out->der);
+            memset(out, 0, sizeof(*out));
+            return st;
+        }
+
+        if (won) {
+            free(out->der);
+            return pki_crl_rebuild(ca, r, next_update_secs, revgen, token,
+                                   out, res);
+        }
+
+        /* someone else builds: the stored one meanwhile, while valid */
+        if (out->number > 0 && out->next_update > now) {
+            return PKI_OK;
+        }
+
+        free(out->der);
+        memset(out, 0, sizeof(*out));
+
+        if (i >= PKI_CRL_WAIT_STEPS) {
+            return pki_fail(res, PKI_UNAVAILABLE,
+                            "CRL: another builder holds the lock");
+        }
+
+        pki_crl_sleep_ms(PKI_CRL_WAIT_STEP_MS);
+    }
 }

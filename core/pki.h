@@ -547,6 +547,49 @@ PKI_API pki_status_t pki_crl_build_list(pki_ca_t *ca,
     long next_update_secs, unsigned char **der, size_t *len,
     pki_result_t *res);
 
+/* The CRL of a CA as the fleet shares it in Redis:
+ *   <ns>{ca:<CA>}:crl        string, the DER
+ *   <ns>{ca:<CA>}:crl_meta   string "REVGEN NEXTUPDATE NUMBER THISUPDATE"
+ *   <ns>{ca:<CA>}:crl_lock   SET NX PX 10000: the one builder
+ * REVGEN is the revgen read before the revoked hash was. */
+typedef struct {
+    unsigned char  *der;           /* malloc'd; NULL: unchanged (number ==
+                                      have_number) */
+    size_t          len;
+    long long       revgen;
+    long long       number;
+    time_t          this_update;
+    time_t          next_update;
+} pki_crl_info_t;
+
+/* Redis only: in one step the current revgen, the stored meta and (when the
+ * stored number differs from have_number) the stored DER.  No CRL stored:
+ * out->number 0.  *revgen receives the current revgen. */
+PKI_API pki_status_t pki_crl_store_read(pki_redis_t *r, const char *ca,
+    long long have_number, long long *revgen, pki_crl_info_t *out,
+    pki_result_t *res);
+/* Stores a CRL unless a higher number is stored already (*stored 0). */
+PKI_API pki_status_t pki_crl_store_put(pki_redis_t *r, const char *ca,
+    const pki_crl_info_t *crl, int *stored, pki_result_t *res);
+/* SET crl_lock token NX PX ttl_ms; *won 1 when taken.  token: up to 63
+ * characters. */
+PKI_API pki_status_t pki_crl_lock(pki_redis_t *r, const char *ca,
+    const char *token, long ttl_ms, int *won, pki_result_t *res);
+/* Deletes crl_lock if it still holds token. */
+PKI_API pki_status_t pki_crl_unlock(pki_redis_t *r, const char *ca,
+    const char *token, pki_result_t *res);
+
+/* The current CRL, built at most once across the fleet per change: the
+ * stored one when its revgen is the current one and its nextUpdate is more
+ * than a quarter of next_update_secs away; else whoever wins crl_lock
+ * builds (pki_crl_build) and stores it, the others return the stored one
+ * while it is still valid or wait for the builder (up to about 3 s).
+ * have_number: the number of the caller's copy (0: none); when the
+ * current CRL has that number out->der is NULL.  Blocking. */
+PKI_API pki_status_t pki_crl_current(pki_ca_t *ca, pki_redis_t *r,
+    long next_update_secs, long long have_number, pki_crl_info_t *out,
+    pki_result_t *res);
+
 /* ---- admin API (revocation; JSON) ------------------------------------------
  *
  * A stateless engine like pki_est_handle.  Paths are relative to the admin

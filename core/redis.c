@@ -1677,3 +1677,278 @@ failed:
     strcpy(next, "0");
     return st;
 }
+
+
+/* ---- the shared CRL ------------------------------------------------------ */
+
+/* KEYS: revgen, crl_meta, crl.  ARGV: the caller's CRL number.  Returns
+ * {revgen, meta or nil, DER or nil}: the DER only when the stored number
+ * differs from the caller's. */
+static const char  pki_lua_crl_read[] =
+    "local g = redis.call('GET', KEYS[1]) or '0' "
+    "local m = redis.call('GET', KEYS[2]) "
+    "local d = false "
+    "if m then "
+    "  local n = string.match(m, '^%S+ %S+ (%S+)') "
+    "  if n ~= ARGV[1] then d = redis.call('GET', KEYS[3]) end "
+    "end "
+    "return {g, m or false, d}";
+
+/* KEYS: crl_meta, crl.  ARGV: meta, DER, number.  1 stored, 0 older. */
+static const char  pki_lua_crl_put[] =
+    "local m = redis.call('GET', KEYS[1]) "
+    "if m then "
+    "  local n = tonumber(string.match(m, '^%S+ %S+ (%S+)')) "
+    "  if n and n >= tonumber(ARGV[3]) then return 0 end "
+    "end "
+    "redis.call('SET', KEYS[2], ARGV[2]) "
+    "redis.call('SET', KEYS[1], ARGV[1]) "
+    "return 1";
+
+/* KEYS: crl_lock.  ARGV: token. */
+static const char  pki_lua_crl_unlock[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "  return redis.call('DEL', KEYS[1]) "
+    "end "
+    "return 0";
+
+
+#define PKI_CRL_DER_MAX  (512L * 1024 * 1024)
+
+
+static int
+pki_crl_meta_parse(const redisReply *v, pki_crl_info_t *out)
+{
+    char       buf[128];
+    long long  gen, next, number, this;
+    char       tail;
+
+    if (!pki_reply_copy(v, buf, sizeof(buf))) {
+        return 0;
+    }
+
+    if (sscanf(buf, "%lld %lld %lld %lld%c", &gen, &next, &number, &this,
+               &tail) != 4
+        || gen < 0 || next <= 0 || number <= 0 || this <= 0)
+    {
+        return 0;
+    }
+
+    out->revgen = gen;
+    out->next_update = (time_t) next;
+    out->number = number;
+    out->this_update = (time_t) this;
+
+    return 1;
+}
+
+
+PKI_API pki_status_t
+pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
+    long long *revgen, pki_crl_info_t *out, pki_result_t *res)
+{
+    char         kg[PKI_REDIS_KEY_MAX], km[PKI_REDIS_KEY_MAX],
+                 kd[PKI_REDIS_KEY_MAX], *end;
+    redisReply  *reply, *e;
+    pki_args_t   a;
+    int          good;
+
+    if (r == NULL || revgen == NULL || out == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    memset(out, 0, sizeof(*out));
+
+    if (!pki_redis_key(r, ca, "revgen", NULL, kg, sizeof(kg), NULL, res)
+        || !pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
+        || !pki_redis_key(r, ca, "crl", NULL, kd, sizeof(kd), NULL, res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_crl_read);
+    pki_args_str(&a, "3");
+    pki_args_str(&a, kg);
+    pki_args_str(&a, km);
+    pki_args_str(&a, kd);
+    pki_args_num(&a, have_number);
+
+    reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 3;
+
+    if (good) {
+        e = reply->element[0];
+        *revgen = 0;
+
+        if (e->type == REDIS_REPLY_STRING && e->len > 0 && e->len < 24) {
+            errno = 0;
+            *revgen = strtoll(e->str, &end, 10);
+            good = errno == 0 && end == e->str + e->len;
+
+        } else {
+            good = 0;
+        }
+    }
+
+    if (good && reply->element[1]->type == REDIS_REPLY_STRING) {
+        if (!pki_crl_meta_parse(reply->element[1], out)) {
+            /* a damaged meta: as if nothing were stored, it is rebuilt */
+            memset(out, 0, sizeof(*out));
+            pki_log(res, "CRL: bad crl_meta in Redis ignored");
+
+        } else {
+            e = reply->element[2];
+
+            if (e->type == REDIS_REPLY_STRING && e->len > 0
+                && (long) e->len <= PKI_CRL_DER_MAX)
+            {
+                out->der = malloc(e->len);
+                if (out->der == NULL) {
+                    freeReplyObject(reply);
+                    return pki_fail(res, PKI_INTERNAL, "out of memory");
+                }
+                memcpy(out->der, e->str, e->len);
+                out->len = e->len;
+
+            } else if (out->number != have_number) {
+                /* meta without its DER: as if nothing were stored */
+                memset(out, 0, sizeof(*out));
+            }
+        }
+    }
+
+    freeReplyObject(reply);
+
+    if (!good) {
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "EVAL", "unexpected reply");
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
+    int *stored, pki_result_t *res)
+{
+    char          km[PKI_REDIS_KEY_MAX], kd[PKI_REDIS_KEY_MAX], meta[128];
+    long long     v;
+    pki_args_t    a;
+    pki_status_t  st;
+
+    if (r == NULL || crl == NULL || crl->der == NULL || crl->len == 0
+        || crl->number <= 0)
+    {
+        return pki_fail(res, PKI_INTERNAL, "redis: no CRL to store");
+    }
+
+    if (!pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
+        || !pki_redis_key(r, ca, "crl", NULL, kd, sizeof(kd), NULL, res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    snprintf(meta, sizeof(meta), "%lld %lld %lld %lld", crl->revgen,
+             (long long) crl->next_update, crl->number,
+             (long long) crl->this_update);
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_crl_put);
+    pki_args_str(&a, "2");
+    pki_args_str(&a, km);
+    pki_args_str(&a, kd);
+    pki_args_str(&a, meta);
+    pki_args_add(&a, (const char *) crl->der, crl->len);
+    pki_args_num(&a, crl->number);
+
+    st = pki_redis_eval(r, &a, &v, res);
+    if (st == PKI_OK && stored != NULL) {
+        *stored = v == 1;
+    }
+
+    return st;
+}
+
+
+PKI_API pki_status_t
+pki_crl_lock(pki_redis_t *r, const char *ca, const char *token, long ttl_ms,
+    int *won, pki_result_t *res)
+{
+    char          key[PKI_REDIS_KEY_MAX], ttl[24];
+    const char   *argv[6];
+    size_t        lens[6];
+    redisReply   *reply;
+    int           i;
+
+    if (r == NULL || token == NULL || won == NULL || strlen(token) > 63
+        || ttl_ms <= 0)
+    {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad CRL lock");
+    }
+
+    if (!pki_redis_key(r, ca, "crl_lock", NULL, key, sizeof(key), NULL,
+                       res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
+
+    argv[0] = "SET";
+    argv[1] = key;
+    argv[2] = token;
+    argv[3] = "NX";
+    argv[4] = "PX";
+    argv[5] = ttl;
+
+    for (i = 0; i < 6; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_redis_cmd(r, 6, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    *won = reply->type == REDIS_REPLY_STATUS;
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_crl_unlock(pki_redis_t *r, const char *ca, const char *token,
+    pki_result_t *res)
+{
+    char        key[PKI_REDIS_KEY_MAX];
+    long long   v;
+    pki_args_t  a;
+
+    if (r == NULL || token == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad CRL lock");
+    }
+
+    if (!pki_redis_key(r, ca, "crl_lock", NULL, key, sizeof(key), NULL,
+                       res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_crl_unlock);
+    pki_args_str(&a, "1");
+    pki_args_str(&a, key);
+    pki_args_str(&a, token);
+
+    return pki_redis_eval(r, &a, &v, res);
+}

@@ -718,6 +718,94 @@ revoke_leaf(pki_redis_t *r, const char *ca, X509 *x, int reason, time_t at,
 }
 
 
+/* pki_crl_current: built once per revgen, shared through Redis. */
+static void
+test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
+    X509 *good)
+{
+    int             won;
+    long long       n1, gen;
+    X509_CRL       *crl;
+    pki_status_t    st;
+    pki_result_t    res;
+    pki_crl_info_t  a, b;
+
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, 0, &a, &res);
+    if (!is_status(st, PKI_OK, "pki_crl_current builds")) {
+        diag("%s %s", res.detail, res.log);
+        return;
+    }
+    ok(a.der != NULL && a.number > 0 && a.next_update - a.this_update == 3600,
+       "  DER, number %lld, nextUpdate - thisUpdate 3600", a.number);
+    crl = a.der ? parse_crl(a.der, a.len) : NULL;
+    ok(crl != NULL && crl_number(crl) == a.number, "  number matches");
+    X509_CRL_free(crl);
+    n1 = a.number;
+
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.number == n1 && b.der != NULL && b.len == a.len
+       && memcmp(a.der, b.der, a.len) == 0, "  again: the stored one");
+    free(b.der);
+
+    st = pki_crl_current(ca, r, 3600, n1, &b, &res);
+    ok(st == PKI_OK && b.number == n1 && b.der == NULL,
+       "  with its number: unchanged, no DER");
+    free(a.der);
+
+    /* a revocation: rebuilt once */
+    revoke_leaf(r, pki_ca_name(ca), good, 4, time(NULL), 0);
+    st = pki_crl_current(ca, r, 3600, n1, &a, &res);
+    ok(st == PKI_OK && a.number > n1 && a.der != NULL,
+       "  after a revocation: a new CRL (%lld)", a.number);
+    crl = a.der ? parse_crl(a.der, a.len) : NULL;
+    ok(crl != NULL && find_revoked(crl, good) != NULL, "  lists it");
+    X509_CRL_free(crl);
+    pki_record_revgen(r, pki_ca_name(ca), &gen, &res);
+    ok(a.revgen == gen, "  meta revgen is the current one");
+    free(a.der);
+
+    /* another holds the lock: the stored (stale) one is served */
+    freeReplyObject(redisCommand(rc, "INCR %s{ca:%s}:revgen", ns,
+                                 pki_ca_name(ca)));
+    st = pki_crl_lock(r, pki_ca_name(ca), "other", 10000, &won, &res);
+    ok(st == PKI_OK && won, "  lock taken by another");
+    st = pki_crl_lock(r, pki_ca_name(ca), "third", 10000, &won, &res);
+    ok(st == PKI_OK && !won, "  lock not taken twice");
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.der != NULL && b.revgen < gen + 1,
+       "  locked: the stored one, stale");
+    free(b.der);
+    pki_crl_unlock(r, pki_ca_name(ca), "third", &res);
+    st = pki_crl_lock(r, pki_ca_name(ca), "x", 10000, &won, &res);
+    ok(st == PKI_OK && !won, "  unlock with the wrong token keeps it");
+    pki_crl_unlock(r, pki_ca_name(ca), "other", &res);
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.der != NULL && b.revgen == gen + 1,
+       "  unlocked: rebuilt for the new revgen");
+    free(b.der);
+
+    /* an older CRL never replaces a newer one */
+    memset(&a, 0, sizeof(a));
+    a.der = (unsigned char *) "x";
+    a.len = 1;
+    a.number = 1;
+    a.this_update = 1;
+    a.next_update = 2;
+    won = 1;
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    ok(st == PKI_OK && !won, "  an older number is not stored");
+
+    /* garbage meta: rebuilt */
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crl_meta %s", ns,
+                                 pki_ca_name(ca), "garbage"));
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.der != NULL && b.number > 0,
+       "  garbage meta: rebuilt");
+    free(b.der);
+}
+
+
 static void
 test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
 {
@@ -892,6 +980,8 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     ok(crl != NULL && crl_number(crl) > 3, "  CRL number still grows");
     X509_CRL_free(crl);
     free(der);
+
+    test_current(ca, r, rc, ns, leaf[4]);
 
     /* Redis down. */
     conf.unix_path = "/nonexistent/redis.sock";
