@@ -57,7 +57,14 @@ typedef struct {
     pki_redis_t               *redis;
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
+    void                      *crl_states;  /* per worker, one per CA */
 } ngx_http_pki_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                 crl;
+    time_t                     crl_next_update;
+} ngx_http_pki_loc_conf_t;
 
 
 /* the inner lines of a pki_key_vault block */
@@ -100,6 +107,13 @@ static ngx_int_t ngx_http_pki_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
+static void *ngx_http_pki_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_pki_crl_handler(ngx_http_request_t *r);
+static void ngx_http_pki_crl_free_all(ngx_http_pki_main_conf_t *pmcf);
 
 static char *ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -207,6 +221,20 @@ static ngx_command_t  ngx_http_pki_commands[] = {
       0,
       NULL },
 
+    { ngx_string("pki_crl"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_pki_crl,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_crl_next_update"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_pki_loc_conf_t, crl_next_update),
+      NULL },
+
       ngx_null_command
 };
 
@@ -249,8 +277,8 @@ static ngx_http_module_t  ngx_http_pki_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_pki_create_loc_conf,          /* create location configuration */
+    ngx_http_pki_merge_loc_conf            /* merge location configuration */
 };
 
 
@@ -419,6 +447,7 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_pki_crl_free_all(pmcf);
     ngx_http_pki_close_all(pmcf);
 }
 
@@ -2023,6 +2052,501 @@ ngx_http_pki_admin_send(ngx_http_request_t *r, ngx_uint_t status,
 
     b->pos = body;
     b->last = body + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* ---- pki_crl: the CAs' CRLs (core/crl.c pki_crl_current) ---------------- */
+
+/*
+ * Each worker keeps the last CRL of every CA in memory and answers from it
+ * on the event loop.  At most once per second per CA, the first request
+ * that finds the copy older than that posts one thread task
+ * (pki_crl_current: one Redis round trip when nothing changed, the DER only
+ * when the number differs) and is answered when it is back; the requests
+ * meanwhile get the copy in memory.  Rebuilds are coalesced across the
+ * fleet by the core (crl_lock in Redis).  Redis down: the copy is served
+ * until its nextUpdate, then 503.
+ */
+
+#define NGX_HTTP_PKI_CRL_CHECK_MSEC   1000
+#define NGX_HTTP_PKI_CRL_MAX_AGE      60
+#define NGX_HTTP_PKI_CRL_DEFAULT      3600
+#define NGX_HTTP_PKI_CRL_RETRY_AFTER  "5"
+
+
+/* a CRL shared by the worker's copy and the responses still sending it */
+typedef struct {
+    ngx_uint_t                 refs;
+    size_t                     len;
+    u_char                     data[1];
+} ngx_http_pki_crl_blob_t;
+
+
+typedef struct {
+    ngx_http_pki_crl_blob_t   *blob;
+    long long                  number;
+    time_t                     this_update;
+    time_t                     next_update;
+    ngx_msec_t                 checked;
+    unsigned                   busy:1;
+} ngx_http_pki_crl_state_t;
+
+
+typedef struct {
+    pki_ca_t                  *ca;
+    ngx_str_t                  name;
+    pki_redis_t               *redis;
+    long                       next_update;
+    long long                  have;
+    ngx_http_pki_crl_state_t  *state;
+    unsigned                   owner:1;
+    pki_status_t               status;
+    pki_crl_info_t             info;
+    pki_result_t               res;
+} ngx_http_pki_crl_ctx_t;
+
+
+static void ngx_http_pki_crl_work(void *data);
+static void ngx_http_pki_crl_done(ngx_http_request_t *r, void *data);
+static ngx_int_t ngx_http_pki_crl_send(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_http_pki_crl_state_t *st);
+static void ngx_http_pki_crl_unref(void *data);
+
+
+static void *
+ngx_http_pki_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_pki_loc_conf_t  *plcf;
+
+    plcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_pki_loc_conf_t));
+    if (plcf == NULL) {
+        return NULL;
+    }
+
+    plcf->crl = NGX_CONF_UNSET;
+    plcf->crl_next_update = NGX_CONF_UNSET;
+
+    return plcf;
+}
+
+
+static char *
+ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_pki_loc_conf_t *prev = parent;
+    ngx_http_pki_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->crl, prev->crl, 0);
+    ngx_conf_merge_sec_value(conf->crl_next_update, prev->crl_next_update,
+                             NGX_HTTP_PKI_CRL_DEFAULT);
+
+    if (conf->crl_next_update < 60
+        || conf->crl_next_update > 366L * 24 * 3600)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_crl_next_update must be between 1m and 366d");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_loc_conf_t *plcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    if (plcf->crl != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    if (pmcf->redis == NULL) {
+        return "needs pki_redis in the http{} block before it";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL) {
+        return "is duplicate or conflicts with another content handler";
+    }
+
+    clcf->handler = ngx_http_pki_crl_handler;
+    plcf->crl = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_pki_crl_free_all(ngx_http_pki_main_conf_t *pmcf)
+{
+    ngx_uint_t                 i;
+    ngx_http_pki_crl_state_t  *st;
+
+    st = pmcf->crl_states;
+    if (st == NULL) {
+        return;
+    }
+
+    for (i = 0; i < pmcf->cas.nelts; i++) {
+        if (st[i].blob) {
+            ngx_http_pki_crl_unref(st[i].blob);
+            st[i].blob = NULL;
+        }
+    }
+}
+
+
+static void
+ngx_http_pki_crl_unref(void *data)
+{
+    ngx_http_pki_crl_blob_t *blob = data;
+
+    if (--blob->refs == 0) {
+        ngx_free(blob);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_pki_crl_simple(ngx_http_request_t *r, ngx_uint_t status,
+    const char *retry_after)
+{
+    ngx_table_elt_t  *h;
+
+    if (retry_after) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        h->value.data = (u_char *) retry_after;
+        h->value.len = ngx_strlen(retry_after);
+    }
+
+    return status;
+}
+
+
+static ngx_int_t
+ngx_http_pki_crl_handler(ngx_http_request_t *r)
+{
+    u_char                    *p, *last;
+    time_t                     now;
+    ngx_int_t                  rc;
+    ngx_str_t                  name;
+    ngx_uint_t                 i, fresh;
+    ngx_http_pki_ca_t         *cas;
+    ngx_http_pki_crl_ctx_t    *ctx;
+    ngx_http_pki_loc_conf_t   *plcf;
+    ngx_http_pki_crl_state_t  *st;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
+
+    /* the CA's name: the last path segment without ".crl" */
+
+    last = r->uri.data + r->uri.len;
+    p = last;
+
+    while (p > r->uri.data && p[-1] != '/') {
+        p--;
+    }
+
+    name.data = p;
+    name.len = last - p;
+
+    if (name.len <= 4
+        || ngx_strncmp(last - 4, ".crl", 4) != 0
+        || name.len - 4 > NGX_HTTP_PKI_NAME_MAX)
+    {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    name.len -= 4;
+
+    cas = pmcf->cas.elts;
+
+    for (i = 0; i < pmcf->cas.nelts; i++) {
+        if (cas[i].name.len == name.len
+            && ngx_strncmp(cas[i].name.data, name.data, name.len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == pmcf->cas.nelts) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (pmcf->crl_states == NULL) {
+        pmcf->crl_states = ngx_pcalloc(ngx_cycle->pool,
+                               pmcf->cas.nelts
+                               * sizeof(ngx_http_pki_crl_state_t));
+        if (pmcf->crl_states == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    st = (ngx_http_pki_crl_state_t *) pmcf->crl_states + i;
+    now = ngx_time();
+
+    fresh = st->blob != NULL && st->next_update > now;
+
+    if (fresh
+        && (st->busy
+            || ngx_current_msec - st->checked < NGX_HTTP_PKI_CRL_CHECK_MSEC))
+    {
+        return ngx_http_pki_crl_send(r, &cas[i].name, st);
+    }
+
+    /* the first request after the second checks; without a copy, each
+     * request asks (the core coalesces the builds) */
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_crl_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->ca = cas[i].ca;
+    ctx->name = cas[i].name;
+    ctx->redis = pmcf->redis;
+    ctx->next_update = (long) plcf->crl_next_update;
+    ctx->have = fresh ? st->number : 0;
+    ctx->state = st;
+    ctx->owner = !st->busy;
+    pki_result_init(&ctx->res);
+
+    rc = ngx_http_pki_post(r, ngx_http_pki_crl_work, ngx_http_pki_crl_done,
+                           ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        if (ctx->owner) {
+            st->busy = 1;
+        }
+        return NGX_DONE;
+
+    case NGX_DECLINED:
+        if (fresh) {
+            return ngx_http_pki_crl_send(r, &cas[i].name, st);
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "pki crl: request for \"%V\" shed: thread pool queue "
+                      "full", &cas[i].name);
+
+        return ngx_http_pki_crl_simple(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       NGX_HTTP_PKI_CRL_RETRY_AFTER);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+static void
+ngx_http_pki_crl_work(void *data)
+{
+    ngx_http_pki_crl_ctx_t *ctx = data;
+
+    ctx->status = pki_crl_current(ctx->ca, ctx->redis, ctx->next_update,
+                                  ctx->have, &ctx->info, &ctx->res);
+}
+
+
+static void
+ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
+{
+    ngx_http_pki_crl_ctx_t *ctx = data;
+
+    time_t                     now;
+    pki_crl_info_t            *info;
+    ngx_http_pki_crl_blob_t   *blob;
+    ngx_http_pki_crl_state_t  *st;
+
+    st = ctx->state;
+    info = &ctx->info;
+    now = ngx_time();
+
+    if (ctx->owner) {
+        st->busy = 0;
+    }
+
+    if (ctx->status != PKI_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "pki crl: \"%V\": %s (%s)%s%s", &ctx->name,
+                      pki_status_name(ctx->status), ctx->res.detail,
+                      ctx->res.log[0] ? ": " : "", ctx->res.log);
+
+        /* Redis down: the copy, while valid; ask again in a second */
+        st->checked = ngx_current_msec;
+
+    } else {
+        if (ctx->res.log[0]) {
+            ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                          "pki crl: \"%V\": %s", &ctx->name, ctx->res.log);
+        }
+
+        if (info->der != NULL && info->len > 0
+            && (st->blob == NULL || st->next_update <= now
+                || info->number > st->number))
+        {
+            blob = ngx_alloc(sizeof(ngx_http_pki_crl_blob_t) + info->len,
+                             r->connection->log);
+
+            if (blob != NULL) {
+                blob->refs = 1;
+                blob->len = info->len;
+                ngx_memcpy(blob->data, info->der, info->len);
+
+                if (st->blob) {
+                    ngx_http_pki_crl_unref(st->blob);
+                }
+
+                st->blob = blob;
+                st->number = info->number;
+                st->this_update = info->this_update;
+                st->next_update = info->next_update;
+
+                ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "pki crl: \"%V\" number %L", &ctx->name,
+                               info->number);
+            }
+
+        } else if (info->der == NULL && info->number == st->number) {
+            /* unchanged */
+        }
+
+        st->checked = ngx_current_msec;
+    }
+
+    free(info->der);
+    info->der = NULL;
+
+    if (st->blob == NULL || st->next_update <= now) {
+        ngx_http_finalize_request(r,
+            ngx_http_pki_crl_simple(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    NGX_HTTP_PKI_CRL_RETRY_AFTER));
+        return;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_pki_crl_send(r, &ctx->name, st));
+}
+
+
+static ngx_int_t
+ngx_http_pki_crl_send(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_http_pki_crl_state_t *st)
+{
+    u_char              *p;
+    time_t               age;
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t          out;
+    ngx_table_elt_t     *h;
+    ngx_pool_cleanup_t  *cln;
+
+    age = st->next_update - ngx_time();
+    if (age < 0) {
+        age = 0;
+    }
+    if (age > NGX_HTTP_PKI_CRL_MAX_AGE) {
+        age = NGX_HTTP_PKI_CRL_MAX_AGE;
+    }
+
+    /* the response holds a reference: a newer CRL may replace it while
+     * it is being sent */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    st->blob->refs++;
+    cln->handler = ngx_http_pki_crl_unref;
+    cln->data = st->blob;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = st->blob->len;
+    r->headers_out.last_modified_time = st->this_update;
+
+    ngx_str_set(&r->headers_out.content_type, "application/pkix-crl");
+    r->headers_out.content_type_len = sizeof("application/pkix-crl") - 1;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("max-age=, public, no-transform, "
+                                    "must-revalidate") + NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    h->value.data = p;
+    h->value.len = ngx_sprintf(p, "max-age=%T, public, no-transform, "
+                               "must-revalidate", age) - p;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, name->len + NGX_INT64_LEN + 4);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "ETag");
+    h->value.data = p;
+    h->value.len = ngx_sprintf(p, "\"%V-%L\"", name, st->number) - p;
+    r->headers_out.etag = h;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = st->blob->data;
+    b->last = st->blob->data + st->blob->len;
     b->memory = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;

@@ -167,6 +167,10 @@ http {
             ocsp_responder issuing;
         }
 
+        location /crl/ {
+            pki_crl;
+        }
+
         location / {
             return 404;
         }

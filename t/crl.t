@@ -1,0 +1,167 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# CRLs served by location /crl/ { pki_crl; } in the shared config: fetched
+# from each certificate's own CDP, verified with openssl crl -CAfile and
+# openssl verify -crl_check, refreshed after a revocation, coalesced
+# rebuilds, cache headers, 404s, and Redis down with a CRL in memory.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::PP;
+use Time::HiRes qw(sleep);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx($t->render_conf);
+
+my $admin = 'https://127.0.0.1:' . $t->https_port . '/pki/admin';
+my $pki = $t->pki;
+my $dir = $t->dir;
+my $json = JSON::PP->new->canonical;
+
+sub enroll {
+    my ($name) = @_;
+    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
+    my $r = $t->est_post('simpleenroll', $csr);
+    is($r->{code}, 200, "enrolled $name") or diag($r->{body});
+    my $pem = $t->p7_to_pem($r->{body});
+    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
+    my $serial = $f ? $t->x509_field($f, 'serial') : '';
+    return ($f, $serial);
+}
+
+sub revoke {
+    my ($serial) = @_;
+    my $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
+                     headers => ['Content-Type: application/json'],
+                     data => $json->encode({ serial => $serial,
+                                             reason => 'keyCompromise' }),
+                     quiet => 1);
+    return $r->{code};
+}
+
+sub fetch {
+    my ($url, %o) = @_;
+    my $r = $t->curl('GET', $url, %o, quiet => 1);
+    PKITest::spew("$dir/crl.der", $r->{body}) if $r->{code} == 200;
+    return $r;
+}
+
+sub crl_number {
+    my ($rc, $out) = PKITest::run_cmd(['openssl', 'crl', '-inform', 'DER',
+        '-in', "$dir/crl.der", '-noout', '-crlnumber']);
+    return $out =~ /crlNumber=(?:0x)?([0-9A-Fa-f]+)/ ? hex($1) : -1;
+}
+
+sub to_pem {
+    my ($rc) = PKITest::run_cmd(['openssl', 'crl', '-inform', 'DER', '-in',
+        "$dir/crl.der", '-out', "$dir/crl.pem"]);
+    return $rc == 0;
+}
+
+sub verify {
+    my ($cert) = @_;
+    my ($rc, $out, $err) = PKITest::run_cmd(['openssl', 'verify',
+        '-crl_check', '-CAfile', "$pki/root.pem", '-untrusted',
+        "$pki/issuing.pem", '-CRLfile', "$dir/crl.pem", $cert]);
+    return ($rc, $out . $err);
+}
+
+my ($good, $gserial) = enroll('crlgood');
+my ($bad, $bserial) = enroll('crlbad');
+
+# the URL from the certificate's own CDP
+my ($rc, $cdp) = PKITest::run_cmd(['openssl', 'x509', '-in', $good, '-noout',
+                                   '-ext', 'crlDistributionPoints']);
+my ($url) = $cdp =~ m{URI:(http://\S+)};
+ok($url, "CDP names $url") or BAIL_OUT("no CDP");
+like($url, qr{^http://127\.0\.0\.1:\d+/crl/issuing\.crl$}, '  demo URL');
+
+my $r = fetch($url);
+is($r->{code}, 200, 'CRL fetched') or diag($r->{body});
+is($r->{headers}{'content-type'}, 'application/pkix-crl', '  content type');
+like($r->{headers}{'cache-control'},
+     qr/^max-age=\d+, public, no-transform, must-revalidate$/,
+     '  Cache-Control');
+ok($r->{headers}{etag}, "  ETag $r->{headers}{etag}");
+ok($r->{headers}{'last-modified'}, '  Last-Modified');
+my $n0 = crl_number();
+ok($n0 > 0, "  CRL number $n0");
+
+($rc, my $out, my $err) = PKITest::run_cmd(['openssl', 'crl', '-inform',
+    'DER', '-in', "$dir/crl.der", '-CAfile', "$pki/chain.pem", '-noout']);
+like($out . $err, qr/verify OK/, '  openssl crl -CAfile: verify OK');
+
+my $etag = $r->{headers}{etag};
+$r = $t->curl('GET', $url, headers => ["If-None-Match: $etag"], quiet => 1);
+is($r->{code}, 304, 'If-None-Match: 304');
+
+# revoke one: the CRL lists it within ~2 s
+is(revoke($bserial), 200, "revoked $bserial");
+my $n1 = $n0;
+for (1 .. 40) {
+    sleep 0.1;
+    $r = fetch($url);
+    next if $r->{code} != 200;
+    $n1 = crl_number();
+    last if $n1 > $n0;
+}
+ok($n1 > $n0, "new CRL $n1 after the revocation");
+ok(to_pem(), '  converted to PEM');
+my ($vrc, $vout) = verify($bad);
+ok($vrc != 0 && $vout =~ /certificate revoked/,
+   'openssl verify -crl_check rejects the revoked one') or diag($vout);
+($vrc, $vout) = verify($good);
+is($vrc, 0, 'openssl verify -crl_check accepts the good one') or diag($vout);
+
+# unknown CA, bad names
+is(fetch('http://127.0.0.1:' . $t->http_port . '/crl/nosuch.crl')->{code},
+   404, 'unknown CA: 404');
+is(fetch('http://127.0.0.1:' . $t->http_port . '/crl/issuing')->{code},
+   404, 'no .crl suffix: 404');
+is($t->curl('POST', $url, data => 'x', quiet => 1)->{code}, 405,
+   'POST: 405');
+
+# coalescing: 10 quick revocations, then fetches
+my @serials;
+for my $i (1 .. 10) {
+    my ($f, $s) = enroll("burst$i");
+    push @serials, $s;
+}
+$r = fetch($url);
+my $before = crl_number();
+my $t0 = time;
+is(revoke($_), 200, "burst revoke $_") for @serials;
+my $last = $before;
+for (1 .. 30) {
+    $r = fetch($url);
+    $last = crl_number() if $r->{code} == 200;
+    sleep 0.1;
+}
+ok($last > $before, "CRL moved on ($before -> $last)");
+ok($last - $before <= 5, '  only a few CRLs built for 10 revocations');
+my ($c) = PKITest::run_cmd(['sh', '-c', "openssl crl -inform DER -in "
+    . "$dir/crl.der -noout -text | grep -c 'Serial Number'"]);
+$c = (PKITest::run_cmd(['sh', '-c', "openssl crl -inform DER -in "
+    . "$dir/crl.der -noout -text | grep -c 'Serial Number'"]))[1];
+chomp $c;
+is($c, 11, '  all 11 revoked serials listed');
+
+# Redis down with a CRL in memory: still served
+$t->stop_redis;
+my $codes = '';
+for (1 .. 6) {
+    $r = fetch($url, max_time => 10);
+    $codes .= "$r->{code} ";
+    sleep 0.3;
+}
+unlike($codes, qr/\b(?!200)\d{3}\b/, "Redis down: served from memory ($codes)");
+
+$t->stop_all;
+done_testing();
