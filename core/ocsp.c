@@ -755,3 +755,141 @@ pki_ocsp_resp_free(pki_ocsp_resp_t *resp)
         resp->body_len = 0;
     }
 }
+
+
+pki_status_t
+pki_ocsp_cache_key(const pki_ocsp_req_t *req, const unsigned char *salt,
+    size_t salt_len, unsigned char key[PKI_OCSP_KEY_LEN], pki_result_t *res)
+{
+    int                   i, n, len, nonce;
+    size_t                derlen;
+    EVP_MD_CTX           *mdctx;
+    pki_result_t          local;
+    pki_status_t          st;
+    OCSP_REQUEST         *oreq;
+    OCSP_CERTID          *cid;
+    unsigned char        *decoded, *cder, buf[512], *bp;
+    const unsigned char  *der, *p;
+
+    if (res == NULL) {
+        res = &local;
+    }
+    pki_result_init(res);
+
+    decoded = NULL;
+    oreq = NULL;
+    mdctx = NULL;
+
+    if (req == NULL || req->method == NULL || req->body == NULL
+        || req->body_len == 0 || req->body_len > PKI_OCSP_MAX_BODY)
+    {
+        return pki_fail(res, PKI_MALFORMED, "no usable OCSP request");
+    }
+
+    if (strcmp(req->method, "POST") == 0) {
+        if (req->content_type != NULL
+            && strncasecmp(req->content_type, "application/ocsp-request",
+                           sizeof("application/ocsp-request") - 1) != 0)
+        {
+            return pki_fail(res, PKI_UNSUPPORTED, "bad content type");
+        }
+        der = req->body;
+        derlen = req->body_len;
+
+    } else if (strcmp(req->method, "GET") == 0) {
+        if (pki_base64_decode(req->body, req->body_len, &decoded, &derlen,
+                              res)
+            != PKI_OK)
+        {
+            return res->status;
+        }
+        der = decoded;
+
+    } else {
+        return pki_fail(res, PKI_UNSUPPORTED, "method");
+    }
+
+    st = PKI_MALFORMED;
+
+    p = der;
+    oreq = d2i_OCSP_REQUEST(NULL, &p, (long) derlen);
+    if (oreq == NULL || p != der + derlen) {
+        pki_fail(res, PKI_MALFORMED, "malformed OCSP request");
+        goto done;
+    }
+
+    n = OCSP_request_onereq_count(oreq);
+    if (n <= 0 || n > PKI_OCSP_MAX_IDS) {
+        pki_fail(res, PKI_MALFORMED, "CertID count");
+        goto done;
+    }
+
+    if (!pki_ocsp_nonce_ok(oreq, &nonce)
+        || OCSP_REQUEST_get_ext_by_NID(oreq, NID_id_pkix_OCSP_Nonce, -1) >= 0)
+    {
+        st = PKI_UNSUPPORTED;
+        pki_fail(res, PKI_UNSUPPORTED, "request has a nonce");
+        goto done;
+    }
+
+    mdctx = EVP_MD_CTX_new();
+    if (mdctx == NULL || !EVP_DigestInit_ex(mdctx, EVP_sha256(), NULL)
+        || (salt_len > 0 && !EVP_DigestUpdate(mdctx, salt, salt_len)))
+    {
+        st = PKI_INTERNAL;
+        pki_fail(res, PKI_INTERNAL, "digest");
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, i));
+
+        len = i2d_OCSP_CERTID(cid, NULL);
+        if (len <= 0) {
+            pki_fail(res, PKI_MALFORMED, "CertID");
+            goto done;
+        }
+
+        cder = NULL;
+        if ((size_t) len <= sizeof(buf)) {
+            bp = buf;
+            i2d_OCSP_CERTID(cid, &bp);
+            cder = buf;
+
+        } else if (i2d_OCSP_CERTID(cid, &cder) != len) {
+            OPENSSL_free(cder);
+            pki_fail(res, PKI_MALFORMED, "CertID");
+            goto done;
+        }
+
+        if (!EVP_DigestUpdate(mdctx, cder, (size_t) len)) {
+            if (cder != buf) {
+                OPENSSL_free(cder);
+            }
+            st = PKI_INTERNAL;
+            pki_fail(res, PKI_INTERNAL, "digest");
+            goto done;
+        }
+
+        if (cder != buf) {
+            OPENSSL_free(cder);
+        }
+    }
+
+    if (!EVP_DigestFinal_ex(mdctx, key, NULL)) {
+        st = PKI_INTERNAL;
+        pki_fail(res, PKI_INTERNAL, "digest");
+        goto done;
+    }
+
+    st = PKI_OK;
+
+done:
+
+    EVP_MD_CTX_free(mdctx);
+    OCSP_REQUEST_free(oreq);
+    free(decoded);
+    ERR_clear_error();
+
+    return st;
+}

@@ -513,6 +513,20 @@ PKI_API void pki_ocsp_handle(const pki_ocsp_conf_t *conf,
     const pki_ocsp_req_t *req, pki_ocsp_resp_t *resp);
 PKI_API void pki_ocsp_resp_free(pki_ocsp_resp_t *resp);
 
+/* Response cache key (added for the nginx module's shared-memory cache):
+ * SHA-256 over salt and the DER of each CertID of the request, so that the
+ * POST and the GET form of a request (or two encodings differing only in
+ * other fields) give the same key.  PKI_OK only when the request parses
+ * (same rules as pki_ocsp_handle: method, content type, size, base64 for
+ * GET, 1..PKI_OCSP_MAX_IDS CertIDs) and carries no nonce: only then may a
+ * cached response answer it.  Otherwise PKI_MALFORMED or PKI_UNSUPPORTED
+ * (nonce); the caller then calls pki_ocsp_handle.  res may be NULL.
+ * Thread safe; no Redis, no signature. */
+#define PKI_OCSP_KEY_LEN    32
+PKI_API pki_status_t pki_ocsp_cache_key(const pki_ocsp_req_t *req,
+    const unsigned char *salt, size_t salt_len,
+    unsigned char key[PKI_OCSP_KEY_LEN], pki_result_t *res);
+
 /* ---- CRLs (RFC 5280 v2) ------------------------------------------------------
  *
  * A full CRL of the CA: version 2, issuer = the CA's subject, thisUpdate =

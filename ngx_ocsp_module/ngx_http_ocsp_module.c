@@ -10,6 +10,9 @@
  *       ocsp_responder_unknown unknown | revoked;     # default unknown
  *       ocsp_responder_next_update 1h;                # 0: no nextUpdate
  *       ocsp_responder_signer issuing ocsp.pem ocsp.key;  # delegated
+ *       ocsp_responder_cache zone=ocsp:16m;           # default off
+ *       ocsp_responder_revgen_check 1s;
+ *       ocsp_responder_cache_header off;              # X-OCSP-Cache
  *   }
  *
  * ocsp_responder_signer CA CERT KEY names a delegated responder for one of
@@ -26,8 +29,42 @@
  * Successful GET responses carry Cache-Control max-age up to nextUpdate,
  * ETag and Last-Modified (thisUpdate).
  *
- * Not yet: the shared-memory cache of responses without a nonce (every
- * request is signed fresh).
+ * Response cache (ocsp_responder_cache zone=NAME:SIZE).  Responses to
+ * requests WITHOUT a nonce are kept in a shared-memory zone (all workers):
+ * an rbtree keyed by pki_ocsp_cache_key() (SHA-256 of the request's
+ * CertIDs, salted with the zone epoch and the location, so the POST and the
+ * GET form of a request share one entry), the value being the response DER
+ * with thisUpdate/nextUpdate, ETag and the revocation generation it was
+ * signed under.  A hit is answered on the event loop: no thread hop, no
+ * Redis.
+ *
+ * Revocation generation.  Every revocation INCRs <ns>{ca:CA}:revgen.  The
+ * zone keeps one "view": the sum of the revgens of all the CAs of the
+ * locations using the zone (each only grows, so an equal sum means nothing
+ * was revoked), and when it was last confirmed (shared by every worker).
+ * An entry is served only while its generation equals the view and now <
+ * nextUpdate - margin (margin: a tenth of the validity, at most 60 s).  When
+ * the view is older than ocsp_responder_revgen_check (default 1 s), the
+ * first request claims the refresh and goes to the thread pool, where the
+ * task reads the revgens (pki_record_revgen, before the record lookups, so a
+ * response is never tagged newer than what it saw) and signs; the other
+ * requests keep using the view for at most 200 ms more, then go to the pool
+ * too.  So a revocation, on this host or any host sharing the Redis, is
+ * seen within revgen_check (+ 200 ms under a stuck refresh).  Every miss
+ * (and every refresh) reads the revgens too; its response is stored tagged
+ * with the generation read.
+ *
+ * Redis down: the refresh fails, the view is kept and confirmed (no
+ * revocation can be written meanwhile), so cached responses are served
+ * until nextUpdate - margin; a request whose task answers tryLater is given
+ * the cached response instead while now < nextUpdate (never a good beyond
+ * it); an uncached request gets tryLater.  Requests with a nonce never read
+ * or fill the cache.
+ *
+ * Memory is bounded by the zone: when the slab is full, the least recently
+ * used entries are evicted (expired or outdated ones are removed on
+ * lookup).  ocsp_responder_cache_header on adds "X-OCSP-Cache: HIT|MISS"
+ * (for tests and debugging).
  *
  * Needs ngx_http_pki_module loaded first (load_module order).
  */
@@ -44,6 +81,42 @@
 
 
 #define NGX_HTTP_OCSP_RETRY_AFTER  5
+#define NGX_HTTP_OCSP_GRACE        200      /* ms: see the comment above */
+#define NGX_HTTP_OCSP_STUCK        5000     /* ms: a refresh lost         */
+#define NGX_HTTP_OCSP_MAX_ENTRY    16384    /* bytes of response DER      */
+
+
+typedef struct {
+    ngx_rbtree_t               rbtree;
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                lru;
+    uint64_t                   gen;          /* the view               */
+    ngx_msec_t                 checked;      /* view confirmed at      */
+    ngx_msec_t                 refreshing;   /* refresh claimed at, 0  */
+    ngx_uint_t                 epoch;
+} ngx_http_ocsp_shctx_t;
+
+
+typedef struct {
+    ngx_http_ocsp_shctx_t     *sh;
+    ngx_slab_pool_t           *shpool;
+    ngx_array_t               *cas;          /* pki_ca_t *, all users' */
+    ngx_uint_t                 epoch;
+} ngx_http_ocsp_zone_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t          node;
+    ngx_queue_t                queue;
+    u_char                     key[PKI_OCSP_KEY_LEN];
+    uint64_t                   gen;
+    time_t                     this_update;
+    time_t                     next_update;
+    time_t                     valid_until;
+    u_char                     etag[40];
+    size_t                     len;
+    u_char                     data[1];
+} ngx_http_ocsp_node_t;
 
 
 typedef struct {
@@ -51,6 +124,9 @@ typedef struct {
     ngx_array_t               *signers;      /* pki_ocsp_signer_t */
     ngx_uint_t                 unknown;
     time_t                     next_update;
+    ngx_shm_zone_t            *cache;
+    ngx_msec_t                 revgen_check;
+    ngx_flag_t                 cache_header;
 } ngx_http_ocsp_loc_conf_t;
 
 
@@ -65,6 +141,21 @@ typedef struct {
     pki_ocsp_req_t             req;
     pki_ocsp_resp_t            resp;
     ngx_uint_t                 get;
+
+    ngx_http_ocsp_zone_t      *zone;         /* cache candidate if set */
+    pki_redis_t               *redis;
+    u_char                     key[PKI_OCSP_KEY_LEN];
+    uint64_t                   read_gen;
+    ngx_msec_t                 started;
+    unsigned                   refresh:1;
+    unsigned                   gen_ok:1;
+    unsigned                   hit:1;
+
+    u_char                    *body;         /* a cached answer        */
+    size_t                     body_len;
+    time_t                     this_update;
+    time_t                     next_update;
+    u_char                     etag[41];
 } ngx_http_ocsp_ctx_t;
 
 
@@ -80,8 +171,22 @@ static ngx_int_t ngx_http_ocsp_send(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static ngx_int_t ngx_http_ocsp_send_plain(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *text, ngx_uint_t retry_after);
+static ngx_int_t ngx_http_ocsp_output(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx, u_char *body, size_t len, ngx_uint_t cacheable,
+    const char *cache_state);
 static ngx_table_elt_t *ngx_http_ocsp_add_header(ngx_http_request_t *r,
     const char *key, u_char *value, size_t len);
+static ngx_int_t ngx_http_ocsp_cache_lookup(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx, ngx_uint_t strict);
+static void ngx_http_ocsp_cache_store(ngx_http_ocsp_ctx_t *ctx);
+static void ngx_http_ocsp_cache_delete(ngx_http_ocsp_zone_t *zone,
+    ngx_http_ocsp_node_t *n);
+static void ngx_http_ocsp_rbtree_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_int_t ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static char *ngx_http_ocsp_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 static void *ngx_http_ocsp_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf);
@@ -130,6 +235,27 @@ static ngx_command_t  ngx_http_ocsp_commands[] = {
       ngx_http_ocsp_signer,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("ocsp_responder_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ocsp_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ocsp_responder_revgen_check"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ocsp_loc_conf_t, revgen_check),
+      NULL },
+
+    { ngx_string("ocsp_responder_cache_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ocsp_loc_conf_t, cache_header),
       NULL },
 
       ngx_null_command
@@ -361,7 +487,60 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
 static void
 ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    u_char                     salt[sizeof(ngx_uint_t) + sizeof(void *)];
+    ngx_int_t                  rc;
+    ngx_msec_t                 now, age;
+    ngx_uint_t                 use;
+    ngx_http_ocsp_zone_t      *zone;
+    ngx_http_ocsp_shctx_t     *sh;
+    ngx_http_ocsp_loc_conf_t  *olcf;
+
+    olcf = ngx_http_get_module_loc_conf(r, ngx_http_ocsp_module);
+
+    if (olcf->cache) {
+        zone = olcf->cache->data;
+
+        ngx_memcpy(salt, &zone->epoch, sizeof(ngx_uint_t));
+        ngx_memcpy(salt + sizeof(ngx_uint_t), &olcf, sizeof(void *));
+
+        if (pki_ocsp_cache_key(&ctx->req, salt, sizeof(salt), ctx->key, NULL)
+            == PKI_OK)
+        {
+            ctx->zone = zone;
+            ctx->redis = ctx->conf.redis;
+            sh = zone->sh;
+            now = ngx_current_msec;
+
+            ngx_shmtx_lock(&zone->shpool->mutex);
+
+            age = now - sh->checked;
+            use = 1;
+
+            if (age >= olcf->revgen_check) {
+                if (sh->refreshing == 0
+                    || now - sh->refreshing > NGX_HTTP_OCSP_STUCK)
+                {
+                    sh->refreshing = now ? now : 1;
+                    ctx->refresh = 1;
+                    use = 0;
+
+                } else if (age >= olcf->revgen_check + NGX_HTTP_OCSP_GRACE) {
+                    use = 0;
+                }
+            }
+
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+
+            ctx->started = now;
+
+            if (use && ngx_http_ocsp_cache_lookup(r, ctx, 1) == NGX_OK) {
+                ngx_http_finalize_request(r,
+                    ngx_http_ocsp_output(r, ctx, ctx->body, ctx->body_len, 1,
+                                         "HIT"));
+                return;
+            }
+        }
+    }
 
     rc = ngx_http_pki_post(r, ngx_http_ocsp_work, ngx_http_ocsp_done, ctx);
 
@@ -394,6 +573,36 @@ ngx_http_ocsp_work(void *data)
 {
     ngx_http_ocsp_ctx_t *ctx = data;
 
+    size_t          i;
+    long long       g;
+    uint64_t        sum;
+    pki_ca_t      **ca;
+    pki_result_t    res;
+
+    /* the generation first: the response below can only be newer */
+
+    if (ctx->zone && ctx->redis) {
+        ca = ctx->zone->cas->elts;
+        sum = 0;
+
+        for (i = 0; i < ctx->zone->cas->nelts; i++) {
+            pki_result_init(&res);
+
+            if (pki_record_revgen(ctx->redis, pki_ca_name(ca[i]), &g, &res)
+                != PKI_OK)
+            {
+                break;
+            }
+
+            sum += (uint64_t) g;
+        }
+
+        if (i == ctx->zone->cas->nelts) {
+            ctx->read_gen = sum;
+            ctx->gen_ok = 1;
+        }
+    }
+
     pki_ocsp_handle(&ctx->conf, &ctx->req, &ctx->resp);
 }
 
@@ -403,6 +612,47 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
 {
     ngx_http_ocsp_ctx_t *ctx = data;
 
+    ngx_http_ocsp_shctx_t  *sh;
+
+    if (ctx->zone) {
+        sh = ctx->zone->sh;
+
+        ngx_shmtx_lock(&ctx->zone->shpool->mutex);
+
+        if ((ngx_msec_int_t) (ctx->started - sh->checked) >= 0) {
+            if (ctx->gen_ok) {
+                sh->gen = ctx->read_gen;
+                sh->checked = ctx->started;
+
+            } else if (ctx->refresh) {
+                /* Redis down: keep (and confirm) the view, see above */
+                sh->checked = ctx->started;
+            }
+        }
+
+        if (ctx->refresh) {
+            sh->refreshing = 0;
+        }
+
+        ngx_shmtx_unlock(&ctx->zone->shpool->mutex);
+
+        if (ctx->resp.ocsp_status == OCSP_RESPONSE_STATUS_SUCCESSFUL
+            && ctx->resp.cacheable && ctx->gen_ok
+            && ctx->resp.body && ctx->resp.next_update > 0)
+        {
+            ngx_http_ocsp_cache_store(ctx);
+
+        } else if (ctx->resp.ocsp_status == OCSP_RESPONSE_STATUS_TRYLATER
+                   && ngx_http_ocsp_cache_lookup(r, ctx, 0) == NGX_OK)
+        {
+            pki_ocsp_resp_free(&ctx->resp);
+            ngx_http_finalize_request(r,
+                ngx_http_ocsp_output(r, ctx, ctx->body, ctx->body_len, 1,
+                                     "HIT"));
+            return;
+        }
+    }
+
     ngx_http_finalize_request(r, ngx_http_ocsp_send(r, ctx));
 }
 
@@ -410,13 +660,9 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
 static ngx_int_t
 ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 {
-    u_char            *p;
-    time_t             now, age;
-    ngx_int_t          rc;
-    ngx_buf_t         *b;
-    ngx_uint_t         status, level;
-    ngx_chain_t        out;
-    ngx_table_elt_t   *h;
+    u_char            *body;
+    size_t             len;
+    ngx_uint_t         status, level, cacheable;
     pki_ocsp_resp_t   *resp;
 
     resp = &ctx->resp;
@@ -443,24 +689,69 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
                                      : (ngx_int_t) status;
     }
 
-    b = ngx_create_temp_buf(r->pool, resp->body_len);
-    if (b == NULL) {
+    body = ngx_pnalloc(r->pool, resp->body_len);
+    if (body == NULL) {
         pki_ocsp_resp_free(resp);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
+    ngx_memcpy(body, resp->body, resp->body_len);
+    len = resp->body_len;
+    cacheable = resp->cacheable;
+    ctx->this_update = resp->this_update;
+    ctx->next_update = resp->next_update;
+    ngx_memcpy(ctx->etag, resp->etag, sizeof(ctx->etag));
+    ctx->etag[sizeof(ctx->etag) - 1] = '\0';
+
+    pki_ocsp_resp_free(resp);
+
+    return ngx_http_ocsp_output(r, ctx, body, len, cacheable,
+                                ctx->zone && cacheable ? "MISS" : NULL);
+}
+
+
+static ngx_int_t
+ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
+    u_char *body, size_t len, ngx_uint_t cacheable, const char *cache_state)
+{
+    u_char                    *p;
+    time_t                     now, age;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b;
+    ngx_chain_t                out;
+    ngx_table_elt_t           *h;
+    ngx_http_ocsp_loc_conf_t  *olcf;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = resp->body_len;
+    r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "application/ocsp-response");
     r->headers_out.content_type_len = sizeof("application/ocsp-response") - 1;
 
-    if (ctx->get && resp->cacheable) {
+    olcf = ngx_http_get_module_loc_conf(r, ngx_http_ocsp_module);
+
+    if (olcf->cache_header && cache_state) {
+        if (ngx_http_ocsp_add_header(r, "X-OCSP-Cache", (u_char *) cache_state,
+                                     ngx_strlen(cache_state))
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ctx->get && cacheable) {
         now = ngx_time();
-        age = resp->next_update > now ? resp->next_update - now : 0;
+        age = ctx->next_update > now ? ctx->next_update - now : 0;
 
         p = ngx_pnalloc(r->pool, sizeof("max-age=, public, no-transform, "
                                         "must-revalidate") - 1
@@ -477,19 +768,19 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
             goto failed;
         }
 
-        p = ngx_pnalloc(r->pool, sizeof(resp->etag) + 2);
+        p = ngx_pnalloc(r->pool, sizeof(ctx->etag) + 2);
         if (p == NULL) {
             goto failed;
         }
 
         h = ngx_http_ocsp_add_header(r, "ETag", p,
-                                     ngx_sprintf(p, "\"%s\"", resp->etag) - p);
+                                     ngx_sprintf(p, "\"%s\"", ctx->etag) - p);
         if (h == NULL) {
             goto failed;
         }
 
         r->headers_out.etag = h;
-        r->headers_out.last_modified_time = resp->this_update;
+        r->headers_out.last_modified_time = ctx->this_update;
 
     } else {
         if (ngx_http_ocsp_add_header(r, "Cache-Control",
@@ -499,8 +790,6 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
             goto failed;
         }
     }
-
-    pki_ocsp_resp_free(resp);
 
     rc = ngx_http_send_header(r);
 
@@ -514,8 +803,6 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     return ngx_http_output_filter(r, &out);
 
 failed:
-
-    pki_ocsp_resp_free(resp);
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
@@ -595,6 +882,371 @@ ngx_http_ocsp_add_header(ngx_http_request_t *r, const char *key,
 }
 
 
+/* ---- the response cache (see the comment at the top) ---------------------- */
+
+static ngx_http_ocsp_node_t *
+ngx_http_ocsp_cache_find(ngx_http_ocsp_zone_t *zone, u_char *key)
+{
+    ngx_int_t              rc;
+    ngx_rbtree_key_t       hash;
+    ngx_rbtree_node_t     *node, *sentinel;
+    ngx_http_ocsp_node_t  *n;
+
+    ngx_memcpy(&hash, key, sizeof(hash));
+
+    node = zone->sh->rbtree.root;
+    sentinel = zone->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        n = (ngx_http_ocsp_node_t *) node;
+
+        rc = ngx_memcmp(key, n->key, PKI_OCSP_KEY_LEN);
+
+        if (rc == 0) {
+            return n;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/* strict: a hit needs now < valid_until (nextUpdate - margin); otherwise
+ * (Redis down, the fresh answer was tryLater) now < nextUpdate.  Either
+ * way the entry's generation must equal the view.  NGX_OK: ctx->body etc.
+ * hold a copy. */
+
+static ngx_int_t
+ngx_http_ocsp_cache_lookup(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
+    ngx_uint_t strict)
+{
+    time_t                  now;
+    ngx_int_t               rc;
+    ngx_http_ocsp_node_t   *n;
+    ngx_http_ocsp_zone_t   *zone;
+
+    zone = ctx->zone;
+    if (zone == NULL) {
+        return NGX_DECLINED;
+    }
+
+    now = ngx_time();
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    n = ngx_http_ocsp_cache_find(zone, ctx->key);
+
+    if (n == NULL) {
+        goto done;
+    }
+
+    if (n->gen != zone->sh->gen || now >= n->next_update) {
+        ngx_http_ocsp_cache_delete(zone, n);
+        goto done;
+    }
+
+    if (strict && now >= n->valid_until) {
+        goto done;
+    }
+
+    ctx->body = ngx_pnalloc(r->pool, n->len);
+    if (ctx->body == NULL) {
+        goto done;
+    }
+
+    ngx_memcpy(ctx->body, n->data, n->len);
+    ctx->body_len = n->len;
+    ctx->this_update = n->this_update;
+    ctx->next_update = n->next_update;
+    ngx_memcpy(ctx->etag, n->etag, sizeof(n->etag));
+    ctx->etag[sizeof(n->etag)] = '\0';
+    ctx->hit = 1;
+
+    ngx_queue_remove(&n->queue);
+    ngx_queue_insert_head(&zone->sh->lru, &n->queue);
+
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
+}
+
+
+static void
+ngx_http_ocsp_cache_delete(ngx_http_ocsp_zone_t *zone,
+    ngx_http_ocsp_node_t *n)
+{
+    ngx_queue_remove(&n->queue);
+    ngx_rbtree_delete(&zone->sh->rbtree, &n->node);
+    ngx_slab_free_locked(zone->shpool, n);
+}
+
+
+static void
+ngx_http_ocsp_cache_store(ngx_http_ocsp_ctx_t *ctx)
+{
+    size_t                  size;
+    time_t                  margin;
+    ngx_uint_t              i;
+    ngx_queue_t            *q;
+    pki_ocsp_resp_t        *resp;
+    ngx_http_ocsp_node_t   *n;
+    ngx_http_ocsp_zone_t   *zone;
+
+    zone = ctx->zone;
+    resp = &ctx->resp;
+
+    if (resp->body_len == 0 || resp->body_len > NGX_HTTP_OCSP_MAX_ENTRY
+        || resp->next_update <= resp->this_update)
+    {
+        return;
+    }
+
+    margin = (resp->next_update - resp->this_update) / 10;
+    if (margin > 60) {
+        margin = 60;
+    }
+
+    if (resp->next_update - margin <= ngx_time()) {
+        return;
+    }
+
+    size = offsetof(ngx_http_ocsp_node_t, data) + resp->body_len;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    n = ngx_http_ocsp_cache_find(zone, ctx->key);
+    if (n) {
+        ngx_http_ocsp_cache_delete(zone, n);
+    }
+
+    /* full: evict the least recently used, a few at a time */
+
+    for (i = 0; ; i++) {
+        n = ngx_slab_alloc_locked(zone->shpool, size);
+        if (n != NULL || i == 64 || ngx_queue_empty(&zone->sh->lru)) {
+            break;
+        }
+
+        q = ngx_queue_last(&zone->sh->lru);
+        ngx_http_ocsp_cache_delete(zone,
+            ngx_queue_data(q, ngx_http_ocsp_node_t, queue));
+    }
+
+    if (n == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    ngx_memcpy(&n->node.key, ctx->key, sizeof(ngx_rbtree_key_t));
+    ngx_memcpy(n->key, ctx->key, PKI_OCSP_KEY_LEN);
+    n->gen = ctx->read_gen;
+    n->this_update = resp->this_update;
+    n->next_update = resp->next_update;
+    n->valid_until = resp->next_update - margin;
+    ngx_memcpy(n->etag, resp->etag, sizeof(n->etag));
+    n->len = resp->body_len;
+    ngx_memcpy(n->data, resp->body, resp->body_len);
+
+    ngx_rbtree_insert(&zone->sh->rbtree, &n->node);
+    ngx_queue_insert_head(&zone->sh->lru, &n->queue);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+static void
+ngx_http_ocsp_rbtree_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t     **p;
+    ngx_http_ocsp_node_t   *n, *t;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            n = (ngx_http_ocsp_node_t *) node;
+            t = (ngx_http_ocsp_node_t *) temp;
+
+            p = (ngx_memcmp(n->key, t->key, PKI_OCSP_KEY_LEN) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_int_t
+ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_ocsp_zone_t *ozone = data;
+
+    size_t                  len;
+    ngx_http_ocsp_zone_t   *zone;
+
+    zone = shm_zone->data;
+
+    if (ozone) {
+        /* reload: keep the entries; the new epoch salts the keys, so the
+         * old configuration's entries are never hit and age out */
+        zone->sh = ozone->sh;
+        zone->shpool = ozone->shpool;
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        zone->epoch = ++zone->sh->epoch;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        return NGX_OK;
+    }
+
+    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        zone->sh = zone->shpool->data;
+        zone->epoch = ++zone->sh->epoch;
+        return NGX_OK;
+    }
+
+    zone->sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_ocsp_shctx_t));
+    if (zone->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->shpool->data = zone->sh;
+
+    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
+                    ngx_http_ocsp_rbtree_insert);
+    ngx_queue_init(&zone->sh->lru);
+
+    zone->sh->gen = 0;
+    zone->sh->checked = ngx_current_msec - 3600000;  /* stale: refresh */
+    zone->sh->refreshing = 0;
+    zone->sh->epoch = 1;
+    zone->epoch = 1;
+
+    len = sizeof(" in OCSP cache zone \"\"") + shm_zone->shm.name.len;
+
+    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    if (zone->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(zone->shpool->log_ctx, " in OCSP cache zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    zone->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+/* ocsp_responder_cache zone=NAME:SIZE | off; */
+
+static char *
+ngx_http_ocsp_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ocsp_loc_conf_t *olcf = conf;
+
+    u_char                *p;
+    ssize_t                size;
+    ngx_str_t             *value, name, s;
+    ngx_http_ocsp_zone_t  *zone;
+
+    (void) cmd;
+
+    if (olcf->cache != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        olcf->cache = NULL;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[1].data, "zone=", 5) != 0) {
+        return "needs \"zone=NAME:SIZE\" or \"off\"";
+    }
+
+    name.data = value[1].data + 5;
+    p = (u_char *) ngx_strchr(name.data, ':');
+    if (p == NULL || p == name.data) {
+        return "needs \"zone=NAME:SIZE\"";
+    }
+
+    name.len = p - name.data;
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "OCSP cache zone \"%V\" is too small or invalid",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    olcf->cache = ngx_shared_memory_add(cf, &name, size,
+                                        &ngx_http_ocsp_module);
+    if (olcf->cache == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (olcf->cache->data == NULL) {
+        zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_ocsp_zone_t));
+        if (zone == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        zone->cas = ngx_array_create(cf->pool, 4, sizeof(pki_ca_t *));
+        if (zone->cas == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        olcf->cache->init = ngx_http_ocsp_init_zone;
+        olcf->cache->data = zone;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static void *
 ngx_http_ocsp_create_main_conf(ngx_conf_t *cf)
 {
@@ -616,6 +1268,9 @@ ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf)
     conf->signers = NGX_CONF_UNSET_PTR;
     conf->unknown = NGX_CONF_UNSET_UINT;
     conf->next_update = NGX_CONF_UNSET;
+    conf->cache = NGX_CONF_UNSET_PTR;
+    conf->revgen_check = NGX_CONF_UNSET_MSEC;
+    conf->cache_header = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -627,11 +1282,43 @@ ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ocsp_loc_conf_t *prev = parent;
     ngx_http_ocsp_loc_conf_t *conf = child;
 
-    ngx_uint_t          i, j;
-    pki_ca_t          **ca;
-    pki_ocsp_signer_t  *sg;
+    ngx_uint_t             i, j;
+    pki_ca_t             **ca, **zca, **pca;
+    pki_ocsp_signer_t     *sg;
+    ngx_http_ocsp_zone_t  *zone;
 
     ngx_conf_merge_ptr_value(conf->cas, prev->cas, NULL);
+    ngx_conf_merge_ptr_value(conf->cache, prev->cache, NULL);
+    ngx_conf_merge_msec_value(conf->revgen_check, prev->revgen_check, 1000);
+    ngx_conf_merge_value(conf->cache_header, prev->cache_header, 0);
+
+    /* the zone's view covers every CA of every location using it */
+
+    if (conf->cache && conf->cas) {
+        zone = conf->cache->data;
+        ca = conf->cas->elts;
+
+        for (i = 0; i < conf->cas->nelts; i++) {
+            zca = zone->cas->elts;
+
+            for (j = 0; j < zone->cas->nelts; j++) {
+                if (zca[j] == ca[i]) {
+                    break;
+                }
+            }
+
+            if (j < zone->cas->nelts) {
+                continue;
+            }
+
+            pca = ngx_array_push(zone->cas);
+            if (pca == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *pca = ca[i];
+        }
+    }
     ngx_conf_merge_ptr_value(conf->signers, prev->signers, NULL);
     ngx_conf_merge_uint_value(conf->unknown, prev->unknown, 0);
     ngx_conf_merge_value(conf->next_update, prev->next_update, 3600);

@@ -1,0 +1,188 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# OCSP response cache (ocsp_responder_cache): a repeated request without a
+# nonce is served from the shared-memory cache (identical bytes, X-OCSP-Cache
+# HIT), POST and GET share the entry, nonce requests are never cached, a
+# revocation through the admin API invalidates it within 1.5 s on this
+# nginx and on a second nginx sharing the Redis and the PKI, and with Redis
+# down a cached good is still served while an uncached request gets
+# tryLater.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(encode_base64);
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+
+sub with_cache {
+    my ($conf) = @_;
+    $conf =~ s{(ocsp_responder issuing;)}
+              {$1\n            ocsp_responder_cache zone=ocsp:1m;\n            ocsp_responder_cache_header on;\n            ocsp_responder_revgen_check 1s;}
+        or die 'no ocsp location in the config';
+    return $conf;
+}
+
+$t->start_nginx(with_cache($t->render_conf));
+
+my $pki = $t->pki;
+my $dir = $t->dir;
+my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
+
+sub enroll {
+    my ($name) = @_;
+    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
+    my $r = $t->est_post('simpleenroll', $csr);
+    is($r->{code}, 200, "$name: enrolled") or diag($r->{body});
+    my $pem = $t->p7_to_pem($r->{body}) or return undef;
+    return $t->save_first_cert($pem, $name);
+}
+
+sub ocsp {
+    my (@args) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', @args], timeout => 30);
+    return ($rc, "$out\n$err");
+}
+
+sub reqfile {
+    my ($cert, $name, @extra) = @_;
+    my $f = "$dir/$name.der";
+    my ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", @$cert, @extra,
+                          '-reqout', $f);
+    is($rc, 0, "$name: request written") or diag($out);
+    return $f;
+}
+
+sub post {
+    my ($u, $f) = @_;
+    return $t->curl('POST', $u, data => PKITest::slurp($f),
+                    headers => ['Content-Type: application/ocsp-request']);
+}
+
+sub status_of {
+    my ($body, $cert) = @_;
+    my $f = "$dir/resp-" . int(rand(1e9)) . '.der';
+    PKITest::spew($f, $body);
+    my ($rc, $out) = ocsp('-respin', $f, '-issuer', "$pki/issuing.pem",
+                          @$cert, '-CAfile', "$pki/root.pem",
+                          '-verify_other', "$pki/issuing.pem");
+    return $out;
+}
+
+my $a = enroll('cache-a');
+my $b = enroll('cache-b');
+BAIL_OUT('enrollment failed') if !$a || !$b;
+my $bserial = $t->x509_field($b, 'serial');
+
+# --- hit: same bytes, POST and GET share the entry ----------------------------
+
+my $reqa = reqfile(['-cert', $a], 'req-a', '-no_nonce');
+my $r1 = post($url, $reqa);
+is($r1->{code}, 200, 'first request: 200');
+is($r1->{headers}{'x-ocsp-cache'}, 'MISS', 'first request: MISS');
+like(status_of($r1->{body}, ['-cert', $a]), qr/: good/, 'first: good');
+my $r2 = post($url, $reqa);
+is($r2->{headers}{'x-ocsp-cache'}, 'HIT', 'second request: HIT')
+    or diag($r2->{head});
+ok($r2->{body} eq $r1->{body},
+   'second request: identical bytes (ECDSA: a fresh one would differ)');
+like(status_of($r2->{body}, ['-cert', $a]), qr/Response verify OK/,
+     'cached response verifies');
+
+(my $enc = encode_base64(PKITest::slurp($reqa), ''))
+    =~ s{([/+=])}{sprintf('%%%02X', ord($1))}ge;
+my $g = $t->curl('GET', "$url/$enc");
+is($g->{headers}{'x-ocsp-cache'}, 'HIT', 'GET form: same entry, HIT');
+ok($g->{body} eq $r1->{body}, 'GET form: identical bytes');
+like($g->{headers}{'cache-control'} // '', qr/^max-age=\d+, public/,
+     'GET hit: Cache-Control');
+like($g->{headers}{etag} // '', qr/^"[0-9a-f]{40}"$/, 'GET hit: ETag');
+
+# --- nonce: never from the cache ----------------------------------------------
+
+my $reqn = reqfile(['-cert', $a], 'req-nonce');
+my $n1 = post($url, $reqn);
+my $n2 = post($url, $reqn);
+ok(($n1->{headers}{'x-ocsp-cache'} // '') ne 'HIT'
+   && ($n2->{headers}{'x-ocsp-cache'} // '') ne 'HIT',
+   'nonce requests: not served from the cache');
+ok($n1->{body} ne $n2->{body}, 'nonce requests: signed fresh each time');
+my ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a,
+                      '-url', $url, '-CAfile', "$pki/root.pem",
+                      '-verify_other', "$pki/issuing.pem");
+like($out, qr/: good/, 'openssl ocsp with a nonce: good') or diag($out);
+unlike($out, qr/nonce/i, 'fresh nonce echoed');
+
+# --- second nginx: same Redis, same PKI ---------------------------------------
+
+my $t2 = bless { %$t, dir => "$dir/n2", children => {}, https => undef,
+                 http => undef, curl_n => 1000 }, 'PKITest';
+mkdir "$dir/n2";
+mkdir "$dir/n2/nginx";
+mkdir "$dir/n2/nginx/$_" for qw(conf logs tmp);
+my $sock = $t->redis_sock;
+my $conf2 = with_cache($t2->render_conf);
+$conf2 =~ s{\Q$dir/n2/redis.sock\E}{$sock}g;
+$t2->start_nginx($conf2);
+my $url2 = 'http://127.0.0.1:' . $t2->http_port . '/ocsp';
+
+my $reqb = reqfile(['-cert', $b], 'req-b', '-no_nonce');
+for my $u ($url, $url2) {
+    post($u, $reqb);
+    my $r = post($u, $reqb);
+    is($r->{headers}{'x-ocsp-cache'}, 'HIT', "$u: b cached");
+    like(status_of($r->{body}, ['-cert', $b]), qr/: good/, "$u: b good");
+}
+
+# --- revocation invalidates the cache, here and on the other nginx -------------
+
+my $rv = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                  . '/pki/admin/revoke', user => 'admin:admin',
+                  data => qq({"serial":"$bserial","reason":"keyCompromise"}),
+                  headers => ['Content-Type: application/json']);
+my $t0 = time;
+is($rv->{code}, 200, 'revoked through the admin API') or diag($rv->{body});
+
+for my $u ($url, $url2) {
+    my ($seen, $last);
+    while (time - $t0 < 3) {
+        $last = post($u, $reqb);
+        if (status_of($last->{body}, ['-cert', $b]) =~ /: revoked/) {
+            $seen = time - $t0;
+            last;
+        }
+        sleep 0.1;
+    }
+    ok(defined $seen && $seen <= 1.5,
+       "$u: revocation seen after " . (defined $seen ? sprintf('%.2f s', $seen)
+                                                     : 'never'));
+}
+
+$t2->stop_nginx;
+
+# --- Redis down ------------------------------------------------------------------
+
+post($url, $reqa);
+my $h = post($url, $reqa);
+is($h->{headers}{'x-ocsp-cache'}, 'HIT', 'a: cached before Redis stops');
+$t->stop_redis;
+sleep 1.2;                      # the view is due for a refresh, which fails
+for my $i (1 .. 3) {
+    my $r = post($url, $reqa);
+    like(status_of($r->{body}, ['-cert', $a]), qr/: good/,
+         "Redis down: cached good still served ($i)");
+}
+my $requ = reqfile(['-serial', '0x4321'], 'req-u', '-no_nonce');
+my $u = post($url, $requ);
+like(status_of($u->{body}, ['-serial', '0x4321']), qr/trylater/i,
+     'Redis down: uncached request -> tryLater');
+
+$t->stop_nginx;
+done_testing();
