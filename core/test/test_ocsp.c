@@ -729,6 +729,81 @@ test_redis_down(X509 *root, pki_ca_t *rootca)
 }
 
 
+static void
+test_cache_key(X509 *root)
+{
+    size_t           len1, len2, len3, b64len;
+    id_spec_t        ids[2];
+    pki_ocsp_req_t   req;
+    unsigned char   *d1, *d2, *d3, *b64, k1[PKI_OCSP_KEY_LEN];
+    unsigned char    k2[PKI_OCSP_KEY_LEN], k3[PKI_OCSP_KEY_LEN];
+
+    ids[0] = (id_spec_t) { EVP_sha1(), root, NULL, 0x42 };
+    ids[1] = (id_spec_t) { EVP_sha256(), root, NULL, 0x43 };
+
+    d1 = make_req(ids, 1, 0, &len1, NULL);
+    d2 = make_req(ids, 2, 0, &len2, NULL);
+    d3 = make_req(ids, 1, 8, &len3, NULL);
+
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.content_type = "application/ocsp-request";
+    req.body = d1;
+    req.body_len = len1;
+    ok(pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k1, NULL)
+       == PKI_OK, "cache key: POST without nonce");
+
+    b64len = 4 * ((len1 + 2) / 3) + 1;
+    b64 = malloc(b64len);
+    EVP_EncodeBlock(b64, d1, (int) len1);
+    req.method = "GET";
+    req.content_type = NULL;
+    req.body = b64;
+    req.body_len = strlen((char *) b64);
+    ok(pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k2, NULL)
+       == PKI_OK && memcmp(k1, k2, sizeof(k1)) == 0,
+       "cache key: the GET form gives the same key");
+
+    ok(pki_ocsp_cache_key(&req, (const unsigned char *) "t", 1, k2, NULL)
+       == PKI_OK && memcmp(k1, k2, sizeof(k1)) != 0,
+       "cache key: another salt, another key");
+
+    req.method = "POST";
+    req.content_type = "application/ocsp-request";
+    req.body = d2;
+    req.body_len = len2;
+    ok(pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3, NULL)
+       == PKI_OK && memcmp(k1, k3, sizeof(k1)) != 0,
+       "cache key: two CertIDs, another key");
+
+    req.body = d3;
+    req.body_len = len3;
+    ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) == PKI_UNSUPPORTED,
+       "cache key: a nonce request is not cacheable");
+
+    req.body_len = len1 - 3;
+    req.body = d1;
+    ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) == PKI_MALFORMED,
+       "cache key: truncated");
+
+    req.body = (const unsigned char *) "garbage";
+    req.body_len = 7;
+    ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) == PKI_MALFORMED,
+       "cache key: garbage");
+
+    req.content_type = "text/plain";
+    req.body = d1;
+    req.body_len = len1;
+    ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) != PKI_OK,
+       "cache key: wrong content type");
+
+    free(b64);
+    free(d1);
+    free(d2);
+    free(d3);
+}
+
+
 int
 main(void)
 {
@@ -807,6 +882,7 @@ main(void)
     test_ca("RSA:2048", root, rootca, tsub, tdev, r, 0);
     test_ca("ED25519", root, rootca, tsub, tdev, r, 0);
     test_redis_down(root, rootca);
+    test_cache_key(root);
 
     pki_redis_free(r);
     pki_ca_free(rootca);
