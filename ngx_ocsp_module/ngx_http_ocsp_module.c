@@ -52,7 +52,9 @@
  * too.  So a revocation, on this host or any host sharing the Redis, is
  * seen within revgen_check (+ 200 ms under a stuck refresh).  Every miss
  * (and every refresh) reads the revgens too; its response is stored tagged
- * with the generation read.
+ * with the generation read.  After an idle spell longer than revgen_check
+ * the first request is thus answered fresh (it carries the refresh); under
+ * load that is one request per revgen_check per zone.
  *
  * Redis down: the refresh fails, the view is kept and confirmed (no
  * revocation can be written meanwhile), so cached responses are served
