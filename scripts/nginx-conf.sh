@@ -165,6 +165,7 @@ http {
 
         location /ocsp {
             ocsp_responder issuing;
+            ocsp_responder_cache zone=ocsp:16m;
         }
 
         location /crl/ {

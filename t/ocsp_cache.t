@@ -24,9 +24,11 @@ $t->start_redis;
 
 sub with_cache {
     my ($conf) = @_;
-    $conf =~ s{(ocsp_responder issuing;)}
-              {$1\n            ocsp_responder_cache zone=ocsp:1m;\n            ocsp_responder_cache_header on;\n            ocsp_responder_revgen_check 1s;}
-        or die 'no ocsp location in the config';
+    # the shared config already caches (ocsp_responder_cache); add the
+    # HIT/MISS header and an explicit check interval
+    $conf =~ s{(ocsp_responder_cache zone=ocsp:\S+;)}
+              {$1\n            ocsp_responder_cache_header on;\n            ocsp_responder_revgen_check 1s;}
+        or die 'no cached ocsp location in the config';
     return $conf;
 }
 
