@@ -19,6 +19,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <dirent.h>
+
 #include "ngx_http_pki_module.h"
 
 
@@ -106,6 +108,7 @@ static char *ngx_http_pki_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_int_t ngx_http_pki_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_pki_wait_threads(ngx_cycle_t *cycle);
 static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
 static void *ngx_http_pki_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -447,8 +450,53 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_pki_wait_threads(cycle);
+
     ngx_http_pki_crl_free_all(pmcf);
     ngx_http_pki_close_all(pmcf);
+}
+
+
+/*
+ * nginx's thread pools are gone by now (a core module, it exits first),
+ * but their threads are not joined: each one is told to pthread_exit() and
+ * may still be running its thread-specific destructors (hiredis
+ * connections, OpenSSL's per-thread state) when this runs.  Unloading the
+ * PKCS#11 module under them crashed workers now and then during graceful
+ * shutdown.  Wait, briefly and boundedly, until this process is down to
+ * its main thread.
+ */
+static void
+ngx_http_pki_wait_threads(ngx_cycle_t *cycle)
+{
+    DIR            *dir;
+    ngx_uint_t      n, tries;
+    struct dirent  *de;
+
+    for (tries = 0; tries < 200; tries++) {
+        dir = opendir("/proc/self/task");
+        if (dir == NULL) {
+            return;
+        }
+
+        n = 0;
+        while ((de = readdir(dir)) != NULL) {
+            if (de->d_name[0] != '.') {
+                n++;
+            }
+        }
+
+        closedir(dir);
+
+        if (n <= 1) {
+            return;
+        }
+
+        ngx_msleep(5);
+    }
+
+    ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                  "pki: worker threads still running at exit");
 }
 
 
