@@ -205,6 +205,12 @@ demo_start() {
             || die "PKI setup failed (scripts/mkpki.sh)"
     fi
 
+    # a demo PKI made by an earlier version keeps its keys; files added
+    # since are filled in
+    if [ ! -f "$d/htpasswd-admin" ]; then
+        printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$d/htpasswd-admin"
+    fi
+
     mkdir -p "$d/redis" "$d/nginx/conf" "$d/nginx/logs" "$d/nginx/tmp"
 
     note "starting redis on $d/redis.sock"
