@@ -654,4 +654,48 @@ PKI_API void pki_admin_handle(const pki_admin_conf_t *conf,
     const pki_admin_req_t *req, pki_admin_resp_t *resp);
 PKI_API void pki_admin_resp_free(pki_admin_resp_t *resp);
 
+
+/* ---- ACME challenge validation (core/acme_validate.c) ------------------- */
+
+/* Outbound checks of RFC 8555 section 8 and RFC 8737.  Blocking: call from
+ * a thread-pool thread, never from an event loop.  Every step is bounded in
+ * time (timeout_ms for the whole validation) and in size. */
+
+typedef enum {
+    PKI_ACME_HTTP01 = 0,
+    PKI_ACME_DNS01,
+    PKI_ACME_TLSALPN01
+} pki_acme_chall_t;
+
+typedef struct {
+    unsigned        http_port;        /* 80 unless a lab overrides it       */
+    unsigned        tls_port;         /* 443 unless a lab overrides it      */
+    const char     *resolver;         /* "ip[:port]" for DNS queries (A,
+                                         AAAA, TXT); NULL: /etc/resolv.conf */
+    const char     *resolve_to;       /* lab: every name resolves to this
+                                         IP literal (no DNS for A/AAAA)    */
+    int             allow_private;    /* 1: loopback/private/link-local
+                                         targets allowed (labs, tests)     */
+    unsigned        timeout_ms;       /* whole validation; default 10000    */
+    unsigned        max_redirects;    /* http-01; default 10                */
+} pki_acme_validate_conf_t;
+
+/* Outcome: PKI_OK when the challenge is satisfied.  Otherwise a status and
+ * problem_type, the RFC 8555 section 6.7 type name without the
+ * "urn:ietf:params:acme:error:" prefix ("connection", "dns",
+ * "incorrectResponse", "tls", "unauthorized", "rejectedIdentifier"), with
+ * res->detail telling the client what was seen. */
+typedef struct {
+    pki_result_t    res;
+    const char     *problem_type;     /* static string, NULL on success     */
+} pki_acme_validate_out_t;
+
+/* id_type "dns" or "ip" (RFC 8738); identifier without a "*." prefix (the
+ * caller strips it for dns-01); key_authz is token "." base64url(thumbprint)
+ * (http-01 and tls-alpn-01 compare it, dns-01 compares base64url(SHA-256 of
+ * it) with the TXT records of _acme-challenge.<identifier>). */
+PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
+    pki_acme_chall_t type, const char *id_type, const char *identifier,
+    const char *token, const char *key_authz, pki_acme_validate_out_t *out);
+
 #endif /* PKI_H */
