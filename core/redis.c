@@ -1952,3 +1952,31 @@ pki_crl_unlock(pki_redis_t *r, const char *ca, const char *token,
 
     return pki_redis_eval(r, &a, &v, res);
 }
+
+
+/* ---- raw commands for the protocol engines (scep.c) --------------------- */
+
+/* One command on this thread's connection, with pki_redis_cmd()'s retry
+ * and error handling.  Returns a redisReply (freeReplyObject) or NULL with
+ * res filled.  Internal to libpkicore (not exported). */
+void *
+pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res)
+{
+    if (r == NULL || argc <= 0 || argc > PKI_REDIS_ARGS_MAX) {
+        pki_fail(res, PKI_INTERNAL, "redis: bad command");
+        return NULL;
+    }
+
+    return pki_redis_cmd(r, argc, argv, lens, res);
+}
+
+
+/* Drops this thread's connection after a reply it did not expect. */
+void
+pki_int_redis_drop(pki_redis_t *r)
+{
+    if (r != NULL) {
+        pki_redis_drop(r);
+    }
+}

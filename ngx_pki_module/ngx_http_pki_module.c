@@ -60,6 +60,8 @@ typedef struct {
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
     void                      *crl_states;  /* per worker, one per CA */
+    ngx_array_t               *extra_keys;  /* pki_key_t *: protocol keys
+                                               (ngx_http_pki_add_key) */
 } ngx_http_pki_main_conf_t;
 
 
@@ -432,6 +434,20 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
         }
     }
 
+    if (pmcf->extra_keys) {
+        pki_key_t  **xk = pmcf->extra_keys->elts;
+
+        for (i = 0; i < pmcf->extra_keys->nelts; i++) {
+            pki_result_init(&res);
+
+            if (pki_key_open(xk[i], &res) != PKI_OK) {
+                ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                              "key \"%s\" did not open: %s (%s)",
+                              pki_key_ref(xk[i]), res.detail, res.log);
+            }
+        }
+    }
+
     if (pmcf->redis) {
         pki_redis_disconnect(pmcf->redis);
     }
@@ -511,6 +527,14 @@ ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf)
 
     for (i = 0; i < pmcf->cas.nelts; i++) {
         pki_key_close(ca[i].key);
+    }
+
+    if (pmcf->extra_keys) {
+        pki_key_t  **xk = pmcf->extra_keys->elts;
+
+        for (i = 0; i < pmcf->extra_keys->nelts; i++) {
+            pki_key_close(xk[i]);
+        }
     }
 
     vault = pmcf->vaults.elts;
@@ -2603,4 +2627,90 @@ ngx_http_pki_crl_send(ngx_http_request_t *r, ngx_str_t *name,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * Protocol keys (added for SCEP's RA key): a PEM file or a pkcs11: URI in
+ * a pki_key_vault declared before.  The key is opened now (validated at
+ * nginx -t), closed before fork and opened again in each worker with the
+ * CA keys; freed with the configuration.
+ */
+
+pki_key_t *
+ngx_http_pki_add_key(ngx_conf_t *cf, ngx_str_t *ref, pki_result_t *res)
+{
+    char                       token[256], *cref;
+    pki_key_t                 *key, **slot;
+    pki_vault_t               *vault;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        pki_fail(res, PKI_INTERNAL, "the pki module is not loaded");
+        return NULL;
+    }
+
+    cref = ngx_pnalloc(cf->pool, ref->len + 1);
+    if (cref == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    ngx_memcpy(cref, ref->data, ref->len);
+    cref[ref->len] = '\0';
+
+    vault = NULL;
+
+    if (ngx_strncmp(cref, "pkcs11:", 7) == 0) {
+        if (!pki_key_uri_token(cref, token, sizeof(token))) {
+            pki_fail(res, PKI_MALFORMED, "the key URI has no token");
+            return NULL;
+        }
+
+        vault = ngx_http_pki_find_vault_by_token(pmcf, token);
+        if (vault == NULL) {
+            pki_fail(res, PKI_MALFORMED, "no pki_key_vault for token \"%s\" "
+                     "(declare it before)", token);
+            return NULL;
+        }
+    }
+
+    if (pmcf->extra_keys == NULL) {
+        pmcf->extra_keys = ngx_array_create(cf->pool, 2, sizeof(pki_key_t *));
+        if (pmcf->extra_keys == NULL) {
+            pki_fail(res, PKI_INTERNAL, "out of memory");
+            return NULL;
+        }
+    }
+
+    key = pki_key_new(cref, vault, res);
+    if (key == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_key_free(key);
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    cln->handler = ngx_http_pki_key_cleanup;
+    cln->data = key;
+
+    if (pki_key_open(key, res) != PKI_OK) {
+        return NULL;
+    }
+
+    slot = ngx_array_push(pmcf->extra_keys);
+    if (slot == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    *slot = key;
+
+    return key;
 }

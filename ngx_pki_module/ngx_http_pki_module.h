@@ -67,4 +67,14 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
     ngx_str_t *body);
 
 
+/*
+ * Configuration time (added for SCEP's RA key): a key that is not a CA's,
+ * a PEM file or a pkcs11: URI of a pki_key_vault declared before.  Opened
+ * now, closed before fork, reopened in every worker, freed with the
+ * configuration.  NULL with res filled on failure.
+ */
+pki_key_t *ngx_http_pki_add_key(ngx_conf_t *cf, ngx_str_t *ref,
+    pki_result_t *res);
+
+
 #endif /* _NGX_HTTP_PKI_MODULE_H_INCLUDED_ */
