@@ -1912,7 +1912,9 @@ pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
  * says the session or token is gone closes and reopens the vault (bounded
  * retries, as for signing); any other failure is the input's fault (bad
  * padding, wrong length) and returns PKI_MALFORMED at once, without a
- * reopen, so that hostile ciphertexts cannot churn the token.
+ * reopen, so that hostile ciphertexts cannot churn the token.  SoftHSM
+ * answers a bad padding with CKR_GENERAL_ERROR: that code counts as the
+ * input's fault too.
  */
 
 /* Returns 1 on success, 0 on a bad ciphertext, -1 on a token failure. */
@@ -1950,12 +1952,13 @@ pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const unsigned char *in,
         ckr = pki_p11_last_ckr();
 
         switch (ckr) {
-        case 0x05UL:   /* CKR_GENERAL_ERROR */
         case 0x30UL:   /* CKR_DEVICE_ERROR */
         case 0x31UL:   /* CKR_DEVICE_MEMORY */
         case 0x32UL:   /* CKR_DEVICE_REMOVED */
         case 0x60UL:   /* CKR_KEY_HANDLE_INVALID */
         case 0x82UL:   /* CKR_OBJECT_HANDLE_INVALID */
+        case 0x90UL:   /* CKR_OPERATION_ACTIVE: a session stuck in an
+                          unfinished C_Decrypt; a new session mends it */
         case 0xB0UL:   /* CKR_SESSION_CLOSED */
         case 0xB3UL:   /* CKR_SESSION_HANDLE_INVALID */
         case 0xE0UL:   /* CKR_TOKEN_NOT_PRESENT */
@@ -2004,8 +2007,12 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
                         k->ref);
     }
 
+    /* An RSA ciphertext is exactly as long as the modulus.  Anything else
+     * never reaches the token: SoftHSM answers a short one with
+     * CKR_BUFFER_TOO_SMALL and leaves the decryption active in the
+     * session, which then refuses the next, good one. */
     cap = (size_t) EVP_PKEY_get_size(k->pub);
-    if (cap == 0 || inlen > cap) {
+    if (cap == 0 || inlen != cap) {
         return pki_fail(res, PKI_MALFORMED, "ciphertext length does not "
                         "match the key");
     }

@@ -2717,6 +2717,15 @@ pki_scep_pkioperation(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
+    /* every answer but a FAILURE is encrypted to the signer: without an
+     * RSA key it could not be delivered, so nothing is done for it */
+    if (EVP_PKEY_get_base_id(X509_get0_pubkey(m.signer)) != EVP_PKEY_RSA) {
+        pki_fail(res, PKI_UNSUPPORTED, "the signer's key is not RSA: no "
+                 "reply could be encrypted to it");
+        pki_scep_fail(conf, &m, PKI_SCEP_BAD_ALG, resp);
+        goto done;
+    }
+
     /* 4. decrypt */
     fail = pki_scep_open(conf, &m, res);
     if (fail == -2) {
