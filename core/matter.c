@@ -1593,6 +1593,7 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
     X509_NAME_ENTRY   *e;
     time_t             nb, canb;
     ASN1_TIME         *tm;
+    pki_status_t       rc;
 
     if (t->matter == PKI_MATTER_DAC) {
         if (ca == NULL) {
@@ -1673,8 +1674,34 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
         }
     }
 
-    return pki_check(x, (pki_matter_type_t) t->matter,
-                     ca ? ca->cert : NULL, CHK_PRESIGN | CHK_EMIT, res);
+    rc = pki_check(x, (pki_matter_type_t) t->matter,
+                   ca ? ca->cert : NULL, CHK_PRESIGN | CHK_EMIT, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    /* fabric-id consistency along the whole chain (RCAC included) */
+    if (ca && pki_is_operational(t->matter)) {
+        pki_opdn_t   s, c;
+
+        if (pki_dn_rules(X509_get_subject_name(x), 1, 0, &s) == NULL
+            && s.fabric == 1)
+        {
+            for (i = 0; i < sk_X509_num(ca->chain); i++) {
+                if (pki_dn_rules(X509_get_subject_name(
+                                     sk_X509_value(ca->chain, i)), 1, 0, &c)
+                    == NULL && c.fabric == 1 && c.fabric_id != s.fabric_id)
+                {
+                    return pki_fail(res, PKI_POLICY, "Matter %s subject: "
+                                    "fabric-id must equal the issuer's "
+                                    "fabric-id (chain)",
+                                    pki_matter_type_name(t->matter));
+                }
+            }
+        }
+    }
+
+    return PKI_OK;
 }
 
 
