@@ -912,8 +912,7 @@ ngx_http_scep_ra(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_scep_loc_conf_t *slcf = conf;
 
-    ngx_str_t     *value, key;
-    pki_result_t   res;
+    ngx_str_t  *value;
 
     (void) cmd;
 
@@ -928,20 +927,8 @@ ngx_http_scep_ra(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    key = value[2];
-
-    if (ngx_strncmp(key.data, "pkcs11:", 7) != 0) {
-        if (ngx_conf_full_name(cf->cycle, &key, 1) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    pki_result_init(&res);
-
-    slcf->ra_key = ngx_http_pki_add_key(cf, &key, &res);
+    slcf->ra_key = ngx_http_pki_key(cf, &value[2], "scep_ra");
     if (slcf->ra_key == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "scep_ra key \"%V\": %s",
-                           &value[2], res.detail);
         return NGX_CONF_ERROR;
     }
 
