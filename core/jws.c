@@ -776,14 +776,6 @@ pki_jws_parse(const unsigned char *body, size_t len, pki_jws_t *jws,
         goto done;
     }
 
-    if (!pki_b64url_decode(sig->valuestring, strlen(sig->valuestring),
-                           &jws->sig, &jws->sig_len)
-        || jws->sig_len == 0)
-    {
-        rc = pki_jws_malformed(jws, res, "malformed", "bad base64url in "
-                               "\"signature\"");
-        goto done;
-    }
 
     jws->signing_input = malloc(hlen + plen + 2);
     if (jws->signing_input == NULL) {
@@ -830,6 +822,15 @@ pki_jws_parse(const unsigned char *body, size_t len, pki_jws_t *jws,
     }
 
     snprintf(jws->alg, sizeof(jws->alg), "%s", item->valuestring);
+
+    if (!pki_b64url_decode(sig->valuestring, strlen(sig->valuestring),
+                           &jws->sig, &jws->sig_len)
+        || jws->sig_len == 0)
+    {
+        rc = pki_jws_malformed(jws, res, "malformed", "bad base64url in "
+                               "\"signature\"");
+        goto done;
+    }
 
     bad = 0;
     jws->kid = pki_json_strdup(hdr, "kid", &bad);
