@@ -56,6 +56,8 @@ typedef struct {
     ngx_array_t                vaults;      /* ngx_http_pki_vault_t */
     ngx_array_t                templates;   /* ngx_http_pki_template_t */
     ngx_array_t                cas;         /* ngx_http_pki_ca_t */
+    ngx_array_t                keys;        /* pki_key_t *: every key the
+                                               modules use, CAs' included */
     pki_redis_t               *redis;
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
@@ -344,6 +346,12 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&pmcf->keys, cf->pool, 4, sizeof(pki_key_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return pmcf;
 }
 
@@ -398,8 +406,8 @@ static ngx_int_t
 ngx_http_pki_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                 i;
+    pki_key_t                **key;
     pki_result_t               res;
-    ngx_http_pki_ca_t         *ca;
     ngx_http_pki_vault_t      *vault;
     ngx_http_pki_main_conf_t  *pmcf;
 
@@ -420,15 +428,15 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
         }
     }
 
-    ca = pmcf->cas.elts;
+    key = pmcf->keys.elts;
 
-    for (i = 0; i < pmcf->cas.nelts; i++) {
+    for (i = 0; i < pmcf->keys.nelts; i++) {
         pki_result_init(&res);
 
-        if (pki_key_open(ca[i].key, &res) != PKI_OK) {
+        if (pki_key_open(key[i], &res) != PKI_OK) {
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "key of pki_ca \"%V\" did not open: %s (%s)",
-                          &ca[i].name, res.detail, res.log);
+                          "key \"%s\" did not open: %s (%s)",
+                          pki_key_ref(key[i]), res.detail, res.log);
         }
     }
 
@@ -504,13 +512,13 @@ static void
 ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf)
 {
     ngx_uint_t             i;
-    ngx_http_pki_ca_t     *ca;
+    pki_key_t            **key;
     ngx_http_pki_vault_t  *vault;
 
-    ca = pmcf->cas.elts;
+    key = pmcf->keys.elts;
 
-    for (i = 0; i < pmcf->cas.nelts; i++) {
-        pki_key_close(ca[i].key);
+    for (i = 0; i < pmcf->keys.nelts; i++) {
+        pki_key_close(key[i]);
     }
 
     vault = pmcf->vaults.elts;
@@ -1107,20 +1115,124 @@ ngx_http_pki_ca_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
 }
 
 
+/*
+ * A key by reference: a PEM file or a "pkcs11:" URI whose token a
+ * pki_key_vault declared earlier.  Opened now, so that "nginx -t" proves
+ * it, and again in every worker after fork (init_process); freed with the
+ * cycle.  On error logs "what": the reason, and returns NULL.
+ */
+pki_key_t *
+ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what)
+{
+    char                       token[256];
+    u_char                    *z;
+    ngx_str_t                  w, full;
+    pki_key_t                 *key, **slot;
+    pki_vault_t               *vault;
+    pki_result_t               res;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    w.data = (u_char *) what;
+    w.len = ngx_strlen(what);
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s: ngx_http_pki_module is not loaded", what);
+        return NULL;
+    }
+
+    if (ref->len == 0 || ngx_strlchr(ref->data, ref->data + ref->len, '\0')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s: empty key", what);
+        return NULL;
+    }
+
+    z = ngx_pnalloc(cf->pool, ref->len + 1);
+    if (z == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_cpystrn(z, ref->data, ref->len + 1);
+
+    vault = NULL;
+
+    if (ngx_strncmp(z, "pkcs11:", 7) == 0) {
+
+        if (!pki_key_uri_token((char *) z, token, sizeof(token))) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s: key URI has no token", what);
+            return NULL;
+        }
+
+        vault = ngx_http_pki_find_vault_by_token(pmcf, token);
+        if (vault == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s: no pki_key_vault for token \"%s\" "
+                               "(declare it first)", what, token);
+            return NULL;
+        }
+
+    } else {
+        full = *ref;
+
+        if (ngx_conf_full_name(cf->cycle, &full, 1) != NGX_OK) {
+            return NULL;
+        }
+
+        z = ngx_pnalloc(cf->pool, full.len + 1);
+        if (z == NULL) {
+            return NULL;
+        }
+
+        (void) ngx_cpystrn(z, full.data, full.len + 1);
+    }
+
+    pki_result_init(&res);
+
+    key = pki_key_new((char *) z, vault, &res);
+    if (key == NULL) {
+        ngx_http_pki_conf_error(cf, &res, "key of %V", &w);
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_key_free(key);
+        return NULL;
+    }
+
+    cln->handler = ngx_http_pki_key_cleanup;
+    cln->data = key;
+
+    if (pki_key_open(key, &res) != PKI_OK) {
+        ngx_http_pki_conf_error(cf, &res, "key of %V", &w);
+        return NULL;
+    }
+
+    slot = ngx_array_push(&pmcf->keys);
+    if (slot == NULL) {
+        return NULL;
+    }
+
+    *slot = key;
+
+    return key;
+}
+
+
 static char *
 ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
     ngx_str_t *name, pki_ca_t *ca)
 {
     int                  i, n;
-    char                 token[256];
-    ngx_str_t            tname;
+    u_char              *what;
+    ngx_str_t            tname, kref;
     pki_key_t           *key;
     const char          *ref, *tn;
-    pki_vault_t         *vault;
     pki_result_t         res;
     pki_template_t      *t;
     ngx_http_pki_ca_t   *pca;
-    ngx_pool_cleanup_t  *cln;
 
     ref = pki_ca_key_ref(ca);
     if (ref == NULL || ref[0] == '\0') {
@@ -1129,49 +1241,24 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
         return NGX_CONF_ERROR;
     }
 
-    vault = NULL;
+    /* the CA only borrows the key; pki_ca_free() does not touch it */
 
-    if (ngx_strncmp(ref, "pkcs11:", 7) == 0) {
+    kref.data = (u_char *) ref;
+    kref.len = ngx_strlen(ref);
 
-        if (!pki_key_uri_token(ref, token, sizeof(token))) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "key URI of pki_ca \"%V\" has no token", name);
-            return NGX_CONF_ERROR;
-        }
+    what = ngx_pnalloc(cf->pool, sizeof("pki_ca \"\"") + name->len);
+    if (what == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-        vault = ngx_http_pki_find_vault_by_token(pmcf, token);
-        if (vault == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "no pki_key_vault for token \"%s\" "
-                               "in pki_ca \"%V\" (declare it before the CA)",
-                               token, name);
-            return NGX_CONF_ERROR;
-        }
+    *ngx_sprintf(what, "pki_ca \"%V\"", name) = '\0';
+
+    key = ngx_http_pki_key(cf, &kref, (char *) what);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     pki_result_init(&res);
-
-    key = pki_key_new(ref, vault, &res);
-    if (key == NULL) {
-        ngx_http_pki_conf_error(cf, &res, "key of pki_ca \"%V\"", name);
-        return NGX_CONF_ERROR;
-    }
-
-    /* the CA only borrows the key; pki_ca_free() does not touch it */
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        pki_key_free(key);
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_http_pki_key_cleanup;
-    cln->data = key;
-
-    if (pki_key_open(key, &res) != PKI_OK) {
-        ngx_http_pki_conf_error(cf, &res, "key of pki_ca \"%V\"", name);
-        return NGX_CONF_ERROR;
-    }
 
     if (pki_ca_set_key(ca, key, &res) != PKI_OK) {
         ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
