@@ -3802,21 +3802,3 @@ pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
     return PKI_OK;
 }
 
-
-/* ---- temporary: until core/acme_validate.c lands -------------------------- */
-
-__attribute__((weak)) pki_status_t
-pki_acme_validate(const pki_acme_validate_conf_t *conf, pki_acme_chall_t type,
-    const char *id_type, const char *identifier, const char *token,
-    const char *key_authz, pki_acme_validate_out_t *out)
-{
-    (void) conf;
-    (void) type;
-    (void) id_type;
-    (void) identifier;
-    (void) token;
-    (void) key_authz;
-
-    out->problem_type = "serverInternal";
-    return pki_fail(&out->res, PKI_UNSUPPORTED, "no validator built in");
-}

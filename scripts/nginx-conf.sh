@@ -132,7 +132,8 @@ http {
         certificate $PKI/issuing.pem;
         chain $PKI/chain.pem;
         key "$CAKEY";
-        templates device server acme;
+        templates device server;
+        templates acme;
         max_validity 365d;
         ocsp_url http://127.0.0.1:$HTTP/ocsp;
         crl_url http://127.0.0.1:$HTTP/crl/issuing.crl;
