@@ -62,6 +62,9 @@ typedef struct {
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
     void                      *crl_states;  /* per worker, one per CA */
+    time_t                     crl_refresh; /* shortest pki_crl_next_update
+                                               of the pki_crl locations;
+                                               0: no CRL is served */
 } ngx_http_pki_main_conf_t;
 
 
@@ -119,6 +122,8 @@ static char *ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_pki_crl_handler(ngx_http_request_t *r);
 static void ngx_http_pki_crl_free_all(ngx_http_pki_main_conf_t *pmcf);
+static void ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
+    ngx_http_pki_main_conf_t *pmcf);
 
 static char *ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -443,6 +448,8 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
     if (pmcf->redis) {
         pki_redis_disconnect(pmcf->redis);
     }
+
+    ngx_http_pki_crl_refresh_start(cycle, pmcf);
 
     return NGX_OK;
 }
@@ -2279,6 +2286,8 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_pki_loc_conf_t *prev = parent;
     ngx_http_pki_loc_conf_t *conf = child;
 
+    ngx_http_pki_main_conf_t  *pmcf;
+
     ngx_conf_merge_value(conf->crl, prev->crl, 0);
     ngx_conf_merge_sec_value(conf->crl_next_update, prev->crl_next_update,
                              NGX_HTTP_PKI_CRL_DEFAULT);
@@ -2289,6 +2298,16 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "pki_crl_next_update must be between 1m and 366d");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->crl == 1) {
+        pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+        if (pmcf->crl_refresh == 0
+            || conf->crl_next_update < pmcf->crl_refresh)
+        {
+            pmcf->crl_refresh = conf->crl_next_update;
+        }
     }
 
     return NGX_CONF_OK;
@@ -2594,6 +2613,195 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
     }
 
     ngx_http_finalize_request(r, ngx_http_pki_crl_send(r, &ctx->name, st));
+}
+
+
+/*
+ * Without requests nobody would rebuild a CRL before its nextUpdate, nor
+ * after a revocation, and the first relying party to come back would wait
+ * for the build.  Worker 0 of every host checks each CA every few seconds
+ * off the event loop (one Redis round trip per CA when nothing changed);
+ * pki_crl_current() rebuilds when the stored CRL is in the last quarter of
+ * its validity or older than the last revocation, once across the fleet.
+ */
+
+#define NGX_HTTP_PKI_CRL_REFRESH_MSEC  10000
+
+
+typedef struct {
+    ngx_http_pki_main_conf_t  *pmcf;
+    long long                 *have;     /* per CA: the number seen last */
+    pki_status_t              *status;   /* per CA: the last outcome     */
+    pki_status_t              *logged;   /* per CA: the last one logged  */
+    pki_result_t              *res;
+    ngx_event_t                timer;
+    ngx_thread_task_t         *task;
+    ngx_thread_pool_t         *tp;
+    unsigned                   busy:1;
+} ngx_http_pki_crl_refresher_t;
+
+
+static void ngx_http_pki_crl_refresh_tick(ngx_event_t *ev);
+static void ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log);
+static void ngx_http_pki_crl_refresh_done(ngx_event_t *ev);
+
+
+static void
+ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
+    ngx_http_pki_main_conf_t *pmcf)
+{
+    ngx_uint_t                     n;
+    ngx_http_pki_crl_refresher_t  *rf;
+
+    n = pmcf->cas.nelts;
+
+    if (pmcf->crl_refresh == 0 || pmcf->redis == NULL || n == 0) {
+        return;
+    }
+
+    if (!(ngx_process == NGX_PROCESS_WORKER && ngx_worker == 0)
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return;
+    }
+
+    rf = ngx_pcalloc(cycle->pool, sizeof(ngx_http_pki_crl_refresher_t));
+    if (rf == NULL) {
+        return;
+    }
+
+    rf->have = ngx_pcalloc(cycle->pool, n * sizeof(long long));
+    rf->status = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->logged = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->res = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
+    rf->task = ngx_thread_task_alloc(cycle->pool, 0);
+
+    if (rf->have == NULL || rf->status == NULL || rf->logged == NULL
+        || rf->res == NULL || rf->task == NULL)
+    {
+        return;
+    }
+
+    rf->tp = ngx_thread_pool_get(cycle, &pmcf->thread_pool_name);
+    if (rf->tp == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "pki crl: thread pool \"%V\" not found",
+                      &pmcf->thread_pool_name);
+        return;
+    }
+
+    rf->pmcf = pmcf;
+
+    rf->task->ctx = rf;
+    rf->task->handler = ngx_http_pki_crl_refresh_work;
+    rf->task->event.handler = ngx_http_pki_crl_refresh_done;
+    rf->task->event.data = rf;
+    rf->task->event.log = cycle->log;
+
+    rf->timer.handler = ngx_http_pki_crl_refresh_tick;
+    rf->timer.data = rf;
+    rf->timer.log = cycle->log;
+    rf->timer.cancelable = 1;
+
+    /* the first check soon after start, then every few seconds */
+    ngx_add_timer(&rf->timer, 1000);
+}
+
+
+static void
+ngx_http_pki_crl_refresh_tick(ngx_event_t *ev)
+{
+    ngx_http_pki_crl_refresher_t *rf = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (!rf->busy) {
+        if (ngx_thread_task_post(rf->tp, rf->task) == NGX_OK) {
+            rf->busy = 1;
+            return;                 /* the done handler sets the timer */
+        }
+
+        /* queue full: the requests come first; try again later */
+    }
+
+    ngx_add_timer(&rf->timer, NGX_HTTP_PKI_CRL_REFRESH_MSEC);
+}
+
+
+static void
+ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
+{
+    ngx_http_pki_crl_refresher_t *rf = data;
+
+    ngx_uint_t          i;
+    pki_crl_info_t      info;
+    ngx_http_pki_ca_t  *cas;
+
+    (void) log;
+
+    cas = rf->pmcf->cas.elts;
+
+    for (i = 0; i < rf->pmcf->cas.nelts; i++) {
+        pki_result_init(&rf->res[i]);
+
+        rf->status[i] = pki_crl_current(cas[i].ca, rf->pmcf->redis,
+                                        (long) rf->pmcf->crl_refresh,
+                                        rf->have[i], &info, &rf->res[i]);
+
+        if (rf->status[i] == PKI_OK) {
+            rf->have[i] = info.number;
+            free(info.der);
+        }
+    }
+}
+
+
+static void
+ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
+{
+    ngx_http_pki_crl_refresher_t *rf = ev->data;
+
+    ngx_uint_t          i;
+    ngx_http_pki_ca_t  *cas;
+
+    rf->busy = 0;
+    cas = rf->pmcf->cas.elts;
+
+    for (i = 0; i < rf->pmcf->cas.nelts; i++) {
+
+        if (rf->status[i] == PKI_OK) {
+            if (rf->res[i].log[0]) {
+                /* pki_crl_current() says when it built one */
+                ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                              "pki crl: \"%V\": %s", &cas[i].name,
+                              rf->res[i].log);
+            }
+
+            if (rf->logged[i] != PKI_OK) {
+                ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                              "pki crl: \"%V\": refresh works again",
+                              &cas[i].name);
+            }
+
+        } else if (rf->status[i] != rf->logged[i]) {
+            /* once per change of state, not every tick */
+            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                          "pki crl: refresh of \"%V\": %s (%s)%s%s",
+                          &cas[i].name, pki_status_name(rf->status[i]),
+                          rf->res[i].detail, rf->res[i].log[0] ? ": " : "",
+                          rf->res[i].log);
+        }
+
+        rf->logged[i] = rf->status[i];
+    }
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_add_timer(&rf->timer, NGX_HTTP_PKI_CRL_REFRESH_MSEC);
 }
 
 

@@ -196,6 +196,14 @@ sub redis_keys {
     return grep { length } split /\n/, $out;
 }
 
+# the keys that requests may change, sorted: everything but the CRLs, which
+# worker 0 rebuilds by itself in the background (crl, crl_meta, crl_lock,
+# crlnumber).  A hostile request must leave this list as it was.
+sub state_keys {
+    my ($self) = @_;
+    return sort grep { !/\}:crl/ } $self->redis_keys('*');
+}
+
 # --- nginx -------------------------------------------------------------------
 
 sub https_port { $_[0]{https} }
