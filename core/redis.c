@@ -1954,13 +1954,11 @@ pki_crl_unlock(pki_redis_t *r, const char *ca, const char *token,
 }
 
 
-/* ---- raw commands for the protocol engines (scep.c) --------------------- */
+/* ---- generic commands for the protocol engines (acme.c) ----------------- */
 
-/* One command on this thread's connection, with pki_redis_cmd()'s retry
- * and error handling.  Returns a redisReply (freeReplyObject) or NULL with
- * res filled.  Internal to libpkicore (not exported). */
-void *
-pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
+/* One command with the connection handling above (acme_int.h). */
+redisReply *
+pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res)
 {
     if (r == NULL || argc <= 0 || argc > PKI_REDIS_ARGS_MAX) {

@@ -1588,7 +1588,7 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
     argv[1] = c->hkey;
     lens[1] = strlen(c->hkey);
 
-    reply = pki_int_redis_command(r, 2, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
@@ -1653,7 +1653,7 @@ pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
     argv[1] = c->hkey;
     lens[1] = strlen(c->hkey);
 
-    reply = pki_int_redis_command(r, 2, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
@@ -1864,7 +1864,7 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
     argv[1] = key;
     lens[1] = strlen(key);
 
-    reply = pki_int_redis_command(r, 2, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
@@ -1948,7 +1948,7 @@ pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_command(r, 7, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 7, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
@@ -2019,7 +2019,7 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     }
     lens[i - 1] = m->data_len;
 
-    reply = pki_int_redis_command(conf->redis, i, argv, lens, res);
+    reply = pki_int_redis_cmd(conf->redis, i, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
@@ -2906,7 +2906,7 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_command(r, 6, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
     free(val);
 
     if (reply == NULL) {

@@ -10,12 +10,14 @@
 #define PKI_SCEP_INT_H
 
 #include <cJSON.h>
+#include <hiredis.h>
 
 #include "pki.h"
 
 
-/* redis.c: one raw command (a redisReply *, or NULL with res filled). */
-void *pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
+/* redis.c: one raw command (NULL with res filled; also in acme_int.h) and
+ * dropping this thread's connection after an unexpected reply. */
+redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 void pki_int_redis_drop(pki_redis_t *r);
 
