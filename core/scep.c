@@ -1398,32 +1398,26 @@ pki_scep_success(const pki_scep_conf_t *conf, pki_scep_msg_t *m, X509 *cert,
  * 160 bits, as hex (any case) or base64.
  */
 static int
-pki_scep_tid_matches(const char *tid, EVP_PKEY *pk)
+pki_scep_tid_matches(const char *tid, X509_PUBKEY *xpk)
 {
     int                   n, i, j, k, len[2];
     char                  text[2 * EVP_MAX_MD_SIZE + 1];
     unsigned char        *spki, md[EVP_MAX_MD_SIZE];
     unsigned int          mdlen, tl;
     const unsigned char  *in[2];
-    X509_PUBKEY          *xpk;
     const EVP_MD         *mds[4];
     const unsigned char  *bits;
     int                   bitslen, match;
 
+    /* the DER of the structure as parsed: no OpenSSL 3 encoder runs */
     spki = NULL;
-    xpk = NULL;
     match = 0;
 
-    n = i2d_PUBKEY(pk, &spki);
-    if (n <= 0) {
-        return 0;
-    }
-
-    if (X509_PUBKEY_set(&xpk, pk) != 1
+    n = i2d_X509_PUBKEY(xpk, &spki);
+    if (n <= 0
         || X509_PUBKEY_get0_param(NULL, &bits, &bitslen, NULL, xpk) != 1)
     {
         OPENSSL_free(spki);
-        X509_PUBKEY_free(xpk);
         ERR_clear_error();
         return 0;
     }
@@ -1473,9 +1467,30 @@ pki_scep_tid_matches(const char *tid, EVP_PKEY *pk)
     }
 
     OPENSSL_free(spki);
-    X509_PUBKEY_free(xpk);
 
     return match;
+}
+
+
+/* The two SubjectPublicKeyInfos are the same key: compared as DER, which
+ * avoids OpenSSL 3's encoder/decoder round trips of EVP_PKEY_eq. */
+static int
+pki_scep_same_key(X509_PUBKEY *a, X509_PUBKEY *b)
+{
+    int             la, lb, same;
+    unsigned char  *da, *db;
+
+    da = NULL;
+    db = NULL;
+    la = i2d_X509_PUBKEY(a, &da);
+    lb = i2d_X509_PUBKEY(b, &db);
+
+    same = la > 0 && la == lb && memcmp(da, db, (size_t) la) == 0;
+
+    OPENSSL_free(da);
+    OPENSSL_free(db);
+
+    return same;
 }
 
 
@@ -2134,7 +2149,9 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
     csrkey = X509_REQ_get0_pubkey(csr);
 
-    if (!conf->tid_any && !pki_scep_tid_matches(m->tid, csrkey)) {
+    if (!conf->tid_any
+        && !pki_scep_tid_matches(m->tid, X509_REQ_get_X509_PUBKEY(csr)))
+    {
         pki_fail(res, PKI_FORBIDDEN, "transactionID \"%s\" is not a hash of "
                  "the request's public key", m->tid);
         pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
@@ -2155,8 +2172,9 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             goto done;
         }
 
-        if (EVP_PKEY_eq(X509_get0_pubkey(m->signer), csrkey) != 1) {
-            ERR_clear_error();
+        if (!pki_scep_same_key(X509_get_X509_PUBKEY(m->signer),
+                               X509_REQ_get_X509_PUBKEY(csr)))
+        {
             pki_fail(res, PKI_FORBIDDEN, "the signer's key is not the key "
                      "of the CSR");
             pki_scep_fail(conf, m, PKI_SCEP_BAD_MSG_CHECK, resp);

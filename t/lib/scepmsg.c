@@ -534,7 +534,7 @@ bench_one(int fd, msg_t *m)
 {
     char            head[512], buf[65536];
     int             hl, got, n, clen, need;
-    char           *e, *cl;
+    char           *e, *cl, *body;
     const unsigned char *p;
     PKCS7          *rep;
     ASN1_TYPE      *st;
@@ -564,24 +564,66 @@ bench_one(int fd, msg_t *m)
     }
 
     cl = strcasestr(buf, "\r\nContent-Length:");
-    clen = cl ? atoi(cl + 17) : 0;
-    need = (int) (e + 4 - buf) + clen;
-    if (need >= (int) sizeof(buf)) {
-        return -1;
-    }
-    while (got < need) {
-        n = read(fd, buf + got, need - got);
-        if (n <= 0) {
+    body = e + 4;
+
+    if (cl == NULL && strcasestr(buf, "\r\nTransfer-Encoding: chunked")) {
+        /* Go's net/http (scepserver) sends larger bodies chunked:
+         * de-chunk in place */
+        char  *r = body, *w = body, *nl;
+        long   sz;
+
+        for (;;) {
+            while ((nl = strstr(r, "\r\n")) == NULL) {
+                n = read(fd, buf + got, sizeof(buf) - 1 - got);
+                if (n <= 0) {
+                    return -1;
+                }
+                got += n;
+                buf[got] = '\0';
+            }
+            sz = strtol(r, NULL, 16);
+            while (buf + got < nl + 2 + sz + 2) {
+                n = read(fd, buf + got, sizeof(buf) - 1 - got);
+                if (n <= 0) {
+                    return -1;
+                }
+                got += n;
+                buf[got] = '\0';
+            }
+            if (sz == 0) {
+                break;
+            }
+            memmove(w, nl + 2, sz);
+            w += sz;
+            r = nl + 2 + sz + 2;
+            /* keep the unread rest right after what was written */
+            memmove(w, r, buf + got - r);
+            got -= (int) (r - w);
+            buf[got] = '\0';
+            r = w;
+        }
+        clen = (int) (w - body);
+
+    } else {
+        clen = cl ? atoi(cl + 17) : 0;
+        need = (int) (body - buf) + clen;
+        if (need >= (int) sizeof(buf)) {
             return -1;
         }
-        got += n;
+        while (got < need) {
+            n = read(fd, buf + got, need - got);
+            if (n <= 0) {
+                return -1;
+            }
+            got += n;
+        }
     }
 
     if (strncmp(buf, "HTTP/1.1 200", 12) != 0) {
         return 0;
     }
 
-    p = (unsigned char *) e + 4;
+    p = (unsigned char *) body;
     rep = d2i_PKCS7(NULL, &p, clen);
     ok = 0;
     if (rep != NULL && PKCS7_type_is_signed(rep)) {
