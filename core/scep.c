@@ -2958,11 +2958,12 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
         return pki_fail(res, PKI_INTERNAL, "out of memory");
     }
 
-    cJSON_Delete(root);
-
+    /* cn and tmpl point into root */
     pki_log(res, "one-time SCEP challenge created, ttl %lds%s%s%s%s", ttl,
             cn ? ", cn " : "", cn ? cn : "", tmpl ? ", template " : "",
             tmpl ? tmpl : "");
+
+    cJSON_Delete(root);
 
     *status = 201;
     *out = o;
