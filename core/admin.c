@@ -924,6 +924,9 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         goto failed;
     }
 
+    /* revocations below are audited as this identity (core/audit.c) */
+    pki_event_set_actor("admin", req->identity, req->client);
+
     method = req->method != NULL ? req->method : "";
 
     if (req->path_len >= sizeof(path)
