@@ -210,6 +210,12 @@ demo_start() {
     if [ ! -f "$d/htpasswd-admin" ]; then
         printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$d/htpasswd-admin"
     fi
+    # transaction log (demo/audit/) and its checkpoint key
+    if [ ! -f "$d/audit.key" ]; then
+        (umask 077; openssl genpkey -algorithm EC \
+            -pkeyopt ec_paramgen_curve:P-256 -out "$d/audit.key" 2>/dev/null)
+        openssl pkey -in "$d/audit.key" -pubout -out "$d/audit-pub.pem" 2>/dev/null
+    fi
 
     mkdir -p "$d/redis" "$d/nginx/conf" "$d/nginx/logs" "$d/nginx/tmp"
 
@@ -266,6 +272,9 @@ nginx-pki demo is running.
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
+  metrics        https://127.0.0.1:8443/pki/metrics   (Prometheus; admin / admin)
+  dashboard      https://127.0.0.1:8443/pki/dashboard (admin / admin)
+  audit log      $d/audit/  (check: build/pkictl audit verify $d/audit --pubkey $d/audit-pub.pem)
   trust anchor   $d/root.pem
   CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
   Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)

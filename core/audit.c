@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
+#include <cJSON.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
@@ -1004,6 +1004,38 @@ pki_time_text(char *buf, size_t size)
 }
 
 
+/* DIR/audit.head: a copy of the latest checkpoint, replaced atomically.
+ * The verifier requires the log to still hold it, so that cutting entries
+ * off the end, up to and including the last checkpoint, is seen too. */
+static void
+pki_audit_write_head(pki_audit_t *a, const char *line, size_t len)
+{
+    int    fd;
+    char  *tmp, *path;
+
+    tmp = pki_path(a->dir, "audit.head.tmp");
+    path = pki_path(a->dir, "audit.head");
+
+    if (tmp != NULL && path != NULL) {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (fd >= 0) {
+            if (pki_write_all(fd, line, len)
+                && (a->no_fsync || fsync(fd) == 0))
+            {
+                close(fd);
+                (void) rename(tmp, path);
+            } else {
+                close(fd);
+                (void) unlink(tmp);
+            }
+        }
+    }
+
+    free(tmp);
+    free(path);
+}
+
+
 static const EVP_MD *
 pki_audit_md(pki_key_t *k)
 {
@@ -1140,6 +1172,7 @@ pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
 
     if (checkpoint) {
         a->since_ckpt = 0;
+        pki_audit_write_head(a, line, b.len);
     } else {
         a->since_ckpt++;
     }
@@ -1393,7 +1426,8 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
     EVP_PKEY            *kp;
     pki_vfile_t         *files, *tmp;
     struct dirent       *de;
-    unsigned long long   first, expect, seq;
+    char                 head_hash[65];
+    unsigned long long   first, expect, seq, head_seq;
     const char          *type, *pv, *sig, *kid;
 
     memset(rep, 0, sizeof(*rep));
@@ -1439,6 +1473,34 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
     }
 
     qsort(files, nfiles, sizeof(pki_vfile_t), pki_vfile_cmp);
+
+    /* the signed head, if any: the log must still hold it */
+    head_seq = 0;
+    path = pki_path(dir, "audit.head");
+    f = path ? fopen(path, "r") : NULL;
+    free(path);
+
+    if (f != NULL) {
+        line = NULL;
+        cap = 0;
+        n = getline(&line, &cap, f);
+        fclose(f);
+        f = NULL;
+
+        if (n > 0 && line[n - 1] == '\n') {
+            line[n - 1] = '\0';
+        }
+
+        if (n <= 0 || !pki_line_seq_hash(line, &head_seq, head_hash)) {
+            free(line);
+            free(files);
+            snprintf(rep->bad, sizeof(rep->bad), "audit.head is not a "
+                     "checkpoint entry (edited)");
+            return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
+        }
+
+        free(line);
+    }
 
     memcpy(prev, PKI_AUDIT_ZERO_HASH, 65);
     expect = 1;
@@ -1532,6 +1594,12 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
                         files[i].name, lineno, seq, seq - 1);
             }
 
+            if (seq == head_seq && strcmp(hash, head_hash) != 0) {
+                pki_bad(rep, "%s line %zu: entry seq %llu differs from the "
+                        "checkpoint in audit.head", files[i].name, lineno,
+                        seq);
+            }
+
             if (strcmp(type, "checkpoint") == 0) {
                 it = cJSON_GetObjectItemCaseSensitive(j, "sig");
                 sig = cJSON_IsString(it) ? it->valuestring : "";
@@ -1578,6 +1646,15 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
 
         fclose(f);
         f = NULL;
+    }
+
+    if (head_seq > rep->last_seq) {
+        snprintf(rep->bad, sizeof(rep->bad), "entries seq %llu..%llu were "
+                 "removed from the end (audit.head names checkpoint seq "
+                 "%llu)", rep->last_seq + 1, head_seq, head_seq);
+        free(line);
+        free(files);
+        return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
     }
 
     free(line);

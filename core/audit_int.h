@@ -27,5 +27,10 @@ const char *pki_int_take_operation(char buf[32]);
 /* RFC 5280 name of a CRLReason code ("unknown" if none). */
 const char *pki_int_reason_name(int reason);
 
+/* redis.c: one command (a redisReply *, freeReplyObject() it), NULL with
+ * res filled on error. */
+void *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res);
+
 
 #endif /* PKI_AUDIT_INT_H */

@@ -813,4 +813,30 @@ typedef struct {
 PKI_API pki_status_t pki_audit_verify(const char *dir, EVP_PKEY *pub,
     pki_audit_report_t *rep, pki_result_t *res);
 
+/* ---- metrics history in Redis (core/metrics.c) -----------------------------
+ *
+ *   <ns>{metrics}:m:<UNIX MINUTE>  hash FIELD -> count, TTL 48 h
+ *   <ns>{metrics}:h:<UNIX HOUR>    hash FIELD -> count, TTL 90 days
+ * Every host of a fleet adds its own deltas, so the buckets hold the
+ * fleet's totals.  Fields are short names such as "req:est:success" or
+ * "iss:CA:success".  All three calls are blocking (thread pool).
+ */
+
+/* Adds deltas[i] to fields[i] of the minute and hour buckets of now: one
+ * round trip.  n up to 256. */
+PKI_API pki_status_t pki_metrics_flush(pki_redis_t *r, time_t now,
+    const char *const *fields, const long long *deltas, size_t n,
+    pki_result_t *res);
+
+/* The last count buckets up to now (minute: up to 2880; hourly: up to
+ * 2160) as malloc'd JSON: {"step":60|3600,"from":T,"to":T,
+ * "buckets":[{"t":T,"v":{"FIELD":N,...}},...]} (empty buckets left out). */
+PKI_API pki_status_t pki_metrics_history(pki_redis_t *r, int hourly,
+    time_t now, unsigned count, char **json, pki_result_t *res);
+
+/* Certificates of a CA at now: out[0] unexpired, out[1] of those revoked
+ * or on hold, out[2] expiring within 7 days, out[3] within 30 days. */
+PKI_API pki_status_t pki_metrics_cert_counts(pki_redis_t *r, const char *ca,
+    time_t now, long long out[4], pki_result_t *res);
+
 #endif /* PKI_H */

@@ -2004,3 +2004,15 @@ pki_crl_unlock(pki_redis_t *r, const char *ca, const char *token,
 
     return pki_redis_eval(r, &a, &v, res);
 }
+
+
+/* ---- for core/metrics.c ----------------------------------------------------- */
+
+/* The command wrapper above, for the metrics history (a redisReply *; the
+ * caller frees it with freeReplyObject). */
+void *
+pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res)
+{
+    return pki_redis_cmd(r, argc, argv, lens, res);
+}
