@@ -206,12 +206,15 @@ pki_int_now(void)
 }
 
 
+static __thread int  pki_observe_off;
+
+
 void
 pki_int_observe(pki_event_type_t type, double seconds, pki_status_t status)
 {
     pki_event_t  ev;
 
-    if (pki_sink == NULL) {
+    if (pki_sink == NULL || pki_observe_off) {
         return;
     }
 
@@ -1091,8 +1094,10 @@ pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
                  a->seq + 1, a->hash);
 
         sig = NULL;
+        pki_observe_off = 1;
         st = pki_key_sign(a->key, pki_audit_md(a->key), (unsigned char *) tbs,
                           strlen(tbs), &sig, &siglen, res);
+        pki_observe_off = 0;
         if (st != PKI_OK) {
             return st;
         }

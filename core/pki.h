@@ -735,7 +735,8 @@ typedef struct {
     const char       *requester;     /* NULL: this thread's actor         */
     const char       *client;        /* NULL: this thread's actor         */
     const char       *reason;        /* public detail or revocation reason */
-    double            seconds;       /* PKI_EV_SIGN, PKI_EV_REDIS         */
+    double            seconds;       /* PKI_EV_SIGN, PKI_EV_REDIS; < 0:
+                                        an error without a latency      */
 } pki_event_t;
 
 /* The outcome class of a status, for labels: "success", "auth", "policy",

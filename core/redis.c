@@ -302,6 +302,7 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     for (attempt = 0; ; attempt++) {
         c = pki_redis_conn(r, &reused, res);
         if (c == NULL) {
+            pki_int_observe(PKI_EV_REDIS, -1, PKI_UNAVAILABLE);
             return NULL;
         }
 

@@ -12,9 +12,10 @@
  * \"est\",...}") and holding one column of values per worker slot, updated
  * with atomic adds (pool threads update them too).  Nothing on the hot path
  * talks to Redis: a timer in each worker posts one thread-pool task every
- * 10 s that adds this worker's deltas to the per-minute and per-hour
- * buckets in Redis (pki_metrics_flush), and every 60 s counts each CA's
- * certificates (pki_metrics_cert_counts) and writes an audit checkpoint.
+ * pki_metrics_interval (10 s) that adds this worker's deltas to the
+ * per-minute and per-hour buckets in Redis (pki_metrics_flush), and every
+ * 6th time counts each CA's certificates (pki_metrics_cert_counts) and
+ * writes an audit checkpoint.
  *
  * Events come from two places: the core's event hook (pki_event_set_sink:
  * issuance, revocation, signatures, Redis commands), and this module's
@@ -98,6 +99,7 @@ typedef struct {
     ngx_flag_t                 history;
     ngx_uint_t                 used;       /* pki_metrics / pki_dashboard */
     ngx_uint_t                 off;        /* pki_metrics_zone off */
+    ngx_msec_t                 interval;   /* pki_metrics_interval */
 } ngx_http_pki_m_main_conf_t;
 
 
@@ -214,6 +216,13 @@ static ngx_command_t  ngx_http_pki_m_commands[] = {
       offsetof(ngx_http_pki_m_main_conf_t, history),
       NULL },
 
+    { ngx_string("pki_metrics_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_pki_m_main_conf_t, interval),
+      NULL },
+
     { ngx_string("pki_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_pki_metrics,
@@ -290,6 +299,7 @@ ngx_http_pki_m_create_main_conf(ngx_conf_t *cf)
     mmcf->fsync = NGX_CONF_UNSET;
     mmcf->zone_size = NGX_CONF_UNSET_SIZE;
     mmcf->history = NGX_CONF_UNSET;
+    mmcf->interval = NGX_CONF_UNSET_MSEC;
 
     return mmcf;
 }
@@ -304,6 +314,13 @@ ngx_http_pki_m_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_size_value(mmcf->zone_size, 2 * 1024 * 1024);
     ngx_conf_init_value(mmcf->history, 1);
+    ngx_conf_init_msec_value(mmcf->interval, NGX_HTTP_PKI_M_FLUSH_MSEC);
+
+    if (mmcf->interval < 100) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_metrics_interval must be at least 100ms");
+        return NGX_CONF_ERROR;
+    }
 
     if (mmcf->zone_size < 64 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1132,10 +1149,13 @@ ngx_http_pki_m_sink(void *arg, const pki_event_t *ev)
         break;
 
     case PKI_EV_SIGN:
-        s = ngx_http_pki_m_series((u_char *) "pki_sign_duration_seconds",
-                                  sizeof("pki_sign_duration_seconds") - 1,
-                                  NGX_HTTP_PKI_M_HISTOGRAM, NULL);
-        ngx_http_pki_m_observe(s, ev->seconds);
+        if (ev->seconds >= 0) {
+            s = ngx_http_pki_m_series(
+                    (u_char *) "pki_sign_duration_seconds",
+                    sizeof("pki_sign_duration_seconds") - 1,
+                    NGX_HTTP_PKI_M_HISTOGRAM, NULL);
+            ngx_http_pki_m_observe(s, ev->seconds);
+        }
 
         if (ev->status != PKI_OK) {
             s = ngx_http_pki_m_series((u_char *) "pki_sign_errors_total",
@@ -1146,10 +1166,13 @@ ngx_http_pki_m_sink(void *arg, const pki_event_t *ev)
         break;
 
     case PKI_EV_REDIS:
-        s = ngx_http_pki_m_series((u_char *) "pki_redis_duration_seconds",
-                                  sizeof("pki_redis_duration_seconds") - 1,
-                                  NGX_HTTP_PKI_M_HISTOGRAM, NULL);
-        ngx_http_pki_m_observe(s, ev->seconds);
+        if (ev->seconds >= 0) {
+            s = ngx_http_pki_m_series(
+                    (u_char *) "pki_redis_duration_seconds",
+                    sizeof("pki_redis_duration_seconds") - 1,
+                    NGX_HTTP_PKI_M_HISTOGRAM, NULL);
+            ngx_http_pki_m_observe(s, ev->seconds);
+        }
 
         if (ev->status != PKI_OK) {
             s = ngx_http_pki_m_series((u_char *) "pki_redis_errors_total",
@@ -1846,14 +1869,15 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         return;
     }
 
-    ngx_add_timer(ev, NGX_HTTP_PKI_M_FLUSH_MSEC);
+    mmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_pki_metrics_module);
+
+    ngx_add_timer(ev, mmcf->interval);
 
     if (ngx_http_pki_m_busy) {
         return;
     }
 
-    mmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_pki_metrics_module);
     t = ngx_http_pki_m_task->ctx;
     ngx_memzero(t, sizeof(ngx_http_pki_m_task_t));
 
