@@ -105,7 +105,7 @@ mkdir -p "$P/conf" "$P/logs" "$P/tmp"
 "$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$F" --prefix "$P" \
     --redis "$W/redis.sock" --https "$HTTPS" --http "$HTTP" --daemon off \
     --log-level warn --workers 2 --ca-key "$F/issuing.key" \
-  | sed -e 's|^\( *\)ocsp_responder issuing;|&\n\1ocsp_responder_cache zone=ocsp:32m;|' \
+  | sed -e 's|ocsp_responder_cache zone=ocsp:[0-9]*m;|ocsp_responder_cache zone=ocsp:32m;|' \
         -e 's|^\( *\)location /ocsp {|\1location = /ret { return 200 "ok"; }\n&|' \
   > "$P/conf/nginx.conf"
 grep -q 'ocsp_responder_cache zone' "$P/conf/nginx.conf" || die "config edit failed"

@@ -15,10 +15,10 @@
  *       ocsp_responder_cache_header off;              # X-OCSP-Cache
  *   }
  *
- * ocsp_responder_signer CA CERT KEY names a delegated responder for one of
+ * ocsp_responder_signer CA CERT KEY (KEY: a PEM file or a pkcs11: URI in a
+ * pki_key_vault token) names a delegated responder for one of
  * the CAs (id-kp-OCSPSigning certificate issued by that CA; checked at
- * configuration time).  Its key is a PEM file for now (a pkcs11: URI needs
- * the shared module's vaults, which it does not export yet).
+ * configuration time).
  *
  * POST <location> with an application/ocsp-request body (another content
  * type is answered with the OCSP status malformedRequest, not an HTTP
@@ -1484,13 +1484,7 @@ ngx_http_ocsp_signer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cert = value[2];
     key = value[3];
 
-    if (ngx_strncmp(key.data, "pkcs11:", 7) == 0) {
-        return "a pkcs11: responder key is not supported yet, use a PEM file";
-    }
-
-    if (ngx_conf_full_name(cf->cycle, &cert, 1) != NGX_OK
-        || ngx_conf_full_name(cf->cycle, &key, 1) != NGX_OK)
-    {
+    if (ngx_conf_full_name(cf->cycle, &cert, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1508,12 +1502,17 @@ ngx_http_ocsp_signer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* a PEM file or a key in a pki_key_vault token; the shared module
+     * owns it (reopened in each worker, freed with the cycle) */
+
+    sg->key = ngx_http_pki_key(cf, &key, "ocsp_responder_signer");
+    if (sg->key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
     pki_result_init(&res);
 
-    sg->key = pki_key_new((char *) key.data, NULL, &res);
-    if (sg->key == NULL || pki_key_open(sg->key, &res) != PKI_OK
-        || pki_ocsp_signer_check(sg, &res) != PKI_OK)
-    {
+    if (pki_ocsp_signer_check(sg, &res) != PKI_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "ocsp_responder_signer \"%V\": %s",
                            &cert, res.detail);
@@ -1534,8 +1533,9 @@ ngx_http_ocsp_signer_cleanup(void *data)
 
     sg = signers->elts;
 
+    /* the keys belong to ngx_http_pki_module */
+
     for (i = 0; i < signers->nelts; i++) {
-        pki_key_free(sg[i].key);
         X509_free(sg[i].cert);
     }
 }

@@ -56,10 +56,15 @@ typedef struct {
     ngx_array_t                vaults;      /* ngx_http_pki_vault_t */
     ngx_array_t                templates;   /* ngx_http_pki_template_t */
     ngx_array_t                cas;         /* ngx_http_pki_ca_t */
+    ngx_array_t                keys;        /* pki_key_t *: every key the
+                                               modules use, CAs' included */
     pki_redis_t               *redis;
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
     void                      *crl_states;  /* per worker, one per CA */
+    time_t                     crl_refresh; /* shortest pki_crl_next_update
+                                               of the pki_crl locations;
+                                               0: no CRL is served */
 } ngx_http_pki_main_conf_t;
 
 
@@ -117,6 +122,8 @@ static char *ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_pki_crl_handler(ngx_http_request_t *r);
 static void ngx_http_pki_crl_free_all(ngx_http_pki_main_conf_t *pmcf);
+static void ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
+    ngx_http_pki_main_conf_t *pmcf);
 
 static char *ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -344,6 +351,12 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&pmcf->keys, cf->pool, 4, sizeof(pki_key_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return pmcf;
 }
 
@@ -398,8 +411,8 @@ static ngx_int_t
 ngx_http_pki_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                 i;
+    pki_key_t                **key;
     pki_result_t               res;
-    ngx_http_pki_ca_t         *ca;
     ngx_http_pki_vault_t      *vault;
     ngx_http_pki_main_conf_t  *pmcf;
 
@@ -420,21 +433,23 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
         }
     }
 
-    ca = pmcf->cas.elts;
+    key = pmcf->keys.elts;
 
-    for (i = 0; i < pmcf->cas.nelts; i++) {
+    for (i = 0; i < pmcf->keys.nelts; i++) {
         pki_result_init(&res);
 
-        if (pki_key_open(ca[i].key, &res) != PKI_OK) {
+        if (pki_key_open(key[i], &res) != PKI_OK) {
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "key of pki_ca \"%V\" did not open: %s (%s)",
-                          &ca[i].name, res.detail, res.log);
+                          "key \"%s\" did not open: %s (%s)",
+                          pki_key_ref(key[i]), res.detail, res.log);
         }
     }
 
     if (pmcf->redis) {
         pki_redis_disconnect(pmcf->redis);
     }
+
+    ngx_http_pki_crl_refresh_start(cycle, pmcf);
 
     return NGX_OK;
 }
@@ -504,13 +519,13 @@ static void
 ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf)
 {
     ngx_uint_t             i;
-    ngx_http_pki_ca_t     *ca;
+    pki_key_t            **key;
     ngx_http_pki_vault_t  *vault;
 
-    ca = pmcf->cas.elts;
+    key = pmcf->keys.elts;
 
-    for (i = 0; i < pmcf->cas.nelts; i++) {
-        pki_key_close(ca[i].key);
+    for (i = 0; i < pmcf->keys.nelts; i++) {
+        pki_key_close(key[i]);
     }
 
     vault = pmcf->vaults.elts;
@@ -1107,20 +1122,124 @@ ngx_http_pki_ca_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
 }
 
 
+/*
+ * A key by reference: a PEM file or a "pkcs11:" URI whose token a
+ * pki_key_vault declared earlier.  Opened now, so that "nginx -t" proves
+ * it, and again in every worker after fork (init_process); freed with the
+ * cycle.  On error logs "what": the reason, and returns NULL.
+ */
+pki_key_t *
+ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what)
+{
+    char                       token[256];
+    u_char                    *z;
+    ngx_str_t                  w, full;
+    pki_key_t                 *key, **slot;
+    pki_vault_t               *vault;
+    pki_result_t               res;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    w.data = (u_char *) what;
+    w.len = ngx_strlen(what);
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s: ngx_http_pki_module is not loaded", what);
+        return NULL;
+    }
+
+    if (ref->len == 0 || ngx_strlchr(ref->data, ref->data + ref->len, '\0')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s: empty key", what);
+        return NULL;
+    }
+
+    z = ngx_pnalloc(cf->pool, ref->len + 1);
+    if (z == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_cpystrn(z, ref->data, ref->len + 1);
+
+    vault = NULL;
+
+    if (ngx_strncmp(z, "pkcs11:", 7) == 0) {
+
+        if (!pki_key_uri_token((char *) z, token, sizeof(token))) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s: key URI has no token", what);
+            return NULL;
+        }
+
+        vault = ngx_http_pki_find_vault_by_token(pmcf, token);
+        if (vault == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s: no pki_key_vault for token \"%s\" "
+                               "(declare it first)", what, token);
+            return NULL;
+        }
+
+    } else {
+        full = *ref;
+
+        if (ngx_conf_full_name(cf->cycle, &full, 1) != NGX_OK) {
+            return NULL;
+        }
+
+        z = ngx_pnalloc(cf->pool, full.len + 1);
+        if (z == NULL) {
+            return NULL;
+        }
+
+        (void) ngx_cpystrn(z, full.data, full.len + 1);
+    }
+
+    pki_result_init(&res);
+
+    key = pki_key_new((char *) z, vault, &res);
+    if (key == NULL) {
+        ngx_http_pki_conf_error(cf, &res, "key of %V", &w);
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_key_free(key);
+        return NULL;
+    }
+
+    cln->handler = ngx_http_pki_key_cleanup;
+    cln->data = key;
+
+    if (pki_key_open(key, &res) != PKI_OK) {
+        ngx_http_pki_conf_error(cf, &res, "key of %V", &w);
+        return NULL;
+    }
+
+    slot = ngx_array_push(&pmcf->keys);
+    if (slot == NULL) {
+        return NULL;
+    }
+
+    *slot = key;
+
+    return key;
+}
+
+
 static char *
 ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
     ngx_str_t *name, pki_ca_t *ca)
 {
     int                  i, n;
-    char                 token[256];
-    ngx_str_t            tname;
+    u_char              *what;
+    ngx_str_t            tname, kref;
     pki_key_t           *key;
     const char          *ref, *tn;
-    pki_vault_t         *vault;
     pki_result_t         res;
     pki_template_t      *t;
     ngx_http_pki_ca_t   *pca;
-    ngx_pool_cleanup_t  *cln;
 
     ref = pki_ca_key_ref(ca);
     if (ref == NULL || ref[0] == '\0') {
@@ -1129,49 +1248,24 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
         return NGX_CONF_ERROR;
     }
 
-    vault = NULL;
+    /* the CA only borrows the key; pki_ca_free() does not touch it */
 
-    if (ngx_strncmp(ref, "pkcs11:", 7) == 0) {
+    kref.data = (u_char *) ref;
+    kref.len = ngx_strlen(ref);
 
-        if (!pki_key_uri_token(ref, token, sizeof(token))) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "key URI of pki_ca \"%V\" has no token", name);
-            return NGX_CONF_ERROR;
-        }
+    what = ngx_pnalloc(cf->pool, sizeof("pki_ca \"\"") + name->len);
+    if (what == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-        vault = ngx_http_pki_find_vault_by_token(pmcf, token);
-        if (vault == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "no pki_key_vault for token \"%s\" "
-                               "in pki_ca \"%V\" (declare it before the CA)",
-                               token, name);
-            return NGX_CONF_ERROR;
-        }
+    *ngx_sprintf(what, "pki_ca \"%V\"", name) = '\0';
+
+    key = ngx_http_pki_key(cf, &kref, (char *) what);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     pki_result_init(&res);
-
-    key = pki_key_new(ref, vault, &res);
-    if (key == NULL) {
-        ngx_http_pki_conf_error(cf, &res, "key of pki_ca \"%V\"", name);
-        return NGX_CONF_ERROR;
-    }
-
-    /* the CA only borrows the key; pki_ca_free() does not touch it */
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        pki_key_free(key);
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_http_pki_key_cleanup;
-    cln->data = key;
-
-    if (pki_key_open(key, &res) != PKI_OK) {
-        ngx_http_pki_conf_error(cf, &res, "key of pki_ca \"%V\"", name);
-        return NGX_CONF_ERROR;
-    }
 
     if (pki_ca_set_key(ca, key, &res) != PKI_OK) {
         ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
@@ -2263,6 +2357,8 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_pki_loc_conf_t *prev = parent;
     ngx_http_pki_loc_conf_t *conf = child;
 
+    ngx_http_pki_main_conf_t  *pmcf;
+
     ngx_conf_merge_value(conf->crl, prev->crl, 0);
     ngx_conf_merge_sec_value(conf->crl_next_update, prev->crl_next_update,
                              NGX_HTTP_PKI_CRL_DEFAULT);
@@ -2273,6 +2369,16 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "pki_crl_next_update must be between 1m and 366d");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->crl == 1) {
+        pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+        if (pmcf->crl_refresh == 0
+            || conf->crl_next_update < pmcf->crl_refresh)
+        {
+            pmcf->crl_refresh = conf->crl_next_update;
+        }
     }
 
     return NGX_CONF_OK;
@@ -2578,6 +2684,195 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
     }
 
     ngx_http_finalize_request(r, ngx_http_pki_crl_send(r, &ctx->name, st));
+}
+
+
+/*
+ * Without requests nobody would rebuild a CRL before its nextUpdate, nor
+ * after a revocation, and the first relying party to come back would wait
+ * for the build.  Worker 0 of every host checks each CA every few seconds
+ * off the event loop (one Redis round trip per CA when nothing changed);
+ * pki_crl_current() rebuilds when the stored CRL is in the last quarter of
+ * its validity or older than the last revocation, once across the fleet.
+ */
+
+#define NGX_HTTP_PKI_CRL_REFRESH_MSEC  10000
+
+
+typedef struct {
+    ngx_http_pki_main_conf_t  *pmcf;
+    long long                 *have;     /* per CA: the number seen last */
+    pki_status_t              *status;   /* per CA: the last outcome     */
+    pki_status_t              *logged;   /* per CA: the last one logged  */
+    pki_result_t              *res;
+    ngx_event_t                timer;
+    ngx_thread_task_t         *task;
+    ngx_thread_pool_t         *tp;
+    unsigned                   busy:1;
+} ngx_http_pki_crl_refresher_t;
+
+
+static void ngx_http_pki_crl_refresh_tick(ngx_event_t *ev);
+static void ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log);
+static void ngx_http_pki_crl_refresh_done(ngx_event_t *ev);
+
+
+static void
+ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
+    ngx_http_pki_main_conf_t *pmcf)
+{
+    ngx_uint_t                     n;
+    ngx_http_pki_crl_refresher_t  *rf;
+
+    n = pmcf->cas.nelts;
+
+    if (pmcf->crl_refresh == 0 || pmcf->redis == NULL || n == 0) {
+        return;
+    }
+
+    if (!(ngx_process == NGX_PROCESS_WORKER && ngx_worker == 0)
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return;
+    }
+
+    rf = ngx_pcalloc(cycle->pool, sizeof(ngx_http_pki_crl_refresher_t));
+    if (rf == NULL) {
+        return;
+    }
+
+    rf->have = ngx_pcalloc(cycle->pool, n * sizeof(long long));
+    rf->status = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->logged = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->res = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
+    rf->task = ngx_thread_task_alloc(cycle->pool, 0);
+
+    if (rf->have == NULL || rf->status == NULL || rf->logged == NULL
+        || rf->res == NULL || rf->task == NULL)
+    {
+        return;
+    }
+
+    rf->tp = ngx_thread_pool_get(cycle, &pmcf->thread_pool_name);
+    if (rf->tp == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "pki crl: thread pool \"%V\" not found",
+                      &pmcf->thread_pool_name);
+        return;
+    }
+
+    rf->pmcf = pmcf;
+
+    rf->task->ctx = rf;
+    rf->task->handler = ngx_http_pki_crl_refresh_work;
+    rf->task->event.handler = ngx_http_pki_crl_refresh_done;
+    rf->task->event.data = rf;
+    rf->task->event.log = cycle->log;
+
+    rf->timer.handler = ngx_http_pki_crl_refresh_tick;
+    rf->timer.data = rf;
+    rf->timer.log = cycle->log;
+    rf->timer.cancelable = 1;
+
+    /* the first check soon after start, then every few seconds */
+    ngx_add_timer(&rf->timer, 1000);
+}
+
+
+static void
+ngx_http_pki_crl_refresh_tick(ngx_event_t *ev)
+{
+    ngx_http_pki_crl_refresher_t *rf = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (!rf->busy) {
+        if (ngx_thread_task_post(rf->tp, rf->task) == NGX_OK) {
+            rf->busy = 1;
+            return;                 /* the done handler sets the timer */
+        }
+
+        /* queue full: the requests come first; try again later */
+    }
+
+    ngx_add_timer(&rf->timer, NGX_HTTP_PKI_CRL_REFRESH_MSEC);
+}
+
+
+static void
+ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
+{
+    ngx_http_pki_crl_refresher_t *rf = data;
+
+    ngx_uint_t          i;
+    pki_crl_info_t      info;
+    ngx_http_pki_ca_t  *cas;
+
+    (void) log;
+
+    cas = rf->pmcf->cas.elts;
+
+    for (i = 0; i < rf->pmcf->cas.nelts; i++) {
+        pki_result_init(&rf->res[i]);
+
+        rf->status[i] = pki_crl_current(cas[i].ca, rf->pmcf->redis,
+                                        (long) rf->pmcf->crl_refresh,
+                                        rf->have[i], &info, &rf->res[i]);
+
+        if (rf->status[i] == PKI_OK) {
+            rf->have[i] = info.number;
+            free(info.der);
+        }
+    }
+}
+
+
+static void
+ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
+{
+    ngx_http_pki_crl_refresher_t *rf = ev->data;
+
+    ngx_uint_t          i;
+    ngx_http_pki_ca_t  *cas;
+
+    rf->busy = 0;
+    cas = rf->pmcf->cas.elts;
+
+    for (i = 0; i < rf->pmcf->cas.nelts; i++) {
+
+        if (rf->status[i] == PKI_OK) {
+            if (rf->res[i].log[0]) {
+                /* pki_crl_current() says when it built one */
+                ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                              "pki crl: \"%V\": %s", &cas[i].name,
+                              rf->res[i].log);
+            }
+
+            if (rf->logged[i] != PKI_OK) {
+                ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                              "pki crl: \"%V\": refresh works again",
+                              &cas[i].name);
+            }
+
+        } else if (rf->status[i] != rf->logged[i]) {
+            /* once per change of state, not every tick */
+            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                          "pki crl: refresh of \"%V\": %s (%s)%s%s",
+                          &cas[i].name, pki_status_name(rf->status[i]),
+                          rf->res[i].detail, rf->res[i].log[0] ? ": " : "",
+                          rf->res[i].log);
+        }
+
+        rf->logged[i] = rf->status[i];
+    }
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_add_timer(&rf->timer, NGX_HTTP_PKI_CRL_REFRESH_MSEC);
 }
 
 

@@ -36,6 +36,15 @@ typedef void (*ngx_http_pki_done_pt)(ngx_http_request_t *r, void *data);
 pki_ca_t *ngx_http_pki_find_ca(ngx_conf_t *cf, ngx_str_t *name);
 pki_template_t *ngx_http_pki_find_template(ngx_conf_t *cf, ngx_str_t *name);
 
+/*
+ * Configuration time: a key by reference, a PEM file (relative to the
+ * prefix) or a "pkcs11:" URI of a token declared by a pki_key_vault before.
+ * Opened at once (so "nginx -t" proves it), reopened in every worker after
+ * fork, closed and freed with the cycle.  "what" names the directive in
+ * the error; NULL after the error was logged.
+ */
+pki_key_t *ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what);
+
 /* configuration time: 1 if pki_redis is configured */
 ngx_int_t ngx_http_pki_has_redis(ngx_conf_t *cf);
 

@@ -153,6 +153,26 @@ $c = (PKITest::run_cmd(['sh', '-c', "openssl crl -inform DER -in "
 chomp $c;
 is($c, 11, '  all 11 revoked serials listed');
 
+# without any CRL request, worker 0 rebuilds after a revocation (the
+# refresher checks every 10 s): the stored CRL's number moves by itself
+sub stored_number {
+    my ($k) = $t->redis_keys('*{ca:issuing}:crl_meta');
+    return -1 unless $k;
+    my $m = $t->redis_raw('GET', $k);
+    return $m =~ /^\d+ \d+ (\d+) / ? $1 : -1;
+}
+my $s0 = stored_number();
+ok($s0 >= $last, "stored CRL number $s0");
+my ($quiet, $qserial) = enroll('quiet');
+is(revoke($qserial), 200, 'revoked one more, then no CRL request');
+my $s1 = $s0;
+for (1 .. 70) {
+    sleep 0.25;
+    $s1 = stored_number();
+    last if $s1 > $s0;
+}
+ok($s1 > $s0, "the refresher rebuilt the CRL by itself ($s0 -> $s1)");
+
 # Redis down with a CRL in memory: still served
 $t->stop_redis;
 my $codes = '';

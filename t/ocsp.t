@@ -259,6 +259,52 @@ SKIP: {
     like($o3, qr/\Q$b\E: revoked/, 'delegated: revoked') or diag($o3);
 }
 
+# --- delegated responder whose key lives in the token --------------------------------
+
+SKIP: {
+    my $tok = $t->token;
+    my $pin = slurp("$pki/hsm/pin") // '';
+    chomp $pin;
+    my %env = (SOFTHSM2_CONF => $t->softhsm_conf);
+    my $mod = '/usr/lib/softhsm/libsofthsm2.so';
+    my $uri = "pkcs11:token=$tok;object=ocspresp;type=private";
+    my ($rc1, $o1, $e1) = run_cmd(['pkcs11-tool', '--module', $mod,
+        '--token-label', $tok, '--login', '--pin', $pin, '--keypairgen',
+        '--key-type', 'EC:prime256v1', '--label', 'ocspresp', '--id', '4f'],
+        env => \%env);
+    my ($rc2, $o2, $e2) = run_cmd(['openssl', 'req', '-new', '-engine',
+        'pkcs11', '-keyform', 'engine', '-key', "$uri;pin-value=$pin",
+        '-subj', '/CN=OCSP responder HSM', '-out', "$dir/hsmresp.csr"],
+        env => \%env);
+    my ($rc3) = run_cmd(['openssl', 'x509', '-req',
+        '-in', "$dir/hsmresp.csr", '-CA', "$pki/issuing.pem", '-engine',
+        'pkcs11', '-CAkeyform', 'engine', '-CAkey',
+        "pkcs11:token=$tok;object=issuing;type=private;pin-value=$pin",
+        '-days', '1', '-set_serial', '4243', '-extfile', "$dir/resp.ext",
+        '-out', "$dir/hsmresp.pem"], env => \%env);
+    skip "cannot make a token responder key: $e1 $e2", 4
+        if $rc1 != 0 || $rc2 != 0 || $rc3 != 0;
+
+    my $conf = $t->render_conf;
+    (my $hsm = $conf) =~ s{(ocsp_responder issuing;)}
+        {$1\n            ocsp_responder_signer issuing $dir/hsmresp.pem "$uri";};
+    (my $nov = $conf) =~ s{(ocsp_responder issuing;)}
+        {$1\n            ocsp_responder_signer issuing $dir/hsmresp.pem "pkcs11:token=nosuch;object=x;type=private";};
+    my ($okt, $tout) = $t->nginx_test($t->write_conf($nov, 'nov.conf'));
+    ok(!$okt && $tout =~ /no pki_key_vault for token/,
+       'token responder key without a vault refused by nginx -t')
+        or diag($tout);
+
+    $t->stop_nginx;
+    $t->start_nginx($hsm);
+    my ($rc4, $o4) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a,
+                          '-url', $url, @trust, '-resp_text');
+    like($o4, qr/\Q$a\E: good/, 'token responder key: good') or diag($o4);
+    like($o4, qr/Response verify OK/, 'token responder key: verifies');
+    like($o4, qr/CN\s*=\s*OCSP responder HSM/,
+         'token responder key: its certificate included');
+}
+
 # --- Redis down -> tryLater -----------------------------------------------------------
 
 $t->stop_redis;

@@ -196,6 +196,16 @@ sub redis_keys {
     return grep { length } split /\n/, $out;
 }
 
+# the keys that requests may change, sorted: everything but the CRLs, which
+# worker 0 rebuilds by itself in the background (crl, crl_meta, crl_lock,
+# crlnumber).  A hostile request must leave this list as it was.
+sub state_keys {
+    my ($self) = @_;
+    # without the CRL keys worker 0 rebuilds and the metrics history
+    # buckets (pki:{metrics}:..., written by a timer for any traffic)
+    return sort grep { !/\}:crl/ && !/\{metrics\}/ } $self->redis_keys('*');
+}
+
 # --- nginx -------------------------------------------------------------------
 
 sub https_port { $_[0]{https} }

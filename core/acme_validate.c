@@ -1,0 +1,2518 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ACME challenge validation (RFC 8555 section 8, RFC 8737, RFC 8738): the
+ * outbound side of http-01, dns-01 and tls-alpn-01.
+ *
+ * Blocking code for a thread-pool thread.  Every socket is non-blocking and
+ * every wait is a poll() bounded by what is left of the overall deadline
+ * (conf->timeout_ms), so one validation never takes longer than that, no
+ * matter how slow or hostile the other side is.  Everything read is capped:
+ * HTTP headers and body, redirects, DNS messages, CNAME chains.
+ *
+ * Names resolve through a small DNS client of our own (UDP, TCP when the
+ * answer is truncated) talking to conf->resolver or the servers of
+ * /etc/resolv.conf; conf->resolve_to replaces that for labs: every host
+ * (identifier, IP literal and redirect target alike) then connects to that
+ * address.  Before any connect() each target address is classified: the
+ * unspecified address, multicast and the 240/4 block are never contacted;
+ * loopback, private, link-local, CGNAT and documentation ranges only with
+ * conf->allow_private.
+ *
+ * Problem types (out->problem_type) and statuses:
+ *   rejectedIdentifier  PKI_POLICY       identifier unusable for this
+ *                                        challenge, or a target address
+ *                                        refused by the rules above
+ *   dns                 PKI_UNAVAILABLE  lookup failed: NXDOMAIN, SERVFAIL,
+ *                                        timeout, malformed answer, no
+ *                                        A/AAAA record
+ *   connection          PKI_UNAVAILABLE  connect/read failed or timed out,
+ *                                        broken HTTP, redirect refused
+ *   tls                 PKI_UNAVAILABLE  TLS handshake failed, ALPN
+ *                                        acme-tls/1 not negotiated
+ *   unauthorized        PKI_UNAUTHORIZED the server answered without a
+ *                                        proof: HTTP status not 200, no TXT
+ *                                        record at the name
+ *   incorrectResponse   PKI_UNAUTHORIZED the proof is wrong: body, TXT
+ *                                        value, tls-alpn-01 certificate
+ *   malformed           PKI_MALFORMED    bad arguments from the caller
+ *   serverInternal      PKI_INTERNAL     out of memory, unusable conf
+ *
+ * SIGPIPE is blocked in the calling thread for the duration of a call (TLS
+ * writes go through write()) and one raised meanwhile is swallowed.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+
+
+#define AV_TIMEOUT_DEFAULT   10000
+#define AV_REDIRECTS_DEFAULT 10
+#define AV_HEAD_MAX          8192       /* HTTP status line + headers   */
+#define AV_BODY_MAX          8192       /* http-01 body                 */
+#define AV_RAW_MAX           (AV_BODY_MAX * 2 + 1024)  /* chunked body  */
+#define AV_URL_MAX           2048
+#define AV_NAME_MAX          256        /* dotted name + NUL            */
+#define AV_ADDRS_MAX         8
+#define AV_TOKEN_MAX         256
+#define AV_KEYAUTHZ_MAX      1024
+
+#define AV_DNS_PORT          53
+#define AV_DNS_SERVERS_MAX   3
+#define AV_DNS_TRY_MS        2000       /* one UDP attempt              */
+#define AV_DNS_UDP_MAX       4096
+#define AV_DNS_TCP_MAX       65535
+#define AV_DNS_EDNS_SIZE     1232
+#define AV_DNS_ANS_MAX       32         /* answer RRs looked at         */
+#define AV_DNS_RR_MAX        16         /* records of the asked type    */
+#define AV_DNS_RDATA_MAX     256
+#define AV_DNS_CNAME_MAX     8
+
+#define AV_T_A               1
+#define AV_T_CNAME           5
+#define AV_T_TXT             16
+#define AV_T_AAAA            28
+#define AV_T_OPT             41
+
+#define AV_ADDR_OK           0
+#define AV_ADDR_PRIVATE      1
+#define AV_ADDR_NEVER        2
+
+#define AV_IO_TIMEOUT        (-2)
+
+
+typedef struct {
+    const pki_acme_validate_conf_t  *conf;
+    pki_acme_validate_out_t         *out;
+    long long                        deadline;     /* monotonic ms */
+    unsigned                         timeout_ms;
+    unsigned                         http_port;
+    unsigned                         tls_port;
+    unsigned                         max_redirects;
+} av_t;
+
+typedef struct {
+    struct sockaddr_storage          ss;
+    socklen_t                        len;
+} av_addr_t;
+
+typedef struct {
+    int                              fd;
+    SSL_CTX                         *ctx;
+    SSL                             *ssl;
+} av_conn_t;
+
+typedef struct {
+    int                              https;
+    unsigned                         port;
+    char                             host[AV_NAME_MAX];   /* no brackets */
+    char                             path[AV_URL_MAX];
+} av_url_t;
+
+typedef struct {
+    int                              rcode;
+    unsigned                         n;
+    unsigned short                   len[AV_DNS_RR_MAX];
+    unsigned char                    toolong[AV_DNS_RR_MAX];
+    unsigned char                    data[AV_DNS_RR_MAX][AV_DNS_RDATA_MAX];
+    char                             cname[AV_NAME_MAX];
+} av_dns_ans_t;
+
+typedef struct {
+    sigset_t                         old;
+    int                              pending_before;
+} av_sigpipe_t;
+
+
+static const char  av_acme_tls_alpn[] = "\x0a" "acme-tls/1";
+
+
+/* ---- results and time ------------------------------------------------- */
+
+static pki_status_t
+av_fail(av_t *av, pki_status_t st, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static pki_status_t
+av_fail(av_t *av, pki_status_t st, const char *type, const char *fmt, ...)
+{
+    char     buf[PKI_DETAIL_LEN];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    av->out->problem_type = type;
+    return pki_fail(&av->out->res, st, "%s", buf);
+}
+
+
+static long long
+av_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* Milliseconds left until deadline, 0 when it has passed. */
+static int
+av_left(long long deadline)
+{
+    long long  left;
+
+    left = deadline - av_now();
+    if (left <= 0) {
+        return 0;
+    }
+    return left > INT_MAX ? INT_MAX : (int) left;
+}
+
+
+/* 1: fd ready (or in error), 0: deadline passed, -1: poll failed. */
+static int
+av_wait(int fd, short events, long long deadline)
+{
+    int            n, left;
+    struct pollfd  pfd;
+
+    for ( ;; ) {
+        left = av_left(deadline);
+        if (left == 0) {
+            return 0;
+        }
+
+        pfd.fd = fd;
+        pfd.events = events;
+        pfd.revents = 0;
+
+        n = poll(&pfd, 1, left);
+        if (n > 0) {
+            return 1;
+        }
+        if (n == 0) {
+            return 0;
+        }
+        if (errno != EINTR) {
+            return -1;
+        }
+    }
+}
+
+
+static void
+av_sigpipe_block(av_sigpipe_t *sp)
+{
+    sigset_t  set, pending;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+
+    sigpending(&pending);
+    sp->pending_before = sigismember(&pending, SIGPIPE);
+
+    pthread_sigmask(SIG_BLOCK, &set, &sp->old);
+}
+
+
+static void
+av_sigpipe_restore(av_sigpipe_t *sp)
+{
+    struct timespec  zero = { 0, 0 };
+    sigset_t         set, pending;
+
+    if (!sp->pending_before) {
+        sigpending(&pending);
+
+        if (sigismember(&pending, SIGPIPE)) {
+            sigemptyset(&set);
+            sigaddset(&set, SIGPIPE);
+            while (sigtimedwait(&set, NULL, &zero) == -1 && errno == EINTR) {
+                /* retry */
+            }
+        }
+    }
+
+    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
+}
+
+
+/* Copies up to 64 bytes of s for a detail text, '?' for anything not
+ * printable ASCII. */
+static void
+av_printable(char *dst, size_t size, const unsigned char *s, size_t len)
+{
+    size_t  i, n;
+
+    n = len < 64 ? len : 64;
+    if (n >= size) {
+        n = size - 1;
+    }
+
+    for (i = 0; i < n; i++) {
+        dst[i] = (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"') ? (char) s[i]
+                                                               : '?';
+    }
+    dst[n] = '\0';
+}
+
+
+/* base64url without padding of SHA-256(s): 43 characters + NUL. */
+static void
+av_sha256_b64url(const char *s, char out[48])
+{
+    int            i, n;
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+    unsigned char  b64[64];
+
+    SHA256((const unsigned char *) s, strlen(s), md);
+    n = EVP_EncodeBlock(b64, md, sizeof(md));
+
+    for (i = 0; i < n && b64[i] != '='; i++) {
+        out[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char) b64[i];
+    }
+    out[i] = '\0';
+}
+
+
+/* ---- addresses ----------------------------------------------------------- */
+
+/* An IP literal (no brackets, no port). */
+static int
+av_addr_parse(const char *s, av_addr_t *a)
+{
+    struct sockaddr_in   *s4;
+    struct sockaddr_in6  *s6;
+
+    memset(a, 0, sizeof(*a));
+
+    s4 = (struct sockaddr_in *) &a->ss;
+    if (inet_pton(AF_INET, s, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        a->len = sizeof(*s4);
+        return 1;
+    }
+
+    s6 = (struct sockaddr_in6 *) &a->ss;
+    if (inet_pton(AF_INET6, s, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        a->len = sizeof(*s6);
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static void
+av_addr_set_port(av_addr_t *a, unsigned port)
+{
+    if (a->ss.ss_family == AF_INET) {
+        ((struct sockaddr_in *) &a->ss)->sin_port = htons((uint16_t) port);
+    } else {
+        ((struct sockaddr_in6 *) &a->ss)->sin6_port = htons((uint16_t) port);
+    }
+}
+
+
+static const char *
+av_addr_str(const av_addr_t *a, char *buf, size_t size)
+{
+    const void  *p;
+
+    if (a->ss.ss_family == AF_INET) {
+        p = &((const struct sockaddr_in *) &a->ss)->sin_addr;
+    } else {
+        p = &((const struct sockaddr_in6 *) &a->ss)->sin6_addr;
+    }
+
+    if (inet_ntop(a->ss.ss_family, p, buf, (socklen_t) size) == NULL) {
+        snprintf(buf, size, "?");
+    }
+    return buf;
+}
+
+
+static int
+av_v4_class(uint32_t a)
+{
+    if ((a >> 24) == 0                          /* 0.0.0.0/8 "this net" */
+        || (a >> 28) >= 14)                     /* 224/4 mcast, 240/4   */
+    {
+        return AV_ADDR_NEVER;
+    }
+
+    if ((a >> 24) == 127                        /* loopback             */
+        || (a >> 24) == 10                      /* RFC 1918             */
+        || (a & 0xfff00000) == 0xac100000       /* 172.16/12            */
+        || (a & 0xffff0000) == 0xc0a80000       /* 192.168/16           */
+        || (a & 0xffff0000) == 0xa9fe0000       /* 169.254/16 link-loc. */
+        || (a & 0xffc00000) == 0x64400000       /* 100.64/10 CGNAT      */
+        || (a & 0xffffff00) == 0xc0000000       /* 192.0.0/24 IETF      */
+        || (a & 0xffffff00) == 0xc0000200       /* 192.0.2/24 doc       */
+        || (a & 0xfffe0000) == 0xc6120000       /* 198.18/15 bench      */
+        || (a & 0xffffff00) == 0xc6336400       /* 198.51.100/24 doc    */
+        || (a & 0xffffff00) == 0xcb007100)      /* 203.0.113/24 doc     */
+    {
+        return AV_ADDR_PRIVATE;
+    }
+
+    return AV_ADDR_OK;
+}
+
+
+static int
+av_addr_class(const av_addr_t *a)
+{
+    uint32_t              v4;
+    const unsigned char  *b;
+    static const unsigned char  zero[16];
+    static const unsigned char  nat64[12] = { 0, 0x64, 0xff, 0x9b };
+
+    if (a->ss.ss_family == AF_INET) {
+        v4 = ntohl(((const struct sockaddr_in *) &a->ss)->sin_addr.s_addr);
+        return av_v4_class(v4);
+    }
+
+    b = ((const struct sockaddr_in6 *) &a->ss)->sin6_addr.s6_addr;
+    v4 = ((uint32_t) b[12] << 24) | ((uint32_t) b[13] << 16)
+         | ((uint32_t) b[14] << 8) | b[15];
+
+    if (memcmp(b, zero, 16) == 0 || b[0] == 0xff) {
+        return AV_ADDR_NEVER;                   /* ::, ff00::/8         */
+    }
+
+    if (memcmp(b, zero, 10) == 0 && b[10] == 0xff && b[11] == 0xff) {
+        return av_v4_class(v4);                 /* ::ffff:a.b.c.d       */
+    }
+
+    if (memcmp(b, nat64, 12) == 0) {
+        return av_v4_class(v4);                 /* 64:ff9b::/96         */
+    }
+
+    if (memcmp(b, zero, 12) == 0                /* ::1, ::a.b.c.d       */
+        || (b[0] == 0xfe && (b[1] & 0x80) == 0x80)  /* fe80::/9         */
+        || (b[0] & 0xfe) == 0xfc                /* fc00::/7 ULA         */
+        || (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
+        || (b[0] == 0x01 && memcmp(b + 1, zero, 7) == 0))   /* 100::/64 */
+    {
+        return AV_ADDR_PRIVATE;
+    }
+
+    return AV_ADDR_OK;
+}
+
+
+/* ---- connections ----------------------------------------------------------- */
+
+static void
+av_conn_close(av_conn_t *c)
+{
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->ctx != NULL) {
+        SSL_CTX_free(c->ctx);
+        c->ctx = NULL;
+    }
+    if (c->fd != -1) {
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+
+/* 1 connected, 0 timeout, -1 failed (errno). */
+static int
+av_connect_one(const av_addr_t *a, int type, long long deadline, int *fdp)
+{
+    int        fd, err, rc, one;
+    socklen_t  len;
+
+    fd = socket(a->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        return -1;
+    }
+
+    if (type == SOCK_STREAM) {
+        one = 1;
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+
+    if (connect(fd, (const struct sockaddr *) &a->ss, a->len) == 0) {
+        *fdp = fd;
+        return 1;
+    }
+
+    if (errno != EINPROGRESS) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+
+    rc = av_wait(fd, POLLOUT, deadline);
+    if (rc <= 0) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return rc;
+    }
+
+    err = 0;
+    len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1 || err != 0) {
+        close(fd);
+        errno = err ? err : EIO;
+        return -1;
+    }
+
+    *fdp = fd;
+    return 1;
+}
+
+
+/* Tries each address in turn until one accepts. */
+static pki_status_t
+av_connect(av_t *av, const char *host, av_addr_t *addrs, size_t n,
+    av_conn_t *c)
+{
+    int     rc, err;
+    char    ip[INET6_ADDRSTRLEN];
+    size_t  i;
+
+    err = ECONNREFUSED;
+
+    for (i = 0; i < n; i++) {
+        rc = av_connect_one(&addrs[i], SOCK_STREAM, av->deadline, &c->fd);
+        if (rc == 1) {
+            return PKI_OK;
+        }
+        if (rc == 0) {
+            return av_fail(av, PKI_UNAVAILABLE, "connection",
+                           "timeout connecting to %s (%s)", host,
+                           av_addr_str(&addrs[i], ip, sizeof(ip)));
+        }
+        err = errno;
+    }
+
+    return av_fail(av, PKI_UNAVAILABLE, "connection",
+                   "cannot connect to %s (%s): %s", host,
+                   n ? av_addr_str(&addrs[n - 1], ip, sizeof(ip)) : "-",
+                   strerror(err));
+}
+
+
+/* >0 bytes, 0 EOF, -1 error, AV_IO_TIMEOUT. */
+static ssize_t
+av_read(av_t *av, av_conn_t *c, void *buf, size_t len)
+{
+    int      rc, err;
+    ssize_t  n;
+
+    for ( ;; ) {
+        if (c->ssl != NULL) {
+            ERR_clear_error();
+            rc = SSL_read(c->ssl, buf, len > INT_MAX ? INT_MAX : (int) len);
+            if (rc > 0) {
+                return rc;
+            }
+            err = SSL_get_error(c->ssl, rc);
+            if (err == SSL_ERROR_ZERO_RETURN) {
+                return 0;
+            }
+            if (err == SSL_ERROR_WANT_READ) {
+                rc = av_wait(c->fd, POLLIN, av->deadline);
+            } else if (err == SSL_ERROR_WANT_WRITE) {
+                rc = av_wait(c->fd, POLLOUT, av->deadline);
+            } else {
+                return -1;
+            }
+
+        } else {
+            n = recv(c->fd, buf, len, 0);
+            if (n >= 0) {
+                return n;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                return -1;
+            }
+            rc = av_wait(c->fd, POLLIN, av->deadline);
+        }
+
+        if (rc == 0) {
+            return AV_IO_TIMEOUT;
+        }
+        if (rc < 0) {
+            return -1;
+        }
+    }
+}
+
+
+/* 1 written, -1 error, AV_IO_TIMEOUT. */
+static int
+av_write(av_t *av, av_conn_t *c, const void *buf, size_t len)
+{
+    int                   rc, err;
+    size_t                done;
+    ssize_t               n;
+    const unsigned char  *p;
+
+    p = buf;
+    done = 0;
+
+    while (done < len) {
+        if (c->ssl != NULL) {
+            ERR_clear_error();
+            rc = SSL_write(c->ssl, p + done, (int) (len - done));
+            if (rc > 0) {
+                done += (size_t) rc;
+                continue;
+            }
+            err = SSL_get_error(c->ssl, rc);
+            if (err == SSL_ERROR_WANT_READ) {
+                rc = av_wait(c->fd, POLLIN, av->deadline);
+            } else if (err == SSL_ERROR_WANT_WRITE) {
+                rc = av_wait(c->fd, POLLOUT, av->deadline);
+            } else {
+                return -1;
+            }
+
+        } else {
+            n = send(c->fd, p + done, len - done, MSG_NOSIGNAL);
+            if (n >= 0) {
+                done += (size_t) n;
+                continue;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                return -1;
+            }
+            rc = av_wait(c->fd, POLLOUT, av->deadline);
+        }
+
+        if (rc == 0) {
+            return AV_IO_TIMEOUT;
+        }
+        if (rc < 0) {
+            return -1;
+        }
+    }
+
+    return 1;
+}
+
+
+/* TLS ≥ 1.2 over c->fd, certificate not verified (RFC 8737 section 3 and
+ * the https redirects of http-01 do not need a trusted chain).  sni may be
+ * NULL; alpn is in wire format or NULL. */
+static pki_status_t
+av_tls_start(av_t *av, av_conn_t *c, const char *host, const char *sni,
+    const unsigned char *alpn, size_t alpnlen)
+{
+    int            rc, err;
+    const char    *reason;
+    unsigned long  e;
+
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (c->ctx == NULL) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal",
+                       "SSL_CTX_new() failed");
+    }
+
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+
+    c->ssl = SSL_new(c->ctx);
+    if (c->ssl == NULL || !SSL_set_fd(c->ssl, c->fd)) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal",
+                       "SSL_new() failed");
+    }
+
+    if (sni != NULL && !SSL_set_tlsext_host_name(c->ssl, sni)) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal",
+                       "cannot set the TLS server name");
+    }
+
+    if (alpn != NULL
+        && SSL_set_alpn_protos(c->ssl, alpn, (unsigned) alpnlen) != 0)
+    {
+        return av_fail(av, PKI_INTERNAL, "serverInternal",
+                       "cannot set ALPN");
+    }
+
+    for ( ;; ) {
+        ERR_clear_error();
+        rc = SSL_connect(c->ssl);
+        if (rc == 1) {
+            return PKI_OK;
+        }
+
+        err = SSL_get_error(c->ssl, rc);
+        if (err == SSL_ERROR_WANT_READ) {
+            rc = av_wait(c->fd, POLLIN, av->deadline);
+        } else if (err == SSL_ERROR_WANT_WRITE) {
+            rc = av_wait(c->fd, POLLOUT, av->deadline);
+        } else {
+            e = ERR_peek_last_error();
+            reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+            return av_fail(av, PKI_UNAVAILABLE, "tls",
+                           "TLS handshake with %s failed: %s", host,
+                           reason != NULL ? reason
+                           : e != 0 ? "error" : "connection closed");
+        }
+
+        if (rc == 0) {
+            return av_fail(av, PKI_UNAVAILABLE, "connection",
+                           "timeout during the TLS handshake with %s", host);
+        }
+        if (rc < 0) {
+            return av_fail(av, PKI_UNAVAILABLE, "tls",
+                           "TLS handshake with %s failed", host);
+        }
+    }
+}
+
+
+/* ---- DNS ---------------------------------------------------------------- */
+
+/* "ip", "ip:port", "[v6]", "[v6]:port" or a bare v6 literal. */
+static int
+av_server_parse(const char *s, av_addr_t *a)
+{
+    char           buf[INET6_ADDRSTRLEN + 8];
+    char          *colon, *end;
+    size_t         len;
+    unsigned long  port;
+
+    len = strlen(s);
+    if (len == 0 || len >= sizeof(buf)) {
+        return 0;
+    }
+    memcpy(buf, s, len + 1);
+    port = AV_DNS_PORT;
+
+    if (buf[0] == '[') {
+        end = strchr(buf, ']');
+        if (end == NULL) {
+            return 0;
+        }
+        *end++ = '\0';
+        if (*end == ':') {
+            port = strtoul(end + 1, &colon, 10);
+            if (*colon != '\0' || end[1] == '\0') {
+                return 0;
+            }
+        } else if (*end != '\0') {
+            return 0;
+        }
+        if (!av_addr_parse(buf + 1, a)) {
+            return 0;
+        }
+
+    } else if (av_addr_parse(buf, a)) {
+        /* bare v4 or v6 */
+
+    } else {
+        colon = strrchr(buf, ':');
+        if (colon == NULL || strchr(buf, ':') != colon) {
+            return 0;
+        }
+        *colon = '\0';
+        port = strtoul(colon + 1, &end, 10);
+        if (*end != '\0' || colon[1] == '\0' || !av_addr_parse(buf, a)
+            || a->ss.ss_family != AF_INET)
+        {
+            return 0;
+        }
+    }
+
+    if (port == 0 || port > 65535) {
+        return 0;
+    }
+
+    av_addr_set_port(a, (unsigned) port);
+    return 1;
+}
+
+
+static size_t
+av_dns_servers(av_t *av, av_addr_t *srv)
+{
+    char    line[256], *p, *e;
+    FILE   *f;
+    size_t  n;
+
+    if (av->conf->resolver != NULL && av->conf->resolver[0] != '\0') {
+        return av_server_parse(av->conf->resolver, &srv[0]) ? 1 : 0;
+    }
+
+    n = 0;
+    f = fopen("/etc/resolv.conf", "re");
+    if (f != NULL) {
+        while (n < AV_DNS_SERVERS_MAX && fgets(line, sizeof(line), f) != NULL)
+        {
+            if (strncmp(line, "nameserver", 10) != 0
+                || (line[10] != ' ' && line[10] != '\t'))
+            {
+                continue;
+            }
+            p = line + 10;
+            p += strspn(p, " \t");
+            e = p + strcspn(p, " \t\r\n%");     /* drop a v6 zone id */
+            *e = '\0';
+            if (av_addr_parse(p, &srv[n])) {
+                av_addr_set_port(&srv[n], AV_DNS_PORT);
+                n++;
+            }
+        }
+        fclose(f);
+    }
+
+    if (n == 0) {
+        (void) av_addr_parse("127.0.0.1", &srv[0]);
+        av_addr_set_port(&srv[0], AV_DNS_PORT);
+        n = 1;
+    }
+
+    return n;
+}
+
+
+/* Query message with one question and an EDNS0 OPT record. */
+static size_t
+av_dns_build(unsigned char *buf, size_t size, uint16_t id, const char *name,
+    int qtype)
+{
+    size_t       n, lab;
+    const char  *p, *dot;
+
+    if (size < 12 + AV_NAME_MAX + 4 + 11) {
+        return 0;
+    }
+
+    memset(buf, 0, 12);
+    buf[0] = (unsigned char) (id >> 8);
+    buf[1] = (unsigned char) id;
+    buf[2] = 0x01;                              /* RD */
+    buf[5] = 1;                                 /* QDCOUNT */
+    buf[11] = 1;                                /* ARCOUNT */
+    n = 12;
+
+    for (p = name; *p != '\0'; p = *dot ? dot + 1 : dot) {
+        dot = strchr(p, '.');
+        if (dot == NULL) {
+            dot = p + strlen(p);
+        }
+        lab = (size_t) (dot - p);
+        if (lab == 0 || lab > 63 || n - 12 + lab + 2 > 255) {
+            return 0;
+        }
+        buf[n++] = (unsigned char) lab;
+        memcpy(buf + n, p, lab);
+        n += lab;
+    }
+    buf[n++] = 0;
+
+    buf[n++] = 0;
+    buf[n++] = (unsigned char) qtype;
+    buf[n++] = 0;
+    buf[n++] = 1;                               /* IN */
+
+    buf[n++] = 0;                               /* OPT: root name */
+    buf[n++] = 0;
+    buf[n++] = AV_T_OPT;
+    buf[n++] = (unsigned char) (AV_DNS_EDNS_SIZE >> 8);
+    buf[n++] = (unsigned char) AV_DNS_EDNS_SIZE;
+    memset(buf + n, 0, 6);                      /* TTL, RDLENGTH */
+    n += 6;
+
+    return n;
+}
+
+
+/* Expands a possibly compressed name at *off into out (lowercase, dotted,
+ * no trailing dot; "" for the root) and moves *off past it.  Pointers must
+ * point backwards, which bounds the walk. */
+static int
+av_dns_name(const unsigned char *m, size_t len, size_t *off, char *out)
+{
+    int     jumped, c;
+    size_t  pos, n, lab, i, limit;
+
+    pos = *off;
+    limit = pos;
+    jumped = 0;
+    n = 0;
+
+    for ( ;; ) {
+        if (pos >= len) {
+            return 0;
+        }
+        lab = m[pos];
+
+        if ((lab & 0xc0) == 0xc0) {
+            if (pos + 1 >= len) {
+                return 0;
+            }
+            if (!jumped) {
+                *off = pos + 2;
+                jumped = 1;
+            }
+            i = ((lab & 0x3f) << 8) | m[pos + 1];
+            if (i >= limit) {
+                return 0;                       /* forward or self loop */
+            }
+            limit = i;
+            pos = i;
+            continue;
+        }
+
+        if (lab & 0xc0) {
+            return 0;                           /* 0x40/0x80: reserved  */
+        }
+
+        pos++;
+        if (lab == 0) {
+            break;
+        }
+
+        if (pos + lab > len || n + lab + 2 > AV_NAME_MAX) {
+            return 0;
+        }
+        if (n > 0) {
+            out[n++] = '.';
+        }
+        for (i = 0; i < lab; i++) {
+            c = m[pos + i];
+            if (c <= 0x20 || c >= 0x7f || c == '.') {
+                return 0;
+            }
+            out[n++] = (char) (c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        pos += lab;
+    }
+
+    out[n] = '\0';
+    if (!jumped) {
+        *off = pos;
+    }
+    return 1;
+}
+
+
+typedef struct {
+    char            owner[AV_NAME_MAX];
+    unsigned short  type;
+    size_t          rdoff;
+    size_t          rdlen;
+} av_dns_rr_t;
+
+
+/* Parses a response to (id, qname, qtype).  Returns 1 and fills ans, or 0
+ * with *why set.  The records kept are those of qtype owned by the end of
+ * the CNAME chain that starts at qname; a chain that ends without such a
+ * record leaves its last name in ans->cname. */
+static int
+av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
+    const char *qname, int qtype, av_dns_ans_t *ans, const char **why)
+{
+    char          name[AV_NAME_MAX], cur[AV_NAME_MAX];
+    size_t        off, i, k, nrr, an, end, t;
+    unsigned      type, cls;
+    av_dns_rr_t  *rr;
+    av_dns_rr_t   rrs[AV_DNS_ANS_MAX];
+
+    memset(ans, 0, offsetof(av_dns_ans_t, data));
+    ans->cname[0] = '\0';
+
+    if (len < 12) {
+        *why = "short message";
+        return 0;
+    }
+    if (((m[0] << 8) | m[1]) != id || !(m[2] & 0x80)) {
+        *why = "not a response to the query";
+        return 0;
+    }
+    if (((m[2] >> 3) & 0x0f) != 0) {
+        *why = "unexpected opcode";
+        return 0;
+    }
+
+    ans->rcode = m[3] & 0x0f;
+
+    if (((m[4] << 8) | m[5]) != 1) {
+        *why = "bad question count";
+        return 0;
+    }
+
+    off = 12;
+    if (!av_dns_name(m, len, &off, name) || off + 4 > len) {
+        *why = "malformed question";
+        return 0;
+    }
+    if (strcasecmp(name, qname) != 0
+        || (unsigned) ((m[off] << 8) | m[off + 1]) != (unsigned) qtype
+        || ((m[off + 2] << 8) | m[off + 3]) != 1)
+    {
+        *why = "question does not match";
+        return 0;
+    }
+    off += 4;
+
+    an = (size_t) ((m[6] << 8) | m[7]);
+    nrr = 0;
+
+    for (i = 0; i < an; i++) {
+        if (!av_dns_name(m, len, &off, name) || off + 10 > len) {
+            *why = "malformed answer";
+            return 0;
+        }
+        type = (m[off] << 8) | m[off + 1];
+        cls = (m[off + 2] << 8) | m[off + 3];
+        t = (size_t) ((m[off + 8] << 8) | m[off + 9]);
+        off += 10;
+        if (off + t > len) {
+            *why = "truncated answer";
+            return 0;
+        }
+
+        if (cls == 1 && nrr < AV_DNS_ANS_MAX) {
+            rr = &rrs[nrr++];
+            memcpy(rr->owner, name, sizeof(name));
+            rr->type = (unsigned short) type;
+            rr->rdoff = off;
+            rr->rdlen = t;
+        }
+        off += t;
+    }
+
+    /* follow the CNAME chain inside this answer */
+    snprintf(cur, sizeof(cur), "%s", qname);
+    for (k = 0; k < AV_DNS_CNAME_MAX; k++) {
+        for (i = 0; i < nrr; i++) {
+            if (rrs[i].type == AV_T_CNAME && strcasecmp(rrs[i].owner, cur) == 0)
+            {
+                break;
+            }
+        }
+        if (i == nrr) {
+            break;
+        }
+        off = rrs[i].rdoff;
+        if (!av_dns_name(m, len, &off, name)
+            || off != rrs[i].rdoff + rrs[i].rdlen || name[0] == '\0')
+        {
+            *why = "malformed CNAME";
+            return 0;
+        }
+        memcpy(cur, name, sizeof(name));
+    }
+    if (k == AV_DNS_CNAME_MAX) {
+        *why = "CNAME loop";
+        return 0;
+    }
+
+    for (i = 0; i < nrr && ans->n < AV_DNS_RR_MAX; i++) {
+        rr = &rrs[i];
+        if (rr->type != (unsigned) qtype || strcasecmp(rr->owner, cur) != 0) {
+            continue;
+        }
+
+        if (qtype == AV_T_A || qtype == AV_T_AAAA) {
+            if (rr->rdlen != (qtype == AV_T_A ? 4u : 16u)) {
+                *why = "malformed address record";
+                return 0;
+            }
+            memcpy(ans->data[ans->n], m + rr->rdoff, rr->rdlen);
+            ans->len[ans->n++] = (unsigned short) rr->rdlen;
+            continue;
+        }
+
+        /* TXT: one or more <length><bytes>, concatenated */
+        k = 0;
+        off = rr->rdoff;
+        end = rr->rdoff + rr->rdlen;
+        if (off == end) {
+            *why = "empty TXT record";
+            return 0;
+        }
+        while (off < end) {
+            t = m[off++];
+            if (off + t > end) {
+                *why = "malformed TXT record";
+                return 0;
+            }
+            if (k + t < AV_DNS_RDATA_MAX) {
+                memcpy(ans->data[ans->n] + k, m + off, t);
+            } else {
+                ans->toolong[ans->n] = 1;
+            }
+            k += t;
+            off += t;
+        }
+        ans->len[ans->n++] = (unsigned short) (k < AV_DNS_RDATA_MAX ? k : 0);
+    }
+
+    if (ans->n == 0 && strcasecmp(cur, qname) != 0) {
+        memcpy(ans->cname, cur, sizeof(cur));
+    }
+
+    return 1;
+}
+
+
+/* One UDP exchange.  1: a message with our id arrived, 0: try deadline
+ * passed, -1: socket error. */
+static int
+av_dns_udp(const av_addr_t *srv, const unsigned char *q, size_t qlen,
+    unsigned char *resp, size_t size, size_t *rlen, long long deadline)
+{
+    int      fd, rc;
+    ssize_t  n;
+
+    rc = av_connect_one(srv, SOCK_DGRAM, deadline, &fd);
+    if (rc != 1) {
+        return rc;
+    }
+
+    if (send(fd, q, qlen, MSG_NOSIGNAL) != (ssize_t) qlen) {
+        close(fd);
+        return -1;
+    }
+
+    for ( ;; ) {
+        rc = av_wait(fd, POLLIN, deadline);
+        if (rc <= 0) {
+            close(fd);
+            return rc;
+        }
+
+        n = recv(fd, resp, size, 0);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
+                continue;
+            }
+            close(fd);
+            return -1;                          /* e.g. ECONNREFUSED    */
+        }
+
+        /* ignore strays: another id, or not a response */
+        if (n >= 12 && resp[0] == q[0] && resp[1] == q[1]
+            && (resp[2] & 0x80))
+        {
+            *rlen = (size_t) n;
+            close(fd);
+            return 1;
+        }
+    }
+}
+
+
+/* One exchange over TCP (after a truncated UDP answer). */
+static pki_status_t
+av_dns_tcp(av_t *av, const av_addr_t *srv, const unsigned char *q,
+    size_t qlen, unsigned char *resp, size_t *rlen)
+{
+    int            rc;
+    char           ip[INET6_ADDRSTRLEN];
+    size_t         got, want;
+    ssize_t        n;
+    av_conn_t      c;
+    unsigned char  out[2 + 512];
+
+    c.fd = -1;
+    c.ssl = NULL;
+    c.ctx = NULL;
+
+    rc = av_connect_one(srv, SOCK_STREAM, av->deadline, &c.fd);
+    if (rc != 1) {
+        return av_fail(av, PKI_UNAVAILABLE, "dns",
+                       "DNS over TCP to %s failed: %s",
+                       av_addr_str(srv, ip, sizeof(ip)),
+                       rc == 0 ? "timeout" : strerror(errno));
+    }
+
+    out[0] = (unsigned char) (qlen >> 8);
+    out[1] = (unsigned char) qlen;
+    memcpy(out + 2, q, qlen);
+
+    rc = av_write(av, &c, out, qlen + 2);
+    if (rc != 1) {
+        goto failed;
+    }
+
+    want = 2;
+    got = 0;
+    while (got < want) {
+        n = av_read(av, &c, resp + got, want - got);
+        if (n <= 0) {
+            rc = (int) n;
+            goto failed;
+        }
+        got += (size_t) n;
+        if (want == 2 && got == 2) {
+            want = (size_t) ((resp[0] << 8) | resp[1]);
+            if (want < 12) {
+                av_conn_close(&c);
+                return av_fail(av, PKI_UNAVAILABLE, "dns",
+                               "malformed DNS answer over TCP from %s",
+                               av_addr_str(srv, ip, sizeof(ip)));
+            }
+            got = 0;
+        }
+    }
+
+    av_conn_close(&c);
+    *rlen = want;
+    return PKI_OK;
+
+failed:
+
+    av_conn_close(&c);
+    return av_fail(av, PKI_UNAVAILABLE, "dns",
+                   "DNS over TCP to %s failed: %s",
+                   av_addr_str(srv, ip, sizeof(ip)),
+                   rc == AV_IO_TIMEOUT ? "timeout"
+                   : rc == 0 ? "connection closed" : "read error");
+}
+
+
+/* One query, UDP first, TCP when truncated, over the configured servers
+ * (two UDP attempts each) until the deadline. */
+static pki_status_t
+av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
+{
+    int             rc, tcp;
+    char            ip[INET6_ADDRSTRLEN];
+    size_t          nsrv, qlen, rlen, attempt, s;
+    uint16_t        id;
+    long long       try_deadline;
+    av_addr_t       srv[AV_DNS_SERVERS_MAX];
+    pki_status_t    st;
+    const char     *why;
+    unsigned char  *resp;
+    unsigned char   q[512];
+
+    nsrv = av_dns_servers(av, srv);
+    if (nsrv == 0) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal",
+                       "invalid DNS resolver address in the configuration");
+    }
+
+    if (RAND_bytes((unsigned char *) &id, sizeof(id)) != 1) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal",
+                       "RAND_bytes() failed");
+    }
+
+    qlen = av_dns_build(q, sizeof(q), id, name, qtype);
+    if (qlen == 0) {
+        return av_fail(av, PKI_POLICY, "rejectedIdentifier",
+                       "\"%.100s\" is not a valid DNS name", name);
+    }
+
+    resp = malloc(AV_DNS_TCP_MAX + 2);
+    if (resp == NULL) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal", "out of memory");
+    }
+
+    rc = 0;
+    s = 0;
+
+    for (attempt = 0; attempt < 2 * nsrv; attempt++) {
+        s = attempt % nsrv;
+
+        try_deadline = av_now() + AV_DNS_TRY_MS;
+        if (try_deadline > av->deadline) {
+            try_deadline = av->deadline;
+        }
+
+        rc = av_dns_udp(&srv[s], q, qlen, resp, AV_DNS_UDP_MAX, &rlen,
+                        try_deadline);
+        if (rc == 1) {
+            break;
+        }
+        if (av_left(av->deadline) == 0) {
+            break;
+        }
+    }
+
+    if (rc != 1) {
+        free(resp);
+        return av_fail(av, PKI_UNAVAILABLE, "dns",
+                       "DNS query for %.100s to %s: %s", name,
+                       av_addr_str(&srv[s], ip, sizeof(ip)),
+                       rc == 0 ? "timeout" : strerror(errno));
+    }
+
+    tcp = 0;
+    if (resp[2] & 0x02) {                       /* TC */
+        st = av_dns_tcp(av, &srv[s], q, qlen, resp, &rlen);
+        if (st != PKI_OK) {
+            free(resp);
+            return st;
+        }
+        tcp = 1;
+    }
+
+    if (!av_dns_parse(resp, rlen, id, name, qtype, ans, &why)) {
+        free(resp);
+        return av_fail(av, PKI_UNAVAILABLE, "dns",
+                       "bad DNS answer%s from %s for %.100s: %s",
+                       tcp ? " over TCP" : "",
+                       av_addr_str(&srv[s], ip, sizeof(ip)), name, why);
+    }
+
+    free(resp);
+    return PKI_OK;
+}
+
+
+/* A query that follows CNAMEs across queries as well. */
+static pki_status_t
+av_dns_lookup(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
+{
+    char          cur[AV_NAME_MAX];
+    unsigned      hops;
+    pki_status_t  st;
+
+    snprintf(cur, sizeof(cur), "%s", name);
+
+    for (hops = 0; hops <= AV_DNS_CNAME_MAX; hops++) {
+        st = av_dns_query(av, cur, qtype, ans);
+        if (st != PKI_OK) {
+            return st;
+        }
+        if (ans->rcode != 0 || ans->n > 0 || ans->cname[0] == '\0') {
+            return PKI_OK;
+        }
+        memcpy(cur, ans->cname, sizeof(cur));
+    }
+
+    return av_fail(av, PKI_UNAVAILABLE, "dns",
+                   "too many CNAMEs looking up %.100s", name);
+}
+
+
+static const char *
+av_rcode_name(int rcode)
+{
+    switch (rcode) {
+    case 1:  return "FORMERR";
+    case 2:  return "SERVFAIL";
+    case 3:  return "NXDOMAIN";
+    case 4:  return "NOTIMP";
+    case 5:  return "REFUSED";
+    default: return "error";
+    }
+}
+
+
+/* ---- resolution with the address policy ------------------------------- */
+
+/* Addresses for host (an IP literal or a name) on port, after the policy
+ * check.  Nothing is contacted when any address is refused. */
+static pki_status_t
+av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
+    size_t *naddrs)
+{
+    int            cls, rcode;
+    char           ip[INET6_ADDRSTRLEN];
+    size_t         n, i, t;
+    pki_status_t   st;
+    av_dns_ans_t  *ans;
+    static const int  types[2] = { AV_T_AAAA, AV_T_A };
+
+    n = 0;
+
+    if (av->conf->resolve_to != NULL && av->conf->resolve_to[0] != '\0') {
+        if (!av_addr_parse(av->conf->resolve_to, &addrs[0])) {
+            return av_fail(av, PKI_INTERNAL, "serverInternal",
+                           "resolve_to is not an IP address");
+        }
+        n = 1;
+
+    } else if (av_addr_parse(host, &addrs[0])) {
+        n = 1;
+
+    } else {
+        ans = malloc(sizeof(av_dns_ans_t));
+        if (ans == NULL) {
+            return av_fail(av, PKI_INTERNAL, "serverInternal",
+                           "out of memory");
+        }
+
+        for (t = 0; t < 2; t++) {
+            st = av_dns_lookup(av, host, types[t], ans);
+            if (st != PKI_OK) {
+                free(ans);
+                return st;
+            }
+            if (ans->rcode != 0) {
+                rcode = ans->rcode;
+                free(ans);
+                return av_fail(av, PKI_UNAVAILABLE, "dns",
+                               "%s looking up %s for %.100s",
+                               av_rcode_name(rcode),
+                               types[t] == AV_T_A ? "A" : "AAAA", host);
+            }
+
+            for (i = 0; i < ans->n && n < AV_ADDRS_MAX; i++) {
+                memset(&addrs[n], 0, sizeof(addrs[n]));
+                if (types[t] == AV_T_A) {
+                    struct sockaddr_in  *s4 = (void *) &addrs[n].ss;
+                    s4->sin_family = AF_INET;
+                    memcpy(&s4->sin_addr, ans->data[i], 4);
+                    addrs[n].len = sizeof(*s4);
+                } else {
+                    struct sockaddr_in6  *s6 = (void *) &addrs[n].ss;
+                    s6->sin6_family = AF_INET6;
+                    memcpy(&s6->sin6_addr, ans->data[i], 16);
+                    addrs[n].len = sizeof(*s6);
+                }
+                n++;
+            }
+        }
+
+        free(ans);
+
+        if (n == 0) {
+            return av_fail(av, PKI_UNAVAILABLE, "dns",
+                           "no A or AAAA record for %.100s", host);
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        cls = av_addr_class(&addrs[i]);
+        if (cls == AV_ADDR_NEVER
+            || (cls == AV_ADDR_PRIVATE && !av->conf->allow_private))
+        {
+            return av_fail(av, PKI_POLICY, "rejectedIdentifier",
+                           "%.100s: refusing to connect to %s address %s",
+                           host,
+                           cls == AV_ADDR_NEVER ? "reserved" : "private",
+                           av_addr_str(&addrs[i], ip, sizeof(ip)));
+        }
+        av_addr_set_port(&addrs[i], port);
+    }
+
+    *naddrs = n;
+    return PKI_OK;
+}
+
+
+/* Resolves and connects. */
+static pki_status_t
+av_open(av_t *av, const char *host, unsigned port, av_conn_t *c)
+{
+    size_t        n;
+    av_addr_t     addrs[AV_ADDRS_MAX];
+    pki_status_t  st;
+
+    n = 0;
+    st = av_resolve(av, host, port, addrs, &n);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    return av_connect(av, host, addrs, n, c);
+}
+
+
+/* ---- http-01 ------------------------------------------------------------ */
+
+/* Hostnames: LDH labels (and '_' which some internal names carry). */
+static int
+av_hostname_ok(const char *s)
+{
+    size_t  len, lab;
+
+    len = strlen(s);
+    if (len == 0 || len > 253) {
+        return 0;
+    }
+
+    lab = 0;
+    for ( ; *s != '\0'; s++) {
+        if (*s == '.') {
+            if (lab == 0) {
+                return 0;
+            }
+            lab = 0;
+            continue;
+        }
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
+              || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+        {
+            return 0;
+        }
+        if (++lab > 63) {
+            return 0;
+        }
+    }
+
+    return lab > 0;
+}
+
+
+static int
+av_url_chars_ok(const char *s)
+{
+    for ( ; *s != '\0'; s++) {
+        if ((unsigned char) *s <= 0x20 || (unsigned char) *s >= 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
+/* Resolves a Location value against the current URL.  0 if malformed. */
+static int
+av_url_redirect(const av_url_t *cur, const char *loc, av_url_t *next)
+{
+    int             bracket;
+    char           *slash, *end;
+    const char     *p, *auth_end, *h, *hend;
+    size_t          len;
+    av_addr_t       a;
+    unsigned long   port;
+
+    if (!av_url_chars_ok(loc) || strlen(loc) >= AV_URL_MAX) {
+        return 0;
+    }
+
+    *next = *cur;
+
+    if (strncasecmp(loc, "http://", 7) == 0) {
+        next->https = 0;
+        p = loc + 7;
+    } else if (strncasecmp(loc, "https://", 8) == 0) {
+        next->https = 1;
+        p = loc + 8;
+    } else if (loc[0] == '/' && loc[1] == '/') {
+        p = loc + 2;
+    } else {
+        p = NULL;
+        len = strspn(loc, "abcdefghijklmnopqrstuvwxyz"
+                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+        if (len > 0 && loc[len] == ':') {
+            return 0;                           /* another scheme       */
+        }
+    }
+
+    if (p != NULL) {
+        auth_end = p + strcspn(p, "/?#");
+        if (memchr(p, '@', (size_t) (auth_end - p)) != NULL) {
+            return 0;                           /* no userinfo          */
+        }
+
+        bracket = (*p == '[');
+        if (bracket) {
+            h = p + 1;
+            hend = memchr(h, ']', (size_t) (auth_end - h));
+            if (hend == NULL) {
+                return 0;
+            }
+            p = hend + 1;
+        } else {
+            h = p;
+            hend = memchr(h, ':', (size_t) (auth_end - h));
+            if (hend == NULL) {
+                hend = auth_end;
+            }
+            p = hend;
+        }
+
+        len = (size_t) (hend - h);
+        if (len == 0 || len >= sizeof(next->host)) {
+            return 0;
+        }
+        memcpy(next->host, h, len);
+        next->host[len] = '\0';
+
+        if (bracket) {
+            if (!av_addr_parse(next->host, &a) || a.ss.ss_family != AF_INET6)
+            {
+                return 0;
+            }
+        } else {
+            if (!av_hostname_ok(next->host)
+                && !(av_addr_parse(next->host, &a)
+                     && a.ss.ss_family == AF_INET))
+            {
+                return 0;
+            }
+        }
+
+        if (p < auth_end && *p == ':') {
+            if (p + 1 == auth_end) {
+                return 0;
+            }
+            port = strtoul(p + 1, &end, 10);
+            if (end != auth_end || port == 0 || port > 65535) {
+                return 0;
+            }
+        } else if (p == auth_end) {
+            port = next->https ? 443 : 80;
+        } else {
+            return 0;
+        }
+        next->port = (unsigned) port;
+
+        p = auth_end;
+        len = strcspn(p, "#");
+        if (len == 0) {
+            snprintf(next->path, sizeof(next->path), "/");
+        } else if (*p == '?') {
+            snprintf(next->path, sizeof(next->path), "/%.*s", (int) len, p);
+        } else {
+            snprintf(next->path, sizeof(next->path), "%.*s", (int) len, p);
+        }
+        return 1;
+    }
+
+    len = strcspn(loc, "#");
+    if (len == 0) {
+        return 0;
+    }
+
+    if (loc[0] == '/') {
+        snprintf(next->path, sizeof(next->path), "%.*s", (int) len, loc);
+        return 1;
+    }
+
+    /* relative reference: replace the last path segment */
+    slash = strrchr(next->path, '/');
+    if (slash == NULL) {
+        return 0;
+    }
+    slash[1] = '\0';
+    if (strlen(next->path) + len >= sizeof(next->path)) {
+        return 0;
+    }
+    strncat(next->path, loc, len);
+    return 1;
+}
+
+
+/* Finds a header (name without colon) in the head block; copies its
+ * trimmed value.  Returns 1 found, 0 absent, -1 present twice. */
+static int
+av_header(const char *head, const char *name, char *val, size_t size)
+{
+    int          found;
+    size_t       nlen, vlen;
+    const char  *line, *eol, *v;
+
+    found = 0;
+    nlen = strlen(name);
+    line = strchr(head, '\n');
+
+    while (line != NULL && line[1] != '\0') {
+        line++;
+        eol = strchr(line, '\n');
+        if (eol == NULL) {
+            eol = line + strlen(line);
+        }
+
+        if ((size_t) (eol - line) > nlen && line[nlen] == ':'
+            && strncasecmp(line, name, nlen) == 0)
+        {
+            if (found) {
+                return -1;
+            }
+            found = 1;
+            v = line + nlen + 1;
+            while (v < eol && (*v == ' ' || *v == '\t')) {
+                v++;
+            }
+            vlen = (size_t) (eol - v);
+            while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == ' '
+                                || v[vlen - 1] == '\t'))
+            {
+                vlen--;
+            }
+            if (vlen >= size) {
+                return -1;
+            }
+            memcpy(val, v, vlen);
+            val[vlen] = '\0';
+        }
+
+        line = *eol ? eol : NULL;
+    }
+
+    return found;
+}
+
+
+/* Decodes a chunked body in raw[0..len).  1: complete, 0: need more,
+ * -1: malformed, -2: decoded body over cap. */
+static int
+av_unchunk(const char *raw, size_t len, char *out, size_t cap, size_t *outlen)
+{
+    char          *end;
+    size_t         pos, n;
+    unsigned long  size;
+    char           hex[20];
+    const char    *eol;
+
+    pos = 0;
+    n = 0;
+
+    for ( ;; ) {
+        eol = memchr(raw + pos, '\n', len - pos);
+        if (eol == NULL) {
+            return (len - pos) > 64 ? -1 : 0;
+        }
+        if ((size_t) (eol - (raw + pos)) >= sizeof(hex)) {
+            return -1;
+        }
+        memcpy(hex, raw + pos, (size_t) (eol - (raw + pos)));
+        hex[eol - (raw + pos)] = '\0';
+        if (!((hex[0] >= '0' && hex[0] <= '9') || (hex[0] >= 'a'
+              && hex[0] <= 'f') || (hex[0] >= 'A' && hex[0] <= 'F')))
+        {
+            return -1;
+        }
+        size = strtoul(hex, &end, 16);
+        if (*end != '\0' && *end != '\r' && *end != ';') {
+            return -1;
+        }
+        pos = (size_t) (eol - raw) + 1;
+
+        if (size == 0) {
+            *outlen = n;
+            return 1;                           /* trailers ignored     */
+        }
+        if (size > cap || n + size > cap) {
+            return -2;
+        }
+        if (len - pos < size + 1) {
+            return 0;
+        }
+        memcpy(out + n, raw + pos, size);
+        n += size;
+        pos += size;
+        if (raw[pos] == '\r') {
+            pos++;
+        }
+        if (pos >= len) {
+            return 0;
+        }
+        if (raw[pos] != '\n') {
+            return -1;
+        }
+        pos++;
+    }
+}
+
+
+typedef struct {
+    int     status;
+    char    location[AV_URL_MAX];
+    char    body[AV_BODY_MAX + 1];
+    size_t  body_len;
+} av_http_resp_t;
+
+
+static pki_status_t
+av_http_io_fail(av_t *av, const char *what, ssize_t rc, const char *host)
+{
+    return av_fail(av, PKI_UNAVAILABLE, "connection", "%s %s: %s",
+                   what, host,
+                   rc == AV_IO_TIMEOUT ? "timeout"
+                   : rc == 0 ? "connection closed" : "connection error");
+}
+
+
+/* One GET; reads the body only for a 200. */
+static pki_status_t
+av_http_get(av_t *av, const av_url_t *url, const char *url_text,
+    av_http_resp_t *r)
+{
+    int            rc, chunked, has_len;
+    char          *head, *eoh, *raw, *end;
+    char           val[64], hostport[AV_NAME_MAX + 16];
+    size_t         hlen, rawlen, need;
+    ssize_t        n;
+    av_addr_t      a;
+    av_conn_t      c;
+    pki_status_t   st;
+    unsigned long  clen;
+    char           req[AV_URL_MAX + AV_NAME_MAX + 256];
+
+    c.fd = -1;
+    c.ssl = NULL;
+    c.ctx = NULL;
+    head = NULL;
+    raw = NULL;
+    clen = 0;
+
+    st = av_open(av, url->host, url->port, &c);
+    if (st != PKI_OK) {
+        goto done;
+    }
+
+    if (url->https) {
+        st = av_tls_start(av, &c, url->host,
+                          av_addr_parse(url->host, &a) ? NULL : url->host,
+                          NULL, 0);
+        if (st != PKI_OK) {
+            goto done;
+        }
+    }
+
+    if (av_addr_parse(url->host, &a) && a.ss.ss_family == AF_INET6) {
+        snprintf(hostport, sizeof(hostport), "[%s]", url->host);
+    } else {
+        snprintf(hostport, sizeof(hostport), "%s", url->host);
+    }
+    if (url->port != (url->https ? 443u : 80u)) {
+        snprintf(hostport + strlen(hostport),
+                 sizeof(hostport) - strlen(hostport), ":%u", url->port);
+    }
+
+    n = snprintf(req, sizeof(req),
+                 "GET %s HTTP/1.1\r\n"
+                 "Host: %s\r\n"
+                 "User-Agent: nginx-pki-acme-validator\r\n"
+                 "Accept: */*\r\n"
+                 "Connection: close\r\n\r\n", url->path, hostport);
+    if (n < 0 || (size_t) n >= sizeof(req)) {
+        st = av_fail(av, PKI_UNAVAILABLE, "connection", "URL too long");
+        goto done;
+    }
+
+    rc = av_write(av, &c, req, (size_t) n);
+    if (rc != 1) {
+        st = av_http_io_fail(av, "sending the request to", rc, url_text);
+        goto done;
+    }
+
+    head = malloc(AV_HEAD_MAX + 1);
+    raw = malloc(AV_RAW_MAX + 1);
+    if (head == NULL || raw == NULL) {
+        st = av_fail(av, PKI_INTERNAL, "serverInternal", "out of memory");
+        goto done;
+    }
+
+    /* status line and headers */
+    hlen = 0;
+    eoh = NULL;
+    while (eoh == NULL) {
+        if (hlen == AV_HEAD_MAX) {
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "response headers from %s over %d bytes",
+                         url_text, AV_HEAD_MAX);
+            goto done;
+        }
+        n = av_read(av, &c, head + hlen, AV_HEAD_MAX - hlen);
+        if (n <= 0) {
+            st = av_http_io_fail(av, "reading the response from", n,
+                                 url_text);
+            goto done;
+        }
+        hlen += (size_t) n;
+        head[hlen] = '\0';
+        eoh = strstr(head, "\r\n\r\n");
+        if (eoh != NULL) {
+            eoh += 4;
+        } else if ((eoh = strstr(head, "\n\n")) != NULL) {
+            eoh += 2;
+        }
+        if (memchr(head, '\0', hlen) != NULL) {
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "malformed HTTP response from %s", url_text);
+            goto done;
+        }
+    }
+
+    rawlen = hlen - (size_t) (eoh - head);
+    memcpy(raw, eoh, rawlen);
+    *eoh = '\0';
+
+    if (strncmp(head, "HTTP/1.", 7) != 0 || head[7] < '0' || head[7] > '9'
+        || head[8] != ' ' || head[9] < '1' || head[9] > '5'
+        || head[10] < '0' || head[10] > '9' || head[11] < '0'
+        || head[11] > '9' || (head[12] != ' ' && head[12] != '\r'
+                              && head[12] != '\n'))
+    {
+        st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                     "malformed HTTP response from %s", url_text);
+        goto done;
+    }
+    r->status = (head[9] - '0') * 100 + (head[10] - '0') * 10
+                + (head[11] - '0');
+
+    if (r->status == 301 || r->status == 302 || r->status == 303
+        || r->status == 307 || r->status == 308)
+    {
+        rc = av_header(head, "Location", r->location, sizeof(r->location));
+        if (rc != 1) {
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "redirect from %s with %s Location", url_text,
+                         rc == 0 ? "no" : "an invalid");
+            goto done;
+        }
+        st = PKI_OK;
+        goto done;
+    }
+
+    if (r->status != 200) {
+        st = PKI_OK;                            /* the caller judges    */
+        goto done;
+    }
+
+    /* body */
+    rc = av_header(head, "Transfer-Encoding", val, sizeof(val));
+    chunked = (rc == 1 && strcasecmp(val, "chunked") == 0);
+    if (rc == -1 || (rc == 1 && !chunked)) {
+        st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                     "unsupported Transfer-Encoding from %s", url_text);
+        goto done;
+    }
+
+    has_len = 0;
+    if (!chunked) {
+        rc = av_header(head, "Content-Length", val, sizeof(val));
+        if (rc == -1 || (rc == 1 && (val[0] < '0' || val[0] > '9'))) {
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "invalid Content-Length from %s", url_text);
+            goto done;
+        }
+        if (rc == 1) {
+            errno = 0;
+            clen = strtoul(val, &end, 10);
+            if (*end != '\0' || errno != 0) {
+                st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                             "invalid Content-Length from %s", url_text);
+                goto done;
+            }
+            if (clen > AV_BODY_MAX) {
+                goto too_large;
+            }
+            has_len = 1;
+        }
+    }
+
+    for ( ;; ) {
+        if (chunked) {
+            rc = av_unchunk(raw, rawlen, r->body, AV_BODY_MAX, &r->body_len);
+            if (rc == 1) {
+                break;
+            }
+            if (rc == -2) {
+                goto too_large;
+            }
+            if (rc == -1) {
+                st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                             "malformed chunked body from %s", url_text);
+                goto done;
+            }
+            if (rawlen == AV_RAW_MAX) {
+                goto too_large;
+            }
+            need = AV_RAW_MAX - rawlen;
+
+        } else if (has_len) {
+            if (rawlen >= clen) {
+                break;
+            }
+            need = clen - rawlen;
+
+        } else {
+            if (rawlen > AV_BODY_MAX) {
+                goto too_large;
+            }
+            need = AV_BODY_MAX + 1 - rawlen;
+        }
+
+        n = av_read(av, &c, raw + rawlen, need);
+        if (n == 0 && !chunked && !has_len) {
+            break;                              /* EOF delimits         */
+        }
+        if (n <= 0) {
+            st = av_http_io_fail(av, "reading the body from", n, url_text);
+            goto done;
+        }
+        rawlen += (size_t) n;
+    }
+
+    if (!chunked) {
+        r->body_len = has_len ? clen : rawlen;
+        memcpy(r->body, raw, r->body_len);
+    }
+    r->body[r->body_len] = '\0';
+    st = PKI_OK;
+    goto done;
+
+too_large:
+
+    st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                 "response body from %s is over %d bytes", url_text,
+                 AV_BODY_MAX);
+
+done:
+
+    free(head);
+    free(raw);
+    av_conn_close(&c);
+    return st;
+}
+
+
+static void
+av_url_text(const av_url_t *u, char *buf, size_t size)
+{
+    av_addr_t  a;
+    int        v6;
+
+    v6 = av_addr_parse(u->host, &a) && a.ss.ss_family == AF_INET6;
+
+    if (u->port == (u->https ? 443u : 80u)) {
+        snprintf(buf, size, "%s://%s%s%s%.80s", u->https ? "https" : "http",
+                 v6 ? "[" : "", u->host, v6 ? "]" : "", u->path);
+    } else {
+        snprintf(buf, size, "%s://%s%s%s:%u%.80s",
+                 u->https ? "https" : "http", v6 ? "[" : "", u->host,
+                 v6 ? "]" : "", u->port, u->path);
+    }
+}
+
+
+static pki_status_t
+av_http01(av_t *av, const char *identifier, const char *token,
+    const char *key_authz)
+{
+    char             text[AV_NAME_MAX + 128], seen[80];
+    size_t           len;
+    unsigned         hops;
+    const char      *b;
+    av_url_t         url, next;
+    pki_status_t     st;
+    av_http_resp_t  *r;
+
+    r = malloc(sizeof(av_http_resp_t));
+    if (r == NULL) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal", "out of memory");
+    }
+
+    url.https = 0;
+    url.port = av->http_port;
+    snprintf(url.host, sizeof(url.host), "%s", identifier);
+    snprintf(url.path, sizeof(url.path), "/.well-known/acme-challenge/%s",
+             token);
+
+    for (hops = 0; ; hops++) {
+        av_url_text(&url, text, sizeof(text));
+
+        r->status = 0;
+        r->body_len = 0;
+        r->location[0] = '\0';
+
+        st = av_http_get(av, &url, text, r);
+        if (st != PKI_OK) {
+            goto done;
+        }
+
+        if (r->status / 100 != 3) {
+            break;
+        }
+
+        if (hops >= av->max_redirects) {
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "too many redirects (over %u), last from %s",
+                         av->max_redirects, text);
+            goto done;
+        }
+
+        if (!av_url_redirect(&url, r->location, &next)) {
+            av_printable(seen, sizeof(seen),
+                         (const unsigned char *) r->location,
+                         strlen(r->location));
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "invalid redirect target \"%s\" from %s",
+                         seen, text);
+            goto done;
+        }
+
+        if (next.https ? (next.port != 443 && next.port != av->tls_port)
+                       : (next.port != 80 && next.port != av->http_port))
+        {
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "redirect from %s to port %u refused (only %s)",
+                         text, next.port,
+                         next.https ? "443" : "80");
+            goto done;
+        }
+
+        url = next;
+    }
+
+    if (r->status != 200) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "unauthorized",
+                     "invalid response from %s: HTTP %d", text, r->status);
+        goto done;
+    }
+
+    /* trim surrounding white space */
+    b = r->body;
+    len = r->body_len;
+    while (len > 0 && (*b == ' ' || *b == '\t' || *b == '\r' || *b == '\n')) {
+        b++;
+        len--;
+    }
+    while (len > 0 && (b[len - 1] == ' ' || b[len - 1] == '\t'
+                       || b[len - 1] == '\r' || b[len - 1] == '\n'))
+    {
+        len--;
+    }
+
+    if (len != strlen(key_authz) || memcmp(b, key_authz, len) != 0) {
+        av_printable(seen, sizeof(seen), (const unsigned char *) b, len);
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "the key authorization from %s does not match: "
+                     "got \"%s%s\"", text, seen, len > 64 ? "..." : "");
+        goto done;
+    }
+
+    st = PKI_OK;
+
+done:
+
+    free(r);
+    return st;
+}
+
+
+/* ---- tls-alpn-01 ------------------------------------------------------ */
+
+/* RFC 8738 section 6: the reverse-mapping name of an IP address. */
+static void
+av_reverse_name(const av_addr_t *a, char *out, size_t size)
+{
+    int                   i;
+    size_t                n;
+    const unsigned char  *b;
+    static const char     hex[] = "0123456789abcdef";
+
+    if (a->ss.ss_family == AF_INET) {
+        b = (const unsigned char *) &((const struct sockaddr_in *) &a->ss)
+                ->sin_addr;
+        snprintf(out, size, "%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1],
+                 b[0]);
+        return;
+    }
+
+    b = ((const struct sockaddr_in6 *) &a->ss)->sin6_addr.s6_addr;
+    n = 0;
+    for (i = 15; i >= 0 && n + 4 < size; i--) {
+        out[n++] = hex[b[i] & 0x0f];
+        out[n++] = '.';
+        out[n++] = hex[b[i] >> 4];
+        out[n++] = '.';
+    }
+    snprintf(out + n, size - n, "ip6.arpa");
+}
+
+
+static pki_status_t
+av_tlsalpn01(av_t *av, const char *identifier, const av_addr_t *ip,
+    const char *key_authz)
+{
+    int                   crit, idx;
+    char                  sni[AV_NAME_MAX], where[AV_NAME_MAX + 16];
+    unsigned              alen;
+    av_conn_t             c;
+    pki_status_t          st;
+    X509                 *cert;
+    ASN1_OBJECT          *obj;
+    X509_EXTENSION       *ext;
+    GENERAL_NAME         *gn;
+    GENERAL_NAMES        *gens;
+    ASN1_OCTET_STRING    *os, *val;
+    const unsigned char  *alpn, *p;
+    unsigned char         md[SHA256_DIGEST_LENGTH];
+
+    c.fd = -1;
+    c.ssl = NULL;
+    c.ctx = NULL;
+    crit = 0;
+    obj = NULL;
+    gens = NULL;
+    val = NULL;
+
+    if (ip != NULL) {
+        av_reverse_name(ip, sni, sizeof(sni));
+    } else {
+        snprintf(sni, sizeof(sni), "%s", identifier);
+    }
+    snprintf(where, sizeof(where), "%s:%u", identifier, av->tls_port);
+
+    st = av_open(av, identifier, av->tls_port, &c);
+    if (st != PKI_OK) {
+        goto done;
+    }
+
+    st = av_tls_start(av, &c, where, sni,
+                      (const unsigned char *) av_acme_tls_alpn,
+                      sizeof(av_acme_tls_alpn) - 1);
+    if (st != PKI_OK) {
+        goto done;
+    }
+
+    SSL_get0_alpn_selected(c.ssl, &alpn, &alen);
+    if (alen != sizeof(av_acme_tls_alpn) - 2
+        || memcmp(alpn, av_acme_tls_alpn + 1, alen) != 0)
+    {
+        st = av_fail(av, PKI_UNAVAILABLE, "tls",
+                     "%s did not negotiate the ALPN protocol acme-tls/1",
+                     where);
+        goto done;
+    }
+
+    cert = SSL_get0_peer_certificate(c.ssl);
+    if (cert == NULL) {
+        st = av_fail(av, PKI_UNAVAILABLE, "tls",
+                     "%s sent no certificate", where);
+        goto done;
+    }
+
+    /* exactly one subjectAltName, equal to the identifier */
+    gens = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    if (gens == NULL || sk_GENERAL_NAME_num(gens) != 1) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "the certificate from %s must have exactly one "
+                     "subjectAltName (%s)", where,
+                     gens != NULL ? "has several"
+                     : crit == -1 ? "has none"
+                     : crit == -2 ? "extension repeated" : "malformed");
+        goto done;
+    }
+
+    gn = sk_GENERAL_NAME_value(gens, 0);
+    if (ip == NULL) {
+        if (gn->type != GEN_DNS
+            || (size_t) ASN1_STRING_length(gn->d.dNSName) != strlen(identifier)
+            || strncasecmp((const char *) ASN1_STRING_get0_data(gn->d.dNSName),
+                           identifier, strlen(identifier)) != 0)
+        {
+            st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                         "the subjectAltName of the certificate from %s is "
+                         "not dNSName %s", where, identifier);
+            goto done;
+        }
+
+    } else {
+        const void  *want;
+        size_t       wlen;
+
+        if (ip->ss.ss_family == AF_INET) {
+            want = &((const struct sockaddr_in *) &ip->ss)->sin_addr;
+            wlen = 4;
+        } else {
+            want = &((const struct sockaddr_in6 *) &ip->ss)->sin6_addr;
+            wlen = 16;
+        }
+
+        if (gn->type != GEN_IPADD
+            || (size_t) ASN1_STRING_length(gn->d.iPAddress) != wlen
+            || memcmp(ASN1_STRING_get0_data(gn->d.iPAddress), want, wlen)
+               != 0)
+        {
+            st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                         "the subjectAltName of the certificate from %s is "
+                         "not iPAddress %s", where, identifier);
+            goto done;
+        }
+    }
+
+    /* the acmeIdentifier extension: critical, OCTET STRING of the
+     * SHA-256 of the key authorization (RFC 8737 section 3) */
+    obj = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+    if (obj == NULL) {
+        st = av_fail(av, PKI_INTERNAL, "serverInternal",
+                     "OBJ_txt2obj() failed");
+        goto done;
+    }
+
+    idx = X509_get_ext_by_OBJ(cert, obj, -1);
+    if (idx < 0) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "the certificate from %s has no acmeIdentifier "
+                     "extension", where);
+        goto done;
+    }
+    if (X509_get_ext_by_OBJ(cert, obj, idx) >= 0) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "the certificate from %s repeats the acmeIdentifier "
+                     "extension", where);
+        goto done;
+    }
+
+    ext = X509_get_ext(cert, idx);
+    if (!X509_EXTENSION_get_critical(ext)) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "the acmeIdentifier extension from %s is not critical",
+                     where);
+        goto done;
+    }
+
+    os = X509_EXTENSION_get_data(ext);
+    p = ASN1_STRING_get0_data(os);
+    val = d2i_ASN1_OCTET_STRING(NULL, &p, ASN1_STRING_length(os));
+    if (val == NULL || p != ASN1_STRING_get0_data(os) + ASN1_STRING_length(os)
+        || ASN1_STRING_length(val) != SHA256_DIGEST_LENGTH)
+    {
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "the acmeIdentifier extension from %s is malformed",
+                     where);
+        goto done;
+    }
+
+    SHA256((const unsigned char *) key_authz, strlen(key_authz), md);
+    if (memcmp(ASN1_STRING_get0_data(val), md, sizeof(md)) != 0) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "the acmeIdentifier extension from %s does not hold "
+                     "the SHA-256 of the key authorization", where);
+        goto done;
+    }
+
+    st = PKI_OK;
+
+done:
+
+    ASN1_OCTET_STRING_free(val);
+    ASN1_OBJECT_free(obj);
+    GENERAL_NAMES_free(gens);
+    av_conn_close(&c);
+    return st;
+}
+
+
+/* ---- dns-01 -------------------------------------------------------------- */
+
+static pki_status_t
+av_dns01(av_t *av, const char *identifier, const char *key_authz)
+{
+    char           name[AV_NAME_MAX + 16], want[48], seen[80];
+    size_t         i;
+    pki_status_t   st;
+    av_dns_ans_t  *ans;
+
+    if (snprintf(name, sizeof(name), "_acme-challenge.%s", identifier)
+        >= AV_NAME_MAX)
+    {
+        return av_fail(av, PKI_POLICY, "rejectedIdentifier",
+                       "identifier too long for dns-01");
+    }
+
+    ans = malloc(sizeof(av_dns_ans_t));
+    if (ans == NULL) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal", "out of memory");
+    }
+
+    st = av_dns_lookup(av, name, AV_T_TXT, ans);
+    if (st != PKI_OK) {
+        goto done;
+    }
+
+    if (ans->rcode != 0) {
+        st = av_fail(av, PKI_UNAVAILABLE, "dns", "%s looking up TXT for %s",
+                     av_rcode_name(ans->rcode), name);
+        goto done;
+    }
+
+    if (ans->n == 0) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "unauthorized",
+                     "no TXT record found at %s", name);
+        goto done;
+    }
+
+    av_sha256_b64url(key_authz, want);
+
+    for (i = 0; i < ans->n; i++) {
+        if (!ans->toolong[i] && ans->len[i] == strlen(want)
+            && memcmp(ans->data[i], want, ans->len[i]) == 0)
+        {
+            st = PKI_OK;
+            goto done;
+        }
+    }
+
+    if (ans->toolong[0]) {
+        snprintf(seen, sizeof(seen), "(over %d bytes)", AV_DNS_RDATA_MAX - 1);
+    } else {
+        av_printable(seen, sizeof(seen), ans->data[0], ans->len[0]);
+    }
+    st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                 "incorrect TXT record \"%s\"%s at %s", seen,
+                 ans->n > 1 ? " (and others)" : "", name);
+
+done:
+
+    free(ans);
+    return st;
+}
+
+
+/* ---- entry point ------------------------------------------------------- */
+
+static int
+av_token_ok(const char *s)
+{
+    size_t  n;
+
+    for (n = 0; s[n] != '\0'; n++) {
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z')
+              || (s[n] >= '0' && s[n] <= '9') || s[n] == '-' || s[n] == '_'))
+        {
+            return 0;
+        }
+    }
+    return n > 0 && n <= AV_TOKEN_MAX;
+}
+
+
+pki_status_t
+pki_acme_validate(const pki_acme_validate_conf_t *conf,
+    pki_acme_chall_t type, const char *id_type, const char *identifier,
+    const char *token, const char *key_authz, pki_acme_validate_out_t *out)
+{
+    int           is_ip;
+    size_t        n;
+    av_t          av;
+    av_addr_t     ip;
+    pki_status_t  st;
+    av_sigpipe_t  sp;
+
+    if (out == NULL) {
+        return PKI_MALFORMED;
+    }
+
+    pki_result_init(&out->res);
+    out->problem_type = NULL;
+
+    memset(&av, 0, sizeof(av));
+    av.conf = conf;
+    av.out = out;
+
+    if (conf == NULL || id_type == NULL || identifier == NULL
+        || key_authz == NULL || (type == PKI_ACME_HTTP01 && token == NULL))
+    {
+        return av_fail(&av, PKI_MALFORMED, "malformed",
+                       "missing validation argument");
+    }
+
+    n = strlen(key_authz);
+    if (n == 0 || n > AV_KEYAUTHZ_MAX
+        || (type == PKI_ACME_HTTP01 && !av_token_ok(token)))
+    {
+        return av_fail(&av, PKI_MALFORMED, "malformed",
+                       "invalid token or key authorization");
+    }
+
+    if (strcmp(id_type, "ip") == 0) {
+        is_ip = 1;
+        if (!av_addr_parse(identifier, &ip)) {
+            return av_fail(&av, PKI_POLICY, "rejectedIdentifier",
+                           "\"%.100s\" is not an IP address", identifier);
+        }
+        if (type == PKI_ACME_DNS01) {
+            return av_fail(&av, PKI_POLICY, "rejectedIdentifier",
+                           "dns-01 cannot validate an IP address");
+        }
+
+    } else if (strcmp(id_type, "dns") == 0) {
+        is_ip = 0;
+        if (!av_hostname_ok(identifier)) {
+            return av_fail(&av, PKI_POLICY, "rejectedIdentifier",
+                           "\"%.100s\" is not a valid DNS name", identifier);
+        }
+
+    } else {
+        return av_fail(&av, PKI_POLICY, "rejectedIdentifier",
+                       "unsupported identifier type");
+    }
+
+    av.timeout_ms = conf->timeout_ms ? conf->timeout_ms : AV_TIMEOUT_DEFAULT;
+    av.http_port = conf->http_port ? conf->http_port : 80;
+    av.tls_port = conf->tls_port ? conf->tls_port : 443;
+    av.max_redirects = conf->max_redirects ? conf->max_redirects
+                                           : AV_REDIRECTS_DEFAULT;
+    av.deadline = av_now() + av.timeout_ms;
+
+    if (av.http_port > 65535 || av.tls_port > 65535) {
+        return av_fail(&av, PKI_INTERNAL, "serverInternal",
+                       "invalid port in the validation configuration");
+    }
+
+    av_sigpipe_block(&sp);
+
+    switch (type) {
+
+    case PKI_ACME_HTTP01:
+        st = av_http01(&av, identifier, token, key_authz);
+        break;
+
+    case PKI_ACME_TLSALPN01:
+        st = av_tlsalpn01(&av, identifier, is_ip ? &ip : NULL, key_authz);
+        break;
+
+    case PKI_ACME_DNS01:
+        st = av_dns01(&av, identifier, key_authz);
+        break;
+
+    default:
+        st = av_fail(&av, PKI_MALFORMED, "malformed",
+                     "unknown challenge type");
+        break;
+    }
+
+    av_sigpipe_restore(&sp);
+
+    if (st == PKI_OK) {
+        ERR_clear_error();
+        out->problem_type = NULL;
+        pki_result_init(&out->res);
+    }
+
+    return st;
+}

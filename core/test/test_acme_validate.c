@@ -1,0 +1,1138 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ACME challenge validation (pki_acme_validate) against real servers run
+ * in this process on 127.0.0.1: a small HTTP server thread (http-01, with
+ * redirects, chunked and oversized bodies, stalls), a TLS server thread
+ * whose acme-tls/1 certificates are built here with OpenSSL (tls-alpn-01,
+ * and https for redirects), and a DNS responder thread on UDP and TCP
+ * (dns-01, A/AAAA, CNAME, truncation, NXDOMAIN, SERVFAIL, garbage).
+ * Addresses that must be refused (10/8, 224/4, 0.0.0.0) are refused
+ * before any connect(), so nothing leaves the loopback interface.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+#define THUMB  "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+
+static volatile int  stop;
+
+static unsigned      http_port, tls_port, dns_port, closed_port;
+static int           http_conns;                /* accepted so far     */
+static char          http_host_seen[256];
+static char          tls_sni_seen[256];
+
+enum {
+    CERT_GOOD = 0, CERT_WRONGHASH, CERT_NOEXT, CERT_NONCRIT, CERT_TWOSAN,
+    CERT_WRONGSAN, CERT_BADEXT, CERT_IPSAN, CERT_NOALPN, CERT_HANG,
+    CERT_MAX
+};
+static volatile int  tls_mode;
+static const char   *ka_token;                 /* key authz of another token */
+
+
+static void
+ka(const char *token, char *out, size_t size)
+{
+    size_t  n;
+
+    n = strlen(token);
+    if (n + sizeof(THUMB) + 1 > size) {
+        n = size - sizeof(THUMB) - 1;
+    }
+    memcpy(out, token, n);
+    out[n] = '.';
+    memcpy(out + n + 1, THUMB, sizeof(THUMB));
+}
+
+
+static void
+ka_b64(const char *token, char out[64])
+{
+    int            i, n;
+    char           k[256];
+    unsigned char  md[32], b64[64];
+
+    ka(token, k, sizeof(k));
+    SHA256((unsigned char *) k, strlen(k), md);
+    n = EVP_EncodeBlock(b64, md, 32);
+    for (i = 0; i < n && b64[i] != '='; i++) {
+        out[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char) b64[i];
+    }
+    out[i] = '\0';
+}
+
+
+static long long
+now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static int
+listen_on(int type, unsigned *port)
+{
+    int                 fd, one;
+    socklen_t           len;
+    struct sockaddr_in  sin;
+
+    fd = socket(AF_INET, type, 0);
+    one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((uint16_t) *port);
+    if (bind(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (type == SOCK_STREAM) {
+        listen(fd, 16);
+    }
+    len = sizeof(sin);
+    getsockname(fd, (struct sockaddr *) &sin, &len);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+
+/* accept() with a 100 ms poll so the thread sees `stop`. */
+static int
+accept_wait(int lfd)
+{
+    struct pollfd  p;
+
+    p.fd = lfd;
+    p.events = POLLIN;
+    if (poll(&p, 1, 100) <= 0) {
+        return -1;
+    }
+    return accept(lfd, NULL, NULL);
+}
+
+
+static void
+send_all(int fd, const char *s, size_t len)
+{
+    ssize_t  n;
+
+    while (len > 0) {
+        n = send(fd, s, len, MSG_NOSIGNAL);
+        if (n <= 0) {
+            return;
+        }
+        s += n;
+        len -= (size_t) n;
+    }
+}
+
+
+/* Waits until the peer closes (or 5 s). */
+static void
+drain_until_close(int fd)
+{
+    char           buf[512];
+    struct pollfd  p;
+    long long      end;
+
+    end = now_ms() + 5000;
+    while (now_ms() < end) {
+        p.fd = fd;
+        p.events = POLLIN;
+        if (poll(&p, 1, 100) > 0 && recv(fd, buf, sizeof(buf), 0) <= 0) {
+            return;
+        }
+    }
+}
+
+
+/* ---- HTTP server ----------------------------------------------------------- */
+
+static void
+http_answer(int fd, const char *path, const char *host)
+{
+    char        k[256], buf[4096];
+    const char *tok;
+    size_t      i;
+
+    tok = strrchr(path, '/');
+    tok = tok ? tok + 1 : path;
+    ka(tok, k, sizeof(k));
+
+#define SEND(...)  do { int n_ = snprintf(buf, sizeof(buf), __VA_ARGS__); \
+                        send_all(fd, buf, (size_t) n_); } while (0)
+
+    if (strcmp(tok, "good") == 0 || strcmp(tok, "redirtarget") == 0) {
+        ka("good", k, sizeof(k));
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s\r\n",
+             strlen(k) + 2, k);
+    } else if (strcmp(tok, "chunked") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "5\r\n%.5s\r\n%zx;ext=1\r\n%s\r\n0\r\n\r\n", k, strlen(k) - 5,
+             k + 5);
+    } else if (strcmp(tok, "noclen") == 0) {
+        SEND("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n  %s \n", k);
+    } else if (strcmp(tok, "wrong") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\nnot-the-key-authz");
+    } else if (strcmp(tok, "big") == 0) {
+        SEND("HTTP/1.1 200 OK\r\n\r\n");
+        memset(buf, 'x', sizeof(buf));
+        for (i = 0; i < 5; i++) {
+            send_all(fd, buf, sizeof(buf));
+        }
+    } else if (strcmp(tok, "bigclen") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nxxxx");
+    } else if (strcmp(tok, "bigchunk") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "ffffffff\r\nxx");
+    } else if (strcmp(tok, "redir") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: http://%s/.well-known/"
+             "acme-challenge/redirtarget\r\nContent-Length: 0\r\n\r\n", host);
+    } else if (strcmp(tok, "redirrel") == 0) {
+        SEND("HTTP/1.1 301 Moved\r\nLocation: good\r\n\r\n");
+    } else if (strcmp(tok, "loop") == 0) {
+        SEND("HTTP/1.1 307 Again\r\nLocation: /.well-known/acme-challenge/"
+             "loop\r\n\r\n");
+    } else if (strcmp(tok, "badport") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: http://host.test:22/x\r\n\r\n");
+    } else if (strcmp(tok, "ftp") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: ftp://host.test/x\r\n\r\n");
+    } else if (strcmp(tok, "userinfo") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: http://u@host.test:%u/x\r\n\r\n",
+             http_port);
+    } else if (strcmp(tok, "nolocation") == 0) {
+        SEND("HTTP/1.1 302 Found\r\n\r\n");
+    } else if (strcmp(tok, "tomcast") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: http://mcast.test:%u/"
+             ".well-known/acme-challenge/good\r\n\r\n", http_port);
+    } else if (strcmp(tok, "tozero") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: http://0.0.0.0:%u/"
+             ".well-known/acme-challenge/good\r\n\r\n", http_port);
+    } else if (strcmp(tok, "tohttps") == 0) {
+        SEND("HTTP/1.1 308 Perm\r\nLocation: https://host.test:%u/"
+             ".well-known/acme-challenge/good\r\n\r\n", tls_port);
+    } else if (strcmp(tok, "404") == 0) {
+        SEND("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    } else if (strcmp(tok, "slow") == 0) {
+        drain_until_close(fd);
+    } else if (strcmp(tok, "slowbody") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc");
+        drain_until_close(fd);
+    } else if (strcmp(tok, "hugehead") == 0) {
+        SEND("HTTP/1.1 200 OK\r\n");
+        memset(buf, 'h', sizeof(buf));
+        for (i = 0; i < 3; i++) {
+            send_all(fd, buf, sizeof(buf));
+        }
+    } else if (strcmp(tok, "garbage") == 0) {
+        SEND("XYZZY 200\r\n\r\n%s", k);
+    } else if (strcmp(tok, "nul") == 0) {
+        send_all(fd, "HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n", 27);
+    } else if (strcmp(tok, "twoclen") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n"
+             "\r\nabcd");
+    } else {
+        SEND("HTTP/1.1 404 Not Found\r\n\r\n");
+    }
+#undef SEND
+}
+
+
+/* Reads one request; returns the path and the Host header. */
+static int
+read_request(int fd, SSL *ssl, char *path, size_t psize, char *host,
+    size_t hsize)
+{
+    int     n;
+    char    req[4096], *p, *e;
+    size_t  len;
+
+    len = 0;
+    req[0] = '\0';
+    while (strstr(req, "\r\n\r\n") == NULL && len < sizeof(req) - 1) {
+        n = ssl ? SSL_read(ssl, req + len, (int) (sizeof(req) - 1 - len))
+                : (int) recv(fd, req + len, sizeof(req) - 1 - len, 0);
+        if (n <= 0) {
+            return 0;
+        }
+        len += (size_t) n;
+        req[len] = '\0';
+        if (len >= 4 && memcmp(req, "GET ", 4) != 0) {
+            return 0;
+        }
+    }
+
+    if (sscanf(req, "GET %255s HTTP/1.1", path) != 1 || psize < 256) {
+        return 0;
+    }
+    host[0] = '\0';
+    p = strstr(req, "\r\nHost: ");
+    if (p != NULL) {
+        p += 8;
+        e = strstr(p, "\r\n");
+        snprintf(host, hsize, "%.*s", (int) (e - p), p);
+    }
+    return 1;
+}
+
+
+static void *
+http_thread(void *arg)
+{
+    int   lfd, fd;
+    char  path[256], host[256];
+
+    lfd = *(int *) arg;
+    while (!stop) {
+        fd = accept_wait(lfd);
+        if (fd < 0) {
+            continue;
+        }
+        __atomic_add_fetch(&http_conns, 1, __ATOMIC_SEQ_CST);
+        if (read_request(fd, NULL, path, sizeof(path), host, sizeof(host))) {
+            snprintf(http_host_seen, sizeof(http_host_seen), "%s", host);
+            http_answer(fd, path, host);
+        } else {
+            send_all(fd, "HTTP/1.1 400 Bad Request\r\n\r\n", 28);
+        }
+        close(fd);
+    }
+    close(lfd);
+    return NULL;
+}
+
+
+/* ---- TLS server ------------------------------------------------------------ */
+
+static EVP_PKEY  *tls_key;
+static X509      *tls_certs[CERT_MAX];
+
+
+static X509 *
+make_cert(int mode)
+{
+    int                 crit;
+    char                k[256];
+    X509               *x;
+    X509V3_CTX          v3;
+    ASN1_OBJECT        *obj;
+    X509_EXTENSION     *ext;
+    ASN1_OCTET_STRING  *os;
+    unsigned char       der[2 + 32];
+    const char         *san;
+
+    x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), mode + 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (unsigned char *) "acme-tls", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_set_pubkey(x, tls_key);
+
+    san = mode == CERT_TWOSAN ? "DNS:tls.test,DNS:other.test"
+        : mode == CERT_WRONGSAN ? "DNS:other.test"
+        : mode == CERT_IPSAN ? "IP:127.0.0.1"
+        : "DNS:tls.test";
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+
+    if (mode != CERT_NOEXT) {
+        ka(mode == CERT_WRONGHASH ? "other" : "tlstok", k, sizeof(k));
+        der[0] = 0x04;
+        der[1] = 32;
+        SHA256((unsigned char *) k, strlen(k), der + 2);
+        os = ASN1_OCTET_STRING_new();
+        if (mode == CERT_BADEXT) {
+            ASN1_OCTET_STRING_set(os, der + 2, 32);     /* no inner tag */
+        } else {
+            ASN1_OCTET_STRING_set(os, der, sizeof(der));
+        }
+        obj = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+        crit = mode != CERT_NONCRIT;
+        ext = X509_EXTENSION_create_by_OBJ(NULL, obj, crit, os);
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+        ASN1_OBJECT_free(obj);
+        ASN1_OCTET_STRING_free(os);
+    }
+
+    X509_sign(x, tls_key, EVP_sha256());
+    return x;
+}
+
+
+static int
+sni_cb(SSL *ssl, int *al, void *arg)
+{
+    const char  *sni;
+
+    (void) al;
+    (void) arg;
+    sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    snprintf(tls_sni_seen, sizeof(tls_sni_seen), "%s", sni ? sni : "");
+    return SSL_TLSEXT_ERR_OK;
+}
+
+
+static int
+alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned inlen, void *arg)
+{
+    (void) ssl;
+    (void) arg;
+
+    if (tls_mode == CERT_NOALPN) {
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    if (inlen >= 11 && in[0] == 10 && memcmp(in + 1, "acme-tls/1", 10) == 0)
+    {
+        *out = in + 1;
+        *outlen = 10;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+
+static void *
+tls_thread(void *arg)
+{
+    int                   lfd, fd, mode;
+    SSL                  *ssl;
+    SSL_CTX              *ctx;
+    unsigned              alen;
+    const unsigned char  *alpn;
+    char                  path[256], host[256];
+
+    lfd = *(int *) arg;
+    while (!stop) {
+        fd = accept_wait(lfd);
+        if (fd < 0) {
+            continue;
+        }
+        mode = tls_mode;
+        if (mode == CERT_HANG) {
+            drain_until_close(fd);
+            close(fd);
+            continue;
+        }
+
+        ctx = SSL_CTX_new(TLS_server_method());
+        SSL_CTX_use_certificate(ctx, tls_certs[mode == CERT_NOALPN
+                                               ? CERT_GOOD : mode]);
+        SSL_CTX_use_PrivateKey(ctx, tls_key);
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+        SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+        tls_sni_seen[0] = '\0';
+        ssl = SSL_new(ctx);
+        SSL_set_fd(ssl, fd);
+
+        if (SSL_accept(ssl) == 1) {
+            SSL_get0_alpn_selected(ssl, &alpn, &alen);
+            if (alen == 0
+                && read_request(fd, ssl, path, sizeof(path), host,
+                                sizeof(host)))
+            {
+                char  k[256], resp[512];
+                int   n;
+
+                ka("good", k, sizeof(k));
+                n = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\n"
+                             "Content-Length: %zu\r\n\r\n%s", strlen(k), k);
+                SSL_write(ssl, resp, n);
+            }
+            SSL_shutdown(ssl);
+        }
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        close(fd);
+        ERR_clear_error();
+    }
+    close(lfd);
+    return NULL;
+}
+
+
+/* ---- DNS responder --------------------------------------------------------- */
+
+static size_t
+put_name(unsigned char *m, size_t n, const char *name)
+{
+    const char  *p, *dot;
+    size_t       l;
+
+    for (p = name; *p; p = *dot ? dot + 1 : dot) {
+        dot = strchr(p, '.');
+        if (dot == NULL) {
+            dot = p + strlen(p);
+        }
+        l = (size_t) (dot - p);
+        m[n++] = (unsigned char) l;
+        memcpy(m + n, p, l);
+        n += l;
+    }
+    m[n++] = 0;
+    return n;
+}
+
+
+static size_t
+put_rr_head(unsigned char *m, size_t n, const char *owner, int type,
+    size_t rdlen)
+{
+    if (owner == NULL) {
+        m[n++] = 0xc0;                          /* pointer to question  */
+        m[n++] = 12;
+    } else {
+        n = put_name(m, n, owner);
+    }
+    m[n++] = 0;
+    m[n++] = (unsigned char) type;
+    m[n++] = 0;
+    m[n++] = 1;
+    memset(m + n, 0, 3);
+    m[n + 3] = 60;
+    n += 4;
+    m[n++] = (unsigned char) (rdlen >> 8);
+    m[n++] = (unsigned char) rdlen;
+    return n;
+}
+
+
+static size_t
+put_txt(unsigned char *m, size_t n, const char *owner, const char *s1,
+    const char *s2)
+{
+    size_t  l1, l2;
+
+    l1 = strlen(s1);
+    l2 = s2 ? strlen(s2) : 0;
+    n = put_rr_head(m, n, owner, 16, 1 + l1 + (s2 ? 1 + l2 : 0));
+    m[n++] = (unsigned char) l1;
+    memcpy(m + n, s1, l1);
+    n += l1;
+    if (s2) {
+        m[n++] = (unsigned char) l2;
+        memcpy(m + n, s2, l2);
+        n += l2;
+    }
+    return n;
+}
+
+
+static size_t
+put_cname(unsigned char *m, size_t n, const char *owner, const char *target)
+{
+    size_t  at;
+
+    at = put_rr_head(m, n, owner, 5, 0);
+    n = put_name(m, at, target);
+    m[at - 2] = (unsigned char) ((n - at) >> 8);
+    m[at - 1] = (unsigned char) (n - at);
+    return n;
+}
+
+
+/* Builds the answer to query q; 0: send nothing. */
+static size_t
+dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
+{
+    int            qtype, an, rcode;
+    char           name[256], good[64];
+    size_t         off, n, l;
+    unsigned char  big[151];
+
+    if (qlen < 17) {
+        return 0;
+    }
+    off = 12;
+    name[0] = '\0';
+    while (off < qlen && q[off] != 0) {
+        l = q[off];
+        if (off + 1 + l > qlen || strlen(name) + l + 2 > sizeof(name)) {
+            return 0;
+        }
+        if (name[0]) {
+            strcat(name, ".");
+        }
+        strncat(name, (const char *) q + off + 1, l);
+        off += 1 + l;
+    }
+    off++;
+    if (off + 4 > qlen) {
+        return 0;
+    }
+    qtype = (q[off] << 8) | q[off + 1];
+    off += 4;
+
+    /* header + question echoed */
+    memcpy(m, q, off);
+    m[2] = 0x81;                                /* QR, RD               */
+    m[3] = 0x80;                                /* RA                   */
+    m[4] = 0; m[5] = 1;
+    memset(m + 6, 0, 6);
+    n = off;
+    an = 0;
+    rcode = 0;
+
+    ka_b64("dnstok", good);
+
+#define IS(s)  (strcmp(name, s) == 0)
+
+    if (IS("_acme-challenge.silent.test")) {
+        return 0;
+    } else if (IS("_acme-challenge.good.test") && qtype == 16) {
+        n = put_txt(m, n, NULL, good, NULL);
+        an = 1;
+    } else if (IS("_acme-challenge.multi.test") && qtype == 16) {
+        n = put_txt(m, n, NULL, "some-other-value", NULL);
+        n = put_txt(m, n, NULL, "abc", NULL);
+        {
+            char  a[8];
+            snprintf(a, sizeof(a), "%.5s", good);
+            n = put_txt(m, n, NULL, a, good + 5);
+        }
+        an = 3;
+    } else if (IS("_acme-challenge.wrong.test")) {
+        n = put_txt(m, n, NULL, "nope", NULL);
+        an = 1;
+    } else if (IS("_acme-challenge.long.test")) {
+        memset(big, 'a', 150);
+        big[150] = '\0';
+        n = put_txt(m, n, NULL, (char *) big, (char *) big);
+        an = 1;
+    } else if (IS("_acme-challenge.empty.test")) {
+        /* NOERROR, no data */
+    } else if (IS("_acme-challenge.servfail.test")) {
+        rcode = 2;
+    } else if (IS("_acme-challenge.cname.test")) {
+        n = put_cname(m, n, NULL, "_acme-challenge.good.test");
+        n = put_txt(m, n, "_acme-challenge.good.test", good, NULL);
+        an = 2;
+    } else if (IS("_acme-challenge.cname2.test")) {
+        n = put_cname(m, n, NULL, "_acme-challenge.good.test");
+        an = 1;
+    } else if (IS("_acme-challenge.cloop.test") || IS("a.cloop.test")) {
+        n = put_cname(m, n, NULL, IS("a.cloop.test")
+                      ? "_acme-challenge.cloop.test" : "a.cloop.test");
+        an = 1;
+    } else if (IS("_acme-challenge.selfloop.test")) {
+        n = put_cname(m, n, NULL, "_acme-challenge.selfloop.test");
+        an = 1;
+    } else if (IS("_acme-challenge.trunc.test")) {
+        if (!tcp) {
+            m[2] |= 0x02;                       /* TC, no answer        */
+        } else {
+            n = put_txt(m, n, NULL, good, NULL);
+            an = 1;
+        }
+    } else if (IS("_acme-challenge.garbage.test")) {
+        m[4] = 0; m[5] = 1;
+        m[12] = 0xc0;                           /* question: bad ptr    */
+        m[13] = 0xff;
+        n = 14 + 4;
+    } else if (IS("_acme-challenge.short.test")) {
+        an = 1;                                 /* claims 1, sends 0    */
+    } else if (IS("_acme-challenge.ptrloop.test")) {
+        l = n;
+        m[n++] = (unsigned char) (0xc0 | (l >> 8));
+        m[n++] = (unsigned char) l;
+        memset(m + n, 0, 10);
+        n += 10;
+        an = 1;
+    } else if (IS("_acme-challenge.badlen.test")) {
+        n = put_rr_head(m, n, NULL, 16, 200);   /* rdlength past end    */
+        m[n++] = 3;
+        an = 1;
+    } else if (IS("_acme-challenge.fuzz.test")) {
+        n = put_cname(m, n, NULL, "x.fuzz.test");
+        n = put_txt(m, n, "x.fuzz.test", good, "tail");
+        an = 2;
+    } else if (IS("host.test") || IS("www.host.test")) {
+        if (qtype == 1) {
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            an = 1;
+        }
+    } else if (IS("mcast.test")) {
+        if (qtype == 1) {
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 224; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            an = 1;
+        }
+    } else if (IS("private.test")) {
+        if (qtype == 1) {
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 10; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            an = 1;
+        }
+    } else if (IS("mixed.test")) {               /* one good, one bad    */
+        if (qtype == 1) {
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 0; m[n++] = 0; m[n++] = 0; m[n++] = 0;
+            an = 2;
+        }
+    } else {
+        rcode = 3;
+    }
+#undef IS
+
+    m[3] |= (unsigned char) rcode;
+    m[7] = (unsigned char) an;
+
+    if (strcmp(name, "_acme-challenge.fuzz.test") == 0) {
+        unsigned char  r[3];
+        RAND_bytes(r, sizeof(r));
+        m[12 + r[0] % (n - 12)] ^= (unsigned char) (1u << (r[1] % 8));
+        if (r[2] & 1) {
+            n -= r[2] % 8;                       /* and cut the tail     */
+        }
+    }
+    return n;
+}
+
+
+static void *
+dns_thread(void *arg)
+{
+    int                 ufd, tfd, fd;
+    ssize_t             n;
+    size_t              len, got;
+    socklen_t           slen;
+    struct pollfd       p[2];
+    struct sockaddr_in  from;
+    unsigned char       q[1024], m[4096];
+
+    ufd = ((int *) arg)[0];
+    tfd = ((int *) arg)[1];
+
+    while (!stop) {
+        p[0].fd = ufd;
+        p[0].events = POLLIN;
+        p[1].fd = tfd;
+        p[1].events = POLLIN;
+        if (poll(p, 2, 100) <= 0) {
+            continue;
+        }
+
+        if (p[0].revents & POLLIN) {
+            slen = sizeof(from);
+            n = recvfrom(ufd, q, sizeof(q), 0, (struct sockaddr *) &from,
+                         &slen);
+            if (n > 0) {
+                len = dns_answer(q, (size_t) n, 0, m);
+                if (len > 0) {
+                    sendto(ufd, m, len, 0, (struct sockaddr *) &from, slen);
+                }
+            }
+        }
+
+        if (p[1].revents & POLLIN) {
+            fd = accept(tfd, NULL, NULL);
+            if (fd < 0) {
+                continue;
+            }
+            got = 0;
+            while (got < 2 || got < 2 + (size_t) ((q[0] << 8) | q[1])) {
+                n = recv(fd, q + got, sizeof(q) - got, 0);
+                if (n <= 0) {
+                    break;
+                }
+                got += (size_t) n;
+            }
+            if (got > 2) {
+                len = dns_answer(q + 2, got - 2, 1, m + 2);
+                m[0] = (unsigned char) (len >> 8);
+                m[1] = (unsigned char) len;
+                send_all(fd, (char *) m, len + 2);
+            }
+            close(fd);
+        }
+    }
+    close(ufd);
+    close(tfd);
+    return NULL;
+}
+
+
+/* ---- checks ------------------------------------------------------------------ */
+
+static pki_acme_validate_conf_t
+lab(void)
+{
+    pki_acme_validate_conf_t  c;
+
+    memset(&c, 0, sizeof(c));
+    c.http_port = http_port;
+    c.tls_port = tls_port;
+    c.resolve_to = "127.0.0.1";
+    c.allow_private = 1;
+    c.timeout_ms = 3000;
+    return c;
+}
+
+
+static void
+check(const char *name, const pki_acme_validate_conf_t *c,
+    pki_acme_chall_t type, const char *id_type, const char *id,
+    const char *token, const char *want_type, const char *want_detail)
+{
+    char                     k[256];
+    long long                t0;
+    pki_status_t             st;
+    pki_acme_validate_out_t  out;
+
+    ka(ka_token ? ka_token : token ? token : "x", k, sizeof(k));
+    t0 = now_ms();
+    st = pki_acme_validate(c, type, id_type, id, token, k, &out);
+
+    if (want_type == NULL) {
+        if (!ok(st == PKI_OK && out.problem_type == NULL,
+                "%s: valid (%lld ms)", name, now_ms() - t0))
+            diag("got %s %s: %s | %s", pki_status_name(st),
+                out.problem_type ? out.problem_type : "-", out.res.detail,
+                out.res.log);
+        return;
+    }
+
+    if (!ok(st != PKI_OK && out.res.status == st && out.problem_type != NULL
+            && strcmp(out.problem_type, want_type) == 0
+            && (want_detail == NULL || strstr(out.res.detail, want_detail)),
+            "%s: %s (%lld ms)", name, want_type, now_ms() - t0))
+        diag("got %s %s: \"%s\" | %s", pki_status_name(st),
+            out.problem_type ? out.problem_type : "-", out.res.detail,
+            out.res.log);
+}
+
+
+
+int
+main(void)
+{
+    int                       hfd, tfd, dfds[2], i, before, fuzz_bad;
+    char                      resolver[64], want[64], k[256];
+    pthread_t                 th, tt, td;
+    long long                 t0;
+    pki_status_t              st;
+    pki_acme_validate_out_t   out;
+    pki_acme_validate_conf_t  c;
+
+    signal(SIGPIPE, SIG_IGN);
+    pki_init();
+
+    http_port = 0;
+    hfd = listen_on(SOCK_STREAM, &http_port);
+    tls_port = 0;
+    tfd = listen_on(SOCK_STREAM, &tls_port);
+    dns_port = 0;
+    dfds[0] = listen_on(SOCK_DGRAM, &dns_port);
+    dfds[1] = listen_on(SOCK_STREAM, &dns_port);
+    closed_port = 0;
+    i = listen_on(SOCK_STREAM, &closed_port);   /* bound, then closed   */
+    close(i);
+    if (hfd < 0 || tfd < 0 || dfds[0] < 0 || dfds[1] < 0) {
+        skip_all("cannot listen on 127.0.0.1");
+    }
+    snprintf(resolver, sizeof(resolver), "127.0.0.1:%u", dns_port);
+
+    tls_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    for (i = 0; i < CERT_NOALPN; i++) {
+        tls_certs[i] = make_cert(i);
+    }
+
+    pthread_create(&th, NULL, http_thread, &hfd);
+    pthread_create(&tt, NULL, tls_thread, &tfd);
+    pthread_create(&td, NULL, dns_thread, dfds);
+
+    /* ---- http-01 ---- */
+    c = lab();
+    check("http-01", &c, PKI_ACME_HTTP01, "dns", "good.test", "good",
+          NULL, NULL);
+    snprintf(want, sizeof(want), "good.test:%u", http_port);
+    ok(strcmp(http_host_seen, want) == 0, "Host header is the identifier "
+       "(%s)", http_host_seen);
+    check("http-01 chunked", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "chunked", NULL, NULL);
+    check("http-01 close-delimited, white space", &c, PKI_ACME_HTTP01,
+          "dns", "good.test", "noclen", NULL, NULL);
+    ka_token = "good";
+    check("http-01 absolute redirect", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "redir", NULL, NULL);
+    check("http-01 relative redirect", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "redirrel", NULL, NULL);
+    check("http-01 redirect to https", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "tohttps", NULL, NULL);
+    ka_token = NULL;
+    check("http-01 wrong body", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "wrong", "incorrectResponse", "not-the-key-authz");
+    check("http-01 oversized body", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "big", "incorrectResponse", "over 8192");
+    check("http-01 oversized Content-Length", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "bigclen", "incorrectResponse", "over 8192");
+    check("http-01 oversized chunk", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "bigchunk", "incorrectResponse", "over 8192");
+    c.max_redirects = 3;
+    check("http-01 too many redirects", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "loop", "connection", "too many redirects");
+    c.max_redirects = 0;
+    check("http-01 redirect loop, default cap", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "loop", "connection", "over 10");
+    check("http-01 redirect to port 22", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "badport", "connection", "port 22");
+    check("http-01 redirect to ftp", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "ftp", "connection", "invalid redirect");
+    check("http-01 redirect with userinfo", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "userinfo", "connection", "invalid redirect");
+    check("http-01 redirect without Location", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "nolocation", "connection", "no Location");
+    check("http-01 404", &c, PKI_ACME_HTTP01, "dns", "good.test", "404",
+          "unauthorized", "HTTP 404");
+    check("http-01 huge headers", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "hugehead", "connection", "headers");
+    check("http-01 not HTTP", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "garbage", "connection", "malformed");
+    check("http-01 NUL in headers", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "nul", "connection", "malformed");
+    check("http-01 two Content-Length", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "twoclen", "connection", "Content-Length");
+    check("http-01 bad token", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "../etc", "malformed", NULL);
+    check("http-01 bad identifier", &c, PKI_ACME_HTTP01, "dns",
+          "bad name.test", "good", "rejectedIdentifier", NULL);
+    check("http-01 IP identifier not an IP", &c, PKI_ACME_HTTP01, "ip",
+          "good.test", "good", "rejectedIdentifier", NULL);
+
+    c.timeout_ms = 300;
+    t0 = now_ms();
+    check("http-01 server never answers", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "slow", "connection", "timeout");
+    ok(now_ms() - t0 < 1000, "timeout honoured (%lld ms)", now_ms() - t0);
+    t0 = now_ms();
+    check("http-01 body stalls", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "slowbody", "connection", "timeout");
+    ok(now_ms() - t0 < 1000, "timeout honoured (%lld ms)", now_ms() - t0);
+    c = lab();
+
+    c.http_port = closed_port;
+    check("http-01 connection refused", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "good", "connection", "cannot connect");
+    c = lab();
+
+    /* address policy: refused before any connect() */
+    c.allow_private = 0;
+    before = __atomic_load_n(&http_conns, __ATOMIC_SEQ_CST);
+    check("http-01 loopback refused", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "good", "rejectedIdentifier", "127.0.0.1");
+    ok(__atomic_load_n(&http_conns, __ATOMIC_SEQ_CST) == before,
+       "no connection made to a refused address");
+    c.resolve_to = NULL;
+    c.resolver = resolver;
+    check("http-01 private address refused", &c, PKI_ACME_HTTP01, "ip",
+          "10.0.0.1", "good", "rejectedIdentifier", "private address");
+    check("http-01 name resolving to 10/8 refused", &c, PKI_ACME_HTTP01,
+          "dns", "private.test", "good", "rejectedIdentifier", "10.0.0.1");
+    check("http-01 link-local refused", &c, PKI_ACME_HTTP01, "ip",
+          "169.254.1.1", "good", "rejectedIdentifier", NULL);
+    check("http-01 IPv6 loopback refused", &c, PKI_ACME_HTTP01, "ip",
+          "::1", "good", "rejectedIdentifier", NULL);
+    check("http-01 IPv6 ULA refused", &c, PKI_ACME_HTTP01, "ip",
+          "fd00::1", "good", "rejectedIdentifier", NULL);
+    check("http-01 v4-mapped loopback refused", &c, PKI_ACME_HTTP01, "ip",
+          "::ffff:127.0.0.1", "good", "rejectedIdentifier", NULL);
+    c.allow_private = 1;
+    check("http-01 unspecified refused even in a lab", &c, PKI_ACME_HTTP01,
+          "ip", "0.0.0.0", "good", "rejectedIdentifier", "reserved");
+    check("http-01 multicast refused even in a lab", &c, PKI_ACME_HTTP01,
+          "ip", "ff02::1", "good", "rejectedIdentifier", "reserved");
+
+    /* names through our resolver */
+    check("http-01 name via DNS", &c, PKI_ACME_HTTP01, "dns", "host.test",
+          "good", NULL, NULL);
+    check("http-01 IP identifier", &c, PKI_ACME_HTTP01, "ip", "127.0.0.1",
+          "good", NULL, NULL);
+    snprintf(want, sizeof(want), "127.0.0.1:%u", http_port);
+    ok(strcmp(http_host_seen, want) == 0, "Host header for an IP (%s)",
+       http_host_seen);
+    check("http-01 redirect to a multicast name", &c, PKI_ACME_HTTP01,
+          "dns", "host.test", "tomcast", "rejectedIdentifier", "224.0.0.1");
+    check("http-01 redirect to 0.0.0.0", &c, PKI_ACME_HTTP01, "dns",
+          "host.test", "tozero", "rejectedIdentifier", "0.0.0.0");
+    check("http-01 name with one reserved address", &c, PKI_ACME_HTTP01,
+          "dns", "mixed.test", "good", "rejectedIdentifier", "0.0.0.0");
+    check("http-01 NXDOMAIN", &c, PKI_ACME_HTTP01, "dns", "nx.test", "good",
+          "dns", "NXDOMAIN");
+
+    /* ---- tls-alpn-01 ---- */
+    c = lab();
+    tls_mode = CERT_GOOD;
+    check("tls-alpn-01", &c, PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok",
+          NULL, NULL);
+    ok(strcmp(tls_sni_seen, "tls.test") == 0, "SNI is the identifier (%s)",
+       tls_sni_seen);
+    tls_mode = CERT_WRONGHASH;
+    check("tls-alpn-01 wrong digest", &c, PKI_ACME_TLSALPN01, "dns",
+          "tls.test", "tlstok", "incorrectResponse", "SHA-256");
+    tls_mode = CERT_NOEXT;
+    check("tls-alpn-01 no acmeIdentifier", &c, PKI_ACME_TLSALPN01, "dns",
+          "tls.test", "tlstok", "incorrectResponse", "no acmeIdentifier");
+    tls_mode = CERT_NONCRIT;
+    check("tls-alpn-01 non-critical acmeIdentifier", &c, PKI_ACME_TLSALPN01,
+          "dns", "tls.test", "tlstok", "incorrectResponse", "not critical");
+    tls_mode = CERT_BADEXT;
+    check("tls-alpn-01 acmeIdentifier not an OCTET STRING", &c,
+          PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok",
+          "incorrectResponse", "malformed");
+    tls_mode = CERT_TWOSAN;
+    check("tls-alpn-01 two SANs", &c, PKI_ACME_TLSALPN01, "dns", "tls.test",
+          "tlstok", "incorrectResponse", "exactly one");
+    tls_mode = CERT_WRONGSAN;
+    check("tls-alpn-01 other SAN", &c, PKI_ACME_TLSALPN01, "dns", "tls.test",
+          "tlstok", "incorrectResponse", "not dNSName");
+    tls_mode = CERT_NOALPN;
+    check("tls-alpn-01 ALPN not negotiated", &c, PKI_ACME_TLSALPN01, "dns",
+          "tls.test", "tlstok", "tls", "acme-tls/1");
+    tls_mode = CERT_IPSAN;
+    c.resolve_to = NULL;
+    check("tls-alpn-01 IP identifier", &c, PKI_ACME_TLSALPN01, "ip",
+          "127.0.0.1", "tlstok", NULL, NULL);
+    ok(strcmp(tls_sni_seen, "1.0.0.127.in-addr.arpa") == 0,
+       "SNI is the reverse name for an IP (%s)", tls_sni_seen);
+    tls_mode = CERT_GOOD;
+    check("tls-alpn-01 IP identifier, DNS SAN", &c, PKI_ACME_TLSALPN01, "ip",
+          "127.0.0.1", "tlstok", "incorrectResponse", "iPAddress");
+    c = lab();
+    c.tls_port = http_port;
+    check("tls-alpn-01 not TLS", &c, PKI_ACME_TLSALPN01, "dns", "tls.test",
+          "tlstok", "tls", "handshake");
+    c = lab();
+    c.timeout_ms = 300;
+    tls_mode = CERT_HANG;
+    t0 = now_ms();
+    check("tls-alpn-01 handshake stalls", &c, PKI_ACME_TLSALPN01, "dns",
+          "tls.test", "tlstok", "connection", "timeout");
+    ok(now_ms() - t0 < 1000, "timeout honoured (%lld ms)", now_ms() - t0);
+    tls_mode = CERT_GOOD;
+    c = lab();
+    c.allow_private = 0;
+    check("tls-alpn-01 loopback refused", &c, PKI_ACME_TLSALPN01, "dns",
+          "tls.test", "tlstok", "rejectedIdentifier", NULL);
+
+    /* ---- dns-01 ---- */
+    memset(&c, 0, sizeof(c));
+    c.resolver = resolver;
+    c.timeout_ms = 3000;
+    check("dns-01", &c, PKI_ACME_DNS01, "dns", "good.test", "dnstok", NULL,
+          NULL);
+    check("dns-01 among other TXT, split strings", &c, PKI_ACME_DNS01, "dns",
+          "multi.test", "dnstok", NULL, NULL);
+    check("dns-01 CNAME in the answer", &c, PKI_ACME_DNS01, "dns",
+          "cname.test", "dnstok", NULL, NULL);
+    check("dns-01 CNAME followed by a new query", &c, PKI_ACME_DNS01, "dns",
+          "cname2.test", "dnstok", NULL, NULL);
+    check("dns-01 truncated UDP answer, TCP retry", &c, PKI_ACME_DNS01,
+          "dns", "trunc.test", "dnstok", NULL, NULL);
+    check("dns-01 TXT mismatch", &c, PKI_ACME_DNS01, "dns", "wrong.test",
+          "dnstok", "incorrectResponse", "nope");
+    check("dns-01 TXT too long", &c, PKI_ACME_DNS01, "dns", "long.test",
+          "dnstok", "incorrectResponse", "over 255");
+    check("dns-01 NXDOMAIN", &c, PKI_ACME_DNS01, "dns", "nx.test", "dnstok",
+          "dns", "NXDOMAIN");
+    check("dns-01 no TXT", &c, PKI_ACME_DNS01, "dns", "empty.test", "dnstok",
+          "unauthorized", "no TXT");
+    check("dns-01 SERVFAIL", &c, PKI_ACME_DNS01, "dns", "servfail.test",
+          "dnstok", "dns", "SERVFAIL");
+    check("dns-01 garbage answer", &c, PKI_ACME_DNS01, "dns", "garbage.test",
+          "dnstok", "dns", "bad DNS answer");
+    check("dns-01 truncated answer", &c, PKI_ACME_DNS01, "dns", "short.test",
+          "dnstok", "dns", "malformed answer");
+    check("dns-01 compression pointer loop", &c, PKI_ACME_DNS01, "dns",
+          "ptrloop.test", "dnstok", "dns", "bad DNS answer");
+    check("dns-01 rdlength past the end", &c, PKI_ACME_DNS01, "dns",
+          "badlen.test", "dnstok", "dns", "truncated answer");
+    check("dns-01 CNAME loop across queries", &c, PKI_ACME_DNS01, "dns",
+          "cloop.test", "dnstok", "dns", "too many CNAMEs");
+    check("dns-01 CNAME to itself", &c, PKI_ACME_DNS01, "dns",
+          "selfloop.test", "dnstok", "dns", "CNAME loop");
+    check("dns-01 for an IP identifier", &c, PKI_ACME_DNS01, "ip",
+          "127.0.0.1", "dnstok", "rejectedIdentifier", NULL);
+    c.timeout_ms = 400;
+    t0 = now_ms();
+    check("dns-01 resolver silent", &c, PKI_ACME_DNS01, "dns", "silent.test",
+          "dnstok", "dns", "timeout");
+    ok(now_ms() - t0 < 1200, "timeout honoured (%lld ms)", now_ms() - t0);
+    c.timeout_ms = 3000;
+    snprintf(want, sizeof(want), "127.0.0.1:%u", closed_port);
+    c.resolver = want;
+    check("dns-01 resolver refuses", &c, PKI_ACME_DNS01, "dns", "good.test",
+          "dnstok", "dns", NULL);
+    c.resolver = "not-an-address";
+    check("dns-01 bad resolver setting", &c, PKI_ACME_DNS01, "dns",
+          "good.test", "dnstok", "serverInternal", NULL);
+    c.resolver = resolver;
+
+    /* mutated answers: any outcome but a crash or a bogus success */
+    fuzz_bad = 0;
+    ka("dnstok", k, sizeof(k));
+    for (i = 0; i < 300; i++) {
+        st = pki_acme_validate(&c, PKI_ACME_DNS01, "dns", "fuzz.test", NULL,
+                               k, &out);
+        if ((st == PKI_OK) != (out.problem_type == NULL)) {
+            fuzz_bad++;
+        }
+    }
+    ok(fuzz_bad == 0, "300 mutated DNS answers handled");
+
+    /* arguments */
+    st = pki_acme_validate(&c, PKI_ACME_HTTP01, "dns", "good.test", NULL, k,
+                           &out);
+    ok(st == PKI_MALFORMED, "missing token refused");
+    st = pki_acme_validate(&c, PKI_ACME_HTTP01, "email", "a@b", "good", k,
+                           &out);
+    ok(st == PKI_POLICY, "unknown identifier type refused");
+
+    stop = 1;
+    pthread_join(th, NULL);
+    pthread_join(tt, NULL);
+    pthread_join(td, NULL);
+
+    for (i = 0; i < CERT_NOALPN; i++) {
+        X509_free(tls_certs[i]);
+    }
+    EVP_PKEY_free(tls_key);
+
+    return done_testing();
+}
