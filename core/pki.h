@@ -840,4 +840,117 @@ PKI_API pki_status_t pki_metrics_history(pki_redis_t *r, int hourly,
 PKI_API pki_status_t pki_metrics_cert_counts(pki_redis_t *r, const char *ca,
     time_t now, long long out[4], pki_result_t *res);
 
+/* ---- Matter (core/matter_tlv.c, core/matter.c) -----------------------------
+ *
+ * Matter device attestation (PAA -> PAI -> DAC, X.509 DER) and operational
+ * (RCAC -> [ICAC] -> NOC, Matter TLV) certificates; the rules are those of
+ * vectors/matter/PROFILES.md.  Built-in templates "matter-paa",
+ * "matter-pai", "matter-dac", "matter-rcac", "matter-icac" and "matter-noc"
+ * (or "matter TYPE;" in a template of one's own, with "matter_vid XXXX;"
+ * and "matter_pid XXXX;") make pki_issue() enforce the profile: P-256 and
+ * ecdsa-with-SHA256 only, the extensions, DN and size rules; a DAC's VID
+ * and PID come from the template and the PAI, never from the CSR.  A
+ * request that would break a rule is refused (PKI_POLICY) with the rule
+ * named; every certificate is checked again after signing.
+ */
+
+typedef enum {
+    PKI_MATTER_NONE = 0,
+    PKI_MATTER_PAA,
+    PKI_MATTER_PAI,
+    PKI_MATTER_DAC,
+    PKI_MATTER_RCAC,
+    PKI_MATTER_ICAC,
+    PKI_MATTER_NOC
+} pki_matter_type_t;
+
+#define PKI_MATTER_DER_MAX    600
+#define PKI_MATTER_TLV_MAX    400
+#define PKI_MATTER_MAX_BATCH  1000
+
+/* "paa" .. "noc" or "matter-paa" .. "matter-noc"; PKI_MATTER_NONE if
+ * neither. */
+PKI_API pki_matter_type_t pki_matter_type_by_name(const char *name);
+PKI_API const char *pki_matter_type_name(pki_matter_type_t type);
+
+/* X.509 DER <-> Matter TLV.  Output malloc'd.  DER -> TLV refuses what TLV
+ * cannot represent byte-exactly; TLV -> DER refuses corrupt or truncated
+ * input (never reads past len).  PKI_MALFORMED / PKI_TOO_LARGE. */
+PKI_API pki_status_t pki_matter_der_to_tlv(const unsigned char *der,
+    size_t len, unsigned char **tlv, size_t *tlvlen, pki_result_t *res);
+PKI_API pki_status_t pki_matter_tlv_to_der(const unsigned char *tlv,
+    size_t len, unsigned char **der, size_t *derlen, pki_result_t *res);
+
+/* A built-in template by name ("matter-dac", ...), finished; NULL if the
+ * name is not one. */
+PKI_API pki_template_t *pki_matter_template_new(const char *name,
+    pki_result_t *res);
+PKI_API pki_matter_type_t pki_matter_template_type(const pki_template_t *t);
+
+/* The profile of one certificate (PROFILES.md 1-2), issuer may be NULL
+ * (the issuer-dependent rules are then skipped; a self-signed type is its
+ * own issuer).  PKI_POLICY with the rule in the detail. */
+PKI_API pki_status_t pki_matter_check(X509 *x, pki_matter_type_t type,
+    X509 *issuer, pki_result_t *res);
+
+/* Device attestation chain checks (PROFILES.md 3, chip-cert
+ * validate-att-cert): format of each, VID/PID rules, the chain verified
+ * (X509_V_FLAG_X509_STRICT) at the DAC's notBefore, the DAC valid at now
+ * (0: the clock).  PKI_POLICY / PKI_BAD_SIGNATURE with the rule named. */
+PKI_API pki_status_t pki_matter_verify_attestation(X509 *dac, X509 *pai,
+    X509 *paa, time_t now, pki_result_t *res);
+/* Certification Declaration (PROFILES.md 3 step 10, 4): the CMS signature
+ * with signer (the CD signing certificate), then the payload against the
+ * DAC/PAI VID/PID (basic_vid/basic_pid: BasicInformation, -1: the DAC's)
+ * and, with paa, authorized_paa_list. */
+PKI_API pki_status_t pki_matter_verify_cd(const unsigned char *cms,
+    size_t len, X509 *signer, X509 *dac, X509 *pai, X509 *paa,
+    int basic_vid, int basic_pid, pki_result_t *res);
+/* Operational chain: RCAC -> [ICAC] -> NOC (icac may be NULL), each
+ * profile, fabric-id consistency, TLV round trip, signatures. */
+PKI_API pki_status_t pki_matter_verify_operational(X509 *noc, X509 *icac,
+    X509 *rcac, pki_result_t *res);
+
+/* Matter HTTP engine (JSON).  POST dac/batch {"csrs": [b64 DER, ...]} or
+ * {"count": N} -> {"certificates": [...]} (+ "keys": [b64 PKCS#8, ...]);
+ * POST noc {"csr", "node_id", "fabric_id", "cats"} -> {"noc", "noc_tlv",
+ * "icac", "icac_tlv", "rcac", "rcac_tlv"}.  Errors {"error": "..."} with
+ * 400 (the rule), 403, 405, 413, 415, 503.  Blocking. */
+typedef enum {
+    PKI_MATTER_OP_UNKNOWN = 0,
+    PKI_MATTER_OP_DAC_BATCH,
+    PKI_MATTER_OP_NOC
+} pki_matter_op_t;
+
+typedef struct {
+    pki_ca_t          *ca;           /* PAI (DAC batch) or ICAC/RCAC (NOC) */
+    pki_template_t    *tmpl;         /* a matter-dac / matter-noc template  */
+    pki_redis_t       *redis;
+    size_t             max_body;     /* default 2 MiB (batch), 16 KiB (NOC) */
+    int                threads;      /* batch signing threads, default 2    */
+} pki_matter_conf_t;
+
+typedef struct {
+    pki_matter_op_t        op;
+    const char            *method;
+    const char            *content_type;
+    const unsigned char   *body;
+    size_t                 body_len;
+    const char            *user;     /* authenticated identity, or NULL     */
+    const char            *client;
+} pki_matter_req_t;
+
+typedef struct {
+    int             http_status;
+    const char     *content_type;
+    int             retry_after;
+    unsigned char  *body;            /* malloc'd JSON */
+    size_t          body_len;
+    pki_result_t    res;
+} pki_matter_resp_t;
+
+PKI_API void pki_matter_handle(const pki_matter_conf_t *conf,
+    const pki_matter_req_t *req, pki_matter_resp_t *resp);
+PKI_API void pki_matter_resp_free(pki_matter_resp_t *resp);
+
 #endif /* PKI_H */
