@@ -210,7 +210,8 @@ static __thread int  pki_observe_off;
 
 
 void
-pki_int_observe(pki_event_type_t type, double seconds, pki_status_t status)
+pki_int_observe(pki_event_type_t type, double seconds, pki_status_t status,
+    const char *what)
 {
     pki_event_t  ev;
 
@@ -222,6 +223,7 @@ pki_int_observe(pki_event_type_t type, double seconds, pki_status_t status)
     ev.type = type;
     ev.status = status;
     ev.seconds = seconds;
+    ev.operation = what;
 
     pki_sink(pki_sink_arg, &ev);
 }

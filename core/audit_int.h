@@ -18,9 +18,10 @@ double pki_int_now(void);
 /* A counted-only event (PKI_EV_SIGN, PKI_EV_REDIS) to the metrics sink:
  * a no-op when there is none, or while this thread signs an audit
  * checkpoint (not a CA signature).  seconds < 0: an error without a
- * latency (no connection). */
+ * latency (no connection).  what: the kind of signature ("certificate",
+ * "crl", "other"), NULL for Redis. */
 void pki_int_observe(pki_event_type_t type, double seconds,
-    pki_status_t status);
+    pki_status_t status, const char *what);
 
 /* The thread's operation for the next issuance ("issue" when none was
  * set), then reset. */

@@ -1629,7 +1629,9 @@ pki_key_do_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 
     t0 = pki_int_now();
     st = pki_key_do_sign_once(k, op, res);
-    pki_int_observe(PKI_EV_SIGN, pki_int_now() - t0, st);
+    pki_int_observe(PKI_EV_SIGN, pki_int_now() - t0, st,
+                    op->what == 1 ? "certificate"
+                    : op->what == 2 ? "crl" : "other");
 
     return st;
 }

@@ -727,7 +727,9 @@ typedef struct {
     pki_event_type_t  type;
     pki_status_t      status;        /* PKI_OK or the failure             */
     const char       *protocol;      /* NULL: this thread's actor         */
-    const char       *operation;     /* "enroll", "renew", "revoke", ...  */
+    const char       *operation;     /* "enroll", "renew", "revoke", ...;
+                                        PKI_EV_SIGN: "certificate", "crl",
+                                        "other" (OCSP responses)        */
     const char       *ca;
     const char       *template_name;
     const char       *serial;

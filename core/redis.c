@@ -302,7 +302,7 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     for (attempt = 0; ; attempt++) {
         c = pki_redis_conn(r, &reused, res);
         if (c == NULL) {
-            pki_int_observe(PKI_EV_REDIS, -1, PKI_UNAVAILABLE);
+            pki_int_observe(PKI_EV_REDIS, -1, PKI_UNAVAILABLE, NULL);
             return NULL;
         }
 
@@ -311,7 +311,7 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
         reply = redisCommandArgv(c, argc, argv, lens);
         eno = errno;
         pki_int_observe(PKI_EV_REDIS, pki_int_now() - t0,
-                        reply ? PKI_OK : PKI_UNAVAILABLE);
+                        reply ? PKI_OK : PKI_UNAVAILABLE, NULL);
         pki_sigpipe_restore(&sp);
 
         if (reply != NULL) {

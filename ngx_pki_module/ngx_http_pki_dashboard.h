@@ -237,7 +237,7 @@ static const char  ngx_http_pki_dashboard_html[] =
     "      s.lat.push({ n: l.protocol + \" request\", b: x.v });\n"
     "      break;\n"
     "    case \"pki_sign_duration_seconds\":\n"
-    "      s.lat.push({ n: \"signing\", b: x.v });\n"
+    "      s.lat.push({ n: \"signing (\" + (l.what || \"all\") + \")\", b: x.v });\n"
     "      break;\n"
     "    case \"pki_redis_duration_seconds\":\n"
     "      s.lat.push({ n: \"Redis\", b: x.v });\n"

@@ -1150,10 +1150,14 @@ ngx_http_pki_m_sink(void *arg, const pki_event_t *ev)
 
     case PKI_EV_SIGN:
         if (ev->seconds >= 0) {
-            s = ngx_http_pki_m_series(
-                    (u_char *) "pki_sign_duration_seconds",
-                    sizeof("pki_sign_duration_seconds") - 1,
-                    NGX_HTTP_PKI_M_HISTOGRAM, NULL);
+            labels[0] = "what";
+            labels[1] = ev->operation ? ev->operation : "other";
+            labels[2] = NULL;
+
+            len = ngx_http_pki_m_key(key, sizeof(key),
+                                     "pki_sign_duration_seconds", labels);
+            s = ngx_http_pki_m_series(key, len, NGX_HTTP_PKI_M_HISTOGRAM,
+                                      NULL);
             ngx_http_pki_m_observe(s, ev->seconds);
         }
 

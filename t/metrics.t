@@ -138,8 +138,8 @@ is(delta($m0, $m1, 'pki_revocations_total{ca="issuing",reason="keyCompromise",'
                    . 'outcome="success"}'), 1, 'revocations +1 by reason');
 is(delta($m0, $m1, 'pki_requests_total{protocol="admin",ca="",template="",'
                    . 'outcome="success"}'), 1, 'admin requests +1');
-is(delta($m0, $m1, 'pki_sign_duration_seconds_count'), 3,
-   'signatures +3');
+is(delta($m0, $m1, 'pki_sign_duration_seconds_count{what="certificate"}'), 3,
+   'certificate signatures +3');
 ok(delta($m0, $m1, 'pki_redis_errors_total') >= 1, 'Redis errors counted');
 ok(delta($m0, $m1, 'pki_redis_duration_seconds_count') >= 6,
    'Redis commands timed');
@@ -152,7 +152,8 @@ ok(exists $m1->{'pki_thread_tasks_in_flight'}, 'thread tasks gauge');
 
 # histograms: cumulative, monotonic, +Inf == count
 for my $h (qw(pki_request_duration_seconds{protocol="est"
-              pki_sign_duration_seconds pki_redis_duration_seconds)) {
+              pki_sign_duration_seconds{what="certificate"
+              pki_redis_duration_seconds)) {
     my ($name, $lab) = $h =~ /^([^{]+)(?:\{(.*))?$/;
     $lab = defined $lab ? "$lab," : '{';
     $lab = "{$lab" if $lab !~ /^\{/;
