@@ -32,7 +32,7 @@ const char *pki_int_reason_name(int reason);
 
 /* redis.c: one command (a redisReply *, freeReplyObject() it), NULL with
  * res filled on error. */
-void *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
+void *pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 
 

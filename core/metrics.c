@@ -123,7 +123,7 @@ pki_metrics_flush(pki_redis_t *r, time_t now, const char *const *fields,
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_cmd(r, argc, argv, lens, res);
+    reply = pki_int_redis_command(r, argc, argv, lens, res);
     st = reply ? PKI_OK : PKI_UNAVAILABLE;
     if (reply) {
         freeReplyObject(reply);
@@ -200,7 +200,7 @@ pki_metrics_history(pki_redis_t *r, int hourly, time_t now, unsigned count,
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_cmd(r, argc, argv, lens, res);
+    reply = pki_int_redis_command(r, argc, argv, lens, res);
     if (reply == NULL) {
         st = PKI_UNAVAILABLE;
         goto done;
@@ -319,7 +319,7 @@ pki_metrics_cert_counts(pki_redis_t *r, const char *ca, time_t now,
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_cmd(r, 8, argv, lens, res);
+    reply = pki_int_redis_command(r, 8, argv, lens, res);
     if (reply == NULL) {
         return PKI_UNAVAILABLE;
     }

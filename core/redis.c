@@ -2007,13 +2007,35 @@ pki_crl_unlock(pki_redis_t *r, const char *ca, const char *token,
 }
 
 
-/* ---- for core/metrics.c ----------------------------------------------------- */
+/* ---- generic commands for the protocol engines (acme.c) ----------------- */
 
-/* The command wrapper above, for the metrics history (a redisReply *; the
- * caller frees it with freeReplyObject). */
-void *
+/* One command with the connection handling above (acme_int.h). */
+redisReply *
 pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res)
 {
+    if (r == NULL || argc <= 0 || argc > PKI_REDIS_ARGS_MAX) {
+        pki_fail(res, PKI_INTERNAL, "redis: bad command");
+        return NULL;
+    }
+
+    return pki_redis_cmd(r, argc, argv, lens, res);
+}
+
+
+/* ---- for core/metrics.c ----------------------------------------------------- */
+
+/* The command wrapper above without an argument cap (the metrics history
+ * reads up to 2,880 buckets in one EVAL); a redisReply *, the caller frees
+ * it with freeReplyObject. */
+void *
+pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res)
+{
+    if (r == NULL || argc <= 0) {
+        pki_fail(res, PKI_INTERNAL, "redis: bad command");
+        return NULL;
+    }
+
     return pki_redis_cmd(r, argc, argv, lens, res);
 }
