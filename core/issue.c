@@ -1560,6 +1560,9 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_result_init(&ares);
     ast = pki_event_emit(&ev, rc == PKI_OK, &ares);
 
+    /* no stale actor for the thread's next event */
+    pki_event_set_actor(NULL, NULL, NULL);
+
     free(subject);
 
     if (ast != PKI_OK && rc == PKI_OK) {

@@ -140,6 +140,32 @@ typedef struct {
 } ngx_http_pki_m_task_t;
 
 
+/* a refusal waiting for the audit thread task */
+typedef struct ngx_http_pki_m_item_s  ngx_http_pki_m_item_t;
+
+struct ngx_http_pki_m_item_s {
+    ngx_http_pki_m_item_t     *next;
+    pki_event_t                ev;
+    pki_status_t               st;
+    ngx_uint_t                 done;       /* written by the task */
+    char                       buf[1280];
+};
+
+
+typedef struct {
+    ngx_http_pki_m_item_t     *head;       /* waiting */
+    ngx_http_pki_m_item_t    **last;
+    ngx_http_pki_m_item_t     *batch;      /* being written */
+    ngx_uint_t                 n;
+    ngx_uint_t                 busy;
+    ngx_thread_task_t         *task;
+    pki_audit_t               *audit;
+} ngx_http_pki_m_queue_t;
+
+
+#define NGX_HTTP_PKI_M_AUDIT_QUEUE  4096
+
+
 typedef struct {
     int                        hourly;
     unsigned                   count;
@@ -187,6 +213,13 @@ static ngx_int_t ngx_http_pki_m_send(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, u_char *body, size_t len);
 static void ngx_http_pki_m_hist_work(void *data);
 static void ngx_http_pki_m_hist_done(ngx_http_request_t *r, void *data);
+
+static void ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
+    const pki_event_t *ev, ngx_log_t *log);
+static void ngx_http_pki_m_audit_write(void *data, ngx_log_t *log);
+static void ngx_http_pki_m_audit_done(ngx_event_t *ev);
+static void ngx_http_pki_m_audit_post(void);
+static void ngx_http_pki_m_audit_flush(pki_audit_t *audit);
 
 static void ngx_http_pki_m_timer(ngx_event_t *ev);
 static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
@@ -280,6 +313,7 @@ static ngx_uint_t             ngx_http_pki_m_ticks;
 static ngx_atomic_uint_t     *ngx_http_pki_m_flushed;  /* per series */
 static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
+static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
 
 
 /* ---- configuration -------------------------------------------------------- */
@@ -783,6 +817,17 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
         } else {
             pki_audit_set_default(mmcf->audit);
             ngx_http_pki_m_audit = 1;
+
+            ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
+            ngx_http_pki_m_aq.task = ngx_thread_task_alloc(cycle->pool, 0);
+
+            if (ngx_http_pki_m_aq.task != NULL) {
+                ngx_http_pki_m_aq.task->handler = ngx_http_pki_m_audit_write;
+                ngx_http_pki_m_aq.task->event.handler =
+                                                   ngx_http_pki_m_audit_done;
+                ngx_http_pki_m_aq.task->event.data = ngx_http_pki_m_aq.task;
+                ngx_http_pki_m_aq.task->event.log = cycle->log;
+            }
         }
     }
 
@@ -832,13 +877,16 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
     if (mmcf->audit) {
         pki_audit_set_default(NULL);
 
-        if (!ngx_http_pki_m_busy) {
-            pki_result_init(&res);
-            (void) pki_audit_checkpoint(mmcf->audit, &res);
-            pki_audit_close(mmcf->audit);
-        }
+        /* the pool threads are gone (ngx_http_pki_module waited for
+         * them): what is still queued is written now */
+        ngx_http_pki_m_audit_flush(mmcf->audit);
+
+        pki_result_init(&res);
+        (void) pki_audit_checkpoint(mmcf->audit, &res);
+        pki_audit_close(mmcf->audit);
 
         mmcf->audit = NULL;
+        ngx_http_pki_m_aq.audit = NULL;
     }
 }
 
@@ -1294,7 +1342,6 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     const char                 *labels[12], *outcome, *proto, *rs;
     pki_status_t                status;
     pki_event_t                 ev;
-    pki_result_t                res;
     u_char                      key[NGX_HTTP_PKI_M_KEY];
     ngx_http_pki_m_ctx_t       *ctx;
     ngx_http_pki_m_loc_conf_t  *mlcf;
@@ -1422,26 +1469,199 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     ev.reason = rs;
 
     {
-        char  op[128];
+        char    op[128];
         size_t  n;
 
-        /* admin: what was asked (method and path, no query, no body) */
+        /* what was asked (method and path, no query, no body) */
         n = ngx_min(r->method_name.len + 1 + r->uri.len, sizeof(op) - 1);
         ngx_snprintf((u_char *) op, n, "%V %V", &r->method_name, &r->uri);
         op[n] = '\0';
         ev.operation = op;
 
-        pki_result_init(&res);
-
-        if (pki_audit_append(mmcf->audit, &ev, 0, &res) != PKI_OK) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "pki_audit_log: %s", res.detail);
-        }
+        ngx_http_pki_m_audit_queue(mmcf, &ev, r->connection->log);
     }
 
     ngx_http_pki_m_sink(NULL, &ev);
 
     return NGX_OK;
+}
+
+
+/*
+ * Refusals and admin actions reach the log from the event loop, which must
+ * not block on the file (an append can wait for a journal commit): they
+ * are copied into a bounded per-worker queue and written by one thread-pool
+ * task at a time, all of a batch with one fdatasync.
+ */
+
+static char *
+ngx_http_pki_m_cpy(char **p, const char *s, size_t max)
+{
+    char    *d;
+    size_t   n;
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    n = ngx_min(ngx_strlen(s), max);
+    d = *p;
+    ngx_memcpy(d, s, n);
+    d[n] = '\0';
+    *p += n + 1;
+
+    return d;
+}
+
+
+static void
+ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
+    const pki_event_t *ev, ngx_log_t *log)
+{
+    char                   *p;
+    ngx_http_pki_m_item_t  *it;
+
+    if (ngx_http_pki_m_aq.n >= NGX_HTTP_PKI_M_AUDIT_QUEUE) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "pki_audit_log: queue full, refusal not logged");
+        ngx_http_pki_m_add(ngx_http_pki_m_series(
+                               (u_char *) "pki_audit_dropped_total",
+                               sizeof("pki_audit_dropped_total") - 1,
+                               NGX_HTTP_PKI_M_COUNTER, NULL), 0, 1);
+        return;
+    }
+
+    it = ngx_alloc(sizeof(ngx_http_pki_m_item_t), log);
+    if (it == NULL) {
+        return;
+    }
+
+    p = it->buf;
+    it->ev = *ev;
+    it->ev.protocol = ngx_http_pki_m_cpy(&p, ev->protocol, 63);
+    it->ev.operation = ngx_http_pki_m_cpy(&p, ev->operation, 127);
+    it->ev.ca = ngx_http_pki_m_cpy(&p, ev->ca, 127);
+    it->ev.template_name = ngx_http_pki_m_cpy(&p, ev->template_name, 127);
+    it->ev.requester = ngx_http_pki_m_cpy(&p, ev->requester, 255);
+    it->ev.client = ngx_http_pki_m_cpy(&p, ev->client, 127);
+    it->ev.reason = ngx_http_pki_m_cpy(&p, ev->reason, 255);
+    it->ev.serial = NULL;
+    it->ev.subject = NULL;
+    it->next = NULL;
+    it->done = 0;
+
+    *ngx_http_pki_m_aq.last = it;
+    ngx_http_pki_m_aq.last = &it->next;
+    ngx_http_pki_m_aq.n++;
+    ngx_http_pki_m_aq.audit = mmcf->audit;
+
+    ngx_http_pki_m_audit_post();
+}
+
+
+/* the waiting entries become the batch of the (one) audit task */
+static void
+ngx_http_pki_m_audit_post(void)
+{
+    ngx_thread_pool_t  *tp;
+
+    if (ngx_http_pki_m_aq.busy || ngx_http_pki_m_aq.task == NULL
+        || ngx_http_pki_m_aq.head == NULL || ngx_http_pki_m_aq.audit == NULL)
+    {
+        return;
+    }
+
+    tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+    if (tp == NULL) {
+        return;
+    }
+
+    ngx_http_pki_m_aq.batch = ngx_http_pki_m_aq.head;
+
+    if (ngx_thread_task_post(tp, ngx_http_pki_m_aq.task) != NGX_OK) {
+        /* queue full: the next refusal or the timer tries again */
+        ngx_http_pki_m_aq.batch = NULL;
+        return;
+    }
+
+    ngx_http_pki_m_aq.head = NULL;
+    ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
+    ngx_http_pki_m_aq.busy = 1;
+}
+
+
+static void
+ngx_http_pki_m_audit_write(void *data, ngx_log_t *log)
+{
+    pki_result_t            res;
+    ngx_http_pki_m_item_t  *it;
+
+    (void) data;
+    (void) log;
+
+    for (it = ngx_http_pki_m_aq.batch; it; it = it->next) {
+        pki_result_init(&res);
+        it->st = pki_audit_append(ngx_http_pki_m_aq.audit, &it->ev,
+                                  it->next == NULL, &res);
+        it->done = 1;
+    }
+}
+
+
+static void
+ngx_http_pki_m_audit_done(ngx_event_t *ev)
+{
+    ngx_uint_t              failed;
+    ngx_http_pki_m_item_t  *it, *next;
+
+    failed = 0;
+
+    for (it = ngx_http_pki_m_aq.batch; it; it = next) {
+        next = it->next;
+        failed += it->st != PKI_OK;
+        ngx_http_pki_m_aq.n--;
+        ngx_free(it);
+    }
+
+    ngx_http_pki_m_aq.batch = NULL;
+    ngx_http_pki_m_aq.busy = 0;
+
+    if (failed) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "pki_audit_log: %ui entries not written", failed);
+    }
+
+    /* more came meanwhile: the next batch */
+    ngx_http_pki_m_audit_post();
+}
+
+
+/* worker exit, threads gone: what is left is written here */
+static void
+ngx_http_pki_m_audit_flush(pki_audit_t *audit)
+{
+    pki_result_t            res;
+    ngx_http_pki_m_item_t  *it, *next, *lists[2];
+    ngx_uint_t              i;
+
+    lists[0] = ngx_http_pki_m_aq.batch;
+    lists[1] = ngx_http_pki_m_aq.head;
+
+    for (i = 0; i < 2; i++) {
+        for (it = lists[i]; it; it = next) {
+            next = it->next;
+            if (!it->done) {
+                pki_result_init(&res);
+                (void) pki_audit_append(audit, &it->ev, 1, &res);
+            }
+            ngx_free(it);
+        }
+    }
+
+    ngx_http_pki_m_aq.batch = NULL;
+    ngx_http_pki_m_aq.head = NULL;
+    ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
+    ngx_http_pki_m_aq.n = 0;
 }
 
 
@@ -1877,6 +2097,8 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
                                                ngx_http_pki_metrics_module);
 
     ngx_add_timer(ev, mmcf->interval);
+
+    ngx_http_pki_m_audit_post();
 
     if (ngx_http_pki_m_busy) {
         return;

@@ -80,7 +80,14 @@ $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
               data => qq({"serial":"$serials[0]","reason":"keyCompromise"}));
 is($r->{code}, 200, 'revoked through the admin API') or diag($r->{body});
 
-my @e = entries();
+# refusals and admin actions are written by a thread-pool task after the
+# response: wait for the last one
+my @e;
+for (1 .. 100) {
+    @e = entries();
+    last if grep { $_->{type} eq 'request' && $_->{protocol} eq 'admin' } @e;
+    select(undef, undef, undef, 0.05);
+}
 
 for my $s (@serials) {
     my ($iss) = grep { $_->{type} eq 'issue' && ($_->{serial} // '') eq $s }
