@@ -70,8 +70,15 @@ typedef struct {
     unsigned long  failed;
     unsigned long  requests;
     unsigned long  seq;
+    unsigned long  polls;
+    double         phase[7];   /* seconds spent per step, see phase_names */
     pthread_t      th;
 } worker_t;
+
+static const char  *phase_names[7] = {
+    "newOrder", "authz", "challenge", "authz-poll", "finalize",
+    "order-poll", "download"
+};
 
 
 static char           host[256], port[16];
@@ -561,6 +568,7 @@ poll_status(worker_t *w, const char *url, const char *want)
 
     delay = 2;
     for (i = 0; i < MAX_POLLS && !stopping; i++) {
+        w->polls++;
         if (!post(w, url, "", 0, &r) || r.status != 200) {
             err(w, "poll %s: HTTP %d %s", url, r.status,
                 r.body ? r.body : "");
@@ -600,8 +608,13 @@ issue_one(worker_t *w)
     resp_t       r;
     const char  *s;
 
+    double       t;
+
     ok = 0;
     o = a = fin = NULL;
+    t = now();
+#define PHASE(i)  do { double t2_ = now(); w->phase[i] += t2_ - t; t = t2_; } \
+                  while (0)
     snprintf(name, sizeof(name), "w%d-%lu-%d.bench.test", w->id, w->seq++,
              (int) getpid());
 
@@ -616,6 +629,7 @@ issue_one(worker_t *w)
     }
     o = cJSON_Parse(r.body);
     resp_free(&r);
+    PHASE(0);
     a = cJSON_GetObjectItemCaseSensitive(o, "authorizations");
     s = jstr(o, "finalize");
     if (!cJSON_IsArray(a) || !cJSON_IsString(cJSON_GetArrayItem(a, 0))
@@ -644,6 +658,7 @@ issue_one(worker_t *w)
     }
     cJSON_Delete(a);
     a = NULL;
+    PHASE(1);
     if (chall_url[0] == '\0') {
         err(w, "authz: no http-01 challenge");
         goto done;
@@ -655,11 +670,13 @@ issue_one(worker_t *w)
         goto done;
     }
     resp_free(&r);
+    PHASE(2);
 
     a = poll_status(w, authz_url, "valid");
     if (a == NULL) {
         goto done;
     }
+    PHASE(3);
 
     csr = make_csr(name);
     snprintf(payload, sizeof(payload), "{\"csr\":\"%s\"}", csr);
@@ -671,6 +688,7 @@ issue_one(worker_t *w)
     }
     fin = cJSON_Parse(r.body);
     resp_free(&r);
+    PHASE(4);
     s = jstr(fin, "status");
     if (s == NULL || strcmp(s, "valid") != 0 || !jstr(fin, "certificate")) {
         cJSON_Delete(fin);
@@ -680,6 +698,7 @@ issue_one(worker_t *w)
         }
     }
 
+    PHASE(5);
     s = jstr(fin, "certificate");
     if (s == NULL) {
         fp = cJSON_PrintUnformatted(fin);
@@ -695,7 +714,9 @@ issue_one(worker_t *w)
         goto done;
     }
     resp_free(&r);
+    PHASE(6);
     ok = 1;
+#undef PHASE
 
 done:
 
@@ -955,7 +976,9 @@ main(int argc, char **argv)
     resp_t       r;
     pthread_t    rth;
     worker_t    *ws, boot;
-    unsigned long  issued, failed, reqs;
+    int            k;
+    double         phase[7];
+    unsigned long  issued, failed, reqs, polls;
 
     nw = 8;
     secs = 10;
@@ -1043,18 +1066,31 @@ main(int argc, char **argv)
         pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
     }
 
-    issued = failed = reqs = 0;
+    issued = failed = reqs = polls = 0;
+    memset(phase, 0, sizeof(phase));
     for (i = 0; i < nw; i++) {
         pthread_join(ws[i].th, NULL);
         issued += ws[i].issued;
         failed += ws[i].failed;
         reqs += ws[i].requests;
+        polls += ws[i].polls;
+        for (k = 0; k < 7; k++) {
+            phase[k] += ws[i].phase[k];
+        }
     }
     t1 = now();
 
     stopping = 1;
     pthread_join(rth, NULL);
 
+    if (issued > 0) {
+        fprintf(stderr, "%s: ms per issuance:", label);
+        for (k = 0; k < 7; k++) {
+            fprintf(stderr, " %s %.1f", phase_names[k],
+                    1000 * phase[k] / issued);
+        }
+        fprintf(stderr, "; polls/issuance %.1f\n", (double) polls / issued);
+    }
     printf("RESULT %s issued=%lu failed=%lu seconds=%.2f rate=%.1f "
            "requests=%lu workers=%d\n", label, issued, failed, t1 - t0,
            issued / (t1 - t0), reqs, nw);
