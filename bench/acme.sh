@@ -13,13 +13,16 @@
 # keep-alive TLS, for BENCH_SECONDS.
 #
 #   ours:   nginx from scripts/nginx-conf.sh (the demo config: SoftHSM2
-#           issuing key, 2 workers, thread pool), Redis with appendonly +
-#           appendfsync always, like bench/est.sh
+#           issuing key, 2 workers, thread pool), Redis with appendonly,
+#           run once per appendfsync policy in BENCH_REDIS_FSYNC (default
+#           "everysec always": Redis's recommended policy, then an fsync
+#           before every reply as bench/est.sh uses)
 #   pebble: pebble (Debian) with PEBBLE_VA_NOSLEEP=1 and
 #           pebble-challtestsrv as its DNS (every name is 127.0.0.1)
 #
 #   flock /tmp/pki-bench.lock bench/acme.sh            (after ./build.sh)
-#   BENCH_SECONDS=15 BENCH_WORKERS=4 flock /tmp/pki-bench.lock bench/acme.sh
+#   BENCH_SECONDS=15 BENCH_WORKERS=4 BENCH_REDIS_FSYNC=everysec \
+#       flock /tmp/pki-bench.lock bench/acme.sh
 #
 # Prints both rates and the ratio.
 #
@@ -27,9 +30,10 @@ set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${PKI_BUILD:-$TOP/build}
-SECS=${BENCH_SECONDS:-15}
+SECS=${BENCH_SECONDS:-12}
 WORKERS=${BENCH_WORKERS:-4}
-FSYNC=${BENCH_REDIS_FSYNC:-always}       # appendfsync: always | everysec | no
+# Redis appendfsync policies to run ours with (one run each, same server)
+FSYNCS=${BENCH_REDIS_FSYNC:-everysec always}
 
 die() { echo "bench/acme.sh: error: $*" >&2; exit 1; }
 
@@ -100,7 +104,7 @@ export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
 
 mkdir -p "$W/redis"
 redis-server --port 0 --unixsocket "$W/redis.sock" --unixsocketperm 700 \
-    --dir "$W/redis" --save "" --appendonly yes --appendfsync "$FSYNC" \
+    --dir "$W/redis" --save "" --appendonly yes --appendfsync everysec \
     --daemonize no --logfile "$W/redis/redis.log" &
 REDIS_PID=$!
 for _ in $(seq 50); do
@@ -120,15 +124,23 @@ NGINX_PID=$!
 wait_url "https://127.0.0.1:$HTTPS/acme/directory" "$W/pki/root.pem" \
     || die "our ACME directory does not answer (see $P/logs/error.log)"
 
-echo "ours: $WORKERS workers, ${SECS}s ..." >&2
-OURS=$("$W/acme_bench" -d "https://127.0.0.1:$HTTPS/acme/directory" \
-           -c "$W/pki/root.pem" -p "$CHALL" -w "$WORKERS" -t "$SECS" \
-           -l nginx-pki | grep '^RESULT') \
-    || { tail -n 5 "$P/logs/error.log" >&2; die "the run against our server failed"; }
-echo "$OURS" >&2
-redis-cli -s "$W/redis.sock" info commandstats > "$W/commandstats.txt"
-RCMDS=$(awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping)$/ { n += $3 }
-                      END { print n + 0 }' "$W/commandstats.txt")
+declare -A OURS RCMDS
+for fs in $FSYNCS; do
+    redis-cli -s "$W/redis.sock" config set appendfsync "$fs" | grep -q OK \
+        || die "redis: cannot set appendfsync $fs"
+    redis-cli -s "$W/redis.sock" config resetstat > /dev/null
+    echo "ours (appendfsync $fs): $WORKERS workers, ${SECS}s ..." >&2
+    OURS[$fs]=$("$W/acme_bench" -d "https://127.0.0.1:$HTTPS/acme/directory" \
+                    -c "$W/pki/root.pem" -p "$CHALL" -w "$WORKERS" -t "$SECS" \
+                    -l "nginx-pki-$fs" | grep '^RESULT') \
+        || { tail -n 5 "$P/logs/error.log" >&2;
+             die "the run against our server failed"; }
+    echo "${OURS[$fs]}" >&2
+    redis-cli -s "$W/redis.sock" info commandstats > "$W/commandstats-$fs.txt"
+    RCMDS[$fs]=$(awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)$/ {
+                                   n += $3 } END { print n + 0 }' \
+                 "$W/commandstats-$fs.txt")
+done
 stop_pid "$NGINX_PID" QUIT
 NGINX_PID=
 if [ "${BENCH_SKIP_PEBBLE:-0}" = 1 ]; then
@@ -178,18 +190,27 @@ echo "$PEBBLE" >&2
 
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<< "$1"; }
 
-OR=$(field "$OURS" rate) PR=$(field "$PEBBLE" rate)
-cat <<EOF
-
-ACME full issuances (newOrder, http-01, finalize, download), one account, ES256,
-$WORKERS workers on keep-alive TLS, ${SECS}s each, $(nproc) cores shared by client and server
-
-  server                    issued   failed   issuances/s   requests
-  nginx-pki (Redis, HSM)    $(printf '%-8s %-8s %-13s %s' "$(field "$OURS" issued)" "$(field "$OURS" failed)" "$OR" "$(field "$OURS" requests)")
-  pebble 2.4 (NOSLEEP)      $(printf '%-8s %-8s %-13s %s' "$(field "$PEBBLE" issued)" "$(field "$PEBBLE" failed)" "$PR" "$(field "$PEBBLE" requests)")
-
-  Redis commands per issuance (ours): $(awk -v c="$RCMDS" -v n="$(field "$OURS" issued)" 'BEGIN { printf "%.1f", c / n }')
-  (Redis appendonly, appendfsync $FSYNC)
-
-  ratio nginx-pki / pebble: $(awk -v a="$OR" -v b="$PR" 'BEGIN { printf "%.2fx", a / b }')
-EOF
+PR=$(field "$PEBBLE" rate)
+row() {
+    printf '  %-31s %-8s %-8s %-13s %s\n' "$1" "$(field "$2" issued)" \
+        "$(field "$2" failed)" "$(field "$2" rate)" "$(field "$2" requests)"
+}
+{
+    echo
+    echo "ACME full issuances (newOrder, http-01, finalize, download), one account, ES256,"
+    echo "$WORKERS workers on keep-alive TLS, ${SECS}s each, $(nproc) cores shared by client and servers"
+    echo
+    printf '  %-31s %-8s %-8s %-13s %s\n' server issued failed issuances/s requests
+    for fs in $FSYNCS; do
+        row "nginx-pki, appendfsync $fs" "${OURS[$fs]}"
+    done
+    row "pebble 2.4, VA_NOSLEEP" "$PEBBLE"
+    echo
+    for fs in $FSYNCS; do
+        printf '  ratio nginx-pki (appendfsync %s) / pebble: %s   (%s Redis commands per issuance)\n' \
+            "$fs" "$(awk -v a="$(field "${OURS[$fs]}" rate)" -v b="$PR" \
+                        'BEGIN { printf "%.2fx", a / b }')" \
+            "$(awk -v c="${RCMDS[$fs]}" -v n="$(field "${OURS[$fs]}" issued)" \
+                   'BEGIN { printf "%.1f", c / n }')"
+    done
+}
