@@ -813,6 +813,18 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     }
     conf.eab_required = 0;
 
+    /* rate limit: 429 with Retry-After */
+    conf.orders_per_hour = 1;
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"r1.example\"}]}", NULL, &resp);
+    ok(resp.http_status == 201, "first order within the hourly limit");
+    pki_acme_resp_free(&resp);
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"r2.example\"}]}", NULL, &resp);
+    ok(resp.retry_after > 0, "rate limited: Retry-After");
+    check_problem("over the hourly order limit", &resp, 429, "rateLimited");
+    conf.orders_per_hour = 0;
+
     /* keyChange to a key in use */
     {
         char  *inner, *jwk = pki_jwk_json(pk), payload[2048], body[8192];
