@@ -266,6 +266,7 @@ nginx-pki demo is running.
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
+  ACME           https://127.0.0.1:8443/acme/directory   (lab: http-01 on 5002, tls-alpn-01 on 5001)
   trust anchor   $d/root.pem
   CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
   Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)
