@@ -38,7 +38,7 @@
 #define NGX_HTTP_PKI_M_KEY         224
 #define NGX_HTTP_PKI_M_FIELD       96
 #define NGX_HTTP_PKI_M_LABEL       64
-#define NGX_HTTP_PKI_M_REASON      48
+#define NGX_HTTP_PKI_M_REASON      64
 #define NGX_HTTP_PKI_M_NBUCKETS    14      /* 13 bounds + Inf */
 #define NGX_HTTP_PKI_M_SUM         14      /* value index: sum in us */
 #define NGX_HTTP_PKI_M_FLUSH_MSEC  10000
@@ -75,12 +75,23 @@ typedef struct {
 } ngx_http_pki_m_series_t;
 
 
+/* the last 5 minutes, per second, for the dashboard's live view */
+#define NGX_HTTP_PKI_M_RECENT      300
+
+typedef struct {
+    ngx_atomic_t               time;
+    ngx_atomic_t               issued;
+    ngx_atomic_t               failed;
+} ngx_http_pki_m_second_t;
+
+
 typedef struct {
     ngx_atomic_t               lock;
     ngx_atomic_t               nseries;
     ngx_atomic_t               dropped;
     time_t                     start;
     ngx_uint_t                 max;
+    ngx_http_pki_m_second_t    recent[NGX_HTTP_PKI_M_RECENT];
     ngx_http_pki_m_series_t    series[1];
 } ngx_http_pki_m_shm_t;
 
@@ -1101,7 +1112,8 @@ ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
 }
 
 
-/* A failure reason as a bounded label: quoted parts and digits dropped. */
+/* A failure reason as a bounded label: quoted parts dropped, numbers (a
+ * digit run not glued to a letter, as in "base64") become "#". */
 static void
 ngx_http_pki_m_reason(char *out, size_t size, const char *in)
 {
@@ -1120,7 +1132,19 @@ ngx_http_pki_m_reason(char *out, size_t size, const char *in)
             continue;
         }
 
-        if (quoted || (*in >= '0' && *in <= '9')) {
+        if (quoted) {
+            continue;
+        }
+
+        if (*in >= '0' && *in <= '9'
+            && !(n > 0 && (((out[n - 1] | 0x20) >= 'a'
+                            && (out[n - 1] | 0x20) <= 'z')
+                           || (out[n - 1] >= '0' && out[n - 1] <= '9'))))
+        {
+            while (in[1] >= '0' && in[1] <= '9') {
+                in++;
+            }
+            out[n++] = '#';
             continue;
         }
 
@@ -1136,6 +1160,36 @@ ngx_http_pki_m_reason(char *out, size_t size, const char *in)
     }
 
     out[n] = '\0';
+}
+
+
+/* one more issuance or failed request in this second (any thread) */
+static void
+ngx_http_pki_m_second(ngx_uint_t failed)
+{
+    time_t                    now, t;
+    ngx_http_pki_m_second_t  *s;
+
+    if (ngx_http_pki_m_shm == NULL) {
+        return;
+    }
+
+    now = time(NULL);
+    s = &ngx_http_pki_m_shm->recent[now % NGX_HTTP_PKI_M_RECENT];
+    t = (time_t) s->time;
+
+    if (t != now) {
+        /* the first of this second resets the slot (approximate: an add
+         * racing with the reset may be lost; it is a live view) */
+        if (t < now && ngx_atomic_cmp_set(&s->time, (ngx_atomic_uint_t) t,
+                                          (ngx_atomic_uint_t) now))
+        {
+            s->issued = 0;
+            s->failed = 0;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(failed ? &s->failed : &s->issued, 1);
 }
 
 
@@ -1175,6 +1229,10 @@ ngx_http_pki_m_sink(void *arg, const pki_event_t *ev)
         ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
                                                  NGX_HTTP_PKI_M_COUNTER,
                                                  field), 0, 1);
+
+        if (ev->status == PKI_OK) {
+            ngx_http_pki_m_second(0);
+        }
         break;
 
     case PKI_EV_REVOKE:
@@ -1400,7 +1458,10 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
                                                  NULL),
                            seconds);
 
-    if (status == PKI_OK && ngx_strcmp(proto, "admin") != 0) {
+    if (status != PKI_OK) {
+        ngx_http_pki_m_second(1);
+
+    } else if (ngx_strcmp(proto, "admin") != 0) {
         return NGX_OK;
     }
 
@@ -1856,7 +1917,8 @@ ngx_http_pki_m_json(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = 256 + n * (2 * NGX_HTTP_PKI_M_KEY + 40 + 16 * 22);
+    size = 256 + n * (2 * NGX_HTTP_PKI_M_KEY + 40 + 16 * 22)
+           + NGX_HTTP_PKI_M_RECENT * (NGX_TIME_T_LEN + 2 * NGX_ATOMIC_T_LEN + 6);
 
     buf = ngx_pnalloc(r->pool, size);
     if (buf == NULL) {
@@ -1882,6 +1944,31 @@ ngx_http_pki_m_json(ngx_http_request_t *r)
 
         *p++ = ']';
         *p++ = '}';
+    }
+
+    /* the last 5 minutes per second: [time, issued, failed requests] */
+
+    p = ngx_sprintf(p, "],\"recent\":[");
+
+    {
+        time_t                    now, t;
+        ngx_uint_t                first;
+        ngx_http_pki_m_second_t  *sec;
+
+        now = ngx_time();
+        first = 1;
+
+        for (t = now - NGX_HTTP_PKI_M_RECENT + 1; t <= now; t++) {
+            sec = &ngx_http_pki_m_shm->recent[t % NGX_HTTP_PKI_M_RECENT];
+
+            if ((time_t) sec->time != t) {
+                continue;
+            }
+
+            p = ngx_sprintf(p, "%s[%T,%uA,%uA]", first ? "" : ",", t,
+                            sec->issued, sec->failed);
+            first = 0;
+        }
     }
 
     p = ngx_sprintf(p, "]}");

@@ -101,7 +101,7 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
  *
  *    gives the CA, template, the outcome class (pki_outcome_class():
  *    success, auth, policy, malformed, backend) and the public reason
- *    (digits and quoted parts are dropped to bound the label set).  A
+ *    (quoted parts dropped, numbers made "#", to bound the label set).  A
  *    refused request (status != PKI_OK) is also appended to the
  *    transaction log with the client's address and identity.  ca, tmpl and
  *    reason may be NULL; the strings are copied.
