@@ -232,6 +232,10 @@ static void ngx_http_pki_m_audit_done(ngx_event_t *ev);
 static void ngx_http_pki_m_audit_post(void);
 static void ngx_http_pki_m_audit_flush(pki_audit_t *audit);
 
+static void ngx_http_pki_m_sync_post(void);
+static void ngx_http_pki_m_sync_work(void *data, ngx_log_t *log);
+static void ngx_http_pki_m_sync_done(ngx_event_t *ev);
+
 static void ngx_http_pki_m_timer(ngx_event_t *ev);
 static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_task_done(ngx_event_t *ev);
@@ -325,6 +329,26 @@ static ngx_atomic_uint_t     *ngx_http_pki_m_flushed;  /* per series */
 static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
+
+
+/* answers waiting for the transaction log's sync */
+typedef struct ngx_http_pki_m_waiter_s  ngx_http_pki_m_waiter_t;
+
+struct ngx_http_pki_m_waiter_s {
+    ngx_http_pki_m_waiter_t   *next;
+    unsigned long long         ticket;
+    void                     (*resume)(void *data);
+    void                      *data;
+};
+
+
+static struct {
+    ngx_http_pki_m_waiter_t   *head;
+    ngx_uint_t                 busy;
+    ngx_thread_task_t         *task;
+    pki_audit_t               *audit;
+    pki_status_t               st;
+} ngx_http_pki_m_sync;
 
 
 /* ---- configuration -------------------------------------------------------- */
@@ -746,7 +770,11 @@ ngx_http_pki_m_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    n = (shm_zone->shm.size - 8192 - sizeof(ngx_http_pki_m_shm_t))
+    /* as many series as the free pages hold; a smaller table if the
+     * slab allocator still says no (quietly: no "no memory" alert) */
+    shpool->log_nomem = 0;
+
+    n = (shpool->pfree * ngx_pagesize - sizeof(ngx_http_pki_m_shm_t))
         / sizeof(ngx_http_pki_m_series_t);
 
     sh = ngx_slab_calloc(shpool, sizeof(ngx_http_pki_m_shm_t)
@@ -839,6 +867,21 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
                 ngx_http_pki_m_aq.task->event.data = ngx_http_pki_m_aq.task;
                 ngx_http_pki_m_aq.task->event.log = cycle->log;
             }
+
+            /* issuance and revocation: written by the pool thread, synced
+             * by one task for many answers (ngx_http_pki_audit_wait) */
+            ngx_http_pki_m_sync.audit = mmcf->audit;
+            ngx_http_pki_m_sync.task = ngx_thread_task_alloc(cycle->pool, 0);
+
+            if (ngx_http_pki_m_sync.task != NULL && !ac.no_fsync) {
+                ngx_http_pki_m_sync.task->handler = ngx_http_pki_m_sync_work;
+                ngx_http_pki_m_sync.task->event.handler =
+                                                   ngx_http_pki_m_sync_done;
+                ngx_http_pki_m_sync.task->event.data =
+                                                   ngx_http_pki_m_sync.task;
+                ngx_http_pki_m_sync.task->event.log = cycle->log;
+                pki_audit_set_deferred(1);
+            }
         }
     }
 
@@ -886,7 +929,9 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
     pki_event_set_sink(NULL, NULL);
 
     if (mmcf->audit) {
+        pki_audit_set_deferred(0);
         pki_audit_set_default(NULL);
+        ngx_http_pki_m_sync.audit = NULL;
 
         /* the pool threads are gone (ngx_http_pki_module waited for
          * them): what is still queued is written now */
@@ -1694,6 +1739,126 @@ ngx_http_pki_m_audit_done(ngx_event_t *ev)
 
     /* more came meanwhile: the next batch */
     ngx_http_pki_m_audit_post();
+}
+
+
+ngx_int_t
+ngx_http_pki_audit_wait(unsigned long long ticket, void (*resume)(void *data),
+    void *data)
+{
+    pki_result_t              res;
+    ngx_http_pki_m_waiter_t  *w;
+
+    if (ngx_http_pki_m_sync.audit == NULL || ngx_http_pki_m_sync.task == NULL
+        || pki_audit_synced(ngx_http_pki_m_sync.audit) >= ticket)
+    {
+        return NGX_OK;
+    }
+
+    w = ngx_alloc(sizeof(ngx_http_pki_m_waiter_t), ngx_cycle->log);
+
+    if (w == NULL) {
+        /* no memory for the list: sync right here, once */
+        pki_result_init(&res);
+        (void) pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
+        return NGX_OK;
+    }
+
+    w->ticket = ticket;
+    w->resume = resume;
+    w->data = data;
+    w->next = ngx_http_pki_m_sync.head;
+    ngx_http_pki_m_sync.head = w;
+
+    ngx_http_pki_m_sync_post();
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_pki_m_sync_post(void)
+{
+    pki_result_t            res;
+    ngx_thread_pool_t      *tp;
+    ngx_http_pki_m_waiter_t  *w;
+
+    if (ngx_http_pki_m_sync.busy || ngx_http_pki_m_sync.head == NULL) {
+        return;
+    }
+
+    tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+
+    if (tp != NULL
+        && ngx_thread_task_post(tp, ngx_http_pki_m_sync.task) == NGX_OK)
+    {
+        ngx_http_pki_m_sync.busy = 1;
+        return;
+    }
+
+    /* the queue is full: sync on the event loop rather than answer before
+     * the log is durable */
+    pki_result_init(&res);
+    (void) pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
+
+    while ((w = ngx_http_pki_m_sync.head) != NULL) {
+        ngx_http_pki_m_sync.head = w->next;
+        w->resume(w->data);
+        ngx_free(w);
+    }
+}
+
+
+static void
+ngx_http_pki_m_sync_work(void *data, ngx_log_t *log)
+{
+    pki_result_t  res;
+
+    (void) data;
+    (void) log;
+
+    pki_result_init(&res);
+    ngx_http_pki_m_sync.st = pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
+}
+
+
+static void
+ngx_http_pki_m_sync_done(ngx_event_t *ev)
+{
+    unsigned long long         synced;
+    ngx_http_pki_m_waiter_t   *w, **pw, *ready;
+
+    ngx_http_pki_m_sync.busy = 0;
+
+    if (ngx_http_pki_m_sync.st != PKI_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                      "pki_audit_log: fdatasync failed; answers wait");
+    }
+
+    synced = pki_audit_synced(ngx_http_pki_m_sync.audit);
+
+    /* take the ready ones out first: resume() may add new waiters */
+    ready = NULL;
+    pw = &ngx_http_pki_m_sync.head;
+
+    while ((w = *pw) != NULL) {
+        if (w->ticket <= synced) {
+            *pw = w->next;
+            w->next = ready;
+            ready = w;
+        } else {
+            pw = &w->next;
+        }
+    }
+
+    while ((w = ready) != NULL) {
+        ready = w->next;
+        w->resume(w->data);
+        ngx_free(w);
+    }
+
+    /* written while this sync ran: the next one */
+    ngx_http_pki_m_sync_post();
 }
 
 

@@ -95,6 +95,7 @@ typedef struct {
     ngx_http_pki_done_pt       done;
     void                      *data;
     ngx_event_t                guard;
+    unsigned long long         ticket;     /* transaction log, to sync */
 } ngx_http_pki_task_ctx_t;
 
 
@@ -163,6 +164,7 @@ static void ngx_http_pki_secret_cleanup(void *data);
 
 static void ngx_http_pki_thread_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_thread_event_handler(ngx_event_t *ev);
+static void ngx_http_pki_task_resume(void *data);
 static void ngx_http_pki_guard_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_pki_postconfiguration(ngx_conf_t *cf);
 static char *ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1536,6 +1538,11 @@ ngx_http_pki_thread_handler(void *data, ngx_log_t *log)
     (void) log;
 
     ctx->work(ctx->data);
+
+    /* what this task wrote to the transaction log must be durable before
+     * the answer leaves (ngx_http_pki_metrics.c syncs without a thread
+     * waiting) */
+    ctx->ticket = pki_audit_take_ticket();
 }
 
 
@@ -1557,13 +1564,36 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "pki: task #%ui done", task->id);
 
-    if (ctx->guard.timer_set) {
-        ngx_del_timer(&ctx->guard);
-    }
-
     r->main->blocked--;
     r->aio = 0;
     ngx_http_pki_tasks_in_flight--;
+
+    /* the guard timer stays while the answer waits for the log's sync */
+    if (ctx->ticket
+        && ngx_http_pki_audit_wait(ctx->ticket, ngx_http_pki_task_resume, ctx)
+           == NGX_AGAIN)
+    {
+        return;
+    }
+
+    ngx_http_pki_task_resume(ctx);
+}
+
+
+static void
+ngx_http_pki_task_resume(void *data)
+{
+    ngx_http_pki_task_ctx_t *ctx = data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    if (ctx->guard.timer_set) {
+        ngx_del_timer(&ctx->guard);
+    }
 
     /* done() answers and finalizes, dropping the reference taken at post */
     ctx->done(r, ctx->data);
@@ -2995,6 +3025,11 @@ ngx_http_pki_detached_handler(void *data, ngx_log_t *log)
     (void) log;
 
     ctx->work(ctx->data);
+
+    /* nobody waits for an answer: sync here if the log was written */
+    if (pki_audit_take_ticket()) {
+        (void) pki_audit_sync(NULL, NULL);
+    }
 }
 
 

@@ -111,6 +111,15 @@ void ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
     const char *ca, const char *tmpl, pki_status_t status,
     const char *reason);
 
+/*
+ * The thread-pool glue (ngx_http_pki_post) calls this when a task wrote
+ * to the transaction log: NGX_OK when that is durable already, NGX_AGAIN
+ * when resume(data) will be called on the event loop once a sync task made
+ * it durable (no pool thread waits for the fdatasync).
+ */
+ngx_int_t ngx_http_pki_audit_wait(unsigned long long ticket,
+    void (*resume)(void *data), void *data);
+
 /* helpers the metrics module takes from the shared module */
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
 pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);
