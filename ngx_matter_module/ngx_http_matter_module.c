@@ -25,6 +25,8 @@
 
 
 #define NGX_HTTP_MATTER_RETRY_AFTER  5
+#define NGX_HTTP_MATTER_BATCH_BODY   (2 * 1024 * 1024)
+#define NGX_HTTP_MATTER_NOC_BODY     (16 * 1024)
 
 
 typedef struct {
@@ -171,14 +173,18 @@ ngx_http_matter_handler(ngx_http_request_t *r)
     ctx->conf.ca = mlcf->ca;
     ctx->conf.tmpl = mlcf->tmpl;
     ctx->conf.redis = ngx_http_pki_redis(r);
-    ctx->conf.max_body = mlcf->max_body_size;
+    ctx->conf.max_body = mlcf->max_body_size
+                         ? mlcf->max_body_size
+                         : mlcf->op == PKI_MATTER_OP_NOC
+                           ? NGX_HTTP_MATTER_NOC_BODY
+                           : NGX_HTTP_MATTER_BATCH_BODY;
     ctx->conf.threads = (int) mlcf->threads;
 
     ctx->req.op = mlcf->op;
 
     ngx_http_set_ctx(r, ctx, ngx_http_matter_module);
 
-    rc = ngx_http_pki_read_body(r, mlcf->max_body_size,
+    rc = ngx_http_pki_read_body(r, ctx->conf.max_body,
                                 ngx_http_matter_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -507,9 +513,8 @@ ngx_http_matter_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_matter_loc_conf_t *prev = parent;
     ngx_http_matter_loc_conf_t *conf = child;
 
-    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
-                              conf->op == PKI_MATTER_OP_NOC ? 16 * 1024
-                                                            : 2048 * 1024);
+    /* 0: the operation's default (2m for a batch, 16k for a NOC) */
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size, 0);
     ngx_conf_merge_value(conf->threads, prev->threads, 2);
 
     if (conf->identity == NULL) {
