@@ -33,7 +33,7 @@
 
 #define PKI_MATTER_BATCH_BODY   (2 * 1024 * 1024)
 #define PKI_MATTER_NOC_BODY     16384
-#define PKI_MATTER_MAX_THREADS  16
+#define PKI_MATTER_MAX_THREADS  64
 #define PKI_MATTER_JSON         "application/json"
 
 

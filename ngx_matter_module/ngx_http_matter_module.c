@@ -76,7 +76,7 @@ static char *ngx_http_matter_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static ngx_conf_num_bounds_t  ngx_http_matter_threads_bounds = {
-    ngx_conf_check_num_bounds, 1, 16
+    ngx_conf_check_num_bounds, 1, 64
 };
 
 
@@ -515,7 +515,7 @@ ngx_http_matter_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* 0: the operation's default (2m for a batch, 16k for a NOC) */
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size, 0);
-    ngx_conf_merge_value(conf->threads, prev->threads, 2);
+    ngx_conf_merge_value(conf->threads, prev->threads, 32);
 
     if (conf->identity == NULL) {
         conf->identity = prev->identity;
