@@ -211,6 +211,10 @@ demo_start() {
     if [ ! -f "$d/htpasswd-admin" ]; then
         printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$d/htpasswd-admin"
     fi
+    if [ ! -f "$d/matter/pai.pem" ]; then
+        PKI_BUILD="$b" "$TOP/scripts/mkpki-matter.sh" "$d" \
+            || die "Matter hierarchies failed (scripts/mkpki-matter.sh)"
+    fi
 
     mkdir -p "$d/redis" "$d/nginx/conf" "$d/nginx/logs" "$d/nginx/tmp"
 
@@ -267,6 +271,9 @@ nginx-pki demo is running.
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
+  Matter         DACs: https://127.0.0.1:8443/.well-known/est/matter-dac/  (demo / demo)
+                 batch: https://127.0.0.1:8443/matter/dac/batch  NOC: https://127.0.0.1:8443/matter/noc
+                 PAA/PAI/RCAC/ICAC: $d/matter/*.pem (keys in the token)
   trust anchor   $d/root.pem
   CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
   Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)

@@ -112,6 +112,16 @@ mwrite(const char *path, const unsigned char *d, size_t n)
 }
 
 
+/* PEM (text may precede it, as `openssl pkcs7 -print_certs` writes) or
+ * DER: DER starts with a SEQUENCE tag. */
+static int
+is_pem(const unsigned char *buf, size_t len)
+{
+    return len > 10 && buf[0] != 0x30
+           && memmem(buf, len, "-----BEGIN", 10) != NULL;
+}
+
+
 /* PEM or DER certificate. */
 static X509 *
 mcert(const char *path)
@@ -127,7 +137,7 @@ mcert(const char *path)
         return NULL;
     }
 
-    if (len > 10 && memcmp(buf, "-----BEGIN", 10) == 0) {
+    if (is_pem(buf, len)) {
         bio = BIO_new_mem_buf(buf, (int) len);
         x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
         BIO_free(bio);
@@ -169,7 +179,7 @@ cmd_convert(int to_tlv, int argc, char **argv)
         return 1;
     }
 
-    if (to_tlv && len > 10 && memcmp(in, "-----BEGIN", 10) == 0) {
+    if (to_tlv && is_pem(in, len)) {
         X509  *x = mcert(argv[0]);
         int    n;
 
