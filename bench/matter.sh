@@ -58,7 +58,7 @@ free_port() {
 }
 
 echo "setting up in $W ..." >&2
-PKI_BUILD="$BUILD" PKI_MKPKI_QUIET=1 "$TOP/scripts/mkpki.sh" "$W/pki"
+PKI_BUILD="$BUILD" PKI_MKPKI_QUIET=1 PKI_MKPKI_MATTER=1 "$TOP/scripts/mkpki.sh" "$W/pki"
 export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
 [ -f "$W/pki/matter/pai.pem" ] || die "no Matter hierarchy in $W/pki"
 

@@ -26,8 +26,8 @@
 #                     (server.pem: the leaf followed by the issuing CA)
 #   DIR/htpasswd      user demo, password demo
 #   DIR/htpasswd-admin  user admin, password admin (the admin API)
-#   DIR/matter/        Matter PAA -> PAI and RCAC -> ICAC, keys in the token
-#                      (scripts/mkpki-matter.sh; PKI_MKPKI_MATTER=0: skip)
+#   DIR/matter/        with PKI_MKPKI_MATTER=1: Matter PAA -> PAI and RCAC ->
+#                      ICAC, keys in the token (scripts/mkpki-matter.sh)
 #
 set -euo pipefail
 
@@ -124,8 +124,9 @@ cat "$D/issuing.pem" >> "$D/server.pem"
 printf 'demo:%s\n' "$(openssl passwd -apr1 demo)" > "$D/htpasswd"
 printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$D/htpasswd-admin"
 
-# Matter hierarchies (issue 6): scripts/mkpki-matter.sh
-if [ "${PKI_MKPKI_MATTER:-1}" = 1 ]; then
+# Matter hierarchies (issue 6): scripts/mkpki-matter.sh (the demo, t/matter.t
+# and bench/matter.sh add them; other tests run without the Matter CAs)
+if [ "${PKI_MKPKI_MATTER:-0}" = 1 ]; then
     PKI_BUILD="$BUILD" PKI_TOKEN="$TOKEN" PKI_P11_MODULE="$MOD" \
         "$TOP/scripts/mkpki-matter.sh" "$D" || die "Matter hierarchies failed"
 fi
