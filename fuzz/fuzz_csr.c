@@ -6,12 +6,12 @@
  *
  * pki_csr_parse gets the raw bytes (strict DER, self-signature).  Since
  * anyone can sign any well-formed request with a key of their own, the
- * policy code must cope with every request that merely decodes: so the
- * bytes are also decoded without the signature check (d2i_X509_REQ) and
- * handed to pki_request_from_csr under three templates and to
- * pki_request_renewal against the fixture's device certificate.  This
- * reaches the subject/SAN/key rules with mutated contents that a mutated
- * signature would otherwise stop.
+ * policy code must cope with every request that parses and only fails its
+ * signature: such bytes are decoded again without the signature check
+ * (d2i_X509_REQ) and handed to pki_request_from_csr under three templates
+ * and to pki_request_renewal against the fixture's device certificate.
+ * This reaches the subject/SAN/key rules with mutated contents that the
+ * broken signature would otherwise stop.
  */
 
 #include <stdlib.h>
@@ -52,6 +52,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     X509_REQ             *csr;
+    pki_status_t          st;
     pki_result_t          res;
     pki_request_t         req;
     const unsigned char  *p;
@@ -62,18 +63,33 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     pki_result_init(&res);
     csr = NULL;
-    if (pki_csr_parse(data, size, &csr, &res) == PKI_OK) {
+    st = pki_csr_parse(data, size, &csr, &res);
+
+    if (st == PKI_OK) {
         if (csr == NULL) {
             abort();
         }
         pki_fuzz_policy(fx->device, csr);
+        pki_fuzz_policy(fx->strict, csr);
         X509_REQ_free(csr);
+        ERR_clear_error();
+        return 0;
+    }
 
-    } else if (csr != NULL) {
+    if (csr != NULL
+        || (st != PKI_MALFORMED && st != PKI_BAD_SIGNATURE
+            && st != PKI_TOO_LARGE))
+    {
         abort();                    /* a failure must not hand out a CSR */
     }
 
-    /* the unverified decode: what a signed request may carry */
+    if (st != PKI_BAD_SIGNATURE) {
+        ERR_clear_error();
+        return 0;
+    }
+
+    /* the unverified decode: what a request signed by its sender may
+     * carry */
     p = data;
     csr = d2i_X509_REQ(NULL, &p, (long) size);
     if (csr != NULL) {
