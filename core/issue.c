@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "issue_int.h"
+#include "matter_int.h"
 
 
 #define PKI_SERIAL_TRIES  5
@@ -648,6 +649,10 @@ pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
         return pki_fail(res, PKI_INTERNAL, "bad arguments");
     }
 
+    if (t->matter) {
+        return pki_int_matter_request(t, csr, req, res);
+    }
+
     memset(req, 0, sizeof(pki_request_t));
 
     pk = X509_REQ_get0_pubkey(csr);
@@ -1133,8 +1138,9 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         goto failed;
     }
 
+    /* Matter: extendedKeyUsage is critical */
     if (t->eku
-        && !X509_add1_ext_i2d(x, NID_ext_key_usage, t->eku, 0,
+        && !X509_add1_ext_i2d(x, NID_ext_key_usage, t->eku, t->matter != 0,
                               X509V3_ADD_DEFAULT))
     {
         goto failed;
@@ -1195,6 +1201,15 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     for (i = 0; i < sk_X509_EXTENSION_num(t->extensions); i++) {
         if (!X509_add_ext(x, sk_X509_EXTENSION_value(t->extensions, i), -1)) {
             goto failed;
+        }
+    }
+
+    if (t->matter) {
+        pki_status_t  mrc = pki_int_matter_prepare(t, ca, x, res);
+
+        if (mrc != PKI_OK) {
+            X509_free(x);
+            return mrc;
         }
     }
 
@@ -1443,6 +1458,13 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         goto abandon;
     }
 
+    if (t->matter) {
+        rc = pki_int_matter_issued(t, ca, x, res);
+        if (rc != PKI_OK) {
+            goto abandon;
+        }
+    }
+
     if (r) {
         len = i2d_X509(x, NULL);
         if (len <= 0 || (der = malloc((size_t) len)) == NULL) {
@@ -1542,6 +1564,9 @@ pki_selfsign(pki_key_t *key, const pki_template_t *t, X509_NAME *subject,
     ASN1_INTEGER_free(serial);
 
     rc = pki_key_sign_x509(key, x, res);
+    if (rc == PKI_OK && t->matter) {
+        rc = pki_int_matter_issued(t, NULL, x, res);
+    }
     if (rc != PKI_OK) {
         X509_free(x);
         return rc;

@@ -88,6 +88,11 @@ struct pki_template_s {
 
     int                       server_keygen;   /* -1: unset */
     int                       beyond_ca_expiry;
+
+    /* Matter profile (matter.c): pki_matter_type_t, 0: none */
+    int                       matter;
+    char                      matter_vid[5];   /* "" or 4 uppercase hex */
+    char                      matter_pid[5];
 };
 
 struct pki_ca_s {

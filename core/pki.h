@@ -698,4 +698,262 @@ PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
     pki_acme_chall_t type, const char *id_type, const char *identifier,
     const char *token, const char *key_authz, pki_acme_validate_out_t *out);
 
+
+/* ---- JWS (RFC 7515 as profiled by RFC 8555 section 6.2; core/jws.c) -----
+ *
+ * Flattened JSON serialization only, exactly one signature, protected
+ * header only.  Algorithms: ES256, ES384, ES512, RS256, PS256, EdDSA
+ * (Ed25519, Ed448).  "crit" and "b64" are refused.  Used by the ACME
+ * engine; exported for the unit tests.
+ */
+
+#define PKI_JWS_ALGS  "ES256 ES384 ES512 RS256 PS256 EdDSA"
+#define PKI_JWK_THUMB_LEN  44     /* base64url SHA-256 + NUL */
+
+typedef struct {
+    char            alg[8];
+    char           *kid;          /* malloc'd, or NULL                 */
+    char           *nonce;        /* malloc'd, or NULL                 */
+    char           *url;          /* malloc'd, or NULL                 */
+    EVP_PKEY       *jwk;          /* from the "jwk" header, or NULL    */
+    char           *jwk_json;     /* canonical RFC 7638 form of jwk    */
+    char            thumb[PKI_JWK_THUMB_LEN];  /* of jwk                */
+    unsigned char  *payload;      /* decoded, NUL-terminated           */
+    size_t          payload_len;  /* 0: POST-as-GET                    */
+    char           *signing_input;  /* protected "." payload (b64url)  */
+    unsigned char  *sig;
+    size_t          sig_len;
+    const char     *problem;      /* on failure: "malformed" or
+                                     "badSignatureAlgorithm"           */
+} pki_jws_t;
+
+/* base64url without padding.  Decoding refuses padding, whitespace and
+ * anything outside the alphabet. */
+PKI_API char *pki_b64url_encode(const unsigned char *in, size_t len);
+PKI_API int pki_b64url_decode(const char *in, size_t len,
+    unsigned char **out, size_t *outlen);
+
+/* Parses the JWS (no signature check).  PKI_MALFORMED (problem set). */
+PKI_API pki_status_t pki_jws_parse(const unsigned char *body, size_t len,
+    pki_jws_t *jws, pki_result_t *res);
+/* Verifies the signature with key (the jwk header's or the account's):
+ * the algorithm must fit the key (ES256 P-256, ..., RSA >= 2048 bits).
+ * PKI_BAD_SIGNATURE or PKI_MALFORMED (problem set). */
+PKI_API pki_status_t pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key,
+    pki_result_t *res);
+PKI_API void pki_jws_clear(pki_jws_t *jws);
+
+/* JWK (RFC 7517) text -> public key.  EC P-256/384/521, RSA >= 2048,
+ * OKP Ed25519/Ed448.  Private members ("d", ...) are refused. */
+PKI_API EVP_PKEY *pki_jwk_parse(const char *json, size_t len,
+    pki_result_t *res);
+/* Canonical RFC 7638 JSON (malloc'd) and its SHA-256 thumbprint. */
+PKI_API char *pki_jwk_json(EVP_PKEY *pk);
+PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
+
+
+/* ---- ACME server (RFC 8555, RFC 8737, RFC 8738, RFC 9773; core/acme.c) ---
+ *
+ * A stateless engine over Redis, like pki_est_handle.  The glue passes the
+ * base URL (scheme, host and location prefix, no trailing "/") and the path
+ * below it; every URL the engine hands out is base + "/" + path.
+ *
+ * Redis layout (<ns> the pki_redis namespace):
+ *   <ns>acme:nonce:<NONCE>            "1" with a TTL, redeemed by DEL
+ *   <ns>acme:jwk:<THUMBPRINT>         account id of the key
+ *   <ns>acme:eab:<KID>                hash: hmac, status, created, account
+ *   <ns>acme:eabs                     set of EAB kids
+ *   <ns>{acme:<ACCT>}:acct            JSON: the account (key, contact, ..)
+ *   <ns>{acme:<ACCT>}:order:<ID>      JSON: an order (TTL)
+ *   <ns>{acme:<ACCT>}:orders          zset of order ids by creation time
+ *   <ns>{acme:<ACCT>}:authz:<ID>      JSON: an authorization (TTL)
+ *   <ns>{acme:<ACCT>}:valid:<T>:<V>   authz id reusable for identifier
+ *   <ns>{acme:<ACCT>}:fin:<ORDER>     finalization lock (SET NX, TTL)
+ *   <ns>{acme:<ACCT>}:replaced:<CERTID>  RFC 9773 replaced certificate
+ * Certificates are the CA's records (requester "acme:<ACCT>").
+ */
+
+typedef struct {
+    pki_ca_t         *ca;
+    pki_template_t   *tmpl;
+    pki_redis_t      *redis;
+    const char       *tos;            /* termsOfService URL, or NULL   */
+    const char       *website;        /* or NULL                       */
+    const char      **caa;            /* caaIdentities, NULL ended     */
+    int               eab_required;
+    long              authz_reuse;    /* seconds; 0: no reuse          */
+    long              nonce_ttl;      /* seconds; default 3600         */
+    long              order_ttl;      /* seconds; default 86400        */
+    size_t            max_body;       /* default 65536                 */
+    pki_acme_validate_conf_t  validate;
+} pki_acme_conf_t;
+
+typedef struct {
+    const char           *method;
+    const char           *base_url;     /* "https://host:port/acme"     */
+    const char           *path;         /* below base, without "/"      */
+    const char           *content_type; /* NULL if absent               */
+    const unsigned char  *body;
+    size_t                body_len;
+    const char           *client;       /* client address, or NULL      */
+} pki_acme_req_t;
+
+/* A challenge validation the glue runs after the response went out. */
+typedef struct pki_acme_job_s  pki_acme_job_t;
+
+#define PKI_ACME_MAX_LINKS  4
+
+typedef struct {
+    int              http_status;
+    const char      *content_type;     /* static string, or NULL        */
+    unsigned char   *body;             /* malloc'd, may be NULL         */
+    size_t           body_len;
+    char            *location;         /* malloc'd, or NULL             */
+    char            *links[PKI_ACME_MAX_LINKS];  /* malloc'd Link values */
+    char             nonce[32];        /* Replay-Nonce, "" for none     */
+    int              retry_after;      /* seconds, 0 for none           */
+    int              no_store;         /* Cache-Control: no-store       */
+    pki_acme_job_t  *job;              /* run pki_acme_job_run() in a
+                                          pool thread, then free it     */
+    pki_result_t     res;              /* what happened, for the log    */
+} pki_acme_resp_t;
+
+/* Handles one request; blocking (Redis, key).  Never fails to fill resp. */
+PKI_API void pki_acme_handle(const pki_acme_conf_t *conf,
+    const pki_acme_req_t *req, pki_acme_resp_t *resp);
+PKI_API void pki_acme_resp_free(pki_acme_resp_t *resp);
+/* Validates the challenge and records the outcome (blocking).  The job
+ * may be run at most once; res (may be NULL) says what happened. */
+PKI_API void pki_acme_job_run(const pki_acme_conf_t *conf,
+    pki_acme_job_t *job, pki_result_t *res);
+PKI_API void pki_acme_job_free(pki_acme_job_t *job);
+
+/* RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "."
+ * base64url(serial octets).  malloc'd; NULL without an AKI. */
+PKI_API char *pki_acme_cert_id(X509 *cert);
+
+/* EAB keys (the admin API's "acme/eab" section).  pki_acme_eab_new makes
+ * a kid and a 32-byte HMAC key (both base64url, kid[32], key[64]). */
+PKI_API pki_status_t pki_acme_eab_new(pki_redis_t *r, char kid[32],
+    char key[64], pki_result_t *res);
+/* JSON array of {"kid","status","created","account"} (malloc'd). */
+PKI_API pki_status_t pki_acme_eab_list(pki_redis_t *r, char **json,
+    pki_result_t *res);
+PKI_API pki_status_t pki_acme_eab_disable(pki_redis_t *r, const char *kid,
+    pki_result_t *res);
+
+
+/* ---- Matter (core/matter_tlv.c, core/matter.c) -----------------------------
+ *
+ * Matter device attestation (PAA -> PAI -> DAC, X.509 DER) and operational
+ * (RCAC -> [ICAC] -> NOC, Matter TLV) certificates; the rules are those of
+ * vectors/matter/PROFILES.md.  Built-in templates "matter-paa",
+ * "matter-pai", "matter-dac", "matter-rcac", "matter-icac" and "matter-noc"
+ * (or "matter TYPE;" in a template of one's own, with "matter_vid XXXX;"
+ * and "matter_pid XXXX;") make pki_issue() enforce the profile: P-256 and
+ * ecdsa-with-SHA256 only, the extensions, DN and size rules; a DAC's VID
+ * and PID come from the template and the PAI, never from the CSR.  A
+ * request that would break a rule is refused (PKI_POLICY) with the rule
+ * named; every certificate is checked again after signing.
+ */
+
+typedef enum {
+    PKI_MATTER_NONE = 0,
+    PKI_MATTER_PAA,
+    PKI_MATTER_PAI,
+    PKI_MATTER_DAC,
+    PKI_MATTER_RCAC,
+    PKI_MATTER_ICAC,
+    PKI_MATTER_NOC
+} pki_matter_type_t;
+
+#define PKI_MATTER_DER_MAX    600
+#define PKI_MATTER_TLV_MAX    400
+#define PKI_MATTER_MAX_BATCH  1000
+
+/* "paa" .. "noc" or "matter-paa" .. "matter-noc"; PKI_MATTER_NONE if
+ * neither. */
+PKI_API pki_matter_type_t pki_matter_type_by_name(const char *name);
+PKI_API const char *pki_matter_type_name(pki_matter_type_t type);
+
+/* X.509 DER <-> Matter TLV.  Output malloc'd.  DER -> TLV refuses what TLV
+ * cannot represent byte-exactly; TLV -> DER refuses corrupt or truncated
+ * input (never reads past len).  PKI_MALFORMED / PKI_TOO_LARGE. */
+PKI_API pki_status_t pki_matter_der_to_tlv(const unsigned char *der,
+    size_t len, unsigned char **tlv, size_t *tlvlen, pki_result_t *res);
+PKI_API pki_status_t pki_matter_tlv_to_der(const unsigned char *tlv,
+    size_t len, unsigned char **der, size_t *derlen, pki_result_t *res);
+
+/* A built-in template by name ("matter-dac", ...), finished; NULL if the
+ * name is not one. */
+PKI_API pki_template_t *pki_matter_template_new(const char *name,
+    pki_result_t *res);
+PKI_API pki_matter_type_t pki_matter_template_type(const pki_template_t *t);
+
+/* The profile of one certificate (PROFILES.md 1-2), issuer may be NULL
+ * (the issuer-dependent rules are then skipped; a self-signed type is its
+ * own issuer).  PKI_POLICY with the rule in the detail. */
+PKI_API pki_status_t pki_matter_check(X509 *x, pki_matter_type_t type,
+    X509 *issuer, pki_result_t *res);
+
+/* Device attestation chain checks (PROFILES.md 3, chip-cert
+ * validate-att-cert): format of each, VID/PID rules, the chain verified
+ * (X509_V_FLAG_X509_STRICT) at the DAC's notBefore, the DAC valid at now
+ * (0: the clock).  PKI_POLICY / PKI_BAD_SIGNATURE with the rule named. */
+PKI_API pki_status_t pki_matter_verify_attestation(X509 *dac, X509 *pai,
+    X509 *paa, time_t now, pki_result_t *res);
+/* Certification Declaration (PROFILES.md 3 step 10, 4): the CMS signature
+ * with signer (the CD signing certificate), then the payload against the
+ * DAC/PAI VID/PID (basic_vid/basic_pid: BasicInformation, -1: the DAC's)
+ * and, with paa, authorized_paa_list. */
+PKI_API pki_status_t pki_matter_verify_cd(const unsigned char *cms,
+    size_t len, X509 *signer, X509 *dac, X509 *pai, X509 *paa,
+    int basic_vid, int basic_pid, pki_result_t *res);
+/* Operational chain: RCAC -> [ICAC] -> NOC (icac may be NULL), each
+ * profile, fabric-id consistency, TLV round trip, signatures. */
+PKI_API pki_status_t pki_matter_verify_operational(X509 *noc, X509 *icac,
+    X509 *rcac, pki_result_t *res);
+
+/* Matter HTTP engine (JSON).  POST dac/batch {"csrs": [b64 DER, ...]} or
+ * {"count": N} -> {"certificates": [...]} (+ "keys": [b64 PKCS#8, ...]);
+ * POST noc {"csr", "node_id", "fabric_id", "cats"} -> {"noc", "noc_tlv",
+ * "icac", "icac_tlv", "rcac", "rcac_tlv"}.  Errors {"error": "..."} with
+ * 400 (the rule), 403, 405, 413, 415, 503.  Blocking. */
+typedef enum {
+    PKI_MATTER_OP_UNKNOWN = 0,
+    PKI_MATTER_OP_DAC_BATCH,
+    PKI_MATTER_OP_NOC
+} pki_matter_op_t;
+
+typedef struct {
+    pki_ca_t          *ca;           /* PAI (DAC batch) or ICAC/RCAC (NOC) */
+    pki_template_t    *tmpl;         /* a matter-dac / matter-noc template  */
+    pki_redis_t       *redis;
+    size_t             max_body;     /* default 2 MiB (batch), 16 KiB (NOC) */
+    int                threads;      /* batch signing threads, default 2    */
+} pki_matter_conf_t;
+
+typedef struct {
+    pki_matter_op_t        op;
+    const char            *method;
+    const char            *content_type;
+    const unsigned char   *body;
+    size_t                 body_len;
+    const char            *user;     /* authenticated identity, or NULL     */
+    const char            *client;
+} pki_matter_req_t;
+
+typedef struct {
+    int             http_status;
+    const char     *content_type;
+    int             retry_after;
+    unsigned char  *body;            /* malloc'd JSON */
+    size_t          body_len;
+    pki_result_t    res;
+} pki_matter_resp_t;
+
+PKI_API void pki_matter_handle(const pki_matter_conf_t *conf,
+    const pki_matter_req_t *req, pki_matter_resp_t *resp);
+PKI_API void pki_matter_resp_free(pki_matter_resp_t *resp);
+
 #endif /* PKI_H */

@@ -1957,3 +1957,19 @@ pki_crl_unlock(pki_redis_t *r, const char *ca, const char *token,
 
     return pki_redis_eval(r, &a, &v, res);
 }
+
+
+/* ---- generic commands for the protocol engines (acme.c) ----------------- */
+
+/* One command with the connection handling above (acme_int.h). */
+redisReply *
+pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res)
+{
+    if (r == NULL || argc <= 0 || argc > PKI_REDIS_ARGS_MAX) {
+        pki_fail(res, PKI_INTERNAL, "redis: bad command");
+        return NULL;
+    }
+
+    return pki_redis_cmd(r, argc, argv, lens, res);
+}

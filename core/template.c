@@ -18,6 +18,7 @@
 #include <openssl/objects.h>
 
 #include "issue_int.h"
+#include "matter_int.h"
 
 
 #define PKI_DEFAULT_VALIDITY  (30L * 86400)
@@ -222,6 +223,10 @@ pki_template_set(pki_template_t *t, const char *name, int argc,
         if (argv[i] == NULL) {
             return pki_fail(res, PKI_INTERNAL, "bad arguments");
         }
+    }
+
+    if (strncmp(name, "matter", 6) == 0) {
+        return pki_int_matter_tmpl_set(t, name, argc, argv, res);
     }
 
     for (d = pki_tmpl_directives; d->name; d++) {
@@ -1001,6 +1006,10 @@ pki_template_finish(pki_template_t *t, pki_result_t *res)
 
     if (t->finished) {
         return PKI_OK;
+    }
+
+    if (t->matter && pki_int_matter_tmpl_finish(t, res) != PKI_OK) {
+        return res ? res->status : PKI_MALFORMED;
     }
 
     kt = pki_int_key_types(t, &n, NULL);

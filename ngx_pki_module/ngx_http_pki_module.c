@@ -2899,3 +2899,92 @@ ngx_http_pki_crl_send(ngx_http_request_t *r, ngx_str_t *name,
 
     return ngx_http_output_filter(r, &out);
 }
+
+
+/*
+ * Detached tasks (ACME challenge validation): work that outlives the
+ * request that started it.  The task lives on the heap, not in r->pool;
+ * done(data) runs on the event loop and must free data; the task frees
+ * itself.  A worker exiting with tasks queued leaks them, as nginx's own
+ * thread pools drop queued tasks at exit.
+ */
+
+typedef struct {
+    ngx_http_pki_work_pt       work;
+    ngx_http_pki_detached_pt   done;
+    void                      *data;
+} ngx_http_pki_detached_ctx_t;
+
+
+static void
+ngx_http_pki_detached_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_pki_detached_ctx_t *ctx = data;
+
+    (void) log;
+
+    ctx->work(ctx->data);
+}
+
+
+static void
+ngx_http_pki_detached_event_handler(ngx_event_t *ev)
+{
+    ngx_thread_task_t            *task;
+    ngx_http_pki_detached_ctx_t  *ctx;
+
+    task = ev->data;
+    ctx = task->ctx;
+
+    ctx->done(ctx->data);
+
+    ngx_free(task);
+}
+
+
+ngx_int_t
+ngx_http_pki_post_detached(ngx_http_request_t *r, ngx_http_pki_work_pt work,
+    ngx_http_pki_detached_pt done, void *data)
+{
+    ngx_thread_task_t            *task;
+    ngx_thread_pool_t            *tp;
+    ngx_http_pki_main_conf_t     *pmcf;
+    ngx_http_pki_detached_ctx_t  *ctx;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+
+    tp = pmcf->thread_pool;
+
+    if (tp == NULL) {
+        tp = ngx_thread_pool_get((ngx_cycle_t *) ngx_cycle,
+                                 &pmcf->thread_pool_name);
+        if (tp == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_http_pki_detached_ctx_t),
+                      r->connection->log);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx = (ngx_http_pki_detached_ctx_t *) (task + 1);
+    ctx->work = work;
+    ctx->done = done;
+    ctx->data = data;
+
+    task->ctx = ctx;
+    task->handler = ngx_http_pki_detached_handler;
+    task->event.handler = ngx_http_pki_detached_event_handler;
+    task->event.data = task;
+    task->event.log = ngx_cycle->log;
+
+    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+        ngx_free(task);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}

@@ -76,4 +76,16 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
     ngx_str_t *body);
 
 
+/*
+ * Runs work(data) in the pki_thread_pool without holding r (the request
+ * may be finished long before), then done(data) on the event loop, which
+ * frees data.  NGX_OK when posted, NGX_DECLINED when the queue is full,
+ * NGX_ERROR otherwise (data is then the caller's to free).
+ */
+typedef void (*ngx_http_pki_detached_pt)(void *data);
+
+ngx_int_t ngx_http_pki_post_detached(ngx_http_request_t *r,
+    ngx_http_pki_work_pt work, ngx_http_pki_detached_pt done, void *data);
+
+
 #endif /* _NGX_HTTP_PKI_MODULE_H_INCLUDED_ */

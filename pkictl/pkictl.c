@@ -35,6 +35,10 @@
 #define PKICTL_DEF_MODULE   "/usr/lib/softhsm/libsofthsm2.so"
 
 
+/* pkictl/matter.c */
+int pkictl_matter(int argc, char **argv);
+
+
 typedef struct {
     const char  *cmd;
     const char  *key;
@@ -70,6 +74,8 @@ usage(void)
         " [--subject DN]\n"
         "               [--dns NAME]... [--ip ADDR]... --days N --out FILE\n"
         "               [vault] [--redis unix:PATH]\n"
+        "  pkictl matter to-tlv|to-der|verify-attestation|"
+        "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
         "  REF: a PEM key file or a pkcs11: URI; DN: \"/CN=a/O=b\"\n");
 }
@@ -764,6 +770,15 @@ main(int argc, char **argv)
 
     memset(&o, 0, sizeof(o));
     o.pathlen = -1;
+
+    /* pkictl matter ...: pkictl/matter.c */
+    if (argc >= 2 && strcmp(argv[1], "matter") == 0) {
+        if (!pki_init()) {
+            fprintf(stderr, "pkictl: library initialisation failed\n");
+            return 1;
+        }
+        return pkictl_matter(argc - 2, argv + 2);
+    }
 
     if (argc < 2 || strcmp(argv[1], "-h") == 0
         || strcmp(argv[1], "--help") == 0)

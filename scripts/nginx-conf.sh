@@ -10,6 +10,7 @@
 #       [--https PORT] [--http PORT] [--daemon on|off] [--log-level LEVEL] \
 #       [--workers N] [--ca-key REF] [--token LABEL] [--pop-linking on|off]
 #       [--redis-timeout 1s] [--user USER] [--threads N]
+#       [--acme-http-port 5002] [--acme-tls-port 5001] [--acme-eab on|off]
 #
 # --pki is a directory made by scripts/mkpki.sh.  --ca-key overrides the
 # issuing CA key (default: the SoftHSM key "issuing").
@@ -21,6 +22,8 @@ die() { echo "nginx-conf.sh: error: $*" >&2; exit 1; }
 BUILD= PKI= PREFIX= REDIS= HTTPS=8443 HTTP=8080 DAEMON=off LOGLEVEL=info
 WORKERS=2 THREADS=8 CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USER_=
 MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+# ACME lab settings (issue 4 demo contract)
+ACME_HTTP=5002 ACME_TLS=5001 ACME_EAB=off
 
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || die "option $1 needs a value"
@@ -40,6 +43,9 @@ while [ $# -gt 0 ]; do
         --pop-linking) POP=$2 ;;
         --redis-timeout) RTIMEOUT=$2 ;;
         --user) USER_=$2 ;;
+        --acme-http-port) ACME_HTTP=$2 ;;
+        --acme-tls-port) ACME_TLS=$2 ;;
+        --acme-eab) ACME_EAB=$2 ;;
         *) die "unknown option $1" ;;
     esac
     shift 2
@@ -57,6 +63,7 @@ cat <<CONF
 load_module $BUILD/ngx_http_pki_module.so;
 load_module $BUILD/ngx_http_est_module.so;
 load_module $BUILD/ngx_http_ocsp_module.so;
+load_module $BUILD/ngx_http_acme_module.so;
 $( [ -n "$USER_" ] && echo "user $USER_;" )
 daemon $DAEMON;
 master_process on;
@@ -110,11 +117,23 @@ http {
         extended_key_usage serverAuth;
     }
 
+    # ACME (issue 4): 90-day TLS server certificates
+    pki_template acme {
+        key_types ec:P-256 ec:P-384 rsa:2048-4096;
+        subject CN copy;
+        san dns copy wildcard;
+        san ip copy;
+        validity 90d;
+        key_usage digitalSignature keyEncipherment;
+        extended_key_usage serverAuth;
+    }
+
     pki_ca issuing {
         certificate $PKI/issuing.pem;
         chain $PKI/chain.pem;
         key "$CAKEY";
         templates device server;
+        templates acme;
         max_validity 365d;
         ocsp_url http://127.0.0.1:$HTTP/ocsp;
         crl_url http://127.0.0.1:$HTTP/crl/issuing.crl;
@@ -141,6 +160,19 @@ http {
                 auth_basic "EST";
                 auth_basic_user_file $PKI/htpasswd;
             }
+        }
+
+        # ACME (issue 4): lab settings, every name is 127.0.0.1
+        location /acme/ {
+            acme issuing acme;
+            acme_eab_required $ACME_EAB;
+            acme_website https://127.0.0.1:$HTTPS/;
+            acme_caa_identities nginx-pki.test;
+            acme_validation_http_port $ACME_HTTP;
+            acme_validation_tls_port $ACME_TLS;
+            acme_validation_resolve_to 127.0.0.1;
+            acme_validation_allow_private on;
+            acme_validation_timeout 5s;
         }
 
         location /pki/admin/ {

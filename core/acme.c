@@ -1,0 +1,3804 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ACME server engine (RFC 8555 with RFC 8737 tls-alpn-01, RFC 8738 IP
+ * identifiers and RFC 9773 renewal information): one request in, one
+ * response out, state in Redis.  The glue reads the body, runs
+ * pki_acme_handle() in a pool thread, sends the response, and then runs the
+ * challenge validation job (if any) in a pool thread again.
+ *
+ * Order of checks for a POST (RFC 8555 section 6): media type, size, JWS
+ * syntax, url, key (jwk or kid as the resource demands), signature, and only
+ * then the nonce is redeemed (one DEL wins), so that a forged request never
+ * burns a nonce.  Objects are JSON documents in Redis under the account's
+ * hash tag; order status pending/ready/invalid is derived from its
+ * authorizations when read, so the validator only ever writes the
+ * authorization.
+ */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cJSON.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+
+#include "issue_int.h"
+#include "acme_int.h"
+
+
+#define PKI_ACME_ERR           "urn:ietf:params:acme:error:"
+#define PKI_ACME_CT_JSON       "application/json"
+#define PKI_ACME_CT_PROBLEM    "application/problem+json"
+#define PKI_ACME_CT_JOSE       "application/jose+json"
+#define PKI_ACME_CT_PEM        "application/pem-certificate-chain"
+
+#define PKI_ACME_MAX_BODY      65536
+#define PKI_ACME_MAX_IDS       100
+#define PKI_ACME_MAX_CONTACTS  10
+#define PKI_ACME_ID_MAX        64
+#define PKI_ACME_KEY_MAX       512
+#define PKI_ACME_RETRY_AFTER   5
+#define PKI_ACME_ARI_RETRY     21600
+#define PKI_ACME_STALE         30      /* a processing challenge restarts */
+#define PKI_ACME_MAX_ORDERS    1000
+
+
+struct pki_acme_job_s {
+    char               acct[PKI_ACME_ID_MAX];
+    char               authz[PKI_ACME_ID_MAX];
+    char               type[16];
+    pki_acme_chall_t   chall;
+    char               id_type[8];
+    char               identifier[256];
+    char               token[64];
+    char               key_authz[128];
+};
+
+
+typedef enum {
+    PKI_KEY_KID = 0,
+    PKI_KEY_JWK,
+    PKI_KEY_ANY
+} pki_acme_keyreq_t;
+
+
+typedef struct {
+    const pki_acme_conf_t  *conf;
+    const pki_acme_req_t   *req;
+    pki_acme_resp_t        *resp;
+    pki_result_t           *res;
+    pki_jws_t               jws;
+    char                    acct[PKI_ACME_ID_MAX];  /* kid's account, "" */
+    cJSON                  *account;                /* its JSON          */
+    EVP_PKEY               *key;                    /* verified key      */
+    cJSON                  *payload;                /* NULL: POST-as-GET */
+    char                   *seg[5];
+    int                     nseg;
+    char                    pathbuf[512];
+    time_t                  now;
+} pki_acme_t;
+
+
+static void pki_acme_problem(pki_acme_t *a, int status, const char *type,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static void
+pki_rfc3339(time_t t, char buf[32])
+{
+    struct tm  tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+
+static int
+pki_parse_time3339(const char *s, time_t *out)
+{
+    int         y, mo, d, h, mi, sec, n;
+    struct tm   tm;
+    const char *p;
+
+    n = 0;
+    if (s == NULL
+        || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
+                  &n) != 6
+        || n != 19)
+    {
+        return 0;
+    }
+
+    p = s + n;
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (strcmp(p, "Z") != 0 && strcmp(p, "z") != 0
+        && strcmp(p, "+00:00") != 0)
+    {
+        return 0;
+    }
+
+    if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31
+        || h > 23 || mi > 59 || sec > 60)
+    {
+        return 0;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+
+    *out = timegm(&tm);
+
+    return 1;
+}
+
+
+static int
+pki_random_id(char *buf, size_t size, size_t nbytes)
+{
+    char           *s;
+    unsigned char   rnd[32];
+
+    if (nbytes > sizeof(rnd) || RAND_bytes(rnd, (int) nbytes) != 1) {
+        return 0;
+    }
+
+    s = pki_b64url_encode(rnd, nbytes);
+    if (s == NULL || strlen(s) >= size) {
+        free(s);
+        return 0;
+    }
+
+    strcpy(buf, s);
+    free(s);
+
+    return 1;
+}
+
+
+/* [A-Za-z0-9_-]{1,63}: the ids we make (base64url) */
+static int
+pki_id_ok(const char *s)
+{
+    size_t  i;
+
+    for (i = 0; s[i] != '\0'; i++) {
+        if (!(isalnum((unsigned char) s[i]) || s[i] == '-' || s[i] == '_')
+            || i >= PKI_ACME_ID_MAX - 1)
+        {
+            return 0;
+        }
+    }
+
+    return i > 0;
+}
+
+
+static char *
+pki_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+pki_strfmt(const char *fmt, ...)
+{
+    int       n;
+    char     *s;
+    va_list   ap;
+
+    va_start(ap, fmt);
+    n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+
+    return n < 0 ? NULL : s;
+}
+
+
+static const char *
+pki_json_str(const cJSON *obj, const char *name)
+{
+    cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsString(item)) {
+        return NULL;
+    }
+
+    return item->valuestring;
+}
+
+
+static double
+pki_json_num(const cJSON *obj, const char *name)
+{
+    cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsNumber(item)) {
+        return 0;
+    }
+
+    return item->valuedouble;
+}
+
+
+static void
+pki_json_set_str(cJSON *obj, const char *name, const char *value)
+{
+    cJSON  *item;
+
+    item = cJSON_CreateString(value);
+    if (item == NULL) {
+        return;
+    }
+
+    if (cJSON_GetObjectItemCaseSensitive(obj, name) != NULL) {
+        cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item);
+    } else {
+        cJSON_AddItemToObject(obj, name, item);
+    }
+}
+
+
+static void
+pki_json_set_num(cJSON *obj, const char *name, double value)
+{
+    cJSON  *item;
+
+    item = cJSON_CreateNumber(value);
+    if (item == NULL) {
+        return;
+    }
+
+    if (cJSON_GetObjectItemCaseSensitive(obj, name) != NULL) {
+        cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item);
+    } else {
+        cJSON_AddItemToObject(obj, name, item);
+    }
+}
+
+
+static void
+pki_json_set_item(cJSON *obj, const char *name, cJSON *item)
+{
+    if (item == NULL) {
+        return;
+    }
+
+    if (cJSON_GetObjectItemCaseSensitive(obj, name) != NULL) {
+        cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item);
+    } else {
+        cJSON_AddItemToObject(obj, name, item);
+    }
+}
+
+
+static void
+pki_json_time(cJSON *obj, const char *name, time_t t)
+{
+    char  buf[32];
+
+    pki_rfc3339(t, buf);
+    cJSON_AddStringToObject(obj, name, buf);
+}
+
+
+/* ---- Redis ------------------------------------------------------------------ */
+
+/* Runs a command of C strings.  Returns the reply or NULL (res filled). */
+static redisReply *
+pki_acme_cmd(pki_redis_t *r, pki_result_t *res, int argc, ...)
+{
+    int          i;
+    size_t       lens[12];
+    va_list      ap;
+    const char  *argv[12];
+
+    if (argc > 12) {
+        pki_fail(res, PKI_INTERNAL, "redis: too many arguments");
+        return NULL;
+    }
+
+    va_start(ap, argc);
+    for (i = 0; i < argc; i++) {
+        argv[i] = va_arg(ap, const char *);
+        lens[i] = strlen(argv[i]);
+    }
+    va_end(ap);
+
+    return pki_int_redis_cmd(r, argc, argv, lens, res);
+}
+
+
+/* Integer (or OK/nil status) reply: 1 for OK or a positive integer, 0 for
+ * nil or 0; -1 when Redis failed. */
+static int
+pki_acme_cmd_int(pki_redis_t *r, pki_result_t *res, redisReply *reply)
+{
+    int  v;
+
+    (void) r;
+
+    if (reply == NULL) {
+        return -1;
+    }
+
+    switch (reply->type) {
+    case REDIS_REPLY_INTEGER:
+        v = reply->integer > 0;
+        break;
+    case REDIS_REPLY_STATUS:
+        v = 1;
+        break;
+    case REDIS_REPLY_NIL:
+        v = 0;
+        break;
+    default:
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(res, "redis: unexpected reply type %d", reply->type);
+        v = -1;
+        break;
+    }
+
+    freeReplyObject(reply);
+    return v;
+}
+
+
+static void
+pki_key_name(char *buf, size_t size, const pki_redis_t *r, const char *acct,
+    const char *what, const char *id)
+{
+    if (acct != NULL) {
+        snprintf(buf, size, "%s{acme:%s}:%s%s%s", pki_redis_ns(r), acct, what,
+                 id != NULL ? ":" : "", id != NULL ? id : "");
+    } else {
+        snprintf(buf, size, "%sacme:%s%s%s", pki_redis_ns(r), what,
+                 id != NULL ? ":" : "", id != NULL ? id : "");
+    }
+}
+
+
+/* GET a JSON document: PKI_OK, PKI_NOT_FOUND or PKI_UNAVAILABLE. */
+static pki_status_t
+pki_acme_load(pki_redis_t *r, const char *key, cJSON **out,
+    pki_result_t *res)
+{
+    redisReply  *reply;
+
+    *out = NULL;
+
+    reply = pki_acme_cmd(r, res, 2, "GET", key);
+    if (reply == NULL) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        freeReplyObject(reply);
+        return PKI_NOT_FOUND;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        freeReplyObject(reply);
+        return pki_fail(res, PKI_UNAVAILABLE, "certificate store "
+                        "unavailable");
+    }
+
+    *out = cJSON_ParseWithLength(reply->str, reply->len);
+    freeReplyObject(reply);
+
+    if (!cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        pki_fail(res, PKI_INTERNAL, "corrupt ACME object");
+        pki_log(res, "acme: %s does not hold a JSON object", key);
+        return PKI_INTERNAL;
+    }
+
+    return PKI_OK;
+}
+
+
+static pki_status_t
+pki_acme_store(pki_redis_t *r, const char *key, const cJSON *obj, long ttl,
+    int nx, int *stored, pki_result_t *res)
+{
+    int    v;
+    char  *text, num[24];
+
+    text = cJSON_PrintUnformatted(obj);
+    if (text == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    if (ttl < 1) {
+        ttl = 1;
+    }
+    snprintf(num, sizeof(num), "%ld", ttl);
+
+    if (nx) {
+        v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 6, "SET", key, text,
+                                                  "EX", num, "NX"));
+    } else {
+        v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 5, "SET", key, text,
+                                                  "EX", num));
+    }
+
+    free(text);
+
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (stored != NULL) {
+        *stored = v;
+    }
+
+    return PKI_OK;
+}
+
+
+/* ---- responses ---------------------------------------------------------------- */
+
+static void
+pki_acme_body(pki_acme_resp_t *resp, char *text, const char *ctype)
+{
+    free(resp->body);
+    resp->body = (unsigned char *) text;
+    resp->body_len = text != NULL ? strlen(text) : 0;
+    resp->content_type = text != NULL ? ctype : NULL;
+}
+
+
+static void
+pki_acme_json(pki_acme_t *a, int status, const cJSON *obj)
+{
+    char  *text;
+
+    text = obj != NULL ? cJSON_PrintUnformatted(obj) : NULL;
+    if (obj != NULL && text == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    a->resp->http_status = status;
+    pki_acme_body(a->resp, text, PKI_ACME_CT_JSON);
+}
+
+
+static void
+pki_acme_problem(pki_acme_t *a, int status, const char *type,
+    const char *fmt, ...)
+{
+    char     detail[PKI_DETAIL_LEN], *text;
+    cJSON   *obj, *algs;
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+
+    if (a->res->status == PKI_OK) {
+        a->res->status = status >= 500 ? (status == 503 ? PKI_UNAVAILABLE
+                                                        : PKI_INTERNAL)
+                                       : PKI_MALFORMED;
+    }
+    if (a->res->detail[0] == '\0' || status < 500) {
+        snprintf(a->res->detail, sizeof(a->res->detail), "%.40s: %.200s",
+                 type, detail);
+    }
+
+    free(a->resp->location);
+    a->resp->location = NULL;
+
+    a->resp->http_status = status;
+
+    if (status == 503 || status == 429) {
+        a->resp->retry_after = PKI_ACME_RETRY_AFTER;
+    }
+
+    obj = cJSON_CreateObject();
+    if (obj == NULL) {
+        pki_acme_body(a->resp, NULL, NULL);
+        return;
+    }
+
+    {
+        char  t[96];
+
+        snprintf(t, sizeof(t), PKI_ACME_ERR "%s", type);
+        cJSON_AddStringToObject(obj, "type", t);
+    }
+
+    cJSON_AddStringToObject(obj, "detail", detail);
+    cJSON_AddNumberToObject(obj, "status", status);
+
+    if (strcmp(type, "badSignatureAlgorithm") == 0) {
+        static const char  *names[] = { "ES256", "ES384", "ES512", "RS256",
+                                        "PS256", "EdDSA" };
+
+        algs = cJSON_CreateStringArray(names, 6);
+        if (algs != NULL) {
+            cJSON_AddItemToObject(obj, "algorithms", algs);
+        }
+    }
+
+    text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+
+    pki_acme_body(a->resp, text, PKI_ACME_CT_PROBLEM);
+}
+
+
+/* A core status to a problem (after a failed core call). */
+static void
+pki_acme_fail(pki_acme_t *a, pki_status_t st, const char *what)
+{
+    switch (st) {
+    case PKI_UNAVAILABLE:
+        pki_acme_problem(a, 503, "serverInternal", "%s: service "
+                         "unavailable, retry later", what);
+        break;
+    case PKI_NOT_FOUND:
+        pki_acme_problem(a, 404, "malformed", "%s: not found", what);
+        break;
+    case PKI_MALFORMED:
+        pki_acme_problem(a, 400, "malformed", "%s", a->res->detail);
+        break;
+    default:
+        pki_acme_problem(a, 500, "serverInternal", "%s failed", what);
+        break;
+    }
+}
+
+
+static void
+pki_acme_link(pki_acme_resp_t *resp, const char *url, const char *rel)
+{
+    int  i;
+
+    for (i = 0; i < PKI_ACME_MAX_LINKS; i++) {
+        if (resp->links[i] == NULL) {
+            resp->links[i] = pki_strfmt("<%s>;rel=\"%s\"", url, rel);
+            return;
+        }
+    }
+}
+
+
+static void
+pki_acme_nonce(pki_acme_t *a)
+{
+    int           v;
+    char          nonce[32], key[PKI_ACME_KEY_MAX], ttl[24];
+    pki_result_t  tmp;
+
+    if (!pki_random_id(nonce, sizeof(nonce), 16)) {
+        return;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "nonce", nonce);
+    snprintf(ttl, sizeof(ttl), "%ld",
+             a->conf->nonce_ttl > 0 ? a->conf->nonce_ttl : 3600);
+
+    pki_result_init(&tmp);
+    v = pki_acme_cmd_int(a->conf->redis, &tmp,
+                         pki_acme_cmd(a->conf->redis, &tmp, 6, "SET", key,
+                                      "1", "EX", ttl, "NX"));
+    if (v == 1) {
+        memcpy(a->resp->nonce, nonce, sizeof(nonce));
+    }
+}
+
+
+/* ---- URLs ------------------------------------------------------------------------ */
+
+static char *
+pki_acme_url(pki_acme_t *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static char *
+pki_acme_url(pki_acme_t *a, const char *fmt, ...)
+{
+    int       n;
+    char     *tail, *s;
+    va_list   ap;
+
+    va_start(ap, fmt);
+    n = vasprintf(&tail, fmt, ap);
+    va_end(ap);
+
+    if (n < 0) {
+        return NULL;
+    }
+
+    s = pki_strfmt("%s/%s", a->req->base_url, tail);
+    free(tail);
+
+    return s;
+}
+
+
+static void
+pki_json_url(pki_acme_t *a, cJSON *obj, const char *name, char *url)
+{
+    (void) a;
+
+    if (url != NULL) {
+        cJSON_AddStringToObject(obj, name, url);
+        free(url);
+    }
+}
+
+
+/* ---- directory and nonces --------------------------------------------------------- */
+
+static void
+pki_acme_directory(pki_acme_t *a)
+{
+    int     i;
+    cJSON  *dir, *meta, *caa;
+
+    dir = cJSON_CreateObject();
+    meta = cJSON_CreateObject();
+    if (dir == NULL || meta == NULL) {
+        cJSON_Delete(dir);
+        cJSON_Delete(meta);
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    pki_json_url(a, dir, "newNonce", pki_acme_url(a, "new-nonce"));
+    pki_json_url(a, dir, "newAccount", pki_acme_url(a, "new-account"));
+    pki_json_url(a, dir, "newOrder", pki_acme_url(a, "new-order"));
+    pki_json_url(a, dir, "revokeCert", pki_acme_url(a, "revoke-cert"));
+    pki_json_url(a, dir, "keyChange", pki_acme_url(a, "key-change"));
+    pki_json_url(a, dir, "renewalInfo", pki_acme_url(a, "renewal-info"));
+
+    if (a->conf->tos != NULL) {
+        cJSON_AddStringToObject(meta, "termsOfService", a->conf->tos);
+    }
+    if (a->conf->website != NULL) {
+        cJSON_AddStringToObject(meta, "website", a->conf->website);
+    }
+    if (a->conf->caa != NULL && a->conf->caa[0] != NULL) {
+        caa = cJSON_AddArrayToObject(meta, "caaIdentities");
+        for (i = 0; caa != NULL && a->conf->caa[i] != NULL; i++) {
+            cJSON_AddItemToArray(caa, cJSON_CreateString(a->conf->caa[i]));
+        }
+    }
+    cJSON_AddBoolToObject(meta, "externalAccountRequired",
+                          a->conf->eab_required ? 1 : 0);
+    cJSON_AddItemToObject(dir, "meta", meta);
+
+    pki_acme_json(a, 200, dir);
+    cJSON_Delete(dir);
+}
+
+
+/* 1: redeemed, 0: unknown or used, -1: Redis failed */
+static int
+pki_acme_redeem(pki_acme_t *a, const char *nonce)
+{
+    char  key[PKI_ACME_KEY_MAX];
+
+    if (nonce == NULL || nonce[0] == '\0' || strlen(nonce) > 64) {
+        return 0;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "nonce", nonce);
+
+    return pki_acme_cmd_int(a->conf->redis, a->res,
+                            pki_acme_cmd(a->conf->redis, a->res, 2, "DEL",
+                                         key));
+}
+
+
+/* ---- accounts ------------------------------------------------------------------------ */
+
+static pki_status_t
+pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out)
+{
+    char  key[PKI_ACME_KEY_MAX];
+
+    if (!pki_id_ok(id)) {
+        *out = NULL;
+        return PKI_NOT_FOUND;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+
+    return pki_acme_load(a->conf->redis, key, out, a->res);
+}
+
+
+static pki_status_t
+pki_acme_account_save(pki_acme_t *a, const char *id, const cJSON *acct)
+{
+    char  key[PKI_ACME_KEY_MAX];
+
+    pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+
+    /* accounts live for years; the TTL only cleans up abandoned ones */
+    return pki_acme_store(a->conf->redis, key, acct, 3L * 365 * 86400, 0,
+                          NULL, a->res);
+}
+
+
+static void
+pki_acme_account_reply(pki_acme_t *a, int status, const char *id,
+    const cJSON *acct)
+{
+    cJSON        *out, *c;
+    const char   *st;
+
+    out = cJSON_CreateObject();
+    if (out == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    st = pki_json_str(acct, "status");
+    cJSON_AddStringToObject(out, "status", st != NULL ? st : "valid");
+
+    c = cJSON_GetObjectItemCaseSensitive(acct, "contact");
+    if (cJSON_IsArray(c)) {
+        cJSON_AddItemToObject(out, "contact", cJSON_Duplicate(c, 1));
+    }
+
+    c = cJSON_GetObjectItemCaseSensitive(acct, "tos");
+    if (cJSON_IsBool(c)) {
+        cJSON_AddBoolToObject(out, "termsOfServiceAgreed", cJSON_IsTrue(c));
+    }
+
+    pki_json_url(a, out, "orders", pki_acme_url(a, "acct/%s/orders", id));
+
+    pki_acme_json(a, status, out);
+    cJSON_Delete(out);
+
+    free(a->resp->location);
+    a->resp->location = pki_acme_url(a, "acct/%s", id);
+}
+
+
+/* contact: an array of mailto: URLs */
+static int
+pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
+{
+    int          n;
+    const cJSON *item;
+    const char  *s;
+
+    if (!cJSON_IsArray(c)) {
+        pki_acme_problem(a, 400, "malformed", "\"contact\" must be an array");
+        return 0;
+    }
+
+    n = 0;
+    cJSON_ArrayForEach(item, c) {
+        if (++n > PKI_ACME_MAX_CONTACTS) {
+            pki_acme_problem(a, 400, "malformed", "too many contacts");
+            return 0;
+        }
+
+        if (!cJSON_IsString(item)) {
+            pki_acme_problem(a, 400, "malformed", "a contact must be a "
+                             "string");
+            return 0;
+        }
+
+        s = item->valuestring;
+
+        if (strncmp(s, "mailto:", 7) != 0) {
+            pki_acme_problem(a, 400, "unsupportedContact", "only mailto: "
+                             "contacts are supported");
+            return 0;
+        }
+
+        if (strlen(s) > 256 || strlen(s) < 10 || strchr(s, '@') == NULL
+            || strpbrk(s, "?,; \t\r\n<>\"") != NULL)
+        {
+            pki_acme_problem(a, 400, "invalidContact", "invalid contact "
+                             "address");
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static pki_status_t
+pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
+    char *kid_out, size_t kid_size)
+{
+    int             bad, v;
+    char           *kid = NULL, *url = NULL, key[PKI_ACME_KEY_MAX], *nurl;
+    cJSON          *hdr = NULL, *prot, *pay, *sig, *alg, *hm;
+    size_t          hlen, plen, slen, klen, n;
+    EVP_PKEY       *pk = NULL;
+    redisReply     *reply = NULL;
+    unsigned char  *hbuf = NULL, *pbuf = NULL, *sbuf = NULL, *kbuf = NULL;
+    unsigned char   mac[EVP_MAX_MD_SIZE];
+    unsigned int    maclen;
+    char            thumb[PKI_JWK_THUMB_LEN], *input = NULL;
+    pki_status_t    rc = PKI_MALFORMED;
+
+    prot = cJSON_GetObjectItemCaseSensitive(eab, "protected");
+    pay = cJSON_GetObjectItemCaseSensitive(eab, "payload");
+    sig = cJSON_GetObjectItemCaseSensitive(eab, "signature");
+
+    if (!cJSON_IsObject(eab) || !cJSON_IsString(prot) || !cJSON_IsString(pay)
+        || !cJSON_IsString(sig))
+    {
+        pki_acme_problem(a, 400, "malformed", "bad externalAccountBinding");
+        goto done;
+    }
+
+    hlen = strlen(prot->valuestring);
+    plen = strlen(pay->valuestring);
+
+    if (!pki_b64url_decode(prot->valuestring, hlen, &hbuf, &n)
+        || (hdr = cJSON_ParseWithLength((char *) hbuf, n)) == NULL
+        || !cJSON_IsObject(hdr)
+        || !pki_b64url_decode(pay->valuestring, plen, &pbuf, &n)
+        || !pki_b64url_decode(sig->valuestring, strlen(sig->valuestring),
+                              &sbuf, &slen))
+    {
+        pki_acme_problem(a, 400, "malformed", "bad externalAccountBinding");
+        goto done;
+    }
+
+    alg = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
+    if (!cJSON_IsString(alg) || strcmp(alg->valuestring, "HS256") != 0) {
+        pki_acme_problem(a, 400, "badSignatureAlgorithm",
+                         "externalAccountBinding must use HS256");
+        goto done;
+    }
+
+    bad = cJSON_GetObjectItemCaseSensitive(hdr, "nonce") != NULL
+          || cJSON_GetObjectItemCaseSensitive(hdr, "crit") != NULL;
+
+    kid = (char *) pki_json_str(hdr, "kid");
+    url = (char *) pki_json_str(hdr, "url");
+    nurl = pki_acme_url(a, "new-account");
+
+    if (bad || kid == NULL || url == NULL || nurl == NULL
+        || strcmp(url, nurl) != 0 || !pki_id_ok(kid))
+    {
+        free(nurl);
+        pki_acme_problem(a, 400, "malformed", "externalAccountBinding "
+                         "header must hold kid and the newAccount url, "
+                         "no nonce");
+        goto done;
+    }
+    free(nurl);
+
+    /* the payload is the account key */
+    pk = pki_jwk_parse((char *) pbuf, n, a->res);
+    if (pk == NULL || !pki_jwk_thumbprint(pk, thumb)
+        || strcmp(thumb, a->jws.thumb) != 0)
+    {
+        pki_acme_problem(a, 400, "malformed", "externalAccountBinding "
+                         "payload must be the account key");
+        goto done;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "eab", kid);
+
+    reply = pki_acme_cmd(a->conf->redis, a->res, 2, "HGETALL", key);
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "externalAccountBinding");
+        rc = PKI_UNAVAILABLE;
+        goto done;
+    }
+
+    hm = NULL;
+    {
+        size_t       i;
+        const char  *hmac = NULL, *status = NULL, *bound = NULL;
+
+        for (i = 0; i + 1 < reply->elements; i += 2) {
+            if (reply->element[i]->type != REDIS_REPLY_STRING
+                || reply->element[i + 1]->type != REDIS_REPLY_STRING)
+            {
+                continue;
+            }
+            if (strcmp(reply->element[i]->str, "hmac") == 0) {
+                hmac = reply->element[i + 1]->str;
+            } else if (strcmp(reply->element[i]->str, "status") == 0) {
+                status = reply->element[i + 1]->str;
+            } else if (strcmp(reply->element[i]->str, "account") == 0) {
+                bound = reply->element[i + 1]->str;
+            }
+        }
+
+        if (hmac == NULL || status == NULL || strcmp(status, "active") != 0
+            || (bound != NULL && bound[0] != '\0'
+                && strcmp(bound, acct_id) != 0))
+        {
+            pki_acme_problem(a, 403, "unauthorized", "unknown, disabled or "
+                             "used externalAccountBinding key");
+            goto done;
+        }
+
+        if (!pki_b64url_decode(hmac, strlen(hmac), &kbuf, &klen)) {
+            pki_acme_problem(a, 500, "serverInternal", "bad EAB key");
+            goto done;
+        }
+    }
+    (void) hm;
+
+    input = pki_strfmt("%s.%s", prot->valuestring, pay->valuestring);
+    if (input == NULL
+        || HMAC(EVP_sha256(), kbuf, (int) klen, (unsigned char *) input,
+                strlen(input), mac, &maclen) == NULL)
+    {
+        pki_acme_problem(a, 500, "serverInternal", "HMAC failed");
+        goto done;
+    }
+
+    if (slen != maclen || CRYPTO_memcmp(mac, sbuf, maclen) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "externalAccountBinding "
+                         "signature does not verify");
+        goto done;
+    }
+
+    /* bind the key to this account (once) */
+    v = pki_acme_cmd_int(a->conf->redis, a->res,
+                         pki_acme_cmd(a->conf->redis, a->res, 4, "HSETNX",
+                                      key, "account", acct_id));
+    if (v < 0) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "externalAccountBinding");
+        rc = PKI_UNAVAILABLE;
+        goto done;
+    }
+
+    snprintf(kid_out, kid_size, "%s", kid);
+    rc = PKI_OK;
+
+done:
+
+    if (reply != NULL) {
+        freeReplyObject(reply);
+    }
+    cJSON_Delete(hdr);
+    EVP_PKEY_free(pk);
+    if (kbuf != NULL) {
+        OPENSSL_cleanse(kbuf, klen);
+    }
+    free(kbuf);
+    free(hbuf);
+    free(pbuf);
+    free(sbuf);
+    free(input);
+
+    return rc;
+}
+
+
+static void
+pki_acme_new_account(pki_acme_t *a)
+{
+    int           v, only;
+    char          key[PKI_ACME_KEY_MAX], id[PKI_ACME_ID_MAX], eab_kid[64];
+    cJSON        *acct, *c, *tos, *eab;
+    redisReply   *reply;
+    pki_status_t  rc;
+
+    if (a->payload == NULL) {
+        pki_acme_problem(a, 400, "malformed", "newAccount needs a payload");
+        return;
+    }
+
+    c = cJSON_GetObjectItemCaseSensitive(a->payload, "onlyReturnExisting");
+    only = cJSON_IsTrue(c);
+
+    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "jwk",
+                 a->jws.thumb);
+
+    reply = pki_acme_cmd(a->conf->redis, a->res, 2, "GET", key);
+    if (reply == NULL) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "newAccount");
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING && pki_id_ok(reply->str)) {
+        snprintf(id, sizeof(id), "%s", reply->str);
+        freeReplyObject(reply);
+
+        rc = pki_acme_account_load(a, id, &acct);
+        if (rc != PKI_OK) {
+            pki_acme_fail(a, rc, "account");
+            return;
+        }
+
+        pki_acme_account_reply(a, 200, id, acct);
+        cJSON_Delete(acct);
+        return;
+    }
+
+    freeReplyObject(reply);
+
+    if (only) {
+        pki_acme_problem(a, 400, "accountDoesNotExist", "no account for "
+                         "this key");
+        return;
+    }
+
+    tos = cJSON_GetObjectItemCaseSensitive(a->payload, "termsOfServiceAgreed");
+    if (tos != NULL && !cJSON_IsBool(tos)) {
+        pki_acme_problem(a, 400, "malformed", "termsOfServiceAgreed must be "
+                         "a boolean");
+        return;
+    }
+
+    if (a->conf->tos != NULL && !cJSON_IsTrue(tos)) {
+        pki_acme_problem(a, 403, "userActionRequired", "the terms of "
+                         "service must be agreed to");
+        return;
+    }
+
+    c = cJSON_GetObjectItemCaseSensitive(a->payload, "contact");
+    if (c != NULL && !pki_acme_contact_ok(a, c)) {
+        return;
+    }
+
+    if (!pki_random_id(id, sizeof(id), 12)) {
+        pki_acme_problem(a, 500, "serverInternal", "no randomness");
+        return;
+    }
+
+    eab_kid[0] = '\0';
+    eab = cJSON_GetObjectItemCaseSensitive(a->payload,
+                                           "externalAccountBinding");
+    if (eab != NULL) {
+        if (pki_acme_eab_check(a, eab, id, eab_kid, sizeof(eab_kid))
+            != PKI_OK)
+        {
+            return;
+        }
+
+    } else if (a->conf->eab_required) {
+        pki_acme_problem(a, 403, "externalAccountRequired", "this server "
+                         "requires an external account binding");
+        return;
+    }
+
+    acct = cJSON_CreateObject();
+    if (acct == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    cJSON_AddStringToObject(acct, "status", "valid");
+    cJSON_AddStringToObject(acct, "key", a->jws.jwk_json);
+    cJSON_AddStringToObject(acct, "thumb", a->jws.thumb);
+    if (c != NULL) {
+        cJSON_AddItemToObject(acct, "contact", cJSON_Duplicate(c, 1));
+    }
+    if (tos != NULL) {
+        cJSON_AddBoolToObject(acct, "tos", cJSON_IsTrue(tos));
+    }
+    if (eab_kid[0] != '\0') {
+        cJSON_AddStringToObject(acct, "eab", eab_kid);
+    }
+    cJSON_AddNumberToObject(acct, "created", (double) a->now);
+
+    rc = pki_acme_account_save(a, id, acct);
+    if (rc != PKI_OK) {
+        cJSON_Delete(acct);
+        pki_acme_fail(a, rc, "newAccount");
+        return;
+    }
+
+    /* the key index last: a key maps to one account, the first wins */
+    v = pki_acme_cmd_int(a->conf->redis, a->res,
+                         pki_acme_cmd(a->conf->redis, a->res, 4, "SET", key,
+                                      id, "NX"));
+    if (v < 0) {
+        cJSON_Delete(acct);
+        pki_acme_fail(a, PKI_UNAVAILABLE, "newAccount");
+        return;
+    }
+
+    if (v == 0) {
+        /* lost a race against the same key: answer with the winner */
+        cJSON_Delete(acct);
+        pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+        pki_acme_cmd_int(a->conf->redis, a->res,
+                         pki_acme_cmd(a->conf->redis, a->res, 2, "DEL", key));
+        pki_acme_problem(a, 409, "malformed", "an account for this key was "
+                         "just created; retry");
+        return;
+    }
+
+    snprintf(a->res->log, sizeof(a->res->log), "acme: new account %s", id);
+
+    pki_acme_account_reply(a, 201, id, acct);
+    cJSON_Delete(acct);
+}
+
+
+static void
+pki_acme_account(pki_acme_t *a, const char *id)
+{
+    cJSON        *c, *st;
+    pki_status_t  rc;
+
+    if (strcmp(id, a->acct) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the account is not the "
+                         "signer's");
+        return;
+    }
+
+    if (a->payload != NULL) {
+        st = cJSON_GetObjectItemCaseSensitive(a->payload, "status");
+        if (st != NULL) {
+            if (!cJSON_IsString(st)
+                || strcmp(st->valuestring, "deactivated") != 0)
+            {
+                pki_acme_problem(a, 400, "malformed", "a client may only "
+                                 "set status \"deactivated\"");
+                return;
+            }
+        }
+
+        c = cJSON_GetObjectItemCaseSensitive(a->payload, "contact");
+        if (c != NULL) {
+            if (!pki_acme_contact_ok(a, c)) {
+                return;
+            }
+            pki_json_set_item(a->account, "contact", cJSON_Duplicate(c, 1));
+        }
+
+        if (st != NULL) {
+            pki_json_set_str(a->account, "status", "deactivated");
+        }
+
+        rc = pki_acme_account_save(a, id, a->account);
+        if (rc != PKI_OK) {
+            pki_acme_fail(a, rc, "account update");
+            return;
+        }
+    }
+
+    pki_acme_account_reply(a, 200, id, a->account);
+}
+
+
+static void
+pki_acme_key_change(pki_acme_t *a)
+{
+    int            v;
+    char           key_new[PKI_ACME_KEY_MAX], key_old[PKI_ACME_KEY_MAX];
+    char          *text, *kid_url, *loc;
+    cJSON         *inner_payload = NULL, *old;
+    EVP_PKEY      *oldpk = NULL;
+    pki_jws_t      inner;
+    const char    *acct_url, *old_thumb;
+    pki_result_t   tmp;
+    char           thumb[PKI_JWK_THUMB_LEN];
+
+    memset(&inner, 0, sizeof(inner));
+
+    if (a->payload == NULL) {
+        pki_acme_problem(a, 400, "malformed", "keyChange needs a payload");
+        return;
+    }
+
+    text = cJSON_PrintUnformatted(a->payload);
+    if (text == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    pki_result_init(&tmp);
+
+    if (pki_jws_parse((unsigned char *) text, strlen(text), &inner, &tmp)
+        != PKI_OK)
+    {
+        free(text);
+        pki_acme_problem(a, 400, inner.problem ? inner.problem : "malformed",
+                         "inner JWS: %s", tmp.detail);
+        goto done;
+    }
+    free(text);
+
+    if (inner.jwk == NULL || inner.kid != NULL) {
+        pki_acme_problem(a, 400, "malformed", "the inner JWS must carry "
+                         "\"jwk\" and no \"kid\"");
+        goto done;
+    }
+
+    if (strcmp(inner.url, a->jws.url) != 0) {
+        pki_acme_problem(a, 400, "malformed", "inner and outer \"url\" "
+                         "differ");
+        goto done;
+    }
+
+    if (pki_jws_verify(&inner, inner.jwk, &tmp) != PKI_OK) {
+        pki_acme_problem(a, 400, inner.problem ? inner.problem : "malformed",
+                         "inner JWS: %s", tmp.detail);
+        goto done;
+    }
+
+    inner_payload = cJSON_ParseWithLength((char *) inner.payload,
+                                          inner.payload_len);
+    acct_url = pki_json_str(inner_payload, "account");
+    old = cJSON_GetObjectItemCaseSensitive(inner_payload, "oldKey");
+
+    if (!cJSON_IsObject(inner_payload) || acct_url == NULL
+        || !cJSON_IsObject(old))
+    {
+        pki_acme_problem(a, 400, "malformed", "inner payload needs "
+                         "\"account\" and \"oldKey\"");
+        goto done;
+    }
+
+    if (strcmp(acct_url, a->jws.kid) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "inner \"account\" is not "
+                         "the outer \"kid\"");
+        goto done;
+    }
+
+    text = cJSON_PrintUnformatted(old);
+    oldpk = text != NULL ? pki_jwk_parse(text, strlen(text), &tmp) : NULL;
+    free(text);
+
+    old_thumb = pki_json_str(a->account, "thumb");
+
+    if (oldpk == NULL || !pki_jwk_thumbprint(oldpk, thumb)
+        || old_thumb == NULL || strcmp(thumb, old_thumb) != 0)
+    {
+        pki_acme_problem(a, 400, "malformed", "\"oldKey\" is not the "
+                         "account key");
+        goto done;
+    }
+
+    pki_key_name(key_new, sizeof(key_new), a->conf->redis, NULL, "jwk",
+                 inner.thumb);
+    pki_key_name(key_old, sizeof(key_old), a->conf->redis, NULL, "jwk",
+                 old_thumb);
+
+    v = pki_acme_cmd_int(a->conf->redis, a->res,
+                         pki_acme_cmd(a->conf->redis, a->res, 4, "SET",
+                                      key_new, a->acct, "NX"));
+    if (v < 0) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
+        goto done;
+    }
+
+    if (v == 0) {
+        redisReply  *reply;
+
+        loc = NULL;
+        reply = pki_acme_cmd(a->conf->redis, a->res, 2, "GET", key_new);
+        if (reply != NULL && reply->type == REDIS_REPLY_STRING
+            && pki_id_ok(reply->str))
+        {
+            loc = pki_acme_url(a, "acct/%s", reply->str);
+        }
+        if (reply != NULL) {
+            freeReplyObject(reply);
+        }
+
+        pki_acme_problem(a, 409, "malformed", "the new key is already in "
+                         "use by an account");
+        a->resp->location = loc;
+        goto done;
+    }
+
+    pki_json_set_str(a->account, "key", inner.jwk_json);
+    pki_json_set_str(a->account, "thumb", inner.thumb);
+
+    if (pki_acme_account_save(a, a->acct, a->account) != PKI_OK) {
+        pki_acme_cmd_int(a->conf->redis, &tmp,
+                         pki_acme_cmd(a->conf->redis, &tmp, 2, "DEL",
+                                      key_new));
+        pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
+        goto done;
+    }
+
+    pki_acme_cmd_int(a->conf->redis, a->res,
+                     pki_acme_cmd(a->conf->redis, a->res, 2, "DEL", key_old));
+
+    kid_url = NULL;
+    snprintf(a->res->log, sizeof(a->res->log), "acme: account %s changed "
+             "its key", a->acct);
+    (void) kid_url;
+
+    pki_acme_account_reply(a, 200, a->acct, a->account);
+
+done:
+
+    cJSON_Delete(inner_payload);
+    EVP_PKEY_free(oldpk);
+    pki_jws_clear(&inner);
+}
+
+
+/* ---- identifiers ------------------------------------------------------------------- */
+
+/* Lowercases and checks a DNS name (optional "*." prefix).  Returns 1. */
+static int
+pki_acme_dns_ok(char *s)
+{
+    size_t  i, len, label;
+    char   *p;
+    int     alldigits;
+
+    len = strlen(s);
+    p = s;
+
+    if (len > 2 && p[0] == '*' && p[1] == '.') {
+        p += 2;
+    }
+
+    if (strlen(p) == 0 || strlen(p) > 253) {
+        return 0;
+    }
+
+    label = 0;
+    alldigits = 1;
+
+    for (i = 0; p[i] != '\0'; i++) {
+        p[i] = (char) tolower((unsigned char) p[i]);
+
+        if (p[i] == '.') {
+            if (label == 0 || p[i - 1] == '-') {
+                return 0;
+            }
+            label = 0;
+            continue;
+        }
+
+        if (!(isalnum((unsigned char) p[i]) || p[i] == '-')) {
+            return 0;
+        }
+
+        if (label == 0 && p[i] == '-') {
+            return 0;
+        }
+
+        if (!isdigit((unsigned char) p[i])) {
+            alldigits = 0;
+        }
+
+        if (++label > 63) {
+            return 0;
+        }
+    }
+
+    if (label == 0 || p[i - 1] == '-') {
+        return 0;
+    }
+
+    /* "1.2.3.4" as a dns identifier */
+    return !alldigits;
+}
+
+
+/* Canonical text of an IP literal into out[64]; bin receives the octets. */
+static int
+pki_acme_ip_ok(const char *s, char out[64], unsigned char bin[16],
+    int *binlen)
+{
+    if (inet_pton(AF_INET, s, bin) == 1) {
+        *binlen = 4;
+        return inet_ntop(AF_INET, bin, out, 64) != NULL;
+    }
+
+    if (inet_pton(AF_INET6, s, bin) == 1) {
+        *binlen = 16;
+        return inet_ntop(AF_INET6, bin, out, 64) != NULL;
+    }
+
+    return 0;
+}
+
+
+/* Parses and normalises the identifiers of a newOrder into a new array of
+ * {"type","value"}; NULL with the problem set. */
+static cJSON *
+pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
+{
+    int            n, binlen;
+    char           buf[260], canon[64];
+    cJSON         *out, *item, *o, *prev;
+    const char    *type, *value;
+    unsigned char  bin[16];
+
+    if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) == 0) {
+        pki_acme_problem(a, 400, "malformed", "\"identifiers\" must be a "
+                         "non-empty array");
+        return NULL;
+    }
+
+    if (cJSON_GetArraySize(ids) > PKI_ACME_MAX_IDS) {
+        pki_acme_problem(a, 400, "rejectedIdentifier", "too many "
+                         "identifiers (at most %d)", PKI_ACME_MAX_IDS);
+        return NULL;
+    }
+
+    out = cJSON_CreateArray();
+    if (out == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return NULL;
+    }
+
+    n = 0;
+
+    cJSON_ArrayForEach(item, ids) {
+        type = pki_json_str(item, "type");
+        value = pki_json_str(item, "value");
+
+        if (!cJSON_IsObject(item) || type == NULL || value == NULL) {
+            pki_acme_problem(a, 400, "malformed", "an identifier needs "
+                             "\"type\" and \"value\"");
+            goto failed;
+        }
+
+        if (strlen(value) >= sizeof(buf) - 1) {
+            pki_acme_problem(a, 400, "rejectedIdentifier", "identifier too "
+                             "long");
+            goto failed;
+        }
+
+        if (strcmp(type, "dns") == 0) {
+            strcpy(buf, value);
+            if (!pki_acme_dns_ok(buf)) {
+                pki_acme_problem(a, 400, "rejectedIdentifier", "invalid DNS "
+                                 "name \"%.64s\"", value);
+                goto failed;
+            }
+
+        } else if (strcmp(type, "ip") == 0) {
+            if (!pki_acme_ip_ok(value, canon, bin, &binlen)) {
+                pki_acme_problem(a, 400, "rejectedIdentifier", "invalid IP "
+                                 "address \"%.64s\"", value);
+                goto failed;
+            }
+            strcpy(buf, canon);
+
+        } else {
+            pki_acme_problem(a, 400, "unsupportedIdentifier", "identifier "
+                             "type \"%.16s\" is not supported", type);
+            goto failed;
+        }
+
+        /* drop duplicates */
+        n = 0;
+        cJSON_ArrayForEach(prev, out) {
+            if (strcmp(pki_json_str(prev, "type"), type) == 0
+                && strcmp(pki_json_str(prev, "value"), buf) == 0)
+            {
+                n = 1;
+                break;
+            }
+        }
+
+        if (n) {
+            continue;
+        }
+
+        o = cJSON_CreateObject();
+        if (o == NULL) {
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            goto failed;
+        }
+        cJSON_AddStringToObject(o, "type", type);
+        cJSON_AddStringToObject(o, "value", buf);
+        cJSON_AddItemToArray(out, o);
+    }
+
+    return out;
+
+failed:
+
+    cJSON_Delete(out);
+    return NULL;
+}
+
+
+/* ---- authorizations ------------------------------------------------------------------ */
+
+static const char *
+pki_acme_authz_status(pki_acme_t *a, const cJSON *authz)
+{
+    const char  *st;
+
+    st = pki_json_str(authz, "status");
+    if (st == NULL) {
+        return "invalid";
+    }
+
+    if ((strcmp(st, "pending") == 0 || strcmp(st, "valid") == 0)
+        && pki_json_num(authz, "expires") < (double) a->now)
+    {
+        return "expired";
+    }
+
+    return st;
+}
+
+
+static pki_status_t
+pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
+    cJSON **out)
+{
+    char  key[PKI_ACME_KEY_MAX];
+
+    if (!pki_id_ok(id)) {
+        *out = NULL;
+        return PKI_NOT_FOUND;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, acct, "authz", id);
+
+    return pki_acme_load(a->conf->redis, key, out, a->res);
+}
+
+
+static pki_status_t
+pki_acme_authz_save(const pki_acme_conf_t *conf, const char *acct,
+    const char *id, const cJSON *authz, time_t now, pki_result_t *res)
+{
+    long  ttl;
+    char  key[PKI_ACME_KEY_MAX];
+
+    pki_key_name(key, sizeof(key), conf->redis, acct, "authz", id);
+
+    ttl = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
+
+    return pki_acme_store(conf->redis, key, authz, ttl, 0, NULL, res);
+}
+
+
+static cJSON *
+pki_acme_challenge_obj(pki_acme_t *a, const char *acct, const char *aid,
+    const cJSON *ch)
+{
+    cJSON        *o, *err;
+    const char   *type;
+    double        validated;
+    char         *url;
+
+    o = cJSON_CreateObject();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    type = pki_json_str(ch, "type");
+    cJSON_AddStringToObject(o, "type", type != NULL ? type : "");
+
+    url = pki_acme_url(a, "chall/%s/%s/%s", acct, aid, type ? type : "");
+    pki_json_url(a, o, "url", url);
+
+    cJSON_AddStringToObject(o, "status", pki_json_str(ch, "status")
+                                         ? pki_json_str(ch, "status")
+                                         : "invalid");
+    cJSON_AddStringToObject(o, "token", pki_json_str(ch, "token")
+                                        ? pki_json_str(ch, "token") : "");
+
+    validated = pki_json_num(ch, "validated");
+    if (validated > 0) {
+        pki_json_time(o, "validated", (time_t) validated);
+    }
+
+    err = cJSON_GetObjectItemCaseSensitive(ch, "error");
+    if (cJSON_IsObject(err)) {
+        cJSON_AddItemToObject(o, "error", cJSON_Duplicate(err, 1));
+    }
+
+    return o;
+}
+
+
+static cJSON *
+pki_acme_authz_obj(pki_acme_t *a, const char *acct, const char *aid,
+    const cJSON *authz)
+{
+    cJSON        *o, *id, *chs, *ch, *arr;
+    const char   *st;
+
+    o = cJSON_CreateObject();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    st = pki_acme_authz_status(a, authz);
+    cJSON_AddStringToObject(o, "status", st);
+    pki_json_time(o, "expires", (time_t) pki_json_num(authz, "expires"));
+
+    id = cJSON_CreateObject();
+    if (id != NULL) {
+        cJSON_AddStringToObject(id, "type", pki_json_str(authz, "type"));
+        cJSON_AddStringToObject(id, "value", pki_json_str(authz, "value"));
+        cJSON_AddItemToObject(o, "identifier", id);
+    }
+
+    arr = cJSON_AddArrayToObject(o, "challenges");
+    chs = cJSON_GetObjectItemCaseSensitive(authz, "challenges");
+
+    cJSON_ArrayForEach(ch, chs) {
+        /* a valid authorization shows only the challenge that passed */
+        if (strcmp(st, "valid") == 0
+            && strcmp(pki_json_str(ch, "status"), "valid") != 0)
+        {
+            continue;
+        }
+        cJSON_AddItemToArray(arr, pki_acme_challenge_obj(a, acct, aid, ch));
+    }
+
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz, "wildcard"))) {
+        cJSON_AddBoolToObject(o, "wildcard", 1);
+    }
+
+    return o;
+}
+
+
+static cJSON *
+pki_acme_new_challenge(const char *type)
+{
+    char    token[64];
+    cJSON  *ch;
+
+    if (!pki_random_id(token, sizeof(token), 32)) {
+        return NULL;
+    }
+
+    ch = cJSON_CreateObject();
+    if (ch == NULL) {
+        return NULL;
+    }
+
+    cJSON_AddStringToObject(ch, "type", type);
+    cJSON_AddStringToObject(ch, "status", "pending");
+    cJSON_AddStringToObject(ch, "token", token);
+
+    return ch;
+}
+
+
+/* An authorization for one identifier: reused when a valid one exists,
+ * else a new pending one.  id_out receives its id. */
+static pki_status_t
+pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
+    time_t expires, char id_out[PKI_ACME_ID_MAX])
+{
+    int           wildcard;
+    char          key[PKI_ACME_KEY_MAX], idx[300], aid[PKI_ACME_ID_MAX];
+    cJSON        *authz, *chs, *ch;
+    redisReply   *reply;
+    const char   *bare;
+    pki_status_t  rc;
+
+    wildcard = strncmp(value, "*.", 2) == 0;
+    bare = wildcard ? value + 2 : value;
+
+    snprintf(idx, sizeof(idx), "%s:%s", type, value);
+
+    if (a->conf->authz_reuse > 0) {
+        pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "valid", idx);
+
+        reply = pki_acme_cmd(a->conf->redis, a->res, 2, "GET", key);
+        if (reply == NULL) {
+            return PKI_UNAVAILABLE;
+        }
+
+        aid[0] = '\0';
+        if (reply->type == REDIS_REPLY_STRING && pki_id_ok(reply->str)) {
+            snprintf(aid, sizeof(aid), "%s", reply->str);
+        }
+        freeReplyObject(reply);
+
+        if (aid[0] != '\0'
+            && pki_acme_authz_load(a, a->acct, aid, &authz) == PKI_OK)
+        {
+            if (strcmp(pki_acme_authz_status(a, authz), "valid") == 0
+                && pki_json_num(authz, "expires") > (double) a->now + 60)
+            {
+                cJSON_Delete(authz);
+                memcpy(id_out, aid, sizeof(aid));
+                return PKI_OK;
+            }
+            cJSON_Delete(authz);
+        }
+    }
+
+    if (!pki_random_id(aid, sizeof(aid), 12)) {
+        return pki_fail(a->res, PKI_INTERNAL, "no randomness");
+    }
+
+    authz = cJSON_CreateObject();
+    chs = cJSON_CreateArray();
+    if (authz == NULL || chs == NULL) {
+        cJSON_Delete(authz);
+        cJSON_Delete(chs);
+        return pki_fail(a->res, PKI_INTERNAL, "out of memory");
+    }
+
+    cJSON_AddStringToObject(authz, "status", "pending");
+    cJSON_AddNumberToObject(authz, "expires", (double) expires);
+    cJSON_AddStringToObject(authz, "type", type);
+    cJSON_AddStringToObject(authz, "value", bare);
+    if (wildcard) {
+        cJSON_AddBoolToObject(authz, "wildcard", 1);
+    }
+
+    /* RFC 8555 7.1.3: a wildcard is proven with dns-01 only; RFC 8738:
+     * an IP address has no dns-01 */
+
+    if (!wildcard) {
+        ch = pki_acme_new_challenge("http-01");
+        cJSON_AddItemToArray(chs, ch);
+    }
+
+    if (strcmp(type, "dns") == 0) {
+        ch = pki_acme_new_challenge("dns-01");
+        cJSON_AddItemToArray(chs, ch);
+    }
+
+    if (!wildcard) {
+        ch = pki_acme_new_challenge("tls-alpn-01");
+        cJSON_AddItemToArray(chs, ch);
+    }
+
+    cJSON_AddItemToObject(authz, "challenges", chs);
+
+    rc = pki_acme_authz_save(a->conf, a->acct, aid, authz, a->now, a->res);
+    cJSON_Delete(authz);
+
+    if (rc == PKI_OK) {
+        memcpy(id_out, aid, sizeof(aid));
+    }
+
+    return rc;
+}
+
+
+static void
+pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
+{
+    cJSON        *authz, *o, *st;
+    pki_status_t  rc;
+
+    if (strcmp(acct, a->acct) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the authorization belongs "
+                         "to another account");
+        return;
+    }
+
+    rc = pki_acme_authz_load(a, acct, aid, &authz);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "authorization");
+        return;
+    }
+
+    if (a->payload != NULL) {
+        st = cJSON_GetObjectItemCaseSensitive(a->payload, "status");
+
+        if (!cJSON_IsString(st)
+            || strcmp(st->valuestring, "deactivated") != 0)
+        {
+            cJSON_Delete(authz);
+            pki_acme_problem(a, 400, "malformed", "a client may only set "
+                             "status \"deactivated\"");
+            return;
+        }
+
+        if (strcmp(pki_acme_authz_status(a, authz), "pending") != 0
+            && strcmp(pki_acme_authz_status(a, authz), "valid") != 0)
+        {
+            cJSON_Delete(authz);
+            pki_acme_problem(a, 403, "malformed", "only a pending or valid "
+                             "authorization can be deactivated");
+            return;
+        }
+
+        pki_json_set_str(authz, "status", "deactivated");
+
+        rc = pki_acme_authz_save(a->conf, acct, aid, authz, a->now, a->res);
+        if (rc != PKI_OK) {
+            cJSON_Delete(authz);
+            pki_acme_fail(a, rc, "authorization");
+            return;
+        }
+
+        if (a->conf->authz_reuse > 0) {
+            char  key[PKI_ACME_KEY_MAX], idx[300];
+
+            snprintf(idx, sizeof(idx), "%s:%s%s", pki_json_str(authz, "type"),
+                     cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
+                                                                "wildcard"))
+                     ? "*." : "", pki_json_str(authz, "value"));
+            pki_key_name(key, sizeof(key), a->conf->redis, acct, "valid",
+                         idx);
+            pki_acme_cmd_int(a->conf->redis, a->res,
+                             pki_acme_cmd(a->conf->redis, a->res, 2, "DEL",
+                                          key));
+        }
+    }
+
+    o = pki_acme_authz_obj(a, acct, aid, authz);
+    cJSON_Delete(authz);
+
+    pki_acme_json(a, 200, o);
+    cJSON_Delete(o);
+}
+
+
+/* ---- challenges --------------------------------------------------------------------- */
+
+static void
+pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
+    const char *type)
+{
+    cJSON           *authz, *chs, *ch, *found, *o;
+    char            *up;
+    const char      *st, *thumb;
+    pki_status_t     rc;
+    pki_acme_job_t  *job;
+
+    if (strcmp(acct, a->acct) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the challenge belongs to "
+                         "another account");
+        return;
+    }
+
+    rc = pki_acme_authz_load(a, acct, aid, &authz);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "challenge");
+        return;
+    }
+
+    found = NULL;
+    chs = cJSON_GetObjectItemCaseSensitive(authz, "challenges");
+    cJSON_ArrayForEach(ch, chs) {
+        if (strcmp(pki_json_str(ch, "type"), type) == 0) {
+            found = ch;
+            break;
+        }
+    }
+
+    if (found == NULL) {
+        cJSON_Delete(authz);
+        pki_acme_problem(a, 404, "malformed", "no such challenge");
+        return;
+    }
+
+    if (a->payload != NULL) {
+        st = pki_json_str(found, "status");
+
+        if (strcmp(pki_acme_authz_status(a, authz), "pending") == 0
+            && (strcmp(st, "pending") == 0
+                || (strcmp(st, "processing") == 0
+                    && pki_json_num(found, "started") + PKI_ACME_STALE
+                       < (double) a->now)))
+        {
+            job = calloc(1, sizeof(pki_acme_job_t));
+            thumb = pki_json_str(a->account, "thumb");
+
+            if (job == NULL || thumb == NULL) {
+                free(job);
+                cJSON_Delete(authz);
+                pki_acme_problem(a, 500, "serverInternal", "out of memory");
+                return;
+            }
+
+            snprintf(job->acct, sizeof(job->acct), "%s", acct);
+            snprintf(job->authz, sizeof(job->authz), "%s", aid);
+            snprintf(job->type, sizeof(job->type), "%s", type);
+            snprintf(job->id_type, sizeof(job->id_type), "%s",
+                     pki_json_str(authz, "type"));
+            snprintf(job->identifier, sizeof(job->identifier), "%s",
+                     pki_json_str(authz, "value"));
+            snprintf(job->token, sizeof(job->token), "%s",
+                     pki_json_str(found, "token"));
+            snprintf(job->key_authz, sizeof(job->key_authz), "%s.%s",
+                     job->token, thumb);
+            job->chall = strcmp(type, "http-01") == 0 ? PKI_ACME_HTTP01
+                         : strcmp(type, "dns-01") == 0 ? PKI_ACME_DNS01
+                         : PKI_ACME_TLSALPN01;
+
+            pki_json_set_str(found, "status", "processing");
+            pki_json_set_num(found, "started", (double) a->now);
+
+            rc = pki_acme_authz_save(a->conf, acct, aid, authz, a->now,
+                                     a->res);
+            if (rc != PKI_OK) {
+                free(job);
+                cJSON_Delete(authz);
+                pki_acme_fail(a, rc, "challenge");
+                return;
+            }
+
+            a->resp->job = job;
+        }
+    }
+
+    o = pki_acme_challenge_obj(a, acct, aid, found);
+    cJSON_Delete(authz);
+
+    pki_acme_json(a, 200, o);
+    cJSON_Delete(o);
+
+    up = pki_acme_url(a, "authz/%s/%s", acct, aid);
+    if (up != NULL) {
+        pki_acme_link(a->resp, up, "up");
+        free(up);
+    }
+}
+
+
+/* ---- orders --------------------------------------------------------------------- */
+
+static pki_status_t
+pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON **out)
+{
+    char  key[PKI_ACME_KEY_MAX];
+
+    if (!pki_id_ok(oid)) {
+        *out = NULL;
+        return PKI_NOT_FOUND;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, acct, "order", oid);
+
+    return pki_acme_load(a->conf->redis, key, out, a->res);
+}
+
+
+static pki_status_t
+pki_acme_order_save(pki_acme_t *a, const char *acct, const char *oid,
+    const cJSON *order)
+{
+    long  ttl;
+    char  key[PKI_ACME_KEY_MAX];
+
+    pki_key_name(key, sizeof(key), a->conf->redis, acct, "order", oid);
+
+    ttl = (long) (pki_json_num(order, "keep") - (double) a->now);
+    if (ttl < 86400) {
+        ttl = 86400;
+    }
+
+    return pki_acme_store(a->conf->redis, key, order, ttl, 0, NULL, a->res);
+}
+
+
+/* The status of an order: stored for processing, valid and invalid; else
+ * derived from the authorizations.  NULL: Redis failed. */
+static const char *
+pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order)
+{
+    int           all_valid;
+    cJSON        *authzs, *item, *authz;
+    const char   *st, *ast;
+    pki_status_t  rc;
+
+    st = pki_json_str(order, "status");
+    if (st == NULL) {
+        return "invalid";
+    }
+
+    if (strcmp(st, "processing") == 0 || strcmp(st, "valid") == 0
+        || strcmp(st, "invalid") == 0)
+    {
+        return st;
+    }
+
+    if (pki_json_num(order, "expires") < (double) a->now) {
+        return "invalid";
+    }
+
+    all_valid = 1;
+    authzs = cJSON_GetObjectItemCaseSensitive(order, "authzs");
+
+    cJSON_ArrayForEach(item, authzs) {
+        if (!cJSON_IsString(item)) {
+            return "invalid";
+        }
+
+        rc = pki_acme_authz_load(a, acct, item->valuestring, &authz);
+        if (rc == PKI_NOT_FOUND) {
+            return "invalid";
+        }
+        if (rc != PKI_OK) {
+            return NULL;
+        }
+
+        ast = pki_acme_authz_status(a, authz);
+
+        if (strcmp(ast, "valid") != 0) {
+            all_valid = 0;
+        }
+
+        if (strcmp(ast, "invalid") == 0 || strcmp(ast, "deactivated") == 0
+            || strcmp(ast, "expired") == 0 || strcmp(ast, "revoked") == 0)
+        {
+            cJSON_Delete(authz);
+            return "invalid";
+        }
+
+        cJSON_Delete(authz);
+    }
+
+    return all_valid ? "ready" : "pending";
+}
+
+
+static cJSON *
+pki_acme_order_obj(pki_acme_t *a, const char *acct, const char *oid,
+    const cJSON *order, const char *status)
+{
+    cJSON       *o, *arr, *item, *err;
+    const char  *s;
+
+    o = cJSON_CreateObject();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    cJSON_AddStringToObject(o, "status", status);
+    pki_json_time(o, "expires", (time_t) pki_json_num(order, "expires"));
+
+    item = cJSON_GetObjectItemCaseSensitive(order, "identifiers");
+    cJSON_AddItemToObject(o, "identifiers", cJSON_Duplicate(item, 1));
+
+    if (pki_json_num(order, "notBefore") > 0) {
+        pki_json_time(o, "notBefore", (time_t) pki_json_num(order,
+                                                            "notBefore"));
+    }
+    if (pki_json_num(order, "notAfter") > 0) {
+        pki_json_time(o, "notAfter", (time_t) pki_json_num(order,
+                                                           "notAfter"));
+    }
+
+    arr = cJSON_AddArrayToObject(o, "authorizations");
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(order,
+                                                             "authzs"))
+    {
+        char  *url;
+
+        url = pki_acme_url(a, "authz/%s/%s", acct, item->valuestring);
+        if (url != NULL && arr != NULL) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(url));
+        }
+        free(url);
+    }
+
+    pki_json_url(a, o, "finalize", pki_acme_url(a, "finalize/%s/%s", acct,
+                                                oid));
+
+    if (strcmp(status, "valid") == 0) {
+        pki_json_url(a, o, "certificate", pki_acme_url(a, "cert/%s/%s", acct,
+                                                       oid));
+    }
+
+    s = pki_json_str(order, "replaces");
+    if (s != NULL) {
+        cJSON_AddStringToObject(o, "replaces", s);
+    }
+
+    err = cJSON_GetObjectItemCaseSensitive(order, "error");
+    if (cJSON_IsObject(err)) {
+        cJSON_AddItemToObject(o, "error", cJSON_Duplicate(err, 1));
+    }
+
+    return o;
+}
+
+
+/* RFC 9773 certID -> serial (canonical hex) of a certificate of our CA. */
+static int
+pki_acme_parse_cert_id(const pki_acme_conf_t *conf, const char *certid,
+    char serial[41])
+{
+    int                        ok;
+    char                      *hex;
+    size_t                     alen, slen, i;
+    const char                *dot;
+    unsigned char             *aki = NULL, *ser = NULL;
+    const ASN1_OCTET_STRING   *ski;
+
+    dot = strchr(certid, '.');
+    if (dot == NULL || strlen(certid) > 256) {
+        return 0;
+    }
+
+    ok = 0;
+
+    if (!pki_b64url_decode(certid, (size_t) (dot - certid), &aki, &alen)
+        || !pki_b64url_decode(dot + 1, strlen(dot + 1), &ser, &slen)
+        || slen == 0 || slen > 21)
+    {
+        goto done;
+    }
+
+    ski = X509_get0_subject_key_id(pki_ca_cert(conf->ca));
+    if (ski == NULL || (size_t) ASN1_STRING_length(ski) != alen
+        || memcmp(ASN1_STRING_get0_data(ski), aki, alen) != 0)
+    {
+        goto done;
+    }
+
+    hex = malloc(slen * 2 + 1);
+    if (hex == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < slen; i++) {
+        snprintf(hex + 2 * i, 3, "%02X", ser[i]);
+    }
+
+    ok = pki_serial_normalize(hex, serial);
+    free(hex);
+
+done:
+
+    free(aki);
+    free(ser);
+
+    return ok;
+}
+
+
+static void
+pki_acme_new_order(pki_acme_t *a)
+{
+    int           stored;
+    long          validity;
+    char          oid[PKI_ACME_ID_MAX], aid[PKI_ACME_ID_MAX];
+    char          key[PKI_ACME_KEY_MAX], serial[41], num[24], *loc;
+    cJSON        *ids, *order, *authzs, *item, *o;
+    time_t        nb, na, expires, start;
+    const char   *s, *replaces, *type, *value;
+    pki_record_t  rec;
+    pki_status_t  rc;
+
+    if (a->payload == NULL) {
+        pki_acme_problem(a, 400, "malformed", "newOrder needs a payload");
+        return;
+    }
+
+    ids = pki_acme_identifiers(a, cJSON_GetObjectItemCaseSensitive(a->payload,
+                                                              "identifiers"));
+    if (ids == NULL) {
+        return;
+    }
+
+    nb = 0;
+    na = 0;
+    validity = pki_template_validity(a->conf->tmpl);
+
+    item = cJSON_GetObjectItemCaseSensitive(a->payload, "notBefore");
+    if (item != NULL
+        && (!cJSON_IsString(item)
+            || !pki_parse_time3339(item->valuestring, &nb)))
+    {
+        pki_acme_problem(a, 400, "malformed", "bad notBefore");
+        goto done;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(a->payload, "notAfter");
+    if (item != NULL
+        && (!cJSON_IsString(item)
+            || !pki_parse_time3339(item->valuestring, &na)))
+    {
+        pki_acme_problem(a, 400, "malformed", "bad notAfter");
+        goto done;
+    }
+
+    start = nb > a->now ? nb : a->now;
+
+    if ((na != 0 && na <= start) || (nb != 0 && nb < a->now - 86400)
+        || (nb != 0 && nb > a->now + 30L * 86400)
+        || (na != 0 && validity > 0 && na - start > validity))
+    {
+        pki_acme_problem(a, 400, "malformed", "notBefore/notAfter outside "
+                         "what the profile allows (at most %ld s)",
+                         validity);
+        goto done;
+    }
+
+    /* wildcards only for dns identifiers (the name checks allowed "*."
+     * for dns; refuse it for anything the template cannot sign) */
+
+    replaces = NULL;
+    item = cJSON_GetObjectItemCaseSensitive(a->payload, "replaces");
+    if (item != NULL) {
+        if (!cJSON_IsString(item)
+            || !pki_acme_parse_cert_id(a->conf, item->valuestring, serial))
+        {
+            pki_acme_problem(a, 400, "malformed", "\"replaces\" is not a "
+                             "certificate identifier of this CA");
+            goto done;
+        }
+
+        rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
+                            &rec, a->res);
+        if (rc != PKI_OK) {
+            if (rc == PKI_NOT_FOUND) {
+                pki_acme_problem(a, 400, "malformed", "\"replaces\" names an "
+                                 "unknown certificate");
+            } else {
+                pki_acme_fail(a, rc, "newOrder");
+            }
+            goto done;
+        }
+
+        snprintf(key, sizeof(key), "acme:%s", a->acct);
+        if (rec.requester == NULL || strcmp(rec.requester, key) != 0) {
+            pki_record_clear(&rec);
+            pki_acme_problem(a, 403, "unauthorized", "\"replaces\" names a "
+                             "certificate of another account");
+            goto done;
+        }
+        pki_record_clear(&rec);
+
+        pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "replaced",
+                     item->valuestring);
+        stored = pki_acme_cmd_int(a->conf->redis, a->res,
+                                  pki_acme_cmd(a->conf->redis, a->res, 2,
+                                               "EXISTS", key));
+        if (stored < 0) {
+            pki_acme_fail(a, PKI_UNAVAILABLE, "newOrder");
+            goto done;
+        }
+        if (stored > 0) {
+            pki_acme_problem(a, 409, "alreadyReplaced", "the certificate "
+                             "was already replaced");
+            goto done;
+        }
+
+        replaces = item->valuestring;
+    }
+
+    expires = a->now + (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400);
+
+    authzs = cJSON_CreateArray();
+    if (authzs == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        goto done;
+    }
+
+    cJSON_ArrayForEach(item, ids) {
+        type = pki_json_str(item, "type");
+        value = pki_json_str(item, "value");
+
+        rc = pki_acme_authz_for(a, type, value, expires, aid);
+        if (rc != PKI_OK) {
+            cJSON_Delete(authzs);
+            pki_acme_fail(a, rc, "newOrder");
+            goto done;
+        }
+
+        cJSON_AddItemToArray(authzs, cJSON_CreateString(aid));
+    }
+
+    if (!pki_random_id(oid, sizeof(oid), 12)) {
+        cJSON_Delete(authzs);
+        pki_acme_problem(a, 500, "serverInternal", "no randomness");
+        goto done;
+    }
+
+    order = cJSON_CreateObject();
+    if (order == NULL) {
+        cJSON_Delete(authzs);
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        goto done;
+    }
+
+    cJSON_AddStringToObject(order, "status", "pending");
+    cJSON_AddNumberToObject(order, "expires", (double) expires);
+    cJSON_AddNumberToObject(order, "keep", (double) expires + 86400);
+    cJSON_AddItemToObject(order, "identifiers", ids);
+    ids = NULL;
+    cJSON_AddItemToObject(order, "authzs", authzs);
+    if (nb) {
+        cJSON_AddNumberToObject(order, "notBefore", (double) nb);
+    }
+    if (na) {
+        cJSON_AddNumberToObject(order, "notAfter", (double) na);
+    }
+    if (replaces != NULL) {
+        cJSON_AddStringToObject(order, "replaces", replaces);
+    }
+    cJSON_AddNumberToObject(order, "created", (double) a->now);
+
+    rc = pki_acme_order_save(a, a->acct, oid, order);
+    if (rc != PKI_OK) {
+        cJSON_Delete(order);
+        pki_acme_fail(a, rc, "newOrder");
+        goto done;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "orders", NULL);
+    snprintf(num, sizeof(num), "%lld", (long long) a->now);
+    pki_acme_cmd_int(a->conf->redis, a->res,
+                     pki_acme_cmd(a->conf->redis, a->res, 4, "ZADD", key, num,
+                                  oid));
+
+    s = pki_acme_order_status(a, a->acct, order);
+    o = pki_acme_order_obj(a, a->acct, oid, order, s != NULL ? s : "pending");
+    cJSON_Delete(order);
+
+    pki_acme_json(a, 201, o);
+    cJSON_Delete(o);
+
+    loc = pki_acme_url(a, "order/%s/%s", a->acct, oid);
+    a->resp->location = loc;
+
+done:
+
+    cJSON_Delete(ids);
+}
+
+
+static void
+pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
+{
+    cJSON        *order, *o;
+    const char   *st;
+    pki_status_t  rc;
+
+    if (strcmp(acct, a->acct) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the order belongs to "
+                         "another account");
+        return;
+    }
+
+    rc = pki_acme_order_load(a, acct, oid, &order);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "order");
+        return;
+    }
+
+    st = pki_acme_order_status(a, acct, order);
+    if (st == NULL) {
+        cJSON_Delete(order);
+        pki_acme_fail(a, PKI_UNAVAILABLE, "order");
+        return;
+    }
+
+    o = pki_acme_order_obj(a, acct, oid, order, st);
+    cJSON_Delete(order);
+
+    pki_acme_json(a, 200, o);
+    cJSON_Delete(o);
+
+    if (strcmp(st, "processing") == 0) {
+        a->resp->retry_after = 1;
+    }
+}
+
+
+static void
+pki_acme_orders_list(pki_acme_t *a, const char *acct)
+{
+    size_t       i;
+    char         key[PKI_ACME_KEY_MAX], *url;
+    cJSON       *o, *arr;
+    redisReply  *reply;
+
+    if (strcmp(acct, a->acct) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the orders belong to "
+                         "another account");
+        return;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, acct, "orders", NULL);
+
+    reply = pki_acme_cmd(a->conf->redis, a->res, 4, "ZREVRANGE", key, "0",
+                         "999");
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        if (reply != NULL) {
+            freeReplyObject(reply);
+        }
+        pki_acme_fail(a, PKI_UNAVAILABLE, "orders");
+        return;
+    }
+
+    o = cJSON_CreateObject();
+    arr = cJSON_AddArrayToObject(o, "orders");
+
+    for (i = 0; arr != NULL && i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_STRING
+            || !pki_id_ok(reply->element[i]->str))
+        {
+            continue;
+        }
+
+        url = pki_acme_url(a, "order/%s/%s", acct, reply->element[i]->str);
+        if (url != NULL) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(url));
+        }
+        free(url);
+    }
+
+    freeReplyObject(reply);
+
+    pki_acme_json(a, 200, o);
+    cJSON_Delete(o);
+}
+
+
+/* ---- finalize and certificates ------------------------------------------------------------ */
+
+/* 1 when the CSR names (SANs and CN) are exactly the order's identifiers. */
+static int
+pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
+    size_t size)
+{
+    int                        i, n, nids, binlen, crit, found, len;
+    char                       buf[260], canon[64];
+    cJSON                     *item;
+    X509_NAME                 *subj;
+    GENERAL_NAME              *g;
+    GENERAL_NAMES             *gens;
+    const char                *type, *value;
+    unsigned char              bin[16];
+    const unsigned char       *d;
+    X509_NAME_ENTRY           *e;
+    ASN1_STRING               *cn;
+    STACK_OF(X509_EXTENSION)  *exts;
+    int                        seen[PKI_ACME_MAX_IDS];
+
+    nids = cJSON_GetArraySize(ids);
+    memset(seen, 0, sizeof(seen));
+
+    exts = X509_REQ_get_extensions(csr);
+    gens = exts != NULL ? X509V3_get_d2i(exts, NID_subject_alt_name, &crit,
+                                         NULL)
+                        : NULL;
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+
+    n = gens != NULL ? sk_GENERAL_NAME_num(gens) : 0;
+
+    for (i = 0; i < n; i++) {
+        g = sk_GENERAL_NAME_value(gens, i);
+        found = -1;
+
+        if (g->type == GEN_DNS) {
+            d = ASN1_STRING_get0_data(g->d.dNSName);
+            len = ASN1_STRING_length(g->d.dNSName);
+            if (len <= 0 || len >= (int) sizeof(buf)
+                || memchr(d, '\0', len) != NULL)
+            {
+                snprintf(why, size, "bad DNS name in the CSR");
+                goto failed;
+            }
+            memcpy(buf, d, len);
+            buf[len] = '\0';
+            for (int k = 0; k < len; k++) {
+                buf[k] = (char) tolower((unsigned char) buf[k]);
+            }
+
+            int j = 0;
+            cJSON_ArrayForEach(item, ids) {
+                type = pki_json_str(item, "type");
+                value = pki_json_str(item, "value");
+                if (strcmp(type, "dns") == 0 && strcmp(value, buf) == 0) {
+                    found = j;
+                }
+                j++;
+            }
+
+            if (found < 0) {
+                snprintf(why, size, "the CSR names \"%.64s\", which the "
+                         "order does not", buf);
+                goto failed;
+            }
+
+        } else if (g->type == GEN_IPADD) {
+            len = ASN1_STRING_length(g->d.iPAddress);
+            d = ASN1_STRING_get0_data(g->d.iPAddress);
+
+            int j = 0;
+            cJSON_ArrayForEach(item, ids) {
+                type = pki_json_str(item, "type");
+                value = pki_json_str(item, "value");
+                if (strcmp(type, "ip") == 0
+                    && pki_acme_ip_ok(value, canon, bin, &binlen)
+                    && binlen == len && memcmp(bin, d, len) == 0)
+                {
+                    found = j;
+                }
+                j++;
+            }
+
+            if (found < 0) {
+                snprintf(why, size, "the CSR names an IP address the order "
+                         "does not");
+                goto failed;
+            }
+
+        } else {
+            snprintf(why, size, "the CSR has a SAN type ACME cannot "
+                     "validate");
+            goto failed;
+        }
+
+        if (found < PKI_ACME_MAX_IDS) {
+            seen[found] = 1;
+        }
+    }
+
+    /* a CN must be one of the identifiers too */
+
+    subj = X509_REQ_get_subject_name(csr);
+    for (i = 0; i < X509_NAME_entry_count(subj); i++) {
+        e = X509_NAME_get_entry(subj, i);
+        if (OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)) != NID_commonName) {
+            continue;
+        }
+
+        cn = X509_NAME_ENTRY_get_data(e);
+        len = ASN1_STRING_length(cn);
+        d = ASN1_STRING_get0_data(cn);
+        if (len <= 0 || len >= (int) sizeof(buf)) {
+            snprintf(why, size, "bad CN in the CSR");
+            goto failed;
+        }
+        memcpy(buf, d, len);
+        buf[len] = '\0';
+        for (int k = 0; k < len; k++) {
+            buf[k] = (char) tolower((unsigned char) buf[k]);
+        }
+
+        found = -1;
+        int j = 0;
+        cJSON_ArrayForEach(item, ids) {
+            value = pki_json_str(item, "value");
+            type = pki_json_str(item, "type");
+            if (strcmp(value, buf) == 0
+                || (strcmp(type, "ip") == 0
+                    && pki_acme_ip_ok(buf, canon, bin, &binlen)
+                    && strcmp(canon, value) == 0))
+            {
+                found = j;
+            }
+            j++;
+        }
+
+        if (found < 0) {
+            snprintf(why, size, "the CSR's CN \"%.64s\" is not an identifier "
+                     "of the order", buf);
+            goto failed;
+        }
+
+        if (found < PKI_ACME_MAX_IDS) {
+            seen[found] = 1;
+        }
+    }
+
+    for (i = 0; i < nids && i < PKI_ACME_MAX_IDS; i++) {
+        if (!seen[i]) {
+            item = cJSON_GetArrayItem(ids, i);
+            snprintf(why, size, "the CSR lacks the identifier \"%.64s\"",
+                     pki_json_str(item, "value"));
+            goto failed;
+        }
+    }
+
+    GENERAL_NAMES_free(gens);
+    return 1;
+
+failed:
+
+    GENERAL_NAMES_free(gens);
+    return 0;
+}
+
+
+static char *
+pki_acme_pem_chain(const pki_acme_conf_t *conf, X509 *cert)
+{
+    int              i;
+    BIO             *bio;
+    BUF_MEM         *mem;
+    X509            *x, *cacert;
+    char            *out;
+    STACK_OF(X509)  *chain;
+
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        return NULL;
+    }
+
+    cacert = pki_ca_cert(conf->ca);
+    chain = pki_ca_chain(conf->ca);
+
+    if (!PEM_write_bio_X509(bio, cert) || !PEM_write_bio_X509(bio, cacert)) {
+        BIO_free(bio);
+        return NULL;
+    }
+
+    /* the rest of the chain, without the CA itself and self-signed roots */
+    for (i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        x = sk_X509_value(chain, i);
+        if (X509_cmp(x, cacert) == 0
+            || X509_NAME_cmp(X509_get_subject_name(x),
+                             X509_get_issuer_name(x)) == 0)
+        {
+            continue;
+        }
+        PEM_write_bio_X509(bio, x);
+    }
+
+    BIO_get_mem_ptr(bio, &mem);
+    out = malloc(mem->length + 1);
+    if (out != NULL) {
+        memcpy(out, mem->data, mem->length);
+        out[mem->length] = '\0';
+    }
+
+    BIO_free(bio);
+
+    return out;
+}
+
+
+static void
+pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
+{
+    int              v;
+    char             key[PKI_ACME_KEY_MAX], why[PKI_DETAIL_LEN], requester[80];
+    char             serial[41], *pem, *certid;
+    cJSON           *order, *o, *ids;
+    X509            *cert = NULL;
+    size_t           derlen;
+    X509_REQ        *csr = NULL;
+    const char      *st, *b64;
+    pki_request_t    req;
+    unsigned char   *der = NULL;
+    pki_status_t     rc;
+    pki_issue_ctx_t  ictx;
+
+    memset(&req, 0, sizeof(req));
+
+    if (strcmp(acct, a->acct) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the order belongs to "
+                         "another account");
+        return;
+    }
+
+    rc = pki_acme_order_load(a, acct, oid, &order);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "order");
+        return;
+    }
+
+    st = pki_acme_order_status(a, acct, order);
+    if (st == NULL) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+        goto done;
+    }
+
+    if (strcmp(st, "ready") != 0) {
+        pki_acme_problem(a, 403, "orderNotReady", "the order is %s, not "
+                         "ready", st);
+        goto done;
+    }
+
+    b64 = pki_json_str(a->payload, "csr");
+    if (b64 == NULL
+        || !pki_b64url_decode(b64, strlen(b64), &der, &derlen))
+    {
+        pki_acme_problem(a, 400, "malformed", "finalize needs \"csr\" in "
+                         "base64url");
+        goto done;
+    }
+
+    rc = pki_csr_parse(der, derlen, &csr, a->res);
+    if (rc != PKI_OK) {
+        pki_acme_problem(a, 400, "badCSR", "the CSR is malformed or its "
+                         "signature does not verify");
+        goto done;
+    }
+
+    if (EVP_PKEY_eq(X509_REQ_get0_pubkey(csr), a->key) == 1) {
+        pki_acme_problem(a, 400, "badCSR", "the CSR's key must not be the "
+                         "account key");
+        goto done;
+    }
+
+    ids = cJSON_GetObjectItemCaseSensitive(order, "identifiers");
+    if (!pki_acme_csr_names_ok(csr, ids, why, sizeof(why))) {
+        pki_acme_problem(a, 400, "badCSR", "%s", why);
+        goto done;
+    }
+
+    rc = pki_request_from_csr(a->conf->tmpl, csr, &req, a->res);
+    if (rc != PKI_OK) {
+        if (rc == PKI_POLICY || rc == PKI_MALFORMED) {
+            pki_acme_problem(a, 400, "badCSR", "%s", a->res->detail);
+        } else {
+            pki_acme_fail(a, rc, "finalize");
+        }
+        goto done;
+    }
+
+    req.not_before = (time_t) pki_json_num(order, "notBefore");
+    req.not_after = (time_t) pki_json_num(order, "notAfter");
+
+    /* one finalization per order */
+    pki_key_name(key, sizeof(key), a->conf->redis, acct, "fin", oid);
+    v = pki_acme_cmd_int(a->conf->redis, a->res,
+                         pki_acme_cmd(a->conf->redis, a->res, 6, "SET", key,
+                                      "1", "EX", "60", "NX"));
+    if (v < 0) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+        goto done;
+    }
+    if (v == 0) {
+        pki_acme_problem(a, 403, "orderNotReady", "the order is being "
+                         "finalized");
+        goto done;
+    }
+
+    pki_json_set_str(order, "status", "processing");
+    rc = pki_acme_order_save(a, acct, oid, order);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "finalize");
+        goto unlock;
+    }
+
+    snprintf(requester, sizeof(requester), "acme:%s", acct);
+    ictx.protocol = "acme";
+    ictx.requester = requester;
+    ictx.client = a->req->client;
+
+    rc = pki_issue(a->conf->ca, a->conf->tmpl, a->conf->redis, &req, &ictx,
+                   &cert, a->res);
+    if (rc != PKI_OK) {
+        pki_json_set_str(order, "status", "pending");
+        pki_acme_order_save(a, acct, oid, order);
+
+        if (rc == PKI_POLICY || rc == PKI_MALFORMED) {
+            pki_acme_problem(a, 400, "badCSR", "%s", a->res->detail);
+        } else {
+            pki_acme_fail(a, rc, "finalize");
+        }
+        goto unlock;
+    }
+
+    pem = pki_acme_pem_chain(a->conf, cert);
+    if (pem == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        goto unlock;
+    }
+
+    pki_serial_to_hex(X509_get0_serialNumber(cert), serial);
+
+    pki_json_set_str(order, "status", "valid");
+    pki_json_set_str(order, "cert", pem);
+    pki_json_set_str(order, "serial", serial);
+    pki_json_set_num(order, "keep",
+                     (double) pki_int_asn1_time(X509_get0_notAfter(cert)));
+    free(pem);
+
+    rc = pki_acme_order_save(a, acct, oid, order);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "finalize");
+        goto unlock;
+    }
+
+    if (pki_json_str(order, "replaces") != NULL) {
+        pki_key_name(key, sizeof(key), a->conf->redis, acct, "replaced",
+                     pki_json_str(order, "replaces"));
+        pki_acme_cmd_int(a->conf->redis, a->res,
+                         pki_acme_cmd(a->conf->redis, a->res, 5, "SET", key,
+                                      oid, "EX", "31536000"));
+        pki_key_name(key, sizeof(key), a->conf->redis, acct, "fin", oid);
+    }
+
+    certid = pki_acme_cert_id(cert);
+    snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
+             "issued serial %s", acct, oid, serial);
+    free(certid);
+
+    o = pki_acme_order_obj(a, acct, oid, order, "valid");
+    pki_acme_json(a, 200, o);
+    cJSON_Delete(o);
+
+    a->resp->location = pki_acme_url(a, "order/%s/%s", acct, oid);
+
+unlock:
+
+    pki_key_name(key, sizeof(key), a->conf->redis, acct, "fin", oid);
+    {
+        pki_result_t  tmp;
+
+        pki_result_init(&tmp);
+        pki_acme_cmd_int(a->conf->redis, &tmp,
+                         pki_acme_cmd(a->conf->redis, &tmp, 2, "DEL", key));
+    }
+
+done:
+
+    X509_free(cert);
+    X509_REQ_free(csr);
+    pki_request_clear(&req);
+    free(der);
+    cJSON_Delete(order);
+}
+
+
+static void
+pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
+{
+    cJSON        *order;
+    const char   *pem;
+    pki_status_t  rc;
+
+    if (strcmp(acct, a->acct) != 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the certificate belongs "
+                         "to another account");
+        return;
+    }
+
+    rc = pki_acme_order_load(a, acct, oid, &order);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "certificate");
+        return;
+    }
+
+    pem = pki_json_str(order, "cert");
+    if (pem == NULL) {
+        cJSON_Delete(order);
+        pki_acme_problem(a, 404, "malformed", "no certificate yet");
+        return;
+    }
+
+    a->resp->http_status = 200;
+    pki_acme_body(a->resp, strdup(pem), PKI_ACME_CT_PEM);
+    cJSON_Delete(order);
+
+    if (a->resp->body == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+    }
+}
+
+
+/* ---- revocation ------------------------------------------------------------------- */
+
+static void
+pki_acme_revoke(pki_acme_t *a)
+{
+    int                   reason;
+    char                  requester[80];
+    X509                 *cert = NULL;
+    cJSON                *item;
+    size_t                len;
+    const char           *b64;
+    pki_record_t          rec;
+    pki_status_t          rc;
+    unsigned char        *der = NULL;
+    const unsigned char  *p;
+
+    memset(&rec, 0, sizeof(rec));
+
+    if (a->payload == NULL) {
+        pki_acme_problem(a, 400, "malformed", "revokeCert needs a payload");
+        return;
+    }
+
+    reason = 0;
+    item = cJSON_GetObjectItemCaseSensitive(a->payload, "reason");
+    if (item != NULL) {
+        if (!cJSON_IsNumber(item) || item->valuedouble != (double)
+                                                          item->valueint)
+        {
+            pki_acme_problem(a, 400, "badRevocationReason", "bad reason");
+            return;
+        }
+        reason = item->valueint;
+        if (reason != 0 && reason != 1 && reason != 3 && reason != 4
+            && reason != 5)
+        {
+            pki_acme_problem(a, 400, "badRevocationReason", "reason %d is "
+                             "not allowed (0, 1, 3, 4, 5)", reason);
+            return;
+        }
+    }
+
+    b64 = pki_json_str(a->payload, "certificate");
+    if (b64 == NULL || !pki_b64url_decode(b64, strlen(b64), &der, &len)
+        || len == 0 || len > 65536)
+    {
+        pki_acme_problem(a, 400, "malformed", "revokeCert needs "
+                         "\"certificate\" in base64url");
+        goto done;
+    }
+
+    p = der;
+    cert = d2i_X509(NULL, &p, (long) len);
+    if (cert == NULL || p != der + len) {
+        ERR_clear_error();
+        pki_acme_problem(a, 400, "malformed", "the certificate does not "
+                         "parse");
+        goto done;
+    }
+
+    rc = pki_int_cert_record(a->conf->redis, a->conf->ca, cert, &rec, a->res);
+    if (rc != PKI_OK) {
+        if (rc == PKI_NOT_FOUND) {
+            pki_acme_problem(a, 404, "malformed", "the certificate is not "
+                             "one this CA issued");
+        } else {
+            pki_acme_fail(a, rc, "revokeCert");
+        }
+        goto done;
+    }
+
+    if (a->jws.jwk != NULL) {
+        /* signed with the certificate's own key */
+        if (EVP_PKEY_eq(a->jws.jwk, X509_get0_pubkey(cert)) != 1) {
+            pki_acme_problem(a, 403, "unauthorized", "the request is signed "
+                             "neither by the certificate's key nor by its "
+                             "account");
+            goto done;
+        }
+
+    } else {
+        snprintf(requester, sizeof(requester), "acme:%s", a->acct);
+        if (rec.requester == NULL || strcmp(rec.requester, requester) != 0) {
+            pki_acme_problem(a, 403, "unauthorized", "the certificate "
+                             "belongs to another account");
+            goto done;
+        }
+    }
+
+    if (rec.status == PKI_CERT_REVOKED) {
+        pki_acme_problem(a, 400, "alreadyRevoked", "the certificate is "
+                         "already revoked");
+        goto done;
+    }
+
+    rc = pki_record_revoke(a->conf->redis, pki_ca_name(a->conf->ca),
+                           rec.serial, reason, a->now, 0, NULL, a->res);
+    if (rc == PKI_CONFLICT) {
+        pki_acme_problem(a, 400, "alreadyRevoked", "the certificate is "
+                         "already revoked");
+        goto done;
+    }
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "revokeCert");
+        goto done;
+    }
+
+    snprintf(a->res->log, sizeof(a->res->log), "acme: revoked serial %s "
+             "reason %d", rec.serial, reason);
+
+    a->resp->http_status = 200;
+    pki_acme_body(a->resp, NULL, NULL);
+
+done:
+
+    pki_record_clear(&rec);
+    X509_free(cert);
+    free(der);
+}
+
+
+/* ---- renewal information (RFC 9773) ---------------------------------------------------- */
+
+PKI_API char *
+pki_acme_cert_id(X509 *cert)
+{
+    int                     n;
+    char                   *a = NULL, *b = NULL, *out = NULL;
+    unsigned char          *der = NULL;
+    const ASN1_OCTET_STRING *kid;
+
+    if (cert == NULL) {
+        return NULL;
+    }
+
+    kid = X509_get0_authority_key_id(cert);
+    if (kid == NULL) {
+        return NULL;
+    }
+
+    n = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &der);
+    if (n < 3 || der[1] >= 0x80) {
+        OPENSSL_free(der);
+        return NULL;
+    }
+
+    a = pki_b64url_encode(ASN1_STRING_get0_data(kid),
+                          (size_t) ASN1_STRING_length(kid));
+    b = pki_b64url_encode(der + 2, (size_t) n - 2);
+
+    if (a != NULL && b != NULL) {
+        out = pki_strfmt("%s.%s", a, b);
+    }
+
+    free(a);
+    free(b);
+    OPENSSL_free(der);
+
+    return out;
+}
+
+
+static void
+pki_acme_renewal_info(pki_acme_t *a, const char *certid)
+{
+    char          serial[41];
+    cJSON        *o, *w;
+    long          life;
+    time_t        start, end;
+    pki_record_t  rec;
+    pki_status_t  rc;
+
+    if (!pki_acme_parse_cert_id(a->conf, certid, serial)) {
+        pki_acme_problem(a, 404, "malformed", "not a certificate identifier "
+                         "of this CA");
+        return;
+    }
+
+    rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
+                        &rec, a->res);
+    if (rc != PKI_OK || rec.status == PKI_CERT_PENDING) {
+        if (rc == PKI_OK) {
+            pki_record_clear(&rec);
+        }
+        if (rc == PKI_OK || rc == PKI_NOT_FOUND) {
+            pki_acme_problem(a, 404, "malformed", "unknown certificate");
+        } else {
+            pki_acme_fail(a, rc, "renewalInfo");
+        }
+        return;
+    }
+
+    /* the window is the last third of the template's validity, less its
+     * last sixth: renew at 2/3 .. 5/6 of the lifetime, as an issuance of
+     * this template would last */
+
+    life = pki_template_validity(a->conf->tmpl);
+    if (life <= 0 || life > rec.not_after - rec.not_before) {
+        life = (long) (rec.not_after - rec.not_before);
+    }
+
+    start = rec.not_after - life / 3;
+    end = rec.not_after - life / 6;
+
+    if (rec.status == PKI_CERT_REVOKED) {
+        /* renew now: a window in the past (RFC 9773 4.2) */
+        end = a->now - 1;
+        start = end - 3600;
+    }
+
+    pki_record_clear(&rec);
+
+    o = cJSON_CreateObject();
+    w = cJSON_CreateObject();
+    if (o == NULL || w == NULL) {
+        cJSON_Delete(o);
+        cJSON_Delete(w);
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    pki_json_time(w, "start", start);
+    pki_json_time(w, "end", end);
+    cJSON_AddItemToObject(o, "suggestedWindow", w);
+
+    pki_acme_json(a, 200, o);
+    cJSON_Delete(o);
+
+    a->resp->retry_after = PKI_ACME_ARI_RETRY;
+}
+
+
+/* ---- the request ---------------------------------------------------------------------- */
+
+static int
+pki_acme_split(pki_acme_t *a)
+{
+    char    *p, *s;
+    size_t   len;
+
+    len = strlen(a->req->path);
+    if (len >= sizeof(a->pathbuf)) {
+        return 0;
+    }
+
+    memcpy(a->pathbuf, a->req->path, len + 1);
+
+    a->nseg = 0;
+    s = a->pathbuf;
+
+    while (s != NULL) {
+        if (a->nseg == 5) {
+            return 0;
+        }
+        p = strchr(s, '/');
+        if (p != NULL) {
+            *p++ = '\0';
+        }
+        a->seg[a->nseg++] = s;
+        s = p;
+    }
+
+    return 1;
+}
+
+
+static int
+pki_acme_is(pki_acme_t *a, const char *name, int nseg)
+{
+    return a->nseg == nseg && strcmp(a->seg[0], name) == 0;
+}
+
+
+/* The JWS checks of RFC 8555 6.2-6.5 for a POST.  Returns 1 when the
+ * request may proceed (a->payload, a->key, a->acct set). */
+static int
+pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
+{
+    int           v;
+    char         *url, *prefix;
+    size_t        plen;
+    const char   *ct, *st, *keytext;
+    pki_status_t  rc;
+
+    ct = a->req->content_type;
+    if (ct == NULL || strncasecmp(ct, PKI_ACME_CT_JOSE,
+                                  sizeof(PKI_ACME_CT_JOSE) - 1) != 0
+        || (ct[sizeof(PKI_ACME_CT_JOSE) - 1] != '\0'
+            && ct[sizeof(PKI_ACME_CT_JOSE) - 1] != ';'
+            && ct[sizeof(PKI_ACME_CT_JOSE) - 1] != ' '))
+    {
+        pki_acme_problem(a, 415, "malformed", "Content-Type must be "
+                         PKI_ACME_CT_JOSE);
+        return 0;
+    }
+
+    if (a->req->body_len > (a->conf->max_body ? a->conf->max_body
+                                              : PKI_ACME_MAX_BODY))
+    {
+        pki_acme_problem(a, 413, "malformed", "request body too large");
+        return 0;
+    }
+
+    rc = pki_jws_parse(a->req->body, a->req->body_len, &a->jws, a->res);
+    if (rc != PKI_OK) {
+        pki_acme_problem(a, 400, a->jws.problem ? a->jws.problem
+                                                : "malformed",
+                         "%s", a->res->detail);
+        return 0;
+    }
+
+    url = pki_acme_url(a, "%s", a->req->path);
+    if (url == NULL || strcmp(url, a->jws.url) != 0) {
+        free(url);
+        pki_acme_problem(a, 401, "unauthorized", "the JWS \"url\" is not "
+                         "the request URL");
+        return 0;
+    }
+    free(url);
+
+    if (a->jws.nonce == NULL) {
+        pki_acme_problem(a, 400, "badNonce", "the JWS has no nonce");
+        return 0;
+    }
+
+    if (keyreq == PKI_KEY_JWK && a->jws.jwk == NULL) {
+        pki_acme_problem(a, 400, "malformed", "this request must be signed "
+                         "with \"jwk\"");
+        return 0;
+    }
+
+    if (keyreq == PKI_KEY_KID && a->jws.kid == NULL) {
+        pki_acme_problem(a, 400, "malformed", "this request must be signed "
+                         "with \"kid\"");
+        return 0;
+    }
+
+    if (a->jws.jwk == NULL && a->jws.kid == NULL) {
+        pki_acme_problem(a, 400, "malformed", "the JWS has neither \"jwk\" "
+                         "nor \"kid\"");
+        return 0;
+    }
+
+    if (a->jws.kid != NULL) {
+        prefix = pki_acme_url(a, "acct/");
+        if (prefix == NULL) {
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            return 0;
+        }
+
+        plen = strlen(prefix);
+        if (strncmp(a->jws.kid, prefix, plen) != 0
+            || !pki_id_ok(a->jws.kid + plen))
+        {
+            free(prefix);
+            pki_acme_problem(a, 400, "accountDoesNotExist", "\"kid\" is not "
+                             "an account URL of this server");
+            return 0;
+        }
+
+        snprintf(a->acct, sizeof(a->acct), "%s", a->jws.kid + plen);
+        free(prefix);
+
+        rc = pki_acme_account_load(a, a->acct, &a->account);
+        if (rc == PKI_NOT_FOUND) {
+            pki_acme_problem(a, 400, "accountDoesNotExist", "no such "
+                             "account");
+            return 0;
+        }
+        if (rc != PKI_OK) {
+            pki_acme_fail(a, rc, "account");
+            return 0;
+        }
+
+        keytext = pki_json_str(a->account, "key");
+        a->key = keytext != NULL ? pki_jwk_parse(keytext, strlen(keytext),
+                                                 a->res)
+                                 : NULL;
+        if (a->key == NULL) {
+            pki_acme_problem(a, 500, "serverInternal", "the account key "
+                             "cannot be read");
+            return 0;
+        }
+
+    } else {
+        if (!EVP_PKEY_up_ref(a->jws.jwk)) {
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            return 0;
+        }
+        a->key = a->jws.jwk;
+    }
+
+    rc = pki_jws_verify(&a->jws, a->key, a->res);
+    if (rc != PKI_OK) {
+        pki_acme_problem(a, 400, a->jws.problem ? a->jws.problem
+                                                : "malformed",
+                         "%s", a->res->detail);
+        return 0;
+    }
+
+    /* only now, with a good signature, is the nonce spent */
+
+    v = pki_acme_redeem(a, a->jws.nonce);
+    if (v < 0) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "nonce");
+        return 0;
+    }
+    if (v == 0) {
+        pki_acme_problem(a, 400, "badNonce", "the nonce is unknown, expired "
+                         "or used");
+        return 0;
+    }
+
+    if (a->account != NULL) {
+        st = pki_json_str(a->account, "status");
+        if (st == NULL || strcmp(st, "valid") != 0) {
+            pki_acme_problem(a, 401, "unauthorized", "the account is %s",
+                             st != NULL ? st : "invalid");
+            return 0;
+        }
+    }
+
+    if (a->jws.payload_len > 0) {
+        a->payload = cJSON_ParseWithLength((char *) a->jws.payload,
+                                           a->jws.payload_len);
+        if (!cJSON_IsObject(a->payload)) {
+            pki_acme_problem(a, 400, "malformed", "the payload is not a JSON "
+                             "object");
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+PKI_API void
+pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
+    pki_acme_resp_t *resp)
+{
+    int          post;
+    pki_acme_t   a;
+    const char  *m;
+
+    if (resp == NULL) {
+        return;
+    }
+
+    memset(resp, 0, sizeof(pki_acme_resp_t));
+    pki_result_init(&resp->res);
+
+    memset(&a, 0, sizeof(a));
+    a.conf = conf;
+    a.req = req;
+    a.resp = resp;
+    a.res = &resp->res;
+    a.now = time(NULL);
+
+    if (conf == NULL || conf->ca == NULL || conf->tmpl == NULL
+        || conf->redis == NULL || req == NULL || req->base_url == NULL
+        || req->path == NULL || req->method == NULL)
+    {
+        pki_acme_problem(&a, 500, "serverInternal", "ACME is not "
+                         "configured");
+        return;
+    }
+
+    if (!pki_acme_split(&a)) {
+        pki_acme_problem(&a, 404, "malformed", "no such resource");
+        return;
+    }
+
+    m = req->method;
+    post = strcmp(m, "POST") == 0;
+
+    /* unauthenticated resources */
+
+    if ((a.nseg == 1 && (a.seg[0][0] == '\0'
+                         || strcmp(a.seg[0], "directory") == 0)))
+    {
+        if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+            pki_acme_problem(&a, 405, "malformed", "method not allowed");
+            return;
+        }
+        pki_acme_directory(&a);
+        return;
+    }
+
+    if (pki_acme_is(&a, "new-nonce", 1)) {
+        if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+            pki_acme_problem(&a, 405, "malformed", "method not allowed");
+            return;
+        }
+
+        pki_acme_nonce(&a);
+        if (resp->nonce[0] == '\0') {
+            pki_acme_problem(&a, 503, "serverInternal", "no nonce: service "
+                             "unavailable");
+            return;
+        }
+
+        resp->http_status = strcmp(m, "HEAD") == 0 ? 200 : 204;
+        resp->no_store = 1;
+        goto index;
+    }
+
+    if (pki_acme_is(&a, "renewal-info", 2)) {
+        if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+            pki_acme_problem(&a, 405, "malformed", "method not allowed");
+            return;
+        }
+        pki_acme_renewal_info(&a, a.seg[1]);
+        goto index;
+    }
+
+    if (!post) {
+        if (pki_acme_is(&a, "new-account", 1) || pki_acme_is(&a, "new-order", 1)
+            || pki_acme_is(&a, "revoke-cert", 1)
+            || pki_acme_is(&a, "key-change", 1) || pki_acme_is(&a, "acct", 2)
+            || pki_acme_is(&a, "acct", 3) || pki_acme_is(&a, "order", 3)
+            || pki_acme_is(&a, "authz", 3) || pki_acme_is(&a, "chall", 4)
+            || pki_acme_is(&a, "finalize", 3) || pki_acme_is(&a, "cert", 3))
+        {
+            pki_acme_problem(&a, 405, "malformed", "use POST (or "
+                             "POST-as-GET)");
+        } else {
+            pki_acme_problem(&a, 404, "malformed", "no such resource");
+        }
+        return;
+    }
+
+    /* POST: every response carries a fresh nonce */
+
+    if (pki_acme_is(&a, "new-account", 1)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_JWK)) {
+            pki_acme_new_account(&a);
+        }
+
+    } else if (pki_acme_is(&a, "revoke-cert", 1)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_ANY)) {
+            pki_acme_revoke(&a);
+        }
+
+    } else if (pki_acme_is(&a, "key-change", 1)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_key_change(&a);
+        }
+
+    } else if (pki_acme_is(&a, "new-order", 1)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_new_order(&a);
+        }
+
+    } else if (pki_acme_is(&a, "acct", 2)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_account(&a, a.seg[1]);
+        }
+
+    } else if (pki_acme_is(&a, "acct", 3) && strcmp(a.seg[2], "orders") == 0)
+    {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_orders_list(&a, a.seg[1]);
+        }
+
+    } else if (pki_acme_is(&a, "order", 3)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_order(&a, a.seg[1], a.seg[2]);
+        }
+
+    } else if (pki_acme_is(&a, "authz", 3)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_authz(&a, a.seg[1], a.seg[2]);
+        }
+
+    } else if (pki_acme_is(&a, "chall", 4)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_challenge(&a, a.seg[1], a.seg[2], a.seg[3]);
+        }
+
+    } else if (pki_acme_is(&a, "finalize", 3)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            if (a.payload == NULL) {
+                pki_acme_problem(&a, 400, "malformed", "finalize needs a "
+                                 "payload");
+            } else {
+                pki_acme_finalize(&a, a.seg[1], a.seg[2]);
+            }
+        }
+
+    } else if (pki_acme_is(&a, "cert", 3)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            pki_acme_certificate(&a, a.seg[1], a.seg[2]);
+        }
+
+    } else {
+        pki_acme_problem(&a, 404, "malformed", "no such resource");
+    }
+
+    pki_acme_nonce(&a);
+
+    pki_jws_clear(&a.jws);
+    cJSON_Delete(a.account);
+    cJSON_Delete(a.payload);
+    EVP_PKEY_free(a.key);
+
+index:
+
+    {
+        char  *dir;
+
+        dir = pki_acme_url(&a, "directory");
+        if (dir != NULL) {
+            pki_acme_link(resp, dir, "index");
+            free(dir);
+        }
+    }
+}
+
+
+PKI_API void
+pki_acme_resp_free(pki_acme_resp_t *resp)
+{
+    int  i;
+
+    if (resp == NULL) {
+        return;
+    }
+
+    free(resp->body);
+    free(resp->location);
+    for (i = 0; i < PKI_ACME_MAX_LINKS; i++) {
+        free(resp->links[i]);
+        resp->links[i] = NULL;
+    }
+
+    resp->body = NULL;
+    resp->body_len = 0;
+    resp->location = NULL;
+
+    /* the job is the glue's to run and free */
+}
+
+
+/* ---- validation jobs ------------------------------------------------------------------- */
+
+PKI_API void
+pki_acme_job_free(pki_acme_job_t *job)
+{
+    free(job);
+}
+
+
+PKI_API void
+pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
+    pki_result_t *res)
+{
+    long                     keep;
+    char                     key[PKI_ACME_KEY_MAX], idx[300], num[24];
+    cJSON                   *authz = NULL, *chs, *ch, *found, *err;
+    time_t                   now;
+    const char              *ptype;
+    pki_result_t             local;
+    pki_status_t             rc, vrc;
+    pki_acme_validate_out_t  out;
+
+    if (res == NULL) {
+        pki_result_init(&local);
+        res = &local;
+    }
+
+    if (conf == NULL || job == NULL) {
+        pki_fail(res, PKI_INTERNAL, "bad arguments");
+        return;
+    }
+
+    memset(&out, 0, sizeof(out));
+    pki_result_init(&out.res);
+
+    vrc = pki_acme_validate(&conf->validate, job->chall, job->id_type,
+                            job->identifier, job->token, job->key_authz,
+                            &out);
+
+    now = time(NULL);
+
+    pki_key_name(key, sizeof(key), conf->redis, job->acct, "authz",
+                 job->authz);
+
+    rc = pki_acme_load(conf->redis, key, &authz, res);
+    if (rc != PKI_OK) {
+        pki_fail(res, rc, "validation of %s %s: authorization gone",
+                 job->type, job->identifier);
+        return;
+    }
+
+    found = NULL;
+    chs = cJSON_GetObjectItemCaseSensitive(authz, "challenges");
+    cJSON_ArrayForEach(ch, chs) {
+        if (strcmp(pki_json_str(ch, "type"), job->type) == 0) {
+            found = ch;
+            break;
+        }
+    }
+
+    if (found == NULL
+        || strcmp(pki_json_str(found, "status"), "processing") != 0
+        || strcmp(pki_json_str(authz, "status"), "pending") != 0)
+    {
+        cJSON_Delete(authz);
+        pki_fail(res, PKI_CONFLICT, "validation of %s %s: no longer "
+                 "processing", job->type, job->identifier);
+        return;
+    }
+
+    if (vrc == PKI_OK) {
+        pki_json_set_str(found, "status", "valid");
+        pki_json_set_num(found, "validated", (double) now);
+        pki_json_set_str(authz, "status", "valid");
+
+        keep = conf->authz_reuse > conf->order_ttl ? conf->authz_reuse
+                                                   : conf->order_ttl;
+        if (keep <= 0) {
+            keep = 86400;
+        }
+        pki_json_set_num(authz, "expires", (double) (now + keep));
+
+    } else {
+        pki_json_set_str(found, "status", "invalid");
+        pki_json_set_str(authz, "status", "invalid");
+
+        err = cJSON_CreateObject();
+        if (err != NULL) {
+            char  t[96];
+
+            ptype = out.problem_type != NULL ? out.problem_type
+                                             : "incorrectResponse";
+            snprintf(t, sizeof(t), PKI_ACME_ERR "%s", ptype);
+            cJSON_AddStringToObject(err, "type", t);
+            cJSON_AddStringToObject(err, "detail", out.res.detail[0]
+                                                   ? out.res.detail
+                                                   : "validation failed");
+            cJSON_AddNumberToObject(err, "status", 403);
+            pki_json_set_item(found, "error", err);
+        }
+    }
+
+    rc = pki_acme_authz_save(conf, job->acct, job->authz, authz, now, res);
+
+    if (rc == PKI_OK && vrc == PKI_OK && conf->authz_reuse > 0) {
+        snprintf(idx, sizeof(idx), "%s:%s%s", job->id_type,
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
+                                                              "wildcard"))
+                 ? "*." : "", job->identifier);
+        pki_key_name(key, sizeof(key), conf->redis, job->acct, "valid", idx);
+        snprintf(num, sizeof(num), "%ld", conf->authz_reuse);
+        pki_acme_cmd_int(conf->redis, res,
+                         pki_acme_cmd(conf->redis, res, 5, "SET", key,
+                                      job->authz, "EX", num));
+    }
+
+    cJSON_Delete(authz);
+
+    if (rc != PKI_OK) {
+        return;
+    }
+
+    if (vrc == PKI_OK) {
+        snprintf(res->log, sizeof(res->log), "acme: %s %s:%s valid",
+                 job->type, job->id_type, job->identifier);
+    } else {
+        pki_fail(res, vrc, "%s %s:%s invalid: %s", job->type, job->id_type,
+                 job->identifier, out.res.detail);
+        pki_log(res, "%s", out.res.log);
+    }
+}
+
+
+/* ---- EAB keys (admin API) ----------------------------------------------------------------- */
+
+PKI_API pki_status_t
+pki_acme_eab_new(pki_redis_t *r, char kid[32], char key[64],
+    pki_result_t *res)
+{
+    int   v;
+    char  rkey[PKI_ACME_KEY_MAX], num[24], set[PKI_ACME_KEY_MAX];
+
+    if (!pki_random_id(kid, 32, 12) || !pki_random_id(key, 64, 32)) {
+        return pki_fail(res, PKI_INTERNAL, "no randomness");
+    }
+
+    pki_key_name(rkey, sizeof(rkey), r, NULL, "eab", kid);
+    pki_key_name(set, sizeof(set), r, NULL, "eabs", NULL);
+    snprintf(num, sizeof(num), "%lld", (long long) time(NULL));
+
+    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 8, "HSET", rkey, "hmac",
+                                              key, "status", "active",
+                                              "created", num));
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 3, "SADD", set, kid));
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_acme_eab_list(pki_redis_t *r, char **json, pki_result_t *res)
+{
+    size_t       i, j;
+    char         set[PKI_ACME_KEY_MAX], rkey[PKI_ACME_KEY_MAX];
+    cJSON       *arr, *o;
+    redisReply  *kids, *h;
+
+    *json = NULL;
+
+    pki_key_name(set, sizeof(set), r, NULL, "eabs", NULL);
+
+    kids = pki_acme_cmd(r, res, 2, "SMEMBERS", set);
+    if (kids == NULL || kids->type != REDIS_REPLY_ARRAY) {
+        if (kids != NULL) {
+            freeReplyObject(kids);
+        }
+        return pki_fail(res, PKI_UNAVAILABLE, "certificate store "
+                        "unavailable");
+    }
+
+    arr = cJSON_CreateArray();
+
+    for (i = 0; arr != NULL && i < kids->elements && i < 10000; i++) {
+        if (kids->element[i]->type != REDIS_REPLY_STRING
+            || !pki_id_ok(kids->element[i]->str))
+        {
+            continue;
+        }
+
+        pki_key_name(rkey, sizeof(rkey), r, NULL, "eab",
+                     kids->element[i]->str);
+        h = pki_acme_cmd(r, res, 2, "HGETALL", rkey);
+        if (h == NULL) {
+            cJSON_Delete(arr);
+            freeReplyObject(kids);
+            return PKI_UNAVAILABLE;
+        }
+
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "kid", kids->element[i]->str);
+
+        for (j = 0; h->type == REDIS_REPLY_ARRAY && j + 1 < h->elements;
+             j += 2)
+        {
+            const char  *f = h->element[j]->str;
+            const char  *v = h->element[j + 1]->str;
+
+            if (f == NULL || v == NULL) {
+                continue;
+            }
+            if (strcmp(f, "status") == 0 || strcmp(f, "account") == 0) {
+                cJSON_AddStringToObject(o, f, v);
+            } else if (strcmp(f, "created") == 0) {
+                char  t[32];
+
+                pki_rfc3339((time_t) atoll(v), t);
+                cJSON_AddStringToObject(o, "created", t);
+            }
+        }
+
+        freeReplyObject(h);
+        cJSON_AddItemToArray(arr, o);
+    }
+
+    freeReplyObject(kids);
+
+    *json = arr != NULL ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+
+    if (*json == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
+{
+    int   v;
+    char  rkey[PKI_ACME_KEY_MAX];
+
+    if (kid == NULL || !pki_id_ok(kid)) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such EAB key");
+    }
+
+    pki_key_name(rkey, sizeof(rkey), r, NULL, "eab", kid);
+
+    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 2, "EXISTS", rkey));
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+    if (v == 0) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such EAB key");
+    }
+
+    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 4, "HSET", rkey,
+                                              "status", "disabled"));
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    return PKI_OK;
+}
+

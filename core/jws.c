@@ -1,0 +1,1037 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * JWS (RFC 7515) as RFC 8555 section 6.2 profiles it: flattened JSON
+ * serialization, one signature, protected header only; JWK (RFC 7517)
+ * public keys and their RFC 7638 thumbprints.
+ */
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/param_build.h>
+#include <openssl/rsa.h>
+
+#include "pki.h"
+
+
+#define PKI_JWS_MAX       (1024 * 1024)
+#define PKI_JWK_MAX       8192
+#define PKI_RSA_MIN_BITS  2048
+#define PKI_RSA_MAX_BITS  8192
+
+
+/* ---- base64url ---------------------------------------------------------- */
+
+PKI_API char *
+pki_b64url_encode(const unsigned char *in, size_t len)
+{
+    static const char  tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                               "abcdefghijklmnopqrstuvwxyz0123456789-_";
+    char              *out, *p;
+    size_t             i;
+    unsigned long      v;
+
+    if (len > (SIZE_MAX - 8) / 4 * 3) {
+        return NULL;
+    }
+
+    out = malloc(len / 3 * 4 + 5);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    p = out;
+
+    for (i = 0; i + 2 < len; i += 3) {
+        v = ((unsigned long) in[i] << 16) | (in[i + 1] << 8) | in[i + 2];
+        *p++ = tab[(v >> 18) & 63];
+        *p++ = tab[(v >> 12) & 63];
+        *p++ = tab[(v >> 6) & 63];
+        *p++ = tab[v & 63];
+    }
+
+    if (len - i == 1) {
+        v = (unsigned long) in[i] << 16;
+        *p++ = tab[(v >> 18) & 63];
+        *p++ = tab[(v >> 12) & 63];
+
+    } else if (len - i == 2) {
+        v = ((unsigned long) in[i] << 16) | (in[i + 1] << 8);
+        *p++ = tab[(v >> 18) & 63];
+        *p++ = tab[(v >> 12) & 63];
+        *p++ = tab[(v >> 6) & 63];
+    }
+
+    *p = '\0';
+
+    return out;
+}
+
+
+static int
+pki_b64url_val(int c)
+{
+    if (c >= 'A' && c <= 'Z') {
+        return c - 'A';
+    }
+    if (c >= 'a' && c <= 'z') {
+        return c - 'a' + 26;
+    }
+    if (c >= '0' && c <= '9') {
+        return c - '0' + 52;
+    }
+    if (c == '-') {
+        return 62;
+    }
+    if (c == '_') {
+        return 63;
+    }
+    return -1;
+}
+
+
+PKI_API int
+pki_b64url_decode(const char *in, size_t len, unsigned char **out,
+    size_t *outlen)
+{
+    int             c;
+    size_t          i, n;
+    unsigned char  *buf;
+    unsigned long   v;
+
+    *out = NULL;
+    *outlen = 0;
+
+    if (len % 4 == 1 || len > PKI_JWS_MAX * 2) {
+        return 0;
+    }
+
+    buf = malloc(len / 4 * 3 + 3);
+    if (buf == NULL) {
+        return 0;
+    }
+
+    n = 0;
+    v = 0;
+
+    for (i = 0; i < len; i++) {
+        c = pki_b64url_val((unsigned char) in[i]);
+        if (c < 0) {
+            free(buf);
+            return 0;
+        }
+
+        v = (v << 6) | (unsigned long) c;
+
+        if (i % 4 == 3) {
+            buf[n++] = (v >> 16) & 0xff;
+            buf[n++] = (v >> 8) & 0xff;
+            buf[n++] = v & 0xff;
+            v = 0;
+        }
+    }
+
+    /* the unused low bits of the last character must be zero, so that
+     * one value has one encoding */
+
+    switch (len % 4) {
+    case 2:
+        if (v & 0xf) {
+            free(buf);
+            return 0;
+        }
+        buf[n++] = (v >> 4) & 0xff;
+        break;
+    case 3:
+        if (v & 0x3) {
+            free(buf);
+            return 0;
+        }
+        buf[n++] = (v >> 10) & 0xff;
+        buf[n++] = (v >> 2) & 0xff;
+        break;
+    default:
+        break;
+    }
+
+    buf[n] = '\0';   /* room: len / 4 * 3 + 3 > n */
+
+    *out = buf;
+    *outlen = n;
+
+    return 1;
+}
+
+
+/* ---- JWK ------------------------------------------------------------------- */
+
+/* A base64url member decoded; NULL if absent or malformed. */
+static unsigned char *
+pki_jwk_member(const cJSON *obj, const char *name, size_t *len)
+{
+    cJSON          *item;
+    unsigned char  *out;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsString(item) || item->valuestring == NULL) {
+        return NULL;
+    }
+
+    if (!pki_b64url_decode(item->valuestring, strlen(item->valuestring),
+                           &out, len))
+    {
+        return NULL;
+    }
+
+    return out;
+}
+
+
+static EVP_PKEY *
+pki_jwk_ec(const cJSON *obj, const char *crv, pki_result_t *res)
+{
+    size_t           xlen, ylen, flen;
+    EVP_PKEY        *pk = NULL;
+    const char      *group;
+    EVP_PKEY_CTX    *ctx = NULL;
+    OSSL_PARAM       params[3];
+    unsigned char   *x, *y, pt[1 + 2 * 66];
+
+    if (strcmp(crv, "P-256") == 0) {
+        group = "P-256";
+        flen = 32;
+    } else if (strcmp(crv, "P-384") == 0) {
+        group = "P-384";
+        flen = 48;
+    } else if (strcmp(crv, "P-521") == 0) {
+        group = "P-521";
+        flen = 66;
+    } else {
+        pki_fail(res, PKI_MALFORMED, "unsupported JWK curve");
+        return NULL;
+    }
+
+    x = pki_jwk_member(obj, "x", &xlen);
+    y = pki_jwk_member(obj, "y", &ylen);
+
+    if (x == NULL || y == NULL || xlen != flen || ylen != flen) {
+        pki_fail(res, PKI_MALFORMED, "bad EC JWK coordinates");
+        goto failed;
+    }
+
+    pt[0] = 0x04;
+    memcpy(pt + 1, x, flen);
+    memcpy(pt + 1 + flen, y, flen);
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+                                                 (char *) group, 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
+                                                  pt, 1 + 2 * flen);
+    params[2] = OSSL_PARAM_construct_end();
+
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0
+        || EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+    {
+        pki_fail(res, PKI_MALFORMED, "EC JWK point is not on the curve");
+        goto failed;
+    }
+
+    EVP_PKEY_CTX_free(ctx);
+
+    /* fromdata decodes the point (which checks it is on the curve); the
+     * full public check also refuses the point at infinity */
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
+    if (ctx == NULL || EVP_PKEY_public_check(ctx) != 1) {
+        EVP_PKEY_free(pk);
+        pk = NULL;
+        pki_fail(res, PKI_MALFORMED, "EC JWK point is not valid");
+        goto failed;
+    }
+
+failed:
+
+    EVP_PKEY_CTX_free(ctx);
+    free(x);
+    free(y);
+
+    return pk;
+}
+
+
+static EVP_PKEY *
+pki_jwk_rsa(const cJSON *obj, pki_result_t *res)
+{
+    int              bits;
+    size_t           nlen, elen;
+    BIGNUM          *n = NULL, *e = NULL;
+    EVP_PKEY        *pk = NULL;
+    OSSL_PARAM      *params = NULL;
+    EVP_PKEY_CTX    *ctx = NULL;
+    unsigned char   *nb, *eb;
+    OSSL_PARAM_BLD  *bld = NULL;
+
+    nb = pki_jwk_member(obj, "n", &nlen);
+    eb = pki_jwk_member(obj, "e", &elen);
+
+    if (nb == NULL || eb == NULL || nlen == 0 || elen == 0 || elen > 8
+        || nlen > PKI_RSA_MAX_BITS / 8 + 1)
+    {
+        pki_fail(res, PKI_MALFORMED, "bad RSA JWK");
+        goto failed;
+    }
+
+    n = BN_bin2bn(nb, (int) nlen, NULL);
+    e = BN_bin2bn(eb, (int) elen, NULL);
+    if (n == NULL || e == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    bits = BN_num_bits(n);
+    if (bits < PKI_RSA_MIN_BITS || bits > PKI_RSA_MAX_BITS) {
+        pki_fail(res, PKI_MALFORMED, "RSA JWK must have 2048 to 8192 bits");
+        goto failed;
+    }
+
+    if (!BN_is_odd(e) || BN_is_one(e) || BN_num_bits(e) > 33
+        || !BN_is_odd(n))
+    {
+        pki_fail(res, PKI_MALFORMED, "bad RSA JWK");
+        goto failed;
+    }
+
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL
+        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
+        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e)
+        || (params = OSSL_PARAM_BLD_to_param(bld)) == NULL)
+    {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0
+        || EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+    {
+        pki_fail(res, PKI_MALFORMED, "bad RSA JWK");
+        pk = NULL;
+    }
+
+failed:
+
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    free(nb);
+    free(eb);
+
+    return pk;
+}
+
+
+static EVP_PKEY *
+pki_jwk_okp(const cJSON *obj, const char *crv, pki_result_t *res)
+{
+    int             type;
+    size_t          xlen, want;
+    EVP_PKEY       *pk;
+    unsigned char  *x;
+
+    if (strcmp(crv, "Ed25519") == 0) {
+        type = EVP_PKEY_ED25519;
+        want = 32;
+    } else if (strcmp(crv, "Ed448") == 0) {
+        type = EVP_PKEY_ED448;
+        want = 57;
+    } else {
+        pki_fail(res, PKI_MALFORMED, "unsupported OKP curve");
+        return NULL;
+    }
+
+    x = pki_jwk_member(obj, "x", &xlen);
+    if (x == NULL || xlen != want) {
+        free(x);
+        pki_fail(res, PKI_MALFORMED, "bad OKP JWK");
+        return NULL;
+    }
+
+    pk = EVP_PKEY_new_raw_public_key(type, NULL, x, xlen);
+    free(x);
+
+    if (pk == NULL) {
+        pki_fail(res, PKI_MALFORMED, "bad OKP JWK");
+    }
+
+    return pk;
+}
+
+
+static EVP_PKEY *
+pki_jwk_from_json(const cJSON *obj, pki_result_t *res)
+{
+    cJSON       *kty, *crv;
+    static const char  *priv[] = { "d", "p", "q", "dp", "dq", "qi", "oth",
+                                   "k", NULL };
+    int          i;
+
+    if (!cJSON_IsObject(obj)) {
+        pki_fail(res, PKI_MALFORMED, "JWK is not an object");
+        return NULL;
+    }
+
+    for (i = 0; priv[i] != NULL; i++) {
+        if (cJSON_GetObjectItemCaseSensitive(obj, priv[i]) != NULL) {
+            pki_fail(res, PKI_MALFORMED, "JWK holds private key material");
+            return NULL;
+        }
+    }
+
+    kty = cJSON_GetObjectItemCaseSensitive(obj, "kty");
+    if (!cJSON_IsString(kty) || kty->valuestring == NULL) {
+        pki_fail(res, PKI_MALFORMED, "JWK has no \"kty\"");
+        return NULL;
+    }
+
+    crv = cJSON_GetObjectItemCaseSensitive(obj, "crv");
+
+    if (strcmp(kty->valuestring, "RSA") == 0) {
+        return pki_jwk_rsa(obj, res);
+    }
+
+    if (!cJSON_IsString(crv) || crv->valuestring == NULL) {
+        pki_fail(res, PKI_MALFORMED, "JWK has no \"crv\"");
+        return NULL;
+    }
+
+    if (strcmp(kty->valuestring, "EC") == 0) {
+        return pki_jwk_ec(obj, crv->valuestring, res);
+    }
+
+    if (strcmp(kty->valuestring, "OKP") == 0) {
+        return pki_jwk_okp(obj, crv->valuestring, res);
+    }
+
+    pki_fail(res, PKI_MALFORMED, "unsupported JWK key type");
+    return NULL;
+}
+
+
+PKI_API EVP_PKEY *
+pki_jwk_parse(const char *json, size_t len, pki_result_t *res)
+{
+    cJSON     *obj;
+    EVP_PKEY  *pk;
+
+    if (json == NULL || len == 0 || len > PKI_JWK_MAX) {
+        pki_fail(res, PKI_MALFORMED, "bad JWK");
+        return NULL;
+    }
+
+    obj = cJSON_ParseWithLength(json, len);
+    if (obj == NULL) {
+        pki_fail(res, PKI_MALFORMED, "JWK is not JSON");
+        return NULL;
+    }
+
+    pk = pki_jwk_from_json(obj, res);
+    cJSON_Delete(obj);
+
+    return pk;
+}
+
+
+static char *
+pki_bn_b64url(const BIGNUM *bn, size_t pad)
+{
+    int             n;
+    char           *out;
+    size_t          len;
+    unsigned char  *buf;
+
+    n = BN_num_bytes(bn);
+    len = (size_t) n > pad ? (size_t) n : pad;
+    if (len == 0) {
+        len = 1;
+    }
+
+    buf = calloc(1, len);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    if (BN_bn2binpad(bn, buf, (int) len) < 0) {
+        free(buf);
+        return NULL;
+    }
+
+    out = pki_b64url_encode(buf, len);
+    free(buf);
+
+    return out;
+}
+
+
+PKI_API char *
+pki_jwk_json(EVP_PKEY *pk)
+{
+    int             id;
+    char           *a = NULL, *b = NULL, *out = NULL, crv[32];
+    size_t          len, flen;
+    BIGNUM         *x = NULL, *y = NULL, *n = NULL, *e = NULL;
+    unsigned char   raw[64];
+
+    if (pk == NULL) {
+        return NULL;
+    }
+
+    id = EVP_PKEY_get_base_id(pk);
+
+    switch (id) {
+
+    case EVP_PKEY_EC:
+        if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
+                                            crv, sizeof(crv), NULL)
+            || !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &x)
+            || !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &y))
+        {
+            goto failed;
+        }
+
+        if (strcmp(crv, "prime256v1") == 0 || strcmp(crv, "P-256") == 0) {
+            strcpy(crv, "P-256");
+            flen = 32;
+        } else if (strcmp(crv, "secp384r1") == 0
+                   || strcmp(crv, "P-384") == 0)
+        {
+            strcpy(crv, "P-384");
+            flen = 48;
+        } else if (strcmp(crv, "secp521r1") == 0
+                   || strcmp(crv, "P-521") == 0)
+        {
+            strcpy(crv, "P-521");
+            flen = 66;
+        } else {
+            goto failed;
+        }
+
+        a = pki_bn_b64url(x, flen);
+        b = pki_bn_b64url(y, flen);
+        if (a == NULL || b == NULL) {
+            goto failed;
+        }
+
+        len = strlen(a) + strlen(b) + 64;
+        out = malloc(len);
+        if (out != NULL) {
+            snprintf(out, len, "{\"crv\":\"%s\",\"kty\":\"EC\",\"x\":\"%s\","
+                     "\"y\":\"%s\"}", crv, a, b);
+        }
+        break;
+
+    case EVP_PKEY_RSA:
+        if (!EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &n)
+            || !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &e))
+        {
+            goto failed;
+        }
+
+        a = pki_bn_b64url(e, 0);
+        b = pki_bn_b64url(n, 0);
+        if (a == NULL || b == NULL) {
+            goto failed;
+        }
+
+        len = strlen(a) + strlen(b) + 64;
+        out = malloc(len);
+        if (out != NULL) {
+            snprintf(out, len, "{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}",
+                     a, b);
+        }
+        break;
+
+    case EVP_PKEY_ED25519:
+    case EVP_PKEY_ED448:
+        len = sizeof(raw);
+        if (!EVP_PKEY_get_raw_public_key(pk, raw, &len)) {
+            goto failed;
+        }
+
+        a = pki_b64url_encode(raw, len);
+        if (a == NULL) {
+            goto failed;
+        }
+
+        len = strlen(a) + 64;
+        out = malloc(len);
+        if (out != NULL) {
+            snprintf(out, len, "{\"crv\":\"%s\",\"kty\":\"OKP\",\"x\":\"%s\"}",
+                     id == EVP_PKEY_ED25519 ? "Ed25519" : "Ed448", a);
+        }
+        break;
+
+    default:
+        break;
+    }
+
+failed:
+
+    free(a);
+    free(b);
+    BN_free(x);
+    BN_free(y);
+    BN_free(n);
+    BN_free(e);
+
+    return out;
+}
+
+
+static int
+pki_thumb_of(const char *json, char out[PKI_JWK_THUMB_LEN])
+{
+    char           *b;
+    unsigned char   md[32];
+
+    if (json == NULL
+        || EVP_Digest(json, strlen(json), md, NULL, EVP_sha256(), NULL) != 1)
+    {
+        return 0;
+    }
+
+    b = pki_b64url_encode(md, sizeof(md));
+    if (b == NULL) {
+        return 0;
+    }
+
+    snprintf(out, PKI_JWK_THUMB_LEN, "%s", b);
+    free(b);
+
+    return 1;
+}
+
+
+PKI_API int
+pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN])
+{
+    int    ok;
+    char  *json;
+
+    json = pki_jwk_json(pk);
+    ok = pki_thumb_of(json, out);
+    free(json);
+
+    return ok;
+}
+
+
+/* ---- JWS ------------------------------------------------------------------ */
+
+PKI_API void
+pki_jws_clear(pki_jws_t *jws)
+{
+    if (jws == NULL) {
+        return;
+    }
+
+    free(jws->kid);
+    free(jws->nonce);
+    free(jws->url);
+    EVP_PKEY_free(jws->jwk);
+    free(jws->jwk_json);
+    free(jws->payload);
+    free(jws->signing_input);
+    free(jws->sig);
+
+    memset(jws, 0, sizeof(pki_jws_t));
+}
+
+
+static char *
+pki_json_strdup(const cJSON *obj, const char *name, int *bad)
+{
+    cJSON  *item;
+    char   *s;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (item == NULL) {
+        return NULL;
+    }
+
+    if (!cJSON_IsString(item) || item->valuestring == NULL
+        || strlen(item->valuestring) > 2048)
+    {
+        *bad = 1;
+        return NULL;
+    }
+
+    s = strdup(item->valuestring);
+    if (s == NULL) {
+        *bad = 1;
+    }
+
+    return s;
+}
+
+
+static pki_status_t
+pki_jws_malformed(pki_jws_t *jws, pki_result_t *res, const char *problem,
+    const char *detail)
+{
+    jws->problem = problem;
+    return pki_fail(res, PKI_MALFORMED, "%s", detail);
+}
+
+
+PKI_API pki_status_t
+pki_jws_parse(const unsigned char *body, size_t len, pki_jws_t *jws,
+    pki_result_t *res)
+{
+    int              bad;
+    cJSON           *root = NULL, *hdr = NULL, *item, *prot, *pay, *sig;
+    size_t           hlen, plen, n;
+    const char      *ps, *pp;
+    unsigned char   *hbuf = NULL;
+    pki_status_t     rc;
+
+    memset(jws, 0, sizeof(pki_jws_t));
+
+    if (body == NULL || len == 0) {
+        return pki_jws_malformed(jws, res, "malformed", "empty request body");
+    }
+
+    if (len > PKI_JWS_MAX || memchr(body, '\0', len) != NULL) {
+        return pki_jws_malformed(jws, res, "malformed", "bad request body");
+    }
+
+    root = cJSON_ParseWithLength((const char *) body, len);
+    if (!cJSON_IsObject(root)) {
+        rc = pki_jws_malformed(jws, res, "malformed",
+                               "request body is not a JSON object");
+        goto done;
+    }
+
+    /* flattened serialization only: protected, payload, signature and
+     * nothing else (no "header", no "signatures") */
+
+    for (item = root->child; item != NULL; item = item->next) {
+        if (item->string == NULL
+            || (strcmp(item->string, "protected") != 0
+                && strcmp(item->string, "payload") != 0
+                && strcmp(item->string, "signature") != 0))
+        {
+            rc = pki_jws_malformed(jws, res, "malformed", "JWS must be "
+                                   "flattened JSON with a protected header "
+                                   "only");
+            goto done;
+        }
+    }
+
+    prot = cJSON_GetObjectItemCaseSensitive(root, "protected");
+    pay = cJSON_GetObjectItemCaseSensitive(root, "payload");
+    sig = cJSON_GetObjectItemCaseSensitive(root, "signature");
+
+    if (!cJSON_IsString(prot) || !cJSON_IsString(pay) || !cJSON_IsString(sig)
+        || prot->valuestring == NULL || pay->valuestring == NULL
+        || sig->valuestring == NULL)
+    {
+        rc = pki_jws_malformed(jws, res, "malformed", "JWS needs string "
+                               "\"protected\", \"payload\" and "
+                               "\"signature\"");
+        goto done;
+    }
+
+    ps = prot->valuestring;
+    pp = pay->valuestring;
+    hlen = strlen(ps);
+    plen = strlen(pp);
+
+    if (!pki_b64url_decode(ps, hlen, &hbuf, &n)) {
+        rc = pki_jws_malformed(jws, res, "malformed", "bad base64url in "
+                               "\"protected\"");
+        goto done;
+    }
+
+    hdr = cJSON_ParseWithLength((const char *) hbuf, n);
+    if (!cJSON_IsObject(hdr)) {
+        rc = pki_jws_malformed(jws, res, "malformed", "protected header is "
+                               "not a JSON object");
+        goto done;
+    }
+
+    if (!pki_b64url_decode(pp, plen, &jws->payload, &jws->payload_len)) {
+        rc = pki_jws_malformed(jws, res, "malformed", "bad base64url in "
+                               "\"payload\"");
+        goto done;
+    }
+
+
+    jws->signing_input = malloc(hlen + plen + 2);
+    if (jws->signing_input == NULL) {
+        rc = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    memcpy(jws->signing_input, ps, hlen);
+    jws->signing_input[hlen] = '.';
+    memcpy(jws->signing_input + hlen + 1, pp, plen);
+    jws->signing_input[hlen + plen + 1] = '\0';
+
+    /* header members */
+
+    if (cJSON_GetObjectItemCaseSensitive(hdr, "crit") != NULL) {
+        rc = pki_jws_malformed(jws, res, "malformed", "\"crit\" is not "
+                               "supported");
+        goto done;
+    }
+
+    if (cJSON_GetObjectItemCaseSensitive(hdr, "b64") != NULL) {
+        rc = pki_jws_malformed(jws, res, "malformed", "\"b64\" is not "
+                               "supported");
+        goto done;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
+    if (!cJSON_IsString(item) || item->valuestring == NULL) {
+        rc = pki_jws_malformed(jws, res, "malformed", "protected header has "
+                               "no \"alg\"");
+        goto done;
+    }
+
+    if (strcmp(item->valuestring, "ES256") != 0
+        && strcmp(item->valuestring, "ES384") != 0
+        && strcmp(item->valuestring, "ES512") != 0
+        && strcmp(item->valuestring, "RS256") != 0
+        && strcmp(item->valuestring, "PS256") != 0
+        && strcmp(item->valuestring, "EdDSA") != 0)
+    {
+        rc = pki_jws_malformed(jws, res, "badSignatureAlgorithm",
+                               "unsupported JWS algorithm");
+        goto done;
+    }
+
+    snprintf(jws->alg, sizeof(jws->alg), "%s", item->valuestring);
+
+    if (!pki_b64url_decode(sig->valuestring, strlen(sig->valuestring),
+                           &jws->sig, &jws->sig_len)
+        || jws->sig_len == 0)
+    {
+        rc = pki_jws_malformed(jws, res, "malformed", "bad base64url in "
+                               "\"signature\"");
+        goto done;
+    }
+
+    bad = 0;
+    jws->kid = pki_json_strdup(hdr, "kid", &bad);
+    jws->nonce = pki_json_strdup(hdr, "nonce", &bad);
+    jws->url = pki_json_strdup(hdr, "url", &bad);
+
+    if (bad) {
+        rc = pki_jws_malformed(jws, res, "malformed", "\"kid\", \"nonce\" "
+                               "and \"url\" must be strings");
+        goto done;
+    }
+
+    if (jws->url == NULL) {
+        rc = pki_jws_malformed(jws, res, "malformed", "protected header has "
+                               "no \"url\"");
+        goto done;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(hdr, "jwk");
+
+    if (item != NULL && jws->kid != NULL) {
+        rc = pki_jws_malformed(jws, res, "malformed", "\"jwk\" and \"kid\" "
+                               "are mutually exclusive");
+        goto done;
+    }
+
+    if (item != NULL) {
+        jws->jwk = pki_jwk_from_json(item, res);
+        if (jws->jwk == NULL) {
+            jws->problem = "malformed";
+            rc = res != NULL ? res->status : PKI_MALFORMED;
+            goto done;
+        }
+
+        jws->jwk_json = pki_jwk_json(jws->jwk);
+        if (!pki_thumb_of(jws->jwk_json, jws->thumb)) {
+            rc = pki_fail(res, PKI_INTERNAL, "cannot encode the JWK");
+            goto done;
+        }
+    }
+
+    rc = PKI_OK;
+
+done:
+
+    cJSON_Delete(root);
+    cJSON_Delete(hdr);
+    free(hbuf);
+
+    return rc;
+}
+
+
+/* raw r || s -> DER ECDSA-Sig-Value */
+static unsigned char *
+pki_ecdsa_der(const unsigned char *sig, size_t len, size_t *outlen)
+{
+    int             n;
+    BIGNUM         *r, *s;
+    ECDSA_SIG      *es;
+    unsigned char  *der = NULL;
+
+    es = ECDSA_SIG_new();
+    r = BN_bin2bn(sig, (int) (len / 2), NULL);
+    s = BN_bin2bn(sig + len / 2, (int) (len / 2), NULL);
+
+    if (es == NULL || r == NULL || s == NULL || !ECDSA_SIG_set0(es, r, s)) {
+        ECDSA_SIG_free(es);
+        BN_free(r);
+        BN_free(s);
+        return NULL;
+    }
+
+    n = i2d_ECDSA_SIG(es, &der);
+    ECDSA_SIG_free(es);
+
+    if (n <= 0) {
+        return NULL;
+    }
+
+    *outlen = (size_t) n;
+    return der;
+}
+
+
+PKI_API pki_status_t
+pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key, pki_result_t *res)
+{
+    int              id, ok, bits;
+    char             group[32];
+    size_t           siglen, flen;
+    EVP_MD_CTX      *mctx;
+    EVP_PKEY_CTX    *pctx;
+    const EVP_MD    *md;
+    unsigned char   *der = NULL;
+    const unsigned char *sig;
+
+    if (jws == NULL || key == NULL || jws->signing_input == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    id = EVP_PKEY_get_base_id(key);
+    md = NULL;
+    flen = 0;
+    sig = jws->sig;
+    siglen = jws->sig_len;
+
+    if (strncmp(jws->alg, "ES", 2) == 0) {
+        if (id != EVP_PKEY_EC
+            || !EVP_PKEY_get_utf8_string_param(key,
+                                               OSSL_PKEY_PARAM_GROUP_NAME,
+                                               group, sizeof(group), NULL))
+        {
+            goto badalg;
+        }
+
+        if (strcmp(jws->alg, "ES256") == 0
+            && strcmp(group, "prime256v1") == 0)
+        {
+            md = EVP_sha256();
+            flen = 32;
+        } else if (strcmp(jws->alg, "ES384") == 0
+                   && strcmp(group, "secp384r1") == 0)
+        {
+            md = EVP_sha384();
+            flen = 48;
+        } else if (strcmp(jws->alg, "ES512") == 0
+                   && strcmp(group, "secp521r1") == 0)
+        {
+            md = EVP_sha512();
+            flen = 66;
+        } else {
+            goto badalg;
+        }
+
+        if (jws->sig_len != 2 * flen) {
+            jws->problem = "malformed";
+            return pki_fail(res, PKI_BAD_SIGNATURE, "JWS signature has the "
+                            "wrong length");
+        }
+
+        der = pki_ecdsa_der(jws->sig, jws->sig_len, &siglen);
+        if (der == NULL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+        sig = der;
+
+    } else if (strcmp(jws->alg, "RS256") == 0
+               || strcmp(jws->alg, "PS256") == 0)
+    {
+        bits = EVP_PKEY_get_bits(key);
+        if (id != EVP_PKEY_RSA || bits < PKI_RSA_MIN_BITS) {
+            goto badalg;
+        }
+        md = EVP_sha256();
+
+    } else if (strcmp(jws->alg, "EdDSA") == 0) {
+        if (id != EVP_PKEY_ED25519 && id != EVP_PKEY_ED448) {
+            goto badalg;
+        }
+
+    } else {
+        goto badalg;
+    }
+
+    mctx = EVP_MD_CTX_new();
+    if (mctx == NULL) {
+        OPENSSL_free(der);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    pctx = NULL;
+    ok = EVP_DigestVerifyInit(mctx, &pctx, md, NULL, key) == 1;
+
+    if (ok && strcmp(jws->alg, "PS256") == 0) {
+        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0
+             && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) > 0
+             && EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) > 0;
+    }
+
+    if (ok) {
+        ok = EVP_DigestVerify(mctx, sig, siglen,
+                              (const unsigned char *) jws->signing_input,
+                              strlen(jws->signing_input)) == 1;
+    }
+
+    EVP_MD_CTX_free(mctx);
+    OPENSSL_free(der);
+    ERR_clear_error();
+
+    if (!ok) {
+        jws->problem = "malformed";
+        return pki_fail(res, PKI_BAD_SIGNATURE, "JWS signature does not "
+                        "verify");
+    }
+
+    return PKI_OK;
+
+badalg:
+
+    jws->problem = "badSignatureAlgorithm";
+    return pki_fail(res, PKI_MALFORMED, "JWS algorithm %s does not fit the "
+                    "key", jws->alg);
+}

@@ -1,0 +1,1056 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Matter: TLV <-> DER on every vector pair (byte-exact both ways), corrupt
+ * and truncated TLV, every attestation vector classified as
+ * t/vectors/matter/README.md says, operational chains, and issuance under
+ * the built-in profiles with each refusal rule.
+ */
+
+#include <dirent.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+static char  vec[PATH_MAX];
+static char  tmpdir[PATH_MAX];
+
+
+static unsigned char *
+slurp(const char *dir, const char *name, size_t *len)
+{
+    FILE           *f;
+    long            n;
+    char            path[PATH_MAX * 2];
+    unsigned char  *buf;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t) n + 1);
+    if (buf == NULL || fread(buf, 1, (size_t) n, f) != (size_t) n) {
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = (size_t) n;
+    return buf;
+}
+
+
+static X509 *
+cert_file(const char *sub, const char *name)
+{
+    X509           *x;
+    BIO            *bio;
+    size_t          len;
+    char            dir[PATH_MAX * 2];
+    unsigned char  *buf;
+
+    snprintf(dir, sizeof(dir), "%s/%s", vec, sub);
+    buf = slurp(dir, name, &len);
+    if (buf == NULL) {
+        return NULL;
+    }
+    bio = BIO_new_mem_buf(buf, (int) len);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    free(buf);
+    return x;
+}
+
+
+static X509 *
+cert_hex(const char *hex)
+{
+    long                  n;
+    X509                 *x;
+    unsigned char        *der;
+    const unsigned char  *p;
+
+    der = OPENSSL_hexstr2buf(hex, &n);
+    if (der == NULL) {
+        return NULL;
+    }
+    p = der;
+    x = d2i_X509(NULL, &p, n);
+    OPENSSL_free(der);
+    return x;
+}
+
+
+static int
+find_vectors(void)
+{
+    char        exe[PATH_MAX], *d;
+    const char *env;
+    ssize_t     n;
+    struct stat;
+
+    env = getenv("PKI_TEST_MATTER_VECTORS");
+    if (env) {
+        snprintf(vec, sizeof(vec), "%s", env);
+        return access(vec, R_OK) == 0;
+    }
+
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        d = dirname(exe);
+        snprintf(vec, sizeof(vec), "%s/../t/vectors/matter", d);
+        if (access(vec, R_OK) == 0) {
+            return 1;
+        }
+    }
+
+    snprintf(vec, sizeof(vec), "t/vectors/matter");
+    if (access(vec, R_OK) == 0) {
+        return 1;
+    }
+    snprintf(vec, sizeof(vec), "../t/vectors/matter");
+    return access(vec, R_OK) == 0;
+}
+
+
+/* ---- TLV ------------------------------------------------------------------- */
+
+static const char  *pairs[] = {
+    "Chip-Test-Root01-Cert", "Chip-Test-ICA02-Cert", "TestCert-Root02",
+    "TestCert-ICA01", "TestCert-Node01_01", "TestCert-Node01_02",
+    "TestCert-Node02_04", NULL
+};
+
+
+static void
+test_tlv(void)
+{
+    int             i, bad, crash;
+    size_t          dlen, clen, olen, k;
+    char            dir[PATH_MAX * 2], name[128];
+    unsigned char  *der, *chip, *out, *mut;
+    pki_result_t    res;
+
+    snprintf(dir, sizeof(dir), "%s/operational", vec);
+
+    for (i = 0; pairs[i]; i++) {
+        snprintf(name, sizeof(name), "%s.der", pairs[i]);
+        der = slurp(dir, name, &dlen);
+        snprintf(name, sizeof(name), "%s.chip", pairs[i]);
+        chip = slurp(dir, name, &clen);
+        if (!ok(der && chip, "%s: vector files", pairs[i])) {
+            free(der);
+            free(chip);
+            continue;
+        }
+
+        pki_result_init(&res);
+        ok(pki_matter_der_to_tlv(der, dlen, &out, &olen, &res) == PKI_OK
+           && olen == clen && memcmp(out, chip, clen) == 0,
+           "%s: DER -> TLV byte-exact (%zu B) %s", pairs[i], clen,
+           res.detail);
+        free(out);
+
+        pki_result_init(&res);
+        ok(pki_matter_tlv_to_der(chip, clen, &out, &olen, &res) == PKI_OK
+           && olen == dlen && memcmp(out, der, dlen) == 0,
+           "%s: TLV -> DER byte-exact (%zu B) %s", pairs[i], dlen,
+           res.detail);
+        free(out);
+
+        /* every truncation is refused, never read past the end */
+        bad = 0;
+        for (k = 0; k < clen; k++) {
+            pki_result_init(&res);
+            if (pki_matter_tlv_to_der(chip, k, &out, &olen, &res)
+                != PKI_MALFORMED)
+            {
+                bad++;
+            }
+            free(out);
+        }
+        ok(bad == 0, "%s: all %zu truncated TLVs refused", pairs[i], clen);
+
+        bad = 0;
+        for (k = 0; k < dlen; k++) {
+            pki_result_init(&res);
+            if (pki_matter_der_to_tlv(der, k, &out, &olen, &res) == PKI_OK) {
+                bad++;
+            }
+            free(out);
+        }
+        ok(bad == 0, "%s: all truncated DERs refused", pairs[i]);
+
+        /* single-byte corruption: no crash; a result converts back */
+        mut = malloc(clen);
+        crash = 0;
+        for (k = 0; k < clen; k++) {
+            memcpy(mut, chip, clen);
+            mut[k] ^= (unsigned char) (0x5a + k);
+            pki_result_init(&res);
+            if (pki_matter_tlv_to_der(mut, clen, &out, &olen, &res)
+                == PKI_OK)
+            {
+                unsigned char  *back;
+                size_t          blen;
+
+                if (pki_matter_der_to_tlv(out, olen, &back, &blen, &res)
+                    == PKI_OK && (blen != clen
+                                  || memcmp(back, mut, clen) != 0))
+                {
+                    /* a non-minimal integer width is the only freedom */
+                }
+                free(back);
+            }
+            free(out);
+        }
+        free(mut);
+        ok(crash == 0, "%s: corrupt TLVs handled", pairs[i]);
+
+        free(der);
+        free(chip);
+    }
+
+    snprintf(dir, sizeof(dir), "%s/operational/invalid", vec);
+    chip = slurp(dir, "TestCert-Node01_01-Err01-InvalidTag.chip", &clen);
+    pki_result_init(&res);
+    ok(chip && pki_matter_tlv_to_der(chip, clen, &out, &olen, &res)
+               == PKI_MALFORMED
+       && strstr(res.detail, "invalid TLV tag"),
+       "Err01-InvalidTag rejected: %s", res.detail);
+    free(chip);
+
+    /* attestation DER (VID/PID) cannot be TLV */
+    snprintf(dir, sizeof(dir), "%s/attestation/valid", vec);
+    der = slurp(dir, "PAA-FFF1-Cert.der", &dlen);
+    pki_result_init(&res);
+    ok(der && pki_matter_der_to_tlv(der, dlen, &out, &olen, &res)
+              == PKI_MALFORMED && strstr(res.detail, "VID/PID"),
+       "PAA with VID refused by DER -> TLV: %s", res.detail);
+    free(der);
+
+    pki_result_init(&res);
+    ok(pki_matter_tlv_to_der((const unsigned char *) "\x15\x18", 2, &out,
+                             &olen, &res) == PKI_MALFORMED,
+       "empty TLV structure refused");
+
+    {
+        unsigned char  big[401];
+
+        memset(big, 0x15, sizeof(big));
+        pki_result_init(&res);
+        ok(pki_matter_tlv_to_der(big, sizeof(big), &out, &olen, &res)
+           == PKI_TOO_LARGE, "TLV over 400 bytes refused");
+    }
+}
+
+
+/* ---- attestation vectors ------------------------------------------------------ */
+
+typedef struct {
+    const char  *file;
+    int          success;
+    const char  *reason;
+} json_case_t;
+
+static const json_case_t  json_cases[] = {
+    { "struct_dac_sig_algo_ecdsa_with_sha256.json", 1, NULL },
+    { "struct_dac_vidpid_fallback_encoding_01.json", 1, NULL },
+    { "struct_dac_cert_version_v2.json", 0, "must be X.509 v3" },
+    { "struct_dac_sig_algo_ecdsa_with_sha1.json", 0, "ecdsa-with-SHA256" },
+    { "struct_dac_subject_vid_mismatch.json", 0, "kDacVendorIdMismatch" },
+    { "struct_dac_subject_pid_mismatch.json", 0, "product_id_array" },
+    { "struct_dac_ext_basic_ca_wrong.json", 0, "cA must be FALSE" },
+    { "struct_dac_ext_key_usage_dig_sig_wrong.json", 0,
+      "digitalSignature only" },
+    { "struct_dac_ext_akid_missing.json", 0,
+      "authorityKeyIdentifier: must be present" },
+    { "struct_dac_valid_in_future.json", 0, "kDacExpired" },
+    { "struct_pai_ext_basic_pathlen_presence_wrong.json", 0,
+      "pathLenConstraint must be present" },
+    { "struct_cd_vid_mismatch.json", 0, "vendor_id" },
+    { NULL, 0, NULL }
+};
+
+
+static pki_status_t
+json_vector(const char *sub, const char *file, X509 *paa, X509 *signer,
+    pki_result_t *res)
+{
+    int             pid;
+    long            cdlen;
+    X509           *dac, *pai;
+    cJSON          *j, *v;
+    size_t          len;
+    char            dir[PATH_MAX * 2];
+    pki_status_t    rc;
+    unsigned char  *buf, *cd;
+
+    snprintf(dir, sizeof(dir), "%s/%s", vec, sub);
+    buf = slurp(dir, file, &len);
+    if (buf == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "no file %s", file);
+    }
+    j = cJSON_Parse((char *) buf);
+    free(buf);
+    if (j == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad JSON %s", file);
+    }
+
+    dac = cert_hex(cJSON_GetStringValue(cJSON_GetObjectItem(j, "dac_cert")));
+    pai = cert_hex(cJSON_GetStringValue(cJSON_GetObjectItem(j, "pai_cert")));
+    cd = OPENSSL_hexstr2buf(cJSON_GetStringValue(
+             cJSON_GetObjectItem(j, "certification_declaration")), &cdlen);
+    v = cJSON_GetObjectItem(j, "basic_info_pid");
+    pid = cJSON_IsNumber(v) ? v->valueint
+          : cJSON_IsString(v) ? atoi(v->valuestring) : -1;
+
+    if (dac == NULL || pai == NULL) {
+        /* a DAC parsers refuse outright (v2) */
+        rc = pki_fail(res, PKI_POLICY, "kDacFormatInvalid: unparsable "
+                      "(must be X.509 v3)");
+    } else {
+        rc = pki_matter_verify_attestation(dac, pai, paa, 0, res);
+        if (rc == PKI_OK && cd) {
+            rc = pki_matter_verify_cd(cd, (size_t) cdlen, signer, dac, pai,
+                                      paa, -1, pid, res);
+        }
+    }
+
+    X509_free(dac);
+    X509_free(pai);
+    OPENSSL_free(cd);
+    cJSON_Delete(j);
+
+    return rc;
+}
+
+
+static void
+test_attestation(void)
+{
+    int            i;
+    X509          *paa, *paa_cn, *pai, *pai8000, *dac, *dac1, *dac0001,
+                  *signer;
+    pki_status_t   rc;
+    pki_result_t   res;
+
+    paa = cert_file("attestation/valid", "PAA-FFF1-Cert.pem");
+    paa_cn = cert_file("attestation/valid", "PAA-FFF1-CNonly-Cert.pem");
+    pai = cert_file("attestation/valid", "PAI-FFF1-noPID-Cert.pem");
+    pai8000 = cert_file("attestation/valid", "PAI-FFF1-8000-Cert.pem");
+    dac = cert_file("attestation/valid", "DAC-FFF1-8000-Cert.pem");
+    dac1 = cert_file("attestation/valid", "DAC-FFF1-8001-Cert.pem");
+    dac0001 = cert_file("attestation/valid", "DAC-FFF1-8000-0001-Cert.pem");
+    signer = cert_file("attestation/certification_declaration",
+                       "Chip-Test-CD-Signing-Cert.pem");
+
+    if (!ok(paa && paa_cn && pai && pai8000 && dac && dac1 && dac0001
+            && signer, "attestation vector files"))
+    {
+        return;
+    }
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_attestation(dac, pai, paa, 0, &res) == PKI_OK,
+       "valid: PAA-FFF1 -> PAI-noPID -> DAC-FFF1-8000 %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_verify_attestation(dac1, pai, paa, 0, &res) == PKI_OK,
+       "valid: PAA-FFF1 -> PAI-noPID -> DAC-FFF1-8001 %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_verify_attestation(dac0001, pai8000, paa_cn, 0, &res)
+       == PKI_OK, "valid: PAA-CNonly -> PAI-8000 -> DAC-0001 %s",
+       res.detail);
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_attestation(dac0001, pai8000, paa, 0, &res)
+       != PKI_OK && strstr(res.detail, "kPaaNotFound"),
+       "wrong PAA: %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_verify_attestation(dac, pai8000, paa_cn, 0, &res)
+       != PKI_OK, "DAC under the wrong PAI: %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_verify_attestation(dac1, pai8000, paa_cn, 0, &res)
+       != PKI_OK && strstr(res.detail, "kDacProductIdMismatch"),
+       "PAI PID 8000, DAC PID 8001: %s", res.detail);
+
+    pki_result_init(&res);
+    ok(pki_matter_check(paa, PKI_MATTER_PAA, NULL, &res) == PKI_OK,
+       "PAA-FFF1 passes the PAA profile %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_check(pai, PKI_MATTER_PAI, paa, &res) == PKI_OK,
+       "PAI-noPID passes the PAI profile %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_check(dac, PKI_MATTER_DAC, pai, &res) == PKI_OK,
+       "DAC-FFF1-8000 passes the DAC profile %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_check(pai, PKI_MATTER_DAC, paa, &res) == PKI_POLICY,
+       "a PAI is no DAC: %s", res.detail);
+
+    for (i = 0; json_cases[i].file; i++) {
+        pki_result_init(&res);
+        rc = json_vector("attestation/commissioner_dut", json_cases[i].file,
+                         paa, signer, &res);
+        if (json_cases[i].success) {
+            ok(rc == PKI_OK, "%s: accepted %s", json_cases[i].file,
+               res.detail);
+        } else {
+            ok(rc != PKI_OK && strstr(res.detail, json_cases[i].reason),
+               "%s: rejected (%s)", json_cases[i].file, res.detail);
+        }
+    }
+
+    pki_result_init(&res);
+    rc = json_vector("attestation/revocation", "revoked-dac-01.json", paa,
+                     signer, &res);
+    ok(rc == PKI_OK, "revoked-dac-01: chain and CD verify (revocation is "
+       "the DCL's) %s", res.detail);
+
+    X509_free(paa);
+    X509_free(paa_cn);
+    X509_free(pai);
+    X509_free(pai8000);
+    X509_free(dac);
+    X509_free(dac1);
+    X509_free(dac0001);
+    X509_free(signer);
+}
+
+
+static void
+test_operational(void)
+{
+    X509          *root01, *ica01, *n11, *n12, *root02, *ica02, *n24;
+    pki_result_t   res;
+
+    root01 = cert_file("operational", "Chip-Test-Root01-Cert.pem");
+    ica01 = cert_file("operational", "TestCert-ICA01.pem");
+    n11 = cert_file("operational", "TestCert-Node01_01.pem");
+    n12 = cert_file("operational", "TestCert-Node01_02.pem");
+    root02 = cert_file("operational", "TestCert-Root02.pem");
+    ica02 = cert_file("operational", "Chip-Test-ICA02-Cert.pem");
+    n24 = cert_file("operational", "TestCert-Node02_04.pem");
+
+    if (!ok(root01 && ica01 && n11 && n12 && root02 && ica02 && n24,
+            "operational vector files"))
+    {
+        return;
+    }
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(n11, ica01, root01, &res) == PKI_OK,
+       "Root01 -> ICA01 -> Node01_01 %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(n12, NULL, root01, &res) == PKI_OK,
+       "Root01 -> Node01_02 %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(n24, ica02, root02, &res) == PKI_OK,
+       "Root02 -> ICA02 -> Node02_04 (5 RDNs, 2 CATs) %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(n24, ica01, root01, &res) != PKI_OK,
+       "Node02_04 under ICA01 refused: %s", res.detail);
+    pki_result_init(&res);
+    ok(pki_matter_check(root01, PKI_MATTER_NOC, NULL, &res) == PKI_POLICY,
+       "an RCAC is no NOC: %s", res.detail);
+
+    X509_free(root01);
+    X509_free(ica01);
+    X509_free(n11);
+    X509_free(n12);
+    X509_free(root02);
+    X509_free(ica02);
+    X509_free(n24);
+}
+
+
+/* ---- issuance -------------------------------------------------------------------- */
+
+static EVP_PKEY *
+ec_key(const char *curve)
+{
+    return EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
+}
+
+
+static pki_key_t *
+file_key(EVP_PKEY *pk, const char *name)
+{
+    FILE          *f;
+    char           path[PATH_MAX * 2];
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    snprintf(path, sizeof(path), "%s/%s.key", tmpdir, name);
+    f = fopen(path, "w");
+    if (f == NULL || !PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL))
+    {
+        if (f) {
+            fclose(f);
+        }
+        return NULL;
+    }
+    fclose(f);
+
+    pki_result_init(&res);
+    k = pki_key_new(path, NULL, &res);
+    if (k && pki_key_open(k, &res) != PKI_OK) {
+        pki_key_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+
+static pki_ca_t *
+make_ca(X509 *cert, pki_key_t *key, const char *name, pki_template_t *t1,
+    pki_template_t *t2, const char *chain)
+{
+    FILE          *f;
+    char           path[PATH_MAX * 2];
+    const char    *argv[1];
+    pki_ca_t      *ca;
+    pki_result_t   res;
+
+    snprintf(path, sizeof(path), "%s/%s.pem", tmpdir, name);
+    f = fopen(path, "w");
+    if (f == NULL || !PEM_write_X509(f, cert)) {
+        if (f) {
+            fclose(f);
+        }
+        return NULL;
+    }
+    fclose(f);
+
+    argv[0] = path;
+    pki_result_init(&res);
+    ca = pki_ca_new(name);
+    if (ca == NULL || pki_ca_set(ca, "certificate", 1, argv, &res) != PKI_OK
+        || (chain && pki_ca_set(ca, "chain", 1, &chain, &res) != PKI_OK)
+        || pki_ca_set_key(ca, key, &res) != PKI_OK
+        || (t1 && pki_ca_add_template(ca, t1, &res) != PKI_OK)
+        || (t2 && pki_ca_add_template(ca, t2, &res) != PKI_OK)
+        || pki_ca_finish(ca, &res) != PKI_OK)
+    {
+        diag("make_ca %s: %s %s", name, res.detail, res.log);
+        pki_ca_free(ca);
+        return NULL;
+    }
+    return ca;
+}
+
+
+static X509_REQ *
+make_csr(EVP_PKEY *pk, const char *cn, const char *vid, const EVP_MD *md)
+{
+    X509_REQ       *req, *out;
+    X509_NAME      *n;
+    unsigned char  *der;
+    int             len;
+    pki_result_t    res;
+
+    req = X509_REQ_new();
+    n = X509_NAME_new();
+    if (cn) {
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                                   (const unsigned char *) cn, -1, -1, 0);
+    }
+    if (vid) {
+        X509_NAME_add_entry_by_txt(n, "1.3.6.1.4.1.37244.2.1",
+                                   MBSTRING_UTF8, (const unsigned char *) vid,
+                                   -1, -1, 0);
+    }
+    X509_REQ_set_subject_name(req, n);
+    X509_NAME_free(n);
+    X509_REQ_set_pubkey(req, pk);
+    X509_REQ_sign(req, pk, md);
+
+    der = NULL;
+    len = i2d_X509_REQ(req, &der);
+    X509_REQ_free(req);
+    out = NULL;
+    pki_result_init(&res);
+    pki_csr_parse(der, (size_t) len, &out, &res);
+    OPENSSL_free(der);
+    return out;
+}
+
+
+static X509_NAME *
+opname(const char *const *attrs)
+{
+    int         i;
+    X509_NAME  *n;
+
+    n = X509_NAME_new();
+    for (i = 0; attrs[i]; i += 2) {
+        X509_NAME_add_entry_by_txt(n, attrs[i], MBSTRING_UTF8,
+                                   (const unsigned char *) attrs[i + 1], -1,
+                                   -1, 0);
+    }
+    return n;
+}
+
+
+#define NODE    "1.3.6.1.4.1.37244.1.1"
+#define FABRIC  "1.3.6.1.4.1.37244.1.5"
+#define CAT     "1.3.6.1.4.1.37244.1.6"
+#define RCACID  "1.3.6.1.4.1.37244.1.4"
+#define ICACID  "1.3.6.1.4.1.37244.1.3"
+#define VID     "1.3.6.1.4.1.37244.2.1"
+#define PID     "1.3.6.1.4.1.37244.2.2"
+
+typedef struct {
+    const char   *name;
+    const char   *attrs[16];
+    const char   *reason;    /* NULL: issued */
+} noc_case_t;
+
+static const noc_case_t  noc_cases[] = {
+    { "plain NOC", { NODE, "DEDEDEDE00010001", FABRIC, "FAB000000000001D",
+                     NULL }, NULL },
+    { "3 CATs", { NODE, "0000000000000001", FABRIC, "FAB000000000001D",
+                  CAT, "ABCD0001", CAT, "ABCE0002", CAT, "ABCF0003", NULL },
+      NULL },
+    { "4 CATs", { NODE, "0000000000000001", FABRIC, "FAB000000000001D",
+                  CAT, "ABCD0001", CAT, "ABCE0002", CAT, "ABCF0003",
+                  CAT, "ABC00003", NULL }, "5 RDNs" },
+    { "CAT version 0", { NODE, "0000000000000001", FABRIC, "FAB000000000001D",
+                         CAT, "ABCD0000", NULL }, "CAT version" },
+    { "CAT identifiers twice", { NODE, "0000000000000001", FABRIC,
+                                 "FAB000000000001D", CAT, "ABCD0001",
+                                 CAT, "ABCD0002", NULL }, "distinct" },
+    { "node-id 0", { NODE, "0000000000000000", FABRIC, "FAB000000000001D",
+                     NULL }, "operational range" },
+    { "node-id FFFFFFF000000000", { NODE, "FFFFFFF000000000", FABRIC,
+                                    "FAB000000000001D", NULL },
+      "operational range" },
+    { "lowercase node-id", { NODE, "dededede00010001", FABRIC,
+                             "FAB000000000001D", NULL }, "uppercase hex" },
+    { "short node-id", { NODE, "DEDEDEDE0001", FABRIC, "FAB000000000001D",
+                         NULL }, "16 uppercase hex" },
+    { "fabric-id 0", { NODE, "0000000000000001", FABRIC, "0000000000000000",
+                       NULL }, "fabric-id must not be 0" },
+    { "no fabric-id", { NODE, "0000000000000001", NULL },
+      "exactly one matter-fabric-id" },
+    { "other fabric than the ICAC", { NODE, "0000000000000001", FABRIC,
+                                      "FAB0000000000002", NULL },
+      "fabric-id must equal" },
+    { "no node-id", { FABRIC, "FAB000000000001D", "CN", "x", NULL },
+      "exactly one of" },
+    { "node-id twice", { NODE, "0000000000000001", NODE, "0000000000000002",
+                         FABRIC, "FAB000000000001D", NULL },
+      "exactly one of" },
+    { "VID in a NOC", { NODE, "0000000000000001", FABRIC, "FAB000000000001D",
+                        VID, "FFF1", NULL }, "VID/PID" },
+    { "rcac-id in a NOC", { NODE, "0000000000000001", FABRIC,
+                            "FAB000000000001D", RCACID, "CACACACA00000001",
+                            NULL }, "exactly one of" },
+    { NULL, { NULL }, NULL }
+};
+
+
+static void
+test_issuance(void)
+{
+    int              i;
+    X509            *paa, *pai, *dac, *rcac, *icac, *noc;
+    EVP_PKEY        *kpaa, *kpai, *kdev, *k384, *krc, *kic, *knoc;
+    X509_REQ        *csr;
+    pki_key_t       *fpaa, *fpai, *frc, *fic;
+    pki_ca_t        *capaa, *capai, *carc, *caic;
+    pki_template_t  *tpaa, *tpai, *tdac, *tdac2, *trc, *tic, *tnoc, *t;
+    pki_request_t    req;
+    pki_result_t     res;
+    X509_NAME       *n;
+    unsigned char   *der, *tlv, *back;
+    size_t           tlvlen, blen;
+    int              dlen;
+    const char      *paa_attrs[] = { "CN", "Test PAA", VID, "FFF1", NULL };
+    const char      *pai_attrs[] = { "CN", "Test PAI", VID, "FFF1", NULL };
+    const char      *rc_attrs[] = { RCACID, "CACACACA00000001", FABRIC,
+                                    "FAB000000000001D", NULL };
+    const char      *ic_attrs[] = { ICACID, "CACACACA00000002", NULL };
+    const char      *ic2_attrs[] = { ICACID, "CACACACA00000003", FABRIC,
+                                     "FAB000000000001D", NULL };
+    const char      *a[4];
+
+    kpaa = ec_key("P-256");
+    kpai = ec_key("P-256");
+    kdev = ec_key("P-256");
+    k384 = ec_key("P-384");
+    krc = ec_key("P-256");
+    kic = ec_key("P-256");
+    knoc = ec_key("P-256");
+    fpaa = file_key(kpaa, "paa");
+    fpai = file_key(kpai, "pai");
+    frc = file_key(krc, "rcac");
+    fic = file_key(kic, "icac");
+
+    pki_result_init(&res);
+    tpaa = pki_matter_template_new("matter-paa", &res);
+    tpai = pki_matter_template_new("matter-pai", &res);
+    tdac = pki_matter_template_new("matter-dac", &res);
+    trc = pki_matter_template_new("matter-rcac", &res);
+    tic = pki_matter_template_new("matter-icac", &res);
+    tnoc = pki_matter_template_new("matter-noc", &res);
+    ok(tpaa && tpai && tdac && trc && tic && tnoc && fpaa && fpai && frc
+       && fic, "built-in templates and keys %s", res.detail);
+    ok(pki_matter_template_new("matter-xyz", &res) == NULL
+       && pki_matter_template_new("device", &res) == NULL,
+       "unknown built-in names give NULL");
+    ok(pki_matter_template_type(tnoc) == PKI_MATTER_NOC,
+       "template type of matter-noc");
+
+    /* PAA -> PAI -> DAC */
+    n = opname(paa_attrs);
+    pki_result_init(&res);
+    ok(pki_selfsign(fpaa, tpaa, n, &paa, &res) == PKI_OK,
+       "PAA issued %s %s", res.detail, res.log);
+    X509_NAME_free(n);
+
+    capaa = paa ? make_ca(paa, fpaa, "paa", tpai, NULL, NULL) : NULL;
+    n = opname(pai_attrs);
+    memset(&req, 0, sizeof(req));
+    req.subject = n;
+    req.pubkey = kpai;
+    pki_result_init(&res);
+    pai = NULL;
+    ok(capaa && pki_issue(capaa, tpai, NULL, &req, NULL, &pai, &res)
+                == PKI_OK, "PAI (FFF1, no PID) issued %s", res.detail);
+    X509_NAME_free(n);
+
+    /* DAC needs a PID: template matter_pid */
+    t = pki_template_new("dac-8000");
+    a[0] = "dac";
+    pki_template_set(t, "matter", 1, a, &res);
+    a[0] = "8000";
+    pki_template_set(t, "matter_pid", 1, a, &res);
+    pki_result_init(&res);
+    ok(pki_template_finish(t, &res) == PKI_OK, "template dac-8000 %s",
+       res.detail);
+    tdac2 = t;
+
+    capai = pai ? make_ca(pai, fpai, "pai", tdac, tdac2, NULL) : NULL;
+    ok(capai != NULL, "PAI as a CA");
+
+    if (capai) {
+        /* the CSR claims VID FFF2: ignored, the DAC gets the PAI's VID */
+        csr = make_csr(kdev, "device 0001", "FFF2", EVP_sha256());
+        pki_result_init(&res);
+        ok(csr && pki_request_from_csr(tdac2, csr, &req, &res) == PKI_OK,
+           "DAC request from a CSR %s", res.detail);
+        dac = NULL;
+        pki_result_init(&res);
+        ok(pki_issue(capai, tdac2, NULL, &req, NULL, &dac, &res) == PKI_OK,
+           "DAC issued %s %s", res.detail, res.log);
+        pki_request_clear(&req);
+        pki_result_init(&res);
+        ok(dac && pki_matter_verify_attestation(dac, pai, paa, 0, &res)
+                  == PKI_OK, "issued chain passes verify-attestation %s",
+           res.detail);
+        if (dac) {
+            char  buf[256];
+
+            X509_NAME_oneline(X509_get_subject_name(dac), buf, sizeof(buf));
+            ok(strstr(buf, "=FFF1") && strstr(buf, "=8000")
+               && !strstr(buf, "FFF2"), "DAC subject %s", buf);
+            ok(ASN1_STRING_length(X509_get0_serialNumber(dac)) <= 20,
+               "DAC serial at most 20 octets");
+            ok(i2d_X509(dac, NULL) <= 600, "DAC DER at most 600 bytes");
+        }
+        X509_free(dac);
+
+        /* no PID anywhere */
+        pki_result_init(&res);
+        ok(pki_request_from_csr(tdac, csr, &req, &res) == PKI_OK
+           && pki_issue(capai, tdac, NULL, &req, NULL, &dac, &res)
+              == PKI_POLICY && strstr(res.detail, "no PID"),
+           "DAC without any PID refused: %s", res.detail);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+
+        /* P-384 */
+        csr = make_csr(k384, "device", NULL, EVP_sha256());
+        pki_result_init(&res);
+        ok(csr && pki_request_from_csr(tdac2, csr, &req, &res) == PKI_POLICY
+           && strstr(res.detail, "P-256"), "P-384 CSR refused: %s",
+           res.detail);
+        X509_REQ_free(csr);
+
+        /* SHA-384 signature */
+        csr = make_csr(kdev, "device", NULL, EVP_sha384());
+        pki_result_init(&res);
+        ok(csr && pki_request_from_csr(tdac2, csr, &req, &res) == PKI_POLICY
+           && strstr(res.detail, "ecdsa-with-SHA256"),
+           "ecdsa-with-SHA384 CSR refused: %s", res.detail);
+        X509_REQ_free(csr);
+    }
+
+    /* template VID differing from the PAI */
+    t = pki_template_new("dac-fff2");
+    a[0] = "dac";
+    pki_template_set(t, "matter", 1, a, &res);
+    a[0] = "FFF2";
+    pki_template_set(t, "matter_vid", 1, a, &res);
+    a[0] = "8000";
+    pki_template_set(t, "matter_pid", 1, a, &res);
+    pki_template_finish(t, &res);
+    if (capaa) {
+        pki_ca_t  *c2 = make_ca(pai, fpai, "pai2", t, NULL, NULL);
+
+        csr = make_csr(kdev, "device", NULL, EVP_sha256());
+        pki_result_init(&res);
+        ok(c2 && csr && pki_request_from_csr(t, csr, &req, &res) == PKI_OK
+           && pki_issue(c2, t, NULL, &req, NULL, &dac, &res) == PKI_POLICY
+           && strstr(res.detail, "DAC VID = PAI VID"),
+           "template VID FFF2 under a FFF1 PAI refused: %s", res.detail);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        pki_ca_free(c2);
+    }
+    pki_template_free(t);
+
+    /* template rules */
+    {
+        static const struct {
+            const char  *type;
+            const char  *line;
+            const char  *arg;
+            const char  *reason;
+        } tc[] = {
+            { "dac", "key_types", "ec:P-384", "only \"key_types ec:P-256\"" },
+            { "noc", "extended_key_usage", "serverAuth", "clientAuth" },
+            { "rcac", "extended_key_usage", "clientAuth", "no extended" },
+            { "pai", "basic_constraints", "ca:true", "basic_constraints" },
+            { "dac", "key_usage", "keyAgreement", "key_usage" },
+            { "noc", "matter_vid", "FFF1", "do not apply" },
+            { NULL, NULL, NULL, NULL }
+        };
+
+        for (i = 0; tc[i].type; i++) {
+            t = pki_template_new("x");
+            a[0] = tc[i].type;
+            pki_template_set(t, "matter", 1, a, &res);
+            a[0] = tc[i].arg;
+            pki_result_init(&res);
+            pki_template_set(t, tc[i].line, 1, a, &res);
+            pki_result_init(&res);
+            ok(pki_template_finish(t, &res) != PKI_OK
+               && strstr(res.detail, tc[i].reason),
+               "template matter %s + %s %s refused: %s", tc[i].type,
+               tc[i].line, tc[i].arg, res.detail);
+            pki_template_free(t);
+        }
+
+        t = pki_template_new("x");
+        a[0] = "fff1";
+        pki_result_init(&res);
+        ok(pki_template_set(t, "matter_vid", 1, a, &res) == PKI_MALFORMED,
+           "lowercase matter_vid refused: %s", res.detail);
+        a[0] = "nocx";
+        ok(pki_template_set(t, "matter", 1, a, &res) == PKI_MALFORMED,
+           "unknown Matter profile refused");
+        pki_template_free(t);
+    }
+
+    /* RCAC -> ICAC -> NOC */
+    n = opname(rc_attrs);
+    pki_result_init(&res);
+    rcac = NULL;
+    ok(pki_selfsign(frc, trc, n, &rcac, &res) == PKI_OK, "RCAC issued %s",
+       res.detail);
+    X509_NAME_free(n);
+
+    carc = rcac ? make_ca(rcac, frc, "rcac", tic, NULL, NULL) : NULL;
+    n = opname(ic_attrs);
+    memset(&req, 0, sizeof(req));
+    req.subject = n;
+    req.pubkey = kic;
+    icac = NULL;
+    pki_result_init(&res);
+    ok(carc && pki_issue(carc, tic, NULL, &req, NULL, &icac, &res) == PKI_OK,
+       "ICAC issued %s", res.detail);
+    X509_NAME_free(n);
+
+    /* a chain file: the ICAC CA knows its RCAC */
+    if (icac && rcac) {
+        char   cpath[PATH_MAX * 2];
+        FILE  *f;
+
+        snprintf(cpath, sizeof(cpath), "%s/rcac-chain.pem", tmpdir);
+        f = fopen(cpath, "w");
+        if (f) {
+            PEM_write_X509(f, rcac);
+            fclose(f);
+        }
+    }
+    {
+        char  cpath[PATH_MAX * 2];
+
+        snprintf(cpath, sizeof(cpath), "%s/rcac-chain.pem", tmpdir);
+        caic = icac ? make_ca(icac, fic, "icac", tnoc, NULL, cpath) : NULL;
+    }
+
+    for (i = 0; caic && noc_cases[i].name; i++) {
+        n = opname(noc_cases[i].attrs);
+        memset(&req, 0, sizeof(req));
+        req.subject = n;
+        req.pubkey = knoc;
+        noc = NULL;
+        pki_result_init(&res);
+        if (noc_cases[i].reason == NULL) {
+            ok(pki_issue(caic, tnoc, NULL, &req, NULL, &noc, &res) == PKI_OK,
+               "NOC %s issued %s", noc_cases[i].name, res.detail);
+            pki_result_init(&res);
+            ok(noc && pki_matter_verify_operational(noc, icac, rcac, &res)
+                      == PKI_OK, "NOC %s passes the operational checks %s",
+               noc_cases[i].name, res.detail);
+            der = NULL;
+            dlen = noc ? i2d_X509(noc, &der) : 0;
+            tlv = back = NULL;
+            pki_result_init(&res);
+            ok(dlen > 0
+               && pki_matter_der_to_tlv(der, (size_t) dlen, &tlv, &tlvlen,
+                                        &res) == PKI_OK
+               && tlvlen <= 400
+               && pki_matter_tlv_to_der(tlv, tlvlen, &back, &blen, &res)
+                  == PKI_OK
+               && blen == (size_t) dlen && memcmp(back, der, blen) == 0,
+               "NOC %s: TLV %zu B round-trips %s", noc_cases[i].name,
+               tlvlen, res.detail);
+            OPENSSL_free(der);
+            free(tlv);
+            free(back);
+        } else {
+            ok(pki_issue(caic, tnoc, NULL, &req, NULL, &noc, &res)
+               == PKI_POLICY && strstr(res.detail, noc_cases[i].reason),
+               "NOC %s refused: %s", noc_cases[i].name, res.detail);
+        }
+        X509_free(noc);
+        X509_NAME_free(n);
+    }
+
+    /* an ICAC with a fabric-id too: then 3 CATs no longer fit 600 B */
+    if (carc) {
+        X509      *icac2 = NULL;
+        pki_ca_t  *caic2;
+        char       cpath[PATH_MAX * 2];
+
+        n = opname(ic2_attrs);
+        memset(&req, 0, sizeof(req));
+        req.subject = n;
+        req.pubkey = kic;
+        pki_result_init(&res);
+        ok(pki_issue(carc, tic, NULL, &req, NULL, &icac2, &res) == PKI_OK,
+           "ICAC with fabric-id issued %s", res.detail);
+        X509_NAME_free(n);
+        snprintf(cpath, sizeof(cpath), "%s/rcac-chain.pem", tmpdir);
+        caic2 = icac2 ? make_ca(icac2, fic, "icac2", tnoc, NULL, cpath)
+                      : NULL;
+        n = opname(noc_cases[1].attrs);
+        req.subject = n;
+        req.pubkey = knoc;
+        noc = NULL;
+        pki_result_init(&res);
+        ok(caic2 && pki_issue(caic2, tnoc, NULL, &req, NULL, &noc, &res)
+                    == PKI_POLICY && strstr(res.detail, "600"),
+           "NOC over 600 B DER refused: %s", res.detail);
+        X509_free(noc);
+        X509_NAME_free(n);
+        pki_ca_free(caic2);
+        X509_free(icac2);
+    }
+
+    if (icac && rcac) {
+        der = NULL;
+        dlen = i2d_X509(icac, &der);
+        pki_result_init(&res);
+        ok(pki_matter_der_to_tlv(der, (size_t) dlen, &tlv, &tlvlen, &res)
+           == PKI_OK, "ICAC converts to TLV (%zu B)", tlvlen);
+        free(tlv);
+        OPENSSL_free(der);
+        pki_result_init(&res);
+        ok(pki_matter_check(rcac, PKI_MATTER_RCAC, NULL, &res) == PKI_OK,
+           "RCAC profile %s", res.detail);
+    }
+
+    /* a DAC template cannot issue from a NOC CA's plain CSR path */
+    csr = make_csr(kdev, "x", NULL, EVP_sha256());
+    pki_result_init(&res);
+    ok(pki_request_from_csr(tnoc, csr, &req, &res) == PKI_POLICY,
+       "matter-noc from a plain CSR refused: %s", res.detail);
+    X509_REQ_free(csr);
+
+    pki_ca_free(capaa);
+    pki_ca_free(capai);
+    pki_ca_free(carc);
+    pki_ca_free(caic);
+    X509_free(paa);
+    X509_free(pai);
+    X509_free(rcac);
+    X509_free(icac);
+    pki_template_free(tpaa);
+    pki_template_free(tpai);
+    pki_template_free(tdac);
+    pki_template_free(tdac2);
+    pki_template_free(trc);
+    pki_template_free(tic);
+    pki_template_free(tnoc);
+    pki_key_free(fpaa);
+    pki_key_free(fpai);
+    pki_key_free(frc);
+    pki_key_free(fic);
+    EVP_PKEY_free(kpaa);
+    EVP_PKEY_free(kpai);
+    EVP_PKEY_free(kdev);
+    EVP_PKEY_free(k384);
+    EVP_PKEY_free(krc);
+    EVP_PKEY_free(kic);
+    EVP_PKEY_free(knoc);
+}
+
+
+int
+main(void)
+{
+    const char  *t;
+
+    pki_init();
+
+    if (!find_vectors()) {
+        skip_all("t/vectors/matter not found");
+    }
+
+    t = getenv("PKI_TEST_TMPDIR");
+    snprintf(tmpdir, sizeof(tmpdir), "%s/matter-XXXXXX", t ? t : "/tmp");
+    if (mkdtemp(tmpdir) == NULL) {
+        skip_all("no temp dir");
+    }
+
+    test_tlv();
+    test_attestation();
+    test_operational();
+    test_issuance();
+
+    return done_testing();
+}

@@ -1,0 +1,1071 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ngx_http_acme_module: an ACME server (RFC 8555) in one location.  The
+ * glue turns a request below the location into a pki_acme_req_t, runs
+ * pki_acme_handle() in the thread pool (every ACME resource touches
+ * Redis), sends the pki_acme_resp_t back, and then runs the challenge
+ * validation the response asked for as a detached pool task: the client
+ * gets "processing" at once and polls.
+ *
+ * Needs ngx_http_pki_module loaded first (load_module order).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_pki_module.h"
+
+
+#define NGX_HTTP_ACME_RETRY_AFTER  5
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    pki_ca_t                  *ca;
+    pki_template_t            *tmpl;
+    ngx_str_t                  prefix;      /* the location, no "/" at end */
+
+    ngx_flag_t                 eab_required;
+    ngx_str_t                  tos;
+    ngx_str_t                  website;
+    ngx_array_t               *caa;         /* ngx_str_t */
+    time_t                     authz_reuse;
+    time_t                     nonce_ttl;
+    time_t                     order_ttl;
+    size_t                     max_body_size;
+
+    ngx_uint_t                 http_port;
+    ngx_uint_t                 tls_port;
+    ngx_str_t                  resolver;
+    ngx_str_t                  resolve_to;
+    ngx_flag_t                 allow_private;
+    ngx_msec_t                 validation_timeout;
+
+    pki_acme_conf_t           *conf;        /* built at merge time */
+} ngx_http_acme_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  file;        /* first acme directive, for */
+    ngx_uint_t                 line;        /* the "needs pki_redis" error */
+} ngx_http_acme_main_conf_t;
+
+
+typedef struct {
+    pki_acme_conf_t            conf;
+    pki_acme_req_t             req;
+    pki_acme_resp_t            resp;
+} ngx_http_acme_ctx_t;
+
+
+typedef struct {
+    pki_acme_conf_t            conf;
+    pki_acme_job_t            *job;
+    pki_result_t               res;
+} ngx_http_acme_job_ctx_t;
+
+
+static ngx_int_t ngx_http_acme_handler(ngx_http_request_t *r);
+static void ngx_http_acme_body_handler(ngx_http_request_t *r);
+static void ngx_http_acme_work(void *data);
+static void ngx_http_acme_done(ngx_http_request_t *r, void *data);
+static void ngx_http_acme_post_job(ngx_http_request_t *r,
+    ngx_http_acme_ctx_t *ctx);
+static void ngx_http_acme_job_work(void *data);
+static void ngx_http_acme_job_done(void *data);
+static ngx_int_t ngx_http_acme_send(ngx_http_request_t *r,
+    ngx_http_acme_ctx_t *ctx);
+static ngx_int_t ngx_http_acme_send_problem(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, const char *detail);
+static ngx_int_t ngx_http_acme_add_header(ngx_http_request_t *r,
+    const char *key, u_char *value, size_t len);
+static char *ngx_http_acme_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
+static void *ngx_http_acme_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_acme_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_acme_init(ngx_conf_t *cf);
+
+static char *ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+
+static ngx_command_t  ngx_http_acme_commands[] = {
+
+    { ngx_string("acme"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_acme,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("acme_eab_required"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, eab_required),
+      NULL },
+
+    { ngx_string("acme_terms_of_service"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, tos),
+      NULL },
+
+    { ngx_string("acme_website"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, website),
+      NULL },
+
+    { ngx_string("acme_caa_identities"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_str_array_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, caa),
+      NULL },
+
+    { ngx_string("acme_authz_reuse"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, authz_reuse),
+      NULL },
+
+    { ngx_string("acme_nonce_ttl"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, nonce_ttl),
+      NULL },
+
+    { ngx_string("acme_order_ttl"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, order_ttl),
+      NULL },
+
+    { ngx_string("acme_max_body_size"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("acme_validation_http_port"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, http_port),
+      NULL },
+
+    { ngx_string("acme_validation_tls_port"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, tls_port),
+      NULL },
+
+    { ngx_string("acme_validation_resolver"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, resolver),
+      NULL },
+
+    { ngx_string("acme_validation_resolve_to"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, resolve_to),
+      NULL },
+
+    { ngx_string("acme_validation_allow_private"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, allow_private),
+      NULL },
+
+    { ngx_string("acme_validation_timeout"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, validation_timeout),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_acme_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_acme_init,                    /* postconfiguration */
+
+    ngx_http_acme_create_main_conf,        /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_acme_create_loc_conf,         /* create location configuration */
+    ngx_http_acme_merge_loc_conf           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_acme_module = {
+    NGX_MODULE_V1,
+    &ngx_http_acme_module_ctx,             /* module context */
+    ngx_http_acme_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_acme_handler(ngx_http_request_t *r)
+{
+    u_char                    *p, *end;
+    size_t                     len;
+    ngx_int_t                  rc;
+    ngx_str_t                  host, path, base;
+    ngx_http_acme_ctx_t       *ctx;
+    ngx_http_acme_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_acme_module);
+
+    if (!alcf->enable || alcf->conf == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* <prefix>[/<path>] */
+
+    if (r->uri.len < alcf->prefix.len
+        || ngx_strncmp(r->uri.data, alcf->prefix.data, alcf->prefix.len) != 0)
+    {
+        goto not_found;
+    }
+
+    p = r->uri.data + alcf->prefix.len;
+    end = r->uri.data + r->uri.len;
+
+    if (p < end) {
+        if (*p != '/') {
+            goto not_found;
+        }
+        p++;
+    }
+
+    path.data = p;
+    path.len = end - p;
+
+    if (path.len > 400 || ngx_strlchr(path.data, end, '\0') != NULL) {
+        goto not_found;
+    }
+
+    /* the base URL as the client sees it: scheme, Host, location */
+
+    if (r->headers_in.host) {
+        host = r->headers_in.host->value;
+
+    } else {
+        host = r->headers_in.server;
+    }
+
+    if (host.len == 0 || host.len > 255) {
+        goto not_found;
+    }
+
+    len = sizeof("https://") - 1 + host.len + alcf->prefix.len;
+
+    base.data = ngx_pnalloc(r->pool, len + 1);
+    if (base.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(base.data, "%s://%V%V",
+#if (NGX_HTTP_SSL)
+                    r->connection->ssl ? "https" : "http",
+#else
+                    "http",
+#endif
+                    &host, &alcf->prefix);
+    *p = '\0';
+    base.len = p - base.data;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_acme_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->conf = *alcf->conf;
+    ctx->conf.redis = ngx_http_pki_redis(r);
+
+    ctx->req.base_url = (char *) base.data;
+    ctx->req.path = ngx_http_acme_cstr(r->pool, &path);
+    ctx->req.method = ngx_http_acme_cstr(r->pool, &r->method_name);
+    ctx->req.client = ngx_http_acme_cstr(r->pool,
+                                         &r->connection->addr_text);
+
+    if (ctx->req.path == NULL || ctx->req.method == NULL
+        || ctx->req.client == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->headers_in.content_type) {
+        ctx->req.content_type = ngx_http_acme_cstr(r->pool,
+                                          &r->headers_in.content_type->value);
+        if (ctx->req.content_type == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_acme_module);
+
+    if (r->headers_in.content_length_n > (off_t) alcf->max_body_size) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        return ngx_http_acme_send_problem(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                          "malformed",
+                                          "request body too large");
+    }
+
+    rc = ngx_http_pki_read_body(r, alcf->max_body_size,
+                                ngx_http_acme_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+
+not_found:
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    return ngx_http_acme_send_problem(r, NGX_HTTP_NOT_FOUND, "malformed",
+                                      "no such resource");
+}
+
+
+static void
+ngx_http_acme_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                  body;
+    ngx_http_acme_ctx_t       *ctx;
+    ngx_http_acme_loc_conf_t  *alcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_acme_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_acme_module);
+
+    rc = ngx_http_pki_request_body(r, alcf->max_body_size, &body);
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        ngx_http_finalize_request(r,
+            ngx_http_acme_send_problem(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                       "malformed", "request body too large"));
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->req.body = body.data;
+    ctx->req.body_len = body.len;
+
+    rc = ngx_http_pki_post(r, ngx_http_acme_work, ngx_http_acme_done, ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        /* drops the reference of the body reading; the task holds one */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "acme: request from %V shed: thread pool queue full",
+                      &r->connection->addr_text);
+
+        ngx_http_finalize_request(r,
+            ngx_http_acme_send_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "rateLimited",
+                                       "busy, retry later"));
+        return;
+
+    default:
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+}
+
+
+/* pool thread */
+
+static void
+ngx_http_acme_work(void *data)
+{
+    ngx_http_acme_ctx_t *ctx = data;
+
+    pki_acme_handle(&ctx->conf, &ctx->req, &ctx->resp);
+}
+
+
+static void
+ngx_http_acme_done(ngx_http_request_t *r, void *data)
+{
+    ngx_int_t             rc;
+    ngx_http_acme_ctx_t  *ctx = data;
+
+    rc = ngx_http_acme_send(r, ctx);
+
+    if (ctx->resp.job) {
+        ngx_http_acme_post_job(r, ctx);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static void
+ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
+{
+    ngx_int_t                 rc;
+    ngx_http_acme_job_ctx_t  *jctx;
+
+    jctx = ngx_calloc(sizeof(ngx_http_acme_job_ctx_t), r->connection->log);
+    if (jctx == NULL) {
+        pki_acme_job_free(ctx->resp.job);
+        ctx->resp.job = NULL;
+        return;
+    }
+
+    jctx->conf = ctx->conf;
+    jctx->job = ctx->resp.job;
+    ctx->resp.job = NULL;
+
+    rc = ngx_http_pki_post_detached(r, ngx_http_acme_job_work,
+                                    ngx_http_acme_job_done, jctx);
+
+    if (rc != NGX_OK) {
+        /* the challenge stays "processing"; a new POST restarts it */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "acme: challenge validation not started: %s",
+                      rc == NGX_DECLINED ? "thread pool queue full"
+                                         : "error");
+        pki_acme_job_free(jctx->job);
+        ngx_free(jctx);
+    }
+}
+
+
+/* pool thread */
+
+static void
+ngx_http_acme_job_work(void *data)
+{
+    ngx_http_acme_job_ctx_t *jctx = data;
+
+    pki_result_init(&jctx->res);
+    pki_acme_job_run(&jctx->conf, jctx->job, &jctx->res);
+}
+
+
+static void
+ngx_http_acme_job_done(void *data)
+{
+    ngx_http_acme_job_ctx_t *jctx = data;
+
+    ngx_uint_t  level;
+
+    level = jctx->res.status == PKI_OK ? NGX_LOG_INFO
+            : (jctx->res.status == PKI_UNAVAILABLE
+               || jctx->res.status == PKI_INTERNAL) ? NGX_LOG_ERR
+            : NGX_LOG_INFO;
+
+    ngx_log_error(level, ngx_cycle->log, 0, "acme: validation: %s%s%s%s",
+                  jctx->res.status == PKI_OK ? "ok" : jctx->res.detail,
+                  jctx->res.log[0] ? " (" : "", jctx->res.log,
+                  jctx->res.log[0] ? ")" : "");
+
+    pki_acme_job_free(jctx->job);
+    ngx_free(jctx);
+}
+
+
+static ngx_int_t
+ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
+{
+    u_char           *p;
+    size_t            len;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_uint_t        i, level, status;
+    ngx_chain_t       out;
+    pki_acme_resp_t  *resp;
+
+    resp = &ctx->resp;
+
+    status = resp->http_status;
+
+    if (status < 200 || status > 599) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (status >= 400) {
+        level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
+
+        ngx_log_error(level, r->connection->log, 0,
+                      "acme: %V from %V failed: %s%s%s%s",
+                      &r->uri, &r->connection->addr_text,
+                      resp->res.detail,
+                      resp->res.log[0] ? " (" : "", resp->res.log,
+                      resp->res.log[0] ? ")" : "");
+
+    } else if (resp->res.log[0]) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "%s",
+                      resp->res.log);
+    }
+
+    b = NULL;
+
+    if (resp->body && resp->body_len) {
+        b = ngx_create_temp_buf(r->pool, resp->body_len);
+        if (b == NULL) {
+            goto failed;
+        }
+
+        b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
+        b->last_buf = (r == r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b ? (off_t) (b->last - b->pos) : 0;
+
+    if (resp->content_type && b) {
+        len = ngx_strlen(resp->content_type);
+
+        r->headers_out.content_type.data = (u_char *) resp->content_type;
+        r->headers_out.content_type.len = len;
+        r->headers_out.content_type_len = len;
+    }
+
+    if (resp->nonce[0]) {
+        len = ngx_strlen(resp->nonce);
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        ngx_memcpy(p, resp->nonce, len);
+
+        if (ngx_http_acme_add_header(r, "Replay-Nonce", p, len) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    if (resp->location) {
+        len = ngx_strlen(resp->location);
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        ngx_memcpy(p, resp->location, len);
+
+        if (ngx_http_acme_add_header(r, "Location", p, len) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < PKI_ACME_MAX_LINKS; i++) {
+        if (resp->links[i] == NULL) {
+            continue;
+        }
+
+        len = ngx_strlen(resp->links[i]);
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        ngx_memcpy(p, resp->links[i], len);
+
+        if (ngx_http_acme_add_header(r, "Link", p, len) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    if (resp->retry_after > 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        len = ngx_sprintf(p, "%d", resp->retry_after) - p;
+
+        if (ngx_http_acme_add_header(r, "Retry-After", p, len) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    if (ngx_http_acme_add_header(r, "Cache-Control", (u_char *) "no-store",
+                                 sizeof("no-store") - 1)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    pki_acme_resp_free(resp);
+
+    if (b == NULL || r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+
+failed:
+
+    pki_acme_resp_free(resp);
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_acme_send_problem(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *detail)
+{
+    u_char       *p;
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    len = sizeof("{\"type\":\"urn:ietf:params:acme:error:\",\"detail\":\"\","
+                 "\"status\":}") + ngx_strlen(type) + ngx_strlen(detail)
+          + NGX_INT_T_LEN;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->pos, "{\"type\":\"urn:ietf:params:acme:error:%s\","
+                          "\"detail\":\"%s\",\"status\":%ui}",
+                          type, detail, status);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    ngx_str_set(&r->headers_out.content_type, "application/problem+json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_acme_add_header(r, "Retry-After", p,
+                                     ngx_sprintf(p, "%d",
+                                                 NGX_HTTP_ACME_RETRY_AFTER)
+                                     - p)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_acme_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_acme_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+
+    return (char *) p;
+}
+
+
+static void *
+ngx_http_acme_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_acme_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_acme_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     amcf->file = { 0, NULL };
+     *     amcf->line = 0;
+     */
+
+    return amcf;
+}
+
+
+static void *
+ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_acme_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_acme_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->prefix = { 0, NULL };
+     *     conf->tos = { 0, NULL };
+     *     conf->website = { 0, NULL };
+     *     conf->resolver = { 0, NULL };
+     *     conf->resolve_to = { 0, NULL };
+     *     conf->conf = NULL;
+     */
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->ca = NGX_CONF_UNSET_PTR;
+    conf->tmpl = NGX_CONF_UNSET_PTR;
+    conf->eab_required = NGX_CONF_UNSET;
+    conf->caa = NGX_CONF_UNSET_PTR;
+    conf->authz_reuse = NGX_CONF_UNSET;
+    conf->nonce_ttl = NGX_CONF_UNSET;
+    conf->order_ttl = NGX_CONF_UNSET;
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->http_port = NGX_CONF_UNSET_UINT;
+    conf->tls_port = NGX_CONF_UNSET_UINT;
+    conf->allow_private = NGX_CONF_UNSET;
+    conf->validation_timeout = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static const char *
+ngx_http_acme_conf_cstr(ngx_conf_t *cf, ngx_str_t *s)
+{
+    if (s->len == 0) {
+        return NULL;
+    }
+
+    return ngx_http_acme_cstr(cf->pool, s);
+}
+
+
+static char *
+ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_acme_loc_conf_t *prev = parent;
+    ngx_http_acme_loc_conf_t *conf = child;
+
+    u_char                    *p;
+    ngx_str_t                 *s;
+    ngx_uint_t                 i;
+    pki_acme_conf_t           *ac;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_ptr_value(conf->ca, prev->ca, NULL);
+    ngx_conf_merge_ptr_value(conf->tmpl, prev->tmpl, NULL);
+    ngx_conf_merge_str_value(conf->prefix, prev->prefix, "");
+
+    ngx_conf_merge_value(conf->eab_required, prev->eab_required, 0);
+    ngx_conf_merge_str_value(conf->tos, prev->tos, "");
+    ngx_conf_merge_str_value(conf->website, prev->website, "");
+    ngx_conf_merge_ptr_value(conf->caa, prev->caa, NULL);
+    ngx_conf_merge_sec_value(conf->authz_reuse, prev->authz_reuse, 86400);
+    ngx_conf_merge_sec_value(conf->nonce_ttl, prev->nonce_ttl, 3600);
+    ngx_conf_merge_sec_value(conf->order_ttl, prev->order_ttl, 86400);
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              64 * 1024);
+
+    ngx_conf_merge_uint_value(conf->http_port, prev->http_port, 80);
+    ngx_conf_merge_uint_value(conf->tls_port, prev->tls_port, 443);
+    ngx_conf_merge_str_value(conf->resolver, prev->resolver, "");
+    ngx_conf_merge_str_value(conf->resolve_to, prev->resolve_to, "");
+    ngx_conf_merge_value(conf->allow_private, prev->allow_private, 0);
+    ngx_conf_merge_msec_value(conf->validation_timeout,
+                              prev->validation_timeout, 10000);
+
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->http_port == 0 || conf->http_port > 65535
+        || conf->tls_port == 0 || conf->tls_port > 65535)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "acme_validation ports must be 1..65535");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->nonce_ttl < 1 || conf->order_ttl < 60) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "acme_nonce_ttl must be at least 1s and "
+                           "acme_order_ttl at least 60s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->max_body_size < 1024 || conf->max_body_size > 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "acme_max_body_size must be 1k..1m");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->conf == NULL || conf->conf == prev->conf) {
+        ac = ngx_pcalloc(cf->pool, sizeof(pki_acme_conf_t));
+        if (ac == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ac->ca = conf->ca;
+        ac->tmpl = conf->tmpl;
+        ac->tos = ngx_http_acme_conf_cstr(cf, &conf->tos);
+        ac->website = ngx_http_acme_conf_cstr(cf, &conf->website);
+        ac->eab_required = conf->eab_required ? 1 : 0;
+        ac->authz_reuse = (long) conf->authz_reuse;
+        ac->nonce_ttl = (long) conf->nonce_ttl;
+        ac->order_ttl = (long) conf->order_ttl;
+        ac->max_body = conf->max_body_size;
+
+        if (conf->caa != NULL) {
+            ac->caa = ngx_pcalloc(cf->pool,
+                                  (conf->caa->nelts + 1) * sizeof(char *));
+            if (ac->caa == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            s = conf->caa->elts;
+            for (i = 0; i < conf->caa->nelts; i++) {
+                ac->caa[i] = ngx_http_acme_cstr(cf->pool, &s[i]);
+                if (ac->caa[i] == NULL) {
+                    return NGX_CONF_ERROR;
+                }
+            }
+        }
+
+        ac->validate.http_port = (unsigned) conf->http_port;
+        ac->validate.tls_port = (unsigned) conf->tls_port;
+        ac->validate.resolver = ngx_http_acme_conf_cstr(cf, &conf->resolver);
+        ac->validate.resolve_to = ngx_http_acme_conf_cstr(cf,
+                                                          &conf->resolve_to);
+        ac->validate.allow_private = conf->allow_private ? 1 : 0;
+        ac->validate.timeout_ms = (unsigned) conf->validation_timeout;
+        ac->validate.max_redirects = 10;
+
+        conf->conf = ac;
+    }
+
+    /* the location name, without a trailing "/" */
+
+    if (conf->prefix.len && conf->prefix.data[conf->prefix.len - 1] == '/') {
+        p = ngx_pnalloc(cf->pool, conf->prefix.len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(p, conf->prefix.data, conf->prefix.len - 1);
+        conf->prefix.data = p;
+        conf->prefix.len--;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == NULL) {
+        clcf->handler = ngx_http_acme_handler;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_acme_init(ngx_conf_t *cf)
+{
+    ngx_http_acme_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
+
+    if (amcf->line && !ngx_http_pki_has_redis(cf)) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"acme\" needs \"pki_redis\" in http{} in %V:%ui",
+                      &amcf->file, amcf->line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* acme CA TEMPLATE;  acme off; */
+
+static char *
+ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_acme_loc_conf_t *alcf = conf;
+
+    ngx_str_t                  *value;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_acme_main_conf_t  *amcf;
+
+    (void) cmd;
+
+    if (alcf->ca != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "off") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\", "
+                               "use \"acme CA TEMPLATE\" or \"acme off\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        alcf->enable = 0;
+        alcf->ca = NULL;
+        alcf->tmpl = NULL;
+
+        return NGX_CONF_OK;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+#if (NGX_PCRE)
+    if (clcf->regex) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"acme\" needs a prefix location, not a regex");
+        return NGX_CONF_ERROR;
+    }
+#endif
+
+    if (clcf->name.len == 0 || clcf->name.data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"acme\" needs a prefix location");
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->prefix = clcf->name;
+
+    alcf->ca = ngx_http_pki_find_ca(cf, &value[1]);
+    if (alcf->ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->tmpl = ngx_http_pki_find_template(cf, &value[2]);
+    if (alcf->tmpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown template \"%V\" "
+                           "(declare pki_template before use)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!pki_ca_allows(alcf->ca, alcf->tmpl)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "CA \"%V\" does not allow template \"%V\"",
+                           &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->enable = 1;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
+
+    if (amcf->line == 0) {
+        amcf->file = cf->conf_file->file.name;
+        amcf->line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
