@@ -17,7 +17,7 @@ C=corpus
 T=$(mktemp -d /tmp/pki-fuzz-seeds.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 
-for t in base64 csr est ocsp admin conf redis; do
+for t in base64 csr est ocsp admin conf redis jws matter; do
     mkdir -p "$C/$t"
     rm -f "$C/$t"/seed-*
 done
@@ -208,7 +208,70 @@ red admin-revoke 1f ":1\r\n$rec"
 red admin-get 2f "$rec"
 red admin-list 0f "*2\r\n\$1\r\n0\r\n*1\r\n\$21\r\nfz:{ca:issuing}:cert:0A\r\n$rec"
 
-for t in base64 csr est ocsp admin conf redis; do
+# ---- Matter: TLV (byte 0 = 00) and DER (01) certificates of the test vectors
+V=../t/vectors/matter
+for f in "$V"/operational/*.chip "$V"/operational/invalid/*.chip; do
+    [ -f "$f" ] && seed "$f" matter "tlv-$(basename "$f" .chip)" 00
+done
+for f in "$V"/operational/TestCert-Root02.der "$V"/operational/TestCert-Node01_01.der \
+         $(ls "$V"/attestation/*.der 2>/dev/null | head -4); do
+    [ -f "$f" ] && seed "$f" matter "der-$(basename "$f" .der)" 01
+done
+head -c 60 "$V"/operational/TestCert-Node01_01.chip > "$T/tr"; seed "$T/tr" matter tlv-truncated 00
+
+# ---- JWS / JWK / base64url (ACME) ----------------------------------------------------
+perl - "$C/jws" <<'PERL'
+use strict;
+use warnings;
+use Crypt::PK::ECC;
+use Crypt::PK::RSA;
+use Crypt::PK::Ed25519;
+use JSON::PP;
+use MIME::Base64 qw(encode_base64url);
+my $dir = shift;
+my $J = JSON::PP->new->canonical;
+sub out { my ($n, $s) = @_; open(my $f, '>', "$dir/seed-$n") or die; print $f $s; close $f }
+sub jwk { my $h = $_[0]->export_key_jwk('public', 1);
+          return { map { $_ => $h->{$_} } grep { /^(kty|crv|x|y|n|e)$/ } keys %$h } }
+my $ec = Crypt::PK::ECC->new; $ec->generate_key('secp256r1');
+my $p384 = Crypt::PK::ECC->new; $p384->generate_key('secp384r1');
+my $rsa = Crypt::PK::RSA->new; $rsa->generate_key(256, 65537);
+my $ed = Crypt::PK::Ed25519->new; $ed->generate_key;
+sub jws {
+    my ($k, $alg, $hdr, $payload, $sign) = @_;
+    my $p64 = encode_base64url($J->encode($hdr));
+    my $pl = defined $payload ? encode_base64url($payload) : '';
+    my $sig = $sign->("$p64.$pl");
+    return $J->encode({ protected => $p64, payload => $pl, signature => encode_base64url($sig) });
+}
+my $url = 'https://127.0.0.1:8443/acme/new-account';
+out('ec-jwk', jws($ec, 'ES256', { alg => 'ES256', jwk => jwk($ec), nonce => 'AAAAAAAAAAAAAAAAAAAAAA', url => $url },
+    '{"termsOfServiceAgreed":true,"contact":["mailto:a@example.com"]}',
+    sub { $ec->sign_message_rfc7518($_[0], 'SHA256') }));
+out('ec-kid', jws($ec, 'ES256', { alg => 'ES256', kid => 'https://127.0.0.1:8443/acme/acct/1', nonce => 'n', url => $url },
+    '{"identifiers":[{"type":"dns","value":"a.example"}]}', sub { $ec->sign_message_rfc7518($_[0], 'SHA256') }));
+out('ec-post-as-get', jws($ec, 'ES256', { alg => 'ES256', kid => 'k', nonce => 'n', url => $url }, undef,
+    sub { $ec->sign_message_rfc7518($_[0], 'SHA256') }));
+out('p384', jws($p384, 'ES384', { alg => 'ES384', jwk => jwk($p384), nonce => 'n', url => $url }, '{}',
+    sub { $p384->sign_message_rfc7518($_[0], 'SHA384') }));
+out('rsa', jws($rsa, 'RS256', { alg => 'RS256', jwk => jwk($rsa), nonce => 'n', url => $url }, '{}',
+    sub { $rsa->sign_message($_[0], 'SHA256', 'v1.5') }));
+out('ps256', jws($rsa, 'PS256', { alg => 'PS256', jwk => jwk($rsa), nonce => 'n', url => $url }, '{}',
+    sub { $rsa->sign_message($_[0], 'SHA256', 'pss', 32) }));
+out('ed25519', jws($ed, 'EdDSA', { alg => 'EdDSA', jwk => jwk($ed), nonce => 'n', url => $url }, '{}',
+    sub { $ed->sign_message($_[0]) }));
+out('badsig', jws($ec, 'ES256', { alg => 'ES256', jwk => jwk($ec), nonce => 'n', url => $url }, '{}', sub { 'x' x 64 }));
+out('crit', jws($ec, 'ES256', { alg => 'ES256', crit => ['b64'], b64 => JSON::PP::false, jwk => jwk($ec), url => $url }, '{}', sub { 'x' }));
+out('none', jws($ec, 'none', { alg => 'none', jwk => jwk($ec), url => $url }, '{}', sub { '' }));
+out('jwk-ec', $J->encode(jwk($ec)));
+out('jwk-rsa', $J->encode(jwk($rsa)));
+out('jwk-ed25519', $J->encode(jwk($ed)));
+out('jwk-private', $J->encode({ %{ jwk($ec) }, d => 'AAAA' }));
+out('b64url', 'SGVsbG8sIHdvcmxkIQ');
+out('b64url-pad', 'SGVsbG8=');
+PERL
+
+for t in base64 csr est ocsp admin conf redis jws matter; do
     printf '%-8s %3d files %6d bytes\n' "$t" "$(ls "$C/$t" | wc -l)" \
         "$(cat "$C/$t"/* | wc -c)"
 done
