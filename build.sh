@@ -23,7 +23,8 @@ NGX_SRC=/usr/share/nginx/src
 PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           libhiredis-dev libcjson-dev libssl-dev redis-server wrk
           build-essential pkg-config curl
-          libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl)
+          libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl
+          scep)
 
 die() {
     echo "build.sh: error: $*" >&2
@@ -213,6 +214,24 @@ demo_start() {
     if [ ! -f "$d/htpasswd-admin" ]; then
         printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$d/htpasswd-admin"
     fi
+    # SCEP RA (scripts/mkpki.sh makes it for a new PKI)
+    if [ ! -f "$d/ra.pem" ] || [ ! -f "$d/ra.key" ]; then
+        note "adding the SCEP RA certificate to the demo PKI"
+        (umask 077; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+            -out "$d/ra.key" 2>/dev/null) || die "openssl genpkey (RA) failed"
+        openssl req -new -key "$d/ra.key" -subj "/O=nginx-pki/CN=nginx-pki SCEP RA" \
+            -out "$d/ra.csr" || die "openssl req (RA) failed"
+        SOFTHSM2_CONF="$d/hsm/softhsm2.conf" "$b/pkictl" issue \
+            --ca-cert "$d/issuing.pem" \
+            --ca-key "pkcs11:token=${PKI_TOKEN:-nginx-pki};object=issuing;type=private" \
+            --csr "$d/ra.csr" --profile client \
+            --subject "/O=nginx-pki/CN=nginx-pki SCEP RA" --days 365 \
+            --out "$d/ra.pem" --module "${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}" \
+            --token "${PKI_TOKEN:-nginx-pki}" --pin-file "$d/hsm/pin" \
+            || die "pkictl issue (SCEP RA) failed"
+        rm -f "$d/ra.csr"
+    fi
+    [ -f "$d/scep-challenge" ] || printf 'demo\n' > "$d/scep-challenge"
 
     mkdir -p "$d/redis" "$d/nginx/conf" "$d/nginx/logs" "$d/nginx/tmp"
 
@@ -269,6 +288,8 @@ nginx-pki demo is running.
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
+  SCEP           http://127.0.0.1:8080/scep   (challenge "demo"; RA $d/ra.pem;
+                 one-time challenges: POST /pki/admin/scep/challenges)
   trust anchor   $d/root.pem
   CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
   Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)

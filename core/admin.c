@@ -33,6 +33,7 @@
 #include <cJSON.h>
 
 #include "pki.h"
+#include "scep_int.h"
 
 
 #define PKI_ADMIN_BODY_MAX     16384
@@ -970,6 +971,21 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             goto failed;
         }
         pki_admin_get(conf, req, path + 13, resp);
+
+    } else if (strncmp(path, "scep/", 5) == 0) {
+        /* SCEP one-time challenges and manual approval (scep.c) */
+        cJSON  *obj = NULL;
+        int     status = 0;
+
+        if (pki_int_scep_admin(conf->redis, method, path + 5, req->body,
+                               req->body_len, req->identity, &status, &obj,
+                               &resp->res)
+            == PKI_OK)
+        {
+            pki_admin_json(resp, status, obj);
+        }
+
+        cJSON_Delete(obj);
 
     } else {
         pki_fail(&resp->res, PKI_NOT_FOUND, "no such endpoint");

@@ -35,6 +35,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "pki.h"
@@ -1902,4 +1903,195 @@ pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
     OPENSSL_free(op.sig);
 
     return PKI_OK;
+}
+
+
+/* ---- decryption (SCEP key transport) -------------------------------------
+ *
+ * RSA PKCS#1 v1.5 only: what SCEP's EnvelopedData uses.  A token error that
+ * says the session or token is gone closes and reopens the vault (bounded
+ * retries, as for signing); any other failure is the input's fault (bad
+ * padding, wrong length) and returns PKI_MALFORMED at once, without a
+ * reopen, so that hostile ciphertexts cannot churn the token.  SoftHSM
+ * answers a bad padding with CKR_GENERAL_ERROR: that code counts as the
+ * input's fault too.
+ */
+
+/* Returns 1 on success, 0 on a bad ciphertext, -1 on a token failure. */
+static int
+pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const unsigned char *in,
+    size_t inlen, unsigned char *out, size_t *outlen, pki_result_t *res)
+{
+    int             rc;
+    unsigned long   ckr;
+    EVP_PKEY_CTX   *pctx;
+
+    pctx = EVP_PKEY_CTX_new(priv, NULL);
+    if (pctx == NULL) {
+        return -1;
+    }
+
+    rc = 0;
+
+    if (EVP_PKEY_decrypt_init(pctx) != 1
+        || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+    {
+        pki_log(res, "EVP_PKEY_decrypt_init() failed");
+        rc = -1;
+        goto done;
+    }
+
+    if (EVP_PKEY_decrypt(pctx, out, outlen, in, inlen) == 1) {
+        rc = 1;
+        goto done;
+    }
+
+    rc = 0;
+
+    if (k->vault != NULL) {
+        ckr = pki_p11_last_ckr();
+
+        switch (ckr) {
+        case 0x30UL:   /* CKR_DEVICE_ERROR */
+        case 0x31UL:   /* CKR_DEVICE_MEMORY */
+        case 0x32UL:   /* CKR_DEVICE_REMOVED */
+        case 0x60UL:   /* CKR_KEY_HANDLE_INVALID */
+        case 0x82UL:   /* CKR_OBJECT_HANDLE_INVALID */
+        case 0x90UL:   /* CKR_OPERATION_ACTIVE: a session stuck in an
+                          unfinished C_Decrypt; a new session mends it */
+        case 0xB0UL:   /* CKR_SESSION_CLOSED */
+        case 0xB3UL:   /* CKR_SESSION_HANDLE_INVALID */
+        case 0xE0UL:   /* CKR_TOKEN_NOT_PRESENT */
+        case 0x101UL:  /* CKR_USER_NOT_LOGGED_IN */
+        case 0x190UL:  /* CKR_CRYPTOKI_NOT_INITIALIZED */
+            pki_log(res, "token decryption failed (CKR 0x%lx)", ckr);
+            rc = -1;
+            break;
+        default:
+            break;
+        }
+    }
+
+done:
+
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(pctx);
+    return rc;
+}
+
+
+PKI_API pki_status_t
+pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
+    unsigned char **out, size_t *outlen, pki_result_t *res)
+{
+    int             attempt, rc;
+    size_t          cap, n;
+    pki_vault_t    *v;
+    pki_result_t    tmp;
+    unsigned char  *buf;
+    unsigned long   seen;
+
+    if (out == NULL || outlen == NULL || in == NULL || inlen == 0) {
+        return pki_fail(res, PKI_INTERNAL, "bad pki_key_decrypt() arguments");
+    }
+
+    *out = NULL;
+    *outlen = 0;
+
+    if (k == NULL || !k->open || k->pub == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "decryption key is not open");
+    }
+
+    if (EVP_PKEY_get_base_id(k->pub) != EVP_PKEY_RSA) {
+        return pki_fail(res, PKI_UNSUPPORTED, "key \"%s\" is not an RSA key",
+                        k->ref);
+    }
+
+    /* An RSA ciphertext is exactly as long as the modulus.  Anything else
+     * never reaches the token: SoftHSM answers a short one with
+     * CKR_BUFFER_TOO_SMALL and leaves the decryption active in the
+     * session, which then refuses the next, good one. */
+    cap = (size_t) EVP_PKEY_get_size(k->pub);
+    if (cap == 0 || inlen != cap) {
+        return pki_fail(res, PKI_MALFORMED, "ciphertext length does not "
+                        "match the key");
+    }
+
+    buf = malloc(cap);
+    if (buf == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    v = k->vault;
+
+    if (v == NULL) {
+        n = cap;
+        rc = pki_decrypt_once(k, k->priv, in, inlen, buf, &n, res);
+        goto result;
+    }
+
+    rc = -1;
+    n = cap;
+
+    for (attempt = 0; ; attempt++) {
+        pthread_rwlock_rdlock(&v->lock);
+
+        seen = v->gen;
+
+        if (v->ctx != NULL && k->priv != NULL && k->gen == v->gen) {
+            n = cap;
+            rc = pki_decrypt_once(k, k->priv, in, inlen, buf, &n, res);
+            pthread_rwlock_unlock(&v->lock);
+
+            if (rc >= 0) {
+                break;
+            }
+
+        } else {
+            pthread_rwlock_unlock(&v->lock);
+        }
+
+        if (attempt >= PKI_SIGN_REOPENS) {
+            break;
+        }
+
+        pki_jitter_sleep(10L * (attempt + 1), 20L * (attempt + 1));
+
+        pki_result_init(&tmp);
+
+        pthread_rwlock_wrlock(&v->lock);
+
+        if (rc < 0 && v->gen == seen && v->ctx != NULL && k->gen == v->gen) {
+            pki_vault_close_locked(v);
+        }
+
+        if (v->ctx == NULL) {
+            (void) pki_vault_open_locked(v, &tmp);
+        }
+
+        if (v->ctx != NULL && k->gen != v->gen) {
+            (void) pki_key_fetch_locked(k, &tmp);
+        }
+
+        pthread_rwlock_unlock(&v->lock);
+
+        rc = -1;
+    }
+
+result:
+
+    if (rc == 1) {
+        *out = buf;
+        *outlen = n;
+        return PKI_OK;
+    }
+
+    OPENSSL_cleanse(buf, cap);
+    free(buf);
+
+    if (rc == 0) {
+        return pki_fail(res, PKI_MALFORMED, "cannot decrypt");
+    }
+
+    return pki_fail(res, PKI_UNAVAILABLE, "decryption key unavailable");
 }

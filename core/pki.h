@@ -699,6 +699,110 @@ PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
     const char *token, const char *key_authz, pki_acme_validate_out_t *out);
 
 
+/* ---- key decryption (added for SCEP) ----------------------------------------
+ *
+ * RSA PKCS#1 v1.5 decryption of in with key k (file or PKCS#11; the private
+ * key never leaves the token).  *out is malloc'd (caller cleanses and
+ * frees).  PKI_MALFORMED for a ciphertext that does not decrypt (no vault
+ * reopen: hostile input must not churn the token), PKI_UNSUPPORTED for a
+ * non-RSA key, PKI_UNAVAILABLE when the token stays unusable after bounded
+ * reopens.  Thread safe.  Callers that answer differently on a bad padding
+ * give an oracle away: SCEP substitutes a random content key instead.
+ */
+PKI_API pki_status_t pki_key_decrypt(pki_key_t *k, const unsigned char *in,
+    size_t inlen, unsigned char **out, size_t *outlen, pki_result_t *res);
+
+
+/* ---- SCEP (RFC 8894) ----------------------------------------------------------
+ *
+ * A stateless engine like pki_est_handle: GetCACaps, GetCACert,
+ * GetNextCACert and PKIOperation (PKCSReq, RenewalReq, CertPoll, GetCert,
+ * GetCRL; any other messageType is refused with failInfo badRequest).  The
+ * recipient of requests and the signer of CertReps is the RA (ra_cert +
+ * ra_key, RSA) or, without one, the CA itself (then its key must be RSA).
+ *
+ * Redis layout (besides the certificate records of pki_issue):
+ *   <ns>scep:chal:<SHA256HEX(challenge)>  string "TEMPLATE\nCN\nSAN" with
+ *                                         the TTL: a one-time challenge,
+ *                                         consumed with GETDEL
+ *   <ns>scep:pend:<SHA256HEX(transactionID)>  hash: a request waiting for
+ *                                         manual approval (status pending |
+ *                                         approved | rejected | issued,
+ *                                         csr, key, ca, template, serial,
+ *                                         subject, created), with a TTL
+ */
+
+#define PKI_SCEP_MAX_BODY      (256 * 1024)
+#define PKI_SCEP_CHALLENGE_MAX 255
+
+typedef enum {
+    PKI_SCEP_UNKNOWN = 0,
+    PKI_SCEP_GETCACAPS,
+    PKI_SCEP_GETCACERT,
+    PKI_SCEP_GETNEXTCACERT,
+    PKI_SCEP_PKIOPERATION
+} pki_scep_op_t;
+
+typedef struct {
+    pki_ca_t              *ca;
+    pki_template_t        *tmpl;
+    pki_redis_t           *redis;
+    X509                  *ra_cert;        /* NULL: the CA is the RA     */
+    pki_key_t             *ra_key;
+    STACK_OF(X509)        *ra_chain;       /* extra certs for GetCACert  */
+    X509                  *next_ca;        /* GetNextCACert, or NULL     */
+    const unsigned char   *challenge;      /* static challenge, or NULL  */
+    size_t                 challenge_len;
+    int                    dynamic;        /* one-time challenges        */
+    int                    manual;         /* PKCSReq waits for approval */
+    int                    tid_any;        /* 1: transactionID not bound
+                                              to the key                 */
+    int                    accept_des;     /* 1: requests in single DES
+                                              are decrypted (legacy)     */
+    size_t                 max_body;       /* default PKI_SCEP_MAX_BODY  */
+    long                   pending_ttl;    /* seconds, default 7 days    */
+    long                   crl_next_update;  /* GetCRL, default 1 day    */
+    long                   max_skew;       /* signingTime window, seconds;
+                                              0: not checked             */
+} pki_scep_conf_t;
+
+typedef struct {
+    pki_scep_op_t          op;
+    const char            *method;         /* "GET" or "POST"            */
+    const unsigned char   *body;           /* POST: DER; GET: the
+                                              percent-decoded base64
+                                              message parameter          */
+    size_t                 body_len;
+    const char            *client;         /* client address, or NULL    */
+} pki_scep_req_t;
+
+typedef struct {
+    int                    http_status;
+    const char            *content_type;   /* static string, or NULL     */
+    unsigned char         *body;           /* malloc'd                   */
+    size_t                 body_len;
+    int                    retry_after;
+    int                    message_type;   /* of the request, -1: none   */
+    int                    pki_status;     /* of the CertRep, -1: none   */
+    int                    fail_info;      /* -1: none                   */
+    char                   tid[72];        /* transactionID (printable)  */
+    pki_result_t           res;            /* what happened, for the log */
+} pki_scep_resp_t;
+
+/* "GetCACaps" ... "PKIOperation" (case-sensitive, as RFC 8894 spells). */
+PKI_API pki_scep_op_t pki_scep_op(const char *name, size_t len);
+/* 1 if the operation needs Redis or a key (run it off the event loop). */
+PKI_API int pki_scep_op_blocking(pki_scep_op_t op);
+/* Configuration check: RA certificate and key match, the key is RSA, the
+ * RA certificate chains to the CA.  Creates the SCEP OIDs; call it once at
+ * configuration time, before any thread runs pki_scep_handle. */
+PKI_API pki_status_t pki_scep_conf_check(const pki_scep_conf_t *conf,
+    pki_result_t *res);
+/* Handles one request.  Never fails to fill resp.  Thread safe. */
+PKI_API void pki_scep_handle(const pki_scep_conf_t *conf,
+    const pki_scep_req_t *req, pki_scep_resp_t *resp);
+PKI_API void pki_scep_resp_free(pki_scep_resp_t *resp);
+
 /* ---- JWS (RFC 7515 as profiled by RFC 8555 section 6.2; core/jws.c) -----
  *
  * Flattened JSON serialization only, exactly one signature, protected

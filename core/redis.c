@@ -1973,3 +1973,13 @@ pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
 
     return pki_redis_cmd(r, argc, argv, lens, res);
 }
+
+
+/* Drops this thread's connection after a reply it did not expect. */
+void
+pki_int_redis_drop(pki_redis_t *r)
+{
+    if (r != NULL) {
+        pki_redis_drop(r);
+    }
+}

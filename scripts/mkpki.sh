@@ -26,6 +26,9 @@
 #                     (server.pem: the leaf followed by the issuing CA)
 #   DIR/htpasswd      user demo, password demo
 #   DIR/htpasswd-admin  user admin, password admin (the admin API)
+#   DIR/ra.key, DIR/ra.pem   SCEP RA: RSA-2048 key (file) and certificate
+#                     issued by the issuing CA (SCEP key transport is RSA)
+#   DIR/scep-challenge  the demo's static SCEP challenge: "demo"
 #
 set -euo pipefail
 
@@ -118,6 +121,21 @@ openssl verify -CAfile "$D/root.pem" -untrusted "$D/issuing.pem" "$D/server.pem"
     >/dev/null || die "the new server certificate does not verify"
 # nginx sends the whole file: the leaf, then the issuing CA
 cat "$D/issuing.pem" >> "$D/server.pem"
+
+# --- SCEP RA (RFC 8894): an RSA key that decrypts requests and signs
+# CertReps; its certificate comes from the issuing CA
+say "SCEP RA certificate (RSA-2048)"
+(umask 077; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+    -out "$D/ra.key" 2>/dev/null) || die "openssl genpkey (RA) failed"
+openssl req -new -key "$D/ra.key" -subj "/O=nginx-pki/CN=nginx-pki SCEP RA" \
+    -out "$D/ra.csr" || die "openssl req (RA) failed"
+"$PKICTL" issue --ca-cert "$D/issuing.pem" --ca-key "$ISS_KEY" \
+    --csr "$D/ra.csr" --profile client \
+    --subject "/O=nginx-pki/CN=nginx-pki SCEP RA" --days 365 \
+    --out "$D/ra.pem" "${VAULT[@]}" || die "pkictl issue (SCEP RA) failed"
+rm -f "$D/ra.csr"
+printf 'demo\n' > "$D/scep-challenge"
+# --- end SCEP
 
 printf 'demo:%s\n' "$(openssl passwd -apr1 demo)" > "$D/htpasswd"
 printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$D/htpasswd-admin"

@@ -64,6 +64,7 @@ load_module $BUILD/ngx_http_pki_module.so;
 load_module $BUILD/ngx_http_est_module.so;
 load_module $BUILD/ngx_http_ocsp_module.so;
 load_module $BUILD/ngx_http_acme_module.so;
+load_module $BUILD/ngx_http_scep_module.so;
 $( [ -n "$USER_" ] && echo "user $USER_;" )
 daemon $DAEMON;
 master_process on;
@@ -128,12 +129,30 @@ http {
         extended_key_usage serverAuth;
     }
 
+    # SCEP clients send C, O, OU, ... besides CN (micromdm scepclient
+    # does); the subject keeps this order, so a renewal's CSR matches
+    pki_template scep {
+        key_types rsa:2048-4096 ec:P-256;
+        subject C copy;
+        subject ST copy;
+        subject L copy;
+        subject O copy;
+        subject OU copy;
+        subject CN copy;
+        san dns copy;
+        san ip copy;
+        validity 30d;
+        key_usage digitalSignature keyEncipherment;
+        extended_key_usage clientAuth;
+    }
+
     pki_ca issuing {
         certificate $PKI/issuing.pem;
         chain $PKI/chain.pem;
         key "$CAKEY";
         templates device server;
         templates acme;
+        templates scep;
         max_validity 365d;
         ocsp_url http://127.0.0.1:$HTTP/ocsp;
         crl_url http://127.0.0.1:$HTTP/crl/issuing.crl;
@@ -202,6 +221,27 @@ http {
 
         location /crl/ {
             pki_crl;
+        }
+
+        # SCEP (RFC 8894): static challenge "demo" or one-time challenges
+        # from POST /pki/admin/scep/challenges.  micromdm scepclient 2.1.0
+        # encrypts its requests with single DES whatever GetCACaps says:
+        # scep_accept_des lets it in (answers go out in 3DES, never DES).
+        location /scep {
+            scep issuing scep;
+            scep_ra $PKI/ra.pem $PKI/ra.key;
+            scep_challenge file=$PKI/scep-challenge;
+            scep_dynamic_challenges on;
+            scep_accept_des on;
+        }
+
+        # the same with manual approval (POST /pki/admin/scep/approve)
+        location /scep-manual {
+            scep issuing scep;
+            scep_ra $PKI/ra.pem $PKI/ra.key;
+            scep_challenge file=$PKI/scep-challenge;
+            scep_manual_approval on;
+            scep_accept_des on;
         }
 
         location / {

@@ -1,0 +1,3054 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * SCEP (RFC 8894) engine: one request in, one response out.
+ *
+ * A PKIOperation goes through fixed stages, each with its own failure
+ * answer:
+ *   1. parse: DER PKCS#7 SignedData, one SignerInfo, the signer's
+ *      certificate, messageType, transactionID and senderNonce among the
+ *      signed attributes.  Without these no CertRep can be addressed: 400.
+ *   2. verify: digest algorithm (badAlg), signature and messageDigest
+ *      (badMessageCheck), signingTime when present (badTime).
+ *   3. dispatch on messageType; anything but PKCSReq, RenewalReq, CertPoll,
+ *      GetCert and GetCRL is refused (badRequest), UpdateReq included.
+ *   4. decrypt the EnvelopedData with the RA key (file or token; a padding
+ *      failure is replaced by a random content key so that it looks like
+ *      any other corrupt message: badMessageCheck).
+ *   5. the message type's own authorisation (challenge, signer
+ *      certificate, pending record), policy (the template), and only then
+ *      state changes and issuance (pki_issue).
+ * A CertRep is signed with the RA key through pki_key_sign (signature
+ * verified before release) and, on success, encrypted to the requester's
+ * certificate with the cipher of its request (AES; 3DES for a 3DES or DES
+ * request, never single DES).
+ */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <time.h>
+
+#include <hiredis.h>
+
+#include <openssl/asn1.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pkcs7.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "issue_int.h"
+#include "scep_int.h"
+
+
+#define PKI_SCEP_CT_CACERT      "application/x-x509-ca-cert"
+#define PKI_SCEP_CT_CARACERT    "application/x-x509-ca-ra-cert"
+#define PKI_SCEP_CT_NEXTCA      "application/x-x509-next-ca-cert"
+#define PKI_SCEP_CT_MESSAGE     "application/x-pki-message"
+#define PKI_SCEP_CT_TEXT        "text/plain"
+
+#define PKI_SCEP_RETRY_AFTER    10
+#define PKI_SCEP_TID_MAX        64
+#define PKI_SCEP_NONCE_MAX      64
+#define PKI_SCEP_PENDING_TTL    (7L * 86400)
+#define PKI_SCEP_CHAL_TTL       3600L
+#define PKI_SCEP_CHAL_TTL_MAX   (30L * 86400)
+#define PKI_SCEP_ADMIN_BODY     16384
+#define PKI_SCEP_KEY_MAX        256
+
+/* messageType */
+#define PKI_SCEP_CERTREP        3
+#define PKI_SCEP_RENEWALREQ     17
+#define PKI_SCEP_UPDATEREQ      18
+#define PKI_SCEP_PKCSREQ        19
+#define PKI_SCEP_CERTPOLL       20
+#define PKI_SCEP_GETCERT        21
+#define PKI_SCEP_GETCRL         22
+
+/* pkiStatus */
+#define PKI_SCEP_SUCCESS        0
+#define PKI_SCEP_FAILURE        2
+#define PKI_SCEP_PENDING        3
+
+/* failInfo */
+#define PKI_SCEP_BAD_ALG        0
+#define PKI_SCEP_BAD_MSG_CHECK  1
+#define PKI_SCEP_BAD_REQUEST    2
+#define PKI_SCEP_BAD_TIME       3
+#define PKI_SCEP_BAD_CERT_ID    4
+
+enum {
+    PKI_OID_MESSAGE_TYPE = 0,
+    PKI_OID_PKI_STATUS,
+    PKI_OID_FAIL_INFO,
+    PKI_OID_SENDER_NONCE,
+    PKI_OID_RECIPIENT_NONCE,
+    PKI_OID_TRANSACTION_ID,
+    PKI_OID_N
+};
+
+
+typedef struct {
+    PKCS7                *p7;
+    PKCS7_SIGNER_INFO    *si;
+    X509                 *signer;          /* borrowed from p7 */
+    int                   type;
+    char                  tid[PKI_SCEP_TID_MAX + 1];
+    unsigned char         nonce[PKI_SCEP_NONCE_MAX];
+    size_t                nonce_len;
+    const EVP_CIPHER     *reply_cipher;
+    unsigned char        *data;            /* decrypted messageData */
+    size_t                data_len;
+} pki_scep_msg_t;
+
+
+/* What a one-time challenge is bound to (empty: anything). */
+typedef struct {
+    char                 *raw;             /* the stored value */
+    char                  hkey[PKI_SCEP_KEY_MAX];
+    const char           *tmpl;
+    const char           *cn;
+    const char           *san;
+} pki_scep_chal_t;
+
+
+static pthread_once_t   pki_scep_once = PTHREAD_ONCE_INIT;
+static ASN1_OBJECT     *pki_scep_oids[PKI_OID_N];
+
+
+static void pki_scep_getcacaps(const pki_scep_conf_t *conf,
+    pki_scep_resp_t *resp);
+static void pki_scep_getcacert(const pki_scep_conf_t *conf,
+    pki_scep_resp_t *resp);
+static void pki_scep_getnextcacert(const pki_scep_conf_t *conf,
+    pki_scep_resp_t *resp);
+static void pki_scep_pkioperation(const pki_scep_conf_t *conf,
+    const pki_scep_req_t *req, pki_scep_resp_t *resp);
+static void pki_scep_http_error(pki_scep_resp_t *resp, int status);
+
+
+/* ---- OIDs ------------------------------------------------------------------ */
+
+static void
+pki_scep_oids_init(void)
+{
+    static const char  *txt[PKI_OID_N] = {
+        "2.16.840.1.113733.1.9.2",
+        "2.16.840.1.113733.1.9.3",
+        "2.16.840.1.113733.1.9.4",
+        "2.16.840.1.113733.1.9.5",
+        "2.16.840.1.113733.1.9.6",
+        "2.16.840.1.113733.1.9.7",
+    };
+    int                 i;
+
+    for (i = 0; i < PKI_OID_N; i++) {
+        pki_scep_oids[i] = OBJ_txt2obj(txt[i], 1);
+    }
+}
+
+
+static int
+pki_scep_init(void)
+{
+    int  i;
+
+    (void) pthread_once(&pki_scep_once, pki_scep_oids_init);
+
+    for (i = 0; i < PKI_OID_N; i++) {
+        if (pki_scep_oids[i] == NULL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static void
+pki_hex(const unsigned char *in, size_t len, char *out, int upper)
+{
+    static const char  lo[] = "0123456789abcdef";
+    static const char  up[] = "0123456789ABCDEF";
+    const char        *d = upper ? up : lo;
+    size_t             i;
+
+    for (i = 0; i < len; i++) {
+        out[2 * i] = d[in[i] >> 4];
+        out[2 * i + 1] = d[in[i] & 0x0f];
+    }
+
+    out[2 * len] = '\0';
+}
+
+
+static int
+pki_sha256_hex(const void *in, size_t len, char out[65])
+{
+    unsigned char  md[32];
+    unsigned int   n;
+
+    if (EVP_Digest(in, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+        return 0;
+    }
+
+    pki_hex(md, 32, out, 0);
+
+    return 1;
+}
+
+
+/* "<ns>scep:<what>:<sha256 hex of id>" */
+static int
+pki_scep_rkey(pki_redis_t *r, const char *what, const void *id, size_t len,
+    char *buf, size_t size)
+{
+    char  hex[65];
+    int   n;
+
+    if (!pki_sha256_hex(id, len, hex)) {
+        return 0;
+    }
+
+    n = snprintf(buf, size, "%sscep:%s:%s", pki_redis_ns(r), what, hex);
+
+    return n > 0 && (size_t) n < size;
+}
+
+
+static int
+pki_printable(const unsigned char *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < 0x20 || s[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+PKI_API pki_scep_op_t
+pki_scep_op(const char *name, size_t len)
+{
+    size_t  i;
+    static const struct {
+        const char     *name;
+        pki_scep_op_t   op;
+    } ops[] = {
+        { "GetCACaps", PKI_SCEP_GETCACAPS },
+        { "GetCACert", PKI_SCEP_GETCACERT },
+        { "GetNextCACert", PKI_SCEP_GETNEXTCACERT },
+        { "PKIOperation", PKI_SCEP_PKIOPERATION },
+    };
+
+    if (name == NULL) {
+        return PKI_SCEP_UNKNOWN;
+    }
+
+    for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        if (strlen(ops[i].name) == len && memcmp(ops[i].name, name, len) == 0)
+        {
+            return ops[i].op;
+        }
+    }
+
+    return PKI_SCEP_UNKNOWN;
+}
+
+
+PKI_API int
+pki_scep_op_blocking(pki_scep_op_t op)
+{
+    return op == PKI_SCEP_PKIOPERATION;
+}
+
+
+static X509 *
+pki_scep_ra_cert(const pki_scep_conf_t *conf)
+{
+    return conf->ra_cert != NULL ? conf->ra_cert : pki_ca_cert(conf->ca);
+}
+
+
+static pki_key_t *
+pki_scep_ra_key(const pki_scep_conf_t *conf)
+{
+    return conf->ra_cert != NULL ? conf->ra_key : pki_ca_key(conf->ca);
+}
+
+
+PKI_API pki_status_t
+pki_scep_conf_check(const pki_scep_conf_t *conf, pki_result_t *res)
+{
+    X509          *ra;
+    EVP_PKEY      *pub, *kpub;
+    pki_key_t     *key;
+
+    if (!pki_scep_init()) {
+        return pki_fail(res, PKI_INTERNAL, "cannot create the SCEP OIDs");
+    }
+
+    if (conf == NULL || conf->ca == NULL || conf->tmpl == NULL
+        || pki_ca_cert(conf->ca) == NULL)
+    {
+        return pki_fail(res, PKI_INTERNAL, "SCEP needs a CA and a template");
+    }
+
+    if ((conf->ra_cert == NULL) != (conf->ra_key == NULL)) {
+        return pki_fail(res, PKI_MALFORMED, "the RA needs a certificate and "
+                        "a key");
+    }
+
+    ra = pki_scep_ra_cert(conf);
+    key = pki_scep_ra_key(conf);
+    pub = X509_get0_pubkey(ra);
+    kpub = key != NULL ? pki_key_public(key) : NULL;
+
+    if (pub == NULL || EVP_PKEY_get_base_id(pub) != EVP_PKEY_RSA) {
+        return pki_fail(res, PKI_MALFORMED, "%s key is not RSA (SCEP key "
+                        "transport needs RSA%s)",
+                        conf->ra_cert ? "the RA" : "the CA",
+                        conf->ra_cert ? "" : ": configure an RA certificate "
+                        "with scep_ra");
+    }
+
+    if (kpub == NULL || EVP_PKEY_eq(pub, kpub) != 1) {
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "the RA key does not match the "
+                        "RA certificate");
+    }
+
+    if (conf->ra_cert != NULL
+        && !pki_ca_issued(conf->ca, conf->ra_cert))
+    {
+        /* issued by a CA of the chain (the root) is fine as well */
+        STACK_OF(X509)  *chain = pki_ca_chain(conf->ca);
+        int              i, ok = 0;
+
+        for (i = 0; i < sk_X509_num(chain) && !ok; i++) {
+            ok = X509_check_issued(sk_X509_value(chain, i), conf->ra_cert)
+                     == X509_V_OK
+                 && X509_verify(conf->ra_cert,
+                                X509_get0_pubkey(sk_X509_value(chain, i)))
+                     == 1;
+        }
+
+        for (i = 0; i < sk_X509_num(conf->ra_chain) && !ok; i++) {
+            ok = X509_check_issued(sk_X509_value(conf->ra_chain, i),
+                                   conf->ra_cert) == X509_V_OK;
+        }
+
+        ERR_clear_error();
+
+        if (!ok) {
+            return pki_fail(res, PKI_MALFORMED, "the RA certificate was not "
+                            "issued by CA \"%s\" or its chain",
+                            pki_ca_name(conf->ca));
+        }
+    }
+
+    if (X509_cmp_time(X509_get0_notAfter(ra), NULL) <= 0) {
+        return pki_fail(res, PKI_MALFORMED, "the RA certificate has "
+                        "expired");
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API void
+pki_scep_resp_free(pki_scep_resp_t *resp)
+{
+    if (resp == NULL) {
+        return;
+    }
+
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+}
+
+
+PKI_API void
+pki_scep_handle(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
+    pki_scep_resp_t *resp)
+{
+    if (resp == NULL) {
+        return;
+    }
+
+    memset(resp, 0, sizeof(pki_scep_resp_t));
+    pki_result_init(&resp->res);
+    resp->message_type = -1;
+    resp->pki_status = -1;
+    resp->fail_info = -1;
+
+    if (conf == NULL || conf->ca == NULL || conf->tmpl == NULL || req == NULL
+        || !pki_scep_init())
+    {
+        pki_fail(&resp->res, PKI_INTERNAL, "SCEP is not configured");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    switch (req->op) {
+
+    case PKI_SCEP_GETCACAPS:
+        pki_scep_getcacaps(conf, resp);
+        break;
+
+    case PKI_SCEP_GETCACERT:
+        pki_scep_getcacert(conf, resp);
+        break;
+
+    case PKI_SCEP_GETNEXTCACERT:
+        pki_scep_getnextcacert(conf, resp);
+        break;
+
+    case PKI_SCEP_PKIOPERATION:
+        pki_scep_pkioperation(conf, req, resp);
+        break;
+
+    default:
+        pki_fail(&resp->res, PKI_MALFORMED, "unknown SCEP operation");
+        pki_scep_http_error(resp, 400);
+    }
+}
+
+
+/* ---- plain responses ------------------------------------------------------- */
+
+static void
+pki_scep_http_error(pki_scep_resp_t *resp, int status)
+{
+    const char  *text;
+    size_t       len;
+
+    pki_scep_resp_free(resp);
+
+    if (resp->res.status == PKI_OK) {
+        pki_fail(&resp->res, PKI_INTERNAL, "internal error");
+    }
+
+    if (status == 0) {
+        switch (resp->res.status) {
+        case PKI_TOO_LARGE:
+            status = 413;
+            break;
+        case PKI_UNSUPPORTED:
+            status = 405;
+            break;
+        case PKI_UNAVAILABLE:
+        case PKI_CONFLICT:
+            status = 503;
+            break;
+        case PKI_INTERNAL:
+            status = 500;
+            break;
+        default:
+            status = 400;
+        }
+    }
+
+    resp->http_status = status;
+    resp->content_type = PKI_SCEP_CT_TEXT;
+
+    if (status == 503) {
+        resp->retry_after = PKI_SCEP_RETRY_AFTER;
+    }
+
+    text = status >= 500 ? "server error, try again later"
+                         : resp->res.detail;
+    len = strlen(text);
+
+    resp->body = malloc(len + 1);
+    if (resp->body != NULL) {
+        memcpy(resp->body, text, len);
+        resp->body[len] = '\n';
+        resp->body_len = len + 1;
+    }
+}
+
+
+static void
+pki_scep_body(pki_scep_resp_t *resp, const char *ct, unsigned char *der,
+    size_t len)
+{
+    /* takes der (OPENSSL_malloc'd) */
+    resp->body = malloc(len ? len : 1);
+    if (resp->body == NULL) {
+        OPENSSL_free(der);
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    memcpy(resp->body, der, len);
+    resp->body_len = len;
+    OPENSSL_free(der);
+
+    resp->http_status = 200;
+    resp->content_type = ct;
+}
+
+
+static void
+pki_scep_getcacaps(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
+{
+    static const char  caps[] =
+        "POSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nAES\nSCEPStandard\n";
+    static const char  next[] = "GetNextCACert\n";
+    size_t             len;
+
+    len = sizeof(caps) - 1 + (conf->next_ca ? sizeof(next) - 1 : 0);
+
+    resp->body = malloc(len + 1);
+    if (resp->body == NULL) {
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    memcpy(resp->body, caps, sizeof(caps) - 1);
+    if (conf->next_ca) {
+        memcpy(resp->body + sizeof(caps) - 1, next, sizeof(next) - 1);
+    }
+
+    resp->body_len = len;
+    resp->http_status = 200;
+    resp->content_type = PKI_SCEP_CT_TEXT;
+}
+
+
+/* A degenerate (certs-only) PKCS#7 SignedData: certificates in order,
+ * duplicates dropped, and optionally one CRL.  DER, OPENSSL_malloc'd. */
+static int
+pki_scep_degenerate(X509 *first, X509 *second, STACK_OF(X509) *more,
+    X509_CRL *crl, unsigned char **der, size_t *len)
+{
+    int     i, j, n, dup;
+    X509   *x, *all[2];
+    PKCS7  *p7;
+
+    *der = NULL;
+
+    p7 = PKCS7_new();
+    if (p7 == NULL || !PKCS7_set_type(p7, NID_pkcs7_signed)
+        || !PKCS7_content_new(p7, NID_pkcs7_data)
+        || !PKCS7_set_detached(p7, 1))
+    {
+        PKCS7_free(p7);
+        return 0;
+    }
+
+    all[0] = first;
+    all[1] = second;
+
+    for (i = 0; i < 2; i++) {
+        if (all[i] == NULL || (i == 1 && first && X509_cmp(first, all[1]) == 0))
+        {
+            continue;
+        }
+
+        if (!PKCS7_add_certificate(p7, all[i])) {
+            PKCS7_free(p7);
+            return 0;
+        }
+    }
+
+    for (i = 0; i < sk_X509_num(more); i++) {
+        x = sk_X509_value(more, i);
+
+        dup = (first && X509_cmp(first, x) == 0)
+              || (second && X509_cmp(second, x) == 0);
+        for (j = 0; j < i && !dup; j++) {
+            dup = X509_cmp(sk_X509_value(more, j), x) == 0;
+        }
+
+        if (!dup && !PKCS7_add_certificate(p7, x)) {
+            PKCS7_free(p7);
+            return 0;
+        }
+    }
+
+    if (crl != NULL && !PKCS7_add_crl(p7, crl)) {
+        PKCS7_free(p7);
+        return 0;
+    }
+
+    n = i2d_PKCS7(p7, der);
+    PKCS7_free(p7);
+
+    if (n <= 0) {
+        *der = NULL;
+        return 0;
+    }
+
+    *len = (size_t) n;
+
+    return 1;
+}
+
+
+static void
+pki_scep_getcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
+{
+    int             n;
+    size_t          len;
+    unsigned char  *der;
+
+    der = NULL;
+
+    if (conf->ra_cert == NULL) {
+        n = i2d_X509(pki_ca_cert(conf->ca), &der);
+        if (n <= 0) {
+            pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the CA "
+                     "certificate");
+            pki_scep_http_error(resp, 500);
+            return;
+        }
+
+        pki_scep_body(resp, PKI_SCEP_CT_CACERT, der, (size_t) n);
+        return;
+    }
+
+    /* RFC 8894 4.2.1.2: the RA certificate(s) and the CA certificate */
+
+    if (!pki_scep_degenerate(conf->ra_cert, pki_ca_cert(conf->ca),
+                             conf->ra_chain != NULL ? conf->ra_chain
+                                                    : pki_ca_chain(conf->ca),
+                             NULL, &der, &len))
+    {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the certificates");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    pki_scep_body(resp, PKI_SCEP_CT_CARACERT, der, len);
+}
+
+
+/* The next CA certificate in a degenerate PKCS#7 (RFC 8894 4.7).  RFC 8894
+ * wants it signed by the current CA; the rollover certificate itself is
+ * what clients use, and this engine serves it unsigned. */
+static void
+pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
+{
+    size_t          len;
+    unsigned char  *der;
+
+    if (conf->next_ca == NULL) {
+        pki_fail(&resp->res, PKI_NOT_FOUND, "no next CA certificate");
+        pki_scep_http_error(resp, 404);
+        return;
+    }
+
+    if (!pki_scep_degenerate(conf->next_ca, NULL, NULL, NULL, &der, &len)) {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the certificate");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    pki_scep_body(resp, PKI_SCEP_CT_NEXTCA, der, len);
+}
+
+
+/* ---- parsing a pkiMessage -------------------------------------------------- */
+
+static ASN1_TYPE *
+pki_scep_attr(PKCS7_SIGNER_INFO *si, int which)
+{
+    int              i;
+    X509_ATTRIBUTE  *a;
+
+    i = X509at_get_attr_by_OBJ(si->auth_attr, pki_scep_oids[which], -1);
+    if (i < 0) {
+        return NULL;
+    }
+
+    /* exactly one attribute of the type, with exactly one value */
+    if (X509at_get_attr_by_OBJ(si->auth_attr, pki_scep_oids[which], i) >= 0) {
+        return NULL;
+    }
+
+    a = X509at_get_attr(si->auth_attr, i);
+    if (a == NULL || X509_ATTRIBUTE_count(a) != 1) {
+        return NULL;
+    }
+
+    return X509_ATTRIBUTE_get0_type(a, 0);
+}
+
+
+static void
+pki_scep_msg_free(pki_scep_msg_t *m)
+{
+    PKCS7_free(m->p7);
+
+    if (m->data != NULL) {
+        OPENSSL_cleanse(m->data, m->data_len);
+        free(m->data);
+    }
+
+    memset(m, 0, sizeof(pki_scep_msg_t));
+}
+
+
+/* Stage 1.  Returns 1, or 0 with res filled (no CertRep possible). */
+static int
+pki_scep_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m,
+    pki_result_t *res)
+{
+    int                           n;
+    long                          v;
+    char                          buf[8], *end;
+    ASN1_TYPE                    *t;
+    STACK_OF(X509)               *signers;
+    const unsigned char          *p;
+    STACK_OF(PKCS7_SIGNER_INFO)  *sis;
+
+    p = der;
+    m->p7 = d2i_PKCS7(NULL, &p, (long) len);
+    if (m->p7 == NULL || p != der + len) {
+        pki_fail(res, PKI_MALFORMED, "the message is not a DER PKCS#7");
+        return 0;
+    }
+
+    if (!PKCS7_type_is_signed(m->p7) || m->p7->d.sign == NULL
+        || m->p7->d.sign->contents == NULL
+        || !PKCS7_type_is_data(m->p7->d.sign->contents)
+        || m->p7->d.sign->contents->d.data == NULL)
+    {
+        pki_fail(res, PKI_MALFORMED, "the message is not a SignedData with "
+                 "content");
+        return 0;
+    }
+
+    sis = PKCS7_get_signer_info(m->p7);
+    if (sis == NULL || sk_PKCS7_SIGNER_INFO_num(sis) != 1) {
+        pki_fail(res, PKI_MALFORMED, "the message must have one signer");
+        return 0;
+    }
+
+    m->si = sk_PKCS7_SIGNER_INFO_value(sis, 0);
+
+    if (m->si->auth_attr == NULL
+        || sk_X509_ATTRIBUTE_num(m->si->auth_attr) == 0)
+    {
+        pki_fail(res, PKI_MALFORMED, "the message has no signed attributes");
+        return 0;
+    }
+
+    signers = PKCS7_get0_signers(m->p7, NULL, 0);
+    if (signers == NULL || sk_X509_num(signers) != 1) {
+        sk_X509_free(signers);
+        ERR_clear_error();
+        pki_fail(res, PKI_MALFORMED, "the signer's certificate is not in the "
+                 "message");
+        return 0;
+    }
+
+    m->signer = sk_X509_value(signers, 0);
+    sk_X509_free(signers);
+
+    /* transactionID: PrintableString */
+    t = pki_scep_attr(m->si, PKI_OID_TRANSACTION_ID);
+    if (t == NULL || t->type != V_ASN1_PRINTABLESTRING
+        || t->value.printablestring->length <= 0
+        || t->value.printablestring->length > PKI_SCEP_TID_MAX
+        || !pki_printable(t->value.printablestring->data,
+                          t->value.printablestring->length))
+    {
+        pki_fail(res, PKI_MALFORMED, "missing or bad transactionID");
+        return 0;
+    }
+
+    memcpy(m->tid, t->value.printablestring->data,
+           t->value.printablestring->length);
+    m->tid[t->value.printablestring->length] = '\0';
+
+    /* senderNonce: OCTET STRING (16 octets by RFC 8894; up to 64 taken) */
+    t = pki_scep_attr(m->si, PKI_OID_SENDER_NONCE);
+    if (t == NULL || t->type != V_ASN1_OCTET_STRING
+        || t->value.octet_string->length <= 0
+        || t->value.octet_string->length > PKI_SCEP_NONCE_MAX)
+    {
+        pki_fail(res, PKI_MALFORMED, "missing or bad senderNonce");
+        return 0;
+    }
+
+    m->nonce_len = t->value.octet_string->length;
+    memcpy(m->nonce, t->value.octet_string->data, m->nonce_len);
+
+    /* messageType: PrintableString, decimal */
+    t = pki_scep_attr(m->si, PKI_OID_MESSAGE_TYPE);
+    if (t == NULL || t->type != V_ASN1_PRINTABLESTRING
+        || t->value.printablestring->length <= 0
+        || t->value.printablestring->length > 3)
+    {
+        pki_fail(res, PKI_MALFORMED, "missing or bad messageType");
+        return 0;
+    }
+
+    n = t->value.printablestring->length;
+    memcpy(buf, t->value.printablestring->data, n);
+    buf[n] = '\0';
+
+    if (!isdigit((unsigned char) buf[0])) {
+        pki_fail(res, PKI_MALFORMED, "bad messageType");
+        return 0;
+    }
+
+    v = strtol(buf, &end, 10);
+    if (*end != '\0') {
+        pki_fail(res, PKI_MALFORMED, "bad messageType");
+        return 0;
+    }
+
+    m->type = (int) v;
+
+    return 1;
+}
+
+
+/* Stage 2.  Returns -1 on success or the failInfo. */
+static int
+pki_scep_verify(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    pki_result_t *res)
+{
+    int                   nid, i;
+    time_t                when, now;
+    ASN1_TYPE            *t;
+    X509_ATTRIBUTE       *a;
+    STACK_OF(X509)       *none;
+
+    nid = OBJ_obj2nid(m->si->digest_alg->algorithm);
+
+    switch (nid) {
+    case NID_sha1:
+    case NID_sha224:
+    case NID_sha256:
+    case NID_sha384:
+    case NID_sha512:
+        break;
+    default:
+        pki_fail(res, PKI_UNSUPPORTED, "unsupported digest algorithm %s",
+                 OBJ_nid2sn(nid));
+        return PKI_SCEP_BAD_ALG;
+    }
+
+    none = sk_X509_new_null();
+    if (none == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
+
+    /* the signature and the messageDigest; no chain (self-signed
+     * signers are the rule in SCEP: the signer is judged per message
+     * type afterwards) */
+    i = PKCS7_verify(m->p7, none, NULL, NULL, NULL,
+                     PKCS7_NOVERIFY | PKCS7_BINARY | PKCS7_NOCRL);
+    sk_X509_free(none);
+
+    if (i != 1) {
+        pki_fail(res, PKI_BAD_SIGNATURE, "the message signature does not "
+                 "verify");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
+
+    ERR_clear_error();
+
+    /* signingTime, when present */
+    i = X509at_get_attr_by_NID(m->si->auth_attr, NID_pkcs9_signingTime, -1);
+    if (i >= 0 && conf->max_skew > 0) {
+        a = X509at_get_attr(m->si->auth_attr, i);
+        t = a != NULL ? X509_ATTRIBUTE_get0_type(a, 0) : NULL;
+
+        if (t == NULL || (t->type != V_ASN1_UTCTIME
+                          && t->type != V_ASN1_GENERALIZEDTIME))
+        {
+            pki_fail(res, PKI_MALFORMED, "bad signingTime");
+            return PKI_SCEP_BAD_TIME;
+        }
+
+        when = pki_int_asn1_time(t->value.utctime);
+        now = time(NULL);
+
+        if (when == (time_t) -1 || when < now - conf->max_skew
+            || when > now + conf->max_skew)
+        {
+            pki_fail(res, PKI_POLICY, "signingTime is more than %lds off",
+                     conf->max_skew);
+            return PKI_SCEP_BAD_TIME;
+        }
+    }
+
+    return -1;
+}
+
+
+static int
+pki_scep_cipher_key(const EVP_CIPHER *c)
+{
+    return EVP_CIPHER_get_key_length(c);
+}
+
+
+/* Stage 4: the EnvelopedData with the RA key.  Returns -1 on success or the
+ * failInfo; -2 for a server-side failure (res says which). */
+static int
+pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    pki_result_t *res)
+{
+    int                           i, nid, klen, ivlen, outl, fin, found;
+    X509                         *ra;
+    PKCS7                        *env;
+    size_t                        cekl, clen;
+    pki_status_t                  st;
+    unsigned char                 key[32], iv[16], *cek, *out;
+    X509_ALGOR                   *alg;
+    pki_result_t                  tmp;
+    EVP_CIPHER_CTX               *ctx;
+    const EVP_CIPHER             *cipher;
+    PKCS7_RECIP_INFO             *ri;
+    ASN1_OCTET_STRING            *data, *ivs;
+    const unsigned char          *p;
+    STACK_OF(PKCS7_RECIP_INFO)   *ris;
+
+    data = m->p7->d.sign->contents->d.data;
+    env = NULL;
+    ctx = NULL;
+    out = NULL;
+    cek = NULL;
+
+    p = data->data;
+    env = d2i_PKCS7(NULL, &p, data->length);
+    if (env == NULL || p != data->data + data->length
+        || !PKCS7_type_is_enveloped(env) || env->d.enveloped == NULL
+        || env->d.enveloped->enc_data == NULL
+        || env->d.enveloped->enc_data->enc_data == NULL)
+    {
+        PKCS7_free(env);
+        pki_fail(res, PKI_MALFORMED, "messageData is not an EnvelopedData");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
+
+    alg = env->d.enveloped->enc_data->algorithm;
+    nid = OBJ_obj2nid(alg->algorithm);
+
+    switch (nid) {
+    case NID_aes_128_cbc:
+        cipher = EVP_aes_128_cbc();
+        m->reply_cipher = cipher;
+        break;
+    case NID_aes_192_cbc:
+        cipher = EVP_aes_192_cbc();
+        m->reply_cipher = cipher;
+        break;
+    case NID_aes_256_cbc:
+        cipher = EVP_aes_256_cbc();
+        m->reply_cipher = cipher;
+        break;
+    case NID_des_ede3_cbc:
+        cipher = EVP_des_ede3_cbc();
+        m->reply_cipher = cipher;
+        break;
+    case NID_des_cbc:
+        if (!conf->accept_des) {
+            PKCS7_free(env);
+            pki_fail(res, PKI_UNSUPPORTED, "the request is encrypted with "
+                     "single DES (refused; scep_accept_des allows it)");
+            return PKI_SCEP_BAD_ALG;
+        }
+        /* DES-CBC is 3DES-EDE with three equal keys; the answer goes out
+         * in 3DES, never single DES */
+        cipher = EVP_des_ede3_cbc();
+        m->reply_cipher = cipher;
+        break;
+    default:
+        PKCS7_free(env);
+        pki_fail(res, PKI_UNSUPPORTED, "unsupported content encryption %s",
+                 OBJ_nid2sn(nid));
+        return PKI_SCEP_BAD_ALG;
+    }
+
+    klen = nid == NID_des_cbc ? 8 : pki_scep_cipher_key(cipher);
+    ivlen = EVP_CIPHER_get_iv_length(cipher);
+
+    if (alg->parameter == NULL || alg->parameter->type != V_ASN1_OCTET_STRING
+        || alg->parameter->value.octet_string->length != ivlen
+        || ivlen > (int) sizeof(iv))
+    {
+        PKCS7_free(env);
+        pki_fail(res, PKI_MALFORMED, "bad content encryption IV");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
+
+    ivs = alg->parameter->value.octet_string;
+    memcpy(iv, ivs->data, ivlen);
+
+    /* the RecipientInfo addressed to the RA */
+    ra = pki_scep_ra_cert(conf);
+    ris = env->d.enveloped->recipientinfo;
+    found = 0;
+    ri = NULL;
+
+    for (i = 0; i < sk_PKCS7_RECIP_INFO_num(ris); i++) {
+        ri = sk_PKCS7_RECIP_INFO_value(ris, i);
+
+        if (ri->issuer_and_serial != NULL
+            && X509_NAME_cmp(ri->issuer_and_serial->issuer,
+                             X509_get_issuer_name(ra)) == 0
+            && ASN1_INTEGER_cmp(ri->issuer_and_serial->serial,
+                                X509_get0_serialNumber(ra)) == 0)
+        {
+            found = 1;
+            break;
+        }
+    }
+
+    if (!found) {
+        PKCS7_free(env);
+        pki_fail(res, PKI_MALFORMED, "the request is not encrypted to the "
+                 "RA certificate");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
+
+    if (OBJ_obj2nid(ri->key_enc_algor->algorithm) != NID_rsaEncryption) {
+        PKCS7_free(env);
+        pki_fail(res, PKI_UNSUPPORTED, "unsupported key encryption %s",
+                 OBJ_nid2sn(OBJ_obj2nid(ri->key_enc_algor->algorithm)));
+        return PKI_SCEP_BAD_ALG;
+    }
+
+    /*
+     * A bad padding must not be told apart from a bad content: use a
+     * random content key then (as OpenSSL's PKCS7 code does against the
+     * million message attack) and let the content decryption fail.
+     */
+    pki_result_init(&tmp);
+    st = pki_key_decrypt(pki_scep_ra_key(conf), ri->enc_key->data,
+                         (size_t) ri->enc_key->length, &cek, &cekl, &tmp);
+
+    if (st == PKI_UNAVAILABLE || st == PKI_INTERNAL) {
+        PKCS7_free(env);
+        pki_fail(res, st, "%s", tmp.detail);
+        pki_log(res, "%s", tmp.log);
+        return -2;
+    }
+
+    if (st == PKI_OK && cekl == (size_t) klen) {
+        memcpy(key, cek, klen);
+    } else if (RAND_bytes(key, klen) != 1) {
+        PKCS7_free(env);
+        pki_fail(res, PKI_INTERNAL, "RAND_bytes() failed");
+        return -2;
+    }
+
+    if (cek != NULL) {
+        OPENSSL_cleanse(cek, cekl);
+        free(cek);
+    }
+
+    if (nid == NID_des_cbc) {
+        memcpy(key + 8, key, 8);
+        memcpy(key + 16, key, 8);
+    }
+
+    clen = (size_t) env->d.enveloped->enc_data->enc_data->length;
+    out = malloc(clen + 32);
+    ctx = EVP_CIPHER_CTX_new();
+
+    if (out == NULL || ctx == NULL) {
+        OPENSSL_cleanse(key, sizeof(key));
+        EVP_CIPHER_CTX_free(ctx);
+        free(out);
+        PKCS7_free(env);
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return -2;
+    }
+
+    outl = 0;
+    fin = 0;
+
+    i = EVP_DecryptInit_ex(ctx, cipher, NULL, key, iv) == 1
+        && EVP_DecryptUpdate(ctx, out, &outl,
+                             env->d.enveloped->enc_data->enc_data->data,
+                             (int) clen) == 1
+        && EVP_DecryptFinal_ex(ctx, out + outl, &fin) == 1;
+
+    OPENSSL_cleanse(key, sizeof(key));
+    EVP_CIPHER_CTX_free(ctx);
+    PKCS7_free(env);
+    ERR_clear_error();
+
+    if (!i || outl + fin <= 0) {
+        OPENSSL_cleanse(out, clen + 32);
+        free(out);
+        pki_fail(res, PKI_BAD_SIGNATURE, "cannot decrypt messageData");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
+
+    m->data = out;
+    m->data_len = (size_t) (outl + fin);
+
+    return -1;
+}
+
+
+/* ---- building a CertRep ------------------------------------------------------ */
+
+static int
+pki_scep_add_attr(PKCS7_SIGNER_INFO *si, int which, int type,
+    const void *data, int len)
+{
+    return X509at_add1_attr_by_OBJ(&si->auth_attr, pki_scep_oids[which],
+                                   type, data, len) != NULL;
+}
+
+
+/*
+ * The CertRep: SignedData signed by the RA key over contentType,
+ * messageDigest, signingTime and the SCEP attributes; content: the inner
+ * degenerate PKCS#7 (success only) encrypted to the requester.
+ * Returns 1, or 0 with res filled (HTTP 500/503).
+ */
+static int
+pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
+    int fail, const unsigned char *inner, size_t inner_len,
+    pki_scep_resp_t *resp)
+{
+    int                   n, ok;
+    BIO                  *in;
+    X509                 *ra;
+    char                  num[16];
+    PKCS7                *p7, *env;
+    size_t                siglen, envlen;
+    pki_status_t          st;
+    unsigned char        *envder, *abuf, *sig, nonce[16], md[EVP_MAX_MD_SIZE];
+    unsigned int          mdlen;
+    const EVP_MD         *dgst;
+    STACK_OF(X509)       *rcpt;
+    PKCS7_SIGNER_INFO    *si;
+
+    p7 = NULL;
+    env = NULL;
+    envder = NULL;
+    abuf = NULL;
+    sig = NULL;
+    rcpt = NULL;
+    in = NULL;
+    envlen = 0;
+    ok = 0;
+
+    resp->pki_status = status;
+    resp->fail_info = status == PKI_SCEP_FAILURE ? fail : -1;
+
+    ra = pki_scep_ra_cert(conf);
+    dgst = EVP_sha256();
+
+    /* the encrypted reply for a success */
+
+    if (status == PKI_SCEP_SUCCESS) {
+        if (EVP_PKEY_get_base_id(X509_get0_pubkey(m->signer)) != EVP_PKEY_RSA)
+        {
+            pki_fail(&resp->res, PKI_UNSUPPORTED, "the requester's key is "
+                     "not RSA: cannot encrypt the reply");
+            goto failed;
+        }
+
+        rcpt = sk_X509_new_null();
+        in = BIO_new_mem_buf(inner, (int) inner_len);
+
+        if (rcpt == NULL || in == NULL || !sk_X509_push(rcpt, m->signer)) {
+            pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+            goto failed;
+        }
+
+        env = PKCS7_encrypt(rcpt, in, m->reply_cipher != NULL
+                                      ? m->reply_cipher : EVP_aes_128_cbc(),
+                            PKCS7_BINARY);
+        if (env == NULL) {
+            pki_fail(&resp->res, PKI_INTERNAL, "PKCS7_encrypt() failed");
+            goto failed;
+        }
+
+        n = i2d_PKCS7(env, &envder);
+        if (n <= 0) {
+            envder = NULL;
+            pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the envelope");
+            goto failed;
+        }
+
+        envlen = (size_t) n;
+    }
+
+    p7 = PKCS7_new();
+    if (p7 == NULL || !PKCS7_set_type(p7, NID_pkcs7_signed)
+        || !PKCS7_content_new(p7, NID_pkcs7_data)
+        || !PKCS7_add_certificate(p7, ra))
+    {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot build the CertRep");
+        goto failed;
+    }
+
+    if (envder != NULL) {
+        if (!ASN1_OCTET_STRING_set(p7->d.sign->contents->d.data, envder,
+                                   (int) envlen))
+        {
+            pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+            goto failed;
+        }
+
+    } else if (!PKCS7_set_detached(p7, 1)) {
+        /* no pkcsPKIEnvelope in a FAILURE or PENDING CertRep */
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot build the CertRep");
+        goto failed;
+    }
+
+    /* the public key only selects the algorithms; the RA key signs below */
+    si = PKCS7_add_signature(p7, ra, X509_get0_pubkey(ra), dgst);
+    if (si == NULL) {
+        pki_fail(&resp->res, PKI_INTERNAL, "PKCS7_add_signature() failed");
+        goto failed;
+    }
+
+    if (EVP_Digest(envder != NULL ? envder : (unsigned char *) "", envlen,
+                   md, &mdlen, dgst, NULL) != 1
+        || RAND_bytes(nonce, sizeof(nonce)) != 1)
+    {
+        pki_fail(&resp->res, PKI_INTERNAL, "digest failed");
+        goto failed;
+    }
+
+    n = 1;
+    n = n && PKCS7_add_signed_attribute(si, NID_pkcs9_contentType,
+                                        V_ASN1_OBJECT,
+                                        OBJ_nid2obj(NID_pkcs7_data));
+    n = n && PKCS7_add0_attrib_signing_time(si, NULL);
+    n = n && PKCS7_add1_attrib_digest(si, md, (int) mdlen);
+
+    snprintf(num, sizeof(num), "%d", PKI_SCEP_CERTREP);
+    n = n && pki_scep_add_attr(si, PKI_OID_MESSAGE_TYPE,
+                               V_ASN1_PRINTABLESTRING, num,
+                               (int) strlen(num));
+    snprintf(num, sizeof(num), "%d", status);
+    n = n && pki_scep_add_attr(si, PKI_OID_PKI_STATUS,
+                               V_ASN1_PRINTABLESTRING, num,
+                               (int) strlen(num));
+    if (status == PKI_SCEP_FAILURE) {
+        snprintf(num, sizeof(num), "%d", fail);
+        n = n && pki_scep_add_attr(si, PKI_OID_FAIL_INFO,
+                                   V_ASN1_PRINTABLESTRING, num,
+                                   (int) strlen(num));
+    }
+    n = n && pki_scep_add_attr(si, PKI_OID_TRANSACTION_ID,
+                               V_ASN1_PRINTABLESTRING, m->tid,
+                               (int) strlen(m->tid));
+    n = n && pki_scep_add_attr(si, PKI_OID_RECIPIENT_NONCE,
+                               V_ASN1_OCTET_STRING, m->nonce,
+                               (int) m->nonce_len);
+    n = n && pki_scep_add_attr(si, PKI_OID_SENDER_NONCE,
+                               V_ASN1_OCTET_STRING, nonce, sizeof(nonce));
+
+    if (!n) {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot add the signed "
+                 "attributes");
+        goto failed;
+    }
+
+    /* sign the DER SET OF attributes with the RA key (verified) */
+    n = ASN1_item_i2d((ASN1_VALUE *) si->auth_attr, &abuf,
+                      ASN1_ITEM_rptr(PKCS7_ATTR_SIGN));
+    if (n <= 0) {
+        abuf = NULL;
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the attributes");
+        goto failed;
+    }
+
+    st = pki_key_sign(pki_scep_ra_key(conf), dgst, abuf, (size_t) n, &sig,
+                      &siglen, &resp->res);
+    if (st != PKI_OK) {
+        goto failed;
+    }
+
+    ASN1_STRING_set0(si->enc_digest, sig, (int) siglen);
+    sig = NULL;
+
+    /* the signer no longer needs the public key */
+    EVP_PKEY_free(si->pkey);
+    si->pkey = NULL;
+
+    pki_scep_resp_free(resp);
+
+    n = i2d_PKCS7(p7, NULL);
+    if (n <= 0) {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the CertRep");
+        goto failed;
+    }
+
+    resp->body = malloc((size_t) n);
+    if (resp->body == NULL) {
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    {
+        unsigned char  *q = resp->body;
+
+        if (i2d_PKCS7(p7, &q) != n) {
+            pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the CertRep");
+            goto failed;
+        }
+    }
+
+    resp->body_len = (size_t) n;
+    resp->http_status = 200;
+    resp->content_type = PKI_SCEP_CT_MESSAGE;
+    ok = 1;
+
+failed:
+
+    free(sig);
+    OPENSSL_free(abuf);
+    OPENSSL_free(envder);
+    PKCS7_free(env);
+    PKCS7_free(p7);
+    BIO_free(in);
+    sk_X509_free(rcpt);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
+/* A FAILURE CertRep; res already holds the reason for the log. */
+static void
+pki_scep_fail(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int fail,
+    pki_scep_resp_t *resp)
+{
+    pki_result_t  keep;
+
+    keep = resp->res;
+
+    if (!pki_scep_certrep(conf, m, PKI_SCEP_FAILURE, fail, NULL, 0, resp)) {
+        pki_scep_http_error(resp, 0);
+        return;
+    }
+
+    /* the log keeps why the request failed, not how the answer went */
+    resp->res = keep;
+    if (resp->res.status == PKI_OK) {
+        resp->res.status = PKI_MALFORMED;
+    }
+}
+
+
+/* Success: the certificate (and optionally a CRL) in a degenerate PKCS#7,
+ * encrypted to the requester. */
+static void
+pki_scep_success(const pki_scep_conf_t *conf, pki_scep_msg_t *m, X509 *cert,
+    X509_CRL *crl, pki_scep_resp_t *resp)
+{
+    size_t          len;
+    unsigned char  *der;
+
+    if (!pki_scep_degenerate(cert, NULL, NULL, crl, &der, &len)) {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the reply");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    if (!pki_scep_certrep(conf, m, PKI_SCEP_SUCCESS, 0, der, len, resp)) {
+        OPENSSL_free(der);
+        if (resp->res.status == PKI_UNSUPPORTED) {
+            /* cannot encrypt to the requester's key */
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_ALG, resp);
+            return;
+        }
+        pki_scep_http_error(resp, 0);
+        return;
+    }
+
+    OPENSSL_free(der);
+}
+
+
+/* ---- transactionID ------------------------------------------------------------ */
+
+/*
+ * RFC 8894 3.2.1.1: the transactionID SHOULD be a hash of the public key.
+ * Clients differ in the hash and the encoding: micromdm 2.x takes base64
+ * of SHA-256 over the subjectPublicKey bits (the PKCS#1 key) cut to 160
+ * bits, jscep hex of a digest of the SubjectPublicKeyInfo, sscep hex MD5.
+ * Accepted: MD5, SHA-1, SHA-256 or SHA-512 over either, whole or cut to
+ * 160 bits, as hex (any case) or base64.
+ */
+static int
+pki_scep_tid_matches(const char *tid, EVP_PKEY *pk)
+{
+    int                   n, i, j, k, len[2];
+    char                  text[2 * EVP_MAX_MD_SIZE + 1];
+    unsigned char        *spki, md[EVP_MAX_MD_SIZE];
+    unsigned int          mdlen, tl;
+    const unsigned char  *in[2];
+    X509_PUBKEY          *xpk;
+    const EVP_MD         *mds[4];
+    const unsigned char  *bits;
+    int                   bitslen, match;
+
+    spki = NULL;
+    xpk = NULL;
+    match = 0;
+
+    n = i2d_PUBKEY(pk, &spki);
+    if (n <= 0) {
+        return 0;
+    }
+
+    if (X509_PUBKEY_set(&xpk, pk) != 1
+        || X509_PUBKEY_get0_param(NULL, &bits, &bitslen, NULL, xpk) != 1)
+    {
+        OPENSSL_free(spki);
+        X509_PUBKEY_free(xpk);
+        ERR_clear_error();
+        return 0;
+    }
+
+    in[0] = spki;
+    len[0] = n;
+    in[1] = bits;
+    len[1] = bitslen;
+
+    mds[0] = EVP_md5();
+    mds[1] = EVP_sha1();
+    mds[2] = EVP_sha256();
+    mds[3] = EVP_sha512();
+
+    for (i = 0; i < 2 && !match; i++) {
+        for (j = 0; j < 4 && !match; j++) {
+            if (mds[j] == NULL
+                || EVP_Digest(in[i], (size_t) len[i], md, &mdlen, mds[j],
+                              NULL) != 1)
+            {
+                ERR_clear_error();
+                continue;
+            }
+
+            /* the whole digest, and its first 160 bits (micromdm 2.x:
+             * SHA-256 truncated to the size of a SHA-1 key identifier) */
+            for (k = 0; k < 2 && !match; k++) {
+                tl = (k == 0) ? mdlen : 20;
+
+                if (k == 1 && mdlen <= 20) {
+                    break;
+                }
+
+                pki_hex(md, tl, text, 0);
+                if (strcasecmp(text, tid) == 0) {
+                    match = 1;
+                    break;
+                }
+
+                if (EVP_EncodeBlock((unsigned char *) text, md, (int) tl) > 0
+                    && strcmp(text, tid) == 0)
+                {
+                    match = 1;
+                }
+            }
+        }
+    }
+
+    OPENSSL_free(spki);
+    X509_PUBKEY_free(xpk);
+
+    return match;
+}
+
+
+/* ---- challenges ----------------------------------------------------------------- */
+
+/* The challengePassword of the CSR: 1, 0 (none) or -1 (malformed). */
+static int
+pki_scep_csr_challenge(X509_REQ *csr, const unsigned char **pw, size_t *len)
+{
+    int              i;
+    ASN1_TYPE       *t;
+    X509_ATTRIBUTE  *a;
+
+    i = X509_REQ_get_attr_by_NID(csr, NID_pkcs9_challengePassword, -1);
+    if (i < 0) {
+        return 0;
+    }
+
+    if (X509_REQ_get_attr_by_NID(csr, NID_pkcs9_challengePassword, i) >= 0) {
+        return -1;
+    }
+
+    a = X509_REQ_get_attr(csr, i);
+    if (a == NULL || X509_ATTRIBUTE_count(a) != 1) {
+        return -1;
+    }
+
+    t = X509_ATTRIBUTE_get0_type(a, 0);
+    if (t == NULL) {
+        return -1;
+    }
+
+    switch (t->type) {
+    case V_ASN1_PRINTABLESTRING:
+    case V_ASN1_UTF8STRING:
+    case V_ASN1_IA5STRING:
+    case V_ASN1_T61STRING:
+        break;
+    default:
+        return -1;
+    }
+
+    if (t->value.asn1_string->length <= 0
+        || t->value.asn1_string->length > PKI_SCEP_CHALLENGE_MAX)
+    {
+        return -1;
+    }
+
+    *pw = t->value.asn1_string->data;
+    *len = (size_t) t->value.asn1_string->length;
+
+    return 1;
+}
+
+
+/* Constant time in the secret: both sides are hashed first. */
+static int
+pki_scep_static_ok(const pki_scep_conf_t *conf, const unsigned char *pw,
+    size_t len)
+{
+    unsigned char  a[32], b[32];
+    unsigned int   n;
+
+    if (conf->challenge == NULL || conf->challenge_len == 0) {
+        return 0;
+    }
+
+    if (EVP_Digest(pw, len, a, &n, EVP_sha256(), NULL) != 1
+        || EVP_Digest(conf->challenge, conf->challenge_len, b, &n,
+                      EVP_sha256(), NULL) != 1)
+    {
+        return 0;
+    }
+
+    return CRYPTO_memcmp(a, b, 32) == 0;
+}
+
+
+static void
+pki_scep_chal_clear(pki_scep_chal_t *c)
+{
+    free(c->raw);
+    memset(c, 0, sizeof(pki_scep_chal_t));
+}
+
+
+/* Looks the one-time challenge up without consuming it.  PKI_OK, or
+ * PKI_NOT_FOUND (unknown, expired or used), or PKI_UNAVAILABLE. */
+static pki_status_t
+pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
+    pki_scep_chal_t *c, pki_result_t *res)
+{
+    char        *nl;
+    redisReply  *reply;
+    const char  *argv[2];
+    size_t       lens[2];
+
+    memset(c, 0, sizeof(pki_scep_chal_t));
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_UNAVAILABLE, "no challenge store");
+    }
+
+    if (!pki_scep_rkey(r, "chal", pw, len, c->hkey, sizeof(c->hkey))) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    argv[0] = "GET";
+    lens[0] = 3;
+    argv[1] = c->hkey;
+    lens[1] = strlen(c->hkey);
+
+    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        freeReplyObject(reply);
+        return PKI_NOT_FOUND;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING || reply->len > 4096) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    c->raw = malloc(reply->len + 1);
+    if (c->raw == NULL) {
+        freeReplyObject(reply);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    memcpy(c->raw, reply->str, reply->len);
+    c->raw[reply->len] = '\0';
+    freeReplyObject(reply);
+
+    /* "TEMPLATE\nCN\nSAN" */
+    c->tmpl = c->raw;
+    nl = strchr(c->raw, '\n');
+    if (nl == NULL) {
+        c->cn = "";
+        c->san = "";
+        return PKI_OK;
+    }
+
+    *nl = '\0';
+    c->cn = nl + 1;
+    nl = strchr(nl + 1, '\n');
+    if (nl == NULL) {
+        c->san = "";
+        return PKI_OK;
+    }
+
+    *nl = '\0';
+    c->san = nl + 1;
+
+    return PKI_OK;
+}
+
+
+/* Consumes the challenge: GETDEL, one winner.  PKI_OK when this request
+ * won and the value is still the one checked. */
+static pki_status_t
+pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
+{
+    redisReply  *reply;
+    const char  *argv[2];
+    size_t       lens[2];
+    int          ok;
+
+    argv[0] = "GETDEL";
+    lens[0] = 6;
+    argv[1] = c->hkey;
+    lens[1] = strlen(c->hkey);
+
+    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    ok = reply->type == REDIS_REPLY_STRING;
+    freeReplyObject(reply);
+
+    if (!ok) {
+        return pki_fail(res, PKI_FORBIDDEN, "the one-time challenge was "
+                        "already used");
+    }
+
+    return PKI_OK;
+}
+
+
+static int
+pki_scep_san_text(const GENERAL_NAME *gn, char *buf, size_t size)
+{
+    int                   n;
+    const ASN1_STRING    *s;
+    const unsigned char  *ip;
+    const char           *prefix;
+
+    switch (gn->type) {
+    case GEN_DNS:
+        prefix = "DNS:";
+        s = gn->d.dNSName;
+        break;
+    case GEN_EMAIL:
+        prefix = "email:";
+        s = gn->d.rfc822Name;
+        break;
+    case GEN_URI:
+        prefix = "URI:";
+        s = gn->d.uniformResourceIdentifier;
+        break;
+    case GEN_IPADD:
+        ip = gn->d.iPAddress->data;
+        n = gn->d.iPAddress->length;
+        if (n == 4) {
+            n = snprintf(buf, size, "IP:");
+            return inet_ntop(AF_INET, ip, buf + n, size - n) != NULL;
+        }
+        if (n == 16) {
+            n = snprintf(buf, size, "IP:");
+            return inet_ntop(AF_INET6, ip, buf + n, size - n) != NULL;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+
+    n = snprintf(buf, size, "%s%.*s", prefix, s->length,
+                 (const char *) s->data);
+
+    return n > 0 && (size_t) n < size;
+}
+
+
+/* The request matches what the challenge is bound to. */
+static int
+pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
+    const pki_request_t *preq, pki_result_t *res)
+{
+    int            i, j, lastpos, found;
+    char           cn[256], want[512], have[512], *tok, *save;
+    X509_NAME_ENTRY  *e;
+    ASN1_STRING   *s;
+
+    if (c->tmpl[0] != '\0'
+        && strcmp(c->tmpl, pki_template_name(conf->tmpl)) != 0)
+    {
+        pki_fail(res, PKI_FORBIDDEN, "the challenge is bound to another "
+                 "template");
+        return 0;
+    }
+
+    if (c->cn[0] != '\0') {
+        cn[0] = '\0';
+        lastpos = X509_NAME_get_index_by_NID(preq->subject, NID_commonName,
+                                             -1);
+        if (lastpos >= 0) {
+            e = X509_NAME_get_entry(preq->subject, lastpos);
+            s = X509_NAME_ENTRY_get_data(e);
+            if (s != NULL && s->length > 0 && (size_t) s->length < sizeof(cn))
+            {
+                memcpy(cn, s->data, s->length);
+                cn[s->length] = '\0';
+            }
+        }
+
+        if (strcmp(cn, c->cn) != 0) {
+            pki_fail(res, PKI_FORBIDDEN, "the challenge is bound to another "
+                     "subject CN");
+            return 0;
+        }
+    }
+
+    if (c->san[0] != '\0') {
+        if (strlen(c->san) >= sizeof(want)) {
+            pki_fail(res, PKI_FORBIDDEN, "bad challenge binding");
+            return 0;
+        }
+
+        strcpy(want, c->san);
+
+        for (tok = strtok_r(want, ",", &save); tok != NULL;
+             tok = strtok_r(NULL, ",", &save))
+        {
+            while (*tok == ' ') {
+                tok++;
+            }
+
+            found = 0;
+            j = sk_GENERAL_NAME_num(preq->sans);
+
+            for (i = 0; i < j && !found; i++) {
+                if (pki_scep_san_text(sk_GENERAL_NAME_value(preq->sans, i),
+                                      have, sizeof(have)))
+                {
+                    found = strcasecmp(have, tok) == 0;
+                }
+            }
+
+            if (!found) {
+                pki_fail(res, PKI_FORBIDDEN, "the challenge is bound to "
+                         "SAN %s, which the request lacks", tok);
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+/* ---- pending requests (manual approval) ------------------------------------ */
+
+static const char  pki_lua_pend_new[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
+    "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
+    "return 1";
+
+static const char  pki_lua_pend_set[] =
+    "local s = redis.call('HGET', KEYS[1], 'status') "
+    "if s ~= ARGV[1] then return 0 end "
+    "redis.call('HSET', KEYS[1], 'status', ARGV[2]) "
+    "if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'serial', ARGV[3]) "
+    "end "
+    "return 1";
+
+
+typedef struct {
+    char           status[16];
+    char           key[65];
+    char           ca[64];
+    char           tmpl[64];
+    char           serial[41];
+    unsigned char *csr;
+    size_t         csr_len;
+} pki_scep_pend_t;
+
+
+static void
+pki_scep_pend_clear(pki_scep_pend_t *p)
+{
+    free(p->csr);
+    memset(p, 0, sizeof(pki_scep_pend_t));
+}
+
+
+static void
+pki_copy_reply(char *dst, size_t size, const redisReply *v)
+{
+    size_t  n;
+
+    dst[0] = '\0';
+
+    if (v->type != REDIS_REPLY_STRING) {
+        return;
+    }
+
+    n = v->len < size - 1 ? v->len : size - 1;
+    memcpy(dst, v->str, n);
+    dst[n] = '\0';
+}
+
+
+static pki_status_t
+pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
+    pki_result_t *res)
+{
+    char         key[PKI_SCEP_KEY_MAX];
+    size_t       i, lens[2];
+    redisReply  *reply, *k, *v;
+    const char  *argv[2];
+
+    memset(p, 0, sizeof(pki_scep_pend_t));
+
+    if (!pki_scep_rkey(r, "pend", tid, strlen(tid), key, sizeof(key))) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    argv[0] = "HGETALL";
+    lens[0] = 7;
+    argv[1] = key;
+    lens[1] = strlen(key);
+
+    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    if (reply->elements == 0) {
+        freeReplyObject(reply);
+        return PKI_NOT_FOUND;
+    }
+
+    for (i = 0; i + 1 < reply->elements; i += 2) {
+        k = reply->element[i];
+        v = reply->element[i + 1];
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (strcmp(k->str, "status") == 0) {
+            pki_copy_reply(p->status, sizeof(p->status), v);
+        } else if (strcmp(k->str, "key") == 0) {
+            pki_copy_reply(p->key, sizeof(p->key), v);
+        } else if (strcmp(k->str, "ca") == 0) {
+            pki_copy_reply(p->ca, sizeof(p->ca), v);
+        } else if (strcmp(k->str, "template") == 0) {
+            pki_copy_reply(p->tmpl, sizeof(p->tmpl), v);
+        } else if (strcmp(k->str, "serial") == 0) {
+            pki_copy_reply(p->serial, sizeof(p->serial), v);
+        } else if (strcmp(k->str, "csr") == 0 && v->len > 0
+                   && v->len <= PKI_CSR_MAX && p->csr == NULL)
+        {
+            p->csr = malloc(v->len);
+            if (p->csr != NULL) {
+                memcpy(p->csr, v->str, v->len);
+                p->csr_len = v->len;
+            }
+        }
+    }
+
+    freeReplyObject(reply);
+
+    if (p->status[0] == '\0' || p->key[0] == '\0' || p->csr == NULL) {
+        pki_scep_pend_clear(p);
+        return pki_fail(res, PKI_UNAVAILABLE, "incomplete pending record");
+    }
+
+    return PKI_OK;
+}
+
+
+/* Compare-and-set of the status (and the serial). */
+static pki_status_t
+pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
+    const char *to, const char *serial, int *done, pki_result_t *res)
+{
+    char         key[PKI_SCEP_KEY_MAX];
+    size_t       lens[7];
+    redisReply  *reply;
+    const char  *argv[7];
+
+    *done = 0;
+
+    if (!pki_scep_rkey(r, "pend", tid, strlen(tid), key, sizeof(key))) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_pend_set;
+    argv[2] = "1";
+    argv[3] = key;
+    argv[4] = from;
+    argv[5] = to;
+    argv[6] = serial != NULL ? serial : "";
+
+    for (int i = 0; i < 7; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_int_redis_cmd(r, 7, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    *done = reply->integer == 1;
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+static pki_status_t
+pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
+    const char *keyhex, const char *subject, const char *client, int *created,
+    pki_result_t *res)
+{
+    int          i;
+    char         key[PKI_SCEP_KEY_MAX], ttl[24], now[24];
+    size_t       lens[24];
+    redisReply  *reply;
+    const char  *argv[24];
+
+    *created = 0;
+
+    if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
+                       sizeof(key)))
+    {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    snprintf(ttl, sizeof(ttl), "%ld",
+             conf->pending_ttl > 0 ? conf->pending_ttl : PKI_SCEP_PENDING_TTL);
+    snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
+
+    i = 0;
+    argv[i++] = "EVAL";
+    argv[i++] = pki_lua_pend_new;
+    argv[i++] = "1";
+    argv[i++] = key;
+    argv[i++] = ttl;
+    argv[i++] = "status";
+    argv[i++] = "pending";
+    argv[i++] = "key";
+    argv[i++] = keyhex;
+    argv[i++] = "tid";
+    argv[i++] = m->tid;
+    argv[i++] = "ca";
+    argv[i++] = pki_ca_name(conf->ca);
+    argv[i++] = "template";
+    argv[i++] = pki_template_name(conf->tmpl);
+    argv[i++] = "subject";
+    argv[i++] = subject != NULL ? subject : "";
+    argv[i++] = "client";
+    argv[i++] = client != NULL ? client : "";
+    argv[i++] = "created";
+    argv[i++] = now;
+    argv[i++] = "csr";
+    argv[i++] = (const char *) m->data;
+
+    for (int j = 0; j < i; j++) {
+        lens[j] = strlen(argv[j]);
+    }
+    lens[i - 1] = m->data_len;
+
+    reply = pki_int_redis_cmd(conf->redis, i, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(conf->redis);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    *created = reply->integer == 1;
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+static int
+pki_scep_key_hex(EVP_PKEY *pk, char out[65])
+{
+    int             n;
+    unsigned char  *der;
+
+    der = NULL;
+    n = i2d_PUBKEY(pk, &der);
+    if (n <= 0) {
+        return 0;
+    }
+
+    n = pki_sha256_hex(der, (size_t) n, out);
+    OPENSSL_free(der);
+
+    return n;
+}
+
+
+/* ---- PKIOperation ---------------------------------------------------------------- */
+
+/* pki_issue and the mapping of its failure: 1 issued, 0 answered. */
+static int
+pki_scep_issue(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    const pki_request_t *preq, const char *who, const char *client,
+    X509 **cert, pki_scep_resp_t *resp)
+{
+    pki_status_t     rc;
+    pki_issue_ctx_t  ictx;
+
+    ictx.protocol = "scep";
+    ictx.requester = who;
+    ictx.client = client;
+
+    rc = pki_issue(conf->ca, conf->tmpl, conf->redis, preq, &ictx, cert,
+                   &resp->res);
+
+    if (rc == PKI_OK) {
+        return 1;
+    }
+
+    if (rc == PKI_POLICY || rc == PKI_FORBIDDEN || rc == PKI_MALFORMED) {
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+    } else {
+        pki_scep_http_error(resp, 0);
+    }
+
+    return 0;
+}
+
+
+static void
+pki_scep_log_serial(pki_result_t *res, X509 *cert)
+{
+    char  hex[41];
+
+    if (pki_serial_to_hex(X509_get0_serialNumber(cert), hex)) {
+        pki_log(res, "%sissued serial %s", res->log[0] ? "; " : "", hex);
+    }
+}
+
+
+/* PKCSReq (19) and RenewalReq (17). */
+static void
+pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
+    pki_scep_msg_t *m, pki_scep_resp_t *resp)
+{
+    int                    rc, created;
+    char                  *who, keyhex[65];
+    X509                  *cert;
+    size_t                 pwlen;
+    X509_REQ              *csr;
+    EVP_PKEY              *csrkey;
+    pki_status_t           st;
+    pki_record_t           rec;
+    pki_result_t          *res;
+    pki_request_t          preq;
+    pki_scep_chal_t        chal;
+    const unsigned char   *pw;
+
+    res = &resp->res;
+    who = NULL;
+    cert = NULL;
+    csr = NULL;
+    memset(&preq, 0, sizeof(preq));
+    memset(&chal, 0, sizeof(chal));
+
+    st = pki_csr_parse(m->data, m->data_len, &csr, res);
+    if (st != PKI_OK) {
+        pki_scep_fail(conf, m, st == PKI_BAD_SIGNATURE
+                               ? PKI_SCEP_BAD_MSG_CHECK : PKI_SCEP_BAD_REQUEST,
+                      resp);
+        goto done;
+    }
+
+    csrkey = X509_REQ_get0_pubkey(csr);
+
+    if (!conf->tid_any && !pki_scep_tid_matches(m->tid, csrkey)) {
+        pki_fail(res, PKI_FORBIDDEN, "transactionID \"%s\" is not a hash of "
+                 "the request's public key", m->tid);
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        goto done;
+    }
+
+    if (m->type == PKI_SCEP_PKCSREQ) {
+
+        /* a self-signed signer holding the key of the CSR */
+        if (X509_NAME_cmp(X509_get_subject_name(m->signer),
+                          X509_get_issuer_name(m->signer)) != 0
+            || X509_verify(m->signer, X509_get0_pubkey(m->signer)) != 1)
+        {
+            ERR_clear_error();
+            pki_fail(res, PKI_FORBIDDEN, "PKCSReq must be signed with a "
+                     "self-signed certificate");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+
+        if (EVP_PKEY_eq(X509_get0_pubkey(m->signer), csrkey) != 1) {
+            ERR_clear_error();
+            pki_fail(res, PKI_FORBIDDEN, "the signer's key is not the key "
+                     "of the CSR");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_MSG_CHECK, resp);
+            goto done;
+        }
+
+        /* the challenge */
+        rc = pki_scep_csr_challenge(csr, &pw, &pwlen);
+        if (rc <= 0) {
+            pki_fail(res, PKI_UNAUTHORIZED, "%s challengePassword",
+                     rc == 0 ? "no" : "malformed");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+
+        if (pki_scep_static_ok(conf, pw, pwlen)) {
+            who = strdup("static challenge");
+
+        } else if (conf->dynamic) {
+            st = pki_scep_chal_peek(conf->redis, pw, pwlen, &chal, res);
+
+            if (st == PKI_NOT_FOUND) {
+                pki_fail(res, PKI_UNAUTHORIZED, "wrong, expired or used "
+                         "challenge");
+                pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+                goto done;
+            }
+
+            if (st != PKI_OK) {
+                pki_scep_http_error(resp, 0);
+                goto done;
+            }
+
+            who = strdup("one-time challenge");
+
+        } else {
+            pki_fail(res, PKI_UNAUTHORIZED, "wrong challenge");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+
+        st = pki_request_from_csr(conf->tmpl, csr, &preq, res);
+
+    } else {
+
+        /* RenewalReq: the signer is a current, good certificate of ours */
+        if (!pki_ca_issued(conf->ca, m->signer)) {
+            ERR_clear_error();
+            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer was not issued "
+                     "by CA \"%s\"", pki_ca_name(conf->ca));
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+            goto done;
+        }
+
+        if (X509_cmp_time(X509_get0_notAfter(m->signer), NULL) <= 0
+            || X509_cmp_time(X509_get0_notBefore(m->signer), NULL) >= 0)
+        {
+            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is expired or "
+                     "not yet valid");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_TIME, resp);
+            goto done;
+        }
+
+        st = pki_int_cert_record(conf->redis, conf->ca, m->signer, &rec, res);
+        if (st == PKI_UNAVAILABLE) {
+            pki_scep_http_error(resp, 0);
+            goto done;
+        }
+
+        if (st != PKI_OK) {
+            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is unknown to "
+                     "this CA");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+            goto done;
+        }
+
+        if (rec.status != PKI_CERT_GOOD) {
+            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is %s",
+                     rec.status == PKI_CERT_REVOKED ? "revoked"
+                                                    : "not active");
+            pki_record_clear(&rec);
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+
+        if (strcmp(rec.template_name, pki_template_name(conf->tmpl)) != 0) {
+            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer was issued under "
+                     "template \"%s\", not \"%s\"", rec.template_name,
+                     pki_template_name(conf->tmpl));
+            pki_record_clear(&rec);
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+
+        pki_record_clear(&rec);
+
+        who = pki_int_name_text(X509_get_subject_name(m->signer));
+        st = pki_request_renewal(conf->tmpl, csr, m->signer, &preq, res);
+    }
+
+    if (st != PKI_OK) {
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        goto done;
+    }
+
+    if (who == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        pki_scep_http_error(resp, 500);
+        goto done;
+    }
+
+    if (chal.raw != NULL && !pki_scep_chal_binding(conf, &chal, &preq, res)) {
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        goto done;
+    }
+
+    if (conf->redis == NULL) {
+        pki_fail(res, PKI_INTERNAL, "SCEP needs a certificate store (Redis)");
+        pki_scep_http_error(resp, 500);
+        goto done;
+    }
+
+    /* Every check passed: only now is any state written. */
+
+    if (chal.raw != NULL) {
+        st = pki_scep_chal_take(conf->redis, &chal, res);
+        if (st == PKI_FORBIDDEN) {
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+        if (st != PKI_OK) {
+            pki_scep_http_error(resp, 0);
+            goto done;
+        }
+    }
+
+    if (m->type == PKI_SCEP_PKCSREQ && conf->manual) {
+        if (!pki_scep_key_hex(csrkey, keyhex)) {
+            pki_fail(res, PKI_INTERNAL, "cannot hash the key");
+            pki_scep_http_error(resp, 500);
+            goto done;
+        }
+
+        {
+            char  *subj = pki_int_name_text(preq.subject);
+
+            st = pki_scep_pend_new(conf, m, keyhex, subj, req->client,
+                                   &created, res);
+            free(subj);
+        }
+
+        if (st != PKI_OK) {
+            pki_scep_http_error(resp, 0);
+            goto done;
+        }
+
+        pki_log(res, "%s", created ? "pending approval"
+                                   : "already pending (resent)");
+
+        if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
+            pki_scep_http_error(resp, 0);
+        }
+
+        goto done;
+    }
+
+    if (!pki_scep_issue(conf, m, &preq, who, req->client, &cert, resp)) {
+        goto done;
+    }
+
+    pki_scep_log_serial(res, cert);
+    pki_scep_success(conf, m, cert, NULL, resp);
+
+done:
+
+    pki_scep_chal_clear(&chal);
+    X509_free(cert);
+    pki_request_clear(&preq);
+    X509_REQ_free(csr);
+    free(who);
+}
+
+
+/* CertPoll / GetCertInitial (20): IssuerAndSubject; the transactionID
+ * names the pending request, the signer must hold its key. */
+static void
+pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
+    pki_scep_msg_t *m, pki_scep_resp_t *resp)
+{
+    int                    done;
+    char                   keyhex[65];
+    X509                  *cert;
+    X509_REQ              *csr;
+    pki_status_t           st;
+    pki_record_t           rec;
+    pki_result_t          *res;
+    pki_request_t          preq;
+    pki_scep_pend_t        pend;
+    STACK_OF(ASN1_TYPE)   *seq;
+    const unsigned char   *p;
+
+    res = &resp->res;
+    cert = NULL;
+    csr = NULL;
+    memset(&preq, 0, sizeof(preq));
+    memset(&pend, 0, sizeof(pend));
+
+    /* IssuerAndSubject ::= SEQUENCE { issuer Name, subject Name } */
+    p = m->data;
+    seq = d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long) m->data_len);
+    if (seq == NULL || p != m->data + m->data_len
+        || sk_ASN1_TYPE_num(seq) != 2
+        || sk_ASN1_TYPE_value(seq, 0)->type != V_ASN1_SEQUENCE
+        || sk_ASN1_TYPE_value(seq, 1)->type != V_ASN1_SEQUENCE)
+    {
+        sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+        ERR_clear_error();
+        pki_fail(res, PKI_MALFORMED, "CertPoll: bad IssuerAndSubject");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        return;
+    }
+
+    sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+
+    if (conf->redis == NULL) {
+        pki_fail(res, PKI_INTERNAL, "no certificate store");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    st = pki_scep_pend_get(conf->redis, m->tid, &pend, res);
+
+    if (st == PKI_NOT_FOUND) {
+        pki_fail(res, PKI_NOT_FOUND, "CertPoll: no pending request with "
+                 "transactionID \"%s\"", m->tid);
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+        return;
+    }
+
+    if (st != PKI_OK) {
+        pki_scep_http_error(resp, 0);
+        return;
+    }
+
+    if (!pki_scep_key_hex(X509_get0_pubkey(m->signer), keyhex)
+        || strcmp(keyhex, pend.key) != 0
+        || strcmp(pend.ca, pki_ca_name(conf->ca)) != 0
+        || strcmp(pend.tmpl, pki_template_name(conf->tmpl)) != 0)
+    {
+        pki_fail(res, PKI_FORBIDDEN, "CertPoll: the signer does not hold the "
+                 "key of the pending request (or another CA or template)");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+        goto done;
+    }
+
+    if (strcmp(pend.status, "pending") == 0
+        || strcmp(pend.status, "issuing") == 0)
+    {
+        pki_log(res, "still pending");
+        if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
+            pki_scep_http_error(resp, 0);
+        }
+        goto done;
+    }
+
+    if (strcmp(pend.status, "rejected") == 0) {
+        pki_fail(res, PKI_FORBIDDEN, "the request was rejected");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        goto done;
+    }
+
+    if (strcmp(pend.status, "issued") == 0) {
+        st = pki_record_get(conf->redis, pki_ca_name(conf->ca), pend.serial,
+                            &rec, res);
+        if (st != PKI_OK || rec.der == NULL) {
+            pki_record_clear(&rec);
+            if (st == PKI_UNAVAILABLE) {
+                pki_scep_http_error(resp, 0);
+                goto done;
+            }
+            pki_fail(res, PKI_NOT_FOUND, "the issued certificate is gone");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+            goto done;
+        }
+
+        p = rec.der;
+        cert = d2i_X509(NULL, &p, (long) rec.der_len);
+        pki_record_clear(&rec);
+
+        if (cert == NULL) {
+            pki_fail(res, PKI_INTERNAL, "bad stored certificate");
+            pki_scep_http_error(resp, 500);
+            goto done;
+        }
+
+        pki_log(res, "returned serial %s", pend.serial);
+        pki_scep_success(conf, m, cert, NULL, resp);
+        goto done;
+    }
+
+    if (strcmp(pend.status, "approved") != 0) {
+        pki_fail(res, PKI_INTERNAL, "unknown pending status");
+        pki_scep_http_error(resp, 500);
+        goto done;
+    }
+
+    /* approved: one poller claims the issuance */
+
+    st = pki_scep_pend_set(conf->redis, m->tid, "approved", "issuing", NULL,
+                           &done, res);
+    if (st != PKI_OK) {
+        pki_scep_http_error(resp, 0);
+        goto done;
+    }
+
+    if (!done) {
+        if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
+            pki_scep_http_error(resp, 0);
+        }
+        goto done;
+    }
+
+    st = pki_csr_parse(pend.csr, pend.csr_len, &csr, res);
+    if (st == PKI_OK) {
+        st = pki_request_from_csr(conf->tmpl, csr, &preq, res);
+    }
+
+    if (st != PKI_OK) {
+        (void) pki_scep_pend_set(conf->redis, m->tid, "issuing", "rejected",
+                                 NULL, &done, NULL);
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        goto done;
+    }
+
+    if (!pki_scep_issue(conf, m, &preq, "manual approval", req->client, &cert,
+                        resp))
+    {
+        (void) pki_scep_pend_set(conf->redis, m->tid, "issuing", "approved",
+                                 NULL, &done, NULL);
+        goto done;
+    }
+
+    {
+        char  hex[41];
+
+        if (!pki_serial_to_hex(X509_get0_serialNumber(cert), hex)) {
+            hex[0] = '\0';
+        }
+
+        (void) pki_scep_pend_set(conf->redis, m->tid, "issuing", "issued",
+                                 hex, &done, NULL);
+    }
+
+    pki_scep_log_serial(res, cert);
+    pki_scep_success(conf, m, cert, NULL, resp);
+
+done:
+
+    X509_free(cert);
+    X509_REQ_free(csr);
+    pki_request_clear(&preq);
+    pki_scep_pend_clear(&pend);
+}
+
+
+/* GetCert (21) and GetCRL (22): IssuerAndSerialNumber of this CA. */
+static void
+pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    pki_scep_resp_t *resp)
+{
+    char                       hex[41];
+    X509                      *cert;
+    X509_CRL                  *crl;
+    pki_status_t               st;
+    pki_record_t               rec;
+    pki_result_t              *res;
+    pki_crl_info_t             info;
+    const unsigned char       *p;
+    PKCS7_ISSUER_AND_SERIAL   *ias;
+
+    res = &resp->res;
+    cert = NULL;
+    crl = NULL;
+
+    p = m->data;
+    ias = d2i_PKCS7_ISSUER_AND_SERIAL(NULL, &p, (long) m->data_len);
+    if (ias == NULL || p != m->data + m->data_len) {
+        PKCS7_ISSUER_AND_SERIAL_free(ias);
+        ERR_clear_error();
+        pki_fail(res, PKI_MALFORMED, "bad IssuerAndSerialNumber");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        return;
+    }
+
+    if (X509_NAME_cmp(ias->issuer,
+                      X509_get_subject_name(pki_ca_cert(conf->ca))) != 0
+        || !pki_serial_to_hex(ias->serial, hex))
+    {
+        PKCS7_ISSUER_AND_SERIAL_free(ias);
+        pki_fail(res, PKI_NOT_FOUND, "not a certificate of this CA");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+        return;
+    }
+
+    PKCS7_ISSUER_AND_SERIAL_free(ias);
+
+    if (conf->redis == NULL) {
+        pki_fail(res, PKI_INTERNAL, "no certificate store");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    st = pki_record_get(conf->redis, pki_ca_name(conf->ca), hex, &rec, res);
+    if (st == PKI_UNAVAILABLE) {
+        pki_record_clear(&rec);
+        pki_scep_http_error(resp, 0);
+        return;
+    }
+
+    if (st != PKI_OK || rec.der == NULL) {
+        pki_record_clear(&rec);
+        pki_fail(res, PKI_NOT_FOUND, "no certificate with serial %s", hex);
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+        return;
+    }
+
+    p = rec.der;
+    cert = d2i_X509(NULL, &p, (long) rec.der_len);
+    pki_record_clear(&rec);
+
+    if (cert == NULL) {
+        pki_fail(res, PKI_INTERNAL, "bad stored certificate");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    if (m->type == PKI_SCEP_GETCERT) {
+        pki_log(res, "returned serial %s", hex);
+        pki_scep_success(conf, m, cert, NULL, resp);
+        X509_free(cert);
+        return;
+    }
+
+    X509_free(cert);
+
+    memset(&info, 0, sizeof(info));
+    st = pki_crl_current(conf->ca, conf->redis,
+                         conf->crl_next_update > 0 ? conf->crl_next_update
+                                                   : 86400,
+                         0, &info, res);
+    if (st != PKI_OK || info.der == NULL) {
+        free(info.der);
+        if (res->status == PKI_OK) {
+            pki_fail(res, PKI_UNAVAILABLE, "no CRL");
+        }
+        pki_scep_http_error(resp, 0);
+        return;
+    }
+
+    p = info.der;
+    crl = d2i_X509_CRL(NULL, &p, (long) info.len);
+    free(info.der);
+
+    if (crl == NULL) {
+        pki_fail(res, PKI_INTERNAL, "bad CRL");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    pki_log(res, "returned CRL %lld", info.number);
+    pki_scep_success(conf, m, NULL, crl, resp);
+    X509_CRL_free(crl);
+}
+
+
+static void
+pki_scep_pkioperation(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
+    pki_scep_resp_t *resp)
+{
+    int                   fail;
+    size_t                max, derlen;
+    pki_result_t         *res;
+    unsigned char        *der;
+    pki_scep_msg_t        m;
+    const unsigned char  *in;
+
+    res = &resp->res;
+    der = NULL;
+    memset(&m, 0, sizeof(m));
+
+    max = conf->max_body ? conf->max_body : PKI_SCEP_MAX_BODY;
+
+    if (req->method == NULL
+        || (strcmp(req->method, "GET") != 0
+            && strcmp(req->method, "POST") != 0))
+    {
+        pki_fail(res, PKI_UNSUPPORTED, "method not allowed");
+        pki_scep_http_error(resp, 405);
+        return;
+    }
+
+    if (req->body_len > max) {
+        pki_fail(res, PKI_TOO_LARGE, "message larger than %zu bytes", max);
+        pki_scep_http_error(resp, 413);
+        return;
+    }
+
+    if (req->body == NULL || req->body_len == 0) {
+        pki_fail(res, PKI_MALFORMED, "empty message");
+        pki_scep_http_error(resp, 400);
+        return;
+    }
+
+    if (strcmp(req->method, "GET") == 0) {
+        if (pki_base64_decode(req->body, req->body_len, &der, &derlen, res)
+            != PKI_OK)
+        {
+            pki_fail(res, PKI_MALFORMED, "the message parameter is not "
+                     "base64");
+            pki_scep_http_error(resp, 400);
+            return;
+        }
+        in = der;
+
+    } else {
+        in = req->body;
+        derlen = req->body_len;
+    }
+
+    /* 1. parse */
+    if (!pki_scep_parse(in, derlen, &m, res)) {
+        pki_scep_http_error(resp, 400);
+        goto done;
+    }
+
+    resp->message_type = m.type;
+    snprintf(resp->tid, sizeof(resp->tid), "%s", m.tid);
+
+    /* 2. verify */
+    fail = pki_scep_verify(conf, &m, res);
+    if (fail >= 0) {
+        pki_scep_fail(conf, &m, fail, resp);
+        goto done;
+    }
+
+    /* 3. default deny */
+    switch (m.type) {
+    case PKI_SCEP_PKCSREQ:
+    case PKI_SCEP_RENEWALREQ:
+    case PKI_SCEP_CERTPOLL:
+    case PKI_SCEP_GETCERT:
+    case PKI_SCEP_GETCRL:
+        break;
+    default:
+        pki_fail(res, PKI_UNSUPPORTED, "messageType %d is not supported",
+                 m.type);
+        pki_scep_fail(conf, &m, PKI_SCEP_BAD_REQUEST, resp);
+        goto done;
+    }
+
+    /* every answer but a FAILURE is encrypted to the signer: without an
+     * RSA key it could not be delivered, so nothing is done for it */
+    if (EVP_PKEY_get_base_id(X509_get0_pubkey(m.signer)) != EVP_PKEY_RSA) {
+        pki_fail(res, PKI_UNSUPPORTED, "the signer's key is not RSA: no "
+                 "reply could be encrypted to it");
+        pki_scep_fail(conf, &m, PKI_SCEP_BAD_ALG, resp);
+        goto done;
+    }
+
+    /* 4. decrypt */
+    fail = pki_scep_open(conf, &m, res);
+    if (fail == -2) {
+        pki_scep_http_error(resp, 0);
+        goto done;
+    }
+
+    if (fail >= 0) {
+        pki_scep_fail(conf, &m, fail, resp);
+        goto done;
+    }
+
+    /* 5. the message type's own authorisation and action */
+    switch (m.type) {
+    case PKI_SCEP_PKCSREQ:
+    case PKI_SCEP_RENEWALREQ:
+        pki_scep_enroll(conf, req, &m, resp);
+        break;
+    case PKI_SCEP_CERTPOLL:
+        pki_scep_certpoll(conf, req, &m, resp);
+        break;
+    default:
+        pki_scep_getcert(conf, &m, resp);
+        break;
+    }
+
+done:
+
+    pki_scep_msg_free(&m);
+    free(der);
+}
+
+
+/* ---- admin API: one-time challenges and approvals -------------------------- */
+
+static pki_status_t
+pki_scep_admin_json(const unsigned char *body, size_t len, cJSON **root,
+    pki_result_t *res)
+{
+    const char  *end;
+
+    *root = NULL;
+
+    if (len > PKI_SCEP_ADMIN_BODY) {
+        return pki_fail(res, PKI_TOO_LARGE, "request body over %d bytes",
+                        PKI_SCEP_ADMIN_BODY);
+    }
+
+    if (body == NULL || len == 0) {
+        *root = cJSON_CreateObject();
+        return *root != NULL ? PKI_OK
+                             : pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    *root = cJSON_ParseWithLengthOpts((const char *) body, len, &end, 0);
+    if (*root == NULL || !cJSON_IsObject(*root)) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return pki_fail(res, PKI_MALFORMED, "body is not a JSON object");
+    }
+
+    return PKI_OK;
+}
+
+
+/* An optional string member: 1 ok (NULL when absent), 0 bad. */
+static int
+pki_scep_json_str(cJSON *root, const char *name, size_t max,
+    const char **out)
+{
+    cJSON   *it;
+    size_t   i, n;
+
+    *out = NULL;
+    it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (it == NULL || cJSON_IsNull(it)) {
+        return 1;
+    }
+
+    if (!cJSON_IsString(it) || it->valuestring == NULL) {
+        return 0;
+    }
+
+    n = strlen(it->valuestring);
+    if (n > max) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if ((unsigned char) it->valuestring[i] < 0x20) {
+            return 0;     /* no newline may split the stored fields */
+        }
+    }
+
+    *out = it->valuestring;
+    return 1;
+}
+
+
+static pki_status_t
+pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
+    size_t len, int *status, cJSON **out, pki_result_t *res)
+{
+    long            ttl;
+    char            pw[33], key[PKI_SCEP_KEY_MAX], ttls[24], *val;
+    cJSON          *root, *it, *o;
+    size_t          vlen, lens[7];
+    redisReply     *reply;
+    const char     *cn, *san, *tmpl, *argv[7];
+    pki_status_t    st;
+    unsigned char   rnd[16];
+    time_t          exp;
+    struct tm       tm;
+    char            when[32];
+
+    st = pki_scep_admin_json(body, len, &root, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    ttl = PKI_SCEP_CHAL_TTL;
+    it = cJSON_GetObjectItemCaseSensitive(root, "ttl");
+    if (it != NULL) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 1
+            || it->valuedouble > (double) PKI_SCEP_CHAL_TTL_MAX)
+        {
+            cJSON_Delete(root);
+            return pki_fail(res, PKI_MALFORMED, "\"ttl\" must be 1..%ld "
+                            "seconds", PKI_SCEP_CHAL_TTL_MAX);
+        }
+        ttl = (long) it->valuedouble;
+    }
+
+    if (!pki_scep_json_str(root, "cn", 255, &cn)
+        || !pki_scep_json_str(root, "san", 400, &san)
+        || !pki_scep_json_str(root, "template", 63, &tmpl))
+    {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_MALFORMED, "\"cn\", \"san\" and "
+                        "\"template\" must be short strings");
+    }
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_INTERNAL, "RAND_bytes() failed");
+    }
+
+    pki_hex(rnd, sizeof(rnd), pw, 0);
+    OPENSSL_cleanse(rnd, sizeof(rnd));
+
+    vlen = strlen(tmpl ? tmpl : "") + strlen(cn ? cn : "")
+           + strlen(san ? san : "") + 3;
+    val = malloc(vlen);
+    if (val == NULL) {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    snprintf(val, vlen, "%s\n%s\n%s", tmpl ? tmpl : "", cn ? cn : "",
+             san ? san : "");
+
+    if (!pki_scep_rkey(r, "chal", pw, strlen(pw), key, sizeof(key))) {
+        free(val);
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    snprintf(ttls, sizeof(ttls), "%ld", ttl);
+
+    argv[0] = "SET";
+    argv[1] = key;
+    argv[2] = val;
+    argv[3] = "NX";
+    argv[4] = "EX";
+    argv[5] = ttls;
+
+    for (int i = 0; i < 6; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
+    free(val);
+
+    if (reply == NULL) {
+        cJSON_Delete(root);
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    st = reply->type == REDIS_REPLY_STATUS ? PKI_OK : PKI_CONFLICT;
+    freeReplyObject(reply);
+
+    if (st != PKI_OK) {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_CONFLICT, "challenge collision, retry");
+    }
+
+    exp = time(NULL) + ttl;
+    gmtime_r(&exp, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+    o = cJSON_CreateObject();
+    if (o == NULL
+        || cJSON_AddStringToObject(o, "challenge", pw) == NULL
+        || cJSON_AddNumberToObject(o, "ttl", (double) ttl) == NULL
+        || cJSON_AddStringToObject(o, "expires", when) == NULL
+        || (cn && cJSON_AddStringToObject(o, "cn", cn) == NULL)
+        || (san && cJSON_AddStringToObject(o, "san", san) == NULL)
+        || (tmpl && cJSON_AddStringToObject(o, "template", tmpl) == NULL))
+    {
+        cJSON_Delete(o);
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    cJSON_Delete(root);
+
+    pki_log(res, "one-time SCEP challenge created, ttl %lds%s%s%s%s", ttl,
+            cn ? ", cn " : "", cn ? cn : "", tmpl ? ", template " : "",
+            tmpl ? tmpl : "");
+
+    *status = 201;
+    *out = o;
+
+    return PKI_OK;
+}
+
+
+static pki_status_t
+pki_scep_admin_decide(pki_redis_t *r, const char *to,
+    const unsigned char *body, size_t len, int *status, cJSON **out,
+    pki_result_t *res)
+{
+    int            done;
+    cJSON         *root, *o;
+    const char    *tid;
+    pki_status_t   st;
+
+    st = pki_scep_admin_json(body, len, &root, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (!pki_scep_json_str(root, "transaction_id", PKI_SCEP_TID_MAX, &tid)
+        || tid == NULL || tid[0] == '\0')
+    {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_MALFORMED, "\"transaction_id\" is "
+                        "required");
+    }
+
+    st = pki_scep_pend_set(r, tid, "pending", to, NULL, &done, res);
+    if (st != PKI_OK) {
+        cJSON_Delete(root);
+        return st;
+    }
+
+    if (!done) {
+        pki_scep_pend_t  p;
+
+        st = pki_scep_pend_get(r, tid, &p, res);
+        pki_scep_pend_clear(&p);
+        cJSON_Delete(root);
+
+        if (st == PKI_NOT_FOUND) {
+            return pki_fail(res, PKI_NOT_FOUND, "no pending SCEP request "
+                            "with that transaction_id");
+        }
+        if (st != PKI_OK) {
+            return st;
+        }
+        return pki_fail(res, PKI_CONFLICT, "the request is no longer "
+                        "pending");
+    }
+
+    o = cJSON_CreateObject();
+    if (o == NULL
+        || cJSON_AddStringToObject(o, "transaction_id", tid) == NULL
+        || cJSON_AddStringToObject(o, "status", to) == NULL)
+    {
+        cJSON_Delete(o);
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    pki_log(res, "SCEP request %s %s", tid, to);
+
+    cJSON_Delete(root);
+    *status = 200;
+    *out = o;
+
+    return PKI_OK;
+}
+
+
+pki_status_t
+pki_int_scep_admin(pki_redis_t *r, const char *method, const char *path,
+    const unsigned char *body, size_t body_len, const char *identity,
+    int *status, cJSON **out, pki_result_t *res)
+{
+    (void) identity;
+
+    *out = NULL;
+    *status = 0;
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "no Redis");
+    }
+
+    if (strcmp(path, "challenges") == 0) {
+        if (strcmp(method, "POST") != 0) {
+            return pki_fail(res, PKI_UNSUPPORTED, "use POST");
+        }
+        return pki_scep_admin_challenge(r, body, body_len, status, out, res);
+    }
+
+    if (strcmp(path, "approve") == 0 || strcmp(path, "reject") == 0) {
+        if (strcmp(method, "POST") != 0) {
+            return pki_fail(res, PKI_UNSUPPORTED, "use POST");
+        }
+        return pki_scep_admin_decide(r, path[0] == 'a' ? "approved"
+                                                       : "rejected",
+                                     body, body_len, status, out, res);
+    }
+
+    return pki_fail(res, PKI_NOT_FOUND, "no such endpoint");
+}

@@ -1,0 +1,32 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Internal interfaces of the SCEP engine (scep.c) shared with redis.c and
+ * admin.c.  Nothing here is exported from libpkicore.so.
+ */
+
+#ifndef PKI_SCEP_INT_H
+#define PKI_SCEP_INT_H
+
+#include <cJSON.h>
+#include <hiredis.h>
+
+#include "pki.h"
+
+
+/* redis.c: one raw command (NULL with res filled; also in acme_int.h) and
+ * dropping this thread's connection after an unexpected reply. */
+redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res);
+void pki_int_redis_drop(pki_redis_t *r);
+
+/* scep.c: the admin API's "scep/..." endpoints.  path is below "scep/".
+ * On success returns PKI_OK with *status (200, 201) and *out (a JSON
+ * object the caller deletes); otherwise a status with res filled. */
+pki_status_t pki_int_scep_admin(pki_redis_t *r, const char *method,
+    const char *path, const unsigned char *body, size_t body_len,
+    const char *identity, int *status, cJSON **out, pki_result_t *res);
+
+
+#endif /* PKI_SCEP_INT_H */

@@ -1,0 +1,891 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The SCEP engine driven in process: GetCACaps, GetCACert (CA and RA
+ * mode), configuration checks, every PKIOperation failure class with its
+ * failInfo, and with Redis (PKI_TEST_REDIS_SOCK) enrollment, one-time
+ * challenges (through the admin API) and their reuse.  With a SoftHSM RSA
+ * key (PKI_TEST_KEY_URI_RSA ...) pki_key_decrypt and an RA whose key is in
+ * the token.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs7.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+static char          dir[64];
+static ASN1_OBJECT  *o_type, *o_status, *o_fail, *o_snonce, *o_rnonce,
+                    *o_tid;
+
+
+static EVP_PKEY *
+rsa(int bits)
+{
+    return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) bits);
+}
+
+
+static X509 *
+cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey, int ca)
+{
+    X509             *x = X509_new();
+    X509_NAME        *n = X509_NAME_new();
+    X509V3_CTX        v3;
+    X509_EXTENSION   *e;
+
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1000 + (rand() & 0xffff));
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400 * 30);
+    X509_set_pubkey(x, pub);
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+    e = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
+                            ca ? "critical,CA:TRUE" : "CA:FALSE");
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+    e = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage,
+                            ca ? "critical,keyCertSign,cRLSign,"
+                                 "digitalSignature"
+                               : "digitalSignature,keyEncipherment");
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+    e = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier, "hash");
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+    X509_sign(x, ikey, EVP_sha256());
+    X509_NAME_free(n);
+    return x;
+}
+
+
+static void
+write_pem(const char *name, X509 *x, EVP_PKEY *k, char *path)
+{
+    FILE  *f;
+
+    snprintf(path, 128, "%s/%s", dir, name);
+    f = fopen(path, "w");
+    if (x) {
+        PEM_write_X509(f, x);
+    } else {
+        PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
+    }
+    fclose(f);
+}
+
+
+static pki_key_t *
+file_key(EVP_PKEY *k, const char *name)
+{
+    char           path[128];
+    pki_key_t     *key;
+    pki_result_t   res;
+
+    write_pem(name, NULL, k, path);
+    pki_result_init(&res);
+    key = pki_key_new(path, NULL, &res);
+    if (key == NULL || pki_key_open(key, &res) != PKI_OK) {
+        diag("key %s: %s %s", name, res.detail, res.log);
+    }
+    return key;
+}
+
+
+static pki_template_t *
+scep_template(void)
+{
+    pki_result_t     res;
+    pki_template_t  *t = pki_template_new("scep");
+    const char      *kt[] = { "rsa:2048-4096", "ec:P-256" };
+    const char      *cn[] = { "CN", "copy" };
+    const char      *v[] = { "30d" };
+    const char      *ku[] = { "digitalSignature", "keyEncipherment" };
+
+    pki_result_init(&res);
+    pki_template_set(t, "key_types", 2, kt, &res);
+    pki_template_set(t, "subject", 2, cn, &res);
+    pki_template_set(t, "validity", 1, v, &res);
+    pki_template_set(t, "key_usage", 2, ku, &res);
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template: %s", res.detail);
+    }
+    return t;
+}
+
+
+static pki_ca_t *
+make_ca(const char *name, X509 *x, pki_key_t *key, pki_template_t *t)
+{
+    char           path[128];
+    const char    *argv[1];
+    pki_ca_t      *ca = pki_ca_new(name);
+    pki_result_t   res;
+
+    write_pem(name, x, NULL, path);
+    argv[0] = path;
+    pki_result_init(&res);
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+    pki_ca_add_template(ca, t, &res);
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        diag("CA %s: %s %s", name, res.detail, res.log);
+    }
+    return ca;
+}
+
+
+/* ---- a minimal SCEP client -------------------------------------------------- */
+
+typedef struct {
+    int                type;
+    EVP_PKEY          *key;         /* CSR key and signer key */
+    X509              *signer;      /* NULL: self-signed from key */
+    EVP_PKEY          *signkey;     /* NULL: key */
+    const char        *cn;
+    const char        *challenge;
+    X509              *rcpt;
+    const EVP_CIPHER  *cipher;
+    const EVP_MD      *md;
+    const char        *tid;         /* NULL: base64 SHA-1 of the SPKI */
+    int                corrupt_sig;
+    int                no_nonce;
+    int                des;
+} msg_t;
+
+
+static unsigned char  last_nonce[16];
+
+
+static int
+build(msg_t *m, unsigned char **out)
+{
+    int                 n, ilen;
+    char                num[8], tid[64];
+    BIO                *in, *b;
+    X509               *self;
+    PKCS7              *env, *p7;
+    X509_REQ           *csr;
+    X509_NAME          *nm;
+    EVP_PKEY           *sk;
+    unsigned char      *inner = NULL, *envder = NULL, md[20], *spki = NULL;
+    STACK_OF(X509)     *rc;
+    PKCS7_SIGNER_INFO  *si;
+
+    csr = X509_REQ_new();
+    nm = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) m->cn, -1, -1, 0);
+    X509_REQ_set_subject_name(csr, nm);
+    X509_NAME_free(nm);
+    X509_REQ_set_pubkey(csr, m->key);
+    if (m->challenge) {
+        X509_REQ_add1_attr_by_NID(csr, NID_pkcs9_challengePassword,
+                                  MBSTRING_ASC,
+                                  (const unsigned char *) m->challenge, -1);
+    }
+    X509_REQ_sign(csr, m->key, EVP_sha256());
+    ilen = i2d_X509_REQ(csr, &inner);
+    X509_REQ_free(csr);
+
+    rc = sk_X509_new_null();
+    sk_X509_push(rc, m->rcpt);
+    in = BIO_new_mem_buf(inner, ilen);
+    env = PKCS7_encrypt(rc, in, m->des ? EVP_des_ede3_cbc()
+                                       : (m->cipher ? m->cipher
+                                                    : EVP_aes_128_cbc()),
+                        PKCS7_BINARY);
+    if (m->des) {
+        X509_ALGOR  *alg = env->d.enveloped->enc_data->algorithm;
+
+        ASN1_OBJECT_free(alg->algorithm);
+        alg->algorithm = OBJ_nid2obj(NID_des_cbc);
+    }
+    n = i2d_PKCS7(env, &envder);
+    PKCS7_free(env);
+    BIO_free(in);
+    sk_X509_free(rc);
+    OPENSSL_free(inner);
+
+    sk = m->signkey ? m->signkey : m->key;
+    self = m->signer ? NULL : cert("self", sk, NULL, sk, 0);
+
+    p7 = PKCS7_new();
+    PKCS7_set_type(p7, NID_pkcs7_signed);
+    PKCS7_content_new(p7, NID_pkcs7_data);
+    PKCS7_add_certificate(p7, m->signer ? m->signer : self);
+    si = PKCS7_add_signature(p7, m->signer ? m->signer : self, sk,
+                             m->md ? m->md : EVP_sha256());
+    PKCS7_add_signed_attribute(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
+                               OBJ_nid2obj(NID_pkcs7_data));
+    snprintf(num, sizeof(num), "%d", m->type ? m->type : 19);
+    X509at_add1_attr_by_OBJ(&si->auth_attr, o_type, V_ASN1_PRINTABLESTRING,
+                            (unsigned char *) num, strlen(num));
+    if (m->tid == NULL) {
+        int  l = i2d_PUBKEY(m->key, &spki);
+
+        SHA1(spki, l, md);
+        EVP_EncodeBlock((unsigned char *) tid, md, 20);
+        OPENSSL_free(spki);
+    } else {
+        snprintf(tid, sizeof(tid), "%s", m->tid);
+    }
+    X509at_add1_attr_by_OBJ(&si->auth_attr, o_tid, V_ASN1_PRINTABLESTRING,
+                            (unsigned char *) tid, strlen(tid));
+    RAND_bytes(last_nonce, sizeof(last_nonce));
+    if (!m->no_nonce) {
+        X509at_add1_attr_by_OBJ(&si->auth_attr, o_snonce,
+                                V_ASN1_OCTET_STRING, last_nonce, 16);
+    }
+
+    b = PKCS7_dataInit(p7, NULL);
+    BIO_write(b, envder, n);
+    BIO_flush(b);
+    PKCS7_dataFinal(p7, b);
+    BIO_free_all(b);
+    OPENSSL_free(envder);
+
+    if (m->corrupt_sig) {
+        si->enc_digest->data[5] ^= 1;
+    }
+
+    *out = NULL;
+    n = i2d_PKCS7(p7, out);
+    PKCS7_free(p7);
+    X509_free(self);
+    return n;
+}
+
+
+static ASN1_TYPE *
+attr(PKCS7_SIGNER_INFO *si, ASN1_OBJECT *o)
+{
+    int  i = X509at_get_attr_by_OBJ(si->auth_attr, o, -1);
+
+    return i < 0 ? NULL
+                 : X509_ATTRIBUTE_get0_type(X509at_get_attr(si->auth_attr, i),
+                                            0);
+}
+
+
+/* Parses a CertRep: returns pkiStatus (-1 bad), failInfo in *fail,
+ * checks the RA signature and the nonce; *issued (optional) receives the
+ * certificate of a SUCCESS (decrypted with key). */
+static int
+certrep(pki_scep_resp_t *resp, X509 *ra, EVP_PKEY *key, int *fail,
+    X509 **issued)
+{
+    int                  st, ok;
+    BIO                 *out;
+    PKCS7               *p7, *env, *inner;
+    ASN1_TYPE           *t;
+    STACK_OF(X509)      *s;
+    const unsigned char *p;
+    PKCS7_SIGNER_INFO   *si;
+
+    *fail = -1;
+    p = resp->body;
+    p7 = d2i_PKCS7(NULL, &p, (long) resp->body_len);
+    if (p7 == NULL || !PKCS7_type_is_signed(p7)) {
+        PKCS7_free(p7);
+        return -1;
+    }
+
+    s = sk_X509_new_null();
+    sk_X509_push(s, ra);
+    out = PKCS7_get_detached(p7) ? BIO_new_mem_buf("", 0) : NULL;
+    ok = PKCS7_verify(p7, s, NULL, out, NULL,
+                      PKCS7_NOVERIFY | PKCS7_NOINTERN | PKCS7_BINARY) == 1;
+    BIO_free(out);
+    sk_X509_free(s);
+    ERR_clear_error();
+
+    si = sk_PKCS7_SIGNER_INFO_value(PKCS7_get_signer_info(p7), 0);
+    t = attr(si, o_rnonce);
+    ok = ok && t && t->value.octet_string->length == 16
+         && memcmp(t->value.octet_string->data, last_nonce, 16) == 0;
+    t = attr(si, o_status);
+    st = ok && t ? atoi((char *) t->value.printablestring->data) : -1;
+    t = attr(si, o_fail);
+    if (t) {
+        *fail = atoi((char *) t->value.printablestring->data);
+    }
+
+    if (st == 0 && issued) {
+        ASN1_OCTET_STRING  *c = p7->d.sign->contents->d.data;
+        char               *mem;
+        long                len;
+
+        p = c->data;
+        env = d2i_PKCS7(NULL, &p, c->length);
+        out = BIO_new(BIO_s_mem());
+        if (env && PKCS7_decrypt(env, key, NULL, out, PKCS7_BINARY)) {
+            len = BIO_get_mem_data(out, &mem);
+            p = (unsigned char *) mem;
+            inner = d2i_PKCS7(NULL, &p, len);
+            if (inner && sk_X509_num(inner->d.sign->cert) > 0) {
+                *issued = X509_dup(sk_X509_value(inner->d.sign->cert, 0));
+            }
+            PKCS7_free(inner);
+        }
+        BIO_free(out);
+        PKCS7_free(env);
+    }
+
+    PKCS7_free(p7);
+    return st;
+}
+
+
+static void
+op(const pki_scep_conf_t *conf, pki_scep_op_t o, const char *method,
+    const unsigned char *body, size_t len, pki_scep_resp_t *resp)
+{
+    pki_scep_req_t  req;
+
+    memset(&req, 0, sizeof(req));
+    req.op = o;
+    req.method = method;
+    req.body = body;
+    req.body_len = len;
+    req.client = "test";
+    pki_scep_handle(conf, &req, resp);
+}
+
+
+/* PKIOperation with message m; returns the pkiStatus, *fail the failInfo */
+static int
+pkiop(const pki_scep_conf_t *conf, msg_t *m, int *fail, X509 **issued,
+    int *http)
+{
+    int               n, st;
+    unsigned char    *der;
+    pki_scep_resp_t   resp;
+
+    n = build(m, &der);
+    op(conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n, &resp);
+    OPENSSL_free(der);
+    *http = resp.http_status;
+    st = resp.http_status == 200
+         ? certrep(&resp, conf->ra_cert ? conf->ra_cert
+                                        : pki_ca_cert(conf->ca),
+                   m->key, fail, issued)
+         : -1;
+    if (st != 0 && st != 3 && resp.http_status == 200) {
+        diag("  -> %s (%s)", resp.res.detail, resp.res.log);
+    }
+    pki_scep_resp_free(&resp);
+    return st;
+}
+
+
+#define EXPECT_FAIL(name, conf, m, want)                                      \
+    do {                                                                      \
+        int  f_, h_, s_;                                                      \
+        s_ = pkiop(conf, m, &f_, NULL, &h_);                                  \
+        ok(h_ == 200 && s_ == 2 && f_ == (want),                              \
+           "%s: FAILURE failInfo %d (http %d status %d fail %d)", name,       \
+           want, h_, s_, f_);                                                 \
+    } while (0)
+
+
+int
+main(void)
+{
+    int               f, h, s;
+    size_t            n;
+    char              path[128], *redis_sock;
+    X509             *ca_x, *eca_x, *ra_x, *bad_ra, *issued;
+    EVP_PKEY         *ca_k, *eca_k, *ra_k, *dev_k, *ec_k, *other_k;
+    pki_ca_t         *ca, *eca;
+    pki_key_t        *ca_key, *eca_key, *ra_key, *other_key;
+    pki_redis_t      *redis;
+    pki_result_t      res;
+    pki_template_t   *t;
+    pki_scep_conf_t   conf, cmode;
+    pki_scep_resp_t   resp;
+    msg_t             m;
+    unsigned char    *der;
+
+    o_type = OBJ_txt2obj("2.16.840.1.113733.1.9.2", 1);
+    o_status = OBJ_txt2obj("2.16.840.1.113733.1.9.3", 1);
+    o_fail = OBJ_txt2obj("2.16.840.1.113733.1.9.4", 1);
+    o_snonce = OBJ_txt2obj("2.16.840.1.113733.1.9.5", 1);
+    o_rnonce = OBJ_txt2obj("2.16.840.1.113733.1.9.6", 1);
+    o_tid = OBJ_txt2obj("2.16.840.1.113733.1.9.7", 1);
+
+    pki_init();
+    snprintf(dir, sizeof(dir), "/tmp/test_scep.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        skip_all("mkdtemp");
+    }
+
+    /* an RSA CA (CA mode), an EC CA with an RSA RA (RA mode) */
+    ca_k = rsa(2048);
+    ca_x = cert("SCEP Test RSA CA", ca_k, NULL, ca_k, 1);
+    eca_k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    eca_x = cert("SCEP Test EC CA", eca_k, NULL, eca_k, 1);
+    ra_k = rsa(2048);
+    ra_x = cert("SCEP Test RA", ra_k, eca_x, eca_k, 0);
+    dev_k = rsa(2048);
+    other_k = rsa(2048);
+    ec_k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    t = scep_template();
+    ca_key = file_key(ca_k, "ca.key");
+    eca_key = file_key(eca_k, "eca.key");
+    ra_key = file_key(ra_k, "ra.key");
+    other_key = file_key(other_k, "other.key");
+    ca = make_ca("rsaca", ca_x, ca_key, t);
+    eca = make_ca("ecca", eca_x, eca_key, t);
+
+    /* ---- operation names ---- */
+    ok(pki_scep_op("GetCACaps", 9) == PKI_SCEP_GETCACAPS, "op GetCACaps");
+    ok(pki_scep_op("PKIOperation", 12) == PKI_SCEP_PKIOPERATION,
+       "op PKIOperation");
+    ok(pki_scep_op("getcacaps", 9) == PKI_SCEP_UNKNOWN, "op is case "
+       "sensitive");
+    ok(pki_scep_op(NULL, 0) == PKI_SCEP_UNKNOWN, "op NULL");
+    ok(pki_scep_op_blocking(PKI_SCEP_PKIOPERATION)
+       && !pki_scep_op_blocking(PKI_SCEP_GETCACERT), "blocking ops");
+
+    /* ---- configuration checks ---- */
+    memset(&cmode, 0, sizeof(cmode));
+    cmode.ca = ca;
+    cmode.tmpl = t;
+    cmode.challenge = (const unsigned char *) "s3cret";
+    cmode.challenge_len = 6;
+    cmode.max_skew = 86400;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&cmode, &res), PKI_OK, "CA mode with an "
+              "RSA CA");
+
+    memset(&conf, 0, sizeof(conf));
+    conf.ca = eca;
+    conf.tmpl = t;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&conf, &res), PKI_MALFORMED,
+              "EC CA without an RA is refused");
+    ok(strstr(res.detail, "RSA") != NULL, "... and says RSA [%s]",
+       res.detail);
+
+    conf.ra_cert = ra_x;
+    conf.ra_key = other_key;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&conf, &res), PKI_MALFORMED,
+              "RA key not matching the RA certificate");
+
+    bad_ra = cert("Foreign RA", ra_k, ca_x, ca_k, 0);
+    conf.ra_cert = bad_ra;
+    conf.ra_key = ra_key;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&conf, &res), PKI_MALFORMED,
+              "RA certificate of another CA");
+
+    conf.ra_cert = ra_x;
+    conf.challenge = (const unsigned char *) "s3cret";
+    conf.challenge_len = 6;
+    conf.max_skew = 86400;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&conf, &res), PKI_OK, "RA mode");
+
+    /* ---- GetCACaps / GetCACert ---- */
+    op(&conf, PKI_SCEP_GETCACAPS, "GET", NULL, 0, &resp);
+    ok(resp.http_status == 200 && resp.body_len > 0
+       && memmem(resp.body, resp.body_len, "AES\n", 4) != NULL
+       && memmem(resp.body, resp.body_len, "SHA-256\n", 8) != NULL
+       && memmem(resp.body, resp.body_len, "DES", 3) == NULL
+       && memmem(resp.body, resp.body_len, "GetNextCACert", 13) == NULL,
+       "GetCACaps: AES, SHA-256, no DES, no GetNextCACert");
+    pki_scep_resp_free(&resp);
+
+    conf.next_ca = ca_x;
+    op(&conf, PKI_SCEP_GETCACAPS, "GET", NULL, 0, &resp);
+    ok(memmem(resp.body, resp.body_len, "GetNextCACert\n", 14) != NULL,
+       "GetCACaps: GetNextCACert with a next CA");
+    pki_scep_resp_free(&resp);
+    op(&conf, PKI_SCEP_GETNEXTCACERT, "GET", NULL, 0, &resp);
+    ok(resp.http_status == 200 && resp.content_type
+       && strcmp(resp.content_type, "application/x-x509-next-ca-cert") == 0,
+       "GetNextCACert");
+    pki_scep_resp_free(&resp);
+    conf.next_ca = NULL;
+    op(&conf, PKI_SCEP_GETNEXTCACERT, "GET", NULL, 0, &resp);
+    ok(resp.http_status == 404, "GetNextCACert without a next CA: 404");
+    pki_scep_resp_free(&resp);
+
+    op(&conf, PKI_SCEP_GETCACERT, "GET", NULL, 0, &resp);
+    {
+        const unsigned char  *p = resp.body;
+        PKCS7                *p7 = d2i_PKCS7(NULL, &p, (long) resp.body_len);
+
+        ok(resp.http_status == 200
+           && strcmp(resp.content_type, "application/x-x509-ca-ra-cert") == 0
+           && p7 && PKCS7_type_is_signed(p7)
+           && sk_X509_num(p7->d.sign->cert) == 2
+           && X509_cmp(sk_X509_value(p7->d.sign->cert, 0), ra_x) == 0
+           && X509_cmp(sk_X509_value(p7->d.sign->cert, 1), eca_x) == 0,
+           "GetCACert (RA mode): RA, then CA, in a degenerate PKCS#7");
+        PKCS7_free(p7);
+    }
+    pki_scep_resp_free(&resp);
+
+    op(&cmode, PKI_SCEP_GETCACERT, "GET", NULL, 0, &resp);
+    {
+        const unsigned char  *p = resp.body;
+        X509                 *x = d2i_X509(NULL, &p, (long) resp.body_len);
+
+        ok(resp.http_status == 200
+           && strcmp(resp.content_type, "application/x-x509-ca-cert") == 0
+           && x && X509_cmp(x, ca_x) == 0, "GetCACert (CA mode): the CA");
+        X509_free(x);
+    }
+    pki_scep_resp_free(&resp);
+
+    /* ---- HTTP-level refusals ---- */
+    op(&conf, PKI_SCEP_PKIOPERATION, "PUT", (unsigned char *) "x", 1, &resp);
+    ok(resp.http_status == 405, "PUT: 405");
+    pki_scep_resp_free(&resp);
+    op(&conf, PKI_SCEP_PKIOPERATION, "POST", NULL, 0, &resp);
+    ok(resp.http_status == 400, "empty: 400");
+    pki_scep_resp_free(&resp);
+    {
+        unsigned char  *big = calloc(1, PKI_SCEP_MAX_BODY + 1);
+
+        op(&conf, PKI_SCEP_PKIOPERATION, "POST", big, PKI_SCEP_MAX_BODY + 1,
+           &resp);
+        ok(resp.http_status == 413, "over the cap: 413");
+        pki_scep_resp_free(&resp);
+        free(big);
+    }
+    op(&conf, PKI_SCEP_PKIOPERATION, "POST", (unsigned char *) "\x30\x03\x02",
+       3, &resp);
+    ok(resp.http_status == 400, "garbage: 400 [%s]", resp.res.detail);
+    pki_scep_resp_free(&resp);
+    op(&conf, PKI_SCEP_PKIOPERATION, "GET", (unsigned char *) "!!notb64", 8,
+       &resp);
+    ok(resp.http_status == 400, "GET message not base64: 400");
+    pki_scep_resp_free(&resp);
+
+    memset(&m, 0, sizeof(m));
+    m.key = dev_k;
+    m.cn = "dev";
+    m.challenge = "s3cret";
+    m.rcpt = ra_x;
+    m.no_nonce = 1;
+    n = (size_t) build(&m, &der);
+    op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, n, &resp);
+    ok(resp.http_status == 400, "no senderNonce: 400");
+    pki_scep_resp_free(&resp);
+    OPENSSL_free(der);
+
+    /* ---- CertRep failures (no Redis needed: refused before) ---- */
+    m.no_nonce = 0;
+    m.corrupt_sig = 1;
+    EXPECT_FAIL("bad signature", &conf, &m, 1);
+    m.corrupt_sig = 0;
+    m.md = EVP_md5();
+    EXPECT_FAIL("MD5", &conf, &m, 0);
+    m.md = NULL;
+    m.type = 99;
+    EXPECT_FAIL("messageType 99", &conf, &m, 2);
+    m.type = 18;
+    EXPECT_FAIL("UpdateReq", &conf, &m, 2);
+    m.type = 0;
+    m.des = 1;
+    EXPECT_FAIL("single DES refused", &conf, &m, 0);
+    m.des = 0;
+    m.challenge = "wrong";
+    EXPECT_FAIL("wrong static challenge", &conf, &m, 2);
+    m.challenge = NULL;
+    EXPECT_FAIL("no challenge", &conf, &m, 2);
+    m.challenge = "s3cret";
+    m.tid = "not-the-key";
+    EXPECT_FAIL("transactionID not bound to the key", &conf, &m, 2);
+    m.tid = NULL;
+    m.signkey = other_k;
+    EXPECT_FAIL("signer key is not the CSR key", &conf, &m, 1);
+    m.signkey = NULL;
+    m.rcpt = bad_ra;
+    EXPECT_FAIL("encrypted to another certificate", &conf, &m, 1);
+    m.rcpt = ra_x;
+    m.type = 17;
+    EXPECT_FAIL("RenewalReq by a self-signed certificate", &conf, &m, 4);
+    m.type = 0;
+    m.key = ec_k;
+    EXPECT_FAIL("EC requester: cannot be answered encrypted", &conf, &m, 0);
+    m.key = dev_k;
+
+    /* accepted DES is decrypted (this DES label sits on a 3DES
+     * ciphertext: it cannot decrypt, badMessageCheck rather than badAlg) */
+    conf.accept_des = 1;
+    m.des = 1;
+    EXPECT_FAIL("accepted DES is decrypted", &conf, &m, 1);
+    m.des = 0;
+    conf.accept_des = 0;
+
+    /* ---- with Redis ---- */
+    redis_sock = getenv("PKI_TEST_REDIS_SOCK");
+    redis = NULL;
+    if (redis_sock && redis_sock[0]) {
+        pki_redis_conf_t   rc;
+        pki_admin_conf_t   ac;
+        pki_admin_req_t    ar;
+        pki_admin_resp_t   aresp;
+        char               chal[64], *q;
+
+        memset(&rc, 0, sizeof(rc));
+        rc.unix_path = redis_sock;
+        rc.ns = "scep-test:";
+        rc.timeout_ms = 1000;
+        pki_result_init(&res);
+        redis = pki_redis_new(&rc, &res);
+        conf.redis = redis;
+        cmode.redis = redis;
+
+        issued = NULL;
+        s = pkiop(&conf, &m, &f, &issued, &h);
+        ok(s == 0 && issued != NULL, "RA mode: PKCSReq SUCCESS");
+        ok(issued && pki_ca_issued(eca, issued), "issued by the EC CA");
+
+        /* RenewalReq signed by the issued certificate */
+        m.type = 17;
+        m.signer = issued;
+        m.signkey = dev_k;
+        m.key = other_k;
+        m.challenge = NULL;
+        {
+            X509  *renewed = NULL;
+
+            /* the reply goes to the signer: decrypt with its key */
+            int    n2;
+            pki_scep_resp_t  r2;
+
+            n2 = build(&m, &der);
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r2);
+            OPENSSL_free(der);
+            s = certrep(&r2, ra_x, dev_k, &f, &renewed);
+            ok(s == 0 && renewed && pki_ca_issued(eca, renewed),
+               "RenewalReq: SUCCESS [%s]", r2.res.detail);
+            pki_scep_resp_free(&r2);
+            X509_free(renewed);
+        }
+        m.type = 0;
+        m.signer = NULL;
+        m.signkey = NULL;
+        m.key = dev_k;
+        m.challenge = "s3cret";
+        X509_free(issued);
+
+        issued = NULL;
+        m.rcpt = ca_x;
+        s = pkiop(&cmode, &m, &f, &issued, &h);
+        m.rcpt = ra_x;
+        ok(s == 0 && issued && pki_ca_issued(ca, issued), "CA mode: PKCSReq "
+           "SUCCESS");
+        X509_free(issued);
+
+        /* one-time challenge through the admin API */
+        memset(&ac, 0, sizeof(ac));
+        ac.redis = redis;
+        ac.cas = &eca;
+        ac.ncas = 1;
+        memset(&ar, 0, sizeof(ar));
+        ar.method = "POST";
+        ar.path = "scep/challenges";
+        ar.path_len = strlen(ar.path);
+        ar.body = (const unsigned char *) "{\"ttl\": 60, \"cn\": \"dev\"}";
+        ar.body_len = strlen((const char *) ar.body);
+        ar.identity = "admin";
+        pki_admin_handle(&ac, &ar, &aresp);
+        chal[0] = '\0';
+        q = aresp.body ? strstr((char *) aresp.body, "\"challenge\":\"")
+                       : NULL;
+        if (q) {
+            snprintf(chal, 33, "%s", q + 13);
+        }
+        ok(aresp.http_status == 201 && strlen(chal) == 32,
+           "admin: one-time challenge [%s]", chal);
+        pki_admin_resp_free(&aresp);
+
+        conf.challenge = NULL;
+        conf.challenge_len = 0;
+        conf.dynamic = 1;
+        m.challenge = chal;
+        m.cn = "someone-else";
+        EXPECT_FAIL("one-time challenge bound to another CN", &conf, &m, 2);
+        m.cn = "dev";
+        s = pkiop(&conf, &m, &f, NULL, &h);
+        ok(s == 0, "one-time challenge: used once");
+        EXPECT_FAIL("one-time challenge: reuse", &conf, &m, 2);
+
+        ar.body = (const unsigned char *) "{\"ttl\": 0}";
+        ar.body_len = strlen((const char *) ar.body);
+        pki_admin_handle(&ac, &ar, &aresp);
+        ok(aresp.http_status == 400, "admin: ttl 0 refused");
+        pki_admin_resp_free(&aresp);
+        conf.dynamic = 0;
+        conf.challenge = (const unsigned char *) "s3cret";
+        conf.challenge_len = 6;
+        m.challenge = "s3cret";
+    } else {
+        diag("PKI_TEST_REDIS_SOCK not set: enrollment skipped");
+    }
+
+    /* ---- the RA key in a PKCS#11 token ---- */
+    {
+        const char   *sconf = getenv("PKI_TEST_SOFTHSM_CONF");
+        const char   *mod = getenv("PKI_TEST_P11_MODULE");
+        const char   *tok = getenv("PKI_TEST_TOKEN");
+        const char   *pinf = getenv("PKI_TEST_PIN_FILE");
+        const char   *uri = getenv("PKI_TEST_KEY_URI_RSA");
+        pki_vault_t  *v;
+        pki_key_t    *tk;
+
+        if (sconf && mod && tok && pinf && uri) {
+            unsigned char   ct[512], pt[32], *outp;
+            size_t          ctl, outl;
+            EVP_PKEY_CTX   *pc;
+            X509           *tra;
+            pki_scep_conf_t tconf;
+
+            setenv("SOFTHSM2_CONF", sconf, 1);
+            pki_result_init(&res);
+            v = pki_vault_new("t", mod, tok, pinf, &res);
+            tk = v ? pki_key_new(uri, v, &res) : NULL;
+            ok(tk && pki_vault_open(v, &res) == PKI_OK
+               && pki_key_open(tk, &res) == PKI_OK, "token RSA key opens "
+               "[%s]", res.detail);
+
+            RAND_bytes(pt, sizeof(pt));
+            pc = EVP_PKEY_CTX_new(pki_key_public(tk), NULL);
+            ctl = sizeof(ct);
+            EVP_PKEY_encrypt_init(pc);
+            EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING);
+            EVP_PKEY_encrypt(pc, ct, &ctl, pt, sizeof(pt));
+            EVP_PKEY_CTX_free(pc);
+
+            pki_result_init(&res);
+            ok(pki_key_decrypt(tk, ct, ctl, &outp, &outl, &res) == PKI_OK
+               && outl == sizeof(pt) && memcmp(outp, pt, outl) == 0,
+               "pki_key_decrypt in the token [%s]", res.detail);
+            if (res.status == PKI_OK) {
+                free(outp);
+            }
+            ct[ctl - 1] ^= 0x5a;
+            pki_result_init(&res);
+            is_status(pki_key_decrypt(tk, ct, ctl, &outp, &outl, &res),
+                      PKI_MALFORMED, "token: a bad ciphertext is the "
+                      "input's fault");
+            diag("bad ciphertext: %s (%s)", res.detail, res.log);
+            pki_result_init(&res);
+            is_status(pki_key_decrypt(tk, ct, 3, &outp, &outl, &res),
+                      PKI_MALFORMED, "token: a short ciphertext");
+            diag("short: %s (%s)", res.detail, res.log);
+            ct[ctl - 1] ^= 0x5a;
+            pki_result_init(&res);
+            ok(pki_key_decrypt(tk, ct, ctl, &outp, &outl, &res) == PKI_OK,
+               "token: decrypts again after bad input [%s]", res.log);
+            if (res.status == PKI_OK) {
+                free(outp);
+            }
+
+            /* an RA whose key is in the token */
+            tra = cert("Token RA", pki_key_public(tk), eca_x, eca_k, 0);
+            tconf = conf;
+            tconf.ra_cert = tra;
+            tconf.ra_key = tk;
+            pki_result_init(&res);
+            is_status(pki_scep_conf_check(&tconf, &res), PKI_OK,
+                      "RA with a token key");
+            m.rcpt = tra;
+            m.challenge = "wrong";
+            s = pkiop(&tconf, &m, &f, NULL, &h);
+            ok(s == 2 && f == 2, "token RA: decrypts (then: wrong "
+               "challenge) %d %d", s, f);
+            if (redis) {
+                m.challenge = "s3cret";
+                issued = NULL;
+                s = pkiop(&tconf, &m, &f, &issued, &h);
+                ok(s == 0 && issued, "token RA: PKCSReq SUCCESS");
+                X509_free(issued);
+            }
+            m.rcpt = ra_x;
+            X509_free(tra);
+            pki_key_free(tk);
+            pki_vault_free(v);
+        } else {
+            diag("SKIP token RA: PKI_TEST_KEY_URI_RSA etc. not set");
+        }
+    }
+
+    /* file key decryption */
+    {
+        unsigned char   ct[512], pt[16] = "0123456789abcdef", *outp;
+        size_t          ctl = sizeof(ct), outl;
+        EVP_PKEY_CTX   *pc = EVP_PKEY_CTX_new(ra_k, NULL);
+
+        EVP_PKEY_encrypt_init(pc);
+        EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING);
+        EVP_PKEY_encrypt(pc, ct, &ctl, pt, sizeof(pt));
+        EVP_PKEY_CTX_free(pc);
+        pki_result_init(&res);
+        ok(pki_key_decrypt(ra_key, ct, ctl, &outp, &outl, &res) == PKI_OK
+           && outl == 16 && memcmp(outp, pt, 16) == 0,
+           "pki_key_decrypt with a file key");
+        if (res.status == PKI_OK) {
+            free(outp);
+        }
+        pki_result_init(&res);
+        is_status(pki_key_decrypt(eca_key, ct, ctl, &outp, &outl, &res),
+                  PKI_UNSUPPORTED, "pki_key_decrypt with an EC key");
+    }
+
+    pki_redis_free(redis);
+    pki_ca_free(ca);
+    pki_ca_free(eca);
+    pki_template_free(t);
+    pki_key_free(ca_key);
+    pki_key_free(eca_key);
+    pki_key_free(ra_key);
+    pki_key_free(other_key);
+    X509_free(ca_x);
+    X509_free(eca_x);
+    X509_free(ra_x);
+    X509_free(bad_ra);
+    EVP_PKEY_free(ca_k);
+    EVP_PKEY_free(eca_k);
+    EVP_PKEY_free(ra_k);
+    EVP_PKEY_free(dev_k);
+    EVP_PKEY_free(other_k);
+    EVP_PKEY_free(ec_k);
+    ASN1_OBJECT_free(o_type);
+    ASN1_OBJECT_free(o_status);
+    ASN1_OBJECT_free(o_fail);
+    ASN1_OBJECT_free(o_snonce);
+    ASN1_OBJECT_free(o_rnonce);
+    ASN1_OBJECT_free(o_tid);
+
+    snprintf(path, sizeof(path), "rm -rf %s", dir);
+    if (system(path) != 0) {
+        diag("cleanup failed");
+    }
+
+    return done_testing();
+}

@@ -1,0 +1,1132 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ngx_http_scep_module: SCEP (RFC 8894) endpoint.  The glue turns
+ * GET/POST <location>?operation=...[&message=...] into a pki_scep_req_t,
+ * runs pki_scep_handle() (PKIOperation in the thread pool) and sends the
+ * pki_scep_resp_t back.
+ *
+ *     location /scep {
+ *         scep issuing device;
+ *         scep_ra ra.pem ra.key;            # or a pkcs11: URI
+ *         scep_challenge file=challenge.txt;
+ *         scep_dynamic_challenges on;
+ *     }
+ *
+ * Needs ngx_http_pki_module loaded first (load_module order).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/pem.h>
+
+#include "ngx_http_pki_module.h"
+
+
+#define NGX_HTTP_SCEP_RETRY_AFTER  5
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    pki_ca_t                  *ca;
+    pki_template_t            *tmpl;
+    X509                      *ra_cert;
+    pki_key_t                 *ra_key;
+    X509                      *next_ca;
+    ngx_str_t                  challenge;
+    ngx_flag_t                 dynamic;
+    ngx_flag_t                 manual;
+    ngx_flag_t                 accept_des;
+    ngx_uint_t                 tid;
+    size_t                     max_body_size;
+    time_t                     pending_ttl;
+    time_t                     clock_skew;
+    ngx_uint_t                 line;
+    pki_scep_conf_t           *conf;
+} ngx_http_scep_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  file;        /* first scep directive, for */
+    ngx_uint_t                 line;        /* the "needs pki_redis" error */
+} ngx_http_scep_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  op_name;
+    pki_scep_conf_t            conf;
+    pki_scep_req_t             req;
+    pki_scep_resp_t            resp;
+} ngx_http_scep_ctx_t;
+
+
+static ngx_int_t ngx_http_scep_handler(ngx_http_request_t *r);
+static void ngx_http_scep_body_handler(ngx_http_request_t *r);
+static void ngx_http_scep_run(ngx_http_request_t *r,
+    ngx_http_scep_ctx_t *ctx);
+static void ngx_http_scep_work(void *data);
+static void ngx_http_scep_done(ngx_http_request_t *r, void *data);
+static ngx_int_t ngx_http_scep_send(ngx_http_request_t *r,
+    ngx_http_scep_ctx_t *ctx);
+static ngx_int_t ngx_http_scep_send_plain(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *text, ngx_uint_t retry_after);
+static ngx_int_t ngx_http_scep_add_header(ngx_http_request_t *r,
+    const char *key, u_char *value, size_t len);
+static char *ngx_http_scep_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
+static void *ngx_http_scep_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_scep_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_scep_init(ngx_conf_t *cf);
+
+static char *ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_scep_ra(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_scep_next_ca(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_scep_challenge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_scep_clock_skew(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static X509 *ngx_http_scep_load_cert(ngx_conf_t *cf, ngx_str_t *file);
+static void ngx_http_scep_x509_cleanup(void *data);
+static void ngx_http_scep_wipe_cleanup(void *data);
+
+
+static ngx_conf_enum_t  ngx_http_scep_tid[] = {
+    { ngx_string("key"), 0 },
+    { ngx_string("any"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_scep_commands[] = {
+
+    { ngx_string("scep"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_scep,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("scep_ra"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_scep_ra,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("scep_next_ca"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_scep_next_ca,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("scep_challenge"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_scep_challenge,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("scep_dynamic_challenges"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, dynamic),
+      NULL },
+
+    { ngx_string("scep_manual_approval"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, manual),
+      NULL },
+
+    { ngx_string("scep_accept_des"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, accept_des),
+      NULL },
+
+    { ngx_string("scep_transaction_id"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, tid),
+      &ngx_http_scep_tid },
+
+    { ngx_string("scep_max_body_size"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("scep_pending_ttl"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, pending_ttl),
+      NULL },
+
+    { ngx_string("scep_clock_skew"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_scep_clock_skew,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, clock_skew),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_scep_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_scep_init,                    /* postconfiguration */
+
+    ngx_http_scep_create_main_conf,        /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_scep_create_loc_conf,         /* create location configuration */
+    ngx_http_scep_merge_loc_conf           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_scep_module = {
+    NGX_MODULE_V1,
+    &ngx_http_scep_module_ctx,             /* module context */
+    ngx_http_scep_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_scep_bad_op =
+    ngx_string("unknown or missing operation\n");
+static ngx_str_t  ngx_http_scep_busy = ngx_string("busy, retry later\n");
+static ngx_str_t  ngx_http_scep_bad_method = ngx_string("use GET or POST\n");
+static ngx_str_t  ngx_http_scep_too_large =
+    ngx_string("message too large\n");
+
+
+static ngx_int_t
+ngx_http_scep_handler(ngx_http_request_t *r)
+{
+    u_char                    *dst;
+    ngx_int_t                  rc;
+    ngx_str_t                  op, msg;
+    pki_scep_op_t              scep_op;
+    ngx_http_scep_ctx_t       *ctx;
+    ngx_http_scep_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_scep_module);
+
+    if (!slcf->enable || slcf->conf == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        return ngx_http_scep_send_plain(r, NGX_HTTP_NOT_ALLOWED,
+                                        &ngx_http_scep_bad_method, 0);
+    }
+
+    if (ngx_http_arg(r, (u_char *) "operation", 9, &op) != NGX_OK) {
+        op.len = 0;
+        op.data = NULL;
+    }
+
+    scep_op = pki_scep_op((const char *) op.data, op.len);
+
+    if (scep_op == PKI_SCEP_UNKNOWN
+        || (r->method == NGX_HTTP_POST && scep_op != PKI_SCEP_PKIOPERATION))
+    {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "scep: unknown operation \"%V\" from %V",
+                      &op, &r->connection->addr_text);
+
+        return ngx_http_scep_send_plain(r, NGX_HTTP_BAD_REQUEST,
+                                        &ngx_http_scep_bad_op, 0);
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_scep_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->op_name = op;
+    ctx->conf = *slcf->conf;
+    ctx->conf.redis = ngx_http_pki_redis(r);
+    ctx->req.op = scep_op;
+
+    ctx->req.client = ngx_http_scep_cstr(r->pool, &r->connection->addr_text);
+    if (ctx->req.client == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_scep_module);
+
+    if (r->method == NGX_HTTP_POST) {
+        ctx->req.method = "POST";
+
+        rc = ngx_http_pki_read_body(r, slcf->max_body_size,
+                                    ngx_http_scep_body_handler);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    ctx->req.method = "GET";
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    if (scep_op == PKI_SCEP_PKIOPERATION) {
+        if (ngx_http_arg(r, (u_char *) "message", 7, &msg) != NGX_OK) {
+            msg.len = 0;
+        }
+
+        /* base64 grows by 4/3; percent-encoding by up to 3 */
+        if (msg.len > slcf->max_body_size / 3 * 4 * 3 + 16) {
+            return ngx_http_scep_send_plain(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        &ngx_http_scep_too_large, 0);
+        }
+
+        if (msg.len) {
+            dst = ngx_pnalloc(r->pool, msg.len);
+            if (dst == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ctx->req.body = dst;
+            ngx_unescape_uri(&dst, &msg.data, msg.len, 0);
+            ctx->req.body_len = dst - ctx->req.body;
+
+            if (ctx->req.body_len > slcf->max_body_size / 3 * 4 + 8) {
+                return ngx_http_scep_send_plain(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        &ngx_http_scep_too_large, 0);
+            }
+        }
+    }
+
+    if (!pki_scep_op_blocking(scep_op)) {
+        pki_scep_handle(&ctx->conf, &ctx->req, &ctx->resp);
+        return ngx_http_scep_send(r, ctx);
+    }
+
+    rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        return NGX_DONE;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "scep: %V from %V shed: thread pool queue full",
+                      &ctx->op_name, &r->connection->addr_text);
+
+        return ngx_http_scep_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        &ngx_http_scep_busy,
+                                        NGX_HTTP_SCEP_RETRY_AFTER);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+static void
+ngx_http_scep_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t             rc;
+    ngx_str_t             body;
+    ngx_http_scep_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_scep_module);
+
+    rc = ngx_http_pki_request_body(r, ctx->conf.max_body, &body);
+    if (rc != NGX_OK) {
+        if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "scep: %V from %V: body over %uz bytes",
+                          &ctx->op_name, &r->connection->addr_text,
+                          ctx->conf.max_body);
+        }
+
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->req.body = body.data;
+    ctx->req.body_len = body.len;
+
+    ngx_http_scep_run(r, ctx);
+}
+
+
+/* Runs a POSTed request in the thread pool (inline if it needs no Redis or
+ * key).  Called from the body handler: finalizes the body's reference. */
+static void
+ngx_http_scep_run(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (!pki_scep_op_blocking(ctx->req.op)) {
+        pki_scep_handle(&ctx->conf, &ctx->req, &ctx->resp);
+        ngx_http_finalize_request(r, ngx_http_scep_send(r, ctx));
+        return;
+    }
+
+    rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        /* drops our reference; the task holds one */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "scep: %V from %V shed: thread pool queue full",
+                      &ctx->op_name, &r->connection->addr_text);
+
+        ngx_http_finalize_request(r,
+            ngx_http_scep_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     &ngx_http_scep_busy,
+                                     NGX_HTTP_SCEP_RETRY_AFTER));
+        return;
+
+    default:
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+}
+
+
+/* pool thread */
+
+static void
+ngx_http_scep_work(void *data)
+{
+    ngx_http_scep_ctx_t *ctx = data;
+
+    pki_scep_handle(&ctx->conf, &ctx->req, &ctx->resp);
+}
+
+
+static void
+ngx_http_scep_done(ngx_http_request_t *r, void *data)
+{
+    ngx_http_scep_ctx_t *ctx = data;
+
+    ngx_http_finalize_request(r, ngx_http_scep_send(r, ctx));
+}
+
+
+static const char *
+ngx_http_scep_fail_name(int fail)
+{
+    static const char  *names[] = {
+        "badAlg", "badMessageCheck", "badRequest", "badTime", "badCertId"
+    };
+
+    if (fail >= 0 && fail < 5) {
+        return names[fail];
+    }
+
+    return "-";
+}
+
+
+static ngx_int_t
+ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
+{
+    u_char           *p;
+    size_t            len;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_uint_t        level, status;
+    ngx_chain_t       out;
+    pki_scep_resp_t  *resp;
+
+    resp = &ctx->resp;
+
+    status = resp->http_status;
+
+    if (status < 200 || status > 599) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (status >= 400 || resp->pki_status == 2) {
+        level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
+
+        ngx_log_error(level, r->connection->log, 0,
+                      "scep: %V messageType %d transactionID \"%s\" from %V "
+                      "failed (%s): %s%s%s%s",
+                      &ctx->op_name, resp->message_type, resp->tid,
+                      &r->connection->addr_text,
+                      resp->pki_status == 2
+                          ? ngx_http_scep_fail_name(resp->fail_info)
+                          : "HTTP error",
+                      resp->res.detail,
+                      resp->res.log[0] ? " (" : "", resp->res.log,
+                      resp->res.log[0] ? ")" : "");
+
+    } else if (resp->message_type >= 0) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "scep: messageType %d transactionID \"%s\" from %V: "
+                      "%s%s%s",
+                      resp->message_type, resp->tid,
+                      &r->connection->addr_text,
+                      resp->pki_status == 3 ? "PENDING" : "SUCCESS",
+                      resp->res.log[0] ? ", " : "", resp->res.log);
+    }
+
+    b = NULL;
+
+    if (resp->body && resp->body_len) {
+        b = ngx_create_temp_buf(r->pool, resp->body_len);
+        if (b == NULL) {
+            pki_scep_resp_free(resp);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
+        b->last_buf = (r == r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b ? (off_t) (b->last - b->pos) : 0;
+
+    if (resp->content_type && b) {
+        len = ngx_strlen(resp->content_type);
+        r->headers_out.content_type.data = (u_char *) resp->content_type;
+        r->headers_out.content_type.len = len;
+        r->headers_out.content_type_len = len;
+    }
+
+    if (resp->retry_after > 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        len = ngx_sprintf(p, "%d", resp->retry_after) - p;
+
+        if (ngx_http_scep_add_header(r, "Retry-After", p, len) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    if (ctx->req.op == PKI_SCEP_PKIOPERATION) {
+        if (ngx_http_scep_add_header(r, "Cache-Control",
+                                     (u_char *) "no-store", 8)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    pki_scep_resp_free(resp);
+
+    if (b == NULL || r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+
+failed:
+
+    pki_scep_resp_free(resp);
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_scep_send_plain(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *text, ngx_uint_t retry_after)
+{
+    u_char       *p;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = text->len;
+
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    if (retry_after) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_scep_add_header(r, "Retry-After", p,
+                                     ngx_sprintf(p, "%ui", retry_after) - p)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = text->data;
+    b->last = text->data + text->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_scep_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_scep_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+
+    return (char *) p;
+}
+
+
+static void *
+ngx_http_scep_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_scep_main_conf_t  *smcf;
+
+    smcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_scep_main_conf_t));
+    if (smcf == NULL) {
+        return NULL;
+    }
+
+    return smcf;
+}
+
+
+static void *
+ngx_http_scep_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_scep_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_scep_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->challenge = { 0, NULL };
+     *     conf->conf = NULL;
+     *     conf->line = 0;
+     */
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->ca = NGX_CONF_UNSET_PTR;
+    conf->tmpl = NGX_CONF_UNSET_PTR;
+    conf->ra_cert = NGX_CONF_UNSET_PTR;
+    conf->ra_key = NGX_CONF_UNSET_PTR;
+    conf->next_ca = NGX_CONF_UNSET_PTR;
+    conf->dynamic = NGX_CONF_UNSET;
+    conf->manual = NGX_CONF_UNSET;
+    conf->accept_des = NGX_CONF_UNSET;
+    conf->tid = NGX_CONF_UNSET_UINT;
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->pending_ttl = NGX_CONF_UNSET;
+    conf->clock_skew = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_scep_loc_conf_t *prev = parent;
+    ngx_http_scep_loc_conf_t *conf = child;
+
+    pki_result_t               res;
+    pki_scep_conf_t           *sc;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_ptr_value(conf->ca, prev->ca, NULL);
+    ngx_conf_merge_ptr_value(conf->tmpl, prev->tmpl, NULL);
+    ngx_conf_merge_ptr_value(conf->ra_cert, prev->ra_cert, NULL);
+    ngx_conf_merge_ptr_value(conf->ra_key, prev->ra_key, NULL);
+    ngx_conf_merge_ptr_value(conf->next_ca, prev->next_ca, NULL);
+    ngx_conf_merge_str_value(conf->challenge, prev->challenge, "");
+    ngx_conf_merge_value(conf->dynamic, prev->dynamic, 0);
+    ngx_conf_merge_value(conf->manual, prev->manual, 0);
+    ngx_conf_merge_value(conf->accept_des, prev->accept_des, 0);
+    ngx_conf_merge_uint_value(conf->tid, prev->tid, 0);
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              PKI_SCEP_MAX_BODY);
+    ngx_conf_merge_sec_value(conf->pending_ttl, prev->pending_ttl,
+                             7 * 86400);
+    ngx_conf_merge_sec_value(conf->clock_skew, prev->clock_skew, 86400);
+
+    if (conf->line == 0) {
+        conf->line = prev->line;
+    }
+
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->conf != NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->challenge.len == 0 && !conf->dynamic) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "scep location has neither \"scep_challenge\" "
+                           "nor \"scep_dynamic_challenges on\": only "
+                           "renewals can be served");
+    }
+
+    sc = ngx_pcalloc(cf->pool, sizeof(pki_scep_conf_t));
+    if (sc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    sc->ca = conf->ca;
+    sc->tmpl = conf->tmpl;
+    sc->ra_cert = conf->ra_cert;
+    sc->ra_key = conf->ra_key;
+    sc->next_ca = conf->next_ca;
+    sc->challenge = conf->challenge.len ? conf->challenge.data : NULL;
+    sc->challenge_len = conf->challenge.len;
+    sc->dynamic = conf->dynamic ? 1 : 0;
+    sc->manual = conf->manual ? 1 : 0;
+    sc->tid_any = conf->tid ? 1 : 0;
+    sc->accept_des = conf->accept_des ? 1 : 0;
+    sc->max_body = conf->max_body_size;
+    sc->pending_ttl = (long) conf->pending_ttl;
+    sc->max_skew = (long) conf->clock_skew;
+    sc->crl_next_update = 86400;
+
+    pki_result_init(&res);
+
+    if (pki_scep_conf_check(sc, &res) != PKI_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "scep: %s%s%s%s",
+                           res.detail, res.log[0] ? " (" : "", res.log,
+                           res.log[0] ? ")" : "");
+        return NGX_CONF_ERROR;
+    }
+
+    conf->conf = sc;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == NULL) {
+        clcf->handler = ngx_http_scep_handler;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_scep_init(ngx_conf_t *cf)
+{
+    ngx_http_scep_main_conf_t  *smcf;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
+
+    if (smcf->line && !ngx_http_pki_has_redis(cf)) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"scep\" needs \"pki_redis\" in http{} in %V:%ui",
+                      &smcf->file, smcf->line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* scep CA TEMPLATE;  scep off; */
+
+static char *
+ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_scep_loc_conf_t *slcf = conf;
+
+    ngx_str_t                  *value;
+    ngx_http_scep_main_conf_t  *smcf;
+
+    (void) cmd;
+
+    if (slcf->ca != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "off") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\", "
+                               "use \"scep CA TEMPLATE\" or \"scep off\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        slcf->enable = 0;
+        slcf->ca = NULL;
+        slcf->tmpl = NULL;
+
+        return NGX_CONF_OK;
+    }
+
+    slcf->ca = ngx_http_pki_find_ca(cf, &value[1]);
+    if (slcf->ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    slcf->tmpl = ngx_http_pki_find_template(cf, &value[2]);
+    if (slcf->tmpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown template \"%V\" "
+                           "(declare pki_template before use)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!pki_ca_allows(slcf->ca, slcf->tmpl)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "CA \"%V\" does not allow template \"%V\"",
+                           &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    slcf->enable = 1;
+    slcf->line = cf->conf_file->line;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
+
+    if (smcf->line == 0) {
+        smcf->file = cf->conf_file->file.name;
+        smcf->line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* scep_ra CERT KEY;  KEY: a PEM file or a pkcs11: URI */
+
+static char *
+ngx_http_scep_ra(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_scep_loc_conf_t *slcf = conf;
+
+    ngx_str_t  *value;
+
+    (void) cmd;
+
+    if (slcf->ra_cert != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    slcf->ra_cert = ngx_http_scep_load_cert(cf, &value[1]);
+    if (slcf->ra_cert == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    slcf->ra_key = ngx_http_pki_key(cf, &value[2], "scep_ra");
+    if (slcf->ra_key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* scep_next_ca FILE; */
+
+static char *
+ngx_http_scep_next_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_scep_loc_conf_t *slcf = conf;
+
+    ngx_str_t  *value;
+
+    (void) cmd;
+
+    if (slcf->next_ca != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    slcf->next_ca = ngx_http_scep_load_cert(cf, &value[1]);
+
+    return slcf->next_ca ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+
+/* scep_challenge VALUE;  scep_challenge file=PATH; */
+
+static char *
+ngx_http_scep_challenge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_scep_loc_conf_t *slcf = conf;
+
+    u_char              *p;
+    ssize_t              n;
+    ngx_fd_t             fd;
+    ngx_str_t           *value, file;
+    ngx_file_info_t      fi;
+    ngx_pool_cleanup_t  *cln;
+    u_char               buf[PKI_SCEP_CHALLENGE_MAX + 2];
+
+    (void) cmd;
+
+    if (slcf->challenge.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "file=", 5) != 0) {
+        if (value[1].len == 0 || value[1].len > PKI_SCEP_CHALLENGE_MAX) {
+            return "must be 1-255 characters";
+        }
+
+        slcf->challenge = value[1];
+        return NGX_CONF_OK;
+    }
+
+    file.data = value[1].data + 5;
+    file.len = value[1].len - 5;
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > (off_t) sizeof(buf))
+    {
+        ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "challenge file \"%V\" is too large", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf));
+    ngx_close_file(fd);
+
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+
+    if (n <= 0 || n > PKI_SCEP_CHALLENGE_MAX) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "challenge file \"%V\" must hold 1-255 "
+                           "characters", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, n);
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (p == NULL || cln == NULL) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(p, buf, n);
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    slcf->challenge.data = p;
+    slcf->challenge.len = n;
+
+    cln->handler = ngx_http_scep_wipe_cleanup;
+    cln->data = &slcf->challenge;
+
+    return NGX_CONF_OK;
+}
+
+
+/* scep_clock_skew TIME | off; */
+
+static char *
+ngx_http_scep_clock_skew(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_scep_loc_conf_t *slcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (slcf->clock_skew != NGX_CONF_UNSET) {
+            return "is duplicate";
+        }
+
+        slcf->clock_skew = 0;
+        return NGX_CONF_OK;
+    }
+
+    return ngx_conf_set_sec_slot(cf, cmd, conf);
+}
+
+
+static X509 *
+ngx_http_scep_load_cert(ngx_conf_t *cf, ngx_str_t *name)
+{
+    BIO                 *bio;
+    X509                *x;
+    ngx_str_t            file;
+    ngx_pool_cleanup_t  *cln;
+
+    file = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NULL;
+    }
+
+    bio = BIO_new_file((char *) file.data, "r");
+    if (bio == NULL) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "BIO_new_file(\"%V\") failed", &file);
+        return NULL;
+    }
+
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+
+    if (x == NULL) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "PEM_read_bio_X509(\"%V\") failed", &file);
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        X509_free(x);
+        return NULL;
+    }
+
+    cln->handler = ngx_http_scep_x509_cleanup;
+    cln->data = x;
+
+    return x;
+}
+
+
+static void
+ngx_http_scep_x509_cleanup(void *data)
+{
+    X509_free(data);
+}
+
+
+static void
+ngx_http_scep_wipe_cleanup(void *data)
+{
+    ngx_str_t  *s = data;
+
+    ngx_explicit_memzero(s->data, s->len);
+}

