@@ -27,7 +27,7 @@ my ($rc, $out, $err) = run_cmd(['make', '-s', '-C', $fuzz, '-j2', 'replay'],
                                timeout => 600);
 close($lock);
 is($rc, 0, 'replay binaries build (make -C fuzz replay)')
-    or BAIL_OUT("fuzz replay build failed:\n$err");
+    or BAIL_OUT("fuzz replay build failed (rc $rc):\n$out\n$err");
 
 ($rc, $out) = run_cmd(['make', '-s', '-C', $fuzz, 'list']);
 my @targets = split ' ', $out;
