@@ -214,6 +214,12 @@ demo_start() {
     if [ ! -f "$d/htpasswd-admin" ]; then
         printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$d/htpasswd-admin"
     fi
+    # transaction log (demo/audit/) and its checkpoint key
+    if [ ! -f "$d/audit.key" ]; then
+        (umask 077; openssl genpkey -algorithm EC \
+            -pkeyopt ec_paramgen_curve:P-256 -out "$d/audit.key" 2>/dev/null)
+        openssl pkey -in "$d/audit.key" -pubout -out "$d/audit-pub.pem" 2>/dev/null
+    fi
     # SCEP RA (scripts/mkpki.sh makes it for a new PKI)
     if [ ! -f "$d/ra.pem" ] || [ ! -f "$d/ra.key" ]; then
         note "adding the SCEP RA certificate to the demo PKI"
@@ -288,6 +294,9 @@ nginx-pki demo is running.
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
+  metrics        https://127.0.0.1:8443/pki/metrics   (Prometheus; admin / admin)
+  dashboard      https://127.0.0.1:8443/pki/dashboard (admin / admin)
+  audit log      $d/audit/  (check: build/pkictl audit verify $d/audit --pubkey $d/audit-pub.pem)
   SCEP           http://127.0.0.1:8080/scep   (challenge "demo"; RA $d/ra.pem;
                  one-time challenges: POST /pki/admin/scep/challenges)
   trust anchor   $d/root.pem

@@ -15,6 +15,11 @@
 #   bench/est.sh            (after ./build.sh)
 #   BENCH_DURATION=10s BENCH_CONNS=32 BENCH_THREADS=2 BENCH_CSRS=64 bench/est.sh
 #
+# The SoftHSM2 run has the metrics and the transaction log on (as the demo);
+# it is repeated with both off (pki_metrics_zone off, no pki_audit_log),
+# BENCH_METRICS_ROUNDS times in alternation (default 1), and the cost is
+# printed.  BENCH_SKIP_FILE=1 skips the PEM-file run.
+#
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -166,12 +171,28 @@ run_one() {
     printf '%s %s %s %s\n' "$rate" "$ok" "$non2xx" "$secs" > "$W/result-$label"
 }
 
-echo "wrk -t$THREADS -c$CONNS -d$DUR, CA key in a PEM file ..." >&2
-run_one file "$F" --ca-key "$F/issuing.key"
-read -r FILE_RATE FILE_OK FILE_BAD FILE_S < "$W/result-file"
-echo "wrk -t$THREADS -c$CONNS -d$DUR, CA key in SoftHSM2 ..." >&2
-run_one hsm "$W/pki"
-read -r HSM_RATE HSM_OK HSM_BAD HSM_S < "$W/result-hsm"
+FILE_RATE=- FILE_OK=- FILE_BAD=-
+if [ "${BENCH_SKIP_FILE:-0}" != 1 ]; then
+    echo "wrk -t$THREADS -c$CONNS -d$DUR, CA key in a PEM file ..." >&2
+    run_one file "$F" --ca-key "$F/issuing.key" --audit "$W/audit-file"
+    read -r FILE_RATE FILE_OK FILE_BAD FILE_S < "$W/result-file"
+fi
+
+# metrics + transaction log off / on, alternating
+ROUNDS=${BENCH_METRICS_ROUNDS:-1}
+ON_SUM=0 OFF_SUM=0
+for i in $(seq "$ROUNDS"); do
+    echo "wrk -t$THREADS -c$CONNS -d$DUR, SoftHSM2, metrics + audit off ($i/$ROUNDS) ..." >&2
+    run_one hsm-off "$W/pki" --audit off --metrics off
+    read -r OFF_RATE _ _ _ < "$W/result-hsm-off"
+    echo "wrk -t$THREADS -c$CONNS -d$DUR, SoftHSM2, metrics + audit on ($i/$ROUNDS) ..." >&2
+    run_one hsm "$W/pki" --audit "$W/audit"
+    read -r HSM_RATE HSM_OK HSM_BAD HSM_S < "$W/result-hsm"
+    ON_SUM=$((ON_SUM + HSM_RATE)) OFF_SUM=$((OFF_SUM + OFF_RATE))
+done
+AUDIT_ENTRIES=$(cat "$W"/audit/audit*.log 2>/dev/null | wc -l)
+"$BUILD/pkictl" audit verify "$W/audit" --pubkey "$W/pki/audit-pub.pem" \
+    > "$W/audit-verify.txt" 2>&1 || true
 
 echo "openssl speed -seconds 3 ecdsap256 ..." >&2
 SPEED=$(openssl speed -seconds 3 ecdsap256 2>/dev/null | grep -E 'ecdsa \(nistp256\)' | tail -1)
@@ -188,8 +209,12 @@ EST simpleenroll, EC P-256 CSRs, wrk -t$THREADS -c$CONNS -d$DUR (keep-alive TLS)
   crypto limit (2 cores x 1/(1/sign + 2/verify)):  $LIMIT enrollments/s
 
   CA key       enrollments/s   ok       non-200   ratio to crypto limit
-  PEM file     $(printf '%-15s %-8s %-9s %s' "$FILE_RATE" "$FILE_OK" "$FILE_BAD" "$(ratio "$FILE_RATE")")
+  PEM file     $(printf '%-15s %-8s %-9s %s' "$FILE_RATE" "$FILE_OK" "$FILE_BAD" "$( [ "$FILE_RATE" = - ] && echo - || ratio "$FILE_RATE")")
   SoftHSM2     $(printf '%-15s %-8s %-9s %s' "$HSM_RATE" "$HSM_OK" "$HSM_BAD" "$(ratio "$HSM_RATE")")
+
+  metrics + transaction log (SoftHSM2, $ROUNDS alternating round(s), mean enrollments/s):
+    off $((OFF_SUM / ROUNDS))   on $((ON_SUM / ROUNDS))   cost $(awk -v a="$ON_SUM" -v b="$OFF_SUM" 'BEGIN { printf "%.1f%%", 100 * (b - a) / b }')
+    audit log: $AUDIT_ENTRIES lines, $(cat "$W/audit-verify.txt")
 
 (wrk, nginx, Redis and TLS share the same cores; Redis appendonly with appendfsync always:
  every record is on disk before its certificate is returned)

@@ -596,6 +596,9 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         inv = 0;
     }
 
+    /* the revocation is audited as this identity (core/audit.c) */
+    pki_event_set_actor("admin", req->identity, req->client);
+
     if (ca_name != NULL) {
         ca = pki_admin_find_ca(conf, ca_name);
         if (ca == NULL) {
@@ -625,6 +628,8 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             pki_fail(&resp->res, PKI_NOT_FOUND, "no such certificate");
         }
     }
+
+    pki_event_set_actor(NULL, NULL, NULL);
 
     if (st == PKI_OK) {
         pki_log(&resp->res, "admin \"%s\": %s of CA \"%s\": %s",

@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "issue_int.h"
+#include "audit_int.h"
 #include "matter_int.h"
 
 
@@ -1332,6 +1333,10 @@ pki_sans_text(const GENERAL_NAMES *gens)
 
 /* ---- issuance ----------------------------------------------------------- */
 
+static pki_status_t pki_issue_do(pki_ca_t *ca, const pki_template_t *t,
+    pki_redis_t *r, const pki_request_t *req, const pki_issue_ctx_t *ictx,
+    X509 **out, pki_result_t *res);
+
 static void
 pki_abandon(pki_redis_t *r, const pki_ca_t *ca, const char *serial,
     pki_result_t *res)
@@ -1347,8 +1352,8 @@ pki_abandon(pki_redis_t *r, const pki_ca_t *ca, const char *serial,
 }
 
 
-pki_status_t
-pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
+static pki_status_t
+pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
     pki_result_t *res)
 {
@@ -1509,6 +1514,68 @@ failed:
 
     return rc;
 }
+
+/* The audit hook (core/audit.c): every outcome of an issuance is logged
+ * and counted here, for every protocol.  A certificate whose record cannot
+ * be written to the transaction log is not handed out. */
+pki_status_t
+pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
+    const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
+    pki_result_t *res)
+{
+    char           hex[41], opbuf[32], *subject;
+    pki_event_t    ev;
+    pki_status_t   rc, ast;
+    pki_result_t   ares;
+
+    if (ictx != NULL) {
+        pki_event_set_actor(ictx->protocol, ictx->requester, ictx->client);
+    }
+
+    rc = pki_issue_do(ca, t, r, req, ictx, out, res);
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_ISSUE;
+    ev.status = rc;
+    ev.operation = pki_int_take_operation(opbuf);
+    ev.ca = ca ? ca->name : NULL;
+    ev.template_name = t ? t->name : NULL;
+    ev.reason = (rc != PKI_OK && res) ? res->detail : NULL;
+
+    hex[0] = '\0';
+    subject = NULL;
+
+    if (rc == PKI_OK && out && *out) {
+        if (pki_serial_to_hex(X509_get0_serialNumber(*out), hex)) {
+            ev.serial = hex;
+        }
+        subject = pki_int_name_text(X509_get_subject_name(*out));
+
+    } else if (req && req->subject) {
+        subject = pki_int_name_text(req->subject);
+    }
+
+    ev.subject = subject;
+
+    pki_result_init(&ares);
+    ast = pki_event_emit(&ev, rc == PKI_OK, &ares);
+
+    /* no stale actor for the thread's next event */
+    pki_event_set_actor(NULL, NULL, NULL);
+
+    free(subject);
+
+    if (ast != PKI_OK && rc == PKI_OK) {
+        X509_free(*out);
+        *out = NULL;
+        pki_log(res, "%stransaction log: %s %s", res && res->log[0] ? "; "
+                : "", ares.detail, ares.log);
+        return pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");
+    }
+
+    return rc;
+}
+
 
 
 pki_status_t

@@ -699,6 +699,149 @@ PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
     const char *token, const char *key_authz, pki_acme_validate_out_t *out);
 
 
+/* ---- events: transaction log and metrics (core/audit.c) -------------------
+ *
+ * ONE hook for every outcome worth an audit record or a counter.  The core
+ * calls it itself from the common paths: pki_issue (every outcome once the
+ * CA is reached), pki_record_revoke (every revocation change), the Redis
+ * command wrapper and the key's sign path (latency, errors: counted only).
+ * So every protocol that issues through pki_issue is logged and counted
+ * with no code of its own.  Server glue adds the requests it refused before
+ * the core was reached (PKI_EV_REQUEST) and admin actions.
+ *
+ * The audited events go to the default transaction log (pki_audit_open +
+ * pki_audit_set_default), when there is one, then to the sink (the server's
+ * metrics), when there is one.  Nothing secret may be put into an event:
+ * the fields are identities, names, serials and public details.
+ */
+
+typedef enum {
+    PKI_EV_ISSUE = 1,     /* pki_issue outcome                  (audited) */
+    PKI_EV_REVOKE,        /* pki_record_revoke outcome          (audited) */
+    PKI_EV_REQUEST,       /* refused request, admin action      (audited) */
+    PKI_EV_SIGN,          /* one signature: seconds, status     (counted) */
+    PKI_EV_REDIS          /* one Redis command: seconds, status (counted) */
+} pki_event_type_t;
+
+typedef struct {
+    pki_event_type_t  type;
+    pki_status_t      status;        /* PKI_OK or the failure             */
+    const char       *protocol;      /* NULL: this thread's actor         */
+    const char       *operation;     /* "enroll", "renew", "revoke", ...;
+                                        PKI_EV_SIGN: "certificate", "crl",
+                                        "other" (OCSP responses)        */
+    const char       *ca;
+    const char       *template_name;
+    const char       *serial;
+    const char       *subject;
+    const char       *requester;     /* NULL: this thread's actor         */
+    const char       *client;        /* NULL: this thread's actor         */
+    const char       *reason;        /* public detail or revocation reason */
+    double            seconds;       /* PKI_EV_SIGN, PKI_EV_REDIS; < 0:
+                                        an error without a latency      */
+} pki_event_t;
+
+/* The outcome class of a status, for labels: "success", "auth", "policy",
+ * "malformed", "backend" (Redis, token, internal). */
+PKI_API const char *pki_outcome_class(pki_status_t st);
+
+/* The metrics sink.  Called from any thread (pool threads included): it
+ * must be thread safe and must not block.  Set once at start. */
+typedef void (*pki_event_sink_pt)(void *arg, const pki_event_t *ev);
+PKI_API void pki_event_set_sink(pki_event_sink_pt sink, void *arg);
+
+/* Who acts on this thread (thread-local; copied, truncated to 255 bytes;
+ * NULLs clear).  pki_issue sets it from its pki_issue_ctx_t; an engine that
+ * revokes sets it before calling pki_record_revoke.  operation: what the
+ * next pki_issue is ("renew"; NULL: "issue"), reset by pki_issue. */
+PKI_API void pki_event_set_actor(const char *protocol, const char *requester,
+    const char *client);
+PKI_API void pki_event_set_operation(const char *operation);
+
+/* Appends to the default log (durable: fsync'd before it returns, with
+ * group commit; otherwise the next commit carries it) and calls the sink.
+ * PKI_UNAVAILABLE when the log cannot be written: pki_issue then fails
+ * rather than hand out a certificate that is not in the log. */
+PKI_API pki_status_t pki_event_emit(const pki_event_t *ev, int durable,
+    pki_result_t *res);
+
+/*
+ * The transaction log: a directory with "audit.log" (the current file),
+ * "audit-<FIRSTSEQ>.log" (rotated files, 12 digits), "audit.lock" and
+ * "audit-key.pem" (the public checkpoint key).  One JSON object per line:
+ *   {"seq":N,"time":"RFC 3339 UTC","type":"issue|revoke|request|checkpoint",
+ *    ...fields...,"pid":P,"prev":"<hex SHA-256 of the previous line's
+ *    hash>","hash":"<hex SHA-256 of this line up to ,\"hash\">"}
+ * seq counts from 1 across rotated files; the first "prev" is 64 zeros.
+ * Checkpoints (every checkpoint_every entries, at rotation and on
+ * pki_audit_checkpoint) add "sig": base64 of the audit key's signature
+ * over "nginx-pki audit checkpoint\n<seq>\n<prev>\n".  Many processes
+ * and threads may append to one directory (flock + a mutex); rotation
+ * renames audit.log when it would grow over max_size.
+ */
+
+typedef struct pki_audit_s  pki_audit_t;
+
+typedef struct {
+    const char  *dir;               /* must exist                        */
+    size_t       max_size;          /* bytes per file; 0: 64 MiB         */
+    pki_key_t   *key;               /* checkpoint key (open), or NULL    */
+    unsigned     checkpoint_every;  /* entries; 0: 1000                  */
+    int          no_fsync;          /* 1: never fsync (benchmarks only)  */
+} pki_audit_conf_t;
+
+PKI_API pki_audit_t *pki_audit_open(const pki_audit_conf_t *conf,
+    pki_result_t *res);
+PKI_API void pki_audit_close(pki_audit_t *a);
+/* The log pki_event_emit writes to (NULL: none). */
+PKI_API void pki_audit_set_default(pki_audit_t *a);
+PKI_API pki_status_t pki_audit_append(pki_audit_t *a, const pki_event_t *ev,
+    int durable, pki_result_t *res);
+/* Writes a signed checkpoint now if entries were added since the last. */
+PKI_API pki_status_t pki_audit_checkpoint(pki_audit_t *a, pki_result_t *res);
+
+typedef struct {
+    unsigned long long  entries;       /* lines checked                  */
+    unsigned long long  checkpoints;   /* with a good signature          */
+    unsigned long long  unsigned_tail; /* entries after the last one     */
+    unsigned long long  last_seq;
+    char                bad[512];      /* the first bad entry, or ""     */
+} pki_audit_report_t;
+
+/* Checks every file of dir in order: each line's hash, the chain of prev,
+ * seq without gaps, checkpoint signatures with pub (NULL: the directory's
+ * audit-key.pem; none there: signatures are not checked).  PKI_OK when
+ * intact; PKI_MALFORMED with rep->bad naming file, line and seq of the
+ * first bad entry. */
+PKI_API pki_status_t pki_audit_verify(const char *dir, EVP_PKEY *pub,
+    pki_audit_report_t *rep, pki_result_t *res);
+
+/* ---- metrics history in Redis (core/metrics.c) -----------------------------
+ *
+ *   <ns>{metrics}:m:<UNIX MINUTE>  hash FIELD -> count, TTL 48 h
+ *   <ns>{metrics}:h:<UNIX HOUR>    hash FIELD -> count, TTL 90 days
+ * Every host of a fleet adds its own deltas, so the buckets hold the
+ * fleet's totals.  Fields are short names such as "req:est:success" or
+ * "iss:CA:success".  All three calls are blocking (thread pool).
+ */
+
+/* Adds deltas[i] to fields[i] of the minute and hour buckets of now: one
+ * round trip.  n up to 256. */
+PKI_API pki_status_t pki_metrics_flush(pki_redis_t *r, time_t now,
+    const char *const *fields, const long long *deltas, size_t n,
+    pki_result_t *res);
+
+/* The last count buckets up to now (minute: up to 2880; hourly: up to
+ * 2160) as malloc'd JSON: {"step":60|3600,"from":T,"to":T,
+ * "buckets":[{"t":T,"v":{"FIELD":N,...}},...]} (empty buckets left out). */
+PKI_API pki_status_t pki_metrics_history(pki_redis_t *r, int hourly,
+    time_t now, unsigned count, char **json, pki_result_t *res);
+
+/* Certificates of a CA at now: out[0] unexpired, out[1] of those revoked
+ * or on hold, out[2] expiring within 7 days, out[3] within 30 days. */
+PKI_API pki_status_t pki_metrics_cert_counts(pki_redis_t *r, const char *ca,
+    time_t now, long long out[4], pki_result_t *res);
+
 /* ---- key decryption (added for SCEP) ----------------------------------------
  *
  * RSA PKCS#1 v1.5 decryption of in with key k (file or PKCS#11; the private

@@ -24,6 +24,7 @@
 #include <hiredis.h>
 
 #include "pki.h"
+#include "audit_int.h"
 
 
 #define PKI_REDIS_NS_MAX     64
@@ -293,6 +294,7 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res)
 {
     int             reused, attempt, err, eno;
+    double          t0;
     redisContext   *c;
     redisReply     *reply;
     pki_sigpipe_t   sp;
@@ -300,12 +302,16 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     for (attempt = 0; ; attempt++) {
         c = pki_redis_conn(r, &reused, res);
         if (c == NULL) {
+            pki_int_observe(PKI_EV_REDIS, -1, PKI_UNAVAILABLE, NULL);
             return NULL;
         }
 
         pki_sigpipe_block(&sp);
+        t0 = pki_int_now();
         reply = redisCommandArgv(c, argc, argv, lens);
         eno = errno;
+        pki_int_observe(PKI_EV_REDIS, pki_int_now() - t0,
+                        reply ? PKI_OK : PKI_UNAVAILABLE, NULL);
         pki_sigpipe_restore(&sp);
 
         if (reply != NULL) {
@@ -1152,8 +1158,55 @@ static const char  pki_lua_revoke[] =
     "return 1";
 
 
+static pki_status_t
+pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
+    int reason, time_t when, time_t invalidity_date, pki_record_t *out,
+    pki_result_t *res);
+
+
+/* The audit hook (core/audit.c): every revocation change is logged and
+ * counted here, whoever asked (admin API, ACME revokeCert, ...).  A miss
+ * (PKI_NOT_FOUND: callers probe CA after CA) is not an event. */
 PKI_API pki_status_t
 pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
+    int reason, time_t when, time_t invalidity_date, pki_record_t *out,
+    pki_result_t *res)
+{
+    char          canon[41];
+    pki_event_t   ev;
+    pki_status_t  st;
+    pki_result_t  ares;
+
+    st = pki_record_revoke_do(r, ca, serial, reason, when, invalidity_date,
+                              out, res);
+
+    if (st == PKI_NOT_FOUND) {
+        return st;
+    }
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_REVOKE;
+    ev.status = st;
+    ev.operation = reason == 8 ? "release" : "revoke";
+    ev.ca = ca;
+    ev.serial = (serial && pki_serial_normalize(serial, canon)) ? canon
+                                                                : serial;
+    ev.reason = st == PKI_OK ? pki_int_reason_name(reason)
+                             : (res ? res->detail : NULL);
+
+    pki_result_init(&ares);
+
+    if (pki_event_emit(&ev, st == PKI_OK, &ares) != PKI_OK && st == PKI_OK) {
+        pki_log(res, "%stransaction log: %s %s", res && res->log[0] ? "; "
+                : "", ares.detail, ares.log);
+    }
+
+    return st;
+}
+
+
+static pki_status_t
+pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
     pki_result_t *res)
 {
@@ -1967,6 +2020,24 @@ pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res)
 {
     if (r == NULL || argc <= 0 || argc > PKI_REDIS_ARGS_MAX) {
+        pki_fail(res, PKI_INTERNAL, "redis: bad command");
+        return NULL;
+    }
+
+    return pki_redis_cmd(r, argc, argv, lens, res);
+}
+
+
+/* ---- for core/metrics.c ----------------------------------------------------- */
+
+/* The command wrapper above without an argument cap (the metrics history
+ * reads up to 2,880 buckets in one EVAL); a redisReply *, the caller frees
+ * it with freeReplyObject. */
+void *
+pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res)
+{
+    if (r == NULL || argc <= 0) {
         pki_fail(res, PKI_INTERNAL, "redis: bad command");
         return NULL;
     }

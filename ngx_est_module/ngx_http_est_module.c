@@ -546,6 +546,10 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_pki_metrics_mark(r, "est", pki_ca_name(ctx->conf.ca),
+                              pki_template_name(ctx->conf.tmpl),
+                              resp->res.status, resp->res.detail);
+
     if (status >= 400) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
@@ -959,6 +963,8 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     elcf->enable = 1;
+
+    ngx_http_pki_metrics_location(cf, "est");
 
     emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
 

@@ -674,6 +674,9 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
         status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_pki_metrics_mark(r, "ocsp", NULL, NULL, resp->res.status,
+                              resp->res.detail);
+
     if (resp->res.status != PKI_OK) {
         level = (resp->res.status == PKI_INTERNAL) ? NGX_LOG_ERR
                                                    : NGX_LOG_INFO;
@@ -1389,6 +1392,8 @@ ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (olcf->cas != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
+
+    ngx_http_pki_metrics_location(cf, "ocsp");
 
     olcf->cas = ngx_array_create(cf->pool, cf->args->nelts - 1,
                                  sizeof(pki_ca_t *));

@@ -1315,6 +1315,69 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
 
 /* exported API */
 
+/* pki_post tasks posted and not yet back, this worker (metrics) */
+ngx_uint_t  ngx_http_pki_tasks_in_flight;
+
+
+/* run time outside a request (timers of the metrics module) */
+
+pki_redis_t *
+ngx_http_pki_cycle_redis(ngx_cycle_t *cycle)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
+
+    return pmcf ? pmcf->redis : NULL;
+}
+
+
+ngx_thread_pool_t *
+ngx_http_pki_cycle_thread_pool(ngx_cycle_t *cycle)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
+    if (pmcf == NULL) {
+        return NULL;
+    }
+
+    if (pmcf->thread_pool) {
+        return pmcf->thread_pool;
+    }
+
+    return ngx_thread_pool_get(cycle, &pmcf->thread_pool_name);
+}
+
+
+pki_ca_t *
+ngx_http_pki_cycle_ca(ngx_cycle_t *cycle, ngx_uint_t i)
+{
+    ngx_http_pki_ca_t         *ca;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
+    if (pmcf == NULL || i >= pmcf->cas.nelts) {
+        return NULL;
+    }
+
+    ca = pmcf->cas.elts;
+
+    return ca[i].ca;
+}
+
+
+pki_vault_t *
+ngx_http_pki_find_vault(ngx_conf_t *cf, const char *token)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    return pmcf ? ngx_http_pki_find_vault_by_token(pmcf, token) : NULL;
+}
+
+
 pki_ca_t *
 ngx_http_pki_find_ca(ngx_conf_t *cf, ngx_str_t *name)
 {
@@ -1434,6 +1497,8 @@ ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
         return NGX_DECLINED;
     }
 
+    ngx_http_pki_tasks_in_flight++;
+
     r->main->blocked++;
     r->main->count++;
     r->aio = 1;
@@ -1498,6 +1563,7 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
 
     r->main->blocked--;
     r->aio = 0;
+    ngx_http_pki_tasks_in_flight--;
 
     /* done() answers and finalizes, dropping the reference taken at post */
     ctx->done(r, ctx->data);
@@ -1948,6 +2014,8 @@ ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf->handler = ngx_http_pki_admin_handler;
 
+    ngx_http_pki_metrics_location(cf, "admin");
+
     return NGX_CONF_OK;
 }
 
@@ -2112,6 +2180,9 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
     pki_admin_resp_t   *resp;
 
     resp = &ctx->resp;
+
+    ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, resp->res.status,
+                              resp->res.detail);
 
     if (resp->http_status >= 500) {
         level = NGX_LOG_ERR;

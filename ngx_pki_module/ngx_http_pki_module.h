@@ -76,6 +76,48 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
     ngx_str_t *body);
 
 
+
+/* ---- metrics, dashboard, transaction log (ngx_http_pki_metrics.c) ------
+ *
+ * Every issuance and revocation that goes through the core (pki_issue,
+ * pki_record_revoke) is logged and counted with no code in the protocol
+ * module.  Two calls make a protocol module's requests show up on
+ * /pki/metrics and /pki/dashboard, by protocol, CA, template and outcome:
+ *
+ * 1. Configuration time, in the protocol's location directive handler
+ *    (e.g. "acme_server ..."):
+ *
+ *        ngx_http_pki_metrics_location(cf, "acme");
+ *
+ *    Every request of that location (and its nested locations) is then
+ *    counted, with its latency, even when nginx itself refuses it (401
+ *    from auth_basic, 413, ...): the outcome comes from the HTTP status.
+ *
+ * 2. Run time, once the core answered (before or after sending):
+ *
+ *        ngx_http_pki_metrics_mark(r, "acme", pki_ca_name(ca),
+ *                                  pki_template_name(t), res.status,
+ *                                  res.detail);
+ *
+ *    gives the CA, template, the outcome class (pki_outcome_class():
+ *    success, auth, policy, malformed, backend) and the public reason
+ *    (digits and quoted parts are dropped to bound the label set).  A
+ *    refused request (status != PKI_OK) is also appended to the
+ *    transaction log with the client's address and identity.  ca, tmpl and
+ *    reason may be NULL; the strings are copied.
+ */
+void ngx_http_pki_metrics_location(ngx_conf_t *cf, const char *proto);
+void ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
+    const char *ca, const char *tmpl, pki_status_t status,
+    const char *reason);
+
+/* helpers the metrics module takes from the shared module */
+extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
+pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);
+ngx_thread_pool_t *ngx_http_pki_cycle_thread_pool(ngx_cycle_t *cycle);
+pki_ca_t *ngx_http_pki_cycle_ca(ngx_cycle_t *cycle, ngx_uint_t i);
+pki_vault_t *ngx_http_pki_find_vault(ngx_conf_t *cf, const char *token);
+
 /*
  * Runs work(data) in the pki_thread_pool without holding r (the request
  * may be finished long before), then done(data) on the event loop, which

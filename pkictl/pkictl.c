@@ -77,6 +77,7 @@ usage(void)
         "  pkictl matter to-tlv|to-der|verify-attestation|"
         "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
+        "  pkictl audit verify DIR [--pubkey PEM]\n"
         "  REF: a PEM key file or a pkcs11: URI; DN: \"/CN=a/O=b\"\n");
 }
 
@@ -761,6 +762,75 @@ done:
 }
 
 
+/*
+ * pkictl audit verify DIR [--pubkey PEM]: exit 0 for an intact transaction
+ * log, 1 naming the first bad entry, 2 for a usage or I/O problem.
+ */
+static int
+cmd_audit(int argc, char **argv)
+{
+    FILE                *f;
+    EVP_PKEY            *pub;
+    pki_status_t         st;
+    pki_result_t         res;
+    const char          *dir, *pubfile;
+    pki_audit_report_t   rep;
+
+    if (argc < 4 || strcmp(argv[2], "verify") != 0) {
+        usage();
+        return 2;
+    }
+
+    dir = argv[3];
+    pubfile = NULL;
+
+    if (argc == 6 && strcmp(argv[4], "--pubkey") == 0) {
+        pubfile = argv[5];
+    } else if (argc != 4) {
+        usage();
+        return 2;
+    }
+
+    pub = NULL;
+
+    if (pubfile != NULL) {
+        f = fopen(pubfile, "r");
+        if (f == NULL) {
+            fprintf(stderr, "pkictl: cannot open %s\n", pubfile);
+            return 2;
+        }
+
+        pub = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+        fclose(f);
+
+        if (pub == NULL) {
+            fprintf(stderr, "pkictl: %s: not a PEM public key\n", pubfile);
+            return 2;
+        }
+    }
+
+    pki_result_init(&res);
+    st = pki_audit_verify(dir, pub, &rep, &res);
+    EVP_PKEY_free(pub);
+
+    if (st == PKI_NOT_FOUND) {
+        fprintf(stderr, "pkictl: audit verify: %s\n", res.detail);
+        return 2;
+    }
+
+    if (st != PKI_OK) {
+        printf("FAILED after %llu good entries: %s\n", rep.entries, rep.bad);
+        return 1;
+    }
+
+    printf("OK: %llu entries (last seq %llu), %llu signed checkpoints, "
+           "%llu entries after the last checkpoint\n", rep.entries,
+           rep.last_seq, rep.checkpoints, rep.unsigned_tail);
+
+    return 0;
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -770,6 +840,14 @@ main(int argc, char **argv)
 
     memset(&o, 0, sizeof(o));
     o.pathlen = -1;
+
+    if (argc >= 2 && strcmp(argv[1], "audit") == 0) {
+        if (!pki_init()) {
+            fprintf(stderr, "pkictl: library initialisation failed\n");
+            return 2;
+        }
+        return cmd_audit(argc, argv);
+    }
 
     /* pkictl matter ...: pkictl/matter.c */
     if (argc >= 2 && strcmp(argv[1], "matter") == 0) {

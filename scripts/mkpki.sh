@@ -140,4 +140,11 @@ printf 'demo\n' > "$D/scep-challenge"
 printf 'demo:%s\n' "$(openssl passwd -apr1 demo)" > "$D/htpasswd"
 printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$D/htpasswd-admin"
 
+# the transaction log's checkpoint key (pki_audit_log key=) and the
+# public half an auditor verifies with (pkictl audit verify --pubkey)
+(umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+    -out "$D/audit.key" 2>/dev/null) || die "openssl genpkey (audit key) failed"
+openssl pkey -in "$D/audit.key" -pubout -out "$D/audit-pub.pem" 2>/dev/null \
+    || die "openssl pkey (audit key) failed"
+
 say "done: $D"

@@ -10,10 +10,14 @@
 #       [--https PORT] [--http PORT] [--daemon on|off] [--log-level LEVEL] \
 #       [--workers N] [--ca-key REF] [--token LABEL] [--pop-linking on|off]
 #       [--redis-timeout 1s] [--user USER] [--threads N]
+#       [--audit DIR|off] [--metrics on|off]
 #       [--acme-http-port 5002] [--acme-tls-port 5001] [--acme-eab on|off]
 #
 # --pki is a directory made by scripts/mkpki.sh.  --ca-key overrides the
 # issuing CA key (default: the SoftHSM key "issuing").
+# --audit: the transaction log directory (default PKI/audit, created here;
+# checkpoints signed with PKI/audit.key when it exists); --metrics off
+# turns the counters off (for overhead measurements).
 #
 set -euo pipefail
 
@@ -22,6 +26,7 @@ die() { echo "nginx-conf.sh: error: $*" >&2; exit 1; }
 BUILD= PKI= PREFIX= REDIS= HTTPS=8443 HTTP=8080 DAEMON=off LOGLEVEL=info
 WORKERS=2 THREADS=8 CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USER_=
 MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+AUDIT= METRICS=on
 # ACME lab settings (issue 4 demo contract)
 ACME_HTTP=5002 ACME_TLS=5001 ACME_EAB=off
 
@@ -43,6 +48,8 @@ while [ $# -gt 0 ]; do
         --pop-linking) POP=$2 ;;
         --redis-timeout) RTIMEOUT=$2 ;;
         --user) USER_=$2 ;;
+        --audit) AUDIT=$2 ;;
+        --metrics) METRICS=$2 ;;
         --acme-http-port) ACME_HTTP=$2 ;;
         --acme-tls-port) ACME_TLS=$2 ;;
         --acme-eab) ACME_EAB=$2 ;;
@@ -56,6 +63,19 @@ done
 [ -n "$CAKEY" ] || CAKEY="pkcs11:token=$TOKEN;object=issuing;type=private"
 if [ -z "$USER_" ] && [ "$(id -u)" -eq 0 ]; then
     USER_=root
+fi
+
+# transaction log and metrics (t/audit.t, t/metrics.t)
+[ -n "$AUDIT" ] || AUDIT=$PKI/audit
+AUDIT_CONF= METRICS_CONF=
+if [ "$AUDIT" != off ]; then
+    mkdir -p "$AUDIT" || die "cannot create $AUDIT"
+    AUDIT_CONF="pki_audit_log $AUDIT"
+    [ -f "$PKI/audit.key" ] && AUDIT_CONF="$AUDIT_CONF key=$PKI/audit.key"
+    AUDIT_CONF="$AUDIT_CONF;"
+fi
+if [ "$METRICS" = off ]; then
+    METRICS_CONF="pki_metrics_zone off;"
 fi
 
 cat <<CONF
@@ -90,6 +110,8 @@ http {
 
     pki_redis unix:$REDIS timeout=$RTIMEOUT;
     pki_thread_pool pki;
+    $AUDIT_CONF
+    $METRICS_CONF
 
     pki_key_vault demo {
         module $MOD;
@@ -197,6 +219,18 @@ http {
         location /pki/admin/ {
             pki_admin;
             auth_basic "PKI admin";
+            auth_basic_user_file $PKI/htpasswd-admin;
+        }
+
+        location = /pki/metrics {
+            pki_metrics;
+            auth_basic "PKI metrics";
+            auth_basic_user_file $PKI/htpasswd-admin;
+        }
+
+        location = /pki/dashboard {
+            pki_dashboard;
+            auth_basic "PKI dashboard";
             auth_basic_user_file $PKI/htpasswd-admin;
         }
 

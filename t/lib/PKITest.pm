@@ -201,7 +201,9 @@ sub redis_keys {
 # crlnumber).  A hostile request must leave this list as it was.
 sub state_keys {
     my ($self) = @_;
-    return sort grep { !/\}:crl/ } $self->redis_keys('*');
+    # without the CRL keys worker 0 rebuilds and the metrics history
+    # buckets (pki:{metrics}:..., written by a timer for any traffic)
+    return sort grep { !/\}:crl/ && !/\{metrics\}/ } $self->redis_keys('*');
 }
 
 # --- nginx -------------------------------------------------------------------

@@ -1,0 +1,1682 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The event hook (transaction log + metrics sink) and the tamper-evident,
+ * append-only transaction log: hash-chained JSON lines, group-committed
+ * fsync, size rotation, signed checkpoints, and the verifier behind
+ * "pkictl audit verify".
+ *
+ * Concurrency: within a process one mutex serialises the appenders; across
+ * processes (nginx workers, old and new generations during a reload) an
+ * flock() on DIR/audit.lock does.  Each appender that holds both checks
+ * that its descriptor still names DIR/audit.log (another process may have
+ * rotated it) and that the file still ends where it last saw it (another
+ * process may have appended); otherwise it re-reads the last entry to learn
+ * seq and hash.  Durable appends then wait for one fdatasync() that covers
+ * every line written before it started (group commit): one thread syncs,
+ * the others wait on a condition variable and usually find their line
+ * covered when it is done.
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+
+#include "pki.h"
+#include "audit_int.h"
+
+
+#define PKI_AUDIT_LINE_MAX     16384
+#define PKI_AUDIT_FIELD_MAX    1024
+#define PKI_AUDIT_TAIL         65536
+#define PKI_AUDIT_VERIFY_MAX   (1024 * 1024)
+#define PKI_AUDIT_DEF_SIZE     (64UL * 1024 * 1024)
+#define PKI_AUDIT_DEF_CKPT     1000
+#define PKI_AUDIT_ACTOR_MAX    256
+#define PKI_AUDIT_ZERO_HASH \
+    "0000000000000000000000000000000000000000000000000000000000000000"
+#define PKI_AUDIT_HASH_TAG     ",\"hash\":\""
+#define PKI_AUDIT_CKPT_MAGIC   "nginx-pki audit checkpoint\n"
+
+
+struct pki_audit_s {
+    char                 *dir;
+    char                 *path;        /* DIR/audit.log */
+    size_t                max_size;
+    pki_key_t            *key;
+    char                  key_id[17];
+    unsigned              ckpt_every;
+    int                   no_fsync;
+
+    pthread_mutex_t       lock;
+    pthread_cond_t        cond;
+
+    int                   fd;          /* audit.log, -1: not open */
+    int                   lockfd;
+    dev_t                 dev;
+    ino_t                 ino;
+    off_t                 end;         /* size after our last look */
+    unsigned long long    first_seq;   /* of audit.log, 0: unknown */
+
+    unsigned long long    seq;         /* of the last entry */
+    char                  hash[65];    /* of the last entry */
+    unsigned long long    since_ckpt;
+
+    unsigned long long    written;     /* lines written by this process */
+    unsigned long long    synced;      /* of those, known durable */
+    int                   syncing;
+};
+
+
+typedef struct {
+    char                 *p;
+    size_t                len;
+    size_t                cap;
+    int                   err;
+} pki_jbuf_t;
+
+
+typedef struct {
+    char                  protocol[PKI_AUDIT_ACTOR_MAX];
+    char                  requester[PKI_AUDIT_ACTOR_MAX];
+    char                  client[PKI_AUDIT_ACTOR_MAX];
+    char                  operation[32];
+} pki_actor_t;
+
+
+static pki_event_sink_pt   pki_sink;
+static void               *pki_sink_arg;
+static pki_audit_t        *pki_default_log;
+static __thread pki_actor_t  pki_actor;
+
+
+static pki_status_t pki_audit_write_locked(pki_audit_t *a,
+    const pki_event_t *ev, int checkpoint, pki_result_t *res);
+
+
+/* ---- the hook -------------------------------------------------------------- */
+
+const char *
+pki_outcome_class(pki_status_t st)
+{
+    switch (st) {
+
+    case PKI_OK:
+        return "success";
+
+    case PKI_UNAUTHORIZED:
+    case PKI_FORBIDDEN:
+        return "auth";
+
+    case PKI_POLICY:
+    case PKI_CONFLICT:
+        return "policy";
+
+    case PKI_MALFORMED:
+    case PKI_BAD_SIGNATURE:
+    case PKI_TOO_LARGE:
+    case PKI_UNSUPPORTED:
+    case PKI_NOT_FOUND:
+        return "malformed";
+
+    default:
+        return "backend";
+    }
+}
+
+
+void
+pki_event_set_sink(pki_event_sink_pt sink, void *arg)
+{
+    pki_sink = sink;
+    pki_sink_arg = arg;
+}
+
+
+static void
+pki_copy(char *dst, size_t size, const char *src)
+{
+    size_t  n;
+
+    if (src == NULL) {
+        dst[0] = '\0';
+        return;
+    }
+
+    n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+
+void
+pki_event_set_actor(const char *protocol, const char *requester,
+    const char *client)
+{
+    pki_copy(pki_actor.protocol, sizeof(pki_actor.protocol), protocol);
+    pki_copy(pki_actor.requester, sizeof(pki_actor.requester), requester);
+    pki_copy(pki_actor.client, sizeof(pki_actor.client), client);
+}
+
+
+void
+pki_event_set_operation(const char *operation)
+{
+    pki_copy(pki_actor.operation, sizeof(pki_actor.operation), operation);
+}
+
+
+const char *
+pki_int_take_operation(char buf[32])
+{
+    if (pki_actor.operation[0] == '\0') {
+        return "issue";
+    }
+
+    memcpy(buf, pki_actor.operation, 32);
+    pki_actor.operation[0] = '\0';
+
+    return buf;
+}
+
+
+double
+pki_int_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+
+static __thread int  pki_observe_off;
+
+
+void
+pki_int_observe(pki_event_type_t type, double seconds, pki_status_t status,
+    const char *what)
+{
+    pki_event_t  ev;
+
+    if (pki_sink == NULL || pki_observe_off) {
+        return;
+    }
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = type;
+    ev.status = status;
+    ev.seconds = seconds;
+    ev.operation = what;
+
+    pki_sink(pki_sink_arg, &ev);
+}
+
+
+const char *
+pki_int_reason_name(int reason)
+{
+    static const char *const  names[11] = {
+        "unspecified", "keyCompromise", "cACompromise", "affiliationChanged",
+        "superseded", "cessationOfOperation", "certificateHold", NULL,
+        "removeFromCRL", "privilegeWithdrawn", "aACompromise"
+    };
+
+    if (reason < 0 || reason > 10 || names[reason] == NULL) {
+        return "unknown";
+    }
+
+    return names[reason];
+}
+
+
+pki_status_t
+pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
+{
+    pki_event_t   e;
+    pki_status_t  st;
+
+    if (ev == NULL) {
+        return PKI_OK;
+    }
+
+    e = *ev;
+
+    if (e.protocol == NULL) {
+        e.protocol = pki_actor.protocol;
+    }
+    if (e.requester == NULL) {
+        e.requester = pki_actor.requester;
+    }
+    if (e.client == NULL) {
+        e.client = pki_actor.client;
+    }
+
+    st = PKI_OK;
+
+    if (pki_default_log != NULL && e.type != PKI_EV_SIGN
+        && e.type != PKI_EV_REDIS)
+    {
+        st = pki_audit_append(pki_default_log, &e, durable, res);
+    }
+
+    if (pki_sink != NULL) {
+        pki_sink(pki_sink_arg, &e);
+    }
+
+    return st;
+}
+
+
+void
+pki_audit_set_default(pki_audit_t *a)
+{
+    pki_default_log = a;
+}
+
+
+/* ---- JSON line builder ----------------------------------------------------- */
+
+static void
+pki_jraw(pki_jbuf_t *b, const char *s, size_t n)
+{
+    if (b->err || b->len + n >= b->cap) {
+        b->err = 1;
+        return;
+    }
+
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+
+static void
+pki_jstr(pki_jbuf_t *b, const char *key, const char *v)
+{
+    static const char      hex[] = "0123456789abcdef";
+    char                   esc[8];
+    size_t                 i, n;
+    const unsigned char   *s;
+
+    if (v == NULL) {
+        return;
+    }
+
+    pki_jraw(b, ",\"", 2);
+    pki_jraw(b, key, strlen(key));
+    pki_jraw(b, "\":\"", 3);
+
+    s = (const unsigned char *) v;
+    n = strnlen(v, PKI_AUDIT_FIELD_MAX);
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char) s[i];
+            pki_jraw(b, esc, 2);
+
+        } else if (s[i] < 0x20 || s[i] >= 0x7f) {
+            /* bytes, not characters: deterministic, always valid JSON */
+            esc[0] = '\\';
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[s[i] >> 4];
+            esc[5] = hex[s[i] & 0xf];
+            pki_jraw(b, esc, 6);
+
+        } else {
+            pki_jraw(b, (const char *) &s[i], 1);
+        }
+    }
+
+    pki_jraw(b, "\"", 1);
+}
+
+
+static void
+pki_jnum(pki_jbuf_t *b, const char *key, long long v)
+{
+    char  tmp[96];
+    int   n;
+
+    n = snprintf(tmp, sizeof(tmp), ",\"%s\":%lld", key, v);
+    if (n > 0 && (size_t) n < sizeof(tmp)) {
+        pki_jraw(b, tmp, (size_t) n);
+    } else {
+        b->err = 1;
+    }
+}
+
+
+static void
+pki_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char  hex[] = "0123456789abcdef";
+    size_t             i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 0xf];
+    }
+
+    out[2 * n] = '\0';
+}
+
+
+static void
+pki_sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+
+    SHA256(data, len, md);
+    pki_hex(md, sizeof(md), out);
+}
+
+
+static const char *
+pki_event_type_name(pki_event_type_t t)
+{
+    switch (t) {
+    case PKI_EV_ISSUE:
+        return "issue";
+    case PKI_EV_REVOKE:
+        return "revoke";
+    case PKI_EV_REQUEST:
+        return "request";
+    default:
+        return "other";
+    }
+}
+
+
+/* ---- the log ----------------------------------------------------------------- */
+
+static char *
+pki_path(const char *dir, const char *name)
+{
+    size_t   n;
+    char    *p;
+
+    n = strlen(dir) + strlen(name) + 2;
+    p = malloc(n);
+    if (p != NULL) {
+        snprintf(p, n, "%s/%s", dir, name);
+    }
+
+    return p;
+}
+
+
+static int
+pki_write_all(int fd, const char *p, size_t n)
+{
+    ssize_t  w;
+
+    while (n > 0) {
+        w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return 0;
+        }
+        p += w;
+        n -= (size_t) w;
+    }
+
+    return 1;
+}
+
+
+static void
+pki_fsync_dir(const char *dir)
+{
+    int  fd;
+
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void) fsync(fd);
+        close(fd);
+    }
+}
+
+
+/* Key id: hex of the first 8 bytes of SHA-256 over the SPKI DER. */
+static int
+pki_key_id(EVP_PKEY *pub, char out[17])
+{
+    int             len;
+    unsigned char  *der, md[SHA256_DIGEST_LENGTH];
+
+    der = NULL;
+    len = i2d_PUBKEY(pub, &der);
+    if (len <= 0) {
+        return 0;
+    }
+
+    SHA256(der, (size_t) len, md);
+    OPENSSL_free(der);
+    pki_hex(md, 8, out);
+
+    return 1;
+}
+
+
+/* DIR/audit-key-<ID>.pem, written once. */
+static void
+pki_audit_write_pubkey(pki_audit_t *a, EVP_PKEY *pub)
+{
+    int    fd;
+    BIO   *bio;
+    char   name[64], *path, *tmp;
+    long   n;
+    char  *data;
+
+    snprintf(name, sizeof(name), "audit-key-%s.pem", a->key_id);
+    path = pki_path(a->dir, name);
+    if (path == NULL) {
+        return;
+    }
+
+    if (access(path, F_OK) == 0) {
+        free(path);
+        return;
+    }
+
+    tmp = pki_path(a->dir, "audit-key.tmp");
+    bio = BIO_new(BIO_s_mem());
+
+    if (tmp != NULL && bio != NULL && PEM_write_bio_PUBKEY(bio, pub)) {
+        n = BIO_get_mem_data(bio, &data);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            if (n > 0 && pki_write_all(fd, data, (size_t) n)
+                && fsync(fd) == 0)
+            {
+                close(fd);
+                (void) rename(tmp, path);
+            } else {
+                close(fd);
+                (void) unlink(tmp);
+            }
+        }
+    }
+
+    BIO_free(bio);
+    free(tmp);
+    free(path);
+}
+
+
+pki_audit_t *
+pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
+{
+    char           *lockpath;
+    EVP_PKEY       *pub;
+    struct stat     st;
+    pki_audit_t    *a;
+
+    if (conf == NULL || conf->dir == NULL || conf->dir[0] == '\0') {
+        pki_fail(res, PKI_INTERNAL, "no audit log directory");
+        return NULL;
+    }
+
+    if (stat(conf->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        pki_fail(res, PKI_INTERNAL, "audit log directory \"%s\" does not "
+                 "exist", conf->dir);
+        return NULL;
+    }
+
+    a = calloc(1, sizeof(pki_audit_t));
+    if (a == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    a->fd = -1;
+    a->lockfd = -1;
+    a->max_size = conf->max_size ? conf->max_size : PKI_AUDIT_DEF_SIZE;
+    a->ckpt_every = conf->checkpoint_every ? conf->checkpoint_every
+                                           : PKI_AUDIT_DEF_CKPT;
+    a->no_fsync = conf->no_fsync;
+    a->key = conf->key;
+    memcpy(a->hash, PKI_AUDIT_ZERO_HASH, 65);
+
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->cond, NULL);
+
+    a->dir = strdup(conf->dir);
+    a->path = pki_path(conf->dir, "audit.log");
+    lockpath = pki_path(conf->dir, "audit.lock");
+
+    if (a->dir == NULL || a->path == NULL || lockpath == NULL) {
+        free(lockpath);
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    a->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    free(lockpath);
+
+    if (a->lockfd < 0) {
+        pki_fail(res, PKI_INTERNAL, "cannot open %s/audit.lock: %s",
+                 conf->dir, strerror(errno));
+        goto failed;
+    }
+
+    if (a->key != NULL) {
+        pub = pki_key_public(a->key);
+        if (pub == NULL || !pki_key_id(pub, a->key_id)) {
+            pki_fail(res, PKI_INTERNAL, "the audit key is not open");
+            goto failed;
+        }
+
+        pki_audit_write_pubkey(a, pub);
+    }
+
+    return a;
+
+failed:
+
+    pki_audit_close(a);
+    return NULL;
+}
+
+
+void
+pki_audit_close(pki_audit_t *a)
+{
+    if (a == NULL) {
+        return;
+    }
+
+    if (pki_default_log == a) {
+        pki_default_log = NULL;
+    }
+
+    if (a->fd >= 0) {
+        if (!a->no_fsync) {
+            (void) fdatasync(a->fd);
+        }
+        close(a->fd);
+    }
+
+    if (a->lockfd >= 0) {
+        close(a->lockfd);
+    }
+
+    pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->cond);
+    free(a->dir);
+    free(a->path);
+    free(a);
+}
+
+
+/* The "seq" and "hash" of one line (NUL-terminated, no newline). */
+static int
+pki_line_seq_hash(const char *line, unsigned long long *seq, char hash[65])
+{
+    const char  *p, *q;
+    char        *end;
+
+    if (strncmp(line, "{\"seq\":", 7) != 0) {
+        return 0;
+    }
+
+    *seq = strtoull(line + 7, &end, 10);
+    if (end == line + 7 || *seq == 0) {
+        return 0;
+    }
+
+    p = NULL;
+    for (q = strstr(line, PKI_AUDIT_HASH_TAG); q != NULL;
+         q = strstr(q + 1, PKI_AUDIT_HASH_TAG))
+    {
+        p = q;
+    }
+
+    if (p == NULL) {
+        return 0;
+    }
+
+    p += sizeof(PKI_AUDIT_HASH_TAG) - 1;
+
+    if (strlen(p) != 66 || strcmp(p + 64, "\"}") != 0) {
+        return 0;
+    }
+
+    memcpy(hash, p, 64);
+    hash[64] = '\0';
+
+    return 1;
+}
+
+
+/* The last entry of fd (size bytes): seq, hash.  A torn last line (no
+ * newline: a crash in the middle of a write that was never acknowledged)
+ * is cut off.  Returns 1 with *seq 0 for an empty file. */
+static int
+pki_audit_read_tail(int fd, off_t *size, unsigned long long *seq,
+    char hash[65], int truncate, pki_result_t *res)
+{
+    off_t     from;
+    char     *buf, *nl, *line;
+    ssize_t   n;
+    size_t    len;
+
+    *seq = 0;
+
+    if (*size == 0) {
+        return 1;
+    }
+
+    from = *size > PKI_AUDIT_TAIL ? *size - PKI_AUDIT_TAIL : 0;
+    len = (size_t) (*size - from);
+
+    buf = malloc(len + 1);
+    if (buf == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return 0;
+    }
+
+    n = pread(fd, buf, len, from);
+    if (n != (ssize_t) len) {
+        free(buf);
+        pki_fail(res, PKI_UNAVAILABLE, "cannot read the audit log");
+        return 0;
+    }
+
+    buf[len] = '\0';
+
+    if (buf[len - 1] != '\n') {
+        nl = memrchr(buf, '\n', len);
+
+        if (nl == NULL && from > 0) {
+            free(buf);
+            pki_fail(res, PKI_INTERNAL, "audit log tail is unreadable");
+            return 0;
+        }
+
+        len = nl ? (size_t) (nl - buf) + 1 : 0;
+
+        if (truncate) {
+            if (ftruncate(fd, from + (off_t) len) != 0) {
+                free(buf);
+                pki_fail(res, PKI_UNAVAILABLE, "cannot cut a torn entry "
+                         "off the audit log: %s", strerror(errno));
+                return 0;
+            }
+            *size = from + (off_t) len;
+        }
+
+        buf[len] = '\0';
+
+        if (len == 0) {
+            free(buf);
+            return 1;
+        }
+    }
+
+    buf[len - 1] = '\0';
+    nl = memrchr(buf, '\n', len - 1);
+    line = nl ? nl + 1 : buf;
+
+    if (nl == NULL && from > 0) {
+        free(buf);
+        pki_fail(res, PKI_INTERNAL, "audit log entry too long");
+        return 0;
+    }
+
+    if (!pki_line_seq_hash(line, seq, hash)) {
+        free(buf);
+        pki_fail(res, PKI_INTERNAL, "the last audit log entry is unreadable");
+        return 0;
+    }
+
+    free(buf);
+    return 1;
+}
+
+
+static int
+pki_rotated_name(const char *name, unsigned long long *first)
+{
+    size_t  i;
+
+    if (strlen(name) != 22 || strncmp(name, "audit-", 6) != 0
+        || strcmp(name + 18, ".log") != 0)
+    {
+        return 0;
+    }
+
+    *first = 0;
+
+    for (i = 6; i < 18; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return 0;
+        }
+        *first = *first * 10 + (unsigned long long) (name[i] - '0');
+    }
+
+    return 1;
+}
+
+
+/* The newest rotated file's last entry (audit.log is empty or absent). */
+static int
+pki_audit_last_rotated(pki_audit_t *a, pki_result_t *res)
+{
+    DIR                 *d;
+    int                  fd, ok;
+    off_t                size;
+    char                 best[300], *path;
+    struct stat          st;
+    struct dirent       *de;
+    unsigned long long   first, bestn, seq;
+
+    d = opendir(a->dir);
+    if (d == NULL) {
+        pki_fail(res, PKI_UNAVAILABLE, "cannot read %s", a->dir);
+        return 0;
+    }
+
+    bestn = 0;
+    best[0] = '\0';
+
+    while ((de = readdir(d)) != NULL) {
+        if (pki_rotated_name(de->d_name, &first) && first >= bestn) {
+            bestn = first;
+            snprintf(best, sizeof(best), "%s", de->d_name);
+        }
+    }
+
+    closedir(d);
+
+    a->seq = 0;
+    memcpy(a->hash, PKI_AUDIT_ZERO_HASH, 65);
+
+    if (best[0] == '\0') {
+        return 1;
+    }
+
+    path = pki_path(a->dir, best);
+    if (path == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return 0;
+    }
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        pki_fail(res, PKI_UNAVAILABLE, "cannot open %s/%s", a->dir, best);
+        return 0;
+    }
+
+    size = st.st_size;
+    ok = pki_audit_read_tail(fd, &size, &seq, a->hash, 0, res);
+    close(fd);
+
+    if (ok) {
+        a->seq = seq;
+    }
+
+    return ok;
+}
+
+
+/* With the locks held: fd names the current audit.log, seq and hash are
+ * those of its last entry. */
+static int
+pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
+{
+    int           fd;
+    char          first[32], *end;
+    off_t         size;
+    struct stat   st, fst;
+
+    if (a->fd >= 0 && stat(a->path, &st) == 0 && st.st_ino == a->ino
+        && st.st_dev == a->dev)
+    {
+        if (fstat(a->fd, &fst) != 0) {
+            pki_fail(res, PKI_UNAVAILABLE, "fstat(audit.log) failed");
+            return 0;
+        }
+
+        if (fst.st_size == a->end) {
+            return 1;
+        }
+
+    } else {
+        if (a->fd >= 0) {
+            close(a->fd);
+            a->fd = -1;
+        }
+
+        fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0) {
+            pki_fail(res, PKI_UNAVAILABLE, "cannot open %s: %s", a->path,
+                     strerror(errno));
+            return 0;
+        }
+
+        if (fstat(fd, &fst) != 0) {
+            close(fd);
+            pki_fail(res, PKI_UNAVAILABLE, "fstat(audit.log) failed");
+            return 0;
+        }
+
+        a->fd = fd;
+        a->dev = fst.st_dev;
+        a->ino = fst.st_ino;
+        a->first_seq = 0;
+    }
+
+    size = fst.st_size;
+
+    if (!pki_audit_read_tail(a->fd, &size, &a->seq, a->hash, 1, res)) {
+        return 0;
+    }
+
+    a->end = size;
+
+    if (a->seq == 0) {
+        /* empty: the chain goes on from the newest rotated file */
+        a->first_seq = 0;
+        return pki_audit_last_rotated(a, res);
+    }
+
+    if (a->first_seq == 0) {
+        memset(first, 0, sizeof(first));
+        if (pread(a->fd, first, sizeof(first) - 1, 0) > 7
+            && strncmp(first, "{\"seq\":", 7) == 0)
+        {
+            a->first_seq = strtoull(first + 7, &end, 10);
+        }
+    }
+
+    return 1;
+}
+
+
+/* With the locks held: audit.log becomes audit-<FIRST>.log. */
+static int
+pki_audit_rotate(pki_audit_t *a, pki_result_t *res)
+{
+    int    fd;
+    char   name[32], *path;
+
+    if (a->key != NULL && a->since_ckpt > 0) {
+        if (pki_audit_write_locked(a, NULL, 1, res) != PKI_OK) {
+            return 0;
+        }
+    }
+
+    if (a->first_seq == 0) {
+        pki_fail(res, PKI_INTERNAL, "audit.log: first entry unreadable");
+        return 0;
+    }
+
+    if (!a->no_fsync && fdatasync(a->fd) != 0) {
+        pki_fail(res, PKI_UNAVAILABLE, "fdatasync(audit.log) failed: %s",
+                 strerror(errno));
+        return 0;
+    }
+
+    /* everything this process wrote so far is in the old file, now
+     * durable */
+    a->synced = a->written;
+
+    snprintf(name, sizeof(name), "audit-%012llu.log", a->first_seq);
+    path = pki_path(a->dir, name);
+    if (path == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return 0;
+    }
+
+    if (access(path, F_OK) == 0 || rename(a->path, path) != 0) {
+        pki_fail(res, PKI_UNAVAILABLE, "cannot rotate audit.log to %s",
+                 name);
+        free(path);
+        return 0;
+    }
+
+    free(path);
+
+    fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC,
+              0640);
+    if (fd < 0) {
+        pki_fail(res, PKI_UNAVAILABLE, "cannot create %s: %s", a->path,
+                 strerror(errno));
+        return 0;
+    }
+
+    if (!a->no_fsync) {
+        pki_fsync_dir(a->dir);
+    }
+
+    close(a->fd);
+    a->fd = fd;
+    a->end = 0;
+    a->first_seq = 0;
+
+    {
+        struct stat  st;
+
+        if (fstat(fd, &st) == 0) {
+            a->dev = st.st_dev;
+            a->ino = st.st_ino;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+pki_time_text(char *buf, size_t size)
+{
+    struct tm        tm;
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+
+/* DIR/audit.head: a copy of the latest checkpoint, replaced atomically.
+ * The verifier requires the log to still hold it, so that cutting entries
+ * off the end, up to and including the last checkpoint, is seen too. */
+static void
+pki_audit_write_head(pki_audit_t *a, const char *line, size_t len)
+{
+    int    fd;
+    char  *tmp, *path;
+
+    tmp = pki_path(a->dir, "audit.head.tmp");
+    path = pki_path(a->dir, "audit.head");
+
+    if (tmp != NULL && path != NULL) {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (fd >= 0) {
+            if (pki_write_all(fd, line, len)
+                && (a->no_fsync || fsync(fd) == 0))
+            {
+                close(fd);
+                (void) rename(tmp, path);
+            } else {
+                close(fd);
+                (void) unlink(tmp);
+            }
+        }
+    }
+
+    free(tmp);
+    free(path);
+}
+
+
+static const EVP_MD *
+pki_audit_md(pki_key_t *k)
+{
+    EVP_PKEY  *pub;
+
+    pub = pki_key_public(k);
+
+    if (pub != NULL && (EVP_PKEY_get_id(pub) == EVP_PKEY_ED25519
+                        || EVP_PKEY_get_id(pub) == EVP_PKEY_ED448))
+    {
+        return NULL;
+    }
+
+    return EVP_sha256();
+}
+
+
+/* With the locks held: one line (an event, or a checkpoint when ev is
+ * NULL), rotating first when the file would grow over max_size. */
+static pki_status_t
+pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
+    int checkpoint, pki_result_t *res)
+{
+    char            tbs[128], ts[80], hash[65], *sig64;
+    size_t          siglen, n;
+    pki_jbuf_t      b;
+    pki_status_t    st;
+    unsigned char  *sig;
+    char            line[PKI_AUDIT_LINE_MAX];
+
+    b.p = line;
+    b.len = 0;
+    b.cap = sizeof(line) - 80;   /* room for the hash and the newline */
+    b.err = 0;
+
+    pki_time_text(ts, sizeof(ts));
+
+    {
+        char  head[64];
+        int   hn;
+
+        hn = snprintf(head, sizeof(head), "{\"seq\":%llu", a->seq + 1);
+        pki_jraw(&b, head, (size_t) hn);
+    }
+
+    pki_jstr(&b, "time", ts);
+
+    if (checkpoint) {
+        pki_jstr(&b, "type", "checkpoint");
+        pki_jstr(&b, "key", a->key_id);
+
+        snprintf(tbs, sizeof(tbs), PKI_AUDIT_CKPT_MAGIC "%llu\n%s\n",
+                 a->seq + 1, a->hash);
+
+        sig = NULL;
+        pki_observe_off = 1;
+        st = pki_key_sign(a->key, pki_audit_md(a->key), (unsigned char *) tbs,
+                          strlen(tbs), &sig, &siglen, res);
+        pki_observe_off = 0;
+        if (st != PKI_OK) {
+            return st;
+        }
+
+        sig64 = pki_base64_encode(sig, siglen, 0, &n);
+        free(sig);
+
+        if (sig64 == NULL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+
+        pki_jstr(&b, "sig", sig64);
+        free(sig64);
+
+    } else {
+        pki_jstr(&b, "type", pki_event_type_name(ev->type));
+        pki_jstr(&b, "protocol", ev->protocol);
+        pki_jstr(&b, "operation", ev->operation);
+        pki_jstr(&b, "ca", ev->ca);
+        pki_jstr(&b, "template", ev->template_name);
+        pki_jstr(&b, "serial", ev->serial);
+        pki_jstr(&b, "subject", ev->subject);
+        pki_jstr(&b, "requester", ev->requester);
+        pki_jstr(&b, "client", ev->client);
+        pki_jstr(&b, "outcome", pki_outcome_class(ev->status));
+        if (ev->status != PKI_OK) {
+            pki_jstr(&b, "status", pki_status_name(ev->status));
+        }
+        pki_jstr(&b, "reason", ev->reason);
+    }
+
+    pki_jnum(&b, "pid", (long long) getpid());
+    pki_jstr(&b, "prev", a->hash);
+
+    if (b.err) {
+        return pki_fail(res, PKI_INTERNAL, "audit entry too long");
+    }
+
+    pki_sha256_hex(line, b.len, hash);
+
+    b.cap = sizeof(line);
+    pki_jraw(&b, PKI_AUDIT_HASH_TAG, sizeof(PKI_AUDIT_HASH_TAG) - 1);
+    pki_jraw(&b, hash, 64);
+    pki_jraw(&b, "\"}\n", 3);
+
+    if (b.err) {
+        return pki_fail(res, PKI_INTERNAL, "audit entry too long");
+    }
+
+    if (!checkpoint && a->end > 0
+        && (size_t) a->end + b.len > a->max_size)
+    {
+        if (!pki_audit_rotate(a, res)) {
+            return res ? res->status : PKI_UNAVAILABLE;
+        }
+
+        /* the chain (and seq) moved on if a checkpoint was written */
+        return pki_audit_write_locked(a, ev, 0, res);
+    }
+
+    if (!pki_write_all(a->fd, line, b.len)) {
+        st = pki_fail(res, PKI_UNAVAILABLE, "cannot write the audit log: %s",
+                      strerror(errno));
+        /* a partial line is cut off by the next catch-up */
+        a->end = -1;
+        return st;
+    }
+
+    if (a->first_seq == 0 && a->end == 0) {
+        a->first_seq = a->seq + 1;
+    }
+
+    a->end += (off_t) b.len;
+    a->seq++;
+    memcpy(a->hash, hash, 65);
+    a->written++;
+
+    if (checkpoint) {
+        a->since_ckpt = 0;
+        pki_audit_write_head(a, line, b.len);
+    } else {
+        a->since_ckpt++;
+    }
+
+    return PKI_OK;
+}
+
+
+static pki_status_t
+pki_audit_locked_op(pki_audit_t *a, const pki_event_t *ev, int checkpoint,
+    unsigned long long *mine, pki_result_t *res)
+{
+    pki_status_t  st;
+
+    while (flock(a->lockfd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            return pki_fail(res, PKI_UNAVAILABLE, "flock(audit.lock) failed");
+        }
+    }
+
+    if (!pki_audit_catch_up(a, res)) {
+        st = res ? res->status : PKI_UNAVAILABLE;
+        if (st == PKI_OK) {
+            st = PKI_UNAVAILABLE;
+        }
+        goto done;
+    }
+
+    if (checkpoint && a->since_ckpt == 0) {
+        st = PKI_OK;
+        goto done;
+    }
+
+    st = pki_audit_write_locked(a, ev, checkpoint, res);
+
+    if (st == PKI_OK && !checkpoint && a->key != NULL
+        && a->since_ckpt >= a->ckpt_every)
+    {
+        pki_result_t  cres;
+
+        pki_result_init(&cres);
+        (void) pki_audit_write_locked(a, NULL, 1, &cres);
+    }
+
+done:
+
+    *mine = a->written;
+    (void) flock(a->lockfd, LOCK_UN);
+
+    return st;
+}
+
+
+/* Waits until every line this process wrote up to mine is durable. */
+static pki_status_t
+pki_audit_commit(pki_audit_t *a, unsigned long long mine, pki_result_t *res)
+{
+    int                  fd, rc, eno;
+    unsigned long long   target;
+
+    while (a->synced < mine) {
+
+        if (a->syncing) {
+            pthread_cond_wait(&a->cond, &a->lock);
+            continue;
+        }
+
+        a->syncing = 1;
+        target = a->written;
+        fd = dup(a->fd);
+
+        pthread_mutex_unlock(&a->lock);
+
+        rc = (fd >= 0) ? fdatasync(fd) : -1;
+        eno = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+
+        pthread_mutex_lock(&a->lock);
+
+        a->syncing = 0;
+        if (rc == 0 && target > a->synced) {
+            a->synced = target;
+        }
+        pthread_cond_broadcast(&a->cond);
+
+        if (rc != 0) {
+            return pki_fail(res, PKI_UNAVAILABLE, "fdatasync(audit.log) "
+                            "failed: %s", strerror(eno));
+        }
+    }
+
+    return PKI_OK;
+}
+
+
+pki_status_t
+pki_audit_append(pki_audit_t *a, const pki_event_t *ev, int durable,
+    pki_result_t *res)
+{
+    pki_status_t         st;
+    unsigned long long   mine;
+
+    if (a == NULL || ev == NULL) {
+        return PKI_OK;
+    }
+
+    pthread_mutex_lock(&a->lock);
+
+    st = pki_audit_locked_op(a, ev, 0, &mine, res);
+
+    if (st == PKI_OK && durable && !a->no_fsync) {
+        st = pki_audit_commit(a, mine, res);
+    }
+
+    pthread_mutex_unlock(&a->lock);
+
+    return st;
+}
+
+
+pki_status_t
+pki_audit_checkpoint(pki_audit_t *a, pki_result_t *res)
+{
+    pki_status_t         st;
+    unsigned long long   mine;
+
+    if (a == NULL || a->key == NULL) {
+        return PKI_OK;
+    }
+
+    pthread_mutex_lock(&a->lock);
+
+    st = pki_audit_locked_op(a, NULL, 1, &mine, res);
+
+    if (st == PKI_OK && !a->no_fsync) {
+        st = pki_audit_commit(a, mine, res);
+    }
+
+    pthread_mutex_unlock(&a->lock);
+
+    return st;
+}
+
+
+/* ---- verification ---------------------------------------------------------- */
+
+typedef struct {
+    char                 name[300];
+    unsigned long long   first;      /* 0: audit.log */
+} pki_vfile_t;
+
+
+static int
+pki_vfile_cmp(const void *x, const void *y)
+{
+    const pki_vfile_t *a = x, *b = y;
+
+    if (a->first == 0 || b->first == 0) {
+        return (a->first == 0) - (b->first == 0);
+    }
+
+    return a->first < b->first ? -1 : a->first > b->first;
+}
+
+
+static EVP_PKEY *
+pki_load_pubkey(const char *dir, const char *key_id)
+{
+    FILE      *f;
+    char       name[64], *path;
+    EVP_PKEY  *pk;
+
+    if (strlen(key_id) != 16 || strspn(key_id, "0123456789abcdef") != 16) {
+        return NULL;
+    }
+
+    snprintf(name, sizeof(name), "audit-key-%s.pem", key_id);
+    path = pki_path(dir, name);
+    if (path == NULL) {
+        return NULL;
+    }
+
+    f = fopen(path, "r");
+    free(path);
+    if (f == NULL) {
+        return NULL;
+    }
+
+    pk = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    fclose(f);
+
+    return pk;
+}
+
+
+static int
+pki_check_sig(EVP_PKEY *pub, const char *tbs, const char *sig64)
+{
+    int             ok;
+    size_t          siglen;
+    EVP_MD_CTX     *md;
+    const EVP_MD   *dg;
+    unsigned char  *sig;
+    pki_result_t    r;
+
+    pki_result_init(&r);
+    if (pki_base64_decode((const unsigned char *) sig64, strlen(sig64), &sig,
+                          &siglen, &r)
+        != PKI_OK)
+    {
+        return 0;
+    }
+
+    md = EVP_MD_CTX_new();
+    dg = (EVP_PKEY_get_id(pub) == EVP_PKEY_ED25519
+          || EVP_PKEY_get_id(pub) == EVP_PKEY_ED448) ? NULL : EVP_sha256();
+
+    ok = md != NULL
+         && EVP_DigestVerifyInit(md, NULL, dg, NULL, pub) == 1
+         && EVP_DigestVerify(md, sig, siglen, (const unsigned char *) tbs,
+                             strlen(tbs)) == 1;
+
+    EVP_MD_CTX_free(md);
+    free(sig);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
+#define pki_bad(rep, ...)                                                    \
+    do {                                                                     \
+        snprintf((rep)->bad, sizeof((rep)->bad), __VA_ARGS__);               \
+        goto bad;                                                            \
+    } while (0)
+
+
+pki_status_t
+pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
+    pki_result_t *res)
+{
+    DIR                 *d;
+    FILE                *f;
+    char                *line, *path, hash[65], prev[65], calc[65], *tag;
+    char                 tbs[128];
+    cJSON               *j, *it;
+    size_t               cap, nfiles, i, len, lineno;
+    ssize_t              n;
+    EVP_PKEY            *kp;
+    pki_vfile_t         *files, *tmp;
+    struct dirent       *de;
+    char                 head_hash[65];
+    unsigned long long   first, expect, seq, head_seq;
+    const char          *type, *pv, *sig, *kid;
+
+    memset(rep, 0, sizeof(*rep));
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return pki_fail(res, PKI_NOT_FOUND, "cannot open directory %s", dir);
+    }
+
+    files = NULL;
+    nfiles = 0;
+    cap = 0;
+
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, "audit.log") == 0) {
+            first = 0;
+        } else if (!pki_rotated_name(de->d_name, &first) || first == 0) {
+            continue;
+        }
+
+        if (nfiles == cap) {
+            cap = cap ? cap * 2 : 16;
+            tmp = realloc(files, cap * sizeof(pki_vfile_t));
+            if (tmp == NULL) {
+                closedir(d);
+                free(files);
+                return pki_fail(res, PKI_INTERNAL, "out of memory");
+            }
+            files = tmp;
+        }
+
+        snprintf(files[nfiles].name, sizeof(files[nfiles].name), "%s",
+                 de->d_name);
+        files[nfiles].first = first;
+        nfiles++;
+    }
+
+    closedir(d);
+
+    if (nfiles == 0) {
+        free(files);
+        return pki_fail(res, PKI_NOT_FOUND, "no audit log in %s", dir);
+    }
+
+    qsort(files, nfiles, sizeof(pki_vfile_t), pki_vfile_cmp);
+
+    /* the signed head, if any: the log must still hold it */
+    head_seq = 0;
+    path = pki_path(dir, "audit.head");
+    f = path ? fopen(path, "r") : NULL;
+    free(path);
+
+    if (f != NULL) {
+        line = NULL;
+        cap = 0;
+        n = getline(&line, &cap, f);
+        fclose(f);
+        f = NULL;
+
+        if (n > 0 && line[n - 1] == '\n') {
+            line[n - 1] = '\0';
+        }
+
+        if (n <= 0 || !pki_line_seq_hash(line, &head_seq, head_hash)) {
+            free(line);
+            free(files);
+            snprintf(rep->bad, sizeof(rep->bad), "audit.head is not a "
+                     "checkpoint entry (edited)");
+            return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
+        }
+
+        free(line);
+    }
+
+    memcpy(prev, PKI_AUDIT_ZERO_HASH, 65);
+    expect = 1;
+    line = NULL;
+    cap = 0;
+    f = NULL;
+    j = NULL;
+    lineno = 0;
+    i = 0;
+
+    for (i = 0; i < nfiles; i++) {
+        path = pki_path(dir, files[i].name);
+        f = path ? fopen(path, "r") : NULL;
+        free(path);
+
+        if (f == NULL) {
+            pki_bad(rep, "%s: cannot open", files[i].name);
+        }
+
+        lineno = 0;
+
+        while ((n = getline(&line, &cap, f)) >= 0) {
+            lineno++;
+            len = (size_t) n;
+
+            if (len > PKI_AUDIT_VERIFY_MAX) {
+                pki_bad(rep, "%s line %zu: entry too long", files[i].name,
+                        lineno);
+            }
+
+            if (len == 0 || line[len - 1] != '\n') {
+                pki_bad(rep, "%s line %zu: incomplete entry (no newline)",
+                        files[i].name, lineno);
+            }
+
+            line[--len] = '\0';
+
+            if (strlen(line) != len || !pki_line_seq_hash(line, &seq, hash)) {
+                pki_bad(rep, "%s line %zu: not an audit entry (edited)",
+                        files[i].name, lineno);
+            }
+
+            tag = strstr(line, PKI_AUDIT_HASH_TAG);
+            while (tag != NULL && strstr(tag + 1, PKI_AUDIT_HASH_TAG)) {
+                tag = strstr(tag + 1, PKI_AUDIT_HASH_TAG);
+            }
+
+            pki_sha256_hex(line, (size_t) (tag - line), calc);
+
+            if (strcmp(calc, hash) != 0) {
+                pki_bad(rep, "%s line %zu: entry seq %llu was edited (its "
+                        "hash does not match its content)", files[i].name,
+                        lineno, seq);
+            }
+
+            j = cJSON_Parse(line);
+            if (j == NULL) {
+                pki_bad(rep, "%s line %zu: entry seq %llu is not JSON",
+                        files[i].name, lineno, seq);
+            }
+
+            it = cJSON_GetObjectItemCaseSensitive(j, "prev");
+            pv = cJSON_IsString(it) ? it->valuestring : "";
+            it = cJSON_GetObjectItemCaseSensitive(j, "type");
+            type = cJSON_IsString(it) ? it->valuestring : "";
+
+            if (lineno == 1 && files[i].first != 0
+                && files[i].first != seq)
+            {
+                pki_bad(rep, "%s line 1: entry seq %llu does not match the "
+                        "file name (file renamed or entries removed)",
+                        files[i].name, seq);
+            }
+
+            if (seq != expect) {
+                if (seq > expect) {
+                    pki_bad(rep, "%s line %zu: entry seq %llu follows seq "
+                            "%llu: %llu entr%s removed or reordered",
+                            files[i].name, lineno, seq, expect - 1,
+                            seq - expect, seq - expect == 1 ? "y" : "ies");
+                }
+
+                pki_bad(rep, "%s line %zu: entry seq %llu out of order "
+                        "(expected seq %llu): entries reordered or "
+                        "duplicated", files[i].name, lineno, seq, expect);
+            }
+
+            if (strcmp(pv, prev) != 0) {
+                pki_bad(rep, "%s line %zu: entry seq %llu does not chain to "
+                        "entry seq %llu (that one was edited or replaced)",
+                        files[i].name, lineno, seq, seq - 1);
+            }
+
+            if (seq == head_seq && strcmp(hash, head_hash) != 0) {
+                pki_bad(rep, "%s line %zu: entry seq %llu differs from the "
+                        "checkpoint in audit.head", files[i].name, lineno,
+                        seq);
+            }
+
+            if (strcmp(type, "checkpoint") == 0) {
+                it = cJSON_GetObjectItemCaseSensitive(j, "sig");
+                sig = cJSON_IsString(it) ? it->valuestring : "";
+                it = cJSON_GetObjectItemCaseSensitive(j, "key");
+                kid = cJSON_IsString(it) ? it->valuestring : "";
+
+                snprintf(tbs, sizeof(tbs), PKI_AUDIT_CKPT_MAGIC "%llu\n%s\n",
+                         seq, prev);
+
+                kp = pub ? pub : pki_load_pubkey(dir, kid);
+
+                if (kp != NULL) {
+                    if (!pki_check_sig(kp, tbs, sig)) {
+                        if (kp != pub) {
+                            EVP_PKEY_free(kp);
+                        }
+                        pki_bad(rep, "%s line %zu: checkpoint seq %llu: bad "
+                                "signature", files[i].name, lineno, seq);
+                    }
+
+                    if (kp != pub) {
+                        EVP_PKEY_free(kp);
+                    }
+
+                    rep->checkpoints++;
+                    rep->unsigned_tail = 0;
+
+                } else {
+                    rep->unsigned_tail++;
+                }
+
+            } else {
+                rep->unsigned_tail++;
+            }
+
+            cJSON_Delete(j);
+            j = NULL;
+
+            memcpy(prev, hash, 65);
+            expect = seq + 1;
+            rep->entries++;
+            rep->last_seq = seq;
+        }
+
+        fclose(f);
+        f = NULL;
+    }
+
+    if (head_seq > rep->last_seq) {
+        snprintf(rep->bad, sizeof(rep->bad), "entries seq %llu..%llu were "
+                 "removed from the end (audit.head names checkpoint seq "
+                 "%llu)", rep->last_seq + 1, head_seq, head_seq);
+        free(line);
+        free(files);
+        return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
+    }
+
+    free(line);
+    free(files);
+
+    return PKI_OK;
+
+bad:
+
+    cJSON_Delete(j);
+    if (f != NULL) {
+        fclose(f);
+    }
+    free(line);
+    free(files);
+
+    return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
+}

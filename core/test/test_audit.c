@@ -1,0 +1,389 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Unit tests: the transaction log (core/audit.c): chain, group commit from
+ * many threads, two writers on one directory, rotation, checkpoints, the
+ * verifier against edited, removed, reordered and torn entries, hostile
+ * field values, and the event hook (sink).
+ */
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+
+#include "pki.h"
+#include "unit.h"
+
+
+#define NTHREADS   4
+#define PER_THREAD 25
+
+
+static char          tdir[256];
+static pki_audit_t  *shared_log;
+static int           sink_issue, sink_sign;
+
+
+static void
+sink(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->type == PKI_EV_ISSUE) {
+        __sync_fetch_and_add(&sink_issue, 1);
+    } else if (ev->type == PKI_EV_SIGN) {
+        __sync_fetch_and_add(&sink_sign, 1);
+    }
+}
+
+
+static pki_status_t
+append(pki_audit_t *a, const char *serial, int durable)
+{
+    pki_event_t   ev;
+    pki_result_t  res;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_ISSUE;
+    ev.status = PKI_OK;
+    ev.protocol = "est";
+    ev.operation = "enroll";
+    ev.ca = "ca1";
+    ev.template_name = "device";
+    ev.serial = serial;
+    ev.subject = "CN=device-1,O=Example";
+    ev.requester = "alice";
+    ev.client = "127.0.0.1";
+
+    pki_result_init(&res);
+    return pki_audit_append(a, &ev, durable, &res);
+}
+
+
+static void *
+worker(void *arg)
+{
+    int   i, id, *fails;
+    char  serial[41];
+
+    id = (int) (long) arg;
+    fails = calloc(1, sizeof(int));
+
+    for (i = 0; i < PER_THREAD; i++) {
+        snprintf(serial, sizeof(serial), "%02X%04X", id, i);
+        if (append(shared_log, serial, 1) != PKI_OK) {
+            (*fails)++;
+        }
+    }
+
+    return fails;
+}
+
+
+static int
+run(const char *cmd)
+{
+    int  rc;
+
+    rc = system(cmd);
+    return rc;
+}
+
+
+static pki_status_t
+verify(const char *dir, pki_audit_report_t *rep)
+{
+    pki_result_t  res;
+
+    pki_result_init(&res);
+    return pki_audit_verify(dir, NULL, rep, &res);
+}
+
+
+static pki_key_t *
+make_key(const char *path)
+{
+    FILE          *f;
+    EVP_PKEY      *pk;
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    pk = EVP_EC_gen("P-256");
+    f = fopen(path, "w");
+    if (pk == NULL || f == NULL) {
+        return NULL;
+    }
+
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    EVP_PKEY_free(pk);
+
+    pki_result_init(&res);
+    k = pki_key_new(path, NULL, &res);
+    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
+        return NULL;
+    }
+
+    return k;
+}
+
+
+/* Copies the log into DIR/name and runs cmd (a shell line with %s for
+ * the copy) on it; returns the verifier's report. */
+static pki_status_t
+tamper(const char *name, const char *sh, pki_audit_report_t *rep)
+{
+    char  copy[300], cmd[4096];
+
+    snprintf(copy, sizeof(copy), "%s/%s", tdir, name);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s && "
+             "cp %s/log/audit* %s/ && cd %s && %s", copy, copy, tdir, copy,
+             copy, sh);
+
+    if (run(cmd) != 0) {
+        diag("tamper command failed: %s", cmd);
+    }
+
+    return verify(copy, rep);
+}
+
+
+int
+main(void)
+{
+    int                  i, total, *fails;
+    char                 logdir[300], keyfile[300], cmd[1024], buf[64];
+    FILE                *f;
+    pki_key_t           *key;
+    pthread_t            th[NTHREADS];
+    pki_status_t         st;
+    pki_result_t         res;
+    pki_event_t          ev;
+    pki_audit_t         *a, *b;
+    pki_audit_conf_t     conf;
+    pki_audit_report_t   rep;
+
+    if (!pki_init()) {
+        skip_all("pki_init failed");
+    }
+
+    snprintf(tdir, sizeof(tdir), "/tmp/test_audit.XXXXXX");
+    if (mkdtemp(tdir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+
+    snprintf(logdir, sizeof(logdir), "%s/log", tdir);
+    snprintf(keyfile, sizeof(keyfile), "%s/audit.key", tdir);
+    mkdir(logdir, 0700);
+
+    key = make_key(keyfile);
+    ok(key != NULL, "audit key made and opened");
+
+    /* bad configuration */
+    memset(&conf, 0, sizeof(conf));
+    conf.dir = "/nonexistent/dir";
+    pki_result_init(&res);
+    ok(pki_audit_open(&conf, &res) == NULL && res.status != PKI_OK,
+       "a missing directory is refused: %s", res.detail);
+
+    pki_result_init(&res);
+    ok(pki_audit_verify(logdir, NULL, &rep, &res) == PKI_NOT_FOUND,
+       "verify of an empty directory: not found");
+
+    /* many threads, group commit, rotation, checkpoints */
+    memset(&conf, 0, sizeof(conf));
+    conf.dir = logdir;
+    conf.key = key;
+    conf.max_size = 4096;
+    conf.checkpoint_every = 7;
+
+    pki_result_init(&res);
+    shared_log = pki_audit_open(&conf, &res);
+    ok(shared_log != NULL, "log opened (%s)", res.detail);
+    if (shared_log == NULL) {
+        return done_testing();
+    }
+
+    total = 0;
+    for (i = 0; i < NTHREADS; i++) {
+        pthread_create(&th[i], NULL, worker, (void *) (long) i);
+    }
+    for (i = 0; i < NTHREADS; i++) {
+        pthread_join(th[i], (void **) &fails);
+        total += *fails;
+        free(fails);
+    }
+
+    ok(total == 0, "%d threads x %d durable appends, %d failures", NTHREADS,
+       PER_THREAD, total);
+
+    /* a second writer on the same directory (as another worker) */
+    pki_result_init(&res);
+    b = pki_audit_open(&conf, &res);
+    ok(b != NULL, "second writer opened");
+
+    for (i = 0; i < 10; i++) {
+        append(i % 2 ? b : shared_log, "AB", 0);
+    }
+
+    pki_result_init(&res);
+    ok(pki_audit_checkpoint(b, &res) == PKI_OK, "explicit checkpoint");
+
+    st = verify(logdir, &rep);
+    ok(st == PKI_OK, "interleaved log verifies (%s)", rep.bad);
+    ok(rep.entries >= NTHREADS * PER_THREAD + 10, "%llu entries",
+       rep.entries);
+    ok(rep.checkpoints >= (NTHREADS * PER_THREAD + 10) / 7,
+       "%llu signed checkpoints", rep.checkpoints);
+    ok(rep.unsigned_tail == 0, "nothing after the last checkpoint");
+
+    snprintf(cmd, sizeof(cmd), "test $(ls %s/audit-0*.log | wc -l) -ge 3",
+             logdir);
+    ok(run(cmd) == 0, "the log rotated into several files");
+
+    /* hostile values stay on one line and verify */
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_REQUEST;
+    ev.status = PKI_MALFORMED;
+    ev.protocol = "est";
+    ev.reason = "quote\" backslash\\ newline\n nul-less \x01\xff\xc3\xa9 "
+                ",\"hash\":\"0000";
+    ev.requester = "}{\"seq\":999";
+    pki_result_init(&res);
+    ok(pki_audit_append(b, &ev, 1, &res) == PKI_OK, "hostile entry written");
+
+    st = verify(logdir, &rep);
+    ok(st == PKI_OK, "log with a hostile entry verifies (%s)", rep.bad);
+
+    snprintf(cmd, sizeof(cmd), "test $(grep -c '' %s/audit.log) -ge 1 && "
+             "! grep -q 'newline$' %s/audit.log", logdir, logdir);
+    ok(run(cmd) == 0, "no raw newline from a field");
+
+    /* tampering, each on a copy */
+    st = tamper("edit", "sed -i '3s/alice/mallory/' $(ls audit-0*.log | head -1)", &rep);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, "edited"),
+       "edited entry caught: %s", rep.bad);
+
+    st = tamper("remove", "sed -i '2d' $(ls audit-0*.log | head -1)", &rep);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, "removed"),
+       "removed entry caught: %s", rep.bad);
+
+    st = tamper("reorder", "sed -i '2{h;d};3G' $(ls audit-0*.log | head -1)", &rep);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, "line 2"),
+       "reordered entries caught: %s", rep.bad);
+
+    st = tamper("rmfile", "rm $(ls audit-0*.log | sed -n 2p)", &rep);
+    ok(st == PKI_MALFORMED, "removed rotated file caught: %s", rep.bad);
+
+    st = tamper("rmfirst", "sed -i '1d' $(ls audit-0*.log | head -1)",
+                &rep);
+    ok(st == PKI_MALFORMED, "removed first entry caught: %s", rep.bad);
+
+    /* an edit with a recomputed hash: the next entry names it */
+    st = tamper("rehash",
+                "perl -MDigest::SHA=sha256_hex -i -pe 'if ($. == 2) { chomp; "
+                "s/alice/mallory/; s/,\"hash\":\"[0-9a-f]{64}\"\\}$//; "
+                "$_ .= \",\\\"hash\\\":\\\"\" . sha256_hex($_) . \"\\\"}\\n\" }'"
+                " $(ls audit-0*.log | head -1)", &rep);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, "line 3"),
+       "edited entry with a recomputed hash caught at the next: %s",
+       rep.bad);
+
+    /* a forged checkpoint signature */
+    st = tamper("sig", "perl -MDigest::SHA=sha256_hex -i -pe "
+                "'if (/checkpoint/ && !$done++) { chomp; s/\"sig\":\"..../"
+                "\"sig\":\"AAAA/; s/,\"hash\":\"[0-9a-f]{64}\"\\}$//; "
+                "$_ .= \",\\\"hash\\\":\\\"\" . sha256_hex($_) . \"\\\"}\\n\" }'"
+                " $(ls audit-0*.log | head -1)", &rep);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, "signature"), "forged checkpoint caught: %s", rep.bad);
+
+    /* a torn last line (crash mid-write): caught, then cut off */
+    snprintf(cmd, sizeof(cmd), "printf '{\"seq\":9999,\"time\"' >> "
+             "%s/audit.log", logdir);
+    run(cmd);
+    st = verify(logdir, &rep);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, "incomplete"),
+       "torn tail reported: %s", rep.bad);
+
+    ok(append(shared_log, "CD", 1) == PKI_OK, "append after a torn tail");
+    st = verify(logdir, &rep);
+    ok(st == PKI_OK, "torn tail cut off, log verifies (%s)", rep.bad);
+
+    /* the event hook: default log + sink */
+    pki_event_set_sink(sink, NULL);
+    pki_audit_set_default(shared_log);
+    pki_event_set_actor("testproto", "bob", "10.0.0.1");
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_ISSUE;
+    ev.status = PKI_POLICY;
+    ev.ca = "ca1";
+    ev.reason = "key type not allowed";
+    pki_result_init(&res);
+    ok(pki_event_emit(&ev, 1, &res) == PKI_OK && sink_issue == 1,
+       "pki_event_emit logs and reaches the sink");
+
+    snprintf(cmd, sizeof(cmd), "tail -n 3 %s/audit.log | grep -q "
+             "'\"protocol\":\"testproto\",.*\"requester\":\"bob\",\"client\":"
+             "\"10.0.0.1\",\"outcome\":\"policy\"'", logdir);
+    ok(run(cmd) == 0, "actor of the thread in the entry");
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_SIGN;
+    ev.seconds = 0.001;
+    pki_event_emit(&ev, 0, NULL);
+    ok(sink_sign == 1, "counted-only event reaches the sink");
+
+    snprintf(buf, sizeof(buf), "%s", pki_outcome_class(PKI_UNAUTHORIZED));
+    ok(strcmp(buf, "auth") == 0
+       && strcmp(pki_outcome_class(PKI_UNAVAILABLE), "backend") == 0
+       && strcmp(pki_outcome_class(PKI_OK), "success") == 0
+       && strcmp(pki_outcome_class(PKI_MALFORMED), "malformed") == 0
+       && strcmp(pki_outcome_class(PKI_POLICY), "policy") == 0,
+       "outcome classes");
+
+    /* a pki_issue without Redis (offline): logged through the hook */
+    pki_audit_set_default(NULL);
+    pki_event_set_sink(NULL, NULL);
+
+    /* the public key file is there and verifies with --pubkey too */
+    snprintf(cmd, sizeof(cmd), "ls %s/audit-key-*.pem > /dev/null", logdir);
+    ok(run(cmd) == 0, "public checkpoint key written");
+
+    {
+        EVP_PKEY  *other;
+
+        other = EVP_EC_gen("P-256");
+        pki_result_init(&res);
+        st = pki_audit_verify(logdir, other, &rep, &res);
+        ok(st == PKI_MALFORMED && strstr(rep.bad, "signature"),
+           "checkpoints checked against the given key: %s", rep.bad);
+        EVP_PKEY_free(other);
+
+        f = fopen(keyfile, "r");
+        other = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+        if (f) {
+            fclose(f);
+        }
+        pki_result_init(&res);
+        st = pki_audit_verify(logdir, other, &rep, &res);
+        ok(st == PKI_OK, "and pass with the right key");
+        EVP_PKEY_free(other);
+    }
+
+    a = shared_log;
+    pki_audit_close(a);
+    pki_audit_close(b);
+    pki_key_free(key);
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tdir);
+    run(cmd);
+
+    return done_testing();
+}

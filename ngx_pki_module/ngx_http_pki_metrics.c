@@ -1,0 +1,2280 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ngx_http_pki_metrics_module (built into ngx_http_pki_module.so): the
+ * transaction log directive, the counters, the Prometheus endpoint and the
+ * dashboard.
+ *
+ * Counters live in one shared memory zone: a fixed table of series, each
+ * keyed by its Prometheus name and labels ("pki_requests_total{protocol=
+ * \"est\",...}") and holding one column of values per worker slot, updated
+ * with atomic adds (pool threads update them too).  Nothing on the hot path
+ * talks to Redis: a timer in each worker posts one thread-pool task every
+ * pki_metrics_interval (10 s) that adds this worker's deltas to the
+ * per-minute and per-hour buckets in Redis (pki_metrics_flush), and every
+ * 6th time counts each CA's certificates (pki_metrics_cert_counts) and
+ * writes an audit checkpoint.
+ *
+ * Events come from two places: the core's event hook (pki_event_set_sink:
+ * issuance, revocation, signatures, Redis commands), and this module's
+ * log-phase handler, which counts the requests of the locations that a
+ * protocol module registered (ngx_http_pki_metrics_location) with the
+ * detail the protocol module gave (ngx_http_pki_metrics_mark).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_pki_module.h"
+#include "ngx_http_pki_dashboard.h"
+
+
+#define NGX_HTTP_PKI_M_SLOTS       8
+#define NGX_HTTP_PKI_M_VALS        16
+#define NGX_HTTP_PKI_M_KEY         224
+#define NGX_HTTP_PKI_M_FIELD       96
+#define NGX_HTTP_PKI_M_LABEL       64
+#define NGX_HTTP_PKI_M_REASON      48
+#define NGX_HTTP_PKI_M_NBUCKETS    14      /* 13 bounds + Inf */
+#define NGX_HTTP_PKI_M_SUM         14      /* value index: sum in us */
+#define NGX_HTTP_PKI_M_FLUSH_MSEC  10000
+#define NGX_HTTP_PKI_M_SLOW_TICKS  6       /* certs + checkpoint: 60 s */
+#define NGX_HTTP_PKI_M_MAX_CAS     64
+#define NGX_HTTP_PKI_M_MAX_FIELDS  256
+
+#define NGX_HTTP_PKI_M_COUNTER     1
+#define NGX_HTTP_PKI_M_HISTOGRAM   2
+#define NGX_HTTP_PKI_M_GAUGE_SUM   3       /* one value per worker slot */
+#define NGX_HTTP_PKI_M_GAUGE       4       /* slot 0, last writer wins */
+
+
+/* bucket bounds in microseconds */
+static const ngx_atomic_uint_t  ngx_http_pki_m_bounds[] = {
+    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000
+};
+
+static const char  *ngx_http_pki_m_le[] = {
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25", "0.5", "1", "2.5", "5", "+Inf"
+};
+
+
+typedef struct {
+    ngx_atomic_t               state;      /* 0 free, 1 ready */
+    uint32_t                   hash;
+    uint16_t                   kind;
+    uint16_t                   len;
+    u_char                     key[NGX_HTTP_PKI_M_KEY];
+    u_char                     field[NGX_HTTP_PKI_M_FIELD];  /* history */
+    ngx_atomic_t               v[NGX_HTTP_PKI_M_SLOTS][NGX_HTTP_PKI_M_VALS];
+} ngx_http_pki_m_series_t;
+
+
+typedef struct {
+    ngx_atomic_t               lock;
+    ngx_atomic_t               nseries;
+    ngx_atomic_t               dropped;
+    time_t                     start;
+    ngx_uint_t                 max;
+    ngx_http_pki_m_series_t    series[1];
+} ngx_http_pki_m_shm_t;
+
+
+typedef struct {
+    ngx_str_t                  dir;
+    ngx_str_t                  key_ref;
+    size_t                     max_size;
+    ngx_uint_t                 checkpoint;
+    ngx_flag_t                 fsync;
+    pki_key_t                 *key;
+    pki_audit_t               *audit;
+
+    ngx_shm_zone_t            *zone;
+    size_t                     zone_size;
+    ngx_flag_t                 history;
+    ngx_uint_t                 used;       /* pki_metrics / pki_dashboard */
+    ngx_uint_t                 off;        /* pki_metrics_zone off */
+    ngx_msec_t                 interval;   /* pki_metrics_interval */
+} ngx_http_pki_m_main_conf_t;
+
+
+typedef struct {
+    const char                *proto;      /* registered location */
+    ngx_uint_t                 handler;    /* 1 metrics, 2 dashboard */
+} ngx_http_pki_m_loc_conf_t;
+
+
+typedef struct {
+    const char                *proto;
+    const char                *ca;
+    const char                *tmpl;
+    const char                *reason;
+    pki_status_t               status;
+} ngx_http_pki_m_ctx_t;
+
+
+/* per worker: the timer's thread task */
+typedef struct {
+    ngx_uint_t                 n;
+    char                      *fields[NGX_HTTP_PKI_M_MAX_FIELDS];
+    long long                  deltas[NGX_HTTP_PKI_M_MAX_FIELDS];
+    ngx_uint_t                 series[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
+    ngx_atomic_uint_t          values[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
+    ngx_uint_t                 nseries;
+    pki_status_t               flushed;
+
+    ngx_uint_t                 certs;      /* count certificates too */
+    ngx_uint_t                 ncas;
+    pki_ca_t                  *cas[NGX_HTTP_PKI_M_MAX_CAS];
+    long long                  counts[NGX_HTTP_PKI_M_MAX_CAS][4];
+    pki_status_t               counted[NGX_HTTP_PKI_M_MAX_CAS];
+
+    pki_redis_t               *redis;
+    pki_audit_t               *audit;
+    time_t                     now;
+} ngx_http_pki_m_task_t;
+
+
+/* a refusal waiting for the audit thread task */
+typedef struct ngx_http_pki_m_item_s  ngx_http_pki_m_item_t;
+
+struct ngx_http_pki_m_item_s {
+    ngx_http_pki_m_item_t     *next;
+    pki_event_t                ev;
+    pki_status_t               st;
+    ngx_uint_t                 done;       /* written by the task */
+    char                       buf[1280];
+};
+
+
+typedef struct {
+    ngx_http_pki_m_item_t     *head;       /* waiting */
+    ngx_http_pki_m_item_t    **last;
+    ngx_http_pki_m_item_t     *batch;      /* being written */
+    ngx_uint_t                 n;
+    ngx_uint_t                 busy;
+    ngx_thread_task_t         *task;
+    pki_audit_t               *audit;
+} ngx_http_pki_m_queue_t;
+
+
+#define NGX_HTTP_PKI_M_AUDIT_QUEUE  4096
+
+
+typedef struct {
+    int                        hourly;
+    unsigned                   count;
+    pki_redis_t               *redis;
+    char                      *json;
+    pki_status_t               status;
+    pki_result_t               res;
+} ngx_http_pki_m_hist_ctx_t;
+
+
+static void *ngx_http_pki_m_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_pki_m_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_pki_m_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_pki_m_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_pki_m_init_process(ngx_cycle_t *cycle);
+static void ngx_http_pki_m_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_pki_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_pki_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_pki_dashboard(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_pki_m_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+static ngx_http_pki_m_series_t *ngx_http_pki_m_series(u_char *key,
+    size_t len, ngx_uint_t kind, const char *field);
+static void ngx_http_pki_m_add(ngx_http_pki_m_series_t *s, ngx_uint_t i,
+    ngx_atomic_int_t n);
+static void ngx_http_pki_m_observe(ngx_http_pki_m_series_t *s,
+    double seconds);
+static size_t ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
+    const char *const *labels);
+static void ngx_http_pki_m_sink(void *arg, const pki_event_t *ev);
+
+static ngx_int_t ngx_http_pki_m_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_pki_metrics_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_pki_dashboard_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_pki_m_send(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, u_char *body, size_t len);
+static void ngx_http_pki_m_hist_work(void *data);
+static void ngx_http_pki_m_hist_done(ngx_http_request_t *r, void *data);
+
+static void ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
+    const pki_event_t *ev, ngx_log_t *log);
+static void ngx_http_pki_m_audit_write(void *data, ngx_log_t *log);
+static void ngx_http_pki_m_audit_done(ngx_event_t *ev);
+static void ngx_http_pki_m_audit_post(void);
+static void ngx_http_pki_m_audit_flush(pki_audit_t *audit);
+
+static void ngx_http_pki_m_timer(ngx_event_t *ev);
+static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
+static void ngx_http_pki_m_task_done(ngx_event_t *ev);
+
+
+static ngx_command_t  ngx_http_pki_m_commands[] = {
+
+    { ngx_string("pki_audit_log"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_pki_audit_log,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_pki_metrics_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_metrics_history"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_pki_m_main_conf_t, history),
+      NULL },
+
+    { ngx_string("pki_metrics_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_pki_m_main_conf_t, interval),
+      NULL },
+
+    { ngx_string("pki_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_pki_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_dashboard"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_pki_dashboard,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_pki_metrics_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_pki_m_postconfiguration,      /* postconfiguration */
+
+    ngx_http_pki_m_create_main_conf,       /* create main configuration */
+    ngx_http_pki_m_init_main_conf,         /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_pki_m_create_loc_conf,        /* create location configuration */
+    ngx_http_pki_m_merge_loc_conf          /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_pki_metrics_module = {
+    NGX_MODULE_V1,
+    &ngx_http_pki_metrics_module_ctx,      /* module context */
+    ngx_http_pki_m_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_pki_m_init_process,           /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_pki_m_exit_process,           /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_pki_m_shm_t  *ngx_http_pki_m_shm;
+static ngx_event_t            ngx_http_pki_m_timer_ev;
+static ngx_thread_task_t     *ngx_http_pki_m_task;
+static ngx_uint_t             ngx_http_pki_m_busy;
+static ngx_uint_t             ngx_http_pki_m_ticks;
+static ngx_atomic_uint_t     *ngx_http_pki_m_flushed;  /* per series */
+static ngx_connection_t       ngx_http_pki_m_dummy;
+static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
+static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
+
+
+/* ---- configuration -------------------------------------------------------- */
+
+static void *
+ngx_http_pki_m_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    mmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_pki_m_main_conf_t));
+    if (mmcf == NULL) {
+        return NULL;
+    }
+
+    mmcf->max_size = NGX_CONF_UNSET_SIZE;
+    mmcf->checkpoint = NGX_CONF_UNSET_UINT;
+    mmcf->fsync = NGX_CONF_UNSET;
+    mmcf->zone_size = NGX_CONF_UNSET_SIZE;
+    mmcf->history = NGX_CONF_UNSET;
+    mmcf->interval = NGX_CONF_UNSET_MSEC;
+
+    return mmcf;
+}
+
+
+static char *
+ngx_http_pki_m_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_pki_m_main_conf_t *mmcf = conf;
+
+    (void) cf;
+
+    ngx_conf_init_size_value(mmcf->zone_size, 2 * 1024 * 1024);
+    ngx_conf_init_value(mmcf->history, 1);
+    ngx_conf_init_msec_value(mmcf->interval, NGX_HTTP_PKI_M_FLUSH_MSEC);
+
+    if (mmcf->interval < 100) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_metrics_interval must be at least 100ms");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mmcf->zone_size < 64 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_metrics_zone must be at least 64k");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_pki_m_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_pki_m_loc_conf_t  *mlcf;
+
+    mlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_pki_m_loc_conf_t));
+    if (mlcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mlcf->proto = NULL;
+     *     mlcf->handler = 0;
+     */
+
+    return mlcf;
+}
+
+
+static char *
+ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_pki_m_loc_conf_t *prev = parent;
+    ngx_http_pki_m_loc_conf_t *conf = child;
+
+    (void) cf;
+
+    if (conf->proto == NULL) {
+        conf->proto = prev->proto;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * pki_audit_log DIR [key=FILE|pkcs11:URI] [max_size=SIZE] [checkpoint=N]
+ *               [fsync=on|off];
+ */
+
+static char *
+ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_m_main_conf_t *mmcf = conf;
+
+    char          *ref, token[256];
+    ssize_t        size;
+    ngx_int_t      n;
+    ngx_str_t     *value, v;
+    ngx_uint_t     i;
+    pki_vault_t   *vault;
+    pki_result_t   res;
+    ngx_file_info_t  fi;
+
+    (void) cmd;
+
+    if (mmcf->dir.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    mmcf->dir = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &mmcf->dir, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            mmcf->key_ref.data = value[i].data + 4;
+            mmcf->key_ref.len = value[i].len - 4;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_size=", 9) == 0) {
+            v.data = value[i].data + 9;
+            v.len = value[i].len - 9;
+            size = ngx_parse_size(&v);
+            if (size < 4096) {
+                goto invalid;
+            }
+            mmcf->max_size = (size_t) size;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "checkpoint=", 11) == 0) {
+            n = ngx_atoi(value[i].data + 11, value[i].len - 11);
+            if (n <= 0) {
+                goto invalid;
+            }
+            mmcf->checkpoint = (ngx_uint_t) n;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "fsync=on") == 0) {
+            mmcf->fsync = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "fsync=off") == 0) {
+            mmcf->fsync = 0;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (ngx_file_info(mmcf->dir.data, &fi) == NGX_FILE_ERROR
+        || !ngx_is_dir(&fi))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "pki_audit_log: \"%V\" is not a directory",
+                           &mmcf->dir);
+        return NGX_CONF_ERROR;
+    }
+
+    if (access((char *) mmcf->dir.data, W_OK) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "pki_audit_log: \"%V\" is not writable",
+                           &mmcf->dir);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mmcf->key_ref.len == 0) {
+        return NGX_CONF_OK;
+    }
+
+    ref = ngx_pnalloc(cf->pool, mmcf->key_ref.len + 1);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(ref, mmcf->key_ref.data, mmcf->key_ref.len);
+    ref[mmcf->key_ref.len] = '\0';
+
+    vault = NULL;
+
+    if (ngx_strncmp(ref, "pkcs11:", 7) == 0) {
+        if (!pki_key_uri_token(ref, token, sizeof(token))) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "pki_audit_log: the key URI has no token");
+            return NGX_CONF_ERROR;
+        }
+
+        vault = ngx_http_pki_find_vault(cf, token);
+        if (vault == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "pki_audit_log: no pki_key_vault for token "
+                               "\"%s\" (declare it before)", token);
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (ngx_conf_full_name(cf->cycle, &mmcf->key_ref, 1) == NGX_OK) {
+        ref = ngx_pnalloc(cf->pool, mmcf->key_ref.len + 1);
+        if (ref == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        ngx_memcpy(ref, mmcf->key_ref.data, mmcf->key_ref.len);
+        ref[mmcf->key_ref.len] = '\0';
+    }
+
+    pki_result_init(&res);
+
+    mmcf->key = pki_key_new(ref, vault, &res);
+
+    if (mmcf->key == NULL || pki_key_open(mmcf->key, &res) != PKI_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pki_audit_log: key: %s%s%s", res.detail,
+                           res.log[0] ? ": " : "", res.log);
+        return NGX_CONF_ERROR;
+    }
+
+    /* file keys hold no PKCS#11 state; a vault key is dropped with its
+     * vault before fork and fetched again in the worker */
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in pki_audit_log",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* pki_metrics_zone SIZE | off; */
+
+static char *
+ngx_http_pki_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_m_main_conf_t *mmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    (void) cmd;
+
+    if (mmcf->zone_size != NGX_CONF_UNSET_SIZE || mmcf->off) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        mmcf->off = 1;
+        return NGX_CONF_OK;
+    }
+
+    size = ngx_parse_size(&value[1]);
+    if (size == NGX_ERROR) {
+        return "has an invalid size";
+    }
+
+    mmcf->zone_size = (size_t) size;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_pki_m_zone(ngx_conf_t *cf)
+{
+    ngx_str_t                    name;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_metrics_module);
+
+    if (mmcf->zone) {
+        return NGX_OK;
+    }
+
+    ngx_str_set(&name, "pki_metrics");
+
+    mmcf->zone = ngx_shared_memory_add(cf, &name, 0,
+                                       &ngx_http_pki_metrics_module);
+    if (mmcf->zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    mmcf->zone->init = ngx_http_pki_m_init_zone;
+    mmcf->zone->data = mmcf;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_pki_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_m_loc_conf_t *mlcf = conf;
+
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    (void) cmd;
+
+    if (mlcf->handler) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_pki_metrics_handler;
+    mlcf->handler = 1;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_metrics_module);
+    mmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_pki_dashboard(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_m_loc_conf_t *mlcf = conf;
+
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    (void) cmd;
+
+    if (mlcf->handler) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_pki_dashboard_handler;
+    mlcf->handler = 2;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_metrics_module);
+    mmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+void
+ngx_http_pki_metrics_location(ngx_conf_t *cf, const char *proto)
+{
+    ngx_http_pki_m_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_pki_metrics_module);
+    if (mlcf != NULL) {
+        mlcf->proto = proto;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_pki_m_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt         *h;
+    ngx_http_core_main_conf_t   *cmcf;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_metrics_module);
+
+    /* a zone whenever the module is loaded into a PKI configuration: the
+     * counters then exist before anyone looks at them */
+
+    if (!mmcf->off
+        && (mmcf->used || ngx_http_pki_has_redis(cf) || mmcf->dir.len))
+    {
+        if (ngx_http_pki_m_zone(cf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        mmcf->zone->shm.size = mmcf->zone_size;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_pki_m_log_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_pki_m_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    size_t                 n;
+    ngx_slab_pool_t       *shpool;
+    ngx_http_pki_m_shm_t  *sh;
+
+    if (data) {
+        /* reload: same size, keep the counters */
+        shm_zone->data = data;
+        ngx_http_pki_m_shm = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        ngx_http_pki_m_shm = shpool->data;
+        return NGX_OK;
+    }
+
+    n = (shm_zone->shm.size - 8192 - sizeof(ngx_http_pki_m_shm_t))
+        / sizeof(ngx_http_pki_m_series_t);
+
+    sh = ngx_slab_calloc(shpool, sizeof(ngx_http_pki_m_shm_t)
+                                 + n * sizeof(ngx_http_pki_m_series_t));
+    while (sh == NULL && n > 16) {
+        n = n * 7 / 8;
+        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_pki_m_shm_t)
+                                     + n * sizeof(ngx_http_pki_m_series_t));
+    }
+
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->max = n + 1;
+    sh->start = ngx_time();
+
+    shpool->data = sh;
+    shm_zone->data = sh;
+    ngx_http_pki_m_shm = sh;
+
+    return NGX_OK;
+}
+
+
+/* ---- worker life ------------------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
+{
+    pki_result_t                 res;
+    pki_audit_conf_t             ac;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_pki_metrics_module);
+    if (mmcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (mmcf->zone) {
+        ngx_http_pki_m_shm = mmcf->zone->data;
+    }
+
+    if (ngx_http_pki_m_shm != NULL) {
+        ngx_http_pki_m_flushed = ngx_pcalloc(cycle->pool,
+                                     ngx_http_pki_m_shm->max
+                                     * sizeof(ngx_atomic_uint_t));
+        pki_event_set_sink(ngx_http_pki_m_sink, NULL);
+    }
+
+    if (mmcf->dir.len) {
+        pki_result_init(&res);
+
+        if (mmcf->key && pki_key_open(mmcf->key, &res) != PKI_OK) {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "pki_audit_log: key did not open: %s (%s); "
+                          "checkpoints are not signed", res.detail, res.log);
+        }
+
+        ngx_memzero(&ac, sizeof(pki_audit_conf_t));
+        ac.dir = (const char *) mmcf->dir.data;
+        ac.max_size = mmcf->max_size == NGX_CONF_UNSET_SIZE ? 0
+                                                            : mmcf->max_size;
+        ac.key = mmcf->key;
+        ac.checkpoint_every = mmcf->checkpoint == NGX_CONF_UNSET_UINT
+                              ? 0 : (unsigned) mmcf->checkpoint;
+        ac.no_fsync = mmcf->fsync == 0;
+
+        pki_result_init(&res);
+
+        mmcf->audit = pki_audit_open(&ac, &res);
+        if (mmcf->audit == NULL) {
+            /* issuance then fails closed: nothing issued goes unlogged */
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                          "pki_audit_log \"%V\": %s", &mmcf->dir,
+                          res.detail);
+
+        } else {
+            pki_audit_set_default(mmcf->audit);
+            ngx_http_pki_m_audit = 1;
+
+            ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
+            ngx_http_pki_m_aq.task = ngx_thread_task_alloc(cycle->pool, 0);
+
+            if (ngx_http_pki_m_aq.task != NULL) {
+                ngx_http_pki_m_aq.task->handler = ngx_http_pki_m_audit_write;
+                ngx_http_pki_m_aq.task->event.handler =
+                                                   ngx_http_pki_m_audit_done;
+                ngx_http_pki_m_aq.task->event.data = ngx_http_pki_m_aq.task;
+                ngx_http_pki_m_aq.task->event.log = cycle->log;
+            }
+        }
+    }
+
+    if (ngx_http_pki_m_shm == NULL && mmcf->audit == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_pki_m_task = ngx_thread_task_alloc(cycle->pool,
+                                               sizeof(ngx_http_pki_m_task_t));
+    if (ngx_http_pki_m_task == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_pki_m_task->handler = ngx_http_pki_m_task_handler;
+    ngx_http_pki_m_task->event.handler = ngx_http_pki_m_task_done;
+    ngx_http_pki_m_task->event.data = ngx_http_pki_m_task;
+    ngx_http_pki_m_task->event.log = cycle->log;
+
+    ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
+    ngx_http_pki_m_timer_ev.handler = ngx_http_pki_m_timer;
+    ngx_http_pki_m_timer_ev.log = cycle->log;
+    ngx_http_pki_m_timer_ev.data = &ngx_http_pki_m_dummy;
+    ngx_http_pki_m_timer_ev.cancelable = 1;
+
+    /* a first look soon, so that certificate counts exist early */
+    ngx_http_pki_m_ticks = NGX_HTTP_PKI_M_SLOW_TICKS - 1;
+    ngx_add_timer(&ngx_http_pki_m_timer_ev, 1000 + ngx_random() % 1000);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
+{
+    pki_result_t                 res;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_pki_metrics_module);
+    if (mmcf == NULL) {
+        return;
+    }
+
+    pki_event_set_sink(NULL, NULL);
+
+    if (mmcf->audit) {
+        pki_audit_set_default(NULL);
+
+        /* the pool threads are gone (ngx_http_pki_module waited for
+         * them): what is still queued is written now */
+        ngx_http_pki_m_audit_flush(mmcf->audit);
+
+        pki_result_init(&res);
+        (void) pki_audit_checkpoint(mmcf->audit, &res);
+        pki_audit_close(mmcf->audit);
+
+        mmcf->audit = NULL;
+        ngx_http_pki_m_aq.audit = NULL;
+    }
+}
+
+
+/* ---- series --------------------------------------------------------------- */
+
+static uint32_t
+ngx_http_pki_m_hash(u_char *p, size_t n)
+{
+    uint32_t  h;
+
+    h = 2166136261u;
+
+    while (n--) {
+        h = (h ^ *p++) * 16777619u;
+    }
+
+    return h;
+}
+
+
+static ngx_http_pki_m_series_t *
+ngx_http_pki_m_series(u_char *key, size_t len, ngx_uint_t kind,
+    const char *field)
+{
+    uint32_t                  h;
+    ngx_uint_t                i, n, tries;
+    ngx_http_pki_m_shm_t     *sh;
+    ngx_http_pki_m_series_t  *s;
+
+    sh = ngx_http_pki_m_shm;
+
+    if (sh == NULL || len == 0 || len >= NGX_HTTP_PKI_M_KEY) {
+        return NULL;
+    }
+
+    h = ngx_http_pki_m_hash(key, len);
+    n = sh->max;
+
+    /* lock free lookup */
+
+    for (i = h % n, tries = 0; tries < n; i = (i + 1) % n, tries++) {
+        s = &sh->series[i];
+
+        if (s->state == 0) {
+            break;
+        }
+
+        if (s->hash == h && s->len == len && ngx_memcmp(s->key, key, len) == 0)
+        {
+            return s;
+        }
+    }
+
+    /* insert under the zone's spin lock (pool threads come here too) */
+
+    while (!ngx_atomic_cmp_set(&sh->lock, 0, 1)) {
+        ngx_sched_yield();
+    }
+
+    for (i = h % n, tries = 0; tries < n; i = (i + 1) % n, tries++) {
+        s = &sh->series[i];
+
+        if (s->state == 0) {
+            s->hash = h;
+            s->kind = (uint16_t) kind;
+            s->len = (uint16_t) len;
+            ngx_memcpy(s->key, key, len);
+            s->key[len] = '\0';
+
+            if (field) {
+                ngx_cpystrn(s->field, (u_char *) field, NGX_HTTP_PKI_M_FIELD);
+            }
+
+            ngx_memory_barrier();
+            s->state = 1;
+            sh->nseries++;
+            break;
+        }
+
+        if (s->hash == h && s->len == len && ngx_memcmp(s->key, key, len) == 0)
+        {
+            break;
+        }
+    }
+
+    ngx_memory_barrier();
+    sh->lock = 0;
+
+    if (tries == n) {
+        (void) ngx_atomic_fetch_add(&sh->dropped, 1);
+        return NULL;
+    }
+
+    return s;
+}
+
+
+static ngx_uint_t
+ngx_http_pki_m_slot(void)
+{
+    return ngx_worker % NGX_HTTP_PKI_M_SLOTS;
+}
+
+
+static void
+ngx_http_pki_m_add(ngx_http_pki_m_series_t *s, ngx_uint_t i,
+    ngx_atomic_int_t n)
+{
+    if (s != NULL) {
+        (void) ngx_atomic_fetch_add(&s->v[ngx_http_pki_m_slot()][i], n);
+    }
+}
+
+
+static void
+ngx_http_pki_m_set(ngx_http_pki_m_series_t *s, ngx_uint_t slot,
+    ngx_atomic_int_t n)
+{
+    if (s != NULL) {
+        s->v[slot][0] = n;
+    }
+}
+
+
+static void
+ngx_http_pki_m_observe(ngx_http_pki_m_series_t *s, double seconds)
+{
+    ngx_uint_t          b, slot;
+    ngx_atomic_uint_t   us;
+
+    if (s == NULL) {
+        return;
+    }
+
+    if (seconds < 0) {
+        seconds = 0;
+    }
+
+    us = (ngx_atomic_uint_t) (seconds * 1e6);
+
+    for (b = 0; b < NGX_HTTP_PKI_M_NBUCKETS - 1; b++) {
+        if (us <= ngx_http_pki_m_bounds[b]) {
+            break;
+        }
+    }
+
+    slot = ngx_http_pki_m_slot();
+
+    (void) ngx_atomic_fetch_add(&s->v[slot][b], 1);
+    (void) ngx_atomic_fetch_add(&s->v[slot][NGX_HTTP_PKI_M_SUM], us);
+}
+
+
+/* name{l1="v1",l2="v2"}; labels: NULL-terminated name/value pairs, values
+ * escaped for the Prometheus text format and capped */
+static size_t
+ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
+    const char *const *labels)
+{
+    u_char      *p, *last;
+    size_t       n;
+    ngx_uint_t   i, first;
+    const char  *v;
+
+    p = buf;
+    last = buf + size - 4;
+
+    p = ngx_cpymem(p, name, ngx_strlen(name));
+    first = 1;
+
+    for (i = 0; labels && labels[i]; i += 2) {
+        v = labels[i + 1] ? labels[i + 1] : "";
+
+        if (p + ngx_strlen(labels[i]) + 8 >= last) {
+            break;
+        }
+
+        *p++ = first ? '{' : ',';
+        first = 0;
+        p = ngx_cpymem(p, labels[i], ngx_strlen(labels[i]));
+        *p++ = '=';
+        *p++ = '"';
+
+        for (n = 0; v[n] && n < NGX_HTTP_PKI_M_LABEL && p + 3 < last; n++) {
+            if (v[n] == '\\' || v[n] == '"') {
+                *p++ = '\\';
+                *p++ = v[n];
+
+            } else if (v[n] == '\n') {
+                *p++ = '\\';
+                *p++ = 'n';
+
+            } else if ((u_char) v[n] < 0x20 || (u_char) v[n] == 0x7f) {
+                *p++ = '?';
+
+            } else {
+                *p++ = v[n];
+            }
+        }
+
+        *p++ = '"';
+    }
+
+    if (!first) {
+        *p++ = '}';
+    }
+
+    *p = '\0';
+
+    return p - buf;
+}
+
+
+/* A failure reason as a bounded label: quoted parts and digits dropped. */
+static void
+ngx_http_pki_m_reason(char *out, size_t size, const char *in)
+{
+    size_t      n;
+    ngx_uint_t  quoted;
+
+    n = 0;
+    quoted = 0;
+
+    for ( /* void */ ; in && *in && n + 1 < size; in++) {
+        if (*in == '"') {
+            if (!quoted) {
+                out[n++] = '_';
+            }
+            quoted = !quoted;
+            continue;
+        }
+
+        if (quoted || (*in >= '0' && *in <= '9')) {
+            continue;
+        }
+
+        if (*in == ' ' && n > 0 && out[n - 1] == ' ') {
+            continue;
+        }
+
+        out[n++] = (*in == '\\' || (u_char) *in < 0x20) ? ' ' : *in;
+    }
+
+    while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == ':')) {
+        n--;
+    }
+
+    out[n] = '\0';
+}
+
+
+/* ---- events from the core (any thread) --------------------------------------- */
+
+static void
+ngx_http_pki_m_sink(void *arg, const pki_event_t *ev)
+{
+    char                      field[NGX_HTTP_PKI_M_FIELD];
+    size_t                    len;
+    const char               *labels[12], *outcome;
+    u_char                    key[NGX_HTTP_PKI_M_KEY];
+    ngx_http_pki_m_series_t  *s;
+
+    (void) arg;
+
+    outcome = pki_outcome_class(ev->status);
+
+    switch (ev->type) {
+
+    case PKI_EV_ISSUE:
+        labels[0] = "protocol";
+        labels[1] = ev->protocol;
+        labels[2] = "ca";
+        labels[3] = ev->ca;
+        labels[4] = "template";
+        labels[5] = ev->template_name;
+        labels[6] = "outcome";
+        labels[7] = outcome;
+        labels[8] = NULL;
+
+        ngx_snprintf((u_char *) field, sizeof(field) - 1, "iss:%s:%s%Z",
+                     ev->ca ? ev->ca : "", outcome);
+
+        len = ngx_http_pki_m_key(key, sizeof(key), "pki_issuance_total",
+                                 labels);
+        ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
+                                                 NGX_HTTP_PKI_M_COUNTER,
+                                                 field), 0, 1);
+        break;
+
+    case PKI_EV_REVOKE:
+        labels[0] = "ca";
+        labels[1] = ev->ca;
+        labels[2] = "reason";
+        labels[3] = ev->status == PKI_OK ? ev->reason : "";
+        labels[4] = "outcome";
+        labels[5] = outcome;
+        labels[6] = NULL;
+
+        ngx_snprintf((u_char *) field, sizeof(field) - 1, "rev:%s:%s%Z",
+                     ev->ca ? ev->ca : "", outcome);
+
+        len = ngx_http_pki_m_key(key, sizeof(key), "pki_revocations_total",
+                                 labels);
+        ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
+                                                 NGX_HTTP_PKI_M_COUNTER,
+                                                 field), 0, 1);
+        break;
+
+    case PKI_EV_SIGN:
+        if (ev->seconds >= 0) {
+            labels[0] = "what";
+            labels[1] = ev->operation ? ev->operation : "other";
+            labels[2] = NULL;
+
+            len = ngx_http_pki_m_key(key, sizeof(key),
+                                     "pki_sign_duration_seconds", labels);
+            s = ngx_http_pki_m_series(key, len, NGX_HTTP_PKI_M_HISTOGRAM,
+                                      NULL);
+            ngx_http_pki_m_observe(s, ev->seconds);
+        }
+
+        if (ev->status != PKI_OK) {
+            s = ngx_http_pki_m_series((u_char *) "pki_sign_errors_total",
+                                      sizeof("pki_sign_errors_total") - 1,
+                                      NGX_HTTP_PKI_M_COUNTER, NULL);
+            ngx_http_pki_m_add(s, 0, 1);
+        }
+        break;
+
+    case PKI_EV_REDIS:
+        if (ev->seconds >= 0) {
+            s = ngx_http_pki_m_series(
+                    (u_char *) "pki_redis_duration_seconds",
+                    sizeof("pki_redis_duration_seconds") - 1,
+                    NGX_HTTP_PKI_M_HISTOGRAM, NULL);
+            ngx_http_pki_m_observe(s, ev->seconds);
+        }
+
+        if (ev->status != PKI_OK) {
+            s = ngx_http_pki_m_series((u_char *) "pki_redis_errors_total",
+                                      sizeof("pki_redis_errors_total") - 1,
+                                      NGX_HTTP_PKI_M_COUNTER, NULL);
+            ngx_http_pki_m_add(s, 0, 1);
+        }
+        break;
+
+    default:
+        break;
+    }
+
+    if (ev->type == PKI_EV_ISSUE || ev->type == PKI_EV_REVOKE
+        || ev->type == PKI_EV_REQUEST)
+    {
+        labels[0] = "type";
+        labels[1] = ev->type == PKI_EV_ISSUE ? "issue"
+                    : ev->type == PKI_EV_REVOKE ? "revoke" : "request";
+        labels[2] = NULL;
+
+        len = ngx_http_pki_m_key(key, sizeof(key), "pki_audit_events_total",
+                                 labels);
+        ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
+                                                 NGX_HTTP_PKI_M_COUNTER,
+                                                 NULL), 0, 1);
+    }
+}
+
+
+/* ---- requests: mark + log phase ---------------------------------------------- */
+
+static char *
+ngx_http_pki_m_strdup(ngx_pool_t *pool, const char *s)
+{
+    size_t   n;
+    char    *p;
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    n = ngx_strlen(s);
+    if (n > 255) {
+        n = 255;
+    }
+
+    p = ngx_pnalloc(pool, n + 1);
+    if (p != NULL) {
+        ngx_memcpy(p, s, n);
+        p[n] = '\0';
+    }
+
+    return p;
+}
+
+
+void
+ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
+    const char *ca, const char *tmpl, pki_status_t status,
+    const char *reason)
+{
+    ngx_http_pki_m_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_pki_metrics_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_m_ctx_t));
+        if (ctx == NULL) {
+            return;
+        }
+
+        ngx_http_set_ctx(r->main, ctx, ngx_http_pki_metrics_module);
+    }
+
+    ctx->proto = ngx_http_pki_m_strdup(r->pool, proto);
+    ctx->ca = ngx_http_pki_m_strdup(r->pool, ca);
+    ctx->tmpl = ngx_http_pki_m_strdup(r->pool, tmpl);
+    ctx->reason = ngx_http_pki_m_strdup(r->pool, reason);
+    ctx->status = status;
+}
+
+
+static pki_status_t
+ngx_http_pki_m_http_status(ngx_uint_t code)
+{
+    if (code < 400) {
+        return PKI_OK;
+    }
+
+    switch (code) {
+
+    case NGX_HTTP_UNAUTHORIZED:
+    case NGX_HTTP_FORBIDDEN:
+        return PKI_UNAUTHORIZED;
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return PKI_TOO_LARGE;
+
+    default:
+        return code >= 500 ? PKI_UNAVAILABLE : PKI_MALFORMED;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_pki_m_log_handler(ngx_http_request_t *r)
+{
+    char                        reason[NGX_HTTP_PKI_M_REASON], user[256];
+    char                        client[NGX_SOCKADDR_STRLEN + 1], who[256];
+    size_t                      len;
+    double                      seconds;
+    ngx_msec_int_t              ms;
+    ngx_time_t                 *tp;
+    const char                 *labels[12], *outcome, *proto, *rs;
+    pki_status_t                status;
+    pki_event_t                 ev;
+    u_char                      key[NGX_HTTP_PKI_M_KEY];
+    ngx_http_pki_m_ctx_t       *ctx;
+    ngx_http_pki_m_loc_conf_t  *mlcf;
+    ngx_http_pki_m_main_conf_t *mmcf;
+
+    if (r != r->main || (ngx_http_pki_m_shm == NULL && !ngx_http_pki_m_audit))
+    {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_pki_metrics_module);
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_metrics_module);
+
+    if (ctx == NULL && (mlcf == NULL || mlcf->proto == NULL)) {
+        return NGX_OK;
+    }
+
+    proto = (ctx && ctx->proto) ? ctx->proto : mlcf->proto;
+    status = ctx ? ctx->status
+                 : ngx_http_pki_m_http_status(r->headers_out.status);
+    outcome = pki_outcome_class(status);
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    seconds = ms < 0 ? 0 : ms / 1000.0;
+
+    labels[0] = "protocol";
+    labels[1] = proto;
+    labels[2] = "ca";
+    labels[3] = ctx ? ctx->ca : NULL;
+    labels[4] = "template";
+    labels[5] = ctx ? ctx->tmpl : NULL;
+    labels[6] = "outcome";
+    labels[7] = outcome;
+    labels[8] = NULL;
+
+    {
+        char  field[NGX_HTTP_PKI_M_FIELD];
+
+        ngx_snprintf((u_char *) field, sizeof(field) - 1, "req:%s:%s%Z",
+                     proto, outcome);
+
+        len = ngx_http_pki_m_key(key, sizeof(key), "pki_requests_total",
+                                 labels);
+        ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
+                                                 NGX_HTTP_PKI_M_COUNTER,
+                                                 field), 0, 1);
+    }
+
+    labels[2] = NULL;
+    len = ngx_http_pki_m_key(key, sizeof(key),
+                             "pki_request_duration_seconds", labels);
+    ngx_http_pki_m_observe(ngx_http_pki_m_series(key, len,
+                                                 NGX_HTTP_PKI_M_HISTOGRAM,
+                                                 NULL),
+                           seconds);
+
+    if (status == PKI_OK && ngx_strcmp(proto, "admin") != 0) {
+        return NGX_OK;
+    }
+
+    rs = ctx && ctx->reason && ctx->reason[0] ? ctx->reason
+         : status != PKI_OK ? pki_status_name(status) : "";
+
+    if (status != PKI_OK) {
+        ngx_http_pki_m_reason(reason, sizeof(reason), rs);
+
+        labels[2] = "outcome";
+        labels[3] = outcome;
+        labels[4] = "reason";
+        labels[5] = reason;
+        labels[6] = NULL;
+
+        len = ngx_http_pki_m_key(key, sizeof(key), "pki_failures_total",
+                                 labels);
+        ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
+                                                 NGX_HTTP_PKI_M_COUNTER,
+                                                 NULL), 0, 1);
+    }
+
+    /* the transaction log: refused requests and admin actions */
+
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_metrics_module);
+    if (mmcf == NULL || mmcf->audit == NULL) {
+        return NGX_OK;
+    }
+
+    who[0] = '\0';
+
+    if (r->headers_in.user.len) {
+        len = ngx_min(r->headers_in.user.len, sizeof(user) - 1);
+        ngx_memcpy(user, r->headers_in.user.data, len);
+        user[len] = '\0';
+        ngx_cpystrn((u_char *) who, (u_char *) user, sizeof(who));
+    }
+
+#if (NGX_HTTP_SSL)
+    if (who[0] == '\0' && r->connection->ssl) {
+        X509  *peer;
+
+        peer = SSL_get0_peer_certificate(r->connection->ssl->connection);
+        if (peer != NULL
+            && SSL_get_verify_result(r->connection->ssl->connection)
+               == X509_V_OK)
+        {
+            X509_NAME_oneline(X509_get_subject_name(peer), who, sizeof(who));
+        }
+    }
+#endif
+
+    len = ngx_min(r->connection->addr_text.len, sizeof(client) - 1);
+    ngx_memcpy(client, r->connection->addr_text.data, len);
+    client[len] = '\0';
+
+    ngx_memzero(&ev, sizeof(pki_event_t));
+    ev.type = PKI_EV_REQUEST;
+    ev.status = status;
+    ev.protocol = proto;
+    ev.operation = "request";
+    ev.ca = ctx ? ctx->ca : NULL;
+    ev.template_name = ctx ? ctx->tmpl : NULL;
+    ev.requester = who;
+    ev.client = client;
+    ev.reason = rs;
+
+    {
+        char    op[128];
+        size_t  n;
+
+        /* what was asked (method and path, no query, no body) */
+        n = ngx_min(r->method_name.len + 1 + r->uri.len, sizeof(op) - 1);
+        ngx_snprintf((u_char *) op, n, "%V %V", &r->method_name, &r->uri);
+        op[n] = '\0';
+        ev.operation = op;
+
+        ngx_http_pki_m_audit_queue(mmcf, &ev, r->connection->log);
+    }
+
+    ngx_http_pki_m_sink(NULL, &ev);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Refusals and admin actions reach the log from the event loop, which must
+ * not block on the file (an append can wait for a journal commit): they
+ * are copied into a bounded per-worker queue and written by one thread-pool
+ * task at a time, all of a batch with one fdatasync.
+ */
+
+static char *
+ngx_http_pki_m_cpy(char **p, const char *s, size_t max)
+{
+    char    *d;
+    size_t   n;
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    n = ngx_min(ngx_strlen(s), max);
+    d = *p;
+    ngx_memcpy(d, s, n);
+    d[n] = '\0';
+    *p += n + 1;
+
+    return d;
+}
+
+
+static void
+ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
+    const pki_event_t *ev, ngx_log_t *log)
+{
+    char                   *p;
+    ngx_http_pki_m_item_t  *it;
+
+    if (ngx_http_pki_m_aq.n >= NGX_HTTP_PKI_M_AUDIT_QUEUE) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "pki_audit_log: queue full, refusal not logged");
+        ngx_http_pki_m_add(ngx_http_pki_m_series(
+                               (u_char *) "pki_audit_dropped_total",
+                               sizeof("pki_audit_dropped_total") - 1,
+                               NGX_HTTP_PKI_M_COUNTER, NULL), 0, 1);
+        return;
+    }
+
+    it = ngx_alloc(sizeof(ngx_http_pki_m_item_t), log);
+    if (it == NULL) {
+        return;
+    }
+
+    p = it->buf;
+    it->ev = *ev;
+    it->ev.protocol = ngx_http_pki_m_cpy(&p, ev->protocol, 63);
+    it->ev.operation = ngx_http_pki_m_cpy(&p, ev->operation, 127);
+    it->ev.ca = ngx_http_pki_m_cpy(&p, ev->ca, 127);
+    it->ev.template_name = ngx_http_pki_m_cpy(&p, ev->template_name, 127);
+    it->ev.requester = ngx_http_pki_m_cpy(&p, ev->requester, 255);
+    it->ev.client = ngx_http_pki_m_cpy(&p, ev->client, 127);
+    it->ev.reason = ngx_http_pki_m_cpy(&p, ev->reason, 255);
+    it->ev.serial = NULL;
+    it->ev.subject = NULL;
+    it->next = NULL;
+    it->done = 0;
+
+    *ngx_http_pki_m_aq.last = it;
+    ngx_http_pki_m_aq.last = &it->next;
+    ngx_http_pki_m_aq.n++;
+    ngx_http_pki_m_aq.audit = mmcf->audit;
+
+    ngx_http_pki_m_audit_post();
+}
+
+
+/* the waiting entries become the batch of the (one) audit task */
+static void
+ngx_http_pki_m_audit_post(void)
+{
+    ngx_thread_pool_t  *tp;
+
+    if (ngx_http_pki_m_aq.busy || ngx_http_pki_m_aq.task == NULL
+        || ngx_http_pki_m_aq.head == NULL || ngx_http_pki_m_aq.audit == NULL)
+    {
+        return;
+    }
+
+    tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+    if (tp == NULL) {
+        return;
+    }
+
+    ngx_http_pki_m_aq.batch = ngx_http_pki_m_aq.head;
+
+    if (ngx_thread_task_post(tp, ngx_http_pki_m_aq.task) != NGX_OK) {
+        /* queue full: the next refusal or the timer tries again */
+        ngx_http_pki_m_aq.batch = NULL;
+        return;
+    }
+
+    ngx_http_pki_m_aq.head = NULL;
+    ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
+    ngx_http_pki_m_aq.busy = 1;
+}
+
+
+static void
+ngx_http_pki_m_audit_write(void *data, ngx_log_t *log)
+{
+    pki_result_t            res;
+    ngx_http_pki_m_item_t  *it;
+
+    (void) data;
+    (void) log;
+
+    for (it = ngx_http_pki_m_aq.batch; it; it = it->next) {
+        pki_result_init(&res);
+        it->st = pki_audit_append(ngx_http_pki_m_aq.audit, &it->ev,
+                                  it->next == NULL, &res);
+        it->done = 1;
+    }
+}
+
+
+static void
+ngx_http_pki_m_audit_done(ngx_event_t *ev)
+{
+    ngx_uint_t              failed;
+    ngx_http_pki_m_item_t  *it, *next;
+
+    failed = 0;
+
+    for (it = ngx_http_pki_m_aq.batch; it; it = next) {
+        next = it->next;
+        failed += it->st != PKI_OK;
+        ngx_http_pki_m_aq.n--;
+        ngx_free(it);
+    }
+
+    ngx_http_pki_m_aq.batch = NULL;
+    ngx_http_pki_m_aq.busy = 0;
+
+    if (failed) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "pki_audit_log: %ui entries not written", failed);
+    }
+
+    /* more came meanwhile: the next batch */
+    ngx_http_pki_m_audit_post();
+}
+
+
+/* worker exit, threads gone: what is left is written here */
+static void
+ngx_http_pki_m_audit_flush(pki_audit_t *audit)
+{
+    pki_result_t            res;
+    ngx_http_pki_m_item_t  *it, *next, *lists[2];
+    ngx_uint_t              i;
+
+    lists[0] = ngx_http_pki_m_aq.batch;
+    lists[1] = ngx_http_pki_m_aq.head;
+
+    for (i = 0; i < 2; i++) {
+        for (it = lists[i]; it; it = next) {
+            next = it->next;
+            if (!it->done) {
+                pki_result_init(&res);
+                (void) pki_audit_append(audit, &it->ev, 1, &res);
+            }
+            ngx_free(it);
+        }
+    }
+
+    ngx_http_pki_m_aq.batch = NULL;
+    ngx_http_pki_m_aq.head = NULL;
+    ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
+    ngx_http_pki_m_aq.n = 0;
+}
+
+
+/* ---- output ---------------------------------------------------------------------- */
+
+static int
+ngx_http_pki_m_cmp(const void *a, const void *b)
+{
+    const ngx_http_pki_m_series_t *x = *(ngx_http_pki_m_series_t **) a;
+    const ngx_http_pki_m_series_t *y = *(ngx_http_pki_m_series_t **) b;
+
+    return ngx_strcmp(x->key, y->key);
+}
+
+
+/* the ready series sorted by key (a metric family stays together) */
+static ngx_http_pki_m_series_t **
+ngx_http_pki_m_sorted(ngx_pool_t *pool, ngx_uint_t *n)
+{
+    ngx_uint_t                 i, k;
+    ngx_http_pki_m_shm_t      *sh;
+    ngx_http_pki_m_series_t  **list;
+
+    sh = ngx_http_pki_m_shm;
+    *n = 0;
+
+    list = ngx_palloc(pool, (sh->max + 1) * sizeof(void *));
+    if (list == NULL) {
+        return NULL;
+    }
+
+    for (i = 0, k = 0; i < sh->max; i++) {
+        if (sh->series[i].state == 1) {
+            list[k++] = &sh->series[i];
+        }
+    }
+
+    ngx_qsort(list, k, sizeof(void *), ngx_http_pki_m_cmp);
+    *n = k;
+
+    return list;
+}
+
+
+static ngx_atomic_uint_t
+ngx_http_pki_m_total(ngx_http_pki_m_series_t *s, ngx_uint_t i)
+{
+    ngx_uint_t          w;
+    ngx_atomic_uint_t   sum;
+
+    if (s->kind == NGX_HTTP_PKI_M_GAUGE) {
+        return s->v[0][i];
+    }
+
+    sum = 0;
+
+    for (w = 0; w < NGX_HTTP_PKI_M_SLOTS; w++) {
+        sum += s->v[w][i];
+    }
+
+    return sum;
+}
+
+
+/* the live gauges of this worker, set just before output */
+static void
+ngx_http_pki_m_live_gauges(void)
+{
+    ngx_http_pki_m_series_t  *s;
+
+    s = ngx_http_pki_m_series((u_char *) "pki_thread_tasks_in_flight",
+                              sizeof("pki_thread_tasks_in_flight") - 1,
+                              NGX_HTTP_PKI_M_GAUGE_SUM, NULL);
+    ngx_http_pki_m_set(s, ngx_http_pki_m_slot(),
+                       (ngx_atomic_int_t) ngx_http_pki_tasks_in_flight);
+}
+
+
+static ngx_int_t
+ngx_http_pki_metrics_handler(ngx_http_request_t *r)
+{
+    u_char                    *p, *brace, *buf;
+    size_t                     size, nlen;
+    ngx_int_t                  rc;
+    ngx_uint_t                 i, b, n;
+    const char                *type;
+    ngx_atomic_uint_t          cum, v;
+    ngx_http_pki_m_series_t  **list, *s, *prev;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_pki_m_shm == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ngx_http_pki_m_live_gauges();
+
+    list = ngx_http_pki_m_sorted(r->pool, &n);
+    if (list == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size = 256 + n * 18 * (NGX_HTTP_PKI_M_KEY + 96);
+
+    buf = ngx_pnalloc(r->pool, size);
+    if (buf == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = buf;
+    prev = NULL;
+
+    p = ngx_sprintf(p, "# TYPE pki_metrics_start_time_seconds gauge\n"
+                    "pki_metrics_start_time_seconds %T\n"
+                    "# TYPE pki_metrics_series_dropped_total counter\n"
+                    "pki_metrics_series_dropped_total %uA\n",
+                    ngx_http_pki_m_shm->start, ngx_http_pki_m_shm->dropped);
+
+    for (i = 0; i < n; i++) {
+        s = list[i];
+
+        brace = (u_char *) ngx_strchr(s->key, '{');
+        nlen = brace ? (size_t) (brace - s->key) : s->len;
+
+        if (prev == NULL || ngx_strncmp(prev->key, s->key, nlen) != 0
+            || (prev->key[nlen] != '{' && prev->key[nlen] != '\0'))
+        {
+            type = s->kind == NGX_HTTP_PKI_M_COUNTER ? "counter"
+                   : s->kind == NGX_HTTP_PKI_M_HISTOGRAM ? "histogram"
+                   : "gauge";
+
+            p = ngx_sprintf(p, "# TYPE %*s %s\n", nlen, s->key, type);
+        }
+
+        prev = s;
+
+        if (s->kind != NGX_HTTP_PKI_M_HISTOGRAM) {
+            p = ngx_sprintf(p, "%s %uA\n", s->key,
+                            ngx_http_pki_m_total(s, 0));
+            continue;
+        }
+
+        cum = 0;
+
+        for (b = 0; b < NGX_HTTP_PKI_M_NBUCKETS; b++) {
+            cum += ngx_http_pki_m_total(s, b);
+
+            if (brace) {
+                p = ngx_sprintf(p, "%*s_bucket%*s,le=\"%s\"} %uA\n", nlen,
+                                s->key, s->len - nlen - 1, brace,
+                                ngx_http_pki_m_le[b], cum);
+            } else {
+                p = ngx_sprintf(p, "%*s_bucket{le=\"%s\"} %uA\n", nlen,
+                                s->key, ngx_http_pki_m_le[b], cum);
+            }
+        }
+
+        v = ngx_http_pki_m_total(s, NGX_HTTP_PKI_M_SUM);
+
+        p = ngx_sprintf(p, "%*s_sum%s %uA.%06uA\n%*s_count%s %uA\n",
+                        nlen, s->key, brace ? brace : (u_char *) "",
+                        v / 1000000, v % 1000000,
+                        nlen, s->key, brace ? brace : (u_char *) "", cum);
+    }
+
+    return ngx_http_pki_m_send(r, NGX_HTTP_OK,
+                               "text/plain; version=0.0.4; charset=utf-8",
+                               buf, p - buf);
+}
+
+
+/* JSON for the dashboard: every series with its summed values */
+static ngx_int_t
+ngx_http_pki_m_json(ngx_http_request_t *r)
+{
+    u_char                    *p, *buf;
+    size_t                     size;
+    ngx_uint_t                 i, b, n, nv;
+    ngx_http_pki_m_series_t  **list, *s;
+
+    ngx_http_pki_m_live_gauges();
+
+    list = ngx_http_pki_m_sorted(r->pool, &n);
+    if (list == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size = 256 + n * (2 * NGX_HTTP_PKI_M_KEY + 40 + 16 * 22);
+
+    buf = ngx_pnalloc(r->pool, size);
+    if (buf == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "{\"now\":%T,\"start\":%T,\"series\":[",
+                    ngx_time(), ngx_http_pki_m_shm->start);
+
+    for (i = 0; i < n; i++) {
+        s = list[i];
+
+        p = ngx_sprintf(p, "%s{\"k\":\"", i ? "," : "");
+        p = (u_char *) ngx_escape_json(p, s->key, s->len);
+        p = ngx_sprintf(p, "\",\"t\":%ui,\"v\":[", (ngx_uint_t) s->kind);
+
+        nv = s->kind == NGX_HTTP_PKI_M_HISTOGRAM ? NGX_HTTP_PKI_M_SUM + 1 : 1;
+
+        for (b = 0; b < nv; b++) {
+            p = ngx_sprintf(p, "%s%uA", b ? "," : "",
+                            ngx_http_pki_m_total(s, b));
+        }
+
+        *p++ = ']';
+        *p++ = '}';
+    }
+
+    p = ngx_sprintf(p, "]}");
+
+    return ngx_http_pki_m_send(r, NGX_HTTP_OK, "application/json", buf,
+                               p - buf);
+}
+
+
+static ngx_int_t
+ngx_http_pki_dashboard_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                   rc;
+    ngx_str_t                   arg;
+    ngx_http_pki_m_hist_ctx_t  *ctx;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_pki_m_shm == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &arg) == NGX_OK
+        && arg.len == 4 && ngx_strncmp(arg.data, "json", 4) == 0)
+    {
+        return ngx_http_pki_m_json(r);
+    }
+
+    if (ngx_http_arg(r, (u_char *) "history", 7, &arg) == NGX_OK) {
+
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_m_hist_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (arg.len == 4 && ngx_strncmp(arg.data, "hour", 4) == 0) {
+            ctx->hourly = 1;
+            ctx->count = 2160;
+
+        } else if (arg.len == 6 && ngx_strncmp(arg.data, "minute", 6) == 0) {
+            ctx->count = 2880;
+
+        } else {
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+        if (ngx_http_arg(r, (u_char *) "n", 1, &arg) == NGX_OK) {
+            rc = ngx_atoi(arg.data, arg.len);
+            if (rc <= 0 || (ngx_uint_t) rc > ctx->count) {
+                return NGX_HTTP_BAD_REQUEST;
+            }
+            ctx->count = (unsigned) rc;
+        }
+
+        ctx->redis = ngx_http_pki_redis(r);
+        if (ctx->redis == NULL) {
+            return ngx_http_pki_m_send(r, NGX_HTTP_OK, "application/json",
+                                       (u_char *) "{\"buckets\":[]}", 14);
+        }
+
+        pki_result_init(&ctx->res);
+
+        rc = ngx_http_pki_post(r, ngx_http_pki_m_hist_work,
+                               ngx_http_pki_m_hist_done, ctx);
+
+        if (rc == NGX_OK) {
+            return NGX_DONE;
+        }
+
+        return rc == NGX_DECLINED ? NGX_HTTP_SERVICE_UNAVAILABLE
+                                  : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_pki_m_send(r, NGX_HTTP_OK, "text/html; charset=utf-8",
+                               (u_char *) ngx_http_pki_dashboard_html,
+                               sizeof(ngx_http_pki_dashboard_html) - 1);
+}
+
+
+static void
+ngx_http_pki_m_hist_work(void *data)
+{
+    ngx_http_pki_m_hist_ctx_t *ctx = data;
+
+    ctx->status = pki_metrics_history(ctx->redis, ctx->hourly, time(NULL),
+                                      ctx->count, &ctx->json, &ctx->res);
+}
+
+
+static void
+ngx_http_pki_m_hist_done(ngx_http_request_t *r, void *data)
+{
+    ngx_http_pki_m_hist_ctx_t *ctx = data;
+
+    u_char  *p;
+    size_t   len;
+
+    if (ctx->status != PKI_OK || ctx->json == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "pki dashboard: history: %s %s", ctx->res.detail,
+                      ctx->res.log);
+        free(ctx->json);
+        ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    len = ngx_strlen(ctx->json);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        free(ctx->json);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_memcpy(p, ctx->json, len);
+    free(ctx->json);
+
+    ngx_http_finalize_request(r,
+        ngx_http_pki_m_send(r, NGX_HTTP_OK, "application/json", p, len));
+}
+
+
+static ngx_int_t
+ngx_http_pki_m_send(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, u_char *body, size_t len)
+{
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *h;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+
+    /* the page fetches only itself: no outside script, style or image */
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Content-Security-Policy");
+    ngx_str_set(&h->value, "default-src 'self'; script-src 'unsafe-inline'; "
+                           "style-src 'unsafe-inline'; img-src 'self' data:");
+
+    if (len == 0) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* ---- the worker's timer: Redis history, certificate counts, checkpoint ---- */
+
+static void
+ngx_http_pki_m_timer(ngx_event_t *ev)
+{
+    char                        *f;
+    ngx_uint_t                   i, j, k;
+    ngx_thread_pool_t           *tp;
+    ngx_http_pki_m_shm_t        *sh;
+    ngx_atomic_uint_t            cur;
+    ngx_http_pki_m_task_t       *t;
+    ngx_http_pki_m_series_t     *s;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    mmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_pki_metrics_module);
+
+    ngx_add_timer(ev, mmcf->interval);
+
+    ngx_http_pki_m_audit_post();
+
+    if (ngx_http_pki_m_busy) {
+        return;
+    }
+
+    t = ngx_http_pki_m_task->ctx;
+    ngx_memzero(t, sizeof(ngx_http_pki_m_task_t));
+
+    t->redis = ngx_http_pki_cycle_redis((ngx_cycle_t *) ngx_cycle);
+    t->audit = mmcf->audit;
+    t->now = ngx_time();
+
+    ngx_http_pki_m_ticks++;
+
+    if (ngx_http_pki_m_ticks >= NGX_HTTP_PKI_M_SLOW_TICKS) {
+        ngx_http_pki_m_ticks = 0;
+        t->certs = 1;
+    }
+
+    sh = ngx_http_pki_m_shm;
+
+    /* this worker's deltas since the last flush, summed by field */
+
+    if (sh != NULL && t->redis != NULL && mmcf->history
+        && ngx_http_pki_m_flushed != NULL)
+    {
+        for (i = 0; i < sh->max; i++) {
+            s = &sh->series[i];
+
+            if (s->state != 1 || s->field[0] == '\0') {
+                continue;
+            }
+
+            cur = s->v[ngx_http_pki_m_slot()][0];
+
+            if (cur == ngx_http_pki_m_flushed[i]
+                || t->nseries == NGX_HTTP_PKI_M_MAX_FIELDS * 4)
+            {
+                continue;
+            }
+
+            f = (char *) s->field;
+
+            for (k = 0; k < t->n; k++) {
+                if (ngx_strcmp(t->fields[k], f) == 0) {
+                    break;
+                }
+            }
+
+            if (k == t->n) {
+                if (t->n == NGX_HTTP_PKI_M_MAX_FIELDS) {
+                    continue;
+                }
+                t->fields[k] = f;      /* stable: shm, never removed */
+                t->n++;
+            }
+
+            t->deltas[k] += (long long) (cur - ngx_http_pki_m_flushed[i]);
+            t->series[t->nseries] = i;
+            t->values[t->nseries] = cur;
+            t->nseries++;
+        }
+    }
+
+    if (t->certs && t->redis != NULL) {
+        for (j = 0; j < NGX_HTTP_PKI_M_MAX_CAS; j++) {
+            t->cas[j] = ngx_http_pki_cycle_ca((ngx_cycle_t *) ngx_cycle, j);
+            if (t->cas[j] == NULL) {
+                break;
+            }
+        }
+        t->ncas = j;
+    }
+
+    if (t->n == 0 && t->ncas == 0 && !(t->certs && t->audit)) {
+        return;
+    }
+
+    tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+    if (tp == NULL) {
+        return;
+    }
+
+    if (ngx_thread_task_post(tp, ngx_http_pki_m_task) == NGX_OK) {
+        ngx_http_pki_m_busy = 1;
+    }
+}
+
+
+static void
+ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_pki_m_task_t *t = data;
+
+    ngx_uint_t    i;
+    pki_result_t  res;
+
+    (void) log;
+
+    t->flushed = PKI_OK;
+
+    if (t->n) {
+        pki_result_init(&res);
+        t->flushed = pki_metrics_flush(t->redis, t->now,
+                                       (const char *const *) t->fields,
+                                       t->deltas, t->n, &res);
+    }
+
+    for (i = 0; i < t->ncas; i++) {
+        pki_result_init(&res);
+        t->counted[i] = pki_metrics_cert_counts(t->redis,
+                                                pki_ca_name(t->cas[i]),
+                                                t->now, t->counts[i], &res);
+    }
+
+    if (t->certs && t->audit) {
+        pki_result_init(&res);
+        (void) pki_audit_checkpoint(t->audit, &res);
+    }
+}
+
+
+static void
+ngx_http_pki_m_task_done(ngx_event_t *ev)
+{
+    size_t                    len;
+    ngx_uint_t                i, k;
+    const char               *labels[6], *state[4];
+    u_char                    key[NGX_HTTP_PKI_M_KEY];
+    ngx_thread_task_t        *task;
+    ngx_http_pki_m_task_t    *t;
+    ngx_http_pki_m_series_t  *s;
+
+    task = ev->data;
+    t = task->ctx;
+
+    ngx_http_pki_m_busy = 0;
+
+    if (t->n && t->flushed == PKI_OK) {
+        for (i = 0; i < t->nseries; i++) {
+            ngx_http_pki_m_flushed[t->series[i]] = t->values[i];
+        }
+    }
+
+    if (t->n && t->flushed != PKI_OK) {
+        s = ngx_http_pki_m_series((u_char *) "pki_metrics_flush_errors_total",
+                                  sizeof("pki_metrics_flush_errors_total")
+                                  - 1, NGX_HTTP_PKI_M_COUNTER, NULL);
+        ngx_http_pki_m_add(s, 0, 1);
+    }
+
+    state[0] = "valid";
+    state[1] = "revoked";
+    state[2] = "expiring_7d";
+    state[3] = "expiring_30d";
+
+    for (i = 0; i < t->ncas; i++) {
+        if (t->counted[i] != PKI_OK) {
+            continue;
+        }
+
+        for (k = 0; k < 4; k++) {
+            labels[0] = "ca";
+            labels[1] = pki_ca_name(t->cas[i]);
+            labels[2] = "state";
+            labels[3] = state[k];
+            labels[4] = NULL;
+
+            len = ngx_http_pki_m_key(key, sizeof(key), "pki_certificates",
+                                     labels);
+            s = ngx_http_pki_m_series(key, len, NGX_HTTP_PKI_M_GAUGE, NULL);
+
+            /* valid: unexpired and not revoked */
+            ngx_http_pki_m_set(s, 0, k == 0 ? t->counts[i][0]
+                                              - t->counts[i][1]
+                                            : t->counts[i][k]);
+        }
+    }
+}

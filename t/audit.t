@@ -1,0 +1,215 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# The transaction log (pki_audit_log) through nginx: EST issuance, refusals
+# (nginx's auth_basic, the template's policy) and an admin revocation are
+# logged with who, what and when; the log verifies with the auditor's public
+# key (pkictl audit verify); an edited, a removed and a reordered entry are
+# each caught and named; nothing secret is in it; and kill -9 of the worker
+# right after a response leaves that issuance in the log.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::PP;
+use File::Copy qw(copy);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx($t->render_conf('--workers', 1));
+
+my $pki = $t->pki;
+my $dir = "$pki/audit";
+my $pkictl = "$PKITest::BUILD/pkictl";
+my $json = JSON::PP->new;
+
+sub entries {
+    my @e;
+    for my $f (sort glob("$dir/audit-0*.log"), "$dir/audit.log") {
+        next if !-e $f;
+        open my $fh, '<', $f or next;
+        while (my $l = <$fh>) {
+            chomp $l;
+            my $j = eval { $json->decode($l) } or next;
+            push @e, $j;
+        }
+        close $fh;
+    }
+    return @e;
+}
+
+sub verify {
+    my ($d, @extra) = @_;
+    return run_cmd([$pkictl, 'audit', 'verify', $d, @extra]);
+}
+
+sub enroll {
+    my ($name, %o) = @_;
+    my ($csr) = $t->make_csr($name, subj => "/CN=$name", %o);
+    my $r = $t->est_post('simpleenroll', $csr, quiet => 1);
+    return ($r, undef) if $r->{code} != 200;
+    my $pem = $t->p7_to_pem($r->{body});
+    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
+    return ($r, $f ? $t->x509_field($f, 'serial') : undef);
+}
+
+# --- issuance, refusals, revocation ---------------------------------------
+
+my @serials;
+for my $i (1 .. 3) {
+    my ($r, $s) = enroll("audit-dev$i");
+    is($r->{code}, 200, "enrolled audit-dev$i");
+    push @serials, $s;
+}
+
+my ($csr) = $t->make_csr('badpw', subj => '/CN=badpw');
+my $r = $t->est_post('simpleenroll', $csr, user => 'demo:wrong', quiet => 1);
+is($r->{code}, 401, 'wrong password: 401 from auth_basic');
+
+($r) = enroll('audit-p521', curve => 'P-521');
+ok($r->{code} >= 400 && $r->{code} < 500, "P-521 refused by the template "
+   . "($r->{code})");
+
+$r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+              . '/pki/admin/revoke', user => 'admin:admin',
+              headers => ['Content-Type: application/json'],
+              data => qq({"serial":"$serials[0]","reason":"keyCompromise"}));
+is($r->{code}, 200, 'revoked through the admin API') or diag($r->{body});
+
+# refusals and admin actions are written by a thread-pool task after the
+# response: wait for the last one
+my @e;
+for (1 .. 100) {
+    @e = entries();
+    last if grep { $_->{type} eq 'request' && $_->{protocol} eq 'admin' } @e;
+    select(undef, undef, undef, 0.05);
+}
+
+for my $s (@serials) {
+    my ($iss) = grep { $_->{type} eq 'issue' && ($_->{serial} // '') eq $s }
+                @e;
+    ok($iss, "issuance $s logged") or next;
+    is($iss->{outcome}, 'success', '  outcome success');
+    is($iss->{protocol}, 'est', '  protocol est');
+    is($iss->{requester}, 'demo', '  requester: the authenticated user');
+    is($iss->{client}, '127.0.0.1', '  client address');
+    is($iss->{ca}, 'issuing', '  CA');
+    is($iss->{template}, 'device', '  template');
+    like($iss->{subject} // '', qr/CN=audit-dev/, '  subject');
+    like($iss->{time} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+         '  time');
+}
+
+my ($rev) = grep { $_->{type} eq 'revoke' } @e;
+ok($rev && $rev->{serial} eq $serials[0]
+   && $rev->{reason} eq 'keyCompromise' && $rev->{requester} eq 'admin'
+   && $rev->{protocol} eq 'admin', 'revocation logged with the admin '
+   . 'identity and reason');
+
+ok((grep { $_->{type} eq 'request' && $_->{protocol} eq 'est'
+           && $_->{outcome} eq 'auth' } @e),
+   'auth_basic refusal logged');
+ok((grep { $_->{type} eq 'request' && $_->{protocol} eq 'est'
+           && $_->{outcome} eq 'policy' } @e),
+   'policy refusal logged');
+ok((grep { $_->{type} eq 'request' && $_->{protocol} eq 'admin'
+           && ($_->{operation} // '') =~ m{^POST /pki/admin/revoke} } @e),
+   'admin action logged');
+
+# nothing secret: the token PIN, the audit key, any private key
+my $all = join '', map { slurp($_) // '' } glob("$dir/audit*.log");
+my $pin = slurp("$pki/hsm/pin") // 'no-pin';
+chomp $pin;
+unlike($all, qr/\Q$pin\E/, 'the PIN is not in the log') if length $pin >= 4;
+unlike($all, qr/PRIVATE KEY/, 'no private key in the log');
+unlike($all, qr/wrong/, 'no password in the log');
+
+# --- verification -----------------------------------------------------------
+
+my ($rc, $out, $err) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
+is($rc, 0, 'pkictl audit verify: intact') or diag("$out$err");
+
+# graceful stop writes a signed checkpoint
+$t->stop_nginx;
+($rc, $out, $err) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
+is($rc, 0, 'intact after a graceful stop');
+like($out, qr/[1-9]\d* signed checkpoints, 0 entries after/,
+     'a signed checkpoint covers every entry') or diag($out);
+
+# a checkpoint signed by another key is refused
+system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+       . "-out $pki/other.key 2>/dev/null && openssl pkey -in $pki/other.key"
+       . " -pubout -out $pki/other.pem 2>/dev/null");
+($rc, $out) = verify($dir, '--pubkey', "$pki/other.pem");
+isnt($rc, 0, 'wrong auditor key: checkpoint signature refused');
+like($out, qr/bad signature/, '  says so');
+
+my $n = 0;
+sub tampered {
+    my ($what, $code) = @_;
+    my $d = $t->dir . "/tamper" . ++$n;
+    mkdir $d;
+    copy($_, $d) for glob("$dir/audit*");
+    my @lines = split /(?<=\n)/, slurp("$d/audit.log");
+    $code->(\@lines);
+    spew("$d/audit.log", join '', @lines);
+    my ($rc, $out) = verify($d, '--pubkey', "$pki/audit-pub.pem");
+    isnt($rc, 0, "$what: verify fails");
+    return $out;
+}
+
+my $edited;
+$out = tampered('edited entry', sub {
+    for my $i (0 .. $#{ $_[0] }) {
+        if ($_[0][$i] =~ s/audit-dev2/audit-xxx2/) { $edited = $i + 1; last }
+    }
+});
+like($out, qr/audit\.log line $edited: entry seq \d+ was edited/,
+     "  names the edited entry (line $edited)") or diag($out);
+
+$out = tampered('removed entry', sub { splice(@{ $_[0] }, 1, 1) });
+like($out, qr/audit\.log line 2: entry seq \d+ follows seq \d+: 1 entry/,
+     '  names the entry after the gap') or diag($out);
+
+$out = tampered('reordered entries',
+                sub { @{ $_[0] }[1, 2] = @{ $_[0] }[2, 1] });
+like($out, qr/audit\.log line 2: entry seq/, '  names the first moved entry')
+    or diag($out);
+
+$out = tampered('entries cut off the end', sub { pop @{ $_[0] } });
+like($out, qr/removed from the end/, '  names the missing tail') or diag($out);
+
+# --- kill -9 right after a response ------------------------------------------
+
+$t->start_nginx($t->render_conf('--workers', 1));
+
+my ($r9, $s9) = enroll('audit-kill9');
+is($r9->{code}, 200, 'enrolled audit-kill9');
+
+my $master = $t->{children}{nginx};
+my @workers = grep { /^\d+$/ }
+              split /\s+/, `ps -o pid= --ppid $master`;
+ok(@workers, 'worker found: ' . join(',', @workers));
+kill 'KILL', @workers;
+
+ok((grep { $_->{type} eq 'issue' && ($_->{serial} // '') eq ($s9 // 'x') }
+    entries()), 'the issuance answered before kill -9 is in the log');
+
+# the master starts a new worker: the chain goes on from the file
+my $ok = 0;
+for (1 .. 50) {
+    my ($r) = enroll("audit-after$_");
+    if ($r->{code} == 200) { $ok = 1; last }
+    select(undef, undef, undef, 0.1);
+}
+ok($ok, 'enrollment works with the new worker');
+
+($rc, $out, $err) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
+is($rc, 0, 'log intact across the crash') or diag("$out$err");
+
+$t->stop_nginx;
+done_testing();
