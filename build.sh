@@ -24,6 +24,8 @@ PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           libhiredis-dev libcjson-dev libssl-dev redis-server wrk
           build-essential pkg-config curl
           libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl
+          # ACME clients and peer: t/acme_clients.t, bench/acme.sh
+          pebble certbot lego python3
           scep)
 
 die() {

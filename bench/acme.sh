@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+#
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# ACME full-issuance throughput (not a test): our server against pebble in
+# the same run.
+#
+# Builds bench/acme_bench.c (OpenSSL + cJSON), then for each server: one
+# account (ES256), W workers each looping newOrder -> authorization ->
+# http-01 challenge (answered by the load client's own responder) -> poll
+# -> finalize (fresh P-256 CSR) -> poll -> certificate download, over
+# keep-alive TLS, for BENCH_SECONDS.
+#
+#   ours:   nginx from scripts/nginx-conf.sh (the demo config: SoftHSM2
+#           issuing key, 2 workers, thread pool), Redis with appendonly,
+#           run once per appendfsync policy in BENCH_REDIS_FSYNC (default
+#           "everysec always": Redis's recommended policy, then an fsync
+#           before every reply as bench/est.sh uses)
+#   pebble: pebble (Debian) with PEBBLE_VA_NOSLEEP=1 and
+#           pebble-challtestsrv as its DNS (every name is 127.0.0.1)
+#
+#   flock /tmp/pki-bench.lock bench/acme.sh            (after ./build.sh)
+#   BENCH_SECONDS=15 BENCH_WORKERS=4 BENCH_REDIS_FSYNC=everysec \
+#       flock /tmp/pki-bench.lock bench/acme.sh
+#
+# Prints both rates and the ratio.
+#
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${PKI_BUILD:-$TOP/build}
+SECS=${BENCH_SECONDS:-12}
+WORKERS=${BENCH_WORKERS:-4}
+# Redis appendfsync policies to run ours with (one run each, same server)
+FSYNCS=${BENCH_REDIS_FSYNC:-everysec always}
+
+die() { echo "bench/acme.sh: error: $*" >&2; exit 1; }
+
+for f in pkictl libpkicore.so ngx_http_pki_module.so ngx_http_acme_module.so; do
+    [ -e "$BUILD/$f" ] || die "$BUILD/$f missing: run ./build.sh first"
+done
+for c in redis-server nginx openssl curl pebble pebble-challtestsrv cc \
+         pkg-config; do
+    command -v "$c" >/dev/null || die "$c not found (apt-get install pebble)"
+done
+
+mkdir -p "$TOP/bench/tmp"
+W=$(mktemp -d "$TOP/bench/tmp/acme-XXXXXX")
+NGINX_PID= REDIS_PID= PEBBLE_PID= CTS_PID=
+
+stop_pid() {
+    local pid=$1 sig=$2
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kill "-$sig" "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    set +e
+    stop_pid "$NGINX_PID" QUIT
+    stop_pid "$PEBBLE_PID" TERM
+    stop_pid "$CTS_PID" TERM
+    stop_pid "$REDIS_PID" TERM
+    [ "${BENCH_KEEP:-0}" = 1 ] || { rm -rf "$W"; rmdir "$TOP/bench/tmp" 2>/dev/null; }
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_url() {
+    local url=$1 ca=$2
+    for _ in $(seq 100); do
+        curl -s -o /dev/null --max-time 2 --cacert "$ca" "$url" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+echo "building the load client ..." >&2
+# shellcheck disable=SC2046
+cc -O2 -std=c99 -D_GNU_SOURCE -Wall -Wextra -o "$W/acme_bench" \
+    "$TOP/bench/acme_bench.c" \
+    $(pkg-config --cflags --libs libssl libcrypto libcjson) -lpthread \
+    || die "cannot build bench/acme_bench.c"
+
+HTTPS=$(free_port)
+HTTP=$(free_port)
+CHALL=$(free_port)              # http-01 responder of the load client
+PEB=$(free_port)
+PEBM=$(free_port)
+DNS=$(free_port)
+DNSM=$(free_port)
+
+# --- ours ----------------------------------------------------------------------
+
+echo "setting up nginx-pki in $W ..." >&2
+PKI_BUILD="$BUILD" PKI_MKPKI_QUIET=1 "$TOP/scripts/mkpki.sh" "$W/pki"
+export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
+
+mkdir -p "$W/redis"
+redis-server --port 0 --unixsocket "$W/redis.sock" --unixsocketperm 700 \
+    --dir "$W/redis" --save "" --appendonly yes --appendfsync everysec \
+    --daemonize no --logfile "$W/redis/redis.log" &
+REDIS_PID=$!
+for _ in $(seq 50); do
+    redis-cli -s "$W/redis.sock" ping 2>/dev/null | grep -q PONG && break
+    sleep 0.1
+done
+
+P=$W/nginx
+mkdir -p "$P/conf" "$P/logs" "$P/tmp"
+"$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$W/pki" --prefix "$P" \
+    --redis "$W/redis.sock" --https "$HTTPS" --http "$HTTP" --daemon off \
+    --log-level warn --workers 2 --threads "${BENCH_POOL_THREADS:-8}" \
+    --acme-http-port "$CHALL" > "$P/conf/nginx.conf"
+nginx -p "$P/" -c conf/nginx.conf -t -q || die "nginx -t failed"
+nginx -p "$P/" -c conf/nginx.conf 2>>"$P/logs/stderr.log" &
+NGINX_PID=$!
+wait_url "https://127.0.0.1:$HTTPS/acme/directory" "$W/pki/root.pem" \
+    || die "our ACME directory does not answer (see $P/logs/error.log)"
+
+declare -A OURS RCMDS
+for fs in $FSYNCS; do
+    redis-cli -s "$W/redis.sock" config set appendfsync "$fs" | grep -q OK \
+        || die "redis: cannot set appendfsync $fs"
+    redis-cli -s "$W/redis.sock" config resetstat > /dev/null
+    echo "ours (appendfsync $fs): $WORKERS workers, ${SECS}s ..." >&2
+    OURS[$fs]=$("$W/acme_bench" -d "https://127.0.0.1:$HTTPS/acme/directory" \
+                    -c "$W/pki/root.pem" -p "$CHALL" -w "$WORKERS" -t "$SECS" \
+                    -l "nginx-pki-$fs" | grep '^RESULT') \
+        || { tail -n 5 "$P/logs/error.log" >&2;
+             die "the run against our server failed"; }
+    echo "${OURS[$fs]}" >&2
+    redis-cli -s "$W/redis.sock" info commandstats > "$W/commandstats-$fs.txt"
+    RCMDS[$fs]=$(awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)$/ {
+                                   n += $3 } END { print n + 0 }' \
+                 "$W/commandstats-$fs.txt")
+done
+stop_pid "$NGINX_PID" QUIT
+NGINX_PID=
+if [ "${BENCH_SKIP_PEBBLE:-0}" = 1 ]; then
+    exit 0
+fi
+
+# --- pebble --------------------------------------------------------------------
+
+echo "setting up pebble ..." >&2
+C=$W/pebble
+mkdir -p "$C"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/CN=bench minica" -keyout "$C/ca.key" -out "$C/ca.pem" \
+    -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj "/CN=localhost" -keyout "$C/tls.key" -out "$C/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' \
+    > "$C/ext"
+openssl x509 -req -in "$C/tls.csr" -CA "$C/ca.pem" -CAkey "$C/ca.key" \
+    -CAcreateserial -days 30 -extfile "$C/ext" -out "$C/tls.pem" 2>/dev/null
+cat > "$C/pebble.json" <<EOF
+{"pebble": {"listenAddress": "127.0.0.1:$PEB",
+            "managementListenAddress": "127.0.0.1:$PEBM",
+            "certificate": "$C/tls.pem", "privateKey": "$C/tls.key",
+            "httpPort": $CHALL, "tlsPort": $(free_port),
+            "ocspResponderURL": "", "externalAccountBindingRequired": false}}
+EOF
+
+pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
+    -dns01 "127.0.0.1:$DNS" -http01 "" -https01 "" -tlsalpn01 "" \
+    -management "127.0.0.1:$DNSM" > "$C/challtestsrv.log" 2>&1 &
+CTS_PID=$!
+PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
+    pebble -config "$C/pebble.json" -dnsserver "127.0.0.1:$DNS" \
+    > "$C/pebble.log" 2>&1 &
+PEBBLE_PID=$!
+wait_url "https://127.0.0.1:$PEB/dir" "$C/ca.pem" || die "pebble does not answer"
+
+echo "pebble: $WORKERS workers, ${SECS}s ..." >&2
+PEBBLE=$("$W/acme_bench" -d "https://127.0.0.1:$PEB/dir" -c "$C/ca.pem" \
+             -p "$CHALL" -w "$WORKERS" -t "$SECS" -l pebble | grep '^RESULT') \
+    || die "the run against pebble failed (see $C/pebble.log)"
+echo "$PEBBLE" >&2
+
+# --- report --------------------------------------------------------------------
+
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<< "$1"; }
+
+PR=$(field "$PEBBLE" rate)
+row() {
+    printf '  %-31s %-8s %-8s %-13s %s\n' "$1" "$(field "$2" issued)" \
+        "$(field "$2" failed)" "$(field "$2" rate)" "$(field "$2" requests)"
+}
+{
+    echo
+    echo "ACME full issuances (newOrder, http-01, finalize, download), one account, ES256,"
+    echo "$WORKERS workers on keep-alive TLS, ${SECS}s each, $(nproc) cores shared by client and servers"
+    echo
+    printf '  %-31s %-8s %-8s %-13s %s\n' server issued failed issuances/s requests
+    for fs in $FSYNCS; do
+        row "nginx-pki, appendfsync $fs" "${OURS[$fs]}"
+    done
+    row "pebble 2.4, VA_NOSLEEP" "$PEBBLE"
+    echo
+    for fs in $FSYNCS; do
+        printf '  ratio nginx-pki (appendfsync %s) / pebble: %s   (%s Redis commands per issuance)\n' \
+            "$fs" "$(awk -v a="$(field "${OURS[$fs]}" rate)" -v b="$PR" \
+                        'BEGIN { printf "%.2fx", a / b }')" \
+            "$(awk -v c="${RCMDS[$fs]}" -v n="$(field "${OURS[$fs]}" issued)" \
+                   'BEGIN { printf "%.1f", c / n }')"
+    done
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Real ACME clients against our ACME server (nginx + ngx_http_acme_module,
+# configured by scripts/nginx-conf.sh with the lab settings: every name is
+# 127.0.0.1, http-01 and tls-alpn-01 on free ports, dns-01 answered by
+# pebble-challtestsrv as the validation resolver).
+#
+#   certbot: standalone http-01, webroot (a tiny python3 http.server),
+#            renew, revoke
+#   lego:    http-01, tls-alpn-01, dns-01 (+ wildcard), revoke
+#
+# Each client trusts only the test root (REQUESTS_CA_BUNDLE,
+# LEGO_CA_CERTIFICATES).  The oracles are the openssl CLI (chain, names)
+# and our OCSP responder, asked with `openssl ocsp`, for revocations.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+sub which {
+    my ($cmd) = @_;
+    for my $d (split /:/, $ENV{PATH} // '') {
+        return "$d/$cmd" if -x "$d/$cmd";
+    }
+    return undef;
+}
+
+my @missing = grep { !which($_) } qw(certbot lego pebble-challtestsrv);
+plan(skip_all => "ACME clients not installed: @missing "
+               . "(apt-get install certbot lego pebble)") if @missing;
+plan(skip_all => "ngx_http_acme_module not built")
+    if !-e "$PKITest::BUILD/ngx_http_acme_module.so";
+
+my $PY = -x '/usr/bin/python3' ? '/usr/bin/python3' : which('python3');
+my $T0 = time;
+
+my $t = PKITest->new;
+$t->start_redis;
+
+my $dir = $t->dir;
+my $pki = $t->pki;
+my $http01 = PKITest::free_port();
+my $tls01 = PKITest::free_port();
+my $dns = PKITest::free_port();
+my $mgmt = PKITest::free_port();
+
+my $conf = $t->render_conf('--acme-http-port', $http01,
+                           '--acme-tls-port', $tls01);
+$conf =~ s/^(\s*)(acme_validation_timeout\s[^;]*;)/$1$2\n$1acme_validation_resolver 127.0.0.1:$dns;/m
+    or BAIL_OUT('no acme location in scripts/nginx-conf.sh output');
+$t->start_nginx($conf);
+
+my $https = $t->https_port;
+my $ocsp_url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
+my $server = "https://127.0.0.1:$https/acme/directory";
+my %cenv = (REQUESTS_CA_BUNDLE => "$pki/root.pem",
+            LEGO_CA_CERTIFICATES => "$pki/root.pem");
+
+# a child process we own, stopped by PKITest at the end
+sub spawn {
+    my ($name, @argv) = @_;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        POSIX::setsid();
+        open(STDOUT, '>>', "$dir/$name.log");
+        open(STDERR, '>&', \*STDOUT);
+        exec(@argv) or POSIX::_exit(127);
+    }
+    $t->{children}{$name} = $pid;
+    return $pid;
+}
+
+sub unspawn {
+    my ($name) = @_;
+    my $pid = delete $t->{children}{$name} or return;
+    kill 'TERM', $pid;
+    waitpid($pid, 0);
+}
+
+sub wait_port {
+    my ($port) = @_;
+    for (1 .. 100) {
+        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1',
+                                    PeerPort => $port, Timeout => 1);
+        return 1 if $s;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# the fake DNS for dns-01 (A queries answer 127.0.0.1; TXT as set through
+# the management API)
+spawn('challtestsrv', 'pebble-challtestsrv', '-defaultIPv4', '127.0.0.1',
+      '-defaultIPv6', '', '-dns01', "127.0.0.1:$dns", '-http01', '',
+      '-https01', '', '-tlsalpn01', '', '-management', "127.0.0.1:$mgmt");
+ok(wait_port($mgmt), 'pebble-challtestsrv is up');
+
+# --- oracles -----------------------------------------------------------------
+
+# checks a PEM certificate file: chain to our root, SANs, serverAuth
+sub cert_ok {
+    my ($name, $file, @names) = @_;
+    ok(-s $file, "$name: certificate written") or return;
+    my ($ok, $out) = $t->verify_chain($file);
+    ok($ok, "$name: chains to the test root") or diag($out);
+    my $text = $t->x509_text($file) // '';
+    for my $n (@names) {
+        like($text, qr/DNS:\Q$n\E(?:,|\s|$)/, "$name: SAN $n");
+    }
+    like($text, qr/TLS Web Server Authentication/, "$name: serverAuth");
+}
+
+sub ocsp_status {
+    my ($file) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
+        "$pki/issuing.pem", '-cert', $file, '-url', $ocsp_url,
+        '-CAfile', "$pki/root.pem", '-no_nonce', '-timeout', '10'],
+        timeout => 20);
+    return $1 if $out =~ /:\s*(good|revoked|unknown)\b/;
+    diag("openssl ocsp: $out $err");
+    return 'error';
+}
+
+# the responder sees a revocation within ocsp_responder_revgen_check (1 s)
+sub ocsp_revoked {
+    my ($file) = @_;
+    my $st;
+    for (1 .. 15) {
+        $st = ocsp_status($file);
+        return $st if $st eq 'revoked';
+        sleep 0.25;
+    }
+    return $st;
+}
+
+sub run_client {
+    my ($name, $argv, %env) = @_;
+    my $t1 = time;
+    my ($rc, $out, $err) = run_cmd($argv, env => { %cenv, %env },
+                                   timeout => 60);
+    ok($rc == 0, sprintf("%s: exit 0 (%.1f s)", $name, time - $t1))
+        or diag("$out\n$err\n" . (PKITest::slurp($t->error_log) // ''));
+    return $rc == 0;
+}
+
+# --- certbot -------------------------------------------------------------------
+
+my @cb = ('certbot', '--non-interactive', '--config-dir', "$dir/cb/config",
+          '--work-dir', "$dir/cb/work", '--logs-dir', "$dir/cb/logs",
+          '--server', $server);
+my $live = "$dir/cb/config/live";
+
+run_client('certbot standalone http-01',
+    [@cb, 'certonly', '--standalone', '--agree-tos',
+     '--register-unsafely-without-email', '--http-01-port', $http01,
+     '--http-01-address', '127.0.0.1', '--key-type', 'ecdsa',
+     '-d', 'cb1.example.com', '-d', 'www.cb1.example.com']);
+cert_ok('certbot standalone', "$live/cb1.example.com/cert.pem",
+        'cb1.example.com', 'www.cb1.example.com');
+
+SKIP: {
+    skip 'no python3 for the webroot server', 6 if !$PY;
+    mkdir "$dir/webroot";
+    spawn('webroot', $PY, '-m', 'http.server', '--bind', '127.0.0.1',
+          '--directory', "$dir/webroot", $http01);
+    ok(wait_port($http01), 'webroot server is up');
+    run_client('certbot webroot',
+        [@cb, 'certonly', '--webroot', '-w', "$dir/webroot",
+         '--key-type', 'rsa', '--rsa-key-size', '2048',
+         '-d', 'cb2.example.com']);
+    unspawn('webroot');
+    cert_ok('certbot webroot', "$live/cb2.example.com/cert.pem",
+            'cb2.example.com');
+    like(PKITest::slurp("$dir/webroot.log") // '',
+         qr{GET /\.well-known/acme-challenge/\S+ HTTP/1\.1" 200},
+         'the validator fetched the token from the webroot');
+}
+
+my $old = $t->x509_field("$live/cb1.example.com/cert.pem", 'serial');
+run_client('certbot renew',
+    [@cb, 'renew', '--force-renewal', '--no-random-sleep-on-renew',
+     '--cert-name', 'cb1.example.com']);
+my $new = $t->x509_field("$live/cb1.example.com/cert.pem", 'serial');
+ok($new && $old && $new ne $old, "certbot renew: new serial ($old -> $new)");
+cert_ok('certbot renewed', "$live/cb1.example.com/cert.pem",
+        'cb1.example.com', 'www.cb1.example.com');
+
+is(ocsp_status("$live/cb1.example.com/cert.pem"), 'good',
+   'OCSP: certbot certificate good before revocation');
+run_client('certbot revoke',
+    [@cb, 'revoke', '--cert-name', 'cb1.example.com', '--reason',
+     'keycompromise', '--no-delete-after-revoke']);
+is(ocsp_revoked("$live/cb1.example.com/cert.pem"), 'revoked',
+   'OCSP: certbot certificate revoked');
+
+# --- lego ----------------------------------------------------------------------
+
+my @lego = ('lego', '--server', $server, '--email', 'lego@example.com',
+            '--accept-tos', '--path', "$dir/lego", '--key-type', 'ec256');
+my $lc = "$dir/lego/certificates";
+
+run_client('lego http-01',
+    [@lego, '--domains', 'lg1.example.com', '--http', '--http.port',
+     "127.0.0.1:$http01", 'run']);
+cert_ok('lego http-01', "$lc/lg1.example.com.crt", 'lg1.example.com');
+
+run_client('lego tls-alpn-01',
+    [@lego, '--domains', 'lg2.example.com', '--tls', '--tls.port',
+     "127.0.0.1:$tls01", 'run']);
+cert_ok('lego tls-alpn-01', "$lc/lg2.example.com.crt", 'lg2.example.com');
+
+# lego's exec DNS provider: "present|cleanup FQDN VALUE"
+my $hook = "$dir/dns-hook.sh";
+PKITest::spew($hook, <<"SH");
+#!/bin/sh
+case "\$1" in
+present) exec curl -sS --max-time 5 -d "{\\"host\\":\\"\$2\\",\\"value\\":\\"\$3\\"}" http://127.0.0.1:$mgmt/set-txt ;;
+cleanup) exec curl -sS --max-time 5 -d "{\\"host\\":\\"\$2\\"}" http://127.0.0.1:$mgmt/clear-txt ;;
+esac
+SH
+chmod 0755, $hook;
+run_client('lego dns-01 (name and wildcard)',
+    [@lego, '--domains', 'lg3.example.com', '--domains', '*.lg3.example.com',
+     '--dns', 'exec', '--dns.disable-cp', '--dns.resolvers',
+     "127.0.0.1:$dns", 'run'],
+    EXEC_PATH => $hook, EXEC_POLLING_INTERVAL => 1,
+    EXEC_PROPAGATION_TIMEOUT => 10, EXEC_SEQUENCE_INTERVAL => 1);
+cert_ok('lego dns-01', "$lc/lg3.example.com.crt", 'lg3.example.com',
+        '*.lg3.example.com');
+
+is(ocsp_status("$lc/lg1.example.com.crt"), 'good',
+   'OCSP: lego certificate good before revocation');
+run_client('lego revoke',
+    [@lego, '--domains', 'lg1.example.com', 'revoke', '--keep',
+     '--reason', '4']);
+is(ocsp_revoked("$lc/lg1.example.com.crt"), 'revoked',
+   'OCSP: lego certificate revoked');
+
+unspawn('challtestsrv');
+$t->stop_nginx;
+my $log = PKITest::slurp($t->error_log) // '';
+unlike($log, qr/\[(?:alert|crit|emerg)\]/, 'no alert/crit in error.log');
+diag(sprintf('acme_clients.t: %.1f s', time - $T0));
+
+done_testing();
