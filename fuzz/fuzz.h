@@ -46,6 +46,10 @@ const pki_fuzz_fixture_t *pki_fuzz_fixture(void);
  * line or the finish step fails. */
 pki_template_t *pki_fuzz_template(const char *name, const char *const *lines);
 
+/* A key from PEM text, written into the fixture's temporary directory as
+ * name and opened (pki_key_new + pki_key_open); exits on failure. */
+pki_key_t *pki_fuzz_key_pem(const char *pem, const char *name);
+
 /* 1 when PKI_FUZZ_VERBOSE is set: targets then print what each input
  * led to (to check that seeds reach the paths they are meant for). */
 int pki_fuzz_verbose(void);

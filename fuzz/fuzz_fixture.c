@@ -259,6 +259,26 @@ pki_fuzz_issue(pki_ca_t *ca, pki_template_t *t, const char *cn,
 }
 
 
+pki_key_t *
+pki_fuzz_key_pem(const char *pem, const char *name)
+{
+    EVP_PKEY   *pk;
+    pki_key_t  *k;
+
+    pki_fuzz_fixture();
+
+    pk = pki_fuzz_pem_key(pem);
+    if (pk == NULL) {
+        pki_fuzz_die("PEM key", NULL);
+    }
+
+    k = pki_fuzz_key(pk, name);
+    EVP_PKEY_free(pk);
+
+    return k;
+}
+
+
 /* The key and certificate files are read at pki_key_open/pki_ca_finish
  * time; the directory is removed at exit. */
 static void

@@ -17,7 +17,7 @@ C=corpus
 T=$(mktemp -d /tmp/pki-fuzz-seeds.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 
-for t in base64 csr est ocsp admin conf redis jws matter; do
+for t in base64 csr est ocsp admin conf redis jws matter scep; do
     mkdir -p "$C/$t"
     rm -f "$C/$t"/seed-*
 done
@@ -33,8 +33,8 @@ seed() {
 }
 
 # ---- keys of the fixture (PEM strings in fuzz_fixture.c) --------------------
-extract_key() {   # NAME -> PEM on stdout
-    sed -n "/static const char  pki_fuzz_$1_pem\[\] =/,/;/p" fuzz_fixture.c \
+extract_key() {   # NAME [FILE] -> PEM on stdout
+    sed -n "/static const char  pki_fuzz_$1_pem\[\] =/,/;/p" "${2:-fuzz_fixture.c}" \
         | sed -n 's/^ *"\(.*\)\\n";\{0,1\}$/\1/p'
 }
 extract_key root > "$T/root.key"
@@ -271,7 +271,42 @@ out('b64url', 'SGVsbG8sIHdvcmxkIQ');
 out('b64url-pad', 'SGVsbG8=');
 PERL
 
-for t in base64 csr est ocsp admin conf redis jws matter; do
+# ---- SCEP: byte 0 = shape (see fuzz_scep.c), rest = PKIOperation message ---------
+# made by the tests' own SCEP client, encrypted to the fixed RA of fuzz_scep.c
+extract_key ra_key fuzz_scep.c > "$T/ra.key"
+extract_key ra_cert fuzz_scep.c > "$T/ra.pem"
+cc -o "$T/scepmsg" ../t/lib/scepmsg.c -lcrypto -lpthread
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/dev.key" 2>/dev/null
+scep() {   # NAME MODE ARGS...
+    local name=$1 mode=$2
+    shift 2
+    "$T/scepmsg" req --rcpt "$T/ra.pem" --key "$T/dev.key" --out "$T/scep.msg" "$@" >/dev/null
+    seed "$T/scep.msg" scep "$name" "$mode"
+}
+scep pkcsreq 00 --challenge s3cret --cn device-1
+scep pkcsreq-aes256 00 --challenge s3cret --cn device-1 --cipher aes256
+scep pkcsreq-des3 00 --challenge s3cret --cn device-1 --cipher des3
+scep pkcsreq-des-refused 00 --challenge s3cret --cn device-1 --cipher des
+scep pkcsreq-des-accepted 02 --challenge s3cret --cn device-1 --cipher des
+scep pkcsreq-get 01 --challenge s3cret --cn device-1 --b64
+scep pkcsreq-manual 04 --challenge s3cret --cn device-1
+scep pkcsreq-tid-any 08 --challenge s3cret --cn device-1 --tid free-form-id
+scep wrong-challenge 00 --challenge nope --cn device-1
+scep no-challenge 00 --cn device-1
+scep renewal 00 --type 17 --cn device-1
+scep certpoll 00 --certpoll --issuer "$T/ca.pem" --cn device-1
+scep getcert 00 --getcert 0A1B2C --issuer "$T/ca.pem"
+scep getcrl 00 --type 22 --getcert 0A1B2C --issuer "$T/ca.pem"
+scep bad-sig 00 --challenge s3cret --cn device-1 --corrupt sig
+scep bad-content 00 --challenge s3cret --cn device-1 --corrupt content
+scep bad-digest 00 --challenge s3cret --cn device-1 --corrupt digest
+scep no-tid 00 --challenge s3cret --cn device-1 --no-tid
+scep msgtype-99 00 --challenge s3cret --cn device-1 --msgtype-str 99
+scep stale 00 --challenge s3cret --cn device-1 --signing-time -1000000
+scep md5 00 --challenge s3cret --cn device-1 --digest md5
+printf '' > "$T/e"; seed "$T/e" scep getcacaps 10; seed "$T/e" scep getcacert 20
+
+for t in base64 csr est ocsp admin conf redis jws matter scep; do
     printf '%-8s %3d files %6d bytes\n' "$t" "$(ls "$C/$t" | wc -l)" \
         "$(cat "$C/$t"/* | wc -c)"
 done
