@@ -99,6 +99,8 @@ typedef struct {
 } pki_actor_t;
 
 
+static int                 pki_deferred;
+static __thread unsigned long long  pki_ticket;
 static pki_event_sink_pt   pki_sink;
 static void               *pki_sink_arg;
 static pki_audit_t        *pki_default_log;
@@ -107,6 +109,8 @@ static __thread pki_actor_t  pki_actor;
 
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
+static pki_status_t pki_audit_commit(pki_audit_t *a, unsigned long long mine,
+    pki_result_t *res);
 
 
 /* ---- the hook -------------------------------------------------------------- */
@@ -273,7 +277,17 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
     if (pki_default_log != NULL && e.type != PKI_EV_SIGN
         && e.type != PKI_EV_REDIS)
     {
-        st = pki_audit_append(pki_default_log, &e, durable, res);
+        if (durable && pki_deferred) {
+            /* written now, made durable by pki_audit_sync() before the
+             * server answers (the thread does not wait) */
+            st = pki_audit_append(pki_default_log, &e, 0, res);
+            if (st == PKI_OK) {
+                pki_ticket = pki_audit_written(pki_default_log);
+            }
+
+        } else {
+            st = pki_audit_append(pki_default_log, &e, durable, res);
+        }
     }
 
     if (pki_sink != NULL) {
@@ -288,6 +302,78 @@ void
 pki_audit_set_default(pki_audit_t *a)
 {
     pki_default_log = a;
+}
+
+
+void
+pki_audit_set_deferred(int on)
+{
+    pki_deferred = on;
+}
+
+
+unsigned long long
+pki_audit_take_ticket(void)
+{
+    unsigned long long  t;
+
+    t = pki_ticket;
+    pki_ticket = 0;
+
+    return t;
+}
+
+
+unsigned long long
+pki_audit_written(pki_audit_t *a)
+{
+    unsigned long long  n;
+
+    pthread_mutex_lock(&a->lock);
+    n = a->written;
+    pthread_mutex_unlock(&a->lock);
+
+    return n;
+}
+
+
+unsigned long long
+pki_audit_synced(pki_audit_t *a)
+{
+    unsigned long long  n;
+
+    if (a == NULL) {
+        return ~0ULL;
+    }
+
+    pthread_mutex_lock(&a->lock);
+    n = a->no_fsync ? a->written : a->synced;
+    pthread_mutex_unlock(&a->lock);
+
+    return n;
+}
+
+
+pki_status_t
+pki_audit_sync(pki_audit_t *a, pki_result_t *res)
+{
+    pki_status_t         st;
+    unsigned long long   mine;
+
+    if (a == NULL) {
+        a = pki_default_log;
+    }
+
+    if (a == NULL || a->no_fsync) {
+        return PKI_OK;
+    }
+
+    pthread_mutex_lock(&a->lock);
+    mine = a->written;
+    st = pki_audit_commit(a, mine, res);
+    pthread_mutex_unlock(&a->lock);
+
+    return st;
 }
 
 

@@ -800,6 +800,21 @@ PKI_API pki_status_t pki_audit_append(pki_audit_t *a, const pki_event_t *ev,
 /* Writes a signed checkpoint now if entries were added since the last. */
 PKI_API pki_status_t pki_audit_checkpoint(pki_audit_t *a, pki_result_t *res);
 
+/* Deferred durability, for a server that must not hold a thread while the
+ * log syncs.  With pki_audit_set_deferred(1), the durable appends of
+ * pki_event_emit (issuance, revocation) are written without waiting and
+ * leave a ticket in the calling thread: pki_audit_take_ticket() returns it
+ * (0: nothing written) and clears it.  The server must not answer until
+ * pki_audit_synced(a) >= ticket; pki_audit_sync() (blocking, one
+ * fdatasync for everything written so far) gets it there.  Tickets count
+ * this process's writes; pki_audit_written() is the current count. */
+PKI_API void pki_audit_set_deferred(int on);
+PKI_API unsigned long long pki_audit_take_ticket(void);
+PKI_API unsigned long long pki_audit_written(pki_audit_t *a);
+PKI_API unsigned long long pki_audit_synced(pki_audit_t *a);
+PKI_API pki_status_t pki_audit_sync(pki_audit_t *a, pki_result_t *res);
+/* (a NULL: the default log) */
+
 typedef struct {
     unsigned long long  entries;       /* lines checked                  */
     unsigned long long  checkpoints;   /* with a good signature          */

@@ -38,7 +38,7 @@
 #define NGX_HTTP_PKI_M_KEY         224
 #define NGX_HTTP_PKI_M_FIELD       96
 #define NGX_HTTP_PKI_M_LABEL       64
-#define NGX_HTTP_PKI_M_REASON      48
+#define NGX_HTTP_PKI_M_REASON      64
 #define NGX_HTTP_PKI_M_NBUCKETS    14      /* 13 bounds + Inf */
 #define NGX_HTTP_PKI_M_SUM         14      /* value index: sum in us */
 #define NGX_HTTP_PKI_M_FLUSH_MSEC  10000
@@ -75,12 +75,23 @@ typedef struct {
 } ngx_http_pki_m_series_t;
 
 
+/* the last 5 minutes, per second, for the dashboard's live view */
+#define NGX_HTTP_PKI_M_RECENT      300
+
+typedef struct {
+    ngx_atomic_t               time;
+    ngx_atomic_t               issued;
+    ngx_atomic_t               failed;
+} ngx_http_pki_m_second_t;
+
+
 typedef struct {
     ngx_atomic_t               lock;
     ngx_atomic_t               nseries;
     ngx_atomic_t               dropped;
     time_t                     start;
     ngx_uint_t                 max;
+    ngx_http_pki_m_second_t    recent[NGX_HTTP_PKI_M_RECENT];
     ngx_http_pki_m_series_t    series[1];
 } ngx_http_pki_m_shm_t;
 
@@ -221,6 +232,10 @@ static void ngx_http_pki_m_audit_done(ngx_event_t *ev);
 static void ngx_http_pki_m_audit_post(void);
 static void ngx_http_pki_m_audit_flush(pki_audit_t *audit);
 
+static void ngx_http_pki_m_sync_post(void);
+static void ngx_http_pki_m_sync_work(void *data, ngx_log_t *log);
+static void ngx_http_pki_m_sync_done(ngx_event_t *ev);
+
 static void ngx_http_pki_m_timer(ngx_event_t *ev);
 static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_task_done(ngx_event_t *ev);
@@ -314,6 +329,26 @@ static ngx_atomic_uint_t     *ngx_http_pki_m_flushed;  /* per series */
 static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
+
+
+/* answers waiting for the transaction log's sync */
+typedef struct ngx_http_pki_m_waiter_s  ngx_http_pki_m_waiter_t;
+
+struct ngx_http_pki_m_waiter_s {
+    ngx_http_pki_m_waiter_t   *next;
+    unsigned long long         ticket;
+    void                     (*resume)(void *data);
+    void                      *data;
+};
+
+
+static struct {
+    ngx_http_pki_m_waiter_t   *head;
+    ngx_uint_t                 busy;
+    ngx_thread_task_t         *task;
+    pki_audit_t               *audit;
+    pki_status_t               st;
+} ngx_http_pki_m_sync;
 
 
 /* ---- configuration -------------------------------------------------------- */
@@ -735,7 +770,11 @@ ngx_http_pki_m_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    n = (shm_zone->shm.size - 8192 - sizeof(ngx_http_pki_m_shm_t))
+    /* as many series as the free pages hold; a smaller table if the
+     * slab allocator still says no (quietly: no "no memory" alert) */
+    shpool->log_nomem = 0;
+
+    n = (shpool->pfree * ngx_pagesize - sizeof(ngx_http_pki_m_shm_t))
         / sizeof(ngx_http_pki_m_series_t);
 
     sh = ngx_slab_calloc(shpool, sizeof(ngx_http_pki_m_shm_t)
@@ -828,6 +867,21 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
                 ngx_http_pki_m_aq.task->event.data = ngx_http_pki_m_aq.task;
                 ngx_http_pki_m_aq.task->event.log = cycle->log;
             }
+
+            /* issuance and revocation: written by the pool thread, synced
+             * by one task for many answers (ngx_http_pki_audit_wait) */
+            ngx_http_pki_m_sync.audit = mmcf->audit;
+            ngx_http_pki_m_sync.task = ngx_thread_task_alloc(cycle->pool, 0);
+
+            if (ngx_http_pki_m_sync.task != NULL && !ac.no_fsync) {
+                ngx_http_pki_m_sync.task->handler = ngx_http_pki_m_sync_work;
+                ngx_http_pki_m_sync.task->event.handler =
+                                                   ngx_http_pki_m_sync_done;
+                ngx_http_pki_m_sync.task->event.data =
+                                                   ngx_http_pki_m_sync.task;
+                ngx_http_pki_m_sync.task->event.log = cycle->log;
+                pki_audit_set_deferred(1);
+            }
         }
     }
 
@@ -875,7 +929,9 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
     pki_event_set_sink(NULL, NULL);
 
     if (mmcf->audit) {
+        pki_audit_set_deferred(0);
         pki_audit_set_default(NULL);
+        ngx_http_pki_m_sync.audit = NULL;
 
         /* the pool threads are gone (ngx_http_pki_module waited for
          * them): what is still queued is written now */
@@ -1101,7 +1157,8 @@ ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
 }
 
 
-/* A failure reason as a bounded label: quoted parts and digits dropped. */
+/* A failure reason as a bounded label: quoted parts dropped, numbers (a
+ * digit run not glued to a letter, as in "base64") become "#". */
 static void
 ngx_http_pki_m_reason(char *out, size_t size, const char *in)
 {
@@ -1120,7 +1177,19 @@ ngx_http_pki_m_reason(char *out, size_t size, const char *in)
             continue;
         }
 
-        if (quoted || (*in >= '0' && *in <= '9')) {
+        if (quoted) {
+            continue;
+        }
+
+        if (*in >= '0' && *in <= '9'
+            && !(n > 0 && (((out[n - 1] | 0x20) >= 'a'
+                            && (out[n - 1] | 0x20) <= 'z')
+                           || (out[n - 1] >= '0' && out[n - 1] <= '9'))))
+        {
+            while (in[1] >= '0' && in[1] <= '9') {
+                in++;
+            }
+            out[n++] = '#';
             continue;
         }
 
@@ -1136,6 +1205,36 @@ ngx_http_pki_m_reason(char *out, size_t size, const char *in)
     }
 
     out[n] = '\0';
+}
+
+
+/* one more issuance or failed request in this second (any thread) */
+static void
+ngx_http_pki_m_second(ngx_uint_t failed)
+{
+    time_t                    now, t;
+    ngx_http_pki_m_second_t  *s;
+
+    if (ngx_http_pki_m_shm == NULL) {
+        return;
+    }
+
+    now = time(NULL);
+    s = &ngx_http_pki_m_shm->recent[now % NGX_HTTP_PKI_M_RECENT];
+    t = (time_t) s->time;
+
+    if (t != now) {
+        /* the first of this second resets the slot (approximate: an add
+         * racing with the reset may be lost; it is a live view) */
+        if (t < now && ngx_atomic_cmp_set(&s->time, (ngx_atomic_uint_t) t,
+                                          (ngx_atomic_uint_t) now))
+        {
+            s->issued = 0;
+            s->failed = 0;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(failed ? &s->failed : &s->issued, 1);
 }
 
 
@@ -1175,6 +1274,10 @@ ngx_http_pki_m_sink(void *arg, const pki_event_t *ev)
         ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
                                                  NGX_HTTP_PKI_M_COUNTER,
                                                  field), 0, 1);
+
+        if (ev->status == PKI_OK) {
+            ngx_http_pki_m_second(0);
+        }
         break;
 
     case PKI_EV_REVOKE:
@@ -1400,7 +1503,10 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
                                                  NULL),
                            seconds);
 
-    if (status == PKI_OK && ngx_strcmp(proto, "admin") != 0) {
+    if (status != PKI_OK) {
+        ngx_http_pki_m_second(1);
+
+    } else if (ngx_strcmp(proto, "admin") != 0) {
         return NGX_OK;
     }
 
@@ -1636,6 +1742,126 @@ ngx_http_pki_m_audit_done(ngx_event_t *ev)
 }
 
 
+ngx_int_t
+ngx_http_pki_audit_wait(unsigned long long ticket, void (*resume)(void *data),
+    void *data)
+{
+    pki_result_t              res;
+    ngx_http_pki_m_waiter_t  *w;
+
+    if (ngx_http_pki_m_sync.audit == NULL || ngx_http_pki_m_sync.task == NULL
+        || pki_audit_synced(ngx_http_pki_m_sync.audit) >= ticket)
+    {
+        return NGX_OK;
+    }
+
+    w = ngx_alloc(sizeof(ngx_http_pki_m_waiter_t), ngx_cycle->log);
+
+    if (w == NULL) {
+        /* no memory for the list: sync right here, once */
+        pki_result_init(&res);
+        (void) pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
+        return NGX_OK;
+    }
+
+    w->ticket = ticket;
+    w->resume = resume;
+    w->data = data;
+    w->next = ngx_http_pki_m_sync.head;
+    ngx_http_pki_m_sync.head = w;
+
+    ngx_http_pki_m_sync_post();
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_pki_m_sync_post(void)
+{
+    pki_result_t            res;
+    ngx_thread_pool_t      *tp;
+    ngx_http_pki_m_waiter_t  *w;
+
+    if (ngx_http_pki_m_sync.busy || ngx_http_pki_m_sync.head == NULL) {
+        return;
+    }
+
+    tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+
+    if (tp != NULL
+        && ngx_thread_task_post(tp, ngx_http_pki_m_sync.task) == NGX_OK)
+    {
+        ngx_http_pki_m_sync.busy = 1;
+        return;
+    }
+
+    /* the queue is full: sync on the event loop rather than answer before
+     * the log is durable */
+    pki_result_init(&res);
+    (void) pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
+
+    while ((w = ngx_http_pki_m_sync.head) != NULL) {
+        ngx_http_pki_m_sync.head = w->next;
+        w->resume(w->data);
+        ngx_free(w);
+    }
+}
+
+
+static void
+ngx_http_pki_m_sync_work(void *data, ngx_log_t *log)
+{
+    pki_result_t  res;
+
+    (void) data;
+    (void) log;
+
+    pki_result_init(&res);
+    ngx_http_pki_m_sync.st = pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
+}
+
+
+static void
+ngx_http_pki_m_sync_done(ngx_event_t *ev)
+{
+    unsigned long long         synced;
+    ngx_http_pki_m_waiter_t   *w, **pw, *ready;
+
+    ngx_http_pki_m_sync.busy = 0;
+
+    if (ngx_http_pki_m_sync.st != PKI_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                      "pki_audit_log: fdatasync failed; answers wait");
+    }
+
+    synced = pki_audit_synced(ngx_http_pki_m_sync.audit);
+
+    /* take the ready ones out first: resume() may add new waiters */
+    ready = NULL;
+    pw = &ngx_http_pki_m_sync.head;
+
+    while ((w = *pw) != NULL) {
+        if (w->ticket <= synced) {
+            *pw = w->next;
+            w->next = ready;
+            ready = w;
+        } else {
+            pw = &w->next;
+        }
+    }
+
+    while ((w = ready) != NULL) {
+        ready = w->next;
+        w->resume(w->data);
+        ngx_free(w);
+    }
+
+    /* written while this sync ran: the next one */
+    ngx_http_pki_m_sync_post();
+}
+
+
 /* worker exit, threads gone: what is left is written here */
 static void
 ngx_http_pki_m_audit_flush(pki_audit_t *audit)
@@ -1856,7 +2082,8 @@ ngx_http_pki_m_json(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = 256 + n * (2 * NGX_HTTP_PKI_M_KEY + 40 + 16 * 22);
+    size = 256 + n * (2 * NGX_HTTP_PKI_M_KEY + 40 + 16 * 22)
+           + NGX_HTTP_PKI_M_RECENT * (NGX_TIME_T_LEN + 2 * NGX_ATOMIC_T_LEN + 6);
 
     buf = ngx_pnalloc(r->pool, size);
     if (buf == NULL) {
@@ -1882,6 +2109,31 @@ ngx_http_pki_m_json(ngx_http_request_t *r)
 
         *p++ = ']';
         *p++ = '}';
+    }
+
+    /* the last 5 minutes per second: [time, issued, failed requests] */
+
+    p = ngx_sprintf(p, "],\"recent\":[");
+
+    {
+        time_t                    now, t;
+        ngx_uint_t                first;
+        ngx_http_pki_m_second_t  *sec;
+
+        now = ngx_time();
+        first = 1;
+
+        for (t = now - NGX_HTTP_PKI_M_RECENT + 1; t <= now; t++) {
+            sec = &ngx_http_pki_m_shm->recent[t % NGX_HTTP_PKI_M_RECENT];
+
+            if ((time_t) sec->time != t) {
+                continue;
+            }
+
+            p = ngx_sprintf(p, "%s[%T,%uA,%uA]", first ? "" : ",", t,
+                            sec->issued, sec->failed);
+            first = 0;
+        }
     }
 
     p = ngx_sprintf(p, "]}");

@@ -95,6 +95,7 @@ typedef struct {
     ngx_http_pki_done_pt       done;
     void                      *data;
     ngx_event_t                guard;
+    unsigned long long         ticket;     /* transaction log, to sync */
 } ngx_http_pki_task_ctx_t;
 
 
@@ -156,6 +157,8 @@ static pki_vault_t *ngx_http_pki_find_vault_by_token(
 
 static void ngx_http_pki_vault_cleanup(void *data);
 static void ngx_http_pki_template_cleanup(void *data);
+static pki_template_t *ngx_http_pki_matter_template(ngx_conf_t *cf,
+    ngx_http_pki_main_conf_t *pmcf, ngx_str_t *name);
 static void ngx_http_pki_ca_cleanup(void *data);
 static void ngx_http_pki_key_cleanup(void *data);
 static void ngx_http_pki_redis_cleanup(void *data);
@@ -163,6 +166,7 @@ static void ngx_http_pki_secret_cleanup(void *data);
 
 static void ngx_http_pki_thread_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_thread_event_handler(ngx_event_t *ev);
+static void ngx_http_pki_task_resume(void *data);
 static void ngx_http_pki_guard_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_pki_postconfiguration(ngx_conf_t *cf);
 static char *ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1426,7 +1430,61 @@ ngx_http_pki_find_template(ngx_conf_t *cf, ngx_str_t *name)
         }
     }
 
+    /* the built-in Matter profiles "matter-paa" ... "matter-noc" */
+
+    if (name->len > 7 && name->len < 16
+        && ngx_strncmp(name->data, "matter-", 7) == 0)
+    {
+        return ngx_http_pki_matter_template(cf, pmcf, name);
+    }
+
     return NULL;
+}
+
+
+static pki_template_t *
+ngx_http_pki_matter_template(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
+    ngx_str_t *name)
+{
+    u_char                    buf[16];
+    pki_result_t              res;
+    pki_template_t           *pt;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_pki_template_t  *tmpl;
+
+    *ngx_cpymem(buf, name->data, name->len) = '\0';
+
+    pki_result_init(&res);
+
+    pt = pki_matter_template_new((char *) buf, &res);
+    if (pt == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_template_free(pt);
+        return NULL;
+    }
+
+    cln->handler = ngx_http_pki_template_cleanup;
+    cln->data = pt;
+
+    tmpl = ngx_array_push(&pmcf->templates);
+    if (tmpl == NULL) {
+        return NULL;
+    }
+
+    tmpl->name.len = name->len;
+    tmpl->name.data = ngx_pstrdup(cf->pool, name);
+    tmpl->tmpl = pt;
+
+    if (tmpl->name.data == NULL) {
+        tmpl->name.len = 0;
+        return NULL;
+    }
+
+    return pt;
 }
 
 
@@ -1536,6 +1594,11 @@ ngx_http_pki_thread_handler(void *data, ngx_log_t *log)
     (void) log;
 
     ctx->work(ctx->data);
+
+    /* what this task wrote to the transaction log must be durable before
+     * the answer leaves (ngx_http_pki_metrics.c syncs without a thread
+     * waiting) */
+    ctx->ticket = pki_audit_take_ticket();
 }
 
 
@@ -1557,13 +1620,36 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "pki: task #%ui done", task->id);
 
-    if (ctx->guard.timer_set) {
-        ngx_del_timer(&ctx->guard);
-    }
-
     r->main->blocked--;
     r->aio = 0;
     ngx_http_pki_tasks_in_flight--;
+
+    /* the guard timer stays while the answer waits for the log's sync */
+    if (ctx->ticket
+        && ngx_http_pki_audit_wait(ctx->ticket, ngx_http_pki_task_resume, ctx)
+           == NGX_AGAIN)
+    {
+        return;
+    }
+
+    ngx_http_pki_task_resume(ctx);
+}
+
+
+static void
+ngx_http_pki_task_resume(void *data)
+{
+    ngx_http_pki_task_ctx_t *ctx = data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    if (ctx->guard.timer_set) {
+        ngx_del_timer(&ctx->guard);
+    }
 
     /* done() answers and finalizes, dropping the reference taken at post */
     ctx->done(r, ctx->data);
@@ -2995,6 +3081,11 @@ ngx_http_pki_detached_handler(void *data, ngx_log_t *log)
     (void) log;
 
     ctx->work(ctx->data);
+
+    /* nobody waits for an answer: sync here if the log was written */
+    if (pki_audit_take_ticket()) {
+        (void) pki_audit_sync(NULL, NULL);
+    }
 }
 
 

@@ -101,7 +101,7 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
  *
  *    gives the CA, template, the outcome class (pki_outcome_class():
  *    success, auth, policy, malformed, backend) and the public reason
- *    (digits and quoted parts are dropped to bound the label set).  A
+ *    (quoted parts dropped, numbers made "#", to bound the label set).  A
  *    refused request (status != PKI_OK) is also appended to the
  *    transaction log with the client's address and identity.  ca, tmpl and
  *    reason may be NULL; the strings are copied.
@@ -110,6 +110,15 @@ void ngx_http_pki_metrics_location(ngx_conf_t *cf, const char *proto);
 void ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
     const char *ca, const char *tmpl, pki_status_t status,
     const char *reason);
+
+/*
+ * The thread-pool glue (ngx_http_pki_post) calls this when a task wrote
+ * to the transaction log: NGX_OK when that is durable already, NGX_AGAIN
+ * when resume(data) will be called on the event loop once a sync task made
+ * it durable (no pool thread waits for the fdatasync).
+ */
+ngx_int_t ngx_http_pki_audit_wait(unsigned long long ticket,
+    void (*resume)(void *data), void *data);
 
 /* helpers the metrics module takes from the shared module */
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
