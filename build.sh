@@ -9,6 +9,9 @@
 #   ./build.sh test [--sanitize]   build, then run the test suite (prove -r t/)
 #   ./build.sh demo                build, then start the demo PKI under demo/
 #   ./build.sh demo stop           stop the demo
+#   ./build.sh fuzz [TARGET|all] [SECONDS]
+#                                  libFuzzer (clang, ASan+UBSan) on fuzz/ targets
+#   ./build.sh fuzz replay         replay fuzz/corpus/* (gcc, ASan+UBSan)
 #
 set -euo pipefail
 
@@ -327,6 +330,61 @@ Stop it with: ./build.sh demo stop
 EOF
 }
 
+# --- fuzzing (fuzz/, docs/RELIABILITY.md) ---------------------------------------
+
+# clang's libFuzzer runtime; only `./build.sh fuzz` needs it (the replay
+# build that the test suite runs uses gcc)
+FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+
+fuzz_run() {
+    local target=${1:-all} secs=${2:-180} t rc=0 log
+
+    case $target in
+        replay)
+            ensure_packages
+            make -C fuzz -j"$(nproc)" replay >/dev/null \
+                || die "fuzz replay build failed (make -C fuzz replay)"
+            for t in $(make -s -C fuzz list); do
+                "fuzz/build-replay/replay_$t" "fuzz/corpus/$t" \
+                    || die "replay of fuzz/corpus/$t failed"
+            done
+            return 0
+            ;;
+    esac
+
+    [[ $secs =~ ^[0-9]+$ ]] || die "usage: ./build.sh fuzz [TARGET|all|replay] [SECONDS]"
+    PACKAGES+=("${FUZZ_PACKAGES[@]}")
+    ensure_packages
+    make -C fuzz -j"$(nproc)" libfuzzer >/dev/null \
+        || die "fuzz build failed (make -C fuzz libfuzzer)"
+
+    if [ "$target" = all ]; then
+        target=$(make -s -C fuzz list)
+    fi
+
+    mkdir -p fuzz/work fuzz/artifacts
+    # one target at a time, at the lowest priority: the machine is shared
+    for t in $target; do
+        [ -x "fuzz/build-libfuzzer/fuzz_$t" ] || die "no fuzz target '$t' ($(make -s -C fuzz list))"
+        mkdir -p "fuzz/work/$t"
+        log="fuzz/work/$t.log"
+        note "fuzzing $t for ${secs}s (log $log, new inputs in fuzz/work/$t)"
+        if nice -n 19 "fuzz/build-libfuzzer/fuzz_$t" -max_total_time="$secs" \
+               -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+               -artifact_prefix="fuzz/artifacts/$t-" \
+               "fuzz/work/$t" "fuzz/corpus/$t" > "$log" 2>&1
+        then
+            note "$t: $(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}') executions, clean"
+        else
+            rc=1
+            tail -n 40 "$log" >&2
+            note "$t: FAILED (artifacts in fuzz/artifacts/)"
+        fi
+    done
+
+    [ "$rc" = 0 ] || die "fuzzing found a problem"
+}
+
 # --- main --------------------------------------------------------------------
 
 cmd=${1:-build}
@@ -348,10 +406,13 @@ case $cmd in
             *)     die "usage: ./build.sh demo [stop]" ;;
         esac
         ;;
+    fuzz)
+        fuzz_run "$@"
+        ;;
     -h|--help|help)
-        sed -n '7,13p' "$0"
+        sed -n '7,16p' "$0"
         ;;
     *)
-        die "unknown command '$cmd' (use: build, test [--sanitize], demo [stop])"
+        die "unknown command '$cmd' (use: build, test [--sanitize], demo [stop], fuzz)"
         ;;
 esac

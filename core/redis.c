@@ -910,6 +910,11 @@ pki_record_field(pki_record_t *out, const redisReply *k, const redisReply *v)
                           && memcmp(k->str, name, sizeof(name) - 1) == 0)
 
     if (PKI_FIELD("der")) {
+        /* a field twice (a hostile or broken store): the last one counts */
+        free(out->der);
+        out->der = NULL;
+        out->der_len = 0;
+
         if (v->len == 0) {
             return 1;
         }

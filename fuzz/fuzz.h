@@ -1,0 +1,63 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Shared fixture of the fuzz targets: a two-level CA (root + issuing CA)
+ * with file keys in a private temporary directory, templates, a leaf
+ * certificate, and a Redis store that points at a socket that does not
+ * exist (every backend call fails at once with PKI_UNAVAILABLE, so the
+ * parsers in front of it run at full speed).
+ *
+ * Each target defines LLVMFuzzerTestOneInput() and, when it needs the
+ * fixture, LLVMFuzzerInitialize().  The same source links either with
+ * libFuzzer or with replay_main.c.
+ */
+
+#ifndef PKI_FUZZ_H
+#define PKI_FUZZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pki.h"
+
+
+typedef struct {
+    pki_ca_t        *root;        /* self-signed root CA                   */
+    pki_ca_t        *ca;          /* issuing CA (signed by root)           */
+    X509            *root_cert;   /* borrowed from root                    */
+    X509            *ca_cert;     /* borrowed from ca                      */
+    X509            *leaf;        /* a device certificate issued by ca     */
+    EVP_PKEY        *leaf_key;
+    pki_template_t  *device;      /* ec, rsa 2048-4096, ed25519; SAN dns
+                                     copy; server_keygen off              */
+    pki_template_t  *keygen;      /* ec + ed25519 only, server_keygen on   */
+    pki_template_t  *strict;      /* every rule kind: required, forbidden,
+                                     fixed, several SAN types             */
+    pki_redis_t     *dead_redis;  /* unix socket that does not exist       */
+    pki_template_t  *root_tmpl;   /* the CA profiles (kept reachable)      */
+    pki_template_t  *sub_tmpl;
+} pki_fuzz_fixture_t;
+
+/* Builds the fixture once (idempotent); exits the process on failure. */
+const pki_fuzz_fixture_t *pki_fuzz_fixture(void);
+
+/* A template from "directive arg arg" lines (NULL-terminated); NULL if a
+ * line or the finish step fails. */
+pki_template_t *pki_fuzz_template(const char *name, const char *const *lines);
+
+/* A key from PEM text, written into the fixture's temporary directory as
+ * name and opened (pki_key_new + pki_key_open); exits on failure. */
+pki_key_t *pki_fuzz_key_pem(const char *pem, const char *name);
+
+/* 1 when PKI_FUZZ_VERBOSE is set: targets then print what each input
+ * led to (to check that seeds reach the paths they are meant for). */
+int pki_fuzz_verbose(void);
+
+/* Splits data into a NUL-terminated copy (malloc'd). */
+char *pki_fuzz_strndup(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#endif /* PKI_FUZZ_H */
