@@ -114,9 +114,11 @@ ok($r->{json}{error}, '  JSON error: ' . ($r->{json}{error} // ''));
 $r = revoke(serial => $s1, reason => 'cessationOfOperation');
 is($r->{code}, 409, 'second revocation refused: 409');
 
-$r = revoke(serial => '7F' . substr($s3, 2), reason => 'keyCompromise');
+# a serial next to a real one, never the real one itself
+my $unknown = (uc(substr($s3, 0, 2)) eq '7F' ? '7E' : '7F') . substr($s3, 2);
+$r = revoke(serial => $unknown, reason => 'keyCompromise');
 is($r->{code}, 404, 'unknown serial: 404');
-$r = api('GET', 'certificates/7F' . substr($s3, 2));
+$r = api('GET', "certificates/$unknown");
 is($r->{code}, 404, 'GET unknown serial: 404');
 
 $r = api('POST', 'revoke', data => '{"serial": ');
