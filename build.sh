@@ -18,6 +18,7 @@ cd "$TOP"
 NGX_SRC=/usr/share/nginx/src
 
 PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
+          libcryptx-perl
           libhiredis-dev libcjson-dev libssl-dev redis-server wrk
           build-essential pkg-config curl
           libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl
@@ -293,6 +294,7 @@ nginx-pki demo is running.
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
+  ACME           https://127.0.0.1:8443/acme/directory   (lab: http-01 on 5002, tls-alpn-01 on 5001)
   metrics        https://127.0.0.1:8443/pki/metrics   (Prometheus; admin / admin)
   dashboard      https://127.0.0.1:8443/pki/dashboard (admin / admin)
   audit log      $d/audit/  (check: build/pkictl audit verify $d/audit --pubkey $d/audit-pub.pem)

@@ -2279,6 +2279,38 @@ pki_acme_new_order(pki_acme_t *a)
         replaces = item->valuestring;
     }
 
+    if (a->conf->orders_per_hour > 0) {
+        long long   count;
+        redisReply *reply;
+
+        snprintf(num, sizeof(num), "%lld", (long long) (a->now / 3600));
+        pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "rate", num);
+
+        reply = pki_acme_cmd(a->conf->redis, a->res, 2, "INCR", key);
+        if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+            if (reply != NULL) {
+                freeReplyObject(reply);
+            }
+            pki_acme_fail(a, PKI_UNAVAILABLE, "newOrder");
+            goto done;
+        }
+        count = reply->integer;
+        freeReplyObject(reply);
+
+        if (count == 1) {
+            pki_acme_cmd_int(a->conf->redis, a->res,
+                             pki_acme_cmd(a->conf->redis, a->res, 3,
+                                          "EXPIRE", key, "3600"));
+        }
+
+        if (count > a->conf->orders_per_hour) {
+            pki_acme_problem(a, 429, "rateLimited", "at most %ld new orders "
+                             "per account and hour", a->conf->orders_per_hour);
+            a->resp->retry_after = (int) (3600 - a->now % 3600);
+            goto done;
+        }
+    }
+
     expires = a->now + (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400);
 
     authzs = cJSON_CreateArray();
@@ -2343,6 +2375,18 @@ pki_acme_new_order(pki_acme_t *a)
     pki_acme_cmd_int(a->conf->redis, a->res,
                      pki_acme_cmd(a->conf->redis, a->res, 4, "ZADD", key, num,
                                   oid));
+
+    /* forget orders whose certificate (or the order) is long gone */
+    {
+        char  old[24];
+
+        snprintf(old, sizeof(old), "%lld", (long long) (a->now
+                 - (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400)
+                 - (validity > 0 ? validity : 90L * 86400) - 86400));
+        pki_acme_cmd_int(a->conf->redis, a->res,
+                         pki_acme_cmd(a->conf->redis, a->res, 4,
+                                      "ZREMRANGEBYSCORE", key, "-inf", old));
+    }
 
     s = pki_acme_order_status(a, a->acct, order);
     o = pki_acme_order_obj(a, a->acct, oid, order, s != NULL ? s : "pending");

@@ -906,6 +906,83 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 }
 
 
+/* ---- ACME External Account Binding keys (kept by core/acme.c) ------------ */
+
+static void
+pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
+    const char *kid, pki_admin_resp_t *resp)
+{
+    char          newkid[32], key[64], *json;
+    cJSON        *obj, *keys;
+    pki_status_t  rc;
+
+    if (kid == NULL && strcmp(method, "POST") == 0) {
+        rc = pki_acme_eab_new(conf->redis, newkid, key, &resp->res);
+        if (rc != PKI_OK) {
+            return;
+        }
+
+        obj = cJSON_CreateObject();
+        if (obj != NULL) {
+            cJSON_AddStringToObject(obj, "kid", newkid);
+            cJSON_AddStringToObject(obj, "hmac_key", key);
+        }
+        OPENSSL_cleanse(key, sizeof(key));
+
+        pki_admin_json(resp, 201, obj);
+        cJSON_Delete(obj);
+
+        pki_log(&resp->res, "acme eab key %s created", newkid);
+        return;
+    }
+
+    if (kid == NULL && (strcmp(method, "GET") == 0
+                        || strcmp(method, "HEAD") == 0))
+    {
+        rc = pki_acme_eab_list(conf->redis, &json, &resp->res);
+        if (rc != PKI_OK) {
+            return;
+        }
+
+        keys = cJSON_Parse(json);
+        free(json);
+
+        obj = cJSON_CreateObject();
+        if (obj != NULL && keys != NULL) {
+            cJSON_AddItemToObject(obj, "keys", keys);
+            keys = NULL;
+        }
+        cJSON_Delete(keys);
+
+        pki_admin_json(resp, 200, obj);
+        cJSON_Delete(obj);
+        return;
+    }
+
+    if (kid != NULL && strcmp(method, "DELETE") == 0) {
+        rc = pki_acme_eab_disable(conf->redis, kid, &resp->res);
+        if (rc != PKI_OK) {
+            return;
+        }
+
+        obj = cJSON_CreateObject();
+        if (obj != NULL) {
+            cJSON_AddStringToObject(obj, "kid", kid);
+            cJSON_AddStringToObject(obj, "status", "disabled");
+        }
+
+        pki_admin_json(resp, 200, obj);
+        cJSON_Delete(obj);
+
+        pki_log(&resp->res, "acme eab key %s disabled", kid);
+        return;
+    }
+
+    pki_fail(&resp->res, PKI_UNSUPPORTED, "use POST or GET on acme/eab, "
+             "DELETE on acme/eab/<kid>");
+}
+
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 PKI_API void
@@ -976,6 +1053,16 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             goto failed;
         }
         pki_admin_get(conf, req, path + 13, resp);
+
+    } else if (strcmp(path, "acme/eab") == 0
+               || strcmp(path, "acme/eab/") == 0)
+    {
+        pki_admin_acme_eab(conf, method, NULL, resp);
+
+    } else if (strncmp(path, "acme/eab/", 9) == 0
+               && strchr(path + 9, '/') == NULL)
+    {
+        pki_admin_acme_eab(conf, method, path + 9, resp);
 
     } else if (strncmp(path, "scep/", 5) == 0) {
         /* SCEP one-time challenges and manual approval (scep.c) */

@@ -1033,6 +1033,7 @@ typedef struct {
     long              order_ttl;      /* seconds; default 86400        */
     size_t            max_body;       /* default 65536                 */
     pki_acme_validate_conf_t  validate;
+    long              orders_per_hour;  /* per account; 0: no limit    */
 } pki_acme_conf_t;
 
 typedef struct {

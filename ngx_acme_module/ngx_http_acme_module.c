@@ -38,6 +38,7 @@ typedef struct {
     time_t                     nonce_ttl;
     time_t                     order_ttl;
     size_t                     max_body_size;
+    ngx_int_t                  orders_per_hour;
 
     ngx_uint_t                 http_port;
     ngx_uint_t                 tls_port;
@@ -158,6 +159,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("acme_orders_per_hour"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, orders_per_hour),
       NULL },
 
     { ngx_string("acme_validation_http_port"),
@@ -817,6 +825,7 @@ ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
     conf->nonce_ttl = NGX_CONF_UNSET;
     conf->order_ttl = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->orders_per_hour = NGX_CONF_UNSET;
     conf->http_port = NGX_CONF_UNSET_UINT;
     conf->tls_port = NGX_CONF_UNSET_UINT;
     conf->allow_private = NGX_CONF_UNSET;
@@ -863,6 +872,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->order_ttl, prev->order_ttl, 86400);
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               64 * 1024);
+    ngx_conf_merge_value(conf->orders_per_hour, prev->orders_per_hour, 0);
 
     ngx_conf_merge_uint_value(conf->http_port, prev->http_port, 80);
     ngx_conf_merge_uint_value(conf->tls_port, prev->tls_port, 443);
@@ -891,6 +901,12 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->orders_per_hour < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "acme_orders_per_hour must not be negative");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->max_body_size < 1024 || conf->max_body_size > 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "acme_max_body_size must be 1k..1m");
@@ -912,6 +928,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->nonce_ttl = (long) conf->nonce_ttl;
         ac->order_ttl = (long) conf->order_ttl;
         ac->max_body = conf->max_body_size;
+        ac->orders_per_hour = (long) conf->orders_per_hour;
 
         if (conf->caa != NULL) {
             ac->caa = ngx_pcalloc(cf->pool,

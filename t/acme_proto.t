@@ -613,6 +613,68 @@ is($r->{status}, 405, 'GET newOrder: 405');
 $r = $http->get("$BASE/nothing-here");
 is($r->{status}, 404, 'unknown resource: 404');
 
+# --- External Account Binding (keys from the admin API) --------------------------
+
+$t->stop_nginx;
+$t->start_nginx($t->render_conf('--acme-http-port', $hport, '--acme-eab', 'on'));
+$BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
+
+$r = $http->get("$BASE/directory");
+ok(decode_json($r->{content})->{meta}{externalAccountRequired},
+   'EAB: directory says externalAccountRequired');
+
+my $admin = 'https://127.0.0.1:' . $t->https_port . '/pki/admin/acme/eab';
+my %auth = (headers => { Authorization => 'Basic ' .
+                         MIME::Base64::encode_base64('admin:admin', '') });
+$r = $http->request('POST', $admin, \%auth);
+is($r->{status}, 201, 'admin: EAB key created') or diag($r->{content});
+my $eab = eval { decode_json($r->{content}) } || {};
+like($eab->{kid} // '', qr/^[\w-]+$/, 'admin: kid');
+like($eab->{hmac_key} // '', qr/^[\w-]{43}$/, 'admin: 256-bit HMAC key');
+$r = $http->request('POST', $admin);
+is($r->{status}, 401, 'admin: EAB keys need the admin login');
+
+sub eab_for {
+    my ($key, $kid, $hkey) = @_;
+    my $p64 = b64u($JSON->encode({ alg => 'HS256', kid => $kid,
+                                   url => "$BASE/new-account" }));
+    my $pl64 = b64u($JSON->encode(jwk_of($key)));
+    my $mac = Crypt::Mac::HMAC::hmac('SHA256', decode_base64url($hkey),
+                                     "$p64.$pl64");
+    return { protected => $p64, payload => $pl64, signature => b64u($mac) };
+}
+
+my $ek = new_key();
+$r = post({ key => $ek }, "$BASE/new-account",
+          { termsOfServiceAgreed => JSON::PP::true }, jwk => 1);
+problem_is($r, 403, 'externalAccountRequired', 'EAB: none given');
+$r = post({ key => $ek }, "$BASE/new-account",
+          { externalAccountBinding => eab_for($ek, $eab->{kid},
+                                              b64u('wrong key' x 4)) },
+          jwk => 1);
+problem_is($r, 403, 'unauthorized', 'EAB: wrong MAC key');
+$r = post({ key => $ek }, "$BASE/new-account",
+          { externalAccountBinding => eab_for(new_key(), $eab->{kid},
+                                              $eab->{hmac_key}) }, jwk => 1);
+problem_is($r, 400, 'malformed', 'EAB: binds another key');
+$r = post({ key => $ek }, "$BASE/new-account",
+          { externalAccountBinding => eab_for($ek, $eab->{kid},
+                                              $eab->{hmac_key}) }, jwk => 1);
+is($r->{status}, 201, 'EAB: account created') or diag($r->{content});
+
+$r = $http->request('GET', $admin, \%auth);
+my $list = eval { decode_json($r->{content})->{keys} } || [];
+my ($entry) = grep { $_->{kid} eq $eab->{kid} } @$list;
+ok($entry && $entry->{account}, 'admin: the key lists its account');
+
+$r = $http->request('DELETE', "$admin/$eab->{kid}", \%auth);
+is($r->{status}, 200, 'admin: EAB key disabled');
+my $ek2 = new_key();
+$r = post({ key => $ek2 }, "$BASE/new-account",
+          { externalAccountBinding => eab_for($ek2, $eab->{kid},
+                                              $eab->{hmac_key}) }, jwk => 1);
+problem_is($r, 403, 'unauthorized', 'EAB: a disabled key');
+
 $t->stop_nginx;
 done_testing();
 

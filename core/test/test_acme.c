@@ -1,0 +1,930 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The ACME engine driven in process.  Without Redis: routing, methods,
+ * media type, size, and a table of hostile JWS requests, each with the
+ * RFC 8555 problem type and status it must give (all decided before the
+ * store is touched), then 503 with Retry-After for good requests.  With
+ * Redis (PKI_TEST_REDIS_SOCK): nonces, accounts, an order whose
+ * authorization is marked valid in the store, finalize, download, ARI,
+ * revocation, and External Account Binding with keys made by the admin
+ * API.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <openssl/ecdsa.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "pki.h"
+#include "test/unit.h"
+
+
+#define BASE  "https://acme.test/acme"
+
+
+static char              dir[64];
+static pki_acme_conf_t   conf;
+
+
+static char *
+b64u(const void *p, size_t n)
+{
+    return pki_b64url_encode(p, n);
+}
+
+
+/* A flattened ES256 JWS.  kid NULL: jwk.  extra goes into the header. */
+static char *
+jws_es256(EVP_PKEY *pk, const char *url, const char *nonce, const char *kid,
+    const char *payload, const char *extra)
+{
+    int                   flen = 32;
+    char                  hdr[4096], *ph, *pp, *ps, *jwk, *input, *out;
+    size_t                siglen;
+    EVP_MD_CTX           *mctx;
+    ECDSA_SIG            *es;
+    unsigned char         sig[256], raw[64];
+    const unsigned char  *p;
+
+    jwk = kid == NULL ? pki_jwk_json(pk) : NULL;
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"ES256\",\"url\":\"%s\"%s%s%s"
+             "%s%s%s%s%s}", url,
+             nonce ? ",\"nonce\":\"" : "", nonce ? nonce : "",
+             nonce ? "\"" : "",
+             kid ? ",\"kid\":\"" : ",\"jwk\":", kid ? kid : jwk,
+             kid ? "\"" : "", extra ? "," : "", extra ? extra : "");
+    free(jwk);
+
+    ph = b64u(hdr, strlen(hdr));
+    pp = b64u(payload, strlen(payload));
+    if (asprintf(&input, "%s.%s", ph, pp) < 0) {
+        return NULL;
+    }
+
+    mctx = EVP_MD_CTX_new();
+    EVP_DigestSignInit(mctx, NULL, EVP_sha256(), NULL, pk);
+    siglen = sizeof(sig);
+    EVP_DigestSign(mctx, sig, &siglen, (unsigned char *) input,
+                   strlen(input));
+    EVP_MD_CTX_free(mctx);
+
+    p = sig;
+    es = d2i_ECDSA_SIG(NULL, &p, (long) siglen);
+    BN_bn2binpad(ECDSA_SIG_get0_r(es), raw, flen);
+    BN_bn2binpad(ECDSA_SIG_get0_s(es), raw + flen, flen);
+    ECDSA_SIG_free(es);
+    ps = b64u(raw, 2 * flen);
+
+    if (asprintf(&out, "{\"protected\":\"%s\",\"payload\":\"%s\","
+                 "\"signature\":\"%s\"}", ph, pp, ps) < 0)
+    {
+        out = NULL;
+    }
+
+    free(ph);
+    free(pp);
+    free(ps);
+    free(input);
+
+    return out;
+}
+
+
+static void
+acme(const char *method, const char *path, const char *ct, const char *body,
+    pki_acme_resp_t *resp)
+{
+    pki_acme_req_t  req;
+
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.base_url = BASE;
+    req.path = path;
+    req.content_type = ct;
+    req.body = (const unsigned char *) body;
+    req.body_len = body ? strlen(body) : 0;
+    req.client = "127.0.0.1";
+
+    pki_acme_handle(&conf, &req, resp);
+}
+
+
+static int
+has(const pki_acme_resp_t *resp, const char *s)
+{
+    return resp->body && resp->body_len
+           && memmem(resp->body, resp->body_len, s, strlen(s)) != NULL;
+}
+
+
+static void
+check_problem(const char *name, pki_acme_resp_t *resp, int status,
+    const char *type)
+{
+    char  t[128];
+
+    snprintf(t, sizeof(t), "\"urn:ietf:params:acme:error:%s\"", type);
+    ok(resp->http_status == status && has(resp, t)
+       && resp->content_type
+       && strcmp(resp->content_type, "application/problem+json") == 0,
+       "%s: %d %s (got %d %.*s)", name, status, type, resp->http_status,
+       (int) (resp->body_len > 200 ? 200 : resp->body_len),
+       resp->body ? (char *) resp->body : "");
+    if (resp->job) {
+        pki_acme_job_free(resp->job);
+        resp->job = NULL;
+    }
+    pki_acme_resp_free(resp);
+}
+
+
+/* ---- CA setup -------------------------------------------------------------- */
+
+static pki_template_t *
+make_template(const char *name, const char *const *lines)
+{
+    int              argc;
+    char             buf[512], *p, *words[17];
+    const char      *argv[16];
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    t = pki_template_new(name);
+    pki_result_init(&res);
+
+    for (; *lines; lines++) {
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        argc = 0;
+        for (p = strtok(buf, " "); p && argc < 16; p = strtok(NULL, " ")) {
+            words[argc++] = p;
+        }
+        for (int i = 1; i < argc; i++) {
+            argv[i - 1] = words[i];
+        }
+        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
+            diag("template %s: %s", name, res.detail);
+        }
+    }
+
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+
+    return t;
+}
+
+
+static pki_ca_t *
+make_ca(EVP_PKEY *capk, pki_key_t **key_out, pki_template_t *troot,
+    pki_template_t *tacme)
+{
+    FILE          *f;
+    char           path[128];
+    X509          *root;
+    pki_ca_t      *ca;
+    X509_NAME     *name;
+    pki_key_t     *key;
+    const char    *argv[1];
+    pki_result_t   res;
+
+    pki_result_init(&res);
+
+    snprintf(path, sizeof(path), "%s/ca.key", dir);
+    f = fopen(path, "w");
+    PEM_write_PrivateKey(f, capk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+
+    key = pki_key_new(path, NULL, &res);
+    pki_key_open(key, &res);
+    *key_out = key;
+
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "ACME Test CA", -1,
+                               -1, 0);
+    if (pki_selfsign(key, troot, name, &root, &res) != PKI_OK) {
+        diag("selfsign: %s %s", res.detail, res.log);
+    }
+    X509_NAME_free(name);
+
+    snprintf(path, sizeof(path), "%s/ca.pem", dir);
+    f = fopen(path, "w");
+    PEM_write_X509(f, root);
+    fclose(f);
+    X509_free(root);
+
+    ca = pki_ca_new("acmetest");
+    argv[0] = path;
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+    pki_ca_add_template(ca, tacme, &res);
+    if (pki_ca_finish(ca, &res) != PKI_OK) {
+        diag("CA: %s %s", res.detail, res.log);
+    }
+
+    return ca;
+}
+
+
+/* ---- without a store --------------------------------------------------------- */
+
+static void
+test_no_store(EVP_PKEY *pk)
+{
+    char             *j, *big;
+    pki_acme_resp_t   resp;
+    static const struct {
+        const char  *name;
+        const char  *body;
+        int          status;
+        const char  *type;
+    } hostile[] = {
+        { "empty body", "", 400, "malformed" },
+        { "not JSON", "{{{", 400, "malformed" },
+        { "JSON string", "\"x\"", 400, "malformed" },
+        { "no signature",
+          "{\"protected\":\"e30\",\"payload\":\"\"}", 400, "malformed" },
+        { "alg none",
+          /* {"alg":"none","url":"https://acme.test/acme/new-account"} */
+          NULL, 400, "badSignatureAlgorithm" },
+    };
+
+    /* routing */
+
+    acme("GET", "directory", NULL, NULL, &resp);
+    ok(resp.http_status == 200 && has(&resp, "\"newNonce\":\"" BASE
+                                              "/new-nonce\"")
+       && has(&resp, "\"renewalInfo\"") && has(&resp, "\"meta\"")
+       && has(&resp, "\"caaIdentities\":[\"ca.test\"]"),
+       "directory with meta");
+    pki_acme_resp_free(&resp);
+
+    acme("GET", "nothing", NULL, NULL, &resp);
+    check_problem("unknown resource", &resp, 404, "malformed");
+
+    acme("GET", "new-order", NULL, NULL, &resp);
+    check_problem("GET newOrder", &resp, 405, "malformed");
+
+    acme("PUT", "directory", NULL, NULL, &resp);
+    check_problem("PUT directory", &resp, 405, "malformed");
+
+    acme("GET", "a/b/c/d/e/f", NULL, NULL, &resp);
+    check_problem("deep path", &resp, 404, "malformed");
+
+    j = jws_es256(pk, BASE "/new-account", "n", NULL, "{}", NULL);
+
+    acme("POST", "new-account", "application/json", j, &resp);
+    check_problem("application/json", &resp, 415, "malformed");
+    acme("POST", "new-account", NULL, j, &resp);
+    check_problem("no content type", &resp, 415, "malformed");
+
+    conf.max_body = 100;
+    acme("POST", "new-account", "application/jose+json", j, &resp);
+    check_problem("over max_body", &resp, 413, "malformed");
+    conf.max_body = 0;
+
+    big = calloc(1, 70000);
+    memset(big, 'a', 69999);
+    acme("POST", "new-account", "application/jose+json", big, &resp);
+    check_problem("over 64 KiB", &resp, 413, "malformed");
+    free(big);
+    free(j);
+
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        char  *body = (char *) hostile[i].body;
+
+        if (body == NULL) {
+            const char  h[] = "{\"alg\":\"none\",\"url\":\"" BASE
+                              "/new-account\",\"nonce\":\"n\"}";
+            char       *ph = b64u(h, strlen(h));
+
+            if (asprintf(&body, "{\"protected\":\"%s\",\"payload\":\"e30\","
+                         "\"signature\":\"\"}", ph) < 0)
+            {
+                body = NULL;
+            }
+            free(ph);
+        }
+
+        acme("POST", "new-account", "application/jose+json", body, &resp);
+        if (strcmp(hostile[i].type, "badSignatureAlgorithm") == 0) {
+            ok(has(&resp, "\"algorithms\":["), "%s: algorithms listed",
+               hostile[i].name);
+        }
+        check_problem(hostile[i].name, &resp, hostile[i].status,
+                      hostile[i].type);
+
+        if (body != hostile[i].body) {
+            free(body);
+        }
+    }
+
+    /* url mismatch, missing nonce, jwk where kid is needed, kid where jwk
+     * is needed, a bad signature: all decided before Redis */
+
+    j = jws_es256(pk, BASE "/new-order", "n", NULL, "{}", NULL);
+    acme("POST", "new-account", "application/jose+json", j, &resp);
+    check_problem("url mismatch", &resp, 401, "unauthorized");
+    free(j);
+
+    j = jws_es256(pk, BASE "/new-account", NULL, NULL, "{}", NULL);
+    acme("POST", "new-account", "application/jose+json", j, &resp);
+    check_problem("no nonce", &resp, 400, "badNonce");
+    free(j);
+
+    j = jws_es256(pk, BASE "/new-order", "n", NULL, "{}", NULL);
+    acme("POST", "new-order", "application/jose+json", j, &resp);
+    check_problem("jwk for newOrder", &resp, 400, "malformed");
+    free(j);
+
+    j = jws_es256(pk, BASE "/new-account", "n", BASE "/acct/x", "{}", NULL);
+    acme("POST", "new-account", "application/jose+json", j, &resp);
+    check_problem("kid for newAccount", &resp, 400, "malformed");
+    free(j);
+
+    j = jws_es256(pk, BASE "/new-order", "n", "https://evil/acct/x", "{}",
+                  NULL);
+    acme("POST", "new-order", "application/jose+json", j, &resp);
+    check_problem("foreign kid", &resp, 400, "accountDoesNotExist");
+    free(j);
+
+    j = jws_es256(pk, BASE "/new-account", "n", NULL, "{}", NULL);
+    {
+        char  *s = strstr(j, "\"signature\":\"") + 13;
+        *s = *s == 'A' ? 'B' : 'A';
+    }
+    acme("POST", "new-account", "application/jose+json", j, &resp);
+    check_problem("bad signature", &resp, 400, "malformed");
+    free(j);
+}
+
+
+static void
+test_dead_store(EVP_PKEY *pk)
+{
+    char              *j, sock[128];
+    pki_redis_t       *dead, *saved;
+    pki_result_t       res;
+    pki_acme_resp_t    resp;
+    pki_redis_conf_t   rconf;
+
+    snprintf(sock, sizeof(sock), "%s/dead.sock", dir);
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = sock;
+    rconf.timeout_ms = 200;
+    pki_result_init(&res);
+    dead = pki_redis_new(&rconf, &res);
+
+    saved = conf.redis;
+    conf.redis = dead;
+
+    acme("HEAD", "new-nonce", NULL, NULL, &resp);
+    ok(resp.http_status == 503 && resp.retry_after > 0,
+       "newNonce with Redis down: 503 with Retry-After");
+    pki_acme_resp_free(&resp);
+
+    j = jws_es256(pk, BASE "/new-account", "n", NULL,
+                  "{\"termsOfServiceAgreed\":true}", NULL);
+    acme("POST", "new-account", "application/jose+json", j, &resp);
+    ok(resp.http_status == 503 && resp.retry_after > 0,
+       "newAccount with Redis down: 503 with Retry-After");
+    check_problem("newAccount with Redis down", &resp, 503,
+                  "serverInternal");
+    free(j);
+
+    conf.redis = saved;
+    pki_redis_free(dead);
+}
+
+
+/* ---- with a store ----------------------------------------------------------- */
+
+static char *
+new_nonce(char *buf)
+{
+    pki_acme_resp_t  resp;
+
+    acme("HEAD", "new-nonce", NULL, NULL, &resp);
+    snprintf(buf, 32, "%s", resp.nonce);
+    pki_acme_resp_free(&resp);
+
+    return buf;
+}
+
+
+/* A POST signed by pk (kid or jwk); payload "" is POST-as-GET. */
+static void
+post(EVP_PKEY *pk, const char *kid, const char *path, const char *payload,
+    const char *nonce, pki_acme_resp_t *resp)
+{
+    char  url[512], n[32], *j;
+
+    snprintf(url, sizeof(url), BASE "/%s", path);
+    j = jws_es256(pk, url, nonce ? nonce : new_nonce(n), kid, payload, NULL);
+    acme("POST", path, "application/jose+json", j, resp);
+    free(j);
+}
+
+
+static const char *
+rel(const char *url)
+{
+    return url + strlen(BASE) + 1;
+}
+
+
+/* The value of "name":"..." in a JSON body (first match), into buf. */
+static char *
+json_str(const pki_acme_resp_t *resp, const char *name, char *buf,
+    size_t size)
+{
+    char        pat[64];
+    const char *p, *e;
+
+    buf[0] = '\0';
+    snprintf(pat, sizeof(pat), "\"%s\":\"", name);
+    p = resp->body ? memmem(resp->body, resp->body_len, pat, strlen(pat))
+                   : NULL;
+    if (p == NULL) {
+        return buf;
+    }
+    p += strlen(pat);
+    e = strchr(p, '"');
+    if (e == NULL || (size_t) (e - p) >= size) {
+        return buf;
+    }
+    memcpy(buf, p, e - p);
+    buf[e - p] = '\0';
+
+    return buf;
+}
+
+
+static void
+test_store(const char *sock, EVP_PKEY *cakey_pub)
+{
+    char               n[32], kid[256], acct[64], order[256], authz[256];
+    char               fin[256], cert[256], key[512], *csr64, *p, ckid[32];
+    char               hkey[64], buf[1024];
+    EVP_PKEY          *pk, *pk2, *ck;
+    X509              *x;
+    BIO               *bio;
+    X509_REQ          *csr;
+    pki_redis_t       *r;
+    redisReply        *reply;
+    pki_result_t       res;
+    redisContext      *rc;
+    unsigned char     *der;
+    pki_acme_resp_t    resp;
+    pki_redis_conf_t   rconf;
+    int                len;
+
+    (void) cakey_pub;
+
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = sock;
+    rconf.ns = "acmetest:";
+    pki_result_init(&res);
+    r = pki_redis_new(&rconf, &res);
+    conf.redis = r;
+
+    rc = redisConnectUnix(sock);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    pk2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    /* nonces */
+    acme("GET", "new-nonce", NULL, NULL, &resp);
+    ok(resp.http_status == 204 && strlen(resp.nonce) >= 16 && resp.no_store,
+       "GET newNonce: 204, Replay-Nonce, no-store");
+    pki_acme_resp_free(&resp);
+
+    /* accounts */
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true,"
+         "\"contact\":[\"mailto:a@example.com\"]}", NULL, &resp);
+    ok(resp.http_status == 201 && resp.location && resp.nonce[0],
+       "newAccount: 201 with Location and a nonce");
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+
+    post(pk, NULL, "new-account", "{\"onlyReturnExisting\":true}", NULL,
+         &resp);
+    ok(resp.http_status == 200 && resp.location
+       && strcmp(resp.location, kid) == 0, "existing key: 200, same URL");
+    pki_acme_resp_free(&resp);
+
+    post(pk2, NULL, "new-account", "{\"onlyReturnExisting\":true}", NULL,
+         &resp);
+    check_problem("onlyReturnExisting", &resp, 400, "accountDoesNotExist");
+
+    post(pk2, NULL, "new-account", "{\"contact\":[\"mailto:x\"]}", NULL,
+         &resp);
+    check_problem("bad contact", &resp, 400, "invalidContact");
+
+    /* a nonce is single-use, and survives a forged request */
+    new_nonce(n);
+    {
+        char  url[256], *j;
+
+        snprintf(url, sizeof(url), "%s", kid);
+        j = jws_es256(pk2, url, n, kid, "", NULL);   /* wrong key */
+        acme("POST", rel(kid), "application/jose+json", j, &resp);
+        check_problem("kid with another key", &resp, 400, "malformed");
+        free(j);
+    }
+    post(pk, kid, rel(kid), "", n, &resp);
+    ok(resp.http_status == 200, "nonce still good after a forged request");
+    pki_acme_resp_free(&resp);
+    post(pk, kid, rel(kid), "", n, &resp);
+    ok(resp.nonce[0] != '\0', "badNonce carries a fresh nonce");
+    check_problem("replayed nonce", &resp, 400, "badNonce");
+    post(pk, kid, rel(kid), "", "bm9wZQ", &resp);
+    check_problem("made-up nonce", &resp, 400, "badNonce");
+
+    /* orders */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"WWW.Example.TEST\"},{\"type\":\"ip\","
+         "\"value\":\"192.0.2.1\"}]}", NULL, &resp);
+    ok(resp.http_status == 201 && resp.location
+       && has(&resp, "\"www.example.test\"") && has(&resp, "\"pending\""),
+       "newOrder: 201, names lowercased, pending");
+    snprintf(order, sizeof(order), "%s", resp.location ? resp.location : "");
+    json_str(&resp, "finalize", fin, sizeof(fin));
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"1.2.3.4\"}]}", NULL, &resp);
+    check_problem("an IP as a dns identifier", &resp, 400,
+                  "rejectedIdentifier");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"ip\","
+         "\"value\":\"*.1.2.3\"}]}", NULL, &resp);
+    check_problem("wildcard IP", &resp, 400, "rejectedIdentifier");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"a.example\"}],\"notBefore\":\"yesterday\"}", NULL,
+         &resp);
+    check_problem("bad notBefore", &resp, 400, "malformed");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"a.example\"}],\"notAfter\":\"2999-01-01T00:00:00Z\"}",
+         NULL, &resp);
+    check_problem("notAfter beyond the template", &resp, 400, "malformed");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"a.example\"}],\"replaces\":\"AAAA.AAAA\"}", NULL,
+         &resp);
+    check_problem("replaces a foreign certificate", &resp, 400, "malformed");
+    post(pk, kid, "new-order", "{\"identifiers\":[]}", NULL, &resp);
+    check_problem("no identifiers", &resp, 400, "malformed");
+
+    post(pk, kid, rel(order), "", NULL, &resp);
+    json_str(&resp, "authorizations\":[", authz, sizeof(authz));
+    pki_acme_resp_free(&resp);
+
+    /* finalize before ready */
+    {
+        X509_REQ                  *q = X509_REQ_new();
+        X509_EXTENSION            *ext;
+        STACK_OF(X509_EXTENSION)  *exts = sk_X509_EXTENSION_new_null();
+
+        ck = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        X509_REQ_set_pubkey(q, ck);
+        ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name,
+                                  "DNS:www.example.test,IP:192.0.2.1");
+        sk_X509_EXTENSION_push(exts, ext);
+        X509_REQ_add_extensions(q, exts);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        X509_REQ_sign(q, ck, EVP_sha256());
+        der = NULL;
+        len = i2d_X509_REQ(q, &der);
+        csr64 = b64u(der, (size_t) len);
+        OPENSSL_free(der);
+        X509_REQ_free(q);
+    }
+
+    snprintf(buf, sizeof(buf), "{\"csr\":\"%s\"}", csr64);
+    post(pk, kid, rel(fin), buf, NULL, &resp);
+    check_problem("finalize before ready", &resp, 403, "orderNotReady");
+
+    /* mark every authorization of the account valid in the store (the
+     * validator has its own tests) */
+    reply = redisCommand(rc, "KEYS acmetest:{acme:%s}:authz:*", acct);
+    for (size_t i = 0; reply && i < reply->elements; i++) {
+        redisReply  *g = redisCommand(rc, "GET %s", reply->element[i]->str);
+        char        *s = g && g->str ? strdup(g->str) : NULL;
+
+        if (s && (p = strstr(s, "\"status\":\"pending\"")) != NULL) {
+            memcpy(p + 10, "valid\",  ", 9);
+            freeReplyObject(redisCommand(rc, "SET %s %s",
+                                         reply->element[i]->str, s));
+        }
+        free(s);
+        if (g) {
+            freeReplyObject(g);
+        }
+    }
+    if (reply) {
+        freeReplyObject(reply);
+    }
+
+    post(pk, kid, rel(order), "", NULL, &resp);
+    ok(has(&resp, "\"status\":\"ready\""), "order ready once its "
+       "authorizations are valid");
+    pki_acme_resp_free(&resp);
+
+    post(pk2, NULL, "new-account", "{}", NULL, &resp);
+    {
+        char  kid2[256];
+
+        snprintf(kid2, sizeof(kid2), "%s", resp.location ? resp.location
+                                                         : "");
+        pki_acme_resp_free(&resp);
+        post(pk2, kid2, rel(order), "", NULL, &resp);
+        check_problem("another account's order", &resp, 403,
+                      "unauthorized");
+        post(pk2, kid2, rel(fin), buf, NULL, &resp);
+        check_problem("another account's finalize", &resp, 403,
+                      "unauthorized");
+    }
+
+    /* CSR with the account key */
+    {
+        X509_REQ                  *q = X509_REQ_new();
+        X509_EXTENSION            *ext;
+        STACK_OF(X509_EXTENSION)  *exts = sk_X509_EXTENSION_new_null();
+        char                      *b, body[2048];
+
+        X509_REQ_set_pubkey(q, pk);
+        ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name,
+                                  "DNS:www.example.test,IP:192.0.2.1");
+        sk_X509_EXTENSION_push(exts, ext);
+        X509_REQ_add_extensions(q, exts);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        X509_REQ_sign(q, pk, EVP_sha256());
+        der = NULL;
+        len = i2d_X509_REQ(q, &der);
+        b = b64u(der, (size_t) len);
+        snprintf(body, sizeof(body), "{\"csr\":\"%s\"}", b);
+        post(pk, kid, rel(fin), body, NULL, &resp);
+        check_problem("CSR with the account key", &resp, 400, "badCSR");
+        free(b);
+        OPENSSL_free(der);
+        X509_REQ_free(q);
+    }
+
+    post(pk, kid, rel(fin), "{\"csr\":\"AAAA\"}", NULL, &resp);
+    check_problem("CSR garbage", &resp, 400, "badCSR");
+
+    post(pk, kid, rel(fin), buf, NULL, &resp);
+    ok(resp.http_status == 200 && has(&resp, "\"status\":\"valid\"")
+       && has(&resp, "\"certificate\""), "finalize: valid, certificate URL");
+    json_str(&resp, "certificate", cert, sizeof(cert));
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, rel(cert), "", NULL, &resp);
+    ok(resp.http_status == 200 && resp.content_type
+       && strcmp(resp.content_type, "application/pem-certificate-chain") == 0,
+       "certificate: PEM chain");
+    bio = BIO_new_mem_buf(resp.body, (int) resp.body_len);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    ok(x != NULL && X509_check_host(x, "www.example.test", 0, 0, NULL) == 1
+       && X509_check_ip_asc(x, "192.0.2.1", 0) == 1,
+       "certificate names the order's identifiers");
+    ok(x != NULL && EVP_PKEY_eq(X509_get0_pubkey(x), ck) == 1,
+       "certificate holds the CSR key");
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, rel(fin), buf, NULL, &resp);
+    check_problem("finalize twice", &resp, 403, "orderNotReady");
+
+    /* ARI */
+    p = pki_acme_cert_id(x);
+    ok(p != NULL, "certID");
+    snprintf(key, sizeof(key), "renewal-info/%s", p ? p : "x");
+    acme("GET", key, NULL, NULL, &resp);
+    ok(resp.http_status == 200 && has(&resp, "suggestedWindow")
+       && resp.retry_after > 0, "renewalInfo: window and Retry-After");
+    pki_acme_resp_free(&resp);
+    acme("GET", "renewal-info/AAAA.AAAA", NULL, NULL, &resp);
+    check_problem("renewalInfo for an unknown certID", &resp, 404,
+                  "malformed");
+
+    /* revocation */
+    der = NULL;
+    len = i2d_X509(x, &der);
+    {
+        char  *b = b64u(der, (size_t) len), body[4096];
+
+        snprintf(body, sizeof(body), "{\"certificate\":\"%s\",\"reason\":2}",
+                 b);
+        post(pk, kid, "revoke-cert", body, NULL, &resp);
+        check_problem("reason 2", &resp, 400, "badRevocationReason");
+
+        snprintf(body, sizeof(body), "{\"certificate\":\"%s\"}", b);
+        post(pk2, NULL, "revoke-cert", body, NULL, &resp);
+        check_problem("revocation by a stranger's key", &resp, 403,
+                      "unauthorized");
+
+        snprintf(body, sizeof(body), "{\"certificate\":\"%s\",\"reason\":1}",
+                 b);
+        post(ck, NULL, "revoke-cert", body, NULL, &resp);
+        ok(resp.http_status == 200, "revocation with the certificate key");
+        pki_acme_resp_free(&resp);
+
+        post(pk, kid, "revoke-cert", body, NULL, &resp);
+        check_problem("revoked twice", &resp, 400, "alreadyRevoked");
+        free(b);
+    }
+    OPENSSL_free(der);
+
+    acme("GET", key, NULL, NULL, &resp);
+    ok(resp.http_status == 200, "renewalInfo for a revoked certificate");
+    pki_acme_resp_free(&resp);
+    free(p);
+
+    /* External Account Binding */
+    pki_result_init(&res);
+    ok(pki_acme_eab_new(r, ckid, hkey, &res) == PKI_OK, "EAB key created");
+    conf.eab_required = 1;
+    {
+        EVP_PKEY       *pk3 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        char           *jwk = pki_jwk_json(pk3), h[256], *ph, *pp, *ps;
+        char           *payload;
+        unsigned char  *k, mac[32];
+        unsigned int    maclen;
+        size_t          klen;
+
+        post(pk3, NULL, "new-account", "{}", NULL, &resp);
+        check_problem("no EAB", &resp, 403, "externalAccountRequired");
+
+        snprintf(h, sizeof(h), "{\"alg\":\"HS256\",\"kid\":\"%s\","
+                 "\"url\":\"" BASE "/new-account\"}", ckid);
+        ph = b64u(h, strlen(h));
+        pp = b64u(jwk, strlen(jwk));
+        snprintf(buf, sizeof(buf), "%s.%s", ph, pp);
+        pki_b64url_decode(hkey, strlen(hkey), &k, &klen);
+        HMAC(EVP_sha256(), k, (int) klen, (unsigned char *) buf, strlen(buf),
+             mac, &maclen);
+        ps = b64u(mac, maclen);
+
+        if (asprintf(&payload, "{\"externalAccountBinding\":{\"protected\":"
+                     "\"%s\",\"payload\":\"%s\",\"signature\":\"AAAA%s\"}}",
+                     ph, pp, ps) > 0)
+        {
+            post(pk3, NULL, "new-account", payload, NULL, &resp);
+            check_problem("EAB with a bad MAC", &resp, 403, "unauthorized");
+            free(payload);
+        }
+
+        if (asprintf(&payload, "{\"externalAccountBinding\":{\"protected\":"
+                     "\"%s\",\"payload\":\"%s\",\"signature\":\"%s\"}}",
+                     ph, pp, ps) > 0)
+        {
+            post(pk3, NULL, "new-account", payload, NULL, &resp);
+            ok(resp.http_status == 201, "newAccount with EAB: 201");
+            pki_acme_resp_free(&resp);
+            free(payload);
+        }
+
+        pki_result_init(&res);
+        ok(pki_acme_eab_disable(r, ckid, &res) == PKI_OK, "EAB disabled");
+        {
+            char  *list = NULL;
+
+            pki_acme_eab_list(r, &list, &res);
+            ok(list && strstr(list, ckid) && strstr(list, "disabled"),
+               "EAB list shows the disabled key");
+            free(list);
+        }
+
+        free(ph);
+        free(pp);
+        free(ps);
+        free(k);
+        free(jwk);
+        EVP_PKEY_free(pk3);
+    }
+    conf.eab_required = 0;
+
+    /* rate limit: 429 with Retry-After */
+    conf.orders_per_hour = 1;
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"r1.example\"}]}", NULL, &resp);
+    ok(resp.http_status == 201, "first order within the hourly limit");
+    pki_acme_resp_free(&resp);
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"r2.example\"}]}", NULL, &resp);
+    ok(resp.retry_after > 0, "rate limited: Retry-After");
+    check_problem("over the hourly order limit", &resp, 429, "rateLimited");
+    conf.orders_per_hour = 0;
+
+    /* keyChange to a key in use */
+    {
+        char  *inner, *jwk = pki_jwk_json(pk), payload[2048], body[8192];
+        char   url[] = BASE "/key-change";
+
+        snprintf(payload, sizeof(payload), "{\"account\":\"%s\","
+                 "\"oldKey\":%s}", kid, jwk);
+        inner = jws_es256(pk2, url, NULL, NULL, payload, NULL);
+        snprintf(body, sizeof(body), "%s", inner);
+        post(pk, kid, "key-change", body, NULL, &resp);
+        ok(resp.http_status == 409 && resp.location != NULL,
+           "keyChange to a key in use: 409 with Location");
+        pki_acme_resp_free(&resp);
+        free(inner);
+        free(jwk);
+    }
+
+    free(csr64);
+    X509_free(x);
+    EVP_PKEY_free(ck);
+    EVP_PKEY_free(pk);
+    EVP_PKEY_free(pk2);
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+    (void) csr;
+}
+
+
+int
+main(void)
+{
+    char             cmd[128];
+    EVP_PKEY        *capk, *pk;
+    pki_key_t       *cakey;
+    const char      *sock;
+    pki_redis_t     *none;
+    pki_result_t     res;
+    pki_template_t  *troot, *tacme;
+    pki_redis_conf_t rconf;
+    static const char  *caa[] = { "ca.test", NULL };
+    static const char *const root_lines[] = {
+        "subject CN copy", "basic_constraints ca:true", "validity 3650d",
+        NULL
+    };
+    static const char *const acme_lines[] = {
+        "key_types ec:P-256 rsa:2048-4096", "subject CN copy",
+        "san dns copy wildcard", "san ip copy", "validity 90d",
+        "extended_key_usage serverAuth", NULL
+    };
+
+    pki_init();
+
+    snprintf(dir, sizeof(dir), "/tmp/acmetest.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+
+    troot = make_template("root", root_lines + 0);
+    tacme = make_template("acme", acme_lines);
+    capk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    memset(&conf, 0, sizeof(conf));
+    conf.ca = make_ca(capk, &cakey, troot, tacme);
+    conf.tmpl = tacme;
+    conf.caa = caa;
+    conf.authz_reuse = 3600;
+
+    /* a store that is configured but never reached for these */
+    memset(&rconf, 0, sizeof(rconf));
+    snprintf(cmd, sizeof(cmd), "%s/none.sock", dir);
+    rconf.unix_path = cmd;
+    rconf.timeout_ms = 100;
+    pki_result_init(&res);
+    none = pki_redis_new(&rconf, &res);
+    conf.redis = none;
+
+    test_no_store(pk);
+    test_dead_store(pk);
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock && sock[0]) {
+        test_store(sock, capk);
+    } else {
+        diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
+    }
+
+    pki_redis_free(none);
+    pki_ca_free(conf.ca);
+    pki_key_free(cakey);
+    pki_template_free(troot);
+    pki_template_free(tacme);
+    EVP_PKEY_free(capk);
+    EVP_PKEY_free(pk);
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) {
+        diag("cleanup failed");
+    }
+
+    return done_testing();
+}
