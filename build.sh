@@ -20,6 +20,7 @@ NGX_SRC=/usr/share/nginx/src
 PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           libcryptx-perl
           libhiredis-dev libcjson-dev libssl-dev redis-server wrk
+          libp11-kit-dev
           build-essential pkg-config curl
           libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl
           # ACME clients and peer: t/acme_clients.t, bench/acme.sh
@@ -238,6 +239,10 @@ demo_start() {
         rm -f "$d/ra.csr"
     fi
     [ -f "$d/scep-challenge" ] || printf 'demo\n' > "$d/scep-challenge"
+    if [ ! -f "$d/matter/pai.pem" ]; then
+        PKI_BUILD="$b" "$TOP/scripts/mkpki-matter.sh" "$d" \
+            || die "Matter hierarchies failed (scripts/mkpki-matter.sh)"
+    fi
 
     mkdir -p "$d/redis" "$d/nginx/conf" "$d/nginx/logs" "$d/nginx/tmp"
 
@@ -300,6 +305,9 @@ nginx-pki demo is running.
   audit log      $d/audit/  (check: build/pkictl audit verify $d/audit --pubkey $d/audit-pub.pem)
   SCEP           http://127.0.0.1:8080/scep   (challenge "demo"; RA $d/ra.pem;
                  one-time challenges: POST /pki/admin/scep/challenges)
+  Matter         DACs: https://127.0.0.1:8443/.well-known/est/matter-dac/  (demo / demo)
+                 batch: https://127.0.0.1:8443/matter/dac/batch  NOC: https://127.0.0.1:8443/matter/noc
+                 PAA/PAI/RCAC/ICAC: $d/matter/*.pem (keys in the token)
   trust anchor   $d/root.pem
   CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
   Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)

@@ -1844,6 +1844,23 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
     }
 
     o = pki_acme_authz_obj(a, acct, aid, authz);
+
+    /* a validation is running: ask for a poll soon (lego waits 5 s
+     * without a Retry-After) */
+    if (strcmp(pki_acme_authz_status(a, authz), "pending") == 0) {
+        cJSON  *ch;
+
+        cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                              "challenges"))
+        {
+            if (pki_json_str(ch, "status") != NULL
+                && strcmp(pki_json_str(ch, "status"), "processing") == 0)
+            {
+                a->resp->retry_after = 1;
+            }
+        }
+    }
+
     cJSON_Delete(authz);
 
     pki_acme_json(a, 200, o);
@@ -1941,6 +1958,11 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
     }
 
     o = pki_acme_challenge_obj(a, acct, aid, found);
+
+    if (strcmp(pki_json_str(found, "status"), "processing") == 0) {
+        a->resp->retry_after = 1;
+    }
+
     cJSON_Delete(authz);
 
     pki_acme_json(a, 200, o);

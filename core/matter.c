@@ -1417,6 +1417,11 @@ pki_int_matter_tmpl_finish(pki_template_t *t, pki_result_t *res)
         t->validity = PKI_MATTER_VALIDITY;     /* 99991231235959Z */
     }
 
+    /* DAC keys may be made by the factory or the PKI provider */
+    if (type == PKI_MATTER_DAC && t->server_keygen == -1) {
+        t->server_keygen = 1;
+    }
+
     if (t->nsubject == 0) {
         t->subject[0].obj = OBJ_dup(OBJ_nid2obj(NID_commonName));
         if (t->subject[0].obj == NULL) {

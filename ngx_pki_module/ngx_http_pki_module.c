@@ -156,6 +156,8 @@ static pki_vault_t *ngx_http_pki_find_vault_by_token(
 
 static void ngx_http_pki_vault_cleanup(void *data);
 static void ngx_http_pki_template_cleanup(void *data);
+static pki_template_t *ngx_http_pki_matter_template(ngx_conf_t *cf,
+    ngx_http_pki_main_conf_t *pmcf, ngx_str_t *name);
 static void ngx_http_pki_ca_cleanup(void *data);
 static void ngx_http_pki_key_cleanup(void *data);
 static void ngx_http_pki_redis_cleanup(void *data);
@@ -1426,7 +1428,61 @@ ngx_http_pki_find_template(ngx_conf_t *cf, ngx_str_t *name)
         }
     }
 
+    /* the built-in Matter profiles "matter-paa" ... "matter-noc" */
+
+    if (name->len > 7 && name->len < 16
+        && ngx_strncmp(name->data, "matter-", 7) == 0)
+    {
+        return ngx_http_pki_matter_template(cf, pmcf, name);
+    }
+
     return NULL;
+}
+
+
+static pki_template_t *
+ngx_http_pki_matter_template(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
+    ngx_str_t *name)
+{
+    u_char                    buf[16];
+    pki_result_t              res;
+    pki_template_t           *pt;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_pki_template_t  *tmpl;
+
+    *ngx_cpymem(buf, name->data, name->len) = '\0';
+
+    pki_result_init(&res);
+
+    pt = pki_matter_template_new((char *) buf, &res);
+    if (pt == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_template_free(pt);
+        return NULL;
+    }
+
+    cln->handler = ngx_http_pki_template_cleanup;
+    cln->data = pt;
+
+    tmpl = ngx_array_push(&pmcf->templates);
+    if (tmpl == NULL) {
+        return NULL;
+    }
+
+    tmpl->name.len = name->len;
+    tmpl->name.data = ngx_pstrdup(cf->pool, name);
+    tmpl->tmpl = pt;
+
+    if (tmpl->name.data == NULL) {
+        tmpl->name.len = 0;
+        return NULL;
+    }
+
+    return pt;
 }
 
 

@@ -14,20 +14,26 @@
  *                [--vid FFF1] [--pid 8000] [--cn TEXT]
  *                [--fabric-id HEX16] [--rcac-id HEX16] [--icac-id HEX16]
  *
+ * The fabric-id goes into the RCAC only: an ICAC without one keeps a NOC
+ * with three CATs under the 600-byte DER limit.
+ *
  * "hierarchy" generates two EC P-256 key pairs inside the PKCS#11 token
- * (labels matter-paa + matter-pai, or matter-rcac + matter-icac; with
- * pkcs11-tool, the PIN given on its standard input) and writes DIR/paa.pem
+ * (C_GenerateKeyPair; labels matter-paa + matter-pai, or matter-rcac +
+ * matter-icac; sensitive, not extractable) and writes DIR/paa.pem
  * + DIR/pai.pem or DIR/rcac.pem + DIR/icac.pem.  Exit status 0 on success;
  * otherwise 1 with the failed rule on stderr.
  */
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <p11-kit/pkcs11.h>
+
+#include <openssl/crypto.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -106,6 +112,16 @@ mwrite(const char *path, const unsigned char *d, size_t n)
 }
 
 
+/* PEM (text may precede it, as `openssl pkcs7 -print_certs` writes) or
+ * DER: DER starts with a SEQUENCE tag. */
+static int
+is_pem(const unsigned char *buf, size_t len)
+{
+    return len > 10 && buf[0] != 0x30
+           && memmem(buf, len, "-----BEGIN", 10) != NULL;
+}
+
+
 /* PEM or DER certificate. */
 static X509 *
 mcert(const char *path)
@@ -121,7 +137,7 @@ mcert(const char *path)
         return NULL;
     }
 
-    if (len > 10 && memcmp(buf, "-----BEGIN", 10) == 0) {
+    if (is_pem(buf, len)) {
         bio = BIO_new_mem_buf(buf, (int) len);
         x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
         BIO_free(bio);
@@ -163,7 +179,7 @@ cmd_convert(int to_tlv, int argc, char **argv)
         return 1;
     }
 
-    if (to_tlv && len > 10 && memcmp(in, "-----BEGIN", 10) == 0) {
+    if (to_tlv && is_pem(in, len)) {
         X509  *x = mcert(argv[0]);
         int    n;
 
@@ -291,67 +307,142 @@ cmd_verify_operational(const matter_opts_t *o)
 
 /* ---- hierarchy ---------------------------------------------------------------- */
 
+/* An EC P-256 key pair generated inside the token (C_GenerateKeyPair):
+ * private, sensitive, not extractable.  The PIN comes from the PIN file. */
 static int
-keygen(const matter_opts_t *o, const char *label, const char *id)
+keygen(const matter_opts_t *o, const char *label, unsigned char id)
 {
-    int     fd[2], status;
-    pid_t   pid;
-    char    pin[256];
-    size_t  n;
-    FILE   *f;
+    int                  ok;
+    FILE                *f;
+    char                 pin[256];
+    void                *h;
+    size_t               n, llen;
+    CK_RV                rv;
+    CK_ULONG             nslots, i;
+    CK_SLOT_ID          *slots, slot;
+    CK_BBOOL             yes = CK_TRUE, no = CK_FALSE;
+    CK_TOKEN_INFO        ti;
+    CK_MECHANISM         mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+    CK_SESSION_HANDLE    s;
+    CK_OBJECT_HANDLE     hpub, hpriv;
+    CK_FUNCTION_LIST_PTR fl;
+    CK_C_GetFunctionList gfl;
+    unsigned char        curve[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+                                     0x3d, 0x03, 0x01, 0x07 };
+
+    CK_ATTRIBUTE  pub[] = {
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_VERIFY, &yes, sizeof(yes) },
+        { CKA_EC_PARAMS, curve, sizeof(curve) },
+        { CKA_LABEL, (void *) label, strlen(label) },
+        { CKA_ID, &id, 1 },
+    };
+    CK_ATTRIBUTE  priv[] = {
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &yes, sizeof(yes) },
+        { CKA_SENSITIVE, &yes, sizeof(yes) },
+        { CKA_EXTRACTABLE, &no, sizeof(no) },
+        { CKA_SIGN, &yes, sizeof(yes) },
+        { CKA_LABEL, (void *) label, strlen(label) },
+        { CKA_ID, &id, 1 },
+    };
 
     f = fopen(o->pin_file, "r");
     if (f == NULL || fgets(pin, sizeof(pin), f) == NULL) {
         if (f) {
             fclose(f);
         }
-        return mfail("cannot read the PIN file", NULL) && 0;
+        mfail("cannot read the PIN file", NULL);
+        return 0;
     }
     fclose(f);
     n = strcspn(pin, "\r\n");
-    pin[n] = '\n';
+    pin[n] = '\0';
 
-    if (pipe(fd) != 0) {
-        return 0;
+    ok = 0;
+    slots = NULL;
+    fl = NULL;
+
+    h = dlopen(o->module, RTLD_NOW | RTLD_LOCAL);
+    gfl = h ? (CK_C_GetFunctionList) dlsym(h, "C_GetFunctionList") : NULL;
+    if (gfl == NULL || gfl(&fl) != CKR_OK) {
+        mfail("cannot load the PKCS#11 module", o->module);
+        goto done;
     }
 
-    pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        return 0;
+    rv = fl->C_Initialize(NULL);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        mfail("C_Initialize failed", NULL);
+        fl = NULL;
+        goto done;
     }
 
-    if (pid == 0) {
-        dup2(fd[0], 0);
-        close(fd[0]);
-        close(fd[1]);
-        if (freopen("/dev/null", "w", stdout) == NULL) {
-            _exit(127);
-        }
-        execlp("pkcs11-tool", "pkcs11-tool", "--module", o->module,
-               "--token-label", o->token, "--login", "--keypairgen",
-               "--key-type", "EC:prime256v1", "--label", label, "--id", id,
-               (char *) NULL);
-        _exit(127);
-    }
-
-    close(fd[0]);
-    if (write(fd[1], pin, n + 1) != (ssize_t) (n + 1)) {
-        /* the child reports */
-    }
-    memset(pin, 0, sizeof(pin));
-    close(fd[1]);
-
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)
-        || WEXITSTATUS(status) != 0)
+    if (fl->C_GetSlotList(CK_TRUE, NULL, &nslots) != CKR_OK || nslots == 0
+        || (slots = calloc(nslots, sizeof(CK_SLOT_ID))) == NULL
+        || fl->C_GetSlotList(CK_TRUE, slots, &nslots) != CKR_OK)
     {
-        fprintf(stderr, "pkictl matter: pkcs11-tool --keypairgen %s failed\n",
-                label);
-        return 0;
+        mfail("no PKCS#11 token", NULL);
+        goto done;
     }
 
-    return 1;
+    llen = strlen(o->token);
+    for (i = 0; i < nslots; i++) {
+        if (fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK || llen > 32) {
+            continue;
+        }
+        n = 32;
+        while (n > 0 && ti.label[n - 1] == ' ') {
+            n--;
+        }
+        if (n == llen && memcmp(ti.label, o->token, llen) == 0) {
+            break;
+        }
+    }
+    if (i == nslots) {
+        mfail("token not found", o->token);
+        goto done;
+    }
+    slot = slots[i];
+
+    if (fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+                          NULL, &s) != CKR_OK)
+    {
+        mfail("C_OpenSession failed", NULL);
+        goto done;
+    }
+
+    rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) pin, strlen(pin));
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+        mfail("C_Login failed", NULL);
+        fl->C_CloseSession(s);
+        goto done;
+    }
+
+    rv = fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]),
+                               priv, sizeof(priv) / sizeof(priv[0]), &hpub,
+                               &hpriv);
+    if (rv != CKR_OK) {
+        fprintf(stderr, "pkictl matter: C_GenerateKeyPair(%s) failed: "
+                "0x%lx\n", label, (unsigned long) rv);
+    } else {
+        ok = 1;
+    }
+
+    fl->C_Logout(s);
+    fl->C_CloseSession(s);
+
+done:
+
+    OPENSSL_cleanse(pin, sizeof(pin));
+    free(slots);
+    if (fl) {
+        fl->C_Finalize(NULL);
+    }
+    if (h) {
+        dlclose(h);
+    }
+
+    return ok;
 }
 
 
@@ -422,8 +513,8 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     clabel = att ? "matter-pai" : "matter-icac";
 
     if (o->keygen == NULL || strcmp(o->keygen, "on") == 0) {
-        if (!keygen(o, rlabel, att ? "a1" : "c1")
-            || !keygen(o, clabel, att ? "a2" : "c2"))
+        if (!keygen(o, rlabel, att ? 0xa1 : 0xc1)
+            || !keygen(o, clabel, att ? 0xa2 : 0xc2))
         {
             return 1;
         }
@@ -467,13 +558,18 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     }
 
     if (att) {
+        char  rcn[128], ccn[128];
+
+        snprintf(rcn, sizeof(rcn), "%s PAA", o->cn ? o->cn : "Matter");
+        snprintf(ccn, sizeof(ccn), "%s PAI", o->cn ? o->cn : "Matter");
+
         if (!X509_NAME_add_entry_by_txt(rname, "CN", MBSTRING_UTF8,
-                (const unsigned char *) (o->cn ? o->cn : "Matter PAA"), -1,
-                -1, 0)
+                                        (const unsigned char *) rcn, -1, -1,
+                                        0)
             || !add_attr(rname, "1.3.6.1.4.1.37244.2.1", o->vid)
             || !X509_NAME_add_entry_by_txt(cname, "CN", MBSTRING_UTF8,
-                (const unsigned char *) (o->cn ? o->cn : "Matter PAI"), -1,
-                -1, 0)
+                                           (const unsigned char *) ccn, -1,
+                                           -1, 0)
             || !add_attr(cname, "1.3.6.1.4.1.37244.2.1", o->vid)
             || (o->pid && !add_attr(cname, "1.3.6.1.4.1.37244.2.2", o->pid)))
         {
@@ -487,9 +583,7 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
             || (o->fabric_id && !add_attr(rname, "1.3.6.1.4.1.37244.1.5",
                                           o->fabric_id))
             || !add_attr(cname, "1.3.6.1.4.1.37244.1.3",
-                         o->icac_id ? o->icac_id : "CACACACA00000002")
-            || (o->fabric_id && !add_attr(cname, "1.3.6.1.4.1.37244.1.5",
-                                          o->fabric_id)))
+                         o->icac_id ? o->icac_id : "CACACACA00000002"))
         {
             mfail("bad --rcac-id/--icac-id/--fabric-id", NULL);
             goto done;

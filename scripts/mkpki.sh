@@ -29,6 +29,8 @@
 #   DIR/ra.key, DIR/ra.pem   SCEP RA: RSA-2048 key (file) and certificate
 #                     issued by the issuing CA (SCEP key transport is RSA)
 #   DIR/scep-challenge  the demo's static SCEP challenge: "demo"
+#   DIR/matter/        with PKI_MKPKI_MATTER=1: Matter PAA -> PAI and RCAC ->
+#                      ICAC, keys in the token (scripts/mkpki-matter.sh)
 #
 set -euo pipefail
 
@@ -146,5 +148,12 @@ printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$D/htpasswd-admin"
     -out "$D/audit.key" 2>/dev/null) || die "openssl genpkey (audit key) failed"
 openssl pkey -in "$D/audit.key" -pubout -out "$D/audit-pub.pem" 2>/dev/null \
     || die "openssl pkey (audit key) failed"
+
+# Matter hierarchies (issue 6): scripts/mkpki-matter.sh (the demo, t/matter.t
+# and bench/matter.sh add them; other tests run without the Matter CAs)
+if [ "${PKI_MKPKI_MATTER:-0}" = 1 ]; then
+    PKI_BUILD="$BUILD" PKI_TOKEN="$TOKEN" PKI_P11_MODULE="$MOD" \
+        "$TOP/scripts/mkpki-matter.sh" "$D" || die "Matter hierarchies failed"
+fi
 
 say "done: $D"

@@ -227,6 +227,9 @@ sub order_ready {
         is($cr->{status}, 200, 'challenge POST: 200');
         like($cr->{json}{status}, qr/^(processing|valid|pending)$/,
              "challenge POST answers at once: $cr->{json}{status}");
+        ok($cr->{json}{status} ne 'processing'
+           || ($cr->{headers}{'retry-after'} // '') eq '1',
+           'a processing challenge asks for a poll in 1 s (Retry-After)');
         my $done = poll($c, $az, 'valid');
         is($done->{json}{status}, 'valid', "authz $names[0] valid")
             or diag($done->{content});

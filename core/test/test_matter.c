@@ -668,6 +668,221 @@ static const noc_case_t  noc_cases[] = {
     { NULL, { NULL }, NULL }
 };
 
+/* ---- the JSON engine (no Redis: nothing is recorded) ----------------------- */
+
+static char *
+csr_b64(EVP_PKEY *pk, const char *cn)
+{
+    int             len;
+    char           *b64;
+    size_t          blen;
+    X509_REQ       *req;
+    X509_NAME      *n;
+    unsigned char  *der;
+
+    req = X509_REQ_new();
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_REQ_set_subject_name(req, n);
+    X509_NAME_free(n);
+    X509_REQ_set_pubkey(req, pk);
+    X509_REQ_sign(req, pk, EVP_sha256());
+    der = NULL;
+    len = i2d_X509_REQ(req, &der);
+    X509_REQ_free(req);
+    b64 = pki_base64_encode(der, (size_t) len, 0, &blen);
+    OPENSSL_free(der);
+    return b64;
+}
+
+
+static int
+engine(pki_ca_t *ca, pki_template_t *t, pki_matter_op_t op, const char *body,
+    const char *ctype, const char *method, const char *user,
+    pki_matter_resp_t *resp)
+{
+    pki_matter_conf_t  conf;
+    pki_matter_req_t   req;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.ca = ca;
+    conf.tmpl = t;
+    conf.threads = 4;
+
+    memset(&req, 0, sizeof(req));
+    req.op = op;
+    req.method = method;
+    req.content_type = ctype;
+    req.body = (const unsigned char *) body;
+    req.body_len = strlen(body);
+    req.user = user;
+    req.client = "127.0.0.1";
+
+    pki_matter_handle(&conf, &req, resp);
+
+    return resp->http_status;
+}
+
+
+static void
+test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
+    pki_template_t *tnoc)
+{
+    int                 i, st;
+    char               *c1, *c2, *body;
+    cJSON              *j;
+    size_t              len;
+    EVP_PKEY           *k1, *k2, *k3;
+    pki_matter_resp_t   r;
+
+    static const struct {
+        const char  *body;
+        int          status;
+        const char  *error;
+    } bad_batch[] = {
+        { "{}", 400, "either" },
+        { "[]", 400, "JSON object" },
+        { "{\"csrs\": 5}", 400, "array" },
+        { "{\"csrs\": []}", 400, "1..1000" },
+        { "{\"csrs\": [5]}", 400, "csrs[0]" },
+        { "{\"csrs\": [\"!!!\"]}", 400, "csrs[0]" },
+        { "{\"csrs\": [\"AAAA\"]}", 400, "csrs[0]" },
+        { "{\"count\": 0}", 400, "1..1000" },
+        { "{\"count\": 1.5}", 400, "integer" },
+        { "{\"count\": 1001}", 400, "1..1000" },
+        { "{\"count\": 1, \"csrs\": []}", 400, "either" },
+        { "{\"csrs\": [\"", 400, "JSON" },
+        { NULL, 0, NULL }
+    };
+
+    k1 = ec_key("P-256");
+    k2 = ec_key("P-256");
+    k3 = ec_key("P-384");
+    c1 = csr_b64(k1, "unit 1");
+    c2 = csr_b64(k2, "unit 2");
+
+    len = strlen(c1) * 20 + 64;
+    body = malloc(len);
+
+    /* a batch of 12 (split across threads) */
+    strcpy(body, "{\"csrs\": [");
+    for (i = 0; i < 12; i++) {
+        strcat(body, i ? ",\"" : "\"");
+        strcat(body, i % 2 ? c2 : c1);
+        strcat(body, "\"");
+    }
+    strcat(body, "]}");
+    st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, body,
+                "application/json", "POST", "u", &r);
+    j = cJSON_ParseWithLength((char *) r.body, r.body_len);
+    ok(st == 200 && cJSON_GetArraySize(cJSON_GetObjectItem(j, "certificates"))
+                    == 12, "engine: batch of 12 -> 12 certificates %s",
+       r.res.detail);
+    cJSON_Delete(j);
+    pki_matter_resp_free(&r);
+
+    st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{\"count\": 2}",
+                "application/json; charset=utf-8", "POST", "u", &r);
+    j = cJSON_ParseWithLength((char *) r.body, r.body_len);
+    ok(st == 200 && cJSON_GetArraySize(cJSON_GetObjectItem(j, "keys")) == 2,
+       "engine: count 2 -> 2 certificates with keys");
+    cJSON_Delete(j);
+    pki_matter_resp_free(&r);
+
+    for (i = 0; bad_batch[i].body; i++) {
+        st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, bad_batch[i].body,
+                    "application/json", "POST", "u", &r);
+        ok(st == bad_batch[i].status && r.body
+           && strstr((char *) r.body, bad_batch[i].error),
+           "engine: batch %s -> %d %.*s", bad_batch[i].body, st,
+           (int) r.body_len, r.body ? (char *) r.body : "");
+        pki_matter_resp_free(&r);
+    }
+
+    free(c2);
+    c2 = csr_b64(k3, "p384");
+    snprintf(body, len, "{\"csrs\": [\"%s\", \"%s\"]}", c1, c2);
+    st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, body,
+                "application/json", "POST", "u", &r);
+    ok(st == 400 && strstr((char *) r.body, "csrs[1]")
+       && strstr((char *) r.body, "P-256"),
+       "engine: a P-384 CSR in a batch -> 400 %.*s", (int) r.body_len,
+       (char *) r.body);
+    pki_matter_resp_free(&r);
+
+    ok(engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{}", "application/json",
+              "GET", "u", &r) == 405, "engine: GET -> 405");
+    pki_matter_resp_free(&r);
+    ok(engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{}", "application/json",
+              "POST", NULL, &r) == 403, "engine: no identity -> 403");
+    pki_matter_resp_free(&r);
+    ok(engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{}", "text/plain",
+              "POST", "u", &r) == 415, "engine: text/plain -> 415");
+    pki_matter_resp_free(&r);
+    ok(engine(capai, tdac, PKI_MATTER_OP_NOC, "{}", "application/json",
+              "POST", "u", &r) == 500, "engine: a DAC template for NOCs -> "
+       "500 (configuration)");
+    pki_matter_resp_free(&r);
+
+    /* NOC */
+    snprintf(body, len, "{\"csr\": \"%s\", \"node_id\": \"0000000000000007\","
+             " \"fabric_id\": \"FAB000000000001D\", \"cats\": [\"00010001\"]}",
+             c1);
+    st = engine(caic, tnoc, PKI_MATTER_OP_NOC, body, "application/json",
+                "POST", "u", &r);
+    j = cJSON_ParseWithLength((char *) r.body, r.body_len);
+    ok(st == 200 && cJSON_IsString(cJSON_GetObjectItem(j, "noc_tlv"))
+       && cJSON_IsString(cJSON_GetObjectItem(j, "icac_tlv"))
+       && cJSON_IsString(cJSON_GetObjectItem(j, "rcac_tlv")),
+       "engine: NOC -> noc, icac, rcac with TLVs %s", r.res.detail);
+    cJSON_Delete(j);
+    pki_matter_resp_free(&r);
+
+    {
+        static const char  *bad[][2] = {
+            { "\"node_id\": \"000000000000000g\", \"fabric_id\": "
+              "\"FAB000000000001D\"", "node_id" },
+            { "\"node_id\": 7, \"fabric_id\": \"FAB000000000001D\"",
+              "node_id" },
+            { "\"node_id\": \"0000000000000007\"", "fabric_id" },
+            { "\"node_id\": \"0000000000000007\", \"fabric_id\": "
+              "\"FAB000000000001D\", \"cats\": \"x\"", "array" },
+            { "\"node_id\": \"0000000000000007\", \"fabric_id\": "
+              "\"FAB000000000001D\", \"cats\": [1]", "CAT" },
+            { "\"node_id\": \"0000000000000007\", \"fabric_id\": "
+              "\"FAB000000000001D\", \"cats\": [\"00010001\", \"00020001\","
+              " \"00030001\", \"00040001\"]", "at most 3" },
+            { NULL, NULL }
+        };
+
+        for (i = 0; bad[i][0]; i++) {
+            snprintf(body, len, "{\"csr\": \"%s\", %s}", c1, bad[i][0]);
+            st = engine(caic, tnoc, PKI_MATTER_OP_NOC, body,
+                        "application/json", "POST", "u", &r);
+            ok(st == 400 && strstr((char *) r.body, bad[i][1]),
+               "engine: NOC {%s} -> 400 %.*s", bad[i][0], (int) r.body_len,
+               (char *) r.body);
+            pki_matter_resp_free(&r);
+        }
+    }
+
+    snprintf(body, len, "{\"csr\": \"%s\", \"node_id\": \"0000000000000007\","
+             " \"fabric_id\": \"FAB000000000001D\"}", c2);
+    st = engine(caic, tnoc, PKI_MATTER_OP_NOC, body, "application/json",
+                "POST", "u", &r);
+    ok(st == 400 && strstr((char *) r.body, "P-256"),
+       "engine: NOC from a P-384 NOCSR -> 400");
+    pki_matter_resp_free(&r);
+
+    free(body);
+    free(c1);
+    free(c2);
+    EVP_PKEY_free(k1);
+    EVP_PKEY_free(k2);
+    EVP_PKEY_free(k3);
+}
+
 
 static void
 test_issuance(void)
@@ -992,6 +1207,10 @@ test_issuance(void)
         pki_result_init(&res);
         ok(pki_matter_check(rcac, PKI_MATTER_RCAC, NULL, &res) == PKI_OK,
            "RCAC profile %s", res.detail);
+    }
+
+    if (capai && caic) {
+        test_engine(capai, tdac2, caic, tnoc);
     }
 
     /* a DAC template cannot issue from a NOC CA's plain CSR path */

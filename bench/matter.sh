@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+#
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Matter factory DAC throughput (not a test).  Starts a private setup like
+# the demo (scripts/mkpki.sh with the Matter hierarchies, the PAI key in
+# SoftHSM2, scripts/nginx-conf.sh) on free loopback ports, posts batches
+# of 1000 CSRs to /matter/dac/batch (BENCH_CLIENTS at once, for about
+# BENCH_SECONDS) and prints DACs/s next to the raw SoftHSM2 P-256 signing
+# rate of the same PAI key measured in the same run (bench/p11sign.c:
+# C_Sign, 1 and $(nproc) threads; the better one is the reference).
+#
+#   flock /tmp/pki-bench.lock bench/matter.sh      (after ./build.sh)
+#   BENCH_SECONDS=10 BENCH_CLIENTS=2 BENCH_BATCH=1000 bench/matter.sh
+#
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${PKI_BUILD:-$TOP/build}
+SECS=${BENCH_SECONDS:-10}
+CLIENTS=${BENCH_CLIENTS:-2}
+BATCH=${BENCH_BATCH:-1000}
+MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+
+die() { echo "bench/matter.sh: error: $*" >&2; exit 1; }
+
+for f in pkictl libpkicore.so ngx_http_pki_module.so ngx_http_matter_module.so; do
+    [ -e "$BUILD/$f" ] || die "$BUILD/$f missing: run ./build.sh first"
+done
+for c in redis-server nginx openssl curl cc; do
+    command -v "$c" >/dev/null || die "$c not found"
+done
+
+mkdir -p "$TOP/bench/tmp"
+W=$(mktemp -d "$TOP/bench/tmp/matter-XXXXXX")
+NGINX_PID=
+REDIS_PID=
+
+cleanup() {
+    set +e
+    if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
+        kill -QUIT "$NGINX_PID"
+        for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$NGINX_PID" 2>/dev/null
+        wait "$NGINX_PID" 2>/dev/null
+    fi
+    if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+        kill -TERM "$REDIS_PID"
+        wait "$REDIS_PID" 2>/dev/null
+    fi
+    [ "${BENCH_KEEP:-0}" = 1 ] || { rm -rf "$W"; rmdir "$TOP/bench/tmp" 2>/dev/null; }
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+echo "setting up in $W ..." >&2
+PKI_BUILD="$BUILD" PKI_MKPKI_QUIET=1 PKI_MKPKI_MATTER=1 "$TOP/scripts/mkpki.sh" "$W/pki"
+export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
+[ -f "$W/pki/matter/pai.pem" ] || die "no Matter hierarchy in $W/pki"
+
+cc -O2 -I/usr/include/p11-kit-1 -o "$W/p11sign" "$TOP/bench/p11sign.c" \
+    -ldl -lpthread || die "cannot build bench/p11sign.c"
+
+# The batch body: BATCH CSRs (64 distinct keys, repeated; each is parsed
+# and its signature verified anyway).
+echo "making the batch of $BATCH CSRs ..." >&2
+for i in $(seq 64); do
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout /dev/null -subj "/CN=line-1 unit $i" -outform DER 2>/dev/null \
+        | base64 -w 0
+    echo
+done > "$W/csrs.txt"
+awk -v n="$BATCH" '{ c[NR] = $0 } END {
+    printf "{\"csrs\":[";
+    for (i = 0; i < n; i++) printf "%s\"%s\"", (i ? "," : ""), c[(i % NR) + 1];
+    printf "]}" }' "$W/csrs.txt" > "$W/batch.json"
+
+mkdir -p "$W/redis"
+redis-server --port 0 --unixsocket "$W/redis.sock" --unixsocketperm 700 \
+    --dir "$W/redis" --save "" --appendonly yes --appendfsync always \
+    --daemonize no --logfile "$W/redis/redis.log" &
+REDIS_PID=$!
+for _ in $(seq 50); do
+    redis-cli -s "$W/redis.sock" ping 2>/dev/null | grep -q PONG && break
+    sleep 0.1
+done
+
+HTTPS=$(free_port)
+HTTP=$(free_port)
+P=$W/nginx
+mkdir -p "$P/conf" "$P/logs" "$P/tmp"
+"$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$W/pki" --prefix "$P" \
+    --redis "$W/redis.sock" --https "$HTTPS" --http "$HTTP" --daemon off \
+    --log-level warn --workers 2 --threads "${BENCH_POOL_THREADS:-8}" \
+    > "$P/conf/nginx.conf"
+nginx -p "$P/" -c conf/nginx.conf -t -q || die "nginx -t failed"
+nginx -p "$P/" -c conf/nginx.conf 2>>"$P/logs/stderr.log" &
+NGINX_PID=$!
+for _ in $(seq 100); do
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$HTTP/" && break
+    sleep 0.1
+done
+
+URL=https://127.0.0.1:$HTTPS/matter/dac/batch
+post() {
+    curl -sS --max-time 120 --cacert "$W/pki/root.pem" -u demo:demo \
+        -H 'Content-Type: application/json' --data-binary "@$W/batch.json" \
+        -o "$1" -w '%{http_code}' "$URL"
+}
+
+# one batch must work before measuring (and warms up every worker)
+[ "$(post "$W/warm.json")" = 200 ] \
+    || { head -c 300 "$W/warm.json" >&2; echo >&2;
+         die "the batch endpoint does not work: see $P/logs/error.log"; }
+
+echo "raw SoftHSM2 C_Sign with the PAI key (1 and $(nproc) threads, 3 s each) ..." >&2
+RAW1=$("$W/p11sign" "$MOD" nginx-pki matter-pai "$W/pki/hsm/pin" 1 3)
+RAWN=$("$W/p11sign" "$MOD" nginx-pki matter-pai "$W/pki/hsm/pin" "$(nproc)" 3)
+RAW=$(( RAW1 > RAWN ? RAW1 : RAWN ))
+
+client() {
+    local c=$1 k=0 end=$2
+    while [ "$(date +%s)" -lt "$end" ]; do
+        code=$(post "$W/out-$c.json")
+        [ "$code" = 200 ] || { echo "batch answered $code" >&2; break; }
+        k=$((k + 1))
+    done
+    echo "$k" > "$W/count-$c"
+}
+
+# run_batches FSYNC -> "DACs seconds rate"
+run_batches() {
+    local t0 t1 end n=0 pids=() c
+    redis-cli -s "$W/redis.sock" config set appendfsync "$1" >/dev/null
+    echo "batches of $BATCH, $CLIENTS clients, about ${SECS}s, Redis appendfsync $1 ..." >&2
+    t0=$(date +%s.%N)
+    end=$(( $(date +%s) + SECS ))
+    for c in $(seq "$CLIENTS"); do client "$c" "$end" & pids+=($!); done
+    wait "${pids[@]}"
+    t1=$(date +%s.%N)
+    for c in $(seq "$CLIENTS"); do n=$(( n + $(cat "$W/count-$c") * BATCH )); done
+    awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d %.1f %.0f\n", n, b - a, n / (b - a) }'
+}
+
+read -r N_ALW S_ALW R_ALW < <(run_batches always)
+read -r N_SEC S_SEC R_SEC < <(run_batches everysec)
+RECORDS=$(redis-cli -s "$W/redis.sock" --scan --pattern 'pki:{ca:matter-pai}:cert:*' | wc -l)
+ratio() { awk -v a="$1" -v b="$RAW" 'BEGIN { printf "%.2f", a / b }'; }
+
+cat <<EOF
+
+Matter DAC batch issuance, $(nproc) cores, PAI key in SoftHSM2 ($MOD)
+  raw SoftHSM2 P-256 C_Sign, PAI key:  1 thread $RAW1/s   $(nproc) threads $RAWN/s
+  batch endpoint ($BATCH CSRs per request, $CLIENTS clients), $RECORDS records in Redis:
+    Redis appendfsync always:    $N_ALW DACs in $S_ALW s = $R_ALW DACs/s   ratio $(ratio "$R_ALW")
+    Redis appendfsync everysec:  $N_SEC DACs in $S_SEC s = $R_SEC DACs/s   ratio $(ratio "$R_SEC")
+  (ratio: DACs/s over the better raw signing rate, $RAW/s)
+
+(each DAC: CSR parsed and its signature verified, serial reserved in Redis,
+ signed in SoftHSM2, signature verified, Matter profile checked, record
+ committed before the answer; nginx, Redis and curl share the same cores)
+EOF

@@ -1,0 +1,889 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Matter HTTP engine (JSON in, JSON out), like pki_est_handle:
+ *
+ *   POST dac/batch  {"csrs": ["<b64 DER PKCS#10>", ...]}  (1..1000)
+ *                   {"count": N}    server-generated P-256 keys (1..1000)
+ *       -> {"certificates": ["<b64 DER>", ...]} in the same order
+ *          (+ "keys": ["<b64 PKCS#8>", ...] for "count")
+ *   POST noc        {"csr", "node_id", "fabric_id", "cats"}
+ *       -> {"noc", "noc_tlv", "icac", "icac_tlv", "rcac", "rcac_tlv"}
+ *
+ * Every certificate goes through pki_issue() (serial reserved in Redis,
+ * intent recorded, signature verified, record committed) under a Matter
+ * template, so the profile rules hold.  A batch is checked whole before
+ * anything is signed; then it is signed by conf->threads threads (the key
+ * and Redis are thread safe; each thread has its own Redis connection).
+ */
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "matter_int.h"
+
+
+#define PKI_MATTER_BATCH_BODY   (2 * 1024 * 1024)
+#define PKI_MATTER_NOC_BODY     16384
+#define PKI_MATTER_MAX_THREADS  64
+#define PKI_MATTER_JSON         "application/json"
+
+
+typedef struct {
+    const cJSON     *src;          /* the CSR string, NULL: keygen */
+    X509_REQ        *csr;
+    EVP_PKEY        *key;          /* server keygen */
+    pki_request_t    req;
+    X509            *cert;
+    pki_result_t     res;
+    pki_status_t     rc;
+} pki_item_t;
+
+typedef struct {
+    const pki_matter_conf_t  *conf;
+    const pki_matter_req_t   *req;
+    pki_item_t               *items;
+    size_t                    from;
+    size_t                    to;
+    int                       phase;     /* 0: check, 1: issue */
+} pki_slice_t;
+
+
+/* ---- output -------------------------------------------------------------------- */
+
+typedef struct {
+    char    *p;
+    size_t   len;
+    size_t   cap;
+    int      err;
+} pki_sb_t;
+
+
+static void
+sb_put(pki_sb_t *b, const char *s, size_t n)
+{
+    char    *np;
+    size_t   cap;
+
+    if (b->err) {
+        return;
+    }
+
+    if (b->len + n + 1 > b->cap) {
+        cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        np = realloc(b->p, cap);
+        if (np == NULL) {
+            b->err = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+
+static void
+sb_str(pki_sb_t *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+
+static void
+sb_b64(pki_sb_t *b, const unsigned char *d, size_t n)
+{
+    char    *s;
+    size_t   len;
+
+    s = pki_base64_encode(d, n, 0, &len);
+    if (s == NULL) {
+        b->err = 1;
+        return;
+    }
+
+    sb_put(b, "\"", 1);
+    sb_put(b, s, len);
+    sb_put(b, "\"", 1);
+    free(s);
+}
+
+
+static int
+sb_cert(pki_sb_t *b, X509 *x, int tlv, pki_result_t *res)
+{
+    int             n;
+    size_t          tlen;
+    unsigned char  *der, *t;
+
+    der = NULL;
+    n = i2d_X509(x, &der);
+    if (n <= 0) {
+        pki_fail(res, PKI_INTERNAL, "i2d_X509() failed");
+        return 0;
+    }
+
+    if (!tlv) {
+        sb_b64(b, der, (size_t) n);
+        OPENSSL_free(der);
+        return 1;
+    }
+
+    if (pki_matter_der_to_tlv(der, (size_t) n, &t, &tlen, res) != PKI_OK) {
+        OPENSSL_free(der);
+        return 0;
+    }
+
+    sb_b64(b, t, tlen);
+    free(t);
+    OPENSSL_free(der);
+
+    return 1;
+}
+
+
+static void
+pki_json_error(pki_matter_resp_t *resp, int status, const char *msg)
+{
+    cJSON  *o;
+    char   *s;
+
+    resp->http_status = status;
+    resp->content_type = PKI_MATTER_JSON;
+
+    o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddStringToObject(o, "error", msg) == NULL) {
+        cJSON_Delete(o);
+        return;
+    }
+
+    s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (s) {
+        resp->body = (unsigned char *) s;
+        resp->body_len = strlen(s);
+    }
+}
+
+
+static void
+pki_fail_resp(pki_matter_resp_t *resp, pki_status_t st, const char *detail)
+{
+    int  code;
+
+    switch (st) {
+    case PKI_MALFORMED:
+    case PKI_POLICY:
+    case PKI_BAD_SIGNATURE:
+        code = 400;
+        break;
+    case PKI_UNAUTHORIZED:
+    case PKI_FORBIDDEN:
+        code = 403;
+        break;
+    case PKI_TOO_LARGE:
+        code = 413;
+        break;
+    case PKI_UNSUPPORTED:
+        code = 415;
+        break;
+    case PKI_UNAVAILABLE:
+    case PKI_CONFLICT:
+        code = 503;
+        resp->retry_after = 5;
+        break;
+    default:
+        code = 500;
+        detail = "internal error";
+    }
+
+    pki_json_error(resp, code, detail);
+}
+
+
+/* ---- DAC batch ------------------------------------------------------------------- */
+
+static void
+pki_item_check(const pki_matter_conf_t *conf, const cJSON *csr,
+    pki_item_t *it)
+{
+    size_t          len;
+    unsigned char  *der;
+    X509_NAME      *name;
+
+    if (csr == NULL) {
+        /* server keygen */
+        it->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        name = X509_NAME_new();
+        if (it->key == NULL || name == NULL
+            || !X509_NAME_add_entry_by_NID(name, NID_commonName,
+                                           MBSTRING_UTF8,
+                                           (unsigned char *) "Matter DAC",
+                                           -1, -1, 0)
+            || !EVP_PKEY_up_ref(it->key))
+        {
+            X509_NAME_free(name);
+            it->rc = pki_fail(&it->res, PKI_INTERNAL, "key generation "
+                              "failed");
+            return;
+        }
+        it->req.subject = name;
+        it->req.pubkey = it->key;
+        it->rc = PKI_OK;
+        return;
+    }
+
+    if (!cJSON_IsString(csr)) {
+        it->rc = pki_fail(&it->res, PKI_MALFORMED, "not a base64 string");
+        return;
+    }
+
+    it->rc = pki_base64_decode((const unsigned char *) csr->valuestring,
+                               strlen(csr->valuestring), &der, &len,
+                               &it->res);
+    if (it->rc != PKI_OK) {
+        return;
+    }
+
+    it->rc = pki_csr_parse(der, len, &it->csr, &it->res);
+    free(der);
+    if (it->rc != PKI_OK) {
+        return;
+    }
+
+    it->rc = pki_request_from_csr(conf->tmpl, it->csr, &it->req, &it->res);
+}
+
+
+static void *
+pki_slice_run(void *arg)
+{
+    size_t             i;
+    pki_slice_t       *s = arg;
+    pki_item_t        *it;
+    pki_issue_ctx_t    ictx;
+
+    ictx.protocol = "matter";
+    ictx.requester = s->req->user;
+    ictx.client = s->req->client;
+
+    for (i = s->from; i < s->to; i++) {
+        it = &s->items[i];
+
+        if (s->phase == 0) {
+            pki_result_init(&it->res);
+            pki_item_check(s->conf, it->src, it);
+            continue;
+        }
+
+        pki_result_init(&it->res);
+        it->rc = pki_issue(s->conf->ca, s->conf->tmpl, s->conf->redis,
+                           &it->req, &ictx, &it->cert, &it->res);
+        if (it->rc != PKI_OK) {
+            /* stop this slice: the batch fails as a whole */
+            break;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* Runs a phase over the items, split across threads (the caller's thread
+ * takes the first slice). */
+static void
+pki_run_phase(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
+    pki_item_t *items, size_t n, int phase)
+{
+    int           t, nt, started[PKI_MATTER_MAX_THREADS];
+    size_t        per;
+    pthread_t     tid[PKI_MATTER_MAX_THREADS];
+    pki_slice_t   sl[PKI_MATTER_MAX_THREADS];
+
+    nt = conf->threads > 0 ? conf->threads : 2;
+    if (nt > PKI_MATTER_MAX_THREADS) {
+        nt = PKI_MATTER_MAX_THREADS;
+    }
+    if ((size_t) nt > n) {
+        nt = (int) n;
+    }
+    if (n < 8) {
+        nt = 1;
+    }
+
+    per = (n + (size_t) nt - 1) / (size_t) nt;
+
+    for (t = 0; t < nt; t++) {
+        sl[t].conf = conf;
+        sl[t].req = req;
+        sl[t].items = items;
+        sl[t].from = per * (size_t) t;
+        sl[t].to = per * (size_t) (t + 1) > n ? n : per * (size_t) (t + 1);
+        sl[t].phase = phase;
+        started[t] = 0;
+    }
+
+    for (t = 1; t < nt; t++) {
+        started[t] = pthread_create(&tid[t], NULL, pki_slice_run, &sl[t])
+                     == 0;
+    }
+
+    pki_slice_run(&sl[0]);
+
+    for (t = 1; t < nt; t++) {
+        if (started[t]) {
+            pthread_join(tid[t], NULL);
+        } else {
+            pki_slice_run(&sl[t]);
+        }
+    }
+}
+
+
+static void
+pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
+    const cJSON *json, pki_matter_resp_t *resp)
+{
+    int              keygen;
+    size_t           i, n;
+    char             msg[PKI_DETAIL_LEN + 64];
+    const cJSON     *csrs, *count;
+    pki_sb_t         b;
+    pki_item_t      *items;
+    pki_status_t     rc;
+
+    csrs = cJSON_GetObjectItemCaseSensitive(json, "csrs");
+    count = cJSON_GetObjectItemCaseSensitive(json, "count");
+
+    if ((csrs == NULL) == (count == NULL)) {
+        pki_json_error(resp, 400, "give either \"csrs\" (array) or "
+                       "\"count\"");
+        return;
+    }
+
+    keygen = count != NULL;
+
+    if (keygen) {
+        if (!cJSON_IsNumber(count) || count->valuedouble < 1
+            || count->valuedouble > PKI_MATTER_MAX_BATCH
+            || count->valuedouble != (double) count->valueint)
+        {
+            pki_json_error(resp, 400, "\"count\" must be an integer 1..1000");
+            return;
+        }
+        if (!pki_template_server_keygen(conf->tmpl)) {
+            pki_json_error(resp, 400, "server key generation is not allowed "
+                           "by the template");
+            return;
+        }
+        n = (size_t) count->valueint;
+
+    } else {
+        if (!cJSON_IsArray(csrs)) {
+            pki_json_error(resp, 400, "\"csrs\" must be an array");
+            return;
+        }
+        n = (size_t) cJSON_GetArraySize(csrs);
+        if (n < 1 || n > PKI_MATTER_MAX_BATCH) {
+            pki_json_error(resp, 400, "\"csrs\" must hold 1..1000 CSRs");
+            return;
+        }
+    }
+
+    items = calloc(n, sizeof(pki_item_t));
+    if (items == NULL) {
+        pki_json_error(resp, 500, "out of memory");
+        return;
+    }
+
+    memset(&b, 0, sizeof(b));
+    rc = PKI_OK;
+
+    if (!keygen) {
+        const cJSON  *c;
+
+        i = 0;
+        cJSON_ArrayForEach(c, csrs) {
+            items[i++].src = c;
+        }
+    }
+
+    /* 1. every CSR checked before anything is signed */
+    pki_run_phase(conf, req, items, n, 0);
+
+    for (i = 0; i < n; i++) {
+        if (items[i].rc != PKI_OK) {
+            snprintf(msg, sizeof(msg), "csrs[%zu]: %s", i,
+                     items[i].res.detail);
+            pki_fail_resp(resp, items[i].rc, msg);
+            resp->res = items[i].res;
+            goto done;
+        }
+    }
+
+    /* 2. issue */
+    pki_run_phase(conf, req, items, n, 1);
+
+    for (i = 0; i < n; i++) {
+        if (items[i].cert == NULL) {
+            rc = items[i].rc != PKI_OK ? items[i].rc : PKI_UNAVAILABLE;
+            snprintf(msg, sizeof(msg), "item %zu: %s", i,
+                     items[i].rc != PKI_OK ? items[i].res.detail
+                                           : "not issued (batch stopped)");
+            pki_fail_resp(resp, rc, msg);
+            for (i = 0; i < n; i++) {
+                if (items[i].rc != PKI_OK) {
+                    resp->res = items[i].res;
+                    break;
+                }
+            }
+            goto done;
+        }
+    }
+
+    sb_str(&b, "{\"certificates\":[");
+    for (i = 0; i < n; i++) {
+        if (i) {
+            sb_put(&b, ",", 1);
+        }
+        sb_cert(&b, items[i].cert, 0, &resp->res);
+    }
+    sb_str(&b, "]");
+
+    if (keygen) {
+        sb_str(&b, ",\"keys\":[");
+        for (i = 0; i < n; i++) {
+            PKCS8_PRIV_KEY_INFO  *p8;
+            unsigned char        *kd = NULL;
+            int                   kl;
+
+            p8 = EVP_PKEY2PKCS8(items[i].key);
+            kl = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &kd) : -1;
+            PKCS8_PRIV_KEY_INFO_free(p8);
+            if (kl <= 0) {
+                b.err = 1;
+                break;
+            }
+            if (i) {
+                sb_put(&b, ",", 1);
+            }
+            sb_b64(&b, kd, (size_t) kl);
+            OPENSSL_clear_free(kd, (size_t) kl);
+        }
+        sb_str(&b, "]");
+    }
+
+    sb_str(&b, "}");
+
+    if (b.err) {
+        if (b.p) {
+            OPENSSL_cleanse(b.p, b.len);
+        }
+        free(b.p);
+        pki_json_error(resp, 500, "out of memory");
+        goto done;
+    }
+
+    resp->http_status = 200;
+    resp->content_type = PKI_MATTER_JSON;
+    resp->body = (unsigned char *) b.p;
+    resp->body_len = b.len;
+    pki_log(&resp->res, "issued %zu DACs", n);
+
+done:
+
+    for (i = 0; i < n; i++) {
+        X509_REQ_free(items[i].csr);
+        EVP_PKEY_free(items[i].key);
+        pki_request_clear(&items[i].req);
+        X509_free(items[i].cert);
+    }
+    free(items);
+}
+
+
+/* ---- NOC ------------------------------------------------------------------------ */
+
+static int
+pki_json_hex(const cJSON *v, int digits, uint64_t *out)
+{
+    int          i;
+    uint64_t     u;
+    const char  *s;
+
+    if (!cJSON_IsString(v)) {
+        return 0;
+    }
+
+    s = v->valuestring;
+    if ((int) strlen(s) != digits) {
+        return 0;
+    }
+
+    u = 0;
+    for (i = 0; i < digits; i++) {
+        if (s[i] >= '0' && s[i] <= '9') {
+            u = u << 4 | (uint64_t) (s[i] - '0');
+        } else if (s[i] >= 'A' && s[i] <= 'F') {
+            u = u << 4 | (uint64_t) (s[i] - 'A' + 10);
+        } else {
+            return 0;
+        }
+    }
+
+    *out = u;
+
+    return 1;
+}
+
+
+static int
+pki_add_attr(X509_NAME *name, const char *oid, const char *value)
+{
+    int           ok;
+    ASN1_OBJECT  *obj;
+
+    obj = OBJ_txt2obj(oid, 1);
+    ok = obj && X509_NAME_add_entry_by_OBJ(name, obj, V_ASN1_UTF8STRING,
+                                           (const unsigned char *) value, -1,
+                                           -1, 0);
+    ASN1_OBJECT_free(obj);
+
+    return ok;
+}
+
+
+static X509 *
+pki_root_of(pki_ca_t *ca)
+{
+    int              i;
+    X509            *x;
+    STACK_OF(X509)  *chain;
+
+    x = pki_ca_cert(ca);
+    if (X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x))
+        == 0)
+    {
+        return NULL;     /* the CA is the root */
+    }
+
+    chain = pki_ca_chain(ca);
+    for (i = 0; i < sk_X509_num(chain); i++) {
+        x = sk_X509_value(chain, i);
+        if (X509_NAME_cmp(X509_get_subject_name(x),
+                          X509_get_issuer_name(x)) == 0)
+        {
+            return x;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
+    const cJSON *json, pki_matter_resp_t *resp)
+{
+    int               i, j, ncats;
+    size_t            len;
+    X509             *noc, *root, *icac;
+    X509_REQ         *csr;
+    X509_NAME        *name;
+    uint64_t          node, fabric, cats[3];
+    const cJSON      *v, *c;
+    pki_sb_t          b;
+    pki_status_t      rc;
+    pki_request_t     preq;
+    pki_issue_ctx_t   ictx;
+    unsigned char    *der;
+    char              hex[17], msg[PKI_DETAIL_LEN + 16];
+
+    noc = NULL;
+    csr = NULL;
+    name = NULL;
+    memset(&b, 0, sizeof(b));
+    memset(&preq, 0, sizeof(preq));
+
+    v = cJSON_GetObjectItemCaseSensitive(json, "node_id");
+    if (!pki_json_hex(v, 16, &node)) {
+        pki_json_error(resp, 400, "node_id must be 16 uppercase hex digits");
+        return;
+    }
+    if (node < 1 || node > 0xFFFFFFEFFFFFFFFFULL) {
+        pki_json_error(resp, 400, "node_id is not an operational node ID "
+                       "(0000000000000001..FFFFFFEFFFFFFFFF)");
+        return;
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(json, "fabric_id");
+    if (!pki_json_hex(v, 16, &fabric)) {
+        pki_json_error(resp, 400, "fabric_id must be 16 uppercase hex "
+                       "digits");
+        return;
+    }
+    if (fabric == 0) {
+        pki_json_error(resp, 400, "fabric_id must not be 0");
+        return;
+    }
+
+    ncats = 0;
+    v = cJSON_GetObjectItemCaseSensitive(json, "cats");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsArray(v)) {
+            pki_json_error(resp, 400, "cats must be an array");
+            return;
+        }
+        if (cJSON_GetArraySize(v) > 3) {
+            pki_json_error(resp, 400, "at most 3 CATs");
+            return;
+        }
+        cJSON_ArrayForEach(c, v) {
+            if (!pki_json_hex(c, 8, &cats[ncats])) {
+                pki_json_error(resp, 400, "a CAT must be 8 uppercase hex "
+                               "digits");
+                return;
+            }
+            if ((cats[ncats] & 0xffff) == 0) {
+                pki_json_error(resp, 400, "CAT version must not be 0");
+                return;
+            }
+            for (j = 0; j < ncats; j++) {
+                if ((cats[j] >> 16) == (cats[ncats] >> 16)) {
+                    pki_json_error(resp, 400, "CATs must have distinct "
+                                   "identifiers");
+                    return;
+                }
+            }
+            ncats++;
+        }
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(json, "csr");
+    if (!cJSON_IsString(v)) {
+        pki_json_error(resp, 400, "csr must be a base64 string");
+        return;
+    }
+
+    rc = pki_base64_decode((const unsigned char *) v->valuestring,
+                           strlen(v->valuestring), &der, &len, &resp->res);
+    if (rc == PKI_OK) {
+        rc = pki_csr_parse(der, len, &csr, &resp->res);
+        free(der);
+    }
+    if (rc != PKI_OK) {
+        snprintf(msg, sizeof(msg), "csr: %s", resp->res.detail);
+        pki_fail_resp(resp, rc, msg);
+        return;
+    }
+
+    if (X509_REQ_get_signature_nid(csr) != NID_ecdsa_with_SHA256) {
+        X509_REQ_free(csr);
+        pki_json_error(resp, 400, "csr must be signed with "
+                       "ecdsa-with-SHA256");
+        return;
+    }
+
+    /* only the public key of the NOCSR is used */
+    name = X509_NAME_new();
+    snprintf(hex, sizeof(hex), "%016llX", (unsigned long long) node);
+    i = name && pki_add_attr(name, PKI_MATTER_OID_NODE_ID, hex);
+    snprintf(hex, sizeof(hex), "%016llX", (unsigned long long) fabric);
+    i = i && pki_add_attr(name, PKI_MATTER_OID_FABRIC_ID, hex);
+    for (j = 0; i && j < ncats; j++) {
+        snprintf(hex, sizeof(hex), "%08X", (unsigned) cats[j]);
+        i = pki_add_attr(name, PKI_MATTER_OID_CAT, hex);
+    }
+
+    preq.subject = name;
+    preq.pubkey = X509_REQ_get0_pubkey(csr);
+    if (!i || preq.pubkey == NULL) {
+        X509_NAME_free(name);
+        X509_REQ_free(csr);
+        pki_json_error(resp, 500, "internal error");
+        return;
+    }
+
+    {
+        char  group[64];
+        int   exp = 0;
+
+        if (EVP_PKEY_get_base_id(preq.pubkey) != EVP_PKEY_EC
+            || !EVP_PKEY_get_utf8_string_param(preq.pubkey,
+                   OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL)
+            || OBJ_txt2nid(group) != NID_X9_62_prime256v1
+            || (EVP_PKEY_get_int_param(preq.pubkey,
+                   OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
+                && exp))
+        {
+            ERR_clear_error();
+            X509_NAME_free(name);
+            X509_REQ_free(csr);
+            pki_json_error(resp, 400, "csr key must be EC P-256");
+            return;
+        }
+    }
+
+    ictx.protocol = "matter";
+    ictx.requester = req->user;
+    ictx.client = req->client;
+
+    rc = pki_issue(conf->ca, conf->tmpl, conf->redis, &preq, &ictx, &noc,
+                   &resp->res);
+    X509_NAME_free(name);
+    X509_REQ_free(csr);
+
+    if (rc != PKI_OK) {
+        pki_fail_resp(resp, rc, resp->res.detail);
+        return;
+    }
+
+    root = pki_root_of(conf->ca);
+    icac = root ? pki_ca_cert(conf->ca) : NULL;
+    if (root == NULL) {
+        root = pki_ca_cert(conf->ca);
+    }
+
+    sb_str(&b, "{\"noc\":");
+    i = sb_cert(&b, noc, 0, &resp->res);
+    sb_str(&b, ",\"noc_tlv\":");
+    i = i && sb_cert(&b, noc, 1, &resp->res);
+    sb_str(&b, ",\"icac\":");
+    if (icac) {
+        i = i && sb_cert(&b, icac, 0, &resp->res);
+        sb_str(&b, ",\"icac_tlv\":");
+        i = i && sb_cert(&b, icac, 1, &resp->res);
+    } else {
+        sb_str(&b, "null,\"icac_tlv\":null");
+    }
+    sb_str(&b, ",\"rcac\":");
+    i = i && sb_cert(&b, root, 0, &resp->res);
+    sb_str(&b, ",\"rcac_tlv\":");
+    i = i && sb_cert(&b, root, 1, &resp->res);
+    sb_str(&b, "}");
+
+    X509_free(noc);
+
+    if (!i || b.err) {
+        free(b.p);
+        pki_json_error(resp, 500, "internal error");
+        return;
+    }
+
+    resp->http_status = 200;
+    resp->content_type = PKI_MATTER_JSON;
+    resp->body = (unsigned char *) b.p;
+    resp->body_len = b.len;
+    pki_log(&resp->res, "issued a NOC for node %016llX fabric %016llX",
+            (unsigned long long) node, (unsigned long long) fabric);
+}
+
+
+/* ---- entry ---------------------------------------------------------------------- */
+
+void
+pki_matter_handle(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
+    pki_matter_resp_t *resp)
+{
+    size_t              max;
+    cJSON              *json;
+    pki_matter_type_t   want;
+
+    memset(resp, 0, sizeof(pki_matter_resp_t));
+    pki_result_init(&resp->res);
+
+    if (conf == NULL || req == NULL || conf->ca == NULL
+        || conf->tmpl == NULL)
+    {
+        pki_json_error(resp, 500, "internal error");
+        return;
+    }
+
+    want = req->op == PKI_MATTER_OP_DAC_BATCH ? PKI_MATTER_DAC
+           : req->op == PKI_MATTER_OP_NOC ? PKI_MATTER_NOC : PKI_MATTER_NONE;
+
+    if (want == PKI_MATTER_NONE) {
+        pki_json_error(resp, 404, "unknown Matter operation");
+        return;
+    }
+
+    if (pki_matter_template_type(conf->tmpl) != want) {
+        pki_fail(&resp->res, PKI_INTERNAL, "template \"%s\" is not a "
+                 "matter-%s template", pki_template_name(conf->tmpl),
+                 pki_matter_type_name(want));
+        pki_json_error(resp, 500, "internal error");
+        return;
+    }
+
+    if (req->method == NULL || strcmp(req->method, "POST") != 0) {
+        pki_json_error(resp, 405, "method not allowed (POST)");
+        return;
+    }
+
+    if (req->user == NULL || req->user[0] == '\0') {
+        pki_json_error(resp, 403, "an authenticated identity is required");
+        return;
+    }
+
+    if (req->content_type == NULL
+        || strncasecmp(req->content_type, PKI_MATTER_JSON,
+                       sizeof(PKI_MATTER_JSON) - 1) != 0)
+    {
+        pki_json_error(resp, 415, "Content-Type must be application/json");
+        return;
+    }
+
+    max = conf->max_body ? conf->max_body
+          : want == PKI_MATTER_DAC ? PKI_MATTER_BATCH_BODY
+                                   : PKI_MATTER_NOC_BODY;
+
+    if (req->body_len > max) {
+        pki_json_error(resp, 413, "request body too large");
+        return;
+    }
+
+    json = cJSON_ParseWithLength((const char *) req->body, req->body_len);
+    if (json == NULL || !cJSON_IsObject(json)) {
+        cJSON_Delete(json);
+        pki_json_error(resp, 400, "body is not a JSON object");
+        return;
+    }
+
+    if (want == PKI_MATTER_DAC) {
+        pki_dac_batch(conf, req, json, resp);
+    } else {
+        pki_noc(conf, req, json, resp);
+    }
+
+    cJSON_Delete(json);
+}
+
+
+void
+pki_matter_resp_free(pki_matter_resp_t *resp)
+{
+    if (resp == NULL) {
+        return;
+    }
+
+    if (resp->body) {
+        OPENSSL_cleanse(resp->body, resp->body_len);
+    }
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+}

@@ -1,0 +1,613 @@
+
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * ngx_http_matter_module: Matter factory DAC batches and NOC issuance.
+ *
+ *   location = /matter/dac/batch { matter_dac_batch PAI_CA matter-dac; }
+ *   location = /matter/noc       { matter_noc ICAC_CA matter-noc; }
+ *
+ * The glue reads the JSON body (capped), runs pki_matter_handle() in the
+ * thread pool and sends the JSON answer.  Authentication is nginx's own
+ * (auth_basic, auth_request, ssl_verify_client): the identity is the
+ * auth_basic user, or matter_identity when set.
+ *
+ * Needs ngx_http_pki_module loaded first (load_module order).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_pki_module.h"
+
+
+#define NGX_HTTP_MATTER_RETRY_AFTER  5
+#define NGX_HTTP_MATTER_BATCH_BODY   (2 * 1024 * 1024)
+#define NGX_HTTP_MATTER_NOC_BODY     (16 * 1024)
+
+
+typedef struct {
+    pki_matter_op_t            op;
+    pki_ca_t                  *ca;
+    pki_template_t            *tmpl;
+    size_t                     max_body_size;
+    ngx_int_t                  threads;
+    ngx_http_complex_value_t  *identity;
+} ngx_http_matter_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  file;
+    ngx_uint_t                 line;
+} ngx_http_matter_main_conf_t;
+
+
+typedef struct {
+    pki_matter_conf_t          conf;
+    pki_matter_req_t           req;
+    pki_matter_resp_t          resp;
+} ngx_http_matter_ctx_t;
+
+
+static ngx_int_t ngx_http_matter_handler(ngx_http_request_t *r);
+static void ngx_http_matter_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_matter_fill_request(ngx_http_request_t *r,
+    ngx_http_matter_ctx_t *ctx);
+static void ngx_http_matter_work(void *data);
+static void ngx_http_matter_done(ngx_http_request_t *r, void *data);
+static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
+    ngx_http_matter_ctx_t *ctx);
+static ngx_int_t ngx_http_matter_add_header(ngx_http_request_t *r,
+    const char *key, u_char *value, size_t len);
+static char *ngx_http_matter_cstr(ngx_pool_t *pool, ngx_str_t *s);
+static void ngx_http_matter_wipe(void *data);
+
+static void *ngx_http_matter_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_matter_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_matter_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_matter_init(ngx_conf_t *cf);
+
+static char *ngx_http_matter_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_http_matter_threads_bounds = {
+    ngx_conf_check_num_bounds, 1, 64
+};
+
+
+static ngx_command_t  ngx_http_matter_commands[] = {
+
+    { ngx_string("matter_dac_batch"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_matter_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      PKI_MATTER_OP_DAC_BATCH,
+      NULL },
+
+    { ngx_string("matter_noc"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_matter_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      PKI_MATTER_OP_NOC,
+      NULL },
+
+    { ngx_string("matter_max_body_size"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_matter_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("matter_batch_threads"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_matter_loc_conf_t, threads),
+      &ngx_http_matter_threads_bounds },
+
+    { ngx_string("matter_identity"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_matter_loc_conf_t, identity),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_matter_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_matter_init,                  /* postconfiguration */
+
+    ngx_http_matter_create_main_conf,      /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_matter_create_loc_conf,       /* create location configuration */
+    ngx_http_matter_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_matter_module = {
+    NGX_MODULE_V1,
+    &ngx_http_matter_module_ctx,           /* module context */
+    ngx_http_matter_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_matter_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_http_matter_ctx_t       *ctx;
+    ngx_http_matter_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_matter_module);
+
+    if (mlcf->op == PKI_MATTER_OP_UNKNOWN) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_matter_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->conf.ca = mlcf->ca;
+    ctx->conf.tmpl = mlcf->tmpl;
+    ctx->conf.redis = ngx_http_pki_redis(r);
+    ctx->conf.max_body = mlcf->max_body_size
+                         ? mlcf->max_body_size
+                         : mlcf->op == PKI_MATTER_OP_NOC
+                           ? NGX_HTTP_MATTER_NOC_BODY
+                           : NGX_HTTP_MATTER_BATCH_BODY;
+    ctx->conf.threads = (int) mlcf->threads;
+
+    ctx->req.op = mlcf->op;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_matter_module);
+
+    rc = ngx_http_pki_read_body(r, ctx->conf.max_body,
+                                ngx_http_matter_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_matter_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t               rc;
+    ngx_str_t               body;
+    ngx_http_matter_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_matter_module);
+
+    rc = ngx_http_pki_request_body(r, ctx->conf.max_body, &body);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->req.body = body.data;
+    ctx->req.body_len = body.len;
+
+    if (ngx_http_matter_fill_request(r, ctx) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_pki_post(r, ngx_http_matter_work, ngx_http_matter_done,
+                           ctx);
+
+    switch (rc) {
+
+    case NGX_OK:
+        /* drops the reference of the body reading; the task holds one */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "matter: request from %V shed: thread pool queue full",
+                      &r->connection->addr_text);
+
+        ctx->resp.http_status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ctx->resp.retry_after = NGX_HTTP_MATTER_RETRY_AFTER;
+        ngx_http_finalize_request(r, ngx_http_matter_send(r, ctx));
+        return;
+
+    default:
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_matter_fill_request(ngx_http_request_t *r,
+    ngx_http_matter_ctx_t *ctx)
+{
+    ngx_str_t                    user;
+    pki_matter_req_t            *req;
+    ngx_http_matter_loc_conf_t  *mlcf;
+
+    req = &ctx->req;
+
+    req->method = ngx_http_matter_cstr(r->pool, &r->method_name);
+    if (req->method == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (r->headers_in.content_type) {
+        req->content_type = ngx_http_matter_cstr(r->pool,
+                                         &r->headers_in.content_type->value);
+        if (req->content_type == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_matter_module);
+
+    if (mlcf->identity) {
+        if (ngx_http_complex_value(r, mlcf->identity, &user) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        user = r->headers_in.user;
+    }
+
+    if (user.len) {
+        req->user = ngx_http_matter_cstr(r->pool, &user);
+        if (req->user == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    req->client = ngx_http_matter_cstr(r->pool, &r->connection->addr_text);
+    if (req->client == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* pool thread */
+
+static void
+ngx_http_matter_work(void *data)
+{
+    ngx_http_matter_ctx_t *ctx = data;
+
+    pki_matter_handle(&ctx->conf, &ctx->req, &ctx->resp);
+}
+
+
+static void
+ngx_http_matter_done(ngx_http_request_t *r, void *data)
+{
+    ngx_http_matter_ctx_t *ctx = data;
+
+    ngx_http_finalize_request(r, ngx_http_matter_send(r, ctx));
+}
+
+
+static ngx_int_t
+ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
+{
+    u_char              *p;
+    size_t               len;
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_uint_t           level, status;
+    ngx_chain_t          out;
+    pki_matter_resp_t   *resp;
+    ngx_pool_cleanup_t  *cln;
+
+    resp = &ctx->resp;
+
+    status = resp->http_status;
+    if (status < 200 || status > 599) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (status >= 400) {
+        level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
+
+        ngx_log_error(level, r->connection->log, 0,
+                      "matter: request from %V failed: %s%s%s%s",
+                      &r->connection->addr_text, resp->res.detail,
+                      resp->res.log[0] ? " (" : "", resp->res.log,
+                      resp->res.log[0] ? ")" : "");
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "matter: %s for \"%s\" from %V", resp->res.log,
+                      ctx->req.user ? ctx->req.user : "",
+                      &r->connection->addr_text);
+    }
+
+    b = NULL;
+
+    if (resp->body && resp->body_len) {
+        b = ngx_create_temp_buf(r->pool, resp->body_len);
+        if (b == NULL) {
+            pki_matter_resp_free(resp);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
+        b->last_buf = (r == r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+
+        /* a batch with server keygen holds private keys: wipe them */
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            ngx_explicit_memzero(b->start, b->end - b->start);
+            pki_matter_resp_free(resp);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln->handler = ngx_http_matter_wipe;
+        cln->data = b;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b ? (off_t) (b->last - b->pos) : 0;
+
+    if (b) {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+        r->headers_out.content_type_len = sizeof("application/json") - 1;
+    }
+
+    if (resp->retry_after > 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        len = ngx_sprintf(p, "%d", resp->retry_after) - p;
+
+        if (ngx_http_matter_add_header(r, "Retry-After", p, len) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    if (ngx_http_matter_add_header(r, "Cache-Control", (u_char *) "no-store",
+                                   8)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    pki_matter_resp_free(resp);
+
+    if (b == NULL) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+
+failed:
+
+    pki_matter_resp_free(resp);
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_matter_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_matter_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_cpymem(p, s->data, s->len) = '\0';
+
+    return (char *) p;
+}
+
+
+static void
+ngx_http_matter_wipe(void *data)
+{
+    ngx_buf_t *b = data;
+
+    ngx_explicit_memzero(b->start, b->end - b->start);
+}
+
+
+static void *
+ngx_http_matter_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_matter_main_conf_t));
+}
+
+
+static void *
+ngx_http_matter_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_matter_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_matter_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->op = PKI_MATTER_OP_UNKNOWN;
+     *     conf->ca = NULL;
+     *     conf->tmpl = NULL;
+     *     conf->identity = NULL;
+     */
+
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->threads = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_matter_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_matter_loc_conf_t *prev = parent;
+    ngx_http_matter_loc_conf_t *conf = child;
+
+    /* 0: the operation's default (2m for a batch, 16k for a NOC) */
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size, 0);
+    ngx_conf_merge_value(conf->threads, prev->threads, 32);
+
+    if (conf->identity == NULL) {
+        conf->identity = prev->identity;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_matter_init(ngx_conf_t *cf)
+{
+    ngx_http_matter_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_matter_module);
+
+    if (mmcf->line && !ngx_http_pki_has_redis(cf)) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"matter_dac_batch\"/\"matter_noc\" need "
+                      "\"pki_redis\" in http{} in %V:%ui",
+                      &mmcf->file, mmcf->line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* matter_dac_batch CA TEMPLATE; matter_noc CA TEMPLATE; */
+
+static char *
+ngx_http_matter_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_matter_loc_conf_t *mlcf = conf;
+
+    ngx_str_t                    *value;
+    pki_matter_type_t             want;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_matter_main_conf_t  *mmcf;
+
+    if (mlcf->op != PKI_MATTER_OP_UNKNOWN) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    mlcf->ca = ngx_http_pki_find_ca(cf, &value[1]);
+    if (mlcf->ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    mlcf->tmpl = ngx_http_pki_find_template(cf, &value[2]);
+    if (mlcf->tmpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown template \"%V\" "
+                           "(declare pki_template before use)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    want = cmd->offset == PKI_MATTER_OP_NOC ? PKI_MATTER_NOC : PKI_MATTER_DAC;
+
+    if (pki_matter_template_type(mlcf->tmpl) != want) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "template \"%V\" is not a Matter %s template "
+                           "(\"matter-%s\" or \"matter %s;\")", &value[2],
+                           pki_matter_type_name(want),
+                           pki_matter_type_name(want),
+                           pki_matter_type_name(want));
+        return NGX_CONF_ERROR;
+    }
+
+    if (!pki_ca_allows(mlcf->ca, mlcf->tmpl)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "CA \"%V\" does not allow template \"%V\"",
+                           &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    mlcf->op = (pki_matter_op_t) cmd->offset;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_matter_handler;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_matter_module);
+
+    if (mmcf->line == 0) {
+        mmcf->file = cf->conf_file->file.name;
+        mmcf->line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,303 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Matter through nginx, on the demo-like PKI (scripts/mkpki-matter.sh: PAA
+# FFF1 -> PAI FFF1/8000 and RCAC -> ICAC, keys in SoftHSM): DACs through
+# the EST label matter-dac and the batch endpoint (CSRs and server keygen),
+# NOCs from a NOCSR; every certificate passes `pkictl matter
+# verify-attestation` / `verify-operational` and `openssl verify
+# -x509_strict`; the refusals answer 400 naming the rule.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(encode_base64 decode_base64);
+use JSON::PP;
+use PKITest;
+
+plan(skip_all => 'ngx_http_matter_module.so not built')
+    if !-f "$PKITest::BUILD/ngx_http_matter_module.so";
+
+my $t = PKITest->new;
+my $pki = $t->pki;
+my $m = "$pki/matter";
+
+# the demo's Matter hierarchies in this test's token
+{
+    my ($rc, $out, $err) = run_cmd(["$PKITest::TOP/scripts/mkpki-matter.sh",
+                                    $pki],
+        env => { PKI_BUILD => $PKITest::BUILD, PKI_TOKEN => $t->token,
+                 PKI_MKPKI_QUIET => 1 },
+        timeout => 60);
+    BAIL_OUT("scripts/mkpki-matter.sh failed: $err") if $rc != 0;
+}
+
+$t->start_redis;
+$t->start_nginx;
+
+my $pkictl = "$PKITest::BUILD/pkictl";
+my $json = JSON::PP->new->canonical;
+my $dir = $t->dir;
+my $n = 0;
+
+sub url { "https://127.0.0.1:" . $t->https_port . $_[0] }
+
+sub post_json {
+    my ($path, $body, %o) = @_;
+    my $data = ref $body ? $json->encode($body) : $body;
+    my $r = $t->curl('POST', url($path), data => $data,
+                     user => exists $o{user} ? $o{user} : 'demo:demo',
+                     headers => [ 'Content-Type: '
+                                  . ($o{ctype} // 'application/json') ],
+                     max_time => 60);
+    $r->{json} = eval { $json->decode($r->{body}) } if $r->{body} =~ /^\{/;
+    return $r;
+}
+
+sub der_file {
+    my ($der, $name) = @_;
+    my $f = "$dir/$name.der";
+    PKITest::spew($f, $der);
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-inform', 'DER', '-in', $f,
+                              '-out', "$dir/$name.pem"]);
+    return "$dir/$name.pem";
+}
+
+sub strict_ok {
+    my ($cert, $root, $inter, $name) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'verify', '-x509_strict',
+                                    '-CAfile', $root, '-untrusted', $inter,
+                                    $cert]);
+    ok($rc == 0 && $out =~ /: OK/, "$name: openssl verify -x509_strict")
+        or diag("$out$err");
+}
+
+sub attest_ok {
+    my ($dac, $name) = @_;
+    my ($rc, $out, $err) = run_cmd([$pkictl, 'matter', 'verify-attestation',
+                                    '--dac', $dac, '--pai', "$m/pai.pem",
+                                    '--paa', "$m/paa.pem"]);
+    ok($rc == 0, "$name: pkictl matter verify-attestation") or diag($err);
+    strict_ok($dac, "$m/paa.pem", "$m/pai.pem", $name);
+}
+
+sub pub_of {
+    my ($file, $is_key) = @_;
+    my ($rc, $out) = run_cmd(['openssl', $is_key ? ('pkey', '-in', $file,
+                              '-pubout') : ('x509', '-in', $file, '-noout',
+                              '-pubkey')]);
+    return $out;
+}
+
+sub record_good {
+    my ($ca, $cert, $name) = @_;
+    my $serial = $t->x509_field($cert, 'serial');
+    my $h = $t->redis_hash("pki:{ca:$ca}:cert:$serial");
+    is($h->{status}, 'good', "$name: Redis record of $serial is good");
+}
+
+# --- DAC through the EST label -------------------------------------------
+
+{
+    # the CSR claims VID FFF2 and PID 1234: not trusted
+    my ($csr, $key) = $t->make_csr('estdac',
+        subj => '/CN=device 0001/1.3.6.1.4.1.37244.2.1=FFF2'
+                . '/1.3.6.1.4.1.37244.2.2=1234');
+    my $r = $t->est_post('simpleenroll', $csr, label => 'matter-dac');
+    is($r->{code}, 200, 'EST matter-dac simpleenroll: 200')
+        or diag($r->{body});
+    my $pem = $t->p7_to_pem($r->{body});
+    my $dac = $pem ? $t->save_first_cert($pem, 'est-dac') : undef;
+    ok($dac, 'EST: a DAC came back');
+    if ($dac) {
+        my $subj = $t->x509_field($dac, 'subject');
+        like($subj, qr/1\.3\.6\.1\.4\.1\.37244\.2\.1=#0C04464646310*|FFF1/,
+             'EST DAC: VID from the PAI');
+        my $text = $t->x509_text($dac);
+        like($text, qr/1\.3\.6\.1\.4\.1\.37244\.2\.1 = FFF1|37244\.2\.1=FFF1/,
+             'EST DAC: VID FFF1') or diag($text);
+        like($text, qr/37244\.2\.2 ?= ?8000/, 'EST DAC: PID 8000 (PAI)');
+        unlike($text, qr/FFF2|1234/, 'EST DAC: the CSR VID/PID ignored');
+        like($text, qr/Not After : Dec 31 23:59:59 9999 GMT/,
+             'EST DAC: notAfter 99991231235959Z');
+        attest_ok($dac, 'EST DAC');
+        record_good('matter-pai', $dac, 'EST DAC');
+        is(pub_of($dac), pub_of($key, 1), 'EST DAC: the CSR key');
+    }
+
+    my ($c384) = $t->make_csr('estdac384', curve => 'P-384');
+    $r = $t->est_post('simpleenroll', $c384, label => 'matter-dac',
+                      quiet => 1);
+    is($r->{code}, 400, 'EST matter-dac with a P-384 key: 400');
+    like($r->{body}, qr/P-256/, 'EST P-384: the rule is named');
+}
+
+# --- DAC batch -------------------------------------------------------------
+
+{
+    my (@csrs, @keys);
+    for my $i (1 .. 5) {
+        my ($csr, $key) = $t->make_csr("b$i", subj => "/CN=line-1 unit $i");
+        push @csrs, encode_base64($csr, '');
+        push @keys, $key;
+    }
+    my $r = post_json('/matter/dac/batch', { csrs => \@csrs });
+    is($r->{code}, 200, 'batch of 5: 200') or diag($r->{body});
+    my $certs = $r->{json}{certificates} || [];
+    is(scalar @$certs, 5, 'batch: 5 certificates');
+    for my $i (0 .. $#$certs) {
+        my $f = der_file(decode_base64($certs->[$i]), "batch$i");
+        is(pub_of($f), pub_of($keys[$i], 1), "batch[$i]: same order");
+        attest_ok($f, "batch[$i]") if $i < 2;
+        record_good('matter-pai', $f, "batch[$i]") if $i == 4;
+    }
+    like($r->{headers}{'content-type'} // '', qr{^application/json},
+         'batch: application/json');
+
+    # server-generated keys
+    $r = post_json('/matter/dac/batch', { count => 3 });
+    is($r->{code}, 200, 'batch count 3: 200') or diag($r->{body});
+    $certs = $r->{json}{certificates} || [];
+    my $keys = $r->{json}{keys} || [];
+    is(scalar @$certs, 3, 'keygen: 3 certificates');
+    is(scalar @$keys, 3, 'keygen: 3 PKCS#8 keys');
+    if (@$certs && @$keys) {
+        my $f = der_file(decode_base64($certs->[0]), 'kg0');
+        my $kf = "$dir/kg0.key.der";
+        PKITest::spew($kf, decode_base64($keys->[0]));
+        my ($rc, $pub) = run_cmd(['openssl', 'pkey', '-inform', 'DER',
+                                  '-in', $kf, '-pubout']);
+        is($pub, pub_of($f), 'keygen: the key belongs to the certificate');
+        attest_ok($f, 'keygen DAC');
+    }
+
+    # refusals
+    $r = post_json('/matter/dac/batch',
+                   { csrs => [ $csrs[0], encode_base64('garbage', '') ] });
+    is($r->{code}, 400, 'batch with a bad CSR: 400');
+    like($r->{json}{error} // '', qr/csrs\[1\]/, 'bad CSR: its index named');
+
+    my ($c384) = $t->make_csr('b384', curve => 'P-384');
+    $r = post_json('/matter/dac/batch',
+                   { csrs => [ encode_base64($c384, '') ] });
+    is($r->{code}, 400, 'batch with a P-384 CSR: 400');
+    like($r->{json}{error} // '', qr/P-256/, 'P-384: rule named');
+
+    $r = post_json('/matter/dac/batch', { csrs => [ ($csrs[0]) x 1001 ] });
+    is($r->{code}, 400, 'batch of 1001: 400');
+    like($r->{json}{error} // '', qr/1\.\.1000/, '1001: the cap named');
+
+    $r = post_json('/matter/dac/batch', { count => 0 });
+    is($r->{code}, 400, 'count 0: 400');
+    $r = post_json('/matter/dac/batch', '{"csrs": [');
+    is($r->{code}, 400, 'broken JSON: 400');
+    $r = post_json('/matter/dac/batch', { csrs => \@csrs }, user => undef);
+    is($r->{code}, 401, 'batch without credentials: 401');
+    $r = post_json('/matter/dac/batch', { csrs => \@csrs },
+                   ctype => 'text/plain');
+    is($r->{code}, 415, 'batch as text/plain: 415');
+    $r = $t->curl('GET', url('/matter/dac/batch'), user => 'demo:demo');
+    is($r->{code}, 405, 'GET batch: 405');
+    $r = post_json('/matter/dac/batch', 'x' x (3 * 1024 * 1024));
+    is($r->{code}, 413, 'batch body over 2 MiB: 413');
+}
+
+# --- NOC -------------------------------------------------------------------
+
+{
+    # a NOCSR: the SDK's placeholder subject, only the key is used
+    my ($csr, $key) = $t->make_csr('nocsr', subj => '/O=CSR/OU=CSA');
+    my $b64 = encode_base64($csr, '');
+    my %req = (csr => $b64, node_id => 'DEDEDEDE00010001',
+               fabric_id => 'FAB000000000001D',
+               cats => [ 'ABCD0001', 'ABCE0002', 'ABCF0003' ]);
+    my $r = post_json('/matter/noc', \%req);
+    is($r->{code}, 200, 'NOC: 200') or diag($r->{body});
+    my $j = $r->{json} || {};
+    ok($j->{noc} && $j->{noc_tlv} && $j->{icac} && $j->{icac_tlv}
+       && $j->{rcac} && $j->{rcac_tlv}, 'NOC: noc, icac, rcac and TLVs');
+    if ($j->{noc}) {
+        my $noc = der_file(decode_base64($j->{noc}), 'noc');
+        my $icac = der_file(decode_base64($j->{icac}), 'icac');
+        my $rcac = der_file(decode_base64($j->{rcac}), 'rcac');
+        my ($rc, $out, $err) = run_cmd([$pkictl, 'matter',
+            'verify-operational', '--noc', $noc, '--icac', $icac,
+            '--rcac', $rcac]);
+        ok($rc == 0, 'NOC: pkictl matter verify-operational') or diag($err);
+        strict_ok($noc, $rcac, $icac, 'NOC');
+        is(pub_of($noc), pub_of($key, 1), 'NOC: the NOCSR key');
+        my $text = $t->x509_text($noc);
+        like($text, qr/DEDEDEDE00010001/, 'NOC: node-id');
+        like($text, qr/ABCF0003/, 'NOC: third CAT');
+        like($text, qr/TLS Web Client Authentication, TLS Web Server/,
+             'NOC: EKU clientAuth, serverAuth');
+        record_good('matter-icac', $noc, 'NOC');
+
+        for my $c (['noc', $j->{noc}, $j->{noc_tlv}],
+                   ['icac', $j->{icac}, $j->{icac_tlv}],
+                   ['rcac', $j->{rcac}, $j->{rcac_tlv}])
+        {
+            my ($name, $der, $tlv) = @$c;
+            PKITest::spew("$dir/$name.chip", decode_base64($tlv));
+            ok(length(decode_base64($tlv)) <= 400, "$name TLV <= 400 B");
+            ($rc, $out, $err) = run_cmd([$pkictl, 'matter', 'to-der',
+                                         "$dir/$name.chip",
+                                         "$dir/$name.back.der"]);
+            is(PKITest::slurp("$dir/$name.back.der") // '',
+               decode_base64($der), "$name: TLV -> DER gives the DER");
+        }
+        is(PKITest::slurp("$dir/rcac.pem"),
+           PKITest::slurp("$m/rcac.pem"), 'NOC: the RCAC of the demo');
+    }
+
+    my @bad = (
+        [ { node_id => 'dededede00010001' }, qr/uppercase/, 'lowercase node_id' ],
+        [ { node_id => 'DEDEDEDE0001' }, qr/16 uppercase/, 'short node_id' ],
+        [ { node_id => '0000000000000000' }, qr/operational/, 'node_id 0' ],
+        [ { node_id => 'FFFFFFF000000000' }, qr/operational/,
+          'node_id outside the operational range' ],
+        [ { fabric_id => '0000000000000000' }, qr/fabric_id must not be 0/,
+          'fabric_id 0' ],
+        [ { fabric_id => 'fab000000000001d' }, qr/uppercase/,
+          'lowercase fabric_id' ],
+        [ { cats => [ 'ABCD0001', 'ABCE0002', 'ABCF0003', 'ABC00004' ] },
+          qr/at most 3 CATs/, '4 CATs' ],
+        [ { cats => [ 'ABCD0000' ] }, qr/version/, 'CAT version 0' ],
+        [ { cats => [ 'ABCD0001', 'ABCD0002' ] }, qr/distinct/,
+          'two CATs with one identifier' ],
+        [ { cats => [ 'abcd0001' ] }, qr/8 uppercase/, 'lowercase CAT' ],
+        [ { fabric_id => 'FAB0000000000002' }, qr/fabric-id/,
+          'fabric differs from the RCAC' ],
+        [ { csr => encode_base64('nope', '') }, qr/csr/, 'garbage CSR' ],
+    );
+    for my $b (@bad) {
+        my ($over, $re, $name) = @$b;
+        my %q = (%req, %$over);
+        $r = post_json('/matter/noc', \%q);
+        is($r->{code}, 400, "NOC $name: 400");
+        like($r->{json}{error} // '', $re, "NOC $name: rule named")
+            or diag($r->{body});
+    }
+
+    my ($c384) = $t->make_csr('noc384', curve => 'P-384');
+    $r = post_json('/matter/noc', { %req, csr => encode_base64($c384, '') });
+    is($r->{code}, 400, 'NOC with a P-384 NOCSR: 400');
+
+    # a NOCSR whose signature does not verify
+    my $broken = $csr;
+    substr($broken, -5, 1) = chr(ord(substr($broken, -5, 1)) ^ 1);
+    $r = post_json('/matter/noc', { %req, csr => encode_base64($broken, '') });
+    is($r->{code}, 400, 'NOC with a broken NOCSR signature: 400');
+
+    $r = post_json('/matter/noc', { %req }, user => undef);
+    is($r->{code}, 401, 'NOC without credentials: 401');
+    $r = post_json('/matter/noc', 'x' x 20000);
+    is($r->{code}, 413, 'NOC body over 16 KiB: 413');
+}
+
+$t->stop_nginx;
+
+done_testing();
