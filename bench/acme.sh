@@ -21,8 +21,12 @@
 #           pebble-challtestsrv as its DNS (every name is 127.0.0.1)
 #
 #   flock /tmp/pki-bench.lock bench/acme.sh            (after ./build.sh)
-#   BENCH_SECONDS=15 BENCH_WORKERS=4 BENCH_REDIS_FSYNC=everysec \
+#   BENCH_SECONDS=6 BENCH_ROUNDS=2 BENCH_WORKERS=4 BENCH_REDIS_FSYNC=everysec \
 #       flock /tmp/pki-bench.lock bench/acme.sh
+#
+# The servers run side by side and the runs alternate (ours, pebble, ours,
+# pebble, ...) in BENCH_ROUNDS rounds of BENCH_SECONDS each, so a change in
+# the load of a shared machine hits both alike; the rates are the sums.
 #
 # Prints both rates and the ratio.
 #
@@ -30,7 +34,8 @@ set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${PKI_BUILD:-$TOP/build}
-SECS=${BENCH_SECONDS:-12}
+SECS=${BENCH_SECONDS:-6}                 # per run
+ROUNDS=${BENCH_ROUNDS:-2}
 WORKERS=${BENCH_WORKERS:-4}
 # Redis appendfsync policies to run ours with (one run each, same server)
 FSYNCS=${BENCH_REDIS_FSYNC:-everysec always}
@@ -124,29 +129,6 @@ NGINX_PID=$!
 wait_url "https://127.0.0.1:$HTTPS/acme/directory" "$W/pki/root.pem" \
     || die "our ACME directory does not answer (see $P/logs/error.log)"
 
-declare -A OURS RCMDS
-for fs in $FSYNCS; do
-    redis-cli -s "$W/redis.sock" config set appendfsync "$fs" | grep -q OK \
-        || die "redis: cannot set appendfsync $fs"
-    redis-cli -s "$W/redis.sock" config resetstat > /dev/null
-    echo "ours (appendfsync $fs): $WORKERS workers, ${SECS}s ..." >&2
-    OURS[$fs]=$("$W/acme_bench" -d "https://127.0.0.1:$HTTPS/acme/directory" \
-                    -c "$W/pki/root.pem" -p "$CHALL" -w "$WORKERS" -t "$SECS" \
-                    -l "nginx-pki-$fs" | grep '^RESULT') \
-        || { tail -n 5 "$P/logs/error.log" >&2;
-             die "the run against our server failed"; }
-    echo "${OURS[$fs]}" >&2
-    redis-cli -s "$W/redis.sock" info commandstats > "$W/commandstats-$fs.txt"
-    RCMDS[$fs]=$(awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)$/ {
-                                   n += $3 } END { print n + 0 }' \
-                 "$W/commandstats-$fs.txt")
-done
-stop_pid "$NGINX_PID" QUIT
-NGINX_PID=
-if [ "${BENCH_SKIP_PEBBLE:-0}" = 1 ]; then
-    exit 0
-fi
-
 # --- pebble --------------------------------------------------------------------
 
 echo "setting up pebble ..." >&2
@@ -180,37 +162,70 @@ PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
 PEBBLE_PID=$!
 wait_url "https://127.0.0.1:$PEB/dir" "$C/ca.pem" || die "pebble does not answer"
 
-echo "pebble: $WORKERS workers, ${SECS}s ..." >&2
-PEBBLE=$("$W/acme_bench" -d "https://127.0.0.1:$PEB/dir" -c "$C/ca.pem" \
-             -p "$CHALL" -w "$WORKERS" -t "$SECS" -l pebble | grep '^RESULT') \
-    || die "the run against pebble failed (see $C/pebble.log)"
-echo "$PEBBLE" >&2
+# --- runs: ours and pebble alternate, so that a change in the load of the
+# shared machine hits both alike ---------------------------------------------
+
+run_one() {     # LABEL URL CA -> appends its RESULT line to $W/res-LABEL
+    local label=$1 url=$2 ca=$3 line
+    line=$("$W/acme_bench" -d "$url" -c "$ca" -p "$CHALL" -w "$WORKERS" \
+               -t "$SECS" -l "$label" | grep '^RESULT') \
+        || { tail -n 5 "$P/logs/error.log" "$C/pebble.log" >&2 2>/dev/null;
+             die "the run $label failed"; }
+    echo "$line" >&2
+    echo "$line" >> "$W/res-$label"
+}
+
+for r in $(seq "$ROUNDS"); do
+    for fs in $FSYNCS; do
+        redis-cli -s "$W/redis.sock" config set appendfsync "$fs" | grep -q OK \
+            || die "redis: cannot set appendfsync $fs"
+        redis-cli -s "$W/redis.sock" config resetstat > /dev/null
+        echo "round $r: ours (appendfsync $fs), $WORKERS workers, ${SECS}s ..." >&2
+        run_one "nginx-pki-$fs" "https://127.0.0.1:$HTTPS/acme/directory" \
+            "$W/pki/root.pem"
+        redis-cli -s "$W/redis.sock" info commandstats \
+            | awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)$/ {
+                                 n += $3 } END { print n + 0 }' \
+            >> "$W/rcmds-$fs"
+    done
+    echo "round $r: pebble, $WORKERS workers, ${SECS}s ..." >&2
+    run_one pebble "https://127.0.0.1:$PEB/dir" "$C/ca.pem"
+done
 
 # --- report --------------------------------------------------------------------
 
-field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<< "$1"; }
-
-PR=$(field "$PEBBLE" rate)
-row() {
-    printf '  %-31s %-8s %-8s %-13s %s\n' "$1" "$(field "$2" issued)" \
-        "$(field "$2" failed)" "$(field "$2" rate)" "$(field "$2" requests)"
+# sums of the rounds: "issued failed seconds requests rate"
+total() {
+    awk '{ for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] += kv[2] } }
+         END { printf "%d %d %.1f %d %.1f\n", v["issued"], v["failed"],
+               v["seconds"], v["requests"], v["issued"] / v["seconds"] }' "$1"
 }
+row() {
+    local t
+    t=$(total "$W/res-$2")
+    set -- "$1" $t
+    printf '  %-31s %-8s %-8s %-9s %-13s %s\n' "$1" "$2" "$3" "$4" "$6" "$5"
+}
+PR=$(total "$W/res-pebble" | awk '{ print $5 }')
 {
     echo
     echo "ACME full issuances (newOrder, http-01, finalize, download), one account, ES256,"
-    echo "$WORKERS workers on keep-alive TLS, ${SECS}s each, $(nproc) cores shared by client and servers"
+    echo "$WORKERS workers on keep-alive TLS, $ROUNDS alternating rounds of ${SECS}s,"
+    echo "$(nproc) cores shared by the client and the servers"
     echo
-    printf '  %-31s %-8s %-8s %-13s %s\n' server issued failed issuances/s requests
+    printf '  %-31s %-8s %-8s %-9s %-13s %s\n' server issued failed seconds \
+        issuances/s requests
     for fs in $FSYNCS; do
-        row "nginx-pki, appendfsync $fs" "${OURS[$fs]}"
+        row "nginx-pki, appendfsync $fs" "nginx-pki-$fs"
     done
-    row "pebble 2.4, VA_NOSLEEP" "$PEBBLE"
+    row "pebble 2.4, VA_NOSLEEP" pebble
     echo
     for fs in $FSYNCS; do
+        OR=$(total "$W/res-nginx-pki-$fs" | awk '{ print $5 }')
+        OI=$(total "$W/res-nginx-pki-$fs" | awk '{ print $1 }')
+        RC=$(awk '{ n += $1 } END { print n }' "$W/rcmds-$fs")
         printf '  ratio nginx-pki (appendfsync %s) / pebble: %s   (%s Redis commands per issuance)\n' \
-            "$fs" "$(awk -v a="$(field "${OURS[$fs]}" rate)" -v b="$PR" \
-                        'BEGIN { printf "%.2fx", a / b }')" \
-            "$(awk -v c="${RCMDS[$fs]}" -v n="$(field "${OURS[$fs]}" issued)" \
-                   'BEGIN { printf "%.1f", c / n }')"
+            "$fs" "$(awk -v a="$OR" -v b="$PR" 'BEGIN { printf "%.2fx", a / b }')" \
+            "$(awk -v c="$RC" -v n="$OI" 'BEGIN { printf "%.1f", c / n }')"
     done
 }
