@@ -2429,6 +2429,7 @@ done:
 static void
 pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
 {
+    int           processing;
     cJSON        *order, *o;
     const char   *st;
     pki_status_t  rc;
@@ -2452,13 +2453,16 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
+    /* st may point into order: use it before the order is freed */
+    processing = (strcmp(st, "processing") == 0);
+
     o = pki_acme_order_obj(a, acct, oid, order, st);
     cJSON_Delete(order);
 
     pki_acme_json(a, 200, o);
     cJSON_Delete(o);
 
-    if (strcmp(st, "processing") == 0) {
+    if (processing) {
         a->resp->retry_after = 1;
     }
 }
