@@ -90,6 +90,70 @@ static const char  pki_lua_abandon[] =
 
 /* ---- connections -------------------------------------------------------- */
 
+/*
+ * hiredis allocates an array reply's element table whole when its header
+ * arrives: "*100000000\r\n" (12 bytes from a broken or hostile Redis)
+ * makes it calloc 800 MB and walk it, and nested headers multiply that
+ * (found by fuzz/fuzz_redis).  Every context's reader gets an array
+ * constructor that refuses a reply whose arrays hold more than
+ * PKI_REDIS_MAX_ELEMENTS elements in all (the reader then fails with an
+ * out-of-memory error and the connection is dropped).  The count is per
+ * thread: a reply is parsed by the thread that sent the command.
+ */
+#define PKI_REDIS_MAX_ELEMENTS  (1024 * 1024)
+
+static redisReplyObjectFunctions   pki_redis_fns;
+static void                     *(*pki_redis_array_orig)(
+                                     const redisReadTask *task, int n);
+static pthread_once_t              pki_redis_fns_once = PTHREAD_ONCE_INIT;
+static __thread size_t             pki_redis_elements;
+
+
+static void *
+pki_redis_create_array(const redisReadTask *task, int n)
+{
+    if (task->parent == NULL) {
+        pki_redis_elements = 0;         /* a new reply */
+    }
+
+    if (n < 0 || (size_t) n > PKI_REDIS_MAX_ELEMENTS - pki_redis_elements) {
+        return NULL;
+    }
+    pki_redis_elements += (size_t) n;
+
+    return pki_redis_array_orig(task, n);
+}
+
+
+static void
+pki_redis_fns_init(void)
+{
+    redisReader  *rd;
+
+    rd = redisReaderCreate();
+    if (rd != NULL && rd->fn != NULL) {
+        pki_redis_fns = *rd->fn;
+        pki_redis_array_orig = rd->fn->createArray;
+        pki_redis_fns.createArray = pki_redis_create_array;
+    }
+    redisReaderFree(rd);
+}
+
+
+static void
+pki_redis_limit(redisContext *c)
+{
+    pthread_once(&pki_redis_fns_once, pki_redis_fns_init);
+
+    if (pki_redis_array_orig != NULL && c->reader != NULL
+        && c->reader->fn != NULL
+        && c->reader->fn->createArray == pki_redis_array_orig)
+    {
+        c->reader->fn = &pki_redis_fns;
+    }
+}
+
+
 static void
 pki_redis_ctx_free(void *p)
 {
@@ -194,6 +258,8 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
         redisFree(c);
         return NULL;
     }
+
+    pki_redis_limit(c);
 
     if (r->password != NULL) {
         argv[0] = "AUTH";
