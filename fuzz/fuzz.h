@@ -57,6 +57,51 @@ int pki_fuzz_verbose(void);
 /* Splits data into a NUL-terminated copy (malloc'd). */
 char *pki_fuzz_strndup(const uint8_t *data, size_t size);
 
+/* The fixture's private temporary directory (removed at exit). */
+const char *pki_fuzz_dir(void);
+
+/* A tiny in-process Redis (fakeredis.c): a thread serving a unix socket
+ * in the fixture directory from an in-memory key space.  Started by the
+ * first pki_fuzz_kv_redis() call (namespace "fz:").  Targets build their
+ * state, take a snapshot, and reset to it before each input.  EVAL and
+ * EVALSHA answer the fixed reply set by pki_fuzz_kv_eval_reply (RESP text,
+ * default ":1\r\n"). */
+pki_redis_t *pki_fuzz_kv_redis(void);
+void pki_fuzz_kv_snapshot(void);
+void pki_fuzz_kv_reset(void);
+void pki_fuzz_kv_eval_reply(const char *resp);
+char *pki_fuzz_kv_get(const char *key);          /* malloc'd or NULL */
+void pki_fuzz_kv_set(const char *key, const char *value);
+void pki_fuzz_kv_hset(const char *key, const char *field, const char *value,
+    size_t vlen);
+void pki_fuzz_kv_each(const char *prefix, void (*fn)(void *arg,
+    const char *key, const char *value), void *arg);
+
+/* The Matter hierarchies (fixture_matter.c), built once; exits on
+ * failure.  Certificates borrowed from their CA, except dac. */
+typedef struct {
+    pki_ca_t        *capaa, *capai, *carc, *caic;
+    X509            *paa, *pai, *dac, *rcac, *icac;
+    pki_template_t  *tdac;        /* matter dac, matter_pid 8000          */
+    pki_template_t  *tdac_nopid;  /* matter-dac (the PAI has no PID)       */
+    pki_template_t  *tnoc;        /* matter-noc (under RCAC and ICAC)      */
+    pki_template_t  *tpaa, *trc;  /* the self-signed profiles              */
+    EVP_PKEY        *dev_key;     /* the DAC's key                         */
+    X509            *cd_signer;   /* CD signing certificate (self-signed)  */
+    EVP_PKEY        *cd_key;
+} pki_fuzz_matter_t;
+
+const pki_fuzz_matter_t *pki_fuzz_matter(void);
+
+/* A private key from PEM text; exits on failure. */
+EVP_PKEY *pki_fuzz_pem_pkey(const char *pem);
+
+/* s[0..n) with each names[i] replaced by values[i] (NULL: ""), the
+ * first name that matches at a position wins (list longer names first).
+ * malloc'd, NUL-terminated. */
+char *pki_fuzz_expand(const char *s, size_t n, const char *const *names,
+    const char *const *values, int count);
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

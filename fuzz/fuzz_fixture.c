@@ -75,6 +75,15 @@ pki_fuzz_die(const char *what, const pki_result_t *res)
 }
 
 
+const char *
+pki_fuzz_dir(void)
+{
+    pki_fuzz_fixture();
+
+    return fx_dir;
+}
+
+
 int
 pki_fuzz_verbose(void)
 {
@@ -104,6 +113,63 @@ pki_fuzz_strndup(const uint8_t *data, size_t size)
     s[size] = '\0';
 
     return s;
+}
+
+
+char *
+pki_fuzz_expand(const char *s, size_t n, const char *const *names,
+    const char *const *values, int count)
+{
+    int          i;
+    char        *out;
+    size_t       len, cap, vlen, nlen;
+    const char  *v, *end;
+
+    cap = n + 256;
+    out = malloc(cap);
+    if (out == NULL) {
+        abort();
+    }
+    len = 0;
+    end = s + n;
+
+    while (s < end) {
+        v = NULL;
+        nlen = vlen = 0;
+
+        if (*s == '$') {
+            for (i = 0; i < count; i++) {
+                nlen = strlen(names[i]);
+                if ((size_t) (end - s) >= nlen
+                    && memcmp(s, names[i], nlen) == 0)
+                {
+                    v = values[i] != NULL ? values[i] : "";
+                    vlen = strlen(v);
+                    break;
+                }
+            }
+        }
+
+        if (v == NULL) {
+            v = s;
+            vlen = nlen = 1;
+        }
+
+        if (len + vlen + 1 > cap) {
+            cap = (len + vlen + 1) * 2;
+            out = realloc(out, cap);
+            if (out == NULL) {
+                abort();
+            }
+        }
+        memcpy(out + len, v, vlen);
+        len += vlen;
+        s += nlen;
+    }
+
+    out[len] = '\0';
+
+    return out;
 }
 
 
