@@ -17,7 +17,8 @@ C=corpus
 T=$(mktemp -d /tmp/pki-fuzz-seeds.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 
-for t in base64 csr est ocsp admin conf redis jws matter scep; do
+for t in base64 csr est ocsp admin conf redis jws matter scep acme matter_json \
+         matter_cd; do
     mkdir -p "$C/$t"
     rm -f "$C/$t"/seed-*
 done
@@ -306,7 +307,82 @@ scep stale 00 --challenge s3cret --cn device-1 --signing-time -1000000
 scep md5 00 --challenge s3cret --cn device-1 --digest md5
 printf '' > "$T/e"; seed "$T/e" scep getcacaps 10; seed "$T/e" scep getcacert 20
 
-for t in base64 csr est ocsp admin conf redis jws matter scep; do
+# ---- acme: "MODE PATH\nPROTECTED\nPAYLOAD"; $NAMEs are filled in by the
+# target from the state it built (see fuzz_acme.c) --------------------------
+A=$C/acme
+KID='{"alg":"ES256","nonce":"$NONCE","url":"$URL","kid":"$KID"}'
+JWKA='{"alg":"ES256","nonce":"$NONCE","url":"$URL","jwk":$JWK}'
+JWKB='{"alg":"ES256","nonce":"$NONCE","url":"$URL","jwk":$JWKB}'
+acme() { printf '%s\n%s\n%s' "$2" "$3" "$4" > "$A/seed-$1"; }
+printf 'g directory\n' > "$A/seed-directory"
+printf 'h new-nonce\n' > "$A/seed-new-nonce-head"
+printf 'g renewal-info/$CERTID\n' > "$A/seed-ari"
+acme account-existing 'a new-account' "$JWKA" '{"termsOfServiceAgreed":true}'
+acme account-new 'b new-account' "$JWKB" '{"termsOfServiceAgreed":true,"contact":["mailto:a@b.example","mailto:c@d.example"]}'
+acme account-eab 'b new-account' "$JWKB" '{"termsOfServiceAgreed":true,"externalAccountBinding":$EAB}'
+acme account-only-existing 'b new-account' "$JWKB" '{"onlyReturnExisting":true}'
+acme account-update 'a acct/$ACCT' "$KID" '{"contact":["mailto:new@acme.fuzz"]}'
+acme account-deactivate 'a acct/$ACCT' "$KID" '{"status":"deactivated"}'
+acme orders-list 'a acct/$ACCT/orders' "$KID" ''
+acme new-order 'a new-order' "$KID" '{"identifiers":[{"type":"dns","value":"www.fuzz.example"},{"type":"dns","value":"*.fuzz.example"},{"type":"ip","value":"2001:db8::1"}],"notBefore":"2026-11-28T00:00:00Z","notAfter":"2026-12-28T00:00:00Z"}'
+acme new-order-replaces 'a new-order' "$KID" '{"identifiers":[{"type":"dns","value":"fuzz.example"}],"replaces":"$CERTID"}'
+acme order-get 'a order/$ACCT/$O1' "$KID" ''
+acme authz-get 'a authz/$ACCT/$Z1' "$KID" ''
+acme authz-deactivate 'a authz/$ACCT/$Z1' "$KID" '{"status":"deactivated"}'
+acme challenge 'a chall/$ACCT/$Z1/$C1' "$KID" '{}'
+acme finalize 'a finalize/$ACCT/$O2' "$KID" '{"csr":"$CSR"}'
+acme finalize-not-ready 'a finalize/$ACCT/$O1' "$KID" '{"csr":"$CSR"}'
+acme cert 'a cert/$ACCT/$O3' "$KID" ''
+acme revoke-kid 'a revoke-cert' "$KID" '{"certificate":"$CERT","reason":4}'
+acme revoke-certkey 'b revoke-cert' "$JWKB" '{"certificate":"$CERT"}'
+acme key-change 'k key-change' "$KID" '{"alg":"ES256","url":"$URL","jwk":$JWKB}
+{"account":"$KID","oldKey":$JWK}'
+printf 'r new-order\n{"protected":"eyJhbGciOiJFUzI1NiJ9","payload":"","signature":"AAAA"}' > "$A/seed-raw"
+acme bad-nonce 'a new-order' '{"alg":"ES256","nonce":"bad","url":"$URL","kid":"$KID"}' '{}'
+
+# ---- matter_json: byte 0 selects (see fuzz_matter_json.c), rest JSON -------
+mj() { { printf "\\x$2"; printf '%s' "$3"; } > "$C/matter_json/seed-$1"; }
+mj dac-csr 00 '{"csrs":["$CSR"]}'
+mj dac-csrs-redis 04 '{"csrs":["$CSR","$CSR2"]}'
+mj dac-nopid 02 '{"csrs":["$CSR"]}'
+mj dac-keygen 00 '{"count":2}'
+mj dac-keygen-redis 04 '{"count":1}'
+mj dac-bad-items 00 '{"csrs":["AAAA", 5, "$CSR"]}'
+mj dac-count-frac 00 '{"count":1.5}'
+mj noc 01 '{"csr":"$CSR","node_id":"DEDEDEDE00010001","fabric_id":"FAB000000000001D"}'
+mj noc-cats-redis 05 '{"csr":"$CSR","node_id":"DEDEDEDE00010001","fabric_id":"FAB000000000001D","cats":["ABCD0001","12340002"]}'
+mj noc-rcac 03 '{"csr":"$CSR2","node_id":"0000000000000001","fabric_id":"FAB000000000001D"}'
+mj noc-bad-ids 01 '{"csr":"$CSR","node_id":"FFFFFFFFFFFFFFFF","fabric_id":"0000000000000000","cats":["00000000"]}'
+mj noc-no-node 01 '{"csr":"$CSR","fabric_id":"FAB000000000001D"}'
+mj get 09 '{"csrs":["$CSR"]}'
+mj no-user 10 '{"csrs":["$CSR"]}'
+mj text-plain 20 '{"csrs":["$CSR"]}'
+mj array 00 '[]'
+
+# ---- matter_cd: byte 0 selects (see fuzz_matter_cd.c), rest the CD TLV ------
+# (DAC VID FFF1 PID 8000; 294C...5CC2 is the SKID of the fixture's fixed PAA
+# key).  The seed-raw-* CMS messages are signed by the replay binary.
+cdhex() { printf '%s' "$2" | tr -d ' ' | xxd -r -p > "$C/matter_cd/seed-$1"; }
+CID=2C0413$(printf 'ZIG20142ZB330003-24' | xxd -p)
+CD="240001 2501F1FF 3602 050080 050180 18 260316000000 $CID 240500 25060000 25070100 240800"
+cdhex cd "00 15 $CD 18"
+cdhex cd-attrs "08 15 $CD 18"
+cdhex cd-origin "00 15 $CD 2509F1FF 250A0080 18"
+cdhex cd-paa-list "00 15 $CD 360B 1014 294C7215FCA16E374D9200E7EE2FEC4738D75CC2 18 18"
+cdhex cd-paa-other "00 15 $CD 360B 1014 0000000000000000000000000000000000000000 18 18"
+cdhex cd-basic-pid "02 FFF1 8001 15 $CD 18"
+cdhex cd-vid-other "00 15 240001 250102F0 3602 050080 18 18"
+if [ -x build-replay/replay_matter_cd ]; then
+    for s in cd cd-attrs cd-origin; do
+        PKI_FUZZ_VERBOSE=1 PKI_FUZZ_CD_OUT="$C/matter_cd/seed-raw-$s" \
+            build-replay/replay_matter_cd "$C/matter_cd/seed-$s" >/dev/null 2>&1
+    done
+else
+    echo "gen_corpus: no build-replay/replay_matter_cd: raw CD seeds not made" >&2
+fi
+
+for t in base64 csr est ocsp admin conf redis jws matter scep acme matter_json \
+         matter_cd; do
     printf '%-8s %3d files %6d bytes\n' "$t" "$(ls "$C/$t" | wc -l)" \
         "$(cat "$C/$t"/* | wc -c)"
 done
