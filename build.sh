@@ -12,6 +12,8 @@
 #   ./build.sh fuzz [TARGET|all] [SECONDS]
 #                                  libFuzzer (clang, ASan+UBSan) on fuzz/ targets
 #   ./build.sh fuzz replay         replay fuzz/corpus/* (gcc, ASan+UBSan)
+#   ./build.sh valgrind            build, then the core unit tests under
+#                                  Valgrind memcheck (t/valgrind_core.t)
 #
 set -euo pipefail
 
@@ -28,7 +30,9 @@ PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl
           # ACME clients and peer: t/acme_clients.t, bench/acme.sh
           pebble certbot lego python3
-          scep)
+          scep
+          # memcheck of the core unit tests: ./build.sh valgrind (CI)
+          valgrind)
 
 die() {
     echo "build.sh: error: $*" >&2
@@ -385,6 +389,18 @@ fuzz_run() {
     [ "$rc" = 0 ] || die "fuzzing found a problem"
 }
 
+# --- Valgrind (t/valgrind_core.t, docs/RELIABILITY.md) -------------------------
+
+run_valgrind() {
+    [ $# -eq 0 ] || die "usage: ./build.sh valgrind"
+    ensure_packages
+    build_all "$TOP/build" 0
+
+    note "core unit tests under Valgrind memcheck (PKI_BUILD=$TOP/build)"
+    PKI_BUILD="$TOP/build" PKI_SANITIZE=0 PKI_VALGRIND=1 \
+        prove -v t/valgrind_core.t || die "Valgrind run failed"
+}
+
 # --- main --------------------------------------------------------------------
 
 cmd=${1:-build}
@@ -409,10 +425,13 @@ case $cmd in
     fuzz)
         fuzz_run "$@"
         ;;
+    valgrind)
+        run_valgrind "$@"
+        ;;
     -h|--help|help)
-        sed -n '7,16p' "$0"
+        sed -n '7,17p' "$0"
         ;;
     *)
-        die "unknown command '$cmd' (use: build, test [--sanitize], demo [stop], fuzz)"
+        die "unknown command '$cmd' (use: build, test [--sanitize], demo [stop], fuzz, valgrind)"
         ;;
 esac

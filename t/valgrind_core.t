@@ -1,0 +1,89 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Every core unit-test binary (build/test_*) once under Valgrind's memcheck
+# (issue 8, sanitizers: "zero reports"): invalid reads/writes, uses of
+# uninitialised values, bad frees, and definite or indirect leaks all fail.
+# Same environment as t/00-core.t (private Redis, SoftHSM token).
+#
+# Slow (the crypto runs 20-50x slower), so it runs only when asked:
+# `./build.sh valgrind` (CI: .ci/run), or PKI_VALGRIND=1 prove t/valgrind_core.t.
+# Never on a sanitized build (ASan binaries do not run under Valgrind).
+# Suppressions: t/valgrind.supp (third-party one-time allocations only,
+# each with its reason).  PKI_VALGRIND_ONLY=test_x,test_y narrows the run.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(time);
+use PKITest;
+
+plan(skip_all => "Valgrind run: ./build.sh valgrind (PKI_VALGRIND=1)")
+    if !$ENV{PKI_VALGRIND};
+plan(skip_all => "sanitized build: ASan binaries do not run under Valgrind")
+    if $ENV{PKI_SANITIZE};
+
+my ($vg) = grep { -x $_ } map { "$_/valgrind" } split /:/, $ENV{PATH};
+plan(skip_all => "valgrind is not installed") if !$vg;
+
+my @bins = sort grep { -x $_ && !/\.(?:o|c|d)$/ } glob("$PKITest::BUILD/test_*");
+plan(skip_all => "no core test binaries in $PKITest::BUILD") if !@bins;
+
+if ($ENV{PKI_VALGRIND_ONLY}) {
+    my %only = map { $_ => 1 } split /,/, $ENV{PKI_VALGRIND_ONLY};
+    @bins = grep { $only{ s{.*/}{}r } } @bins;
+}
+
+my $t = PKITest->new(rsa_key => 1, token => 'pki-core-vg',
+                     no_nginx_needed => 1);
+$t->start_redis;
+
+my $tok = $t->token;
+my %env = (
+    PKI_TEST_REDIS_SOCK   => $t->redis_sock,
+    PKI_TEST_SOFTHSM_CONF => $t->softhsm_conf,
+    SOFTHSM2_CONF         => $t->softhsm_conf,
+    PKI_TEST_P11_MODULE   => $PKITest::P11,
+    PKI_TEST_TOKEN        => $tok,
+    PKI_TEST_PIN_FILE     => $t->pki . '/hsm/pin',
+    PKI_TEST_KEY_URI_EC   => "pkcs11:token=$tok;object=issuing;type=private",
+    PKI_TEST_KEY_URI_RSA  => "pkcs11:token=$tok;object=rsa;type=private",
+    PKI_TEST_PKI_DIR      => $t->pki,
+    PKI_TEST_TMPDIR       => $t->dir,
+    # the tests' own timing budgets are not Valgrind's business
+    PKI_TEST_VALGRIND     => 1,
+);
+
+my @vg = ($vg, '--tool=memcheck', '--error-exitcode=99',
+          '--leak-check=full', '--show-leak-kinds=definite,indirect',
+          '--errors-for-leak-kinds=definite,indirect',
+          '--track-origins=no', '--num-callers=30',
+          "--suppressions=$FindBin::Bin/valgrind.supp");
+
+my $total = 0;
+
+for my $bin (@bins) {
+    my $name = $bin =~ s{.*/}{}r;
+    my $t0 = time;
+    my ($rc, $out, $err) = run_cmd([@vg, $bin], env => \%env, timeout => 900);
+    my $secs = time - $t0;
+    $total += $secs;
+
+    my ($errors) = $err =~ /ERROR SUMMARY: (\d+) errors/;
+    my $nok = () = $out =~ /^ok \d+/mg;
+    my $nnot = () = $out =~ /^not ok \d+/mg;
+
+    ok(defined $errors && $errors == 0 && $rc == 0,
+       sprintf("%s: memcheck clean (%d tests, %.0f s)", $name, $nok, $secs))
+        or diag("rc $rc, ", $errors // 'no', " errors, $nnot failed tests\n",
+                $err =~ /(==\d+==.*)/s ? $1 : $err);
+    is($nnot, 0, "$name: its own tests pass under Valgrind")
+        or diag(join "\n", grep { /^not ok/ } split /\n/, $out);
+}
+
+note(sprintf("valgrind: %d binaries, %.0f s", scalar @bins, $total));
+
+done_testing();
