@@ -103,7 +103,11 @@ static pki_status_t
 pki_redis_unavailable(pki_result_t *res, const char *what, const char *err)
 {
     pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
-    pki_log(res, "redis: %s: %s", what, err != NULL ? err : "error");
+
+    /* a retry appends to the first attempt's text: keep them apart */
+    pki_log(res, "%sredis: %s: %s",
+            (res != NULL && res->log[0] != '\0') ? "; " : "",
+            what, err != NULL ? err : "error");
     return PKI_UNAVAILABLE;
 }
 
