@@ -6,9 +6,11 @@
 # then restarted on its append-only file (appendfsync always, the
 # durability the design asks for certificate records).  Two ACME clients
 # (t/lib/ACMELoad.pm: a real account each, newOrder -> http-01 -> finalize
-# -> download, fresh P-256 key per certificate) issue all along.
+# -> download, fresh P-256 key per certificate) and one EST client issue
+# all along.
 #  - while Redis is gone every failed request is 503 with Retry-After, or
 #    the ACME problem RFC 8555 names (serverInternal 500, badNonce 400);
+#    EST answers 503 with Retry-After;
 #    none waits past the client's 15 s timeout (no 599), no request hangs;
 #  - issuance resumes by itself when Redis returns (no nginx restart);
 #  - every certificate a client received has its complete record (good, same
@@ -59,6 +61,22 @@ sub issued_after {
 
 $t->start_load('acme', 2, ACMELoad::loader($t, base => $base, www => $www),
                max => 150);
+my ($csr) = $t->make_csr('est', subj => '/CN=redis-kill');
+$t->start_load('est', 1, sub {
+    my ($k, $i) = @_;
+    my $x = $t->est_post('simpleenroll', $csr, max_time => 15, quiet => 1);
+    my %o = (code => $x->{code}, ra => $x->{headers}{'retry-after'} // '');
+    if ($x->{code} == 200) {
+        my $pem = $t->p7_to_pem($x->{body});
+        my $f = $pem ? $t->save_first_cert($pem, "est-$i") : undef;
+        $o{cert} = $f;
+        $o{serial} = $f ? uc $t->x509_field($f, 'serial') : '';
+    } else {
+        $o{err} = substr("$x->{err} $x->{body}", 0, 200);
+        sleep 0.3;
+    }
+    return \%o;
+}, max => 150);
 ok(wait_until(60, sub { issued_after(0) >= 2 }), 'ACME issuance runs');
 
 # --- kill Redis -------------------------------------------------------------------
@@ -76,7 +94,10 @@ ok(1, sprintf('Redis restarted on its append-only file after %.1f s',
 ok(wait_until(60, sub { issued_after($tback) >= 2 }),
    'issuance resumed by itself');
 my ($first) = sort { $a->{t1} <=> $b->{t1} } issued_after($tback);
-ok($t->stop_load('acme'), 'clients stopped');
+ok(wait_until(30, sub { grep { $_->{code} == 200 && $_->{t0} > $tback }
+                        $t->load_results('est') }),
+   'EST enrollment resumed by itself');
+ok($t->stop_load('acme') && $t->stop_load('est'), 'clients stopped');
 
 # --- what the clients saw -----------------------------------------------------------
 
@@ -114,8 +135,24 @@ cmp_ok($maxreq // 99, '<', 15, 'no request waited for its 15 s timeout');
 my @late = grep { $_->{t0} > $tback + 10 && $_->{code} != 200 } @all;
 is(scalar @late, 0, 'no failure later than 10 s after Redis returned');
 
+my @est = $t->load_results('est');
+my @est_got = grep { $_->{code} == 200 } @est;
+my @est_bad = grep { $_->{code} != 200
+                     && !($_->{code} == 503 && $_->{ra} =~ /^\d+$/) } @est;
+my ($est_max) = sort { $b <=> $a } map { $_->{t1} - $_->{t0} } @est;
+diag(sprintf('EST: %d enrollments, %d x 200, %d x 503; slowest %.2f s',
+             scalar @est, scalar @est_got,
+             scalar(grep { $_->{code} == 503 } @est), $est_max // 0));
+cmp_ok(scalar(grep { $_->{code} == 503 && $_->{t0} > $tkill
+                     && $_->{t1} < $tback } @est), '>=', 1,
+       'EST: 503 while Redis was gone');
+is(scalar @est_bad, 0, 'EST: every answer is 200 or 503 + Retry-After')
+    or diag(join("\n", map { "$_->{code} $_->{err}" } @est_bad));
+cmp_ok($est_max // 99, '<', 15, 'EST: no answer waited for the timeout');
+
 # --- records, OCSP, transaction log ---------------------------------------------------
 
+push @got, @est_got;
 my %held = map { $_->{serial} => 1 } @got;
 my ($bad, $n, $reserved) = $t->check_reserved('issuing', \%held);
 diag('reserved serials: ' . scalar(@$reserved) . ' ('
@@ -137,8 +174,9 @@ ok(wait_until(10, sub {
 my @unlogged = grep { !$logged{$_} } sort keys %held;
 is(scalar @unlogged, 0, 'none missing from the transaction log')
     or diag(join(' ', @unlogged));
-is(scalar(grep { ($logged{$_}{protocol} // '') ne 'acme' } keys %held), 0,
-   'logged as ACME issuances');
+my %proto = map { $_->{serial} => ($_->{order} ? 'acme' : 'est') } @got;
+is(scalar(grep { ($logged{$_}{protocol} // '') ne ($proto{$_} // 'acme') }
+          keys %held), 0, 'logged as ACME or EST issuances as they were');
 
 my $log = slurp($t->error_log) // '';
 unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
