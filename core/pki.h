@@ -922,6 +922,11 @@ typedef struct {
     long                   crl_next_update;  /* GetCRL, default 1 day    */
     long                   max_skew;       /* signingTime window, seconds;
                                               0: not checked             */
+    STACK_OF(X509)        *next_chain;     /* GetNextCACert: more certs
+                                              of the rollover (next RA,
+                                              intermediates), or NULL.
+                                              GetNextCACert is signed by
+                                              the current CA key         */
 } pki_scep_conf_t;
 
 typedef struct {

@@ -25,6 +25,7 @@
 
 #include "pki.h"
 #include "audit_int.h"
+#include "redis_int.h"
 
 
 #define PKI_REDIS_NS_MAX     64
@@ -103,7 +104,11 @@ static pki_status_t
 pki_redis_unavailable(pki_result_t *res, const char *what, const char *err)
 {
     pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
-    pki_log(res, "redis: %s: %s", what, err != NULL ? err : "error");
+
+    /* a retry appends to the first attempt's text: keep them apart */
+    pki_log(res, "%sredis: %s: %s",
+            (res != NULL && res->log[0] != '\0') ? "; " : "",
+            what, err != NULL ? err : "error");
     return PKI_UNAVAILABLE;
 }
 
@@ -155,6 +160,53 @@ pki_redis_setup_ok(redisContext *c, redisReply *reply, const char *what,
 }
 
 
+
+/* hiredis's own reply builders, wrapped so that an announced array size is
+ * checked before anything is allocated for it */
+static redisReplyObjectFunctions  pki_redis_default_fn;
+static redisReplyObjectFunctions  pki_redis_limited_fn;
+static pthread_mutex_t            pki_redis_fn_lock = PTHREAD_MUTEX_INITIALIZER;
+static int                        pki_redis_fn_ready;
+
+
+static void *
+pki_redis_create_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > PKI_REDIS_MAX_ELEMENTS) {
+        return NULL;            /* the reader reports it and the reply fails */
+    }
+
+    return pki_redis_default_fn.createArray(task, elements);
+}
+
+
+void
+pki_int_redis_limit_reader(redisContext *c)
+{
+    if (c == NULL || c->reader == NULL || c->reader->fn == NULL
+        || c->reader->fn == &pki_redis_limited_fn
+        || c->reader->fn->createArray == NULL)
+    {
+        return;
+    }
+
+    /* every context starts with hiredis's one static table: the first
+     * seeds the copy, later ones are simply switched to the limited one */
+    pthread_mutex_lock(&pki_redis_fn_lock);
+
+    if (!pki_redis_fn_ready) {
+        pki_redis_default_fn = *c->reader->fn;
+        pki_redis_limited_fn = pki_redis_default_fn;
+        pki_redis_limited_fn.createArray = pki_redis_create_array;
+        pki_redis_fn_ready = 1;
+    }
+
+    pthread_mutex_unlock(&pki_redis_fn_lock);
+
+    c->reader->fn = &pki_redis_limited_fn;
+}
+
+
 static redisContext *
 pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
 {
@@ -188,6 +240,8 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
         redisFree(c);
         return NULL;
     }
+
+    pki_int_redis_limit_reader(c);
 
     if (redisSetTimeout(c, tv) != REDIS_OK) {
         pki_redis_unavailable(res, "set timeout", c->errstr);
