@@ -554,6 +554,11 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
         status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_pki_metrics_mark(r, "acme", pki_ca_name(ctx->conf.ca),
+        pki_template_name(ctx->conf.tmpl),
+        ngx_http_pki_metrics_acme_status(resp->res.status, resp->res.detail),
+        resp->res.detail);
+
     if (status >= 400) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
@@ -1091,6 +1096,8 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     alcf->enable = 1;
+
+    ngx_http_pki_metrics_location(cf, "acme");
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
 

@@ -117,6 +117,15 @@ void ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
     const char *reason);
 
 /*
+ * ACME: the engine answers every 4xx problem with PKI_MALFORMED; this gives
+ * the outcome class from the problem type that starts res.detail
+ * (unauthorized, accountDoesNotExist, ... -> auth; rejectedIdentifier,
+ * rateLimited, orderNotReady, ... -> policy).  Other statuses pass through.
+ */
+pki_status_t ngx_http_pki_metrics_acme_status(pki_status_t status,
+    const char *detail);
+
+/*
  * The thread-pool glue (ngx_http_pki_post) calls this when a task wrote
  * to the transaction log: NGX_OK when that is durable already, NGX_AGAIN
  * when resume(data) will be called on the event loop once a sync task made
