@@ -1334,6 +1334,20 @@ pki_sans_text(const GENERAL_NAMES *gens)
 
 /* ---- issuance ----------------------------------------------------------- */
 
+/* The ACME engine's "serial reserved" hook (issue_int.h): one per thread,
+ * consumed by the next pki_issue(). */
+static __thread pki_int_reserved_fn  pki_reserved_fn;
+static __thread void                *pki_reserved_arg;
+
+
+void
+pki_int_issue_on_reserved(pki_int_reserved_fn fn, void *arg)
+{
+    pki_reserved_fn = fn;
+    pki_reserved_arg = arg;
+}
+
+
 static pki_status_t pki_issue_do(pki_ca_t *ca, const pki_template_t *t,
     pki_redis_t *r, const pki_request_t *req, const pki_issue_ctx_t *ictx,
     X509 **out, pki_result_t *res);
@@ -1454,6 +1468,16 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     }
 
     /* From here on, a failure abandons the pending record. */
+    if (pki_reserved_fn != NULL && r != NULL) {
+        pki_int_reserved_fn  fn = pki_reserved_fn;
+
+        pki_reserved_fn = NULL;
+        rc = fn(pki_reserved_arg, rec.serial, res);
+        if (rc != PKI_OK) {
+            goto abandon;
+        }
+    }
+
     if (!X509_set_serialNumber(x, serial)) {
         rc = pki_fail(res, PKI_INTERNAL, "cannot set the serial number");
         goto abandon;
@@ -1534,6 +1558,7 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     }
 
     rc = pki_issue_do(ca, t, r, req, ictx, out, res);
+    pki_reserved_fn = NULL;         /* one call only, even when unused */
 
     memset(&ev, 0, sizeof(ev));
     ev.type = PKI_EV_ISSUE;

@@ -1035,7 +1035,8 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  *   <ns>{acme:<ACCT>}:orders          zset of order ids by creation time
  *   <ns>{acme:<ACCT>}:authz:<ID>      JSON: an authorization (TTL)
  *   <ns>{acme:<ACCT>}:valid:<T>:<V>   authz id reusable for identifier
- *   <ns>{acme:<ACCT>}:fin:<ORDER>     finalization lock (SET NX, TTL)
+ *   (nonces, orders, authorizations, "valid" and rate keys live in
+ *   state_redis when it is set, under its own namespace)
  *   <ns>{acme:<ACCT>}:replaced:<CERTID>  RFC 9773 replaced certificate
  * Certificates are the CA's records (requester "acme:<ACCT>").
  */
@@ -1054,6 +1055,11 @@ typedef struct {
     size_t            max_body;       /* default 65536                 */
     pki_acme_validate_conf_t  validate;
     long              orders_per_hour;  /* per account; 0: no limit    */
+    /* acme2: the replay-safe state (nonces, orders, authorizations,
+     * challenges) in a second store, e.g. a Redis with appendfsync
+     * everysec; NULL: everything in redis.  Accounts, EAB keys, the
+     * "replaced" marks and every certificate record stay in redis. */
+    pki_redis_t      *state_redis;
 } pki_acme_conf_t;
 
 typedef struct {
