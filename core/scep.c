@@ -27,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,12 @@ static void pki_scep_getnextcacert(const pki_scep_conf_t *conf,
 static void pki_scep_pkioperation(const pki_scep_conf_t *conf,
     const pki_scep_req_t *req, pki_scep_resp_t *resp);
 static void pki_scep_http_error(pki_scep_resp_t *resp, int status);
+static const EVP_MD *pki_scep_sd_digest(EVP_PKEY *pk);
+static PKCS7 *pki_scep_sd_new(X509 *signer, const EVP_MD *dgst,
+    const unsigned char *content, size_t len, PKCS7_SIGNER_INFO **sip);
+static int pki_scep_sd_sign(pki_key_t *key, const EVP_MD *dgst, PKCS7 *p7,
+    PKCS7_SIGNER_INFO *si, unsigned char **out, size_t *outlen,
+    pki_result_t *res);
 
 
 /* ---- OIDs ------------------------------------------------------------------ */
@@ -272,7 +279,8 @@ pki_scep_op(const char *name, size_t len)
 PKI_API int
 pki_scep_op_blocking(pki_scep_op_t op)
 {
-    return op == PKI_SCEP_PKIOPERATION;
+    /* GetNextCACert is signed by the CA key, which may be in a token */
+    return op == PKI_SCEP_PKIOPERATION || op == PKI_SCEP_GETNEXTCACERT;
 }
 
 
@@ -363,6 +371,25 @@ pki_scep_conf_check(const pki_scep_conf_t *conf, pki_result_t *res)
     if (X509_cmp_time(X509_get0_notAfter(ra), NULL) <= 0) {
         return pki_fail(res, PKI_MALFORMED, "the RA certificate has "
                         "expired");
+    }
+
+    if (conf->next_ca != NULL) {
+        if (X509_check_ca(conf->next_ca) < 1) {
+            return pki_fail(res, PKI_MALFORMED, "the next CA certificate "
+                            "is not a CA certificate");
+        }
+
+        if (X509_cmp(conf->next_ca, pki_ca_cert(conf->ca)) == 0) {
+            return pki_fail(res, PKI_MALFORMED, "the next CA certificate "
+                            "is the current one");
+        }
+
+        if (pki_scep_sd_digest(X509_get0_pubkey(pki_ca_cert(conf->ca)))
+            == NULL)
+        {
+            return pki_fail(res, PKI_MALFORMED, "GetNextCACert is signed "
+                            "by the CA key, which must be RSA or EC");
+        }
     }
 
     return PKI_OK;
@@ -641,14 +668,48 @@ pki_scep_getcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 }
 
 
-/* The next CA certificate in a degenerate PKCS#7 (RFC 8894 4.7).  RFC 8894
- * wants it signed by the current CA; the rollover certificate itself is
- * what clients use, and this engine serves it unsigned. */
+/* The digest that goes with a signing key in a PKCS#7 SignerInfo, NULL
+ * for a key PKCS#7 cannot sign with (Ed25519: CMS only). */
+static const EVP_MD *
+pki_scep_sd_digest(EVP_PKEY *pk)
+{
+    if (pk == NULL) {
+        return NULL;
+    }
+
+    switch (EVP_PKEY_get_base_id(pk)) {
+    case EVP_PKEY_RSA:
+        return EVP_sha256();
+    case EVP_PKEY_EC:
+        return EVP_PKEY_get_bits(pk) > 384 ? EVP_sha512()
+               : EVP_PKEY_get_bits(pk) > 256 ? EVP_sha384() : EVP_sha256();
+    default:
+        return NULL;
+    }
+}
+
+
+/*
+ * GetNextCACert (RFC 8894 4.7): a SignedData signed by the current CA
+ * whose content (id-data) is a degenerate certificates-only SignedData
+ * with the next CA certificate (and whatever came with it in the
+ * scep_next_ca file: the next RA, intermediates).  The outer one carries
+ * the current CA certificate and its chain, so that a client holding the
+ * current root can check it.  The CA key signs through pki_key_sign (a
+ * token key stays in the token; the signature is verified before it is
+ * released): blocking, run in the thread pool.
+ */
 static void
 pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 {
-    size_t          len;
-    unsigned char  *der;
+    int                  i, j, dup;
+    X509                *ca, *x;
+    PKCS7               *p7;
+    size_t               len, bodylen;
+    unsigned char       *inner, *body;
+    const EVP_MD        *dgst;
+    STACK_OF(X509)      *chain;
+    PKCS7_SIGNER_INFO   *si;
 
     if (conf->next_ca == NULL) {
         pki_fail(&resp->res, PKI_NOT_FOUND, "no next CA certificate");
@@ -656,13 +717,71 @@ pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
         return;
     }
 
-    if (!pki_scep_degenerate(conf->next_ca, NULL, NULL, NULL, &der, &len)) {
+    ca = pki_ca_cert(conf->ca);
+    dgst = pki_scep_sd_digest(X509_get0_pubkey(ca));
+
+    if (dgst == NULL || pki_ca_key(conf->ca) == NULL) {
+        pki_fail(&resp->res, PKI_INTERNAL, "the CA key cannot sign a "
+                 "PKCS#7 SignedData");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    if (!pki_scep_degenerate(conf->next_ca, NULL, conf->next_chain, NULL,
+                             &inner, &len))
+    {
         pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the certificate");
         pki_scep_http_error(resp, 500);
         return;
     }
 
-    pki_scep_body(resp, PKI_SCEP_CT_NEXTCA, der, len);
+    p7 = pki_scep_sd_new(ca, dgst, inner, len, &si);
+    OPENSSL_free(inner);
+
+    if (p7 == NULL) {
+        ERR_clear_error();
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot build the SignedData");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    /* the current CA's chain, once each */
+    chain = pki_ca_chain(conf->ca);
+
+    for (i = 0; i < sk_X509_num(chain); i++) {
+        x = sk_X509_value(chain, i);
+        dup = X509_cmp(x, ca) == 0;
+
+        for (j = 0; j < i && !dup; j++) {
+            dup = X509_cmp(sk_X509_value(chain, j), x) == 0;
+        }
+
+        if (!dup && !PKCS7_add_certificate(p7, x)) {
+            PKCS7_free(p7);
+            ERR_clear_error();
+            pki_fail(&resp->res, PKI_INTERNAL, "cannot build the "
+                     "SignedData");
+            pki_scep_http_error(resp, 500);
+            return;
+        }
+    }
+
+    if (!pki_scep_sd_sign(pki_ca_key(conf->ca), dgst, p7, si, &body,
+                          &bodylen, &resp->res))
+    {
+        PKCS7_free(p7);
+        ERR_clear_error();
+        pki_scep_http_error(resp, 0);
+        return;
+    }
+
+    PKCS7_free(p7);
+
+    pki_scep_resp_free(resp);
+    resp->body = body;
+    resp->body_len = bodylen;
+    resp->http_status = 200;
+    resp->content_type = PKI_SCEP_CT_NEXTCA;
 }
 
 
@@ -1109,7 +1228,7 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 }
 
 
-/* ---- building a CertRep ------------------------------------------------------ */
+/* ---- building a signed reply ------------------------------------------------ */
 
 static int
 pki_scep_add_attr(PKCS7_SIGNER_INFO *si, int which, int type,
@@ -1117,6 +1236,146 @@ pki_scep_add_attr(PKCS7_SIGNER_INFO *si, int which, int type,
 {
     return X509at_add1_attr_by_OBJ(&si->auth_attr, pki_scep_oids[which],
                                    type, data, len) != NULL;
+}
+
+
+/*
+ * A SignedData whose content is id-data (content NULL: left out, as in a
+ * FAILURE or PENDING CertRep), with signer's certificate and one
+ * SignerInfo for it carrying contentType, signingTime and messageDigest.
+ * The caller adds its own signed attributes, then pki_scep_sd_sign().
+ * The signer's public key only selects the algorithms.
+ */
+static PKCS7 *
+pki_scep_sd_new(X509 *signer, const EVP_MD *dgst,
+    const unsigned char *content, size_t len, PKCS7_SIGNER_INFO **sip)
+{
+    int                   n;
+    PKCS7                *p7;
+    unsigned int          mdlen;
+    unsigned char         md[EVP_MAX_MD_SIZE];
+    PKCS7_SIGNER_INFO    *si;
+
+    *sip = NULL;
+
+    p7 = PKCS7_new();
+    if (p7 == NULL || !PKCS7_set_type(p7, NID_pkcs7_signed)
+        || !PKCS7_content_new(p7, NID_pkcs7_data)
+        || !PKCS7_add_certificate(p7, signer))
+    {
+        goto failed;
+    }
+
+    if (content != NULL) {
+        if (len > INT_MAX
+            || !ASN1_OCTET_STRING_set(p7->d.sign->contents->d.data, content,
+                                      (int) len))
+        {
+            goto failed;
+        }
+
+    } else if (!PKCS7_set_detached(p7, 1)) {
+        goto failed;
+    }
+
+    si = PKCS7_add_signature(p7, signer, X509_get0_pubkey(signer), dgst);
+    if (si == NULL) {
+        goto failed;
+    }
+
+    if (EVP_Digest(content != NULL ? content : (const unsigned char *) "",
+                   content != NULL ? len : 0, md, &mdlen, dgst, NULL) != 1)
+    {
+        goto failed;
+    }
+
+    n = PKCS7_add_signed_attribute(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
+                                   OBJ_nid2obj(NID_pkcs7_data))
+        && PKCS7_add0_attrib_signing_time(si, NULL)
+        && PKCS7_add1_attrib_digest(si, md, (int) mdlen);
+    if (!n) {
+        goto failed;
+    }
+
+    *sip = si;
+
+    return p7;
+
+failed:
+
+    PKCS7_free(p7);
+
+    return NULL;
+}
+
+
+/* Signs the SignerInfo's attributes with key (pki_key_sign: the signature
+ * is verified before it is used; a token key never leaves the token) and
+ * encodes the SignedData into a malloc'd buffer.  1, or 0 with res set. */
+static int
+pki_scep_sd_sign(pki_key_t *key, const EVP_MD *dgst, PKCS7 *p7,
+    PKCS7_SIGNER_INFO *si, unsigned char **out, size_t *outlen,
+    pki_result_t *res)
+{
+    int             n;
+    size_t          siglen;
+    pki_status_t    st;
+    unsigned char  *abuf, *sig, *q;
+
+    *out = NULL;
+    *outlen = 0;
+    abuf = NULL;
+
+    /* the DER SET OF the signed attributes */
+    n = ASN1_item_i2d((ASN1_VALUE *) si->auth_attr, &abuf,
+                      ASN1_ITEM_rptr(PKCS7_ATTR_SIGN));
+    if (n <= 0) {
+        pki_fail(res, PKI_INTERNAL, "cannot encode the attributes");
+        return 0;
+    }
+
+    st = pki_key_sign(key, dgst, abuf, (size_t) n, &sig, &siglen, res);
+    OPENSSL_free(abuf);
+
+    if (st != PKI_OK) {
+        return 0;
+    }
+
+    if (siglen > INT_MAX) {
+        free(sig);
+        pki_fail(res, PKI_INTERNAL, "signature too long");
+        return 0;
+    }
+
+    ASN1_STRING_set0(si->enc_digest, sig, (int) siglen);
+
+    /* the signer no longer needs the public key */
+    EVP_PKEY_free(si->pkey);
+    si->pkey = NULL;
+
+    n = i2d_PKCS7(p7, NULL);
+    if (n <= 0) {
+        pki_fail(res, PKI_INTERNAL, "cannot encode the SignedData");
+        return 0;
+    }
+
+    *out = malloc((size_t) n);
+    if (*out == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return 0;
+    }
+
+    q = *out;
+    if (i2d_PKCS7(p7, &q) != n) {
+        free(*out);
+        *out = NULL;
+        pki_fail(res, PKI_INTERNAL, "cannot encode the SignedData");
+        return 0;
+    }
+
+    *outlen = (size_t) n;
+
+    return 1;
 }
 
 
@@ -1133,13 +1392,10 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
 {
     int                   n, ok;
     BIO                  *in;
-    X509                 *ra;
     char                  num[16];
     PKCS7                *p7, *env;
-    size_t                siglen, envlen;
-    pki_status_t          st;
-    unsigned char        *envder, *abuf, *sig, nonce[16], md[EVP_MAX_MD_SIZE];
-    unsigned int          mdlen;
+    size_t                envlen, bodylen;
+    unsigned char        *envder, *body, nonce[16];
     const EVP_MD         *dgst;
     STACK_OF(X509)       *rcpt;
     PKCS7_SIGNER_INFO    *si;
@@ -1147,8 +1403,6 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
     p7 = NULL;
     env = NULL;
     envder = NULL;
-    abuf = NULL;
-    sig = NULL;
     rcpt = NULL;
     in = NULL;
     envlen = 0;
@@ -1157,7 +1411,6 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
     resp->pki_status = status;
     resp->fail_info = status == PKI_SCEP_FAILURE ? fail : -1;
 
-    ra = pki_scep_ra_cert(conf);
     dgst = EVP_sha256();
 
     /* the encrypted reply for a success */
@@ -1196,55 +1449,16 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
         envlen = (size_t) n;
     }
 
-    p7 = PKCS7_new();
-    if (p7 == NULL || !PKCS7_set_type(p7, NID_pkcs7_signed)
-        || !PKCS7_content_new(p7, NID_pkcs7_data)
-        || !PKCS7_add_certificate(p7, ra))
-    {
+    /* no pkcsPKIEnvelope in a FAILURE or PENDING CertRep */
+    p7 = pki_scep_sd_new(pki_scep_ra_cert(conf), dgst, envder, envlen, &si);
+    if (p7 == NULL || RAND_bytes(nonce, sizeof(nonce)) != 1) {
         pki_fail(&resp->res, PKI_INTERNAL, "cannot build the CertRep");
         goto failed;
     }
-
-    if (envder != NULL) {
-        if (!ASN1_OCTET_STRING_set(p7->d.sign->contents->d.data, envder,
-                                   (int) envlen))
-        {
-            pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
-            goto failed;
-        }
-
-    } else if (!PKCS7_set_detached(p7, 1)) {
-        /* no pkcsPKIEnvelope in a FAILURE or PENDING CertRep */
-        pki_fail(&resp->res, PKI_INTERNAL, "cannot build the CertRep");
-        goto failed;
-    }
-
-    /* the public key only selects the algorithms; the RA key signs below */
-    si = PKCS7_add_signature(p7, ra, X509_get0_pubkey(ra), dgst);
-    if (si == NULL) {
-        pki_fail(&resp->res, PKI_INTERNAL, "PKCS7_add_signature() failed");
-        goto failed;
-    }
-
-    if (EVP_Digest(envder != NULL ? envder : (unsigned char *) "", envlen,
-                   md, &mdlen, dgst, NULL) != 1
-        || RAND_bytes(nonce, sizeof(nonce)) != 1)
-    {
-        pki_fail(&resp->res, PKI_INTERNAL, "digest failed");
-        goto failed;
-    }
-
-    n = 1;
-    n = n && PKCS7_add_signed_attribute(si, NID_pkcs9_contentType,
-                                        V_ASN1_OBJECT,
-                                        OBJ_nid2obj(NID_pkcs7_data));
-    n = n && PKCS7_add0_attrib_signing_time(si, NULL);
-    n = n && PKCS7_add1_attrib_digest(si, md, (int) mdlen);
 
     snprintf(num, sizeof(num), "%d", PKI_SCEP_CERTREP);
-    n = n && pki_scep_add_attr(si, PKI_OID_MESSAGE_TYPE,
-                               V_ASN1_PRINTABLESTRING, num,
-                               (int) strlen(num));
+    n = pki_scep_add_attr(si, PKI_OID_MESSAGE_TYPE, V_ASN1_PRINTABLESTRING,
+                          num, (int) strlen(num));
     snprintf(num, sizeof(num), "%d", status);
     n = n && pki_scep_add_attr(si, PKI_OID_PKI_STATUS,
                                V_ASN1_PRINTABLESTRING, num,
@@ -1270,60 +1484,23 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
         goto failed;
     }
 
-    /* sign the DER SET OF attributes with the RA key (verified) */
-    n = ASN1_item_i2d((ASN1_VALUE *) si->auth_attr, &abuf,
-                      ASN1_ITEM_rptr(PKCS7_ATTR_SIGN));
-    if (n <= 0) {
-        abuf = NULL;
-        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the attributes");
+    /* signed with the RA key (verified) */
+    if (!pki_scep_sd_sign(pki_scep_ra_key(conf), dgst, p7, si, &body,
+                          &bodylen, &resp->res))
+    {
         goto failed;
     }
-
-    st = pki_key_sign(pki_scep_ra_key(conf), dgst, abuf, (size_t) n, &sig,
-                      &siglen, &resp->res);
-    if (st != PKI_OK) {
-        goto failed;
-    }
-
-    ASN1_STRING_set0(si->enc_digest, sig, (int) siglen);
-    sig = NULL;
-
-    /* the signer no longer needs the public key */
-    EVP_PKEY_free(si->pkey);
-    si->pkey = NULL;
 
     pki_scep_resp_free(resp);
 
-    n = i2d_PKCS7(p7, NULL);
-    if (n <= 0) {
-        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the CertRep");
-        goto failed;
-    }
-
-    resp->body = malloc((size_t) n);
-    if (resp->body == NULL) {
-        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
-        goto failed;
-    }
-
-    {
-        unsigned char  *q = resp->body;
-
-        if (i2d_PKCS7(p7, &q) != n) {
-            pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the CertRep");
-            goto failed;
-        }
-    }
-
-    resp->body_len = (size_t) n;
+    resp->body = body;
+    resp->body_len = bodylen;
     resp->http_status = 200;
     resp->content_type = PKI_SCEP_CT_MESSAGE;
     ok = 1;
 
 failed:
 
-    free(sig);
-    OPENSSL_free(abuf);
     OPENSSL_free(envder);
     PKCS7_free(env);
     PKCS7_free(p7);

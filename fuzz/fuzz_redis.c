@@ -140,7 +140,7 @@ pki_fuzz_install(const uint8_t *data, size_t size)
         return -1;
     }
 
-    pki_redis_limit(c);
+    pki_int_redis_limit_reader(c);
 
     pki_redis_disconnect(hostile);
     if (pthread_setspecific(hostile->tkey, c) != 0) {

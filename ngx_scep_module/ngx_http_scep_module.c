@@ -38,6 +38,7 @@ typedef struct {
     X509                      *ra_cert;
     pki_key_t                 *ra_key;
     X509                      *next_ca;
+    STACK_OF(X509)            *next_chain;
     ngx_str_t                  challenge;
     ngx_flag_t                 dynamic;
     ngx_flag_t                 manual;
@@ -96,6 +97,7 @@ static char *ngx_http_scep_clock_skew(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static X509 *ngx_http_scep_load_cert(ngx_conf_t *cf, ngx_str_t *file);
 static void ngx_http_scep_x509_cleanup(void *data);
+static void ngx_http_scep_chain_cleanup(void *data);
 static void ngx_http_scep_wipe_cleanup(void *data);
 
 
@@ -491,6 +493,10 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_pki_metrics_mark(r, "scep", pki_ca_name(ctx->conf.ca),
+                              pki_template_name(ctx->conf.tmpl),
+                              resp->res.status, resp->res.detail);
+
     if (status >= 400 || resp->pki_status == 2) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
@@ -716,6 +722,7 @@ ngx_http_scep_create_loc_conf(ngx_conf_t *cf)
     conf->ra_cert = NGX_CONF_UNSET_PTR;
     conf->ra_key = NGX_CONF_UNSET_PTR;
     conf->next_ca = NGX_CONF_UNSET_PTR;
+    conf->next_chain = NGX_CONF_UNSET_PTR;
     conf->dynamic = NGX_CONF_UNSET;
     conf->manual = NGX_CONF_UNSET;
     conf->accept_des = NGX_CONF_UNSET;
@@ -744,6 +751,7 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->ra_cert, prev->ra_cert, NULL);
     ngx_conf_merge_ptr_value(conf->ra_key, prev->ra_key, NULL);
     ngx_conf_merge_ptr_value(conf->next_ca, prev->next_ca, NULL);
+    ngx_conf_merge_ptr_value(conf->next_chain, prev->next_chain, NULL);
     ngx_conf_merge_str_value(conf->challenge, prev->challenge, "");
     ngx_conf_merge_value(conf->dynamic, prev->dynamic, 0);
     ngx_conf_merge_value(conf->manual, prev->manual, 0);
@@ -784,6 +792,7 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     sc->ra_cert = conf->ra_cert;
     sc->ra_key = conf->ra_key;
     sc->next_ca = conf->next_ca;
+    sc->next_chain = conf->next_chain;
     sc->challenge = conf->challenge.len ? conf->challenge.data : NULL;
     sc->challenge_len = conf->challenge.len;
     sc->dynamic = conf->dynamic ? 1 : 0;
@@ -894,6 +903,8 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     slcf->enable = 1;
     slcf->line = cf->conf_file->line;
 
+    ngx_http_pki_metrics_location(cf, "scep");
+
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
 
     if (smcf->line == 0) {
@@ -936,14 +947,20 @@ ngx_http_scep_ra(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* scep_next_ca FILE; */
+/* scep_next_ca FILE;  the next CA certificate first, then any further
+ * certificates of the rollover (the next RA, intermediates), PEM */
 
 static char *
 ngx_http_scep_next_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_scep_loc_conf_t *slcf = conf;
 
-    ngx_str_t  *value;
+    BIO                 *bio;
+    X509                *x;
+    ngx_str_t           *value, file;
+    unsigned long        err;
+    STACK_OF(X509)      *chain;
+    ngx_pool_cleanup_t  *cln;
 
     (void) cmd;
 
@@ -954,8 +971,84 @@ ngx_http_scep_next_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     slcf->next_ca = ngx_http_scep_load_cert(cf, &value[1]);
+    if (slcf->next_ca == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-    return slcf->next_ca ? NGX_CONF_OK : NGX_CONF_ERROR;
+    slcf->next_chain = NULL;
+
+    /* the rest of the file */
+
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    bio = BIO_new_file((char *) file.data, "r");
+    if (bio == NULL) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "BIO_new_file(\"%V\") failed", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    chain = sk_X509_new_null();
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+
+    if (chain == NULL || cln == NULL) {
+        sk_X509_free(chain);
+        BIO_free(bio);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_scep_chain_cleanup;
+    cln->data = chain;
+
+    ERR_clear_error();
+
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);   /* the first, again */
+    X509_free(x);
+
+    for ( ;; ) {
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (x == NULL) {
+            break;
+        }
+
+        if (!sk_X509_push(chain, x)) {
+            X509_free(x);
+            BIO_free(bio);
+            return NGX_CONF_ERROR;
+        }
+
+        if (sk_X509_num(chain) > 16) {
+            BIO_free(bio);
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "more than 17 certificates in \"%V\"",
+                               &file);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    BIO_free(bio);
+
+    /* the end of the file, or a broken PEM block */
+    err = ERR_peek_last_error();
+    if (err != 0 && !(ERR_GET_LIB(err) == ERR_LIB_PEM
+                      && ERR_GET_REASON(err) == PEM_R_NO_START_LINE))
+    {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "PEM_read_bio_X509(\"%V\") failed", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    ERR_clear_error();
+
+    if (sk_X509_num(chain) > 0) {
+        slcf->next_chain = chain;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -1120,6 +1213,13 @@ static void
 ngx_http_scep_x509_cleanup(void *data)
 {
     X509_free(data);
+}
+
+
+static void
+ngx_http_scep_chain_cleanup(void *data)
+{
+    sk_X509_pop_free(data, X509_free);
 }
 
 

@@ -6,7 +6,8 @@
 # (good, self-signed signer, revoked signer), GetCert, GetCRL, CertPoll,
 # and manual approval: PKCSReq PENDING -> approve through the admin API ->
 # CertPoll returns the certificate (the same one on every poll); rejection;
-# a poll by another key.
+# a poll by another key; GetNextCACert during a rollover, checked with
+# openssl cms / smime against the current root.
 
 use strict;
 use warnings;
@@ -21,7 +22,42 @@ use SCEPMsg;
 my $t = PKITest->new;
 my $pki = $t->pki;
 my $dir = $t->dir;
-my ($base, $admin, $k1, $k2, $tool) = scep_setup($t, $t->render_conf);
+# a CA rollover: the next CA (and a next RA issued by it) in one PEM file,
+# served by GetNextCACert at /scep-next
+my $next = "$dir/next.pem";
+{
+    my $nd = "$dir/next";
+    mkdir $nd;
+    my @cmds = (
+        ['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+         'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$nd/ca.key",
+         '-out', "$nd/ca.pem", '-days', '3650', '-subj',
+         '/O=nginx-pki test/CN=nginx-pki Next CA', '-addext',
+         'basicConstraints=critical,CA:TRUE', '-addext',
+         'keyUsage=critical,keyCertSign,cRLSign'],
+        ['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout',
+         "$nd/ra.key", '-out', "$nd/ra.csr", '-subj',
+         '/O=nginx-pki test/CN=nginx-pki Next SCEP RA'],
+        ['openssl', 'x509', '-req', '-in', "$nd/ra.csr", '-CA', "$nd/ca.pem",
+         '-CAkey', "$nd/ca.key", '-CAcreateserial', '-days', '365',
+         '-out', "$nd/ra.pem"],
+    );
+    for my $c (@cmds) {
+        my ($rc, $o, $e) = run_cmd($c);
+        BAIL_OUT("next CA: @$c: $e") if $rc;
+    }
+    spew($next, slurp("$nd/ca.pem") . slurp("$nd/ra.pem"));
+}
+my $conf = $t->render_conf;
+$conf =~ s{(\n\s*location /scep-manual \{)}{
+        location /scep-next {
+            scep issuing scep;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_challenge file=$pki/scep-challenge;
+            scep_next_ca $next;
+        }
+$1} or BAIL_OUT('no /scep-manual location to put /scep-next before');
+my ($base, $admin, $k1, $k2, $tool) = scep_setup($t, $conf);
 my $ra = "$pki/ra.pem";
 my ($f, $r, $h);
 
@@ -85,6 +121,69 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
 fails('CertPoll without a pending request',
       req(type => 20, certpoll => 1, issuer => "$pki/issuing.pem",
           flags => ['certpoll']), 4);
+
+# --- GetNextCACert: signed by the current CA (key in SoftHSM) ----------------
+
+{
+    my $caps = $t->curl('GET', "$base/scep-next?operation=GetCACaps");
+    like($caps->{body}, qr/^GetNextCACert\r?$/m,
+         'rollover: GetCACaps advertises GetNextCACert');
+    $caps = $t->curl('GET', "$base/scep?operation=GetCACaps");
+    unlike($caps->{body}, qr/GetNextCACert/,
+           'no next CA: GetCACaps does not advertise GetNextCACert');
+    $r = $t->curl('GET', "$base/scep?operation=GetNextCACert");
+    is($r->{code}, 404, 'no next CA: GetNextCACert 404');
+
+    $r = $t->curl('GET', "$base/scep-next?operation=GetNextCACert");
+    is($r->{code}, 200, 'GetNextCACert: 200');
+    is($r->{headers}{'content-type'}, 'application/x-x509-next-ca-cert',
+       'GetNextCACert: content type');
+    my $resp = "$dir/nextca.der";
+    spew($resp, $r->{body});
+
+    # openssl cms: verifies against the current root, the signer is the
+    # current issuing CA, the content a certs-only PKCS#7 with the next CA
+    my ($rc, $o, $e) = run_cmd(['openssl', 'cms', '-verify', '-inform',
+        'DER', '-in', $resp, '-CAfile', "$pki/root.pem", '-purpose', 'any',
+        '-binary', '-out', "$dir/nextca-inner.der", '-signer',
+        "$dir/nextca-signer.pem"]);
+    is($rc, 0, 'GetNextCACert: openssl cms -verify with the current root')
+        or diag($e);
+    like($e, qr/Verification successful/, 'GetNextCACert: cms says so');
+    is($t->x509_field("$dir/nextca-signer.pem", 'subject'),
+       $t->x509_field("$pki/issuing.pem", 'subject'),
+       'GetNextCACert: signed by the current issuing CA');
+    ($rc, $o) = run_cmd(['openssl', 'pkcs7', '-inform', 'DER', '-in',
+                         "$dir/nextca-inner.der", '-print_certs']);
+    my @subj = $o =~ /^subject=(.*)$/mg;
+    is(scalar @subj, 2, 'GetNextCACert: two certificates inside');
+    like($subj[0] // '', qr/Next CA/, 'GetNextCACert: the next CA first');
+    like($subj[1] // '', qr/Next SCEP RA/, 'GetNextCACert: then the next RA');
+    my ($first) = $o =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/s;
+    spew("$dir/nextca-got.pem", ($first // '') . "\n");
+    is($t->x509_der("$dir/nextca-got.pem"), $t->x509_der($next),
+       'GetNextCACert: byte for byte the configured next CA');
+
+    ($rc, $o, $e) = run_cmd(['openssl', 'smime', '-verify', '-inform', 'DER',
+        '-in', $resp, '-CAfile', "$pki/root.pem", '-purpose', 'any',
+        '-binary', '-out', "$dir/nextca-inner2.der"]);
+    is($rc, 0, 'GetNextCACert: openssl smime -verify too') or diag($e);
+
+    # the wrong trust anchor and a changed byte fail
+    ($rc) = run_cmd(['openssl', 'cms', '-verify', '-inform', 'DER', '-in',
+        $resp, '-CAfile', "$dir/next/ca.pem", '-purpose', 'any', '-binary',
+        '-out', '/dev/null']);
+    isnt($rc, 0, 'GetNextCACert: does not verify against the next CA');
+    my $bad = $r->{body};
+    my $at = index($bad, 'Next CA');
+    substr($bad, $at, 1) = 'X' if $at > 0;
+    spew("$dir/nextca-bad.der", $bad);
+    ($rc) = run_cmd(['openssl', 'cms', '-verify', '-inform', 'DER', '-in',
+        "$dir/nextca-bad.der", '-CAfile', "$pki/root.pem", '-purpose', 'any',
+        '-binary', '-out', '/dev/null']);
+    ok($at > 0 && $rc != 0, 'GetNextCACert: a changed certificate inside '
+       . 'fails to verify');
+}
 
 # --- manual approval: PENDING -> approve -> CertPoll ---------------------------
 

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <hiredis.h>
@@ -351,6 +353,69 @@ test_unreachable(void)
 
     pki_redis_free(r);
 }
+
+
+/* A server that answers any command with an array header announcing a
+ * billion elements: the reader must refuse it before allocating. */
+static void *
+huge_array_server(void *arg)
+{
+    int          fd, lfd = *(int *) arg;
+    char         buf[512];
+    const char  *reply = "*1000000000\r\n$1\r\na\r\n";
+
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0) {
+        (void) !read(fd, buf, sizeof(buf));
+        (void) !write(fd, reply, strlen(reply));
+        (void) !read(fd, buf, sizeof(buf));         /* until the client closes */
+        close(fd);
+    }
+
+    return NULL;
+}
+
+
+static void
+test_huge_array(void)
+{
+    int                  lfd;
+    pthread_t            th;
+    pki_redis_t         *r;
+    pki_result_t         res;
+    struct sockaddr_un   sa;
+    double               t0;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-huge-%ld.sock",
+             (long) getpid());
+    unlink(sa.sun_path);
+
+    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
+            && listen(lfd, 1) == 0, "fake server listens"))
+    {
+        return;
+    }
+
+    pthread_create(&th, NULL, huge_array_server, &lfd);
+
+    r = new_store(sa.sun_path, 2000);
+    if (ok(r != NULL, "store for the fake server")) {
+        t0 = now_s();
+        pki_result_init(&res);
+        ok(pki_redis_ping(r, &res) == PKI_UNAVAILABLE,
+           "an announced array of 10^9 elements is refused [%s]", res.log);
+        ok(now_s() - t0 < 0.5, "refused at once (%.3f s)", now_s() - t0);
+        pki_redis_free(r);
+    }
+
+    pthread_join(th, NULL);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
 
 
 typedef struct {
@@ -731,6 +796,8 @@ main(void)
     ok(r != NULL && strcmp(pki_redis_ns(r), "pki:") == 0,
        "default namespace");
     pki_redis_free(r);
+
+    test_huge_array();
 
     r = new_store(sock, 1000);
     if (!ok(r != NULL, "pki_redis_new")) {

@@ -463,7 +463,9 @@ main(void)
        "sensitive");
     ok(pki_scep_op(NULL, 0) == PKI_SCEP_UNKNOWN, "op NULL");
     ok(pki_scep_op_blocking(PKI_SCEP_PKIOPERATION)
-       && !pki_scep_op_blocking(PKI_SCEP_GETCACERT), "blocking ops");
+       && pki_scep_op_blocking(PKI_SCEP_GETNEXTCACERT)
+       && !pki_scep_op_blocking(PKI_SCEP_GETCACERT)
+       && !pki_scep_op_blocking(PKI_SCEP_GETCACAPS), "blocking ops");
 
     /* ---- configuration checks ---- */
     memset(&cmode, 0, sizeof(cmode));
@@ -524,7 +526,66 @@ main(void)
     ok(resp.http_status == 200 && resp.content_type
        && strcmp(resp.content_type, "application/x-x509-next-ca-cert") == 0,
        "GetNextCACert");
+    {
+        /* signed by the current (EC) CA over a degenerate PKCS#7 with the
+         * next CA certificate */
+        int                   vr;
+        BIO                  *out = BIO_new(BIO_s_mem());
+        PKCS7                *p7, *in7;
+        X509_STORE           *st = X509_STORE_new();
+        const unsigned char  *p = resp.body;
+        unsigned char        *d;
+        long                  dl;
+
+        X509_STORE_add_cert(st, eca_x);
+        p7 = d2i_PKCS7(NULL, &p, (long) resp.body_len);
+        vr = p7 != NULL && PKCS7_verify(p7, NULL, st, NULL, out,
+                                        PKCS7_BINARY) == 1;
+        ok(vr, "GetNextCACert: verifies against the current CA");
+        ok(p7 && sk_PKCS7_SIGNER_INFO_num(PKCS7_get_signer_info(p7)) == 1
+           && X509_NAME_cmp(sk_PKCS7_SIGNER_INFO_value(
+                  PKCS7_get_signer_info(p7), 0)->issuer_and_serial->issuer,
+                  X509_get_subject_name(eca_x)) == 0,
+           "GetNextCACert: one signer, the current CA");
+        dl = BIO_get_mem_data(out, (char **) &d);
+        p = d;
+        in7 = vr ? d2i_PKCS7(NULL, &p, dl) : NULL;
+        ok(in7 && PKCS7_type_is_signed(in7)
+           && sk_PKCS7_SIGNER_INFO_num(PKCS7_get_signer_info(in7)) == 0
+           && sk_X509_num(in7->d.sign->cert) == 1
+           && X509_cmp(sk_X509_value(in7->d.sign->cert, 0), ca_x) == 0,
+           "GetNextCACert: content is a certs-only PKCS#7 with the next CA");
+        PKCS7_free(in7);
+
+        /* a flipped byte in the content does not verify */
+        if (p7 != NULL) {
+            ASN1_OCTET_STRING  *os = p7->d.sign->contents->d.data;
+
+            os->data[os->length / 2] ^= 1;
+            ERR_set_mark();
+            ok(PKCS7_verify(p7, NULL, st, NULL, NULL, PKCS7_BINARY) != 1,
+               "GetNextCACert: a changed content fails to verify");
+            ERR_pop_to_mark();
+        }
+        PKCS7_free(p7);
+        X509_STORE_free(st);
+        BIO_free(out);
+    }
     pki_scep_resp_free(&resp);
+
+    /* configuration: the next CA must be a CA, and not the current one */
+    conf.next_ca = ra_x;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&conf, &res), PKI_MALFORMED,
+              "scep_next_ca: not a CA certificate");
+    conf.next_ca = eca_x;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&conf, &res), PKI_MALFORMED,
+              "scep_next_ca: the current CA");
+    conf.next_ca = ca_x;
+    pki_result_init(&res);
+    is_status(pki_scep_conf_check(&conf, &res), PKI_OK,
+              "scep_next_ca: another CA certificate");
     conf.next_ca = NULL;
     op(&conf, PKI_SCEP_GETNEXTCACERT, "GET", NULL, 0, &resp);
     ok(resp.http_status == 404, "GetNextCACert without a next CA: 404");

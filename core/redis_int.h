@@ -1,0 +1,27 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Internal interface of the Redis layer (redis.c) for code that opens a
+ * hiredis context by other means (the fuzz harness).  Not exported.
+ */
+
+#ifndef PKI_REDIS_INT_H
+#define PKI_REDIS_INT_H
+
+#include <hiredis.h>
+
+
+/* Most array elements a reply may announce, all its arrays together.
+ * hiredis allocates the element vector as soon as it reads "*N", so
+ * without a bound one line from a broken or hostile server costs N
+ * pointers and a walk over them (and nested headers multiply it). */
+#define PKI_REDIS_MAX_ELEMENTS  (1 << 22)
+
+
+/* Makes c's reader refuse arrays over PKI_REDIS_MAX_ELEMENTS (the
+ * command then fails as a protocol error of that connection). */
+void pki_int_redis_limit_reader(redisContext *c);
+
+
+#endif /* PKI_REDIS_INT_H */
