@@ -10,10 +10,12 @@
  * The key space is restored from a snapshot before each input
  * (pki_fuzz_kv_reset), so every input sees the same state and a crash
  * reproduces.  Strings, hashes, sets and sorted sets (scores kept as text,
- * ranges in insertion order); TTLs are ignored.  EVAL / EVALSHA (the
- * core's Lua scripts: reservation, commit, revocation) are not run: they
- * answer a fixed reply (":1", i.e. "done"), which lets an issuance go
- * through signing and its checks without storing the record.
+ * ranges in insertion order); TTLs are ignored.  EVAL runs the core's Lua
+ * scripts with Lua 5.1 (Redis's version) and redis.call bound to the same
+ * key space, with Redis's conversion rules between RESP and Lua values,
+ * so reservations, commits, compare-and-set and the ACME account scripts
+ * really change the state.  (pki_fuzz_kv_eval_reply can force a fixed
+ * answer instead.)
  *
  * Speed: a round trip to a server thread costs two context switches, and
  * on a loaded machine each wake-up waits for a time slice (150 exec/s).
@@ -43,6 +45,9 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
 
 #include "fuzz.h"
 
@@ -88,7 +93,8 @@ static int              kv_listen = -1;
 static kv_conn_t        kv_conns[PKI_KV_MAX_CONNS];
 static char             kv_path[100];
 static pki_redis_t     *kv_redis;
-static char             kv_eval_reply[64] = ":1\r\n";
+static char             kv_eval_reply[64];      /* "" : run the script */
+static lua_State       *kv_lua;
 
 
 /* ---- memory ---------------------------------------------------------------- */
@@ -364,6 +370,27 @@ kv_bulk(kv_out_t *o, const char *p, size_t n)
 
 /* ---- commands ------------------------------------------------------------------ */
 
+static void kv_exec(int argc, char **arg, size_t *len, kv_out_t *o);
+static void kv_eval(int argc, char **arg, size_t *len, kv_out_t *o);
+
+
+/* A score bound of ZCOUNT / ZREMRANGEBYSCORE: "-inf", "+inf", "(x", x */
+static int
+kv_score_in(const char *score, const char *min, const char *max)
+{
+    double  v, lo, hi;
+    int     xlo, xhi;
+
+    v = strtod(score, NULL);
+    xlo = min[0] == '(';
+    xhi = max[0] == '(';
+    lo = strcmp(min, "-inf") == 0 ? -1e308 : strtod(min + xlo, NULL);
+    hi = strcmp(max, "+inf") == 0 || strcmp(max, "inf") == 0
+         ? 1e308 : strtod(max + xhi, NULL);
+
+    return (xlo ? v > lo : v >= lo) && (xhi ? v < hi : v <= hi);
+}
+
 #define IS(i, name)  (len[i] == sizeof(name) - 1 \
                       && strncasecmp(arg[i], name, sizeof(name) - 1) == 0)
 
@@ -383,6 +410,9 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
     } else if (IS(0, "AUTH") || IS(0, "SELECT")) {
         kv_ok(o);
 
+    } else if (IS(0, "EVAL") && kv_eval_reply[0] == '\0') {
+        kv_eval(argc, arg, len, o);
+
     } else if (IS(0, "EVAL") || IS(0, "EVALSHA")) {
         kv_emit(o, kv_eval_reply, strlen(kv_eval_reply));
 
@@ -398,6 +428,79 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
         } else {
             kv_bulk(o, e->p[0].v, e->p[0].vlen);
         }
+
+    } else if (IS(0, "GETDEL")) {
+        e = kv_get(arg[1], len[1], KV_STRING, 0, &wt);
+        if (wt) {
+            kv_wrong(o);
+        } else if (e == NULL || e->n == 0) {
+            kv_nil(o);
+        } else {
+            kv_bulk(o, e->p[0].v, e->p[0].vlen);
+            kv_del(arg[1], len[1]);
+        }
+
+    } else if (IS(0, "HINCRBY")) {
+        if (argc < 4) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_get(arg[1], len[1], KV_HASH, 1, &wt);
+        if (e == NULL) {
+            if (wt) {
+                kv_wrong(o);
+            } else {
+                kv_full(o);
+            }
+            return;
+        }
+        p = kv_field(e, arg[2], len[2]);
+        n = (p ? strtoll(p->v, NULL, 10) : 0) + strtoll(arg[3], NULL, 10);
+        r = snprintf(num, sizeof(num), "%lld", n);
+        if (kv_put(e, arg[2], len[2], num, (size_t) r) < 0) {
+            kv_full(o);
+            return;
+        }
+        kv_int(o, n);
+
+    } else if (IS(0, "ZSCORE")) {
+        if (argc < 3) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_get(arg[1], len[1], KV_ZSET, 0, &wt);
+        p = e ? kv_field(e, arg[2], len[2]) : NULL;
+        if (wt) {
+            kv_wrong(o);
+        } else if (p == NULL) {
+            kv_nil(o);
+        } else {
+            kv_bulk(o, p->v, p->vlen);
+        }
+
+    } else if (IS(0, "ZCOUNT") || IS(0, "ZREMRANGEBYSCORE")) {
+        size_t  k;
+
+        if (argc < 4) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_get(arg[1], len[1], KV_ZSET, 0, &wt);
+        if (wt) {
+            kv_wrong(o);
+            return;
+        }
+        for (n = 0, k = 0; e != NULL && k < e->n; ) {
+            if (kv_score_in(e->p[k].v, arg[2], arg[3])) {
+                n++;
+                if (IS(0, "ZREMRANGEBYSCORE")) {
+                    kv_unput(e, e->p[k].f, e->p[k].flen);
+                    continue;
+                }
+            }
+            k++;
+        }
+        kv_int(o, n);
 
     } else if (IS(0, "SET")) {
         if (argc < 3) {
@@ -582,15 +685,314 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
             }
         }
 
-    } else if (IS(0, "ZREMRANGEBYSCORE")) {
-        kv_int(o, 0);
-
     } else if (IS(0, "SCAN") || IS(0, "HSCAN")) {
         kv_str(o, "*2\r\n$1\r\n0\r\n*0\r\n");
 
     } else {
         kv_str(o, "-ERR unknown command (fuzz kv)\r\n");
     }
+}
+
+
+/* ---- Lua (EVAL) ------------------------------------------------------------------- */
+
+/* RESP text at *pp -> one Lua value (Redis's rules: integer -> number,
+ * bulk -> string, nil -> false, array -> table, status -> {ok=}, error ->
+ * {err=}).  Returns 0 on malformed text. */
+static int
+kv_resp_to_lua(lua_State *L, const char **pp, const char *end)
+{
+    long long    n, i;
+    const char  *p, *nl;
+
+    p = *pp;
+    if (p >= end || (nl = memchr(p, '\n', (size_t) (end - p))) == NULL) {
+        return 0;
+    }
+
+    switch (*p) {
+    case '+':
+    case '-':
+        lua_newtable(L);
+        lua_pushlstring(L, p + 1, (size_t) (nl - 1 - (p + 1)));
+        lua_setfield(L, -2, *p == '+' ? "ok" : "err");
+        *pp = nl + 1;
+        return 1;
+
+    case ':':
+        lua_pushnumber(L, (lua_Number) strtoll(p + 1, NULL, 10));
+        *pp = nl + 1;
+        return 1;
+
+    case '$':
+        n = strtoll(p + 1, NULL, 10);
+        if (n < 0) {
+            lua_pushboolean(L, 0);
+            *pp = nl + 1;
+            return 1;
+        }
+        if (end - (nl + 1) < n + 2) {
+            return 0;
+        }
+        lua_pushlstring(L, nl + 1, (size_t) n);
+        *pp = nl + 1 + n + 2;
+        return 1;
+
+    case '*':
+        n = strtoll(p + 1, NULL, 10);
+        *pp = nl + 1;
+        if (n < 0) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        lua_newtable(L);
+        for (i = 1; i <= n; i++) {
+            if (!kv_resp_to_lua(L, pp, end)) {
+                return 0;
+            }
+            lua_rawseti(L, -2, (int) i);
+        }
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/* redis.call / redis.pcall: runs the command on the key space (kv_lock is
+ * held: EVAL runs inside kv_exec). */
+static int
+kv_lua_cmd(lua_State *L, int raise)
+{
+    int           i, argc;
+    char         *arg[PKI_KV_MAX_ARGS];
+    size_t        len[PKI_KV_MAX_ARGS];
+    kv_out_t      out;
+    const char   *p;
+
+    argc = lua_gettop(L);
+    if (argc < 1 || argc > PKI_KV_MAX_ARGS) {
+        return luaL_error(L, "wrong number of arguments to redis.call");
+    }
+
+    for (i = 0; i < argc; i++) {
+        if (lua_type(L, i + 1) != LUA_TSTRING
+            && lua_type(L, i + 1) != LUA_TNUMBER)
+        {
+            return luaL_error(L, "redis.call arguments must be strings or "
+                              "integers");
+        }
+        arg[i] = (char *) lua_tolstring(L, i + 1, &len[i]);
+    }
+
+    memset(&out, 0, sizeof(out));
+    if (IS(0, "EVAL") || IS(0, "EVALSHA")) {
+        kv_str(&out, "-ERR not from a script\r\n");
+    } else {
+        kv_exec(argc, arg, len, &out);
+    }
+
+    p = out.b;
+    i = out.b != NULL && kv_resp_to_lua(L, &p, out.b + out.len);
+    free(out.b);
+    if (!i) {
+        return luaL_error(L, "fuzz kv: bad reply");
+    }
+
+    if (raise && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "err");
+        if (lua_isstring(L, -1)) {
+            return lua_error(L);
+        }
+        lua_pop(L, 1);
+    }
+
+    return 1;
+}
+
+
+static int
+kv_lua_call(lua_State *L)
+{
+    return kv_lua_cmd(L, 1);
+}
+
+
+static int
+kv_lua_pcall(lua_State *L)
+{
+    return kv_lua_cmd(L, 0);
+}
+
+
+/* The script's result -> RESP (Redis's rules: number -> integer, string
+ * -> bulk, true -> 1, false/nil -> nil, {ok=} -> status, {err=} -> error,
+ * other tables -> array up to the first nil). */
+static void
+kv_lua_to_resp(lua_State *L, int idx, kv_out_t *o, int depth)
+{
+    int          n, i;
+    size_t       len;
+    const char  *s;
+
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+        kv_int(o, (long long) lua_tonumber(L, idx));
+        return;
+
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &len);
+        kv_bulk(o, s, len);
+        return;
+
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) {
+            kv_int(o, 1);
+        } else {
+            kv_nil(o);
+        }
+        return;
+
+    case LUA_TTABLE:
+        if (depth > 8) {
+            kv_nil(o);
+            return;
+        }
+        lua_getfield(L, idx, "ok");
+        if (lua_isstring(L, -1)) {
+            s = lua_tolstring(L, -1, &len);
+            kv_emit(o, "+", 1);
+            kv_emit(o, s, len);
+            kv_emit(o, "\r\n", 2);
+            lua_pop(L, 1);
+            return;
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, idx, "err");
+        if (lua_isstring(L, -1)) {
+            s = lua_tolstring(L, -1, &len);
+            kv_emit(o, "-", 1);
+            kv_emit(o, s, len);
+            kv_emit(o, "\r\n", 2);
+            lua_pop(L, 1);
+            return;
+        }
+        lua_pop(L, 1);
+
+        for (n = 0; ; n++) {
+            lua_rawgeti(L, idx, n + 1);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                break;
+            }
+            lua_pop(L, 1);
+        }
+        kv_fmt(o, "*%lld\r\n", (long long) n);
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);
+            kv_lua_to_resp(L, lua_gettop(L), o, depth + 1);
+            lua_pop(L, 1);
+        }
+        return;
+
+    default:
+        kv_nil(o);
+        return;
+    }
+}
+
+
+static void
+kv_lua_error(kv_out_t *o, const char *msg)
+{
+    char  buf[256], *q;
+
+    snprintf(buf, sizeof(buf), "-ERR %s", msg ? msg : "script error");
+    for (q = buf; *q; q++) {
+        if (*q == '\r' || *q == '\n') {
+            *q = ' ';
+        }
+    }
+    kv_emit(o, buf, strlen(buf));
+    kv_emit(o, "\r\n", 2);
+}
+
+
+/* EVAL script numkeys key... arg... */
+static void
+kv_eval(int argc, char **arg, size_t *len, kv_out_t *o)
+{
+    int         i, nkeys;
+    lua_State  *L;
+
+    if (argc < 3) {
+        kv_arity(o);
+        return;
+    }
+
+    nkeys = atoi(arg[2]);
+    if (nkeys < 0 || nkeys > argc - 3) {
+        kv_str(o, "-ERR Number of keys can't be greater than number of "
+               "args\r\n");
+        return;
+    }
+
+    if (kv_lua == NULL) {
+        kv_lua = luaL_newstate();
+        if (kv_lua == NULL) {
+            abort();
+        }
+        luaL_openlibs(kv_lua);
+        lua_newtable(kv_lua);
+        lua_pushcfunction(kv_lua, kv_lua_call);
+        lua_setfield(kv_lua, -2, "call");
+        lua_pushcfunction(kv_lua, kv_lua_pcall);
+        lua_setfield(kv_lua, -2, "pcall");
+        lua_setglobal(kv_lua, "redis");
+        lua_newtable(kv_lua);
+        lua_setfield(kv_lua, LUA_REGISTRYINDEX, "fuzz_kv_scripts");
+    }
+    L = kv_lua;
+    lua_settop(L, 0);
+
+    /* compiled once per script text */
+    lua_getfield(L, LUA_REGISTRYINDEX, "fuzz_kv_scripts");
+    lua_pushlstring(L, arg[1], len[1]);
+    lua_rawget(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        if (luaL_loadbuffer(L, arg[1], len[1], "@user_script") != 0) {
+            kv_lua_error(o, lua_tostring(L, -1));
+            lua_settop(L, 0);
+            return;
+        }
+        lua_pushlstring(L, arg[1], len[1]);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+
+    lua_newtable(L);
+    for (i = 0; i < nkeys; i++) {
+        lua_pushlstring(L, arg[3 + i], len[3 + i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "KEYS");
+
+    lua_newtable(L);
+    for (i = 3 + nkeys; i < argc; i++) {
+        lua_pushlstring(L, arg[i], len[i]);
+        lua_rawseti(L, -2, i - 2 - nkeys);
+    }
+    lua_setglobal(L, "ARGV");
+
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        kv_lua_error(o, lua_tostring(L, -1));
+        lua_settop(L, 0);
+        return;
+    }
+
+    kv_lua_to_resp(L, lua_gettop(L), o, 0);
+    lua_settop(L, 0);
 }
 
 

@@ -63,9 +63,9 @@ const char *pki_fuzz_dir(void);
 /* A tiny in-process Redis (fakeredis.c): a thread serving a unix socket
  * in the fixture directory from an in-memory key space.  Started by the
  * first pki_fuzz_kv_redis() call (namespace "fz:").  Targets build their
- * state, take a snapshot, and reset to it before each input.  EVAL and
- * EVALSHA answer the fixed reply set by pki_fuzz_kv_eval_reply (RESP text,
- * default ":1\r\n"). */
+ * state, take a snapshot, and reset to it before each input.  EVAL runs
+ * the script (Lua 5.1, redis.call on the same key space), unless
+ * pki_fuzz_kv_eval_reply set a fixed RESP answer ("" to run again). */
 pki_redis_t *pki_fuzz_kv_redis(void);
 void pki_fuzz_kv_snapshot(void);
 void pki_fuzz_kv_reset(void);
