@@ -700,8 +700,9 @@ test_pkcs11(void)
        && strstr(res.detail, "31337000") == NULL
        && strstr(res.log, "31337000") == NULL,
        "wrong PIN [%s]", res.detail);
-    ok(now_s() - t0 < 1.0, "wrong PIN is not retried for long (%.2f s)",
-       now_s() - t0);
+    /* (Valgrind, t/valgrind_core.t, runs it 20-50x slower) */
+    ok(now_s() - t0 < (getenv("PKI_TEST_VALGRIND") ? 20.0 : 1.0),
+       "wrong PIN is not retried for long (%.2f s)", now_s() - t0);
     pki_vault_free(bad);
 
     pki_result_init(&res);

@@ -887,7 +887,7 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
 static void
 test_issuance(void)
 {
-    int              i;
+    int              i, st;
     X509            *paa, *pai, *dac, *rcac, *icac, *noc;
     EVP_PKEY        *kpaa, *kpai, *kdev, *k384, *krc, *kic, *knoc;
     X509_REQ        *csr;
@@ -1143,15 +1143,18 @@ test_issuance(void)
             der = NULL;
             dlen = noc ? i2d_X509(noc, &der) : 0;
             tlv = back = NULL;
+            tlvlen = 0;
             pki_result_init(&res);
-            ok(dlen > 0
-               && pki_matter_der_to_tlv(der, (size_t) dlen, &tlv, &tlvlen,
-                                        &res) == PKI_OK
-               && tlvlen <= 400
-               && pki_matter_tlv_to_der(tlv, tlvlen, &back, &blen, &res)
-                  == PKI_OK
-               && blen == (size_t) dlen && memcmp(back, der, blen) == 0,
-               "NOC %s: TLV %zu B round-trips %s", noc_cases[i].name,
+            /* converted before ok(): its arguments (tlvlen) may be read
+             * before its condition runs (found by Valgrind) */
+            st = dlen > 0
+                 && pki_matter_der_to_tlv(der, (size_t) dlen, &tlv, &tlvlen,
+                                          &res) == PKI_OK
+                 && tlvlen <= 400
+                 && pki_matter_tlv_to_der(tlv, tlvlen, &back, &blen, &res)
+                    == PKI_OK
+                 && blen == (size_t) dlen && memcmp(back, der, blen) == 0;
+            ok(st, "NOC %s: TLV %zu B round-trips %s", noc_cases[i].name,
                tlvlen, res.detail);
             OPENSSL_free(der);
             free(tlv);
