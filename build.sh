@@ -31,8 +31,9 @@ PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           # ACME clients and peer: t/acme_clients.t, bench/acme.sh
           pebble certbot lego python3
           scep
-          # memcheck of the core unit tests: ./build.sh valgrind (CI)
-          valgrind)
+          # memcheck of the core unit tests: ./build.sh valgrind (CI); the
+          # fuzz targets' fake Redis runs the core's Lua scripts (Lua 5.1)
+          valgrind liblua5.1-0-dev)
 
 die() {
     echo "build.sh: error: $*" >&2
