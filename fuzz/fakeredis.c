@@ -918,6 +918,21 @@ kv_lua_error(kv_out_t *o, const char *msg)
 }
 
 
+/* Everything a script allocated is freed before EVAL returns: libFuzzer
+ * runs a full leak check after every input whose mallocs and frees do not
+ * balance, which made the targets 10x slower. */
+static void
+kv_lua_clean(lua_State *L)
+{
+    lua_settop(L, 0);
+    lua_pushnil(L);
+    lua_setglobal(L, "KEYS");
+    lua_pushnil(L);
+    lua_setglobal(L, "ARGV");
+    lua_gc(L, LUA_GCCOLLECT, 0);
+}
+
+
 /* EVAL script numkeys key... arg... */
 static void
 kv_eval(int argc, char **arg, size_t *len, kv_out_t *o)
@@ -963,7 +978,7 @@ kv_eval(int argc, char **arg, size_t *len, kv_out_t *o)
         lua_pop(L, 1);
         if (luaL_loadbuffer(L, arg[1], len[1], "@user_script") != 0) {
             kv_lua_error(o, lua_tostring(L, -1));
-            lua_settop(L, 0);
+            kv_lua_clean(L);
             return;
         }
         lua_pushlstring(L, arg[1], len[1]);
@@ -987,12 +1002,12 @@ kv_eval(int argc, char **arg, size_t *len, kv_out_t *o)
 
     if (lua_pcall(L, 0, 1, 0) != 0) {
         kv_lua_error(o, lua_tostring(L, -1));
-        lua_settop(L, 0);
+        kv_lua_clean(L);
         return;
     }
 
     kv_lua_to_resp(L, lua_gettop(L), o, 0);
-    lua_settop(L, 0);
+    kv_lua_clean(L);
 }
 
 

@@ -63,7 +63,9 @@ const char *pki_fuzz_dir(void);
 /* A tiny in-process Redis (fakeredis.c): a thread serving a unix socket
  * in the fixture directory from an in-memory key space.  Started by the
  * first pki_fuzz_kv_redis() call (namespace "fz:").  Targets build their
- * state, take a snapshot, and reset to it before each input.  EVAL runs
+ * state, take a snapshot, and reset to it at the END of each input (so
+ * what an input allocated is freed within it: libFuzzer runs a leak check
+ * after each input whose mallocs and frees do not balance).  EVAL runs
  * the script (Lua 5.1, redis.call on the same key space), unless
  * pki_fuzz_kv_eval_reply set a fixed RESP answer ("" to run again). */
 pki_redis_t *pki_fuzz_kv_redis(void);

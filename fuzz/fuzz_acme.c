@@ -622,8 +622,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         nl = end;
     }
 
-    pki_fuzz_kv_reset();
-
     path = expand(p, (size_t) (nl - p), NULL);
     url = xasprintf(BASE "/%s", path);
     p = nl < end ? nl + 1 : end;
@@ -710,6 +708,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(path);
     free(url);
 
+    pki_fuzz_kv_reset();
     ERR_clear_error();
 
     return 0;

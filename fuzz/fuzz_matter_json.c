@@ -256,8 +256,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     conf.threads = 2;
     if (sel & 4) {
-        pki_fuzz_kv_reset();
-        conf.redis = kv;
+        conf.redis = kv;            /* reset to the snapshot after use */
     }
 
     memset(&req, 0, sizeof(req));
@@ -287,6 +286,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     pki_matter_resp_free(&resp);
     free(body);
+    if (sel & 4) {
+        pki_fuzz_kv_reset();
+    }
     ERR_clear_error();
 
     return 0;
