@@ -18,8 +18,7 @@
  * $ACCT (key A), a pending order $O1 (dns + ip identifiers, authz $Z1 with
  * challenge $C1), a ready order $O2 (authz valid), a valid order $O3 with
  * its certificate and record, an EAB key, and the nonce "fuzznonce".  The
- * Lua scripts of the store are not run (EVAL answers 1), so a finalize
- * signs and checks its certificate without storing the record.
+ * store's Lua scripts run in the fake Redis (Lua 5.1).
  *
  * Input (text):
  *   line 1   MODE PATH      MODE: a  POST signed with key A

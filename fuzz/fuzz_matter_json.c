@@ -10,8 +10,8 @@
  * to Matter TLV and back.
  *
  * Store: none (nothing recorded, as in the unit tests), or the in-process
- * fake Redis whose EVAL answers 1, so issuance runs its reservation and
- * commit calls.
+ * fake Redis (fakeredis.c, the core's Lua scripts run), so issuance runs
+ * its reservation and commit calls.
  *
  * Input: byte 0 selects, the rest is the JSON body.
  *   bit 0  NOC (else DAC batch)
