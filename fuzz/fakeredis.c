@@ -12,7 +12,8 @@
  * reproduces.  Strings, hashes, sets and sorted sets (scores kept as text,
  * ranges in insertion order); TTLs are ignored.  EVAL runs the core's Lua
  * scripts with Lua 5.1 (Redis's version) and redis.call bound to the same
- * key space, with Redis's conversion rules between RESP and Lua values,
+ * key space, with Redis's conversion rules between RESP and Lua values
+ * (and cjson.decode of Redis's libraries),
  * so reservations, commits, compare-and-set and the ACME account scripts
  * really change the state.  (pki_fuzz_kv_eval_reply can force a fixed
  * answer instead.)
@@ -48,6 +49,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+
+#include <cjson/cJSON.h>
 
 #include "fuzz.h"
 
@@ -918,6 +921,60 @@ kv_lua_error(kv_out_t *o, const char *msg)
 }
 
 
+/* Redis's cjson library, decode only: JSON -> Lua (objects and arrays as
+ * tables, null as nil). */
+static void
+kv_json_to_lua(lua_State *L, const cJSON *j, int depth)
+{
+    int           i;
+    const cJSON  *e;
+
+    if (depth > 32) {
+        lua_pushnil(L);
+    } else if (cJSON_IsString(j)) {
+        lua_pushstring(L, j->valuestring);
+    } else if (cJSON_IsNumber(j)) {
+        lua_pushnumber(L, j->valuedouble);
+    } else if (cJSON_IsBool(j)) {
+        lua_pushboolean(L, cJSON_IsTrue(j));
+    } else if (cJSON_IsArray(j)) {
+        lua_newtable(L);
+        i = 1;
+        cJSON_ArrayForEach(e, j) {
+            kv_json_to_lua(L, e, depth + 1);
+            lua_rawseti(L, -2, i++);
+        }
+    } else if (cJSON_IsObject(j)) {
+        lua_newtable(L);
+        cJSON_ArrayForEach(e, j) {
+            kv_json_to_lua(L, e, depth + 1);
+            lua_setfield(L, -2, e->string);
+        }
+    } else {
+        lua_pushnil(L);
+    }
+}
+
+
+static int
+kv_lua_json_decode(lua_State *L)
+{
+    size_t       len;
+    cJSON       *j;
+    const char  *s;
+
+    s = luaL_checklstring(L, 1, &len);
+    j = cJSON_ParseWithLength(s, len);
+    if (j == NULL) {
+        return luaL_error(L, "Expected value but found invalid token");
+    }
+    kv_json_to_lua(L, j, 0);
+    cJSON_Delete(j);
+
+    return 1;
+}
+
+
 /* Everything a script allocated is freed before EVAL returns: libFuzzer
  * runs a full leak check after every input whose mallocs and frees do not
  * balance, which made the targets 10x slower. */
@@ -964,6 +1021,10 @@ kv_eval(int argc, char **arg, size_t *len, kv_out_t *o)
         lua_pushcfunction(kv_lua, kv_lua_pcall);
         lua_setfield(kv_lua, -2, "pcall");
         lua_setglobal(kv_lua, "redis");
+        lua_newtable(kv_lua);
+        lua_pushcfunction(kv_lua, kv_lua_json_decode);
+        lua_setfield(kv_lua, -2, "decode");
+        lua_setglobal(kv_lua, "cjson");
         lua_newtable(kv_lua);
         lua_setfield(kv_lua, LUA_REGISTRYINDEX, "fuzz_kv_scripts");
     }
