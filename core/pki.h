@@ -1224,4 +1224,18 @@ PKI_API void pki_matter_handle(const pki_matter_conf_t *conf,
     const pki_matter_req_t *req, pki_matter_resp_t *resp);
 PKI_API void pki_matter_resp_free(pki_matter_resp_t *resp);
 
+/* ---- transaction log: syncer thread (core/audit.c, issue 7) ----------------
+ *
+ * A thread of its own that makes the deferred appends durable: whenever
+ * this process wrote more than is synced, one fdatasync for all of it
+ * (group commit), then notify(arg) from that thread (e.g. a write to an
+ * eventfd the event loop watches), which then finds pki_audit_synced()
+ * covering the tickets it waits for.  A failed fdatasync is retried; the
+ * answers wait (fail closed).  No thread of the server's pool waits for
+ * the disk.  pki_audit_close() stops it too.  pki_audit_synced() reads
+ * without a lock (the event loop may call it). */
+PKI_API pki_status_t pki_audit_syncer_start(pki_audit_t *a,
+    void (*notify)(void *arg), void *arg, pki_result_t *res);
+PKI_API void pki_audit_syncer_stop(pki_audit_t *a);
+
 #endif /* PKI_H */
