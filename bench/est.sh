@@ -154,6 +154,11 @@ run_one() {
         || { tail -n 5 "$p/logs/error.log" >&2;
              die "enrollment does not work ($label): see $p/logs/error.log"; }
 
+    # every run starts from the same disk state: the previous run's
+    # writeback (Redis AOF, the log) must not land on this one
+    sync -f "$W/redis" 2>/dev/null || sync
+    sleep 1
+
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" -s "$W/est.lua" \
               "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll")
     echo "$out" > "$W/wrk-$label.txt"

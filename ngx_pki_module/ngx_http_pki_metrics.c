@@ -947,19 +947,8 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
     if (mmcf->audit) {
         pki_audit_set_deferred(0);
         pki_audit_set_default(NULL);
+        ngx_http_pki_audit_exit_threads();
         ngx_http_pki_m_sync.audit = NULL;
-
-        if (ngx_http_pki_m_sync.syncer) {
-            pki_audit_syncer_stop(mmcf->audit);
-            ngx_http_pki_m_sync.syncer = 0;
-
-            if (ngx_http_pki_m_sync.conn) {
-                ngx_close_connection(ngx_http_pki_m_sync.conn);
-                ngx_http_pki_m_sync.conn = NULL;
-            }
-
-            (void) close(ngx_http_pki_m_sync.pipe[1]);
-        }
 
         /* the pool threads are gone (ngx_http_pki_module waited for
          * them): what is still queued is written now */
@@ -1856,6 +1845,27 @@ ngx_http_pki_audit_wait(unsigned long long ticket, void (*resume)(void *data),
      * that covers it ends with a byte in the pipe, read after this */
 
     return NGX_AGAIN;
+}
+
+
+/* worker exit: the shared module calls this before it waits for this
+ * process to be down to its main thread */
+void
+ngx_http_pki_audit_exit_threads(void)
+{
+    if (!ngx_http_pki_m_sync.syncer) {
+        return;
+    }
+
+    pki_audit_syncer_stop(ngx_http_pki_m_sync.audit);
+    ngx_http_pki_m_sync.syncer = 0;
+
+    if (ngx_http_pki_m_sync.conn) {
+        ngx_close_connection(ngx_http_pki_m_sync.conn);
+        ngx_http_pki_m_sync.conn = NULL;
+    }
+
+    (void) close(ngx_http_pki_m_sync.pipe[1]);
 }
 
 
