@@ -51,6 +51,11 @@ ngx_int_t ngx_http_pki_has_redis(ngx_conf_t *cf);
 /* run time: the pki_redis handle, or NULL if not configured */
 pki_redis_t *ngx_http_pki_redis(ngx_http_request_t *r);
 
+/* configuration time: parses the current directive's arguments as
+ * pki_redis does (ADDRESS [db=] [namespace=] [timeout=] [password_file=])
+ * into a new store freed with the configuration (acme_redis) */
+char *ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out);
+
 /*
  * Runs work(data) in the pki_thread_pool, then done(r, data) on the event
  * loop, then ngx_http_run_posted_requests().  Takes a reference on the
