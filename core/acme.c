@@ -56,6 +56,7 @@
 #define PKI_ACME_FIN_STALE     30      /* a processing order is recovered */
 #define PKI_ACME_MAX_PRE       8       /* objects read with the nonce     */
 #define PKI_ACME_MISS          ((pki_status_t) -1)   /* not prefetched   */
+#define PKI_ACME_ACCT_COPY_TTL "60"    /* account copy in the state store */
 
 /* The store of the replay-safe state (nonces, orders, authorizations):
  * acme_redis when configured, else the durable pki_redis. */
@@ -1023,7 +1024,9 @@ static pki_status_t
 pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
     char **text)
 {
-    char  key[PKI_ACME_KEY_MAX];
+    int           v;
+    char          key[PKI_ACME_KEY_MAX], ckey[PKI_ACME_KEY_MAX], *t;
+    pki_status_t  rc;
 
     if (!pki_id_ok(id)) {
         *out = NULL;
@@ -1032,7 +1035,67 @@ pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
 
     pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
 
-    return pki_acme_load_text(a->conf->redis, key, out, text, a->res);
+    if (a->conf->state_redis == NULL) {
+        return pki_acme_load_text(a->conf->redis, key, out, text, a->res);
+    }
+
+    /* split stores: a copy of the account in the state store spares the
+     * durable one (busy with its fsyncs) a read per request */
+    pki_key_name(ckey, sizeof(ckey), a->conf->state_redis, id, "acct", NULL);
+
+    rc = pki_acme_load_text(a->conf->state_redis, ckey, out, text, a->res);
+    if (rc != PKI_NOT_FOUND) {
+        return rc;
+    }
+
+    t = NULL;
+    rc = pki_acme_load_text(a->conf->redis, key, out, &t, a->res);
+    if (rc == PKI_OK) {
+        pki_result_t  tmp;
+
+        pki_result_init(&tmp);
+        v = pki_acme_cmd_int(a->conf->state_redis, &tmp,
+                             pki_acme_cmd(a->conf->state_redis, &tmp, 6,
+                                          "SET", ckey, t, "EX",
+                                          PKI_ACME_ACCT_COPY_TTL, "NX"));
+        (void) v;
+    }
+
+    if (text != NULL) {
+        *text = t;
+    } else {
+        free(t);
+    }
+
+    return rc;
+}
+
+
+/* After the durable account changed: the state store's copy follows (text
+ * NULL: the copy is dropped, the next read refreshes it). */
+static void
+pki_acme_account_copy(pki_acme_t *a, const char *id, const char *text)
+{
+    char          ckey[PKI_ACME_KEY_MAX];
+    pki_result_t  tmp;
+
+    if (a->conf->state_redis == NULL) {
+        return;
+    }
+
+    pki_result_init(&tmp);
+    pki_key_name(ckey, sizeof(ckey), a->conf->state_redis, id, "acct", NULL);
+
+    if (text != NULL) {
+        pki_acme_cmd_int(a->conf->state_redis, &tmp,
+                         pki_acme_cmd(a->conf->state_redis, &tmp, 5, "SET",
+                                      ckey, text, "EX",
+                                      PKI_ACME_ACCT_COPY_TTL));
+    } else {
+        pki_acme_cmd_int(a->conf->state_redis, &tmp,
+                         pki_acme_cmd(a->conf->state_redis, &tmp, 2, "DEL",
+                                      ckey));
+    }
 }
 
 
@@ -1515,18 +1578,23 @@ pki_acme_account(pki_acme_t *a, const char *id)
             char  key[PKI_ACME_KEY_MAX];
 
             pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+            char  *nt;
+
             v = a->account_text == NULL ? -1
                 : pki_acme_cas(a->conf->redis, key, a->account_text,
-                               a->account, 3L * 365 * 86400, NULL, a->res);
+                               a->account, 3L * 365 * 86400, &nt, a->res);
             if (v < 0) {
                 pki_acme_fail(a, PKI_UNAVAILABLE, "account update");
                 return;
             }
             if (v == 0) {
+                pki_acme_account_copy(a, id, NULL);
                 pki_acme_problem(a, 409, "malformed", "the account changed "
                                  "meanwhile; retry");
                 return;
             }
+            pki_acme_account_copy(a, id, nt);
+            free(nt);
         }
         (void) rc;
     }
@@ -1664,18 +1732,20 @@ pki_acme_key_change(pki_acme_t *a)
 
         reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_key_change, 3,
                               n, args);
-        free(newtext);
 
         if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
             if (reply != NULL) {
                 freeReplyObject(reply);
             }
+            free(newtext);
             pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
             goto done;
         }
 
         if (reply->len == 0) {
             freeReplyObject(reply);
+            free(newtext);
+            pki_acme_account_copy(a, a->acct, NULL);
             pki_acme_problem(a, 409, "malformed", "the account changed "
                              "meanwhile; retry");
             goto done;
@@ -1686,6 +1756,7 @@ pki_acme_key_change(pki_acme_t *a)
                                                        reply->str)
                                         : NULL;
             freeReplyObject(reply);
+            free(newtext);
             pki_acme_problem(a, 409, "malformed", "the new key is already "
                              "in use by an account");
             a->resp->location = loc;
@@ -1693,6 +1764,8 @@ pki_acme_key_change(pki_acme_t *a)
         }
 
         freeReplyObject(reply);
+        pki_acme_account_copy(a, a->acct, newtext);
+        free(newtext);
     }
 
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s changed "
