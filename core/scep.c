@@ -1985,11 +1985,31 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
 
 /* ---- pending requests (manual approval) ------------------------------------ */
 
+/* 1: created; a resend gets the stored "expires" (0 for a record of an
+ * older version without one) */
 static const char  pki_lua_pend_new[] =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
+    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "local e = redis.call('HGET', KEYS[1], 'expires') "
+    "if e then return e end "
+    "return 0 end "
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "return 1";
+
+/*
+ * The index of pending requests for the admin listing: a sorted set
+ * "<ns>scep:pending" whose members (all scored 0, so ordered by their
+ * text) are "<expires, 12 digits>:<SHA256HEX(transactionID)>".  Adding
+ * first drops every member whose record has expired: the index never
+ * outgrows the live records by more than the decided ones, which the
+ * listing drops as it meets them.
+ */
+static const char  pki_lua_pend_index[] =
+    "redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[1]) "
+    "if ARGV[2] ~= '' then redis.call('ZADD', KEYS[1], 0, ARGV[2]) end "
+    "return 1";
+
+#define PKI_SCEP_PEND_MEMBER_LEN  (12 + 1 + 64)
 
 static const char  pki_lua_pend_set[] =
     "local s = redis.call('HGET', KEYS[1], 'status') "
@@ -2006,6 +2026,7 @@ typedef struct {
     char           ca[64];
     char           tmpl[64];
     char           serial[41];
+    char           expires[16];
     unsigned char *csr;
     size_t         csr_len;
 } pki_scep_pend_t;
@@ -2090,6 +2111,8 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
             pki_copy_reply(p->tmpl, sizeof(p->tmpl), v);
         } else if (strcmp(k->str, "serial") == 0) {
             pki_copy_reply(p->serial, sizeof(p->serial), v);
+        } else if (strcmp(k->str, "expires") == 0) {
+            pki_copy_reply(p->expires, sizeof(p->expires), v);
         } else if (strcmp(k->str, "csr") == 0 && v->len > 0
                    && v->len <= PKI_CSR_MAX && p->csr == NULL)
         {
@@ -2158,28 +2181,112 @@ pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
 }
 
 
+/* Trims the index of expired members and adds member (may be ""). */
+static pki_status_t
+pki_scep_pend_index(pki_redis_t *r, const char *member, pki_result_t *res)
+{
+    char         key[PKI_SCEP_KEY_MAX], min[32];
+    size_t       lens[6];
+    redisReply  *reply;
+    const char  *argv[6];
+    int          n;
+
+    n = snprintf(key, sizeof(key), "%sscep:pending", pki_redis_ns(r));
+    if (n <= 0 || (size_t) n >= sizeof(key)) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    /* every member below "<now>:" has expired */
+    snprintf(min, sizeof(min), "(%012lld:", (long long) time(NULL));
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_pend_index;
+    argv[2] = "1";
+    argv[3] = key;
+    argv[4] = min;
+    argv[5] = member;
+
+    for (n = 0; n < 6; n++) {
+        lens[n] = strlen(argv[n]);
+    }
+
+    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+/* The SANs of a request as a JSON array of "DNS:..", "IP:.." strings
+ * (malloc'd), for the admin listing. */
+static char *
+pki_scep_sans_json(const GENERAL_NAMES *sans)
+{
+    int     i;
+    char    buf[512], *out;
+    cJSON  *arr;
+
+    arr = cJSON_CreateArray();
+    if (arr == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        if (pki_scep_san_text(sk_GENERAL_NAME_value(sans, i), buf,
+                              sizeof(buf))
+            && cJSON_AddItemToArray(arr, cJSON_CreateString(buf)) == 0)
+        {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+    }
+
+    out = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+
+    return out;
+}
+
+
 static pki_status_t
 pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
-    const char *keyhex, const char *subject, const char *client, int *created,
-    pki_result_t *res)
+    const char *keyhex, const char *subject, const char *sans,
+    const char *client, int *created, pki_result_t *res)
 {
-    int          i;
-    char         key[PKI_SCEP_KEY_MAX], ttl[24], now[24];
-    size_t       lens[24];
-    redisReply  *reply;
-    const char  *argv[24];
+    int           i;
+    long          ttlv;
+    char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], exp[24];
+    char          tidhex[65], member[PKI_SCEP_PEND_MEMBER_LEN + 1];
+    size_t        lens[28];
+    time_t        t;
+    redisReply   *reply;
+    const char   *argv[28];
+    pki_status_t  st;
 
     *created = 0;
 
     if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
-                       sizeof(key)))
+                       sizeof(key))
+        || !pki_sha256_hex(m->tid, strlen(m->tid), tidhex))
     {
         return pki_fail(res, PKI_INTERNAL, "cannot build the key");
     }
 
-    snprintf(ttl, sizeof(ttl), "%ld",
-             conf->pending_ttl > 0 ? conf->pending_ttl : PKI_SCEP_PENDING_TTL);
-    snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
+    t = time(NULL);
+    ttlv = conf->pending_ttl > 0 ? conf->pending_ttl : PKI_SCEP_PENDING_TTL;
+    snprintf(ttl, sizeof(ttl), "%ld", ttlv);
+    snprintf(now, sizeof(now), "%lld", (long long) t);
+    snprintf(exp, sizeof(exp), "%012lld", (long long) t + ttlv);
 
     i = 0;
     argv[i++] = "EVAL";
@@ -2199,10 +2306,14 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = pki_template_name(conf->tmpl);
     argv[i++] = "subject";
     argv[i++] = subject != NULL ? subject : "";
+    argv[i++] = "sans";
+    argv[i++] = sans != NULL ? sans : "[]";
     argv[i++] = "client";
     argv[i++] = client != NULL ? client : "";
     argv[i++] = "created";
     argv[i++] = now;
+    argv[i++] = "expires";
+    argv[i++] = exp;
     argv[i++] = "csr";
     argv[i++] = (const char *) m->data;
 
@@ -2216,16 +2327,36 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
 
-    if (reply->type != REDIS_REPLY_INTEGER) {
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *created = reply->integer == 1;
+        if (!*created) {
+            exp[0] = '\0';            /* an older record: not indexed */
+        }
+
+    } else if (reply->type == REDIS_REPLY_STRING && reply->len == 12
+               && strspn(reply->str, "0123456789") == 12)
+    {
+        memcpy(exp, reply->str, 13);  /* a resend: index it again */
+
+    } else {
         freeReplyObject(reply);
         pki_int_redis_drop(conf->redis);
         return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
     }
 
-    *created = reply->integer == 1;
     freeReplyObject(reply);
 
-    return PKI_OK;
+    /* listed for the operators (a failure answers 503: the client's
+     * resend indexes it again) */
+    if (exp[0] != '\0') {
+        snprintf(member, sizeof(member), "%s:%s", exp, tidhex);
+    } else {
+        member[0] = '\0';
+    }
+
+    st = pki_scep_pend_index(conf->redis, member, res);
+
+    return st;
 }
 
 
@@ -2497,10 +2628,12 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
         {
             char  *subj = pki_int_name_text(preq.subject);
+            char  *sans = pki_scep_sans_json(preq.sans);
 
-            st = pki_scep_pend_new(conf, m, keyhex, subj, req->client,
+            st = pki_scep_pend_new(conf, m, keyhex, subj, sans, req->client,
                                    &created, res);
             free(subj);
+            cJSON_free(sans);
         }
 
         if (st != PKI_OK) {
@@ -3149,6 +3282,360 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
 }
 
 
+/* Removes a decided request from the index; best effort. */
+static void
+pki_scep_pend_unindex(pki_redis_t *r, const char *tid)
+{
+    char             key[PKI_SCEP_KEY_MAX], hex[65];
+    char             member[PKI_SCEP_PEND_MEMBER_LEN + 1];
+    size_t           lens[3];
+    redisReply      *reply;
+    const char      *argv[3];
+    pki_result_t     tmp;
+    pki_scep_pend_t  p;
+
+    pki_result_init(&tmp);
+
+    if (pki_scep_pend_get(r, tid, &p, &tmp) != PKI_OK) {
+        return;
+    }
+
+    if (strlen(p.expires) != 12 || !pki_sha256_hex(tid, strlen(tid), hex)
+        || snprintf(key, sizeof(key), "%sscep:pending", pki_redis_ns(r))
+           >= (int) sizeof(key))
+    {
+        pki_scep_pend_clear(&p);
+        return;
+    }
+
+    snprintf(member, sizeof(member), "%s:%s", p.expires, hex);
+    pki_scep_pend_clear(&p);
+
+    argv[0] = "ZREM";
+    argv[1] = key;
+    argv[2] = member;
+    lens[0] = 4;
+    lens[1] = strlen(key);
+    lens[2] = strlen(member);
+
+    reply = pki_int_redis_cmd(r, 3, argv, lens, &tmp);
+    freeReplyObject(reply);
+}
+
+
+/* "<12 digits>:<64 lowercase hex>" */
+static int
+pki_scep_member_ok(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (len != PKI_SCEP_PEND_MEMBER_LEN || s[12] != ':') {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (i < 12 ? !isdigit((unsigned char) s[i])
+                   : i > 12 && !(isdigit((unsigned char) s[i])
+                                 || (s[i] >= 'a' && s[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+pki_scep_time_text(const char *epoch, char *buf, size_t size)
+{
+    char       *end;
+    time_t      t;
+    struct tm   tm;
+    long long   v;
+
+    buf[0] = '\0';
+    v = strtoll(epoch, &end, 10);
+
+    if (end == epoch || *end != '\0' || v < 0 || v > 253402300799LL) {
+        return;
+    }
+
+    t = (time_t) v;
+    if (gmtime_r(&t, &tm) != NULL) {
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+}
+
+
+/* One pending request as JSON: only what an operator needs to decide (no
+ * CSR, no key hash).  NULL if the record is gone or no longer pending. */
+static cJSON *
+pki_scep_pend_json(redisReply *v)
+{
+    size_t          i;
+    char            when[32];
+    cJSON          *o, *sans, *it;
+    redisReply     *f[9];     /* status tid subject sans template ca
+                                 client created expires */
+
+    if (v->type != REDIS_REPLY_ARRAY || v->elements != 9) {
+        return NULL;
+    }
+
+    for (i = 0; i < 9; i++) {
+        f[i] = v->element[i];
+        if (f[i]->type != REDIS_REPLY_STRING || f[i]->len > 4096
+            || memchr(f[i]->str, '\0', f[i]->len) != NULL)
+        {
+            if (i >= 3) {
+                f[i] = NULL;       /* optional */
+                continue;
+            }
+            return NULL;           /* status, tid, subject */
+        }
+    }
+
+    if (strcmp(f[0]->str, "pending") != 0
+        || !pki_printable((const unsigned char *) f[1]->str, f[1]->len))
+    {
+        return NULL;
+    }
+
+    o = cJSON_CreateObject();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    sans = NULL;
+    if (f[3] != NULL) {
+        sans = cJSON_ParseWithLength(f[3]->str, f[3]->len);
+        if (sans != NULL && !cJSON_IsArray(sans)) {
+            cJSON_Delete(sans);
+            sans = NULL;
+        }
+        cJSON_ArrayForEach(it, sans) {
+            if (!cJSON_IsString(it)) {
+                cJSON_Delete(sans);
+                sans = NULL;
+                break;
+            }
+        }
+    }
+
+    if (sans == NULL) {
+        sans = cJSON_CreateArray();
+    }
+
+    if (cJSON_AddStringToObject(o, "transaction_id", f[1]->str) == NULL
+        || cJSON_AddStringToObject(o, "subject", f[2]->str) == NULL
+        || sans == NULL || !cJSON_AddItemToObject(o, "sans", sans))
+    {
+        cJSON_Delete(sans);
+        cJSON_Delete(o);
+        return NULL;
+    }
+
+    if ((f[4] && cJSON_AddStringToObject(o, "template", f[4]->str) == NULL)
+        || (f[5] && cJSON_AddStringToObject(o, "ca", f[5]->str) == NULL)
+        || (f[6] && cJSON_AddStringToObject(o, "client", f[6]->str) == NULL))
+    {
+        cJSON_Delete(o);
+        return NULL;
+    }
+
+    if (f[7] != NULL) {
+        pki_scep_time_text(f[7]->str, when, sizeof(when));
+        if (when[0] && cJSON_AddStringToObject(o, "created", when) == NULL) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+
+    if (f[8] != NULL) {
+        pki_scep_time_text(f[8]->str, when, sizeof(when));
+        if (when[0] && cJSON_AddStringToObject(o, "expires", when) == NULL) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+
+    return o;
+}
+
+
+pki_status_t
+pki_int_scep_pending(pki_redis_t *r, const char *cursor, size_t limit,
+    cJSON **out, pki_result_t *res)
+{
+    int             good;
+    char            ikey[PKI_SCEP_KEY_MAX], pkey[PKI_SCEP_KEY_MAX];
+    char            min[PKI_SCEP_PEND_MEMBER_LEN + 2], lim[24];
+    char            next[PKI_SCEP_PEND_MEMBER_LEN + 1];
+    cJSON          *root, *arr, *o;
+    size_t          i, lens[13];
+    redisReply     *list, *m, *v, *z;
+    const char     *argv[13];
+    pki_status_t    st;
+
+    *out = NULL;
+
+    if (r == NULL || limit == 0) {
+        return pki_fail(res, PKI_INTERNAL, "bad pending listing arguments");
+    }
+
+    if (cursor != NULL && cursor[0] != '\0' && strcmp(cursor, "0") != 0
+        && !pki_scep_member_ok(cursor, strlen(cursor)))
+    {
+        return pki_fail(res, PKI_MALFORMED, "bad cursor");
+    }
+
+    if (snprintf(ikey, sizeof(ikey), "%sscep:pending", pki_redis_ns(r))
+        >= (int) sizeof(ikey))
+    {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    /* expired members out first */
+    st = pki_scep_pend_index(r, "", res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (cursor == NULL || cursor[0] == '\0' || strcmp(cursor, "0") == 0) {
+        strcpy(min, "-");
+    } else {
+        snprintf(min, sizeof(min), "(%s", cursor);
+    }
+
+    snprintf(lim, sizeof(lim), "%zu", limit);
+
+    argv[0] = "ZRANGEBYLEX";
+    argv[1] = ikey;
+    argv[2] = min;
+    argv[3] = "+";
+    argv[4] = "LIMIT";
+    argv[5] = "0";
+    argv[6] = lim;
+
+    for (i = 0; i < 7; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    list = pki_int_redis_cmd(r, 7, argv, lens, res);
+    if (list == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (list->type != REDIS_REPLY_ARRAY || list->elements > limit) {
+        freeReplyObject(list);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    root = cJSON_CreateObject();
+    arr = root != NULL ? cJSON_AddArrayToObject(root, "pending") : NULL;
+    good = arr != NULL;
+    strcpy(next, "0");
+    st = PKI_OK;
+
+    for (i = 0; good && i < list->elements; i++) {
+        m = list->element[i];
+
+        if (m->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (!pki_scep_member_ok(m->str, m->len)) {
+            o = NULL;              /* not ours: dropped, never parsed */
+            goto drop;
+        }
+
+        if (list->elements == limit) {
+            /* a full page: more may follow this member */
+            memcpy(next, m->str, m->len);
+            next[m->len] = '\0';
+        }
+
+        snprintf(pkey, sizeof(pkey), "%sscep:pend:%s", pki_redis_ns(r),
+                 m->str + 13);
+
+        argv[0] = "HMGET";
+        argv[1] = pkey;
+        argv[2] = "status";
+        argv[3] = "tid";
+        argv[4] = "subject";
+        argv[5] = "sans";
+        argv[6] = "template";
+        argv[7] = "ca";
+        argv[8] = "client";
+        argv[9] = "created";
+        argv[10] = "expires";
+
+        for (size_t j = 0; j < 11; j++) {
+            lens[j] = strlen(argv[j]);
+        }
+
+        v = pki_int_redis_cmd(r, 11, argv, lens, res);
+        if (v == NULL) {
+            st = res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+            good = 0;
+            break;
+        }
+
+        o = pki_scep_pend_json(v);
+        freeReplyObject(v);
+
+    drop:
+
+        if (o == NULL) {
+            /* expired, decided or broken: no longer listed */
+            argv[0] = "ZREM";
+            argv[1] = ikey;
+            argv[2] = m->str;
+            lens[0] = 4;
+            lens[1] = strlen(ikey);
+            lens[2] = m->len;
+
+            z = pki_int_redis_cmd(r, 3, argv, lens, res);
+            if (z == NULL) {
+                st = res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+                good = 0;
+                break;
+            }
+            freeReplyObject(z);
+            continue;
+        }
+
+        good = cJSON_AddItemToArray(arr, o);
+        if (!good) {
+            cJSON_Delete(o);
+        }
+    }
+
+    freeReplyObject(list);
+
+    if (good) {
+        good = cJSON_AddStringToObject(root, "next_cursor", next) != NULL;
+        if (!good) {
+            st = PKI_INTERNAL;
+        }
+    }
+
+    if (!good) {
+        cJSON_Delete(root);
+        if (st == PKI_OK || st == PKI_INTERNAL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+        return st;
+    }
+
+    *out = root;
+
+    return PKI_OK;
+}
+
+
 static pki_status_t
 pki_scep_admin_decide(pki_redis_t *r, const char *to,
     const unsigned char *body, size_t len, int *status, cJSON **out,
@@ -3195,6 +3682,9 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
         return pki_fail(res, PKI_CONFLICT, "the request is no longer "
                         "pending");
     }
+
+    /* no longer listed (the listing would drop it anyway) */
+    pki_scep_pend_unindex(r, tid);
 
     o = cJSON_CreateObject();
     if (o == NULL
