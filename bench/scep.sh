@@ -21,9 +21,10 @@
 # private network namespace (unshare -n, as root) together with its client.
 #
 # micromdm's failures (failInfo badRequest) are its own: its file depot
-# reads the serial file while a concurrent request rewrites it
-# ("failed to sign CSR: could not convert  to serial number" in its log);
-# they are fast answers, not timeouts.  The count is printed.
+# reads the serial file while a concurrent request rewrites it ("failed to
+# sign CSR" with "could not convert  to serial number", "open
+# depot/serial: file exists" or "... no such file or directory" in its
+# log); they are fast answers, not timeouts.  The count is printed.
 #
 #   flock /tmp/pki-bench.lock bench/scep.sh          (after ./build.sh)
 #   BENCH_N=400 BENCH_CONC=8 flock /tmp/pki-bench.lock bench/scep.sh
@@ -152,7 +153,7 @@ C0=$(cpu)
     --challenge secret123 --n "$3" --conc "$4" --tag mdm || true
 C1=$(cpu)
 echo "cpu_ms=$(( (C1 - C0) * 1000 / $(getconf CLK_TCK) ))"
-echo "serial_race=$(grep -c 'could not convert' server.log || true)"
+echo "serial_race=$(grep -c 'failed to sign CSR.*serial' server.log || true)"
 kill "$SRV"
 wait "$SRV" 2>/dev/null || true
 EOF
@@ -179,8 +180,8 @@ $CONC keep-alive connections, $(nproc) cores shared by server and client
       server CPU per successful enrollment: ${CPU_OURS} ms (nginx + Redis)
   micromdm scepserver 2.1.0 (file depot): $MDM
       server CPU per successful enrollment: ${CPU_MDM} ms
-      its failures: ${RACE:-0} x "could not convert to serial number" in
-      its log (its file depot's serial race under concurrency)
+      its failures: ${RACE:-0} x "failed to sign CSR: ... serial ..." in its
+      log (its file depot's serial file race under concurrency)
   ratio (enrollments/s): ${RATIO}x    ratio (CPU per enrollment): ${CRATIO}x
   load average: before $LOAD0, after $LOAD1
 EOF
