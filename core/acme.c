@@ -32,6 +32,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509v3.h>
 
 #include "issue_int.h"
 #include "acme_int.h"
@@ -52,6 +53,12 @@
 #define PKI_ACME_ARI_RETRY     21600
 #define PKI_ACME_STALE         30      /* a processing challenge restarts */
 #define PKI_ACME_MAX_ORDERS    1000
+#define PKI_ACME_FIN_STALE     30      /* a processing order is recovered */
+
+/* The store of the replay-safe state (nonces, orders, authorizations):
+ * acme_redis when configured, else the durable pki_redis. */
+#define PKI_ACME_ST(conf)  ((conf)->state_redis != NULL                   \
+                            ? (conf)->state_redis : (conf)->redis)
 
 
 struct pki_acme_job_s {
@@ -81,6 +88,7 @@ typedef struct {
     pki_jws_t               jws;
     char                    acct[PKI_ACME_ID_MAX];  /* kid's account, "" */
     cJSON                  *account;                /* its JSON          */
+    char                   *account_text;           /* as stored         */
     EVP_PKEY               *key;                    /* verified key      */
     cJSON                  *payload;                /* NULL: POST-as-GET */
     char                   *seg[5];
@@ -380,14 +388,19 @@ pki_key_name(char *buf, size_t size, const pki_redis_t *r, const char *acct,
 }
 
 
-/* GET a JSON document: PKI_OK, PKI_NOT_FOUND or PKI_UNAVAILABLE. */
+/* GET a JSON document: PKI_OK, PKI_NOT_FOUND or PKI_UNAVAILABLE.  text
+ * (may be NULL) receives the stored text, malloc'd, for a compare-and-set
+ * (pki_acme_cas). */
 static pki_status_t
-pki_acme_load(pki_redis_t *r, const char *key, cJSON **out,
-    pki_result_t *res)
+pki_acme_load_text(pki_redis_t *r, const char *key, cJSON **out,
+    char **text, pki_result_t *res)
 {
     redisReply  *reply;
 
     *out = NULL;
+    if (text != NULL) {
+        *text = NULL;
+    }
 
     reply = pki_acme_cmd(r, res, 2, "GET", key);
     if (reply == NULL) {
@@ -406,9 +419,9 @@ pki_acme_load(pki_redis_t *r, const char *key, cJSON **out,
     }
 
     *out = cJSON_ParseWithLength(reply->str, reply->len);
-    freeReplyObject(reply);
 
     if (!cJSON_IsObject(*out)) {
+        freeReplyObject(reply);
         cJSON_Delete(*out);
         *out = NULL;
         pki_fail(res, PKI_INTERNAL, "corrupt ACME object");
@@ -416,7 +429,149 @@ pki_acme_load(pki_redis_t *r, const char *key, cJSON **out,
         return PKI_INTERNAL;
     }
 
+    if (text != NULL) {
+        *text = strndup(reply->str, reply->len);
+        if (*text == NULL) {
+            freeReplyObject(reply);
+            cJSON_Delete(*out);
+            *out = NULL;
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+    }
+
+    freeReplyObject(reply);
+
     return PKI_OK;
+}
+
+
+static pki_status_t
+pki_acme_load(pki_redis_t *r, const char *key, cJSON **out,
+    pki_result_t *res)
+{
+    return pki_acme_load_text(r, key, out, NULL, res);
+}
+
+
+/* Runs a Lua script: EVAL script nkeys args... (all C strings).  Returns
+ * the reply (caller frees) or NULL with res filled. */
+static redisReply *
+pki_acme_eval(pki_redis_t *r, pki_result_t *res, const char *script,
+    int nkeys, int nargs, const char *const *args)
+{
+    int          i;
+    char         num[8];
+    size_t       lens[16];
+    const char  *argv[16];
+
+    if (nargs + 3 > 16) {
+        pki_fail(res, PKI_INTERNAL, "redis: too many arguments");
+        return NULL;
+    }
+
+    snprintf(num, sizeof(num), "%d", nkeys);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = num;
+
+    for (i = 0; i < nargs; i++) {
+        argv[3 + i] = args[i];
+    }
+
+    for (i = 0; i < nargs + 3; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    return pki_int_redis_cmd(r, nargs + 3, argv, lens, res);
+}
+
+
+/* Compare-and-set of a JSON document: replaced only while it still holds
+ * the text it was read with.  KEYS[1]; ARGV[1] old text, ARGV[2] new text,
+ * ARGV[3] TTL. */
+static const char  pki_lua_cas[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+    "return 1";
+
+/* newAccount.  KEYS[1] key index, KEYS[2] account, KEYS[3] EAB key (when
+ * bound); ARGV[1] id, ARGV[2] account, ARGV[3] TTL, ARGV[4] and ARGV[5]
+ * the account key name around an id.  Returns the id the key maps to
+ * afterwards (an index whose account is gone is replaced), or "" when the
+ * EAB key was bound to another account meanwhile.  The index and the
+ * account do not share a hash tag: on a Redis Cluster these scripts would
+ * need both in one slot (one Redis or a Sentinel pair is what the design
+ * runs today). */
+static const char  pki_lua_new_account[] =
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur and redis.call('EXISTS', ARGV[4] .. cur .. ARGV[5]) == 1 then "
+    "  return cur "
+    "end "
+    "if KEYS[3] then "
+    "  local b = redis.call('HGET', KEYS[3], 'account') "
+    "  if b and b ~= '' and b ~= ARGV[1] then return '' end "
+    "  redis.call('HSET', KEYS[3], 'account', ARGV[1]) "
+    "end "
+    "redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) "
+    "redis.call('SET', KEYS[1], ARGV[1]) "
+    "return ARGV[1]";
+
+/* keyChange.  KEYS[1] new key index, KEYS[2] old key index, KEYS[3]
+ * account; ARGV[1] id, ARGV[2] the account as read, ARGV[3] the account
+ * with the new key, ARGV[4] TTL, ARGV[5]/ARGV[6] as above.  Returns the
+ * account id holding the new key when it is in use (409), "" when the
+ * account changed meanwhile, else ARGV[1] (done: account, new index, old
+ * index removed, in one step). */
+static const char  pki_lua_key_change[] =
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur and redis.call('EXISTS', ARGV[5] .. cur .. ARGV[6]) == 1 then "
+    "  return cur "
+    "end "
+    "if redis.call('GET', KEYS[3]) ~= ARGV[2] then return '' end "
+    "redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]) "
+    "redis.call('SET', KEYS[1], ARGV[1]) "
+    "if redis.call('GET', KEYS[2]) == ARGV[1] then "
+    "  redis.call('DEL', KEYS[2]) "
+    "end "
+    "return ARGV[1]";
+
+/* 1: swapped (*newtext receives the stored text, malloc'd, when not NULL),
+ * 0: the document changed meanwhile, -1: Redis failed (res filled). */
+static int
+pki_acme_cas(pki_redis_t *r, const char *key, const char *old,
+    const cJSON *obj, long ttl, char **newtext, pki_result_t *res)
+{
+    int          v;
+    char        *text, num[24];
+    const char  *args[4];
+
+    if (newtext != NULL) {
+        *newtext = NULL;
+    }
+
+    text = cJSON_PrintUnformatted(obj);
+    if (text == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return -1;
+    }
+
+    snprintf(num, sizeof(num), "%ld", ttl > 0 ? ttl : 1);
+
+    args[0] = key;
+    args[1] = old;
+    args[2] = text;
+    args[3] = num;
+
+    v = pki_acme_cmd_int(r, res, pki_acme_eval(r, res, pki_lua_cas, 1, 4,
+                                               args));
+
+    if (v == 1 && newtext != NULL) {
+        *newtext = text;
+    } else {
+        free(text);
+    }
+
+    return v;
 }
 
 
@@ -598,13 +753,13 @@ pki_acme_nonce(pki_acme_t *a)
         return;
     }
 
-    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "nonce", nonce);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), NULL, "nonce", nonce);
     snprintf(ttl, sizeof(ttl), "%ld",
              a->conf->nonce_ttl > 0 ? a->conf->nonce_ttl : 3600);
 
     pki_result_init(&tmp);
-    v = pki_acme_cmd_int(a->conf->redis, &tmp,
-                         pki_acme_cmd(a->conf->redis, &tmp, 6, "SET", key,
+    v = pki_acme_cmd_int(PKI_ACME_ST(a->conf), &tmp,
+                         pki_acme_cmd(PKI_ACME_ST(a->conf), &tmp, 6, "SET", key,
                                       "1", "EX", ttl, "NX"));
     if (v == 1) {
         memcpy(a->resp->nonce, nonce, sizeof(nonce));
@@ -707,10 +862,10 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce)
         return 0;
     }
 
-    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "nonce", nonce);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), NULL, "nonce", nonce);
 
-    return pki_acme_cmd_int(a->conf->redis, a->res,
-                            pki_acme_cmd(a->conf->redis, a->res, 2, "DEL",
+    return pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
+                            pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "DEL",
                                          key));
 }
 
@@ -718,7 +873,8 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce)
 /* ---- accounts ------------------------------------------------------------------------ */
 
 static pki_status_t
-pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out)
+pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
+    char **text)
 {
     char  key[PKI_ACME_KEY_MAX];
 
@@ -729,20 +885,7 @@ pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out)
 
     pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
 
-    return pki_acme_load(a->conf->redis, key, out, a->res);
-}
-
-
-static pki_status_t
-pki_acme_account_save(pki_acme_t *a, const char *id, const cJSON *acct)
-{
-    char  key[PKI_ACME_KEY_MAX];
-
-    pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
-
-    /* accounts live for years; the TTL only cleans up abandoned ones */
-    return pki_acme_store(a->conf->redis, key, acct, 3L * 365 * 86400, 0,
-                          NULL, a->res);
+    return pki_acme_load_text(a->conf->redis, key, out, text, a->res);
 }
 
 
@@ -965,16 +1108,8 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
         goto done;
     }
 
-    /* bind the key to this account (once) */
-    v = pki_acme_cmd_int(a->conf->redis, a->res,
-                         pki_acme_cmd(a->conf->redis, a->res, 4, "HSETNX",
-                                      key, "account", acct_id));
-    if (v < 0) {
-        pki_acme_fail(a, PKI_UNAVAILABLE, "externalAccountBinding");
-        rc = PKI_UNAVAILABLE;
-        goto done;
-    }
-
+    /* the key is bound to the account by the newAccount script */
+    (void) v;
     snprintf(kid_out, kid_size, "%s", kid);
     rc = PKI_OK;
 
@@ -1001,7 +1136,7 @@ done:
 static void
 pki_acme_new_account(pki_acme_t *a)
 {
-    int           v, only;
+    int           only;
     char          key[PKI_ACME_KEY_MAX], id[PKI_ACME_ID_MAX], eab_kid[64];
     cJSON        *acct, *c, *tos, *eab;
     redisReply   *reply;
@@ -1028,7 +1163,7 @@ pki_acme_new_account(pki_acme_t *a)
         snprintf(id, sizeof(id), "%s", reply->str);
         freeReplyObject(reply);
 
-        rc = pki_acme_account_load(a, id, &acct);
+        rc = pki_acme_account_load(a, id, &acct, NULL);
         if (rc != PKI_OK) {
             pki_acme_fail(a, rc, "account");
             return;
@@ -1106,32 +1241,82 @@ pki_acme_new_account(pki_acme_t *a)
     }
     cJSON_AddNumberToObject(acct, "created", (double) a->now);
 
-    rc = pki_acme_account_save(a, id, acct);
-    if (rc != PKI_OK) {
-        cJSON_Delete(acct);
-        pki_acme_fail(a, rc, "newAccount");
-        return;
-    }
+    /* account, key index and EAB binding in one step: a crash leaves
+     * all or nothing, and of two requests with one key exactly one
+     * creates the account; the other answers with it */
+    {
+        char         akey[PKI_ACME_KEY_MAX], ekey[PKI_ACME_KEY_MAX];
+        int          n, nkeys;
+        char         prefix[PKI_ACME_KEY_MAX], *text;
+        const char  *args[8];
+        redisReply  *reply;
 
-    /* the key index last: a key maps to one account, the first wins */
-    v = pki_acme_cmd_int(a->conf->redis, a->res,
-                         pki_acme_cmd(a->conf->redis, a->res, 4, "SET", key,
-                                      id, "NX"));
-    if (v < 0) {
-        cJSON_Delete(acct);
-        pki_acme_fail(a, PKI_UNAVAILABLE, "newAccount");
-        return;
-    }
+        text = cJSON_PrintUnformatted(acct);
+        if (text == NULL) {
+            cJSON_Delete(acct);
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            return;
+        }
 
-    if (v == 0) {
-        /* lost a race against the same key: answer with the winner */
-        cJSON_Delete(acct);
-        pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
-        pki_acme_cmd_int(a->conf->redis, a->res,
-                         pki_acme_cmd(a->conf->redis, a->res, 2, "DEL", key));
-        pki_acme_problem(a, 409, "malformed", "an account for this key was "
-                         "just created; retry");
-        return;
+        pki_key_name(akey, sizeof(akey), a->conf->redis, id, "acct", NULL);
+        snprintf(prefix, sizeof(prefix), "%s{acme:",
+                 pki_redis_ns(a->conf->redis));
+
+        n = 0;
+        args[n++] = key;
+        args[n++] = akey;
+        if (eab_kid[0] != '\0') {
+            pki_key_name(ekey, sizeof(ekey), a->conf->redis, NULL, "eab",
+                         eab_kid);
+            args[n++] = ekey;
+        }
+        nkeys = n;
+        args[n++] = id;
+        args[n++] = text;
+        args[n++] = "94608000";             /* 3 years, as account_save */
+        args[n++] = prefix;
+        args[n++] = "}:acct";
+
+        reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_new_account,
+                              nkeys, n, args);
+
+        free(text);
+
+        if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
+            if (reply != NULL) {
+                freeReplyObject(reply);
+            }
+            cJSON_Delete(acct);
+            pki_acme_fail(a, PKI_UNAVAILABLE, "newAccount");
+            return;
+        }
+
+        if (reply->len == 0) {
+            freeReplyObject(reply);
+            cJSON_Delete(acct);
+            pki_acme_problem(a, 403, "unauthorized", "the "
+                             "externalAccountBinding key was used meanwhile");
+            return;
+        }
+
+        if (strcmp(reply->str, id) != 0) {
+            /* lost a race against the same key: answer with the winner */
+            snprintf(id, sizeof(id), "%s", reply->str);
+            freeReplyObject(reply);
+            cJSON_Delete(acct);
+
+            rc = pki_acme_account_load(a, id, &acct, NULL);
+            if (rc != PKI_OK) {
+                pki_acme_fail(a, rc, "account");
+                return;
+            }
+
+            pki_acme_account_reply(a, 200, id, acct);
+            cJSON_Delete(acct);
+            return;
+        }
+
+        freeReplyObject(reply);
     }
 
     snprintf(a->res->log, sizeof(a->res->log), "acme: new account %s", id);
@@ -1177,11 +1362,26 @@ pki_acme_account(pki_acme_t *a, const char *id)
             pki_json_set_str(a->account, "status", "deactivated");
         }
 
-        rc = pki_acme_account_save(a, id, a->account);
-        if (rc != PKI_OK) {
-            pki_acme_fail(a, rc, "account update");
-            return;
+        /* compare-and-set: a concurrent keyChange is never undone */
+        {
+            int   v;
+            char  key[PKI_ACME_KEY_MAX];
+
+            pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+            v = a->account_text == NULL ? -1
+                : pki_acme_cas(a->conf->redis, key, a->account_text,
+                               a->account, 3L * 365 * 86400, NULL, a->res);
+            if (v < 0) {
+                pki_acme_fail(a, PKI_UNAVAILABLE, "account update");
+                return;
+            }
+            if (v == 0) {
+                pki_acme_problem(a, 409, "malformed", "the account changed "
+                                 "meanwhile; retry");
+                return;
+            }
         }
+        (void) rc;
     }
 
     pki_acme_account_reply(a, 200, id, a->account);
@@ -1191,9 +1391,8 @@ pki_acme_account(pki_acme_t *a, const char *id)
 static void
 pki_acme_key_change(pki_acme_t *a)
 {
-    int            v;
     char           key_new[PKI_ACME_KEY_MAX], key_old[PKI_ACME_KEY_MAX];
-    char          *text, *kid_url, *loc;
+    char          *text, *loc;
     cJSON         *inner_payload = NULL, *old;
     EVP_PKEY      *oldpk = NULL;
     pki_jws_t      inner;
@@ -1282,52 +1481,75 @@ pki_acme_key_change(pki_acme_t *a)
     pki_key_name(key_old, sizeof(key_old), a->conf->redis, NULL, "jwk",
                  old_thumb);
 
-    v = pki_acme_cmd_int(a->conf->redis, a->res,
-                         pki_acme_cmd(a->conf->redis, a->res, 4, "SET",
-                                      key_new, a->acct, "NX"));
-    if (v < 0) {
-        pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
-        goto done;
-    }
-
-    if (v == 0) {
-        redisReply  *reply;
-
-        loc = NULL;
-        reply = pki_acme_cmd(a->conf->redis, a->res, 2, "GET", key_new);
-        if (reply != NULL && reply->type == REDIS_REPLY_STRING
-            && pki_id_ok(reply->str))
-        {
-            loc = pki_acme_url(a, "acct/%s", reply->str);
-        }
-        if (reply != NULL) {
-            freeReplyObject(reply);
-        }
-
-        pki_acme_problem(a, 409, "malformed", "the new key is already in "
-                         "use by an account");
-        a->resp->location = loc;
-        goto done;
-    }
-
     pki_json_set_str(a->account, "key", inner.jwk_json);
     pki_json_set_str(a->account, "thumb", inner.thumb);
 
-    if (pki_acme_account_save(a, a->acct, a->account) != PKI_OK) {
-        pki_acme_cmd_int(a->conf->redis, &tmp,
-                         pki_acme_cmd(a->conf->redis, &tmp, 2, "DEL",
-                                      key_new));
-        pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
-        goto done;
+    /* the account, the new index and the old index in one step */
+    {
+        int          n;
+        char         akey[PKI_ACME_KEY_MAX], prefix[PKI_ACME_KEY_MAX];
+        char        *newtext;
+        const char  *args[9];
+        redisReply  *reply;
+
+        newtext = cJSON_PrintUnformatted(a->account);
+        if (newtext == NULL || a->account_text == NULL) {
+            free(newtext);
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            goto done;
+        }
+
+        pki_key_name(akey, sizeof(akey), a->conf->redis, a->acct, "acct",
+                     NULL);
+        snprintf(prefix, sizeof(prefix), "%s{acme:",
+                 pki_redis_ns(a->conf->redis));
+
+        n = 0;
+        args[n++] = key_new;
+        args[n++] = key_old;
+        args[n++] = akey;
+        args[n++] = a->acct;
+        args[n++] = a->account_text;
+        args[n++] = newtext;
+        args[n++] = "94608000";
+        args[n++] = prefix;
+        args[n++] = "}:acct";
+
+        reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_key_change, 3,
+                              n, args);
+        free(newtext);
+
+        if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
+            if (reply != NULL) {
+                freeReplyObject(reply);
+            }
+            pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
+            goto done;
+        }
+
+        if (reply->len == 0) {
+            freeReplyObject(reply);
+            pki_acme_problem(a, 409, "malformed", "the account changed "
+                             "meanwhile; retry");
+            goto done;
+        }
+
+        if (strcmp(reply->str, a->acct) != 0) {
+            loc = pki_id_ok(reply->str) ? pki_acme_url(a, "acct/%s",
+                                                       reply->str)
+                                        : NULL;
+            freeReplyObject(reply);
+            pki_acme_problem(a, 409, "malformed", "the new key is already "
+                             "in use by an account");
+            a->resp->location = loc;
+            goto done;
+        }
+
+        freeReplyObject(reply);
     }
 
-    pki_acme_cmd_int(a->conf->redis, a->res,
-                     pki_acme_cmd(a->conf->redis, a->res, 2, "DEL", key_old));
-
-    kid_url = NULL;
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s changed "
              "its key", a->acct);
-    (void) kid_url;
 
     pki_acme_account_reply(a, 200, a->acct, a->account);
 
@@ -1555,9 +1777,9 @@ pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
         return PKI_NOT_FOUND;
     }
 
-    pki_key_name(key, sizeof(key), a->conf->redis, acct, "authz", id);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", id);
 
-    return pki_acme_load(a->conf->redis, key, out, a->res);
+    return pki_acme_load(PKI_ACME_ST(a->conf), key, out, a->res);
 }
 
 
@@ -1568,11 +1790,11 @@ pki_acme_authz_save(const pki_acme_conf_t *conf, const char *acct,
     long  ttl;
     char  key[PKI_ACME_KEY_MAX];
 
-    pki_key_name(key, sizeof(key), conf->redis, acct, "authz", id);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), acct, "authz", id);
 
     ttl = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
 
-    return pki_acme_store(conf->redis, key, authz, ttl, 0, NULL, res);
+    return pki_acme_store(PKI_ACME_ST(conf), key, authz, ttl, 0, NULL, res);
 }
 
 
@@ -1702,9 +1924,9 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     snprintf(idx, sizeof(idx), "%s:%s", type, value);
 
     if (a->conf->authz_reuse > 0) {
-        pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "valid", idx);
+        pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "valid", idx);
 
-        reply = pki_acme_cmd(a->conf->redis, a->res, 2, "GET", key);
+        reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "GET", key);
         if (reply == NULL) {
             return PKI_UNAVAILABLE;
         }
@@ -1719,7 +1941,9 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
             && pki_acme_authz_load(a, a->acct, aid, &authz) == PKI_OK)
         {
             if (strcmp(pki_acme_authz_status(a, authz), "valid") == 0
-                && pki_json_num(authz, "expires") > (double) a->now + 60)
+                && pki_json_num(authz, "expires") > (double) a->now + 60
+                && pki_json_num(authz, "validated")
+                   + (double) a->conf->authz_reuse > (double) a->now)
             {
                 cJSON_Delete(authz);
                 memcpy(id_out, aid, sizeof(aid));
@@ -1828,17 +2052,17 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
             return;
         }
 
-        if (a->conf->authz_reuse > 0) {
+        {
             char  key[PKI_ACME_KEY_MAX], idx[300];
 
             snprintf(idx, sizeof(idx), "%s:%s%s", pki_json_str(authz, "type"),
                      cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
                                                                 "wildcard"))
                      ? "*." : "", pki_json_str(authz, "value"));
-            pki_key_name(key, sizeof(key), a->conf->redis, acct, "valid",
+            pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "valid",
                          idx);
-            pki_acme_cmd_int(a->conf->redis, a->res,
-                             pki_acme_cmd(a->conf->redis, a->res, 2, "DEL",
+            pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
+                             pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "DEL",
                                           key));
         }
     }
@@ -1980,18 +2204,32 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
 
 static pki_status_t
 pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
-    cJSON **out)
+    cJSON **out, char **text)
 {
     char  key[PKI_ACME_KEY_MAX];
 
     if (!pki_id_ok(oid)) {
         *out = NULL;
+        if (text != NULL) {
+            *text = NULL;
+        }
         return PKI_NOT_FOUND;
     }
 
-    pki_key_name(key, sizeof(key), a->conf->redis, acct, "order", oid);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "order", oid);
 
-    return pki_acme_load(a->conf->redis, key, out, a->res);
+    return pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
+}
+
+
+static long
+pki_acme_order_ttl(pki_acme_t *a, const cJSON *order)
+{
+    long  ttl;
+
+    ttl = (long) (pki_json_num(order, "keep") - (double) a->now);
+
+    return ttl < 86400 ? 86400 : ttl;
 }
 
 
@@ -1999,17 +2237,34 @@ static pki_status_t
 pki_acme_order_save(pki_acme_t *a, const char *acct, const char *oid,
     const cJSON *order)
 {
-    long  ttl;
     char  key[PKI_ACME_KEY_MAX];
 
-    pki_key_name(key, sizeof(key), a->conf->redis, acct, "order", oid);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "order", oid);
 
-    ttl = (long) (pki_json_num(order, "keep") - (double) a->now);
-    if (ttl < 86400) {
-        ttl = 86400;
+    return pki_acme_store(PKI_ACME_ST(a->conf), key, order,
+                          pki_acme_order_ttl(a, order), 0, NULL, a->res);
+}
+
+
+/* Compare-and-set of an order read as *text: on success *text is the new
+ * text.  1, 0 (changed meanwhile) or -1 (Redis failed). */
+static int
+pki_acme_order_cas(pki_acme_t *a, const char *acct, const char *oid,
+    char **text, const cJSON *order)
+{
+    int    v;
+    char   key[PKI_ACME_KEY_MAX], *nt;
+
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "order", oid);
+
+    v = pki_acme_cas(PKI_ACME_ST(a->conf), key, *text, order,
+                     pki_acme_order_ttl(a, order), &nt, a->res);
+    if (v == 1) {
+        free(*text);
+        *text = nt;
     }
 
-    return pki_acme_store(a->conf->redis, key, order, ttl, 0, NULL, a->res);
+    return v;
 }
 
 
@@ -2306,9 +2561,9 @@ pki_acme_new_order(pki_acme_t *a)
         redisReply *reply;
 
         snprintf(num, sizeof(num), "%lld", (long long) (a->now / 3600));
-        pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "rate", num);
+        pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "rate", num);
 
-        reply = pki_acme_cmd(a->conf->redis, a->res, 2, "INCR", key);
+        reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "INCR", key);
         if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
             if (reply != NULL) {
                 freeReplyObject(reply);
@@ -2320,8 +2575,8 @@ pki_acme_new_order(pki_acme_t *a)
         freeReplyObject(reply);
 
         if (count == 1) {
-            pki_acme_cmd_int(a->conf->redis, a->res,
-                             pki_acme_cmd(a->conf->redis, a->res, 3,
+            pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
+                             pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 3,
                                           "EXPIRE", key, "3600"));
         }
 
@@ -2392,10 +2647,10 @@ pki_acme_new_order(pki_acme_t *a)
         goto done;
     }
 
-    pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "orders", NULL);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "orders", NULL);
     snprintf(num, sizeof(num), "%lld", (long long) a->now);
-    pki_acme_cmd_int(a->conf->redis, a->res,
-                     pki_acme_cmd(a->conf->redis, a->res, 4, "ZADD", key, num,
+    pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
+                     pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4, "ZADD", key, num,
                                   oid));
 
     /* forget orders whose certificate (or the order) is long gone */
@@ -2405,8 +2660,8 @@ pki_acme_new_order(pki_acme_t *a)
         snprintf(old, sizeof(old), "%lld", (long long) (a->now
                  - (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400)
                  - (validity > 0 ? validity : 90L * 86400) - 86400));
-        pki_acme_cmd_int(a->conf->redis, a->res,
-                         pki_acme_cmd(a->conf->redis, a->res, 4,
+        pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
+                         pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4,
                                       "ZREMRANGEBYSCORE", key, "-inf", old));
     }
 
@@ -2426,10 +2681,15 @@ done:
 }
 
 
+static pki_status_t pki_acme_order_recover(pki_acme_t *a, const char *acct,
+    const char *oid, cJSON **order, char **text);
+
+
 static void
 pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
 {
     int           processing;
+    char         *text;
     cJSON        *order, *o;
     const char   *st;
     pki_status_t  rc;
@@ -2440,8 +2700,16 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
-    rc = pki_acme_order_load(a, acct, oid, &order);
+    rc = pki_acme_order_load(a, acct, oid, &order, &text);
     if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "order");
+        return;
+    }
+
+    rc = pki_acme_order_recover(a, acct, oid, &order, &text);
+    free(text);
+    if (rc != PKI_OK) {
+        cJSON_Delete(order);
         pki_acme_fail(a, rc, "order");
         return;
     }
@@ -2482,9 +2750,9 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct)
         return;
     }
 
-    pki_key_name(key, sizeof(key), a->conf->redis, acct, "orders", NULL);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "orders", NULL);
 
-    reply = pki_acme_cmd(a->conf->redis, a->res, 4, "ZREVRANGE", key, "0",
+    reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4, "ZREVRANGE", key, "0",
                          "999");
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL) {
@@ -2734,23 +3002,224 @@ pki_acme_pem_chain(const pki_acme_conf_t *conf, X509 *cert)
 }
 
 
+/* Makes *order (read as *text) valid with the certificate of rec.  0 when
+ * it cannot be built. */
+static int
+pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
+    const pki_record_t *rec)
+{
+    char                 *pem, requester[80];
+    X509                 *cert;
+    const unsigned char  *p;
+
+    snprintf(requester, sizeof(requester), "acme:%s", acct);
+
+    if (rec->der == NULL || rec->requester == NULL
+        || strcmp(rec->requester, requester) != 0)
+    {
+        return 0;
+    }
+
+    p = rec->der;
+    cert = d2i_X509(NULL, &p, (long) rec->der_len);
+    if (cert == NULL) {
+        ERR_clear_error();
+        return 0;
+    }
+
+    pem = pki_acme_pem_chain(a->conf, cert);
+    X509_free(cert);
+    if (pem == NULL) {
+        return 0;
+    }
+
+    pki_json_set_str(order, "status", "valid");
+    pki_json_set_str(order, "cert", pem);
+    pki_json_set_str(order, "serial", rec->serial);
+    pki_json_set_num(order, "keep", (double) rec->not_after);
+    free(pem);
+
+    return 1;
+}
+
+
+static void
+pki_acme_order_fail(cJSON *order, const char *detail)
+{
+    cJSON  *err;
+
+    pki_json_set_str(order, "status", "invalid");
+
+    err = cJSON_CreateObject();
+    if (err != NULL) {
+        cJSON_AddStringToObject(err, "type", PKI_ACME_ERR "serverInternal");
+        cJSON_AddStringToObject(err, "detail", detail);
+        cJSON_AddNumberToObject(err, "status", 500);
+        pki_json_set_item(order, "error", err);
+    }
+}
+
+
+/*
+ * A "processing" order whose finalization may have died (worker killed,
+ * Redis or the key failing after the serial was reserved).  The order
+ * names the serial finalize reserved ("finSerial", written before anything
+ * was signed).  When that certificate is recorded, the order is completed
+ * from the record at once.  When the finalization is older than
+ * PKI_ACME_FIN_STALE seconds and recorded nothing, the pending record is
+ * abandoned first (a late commit of a still running signer then fails and
+ * hands nothing out) and the order becomes invalid with serverInternal.
+ * So an order has at most one certificate, and it is always recorded.
+ * *order and *text are replaced by what is stored afterwards.
+ */
+static pki_status_t
+pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON **order, char **text)
+{
+    int            v, stale, done;
+    char           serial[41];
+    const char    *st, *s;
+    pki_record_t   rec;
+    pki_status_t   rc;
+
+    st = pki_json_str(*order, "status");
+    if (st == NULL || strcmp(st, "processing") != 0 || *text == NULL) {
+        return PKI_OK;
+    }
+
+    stale = pki_json_num(*order, "finStarted") + PKI_ACME_FIN_STALE
+            < (double) a->now;
+    s = pki_json_str(*order, "finSerial");
+    done = 0;
+
+    if (s != NULL && pki_serial_normalize(s, serial)) {
+        rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
+                            &rec, a->res);
+        if (rc == PKI_OK) {
+            if (rec.status != PKI_CERT_PENDING) {
+                done = pki_acme_order_complete(a, acct, *order, &rec) ? 1
+                                                                      : -1;
+            }
+            pki_record_clear(&rec);
+
+        } else if (rc != PKI_NOT_FOUND) {
+            return rc;
+        }
+
+        if (done == 0 && stale) {
+            /* no late commit after this */
+            rc = pki_record_abandon(a->conf->redis, pki_ca_name(a->conf->ca),
+                                    serial, a->res);
+            if (rc != PKI_OK) {
+                return rc;
+            }
+
+            rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca),
+                                serial, &rec, a->res);
+            if (rc == PKI_OK) {
+                if (rec.status != PKI_CERT_PENDING) {
+                    done = pki_acme_order_complete(a, acct, *order, &rec)
+                           ? 1 : -1;
+                }
+                pki_record_clear(&rec);
+
+            } else if (rc != PKI_NOT_FOUND) {
+                return rc;
+            }
+        }
+
+    } else if (!stale) {
+        return PKI_OK;
+    }
+
+    if (done == 0 && !stale) {
+        return PKI_OK;                      /* still running */
+    }
+
+    if (done <= 0) {
+        pki_acme_order_fail(*order, "the finalization did not complete and "
+                            "no certificate was issued; create a new order");
+    }
+
+    v = pki_acme_order_cas(a, acct, oid, text, *order);
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (v == 0) {
+        /* someone else moved it on: read what is there now */
+        cJSON_Delete(*order);
+        free(*text);
+        return pki_acme_order_load(a, acct, oid, order, text);
+    }
+
+    snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
+             "recovered from an interrupted finalization: %s", acct, oid,
+             done > 0 ? "certificate recorded, order valid" : "order invalid");
+
+    return PKI_OK;
+}
+
+
+/* The finalize hook: runs in pki_issue() once the serial is reserved and
+ * before anything is signed; moves the order from ready to processing and
+ * records the serial on it, or refuses when the order changed. */
+typedef struct {
+    pki_acme_t  *a;
+    const char  *acct;
+    const char  *oid;
+    cJSON       *order;
+    char        *text;          /* the stored order, updated on success */
+    char        *ready_text;    /* the order as it was while ready      */
+    int          moved;         /* the order is processing with serial  */
+} pki_acme_fin_t;
+
+
+static pki_status_t
+pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
+{
+    int              v;
+    pki_acme_fin_t  *f = arg;
+
+    pki_json_set_str(f->order, "status", "processing");
+    pki_json_set_str(f->order, "finSerial", serial);
+    pki_json_set_num(f->order, "finStarted", (double) f->a->now);
+
+    v = pki_acme_order_cas(f->a, f->acct, f->oid, &f->text, f->order);
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (v == 0) {
+        return pki_fail(res, PKI_CONFLICT, "the order is being finalized");
+    }
+
+    f->moved = 1;
+
+    return PKI_OK;
+}
+
+
 static void
 pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 {
     int              v;
     char             key[PKI_ACME_KEY_MAX], why[PKI_DETAIL_LEN], requester[80];
-    char             serial[41], *pem, *certid;
+    char             serial[41], *pem;
     cJSON           *order, *o, *ids;
     X509            *cert = NULL;
     size_t           derlen;
     X509_REQ        *csr = NULL;
     const char      *st, *b64;
+    pki_record_t     rec;
     pki_request_t    req;
     unsigned char   *der = NULL;
     pki_status_t     rc;
+    pki_acme_fin_t   fin;
     pki_issue_ctx_t  ictx;
 
     memset(&req, 0, sizeof(req));
+    memset(&fin, 0, sizeof(fin));
 
     if (strcmp(acct, a->acct) != 0) {
         pki_acme_problem(a, 403, "unauthorized", "the order belongs to "
@@ -2758,10 +3227,16 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
-    rc = pki_acme_order_load(a, acct, oid, &order);
+    rc = pki_acme_order_load(a, acct, oid, &order, &fin.text);
     if (rc != PKI_OK) {
         pki_acme_fail(a, rc, "order");
         return;
+    }
+
+    rc = pki_acme_order_recover(a, acct, oid, &order, &fin.text);
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "finalize");
+        goto done;
     }
 
     st = pki_acme_order_status(a, acct, order);
@@ -2773,6 +3248,9 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     if (strcmp(st, "ready") != 0) {
         pki_acme_problem(a, 403, "orderNotReady", "the order is %s, not "
                          "ready", st);
+        if (strcmp(st, "processing") == 0) {
+            a->resp->retry_after = 1;
+        }
         goto done;
     }
 
@@ -2817,26 +3295,17 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     req.not_before = (time_t) pki_json_num(order, "notBefore");
     req.not_after = (time_t) pki_json_num(order, "notAfter");
 
-    /* one finalization per order */
-    pki_key_name(key, sizeof(key), a->conf->redis, acct, "fin", oid);
-    v = pki_acme_cmd_int(a->conf->redis, a->res,
-                         pki_acme_cmd(a->conf->redis, a->res, 6, "SET", key,
-                                      "1", "EX", "60", "NX"));
-    if (v < 0) {
-        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+    /* The order moves to processing, with the serial, in pki_issue once
+     * the serial is reserved and before anything is signed (one
+     * finalization per order: the move is a compare-and-set). */
+    fin.a = a;
+    fin.acct = acct;
+    fin.oid = oid;
+    fin.order = order;
+    fin.ready_text = strdup(fin.text);
+    if (fin.ready_text == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
         goto done;
-    }
-    if (v == 0) {
-        pki_acme_problem(a, 403, "orderNotReady", "the order is being "
-                         "finalized");
-        goto done;
-    }
-
-    pki_json_set_str(order, "status", "processing");
-    rc = pki_acme_order_save(a, acct, oid, order);
-    if (rc != PKI_OK) {
-        pki_acme_fail(a, rc, "finalize");
-        goto unlock;
     }
 
     snprintf(requester, sizeof(requester), "acme:%s", acct);
@@ -2844,24 +3313,75 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     ictx.requester = requester;
     ictx.client = a->req->client;
 
+    pki_int_issue_on_reserved(pki_acme_fin_reserved, &fin);
     rc = pki_issue(a->conf->ca, a->conf->tmpl, a->conf->redis, &req, &ictx,
                    &cert, a->res);
+
     if (rc != PKI_OK) {
-        pki_json_set_str(order, "status", "pending");
-        pki_acme_order_save(a, acct, oid, order);
+        if (!fin.moved) {
+            /* nothing recorded on the order: it is still ready */
+            if (rc == PKI_CONFLICT) {
+                pki_acme_problem(a, 403, "orderNotReady", "the order is "
+                                 "being finalized");
+            } else if (rc == PKI_POLICY || rc == PKI_MALFORMED) {
+                pki_acme_problem(a, 400, "badCSR", "%s", a->res->detail);
+            } else {
+                pki_acme_fail(a, rc, "finalize");
+            }
+            goto done;
+        }
+
+        /* The serial is on the order.  When its record is certainly not
+         * committed, the order goes back to ready for a retry; when it is
+         * (the transaction log refused the certificate), the order ends
+         * invalid; when Redis cannot tell, the order stays processing and
+         * a later read recovers it. */
+        {
+            pki_result_t  tmp;
+            pki_status_t  grc;
+
+            pki_result_init(&tmp);
+            snprintf(serial, sizeof(serial), "%s",
+                     pki_json_str(order, "finSerial"));
+
+            grc = pki_record_abandon(a->conf->redis, pki_ca_name(a->conf->ca),
+                                     serial, &tmp);
+            if (grc == PKI_OK) {
+                grc = pki_record_get(a->conf->redis,
+                                     pki_ca_name(a->conf->ca), serial, &rec,
+                                     &tmp);
+            }
+
+            if (grc == PKI_NOT_FOUND) {
+                cJSON  *ready;
+
+                ready = cJSON_Parse(fin.ready_text);
+                if (ready != NULL) {
+                    pki_acme_order_cas(a, acct, oid, &fin.text, ready);
+                    cJSON_Delete(ready);
+                }
+
+            } else if (grc == PKI_OK) {
+                pki_record_clear(&rec);
+                pki_acme_order_fail(order, "the certificate could not be "
+                                    "released");
+                pki_acme_order_cas(a, acct, oid, &fin.text, order);
+            }
+        }
 
         if (rc == PKI_POLICY || rc == PKI_MALFORMED) {
             pki_acme_problem(a, 400, "badCSR", "%s", a->res->detail);
         } else {
             pki_acme_fail(a, rc, "finalize");
         }
-        goto unlock;
+        goto done;
     }
 
     pem = pki_acme_pem_chain(a->conf, cert);
     if (pem == NULL) {
+        /* the certificate is recorded; the order recovers it */
         pki_acme_problem(a, 500, "serverInternal", "out of memory");
-        goto unlock;
+        goto done;
     }
 
     pki_serial_to_hex(X509_get0_serialNumber(cert), serial);
@@ -2873,10 +3393,24 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
                      (double) pki_int_asn1_time(X509_get0_notAfter(cert)));
     free(pem);
 
-    rc = pki_acme_order_save(a, acct, oid, order);
-    if (rc != PKI_OK) {
-        pki_acme_fail(a, rc, "finalize");
-        goto unlock;
+    v = pki_acme_order_cas(a, acct, oid, &fin.text, order);
+
+    if (v != 1) {
+        /* Redis failed (the order stays processing with its serial and a
+         * later read completes it from the record), or a read completed
+         * it already: answer with what is stored */
+        cJSON_Delete(order);
+        free(fin.text);
+        order = NULL;
+        fin.text = NULL;
+
+        if (v < 0 || pki_acme_order_load(a, acct, oid, &order, &fin.text)
+                     != PKI_OK)
+        {
+            pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+            a->resp->retry_after = 1;
+            goto done;
+        }
     }
 
     if (pki_json_str(order, "replaces") != NULL) {
@@ -2885,30 +3419,17 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         pki_acme_cmd_int(a->conf->redis, a->res,
                          pki_acme_cmd(a->conf->redis, a->res, 5, "SET", key,
                                       oid, "EX", "31536000"));
-        pki_key_name(key, sizeof(key), a->conf->redis, acct, "fin", oid);
     }
 
-    certid = pki_acme_cert_id(cert);
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
              "issued serial %s", acct, oid, serial);
-    free(certid);
 
-    o = pki_acme_order_obj(a, acct, oid, order, "valid");
+    st = pki_json_str(order, "status");
+    o = pki_acme_order_obj(a, acct, oid, order, st != NULL ? st : "invalid");
     pki_acme_json(a, 200, o);
     cJSON_Delete(o);
 
     a->resp->location = pki_acme_url(a, "order/%s/%s", acct, oid);
-
-unlock:
-
-    pki_key_name(key, sizeof(key), a->conf->redis, acct, "fin", oid);
-    {
-        pki_result_t  tmp;
-
-        pki_result_init(&tmp);
-        pki_acme_cmd_int(a->conf->redis, &tmp,
-                         pki_acme_cmd(a->conf->redis, &tmp, 2, "DEL", key));
-    }
 
 done:
 
@@ -2916,6 +3437,8 @@ done:
     X509_REQ_free(csr);
     pki_request_clear(&req);
     free(der);
+    free(fin.text);
+    free(fin.ready_text);
     cJSON_Delete(order);
 }
 
@@ -2933,7 +3456,7 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
-    rc = pki_acme_order_load(a, acct, oid, &order);
+    rc = pki_acme_order_load(a, acct, oid, &order, NULL);
     if (rc != PKI_OK) {
         pki_acme_fail(a, rc, "certificate");
         return;
@@ -2957,6 +3480,124 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
 
 
 /* ---- revocation ------------------------------------------------------------------- */
+
+/* 1 when the account holds a valid, unexpired authorization for one
+ * identifier ("dns:NAME" or "ip:ADDR" index), 0 when not, -1 when Redis
+ * failed. */
+static int
+pki_acme_holds_authz(pki_acme_t *a, const char *idx)
+{
+    int           ok;
+    char          key[PKI_ACME_KEY_MAX], aid[PKI_ACME_ID_MAX];
+    cJSON        *authz;
+    redisReply   *reply;
+    pki_status_t  rc;
+
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "valid",
+                 idx);
+
+    reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "GET", key);
+    if (reply == NULL) {
+        return -1;
+    }
+
+    aid[0] = '\0';
+    if (reply->type == REDIS_REPLY_STRING && pki_id_ok(reply->str)) {
+        snprintf(aid, sizeof(aid), "%s", reply->str);
+    }
+    freeReplyObject(reply);
+
+    if (aid[0] == '\0') {
+        return 0;
+    }
+
+    rc = pki_acme_authz_load(a, a->acct, aid, &authz);
+    if (rc == PKI_NOT_FOUND) {
+        return 0;
+    }
+    if (rc != PKI_OK) {
+        return -1;
+    }
+
+    ok = strcmp(pki_acme_authz_status(a, authz), "valid") == 0;
+    cJSON_Delete(authz);
+
+    return ok;
+}
+
+
+/* RFC 8555 7.6, the third way to revoke: the account holds valid
+ * authorizations for every identifier of the certificate (its dNSName and
+ * iPAddress SANs; a wildcard name is covered by an authorization of the
+ * wildcard or of its base name).  1 yes, 0 no, -1 Redis failed. */
+static int
+pki_acme_revoke_authorized(pki_acme_t *a, X509 *cert)
+{
+    int                        i, n, v, len;
+    char                       idx[300], name[256], canon[64];
+    GENERAL_NAME              *gen;
+    GENERAL_NAMES             *gens;
+    const unsigned char       *d;
+
+    gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (gens == NULL) {
+        return 0;
+    }
+
+    n = 0;
+    v = 1;
+
+    for (i = 0; v == 1 && i < sk_GENERAL_NAME_num(gens); i++) {
+        gen = sk_GENERAL_NAME_value(gens, i);
+
+        if (gen->type == GEN_DNS) {
+            d = ASN1_STRING_get0_data(gen->d.dNSName);
+            len = ASN1_STRING_length(gen->d.dNSName);
+            if (len <= 0 || len >= (int) sizeof(name)
+                || memchr(d, '\0', (size_t) len) != NULL)
+            {
+                v = 0;
+                break;
+            }
+            memcpy(name, d, (size_t) len);
+            name[len] = '\0';
+            for (char *c = name; *c; c++) {
+                *c = (char) tolower((unsigned char) *c);
+            }
+
+            snprintf(idx, sizeof(idx), "dns:%s", name);
+            v = pki_acme_holds_authz(a, idx);
+            if (v == 0 && strncmp(name, "*.", 2) == 0) {
+                snprintf(idx, sizeof(idx), "dns:%s", name + 2);
+                v = pki_acme_holds_authz(a, idx);
+            }
+            n++;
+
+        } else if (gen->type == GEN_IPADD) {
+            d = ASN1_STRING_get0_data(gen->d.iPAddress);
+            len = ASN1_STRING_length(gen->d.iPAddress);
+            if ((len != 4 && len != 16)
+                || inet_ntop(len == 4 ? AF_INET : AF_INET6, d, canon,
+                             sizeof(canon)) == NULL)
+            {
+                v = 0;
+                break;
+            }
+
+            snprintf(idx, sizeof(idx), "ip:%s", canon);
+            v = pki_acme_holds_authz(a, idx);
+            n++;
+
+        } else {
+            v = 0;                  /* an identifier ACME cannot prove */
+        }
+    }
+
+    GENERAL_NAMES_free(gens);
+
+    return n > 0 ? v : 0;
+}
+
 
 static void
 pki_acme_revoke(pki_acme_t *a)
@@ -3039,9 +3680,20 @@ pki_acme_revoke(pki_acme_t *a)
     } else {
         snprintf(requester, sizeof(requester), "acme:%s", a->acct);
         if (rec.requester == NULL || strcmp(rec.requester, requester) != 0) {
-            pki_acme_problem(a, 403, "unauthorized", "the certificate "
-                             "belongs to another account");
-            goto done;
+            int  v;
+
+            v = pki_acme_revoke_authorized(a, cert);
+            if (v < 0) {
+                pki_acme_fail(a, PKI_UNAVAILABLE, "revokeCert");
+                goto done;
+            }
+            if (v == 0) {
+                pki_acme_problem(a, 403, "unauthorized", "the certificate "
+                                 "belongs to another account, and this "
+                                 "account holds no valid authorization for "
+                                 "each of its identifiers");
+                goto done;
+            }
         }
     }
 
@@ -3319,7 +3971,8 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
         snprintf(a->acct, sizeof(a->acct), "%s", a->jws.kid + plen);
         free(prefix);
 
-        rc = pki_acme_account_load(a, a->acct, &a->account);
+        rc = pki_acme_account_load(a, a->acct, &a->account,
+                                   &a->account_text);
         if (rc == PKI_NOT_FOUND) {
             pki_acme_problem(a, 400, "accountDoesNotExist", "no such "
                              "account");
@@ -3558,6 +4211,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
 
     pki_jws_clear(&a.jws);
     cJSON_Delete(a.account);
+    free(a.account_text);
     cJSON_Delete(a.payload);
     EVP_PKEY_free(a.key);
 
@@ -3633,6 +4287,7 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
 
     memset(&out, 0, sizeof(out));
     pki_result_init(&out.res);
+    keep = 86400;
 
     vrc = pki_acme_validate(&conf->validate, job->chall, job->id_type,
                             job->identifier, job->token, job->key_authz,
@@ -3640,10 +4295,10 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
 
     now = time(NULL);
 
-    pki_key_name(key, sizeof(key), conf->redis, job->acct, "authz",
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "authz",
                  job->authz);
 
-    rc = pki_acme_load(conf->redis, key, &authz, res);
+    rc = pki_acme_load(PKI_ACME_ST(conf), key, &authz, res);
     if (rc != PKI_OK) {
         pki_fail(res, rc, "validation of %s %s: authorization gone",
                  job->type, job->identifier);
@@ -3673,6 +4328,7 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
         pki_json_set_str(found, "status", "valid");
         pki_json_set_num(found, "validated", (double) now);
         pki_json_set_str(authz, "status", "valid");
+        pki_json_set_num(authz, "validated", (double) now);
 
         keep = conf->authz_reuse > conf->order_ttl ? conf->authz_reuse
                                                    : conf->order_ttl;
@@ -3703,15 +4359,18 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
 
     rc = pki_acme_authz_save(conf, job->acct, job->authz, authz, now, res);
 
-    if (rc == PKI_OK && vrc == PKI_OK && conf->authz_reuse > 0) {
+    /* the "valid" index serves authorization reuse and revocation by an
+     * account that holds valid authorizations (RFC 8555 7.6); it lives as
+     * long as the authorization */
+    if (rc == PKI_OK && vrc == PKI_OK) {
         snprintf(idx, sizeof(idx), "%s:%s%s", job->id_type,
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
                                                               "wildcard"))
                  ? "*." : "", job->identifier);
-        pki_key_name(key, sizeof(key), conf->redis, job->acct, "valid", idx);
-        snprintf(num, sizeof(num), "%ld", conf->authz_reuse);
-        pki_acme_cmd_int(conf->redis, res,
-                         pki_acme_cmd(conf->redis, res, 5, "SET", key,
+        pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "valid", idx);
+        snprintf(num, sizeof(num), "%ld", keep);
+        pki_acme_cmd_int(PKI_ACME_ST(conf), res,
+                         pki_acme_cmd(PKI_ACME_ST(conf), res, 5, "SET", key,
                                       job->authz, "EX", num));
     }
 

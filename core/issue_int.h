@@ -153,5 +153,13 @@ pki_status_t pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca,
 int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     pki_status_t *st, pki_result_t *res);
 
+/* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).
+ * fn runs right after the serial was reserved with its intent and before
+ * anything is signed; a status other than PKI_OK abandons the reservation
+ * and pki_issue() returns that status.  pki_issue() clears the hook. */
+typedef pki_status_t (*pki_int_reserved_fn)(void *arg, const char *serial,
+    pki_result_t *res);
+void pki_int_issue_on_reserved(pki_int_reserved_fn fn, void *arg);
+
 
 #endif /* PKI_ISSUE_INT_H */

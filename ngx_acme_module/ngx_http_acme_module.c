@@ -47,6 +47,8 @@ typedef struct {
     ngx_flag_t                 allow_private;
     ngx_msec_t                 validation_timeout;
 
+    pki_redis_t               *state_redis; /* acme_redis, or NULL */
+
     pki_acme_conf_t           *conf;        /* built at merge time */
 } ngx_http_acme_loc_conf_t;
 
@@ -94,6 +96,8 @@ static char *ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_int_t ngx_http_acme_init(ngx_conf_t *cf);
 
 static char *ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_command_t  ngx_http_acme_commands[] = {
@@ -101,6 +105,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
     { ngx_string("acme"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_acme,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("acme_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_acme_redis,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -543,6 +554,11 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
         status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_pki_metrics_mark(r, "acme", pki_ca_name(ctx->conf.ca),
+        pki_template_name(ctx->conf.tmpl),
+        ngx_http_pki_metrics_acme_status(resp->res.status, resp->res.detail),
+        resp->res.detail);
+
     if (status >= 400) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
@@ -821,6 +837,7 @@ ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
     conf->tmpl = NGX_CONF_UNSET_PTR;
     conf->eab_required = NGX_CONF_UNSET;
     conf->caa = NGX_CONF_UNSET_PTR;
+    conf->state_redis = NGX_CONF_UNSET_PTR;
     conf->authz_reuse = NGX_CONF_UNSET;
     conf->nonce_ttl = NGX_CONF_UNSET;
     conf->order_ttl = NGX_CONF_UNSET;
@@ -882,6 +899,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->validation_timeout,
                               prev->validation_timeout, 10000);
 
+    ngx_conf_merge_ptr_value(conf->state_redis, prev->state_redis, NULL);
+
     if (!conf->enable) {
         return NGX_CONF_OK;
     }
@@ -929,6 +948,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->order_ttl = (long) conf->order_ttl;
         ac->max_body = conf->max_body_size;
         ac->orders_per_hour = (long) conf->orders_per_hour;
+        ac->state_redis = conf->state_redis;
 
         if (conf->caa != NULL) {
             ac->caa = ngx_pcalloc(cf->pool,
@@ -1077,6 +1097,8 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     alcf->enable = 1;
 
+    ngx_http_pki_metrics_location(cf, "acme");
+
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
 
     if (amcf->line == 0) {
@@ -1085,4 +1107,26 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* acme_redis ADDRESS [db=N] [namespace=STR] [timeout=TIME]
+ *            [password_file=FILE];
+ *
+ * A second store for the replay-safe ACME state (nonces, orders,
+ * authorizations, challenges), which the operator may run with appendfsync
+ * everysec; accounts and every certificate record stay in pki_redis. */
+
+static char *
+ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_acme_loc_conf_t *alcf = conf;
+
+    (void) cmd;
+
+    if (alcf->state_redis != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    return ngx_http_pki_redis_parse(cf, &alcf->state_redis);
 }

@@ -334,6 +334,10 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_pki_metrics_mark(r, "matter", pki_ca_name(ctx->conf.ca),
+                              pki_template_name(ctx->conf.tmpl),
+                              resp->res.status, resp->res.detail);
+
     if (status >= 400) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
@@ -598,6 +602,8 @@ ngx_http_matter_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     mlcf->op = (pki_matter_op_t) cmd->offset;
+
+    ngx_http_pki_metrics_location(cf, "matter");
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_matter_handler;

@@ -1411,6 +1411,50 @@ ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
 }
 
 
+/*
+ * The ACME engine reports every 4xx problem as PKI_MALFORMED; the problem
+ * type at the start of the detail ("type: text") tells the class.
+ */
+
+pki_status_t
+ngx_http_pki_metrics_acme_status(pki_status_t status, const char *detail)
+{
+    size_t       n;
+    ngx_uint_t   i;
+
+    static const char  *auth[] = {
+        "unauthorized", "accountDoesNotExist", "externalAccountRequired",
+        "userActionRequired", NULL
+    };
+
+    static const char  *policy[] = {
+        "rejectedIdentifier", "unsupportedIdentifier", "rateLimited", "caa",
+        "badRevocationReason", "alreadyRevoked", "alreadyReplaced",
+        "orderNotReady", NULL
+    };
+
+    if (status != PKI_MALFORMED || detail == NULL) {
+        return status;
+    }
+
+    for (i = 0; auth[i]; i++) {
+        n = ngx_strlen(auth[i]);
+        if (ngx_strncmp(detail, auth[i], n) == 0 && detail[n] == ':') {
+            return PKI_UNAUTHORIZED;
+        }
+    }
+
+    for (i = 0; policy[i]; i++) {
+        n = ngx_strlen(policy[i]);
+        if (ngx_strncmp(detail, policy[i], n) == 0 && detail[n] == ':') {
+            return PKI_POLICY;
+        }
+    }
+
+    return status;
+}
+
+
 static pki_status_t
 ngx_http_pki_m_http_status(ngx_uint_t code)
 {
@@ -1465,6 +1509,12 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     proto = (ctx && ctx->proto) ? ctx->proto : mlcf->proto;
     status = ctx ? ctx->status
                  : ngx_http_pki_m_http_status(r->headers_out.status);
+
+    if (status == PKI_OK && r->headers_out.status >= 400) {
+        /* marked before the answer went wrong (shed, out of memory) */
+        status = ngx_http_pki_m_http_status(r->headers_out.status);
+    }
+
     outcome = pki_outcome_class(status);
 
     tp = ngx_timeofday();

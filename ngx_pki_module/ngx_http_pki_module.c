@@ -548,6 +548,22 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_main_conf_t *pmcf = conf;
 
+    (void) cmd;
+
+    if (pmcf->redis) {
+        return "is duplicate";
+    }
+
+    return ngx_http_pki_redis_parse(cf, &pmcf->redis);
+}
+
+
+/* The arguments of a pki_redis-like directive (the address, then the
+ * options) into a new store freed with the configuration; also used by
+ * acme_redis (ngx_acme_module). */
+char *
+ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out)
+{
     u_char              *p, *last;
     ngx_int_t            n;
     ngx_str_t           *value, s, host, file, secret;
@@ -555,12 +571,6 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     pki_result_t         res;
     pki_redis_conf_t     rc;
     ngx_pool_cleanup_t  *cln;
-
-    (void) cmd;
-
-    if (pmcf->redis) {
-        return "is duplicate";
-    }
 
     value = cf->args->elts;
 
@@ -678,21 +688,21 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     pki_result_init(&res);
 
-    pmcf->redis = pki_redis_new(&rc, &res);
-    if (pmcf->redis == NULL) {
-        ngx_http_pki_conf_error(cf, &res, "pki_redis \"%V\"", &value[1]);
+    *out = pki_redis_new(&rc, &res);
+    if (*out == NULL) {
+        ngx_http_pki_conf_error(cf, &res, "redis \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
-        pki_redis_free(pmcf->redis);
-        pmcf->redis = NULL;
+        pki_redis_free(*out);
+        *out = NULL;
         return NGX_CONF_ERROR;
     }
 
     cln->handler = ngx_http_pki_redis_cleanup;
-    cln->data = pmcf->redis;
+    cln->data = *out;
 
     return NGX_CONF_OK;
 

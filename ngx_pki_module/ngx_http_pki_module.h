@@ -51,6 +51,11 @@ ngx_int_t ngx_http_pki_has_redis(ngx_conf_t *cf);
 /* run time: the pki_redis handle, or NULL if not configured */
 pki_redis_t *ngx_http_pki_redis(ngx_http_request_t *r);
 
+/* configuration time: parses the current directive's arguments as
+ * pki_redis does (ADDRESS [db=] [namespace=] [timeout=] [password_file=])
+ * into a new store freed with the configuration (acme_redis) */
+char *ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out);
+
 /*
  * Runs work(data) in the pki_thread_pool, then done(r, data) on the event
  * loop, then ngx_http_run_posted_requests().  Takes a reference on the
@@ -110,6 +115,15 @@ void ngx_http_pki_metrics_location(ngx_conf_t *cf, const char *proto);
 void ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
     const char *ca, const char *tmpl, pki_status_t status,
     const char *reason);
+
+/*
+ * ACME: the engine answers every 4xx problem with PKI_MALFORMED; this gives
+ * the outcome class from the problem type that starts res.detail
+ * (unauthorized, accountDoesNotExist, ... -> auth; rejectedIdentifier,
+ * rateLimited, orderNotReady, ... -> policy).  Other statuses pass through.
+ */
+pki_status_t ngx_http_pki_metrics_acme_status(pki_status_t status,
+    const char *detail);
 
 /*
  * The thread-pool glue (ngx_http_pki_post) calls this when a task wrote

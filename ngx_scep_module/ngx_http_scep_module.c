@@ -493,6 +493,10 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_pki_metrics_mark(r, "scep", pki_ca_name(ctx->conf.ca),
+                              pki_template_name(ctx->conf.tmpl),
+                              resp->res.status, resp->res.detail);
+
     if (status >= 400 || resp->pki_status == 2) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
@@ -898,6 +902,8 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     slcf->enable = 1;
     slcf->line = cf->conf_file->line;
+
+    ngx_http_pki_metrics_location(cf, "scep");
 
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
 

@@ -12,6 +12,8 @@
 #       [--redis-timeout 1s] [--user USER] [--threads N]
 #       [--audit DIR|off] [--metrics on|off]
 #       [--acme-http-port 5002] [--acme-tls-port 5001] [--acme-eab on|off]
+#       [--acme-redis unix:SOCK|HOST:PORT[ namespace=..]]  (acme2: the ACME
+#       replay-safe state in a second Redis; default: all in --redis)
 #
 # --pki is a directory made by scripts/mkpki.sh.  --ca-key overrides the
 # issuing CA key (default: the SoftHSM key "issuing").
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
         --acme-http-port) ACME_HTTP=$2 ;;
         --acme-tls-port) ACME_TLS=$2 ;;
         --acme-eab) ACME_EAB=$2 ;;
+        --acme-redis) ACME_REDIS=$2 ;;
         *) die "unknown option $1" ;;
     esac
     shift 2
@@ -242,6 +245,7 @@ $( [ -n "$MATTER" ] && echo "            est_label matter-dac matter-pai matter-
             acme_validation_resolve_to 127.0.0.1;
             acme_validation_allow_private on;
             acme_validation_timeout 5s;
+            $( [ -n "$ACME_REDIS" ] && echo "acme_redis $ACME_REDIS;" )
         }
 
 $( [ -n "$MATTER" ] && cat <<MATTERLOC

@@ -578,6 +578,187 @@ SKIP: {
     }
 }
 
+# --- revocation by an account holding valid authorizations (RFC 8555 7.6) ------
+
+{
+    my $c3 = issue($A, 'www3', 'www3.example.test', 'www3b.example.test');
+    my $C = account();
+    is($C->{r}{status}, 201, 'third account');
+    if ($c3 && $c3->{leaf}) {
+        my $d3 = $t->x509_der($c3->{leaf});
+        my $serial = $t->x509_field($c3->{leaf}, 'serial');
+        $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d3) });
+        problem_is($r, 403, 'unauthorized',
+                   'revocation by an account without authorizations');
+        # authorizations for one of the two names only
+        my (undef, undef, $o1) = order_ready($C, 'www3.example.test');
+        is($o1->{json}{status}, 'ready', 'C holds www3');
+        $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d3) });
+        problem_is($r, 403, 'unauthorized',
+                   'revocation with authorizations for one name of two');
+        is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status}, 'good',
+           'still good');
+        my (undef, undef, $o2) = order_ready($C, 'www3b.example.test');
+        is($o2->{json}{status}, 'ready', 'C holds www3b');
+        $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d3),
+                                             reason => 5 });
+        is($r->{status}, 200, 'revocation by an account holding valid '
+           . 'authorizations for every name') or diag($r->{content});
+        is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status},
+           'revoked', 'record revoked');
+    } else {
+        fail('www3 issued');
+    }
+}
+
+# --- a finalize that died midway is recovered ----------------------------------
+
+sub order_key {
+    my ($url) = @_;
+    my ($acct, $oid) = $url =~ m{/order/([\w-]+)/([\w-]+)$};
+    return "pki:{acme:$acct}:order:$oid";
+}
+
+sub order_edit {
+    my ($url, $fn) = @_;
+    my $key = order_key($url);
+    my $o = decode_json($t->redis_raw('GET', $key) =~ s/\n\z//r);
+    $fn->($o);
+    $t->redis('SET', $key, $JSON->encode($o), 'KEEPTTL');
+}
+
+sub rand_serial { return '5' . join('', map { sprintf('%X', int(rand(16))) } 1 .. 31) }
+
+{
+    # the certificate was recorded, the order write failed: completed
+    my $c4 = issue($A, 'www4', 'www4.example.test');
+    if ($c4 && $c4->{leaf}) {
+        my $serial = $t->x509_field($c4->{leaf}, 'serial');
+        order_edit($c4->{order}, sub {
+            my ($o) = @_;
+            delete @{$o}{qw(cert serial)};
+            $o->{status} = 'processing';
+            $o->{finSerial} = $serial;
+            $o->{finStarted} = time;
+        });
+        $r = post($A, $c4->{order}, '');
+        is($r->{json}{status}, 'valid', 'processing order with a recorded '
+           . 'certificate: completed at once') or diag($r->{content});
+        my $cr = post($A, $r->{json}{certificate} // "$BASE/none", '');
+        is($cr->{status}, 200, 'its certificate downloads');
+        my $leaf = $t->save_first_cert($cr->{content}, 'www4-again');
+        is($t->x509_field($leaf, 'serial'), $serial,
+           'the same certificate (one per order)');
+    } else {
+        fail('www4 issued');
+    }
+
+    # died after the reservation, before the commit: a pending record
+    my (undef, $ourl, $o) = order_ready($A, 'www5.example.test');
+    my $s5 = rand_serial();
+    my $rec = "pki:{ca:issuing}:cert:$s5";
+    $t->redis('SET', "pki:{ca:issuing}:serial:$s5", 'acme');
+    $t->redis('HSET', $rec, 'status', 'pending', 'serial', $s5,
+              'requester', 'acme:x');
+    order_edit($ourl, sub {
+        $_[0]{status} = 'processing';
+        $_[0]{finSerial} = $s5;
+        $_[0]{finStarted} = time;
+    });
+    $r = post($A, $ourl, '');
+    is($r->{json}{status}, 'processing', 'a fresh processing order stays '
+       . 'processing');
+    is($r->{headers}{'retry-after'}, 1, '... with Retry-After');
+    my ($der) = csr_der('www5', subj => '/', san => 'DNS:www5.example.test');
+    $r = post($A, $o->{json}{finalize}, { csr => b64u($der) });
+    problem_is($r, 403, 'orderNotReady', 'finalize while processing');
+    order_edit($ourl, sub { $_[0]{finStarted} = time - 120 });
+    $r = post($A, $ourl, '');
+    is($r->{json}{status}, 'invalid', 'a stale processing order without a '
+       . 'certificate becomes invalid') or diag($r->{content});
+    is($r->{json}{error}{type} // '',
+       'urn:ietf:params:acme:error:serverInternal', '... with serverInternal');
+    is($t->redis('EXISTS', $rec) =~ s/\D//gr, '0',
+       'the pending record is abandoned (a late commit cannot land)');
+    $r = post($A, $o->{json}{finalize}, { csr => b64u($der) });
+    problem_is($r, 403, 'orderNotReady', 'an invalid order is not finalized');
+
+    # died before anything was recorded, and an old order without a serial
+    my (undef, $ourl6) = order_ready($A, 'www6.example.test');
+    order_edit($ourl6, sub {
+        $_[0]{status} = 'processing';
+        $_[0]{finStarted} = time - 120;
+    });
+    $r = post($A, $ourl6, '');
+    is($r->{json}{status}, 'invalid', 'a stale processing order without a '
+       . 'serial becomes invalid');
+}
+
+# --- newAccount: 20 concurrent requests with one key -> one account --------------
+
+{
+    my $k = new_key();
+    my @bodies = map {
+        $JSON->encode(jws(key => $k, url => "$BASE/new-account",
+                          nonce => nonce(), jwk => 1,
+                          payload => $JSON->encode({
+                              termsOfServiceAgreed => JSON::PP::true })))
+    } 1 .. 20;
+    my $res = $t->dir . '/race-acct';
+    mkdir $res;
+    # every client connects and finishes its TLS handshake first, then all
+    # send at once when the parent closes the pipe (a barrier)
+    pipe(my $rd, my $wr) or die "pipe: $!";
+    my @pids;
+    for my $i (0 .. 19) {
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            close $wr;
+            require IO::Socket::SSL;
+            my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+                PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+                SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+            my $out = 'noconn';
+            if ($s) {
+                my $b = $bodies[$i];
+                my $req = "POST /acme/new-account HTTP/1.1\r\n"
+                    . "Host: 127.0.0.1:" . $t->https_port . "\r\n"
+                    . "Content-Type: application/jose+json\r\n"
+                    . "Content-Length: " . length($b) . "\r\n"
+                    . "Connection: close\r\n\r\n$b";
+                my $x = <$rd>;                      # the barrier
+                print $s $req;
+                local $/;
+                my $resp = <$s> // '';
+                my ($st) = $resp =~ m{^HTTP/1\.1 (\d+)};
+                my ($loc) = $resp =~ m{\r\nLocation: (\S+)\r\n}i;
+                $out = ($st // 'none') . ' ' . ($loc // '');
+            }
+            spew("$res/$i", $out);
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    close $rd;
+    sleep 1.5;                                      # handshakes done
+    close $wr;
+    waitpid($_, 0) for @pids;
+    my (%status, %loc);
+    for (0 .. 19) {
+        my ($st, $loc) = split / /, slurp("$res/$_") // 'none';
+        $status{$st}++;
+        $loc{$loc // ''}++;
+    }
+    is($status{201} // 0, 1, '20 newAccount with one key: exactly one 201');
+    is($status{200} // 0, 19, '... and 19 answer 200')
+        or diag(join(' ', map { "$_=$status{$_}" } sort keys %status));
+    is(scalar keys %loc, 1, '... all with the same Location');
+    my $thumb = thumb_of($k);
+    my ($acct) = (keys %loc)[0] =~ m{/acct/([\w-]+)$};
+    is($t->redis_raw('GET', "pki:acme:jwk:$thumb") =~ s/\s+//gr, $acct // '',
+       'the key index names that account');
+}
+
 # --- keyChange ---------------------------------------------------------------------
 
 sub key_change {
@@ -597,9 +778,18 @@ $r = key_change($A, $newk);
 is($r->{status}, 200, 'keyChange') or diag($r->{content});
 $r = post($A, $A->{kid}, '');
 problem_is($r, 400, 'malformed', 'the old key no longer signs');
+my $oldk = $A->{key};
 $A->{key} = $newk;
 $r = post($A, $A->{kid}, '');
 is($r->{status}, 200, 'the new key signs');
+$r = post({ key => $oldk }, "$BASE/new-account",
+          { onlyReturnExisting => JSON::PP::true }, jwk => 1);
+problem_is($r, 400, 'accountDoesNotExist', 'keyChange: the old key is '
+           . 'no longer indexed');
+$r = post({ key => $newk }, "$BASE/new-account",
+          { onlyReturnExisting => JSON::PP::true }, jwk => 1);
+is($r->{headers}{location}, $A->{kid}, 'keyChange: the new key finds the '
+   . 'account');
 
 # --- deactivation ------------------------------------------------------------------
 
@@ -616,10 +806,35 @@ is($r->{status}, 405, 'GET newOrder: 405');
 $r = $http->get("$BASE/nothing-here");
 is($r->{status}, 404, 'unknown resource: 404');
 
+# --- acme_redis (the replay-safe state in a second store) is checked at nginx -t -
+
+{
+    my $conf = $t->render_conf('--acme-http-port', $hport);
+    my $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis 127.0.0.1:99999;}r;
+    my ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
+    ok(!$ok, 'acme_redis with a bad port: nginx -t fails');
+    like($out, qr/invalid redis address.*bad-acme-redis\.conf:\d+/,
+         '... naming the file and line');
+    $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock colour=blue;}r;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
+    ok(!$ok && $out =~ /invalid parameter "colour=blue"/,
+       'acme_redis with an unknown option: nginx -t fails');
+    $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock;\n            acme_redis unix:/tmp/y.sock;}r;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
+    ok(!$ok && $out =~ /duplicate/, 'acme_redis twice: nginx -t fails');
+    my $good = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock namespace=acmestate: timeout=500ms;}r;
+    ($ok, $out) = $t->nginx_test($t->write_conf($good, 'good-acme-redis.conf'));
+    ok($ok, 'a good acme_redis passes nginx -t') or diag($out);
+}
+
 # --- External Account Binding (keys from the admin API) --------------------------
 
+# from here on the replay-safe state is in a second store (acme_redis; here
+# the same Redis under another namespace)
 $t->stop_nginx;
-$t->start_nginx($t->render_conf('--acme-http-port', $hport, '--acme-eab', 'on'));
+$t->start_nginx($t->render_conf('--acme-http-port', $hport, '--acme-eab', 'on',
+                                '--acme-redis', 'unix:' . $t->redis_sock
+                                . ' namespace=acmestate:'));
 $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
 
 $r = $http->get("$BASE/directory");
@@ -664,6 +879,25 @@ $r = post({ key => $ek }, "$BASE/new-account",
           { externalAccountBinding => eab_for($ek, $eab->{kid},
                                               $eab->{hmac_key}) }, jwk => 1);
 is($r->{status}, 201, 'EAB: account created') or diag($r->{content});
+
+# an issuance with the split stores: orders and authorizations in the state
+# store, the account and the certificate record in pki_redis
+{
+    my $S = { key => $ek, kid => $r->{headers}{location} };
+    my ($sid) = $S->{kid} =~ m{/acct/([\w-]+)$};
+    my $cs = issue($S, 'split', 'split.example.test');
+    ok($cs && $cs->{leaf}, 'split stores: a certificate is issued');
+    if ($cs && $cs->{leaf}) {
+        my $serial = $t->x509_field($cs->{leaf}, 'serial');
+        is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status}, 'good',
+           'split stores: the record is in pki_redis');
+        ok(scalar($t->redis_keys("acmestate:{acme:$sid}:order:*")) == 1
+           && scalar($t->redis_keys("pki:{acme:$sid}:order:*")) == 0,
+           'split stores: the order is in the state store only');
+        ok(scalar($t->redis_keys("pki:{acme:$sid}:acct")) == 1,
+           'split stores: the account is in pki_redis');
+    }
+}
 
 $r = $http->request('GET', $admin, \%auth);
 my $list = eval { decode_json($r->{content})->{keys} } || [];

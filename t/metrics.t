@@ -15,16 +15,30 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
+use MIME::Base64 qw(encode_base64 encode_base64url);
 use PKITest;
+use SCEPMsg;
 
 my $t = PKITest->new;
-$t->start_redis;
+
+# the Matter hierarchies (PAI, ICAC in the token) when the module is built
+my $matter = -f "$PKITest::BUILD/ngx_http_matter_module.so";
+if ($matter) {
+    my ($rc, $out, $err) = run_cmd(["$PKITest::TOP/scripts/mkpki-matter.sh",
+                                    $t->pki],
+        env => { PKI_BUILD => $PKITest::BUILD, PKI_TOKEN => $t->token,
+                 PKI_MKPKI_QUIET => 1 },
+        timeout => 60);
+    BAIL_OUT("scripts/mkpki-matter.sh failed: $err") if $rc != 0;
+}
+my $acme = eval { require Crypt::PK::ECC; 1 };
 
 my $conf = $t->render_conf;
 # a fast timer: history flush every 1 s, certificate counts every 6 s
 $conf =~ s/(pki_thread_pool pki;)/$1\n    pki_metrics_interval 1s;/
     or die 'no pki_thread_pool line';
-$t->start_nginx($conf);
+# starts Redis and nginx, builds the SCEP message tool (t/lib/scepmsg.c)
+my ($scep) = scep_setup($t, $conf);
 
 my $base = 'https://127.0.0.1:' . $t->https_port;
 my $json = JSON::PP->new;
@@ -109,6 +123,154 @@ $r = $t->curl('POST', "$base/pki/admin/revoke", user => 'admin:admin',
               quiet => 1);
 is($r->{code}, 200, 'revoked one');
 
+# --- ACME, SCEP, Matter: successes and failure classes ----------------------
+
+my %sent;   # protocol -> outcome -> requests this test sent
+
+# ACME: a minimal JWS client (ES256, CryptX)
+my $abase = $base . '/acme';
+my $aj = JSON::PP->new->canonical;
+
+sub acme_nonce {
+    my $r = $t->curl('GET', "$abase/new-nonce", quiet => 1);
+    $sent{acme}{success}++;
+    return $r->{headers}{'replay-nonce'} // '';
+}
+
+sub acme_post {
+    my ($key, $url, $payload, %o) = @_;
+    my %h = (alg => 'ES256', url => $o{url} // $url, nonce => acme_nonce());
+    if ($o{kid}) {
+        $h{kid} = $o{kid};
+    } else {
+        my $j = $key->export_key_jwk('public', 1);
+        $h{jwk} = { map { $_ => $j->{$_} } qw(kty crv x y) };
+    }
+    my $p64 = encode_base64url($aj->encode(\%h));
+    my $pl64 = encode_base64url($aj->encode($payload));
+    my $sig = $key->sign_message_rfc7518("$p64.$pl64", 'SHA256');
+    return $t->curl('POST', $url, quiet => 1,
+                    headers => ['Content-Type: application/jose+json'],
+                    data => $aj->encode({ protected => $p64,
+                                          payload => $pl64,
+                                          signature => encode_base64url($sig)
+                                        }));
+}
+
+SKIP: {
+    skip 'no CryptX (Crypt::PK::ECC)', 9 if !$acme;
+
+    $r = $t->curl('GET', "$abase/directory", quiet => 1);
+    is($r->{code}, 200, 'acme: directory');
+    $sent{acme}{success}++;
+
+    my $key = Crypt::PK::ECC->new;
+    $key->generate_key('secp256r1');
+    $r = acme_post($key, "$abase/new-account",
+                   { termsOfServiceAgreed => JSON::PP::true });
+    is($r->{code}, 201, 'acme: newAccount');
+    $sent{acme}{success}++;
+    my $kid = $r->{headers}{location} // '';
+
+    my $stranger = Crypt::PK::ECC->new;
+    $stranger->generate_key('secp256r1');
+    $r = acme_post($stranger, "$abase/new-account",
+                   { onlyReturnExisting => JSON::PP::true });
+    is($r->{code}, 400, 'acme: unknown account (accountDoesNotExist)');
+    $sent{acme}{auth}++;
+
+    $r = acme_post($key, "$abase/new-order", { identifiers => [] },
+                   kid => $kid, url => "$abase/new-account");
+    is($r->{code}, 401, 'acme: JWS url is not the request URL (unauthorized)');
+    $sent{acme}{auth}++;
+
+    $r = acme_post($key, "$abase/new-order", { identifiers => [
+        { type => 'email', value => 'a@example.com' } ] }, kid => $kid);
+    is($r->{code}, 400, 'acme: unsupportedIdentifier');
+    $sent{acme}{policy}++;
+
+    $r = acme_post($key, "$abase/new-order", { identifiers => [
+        { type => 'dns', value => 'bad..name' } ] }, kid => $kid);
+    is($r->{code}, 400, 'acme: rejectedIdentifier');
+    $sent{acme}{policy}++;
+
+    $r = $t->curl('POST', "$abase/new-account", data => '{}', quiet => 1,
+                  headers => ['Content-Type: application/json']);
+    is($r->{code}, 415, 'acme: wrong content type');
+    $sent{acme}{malformed}++;
+
+    $r = $t->curl('POST', "$abase/new-account", data => '{not json',
+                  quiet => 1,
+                  headers => ['Content-Type: application/jose+json']);
+    is($r->{code}, 400, 'acme: not a JWS');
+    $sent{acme}{malformed}++;
+
+    $r = $t->curl('GET', "$abase/no-such-thing", quiet => 1);
+    is($r->{code}, 404, 'acme: unknown resource');
+    $sent{acme}{malformed}++;
+}
+
+# SCEP (t/lib/SCEPMsg.pm builds the CMS messages)
+{
+    $r = $t->curl('GET', "$scep/scep?operation=GetCACaps", quiet => 1);
+    is($r->{code}, 200, 'scep: GetCACaps');
+    $r = $t->curl('GET', "$scep/scep?operation=GetCACert", quiet => 1);
+    is($r->{code}, 200, 'scep: GetCACert');
+    my $f = req(cn => 'metrics-scep', challenge => 'demo');
+    my $h = rep(send_msg($f), $f);
+    is($h->{status}, 0, 'scep: PKCSReq SUCCESS') or diag($h->{raw});
+    $sent{scep}{success} += 3;
+
+    $f = req(cn => 'metrics-scep2', challenge => 'wrong');
+    $h = rep(send_msg($f), $f);
+    is($h->{status}, 2, 'scep: wrong challenge FAILURE');
+    $sent{scep}{auth}++;
+
+    $f = req(cn => 'metrics-scep3', challenge => 'demo',
+             'signing-time' => -3 * 86400);
+    $h = rep(send_msg($f), $f);
+    is($h->{status}, 2, 'scep: signingTime three days old FAILURE');
+    $sent{scep}{policy}++;
+
+    $r = $t->curl('POST', "$scep/scep?operation=PKIOperation",
+                  data => 'not a pkcs7 at all', quiet => 1);
+    is($r->{code}, 400, 'scep: garbage');
+    $sent{scep}{malformed}++;
+}
+
+# Matter: the DAC batch endpoint
+my $dacs = 0;
+SKIP: {
+    skip 'ngx_http_matter_module.so not built', 4 if !$matter;
+
+    my $post = sub {
+        my ($body, %o) = @_;
+        return $t->curl('POST', "$base/matter/dac/batch", data => $body,
+                        user => exists $o{user} ? $o{user} : 'demo:demo',
+                        headers => ['Content-Type: application/json'],
+                        quiet => 1, max_time => 60);
+    };
+    my @csrs = map { encode_base64(($t->make_csr("md$_",
+                         subj => "/CN=metrics unit $_"))[0], '') } 1 .. 2;
+    $r = $post->($json->encode({ csrs => \@csrs }));
+    is($r->{code}, 200, 'matter: batch of 2') or diag($r->{body});
+    $sent{matter}{success}++;
+    $dacs = 2;
+
+    my ($c384) = $t->make_csr('md384', curve => 'P-384');
+    $r = $post->($json->encode({ csrs => [ encode_base64($c384, '') ] }));
+    is($r->{code}, 400, 'matter: a P-384 CSR (policy)');
+    $sent{matter}{policy}++;
+
+    $r = $post->('{"csrs": [');
+    is($r->{code}, 400, 'matter: broken JSON');
+    $sent{matter}{malformed}++;
+
+    $r = $post->($json->encode({ csrs => \@csrs }), user => undef);
+    is($r->{code}, 401, 'matter: no credentials (auth_basic)');
+    $sent{matter}{auth}++;
+}
+
 sleep 0.3;
 my ($m1) = scrape();
 
@@ -138,8 +300,8 @@ is(delta($m0, $m1, 'pki_revocations_total{ca="issuing",reason="keyCompromise",'
                    . 'outcome="success"}'), 1, 'revocations +1 by reason');
 is(delta($m0, $m1, 'pki_requests_total{protocol="admin",ca="",template="",'
                    . 'outcome="success"}'), 1, 'admin requests +1');
-is(delta($m0, $m1, 'pki_sign_duration_seconds_count{what="certificate"}'), 3,
-   'certificate signatures +3');
+is(delta($m0, $m1, 'pki_sign_duration_seconds_count{what="certificate"}'),
+   3 + 1 + $dacs, 'certificate signatures: 3 EST + 1 SCEP + the DACs');
 ok(delta($m0, $m1, 'pki_redis_errors_total') >= 1, 'Redis errors counted');
 ok(delta($m0, $m1, 'pki_redis_duration_seconds_count') >= 6,
    'Redis commands timed');
@@ -149,6 +311,41 @@ is(sum_match($m1, qr/^pki_failures_total\{protocol="est"/)
 ok((grep { /^pki_failures_total\{protocol="est",outcome="policy",reason="[^"]+"\}/ }
     keys %$m1), 'a policy failure reason label');
 ok(exists $m1->{'pki_thread_tasks_in_flight'}, 'thread tasks gauge');
+
+# ACME, SCEP, Matter: each outcome class by exactly what was sent
+for my $p (qw(acme scep matter)) {
+    for my $o (qw(success auth policy malformed backend)) {
+        my $re = qr/^pki_requests_total\{protocol="$p",.*outcome="$o"\}$/;
+        is(sum_match($m1, $re) - sum_match($m0, $re), $sent{$p}{$o} // 0,
+           "$p $o requests +" . ($sent{$p}{$o} // 0));
+    }
+    my $re = qr/^pki_request_duration_seconds_count\{protocol="$p"\}$/;
+    my $all = 0;
+    $all += $_ for values %{ $sent{$p} || {} };
+    is(sum_match($m1, $re) - sum_match($m0, $re), $all,
+       "$p latency observed once per request ($all)");
+}
+SKIP: {
+    skip 'no CryptX', 1 if !$acme;
+    is(delta($m0, $m1, 'pki_requests_total{protocol="acme",ca="issuing",'
+                       . 'template="acme",outcome="success"}'),
+       $sent{acme}{success}, 'acme requests labelled with CA and template');
+}
+is(delta($m0, $m1, 'pki_requests_total{protocol="scep",ca="issuing",'
+                   . 'template="scep",outcome="policy"}'), 1,
+   'scep requests labelled with CA and template');
+is(delta($m0, $m1, 'pki_issuance_total{protocol="scep",ca="issuing",'
+                   . 'template="scep",outcome="success"}'), 1,
+   'scep issuance +1');
+SKIP: {
+    skip 'no matter module', 2 if !$matter;
+    is(delta($m0, $m1, 'pki_requests_total{protocol="matter",ca="matter-pai",'
+                       . 'template="matter-dac",outcome="malformed"}'), 1,
+       'matter requests labelled with CA and template');
+    is(delta($m0, $m1, 'pki_issuance_total{protocol="matter",ca="matter-pai",'
+                       . 'template="matter-dac",outcome="success"}'), 2,
+       'matter issuance +2');
+}
 
 # histograms: cumulative, monotonic, +Inf == count
 for my $h (qw(pki_request_duration_seconds{protocol="est"
@@ -176,14 +373,14 @@ my $m2;
 my $deadline = time + 15;
 while (time < $deadline) {
     ($m2) = scrape();
-    last if ($m2->{'pki_certificates{ca="issuing",state="valid"}'} // -1) == 2;
+    last if ($m2->{'pki_certificates{ca="issuing",state="valid"}'} // -1) == 3;
     sleep 0.5;
 }
-is($m2->{'pki_certificates{ca="issuing",state="valid"}'}, 2,
-   'valid certificates: 3 issued - 1 revoked');
+is($m2->{'pki_certificates{ca="issuing",state="valid"}'}, 3,
+   'valid certificates: 3 EST + 1 SCEP issued - 1 revoked');
 is($m2->{'pki_certificates{ca="issuing",state="revoked"}'}, 1, 'revoked 1');
-is($m2->{'pki_certificates{ca="issuing",state="expiring_30d"}'}, 3,
-   'expiring within 30 days: 3 (30 d template)');
+is($m2->{'pki_certificates{ca="issuing",state="expiring_30d"}'}, 4,
+   'expiring within 30 days: 4 (30 d templates)');
 is($m2->{'pki_certificates{ca="issuing",state="expiring_7d"}'}, 0,
    'expiring within 7 days: 0');
 
@@ -197,10 +394,10 @@ while (time < $deadline) {
     for my $b (@{ $hist->{buckets} || [] }) {
         $sum += $b->{v}{'iss:issuing:success'} // 0;
     }
-    last if $sum == 3;
+    last if $sum == 4;
     sleep 0.5;
 }
-is($sum, 3, 'history (Redis minute buckets): 3 issued');
+is($sum, 4, 'history (Redis minute buckets): 4 issued (3 EST + 1 SCEP)');
 is($hist->{step}, 60, 'minute buckets');
 my @mk = $t->redis_keys('pki:{metrics}:m:*');
 ok(@mk >= 1, 'minute bucket keys in Redis');
@@ -225,7 +422,7 @@ unlike($r->{body}, qr{(?:src|href)\s*=\s*["']?(?:https?:)?//}i,
 
 SKIP: {
     my $chromium = -x '/usr/bin/chromium' ? '/usr/bin/chromium' : undef;
-    skip 'no chromium', 6 if !$chromium;
+    skip 'no chromium', 12 if !$chromium;
 
     my ($m3) = scrape();
     my $ud = $t->dir . '/chromium';
@@ -258,8 +455,24 @@ SKIP: {
     is($shown{'revoked-total'}, 1, 'revoked matches');
     is($est_req, sum_match($m3, qr/^pki_requests_total\{protocol="est"/),
        'est requests match');
-    is($ca_valid, 2, 'CA valid certificates match');
-    is($ca_iss, 3, 'CA issued matches');
+    is($ca_valid, 3, 'CA valid certificates match');
+    is($ca_iss, 4, 'CA issued matches');
+
+    # the per-protocol table has a row for ACME, SCEP and Matter
+    for my $p (qw(acme scep matter)) {
+        my ($row) = $dom =~ /data-protocol="$p">(.*?)<\/tr>/s;
+        my ($req) = ($row // '') =~ /data-metric="requests">([^<]*)</;
+        my ($bad) = ($row // '') =~ /data-metric="failed">([^<]*)</;
+        s/\s//g for grep { defined } $req, $bad;
+        my $want = sum_match($m3, qr/^pki_requests_total\{protocol="$p"/);
+        my $fails = $want - sum_match($m3,
+            qr/^pki_requests_total\{protocol="$p",.*outcome="success"/);
+        SKIP: {
+            skip "no $p traffic", 2 if !$want;
+            is($req, $want, "dashboard: $p requests match ($want)");
+            is($bad, $fails, "dashboard: $p failed requests match ($fails)");
+        }
+    }
 }
 
 $t->stop_nginx;

@@ -842,6 +842,54 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         free(jwk);
     }
 
+    /* a second store for the replay-safe state (acme_redis) */
+    {
+        pki_redis_t       *st, *dead;
+        pki_redis_conf_t   sconf;
+
+        memset(&sconf, 0, sizeof(sconf));
+        sconf.unix_path = sock;
+        sconf.ns = "acmestate:";
+        st = pki_redis_new(&sconf, &res);
+        sconf.unix_path = "/nonexistent/redis.sock";
+        sconf.timeout_ms = 200;
+        dead = pki_redis_new(&sconf, &res);
+
+        conf.state_redis = st;
+        new_nonce(n);
+        reply = redisCommand(rc, "EXISTS acmestate:acme:nonce:%s", n);
+        ok(reply && reply->integer == 1, "split: the nonce is in the state "
+           "store");
+        freeReplyObject(reply);
+        reply = redisCommand(rc, "EXISTS acmetest:acme:nonce:%s", n);
+        ok(reply && reply->integer == 0, "split: ... and not in pki_redis");
+        freeReplyObject(reply);
+
+        post(pk, kid, rel(kid), "", n, &resp);
+        ok(resp.http_status == 200, "split: an account read redeems the "
+           "state store's nonce");
+        pki_acme_resp_free(&resp);
+
+        post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+             "\"value\":\"split.example\"}]}", NULL, &resp);
+        ok(resp.http_status == 201, "split: newOrder");
+        pki_acme_resp_free(&resp);
+        reply = redisCommand(rc, "KEYS acmestate:{acme:%s}:order:*", acct);
+        ok(reply && reply->elements == 1, "split: the order is in the state "
+           "store");
+        freeReplyObject(reply);
+
+        conf.state_redis = dead;
+        acme("HEAD", "new-nonce", NULL, NULL, &resp);
+        ok(resp.http_status == 503 && resp.retry_after > 0,
+           "split: state store down: newNonce 503 with Retry-After");
+        pki_acme_resp_free(&resp);
+
+        conf.state_redis = NULL;
+        pki_redis_free(st);
+        pki_redis_free(dead);
+    }
+
     free(csr64);
     X509_free(x);
     EVP_PKEY_free(ck);

@@ -549,4 +549,172 @@ sub start_redis_with {
     die "redis did not start on $sock";
 }
 
+
+# --- fault matrix helpers (t/fault_*.t, issue 8 section 2) -------------------
+
+# start_load(NAME, N, SUB): forks N clients that call SUB->($k, $i) in a
+# loop until stop_load(NAME); SUB returns a hash ref with at least code; the
+# client adds k, i, t0, t1 and writes one JSON line per call.  A load is
+# bounded by its own deadline too (max => seconds, default 120).
+sub start_load {
+    my ($self, $name, $n, $sub, %o) = @_;
+    require JSON::PP;
+    my $stop = "$self->{dir}/load-$name.stop";
+    unlink $stop;
+    my $deadline = time + ($o{max} || 120);
+    my @c;
+    for my $k (1 .. $n) {
+        my $res = "$self->{dir}/load-$name-$k.jsonl";
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            $self->{owner} = -1;          # the parent stops the servers
+            @LIVE = ();
+            $self->{curl_n} = 1000000 * $k + int(rand(1000)) * 1000;
+            srand($$ ^ time);
+            open(my $fh, '>>', $res) or POSIX::_exit(2);
+            $fh->autoflush(1);
+            my $i = 0;
+            while (!-e $stop && time < $deadline) {
+                $i++;
+                my $t0 = time;
+                my $r = eval { $sub->($k, $i) }
+                        // { code => -1, err => "died: $@" };
+                $r->{k} = $k;
+                $r->{i} = $i;
+                $r->{t0} = $t0;
+                $r->{t1} = time;
+                print $fh JSON::PP->new->canonical->encode($r), "\n";
+            }
+            close $fh;
+            POSIX::_exit(0);
+        }
+        push @c, [$pid, $res];
+    }
+    $self->{loads}{$name} = \@c;
+    $self->{children}{"load-$name-$_"} = $c[$_ - 1][0] for 1 .. $n;
+    return scalar @c;
+}
+
+# every result line so far of load NAME (array of hash refs)
+sub load_results {
+    my ($self, $name) = @_;
+    require JSON::PP;
+    my @r;
+    for my $c (@{ $self->{loads}{$name} || [] }) {
+        for my $l (split /\n/, (slurp($c->[1]) // '')) {
+            my $h = eval { JSON::PP::decode_json($l) } or next;
+            push @r, $h;
+        }
+    }
+    return @r;
+}
+
+# stops the clients of load NAME (each finishes its call, bounded by 60 s)
+sub stop_load {
+    my ($self, $name) = @_;
+    spew("$self->{dir}/load-$name.stop", '');
+    my $ok = 1;
+    my $n = 0;
+    for my $c (@{ $self->{loads}{$name} || [] }) {
+        $n++;
+        delete $self->{children}{"load-$name-$n"};
+        $ok = 0 if !_reap($c->[0], 60);
+    }
+    return $ok;
+}
+
+# the worker pids of an nginx master, sorted
+sub workers_of {
+    my ($self, $master) = @_;
+    my $out = `ps -o pid= --ppid $master 2>/dev/null`;
+    my @w = sort { $a <=> $b } map { /(\d+)/ ? $1 : () } split /\n/, $out;
+    return wantarray ? @w : scalar @w;
+}
+
+# resident set size (kB) and its high-water mark of a process
+sub rss_of {
+    my ($self, $pid) = @_;
+    my $s = slurp("/proc/$pid/status") // '';
+    my ($rss) = $s =~ /^VmRSS:\s+(\d+)/m;
+    my ($hwm) = $s =~ /^VmHWM:\s+(\d+)/m;
+    return ($rss // 0, $hwm // 0);
+}
+
+# OCSP status of a certificate file from our responder (openssl ocsp):
+# 'good', 'revoked', 'unknown' or 'error: ...'
+sub ocsp_status {
+    my ($self, $cert) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
+        "$self->{pki}/issuing.pem", '-cert', $cert, '-url',
+        "http://127.0.0.1:$self->{http}/ocsp", '-CAfile',
+        "$self->{pki}/root.pem", '-no_nonce', '-timeout', '10'],
+        timeout => 20);
+    return $1 if $rc == 0 && $out =~ /:\s*(good|revoked|unknown)\b/;
+    my $e = "$out $err";
+    $e =~ s/\s+/ /g;
+    return 'error: ' . substr($e, 0, 200);
+}
+
+# check_reserved(CA, \%held): every reserved serial of CA (the serial:
+# keys, never removed) must be a complete record (status good or revoked,
+# with DER) or a pending intent that expires (0 < TTL <= 300) and whose
+# certificate no client holds (%held: serial => anything).  Returns
+# (\@problems, \%count_per_state, \@serials).
+sub check_reserved {
+    my ($self, $ca, $held) = @_;
+    my $p = "pki:{ca:$ca}";
+    my @s = map { /:serial:([0-9A-Fa-f]+)$/ ? uc $1 : () }
+            $self->redis_keys("$p:serial:*");
+    my (@bad, %n);
+    for my $s (@s) {
+        my $h = $self->redis_hash("$p:cert:$s");
+        my $st = $h->{status} // 'absent';
+        $n{$st}++;
+        if ($st eq 'good' || $st eq 'revoked') {
+            push @bad, "$s: $st record without DER" if !length($h->{der} // '');
+        } elsif ($st eq 'pending') {
+            my $ttl = $self->redis_raw('TTL', "$p:cert:$s") + 0;
+            push @bad, "$s: pending without expiry (ttl $ttl)"
+                if $ttl <= 0 || $ttl > 300;
+            push @bad, "$s: pending, but a client holds its certificate"
+                if $held->{$s};
+        } else {
+            push @bad, "$s: reserved serial with a $st record";
+        }
+    }
+    return (\@bad, \%n, \@s);
+}
+
+# check_held(CA, @results): each result with a cert file and serial must
+# have its complete record (status good, the same DER) and OCSP must say
+# good.  Returns (\@no_record, \@not_good).
+sub check_held {
+    my ($self, $ca, @got) = @_;
+    my (@norec, @notgood);
+    for my $g (@got) {
+        my $h = $self->redis_hash("pki:{ca:$ca}:cert:$g->{serial}");
+        my $der = $self->x509_der($g->{cert});
+        push @norec, "$g->{serial}: " . ($h->{status} // 'no record')
+            if ($h->{status} // '') ne 'good' || ($h->{der} // '') ne $der;
+        my $o = $self->ocsp_status($g->{cert});
+        push @notgood, "$g->{serial}: $o" if $o ne 'good';
+    }
+    return (\@norec, \@notgood);
+}
+
+# the transaction log's entries (pki_audit_log of nginx-conf.sh: PKI/audit)
+sub audit_entries {
+    my ($self) = @_;
+    require JSON::PP;
+    my $d = "$self->{pki}/audit";
+    my @e;
+    for my $f (sort(glob("$d/audit-0*.log")), "$d/audit.log") {
+        for my $l (split /\n/, (slurp($f) // '')) {
+            my $j = eval { JSON::PP::decode_json($l) } or next;
+            push @e, $j;
+        }
+    }
+    return @e;
+}
+
 1;

@@ -1,0 +1,207 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Fault matrix (issue 8): 10,000 devices reconnect at once (loopback,
+# bounded in time and file descriptors).  wrk opens 10,000 connections to
+# the OCSP responder (plain HTTP, a request with a nonce: never cached, so
+# each one needs a thread-pool task: a Redis lookup and an HSM signature)
+# and keeps each busy for a few seconds.  The thread pool's queue is bounded
+# (thread_pool ... max_queue=N, here 64): what does not fit is shed at
+# once with 503 + Retry-After (ngx_http_pki_post returns NGX_DECLINED), not
+# queued.
+#  - every answer is 200 (a signed OCSP answer) or 503 with Retry-After;
+#    no connection error, no timeout;
+#  - the load is shed (some 503s), and the metrics count the sheds
+#    (pki_requests_total{protocol="ocsp",outcome="backend"});
+#  - the workers' resident memory stays bounded during the storm and
+#    after it, and they survive (same pids);
+#  - the service answers normally right after the storm.
+# PKI_FAULT_STORM=N changes the number of connections (default 10000);
+# PKI_FAULT_STORM_QUEUE=65536 (a queue that never fills) makes it fail.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+my $CONNS = $ENV{PKI_FAULT_STORM} || 10000;
+my $SECS = 6;
+my $QUEUE = $ENV{PKI_FAULT_STORM_QUEUE} || 64;    # the shed bound
+
+my ($wrc, $wout) = run_cmd(['sh', '-c', 'command -v wrk']);
+plan(skip_all => 'wrk not installed') if $wrc != 0;
+my ($hrc, $hard) = run_cmd(['sh', '-c', 'ulimit -Hn']);
+chomp $hard;
+plan(skip_all => "hard file limit $hard is below "
+     . ($CONNS + 2000)) if $hard ne 'unlimited' && $hard < $CONNS + 2000;
+my $NOFILE = $hard eq 'unlimited' || $hard > $CONNS + 4096
+             ? $CONNS + 4096 : $hard;
+
+my $t = PKITest->new;
+$t->start_redis;
+my $dir = $t->dir;
+
+my $conf = $t->render_conf;
+$conf =~ s/(thread_pool pki threads=\d+) max_queue=\d+;/$1 max_queue=$QUEUE;/
+    or die 'no thread_pool line';
+$conf =~ s/worker_connections \d+;/worker_connections $CONNS;/
+    or die 'no worker_connections';
+$conf =~ s/^(worker_processes \d+;)$/$1\nworker_rlimit_nofile $NOFILE;/m
+    or die 'no worker_processes';
+my $hp = $t->http_port;
+$conf =~ s/listen 127\.0\.0\.1:$hp;/listen 127.0.0.1:$hp backlog=4096;/
+    or die 'no http listen';
+my $master = $t->start_nginx($conf);
+my @w0 = $t->workers_of($master);
+is(scalar @w0, 2, "two workers (@w0)");
+
+# a device certificate and an OCSP request with a nonce for it
+my ($csr) = $t->make_csr('dev', subj => '/CN=storm');
+my $r = $t->est_post('simpleenroll', $csr);
+is($r->{code}, 200, 'a device certificate');
+my $cert = $t->save_first_cert($t->p7_to_pem($r->{body}) // '', 'dev');
+my $req = "$dir/ocsp.req";
+my ($orc, $oo, $oe) = run_cmd(['openssl', 'ocsp', '-issuer',
+    $t->pki . '/issuing.pem', '-cert', $cert, '-reqout', $req]);
+is($orc, 0, 'OCSP request with a nonce') or diag($oe);
+is($t->ocsp_status($cert), 'good', 'OCSP: good before the storm');
+
+sub metric_sum {
+    my ($re) = @_;
+    my $m = $t->curl('GET', 'https://127.0.0.1:' . $t->https_port
+                     . '/pki/metrics', user => 'admin:admin', quiet => 1);
+    my $n = 0;
+    for my $l (split /\n/, $m->{body} // '') {
+        $n += $1 if $l =~ $re && $l =~ /\s(\d+)\s*$/;
+    }
+    return $n;
+}
+my $shed_re = qr/^pki_requests_total\{protocol="ocsp".*outcome="backend"/;
+my $m0 = metric_sum($shed_re);
+
+my @rss0 = map { [$t->rss_of($_)] } @w0;
+
+# --- the storm -------------------------------------------------------------------------
+
+my $lua = "$dir/storm.lua";
+spew($lua, <<'LUA');
+-- counts answers per status, and 503s without Retry-After
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  local f = assert(io.open(args[1], "rb"))
+  local body = f:read("*a")
+  f:close()
+  req = wrk.format("POST", "/ocsp",
+                   { ["Content-Type"] = "application/ocsp-request" }, body)
+  ok = 0; shed = 0; shed_ra = 0; other = 0
+end
+function request() return req end
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1
+  elseif status == 503 then
+    shed = shed + 1
+    if headers["Retry-After"] ~= nil then shed_ra = shed_ra + 1 end
+  else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local a, b, c, d = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("ok"); b = b + t:get("shed")
+    c = c + t:get("shed_ra"); d = d + t:get("other")
+  end
+  local e = summary.errors
+  io.write(string.format("STORM ok=%d shed=%d shed_ra=%d other=%d "
+    .. "connect=%d read=%d write=%d timeout=%d p50=%d p99=%d max=%d\n",
+    a, b, c, d, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+LUA
+
+my $wlog = "$dir/wrk.out";
+my $wpid = fork() // die "fork: $!";
+if ($wpid == 0) {
+    open(STDOUT, '>', $wlog);
+    open(STDERR, '>&', \*STDOUT);
+    exec('sh', '-c', 'ulimit -n "$0" && exec wrk -t2 -c"$1" -d"$2"s '
+         . '--timeout 10s -s "$3" "$4" -- "$5"', $NOFILE, $CONNS, $SECS,
+         $lua, "http://127.0.0.1:$hp/", $req) or POSIX::_exit(127);
+}
+$t->{children}{wrk} = $wpid;
+
+my (%peak, $maxconn);
+my $t0 = time;
+my $deadline = $t0 + $SECS + 30;
+while (waitpid($wpid, WNOHANG) != $wpid) {
+    if (time > $deadline) {
+        kill 'KILL', $wpid;
+        waitpid($wpid, 0);
+        fail('wrk did not finish in time');
+        last;
+    }
+    for my $w (@w0) {
+        my ($rss) = $t->rss_of($w);
+        $peak{$w} = $rss if $rss > ($peak{$w} // 0);
+    }
+    my ($n) = (`ss -Htn state established '( sport = :$hp )' 2>/dev/null`
+               =~ tr/\n//);
+    $maxconn = $n if $n > ($maxconn // 0);
+    sleep 0.25;
+}
+delete $t->{children}{wrk};
+my $wall = time - $t0;
+my $out = slurp($wlog) // '';
+my %s = $out =~ /(\w+)=(\d+)/g;
+diag($out =~ /(STORM .*)/ ? $1 : $out);
+diag(sprintf('%d connections, %.1f s; most established at once: %d; '
+             . 'queue bound %d per worker', $CONNS, $wall, $maxconn // -1,
+             $QUEUE));
+
+ok(defined $s{ok}, 'wrk ran and reported') or diag($out);
+cmp_ok($maxconn // 0, '>=', $CONNS * 0.9, "at least 90% of the $CONNS "
+       . "connections were open at once");
+cmp_ok($s{ok} // 0, '>', 0, "answers served during the storm: $s{ok}");
+cmp_ok($s{shed} // 0, '>', 0, "load shed with 503: $s{shed}");
+is($s{shed_ra}, $s{shed}, 'every 503 carries Retry-After');
+is($s{other}, 0, 'no other status');
+is(($s{connect} // 1) + ($s{read} // 1) + ($s{write} // 1)
+   + ($s{timeout} // 1), 0, 'no connection error and no timeout');
+
+my @w1 = $t->workers_of($master);
+is_deeply(\@w1, \@w0, 'the same workers survived the storm');
+my $i = 0;
+for my $w (@w0) {
+    my ($rss, $hwm) = $t->rss_of($w);
+    my $grow = ($hwm - $rss0[$i][0]) / 1024;
+    diag(sprintf('worker %d: RSS %.1f MB before, peak %.1f MB (VmHWM %.1f '
+                 . 'MB), %.1f MB after', $w, $rss0[$i][0] / 1024,
+                 ($peak{$w} // 0) / 1024, $hwm / 1024, $rss / 1024));
+    # 10,000 connections cost nginx ~ 1 kB of buffers each plus OpenSSL
+    # and request pools: a queue without bound would grow by the whole
+    # backlog of requests instead
+    my $cap = $PKITest::SANITIZE ? 768 : 256;
+    cmp_ok($grow, '<', $cap, sprintf('worker %d: peak memory grew by %.1f '
+           . 'MB (< %d MB)', $w, $grow, $cap));
+    $i++;
+}
+
+my $m1 = metric_sum($shed_re);
+cmp_ok($m1 - $m0, '>=', $s{shed} // 1, sprintf('metrics count the sheds: '
+       . 'ocsp outcome="backend" +%d', $m1 - $m0));
+
+is($t->ocsp_status($cert), 'good', 'OCSP answers good right after the storm');
+$r = $t->est_post('simpleenroll', $csr);
+is($r->{code}, 200, 'enrollment works right after the storm');
+
+my $log = slurp($t->error_log) // '';
+my $shedlog = () = $log =~ /ocsp: request from \S+ shed: thread pool queue full/g;
+diag("shed lines in the error log: $shedlog");
+unlike($log, qr/exited on signal|\[alert\]|\[emerg\]/, 'no crash in the log');
+
+$t->stop_all;
+done_testing();
