@@ -887,7 +887,12 @@ PKI_API pki_status_t pki_key_decrypt(pki_key_t *k, const unsigned char *in,
  *                                         manual approval (status pending |
  *                                         approved | rejected | issued,
  *                                         csr, key, ca, template, serial,
- *                                         subject, created), with a TTL
+ *                                         subject, sans, client, created,
+ *                                         expires), with a TTL
+ *   <ns>scep:pending                      zset (scores 0) of
+ *                                         "<expires 12 digits>:<SHA256HEX
+ *                                         (transactionID)>": the pending
+ *                                         requests, for the admin listing
  */
 
 #define PKI_SCEP_MAX_BODY      (256 * 1024)
