@@ -140,13 +140,14 @@ sub established {
     my ($port) = @_;
     my $hex = sprintf(':%04X', $port);
     open(my $fh, '<', '/proc/net/tcp') or return 0;
-    my $n = 0;
+    my %peer;          # the file is not a snapshot: a line may repeat
     while (my $l = <$fh>) {
         my @f = split ' ', $l;
-        $n++ if ($f[3] // '') eq '01' && substr($f[1] // '', -5) eq $hex;
+        $peer{$f[2]} = 1
+            if ($f[3] // '') eq '01' && substr($f[1] // '', -5) eq $hex;
     }
     close $fh;
-    return $n;
+    return scalar keys %peer;
 }
 
 my (%peak, $maxconn);
