@@ -16,7 +16,7 @@
 #    (pki_requests_total{protocol="ocsp",outcome="backend"});
 #  - the workers' resident memory stays bounded during the storm and
 #    after it, and they survive (same pids);
-#  - the service answers normally right after the storm.
+#  - the service answers normally once the bounded queue has drained.
 # PKI_FAULT_STORM=N changes the number of connections (default 10000);
 # PKI_FAULT_STORM_QUEUE=65536 (a queue that never fills) makes it fail.
 
@@ -209,7 +209,16 @@ my $m1 = metric_sum($shed_re);
 cmp_ok($m1 - $m0, '>=', $s{shed} // 1, sprintf('metrics count the sheds: '
        . 'ocsp outcome="backend" +%d', $m1 - $m0));
 
-is($t->ocsp_status($cert), 'good', 'OCSP answers good right after the storm');
+# the tasks queued when wrk stopped still run first (at most max_queue +
+# threads per worker: a bounded drain, seconds under ASan on a busy machine)
+my ($tr, $st) = (time, '');
+for (1 .. 4) {
+    $st = $t->ocsp_status($cert);
+    last if $st eq 'good';
+    sleep 1;
+}
+is($st, 'good', sprintf('OCSP answers good after the storm (in %.1f s)',
+                        time - $tr));
 $r = $t->est_post('simpleenroll', $csr);
 is($r->{code}, 200, 'enrollment works right after the storm');
 
