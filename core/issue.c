@@ -8,6 +8,7 @@
  */
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1742,6 +1743,572 @@ pki_cert_status(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
 
     *status = rec.status;
     pki_record_clear(&rec);
+
+    return PKI_OK;
+}
+
+
+/* ---- batch issuance ------------------------------------------------------
+ *
+ * pki_issue_batch (pki.h): the steps of pki_issue_do for many items, with
+ * the Redis steps done for all items at once (pki_record_reserve_batch,
+ * pki_record_commit_batch) and the CPU steps spread over threads.
+ */
+
+#define PKI_BATCH_THREADS_MAX  64
+
+typedef struct {
+    pki_issue_item_t  *item;
+    X509              *x;
+    pki_record_t       rec;
+    ASN1_INTEGER      *serial;
+    unsigned char     *der;
+    int                stage;    /* 0 failed, 1 built, 2 reserved,
+                                    3 signed, 4 committed */
+} pki_bstate_t;
+
+typedef struct {
+    pki_ca_t                *ca;
+    const pki_template_t    *t;
+    const pki_issue_ctx_t   *ictx;
+    pki_bstate_t            *st;
+    size_t                   n;
+    size_t                   from;
+    size_t                   to;
+    int                      phase;    /* 1 build, 3 sign */
+} pki_bslice_t;
+
+
+static void
+pki_batch_fail(pki_bstate_t *b, pki_status_t rc)
+{
+    b->item->status = rc;
+    b->stage = 0;
+}
+
+
+/* Step 1 for one item: what pki_issue_do does before the reservation. */
+static void
+pki_batch_build(pki_bslice_t *s, pki_bstate_t *b)
+{
+    pki_status_t          rc;
+    const pki_request_t  *req = b->item->req;
+    pki_result_t         *res = &b->item->res;
+
+    if (req == NULL || req->subject == NULL || req->pubkey == NULL) {
+        pki_batch_fail(b, pki_fail(res, PKI_INTERNAL, "bad arguments"));
+        return;
+    }
+
+    rc = pki_check_key(s->t, req->pubkey, res);
+    if (rc == PKI_OK) {
+        rc = pki_build(s->t, s->ca, req, &b->x, res);
+    }
+    if (rc != PKI_OK) {
+        pki_batch_fail(b, rc);
+        return;
+    }
+
+    snprintf(b->rec.ca, sizeof(b->rec.ca), "%s", s->ca->name);
+    snprintf(b->rec.template_name, sizeof(b->rec.template_name), "%s",
+             s->t->name);
+    snprintf(b->rec.protocol, sizeof(b->rec.protocol), "%s",
+             (s->ictx && s->ictx->protocol) ? s->ictx->protocol : "");
+    b->rec.requester = (char *) ((s->ictx && s->ictx->requester)
+                                 ? s->ictx->requester : "");
+    b->rec.client = (char *) ((s->ictx && s->ictx->client)
+                              ? s->ictx->client : "");
+    b->rec.status = PKI_CERT_PENDING;
+    b->rec.not_before = pki_int_asn1_time(X509_get0_notBefore(b->x));
+    b->rec.not_after = pki_int_asn1_time(X509_get0_notAfter(b->x));
+    b->rec.created = time(NULL);
+    b->rec.subject = pki_int_name_text(req->subject);
+    b->rec.sans = pki_sans_text(req->sans);
+
+    if (b->rec.subject == NULL || b->rec.sans == NULL) {
+        pki_batch_fail(b, pki_fail(res, PKI_INTERNAL, "out of memory"));
+        return;
+    }
+
+    b->stage = 1;
+}
+
+
+/* Step 3 for one reserved item: sign (verified), profile, encode. */
+static void
+pki_batch_sign(pki_bslice_t *s, pki_bstate_t *b)
+{
+    int            len;
+    unsigned char *p;
+    pki_status_t   rc;
+    pki_result_t  *res = &b->item->res;
+
+    if (!X509_set_serialNumber(b->x, b->serial)) {
+        pki_batch_fail(b, pki_fail(res, PKI_INTERNAL, "cannot set the serial "
+                                   "number"));
+        b->stage = -1;
+        return;
+    }
+
+    rc = pki_key_sign_x509(s->ca->key, b->x, res);
+    if (rc == PKI_OK && s->t->matter) {
+        rc = pki_int_matter_issued(s->t, s->ca, b->x, res);
+    }
+    if (rc != PKI_OK) {
+        pki_batch_fail(b, rc);
+        b->stage = -1;                  /* reserved: to be abandoned */
+        return;
+    }
+
+    len = i2d_X509(b->x, NULL);
+    if (len <= 0 || (b->der = malloc((size_t) len)) == NULL) {
+        pki_batch_fail(b, pki_fail(res, PKI_INTERNAL, "cannot encode the "
+                                   "certificate"));
+        b->stage = -1;
+        return;
+    }
+
+    p = b->der;
+    i2d_X509(b->x, &p);
+    b->rec.der = b->der;
+    b->rec.der_len = (size_t) len;
+    b->rec.status = PKI_CERT_GOOD;
+    b->stage = 3;
+}
+
+
+static void *
+pki_bslice_run(void *arg)
+{
+    size_t         i;
+    pki_bslice_t  *s = arg;
+
+    for (i = s->from; i < s->to; i++) {
+        if (s->phase == 1) {
+            pki_batch_build(s, &s->st[i]);
+
+        } else if (s->st[i].stage == 2) {
+            pki_batch_sign(s, &s->st[i]);
+        }
+    }
+
+    return NULL;
+}
+
+
+/* Runs a step over all items, split across threads (the caller's thread
+ * takes the first slice; a thread that cannot start is run inline). */
+static void
+pki_batch_phase(pki_bslice_t *proto, int threads, int phase)
+{
+    int            t, nt, started[PKI_BATCH_THREADS_MAX];
+    size_t         per, n = proto->n;
+    pthread_t      tid[PKI_BATCH_THREADS_MAX];
+    pki_bslice_t   sl[PKI_BATCH_THREADS_MAX];
+
+    nt = threads < 1 ? 1 : threads;
+    if (nt > PKI_BATCH_THREADS_MAX) {
+        nt = PKI_BATCH_THREADS_MAX;
+    }
+    if ((size_t) nt > n) {
+        nt = (int) n;
+    }
+
+    per = (n + (size_t) nt - 1) / (size_t) nt;
+
+    for (t = 0; t < nt; t++) {
+        sl[t] = *proto;
+        sl[t].from = per * (size_t) t;
+        sl[t].to = per * (size_t) (t + 1) > n ? n : per * (size_t) (t + 1);
+        sl[t].phase = phase;
+        started[t] = 0;
+    }
+
+    for (t = 1; t < nt; t++) {
+        started[t] = pthread_create(&tid[t], NULL, pki_bslice_run, &sl[t])
+                     == 0;
+    }
+
+    pki_bslice_run(&sl[0]);
+
+    for (t = 1; t < nt; t++) {
+        if (started[t]) {
+            pthread_join(tid[t], NULL);
+        } else {
+            pki_bslice_run(&sl[t]);
+        }
+    }
+}
+
+
+/* Step 2: serials for every built item, reserved with their intents in one
+ * round trip per try; the items whose serial collided draw again. */
+static void
+pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n)
+{
+    int            *taken;
+    size_t          i, m, *idx;
+    int             tries;
+    pki_status_t    rc;
+    pki_record_t   *recs;
+    pki_result_t    rres;
+
+    taken = calloc(n, sizeof(int));
+    idx = calloc(n, sizeof(size_t));
+    recs = calloc(n, sizeof(pki_record_t));
+
+    if (taken == NULL || idx == NULL || recs == NULL) {
+        for (i = 0; i < n; i++) {
+            if (st[i].stage == 1) {
+                pki_batch_fail(&st[i], pki_fail(&st[i].item->res,
+                                                PKI_INTERNAL,
+                                                "out of memory"));
+            }
+        }
+        goto done;
+    }
+
+    for (tries = 0; tries < PKI_SERIAL_TRIES; tries++) {
+        m = 0;
+
+        for (i = 0; i < n; i++) {
+            if (st[i].stage != 1) {
+                continue;
+            }
+
+            ASN1_INTEGER_free(st[i].serial);
+            st[i].serial = NULL;
+
+            if (!pki_serial_new(&st[i].serial)
+                || !pki_serial_to_hex(st[i].serial, st[i].rec.serial))
+            {
+                pki_batch_fail(&st[i], pki_fail(&st[i].item->res,
+                                                PKI_INTERNAL, "cannot make "
+                                                "a serial number"));
+                continue;
+            }
+
+            if (tries > 0) {
+                pki_log(&st[i].item->res, "%sserial collided",
+                        st[i].item->res.log[0] ? "; " : "");
+            }
+
+            idx[m] = i;
+            recs[m] = st[i].rec;
+            m++;
+        }
+
+        if (m == 0) {
+            break;
+        }
+
+        if (r == NULL) {
+            for (i = 0; i < m; i++) {
+                st[idx[i]].stage = 2;
+            }
+            break;
+        }
+
+        pki_result_init(&rres);
+        rc = pki_record_reserve_batch(r, recs, m, taken, &rres);
+
+        if (rc != PKI_OK) {
+            /* nothing known to be reserved: none of them is signed */
+            for (i = 0; i < m; i++) {
+                st[idx[i]].item->res = rres;
+                pki_batch_fail(&st[idx[i]], rc);
+            }
+            goto done;
+        }
+
+        for (i = 0; i < m; i++) {
+            if (!taken[i]) {
+                st[idx[i]].stage = 2;
+            }
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        if (st[i].stage == 1) {
+            pki_batch_fail(&st[i], pki_fail(&st[i].item->res, PKI_CONFLICT,
+                                            "no free serial number after %d "
+                                            "tries", PKI_SERIAL_TRIES));
+        }
+    }
+
+done:
+
+    free(taken);
+    free(idx);
+    free(recs);
+}
+
+
+/* Step 4: every signed item's record committed in one round trip.  The
+ * items whose commit failed are abandoned (stage -1). */
+static void
+pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n)
+{
+    size_t          i, m, *idx;
+    pki_status_t    rc, *cst;
+    pki_record_t   *recs;
+    pki_result_t    rres;
+
+    idx = calloc(n, sizeof(size_t));
+    recs = calloc(n, sizeof(pki_record_t));
+    cst = calloc(n, sizeof(pki_status_t));
+
+    m = 0;
+
+    if (idx != NULL && recs != NULL && cst != NULL) {
+        for (i = 0; i < n; i++) {
+            if (st[i].stage == 3) {
+                idx[m] = i;
+                recs[m] = st[i].rec;
+                m++;
+            }
+        }
+    }
+
+    if (m == 0 && (idx == NULL || recs == NULL || cst == NULL)) {
+        for (i = 0; i < n; i++) {
+            if (st[i].stage == 3) {
+                pki_batch_fail(&st[i], pki_fail(&st[i].item->res,
+                                                PKI_INTERNAL,
+                                                "out of memory"));
+                st[i].stage = -1;
+            }
+        }
+        goto done;
+    }
+
+    if (m == 0) {
+        goto done;
+    }
+
+    if (r == NULL) {
+        for (i = 0; i < m; i++) {
+            st[idx[i]].stage = 4;
+        }
+        goto done;
+    }
+
+    pki_result_init(&rres);
+    rc = pki_record_commit_batch(r, recs, m, cst, &rres);
+
+    for (i = 0; i < m; i++) {
+        pki_bstate_t  *b = &st[idx[i]];
+
+        if (rc != PKI_OK) {
+            b->item->res = rres;
+            pki_batch_fail(b, rc);
+            b->stage = -1;
+            continue;
+        }
+
+        if (cst[i] == PKI_OK) {
+            b->stage = 4;
+            continue;
+        }
+
+        if (cst[i] == PKI_UNAVAILABLE) {
+            pki_fail(&b->item->res, PKI_UNAVAILABLE, "record vanished");
+            pki_log(&b->item->res, "redis: record %s of CA \"%s\" is gone "
+                    "(flushed?)", b->rec.serial, b->rec.ca);
+        } else {
+            pki_fail(&b->item->res, PKI_CONFLICT, "record is not pending");
+            pki_log(&b->item->res, "redis: record %s of CA \"%s\" is not "
+                    "pending", b->rec.serial, b->rec.ca);
+        }
+
+        pki_batch_fail(b, cst[i]);
+        b->stage = -1;
+    }
+
+done:
+
+    free(idx);
+    free(recs);
+    free(cst);
+}
+
+
+PKI_API pki_status_t
+pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
+    pki_issue_item_t *items, size_t n, const pki_issue_ctx_t *ictx,
+    int threads, pki_result_t *res)
+{
+    size_t          i, first;
+    char            hex[41], opbuf[32], *subject;
+    const char     *op;
+    pki_event_t     ev;
+    pki_status_t    rc, ast;
+    pki_result_t    ares;
+    pki_bstate_t   *st;
+    pki_bslice_t    proto;
+
+    if (items == NULL || n == 0) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    for (i = 0; i < n; i++) {
+        items[i].cert = NULL;
+        items[i].status = PKI_INTERNAL;
+        pki_result_init(&items[i].res);
+    }
+
+    if (ictx != NULL) {
+        pki_event_set_actor(ictx->protocol, ictx->requester, ictx->client);
+    }
+
+    op = pki_int_take_operation(opbuf);
+
+    st = calloc(n, sizeof(pki_bstate_t));
+
+    rc = PKI_OK;
+    if (st == NULL) {
+        rc = PKI_INTERNAL;
+        for (i = 0; i < n; i++) {
+            pki_fail(&items[i].res, PKI_INTERNAL, "out of memory");
+        }
+
+    } else if (ca == NULL || t == NULL) {
+        rc = PKI_INTERNAL;
+        for (i = 0; i < n; i++) {
+            pki_fail(&items[i].res, PKI_INTERNAL, "bad arguments");
+        }
+
+    } else if (!ca->finished || ca->key == NULL) {
+        rc = PKI_INTERNAL;
+        for (i = 0; i < n; i++) {
+            pki_fail(&items[i].res, PKI_INTERNAL, "CA \"%s\" is not ready",
+                     ca->name);
+        }
+
+    } else if (!pki_ca_allows(ca, t)) {
+        rc = PKI_POLICY;
+        for (i = 0; i < n; i++) {
+            pki_fail(&items[i].res, PKI_POLICY, "template \"%s\" is not "
+                     "allowed for CA \"%s\"", t->name, ca->name);
+        }
+    }
+
+    if (rc != PKI_OK) {
+        for (i = 0; i < n; i++) {
+            items[i].status = rc;
+        }
+
+    } else {
+        for (i = 0; i < n; i++) {
+            st[i].item = &items[i];
+        }
+
+        memset(&proto, 0, sizeof(proto));
+        proto.ca = ca;
+        proto.t = t;
+        proto.ictx = ictx;
+        proto.st = st;
+        proto.n = n;
+
+        pki_batch_phase(&proto, threads, 1);     /* build */
+        pki_batch_reserve(r, st, n);             /* one round trip */
+        pki_batch_phase(&proto, threads, 3);     /* sign + verify */
+        pki_batch_commit(r, st, n);              /* one round trip */
+
+        for (i = 0; i < n; i++) {
+            if (st[i].stage == -1 && r != NULL) {
+                pki_abandon(r, ca, st[i].rec.serial, &items[i].res);
+            }
+
+            if (st[i].stage == 4) {
+                items[i].cert = st[i].x;
+                items[i].status = PKI_OK;
+                st[i].x = NULL;
+            }
+        }
+    }
+
+    /* Step 5: one event per item, as pki_issue emits it; the entries are
+     * written as they come and made durable by the last one (one sync for
+     * the batch).  A certificate whose entry cannot be written is not
+     * handed out. */
+    for (i = 0; i < n; i++) {
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_ISSUE;
+        ev.status = items[i].status;
+        ev.operation = op;
+        ev.ca = ca ? ca->name : NULL;
+        ev.template_name = t ? t->name : NULL;
+        ev.reason = items[i].status != PKI_OK ? items[i].res.detail : NULL;
+
+        hex[0] = '\0';
+        subject = NULL;
+
+        if (items[i].cert != NULL) {
+            if (pki_serial_to_hex(X509_get0_serialNumber(items[i].cert),
+                                  hex))
+            {
+                ev.serial = hex;
+            }
+            subject = pki_int_name_text(
+                          X509_get_subject_name(items[i].cert));
+
+        } else if (items[i].req != NULL && items[i].req->subject != NULL) {
+            subject = pki_int_name_text(items[i].req->subject);
+        }
+
+        ev.subject = subject;
+
+        pki_result_init(&ares);
+        ast = pki_event_emit(&ev, i == n - 1, &ares);
+        free(subject);
+
+        if (ast != PKI_OK && i == n - 1) {
+            /* the sync failed: no entry of the batch is known durable */
+            for (first = 0; first < n; first++) {
+                if (items[first].cert != NULL) {
+                    X509_free(items[first].cert);
+                    items[first].cert = NULL;
+                    pki_log(&items[first].res, "transaction log: %s %s",
+                            ares.detail, ares.log);
+                    items[first].status = pki_fail(&items[first].res,
+                                                   PKI_UNAVAILABLE,
+                                                   "transaction log "
+                                                   "unavailable");
+                }
+            }
+
+        } else if (ast != PKI_OK && items[i].cert != NULL) {
+            X509_free(items[i].cert);
+            items[i].cert = NULL;
+            pki_log(&items[i].res, "transaction log: %s %s", ares.detail,
+                    ares.log);
+            items[i].status = pki_fail(&items[i].res, PKI_UNAVAILABLE,
+                                       "transaction log unavailable");
+        }
+    }
+
+    pki_event_set_actor(NULL, NULL, NULL);
+
+    if (st != NULL) {
+        for (i = 0; i < n; i++) {
+            X509_free(st[i].x);
+            ASN1_INTEGER_free(st[i].serial);
+            free(st[i].der);
+            free(st[i].rec.subject);
+            free(st[i].rec.sans);
+        }
+        free(st);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (items[i].status != PKI_OK) {
+            if (res != NULL) {
+                *res = items[i].res;
+            }
+            return items[i].status;
+        }
+    }
 
     return PKI_OK;
 }

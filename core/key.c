@@ -16,6 +16,7 @@
  * for writing.  File keys need no lock: they are immutable while open.
  */
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -30,6 +31,7 @@
 #include <libp11.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -57,6 +59,61 @@
 #define PKI_CKR_PIN_EXPIRED            0xa3UL
 #define PKI_CKR_PIN_LOCKED             0xa4UL
 #define PKI_CKR_USER_ALREADY_LOGGED_IN 0x100UL
+
+/*
+ * The lean EC signing path (pki_p11_sign below) calls the module directly
+ * for C_Sign.  Only the few PKCS#11 types and constants it needs are
+ * declared here (no pkcs11.h in the core's include path); the functions
+ * are taken from the module libp11 already loaded (dlopen RTLD_NOLOAD +
+ * dlsym).  Every PKCS#11 ABI on Linux uses unsigned long for CK_ULONG and
+ * the handles, and these two structs are laid out like the standard ones.
+ */
+typedef unsigned long  pki_ck_ulong;
+
+typedef struct {
+    pki_ck_ulong   type;
+    void          *value;
+    pki_ck_ulong   len;
+} pki_ck_attr_t;
+
+typedef struct {
+    pki_ck_ulong   mechanism;
+    void          *param;
+    pki_ck_ulong   param_len;
+} pki_ck_mech_t;
+
+typedef pki_ck_ulong (*pki_ck_open_pt)(pki_ck_ulong slot, pki_ck_ulong flags,
+    void *app, void *notify, pki_ck_ulong *session);
+typedef pki_ck_ulong (*pki_ck_close_pt)(pki_ck_ulong session);
+typedef pki_ck_ulong (*pki_ck_find_init_pt)(pki_ck_ulong session,
+    pki_ck_attr_t *tmpl, pki_ck_ulong count);
+typedef pki_ck_ulong (*pki_ck_find_pt)(pki_ck_ulong session,
+    pki_ck_ulong *objs, pki_ck_ulong max, pki_ck_ulong *count);
+typedef pki_ck_ulong (*pki_ck_find_final_pt)(pki_ck_ulong session);
+typedef pki_ck_ulong (*pki_ck_sign_init_pt)(pki_ck_ulong session,
+    pki_ck_mech_t *mech, pki_ck_ulong key);
+typedef pki_ck_ulong (*pki_ck_sign_pt)(pki_ck_ulong session,
+    unsigned char *data, pki_ck_ulong len, unsigned char *sig,
+    pki_ck_ulong *siglen);
+
+typedef struct {
+    pki_ck_open_pt        open;
+    pki_ck_close_pt       close;
+    pki_ck_find_init_pt   find_init;
+    pki_ck_find_pt        find;
+    pki_ck_find_final_pt  find_final;
+    pki_ck_sign_init_pt   sign_init;
+    pki_ck_sign_pt        sign;
+} pki_p11fn_t;
+
+#define PKI_CKR_OK              0x0UL
+#define PKI_CKF_SERIAL_SESSION  0x4UL
+#define PKI_CKA_CLASS           0x0UL
+#define PKI_CKA_LABEL           0x3UL
+#define PKI_CKA_ID              0x102UL
+#define PKI_CKO_PRIVATE_KEY     0x3UL
+#define PKI_CKM_ECDSA           0x1041UL
+#define PKI_P11_SESSIONS_MAX    256
 
 
 typedef struct pki_p11mod_s  pki_p11mod_t;
@@ -94,6 +151,15 @@ struct pki_key_s {
     unsigned long      gen;          /* vault generation of priv */
     EVP_PKEY          *priv;
     EVP_PKEY          *pub;          /* standalone copy, survives reopen */
+
+    /* lean EC signing (pki_p11_sign): the private key object and a pool of
+     * idle sessions, valid for vault generation p11_gen; under p11_mutex */
+    pthread_mutex_t    p11_mutex;
+    int                p11_state;    /* 0 not looked up, 1 usable, -1 no */
+    unsigned long      p11_gen;
+    pki_ck_ulong       p11_obj;
+    pki_ck_ulong      *p11_sess;
+    size_t             p11_nsess;
 };
 
 
@@ -359,6 +425,10 @@ struct pki_p11mod_s {
     unsigned int   nslots;
     int            refs;
     pki_p11mod_t  *next;
+
+    void          *dl;               /* our reference to libp11's dlopen */
+    int            fn_ok;            /* fn usable (lean signing path) */
+    pki_p11fn_t    fn;
 };
 
 static pthread_mutex_t   pki_p11_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -392,8 +462,47 @@ pki_p11mod_put(pki_p11mod_t *m)
 
     PKCS11_CTX_unload(m->ctx);      /* C_Finalize */
     PKCS11_CTX_free(m->ctx);
+
+    if (m->dl != NULL) {
+        dlclose(m->dl);
+    }
+
     free(m->path);
     free(m);
+}
+
+
+/* The lean signing path's entry points into the module libp11 loaded: only
+ * a module already in memory is used (RTLD_NOLOAD), never a second copy.
+ * Missing any of them leaves fn_ok 0: libp11 signs, as before. */
+static void
+pki_p11mod_fn(pki_p11mod_t *m)
+{
+    void  *dl;
+
+    m->fn_ok = 0;
+
+    dl = dlopen(m->path, RTLD_NOW | RTLD_NOLOAD);
+    if (dl == NULL) {
+        (void) dlerror();
+        return;
+    }
+
+    m->fn.open = (pki_ck_open_pt) dlsym(dl, "C_OpenSession");
+    m->fn.close = (pki_ck_close_pt) dlsym(dl, "C_CloseSession");
+    m->fn.find_init = (pki_ck_find_init_pt) dlsym(dl, "C_FindObjectsInit");
+    m->fn.find = (pki_ck_find_pt) dlsym(dl, "C_FindObjects");
+    m->fn.find_final = (pki_ck_find_final_pt) dlsym(dl,
+                                                    "C_FindObjectsFinal");
+    m->fn.sign_init = (pki_ck_sign_init_pt) dlsym(dl, "C_SignInit");
+    m->fn.sign = (pki_ck_sign_pt) dlsym(dl, "C_Sign");
+    (void) dlerror();
+
+    m->dl = dl;
+    m->fn_ok = m->fn.open != NULL && m->fn.close != NULL
+               && m->fn.find_init != NULL && m->fn.find != NULL
+               && m->fn.find_final != NULL && m->fn.sign_init != NULL
+               && m->fn.sign != NULL;
 }
 
 
@@ -474,6 +583,8 @@ pki_p11mod_get(const char *vault, const char *path, pki_result_t *res)
                  "of \"%s\"", vault, path);
         return NULL;
     }
+
+    pki_p11mod_fn(m);
 
     m->refs = 1;
     m->next = pki_p11_mods;
@@ -671,12 +782,37 @@ pki_vault_token(const pki_vault_t *v)
 static void
 pki_key_drop_handles(pki_key_t *k)
 {
+    size_t         i;
+    pki_p11mod_t  *m;
+
     if (k->priv != NULL) {
         EVP_PKEY_free(k->priv);
         k->priv = NULL;
     }
 
     k->gen = 0;
+
+    /* The lean path's sessions: the module is still initialised here (the
+     * vault drops its keys' handles before it releases the module), and
+     * nobody signs (write lock held, or the key is being closed). */
+    if (k->vault != NULL) {
+        pthread_mutex_lock(&k->p11_mutex);
+
+        m = k->vault->mod;
+        if (m != NULL && m->fn_ok && k->p11_gen == k->vault->gen) {
+            for (i = 0; i < k->p11_nsess; i++) {
+                (void) m->fn.close(k->p11_sess[i]);
+            }
+        }
+
+        free(k->p11_sess);
+        k->p11_sess = NULL;
+        k->p11_nsess = 0;
+        k->p11_state = 0;
+        k->p11_gen = 0;
+
+        pthread_mutex_unlock(&k->p11_mutex);
+    }
 }
 
 
@@ -1268,6 +1404,12 @@ pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
         return NULL;
     }
 
+    if (pthread_mutex_init(&k->p11_mutex, NULL) != 0) {
+        free(k);
+        pki_fail(res, PKI_INTERNAL, "pthread_mutex_init() failed");
+        return NULL;
+    }
+
     k->ref = strdup(ref);
     if (k->ref == NULL) {
         goto nomem;
@@ -1302,6 +1444,7 @@ pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
 
 nomem:
 
+    pthread_mutex_destroy(&k->p11_mutex);
     free(k->ref);
     free(k->label);
     free(k->id);
@@ -1617,6 +1760,386 @@ done:
 }
 
 
+/* ---- the lean PKCS#11 EC signing path --------------------------------------
+ *
+ * libp11 signs through an EVP_PKEY with a legacy EC method: every signature
+ * pays OpenSSL 3's provider export attempts and fetches, libp11's locking,
+ * and the X509_verify() afterwards re-encodes the certificate.  For EC keys
+ * on a token this path does the same work directly:
+ *   - the digest of the TBS is computed in-process (a digest fetched once);
+ *   - C_SignInit + C_Sign (CKM_ECDSA) on a session from the key's pool of
+ *     idle sessions (opened once, kept open; the token's login is shared by
+ *     all sessions of the process), on the private key object looked up
+ *     once per vault generation;
+ *   - r || s is turned into the DER ECDSA-Sig-Value in-process;
+ *   - the signature is verified over the same digest with the key's cached
+ *     public EVP_PKEY before anything else sees it (invariant 4).
+ * A failure returns 0 (signing failed: the caller's retry/reopen logic runs
+ * as for libp11), a verify failure -1.  When the module does not export the
+ * functions, or the key object is not found exactly once, the key stays on
+ * libp11 (returns 2: not handled). */
+
+static pthread_once_t  pki_md_once = PTHREAD_ONCE_INIT;
+static EVP_MD         *pki_md_sha256, *pki_md_sha384, *pki_md_sha512;
+
+
+static void
+pki_md_fetch(void)
+{
+    pki_md_sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+    pki_md_sha384 = EVP_MD_fetch(NULL, "SHA2-384", NULL);
+    pki_md_sha512 = EVP_MD_fetch(NULL, "SHA2-512", NULL);
+}
+
+
+/* The fetched digest for md (NULL: not one the lean path handles). */
+static const EVP_MD *
+pki_md_fetched(const EVP_MD *md)
+{
+    if (md == NULL) {
+        return NULL;
+    }
+
+    pthread_once(&pki_md_once, pki_md_fetch);
+
+    switch (EVP_MD_get_type(md)) {
+    case NID_sha256:
+        return pki_md_sha256;
+    case NID_sha384:
+        return pki_md_sha384;
+    case NID_sha512:
+        return pki_md_sha512;
+    default:
+        return NULL;
+    }
+}
+
+
+/* Looks the private key object up (p11_mutex held, vault open).  Sets
+ * p11_state to 1 (usable) or -1 (leave the key to libp11). */
+static void
+pki_p11_lookup(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong slot)
+{
+    pki_ck_ulong    s, objs[2], n, cls = PKI_CKO_PRIVATE_KEY;
+    pki_ck_attr_t   t[3];
+    pki_ck_ulong    nt;
+
+    k->p11_state = -1;
+
+    if (m->fn.open(slot, PKI_CKF_SERIAL_SESSION, NULL, NULL, &s)
+        != PKI_CKR_OK)
+    {
+        /* the token may be gone: let libp11 fail and the vault reopen */
+        k->p11_state = 0;
+        return;
+    }
+
+    nt = 0;
+    t[nt].type = PKI_CKA_CLASS;
+    t[nt].value = &cls;
+    t[nt++].len = sizeof(cls);
+
+    if (k->label != NULL) {
+        t[nt].type = PKI_CKA_LABEL;
+        t[nt].value = k->label;
+        t[nt++].len = strlen(k->label);
+    }
+
+    if (k->id != NULL) {
+        t[nt].type = PKI_CKA_ID;
+        t[nt].value = k->id;
+        t[nt++].len = k->id_len;
+    }
+
+    n = 0;
+    if (m->fn.find_init(s, t, nt) == PKI_CKR_OK) {
+        if (m->fn.find(s, objs, 2, &n) != PKI_CKR_OK) {
+            n = 0;
+        }
+        (void) m->fn.find_final(s);
+    }
+
+    if (n == 1) {
+        k->p11_obj = objs[0];
+        k->p11_state = 1;
+
+        /* the session joins the pool */
+        k->p11_sess = malloc(PKI_P11_SESSIONS_MAX * sizeof(pki_ck_ulong));
+        if (k->p11_sess != NULL) {
+            k->p11_sess[k->p11_nsess++] = s;
+            return;
+        }
+
+        k->p11_state = -1;
+    }
+
+    (void) m->fn.close(s);
+}
+
+
+/* A session for signing (vault read lock held): 1 with *s set, 0 on a
+ * token failure, 2 when the key is not for this path. */
+static int
+pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong *s)
+{
+    pki_vault_t  *v = k->vault;
+    pki_ck_ulong  slot;
+
+    slot = PKCS11_get_slotid_from_slot(v->slot);
+
+    pthread_mutex_lock(&k->p11_mutex);
+
+    if (k->p11_gen != v->gen) {
+        /* a reopen since: the old handles died with the old module
+         * instance (never close them: the numbers may be reused) */
+        k->p11_nsess = 0;
+        k->p11_state = 0;
+        k->p11_gen = v->gen;
+        free(k->p11_sess);
+        k->p11_sess = NULL;
+    }
+
+    if (k->p11_state == 0) {
+        pki_p11_lookup(k, m, slot);
+    }
+
+    if (k->p11_state < 0) {
+        pthread_mutex_unlock(&k->p11_mutex);
+        return 2;
+    }
+
+    if (k->p11_state == 0) {
+        pthread_mutex_unlock(&k->p11_mutex);
+        return 0;
+    }
+
+    if (k->p11_nsess > 0) {
+        *s = k->p11_sess[--k->p11_nsess];
+        pthread_mutex_unlock(&k->p11_mutex);
+        return 1;
+    }
+
+    pthread_mutex_unlock(&k->p11_mutex);
+
+    return m->fn.open(slot, PKI_CKF_SERIAL_SESSION, NULL, NULL, s)
+           == PKI_CKR_OK;
+}
+
+
+/* Back into the pool (vault read lock held). */
+static void
+pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
+{
+    pthread_mutex_lock(&k->p11_mutex);
+
+    if (ok && k->p11_gen == k->vault->gen && k->p11_sess != NULL
+        && k->p11_nsess < PKI_P11_SESSIONS_MAX)
+    {
+        k->p11_sess[k->p11_nsess++] = s;
+        s = 0;
+    }
+
+    pthread_mutex_unlock(&k->p11_mutex);
+
+    if (s != 0 || !ok) {
+        (void) m->fn.close(s);
+    }
+}
+
+
+/* ECDSA over a digest on the token, DER-encoded into *der (OPENSSL_free).
+ * 1 ok, 0 token failure, 2 not handled. */
+static int
+pki_p11_ecdsa(pki_key_t *k, const unsigned char *dig, size_t dlen,
+    unsigned char **der, int *derlen, pki_result_t *res)
+{
+    int              rc, half;
+    BIGNUM          *r, *sv;
+    ECDSA_SIG       *es;
+    pki_ck_ulong     s, ck, rawlen;
+    pki_p11mod_t    *m = k->vault->mod;
+    pki_ck_mech_t    mech;
+    unsigned char    raw[2 * 66 + 2], buf[64];
+
+    if (m == NULL || !m->fn_ok) {
+        return 2;
+    }
+
+    rc = pki_p11_session_get(k, m, &s);
+    if (rc != 1) {
+        if (rc == 0) {
+            pki_log(res, "C_OpenSession() failed");
+        }
+        return rc;
+    }
+
+    memcpy(buf, dig, dlen);
+    mech.mechanism = PKI_CKM_ECDSA;
+    mech.param = NULL;
+    mech.param_len = 0;
+    rawlen = sizeof(raw);
+
+    ck = m->fn.sign_init(s, &mech, k->p11_obj);
+    if (ck == PKI_CKR_OK) {
+        ck = m->fn.sign(s, buf, (pki_ck_ulong) dlen, raw, &rawlen);
+    }
+
+    pki_p11_session_put(k, m, s, ck == PKI_CKR_OK);
+
+    if (ck != PKI_CKR_OK) {
+        pki_log(res, "C_Sign() failed: CKR 0x%lx", ck);
+        return 0;
+    }
+
+    if (rawlen < 2 || rawlen > sizeof(raw) || rawlen % 2 != 0) {
+        pki_log(res, "C_Sign() returned %lu bytes", rawlen);
+        return 0;
+    }
+
+    half = (int) (rawlen / 2);
+    r = BN_bin2bn(raw, half, NULL);
+    sv = BN_bin2bn(raw + half, half, NULL);
+    es = ECDSA_SIG_new();
+
+    if (r == NULL || sv == NULL || es == NULL || !ECDSA_SIG_set0(es, r, sv)) {
+        BN_free(r);
+        BN_free(sv);
+        ECDSA_SIG_free(es);
+        return 0;
+    }
+
+    *der = NULL;
+    *derlen = i2d_ECDSA_SIG(es, der);
+    ECDSA_SIG_free(es);
+
+    return *derlen > 0;
+}
+
+
+/* 1 if sig verifies over the digest with the cached public key. */
+static int
+pki_p11_verify(EVP_PKEY *pub, const unsigned char *sig, size_t siglen,
+    const unsigned char *dig, size_t dlen)
+{
+    int            ok;
+    EVP_PKEY_CTX  *pc;
+
+    pc = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL);
+    ok = pc != NULL && EVP_PKEY_verify_init(pc) == 1
+         && EVP_PKEY_verify(pc, sig, siglen, dig, dlen) == 1;
+    EVP_PKEY_CTX_free(pc);
+
+    return ok;
+}
+
+
+/* The lean path for one operation: 1 signed and verified, 0 signing
+ * failed, -1 did not verify, 2 not handled (libp11 signs).  Vault read
+ * lock held, handles current. */
+static int
+pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
+{
+    int                   rc, derlen, signid, tbslen;
+    unsigned int          dlen;
+    const EVP_MD         *md;
+    X509_ALGOR           *alg_tbs, *alg_sig;
+    unsigned char         dig[EVP_MAX_MD_SIZE], *der, *tbs;
+    const X509_ALGOR     *calg;
+    const ASN1_BIT_STRING *csig;
+    ASN1_BIT_STRING      *sig;
+
+    if (k->pub == NULL || EVP_PKEY_get_base_id(k->pub) != EVP_PKEY_EC
+        || (op->what != 0 && op->what != 1))
+    {
+        return 2;
+    }
+
+    md = pki_md_fetched(op->md_given ? op->md : pki_default_md(k->pub));
+    if (md == NULL) {
+        return 2;
+    }
+
+    tbs = NULL;
+
+    if (op->what == 1) {
+        if (!OBJ_find_sigid_by_algs(&signid, EVP_MD_get_type(md),
+                                    EVP_PKEY_EC))
+        {
+            return 2;
+        }
+
+        /* what X509_sign() does before it signs */
+        if (sk_X509_EXTENSION_num(X509_get0_extensions(op->x509)) > 0
+            && !X509_set_version(op->x509, X509_VERSION_3))
+        {
+            return 0;
+        }
+
+        /* Both AlgorithmIdentifiers live inside the X509 object; OpenSSL
+         * has no setter for them other than its own signing functions. */
+        alg_tbs = (X509_ALGOR *) X509_get0_tbs_sigalg(op->x509);
+        X509_get0_signature(&csig, &calg, op->x509);
+        alg_sig = (X509_ALGOR *) calg;
+        sig = (ASN1_BIT_STRING *) csig;
+
+        if (alg_tbs == NULL || alg_sig == NULL || sig == NULL
+            || !X509_ALGOR_set0(alg_tbs, OBJ_nid2obj(signid), V_ASN1_UNDEF,
+                                NULL)
+            || !X509_ALGOR_set0(alg_sig, OBJ_nid2obj(signid), V_ASN1_UNDEF,
+                                NULL))
+        {
+            return 0;
+        }
+
+        tbslen = i2d_re_X509_tbs(op->x509, &tbs);
+        if (tbslen <= 0) {
+            pki_log(res, "cannot encode the TBS certificate");
+            return 0;
+        }
+
+        rc = EVP_Digest(tbs, (size_t) tbslen, dig, &dlen, md, NULL);
+        OPENSSL_free(tbs);
+
+    } else {
+        sig = NULL;
+        rc = EVP_Digest(op->tbs, op->tbslen, dig, &dlen, md, NULL);
+    }
+
+    if (rc != 1) {
+        return 0;
+    }
+
+    der = NULL;
+    rc = pki_p11_ecdsa(k, dig, dlen, &der, &derlen, res);
+    if (rc != 1) {
+        return rc;
+    }
+
+    if (!pki_p11_verify(k->pub, der, (size_t) derlen, dig, dlen)) {
+        OPENSSL_free(der);
+        pki_log(res, "the token's signature does not verify");
+        return -1;
+    }
+
+    if (op->what == 1) {
+        if (!ASN1_BIT_STRING_set(sig, der, derlen)) {
+            OPENSSL_free(der);
+            return 0;
+        }
+        OPENSSL_free(der);
+        /* no unused bits (as ASN1_item_sign does) */
+        sig->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+        sig->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+        return 1;
+    }
+
+    op->sig = der;
+    op->siglen = (size_t) derlen;
+
+    return 1;
+}
+
+
 static pki_status_t pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op,
     pki_result_t *res);
 
@@ -1670,7 +2193,10 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
         seen = v->gen;
 
         if (v->ctx != NULL && k->priv != NULL && k->gen == v->gen) {
-            rc = pki_sign_once(op, k->priv, k->pub, res);
+            rc = pki_p11_sign(k, op, res);
+            if (rc == 2) {
+                rc = pki_sign_once(op, k->priv, k->pub, res);
+            }
             pthread_rwlock_unlock(&v->lock);
 
             if (rc == 1) {
@@ -1847,6 +2373,7 @@ pki_key_free(pki_key_t *k)
         pthread_rwlock_unlock(&k->vault->lock);
     }
 
+    pthread_mutex_destroy(&k->p11_mutex);
     free(k->ref);
     free(k->label);
     free(k->id);

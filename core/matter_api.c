@@ -11,11 +11,13 @@
  *   POST noc        {"csr", "node_id", "fabric_id", "cats"}
  *       -> {"noc", "noc_tlv", "icac", "icac_tlv", "rcac", "rcac_tlv"}
  *
- * Every certificate goes through pki_issue() (serial reserved in Redis,
+ * Every certificate goes through pki_issue() or pki_issue_batch() (serial
+ * reserved in Redis,
  * intent recorded, signature verified, record committed) under a Matter
  * template, so the profile rules hold.  A batch is checked whole before
- * anything is signed; then it is signed by conf->threads threads (the key
- * and Redis are thread safe; each thread has its own Redis connection).
+ * anything is signed; then it is issued with pki_issue_batch: serials and
+ * intents reserved in one Redis round trip, signed by conf->threads threads
+ * (the key is thread safe), records committed in one round trip.
  */
 
 #include <pthread.h>
@@ -53,7 +55,7 @@ typedef struct {
     pki_item_t               *items;
     size_t                    from;
     size_t                    to;
-    int                       phase;     /* 0: check, 1: issue */
+    int                       phase;     /* 0: check */
 } pki_slice_t;
 
 
@@ -275,28 +277,12 @@ pki_slice_run(void *arg)
     size_t             i;
     pki_slice_t       *s = arg;
     pki_item_t        *it;
-    pki_issue_ctx_t    ictx;
-
-    ictx.protocol = "matter";
-    ictx.requester = s->req->user;
-    ictx.client = s->req->client;
 
     for (i = s->from; i < s->to; i++) {
         it = &s->items[i];
 
-        if (s->phase == 0) {
-            pki_result_init(&it->res);
-            pki_item_check(s->conf, it->src, it);
-            continue;
-        }
-
         pki_result_init(&it->res);
-        it->rc = pki_issue(s->conf->ca, s->conf->tmpl, s->conf->redis,
-                           &it->req, &ictx, &it->cert, &it->res);
-        if (it->rc != PKI_OK) {
-            /* stop this slice: the batch fails as a whole */
-            break;
-        }
+        pki_item_check(s->conf, it->src, it);
     }
 
     return NULL;
@@ -351,6 +337,57 @@ pki_run_phase(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
             pki_slice_run(&sl[t]);
         }
     }
+}
+
+
+/* Issues every checked item with pki_issue_batch; each item gets its own
+ * status and result, as the per-item pki_issue did. */
+static void
+pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
+    pki_item_t *items, size_t n)
+{
+    int                 nt;
+    size_t              i;
+    pki_result_t        res;
+    pki_issue_ctx_t     ictx;
+    pki_issue_item_t   *bi;
+
+    bi = calloc(n, sizeof(pki_issue_item_t));
+    if (bi == NULL) {
+        for (i = 0; i < n; i++) {
+            items[i].rc = pki_fail(&items[i].res, PKI_INTERNAL,
+                                   "out of memory");
+        }
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        bi[i].req = &items[i].req;
+    }
+
+    ictx.protocol = "matter";
+    ictx.requester = req->user;
+    ictx.client = req->client;
+
+    nt = conf->threads > 0 ? conf->threads : 2;
+    if (nt > PKI_MATTER_MAX_THREADS) {
+        nt = PKI_MATTER_MAX_THREADS;
+    }
+    if (n < 8) {
+        nt = 1;
+    }
+
+    pki_result_init(&res);
+    (void) pki_issue_batch(conf->ca, conf->tmpl, conf->redis, bi, n, &ictx,
+                           nt, &res);
+
+    for (i = 0; i < n; i++) {
+        items[i].cert = bi[i].cert;
+        items[i].rc = bi[i].status;
+        items[i].res = bi[i].res;
+    }
+
+    free(bi);
 }
 
 
@@ -435,8 +472,10 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         }
     }
 
-    /* 2. issue */
-    pki_run_phase(conf, req, items, n, 1);
+    /* 2. issue: serials and intents of the whole batch reserved in one
+     *    Redis round trip, signed by conf->threads threads, committed in
+     *    one round trip (pki_issue_batch) */
+    pki_issue_all(conf, req, items, n);
 
     for (i = 0; i < n; i++) {
         if (items[i].cert == NULL) {

@@ -1230,4 +1230,50 @@ PKI_API void pki_matter_handle(const pki_matter_conf_t *conf,
     const pki_matter_req_t *req, pki_matter_resp_t *resp);
 PKI_API void pki_matter_resp_free(pki_matter_resp_t *resp);
 
+
+/* ---- batch issuance (core/issue.c, core/redis.c) -------------------------
+ *
+ * pki_issue for many requests of one CA and template at two Redis round
+ * trips per batch instead of two per certificate.  Per certificate the
+ * invariants of pki_issue hold: a fresh serial reserved with SET NX and its
+ * intent (pending record) written before anything is signed, the signature
+ * verified, the record committed before the certificate is returned, a
+ * failure after the reservation abandons the pending record, and every
+ * item gets its PKI_EV_ISSUE event (transaction log + metrics) like a
+ * single issuance; the batch's log entries are made durable together.
+ *   1. each item: policy checks, TBS built                (threads)
+ *   2. all serials + intents reserved in one pipelined round trip
+ *      (collisions drawn again, bounded as in pki_issue)
+ *   3. each item: signed, verified, profile-checked       (threads)
+ *   4. all records committed in one pipelined round trip
+ *   5. events emitted in the calling thread (its audit ticket covers all)
+ * Items are independent: one failing does not stop the others.  threads:
+ * worker threads for steps 1 and 3 (<= 1: the calling thread only; at most
+ * 64).  Returns PKI_OK when every item was issued, otherwise the first
+ * failing item's status (res gets its detail). */
+
+typedef struct {
+    const pki_request_t  *req;      /* in                                 */
+    X509                 *cert;     /* out: the certificate, or NULL      */
+    pki_status_t          status;   /* out                                */
+    pki_result_t          res;      /* out                                */
+} pki_issue_item_t;
+
+PKI_API pki_status_t pki_issue_batch(pki_ca_t *ca, const pki_template_t *t,
+    pki_redis_t *r, pki_issue_item_t *items, size_t n,
+    const pki_issue_ctx_t *ictx, int threads, pki_result_t *res);
+
+/* pki_record_reserve for n records (one CA) in one pipelined round trip:
+ * taken[i] is set to 1 when record i's serial was already used (nothing
+ * written for it), 0 when it is reserved.  A failure of the round trip
+ * returns its status and leaves taken[] unset. */
+PKI_API pki_status_t pki_record_reserve_batch(pki_redis_t *r,
+    const pki_record_t *recs, size_t n, int *taken, pki_result_t *res);
+/* pki_record_commit for n records (one CA) in one pipelined round trip:
+ * status[i] PKI_OK, PKI_UNAVAILABLE (record gone) or PKI_CONFLICT (not
+ * pending). */
+PKI_API pki_status_t pki_record_commit_batch(pki_redis_t *r,
+    const pki_record_t *recs, size_t n, pki_status_t *status,
+    pki_result_t *res);
+
 #endif /* PKI_H */

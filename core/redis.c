@@ -2108,3 +2108,576 @@ pki_int_redis_drop(pki_redis_t *r)
         pki_redis_drop(r);
     }
 }
+
+
+/* ---- batch reservation and commit (pki_issue_batch) -----------------------
+ *
+ * The same two steps as pki_record_reserve/pki_record_commit, for many
+ * records in one round trip each: the records go in chunks of
+ * PKI_BATCH_CHUNK per EVAL (so one script never blocks Redis for long), and
+ * all chunks of a step are pipelined (written at once, replies read after).
+ * Redis runs them in one or a few event-loop turns, so under appendfsync
+ * always a batch costs one or a few fsyncs instead of one per record.  Per
+ * record, the scripts do exactly what the single ones do.
+ */
+
+#define PKI_BATCH_CHUNK      128
+#define PKI_RESERVE_FIELDS   28      /* field/value args per record */
+#define PKI_COMMIT_FIELDS    14      /* notAfter, serial + 6 pairs */
+
+/* KEYS: serial key, record key per record; ARGV[1] reservation value,
+ * ARGV[2] arguments per record, then each record's field/value pairs. */
+static const char  pki_lua_reserve_batch[] =
+    "local f = tonumber(ARGV[2]) "
+    "local out = {} "
+    "for i = 1, #KEYS / 2 do "
+    "  local b = 3 + (i - 1) * f "
+    "  if redis.call('SET', KEYS[2 * i - 1], ARGV[1], 'NX') then "
+    "    redis.call('DEL', KEYS[2 * i]) "
+    "    redis.call('HSET', KEYS[2 * i], unpack(ARGV, b, b + f - 1)) "
+    "    redis.call('EXPIRE', KEYS[2 * i], " PKI_PENDING_TTL ") "
+    "    out[i] = 1 "
+    "  else "
+    "    out[i] = 0 "
+    "  end "
+    "end "
+    "return out";
+
+/* KEYS[1] expiry index, KEYS[1 + i] record i; ARGV[1] arguments per
+ * record, then per record: notAfter, serial, field/value pairs.  Per
+ * record 1, 0: no record, -1: not pending. */
+static const char  pki_lua_commit_batch[] =
+    "local f = tonumber(ARGV[1]) "
+    "local out = {} "
+    "for i = 1, #KEYS - 1 do "
+    "  local b = 2 + (i - 1) * f "
+    "  local st = redis.call('HGET', KEYS[1 + i], 'status') "
+    "  if not st then "
+    "    out[i] = 0 "
+    "  elseif st ~= 'pending' then "
+    "    out[i] = -1 "
+    "  else "
+    "    redis.call('HSET', KEYS[1 + i], unpack(ARGV, b + 2, b + f - 1)) "
+    "    redis.call('PERSIST', KEYS[1 + i]) "
+    "    redis.call('ZADD', KEYS[1], ARGV[b], ARGV[b + 1]) "
+    "    out[i] = 1 "
+    "  end "
+    "end "
+    "return out";
+
+
+/* One command of a pipeline: argument vectors sized up front, numbers
+ * and keys stored in the command's own buffer (never moved). */
+typedef struct {
+    int           argc;
+    int           cap;
+    const char  **argv;
+    size_t       *lens;
+    char         *store;
+    size_t        used;
+    size_t        size;
+} pki_pcmd_t;
+
+
+static int
+pki_pcmd_init(pki_pcmd_t *c, int cap, size_t store)
+{
+    memset(c, 0, sizeof(*c));
+
+    c->argv = malloc((size_t) cap * sizeof(char *));
+    c->lens = malloc((size_t) cap * sizeof(size_t));
+    c->store = malloc(store);
+
+    if (c->argv == NULL || c->lens == NULL || c->store == NULL) {
+        free(c->argv);
+        free(c->lens);
+        free(c->store);
+        memset(c, 0, sizeof(*c));
+        return 0;
+    }
+
+    c->cap = cap;
+    c->size = store;
+
+    return 1;
+}
+
+
+static void
+pki_pcmd_free(pki_pcmd_t *c)
+{
+    free(c->argv);
+    free(c->lens);
+    free(c->store);
+    memset(c, 0, sizeof(*c));
+}
+
+
+static void
+pki_pcmd_add(pki_pcmd_t *c, const char *s, size_t len)
+{
+    if (c->argc < c->cap) {
+        c->argv[c->argc] = s != NULL ? s : "";
+        c->lens[c->argc] = s != NULL ? len : 0;
+        c->argc++;
+    }
+}
+
+
+static void
+pki_pcmd_str(pki_pcmd_t *c, const char *s)
+{
+    pki_pcmd_add(c, s, s != NULL ? strlen(s) : 0);
+}
+
+
+/* A copy of s in the command's buffer (keys, numbers). */
+static void
+pki_pcmd_copy(pki_pcmd_t *c, const char *s)
+{
+    size_t  len = strlen(s);
+
+    if (c->used + len + 1 > c->size) {
+        c->argc = c->cap + 1;             /* marks the command broken */
+        return;
+    }
+
+    memcpy(c->store + c->used, s, len + 1);
+    pki_pcmd_add(c, c->store + c->used, len);
+    c->used += len + 1;
+}
+
+
+static void
+pki_pcmd_num(pki_pcmd_t *c, long long v)
+{
+    char  buf[24];
+
+    snprintf(buf, sizeof(buf), "%lld", v);
+    pki_pcmd_copy(c, buf);
+}
+
+
+/* Sends ncmd commands at once and reads their replies (caller frees each
+ * reply).  Error replies and connection failures fail the whole pipeline
+ * (every command of the batch steps is safe to repeat, as in
+ * pki_redis_cmd: the retry on a reused connection that died is the same). */
+static pki_status_t
+pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
+    redisReply **replies, pki_result_t *res)
+{
+    int             reused, attempt, err, eno;
+    size_t          i, got;
+    double          t0, dt;
+    redisContext   *c;
+    redisReply     *reply;
+    pki_sigpipe_t   sp;
+
+    for (i = 0; i < ncmd; i++) {
+        replies[i] = NULL;
+        if (cmds[i].argc > cmds[i].cap) {
+            return pki_fail(res, PKI_INTERNAL, "redis: batch command too "
+                            "large");
+        }
+    }
+
+    for (attempt = 0; ; attempt++) {
+        c = pki_redis_conn(r, &reused, res);
+        if (c == NULL) {
+            pki_int_observe(PKI_EV_REDIS, -1, PKI_UNAVAILABLE, NULL);
+            return PKI_UNAVAILABLE;
+        }
+
+        pki_sigpipe_block(&sp);
+        t0 = pki_int_now();
+
+        err = REDIS_OK;
+        for (i = 0; i < ncmd && err == REDIS_OK; i++) {
+            err = redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv,
+                                         cmds[i].lens);
+        }
+
+        got = 0;
+        eno = 0;
+
+        if (err == REDIS_OK) {
+            for (got = 0; got < ncmd; got++) {
+                reply = NULL;
+                if (redisGetReply(c, (void **) &reply) != REDIS_OK
+                    || reply == NULL)
+                {
+                    eno = errno;
+                    break;
+                }
+                replies[got] = reply;
+            }
+        }
+
+        dt = pki_int_now() - t0;
+        for (i = 0; i < ncmd; i++) {
+            pki_int_observe(PKI_EV_REDIS, dt,
+                            got == ncmd ? PKI_OK : PKI_UNAVAILABLE, NULL);
+        }
+        pki_sigpipe_restore(&sp);
+
+        if (got == ncmd) {
+            if (attempt > 0 && res != NULL) {
+                res->status = PKI_OK;       /* the retry mended it */
+                res->detail[0] = '\0';
+            }
+            break;
+        }
+
+        for (i = 0; i < got; i++) {
+            freeReplyObject(replies[i]);
+            replies[i] = NULL;
+        }
+
+        err = c->err;
+        pki_redis_unavailable(res, "EVAL (batch)", c->errstr);
+        pki_redis_drop(r);
+
+        if (!reused || attempt > 0 || got > 0
+            || !(err == REDIS_ERR_EOF
+                 || (err == REDIS_ERR_IO
+                     && (eno == EPIPE || eno == ECONNRESET))))
+        {
+            return PKI_UNAVAILABLE;
+        }
+
+        if (res != NULL) {
+            pki_log(res, "; retrying on a new connection");
+        }
+    }
+
+    for (i = 0; i < ncmd; i++) {
+        reply = replies[i];
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            pki_redis_unavailable(res, "EVAL (batch)", reply->str);
+            goto failed;
+        }
+
+        if (reply->type != REDIS_REPLY_ARRAY) {
+            pki_redis_unavailable(res, "EVAL (batch)",
+                                  "unexpected reply type");
+            pki_redis_drop(r);
+            goto failed;
+        }
+    }
+
+    return PKI_OK;
+
+failed:
+
+    for (i = 0; i < ncmd; i++) {
+        freeReplyObject(replies[i]);
+        replies[i] = NULL;
+    }
+
+    return PKI_UNAVAILABLE;
+}
+
+
+/* Runs the chunks and maps each record's integer answer into out[]. */
+static pki_status_t
+pki_redis_batch_run(pki_redis_t *r, pki_pcmd_t *cmds, size_t nchunks,
+    size_t n, long long *out, pki_result_t *res)
+{
+    size_t         k, j, base, cnt;
+    redisReply   **replies, *e;
+    pki_status_t   st;
+
+    replies = calloc(nchunks, sizeof(redisReply *));
+    if (replies == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    st = pki_redis_pipeline(r, cmds, nchunks, replies, res);
+    if (st != PKI_OK) {
+        free(replies);
+        return st;
+    }
+
+    for (k = 0; k < nchunks; k++) {
+        base = k * PKI_BATCH_CHUNK;
+        cnt = n - base < PKI_BATCH_CHUNK ? n - base : PKI_BATCH_CHUNK;
+
+        if (replies[k]->elements != cnt) {
+            st = pki_redis_unavailable(res, "EVAL (batch)",
+                                       "unexpected reply length");
+            pki_redis_drop(r);
+            break;
+        }
+
+        for (j = 0; j < cnt; j++) {
+            e = replies[k]->element[j];
+            if (e == NULL || e->type != REDIS_REPLY_INTEGER) {
+                st = pki_redis_unavailable(res, "EVAL (batch)",
+                                           "unexpected reply type");
+                pki_redis_drop(r);
+                break;
+            }
+            out[base + j] = e->integer;
+        }
+
+        if (st != PKI_OK) {
+            break;
+        }
+    }
+
+    for (k = 0; k < nchunks; k++) {
+        freeReplyObject(replies[k]);
+    }
+    free(replies);
+
+    return st;
+}
+
+
+PKI_API pki_status_t
+pki_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
+    size_t n, int *taken, pki_result_t *res)
+{
+    size_t               i, k, nchunks, cnt;
+    time_t               created;
+    long long           *out;
+    pki_pcmd_t          *cmds;
+    pki_status_t         st;
+    const pki_record_t  *rec;
+    char                 key[PKI_REDIS_KEY_MAX], serial[41];
+
+    if (r == NULL || recs == NULL || taken == NULL || n == 0) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store or records");
+    }
+
+    nchunks = (n + PKI_BATCH_CHUNK - 1) / PKI_BATCH_CHUNK;
+    cmds = calloc(nchunks, sizeof(pki_pcmd_t));
+    out = calloc(n, sizeof(long long));
+    if (cmds == NULL || out == NULL) {
+        free(cmds);
+        free(out);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    created = time(NULL);
+    st = PKI_OK;
+
+    for (k = 0; k < nchunks && st == PKI_OK; k++) {
+        cnt = n - k * PKI_BATCH_CHUNK;
+        if (cnt > PKI_BATCH_CHUNK) {
+            cnt = PKI_BATCH_CHUNK;
+        }
+
+        if (!pki_pcmd_init(&cmds[k], (int) (5 + cnt * (2 + PKI_RESERVE_FIELDS)),
+                           cnt * (2 * PKI_REDIS_KEY_MAX + 8 * 24) + 64))
+        {
+            st = pki_fail(res, PKI_INTERNAL, "out of memory");
+            break;
+        }
+
+        pki_pcmd_str(&cmds[k], "EVAL");
+        pki_pcmd_str(&cmds[k], pki_lua_reserve_batch);
+        pki_pcmd_num(&cmds[k], (long long) (2 * cnt));
+
+        for (i = k * PKI_BATCH_CHUNK; i < k * PKI_BATCH_CHUNK + cnt; i++) {
+            rec = &recs[i];
+
+            if (!pki_redis_key(r, rec->ca, "serial:", rec->serial, key,
+                               sizeof(key), serial, res))
+            {
+                st = res != NULL ? res->status : PKI_INTERNAL;
+                break;
+            }
+            pki_pcmd_copy(&cmds[k], key);
+
+            if (!pki_redis_key(r, rec->ca, "cert:", rec->serial, key,
+                               sizeof(key), NULL, res)
+                || !pki_record_strings_ok(rec, res))
+            {
+                st = res != NULL ? res->status : PKI_INTERNAL;
+                break;
+            }
+            pki_pcmd_copy(&cmds[k], key);
+        }
+
+        pki_pcmd_num(&cmds[k], (long long) created);
+        pki_pcmd_num(&cmds[k], PKI_RESERVE_FIELDS);
+
+        for (i = k * PKI_BATCH_CHUNK;
+             st == PKI_OK && i < k * PKI_BATCH_CHUNK + cnt; i++)
+        {
+            rec = &recs[i];
+
+            (void) pki_serial_normalize(rec->serial, serial);
+            pki_pcmd_str(&cmds[k], "serial");
+            pki_pcmd_copy(&cmds[k], serial);
+            pki_pcmd_str(&cmds[k], "ca");
+            pki_pcmd_str(&cmds[k], rec->ca);
+            pki_pcmd_str(&cmds[k], "template");
+            pki_pcmd_str(&cmds[k], rec->template_name);
+            pki_pcmd_str(&cmds[k], "subject");
+            pki_pcmd_str(&cmds[k], rec->subject);
+            pki_pcmd_str(&cmds[k], "sans");
+            pki_pcmd_str(&cmds[k], rec->sans);
+            pki_pcmd_str(&cmds[k], "requester");
+            pki_pcmd_str(&cmds[k], rec->requester);
+            pki_pcmd_str(&cmds[k], "client");
+            pki_pcmd_str(&cmds[k], rec->client);
+            pki_pcmd_str(&cmds[k], "protocol");
+            pki_pcmd_str(&cmds[k], rec->protocol);
+            pki_pcmd_str(&cmds[k], "status");
+            pki_pcmd_str(&cmds[k], "pending");
+            pki_pcmd_str(&cmds[k], "reason");
+            pki_pcmd_str(&cmds[k], "0");
+            pki_pcmd_str(&cmds[k], "revoked_at");
+            pki_pcmd_str(&cmds[k], "0");
+            pki_pcmd_str(&cmds[k], "not_before");
+            pki_pcmd_num(&cmds[k], (long long) rec->not_before);
+            pki_pcmd_str(&cmds[k], "not_after");
+            pki_pcmd_num(&cmds[k], (long long) rec->not_after);
+            pki_pcmd_str(&cmds[k], "created");
+            pki_pcmd_num(&cmds[k], (long long) (rec->created != 0
+                                                ? rec->created : created));
+        }
+    }
+
+    if (st == PKI_OK) {
+        st = pki_redis_batch_run(r, cmds, nchunks, n, out, res);
+    }
+
+    if (st == PKI_OK) {
+        for (i = 0; i < n; i++) {
+            taken[i] = out[i] != 1;
+        }
+    }
+
+    for (k = 0; k < nchunks; k++) {
+        pki_pcmd_free(&cmds[k]);
+    }
+    free(cmds);
+    free(out);
+
+    return st;
+}
+
+
+PKI_API pki_status_t
+pki_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
+    size_t n, pki_status_t *status, pki_result_t *res)
+{
+    size_t               i, k, nchunks, cnt;
+    long long           *out;
+    pki_pcmd_t          *cmds;
+    pki_status_t         st;
+    const pki_record_t  *rec;
+    char                 key[PKI_REDIS_KEY_MAX], serial[41];
+
+    if (r == NULL || recs == NULL || status == NULL || n == 0) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store or records");
+    }
+
+    for (i = 0; i < n; i++) {
+        if (recs[i].der == NULL || recs[i].der_len == 0) {
+            return pki_fail(res, PKI_INTERNAL, "redis: commit without a "
+                            "certificate");
+        }
+    }
+
+    nchunks = (n + PKI_BATCH_CHUNK - 1) / PKI_BATCH_CHUNK;
+    cmds = calloc(nchunks, sizeof(pki_pcmd_t));
+    out = calloc(n, sizeof(long long));
+    if (cmds == NULL || out == NULL) {
+        free(cmds);
+        free(out);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    st = PKI_OK;
+
+    for (k = 0; k < nchunks && st == PKI_OK; k++) {
+        cnt = n - k * PKI_BATCH_CHUNK;
+        if (cnt > PKI_BATCH_CHUNK) {
+            cnt = PKI_BATCH_CHUNK;
+        }
+
+        if (!pki_pcmd_init(&cmds[k], (int) (5 + cnt * (1 + PKI_COMMIT_FIELDS)),
+                           cnt * (PKI_REDIS_KEY_MAX + 5 * 24 + 41)
+                           + PKI_REDIS_KEY_MAX + 64))
+        {
+            st = pki_fail(res, PKI_INTERNAL, "out of memory");
+            break;
+        }
+
+        pki_pcmd_str(&cmds[k], "EVAL");
+        pki_pcmd_str(&cmds[k], pki_lua_commit_batch);
+        pki_pcmd_num(&cmds[k], (long long) (1 + cnt));
+
+        if (!pki_redis_key(r, recs[k * PKI_BATCH_CHUNK].ca, "expiry", NULL,
+                           key, sizeof(key), NULL, res))
+        {
+            st = res != NULL ? res->status : PKI_INTERNAL;
+            break;
+        }
+        pki_pcmd_copy(&cmds[k], key);
+
+        for (i = k * PKI_BATCH_CHUNK; i < k * PKI_BATCH_CHUNK + cnt; i++) {
+            rec = &recs[i];
+
+            if (strcmp(rec->ca, recs[0].ca) != 0
+                || !pki_redis_key(r, rec->ca, "cert:", rec->serial, key,
+                                  sizeof(key), NULL, res)
+                || !pki_record_strings_ok(rec, res))
+            {
+                st = res != NULL && res->status != PKI_OK ? res->status
+                     : pki_fail(res, PKI_INTERNAL, "redis: one CA per "
+                                "batch");
+                break;
+            }
+            pki_pcmd_copy(&cmds[k], key);
+        }
+
+        pki_pcmd_num(&cmds[k], PKI_COMMIT_FIELDS);
+
+        for (i = k * PKI_BATCH_CHUNK;
+             st == PKI_OK && i < k * PKI_BATCH_CHUNK + cnt; i++)
+        {
+            rec = &recs[i];
+
+            (void) pki_serial_normalize(rec->serial, serial);
+            pki_pcmd_num(&cmds[k], (long long) rec->not_after);
+            pki_pcmd_copy(&cmds[k], serial);
+            pki_pcmd_str(&cmds[k], "der");
+            pki_pcmd_add(&cmds[k], (const char *) rec->der, rec->der_len);
+            pki_pcmd_str(&cmds[k], "status");
+            pki_pcmd_str(&cmds[k], "good");
+            pki_pcmd_str(&cmds[k], "not_before");
+            pki_pcmd_num(&cmds[k], (long long) rec->not_before);
+            pki_pcmd_str(&cmds[k], "not_after");
+            pki_pcmd_num(&cmds[k], (long long) rec->not_after);
+            pki_pcmd_str(&cmds[k], "subject");
+            pki_pcmd_str(&cmds[k], rec->subject != NULL ? rec->subject : "");
+            pki_pcmd_str(&cmds[k], "sans");
+            pki_pcmd_str(&cmds[k], rec->sans != NULL ? rec->sans : "");
+        }
+    }
+
+    if (st == PKI_OK) {
+        st = pki_redis_batch_run(r, cmds, nchunks, n, out, res);
+    }
+
+    if (st == PKI_OK) {
+        for (i = 0; i < n; i++) {
+            status[i] = out[i] == 1 ? PKI_OK
+                        : out[i] == 0 ? PKI_UNAVAILABLE : PKI_CONFLICT;
+        }
+    }
+
+    for (k = 0; k < nchunks; k++) {
+        pki_pcmd_free(&cmds[k]);
+    }
+    free(cmds);
+    free(out);
+
+    return st;
+}

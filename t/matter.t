@@ -36,7 +36,10 @@ my $m = "$pki/matter";
 }
 
 $t->start_redis;
-$t->start_nginx;
+# OCSP for the PAI too: the batch check below asks it about every serial
+(my $conf = $t->render_conf)
+    =~ s{ocsp_responder issuing;}{ocsp_responder issuing matter-pai;};
+$t->start_nginx($conf);
 
 my $pkictl = "$PKITest::BUILD/pkictl";
 my $json = JSON::PP->new->canonical;
@@ -156,6 +159,50 @@ sub record_good {
     }
     like($r->{headers}{'content-type'} // '', qr{^application/json},
          'batch: application/json');
+
+    # a batch of 24 (the batch issue path: one Redis round trip to reserve,
+    # one to commit): every record is in Redis, good, holding its DER, and
+    # OCSP answers "good" for every serial
+    my $nb = 24;
+    $r = post_json('/matter/dac/batch', { csrs => [ map { $csrs[$_ % 5] }
+                                                    0 .. $nb - 1 ] });
+    is($r->{code}, 200, "batch of $nb: 200") or diag($r->{body});
+    $certs = $r->{json}{certificates} || [];
+    is(scalar @$certs, $nb, "batch of $nb: $nb certificates");
+    my (@serials, $recs_ok);
+    $recs_ok = 0;
+    for my $i (0 .. $#$certs) {
+        my $der = decode_base64($certs->[$i]);
+        my $f = der_file($der, "big$i");
+        my $serial = $t->x509_field($f, 'serial');
+        push @serials, $serial;
+        my $h = $t->redis_hash("pki:{ca:matter-pai}:cert:$serial");
+        $recs_ok++ if ($h->{status} // '') eq 'good'
+                      && ($h->{der} // '') eq $der
+                      && ($h->{protocol} // '') eq 'matter'
+                      && ($h->{requester} // '') eq 'demo';
+    }
+    my %uniq = map { $_ => 1 } @serials;
+    is(scalar keys %uniq, $nb, "batch of $nb: distinct serials");
+    is($recs_ok, $nb, "batch of $nb: every record good, with its DER, "
+       . 'protocol and requester');
+    like($t->redis('EXISTS', map { "pki:{ca:matter-pai}:serial:$_" }
+                   @serials), qr/^\(integer\) $nb$/m,
+         "batch of $nb: every serial reserved");
+    attest_ok("$dir/big" . ($nb - 1) . '.pem', "batch of $nb, last");
+
+    my $ocsp_good = 0;
+    for (my $i = 0; $i < @serials; $i += 10) {
+        my @s = map { ('-serial', "0x$_") }
+                grep { defined } @serials[$i .. $i + 9];
+        my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
+            "$m/pai.pem", @s, '-url',
+            'http://127.0.0.1:' . $t->http_port . '/ocsp', '-noverify'],
+            timeout => 30);
+        $ocsp_good += () = $out =~ /^0x[0-9A-F]+: good$/mg;
+        diag("$out$err") if $rc != 0;
+    }
+    is($ocsp_good, $nb, "batch of $nb: OCSP says good for every serial");
 
     # server-generated keys
     $r = post_json('/matter/dac/batch', { count => 3 });
