@@ -17,8 +17,8 @@
 #
 # The SoftHSM2 run has the metrics and the transaction log on (as the demo);
 # it is repeated with both off (pki_metrics_zone off, no pki_audit_log),
-# BENCH_METRICS_ROUNDS times in alternation (default 1), and the cost is
-# printed.  BENCH_SKIP_FILE=1 skips the PEM-file run.
+# BENCH_METRICS_ROUNDS times in alternation (default 1; the order swaps
+# every round), and each round, the medians and the cost are printed.  BENCH_SKIP_FILE=1 skips the PEM-file run.
 #
 set -euo pipefail
 
@@ -154,6 +154,11 @@ run_one() {
         || { tail -n 5 "$p/logs/error.log" >&2;
              die "enrollment does not work ($label): see $p/logs/error.log"; }
 
+    # every run starts from the same disk state: the previous run's
+    # writeback (Redis AOF, the log) must not land on this one
+    sync -f "$W/redis" 2>/dev/null || sync
+    sleep 1
+
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" -s "$W/est.lua" \
               "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll")
     echo "$out" > "$W/wrk-$label.txt"
@@ -178,18 +183,32 @@ if [ "${BENCH_SKIP_FILE:-0}" != 1 ]; then
     read -r FILE_RATE FILE_OK FILE_BAD FILE_S < "$W/result-file"
 fi
 
-# metrics + transaction log off / on, alternating
+# metrics + transaction log off / on, alternating, the order swapped every
+# round (off on, on off, ...) so that a drift (Redis growing, other load)
+# does not favour one side; every round is printed, then the medians
 ROUNDS=${BENCH_METRICS_ROUNDS:-1}
-ON_SUM=0 OFF_SUM=0
+ON_ALL= OFF_ALL=
+: > "$W/rounds.txt"
 for i in $(seq "$ROUNDS"); do
-    echo "wrk -t$THREADS -c$CONNS -d$DUR, SoftHSM2, metrics + audit off ($i/$ROUNDS) ..." >&2
-    run_one hsm-off "$W/pki" --audit off --metrics off
-    read -r OFF_RATE _ _ _ < "$W/result-hsm-off"
-    echo "wrk -t$THREADS -c$CONNS -d$DUR, SoftHSM2, metrics + audit on ($i/$ROUNDS) ..." >&2
-    run_one hsm "$W/pki" --audit "$W/audit"
-    read -r HSM_RATE HSM_OK HSM_BAD HSM_S < "$W/result-hsm"
-    ON_SUM=$((ON_SUM + HSM_RATE)) OFF_SUM=$((OFF_SUM + OFF_RATE))
+    if [ $((i % 2)) = 1 ]; then order="off on"; else order="on off"; fi
+    for v in $order; do
+        echo "wrk -t$THREADS -c$CONNS -d$DUR, SoftHSM2, metrics + audit $v ($i/$ROUNDS) ..." >&2
+        if [ "$v" = off ]; then
+            run_one hsm-off "$W/pki" --audit off --metrics off
+            read -r OFF_RATE _ _ _ < "$W/result-hsm-off"
+            OFF_ALL="$OFF_ALL $OFF_RATE"
+        else
+            run_one hsm "$W/pki" --audit "$W/audit"
+            read -r HSM_RATE HSM_OK HSM_BAD HSM_S < "$W/result-hsm"
+            ON_ALL="$ON_ALL $HSM_RATE"
+        fi
+    done
+    printf '    round %d: off %s  on %s  (load average %s)\n' "$i" "$OFF_RATE" \
+        "$HSM_RATE" "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/rounds.txt"
 done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+OFF_MED=$(echo "$OFF_ALL" | median)
+ON_MED=$(echo "$ON_ALL" | median)
 AUDIT_ENTRIES=$(cat "$W"/audit/audit*.log 2>/dev/null | wc -l)
 "$BUILD/pkictl" audit verify "$W/audit" --pubkey "$W/pki/audit-pub.pem" \
     > "$W/audit-verify.txt" 2>&1 || true
@@ -212,8 +231,9 @@ EST simpleenroll, EC P-256 CSRs, wrk -t$THREADS -c$CONNS -d$DUR (keep-alive TLS)
   PEM file     $(printf '%-15s %-8s %-9s %s' "$FILE_RATE" "$FILE_OK" "$FILE_BAD" "$( [ "$FILE_RATE" = - ] && echo - || ratio "$FILE_RATE")")
   SoftHSM2     $(printf '%-15s %-8s %-9s %s' "$HSM_RATE" "$HSM_OK" "$HSM_BAD" "$(ratio "$HSM_RATE")")
 
-  metrics + transaction log (SoftHSM2, $ROUNDS alternating round(s), mean enrollments/s):
-    off $((OFF_SUM / ROUNDS))   on $((ON_SUM / ROUNDS))   cost $(awk -v a="$ON_SUM" -v b="$OFF_SUM" 'BEGIN { printf "%.1f%%", 100 * (b - a) / b }')
+  metrics + transaction log (SoftHSM2, $ROUNDS alternating round(s), enrollments/s):
+$(cat "$W/rounds.txt")
+    median: off $OFF_MED   on $ON_MED   cost $(awk -v a="$ON_MED" -v b="$OFF_MED" 'BEGIN { printf "%.1f%%", 100 * (b - a) / b }')
     audit log: $AUDIT_ENTRIES lines, $(cat "$W/audit-verify.txt")
 
 (wrk, nginx, Redis and TLS share the same cores; Redis appendonly with appendfsync always:

@@ -18,6 +18,9 @@
 # threads, and the ratio is DACs/s over the P-thread raw rate (the 1-thread
 # ratio is printed too).  The load average is printed with the numbers.
 #
+# bench/matter_inproc.c measures the same batch inside the core (no nginx,
+# TLS or curl) and pki_key_sign_x509 alone, to see where the time goes.
+#
 #   flock /tmp/pki-bench.lock bench/matter.sh      (after ./build.sh)
 #   BENCH_SECONDS=10 BENCH_CLIENTS=2 BENCH_BATCH=1000 BENCH_BATCH_THREADS=2 \
 #       bench/matter.sh

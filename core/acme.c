@@ -54,6 +54,9 @@
 #define PKI_ACME_STALE         30      /* a processing challenge restarts */
 #define PKI_ACME_MAX_ORDERS    1000
 #define PKI_ACME_FIN_STALE     30      /* a processing order is recovered */
+#define PKI_ACME_MAX_PRE       8       /* objects read with the nonce     */
+#define PKI_ACME_MISS          ((pki_status_t) -1)   /* not prefetched   */
+#define PKI_ACME_ACCT_COPY_TTL "60"    /* account copy in the state store */
 
 /* The store of the replay-safe state (nonces, orders, authorizations):
  * acme_redis when configured, else the durable pki_redis. */
@@ -95,6 +98,15 @@ typedef struct {
     int                     nseg;
     char                    pathbuf[512];
     time_t                  now;
+
+    /* objects read by the nonce redeem script (one round trip), each
+     * used once by the first load of its key */
+    int                     npre;
+    struct {
+        char                key[PKI_ACME_KEY_MAX];
+        char               *text;           /* NULL: the key is absent */
+        int                 used;
+    }                       pre[PKI_ACME_MAX_PRE];
 } pki_acme_t;
 
 
@@ -852,21 +864,157 @@ pki_acme_directory(pki_acme_t *a)
 }
 
 
-/* 1: redeemed, 0: unknown or used, -1: Redis failed */
+/*
+ * The nonce redeem script: one round trip spends the request's nonce,
+ * stores the response's fresh nonce, and (only when the nonce was good)
+ * reads the object the request is about, so that the handler does not
+ * read it again.  KEYS[1] nonce to spend, KEYS[2] new nonce, KEYS[3..]
+ * objects to read; ARGV[1] new nonce TTL, ARGV[2] (may be "") the key
+ * prefix of the authorizations of the order read as KEYS[3]: those are
+ * read too.  Returns {spent, value of KEYS[3], ..., then authz id, value
+ * pairs}; spent 0 returns nothing else.
+ */
+static const char  pki_lua_redeem[] =
+    "local spent = redis.call('DEL', KEYS[1]) "
+    "redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) "
+    "local out = { spent } "
+    "if spent == 0 then return out end "
+    "for i = 3, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end "
+    "if ARGV[2] ~= '' and out[2] then "
+    "  local ok, o = pcall(cjson.decode, out[2]) "
+    "  if ok and type(o) == 'table' and type(o.status) == 'string' "
+    "     and o.status == 'pending' and type(o.authzs) == 'table' then "
+    "    for i, id in ipairs(o.authzs) do "
+    "      if i > 4 or type(id) ~= 'string' or #id > 64 then break end "
+    "      out[#out + 1] = id "
+    "      out[#out + 1] = redis.call('GET', ARGV[2] .. id) "
+    "    end "
+    "  end "
+    "end "
+    "return out";
+
+
+static void
+pki_acme_pre_add(pki_acme_t *a, const char *key, const redisReply *v)
+{
+    if (a->npre >= PKI_ACME_MAX_PRE) {
+        return;
+    }
+
+    snprintf(a->pre[a->npre].key, sizeof(a->pre[a->npre].key), "%s", key);
+    a->pre[a->npre].used = 0;
+    a->pre[a->npre].text = NULL;
+
+    if (v->type == REDIS_REPLY_STRING) {
+        a->pre[a->npre].text = strndup(v->str, v->len);
+        if (a->pre[a->npre].text == NULL) {
+            return;                 /* not recorded: read again later */
+        }
+
+    } else if (v->type != REDIS_REPLY_NIL) {
+        return;
+    }
+
+    a->npre++;
+}
+
+
+/* 1: redeemed, 0: unknown or used, -1: Redis failed.  A fresh nonce for
+ * the response is stored in the same step. */
 static int
 pki_acme_redeem(pki_acme_t *a, const char *nonce)
 {
-    char  key[PKI_ACME_KEY_MAX];
+    int           nkeys, nargs, spent;
+    char          key[PKI_ACME_KEY_MAX], nkey[PKI_ACME_KEY_MAX], fresh[32];
+    char          okey[PKI_ACME_KEY_MAX], prefix[PKI_ACME_KEY_MAX], ttl[24];
+    size_t        i;
+    const char   *args[8], *acct, *id;
+    redisReply   *reply;
+    pki_redis_t  *st;
 
     if (nonce == NULL || nonce[0] == '\0' || strlen(nonce) > 64) {
         return 0;
     }
 
-    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), NULL, "nonce", nonce);
+    st = PKI_ACME_ST(a->conf);
 
-    return pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
-                            pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "DEL",
-                                         key));
+    if (!pki_random_id(fresh, sizeof(fresh), 16)) {
+        pki_fail(a->res, PKI_INTERNAL, "no randomness");
+        return -1;
+    }
+
+    pki_key_name(key, sizeof(key), st, NULL, "nonce", nonce);
+    pki_key_name(nkey, sizeof(nkey), st, NULL, "nonce", fresh);
+    snprintf(ttl, sizeof(ttl), "%ld",
+             a->conf->nonce_ttl > 0 ? a->conf->nonce_ttl : 3600);
+
+    /* the object of the resource, read along */
+    okey[0] = '\0';
+    prefix[0] = '\0';
+    acct = a->nseg >= 3 ? a->seg[1] : NULL;
+    id = a->nseg >= 3 ? a->seg[2] : NULL;
+
+    if (acct != NULL && pki_id_ok(acct) && pki_id_ok(id)) {
+        if ((a->nseg == 3 && strcmp(a->seg[0], "authz") == 0)
+            || (a->nseg == 4 && strcmp(a->seg[0], "chall") == 0))
+        {
+            pki_key_name(okey, sizeof(okey), st, acct, "authz", id);
+
+        } else if (a->nseg == 3 && (strcmp(a->seg[0], "order") == 0
+                                    || strcmp(a->seg[0], "finalize") == 0
+                                    || strcmp(a->seg[0], "cert") == 0))
+        {
+            pki_key_name(okey, sizeof(okey), st, acct, "order", id);
+            if (strcmp(a->seg[0], "cert") != 0) {
+                pki_key_name(prefix, sizeof(prefix), st, acct, "authz", "");
+            }
+        }
+    }
+
+    nkeys = 0;
+    args[nkeys++] = key;
+    args[nkeys++] = nkey;
+    if (okey[0] != '\0') {
+        args[nkeys++] = okey;
+    }
+    nargs = nkeys;
+    args[nargs++] = ttl;
+    args[nargs++] = prefix;
+
+    reply = pki_acme_eval(st, a->res, pki_lua_redeem, nkeys, nargs, args);
+    if (reply == NULL) {
+        return -1;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        freeReplyObject(reply);
+        pki_fail(a->res, PKI_UNAVAILABLE, "certificate store unavailable");
+        return -1;
+    }
+
+    memcpy(a->resp->nonce, fresh, sizeof(fresh));
+    spent = reply->element[0]->integer > 0;
+
+    if (spent && okey[0] != '\0' && reply->elements >= 2) {
+        pki_acme_pre_add(a, okey, reply->element[1]);
+
+        for (i = 2; i + 1 < reply->elements; i += 2) {
+            if (reply->element[i]->type != REDIS_REPLY_STRING
+                || !pki_id_ok(reply->element[i]->str))
+            {
+                break;
+            }
+            pki_key_name(key, sizeof(key), st, acct, "authz",
+                         reply->element[i]->str);
+            pki_acme_pre_add(a, key, reply->element[i + 1]);
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return spent;
 }
 
 
@@ -876,7 +1024,9 @@ static pki_status_t
 pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
     char **text)
 {
-    char  key[PKI_ACME_KEY_MAX];
+    int           v;
+    char          key[PKI_ACME_KEY_MAX], ckey[PKI_ACME_KEY_MAX], *t;
+    pki_status_t  rc;
 
     if (!pki_id_ok(id)) {
         *out = NULL;
@@ -885,7 +1035,67 @@ pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
 
     pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
 
-    return pki_acme_load_text(a->conf->redis, key, out, text, a->res);
+    if (a->conf->state_redis == NULL) {
+        return pki_acme_load_text(a->conf->redis, key, out, text, a->res);
+    }
+
+    /* split stores: a copy of the account in the state store spares the
+     * durable one (busy with its fsyncs) a read per request */
+    pki_key_name(ckey, sizeof(ckey), a->conf->state_redis, id, "acct", NULL);
+
+    rc = pki_acme_load_text(a->conf->state_redis, ckey, out, text, a->res);
+    if (rc != PKI_NOT_FOUND) {
+        return rc;
+    }
+
+    t = NULL;
+    rc = pki_acme_load_text(a->conf->redis, key, out, &t, a->res);
+    if (rc == PKI_OK) {
+        pki_result_t  tmp;
+
+        pki_result_init(&tmp);
+        v = pki_acme_cmd_int(a->conf->state_redis, &tmp,
+                             pki_acme_cmd(a->conf->state_redis, &tmp, 6,
+                                          "SET", ckey, t, "EX",
+                                          PKI_ACME_ACCT_COPY_TTL, "NX"));
+        (void) v;
+    }
+
+    if (text != NULL) {
+        *text = t;
+    } else {
+        free(t);
+    }
+
+    return rc;
+}
+
+
+/* After the durable account changed: the state store's copy follows (text
+ * NULL: the copy is dropped, the next read refreshes it). */
+static void
+pki_acme_account_copy(pki_acme_t *a, const char *id, const char *text)
+{
+    char          ckey[PKI_ACME_KEY_MAX];
+    pki_result_t  tmp;
+
+    if (a->conf->state_redis == NULL) {
+        return;
+    }
+
+    pki_result_init(&tmp);
+    pki_key_name(ckey, sizeof(ckey), a->conf->state_redis, id, "acct", NULL);
+
+    if (text != NULL) {
+        pki_acme_cmd_int(a->conf->state_redis, &tmp,
+                         pki_acme_cmd(a->conf->state_redis, &tmp, 5, "SET",
+                                      ckey, text, "EX",
+                                      PKI_ACME_ACCT_COPY_TTL));
+    } else {
+        pki_acme_cmd_int(a->conf->state_redis, &tmp,
+                         pki_acme_cmd(a->conf->state_redis, &tmp, 2, "DEL",
+                                      ckey));
+    }
 }
 
 
@@ -1368,18 +1578,23 @@ pki_acme_account(pki_acme_t *a, const char *id)
             char  key[PKI_ACME_KEY_MAX];
 
             pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+            char  *nt;
+
             v = a->account_text == NULL ? -1
                 : pki_acme_cas(a->conf->redis, key, a->account_text,
-                               a->account, 3L * 365 * 86400, NULL, a->res);
+                               a->account, 3L * 365 * 86400, &nt, a->res);
             if (v < 0) {
                 pki_acme_fail(a, PKI_UNAVAILABLE, "account update");
                 return;
             }
             if (v == 0) {
+                pki_acme_account_copy(a, id, NULL);
                 pki_acme_problem(a, 409, "malformed", "the account changed "
                                  "meanwhile; retry");
                 return;
             }
+            pki_acme_account_copy(a, id, nt);
+            free(nt);
         }
         (void) rc;
     }
@@ -1517,18 +1732,20 @@ pki_acme_key_change(pki_acme_t *a)
 
         reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_key_change, 3,
                               n, args);
-        free(newtext);
 
         if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
             if (reply != NULL) {
                 freeReplyObject(reply);
             }
+            free(newtext);
             pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
             goto done;
         }
 
         if (reply->len == 0) {
             freeReplyObject(reply);
+            free(newtext);
+            pki_acme_account_copy(a, a->acct, NULL);
             pki_acme_problem(a, 409, "malformed", "the account changed "
                              "meanwhile; retry");
             goto done;
@@ -1539,6 +1756,7 @@ pki_acme_key_change(pki_acme_t *a)
                                                        reply->str)
                                         : NULL;
             freeReplyObject(reply);
+            free(newtext);
             pki_acme_problem(a, 409, "malformed", "the new key is already "
                              "in use by an account");
             a->resp->location = loc;
@@ -1546,6 +1764,8 @@ pki_acme_key_change(pki_acme_t *a)
         }
 
         freeReplyObject(reply);
+        pki_acme_account_copy(a, a->acct, newtext);
+        free(newtext);
     }
 
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s changed "
@@ -1766,11 +1986,52 @@ pki_acme_authz_status(pki_acme_t *a, const cJSON *authz)
 }
 
 
+/* A load of key served from what the redeem script read: PKI_OK,
+ * PKI_NOT_FOUND, PKI_INTERNAL (corrupt), or PKI_ACME_MISS when the key was
+ * not read (or was used already). */
+static pki_status_t
+pki_acme_prefetched(pki_acme_t *a, const char *key, cJSON **out, char **text)
+{
+    int  i;
+
+    for (i = 0; i < a->npre; i++) {
+        if (a->pre[i].used || strcmp(a->pre[i].key, key) != 0) {
+            continue;
+        }
+
+        a->pre[i].used = 1;
+
+        if (a->pre[i].text == NULL) {
+            return PKI_NOT_FOUND;
+        }
+
+        *out = cJSON_Parse(a->pre[i].text);
+        if (!cJSON_IsObject(*out)) {
+            cJSON_Delete(*out);
+            *out = NULL;
+            pki_fail(a->res, PKI_INTERNAL, "corrupt ACME object");
+            pki_log(a->res, "acme: %s does not hold a JSON object", key);
+            return PKI_INTERNAL;
+        }
+
+        if (text != NULL) {
+            *text = a->pre[i].text;
+            a->pre[i].text = NULL;
+        }
+
+        return PKI_OK;
+    }
+
+    return PKI_ACME_MISS;
+}
+
+
 static pki_status_t
 pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
     cJSON **out)
 {
-    char  key[PKI_ACME_KEY_MAX];
+    char          key[PKI_ACME_KEY_MAX];
+    pki_status_t  rc;
 
     if (!pki_id_ok(id)) {
         *out = NULL;
@@ -1778,6 +2039,11 @@ pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
     }
 
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", id);
+
+    rc = pki_acme_prefetched(a, key, out, NULL);
+    if (rc != PKI_ACME_MISS) {
+        return rc;
+    }
 
     return pki_acme_load(PKI_ACME_ST(a->conf), key, out, a->res);
 }
@@ -1905,19 +2171,20 @@ pki_acme_new_challenge(const char *type)
 }
 
 
-/* An authorization for one identifier: reused when a valid one exists,
- * else a new pending one.  id_out receives its id. */
+/* An authorization for one identifier: reused when a valid one exists
+ * (*created NULL), else a new pending one, not stored yet (*created).
+ * id_out receives its id. */
 static pki_status_t
 pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
-    time_t expires, char id_out[PKI_ACME_ID_MAX])
+    time_t expires, char id_out[PKI_ACME_ID_MAX], cJSON **created)
 {
     int           wildcard;
     char          key[PKI_ACME_KEY_MAX], idx[300], aid[PKI_ACME_ID_MAX];
     cJSON        *authz, *chs, *ch;
     redisReply   *reply;
     const char   *bare;
-    pki_status_t  rc;
 
+    *created = NULL;
     wildcard = strncmp(value, "*.", 2) == 0;
     bare = wildcard ? value + 2 : value;
 
@@ -1993,14 +2260,11 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
 
     cJSON_AddItemToObject(authz, "challenges", chs);
 
-    rc = pki_acme_authz_save(a->conf, a->acct, aid, authz, a->now, a->res);
-    cJSON_Delete(authz);
+    /* stored by the caller with the order, in one step */
+    *created = authz;
+    memcpy(id_out, aid, sizeof(aid));
 
-    if (rc == PKI_OK) {
-        memcpy(id_out, aid, sizeof(aid));
-    }
-
-    return rc;
+    return PKI_OK;
 }
 
 
@@ -2206,7 +2470,8 @@ static pki_status_t
 pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
     cJSON **out, char **text)
 {
-    char  key[PKI_ACME_KEY_MAX];
+    char          key[PKI_ACME_KEY_MAX];
+    pki_status_t  rc;
 
     if (!pki_id_ok(oid)) {
         *out = NULL;
@@ -2217,6 +2482,11 @@ pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
     }
 
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "order", oid);
+
+    rc = pki_acme_prefetched(a, key, out, text);
+    if (rc != PKI_ACME_MISS) {
+        return rc;
+    }
 
     return pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
 }
@@ -2230,19 +2500,6 @@ pki_acme_order_ttl(pki_acme_t *a, const cJSON *order)
     ttl = (long) (pki_json_num(order, "keep") - (double) a->now);
 
     return ttl < 86400 ? 86400 : ttl;
-}
-
-
-static pki_status_t
-pki_acme_order_save(pki_acme_t *a, const char *acct, const char *oid,
-    const cJSON *order)
-{
-    char  key[PKI_ACME_KEY_MAX];
-
-    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "order", oid);
-
-    return pki_acme_store(PKI_ACME_ST(a->conf), key, order,
-                          pki_acme_order_ttl(a, order), 0, NULL, a->res);
 }
 
 
@@ -2445,10 +2702,182 @@ done:
 }
 
 
+/* Several objects in one step.  ARGV[1] n; KEYS[1..n] are SET to
+ * ARGV[2i], EX ARGV[2i+1]; a further key is a zset: ZADD score ARGV[2n+2]
+ * member ARGV[2n+3], then ZREMRANGEBYSCORE -inf ARGV[2n+4]. */
+static const char  pki_lua_mset[] =
+    "local n = tonumber(ARGV[1]) "
+    "for i = 1, n do "
+    "  redis.call('SET', KEYS[i], ARGV[2 * i], 'EX', ARGV[2 * i + 1]) "
+    "end "
+    "if #KEYS > n then "
+    "  redis.call('ZADD', KEYS[n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]) "
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', ARGV[2 * n + 4]) "
+    "end "
+    "return 1";
+
+#define PKI_ACME_MSET_MAX  8       /* SETs per script call */
+
+
+/* Up to PKI_ACME_MSET_MAX SETs (keys, texts, TTLs) and optionally the
+ * zset update; PKI_OK or PKI_UNAVAILABLE. */
+static pki_status_t
+pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
+    char **texts, char (*ttls)[24], const char *zkey, const char *zscore,
+    const char *zmember, const char *zmin)
+{
+    int          i, nk, na;
+    char         num[16];
+    size_t       lens[4 + 4 * PKI_ACME_MSET_MAX + 8];
+    const char  *argv[4 + 4 * PKI_ACME_MSET_MAX + 8];
+    redisReply  *reply;
+
+    if (n < 0 || n > PKI_ACME_MSET_MAX) {
+        return pki_fail(res, PKI_INTERNAL, "redis: too many objects");
+    }
+
+    snprintf(num, sizeof(num), "%d", n);
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_mset;
+    nk = n + (zkey != NULL);
+    argv[2] = NULL;                         /* nkeys, below */
+    na = 3;
+
+    for (i = 0; i < n; i++) {
+        argv[na++] = keys[i];
+    }
+    if (zkey != NULL) {
+        argv[na++] = zkey;
+    }
+    argv[na++] = num;
+    for (i = 0; i < n; i++) {
+        argv[na++] = texts[i];
+        argv[na++] = ttls[i];
+    }
+    if (zkey != NULL) {
+        argv[na++] = zscore;
+        argv[na++] = zmember;
+        argv[na++] = zmin;
+    }
+
+    {
+        char  nks[16];
+
+        snprintf(nks, sizeof(nks), "%d", nk);
+        argv[2] = nks;
+
+        for (i = 0; i < na; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+
+        reply = pki_int_redis_cmd(r, na, argv, lens, res);
+    }
+
+    if (reply == NULL) {
+        return PKI_UNAVAILABLE;
+    }
+
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+/* Stores the new authorizations (newauthz: objects with their "id"), the
+ * order and its entry in the account's order list. */
+static pki_status_t
+pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
+    cJSON *newauthz, const char *score, const char *zmin)
+{
+    int           n, i;
+    long          ttl;
+    char         *keys[PKI_ACME_MSET_MAX], *texts[PKI_ACME_MSET_MAX];
+    char          ttls[PKI_ACME_MSET_MAX][24], zkey[PKI_ACME_KEY_MAX];
+    cJSON        *az, *id;
+    pki_redis_t  *st;
+    pki_status_t  rc;
+
+    st = PKI_ACME_ST(a->conf);
+    rc = PKI_OK;
+    n = 0;
+
+    memset(keys, 0, sizeof(keys));
+    memset(texts, 0, sizeof(texts));
+
+    /* authorizations first, in batches; the order and the list last */
+    az = newauthz != NULL ? newauthz->child : NULL;
+
+    for ( ;; ) {
+        int  last;
+
+        last = (az == NULL);
+
+        if (!last) {
+            id = cJSON_DetachItemFromObjectCaseSensitive(az, "id");
+            keys[n] = malloc(PKI_ACME_KEY_MAX);
+            if (keys[n] != NULL && cJSON_IsString(id)) {
+                pki_key_name(keys[n], PKI_ACME_KEY_MAX, st, a->acct, "authz",
+                             id->valuestring);
+            }
+            cJSON_Delete(id);
+            texts[n] = cJSON_PrintUnformatted(az);
+            ttl = (long) (pki_json_num(az, "expires") - (double) a->now)
+                  + 86400;
+            snprintf(ttls[n], sizeof(ttls[n]), "%ld", ttl > 0 ? ttl : 1);
+            n++;
+            az = az->next;
+
+        } else {
+            keys[n] = malloc(PKI_ACME_KEY_MAX);
+            if (keys[n] != NULL) {
+                pki_key_name(keys[n], PKI_ACME_KEY_MAX, st, a->acct, "order",
+                             oid);
+            }
+            texts[n] = cJSON_PrintUnformatted(order);
+            snprintf(ttls[n], sizeof(ttls[n]), "%ld",
+                     pki_acme_order_ttl(a, order));
+            n++;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (keys[i] == NULL || texts[i] == NULL) {
+                rc = pki_fail(a->res, PKI_INTERNAL, "out of memory");
+            }
+        }
+
+        if (rc == PKI_OK && (last || n == PKI_ACME_MSET_MAX)) {
+            if (last) {
+                pki_key_name(zkey, sizeof(zkey), st, a->acct, "orders", NULL);
+            }
+            rc = pki_acme_mset(st, a->res, n, keys, texts, ttls,
+                               last ? zkey : NULL, score, oid, zmin);
+        }
+
+        if (rc != PKI_OK || last || n == PKI_ACME_MSET_MAX) {
+            for (i = 0; i < n; i++) {
+                free(keys[i]);
+                cJSON_free(texts[i]);
+                keys[i] = NULL;
+                texts[i] = NULL;
+            }
+            n = 0;
+        }
+
+        if (rc != PKI_OK || last) {
+            break;
+        }
+    }
+
+    return rc;
+}
+
+
 static void
 pki_acme_new_order(pki_acme_t *a)
 {
-    int           stored;
+    int           stored, all_valid;
+    cJSON        *newauthz = NULL;
     long          validity;
     char          oid[PKI_ACME_ID_MAX], aid[PKI_ACME_ID_MAX];
     char          key[PKI_ACME_KEY_MAX], serial[41], num[24], *loc;
@@ -2596,15 +3025,31 @@ pki_acme_new_order(pki_acme_t *a)
         goto done;
     }
 
+    newauthz = cJSON_CreateArray();
+    if (newauthz == NULL) {
+        cJSON_Delete(authzs);
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        goto done;
+    }
+    all_valid = 1;
+
     cJSON_ArrayForEach(item, ids) {
+        cJSON  *created;
+
         type = pki_json_str(item, "type");
         value = pki_json_str(item, "value");
 
-        rc = pki_acme_authz_for(a, type, value, expires, aid);
+        rc = pki_acme_authz_for(a, type, value, expires, aid, &created);
         if (rc != PKI_OK) {
             cJSON_Delete(authzs);
             pki_acme_fail(a, rc, "newOrder");
             goto done;
+        }
+
+        if (created != NULL) {
+            cJSON_AddStringToObject(created, "id", aid);
+            cJSON_AddItemToArray(newauthz, created);
+            all_valid = 0;
         }
 
         cJSON_AddItemToArray(authzs, cJSON_CreateString(aid));
@@ -2640,33 +3085,27 @@ pki_acme_new_order(pki_acme_t *a)
     }
     cJSON_AddNumberToObject(order, "created", (double) a->now);
 
-    rc = pki_acme_order_save(a, a->acct, oid, order);
-    if (rc != PKI_OK) {
-        cJSON_Delete(order);
-        pki_acme_fail(a, rc, "newOrder");
-        goto done;
-    }
-
-    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "orders", NULL);
-    snprintf(num, sizeof(num), "%lld", (long long) a->now);
-    pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
-                     pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4, "ZADD", key, num,
-                                  oid));
-
-    /* forget orders whose certificate (or the order) is long gone */
+    /* the new authorizations, the order and the account's order list in
+     * one step */
     {
         char  old[24];
 
         snprintf(old, sizeof(old), "%lld", (long long) (a->now
                  - (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400)
                  - (validity > 0 ? validity : 90L * 86400) - 86400));
-        pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
-                         pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4,
-                                      "ZREMRANGEBYSCORE", key, "-inf", old));
+        snprintf(num, sizeof(num), "%lld", (long long) a->now);
+
+        rc = pki_acme_order_create(a, oid, order, newauthz, num, old);
+        if (rc != PKI_OK) {
+            cJSON_Delete(order);
+            pki_acme_fail(a, rc, "newOrder");
+            goto done;
+        }
     }
 
-    s = pki_acme_order_status(a, a->acct, order);
-    o = pki_acme_order_obj(a, a->acct, oid, order, s != NULL ? s : "pending");
+    /* new authorizations are pending, reused ones valid */
+    s = all_valid ? "ready" : "pending";
+    o = pki_acme_order_obj(a, a->acct, oid, order, s);
     cJSON_Delete(order);
 
     pki_acme_json(a, 201, o);
@@ -2678,6 +3117,7 @@ pki_acme_new_order(pki_acme_t *a)
 done:
 
     cJSON_Delete(ids);
+    cJSON_Delete(newauthz);
 }
 
 
@@ -4207,9 +4647,14 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         pki_acme_problem(&a, 404, "malformed", "no such resource");
     }
 
-    pki_acme_nonce(&a);
+    if (resp->nonce[0] == '\0') {
+        pki_acme_nonce(&a);         /* the redeem script did not run */
+    }
 
     pki_jws_clear(&a.jws);
+    for (int i = 0; i < a.npre; i++) {
+        free(a.pre[i].text);
+    }
     cJSON_Delete(a.account);
     free(a.account_text);
     cJSON_Delete(a.payload);
@@ -4357,21 +4802,39 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
         }
     }
 
-    rc = pki_acme_authz_save(conf, job->acct, job->authz, authz, now, res);
-
     /* the "valid" index serves authorization reuse and revocation by an
      * account that holds valid authorizations (RFC 8555 7.6); it lives as
-     * long as the authorization */
-    if (rc == PKI_OK && vrc == PKI_OK) {
+     * long as the authorization and is written with it in one step */
+    if (vrc == PKI_OK) {
+        long   ttl;
+        char   akey[PKI_ACME_KEY_MAX], *keys[2], *texts[2], ttls[2][24];
+
         snprintf(idx, sizeof(idx), "%s:%s%s", job->id_type,
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
                                                               "wildcard"))
                  ? "*." : "", job->identifier);
-        pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "valid", idx);
-        snprintf(num, sizeof(num), "%ld", keep);
-        pki_acme_cmd_int(PKI_ACME_ST(conf), res,
-                         pki_acme_cmd(PKI_ACME_ST(conf), res, 5, "SET", key,
-                                      job->authz, "EX", num));
+        pki_key_name(akey, sizeof(akey), PKI_ACME_ST(conf), job->acct,
+                     "authz", job->authz);
+        pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct,
+                     "valid", idx);
+
+        ttl = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
+        keys[0] = akey;
+        texts[0] = cJSON_PrintUnformatted(authz);
+        snprintf(ttls[0], sizeof(ttls[0]), "%ld", ttl > 0 ? ttl : 1);
+        keys[1] = key;
+        texts[1] = job->authz;
+        snprintf(ttls[1], sizeof(ttls[1]), "%ld", keep);
+
+        rc = texts[0] == NULL ? pki_fail(res, PKI_INTERNAL, "out of memory")
+             : pki_acme_mset(PKI_ACME_ST(conf), res, 2, keys, texts, ttls,
+                             NULL, NULL, NULL, NULL);
+        cJSON_free(texts[0]);
+        (void) num;
+
+    } else {
+        rc = pki_acme_authz_save(conf, job->acct, job->authz, authz, now,
+                                 res);
     }
 
     cJSON_Delete(authz);

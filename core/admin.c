@@ -12,6 +12,9 @@
  *                               &cursor=C &limit=N
  *                               -> {"certificates": [...],
  *                                   "next_cursor": "C" or "0" when done}
+ *   GET  scep/pending           ?cursor=C &limit=N -> {"pending": [...],
+ *                                   "next_cursor"} (core/scep.c)
+ *   POST scep/...               challenges, approve, reject (core/scep.c)
  *
  * A list page is one walk of the store's SCAN (limit keys), filtered
  * afterwards: a page may hold fewer records than the limit, even none, while
@@ -983,6 +986,58 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
 }
 
 
+/* ---- GET scep/pending (kept by core/scep.c) ----------------------------- */
+
+static void
+pki_admin_scep_pending(const pki_admin_conf_t *conf,
+    const pki_admin_req_t *req, pki_admin_resp_t *resp)
+{
+    int      rc;
+    long     l;
+    char     limit_s[16], cursor[96], *endp;
+    cJSON   *obj;
+    size_t   limit;
+
+    limit = PKI_ADMIN_LIMIT_DEF;
+
+    rc = pki_query_param(req->query, req->query_len, "limit", limit_s,
+                         sizeof(limit_s));
+    if (rc == 1) {
+        errno = 0;
+        l = strtol(limit_s, &endp, 10);
+        if (errno != 0 || endp == limit_s || *endp != '\0' || l < 1
+            || l > PKI_ADMIN_LIMIT_MAX || !isdigit((unsigned char) limit_s[0]))
+        {
+            pki_fail(&resp->res, PKI_MALFORMED, "limit must be 1..%d",
+                     PKI_ADMIN_LIMIT_MAX);
+            return;
+        }
+        limit = (size_t) l;
+
+    } else if (rc < 0) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter \"limit\"");
+        return;
+    }
+
+    /* the cursor's form is checked by scep.c */
+    rc = pki_query_param(req->query, req->query_len, "cursor", cursor,
+                         sizeof(cursor));
+    if (rc < 0 || (rc == 1 && cursor[0] == '\0')) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+        return;
+    }
+
+    if (pki_int_scep_pending(conf->redis, rc == 1 ? cursor : NULL, limit,
+                             &obj, &resp->res)
+        == PKI_OK)
+    {
+        pki_admin_json(resp, 200, obj);
+    }
+
+    cJSON_Delete(obj);
+}
+
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 PKI_API void
@@ -1063,6 +1118,14 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                && strchr(path + 9, '/') == NULL)
     {
         pki_admin_acme_eab(conf, method, path + 9, resp);
+
+    } else if (strcmp(path, "scep/pending") == 0) {
+        /* SCEP requests waiting for manual approval (scep.c) */
+        if (!get) {
+            pki_fail(&resp->res, PKI_UNSUPPORTED, "use GET");
+            goto failed;
+        }
+        pki_admin_scep_pending(conf, req, resp);
 
     } else if (strncmp(path, "scep/", 5) == 0) {
         /* SCEP one-time challenges and manual approval (scep.c) */

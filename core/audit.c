@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,8 +79,17 @@ struct pki_audit_s {
     unsigned long long    since_ckpt;
 
     unsigned long long    written;     /* lines written by this process */
-    unsigned long long    synced;      /* of those, known durable */
+    unsigned long long    synced;      /* of those, known durable (read
+                                          without the lock: atomic) */
     int                   syncing;
+
+    /* the syncer thread (pki_audit_syncer_start) */
+    pthread_t             syncer;
+    pthread_cond_t        scond;
+    int                   syncer_on;
+    int                   syncer_stop;
+    void                (*notify)(void *arg);
+    void                 *notify_arg;
 };
 
 
@@ -340,17 +350,13 @@ pki_audit_written(pki_audit_t *a)
 unsigned long long
 pki_audit_synced(pki_audit_t *a)
 {
-    unsigned long long  n;
-
-    if (a == NULL) {
+    if (a == NULL || a->no_fsync) {
         return ~0ULL;
     }
 
-    pthread_mutex_lock(&a->lock);
-    n = a->no_fsync ? a->written : a->synced;
-    pthread_mutex_unlock(&a->lock);
-
-    return n;
+    /* no lock: the event loop asks, and an appender may hold the lock
+     * while write() waits for a journal commit */
+    return __atomic_load_n(&a->synced, __ATOMIC_ACQUIRE);
 }
 
 
@@ -648,6 +654,7 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
 
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
+    pthread_cond_init(&a->scond, NULL);
 
     a->dir = strdup(conf->dir);
     a->path = pki_path(conf->dir, "audit.log");
@@ -698,6 +705,8 @@ pki_audit_close(pki_audit_t *a)
         pki_default_log = NULL;
     }
 
+    pki_audit_syncer_stop(a);
+
     if (a->fd >= 0) {
         if (!a->no_fsync) {
             (void) fdatasync(a->fd);
@@ -711,6 +720,7 @@ pki_audit_close(pki_audit_t *a)
 
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->cond);
+    pthread_cond_destroy(&a->scond);
     free(a->dir);
     free(a->path);
     free(a);
@@ -760,9 +770,32 @@ pki_line_seq_hash(const char *line, unsigned long long *seq, char hash[65])
 /* The last entry of fd (size bytes): seq, hash.  A torn last line (no
  * newline: a crash in the middle of a write that was never acknowledged)
  * is cut off.  Returns 1 with *seq 0 for an empty file. */
+static int pki_audit_read_tail_w(int fd, off_t *size, unsigned long long *seq,
+    char hash[65], int truncate, off_t window, pki_result_t *res);
+
 static int
 pki_audit_read_tail(int fd, off_t *size, unsigned long long *seq,
     char hash[65], int truncate, pki_result_t *res)
+{
+    int  rc;
+
+    /* a line is about 400 bytes: a small read first (this runs under the
+     * lock each time another process appended) */
+    rc = pki_audit_read_tail_w(fd, size, seq, hash, truncate, 4096, res);
+
+    if (rc < 0) {
+        rc = pki_audit_read_tail_w(fd, size, seq, hash, truncate,
+                                   PKI_AUDIT_TAIL, res);
+    }
+
+    return rc;
+}
+
+
+/* -1: the window holds no whole line; nothing was changed */
+static int
+pki_audit_read_tail_w(int fd, off_t *size, unsigned long long *seq,
+    char hash[65], int truncate, off_t window, pki_result_t *res)
 {
     off_t     from;
     char     *buf, *nl, *line;
@@ -775,7 +808,7 @@ pki_audit_read_tail(int fd, off_t *size, unsigned long long *seq,
         return 1;
     }
 
-    from = *size > PKI_AUDIT_TAIL ? *size - PKI_AUDIT_TAIL : 0;
+    from = *size > window ? *size - window : 0;
     len = (size_t) (*size - from);
 
     buf = malloc(len + 1);
@@ -798,6 +831,9 @@ pki_audit_read_tail(int fd, off_t *size, unsigned long long *seq,
 
         if (nl == NULL && from > 0) {
             free(buf);
+            if (window < PKI_AUDIT_TAIL) {
+                return -1;
+            }
             pki_fail(res, PKI_INTERNAL, "audit log tail is unreadable");
             return 0;
         }
@@ -828,6 +864,10 @@ pki_audit_read_tail(int fd, off_t *size, unsigned long long *seq,
 
     if (nl == NULL && from > 0) {
         free(buf);
+        if (window < PKI_AUDIT_TAIL) {
+            /* a torn tail was cut off already: *size says where */
+            return -1;
+        }
         pki_fail(res, PKI_INTERNAL, "audit log entry too long");
         return 0;
     }
@@ -1033,7 +1073,7 @@ pki_audit_rotate(pki_audit_t *a, pki_result_t *res)
 
     /* everything this process wrote so far is in the old file, now
      * durable */
-    a->synced = a->written;
+    __atomic_store_n(&a->synced, a->written, __ATOMIC_RELEASE);
 
     snprintf(name, sizeof(name), "audit-%012llu.log", a->first_seq);
     path = pki_path(a->dir, name);
@@ -1349,7 +1389,7 @@ pki_audit_commit(pki_audit_t *a, unsigned long long mine, pki_result_t *res)
 
         a->syncing = 0;
         if (rc == 0 && target > a->synced) {
-            a->synced = target;
+            __atomic_store_n(&a->synced, target, __ATOMIC_RELEASE);
         }
         pthread_cond_broadcast(&a->cond);
 
@@ -1380,11 +1420,138 @@ pki_audit_append(pki_audit_t *a, const pki_event_t *ev, int durable,
 
     if (st == PKI_OK && durable && !a->no_fsync) {
         st = pki_audit_commit(a, mine, res);
+
+    } else if (st == PKI_OK && a->syncer_on) {
+        /* the syncer thread makes it durable (group commit) */
+        pthread_cond_signal(&a->scond);
     }
 
     pthread_mutex_unlock(&a->lock);
 
     return st;
+}
+
+
+/* ---- the syncer thread ------------------------------------------------------ */
+
+static void *
+pki_audit_syncer(void *arg)
+{
+    pki_audit_t  *a = arg;
+
+    void               (*notify)(void *arg);
+    void                *narg;
+    pki_status_t         st;
+    pki_result_t         res;
+    struct timespec      ts;
+
+    pthread_mutex_lock(&a->lock);
+
+    while (!a->syncer_stop) {
+
+        if (a->synced >= a->written) {
+            pthread_cond_wait(&a->scond, &a->lock);
+            continue;
+        }
+
+        /* one fdatasync for everything written so far; what is written
+         * meanwhile is the next round */
+        pki_result_init(&res);
+        st = pki_audit_commit(a, a->written, &res);
+
+        notify = a->notify;
+        narg = a->notify_arg;
+
+        pthread_mutex_unlock(&a->lock);
+
+        if (st != PKI_OK) {
+            /* fail closed: the answers wait; try again shortly */
+            ts.tv_sec = 0;
+            ts.tv_nsec = 50 * 1000 * 1000;
+            nanosleep(&ts, NULL);
+
+        } else if (notify != NULL) {
+            notify(narg);
+        }
+
+        pthread_mutex_lock(&a->lock);
+    }
+
+    pthread_mutex_unlock(&a->lock);
+
+    return NULL;
+}
+
+
+pki_status_t
+pki_audit_syncer_start(pki_audit_t *a, void (*notify)(void *arg), void *arg,
+    pki_result_t *res)
+{
+    int       rc;
+    sigset_t  all, old;
+
+    if (a == NULL || a->no_fsync) {
+        return pki_fail(res, PKI_INTERNAL, "no log to sync");
+    }
+
+    pthread_mutex_lock(&a->lock);
+
+    if (a->syncer_on) {
+        pthread_mutex_unlock(&a->lock);
+        return pki_fail(res, PKI_INTERNAL, "the syncer runs already");
+    }
+
+    a->notify = notify;
+    a->notify_arg = arg;
+    a->syncer_stop = 0;
+
+    /* signals stay with the server's main thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+
+    rc = pthread_create(&a->syncer, NULL, pki_audit_syncer, a);
+    if (rc == 0) {
+        a->syncer_on = 1;
+    }
+
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    pthread_mutex_unlock(&a->lock);
+
+    if (rc != 0) {
+        return pki_fail(res, PKI_INTERNAL, "pthread_create() failed: %s",
+                        strerror(rc));
+    }
+
+    return PKI_OK;
+}
+
+
+void
+pki_audit_syncer_stop(pki_audit_t *a)
+{
+    if (a == NULL) {
+        return;
+    }
+
+    pthread_mutex_lock(&a->lock);
+
+    if (!a->syncer_on) {
+        pthread_mutex_unlock(&a->lock);
+        return;
+    }
+
+    a->syncer_stop = 1;
+    pthread_cond_signal(&a->scond);
+    pthread_mutex_unlock(&a->lock);
+
+    (void) pthread_join(a->syncer, NULL);
+
+    pthread_mutex_lock(&a->lock);
+    a->syncer_on = 0;
+    a->notify = NULL;
+    a->notify_arg = NULL;
+    pthread_mutex_unlock(&a->lock);
 }
 
 

@@ -887,7 +887,12 @@ PKI_API pki_status_t pki_key_decrypt(pki_key_t *k, const unsigned char *in,
  *                                         manual approval (status pending |
  *                                         approved | rejected | issued,
  *                                         csr, key, ca, template, serial,
- *                                         subject, created), with a TTL
+ *                                         subject, sans, client, created,
+ *                                         expires), with a TTL
+ *   <ns>scep:pending                      zset (scores 0) of
+ *                                         "<expires 12 digits>:<SHA256HEX
+ *                                         (transactionID)>": the pending
+ *                                         requests, for the admin listing
  */
 
 #define PKI_SCEP_MAX_BODY      (256 * 1024)
@@ -1230,7 +1235,6 @@ PKI_API void pki_matter_handle(const pki_matter_conf_t *conf,
     const pki_matter_req_t *req, pki_matter_resp_t *resp);
 PKI_API void pki_matter_resp_free(pki_matter_resp_t *resp);
 
-
 /* ---- batch issuance (core/issue.c, core/redis.c) -------------------------
  *
  * pki_issue for many requests of one CA and template at two Redis round
@@ -1275,5 +1279,19 @@ PKI_API pki_status_t pki_record_reserve_batch(pki_redis_t *r,
 PKI_API pki_status_t pki_record_commit_batch(pki_redis_t *r,
     const pki_record_t *recs, size_t n, pki_status_t *status,
     pki_result_t *res);
+
+/* ---- transaction log: syncer thread (core/audit.c, issue 7) ----------------
+ *
+ * A thread of its own that makes the deferred appends durable: whenever
+ * this process wrote more than is synced, one fdatasync for all of it
+ * (group commit), then notify(arg) from that thread (e.g. a write to an
+ * eventfd the event loop watches), which then finds pki_audit_synced()
+ * covering the tickets it waits for.  A failed fdatasync is retried; the
+ * answers wait (fail closed).  No thread of the server's pool waits for
+ * the disk.  pki_audit_close() stops it too.  pki_audit_synced() reads
+ * without a lock (the event loop may call it). */
+PKI_API pki_status_t pki_audit_syncer_start(pki_audit_t *a,
+    void (*notify)(void *arg), void *arg, pki_result_t *res);
+PKI_API void pki_audit_syncer_stop(pki_audit_t *a);
 
 #endif /* PKI_H */

@@ -23,7 +23,21 @@
  * verified before release) and, on success, encrypted to the requester's
  * certificate with the cipher of its request (AES; 3DES for a 3DES or DES
  * request, never single DES).
+ *
+ * PKCSReq, the hot path, is read by a lean reader first: OpenSSL 3.0's
+ * d2i_PKCS7() decodes the signer certificate's public key through
+ * OSSL_DECODER_CTX_new_for_pkey(), about 120 us per message (see csr.c).
+ * The lean reader keeps the certificate's SubjectPublicKeyInfo as bits,
+ * builds an RSA key directly and a small X509 holding what the engine
+ * uses (names, serial, validity, key).  Whatever it does not handle
+ * (another message type, another key type, CRLs in the message, a
+ * self-signature that only verifies over the original BER) goes through
+ * d2i_PKCS7() as before, so the checks and their answers are the same.
+ * The legacy RSA constructor is deprecated in 3.0 but is the one way to an
+ * EVP_PKEY without the decoder round trip.
  */
+
+#define OPENSSL_SUPPRESS_DEPRECATED
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -37,12 +51,14 @@
 #include <hiredis.h>
 
 #include <openssl/asn1.h>
+#include <openssl/asn1t.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pkcs7.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "issue_int.h"
@@ -96,10 +112,18 @@ enum {
 };
 
 
+typedef struct pki_scep_lean_s  pki_scep_lean_t;
+
 typedef struct {
-    PKCS7                *p7;
+    PKCS7                *p7;              /* d2i_PKCS7(), or NULL */
+    pki_scep_lean_t      *lean;            /* the lean reader's, or NULL */
     PKCS7_SIGNER_INFO    *si;
-    X509                 *signer;          /* borrowed from p7 */
+    ASN1_OCTET_STRING    *content;         /* the signed content */
+    X509                 *signer;          /* borrowed from p7, or the lean
+                                              reader's (owned) */
+    int                   self_signed;     /* lean: 1 the signer's self-
+                                              signature verifies, 0 not
+                                              checked or failed */
     int                   type;
     char                  tid[PKI_SCEP_TID_MAX + 1];
     unsigned char         nonce[PKI_SCEP_NONCE_MAX];
@@ -812,9 +836,260 @@ pki_scep_attr(PKCS7_SIGNER_INFO *si, int which)
 }
 
 
+/* ---- the lean pkiMessage reader (PKCSReq) ------------------------------------ */
+
+typedef struct {
+    X509_ALGOR                 *alg;
+    ASN1_BIT_STRING            *bits;
+} PKI_SCEP_SPKI;
+
+typedef struct {
+    ASN1_INTEGER               *version;
+    ASN1_INTEGER               *serial;
+    X509_ALGOR                 *sig_alg;
+    X509_NAME                  *issuer;
+    X509_VAL                   *validity;
+    X509_NAME                  *subject;
+    PKI_SCEP_SPKI              *spki;
+    ASN1_BIT_STRING            *issuer_uid;
+    ASN1_BIT_STRING            *subject_uid;
+    STACK_OF(X509_EXTENSION)   *exts;
+} PKI_SCEP_TBS;
+
+typedef struct {
+    PKI_SCEP_TBS               *tbs;
+    X509_ALGOR                 *sig_alg;
+    ASN1_BIT_STRING            *sig;
+} PKI_SCEP_CERT;
+
+typedef struct {
+    ASN1_INTEGER               *version;
+    STACK_OF(X509_ALGOR)       *md_algs;
+    PKCS7                      *contents;
+    OPENSSL_STACK              *certs;        /* of PKI_SCEP_CERT */
+    STACK_OF(PKCS7_SIGNER_INFO)  *signer_info;
+} PKI_SCEP_SD;
+
+struct pki_scep_lean_s {
+    ASN1_OBJECT                *type;
+    PKI_SCEP_SD                *sd;
+};
+
+typedef struct pki_scep_lean_s  PKI_SCEP_LEAN;
+
+
+ASN1_SEQUENCE(PKI_SCEP_SPKI) = {
+    ASN1_SIMPLE(PKI_SCEP_SPKI, alg, X509_ALGOR),
+    ASN1_SIMPLE(PKI_SCEP_SPKI, bits, ASN1_BIT_STRING)
+} static_ASN1_SEQUENCE_END(PKI_SCEP_SPKI)
+
+ASN1_SEQUENCE(PKI_SCEP_TBS) = {
+    ASN1_EXP_OPT(PKI_SCEP_TBS, version, ASN1_INTEGER, 0),
+    ASN1_SIMPLE(PKI_SCEP_TBS, serial, ASN1_INTEGER),
+    ASN1_SIMPLE(PKI_SCEP_TBS, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(PKI_SCEP_TBS, issuer, X509_NAME),
+    ASN1_SIMPLE(PKI_SCEP_TBS, validity, X509_VAL),
+    ASN1_SIMPLE(PKI_SCEP_TBS, subject, X509_NAME),
+    ASN1_SIMPLE(PKI_SCEP_TBS, spki, PKI_SCEP_SPKI),
+    ASN1_IMP_OPT(PKI_SCEP_TBS, issuer_uid, ASN1_BIT_STRING, 1),
+    ASN1_IMP_OPT(PKI_SCEP_TBS, subject_uid, ASN1_BIT_STRING, 2),
+    ASN1_EXP_SEQUENCE_OF_OPT(PKI_SCEP_TBS, exts, X509_EXTENSION, 3)
+} static_ASN1_SEQUENCE_END(PKI_SCEP_TBS)
+
+ASN1_SEQUENCE(PKI_SCEP_CERT) = {
+    ASN1_SIMPLE(PKI_SCEP_CERT, tbs, PKI_SCEP_TBS),
+    ASN1_SIMPLE(PKI_SCEP_CERT, sig_alg, X509_ALGOR),
+    ASN1_SIMPLE(PKI_SCEP_CERT, sig, ASN1_BIT_STRING)
+} static_ASN1_SEQUENCE_END(PKI_SCEP_CERT)
+
+/* no crls [1]: a message with CRLs goes to d2i_PKCS7() */
+ASN1_SEQUENCE(PKI_SCEP_SD) = {
+    ASN1_SIMPLE(PKI_SCEP_SD, version, ASN1_INTEGER),
+    ASN1_SET_OF(PKI_SCEP_SD, md_algs, X509_ALGOR),
+    ASN1_SIMPLE(PKI_SCEP_SD, contents, PKCS7),
+    ASN1_IMP_SET_OF_OPT(PKI_SCEP_SD, certs, PKI_SCEP_CERT, 0),
+    ASN1_SET_OF(PKI_SCEP_SD, signer_info, PKCS7_SIGNER_INFO)
+} static_ASN1_SEQUENCE_END(PKI_SCEP_SD)
+
+ASN1_SEQUENCE(PKI_SCEP_LEAN) = {
+    ASN1_SIMPLE(PKI_SCEP_LEAN, type, ASN1_OBJECT),
+    ASN1_EXP(PKI_SCEP_LEAN, sd, PKI_SCEP_SD, 0)
+} static_ASN1_SEQUENCE_END(PKI_SCEP_LEAN)
+
+
+static void
+pki_scep_lean_free(pki_scep_lean_t *l)
+{
+    ASN1_item_free((ASN1_VALUE *) l, ASN1_ITEM_rptr(PKI_SCEP_LEAN));
+}
+
+
+/* An RSA key (rsaEncryption, NULL parameters) straight from its bits;
+ * NULL for anything else. */
+static EVP_PKEY *
+pki_scep_lean_key(const PKI_SCEP_SPKI *spki)
+{
+    int                   ptype, len;
+    RSA                  *rsa;
+    EVP_PKEY             *pk;
+    const void           *pval;
+    const ASN1_OBJECT    *aobj;
+    const unsigned char  *p, *b;
+
+    X509_ALGOR_get0(&aobj, &ptype, &pval, spki->alg);
+
+    if (OBJ_obj2nid(aobj) != NID_rsaEncryption || ptype != V_ASN1_NULL) {
+        return NULL;
+    }
+
+    b = ASN1_STRING_get0_data(spki->bits);
+    len = ASN1_STRING_length(spki->bits);
+
+    if (len <= 0 || (spki->bits->flags & 0x07) != 0) {
+        return NULL;
+    }
+
+    p = b;
+    rsa = d2i_RSAPublicKey(NULL, &p, len);
+    if (rsa == NULL || p != b + len) {
+        RSA_free(rsa);
+        return NULL;
+    }
+
+    pk = EVP_PKEY_new();
+    if (pk == NULL || !EVP_PKEY_assign_RSA(pk, rsa)) {
+        EVP_PKEY_free(pk);
+        RSA_free(rsa);
+        return NULL;
+    }
+
+    return pk;
+}
+
+
+/*
+ * Reads a PKCSReq with the lean reader.  Returns 1 with m->lean, m->si,
+ * m->content, m->signer (a small X509 with the certificate's version,
+ * serial, names, validity and key) and m->self_signed set; 0 if the
+ * message is not one it handles (the caller uses d2i_PKCS7()).
+ */
+static int
+pki_scep_lean_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m)
+{
+    int                    i, n;
+    long                   version;
+    X509                  *x;
+    EVP_PKEY              *pk;
+    PKI_SCEP_SD           *sd;
+    PKI_SCEP_CERT         *c, *found;
+    pki_scep_lean_t       *l;
+    PKCS7_SIGNER_INFO     *si;
+    const unsigned char   *p;
+
+    p = der;
+    l = (pki_scep_lean_t *) ASN1_item_d2i(NULL, &p, (long) len,
+                                          ASN1_ITEM_rptr(PKI_SCEP_LEAN));
+    if (l == NULL || p != der + len
+        || OBJ_obj2nid(l->type) != NID_pkcs7_signed)
+    {
+        pki_scep_lean_free(l);
+        ERR_clear_error();
+        return 0;
+    }
+
+    sd = l->sd;
+
+    if (sd->contents == NULL || !PKCS7_type_is_data(sd->contents)
+        || sd->contents->d.data == NULL
+        || sk_PKCS7_SIGNER_INFO_num(sd->signer_info) != 1)
+    {
+        pki_scep_lean_free(l);
+        return 0;
+    }
+
+    si = sk_PKCS7_SIGNER_INFO_value(sd->signer_info, 0);
+    if (si->issuer_and_serial == NULL) {
+        pki_scep_lean_free(l);
+        return 0;
+    }
+
+    /* the signer's certificate: the first with its issuer and serial */
+    found = NULL;
+    n = OPENSSL_sk_num(sd->certs);
+
+    for (i = 0; i < n && found == NULL; i++) {
+        c = OPENSSL_sk_value(sd->certs, i);
+
+        if (ASN1_INTEGER_cmp(c->tbs->serial, si->issuer_and_serial->serial)
+                == 0
+            && X509_NAME_cmp(c->tbs->issuer, si->issuer_and_serial->issuer)
+                == 0)
+        {
+            found = c;
+        }
+    }
+
+    if (found == NULL) {
+        pki_scep_lean_free(l);
+        return 0;
+    }
+
+    version = found->tbs->version != NULL
+              ? ASN1_INTEGER_get(found->tbs->version) : 0;
+
+    pk = (version >= 0 && version <= 2)
+         ? pki_scep_lean_key(found->tbs->spki) : NULL;
+    if (pk == NULL) {
+        pki_scep_lean_free(l);
+        ERR_clear_error();
+        return 0;
+    }
+
+    x = X509_new();
+    if (x == NULL
+        || !X509_set_version(x, version)
+        || !X509_set_serialNumber(x, found->tbs->serial)
+        || !X509_set_issuer_name(x, found->tbs->issuer)
+        || !X509_set_subject_name(x, found->tbs->subject)
+        || !X509_set1_notBefore(x, found->tbs->validity->notBefore)
+        || !X509_set1_notAfter(x, found->tbs->validity->notAfter)
+        || !X509_set_pubkey(x, pk))
+    {
+        X509_free(x);
+        EVP_PKEY_free(pk);
+        pki_scep_lean_free(l);
+        ERR_clear_error();
+        return 0;
+    }
+
+    /* the self-signature, over the TBS as re-encoded (DER); a certificate
+     * that only verifies over its original BER is left to X509_verify()
+     * on the d2i_PKCS7() path */
+    m->self_signed =
+        X509_NAME_cmp(found->tbs->subject, found->tbs->issuer) == 0
+        && ASN1_item_verify(ASN1_ITEM_rptr(PKI_SCEP_TBS), found->sig_alg,
+                            found->sig, found->tbs, pk) == 1;
+
+    EVP_PKEY_free(pk);
+    ERR_clear_error();
+
+    m->lean = l;
+    m->si = si;
+    m->content = sd->contents->d.data;
+    m->signer = x;
+
+    return 1;
+}
+
+
 static void
 pki_scep_msg_free(pki_scep_msg_t *m)
 {
+    if (m->lean != NULL) {
+        X509_free(m->signer);
+        pki_scep_lean_free(m->lean);
+    }
+
     PKCS7_free(m->p7);
 
     if (m->data != NULL) {
@@ -826,43 +1101,15 @@ pki_scep_msg_free(pki_scep_msg_t *m)
 }
 
 
-/* Stage 1.  Returns 1, or 0 with res filled (no CertRep possible). */
+/* The SCEP attributes of the SignerInfo.  Returns 1, or 0 with res
+ * filled. */
 static int
-pki_scep_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m,
-    pki_result_t *res)
+pki_scep_read_attrs(pki_scep_msg_t *m, pki_result_t *res)
 {
-    int                           n;
-    long                          v;
-    char                          buf[8], *end;
-    ASN1_TYPE                    *t;
-    STACK_OF(X509)               *signers;
-    const unsigned char          *p;
-    STACK_OF(PKCS7_SIGNER_INFO)  *sis;
-
-    p = der;
-    m->p7 = d2i_PKCS7(NULL, &p, (long) len);
-    if (m->p7 == NULL || p != der + len) {
-        pki_fail(res, PKI_MALFORMED, "the message is not a DER PKCS#7");
-        return 0;
-    }
-
-    if (!PKCS7_type_is_signed(m->p7) || m->p7->d.sign == NULL
-        || m->p7->d.sign->contents == NULL
-        || !PKCS7_type_is_data(m->p7->d.sign->contents)
-        || m->p7->d.sign->contents->d.data == NULL)
-    {
-        pki_fail(res, PKI_MALFORMED, "the message is not a SignedData with "
-                 "content");
-        return 0;
-    }
-
-    sis = PKCS7_get_signer_info(m->p7);
-    if (sis == NULL || sk_PKCS7_SIGNER_INFO_num(sis) != 1) {
-        pki_fail(res, PKI_MALFORMED, "the message must have one signer");
-        return 0;
-    }
-
-    m->si = sk_PKCS7_SIGNER_INFO_value(sis, 0);
+    int          n;
+    long         v;
+    char         buf[8], *end;
+    ASN1_TYPE   *t;
 
     if (m->si->auth_attr == NULL
         || sk_X509_ATTRIBUTE_num(m->si->auth_attr) == 0)
@@ -870,18 +1117,6 @@ pki_scep_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m,
         pki_fail(res, PKI_MALFORMED, "the message has no signed attributes");
         return 0;
     }
-
-    signers = PKCS7_get0_signers(m->p7, NULL, 0);
-    if (signers == NULL || sk_X509_num(signers) != 1) {
-        sk_X509_free(signers);
-        ERR_clear_error();
-        pki_fail(res, PKI_MALFORMED, "the signer's certificate is not in the "
-                 "message");
-        return 0;
-    }
-
-    m->signer = sk_X509_value(signers, 0);
-    sk_X509_free(signers);
 
     /* transactionID: PrintableString */
     t = pki_scep_attr(m->si, PKI_OID_TRANSACTION_ID);
@@ -943,6 +1178,126 @@ pki_scep_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m,
 }
 
 
+/* Stage 1.  Returns 1, or 0 with res filled (no CertRep possible). */
+static int
+pki_scep_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m,
+    pki_result_t *res)
+{
+    STACK_OF(X509)               *signers;
+    pki_result_t                  tmp;
+    const unsigned char          *p;
+    STACK_OF(PKCS7_SIGNER_INFO)  *sis;
+
+    /* the hot path: a PKCSReq signed by a self-signed RSA certificate */
+    if (pki_scep_lean_parse(der, len, m)) {
+        pki_result_init(&tmp);
+
+        if (pki_scep_read_attrs(m, &tmp) && m->type == PKI_SCEP_PKCSREQ
+            && m->self_signed)
+        {
+            return 1;
+        }
+
+        /* anything else: read again by OpenSSL's own reader */
+        pki_scep_msg_free(m);
+    }
+
+    p = der;
+    m->p7 = d2i_PKCS7(NULL, &p, (long) len);
+    if (m->p7 == NULL || p != der + len) {
+        pki_fail(res, PKI_MALFORMED, "the message is not a DER PKCS#7");
+        return 0;
+    }
+
+    if (!PKCS7_type_is_signed(m->p7) || m->p7->d.sign == NULL
+        || m->p7->d.sign->contents == NULL
+        || !PKCS7_type_is_data(m->p7->d.sign->contents)
+        || m->p7->d.sign->contents->d.data == NULL)
+    {
+        pki_fail(res, PKI_MALFORMED, "the message is not a SignedData with "
+                 "content");
+        return 0;
+    }
+
+    m->content = m->p7->d.sign->contents->d.data;
+
+    sis = PKCS7_get_signer_info(m->p7);
+    if (sis == NULL || sk_PKCS7_SIGNER_INFO_num(sis) != 1) {
+        pki_fail(res, PKI_MALFORMED, "the message must have one signer");
+        return 0;
+    }
+
+    m->si = sk_PKCS7_SIGNER_INFO_value(sis, 0);
+
+    if (m->si->auth_attr == NULL
+        || sk_X509_ATTRIBUTE_num(m->si->auth_attr) == 0)
+    {
+        pki_fail(res, PKI_MALFORMED, "the message has no signed attributes");
+        return 0;
+    }
+
+    signers = PKCS7_get0_signers(m->p7, NULL, 0);
+    if (signers == NULL || sk_X509_num(signers) != 1) {
+        sk_X509_free(signers);
+        ERR_clear_error();
+        pki_fail(res, PKI_MALFORMED, "the signer's certificate is not in the "
+                 "message");
+        return 0;
+    }
+
+    m->signer = sk_X509_value(signers, 0);
+    sk_X509_free(signers);
+
+    return pki_scep_read_attrs(m, res);
+}
+
+
+/* The signature over the signed attributes and their messageDigest of the
+ * content (what PKCS7_signatureVerify() checks; the signer is judged per
+ * message type afterwards).  1 if both hold. */
+static int
+pki_scep_sig_ok(pki_scep_msg_t *m, const EVP_MD *md)
+{
+    int                  n, ok;
+    EVP_PKEY            *pk;
+    EVP_MD_CTX          *ctx;
+    unsigned int         mdlen;
+    unsigned char        dig[EVP_MAX_MD_SIZE], *abuf;
+    ASN1_OCTET_STRING   *want;
+
+    pk = X509_get0_pubkey(m->signer);
+    want = PKCS7_digest_from_attributes(m->si->auth_attr);
+
+    if (pk == NULL || want == NULL || m->si->enc_digest == NULL
+        || EVP_Digest(m->content->data, (size_t) m->content->length, dig,
+                      &mdlen, md, NULL) != 1
+        || (unsigned int) want->length != mdlen
+        || CRYPTO_memcmp(want->data, dig, mdlen) != 0)
+    {
+        return 0;
+    }
+
+    abuf = NULL;
+    n = ASN1_item_i2d((ASN1_VALUE *) m->si->auth_attr, &abuf,
+                      ASN1_ITEM_rptr(PKCS7_ATTR_VERIFY));
+    if (n <= 0) {
+        return 0;
+    }
+
+    ctx = EVP_MD_CTX_new();
+    ok = ctx != NULL
+         && EVP_DigestVerifyInit(ctx, NULL, md, NULL, pk) == 1
+         && EVP_DigestVerify(ctx, m->si->enc_digest->data,
+                             (size_t) m->si->enc_digest->length, abuf,
+                             (size_t) n) == 1;
+
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_free(abuf);
+
+    return ok;
+}
+
+
 /* Stage 2.  Returns -1 on success or the failInfo. */
 static int
 pki_scep_verify(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
@@ -952,7 +1307,6 @@ pki_scep_verify(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     time_t                when, now;
     ASN1_TYPE            *t;
     X509_ATTRIBUTE       *a;
-    STACK_OF(X509)       *none;
 
     nid = OBJ_obj2nid(m->si->digest_alg->algorithm);
 
@@ -969,20 +1323,13 @@ pki_scep_verify(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return PKI_SCEP_BAD_ALG;
     }
 
-    none = sk_X509_new_null();
-    if (none == NULL) {
-        pki_fail(res, PKI_INTERNAL, "out of memory");
-        return PKI_SCEP_BAD_MSG_CHECK;
-    }
-
     /* the signature and the messageDigest; no chain (self-signed
      * signers are the rule in SCEP: the signer is judged per message
      * type afterwards) */
-    i = PKCS7_verify(m->p7, none, NULL, NULL, NULL,
-                     PKCS7_NOVERIFY | PKCS7_BINARY | PKCS7_NOCRL);
-    sk_X509_free(none);
+    i = pki_scep_sig_ok(m, EVP_get_digestbynid(nid));
 
     if (i != 1) {
+        ERR_clear_error();
         pki_fail(res, PKI_BAD_SIGNATURE, "the message signature does not "
                  "verify");
         return PKI_SCEP_BAD_MSG_CHECK;
@@ -1047,7 +1394,7 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     const unsigned char          *p;
     STACK_OF(PKCS7_RECIP_INFO)   *ris;
 
-    data = m->p7->d.sign->contents->d.data;
+    data = m->content;
     env = NULL;
     ctx = NULL;
     out = NULL;
@@ -1985,11 +2332,31 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
 
 /* ---- pending requests (manual approval) ------------------------------------ */
 
+/* 1: created; a resend gets the stored "expires" (0 for a record of an
+ * older version without one) */
 static const char  pki_lua_pend_new[] =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
+    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "local e = redis.call('HGET', KEYS[1], 'expires') "
+    "if e then return e end "
+    "return 0 end "
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "return 1";
+
+/*
+ * The index of pending requests for the admin listing: a sorted set
+ * "<ns>scep:pending" whose members (all scored 0, so ordered by their
+ * text) are "<expires, 12 digits>:<SHA256HEX(transactionID)>".  Adding
+ * first drops every member whose record has expired: the index never
+ * outgrows the live records by more than the decided ones, which the
+ * listing drops as it meets them.
+ */
+static const char  pki_lua_pend_index[] =
+    "redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[1]) "
+    "if ARGV[2] ~= '' then redis.call('ZADD', KEYS[1], 0, ARGV[2]) end "
+    "return 1";
+
+#define PKI_SCEP_PEND_MEMBER_LEN  (12 + 1 + 64)
 
 static const char  pki_lua_pend_set[] =
     "local s = redis.call('HGET', KEYS[1], 'status') "
@@ -2006,6 +2373,7 @@ typedef struct {
     char           ca[64];
     char           tmpl[64];
     char           serial[41];
+    char           expires[16];
     unsigned char *csr;
     size_t         csr_len;
 } pki_scep_pend_t;
@@ -2090,6 +2458,8 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
             pki_copy_reply(p->tmpl, sizeof(p->tmpl), v);
         } else if (strcmp(k->str, "serial") == 0) {
             pki_copy_reply(p->serial, sizeof(p->serial), v);
+        } else if (strcmp(k->str, "expires") == 0) {
+            pki_copy_reply(p->expires, sizeof(p->expires), v);
         } else if (strcmp(k->str, "csr") == 0 && v->len > 0
                    && v->len <= PKI_CSR_MAX && p->csr == NULL)
         {
@@ -2158,28 +2528,112 @@ pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
 }
 
 
+/* Trims the index of expired members and adds member (may be ""). */
+static pki_status_t
+pki_scep_pend_index(pki_redis_t *r, const char *member, pki_result_t *res)
+{
+    char         key[PKI_SCEP_KEY_MAX], min[32];
+    size_t       lens[6];
+    redisReply  *reply;
+    const char  *argv[6];
+    int          n;
+
+    n = snprintf(key, sizeof(key), "%sscep:pending", pki_redis_ns(r));
+    if (n <= 0 || (size_t) n >= sizeof(key)) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    /* every member below "<now>:" has expired */
+    snprintf(min, sizeof(min), "(%012lld:", (long long) time(NULL));
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_pend_index;
+    argv[2] = "1";
+    argv[3] = key;
+    argv[4] = min;
+    argv[5] = member;
+
+    for (n = 0; n < 6; n++) {
+        lens[n] = strlen(argv[n]);
+    }
+
+    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+/* The SANs of a request as a JSON array of "DNS:..", "IP:.." strings
+ * (malloc'd), for the admin listing. */
+static char *
+pki_scep_sans_json(const GENERAL_NAMES *sans)
+{
+    int     i;
+    char    buf[512], *out;
+    cJSON  *arr;
+
+    arr = cJSON_CreateArray();
+    if (arr == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+        if (pki_scep_san_text(sk_GENERAL_NAME_value(sans, i), buf,
+                              sizeof(buf))
+            && cJSON_AddItemToArray(arr, cJSON_CreateString(buf)) == 0)
+        {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+    }
+
+    out = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+
+    return out;
+}
+
+
 static pki_status_t
 pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
-    const char *keyhex, const char *subject, const char *client, int *created,
-    pki_result_t *res)
+    const char *keyhex, const char *subject, const char *sans,
+    const char *client, int *created, pki_result_t *res)
 {
-    int          i;
-    char         key[PKI_SCEP_KEY_MAX], ttl[24], now[24];
-    size_t       lens[24];
-    redisReply  *reply;
-    const char  *argv[24];
+    int           i;
+    long          ttlv;
+    char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], exp[24];
+    char          tidhex[65], member[PKI_SCEP_PEND_MEMBER_LEN + 1];
+    size_t        lens[28];
+    time_t        t;
+    redisReply   *reply;
+    const char   *argv[28];
+    pki_status_t  st;
 
     *created = 0;
 
     if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
-                       sizeof(key)))
+                       sizeof(key))
+        || !pki_sha256_hex(m->tid, strlen(m->tid), tidhex))
     {
         return pki_fail(res, PKI_INTERNAL, "cannot build the key");
     }
 
-    snprintf(ttl, sizeof(ttl), "%ld",
-             conf->pending_ttl > 0 ? conf->pending_ttl : PKI_SCEP_PENDING_TTL);
-    snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
+    t = time(NULL);
+    ttlv = conf->pending_ttl > 0 ? conf->pending_ttl : PKI_SCEP_PENDING_TTL;
+    snprintf(ttl, sizeof(ttl), "%ld", ttlv);
+    snprintf(now, sizeof(now), "%lld", (long long) t);
+    snprintf(exp, sizeof(exp), "%012lld", (long long) t + ttlv);
 
     i = 0;
     argv[i++] = "EVAL";
@@ -2199,10 +2653,14 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = pki_template_name(conf->tmpl);
     argv[i++] = "subject";
     argv[i++] = subject != NULL ? subject : "";
+    argv[i++] = "sans";
+    argv[i++] = sans != NULL ? sans : "[]";
     argv[i++] = "client";
     argv[i++] = client != NULL ? client : "";
     argv[i++] = "created";
     argv[i++] = now;
+    argv[i++] = "expires";
+    argv[i++] = exp;
     argv[i++] = "csr";
     argv[i++] = (const char *) m->data;
 
@@ -2216,16 +2674,36 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
 
-    if (reply->type != REDIS_REPLY_INTEGER) {
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *created = reply->integer == 1;
+        if (!*created) {
+            exp[0] = '\0';            /* an older record: not indexed */
+        }
+
+    } else if (reply->type == REDIS_REPLY_STRING && reply->len == 12
+               && strspn(reply->str, "0123456789") == 12)
+    {
+        memcpy(exp, reply->str, 13);  /* a resend: index it again */
+
+    } else {
         freeReplyObject(reply);
         pki_int_redis_drop(conf->redis);
         return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
     }
 
-    *created = reply->integer == 1;
     freeReplyObject(reply);
 
-    return PKI_OK;
+    /* listed for the operators (a failure answers 503: the client's
+     * resend indexes it again) */
+    if (exp[0] != '\0') {
+        snprintf(member, sizeof(member), "%s:%s", exp, tidhex);
+    } else {
+        member[0] = '\0';
+    }
+
+    st = pki_scep_pend_index(conf->redis, member, res);
+
+    return st;
 }
 
 
@@ -2340,7 +2818,9 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         /* a self-signed signer holding the key of the CSR */
         if (X509_NAME_cmp(X509_get_subject_name(m->signer),
                           X509_get_issuer_name(m->signer)) != 0
-            || X509_verify(m->signer, X509_get0_pubkey(m->signer)) != 1)
+            || (m->lean != NULL
+                ? !m->self_signed   /* checked by the lean reader */
+                : X509_verify(m->signer, X509_get0_pubkey(m->signer)) != 1))
         {
             ERR_clear_error();
             pki_fail(res, PKI_FORBIDDEN, "PKCSReq must be signed with a "
@@ -2497,10 +2977,12 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
         {
             char  *subj = pki_int_name_text(preq.subject);
+            char  *sans = pki_scep_sans_json(preq.sans);
 
-            st = pki_scep_pend_new(conf, m, keyhex, subj, req->client,
+            st = pki_scep_pend_new(conf, m, keyhex, subj, sans, req->client,
                                    &created, res);
             free(subj);
+            cJSON_free(sans);
         }
 
         if (st != PKI_OK) {
@@ -3149,6 +3631,360 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
 }
 
 
+/* Removes a decided request from the index; best effort. */
+static void
+pki_scep_pend_unindex(pki_redis_t *r, const char *tid)
+{
+    char             key[PKI_SCEP_KEY_MAX], hex[65];
+    char             member[PKI_SCEP_PEND_MEMBER_LEN + 1];
+    size_t           lens[3];
+    redisReply      *reply;
+    const char      *argv[3];
+    pki_result_t     tmp;
+    pki_scep_pend_t  p;
+
+    pki_result_init(&tmp);
+
+    if (pki_scep_pend_get(r, tid, &p, &tmp) != PKI_OK) {
+        return;
+    }
+
+    if (strlen(p.expires) != 12 || !pki_sha256_hex(tid, strlen(tid), hex)
+        || snprintf(key, sizeof(key), "%sscep:pending", pki_redis_ns(r))
+           >= (int) sizeof(key))
+    {
+        pki_scep_pend_clear(&p);
+        return;
+    }
+
+    snprintf(member, sizeof(member), "%s:%s", p.expires, hex);
+    pki_scep_pend_clear(&p);
+
+    argv[0] = "ZREM";
+    argv[1] = key;
+    argv[2] = member;
+    lens[0] = 4;
+    lens[1] = strlen(key);
+    lens[2] = strlen(member);
+
+    reply = pki_int_redis_cmd(r, 3, argv, lens, &tmp);
+    freeReplyObject(reply);
+}
+
+
+/* "<12 digits>:<64 lowercase hex>" */
+static int
+pki_scep_member_ok(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (len != PKI_SCEP_PEND_MEMBER_LEN || s[12] != ':') {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (i < 12 ? !isdigit((unsigned char) s[i])
+                   : i > 12 && !(isdigit((unsigned char) s[i])
+                                 || (s[i] >= 'a' && s[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+pki_scep_time_text(const char *epoch, char *buf, size_t size)
+{
+    char       *end;
+    time_t      t;
+    struct tm   tm;
+    long long   v;
+
+    buf[0] = '\0';
+    v = strtoll(epoch, &end, 10);
+
+    if (end == epoch || *end != '\0' || v < 0 || v > 253402300799LL) {
+        return;
+    }
+
+    t = (time_t) v;
+    if (gmtime_r(&t, &tm) != NULL) {
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+}
+
+
+/* One pending request as JSON: only what an operator needs to decide (no
+ * CSR, no key hash).  NULL if the record is gone or no longer pending. */
+static cJSON *
+pki_scep_pend_json(redisReply *v)
+{
+    size_t          i;
+    char            when[32];
+    cJSON          *o, *sans, *it;
+    redisReply     *f[9];     /* status tid subject sans template ca
+                                 client created expires */
+
+    if (v->type != REDIS_REPLY_ARRAY || v->elements != 9) {
+        return NULL;
+    }
+
+    for (i = 0; i < 9; i++) {
+        f[i] = v->element[i];
+        if (f[i]->type != REDIS_REPLY_STRING || f[i]->len > 4096
+            || memchr(f[i]->str, '\0', f[i]->len) != NULL)
+        {
+            if (i >= 3) {
+                f[i] = NULL;       /* optional */
+                continue;
+            }
+            return NULL;           /* status, tid, subject */
+        }
+    }
+
+    if (strcmp(f[0]->str, "pending") != 0
+        || !pki_printable((const unsigned char *) f[1]->str, f[1]->len))
+    {
+        return NULL;
+    }
+
+    o = cJSON_CreateObject();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    sans = NULL;
+    if (f[3] != NULL) {
+        sans = cJSON_ParseWithLength(f[3]->str, f[3]->len);
+        if (sans != NULL && !cJSON_IsArray(sans)) {
+            cJSON_Delete(sans);
+            sans = NULL;
+        }
+        cJSON_ArrayForEach(it, sans) {
+            if (!cJSON_IsString(it)) {
+                cJSON_Delete(sans);
+                sans = NULL;
+                break;
+            }
+        }
+    }
+
+    if (sans == NULL) {
+        sans = cJSON_CreateArray();
+    }
+
+    if (cJSON_AddStringToObject(o, "transaction_id", f[1]->str) == NULL
+        || cJSON_AddStringToObject(o, "subject", f[2]->str) == NULL
+        || sans == NULL || !cJSON_AddItemToObject(o, "sans", sans))
+    {
+        cJSON_Delete(sans);
+        cJSON_Delete(o);
+        return NULL;
+    }
+
+    if ((f[4] && cJSON_AddStringToObject(o, "template", f[4]->str) == NULL)
+        || (f[5] && cJSON_AddStringToObject(o, "ca", f[5]->str) == NULL)
+        || (f[6] && cJSON_AddStringToObject(o, "client", f[6]->str) == NULL))
+    {
+        cJSON_Delete(o);
+        return NULL;
+    }
+
+    if (f[7] != NULL) {
+        pki_scep_time_text(f[7]->str, when, sizeof(when));
+        if (when[0] && cJSON_AddStringToObject(o, "created", when) == NULL) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+
+    if (f[8] != NULL) {
+        pki_scep_time_text(f[8]->str, when, sizeof(when));
+        if (when[0] && cJSON_AddStringToObject(o, "expires", when) == NULL) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+
+    return o;
+}
+
+
+pki_status_t
+pki_int_scep_pending(pki_redis_t *r, const char *cursor, size_t limit,
+    cJSON **out, pki_result_t *res)
+{
+    int             good;
+    char            ikey[PKI_SCEP_KEY_MAX], pkey[PKI_SCEP_KEY_MAX];
+    char            min[PKI_SCEP_PEND_MEMBER_LEN + 2], lim[24];
+    char            next[PKI_SCEP_PEND_MEMBER_LEN + 1];
+    cJSON          *root, *arr, *o;
+    size_t          i, lens[13];
+    redisReply     *list, *m, *v, *z;
+    const char     *argv[13];
+    pki_status_t    st;
+
+    *out = NULL;
+
+    if (r == NULL || limit == 0) {
+        return pki_fail(res, PKI_INTERNAL, "bad pending listing arguments");
+    }
+
+    if (cursor != NULL && cursor[0] != '\0' && strcmp(cursor, "0") != 0
+        && !pki_scep_member_ok(cursor, strlen(cursor)))
+    {
+        return pki_fail(res, PKI_MALFORMED, "bad cursor");
+    }
+
+    if (snprintf(ikey, sizeof(ikey), "%sscep:pending", pki_redis_ns(r))
+        >= (int) sizeof(ikey))
+    {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    /* expired members out first */
+    st = pki_scep_pend_index(r, "", res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (cursor == NULL || cursor[0] == '\0' || strcmp(cursor, "0") == 0) {
+        strcpy(min, "-");
+    } else {
+        snprintf(min, sizeof(min), "(%s", cursor);
+    }
+
+    snprintf(lim, sizeof(lim), "%zu", limit);
+
+    argv[0] = "ZRANGEBYLEX";
+    argv[1] = ikey;
+    argv[2] = min;
+    argv[3] = "+";
+    argv[4] = "LIMIT";
+    argv[5] = "0";
+    argv[6] = lim;
+
+    for (i = 0; i < 7; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    list = pki_int_redis_cmd(r, 7, argv, lens, res);
+    if (list == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (list->type != REDIS_REPLY_ARRAY || list->elements > limit) {
+        freeReplyObject(list);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    root = cJSON_CreateObject();
+    arr = root != NULL ? cJSON_AddArrayToObject(root, "pending") : NULL;
+    good = arr != NULL;
+    strcpy(next, "0");
+    st = PKI_OK;
+
+    for (i = 0; good && i < list->elements; i++) {
+        m = list->element[i];
+
+        if (m->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (!pki_scep_member_ok(m->str, m->len)) {
+            o = NULL;              /* not ours: dropped, never parsed */
+            goto drop;
+        }
+
+        if (list->elements == limit) {
+            /* a full page: more may follow this member */
+            memcpy(next, m->str, m->len);
+            next[m->len] = '\0';
+        }
+
+        snprintf(pkey, sizeof(pkey), "%sscep:pend:%s", pki_redis_ns(r),
+                 m->str + 13);
+
+        argv[0] = "HMGET";
+        argv[1] = pkey;
+        argv[2] = "status";
+        argv[3] = "tid";
+        argv[4] = "subject";
+        argv[5] = "sans";
+        argv[6] = "template";
+        argv[7] = "ca";
+        argv[8] = "client";
+        argv[9] = "created";
+        argv[10] = "expires";
+
+        for (size_t j = 0; j < 11; j++) {
+            lens[j] = strlen(argv[j]);
+        }
+
+        v = pki_int_redis_cmd(r, 11, argv, lens, res);
+        if (v == NULL) {
+            st = res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+            good = 0;
+            break;
+        }
+
+        o = pki_scep_pend_json(v);
+        freeReplyObject(v);
+
+    drop:
+
+        if (o == NULL) {
+            /* expired, decided or broken: no longer listed */
+            argv[0] = "ZREM";
+            argv[1] = ikey;
+            argv[2] = m->str;
+            lens[0] = 4;
+            lens[1] = strlen(ikey);
+            lens[2] = m->len;
+
+            z = pki_int_redis_cmd(r, 3, argv, lens, res);
+            if (z == NULL) {
+                st = res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+                good = 0;
+                break;
+            }
+            freeReplyObject(z);
+            continue;
+        }
+
+        good = cJSON_AddItemToArray(arr, o);
+        if (!good) {
+            cJSON_Delete(o);
+        }
+    }
+
+    freeReplyObject(list);
+
+    if (good) {
+        good = cJSON_AddStringToObject(root, "next_cursor", next) != NULL;
+        if (!good) {
+            st = PKI_INTERNAL;
+        }
+    }
+
+    if (!good) {
+        cJSON_Delete(root);
+        if (st == PKI_OK || st == PKI_INTERNAL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+        return st;
+    }
+
+    *out = root;
+
+    return PKI_OK;
+}
+
+
 static pki_status_t
 pki_scep_admin_decide(pki_redis_t *r, const char *to,
     const unsigned char *body, size_t len, int *status, cJSON **out,
@@ -3195,6 +4031,9 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
         return pki_fail(res, PKI_CONFLICT, "the request is no longer "
                         "pending");
     }
+
+    /* no longer listed (the listing would drop it anyway) */
+    pki_scep_pend_unindex(r, tid);
 
     o = cJSON_CreateObject();
     if (o == NULL

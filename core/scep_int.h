@@ -28,5 +28,15 @@ pki_status_t pki_int_scep_admin(pki_redis_t *r, const char *method,
     const char *path, const unsigned char *body, size_t body_len,
     const char *identity, int *status, cJSON **out, pki_result_t *res);
 
+/* scep.c: GET scep/pending, the requests waiting for manual approval,
+ * oldest expiry first: {"pending": [{"transaction_id", "subject",
+ * "sans", "template", "ca", "client", "created", "expires"}, ...],
+ * "next_cursor": "C" or "0" when done}.  cursor: NULL or "0" starts, else
+ * a next_cursor of an earlier page (PKI_MALFORMED otherwise); limit >= 1.
+ * A page may hold fewer than limit entries while next_cursor is not "0"
+ * (decided and expired requests are dropped from the index as met). */
+pki_status_t pki_int_scep_pending(pki_redis_t *r, const char *cursor,
+    size_t limit, cJSON **out, pki_result_t *res);
+
 
 #endif /* PKI_SCEP_INT_H */

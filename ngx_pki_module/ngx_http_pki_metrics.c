@@ -348,7 +348,19 @@ static struct {
     ngx_thread_task_t         *task;
     pki_audit_t               *audit;
     pki_status_t               st;
+
+    /* the core's syncer thread (pki_audit_syncer_start) tells the event
+     * loop through this pipe that a sync completed */
+    ngx_uint_t                 syncer;
+    int                        pipe[2];
+    ngx_connection_t          *conn;
 } ngx_http_pki_m_sync;
+
+
+static void ngx_http_pki_m_syncer_start(ngx_cycle_t *cycle);
+static void ngx_http_pki_m_syncer_notify(void *arg);
+static void ngx_http_pki_m_syncer_event(ngx_event_t *ev);
+static void ngx_http_pki_m_resume_ready(void);
 
 
 /* ---- configuration -------------------------------------------------------- */
@@ -881,6 +893,10 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
                                                    ngx_http_pki_m_sync.task;
                 ngx_http_pki_m_sync.task->event.log = cycle->log;
                 pki_audit_set_deferred(1);
+
+                /* better: a thread of its own, no pool thread waits for
+                 * the disk and no sync task queues behind requests */
+                ngx_http_pki_m_syncer_start(cycle);
             }
         }
     }
@@ -931,6 +947,7 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
     if (mmcf->audit) {
         pki_audit_set_deferred(0);
         pki_audit_set_default(NULL);
+        ngx_http_pki_audit_exit_threads();
         ngx_http_pki_m_sync.audit = NULL;
 
         /* the pool threads are gone (ngx_http_pki_module waited for
@@ -1820,9 +1837,162 @@ ngx_http_pki_audit_wait(unsigned long long ticket, void (*resume)(void *data),
     w->next = ngx_http_pki_m_sync.head;
     ngx_http_pki_m_sync.head = w;
 
-    ngx_http_pki_m_sync_post();
+    if (!ngx_http_pki_m_sync.syncer) {
+        ngx_http_pki_m_sync_post();
+    }
+
+    /* else: the append that gave the ticket woke the syncer; the sync
+     * that covers it ends with a byte in the pipe, read after this */
 
     return NGX_AGAIN;
+}
+
+
+/* worker exit: the shared module calls this before it waits for this
+ * process to be down to its main thread */
+void
+ngx_http_pki_audit_exit_threads(void)
+{
+    if (!ngx_http_pki_m_sync.syncer) {
+        return;
+    }
+
+    pki_audit_syncer_stop(ngx_http_pki_m_sync.audit);
+    ngx_http_pki_m_sync.syncer = 0;
+
+    if (ngx_http_pki_m_sync.conn) {
+        ngx_close_connection(ngx_http_pki_m_sync.conn);
+        ngx_http_pki_m_sync.conn = NULL;
+    }
+
+    (void) close(ngx_http_pki_m_sync.pipe[1]);
+}
+
+
+static void
+ngx_http_pki_m_syncer_start(ngx_cycle_t *cycle)
+{
+    int                fd[2];
+    pki_result_t       res;
+    ngx_event_t       *rev;
+    ngx_connection_t  *c;
+
+    if (pipe2(fd, O_NONBLOCK | O_CLOEXEC) != 0) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
+                      "pki_audit_log: pipe2() failed, syncing in the pool");
+        return;
+    }
+
+    c = ngx_get_connection(fd[0], cycle->log);
+    if (c == NULL) {
+        (void) close(fd[0]);
+        (void) close(fd[1]);
+        return;
+    }
+
+    c->pool = cycle->pool;
+    rev = c->read;
+    rev->log = cycle->log;
+    rev->channel = 1;
+    rev->handler = ngx_http_pki_m_syncer_event;
+    c->write->log = cycle->log;
+    c->write->channel = 1;
+
+    if (ngx_add_event(rev, NGX_READ_EVENT, 0) != NGX_OK) {
+        ngx_free_connection(c);
+        (void) close(fd[0]);
+        (void) close(fd[1]);
+        return;
+    }
+
+    ngx_http_pki_m_sync.pipe[0] = fd[0];
+    ngx_http_pki_m_sync.pipe[1] = fd[1];
+    ngx_http_pki_m_sync.conn = c;
+
+    pki_result_init(&res);
+
+    if (pki_audit_syncer_start(ngx_http_pki_m_sync.audit,
+                               ngx_http_pki_m_syncer_notify,
+                               &ngx_http_pki_m_sync.pipe[1], &res)
+        != PKI_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "pki_audit_log: %s, syncing in the pool", res.detail);
+        ngx_close_connection(c);
+        ngx_http_pki_m_sync.conn = NULL;
+        (void) close(fd[1]);
+        return;
+    }
+
+    ngx_http_pki_m_sync.syncer = 1;
+}
+
+
+/* the syncer thread, after each completed sync */
+static void
+ngx_http_pki_m_syncer_notify(void *arg)
+{
+    int  *fd = arg;
+
+    u_char  b;
+
+    b = 1;
+
+    /* EAGAIN: a full pipe already holds a wake-up */
+    while (write(*fd, &b, 1) < 0 && errno == EINTR) {
+        /* again */
+    }
+}
+
+
+static void
+ngx_http_pki_m_syncer_event(ngx_event_t *ev)
+{
+    u_char             buf[64];
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    while (read(c->fd, buf, sizeof(buf)) > 0) {
+        /* drain */
+    }
+
+    ngx_http_pki_m_resume_ready();
+}
+
+
+/* the answers whose entries are durable now go out */
+static void
+ngx_http_pki_m_resume_ready(void)
+{
+    unsigned long long         synced;
+    ngx_http_pki_m_waiter_t   *w, **pw, *ready;
+
+    if (ngx_http_pki_m_sync.audit == NULL) {
+        return;
+    }
+
+    synced = pki_audit_synced(ngx_http_pki_m_sync.audit);
+
+    /* take the ready ones out first: resume() may add new waiters */
+    ready = NULL;
+    pw = &ngx_http_pki_m_sync.head;
+
+    while ((w = *pw) != NULL) {
+        if (w->ticket <= synced) {
+            *pw = w->next;
+            w->next = ready;
+            ready = w;
+        } else {
+            pw = &w->next;
+        }
+    }
+
+    while ((w = ready) != NULL) {
+        ready = w->next;
+        w->resume(w->data);
+        ngx_free(w);
+    }
 }
 
 
@@ -1875,9 +2045,6 @@ ngx_http_pki_m_sync_work(void *data, ngx_log_t *log)
 static void
 ngx_http_pki_m_sync_done(ngx_event_t *ev)
 {
-    unsigned long long         synced;
-    ngx_http_pki_m_waiter_t   *w, **pw, *ready;
-
     ngx_http_pki_m_sync.busy = 0;
 
     if (ngx_http_pki_m_sync.st != PKI_OK) {
@@ -1885,27 +2052,7 @@ ngx_http_pki_m_sync_done(ngx_event_t *ev)
                       "pki_audit_log: fdatasync failed; answers wait");
     }
 
-    synced = pki_audit_synced(ngx_http_pki_m_sync.audit);
-
-    /* take the ready ones out first: resume() may add new waiters */
-    ready = NULL;
-    pw = &ngx_http_pki_m_sync.head;
-
-    while ((w = *pw) != NULL) {
-        if (w->ticket <= synced) {
-            *pw = w->next;
-            w->next = ready;
-            ready = w;
-        } else {
-            pw = &w->next;
-        }
-    }
-
-    while ((w = ready) != NULL) {
-        ready = w->next;
-        w->resume(w->data);
-        ngx_free(w);
-    }
+    ngx_http_pki_m_resume_ready();
 
     /* written while this sync ran: the next one */
     ngx_http_pki_m_sync_post();

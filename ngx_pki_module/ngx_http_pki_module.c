@@ -469,6 +469,7 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_pki_audit_exit_threads();
     ngx_http_pki_wait_threads(cycle);
 
     ngx_http_pki_crl_free_all(pmcf);

@@ -134,6 +134,10 @@ pki_status_t ngx_http_pki_metrics_acme_status(pki_status_t status,
 ngx_int_t ngx_http_pki_audit_wait(unsigned long long ticket,
     void (*resume)(void *data), void *data);
 
+/* Worker exit: stops the transaction log's syncer thread (called before
+ * the shared module waits for the process to be down to one thread). */
+void ngx_http_pki_audit_exit_threads(void);
+
 /* helpers the metrics module takes from the shared module */
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
 pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);

@@ -30,7 +30,7 @@ WORKERS=2 THREADS=8 CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USE
 MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 AUDIT= METRICS=on
 # ACME lab settings (issue 4 demo contract)
-ACME_HTTP=5002 ACME_TLS=5001 ACME_EAB=off
+ACME_HTTP=5002 ACME_TLS=5001 ACME_EAB=off ACME_REDIS=
 
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || die "option $1 needs a value"

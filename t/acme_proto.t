@@ -897,6 +897,21 @@ is($r->{status}, 201, 'EAB: account created') or diag($r->{content});
         ok(scalar($t->redis_keys("pki:{acme:$sid}:acct")) == 1,
            'split stores: the account is in pki_redis');
     }
+    # the state store keeps a copy of the account: a key change and a
+    # deactivation take effect at once
+    my $nk = new_key();
+    $r = key_change($S, $nk);
+    is($r->{status}, 200, 'split stores: keyChange') or diag($r->{content});
+    $r = post($S, $S->{kid}, '');
+    problem_is($r, 400, 'malformed', 'split stores: the old key no longer '
+               . 'signs');
+    $S->{key} = $nk;
+    $r = post($S, $S->{kid}, { status => 'deactivated' });
+    is($r->{json}{status}, 'deactivated', 'split stores: deactivated');
+    $r = post($S, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'x.example' }] });
+    problem_is($r, 401, 'unauthorized', 'split stores: a deactivated account '
+               . 'is refused at once');
 }
 
 $r = $http->request('GET', $admin, \%auth);

@@ -7,7 +7,8 @@
 # and manual approval: PKCSReq PENDING -> approve through the admin API ->
 # CertPoll returns the certificate (the same one on every poll); rejection;
 # a poll by another key; GetNextCACert during a rollover, checked with
-# openssl cms / smime against the current root.
+# openssl cms / smime against the current root; the admin listing of
+# pending requests (fields, paging, decided ones gone, hostile queries).
 
 use strict;
 use warnings;
@@ -242,6 +243,115 @@ fails('CertPoll without a pending request',
     $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
                   data => '{"transaction_id": "nope"}');
     is($r->{code}, 404, 'manual: approve unknown: 404');
+}
+
+# --- admin: GET scep/pending ---------------------------------------------------
+
+{
+    my $list = sub {
+        my ($q) = @_;
+        return $t->curl('GET', "$admin/scep/pending" . ($q // ''),
+                        user => 'admin:admin');
+    };
+
+    # the requests decided above are not listed
+    $r = $list->();
+    is($r->{code}, 200, 'pending list: 200') or diag($r->{body});
+    like($r->{headers}{'content-type'} // '', qr{application/json},
+         'pending list: JSON');
+    my $j = eval { decode_json($r->{body}) } // {};
+    is_deeply($j->{pending}, [], 'pending list: approved and rejected '
+              . 'requests are not listed');
+    is($j->{next_cursor}, '0', 'pending list: next_cursor 0');
+
+    my (@tids, %cn_of);
+    for my $i (1 .. 3) {
+        my $pk = key("pl$i");
+        my $preq = req(key => $pk, cn => "pending-$i", challenge => 'demo');
+        $h = rep(send_msg($preq, '/scep-manual'), $preq, $pk);
+        is($h->{status}, 3, "pending list: request $i PENDING");
+        my @all = slurp($t->error_log) =~
+            /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/g;
+        push @tids, $all[-1];
+        $cn_of{$all[-1]} = "pending-$i";
+        if ($i == 3) {
+            $h = rep(send_msg($preq, '/scep-manual'), $preq, $pk);
+            is($h->{status}, 3, 'pending list: request 3 resent: PENDING');
+        }
+    }
+    # a resend of the same request is listed once
+    $r = $list->();
+    $j = eval { decode_json($r->{body}) } // {};
+    my @got = map { $_->{transaction_id} } @{ $j->{pending} || [] };
+    is_deeply([sort @got], [sort @tids], 'pending list: the three waiting '
+              . 'requests, each once');
+
+    my $e = $j->{pending}[0] // {};
+    my %allowed = map { $_ => 1 } qw(transaction_id subject sans template ca
+                                     client created expires);
+    is_deeply([grep { !$allowed{$_} } sort keys %$e], [],
+              'pending list: only the documented fields');
+    like($e->{subject} // '', qr/CN=pending-\d/, 'pending list: subject');
+    is($e->{subject} =~ /CN=(pending-\d)/ ? $1 : '',
+       $cn_of{$e->{transaction_id} // ''} // 'none',
+       'pending list: the subject of that transaction');
+    is(ref $e->{sans}, 'ARRAY', 'pending list: sans is an array');
+    is($e->{template}, 'scep', 'pending list: template');
+    is($e->{ca}, 'issuing', 'pending list: CA');
+    is($e->{client}, '127.0.0.1', 'pending list: client address');
+    like($e->{created} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/,
+         'pending list: created (RFC 3339)');
+    ok(($e->{expires} // '') gt ($e->{created} // 'z'),
+       'pending list: expires after created');
+    unlike($r->{body}, qr/csr|"key"|BEGIN|MII[A-Za-z0-9+\/]{20}/,
+           'pending list: no CSR, no key, no DER');
+
+    # paging: 2 + 1, every request exactly once
+    $r = $list->('?limit=2');
+    my $p1 = eval { decode_json($r->{body}) } // {};
+    is(scalar @{ $p1->{pending} || [] }, 2, 'pending list: limit=2 gives 2');
+    isnt($p1->{next_cursor} // '0', '0', 'pending list: and a cursor');
+    $r = $list->('?limit=2&cursor=' . ($p1->{next_cursor} // ''));
+    is($r->{code}, 200, 'pending list: second page') or diag($r->{body});
+    my $p2 = eval { decode_json($r->{body}) } // {};
+    is(scalar @{ $p2->{pending} || [] }, 1, 'pending list: one more');
+    is($p2->{next_cursor}, '0', 'pending list: then done');
+    is_deeply([sort map { $_->{transaction_id} }
+               @{ $p1->{pending} }, @{ $p2->{pending} || [] }],
+              [sort @tids], 'pending list: the pages cover each once');
+
+    # decided requests disappear
+    $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tids[0] }));
+    is($r->{code}, 200, 'pending list: approve one');
+    $r = $t->curl('POST', "$admin/scep/reject", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tids[1] }));
+    is($r->{code}, 200, 'pending list: reject one');
+    $j = eval { decode_json($list->()->{body}) } // {};
+    is_deeply([map { $_->{transaction_id} } @{ $j->{pending} || [] }],
+              [$tids[2]], 'pending list: only the undecided one is left');
+
+    # hostile or broken query strings: 400, nothing listed
+    for my $q ('?limit=0', '?limit=-1', '?limit=abc', '?limit=1001',
+               '?limit=1e3', '?limit=%00', '?limit=' . ('9' x 30),
+               '?cursor=', '?cursor=abc', '?cursor=%00',
+               '?cursor=' . ('1' x 12) . ':' . ('G' x 64),
+               '?cursor=' . ('1' x 12) . ':' . ('a' x 63),
+               '?cursor=' . ('a' x 200), '?cursor=..%2F..%2Fetc',
+               '?cursor=*', '?limit=%ZZ')
+    {
+        $r = $list->($q);
+        is($r->{code}, 400, "pending list: $q -> 400");
+        unlike($r->{body}, qr/"pending"/, "pending list: $q lists nothing");
+    }
+    $r = $list->('?limit=' . ('1' x 3000));
+    is($r->{code}, 413, 'pending list: an over-long query string: 413');
+
+    $r = $t->curl('GET', "$admin/scep/pending");
+    is($r->{code}, 401, 'pending list: without credentials 401');
+    $r = $t->curl('POST', "$admin/scep/pending", user => 'admin:admin',
+                  data => '{}');
+    is($r->{code}, 405, 'pending list: POST 405');
 }
 
 $t->stop_all;

@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <cJSON.h>
 #include <hiredis/hiredis.h>
 #include <openssl/ecdsa.h>
 #include <openssl/hmac.h>
@@ -703,6 +705,55 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
 
     post(pk, kid, rel(fin), buf, NULL, &resp);
     check_problem("finalize twice", &resp, 403, "orderNotReady");
+
+    /* a finalize that died: the order is processing with its serial */
+    {
+        char        okey[512], *text, serial[64];
+        cJSON      *o;
+        redisReply *g;
+
+        snprintf(okey, sizeof(okey), "acmetest:{acme:%s}:order:%s", acct,
+                 strrchr(order, '/') + 1);
+        g = redisCommand(rc, "GET %s", okey);
+        o = g && g->str ? cJSON_Parse(g->str) : NULL;
+        snprintf(serial, sizeof(serial), "%s",
+                 o && cJSON_GetObjectItem(o, "serial")
+                 ? cJSON_GetObjectItem(o, "serial")->valuestring : "");
+        if (g) {
+            freeReplyObject(g);
+        }
+        cJSON_DeleteItemFromObject(o, "cert");
+        cJSON_DeleteItemFromObject(o, "serial");
+        cJSON_ReplaceItemInObject(o, "status",
+                                  cJSON_CreateString("processing"));
+        cJSON_AddStringToObject(o, "finSerial", serial);
+        cJSON_AddNumberToObject(o, "finStarted", (double) time(NULL));
+        text = cJSON_PrintUnformatted(o);
+        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
+        free(text);
+
+        post(pk, kid, rel(order), "", NULL, &resp);
+        ok(has(&resp, "\"status\":\"valid\"") && has(&resp, "certificate"),
+           "a processing order whose certificate is recorded completes");
+        pki_acme_resp_free(&resp);
+
+        cJSON_ReplaceItemInObject(o, "finSerial",
+                                  cJSON_CreateString("5ABCDEF0123456789ABC"
+                                                     "DEF012345678"));
+        cJSON_ReplaceItemInObject(o, "finStarted",
+                                  cJSON_CreateNumber((double) time(NULL)
+                                                     - 100));
+        text = cJSON_PrintUnformatted(o);
+        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
+        free(text);
+        cJSON_Delete(o);
+
+        post(pk, kid, rel(order), "", NULL, &resp);
+        ok(has(&resp, "\"status\":\"invalid\"")
+           && has(&resp, "serverInternal"), "a stale processing order "
+           "without a certificate becomes invalid with serverInternal");
+        pki_acme_resp_free(&resp);
+    }
 
     /* ARI */
     p = pki_acme_cert_id(x);

@@ -28,6 +28,14 @@
 static char          tdir[256];
 static pki_audit_t  *shared_log;
 static int           sink_issue, sink_sign;
+static int           notify_count;
+
+
+static void
+notified(void *arg)
+{
+    __atomic_add_fetch((int *) arg, 1, __ATOMIC_RELEASE);
+}
 
 
 static void
@@ -375,6 +383,78 @@ main(void)
         st = pki_audit_verify(logdir, other, &rep, &res);
         ok(st == PKI_OK, "and pass with the right key");
         EVP_PKEY_free(other);
+    }
+
+    /* a last line longer than the first tail read (4 KiB): the other
+     * writer still finds seq and hash */
+    {
+        char  big[1001];
+
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_ISSUE;
+        ev.status = PKI_OK;
+        ev.protocol = big;
+        ev.operation = big;
+        ev.ca = big;
+        ev.template_name = big;
+        ev.subject = big;
+        ev.requester = big;
+        ev.client = big;
+        pki_result_init(&res);
+        ok(pki_audit_append(shared_log, &ev, 1, &res) == PKI_OK,
+           "a 7 KiB entry");
+        ok(append(b, "EF", 1) == PKI_OK, "the other writer appends after it");
+        st = verify(logdir, &rep);
+        ok(st == PKI_OK, "and the chain holds (%s)", rep.bad);
+    }
+
+    /* the syncer thread: deferred appends become durable without the
+     * appending thread waiting, and the notify callback says so */
+    {
+        int                 n;
+        unsigned long long  ticket;
+
+        pki_result_init(&res);
+        ok(pki_audit_syncer_start(shared_log, notified, &notify_count, &res)
+           == PKI_OK, "syncer started");
+        pki_result_init(&res);
+        ok(pki_audit_syncer_start(shared_log, notified, &notify_count, &res)
+           != PKI_OK, "a second syncer is refused");
+
+        pki_audit_set_default(shared_log);
+        pki_audit_set_deferred(1);
+
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_ISSUE;
+        ev.status = PKI_OK;
+        ev.ca = "ca1";
+        ev.serial = "5EED";
+        pki_result_init(&res);
+        st = pki_event_emit(&ev, 1, &res);
+        ticket = pki_audit_take_ticket();
+        ok(st == PKI_OK && ticket > 0, "deferred append leaves a ticket");
+
+        for (n = 0; n < 500 && pki_audit_synced(shared_log) < ticket; n++) {
+            usleep(10000);
+        }
+
+        ok(pki_audit_synced(shared_log) >= ticket, "the syncer synced it");
+        for (n = 0; n < 500 && __atomic_load_n(&notify_count,
+                                                __ATOMIC_ACQUIRE) == 0; n++)
+        {
+            usleep(10000);
+        }
+        ok(__atomic_load_n(&notify_count, __ATOMIC_ACQUIRE) > 0,
+           "and notified");
+
+        pki_audit_set_deferred(0);
+        pki_audit_set_default(NULL);
+        pki_audit_syncer_stop(shared_log);
+        pki_audit_syncer_stop(shared_log);
+        ok(1, "syncer stopped (twice is harmless)");
     }
 
     a = shared_log;

@@ -805,6 +805,75 @@ main(void)
         conf.challenge = (const unsigned char *) "s3cret";
         conf.challenge_len = 6;
         m.challenge = "s3cret";
+
+        /* manual approval: listed while pending, gone once approved */
+        {
+            char   tid[80], body[160], *t0, *t1;
+
+            conf.manual = 1;
+            m.cn = "pending-dev";
+            s = pkiop(&conf, &m, &f, NULL, &h);
+            ok(s == 3, "manual: PKCSReq PENDING (%d)", s);
+            conf.manual = 0;
+
+            ar.method = "GET";
+            ar.path = "scep/pending";
+            ar.path_len = strlen(ar.path);
+            ar.body = NULL;
+            ar.body_len = 0;
+            ar.query = "limit=10";
+            ar.query_len = strlen(ar.query);
+            pki_admin_handle(&ac, &ar, &aresp);
+            tid[0] = '\0';
+            t0 = aresp.body ? strstr((char *) aresp.body,
+                                     "\"transaction_id\":\"") : NULL;
+            t1 = t0 ? strchr(t0 + 18, '"') : NULL;
+            if (t1 && t1 - (t0 + 18) < (long) sizeof(tid)) {
+                memcpy(tid, t0 + 18, t1 - (t0 + 18));
+                tid[t1 - (t0 + 18)] = '\0';
+            }
+            ok(aresp.http_status == 200 && tid[0] != '\0'
+               && strstr((char *) aresp.body, "CN=pending-dev") != NULL
+               && strstr((char *) aresp.body, "csr") == NULL,
+               "admin: scep/pending lists it [%s]", tid);
+            pki_admin_resp_free(&aresp);
+
+            ar.query = "limit=0";
+            ar.query_len = strlen(ar.query);
+            pki_admin_handle(&ac, &ar, &aresp);
+            ok(aresp.http_status == 400, "admin: scep/pending limit=0: 400");
+            pki_admin_resp_free(&aresp);
+            ar.query = "cursor=000000000001:zz";
+            ar.query_len = strlen(ar.query);
+            pki_admin_handle(&ac, &ar, &aresp);
+            ok(aresp.http_status == 400, "admin: scep/pending bad cursor: "
+               "400");
+            pki_admin_resp_free(&aresp);
+
+            snprintf(body, sizeof(body), "{\"transaction_id\": \"%s\"}", tid);
+            ar.method = "POST";
+            ar.path = "scep/approve";
+            ar.path_len = strlen(ar.path);
+            ar.query = NULL;
+            ar.query_len = 0;
+            ar.body = (const unsigned char *) body;
+            ar.body_len = strlen(body);
+            pki_admin_handle(&ac, &ar, &aresp);
+            ok(aresp.http_status == 200, "admin: approve it");
+            pki_admin_resp_free(&aresp);
+
+            ar.method = "GET";
+            ar.path = "scep/pending";
+            ar.path_len = strlen(ar.path);
+            ar.body = NULL;
+            ar.body_len = 0;
+            pki_admin_handle(&ac, &ar, &aresp);
+            ok(aresp.http_status == 200 && aresp.body
+               && strstr((char *) aresp.body, tid) == NULL,
+               "admin: approved: no longer listed");
+            pki_admin_resp_free(&aresp);
+            m.cn = "dev";
+        }
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: enrollment skipped");
     }
