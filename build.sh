@@ -6,7 +6,9 @@
 # nginx-pki build driver.
 #
 #   ./build.sh                     build core, pkictl and the nginx modules into build/
-#   ./build.sh test [--sanitize]   build, then run the test suite (prove -r t/)
+#   ./build.sh test [--sanitize] [t/X.t ...]
+#                                  build, then run the test suite (prove -r t/),
+#                                  or only the files named
 #   ./build.sh demo                build, then start the demo PKI under demo/
 #   ./build.sh demo stop           stop the demo
 #   ./build.sh fuzz [TARGET|all] [SECONDS]
@@ -152,21 +154,23 @@ build_all() {
 # --- test --------------------------------------------------------------------
 
 run_tests() {
-    local san=0 bdir="$TOP/build"
+    local san=0 bdir="$TOP/build" files=()
 
     while [ $# -gt 0 ]; do
         case $1 in
             --sanitize) san=1; bdir="$TOP/build-san" ;;
+            t/*.t) [ -f "$1" ] || die "no test file $1"; files+=("$1") ;;
             *) die "unknown test option: $1" ;;
         esac
         shift
     done
+    [ ${#files[@]} -gt 0 ] || files=(-r t/)
 
     ensure_packages
     build_all "$bdir" "$san"
 
     note "running tests (PKI_BUILD=$bdir, PKI_SANITIZE=$san)"
-    PKI_BUILD="$bdir" PKI_SANITIZE="$san" prove -r t/ \
+    PKI_BUILD="$bdir" PKI_SANITIZE="$san" prove "${files[@]}" \
         || die "test suite failed"
 }
 

@@ -118,8 +118,9 @@ my $enroll_req = do {
     . length($b) . "\r\n\r\n$b";
 };
 
-# An enrollment client in a child process: connected now, sends at $at
-# (epoch seconds); the result goes to a file.
+# An enrollment client in a child process: connected now, sends $at
+# seconds after the stall began (the parent writes that time to DIR/go once
+# it has seen Redis asleep); the result goes to a file.
 my @kids;
 
 sub enroll_at {
@@ -129,7 +130,9 @@ sub enroll_at {
     if ($pid == 0) {
         $t->{owner} = -1;                     # the parent stops the servers
         my $s = tls_connect();
-        my $w = $at - time;
+        my $dl = time + 30;
+        sleep 0.005 while !-s "$dir/go" && time < $dl;
+        my $w = (slurp("$dir/go") // 0) + $at - time;
         sleep $w if $w > 0;
         my ($code, $h, $body, $dt) = http_on($s, $enroll_req, 15);
         spew($res, join("\t", $code, sprintf('%.3f', $dt),
@@ -172,11 +175,13 @@ my $log_off = length(slurp($t->error_log) // '');
 # The clients connect first (TLS handshakes off the measured window) and
 # send at t = 0.3 s and t = 1.5 s of the stall: the first wave has its
 # 503 by then, the second has it before Redis wakes at t = 3 s.
-my $stall0 = time + 1;
-enroll_at("a$_", $stall0 + 0.3) for 1 .. $WAVE;
-enroll_at("b$_", $stall0 + 1.5) for 1 .. $WAVE;
-sleep($stall0 - time) if $stall0 > time;
-$stall0 = time;
+# On a loaded machine redis-cli may start its DEBUG SLEEP late: the waves
+# are timed from the moment a PING on another connection stops being
+# answered (Redis asleep), not from the fork.
+enroll_at("a$_", 0.2) for 1 .. $WAVE;
+enroll_at("b$_", 1.2) for 1 .. $WAVE;
+sleep 1;                                  # the clients' TLS handshakes
+my $stall0 = time;
 my $sleep_pid = fork() // die "fork: $!";
 if ($sleep_pid == 0) {
     open(STDOUT, '>', "$dir/debug-sleep.out");
@@ -184,7 +189,24 @@ if ($sleep_pid == 0) {
     exec('redis-cli', '-s', $t->redis_sock, 'DEBUG', 'SLEEP', $STALL)
         or POSIX::_exit(127);
 }
-sleep 0.2;      # redis-cli connected and Redis asleep
+{
+    require IO::Socket::UNIX;
+    require IO::Select;
+    my $ping = IO::Socket::UNIX->new(Peer => $t->redis_sock)
+        or die "ping connection: $!";
+    my $sel = IO::Select->new($ping);
+    my $dl = time + 10;
+    while (time < $dl) {
+        syswrite($ping, "PING\r\n");
+        last if !$sel->can_read(0.1);          # no PONG in 100 ms: asleep
+        sysread($ping, my $pong, 64);
+        sleep 0.02;
+    }
+    $stall0 = time - 0.1;
+    spew("$dir/go.tmp", sprintf('%.3f', $stall0));
+    rename("$dir/go.tmp", "$dir/go");
+    close $ping;
+}
 my @probes;
 while (time < $stall0 + $STALL - 0.3) {
     push @probes, [cacerts_probe()];
@@ -200,11 +222,27 @@ my $stall_end = time;
 reap_kids();
 
 # (b) the event loop did not block
-my @slow = grep { $_->[0] != 200 || $_->[1] >= 0.05 } @probes;
+# 50 ms is the bound; on a machine loaded far beyond its cores (other
+# builds and suites) a probe can wait that long for a CPU without the
+# event loop being blocked, so there each probe must stay below 500 ms
+# (a loop blocked on Redis would wait for the 1 s timeout or the 3 s stall)
+# and 80% below 50 ms
+my ($load) = (slurp('/proc/loadavg') // '0') =~ /^([\d.]+)/;
+my $ncpu = () = (slurp('/proc/cpuinfo') // '') =~ /^processor\s*:/mg;
+my $busy = $load > 2 * ($ncpu || 1);
+my $bound = $busy ? 0.5 : 0.05;
+my @slow = grep { $_->[0] != 200 || $_->[1] >= $bound } @probes;
 cmp_ok(scalar @probes, '>=', 20, scalar(@probes) . ' cacerts probes during '
        . 'the stall');
-is(scalar @slow, 0, 'every cacerts probe during the stall: 200 in < 50 ms')
+is(scalar @slow, 0, sprintf('every cacerts probe during the stall: 200 in '
+                            . '< %d ms%s', $bound * 1000, $busy
+                            ? " (load average $load on $ncpu CPUs)" : ''))
     or diag(join("\n", map { sprintf('%d %.3f s', @$_) } @slow));
+if ($busy) {
+    my $fast = grep { $_->[1] < 0.05 } @probes;
+    cmp_ok($fast, '>=', 0.8 * @probes, "$fast of " . scalar(@probes)
+           . ' probes in < 50 ms');
+}
 my ($max) = sort { $b <=> $a } map { $_->[1] } @probes;
 diag(sprintf('slowest cacerts probe during the stall: %.1f ms',
              ($max // 0) * 1000));

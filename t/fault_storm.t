@@ -16,7 +16,7 @@
 #    (pki_requests_total{protocol="ocsp",outcome="backend"});
 #  - the workers' resident memory stays bounded during the storm and
 #    after it, and they survive (same pids);
-#  - the service answers normally right after the storm.
+#  - the service answers normally once the bounded queue has drained.
 # PKI_FAULT_STORM=N changes the number of connections (default 10000);
 # PKI_FAULT_STORM_QUEUE=65536 (a queue that never fills) makes it fail.
 
@@ -134,6 +134,22 @@ if ($wpid == 0) {
 }
 $t->{children}{wrk} = $wpid;
 
+# established TCP connections whose local port is PORT (/proc/net/tcp,
+# state 01), without iproute2
+sub established {
+    my ($port) = @_;
+    my $hex = sprintf(':%04X', $port);
+    open(my $fh, '<', '/proc/net/tcp') or return 0;
+    my %peer;          # the file is not a snapshot: a line may repeat
+    while (my $l = <$fh>) {
+        my @f = split ' ', $l;
+        $peer{$f[2]} = 1
+            if ($f[3] // '') eq '01' && substr($f[1] // '', -5) eq $hex;
+    }
+    close $fh;
+    return scalar keys %peer;
+}
+
 my (%peak, $maxconn);
 my $t0 = time;
 my $deadline = $t0 + $SECS + 30;
@@ -148,8 +164,7 @@ while (waitpid($wpid, WNOHANG) != $wpid) {
         my ($rss) = $t->rss_of($w);
         $peak{$w} = $rss if $rss > ($peak{$w} // 0);
     }
-    my ($n) = (`ss -Htn state established '( sport = :$hp )' 2>/dev/null`
-               =~ tr/\n//);
+    my $n = established($hp);
     $maxconn = $n if $n > ($maxconn // 0);
     sleep 0.25;
 }
@@ -194,7 +209,16 @@ my $m1 = metric_sum($shed_re);
 cmp_ok($m1 - $m0, '>=', $s{shed} // 1, sprintf('metrics count the sheds: '
        . 'ocsp outcome="backend" +%d', $m1 - $m0));
 
-is($t->ocsp_status($cert), 'good', 'OCSP answers good right after the storm');
+# the tasks queued when wrk stopped still run first (at most max_queue +
+# threads per worker: a bounded drain, seconds under ASan on a busy machine)
+my ($tr, $st) = (time, '');
+for (1 .. 4) {
+    $st = $t->ocsp_status($cert);
+    last if $st eq 'good';
+    sleep 1;
+}
+is($st, 'good', sprintf('OCSP answers good after the storm (in %.1f s)',
+                        time - $tr));
 $r = $t->est_post('simpleenroll', $csr);
 is($r->{code}, 200, 'enrollment works right after the storm');
 

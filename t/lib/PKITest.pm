@@ -569,7 +569,9 @@ sub start_load {
         if ($pid == 0) {
             $self->{owner} = -1;          # the parent stops the servers
             @LIVE = ();
-            $self->{curl_n} = 1000000 * $k + int(rand(1000)) * 1000;
+            # curl's temp files are named by this counter: unique per
+            # process (two loads' clients must never share a file)
+            $self->{curl_n} = $$ * 1000000;
             srand($$ ^ time);
             open(my $fh, '>>', $res) or POSIX::_exit(2);
             $fh->autoflush(1);
