@@ -373,7 +373,13 @@ my $m2;
 my $deadline = time + 15;
 while (time < $deadline) {
     ($m2) = scrape();
-    last if ($m2->{'pki_certificates{ca="issuing",state="valid"}'} // -1) == 3;
+    # the gauges are refreshed by a timer: wait for one refresh that has
+    # seen all of this test's issuances and the revocation, not just a
+    # valid count that an older refresh can show too
+    last if ($m2->{'pki_certificates{ca="issuing",state="valid"}'} // -1) == 3
+        && ($m2->{'pki_certificates{ca="issuing",state="revoked"}'} // -1) == 1
+        && ($m2->{'pki_certificates{ca="issuing",state="expiring_30d"}'} // -1)
+           == 4;
     sleep 0.5;
 }
 is($m2->{'pki_certificates{ca="issuing",state="valid"}'}, 3,
