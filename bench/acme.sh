@@ -34,11 +34,19 @@
 #
 # The servers run side by side and the runs alternate (ours in each mode,
 # pebble, ours, pebble, ...) in BENCH_ROUNDS rounds of BENCH_SECONDS each,
-# so a change in the load of a shared machine hits both alike; the rates
-# are the sums.
+# so a change in the load of a shared machine hits both alike.
+# BENCH_WORKERS (default 4) is the client's concurrency (one keep-alive
+# connection per worker).
 #
-# Prints the rates, the ratios, Redis commands per issuance (per store) and
-# the load average before and after.
+# Prints, per round and server: issuances, failures, seconds, rate and the
+# server's CPU time per issuance (user+system from /proc/PID/stat: nginx
+# master+workers+Redis, pebble+pebble-challtestsrv), which is robust to the
+# load of a shared machine.  A run with failures or one that lasted well past
+# BENCH_SECONDS (a request hit the client's 10 s timeout) is flagged BROKEN
+# and its round is left out of the ratios.  Then the per-round ratios
+# ours/pebble (rate, and CPU per issuance) with their medians, Redis
+# commands per issuance (per store), the client's ms per step and the load
+# average before and after.
 #
 set -euo pipefail
 
@@ -197,15 +205,37 @@ wait_url "https://127.0.0.1:$PEB/dir" "$C/ca.pem" || die "pebble does not answer
 # --- runs: ours and pebble alternate, so that a change in the load of the
 # shared machine hits both alike ---------------------------------------------
 
-run_one() {     # LABEL URL CA -> appends its RESULT line to $W/res-LABEL
-    local label=$1 url=$2 ca=$3 line
+run_one() {     # LABEL URL CA ROUND PIDS... -> appends "round RESULT... cpu_ms=C"
+    local label=$1 url=$2 ca=$3 round=$4 line c0 c1
+    shift 4
+    c0=$(cpu_ms "$@")
     line=$("$W/acme_bench" -d "$url" -c "$ca" -p "$CHALL" -w "$WORKERS" \
-               -t "$SECS" -l "$label" | grep '^RESULT') \
-        || { tail -n 5 "$P/logs/error.log" "$C/pebble.log" >&2 2>/dev/null;
+               -t "$SECS" -l "$label" 2>"$W/client.err" | grep '^RESULT') \
+        || { cat "$W/client.err" >&2;
+             tail -n 5 "$P/logs/error.log" "$C/pebble.log" >&2 2>/dev/null;
              die "the run $label failed"; }
-    echo "$line" >&2
-    echo "$line" >> "$W/res-$label"
+    c1=$(cpu_ms "$@")
+    grep -v '^RESULT' "$W/client.err" | tail -n 3 | sed 's/^/    /' >&2
+    # the client's "ms per issuance" line, kept for the report
+    grep 'ms per issuance' "$W/client.err" | sed "s/^/round $round /" \
+        >> "$W/steps-$label" || true
+    echo "$line cpu_ms=$((c1 - c0))" >&2
+    echo "$round $line cpu_ms=$((c1 - c0))" >> "$W/res-$label"
 }
+
+# CPU time (ms, user + system, all threads) of the given processes, from
+# /proc/PID/stat: steadier than the rate on a machine shared with other work
+cpu_ms() {
+    local t=0 p v
+    for p in "$@"; do
+        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo $((t * 1000 / $(getconf CLK_TCK)))
+}
+
+# nginx master + its workers (the current ones: a worker can be respawned)
+nginx_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -223,67 +253,129 @@ for r in $(seq "$ROUNDS"); do
             *) die "unknown mode $m (always, split, everysec)" ;;
         esac
         url="https://127.0.0.1:$HTTPS/acme/directory"
-        [ "$m" = split ] && url="https://127.0.0.1:$HTTPS2/acme/directory"
+        npid=$NGINX_PID
+        if [ "$m" = split ]; then
+            url="https://127.0.0.1:$HTTPS2/acme/directory"
+            npid=$NGINX2_PID
+        fi
         redis-cli -s "$W/redis.sock" config set appendfsync "$fs" | grep -q OK \
             || die "redis: cannot set appendfsync $fs"
         redis-cli -s "$W/redis.sock" config resetstat > /dev/null
         redis-cli -s "$W/state.sock" config resetstat > /dev/null
         echo "round $r: ours ($m), $WORKERS workers, ${SECS}s ..." >&2
-        run_one "nginx-pki-$m" "$url" "$W/pki/root.pem"
+        # shellcheck disable=SC2046
+        run_one "nginx-pki-$m" "$url" "$W/pki/root.pem" "$r" \
+            $(nginx_pids "$npid") "$REDIS_PID" "$REDIS2_PID"
         echo "$(rcmds "$W/redis.sock") $(rcmds "$W/state.sock")" \
             >> "$W/rcmds-$m"
     done
     redis-cli -s "$W/redis.sock" config set appendfsync always > /dev/null
     echo "round $r: pebble, $WORKERS workers, ${SECS}s ..." >&2
-    run_one pebble "https://127.0.0.1:$PEB/dir" "$C/ca.pem"
+    run_one pebble "https://127.0.0.1:$PEB/dir" "$C/ca.pem" "$r" \
+        "$PEBBLE_PID" "$CTS_PID"
 done
 
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report --------------------------------------------------------------------
 
-# sums of the rounds: "issued failed seconds requests rate"
-total() {
-    awk '{ for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] += kv[2] } }
-         END { printf "%d %d %.1f %d %.1f\n", v["issued"], v["failed"],
-               v["seconds"], v["requests"], v["issued"] / v["seconds"] }' "$1"
+# A run is broken when requests failed or it lasted well past BENCH_SECONDS
+# (a request hit the client's 10 s I/O timeout: pebble 2.4 sometimes stalls
+# under concurrent orders).  Its rate says nothing about the server's speed,
+# so it is flagged and left out of the medians.
+# res line: ROUND RESULT LABEL issued=N failed=F seconds=S rate=R
+#           requests=Q workers=W cpu_ms=C
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
+broken() {          # RES-LINE -> 0 when broken
+    awk -v secs="$SECS" '{ for (i = 3; i <= NF; i++) { split($i, kv, "=");
+                                                     v[kv[1]] = kv[2] } }
+         END { exit !(v["failed"] > 0 || v["seconds"] > secs * 1.5 ||
+                      v["issued"] == 0) }' <<< "$1"
 }
-row() {
-    local t
-    t=$(total "$W/res-$2")
-    set -- "$1" $t
-    printf '  %-36s %-8s %-8s %-9s %-13s %s\n' "$1" "$2" "$3" "$4" "$6" "$5"
+median() {          # numbers on stdin -> median, or "-"
+    sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+                   m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+                   printf "%.2f\n", m }'
+}
+rline() { awk -v r="$2" '$1 == r' "$W/res-$1"; }   # LABEL ROUND -> line
+cpu_per() {         # RES-LINE -> server CPU ms per issuance
+    awk '{ for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+         END { if (v["issued"] > 0) printf "%.2f", v["cpu_ms"] / v["issued"];
+               else print "-" }' <<< "$1"
 }
 label() {
     case $1 in
         always) echo "nginx-pki, all durable (always)" ;;
         split) echo "nginx-pki, split (always+everysec)" ;;
         everysec) echo "nginx-pki, all everysec" ;;
+        pebble) echo "pebble 2.4, VA_NOSLEEP" ;;
     esac
 }
-PR=$(total "$W/res-pebble" | awk '{ print $5 }')
 {
     echo
     echo "ACME full issuances (newOrder, http-01, finalize, download), one account, ES256,"
-    echo "$WORKERS workers on keep-alive TLS, $ROUNDS alternating rounds of ${SECS}s,"
+    echo "$WORKERS client workers on keep-alive TLS, $ROUNDS alternating rounds of ${SECS}s,"
     echo "$(nproc) cores shared by the client and the servers"
     echo "load average (1 5 15 min): $LOAD0 before, $LOAD1 after"
+    echo "server CPU = user+system of nginx master+workers+both Redis, or of"
+    echo "pebble+pebble-challtestsrv (/proc/PID/stat), per issued certificate"
     echo
-    printf '  %-36s %-8s %-8s %-9s %-13s %s\n' server issued failed seconds \
-        issuances/s requests
-    for m in $MODES; do
-        row "$(label "$m")" "nginx-pki-$m"
+    printf '  %-5s %-36s %7s %6s %7s %9s %9s\n' round server issued failed \
+        seconds issuance/s "CPU ms/iss"
+    for r in $(seq "$ROUNDS"); do
+        for m in $MODES pebble; do
+            lb=$m
+            [ "$m" = pebble ] || lb=nginx-pki-$m
+            l=$(rline "$lb" "$r")
+            flag=
+            broken "$l" && flag="  BROKEN RUN (failures or timeouts): not counted"
+            printf '  %-5s %-36s %7s %6s %7s %9s %9s%s\n' "$r" "$(label "$m")" \
+                "$(field issued <<< "$l")" "$(field failed <<< "$l")" \
+                "$(field seconds <<< "$l")" "$(field rate <<< "$l")" \
+                "$(cpu_per "$l")" "$flag"
+        done
     done
-    row "pebble 2.4, VA_NOSLEEP" pebble
     echo
+    echo "  per-round ratios (ours / pebble of the same round; a round with a"
+    echo "  broken run on either side is left out):"
     for m in $MODES; do
-        OR=$(total "$W/res-nginx-pki-$m" | awk '{ print $5 }')
-        OI=$(total "$W/res-nginx-pki-$m" | awk '{ print $1 }')
+        : > "$W/ratios-$m"
+        : > "$W/cratios-$m"
+        rs=
+        for r in $(seq "$ROUNDS"); do
+            lo=$(rline "nginx-pki-$m" "$r")
+            lp=$(rline pebble "$r")
+            if broken "$lo" || broken "$lp"; then
+                rs="$rs  r$r: broken"
+                continue
+            fi
+            x=$(awk -v a="$(field rate <<< "$lo")" -v b="$(field rate <<< "$lp")" \
+                    'BEGIN { printf "%.2f", a / b }')
+            c=$(awk -v a="$(cpu_per "$lo")" -v b="$(cpu_per "$lp")" \
+                    'BEGIN { if (a > 0) printf "%.2f", b / a; else print 0 }')
+            echo "$x" >> "$W/ratios-$m"
+            echo "$c" >> "$W/cratios-$m"
+            rs="$rs  r$r: ${x}x (CPU ${c}x)"
+        done
+        printf '  %-9s%s\n' "$m" "$rs"
+        printf '  %-9s median rate ratio %sx, median CPU-per-issuance ratio %sx\n' \
+            "" "$(median < "$W/ratios-$m")" "$(median < "$W/cratios-$m")"
+    done
+    echo
+    echo "  Redis commands per issuance (commandstats, incl. Lua-internal calls):"
+    for m in $MODES; do
+        OI=$(awk '{ n += 0 + substr($4, 8) } END { print n }' "$W/res-nginx-pki-$m")
         RD=$(awk '{ n += $1 } END { print n }' "$W/rcmds-$m")
         RS=$(awk '{ n += $2 } END { print n }' "$W/rcmds-$m")
-        printf '  ratio %s / pebble: %s   (Redis commands per issuance: %s durable + %s state)\n' \
-            "$m" "$(awk -v a="$OR" -v b="$PR" 'BEGIN { printf "%.2fx", a / b }')" \
+        printf '  %-9s %s durable + %s state\n' "$m" \
             "$(awk -v c="$RD" -v n="$OI" 'BEGIN { printf "%.1f", n ? c / n : 0 }')" \
             "$(awk -v c="$RS" -v n="$OI" 'BEGIN { printf "%.1f", n ? c / n : 0 }')"
+    done
+    echo
+    echo "  client ms per issuance by step:"
+    for m in $MODES pebble; do
+        lb=$m
+        [ "$m" = pebble ] || lb=nginx-pki-$m
+        sed "s/^/    /" "$W/steps-$lb" 2>/dev/null || true
     done
 }
