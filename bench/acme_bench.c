@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -604,7 +605,7 @@ issue_one(worker_t *w)
     char         name[128], payload[512], order_url[512], chall_url[512],
                  fin_url[512], authz_url[512];
     char        *csr, *fp;
-    cJSON       *o, *a, *ch, *fin;
+    cJSON       *o, *a, *azs, *ch, *fin;
     resp_t       r;
     const char  *s;
 
@@ -630,16 +631,17 @@ issue_one(worker_t *w)
     o = cJSON_Parse(r.body);
     resp_free(&r);
     PHASE(0);
-    a = cJSON_GetObjectItemCaseSensitive(o, "authorizations");
+    /* azs points into o: never freed on its own (a is freed at "done") */
+    azs = cJSON_GetObjectItemCaseSensitive(o, "authorizations");
     s = jstr(o, "finalize");
-    if (!cJSON_IsArray(a) || !cJSON_IsString(cJSON_GetArrayItem(a, 0))
+    if (!cJSON_IsArray(azs) || !cJSON_IsString(cJSON_GetArrayItem(azs, 0))
         || s == NULL)
     {
         err(w, "newOrder: no authorization or finalize URL");
         goto done;
     }
     snprintf(authz_url, sizeof(authz_url), "%s",
-             cJSON_GetArrayItem(a, 0)->valuestring);
+             cJSON_GetArrayItem(azs, 0)->valuestring);
     snprintf(fin_url, sizeof(fin_url), "%s", s);
 
     if (!post(w, authz_url, "", 0, &r) || r.status != 200) {
@@ -979,6 +981,7 @@ main(int argc, char **argv)
     int            k;
     double         phase[7];
     unsigned long  issued, failed, reqs, polls;
+    struct rusage  ru;
 
     nw = 8;
     secs = 10;
@@ -1089,7 +1092,12 @@ main(int argc, char **argv)
             fprintf(stderr, " %s %.1f", phase_names[k],
                     1000 * phase[k] / issued);
         }
-        fprintf(stderr, "; polls/issuance %.1f\n", (double) polls / issued);
+        getrusage(RUSAGE_SELF, &ru);
+        fprintf(stderr, "; polls/issuance %.1f; client CPU ms/issuance %.2f\n",
+                (double) polls / issued,
+                1000 * (ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+                        + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6)
+                / issued);
     }
     printf("RESULT %s issued=%lu failed=%lu seconds=%.2f rate=%.1f "
            "requests=%lu workers=%d\n", label, issued, failed, t1 - t0,

@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -870,16 +871,29 @@ pki_acme_directory(pki_acme_t *a)
  * reads the object the request is about, so that the handler does not
  * read it again.  KEYS[1] nonce to spend, KEYS[2] new nonce, KEYS[3..]
  * objects to read; ARGV[1] new nonce TTL, ARGV[2] (may be "") the key
- * prefix of the authorizations of the order read as KEYS[3]: those are
- * read too.  Returns {spent, value of KEYS[3], ..., then authz id, value
- * pairs}; spent 0 returns nothing else.
+ * prefix of the authorizations of the order read as the first object:
+ * those are read too.  Returns {spent, value of the first object, ...,
+ * then authz id, value pairs}; spent 0 returns nothing else.
+ *
+ * ARGV[3] "1": KEYS[3] is the signer's account (in the store of the
+ * nonces) and ARGV[4] the account text whose key verified the signature;
+ * the objects start at KEYS[4].  When the account is not exactly that
+ * text any more (keyChange, deactivation, update, expired copy), nothing
+ * is spent or stored and the script returns {-1, current text or nil}:
+ * the caller verifies again with the current key.
  */
 static const char  pki_lua_redeem[] =
+    "local first = 3 "
+    "if ARGV[3] == '1' then "
+    "  first = 4 "
+    "  local cur = redis.call('GET', KEYS[3]) "
+    "  if cur ~= ARGV[4] then return { -1, cur } end "
+    "end "
     "local spent = redis.call('DEL', KEYS[1]) "
     "redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) "
     "local out = { spent } "
     "if spent == 0 then return out end "
-    "for i = 3, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end "
+    "for i = first, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end "
     "if ARGV[2] ~= '' and out[2] then "
     "  local ok, o = pcall(cjson.decode, out[2]) "
     "  if ok and type(o) == 'table' and type(o.status) == 'string' "
@@ -920,15 +934,19 @@ pki_acme_pre_add(pki_acme_t *a, const char *key, const redisReply *v)
 
 
 /* 1: redeemed, 0: unknown or used, -1: Redis failed.  A fresh nonce for
- * the response is stored in the same step. */
+ * the response is stored in the same step.  acct_text (NULL: none) is the
+ * signer's account as the signature was verified against it: the nonce is
+ * spent only if the account is still exactly that text, else -2 and
+ * nothing changed. */
 static int
-pki_acme_redeem(pki_acme_t *a, const char *nonce)
+pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
 {
     int           nkeys, nargs, spent;
     char          key[PKI_ACME_KEY_MAX], nkey[PKI_ACME_KEY_MAX], fresh[32];
     char          okey[PKI_ACME_KEY_MAX], prefix[PKI_ACME_KEY_MAX], ttl[24];
+    char          akey[PKI_ACME_KEY_MAX];
     size_t        i;
-    const char   *args[8], *acct, *id;
+    const char   *args[10], *acct, *id;
     redisReply   *reply;
     pki_redis_t  *st;
 
@@ -974,12 +992,20 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce)
     nkeys = 0;
     args[nkeys++] = key;
     args[nkeys++] = nkey;
+    if (acct_text != NULL) {
+        pki_key_name(akey, sizeof(akey), st, a->acct, "acct", NULL);
+        args[nkeys++] = akey;
+    }
     if (okey[0] != '\0') {
         args[nkeys++] = okey;
     }
     nargs = nkeys;
     args[nargs++] = ttl;
     args[nargs++] = prefix;
+    if (acct_text != NULL) {
+        args[nargs++] = "1";
+        args[nargs++] = acct_text;
+    }
 
     reply = pki_acme_eval(st, a->res, pki_lua_redeem, nkeys, nargs, args);
     if (reply == NULL) {
@@ -992,6 +1018,11 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce)
         freeReplyObject(reply);
         pki_fail(a->res, PKI_UNAVAILABLE, "certificate store unavailable");
         return -1;
+    }
+
+    if (reply->element[0]->integer < 0) {
+        freeReplyObject(reply);
+        return -2;                  /* the account changed: nothing spent */
     }
 
     memcpy(a->resp->nonce, fresh, sizeof(fresh));
@@ -1019,6 +1050,108 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce)
 
 
 /* ---- accounts ------------------------------------------------------------------------ */
+
+/*
+ * The last account text seen per account id, per process: a hint only.
+ * A kid-signed request verifies its signature against the hint's key and
+ * then hands the hint to the nonce redeem script, which spends the nonce
+ * only if the stored account is still exactly that text (in the store of
+ * the nonces: the account itself, or its copy with acme_redis).  So the
+ * account is still read from Redis on every request, in the same round
+ * trip as the nonce, and a keyChange, deactivation or update is seen at
+ * once.  A stale hint costs the old two round trips.  Bounded, least
+ * recently used out.
+ */
+
+#define PKI_ACME_HINTS  64
+
+static struct {
+    char                id[PKI_ACME_ID_MAX];
+    char               *text;
+    unsigned long long  used;
+}                       pki_acme_hints[PKI_ACME_HINTS];
+static unsigned long long  pki_acme_hint_clock;
+static pthread_mutex_t  pki_acme_hint_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+/* a copy of the hint for id, or NULL */
+static char *
+pki_acme_hint_get(const char *id)
+{
+    int    i;
+    char  *t = NULL;
+
+    pthread_mutex_lock(&pki_acme_hint_lock);
+
+    for (i = 0; i < PKI_ACME_HINTS; i++) {
+        if (pki_acme_hints[i].text != NULL
+            && strcmp(pki_acme_hints[i].id, id) == 0)
+        {
+            t = strdup(pki_acme_hints[i].text);
+            pki_acme_hints[i].used = ++pki_acme_hint_clock;
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&pki_acme_hint_lock);
+
+    return t;
+}
+
+
+/* text NULL: forget the hint */
+static void
+pki_acme_hint_put(const char *id, const char *text)
+{
+    int    i, slot, victim;
+    char  *t, *old;
+
+    if (strlen(id) >= PKI_ACME_ID_MAX) {
+        return;
+    }
+
+    t = NULL;
+    if (text != NULL && (t = strdup(text)) == NULL) {
+        return;
+    }
+
+    pthread_mutex_lock(&pki_acme_hint_lock);
+
+    slot = -1;
+    victim = 0;
+    for (i = 0; i < PKI_ACME_HINTS; i++) {
+        if (pki_acme_hints[i].text != NULL
+            && strcmp(pki_acme_hints[i].id, id) == 0)
+        {
+            slot = i;
+            break;
+        }
+        if (pki_acme_hints[i].used < pki_acme_hints[victim].used) {
+            victim = i;
+        }
+    }
+
+    if (slot < 0) {
+        slot = victim;
+    }
+    if (t == NULL && pki_acme_hints[slot].text != NULL
+        && strcmp(pki_acme_hints[slot].id, id) != 0)
+    {
+        pthread_mutex_unlock(&pki_acme_hint_lock);
+        return;                     /* nothing to forget */
+    }
+
+    old = pki_acme_hints[slot].text;
+    snprintf(pki_acme_hints[slot].id, sizeof(pki_acme_hints[slot].id), "%s",
+             id);
+    pki_acme_hints[slot].text = t;
+    pki_acme_hints[slot].used = t != NULL ? ++pki_acme_hint_clock : 0;
+
+    pthread_mutex_unlock(&pki_acme_hint_lock);
+
+    free(old);
+}
+
 
 static pki_status_t
 pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
@@ -4321,6 +4454,67 @@ pki_acme_is(pki_acme_t *a, const char *name, int nseg)
 }
 
 
+/* The hinted path of pki_acme_authenticate() for a kid-signed request:
+ * returns 0 when it did not decide (no hint, the signature does not verify
+ * against the hint's key, or the account is no longer the hint: the caller
+ * takes the full path, nothing spent); else 1 (nonce spent), 2 (bad nonce)
+ * or -1 (Redis failed), with a->account, a->account_text and a->key set as
+ * the full path sets them. */
+static int
+pki_acme_auth_hinted(pki_acme_t *a)
+{
+    int           v;
+    char         *hint;
+    cJSON        *acct;
+    EVP_PKEY     *key;
+    const char   *keytext;
+    pki_result_t  tmp;
+
+    hint = pki_acme_hint_get(a->acct);
+    if (hint == NULL) {
+        return 0;
+    }
+
+    pki_result_init(&tmp);
+    acct = cJSON_Parse(hint);
+    keytext = pki_json_str(acct, "key");
+    key = keytext != NULL ? pki_int_jwk_cached(keytext, strlen(keytext),
+                                               &tmp)
+                          : NULL;
+
+    if (key == NULL || pki_jws_verify(&a->jws, key, &tmp) != PKI_OK) {
+        /* perhaps signed with a newer key: the full path decides */
+        a->jws.problem = NULL;
+        goto undecided;
+    }
+
+    v = pki_acme_redeem(a, a->jws.nonce, hint);
+    if (v == -2) {
+        pki_acme_hint_put(a->acct, NULL);
+        goto undecided;
+    }
+
+    if (v == 0) {
+        /* a bad nonce, for the account as it is now: the full answer */
+        v = 2;
+    }
+
+    a->account = acct;
+    a->account_text = hint;
+    a->key = key;
+
+    return v;
+
+undecided:
+
+    EVP_PKEY_free(key);
+    cJSON_Delete(acct);
+    free(hint);
+
+    return 0;
+}
+
+
 /* The JWS checks of RFC 8555 6.2-6.5 for a POST.  Returns 1 when the
  * request may proceed (a->payload, a->key, a->acct set). */
 static int
@@ -4411,9 +4605,19 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
         snprintf(a->acct, sizeof(a->acct), "%s", a->jws.kid + plen);
         free(prefix);
 
+        /* fast path: the signature verifies against the last account
+         * text seen, and the redeem script spends the nonce only if the
+         * account is still that text (one round trip instead of two) */
+        v = pki_acme_auth_hinted(a);
+        if (v != 0) {
+            v = v == 2 ? 0 : v;
+            goto redeemed;
+        }
+
         rc = pki_acme_account_load(a, a->acct, &a->account,
                                    &a->account_text);
         if (rc == PKI_NOT_FOUND) {
+            pki_acme_hint_put(a->acct, NULL);
             pki_acme_problem(a, 400, "accountDoesNotExist", "no such "
                              "account");
             return 0;
@@ -4424,8 +4628,9 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
         }
 
         keytext = pki_json_str(a->account, "key");
-        a->key = keytext != NULL ? pki_jwk_parse(keytext, strlen(keytext),
-                                                 a->res)
+        a->key = keytext != NULL ? pki_int_jwk_cached(keytext,
+                                                      strlen(keytext),
+                                                      a->res)
                                  : NULL;
         if (a->key == NULL) {
             pki_acme_problem(a, 500, "serverInternal", "the account key "
@@ -4451,7 +4656,13 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
 
     /* only now, with a good signature, is the nonce spent */
 
-    v = pki_acme_redeem(a, a->jws.nonce);
+    v = pki_acme_redeem(a, a->jws.nonce, NULL);
+    if (v == 1 && a->account_text != NULL) {
+        pki_acme_hint_put(a->acct, a->account_text);
+    }
+
+redeemed:
+
     if (v < 0) {
         pki_acme_fail(a, PKI_UNAVAILABLE, "nonce");
         return 0;

@@ -22,4 +22,13 @@ redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 
 
+/* pki_jwk_parse() through a bounded per-process cache keyed by the exact
+ * JWK text (jws.c): the same key, a reference the caller frees. */
+EVP_PKEY *pki_int_jwk_cached(const char *json, size_t len,
+    pki_result_t *res);
+
+/* Empties that cache (unit tests, leak checks). */
+void pki_int_jwk_cache_clear(void);
+
+
 #endif /* PKI_ACME_INT_H */

@@ -8,6 +8,7 @@
  */
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@
 #include <openssl/rsa.h>
 
 #include "pki.h"
+#include "acme_int.h"
 
 
 #define PKI_JWS_MAX       (1024 * 1024)
@@ -248,9 +250,13 @@ pki_jwk_ec(const cJSON *obj, const char *crv, pki_result_t *res)
     EVP_PKEY_CTX_free(ctx);
 
     /* fromdata decodes the point (which checks it is on the curve); the
-     * full public check also refuses the point at infinity */
+     * quick public check also refuses the point at infinity and
+     * out-of-range coordinates.  The full check adds n * Q == O, a scalar
+     * multiplication (as costly as the signature check itself) that can
+     * never fail on these curves: their cofactor is 1, so every finite
+     * point on the curve has order n. */
     ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
-    if (ctx == NULL || EVP_PKEY_public_check(ctx) != 1) {
+    if (ctx == NULL || EVP_PKEY_public_check_quick(ctx) != 1) {
         EVP_PKEY_free(pk);
         pk = NULL;
         pki_fail(res, PKI_MALFORMED, "EC JWK point is not valid");
@@ -449,6 +455,147 @@ pki_jwk_parse(const char *json, size_t len, pki_result_t *res)
     cJSON_Delete(obj);
 
     return pk;
+}
+
+
+/*
+ * Parsed account keys, per process: the account record holds its key as
+ * JWK text, and every kid-signed request used to rebuild the EVP_PKEY from
+ * it (OpenSSL 3's fromdata plus the public check: about as costly as the
+ * signature check).  The cache maps the exact text to the key it parses
+ * to, so it changes no answer: a keyChange stores another text, which is
+ * another entry; the account itself (status, key) is still read from Redis
+ * on every request.  Bounded, least recently used out.
+ */
+
+#define PKI_JWK_CACHE  64
+
+static struct {
+    char               *text;
+    size_t              len;
+    EVP_PKEY           *pk;
+    unsigned long long  used;
+}                       pki_jwk_cache[PKI_JWK_CACHE];
+static unsigned long long  pki_jwk_clock;
+static pthread_mutex_t  pki_jwk_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+static EVP_PKEY *
+pki_jwk_cache_get(const char *json, size_t len)
+{
+    int        i;
+    EVP_PKEY  *pk = NULL;
+
+    pthread_mutex_lock(&pki_jwk_lock);
+
+    for (i = 0; i < PKI_JWK_CACHE; i++) {
+        if (pki_jwk_cache[i].text != NULL && pki_jwk_cache[i].len == len
+            && memcmp(pki_jwk_cache[i].text, json, len) == 0)
+        {
+            if (EVP_PKEY_up_ref(pki_jwk_cache[i].pk)) {
+                pk = pki_jwk_cache[i].pk;
+                pki_jwk_cache[i].used = ++pki_jwk_clock;
+            }
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&pki_jwk_lock);
+
+    return pk;
+}
+
+
+static void
+pki_jwk_cache_put(const char *json, size_t len, EVP_PKEY *pk)
+{
+    int        i, victim;
+    char      *text;
+    EVP_PKEY  *old;
+
+    text = malloc(len);
+    if (text == NULL) {
+        return;
+    }
+    memcpy(text, json, len);
+
+    if (!EVP_PKEY_up_ref(pk)) {
+        free(text);
+        return;
+    }
+
+    pthread_mutex_lock(&pki_jwk_lock);
+
+    victim = 0;
+    for (i = 0; i < PKI_JWK_CACHE; i++) {
+        if (pki_jwk_cache[i].text != NULL && pki_jwk_cache[i].len == len
+            && memcmp(pki_jwk_cache[i].text, json, len) == 0)
+        {
+            /* another thread was first */
+            pthread_mutex_unlock(&pki_jwk_lock);
+            EVP_PKEY_free(pk);
+            free(text);
+            return;
+        }
+        if (pki_jwk_cache[i].used < pki_jwk_cache[victim].used) {
+            victim = i;
+        }
+    }
+
+    old = pki_jwk_cache[victim].pk;
+    free(pki_jwk_cache[victim].text);
+    pki_jwk_cache[victim].text = text;
+    pki_jwk_cache[victim].len = len;
+    pki_jwk_cache[victim].pk = pk;
+    pki_jwk_cache[victim].used = ++pki_jwk_clock;
+
+    pthread_mutex_unlock(&pki_jwk_lock);
+
+    EVP_PKEY_free(old);
+}
+
+
+EVP_PKEY *
+pki_int_jwk_cached(const char *json, size_t len, pki_result_t *res)
+{
+    EVP_PKEY  *pk;
+
+    if (json == NULL || len == 0 || len > PKI_JWK_MAX) {
+        pki_fail(res, PKI_MALFORMED, "bad JWK");
+        return NULL;
+    }
+
+    pk = pki_jwk_cache_get(json, len);
+    if (pk != NULL) {
+        return pk;
+    }
+
+    pk = pki_jwk_parse(json, len, res);
+    if (pk != NULL) {
+        pki_jwk_cache_put(json, len, pk);
+    }
+
+    return pk;
+}
+
+
+void
+pki_int_jwk_cache_clear(void)
+{
+    int  i;
+
+    pthread_mutex_lock(&pki_jwk_lock);
+
+    for (i = 0; i < PKI_JWK_CACHE; i++) {
+        EVP_PKEY_free(pki_jwk_cache[i].pk);
+        free(pki_jwk_cache[i].text);
+        pki_jwk_cache[i].pk = NULL;
+        pki_jwk_cache[i].text = NULL;
+        pki_jwk_cache[i].len = 0;
+        pki_jwk_cache[i].used = 0;
+    }
+
+    pthread_mutex_unlock(&pki_jwk_lock);
 }
 
 

@@ -791,6 +791,33 @@ $r = post({ key => $newk }, "$BASE/new-account",
 is($r->{headers}{location}, $A->{kid}, 'keyChange: the new key finds the '
    . 'account');
 
+# --- the per-process account hint (acme3) -------------------------------------------
+# A kid-signed request is verified against the last account text seen and
+# the nonce is spent only if the stored account is still that text: an
+# account changed behind the server's back (here straight in Redis) is seen
+# by the very next request, on whichever worker and connection.
+
+{
+    my ($bid) = $B->{kid} =~ m{/acct/([\w-]+)$};
+    my $akey = "pki:{acme:$bid}:acct";
+    for (1 .. 4) {                  # the hint is set
+        $r = post($B, $B->{kid}, '');
+    }
+    is($r->{status}, 200, 'hint: the account reads');
+    my $o = decode_json($t->redis_raw('GET', $akey) =~ s/\n\z//r);
+    $o->{status} = 'deactivated';
+    $t->redis('SET', $akey, $JSON->encode($o), 'KEEPTTL');
+    for my $i (1 .. 4) {
+        $r = post($B, $B->{kid}, '');
+        problem_is($r, 401, 'unauthorized', "hint: a change written "
+                   . "straight to Redis is seen at once ($i)");
+    }
+    $o->{status} = 'valid';
+    $t->redis('SET', $akey, $JSON->encode($o), 'KEEPTTL');
+    $r = post($B, $B->{kid}, '');
+    is($r->{status}, 200, 'hint: and back');
+}
+
 # --- deactivation ------------------------------------------------------------------
 
 $r = post($E, $E->{kid}, { status => 'deactivated' });
