@@ -1031,26 +1031,9 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     alcf->prefix = clcf->name;
 
-    alcf->ca = ngx_http_pki_find_ca(cf, &value[1]);
-    if (alcf->ca == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown CA \"%V\" (declare pki_ca before use)",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->tmpl = ngx_http_pki_find_template(cf, &value[2]);
-    if (alcf->tmpl == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown template \"%V\" "
-                           "(declare pki_template before use)", &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (!pki_ca_allows(alcf->ca, alcf->tmpl)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "CA \"%V\" does not allow template \"%V\"",
-                           &value[1], &value[2]);
+    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &alcf->ca, &alcf->tmpl)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

@@ -83,8 +83,6 @@ static ngx_int_t ngx_http_est_init(ngx_conf_t *cf);
 static char *ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_est_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
-    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl);
 
 
 static ngx_command_t  ngx_http_est_commands[] = {
@@ -859,7 +857,7 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    if (ngx_http_est_resolve(cf, &value[1], &value[2], &elcf->ca,
+    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &elcf->ca,
                              &elcf->tmpl)
         != NGX_OK)
     {
@@ -955,7 +953,7 @@ ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     lb->label = value[1];
 
-    if (ngx_http_est_resolve(cf, &value[2], &value[3], &lb->ca, &lb->tmpl)
+    if (ngx_http_pki_resolve(cf, &value[2], &value[3], &lb->ca, &lb->tmpl)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -980,37 +978,4 @@ invalid:
                        "invalid est label \"%V\" (1-64 of A-Z a-z 0-9 . _ -,"
                        " not an operation name)", &value[1]);
     return NGX_CONF_ERROR;
-}
-
-
-/* pki_ca and pki_template blocks must come before the est directives */
-
-static ngx_int_t
-ngx_http_est_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
-    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl)
-{
-    *ca = ngx_http_pki_find_ca(cf, ca_name);
-    if (*ca == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown CA \"%V\" (declare pki_ca before use)",
-                           ca_name);
-        return NGX_ERROR;
-    }
-
-    *tmpl = ngx_http_pki_find_template(cf, tmpl_name);
-    if (*tmpl == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown template \"%V\" "
-                           "(declare pki_template before use)", tmpl_name);
-        return NGX_ERROR;
-    }
-
-    if (!pki_ca_allows(*ca, *tmpl)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "CA \"%V\" does not allow template \"%V\"",
-                           ca_name, tmpl_name);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
 }

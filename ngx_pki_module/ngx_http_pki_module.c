@@ -1864,6 +1864,39 @@ ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s)
 }
 
 
+/* pki_ca and pki_template blocks come before the directives using them */
+
+ngx_int_t
+ngx_http_pki_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
+    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl)
+{
+    *ca = ngx_http_pki_find_ca(cf, ca_name);
+    if (*ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           ca_name);
+        return NGX_ERROR;
+    }
+
+    *tmpl = ngx_http_pki_find_template(cf, tmpl_name);
+    if (*tmpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown template \"%V\" "
+                           "(declare pki_template before use)", tmpl_name);
+        return NGX_ERROR;
+    }
+
+    if (!pki_ca_allows(*ca, *tmpl)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "CA \"%V\" does not allow template \"%V\"",
+                           ca_name, tmpl_name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_table_elt_t *
 ngx_http_pki_add_header(ngx_http_request_t *r, const char *key,
     u_char *value, size_t len)

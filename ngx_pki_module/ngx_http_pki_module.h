@@ -49,6 +49,10 @@ typedef void (*ngx_http_pki_done_pt)(ngx_http_request_t *r, void *data);
  */
 pki_ca_t *ngx_http_pki_find_ca(ngx_conf_t *cf, ngx_str_t *name);
 pki_template_t *ngx_http_pki_find_template(ngx_conf_t *cf, ngx_str_t *name);
+/* Both by name, and the CA must allow the template; NGX_ERROR after an
+ * emerg line naming what is wrong. */
+ngx_int_t ngx_http_pki_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
+    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl);
 
 /*
  * Configuration time: a key by reference, a PEM file (relative to the

@@ -781,26 +781,9 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    slcf->ca = ngx_http_pki_find_ca(cf, &value[1]);
-    if (slcf->ca == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown CA \"%V\" (declare pki_ca before use)",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    slcf->tmpl = ngx_http_pki_find_template(cf, &value[2]);
-    if (slcf->tmpl == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown template \"%V\" "
-                           "(declare pki_template before use)", &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (!pki_ca_allows(slcf->ca, slcf->tmpl)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "CA \"%V\" does not allow template \"%V\"",
-                           &value[1], &value[2]);
+    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &slcf->ca, &slcf->tmpl)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
