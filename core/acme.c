@@ -74,6 +74,8 @@ struct pki_acme_job_s {
     char               identifier[256];
     char               token[64];
     char               key_authz[128];
+    char              *authz_text;     /* as the challenge stored it, or
+                                        * NULL: then read again */
 };
 
 
@@ -2565,10 +2567,15 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
             pki_json_set_str(found, "status", "processing");
             pki_json_set_num(found, "started", (double) a->now);
 
+            /* the validator starts from this text: it stores its result
+             * only if the authorization is still exactly this (one round
+             * trip, no read) */
+            job->authz_text = cJSON_PrintUnformatted(authz);
+
             rc = pki_acme_authz_save(a->conf, acct, aid, authz, a->now,
                                      a->res);
             if (rc != PKI_OK) {
-                free(job);
+                pki_acme_job_free(job);
                 cJSON_Delete(authz);
                 pki_acme_fail(a, rc, "challenge");
                 return;
@@ -4914,7 +4921,54 @@ pki_acme_resp_free(pki_acme_resp_t *resp)
 PKI_API void
 pki_acme_job_free(pki_acme_job_t *job)
 {
+    if (job != NULL) {
+        cJSON_free(job->authz_text);
+    }
     free(job);
+}
+
+
+/* The validator's store when it starts from the challenge's text: the
+ * authorization and (when valid) its "valid" index, only if the stored
+ * authorization is still exactly that text.  KEYS[1] authorization,
+ * KEYS[2] index (may be absent); ARGV[1] expected, ARGV[2] new text,
+ * ARGV[3] TTL, ARGV[4] index value, ARGV[5] index TTL.  1 stored, 0 the
+ * authorization changed meanwhile. */
+static const char  pki_lua_job_store[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+    "if #KEYS > 1 then "
+    "  redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5]) "
+    "end "
+    "return 1";
+
+
+/* Runs pki_lua_job_store: 1 stored, 0 the authorization changed, -1
+ * Redis failed (res filled). */
+static int
+pki_acme_job_store(const pki_acme_conf_t *conf, char **keys, int nkeys,
+    const char *expected, const char *text, const char *ttl,
+    const char *ival, const char *ittl, pki_result_t *res)
+{
+    int          n;
+    const char  *args[7];
+
+    n = 0;
+    args[n++] = keys[0];
+    if (nkeys > 1) {
+        args[n++] = keys[1];
+    }
+    args[n++] = expected;
+    args[n++] = text;
+    args[n++] = ttl;
+    if (nkeys > 1) {
+        args[n++] = ival;
+        args[n++] = ittl;
+    }
+
+    return pki_acme_cmd_int(PKI_ACME_ST(conf), res,
+                            pki_acme_eval(PKI_ACME_ST(conf), res,
+                                          pki_lua_job_store, nkeys, n, args));
 }
 
 
@@ -4922,8 +4976,10 @@ PKI_API void
 pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     pki_result_t *res)
 {
+    int                      v;
     long                     keep;
     char                     key[PKI_ACME_KEY_MAX], idx[300], num[24];
+    const char              *expected;
     cJSON                   *authz = NULL, *chs, *ch, *found, *err;
     time_t                   now;
     const char              *ptype;
@@ -4944,6 +5000,7 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     memset(&out, 0, sizeof(out));
     pki_result_init(&out.res);
     keep = 86400;
+    v = 1;
 
     vrc = pki_acme_validate(&conf->validate, job->chall, job->id_type,
                             job->identifier, job->token, job->key_authz,
@@ -4954,11 +5011,28 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "authz",
                  job->authz);
 
-    rc = pki_acme_load(PKI_ACME_ST(conf), key, &authz, res);
-    if (rc != PKI_OK) {
-        pki_fail(res, rc, "validation of %s %s: authorization gone",
-                 job->type, job->identifier);
-        return;
+    /* from the text the challenge stored (the store below checks it is
+     * still that), else read */
+    expected = job->authz_text;
+
+again:
+
+    authz = NULL;
+    if (expected != NULL) {
+        authz = cJSON_Parse(expected);
+        if (!cJSON_IsObject(authz)) {
+            cJSON_Delete(authz);
+            expected = NULL;
+            goto again;
+        }
+
+    } else {
+        rc = pki_acme_load(PKI_ACME_ST(conf), key, &authz, res);
+        if (rc != PKI_OK) {
+            pki_fail(res, rc, "validation of %s %s: authorization gone",
+                     job->type, job->identifier);
+            return;
+        }
     }
 
     found = NULL;
@@ -5037,11 +5111,35 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
         texts[1] = job->authz;
         snprintf(ttls[1], sizeof(ttls[1]), "%ld", keep);
 
-        rc = texts[0] == NULL ? pki_fail(res, PKI_INTERNAL, "out of memory")
-             : pki_acme_mset(PKI_ACME_ST(conf), res, 2, keys, texts, ttls,
-                             NULL, NULL, NULL, NULL);
+        if (texts[0] == NULL) {
+            rc = pki_fail(res, PKI_INTERNAL, "out of memory");
+
+        } else if (expected != NULL) {
+            v = pki_acme_job_store(conf, keys, 2, expected, texts[0],
+                                   ttls[0], texts[1], ttls[1], res);
+            rc = v < 0 ? PKI_UNAVAILABLE : PKI_OK;
+
+        } else {
+            rc = pki_acme_mset(PKI_ACME_ST(conf), res, 2, keys, texts, ttls,
+                               NULL, NULL, NULL, NULL);
+        }
         cJSON_free(texts[0]);
         (void) num;
+
+    } else if (expected != NULL) {
+        long   t;
+        char  *text, ttl[24], *keys[1];
+
+        text = cJSON_PrintUnformatted(authz);
+        t = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
+        snprintf(ttl, sizeof(ttl), "%ld", t > 0 ? t : 1);
+        keys[0] = key;
+        v = text == NULL ? -1
+            : pki_acme_job_store(conf, keys, 1, expected, text, ttl, NULL,
+                                 NULL, res);
+        rc = v < 0 ? (text == NULL ? PKI_INTERNAL : PKI_UNAVAILABLE)
+                   : PKI_OK;
+        cJSON_free(text);
 
     } else {
         rc = pki_acme_authz_save(conf, job->acct, job->authz, authz, now,
@@ -5049,6 +5147,13 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     }
 
     cJSON_Delete(authz);
+
+    if (rc == PKI_OK && expected != NULL && v == 0) {
+        /* the authorization changed since the challenge: decide on what
+         * it is now */
+        expected = NULL;
+        goto again;
+    }
 
     if (rc != PKI_OK) {
         return;
