@@ -56,6 +56,7 @@
 #define PKI_ACME_MAX_ORDERS    1000
 #define PKI_ACME_FIN_STALE     30      /* a processing order is recovered */
 #define PKI_ACME_MAX_PRE       8       /* objects read with the nonce     */
+#define PKI_ACME_REUSE_PRE     4       /* newOrder: "valid" index entries */
 #define PKI_ACME_MISS          ((pki_status_t) -1)   /* not prefetched   */
 #define PKI_ACME_ACCT_COPY_TTL "60"    /* account copy in the state store */
 
@@ -935,6 +936,50 @@ pki_acme_pre_add(pki_acme_t *a, const char *key, const redisReply *v)
 }
 
 
+/* newOrder: the "valid" index keys of its identifiers (as the payload has
+ * them; pki_acme_authz_for() reads any other one itself), at most
+ * PKI_ACME_REUSE_PRE.  Returns how many. */
+static int
+pki_acme_reuse_keys(pki_acme_t *a, char keys[][PKI_ACME_KEY_MAX])
+{
+    int           n;
+    char          idx[300];
+    cJSON        *pl, *ids, *id;
+    const char   *type, *value;
+
+    if (a->conf->authz_reuse <= 0 || a->acct[0] == '\0'
+        || a->jws.payload == NULL || a->jws.payload_len == 0)
+    {
+        return 0;
+    }
+
+    pl = cJSON_ParseWithLength((const char *) a->jws.payload,
+                               a->jws.payload_len);
+    ids = cJSON_GetObjectItemCaseSensitive(pl, "identifiers");
+
+    n = 0;
+    cJSON_ArrayForEach(id, ids) {
+        if (n == PKI_ACME_REUSE_PRE) {
+            break;
+        }
+        type = pki_json_str(id, "type");
+        value = pki_json_str(id, "value");
+        if (type == NULL || value == NULL || strlen(type) > 8
+            || strlen(value) > 253)
+        {
+            continue;
+        }
+        snprintf(idx, sizeof(idx), "%s:%s", type, value);
+        pki_key_name(keys[n++], PKI_ACME_KEY_MAX, PKI_ACME_ST(a->conf),
+                     a->acct, "valid", idx);
+    }
+
+    cJSON_Delete(pl);
+
+    return n;
+}
+
+
 /* 1: redeemed, 0: unknown or used, -1: Redis failed.  A fresh nonce for
  * the response is stored in the same step.  acct_text (NULL: none) is the
  * signer's account as the signature was verified against it: the nonce is
@@ -943,12 +988,13 @@ pki_acme_pre_add(pki_acme_t *a, const char *key, const redisReply *v)
 static int
 pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
 {
-    int           nkeys, nargs, spent;
+    int           nkeys, nargs, spent, nok, k;
     char          key[PKI_ACME_KEY_MAX], nkey[PKI_ACME_KEY_MAX], fresh[32];
-    char          okey[PKI_ACME_KEY_MAX], prefix[PKI_ACME_KEY_MAX], ttl[24];
+    char          okey[PKI_ACME_REUSE_PRE][PKI_ACME_KEY_MAX];
+    char          prefix[PKI_ACME_KEY_MAX], ttl[24];
     char          akey[PKI_ACME_KEY_MAX];
     size_t        i;
-    const char   *args[10], *acct, *id;
+    const char   *args[12], *acct, *id;
     redisReply   *reply;
     pki_redis_t  *st;
 
@@ -969,7 +1015,7 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
              a->conf->nonce_ttl > 0 ? a->conf->nonce_ttl : 3600);
 
     /* the object of the resource, read along */
-    okey[0] = '\0';
+    nok = 0;
     prefix[0] = '\0';
     acct = a->nseg >= 3 ? a->seg[1] : NULL;
     id = a->nseg >= 3 ? a->seg[2] : NULL;
@@ -978,17 +1024,23 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
         if ((a->nseg == 3 && strcmp(a->seg[0], "authz") == 0)
             || (a->nseg == 4 && strcmp(a->seg[0], "chall") == 0))
         {
-            pki_key_name(okey, sizeof(okey), st, acct, "authz", id);
+            pki_key_name(okey[nok++], sizeof(okey[0]), st, acct, "authz",
+                         id);
 
         } else if (a->nseg == 3 && (strcmp(a->seg[0], "order") == 0
                                     || strcmp(a->seg[0], "finalize") == 0
                                     || strcmp(a->seg[0], "cert") == 0))
         {
-            pki_key_name(okey, sizeof(okey), st, acct, "order", id);
+            pki_key_name(okey[nok++], sizeof(okey[0]), st, acct, "order",
+                         id);
             if (strcmp(a->seg[0], "cert") != 0) {
                 pki_key_name(prefix, sizeof(prefix), st, acct, "authz", "");
             }
         }
+
+    } else if (a->nseg == 1 && strcmp(a->seg[0], "new-order") == 0) {
+        /* the "valid" index entries authorization reuse will look up */
+        nok = pki_acme_reuse_keys(a, okey);
     }
 
     nkeys = 0;
@@ -998,8 +1050,8 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
         pki_key_name(akey, sizeof(akey), st, a->acct, "acct", NULL);
         args[nkeys++] = akey;
     }
-    if (okey[0] != '\0') {
-        args[nkeys++] = okey;
+    for (k = 0; k < nok; k++) {
+        args[nkeys++] = okey[k];
     }
     nargs = nkeys;
     args[nargs++] = ttl;
@@ -1030,10 +1082,14 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
     memcpy(a->resp->nonce, fresh, sizeof(fresh));
     spent = reply->element[0]->integer > 0;
 
-    if (spent && okey[0] != '\0' && reply->elements >= 2) {
-        pki_acme_pre_add(a, okey, reply->element[1]);
+    if (spent && nok > 0 && reply->elements >= (size_t) nok + 1) {
+        for (k = 0; k < nok; k++) {
+            pki_acme_pre_add(a, okey[k], reply->element[k + 1]);
+        }
 
-        for (i = 2; i + 1 < reply->elements; i += 2) {
+        for (i = (size_t) nok + 1; prefix[0] != '\0' && i + 1 < reply->elements;
+             i += 2)
+        {
             if (reply->element[i]->type != REDIS_REPLY_STRING
                 || !pki_id_ok(reply->element[i]->str))
             {
@@ -2161,6 +2217,34 @@ pki_acme_prefetched(pki_acme_t *a, const char *key, cJSON **out, char **text)
 }
 
 
+/* A prefetched value as it is (not JSON): PKI_OK with *text (malloc'd),
+ * PKI_NOT_FOUND, or PKI_ACME_MISS when it was not read along. */
+static pki_status_t
+pki_acme_prefetched_raw(pki_acme_t *a, const char *key, char **text)
+{
+    int  i;
+
+    for (i = 0; i < a->npre; i++) {
+        if (a->pre[i].used || strcmp(a->pre[i].key, key) != 0) {
+            continue;
+        }
+
+        a->pre[i].used = 1;
+
+        if (a->pre[i].text == NULL) {
+            return PKI_NOT_FOUND;
+        }
+
+        *text = a->pre[i].text;
+        a->pre[i].text = NULL;
+
+        return PKI_OK;
+    }
+
+    return PKI_ACME_MISS;
+}
+
+
 static pki_status_t
 pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
     cJSON **out)
@@ -2315,9 +2399,11 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
 {
     int           wildcard;
     char          key[PKI_ACME_KEY_MAX], idx[300], aid[PKI_ACME_ID_MAX];
+    char         *text;
     cJSON        *authz, *chs, *ch;
     redisReply   *reply;
     const char   *bare;
+    pki_status_t  pre;
 
     *created = NULL;
     wildcard = strncmp(value, "*.", 2) == 0;
@@ -2328,16 +2414,26 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     if (a->conf->authz_reuse > 0) {
         pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "valid", idx);
 
-        reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "GET", key);
-        if (reply == NULL) {
-            return PKI_UNAVAILABLE;
-        }
-
         aid[0] = '\0';
-        if (reply->type == REDIS_REPLY_STRING && pki_id_ok(reply->str)) {
-            snprintf(aid, sizeof(aid), "%s", reply->str);
+        pre = pki_acme_prefetched_raw(a, key, &text);
+
+        if (pre == PKI_OK) {
+            if (pki_id_ok(text)) {
+                snprintf(aid, sizeof(aid), "%s", text);
+            }
+            free(text);
+
+        } else if (pre == PKI_ACME_MISS) {
+            reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "GET", key);
+            if (reply == NULL) {
+                return PKI_UNAVAILABLE;
+            }
+
+            if (reply->type == REDIS_REPLY_STRING && pki_id_ok(reply->str)) {
+                snprintf(aid, sizeof(aid), "%s", reply->str);
+            }
+            freeReplyObject(reply);
         }
-        freeReplyObject(reply);
 
         if (aid[0] != '\0'
             && pki_acme_authz_load(a, a->acct, aid, &authz) == PKI_OK)

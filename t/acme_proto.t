@@ -600,6 +600,19 @@ SKIP: {
            'still good');
         my (undef, undef, $o2) = order_ready($C, 'www3b.example.test');
         is($o2->{json}{status}, 'ready', 'C holds www3b');
+
+        # authorization reuse: the "valid" index entries of a new order
+        # are read with the nonce (acme3); both names in one order
+        $r = post($C, "$BASE/new-order", { identifiers => [
+                  { type => 'dns', value => 'www3.example.test' },
+                  { type => 'dns', value => 'www3b.example.test' }] });
+        is($r->{status}, 201, 'reuse: a new order');
+        is($r->{json}{status}, 'ready', 'reuse: valid authorizations are '
+           . 'reused: ready at once');
+        is_deeply([sort @{ $r->{json}{authorizations} || [] }],
+                  [sort($o1->{json}{authorizations}[0],
+                        $o2->{json}{authorizations}[0])],
+                  'reuse: the same two authorizations');
         $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d3),
                                              reason => 5 });
         is($r->{status}, 200, 'revocation by an account holding valid '
