@@ -456,11 +456,13 @@ ngx_http_acme_done(ngx_http_request_t *r, void *data)
     ngx_int_t             rc;
     ngx_http_acme_ctx_t  *ctx = data;
 
-    rc = ngx_http_acme_send(r, ctx);
-
+    /* the validation starts before the answer is written: it is usually
+     * done by the client's first poll */
     if (ctx->resp.job) {
         ngx_http_acme_post_job(r, ctx);
     }
+
+    rc = ngx_http_acme_send(r, ctx);
 
     ngx_http_finalize_request(r, rc);
 }
