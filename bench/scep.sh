@@ -40,8 +40,12 @@
 #
 #   flock /tmp/pki-bench.lock bench/scep.sh          (after ./build.sh)
 #   BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONC=8 flock /tmp/pki-bench.lock bench/scep.sh
+#   BENCH_BASE_BUILD=DIR adds "base-hsm", ours-hsm built from DIR (A/B).
 #   BENCH_PERF=DIR: perf record -g of ours-hsm's nginx during round 1
-#   (DIR/perf.data) and of its Redis (DIR/perf-redis.data)
+#   (DIR/perf.data) and of its Redis (DIR/perf-redis.data); that run is
+#   slowed by perf: for profiles, not numbers.  BENCH_ONLY=ours-hsm runs
+#   only the named servers; BENCH_PERF_OPTS="--call-graph dwarf -F 400"
+#   replaces -g.
 #
 set -euo pipefail
 
@@ -147,10 +151,10 @@ fi
 
 declare -A URL RCPT CHAL SPIDS NGPIDS RDPIDS POOL
 
-# start_ours NAME PKI_DIR [nginx-conf options]
+# start_ours NAME BUILD_DIR PKI_DIR [nginx-conf options]
 start_ours() {
-    local name=$1 pki=$2 d=$W/$1 http https ngx rds
-    shift 2
+    local name=$1 build=$2 pki=$3 d=$W/$1 http https ngx rds
+    shift 3
     mkdir -p "$d/redis" "$d/nginx/conf" "$d/nginx/logs" "$d/nginx/tmp"
     redis-server --port 0 --unixsocket "$d/redis.sock" --unixsocketperm 700 \
         --dir "$d/redis" --save "" --appendonly yes --appendfsync always \
@@ -163,7 +167,7 @@ start_ours() {
     done
     https=$(free_port)
     http=$(free_port)
-    "$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$pki" \
+    "$TOP/scripts/nginx-conf.sh" --build "$build" --pki "$pki" \
         --prefix "$d/nginx" --redis "$d/redis.sock" --https "$https" \
         --http "$http" --daemon off --log-level warn --workers 2 \
         --threads "${BENCH_POOL_THREADS:-8}" --audit "$d/audit" "$@" \
@@ -187,32 +191,55 @@ start_ours() {
 }
 
 SERVERS="ours-hsm"
-start_ours ours-hsm "$W/pki"
+start_ours ours-hsm "$BUILD" "$W/pki"
 if [ "${BENCH_SKIP_FILE:-0}" != 1 ]; then
-    start_ours ours-file "$F" --ca-key "$F/issuing.key"
+    start_ours ours-file "$BUILD" "$F" --ca-key "$F/issuing.key"
     SERVERS="$SERVERS ours-file"
+fi
+# BENCH_BASE_BUILD=DIR: the same as ours-hsm from another build (an A/B
+# of a change in the same run: "base-hsm")
+if [ -n "${BENCH_BASE_BUILD:-}" ]; then
+    start_ours base-hsm "$BENCH_BASE_BUILD" "$W/pki"
+    SERVERS="$SERVERS base-hsm"
 fi
 
 # --- micromdm scepserver ------------------------------------------------------------
 
-mkdir -p "$W/mdm"
-( cd "$W/mdm" && scepserver ca -init -depot depot -keySize 2048 >/dev/null 2>&1 ) \
-    || die "scepserver ca -init failed"
-( cd "$W/mdm" && exec scepserver -depot depot -port 2016 -challenge secret123 \
-      -crtvalid 30 > server.log 2>&1 ) &
-MDM_PID=$!
-PIDS_TO_STOP+=("$MDM_PID")
-for _ in $(seq 100); do
-    curl -s -o /dev/null --max-time 1 \
-        "http://127.0.0.1:2016/scep?operation=GetCACaps" && break
-    sleep 0.1
-done
-# the subshell exec'd scepserver: MDM_PID is the server itself
-SPIDS[micromdm]=$MDM_PID
+# start_mdm N: a scepserver with a fresh depot in $W/mdm-N.  Its file depot
+# scans its whole index.txt on every enrollment (HasCN), so its cost grows
+# with the certificates it has issued: every round starts it afresh (as a
+# run of a few hundred requests on a new depot does) unless BENCH_MDM_KEEP=1.
+start_mdm() {
+    local d=$W/mdm-$1
+    if [ -n "${MDM_PID:-}" ]; then
+        kill -TERM "$MDM_PID" 2>/dev/null
+        wait "$MDM_PID" 2>/dev/null || true
+    fi
+    mkdir -p "$d"
+    ( cd "$d" && scepserver ca -init -depot depot -keySize 2048 >/dev/null 2>&1 ) \
+        || die "scepserver ca -init failed"
+    ( cd "$d" && exec scepserver -depot depot -port 2016 -challenge secret123 \
+          -crtvalid 30 > server.log 2>&1 ) &
+    # the subshell exec'd scepserver: MDM_PID is the server itself
+    MDM_PID=$!
+    PIDS_TO_STOP+=("$MDM_PID")
+    for _ in $(seq 100); do
+        curl -s -o /dev/null --max-time 1 \
+            "http://127.0.0.1:2016/scep?operation=GetCACaps" && break
+        sleep 0.1
+    done
+    SPIDS[micromdm]=$MDM_PID
+    RCPT[micromdm]=$d/depot/ca.pem
+    MDM_DIR=$d
+}
+
+MDM_PID=
+start_mdm 0
 URL[micromdm]=http://127.0.0.1:2016/scep
-RCPT[micromdm]=$W/mdm/depot/ca.pem
 CHAL[micromdm]=secret123
 SERVERS="$SERVERS micromdm"
+# BENCH_ONLY="ours-hsm ...": run only these (profiling)
+[ -n "${BENCH_ONLY:-}" ] && SERVERS=$BENCH_ONLY
 
 # first pool sizes (messages pre-built per run); later rounds size the
 # pool from the rate seen (1.5x BENCH_SECONDS of it)
@@ -243,12 +270,13 @@ run() {
     sleep 0.5
     if [ -n "${BENCH_PERF:-}" ] && [ "$r" = 1 ] && [ "$s" = ours-hsm ]; then
         mkdir -p "$BENCH_PERF"
-        perf record -g -o "$BENCH_PERF/perf.data" \
-            -p "$(echo ${NGPIDS[$s]} | tr ' ' ',')" -- sleep "$SECS" \
-            >/dev/null 2>&1 &
-        perf=$!
-        perf record -g -o "$BENCH_PERF/perf-redis.data" \
-            -p "${RDPIDS[$s]}" -- sleep "$SECS" >/dev/null 2>&1 &
+        perf record ${BENCH_PERF_OPTS:--g} -o "$BENCH_PERF/perf.data" \
+            -p "$(echo ${NGPIDS[$s]} | tr ' ' ',')" >/dev/null 2>&1 &
+        perf="$!"
+        perf record ${BENCH_PERF_OPTS:--g} -o "$BENCH_PERF/perf-redis.data" \
+            -p "${RDPIDS[$s]}" >/dev/null 2>&1 &
+        perf="$perf $!"
+        sleep 1
     fi
     c0=$(cpu_ms ${SPIDS[$s]})
     n0=$([ "$s" = micromdm ] && echo 0 || cpu_ms ${NGPIDS[$s]})
@@ -257,7 +285,10 @@ run() {
               --secs "$SECS" --tag "$s-$r") || true
     c1=$(cpu_ms ${SPIDS[$s]})
     n1=$([ "$s" = micromdm ] && echo 0 || cpu_ms ${NGPIDS[$s]})
-    [ -n "$perf" ] && wait "$perf" 2>/dev/null
+    if [ -n "$perf" ]; then
+        kill -INT $perf
+        wait $perf 2>/dev/null || true
+    fi
     ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<< "$out")
     sent=$(sed -n 's/^n=\([0-9]*\).*/\1/p' <<< "$out")
     rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<< "$out")
@@ -286,11 +317,17 @@ for r in $(seq "$ROUNDS"); do
     order=$SERVERS
     [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<< "$SERVERS" | tac | tr '\n' ' ')
     for s in $order; do
+        if [ "$s" = micromdm ] && [ "${BENCH_MDM_KEEP:-0}" != 1 ]; then
+            start_mdm "$r"
+        fi
         run "$r" "$s"
+        if [ "$s" = micromdm ]; then
+            MDM_ISSUED=$(wc -l < "$MDM_DIR/depot/index.txt" 2>/dev/null || echo 0)
+        fi
     done
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
-RACE=$(grep -c 'failed to sign CSR.*serial' "$W/mdm/server.log" || true)
+RACE=$(cat "$W"/mdm-*/server.log | grep -c 'failed to sign CSR.*serial' || true)
 
 col() { awk -v s="$1" -v c="$2" '$2 == s { printf "%s ", $c }' "$RES"; }
 
@@ -302,7 +339,14 @@ echo "  ours-hsm:  nginx-pki, 2 workers x ${BENCH_POOL_THREADS:-8} threads, RA k
 echo "             CA key (P-256) in SoftHSM2, Redis appendfsync always, audit log"
 [ "${BENCH_SKIP_FILE:-0}" != 1 ] && \
 echo "  ours-file: the same with the CA key (P-256) in a PEM file"
-echo "  micromdm:  scepserver 2.1.0, file depot, CA key (RSA-2048) in a file"
+echo "  micromdm:  scepserver 2.1.0, file depot, CA key (RSA-2048) in a file,"
+if [ "${BENCH_MDM_KEEP:-0}" != 1 ]; then
+echo "             a fresh depot each round (its index.txt is scanned per request)"
+else
+echo "             one depot for all rounds (BENCH_MDM_KEEP=1): $MDM_ISSUED certificates at the end"
+fi
+[ -n "${BENCH_BASE_BUILD:-}" ] && \
+echo "  base-hsm:  ours-hsm built from $BENCH_BASE_BUILD"
 echo
 printf '  %-9s %10s %14s %14s %12s %10s\n' server "enroll/s" "CPU/enroll ms" "(nginx/Redis)" "client ms/rq" "failures"
 for s in $SERVERS; do
@@ -330,6 +374,12 @@ for s in $SERVERS; do
     printf '  %-9s                CPU ratio  median %sx (rounds %s)\n' "" \
         "$(median <<< "$cr")" "$cr"
 done
+if [ -n "${BENCH_BASE_BUILD:-}" ]; then
+    cr=$(awk '$2 == "ours-hsm" { r[$1] = $7 } $2 == "base-hsm" { m[$1] = $7 }
+        END { for (i in r) if (r[i] > 0 && m[i] > 0) printf "%.3f ", m[i] / r[i] }' "$RES")
+    printf '  ours-hsm vs base-hsm: CPU per enrollment base/ours median %s (rounds %s)\n' \
+        "$(median <<< "$cr")" "$cr"
+fi
 echo "  load average: before $LOAD0, after $LOAD1"
 if awk '$11 == 1' "$RES" | grep -q .; then
     echo "  WARNING: a run used up its message pool before ${SECS}s (its time is shorter)"
