@@ -584,27 +584,194 @@ pki_scep_getcacaps(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 }
 
 
+/* ---- DER writing -----------------------------------------------------------
+ *
+ * The replies have fixed shapes (a CertRep: a SignedData with one
+ * SignerInfo and the RA certificate around an optional EnvelopedData for
+ * one RSA recipient; certificates-only SignedData).  They are written
+ * straight into DER, as PKCS7_sign(), PKCS7_encrypt() and i2d_PKCS7()
+ * would encode them (same fields, same order, attributes in DER SET OF
+ * order), without building PKCS7 objects, BIO chains and cipher lookups per
+ * request.
+ */
+
+typedef struct {
+    unsigned char  *d;
+    size_t          n, cap;
+    int             err;
+} pki_der_t;
+
+
+static void
+pki_der_put(pki_der_t *b, const void *p, size_t len)
+{
+    size_t          cap;
+    unsigned char  *d;
+
+    if (b->err) {
+        return;
+    }
+
+    if (b->n + len > b->cap) {
+        cap = b->cap ? b->cap : 1024;
+        while (cap < b->n + len) {
+            cap *= 2;
+        }
+
+        d = realloc(b->d, cap);
+        if (d == NULL) {
+            b->err = 1;
+            return;
+        }
+
+        b->d = d;
+        b->cap = cap;
+    }
+
+    if (len > 0) {
+        memcpy(b->d + b->n, p, len);
+    }
+    b->n += len;
+}
+
+
+/* The content written since mark becomes the value of a TLV with tag. */
+static void
+pki_der_wrap(pki_der_t *b, size_t mark, unsigned char tag)
+{
+    size_t         len, hl, i;
+    unsigned char  hdr[6];
+
+    if (b->err) {
+        return;
+    }
+
+    len = b->n - mark;
+    if (len > 0xffffffUL) {
+        b->err = 1;
+        return;
+    }
+
+    hdr[0] = tag;
+    if (len < 0x80) {
+        hdr[1] = (unsigned char) len;
+        hl = 2;
+    } else if (len < 0x100) {
+        hdr[1] = 0x81;
+        hdr[2] = (unsigned char) len;
+        hl = 3;
+    } else if (len < 0x10000) {
+        hdr[1] = 0x82;
+        hdr[2] = (unsigned char) (len >> 8);
+        hdr[3] = (unsigned char) len;
+        hl = 4;
+    } else {
+        hdr[1] = 0x83;
+        hdr[2] = (unsigned char) (len >> 16);
+        hdr[3] = (unsigned char) (len >> 8);
+        hdr[4] = (unsigned char) len;
+        hl = 5;
+    }
+
+    pki_der_put(b, hdr, hl);       /* grows the buffer by hl */
+    if (b->err) {
+        return;
+    }
+
+    memmove(b->d + mark + hl, b->d + mark, len);
+    for (i = 0; i < hl; i++) {
+        b->d[mark + i] = hdr[i];
+    }
+}
+
+
+static void
+pki_der_tlv(pki_der_t *b, unsigned char tag, const void *p, size_t len)
+{
+    size_t  mark = b->n;
+
+    pki_der_put(b, p, len);
+    pki_der_wrap(b, mark, tag);
+}
+
+
+/* An i2d result appended (OBJECTs, names, INTEGERs, times); *der is
+ * read only after the call that filled it (arguments have no order). */
+static void
+pki_der_i2d(pki_der_t *b, int n, unsigned char **der)
+{
+    if (n <= 0 || *der == NULL) {
+        b->err = 1;
+    } else {
+        pki_der_put(b, *der, (size_t) n);
+    }
+    OPENSSL_free(*der);
+    *der = NULL;
+}
+
+
+static void
+pki_der_obj(pki_der_t *b, int nid)
+{
+    unsigned char  *der = NULL;
+
+    pki_der_i2d(b, i2d_ASN1_OBJECT(OBJ_nid2obj(nid), &der), &der);
+}
+
+
+/* AlgorithmIdentifier { nid, NULL } */
+static void
+pki_der_alg_null(pki_der_t *b, int nid)
+{
+    size_t  mark = b->n;
+
+    pki_der_obj(b, nid);
+    pki_der_put(b, "\x05\x00", 2);
+    pki_der_wrap(b, mark, 0x30);
+}
+
+
+/* IssuerAndSerialNumber of x */
+static void
+pki_der_ias(pki_der_t *b, X509 *x)
+{
+    size_t          mark = b->n;
+    unsigned char  *der = NULL;
+
+    pki_der_i2d(b, i2d_X509_NAME(X509_get_issuer_name(x), &der), &der);
+    der = NULL;
+    pki_der_i2d(b, i2d_ASN1_INTEGER((ASN1_INTEGER *)
+                                    X509_get0_serialNumber(x), &der), &der);
+    pki_der_wrap(b, mark, 0x30);
+}
+
+
 /* A degenerate (certs-only) PKCS#7 SignedData: certificates in order,
  * duplicates dropped, and optionally one CRL.  DER, OPENSSL_malloc'd. */
 static int
 pki_scep_degenerate(X509 *first, X509 *second, STACK_OF(X509) *more,
     X509_CRL *crl, unsigned char **der, size_t *len)
 {
-    int     i, j, n, dup;
-    X509   *x, *all[2];
-    PKCS7  *p7;
+    int             i, j, dup;
+    X509           *x, *all[2];
+    size_t          m1, m2;
+    pki_der_t       b;
+    unsigned char  *enc;
 
     *der = NULL;
+    memset(&b, 0, sizeof(b));
 
-    p7 = PKCS7_new();
-    if (p7 == NULL || !PKCS7_set_type(p7, NID_pkcs7_signed)
-        || !PKCS7_content_new(p7, NID_pkcs7_data)
-        || !PKCS7_set_detached(p7, 1))
-    {
-        PKCS7_free(p7);
-        return 0;
-    }
+    /* ContentInfo { signedData, [0] SignedData { 1, SET {},
+     *   ContentInfo { data }, [0] { certificates } [, [1] { crl }],
+     *   SET {} } } */
+    pki_der_obj(&b, NID_pkcs7_signed);
+    m1 = b.n;
+    pki_der_put(&b, "\x02\x01\x01\x31\x00", 5);
+    m2 = b.n;
+    pki_der_obj(&b, NID_pkcs7_data);
+    pki_der_wrap(&b, m2, 0x30);
 
+    m2 = b.n;
     all[0] = first;
     all[1] = second;
 
@@ -614,10 +781,8 @@ pki_scep_degenerate(X509 *first, X509 *second, STACK_OF(X509) *more,
             continue;
         }
 
-        if (!PKCS7_add_certificate(p7, all[i])) {
-            PKCS7_free(p7);
-            return 0;
-        }
+        enc = NULL;
+        pki_der_i2d(&b, i2d_X509(all[i], &enc), &enc);
     }
 
     for (i = 0; i < sk_X509_num(more); i++) {
@@ -629,28 +794,40 @@ pki_scep_degenerate(X509 *first, X509 *second, STACK_OF(X509) *more,
             dup = X509_cmp(sk_X509_value(more, j), x) == 0;
         }
 
-        if (!dup && !PKCS7_add_certificate(p7, x)) {
-            PKCS7_free(p7);
-            return 0;
+        if (!dup) {
+            enc = NULL;
+            pki_der_i2d(&b, i2d_X509(x, &enc), &enc);
         }
     }
 
-    if (crl != NULL && !PKCS7_add_crl(p7, crl)) {
-        PKCS7_free(p7);
-        return 0;
+    if (b.n > m2) {
+        pki_der_wrap(&b, m2, 0xa0);
     }
 
-    n = i2d_PKCS7(p7, der);
-    PKCS7_free(p7);
-
-    if (n <= 0) {
-        *der = NULL;
-        return 0;
+    if (crl != NULL) {
+        m2 = b.n;
+        enc = NULL;
+        pki_der_i2d(&b, i2d_X509_CRL(crl, &enc), &enc);
+        pki_der_wrap(&b, m2, 0xa1);
     }
 
-    *len = (size_t) n;
+    pki_der_put(&b, "\x31\x00", 2);
+    pki_der_wrap(&b, m1, 0x30);
+    pki_der_wrap(&b, m1, 0xa0);
+    pki_der_wrap(&b, 0, 0x30);
 
-    return 1;
+    if (!b.err) {
+        *der = OPENSSL_malloc(b.n);
+        if (*der != NULL) {
+            memcpy(*der, b.d, b.n);
+            *len = b.n;
+        }
+    }
+
+    free(b.d);
+    ERR_clear_error();
+
+    return *der != NULL;
 }
 
 
@@ -1714,168 +1891,6 @@ pki_scep_sd_sign(pki_key_t *key, const EVP_MD *dgst, PKCS7 *p7,
     *outlen = (size_t) n;
 
     return 1;
-}
-
-
-/* ---- building a CertRep in DER directly --------------------------------------
- *
- * The CertRep is a fixed shape: a SignedData (one SignerInfo, the RA
- * certificate, the SCEP attributes) around an optional EnvelopedData (one
- * RSA recipient).  It is written here straight into DER, as PKCS7_encrypt()
- * and PKCS7_sign() would encode it (same fields, same order, attributes in
- * DER SET OF order), without building PKCS7 objects, BIO chains and cipher
- * lookups per request.  The RA signature still goes through pki_key_sign()
- * (verified before it is used).
- */
-
-typedef struct {
-    unsigned char  *d;
-    size_t          n, cap;
-    int             err;
-} pki_der_t;
-
-
-static void
-pki_der_put(pki_der_t *b, const void *p, size_t len)
-{
-    size_t          cap;
-    unsigned char  *d;
-
-    if (b->err) {
-        return;
-    }
-
-    if (b->n + len > b->cap) {
-        cap = b->cap ? b->cap : 1024;
-        while (cap < b->n + len) {
-            cap *= 2;
-        }
-
-        d = realloc(b->d, cap);
-        if (d == NULL) {
-            b->err = 1;
-            return;
-        }
-
-        b->d = d;
-        b->cap = cap;
-    }
-
-    if (len > 0) {
-        memcpy(b->d + b->n, p, len);
-    }
-    b->n += len;
-}
-
-
-/* The content written since mark becomes the value of a TLV with tag. */
-static void
-pki_der_wrap(pki_der_t *b, size_t mark, unsigned char tag)
-{
-    size_t         len, hl, i;
-    unsigned char  hdr[6];
-
-    if (b->err) {
-        return;
-    }
-
-    len = b->n - mark;
-    if (len > 0xffffffUL) {
-        b->err = 1;
-        return;
-    }
-
-    hdr[0] = tag;
-    if (len < 0x80) {
-        hdr[1] = (unsigned char) len;
-        hl = 2;
-    } else if (len < 0x100) {
-        hdr[1] = 0x81;
-        hdr[2] = (unsigned char) len;
-        hl = 3;
-    } else if (len < 0x10000) {
-        hdr[1] = 0x82;
-        hdr[2] = (unsigned char) (len >> 8);
-        hdr[3] = (unsigned char) len;
-        hl = 4;
-    } else {
-        hdr[1] = 0x83;
-        hdr[2] = (unsigned char) (len >> 16);
-        hdr[3] = (unsigned char) (len >> 8);
-        hdr[4] = (unsigned char) len;
-        hl = 5;
-    }
-
-    pki_der_put(b, hdr, hl);       /* grows the buffer by hl */
-    if (b->err) {
-        return;
-    }
-
-    memmove(b->d + mark + hl, b->d + mark, len);
-    for (i = 0; i < hl; i++) {
-        b->d[mark + i] = hdr[i];
-    }
-}
-
-
-static void
-pki_der_tlv(pki_der_t *b, unsigned char tag, const void *p, size_t len)
-{
-    size_t  mark = b->n;
-
-    pki_der_put(b, p, len);
-    pki_der_wrap(b, mark, tag);
-}
-
-
-/* An i2d result appended (OBJECTs, names, INTEGERs, times); *der is
- * read only after the call that filled it (arguments have no order). */
-static void
-pki_der_i2d(pki_der_t *b, int n, unsigned char **der)
-{
-    if (n <= 0 || *der == NULL) {
-        b->err = 1;
-    } else {
-        pki_der_put(b, *der, (size_t) n);
-    }
-    OPENSSL_free(*der);
-    *der = NULL;
-}
-
-
-static void
-pki_der_obj(pki_der_t *b, int nid)
-{
-    unsigned char  *der = NULL;
-
-    pki_der_i2d(b, i2d_ASN1_OBJECT(OBJ_nid2obj(nid), &der), &der);
-}
-
-
-/* AlgorithmIdentifier { nid, NULL } */
-static void
-pki_der_alg_null(pki_der_t *b, int nid)
-{
-    size_t  mark = b->n;
-
-    pki_der_obj(b, nid);
-    pki_der_put(b, "\x05\x00", 2);
-    pki_der_wrap(b, mark, 0x30);
-}
-
-
-/* IssuerAndSerialNumber of x */
-static void
-pki_der_ias(pki_der_t *b, X509 *x)
-{
-    size_t          mark = b->n;
-    unsigned char  *der = NULL;
-
-    pki_der_i2d(b, i2d_X509_NAME(X509_get_issuer_name(x), &der), &der);
-    der = NULL;
-    pki_der_i2d(b, i2d_ASN1_INTEGER((ASN1_INTEGER *)
-                                    X509_get0_serialNumber(x), &der), &der);
-    pki_der_wrap(b, mark, 0x30);
 }
 
 
