@@ -196,11 +196,15 @@ pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
     -dns01 "127.0.0.1:$DNS" -http01 "" -https01 "" -tlsalpn01 "" \
     -management "127.0.0.1:$DNSM" > "$C/challtestsrv.log" 2>&1 &
 CTS_PID=$!
-PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
-    pebble -config "$C/pebble.json" -dnsserver "127.0.0.1:$DNS" \
-    > "$C/pebble.log" 2>&1 &
-PEBBLE_PID=$!
-wait_url "https://127.0.0.1:$PEB/dir" "$C/ca.pem" || die "pebble does not answer"
+start_pebble() {
+    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
+        pebble -config "$C/pebble.json" -dnsserver "127.0.0.1:$DNS" \
+        >> "$C/pebble.log" 2>&1 &
+    PEBBLE_PID=$!
+    wait_url "https://127.0.0.1:$PEB/dir" "$C/ca.pem" \
+        || die "pebble does not answer"
+}
+start_pebble
 
 # --- runs: ours and pebble alternate, so that a change in the load of the
 # shared machine hits both alike ---------------------------------------------
@@ -236,6 +240,20 @@ cpu_ms() {
 
 # nginx master + its workers (the current ones: a worker can be respawned)
 nginx_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
+
+# A run is broken when requests failed or it lasted well past BENCH_SECONDS
+# (a request hit the client's 10 s I/O timeout: pebble 2.4 sometimes stalls
+# under concurrent orders).  Its rate says nothing about the server's speed,
+# so it is flagged and left out of the medians.
+# res line: ROUND RESULT LABEL issued=N failed=F seconds=S rate=R
+#           requests=Q workers=W cpu_ms=C
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
+broken() {          # RES-LINE -> 0 when broken
+    awk -v secs="$SECS" '{ for (i = 3; i <= NF; i++) { split($i, kv, "=");
+                                                     v[kv[1]] = kv[2] } }
+         END { exit !(v["failed"] > 0 || v["seconds"] > secs * 1.5 ||
+                      v["issued"] == 0) }' <<< "$1"
+}
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -273,25 +291,19 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r: pebble, $WORKERS workers, ${SECS}s ..." >&2
     run_one pebble "https://127.0.0.1:$PEB/dir" "$C/ca.pem" "$r" \
         "$PEBBLE_PID" "$CTS_PID"
+    if broken "$(tail -n 1 "$W/res-pebble")"; then
+        # pebble 2.4 can stay stalled after concurrent orders: a fresh one
+        # for the next round (this round is left out of the ratios)
+        echo "round $r: pebble's run is broken; restarting pebble" >&2
+        stop_pid "$PEBBLE_PID" KILL
+        start_pebble
+    fi
 done
 
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report --------------------------------------------------------------------
 
-# A run is broken when requests failed or it lasted well past BENCH_SECONDS
-# (a request hit the client's 10 s I/O timeout: pebble 2.4 sometimes stalls
-# under concurrent orders).  Its rate says nothing about the server's speed,
-# so it is flagged and left out of the medians.
-# res line: ROUND RESULT LABEL issued=N failed=F seconds=S rate=R
-#           requests=Q workers=W cpu_ms=C
-field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
-broken() {          # RES-LINE -> 0 when broken
-    awk -v secs="$SECS" '{ for (i = 3; i <= NF; i++) { split($i, kv, "=");
-                                                     v[kv[1]] = kv[2] } }
-         END { exit !(v["failed"] > 0 || v["seconds"] > secs * 1.5 ||
-                      v["issued"] == 0) }' <<< "$1"
-}
 median() {          # numbers on stdin -> median, or "-"
     sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) { print "-"; exit }
                    m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
