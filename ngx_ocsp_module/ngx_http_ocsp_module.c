@@ -49,15 +49,19 @@
  * first request claims the refresh.
  *
  * Stale-while-revalidate (ocsp_responder_revgen_stale, default 3 s): the
- * claiming request posts a detached refresh task (it only reads the
- * revgens) and, like every other request, is still answered from the view
- * while the view is younger than revgen_check + revgen_stale.  No request
- * waits for Redis to answer a cached response, so a Redis stall or a
- * saturated thread pool does not slow cached answers down.  Past that
- * bound, requests go to the thread pool and each reads the revgens itself
- * (as a miss does).  So a revocation, on this host or any host sharing the
- * Redis, is seen within revgen_check + revgen_stale at worst (within
- * revgen_check + the refresh's round trip when Redis answers).
+ * refresh is claimed ahead, by the first request that sees the view older
+ * than half of revgen_check; that request posts a detached refresh task
+ * (it only reads the revgens) and is answered from the cache like every
+ * other one.  While Redis answers, the view is thus confirmed before it
+ * reaches revgen_check and a revocation is seen within revgen_check, as
+ * without this mode.  A view older than revgen_check is still served only
+ * while refreshes are going on (one was claimed or came back less than
+ * revgen_check ago: Redis slow or failing, or the pool saturated) and
+ * only up to revgen_check + revgen_stale; otherwise (after an idle spell,
+ * or past that bound) the request goes to the thread pool and reads the
+ * revgens itself (as a miss does).  So during a Redis stall no cached
+ * answer waits for Redis, and a revocation is seen within revgen_check +
+ * revgen_stale at worst.
  *
  * revgen_stale 0: the claiming request goes to the thread pool, where the
  * task reads the revgens (pki_record_revgen, before the record lookups, so a
@@ -113,6 +117,8 @@ typedef struct {
     uint64_t                   gen;          /* the view               */
     ngx_msec_t                 checked;      /* view confirmed at      */
     ngx_msec_t                 refreshing;   /* refresh claimed at, 0  */
+    ngx_msec_t                 active;       /* a refresh claimed or   */
+                                             /* back at (stale mode)   */
     ngx_uint_t                 epoch;
 } ngx_http_ocsp_shctx_t;
 
@@ -557,7 +563,26 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
             use = 1;
             claimed = 0;
 
-            if (age >= olcf->revgen_check) {
+            if (olcf->revgen_stale) {
+                /* stale-while-revalidate, bounded (see above) */
+
+                if (age >= olcf->revgen_check
+                    && (age >= olcf->revgen_check + olcf->revgen_stale
+                        || now - sh->active >= olcf->revgen_check))
+                {
+                    use = 0;
+                }
+
+                if (age >= olcf->revgen_check / 2
+                    && (sh->refreshing == 0
+                        || now - sh->refreshing > NGX_HTTP_OCSP_STUCK))
+                {
+                    sh->refreshing = now ? now : 1;
+                    sh->active = now;
+                    claimed = sh->refreshing;
+                }
+
+            } else if (age >= olcf->revgen_check) {
                 if (sh->refreshing == 0
                     || now - sh->refreshing > NGX_HTTP_OCSP_STUCK)
                 {
@@ -565,13 +590,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
                     claimed = sh->refreshing;
                 }
 
-                if (olcf->revgen_stale) {
-                    /* stale-while-revalidate, bounded */
-                    if (age >= olcf->revgen_check + olcf->revgen_stale) {
-                        use = 0;
-                    }
-
-                } else if (claimed) {
+                if (claimed) {
                     ctx->refresh = 1;
                     claimed = 0;
                     use = 0;
@@ -737,6 +756,8 @@ ngx_http_ocsp_refresh_done(void *data)
         sh->refreshing = 0;
     }
 
+    sh->active = ngx_current_msec;
+
     ngx_shmtx_unlock(&rf->zone->shpool->mutex);
 
     ngx_free(rf);
@@ -785,6 +806,7 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
 
         if (ctx->refresh) {
             sh->refreshing = 0;
+            sh->active = ngx_current_msec;
         }
 
         ngx_shmtx_unlock(&ctx->zone->shpool->mutex);
@@ -1237,6 +1259,7 @@ ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh->gen = 0;
     zone->sh->checked = ngx_current_msec - 3600000;  /* stale: refresh */
     zone->sh->refreshing = 0;
+    zone->sh->active = 0;
     zone->sh->epoch = 1;
     zone->epoch = 1;
 
