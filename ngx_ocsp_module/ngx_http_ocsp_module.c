@@ -55,8 +55,8 @@
  * other one.  While Redis answers, the view is thus confirmed before it
  * reaches revgen_check and a revocation is seen within revgen_check, as
  * without this mode.  A view older than revgen_check is still served only
- * while refreshes are going on (one was claimed or came back less than
- * revgen_check ago: Redis slow or failing, or the pool saturated) and
+ * while refreshes are going on (one is in flight, or one came back less
+ * than revgen_check ago: Redis slow or failing, or the pool saturated) and
  * only up to revgen_check + revgen_stale; otherwise (after an idle spell,
  * or past that bound) the request goes to the thread pool and reads the
  * revgens itself (as a miss does).  So during a Redis stall no cached
@@ -568,8 +568,11 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
                 if (age >= olcf->revgen_check
                     && (age >= olcf->revgen_check + olcf->revgen_stale
-                        || now - sh->active >= olcf->revgen_check))
+                        || ((sh->refreshing == 0
+                             || now - sh->refreshing > NGX_HTTP_OCSP_STUCK)
+                            && now - sh->active >= olcf->revgen_check)))
                 {
+                    /* too stale, or no refresh going on (idle spell) */
                     use = 0;
                 }
 
