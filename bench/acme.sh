@@ -291,7 +291,7 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r: pebble, $WORKERS workers, ${SECS}s ..." >&2
     run_one pebble "https://127.0.0.1:$PEB/dir" "$C/ca.pem" "$r" \
         "$PEBBLE_PID" "$CTS_PID"
-    if broken "$(tail -n 1 "$W/res-pebble")"; then
+    if [ "$r" -lt "$ROUNDS" ] && broken "$(tail -n 1 "$W/res-pebble")"; then
         # pebble 2.4 can stay stalled after concurrent orders: a fresh one
         # for the next round (this round is left out of the ratios)
         echo "round $r: pebble's run is broken; restarting pebble" >&2
