@@ -20,6 +20,14 @@
 # BENCH_METRICS_ROUNDS times in alternation (default 1; the order swaps
 # every round), and each round, the medians and the cost are printed.  BENCH_SKIP_FILE=1 skips the PEM-file run.
 #
+# BENCH_HOOK='CMD' runs CMD (bash -c) in the background while wrk runs,
+# with LABEL (hsm, hsm-off, file), PIDS (the server's pids, comma-separated)
+# and OUT (a file prefix in the run directory) in its environment; e.g.
+#   BENCH_KEEP=1 BENCH_HOOK='perf stat -p $PIDS -o $OUT.stat -- sleep 4' ...
+# BENCH_AUDIT_PARAMS='fsync=off' adds parameters to pki_audit_log (the
+# "on" runs; to split the log's cost into writing and syncing).
+#   BENCH_KEEP=1 BENCH_HOOK='strace -c -f -p ${PIDS//,/ -p } -o $OUT.strace & sleep 4; kill %1' ...
+#
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -149,6 +157,11 @@ run_one() {
         --redis "$W/redis.sock" --https "$HTTPS" --http "$HTTP" --daemon off \
         --log-level warn --workers 2 --threads "${BENCH_POOL_THREADS:-8}" \
         "$@" > "$p/conf/nginx.conf"
+    # experiments: BENCH_AUDIT_PARAMS="fsync=off" is added to pki_audit_log
+    if [ -n "${BENCH_AUDIT_PARAMS:-}" ]; then
+        sed -i "s|^\( *pki_audit_log [^;]*\);|\1 $BENCH_AUDIT_PARAMS;|" "$p/conf/nginx.conf"
+    fi
+    [ -z "${BENCH_CONF_SED:-}" ] || sed -i "$BENCH_CONF_SED" "$p/conf/nginx.conf"
     nginx -p "$p/" -c conf/nginx.conf -t -q || die "nginx -t failed ($label)"
     nginx -p "$p/" -c conf/nginx.conf 2>>"$p/logs/stderr.log" &
     NGINX_PID=$!
@@ -171,10 +184,17 @@ run_one() {
     sleep 1
 
     pids="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ') $REDIS_PID"
+    hook=
+    if [ -n "${BENCH_HOOK:-}" ]; then
+        LABEL=$label PIDS=$(echo $pids | tr ' ' ,) OUT=$W/hook-$label-$(date +%s) \
+            bash -c "$BENCH_HOOK" > "$W/hook-$label.log" 2>&1 &
+        hook=$!
+    fi
     c0=$(cpu_ms $pids)
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" -s "$W/est.lua" \
               "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll")
     c1=$(cpu_ms $pids)
+    [ -z "$hook" ] || wait "$hook" || true
     echo "$out" > "$W/wrk-$label.txt"
     total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in \([0-9.]*\)\([a-z]*\).*/\1/p')
     secs=$(echo "$out" | sed -n 's/^ *[0-9]* requests in \([0-9.]*\)\([a-z]*\).*/\1 \2/p' \

@@ -17,6 +17,15 @@
  * every line written before it started (group commit): one thread syncs,
  * the others wait on a condition variable and usually find their line
  * covered when it is done.
+ *
+ * Across processes, one fdatasync() at a time covers them all: it runs
+ * under an OFD lock on the first byte of DIR/audit.lock, and the file's
+ * first bytes record the inode and size its last successful fdatasync()
+ * covered (the size was read before the sync began: every byte below it
+ * was in the page cache by then).  A process whose lines end below that
+ * size skips its own sync.  The record only ever errs low: a torn line cut
+ * off, a new audit.log (rotation, a reused inode) lower it under the same
+ * lock.
  */
 
 #include <dirent.h>
@@ -66,6 +75,9 @@ struct pki_audit_s {
 
     pthread_mutex_t       lock;
     pthread_cond_t        cond;
+    pthread_mutex_t       gate;        /* this process's side of the OFD
+                                          lock on audit.lock (threads
+                                          share that lock) */
 
     int                   fd;          /* audit.log, -1: not open */
     int                   lockfd;
@@ -121,6 +133,8 @@ static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
 static pki_status_t pki_audit_commit(pki_audit_t *a, unsigned long long mine,
     pki_result_t *res);
+static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
+    off_t size);
 
 
 /* ---- the hook -------------------------------------------------------------- */
@@ -653,6 +667,7 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
     memcpy(a->hash, PKI_AUDIT_ZERO_HASH, 65);
 
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->gate, NULL);
     pthread_cond_init(&a->cond, NULL);
     pthread_cond_init(&a->scond, NULL);
 
@@ -719,6 +734,7 @@ pki_audit_close(pki_audit_t *a)
     }
 
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->gate);
     pthread_cond_destroy(&a->cond);
     pthread_cond_destroy(&a->scond);
     free(a->dir);
@@ -1018,12 +1034,22 @@ pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
         a->dev = fst.st_dev;
         a->ino = fst.st_ino;
         a->first_seq = 0;
+
+        /* a new file (or one that was cut) must not inherit the sync
+         * record of an old one with the same inode number */
+        pki_audit_srec_clamp(a, fst.st_dev, fst.st_ino, fst.st_size);
     }
 
     size = fst.st_size;
 
     if (!pki_audit_read_tail(a->fd, &size, &a->seq, a->hash, 1, res)) {
         return 0;
+    }
+
+    if (size < fst.st_size) {
+        /* a torn line was cut off: a sync record covering it is about
+         * bytes the next lines overwrite */
+        pki_audit_srec_clamp(a, fst.st_dev, fst.st_ino, size);
     }
 
     a->end = size;
@@ -1114,6 +1140,7 @@ pki_audit_rotate(pki_audit_t *a, pki_result_t *res)
         if (fstat(fd, &st) == 0) {
             a->dev = st.st_dev;
             a->ino = st.st_ino;
+            pki_audit_srec_clamp(a, st.st_dev, st.st_ino, 0);
         }
     }
 
@@ -1359,11 +1386,160 @@ done:
 }
 
 
+/* ---- one sync for all processes (the record in DIR/audit.lock) ---------- */
+
+#define PKI_AUDIT_SYNC_MAGIC  0x31636e7973696b70ULL   /* "pkisync1" */
+
+typedef struct {
+    unsigned long long    magic;
+    unsigned long long    dev;
+    unsigned long long    ino;
+    unsigned long long    size;        /* of ino, durable */
+} pki_audit_srec_t;
+
+
+static int
+pki_audit_gate(pki_audit_t *a, int type)
+{
+    struct flock  fl;
+
+    if (type != F_UNLCK) {
+        pthread_mutex_lock(&a->gate);
+    }
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = (short) type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+
+    while (fcntl(a->lockfd, F_OFD_SETLKW, &fl) != 0) {
+        if (errno != EINTR) {
+            if (type != F_UNLCK) {
+                pthread_mutex_unlock(&a->gate);
+            }
+            return 0;
+        }
+    }
+
+    if (type == F_UNLCK) {
+        pthread_mutex_unlock(&a->gate);
+    }
+
+    return 1;
+}
+
+
+static int
+pki_audit_srec_read(pki_audit_t *a, pki_audit_srec_t *r)
+{
+    if (pread(a->lockfd, r, sizeof(*r), 0) != (ssize_t) sizeof(*r)
+        || r->magic != PKI_AUDIT_SYNC_MAGIC)
+    {
+        memset(r, 0, sizeof(*r));
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static void
+pki_audit_srec_write(pki_audit_t *a, pki_audit_srec_t *r)
+{
+    r->magic = PKI_AUDIT_SYNC_MAGIC;
+
+    if (pwrite(a->lockfd, r, sizeof(*r), 0) != (ssize_t) sizeof(*r)) {
+        /* a stale record errs high: make it unusable */
+        (void) ftruncate(a->lockfd, 0);
+    }
+}
+
+
+/* dev/ino (the current audit.log) is size bytes long now, after a torn
+ * line was cut off or when it was (re)opened: a record above that was
+ * about other bytes (or another file with the same inode number) */
+static void
+pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino, off_t size)
+{
+    pki_audit_srec_t  r;
+
+    if (a->no_fsync || !pki_audit_gate(a, F_WRLCK)) {
+        return;
+    }
+
+    if (pki_audit_srec_read(a, &r) && r.dev == (unsigned long long) dev
+        && r.ino == (unsigned long long) ino
+        && r.size > (unsigned long long) size)
+    {
+        r.size = (unsigned long long) size;
+        pki_audit_srec_write(a, &r);
+    }
+
+    (void) pki_audit_gate(a, F_UNLCK);
+}
+
+
+/* fdatasync(fd) unless another process's sync already covered the first
+ * end bytes of dev/ino; one at a time across processes */
+static int
+pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev, ino_t ino,
+    off_t end)
+{
+    int                rc, eno;
+    struct stat        st;
+    pki_audit_srec_t   r;
+
+    if (end < 0 || !pki_audit_gate(a, F_WRLCK)) {
+        return fdatasync(fd);
+    }
+
+    if (pki_audit_srec_read(a, &r) && r.dev == (unsigned long long) dev
+        && r.ino == (unsigned long long) ino
+        && r.size >= (unsigned long long) end)
+    {
+        (void) pki_audit_gate(a, F_UNLCK);
+        return 0;
+    }
+
+    if (fstat(fd, &st) != 0 || st.st_dev != dev || st.st_ino != ino) {
+        (void) pki_audit_gate(a, F_UNLCK);
+        return fdatasync(fd);
+    }
+
+    rc = fdatasync(fd);
+    eno = errno;
+
+    if (rc == 0) {
+        if (r.dev != (unsigned long long) dev
+            || r.ino != (unsigned long long) ino)
+        {
+            r.dev = (unsigned long long) dev;
+            r.ino = (unsigned long long) ino;
+            r.size = 0;
+        }
+
+        if ((unsigned long long) st.st_size > r.size) {
+            r.size = (unsigned long long) st.st_size;
+            pki_audit_srec_write(a, &r);
+        }
+    }
+
+    (void) pki_audit_gate(a, F_UNLCK);
+
+    errno = eno;
+    return rc;
+}
+
+
 /* Waits until every line this process wrote up to mine is durable. */
 static pki_status_t
 pki_audit_commit(pki_audit_t *a, unsigned long long mine, pki_result_t *res)
 {
     int                  fd, rc, eno;
+    off_t                end;
+    dev_t                dev;
+    ino_t                ino;
     unsigned long long   target;
 
     while (a->synced < mine) {
@@ -1376,10 +1552,13 @@ pki_audit_commit(pki_audit_t *a, unsigned long long mine, pki_result_t *res)
         a->syncing = 1;
         target = a->written;
         fd = dup(a->fd);
+        dev = a->dev;
+        ino = a->ino;
+        end = a->end;
 
         pthread_mutex_unlock(&a->lock);
 
-        rc = (fd >= 0) ? fdatasync(fd) : -1;
+        rc = (fd >= 0) ? pki_audit_shared_sync(a, fd, dev, ino, end) : -1;
         eno = errno;
         if (fd >= 0) {
             close(fd);

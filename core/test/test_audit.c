@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <openssl/pem.h>
@@ -455,6 +456,109 @@ main(void)
         pki_audit_syncer_stop(shared_log);
         pki_audit_syncer_stop(shared_log);
         ok(1, "syncer stopped (twice is harmless)");
+    }
+
+    /* one sync for all writers: DIR/audit.lock records the inode and the
+     * size the last fdatasync covered; a torn line cut off lowers it */
+    {
+        int                  fd;
+        char                 dir2[300], path[400], *lines, *last;
+        FILE                *f;
+        size_t               n;
+        pki_audit_t         *x, *y;
+        struct stat          st;
+        unsigned long long   rec[4];
+        pki_audit_conf_t     c2;
+
+        snprintf(dir2, sizeof(dir2), "%s/log2", tdir);
+        mkdir(dir2, 0700);
+        memset(&c2, 0, sizeof(c2));
+        c2.dir = dir2;
+        pki_result_init(&res);
+        x = pki_audit_open(&c2, &res);
+        pki_result_init(&res);
+        y = pki_audit_open(&c2, &res);
+        ok(x != NULL && y != NULL, "two writers on a new directory");
+
+#define READ_REC()                                                          \
+        do {                                                                \
+            memset(rec, 0, sizeof(rec));                                    \
+            snprintf(path, sizeof(path), "%s/audit.lock", dir2);            \
+            f = fopen(path, "r");                                           \
+            if (f != NULL) {                                                \
+                n = fread(rec, 1, sizeof(rec), f);                          \
+                (void) n;                                                   \
+                fclose(f);                                                  \
+            }                                                               \
+            snprintf(path, sizeof(path), "%s/audit.log", dir2);             \
+            memset(&st, 0, sizeof(st));                                     \
+            stat(path, &st);                                                \
+        } while (0)
+
+        ok(append(x, "5A", 1) == PKI_OK, "a durable append");
+        READ_REC();
+        ok(rec[0] == 0x31636e7973696b70ULL
+           && rec[2] == (unsigned long long) st.st_ino
+           && rec[3] == (unsigned long long) st.st_size,
+           "the sync record names audit.log and its synced size");
+
+        ok(append(y, "5B", 0) == PKI_OK && append(x, "5C", 0) == PKI_OK,
+           "both write");
+        pki_result_init(&res);
+        ok(pki_audit_sync(x, &res) == PKI_OK, "one syncs");
+        READ_REC();
+        ok(rec[3] == (unsigned long long) st.st_size,
+           "its sync covers the other's line too");
+        pki_result_init(&res);
+        ok(pki_audit_sync(y, &res) == PKI_OK, "the other's sync is covered");
+
+        /* a writer died in the middle of a line, and a sync covered the
+         * torn bytes */
+        ok(append(x, "5D", 0) == PKI_OK, "a line");
+        fd = open(path, O_WRONLY | O_APPEND);
+        ok(fd >= 0 && write(fd, "{\"seq\":99999,\"torn", 18) == 18,
+           "a torn line");
+        if (fd >= 0) {
+            close(fd);
+        }
+        pki_result_init(&res);
+        ok(pki_audit_sync(x, &res) == PKI_OK, "a sync");
+        READ_REC();
+        ok(rec[3] == (unsigned long long) st.st_size,
+           "the record covers the torn bytes");
+
+        ok(append(y, "5E", 0) == PKI_OK, "the next writer cuts them off");
+        READ_REC();
+        lines = NULL;
+        f = fopen(path, "r");
+        last = NULL;
+        n = 0;
+        if (f != NULL) {
+            char  *l = NULL;
+            size_t cap = 0;
+
+            while (getline(&l, &cap, f) > 0) {
+                free(last);
+                last = strdup(l);
+            }
+            free(l);
+            fclose(f);
+        }
+        ok(last != NULL && strstr(last, "\"5E\"") != NULL
+           && rec[3] + strlen(last) <= (unsigned long long) st.st_size,
+           "and the record no longer covers where its line went");
+        free(last);
+        free(lines);
+
+        ok(append(y, "5F", 1) == PKI_OK, "a durable append after it");
+        READ_REC();
+        ok(rec[3] == (unsigned long long) st.st_size, "is covered");
+        ok(verify(dir2, &rep) == PKI_OK, "and the log verifies (%s)",
+           rep.bad);
+
+#undef READ_REC
+        pki_audit_close(x);
+        pki_audit_close(y);
     }
 
     a = shared_log;
