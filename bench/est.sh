@@ -162,6 +162,11 @@ run_one() {
         sed -i "s|^\( *pki_audit_log [^;]*\);|\1 $BENCH_AUDIT_PARAMS;|" "$p/conf/nginx.conf"
     fi
     [ -z "${BENCH_CONF_SED:-}" ] || sed -i "$BENCH_CONF_SED" "$p/conf/nginx.conf"
+    # A/B of two "on" variants: BENCH_OFF_ARGS='--audit DIR' makes the
+    # "off" runs another "on" (with BENCH_CONF_SED_OFF applied)
+    if [ "$label" = hsm-off ] && [ -n "${BENCH_CONF_SED_OFF:-}" ]; then
+        sed -i "$BENCH_CONF_SED_OFF" "$p/conf/nginx.conf"
+    fi
     nginx -p "$p/" -c conf/nginx.conf -t -q || die "nginx -t failed ($label)"
     nginx -p "$p/" -c conf/nginx.conf 2>>"$p/logs/stderr.log" &
     NGINX_PID=$!
@@ -230,7 +235,8 @@ for i in $(seq "$ROUNDS"); do
     for v in $order; do
         echo "wrk -t$THREADS -c$CONNS -d$DUR, SoftHSM2, metrics + audit $v ($i/$ROUNDS) ..." >&2
         if [ "$v" = off ]; then
-            run_one hsm-off "$W/pki" --audit off --metrics off
+            # shellcheck disable=SC2086
+            run_one hsm-off "$W/pki" ${BENCH_OFF_ARGS:---audit off --metrics off}
             read -r OFF_RATE _ _ _ OFF_C < "$W/result-hsm-off"
             OFF_ALL="$OFF_ALL $OFF_RATE"
             OFF_CPU="$OFF_CPU $OFF_C"

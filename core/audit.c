@@ -1486,9 +1486,9 @@ static int
 pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev, ino_t ino,
     off_t end)
 {
-    int                rc, eno;
-    struct stat        st;
-    pki_audit_srec_t   r;
+    int                  rc, eno;
+    struct stat          st;
+    pki_audit_srec_t     r;
 
     if (end < 0 || !pki_audit_gate(a, F_WRLCK)) {
         return fdatasync(fd);
@@ -1521,8 +1521,9 @@ pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev, ino_t ino,
 
         if ((unsigned long long) st.st_size > r.size) {
             r.size = (unsigned long long) st.st_size;
-            pki_audit_srec_write(a, &r);
         }
+
+        pki_audit_srec_write(a, &r);
     }
 
     (void) pki_audit_gate(a, F_UNLCK);
