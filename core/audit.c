@@ -1521,9 +1521,8 @@ pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev, ino_t ino,
 
         if ((unsigned long long) st.st_size > r.size) {
             r.size = (unsigned long long) st.st_size;
+            pki_audit_srec_write(a, &r);
         }
-
-        pki_audit_srec_write(a, &r);
     }
 
     (void) pki_audit_gate(a, F_UNLCK);
