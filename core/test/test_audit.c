@@ -95,6 +95,40 @@ worker(void *arg)
 }
 
 
+/* deferred emits from one thread; returns its last ticket */
+static void *
+qworker(void *arg)
+{
+    int                  i, id;
+    char                 serial[41];
+    pki_event_t          ev;
+    pki_result_t         res;
+    unsigned long long  *t, tk;
+
+    id = (int) (long) arg;
+    t = calloc(1, sizeof(*t));
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_ISSUE;
+    ev.status = PKI_OK;
+    ev.ca = "ca1";
+    ev.serial = serial;
+
+    for (i = 0; i < PER_THREAD; i++) {
+        snprintf(serial, sizeof(serial), "Q%02X%04X", id, i);
+        pki_result_init(&res);
+        if (pki_event_emit(&ev, 1, &res) == PKI_OK) {
+            tk = pki_audit_take_ticket();
+            if (t != NULL && tk > *t) {
+                *t = tk;
+            }
+        }
+    }
+
+    return t;
+}
+
+
 static int
 run(const char *cmd)
 {
@@ -451,9 +485,85 @@ main(void)
         ok(__atomic_load_n(&notify_count, __ATOMIC_ACQUIRE) > 0,
            "and notified");
 
-        pki_audit_set_deferred(0);
-        pki_audit_set_default(NULL);
-        pki_audit_syncer_stop(shared_log);
+        /* many threads queue at once (rotation and checkpoints fall
+         * inside the batches: max_size 4096, checkpoint every 7) */
+        {
+            int                 i;
+            pthread_t           th[NTHREADS];
+            unsigned long long  hi, *t;
+
+            hi = 0;
+            for (i = 0; i < NTHREADS; i++) {
+                pthread_create(&th[i], NULL, qworker, (void *) (long) i);
+            }
+            for (i = 0; i < NTHREADS; i++) {
+                pthread_join(th[i], (void **) &t);
+                if (*t > hi) {
+                    hi = *t;
+                }
+                free(t);
+            }
+
+            ok(hi >= ticket + NTHREADS * PER_THREAD,
+               "%d queued entries, tickets up to %llu", NTHREADS * PER_THREAD,
+               hi);
+            for (n = 0; n < 500 && pki_audit_synced(shared_log) < hi; n++) {
+                usleep(10000);
+            }
+            ok(pki_audit_synced(shared_log) >= hi, "all synced");
+            st = verify(logdir, &rep);
+            ok(st == PKI_OK, "the chain holds (%s)", rep.bad);
+        }
+
+        /* a log that cannot be written holds the answers back (fail
+         * closed), and the queued entry is written once it can be */
+        {
+            char  p1[600], p2[600];
+
+            snprintf(p1, sizeof(p1), "%s/audit.log", logdir);
+            snprintf(p2, sizeof(p2), "%s/audit.away", logdir);
+            ok(rename(p1, p2) == 0 && mkdir(p1, 0700) == 0,
+               "audit.log is a directory now");
+
+            ev.serial = "FA11ED";
+            pki_result_init(&res);
+            st = pki_event_emit(&ev, 1, &res);
+            ticket = pki_audit_take_ticket();
+            ok(st == PKI_OK && ticket > 0, "queued");
+            usleep(300000);
+            ok(pki_audit_synced(shared_log) < ticket,
+               "not durable: its answer waits");
+
+            ok(rmdir(p1) == 0 && rename(p2, p1) == 0, "audit.log is back");
+            for (n = 0; n < 500 && pki_audit_synced(shared_log) < ticket;
+                 n++)
+            {
+                usleep(10000);
+            }
+            ok(pki_audit_synced(shared_log) >= ticket,
+               "the syncer wrote it after all");
+            st = verify(logdir, &rep);
+            ok(st == PKI_OK, "the chain holds (%s)", rep.bad);
+        }
+
+        /* stopping the syncer writes what is queued */
+        {
+            unsigned long long  before;
+
+            st = verify(logdir, &rep);
+            before = rep.last_seq;
+            ev.serial = "5709";
+            pki_result_init(&res);
+            st = pki_event_emit(&ev, 1, &res);
+            (void) pki_audit_take_ticket();
+            pki_audit_set_deferred(0);
+            pki_audit_set_default(NULL);
+            pki_audit_syncer_stop(shared_log);
+            st = verify(logdir, &rep);
+            ok(st == PKI_OK && rep.last_seq > before,
+               "the syncer wrote the queue before it stopped");
+        }
+
         pki_audit_syncer_stop(shared_log);
         ok(1, "syncer stopped (twice is harmless)");
     }
