@@ -8,6 +8,7 @@
  * Matter template.
  */
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1567,22 +1568,27 @@ pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
 }
 
 
-static int
-pki_add_hex_attr(X509_NAME *name, const char *oid, const char *hex)
+/* The VID and PID attribute types, made once (OBJ_txt2obj parses the
+ * dotted text each time: a few us per DAC). */
+static ASN1_OBJECT     *pki_vid_obj, *pki_pid_obj;
+static pthread_once_t   pki_vidpid_once = PTHREAD_ONCE_INIT;
+
+
+static void
+pki_vidpid_objs(void)
 {
-    int           ok;
-    ASN1_OBJECT  *obj;
+    pki_vid_obj = OBJ_txt2obj(PKI_MATTER_OID_VID, 1);
+    pki_pid_obj = OBJ_txt2obj(PKI_MATTER_OID_PID, 1);
+}
 
-    obj = OBJ_txt2obj(oid, 1);
-    if (obj == NULL) {
-        return 0;
-    }
 
-    ok = X509_NAME_add_entry_by_OBJ(name, obj, V_ASN1_UTF8STRING,
-                                    (const unsigned char *) hex, -1, -1, 0);
-    ASN1_OBJECT_free(obj);
-
-    return ok;
+static int
+pki_add_hex_attr(X509_NAME *name, const ASN1_OBJECT *obj, const char *hex)
+{
+    return obj != NULL
+           && X509_NAME_add_entry_by_OBJ(name, obj, V_ASN1_UTF8STRING,
+                                         (const unsigned char *) hex, -1, -1,
+                                         0);
 }
 
 
@@ -1590,10 +1596,10 @@ pki_status_t
 pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
     pki_result_t *res)
 {
-    int                i, n, a;
+    int                i, a;
     char               vid[9], pid[9];
     const char        *why;
-    X509_NAME         *in, *name;
+    X509_NAME         *name;
     pki_vidpid_t       ivp;
     X509_NAME_ENTRY   *e;
     time_t             nb, canb;
@@ -1635,34 +1641,30 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
                             "and template \"%s\" sets no matter_pid", t->name);
         }
 
-        /* the subject: what policy allowed (no VID/PID), then VID, PID */
-        in = X509_get_subject_name(x);
-        name = X509_NAME_new();
+        /* the subject: what policy allowed (no VID/PID), then VID, PID,
+         * each in its own RDN; edited in place (the certificate is not
+         * signed yet: signing encodes the TBS again) rather than copied
+         * (X509_set_subject_name() encodes and decodes the name) */
+        (void) pthread_once(&pki_vidpid_once, pki_vidpid_objs);
+
+        name = X509_get_subject_name(x);
         if (name == NULL) {
-            return pki_fail(res, PKI_INTERNAL, "out of memory");
-        }
-
-        n = X509_NAME_entry_count(in);
-        for (i = 0; i < n; i++) {
-            e = X509_NAME_get_entry(in, i);
-            a = pki_int_matter_attr(X509_NAME_ENTRY_get_object(e));
-            if (a == PKI_MATTER_ATTR_VID || a == PKI_MATTER_ATTR_PID) {
-                continue;
-            }
-            if (!X509_NAME_add_entry(name, e, -1, 0)) {
-                X509_NAME_free(name);
-                return pki_fail(res, PKI_INTERNAL, "out of memory");
-            }
-        }
-
-        if (!pki_add_hex_attr(name, PKI_MATTER_OID_VID, vid)
-            || !pki_add_hex_attr(name, PKI_MATTER_OID_PID, pid)
-            || !X509_set_subject_name(x, name))
-        {
-            X509_NAME_free(name);
             return pki_fail(res, PKI_INTERNAL, "cannot set the DAC subject");
         }
-        X509_NAME_free(name);
+
+        for (i = X509_NAME_entry_count(name) - 1; i >= 0; i--) {
+            e = X509_NAME_get_entry(name, i);
+            a = pki_int_matter_attr(X509_NAME_ENTRY_get_object(e));
+            if (a == PKI_MATTER_ATTR_VID || a == PKI_MATTER_ATTR_PID) {
+                X509_NAME_ENTRY_free(X509_NAME_delete_entry(name, i));
+            }
+        }
+
+        if (!pki_add_hex_attr(name, pki_vid_obj, vid)
+            || !pki_add_hex_attr(name, pki_pid_obj, pid))
+        {
+            return pki_fail(res, PKI_INTERNAL, "cannot set the DAC subject");
+        }
     }
 
     /* never before the issuer: validation happens at the notBefore */
