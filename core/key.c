@@ -150,6 +150,8 @@ struct pki_key_s {
 
     int                open;
     unsigned long      gen;          /* vault generation of priv */
+    unsigned long      bad_gen;      /* vault generation whose lookup of
+                                        this key failed (0: none) */
     EVP_PKEY          *priv;
     EVP_PKEY          *pub;          /* standalone copy, survives reopen */
 
@@ -1553,7 +1555,7 @@ pki_key_load_file(pki_key_t *k, pki_result_t *res)
 /* Finds the key on the token and gets its handles.  Write lock held, vault
  * open. */
 static pki_status_t
-pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
+pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
 {
     pki_vault_t   *v = k->vault;
     PKCS11_KEY    *keys, *key = NULL;
@@ -1662,6 +1664,26 @@ pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
     k->gen = v->gen;
 
     return PKI_OK;
+}
+
+
+/*
+ * A failed lookup is remembered with the vault generation it failed in.
+ * libp11 caches a token's key list, and a token that lost its login (a
+ * C_Logout from anywhere in the process, or the token's own timeout) lists
+ * no private key at all: such a lookup keeps failing until the vault is
+ * closed (slots released, list forgotten) and opened again (login).  The
+ * sign and decrypt loops reopen when they see bad_gen == gen.
+ */
+static pki_status_t
+pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
+{
+    pki_status_t  st;
+
+    st = pki_key_fetch_locked_do(k, res);
+    k->bad_gen = st == PKI_OK ? 0 : k->vault->gen;
+
+    return st;
 }
 
 
@@ -2477,6 +2499,8 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
             failed = 1;
 
         } else {
+            /* a lookup that failed in this generation needs a reopen */
+            failed = v->ctx != NULL && k->bad_gen == v->gen;
             pthread_rwlock_unlock(&v->lock);
         }
 
@@ -2886,7 +2910,9 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
 
         pthread_rwlock_wrlock(&v->lock);
 
-        if (rc < 0 && v->gen == seen && v->ctx != NULL && k->gen == v->gen) {
+        if (v->gen == seen && v->ctx != NULL
+            && ((rc < 0 && k->gen == v->gen) || k->bad_gen == v->gen))
+        {
             pki_vault_close_locked(v);
         }
 

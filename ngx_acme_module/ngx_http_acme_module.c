@@ -85,9 +85,6 @@ static ngx_int_t ngx_http_acme_send(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx);
 static ngx_int_t ngx_http_acme_send_problem(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *detail);
-static ngx_int_t ngx_http_acme_add_header(ngx_http_request_t *r,
-    const char *key, u_char *value, size_t len);
-static char *ngx_http_acme_cstr(ngx_pool_t *pool, ngx_str_t *s);
 
 static void *ngx_http_acme_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_acme_create_loc_conf(ngx_conf_t *cf);
@@ -336,10 +333,10 @@ ngx_http_acme_handler(ngx_http_request_t *r)
     ctx->conf.redis = ngx_http_pki_redis(r);
 
     ctx->req.base_url = (char *) base.data;
-    ctx->req.path = ngx_http_acme_cstr(r->pool, &path);
-    ctx->req.method = ngx_http_acme_cstr(r->pool, &r->method_name);
-    ctx->req.client = ngx_http_acme_cstr(r->pool,
-                                         &r->connection->addr_text);
+    ctx->req.path = ngx_http_pki_cstr(r->pool, &path);
+    ctx->req.method = ngx_http_pki_cstr(r->pool, &r->method_name);
+    ctx->req.client = ngx_http_pki_cstr(r->pool,
+                                        &r->connection->addr_text);
 
     if (ctx->req.path == NULL || ctx->req.method == NULL
         || ctx->req.client == NULL)
@@ -348,7 +345,7 @@ ngx_http_acme_handler(ngx_http_request_t *r)
     }
 
     if (r->headers_in.content_type) {
-        ctx->req.content_type = ngx_http_acme_cstr(r->pool,
+        ctx->req.content_type = ngx_http_pki_cstr(r->pool,
                                           &r->headers_in.content_type->value);
         if (ctx->req.content_type == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -608,7 +605,7 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
         ngx_memcpy(p, resp->nonce, len);
 
-        if (ngx_http_acme_add_header(r, "Replay-Nonce", p, len) != NGX_OK) {
+        if (ngx_http_pki_add_header(r, "Replay-Nonce", p, len) == NULL) {
             goto failed;
         }
     }
@@ -623,7 +620,7 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
         ngx_memcpy(p, resp->location, len);
 
-        if (ngx_http_acme_add_header(r, "Location", p, len) != NGX_OK) {
+        if (ngx_http_pki_add_header(r, "Location", p, len) == NULL) {
             goto failed;
         }
     }
@@ -642,7 +639,7 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
         ngx_memcpy(p, resp->links[i], len);
 
-        if (ngx_http_acme_add_header(r, "Link", p, len) != NGX_OK) {
+        if (ngx_http_pki_add_header(r, "Link", p, len) == NULL) {
             goto failed;
         }
     }
@@ -655,14 +652,14 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
         len = ngx_sprintf(p, "%d", resp->retry_after) - p;
 
-        if (ngx_http_acme_add_header(r, "Retry-After", p, len) != NGX_OK) {
+        if (ngx_http_pki_add_header(r, "Retry-After", p, len) == NULL) {
             goto failed;
         }
     }
 
-    if (ngx_http_acme_add_header(r, "Cache-Control", (u_char *) "no-store",
-                                 sizeof("no-store") - 1)
-        != NGX_OK)
+    if (ngx_http_pki_add_header(r, "Cache-Control", (u_char *) "no-store",
+                                sizeof("no-store") - 1)
+        == NULL)
     {
         goto failed;
     }
@@ -729,11 +726,11 @@ ngx_http_acme_send_problem(ngx_http_request_t *r, ngx_uint_t status,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (ngx_http_acme_add_header(r, "Retry-After", p,
-                                     ngx_sprintf(p, "%d",
-                                                 NGX_HTTP_ACME_RETRY_AFTER)
+        if (ngx_http_pki_add_header(r, "Retry-After", p,
+                                    ngx_sprintf(p, "%d",
+                                                NGX_HTTP_ACME_RETRY_AFTER)
                                      - p)
-            != NGX_OK)
+            == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -749,44 +746,6 @@ ngx_http_acme_send_problem(ngx_http_request_t *r, ngx_uint_t status,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
-}
-
-
-static ngx_int_t
-ngx_http_acme_add_header(ngx_http_request_t *r, const char *key,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}
-
-
-static char *
-ngx_http_acme_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s->data, s->len);
-    p[s->len] = '\0';
-
-    return (char *) p;
 }
 
 
@@ -859,7 +818,7 @@ ngx_http_acme_conf_cstr(ngx_conf_t *cf, ngx_str_t *s)
         return NULL;
     }
 
-    return ngx_http_acme_cstr(cf->pool, s);
+    return ngx_http_pki_cstr(cf->pool, s);
 }
 
 
@@ -959,7 +918,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
             s = conf->caa->elts;
             for (i = 0; i < conf->caa->nelts; i++) {
-                ac->caa[i] = ngx_http_acme_cstr(cf->pool, &s[i]);
+                ac->caa[i] = ngx_http_pki_cstr(cf->pool, &s[i]);
                 if (ac->caa[i] == NULL) {
                     return NGX_CONF_ERROR;
                 }
@@ -1072,26 +1031,9 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     alcf->prefix = clcf->name;
 
-    alcf->ca = ngx_http_pki_find_ca(cf, &value[1]);
-    if (alcf->ca == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown CA \"%V\" (declare pki_ca before use)",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->tmpl = ngx_http_pki_find_template(cf, &value[2]);
-    if (alcf->tmpl == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown template \"%V\" "
-                           "(declare pki_template before use)", &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (!pki_ca_allows(alcf->ca, alcf->tmpl)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "CA \"%V\" does not allow template \"%V\"",
-                           &value[1], &value[2]);
+    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &alcf->ca, &alcf->tmpl)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

@@ -70,11 +70,6 @@ static void ngx_http_est_work(void *data);
 static void ngx_http_est_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_est_send(ngx_http_request_t *r,
     ngx_http_est_ctx_t *ctx);
-static ngx_int_t ngx_http_est_send_plain(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *text, ngx_uint_t retry_after);
-static ngx_int_t ngx_http_est_add_header(ngx_http_request_t *r,
-    const char *key, u_char *value, size_t len);
-static char *ngx_http_est_cstr(ngx_pool_t *pool, ngx_str_t *s);
 
 static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
 static void ngx_http_est_wipe(void *data);
@@ -88,8 +83,6 @@ static ngx_int_t ngx_http_est_init(ngx_conf_t *cf);
 static char *ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_est_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
-    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl);
 
 
 static ngx_command_t  ngx_http_est_commands[] = {
@@ -299,7 +292,7 @@ not_found:
         r->keepalive = 0;
     }
 
-    return ngx_http_est_send_plain(r, NGX_HTTP_NOT_FOUND,
+    return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_FOUND,
                                    &ngx_http_est_not_found, 0);
 }
 
@@ -348,7 +341,7 @@ ngx_http_est_body_handler(ngx_http_request_t *r)
                       &ctx->op_name, &r->connection->addr_text);
 
         ngx_http_finalize_request(r,
-            ngx_http_est_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     &ngx_http_est_busy,
                                     NGX_HTTP_EST_RETRY_AFTER));
         return;
@@ -369,13 +362,13 @@ ngx_http_est_fill_request(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 
     req = &ctx->req;
 
-    req->method = ngx_http_est_cstr(r->pool, &r->method_name);
+    req->method = ngx_http_pki_cstr(r->pool, &r->method_name);
     if (req->method == NULL) {
         return NGX_ERROR;
     }
 
     if (r->headers_in.content_type) {
-        req->content_type = ngx_http_est_cstr(r->pool,
+        req->content_type = ngx_http_pki_cstr(r->pool,
                                          &r->headers_in.content_type->value);
         if (req->content_type == NULL) {
             return NGX_ERROR;
@@ -400,13 +393,13 @@ ngx_http_est_fill_request(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
     }
 
     if (user.len) {
-        req->user = ngx_http_est_cstr(r->pool, &user);
+        req->user = ngx_http_pki_cstr(r->pool, &user);
         if (req->user == NULL) {
             return NGX_ERROR;
         }
     }
 
-    req->client = ngx_http_est_cstr(r->pool, &r->connection->addr_text);
+    req->client = ngx_http_pki_cstr(r->pool, &r->connection->addr_text);
     if (req->client == NULL) {
         return NGX_ERROR;
     }
@@ -611,19 +604,19 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
     }
 
     if (resp->cte_base64 && b) {
-        if (ngx_http_est_add_header(r, "Content-Transfer-Encoding",
+        if (ngx_http_pki_add_header(r, "Content-Transfer-Encoding",
                                     (u_char *) "base64", 6)
-            != NGX_OK)
+            == NULL)
         {
             goto failed;
         }
     }
 
     if (resp->www_authenticate) {
-        if (ngx_http_est_add_header(r, "WWW-Authenticate",
+        if (ngx_http_pki_add_header(r, "WWW-Authenticate",
                                     (u_char *) resp->www_authenticate,
                                     ngx_strlen(resp->www_authenticate))
-            != NGX_OK)
+            == NULL)
         {
             goto failed;
         }
@@ -637,7 +630,7 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 
         len = ngx_sprintf(p, "%d", resp->retry_after) - p;
 
-        if (ngx_http_est_add_header(r, "Retry-After", p, len) != NGX_OK) {
+        if (ngx_http_pki_add_header(r, "Retry-After", p, len) == NULL) {
             goto failed;
         }
     }
@@ -646,9 +639,9 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         || ctx->req.op == PKI_EST_SIMPLEREENROLL
         || ctx->req.op == PKI_EST_SERVERKEYGEN)
     {
-        if (ngx_http_est_add_header(r, "Cache-Control",
+        if (ngx_http_pki_add_header(r, "Cache-Control",
                                     (u_char *) "no-store", 8)
-            != NGX_OK)
+            == NULL)
         {
             goto failed;
         }
@@ -676,97 +669,6 @@ failed:
     pki_est_resp_free(resp);
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_est_send_plain(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *text, ngx_uint_t retry_after)
-{
-    u_char       *p;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = text->len;
-
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-
-    if (retry_after) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (ngx_http_est_add_header(r, "Retry-After", p,
-                                    ngx_sprintf(p, "%ui", retry_after) - p)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = text->data;
-    b->last = text->data + text->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-static ngx_int_t
-ngx_http_est_add_header(ngx_http_request_t *r, const char *key,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}
-
-
-static char *
-ngx_http_est_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s->data, s->len);
-    p[s->len] = '\0';
-
-    return (char *) p;
 }
 
 
@@ -955,7 +857,7 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    if (ngx_http_est_resolve(cf, &value[1], &value[2], &elcf->ca,
+    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &elcf->ca,
                              &elcf->tmpl)
         != NGX_OK)
     {
@@ -1051,7 +953,7 @@ ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     lb->label = value[1];
 
-    if (ngx_http_est_resolve(cf, &value[2], &value[3], &lb->ca, &lb->tmpl)
+    if (ngx_http_pki_resolve(cf, &value[2], &value[3], &lb->ca, &lb->tmpl)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -1076,37 +978,4 @@ invalid:
                        "invalid est label \"%V\" (1-64 of A-Z a-z 0-9 . _ -,"
                        " not an operation name)", &value[1]);
     return NGX_CONF_ERROR;
-}
-
-
-/* pki_ca and pki_template blocks must come before the est directives */
-
-static ngx_int_t
-ngx_http_est_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
-    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl)
-{
-    *ca = ngx_http_pki_find_ca(cf, ca_name);
-    if (*ca == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown CA \"%V\" (declare pki_ca before use)",
-                           ca_name);
-        return NGX_ERROR;
-    }
-
-    *tmpl = ngx_http_pki_find_template(cf, tmpl_name);
-    if (*tmpl == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown template \"%V\" "
-                           "(declare pki_template before use)", tmpl_name);
-        return NGX_ERROR;
-    }
-
-    if (!pki_ca_allows(*ca, *tmpl)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "CA \"%V\" does not allow template \"%V\"",
-                           ca_name, tmpl_name);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
 }

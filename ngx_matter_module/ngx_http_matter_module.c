@@ -60,9 +60,6 @@ static void ngx_http_matter_work(void *data);
 static void ngx_http_matter_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
-static ngx_int_t ngx_http_matter_add_header(ngx_http_request_t *r,
-    const char *key, u_char *value, size_t len);
-static char *ngx_http_matter_cstr(ngx_pool_t *pool, ngx_str_t *s);
 static void ngx_http_matter_wipe(void *data);
 
 static void *ngx_http_matter_create_main_conf(ngx_conf_t *cf);
@@ -255,13 +252,13 @@ ngx_http_matter_fill_request(ngx_http_request_t *r,
 
     req = &ctx->req;
 
-    req->method = ngx_http_matter_cstr(r->pool, &r->method_name);
+    req->method = ngx_http_pki_cstr(r->pool, &r->method_name);
     if (req->method == NULL) {
         return NGX_ERROR;
     }
 
     if (r->headers_in.content_type) {
-        req->content_type = ngx_http_matter_cstr(r->pool,
+        req->content_type = ngx_http_pki_cstr(r->pool,
                                          &r->headers_in.content_type->value);
         if (req->content_type == NULL) {
             return NGX_ERROR;
@@ -280,13 +277,13 @@ ngx_http_matter_fill_request(ngx_http_request_t *r,
     }
 
     if (user.len) {
-        req->user = ngx_http_matter_cstr(r->pool, &user);
+        req->user = ngx_http_pki_cstr(r->pool, &user);
         if (req->user == NULL) {
             return NGX_ERROR;
         }
     }
 
-    req->client = ngx_http_matter_cstr(r->pool, &r->connection->addr_text);
+    req->client = ngx_http_pki_cstr(r->pool, &r->connection->addr_text);
     if (req->client == NULL) {
         return NGX_ERROR;
     }
@@ -395,14 +392,14 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
 
         len = ngx_sprintf(p, "%d", resp->retry_after) - p;
 
-        if (ngx_http_matter_add_header(r, "Retry-After", p, len) != NGX_OK) {
+        if (ngx_http_pki_add_header(r, "Retry-After", p, len) == NULL) {
             goto failed;
         }
     }
 
-    if (ngx_http_matter_add_header(r, "Cache-Control", (u_char *) "no-store",
-                                   8)
-        != NGX_OK)
+    if (ngx_http_pki_add_header(r, "Cache-Control", (u_char *) "no-store",
+                                8)
+        == NULL)
     {
         goto failed;
     }
@@ -429,43 +426,6 @@ failed:
     pki_matter_resp_free(resp);
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_matter_add_header(ngx_http_request_t *r, const char *key,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}
-
-
-static char *
-ngx_http_matter_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    *ngx_cpymem(p, s->data, s->len) = '\0';
-
-    return (char *) p;
 }
 
 

@@ -171,13 +171,9 @@ static void ngx_http_ocsp_work(void *data);
 static void ngx_http_ocsp_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_ocsp_send(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
-static ngx_int_t ngx_http_ocsp_send_plain(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *text, ngx_uint_t retry_after);
 static ngx_int_t ngx_http_ocsp_output(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx, u_char *body, size_t len, ngx_uint_t cacheable,
     const char *cache_state);
-static ngx_table_elt_t *ngx_http_ocsp_add_header(ngx_http_request_t *r,
-    const char *key, u_char *value, size_t len);
 static ngx_int_t ngx_http_ocsp_cache_lookup(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx, ngx_uint_t strict);
 static void ngx_http_ocsp_cache_store(ngx_http_ocsp_ctx_t *ctx);
@@ -313,14 +309,14 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
             r->keepalive = 0;
         }
 
-        if (ngx_http_ocsp_add_header(r, "Allow", (u_char *) "GET, POST", 9)
+        if (ngx_http_pki_add_header(r, "Allow", (u_char *) "GET, POST", 9)
             == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_ocsp_send_plain(r, NGX_HTTP_NOT_ALLOWED,
-                                        &ngx_http_ocsp_method, 0);
+        return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED,
+                                       &ngx_http_ocsp_method, 0);
     }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ocsp_ctx_t));
@@ -558,9 +554,9 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
                       &r->connection->addr_text);
 
         ngx_http_finalize_request(r,
-            ngx_http_ocsp_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     &ngx_http_ocsp_busy,
-                                     NGX_HTTP_OCSP_RETRY_AFTER));
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_ocsp_busy,
+                                    NGX_HTTP_OCSP_RETRY_AFTER));
         return;
 
     default:
@@ -746,8 +742,8 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_ocsp_module);
 
     if (olcf->cache_header && cache_state) {
-        if (ngx_http_ocsp_add_header(r, "X-OCSP-Cache", (u_char *) cache_state,
-                                     ngx_strlen(cache_state))
+        if (ngx_http_pki_add_header(r, "X-OCSP-Cache", (u_char *) cache_state,
+                                    ngx_strlen(cache_state))
             == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -765,7 +761,7 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
             goto failed;
         }
 
-        if (ngx_http_ocsp_add_header(r, "Cache-Control", p,
+        if (ngx_http_pki_add_header(r, "Cache-Control", p,
                 ngx_sprintf(p, "max-age=%T, public, no-transform, "
                             "must-revalidate", age) - p)
             == NULL)
@@ -778,8 +774,8 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
             goto failed;
         }
 
-        h = ngx_http_ocsp_add_header(r, "ETag", p,
-                                     ngx_sprintf(p, "\"%s\"", ctx->etag) - p);
+        h = ngx_http_pki_add_header(r, "ETag", p,
+                                    ngx_sprintf(p, "\"%s\"", ctx->etag) - p);
         if (h == NULL) {
             goto failed;
         }
@@ -788,8 +784,8 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
         r->headers_out.last_modified_time = ctx->this_update;
 
     } else {
-        if (ngx_http_ocsp_add_header(r, "Cache-Control",
-                                     (u_char *) "no-store", 8)
+        if (ngx_http_pki_add_header(r, "Cache-Control",
+                                    (u_char *) "no-store", 8)
             == NULL)
         {
             goto failed;
@@ -810,80 +806,6 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
 failed:
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_ocsp_send_plain(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *text, ngx_uint_t retry_after)
-{
-    u_char       *p;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = text->len;
-
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-
-    if (retry_after) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (ngx_http_ocsp_add_header(r, "Retry-After", p,
-                                     ngx_sprintf(p, "%ui", retry_after) - p)
-            == NULL)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = text->data;
-    b->last = text->data + text->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-static ngx_table_elt_t *
-ngx_http_ocsp_add_header(ngx_http_request_t *r, const char *key,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NULL;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
-
-    return h;
 }
 
 

@@ -146,7 +146,6 @@ static char *ngx_http_pki_ca_finish(ngx_conf_t *cf,
 
 static ngx_int_t ngx_http_pki_check_name(ngx_conf_t *cf, const char *what,
     ngx_str_t *name);
-static char *ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s);
 static const char **ngx_http_pki_argv(ngx_conf_t *cf, ngx_uint_t from);
 static void ngx_http_pki_conf_error(ngx_conf_t *cf, pki_result_t *res,
     const char *fmt, ngx_str_t *name);
@@ -1848,7 +1847,7 @@ invalid:
 }
 
 
-static char *
+char *
 ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s)
 {
     u_char  *p;
@@ -1862,6 +1861,113 @@ ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s)
     p[s->len] = '\0';
 
     return (char *) p;
+}
+
+
+/* pki_ca and pki_template blocks come before the directives using them */
+
+ngx_int_t
+ngx_http_pki_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
+    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl)
+{
+    *ca = ngx_http_pki_find_ca(cf, ca_name);
+    if (*ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           ca_name);
+        return NGX_ERROR;
+    }
+
+    *tmpl = ngx_http_pki_find_template(cf, tmpl_name);
+    if (*tmpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown template \"%V\" "
+                           "(declare pki_template before use)", tmpl_name);
+        return NGX_ERROR;
+    }
+
+    if (!pki_ca_allows(*ca, *tmpl)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "CA \"%V\" does not allow template \"%V\"",
+                           ca_name, tmpl_name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_table_elt_t *
+ngx_http_pki_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return h;
+}
+
+
+ngx_int_t
+ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *text, ngx_uint_t retry_after)
+{
+    u_char       *p;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = text->len;
+
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    if (retry_after) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_pki_add_header(r, "Retry-After", p,
+                                    ngx_sprintf(p, "%ui", retry_after) - p)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = text->data;
+    b->last = text->data + text->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }
 
 

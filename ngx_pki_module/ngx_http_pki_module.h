@@ -21,6 +21,20 @@
 #include <pki.h>
 
 
+/*
+ * Small response helpers shared by the protocol modules.
+ * ngx_http_pki_cstr: a NUL-terminated copy from the pool (NULL: no memory).
+ * ngx_http_pki_add_header: one more response header (value not copied; NULL:
+ * no memory).  ngx_http_pki_send_plain: a complete text/plain answer with an
+ * optional Retry-After, returned by the content handler or its done handler.
+ */
+char *ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s);
+ngx_table_elt_t *ngx_http_pki_add_header(ngx_http_request_t *r,
+    const char *key, u_char *value, size_t len);
+ngx_int_t ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *text, ngx_uint_t retry_after);
+
+
 /* runs in a pool thread: may block, must not touch nginx objects */
 typedef void (*ngx_http_pki_work_pt)(void *data);
 
@@ -35,6 +49,10 @@ typedef void (*ngx_http_pki_done_pt)(ngx_http_request_t *r, void *data);
  */
 pki_ca_t *ngx_http_pki_find_ca(ngx_conf_t *cf, ngx_str_t *name);
 pki_template_t *ngx_http_pki_find_template(ngx_conf_t *cf, ngx_str_t *name);
+/* Both by name, and the CA must allow the template; NGX_ERROR after an
+ * emerg line naming what is wrong. */
+ngx_int_t ngx_http_pki_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
+    ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl);
 
 /*
  * Configuration time: a key by reference, a PEM file (relative to the

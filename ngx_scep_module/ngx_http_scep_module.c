@@ -74,11 +74,6 @@ static void ngx_http_scep_work(void *data);
 static void ngx_http_scep_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_scep_send(ngx_http_request_t *r,
     ngx_http_scep_ctx_t *ctx);
-static ngx_int_t ngx_http_scep_send_plain(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *text, ngx_uint_t retry_after);
-static ngx_int_t ngx_http_scep_add_header(ngx_http_request_t *r,
-    const char *key, u_char *value, size_t len);
-static char *ngx_http_scep_cstr(ngx_pool_t *pool, ngx_str_t *s);
 
 static void *ngx_http_scep_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_scep_create_loc_conf(ngx_conf_t *cf);
@@ -251,8 +246,8 @@ ngx_http_scep_handler(ngx_http_request_t *r)
             r->keepalive = 0;
         }
 
-        return ngx_http_scep_send_plain(r, NGX_HTTP_NOT_ALLOWED,
-                                        &ngx_http_scep_bad_method, 0);
+        return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED,
+                                       &ngx_http_scep_bad_method, 0);
     }
 
     if (ngx_http_arg(r, (u_char *) "operation", 9, &op) != NGX_OK) {
@@ -273,8 +268,8 @@ ngx_http_scep_handler(ngx_http_request_t *r)
                       "scep: unknown operation \"%V\" from %V",
                       &op, &r->connection->addr_text);
 
-        return ngx_http_scep_send_plain(r, NGX_HTTP_BAD_REQUEST,
-                                        &ngx_http_scep_bad_op, 0);
+        return ngx_http_pki_send_plain(r, NGX_HTTP_BAD_REQUEST,
+                                       &ngx_http_scep_bad_op, 0);
     }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_scep_ctx_t));
@@ -287,7 +282,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     ctx->conf.redis = ngx_http_pki_redis(r);
     ctx->req.op = scep_op;
 
-    ctx->req.client = ngx_http_scep_cstr(r->pool, &r->connection->addr_text);
+    ctx->req.client = ngx_http_pki_cstr(r->pool, &r->connection->addr_text);
     if (ctx->req.client == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -320,7 +315,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
 
         /* base64 grows by 4/3; percent-encoding by up to 3 */
         if (msg.len > slcf->max_body_size / 3 * 4 * 3 + 16) {
-            return ngx_http_scep_send_plain(r,
+            return ngx_http_pki_send_plain(r,
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                         &ngx_http_scep_too_large, 0);
         }
@@ -336,7 +331,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
             ctx->req.body_len = dst - ctx->req.body;
 
             if (ctx->req.body_len > slcf->max_body_size / 3 * 4 + 8) {
-                return ngx_http_scep_send_plain(r,
+                return ngx_http_pki_send_plain(r,
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                         &ngx_http_scep_too_large, 0);
             }
@@ -360,9 +355,9 @@ ngx_http_scep_handler(ngx_http_request_t *r)
                       "scep: %V from %V shed: thread pool queue full",
                       &ctx->op_name, &r->connection->addr_text);
 
-        return ngx_http_scep_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        &ngx_http_scep_busy,
-                                        NGX_HTTP_SCEP_RETRY_AFTER);
+        return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       &ngx_http_scep_busy,
+                                       NGX_HTTP_SCEP_RETRY_AFTER);
 
     default:
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -427,9 +422,9 @@ ngx_http_scep_run(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
                       &ctx->op_name, &r->connection->addr_text);
 
         ngx_http_finalize_request(r,
-            ngx_http_scep_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     &ngx_http_scep_busy,
-                                     NGX_HTTP_SCEP_RETRY_AFTER));
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_scep_busy,
+                                    NGX_HTTP_SCEP_RETRY_AFTER));
         return;
 
     default:
@@ -554,15 +549,15 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
 
         len = ngx_sprintf(p, "%d", resp->retry_after) - p;
 
-        if (ngx_http_scep_add_header(r, "Retry-After", p, len) != NGX_OK) {
+        if (ngx_http_pki_add_header(r, "Retry-After", p, len) == NULL) {
             goto failed;
         }
     }
 
     if (ctx->req.op == PKI_SCEP_PKIOPERATION) {
-        if (ngx_http_scep_add_header(r, "Cache-Control",
-                                     (u_char *) "no-store", 8)
-            != NGX_OK)
+        if (ngx_http_pki_add_header(r, "Cache-Control",
+                                    (u_char *) "no-store", 8)
+            == NULL)
         {
             goto failed;
         }
@@ -590,97 +585,6 @@ failed:
     pki_scep_resp_free(resp);
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_scep_send_plain(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *text, ngx_uint_t retry_after)
-{
-    u_char       *p;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = text->len;
-
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-
-    if (retry_after) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (ngx_http_scep_add_header(r, "Retry-After", p,
-                                     ngx_sprintf(p, "%ui", retry_after) - p)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = text->data;
-    b->last = text->data + text->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-static ngx_int_t
-ngx_http_scep_add_header(ngx_http_request_t *r, const char *key,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}
-
-
-static char *
-ngx_http_scep_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s->data, s->len);
-    p[s->len] = '\0';
-
-    return (char *) p;
 }
 
 
@@ -877,26 +781,9 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    slcf->ca = ngx_http_pki_find_ca(cf, &value[1]);
-    if (slcf->ca == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown CA \"%V\" (declare pki_ca before use)",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    slcf->tmpl = ngx_http_pki_find_template(cf, &value[2]);
-    if (slcf->tmpl == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown template \"%V\" "
-                           "(declare pki_template before use)", &value[2]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (!pki_ca_allows(slcf->ca, slcf->tmpl)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "CA \"%V\" does not allow template \"%V\"",
-                           &value[1], &value[2]);
+    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &slcf->ca, &slcf->tmpl)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
