@@ -292,23 +292,22 @@ pki_csr_ecdsa_pop(const unsigned char *der, size_t len, const PKI_REQ *pr,
 
 
 /*
- * Returns 1 with *st set (PKI_OK and *out, or the refusal with res
- * filled), or 0 when this reader does not handle the request and
- * d2i_X509_REQ() must.
+ * Parses and checks a request: *pr and *pk set when it returns 1 with
+ * *st == PKI_OK (the caller frees both); 1 with the refusal in *st and res
+ * (bad self-signature); 0 when this reader does not handle the request.
  */
-int
-pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
-    pki_status_t *st, pki_result_t *res)
+static int
+pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
+    EVP_PKEY **outpk, pki_status_t *st, pki_result_t *res)
 {
-    int                   n, i, rc;
-    long                  version;
+    int                   n, i;
     PKI_REQ              *pr;
-    X509_REQ             *csr;
     EVP_PKEY             *pk;
     unsigned char        *enc;
     const unsigned char  *p;
 
     *out = NULL;
+    *outpk = NULL;
 
     p = der;
     pr = (PKI_REQ *) ASN1_item_d2i(NULL, &p, (long) len,
@@ -318,12 +317,10 @@ pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
         return 0;                   /* let OpenSSL's reader say why */
     }
 
-    csr = NULL;
     pk = NULL;
-    rc = 0;
 
     if ((size_t) (p - der) != len) {
-        goto done;
+        goto fallback;
     }
 
     /* Strict DER: the request must re-encode to the bytes received, so
@@ -332,18 +329,17 @@ pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     n = ASN1_item_i2d((ASN1_VALUE *) pr, &enc, ASN1_ITEM_rptr(PKI_REQ));
     if (n < 0 || (size_t) n != len || memcmp(enc, der, len) != 0) {
         OPENSSL_free(enc);
-        goto done;
+        goto fallback;
     }
     OPENSSL_free(enc);
 
-    version = ASN1_INTEGER_get(pr->info->version);
-    if (version != X509_REQ_VERSION_1) {
-        goto done;
+    if (ASN1_INTEGER_get(pr->info->version) != X509_REQ_VERSION_1) {
+        goto fallback;
     }
 
     pk = pki_csr_key(pr->info->spki);
     if (pk == NULL) {
-        goto done;
+        goto fallback;
     }
 
     i = pki_csr_ecdsa_pop(der, len, pr, pk);
@@ -353,15 +349,56 @@ pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     }
 
     if (i != 1) {
-        rc = 1;
+        EVP_PKEY_free(pk);
+        ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
+        ERR_clear_error();
         *st = pki_fail(res, PKI_BAD_SIGNATURE, "CSR signature does not "
                        "verify");
-        goto done;
+        return 1;
+    }
+
+    *out = pr;
+    *outpk = pk;
+    *st = PKI_OK;
+    return 1;
+
+fallback:
+
+    EVP_PKEY_free(pk);
+    ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
+    ERR_clear_error();
+
+    return 0;
+}
+
+
+/*
+ * Returns 1 with *st set (PKI_OK and *out, or the refusal with res
+ * filled), or 0 when this reader does not handle the request and
+ * d2i_X509_REQ() must.
+ */
+int
+pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
+    pki_status_t *st, pki_result_t *res)
+{
+    int         i;
+    PKI_REQ    *pr;
+    X509_REQ   *csr;
+    EVP_PKEY   *pk;
+
+    *out = NULL;
+
+    if (!pki_csr_fast_check(der, len, &pr, &pk, st, res)) {
+        return 0;
+    }
+
+    if (*st != PKI_OK) {
+        return 1;
     }
 
     csr = X509_REQ_new();
     if (csr == NULL
-        || !X509_REQ_set_version(csr, version)
+        || !X509_REQ_set_version(csr, X509_REQ_VERSION_1)
         || !X509_REQ_set_subject_name(csr, pr->info->subject)
         || !X509_REQ_set_pubkey(csr, pk))
     {
@@ -398,13 +435,10 @@ pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
 
     *out = csr;
     csr = NULL;
-    *st = PKI_OK;
-    rc = 1;
     goto done;
 
 internal:
 
-    rc = 1;
     *st = pki_fail(res, PKI_INTERNAL, "cannot assemble the CSR");
 
 done:
@@ -414,5 +448,47 @@ done:
     ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
     ERR_clear_error();
 
-    return rc;
+    return 1;
+}
+
+
+/*
+ * What a Matter DAC request takes from a CSR (the public key, the
+ * signature algorithm, the subject), checked like pki_csr_parse() does but
+ * without assembling an X509_REQ that nobody reads.  Returns 1 with *st
+ * set (PKI_OK: *pk referenced and *subject owned by the caller; or the
+ * refusal), 0 when the caller must use pki_csr_parse() (which then also
+ * gives the refusals of what this reader does not take).
+ */
+int
+pki_int_csr_parts(const unsigned char *der, size_t len, EVP_PKEY **pk,
+    X509_NAME **subject, int *signid, pki_status_t *st, pki_result_t *res)
+{
+    PKI_REQ  *pr;
+
+    *pk = NULL;
+    *subject = NULL;
+
+    if (der == NULL || len == 0 || len > PKI_CSR_MAX
+        || !pki_csr_fast_check(der, len, &pr, pk, st, res))
+    {
+        return 0;
+    }
+
+    if (*st != PKI_OK) {
+        return 1;
+    }
+
+    {
+        const ASN1_OBJECT  *aobj;
+
+        X509_ALGOR_get0(&aobj, NULL, NULL, pr->sig_alg);
+        *signid = OBJ_obj2nid(aobj);
+    }
+    *subject = pr->info->subject;
+    pr->info->subject = NULL;           /* taken */
+
+    ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
+
+    return 1;
 }

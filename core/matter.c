@@ -444,15 +444,38 @@ pki_keyid(X509 *x, int nid, unsigned char *id, const char **why)
 }
 
 
+/* An SPKI with algorithm id-ecPublicKey and the named curve prime256v1. */
+static int
+pki_spki_named_p256(X509_PUBKEY *spki)
+{
+    int                 ptype;
+    const void         *pval;
+    ASN1_OBJECT        *aobj;
+    X509_ALGOR         *alg;
+    const ASN1_OBJECT  *kobj;
+
+    if (spki == NULL
+        || !X509_PUBKEY_get0_param(&aobj, NULL, NULL, &alg, spki))
+    {
+        return 0;
+    }
+
+    X509_ALGOR_get0(&kobj, &ptype, &pval, alg);
+
+    return OBJ_obj2nid(kobj) == NID_X9_62_id_ecPublicKey
+           && ptype == V_ASN1_OBJECT
+           && OBJ_obj2nid(pval) == NID_X9_62_prime256v1;
+}
+
+
 static pki_status_t
 pki_check(X509 *x, pki_matter_type_t type, X509 *issuer, int flags,
     pki_result_t *res)
 {
-    int                    i, crit, idx, n, ca, kind, exp;
+    int                    i, crit, idx, n, ca, kind;
     long                   pathlen;
     size_t                 tlvlen;
     unsigned               ku, want;
-    char                   group[64];
     EVP_PKEY              *pk;
     const char            *why;
     pki_opdn_t             sop, iop;
@@ -496,15 +519,13 @@ pki_check(X509 *x, pki_matter_type_t type, X509 *issuer, int flags,
         }
     }
 
+    /* the key decodes as EC, and the certificate says P-256 by name: the
+     * SPKI algorithm is id-ecPublicKey with the prime256v1 OID as its
+     * parameter (not explicit parameters); asking the decoded key for its
+     * group name costs more than reading the two OIDs */
     pk = X509_get0_pubkey(x);
-    exp = 0;
     if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC
-        || !EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
-                                           group, sizeof(group), NULL)
-        || OBJ_txt2nid(group) != NID_X9_62_prime256v1
-        || (EVP_PKEY_get_int_param(pk,
-                    OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
-            && exp))
+        || !pki_spki_named_p256(X509_get_X509_PUBKEY(x)))
     {
         ERR_clear_error();
         return pki_rule(res, type, "public key",
@@ -1478,38 +1499,46 @@ pki_matter_template_type(const pki_template_t *t)
 
 /* ---- issuance hooks ----------------------------------------------------------------- */
 
-pki_status_t
-pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
-    pki_request_t *req, pki_result_t *res)
+/* Whether a request's public key is EC P-256 on the named curve. */
+static int
+pki_req_key_p256(EVP_PKEY *pk)
+{
+    int   exp = 0;
+    char  group[64];
+
+    return pk != NULL && EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC
+           && EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
+                                             group, sizeof(group), NULL)
+           && OBJ_txt2nid(group) == NID_X9_62_prime256v1
+           && !(EVP_PKEY_get_int_param(pk,
+                    OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
+                && exp);
+}
+
+
+/* The DAC request from what a CSR holds (key, signature algorithm,
+ * subject); see pki_int_matter_request(). */
+static pki_status_t
+pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
+    const X509_NAME *in, pki_request_t *req, pki_result_t *res)
 {
     int                 i, n, len;
-    EVP_PKEY           *pk;
-    X509_NAME          *name, *in;
+    X509_NAME          *name;
     const ASN1_STRING  *d;
     const unsigned char *s;
-    X509_NAME_ENTRY    *e;
+    const X509_NAME_ENTRY *e;
     char                cn[65];
-    int                 exp = 0;
-    char                group[64];
 
     memset(req, 0, sizeof(pki_request_t));
 
-    pk = X509_REQ_get0_pubkey(csr);
-    if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC
-        || !EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
-                                           group, sizeof(group), NULL)
-        || OBJ_txt2nid(group) != NID_X9_62_prime256v1
-        || (EVP_PKEY_get_int_param(pk,
-                    OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
-            && exp))
-    {
+    if (!pki_req_key_p256(pk)) {
         ERR_clear_error();
         return pki_fail(res, PKI_POLICY, "Matter %s public key: must be EC "
                         "P-256 (named curve prime256v1)",
                         pki_matter_type_name(t->matter));
     }
 
-    if (X509_REQ_get_signature_nid(csr) != NID_ecdsa_with_SHA256) {
+    if (signid != NID_ecdsa_with_SHA256) {
         return pki_fail(res, PKI_POLICY, "Matter %s CSR: must be signed with "
                         "ecdsa-with-SHA256", pki_matter_type_name(t->matter));
     }
@@ -1522,7 +1551,6 @@ pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
 
     /* The CSR subject is not trusted: only a commonName is taken. */
     snprintf(cn, sizeof(cn), "Matter DAC");
-    in = X509_REQ_get_subject_name(csr);
     n = X509_NAME_entry_count(in);
 
     for (i = 0; i < n; i++) {
@@ -1565,6 +1593,25 @@ pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
     req->pubkey = pk;
 
     return PKI_OK;
+}
+
+
+pki_status_t
+pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
+    pki_request_t *req, pki_result_t *res)
+{
+    return pki_matter_request(t, X509_REQ_get0_pubkey(csr),
+                              X509_REQ_get_signature_nid(csr),
+                              X509_REQ_get_subject_name(csr), req, res);
+}
+
+
+pki_status_t
+pki_int_matter_dac_request(const pki_template_t *t, EVP_PKEY *pk,
+    int signid, const X509_NAME *subject, pki_request_t *req,
+    pki_result_t *res)
+{
+    return pki_matter_request(t, pk, signid, subject, req, res);
 }
 
 
