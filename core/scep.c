@@ -584,27 +584,194 @@ pki_scep_getcacaps(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 }
 
 
+/* ---- DER writing -----------------------------------------------------------
+ *
+ * The replies have fixed shapes (a CertRep: a SignedData with one
+ * SignerInfo and the RA certificate around an optional EnvelopedData for
+ * one RSA recipient; certificates-only SignedData).  They are written
+ * straight into DER, as PKCS7_sign(), PKCS7_encrypt() and i2d_PKCS7()
+ * would encode them (same fields, same order, attributes in DER SET OF
+ * order), without building PKCS7 objects, BIO chains and cipher lookups per
+ * request.
+ */
+
+typedef struct {
+    unsigned char  *d;
+    size_t          n, cap;
+    int             err;
+} pki_der_t;
+
+
+static void
+pki_der_put(pki_der_t *b, const void *p, size_t len)
+{
+    size_t          cap;
+    unsigned char  *d;
+
+    if (b->err) {
+        return;
+    }
+
+    if (b->n + len > b->cap) {
+        cap = b->cap ? b->cap : 1024;
+        while (cap < b->n + len) {
+            cap *= 2;
+        }
+
+        d = realloc(b->d, cap);
+        if (d == NULL) {
+            b->err = 1;
+            return;
+        }
+
+        b->d = d;
+        b->cap = cap;
+    }
+
+    if (len > 0) {
+        memcpy(b->d + b->n, p, len);
+    }
+    b->n += len;
+}
+
+
+/* The content written since mark becomes the value of a TLV with tag. */
+static void
+pki_der_wrap(pki_der_t *b, size_t mark, unsigned char tag)
+{
+    size_t         len, hl, i;
+    unsigned char  hdr[6];
+
+    if (b->err) {
+        return;
+    }
+
+    len = b->n - mark;
+    if (len > 0xffffffUL) {
+        b->err = 1;
+        return;
+    }
+
+    hdr[0] = tag;
+    if (len < 0x80) {
+        hdr[1] = (unsigned char) len;
+        hl = 2;
+    } else if (len < 0x100) {
+        hdr[1] = 0x81;
+        hdr[2] = (unsigned char) len;
+        hl = 3;
+    } else if (len < 0x10000) {
+        hdr[1] = 0x82;
+        hdr[2] = (unsigned char) (len >> 8);
+        hdr[3] = (unsigned char) len;
+        hl = 4;
+    } else {
+        hdr[1] = 0x83;
+        hdr[2] = (unsigned char) (len >> 16);
+        hdr[3] = (unsigned char) (len >> 8);
+        hdr[4] = (unsigned char) len;
+        hl = 5;
+    }
+
+    pki_der_put(b, hdr, hl);       /* grows the buffer by hl */
+    if (b->err) {
+        return;
+    }
+
+    memmove(b->d + mark + hl, b->d + mark, len);
+    for (i = 0; i < hl; i++) {
+        b->d[mark + i] = hdr[i];
+    }
+}
+
+
+static void
+pki_der_tlv(pki_der_t *b, unsigned char tag, const void *p, size_t len)
+{
+    size_t  mark = b->n;
+
+    pki_der_put(b, p, len);
+    pki_der_wrap(b, mark, tag);
+}
+
+
+/* An i2d result appended (OBJECTs, names, INTEGERs, times); *der is
+ * read only after the call that filled it (arguments have no order). */
+static void
+pki_der_i2d(pki_der_t *b, int n, unsigned char **der)
+{
+    if (n <= 0 || *der == NULL) {
+        b->err = 1;
+    } else {
+        pki_der_put(b, *der, (size_t) n);
+    }
+    OPENSSL_free(*der);
+    *der = NULL;
+}
+
+
+static void
+pki_der_obj(pki_der_t *b, int nid)
+{
+    unsigned char  *der = NULL;
+
+    pki_der_i2d(b, i2d_ASN1_OBJECT(OBJ_nid2obj(nid), &der), &der);
+}
+
+
+/* AlgorithmIdentifier { nid, NULL } */
+static void
+pki_der_alg_null(pki_der_t *b, int nid)
+{
+    size_t  mark = b->n;
+
+    pki_der_obj(b, nid);
+    pki_der_put(b, "\x05\x00", 2);
+    pki_der_wrap(b, mark, 0x30);
+}
+
+
+/* IssuerAndSerialNumber of x */
+static void
+pki_der_ias(pki_der_t *b, X509 *x)
+{
+    size_t          mark = b->n;
+    unsigned char  *der = NULL;
+
+    pki_der_i2d(b, i2d_X509_NAME(X509_get_issuer_name(x), &der), &der);
+    der = NULL;
+    pki_der_i2d(b, i2d_ASN1_INTEGER((ASN1_INTEGER *)
+                                    X509_get0_serialNumber(x), &der), &der);
+    pki_der_wrap(b, mark, 0x30);
+}
+
+
 /* A degenerate (certs-only) PKCS#7 SignedData: certificates in order,
  * duplicates dropped, and optionally one CRL.  DER, OPENSSL_malloc'd. */
 static int
 pki_scep_degenerate(X509 *first, X509 *second, STACK_OF(X509) *more,
     X509_CRL *crl, unsigned char **der, size_t *len)
 {
-    int     i, j, n, dup;
-    X509   *x, *all[2];
-    PKCS7  *p7;
+    int             i, j, dup;
+    X509           *x, *all[2];
+    size_t          m1, m2;
+    pki_der_t       b;
+    unsigned char  *enc;
 
     *der = NULL;
+    memset(&b, 0, sizeof(b));
 
-    p7 = PKCS7_new();
-    if (p7 == NULL || !PKCS7_set_type(p7, NID_pkcs7_signed)
-        || !PKCS7_content_new(p7, NID_pkcs7_data)
-        || !PKCS7_set_detached(p7, 1))
-    {
-        PKCS7_free(p7);
-        return 0;
-    }
+    /* ContentInfo { signedData, [0] SignedData { 1, SET {},
+     *   ContentInfo { data }, [0] { certificates } [, [1] { crl }],
+     *   SET {} } } */
+    pki_der_obj(&b, NID_pkcs7_signed);
+    m1 = b.n;
+    pki_der_put(&b, "\x02\x01\x01\x31\x00", 5);
+    m2 = b.n;
+    pki_der_obj(&b, NID_pkcs7_data);
+    pki_der_wrap(&b, m2, 0x30);
 
+    m2 = b.n;
     all[0] = first;
     all[1] = second;
 
@@ -614,10 +781,8 @@ pki_scep_degenerate(X509 *first, X509 *second, STACK_OF(X509) *more,
             continue;
         }
 
-        if (!PKCS7_add_certificate(p7, all[i])) {
-            PKCS7_free(p7);
-            return 0;
-        }
+        enc = NULL;
+        pki_der_i2d(&b, i2d_X509(all[i], &enc), &enc);
     }
 
     for (i = 0; i < sk_X509_num(more); i++) {
@@ -629,28 +794,40 @@ pki_scep_degenerate(X509 *first, X509 *second, STACK_OF(X509) *more,
             dup = X509_cmp(sk_X509_value(more, j), x) == 0;
         }
 
-        if (!dup && !PKCS7_add_certificate(p7, x)) {
-            PKCS7_free(p7);
-            return 0;
+        if (!dup) {
+            enc = NULL;
+            pki_der_i2d(&b, i2d_X509(x, &enc), &enc);
         }
     }
 
-    if (crl != NULL && !PKCS7_add_crl(p7, crl)) {
-        PKCS7_free(p7);
-        return 0;
+    if (b.n > m2) {
+        pki_der_wrap(&b, m2, 0xa0);
     }
 
-    n = i2d_PKCS7(p7, der);
-    PKCS7_free(p7);
-
-    if (n <= 0) {
-        *der = NULL;
-        return 0;
+    if (crl != NULL) {
+        m2 = b.n;
+        enc = NULL;
+        pki_der_i2d(&b, i2d_X509_CRL(crl, &enc), &enc);
+        pki_der_wrap(&b, m2, 0xa1);
     }
 
-    *len = (size_t) n;
+    pki_der_put(&b, "\x31\x00", 2);
+    pki_der_wrap(&b, m1, 0x30);
+    pki_der_wrap(&b, m1, 0xa0);
+    pki_der_wrap(&b, 0, 0x30);
 
-    return 1;
+    if (!b.err) {
+        *der = OPENSSL_malloc(b.n);
+        if (*der != NULL) {
+            memcpy(*der, b.d, b.n);
+            *len = b.n;
+        }
+    }
+
+    free(b.d);
+    ERR_clear_error();
+
+    return *der != NULL;
 }
 
 
@@ -1577,15 +1754,6 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 
 /* ---- building a signed reply ------------------------------------------------ */
 
-static int
-pki_scep_add_attr(PKCS7_SIGNER_INFO *si, int which, int type,
-    const void *data, int len)
-{
-    return X509at_add1_attr_by_OBJ(&si->auth_attr, pki_scep_oids[which],
-                                   type, data, len) != NULL;
-}
-
-
 /*
  * A SignedData whose content is id-data (content NULL: left out, as in a
  * FAILURE or PENDING CertRep), with signer's certificate and one
@@ -1727,8 +1895,151 @@ pki_scep_sd_sign(pki_key_t *key, const EVP_MD *dgst, PKCS7 *p7,
 
 
 /*
+ * The pkcsPKIEnvelope of a SUCCESS: an EnvelopedData of inner for the
+ * requester (RSA PKCS#1 v1.5 key transport, content encryption cipher
+ * with a fresh key and IV), appended to b.  0 on failure.
+ */
+static int
+pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
+    const unsigned char *inner, size_t inner_len)
+{
+    int              ok, outl, fin, klen, ivlen;
+    size_t           m0, m1, m2, m3, ekl;
+    EVP_PKEY        *pk;
+    EVP_PKEY_CTX    *pctx;
+    unsigned char    key[EVP_MAX_KEY_LENGTH], iv[EVP_MAX_IV_LENGTH], *ek,
+                    *ct;
+    EVP_CIPHER_CTX  *ctx;
+
+    pk = X509_get0_pubkey(rcpt);
+    klen = EVP_CIPHER_get_key_length(cipher);
+    ivlen = EVP_CIPHER_get_iv_length(cipher);
+
+    if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA
+        || inner_len > INT_MAX - 64 || klen <= 0 || ivlen <= 0
+        || klen > (int) sizeof(key) || ivlen > (int) sizeof(iv))
+    {
+        return 0;
+    }
+
+    ok = 0;
+    ek = NULL;
+    ct = malloc(inner_len + 64);
+    ctx = EVP_CIPHER_CTX_new();
+    pctx = EVP_PKEY_CTX_new(pk, NULL);
+
+    if (ct == NULL || ctx == NULL || pctx == NULL
+        || EVP_EncryptInit_ex(ctx, cipher, NULL, NULL, NULL) != 1
+        || EVP_CIPHER_CTX_rand_key(ctx, key) != 1   /* DES parity too */
+        || RAND_bytes(iv, ivlen) != 1
+        || EVP_EncryptInit_ex(ctx, NULL, NULL, key, iv) != 1
+        || EVP_EncryptUpdate(ctx, ct, &outl, inner, (int) inner_len) != 1
+        || EVP_EncryptFinal_ex(ctx, ct + outl, &fin) != 1)
+    {
+        goto done;
+    }
+
+    /* the content key for the requester */
+    if (EVP_PKEY_encrypt_init(pctx) != 1
+        || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1
+        || EVP_PKEY_encrypt(pctx, NULL, &ekl, key, (size_t) klen) != 1
+        || (ek = malloc(ekl)) == NULL
+        || EVP_PKEY_encrypt(pctx, ek, &ekl, key, (size_t) klen) != 1)
+    {
+        goto done;
+    }
+
+    /* ContentInfo { envelopedData, [0] EnvelopedData { 0,
+     *   SET { RecipientInfo { 0, IssuerAndSerial, rsaEncryption, key } },
+     *   EncryptedContentInfo { data, { cipher, IV }, [0] ciphertext } } } */
+    m0 = b->n;
+    pki_der_obj(b, NID_pkcs7_enveloped);
+    m1 = b->n;
+    m2 = b->n;
+    pki_der_put(b, "\x02\x01\x00", 3);
+
+    m3 = b->n;
+    pki_der_put(b, "\x02\x01\x00", 3);
+    pki_der_ias(b, rcpt);
+    pki_der_alg_null(b, NID_rsaEncryption);
+    pki_der_tlv(b, 0x04, ek, ekl);
+    pki_der_wrap(b, m3, 0x30);
+    pki_der_wrap(b, m3, 0x31);
+
+    m3 = b->n;
+    pki_der_obj(b, NID_pkcs7_data);
+    {
+        size_t  ma = b->n;
+
+        pki_der_obj(b, EVP_CIPHER_get_type(cipher));
+        pki_der_tlv(b, 0x04, iv, (size_t) ivlen);
+        pki_der_wrap(b, ma, 0x30);
+    }
+    pki_der_tlv(b, 0x80, ct, (size_t) (outl + fin));
+    pki_der_wrap(b, m3, 0x30);
+
+    pki_der_wrap(b, m2, 0x30);
+    pki_der_wrap(b, m1, 0xa0);
+    pki_der_wrap(b, m0, 0x30);
+
+    ok = !b->err;
+
+done:
+
+    OPENSSL_cleanse(key, sizeof(key));
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_PKEY_CTX_free(pctx);
+    free(ct);
+    free(ek);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
+/* DER SET OF order: the encodings compared as octet strings */
+static int
+pki_der_cmp(const void *a, const void *b)
+{
+    const pki_der_t  *x = a, *y = b;
+    size_t            n;
+    int               c;
+
+    n = x->n < y->n ? x->n : y->n;
+    c = memcmp(x->d, y->d, n);
+
+    return c != 0 ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+
+/* Attribute { oid, SET { value } }; v holds the value's DER (freed and
+ * cleared here) */
+static void
+pki_der_attr(pki_der_t *a, const ASN1_OBJECT *oid, pki_der_t *v)
+{
+    size_t          mark;
+    unsigned char  *der = NULL;
+
+    if (v->err || oid == NULL) {
+        a->err = 1;
+    }
+
+    pki_der_i2d(a, i2d_ASN1_OBJECT(oid, &der), &der);
+    mark = a->n;
+    pki_der_put(a, v->d, v->n);
+    pki_der_wrap(a, mark, 0x31);
+    pki_der_wrap(a, 0, 0x30);
+
+    free(v->d);
+    memset(v, 0, sizeof(*v));
+}
+
+
+#define PKI_SCEP_NATTR  9
+
+/*
  * The CertRep: SignedData signed by the RA key over contentType,
- * messageDigest, signingTime and the SCEP attributes; content: the inner
+ * signingTime, messageDigest and the SCEP attributes; content: the inner
  * degenerate PKCS#7 (success only) encrypted to the requester.
  * Returns 1, or 0 with res filled (HTTP 500/503).
  */
@@ -1737,28 +2048,29 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
     int fail, const unsigned char *inner, size_t inner_len,
     pki_scep_resp_t *resp)
 {
-    int                   n, ok;
-    BIO                  *in;
-    char                  num[16];
-    PKCS7                *p7, *env;
-    size_t                envlen, bodylen;
-    unsigned char        *envder, *body, nonce[16];
-    const EVP_MD         *dgst;
-    STACK_OF(X509)       *rcpt;
-    PKCS7_SIGNER_INFO    *si;
+    int              i, na, ok;
+    X509            *ra;
+    char             num[3][16];
+    size_t           m0, m1, m2, m3, siglen;
+    ASN1_TIME       *now;
+    pki_der_t        env, attr[PKI_SCEP_NATTR], sa, out, v;
+    unsigned char    md[EVP_MAX_MD_SIZE], nonce[16], *der, *sig;
+    unsigned int     mdlen;
 
-    p7 = NULL;
-    env = NULL;
-    envder = NULL;
-    rcpt = NULL;
-    in = NULL;
-    envlen = 0;
     ok = 0;
+    na = 0;
+    sig = NULL;
+    now = NULL;
+    memset(&env, 0, sizeof(env));
+    memset(attr, 0, sizeof(attr));
+    memset(&sa, 0, sizeof(sa));
+    memset(&out, 0, sizeof(out));
+    memset(&v, 0, sizeof(v));
 
     resp->pki_status = status;
     resp->fail_info = status == PKI_SCEP_FAILURE ? fail : -1;
 
-    dgst = EVP_sha256();
+    ra = pki_scep_ra_cert(conf);
 
     /* the encrypted reply for a success */
 
@@ -1770,89 +2082,149 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
             goto failed;
         }
 
-        rcpt = sk_X509_new_null();
-        in = BIO_new_mem_buf(inner, (int) inner_len);
-
-        if (rcpt == NULL || in == NULL || !sk_X509_push(rcpt, m->signer)) {
-            pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        if (!pki_scep_envelope(&env, m->signer, m->reply_cipher != NULL
+                                                ? m->reply_cipher
+                                                : EVP_aes_128_cbc(),
+                               inner, inner_len))
+        {
+            pki_fail(&resp->res, PKI_INTERNAL, "cannot encrypt the reply");
             goto failed;
         }
-
-        env = PKCS7_encrypt(rcpt, in, m->reply_cipher != NULL
-                                      ? m->reply_cipher : EVP_aes_128_cbc(),
-                            PKCS7_BINARY);
-        if (env == NULL) {
-            pki_fail(&resp->res, PKI_INTERNAL, "PKCS7_encrypt() failed");
-            goto failed;
-        }
-
-        n = i2d_PKCS7(env, &envder);
-        if (n <= 0) {
-            envder = NULL;
-            pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the envelope");
-            goto failed;
-        }
-
-        envlen = (size_t) n;
     }
 
-    /* no pkcsPKIEnvelope in a FAILURE or PENDING CertRep */
-    p7 = pki_scep_sd_new(pki_scep_ra_cert(conf), dgst, envder, envlen, &si);
-    if (p7 == NULL || RAND_bytes(nonce, sizeof(nonce)) != 1) {
+    /* the signed attributes, each encoded, then in DER SET OF order */
+    if (EVP_Digest(env.n ? env.d : (const unsigned char *) "", env.n, md,
+                   &mdlen, EVP_sha256(), NULL) != 1
+        || RAND_bytes(nonce, sizeof(nonce)) != 1
+        || (now = X509_gmtime_adj(NULL, 0)) == NULL)
+    {
         pki_fail(&resp->res, PKI_INTERNAL, "cannot build the CertRep");
         goto failed;
     }
 
-    snprintf(num, sizeof(num), "%d", PKI_SCEP_CERTREP);
-    n = pki_scep_add_attr(si, PKI_OID_MESSAGE_TYPE, V_ASN1_PRINTABLESTRING,
-                          num, (int) strlen(num));
-    snprintf(num, sizeof(num), "%d", status);
-    n = n && pki_scep_add_attr(si, PKI_OID_PKI_STATUS,
-                               V_ASN1_PRINTABLESTRING, num,
-                               (int) strlen(num));
-    if (status == PKI_SCEP_FAILURE) {
-        snprintf(num, sizeof(num), "%d", fail);
-        n = n && pki_scep_add_attr(si, PKI_OID_FAIL_INFO,
-                                   V_ASN1_PRINTABLESTRING, num,
-                                   (int) strlen(num));
-    }
-    n = n && pki_scep_add_attr(si, PKI_OID_TRANSACTION_ID,
-                               V_ASN1_PRINTABLESTRING, m->tid,
-                               (int) strlen(m->tid));
-    n = n && pki_scep_add_attr(si, PKI_OID_RECIPIENT_NONCE,
-                               V_ASN1_OCTET_STRING, m->nonce,
-                               (int) m->nonce_len);
-    n = n && pki_scep_add_attr(si, PKI_OID_SENDER_NONCE,
-                               V_ASN1_OCTET_STRING, nonce, sizeof(nonce));
+    pki_der_obj(&v, NID_pkcs7_data);
+    pki_der_attr(&attr[na++], OBJ_nid2obj(NID_pkcs9_contentType), &v);
 
-    if (!n) {
-        pki_fail(&resp->res, PKI_INTERNAL, "cannot add the signed "
-                 "attributes");
+    der = NULL;
+    pki_der_i2d(&v, i2d_ASN1_TIME(now, &der), &der);
+    pki_der_attr(&attr[na++], OBJ_nid2obj(NID_pkcs9_signingTime), &v);
+
+    pki_der_tlv(&v, 0x04, md, mdlen);
+    pki_der_attr(&attr[na++], OBJ_nid2obj(NID_pkcs9_messageDigest), &v);
+
+    snprintf(num[0], sizeof(num[0]), "%d", PKI_SCEP_CERTREP);
+    snprintf(num[1], sizeof(num[1]), "%d", status);
+    snprintf(num[2], sizeof(num[2]), "%d", fail);
+
+    pki_der_tlv(&v, 0x13, num[0], strlen(num[0]));
+    pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_MESSAGE_TYPE], &v);
+    pki_der_tlv(&v, 0x13, num[1], strlen(num[1]));
+    pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_PKI_STATUS], &v);
+    if (status == PKI_SCEP_FAILURE) {
+        pki_der_tlv(&v, 0x13, num[2], strlen(num[2]));
+        pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_FAIL_INFO], &v);
+    }
+    pki_der_tlv(&v, 0x13, m->tid, strlen(m->tid));
+    pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_TRANSACTION_ID], &v);
+    pki_der_tlv(&v, 0x04, m->nonce, m->nonce_len);
+    pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_RECIPIENT_NONCE], &v);
+    pki_der_tlv(&v, 0x04, nonce, sizeof(nonce));
+    pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_SENDER_NONCE], &v);
+
+    for (i = 0; i < na; i++) {
+        if (attr[i].err) {
+            pki_fail(&resp->res, PKI_INTERNAL, "cannot add the signed "
+                     "attributes");
+            goto failed;
+        }
+    }
+
+    qsort(attr, (size_t) na, sizeof(pki_der_t), pki_der_cmp);
+
+    for (i = 0; i < na; i++) {
+        pki_der_put(&sa, attr[i].d, attr[i].n);
+    }
+    pki_der_wrap(&sa, 0, 0x31);     /* the SET OF that is signed */
+
+    if (sa.err) {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the attributes");
         goto failed;
     }
 
     /* signed with the RA key (verified) */
-    if (!pki_scep_sd_sign(pki_scep_ra_key(conf), dgst, p7, si, &body,
-                          &bodylen, &resp->res))
+    if (pki_key_sign(pki_scep_ra_key(conf), EVP_sha256(), sa.d, sa.n, &sig,
+                     &siglen, &resp->res) != PKI_OK)
     {
+        goto failed;
+    }
+
+    sa.d[0] = 0xa0;                 /* in the SignerInfo: [0] IMPLICIT */
+
+    /* ContentInfo { signedData, [0] SignedData { 1, SET { sha256 },
+     *   ContentInfo { data [, [0] OCTET STRING envelope] },
+     *   [0] { RA certificate }, SET { SignerInfo } } } */
+    m0 = out.n;
+    pki_der_obj(&out, NID_pkcs7_signed);
+    m1 = out.n;
+    pki_der_put(&out, "\x02\x01\x01", 3);
+
+    m2 = out.n;
+    pki_der_alg_null(&out, NID_sha256);
+    pki_der_wrap(&out, m2, 0x31);
+
+    m2 = out.n;
+    pki_der_obj(&out, NID_pkcs7_data);
+    if (env.n > 0) {
+        m3 = out.n;
+        pki_der_tlv(&out, 0x04, env.d, env.n);
+        pki_der_wrap(&out, m3, 0xa0);
+    }
+    pki_der_wrap(&out, m2, 0x30);
+
+    m2 = out.n;
+    der = NULL;
+    pki_der_i2d(&out, i2d_X509(ra, &der), &der);
+    pki_der_wrap(&out, m2, 0xa0);
+
+    m2 = out.n;
+    pki_der_put(&out, "\x02\x01\x01", 3);
+    pki_der_ias(&out, ra);
+    pki_der_alg_null(&out, NID_sha256);
+    pki_der_put(&out, sa.d, sa.n);
+    pki_der_alg_null(&out, NID_rsaEncryption);
+    pki_der_tlv(&out, 0x04, sig, siglen);
+    pki_der_wrap(&out, m2, 0x30);
+    pki_der_wrap(&out, m2, 0x31);
+
+    pki_der_wrap(&out, m1, 0x30);
+    pki_der_wrap(&out, m1, 0xa0);
+    pki_der_wrap(&out, m0, 0x30);
+
+    if (out.err) {
+        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the SignedData");
         goto failed;
     }
 
     pki_scep_resp_free(resp);
 
-    resp->body = body;
-    resp->body_len = bodylen;
+    resp->body = out.d;
+    resp->body_len = out.n;
     resp->http_status = 200;
     resp->content_type = PKI_SCEP_CT_MESSAGE;
+    out.d = NULL;
     ok = 1;
 
 failed:
 
-    OPENSSL_free(envder);
-    PKCS7_free(env);
-    PKCS7_free(p7);
-    BIO_free(in);
-    sk_X509_free(rcpt);
+    for (i = 0; i < PKI_SCEP_NATTR; i++) {
+        free(attr[i].d);
+    }
+    free(env.d);
+    free(v.d);
+    free(sa.d);
+    free(out.d);
+    free(sig);
+    ASN1_TIME_free(now);
     ERR_clear_error();
 
     return ok;

@@ -32,10 +32,12 @@
  *       prints "status=S failinfo=F nonce=ok|bad sig=ok|bad tid=ok|bad"
  *       and, on success, the first certificate (or CRL) to --out.
  *   scepmsg bench --url http://127.0.0.1:PORT/path --rcpt RA.pem
- *                 --n N --conc C [--challenge PW] [--keys K]
- *       pre-builds N PKCSReq messages (K RSA keys, distinct CNs), then
- *       POSTs them over C keep-alive connections; prints
- *       "n=N ok=S secs=T rate=R".
+ *                 --n N --conc C [--challenge PW] [--keys K] [--secs S]
+ *       pre-builds N PKCSReq messages (K RSA keys, distinct CNs; on every
+ *       core, before the clock), then POSTs them over C keep-alive
+ *       connections, for S seconds at most when given; prints
+ *       "n=SENT ok=S secs=T rate=R ... client_cpu_ms=C ... exhausted=0|1"
+ *       (exhausted=1: the N messages ran out before S seconds).
  */
 
 #define _GNU_SOURCE
@@ -49,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -508,7 +511,8 @@ static int              bench_n, bench_next, bench_ok;
  * FAILURE (0..4), PENDING, no CertRep, connection lost twice */
 static int              bench_http[600], bench_fi[5], bench_pending,
                         bench_norep, bench_conn;
-static double           bench_maxlat;
+static double           bench_maxlat, bench_stop, *bench_lat;
+static int              bench_nlat;
 static pthread_mutex_t  bench_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct sockaddr_in  bench_addr;
 static char             bench_host[128], bench_path[256];
@@ -702,6 +706,11 @@ bench_thread(void *arg)
     (void) arg;
 
     for (;;) {
+        /* a duration: no new request once it is over (the pool of
+         * pre-built messages is the other bound) */
+        if (bench_stop > 0 && now_s() >= bench_stop) {
+            break;
+        }
         pthread_mutex_lock(&bench_mu);
         i = bench_next < bench_n ? bench_next++ : -1;
         pthread_mutex_unlock(&bench_mu);
@@ -732,6 +741,7 @@ bench_thread(void *arg)
         if (t1 > bench_maxlat) {
             bench_maxlat = t1;
         }
+        bench_lat[bench_nlat++] = t1;
         pthread_mutex_unlock(&bench_mu);
     }
 
@@ -756,19 +766,84 @@ now_s(void)
 }
 
 
-static int
-cmd_bench(const char *url, const char *rcptf, int n, int conc,
-    const char *challenge, int nkeys, const char *tag)
-{
-    int          i, port;
-    char         cn[64], tid[64];
-    double       t0, t1;
+/* pre-building the messages on every core (before the clock) */
+typedef struct {
+    int          from, to, nkeys;
+    const char  *challenge, *tag;
     X509        *rcpt;
     EVP_PKEY   **keys;
     X509       **selfs;
-    pthread_t   *th;
-    req_opts_t   o;
-    const char  *h, *c, *s;
+} build_job_t;
+
+
+static void *
+bench_build(void *arg)
+{
+    int           i;
+    char          cn[64], tid[64];
+    req_opts_t    o;
+    build_job_t  *j = arg;
+
+    for (i = j->from; i < j->to; i++) {
+        memset(&o, 0, sizeof(o));
+        snprintf(cn, sizeof(cn), "bench-%s-%d-%d", j->tag, (int) getpid(),
+                 i);
+        o.type = 19;
+        o.csr = make_csr(j->keys[i % j->nkeys], cn, j->challenge);
+        o.signer = j->selfs[i % j->nkeys];
+        o.signkey = j->keys[i % j->nkeys];
+        o.rcpt = j->rcpt;
+        o.cipher = EVP_aes_128_cbc();
+        o.md = EVP_sha256();
+        tid_of(j->keys[i % j->nkeys], tid);
+        o.tid = tid;
+        bench_msgs[i].len = build_req(&o, &bench_msgs[i].der);
+        X509_REQ_free(o.csr);
+    }
+
+    return NULL;
+}
+
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double  x = *(const double *) a, y = *(const double *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+
+static double
+cpu_s(void)
+{
+    struct rusage  ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+           + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+
+/*
+ * n messages are pre-built (the pool); with secs > 0 the posting stops
+ * once secs have passed (or the pool is used up: "exhausted=1", the
+ * timing is then shorter than asked).  Besides the rate, the client's own
+ * CPU time while the clock runs is printed (client_cpu_ms, and per
+ * request): the client must not be what limits the rate.
+ */
+static int
+cmd_bench(const char *url, const char *rcptf, int n, int conc,
+    const char *challenge, int nkeys, const char *tag, double secs)
+{
+    int           i, port, nb, done;
+    double        t0, t1, c0, c1;
+    X509         *rcpt;
+    EVP_PKEY    **keys;
+    X509        **selfs;
+    pthread_t    *th;
+    build_job_t  *jobs;
+    const char   *h, *c, *s;
 
     /* http://HOST:PORT/PATH */
     if (strncmp(url, "http://", 7) != 0) {
@@ -779,6 +854,9 @@ cmd_bench(const char *url, const char *rcptf, int n, int conc,
     s = strchr(h, '/');
     if (c == NULL || s == NULL || c > s) {
         die("url needs host:port/path");
+    }
+    if (n < 1 || conc < 1 || nkeys < 1) {
+        die("--n, --conc and --keys must be positive");
     }
     snprintf(bench_host, sizeof(bench_host), "%.*s", (int) (s - h), h);
     snprintf(bench_path, sizeof(bench_path), "%s", s);
@@ -797,25 +875,34 @@ cmd_bench(const char *url, const char *rcptf, int n, int conc,
     }
 
     bench_msgs = calloc(n, sizeof(msg_t));
+    bench_lat = calloc(n, sizeof(double));
+    if (bench_msgs == NULL || bench_lat == NULL) {
+        die("out of memory");
+    }
     bench_n = n;
-    for (i = 0; i < n; i++) {
-        memset(&o, 0, sizeof(o));
-        snprintf(cn, sizeof(cn), "bench-%s-%d-%d", tag, (int) getpid(), i);
-        o.type = 19;
-        o.csr = make_csr(keys[i % nkeys], cn, challenge);
-        o.signer = selfs[i % nkeys];
-        o.signkey = keys[i % nkeys];
-        o.rcpt = rcpt;
-        o.cipher = EVP_aes_128_cbc();
-        o.md = EVP_sha256();
-        tid_of(keys[i % nkeys], tid);
-        o.tid = tid;
-        bench_msgs[i].len = build_req(&o, &bench_msgs[i].der);
-        X509_REQ_free(o.csr);
+
+    nb = (int) sysconf(_SC_NPROCESSORS_ONLN);
+    nb = nb < 1 ? 1 : nb > 16 ? 16 : nb;
+    th = calloc(nb > conc ? nb : conc, sizeof(pthread_t));
+    jobs = calloc(nb, sizeof(build_job_t));
+    for (i = 0; i < nb; i++) {
+        jobs[i].from = (int) ((long) n * i / nb);
+        jobs[i].to = (int) ((long) n * (i + 1) / nb);
+        jobs[i].nkeys = nkeys;
+        jobs[i].challenge = challenge;
+        jobs[i].tag = tag;
+        jobs[i].rcpt = rcpt;
+        jobs[i].keys = keys;
+        jobs[i].selfs = selfs;
+        pthread_create(&th[i], NULL, bench_build, &jobs[i]);
+    }
+    for (i = 0; i < nb; i++) {
+        pthread_join(th[i], NULL);
     }
 
-    th = calloc(conc, sizeof(pthread_t));
+    c0 = cpu_s();
     t0 = now_s();
+    bench_stop = secs > 0 ? t0 + secs : 0;
     for (i = 0; i < conc; i++) {
         pthread_create(&th[i], NULL, bench_thread, NULL);
     }
@@ -823,9 +910,21 @@ cmd_bench(const char *url, const char *rcptf, int n, int conc,
         pthread_join(th[i], NULL);
     }
     t1 = now_s();
+    c1 = cpu_s();
 
-    printf("n=%d ok=%d secs=%.3f rate=%.1f maxlat=%.2fs", n, bench_ok,
+    done = bench_nlat;
+    qsort(bench_lat, done, sizeof(double), cmp_double);
+
+    printf("n=%d ok=%d secs=%.3f rate=%.1f maxlat=%.2fs", done, bench_ok,
            t1 - t0, bench_ok / (t1 - t0), bench_maxlat);
+    if (done > 0) {
+        printf(" p50=%.1fms p99=%.1fms", bench_lat[done / 2] * 1e3,
+               bench_lat[(int) ((done - 1) * 0.99)] * 1e3);
+    }
+    printf(" client_cpu_ms=%.0f client_cpu_per_req_ms=%.3f pool=%d"
+           " exhausted=%d", (c1 - c0) * 1e3,
+           done > 0 ? (c1 - c0) * 1e3 / done : 0.0, n,
+           secs > 0 && done >= n);
     for (i = 0; i < 600; i++) {
         if (bench_http[i]) {
             printf(" http%d=%d", i, bench_http[i]);
@@ -846,7 +945,7 @@ cmd_bench(const char *url, const char *rcptf, int n, int conc,
         printf(" connlost=%d", bench_conn);
     }
     printf("\n");
-    return bench_ok == n ? 0 : 1;
+    return bench_ok == done ? 0 : 1;
 }
 
 
@@ -856,6 +955,7 @@ int
 main(int argc, char **argv)
 {
     int            i, n, b64out = 0, conc = 4, count = 100, nkeys = 4;
+    double         secs = 0;
     long           len;
     char           tid[64];
     const char    *cmd, *rcptf = NULL, *keyf = NULL, *outf = NULL,
@@ -908,6 +1008,7 @@ main(int argc, char **argv)
         if (strcmp(a, "--n") == 0 && v) { count = atoi(v); i++; continue; }
         if (strcmp(a, "--conc") == 0 && v) { conc = atoi(v); i++; continue; }
         if (strcmp(a, "--keys") == 0 && v) { nkeys = atoi(v); i++; continue; }
+        if (strcmp(a, "--secs") == 0 && v) { secs = atof(v); i++; continue; }
         if (strcmp(a, "--signing-time") == 0 && v) {
             o.have_time = 1; o.time_off = atol(v); i++; continue;
         }
@@ -931,7 +1032,8 @@ main(int argc, char **argv)
         if (!url || !rcptf) {
             die("bench needs --url --rcpt");
         }
-        return cmd_bench(url, rcptf, count, conc, challenge, nkeys, tag);
+        return cmd_bench(url, rcptf, count, conc, challenge, nkeys, tag,
+                         secs);
     }
 
     if (strcmp(cmd, "req") != 0 || !rcptf || !keyf || !outf) {
