@@ -358,6 +358,9 @@ mj get 09 '{"csrs":["$CSR"]}'
 mj no-user 10 '{"csrs":["$CSR"]}'
 mj text-plain 20 '{"csrs":["$CSR"]}'
 mj array 00 '[]'
+# bit 6 (0x40): a full batch of 8 (the engine's signing threads)
+mj dac-full-batch 40 '{"csrs":["$CSR","$CSR2","$CSR","$CSR2","$CSR","$CSR2","$CSR","$CSR2"]}'
+mj dac-full-keygen-redis 44 '{"count":8}'
 
 # ---- matter_cd: byte 0 selects (see fuzz_matter_cd.c), rest the CD TLV ------
 # (DAC VID FFF1 PID 8000; 294C...5CC2 is the SKID of the fixture's fixed PAA

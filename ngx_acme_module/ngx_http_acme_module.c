@@ -422,10 +422,7 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
         return;
 
     case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "acme: request from %V shed: thread pool queue full",
-                      &r->connection->addr_text);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         ngx_http_finalize_request(r,
             ngx_http_acme_send_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                        "rateLimited",

@@ -336,10 +336,7 @@ ngx_http_est_body_handler(ngx_http_request_t *r)
         return;
 
     case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "est: %V from %V shed: thread pool queue full",
-                      &ctx->op_name, &r->connection->addr_text);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         ngx_http_finalize_request(r,
             ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     &ngx_http_est_busy,

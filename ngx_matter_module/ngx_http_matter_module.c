@@ -226,10 +226,7 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
         return;
 
     case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "matter: request from %V shed: thread pool queue full",
-                      &r->connection->addr_text);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         ctx->resp.http_status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ctx->resp.retry_after = NGX_HTTP_MATTER_RETRY_AFTER;
         ngx_http_finalize_request(r, ngx_http_matter_send(r, ctx));

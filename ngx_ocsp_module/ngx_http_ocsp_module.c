@@ -12,6 +12,7 @@
  *       ocsp_responder_signer issuing ocsp.pem ocsp.key;  # delegated
  *       ocsp_responder_cache zone=ocsp:16m;           # default off
  *       ocsp_responder_revgen_check 1s;
+ *       ocsp_responder_revgen_stale 3s;               # 0: no stale answers
  *       ocsp_responder_cache_header off;              # X-OCSP-Cache
  *   }
  *
@@ -45,19 +46,40 @@
  * An entry is served only while its generation equals the view and now <
  * nextUpdate - margin (margin: a tenth of the validity, at most 60 s).  When
  * the view is older than ocsp_responder_revgen_check (default 1 s), the
- * first request claims the refresh and goes to the thread pool, where the
+ * first request claims the refresh.
+ *
+ * Stale-while-revalidate (ocsp_responder_revgen_stale, default 3 s): the
+ * refresh is claimed ahead, by the first request that sees the view older
+ * than half of revgen_check; that request posts a detached refresh task
+ * (it only reads the revgens) and is answered from the cache like every
+ * other one.  While Redis answers, the view is thus confirmed before it
+ * reaches revgen_check and a revocation is seen within revgen_check, as
+ * without this mode.  A view older than revgen_check is still served only
+ * while refreshes are going on (one is in flight, or one came back less
+ * than revgen_check ago: Redis slow or failing, or the pool saturated) and
+ * only up to revgen_check + revgen_stale; otherwise (after an idle spell,
+ * or past that bound) the request goes to the thread pool and reads the
+ * revgens itself (as a miss does).  So during a Redis stall no cached
+ * answer waits for Redis, and a revocation is seen within revgen_check +
+ * revgen_stale at worst.
+ *
+ * revgen_stale 0: the claiming request goes to the thread pool, where the
  * task reads the revgens (pki_record_revgen, before the record lookups, so a
  * response is never tagged newer than what it saw) and signs; the other
  * requests keep using the view for at most 200 ms more, then go to the pool
- * too.  So a revocation, on this host or any host sharing the Redis, is
- * seen within revgen_check (+ 200 ms under a stuck refresh).  Every miss
- * (and every refresh) reads the revgens too; its response is stored tagged
- * with the generation read.  After an idle spell longer than revgen_check
- * the first request is thus answered fresh (it carries the refresh); under
- * load that is one request per revgen_check per zone.
+ * too: a revocation is seen within revgen_check (+ 200 ms under a stuck
+ * refresh), but a Redis stall slows cached answers down to the Redis
+ * timeout.
  *
- * Redis down: the refresh fails, the view is kept and confirmed (no
- * revocation can be written meanwhile), so cached responses are served
+ * Every miss (and every refresh) reads the revgens too; its response is
+ * stored tagged with the generation read.  After an idle spell longer than
+ * revgen_check + revgen_stale the first request is thus answered fresh (it
+ * carries the refresh); under load the refresh is one Redis round trip per
+ * revgen_check per zone.
+ *
+ * Redis down or stalled past its timeout: the refresh fails, the view is
+ * kept and confirmed (no revocation can be written meanwhile), so cached
+ * responses are served
  * until nextUpdate - margin; a request whose task answers tryLater is given
  * the cached response instead while now < nextUpdate (never a good beyond
  * it); an uncached request gets tryLater.  Requests with a nonce never read
@@ -95,6 +117,8 @@ typedef struct {
     uint64_t                   gen;          /* the view               */
     ngx_msec_t                 checked;      /* view confirmed at      */
     ngx_msec_t                 refreshing;   /* refresh claimed at, 0  */
+    ngx_msec_t                 active;       /* a refresh claimed or   */
+                                             /* back at (stale mode)   */
     ngx_uint_t                 epoch;
 } ngx_http_ocsp_shctx_t;
 
@@ -128,8 +152,19 @@ typedef struct {
     time_t                     next_update;
     ngx_shm_zone_t            *cache;
     ngx_msec_t                 revgen_check;
+    ngx_msec_t                 revgen_stale;
     ngx_flag_t                 cache_header;
 } ngx_http_ocsp_loc_conf_t;
+
+
+/* a detached revgen refresh (stale-while-revalidate) */
+typedef struct {
+    ngx_http_ocsp_zone_t      *zone;
+    pki_redis_t               *redis;
+    ngx_msec_t                 claimed;      /* sh->refreshing value   */
+    uint64_t                   gen;
+    ngx_uint_t                 ok;
+} ngx_http_ocsp_refresh_t;
 
 
 typedef struct {
@@ -168,6 +203,12 @@ static void ngx_http_ocsp_body_handler(ngx_http_request_t *r);
 static void ngx_http_ocsp_run(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_work(void *data);
+static void ngx_http_ocsp_refresh(ngx_http_request_t *r,
+    ngx_http_ocsp_zone_t *zone, pki_redis_t *redis, ngx_msec_t claimed);
+static ngx_uint_t ngx_http_ocsp_read_gen(ngx_http_ocsp_zone_t *zone,
+    pki_redis_t *redis, uint64_t *gen);
+static void ngx_http_ocsp_refresh_work(void *data);
+static void ngx_http_ocsp_refresh_done(void *data);
 static void ngx_http_ocsp_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_ocsp_send(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
@@ -247,6 +288,13 @@ static ngx_command_t  ngx_http_ocsp_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ocsp_loc_conf_t, revgen_check),
+      NULL },
+
+    { ngx_string("ocsp_responder_revgen_stale"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ocsp_loc_conf_t, revgen_stale),
       NULL },
 
     { ngx_string("ocsp_responder_cache_header"),
@@ -487,7 +535,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 {
     u_char                     salt[sizeof(ngx_uint_t) + sizeof(void *)];
     ngx_int_t                  rc;
-    ngx_msec_t                 now, age;
+    ngx_msec_t                 now, age, claimed;
     ngx_uint_t                 use;
     ngx_http_ocsp_zone_t      *zone;
     ngx_http_ocsp_shctx_t     *sh;
@@ -513,13 +561,41 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
             age = now - sh->checked;
             use = 1;
+            claimed = 0;
 
-            if (age >= olcf->revgen_check) {
+            if (olcf->revgen_stale) {
+                /* stale-while-revalidate, bounded (see above) */
+
+                if (age >= olcf->revgen_check
+                    && (age >= olcf->revgen_check + olcf->revgen_stale
+                        || ((sh->refreshing == 0
+                             || now - sh->refreshing > NGX_HTTP_OCSP_STUCK)
+                            && now - sh->active >= olcf->revgen_check)))
+                {
+                    /* too stale, or no refresh going on (idle spell) */
+                    use = 0;
+                }
+
+                if (age >= olcf->revgen_check / 2
+                    && (sh->refreshing == 0
+                        || now - sh->refreshing > NGX_HTTP_OCSP_STUCK))
+                {
+                    sh->refreshing = now ? now : 1;
+                    sh->active = now;
+                    claimed = sh->refreshing;
+                }
+
+            } else if (age >= olcf->revgen_check) {
                 if (sh->refreshing == 0
                     || now - sh->refreshing > NGX_HTTP_OCSP_STUCK)
                 {
                     sh->refreshing = now ? now : 1;
+                    claimed = sh->refreshing;
+                }
+
+                if (claimed) {
                     ctx->refresh = 1;
+                    claimed = 0;
                     use = 0;
 
                 } else if (age >= olcf->revgen_check + NGX_HTTP_OCSP_GRACE) {
@@ -530,6 +606,16 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
             ngx_shmtx_unlock(&zone->shpool->mutex);
 
             ctx->started = now;
+
+            if (claimed) {
+                if (use) {
+                    ngx_http_ocsp_refresh(r, zone, ctx->redis, claimed);
+
+                } else {
+                    /* this request goes to the pool: it carries the refresh */
+                    ctx->refresh = 1;
+                }
+            }
 
             if (use && ngx_http_ocsp_cache_lookup(r, ctx, 1) == NGX_OK) {
                 ngx_http_finalize_request(r,
@@ -549,10 +635,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
         return;
 
     case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "ocsp: request from %V shed: thread pool queue full",
-                      &r->connection->addr_text);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         ngx_http_finalize_request(r,
             ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     &ngx_http_ocsp_busy,
@@ -566,39 +649,135 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 }
 
 
-static void
-ngx_http_ocsp_work(void *data)
-{
-    ngx_http_ocsp_ctx_t *ctx = data;
+/*
+ * Stale-while-revalidate: reads the revgens in a detached task (nobody
+ * waits for it); the view is updated (or, Redis failing, confirmed) when it
+ * comes back.  If it cannot be posted, the claim is dropped: a later
+ * request claims again, and past revgen_check + revgen_stale requests go
+ * to the pool themselves.
+ */
 
+static void
+ngx_http_ocsp_refresh(ngx_http_request_t *r, ngx_http_ocsp_zone_t *zone,
+    pki_redis_t *redis, ngx_msec_t claimed)
+{
+    ngx_http_ocsp_refresh_t  *rf;
+
+    rf = ngx_alloc(sizeof(ngx_http_ocsp_refresh_t), r->connection->log);
+
+    if (rf != NULL) {
+        rf->zone = zone;
+        rf->redis = redis;
+        rf->claimed = claimed;
+        rf->gen = 0;
+        rf->ok = 0;
+
+        if (ngx_http_pki_post_detached(r, ngx_http_ocsp_refresh_work,
+                                       ngx_http_ocsp_refresh_done, rf)
+            == NGX_OK)
+        {
+            return;
+        }
+
+        ngx_free(rf);
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (zone->sh->refreshing == claimed) {
+        zone->sh->refreshing = 0;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+static ngx_uint_t
+ngx_http_ocsp_read_gen(ngx_http_ocsp_zone_t *zone, pki_redis_t *redis,
+    uint64_t *gen)
+{
     size_t          i;
     long long       g;
     uint64_t        sum;
     pki_ca_t      **ca;
     pki_result_t    res;
 
+    if (redis == NULL) {
+        return 0;
+    }
+
+    ca = zone->cas->elts;
+    sum = 0;
+
+    for (i = 0; i < zone->cas->nelts; i++) {
+        pki_result_init(&res);
+
+        if (pki_record_revgen(redis, pki_ca_name(ca[i]), &g, &res) != PKI_OK) {
+            return 0;
+        }
+
+        sum += (uint64_t) g;
+    }
+
+    *gen = sum;
+
+    return 1;
+}
+
+
+static void
+ngx_http_ocsp_refresh_work(void *data)
+{
+    ngx_http_ocsp_refresh_t *rf = data;
+
+    rf->ok = ngx_http_ocsp_read_gen(rf->zone, rf->redis, &rf->gen);
+}
+
+
+static void
+ngx_http_ocsp_refresh_done(void *data)
+{
+    ngx_http_ocsp_refresh_t *rf = data;
+
+    ngx_http_ocsp_shctx_t  *sh;
+
+    sh = rf->zone->sh;
+
+    ngx_shmtx_lock(&rf->zone->shpool->mutex);
+
+    /* the revgens were read after the claim: the view is as new as that */
+    if ((ngx_msec_int_t) (rf->claimed - sh->checked) >= 0) {
+        if (rf->ok) {
+            sh->gen = rf->gen;
+        }
+
+        /* Redis failing: keep (and confirm) the view, see above */
+        sh->checked = rf->claimed;
+    }
+
+    if (sh->refreshing == rf->claimed) {
+        sh->refreshing = 0;
+    }
+
+    sh->active = ngx_current_msec;
+
+    ngx_shmtx_unlock(&rf->zone->shpool->mutex);
+
+    ngx_free(rf);
+}
+
+
+static void
+ngx_http_ocsp_work(void *data)
+{
+    ngx_http_ocsp_ctx_t *ctx = data;
+
     /* the generation first: the response below can only be newer */
 
-    if (ctx->zone && ctx->redis) {
-        ca = ctx->zone->cas->elts;
-        sum = 0;
-
-        for (i = 0; i < ctx->zone->cas->nelts; i++) {
-            pki_result_init(&res);
-
-            if (pki_record_revgen(ctx->redis, pki_ca_name(ca[i]), &g, &res)
-                != PKI_OK)
-            {
-                break;
-            }
-
-            sum += (uint64_t) g;
-        }
-
-        if (i == ctx->zone->cas->nelts) {
-            ctx->read_gen = sum;
-            ctx->gen_ok = 1;
-        }
+    if (ctx->zone
+        && ngx_http_ocsp_read_gen(ctx->zone, ctx->redis, &ctx->read_gen))
+    {
+        ctx->gen_ok = 1;
     }
 
     pki_ocsp_handle(&ctx->conf, &ctx->req, &ctx->resp);
@@ -630,6 +809,7 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
 
         if (ctx->refresh) {
             sh->refreshing = 0;
+            sh->active = ngx_current_msec;
         }
 
         ngx_shmtx_unlock(&ctx->zone->shpool->mutex);
@@ -1082,6 +1262,7 @@ ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh->gen = 0;
     zone->sh->checked = ngx_current_msec - 3600000;  /* stale: refresh */
     zone->sh->refreshing = 0;
+    zone->sh->active = 0;
     zone->sh->epoch = 1;
     zone->epoch = 1;
 
@@ -1197,6 +1378,7 @@ ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf)
     conf->next_update = NGX_CONF_UNSET;
     conf->cache = NGX_CONF_UNSET_PTR;
     conf->revgen_check = NGX_CONF_UNSET_MSEC;
+    conf->revgen_stale = NGX_CONF_UNSET_MSEC;
     conf->cache_header = NGX_CONF_UNSET;
 
     return conf;
@@ -1217,6 +1399,7 @@ ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->cas, prev->cas, NULL);
     ngx_conf_merge_ptr_value(conf->cache, prev->cache, NULL);
     ngx_conf_merge_msec_value(conf->revgen_check, prev->revgen_check, 1000);
+    ngx_conf_merge_msec_value(conf->revgen_stale, prev->revgen_stale, 3000);
     ngx_conf_merge_value(conf->cache_header, prev->cache_header, 0);
 
     /* the zone's view covers every CA of every location using it */

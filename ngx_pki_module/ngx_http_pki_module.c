@@ -1333,6 +1333,156 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
 ngx_uint_t  ngx_http_pki_tasks_in_flight;
 
 
+/*
+ * Load shedding.  When the pki thread pool's queue is full (thread_pool
+ * ... max_queue=N), ngx_http_pki_post() and ngx_http_pki_post_detached()
+ * return NGX_DECLINED and the module answers 503 + Retry-After at once.
+ * Under a reconnect storm that is thousands of requests a second, and each
+ * used to write two lines to the error log (ours, and nginx's own "thread
+ * pool queue overflow" from every failed ngx_thread_task_post()).  Now:
+ *
+ * - the shed requests are counted and reported by one warn line per
+ *   second per worker at most ("... N request(s) shed ..."); a timer
+ *   writes the count of the last second once the storm is over;
+ * - after a failed post the worker knows how many of its tasks were
+ *   waiting for a thread then (posted - taken up by a thread); while at
+ *   least as many still wait, it sheds without calling
+ *   ngx_thread_task_post() (so without nginx's line), for at most
+ *   NGX_HTTP_PKI_SHED_MSEC, then it asks the queue again.  Tasks other
+ *   code posts to the pool (metrics, CRL refresh) are not counted: a few,
+ *   so the estimate may shed a little early, never queue beyond max_queue.
+ */
+
+#define NGX_HTTP_PKI_SHED_MSEC  1000
+
+static ngx_atomic_t         ngx_http_pki_taken;      /* by pool threads */
+static ngx_atomic_uint_t    ngx_http_pki_posted;
+static ngx_atomic_int_t     ngx_http_pki_full_at = -1;
+static ngx_msec_t           ngx_http_pki_full_since;
+static ngx_uint_t           ngx_http_pki_shed_n;
+static ngx_uint_t           ngx_http_pki_shed_total;
+static ngx_msec_t           ngx_http_pki_shed_logged;
+static ngx_uint_t           ngx_http_pki_shed_ever;
+static ngx_event_t          ngx_http_pki_shed_ev;
+
+
+static ngx_atomic_int_t
+ngx_http_pki_waiting(void)
+{
+    return (ngx_atomic_int_t) (ngx_http_pki_posted - ngx_http_pki_taken);
+}
+
+
+ngx_uint_t
+ngx_http_pki_pool_full(void)
+{
+    if (ngx_http_pki_full_at < 0) {
+        return 0;
+    }
+
+    if (ngx_current_msec - ngx_http_pki_full_since >= NGX_HTTP_PKI_SHED_MSEC)
+    {
+        ngx_http_pki_full_at = -1;
+        return 0;
+    }
+
+    return ngx_http_pki_waiting() >= ngx_http_pki_full_at;
+}
+
+
+static void
+ngx_http_pki_shed_report(ngx_log_t *log)
+{
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "pki: thread pool queue full (max_queue): %ui request(s) "
+                  "shed with 503 in the last %M ms (%ui since start)",
+                  ngx_http_pki_shed_n,
+                  ngx_http_pki_shed_ever
+                      ? ngx_current_msec - ngx_http_pki_shed_logged : 0,
+                  ngx_http_pki_shed_total);
+
+    ngx_http_pki_shed_n = 0;
+    ngx_http_pki_shed_logged = ngx_current_msec;
+    ngx_http_pki_shed_ever = 1;
+
+    if (ngx_http_pki_shed_ev.timer_set) {
+        ngx_del_timer(&ngx_http_pki_shed_ev);
+    }
+}
+
+
+static void
+ngx_http_pki_shed_timer(ngx_event_t *ev)
+{
+    ngx_msec_t  since;
+
+    if (ngx_http_pki_shed_n == 0) {
+        return;
+    }
+
+    since = ngx_current_msec - ngx_http_pki_shed_logged;
+
+    if (since < NGX_HTTP_PKI_SHED_MSEC) {
+        ngx_add_timer(ev, NGX_HTTP_PKI_SHED_MSEC - since);
+        return;
+    }
+
+    ngx_http_pki_shed_report(ngx_cycle->log);
+}
+
+
+static void
+ngx_http_pki_shed(ngx_log_t *log)
+{
+    ngx_msec_t  since;
+
+    ngx_http_pki_shed_n++;
+    ngx_http_pki_shed_total++;
+
+    since = ngx_current_msec - ngx_http_pki_shed_logged;
+
+    if (!ngx_http_pki_shed_ever || since >= NGX_HTTP_PKI_SHED_MSEC) {
+        ngx_http_pki_shed_report(log);
+        return;
+    }
+
+    if (!ngx_http_pki_shed_ev.timer_set) {
+        ngx_http_pki_shed_ev.handler = ngx_http_pki_shed_timer;
+        ngx_http_pki_shed_ev.log = ngx_cycle->log;
+        ngx_http_pki_shed_ev.cancelable = 1;
+        ngx_add_timer(&ngx_http_pki_shed_ev, NGX_HTTP_PKI_SHED_MSEC - since);
+    }
+}
+
+
+/* posts a task unless the queue is known full; NGX_DECLINED: shed */
+
+static ngx_int_t
+ngx_http_pki_task_post(ngx_thread_pool_t *tp, ngx_thread_task_t *task,
+    ngx_log_t *log)
+{
+    ngx_atomic_int_t  waiting;
+
+    if (ngx_http_pki_pool_full()) {
+        ngx_http_pki_shed(log);
+        return NGX_DECLINED;
+    }
+
+    waiting = ngx_http_pki_waiting();
+
+    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+        ngx_http_pki_full_at = waiting > 0 ? waiting : 0;
+        ngx_http_pki_full_since = ngx_current_msec;
+        ngx_http_pki_shed(log);
+        return NGX_DECLINED;
+    }
+
+    ngx_http_pki_posted++;
+
+    return NGX_OK;
+}
+
+
 /* run time outside a request (timers of the metrics module) */
 
 pki_redis_t *
@@ -1560,7 +1710,7 @@ ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     task->event.handler = ngx_http_pki_thread_event_handler;
     task->event.data = task;
 
-    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, r->connection->log) != NGX_OK) {
         /* queue full (max_queue): the caller sheds the load with 503 */
         return NGX_DECLINED;
     }
@@ -1602,6 +1752,8 @@ ngx_http_pki_thread_handler(void *data, ngx_log_t *log)
     ngx_http_pki_task_ctx_t *ctx = data;
 
     (void) log;
+
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken, 1);
 
     ctx->work(ctx->data);
 
@@ -2346,10 +2498,7 @@ ngx_http_pki_admin_body_handler(ngx_http_request_t *r)
         return;
 
     case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "pki admin: request from %V shed: thread pool queue "
-                      "full", &r->connection->addr_text);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         ngx_http_finalize_request(r,
             ngx_http_pki_admin_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     ngx_http_pki_admin_busy.data,
@@ -2787,10 +2936,7 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
             return ngx_http_pki_crl_send(r, &cas[i].name, st);
         }
 
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "pki crl: request for \"%V\" shed: thread pool queue "
-                      "full", &cas[i].name);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         return ngx_http_pki_crl_simple(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                        NGX_HTTP_PKI_CRL_RETRY_AFTER);
 
@@ -3197,6 +3343,8 @@ ngx_http_pki_detached_handler(void *data, ngx_log_t *log)
 
     (void) log;
 
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken, 1);
+
     ctx->work(ctx->data);
 
     /* nobody waits for an answer: sync here if the log was written */
@@ -3260,7 +3408,7 @@ ngx_http_pki_post_detached(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     task->event.data = task;
     task->event.log = ngx_cycle->log;
 
-    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, r->connection->log) != NGX_OK) {
         ngx_free(task);
         return NGX_DECLINED;
     }

@@ -174,5 +174,16 @@ typedef void (*ngx_http_pki_detached_pt)(void *data);
 ngx_int_t ngx_http_pki_post_detached(ngx_http_request_t *r,
     ngx_http_pki_work_pt work, ngx_http_pki_detached_pt done, void *data);
 
+/*
+ * Load shedding (this worker): 1 while the pki thread pool's queue is
+ * known to be full (a post failed on max_queue less than a second ago and
+ * as many of this worker's tasks still wait), 0 otherwise.  Code that posts
+ * its own tasks to the pool (ngx_thread_task_post) can skip the post then:
+ * nginx writes an error line for every post the full queue refuses.
+ * ngx_http_pki_post() and ngx_http_pki_post_detached() check it, and log
+ * the requests they shed at most once a second, with the count.
+ */
+ngx_uint_t ngx_http_pki_pool_full(void);
+
 
 #endif /* _NGX_HTTP_PKI_MODULE_H_INCLUDED_ */

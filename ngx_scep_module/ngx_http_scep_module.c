@@ -351,10 +351,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
         return NGX_DONE;
 
     case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "scep: %V from %V shed: thread pool queue full",
-                      &ctx->op_name, &r->connection->addr_text);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                        &ngx_http_scep_busy,
                                        NGX_HTTP_SCEP_RETRY_AFTER);
@@ -417,10 +414,7 @@ ngx_http_scep_run(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         return;
 
     case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "scep: %V from %V shed: thread pool queue full",
-                      &ctx->op_name, &r->connection->addr_text);
-
+        /* logged (rate-limited) by ngx_http_pki_post() */
         ngx_http_finalize_request(r,
             ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     &ngx_http_scep_busy,

@@ -6,14 +6,20 @@
 # pki_redis ... timeout=1s:
 #  (a) simpleenroll answers 503 + Retry-After after the 1 s timeout, not
 #      after the 3 s stall;
-#  (b) GET cacerts (event loop, no Redis) on the same worker keeps
-#      answering in under 50 ms during the stall: the event loop never
-#      blocks on Redis;
+#  (b) GET cacerts (event loop, no Redis), a static file and a cached OCSP
+#      answer (GET, no nonce) on the same worker keep answering in under
+#      50 ms during the stall: the event loop never blocks on Redis, and the
+#      OCSP cache answers from its revocation view while the view's refresh
+#      is stuck on Redis (ocsp_responder_revgen_stale, stale-while-
+#      revalidate; PKI_FAULT_OCSP_STALE=0 turns it off and the OCSP probes
+#      then wait for Redis: the broken variant);
 #  (c) after Redis wakes, no certificate record is half-written: a pending
 #      record (a reservation Redis executed after the client had given up)
 #      carries no certificate, and every record that holds one was returned
 #      with a 200;
-#  (d) enrollment works again right after the stall, without a restart.
+#  (d) enrollment works again right after the stall, without a restart;
+#  (e) after the stall a revocation reaches the cached OCSP answer within
+#      revgen_check + revgen_stale (the staleness bound).
 
 use strict;
 use warnings;
@@ -21,6 +27,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Socket::SSL;
+use IO::Socket::INET;
+use MIME::Base64 qw(encode_base64);
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 use PKITest;
@@ -30,9 +38,22 @@ my $WAVE = 3;           # parallel enrollments per wave (< pki threads)
 
 my $t = PKITest->new;
 $t->start_redis_with('--enable-debug-command', 'local');
-# one worker: the enrollments and the cacerts probes share its event loop
-$t->start_nginx($t->render_conf('--workers', 1, '--redis-timeout', '1s'));
 my $dir = $t->dir;
+# one worker: the enrollments and the probes share its event loop
+my $conf = $t->render_conf('--workers', 1, '--redis-timeout', '1s');
+my $stale = $ENV{PKI_FAULT_OCSP_STALE};
+$conf =~ s{(ocsp_responder_cache zone=ocsp:\S+;)}
+          {$1\n            ocsp_responder_cache_header on;\n            ocsp_responder_revgen_check 1s;}
+    or die 'no cached OCSP location in the config';
+$conf =~ s{(ocsp_responder_revgen_check 1s;)}
+          {$1\n            ocsp_responder_revgen_stale $stale;}
+    if defined $stale && $stale =~ /^\w+$/;
+$conf =~ s{(\n(\s*)location /ocsp \{)}
+          {\n$2location /static/ {\n$2    alias $dir/static/;\n$2}\n$1}
+    or die 'no OCSP location in the config';
+mkdir "$dir/static";
+spew("$dir/static/probe.txt", "static content\n" x 64);
+$t->start_nginx($conf);
 my $master = $t->{children}{nginx};
 my $CERTS = 'pki:{ca:issuing}:cert:*';
 
@@ -52,14 +73,17 @@ sub enroll_verified {
     my $pem = $t->p7_to_pem($r->{body}) or return ($r, 0);
     my $f = $t->save_first_cert($pem, $name) or return ($r, 0);
     my ($ok) = $t->verify_chain($f);
-    return ($r, $ok);
+    return ($r, $ok, $f);
 }
 
 # warm up: the pool threads hold Redis connections
+my $ocsp_cert;
 for my $i (1 .. 3) {
-    my ($r, $ok) = enroll_verified("warm$i");
+    my ($r, $ok, $f) = enroll_verified("warm$i");
     is($r->{code}, 200, "warm-up enrollment $i: 200") or diag($r->{body});
+    $ocsp_cert //= $f;
 }
+BAIL_OUT('no certificate for the OCSP probes') if !$ocsp_cert;
 my @w0 = workers();
 is(scalar @w0, 1, "one worker (@w0)");
 my $before = scalar $t->redis_keys($CERTS);
@@ -169,6 +193,64 @@ sub cacerts_probe {
 my ($c0) = cacerts_probe();
 is($c0, 200, 'cacerts probe before the stall: 200');
 
+# cached OCSP (GET form, no nonce) and a static file, on one plain HTTP
+# keep-alive connection to the same worker
+my $pki = $t->pki;
+my $ocsp_der = "$dir/ocsp-req.der";
+{
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
+                                    "$pki/issuing.pem", '-cert', $ocsp_cert,
+                                    '-no_nonce', '-reqout', $ocsp_der],
+                                   timeout => 30);
+    is($rc, 0, 'OCSP request written') or diag($err);
+}
+(my $ocsp_enc = encode_base64(slurp($ocsp_der) // '', ''))
+    =~ s{([/+=])}{sprintf('%%%02X', ord($1))}ge;
+my $ocsp_req = "GET /ocsp/$ocsp_enc HTTP/1.1\r\nHost: localhost\r\n\r\n";
+my $static_req = "GET /static/probe.txt HTTP/1.1\r\nHost: localhost\r\n\r\n";
+my $hc = IO::Socket::INET->new(PeerHost => '127.0.0.1',
+                               PeerPort => $t->http_port, Timeout => 5)
+    or BAIL_OUT("HTTP connect: $!");
+
+sub ocsp_status_of {
+    my ($body) = @_;
+    my $f = "$dir/ocsp-resp-" . int(rand(1e9)) . '.der';
+    spew($f, $body);
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-respin', $f,
+                                    '-issuer', "$pki/issuing.pem", '-cert',
+                                    $ocsp_cert, '-CAfile', "$pki/root.pem",
+                                    '-verify_other', "$pki/issuing.pem"],
+                                   timeout => 30);
+    return "$out\n$err";
+}
+
+my ($oc, $oh, $ocsp_body) = http_on($hc, $ocsp_req, 5);
+is($oc, 200, 'OCSP before the stall: 200');
+($oc, $oh, $ocsp_body) = http_on($hc, $ocsp_req, 5)
+    if ($oh->{'x-ocsp-cache'} // '') ne 'HIT';
+is($oh->{'x-ocsp-cache'}, 'HIT', 'OCSP before the stall: cached (HIT)');
+like(ocsp_status_of($ocsp_body), qr/: good/, 'the cached OCSP answer: good');
+my ($sc, $sh, $static_body) = http_on($hc, $static_req, 5);
+is($sc, 200, 'static file before the stall: 200');
+
+sub ocsp_probe {
+    my ($code, $h, $body, $dt) = http_on($hc, $ocsp_req, 5);
+    return ($code, $dt, ($h->{'x-ocsp-cache'} // '-')
+            . ($body eq $ocsp_body ? '' : ' (other bytes)'));
+}
+
+sub static_probe {
+    my ($code, $h, $body, $dt) = http_on($hc, $static_req, 5);
+    return ($code, $dt, $body eq $static_body ? '' : 'other bytes');
+}
+
+# keep the OCSP cache's revocation view fresh up to the stall, as traffic
+# would (a view older than revgen_check + revgen_stale is not served)
+for (1 .. 5) {
+    ocsp_probe();
+    sleep 0.1;
+}
+
 # --- the stall -----------------------------------------------------------------------
 
 my $log_off = length(slurp($t->error_log) // '');
@@ -180,7 +262,13 @@ my $log_off = length(slurp($t->error_log) // '');
 # answered (Redis asleep), not from the fork.
 enroll_at("a$_", 0.2) for 1 .. $WAVE;
 enroll_at("b$_", 1.2) for 1 .. $WAVE;
-sleep 1;                                  # the clients' TLS handshakes
+# the clients' TLS handshakes; OCSP traffic goes on meanwhile (a cached
+# answer after an idle spell longer than revgen_check waits for one Redis
+# round trip by design: the revocation bound after idleness)
+for (1 .. 10) {
+    ocsp_probe();
+    sleep 0.1;
+}
 my $stall0 = time;
 my $sleep_pid = fork() // die "fork: $!";
 if ($sleep_pid == 0) {
@@ -200,6 +288,7 @@ if ($sleep_pid == 0) {
         syswrite($ping, "PING\r\n");
         last if !$sel->can_read(0.1);          # no PONG in 100 ms: asleep
         sysread($ping, my $pong, 64);
+        ocsp_probe();
         sleep 0.02;
     }
     $stall0 = time - 0.1;
@@ -207,9 +296,11 @@ if ($sleep_pid == 0) {
     rename("$dir/go.tmp", "$dir/go");
     close $ping;
 }
-my @probes;
+my (@probes, @oprobes, @sprobes);
 while (time < $stall0 + $STALL - 0.3) {
     push @probes, [cacerts_probe()];
+    push @oprobes, [ocsp_probe()];
+    push @sprobes, [static_probe()];
     sleep 0.1;
 }
 
@@ -247,6 +338,30 @@ my ($max) = sort { $b <=> $a } map { $_->[1] } @probes;
 diag(sprintf('slowest cacerts probe during the stall: %.1f ms',
              ($max // 0) * 1000));
 note("probe ms: " . join(" ", map { sprintf("%.1f", $_->[1] * 1000) } @probes));
+
+# cached OCSP and static content: the same bound, and the OCSP answers
+# are the cached bytes (HIT), not a wait for Redis
+for my $set (['cached OCSP', \@oprobes, 'HIT'], ['static file', \@sprobes, '']) {
+    my ($what, $p, $want) = @$set;
+    my @bad = grep { $_->[0] != 200 || $_->[1] >= $bound || $_->[2] ne $want }
+              @$p;
+    cmp_ok(scalar @$p, '>=', 20, scalar(@$p) . " $what probes during the "
+           . 'stall');
+    is(scalar @bad, 0, sprintf('every %s probe during the stall: 200%s in '
+                               . '< %d ms', $what, $want ? " $want" : '',
+                               $bound * 1000))
+        or diag(join("\n", map { sprintf('%d %.3f s %s', @$_) } @bad));
+    if ($busy) {
+        my $fast = grep { $_->[1] < 0.05 } @$p;
+        cmp_ok($fast, '>=', 0.8 * @$p, "$what: $fast of " . scalar(@$p)
+               . ' probes in < 50 ms');
+    }
+    my ($m) = sort { $b <=> $a } map { $_->[1] } @$p;
+    diag(sprintf("slowest $what probe during the stall: %.1f ms",
+                 ($m // 0) * 1000));
+    note("$what probe ms: "
+         . join(" ", map { sprintf("%.1f", $_->[1] * 1000) } @$p));
+}
 
 # (a) enrollments during the stall: quick 503 + Retry-After
 my $n503 = 0;
@@ -333,6 +448,33 @@ unlike($log, qr/\[alert\]|\[crit\]|\[emerg\]|exited on signal/,
     or diag(join("\n", grep { /\[(alert|crit|emerg)\]|signal/ }
                       split /\n/, $log));
 
+# (e) the staleness bound: after the stall a revocation reaches the
+# cached answer within revgen_check (1 s) + revgen_stale (default 3 s)
+{
+    my $serial = $t->x509_field($ocsp_cert, 'serial');
+    my $rv = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                      . '/pki/admin/revoke', user => 'admin:admin',
+                      data => qq({"serial":"$serial","reason":"keyCompromise"}),
+                      headers => ['Content-Type: application/json']);
+    my $t0 = time;
+    is($rv->{code}, 200, 'revoked through the admin API') or diag($rv->{body});
+    my ($seen, $code, $h, $body);
+    while (time - $t0 < 6) {
+        ($code, $h, $body) = http_on($hc, $ocsp_req, 5);
+        if ($code == 200 && $body ne $ocsp_body) {
+            $seen = time - $t0;
+            last;
+        }
+        sleep 0.05;
+    }
+    ok(defined $seen && $seen <= 4.5, 'cached OCSP answer replaced '
+       . (defined $seen ? sprintf('%.2f s', $seen) : 'never')
+       . ' after the revocation (bound: revgen_check + revgen_stale)');
+    like(ocsp_status_of($body // ''), qr/: revoked/,
+         'and the new answer says revoked');
+}
+
 close $ka;
+close $hc;
 $t->stop_nginx;
 done_testing();

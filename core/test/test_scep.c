@@ -24,6 +24,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/testkeys.h"
 
 
 static char          dir[64];
@@ -31,10 +32,11 @@ static ASN1_OBJECT  *o_type, *o_status, *o_fail, *o_snonce, *o_rnonce,
                     *o_tid;
 
 
+/* n: which of the distinct pre-generated keys under Valgrind */
 static EVP_PKEY *
-rsa(int bits)
+rsa(int bits, int n)
 {
-    return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) bits);
+    return pki_test_rsa(bits, n);
 }
 
 
@@ -437,14 +439,14 @@ main(void)
     }
 
     /* an RSA CA (CA mode), an EC CA with an RSA RA (RA mode) */
-    ca_k = rsa(2048);
+    ca_k = rsa(2048, 1);
     ca_x = cert("SCEP Test RSA CA", ca_k, NULL, ca_k, 1);
     eca_k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     eca_x = cert("SCEP Test EC CA", eca_k, NULL, eca_k, 1);
-    ra_k = rsa(2048);
+    ra_k = rsa(2048, 2);
     ra_x = cert("SCEP Test RA", ra_k, eca_x, eca_k, 0);
-    dev_k = rsa(2048);
-    other_k = rsa(2048);
+    dev_k = rsa(2048, 3);
+    other_k = rsa(2048, 4);
     ec_k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 
     t = scep_template();
