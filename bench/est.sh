@@ -20,6 +20,14 @@
 # BENCH_METRICS_ROUNDS times in alternation (default 1; the order swaps
 # every round), and each round, the medians and the cost are printed.  BENCH_SKIP_FILE=1 skips the PEM-file run.
 #
+# BENCH_HOOK='CMD' runs CMD (bash -c) in the background while wrk runs,
+# with LABEL (hsm, hsm-off, file), PIDS (the server's pids, comma-separated)
+# and OUT (a file prefix in the run directory) in its environment; e.g.
+#   BENCH_KEEP=1 BENCH_HOOK='perf stat -p $PIDS -o $OUT.stat -- sleep 4' ...
+# BENCH_AUDIT_PARAMS='fsync=off' adds parameters to pki_audit_log (the
+# "on" runs; to split the log's cost into writing and syncing).
+#   BENCH_KEEP=1 BENCH_HOOK='strace -c -f -p ${PIDS//,/ -p } -o $OUT.strace & sleep 4; kill %1' ...
+#
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,6 +66,16 @@ cleanup() {
     [ "${BENCH_KEEP:-0}" = 1 ] || { rm -rf "$W"; rmdir "$TOP/bench/tmp" 2>/dev/null; }
 }
 trap cleanup EXIT INT TERM
+
+# CPU time (ms, user + system, all threads) of the given processes
+cpu_ms() {
+    local t=0 p v
+    for p in "$@"; do
+        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo $((t * 1000 / $(getconf CLK_TCK)))
+}
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -129,15 +147,26 @@ HTTPS=$(free_port)
 HTTP=$(free_port)
 
 # run_one LABEL PKI_DIR [nginx-conf options]
-#   -> $W/result-LABEL: "enrollments/s ok non-200 seconds"
+#   -> $W/result-LABEL: "enrollments/s ok non-200 seconds cpu-ms/enrollment"
 run_one() {
     local label=$1 pki=$2 p=$W/nginx-$1 out ok total secs non2xx rate
+    local pids c0 c1 cpu
     shift 2
     mkdir -p "$p/conf" "$p/logs" "$p/tmp"
     "$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$pki" --prefix "$p" \
         --redis "$W/redis.sock" --https "$HTTPS" --http "$HTTP" --daemon off \
         --log-level warn --workers 2 --threads "${BENCH_POOL_THREADS:-8}" \
         "$@" > "$p/conf/nginx.conf"
+    # experiments: BENCH_AUDIT_PARAMS="fsync=off" is added to pki_audit_log
+    if [ -n "${BENCH_AUDIT_PARAMS:-}" ]; then
+        sed -i "s|^\( *pki_audit_log [^;]*\);|\1 $BENCH_AUDIT_PARAMS;|" "$p/conf/nginx.conf"
+    fi
+    [ -z "${BENCH_CONF_SED:-}" ] || sed -i "$BENCH_CONF_SED" "$p/conf/nginx.conf"
+    # A/B of two "on" variants: BENCH_OFF_ARGS='--audit DIR' makes the
+    # "off" runs another "on" (with BENCH_CONF_SED_OFF applied)
+    if [ "$label" = hsm-off ] && [ -n "${BENCH_CONF_SED_OFF:-}" ]; then
+        sed -i "$BENCH_CONF_SED_OFF" "$p/conf/nginx.conf"
+    fi
     nginx -p "$p/" -c conf/nginx.conf -t -q || die "nginx -t failed ($label)"
     nginx -p "$p/" -c conf/nginx.conf 2>>"$p/logs/stderr.log" &
     NGINX_PID=$!
@@ -159,8 +188,18 @@ run_one() {
     sync -f "$W/redis" 2>/dev/null || sync
     sleep 1
 
+    pids="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ') $REDIS_PID"
+    hook=
+    if [ -n "${BENCH_HOOK:-}" ]; then
+        LABEL=$label PIDS=$(echo $pids | tr ' ' ,) OUT=$W/hook-$label-$(date +%s) \
+            bash -c "$BENCH_HOOK" > "$W/hook-$label.log" 2>&1 &
+        hook=$!
+    fi
+    c0=$(cpu_ms $pids)
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" -s "$W/est.lua" \
               "https://127.0.0.1:$HTTPS/.well-known/est/simpleenroll")
+    c1=$(cpu_ms $pids)
+    [ -z "$hook" ] || wait "$hook" || true
     echo "$out" > "$W/wrk-$label.txt"
     total=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in \([0-9.]*\)\([a-z]*\).*/\1/p')
     secs=$(echo "$out" | sed -n 's/^ *[0-9]* requests in \([0-9.]*\)\([a-z]*\).*/\1 \2/p' \
@@ -169,11 +208,13 @@ run_one() {
     non2xx=${non2xx:-0}
     ok=$((total - non2xx))
     rate=$(awk -v o="$ok" -v s="$secs" 'BEGIN { printf "%.0f", o / s }')
+    cpu=$(awk -v c=$((c1 - c0)) -v n="$ok" 'BEGIN { if (n > 0) printf "%.3f", c / n; else print "-" }')
 
     kill -QUIT "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
     NGINX_PID=
 
-    printf '%s %s %s %s\n' "$rate" "$ok" "$non2xx" "$secs" > "$W/result-$label"
+    printf '%s %s %s %s %s\n' "$rate" "$ok" "$non2xx" "$secs" "$cpu" \
+        > "$W/result-$label"
 }
 
 FILE_RATE=- FILE_OK=- FILE_BAD=-
@@ -187,28 +228,34 @@ fi
 # round (off on, on off, ...) so that a drift (Redis growing, other load)
 # does not favour one side; every round is printed, then the medians
 ROUNDS=${BENCH_METRICS_ROUNDS:-1}
-ON_ALL= OFF_ALL=
+ON_ALL= OFF_ALL= ON_CPU= OFF_CPU=
 : > "$W/rounds.txt"
 for i in $(seq "$ROUNDS"); do
     if [ $((i % 2)) = 1 ]; then order="off on"; else order="on off"; fi
     for v in $order; do
         echo "wrk -t$THREADS -c$CONNS -d$DUR, SoftHSM2, metrics + audit $v ($i/$ROUNDS) ..." >&2
         if [ "$v" = off ]; then
-            run_one hsm-off "$W/pki" --audit off --metrics off
-            read -r OFF_RATE _ _ _ < "$W/result-hsm-off"
+            # shellcheck disable=SC2086
+            run_one hsm-off "$W/pki" ${BENCH_OFF_ARGS:---audit off --metrics off}
+            read -r OFF_RATE _ _ _ OFF_C < "$W/result-hsm-off"
             OFF_ALL="$OFF_ALL $OFF_RATE"
+            OFF_CPU="$OFF_CPU $OFF_C"
         else
             run_one hsm "$W/pki" --audit "$W/audit"
-            read -r HSM_RATE HSM_OK HSM_BAD HSM_S < "$W/result-hsm"
+            read -r HSM_RATE HSM_OK HSM_BAD HSM_S HSM_C < "$W/result-hsm"
             ON_ALL="$ON_ALL $HSM_RATE"
+            ON_CPU="$ON_CPU $HSM_C"
         fi
     done
-    printf '    round %d: off %s  on %s  (load average %s)\n' "$i" "$OFF_RATE" \
-        "$HSM_RATE" "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/rounds.txt"
+    printf '    round %d: off %s (%s ms CPU)  on %s (%s ms CPU)  (load average %s)\n' \
+        "$i" "$OFF_RATE" "$OFF_C" "$HSM_RATE" "$HSM_C" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$W/rounds.txt"
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+median() { tr ' ' '\n' | grep . | sort -n | awk -v f="${1:-%.0f}" '{ a[NR] = $1 } END { if (NR % 2) printf f "\n", a[(NR + 1) / 2]; else printf f "\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 OFF_MED=$(echo "$OFF_ALL" | median)
 ON_MED=$(echo "$ON_ALL" | median)
+OFF_CMED=$(echo "$OFF_CPU" | median %.3f)
+ON_CMED=$(echo "$ON_CPU" | median %.3f)
 AUDIT_ENTRIES=$(cat "$W"/audit/audit*.log 2>/dev/null | wc -l)
 "$BUILD/pkictl" audit verify "$W/audit" --pubkey "$W/pki/audit-pub.pem" \
     > "$W/audit-verify.txt" 2>&1 || true
@@ -234,6 +281,7 @@ EST simpleenroll, EC P-256 CSRs, wrk -t$THREADS -c$CONNS -d$DUR (keep-alive TLS)
   metrics + transaction log (SoftHSM2, $ROUNDS alternating round(s), enrollments/s):
 $(cat "$W/rounds.txt")
     median: off $OFF_MED   on $ON_MED   cost $(awk -v a="$ON_MED" -v b="$OFF_MED" 'BEGIN { printf "%.1f%%", 100 * (b - a) / b }')
+    server CPU per enrollment (nginx + Redis, median): off $OFF_CMED ms   on $ON_CMED ms   cost $(awk -v a="$ON_CMED" -v b="$OFF_CMED" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * (a - b) / b; else print "-" }')
     audit log: $AUDIT_ENTRIES lines, $(cat "$W/audit-verify.txt")
 
 (wrk, nginx, Redis and TLS share the same cores; Redis appendonly with appendfsync always:

@@ -17,6 +17,15 @@
  * every line written before it started (group commit): one thread syncs,
  * the others wait on a condition variable and usually find their line
  * covered when it is done.
+ *
+ * Across processes, one fdatasync() at a time covers them all: it runs
+ * under an OFD lock on the first byte of DIR/audit.lock, and the file's
+ * first bytes record the inode and size its last successful fdatasync()
+ * covered (the size was read before the sync began: every byte below it
+ * was in the page cache by then).  A process whose lines end below that
+ * size skips its own sync.  The record only ever errs low: a torn line cut
+ * off, a new audit.log (rotation, a reused inode) lower it under the same
+ * lock.
  */
 
 #include <dirent.h>
@@ -55,6 +64,8 @@
 #define PKI_AUDIT_CKPT_MAGIC   "nginx-pki audit checkpoint\n"
 
 
+typedef struct pki_audit_qent_s  pki_audit_qent_t;
+
 struct pki_audit_s {
     char                 *dir;
     char                 *path;        /* DIR/audit.log */
@@ -66,6 +77,9 @@ struct pki_audit_s {
 
     pthread_mutex_t       lock;
     pthread_cond_t        cond;
+    pthread_mutex_t       gate;        /* this process's side of the OFD
+                                          lock on audit.lock (threads
+                                          share that lock) */
 
     int                   fd;          /* audit.log, -1: not open */
     int                   lockfd;
@@ -85,9 +99,26 @@ struct pki_audit_s {
 
     /* the syncer thread (pki_audit_syncer_start) */
     pthread_t             syncer;
-    pthread_cond_t        scond;
+    pthread_cond_t        scond;       /* with qlock */
     int                   syncer_on;
-    int                   syncer_stop;
+    int                   syncer_stop; /* under qlock */
+
+    /* entries queued for the syncer (deferred mode with a syncer): the
+     * appending thread only formats its fields; the syncer writes a whole
+     * batch with one flock, one catch-up, one write() and one sync */
+    pthread_mutex_t       qlock;
+    pki_audit_qent_t     *qhead;
+    pki_audit_qent_t    **qtail;
+    unsigned long long    qnext;       /* last ticket handed out */
+    unsigned long long    qdone;       /* tickets up to it are durable
+                                          (atomic) */
+    int                   qmode;       /* tickets are queue tickets */
+    int                   qsync;       /* a direct append wants a sync */
+    pki_audit_qent_t     *retry;       /* a batch whose write failed
+                                          (under lock): written first */
+    int                   batching;    /* lines go to obuf (under lock) */
+    char                 *obuf;
+    size_t                olen;
     void                (*notify)(void *arg);
     void                 *notify_arg;
 };
@@ -99,6 +130,19 @@ typedef struct {
     size_t                cap;
     int                   err;
 } pki_jbuf_t;
+
+
+/* a queued entry: its time and its fields, formatted by the appender */
+struct pki_audit_qent_s {
+    pki_audit_qent_t     *next;
+    unsigned long long    ticket;
+    size_t                blen;
+    char                  time[40];
+    char                  body[1];
+};
+
+
+#define PKI_AUDIT_OBUF         65536
 
 
 typedef struct {
@@ -119,8 +163,17 @@ static __thread pki_actor_t  pki_actor;
 
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
+static pki_status_t pki_audit_write_q(pki_audit_t *a,
+    const pki_audit_qent_t *q, const pki_event_t *ev, int checkpoint,
+    pki_result_t *res);
+static int pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
+    unsigned long long *ticket, pki_status_t *st, pki_result_t *res);
+static int pki_audit_oflush(pki_audit_t *a);
 static pki_status_t pki_audit_commit(pki_audit_t *a, unsigned long long mine,
     pki_result_t *res);
+static pki_status_t pki_audit_drain(pki_audit_t *a, pki_result_t *res);
+static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
+    off_t size);
 
 
 /* ---- the hook -------------------------------------------------------------- */
@@ -287,7 +340,23 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
     if (pki_default_log != NULL && e.type != PKI_EV_SIGN
         && e.type != PKI_EV_REDIS)
     {
-        if (durable && pki_deferred) {
+        unsigned long long  t;
+
+        if (pki_deferred
+            && __atomic_load_n(&pki_default_log->qmode, __ATOMIC_ACQUIRE))
+        {
+            if (pki_audit_enqueue(pki_default_log, &e, &t, &st, res)) {
+                /* queued: the syncer thread writes and syncs it; the
+                 * server answers once pki_audit_synced() reaches the
+                 * ticket */
+                pki_ticket = t;
+
+            } else if (st == PKI_OK) {
+                /* no syncer (any more): written and synced right here */
+                st = pki_audit_append(pki_default_log, &e, durable, res);
+            }
+
+        } else if (durable && pki_deferred) {
             /* written now, made durable by pki_audit_sync() before the
              * server answers (the thread does not wait) */
             st = pki_audit_append(pki_default_log, &e, 0, res);
@@ -356,6 +425,10 @@ pki_audit_synced(pki_audit_t *a)
 
     /* no lock: the event loop asks, and an appender may hold the lock
      * while write() waits for a journal commit */
+    if (__atomic_load_n(&a->qmode, __ATOMIC_ACQUIRE)) {
+        return __atomic_load_n(&a->qdone, __ATOMIC_ACQUIRE);
+    }
+
     return __atomic_load_n(&a->synced, __ATOMIC_ACQUIRE);
 }
 
@@ -372,6 +445,10 @@ pki_audit_sync(pki_audit_t *a, pki_result_t *res)
 
     if (a == NULL || a->no_fsync) {
         return PKI_OK;
+    }
+
+    if (a->qmode) {
+        return pki_audit_drain(a, res);
     }
 
     pthread_mutex_lock(&a->lock);
@@ -653,14 +730,20 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
     memcpy(a->hash, PKI_AUDIT_ZERO_HASH, 65);
 
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->gate, NULL);
+    pthread_mutex_init(&a->qlock, NULL);
+    a->qtail = &a->qhead;
     pthread_cond_init(&a->cond, NULL);
     pthread_cond_init(&a->scond, NULL);
 
     a->dir = strdup(conf->dir);
     a->path = pki_path(conf->dir, "audit.log");
     lockpath = pki_path(conf->dir, "audit.lock");
+    a->obuf = malloc(PKI_AUDIT_OBUF);
 
-    if (a->dir == NULL || a->path == NULL || lockpath == NULL) {
+    if (a->dir == NULL || a->path == NULL || lockpath == NULL
+        || a->obuf == NULL)
+    {
         free(lockpath);
         pki_fail(res, PKI_INTERNAL, "out of memory");
         goto failed;
@@ -707,6 +790,27 @@ pki_audit_close(pki_audit_t *a)
 
     pki_audit_syncer_stop(a);
 
+    {
+        pki_result_t       r;
+        pki_audit_qent_t  *q;
+
+        /* what is still queued (the syncer could not write it) */
+        if (a->qhead != NULL || a->retry != NULL) {
+            pki_result_init(&r);
+            (void) pki_audit_drain(a, &r);
+        }
+
+        while ((q = a->retry) != NULL) {
+            a->retry = q->next;
+            free(q);
+        }
+
+        while ((q = a->qhead) != NULL) {
+            a->qhead = q->next;
+            free(q);
+        }
+    }
+
     if (a->fd >= 0) {
         if (!a->no_fsync) {
             (void) fdatasync(a->fd);
@@ -719,6 +823,9 @@ pki_audit_close(pki_audit_t *a)
     }
 
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->gate);
+    pthread_mutex_destroy(&a->qlock);
+    free(a->obuf);
     pthread_cond_destroy(&a->cond);
     pthread_cond_destroy(&a->scond);
     free(a->dir);
@@ -1018,12 +1125,22 @@ pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
         a->dev = fst.st_dev;
         a->ino = fst.st_ino;
         a->first_seq = 0;
+
+        /* a new file (or one that was cut) must not inherit the sync
+         * record of an old one with the same inode number */
+        pki_audit_srec_clamp(a, fst.st_dev, fst.st_ino, fst.st_size);
     }
 
     size = fst.st_size;
 
     if (!pki_audit_read_tail(a->fd, &size, &a->seq, a->hash, 1, res)) {
         return 0;
+    }
+
+    if (size < fst.st_size) {
+        /* a torn line was cut off: a sync record covering it is about
+         * bytes the next lines overwrite */
+        pki_audit_srec_clamp(a, fst.st_dev, fst.st_ino, size);
     }
 
     a->end = size;
@@ -1058,6 +1175,12 @@ pki_audit_rotate(pki_audit_t *a, pki_result_t *res)
         if (pki_audit_write_locked(a, NULL, 1, res) != PKI_OK) {
             return 0;
         }
+    }
+
+    if (!pki_audit_oflush(a)) {
+        pki_fail(res, PKI_UNAVAILABLE, "cannot write the audit log: %s",
+                 strerror(errno));
+        return 0;
     }
 
     if (a->first_seq == 0) {
@@ -1114,6 +1237,7 @@ pki_audit_rotate(pki_audit_t *a, pki_result_t *res)
         if (fstat(fd, &st) == 0) {
             a->dev = st.st_dev;
             a->ino = st.st_ino;
+            pki_audit_srec_clamp(a, st.st_dev, st.st_ino, 0);
         }
     }
 
@@ -1184,11 +1308,92 @@ pki_audit_md(pki_key_t *k)
 }
 
 
-/* With the locks held: one line (an event, or a checkpoint when ev is
- * NULL), rotating first when the file would grow over max_size. */
+/* The fields of an event (after "time", before "pid"). */
+static void
+pki_audit_body(pki_jbuf_t *b, const pki_event_t *ev)
+{
+    pki_jstr(b, "type", pki_event_type_name(ev->type));
+    pki_jstr(b, "protocol", ev->protocol);
+    pki_jstr(b, "operation", ev->operation);
+    pki_jstr(b, "ca", ev->ca);
+    pki_jstr(b, "template", ev->template_name);
+    pki_jstr(b, "serial", ev->serial);
+    pki_jstr(b, "subject", ev->subject);
+    pki_jstr(b, "requester", ev->requester);
+    pki_jstr(b, "client", ev->client);
+    pki_jstr(b, "outcome", pki_outcome_class(ev->status));
+    if (ev->status != PKI_OK) {
+        pki_jstr(b, "status", pki_status_name(ev->status));
+    }
+    pki_jstr(b, "reason", ev->reason);
+}
+
+
+/* room in a line around the fields: seq, time, pid, prev, hash */
+#define PKI_AUDIT_FRAME        256
+
+
 static pki_status_t
 pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
     int checkpoint, pki_result_t *res)
+{
+    return pki_audit_write_q(a, NULL, ev, checkpoint, res);
+}
+
+
+/* Lines go to the file, or to obuf while a batch is written. */
+static int
+pki_audit_out(pki_audit_t *a, const char *p, size_t n)
+{
+    if (!a->batching) {
+        return pki_write_all(a->fd, p, n);
+    }
+
+    if (a->olen + n > PKI_AUDIT_OBUF) {
+        if (!pki_audit_oflush(a)) {
+            return 0;
+        }
+    }
+
+    if (n > PKI_AUDIT_OBUF) {
+        return pki_write_all(a->fd, p, n);
+    }
+
+    memcpy(a->obuf + a->olen, p, n);
+    a->olen += n;
+
+    return 1;
+}
+
+
+static int
+pki_audit_oflush(pki_audit_t *a)
+{
+    size_t  n;
+
+    n = a->olen;
+    a->olen = 0;
+
+    if (n == 0) {
+        return 1;
+    }
+
+    if (!pki_write_all(a->fd, a->obuf, n)) {
+        /* the buffered lines count as written: the next catch-up reads
+         * the file's real end (and cuts a partial line off) */
+        a->end = -1;
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* With the locks held: one line (a queued entry q, an event ev, or a
+ * checkpoint), rotating first when the file would grow over max_size. */
+static pki_status_t
+pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
+    const pki_event_t *ev, int checkpoint, pki_result_t *res)
 {
     char            tbs[128], ts[80], hash[65], *sig64;
     size_t          siglen, n;
@@ -1202,7 +1407,11 @@ pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
     b.cap = sizeof(line) - 80;   /* room for the hash and the newline */
     b.err = 0;
 
-    pki_time_text(ts, sizeof(ts));
+    if (q != NULL) {
+        memcpy(ts, q->time, sizeof(q->time));
+    } else {
+        pki_time_text(ts, sizeof(ts));
+    }
 
     {
         char  head[64];
@@ -1240,21 +1449,11 @@ pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
         pki_jstr(&b, "sig", sig64);
         free(sig64);
 
+    } else if (q != NULL) {
+        pki_jraw(&b, q->body, q->blen);
+
     } else {
-        pki_jstr(&b, "type", pki_event_type_name(ev->type));
-        pki_jstr(&b, "protocol", ev->protocol);
-        pki_jstr(&b, "operation", ev->operation);
-        pki_jstr(&b, "ca", ev->ca);
-        pki_jstr(&b, "template", ev->template_name);
-        pki_jstr(&b, "serial", ev->serial);
-        pki_jstr(&b, "subject", ev->subject);
-        pki_jstr(&b, "requester", ev->requester);
-        pki_jstr(&b, "client", ev->client);
-        pki_jstr(&b, "outcome", pki_outcome_class(ev->status));
-        if (ev->status != PKI_OK) {
-            pki_jstr(&b, "status", pki_status_name(ev->status));
-        }
-        pki_jstr(&b, "reason", ev->reason);
+        pki_audit_body(&b, ev);
     }
 
     pki_jnum(&b, "pid", (long long) getpid());
@@ -1283,10 +1482,10 @@ pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
         }
 
         /* the chain (and seq) moved on if a checkpoint was written */
-        return pki_audit_write_locked(a, ev, 0, res);
+        return pki_audit_write_q(a, q, ev, 0, res);
     }
 
-    if (!pki_write_all(a->fd, line, b.len)) {
+    if (!pki_audit_out(a, line, b.len)) {
         st = pki_fail(res, PKI_UNAVAILABLE, "cannot write the audit log: %s",
                       strerror(errno));
         /* a partial line is cut off by the next catch-up */
@@ -1305,6 +1504,13 @@ pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
 
     if (checkpoint) {
         a->since_ckpt = 0;
+
+        /* the head names a checkpoint the file holds */
+        if (!pki_audit_oflush(a)) {
+            return pki_fail(res, PKI_UNAVAILABLE, "cannot write the audit "
+                            "log: %s", strerror(errno));
+        }
+
         pki_audit_write_head(a, line, b.len);
     } else {
         a->since_ckpt++;
@@ -1359,11 +1565,160 @@ done:
 }
 
 
+/* ---- one sync for all processes (the record in DIR/audit.lock) ---------- */
+
+#define PKI_AUDIT_SYNC_MAGIC  0x31636e7973696b70ULL   /* "pkisync1" */
+
+typedef struct {
+    unsigned long long    magic;
+    unsigned long long    dev;
+    unsigned long long    ino;
+    unsigned long long    size;        /* of ino, durable */
+} pki_audit_srec_t;
+
+
+static int
+pki_audit_gate(pki_audit_t *a, int type)
+{
+    struct flock  fl;
+
+    if (type != F_UNLCK) {
+        pthread_mutex_lock(&a->gate);
+    }
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = (short) type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+
+    while (fcntl(a->lockfd, F_OFD_SETLKW, &fl) != 0) {
+        if (errno != EINTR) {
+            if (type != F_UNLCK) {
+                pthread_mutex_unlock(&a->gate);
+            }
+            return 0;
+        }
+    }
+
+    if (type == F_UNLCK) {
+        pthread_mutex_unlock(&a->gate);
+    }
+
+    return 1;
+}
+
+
+static int
+pki_audit_srec_read(pki_audit_t *a, pki_audit_srec_t *r)
+{
+    if (pread(a->lockfd, r, sizeof(*r), 0) != (ssize_t) sizeof(*r)
+        || r->magic != PKI_AUDIT_SYNC_MAGIC)
+    {
+        memset(r, 0, sizeof(*r));
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static void
+pki_audit_srec_write(pki_audit_t *a, pki_audit_srec_t *r)
+{
+    r->magic = PKI_AUDIT_SYNC_MAGIC;
+
+    if (pwrite(a->lockfd, r, sizeof(*r), 0) != (ssize_t) sizeof(*r)) {
+        /* a stale record errs high: make it unusable */
+        (void) ftruncate(a->lockfd, 0);
+    }
+}
+
+
+/* dev/ino (the current audit.log) is size bytes long now, after a torn
+ * line was cut off or when it was (re)opened: a record above that was
+ * about other bytes (or another file with the same inode number) */
+static void
+pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino, off_t size)
+{
+    pki_audit_srec_t  r;
+
+    if (a->no_fsync || !pki_audit_gate(a, F_WRLCK)) {
+        return;
+    }
+
+    if (pki_audit_srec_read(a, &r) && r.dev == (unsigned long long) dev
+        && r.ino == (unsigned long long) ino
+        && r.size > (unsigned long long) size)
+    {
+        r.size = (unsigned long long) size;
+        pki_audit_srec_write(a, &r);
+    }
+
+    (void) pki_audit_gate(a, F_UNLCK);
+}
+
+
+/* fdatasync(fd) unless another process's sync already covered the first
+ * end bytes of dev/ino; one at a time across processes */
+static int
+pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev, ino_t ino,
+    off_t end)
+{
+    int                  rc, eno;
+    struct stat          st;
+    pki_audit_srec_t     r;
+
+    if (end < 0 || !pki_audit_gate(a, F_WRLCK)) {
+        return fdatasync(fd);
+    }
+
+    if (pki_audit_srec_read(a, &r) && r.dev == (unsigned long long) dev
+        && r.ino == (unsigned long long) ino
+        && r.size >= (unsigned long long) end)
+    {
+        (void) pki_audit_gate(a, F_UNLCK);
+        return 0;
+    }
+
+    if (fstat(fd, &st) != 0 || st.st_dev != dev || st.st_ino != ino) {
+        (void) pki_audit_gate(a, F_UNLCK);
+        return fdatasync(fd);
+    }
+
+    rc = fdatasync(fd);
+    eno = errno;
+
+    if (rc == 0) {
+        if (r.dev != (unsigned long long) dev
+            || r.ino != (unsigned long long) ino)
+        {
+            r.dev = (unsigned long long) dev;
+            r.ino = (unsigned long long) ino;
+            r.size = 0;
+        }
+
+        if ((unsigned long long) st.st_size > r.size) {
+            r.size = (unsigned long long) st.st_size;
+            pki_audit_srec_write(a, &r);
+        }
+    }
+
+    (void) pki_audit_gate(a, F_UNLCK);
+
+    errno = eno;
+    return rc;
+}
+
+
 /* Waits until every line this process wrote up to mine is durable. */
 static pki_status_t
 pki_audit_commit(pki_audit_t *a, unsigned long long mine, pki_result_t *res)
 {
     int                  fd, rc, eno;
+    off_t                end;
+    dev_t                dev;
+    ino_t                ino;
     unsigned long long   target;
 
     while (a->synced < mine) {
@@ -1376,10 +1731,13 @@ pki_audit_commit(pki_audit_t *a, unsigned long long mine, pki_result_t *res)
         a->syncing = 1;
         target = a->written;
         fd = dup(a->fd);
+        dev = a->dev;
+        ino = a->ino;
+        end = a->end;
 
         pthread_mutex_unlock(&a->lock);
 
-        rc = (fd >= 0) ? fdatasync(fd) : -1;
+        rc = (fd >= 0) ? pki_audit_shared_sync(a, fd, dev, ino, end) : -1;
         eno = errno;
         if (fd >= 0) {
             close(fd);
@@ -1423,7 +1781,10 @@ pki_audit_append(pki_audit_t *a, const pki_event_t *ev, int durable,
 
     } else if (st == PKI_OK && a->syncer_on) {
         /* the syncer thread makes it durable (group commit) */
+        pthread_mutex_lock(&a->qlock);
+        a->qsync = 1;
         pthread_cond_signal(&a->scond);
+        pthread_mutex_unlock(&a->qlock);
     }
 
     pthread_mutex_unlock(&a->lock);
@@ -1433,6 +1794,168 @@ pki_audit_append(pki_audit_t *a, const pki_event_t *ev, int durable,
 
 
 /* ---- the syncer thread ------------------------------------------------------ */
+
+/* The appending thread: the entry's time and fields, formatted now (a
+ * field too long fails here, not in the syncer), then queued. */
+static int
+pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
+    unsigned long long *ticket, pki_status_t *st, pki_result_t *res)
+{
+    pki_jbuf_t          b;
+    pki_audit_qent_t   *q;
+    char                body[PKI_AUDIT_LINE_MAX];
+
+    *st = PKI_OK;
+    b.p = body;
+    b.len = 0;
+    b.cap = PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME;
+    b.err = 0;
+
+    pki_audit_body(&b, ev);
+
+    if (b.err) {
+        *st = pki_fail(res, PKI_INTERNAL, "audit entry too long");
+        return 0;
+    }
+
+    q = malloc(sizeof(pki_audit_qent_t) + b.len);
+    if (q == NULL) {
+        *st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        return 0;
+    }
+
+    memcpy(q->body, body, b.len + 1);
+    q->blen = b.len;
+    q->next = NULL;
+
+    pki_time_text(q->time, sizeof(q->time));
+
+    pthread_mutex_lock(&a->qlock);
+
+    if (!a->syncer_on || a->syncer_stop) {
+        /* no syncer to write it: the caller writes it itself */
+        pthread_mutex_unlock(&a->qlock);
+        free(q);
+        return 0;
+    }
+
+    q->ticket = ++a->qnext;
+    *ticket = q->ticket;
+    *a->qtail = q;
+    a->qtail = &q->next;
+    pthread_cond_signal(&a->scond);
+
+    pthread_mutex_unlock(&a->qlock);
+
+    return 1;
+}
+
+
+/* Writes what is queued (after a batch that failed before) with one
+ * flock and one write(), then makes everything this process wrote
+ * durable; the queue tickets written advance qdone. */
+static pki_status_t
+pki_audit_drain(pki_audit_t *a, pki_result_t *res)
+{
+    pki_status_t         st;
+    pki_result_t         cres;
+    pki_audit_qent_t    *batch, *q, **last;
+    unsigned long long   hi;
+
+    pthread_mutex_lock(&a->lock);
+
+    /* taken under lock: batches are written in ticket order */
+    pthread_mutex_lock(&a->qlock);
+    batch = a->qhead;
+    a->qhead = NULL;
+    a->qtail = &a->qhead;
+    a->qsync = 0;
+    pthread_mutex_unlock(&a->qlock);
+
+    if (a->retry != NULL) {
+        for (last = &a->retry; *last != NULL; last = &(*last)->next) {
+            /* void */
+        }
+        *last = batch;
+        batch = a->retry;
+        __atomic_store_n(&a->retry, NULL, __ATOMIC_RELEASE);
+    }
+
+    hi = 0;
+    st = PKI_OK;
+
+    if (batch != NULL) {
+        while (flock(a->lockfd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                st = pki_fail(res, PKI_UNAVAILABLE,
+                              "flock(audit.lock) failed");
+                break;
+            }
+        }
+
+        if (st == PKI_OK) {
+            if (!pki_audit_catch_up(a, res)) {
+                st = (res && res->status != PKI_OK) ? res->status
+                                                    : PKI_UNAVAILABLE;
+
+            } else {
+                a->batching = 1;
+                a->olen = 0;
+
+                for (q = batch; q != NULL && st == PKI_OK; q = q->next) {
+                    st = pki_audit_write_q(a, q, NULL, 0, res);
+
+                    if (st == PKI_OK && a->key != NULL
+                        && a->since_ckpt >= a->ckpt_every)
+                    {
+                        pki_result_init(&cres);
+                        (void) pki_audit_write_locked(a, NULL, 1, &cres);
+                    }
+                }
+
+                if (st == PKI_OK && !pki_audit_oflush(a)) {
+                    st = pki_fail(res, PKI_UNAVAILABLE, "cannot write the "
+                                  "audit log: %s", strerror(errno));
+                }
+
+                if (st != PKI_OK) {
+                    /* nothing of the batch counts: the next catch-up
+                     * reads where the file really ends */
+                    a->olen = 0;
+                    a->end = -1;
+                }
+
+                a->batching = 0;
+            }
+
+            (void) flock(a->lockfd, LOCK_UN);
+        }
+
+        if (st != PKI_OK) {
+            /* fail closed: its answers wait; written first next time */
+            __atomic_store_n(&a->retry, batch, __ATOMIC_RELEASE);
+            pthread_mutex_unlock(&a->lock);
+            return st;
+        }
+
+        while ((q = batch) != NULL) {
+            batch = q->next;
+            hi = q->ticket;
+            free(q);
+        }
+    }
+
+    st = pki_audit_commit(a, a->written, res);
+
+    if (st == PKI_OK && hi > a->qdone) {
+        __atomic_store_n(&a->qdone, hi, __ATOMIC_RELEASE);
+    }
+
+    pthread_mutex_unlock(&a->lock);
+
+    return st;
+}
+
 
 static void *
 pki_audit_syncer(void *arg)
@@ -1444,40 +1967,60 @@ pki_audit_syncer(void *arg)
     pki_status_t         st;
     pki_result_t         res;
     struct timespec      ts;
+    unsigned             fails;
+    int                  retry;
 
-    pthread_mutex_lock(&a->lock);
+    fails = 0;
 
-    while (!a->syncer_stop) {
+    pthread_mutex_lock(&a->qlock);
 
-        if (a->synced >= a->written) {
-            pthread_cond_wait(&a->scond, &a->lock);
+    for ( ;; ) {
+
+        retry = __atomic_load_n(&a->retry, __ATOMIC_ACQUIRE) != NULL;
+
+        if (a->qhead == NULL && !a->qsync && !retry && !a->syncer_stop) {
+            pthread_cond_wait(&a->scond, &a->qlock);
             continue;
         }
 
-        /* one fdatasync for everything written so far; what is written
-         * meanwhile is the next round */
-        pki_result_init(&res);
-        st = pki_audit_commit(a, a->written, &res);
+        if (a->syncer_stop && a->qhead == NULL && !a->qsync
+            && (!retry || fails > 0))
+        {
+            break;
+        }
 
         notify = a->notify;
         narg = a->notify_arg;
 
-        pthread_mutex_unlock(&a->lock);
+        pthread_mutex_unlock(&a->qlock);
+
+        /* one write and one fdatasync for everything queued so far; what
+         * is queued meanwhile is the next round */
+        pki_result_init(&res);
+        st = pki_audit_drain(a, &res);
 
         if (st != PKI_OK) {
             /* fail closed: the answers wait; try again shortly */
+            fails++;
             ts.tv_sec = 0;
             ts.tv_nsec = 50 * 1000 * 1000;
             nanosleep(&ts, NULL);
 
-        } else if (notify != NULL) {
-            notify(narg);
+        } else {
+            fails = 0;
+            if (notify != NULL) {
+                notify(narg);
+            }
         }
 
-        pthread_mutex_lock(&a->lock);
+        pthread_mutex_lock(&a->qlock);
+
+        if (st != PKI_OK && a->syncer_stop) {
+            break;
+        }
     }
 
-    pthread_mutex_unlock(&a->lock);
+    pthread_mutex_unlock(&a->qlock);
 
     return NULL;
 }
@@ -1503,7 +2046,10 @@ pki_audit_syncer_start(pki_audit_t *a, void (*notify)(void *arg), void *arg,
 
     a->notify = notify;
     a->notify_arg = arg;
+
+    pthread_mutex_lock(&a->qlock);
     a->syncer_stop = 0;
+    pthread_mutex_unlock(&a->qlock);
 
     /* signals stay with the server's main thread */
     sigfillset(&all);
@@ -1511,7 +2057,16 @@ pki_audit_syncer_start(pki_audit_t *a, void (*notify)(void *arg), void *arg,
 
     rc = pthread_create(&a->syncer, NULL, pki_audit_syncer, a);
     if (rc == 0) {
+        pthread_mutex_lock(&a->qlock);
         a->syncer_on = 1;
+        pthread_mutex_unlock(&a->qlock);
+
+        /* from now on, deferred appends are queued and their tickets
+         * count queue entries (pki_audit_synced() says so) */
+        if (!a->qmode) {
+            __atomic_store_n(&a->qdone, a->qnext, __ATOMIC_RELEASE);
+            __atomic_store_n(&a->qmode, 1, __ATOMIC_RELEASE);
+        }
     }
 
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1534,21 +2089,25 @@ pki_audit_syncer_stop(pki_audit_t *a)
         return;
     }
 
-    pthread_mutex_lock(&a->lock);
+    /* the thread writes what is queued, then ends */
+    pthread_mutex_lock(&a->qlock);
 
-    if (!a->syncer_on) {
-        pthread_mutex_unlock(&a->lock);
+    if (!a->syncer_on || a->syncer_stop) {
+        pthread_mutex_unlock(&a->qlock);
         return;
     }
 
     a->syncer_stop = 1;
     pthread_cond_signal(&a->scond);
-    pthread_mutex_unlock(&a->lock);
+    pthread_mutex_unlock(&a->qlock);
 
     (void) pthread_join(a->syncer, NULL);
 
-    pthread_mutex_lock(&a->lock);
+    pthread_mutex_lock(&a->qlock);
     a->syncer_on = 0;
+    pthread_mutex_unlock(&a->qlock);
+
+    pthread_mutex_lock(&a->lock);
     a->notify = NULL;
     a->notify_arg = NULL;
     pthread_mutex_unlock(&a->lock);

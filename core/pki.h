@@ -1282,14 +1282,18 @@ PKI_API pki_status_t pki_record_commit_batch(pki_redis_t *r,
 
 /* ---- transaction log: syncer thread (core/audit.c, issue 7) ----------------
  *
- * A thread of its own that makes the deferred appends durable: whenever
- * this process wrote more than is synced, one fdatasync for all of it
- * (group commit), then notify(arg) from that thread (e.g. a write to an
- * eventfd the event loop watches), which then finds pki_audit_synced()
- * covering the tickets it waits for.  A failed fdatasync is retried; the
+ * A thread of its own that makes the deferred appends durable.  While it
+ * runs, a deferred pki_event_emit only formats the entry and queues it
+ * (its ticket then counts queued entries); the thread writes everything
+ * queued as one batch (one flock, one write), one fdatasync for all of it
+ * (group commit; across processes one sync at a time covers them all),
+ * then notify(arg) from that thread (e.g. a write to an eventfd the event
+ * loop watches), which then finds pki_audit_synced() covering the tickets
+ * it waits for.  A batch that cannot be written or synced is retried; the
  * answers wait (fail closed).  No thread of the server's pool waits for
- * the disk.  pki_audit_close() stops it too.  pki_audit_synced() reads
- * without a lock (the event loop may call it). */
+ * the disk.  pki_audit_syncer_stop() writes what is queued;
+ * pki_audit_close() stops it too.  pki_audit_synced() reads without a lock
+ * (the event loop may call it). */
 PKI_API pki_status_t pki_audit_syncer_start(pki_audit_t *a,
     void (*notify)(void *arg), void *arg, pki_result_t *res);
 PKI_API void pki_audit_syncer_stop(pki_audit_t *a);

@@ -158,11 +158,6 @@ static void pki_scep_pkioperation(const pki_scep_conf_t *conf,
     const pki_scep_req_t *req, pki_scep_resp_t *resp);
 static void pki_scep_http_error(pki_scep_resp_t *resp, int status);
 static const EVP_MD *pki_scep_sd_digest(EVP_PKEY *pk);
-static PKCS7 *pki_scep_sd_new(X509 *signer, const EVP_MD *dgst,
-    const unsigned char *content, size_t len, PKCS7_SIGNER_INFO **sip);
-static int pki_scep_sd_sign(pki_key_t *key, const EVP_MD *dgst, PKCS7 *p7,
-    PKCS7_SIGNER_INFO *si, unsigned char **out, size_t *outlen,
-    pki_result_t *res);
 
 
 /* ---- OIDs ------------------------------------------------------------------ */
@@ -900,17 +895,21 @@ pki_scep_sd_digest(EVP_PKEY *pk)
  * token key stays in the token; the signature is verified before it is
  * released): blocking, run in the thread pool.
  */
+static int pki_scep_signed(pki_key_t *key, X509 *signer,
+    STACK_OF(X509) *more, const EVP_MD *md, const unsigned char *content,
+    size_t len, pki_der_t *attrs, int na, unsigned char **out,
+    size_t *outlen, pki_result_t *res);
+
+
 static void
 pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 {
-    int                  i, j, dup;
-    X509                *ca, *x;
-    PKCS7               *p7;
-    size_t               len, bodylen;
-    unsigned char       *inner, *body;
-    const EVP_MD        *dgst;
-    STACK_OF(X509)      *chain;
-    PKCS7_SIGNER_INFO   *si;
+    int             i;
+    X509           *ca;
+    size_t          len, bodylen;
+    pki_der_t       attr[3];
+    unsigned char  *inner, *body;
+    const EVP_MD   *dgst;
 
     if (conf->next_ca == NULL) {
         pki_fail(&resp->res, PKI_NOT_FOUND, "no next CA certificate");
@@ -936,47 +935,23 @@ pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
         return;
     }
 
-    p7 = pki_scep_sd_new(ca, dgst, inner, len, &si);
+    /* the current CA's certificate and chain, once each; signed by the CA
+     * key (verified) */
+    memset(attr, 0, sizeof(attr));
+
+    i = pki_scep_signed(pki_ca_key(conf->ca), ca, pki_ca_chain(conf->ca),
+                        dgst, inner, len, attr, 0, &body, &bodylen,
+                        &resp->res);
     OPENSSL_free(inner);
 
-    if (p7 == NULL) {
-        ERR_clear_error();
-        pki_fail(&resp->res, PKI_INTERNAL, "cannot build the SignedData");
-        pki_scep_http_error(resp, 500);
-        return;
-    }
+    free(attr[0].d);
+    free(attr[1].d);
+    free(attr[2].d);
 
-    /* the current CA's chain, once each */
-    chain = pki_ca_chain(conf->ca);
-
-    for (i = 0; i < sk_X509_num(chain); i++) {
-        x = sk_X509_value(chain, i);
-        dup = X509_cmp(x, ca) == 0;
-
-        for (j = 0; j < i && !dup; j++) {
-            dup = X509_cmp(sk_X509_value(chain, j), x) == 0;
-        }
-
-        if (!dup && !PKCS7_add_certificate(p7, x)) {
-            PKCS7_free(p7);
-            ERR_clear_error();
-            pki_fail(&resp->res, PKI_INTERNAL, "cannot build the "
-                     "SignedData");
-            pki_scep_http_error(resp, 500);
-            return;
-        }
-    }
-
-    if (!pki_scep_sd_sign(pki_ca_key(conf->ca), dgst, p7, si, &body,
-                          &bodylen, &resp->res))
-    {
-        PKCS7_free(p7);
-        ERR_clear_error();
+    if (!i) {
         pki_scep_http_error(resp, 0);
         return;
     }
-
-    PKCS7_free(p7);
 
     pki_scep_resp_free(resp);
     resp->body = body;
@@ -1755,146 +1730,6 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 /* ---- building a signed reply ------------------------------------------------ */
 
 /*
- * A SignedData whose content is id-data (content NULL: left out, as in a
- * FAILURE or PENDING CertRep), with signer's certificate and one
- * SignerInfo for it carrying contentType, signingTime and messageDigest.
- * The caller adds its own signed attributes, then pki_scep_sd_sign().
- * The signer's public key only selects the algorithms.
- */
-static PKCS7 *
-pki_scep_sd_new(X509 *signer, const EVP_MD *dgst,
-    const unsigned char *content, size_t len, PKCS7_SIGNER_INFO **sip)
-{
-    int                   n;
-    PKCS7                *p7;
-    unsigned int          mdlen;
-    unsigned char         md[EVP_MAX_MD_SIZE];
-    PKCS7_SIGNER_INFO    *si;
-
-    *sip = NULL;
-
-    p7 = PKCS7_new();
-    if (p7 == NULL || !PKCS7_set_type(p7, NID_pkcs7_signed)
-        || !PKCS7_content_new(p7, NID_pkcs7_data)
-        || !PKCS7_add_certificate(p7, signer))
-    {
-        goto failed;
-    }
-
-    if (content != NULL) {
-        if (len > INT_MAX
-            || !ASN1_OCTET_STRING_set(p7->d.sign->contents->d.data, content,
-                                      (int) len))
-        {
-            goto failed;
-        }
-
-    } else if (!PKCS7_set_detached(p7, 1)) {
-        goto failed;
-    }
-
-    si = PKCS7_add_signature(p7, signer, X509_get0_pubkey(signer), dgst);
-    if (si == NULL) {
-        goto failed;
-    }
-
-    if (EVP_Digest(content != NULL ? content : (const unsigned char *) "",
-                   content != NULL ? len : 0, md, &mdlen, dgst, NULL) != 1)
-    {
-        goto failed;
-    }
-
-    n = PKCS7_add_signed_attribute(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
-                                   OBJ_nid2obj(NID_pkcs7_data))
-        && PKCS7_add0_attrib_signing_time(si, NULL)
-        && PKCS7_add1_attrib_digest(si, md, (int) mdlen);
-    if (!n) {
-        goto failed;
-    }
-
-    *sip = si;
-
-    return p7;
-
-failed:
-
-    PKCS7_free(p7);
-
-    return NULL;
-}
-
-
-/* Signs the SignerInfo's attributes with key (pki_key_sign: the signature
- * is verified before it is used; a token key never leaves the token) and
- * encodes the SignedData into a malloc'd buffer.  1, or 0 with res set. */
-static int
-pki_scep_sd_sign(pki_key_t *key, const EVP_MD *dgst, PKCS7 *p7,
-    PKCS7_SIGNER_INFO *si, unsigned char **out, size_t *outlen,
-    pki_result_t *res)
-{
-    int             n;
-    size_t          siglen;
-    pki_status_t    st;
-    unsigned char  *abuf, *sig, *q;
-
-    *out = NULL;
-    *outlen = 0;
-    abuf = NULL;
-
-    /* the DER SET OF the signed attributes */
-    n = ASN1_item_i2d((ASN1_VALUE *) si->auth_attr, &abuf,
-                      ASN1_ITEM_rptr(PKCS7_ATTR_SIGN));
-    if (n <= 0) {
-        pki_fail(res, PKI_INTERNAL, "cannot encode the attributes");
-        return 0;
-    }
-
-    st = pki_key_sign(key, dgst, abuf, (size_t) n, &sig, &siglen, res);
-    OPENSSL_free(abuf);
-
-    if (st != PKI_OK) {
-        return 0;
-    }
-
-    if (siglen > INT_MAX) {
-        free(sig);
-        pki_fail(res, PKI_INTERNAL, "signature too long");
-        return 0;
-    }
-
-    ASN1_STRING_set0(si->enc_digest, sig, (int) siglen);
-
-    /* the signer no longer needs the public key */
-    EVP_PKEY_free(si->pkey);
-    si->pkey = NULL;
-
-    n = i2d_PKCS7(p7, NULL);
-    if (n <= 0) {
-        pki_fail(res, PKI_INTERNAL, "cannot encode the SignedData");
-        return 0;
-    }
-
-    *out = malloc((size_t) n);
-    if (*out == NULL) {
-        pki_fail(res, PKI_INTERNAL, "out of memory");
-        return 0;
-    }
-
-    q = *out;
-    if (i2d_PKCS7(p7, &q) != n) {
-        free(*out);
-        *out = NULL;
-        pki_fail(res, PKI_INTERNAL, "cannot encode the SignedData");
-        return 0;
-    }
-
-    *outlen = (size_t) n;
-
-    return 1;
-}
-
-
-/*
  * The pkcsPKIEnvelope of a SUCCESS: an EnvelopedData of inner for the
  * requester (RSA PKCS#1 v1.5 key transport, content encryption cipher
  * with a fresh key and IV), appended to b.  0 on failure.
@@ -2038,6 +1873,182 @@ pki_der_attr(pki_der_t *a, const ASN1_OBJECT *oid, pki_der_t *v)
 #define PKI_SCEP_NATTR  9
 
 /*
+ * A SignedData (in its ContentInfo) signed by key for signer: content
+ * (id-data; NULL: left out, as in a FAILURE or PENDING CertRep), the
+ * signer's certificate then those of more (the signer and duplicates
+ * dropped), one SignerInfo whose signed attributes are attrs[0..na) plus
+ * contentType, signingTime and messageDigest (added here: attrs has room for
+ * three more), all in DER SET OF order.  Signed through pki_key_sign (the
+ * signature is verified before it is used; a token key stays in the
+ * token).  md: the digest; the signature algorithm follows the signer's
+ * key (RSA: rsaEncryption, EC: ecdsa-with-<md>), as PKCS7_sign() writes
+ * them.  1 with *out (malloc'd), or 0 with res filled.
+ */
+static int
+pki_scep_signed(pki_key_t *key, X509 *signer, STACK_OF(X509) *more,
+    const EVP_MD *md, const unsigned char *content, size_t len,
+    pki_der_t *attrs, int na, unsigned char **out, size_t *outlen,
+    pki_result_t *res)
+{
+    int              i, j, ok, dup, sigalg;
+    X509            *x;
+    size_t           m1, m2, m3, siglen;
+    ASN1_TIME       *now;
+    pki_der_t        sa, b, v;
+    unsigned char    dig[EVP_MAX_MD_SIZE], *der, *sig;
+    unsigned int     diglen;
+
+    ok = 0;
+    sig = NULL;
+    der = NULL;
+    memset(&sa, 0, sizeof(sa));
+    memset(&b, 0, sizeof(b));
+    memset(&v, 0, sizeof(v));
+    *out = NULL;
+    *outlen = 0;
+
+    switch (EVP_PKEY_get_base_id(X509_get0_pubkey(signer))) {
+    case EVP_PKEY_RSA:
+        sigalg = NID_rsaEncryption;
+        break;
+    case EVP_PKEY_EC:
+        if (!OBJ_find_sigid_by_algs(&sigalg, EVP_MD_get_type(md),
+                                    EVP_PKEY_EC))
+        {
+            sigalg = NID_undef;
+        }
+        break;
+    default:
+        sigalg = NID_undef;
+    }
+
+    if (sigalg == NID_undef) {
+        pki_fail(res, PKI_INTERNAL, "the signer's key cannot sign a PKCS#7 "
+                 "SignedData");
+        return 0;
+    }
+
+    now = X509_gmtime_adj(NULL, 0);
+    if (now == NULL
+        || EVP_Digest(content != NULL ? content : (const unsigned char *) "",
+                      content != NULL ? len : 0, dig, &diglen, md, NULL) != 1)
+    {
+        ASN1_TIME_free(now);
+        pki_fail(res, PKI_INTERNAL, "cannot build the SignedData");
+        return 0;
+    }
+
+    pki_der_obj(&v, NID_pkcs7_data);
+    pki_der_attr(&attrs[na++], OBJ_nid2obj(NID_pkcs9_contentType), &v);
+    pki_der_i2d(&v, i2d_ASN1_TIME(now, &der), &der);
+    pki_der_attr(&attrs[na++], OBJ_nid2obj(NID_pkcs9_signingTime), &v);
+    pki_der_tlv(&v, 0x04, dig, diglen);
+    pki_der_attr(&attrs[na++], OBJ_nid2obj(NID_pkcs9_messageDigest), &v);
+    ASN1_TIME_free(now);
+
+    for (i = 0; i < na; i++) {
+        if (attrs[i].err) {
+            pki_fail(res, PKI_INTERNAL, "cannot add the signed attributes");
+            goto failed;
+        }
+    }
+
+    qsort(attrs, (size_t) na, sizeof(pki_der_t), pki_der_cmp);
+
+    for (i = 0; i < na; i++) {
+        pki_der_put(&sa, attrs[i].d, attrs[i].n);
+    }
+    pki_der_wrap(&sa, 0, 0x31);     /* the SET OF that is signed */
+
+    if (sa.err) {
+        pki_fail(res, PKI_INTERNAL, "cannot encode the attributes");
+        goto failed;
+    }
+
+    if (pki_key_sign(key, md, sa.d, sa.n, &sig, &siglen, res) != PKI_OK) {
+        goto failed;
+    }
+
+    sa.d[0] = 0xa0;                 /* in the SignerInfo: [0] IMPLICIT */
+
+    /* ContentInfo { signedData, [0] SignedData { 1, SET { md },
+     *   ContentInfo { data [, [0] OCTET STRING content] },
+     *   [0] { certificates }, SET { SignerInfo } } } */
+    pki_der_obj(&b, NID_pkcs7_signed);
+    m1 = b.n;
+    pki_der_put(&b, "\x02\x01\x01", 3);
+
+    m2 = b.n;
+    pki_der_alg_null(&b, EVP_MD_get_type(md));
+    pki_der_wrap(&b, m2, 0x31);
+
+    m2 = b.n;
+    pki_der_obj(&b, NID_pkcs7_data);
+    if (content != NULL) {
+        m3 = b.n;
+        pki_der_tlv(&b, 0x04, content, len);
+        pki_der_wrap(&b, m3, 0xa0);
+    }
+    pki_der_wrap(&b, m2, 0x30);
+
+    m2 = b.n;
+    pki_der_i2d(&b, i2d_X509(signer, &der), &der);
+    for (i = 0; i < sk_X509_num(more); i++) {
+        x = sk_X509_value(more, i);
+        dup = X509_cmp(x, signer) == 0;
+
+        for (j = 0; j < i && !dup; j++) {
+            dup = X509_cmp(sk_X509_value(more, j), x) == 0;
+        }
+
+        if (!dup) {
+            pki_der_i2d(&b, i2d_X509(x, &der), &der);
+        }
+    }
+    pki_der_wrap(&b, m2, 0xa0);
+
+    m2 = b.n;
+    pki_der_put(&b, "\x02\x01\x01", 3);
+    pki_der_ias(&b, signer);
+    pki_der_alg_null(&b, EVP_MD_get_type(md));
+    pki_der_put(&b, sa.d, sa.n);
+    m3 = b.n;
+    pki_der_obj(&b, sigalg);
+    if (sigalg == NID_rsaEncryption) {
+        pki_der_put(&b, "\x05\x00", 2);
+    }
+    pki_der_wrap(&b, m3, 0x30);
+    pki_der_tlv(&b, 0x04, sig, siglen);
+    pki_der_wrap(&b, m2, 0x30);
+    pki_der_wrap(&b, m2, 0x31);
+
+    pki_der_wrap(&b, m1, 0x30);
+    pki_der_wrap(&b, m1, 0xa0);
+    pki_der_wrap(&b, 0, 0x30);
+
+    if (b.err) {
+        pki_fail(res, PKI_INTERNAL, "cannot encode the SignedData");
+        goto failed;
+    }
+
+    *out = b.d;
+    *outlen = b.n;
+    b.d = NULL;
+    ok = 1;
+
+failed:
+
+    free(v.d);
+    free(sa.d);
+    free(b.d);
+    free(sig);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
+/*
  * The CertRep: SignedData signed by the RA key over contentType,
  * signingTime, messageDigest and the SCEP attributes; content: the inner
  * degenerate PKCS#7 (success only) encrypted to the requester.
@@ -2049,28 +2060,19 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
     pki_scep_resp_t *resp)
 {
     int              i, na, ok;
-    X509            *ra;
     char             num[3][16];
-    size_t           m0, m1, m2, m3, siglen;
-    ASN1_TIME       *now;
-    pki_der_t        env, attr[PKI_SCEP_NATTR], sa, out, v;
-    unsigned char    md[EVP_MAX_MD_SIZE], nonce[16], *der, *sig;
-    unsigned int     mdlen;
+    size_t           bodylen;
+    pki_der_t        env, attr[PKI_SCEP_NATTR], v;
+    unsigned char    nonce[16], *body;
 
     ok = 0;
     na = 0;
-    sig = NULL;
-    now = NULL;
     memset(&env, 0, sizeof(env));
     memset(attr, 0, sizeof(attr));
-    memset(&sa, 0, sizeof(sa));
-    memset(&out, 0, sizeof(out));
     memset(&v, 0, sizeof(v));
 
     resp->pki_status = status;
     resp->fail_info = status == PKI_SCEP_FAILURE ? fail : -1;
-
-    ra = pki_scep_ra_cert(conf);
 
     /* the encrypted reply for a success */
 
@@ -2092,26 +2094,13 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
         }
     }
 
-    /* the signed attributes, each encoded, then in DER SET OF order */
-    if (EVP_Digest(env.n ? env.d : (const unsigned char *) "", env.n, md,
-                   &mdlen, EVP_sha256(), NULL) != 1
-        || RAND_bytes(nonce, sizeof(nonce)) != 1
-        || (now = X509_gmtime_adj(NULL, 0)) == NULL)
-    {
+    if (RAND_bytes(nonce, sizeof(nonce)) != 1) {
         pki_fail(&resp->res, PKI_INTERNAL, "cannot build the CertRep");
         goto failed;
     }
 
-    pki_der_obj(&v, NID_pkcs7_data);
-    pki_der_attr(&attr[na++], OBJ_nid2obj(NID_pkcs9_contentType), &v);
-
-    der = NULL;
-    pki_der_i2d(&v, i2d_ASN1_TIME(now, &der), &der);
-    pki_der_attr(&attr[na++], OBJ_nid2obj(NID_pkcs9_signingTime), &v);
-
-    pki_der_tlv(&v, 0x04, md, mdlen);
-    pki_der_attr(&attr[na++], OBJ_nid2obj(NID_pkcs9_messageDigest), &v);
-
+    /* the SCEP attributes (contentType, signingTime and messageDigest
+     * come with the SignedData) */
     snprintf(num[0], sizeof(num[0]), "%d", PKI_SCEP_CERTREP);
     snprintf(num[1], sizeof(num[1]), "%d", status);
     snprintf(num[2], sizeof(num[2]), "%d", fail);
@@ -2131,87 +2120,21 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
     pki_der_tlv(&v, 0x04, nonce, sizeof(nonce));
     pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_SENDER_NONCE], &v);
 
-    for (i = 0; i < na; i++) {
-        if (attr[i].err) {
-            pki_fail(&resp->res, PKI_INTERNAL, "cannot add the signed "
-                     "attributes");
-            goto failed;
-        }
-    }
-
-    qsort(attr, (size_t) na, sizeof(pki_der_t), pki_der_cmp);
-
-    for (i = 0; i < na; i++) {
-        pki_der_put(&sa, attr[i].d, attr[i].n);
-    }
-    pki_der_wrap(&sa, 0, 0x31);     /* the SET OF that is signed */
-
-    if (sa.err) {
-        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the attributes");
-        goto failed;
-    }
-
-    /* signed with the RA key (verified) */
-    if (pki_key_sign(pki_scep_ra_key(conf), EVP_sha256(), sa.d, sa.n, &sig,
-                     &siglen, &resp->res) != PKI_OK)
+    /* signed with the RA key (verified); no pkcsPKIEnvelope in a FAILURE
+     * or PENDING CertRep */
+    if (!pki_scep_signed(pki_scep_ra_key(conf), pki_scep_ra_cert(conf), NULL,
+                         EVP_sha256(), env.n > 0 ? env.d : NULL, env.n,
+                         attr, na, &body, &bodylen, &resp->res))
     {
-        goto failed;
-    }
-
-    sa.d[0] = 0xa0;                 /* in the SignerInfo: [0] IMPLICIT */
-
-    /* ContentInfo { signedData, [0] SignedData { 1, SET { sha256 },
-     *   ContentInfo { data [, [0] OCTET STRING envelope] },
-     *   [0] { RA certificate }, SET { SignerInfo } } } */
-    m0 = out.n;
-    pki_der_obj(&out, NID_pkcs7_signed);
-    m1 = out.n;
-    pki_der_put(&out, "\x02\x01\x01", 3);
-
-    m2 = out.n;
-    pki_der_alg_null(&out, NID_sha256);
-    pki_der_wrap(&out, m2, 0x31);
-
-    m2 = out.n;
-    pki_der_obj(&out, NID_pkcs7_data);
-    if (env.n > 0) {
-        m3 = out.n;
-        pki_der_tlv(&out, 0x04, env.d, env.n);
-        pki_der_wrap(&out, m3, 0xa0);
-    }
-    pki_der_wrap(&out, m2, 0x30);
-
-    m2 = out.n;
-    der = NULL;
-    pki_der_i2d(&out, i2d_X509(ra, &der), &der);
-    pki_der_wrap(&out, m2, 0xa0);
-
-    m2 = out.n;
-    pki_der_put(&out, "\x02\x01\x01", 3);
-    pki_der_ias(&out, ra);
-    pki_der_alg_null(&out, NID_sha256);
-    pki_der_put(&out, sa.d, sa.n);
-    pki_der_alg_null(&out, NID_rsaEncryption);
-    pki_der_tlv(&out, 0x04, sig, siglen);
-    pki_der_wrap(&out, m2, 0x30);
-    pki_der_wrap(&out, m2, 0x31);
-
-    pki_der_wrap(&out, m1, 0x30);
-    pki_der_wrap(&out, m1, 0xa0);
-    pki_der_wrap(&out, m0, 0x30);
-
-    if (out.err) {
-        pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the SignedData");
         goto failed;
     }
 
     pki_scep_resp_free(resp);
 
-    resp->body = out.d;
-    resp->body_len = out.n;
+    resp->body = body;
+    resp->body_len = bodylen;
     resp->http_status = 200;
     resp->content_type = PKI_SCEP_CT_MESSAGE;
-    out.d = NULL;
     ok = 1;
 
 failed:
@@ -2221,10 +2144,6 @@ failed:
     }
     free(env.d);
     free(v.d);
-    free(sa.d);
-    free(out.d);
-    free(sig);
-    ASN1_TIME_free(now);
     ERR_clear_error();
 
     return ok;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <openssl/pem.h>
@@ -91,6 +92,40 @@ worker(void *arg)
     }
 
     return fails;
+}
+
+
+/* deferred emits from one thread; returns its last ticket */
+static void *
+qworker(void *arg)
+{
+    int                  i, id;
+    char                 serial[41];
+    pki_event_t          ev;
+    pki_result_t         res;
+    unsigned long long  *t, tk;
+
+    id = (int) (long) arg;
+    t = calloc(1, sizeof(*t));
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_ISSUE;
+    ev.status = PKI_OK;
+    ev.ca = "ca1";
+    ev.serial = serial;
+
+    for (i = 0; i < PER_THREAD; i++) {
+        snprintf(serial, sizeof(serial), "Q%02X%04X", id, i);
+        pki_result_init(&res);
+        if (pki_event_emit(&ev, 1, &res) == PKI_OK) {
+            tk = pki_audit_take_ticket();
+            if (t != NULL && tk > *t) {
+                *t = tk;
+            }
+        }
+    }
+
+    return t;
 }
 
 
@@ -450,11 +485,190 @@ main(void)
         ok(__atomic_load_n(&notify_count, __ATOMIC_ACQUIRE) > 0,
            "and notified");
 
-        pki_audit_set_deferred(0);
-        pki_audit_set_default(NULL);
-        pki_audit_syncer_stop(shared_log);
+        /* many threads queue at once (rotation and checkpoints fall
+         * inside the batches: max_size 4096, checkpoint every 7) */
+        {
+            int                 i;
+            pthread_t           th[NTHREADS];
+            unsigned long long  hi, *t;
+
+            hi = 0;
+            for (i = 0; i < NTHREADS; i++) {
+                pthread_create(&th[i], NULL, qworker, (void *) (long) i);
+            }
+            for (i = 0; i < NTHREADS; i++) {
+                pthread_join(th[i], (void **) &t);
+                if (*t > hi) {
+                    hi = *t;
+                }
+                free(t);
+            }
+
+            ok(hi >= ticket + NTHREADS * PER_THREAD,
+               "%d queued entries, tickets up to %llu", NTHREADS * PER_THREAD,
+               hi);
+            for (n = 0; n < 500 && pki_audit_synced(shared_log) < hi; n++) {
+                usleep(10000);
+            }
+            ok(pki_audit_synced(shared_log) >= hi, "all synced");
+            st = verify(logdir, &rep);
+            ok(st == PKI_OK, "the chain holds (%s)", rep.bad);
+        }
+
+        /* a log that cannot be written holds the answers back (fail
+         * closed), and the queued entry is written once it can be */
+        {
+            char  p1[600], p2[600];
+
+            snprintf(p1, sizeof(p1), "%s/audit.log", logdir);
+            snprintf(p2, sizeof(p2), "%s/audit.away", logdir);
+            ok(rename(p1, p2) == 0 && mkdir(p1, 0700) == 0,
+               "audit.log is a directory now");
+
+            ev.serial = "FA11ED";
+            pki_result_init(&res);
+            st = pki_event_emit(&ev, 1, &res);
+            ticket = pki_audit_take_ticket();
+            ok(st == PKI_OK && ticket > 0, "queued");
+            usleep(300000);
+            ok(pki_audit_synced(shared_log) < ticket,
+               "not durable: its answer waits");
+
+            ok(rmdir(p1) == 0 && rename(p2, p1) == 0, "audit.log is back");
+            for (n = 0; n < 500 && pki_audit_synced(shared_log) < ticket;
+                 n++)
+            {
+                usleep(10000);
+            }
+            ok(pki_audit_synced(shared_log) >= ticket,
+               "the syncer wrote it after all");
+            st = verify(logdir, &rep);
+            ok(st == PKI_OK, "the chain holds (%s)", rep.bad);
+        }
+
+        /* stopping the syncer writes what is queued */
+        {
+            unsigned long long  before;
+
+            st = verify(logdir, &rep);
+            before = rep.last_seq;
+            ev.serial = "5709";
+            pki_result_init(&res);
+            st = pki_event_emit(&ev, 1, &res);
+            (void) pki_audit_take_ticket();
+            pki_audit_set_deferred(0);
+            pki_audit_set_default(NULL);
+            pki_audit_syncer_stop(shared_log);
+            st = verify(logdir, &rep);
+            ok(st == PKI_OK && rep.last_seq > before,
+               "the syncer wrote the queue before it stopped");
+        }
+
         pki_audit_syncer_stop(shared_log);
         ok(1, "syncer stopped (twice is harmless)");
+    }
+
+    /* one sync for all writers: DIR/audit.lock records the inode and the
+     * size the last fdatasync covered; a torn line cut off lowers it */
+    {
+        int                  fd;
+        char                 dir2[300], path[400], *lines, *last;
+        FILE                *f;
+        size_t               n;
+        pki_audit_t         *x, *y;
+        struct stat          st;
+        unsigned long long   rec[4];
+        pki_audit_conf_t     c2;
+
+        snprintf(dir2, sizeof(dir2), "%s/log2", tdir);
+        mkdir(dir2, 0700);
+        memset(&c2, 0, sizeof(c2));
+        c2.dir = dir2;
+        pki_result_init(&res);
+        x = pki_audit_open(&c2, &res);
+        pki_result_init(&res);
+        y = pki_audit_open(&c2, &res);
+        ok(x != NULL && y != NULL, "two writers on a new directory");
+
+#define READ_REC()                                                          \
+        do {                                                                \
+            memset(rec, 0, sizeof(rec));                                    \
+            snprintf(path, sizeof(path), "%s/audit.lock", dir2);            \
+            f = fopen(path, "r");                                           \
+            if (f != NULL) {                                                \
+                n = fread(rec, 1, sizeof(rec), f);                          \
+                (void) n;                                                   \
+                fclose(f);                                                  \
+            }                                                               \
+            snprintf(path, sizeof(path), "%s/audit.log", dir2);             \
+            memset(&st, 0, sizeof(st));                                     \
+            stat(path, &st);                                                \
+        } while (0)
+
+        ok(append(x, "5A", 1) == PKI_OK, "a durable append");
+        READ_REC();
+        ok(rec[0] == 0x31636e7973696b70ULL
+           && rec[2] == (unsigned long long) st.st_ino
+           && rec[3] == (unsigned long long) st.st_size,
+           "the sync record names audit.log and its synced size");
+
+        ok(append(y, "5B", 0) == PKI_OK && append(x, "5C", 0) == PKI_OK,
+           "both write");
+        pki_result_init(&res);
+        ok(pki_audit_sync(x, &res) == PKI_OK, "one syncs");
+        READ_REC();
+        ok(rec[3] == (unsigned long long) st.st_size,
+           "its sync covers the other's line too");
+        pki_result_init(&res);
+        ok(pki_audit_sync(y, &res) == PKI_OK, "the other's sync is covered");
+
+        /* a writer died in the middle of a line, and a sync covered the
+         * torn bytes */
+        ok(append(x, "5D", 0) == PKI_OK, "a line");
+        fd = open(path, O_WRONLY | O_APPEND);
+        ok(fd >= 0 && write(fd, "{\"seq\":99999,\"torn", 18) == 18,
+           "a torn line");
+        if (fd >= 0) {
+            close(fd);
+        }
+        pki_result_init(&res);
+        ok(pki_audit_sync(x, &res) == PKI_OK, "a sync");
+        READ_REC();
+        ok(rec[3] == (unsigned long long) st.st_size,
+           "the record covers the torn bytes");
+
+        ok(append(y, "5E", 0) == PKI_OK, "the next writer cuts them off");
+        READ_REC();
+        lines = NULL;
+        f = fopen(path, "r");
+        last = NULL;
+        n = 0;
+        if (f != NULL) {
+            char  *l = NULL;
+            size_t cap = 0;
+
+            while (getline(&l, &cap, f) > 0) {
+                free(last);
+                last = strdup(l);
+            }
+            free(l);
+            fclose(f);
+        }
+        ok(last != NULL && strstr(last, "\"5E\"") != NULL
+           && rec[3] + strlen(last) <= (unsigned long long) st.st_size,
+           "and the record no longer covers where its line went");
+        free(last);
+        free(lines);
+
+        ok(append(y, "5F", 1) == PKI_OK, "a durable append after it");
+        READ_REC();
+        ok(rec[3] == (unsigned long long) st.st_size, "is covered");
+        ok(verify(dir2, &rep) == PKI_OK, "and the log verifies (%s)",
+           rep.bad);
+
+#undef READ_REC
+        pki_audit_close(x);
+        pki_audit_close(y);
     }
 
     a = shared_log;
