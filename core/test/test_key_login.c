@@ -9,11 +9,14 @@
  * session of its own on the token that the core's vault uses (the module is
  * already loaded and initialised by the vault; dlopen returns the same
  * handle) and calls C_Logout on it, once between signatures and then again
- * and again while four threads sign.  What must hold (issue 8, fault matrix
+ * and again before each of ten rounds of four threads signing at once.  What must hold (issue 8, fault matrix
  * row "PKCS#11 login lost"):
  *   - a signature either fails with PKI_UNAVAILABLE or comes back valid:
  *     never a certificate with a bad signature;
  *   - the core logs in again by itself within its bounded retries;
+ * Limit (not tested here): with several vaults on one module, libp11 keeps
+ * its "logged in" flag and key handles per slot until every vault of the
+ * module has closed it, so a lost login is recovered only then.
  *   - once the logouts stop, every signature succeeds.
  * Environment as for test_key.c (PKI_TEST_SOFTHSM_CONF, PKI_TEST_P11_MODULE,
  * PKI_TEST_TOKEN, PKI_TEST_PIN_FILE, PKI_TEST_KEY_URI_EC, optional
@@ -226,7 +229,8 @@ test_login_lost(pki_vault_t *v, const char *uri, const char *what)
     volatile int   stop = 0;
     ck_ulong       rv;
     double         t0, took;
-    int            i, good = 0, unav = 0, other = 0, bad = 0, drops = 0;
+    int            i, round, good = 0, unav = 0, other = 0, bad = 0;
+    int            drops = 0;
 
     pki_result_init(&res);
     k = pki_key_new(uri, v, &res);
@@ -265,26 +269,33 @@ test_login_lost(pki_vault_t *v, const char *uri, const char *what)
     ok(rv == CKR_OK, "%s: the core's new login is there to drop (rv 0x%lx)",
        what, rv);
 
-    /* 2. Logouts while four threads sign. */
+    /* 2. Ten rounds: the login is dropped, then four threads sign at once
+     *    and all meet the lost login together (and race to reopen).  The
+     *    logout is made while no signature is in flight: a C_Logout from
+     *    the test inside the core's own C_Finalize of a reopen would crash
+     *    SoftHSM (seen under ASan), an artefact of the test calling the
+     *    module behind libp11's back. */
     for (i = 0; i < 4; i++) {
         memset(&s[i], 0, sizeof(s[i]));
         s[i].key = k;
-        s[i].n = getenv("PKI_TEST_VALGRIND") ? 5 : 40;
+        s[i].n = getenv("PKI_TEST_VALGRIND") ? 2 : 5;
         s[i].stop = &stop;
-        pthread_create(&t[i], NULL, signer_thread, &s[i]);
-    }
-
-    for (i = 0; i < 10; i++) {
-        usleep(getenv("PKI_TEST_VALGRIND") ? 200000 : 20000);
-        rv = p11_drop_login();
-        if (rv == CKR_OK) {
-            drops++;
-        }
     }
     stop = 1;
 
+    for (round = 0; round < 10; round++) {
+        if (p11_drop_login() == CKR_OK) {
+            drops++;
+        }
+        for (i = 0; i < 4; i++) {
+            pthread_create(&t[i], NULL, signer_thread, &s[i]);
+        }
+        for (i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+        }
+    }
+
     for (i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
         good += s[i].good;
         unav += s[i].unavailable;
         other += s[i].other;
@@ -299,10 +310,11 @@ test_login_lost(pki_vault_t *v, const char *uri, const char *what)
     ok(bad == 0, "%s: no certificate with a bad signature (%d)", what, bad);
     ok(other == 0, "%s: a failure is PKI_UNAVAILABLE, nothing else (%d)",
        what, other);
-    ok(drops >= 1, "%s: the login was dropped while signing (%d times)",
+    ok(drops == 10, "%s: the login was dropped before each round (%d times)",
        what, drops);
-    ok(good > 0, "%s: signatures went on between the logouts (%d)",
-       what, good);
+    ok(good >= 10 * 4 * s[0].n * 9 / 10,
+       "%s: nearly every signature recovered by itself (%d of %d)",
+       what, good, 10 * 4 * s[0].n);
 
     /* 3. RSA keys also decrypt (SCEP's RA key): a logout between two
      *    decryptions is recovered the same way, with the right plaintext. */
@@ -342,6 +354,59 @@ test_login_lost(pki_vault_t *v, const char *uri, const char *what)
        what, one.first_error);
 
     pki_key_free(k);
+}
+
+
+/* Two keys of one vault: key A meets the lost login first and reopens the
+ * vault; the login is lost again before key B is looked up in the new
+ * vault generation.  B's lookup then lists no private key (and libp11
+ * caches that list): the core must reopen once more instead of failing B
+ * until restart, which it did before key.c remembered failed lookups. */
+static void
+test_two_keys(pki_vault_t *v, const char *uri_a, const char *uri_b)
+{
+    int            i;
+    signer_t       a, b;
+    pki_key_t     *ka, *kb;
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    ka = pki_key_new(uri_a, v, &res);
+    kb = pki_key_new(uri_b, v, &res);
+    pki_result_init(&res);
+    if (!ok(ka != NULL && kb != NULL && pki_key_open(ka, &res) == PKI_OK
+            && pki_key_open(kb, &res) == PKI_OK,
+            "two keys open [%s]", res.detail))
+    {
+        pki_key_free(ka);
+        pki_key_free(kb);
+        return;
+    }
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    a.key = ka;
+    b.key = kb;
+
+    ok(p11_drop_login() == CKR_OK, "two keys: first logout");
+    sign_one(&a, 1);
+    ok(a.good == 1, "two keys: A recovers (the vault reopens) [%s]",
+       a.first_error);
+
+    ok(p11_drop_login() == CKR_OK, "two keys: second logout");
+    sign_one(&b, 2);
+    ok(b.good == 1, "two keys: B, looked up while logged out, recovers "
+       "[%s]", b.first_error);
+
+    for (i = 0; i < 5; i++) {
+        sign_one(&a, 10 + i);
+        sign_one(&b, 20 + i);
+    }
+    ok(a.good == 6 && b.good == 6 && a.bad_signature + b.bad_signature == 0,
+       "two keys: both sign after (%d, %d)", a.good, b.good);
+
+    pki_key_free(ka);
+    pki_key_free(kb);
 }
 
 
@@ -385,6 +450,7 @@ main(void)
         test_login_lost(v, uri_ec, "EC P-256");
         if (uri_rsa != NULL) {
             test_login_lost(v, uri_rsa, "RSA");
+            test_two_keys(v, uri_ec, uri_rsa);
         }
     }
 
