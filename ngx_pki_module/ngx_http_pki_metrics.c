@@ -171,6 +171,8 @@ typedef struct {
     ngx_uint_t                 busy;
     ngx_thread_task_t         *task;
     pki_audit_t               *audit;
+    ngx_uint_t                 dropped;    /* since the last log line */
+    ngx_msec_t                 dropped_at;
 } ngx_http_pki_m_queue_t;
 
 
@@ -1695,8 +1697,20 @@ ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
     ngx_http_pki_m_item_t  *it;
 
     if (ngx_http_pki_m_aq.n >= NGX_HTTP_PKI_M_AUDIT_QUEUE) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "pki_audit_log: queue full, refusal not logged");
+        /* a reconnect storm refuses thousands a second: one line a
+         * second per worker, with the count (the counter has them all) */
+        ngx_http_pki_m_aq.dropped++;
+
+        if (ngx_current_msec - ngx_http_pki_m_aq.dropped_at >= 1000
+            || ngx_http_pki_m_aq.dropped_at == 0)
+        {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "pki_audit_log: queue full, %ui refusal(s) not "
+                          "logged", ngx_http_pki_m_aq.dropped);
+            ngx_http_pki_m_aq.dropped = 0;
+            ngx_http_pki_m_aq.dropped_at = ngx_current_msec;
+        }
+
         ngx_http_pki_m_add(ngx_http_pki_m_series(
                                (u_char *) "pki_audit_dropped_total",
                                sizeof("pki_audit_dropped_total") - 1,
@@ -1741,6 +1755,12 @@ ngx_http_pki_m_audit_post(void)
     if (ngx_http_pki_m_aq.busy || ngx_http_pki_m_aq.task == NULL
         || ngx_http_pki_m_aq.head == NULL || ngx_http_pki_m_aq.audit == NULL)
     {
+        return;
+    }
+
+    if (ngx_http_pki_pool_full()) {
+        /* shedding: the timer tries again (a post now would only add
+         * nginx's own "queue overflow" line) */
         return;
     }
 
