@@ -146,18 +146,37 @@ client() {
     echo "$k" > "$W/count-$c"
 }
 
-# run_batches FSYNC -> "DACs seconds rate"
+# CPU ticks (user + system, all threads) of the given processes
+cpu_ticks() {
+    local p t=0
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] || continue
+        t=$(( t + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }') ))
+    done
+    echo "$t"
+}
+NGINX_ALL() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID"); }
+HZ=$(getconf CLK_TCK)
+
+# run_batches FSYNC -> "DACs seconds rate nginx-us-per-DAC redis-us-per-DAC"
+# (CPU time of nginx and Redis per DAC: robust to the machine's load)
 run_batches() {
-    local t0 t1 end n=0 pids=() c
+    local t0 t1 end n=0 pids=() c ng0 ng1 rd0 rd1
     redis-cli -s "$W/redis.sock" config set appendfsync "$1" >/dev/null
     echo "batches of $BATCH, $CLIENTS clients, about ${SECS}s, Redis appendfsync $1 ..." >&2
+    ng0=$(cpu_ticks $(NGINX_ALL))
+    rd0=$(cpu_ticks "$REDIS_PID")
     t0=$(date +%s.%N)
     end=$(( $(date +%s) + SECS ))
     for c in $(seq "$CLIENTS"); do client "$c" "$end" & pids+=($!); done
     wait "${pids[@]}"
     t1=$(date +%s.%N)
+    ng1=$(cpu_ticks $(NGINX_ALL))
+    rd1=$(cpu_ticks "$REDIS_PID")
     for c in $(seq "$CLIENTS"); do n=$(( n + $(cat "$W/count-$c") * BATCH )); done
-    awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d %.1f %.0f\n", n, b - a, n / (b - a) }'
+    awk -v n="$n" -v a="$t0" -v b="$t1" -v ng=$((ng1 - ng0)) -v rd=$((rd1 - rd0)) \
+        -v hz="$HZ" 'BEGIN { printf "%d %.1f %.0f %.0f %.0f\n", n, b - a, n / (b - a),
+                              ng * 1e6 / hz / n, rd * 1e6 / hz / n }'
 }
 
 # raw rates and batches interleaved, so that a change of the machine's
@@ -166,9 +185,9 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "raw SoftHSM2 C_Sign with the PAI key (1 and $P threads, 3 s each) ..." >&2
 RAW1A=$(raw_rate 1)
 RAWPA=$(raw_rate "$P")
-read -r N_ALW S_ALW R_ALW < <(run_batches always)
+read -r N_ALW S_ALW R_ALW C_ALW D_ALW < <(run_batches always)
 RAWPB=$(raw_rate "$P")
-read -r N_SEC S_SEC R_SEC < <(run_batches everysec)
+read -r N_SEC S_SEC R_SEC C_SEC D_SEC < <(run_batches everysec)
 RAW1B=$(raw_rate 1)
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 RAW1=$(( (RAW1A + RAW1B) / 2 ))
@@ -186,6 +205,8 @@ Matter DAC batch issuance, $(nproc) cores, PAI key in SoftHSM2 ($MOD)
     Redis appendfsync always:    $N_ALW DACs in $S_ALW s = $R_ALW DACs/s   ratio $(ratio "$R_ALW" "$RAWP") (vs 1 thread $(ratio "$R_ALW" "$RAW1"))
     Redis appendfsync everysec:  $N_SEC DACs in $S_SEC s = $R_SEC DACs/s   ratio $(ratio "$R_SEC" "$RAWP") (vs 1 thread $(ratio "$R_SEC" "$RAW1"))
   (ratio: DACs/s over the raw rate at the same parallelism, $P threads: $RAWP/s)
+  CPU per DAC (user + system, robust to load): nginx $C_ALW us, Redis $D_ALW us (always);
+    nginx $C_SEC us, Redis $D_SEC us (everysec); one raw C_Sign at 1 thread costs $(awk -v r="$RAW1" 'BEGIN { printf "%.0f", 1e6 / r }') us of wall time
 
 (each DAC: CSR parsed and its signature verified, serial reserved in Redis
  with its intent (one round trip per batch), signed in SoftHSM2, signature

@@ -152,6 +152,8 @@ pki_status_t pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca,
 /* csr.c: the hot-path PKCS#10 reader (see there). */
 int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     pki_status_t *st, pki_result_t *res);
+int pki_int_csr_parts(const unsigned char *der, size_t len, EVP_PKEY **pk,
+    X509_NAME **subject, int *signid, pki_status_t *st, pki_result_t *res);
 
 /* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).
  * fn runs right after the serial was reserved with its intent and before

@@ -32,6 +32,7 @@
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/ecdsa.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -162,6 +163,13 @@ struct pki_key_s {
     pki_ck_ulong       p11_obj;
     pki_ck_ulong      *p11_sess;
     size_t             p11_nsess;
+
+    /* verify-after-sign with precomputed multiples of the public point
+     * (pki_fastvfy_*); under p11_mutex */
+    int                fv_state;     /* 0 not yet, 1 building, 2 ready,
+                                        -1 not for this key */
+    unsigned long      fv_count;
+    EC_GROUP          *fv_group;
 };
 
 
@@ -2055,6 +2063,248 @@ pki_p11_verify(EVP_PKEY *pub, const unsigned char *sig, size_t siglen,
 }
 
 
+/* ---- verify-after-sign with a precomputed table --------------------------
+ *
+ * Invariant 4: every signature is verified before it leaves.  For a hot
+ * EC P-256 token key the check stays the ECDSA verification (FIPS 186-4
+ * 6.4.2: r, s in [1, n-1], R = u1*G + u2*Q with u1 = e/s, u2 = r/s, valid
+ * when x(R) mod n == r), over the DER signature that goes out, with the
+ * key's cached public point -- only computed faster.  OpenSSL multiplies
+ * G from a table of precomputed multiples (several times faster than a
+ * variable point); a copy of the P-256 group whose generator is the key's
+ * point Q gets such a table too (EC_GROUP_precompute_mult, built once per
+ * key and process after PKI_FASTVFY_AFTER signatures, ~150 KB), so u2*Q is
+ * a fixed-base multiplication as well.  When the table is built it is
+ * checked against a signature the generic verifier accepted, and must
+ * reject the same signature over another digest; otherwise the key keeps
+ * the generic verifier.
+ */
+
+#define PKI_FASTVFY_AFTER  16
+
+static EC_GROUP        *pki_p256;
+static pthread_once_t   pki_p256_once = PTHREAD_ONCE_INIT;
+
+
+static void
+pki_p256_init(void)
+{
+    pki_p256 = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+}
+
+
+/* EC_GROUP_precompute_mult() is deprecated in OpenSSL 3.0 with nothing to
+ * replace it; it is what builds the table. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+static int
+pki_ec_precompute(EC_GROUP *g, BN_CTX *ctx)
+{
+    return EC_GROUP_precompute_mult(g, ctx);
+}
+
+#pragma GCC diagnostic pop
+
+
+/* P-256 with the key's point as generator and its table; NULL if the key
+ * is not a P-256 key or on any failure. */
+static EC_GROUP *
+pki_fastvfy_build(EVP_PKEY *pub)
+{
+    int             ok;
+    size_t          len;
+    BN_CTX         *ctx;
+    EC_POINT       *q;
+    EC_GROUP       *gq;
+    unsigned char  *pt;
+
+    (void) pthread_once(&pki_p256_once, pki_p256_init);
+
+    if (pki_p256 == NULL || EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC
+        || pki_pkey_curve_nid(pub) != NID_X9_62_prime256v1)
+    {
+        return NULL;
+    }
+
+    pt = NULL;
+    len = EVP_PKEY_get1_encoded_public_key(pub, &pt);
+    gq = EC_GROUP_dup(pki_p256);
+    q = gq ? EC_POINT_new(gq) : NULL;
+    ctx = BN_CTX_new();
+
+    ok = len > 0 && pt != NULL && q != NULL && ctx != NULL
+         && EC_POINT_oct2point(gq, q, pt, len, ctx)
+         && !EC_POINT_is_at_infinity(gq, q)
+         && EC_POINT_is_on_curve(gq, q, ctx) == 1
+         && EC_GROUP_set_generator(gq, q, EC_GROUP_get0_order(pki_p256),
+                                   EC_GROUP_get0_cofactor(pki_p256))
+         && pki_ec_precompute(gq, ctx);
+
+    OPENSSL_free(pt);
+    EC_POINT_free(q);
+    BN_CTX_free(ctx);
+    ERR_clear_error();
+
+    if (!ok) {
+        EC_GROUP_free(gq);
+        return NULL;
+    }
+
+    return gq;
+}
+
+
+/* 1 when the DER ECDSA-Sig-Value sig verifies over dig with the key whose
+ * point is gq's generator, 0 otherwise. */
+static int
+pki_fastvfy(const EC_GROUP *gq, const unsigned char *sig, size_t siglen,
+    const unsigned char *dig, size_t dlen)
+{
+    int                   ok, derlen;
+    BN_CTX               *ctx;
+    BIGNUM               *w, *e, *u1, *u2, *x;
+    EC_POINT             *p1, *p2;
+    ECDSA_SIG            *es;
+    const BIGNUM         *r, *s, *n;
+    unsigned char        *der;
+    const unsigned char  *p;
+
+    ok = 0;
+    ctx = NULL;
+    p1 = NULL;
+    p2 = NULL;
+    der = NULL;
+
+    /* DER only (as ECDSA_verify): the bytes that go out are the ones
+     * checked */
+    p = sig;
+    es = d2i_ECDSA_SIG(NULL, &p, (long) siglen);
+    if (es == NULL || p != sig + siglen) {
+        goto done;
+    }
+
+    derlen = i2d_ECDSA_SIG(es, &der);
+    if (derlen <= 0 || (size_t) derlen != siglen
+        || memcmp(der, sig, siglen) != 0)
+    {
+        goto done;
+    }
+
+    ECDSA_SIG_get0(es, &r, &s);
+    n = EC_GROUP_get0_order(pki_p256);
+
+    if (BN_is_zero(r) || BN_is_negative(r) || BN_ucmp(r, n) >= 0
+        || BN_is_zero(s) || BN_is_negative(s) || BN_ucmp(s, n) >= 0)
+    {
+        goto done;
+    }
+
+    ctx = BN_CTX_new();
+    if (ctx == NULL) {
+        goto done;
+    }
+
+    BN_CTX_start(ctx);
+    w = BN_CTX_get(ctx);
+    e = BN_CTX_get(ctx);
+    u1 = BN_CTX_get(ctx);
+    u2 = BN_CTX_get(ctx);
+    x = BN_CTX_get(ctx);
+    p1 = EC_POINT_new(pki_p256);
+    p2 = EC_POINT_new(pki_p256);
+
+    /* e: the leftmost 256 bits of the digest (the order has 256 bits) */
+    if (x == NULL || p1 == NULL || p2 == NULL || dlen == 0
+        || BN_bin2bn(dig, dlen > 32 ? 32 : (int) dlen, e) == NULL
+        || BN_mod_inverse(w, s, n, ctx) == NULL
+        || !BN_mod_mul(u1, e, w, n, ctx)
+        || !BN_mod_mul(u2, r, w, n, ctx)
+        || !EC_POINT_mul(pki_p256, p1, u1, NULL, NULL, ctx)
+        || !EC_POINT_mul(gq, p2, u2, NULL, NULL, ctx)
+        || !EC_POINT_add(pki_p256, p1, p1, p2, ctx)
+        || EC_POINT_is_at_infinity(pki_p256, p1)
+        || !EC_POINT_get_affine_coordinates(pki_p256, p1, x, NULL, ctx)
+        || !BN_nnmod(x, x, n, ctx))
+    {
+        goto done;
+    }
+
+    ok = BN_cmp(x, r) == 0;
+
+done:
+
+    if (ctx != NULL) {
+        BN_CTX_end(ctx);
+        BN_CTX_free(ctx);
+    }
+    EC_POINT_free(p1);
+    EC_POINT_free(p2);
+    ECDSA_SIG_free(es);
+    OPENSSL_free(der);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
+/* The key's table when ready; counts the signature and says (*build) when
+ * this caller is to build the table. */
+static const EC_GROUP *
+pki_fastvfy_get(pki_key_t *k, int *build)
+{
+    const EC_GROUP  *gq;
+
+    *build = 0;
+
+    pthread_mutex_lock(&k->p11_mutex);
+
+    if (k->fv_state == 0 && ++k->fv_count >= PKI_FASTVFY_AFTER) {
+        k->fv_state = 1;
+        *build = 1;
+    }
+
+    gq = k->fv_state == 2 ? k->fv_group : NULL;
+
+    pthread_mutex_unlock(&k->p11_mutex);
+
+    return gq;
+}
+
+
+/* Builds the table and checks it on a signature the generic verifier has
+ * just accepted: it must accept it too, and refuse it over another
+ * digest. */
+static void
+pki_fastvfy_install(pki_key_t *k, const unsigned char *sig, size_t siglen,
+    const unsigned char *dig, size_t dlen)
+{
+    int             ok;
+    EC_GROUP       *gq;
+    unsigned char   other[EVP_MAX_MD_SIZE];
+
+    gq = pki_fastvfy_build(k->pub);
+    ok = 0;
+
+    if (gq != NULL && dlen > 0 && dlen <= sizeof(other)) {
+        memcpy(other, dig, dlen);
+        other[dlen - 1] ^= 0x01;
+        ok = pki_fastvfy(gq, sig, siglen, dig, dlen) == 1
+             && pki_fastvfy(gq, sig, siglen, other, dlen) == 0;
+    }
+
+    if (!ok) {
+        EC_GROUP_free(gq);
+        gq = NULL;
+    }
+
+    pthread_mutex_lock(&k->p11_mutex);
+    k->fv_group = gq;
+    k->fv_state = ok ? 2 : -1;
+    pthread_mutex_unlock(&k->p11_mutex);
+}
+
+
 /* The lean path for one operation: 1 signed and verified, 0 signing
  * failed, -1 did not verify, 2 not handled (libp11 signs).  Vault read
  * lock held, handles current. */
@@ -2065,7 +2315,9 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
     unsigned int          dlen;
     const EVP_MD         *md;
     X509_ALGOR           *alg_tbs, *alg_sig;
+    int                   build;
     unsigned char         dig[EVP_MAX_MD_SIZE], *der, *tbs;
+    const EC_GROUP       *fq;
     const X509_ALGOR     *calg;
     const ASN1_BIT_STRING *csig;
     ASN1_BIT_STRING      *sig;
@@ -2137,10 +2389,27 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
         return rc;
     }
 
-    if (!pki_p11_verify(k->pub, der, (size_t) derlen, dig, dlen)) {
+    /* invariant 4, on the DER signature that goes out */
+    fq = pki_fastvfy_get(k, &build);
+    if (fq != NULL) {
+        rc = pki_fastvfy(fq, der, (size_t) derlen, dig, dlen);
+    } else {
+        rc = pki_p11_verify(k->pub, der, (size_t) derlen, dig, dlen);
+    }
+
+    if (!rc) {
+        if (build) {
+            pthread_mutex_lock(&k->p11_mutex);
+            k->fv_state = 0;            /* try again on a good signature */
+            pthread_mutex_unlock(&k->p11_mutex);
+        }
         OPENSSL_free(der);
         pki_log(res, "the token's signature does not verify");
         return -1;
+    }
+
+    if (build) {
+        pki_fastvfy_install(k, der, (size_t) derlen, dig, dlen);
     }
 
     if (op->what == 1) {
@@ -2366,6 +2635,13 @@ pki_key_close(pki_key_t *k)
     } else {
         pki_key_drop_handles(k);
     }
+
+    pthread_mutex_lock(&k->p11_mutex);
+    EC_GROUP_free(k->fv_group);
+    k->fv_group = NULL;
+    k->fv_state = 0;
+    k->fv_count = 0;
+    pthread_mutex_unlock(&k->p11_mutex);
 
     EVP_PKEY_free(k->pub);
     k->pub = NULL;

@@ -8,6 +8,7 @@
  * Matter template.
  */
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -443,15 +444,38 @@ pki_keyid(X509 *x, int nid, unsigned char *id, const char **why)
 }
 
 
+/* An SPKI with algorithm id-ecPublicKey and the named curve prime256v1. */
+static int
+pki_spki_named_p256(X509_PUBKEY *spki)
+{
+    int                 ptype;
+    const void         *pval;
+    ASN1_OBJECT        *aobj;
+    X509_ALGOR         *alg;
+    const ASN1_OBJECT  *kobj;
+
+    if (spki == NULL
+        || !X509_PUBKEY_get0_param(&aobj, NULL, NULL, &alg, spki))
+    {
+        return 0;
+    }
+
+    X509_ALGOR_get0(&kobj, &ptype, &pval, alg);
+
+    return OBJ_obj2nid(kobj) == NID_X9_62_id_ecPublicKey
+           && ptype == V_ASN1_OBJECT
+           && OBJ_obj2nid(pval) == NID_X9_62_prime256v1;
+}
+
+
 static pki_status_t
 pki_check(X509 *x, pki_matter_type_t type, X509 *issuer, int flags,
     pki_result_t *res)
 {
-    int                    i, crit, idx, n, ca, kind, exp;
+    int                    i, crit, idx, n, ca, kind;
     long                   pathlen;
     size_t                 tlvlen;
     unsigned               ku, want;
-    char                   group[64];
     EVP_PKEY              *pk;
     const char            *why;
     pki_opdn_t             sop, iop;
@@ -495,15 +519,13 @@ pki_check(X509 *x, pki_matter_type_t type, X509 *issuer, int flags,
         }
     }
 
+    /* the key decodes as EC, and the certificate says P-256 by name: the
+     * SPKI algorithm is id-ecPublicKey with the prime256v1 OID as its
+     * parameter (not explicit parameters); asking the decoded key for its
+     * group name costs more than reading the two OIDs */
     pk = X509_get0_pubkey(x);
-    exp = 0;
     if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC
-        || !EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
-                                           group, sizeof(group), NULL)
-        || OBJ_txt2nid(group) != NID_X9_62_prime256v1
-        || (EVP_PKEY_get_int_param(pk,
-                    OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
-            && exp))
+        || !pki_spki_named_p256(X509_get_X509_PUBKEY(x)))
     {
         ERR_clear_error();
         return pki_rule(res, type, "public key",
@@ -1477,38 +1499,46 @@ pki_matter_template_type(const pki_template_t *t)
 
 /* ---- issuance hooks ----------------------------------------------------------------- */
 
-pki_status_t
-pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
-    pki_request_t *req, pki_result_t *res)
+/* Whether a request's public key is EC P-256 on the named curve. */
+static int
+pki_req_key_p256(EVP_PKEY *pk)
+{
+    int   exp = 0;
+    char  group[64];
+
+    return pk != NULL && EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC
+           && EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
+                                             group, sizeof(group), NULL)
+           && OBJ_txt2nid(group) == NID_X9_62_prime256v1
+           && !(EVP_PKEY_get_int_param(pk,
+                    OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
+                && exp);
+}
+
+
+/* The DAC request from what a CSR holds (key, signature algorithm,
+ * subject); see pki_int_matter_request(). */
+static pki_status_t
+pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
+    const X509_NAME *in, pki_request_t *req, pki_result_t *res)
 {
     int                 i, n, len;
-    EVP_PKEY           *pk;
-    X509_NAME          *name, *in;
+    X509_NAME          *name;
     const ASN1_STRING  *d;
     const unsigned char *s;
-    X509_NAME_ENTRY    *e;
+    const X509_NAME_ENTRY *e;
     char                cn[65];
-    int                 exp = 0;
-    char                group[64];
 
     memset(req, 0, sizeof(pki_request_t));
 
-    pk = X509_REQ_get0_pubkey(csr);
-    if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC
-        || !EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
-                                           group, sizeof(group), NULL)
-        || OBJ_txt2nid(group) != NID_X9_62_prime256v1
-        || (EVP_PKEY_get_int_param(pk,
-                    OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
-            && exp))
-    {
+    if (!pki_req_key_p256(pk)) {
         ERR_clear_error();
         return pki_fail(res, PKI_POLICY, "Matter %s public key: must be EC "
                         "P-256 (named curve prime256v1)",
                         pki_matter_type_name(t->matter));
     }
 
-    if (X509_REQ_get_signature_nid(csr) != NID_ecdsa_with_SHA256) {
+    if (signid != NID_ecdsa_with_SHA256) {
         return pki_fail(res, PKI_POLICY, "Matter %s CSR: must be signed with "
                         "ecdsa-with-SHA256", pki_matter_type_name(t->matter));
     }
@@ -1521,7 +1551,6 @@ pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
 
     /* The CSR subject is not trusted: only a commonName is taken. */
     snprintf(cn, sizeof(cn), "Matter DAC");
-    in = X509_REQ_get_subject_name(csr);
     n = X509_NAME_entry_count(in);
 
     for (i = 0; i < n; i++) {
@@ -1567,22 +1596,46 @@ pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
 }
 
 
-static int
-pki_add_hex_attr(X509_NAME *name, const char *oid, const char *hex)
+pki_status_t
+pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
+    pki_request_t *req, pki_result_t *res)
 {
-    int           ok;
-    ASN1_OBJECT  *obj;
+    return pki_matter_request(t, X509_REQ_get0_pubkey(csr),
+                              X509_REQ_get_signature_nid(csr),
+                              X509_REQ_get_subject_name(csr), req, res);
+}
 
-    obj = OBJ_txt2obj(oid, 1);
-    if (obj == NULL) {
-        return 0;
-    }
 
-    ok = X509_NAME_add_entry_by_OBJ(name, obj, V_ASN1_UTF8STRING,
-                                    (const unsigned char *) hex, -1, -1, 0);
-    ASN1_OBJECT_free(obj);
+pki_status_t
+pki_int_matter_dac_request(const pki_template_t *t, EVP_PKEY *pk,
+    int signid, const X509_NAME *subject, pki_request_t *req,
+    pki_result_t *res)
+{
+    return pki_matter_request(t, pk, signid, subject, req, res);
+}
 
-    return ok;
+
+/* The VID and PID attribute types, made once (OBJ_txt2obj parses the
+ * dotted text each time: a few us per DAC). */
+static ASN1_OBJECT     *pki_vid_obj, *pki_pid_obj;
+static pthread_once_t   pki_vidpid_once = PTHREAD_ONCE_INIT;
+
+
+static void
+pki_vidpid_objs(void)
+{
+    pki_vid_obj = OBJ_txt2obj(PKI_MATTER_OID_VID, 1);
+    pki_pid_obj = OBJ_txt2obj(PKI_MATTER_OID_PID, 1);
+}
+
+
+static int
+pki_add_hex_attr(X509_NAME *name, const ASN1_OBJECT *obj, const char *hex)
+{
+    return obj != NULL
+           && X509_NAME_add_entry_by_OBJ(name, obj, V_ASN1_UTF8STRING,
+                                         (const unsigned char *) hex, -1, -1,
+                                         0);
 }
 
 
@@ -1590,10 +1643,10 @@ pki_status_t
 pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
     pki_result_t *res)
 {
-    int                i, n, a;
+    int                i, a;
     char               vid[9], pid[9];
     const char        *why;
-    X509_NAME         *in, *name;
+    X509_NAME         *name;
     pki_vidpid_t       ivp;
     X509_NAME_ENTRY   *e;
     time_t             nb, canb;
@@ -1635,34 +1688,30 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
                             "and template \"%s\" sets no matter_pid", t->name);
         }
 
-        /* the subject: what policy allowed (no VID/PID), then VID, PID */
-        in = X509_get_subject_name(x);
-        name = X509_NAME_new();
+        /* the subject: what policy allowed (no VID/PID), then VID, PID,
+         * each in its own RDN; edited in place (the certificate is not
+         * signed yet: signing encodes the TBS again) rather than copied
+         * (X509_set_subject_name() encodes and decodes the name) */
+        (void) pthread_once(&pki_vidpid_once, pki_vidpid_objs);
+
+        name = X509_get_subject_name(x);
         if (name == NULL) {
-            return pki_fail(res, PKI_INTERNAL, "out of memory");
-        }
-
-        n = X509_NAME_entry_count(in);
-        for (i = 0; i < n; i++) {
-            e = X509_NAME_get_entry(in, i);
-            a = pki_int_matter_attr(X509_NAME_ENTRY_get_object(e));
-            if (a == PKI_MATTER_ATTR_VID || a == PKI_MATTER_ATTR_PID) {
-                continue;
-            }
-            if (!X509_NAME_add_entry(name, e, -1, 0)) {
-                X509_NAME_free(name);
-                return pki_fail(res, PKI_INTERNAL, "out of memory");
-            }
-        }
-
-        if (!pki_add_hex_attr(name, PKI_MATTER_OID_VID, vid)
-            || !pki_add_hex_attr(name, PKI_MATTER_OID_PID, pid)
-            || !X509_set_subject_name(x, name))
-        {
-            X509_NAME_free(name);
             return pki_fail(res, PKI_INTERNAL, "cannot set the DAC subject");
         }
-        X509_NAME_free(name);
+
+        for (i = X509_NAME_entry_count(name) - 1; i >= 0; i--) {
+            e = X509_NAME_get_entry(name, i);
+            a = pki_int_matter_attr(X509_NAME_ENTRY_get_object(e));
+            if (a == PKI_MATTER_ATTR_VID || a == PKI_MATTER_ATTR_PID) {
+                X509_NAME_ENTRY_free(X509_NAME_delete_entry(name, i));
+            }
+        }
+
+        if (!pki_add_hex_attr(name, pki_vid_obj, vid)
+            || !pki_add_hex_attr(name, pki_pid_obj, pid))
+        {
+            return pki_fail(res, PKI_INTERNAL, "cannot set the DAC subject");
+        }
     }
 
     /* never before the issuer: validation happens at the notBefore */

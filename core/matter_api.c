@@ -223,9 +223,11 @@ static void
 pki_item_check(const pki_matter_conf_t *conf, const cJSON *csr,
     pki_item_t *it)
 {
+    int             signid;
     size_t          len;
+    EVP_PKEY       *pk;
     unsigned char  *der;
-    X509_NAME      *name;
+    X509_NAME      *name, *subject;
 
     if (csr == NULL) {
         /* server keygen */
@@ -258,6 +260,22 @@ pki_item_check(const pki_matter_conf_t *conf, const cJSON *csr,
                                strlen(csr->valuestring), &der, &len,
                                &it->res);
     if (it->rc != PKI_OK) {
+        return;
+    }
+
+    /* the lean reader takes what a DAC needs without an X509_REQ; what it
+     * does not handle goes through pki_csr_parse (same checks, same
+     * refusals) */
+    if (pki_int_csr_parts(der, len, &pk, &subject, &signid, &it->rc,
+                          &it->res))
+    {
+        free(der);
+        if (it->rc == PKI_OK) {
+            it->rc = pki_int_matter_dac_request(conf->tmpl, pk, signid,
+                                                subject, &it->req, &it->res);
+        }
+        EVP_PKEY_free(pk);
+        X509_NAME_free(subject);
         return;
     }
 

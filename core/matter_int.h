@@ -53,6 +53,10 @@ pki_status_t pki_int_matter_issued(const pki_template_t *t,
  * not trusted: only a commonName is taken, for a DAC). */
 pki_status_t pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
     pki_request_t *req, pki_result_t *res);
+/* matter.c: the same from the pieces pki_int_csr_parts() returns. */
+pki_status_t pki_int_matter_dac_request(const pki_template_t *t,
+    EVP_PKEY *pk, int signid, const X509_NAME *subject, pki_request_t *req,
+    pki_result_t *res);
 /* matter.c: template directive "matter TYPE", "matter_vid", "matter_pid"
  * and the defaults applied by pki_template_finish(). */
 pki_status_t pki_int_matter_tmpl_set(pki_template_t *t, const char *name,

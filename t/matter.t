@@ -233,6 +233,44 @@ sub record_good {
     is($r->{code}, 400, 'batch with a P-384 CSR: 400');
     like($r->{json}{error} // '', qr/P-256/, 'P-384: rule named');
 
+    # the lean CSR reader of the batch path: same refusals as pki_csr_parse
+    {
+        my $bad = decode_base64($csrs[0]);
+        $bad =~ s/line-1 unit 1/line-1 unit X/ or die 'no CN in the CSR';
+        $r = post_json('/matter/dac/batch',
+                       { csrs => [ $csrs[1], encode_base64($bad, '') ] });
+        is($r->{code}, 400, 'batch with a tampered CSR: 400');
+        like($r->{json}{error} // '',
+             qr/csrs\[1\]: CSR signature does not verify/,
+             'tampered CSR: index and reason named');
+
+        my ($rc, $out, $err) = run_cmd(['openssl', 'req', '-new', '-key',
+            $keys[0], '-sha384', '-subj', '/CN=sha384', '-outform', 'DER']);
+        $r = post_json('/matter/dac/batch',
+                       { csrs => [ encode_base64($out, '') ] });
+        is($r->{code}, 400, 'batch with an ecdsa-with-SHA384 CSR: 400');
+        like($r->{json}{error} // '', qr/ecdsa-with-SHA256/,
+             'SHA-384 CSR: rule named');
+
+        # the CSR claims VID FFF2 and PID 1234: not trusted (batch path)
+        my ($c, $k) = $t->make_csr('bvid',
+            subj => '/CN=unit 0002/1.3.6.1.4.1.37244.2.1=FFF2'
+                    . '/1.3.6.1.4.1.37244.2.2=1234');
+        $r = post_json('/matter/dac/batch',
+                       { csrs => [ encode_base64($c, '') ] });
+        is($r->{code}, 200, 'batch with a CSR claiming a VID: 200')
+            or diag($r->{body});
+        my $f = der_file(decode_base64($r->{json}{certificates}[0] // ''),
+                         'bvid');
+        my $text = $t->x509_text($f) // '';
+        like($text, qr/37244\.2\.1 ?= ?FFF1/, 'batch DAC: VID FFF1 (PAI)');
+        like($text, qr/37244\.2\.2 ?= ?8000/, 'batch DAC: PID 8000 (PAI)');
+        like($text, qr/CN ?= ?unit 0002/, 'batch DAC: the CSR CN kept');
+        unlike($text, qr/FFF2|1234/, 'batch DAC: the CSR VID/PID ignored');
+        is(pub_of($f), pub_of($k, 1), 'batch DAC: the CSR key');
+        attest_ok($f, 'batch DAC with a claimed VID');
+    }
+
     $r = post_json('/matter/dac/batch', { csrs => [ ($csrs[0]) x 1001 ] });
     is($r->{code}, 400, 'batch of 1001: 400');
     like($r->{json}{error} // '', qr/1\.\.1000/, '1001: the cap named');

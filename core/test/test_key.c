@@ -622,6 +622,33 @@ test_p11_key(pki_vault_t *v, const char *uri, const char *what)
     ok(sign_threads(k, 4, pki_test_vg(50, 5)) == 0, "%s: 4 threads x %d "
        "signatures", what, pki_test_vg(50, 5));
 
+    /* an EC P-256 token key verifies its signatures with a precomputed
+     * table after a few (key.c, pki_fastvfy): raw signatures over SHA-256
+     * and SHA-384 digests (truncated to the order), each checked by
+     * OpenSSL */
+    {
+        int             i, bad = 0;
+        size_t          siglen;
+        unsigned char   m[32], *sig;
+        const EVP_MD   *md;
+
+        for (i = 0; i < 40; i++) {
+            memset(m, i, sizeof(m));
+            md = (i % 2) ? EVP_sha384() : EVP_sha256();
+            sig = NULL;
+            pki_result_init(&res);
+            if (pki_key_sign(k, md, m, sizeof(m), &sig, &siglen, &res)
+                != PKI_OK || !verify_raw(pki_key_public(k), md, m, sizeof(m),
+                                         sig, siglen))
+            {
+                bad++;
+            }
+            free(sig);
+        }
+        ok(bad == 0, "%s: 40 raw signatures (SHA-256, SHA-384) verify",
+           what);
+    }
+
     /* The fork cycle: close in the "master", open again, sign. */
     pki_vault_close(v);
     pki_vault_close(v);
