@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include <cJSON.h>
+#include <hiredis.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
@@ -65,6 +66,22 @@
 
 
 typedef struct pki_audit_qent_s  pki_audit_qent_t;
+
+/* A certificate store and CA whose issuance entries travel in the
+ * record's commit (pki_audit_carry): the stream that holds them until
+ * the file has them durably. */
+typedef struct {
+    pki_redis_t          *r;
+    char                  ca[64];
+    char                  key[384];
+} pki_audit_carry_t;
+
+#define PKI_AUDIT_CARRY_MAX    256
+#define PKI_AUDIT_CARRIED      (1ULL << 63)   /* a ticket's kind */
+#define PKI_AUDIT_PEND_MS      100     /* carried entries synced after */
+#define PKI_AUDIT_PEND_MAX     4096    /* ... or this many */
+#define PKI_AUDIT_ORPHAN_MS    30000   /* an entry this old is orphaned;
+                                          the janitor looks every third */
 
 struct pki_audit_s {
     char                 *dir;
@@ -121,6 +138,22 @@ struct pki_audit_s {
     size_t                olen;
     void                (*notify)(void *arg);
     void                 *notify_arg;
+
+    /* carried entries (issue 7): durable in Redis with their record, so
+     * the answer waits for their write only; the file is synced every
+     * PKI_AUDIT_PEND_MS, then they leave the stream */
+    pki_audit_carry_t    *carry;
+    unsigned              ncarry;
+    char                  logid[96];
+    pki_audit_qent_t     *pend;        /* written, not synced (lock) */
+    pki_audit_qent_t    **pendtail;
+    unsigned              npend;       /* atomic */
+    long long             pend_ms;     /* first of pend (atomic) */
+    unsigned long long    qhi;         /* last ticket written (lock) */
+    unsigned long long    qwrote;      /* tickets up to it are written
+                                          (atomic) */
+    long long             janitor_ms;  /* next look (syncer only) */
+    long long             orphan_ms;   /* an entry this old is orphaned */
 };
 
 
@@ -136,6 +169,8 @@ typedef struct {
 struct pki_audit_qent_s {
     pki_audit_qent_t     *next;
     unsigned long long    ticket;
+    const pki_audit_carry_t  *carry;   /* carried: its stream, else NULL */
+    char                  rid[48];     /* carried: its stream id */
     size_t                blen;
     char                  time[40];
     char                  body[1];
@@ -171,7 +206,13 @@ static int pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
 static int pki_audit_oflush(pki_audit_t *a);
 static pki_status_t pki_audit_commit(pki_audit_t *a, unsigned long long mine,
     pki_result_t *res);
-static pki_status_t pki_audit_drain(pki_audit_t *a, pki_result_t *res);
+static pki_status_t pki_audit_drain(pki_audit_t *a, int force,
+    pki_result_t *res);
+static void pki_audit_xdel(pki_audit_qent_t *list);
+static void pki_audit_janitor(pki_audit_t *a);
+static long long pki_audit_ms(void);
+static long long pki_min_ll(long long x, long long y);
+static void pki_audit_logid(pki_audit_t *a);
 static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
     off_t size);
 
@@ -249,6 +290,13 @@ pki_event_set_operation(const char *operation)
 
 
 const char *
+pki_int_peek_operation(void)
+{
+    return pki_actor.operation[0] != '\0' ? pki_actor.operation : "issue";
+}
+
+
+const char *
 pki_int_take_operation(char buf[32])
 {
     if (pki_actor.operation[0] == '\0') {
@@ -313,6 +361,36 @@ pki_int_reason_name(int reason)
 }
 
 
+/* ev with the thread's actor where it names none */
+static void
+pki_event_fill(pki_event_t *e, const pki_event_t *ev)
+{
+    *e = *ev;
+
+    if (e->protocol == NULL) {
+        e->protocol = pki_actor.protocol;
+    }
+    if (e->requester == NULL) {
+        e->requester = pki_actor.requester;
+    }
+    if (e->client == NULL) {
+        e->client = pki_actor.client;
+    }
+}
+
+
+void
+pki_int_event_sink(const pki_event_t *ev)
+{
+    pki_event_t  e;
+
+    if (pki_sink != NULL) {
+        pki_event_fill(&e, ev);
+        pki_sink(pki_sink_arg, &e);
+    }
+}
+
+
 pki_status_t
 pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
 {
@@ -323,17 +401,7 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
         return PKI_OK;
     }
 
-    e = *ev;
-
-    if (e.protocol == NULL) {
-        e.protocol = pki_actor.protocol;
-    }
-    if (e.requester == NULL) {
-        e.requester = pki_actor.requester;
-    }
-    if (e.client == NULL) {
-        e.client = pki_actor.client;
-    }
+    pki_event_fill(&e, ev);
 
     st = PKI_OK;
 
@@ -448,7 +516,7 @@ pki_audit_sync(pki_audit_t *a, pki_result_t *res)
     }
 
     if (a->qmode) {
-        return pki_audit_drain(a, res);
+        return pki_audit_drain(a, 1, res);
     }
 
     pthread_mutex_lock(&a->lock);
@@ -726,6 +794,7 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
     a->ckpt_every = conf->checkpoint_every ? conf->checkpoint_every
                                            : PKI_AUDIT_DEF_CKPT;
     a->no_fsync = conf->no_fsync;
+    a->orphan_ms = conf->orphan_ms ? conf->orphan_ms : PKI_AUDIT_ORPHAN_MS;
     a->key = conf->key;
     memcpy(a->hash, PKI_AUDIT_ZERO_HASH, 65);
 
@@ -733,11 +802,15 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
     pthread_mutex_init(&a->gate, NULL);
     pthread_mutex_init(&a->qlock, NULL);
     a->qtail = &a->qhead;
+    a->pendtail = &a->pend;
     pthread_cond_init(&a->cond, NULL);
     pthread_cond_init(&a->scond, NULL);
 
     a->dir = strdup(conf->dir);
     a->path = pki_path(conf->dir, "audit.log");
+    if (a->dir != NULL) {
+        pki_audit_logid(a);
+    }
     lockpath = pki_path(conf->dir, "audit.lock");
     a->obuf = malloc(PKI_AUDIT_OBUF);
 
@@ -795,9 +868,15 @@ pki_audit_close(pki_audit_t *a)
         pki_audit_qent_t  *q;
 
         /* what is still queued (the syncer could not write it) */
-        if (a->qhead != NULL || a->retry != NULL) {
+        if (a->qhead != NULL || a->retry != NULL || a->pend != NULL) {
             pki_result_init(&r);
-            (void) pki_audit_drain(a, &r);
+            (void) pki_audit_drain(a, 1, &r);
+        }
+
+        /* not synced: still in their stream, for the janitor */
+        while ((q = a->pend) != NULL) {
+            a->pend = q->next;
+            free(q);
         }
 
         while ((q = a->retry) != NULL) {
@@ -826,6 +905,7 @@ pki_audit_close(pki_audit_t *a)
     pthread_mutex_destroy(&a->gate);
     pthread_mutex_destroy(&a->qlock);
     free(a->obuf);
+    free(a->carry);
     pthread_cond_destroy(&a->cond);
     pthread_cond_destroy(&a->scond);
     free(a->dir);
@@ -1451,6 +1531,9 @@ pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
 
     } else if (q != NULL) {
         pki_jraw(&b, q->body, q->blen);
+        if (q->rid[0] != '\0') {
+            pki_jstr(&b, "rid", q->rid);
+        }
 
     } else {
         pki_audit_body(&b, ev);
@@ -1521,8 +1604,9 @@ pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
 
 
 static pki_status_t
-pki_audit_locked_op(pki_audit_t *a, const pki_event_t *ev, int checkpoint,
-    unsigned long long *mine, pki_result_t *res)
+pki_audit_locked_op(pki_audit_t *a, const pki_audit_qent_t *q,
+    const pki_event_t *ev, int checkpoint, unsigned long long *mine,
+    pki_result_t *res)
 {
     pki_status_t  st;
 
@@ -1545,7 +1629,7 @@ pki_audit_locked_op(pki_audit_t *a, const pki_event_t *ev, int checkpoint,
         goto done;
     }
 
-    st = pki_audit_write_locked(a, ev, checkpoint, res);
+    st = pki_audit_write_q(a, q, ev, checkpoint, res);
 
     if (st == PKI_OK && !checkpoint && a->key != NULL
         && a->since_ckpt >= a->ckpt_every)
@@ -1774,7 +1858,7 @@ pki_audit_append(pki_audit_t *a, const pki_event_t *ev, int durable,
 
     pthread_mutex_lock(&a->lock);
 
-    st = pki_audit_locked_op(a, ev, 0, &mine, res);
+    st = pki_audit_locked_op(a, NULL, ev, 0, &mine, res);
 
     if (st == PKI_OK && durable && !a->no_fsync) {
         st = pki_audit_commit(a, mine, res);
@@ -1827,6 +1911,8 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     memcpy(q->body, body, b.len + 1);
     q->blen = b.len;
     q->next = NULL;
+    q->carry = NULL;
+    q->rid[0] = '\0';
 
     pki_time_text(q->time, sizeof(q->time));
 
@@ -1855,11 +1941,13 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
  * flock and one write(), then makes everything this process wrote
  * durable; the queue tickets written advance qdone. */
 static pki_status_t
-pki_audit_drain(pki_audit_t *a, pki_result_t *res)
+pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
 {
+    int                  need;
+    long long            now;
     pki_status_t         st;
     pki_result_t         cres;
-    pki_audit_qent_t    *batch, *q, **last;
+    pki_audit_qent_t    *batch, *q, **last, *done;
     unsigned long long   hi;
 
     pthread_mutex_lock(&a->lock);
@@ -1869,6 +1957,7 @@ pki_audit_drain(pki_audit_t *a, pki_result_t *res)
     batch = a->qhead;
     a->qhead = NULL;
     a->qtail = &a->qhead;
+    need = force || a->qsync;
     a->qsync = 0;
     pthread_mutex_unlock(&a->qlock);
 
@@ -1941,17 +2030,61 @@ pki_audit_drain(pki_audit_t *a, pki_result_t *res)
         while ((q = batch) != NULL) {
             batch = q->next;
             hi = q->ticket;
-            free(q);
+
+            if (q->carry == NULL) {
+                need = 1;               /* its answer waits for the sync */
+                free(q);
+                continue;
+            }
+
+            /* durable in Redis already: synced with the next ones, then
+             * taken out of the stream */
+            q->next = NULL;
+            if (a->pend == NULL) {
+                a->pendtail = &a->pend;
+                __atomic_store_n(&a->pend_ms, pki_audit_ms(), __ATOMIC_RELEASE);
+            }
+            *a->pendtail = q;
+            a->pendtail = &q->next;
+            __atomic_store_n(&a->npend, a->npend + 1, __ATOMIC_RELEASE);
         }
+
+        if (hi > a->qhi) {
+            a->qhi = hi;
+            __atomic_store_n(&a->qwrote, hi, __ATOMIC_RELEASE);
+        }
+    }
+
+    if (a->pend != NULL && !need) {
+        now = pki_audit_ms();
+        need = a->npend >= PKI_AUDIT_PEND_MAX
+               || now - a->pend_ms >= PKI_AUDIT_PEND_MS;
+    }
+
+    if (!need) {
+        pthread_mutex_unlock(&a->lock);
+        return PKI_OK;
     }
 
     st = pki_audit_commit(a, a->written, res);
 
-    if (st == PKI_OK && hi > a->qdone) {
-        __atomic_store_n(&a->qdone, hi, __ATOMIC_RELEASE);
+    done = NULL;
+
+    if (st == PKI_OK) {
+        if (a->qhi > a->qdone) {
+            __atomic_store_n(&a->qdone, a->qhi, __ATOMIC_RELEASE);
+        }
+
+        done = a->pend;
+        a->pend = NULL;
+        __atomic_store_n(&a->npend, 0, __ATOMIC_RELEASE);
     }
 
     pthread_mutex_unlock(&a->lock);
+
+    /* in the file durably: out of the stream (a failure here leaves
+     * them to the janitor, which finds them in the file) */
+    pki_audit_xdel(done);
 
     return st;
 }
@@ -1967,26 +2100,60 @@ pki_audit_syncer(void *arg)
     pki_status_t         st;
     pki_result_t         res;
     struct timespec      ts;
-    unsigned             fails;
-    int                  retry;
+    unsigned             fails, npend;
+    int                  retry, due;
+    long long            now, wake;
 
     fails = 0;
+    a->janitor_ms = pki_audit_ms() + a->orphan_ms / 12;
 
     pthread_mutex_lock(&a->qlock);
 
     for ( ;; ) {
 
         retry = __atomic_load_n(&a->retry, __ATOMIC_ACQUIRE) != NULL;
+        npend = __atomic_load_n(&a->npend, __ATOMIC_ACQUIRE);
+        due = 0;
 
         if (a->qhead == NULL && !a->qsync && !retry && !a->syncer_stop) {
-            pthread_cond_wait(&a->scond, &a->qlock);
-            continue;
+
+            if (npend == 0 && a->ncarry == 0) {
+                pthread_cond_wait(&a->scond, &a->qlock);
+                continue;
+            }
+
+            /* carried entries to sync, or the janitor's next look */
+            now = pki_audit_ms();
+            wake = a->ncarry ? a->janitor_ms : now + 3600000;
+            if (npend > 0) {
+                wake = pki_min_ll(wake, __atomic_load_n(&a->pend_ms,
+                                                        __ATOMIC_ACQUIRE)
+                                        + PKI_AUDIT_PEND_MS);
+            }
+
+            if (now < wake) {
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (wake - now) / 1000;
+                ts.tv_nsec += ((wake - now) % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                (void) pthread_cond_timedwait(&a->scond, &a->qlock, &ts);
+                continue;
+            }
+
+            due = 1;
         }
 
         if (a->syncer_stop && a->qhead == NULL && !a->qsync
             && (!retry || fails > 0))
         {
-            break;
+            if (npend == 0 || fails > 0) {
+                break;
+            }
+
+            due = 1;        /* the carried entries still to sync */
         }
 
         notify = a->notify;
@@ -1995,9 +2162,17 @@ pki_audit_syncer(void *arg)
         pthread_mutex_unlock(&a->qlock);
 
         /* one write and one fdatasync for everything queued so far; what
-         * is queued meanwhile is the next round */
+         * is queued meanwhile is the next round.  Carried entries alone
+         * are written now and synced together every PKI_AUDIT_PEND_MS. */
         pki_result_init(&res);
-        st = pki_audit_drain(a, &res);
+        st = pki_audit_drain(a, due, &res);
+
+        if (st == PKI_OK && a->ncarry > 0
+            && pki_audit_ms() >= a->janitor_ms)
+        {
+            pki_audit_janitor(a);
+            a->janitor_ms = pki_audit_ms() + a->orphan_ms / 3;
+        }
 
         if (st != PKI_OK) {
             /* fail closed: the answers wait; try again shortly */
@@ -2114,6 +2289,637 @@ pki_audit_syncer_stop(pki_audit_t *a)
 }
 
 
+/* ---- entries carried by the certificate store (issue 7) -------------------
+ *
+ * An issuance's entry goes into Redis in the same script that commits the
+ * certificate's record (pki_int_record_commit_carry): it is durable exactly
+ * when the record is, with no flush of its own.  The syncer then writes it
+ * to the file (the answer waits for that write, so a worker killed after
+ * answering leaves it in the file), syncs the file every PKI_AUDIT_PEND_MS
+ * and takes the synced entries out of their stream.  An entry that stays
+ * in a stream (its writer died before the write or before XDEL, or the
+ * machine lost the file's page cache) is found by the janitor after
+ * PKI_AUDIT_ORPHAN_MS: it writes those the file lacks, then removes them.
+ */
+
+static long long
+pki_audit_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static long long
+pki_min_ll(long long x, long long y)
+{
+    return x < y ? x : y;
+}
+
+
+/* This log's name in stream keys: the host and its directory. */
+static void
+pki_audit_logid(pki_audit_t *a)
+{
+    char           host[64], *real, *p;
+    const char    *d;
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+
+    if (gethostname(host, sizeof(host)) != 0) {
+        snprintf(host, sizeof(host), "localhost");
+    }
+    host[sizeof(host) - 1] = '\0';
+
+    for (p = host; *p != '\0'; p++) {
+        if (*p == '{' || *p == '}' || *p == ' ') {
+            *p = '_';
+        }
+    }
+
+    real = realpath(a->dir, NULL);
+    d = real != NULL ? real : a->dir;
+    SHA256((const unsigned char *) d, strlen(d), md);
+    free(real);
+
+    snprintf(a->logid, sizeof(a->logid), "%s-%02x%02x%02x%02x%02x%02x", host,
+             md[0], md[1], md[2], md[3], md[4], md[5]);
+}
+
+
+pki_status_t
+pki_audit_carry(pki_audit_t *a, pki_redis_t *r, const char *ca,
+    pki_result_t *res)
+{
+    unsigned            i;
+    int                 n;
+    pki_audit_carry_t  *c;
+
+    if (a == NULL || r == NULL || ca == NULL || ca[0] == '\0'
+        || strlen(ca) >= sizeof(c->ca) || strpbrk(ca, "{}\"\\") != NULL)
+    {
+        return pki_fail(res, PKI_INTERNAL, "bad CA for the transaction log");
+    }
+
+    if (a->no_fsync) {
+        return PKI_OK;              /* nothing is synced: nothing to carry */
+    }
+
+    for (i = 0; i < a->ncarry; i++) {
+        if (a->carry[i].r == r && strcmp(a->carry[i].ca, ca) == 0) {
+            return PKI_OK;
+        }
+    }
+
+    if (a->carry == NULL) {
+        /* one allocation: queued entries point into it */
+        a->carry = calloc(PKI_AUDIT_CARRY_MAX, sizeof(pki_audit_carry_t));
+        if (a->carry == NULL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+    }
+
+    if (a->ncarry == PKI_AUDIT_CARRY_MAX) {
+        return PKI_OK;              /* the rest is logged the usual way */
+    }
+
+    c = &a->carry[a->ncarry];
+    c->r = r;
+    memcpy(c->ca, ca, strlen(ca) + 1);
+
+    n = snprintf(c->key, sizeof(c->key), "%s{ca:%s}:audit:%s",
+                 pki_redis_ns(r), ca, a->logid);
+    if (n < 0 || (size_t) n >= sizeof(c->key)) {
+        return pki_fail(res, PKI_INTERNAL, "transaction log stream key too "
+                        "long");
+    }
+
+    a->ncarry++;
+
+    return PKI_OK;
+}
+
+
+const char *
+pki_int_audit_stream(pki_redis_t *r, const char *ca)
+{
+    unsigned      i;
+    pki_audit_t  *a;
+
+    a = pki_default_log;
+
+    if (a == NULL || !pki_deferred || a->ncarry == 0 || r == NULL
+        || ca == NULL || !__atomic_load_n(&a->qmode, __ATOMIC_ACQUIRE))
+    {
+        return NULL;
+    }
+
+    for (i = 0; i < a->ncarry; i++) {
+        if (a->carry[i].r == r && strcmp(a->carry[i].ca, ca) == 0) {
+            return a->carry[i].key;
+        }
+    }
+
+    return NULL;
+}
+
+
+int
+pki_int_audit_entry(const pki_event_t *ev, char *body, size_t size,
+    size_t *blen, char time[40])
+{
+    pki_jbuf_t   b;
+    pki_event_t  e;
+
+    pki_event_fill(&e, ev);
+
+    b.p = body;
+    b.len = 0;
+    b.cap = size;
+    if (b.cap > PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME - 64) {
+        b.cap = PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME - 64;
+    }
+    b.err = 0;
+
+    pki_audit_body(&b, &e);
+
+    if (b.err) {
+        return 0;
+    }
+
+    *blen = b.len;
+    pki_time_text(time, 40);
+
+    return 1;
+}
+
+
+void
+pki_int_audit_carried(const char *stream, const char *time,
+    const char *body, size_t blen, const char *rid)
+{
+    unsigned             i;
+    pki_audit_t         *a;
+    pki_result_t         res;
+    pki_audit_qent_t    *q;
+    unsigned long long   t, mine;
+
+    a = pki_default_log;
+    if (a == NULL) {
+        return;
+    }
+
+    q = malloc(sizeof(pki_audit_qent_t) + blen);
+    if (q == NULL) {
+        return;                     /* in its stream: the janitor's */
+    }
+
+    q->next = NULL;
+    q->carry = NULL;
+    for (i = 0; i < a->ncarry; i++) {
+        if (a->carry[i].key == stream) {
+            q->carry = &a->carry[i];
+        }
+    }
+    snprintf(q->rid, sizeof(q->rid), "%s", rid);
+    memcpy(q->time, time, sizeof(q->time));
+    memcpy(q->body, body, blen);
+    q->body[blen] = '\0';
+    q->blen = blen;
+
+    pthread_mutex_lock(&a->qlock);
+
+    if (q->carry != NULL && a->syncer_on && !a->syncer_stop) {
+        t = ++a->qnext;
+        q->ticket = t;
+        *a->qtail = q;
+        a->qtail = &q->next;
+        pthread_cond_signal(&a->scond);
+        pthread_mutex_unlock(&a->qlock);
+
+        /* the answer waits for the write; with a plain entry before it
+         * in this thread, for the sync */
+        if (pki_ticket == 0 || (pki_ticket & PKI_AUDIT_CARRIED)) {
+            pki_ticket = t | PKI_AUDIT_CARRIED;
+        } else {
+            pki_ticket = t;
+        }
+
+        return;
+    }
+
+    pthread_mutex_unlock(&a->qlock);
+
+    /* no syncer (any more): written and synced right here */
+    pki_result_init(&res);
+    pthread_mutex_lock(&a->lock);
+    if (pki_audit_locked_op(a, q, NULL, 0, &mine, &res) == PKI_OK
+        && pki_audit_commit(a, mine, &res) == PKI_OK)
+    {
+        pthread_mutex_unlock(&a->lock);
+        pki_audit_xdel(q);
+        return;
+    }
+    pthread_mutex_unlock(&a->lock);
+
+    free(q);
+}
+
+
+int
+pki_audit_ticket_done(pki_audit_t *a, unsigned long long ticket)
+{
+    if (ticket == 0 || a == NULL || a->no_fsync) {
+        return 1;
+    }
+
+    if (ticket & PKI_AUDIT_CARRIED) {
+        return __atomic_load_n(&a->qwrote, __ATOMIC_ACQUIRE)
+               >= (ticket & ~PKI_AUDIT_CARRIED);
+    }
+
+    return pki_audit_synced(a) >= ticket;
+}
+
+
+/* Takes the entries of list out of their streams; frees the list. */
+static void
+pki_audit_xdel(pki_audit_qent_t *list)
+{
+    size_t                    n, i, j, k;
+    redisReply               *reply;
+    pki_result_t              res;
+    pki_audit_qent_t         *q, **v;
+    const pki_audit_carry_t  *c;
+    const char               *argv[258];
+    size_t                    lens[258];
+
+    n = 0;
+    for (q = list; q != NULL; q = q->next) {
+        n++;
+    }
+
+    v = (n > 0) ? malloc(n * sizeof(pki_audit_qent_t *)) : NULL;
+
+    if (v != NULL) {
+        for (i = 0, q = list; q != NULL; q = q->next) {
+            v[i++] = q;
+        }
+
+        /* one XDEL per stream and up to 256 ids */
+        for (i = 0; i < n; i++) {
+            c = v[i]->carry;
+            if (c == NULL) {
+                continue;
+            }
+
+            argv[0] = "XDEL";
+            argv[1] = c->key;
+            k = 2;
+
+            for (j = i; j < n && k < 258; j++) {
+                if (v[j]->carry == c) {
+                    argv[k++] = v[j]->rid;
+                    v[j]->carry = NULL;
+                }
+            }
+
+            for (j = 0; j < k; j++) {
+                lens[j] = strlen(argv[j]);
+            }
+
+            /* a failure leaves them to the janitor, which finds them in
+             * the file */
+            pki_result_init(&res);
+            reply = pki_int_redis_command(c->r, (int) k, argv, lens, &res);
+            if (reply != NULL) {
+                freeReplyObject(reply);
+            }
+        }
+
+        free(v);
+    }
+
+    while ((q = list) != NULL) {
+        list = q->next;
+        free(q);
+    }
+}
+
+
+/* Whether the text of a log file holds the entry of CA ca with stream id
+ * rid. */
+static int
+pki_audit_has_rid(const char *text, size_t len, const char *ca,
+    const char *rid)
+{
+    char         pat[96], cpat[96];
+    size_t       plen, clen;
+    const char  *p, *end, *ls, *le;
+
+    plen = (size_t) snprintf(pat, sizeof(pat), ",\"rid\":\"%s\"", rid);
+    clen = (size_t) snprintf(cpat, sizeof(cpat), ",\"ca\":\"%s\"", ca);
+    if (plen >= sizeof(pat) || clen >= sizeof(cpat)) {
+        return 0;
+    }
+
+    p = text;
+    end = text + len;
+
+    while (p < end
+           && (p = memmem(p, (size_t) (end - p), pat, plen)) != NULL)
+    {
+        for (ls = p; ls > text && ls[-1] != '\n'; ls--) {
+            /* void */
+        }
+
+        le = memchr(p, '\n', (size_t) (end - p));
+        if (le == NULL) {
+            le = end;
+        }
+
+        if (memmem(ls, (size_t) (le - ls), cpat, clen) != NULL) {
+            return 1;
+        }
+
+        p += plen;
+    }
+
+    return 0;
+}
+
+
+/* The whole of DIR/NAME (at most max bytes), NULL if none. */
+static char *
+pki_audit_slurp(const char *dir, const char *name, size_t max, size_t *len)
+{
+    int           fd;
+    char         *path, *buf;
+    ssize_t       n;
+    size_t        got;
+    struct stat   st;
+
+    path = pki_path(dir, name);
+    if (path == NULL) {
+        return NULL;
+    }
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+
+    if (fd < 0) {
+        return NULL;
+    }
+
+    if (fstat(fd, &st) != 0 || st.st_size < 0) {
+        close(fd);
+        return NULL;
+    }
+
+    got = (size_t) st.st_size < max ? (size_t) st.st_size : max;
+    buf = malloc(got + 1);
+
+    if (buf == NULL) {
+        close(fd);
+        return NULL;
+    }
+
+    *len = 0;
+    while (*len < got) {
+        n = pread(fd, buf + *len, got - *len, (off_t) *len);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        *len += (size_t) n;
+    }
+
+    buf[*len] = '\0';
+    close(fd);
+
+    return buf;
+}
+
+
+/* The newest rotated file's name ("" if none). */
+static void
+pki_audit_newest_rotated(const char *dir, char name[300])
+{
+    DIR                 *d;
+    struct dirent       *de;
+    unsigned long long   first, best;
+
+    name[0] = '\0';
+    best = 0;
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+
+    while ((de = readdir(d)) != NULL) {
+        if (pki_rotated_name(de->d_name, &first) && first > best
+            && strlen(de->d_name) < 300)
+        {
+            best = first;
+            memcpy(name, de->d_name, strlen(de->d_name) + 1);
+        }
+    }
+
+    closedir(d);
+}
+
+
+/* The entries of one stream older than age ms, as queue
+ * entries (NULL: none, or Redis did not answer). */
+static pki_audit_qent_t *
+pki_audit_orphans(const pki_audit_carry_t *c, long long age)
+{
+    size_t               i, j, tl, bl;
+    char                 upto[32];
+    const char          *argv[6], *tv, *bv;
+    size_t               lens[6];
+    redisReply          *reply, *e, *f;
+    pki_result_t         res;
+    pki_audit_qent_t    *list, **last, *q;
+
+    snprintf(upto, sizeof(upto), "%lld", pki_audit_ms() - age);
+
+    argv[0] = "XRANGE";
+    argv[1] = c->key;
+    argv[2] = "-";
+    argv[3] = upto;
+    argv[4] = "COUNT";
+    argv[5] = "512";
+
+    for (i = 0; i < 6; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    pki_result_init(&res);
+    reply = pki_int_redis_command(c->r, 6, argv, lens, &res);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    list = NULL;
+    last = &list;
+
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        for (i = 0; i < reply->elements; i++) {
+            e = reply->element[i];
+
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+                || e->element[0]->type != REDIS_REPLY_STRING
+                || e->element[0]->len >= sizeof(q->rid)
+                || e->element[1]->type != REDIS_REPLY_ARRAY)
+            {
+                continue;
+            }
+
+            f = e->element[1];
+            tv = bv = NULL;
+            tl = bl = 0;
+
+            for (j = 0; j + 1 < f->elements; j += 2) {
+                if (f->element[j]->type != REDIS_REPLY_STRING
+                    || f->element[j + 1]->type != REDIS_REPLY_STRING)
+                {
+                    continue;
+                }
+                if (strcmp(f->element[j]->str, "t") == 0) {
+                    tv = f->element[j + 1]->str;
+                    tl = f->element[j + 1]->len;
+                } else if (strcmp(f->element[j]->str, "b") == 0) {
+                    bv = f->element[j + 1]->str;
+                    bl = f->element[j + 1]->len;
+                }
+            }
+
+            if (tv == NULL || bv == NULL || tl >= sizeof(q->time)
+                || bl > PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME - 64)
+            {
+                continue;
+            }
+
+            q = malloc(sizeof(pki_audit_qent_t) + bl);
+            if (q == NULL) {
+                break;
+            }
+
+            q->next = NULL;
+            q->ticket = 0;
+            q->carry = c;
+            memcpy(q->rid, e->element[0]->str, e->element[0]->len);
+            q->rid[e->element[0]->len] = '\0';
+            memcpy(q->time, tv, tl);
+            q->time[tl] = '\0';
+            memcpy(q->body, bv, bl);
+            q->body[bl] = '\0';
+            q->blen = bl;
+
+            *last = q;
+            last = &q->next;
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return list;
+}
+
+
+/* Entries left in a stream past PKI_AUDIT_ORPHAN_MS: the file gets those
+ * it lacks (synced), then the stream loses them all. */
+static void
+pki_audit_janitor(pki_audit_t *a)
+{
+    int                  ok;
+    char                 rot[300], *cur, *old;
+    size_t               clen, olen;
+    unsigned             i;
+    pki_result_t         res, cres;
+    pki_audit_qent_t    *list, *q;
+    unsigned long long   mine;
+
+    for (i = 0; i < a->ncarry; i++) {
+
+        list = pki_audit_orphans(&a->carry[i], a->orphan_ms);
+        if (list == NULL) {
+            continue;
+        }
+
+        pki_result_init(&res);
+        ok = 1;
+
+        pthread_mutex_lock(&a->lock);
+
+        while (flock(a->lockfd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                ok = 0;
+                break;
+            }
+        }
+
+        if (ok) {
+            ok = pki_audit_catch_up(a, &res);
+
+            clen = olen = 0;
+            cur = ok ? pki_audit_slurp(a->dir, "audit.log",
+                                       a->max_size * 2, &clen)
+                     : NULL;
+            pki_audit_newest_rotated(a->dir, rot);
+            old = (ok && rot[0] != '\0')
+                  ? pki_audit_slurp(a->dir, rot, a->max_size * 2, &olen)
+                  : NULL;
+
+            for (q = list; ok && q != NULL; q = q->next) {
+                if ((cur != NULL
+                     && pki_audit_has_rid(cur, clen, q->carry->ca, q->rid))
+                    || (old != NULL
+                        && pki_audit_has_rid(old, olen, q->carry->ca,
+                                             q->rid)))
+                {
+                    continue;
+                }
+
+                ok = pki_audit_write_q(a, q, NULL, 0, &res) == PKI_OK;
+
+                if (ok && a->key != NULL && a->since_ckpt >= a->ckpt_every) {
+                    pki_result_init(&cres);
+                    (void) pki_audit_write_locked(a, NULL, 1, &cres);
+                }
+            }
+
+            free(cur);
+            free(old);
+            mine = a->written;
+            (void) flock(a->lockfd, LOCK_UN);
+
+            if (ok) {
+                ok = pki_audit_commit(a, mine, &res) == PKI_OK;
+            }
+        }
+
+        pthread_mutex_unlock(&a->lock);
+
+        if (ok) {
+            pki_audit_xdel(list);
+
+        } else {
+            while ((q = list) != NULL) {
+                list = q->next;
+                free(q);
+            }
+        }
+    }
+}
+
+
 pki_status_t
 pki_audit_checkpoint(pki_audit_t *a, pki_result_t *res)
 {
@@ -2126,7 +2932,7 @@ pki_audit_checkpoint(pki_audit_t *a, pki_result_t *res)
 
     pthread_mutex_lock(&a->lock);
 
-    st = pki_audit_locked_op(a, NULL, 1, &mine, res);
+    st = pki_audit_locked_op(a, NULL, NULL, 1, &mine, res);
 
     if (st == PKI_OK && !a->no_fsync) {
         st = pki_audit_commit(a, mine, res);

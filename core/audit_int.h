@@ -35,5 +35,35 @@ const char *pki_int_reason_name(int reason);
 void *pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 
+/* redis.c: pki_record_commit() that also appends a transaction-log entry
+ * (time, fields) to the stream named by the full key "stream" in the same
+ * script; rid (ridsize bytes) receives the entry's stream id.  With
+ * stream NULL it is pki_record_commit(). */
+pki_status_t pki_int_record_commit_carry(pki_redis_t *r,
+    const pki_record_t *rec, const char *stream, const char *time,
+    const char *body, size_t blen, char *rid, size_t ridsize,
+    pki_result_t *res);
+
+/* audit.c, for issue.c: the stream key that carries the entries of CA
+ * "ca" on store r to the default log, or NULL when they are written and
+ * synced by the log itself (no log, no syncer, or not registered with
+ * pki_audit_carry()). */
+const char *pki_int_audit_stream(pki_redis_t *r, const char *ca);
+
+/* audit.c, for issue.c: the fields of ev as the log writes them (the
+ * thread's actor filled in), and the current time text; 0 if too long. */
+int pki_int_audit_entry(const pki_event_t *ev, char *body, size_t size,
+    size_t *blen, char time[40]);
+
+/* audit.c, for issue.c: the entry of a commit that carried it (stream id
+ * rid) is queued for the file; the thread's ticket waits for its write
+ * only.  Then ev goes to the metrics sink alone. */
+void pki_int_audit_carried(const char *stream, const char *time,
+    const char *body, size_t blen, const char *rid);
+void pki_int_event_sink(const pki_event_t *ev);
+
+/* The thread's operation for the next issuance, not reset. */
+const char *pki_int_peek_operation(void);
+
 
 #endif /* PKI_AUDIT_INT_H */

@@ -1348,6 +1348,59 @@ pki_int_issue_on_reserved(pki_int_reserved_fn fn, void *arg)
 }
 
 
+/* Set by pki_issue_carry() when the success entry of this thread's
+ * issuance went into the record's commit (pki_issue then only counts it). */
+static __thread int  pki_issue_carried;
+
+
+/* The record commit that also carries the issuance's transaction-log
+ * entry (the entry pki_issue() would write on success, byte for byte):
+ * 0 when the entry cannot be built (then the plain commit runs and
+ * pki_issue() logs as before), else 1 with *rc the commit's outcome. */
+static int
+pki_issue_carry(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
+    X509 *x, const char *stream, const pki_record_t *rec, pki_result_t *res,
+    pki_status_t *rc)
+{
+    int           ok;
+    char          hex[41], tm[40], rid[64], *subject;
+    size_t        blen;
+    pki_event_t   ev;
+    char          body[8192];
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_ISSUE;
+    ev.status = PKI_OK;
+    ev.operation = pki_int_peek_operation();
+    ev.ca = ca->name;
+    ev.template_name = t->name;
+
+    if (!pki_serial_to_hex(X509_get0_serialNumber(x), hex)) {
+        return 0;
+    }
+
+    ev.serial = hex;
+    subject = pki_int_name_text(X509_get_subject_name(x));
+    ev.subject = subject;
+
+    ok = pki_int_audit_entry(&ev, body, sizeof(body), &blen, tm);
+    free(subject);
+
+    if (!ok) {
+        return 0;
+    }
+
+    *rc = pki_int_record_commit_carry(r, rec, stream, tm, body,
+                                      blen, rid, sizeof(rid), res);
+    if (*rc == PKI_OK) {
+        pki_int_audit_carried(stream, tm, body, blen, rid);
+        pki_issue_carried = 1;
+    }
+
+    return 1;
+}
+
+
 static pki_status_t pki_issue_do(pki_ca_t *ca, const pki_template_t *t,
     pki_redis_t *r, const pki_request_t *req, const pki_issue_ctx_t *ictx,
     X509 **out, pki_result_t *res);
@@ -1378,6 +1431,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_record_t   rec;
     ASN1_INTEGER  *serial;
     unsigned char *der, *p;
+    const char    *stream;
 
     if (out == NULL) {
         return pki_fail(res, PKI_INTERNAL, "bad arguments");
@@ -1508,7 +1562,14 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         rec.der_len = (size_t) len;
         rec.status = PKI_CERT_GOOD;
 
-        rc = pki_record_commit(r, &rec, res);
+        stream = pki_int_audit_stream(r, ca->name);
+
+        if (stream == NULL || !pki_issue_carry(ca, t, r, x, stream, &rec,
+                                               res, &rc))
+        {
+            rc = pki_record_commit(r, &rec, res);
+        }
+
         if (rc != PKI_OK) {
             goto abandon;
         }
@@ -1557,6 +1618,7 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         pki_event_set_actor(ictx->protocol, ictx->requester, ictx->client);
     }
 
+    pki_issue_carried = 0;
     rc = pki_issue_do(ca, t, r, req, ictx, out, res);
     pki_reserved_fn = NULL;         /* one call only, even when unused */
 
@@ -1584,7 +1646,17 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     ev.subject = subject;
 
     pki_result_init(&ares);
-    ast = pki_event_emit(&ev, rc == PKI_OK, &ares);
+
+    if (pki_issue_carried && rc == PKI_OK) {
+        /* the entry went into the record's commit: counted only */
+        pki_int_event_sink(&ev);
+        ast = PKI_OK;
+
+    } else {
+        ast = pki_event_emit(&ev, rc == PKI_OK, &ares);
+    }
+
+    pki_issue_carried = 0;
 
     /* no stale actor for the thread's next event */
     pki_event_set_actor(NULL, NULL, NULL);

@@ -788,6 +788,7 @@ typedef struct {
     pki_key_t   *key;               /* checkpoint key (open), or NULL    */
     unsigned     checkpoint_every;  /* entries; 0: 1000                  */
     int          no_fsync;          /* 1: never fsync (benchmarks only)  */
+    unsigned     orphan_ms;         /* carried entries: 0: 30000         */
 } pki_audit_conf_t;
 
 PKI_API pki_audit_t *pki_audit_open(const pki_audit_conf_t *conf,
@@ -1297,5 +1298,22 @@ PKI_API pki_status_t pki_record_commit_batch(pki_redis_t *r,
 PKI_API pki_status_t pki_audit_syncer_start(pki_audit_t *a,
     void (*notify)(void *arg), void *arg, pki_result_t *res);
 PKI_API void pki_audit_syncer_stop(pki_audit_t *a);
+
+/* Entries carried by the certificate store.  After pki_audit_carry(a, r,
+ * ca), while a's syncer runs, the success entry of an issuance by CA "ca"
+ * with its record in store r is appended to a Redis stream
+ * ("<ns>{ca:CA}:audit:<host>-<dir hash>") in the same script that commits
+ * the record, so it is durable exactly when the record is and costs no
+ * flush of the log file.  Its ticket (pki_audit_take_ticket) is done once
+ * the syncer wrote it to the file; the file is synced every 100 ms and
+ * the synced entries leave the stream.  Entries left in a stream past
+ * orphan_ms (30 s; a look every third of it)
+ * (a worker killed between commit and write, a machine that lost the
+ * file's page cache) are written by a janitor unless the file holds them
+ * already (their line has "rid": the stream id).  Call before the syncer
+ * starts.  pki_audit_ticket_done() answers for either kind of ticket. */
+PKI_API pki_status_t pki_audit_carry(pki_audit_t *a, pki_redis_t *r,
+    const char *ca, pki_result_t *res);
+PKI_API int pki_audit_ticket_done(pki_audit_t *a, unsigned long long ticket);
 
 #endif /* PKI_H */

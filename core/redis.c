@@ -80,6 +80,19 @@ static const char  pki_lua_commit[] =
     "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
     "return 1";
 
+/* The same, carrying the transaction-log entry of the issuance (issue 7):
+ * KEYS[3] the log's stream; ARGV[3] the entry's time, ARGV[4] its fields,
+ * ARGV[5..] field/value pairs.  The entry is appended in the same script,
+ * so it is exactly as durable as the record.  The stream id on success. */
+static const char  pki_lua_commit_carry[] =
+    "local st = redis.call('HGET', KEYS[1], 'status') "
+    "if not st then return 0 end "
+    "if st ~= 'pending' then return -1 end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 5)) "
+    "redis.call('PERSIST', KEYS[1]) "
+    "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
+    "return redis.call('XADD', KEYS[3], '*', 't', ARGV[3], 'b', ARGV[4])";
+
 /* KEYS[1] record. */
 static const char  pki_lua_abandon[] =
     "if redis.call('HGET', KEYS[1], 'status') == 'pending' then "
@@ -795,9 +808,20 @@ PKI_API pki_status_t
 pki_record_commit(pki_redis_t *r, const pki_record_t *rec,
     pki_result_t *res)
 {
+    return pki_int_record_commit_carry(r, rec, NULL, NULL, NULL, 0, NULL, 0,
+                                       res);
+}
+
+
+pki_status_t
+pki_int_record_commit_carry(pki_redis_t *r, const pki_record_t *rec,
+    const char *stream, const char *time, const char *body, size_t blen,
+    char *rid, size_t ridsize, pki_result_t *res)
+{
     pki_args_t    a;
     pki_status_t  st;
     long long     rc;
+    redisReply   *reply;
     char          kcert[PKI_REDIS_KEY_MAX], kexp[PKI_REDIS_KEY_MAX];
     char          serial[41];
 
@@ -821,12 +845,19 @@ pki_record_commit(pki_redis_t *r, const pki_record_t *rec,
 
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
-    pki_args_str(&a, pki_lua_commit);
-    pki_args_str(&a, "2");
+    pki_args_str(&a, stream != NULL ? pki_lua_commit_carry : pki_lua_commit);
+    pki_args_str(&a, stream != NULL ? "3" : "2");
     pki_args_str(&a, kcert);
     pki_args_str(&a, kexp);
+    if (stream != NULL) {
+        pki_args_str(&a, stream);
+    }
     pki_args_num(&a, (long long) rec->not_after);
     pki_args_str(&a, serial);
+    if (stream != NULL) {
+        pki_args_str(&a, time);
+        pki_args_add(&a, body, blen);
+    }
 
     pki_args_str(&a, "der");
     pki_args_add(&a, (const char *) rec->der, rec->der_len);
@@ -844,9 +875,42 @@ pki_record_commit(pki_redis_t *r, const pki_record_t *rec,
         pki_args_field(&a, "sans", rec->sans);
     }
 
-    st = pki_redis_eval(r, &a, &rc, res);
-    if (st != PKI_OK) {
-        return st;
+    if (stream == NULL) {
+        st = pki_redis_eval(r, &a, &rc, res);
+        if (st != PKI_OK) {
+            return st;
+        }
+
+    } else {
+        if (a.argc >= PKI_REDIS_ARGS_MAX) {
+            return pki_fail(res, PKI_INTERNAL, "redis: too many arguments");
+        }
+
+        reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
+        if (reply == NULL) {
+            return res != NULL ? res->status : PKI_UNAVAILABLE;
+        }
+
+        if (reply->type == REDIS_REPLY_STRING && reply->len > 0
+            && reply->len < ridsize)
+        {
+            memcpy(rid, reply->str, reply->len);
+            rid[reply->len] = '\0';
+            rc = 1;
+
+        } else if (reply->type == REDIS_REPLY_INTEGER
+                   && reply->integer != 1)
+        {
+            rc = reply->integer;
+
+        } else {
+            freeReplyObject(reply);
+            pki_redis_drop(r);
+            return pki_redis_unavailable(res, "EVAL",
+                                         "unexpected reply type");
+        }
+
+        freeReplyObject(reply);
     }
 
     if (rc == 0) {

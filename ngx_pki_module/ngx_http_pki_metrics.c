@@ -102,6 +102,8 @@ typedef struct {
     size_t                     max_size;
     ngx_uint_t                 checkpoint;
     ngx_flag_t                 fsync;
+    ngx_flag_t                 carry;
+    ngx_msec_t                 orphan;
     pki_key_t                 *key;
     pki_audit_t               *audit;
 
@@ -360,6 +362,7 @@ static struct {
 
 
 static void ngx_http_pki_m_syncer_start(ngx_cycle_t *cycle);
+static void ngx_http_pki_m_carry(ngx_cycle_t *cycle, pki_audit_t *audit);
 static void ngx_http_pki_m_syncer_notify(void *arg);
 static void ngx_http_pki_m_syncer_event(ngx_event_t *ev);
 static void ngx_http_pki_m_resume_ready(void);
@@ -380,6 +383,8 @@ ngx_http_pki_m_create_main_conf(ngx_conf_t *cf)
     mmcf->max_size = NGX_CONF_UNSET_SIZE;
     mmcf->checkpoint = NGX_CONF_UNSET_UINT;
     mmcf->fsync = NGX_CONF_UNSET;
+    mmcf->carry = NGX_CONF_UNSET;
+    mmcf->orphan = NGX_CONF_UNSET_MSEC;
     mmcf->zone_size = NGX_CONF_UNSET_SIZE;
     mmcf->history = NGX_CONF_UNSET;
     mmcf->interval = NGX_CONF_UNSET_MSEC;
@@ -454,7 +459,14 @@ ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 /*
  * pki_audit_log DIR [key=FILE|pkcs11:URI] [max_size=SIZE] [checkpoint=N]
- *               [fsync=on|off];
+ *               [fsync=on|off] [carry=on|off] [orphan_after=TIME];
+ *
+ * carry=on (default): an issuance's entry travels in its record's Redis
+ * commit (durable with the record); the file is written before the answer
+ * and synced every 100 ms.  carry=off: every answer waits for the file's
+ * own fdatasync.  orphan_after (default 30s): a carried entry still in
+ * its stream after this long is written by the janitor if the file lacks
+ * it (its writer died between the record's commit and the file).
  */
 
 static char *
@@ -514,6 +526,31 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strcmp(value[i].data, "fsync=on") == 0) {
             mmcf->fsync = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "orphan_after=", 13) == 0) {
+            v.data = value[i].data + 13;
+            v.len = value[i].len - 13;
+            mmcf->orphan = ngx_parse_time(&v, 0);
+            if (mmcf->orphan == (ngx_msec_t) NGX_ERROR || mmcf->orphan < 300
+                || mmcf->orphan > 3600000)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "pki_audit_log: orphan_after must be "
+                                   "between 300ms and 1h");
+                return NGX_CONF_ERROR;
+            }
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "carry=on") == 0) {
+            mmcf->carry = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "carry=off") == 0) {
+            mmcf->carry = 0;
             continue;
         }
 
@@ -857,6 +894,9 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
         ac.checkpoint_every = mmcf->checkpoint == NGX_CONF_UNSET_UINT
                               ? 0 : (unsigned) mmcf->checkpoint;
         ac.no_fsync = mmcf->fsync == 0;
+        if (mmcf->orphan != NGX_CONF_UNSET_MSEC) {
+            ac.orphan_ms = (unsigned) mmcf->orphan;
+        }
 
         pki_result_init(&res);
 
@@ -895,6 +935,12 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
                                                    ngx_http_pki_m_sync.task;
                 ngx_http_pki_m_sync.task->event.log = cycle->log;
                 pki_audit_set_deferred(1);
+
+                /* issuance entries carried by the certificate store's
+                 * commit: no answer waits for the file's flush */
+                if (mmcf->carry != 0) {
+                    ngx_http_pki_m_carry(cycle, mmcf->audit);
+                }
 
                 /* better: a thread of its own, no pool thread waits for
                  * the disk and no sync task queues behind requests */
@@ -1837,7 +1883,7 @@ ngx_http_pki_audit_wait(unsigned long long ticket, void (*resume)(void *data),
     ngx_http_pki_m_waiter_t  *w;
 
     if (ngx_http_pki_m_sync.audit == NULL || ngx_http_pki_m_sync.task == NULL
-        || pki_audit_synced(ngx_http_pki_m_sync.audit) >= ticket)
+        || pki_audit_ticket_done(ngx_http_pki_m_sync.audit, ticket))
     {
         return NGX_OK;
     }
@@ -1886,6 +1932,33 @@ ngx_http_pki_audit_exit_threads(void)
     }
 
     (void) close(ngx_http_pki_m_sync.pipe[1]);
+}
+
+
+/* Every CA's issuance entries travel in its records' commits to the
+ * certificate store (pki_audit_carry). */
+static void
+ngx_http_pki_m_carry(ngx_cycle_t *cycle, pki_audit_t *audit)
+{
+    pki_ca_t      *ca;
+    ngx_uint_t     i;
+    pki_redis_t   *store;
+    pki_result_t   res;
+
+    store = ngx_http_pki_cycle_redis(cycle);
+    if (store == NULL) {
+        return;
+    }
+
+    for (i = 0; (ca = ngx_http_pki_cycle_ca(cycle, i)) != NULL; i++) {
+        pki_result_init(&res);
+        if (pki_audit_carry(audit, store, pki_ca_name(ca), &res) != PKI_OK) {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "pki_audit_log: CA \"%s\" logs each issuance "
+                          "with its own sync: %s", pki_ca_name(ca),
+                          res.detail);
+        }
+    }
 }
 
 
@@ -1985,21 +2058,18 @@ ngx_http_pki_m_syncer_event(ngx_event_t *ev)
 static void
 ngx_http_pki_m_resume_ready(void)
 {
-    unsigned long long         synced;
     ngx_http_pki_m_waiter_t   *w, **pw, *ready;
 
     if (ngx_http_pki_m_sync.audit == NULL) {
         return;
     }
 
-    synced = pki_audit_synced(ngx_http_pki_m_sync.audit);
-
     /* take the ready ones out first: resume() may add new waiters */
     ready = NULL;
     pw = &ngx_http_pki_m_sync.head;
 
     while ((w = *pw) != NULL) {
-        if (w->ticket <= synced) {
+        if (pki_audit_ticket_done(ngx_http_pki_m_sync.audit, w->ticket)) {
             *pw = w->next;
             w->next = ready;
             ready = w;

@@ -10,7 +10,7 @@
 #       [--https PORT] [--http PORT] [--daemon on|off] [--log-level LEVEL] \
 #       [--workers N] [--ca-key REF] [--token LABEL] [--pop-linking on|off]
 #       [--redis-timeout 1s] [--user USER] [--threads N]
-#       [--audit DIR|off] [--metrics on|off]
+#       [--audit DIR|off] [--audit-params "carry=off ..."] [--metrics on|off]
 #       [--acme-http-port 5002] [--acme-tls-port 5001] [--acme-eab on|off]
 #       [--acme-redis unix:SOCK|HOST:PORT[ namespace=..]]  (acme2: the ACME
 #       replay-safe state in a second Redis; default: all in --redis)
@@ -28,7 +28,7 @@ die() { echo "nginx-conf.sh: error: $*" >&2; exit 1; }
 BUILD= PKI= PREFIX= REDIS= HTTPS=8443 HTTP=8080 DAEMON=off LOGLEVEL=info
 WORKERS=2 THREADS=8 CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USER_=
 MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
-AUDIT= METRICS=on
+AUDIT= AUDIT_PARAMS= METRICS=on
 # ACME lab settings (issue 4 demo contract)
 ACME_HTTP=5002 ACME_TLS=5001 ACME_EAB=off ACME_REDIS=
 
@@ -51,6 +51,7 @@ while [ $# -gt 0 ]; do
         --redis-timeout) RTIMEOUT=$2 ;;
         --user) USER_=$2 ;;
         --audit) AUDIT=$2 ;;
+        --audit-params) AUDIT_PARAMS=$2 ;;
         --metrics) METRICS=$2 ;;
         --acme-http-port) ACME_HTTP=$2 ;;
         --acme-tls-port) ACME_TLS=$2 ;;
@@ -75,6 +76,7 @@ if [ "$AUDIT" != off ]; then
     mkdir -p "$AUDIT" || die "cannot create $AUDIT"
     AUDIT_CONF="pki_audit_log $AUDIT"
     [ -f "$PKI/audit.key" ] && AUDIT_CONF="$AUDIT_CONF key=$PKI/audit.key"
+    [ -n "$AUDIT_PARAMS" ] && AUDIT_CONF="$AUDIT_CONF $AUDIT_PARAMS"
     AUDIT_CONF="$AUDIT_CONF;"
 fi
 if [ "$METRICS" = off ]; then

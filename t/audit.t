@@ -7,7 +7,10 @@
 # logged with who, what and when; the log verifies with the auditor's public
 # key (pkictl audit verify); an edited, a removed and a reordered entry are
 # each caught and named; nothing secret is in it; and kill -9 of the worker
-# right after a response leaves that issuance in the log.
+# right after a response leaves that issuance in the log.  Issuance entries
+# travel in their record's Redis commit (carry=on, the default): they reach
+# the file before the answer, leave their stream once synced, and the
+# janitor writes an entry left in its stream that the file lacks, once.
 
 use strict;
 use warnings;
@@ -20,7 +23,9 @@ use PKITest;
 
 my $t = PKITest->new;
 $t->start_redis;
-$t->start_nginx($t->render_conf('--workers', 1));
+# orphan_after=1s: the janitor looks every 333 ms (default: 30 s, 10 s)
+my @conf = ('--workers', 1, '--audit-params', 'orphan_after=1s');
+$t->start_nginx($t->render_conf(@conf));
 
 my $pki = $t->pki;
 my $dir = "$pki/audit";
@@ -104,6 +109,61 @@ for my $s (@serials) {
          '  time');
 }
 
+# --- entries carried by the records' commits ---------------------------------
+
+for my $s (@serials) {
+    my ($iss) = grep { $_->{type} eq 'issue' && ($_->{serial} // '') eq $s }
+                @e;
+    like($iss->{rid} // '', qr/^\d+-\d+$/,
+         "issuance $s came through its record's commit (rid)");
+}
+
+my ($stream) = grep { length } split /\n/,
+               $t->redis_raw('--scan', '--pattern', '*{ca:issuing}:audit:*');
+ok($stream, "the CA's log stream: " . ($stream // 'none'));
+
+sub xlen { return 0 + $t->redis_raw('XLEN', $stream) }
+sub wait_empty {
+    for (1 .. 100) {
+        return 1 if xlen() == 0;
+        select(undef, undef, undef, 0.05);
+    }
+    return 0;
+}
+ok(wait_empty(), 'synced entries have left the stream');
+
+# an entry the file holds already, back in the stream as if its writer died
+# before removing it (a stream never takes an id below its last one: the
+# key is made anew), and one the file lacks (its writer died before writing)
+my ($had) = grep { $_->{type} eq 'issue' && ($_->{serial} // '') eq $serials[1] }
+            @e;
+my $orphan_body = ',"type":"issue","protocol":"est","operation":"issue",'
+    . '"ca":"issuing","template":"device","serial":"0A0B0C0D0E0F",'
+    . '"subject":"CN=audit-orphan","requester":"demo","client":"127.0.0.1",'
+    . '"outcome":"success"';
+$t->redis_raw('DEL', $stream);
+$t->redis_raw('XADD', $stream, $had->{rid}, 't', $had->{time}, 'b', 'x');
+my $oid = $t->redis_raw('XADD', $stream, '*', 't', '2026-11-29T00:00:00.000Z',
+                        'b', $orphan_body);
+chomp $oid;
+is(xlen(), 2, 'two entries put back into the stream');
+
+my @o;
+for (1 .. 100) {
+    @o = grep { ($_->{serial} // '') eq '0A0B0C0D0E0F' } entries();
+    last if @o && xlen() == 0;
+    select(undef, undef, undef, 0.05);
+}
+is(scalar @o, 1, 'the janitor wrote the entry the file lacked, once');
+is($o[0]{rid} // '', $oid, '  with its stream id');
+is($o[0]{subject} // '', 'CN=audit-orphan', '  and its fields');
+is(xlen(), 0, '  and emptied the stream');
+is(scalar(grep { ($_->{rid} // '') eq $had->{rid} } entries()), 1,
+   'the entry the file had is not written twice');
+
+my ($rc_j, $out_j, $err_j) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
+is($rc_j, 0, 'the log verifies with the janitor\'s entry') or diag("$out_j$err_j");
+
 my ($rev) = grep { $_->{type} eq 'revoke' } @e;
 ok($rev && $rev->{serial} eq $serials[0]
    && $rev->{reason} eq 'keyCompromise' && $rev->{requester} eq 'admin'
@@ -185,7 +245,7 @@ like($out, qr/removed from the end/, '  names the missing tail') or diag($out);
 
 # --- kill -9 right after a response ------------------------------------------
 
-$t->start_nginx($t->render_conf('--workers', 1));
+$t->start_nginx($t->render_conf(@conf));
 
 my ($r9, $s9) = enroll('audit-kill9');
 is($r9->{code}, 200, 'enrolled audit-kill9');
@@ -207,6 +267,11 @@ for (1 .. 50) {
     select(undef, undef, undef, 0.1);
 }
 ok($ok, 'enrollment works with the new worker');
+
+# whatever the killed worker left in the stream is cleared, not doubled
+ok(wait_empty(), 'the stream is empty again after the crash');
+is(scalar(grep { $_->{type} eq 'issue' && ($_->{serial} // '') eq ($s9 // 'x') }
+          entries()), 1, 'the issuance before kill -9 is in the log once');
 
 ($rc, $out, $err) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
 is($rc, 0, 'log intact across the crash') or diag("$out$err");
