@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -154,6 +155,7 @@ struct pki_audit_s {
                                           (atomic) */
     long long             janitor_ms;  /* next look (syncer only) */
     long long             orphan_ms;   /* an entry this old is orphaned */
+    int                   closing;     /* no XDEL: the store may be gone */
 };
 
 
@@ -868,6 +870,8 @@ pki_audit_close(pki_audit_t *a)
         pki_audit_qent_t  *q;
 
         /* what is still queued (the syncer could not write it) */
+        a->closing = 1;
+
         if (a->qhead != NULL || a->retry != NULL || a->pend != NULL) {
             pki_result_init(&r);
             (void) pki_audit_drain(a, 1, &r);
@@ -2083,7 +2087,15 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
     pthread_mutex_unlock(&a->lock);
 
     /* in the file durably: out of the stream (a failure here leaves
-     * them to the janitor, which finds them in the file) */
+     * them to the janitor, which finds them in the file; so does a log
+     * closed after its store) */
+    if (a->closing) {
+        while ((q = done) != NULL) {
+            done = q->next;
+            free(q);
+        }
+    }
+
     pki_audit_xdel(done);
 
     return st;
@@ -2651,14 +2663,13 @@ pki_audit_has_rid(const char *text, size_t len, const char *ca,
 }
 
 
-/* The whole of DIR/NAME (at most max bytes), NULL if none. */
+/* DIR/NAME mapped read-only (munmap it), NULL if none or empty. */
 static char *
-pki_audit_slurp(const char *dir, const char *name, size_t max, size_t *len)
+pki_audit_map(const char *dir, const char *name, size_t *len)
 {
     int           fd;
-    char         *path, *buf;
-    ssize_t       n;
-    size_t        got;
+    char         *path;
+    void         *p;
     struct stat   st;
 
     path = pki_path(dir, name);
@@ -2673,35 +2684,21 @@ pki_audit_slurp(const char *dir, const char *name, size_t max, size_t *len)
         return NULL;
     }
 
-    if (fstat(fd, &st) != 0 || st.st_size < 0) {
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
         close(fd);
         return NULL;
     }
 
-    got = (size_t) st.st_size < max ? (size_t) st.st_size : max;
-    buf = malloc(got + 1);
-
-    if (buf == NULL) {
-        close(fd);
-        return NULL;
-    }
-
-    *len = 0;
-    while (*len < got) {
-        n = pread(fd, buf + *len, got - *len, (off_t) *len);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-        *len += (size_t) n;
-    }
-
-    buf[*len] = '\0';
+    p = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
 
-    return buf;
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+
+    *len = (size_t) st.st_size;
+
+    return p;
 }
 
 
@@ -2869,13 +2866,12 @@ pki_audit_janitor(pki_audit_t *a)
             ok = pki_audit_catch_up(a, &res);
 
             clen = olen = 0;
-            cur = ok ? pki_audit_slurp(a->dir, "audit.log",
-                                       a->max_size * 2, &clen)
-                     : NULL;
+            /* the file this process just caught up with, and the one
+             * before it (an orphan is younger than a rotation, mostly) */
+            cur = ok ? pki_audit_map(a->dir, "audit.log", &clen) : NULL;
             pki_audit_newest_rotated(a->dir, rot);
             old = (ok && rot[0] != '\0')
-                  ? pki_audit_slurp(a->dir, rot, a->max_size * 2, &olen)
-                  : NULL;
+                  ? pki_audit_map(a->dir, rot, &olen) : NULL;
 
             for (q = list; ok && q != NULL; q = q->next) {
                 if ((cur != NULL
@@ -2895,8 +2891,12 @@ pki_audit_janitor(pki_audit_t *a)
                 }
             }
 
-            free(cur);
-            free(old);
+            if (cur != NULL) {
+                munmap(cur, clen);
+            }
+            if (old != NULL) {
+                munmap(old, olen);
+            }
             mine = a->written;
             (void) flock(a->lockfd, LOCK_UN);
 
