@@ -2621,45 +2621,58 @@ pki_audit_xdel(pki_audit_qent_t *list)
 }
 
 
-/* Whether the text of a log file holds the entry of CA ca with stream id
- * rid. */
-static int
-pki_audit_has_rid(const char *text, size_t len, const char *ca,
-    const char *rid)
+/* Marks (q->ticket = 1) the entries of list whose (CA, stream id) the
+ * text of a log file holds: one pass over the text, whatever the number
+ * of entries. */
+static void
+pki_audit_mark_held(const char *text, size_t len, pki_audit_qent_t *list)
 {
-    char         pat[96], cpat[96];
-    size_t       plen, clen;
-    const char  *p, *end, *ls, *le;
-
-    plen = (size_t) snprintf(pat, sizeof(pat), ",\"rid\":\"%s\"", rid);
-    clen = (size_t) snprintf(cpat, sizeof(cpat), ",\"ca\":\"%s\"", ca);
-    if (plen >= sizeof(pat) || clen >= sizeof(cpat)) {
-        return 0;
-    }
+    size_t               cl, rl;
+    const char          *p, *end, *ls, *le, *r, *re, *c;
+    pki_audit_qent_t    *q;
+    static const char    tag[] = ",\"rid\":\"";
 
     p = text;
     end = text + len;
 
     while (p < end
-           && (p = memmem(p, (size_t) (end - p), pat, plen)) != NULL)
+           && (p = memmem(p, (size_t) (end - p), tag, sizeof(tag) - 1))
+              != NULL)
     {
+        r = p + sizeof(tag) - 1;
+        re = memchr(r, '"', (size_t) (end - r));
+        if (re == NULL) {
+            break;
+        }
+        rl = (size_t) (re - r);
+
         for (ls = p; ls > text && ls[-1] != '\n'; ls--) {
             /* void */
         }
-
-        le = memchr(p, '\n', (size_t) (end - p));
+        le = memchr(re, '\n', (size_t) (end - re));
         if (le == NULL) {
             le = end;
         }
 
-        if (memmem(ls, (size_t) (le - ls), cpat, clen) != NULL) {
-            return 1;
+        c = memmem(ls, (size_t) (le - ls), ",\"ca\":\"", 7);
+
+        for (q = list; c != NULL && q != NULL; q = q->next) {
+            if (q->ticket || strlen(q->rid) != rl
+                || memcmp(q->rid, r, rl) != 0)
+            {
+                continue;
+            }
+
+            cl = strlen(q->carry->ca);
+            if ((size_t) (le - (c + 7)) > cl
+                && memcmp(c + 7, q->carry->ca, cl) == 0 && c[7 + cl] == '"')
+            {
+                q->ticket = 1;
+            }
         }
 
-        p += plen;
+        p = le;
     }
-
-    return 0;
 }
 
 
@@ -2873,14 +2886,16 @@ pki_audit_janitor(pki_audit_t *a)
             old = (ok && rot[0] != '\0')
                   ? pki_audit_map(a->dir, rot, &olen) : NULL;
 
+            if (cur != NULL) {
+                pki_audit_mark_held(cur, clen, list);
+            }
+            if (old != NULL) {
+                pki_audit_mark_held(old, olen, list);
+            }
+
             for (q = list; ok && q != NULL; q = q->next) {
-                if ((cur != NULL
-                     && pki_audit_has_rid(cur, clen, q->carry->ca, q->rid))
-                    || (old != NULL
-                        && pki_audit_has_rid(old, olen, q->carry->ca,
-                                             q->rid)))
-                {
-                    continue;
+                if (q->ticket) {
+                    continue;           /* the file has it */
                 }
 
                 ok = pki_audit_write_q(a, q, NULL, 0, &res) == PKI_OK;
