@@ -78,11 +78,14 @@ typedef struct {
 } pki_audit_carry_t;
 
 #define PKI_AUDIT_CARRY_MAX    256
-#define PKI_AUDIT_CARRIED      (1ULL << 63)   /* a ticket's kind */
-#define PKI_AUDIT_PEND_MS      100     /* carried entries synced after */
-#define PKI_AUDIT_PEND_MAX     4096    /* ... or this many */
-#define PKI_AUDIT_ORPHAN_MS    30000   /* an entry this old is orphaned;
-                                          the janitor looks every third */
+#define PKI_AUDIT_BATCH_MS     20      /* carried entries written after */
+#define PKI_AUDIT_BATCH_MAX    256     /* ... or this many queued */
+#define PKI_AUDIT_PEND_MS      1000    /* carried entries synced after */
+#define PKI_AUDIT_PEND_MAX     16384   /* ... or this many */
+#define PKI_AUDIT_ORPHAN_MS    30000   /* an entry of a live writer this
+                                          old is orphaned */
+#define PKI_AUDIT_LOOK_MS      1000    /* the janitor's period, and the
+                                          age of a dead writer's orphan */
 
 struct pki_audit_s {
     char                 *dir;
@@ -151,8 +154,10 @@ struct pki_audit_s {
     unsigned              npend;       /* atomic */
     long long             pend_ms;     /* first of pend (atomic) */
     unsigned long long    qhi;         /* last ticket written (lock) */
-    unsigned long long    qwrote;      /* tickets up to it are written
-                                          (atomic) */
+    unsigned              qplain;      /* queued entries an answer waits
+                                          for (qlock) */
+    unsigned              qcarried;    /* queued carried ones (qlock) */
+    long long             qfirst_ms;   /* when the first of them came */
     long long             janitor_ms;  /* next look (syncer only) */
     long long             orphan_ms;   /* an entry this old is orphaned */
     int                   closing;     /* no XDEL: the store may be gone */
@@ -288,6 +293,43 @@ void
 pki_event_set_operation(const char *operation)
 {
     pki_copy(pki_actor.operation, sizeof(pki_actor.operation), operation);
+}
+
+
+/* getpid() is a system call each time: the value is kept, and forgotten
+ * in a child after fork() */
+static pid_t           pki_pid;
+static pthread_once_t  pki_pid_once = PTHREAD_ONCE_INIT;
+
+
+static void
+pki_pid_forget(void)
+{
+    pki_pid = 0;
+}
+
+
+static void
+pki_pid_atfork(void)
+{
+    (void) pthread_atfork(NULL, NULL, pki_pid_forget);
+}
+
+
+pid_t
+pki_int_pid(void)
+{
+    pid_t  p;
+
+    (void) pthread_once(&pki_pid_once, pki_pid_atfork);
+
+    p = __atomic_load_n(&pki_pid, __ATOMIC_RELAXED);
+    if (p == 0) {
+        p = getpid();
+        __atomic_store_n(&pki_pid, p, __ATOMIC_RELAXED);
+    }
+
+    return p;
 }
 
 
@@ -1543,7 +1585,7 @@ pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
         pki_audit_body(&b, ev);
     }
 
-    pki_jnum(&b, "pid", (long long) getpid());
+    pki_jnum(&b, "pid", (long long) pki_int_pid());
     pki_jstr(&b, "prev", a->hash);
 
     if (b.err) {
@@ -1933,6 +1975,7 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     *ticket = q->ticket;
     *a->qtail = q;
     a->qtail = &q->next;
+    a->qplain++;
     pthread_cond_signal(&a->scond);
 
     pthread_mutex_unlock(&a->qlock);
@@ -1963,6 +2006,8 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
     a->qtail = &a->qhead;
     need = force || a->qsync;
     a->qsync = 0;
+    a->qplain = 0;
+    a->qcarried = 0;
     pthread_mutex_unlock(&a->qlock);
 
     if (a->retry != NULL) {
@@ -2055,7 +2100,6 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
 
         if (hi > a->qhi) {
             a->qhi = hi;
-            __atomic_store_n(&a->qwrote, hi, __ATOMIC_RELEASE);
         }
     }
 
@@ -2102,6 +2146,24 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
 }
 
 
+/* The syncer, qlock held: sleeps until wake (ms), or a signal. */
+static void
+pki_audit_wait_until(pki_audit_t *a, long long now, long long wake)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (wake - now) / 1000;
+    ts.tv_nsec += ((wake - now) % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+
+    (void) pthread_cond_timedwait(&a->scond, &a->qlock, &ts);
+}
+
+
 static void *
 pki_audit_syncer(void *arg)
 {
@@ -2117,7 +2179,7 @@ pki_audit_syncer(void *arg)
     long long            now, wake;
 
     fails = 0;
-    a->janitor_ms = pki_audit_ms() + a->orphan_ms / 12;
+    a->janitor_ms = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
 
     pthread_mutex_lock(&a->qlock);
 
@@ -2126,6 +2188,19 @@ pki_audit_syncer(void *arg)
         retry = __atomic_load_n(&a->retry, __ATOMIC_ACQUIRE) != NULL;
         npend = __atomic_load_n(&a->npend, __ATOMIC_ACQUIRE);
         due = 0;
+
+        if (a->qhead != NULL && a->qplain == 0 && !a->qsync && !retry
+            && !a->syncer_stop && a->qcarried < PKI_AUDIT_BATCH_MAX)
+        {
+            /* carried entries only: nobody waits, gather a batch */
+            now = pki_audit_ms();
+            wake = a->qfirst_ms + PKI_AUDIT_BATCH_MS;
+
+            if (now < wake) {
+                pki_audit_wait_until(a, now, wake);
+                continue;
+            }
+        }
 
         if (a->qhead == NULL && !a->qsync && !retry && !a->syncer_stop) {
 
@@ -2144,14 +2219,7 @@ pki_audit_syncer(void *arg)
             }
 
             if (now < wake) {
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += (wake - now) / 1000;
-                ts.tv_nsec += ((wake - now) % 1000) * 1000000;
-                if (ts.tv_nsec >= 1000000000) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000;
-                }
-                (void) pthread_cond_timedwait(&a->scond, &a->qlock, &ts);
+                pki_audit_wait_until(a, now, wake);
                 continue;
             }
 
@@ -2183,7 +2251,7 @@ pki_audit_syncer(void *arg)
             && pki_audit_ms() >= a->janitor_ms)
         {
             pki_audit_janitor(a);
-            a->janitor_ms = pki_audit_ms() + a->orphan_ms / 3;
+            a->janitor_ms = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
         }
 
         if (st != PKI_OK) {
@@ -2476,7 +2544,7 @@ pki_int_audit_carried(const char *stream, const char *time,
     pki_audit_t         *a;
     pki_result_t         res;
     pki_audit_qent_t    *q;
-    unsigned long long   t, mine;
+    unsigned long long   mine;
 
     a = pki_default_log;
     if (a == NULL) {
@@ -2504,21 +2572,21 @@ pki_int_audit_carried(const char *stream, const char *time,
     pthread_mutex_lock(&a->qlock);
 
     if (q->carry != NULL && a->syncer_on && !a->syncer_stop) {
-        t = ++a->qnext;
-        q->ticket = t;
+        /* no answer waits for it: the syncer writes carried entries in
+         * batches (PKI_AUDIT_BATCH_MS, PKI_AUDIT_BATCH_MAX) */
+        q->ticket = ++a->qnext;
         *a->qtail = q;
         a->qtail = &q->next;
-        pthread_cond_signal(&a->scond);
-        pthread_mutex_unlock(&a->qlock);
 
-        /* the answer waits for the write; with a plain entry before it
-         * in this thread, for the sync */
-        if (pki_ticket == 0 || (pki_ticket & PKI_AUDIT_CARRIED)) {
-            pki_ticket = t | PKI_AUDIT_CARRIED;
-        } else {
-            pki_ticket = t;
+        if (a->qcarried++ == 0) {
+            a->qfirst_ms = pki_audit_ms();
+            pthread_cond_signal(&a->scond);
+
+        } else if (a->qcarried == PKI_AUDIT_BATCH_MAX) {
+            pthread_cond_signal(&a->scond);
         }
 
+        pthread_mutex_unlock(&a->qlock);
         return;
     }
 
@@ -2545,11 +2613,6 @@ pki_audit_ticket_done(pki_audit_t *a, unsigned long long ticket)
 {
     if (ticket == 0 || a == NULL || a->no_fsync) {
         return 1;
-    }
-
-    if (ticket & PKI_AUDIT_CARRIED) {
-        return __atomic_load_n(&a->qwrote, __ATOMIC_ACQUIRE)
-               >= (ticket & ~PKI_AUDIT_CARRIED);
     }
 
     return pki_audit_synced(a) >= ticket;
@@ -2744,12 +2807,33 @@ pki_audit_newest_rotated(const char *dir, char name[300])
 }
 
 
-/* The entries of one stream older than age ms, as queue
- * entries (NULL: none, or Redis did not answer). */
+/* Whether an entry written by process pid (0: unknown) at ms (its stream
+ * id) is orphaned: its writer is gone, or it is older than age ms. */
+static int
+pki_audit_orphaned(long long pid, long long ms, long long now, long long age)
+{
+    if (now - ms >= age || pid <= 0) {
+        return 1;
+    }
+
+    if ((pid_t) pid == pki_int_pid()) {
+        return 0;               /* ours: in our queue, or being retried */
+    }
+
+    /* the stream is this host's: the pid is one of its processes; one
+     * that is gone (kill -9, a crash) left it behind for good */
+    return kill((pid_t) pid, 0) != 0 && errno == ESRCH;
+}
+
+
+/* The orphaned entries of one stream (pki_audit_orphaned; only those
+ * PKI_AUDIT_LOOK_MS old at least), as queue entries (NULL: none, or Redis
+ * did not answer). */
 static pki_audit_qent_t *
 pki_audit_orphans(const pki_audit_carry_t *c, long long age)
 {
     size_t               i, j, tl, bl;
+    long long            now, pid;
     char                 upto[32];
     const char          *argv[6], *tv, *bv;
     size_t               lens[6];
@@ -2757,7 +2841,8 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
     pki_result_t         res;
     pki_audit_qent_t    *list, **last, *q;
 
-    snprintf(upto, sizeof(upto), "%lld", pki_audit_ms() - age);
+    now = pki_audit_ms();
+    snprintf(upto, sizeof(upto), "%lld", now - PKI_AUDIT_LOOK_MS);
 
     argv[0] = "XRANGE";
     argv[1] = c->key;
@@ -2794,6 +2879,7 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
             f = e->element[1];
             tv = bv = NULL;
             tl = bl = 0;
+            pid = 0;
 
             for (j = 0; j + 1 < f->elements; j += 2) {
                 if (f->element[j]->type != REDIS_REPLY_STRING
@@ -2807,7 +2893,16 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
                 } else if (strcmp(f->element[j]->str, "b") == 0) {
                     bv = f->element[j + 1]->str;
                     bl = f->element[j + 1]->len;
+                } else if (strcmp(f->element[j]->str, "p") == 0) {
+                    pid = strtoll(f->element[j + 1]->str, NULL, 10);
                 }
+            }
+
+            if (!pki_audit_orphaned(pid, strtoll(e->element[0]->str, NULL,
+                                                 10),
+                                    now, age))
+            {
+                continue;
             }
 
             if (tv == NULL || bv == NULL || tl >= sizeof(q->time)

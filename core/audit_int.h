@@ -9,6 +9,8 @@
 #ifndef PKI_AUDIT_INT_H
 #define PKI_AUDIT_INT_H
 
+#include <sys/types.h>
+
 #include "pki.h"
 
 
@@ -61,6 +63,9 @@ int pki_int_audit_entry(const pki_event_t *ev, char *body, size_t size,
 void pki_int_audit_carried(const char *stream, const char *time,
     const char *body, size_t blen, const char *rid);
 void pki_int_event_sink(const pki_event_t *ev);
+
+/* getpid(), without a system call after the first (reset by fork()). */
+pid_t pki_int_pid(void);
 
 /* The thread's operation for the next issuance, not reset. */
 const char *pki_int_peek_operation(void);

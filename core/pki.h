@@ -1302,16 +1302,17 @@ PKI_API void pki_audit_syncer_stop(pki_audit_t *a);
 /* Entries carried by the certificate store.  After pki_audit_carry(a, r,
  * ca), while a's syncer runs, the success entry of an issuance by CA "ca"
  * with its record in store r is appended to a Redis stream
- * ("<ns>{ca:CA}:audit:<host>-<dir hash>") in the same script that commits
- * the record, so it is durable exactly when the record is and costs no
- * flush of the log file.  Its ticket (pki_audit_take_ticket) is done once
- * the syncer wrote it to the file; the file is synced every 100 ms and
- * the synced entries leave the stream.  Entries left in a stream past
- * orphan_ms (30 s; a look every third of it)
- * (a worker killed between commit and write, a machine that lost the
- * file's page cache) are written by a janitor unless the file holds them
- * already (their line has "rid": the stream id).  Call before the syncer
- * starts.  pki_audit_ticket_done() answers for either kind of ticket. */
+ * ("<ns>{ca:CA}:audit:<host>-<dir hash>", fields t: time, b: the entry's
+ * fields, p: the writer's pid) in the same script that commits the record,
+ * so it is durable exactly when the record is, and no answer waits for the
+ * log file.  The syncer writes carried entries in batches (within 20 ms),
+ * syncs the file every second and then deletes the synced entries from the
+ * stream.  A janitor in every syncer looks each second for entries left in
+ * a stream: one whose writer process is gone (kill -9, a crash), or older
+ * than orphan_ms (30 s; a machine that lost the file's page cache), is
+ * written unless the file holds it already (its line has "rid": the stream
+ * id), then deleted.  Call before the syncer starts.
+ * pki_audit_ticket_done(): whether the answer holding ticket may leave. */
 PKI_API pki_status_t pki_audit_carry(pki_audit_t *a, pki_redis_t *r,
     const char *ca, pki_result_t *res);
 PKI_API int pki_audit_ticket_done(pki_audit_t *a, unsigned long long ticket);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <hiredis.h>
 
@@ -82,16 +83,18 @@ static const char  pki_lua_commit[] =
 
 /* The same, carrying the transaction-log entry of the issuance (issue 7):
  * KEYS[3] the log's stream; ARGV[3] the entry's time, ARGV[4] its fields,
- * ARGV[5..] field/value pairs.  The entry is appended in the same script,
+ * ARGV[5] the writer's pid (the janitor's hint), ARGV[6..] field/value
+ * pairs.  The entry is appended in the same script,
  * so it is exactly as durable as the record.  The stream id on success. */
 static const char  pki_lua_commit_carry[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st then return 0 end "
     "if st ~= 'pending' then return -1 end "
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 5)) "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 6)) "
     "redis.call('PERSIST', KEYS[1]) "
     "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
-    "return redis.call('XADD', KEYS[3], '*', 't', ARGV[3], 'b', ARGV[4])";
+    "return redis.call('XADD', KEYS[3], '*', 't', ARGV[3], 'b', ARGV[4], "
+    "'p', ARGV[5])";
 
 /* KEYS[1] record. */
 static const char  pki_lua_abandon[] =
@@ -857,6 +860,7 @@ pki_int_record_commit_carry(pki_redis_t *r, const pki_record_t *rec,
     if (stream != NULL) {
         pki_args_str(&a, time);
         pki_args_add(&a, body, blen);
+        pki_args_num(&a, (long long) pki_int_pid());
     }
 
     pki_args_str(&a, "der");
