@@ -248,7 +248,9 @@ like($out, qr/removed from the end/, '  names the missing tail') or diag($out);
 
 # --- kill -9 right after a response ------------------------------------------
 
-$t->start_nginx($t->render_conf(@conf));
+# the default orphan_after (30 s) from here: an entry is taken over early
+# only because its writer is gone
+$t->start_nginx($t->render_conf('--workers', 1));
 
 my ($r9, $s9) = enroll('audit-kill9');
 is($r9->{code}, 200, 'enrolled audit-kill9');
@@ -286,6 +288,33 @@ ok($ok, 'enrollment works with the new worker');
 ok(wait_empty(), 'the stream is empty again after the crash');
 is(scalar(grep { $_->{type} eq 'issue' && ($_->{serial} // '') eq ($s9 // 'x') }
           entries()), 1, 'the issuance before kill -9 is in the log once');
+
+# an entry whose writer process is gone is written within seconds; one of a
+# live process (this test) is left to it until orphan_after (30 s)
+my $dead = fork();
+exit 0 if $dead == 0;
+waitpid($dead, 0);
+(my $body_dead = $orphan_body) =~ s/0A0B0C0D0E0F/0DEAD0DEAD01/;
+(my $body_live = $orphan_body) =~ s/0A0B0C0D0E0F/0A11FE0A11FE/;
+$t->redis_raw('XADD', $stream, '*', 't', '2026-11-29T00:00:01.000Z',
+              'b', $body_dead, 'p', $dead);
+my $live_id = $t->redis_raw('XADD', $stream, '*', 't',
+                            '2026-11-29T00:00:02.000Z', 'b', $body_live,
+                            'p', $$);
+chomp $live_id;
+my $td = time;
+my @d;
+for (1 .. 160) {
+    @d = grep { ($_->{serial} // '') eq '0DEAD0DEAD01' } entries();
+    last if @d;
+    select(undef, undef, undef, 0.05);
+}
+is(scalar @d, 1, 'an entry of a process that is gone: written once ('
+   . sprintf('%.1f', time - $td) . ' s)');
+ok(!(grep { ($_->{serial} // '') eq '0A11FE0A11FE' } entries()),
+   'an entry of a live writer, younger than orphan_after: left to it');
+is(xlen(), 1, '  and still in the stream');
+$t->redis_raw('XDEL', $stream, $live_id);
 
 ($rc, $out, $err) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
 is($rc, 0, 'log intact across the crash') or diag("$out$err");
