@@ -158,7 +158,14 @@ struct pki_audit_s {
                                           for (qlock) */
     unsigned              qcarried;    /* queued carried ones (qlock) */
     long long             qfirst_ms;   /* when the first of them came */
-    long long             janitor_ms;  /* next look (syncer only) */
+    /* the janitor thread: every Redis call of the log (XDEL, orphans),
+     * so that a stalled Redis never holds the syncer */
+    pthread_t             janitor;
+    pthread_mutex_t       jlock;
+    pthread_cond_t        jcond;       /* with jlock */
+    int                   jon;         /* jlock */
+    int                   jstop;       /* jlock */
+    pki_audit_qent_t     *xdel;        /* synced, to delete (jlock) */
     long long             orphan_ms;   /* an entry this old is orphaned */
     int                   closing;     /* no XDEL: the store may be gone */
 };
@@ -217,8 +224,8 @@ static pki_status_t pki_audit_drain(pki_audit_t *a, int force,
     pki_result_t *res);
 static void pki_audit_xdel(pki_audit_qent_t *list);
 static void pki_audit_janitor(pki_audit_t *a);
+static void pki_audit_xdel_later(pki_audit_t *a, pki_audit_qent_t *done);
 static long long pki_audit_ms(void);
-static long long pki_min_ll(long long x, long long y);
 static void pki_audit_logid(pki_audit_t *a);
 static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
     off_t size);
@@ -845,6 +852,8 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->gate, NULL);
     pthread_mutex_init(&a->qlock, NULL);
+    pthread_mutex_init(&a->jlock, NULL);
+    pthread_cond_init(&a->jcond, NULL);
     a->qtail = &a->qhead;
     a->pendtail = &a->pend;
     pthread_cond_init(&a->cond, NULL);
@@ -950,6 +959,8 @@ pki_audit_close(pki_audit_t *a)
     pthread_mutex_destroy(&a->lock);
     pthread_mutex_destroy(&a->gate);
     pthread_mutex_destroy(&a->qlock);
+    pthread_mutex_destroy(&a->jlock);
+    pthread_cond_destroy(&a->jcond);
     free(a->obuf);
     free(a->carry);
     pthread_cond_destroy(&a->cond);
@@ -2140,7 +2151,7 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
         }
     }
 
-    pki_audit_xdel(done);
+    pki_audit_xdel_later(a, done);
 
     return st;
 }
@@ -2179,7 +2190,6 @@ pki_audit_syncer(void *arg)
     long long            now, wake;
 
     fails = 0;
-    a->janitor_ms = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
 
     pthread_mutex_lock(&a->qlock);
 
@@ -2204,19 +2214,15 @@ pki_audit_syncer(void *arg)
 
         if (a->qhead == NULL && !a->qsync && !retry && !a->syncer_stop) {
 
-            if (npend == 0 && a->ncarry == 0) {
+            if (npend == 0) {
                 pthread_cond_wait(&a->scond, &a->qlock);
                 continue;
             }
 
-            /* carried entries to sync, or the janitor's next look */
+            /* carried entries to sync */
             now = pki_audit_ms();
-            wake = a->ncarry ? a->janitor_ms : now + 3600000;
-            if (npend > 0) {
-                wake = pki_min_ll(wake, __atomic_load_n(&a->pend_ms,
-                                                        __ATOMIC_ACQUIRE)
-                                        + PKI_AUDIT_PEND_MS);
-            }
+            wake = __atomic_load_n(&a->pend_ms, __ATOMIC_ACQUIRE)
+                   + PKI_AUDIT_PEND_MS;
 
             if (now < wake) {
                 pki_audit_wait_until(a, now, wake);
@@ -2247,13 +2253,6 @@ pki_audit_syncer(void *arg)
         pki_result_init(&res);
         st = pki_audit_drain(a, due, &res);
 
-        if (st == PKI_OK && a->ncarry > 0
-            && pki_audit_ms() >= a->janitor_ms)
-        {
-            pki_audit_janitor(a);
-            a->janitor_ms = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
-        }
-
         if (st != PKI_OK) {
             /* fail closed: the answers wait; try again shortly */
             fails++;
@@ -2276,6 +2275,92 @@ pki_audit_syncer(void *arg)
     }
 
     pthread_mutex_unlock(&a->qlock);
+
+    return NULL;
+}
+
+
+/* Synced carried entries: deleted from their streams by the janitor
+ * thread (or here when there is none). */
+static void
+pki_audit_xdel_later(pki_audit_t *a, pki_audit_qent_t *done)
+{
+    pki_audit_qent_t  **last;
+
+    if (done == NULL) {
+        return;
+    }
+
+    pthread_mutex_lock(&a->jlock);
+
+    if (a->jon && !a->jstop) {
+        for (last = &done; *last != NULL; last = &(*last)->next) {
+            /* void */
+        }
+        *last = a->xdel;
+        a->xdel = done;
+        pthread_cond_signal(&a->jcond);
+        pthread_mutex_unlock(&a->jlock);
+        return;
+    }
+
+    pthread_mutex_unlock(&a->jlock);
+
+    pki_audit_xdel(done);
+}
+
+
+static void *
+pki_audit_janitor_thread(void *arg)
+{
+    pki_audit_t  *a = arg;
+
+    int                  stop;
+    long long            now, next;
+    struct timespec      ts;
+    pki_audit_qent_t    *list;
+
+    next = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
+
+    pthread_mutex_lock(&a->jlock);
+
+    for ( ;; ) {
+        if (a->xdel == NULL && !a->jstop) {
+            now = pki_audit_ms();
+            if (now < next) {
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (next - now) / 1000;
+                ts.tv_nsec += ((next - now) % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                (void) pthread_cond_timedwait(&a->jcond, &a->jlock, &ts);
+                continue;
+            }
+        }
+
+        list = a->xdel;
+        a->xdel = NULL;
+        stop = a->jstop;
+
+        pthread_mutex_unlock(&a->jlock);
+
+        pki_audit_xdel(list);
+
+        if (!stop && pki_audit_ms() >= next) {
+            pki_audit_janitor(a);
+            next = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
+        }
+
+        pthread_mutex_lock(&a->jlock);
+
+        if (stop && a->xdel == NULL) {
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&a->jlock);
 
     return NULL;
 }
@@ -2315,6 +2400,19 @@ pki_audit_syncer_start(pki_audit_t *a, void (*notify)(void *arg), void *arg,
         pthread_mutex_lock(&a->qlock);
         a->syncer_on = 1;
         pthread_mutex_unlock(&a->qlock);
+
+        /* carried entries: the janitor thread (without it, the syncer's
+         * deletions are done inline and orphans wait for another worker) */
+        if (a->ncarry > 0) {
+            pthread_mutex_lock(&a->jlock);
+            a->jstop = 0;
+            if (pthread_create(&a->janitor, NULL, pki_audit_janitor_thread,
+                               a) == 0)
+            {
+                a->jon = 1;
+            }
+            pthread_mutex_unlock(&a->jlock);
+        }
 
         /* from now on, deferred appends are queued and their tickets
          * count queue entries (pki_audit_synced() says so) */
@@ -2362,6 +2460,20 @@ pki_audit_syncer_stop(pki_audit_t *a)
     a->syncer_on = 0;
     pthread_mutex_unlock(&a->qlock);
 
+    /* then the janitor: it deletes what the syncer synced last */
+    pthread_mutex_lock(&a->jlock);
+    if (a->jon) {
+        a->jstop = 1;
+        pthread_cond_signal(&a->jcond);
+        pthread_mutex_unlock(&a->jlock);
+
+        (void) pthread_join(a->janitor, NULL);
+
+        pthread_mutex_lock(&a->jlock);
+        a->jon = 0;
+    }
+    pthread_mutex_unlock(&a->jlock);
+
     pthread_mutex_lock(&a->lock);
     a->notify = NULL;
     a->notify_arg = NULL;
@@ -2373,13 +2485,15 @@ pki_audit_syncer_stop(pki_audit_t *a)
  *
  * An issuance's entry goes into Redis in the same script that commits the
  * certificate's record (pki_int_record_commit_carry): it is durable exactly
- * when the record is, with no flush of its own.  The syncer then writes it
- * to the file (the answer waits for that write, so a worker killed after
- * answering leaves it in the file), syncs the file every PKI_AUDIT_PEND_MS
- * and takes the synced entries out of their stream.  An entry that stays
- * in a stream (its writer died before the write or before XDEL, or the
- * machine lost the file's page cache) is found by the janitor after
- * PKI_AUDIT_ORPHAN_MS: it writes those the file lacks, then removes them.
+ * when the record is, with no flush of its own, and the answer waits for
+ * nothing more.  The syncer writes carried entries to the file in batches
+ * (PKI_AUDIT_BATCH_MS), syncs the file every PKI_AUDIT_PEND_MS and hands
+ * the synced entries to the janitor thread, which deletes them from their
+ * stream (the syncer never waits for Redis).  An entry that stays in a
+ * stream (its writer died before the write or before XDEL, or the machine
+ * lost the file's page cache) is found by the janitor when its writer's
+ * pid is gone, or after orphan_ms: it writes those the file lacks, then
+ * deletes them.
  */
 
 static long long
@@ -2390,13 +2504,6 @@ pki_audit_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
 
     return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-static long long
-pki_min_ll(long long x, long long y)
-{
-    return x < y ? x : y;
 }
 
 

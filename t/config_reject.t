@@ -74,6 +74,12 @@ my @cases = (
     ['bad est_max_body_size',
      sub { s/est_max_body_size 64k;/est_max_body_size lots;/ },
      qr/lots|est_max_body_size/, [qr{location /\.well-known/est/}]],
+    ['pki_audit_log orphan_after out of range',
+     sub { s/(pki_audit_log [^;]*);/$1 orphan_after=10ms;/ },
+     qr/orphan_after/, [qr{^http}]],
+    ['pki_audit_log unknown parameter',
+     sub { s/(pki_audit_log [^;]*);/$1 carry=maybe;/ },
+     qr/carry=maybe/, [qr{^http}]],
 );
 
 # line ranges of the blocks whose opening line matches $re
