@@ -2948,7 +2948,33 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
     pki_result_t         res;
     pki_audit_qent_t    *list, **last, *q;
 
-    now = pki_audit_ms();
+    /* stream ids are the Redis server's clock: ages are measured on it
+     * (with this host's clock, one ahead of the server's by orphan_ms
+     * made every live writer's entry an orphan the moment it was added,
+     * and the janitor wrote it before its writer did: a duplicate) */
+    argv[0] = "TIME";
+    lens[0] = 4;
+
+    pki_result_init(&res);
+    reply = pki_int_redis_command(c->r, 1, argv, lens, &res);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    now = -1;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        now = strtoll(reply->element[0]->str, NULL, 10) * 1000
+              + strtoll(reply->element[1]->str, NULL, 10) / 1000;
+    }
+    freeReplyObject(reply);
+
+    if (now <= PKI_AUDIT_LOOK_MS) {
+        return NULL;
+    }
+
     snprintf(upto, sizeof(upto), "%lld", now - PKI_AUDIT_LOOK_MS);
 
     argv[0] = "XRANGE";
@@ -3045,6 +3071,43 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
 }
 
 
+/* a->lock held: takes out of *list (frees) the orphans that are still in
+ * this process's queue or retry list.  An entry of ours older than
+ * orphan_ms whose batch write keeps failing (or waits behind a stalled
+ * flock) is not lost: the syncer writes it when it can; the janitor
+ * writing it too made a duplicate line (same rid twice) and deleted it
+ * from the stream before the syncer's copy was durable. */
+static void
+pki_audit_drop_queued(pki_audit_t *a, pki_audit_qent_t **list)
+{
+    int                  held;
+    pki_audit_qent_t    *q, *o, **pq;
+
+    pthread_mutex_lock(&a->qlock);
+
+    for (pq = list; (o = *pq) != NULL; ) {
+        held = 0;
+
+        for (q = a->retry; !held && q != NULL; q = q->next) {
+            held = q->carry == o->carry && strcmp(q->rid, o->rid) == 0;
+        }
+        for (q = a->qhead; !held && q != NULL; q = q->next) {
+            held = q->carry == o->carry && strcmp(q->rid, o->rid) == 0;
+        }
+
+        if (held) {
+            *pq = o->next;
+            free(o);
+
+        } else {
+            pq = &o->next;
+        }
+    }
+
+    pthread_mutex_unlock(&a->qlock);
+}
+
+
 /* Entries left in a stream past PKI_AUDIT_ORPHAN_MS: the file gets those
  * it lacks (synced), then the stream loses them all. */
 static void
@@ -3069,6 +3132,12 @@ pki_audit_janitor(pki_audit_t *a)
         ok = 1;
 
         pthread_mutex_lock(&a->lock);
+
+        pki_audit_drop_queued(a, &list);
+        if (list == NULL) {
+            pthread_mutex_unlock(&a->lock);
+            continue;
+        }
 
         while (flock(a->lockfd, LOCK_EX) != 0) {
             if (errno != EINTR) {

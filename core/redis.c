@@ -85,16 +85,21 @@ static const char  pki_lua_commit[] =
  * KEYS[3] the log's stream; ARGV[3] the entry's time, ARGV[4] its fields,
  * ARGV[5] the writer's pid (the janitor's hint), ARGV[6..] field/value
  * pairs.  The entry is appended in the same script,
- * so it is exactly as durable as the record.  The stream id on success. */
+ * so it is exactly as durable as the record.  The stream id on success.
+ * XADD runs first: a script that fails half-way keeps its earlier writes
+ * (Lua scripts are not rolled back), and an XADD refused after the HSET
+ * (a key of the wrong type) left a record committed as good for an
+ * issuance reported as failed, with no log entry. */
 static const char  pki_lua_commit_carry[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st then return 0 end "
     "if st ~= 'pending' then return -1 end "
+    "local id = redis.call('XADD', KEYS[3], '*', 't', ARGV[3], "
+    "'b', ARGV[4], 'p', ARGV[5]) "
     "redis.call('HSET', KEYS[1], unpack(ARGV, 6)) "
     "redis.call('PERSIST', KEYS[1]) "
     "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
-    "return redis.call('XADD', KEYS[3], '*', 't', ARGV[3], 'b', ARGV[4], "
-    "'p', ARGV[5])";
+    "return id";
 
 /* KEYS[1] record. */
 static const char  pki_lua_abandon[] =
