@@ -2157,21 +2157,29 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
 }
 
 
-/* The syncer, qlock held: sleeps until wake (ms), or a signal. */
+/* Sleeps on c (m held) for ms milliseconds at most. */
 static void
-pki_audit_wait_until(pki_audit_t *a, long long now, long long wake)
+pki_audit_timedwait(pthread_cond_t *c, pthread_mutex_t *m, long long ms)
 {
     struct timespec  ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (wake - now) / 1000;
-    ts.tv_nsec += ((wake - now) % 1000) * 1000000;
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
     if (ts.tv_nsec >= 1000000000) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000;
     }
 
-    (void) pthread_cond_timedwait(&a->scond, &a->qlock, &ts);
+    (void) pthread_cond_timedwait(c, m, &ts);
+}
+
+
+/* The syncer, qlock held: sleeps until wake (ms), or a signal. */
+static void
+pki_audit_wait_until(pki_audit_t *a, long long now, long long wake)
+{
+    pki_audit_timedwait(&a->scond, &a->qlock, wake - now);
 }
 
 
@@ -2317,7 +2325,6 @@ pki_audit_janitor_thread(void *arg)
 
     int                  stop;
     long long            now, next;
-    struct timespec      ts;
     pki_audit_qent_t    *list;
 
     next = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
@@ -2328,14 +2335,7 @@ pki_audit_janitor_thread(void *arg)
         if (a->xdel == NULL && !a->jstop) {
             now = pki_audit_ms();
             if (now < next) {
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += (next - now) / 1000;
-                ts.tv_nsec += ((next - now) % 1000) * 1000000;
-                if (ts.tv_nsec >= 1000000000) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000;
-                }
-                (void) pthread_cond_timedwait(&a->jcond, &a->jlock, &ts);
+                pki_audit_timedwait(&a->jcond, &a->jlock, next - now);
                 continue;
             }
         }

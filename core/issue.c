@@ -1637,7 +1637,12 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         if (pki_serial_to_hex(X509_get0_serialNumber(*out), hex)) {
             ev.serial = hex;
         }
-        subject = pki_int_name_text(X509_get_subject_name(*out));
+
+        /* a carried entry is logged already: the counters need no
+         * subject */
+        if (!pki_issue_carried) {
+            subject = pki_int_name_text(X509_get_subject_name(*out));
+        }
 
     } else if (req && req->subject) {
         subject = pki_int_name_text(req->subject);
