@@ -1,0 +1,705 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Unit tests: transaction-log entries carried by the certificate store
+ * (issue 7, core/audit.c "entries carried by the certificate store",
+ * core/redis.c pki_int_record_commit_carry) against the real Redis
+ * (PKI_TEST_REDIS_SOCK), with raw hiredis as the oracle: registration,
+ * an issuance whose entry travels in the record's commit (stream entry
+ * with t/b/p, the file's line with the same rid, the stream emptied after
+ * the sync), the janitor (a dead writer's orphan written once, an orphan
+ * the file holds only deleted, a live writer's entry left alone), and a
+ * close with entries pending.
+ */
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "pki.h"
+#include "unit.h"
+
+
+static char           tdir[200];
+static char           logdir[260];
+static char           ns[64];
+static redisContext  *rc;
+
+
+static void
+sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000;
+    nanosleep(&ts, NULL);
+}
+
+
+/* The whole audit.log (NUL-terminated, free it), "" if none. */
+static char *
+slurp_log(void)
+{
+    FILE    *f;
+    long     n;
+    char    *p, path[300];
+
+    snprintf(path, sizeof(path), "%s/audit.log", logdir);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return strdup("");
+    }
+
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    p = malloc((size_t) n + 1);
+    if (p != NULL) {
+        n = (long) fread(p, 1, (size_t) n, f);
+        p[n] = '\0';
+    }
+    fclose(f);
+
+    return p;
+}
+
+
+/* How many lines of audit.log carry "rid":"rid". */
+static int
+rid_count(const char *rid)
+{
+    int    n;
+    char  *text, *p, tag[96];
+
+    snprintf(tag, sizeof(tag), "\"rid\":\"%s\"", rid);
+    text = slurp_log();
+    n = 0;
+    for (p = text; p != NULL && (p = strstr(p, tag)) != NULL; p++) {
+        n++;
+    }
+    free(text);
+
+    return n;
+}
+
+
+static long long
+xlen(const char *key)
+{
+    long long    n;
+    redisReply  *reply;
+
+    reply = redisCommand(rc, "XLEN %s", key);
+    n = (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+        ? reply->integer : -1;
+    freeReplyObject(reply);
+
+    return n;
+}
+
+
+static long long
+redis_ms(void)
+{
+    long long    ms;
+    redisReply  *reply;
+
+    ms = 0;
+    reply = redisCommand(rc, "TIME");
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 2)
+    {
+        ms = atoll(reply->element[0]->str) * 1000
+             + atoll(reply->element[1]->str) / 1000;
+    }
+    freeReplyObject(reply);
+
+    return ms;
+}
+
+
+/* Waits up to ms for the stream to be empty and rid to be in the file
+ * (count times at least). */
+static int
+wait_written(const char *key, const char *rid, int count, long ms)
+{
+    long  t;
+
+    for (t = 0; t < ms; t += 50) {
+        if (xlen(key) == 0 && rid_count(rid) >= count) {
+            return 1;
+        }
+        sleep_ms(50);
+    }
+
+    return 0;
+}
+
+
+/* How many records of CA c1 are committed as good. */
+static int
+good_count(void)
+{
+    int          n;
+    size_t       i;
+    char         pat[128];
+    redisReply  *reply, *st;
+
+    n = 0;
+    snprintf(pat, sizeof(pat), "%s{ca:c1}:cert:*", ns);
+    reply = redisCommand(rc, "KEYS %s", pat);
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+        for (i = 0; i < reply->elements; i++) {
+            st = redisCommand(rc, "HGET %s status", reply->element[i]->str);
+            if (st != NULL && st->type == REDIS_REPLY_STRING
+                && strcmp(st->str, "good") == 0)
+            {
+                n++;
+            }
+            freeReplyObject(st);
+        }
+    }
+    freeReplyObject(reply);
+
+    return n;
+}
+
+
+static pki_template_t *
+make_template(const char *name, const char *const *lines)
+{
+    int              argc;
+    char             buf[256], *words[8], *p;
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    t = pki_template_new(name);
+
+    for (; *lines != NULL; lines++) {
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        argc = 0;
+        for (p = strtok(buf, " "); p != NULL && argc < 8;
+             p = strtok(NULL, " "))
+        {
+            words[argc++] = p;
+        }
+        pki_result_init(&res);
+        if (pki_template_set(t, words[0], argc - 1,
+                             (const char **) words + 1, &res) != PKI_OK)
+        {
+            diag("template %s: %s", *lines, res.detail);
+        }
+    }
+
+    pki_result_init(&res);
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+
+    return t;
+}
+
+
+static pki_status_t
+issue(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn,
+    char hex[41], pki_result_t *res)
+{
+    X509             *x;
+    EVP_PKEY         *pk;
+    pki_status_t      st;
+    pki_request_t     req;
+    pki_issue_ctx_t   ictx = { "est", "tester", "127.0.0.1" };
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    memset(&req, 0, sizeof(req));
+    req.subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_ASC,
+                               (const unsigned char *) cn, -1, -1, 0);
+    req.pubkey = pk;
+
+    x = NULL;
+    pki_result_init(res);
+    st = pki_issue(ca, t, r, &req, &ictx, &x, res);
+
+    hex[0] = '\0';
+    if (x != NULL) {
+        pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+        X509_free(x);
+    }
+
+    X509_NAME_free(req.subject);
+    EVP_PKEY_free(pk);
+
+    return st;
+}
+
+
+/* The value of field f of the stream's only entry (malloc'ed), or NULL;
+ * its id into id. */
+static char *
+entry_field(const char *key, const char *f, char id[64])
+{
+    size_t       j;
+    char        *v;
+    redisReply  *reply, *e, *fl;
+
+    v = NULL;
+    reply = redisCommand(rc, "XRANGE %s - +", key);
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 1)
+    {
+        e = reply->element[0];
+        snprintf(id, 64, "%s", e->element[0]->str);
+        fl = e->element[1];
+        for (j = 0; j + 1 < fl->elements; j += 2) {
+            if (strcmp(fl->element[j]->str, f) == 0) {
+                v = strdup(fl->element[j + 1]->str);
+            }
+        }
+    }
+    freeReplyObject(reply);
+
+    return v;
+}
+
+
+/* A pid that no process has: the highest free one below pid_max (no
+ * fork: a child would count the parent's threads' memory as its leaks
+ * under Valgrind). */
+static pid_t
+dead_pid(void)
+{
+    long   max;
+    pid_t  p;
+    FILE  *f;
+
+    max = 32768;
+    f = fopen("/proc/sys/kernel/pid_max", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &max) != 1) {
+            max = 32768;
+        }
+        fclose(f);
+    }
+
+    for (p = (pid_t) max - 1; p > 300; p--) {
+        if (kill(p, 0) != 0 && errno == ESRCH) {
+            return p;
+        }
+    }
+
+    return 0;
+}
+
+
+/* XADD key <id> t <now> b body p pid; 1 if Redis took it. */
+static int
+xadd(const char *key, const char *id, const char *body, long long pid)
+{
+    int          okk;
+    char         p[32];
+    redisReply  *reply;
+
+    snprintf(p, sizeof(p), "%lld", pid);
+    reply = redisCommand(rc, "XADD %s %s t %s b %s p %s", key, id,
+                         "2026-11-29T03:30:00Z", body, p);
+    okk = reply != NULL && reply->type == REDIS_REPLY_STRING;
+    if (!okk) {
+        diag("XADD %s %s: %s", key, id, reply ? reply->str : rc->errstr);
+    }
+    freeReplyObject(reply);
+
+    return okk;
+}
+
+
+/* body with "ca":"c1" made "ca":"CA" and the serial made SERIAL */
+static char *
+rebody(const char *body, const char *ca, const char *serial)
+{
+    char        *out, *o;
+    const char  *p, *q;
+
+    out = malloc(strlen(body) + 256);
+    o = out;
+
+    p = strstr(body, "\"ca\":\"c1\"");
+    q = strstr(body, "\"serial\":\"");
+    if (out == NULL || p == NULL || q == NULL || q < p) {
+        free(out);
+        return NULL;
+    }
+
+    memcpy(o, body, (size_t) (p - body));
+    o += p - body;
+    o += sprintf(o, "\"ca\":\"%s\"", ca);
+    p += strlen("\"ca\":\"c1\"");
+    memcpy(o, p, (size_t) (q - p));
+    o += q - p;
+    o += sprintf(o, "\"serial\":\"%s\"", serial);
+    q = strchr(q + strlen("\"serial\":\""), '"');
+    strcpy(o, q + 1);
+
+    return out;
+}
+
+
+int
+main(void)
+{
+    int               i, n;
+    char              path[300], key1[400], key2[400], key3[400];
+    char              hex[41], hex2[41], rid[64], rid2[64], oid[64];
+    char              *t, *b, *p, *body2, *suffix;
+    const char       *sock, *tmp;
+    long long         now, pid;
+    FILE             *f;
+    X509             *root;
+    EVP_PKEY         *pk;
+    X509_NAME        *name;
+    pki_ca_t         *ca;
+    pki_key_t        *key;
+    pki_audit_t      *a;
+    pki_redis_t      *r;
+    redisReply       *reply;
+    pki_result_t      res;
+    pki_template_t   *troot, *tdev;
+    pki_redis_conf_t  conf;
+    pki_audit_conf_t  ac;
+
+    static const char *const root_lines[] = {
+        "subject CN copy", "basic_constraints ca:true", "validity 3650d",
+        NULL
+    };
+    static const char *const dev_lines[] = {
+        "subject CN required", "validity 30d", NULL
+    };
+    static const char  long_ca[] =
+        "a-ca-name-that-is-far-too-long-for-a-stream-key-of-the-log-xxxxx";
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL || sock[0] == '\0') {
+        skip_all("PKI_TEST_REDIS_SOCK not set");
+    }
+
+    pki_init();
+
+    tmp = getenv("PKI_TEST_TMPDIR");
+    snprintf(tdir, sizeof(tdir), "%s/acarry.XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    if (mkdtemp(tdir) == NULL) {
+        skip_all("mkdtemp failed");
+    }
+    snprintf(logdir, sizeof(logdir), "%s/log", tdir);
+    mkdir(logdir, 0700);
+
+    rc = redisConnectUnix(sock);
+    if (rc == NULL || rc->err) {
+        skip_all("no Redis at PKI_TEST_REDIS_SOCK");
+    }
+
+    /* a CA on a file key */
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    snprintf(path, sizeof(path), "%s/ca.key", tdir);
+    f = fopen(path, "w");
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    EVP_PKEY_free(pk);
+
+    pki_result_init(&res);
+    key = pki_key_new(path, NULL, &res);
+    if (key == NULL || pki_key_open(key, &res) != PKI_OK) {
+        diag("key: %s", res.detail);
+        return done_testing();
+    }
+
+    troot = make_template("root", root_lines);
+    tdev = make_template("dev", dev_lines);
+
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                               (const unsigned char *) "Carry Root", -1, -1,
+                               0);
+    root = NULL;
+    pki_result_init(&res);
+    if (!ok(pki_selfsign(key, troot, name, &root, &res) == PKI_OK,
+            "self-signed CA: %s", res.detail))
+    {
+        return done_testing();
+    }
+    X509_NAME_free(name);
+
+    snprintf(path, sizeof(path), "%s/ca.pem", tdir);
+    f = fopen(path, "w");
+    PEM_write_X509(f, root);
+    fclose(f);
+    X509_free(root);
+
+    {
+        const char  *argv[1];
+
+        ca = pki_ca_new("c1");
+        pki_result_init(&res);
+        argv[0] = path;
+        pki_ca_set(ca, "certificate", 1, argv, &res);
+        pki_ca_set_key(ca, key, &res);
+        pki_ca_add_template(ca, tdev, &res);
+        ok(pki_ca_finish(ca, &res) == PKI_OK, "CA c1: %s", res.detail);
+    }
+
+    snprintf(ns, sizeof(ns), "acarry%d:", (int) getpid());
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = sock;
+    conf.ns = ns;
+    conf.timeout_ms = 1000;
+    pki_result_init(&res);
+    r = pki_redis_new(&conf, &res);
+    if (!ok(r != NULL, "redis handle: %s", res.detail)) {
+        return done_testing();
+    }
+
+    memset(&ac, 0, sizeof(ac));
+    ac.dir = logdir;
+    pki_result_init(&res);
+    a = pki_audit_open(&ac, &res);
+    if (!ok(a != NULL, "log opened: %s", res.detail)) {
+        return done_testing();
+    }
+
+    /* registration: names that cannot be in a stream key are refused */
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, NULL, &res), PKI_INTERNAL,
+              "carry: no CA refused");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, "", &res), PKI_INTERNAL,
+              "carry: empty CA refused");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, "x{y}", &res), PKI_INTERNAL,
+              "carry: a CA with braces refused (hash tag)");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, "x\"y", &res), PKI_INTERNAL,
+              "carry: a CA with a quote refused");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, NULL, "c1", &res), PKI_INTERNAL,
+              "carry: no store refused");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, long_ca, &res), PKI_INTERNAL,
+              "carry: a 64-byte CA name refused");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, "c1", &res), PKI_OK, "carry: c1");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, "c1", &res), PKI_OK,
+              "carry: c1 again (no second stream)");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, "c2", &res), PKI_OK, "carry: c2");
+    pki_result_init(&res);
+    is_status(pki_audit_carry(a, r, "c3", &res), PKI_OK, "carry: c3");
+
+    pki_audit_set_default(a);
+    pki_audit_set_deferred(1);
+    pki_result_init(&res);
+    ok(pki_audit_syncer_start(a, NULL, NULL, &res) == PKI_OK,
+       "syncer started: %s", res.detail);
+
+    /* an issuance: its entry is in the stream with t, b, p */
+    is_status(issue(ca, tdev, r, "dev-1", hex, &res), PKI_OK,
+              "issued with carry");
+
+    key1[0] = '\0';
+    snprintf(path, sizeof(path), "%s{ca:c1}:audit:*", ns);
+    reply = redisCommand(rc, "KEYS %s", path);
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 1)
+    {
+        snprintf(key1, sizeof(key1), "%s", reply->element[0]->str);
+    }
+    freeReplyObject(reply);
+    ok(key1[0] != '\0', "one stream for c1: %s", key1);
+
+    rid[0] = '\0';
+    t = entry_field(key1, "t", rid);
+    b = entry_field(key1, "b", rid);
+    p = entry_field(key1, "p", rid);
+    snprintf(path, sizeof(path), "\"serial\":\"%s\"", hex);
+    ok(t != NULL && strlen(t) >= 20, "stream entry has its time t: %s",
+       t ? t : "(none)");
+    ok(b != NULL && strstr(b, "\"ca\":\"c1\"") != NULL
+       && strstr(b, path) != NULL && strstr(b, "\"protocol\":\"est\"")
+       && strstr(b, "\"subject\":\"CN=dev-1\"") != NULL,
+       "stream entry has the entry's fields b");
+    ok(p != NULL && atoll(p) == (long long) getpid(),
+       "stream entry has the writer's pid p");
+    free(t);
+    free(p);
+
+    if (rid[0] == '\0') {
+        /* already synced and deleted (a slow machine): the stream's last
+         * id is the entry's */
+        reply = redisCommand(rc, "XINFO STREAM %s", key1);
+        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+            for (i = 0; i + 1 < (int) reply->elements; i += 2) {
+                if (strcmp(reply->element[i]->str, "last-generated-id")
+                    == 0)
+                {
+                    snprintf(rid, sizeof(rid), "%s",
+                             reply->element[i + 1]->str);
+                }
+            }
+        }
+        freeReplyObject(reply);
+    }
+
+    ok(wait_written(key1, rid, 1, 5000),
+       "the file has the line with rid %s, the stream is empty", rid);
+    ok(rid_count(rid) == 1, "  exactly one line with that rid");
+    {
+        char  *text, *line, *e;
+
+        text = slurp_log();
+        snprintf(path, sizeof(path), "\"rid\":\"%s\"", rid);
+        line = strstr(text, path);
+        while (line != NULL && line > text && line[-1] != '\n') {
+            line--;
+        }
+        e = line ? strchr(line, '\n') : NULL;
+        if (e) {
+            *e = '\0';
+        }
+        ok(line != NULL && b != NULL && strstr(line, b) != NULL,
+           "  the line holds the stream's fields byte for byte");
+        free(text);
+    }
+
+    /* the other CAs' streams: the same log id */
+    suffix = strstr(key1, ":audit:");
+    snprintf(key2, sizeof(key2), "%s{ca:c2}%s", ns, suffix ? suffix : "");
+    snprintf(key3, sizeof(key3), "%s{ca:c3}%s", ns, suffix ? suffix : "");
+
+    /* an orphan of a dead writer: written once by the janitor */
+    pid = dead_pid();
+    now = redis_ms();
+    snprintf(oid, sizeof(oid), "%lld-1", now - 5000);
+    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE01") : NULL;
+    ok(body2 != NULL && xadd(key2, oid, body2, pid),
+       "an orphan of dead pid %lld in c2's stream", pid);
+    ok(wait_written(key2, oid, 1, 6000),
+       "the janitor wrote it and emptied the stream");
+    sleep_ms(1200);
+    ok(rid_count(oid) == 1, "  written once");
+    free(body2);
+
+    /* the same orphan again (the file holds it): only deleted */
+    reply = redisCommand(rc, "DEL %s", key2);
+    freeReplyObject(reply);
+    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE02") : NULL;
+    ok(body2 != NULL && xadd(key2, oid, body2, pid),
+       "an orphan the file holds already");
+    ok(wait_written(key2, oid, 1, 6000), "  deleted from the stream");
+    ok(rid_count(oid) == 1, "  not written again");
+    {
+        char  *text;
+
+        text = slurp_log();
+        ok(strstr(text, "0BADC0DE02") == NULL, "  its fields are not in "
+           "the file");
+        free(text);
+    }
+    free(body2);
+
+    /* a live writer's entry (our parent) younger than orphan_ms: left */
+    pid = (long long) getppid();
+    snprintf(rid2, sizeof(rid2), "%lld-1", redis_ms() - 5000);
+    body2 = b != NULL ? rebody(b, "c3", "0BADC0DE03") : NULL;
+    ok(body2 != NULL && xadd(key3, rid2, body2, pid),
+       "an entry of live pid %lld in c3's stream", pid);
+    sleep_ms(2300);
+    ok(xlen(key3) == 1 && rid_count(rid2) == 0,
+       "  the janitor left it alone (writer alive)");
+    free(body2);
+    reply = redisCommand(rc, "DEL %s", key3);
+    freeReplyObject(reply);
+
+    /* a stream Redis refuses (a key of the wrong type): the issuance
+     * fails, and no record is left committed as good without its entry
+     * (the script's XADD runs before its HSET) */
+    n = good_count();
+    ok(n >= 1, "c1 has %d good records", n);
+    freeReplyObject(redisCommand(rc, "DEL %s", key1));
+    freeReplyObject(redisCommand(rc, "SET %s notastream", key1));
+    ok(issue(ca, tdev, r, "dev-refused", hex2, &res) != PKI_OK,
+       "an issuance whose stream Redis refuses fails: %s", res.detail);
+    ok(good_count() == n, "  no record left good by it");
+    freeReplyObject(redisCommand(rc, "DEL %s", key1));
+
+    /* entries pending at close: written, synced and deleted; no leak */
+    n = 0;
+    for (i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "dev-close-%d", i);
+        n += issue(ca, tdev, r, path, hex2, &res) == PKI_OK;
+    }
+    ok(n == 3, "three more issuances");
+    ok(xlen(key1) >= 1, "  their entries are in the stream (pending)");
+
+    pki_audit_set_deferred(0);
+    pki_audit_set_default(NULL);
+    pki_audit_close(a);
+
+    ok(xlen(key1) == 0, "after close the stream is empty");
+    {
+        char  *text;
+
+        text = slurp_log();
+        snprintf(path, sizeof(path), "\"serial\":\"%s\"", hex2);
+        ok(strstr(text, path) != NULL, "  the last entry is in the file");
+        free(text);
+    }
+
+    {
+        pki_audit_report_t  rep;
+
+        memset(&rep, 0, sizeof(rep));
+        pki_result_init(&res);
+        ok(pki_audit_verify(logdir, NULL, &rep, &res) == PKI_OK,
+           "the log verifies: %s", res.detail);
+    }
+
+    free(b);
+
+    /* clean up */
+    snprintf(path, sizeof(path), "%s*", ns);
+    reply = redisCommand(rc, "KEYS %s", path);
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+        for (i = 0; i < (int) reply->elements; i++) {
+            freeReplyObject(redisCommand(rc, "DEL %s",
+                                         reply->element[i]->str));
+        }
+    }
+    freeReplyObject(reply);
+
+    pki_redis_free(r);
+    pki_ca_free(ca);
+    pki_template_free(tdev);
+    pki_template_free(troot);
+    pki_key_free(key);
+    redisFree(rc);
+
+    snprintf(path, sizeof(path), "rm -rf '%s'", tdir);
+    if (system(path) != 0) {
+        diag("cannot remove %s", tdir);
+    }
+
+    return done_testing();
+}
