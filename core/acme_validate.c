@@ -68,6 +68,7 @@
 #include <openssl/x509v3.h>
 
 #include "pki.h"
+#include "audit_int.h"
 
 
 #define AV_TIMEOUT_DEFAULT   10000
@@ -142,10 +143,6 @@ typedef struct {
     char                             cname[AV_NAME_MAX];
 } av_dns_ans_t;
 
-typedef struct {
-    sigset_t                         old;
-    int                              pending_before;
-} av_sigpipe_t;
 
 
 static const char  av_acme_tls_alpn[] = "\x0a" "acme-tls/1";
@@ -224,43 +221,6 @@ av_wait(int fd, short events, long long deadline)
             return -1;
         }
     }
-}
-
-
-static void
-av_sigpipe_block(av_sigpipe_t *sp)
-{
-    sigset_t  set, pending;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-
-    sigpending(&pending);
-    sp->pending_before = sigismember(&pending, SIGPIPE);
-
-    pthread_sigmask(SIG_BLOCK, &set, &sp->old);
-}
-
-
-static void
-av_sigpipe_restore(av_sigpipe_t *sp)
-{
-    struct timespec  zero = { 0, 0 };
-    sigset_t         set, pending;
-
-    if (!sp->pending_before) {
-        sigpending(&pending);
-
-        if (sigismember(&pending, SIGPIPE)) {
-            sigemptyset(&set);
-            sigaddset(&set, SIGPIPE);
-            while (sigtimedwait(&set, NULL, &zero) == -1 && errno == EINTR) {
-                /* retry */
-            }
-        }
-    }
-
-    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
 }
 
 
@@ -2421,7 +2381,7 @@ pki_acme_validate(const pki_acme_validate_conf_t *conf,
     av_t          av;
     av_addr_t     ip;
     pki_status_t  st;
-    av_sigpipe_t  sp;
+    pki_sigpipe_t  sp;
 
     if (out == NULL) {
         return PKI_MALFORMED;
@@ -2484,7 +2444,7 @@ pki_acme_validate(const pki_acme_validate_conf_t *conf,
                        "invalid port in the validation configuration");
     }
 
-    av_sigpipe_block(&sp);
+    pki_int_sigpipe_block(&sp);
 
     switch (type) {
 
@@ -2506,7 +2466,7 @@ pki_acme_validate(const pki_acme_validate_conf_t *conf,
         break;
     }
 
-    av_sigpipe_restore(&sp);
+    pki_int_sigpipe_restore(&sp);
 
     if (st == PKI_OK) {
         ERR_clear_error();

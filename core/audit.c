@@ -340,6 +340,67 @@ pki_int_pid(void)
 }
 
 
+/* 0: not looked at yet, 1: SIGPIPE is ignored, 2: it is not */
+static int  pki_sigpipe_state;
+
+
+void
+pki_int_sigpipe_block(pki_sigpipe_t *sp)
+{
+    int               st;
+    sigset_t          set, pending;
+    struct sigaction  sa;
+
+    st = __atomic_load_n(&pki_sigpipe_state, __ATOMIC_RELAXED);
+    if (st == 0) {
+        st = (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+             ? 1 : 2;
+        __atomic_store_n(&pki_sigpipe_state, st, __ATOMIC_RELAXED);
+    }
+
+    sp->active = (st == 2);
+    sp->pending_before = 0;
+
+    if (!sp->active) {
+        return;
+    }
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+
+    sigpending(&pending);
+    sp->pending_before = sigismember(&pending, SIGPIPE);
+
+    pthread_sigmask(SIG_BLOCK, &set, &sp->old);
+}
+
+
+void
+pki_int_sigpipe_restore(pki_sigpipe_t *sp)
+{
+    struct timespec  zero = { 0, 0 };
+    sigset_t         set, pending;
+
+    if (!sp->active) {
+        return;
+    }
+
+    if (!sp->pending_before) {
+        sigpending(&pending);
+
+        if (sigismember(&pending, SIGPIPE)) {
+            sigemptyset(&set);
+            sigaddset(&set, SIGPIPE);
+            while (sigtimedwait(&set, NULL, &zero) == -1 && errno == EINTR) {
+                /* retry */
+            }
+        }
+    }
+
+    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
+}
+
+
 const char *
 pki_int_peek_operation(void)
 {

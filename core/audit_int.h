@@ -9,6 +9,7 @@
 #ifndef PKI_AUDIT_INT_H
 #define PKI_AUDIT_INT_H
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include "pki.h"
@@ -66,6 +67,22 @@ void pki_int_event_sink(const pki_event_t *ev);
 
 /* getpid(), without a system call after the first (reset by fork()). */
 pid_t pki_int_pid(void);
+
+/* A write to a socket whose peer went away raises SIGPIPE, which kills a
+ * host that does not ignore it.  pki_int_sigpipe_block() keeps it from
+ * this thread around such writes, pki_int_sigpipe_restore() swallows one
+ * that became pending and restores the mask.  Both do nothing in a process
+ * that ignores SIGPIPE (nginx sets SIG_IGN before its workers start): the
+ * disposition is read once per process, so a host must not take SIG_IGN
+ * back after its first Redis command or validation. */
+typedef struct {
+    sigset_t  old;
+    int       pending_before;
+    int       active;
+} pki_sigpipe_t;
+
+void pki_int_sigpipe_block(pki_sigpipe_t *sp);
+void pki_int_sigpipe_restore(pki_sigpipe_t *sp);
 
 /* The thread's operation for the next issuance, not reset. */
 const char *pki_int_peek_operation(void);

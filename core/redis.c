@@ -324,50 +324,8 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
 }
 
 
-/* hiredis write()s to the socket: a peer that went away raises SIGPIPE,
- * which kills a host that does not ignore it.  Block it in this thread
- * around a command and swallow one that became pending. */
-typedef struct {
-    sigset_t  old;
-    int       pending_before;
-} pki_sigpipe_t;
-
-
-static void
-pki_sigpipe_block(pki_sigpipe_t *sp)
-{
-    sigset_t  set, pending;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-
-    sigpending(&pending);
-    sp->pending_before = sigismember(&pending, SIGPIPE);
-
-    pthread_sigmask(SIG_BLOCK, &set, &sp->old);
-}
-
-
-static void
-pki_sigpipe_restore(pki_sigpipe_t *sp)
-{
-    struct timespec  zero = { 0, 0 };
-    sigset_t         set, pending;
-
-    if (!sp->pending_before) {
-        sigpending(&pending);
-
-        if (sigismember(&pending, SIGPIPE)) {
-            sigemptyset(&set);
-            sigaddset(&set, SIGPIPE);
-            while (sigtimedwait(&set, NULL, &zero) == -1 && errno == EINTR) {
-                /* retry */
-            }
-        }
-    }
-
-    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
-}
+/* hiredis write()s to the socket: around a command SIGPIPE is kept from
+ * the thread (pki_int_sigpipe_block(), a no-op where it is ignored). */
 
 
 /* Runs one command.  Returns the reply (caller frees), or NULL with res
@@ -396,13 +354,13 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
             return NULL;
         }
 
-        pki_sigpipe_block(&sp);
+        pki_int_sigpipe_block(&sp);
         t0 = pki_int_now();
         reply = redisCommandArgv(c, argc, argv, lens);
         eno = errno;
         pki_int_observe(PKI_EV_REDIS, pki_int_now() - t0,
                         reply ? PKI_OK : PKI_UNAVAILABLE, NULL);
-        pki_sigpipe_restore(&sp);
+        pki_int_sigpipe_restore(&sp);
 
         if (reply != NULL) {
             if (attempt > 0 && res != NULL) {
@@ -2376,7 +2334,7 @@ pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
             return PKI_UNAVAILABLE;
         }
 
-        pki_sigpipe_block(&sp);
+        pki_int_sigpipe_block(&sp);
         t0 = pki_int_now();
 
         err = REDIS_OK;
@@ -2406,7 +2364,7 @@ pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
             pki_int_observe(PKI_EV_REDIS, dt,
                             got == ncmd ? PKI_OK : PKI_UNAVAILABLE, NULL);
         }
-        pki_sigpipe_restore(&sp);
+        pki_int_sigpipe_restore(&sp);
 
         if (got == ncmd) {
             if (attempt > 0 && res != NULL) {
