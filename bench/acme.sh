@@ -155,6 +155,7 @@ start_nginx() {     # DIR HTTPS HTTP [nginx-conf.sh options]
         --redis "$W/redis.sock" --https "$https" --http "$http" --daemon off \
         --log-level warn --workers 2 --threads "${BENCH_POOL_THREADS:-8}" \
         --acme-http-port "$CHALL" "$@" > "$p/conf/nginx.conf"
+    [ -z "${BENCH_CONF_SED:-}" ] || sed -i "$BENCH_CONF_SED" "$p/conf/nginx.conf"
     nginx -p "$p/" -c conf/nginx.conf -t -q || die "nginx -t failed ($p)"
     nginx -p "$p/" -c conf/nginx.conf 2>>"$p/logs/stderr.log" &
 }
