@@ -2946,16 +2946,41 @@ pki_audit_map(const char *dir, const char *name, size_t *len)
 }
 
 
-/* The newest rotated file's name ("" if none). */
+/* A file last written more than this before an entry's stream id (Redis's
+ * clock) cannot hold the entry; the margin covers the skew between the
+ * clocks of the Redis host and of this one. */
+#define PKI_AUDIT_SKEW_MS  (10LL * 60 * 1000)
+
+
+/* Marks the entries of list that a rotated file holds.  Only the files
+ * written to since the oldest entry of list entered its stream are read
+ * (an entry whose writer died an hour ago, with many rotations since, is
+ * found as well as one from a second ago), each once. */
 static void
-pki_audit_newest_rotated(const char *dir, char name[300])
+pki_audit_mark_rotated(const char *dir, pki_audit_qent_t *list)
 {
     DIR                 *d;
+    char                *text, *path;
+    size_t               len;
+    long long            oldest, ms;
+    struct stat          st;
     struct dirent       *de;
-    unsigned long long   first, best;
+    pki_audit_qent_t    *q;
+    unsigned long long   first;
 
-    name[0] = '\0';
-    best = 0;
+    oldest = -1;
+    for (q = list; q != NULL; q = q->next) {
+        if (!q->ticket) {
+            ms = strtoll(q->rid, NULL, 10);
+            if (oldest < 0 || ms < oldest) {
+                oldest = ms;
+            }
+        }
+    }
+
+    if (oldest < 0) {
+        return;                 /* every entry is held already */
+    }
 
     d = opendir(dir);
     if (d == NULL) {
@@ -2963,11 +2988,28 @@ pki_audit_newest_rotated(const char *dir, char name[300])
     }
 
     while ((de = readdir(d)) != NULL) {
-        if (pki_rotated_name(de->d_name, &first) && first > best
-            && strlen(de->d_name) < 300)
+        if (!pki_rotated_name(de->d_name, &first)) {
+            continue;
+        }
+
+        path = pki_path(dir, de->d_name);
+        if (path == NULL) {
+            continue;
+        }
+
+        if (stat(path, &st) != 0
+            || (long long) st.st_mtime * 1000 + 1000 + PKI_AUDIT_SKEW_MS
+               < oldest)
         {
-            best = first;
-            memcpy(name, de->d_name, strlen(de->d_name) + 1);
+            free(path);
+            continue;
+        }
+        free(path);
+
+        text = pki_audit_map(dir, de->d_name, &len);
+        if (text != NULL) {
+            pki_audit_mark_held(text, len, list);
+            munmap(text, len);
         }
     }
 
@@ -3175,8 +3217,8 @@ static void
 pki_audit_janitor(pki_audit_t *a)
 {
     int                  ok;
-    char                 rot[300], *cur, *old;
-    size_t               clen, olen;
+    char                *cur;
+    size_t               clen;
     unsigned             i;
     pki_result_t         res, cres;
     pki_audit_qent_t    *list, *q;
@@ -3210,19 +3252,16 @@ pki_audit_janitor(pki_audit_t *a)
         if (ok) {
             ok = pki_audit_catch_up(a, &res);
 
-            clen = olen = 0;
-            /* the file this process just caught up with, and the one
-             * before it (an orphan is younger than a rotation, mostly) */
+            clen = 0;
+            /* the file this process just caught up with, and the rotated
+             * ones written to since the oldest orphan was added */
             cur = ok ? pki_audit_map(a->dir, "audit.log", &clen) : NULL;
-            pki_audit_newest_rotated(a->dir, rot);
-            old = (ok && rot[0] != '\0')
-                  ? pki_audit_map(a->dir, rot, &olen) : NULL;
 
             if (cur != NULL) {
                 pki_audit_mark_held(cur, clen, list);
             }
-            if (old != NULL) {
-                pki_audit_mark_held(old, olen, list);
+            if (ok) {
+                pki_audit_mark_rotated(a->dir, list);
             }
 
             for (q = list; ok && q != NULL; q = q->next) {
@@ -3240,9 +3279,6 @@ pki_audit_janitor(pki_audit_t *a)
 
             if (cur != NULL) {
                 munmap(cur, clen);
-            }
-            if (old != NULL) {
-                munmap(old, olen);
             }
             mine = a->written;
             (void) flock(a->lockfd, LOCK_UN);

@@ -9,10 +9,12 @@
  * an issuance whose entry travels in the record's commit (stream entry
  * with t/b/p, the file's line with the same rid, the stream emptied after
  * the sync), the janitor (a dead writer's orphan written once, an orphan
- * the file holds only deleted, a live writer's entry left alone), and a
- * close with entries pending.
+ * the file holds only deleted, also when it holds it two rotations back,
+ * a live writer's entry left alone), and a close with entries pending.
+ * Files rotate at 4 KiB (every few entries).
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -49,35 +51,99 @@ sleep_ms(long ms)
 }
 
 
-/* The whole audit.log (NUL-terminated, free it), "" if none. */
-static char *
-slurp_log(void)
+/* FILE appended to buf (grown, len updated); 0 on error. */
+static int
+append_file(const char *path, char **buf, size_t *len)
 {
     FILE    *f;
     long     n;
-    char    *p, path[300];
+    char    *p;
 
-    snprintf(path, sizeof(path), "%s/audit.log", logdir);
     f = fopen(path, "r");
     if (f == NULL) {
-        return strdup("");
+        return 1;
     }
 
     fseek(f, 0, SEEK_END);
     n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    p = malloc((size_t) n + 1);
-    if (p != NULL) {
-        n = (long) fread(p, 1, (size_t) n, f);
-        p[n] = '\0';
+    p = n >= 0 ? realloc(*buf, *len + (size_t) n + 1) : NULL;
+    if (p == NULL) {
+        fclose(f);
+        return 0;
     }
+    *buf = p;
+    *len += fread(p + *len, 1, (size_t) n, f);
+    p[*len] = '\0';
     fclose(f);
 
-    return p;
+    return 1;
 }
 
 
-/* How many lines of audit.log carry "rid":"rid". */
+/* The whole log: the rotated files, then audit.log (NUL-terminated, free
+ * it), "" if none.  rotated_only: without audit.log and the newest rotated
+ * file. */
+static char *
+slurp_files(int rotated_only)
+{
+    DIR            *d;
+    char           *buf, path[600], newest[300];
+    size_t          len;
+    unsigned long   n, best;
+    struct dirent  *de;
+
+    buf = strdup("");
+    len = 0;
+    newest[0] = '\0';
+    best = 0;
+
+    d = opendir(logdir);
+    if (d != NULL) {
+        while ((de = readdir(d)) != NULL) {
+            if (sscanf(de->d_name, "audit-%lu.log", &n) == 1 && n > best
+                && strlen(de->d_name) < sizeof(newest))
+            {
+                best = n;
+                snprintf(newest, sizeof(newest), "%s", de->d_name);
+            }
+        }
+        rewinddir(d);
+        while (buf != NULL && (de = readdir(d)) != NULL) {
+            if (sscanf(de->d_name, "audit-%lu.log", &n) != 1
+                || (rotated_only && strcmp(de->d_name, newest) == 0))
+            {
+                continue;
+            }
+            snprintf(path, sizeof(path), "%s/%s", logdir, de->d_name);
+            if (!append_file(path, &buf, &len)) {
+                free(buf);
+                buf = NULL;
+            }
+        }
+        closedir(d);
+    }
+
+    if (buf != NULL && !rotated_only) {
+        snprintf(path, sizeof(path), "%s/audit.log", logdir);
+        if (!append_file(path, &buf, &len)) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+
+    return buf != NULL ? buf : strdup("");
+}
+
+
+static char *
+slurp_log(void)
+{
+    return slurp_files(0);
+}
+
+
+/* How many lines of the log carry "rid":"rid". */
 static int
 rid_count(const char *rid)
 {
@@ -473,6 +539,7 @@ main(void)
 
     memset(&ac, 0, sizeof(ac));
     ac.dir = logdir;
+    ac.max_size = 4096;
     pki_result_init(&res);
     a = pki_audit_open(&ac, &res);
     if (!ok(a != NULL, "log opened: %s", res.detail)) {
@@ -621,6 +688,31 @@ main(void)
            "the file");
         free(text);
     }
+    free(body2);
+
+    /* the same orphan once more after two rotations: the file that holds
+     * it is neither audit.log nor the newest rotated one */
+    for (i = 0; i < 40; i++) {
+        snprintf(path, sizeof(path), "dev-rot-%d", i);
+        (void) issue(ca, tdev, r, path, hex2, &res);
+    }
+    ok(wait_written(key1, "none", 0, 5000), "40 more issuances synced");
+    {
+        char  *old, tag[96];
+
+        old = slurp_files(1);
+        snprintf(tag, sizeof(tag), "\"rid\":\"%s\"", oid);
+        ok(strstr(old, tag) != NULL, "  the orphan's line is two or more "
+           "rotations back now");
+        free(old);
+    }
+    reply = redisCommand(rc, "DEL %s", key2);
+    freeReplyObject(reply);
+    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE04") : NULL;
+    ok(body2 != NULL && xadd(key2, oid, body2, pid),
+       "that orphan once more");
+    ok(wait_written(key2, oid, 1, 6000), "  deleted from the stream");
+    ok(rid_count(oid) == 1, "  not written again");
     free(body2);
 
     /* a live writer's entry (our parent) younger than orphan_ms: left */
