@@ -36,7 +36,9 @@
 # pebble, ours, pebble, ...) in BENCH_ROUNDS rounds of BENCH_SECONDS each,
 # so a change in the load of a shared machine hits both alike.
 # BENCH_WORKERS (default 4) is the client's concurrency (one keep-alive
-# connection per worker).
+# connection per worker; pebble 2.4 stalls at 6 and more).
+# BENCH_CONF_SED='sed script' edits both of our nginx.conf files before the
+# start (A/B runs of nginx settings, e.g. worker_cpu_affinity).
 #
 # Prints, per round and server: issuances, failures, seconds, rate and the
 # server's CPU time per issuance (user+system from /proc/PID/stat: nginx
