@@ -423,6 +423,27 @@ rebody(const char *body, const char *ca, const char *serial)
 }
 
 
+/* An entry the file holds (id) put back into CA c2's stream key by a dead
+ * writer pid, with the fields of b and serial: the janitor only deletes it
+ * (one line with id, none with serial). */
+static void
+put_back_held(const char *key, const char *id, long long pid, const char *b,
+    const char *serial, const char *what)
+{
+    char  *body, *text;
+
+    freeReplyObject(redisCommand(rc, "DEL %s", key));
+    body = b != NULL ? rebody(b, "c2", serial) : NULL;
+    ok(body != NULL && xadd(key, id, body, pid), "%s", what);
+    ok(wait_written(key, id, 1, 6000), "  deleted from the stream");
+    ok(rid_count(id) == 1, "  not written again");
+    text = slurp_log();
+    ok(strstr(text, serial) == NULL, "  its fields are not in the file");
+    free(text);
+    free(body);
+}
+
+
 int
 main(void)
 {
@@ -673,22 +694,8 @@ main(void)
     free(body2);
 
     /* the same orphan again (the file holds it): only deleted */
-    reply = redisCommand(rc, "DEL %s", key2);
-    freeReplyObject(reply);
-    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE02") : NULL;
-    ok(body2 != NULL && xadd(key2, oid, body2, pid),
-       "an orphan the file holds already");
-    ok(wait_written(key2, oid, 1, 6000), "  deleted from the stream");
-    ok(rid_count(oid) == 1, "  not written again");
-    {
-        char  *text;
-
-        text = slurp_log();
-        ok(strstr(text, "0BADC0DE02") == NULL, "  its fields are not in "
-           "the file");
-        free(text);
-    }
-    free(body2);
+    put_back_held(key2, oid, pid, b, "0BADC0DE02",
+                  "an orphan the file holds already");
 
     /* the same orphan once more after two rotations: the file that holds
      * it is neither audit.log nor the newest rotated one */
@@ -706,14 +713,7 @@ main(void)
            "rotations back now");
         free(old);
     }
-    reply = redisCommand(rc, "DEL %s", key2);
-    freeReplyObject(reply);
-    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE04") : NULL;
-    ok(body2 != NULL && xadd(key2, oid, body2, pid),
-       "that orphan once more");
-    ok(wait_written(key2, oid, 1, 6000), "  deleted from the stream");
-    ok(rid_count(oid) == 1, "  not written again");
-    free(body2);
+    put_back_held(key2, oid, pid, b, "0BADC0DE04", "that orphan once more");
 
     /* a live writer's entry (our parent) younger than orphan_ms: left */
     pid = (long long) getppid();
