@@ -3684,9 +3684,9 @@ static int
 pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
     const pki_record_t *rec)
 {
-    char                 *pem, requester[80];
-    X509                 *cert;
-    const unsigned char  *p;
+    char  requester[80];
+
+    (void) a;
 
     snprintf(requester, sizeof(requester), "acme:%s", acct);
 
@@ -3696,24 +3696,9 @@ pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
         return 0;
     }
 
-    p = rec->der;
-    cert = d2i_X509(NULL, &p, (long) rec->der_len);
-    if (cert == NULL) {
-        ERR_clear_error();
-        return 0;
-    }
-
-    pem = pki_acme_pem_chain(a->conf, cert);
-    X509_free(cert);
-    if (pem == NULL) {
-        return 0;
-    }
-
     pki_json_set_str(order, "status", "valid");
-    pki_json_set_str(order, "cert", pem);
     pki_json_set_str(order, "serial", rec->serial);
     pki_json_set_num(order, "keep", (double) rec->not_after);
-    free(pem);
 
     return 1;
 }
@@ -3881,7 +3866,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 {
     int              v;
     char             key[PKI_ACME_KEY_MAX], why[PKI_DETAIL_LEN], requester[80];
-    char             serial[41], *pem;
+    char             serial[41];
     cJSON           *order, *o, *ids;
     X509            *cert = NULL;
     size_t           derlen;
@@ -4053,21 +4038,16 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    pem = pki_acme_pem_chain(a->conf, cert);
-    if (pem == NULL) {
-        /* the certificate is recorded; the order recovers it */
-        pki_acme_problem(a, 500, "serverInternal", "out of memory");
-        goto done;
-    }
-
+    /* The order keeps the serial, not the certificate: the download reads
+     * the certificate's record (orders live until the certificate's
+     * notAfter, so a copy of the chain in each would cost the state store
+     * some kilobytes per certificate for its whole life) */
     pki_serial_to_hex(X509_get0_serialNumber(cert), serial);
 
     pki_json_set_str(order, "status", "valid");
-    pki_json_set_str(order, "cert", pem);
     pki_json_set_str(order, "serial", serial);
     pki_json_set_num(order, "keep",
                      (double) pki_int_asn1_time(X509_get0_notAfter(cert)));
-    free(pem);
 
     v = pki_acme_order_cas(a, acct, oid, &fin.text, order);
 
@@ -4122,9 +4102,13 @@ done:
 static void
 pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
 {
-    cJSON        *order;
-    const char   *pem;
-    pki_status_t  rc;
+    char                 *chain, requester[80], hex[41];
+    X509                 *cert;
+    cJSON                *order;
+    const char           *pem, *st, *serial;
+    pki_record_t          rec;
+    pki_status_t          rc;
+    const unsigned char  *p;
 
     if (strcmp(acct, a->acct) != 0) {
         pki_acme_problem(a, 403, "unauthorized", "the certificate belongs "
@@ -4138,20 +4122,75 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
-    pem = pki_json_str(order, "cert");
-    if (pem == NULL) {
+    st = pki_json_str(order, "status");
+    serial = pki_json_str(order, "serial");
+
+    if (st == NULL || strcmp(st, "valid") != 0 || serial == NULL) {
         cJSON_Delete(order);
         pki_acme_problem(a, 404, "malformed", "no certificate yet");
         return;
     }
 
-    a->resp->http_status = 200;
-    pki_acme_body(a->resp, strdup(pem), PKI_ACME_CT_PEM);
+    /* an order stored by an earlier version holds the chain itself */
+    pem = pki_json_str(order, "cert");
+    if (pem != NULL) {
+        a->resp->http_status = 200;
+        pki_acme_body(a->resp, strdup(pem), PKI_ACME_CT_PEM);
+        cJSON_Delete(order);
+
+        if (a->resp->body == NULL) {
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        }
+        return;
+    }
+
+    snprintf(hex, sizeof(hex), "%s", serial);
     cJSON_Delete(order);
 
-    if (a->resp->body == NULL) {
-        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+    rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), hex, &rec,
+                        a->res);
+
+    if (rc != PKI_OK) {
+        if (rc == PKI_NOT_FOUND) {
+            /* a valid order names a recorded certificate: never seen
+             * unless the certificate store lost it */
+            pki_acme_problem(a, 500, "serverInternal", "the order's "
+                             "certificate is not in the certificate store");
+            snprintf(a->res->log, sizeof(a->res->log), "acme: account %s "
+                     "order %s: serial %s has no record", acct, oid, hex);
+        } else {
+            pki_acme_fail(a, rc, "certificate");
+        }
+        return;
     }
+
+    snprintf(requester, sizeof(requester), "acme:%s", acct);
+    cert = NULL;
+    if (rec.der != NULL && rec.requester != NULL
+        && strcmp(rec.requester, requester) == 0)
+    {
+        p = rec.der;
+        cert = d2i_X509(NULL, &p, (long) rec.der_len);
+        ERR_clear_error();
+    }
+    pki_record_clear(&rec);
+
+    if (cert == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "the order's certificate "
+                         "record does not hold its certificate");
+        return;
+    }
+
+    chain = pki_acme_pem_chain(a->conf, cert);
+    X509_free(cert);
+
+    if (chain == NULL) {
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    a->resp->http_status = 200;
+    pki_acme_body(a->resp, chain, PKI_ACME_CT_PEM);
 }
 
 

@@ -706,6 +706,64 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     post(pk, kid, rel(fin), buf, NULL, &resp);
     check_problem("finalize twice", &resp, 403, "orderNotReady");
 
+    /* the stored order names the certificate's serial and holds no copy
+     * of it: the download reads the record */
+    {
+        char        okey[512], *saved, *text;
+        cJSON      *o;
+        redisReply *g;
+
+        snprintf(okey, sizeof(okey), "acmetest:{acme:%s}:order:%s", acct,
+                 strrchr(order, '/') + 1);
+        g = redisCommand(rc, "GET %s", okey);
+        saved = g && g->str ? strdup(g->str) : NULL;
+        ok(saved != NULL && strstr(saved, "\"serial\":\"") != NULL
+           && strstr(saved, "BEGIN CERTIFICATE") == NULL,
+           "the stored order names the serial, holds no certificate "
+           "(%zu bytes)", saved ? strlen(saved) : 0);
+        if (g) {
+            freeReplyObject(g);
+        }
+
+        /* an order stored by an earlier version, with the chain in it */
+        o = saved ? cJSON_Parse(saved) : NULL;
+        cJSON_AddStringToObject(o, "cert", "-----BEGIN CERTIFICATE-----\n"
+                                "T0xE\n-----END CERTIFICATE-----\n");
+        text = cJSON_PrintUnformatted(o);
+        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
+        free(text);
+        post(pk, kid, rel(cert), "", NULL, &resp);
+        ok(resp.http_status == 200 && has(&resp, "T0xE"),
+           "an order holding its chain (earlier versions) serves it");
+        pki_acme_resp_free(&resp);
+
+        /* a valid order whose record is gone: 500, not a made-up chain */
+        cJSON_DeleteItemFromObject(o, "cert");
+        cJSON_ReplaceItemInObject(o, "serial",
+                                  cJSON_CreateString("5ABCDEF0123456789ABC"
+                                                     "DEF012345678"));
+        text = cJSON_PrintUnformatted(o);
+        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
+        free(text);
+        cJSON_Delete(o);
+        post(pk, kid, rel(cert), "", NULL, &resp);
+        check_problem("certificate whose record is gone", &resp, 500,
+                      "serverInternal");
+
+        if (saved != NULL) {
+            freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey,
+                                         saved));
+        }
+        free(saved);
+
+        post(pk, kid, rel(cert), "", NULL, &resp);
+        ok(resp.http_status == 200 && has(&resp, "BEGIN CERTIFICATE")
+           && !has(&resp, "T0xE"), "  and from the record again (a %zu-byte "
+           "chain)", resp.body_len);
+        pki_acme_resp_free(&resp);
+    }
+
+
     /* a finalize that died: the order is processing with its serial */
     {
         char        okey[512], *text, serial[64];
