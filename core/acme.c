@@ -3684,7 +3684,7 @@ static int
 pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
     const pki_record_t *rec)
 {
-    char  requester[80];
+    char  requester[80], *b64;
 
     (void) a;
 
@@ -3696,9 +3696,16 @@ pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
         return 0;
     }
 
+    b64 = pki_b64url_encode(rec->der, rec->der_len);
+    if (b64 == NULL) {
+        return 0;
+    }
+
     pki_json_set_str(order, "status", "valid");
+    pki_json_set_str(order, "der", b64);
     pki_json_set_str(order, "serial", rec->serial);
     pki_json_set_num(order, "keep", (double) rec->not_after);
+    free(b64);
 
     return 1;
 }
@@ -4038,10 +4045,30 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    /* The order keeps the serial, not the certificate: the download reads
-     * the certificate's record (orders live until the certificate's
-     * notAfter, so a copy of the chain in each would cost the state store
-     * some kilobytes per certificate for its whole life) */
+    /* The order keeps the certificate (DER, base64url), not its chain:
+     * the download adds the CA's chain (orders live until the
+     * certificate's notAfter, and a copy of the chain in each one cost the
+     * state store a kilobyte or more per certificate for its whole life) */
+    {
+        int             len;
+        char           *b64;
+        unsigned char  *cder;
+
+        cder = NULL;
+        len = i2d_X509(cert, &cder);
+        b64 = len > 0 ? pki_b64url_encode(cder, (size_t) len) : NULL;
+        OPENSSL_free(cder);
+
+        if (b64 == NULL) {
+            /* the certificate is recorded; the order recovers it */
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            goto done;
+        }
+
+        pki_json_set_str(order, "der", b64);
+        free(b64);
+    }
+
     pki_serial_to_hex(X509_get0_serialNumber(cert), serial);
 
     pki_json_set_str(order, "status", "valid");
@@ -4105,7 +4132,9 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
     char                 *chain, requester[80], hex[41];
     X509                 *cert;
     cJSON                *order;
-    const char           *pem, *st, *serial;
+    size_t                derlen;
+    const char           *pem, *st, *serial, *b64;
+    unsigned char        *der;
     pki_record_t          rec;
     pki_status_t          rc;
     const unsigned char  *p;
@@ -4144,6 +4173,27 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
+    /* the order's copy of the certificate, else its record */
+    b64 = pki_json_str(order, "der");
+    if (b64 != NULL) {
+        cert = NULL;
+        if (pki_b64url_decode(b64, strlen(b64), &der, &derlen)) {
+            p = der;
+            cert = d2i_X509(NULL, &p, (long) derlen);
+            ERR_clear_error();
+            free(der);
+        }
+        cJSON_Delete(order);
+
+        if (cert == NULL) {
+            pki_acme_problem(a, 500, "serverInternal", "the order's "
+                             "certificate does not parse");
+            return;
+        }
+
+        goto build;
+    }
+
     snprintf(hex, sizeof(hex), "%s", serial);
     cJSON_Delete(order);
 
@@ -4180,6 +4230,8 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
                          "record does not hold its certificate");
         return;
     }
+
+build:
 
     chain = pki_acme_pem_chain(a->conf, cert);
     X509_free(cert);

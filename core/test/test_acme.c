@@ -718,8 +718,9 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         g = redisCommand(rc, "GET %s", okey);
         saved = g && g->str ? strdup(g->str) : NULL;
         ok(saved != NULL && strstr(saved, "\"serial\":\"") != NULL
+           && strstr(saved, "\"der\":\"") != NULL
            && strstr(saved, "BEGIN CERTIFICATE") == NULL,
-           "the stored order names the serial, holds no certificate "
+           "the stored order holds the certificate, not its chain "
            "(%zu bytes)", saved ? strlen(saved) : 0);
         if (g) {
             freeReplyObject(g);
@@ -737,8 +738,18 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
            "an order holding its chain (earlier versions) serves it");
         pki_acme_resp_free(&resp);
 
-        /* a valid order whose record is gone: 500, not a made-up chain */
+        /* without its copy the download reads the record; a valid order
+         * whose record is gone: 500, not a made-up chain */
         cJSON_DeleteItemFromObject(o, "cert");
+        cJSON_DeleteItemFromObject(o, "der");
+        text = cJSON_PrintUnformatted(o);
+        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
+        free(text);
+        post(pk, kid, rel(cert), "", NULL, &resp);
+        ok(resp.http_status == 200 && has(&resp, "BEGIN CERTIFICATE"),
+           "an order without its copy: the chain from the record");
+        pki_acme_resp_free(&resp);
+
         cJSON_ReplaceItemInObject(o, "serial",
                                   cJSON_CreateString("5ABCDEF0123456789ABC"
                                                      "DEF012345678"));
@@ -758,8 +769,8 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
 
         post(pk, kid, rel(cert), "", NULL, &resp);
         ok(resp.http_status == 200 && has(&resp, "BEGIN CERTIFICATE")
-           && !has(&resp, "T0xE"), "  and from the record again (a %zu-byte "
-           "chain)", resp.body_len);
+           && !has(&resp, "T0xE"), "  and from the order's copy again (a "
+           "%zu-byte chain)", resp.body_len);
         pki_acme_resp_free(&resp);
     }
 
