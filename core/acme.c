@@ -3630,8 +3630,39 @@ failed:
 }
 
 
+/* DER as PEM text (malloc'd), without parsing it, NULL if out of memory. */
 static char *
-pki_acme_pem_chain(const pki_acme_conf_t *conf, X509 *cert)
+pki_acme_pem_der(const unsigned char *der, size_t len)
+{
+    BIO      *bio;
+    char     *out;
+    BUF_MEM  *mem;
+
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        return NULL;
+    }
+
+    out = NULL;
+    if (PEM_write_bio(bio, PEM_STRING_X509, "", der, (long) len) > 0) {
+        BIO_get_mem_ptr(bio, &mem);
+        out = malloc(mem->length + 1);
+        if (out != NULL) {
+            memcpy(out, mem->data, mem->length);
+            out[mem->length] = '\0';
+        }
+    }
+
+    BIO_free(bio);
+
+    return out;
+}
+
+
+/* The certificate (PEM text) followed by the CA's certificate and the
+ * rest of its chain up to, not including, a self-signed root. */
+static char *
+pki_acme_pem_chain(const pki_acme_conf_t *conf, const char *leaf)
 {
     int              i;
     BIO             *bio;
@@ -3648,7 +3679,9 @@ pki_acme_pem_chain(const pki_acme_conf_t *conf, X509 *cert)
     cacert = pki_ca_cert(conf->ca);
     chain = pki_ca_chain(conf->ca);
 
-    if (!PEM_write_bio_X509(bio, cert) || !PEM_write_bio_X509(bio, cacert)) {
+    if (BIO_puts(bio, leaf) != (int) strlen(leaf)
+        || !PEM_write_bio_X509(bio, cacert))
+    {
         BIO_free(bio);
         return NULL;
     }
@@ -3684,7 +3717,7 @@ static int
 pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
     const pki_record_t *rec)
 {
-    char  requester[80], *b64;
+    char  requester[80], *pem;
 
     (void) a;
 
@@ -3696,16 +3729,16 @@ pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
         return 0;
     }
 
-    b64 = pki_b64url_encode(rec->der, rec->der_len);
-    if (b64 == NULL) {
+    pem = pki_acme_pem_der(rec->der, rec->der_len);
+    if (pem == NULL) {
         return 0;
     }
 
     pki_json_set_str(order, "status", "valid");
-    pki_json_set_str(order, "der", b64);
+    pki_json_set_str(order, "leaf", pem);
     pki_json_set_str(order, "serial", rec->serial);
     pki_json_set_num(order, "keep", (double) rec->not_after);
-    free(b64);
+    free(pem);
 
     return 1;
 }
@@ -4045,28 +4078,28 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    /* The order keeps the certificate (DER, base64url), not its chain:
-     * the download adds the CA's chain (orders live until the
-     * certificate's notAfter, and a copy of the chain in each one cost the
-     * state store a kilobyte or more per certificate for its whole life) */
+    /* The order keeps the certificate (PEM), not its chain: the download
+     * adds the CA's chain (orders live until the certificate's notAfter,
+     * and a copy of the chain in each one cost the state store a kilobyte
+     * or more per certificate for its whole life) */
     {
         int             len;
-        char           *b64;
+        char           *pem;
         unsigned char  *cder;
 
         cder = NULL;
         len = i2d_X509(cert, &cder);
-        b64 = len > 0 ? pki_b64url_encode(cder, (size_t) len) : NULL;
+        pem = len > 0 ? pki_acme_pem_der(cder, (size_t) len) : NULL;
         OPENSSL_free(cder);
 
-        if (b64 == NULL) {
+        if (pem == NULL) {
             /* the certificate is recorded; the order recovers it */
             pki_acme_problem(a, 500, "serverInternal", "out of memory");
             goto done;
         }
 
-        pki_json_set_str(order, "der", b64);
-        free(b64);
+        pki_json_set_str(order, "leaf", pem);
+        free(pem);
     }
 
     pki_serial_to_hex(X509_get0_serialNumber(cert), serial);
@@ -4129,15 +4162,11 @@ done:
 static void
 pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
 {
-    char                 *chain, requester[80], hex[41];
-    X509                 *cert;
-    cJSON                *order;
-    size_t                derlen;
-    const char           *pem, *st, *serial, *b64;
-    unsigned char        *der;
-    pki_record_t          rec;
-    pki_status_t          rc;
-    const unsigned char  *p;
+    char          *chain, *text, requester[80], hex[41];
+    cJSON         *order;
+    const char    *pem, *st, *serial, *leaf;
+    pki_record_t   rec;
+    pki_status_t   rc;
 
     if (strcmp(acct, a->acct) != 0) {
         pki_acme_problem(a, 403, "unauthorized", "the certificate belongs "
@@ -4174,24 +4203,11 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
     }
 
     /* the order's copy of the certificate, else its record */
-    b64 = pki_json_str(order, "der");
-    if (b64 != NULL) {
-        cert = NULL;
-        if (pki_b64url_decode(b64, strlen(b64), &der, &derlen)) {
-            p = der;
-            cert = d2i_X509(NULL, &p, (long) derlen);
-            ERR_clear_error();
-            free(der);
-        }
+    leaf = pki_json_str(order, "leaf");
+    if (leaf != NULL) {
+        chain = pki_acme_pem_chain(a->conf, leaf);
         cJSON_Delete(order);
-
-        if (cert == NULL) {
-            pki_acme_problem(a, 500, "serverInternal", "the order's "
-                             "certificate does not parse");
-            return;
-        }
-
-        goto build;
+        goto send;
     }
 
     snprintf(hex, sizeof(hex), "%s", serial);
@@ -4215,26 +4231,24 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
     }
 
     snprintf(requester, sizeof(requester), "acme:%s", acct);
-    cert = NULL;
+    text = NULL;
     if (rec.der != NULL && rec.requester != NULL
         && strcmp(rec.requester, requester) == 0)
     {
-        p = rec.der;
-        cert = d2i_X509(NULL, &p, (long) rec.der_len);
-        ERR_clear_error();
+        text = pki_acme_pem_der(rec.der, rec.der_len);
     }
     pki_record_clear(&rec);
 
-    if (cert == NULL) {
+    if (text == NULL) {
         pki_acme_problem(a, 500, "serverInternal", "the order's certificate "
                          "record does not hold its certificate");
         return;
     }
 
-build:
+    chain = pki_acme_pem_chain(a->conf, text);
+    free(text);
 
-    chain = pki_acme_pem_chain(a->conf, cert);
-    X509_free(cert);
+send:
 
     if (chain == NULL) {
         pki_acme_problem(a, 500, "serverInternal", "out of memory");

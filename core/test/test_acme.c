@@ -718,8 +718,9 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         g = redisCommand(rc, "GET %s", okey);
         saved = g && g->str ? strdup(g->str) : NULL;
         ok(saved != NULL && strstr(saved, "\"serial\":\"") != NULL
-           && strstr(saved, "\"der\":\"") != NULL
-           && strstr(saved, "BEGIN CERTIFICATE") == NULL,
+           && strstr(saved, "\"leaf\":\"-----BEGIN CERTIFICATE") != NULL
+           && strstr(strstr(saved, "END CERTIFICATE") ? strstr(saved,
+                     "END CERTIFICATE") : saved, "BEGIN CERTIFICATE") == NULL,
            "the stored order holds the certificate, not its chain "
            "(%zu bytes)", saved ? strlen(saved) : 0);
         if (g) {
@@ -741,7 +742,7 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         /* without its copy the download reads the record; a valid order
          * whose record is gone: 500, not a made-up chain */
         cJSON_DeleteItemFromObject(o, "cert");
-        cJSON_DeleteItemFromObject(o, "der");
+        cJSON_DeleteItemFromObject(o, "leaf");
         text = cJSON_PrintUnformatted(o);
         freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
         free(text);
