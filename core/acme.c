@@ -3630,32 +3630,44 @@ failed:
 }
 
 
+/* What a memory BIO holds as a string (malloc'd), NULL if out of memory;
+ * frees the BIO. */
+static char *
+pki_acme_bio_text(BIO *bio)
+{
+    char     *out;
+    BUF_MEM  *mem;
+
+    BIO_get_mem_ptr(bio, &mem);
+    out = malloc(mem->length + 1);
+    if (out != NULL) {
+        memcpy(out, mem->data, mem->length);
+        out[mem->length] = '\0';
+    }
+
+    BIO_free(bio);
+
+    return out;
+}
+
+
 /* DER as PEM text (malloc'd), without parsing it, NULL if out of memory. */
 static char *
 pki_acme_pem_der(const unsigned char *der, size_t len)
 {
-    BIO      *bio;
-    char     *out;
-    BUF_MEM  *mem;
+    BIO  *bio;
 
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL) {
         return NULL;
     }
 
-    out = NULL;
-    if (PEM_write_bio(bio, PEM_STRING_X509, "", der, (long) len) > 0) {
-        BIO_get_mem_ptr(bio, &mem);
-        out = malloc(mem->length + 1);
-        if (out != NULL) {
-            memcpy(out, mem->data, mem->length);
-            out[mem->length] = '\0';
-        }
+    if (PEM_write_bio(bio, PEM_STRING_X509, "", der, (long) len) <= 0) {
+        BIO_free(bio);
+        return NULL;
     }
 
-    BIO_free(bio);
-
-    return out;
+    return pki_acme_bio_text(bio);
 }
 
 
@@ -3666,9 +3678,7 @@ pki_acme_pem_chain(const pki_acme_conf_t *conf, const char *leaf)
 {
     int              i;
     BIO             *bio;
-    BUF_MEM         *mem;
     X509            *x, *cacert;
-    char            *out;
     STACK_OF(X509)  *chain;
 
     bio = BIO_new(BIO_s_mem());
@@ -3698,16 +3708,7 @@ pki_acme_pem_chain(const pki_acme_conf_t *conf, const char *leaf)
         PEM_write_bio_X509(bio, x);
     }
 
-    BIO_get_mem_ptr(bio, &mem);
-    out = malloc(mem->length + 1);
-    if (out != NULL) {
-        memcpy(out, mem->data, mem->length);
-        out[mem->length] = '\0';
-    }
-
-    BIO_free(bio);
-
-    return out;
+    return pki_acme_bio_text(bio);
 }
 
 

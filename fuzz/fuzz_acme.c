@@ -534,7 +534,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     pem = pki_fuzz_kv_get(p);
     free(p);
     j = pem ? cJSON_Parse(pem) : NULL;
-    c = cJSON_GetObjectItem(j, "cert");
+    c = cJSON_GetObjectItem(j, "leaf");
     b = cJSON_IsString(c) ? BIO_new_mem_buf(c->valuestring, -1) : NULL;
     cert = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);

@@ -127,6 +127,37 @@ has(const pki_acme_resp_t *resp, const char *s)
 }
 
 
+/* The stored order of order URL ourl of account acct, parsed (NULL if
+ * none); okey gets its Redis key.  put_order() stores one back (KEEPTTL). */
+static cJSON *
+get_order(redisContext *rc, const char *acct, const char *ourl, char *okey,
+    size_t size)
+{
+    cJSON       *o;
+    redisReply  *g;
+
+    snprintf(okey, size, "acmetest:{acme:%s}:order:%s", acct,
+             strrchr(ourl, '/') + 1);
+    g = redisCommand(rc, "GET %s", okey);
+    o = g != NULL && g->type == REDIS_REPLY_STRING ? cJSON_Parse(g->str)
+                                                    : NULL;
+    freeReplyObject(g);
+
+    return o;
+}
+
+
+static void
+put_order(redisContext *rc, const char *okey, const cJSON *o)
+{
+    char  *text;
+
+    text = cJSON_PrintUnformatted(o);
+    freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
+    free(text);
+}
+
+
 static void
 check_problem(const char *name, pki_acme_resp_t *resp, int status,
     const char *type)
@@ -706,34 +737,26 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     post(pk, kid, rel(fin), buf, NULL, &resp);
     check_problem("finalize twice", &resp, 403, "orderNotReady");
 
-    /* the stored order names the certificate's serial and holds no copy
-     * of it: the download reads the record */
+    /* the stored order holds the certificate, not its chain: the download
+     * appends the CA's chain */
     {
-        char        okey[512], *saved, *text;
-        cJSON      *o;
-        redisReply *g;
+        char    okey[512], *saved;
+        cJSON  *o, *keep;
 
-        snprintf(okey, sizeof(okey), "acmetest:{acme:%s}:order:%s", acct,
-                 strrchr(order, '/') + 1);
-        g = redisCommand(rc, "GET %s", okey);
-        saved = g && g->str ? strdup(g->str) : NULL;
+        o = get_order(rc, acct, order, okey, sizeof(okey));
+        saved = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
         ok(saved != NULL && strstr(saved, "\"serial\":\"") != NULL
            && strstr(saved, "\"leaf\":\"-----BEGIN CERTIFICATE") != NULL
            && strstr(strstr(saved, "END CERTIFICATE") ? strstr(saved,
                      "END CERTIFICATE") : saved, "BEGIN CERTIFICATE") == NULL,
            "the stored order holds the certificate, not its chain "
            "(%zu bytes)", saved ? strlen(saved) : 0);
-        if (g) {
-            freeReplyObject(g);
-        }
+        keep = cJSON_Duplicate(o, 1);
 
         /* an order stored by an earlier version, with the chain in it */
-        o = saved ? cJSON_Parse(saved) : NULL;
         cJSON_AddStringToObject(o, "cert", "-----BEGIN CERTIFICATE-----\n"
                                 "T0xE\n-----END CERTIFICATE-----\n");
-        text = cJSON_PrintUnformatted(o);
-        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
-        free(text);
+        put_order(rc, okey, o);
         post(pk, kid, rel(cert), "", NULL, &resp);
         ok(resp.http_status == 200 && has(&resp, "T0xE"),
            "an order holding its chain (earlier versions) serves it");
@@ -743,9 +766,7 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
          * whose record is gone: 500, not a made-up chain */
         cJSON_DeleteItemFromObject(o, "cert");
         cJSON_DeleteItemFromObject(o, "leaf");
-        text = cJSON_PrintUnformatted(o);
-        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
-        free(text);
+        put_order(rc, okey, o);
         post(pk, kid, rel(cert), "", NULL, &resp);
         ok(resp.http_status == 200 && has(&resp, "BEGIN CERTIFICATE"),
            "an order without its copy: the chain from the record");
@@ -754,19 +775,17 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         cJSON_ReplaceItemInObject(o, "serial",
                                   cJSON_CreateString("5ABCDEF0123456789ABC"
                                                      "DEF012345678"));
-        text = cJSON_PrintUnformatted(o);
-        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
-        free(text);
+        put_order(rc, okey, o);
         cJSON_Delete(o);
         post(pk, kid, rel(cert), "", NULL, &resp);
         check_problem("certificate whose record is gone", &resp, 500,
                       "serverInternal");
 
-        if (saved != NULL) {
-            freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey,
-                                         saved));
+        if (keep != NULL) {
+            put_order(rc, okey, keep);
         }
-        free(saved);
+        cJSON_Delete(keep);
+        cJSON_free(saved);
 
         post(pk, kid, rel(cert), "", NULL, &resp);
         ok(resp.http_status == 200 && has(&resp, "BEGIN CERTIFICATE")
@@ -778,29 +797,20 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
 
     /* a finalize that died: the order is processing with its serial */
     {
-        char        okey[512], *text, serial[64];
+        char        okey[512], serial[64];
         cJSON      *o;
-        redisReply *g;
 
-        snprintf(okey, sizeof(okey), "acmetest:{acme:%s}:order:%s", acct,
-                 strrchr(order, '/') + 1);
-        g = redisCommand(rc, "GET %s", okey);
-        o = g && g->str ? cJSON_Parse(g->str) : NULL;
+        o = get_order(rc, acct, order, okey, sizeof(okey));
         snprintf(serial, sizeof(serial), "%s",
                  o && cJSON_GetObjectItem(o, "serial")
                  ? cJSON_GetObjectItem(o, "serial")->valuestring : "");
-        if (g) {
-            freeReplyObject(g);
-        }
-        cJSON_DeleteItemFromObject(o, "cert");
+        cJSON_DeleteItemFromObject(o, "leaf");
         cJSON_DeleteItemFromObject(o, "serial");
         cJSON_ReplaceItemInObject(o, "status",
                                   cJSON_CreateString("processing"));
         cJSON_AddStringToObject(o, "finSerial", serial);
         cJSON_AddNumberToObject(o, "finStarted", (double) time(NULL));
-        text = cJSON_PrintUnformatted(o);
-        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
-        free(text);
+        put_order(rc, okey, o);
 
         post(pk, kid, rel(order), "", NULL, &resp);
         ok(has(&resp, "\"status\":\"valid\"") && has(&resp, "certificate"),
@@ -813,9 +823,7 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         cJSON_ReplaceItemInObject(o, "finStarted",
                                   cJSON_CreateNumber((double) time(NULL)
                                                      - 100));
-        text = cJSON_PrintUnformatted(o);
-        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", okey, text));
-        free(text);
+        put_order(rc, okey, o);
         cJSON_Delete(o);
 
         post(pk, kid, rel(order), "", NULL, &resp);
