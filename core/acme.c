@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,6 +45,12 @@
 #define PKI_ACME_CT_PROBLEM    "application/problem+json"
 #define PKI_ACME_CT_JOSE       "application/jose+json"
 #define PKI_ACME_CT_PEM        "application/pem-certificate-chain"
+
+/* The orders list (RFC 8555 7.1.2.1): orders per page, newest first, and
+ * the last page served (the account's order index keeps an order until
+ * its certificate expires) */
+#define PKI_ACME_ORDER_PAGE    100
+#define PKI_ACME_ORDER_PAGES   100000
 
 #define PKI_ACME_MAX_BODY      65536
 #define PKI_ACME_MAX_IDS       100
@@ -3413,12 +3420,26 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
 
 
 static void
-pki_acme_orders_list(pki_acme_t *a, const char *acct)
+pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
 {
-    size_t       i;
-    char         key[PKI_ACME_KEY_MAX], *url;
+    long         n;
+    size_t       i, shown;
+    char         key[PKI_ACME_KEY_MAX], first[24], last[24], *url, *end;
     cJSON       *o, *arr;
     redisReply  *reply;
+
+    /* page 1 is acct/ID/orders, page N > 1 acct/ID/orders/N: decimal,
+     * no sign, no leading zero */
+    n = 1;
+    if (page != NULL) {
+        errno = 0;
+        n = (page[0] >= '1' && page[0] <= '9') ? strtol(page, &end, 10) : 0;
+        if (n < 2 || n > PKI_ACME_ORDER_PAGES || errno != 0 || *end != '\0')
+        {
+            pki_acme_problem(a, 404, "malformed", "no such page of orders");
+            return;
+        }
+    }
 
     if (strcmp(acct, a->acct) != 0) {
         pki_acme_problem(a, 403, "unauthorized", "the orders belong to "
@@ -3428,8 +3449,12 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct)
 
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "orders", NULL);
 
-    reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4, "ZREVRANGE", key, "0",
-                         "999");
+    /* newest first; one more than a page tells whether there is a next */
+    snprintf(first, sizeof(first), "%ld", (n - 1) * PKI_ACME_ORDER_PAGE);
+    snprintf(last, sizeof(last), "%ld", n * PKI_ACME_ORDER_PAGE);
+
+    reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4, "ZREVRANGE", key,
+                         first, last);
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL) {
             freeReplyObject(reply);
@@ -3441,7 +3466,18 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct)
     o = cJSON_CreateObject();
     arr = cJSON_AddArrayToObject(o, "orders");
 
-    for (i = 0; arr != NULL && i < reply->elements; i++) {
+    shown = reply->elements < PKI_ACME_ORDER_PAGE ? reply->elements
+                                                  : PKI_ACME_ORDER_PAGE;
+
+    if (reply->elements > shown && n < PKI_ACME_ORDER_PAGES) {
+        url = pki_acme_url(a, "acct/%s/orders/%ld", acct, n + 1);
+        if (url != NULL) {
+            pki_acme_link(a->resp, url, "next");
+        }
+        free(url);
+    }
+
+    for (i = 0; arr != NULL && i < shown; i++) {
         if (reply->element[i]->type != REDIS_REPLY_STRING
             || !pki_id_ok(reply->element[i]->str))
         {
@@ -4988,7 +5024,8 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         if (pki_acme_is(&a, "new-account", 1) || pki_acme_is(&a, "new-order", 1)
             || pki_acme_is(&a, "revoke-cert", 1)
             || pki_acme_is(&a, "key-change", 1) || pki_acme_is(&a, "acct", 2)
-            || pki_acme_is(&a, "acct", 3) || pki_acme_is(&a, "order", 3)
+            || pki_acme_is(&a, "acct", 3) || pki_acme_is(&a, "acct", 4)
+            || pki_acme_is(&a, "order", 3)
             || pki_acme_is(&a, "authz", 3) || pki_acme_is(&a, "chall", 4)
             || pki_acme_is(&a, "finalize", 3) || pki_acme_is(&a, "cert", 3))
         {
@@ -5027,10 +5064,11 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
             pki_acme_account(&a, a.seg[1]);
         }
 
-    } else if (pki_acme_is(&a, "acct", 3) && strcmp(a.seg[2], "orders") == 0)
+    } else if ((pki_acme_is(&a, "acct", 3) || pki_acme_is(&a, "acct", 4))
+               && strcmp(a.seg[2], "orders") == 0)
     {
         if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
-            pki_acme_orders_list(&a, a.seg[1]);
+            pki_acme_orders_list(&a, a.seg[1], a.nseg == 4 ? a.seg[3] : NULL);
         }
 
     } else if (pki_acme_is(&a, "order", 3)) {

@@ -684,6 +684,74 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         post(pk2, kid2, rel(fin), buf, NULL, &resp);
         check_problem("another account's finalize", &resp, 403,
                       "unauthorized");
+        snprintf(key, sizeof(key), "acct/%s/orders/2", acct);
+        post(pk2, kid2, key, "", NULL, &resp);
+        check_problem("another account's orders, page 2", &resp, 403,
+                      "unauthorized");
+    }
+
+    /* the orders list in pages of 100, newest first, Link rel="next"
+     * (RFC 8555 7.1.2.1): 250 more orders in the account's index */
+    {
+        int          k, total;
+        char         zkey[256], id[32], next[300], msg[320];
+        long long    score;
+        redisReply  *z;
+
+        snprintf(zkey, sizeof(zkey), "acmetest:{acme:%s}:orders", acct);
+        z = redisCommand(rc, "ZCARD %s", zkey);
+        total = z != NULL && z->type == REDIS_REPLY_INTEGER
+                ? (int) z->integer : -1;
+        freeReplyObject(z);
+        score = (long long) time(NULL) + 1000;
+        for (k = 0; k < 250; k++) {
+            snprintf(id, sizeof(id), "pageorder%03d", k);
+            freeReplyObject(redisCommand(rc, "ZADD %s %lld %s", zkey,
+                                         score + k, id));
+        }
+        total += 250;
+
+        snprintf(key, sizeof(key), "acct/%s/orders", acct);
+        for (k = 1; k <= 3; k++) {
+            post(pk, kid, key, "", NULL, &resp);
+            next[0] = '\0';
+            for (size_t l = 0; l < PKI_ACME_MAX_LINKS; l++) {
+                if (resp.links[l] != NULL
+                    && strstr(resp.links[l], "rel=\"next\"") != NULL)
+                {
+                    snprintf(next, sizeof(next), "%s", resp.links[l]);
+                }
+            }
+            if (k < 3) {
+                snprintf(msg, sizeof(msg), "<%s/acct/%s/orders/%d>;"
+                         "rel=\"next\"", BASE, acct, k + 1);
+                ok(resp.http_status == 200 && strcmp(next, msg) == 0
+                   && has(&resp, k == 1 ? "pageorder249" : "pageorder149")
+                   && !has(&resp, k == 1 ? "pageorder149" : "pageorder049"),
+                   "orders page %d: 100 newest first, next: %s", k, next);
+                snprintf(key, sizeof(key), "acct/%s/orders/%d", acct, k + 1);
+            } else {
+                ok(resp.http_status == 200 && next[0] == '\0'
+                   && has(&resp, "pageorder000") && has(&resp, rel(order)),
+                   "orders page 3: the other %d, no next", total - 200);
+            }
+            pki_acme_resp_free(&resp);
+        }
+
+        {
+            static const char *const bad[] = { "1", "0", "02", "-2", "x",
+                                               "100001", "2x", "" };
+
+            for (k = 0; k < (int) (sizeof(bad) / sizeof(bad[0])); k++) {
+                snprintf(key, sizeof(key), "acct/%s/orders/%s", acct, bad[k]);
+                post(pk, kid, key, "", NULL, &resp);
+                snprintf(msg, sizeof(msg), "orders page \"%s\"", bad[k]);
+                check_problem(msg, &resp, 404, "malformed");
+            }
+        }
+
+        freeReplyObject(redisCommand(rc, "ZREMRANGEBYSCORE %s %lld %lld",
+                                     zkey, score, score + 249));
     }
 
     /* CSR with the account key */
