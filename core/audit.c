@@ -309,10 +309,17 @@ static pid_t           pki_pid;
 static pthread_once_t  pki_pid_once = PTHREAD_ONCE_INIT;
 
 
+/* 0: not looked at yet, 1: SIGPIPE is ignored, 2: it is not (forgotten
+ * in a child after fork() as the pid is: nginx's master may run a command
+ * before it ignores SIGPIPE, its workers always run after) */
+static int  pki_sigpipe_state;
+
+
 static void
 pki_pid_forget(void)
 {
     pki_pid = 0;
+    pki_sigpipe_state = 0;
 }
 
 
@@ -340,16 +347,14 @@ pki_int_pid(void)
 }
 
 
-/* 0: not looked at yet, 1: SIGPIPE is ignored, 2: it is not */
-static int  pki_sigpipe_state;
-
-
 void
 pki_int_sigpipe_block(pki_sigpipe_t *sp)
 {
     int               st;
     sigset_t          set, pending;
     struct sigaction  sa;
+
+    (void) pthread_once(&pki_pid_once, pki_pid_atfork);
 
     st = __atomic_load_n(&pki_sigpipe_state, __ATOMIC_RELAXED);
     if (st == 0) {
