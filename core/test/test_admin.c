@@ -19,6 +19,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 static char               dir[64];
@@ -65,28 +66,6 @@ make_template(const char *name, const char *const *lines)
 }
 
 
-static pki_key_t *
-file_key(EVP_PKEY *pk, const char *name)
-{
-    pki_key_t     *k;
-    pki_result_t   res;
-    FILE          *f;
-    char           path[400];
-
-    snprintf(path, sizeof(path), "%s/%.64s", dir, name);
-    f = fopen(path, "w");
-    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-
-    pki_result_init(&res);
-    k = pki_key_new(path, NULL, &res);
-    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
-        diag("key: %s", res.detail);
-    }
-    return k;
-}
-
-
 static X509_NAME *
 cn(const char *s)
 {
@@ -114,7 +93,7 @@ make_ca(const char *name, pki_template_t *tca, pki_template_t *tdev)
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     snprintf(path, sizeof(path), "%s.key", name);
-    key = file_key(pk, path);
+    key = fx_key_file(dir, path, pk);
     EVP_PKEY_free(pk);
     if (nkeys < 2) {
         keys[nkeys++] = key;

@@ -32,6 +32,7 @@
 
 #include "pki.h"
 #include "unit.h"
+#include "fixture.h"
 
 
 static char           tdir[200];
@@ -464,7 +465,6 @@ main(void)
     redisReply       *reply;
     pki_result_t      res;
     pki_template_t   *troot, *tdev;
-    pki_redis_conf_t  conf;
     pki_audit_conf_t  ac;
 
     static const char *const root_lines[] = {
@@ -500,16 +500,9 @@ main(void)
 
     /* a CA on a file key */
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    snprintf(path, sizeof(path), "%s/ca.key", tdir);
-    f = fopen(path, "w");
-    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
+    key = fx_key_file(tdir, "ca.key", pk);
     EVP_PKEY_free(pk);
-
-    pki_result_init(&res);
-    key = pki_key_new(path, NULL, &res);
-    if (key == NULL || pki_key_open(key, &res) != PKI_OK) {
-        diag("key: %s", res.detail);
+    if (key == NULL) {
         return done_testing();
     }
 
@@ -548,12 +541,7 @@ main(void)
     }
 
     snprintf(ns, sizeof(ns), "acarry%d:", (int) getpid());
-    memset(&conf, 0, sizeof(conf));
-    conf.unix_path = sock;
-    conf.ns = ns;
-    conf.timeout_ms = 1000;
-    pki_result_init(&res);
-    r = pki_redis_new(&conf, &res);
+    r = fx_redis(sock, ns, 1000, &res);
     if (!ok(r != NULL, "redis handle: %s", res.detail)) {
         return done_testing();
     }

@@ -24,6 +24,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 #define NLEAVES  5
@@ -92,27 +93,6 @@ path(const char *name)
     p = buf[n++ % 4];
     snprintf(p, 160, "%s/%s", dir, name);
     return p;
-}
-
-
-static pki_key_t *
-key_file(EVP_PKEY *pk, const char *name)
-{
-    FILE          *f;
-    pki_key_t     *k;
-    pki_result_t   res;
-
-    f = fopen(path(name), "w");
-    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-
-    pki_result_init(&res);
-    k = pki_key_new(path(name), NULL, &res);
-    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
-        diag("key %s: %s %s", name, res.detail, res.log);
-    }
-
-    return k;
 }
 
 
@@ -656,7 +636,7 @@ test_algs(pki_template_t *tleaf)
             pk = EVP_PKEY_Q_keygen(NULL, NULL, algs[i][0], algs[i][1]);
         }
         snprintf(file, sizeof(file), "alg%zu.key", i);
-        k = key_file(pk, file);
+        k = fx_key_file(dir, file, pk);
 
         name = cn_name("Alg CA");
         x = NULL;
@@ -823,16 +803,9 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     redisContext       *rc;
     X509_REVOKED       *rev;
     unsigned char      *der;
-    pki_redis_conf_t    conf;
 
     snprintf(ns, sizeof(ns), "crltest%d:", (int) getpid());
-    memset(&conf, 0, sizeof(conf));
-    conf.unix_path = sock;
-    conf.ns = ns;
-    conf.timeout_ms = 1000;
-
-    pki_result_init(&res);
-    r = pki_redis_new(&conf, &res);
+    r = fx_redis(sock, ns, 1000, &res);
     rc = redisConnectUnix(sock);
     if (!ok(r != NULL && rc != NULL && rc->err == 0, "redis handles")) {
         return;
@@ -984,10 +957,7 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     test_current(ca, r, rc, ns, leaf[4]);
 
     /* Redis down. */
-    conf.unix_path = "/nonexistent/redis.sock";
-    conf.timeout_ms = 200;
-    pki_result_init(&res);
-    down = pki_redis_new(&conf, &res);
+    down = fx_redis("/nonexistent/redis.sock", ns, 200, &res);
     if (down) {
         st = pki_crl_build(ca, down, 3600, &der, &len, &res);
         is_status(st, PKI_UNAVAILABLE, "Redis down: unavailable");
@@ -1053,8 +1023,8 @@ main(void)
 
     rootpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     subpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    rootkey = key_file(rootpk, "root.key");
-    subkey = key_file(subpk, "ca.key");
+    rootkey = fx_key_file(dir, "root.key", rootpk);
+    subkey = fx_key_file(dir, "ca.key", subpk);
 
     pki_result_init(&res);
     name = cn_name("CRL Test Root");

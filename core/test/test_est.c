@@ -20,6 +20,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 #define MAX_ARGS  16
@@ -42,29 +43,6 @@ keygen(const char *alg)
     }
 
     return EVP_PKEY_Q_keygen(NULL, NULL, alg);
-}
-
-
-static pki_key_t *
-key_file(EVP_PKEY *pk, const char *name)
-{
-    FILE          *f;
-    char           path[128];
-    pki_key_t     *k;
-    pki_result_t   res;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-
-    pki_result_init(&res);
-    k = pki_key_new(path, NULL, &res);
-    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
-        diag("key %s: %s %s", path, res.detail, res.log);
-    }
-
-    return k;
 }
 
 
@@ -353,7 +331,6 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     unsigned char         *der;
     pki_est_resp_t         resp;
     STACK_OF(X509)        *certs;
-    pki_redis_conf_t       rconf;
     const unsigned char   *p;
     PKCS8_PRIV_KEY_INFO   *p8;
     static const unsigned char  binding[] = "0123456789abcdef";
@@ -361,12 +338,7 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     (void) other_ca;
 
     snprintf(ns, sizeof(ns), "h2est%d:", (int) getpid());
-    memset(&rconf, 0, sizeof(rconf));
-    rconf.unix_path = sock;
-    rconf.ns = ns;
-    rconf.timeout_ms = 1000;
-    pki_result_init(&res);
-    r = pki_redis_new(&rconf, &res);
+    r = fx_redis(sock, ns, 1000, &res);
     conf.redis = r;
 
     /* simpleenroll with Basic auth. */
@@ -646,9 +618,9 @@ main(void)
     rootpk = keygen("EC:P-256");
     subpk = keygen("EC:P-256");
     otherpk = keygen("EC:P-256");
-    rootkey = key_file(rootpk, "root.key");
-    subkey = key_file(subpk, "sub.key");
-    otherkey = key_file(otherpk, "other.key");
+    rootkey = fx_key_file(dir, "root.key", rootpk);
+    subkey = fx_key_file(dir, "sub.key", subpk);
+    otherkey = fx_key_file(dir, "other.key", otherpk);
 
     name = X509_NAME_new();
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,

@@ -20,6 +20,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 #define MAX_ARGS  16
@@ -575,18 +576,11 @@ test_redis(pki_ca_t *ca, pki_template_t *t, const char *sock)
     pki_status_t       st;
     pki_result_t       res;
     pki_record_t       rec;
-    pki_redis_conf_t   conf;
     pki_cert_status_t  cst;
     unsigned char     *der;
 
     snprintf(ns, sizeof(ns), "h2test%d:", (int) getpid());
-    memset(&conf, 0, sizeof(conf));
-    conf.unix_path = sock;
-    conf.ns = ns;
-    conf.timeout_ms = 1000;
-
-    pki_result_init(&res);
-    r = pki_redis_new(&conf, &res);
+    r = fx_redis(sock, ns, 1000, &res);
     if (!ok(r != NULL, "redis handle: %s", res.detail)) {
         return;
     }
@@ -681,11 +675,7 @@ test_redis(pki_ca_t *ca, pki_template_t *t, const char *sock)
 
     /* Redis unreachable. */
     snprintf(ns, sizeof(ns), "%s/no-such.sock", dir);
-    conf.unix_path = ns;
-    conf.ns = NULL;
-    conf.timeout_ms = 200;
-    pki_result_init(&res);
-    r = pki_redis_new(&conf, &res);
+    r = fx_redis(ns, NULL, 200, &res);
     x = issue_one(ca, t, r, "/CN=down", NULL, NULL, &res);
     is_status(res.status, PKI_UNAVAILABLE, "Redis down: unavailable");
     ok(x == NULL, "  no certificate returned");

@@ -24,6 +24,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 static char  dir[64];
@@ -618,7 +619,6 @@ main(void)
 {
     char               ns[64], *sock;
     EVP_PKEY          *pk;
-    FILE              *f;
     pki_ca_t          *ca;
     pki_key_t         *key;
     pki_redis_t       *r;
@@ -650,16 +650,9 @@ main(void)
     tdev = make_template("device", dev_lines);
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    snprintf(path, sizeof(path), "%s/ca.key", dir);
-    f = fopen(path, "w");
-    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
+    key = fx_key_file(dir, "ca.key", pk);
     EVP_PKEY_free(pk);
-
-    pki_result_init(&res);
-    key = pki_key_new(path, NULL, &res);
-    if (key == NULL || pki_key_open(key, &res) != PKI_OK) {
-        diag("key: %s", res.detail);
+    if (key == NULL) {
         return done_testing();
     }
 

@@ -21,6 +21,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 static char  dir[64];
@@ -36,28 +37,6 @@ keygen(const char *alg)
         return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) atoi(alg + 4));
     }
     return EVP_PKEY_Q_keygen(NULL, NULL, alg);
-}
-
-
-static pki_key_t *
-file_key(EVP_PKEY *pk, const char *name)
-{
-    FILE          *f;
-    char           path[128];
-    pki_key_t     *k;
-    pki_result_t   res;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-
-    pki_result_init(&res);
-    k = pki_key_new(path, NULL, &res);
-    if (k == NULL || pki_key_open(k, &res) != PKI_OK) {
-        diag("key %s: %s %s", path, res.detail, res.log);
-    }
-    return k;
 }
 
 
@@ -377,7 +356,7 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
 
     pk = keygen(alg);
     snprintf(file, sizeof(file), "%s.key", name);
-    key = file_key(pk, file);
+    key = fx_key_file(dir, file, pk);
 
     memset(&req, 0, sizeof(req));
     req.subject = X509_NAME_new();
@@ -628,7 +607,7 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
 
         rpk = keygen("EC:P-256");
         sg.ca = ca;
-        sg.key = file_key(rpk, "responder.key");
+        sg.key = fx_key_file(dir, "responder.key", rpk);
         rcert = make_responder(sub, pk, rpk, 1);
         bad = make_responder(sub, pk, rpk, 0);
 
@@ -817,7 +796,6 @@ main(void)
     const char       *sock;
     pki_result_t      res;
     pki_template_t   *troot, *tsub, *tdev;
-    pki_redis_conf_t  rconf;
 
     static const char *const root_lines[] = {
         "subject CN copy", "basic_constraints ca:true pathlen:1",
@@ -851,7 +829,7 @@ main(void)
     tdev = make_template("device", dev_lines);
 
     rootpk = keygen("EC:P-256");
-    rootkey = file_key(rootpk, "root.key");
+    rootkey = fx_key_file(dir, "root.key", rootpk);
     name = X509_NAME_new();
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
                                (const unsigned char *) "OCSP Test Root", -1,
@@ -868,11 +846,7 @@ main(void)
     rootca = make_ca("root", "root.pem", rootkey, tsub);
 
     snprintf(ns, sizeof(ns), "ocsptest%d:", (int) getpid());
-    memset(&rconf, 0, sizeof(rconf));
-    rconf.unix_path = sock;
-    rconf.ns = ns;
-    rconf.timeout_ms = 1000;
-    r = pki_redis_new(&rconf, &res);
+    r = fx_redis(sock, ns, 1000, &res);
     if (!ok(r != NULL, "redis handle")) {
         return done_testing();
     }
