@@ -289,6 +289,10 @@ for r in $(seq "$ROUNDS"); do
             $(nginx_pids "$npid") "$REDIS_PID" "$REDIS2_PID"
         echo "$(rcmds "$W/redis.sock") $(rcmds "$W/state.sock")" \
             >> "$W/rcmds-$m"
+        for s in redis state; do
+            redis-cli -s "$W/$s.sock" info commandstats \
+                > "$W/cstats-$m-$s"
+        done
     done
     redis-cli -s "$W/redis.sock" config set appendfsync always > /dev/null
     echo "round $r: pebble, $WORKERS workers, ${SECS}s ..." >&2
@@ -385,6 +389,18 @@ label() {
         printf '  %-9s %s durable + %s state\n' "$m" \
             "$(awk -v c="$RD" -v n="$OI" 'BEGIN { printf "%.1f", n ? c / n : 0 }')" \
             "$(awk -v c="$RS" -v n="$OI" 'BEGIN { printf "%.1f", n ? c / n : 0 }')"
+    done
+    echo
+    echo "  Redis commands of the last round, per issuance, with Redis's own"
+    echo "  microseconds per call (commandstats):"
+    for m in $MODES; do
+        OI=$(awk 'END { print 0 + substr($4, 8) }' "$W/res-nginx-pki-$m")
+        for s in redis state; do
+            awk -F'[=,:]' -v n="$OI" -v lb="$m $s" \
+                '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)$/ && n > 0 {
+                     printf "    %-18s %-14s %5.2f calls  %7.1f us/call\n", lb,
+                            substr($1, 9), $3 / n, $7 }' "$W/cstats-$m-$s"
+        done
     done
     echo
     echo "  client ms per issuance by step:"

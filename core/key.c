@@ -43,6 +43,7 @@
 
 #include "pki.h"
 #include "audit_int.h"
+#include "key_int.h"
 
 
 #define PKI_PIN_MAX          256
@@ -2107,33 +2108,28 @@ pki_ec_precompute(EC_GROUP *g, BN_CTX *ctx)
 #pragma GCC diagnostic pop
 
 
-/* P-256 with the key's point as generator and its table; NULL if the key
- * is not a P-256 key or on any failure. */
-static EC_GROUP *
-pki_fastvfy_build(EVP_PKEY *pub)
+/* P-256 with the point pt (its octet encoding) as generator and its table;
+ * NULL if pt is not a point of P-256 other than infinity, or on any
+ * failure. */
+EC_GROUP *
+pki_int_p256_table(const unsigned char *pt, size_t len)
 {
-    int             ok;
-    size_t          len;
-    BN_CTX         *ctx;
-    EC_POINT       *q;
-    EC_GROUP       *gq;
-    unsigned char  *pt;
+    int        ok;
+    BN_CTX    *ctx;
+    EC_POINT  *q;
+    EC_GROUP  *gq;
 
     (void) pthread_once(&pki_p256_once, pki_p256_init);
 
-    if (pki_p256 == NULL || EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC
-        || pki_pkey_curve_nid(pub) != NID_X9_62_prime256v1)
-    {
+    if (pki_p256 == NULL || pt == NULL || len == 0) {
         return NULL;
     }
 
-    pt = NULL;
-    len = EVP_PKEY_get1_encoded_public_key(pub, &pt);
     gq = EC_GROUP_dup(pki_p256);
     q = gq ? EC_POINT_new(gq) : NULL;
     ctx = BN_CTX_new();
 
-    ok = len > 0 && pt != NULL && q != NULL && ctx != NULL
+    ok = q != NULL && ctx != NULL
          && EC_POINT_oct2point(gq, q, pt, len, ctx)
          && !EC_POINT_is_at_infinity(gq, q)
          && EC_POINT_is_on_curve(gq, q, ctx) == 1
@@ -2141,7 +2137,6 @@ pki_fastvfy_build(EVP_PKEY *pub)
                                    EC_GROUP_get0_cofactor(pki_p256))
          && pki_ec_precompute(gq, ctx);
 
-    OPENSSL_free(pt);
     EC_POINT_free(q);
     BN_CTX_free(ctx);
     ERR_clear_error();
@@ -2155,11 +2150,34 @@ pki_fastvfy_build(EVP_PKEY *pub)
 }
 
 
+/* The same for a public key; NULL if it is not a P-256 key. */
+static EC_GROUP *
+pki_fastvfy_build(EVP_PKEY *pub)
+{
+    size_t          len;
+    EC_GROUP       *gq;
+    unsigned char  *pt;
+
+    if (EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC
+        || pki_pkey_curve_nid(pub) != NID_X9_62_prime256v1)
+    {
+        return NULL;
+    }
+
+    pt = NULL;
+    len = EVP_PKEY_get1_encoded_public_key(pub, &pt);
+    gq = pki_int_p256_table(pt, pt != NULL ? len : 0);
+    OPENSSL_free(pt);
+
+    return gq;
+}
+
+
 /* 1 when the DER ECDSA-Sig-Value sig verifies over dig with the key whose
  * point is gq's generator, 0 otherwise. */
-static int
-pki_fastvfy(const EC_GROUP *gq, const unsigned char *sig, size_t siglen,
-    const unsigned char *dig, size_t dlen)
+int
+pki_int_p256_verify(const EC_GROUP *gq, const unsigned char *sig,
+    size_t siglen, const unsigned char *dig, size_t dlen)
 {
     int                   ok, derlen;
     BN_CTX               *ctx;
@@ -2175,6 +2193,13 @@ pki_fastvfy(const EC_GROUP *gq, const unsigned char *sig, size_t siglen,
     p1 = NULL;
     p2 = NULL;
     der = NULL;
+    es = NULL;
+
+    (void) pthread_once(&pki_p256_once, pki_p256_init);
+
+    if (gq == NULL || pki_p256 == NULL) {
+        goto done;
+    }
 
     /* DER only (as ECDSA_verify): the bytes that go out are the ones
      * checked */
@@ -2289,8 +2314,8 @@ pki_fastvfy_install(pki_key_t *k, const unsigned char *sig, size_t siglen,
     if (gq != NULL && dlen > 0 && dlen <= sizeof(other)) {
         memcpy(other, dig, dlen);
         other[dlen - 1] ^= 0x01;
-        ok = pki_fastvfy(gq, sig, siglen, dig, dlen) == 1
-             && pki_fastvfy(gq, sig, siglen, other, dlen) == 0;
+        ok = pki_int_p256_verify(gq, sig, siglen, dig, dlen) == 1
+             && pki_int_p256_verify(gq, sig, siglen, other, dlen) == 0;
     }
 
     if (!ok) {
@@ -2392,7 +2417,7 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
     /* invariant 4, on the DER signature that goes out */
     fq = pki_fastvfy_get(k, &build);
     if (fq != NULL) {
-        rc = pki_fastvfy(fq, der, (size_t) derlen, dig, dlen);
+        rc = pki_int_p256_verify(fq, der, (size_t) derlen, dig, dlen);
     } else {
         rc = pki_p11_verify(k->pub, der, (size_t) derlen, dig, dlen);
     }

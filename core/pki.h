@@ -1016,6 +1016,19 @@ PKI_API pki_status_t pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key,
     pki_result_t *res);
 PKI_API void pki_jws_clear(pki_jws_t *jws);
 
+/* ES256 keys that verify often (an account signing most requests) get a
+ * precomputed table per process (jws.c).  Counters since the last
+ * pki_jws_hot_clear(), which also drops every table (tests, leak
+ * checks). */
+typedef struct {
+    unsigned long long  fast;       /* verifications with a table */
+    unsigned long long  built;      /* tables built */
+    unsigned long long  refused;    /* tables that failed their check */
+} pki_jws_hot_stats_t;
+
+PKI_API void pki_jws_hot_stats(pki_jws_hot_stats_t *st);
+PKI_API void pki_jws_hot_clear(void);
+
 /* JWK (RFC 7517) text -> public key.  EC P-256/384/521, RSA >= 2048,
  * OKP Ed25519/Ed448.  Private members ("d", ...) are refused. */
 PKI_API EVP_PKEY *pki_jwk_parse(const char *json, size_t len,

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/rsa.h>
 
@@ -403,6 +405,194 @@ test_hostile(void)
 }
 
 
+/* Parses a fresh ES256 JWS signed by signer and verifies it with key;
+ * tamper (when not NULL) edits the parsed JWS first. */
+static pki_status_t
+hot_verify(EVP_PKEY *signer, EVP_PKEY *key, int n,
+    void (*tamper)(pki_jws_t *jws))
+{
+    char          *j, payload[64];
+    pki_jws_t      jws;
+    pki_status_t   rc;
+    pki_result_t   res;
+
+    snprintf(payload, sizeof(payload), "{\"n\":%d}", n);
+    j = make_jws(signer, "ES256", "", payload, NULL, 1);
+    pki_result_init(&res);
+    rc = pki_jws_parse((unsigned char *) j, strlen(j), &jws, &res);
+    if (rc == PKI_OK) {
+        if (tamper != NULL) {
+            tamper(&jws);
+        }
+        rc = pki_jws_verify(&jws, key, &res);
+    }
+    pki_jws_clear(&jws);
+    free(j);
+
+    return rc;
+}
+
+
+static void tamper_input(pki_jws_t *jws) { jws->signing_input[3] ^= 0x01; }
+static void tamper_r0(pki_jws_t *jws) { memset(jws->sig, 0, 32); }
+static void tamper_s0(pki_jws_t *jws) { memset(jws->sig + 32, 0, 32); }
+static void tamper_ff(pki_jws_t *jws) { memset(jws->sig, 0xff, 64); }
+static void tamper_sbit(pki_jws_t *jws) { jws->sig[63] ^= 0x01; }
+
+
+/* r or s replaced by the group order n, or s by n - s (the other valid
+ * signature of the same message: both verifiers accept it) */
+static void
+tamper_order(pki_jws_t *jws, int which)
+{
+    BIGNUM    *n, *s;
+    EC_GROUP  *g;
+
+    g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    n = BN_dup(EC_GROUP_get0_order(g));
+    s = BN_bin2bn(jws->sig + 32, 32, NULL);
+
+    if (which == 2) {
+        BN_sub(s, n, s);
+        BN_bn2binpad(s, jws->sig + 32, 32);
+    } else {
+        BN_bn2binpad(n, jws->sig + (which == 0 ? 0 : 32), 32);
+    }
+
+    BN_free(s);
+    BN_free(n);
+    EC_GROUP_free(g);
+}
+
+static void tamper_rn(pki_jws_t *jws) { tamper_order(jws, 0); }
+static void tamper_sn(pki_jws_t *jws) { tamper_order(jws, 1); }
+static void tamper_negs(pki_jws_t *jws) { tamper_order(jws, 2); }
+
+
+/* An account key that signs often gets a table: the verifications that use
+ * it must agree with the generic verifier on good and bad signatures, and
+ * one key's table must never verify another key's signatures. */
+static void
+test_hot_keys(void)
+{
+    int                   i, good;
+    EVP_PKEY             *k, *k2, *other;
+    pki_jws_hot_stats_t   st, st2;
+    static const struct {
+        const char  *name;
+        void       (*fn)(pki_jws_t *jws);
+        int          good;
+    } bad[] = {
+        { "signing input changed", tamper_input, 0 },
+        { "r = 0", tamper_r0, 0 },
+        { "s = 0", tamper_s0, 0 },
+        { "r = s = 2^256 - 1", tamper_ff, 0 },
+        { "a bit of s flipped", tamper_sbit, 0 },
+        { "r = n", tamper_rn, 0 },
+        { "s = n", tamper_sn, 0 },
+        { "s replaced by n - s", tamper_negs, 1 },
+    };
+
+    pki_jws_hot_clear();
+
+    k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    k2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    /* every tampered signature refused (or accepted) on the generic path
+     * first, before the key is hot */
+    for (size_t t = 0; t < sizeof(bad) / sizeof(bad[0]); t++) {
+        ok((hot_verify(k2, k2, 0, bad[t].fn) == PKI_OK) == bad[t].good,
+           "generic ES256: %s %s", bad[t].name,
+           bad[t].good ? "verifies" : "refused");
+    }
+
+    good = 0;
+    for (i = 0; i < 200; i++) {
+        good += hot_verify(k, k, i, NULL) == PKI_OK;
+    }
+    pki_jws_hot_stats(&st);
+    ok(good == 200, "200 ES256 signatures of one key verify (%d)", good);
+    ok(st.built == 1 && st.refused == 0,
+       "that key got a table (built %llu, refused %llu)", st.built,
+       st.refused);
+    ok(st.fast >= 100, "later verifications use it (%llu of 200)", st.fast);
+
+    for (size_t t = 0; t < sizeof(bad) / sizeof(bad[0]); t++) {
+        pki_jws_hot_stats(&st);
+        ok((hot_verify(k, k, 1000 + (int) t, bad[t].fn) == PKI_OK)
+           == bad[t].good, "table: %s %s", bad[t].name,
+           bad[t].good ? "verifies" : "refused");
+        pki_jws_hot_stats(&st2);
+        ok(st2.fast == st.fast + 1, "... checked with the table");
+    }
+
+    pki_jws_hot_stats(&st);
+    ok(hot_verify(other, k, 2000, NULL) == PKI_BAD_SIGNATURE,
+       "table: another key's signature refused");
+    pki_jws_hot_stats(&st2);
+    ok(st2.fast == st.fast + 1, "... checked with the table");
+
+    /* a second hot key (tables are built at most once a second) */
+    sleep(1);
+    good = 0;
+    for (i = 0; i < 100; i++) {
+        good += hot_verify(k2, k2, i, NULL) == PKI_OK;
+    }
+    pki_jws_hot_stats(&st);
+    ok(good == 100 && st.built == 2, "a second key gets its own table "
+       "(built %llu)", st.built);
+    ok(hot_verify(k, k2, 3000, NULL) == PKI_BAD_SIGNATURE
+       && hot_verify(k2, k, 3001, NULL) == PKI_BAD_SIGNATURE,
+       "neither key's table verifies the other's signatures");
+    ok(hot_verify(k, k, 3002, NULL) == PKI_OK
+       && hot_verify(k2, k2, 3003, NULL) == PKI_OK,
+       "each verifies its own");
+
+    /* many keys seen once each push out counted keys, never a table */
+    for (i = 0; i < 40; i++) {
+        EVP_PKEY  *t = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+        good += hot_verify(t, t, i, NULL) == PKI_OK;
+        EVP_PKEY_free(t);
+    }
+    pki_jws_hot_stats(&st);
+    ok(hot_verify(k, k, 4000, NULL) == PKI_OK, "40 new keys later, the hot "
+       "key verifies");
+    pki_jws_hot_stats(&st2);
+    ok(st2.fast == st.fast + 1 && st2.built == 2, "... still with its "
+       "table");
+
+    /* P-384 and RSA keys never take that path */
+    pki_jws_hot_clear();
+    {
+        EVP_PKEY  *p384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+        char      *j;
+        pki_jws_t  jws;
+        pki_result_t res;
+
+        good = 0;
+        for (i = 0; i < 80; i++) {
+            j = make_jws(p384, "ES384", "", "{}", NULL, 1);
+            pki_result_init(&res);
+            good += pki_jws_parse((unsigned char *) j, strlen(j), &jws, &res)
+                    == PKI_OK && pki_jws_verify(&jws, p384, &res) == PKI_OK;
+            pki_jws_clear(&jws);
+            free(j);
+        }
+        pki_jws_hot_stats(&st);
+        ok(good == 80 && st.built == 0 && st.fast == 0,
+           "ES384: no table (built %llu)", st.built);
+        EVP_PKEY_free(p384);
+    }
+
+    pki_jws_hot_clear();
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(k2);
+    EVP_PKEY_free(other);
+}
+
+
 int
 main(void)
 {
@@ -413,6 +603,7 @@ main(void)
     test_jwk_hostile();
     test_algorithms();
     test_hostile();
+    test_hot_keys();
 
     return done_testing();
 }

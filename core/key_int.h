@@ -1,0 +1,32 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * Internal interface of the key layer (key.c) to the JWS verifier (jws.c):
+ * ECDSA P-256 verification with a precomputed table for one public point,
+ * about half the cost of the generic verifier for a key that verifies
+ * often.  Nothing here is exported from libpkicore.so.
+ */
+
+#ifndef PKI_KEY_INT_H
+#define PKI_KEY_INT_H
+
+#include <stddef.h>
+
+#include <openssl/ec.h>
+
+
+/* P-256 with the point whose octet encoding is pt as its generator, and
+ * that generator's table (about 30 ms to build).  NULL when pt is not a
+ * point of P-256 other than infinity, or on any failure.  Free with
+ * EC_GROUP_free(); read-only once built, so threads may share it. */
+EC_GROUP *pki_int_p256_table(const unsigned char *pt, size_t len);
+
+/* 1 when sig (a DER ECDSA-Sig-Value, nothing after it, in its one DER
+ * encoding) verifies over the digest dig with the key whose point is gq's
+ * generator; 0 otherwise.  The digest's leftmost 256 bits are used. */
+int pki_int_p256_verify(const EC_GROUP *gq, const unsigned char *sig,
+    size_t siglen, const unsigned char *dig, size_t dlen);
+
+
+#endif /* PKI_KEY_INT_H */
