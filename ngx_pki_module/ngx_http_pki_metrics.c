@@ -45,6 +45,7 @@
 #define NGX_HTTP_PKI_M_SLOW_TICKS  6       /* certs + checkpoint: 60 s */
 #define NGX_HTTP_PKI_M_MAX_CAS     64
 #define NGX_HTTP_PKI_M_MAX_FIELDS  256
+#define NGX_HTTP_PKI_M_SYNC_RETRY  100     /* ms: sync task not queued */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -335,29 +336,25 @@ static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
 
 
-/* answers waiting for the transaction log's sync */
-typedef struct ngx_http_pki_m_waiter_s  ngx_http_pki_m_waiter_t;
-
-struct ngx_http_pki_m_waiter_s {
-    ngx_http_pki_m_waiter_t   *next;
-    unsigned long long         ticket;
-    void                     (*resume)(void *data);
-    void                      *data;
-};
-
-
+/* answers waiting for the transaction log's sync (the waiters are the
+ * callers' storage: ngx_http_pki_audit_wait) */
 static struct {
-    ngx_http_pki_m_waiter_t   *head;
-    ngx_uint_t                 busy;
-    ngx_thread_task_t         *task;
-    pki_audit_t               *audit;
-    pki_status_t               st;
+    ngx_http_pki_audit_waiter_t  *head;
+    ngx_uint_t                    busy;
+    ngx_thread_task_t            *task;
+    pki_audit_t                  *audit;
+    pki_status_t                  st;
+
+    /* without the syncer: a sync task the pool did not take is posted
+     * again by this timer (no sync on the event loop) */
+    ngx_event_t                   retry;
+    ngx_uint_t                    refused;  /* warned since the last post */
 
     /* the core's syncer thread (pki_audit_syncer_start) tells the event
      * loop through this pipe that a sync completed */
-    ngx_uint_t                 syncer;
-    int                        pipe[2];
-    ngx_connection_t          *conn;
+    ngx_uint_t                    syncer;
+    int                           pipe[2];
+    ngx_connection_t             *conn;
 } ngx_http_pki_m_sync;
 
 
@@ -366,6 +363,7 @@ static void ngx_http_pki_m_carry(ngx_cycle_t *cycle, pki_audit_t *audit);
 static void ngx_http_pki_m_syncer_notify(void *arg);
 static void ngx_http_pki_m_syncer_event(ngx_event_t *ev);
 static void ngx_http_pki_m_resume_ready(void);
+static void ngx_http_pki_m_sync_retry(ngx_event_t *ev);
 
 
 /* ---- configuration -------------------------------------------------------- */
@@ -934,6 +932,13 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
                 ngx_http_pki_m_sync.task->event.data =
                                                    ngx_http_pki_m_sync.task;
                 ngx_http_pki_m_sync.task->event.log = cycle->log;
+
+                ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
+                ngx_http_pki_m_sync.retry.handler = ngx_http_pki_m_sync_retry;
+                ngx_http_pki_m_sync.retry.log = cycle->log;
+                ngx_http_pki_m_sync.retry.data = &ngx_http_pki_m_dummy;
+                ngx_http_pki_m_sync.retry.cancelable = 1;
+
                 pki_audit_set_deferred(1);
 
                 /* issuance entries carried by the certificate store's
@@ -1876,24 +1881,12 @@ ngx_http_pki_m_audit_done(ngx_event_t *ev)
 
 
 ngx_int_t
-ngx_http_pki_audit_wait(unsigned long long ticket, void (*resume)(void *data),
-    void *data)
+ngx_http_pki_audit_wait(ngx_http_pki_audit_waiter_t *w,
+    unsigned long long ticket, void (*resume)(void *data), void *data)
 {
-    pki_result_t              res;
-    ngx_http_pki_m_waiter_t  *w;
-
     if (ngx_http_pki_m_sync.audit == NULL || ngx_http_pki_m_sync.task == NULL
         || pki_audit_ticket_done(ngx_http_pki_m_sync.audit, ticket))
     {
-        return NGX_OK;
-    }
-
-    w = ngx_alloc(sizeof(ngx_http_pki_m_waiter_t), ngx_cycle->log);
-
-    if (w == NULL) {
-        /* no memory for the list: sync right here, once */
-        pki_result_init(&res);
-        (void) pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
         return NGX_OK;
     }
 
@@ -1919,6 +1912,10 @@ ngx_http_pki_audit_wait(unsigned long long ticket, void (*resume)(void *data),
 void
 ngx_http_pki_audit_exit_threads(void)
 {
+    if (ngx_http_pki_m_sync.retry.timer_set) {
+        ngx_del_timer(&ngx_http_pki_m_sync.retry);
+    }
+
     if (!ngx_http_pki_m_sync.syncer) {
         return;
     }
@@ -2058,7 +2055,7 @@ ngx_http_pki_m_syncer_event(ngx_event_t *ev)
 static void
 ngx_http_pki_m_resume_ready(void)
 {
-    ngx_http_pki_m_waiter_t   *w, **pw, *ready;
+    ngx_http_pki_audit_waiter_t  *w, **pw, *ready;
 
     if (ngx_http_pki_m_sync.audit == NULL) {
         return;
@@ -2080,8 +2077,8 @@ ngx_http_pki_m_resume_ready(void)
 
     while ((w = ready) != NULL) {
         ready = w->next;
-        w->resume(w->data);
-        ngx_free(w);
+        w->next = NULL;
+        w->resume(w->data);     /* may free w's storage */
     }
 }
 
@@ -2089,9 +2086,7 @@ ngx_http_pki_m_resume_ready(void)
 static void
 ngx_http_pki_m_sync_post(void)
 {
-    pki_result_t            res;
-    ngx_thread_pool_t      *tp;
-    ngx_http_pki_m_waiter_t  *w;
+    ngx_thread_pool_t  *tp;
 
     if (ngx_http_pki_m_sync.busy || ngx_http_pki_m_sync.head == NULL) {
         return;
@@ -2099,23 +2094,44 @@ ngx_http_pki_m_sync_post(void)
 
     tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
 
-    if (tp != NULL
+    /* a queue known to be full is not asked (nginx logs each refusal) */
+    if (tp != NULL && !ngx_http_pki_pool_full()
         && ngx_thread_task_post(tp, ngx_http_pki_m_sync.task) == NGX_OK)
     {
         ngx_http_pki_m_sync.busy = 1;
+        ngx_http_pki_m_sync.refused = 0;
+
+        if (ngx_http_pki_m_sync.retry.timer_set) {
+            ngx_del_timer(&ngx_http_pki_m_sync.retry);
+        }
+
         return;
     }
 
-    /* the queue is full: sync on the event loop rather than answer before
-     * the log is durable */
-    pki_result_init(&res);
-    (void) pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
-
-    while ((w = ngx_http_pki_m_sync.head) != NULL) {
-        ngx_http_pki_m_sync.head = w->next;
-        w->resume(w->data);
-        ngx_free(w);
+    /* not queued: the answers wait (never before their entries are
+     * durable) and the post is tried again soon; an fdatasync here would
+     * stall every connection of the worker */
+    if (!ngx_http_pki_m_sync.refused) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "pki_audit_log: sync task not queued (thread pool "
+                      "queue full), answers wait");
+        ngx_http_pki_m_sync.refused = 1;
     }
+
+    if (!ngx_http_pki_m_sync.retry.timer_set) {
+        ngx_add_timer(&ngx_http_pki_m_sync.retry, NGX_HTTP_PKI_M_SYNC_RETRY);
+    }
+}
+
+
+static void
+ngx_http_pki_m_sync_retry(ngx_event_t *ev)
+{
+    (void) ev;
+
+    /* a sync of another kind (a refusals batch) may have covered some */
+    ngx_http_pki_m_resume_ready();
+    ngx_http_pki_m_sync_post();
 }
 
 

@@ -90,12 +90,13 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_request_t        *request;
-    ngx_http_pki_work_pt       work;
-    ngx_http_pki_done_pt       done;
-    void                      *data;
-    ngx_event_t                guard;
-    unsigned long long         ticket;     /* transaction log, to sync */
+    ngx_http_request_t           *request;
+    ngx_http_pki_work_pt          work;
+    ngx_http_pki_done_pt          done;
+    void                         *data;
+    ngx_event_t                   guard;
+    unsigned long long            ticket;  /* transaction log, to sync */
+    ngx_http_pki_audit_waiter_t   waiter;  /* on the list while it syncs */
 } ngx_http_pki_task_ctx_t;
 
 
@@ -1786,9 +1787,11 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
     r->aio = 0;
     ngx_http_pki_tasks_in_flight--;
 
-    /* the guard timer stays while the answer waits for the log's sync */
+    /* the guard timer stays while the answer waits for the log's sync;
+     * the waiter is ctx's (r->pool), and r is held until done() */
     if (ctx->ticket
-        && ngx_http_pki_audit_wait(ctx->ticket, ngx_http_pki_task_resume, ctx)
+        && ngx_http_pki_audit_wait(&ctx->waiter, ctx->ticket,
+                                   ngx_http_pki_task_resume, ctx)
            == NGX_AGAIN)
     {
         return;

@@ -147,10 +147,21 @@ pki_status_t ngx_http_pki_metrics_acme_status(pki_status_t status,
  * The thread-pool glue (ngx_http_pki_post) calls this when a task wrote
  * to the transaction log: NGX_OK when that is durable already, NGX_AGAIN
  * when resume(data) will be called on the event loop once a sync task made
- * it durable (no pool thread waits for the fdatasync).
+ * it durable (no pool thread waits for the fdatasync).  w is the caller's
+ * storage, linked into the list of waiters until resume(data) is called:
+ * it must live that long (no allocation here, so nothing can fail).
  */
-ngx_int_t ngx_http_pki_audit_wait(unsigned long long ticket,
-    void (*resume)(void *data), void *data);
+typedef struct ngx_http_pki_audit_waiter_s  ngx_http_pki_audit_waiter_t;
+
+struct ngx_http_pki_audit_waiter_s {
+    ngx_http_pki_audit_waiter_t  *next;
+    unsigned long long            ticket;
+    void                        (*resume)(void *data);
+    void                         *data;
+};
+
+ngx_int_t ngx_http_pki_audit_wait(ngx_http_pki_audit_waiter_t *w,
+    unsigned long long ticket, void (*resume)(void *data), void *data);
 
 /* Worker exit: stops the transaction log's syncer thread (called before
  * the shared module waits for the process to be down to one thread). */

@@ -11,6 +11,11 @@
 # travel in their record's Redis commit (carry=on, the default): they reach
 # the file before the answer, leave their stream once synced, and the
 # janitor writes an entry left in its stream that the file lacks, once.
+# Without the syncer thread (its wake-up pipe cannot be made: pipe2()
+# fails in nginx, through an LD_PRELOAD shim), answers wait for a sync task
+# in the pool; when the pool's queue refuses it, they wait for a retry (a
+# warning says so), never for a sync on the event loop, and every answered
+# issuance is in the log.
 
 use strict;
 use warnings;
@@ -320,4 +325,102 @@ $t->redis_raw('XDEL', $stream, $live_id);
 is($rc, 0, 'log intact across the crash') or diag("$out$err");
 
 $t->stop_nginx;
+
+# --- without the syncer thread: sync tasks in a full pool -------------------
+
+# pipe2(O_NONBLOCK|O_CLOEXEC) fails in nginx (only the syncer's pipe asks
+# for it): the worker syncs with thread-pool tasks
+my $shim = $t->dir . '/nopipe2.so';
+spew($t->dir . '/nopipe2.c', <<'C');
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+int
+pipe2(int fd[2], int flags)
+{
+    if (flags == (O_NONBLOCK | O_CLOEXEC)) {
+        errno = EMFILE;
+        return -1;
+    }
+
+    return (int) syscall(SYS_pipe2, fd, flags);
+}
+C
+my ($crc, $cout, $cerr) = run_cmd(['gcc', '-shared', '-fPIC', '-o', $shim,
+                                   $t->dir . '/nopipe2.c']);
+is($crc, 0, 'pipe2() shim built') or diag($cerr);
+
+# one thread, a queue of one: the sync task often finds it full
+my $conf = $t->render_conf('--workers', 1, '--threads', 1);
+$conf =~ s/(thread_pool pki threads=1) max_queue=\d+;/$1 max_queue=1;/
+    or die 'no thread_pool line';
+{
+    # after the sanitizer runtime, if any (it must come first)
+    my $san = \&PKITest::san_env;
+    no warnings 'redefine';
+    local *PKITest::san_env = sub {
+        my %e = $san->();
+        $e{LD_PRELOAD} = join ' ', grep { defined && length }
+                                   $e{LD_PRELOAD}, $shim;
+        return %e;
+    };
+    $t->start_nginx($conf);
+}
+$master = $t->{children}{nginx};
+my @w0 = $t->workers_of($master);
+like(slurp($t->error_log) // '', qr/pipe2\(\) failed, syncing in the pool/,
+     'no syncer thread: synced by pool tasks');
+
+# 24 clients until the queue refused a sync task, and 2 s more
+my ($dcsr) = $t->make_csr('nosyncer', subj => '/CN=nosyncer');
+$t->start_load('nosyncer', 24, sub {
+    my $r = $t->est_post('simpleenroll', $dcsr, quiet => 1);
+    return { code => $r->{code}, body => $r->{code} == 200 ? $r->{body} : '' };
+});
+my $t0 = time;
+my $refused;
+while (time - $t0 < 60) {
+    select(undef, undef, undef, 0.2);
+    $refused //= time
+        if (slurp($t->error_log) // '') =~ /sync task not queued/;
+    last if $refused && time - $refused > 2;
+}
+$t->stop_load('nosyncer');
+my @res = $t->load_results('nosyncer');
+my @ok = grep { $_->{code} == 200 } @res;
+my @bad = grep { $_->{code} != 200 && $_->{code} != 503 } @res;
+
+ok($refused, 'the full queue refused a sync task: warned ('
+   . sprintf('%.1f', ($refused // time) - $t0) . ' s)');
+is(scalar @bad, 0, scalar(@ok) . ' x 200, '
+   . (@res - @ok - @bad) . ' x 503 (shed), nothing else')
+    or diag(join ', ', map { $_->{code} } @bad);
+ok((grep { $_->{t0} > ($refused // 9e9) } @ok),
+   'answers after the refusal (the retry posted the sync)');
+
+my %logged = map { ($_->{serial} // '') => 1 }
+             grep { $_->{type} eq 'issue' } $t->audit_entries;
+my @unlogged;
+for my $g (@ok) {
+    my $pem = $t->p7_to_pem($g->{body});
+    my $f = $pem ? $t->save_first_cert($pem, "nosyncer-$g->{k}-$g->{i}")
+                 : undef;
+    my $s = $f ? $t->x509_field($f, 'serial') : 'no certificate';
+    push @unlogged, $s if !$logged{$s};
+}
+is(scalar @unlogged, 0, 'every answered issuance is in the log')
+    or diag("@unlogged");
+is_deeply([$t->workers_of($master)], \@w0, 'the worker survived');
+
+# the retry timer does not hold the worker at exit
+my $ts = time;
+$t->stop_nginx;
+ok(time - $ts < 10, sprintf('graceful stop in %.1f s', time - $ts));
+
+($rc, $out, $err) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
+is($rc, 0, 'log intact') or diag("$out$err");
+
 done_testing();
