@@ -2153,12 +2153,24 @@ ngx_http_pki_m_sync_done(ngx_event_t *ev)
 {
     ngx_http_pki_m_sync.busy = 0;
 
-    if (ngx_http_pki_m_sync.st != PKI_OK) {
-        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                      "pki_audit_log: fdatasync failed; answers wait");
-    }
-
     ngx_http_pki_m_resume_ready();
+
+    if (ngx_http_pki_m_sync.st != PKI_OK) {
+        /* a failing disk is tried again from the timer, not in a loop of
+         * fdatasync calls and alerts */
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                      "pki_audit_log: fdatasync failed; answers wait, "
+                      "retry in %d ms", NGX_HTTP_PKI_M_SYNC_RETRY);
+
+        if (ngx_http_pki_m_sync.head != NULL
+            && !ngx_http_pki_m_sync.retry.timer_set)
+        {
+            ngx_add_timer(&ngx_http_pki_m_sync.retry,
+                          NGX_HTTP_PKI_M_SYNC_RETRY);
+        }
+
+        return;
+    }
 
     /* written while this sync ran: the next one */
     ngx_http_pki_m_sync_post();
