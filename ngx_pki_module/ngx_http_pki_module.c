@@ -1783,12 +1783,12 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "pki: task #%ui done", task->id);
 
-    r->main->blocked--;
-    r->aio = 0;
     ngx_http_pki_tasks_in_flight--;
 
-    /* the guard timer stays while the answer waits for the log's sync;
-     * the waiter is ctx's (r->pool), and r is held until done() */
+    /* While the answer waits for the log's sync the request stays blocked
+     * (as while its task ran): a termination meanwhile (a worker's
+     * shutdown timeout) defers to done() instead of freeing r->pool, which
+     * holds the waiter on the sync list and the guard timer. */
     if (ctx->ticket
         && ngx_http_pki_audit_wait(&ctx->waiter, ctx->ticket,
                                    ngx_http_pki_task_resume, ctx)
@@ -1815,6 +1815,9 @@ ngx_http_pki_task_resume(void *data)
     if (ctx->guard.timer_set) {
         ngx_del_timer(&ctx->guard);
     }
+
+    r->main->blocked--;
+    r->aio = 0;
 
     /* done() answers and finalizes, dropping the reference taken at post */
     ctx->done(r, ctx->data);
