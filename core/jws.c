@@ -1231,25 +1231,13 @@ static void
 pki_jws_hot_build(pki_jws_hot_t *h, const unsigned char *der, size_t derlen,
     const unsigned char *dig, size_t dlen)
 {
-    int             ok, last;
-    EC_GROUP       *gq;
-    unsigned char   other[EVP_MAX_MD_SIZE];
+    int        last;
+    EC_GROUP  *gq;
 
     /* no good signature (it did not verify, or no memory): no table */
-    gq = der != NULL ? pki_int_p256_table(h->pt, h->len) : NULL;
-    ok = 0;
-
-    if (gq != NULL && dlen > 0 && dlen <= sizeof(other)) {
-        memcpy(other, dig, dlen);
-        other[dlen - 1] ^= 0x01;
-        ok = pki_int_p256_verify(gq, der, derlen, dig, dlen) == 1
-             && pki_int_p256_verify(gq, der, derlen, other, dlen) == 0;
-    }
-
-    if (!ok) {
-        EC_GROUP_free(gq);
-        gq = NULL;
-    }
+    gq = der != NULL ? pki_int_p256_table(h->pt, h->len, der, derlen, dig,
+                                          dlen)
+                     : NULL;
 
     pthread_mutex_lock(&pki_jws_hot_lock);
 
@@ -1260,7 +1248,8 @@ pki_jws_hot_build(pki_jws_hot_t *h, const unsigned char *der, size_t derlen,
         pki_jws_hot_st.built++;
 
     } else if (der != NULL) {
-        /* the table disagreed with the generic verifier: count again */
+        /* no table (it disagreed with the generic verifier, or could not
+         * be built): count again */
         h->seen = 0;
         pki_jws_hot_st.refused++;
     }

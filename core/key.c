@@ -2111,8 +2111,8 @@ pki_ec_precompute(EC_GROUP *g, BN_CTX *ctx)
 /* P-256 with the point pt (its octet encoding) as generator and its table;
  * NULL if pt is not a point of P-256 other than infinity, or on any
  * failure. */
-EC_GROUP *
-pki_int_p256_table(const unsigned char *pt, size_t len)
+static EC_GROUP *
+pki_p256_table(const unsigned char *pt, size_t len)
 {
     int        ok;
     BN_CTX    *ctx;
@@ -2150,24 +2150,35 @@ pki_int_p256_table(const unsigned char *pt, size_t len)
 }
 
 
-/* The same for a public key; NULL if it is not a P-256 key. */
-static EC_GROUP *
-pki_fastvfy_build(EVP_PKEY *pub)
+/* The table, checked on a signature the generic verifier has just
+ * accepted: it must accept it too, and refuse it over another digest. */
+EC_GROUP *
+pki_int_p256_table(const unsigned char *pt, size_t len,
+    const unsigned char *sig, size_t siglen, const unsigned char *dig,
+    size_t dlen)
 {
-    size_t          len;
+    int             ok;
     EC_GROUP       *gq;
-    unsigned char  *pt;
+    unsigned char   other[EVP_MAX_MD_SIZE];
 
-    if (EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC
-        || pki_pkey_curve_nid(pub) != NID_X9_62_prime256v1)
-    {
+    if (sig == NULL || dig == NULL || dlen == 0 || dlen > sizeof(other)) {
         return NULL;
     }
 
-    pt = NULL;
-    len = EVP_PKEY_get1_encoded_public_key(pub, &pt);
-    gq = pki_int_p256_table(pt, pt != NULL ? len : 0);
-    OPENSSL_free(pt);
+    gq = pki_p256_table(pt, len);
+    if (gq == NULL) {
+        return NULL;
+    }
+
+    memcpy(other, dig, dlen);
+    other[dlen - 1] ^= 0x01;
+    ok = pki_int_p256_verify(gq, sig, siglen, dig, dlen) == 1
+         && pki_int_p256_verify(gq, sig, siglen, other, dlen) == 0;
+
+    if (!ok) {
+        EC_GROUP_free(gq);
+        return NULL;
+    }
 
     return gq;
 }
@@ -2297,35 +2308,32 @@ pki_fastvfy_get(pki_key_t *k, int *build)
 }
 
 
-/* Builds the table and checks it on a signature the generic verifier has
- * just accepted: it must accept it too, and refuse it over another
- * digest. */
+/* The key's table (pki_int_p256_table) on a signature the generic
+ * verifier has just accepted. */
 static void
 pki_fastvfy_install(pki_key_t *k, const unsigned char *sig, size_t siglen,
     const unsigned char *dig, size_t dlen)
 {
-    int             ok;
+    size_t          len;
     EC_GROUP       *gq;
-    unsigned char   other[EVP_MAX_MD_SIZE];
+    unsigned char  *pt;
 
-    gq = pki_fastvfy_build(k->pub);
-    ok = 0;
+    gq = NULL;
+    pt = NULL;
 
-    if (gq != NULL && dlen > 0 && dlen <= sizeof(other)) {
-        memcpy(other, dig, dlen);
-        other[dlen - 1] ^= 0x01;
-        ok = pki_int_p256_verify(gq, sig, siglen, dig, dlen) == 1
-             && pki_int_p256_verify(gq, sig, siglen, other, dlen) == 0;
-    }
-
-    if (!ok) {
-        EC_GROUP_free(gq);
-        gq = NULL;
+    if (EVP_PKEY_get_base_id(k->pub) == EVP_PKEY_EC
+        && pki_pkey_curve_nid(k->pub) == NID_X9_62_prime256v1)
+    {
+        len = EVP_PKEY_get1_encoded_public_key(k->pub, &pt);
+        if (pt != NULL) {
+            gq = pki_int_p256_table(pt, len, sig, siglen, dig, dlen);
+        }
+        OPENSSL_free(pt);
     }
 
     pthread_mutex_lock(&k->p11_mutex);
     k->fv_group = gq;
-    k->fv_state = ok ? 2 : -1;
+    k->fv_state = gq != NULL ? 2 : -1;
     pthread_mutex_unlock(&k->p11_mutex);
 }
 

@@ -17,10 +17,15 @@
 
 
 /* P-256 with the point whose octet encoding is pt as its generator, and
- * that generator's table (about 30 ms to build).  NULL when pt is not a
- * point of P-256 other than infinity, or on any failure.  Free with
- * EC_GROUP_free(); read-only once built, so threads may share it. */
-EC_GROUP *pki_int_p256_table(const unsigned char *pt, size_t len);
+ * that generator's table (about 30 ms to build), checked on a signature
+ * (sig over the digest dig) that the generic verifier has just accepted:
+ * the table must accept it and refuse it over another digest.  NULL when
+ * pt is not a point of P-256 other than infinity, when the check fails, or
+ * on any failure.  Free with EC_GROUP_free(); read-only once built, so
+ * threads may share it. */
+EC_GROUP *pki_int_p256_table(const unsigned char *pt, size_t len,
+    const unsigned char *sig, size_t siglen, const unsigned char *dig,
+    size_t dlen);
 
 /* 1 when sig (a DER ECDSA-Sig-Value, nothing after it, in its one DER
  * encoding) verifies over the digest dig with the key whose point is gq's
