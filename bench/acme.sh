@@ -262,7 +262,7 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 rcmds() {           # SOCK -> commands since the last resetstat
     redis-cli -s "$1" info commandstats \
-        | awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)$/ {
+        | awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)($|\|)/ {
                              n += $3 } END { print n + 0 }'
 }
 
@@ -391,15 +391,16 @@ label() {
             "$(awk -v c="$RS" -v n="$OI" 'BEGIN { printf "%.1f", n ? c / n : 0 }')"
     done
     echo
-    echo "  Redis commands of the last round, per issuance, with Redis's own"
-    echo "  microseconds per call (commandstats):"
+    echo "  Redis commands of the last round, per issuance (commands a script"
+    echo "  runs count too), with Redis's own microseconds per call (commandstats):"
     for m in $MODES; do
         OI=$(awk 'END { print 0 + substr($4, 8) }' "$W/res-nginx-pki-$m")
         for s in redis state; do
             awk -F'[=,:]' -v n="$OI" -v lb="$m $s" \
-                '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)$/ && n > 0 {
+                '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)($|\|)/ && n > 0 {
                      printf "    %-18s %-14s %5.2f calls  %7.1f us/call\n", lb,
-                            substr($1, 9), $3 / n, $7 }' "$W/cstats-$m-$s"
+                            substr($1, 9), $3 / n, $7 }' "$W/cstats-$m-$s" \
+                | sort -k4,4gr
         done
     done
     echo
