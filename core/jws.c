@@ -1044,10 +1044,11 @@ done:
  * A point earns one after PKI_JWS_HOT_AFTER signatures that verified on the
  * generic path; tables are built at most once a second per process (one
  * costs about 30 ms of CPU, so keys made up to get tables cannot buy much
- * CPU), and at most PKI_JWS_HOT_TABLES are kept, the least recently used
- * going first.  A new table must accept the signature the generic verifier
- * has just accepted and refuse it over another digest, or the point stays on
- * the generic path.  Entries in use are freed by their last user.
+ * CPU), and at most PKI_JWS_HOT_TABLES are kept (about 150 KB each), the
+ * least recently used going first.  A new table must accept the signature
+ * the generic verifier has just accepted and refuse it over another digest,
+ * or the point stays on the generic path.  Entries in use are freed by their
+ * last user.
  */
 
 #define PKI_JWS_HOT         32          /* points counted */
@@ -1137,7 +1138,8 @@ pki_jws_hot_get(const unsigned char *pt, size_t len, int *build)
                 break;
             }
             if (pki_jws_hot[i]->gq == NULL && !pki_jws_hot[i]->building
-                && (slot < 0 || pki_jws_hot[i]->used < pki_jws_hot[slot]->used))
+                && (slot < 0
+                    || pki_jws_hot[i]->used < pki_jws_hot[slot]->used))
             {
                 slot = i;
             }
