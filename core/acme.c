@@ -483,7 +483,7 @@ pki_acme_eval(pki_redis_t *r, pki_result_t *res, const char *script,
     int nkeys, int nargs, const char *const *args)
 {
     int          i;
-    char         num[8];
+    char         num[12];
     size_t       lens[16];
     const char  *argv[16];
 
