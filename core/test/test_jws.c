@@ -8,6 +8,7 @@
  * must give.
  */
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,6 +594,136 @@ test_hot_keys(void)
 }
 
 
+/* Threads verify good, tampered and wrong-key signatures of three keys
+ * while tables are built and dropped (pki_jws_hot_clear) under them: every
+ * verdict must be right (the sanitizer and Valgrind runs watch the
+ * entries' lifetimes). */
+
+#define HOT_KEYS  3
+
+static struct {
+    EVP_PKEY          *keys[HOT_KEYS];
+    char              *good[HOT_KEYS];
+    char              *bad[HOT_KEYS];
+    int                stop;
+    pthread_mutex_t    lock;
+    long               wrong;
+    long               total;
+} hot_mt;
+
+
+static void *
+hot_thread(void *arg)
+{
+    int            i, k, tampered;
+    long           wrong, total;
+    unsigned       seed;
+    const char    *b;
+    pki_jws_t      jws;
+    pki_result_t   res;
+
+    seed = (unsigned) (size_t) arg;
+    wrong = 0;
+    total = 0;
+
+    while (!__atomic_load_n(&hot_mt.stop, __ATOMIC_ACQUIRE)) {
+        i = (int) (rand_r(&seed) % HOT_KEYS);
+        tampered = rand_r(&seed) % 8 == 0;
+        k = rand_r(&seed) % 16 == 0 ? (i + 1) % HOT_KEYS : i;
+        b = tampered ? hot_mt.bad[i] : hot_mt.good[i];
+
+        pki_result_init(&res);
+        if (pki_jws_parse((const unsigned char *) b, strlen(b), &jws, &res)
+            != PKI_OK)
+        {
+            wrong++;
+            continue;
+        }
+
+        if ((pki_jws_verify(&jws, hot_mt.keys[k], &res) == PKI_OK)
+            != (!tampered && k == i))
+        {
+            wrong++;
+        }
+        total++;
+        pki_jws_clear(&jws);
+    }
+
+    pthread_mutex_lock(&hot_mt.lock);
+    hot_mt.wrong += wrong;
+    hot_mt.total += total;
+    pthread_mutex_unlock(&hot_mt.lock);
+
+    return NULL;
+}
+
+
+static void
+test_hot_threads(void)
+{
+    int                   i;
+    pthread_t             th[4];
+    pki_jws_hot_stats_t   st;
+
+    pki_jws_hot_clear();
+    pthread_mutex_init(&hot_mt.lock, NULL);
+
+    for (i = 0; i < HOT_KEYS; i++) {
+        char  *j;
+
+        hot_mt.keys[i] = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        hot_mt.good[i] = make_jws(hot_mt.keys[i], "ES256", "", "{}", NULL, 1);
+
+        /* the same JWS with one bit of s flipped */
+        j = make_jws(hot_mt.keys[i], "ES256", "", "{}", NULL, 1);
+        {
+            char  *sig = strstr(j, "\"signature\":\"") + 13;
+
+            sig[60] = sig[60] == 'A' ? 'B' : 'A';
+        }
+        hot_mt.bad[i] = j;
+    }
+
+    hot_mt.stop = 0;
+
+    for (i = 0; i < 4; i++) {
+        pthread_create(&th[i], NULL, hot_thread, (void *) (size_t) (i + 1));
+    }
+
+    /* tables for the keys (up to 60 s: Valgrind is slow), then all dropped
+     * under the threads, which go on for two more seconds */
+    for (i = 0; i < 600; i++) {
+        usleep(100000);
+        pki_jws_hot_stats(&st);
+        if (st.built >= 1 && st.fast > 1000) {
+            break;
+        }
+    }
+
+    pki_jws_hot_clear();
+    sleep(2);
+    __atomic_store_n(&hot_mt.stop, 1, __ATOMIC_RELEASE);
+
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+    }
+
+    ok(hot_mt.total > 0 && hot_mt.wrong == 0, "4 threads, 3 keys, tables "
+       "built and dropped meanwhile: %ld verdicts, %ld wrong",
+       hot_mt.total, hot_mt.wrong);
+    ok(st.built >= 1 && st.fast > 0, "... the tables were used (%llu built, "
+       "%llu verifications with one)", st.built, st.fast);
+
+    pki_jws_hot_clear();
+    for (i = 0; i < HOT_KEYS; i++) {
+        EVP_PKEY_free(hot_mt.keys[i]);
+        free(hot_mt.good[i]);
+        free(hot_mt.bad[i]);
+    }
+    pthread_mutex_destroy(&hot_mt.lock);
+}
+
+
 int
 main(void)
 {
@@ -604,6 +735,7 @@ main(void)
     test_algorithms();
     test_hostile();
     test_hot_keys();
+    test_hot_threads();
 
     return done_testing();
 }
