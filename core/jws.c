@@ -1415,13 +1415,25 @@ pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key, pki_result_t *res)
     ptlen = 0;
 
     if (flen == 32) {
-        /* ES256: a hot key's table (see pki_jws_hot_get) */
+        /* ES256: a hot key's table (see pki_jws_hot_get); the digest is
+         * made here only for the table (to use it, or to build it) */
         if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, pt,
-                                            sizeof(pt), &ptlen) == 1
-            && EVP_Digest(jws->signing_input, strlen(jws->signing_input),
-                          dig, &dlen, md, NULL) == 1)
+                                            sizeof(pt), &ptlen) == 1)
         {
             hot = pki_jws_hot_get(pt, ptlen, &build);
+        }
+
+        if (hot != NULL
+            && EVP_Digest(jws->signing_input, strlen(jws->signing_input),
+                          dig, &dlen, md, NULL) != 1)
+        {
+            if (build) {
+                pki_jws_hot_build(hot, NULL, 0, NULL, 0);
+            } else {
+                pki_jws_hot_put(hot);
+            }
+            hot = NULL;
+            build = 0;
         }
         ERR_clear_error();
 
