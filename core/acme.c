@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,6 +67,7 @@
 #define PKI_ACME_REUSE_PRE     4       /* newOrder: "valid" index entries */
 #define PKI_ACME_MISS          ((pki_status_t) -1)   /* not prefetched   */
 #define PKI_ACME_ACCT_COPY_TTL "60"    /* account copy in the state store */
+#define PKI_ACME_KEEP          LONG_MAX /* pki_acme_cas: no expiry */
 
 /* The store of the replay-safe state (nonces, orders, authorizations):
  * acme_redis when configured, else the durable pki_redis. */
@@ -511,15 +513,17 @@ pki_acme_eval(pki_redis_t *r, pki_result_t *res, const char *script,
 
 /* Compare-and-set of a JSON document: replaced only while it still holds
  * the text it was read with.  KEYS[1]; ARGV[1] old text, ARGV[2] new text,
- * ARGV[3] TTL. */
+ * ARGV[3] TTL ("0": none, the document is kept). */
 static const char  pki_lua_cas[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
-    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+    "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
+    "else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end "
     "return 1";
 
 /* newAccount.  KEYS[1] key index, KEYS[2] account, KEYS[3] EAB key (when
- * bound); ARGV[1] id, ARGV[2] account, ARGV[3] TTL, ARGV[4] and ARGV[5]
- * the account key name around an id.  Returns the id the key maps to
+ * bound); ARGV[1] id, ARGV[2] account, ARGV[3] and ARGV[4] the account
+ * key name around an id.  Accounts have no TTL: one that is used for
+ * years (a cluster's cert-manager) must not vanish under its owner.  Returns the id the key maps to
  * afterwards (an index whose account is gone is replaced), or "" when the
  * EAB key was bound to another account meanwhile.  The index and the
  * account do not share a hash tag: on a Redis Cluster these scripts would
@@ -527,7 +531,7 @@ static const char  pki_lua_cas[] =
  * runs today). */
 static const char  pki_lua_new_account[] =
     "local cur = redis.call('GET', KEYS[1]) "
-    "if cur and redis.call('EXISTS', ARGV[4] .. cur .. ARGV[5]) == 1 then "
+    "if cur and redis.call('EXISTS', ARGV[3] .. cur .. ARGV[4]) == 1 then "
     "  return cur "
     "end "
     "if KEYS[3] then "
@@ -535,23 +539,23 @@ static const char  pki_lua_new_account[] =
     "  if b and b ~= '' and b ~= ARGV[1] then return '' end "
     "  redis.call('HSET', KEYS[3], 'account', ARGV[1]) "
     "end "
-    "redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) "
+    "redis.call('SET', KEYS[2], ARGV[2]) "
     "redis.call('SET', KEYS[1], ARGV[1]) "
     "return ARGV[1]";
 
 /* keyChange.  KEYS[1] new key index, KEYS[2] old key index, KEYS[3]
  * account; ARGV[1] id, ARGV[2] the account as read, ARGV[3] the account
- * with the new key, ARGV[4] TTL, ARGV[5]/ARGV[6] as above.  Returns the
+ * with the new key, ARGV[4]/ARGV[5] as above.  Returns the
  * account id holding the new key when it is in use (409), "" when the
  * account changed meanwhile, else ARGV[1] (done: account, new index, old
  * index removed, in one step). */
 static const char  pki_lua_key_change[] =
     "local cur = redis.call('GET', KEYS[1]) "
-    "if cur and redis.call('EXISTS', ARGV[5] .. cur .. ARGV[6]) == 1 then "
+    "if cur and redis.call('EXISTS', ARGV[4] .. cur .. ARGV[5]) == 1 then "
     "  return cur "
     "end "
     "if redis.call('GET', KEYS[3]) ~= ARGV[2] then return '' end "
-    "redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]) "
+    "redis.call('SET', KEYS[3], ARGV[3]) "
     "redis.call('SET', KEYS[1], ARGV[1]) "
     "if redis.call('GET', KEYS[2]) == ARGV[1] then "
     "  redis.call('DEL', KEYS[2]) "
@@ -559,7 +563,8 @@ static const char  pki_lua_key_change[] =
     "return ARGV[1]";
 
 /* 1: swapped (*newtext receives the stored text, malloc'd, when not NULL),
- * 0: the document changed meanwhile, -1: Redis failed (res filled). */
+ * 0: the document changed meanwhile, -1: Redis failed (res filled).  ttl
+ * PKI_ACME_KEEP: no expiry (accounts). */
 static int
 pki_acme_cas(pki_redis_t *r, const char *key, const char *old,
     const cJSON *obj, long ttl, char **newtext, pki_result_t *res)
@@ -578,7 +583,13 @@ pki_acme_cas(pki_redis_t *r, const char *key, const char *old,
         return -1;
     }
 
-    snprintf(num, sizeof(num), "%ld", ttl > 0 ? ttl : 1);
+    if (ttl == PKI_ACME_KEEP) {
+        num[0] = '0';
+        num[1] = '\0';
+
+    } else {
+        snprintf(num, sizeof(num), "%ld", ttl > 0 ? ttl : 1);
+    }
 
     args[0] = key;
     args[1] = old;
@@ -1547,6 +1558,7 @@ pki_acme_new_account(pki_acme_t *a)
     int           only;
     char          key[PKI_ACME_KEY_MAX], id[PKI_ACME_ID_MAX], eab_kid[64];
     cJSON        *acct, *c, *tos, *eab;
+    const char   *st;
     redisReply   *reply;
     pki_status_t  rc;
 
@@ -1577,6 +1589,16 @@ pki_acme_new_account(pki_acme_t *a)
             return;
         }
 
+        /* RFC 8555 7.3.6: a deactivated account's key is refused, here
+         * as on every other resource */
+        st = pki_json_str(acct, "status");
+        if (st != NULL && strcmp(st, "valid") != 0) {
+            pki_acme_problem(a, 401, "unauthorized", "the account of this "
+                             "key is %s", st);
+            cJSON_Delete(acct);
+            return;
+        }
+
         pki_acme_account_reply(a, 200, id, acct);
         cJSON_Delete(acct);
         return;
@@ -1600,6 +1622,8 @@ pki_acme_new_account(pki_acme_t *a)
     if (a->conf->tos != NULL && !cJSON_IsTrue(tos)) {
         pki_acme_problem(a, 403, "userActionRequired", "the terms of "
                          "service must be agreed to");
+        /* RFC 8555 7.3.3: the terms the client is to agree to */
+        pki_acme_link(a->resp, a->conf->tos, "terms-of-service");
         return;
     }
 
@@ -1681,7 +1705,6 @@ pki_acme_new_account(pki_acme_t *a)
         nkeys = n;
         args[n++] = id;
         args[n++] = text;
-        args[n++] = "94608000";             /* 3 years, as account_save */
         args[n++] = prefix;
         args[n++] = "}:acct";
 
@@ -1780,7 +1803,7 @@ pki_acme_account(pki_acme_t *a, const char *id)
 
             v = a->account_text == NULL ? -1
                 : pki_acme_cas(a->conf->redis, key, a->account_text,
-                               a->account, 3L * 365 * 86400, &nt, a->res);
+                               a->account, PKI_ACME_KEEP, &nt, a->res);
             if (v < 0) {
                 pki_acme_fail(a, PKI_UNAVAILABLE, "account update");
                 return;
@@ -1924,7 +1947,6 @@ pki_acme_key_change(pki_acme_t *a)
         args[n++] = a->acct;
         args[n++] = a->account_text;
         args[n++] = newtext;
-        args[n++] = "94608000";
         args[n++] = prefix;
         args[n++] = "}:acct";
 
@@ -2065,7 +2087,7 @@ static cJSON *
 pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
 {
     int            n, binlen;
-    char           buf[260], canon[64];
+    char           buf[260], canon[64], why[160];
     cJSON         *out, *item, *o, *prev;
     const char    *type, *value;
     unsigned char  bin[16];
@@ -2125,6 +2147,19 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
         } else {
             pki_acme_problem(a, 400, "unsupportedIdentifier", "identifier "
                              "type \"%.16s\" is not supported", type);
+            goto failed;
+        }
+
+        /* what the template will not sign is refused now, not validated
+         * first and refused at finalize as a badCSR */
+        if (a->conf->tmpl != NULL
+            && !pki_int_template_san_ok(a->conf->tmpl,
+                                        type[0] == 'd' ? PKI_SAN_DNS
+                                                       : PKI_SAN_IP,
+                                        buf[0] == '*', why, sizeof(why)))
+        {
+            pki_acme_problem(a, 400, "rejectedIdentifier", "\"%.64s\": %s",
+                             value, why);
             goto failed;
         }
 

@@ -138,6 +138,11 @@ const pki_key_type_t *pki_int_key_types(const pki_template_t *t, int *n,
 int pki_int_classify_key(const EVP_PKEY *pk, pki_key_type_t *kt);
 int pki_int_key_allowed(const pki_template_t *t, const EVP_PKEY *pk);
 void pki_int_describe_key(const pki_key_type_t *kt, char *buf, size_t size);
+/* Whether a certificate of template t may carry a SAN of type (PKI_SAN_*),
+ * wildcard: a "*." DNS name.  0 with why filled (for a protocol that
+ * refuses an identifier before it is validated: ACME newOrder). */
+int pki_int_template_san_ok(const pki_template_t *t, int type, int wildcard,
+    char *why, size_t size);
 
 /* ca.c */
 time_t pki_int_asn1_time(const ASN1_TIME *t);

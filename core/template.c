@@ -1197,6 +1197,32 @@ pki_int_describe_key(const pki_key_type_t *kt, char *buf, size_t size)
 
 
 int
+pki_int_template_san_ok(const pki_template_t *t, int type, int wildcard,
+    char *why, size_t size)
+{
+    if (type < 0 || type >= PKI_SAN_NTYPES) {
+        snprintf(why, size, "unknown SAN type");
+        return 0;
+    }
+
+    /* the rules pki_issue applies to the CSR's SANs (issue.c) */
+    if (t->san[type] != PKI_RULE_COPY && t->san[type] != PKI_RULE_REQUIRED) {
+        snprintf(why, size, "template \"%s\" does not issue %s names",
+                 t->name, pki_san_names[type]);
+        return 0;
+    }
+
+    if (wildcard && (type != PKI_SAN_DNS || !t->san_wildcard)) {
+        snprintf(why, size, "template \"%s\" does not issue wildcard names",
+                 t->name);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+int
 pki_int_key_allowed(const pki_template_t *t, const EVP_PKEY *pk)
 {
     int                    i, n;

@@ -1099,6 +1099,144 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
 }
 
 
+/* Accounts are kept (no TTL); a deactivated account's key is refused at
+ * newAccount too; terms of service to agree to come with their link; the
+ * template's name policy is applied at newOrder. */
+static void
+test_policy(const char *sock)
+{
+    int                 i, found;
+    char                kid[256], acct[64];
+    EVP_PKEY           *pk, *pk2;
+    redisReply         *reply;
+    pki_result_t        res;
+    pki_redis_t        *r;
+    redisContext       *rc;
+    pki_acme_resp_t     resp;
+    pki_template_t     *tnarrow, *saved;
+    pki_redis_conf_t    rconf;
+    static const char *const narrow_lines[] = {
+        "key_types ec:P-256", "subject CN copy", "san dns copy",
+        "validity 90d", "extended_key_usage serverAuth", NULL
+    };
+
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = sock;
+    rconf.ns = "acmepol:";
+    pki_result_init(&res);
+    r = pki_redis_new(&rconf, &res);
+    conf.redis = r;
+    rc = redisConnectUnix(sock);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    pk2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    /* terms of service */
+    conf.tos = "https://ca.test/tos";
+    post(pk, NULL, "new-account", "{\"contact\":[\"mailto:a@example.com\"]}",
+         NULL, &resp);
+    found = 0;
+    for (i = 0; i < PKI_ACME_MAX_LINKS && resp.links[i] != NULL; i++) {
+        found |= strcmp(resp.links[i],
+                        "<https://ca.test/tos>;rel=\"terms-of-service\"") == 0;
+    }
+    ok(found, "terms not agreed: Link rel=\"terms-of-service\"");
+    check_problem("terms not agreed", &resp, 403, "userActionRequired");
+
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    ok(resp.http_status == 201 && resp.location, "terms agreed: 201");
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+    conf.tos = NULL;
+
+    /* kept for good: created, updated */
+    reply = redisCommand(rc, "TTL acmepol:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == -1,
+       "a new account has no TTL (got %lld)", reply ? reply->integer : -3);
+    freeReplyObject(reply);
+
+    post(pk, kid, rel(kid), "{\"contact\":[\"mailto:b@example.com\"]}", NULL,
+         &resp);
+    ok(resp.http_status == 200, "account update: 200");
+    pki_acme_resp_free(&resp);
+    reply = redisCommand(rc, "TTL acmepol:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == -1,
+       "an updated account has no TTL (got %lld)",
+       reply ? reply->integer : -3);
+    freeReplyObject(reply);
+
+    /* the template's names, at newOrder */
+    saved = conf.tmpl;
+    tnarrow = make_template("narrow", narrow_lines);
+    conf.tmpl = tnarrow;
+
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"ip\","
+         "\"value\":\"192.0.2.7\"}]}", NULL, &resp);
+    ok(has(&resp, "does not issue ip names"), "ip refused: says why");
+    check_problem("an ip the template does not issue", &resp, 400,
+                  "rejectedIdentifier");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"ok.example\"},{\"type\":\"dns\","
+         "\"value\":\"*.example\"}]}", NULL, &resp);
+    ok(has(&resp, "does not issue wildcard names"),
+       "wildcard refused: says why");
+    check_problem("a wildcard the template does not issue", &resp, 400,
+                  "rejectedIdentifier");
+    reply = redisCommand(rc, "KEYS acmepol:{acme:%s}:order:*", acct);
+    ok(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0,
+       "refused orders stored nothing");
+    freeReplyObject(reply);
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"ok.example\"}]}", NULL, &resp);
+    ok(resp.http_status == 201, "a name the template issues: 201");
+    pki_acme_resp_free(&resp);
+
+    conf.tmpl = saved;
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"*.example\"},{\"type\":\"ip\","
+         "\"value\":\"192.0.2.7\"}]}", NULL, &resp);
+    ok(resp.http_status == 201, "the same under a template with wildcards "
+       "and ip names: 201");
+    pki_acme_resp_free(&resp);
+
+    /* deactivated: its key is refused at newAccount as everywhere */
+    post(pk, kid, rel(kid), "{\"status\":\"deactivated\"}", NULL, &resp);
+    ok(resp.http_status == 200 && has(&resp, "\"deactivated\""),
+       "deactivation: 200");
+    pki_acme_resp_free(&resp);
+    reply = redisCommand(rc, "TTL acmepol:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == -1,
+       "a deactivated account is kept too (got %lld)",
+       reply ? reply->integer : -3);
+    freeReplyObject(reply);
+
+    post(pk, NULL, "new-account", "{\"onlyReturnExisting\":true}", NULL,
+         &resp);
+    check_problem("onlyReturnExisting, deactivated account", &resp, 401,
+                  "unauthorized");
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    check_problem("newAccount with a deactivated account's key", &resp, 401,
+                  "unauthorized");
+    post(pk2, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    ok(resp.http_status == 201, "another key still opens an account");
+    pki_acme_resp_free(&resp);
+
+    pki_template_free(tnarrow);
+    EVP_PKEY_free(pk);
+    EVP_PKEY_free(pk2);
+    freeReplyObject(redisCommand(rc, "EVAL %s 0",
+                                 "for _, k in ipairs(redis.call('KEYS', "
+                                 "'acmepol:*')) do redis.call('DEL', k) end"));
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+}
+
+
 int
 main(void)
 {
@@ -1154,6 +1292,7 @@ main(void)
     sock = getenv("PKI_TEST_REDIS_SOCK");
     if (sock && sock[0]) {
         test_store(sock, capk);
+        test_policy(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }
