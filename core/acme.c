@@ -4665,10 +4665,21 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
     start = rec.not_after - life / 3;
     end = rec.not_after - life / 6;
 
-    if (rec.status == PKI_CERT_REVOKED) {
+    if (rec.status == PKI_CERT_REVOKED
+        || (rec.revoke_planned != 0 && rec.revoke_planned <= a->now))
+    {
         /* renew now: a window in the past (RFC 9773 4.2) */
         end = a->now - 1;
         start = end - 3600;
+
+    } else if (rec.revoke_planned != 0 && rec.revoke_planned < end) {
+        /* to be revoked before the window closes (pki_record_plan_revoke):
+         * renewed from now, in the first half of the time left */
+        start = a->now;
+        end = a->now + (rec.revoke_planned - a->now) / 2;
+        if (end <= start) {
+            end = start + 1;
+        }
     }
 
     pki_record_clear(&rec);

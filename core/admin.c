@@ -5,7 +5,10 @@
  * The revocation admin API: JSON in, JSON out, server agnostic.
  *
  *   POST revoke                 {"serial", "reason", "invalidity_date",
- *                                "ca"} -> the updated record
+ *                                "ca", "at"} -> the updated record; "at"
+ *                                (RFC 3339, in the future) plans the
+ *                                revocation for then instead
+ *                                (pki_record_plan_revoke)
  *   GET  certificates/<serial>  [?ca=NAME] -> the record (with "der")
  *   GET  certificates           ?status=good|revoked|hold &subject=TEXT
  *                               &expires_before=RFC3339 &ca=NAME
@@ -327,6 +330,16 @@ pki_record_json(const pki_record_t *rec, int with_der)
         }
     }
 
+    if (good && rec->status == PKI_CERT_GOOD && rec->revoke_planned != 0) {
+        pki_rfc3339(rec->revoke_planned, t);
+        good = cJSON_AddStringToObject(o, "revocation_planned", t) != NULL
+               && cJSON_AddStringToObject(o, "planned_reason",
+                      rec->planned_reason >= 0 && rec->planned_reason <= 10
+                      && pki_reason_names[rec->planned_reason] != NULL
+                      ? pki_reason_names[rec->planned_reason]
+                      : "unspecified") != NULL;
+    }
+
     if (good) {
         good = cJSON_AddStringToObject(o, "subject",
                    rec->subject != NULL ? rec->subject : "") != NULL
@@ -479,6 +492,20 @@ pki_query_param(const char *q, size_t qlen, const char *name, char *buf,
 
 /* ---- POST revoke -------------------------------------------------------- */
 
+/* One CA's revocation now, or planned for at (0: now). */
+static pki_status_t
+pki_admin_revoke_one(pki_redis_t *r, const char *ca, const char *serial,
+    int reason, time_t now, time_t inv, time_t at, pki_record_t *rec,
+    pki_result_t *res)
+{
+    if (at != 0) {
+        return pki_record_plan_revoke(r, ca, serial, reason, at, rec, res);
+    }
+
+    return pki_record_revoke(r, ca, serial, reason, now, inv, rec, res);
+}
+
+
 static void
 pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_admin_resp_t *resp)
@@ -488,7 +515,7 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_ca_t      *ca;
     pki_record_t   rec;
     pki_status_t   st;
-    time_t         now, inv;
+    time_t         now, inv, at;
     size_t         i, max;
     int            reason;
     char           canon[41];
@@ -524,6 +551,7 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     reason_name = "unspecified";
     ca_name = NULL;
     inv = 0;
+    at = 0;
     now = time(NULL);
 
     if (end != (const char *) req->body + req->body_len) {
@@ -546,7 +574,8 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         if (strcmp(item->string, "serial") != 0
             && strcmp(item->string, "reason") != 0
             && strcmp(item->string, "invalidity_date") != 0
-            && strcmp(item->string, "ca") != 0)
+            && strcmp(item->string, "ca") != 0
+            && strcmp(item->string, "at") != 0)
         {
             pki_fail(&resp->res, PKI_MALFORMED, "unknown member \"%.32s\"",
                      item->string);
@@ -565,6 +594,12 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             reason_name = item->valuestring;
         } else if (strcmp(item->string, "ca") == 0) {
             ca_name = item->valuestring;
+        } else if (strcmp(item->string, "at") == 0) {
+            if (!pki_parse_rfc3339(item->valuestring, &at)) {
+                pki_fail(&resp->res, PKI_MALFORMED, "\"at\" is not an RFC "
+                         "3339 date-time");
+                goto done;
+            }
         } else if (!pki_parse_rfc3339(item->valuestring, &inv)) {
             pki_fail(&resp->res, PKI_MALFORMED, "invalidity_date is not an "
                      "RFC 3339 date-time");
@@ -599,6 +634,18 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         inv = 0;
     }
 
+    /* "at": now or past is a revocation now; a plan is for a future time,
+     * an end of service or a key rollover with no compromise (nothing is
+     * invalid yet) */
+    if (at <= now) {
+        at = 0;
+
+    } else if (inv != 0 || reason == 6 || reason == 8) {
+        pki_fail(&resp->res, PKI_MALFORMED, "a planned revocation takes no "
+                 "invalidity_date and no certificateHold or removeFromCRL");
+        goto done;
+    }
+
     /* the revocation is audited as this identity (core/audit.c) */
     pki_event_set_actor("admin", req->identity, req->client);
 
@@ -609,8 +656,8 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             goto done;
         }
 
-        st = pki_record_revoke(conf->redis, pki_ca_name(ca), canon, reason,
-                               now, inv, &rec, &resp->res);
+        st = pki_admin_revoke_one(conf->redis, pki_ca_name(ca), canon,
+                                  reason, now, inv, at, &rec, &resp->res);
 
     } else {
         st = PKI_NOT_FOUND;
@@ -618,9 +665,10 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 
         for (i = 0; i < conf->ncas; i++) {
             pki_result_init(&resp->res);
-            st = pki_record_revoke(conf->redis, pki_ca_name(conf->cas[i]),
-                                   canon, reason, now, inv, &rec,
-                                   &resp->res);
+            st = pki_admin_revoke_one(conf->redis,
+                                      pki_ca_name(conf->cas[i]), canon,
+                                      reason, now, inv, at, &rec,
+                                      &resp->res);
             if (st != PKI_NOT_FOUND) {
                 ca = conf->cas[i];
                 break;
@@ -635,8 +683,9 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_event_set_actor(NULL, NULL, NULL);
 
     if (st == PKI_OK) {
-        pki_log(&resp->res, "admin \"%s\": %s of CA \"%s\": %s",
-                req->identity, canon, pki_ca_name(ca), reason_name);
+        pki_log(&resp->res, "admin \"%s\": %s of CA \"%s\": %s%s",
+                req->identity, canon, pki_ca_name(ca), reason_name,
+                at != 0 ? " (planned)" : "");
         pki_admin_record(resp, &rec);
         pki_record_clear(&rec);
     }

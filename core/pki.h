@@ -224,6 +224,11 @@ typedef struct {
     unsigned char     *der;          /* NULL while pending              */
     size_t             der_len;
     time_t             invalidity_date;  /* 0: none (revoked only)      */
+    time_t             revoke_planned;   /* 0: none; else a good
+                                            certificate's planned
+                                            revocation time (RFC 9773 ARI
+                                            moves its renewal window)    */
+    int                planned_reason;
 } pki_record_t;
 
 /* Reserves serial (SET NX) and writes a pending record in one atomic step.
@@ -254,6 +259,23 @@ PKI_API void pki_record_clear(pki_record_t *rec);
 PKI_API pki_status_t pki_record_revoke(pki_redis_t *r, const char *ca,
     const char *serial, int reason, time_t when, time_t invalidity_date,
     pki_record_t *out, pki_result_t *res);
+
+/* A planned revocation: the good certificate serial is to be revoked
+ * with reason at time at (> now).  Recorded in its record
+ * (revoke_planned, planned_reason: RFC 9773 renewalInfo moves the
+ * certificate's renewal window before it) and in the CA's plan (a sorted
+ * set by time) that pki_record_revoke_due() works through.  A second plan
+ * replaces the first.  PKI_NOT_FOUND: no such certificate; PKI_CONFLICT:
+ * not good (revoked, pending).  out (may be NULL): the updated record. */
+PKI_API pki_status_t pki_record_plan_revoke(pki_redis_t *r, const char *ca,
+    const char *serial, int reason, time_t at, pki_record_t *out,
+    pki_result_t *res);
+/* Revokes (pki_record_revoke: logged like any revocation) every planned
+ * revocation of the CA due at now, at most max (0: 256) per call, and
+ * takes them off the plan; *done (may be NULL) counts the revocations.  A
+ * plan whose certificate was revoked or removed meanwhile is dropped. */
+PKI_API pki_status_t pki_record_revoke_due(pki_redis_t *r, const char *ca,
+    time_t now, unsigned max, unsigned *done, pki_result_t *res);
 
 /* Calls cb for every entry of the CA's revoked hash (HSCAN, in batches).
  * cb returns 0 to stop early. */

@@ -1069,6 +1069,18 @@ pki_record_field(pki_record_t *out, const redisReply *k, const redisReply *v)
         return pki_parse_time(v, &out->invalidity_date);
     }
 
+    if (PKI_FIELD("plan_at")) {
+        return pki_parse_time(v, &out->revoke_planned);
+    }
+
+    if (PKI_FIELD("plan_reason")) {
+        if (!pki_parse_time(v, &t) || t > 10) {
+            return 0;
+        }
+        out->planned_reason = (int) t;
+        return 1;
+    }
+
     if (PKI_FIELD("not_before")) {
         return pki_parse_time(v, &out->not_before);
     }
@@ -1252,6 +1264,7 @@ static const char  pki_lua_revoke[] =
     "end "
     "redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[2], "
     "           'revoked_at', at, 'invalidity_date', ARGV[4]) "
+    "redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason') "
     "redis.call('HSET', KEYS[2], ARGV[1], "
     "           ARGV[2] .. ' ' .. at .. ' ' .. ARGV[4]) "
     "redis.call('INCR', KEYS[3]) "
@@ -1384,6 +1397,239 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     }
 
     return PKI_OK;
+}
+
+
+/* Planned revocation.  KEYS[1] cert record, KEYS[2] the CA's plan (sorted
+ * set: serial by time); ARGV[1] serial, ARGV[2] reason, ARGV[3] time.
+ * 1 planned, 0 no record, -1 not good. */
+static const char  pki_lua_plan[] =
+    "local st = redis.call('HGET', KEYS[1], 'status') "
+    "if not st or st == 'pending' then return 0 end "
+    "if st ~= 'good' then return -1 end "
+    "redis.call('HSET', KEYS[1], 'plan_at', ARGV[3], 'plan_reason', "
+    "           ARGV[2]) "
+    "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) "
+    "return 1";
+
+
+PKI_API pki_status_t
+pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
+    int reason, time_t at, pki_record_t *out, pki_result_t *res)
+{
+    pki_args_t    a;
+    pki_status_t  st;
+    long long     rc;
+    char          kcert[PKI_REDIS_KEY_MAX], kplan[PKI_REDIS_KEY_MAX];
+    char          canon[41];
+
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out));
+    }
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    /* a hold is not planned; a release has nothing to release */
+    if (reason < 0 || reason > 10 || reason == 7 || reason == 6
+        || reason == 8)
+    {
+        return pki_fail(res, PKI_MALFORMED, "bad reason for a planned "
+                        "revocation");
+    }
+
+    if (at <= 0) {
+        return pki_fail(res, PKI_MALFORMED, "bad planned revocation time");
+    }
+
+    if (serial == NULL
+        || !pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert),
+                          canon, res)
+        || !pki_redis_key(r, ca, "revplan", NULL, kplan, sizeof(kplan), NULL,
+                          res))
+    {
+        return res != NULL && res->status != PKI_OK ? res->status
+               : pki_fail(res, PKI_MALFORMED, "bad serial number");
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_plan);
+    pki_args_str(&a, "2");
+    pki_args_str(&a, kcert);
+    pki_args_str(&a, kplan);
+    pki_args_str(&a, canon);
+    pki_args_num(&a, reason);
+    pki_args_num(&a, (long long) at);
+
+    st = pki_redis_eval(r, &a, &rc, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (rc == 0) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such certificate");
+    }
+
+    if (rc != 1) {
+        return pki_fail(res, PKI_CONFLICT, "certificate is not good (a "
+                        "revocation is planned only for a good one)");
+    }
+
+    if (out != NULL) {
+        return pki_record_get(r, ca, canon, out, res);
+    }
+
+    return PKI_OK;
+}
+
+
+/* One due serial: KEYS[1] plan, KEYS[2] cert record; ARGV[1] serial,
+ * ARGV[2] now.  The planned reason when the record is good with a plan
+ * due by now; else "" and the serial leaves the plan unless a later plan
+ * replaced this one. */
+static const char  pki_lua_plan_due[] =
+    "local f = redis.call('HMGET', KEYS[2], 'status', 'plan_at', "
+    "                     'plan_reason') "
+    "if f[1] == 'good' and f[2] and f[3] then "
+    "  if tonumber(f[2]) <= tonumber(ARGV[2]) then return f[3] end "
+    "  redis.call('ZADD', KEYS[1], f[2], ARGV[1]) "
+    "  return '' "
+    "end "
+    "redis.call('ZREM', KEYS[1], ARGV[1]) "
+    "return ''";
+
+
+PKI_API pki_status_t
+pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
+    unsigned max, unsigned *done, pki_result_t *res)
+{
+    size_t        i, k;
+    char          kplan[PKI_REDIS_KEY_MAX], kcert[PKI_REDIS_KEY_MAX];
+    char          canon[41], num[24], lim[24], *end;
+    long          reason;
+    redisReply   *due, *take;
+    const char   *argv[8];
+    size_t        lens[8];
+    pki_status_t  st;
+    pki_result_t  one;
+
+    if (done != NULL) {
+        *done = 0;
+    }
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (!pki_redis_key(r, ca, "revplan", NULL, kplan, sizeof(kplan), NULL,
+                       res))
+    {
+        return res != NULL && res->status != PKI_OK ? res->status
+               : pki_fail(res, PKI_MALFORMED, "bad CA name");
+    }
+
+    snprintf(num, sizeof(num), "%lld", (long long) now);
+    snprintf(lim, sizeof(lim), "%u", max != 0 ? max : 256);
+
+    argv[0] = "ZRANGEBYSCORE";
+    argv[1] = kplan;
+    argv[2] = "-inf";
+    argv[3] = num;
+    argv[4] = "LIMIT";
+    argv[5] = "0";
+    argv[6] = lim;
+    for (i = 0; i < 7; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    due = pki_redis_cmd(r, 7, argv, lens, res);
+    if (due == NULL) {
+        return PKI_UNAVAILABLE;
+    }
+
+    st = PKI_OK;
+
+    for (i = 0; due->type == REDIS_REPLY_ARRAY && i < due->elements; i++) {
+
+        if (due->element[i]->type != REDIS_REPLY_STRING
+            || due->element[i]->len >= sizeof(canon))
+        {
+            continue;
+        }
+        memcpy(canon, due->element[i]->str, due->element[i]->len);
+        canon[due->element[i]->len] = '\0';
+
+        if (!pki_redis_key(r, ca, "cert:", canon, kcert, sizeof(kcert), NULL,
+                           res))
+        {
+            continue;
+        }
+
+        argv[0] = "EVAL";
+        argv[1] = pki_lua_plan_due;
+        argv[2] = "2";
+        argv[3] = kplan;
+        argv[4] = kcert;
+        argv[5] = canon;
+        argv[6] = num;
+        for (k = 0; k < 7; k++) {
+            lens[k] = strlen(argv[k]);
+        }
+
+        take = pki_redis_cmd(r, 7, argv, lens, res);
+        if (take == NULL) {
+            st = PKI_UNAVAILABLE;
+            break;
+        }
+
+        reason = -1;
+        if (take->type == REDIS_REPLY_STRING && take->len > 0) {
+            reason = strtol(take->str, &end, 10);
+            if (*end != '\0') {
+                reason = -1;
+            }
+        }
+        freeReplyObject(take);
+
+        if (reason < 0) {
+            continue;         /* revoked, gone or planned later meanwhile */
+        }
+
+        pki_result_init(&one);
+        one.status = pki_record_revoke(r, ca, canon, (int) reason, now, 0,
+                                       NULL, &one);
+
+        if (one.status == PKI_UNAVAILABLE || one.status == PKI_INTERNAL) {
+            /* still planned: the next pass tries again */
+            st = pki_fail(res, one.status, "%s", one.detail);
+            break;
+        }
+
+        if (one.status == PKI_OK && done != NULL) {
+            (*done)++;
+        }
+
+        /* revoked now or before: off the plan (a crash before this is
+         * cleaned up by the next pass, which finds it revoked) */
+        argv[0] = "ZREM";
+        argv[1] = kplan;
+        argv[2] = canon;
+        for (k = 0; k < 3; k++) {
+            lens[k] = strlen(argv[k]);
+        }
+        take = pki_redis_cmd(r, 3, argv, lens, res);
+        if (take == NULL) {
+            st = PKI_UNAVAILABLE;
+            break;
+        }
+        freeReplyObject(take);
+    }
+
+    freeReplyObject(due);
+
+    return st;
 }
 
 

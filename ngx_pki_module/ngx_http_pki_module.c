@@ -3060,6 +3060,11 @@ typedef struct {
     pki_status_t              *status;   /* per CA: the last outcome     */
     pki_status_t              *logged;   /* per CA: the last one logged  */
     pki_result_t              *res;
+    /* per CA: planned revocations carried out (pki_record_revoke_due) */
+    unsigned                  *revoked;
+    pki_status_t              *due;      /* per CA: the last outcome     */
+    pki_status_t              *due_logged;
+    pki_result_t              *due_res;
     ngx_event_t                timer;
     ngx_thread_task_t         *task;
     ngx_thread_pool_t         *tp;
@@ -3081,7 +3086,9 @@ ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
 
     n = pmcf->cas.nelts;
 
-    if (pmcf->crl_refresh == 0 || pmcf->redis == NULL || n == 0) {
+    /* also without a CRL location: planned revocations are carried out
+     * here */
+    if (pmcf->redis == NULL || n == 0) {
         return;
     }
 
@@ -3100,10 +3107,15 @@ ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
     rf->status = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
     rf->logged = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
     rf->res = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
+    rf->revoked = ngx_pcalloc(cycle->pool, n * sizeof(unsigned));
+    rf->due = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->due_logged = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->due_res = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
     rf->task = ngx_thread_task_alloc(cycle->pool, 0);
 
     if (rf->have == NULL || rf->status == NULL || rf->logged == NULL
-        || rf->res == NULL || rf->task == NULL)
+        || rf->res == NULL || rf->revoked == NULL || rf->due == NULL
+        || rf->due_logged == NULL || rf->due_res == NULL || rf->task == NULL)
     {
         return;
     }
@@ -3170,7 +3182,19 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
     cas = rf->pmcf->cas.elts;
 
     for (i = 0; i < rf->pmcf->cas.nelts; i++) {
+        /* planned revocations first: the CRL built next lists them */
+        pki_result_init(&rf->due_res[i]);
+        rf->due[i] = pki_record_revoke_due(rf->pmcf->redis,
+                                           pki_ca_name(cas[i].ca), time(NULL),
+                                           0, &rf->revoked[i],
+                                           &rf->due_res[i]);
+
         pki_result_init(&rf->res[i]);
+
+        if (rf->pmcf->crl_refresh == 0) {
+            rf->status[i] = PKI_OK;
+            continue;
+        }
 
         rf->status[i] = pki_crl_current(cas[i].ca, rf->pmcf->redis,
                                         (long) rf->pmcf->crl_refresh,
@@ -3189,13 +3213,32 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
 {
     ngx_http_pki_crl_refresher_t *rf = ev->data;
 
-    ngx_uint_t          i;
+    ngx_uint_t          i, level;
     ngx_http_pki_ca_t  *cas;
 
     rf->busy = 0;
     cas = rf->pmcf->cas.elts;
 
     for (i = 0; i < rf->pmcf->cas.nelts; i++) {
+
+        if (rf->revoked[i] != 0) {
+            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                          "pki: \"%V\": %ui planned revocations carried out",
+                          &cas[i].name, (ngx_uint_t) rf->revoked[i]);
+        }
+
+        if (rf->due[i] != rf->due_logged[i]) {
+            /* once per change of state, not every tick */
+            level = rf->due[i] == PKI_OK ? NGX_LOG_NOTICE : NGX_LOG_ERR;
+            ngx_log_error(level, ev->log, 0,
+                          "pki: \"%V\": planned revocations: %s%s%s",
+                          &cas[i].name,
+                          rf->due[i] == PKI_OK ? "work again"
+                                               : pki_status_name(rf->due[i]),
+                          rf->due[i] == PKI_OK ? "" : ": ",
+                          rf->due[i] == PKI_OK ? "" : rf->due_res[i].detail);
+            rf->due_logged[i] = rf->due[i];
+        }
 
         if (rf->status[i] == PKI_OK) {
             if (rf->res[i].log[0]) {

@@ -13,6 +13,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
+use Time::HiRes qw(sleep);
 use PKITest;
 
 my $t = PKITest->new;
@@ -173,6 +174,28 @@ is($t->redis_raw('HEXISTS', 'pki:{ca:issuing}:revoked', $s3) + 0, 0,
    '  left the revoked hash');
 $r = revoke(serial => $s3, reason => 'removeFromCRL');
 is($r->{code}, 409, 'removeFromCRL on a good certificate: 409');
+
+# --- a planned revocation is carried out by nginx when due -----------------
+
+my $s4 = enroll('adm4');
+my @at = gmtime(time + 3);
+my $at = sprintf('%04d-%02d-%02dT%02d:%02d:%02dZ', $at[5] + 1900, $at[4] + 1,
+                 @at[3, 2, 1, 0]);
+$r = revoke(serial => $s4, reason => 'superseded', at => $at);
+is($r->{code}, 200, 'planned revocation: 200') or diag($r->{body});
+is($r->{json}{status}, 'good', '  still good');
+is($r->{json}{revocation_planned}, $at, '  the planned time');
+my $st = '';
+for (1 .. 60) {
+    $st = api('GET', "certificates/$s4")->{json}{status} // '';
+    last if $st eq 'revoked';
+    sleep 0.5;
+}
+is($st, 'revoked', 'carried out when due (within the 10 s refresh)');
+$r = api('GET', "certificates/$s4");
+is($r->{json}{reason}, 'superseded', '  with the planned reason');
+like(PKITest::slurp($t->error_log) // '',
+     qr/1 planned revocations carried out/, '  and said in the error log');
 
 # paging: every record appears once over small pages
 my (%all, $pages);

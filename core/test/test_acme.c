@@ -127,6 +127,26 @@ has(const pki_acme_resp_t *resp, const char *s)
 }
 
 
+/* "YYYY-MM-DDTHH:MM:SSZ" (as the engine writes times) to a time_t. */
+static int
+t3339(const char *s, time_t *out)
+{
+    struct tm  tm;
+
+    memset(&tm, 0, sizeof(tm));
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon,
+               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6)
+    {
+        return 0;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    *out = timegm(&tm);
+
+    return 1;
+}
+
+
 /* The stored order of order URL ourl of account acct, parsed (NULL if
  * none); okey gets its Redis key.  put_order() stores one back (KEEPTTL). */
 static cJSON *
@@ -912,6 +932,39 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     acme("GET", "renewal-info/AAAA.AAAA", NULL, NULL, &resp);
     check_problem("renewalInfo for an unknown certID", &resp, 404,
                   "malformed");
+
+    /* a planned revocation moves the window before it */
+    {
+        char          serial[41], ws[32], we[32];
+        time_t        at, t0, t1, now;
+        unsigned      done;
+        ASN1_INTEGER *sn;
+        BIGNUM       *bn;
+        char         *hex;
+
+        sn = X509_get_serialNumber(x);
+        bn = ASN1_INTEGER_to_BN(sn, NULL);
+        hex = BN_bn2hex(bn);
+        snprintf(serial, sizeof(serial), "%s", hex);
+        OPENSSL_free(hex);
+        BN_free(bn);
+
+        now = time(NULL);
+        at = now + 10L * 86400;
+        pki_result_init(&res);
+        ok(pki_record_plan_revoke(r, "acmetest", serial, 5, at, NULL, &res)
+           == PKI_OK, "revocation planned in 10 days: %s", res.detail);
+        acme("GET", key, NULL, NULL, &resp);
+        json_str(&resp, "start", ws, sizeof(ws));
+        json_str(&resp, "end", we, sizeof(we));
+        ok(t3339(ws, &t0) && t3339(we, &t1)
+           && t0 <= now + 5 && t1 > t0 && t1 <= now + 5L * 86400 + 5,
+           "renewalInfo: renew from now, in the first half of the 10 days "
+           "(%s .. %s)", ws, we);
+        pki_acme_resp_free(&resp);
+        ok(pki_record_revoke_due(r, "acmetest", now, 0, &done, &res)
+           == PKI_OK && done == 0, "not carried out before its time");
+    }
 
     /* revocation */
     der = NULL;

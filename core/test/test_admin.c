@@ -483,6 +483,80 @@ main(void)
        "status=revoked lists the revoked one");
     cJSON_Delete(j);
 
+    /* a planned revocation: recorded now, carried out when due */
+    {
+        char       s4[41], when[32];
+        time_t     at;
+        unsigned   done;
+        struct tm  tm;
+
+        ok(issue(cas[0], tdev, "dev4", s4), "issued dev4 by CA one");
+        at = time(NULL) + 7200;
+        gmtime_r(&at, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"cessationOfOperation\",\"at\":\"%s\","
+                 "\"invalidity_date\":\"2026-01-02T00:00:00Z\"}", s4, when);
+        revoke_expect(body, 400, "planned with an invalidity date");
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"certificateHold\",\"at\":\"%s\"}", s4, when);
+        revoke_expect(body, 400, "planned hold");
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"at\":\"soon\"}",
+                 s4);
+        revoke_expect(body, 400, "planned at a bad time");
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"superseded\",\"at\":\"%s\"}", s1, when);
+        revoke_expect(body, 409, "planned for a revoked certificate");
+
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"cessationOfOperation\",\"at\":\"%s\"}", s4, when);
+        j = call("POST", "revoke", NULL, body, &st);
+        ok(st == 200 && strcmp(jstr(j, "status"), "good") == 0
+           && strcmp(jstr(j, "revocation_planned"), when) == 0
+           && strcmp(jstr(j, "planned_reason"), "cessationOfOperation") == 0,
+           "planned revocation: 200, still good, the plan in the record "
+           "(%d %s)", st, jstr(j, "revocation_planned"));
+        cJSON_Delete(j);
+
+        pki_result_init(&res);
+        ok(pki_record_revoke_due(conf.redis, "one", at - 1, 0, &done, &res)
+           == PKI_OK && done == 0, "not due yet: nothing revoked");
+        snprintf(q, sizeof(q), "certificates/%s", s4);
+        j = call("GET", q, NULL, NULL, &st);
+        ok(strcmp(jstr(j, "status"), "good") == 0, "still good");
+        cJSON_Delete(j);
+
+        ok(pki_record_revoke_due(conf.redis, "one", at, 0, &done, &res)
+           == PKI_OK && done == 1, "due: revoked (%u)", done);
+        j = call("GET", q, NULL, NULL, &st);
+        ok(strcmp(jstr(j, "status"), "revoked") == 0
+           && strcmp(jstr(j, "reason"), "cessationOfOperation") == 0
+           && jstr(j, "revocation_planned")[0] == '\0',
+           "the planned reason, and the plan is gone (%s %s)",
+           jstr(j, "status"), jstr(j, "reason"));
+        cJSON_Delete(j);
+        ok(pki_record_revoke_due(conf.redis, "one", at + 60, 0, &done, &res)
+           == PKI_OK && done == 0, "carried out once");
+
+        /* planned, then revoked by hand first: the plan is dropped */
+        ok(issue(cas[0], tdev, "dev5", s4), "issued dev5 by CA one");
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"at\":\"%s\"}",
+                 s4, when);
+        revoke_expect(body, 200, "planned dev5");
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"keyCompromise\"}", s4);
+        revoke_expect(body, 200, "dev5 revoked by hand before");
+        ok(pki_record_revoke_due(conf.redis, "one", at, 0, &done, &res)
+           == PKI_OK && done == 0, "a plan of a revoked certificate is "
+           "dropped");
+        snprintf(q, sizeof(q), "certificates/%s", s4);
+        j = call("GET", q, NULL, NULL, &st);
+        ok(strcmp(jstr(j, "reason"), "keyCompromise") == 0,
+           "its own reason stays (%s)", jstr(j, "reason"));
+        cJSON_Delete(j);
+    }
+
     /* Redis down: 503 */
     {
         pki_redis_conf_t  bad;
