@@ -3151,6 +3151,350 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
 }
 
 
+/* ---- RFC 9773 section 5: replaced certificates --------------------------------
+ *
+ * <ns>{acme:<ACCT>}:replaced:<CA>:<SERIAL> (pki_redis, the account's hash
+ * tag) names the order that replaces the certificate: claimed with SET NX
+ * at newOrder for the order's lifetime, checked again by finalize before
+ * anything is signed, and refreshed after issuance for the replaced
+ * certificate's life (at least a year).  A holder that is invalid or gone
+ * is taken over with a compare-and-set on its id, so of two racing orders
+ * one wins.  Keyed on the serial, not the certID text: every encoding of
+ * one certID is one mark.
+ */
+
+#define PKI_ACME_REPLACED_TTL  31536000L
+
+static pki_status_t pki_acme_order_recover(pki_acme_t *a, const char *acct,
+    const char *oid, cJSON **order, char **text);
+
+
+/* finalize: 1 when KEYS[1] names ARGV[1] or nothing (set again, EX
+ * ARGV[2]); 0 when it names another order. */
+static const char  pki_lua_replaced_hold[] =
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur and cur ~= ARGV[1] then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "return 1";
+
+/* A newOrder that failed after its claim: KEYS[1] is deleted while it
+ * still names ARGV[1]. */
+static const char  pki_lua_replaced_release[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "  return redis.call('DEL', KEYS[1]) "
+    "end "
+    "return 0";
+
+
+static void
+pki_acme_replaced_key(pki_acme_t *a, const char *acct, const char *serial,
+    char *key, size_t size)
+{
+    char  id[128];
+
+    snprintf(id, sizeof(id), "%s:%s", pki_ca_name(a->conf->ca), serial);
+    pki_key_name(key, size, a->conf->redis, acct, "replaced", id);
+}
+
+
+/* The serial an order replaces; 0 when it replaces nothing of this CA. */
+static int
+pki_acme_order_replaces(pki_acme_t *a, const cJSON *order, char serial[41])
+{
+    const char  *s;
+
+    s = pki_json_str(order, "replacesSerial");
+    if (s != NULL && pki_serial_normalize(s, serial)) {
+        return 1;
+    }
+
+    /* an order created before the serial was kept */
+    s = pki_json_str(order, "replaces");
+
+    return s != NULL && pki_acme_parse_cert_id(a->conf, s, serial);
+}
+
+
+/* Whether the order ids (normalised by pki_acme_identifiers) share one
+ * with a record's SANs ("DNS:a,IP:1.2.3.4,..."). */
+static int
+pki_acme_ids_shared(const cJSON *ids, const char *sans)
+{
+    size_t        n, plen;
+    const char   *p, *e, *pfx, *value;
+    const cJSON  *item;
+
+    if (sans == NULL) {
+        return 0;
+    }
+
+    cJSON_ArrayForEach(item, ids) {
+        value = pki_json_str(item, "value");
+        pfx = strcmp(pki_json_str(item, "type"), "ip") == 0 ? "IP:" : "DNS:";
+        plen = strlen(pfx);
+        n = strlen(value);
+
+        for (p = sans; *p != '\0'; p = (*e == ',') ? e + 1 : e) {
+            e = strchr(p, ',');
+            if (e == NULL) {
+                e = p + strlen(p);
+            }
+
+            if ((size_t) (e - p) == plen + n && strncmp(p, pfx, plen) == 0
+                && strncasecmp(p + plen, value, n) == 0)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/* Whether the order holder of this account still holds a replacement: 1
+ * while it is pending, ready, processing or valid (*issued set when
+ * valid), 0 when it is invalid or gone, -1 when Redis failed.  A
+ * finalization that died is recovered first, as a read of the order
+ * would. */
+static int
+pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued)
+{
+    int           v;
+    char         *text;
+    cJSON        *order;
+    const char   *st;
+    pki_status_t  rc;
+
+    *issued = 0;
+    order = NULL;
+    text = NULL;
+
+    rc = pki_acme_order_load(a, a->acct, holder, &order, &text);
+    if (rc == PKI_OK) {
+        rc = pki_acme_order_recover(a, a->acct, holder, &order, &text);
+    }
+
+    if (rc == PKI_NOT_FOUND) {
+        v = 0;
+
+    } else if (rc != PKI_OK) {
+        v = -1;
+
+    } else {
+        st = pki_acme_order_status(a, a->acct, order);
+
+        if (st == NULL) {
+            v = -1;
+        } else if (strcmp(st, "invalid") == 0) {
+            v = 0;
+        } else {
+            *issued = (strcmp(st, "valid") == 0);
+            v = 1;
+        }
+    }
+
+    cJSON_Delete(order);
+    free(text);
+
+    return v;
+}
+
+
+/* newOrder: claims the mark key for the order oid (TTL ttl); with oid
+ * NULL only checks that it could be claimed.  1: claimed (free), 0:
+ * refused, -1: Redis failed (both with the problem set). */
+static int
+pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
+    long ttl)
+{
+    int           tries, v, issued;
+    char          num[24], *holder;
+    const char   *args[4];
+    pki_redis_t  *r;
+    redisReply   *reply;
+
+    r = a->conf->redis;
+    snprintf(num, sizeof(num), "%ld", ttl > 0 ? ttl : 1);
+
+    for (tries = 0; tries < 4; tries++) {
+        if (oid != NULL) {
+            v = pki_acme_cmd_int(r, a->res, pki_acme_cmd(r, a->res, 6, "SET",
+                                                         key, oid, "EX", num,
+                                                         "NX"));
+            if (v != 0) {
+                goto claimed;
+            }
+        }
+
+        reply = pki_acme_cmd(r, a->res, 2, "GET", key);
+        if (reply == NULL) {
+            goto failed;
+        }
+
+        if (reply->type == REDIS_REPLY_NIL) {
+            freeReplyObject(reply);
+            if (oid == NULL) {
+                return 1;
+            }
+            continue;                       /* gone meanwhile */
+        }
+
+        if (reply->type != REDIS_REPLY_STRING) {
+            freeReplyObject(reply);
+            pki_fail(a->res, PKI_UNAVAILABLE, "certificate store "
+                     "unavailable");
+            goto failed;
+        }
+
+        holder = strndup(reply->str, reply->len);
+        freeReplyObject(reply);
+        if (holder == NULL) {
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            return -1;
+        }
+
+        if (oid != NULL && strcmp(holder, oid) == 0) {
+            free(holder);
+            return 1;
+        }
+
+        v = pki_acme_replaced_holds(a, holder, &issued);
+
+        if (v != 0) {
+            if (v > 0) {
+                pki_acme_problem(a, 409, "alreadyReplaced", issued
+                                 ? "the certificate was already replaced"
+                                 : "order %.64s already replaces the "
+                                   "certificate", holder);
+            }
+            free(holder);
+            if (v < 0) {
+                goto failed;
+            }
+            return 0;
+        }
+
+        if (oid == NULL) {
+            free(holder);
+            return 1;
+        }
+
+        /* the holder is invalid or gone: take over what was read */
+        args[0] = key;
+        args[1] = holder;
+        args[2] = oid;
+        args[3] = num;
+
+        v = pki_acme_cmd_int(r, a->res, pki_acme_eval(r, a->res, pki_lua_cas,
+                                                      1, 4, args));
+        free(holder);
+
+        if (v != 0) {
+            goto claimed;
+        }
+    }
+
+    pki_acme_problem(a, 409, "alreadyReplaced", "another order is replacing "
+                     "the certificate");
+    return 0;
+
+claimed:
+
+    if (v > 0) {
+        return 1;
+    }
+
+failed:
+
+    pki_acme_fail(a, PKI_UNAVAILABLE, "newOrder");
+    return -1;
+}
+
+
+/* finalize: 1 when the order oid still holds the mark of what it replaces
+ * (or nothing holds it: claimed again), 0 when another order took it, -1
+ * when Redis failed.  1 as well for an order that replaces nothing. */
+static int
+pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
+    const cJSON *order)
+{
+    char         key[PKI_ACME_KEY_MAX], serial[41], num[24];
+    const char  *args[3];
+
+    if (!pki_acme_order_replaces(a, order, serial)) {
+        return 1;
+    }
+
+    pki_acme_replaced_key(a, acct, serial, key, sizeof(key));
+    snprintf(num, sizeof(num), "%ld", pki_acme_order_ttl(a, order));
+
+    args[0] = key;
+    args[1] = oid;
+    args[2] = num;
+
+    return pki_acme_cmd_int(a->conf->redis, a->res,
+                            pki_acme_eval(a->conf->redis, a->res,
+                                          pki_lua_replaced_hold, 1, 3,
+                                          args));
+}
+
+
+/* After issuance (finalize, or the recovery of one): the mark names the
+ * order for the replaced certificate's life, a year at least. */
+static void
+pki_acme_replaced_mark(pki_acme_t *a, const char *acct, const char *oid,
+    const cJSON *order)
+{
+    long   ttl;
+    char   key[PKI_ACME_KEY_MAX], serial[41], num[24];
+
+    if (!pki_acme_order_replaces(a, order, serial)) {
+        return;
+    }
+
+    pki_acme_replaced_key(a, acct, serial, key, sizeof(key));
+
+    ttl = (long) (pki_json_num(order, "replacesUntil") - (double) a->now)
+          + 86400;
+    if (ttl < PKI_ACME_REPLACED_TTL) {
+        ttl = PKI_ACME_REPLACED_TTL;
+    }
+    snprintf(num, sizeof(num), "%ld", ttl);
+
+    pki_acme_cmd_int(a->conf->redis, a->res,
+                     pki_acme_cmd(a->conf->redis, a->res, 5, "SET", key, oid,
+                                  "EX", num));
+}
+
+
+/* An order that lost its replacement to another order before anything was
+ * signed: invalid with alreadyReplaced (the problem is set too). */
+static void
+pki_acme_order_lost(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON *order, char **text)
+{
+    cJSON        *err;
+    const char   *detail;
+
+    detail = "another order replaces the certificate";
+
+    pki_json_set_str(order, "status", "invalid");
+
+    err = cJSON_CreateObject();
+    if (err != NULL) {
+        cJSON_AddStringToObject(err, "type", PKI_ACME_ERR "alreadyReplaced");
+        cJSON_AddStringToObject(err, "detail", detail);
+        cJSON_AddNumberToObject(err, "status", 409);
+        pki_json_set_item(order, "error", err);
+    }
+
+    pki_acme_order_cas(a, acct, oid, text, order);
+
+    pki_acme_problem(a, 409, "alreadyReplaced", "%s", detail);
+}
+
+
 static void
 pki_acme_new_order(pki_acme_t *a)
 {
@@ -3159,6 +3503,8 @@ pki_acme_new_order(pki_acme_t *a)
     long          validity;
     char          oid[PKI_ACME_ID_MAX], aid[PKI_ACME_ID_MAX];
     char          key[PKI_ACME_KEY_MAX], serial[41], num[24], *loc;
+    char          mark[PKI_ACME_KEY_MAX];
+    time_t        until;
     cJSON        *ids, *order, *authzs, *item, *o;
     time_t        nb, na, expires, start;
     const char   *s, *replaces, *type, *value;
@@ -3214,6 +3560,7 @@ pki_acme_new_order(pki_acme_t *a)
      * for dns; refuse it for anything the template cannot sign) */
 
     replaces = NULL;
+    until = 0;
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "replaces");
     if (item != NULL) {
         if (!cJSON_IsString(item)
@@ -3243,8 +3590,20 @@ pki_acme_new_order(pki_acme_t *a)
                              "certificate of another account");
             goto done;
         }
+
+        /* RFC 9773 section 5: at least one identifier in common */
+        if (!pki_acme_ids_shared(ids, rec.sans)) {
+            pki_record_clear(&rec);
+            pki_acme_problem(a, 400, "malformed", "\"replaces\" names a "
+                             "certificate that shares no identifier with "
+                             "the order");
+            goto done;
+        }
+
+        until = rec.not_after;
         pki_record_clear(&rec);
 
+        /* a mark of the certID text, as kept before the serial was */
         pki_key_name(key, sizeof(key), a->conf->redis, a->acct, "replaced",
                      item->valuestring);
         stored = pki_acme_cmd_int(a->conf->redis, a->res,
@@ -3257,6 +3616,13 @@ pki_acme_new_order(pki_acme_t *a)
         if (stored > 0) {
             pki_acme_problem(a, 409, "alreadyReplaced", "the certificate "
                              "was already replaced");
+            goto done;
+        }
+
+        /* refused here, before the rate limit counts the order; claimed
+         * below, just before the order is stored */
+        pki_acme_replaced_key(a, a->acct, serial, mark, sizeof(mark));
+        if (pki_acme_replaced_claim(a, mark, NULL, 0) != 1) {
             goto done;
         }
 
@@ -3360,6 +3726,15 @@ pki_acme_new_order(pki_acme_t *a)
     }
     if (replaces != NULL) {
         cJSON_AddStringToObject(order, "replaces", replaces);
+        cJSON_AddStringToObject(order, "replacesSerial", serial);
+        cJSON_AddNumberToObject(order, "replacesUntil", (double) until);
+
+        if (pki_acme_replaced_claim(a, mark, oid, pki_acme_order_ttl(a, order))
+            != 1)
+        {
+            cJSON_Delete(order);
+            goto done;
+        }
     }
     cJSON_AddNumberToObject(order, "created", (double) a->now);
 
@@ -3375,6 +3750,20 @@ pki_acme_new_order(pki_acme_t *a)
 
         rc = pki_acme_order_create(a, oid, order, newauthz, num, old);
         if (rc != PKI_OK) {
+            if (replaces != NULL) {
+                const char    *args[2];
+                pki_result_t   tmp;
+
+                /* no order holds the mark (a mark naming an order that
+                 * is gone is taken over anyway) */
+                args[0] = mark;
+                args[1] = oid;
+                pki_result_init(&tmp);
+                pki_acme_cmd_int(a->conf->redis, &tmp,
+                                 pki_acme_eval(a->conf->redis, &tmp,
+                                               pki_lua_replaced_release, 1,
+                                               2, args));
+            }
             cJSON_Delete(order);
             pki_acme_fail(a, rc, "newOrder");
             goto done;
@@ -3397,10 +3786,6 @@ done:
     cJSON_Delete(ids);
     cJSON_Delete(newauthz);
 }
-
-
-static pki_status_t pki_acme_order_recover(pki_acme_t *a, const char *acct,
-    const char *oid, cJSON **order, char **text);
 
 
 static void
@@ -3926,6 +4311,10 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
         return pki_acme_order_load(a, acct, oid, order, text);
     }
 
+    if (done > 0) {
+        pki_acme_replaced_mark(a, acct, oid, *order);
+    }
+
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
              "recovered from an interrupted finalization: %s", acct, oid,
              done > 0 ? "certificate recorded, order valid" : "order invalid");
@@ -3945,6 +4334,7 @@ typedef struct {
     char        *text;          /* the stored order, updated on success */
     char        *ready_text;    /* the order as it was while ready      */
     int          moved;         /* the order is processing with serial  */
+    int          lost;          /* another order replaces its cert     */
 } pki_acme_fin_t;
 
 
@@ -3953,6 +4343,19 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
 {
     int              v;
     pki_acme_fin_t  *f = arg;
+
+    /* RFC 9773: still the order that replaces the certificate (checked
+     * before the move: a lost order stays as it was) */
+    v = pki_acme_replaced_hold(f->a, f->acct, f->oid, f->order);
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (v == 0) {
+        f->lost = 1;
+        return pki_fail(res, PKI_CONFLICT, "another order replaces the "
+                        "certificate");
+    }
 
     pki_json_set_str(f->order, "status", "processing");
     pki_json_set_str(f->order, "finSerial", serial);
@@ -3977,7 +4380,7 @@ static void
 pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 {
     int              v;
-    char             key[PKI_ACME_KEY_MAX], why[PKI_DETAIL_LEN], requester[80];
+    char             why[PKI_DETAIL_LEN], requester[80];
     char             serial[41];
     cJSON           *order, *o, *ids;
     X509            *cert = NULL;
@@ -4024,6 +4427,18 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         if (strcmp(st, "processing") == 0) {
             a->resp->retry_after = 1;
         }
+        goto done;
+    }
+
+    /* RFC 9773: an order that lost what it replaces to another order
+     * fails before a serial is reserved (checked again once it is) */
+    v = pki_acme_replaced_hold(a, acct, oid, order);
+    if (v < 0) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+        goto done;
+    }
+    if (v == 0) {
+        pki_acme_order_lost(a, acct, oid, order, &fin.text);
         goto done;
     }
 
@@ -4091,6 +4506,12 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
                    &cert, a->res);
 
     if (rc != PKI_OK) {
+        if (fin.lost) {
+            /* nothing signed, the serial abandoned */
+            pki_acme_order_lost(a, acct, oid, order, &fin.text);
+            goto done;
+        }
+
         if (!fin.moved) {
             /* nothing recorded on the order: it is still ready */
             if (rc == PKI_CONFLICT) {
@@ -4201,18 +4622,15 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         }
     }
 
-    if (pki_json_str(order, "replaces") != NULL) {
-        pki_key_name(key, sizeof(key), a->conf->redis, acct, "replaced",
-                     pki_json_str(order, "replaces"));
-        pki_acme_cmd_int(a->conf->redis, a->res,
-                         pki_acme_cmd(a->conf->redis, a->res, 5, "SET", key,
-                                      oid, "EX", "31536000"));
+    st = pki_json_str(order, "status");
+
+    if (st != NULL && strcmp(st, "valid") == 0) {
+        pki_acme_replaced_mark(a, acct, oid, order);
     }
 
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
              "issued serial %s", acct, oid, serial);
 
-    st = pki_json_str(order, "status");
     o = pki_acme_order_obj(a, acct, oid, order, st != NULL ? st : "invalid");
     pki_acme_json(a, 200, o);
     cJSON_Delete(o);

@@ -1078,7 +1078,8 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  *   <ns>{acme:<ACCT>}:valid:<T>:<V>   authz id reusable for identifier
  *   (nonces, orders, authorizations, "valid" and rate keys live in
  *   state_redis when it is set, under its own namespace)
- *   <ns>{acme:<ACCT>}:replaced:<CERTID>  RFC 9773 replaced certificate
+ *   <ns>{acme:<ACCT>}:replaced:<CA>:<SERIAL>  RFC 9773: the id of the
+ *                                     order that replaces the certificate
  * Certificates are the CA's records (requester "acme:<ACCT>").
  */
 

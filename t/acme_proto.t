@@ -9,7 +9,7 @@
 # jwk+kid, bad signature, content type, body size, another account's
 # order, finalize before ready, CSRs with foreign names or the account key,
 # keyChange to a key in use, revocation by a stranger, ARI for a fresh and
-# a revoked certificate.  The http-01 answers come from a small listener
+# a revoked certificate, RFC 9773 replaces.  The http-01 answers come from a small listener
 # in this test; the oracle for certificates is the openssl CLI.
 
 use strict;
@@ -838,6 +838,161 @@ is($r->{json}{status}, 'deactivated', 'account deactivated');
 $r = post($E, "$BASE/new-order", { identifiers => [
           { type => 'dns', value => 'x.example' }] });
 problem_is($r, 401, 'unauthorized', 'a deactivated account');
+
+# --- replaces (RFC 9773 section 5) -----------------------------------------------
+# A renewal names the certificate it replaces.  The mark is keyed on the CA
+# and the serial (any encoding of one certID is the same mark), claimed by
+# the order at newOrder (one holder: a second order is refused while the
+# first is not invalid), checked again at finalize and kept after issuance,
+# also when a read recovers an interrupted finalization.
+
+sub replaced_key {
+    my ($c, $leaf) = @_;
+    my ($acct) = $c->{kid} =~ m{/acct/([\w-]+)$};
+    return "pki:{acme:$acct}:replaced:issuing:"
+           . $t->x509_field($leaf, 'serial');
+}
+
+sub replaced_val {
+    my ($key) = @_;
+    return $t->redis_raw('GET', $key) =~ s/\s+//gr;
+}
+
+sub oid_of { return ($_[0] // '') =~ m{/order/[\w-]+/([\w-]+)$} ? $1 : '' }
+
+sub renew_order {
+    my ($c, $certid, @names) = @_;
+    return post($c, "$BASE/new-order", { replaces => $certid,
+        identifiers => [ map { { type => 'dns', value => $_ } } @names ] });
+}
+
+sub finalize_ready {
+    my ($c, $o, $name, @names) = @_;
+    my $san = join(',', map { "DNS:$_" } @names);
+    my ($der) = csr_der($name, subj => '/', san => $san);
+    return post($c, $o->{finalize}, { csr => b64u($der) });
+}
+
+sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
+
+{
+    my $R = account();
+    is($R->{r}{status}, 201, 'replaces: an account');
+    my $c0 = issue($R, 'rp0', 'rp0.example.test', 'rp0b.example.test');
+    ok($c0 && $c0->{leaf}, 'replaces: the certificate to renew');
+    my $id0 = $c0 && $c0->{leaf} ? cert_id($c0->{leaf}) : 'x.y';
+    my $mk0 = $c0 && $c0->{leaf} ? replaced_key($R, $c0->{leaf}) : 'none';
+
+    # no identifier in common: refused, and nothing claimed
+    $r = renew_order($R, $id0, 'other.example.test');
+    problem_is($r, 400, 'malformed', 'replaces: no identifier in common');
+    is($t->redis('EXISTS', $mk0) =~ s/\D//gr, '0',
+       '... and the certificate is not marked');
+
+    # another account's certificate
+    $r = renew_order($B, $id0, 'rp0.example.test');
+    problem_is($r, 403, 'unauthorized', "replaces: another account's "
+               . 'certificate');
+
+    # two pending orders naming one certificate: the second is refused
+    $r = renew_order($R, $id0, 'rp0.example.test', 'new.example.test');
+    is($r->{status}, 201, 'replaces: a renewal order') or diag($r->{content});
+    is($r->{json}{replaces} // '', $id0, '... naming what it replaces');
+    my $o1url = $r->{headers}{location};
+    is(replaced_val($mk0), oid_of($o1url), '... holds the mark at once');
+    $r = renew_order($R, $id0, 'rp0.example.test');
+    problem_is($r, 409, 'alreadyReplaced', 'replaces: a second order while '
+               . 'the first is pending');
+
+    # the holder becomes invalid: a new order takes the mark over
+    order_edit($o1url, sub { $_[0]{status} = 'invalid' });
+    $r = renew_order($R, $id0, 'rp0.example.test', 'rp0b.example.test');
+    is($r->{status}, 201, 'replaces: the mark of an invalid order is taken '
+       . 'over') or diag($r->{content});
+    my $o2 = $r->{json};
+    my $o2url = $r->{headers}{location};
+    is(replaced_val($mk0), oid_of($o2url), '... by the new order');
+    is($o2->{status}, 'ready', '... ready (authorizations reused)');
+
+    # renewed: every later order naming it is refused, in any encoding
+    $r = finalize_ready($R, $o2, 'rp0r', 'rp0.example.test',
+                        'rp0b.example.test');
+    is($r->{status}, 200, 'replaces: the renewal is issued')
+        or diag($r->{content});
+    is($r->{json}{status}, 'valid', '... valid');
+    is(replaced_val($mk0), oid_of($o2url), '... the mark names its order');
+    ok($t->redis('TTL', $mk0) =~ s/\D//gr > 30 * 86400,
+       '... for the life of the replaced certificate at least');
+    $r = renew_order($R, $id0, 'rp0.example.test');
+    problem_is($r, 409, 'alreadyReplaced', 'replaces: renewed twice');
+    {
+        my ($aki, $ser) = split /\./, $id0;
+        my $id0b = "$aki." . b64u("\0\0" . decode_base64url($ser));
+        $r = renew_order($R, $id0b, 'rp0.example.test');
+        problem_is($r, 409, 'alreadyReplaced', 'replaces: renewed twice, the '
+                   . 'serial with leading zero octets');
+    }
+
+    # an order that lost the mark is not finalized and issues nothing
+    my $c1 = issue($R, 'rp1', 'rp1.example.test');
+    ok($c1 && $c1->{leaf}, 'replaces: a second certificate');
+    my $id1 = $c1 && $c1->{leaf} ? cert_id($c1->{leaf}) : 'x.y';
+    my $mk1 = $c1 && $c1->{leaf} ? replaced_key($R, $c1->{leaf}) : 'none';
+    $r = renew_order($R, $id1, 'rp1.example.test');
+    is($r->{status}, 201, 'replaces: its renewal order')
+        or diag($r->{content});
+    my $o3 = $r->{json};
+    my $o3url = $r->{headers}{location};
+    $t->redis('SET', $mk1, 'someotherorder', 'KEEPTTL');
+    my $before = cert_records();
+    $r = finalize_ready($R, $o3, 'rp1r', 'rp1.example.test');
+    problem_is($r, 409, 'alreadyReplaced', 'replaces: finalize of an order '
+               . 'that lost the mark');
+    is(cert_records(), $before, '... issues nothing');
+    $r = post($R, $o3url, '');
+    is($r->{json}{status}, 'invalid', '... the order is invalid');
+    is($r->{json}{error}{type} // '',
+       'urn:ietf:params:acme:error:alreadyReplaced', '... with alreadyReplaced');
+    ok(!$r->{json}{certificate}, '... and no certificate');
+    is(replaced_val($mk1), 'someotherorder', '... the mark is untouched');
+
+    # the recovery of an interrupted finalization marks the certificate
+    my $c2 = issue($R, 'rp2', 'rp2.example.test');
+    ok($c2 && $c2->{leaf}, 'replaces: a third certificate');
+    my $id2 = $c2 && $c2->{leaf} ? cert_id($c2->{leaf}) : 'x.y';
+    my $mk2 = $c2 && $c2->{leaf} ? replaced_key($R, $c2->{leaf}) : 'none';
+    $r = renew_order($R, $id2, 'rp2.example.test');
+    is($r->{status}, 201, 'replaces: a renewal whose finalization will be '
+       . 'recovered')
+        or diag($r->{content});
+    my $o4 = $r->{json};
+    my $o4url = $r->{headers}{location};
+    $r = $o4url ? finalize_ready($R, $o4, 'rp2r', 'rp2.example.test') : $r;
+    is($r->{json}{status}, 'valid', '... issued') or diag($r->{content});
+    my $leaf4 = $r->{json}{certificate}
+        && $t->save_first_cert(post($R, $r->{json}{certificate}, '')->{content},
+                               'rp2r-leaf');
+    SKIP: {
+        skip 'no renewal issued', 5 if !$leaf4;
+        my $s4 = $t->x509_field($leaf4, 'serial');
+        order_edit($o4url, sub {
+            my ($o) = @_;
+            delete @{$o}{qw(leaf serial)};
+            $o->{status} = 'processing';
+            $o->{finSerial} = $s4;
+            $o->{finStarted} = time;
+        });
+        $t->redis('DEL', $mk2);
+        $r = post($R, $o4url, '');
+        is($r->{json}{status}, 'valid', 'replaces: an interrupted '
+           . 'finalization is completed') or diag($r->{content});
+        is(replaced_val($mk2), oid_of($o4url), '... and the certificate is '
+           . 'marked as replaced by it');
+        $r = renew_order($R, $id2, 'rp2.example.test');
+        problem_is($r, 409, 'alreadyReplaced', '... so it is not renewed '
+                   . 'again');
+    }
+}
 
 # --- resources and methods ------------------------------------------------------------
 
