@@ -3556,9 +3556,6 @@ pki_acme_new_order(pki_acme_t *a)
         goto done;
     }
 
-    /* wildcards only for dns identifiers (the name checks allowed "*."
-     * for dns; refuse it for anything the template cannot sign) */
-
     replaces = NULL;
     until = 0;
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "replaces");
