@@ -1838,6 +1838,13 @@ pki_acme_key_change(pki_acme_t *a)
     }
     free(text);
 
+    /* RFC 8555 7.3.5: the inner JWS "MUST NOT contain a nonce header" */
+    if (inner.nonce != NULL) {
+        pki_acme_problem(a, 400, "malformed", "the inner JWS must not carry "
+                         "\"nonce\"");
+        goto done;
+    }
+
     if (inner.jwk == NULL || inner.kid != NULL) {
         pki_acme_problem(a, 400, "malformed", "the inner JWS must carry "
                          "\"jwk\" and no \"kid\"");
@@ -1870,7 +1877,7 @@ pki_acme_key_change(pki_acme_t *a)
     }
 
     if (strcmp(acct_url, a->jws.kid) != 0) {
-        pki_acme_problem(a, 403, "unauthorized", "inner \"account\" is not "
+        pki_acme_problem(a, 400, "malformed", "inner \"account\" is not "
                          "the outer \"kid\"");
         goto done;
     }

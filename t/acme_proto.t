@@ -804,6 +804,42 @@ $r = post({ key => $newk }, "$BASE/new-account",
 is($r->{headers}{location}, $A->{kid}, 'keyChange: the new key finds the '
    . 'account');
 
+# RFC 8555 7.3.5: every rule of the inner JWS; each refusal leaves the
+# account key as it was
+{
+    my %bad = (
+        'inner "nonce"' => sub {
+            (inner => { hdr => { nonce => nonce() } }) },
+        'inner "url" is not the outer url' => sub {
+            (inner => { url => "$BASE/new-account" }) },
+        'inner "kid" instead of "jwk"' => sub {
+            (inner => { jwk => 0, kid => $A->{kid} }) },
+        'inner signed by another key than its "jwk"' => sub {
+            (inner => { key => new_key(), jwk_key => $_[0] }) },
+        'inner "account" is not the outer kid' => sub {
+            (payload => { account => $B->{kid} }) },
+        'inner "oldKey" is not the account key' => sub {
+            (payload => { oldKey => jwk_of(new_key()) }) },
+    );
+    for my $name (sort keys %bad) {
+        my $nk = new_key();
+        my %o = $bad{$name}->($nk);
+        my %pl = (account => $A->{kid}, oldKey => jwk_of($A->{key}),
+                  %{ $o{payload} || {} });
+        my $inner = jws(key => $nk, url => "$BASE/key-change", jwk => 1,
+                        payload => $JSON->encode(\%pl), %{ $o{inner} || {} });
+        $r = post($A, "$BASE/key-change", $JSON->encode($inner));
+        problem_is($r, 400, 'malformed', "keyChange, $name");
+        $r = post($A, $A->{kid}, '');
+        is($r->{status}, 200, "keyChange, $name: the old key still signs")
+            or diag($r->{content});
+        $r = post({ key => $nk }, "$BASE/new-account",
+                  { onlyReturnExisting => JSON::PP::true }, jwk => 1);
+        problem_is($r, 400, 'accountDoesNotExist', "keyChange, $name: the "
+                   . 'new key is not indexed');
+    }
+}
+
 # --- the per-process account hint (acme3) -------------------------------------------
 # A kid-signed request is verified against the last account text seen and
 # the nonce is spent only if the stored account is still that text: an
