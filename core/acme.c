@@ -468,14 +468,6 @@ pki_acme_load_text(pki_redis_t *r, const char *key, cJSON **out,
 }
 
 
-static pki_status_t
-pki_acme_load(pki_redis_t *r, const char *key, cJSON **out,
-    pki_result_t *res)
-{
-    return pki_acme_load_text(r, key, out, NULL, res);
-}
-
-
 /* Runs a Lua script: EVAL script nkeys args... (all C strings).  Returns
  * the reply (caller frees) or NULL with res filled. */
 static redisReply *
@@ -5374,9 +5366,9 @@ PKI_API void
 pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     pki_result_t *res)
 {
-    int                      v;
+    int                      v, tries;
     long                     keep;
-    char                     key[PKI_ACME_KEY_MAX], idx[300], num[24];
+    char                     key[PKI_ACME_KEY_MAX], idx[300], *reread;
     const char              *expected;
     cJSON                   *authz = NULL, *chs, *ch, *found, *err;
     time_t                   now;
@@ -5409,9 +5401,11 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "authz",
                  job->authz);
 
-    /* from the text the challenge stored (the store below checks it is
-     * still that), else read */
+    /* from the text the challenge stored, else read; every store below
+     * checks the authorization is still the text it starts from */
     expected = job->authz_text;
+    reread = NULL;
+    tries = 0;
 
 again:
 
@@ -5425,12 +5419,15 @@ again:
         }
 
     } else {
-        rc = pki_acme_load(PKI_ACME_ST(conf), key, &authz, res);
+        free(reread);
+        rc = pki_acme_load_text(PKI_ACME_ST(conf), key, &authz, &reread,
+                                res);
         if (rc != PKI_OK) {
             pki_fail(res, rc, "validation of %s %s: authorization gone",
                      job->type, job->identifier);
             return;
         }
+        expected = reread;
     }
 
     found = NULL;
@@ -5447,6 +5444,7 @@ again:
         || strcmp(pki_json_str(authz, "status"), "pending") != 0)
     {
         cJSON_Delete(authz);
+        free(reread);
         pki_fail(res, PKI_CONFLICT, "validation of %s %s: no longer "
                  "processing", job->type, job->identifier);
         return;
@@ -5512,19 +5510,14 @@ again:
         if (texts[0] == NULL) {
             rc = pki_fail(res, PKI_INTERNAL, "out of memory");
 
-        } else if (expected != NULL) {
+        } else {
             v = pki_acme_job_store(conf, keys, 2, expected, texts[0],
                                    ttls[0], texts[1], ttls[1], res);
             rc = v < 0 ? PKI_UNAVAILABLE : PKI_OK;
-
-        } else {
-            rc = pki_acme_mset(PKI_ACME_ST(conf), res, 2, keys, texts, ttls,
-                               NULL, NULL, NULL, NULL);
         }
         cJSON_free(texts[0]);
-        (void) num;
 
-    } else if (expected != NULL) {
+    } else {
         long   t;
         char  *text, ttl[24], *keys[1];
 
@@ -5538,20 +5531,25 @@ again:
         rc = v < 0 ? (text == NULL ? PKI_INTERNAL : PKI_UNAVAILABLE)
                    : PKI_OK;
         cJSON_free(text);
-
-    } else {
-        rc = pki_acme_authz_save(conf, job->acct, job->authz, authz, now,
-                                 res);
     }
 
     cJSON_Delete(authz);
 
-    if (rc == PKI_OK && expected != NULL && v == 0) {
-        /* the authorization changed since the challenge: decide on what
-         * it is now */
-        expected = NULL;
-        goto again;
+    if (rc == PKI_OK && v == 0) {
+        /* the authorization changed since the text stored or read (a
+         * stale restart, another challenge of it, a deactivation): decide
+         * on what it is now, never over it with a plain SET */
+        if (++tries < 8) {
+            expected = NULL;
+            goto again;
+        }
+
+        rc = pki_fail(res, PKI_CONFLICT, "validation of %s %s: the "
+                      "authorization keeps changing", job->type,
+                      job->identifier);
     }
+
+    free(reread);
 
     if (rc != PKI_OK) {
         return;
