@@ -470,14 +470,6 @@ pki_acme_load_text(pki_redis_t *r, const char *key, cJSON **out,
 }
 
 
-static pki_status_t
-pki_acme_load(pki_redis_t *r, const char *key, cJSON **out,
-    pki_result_t *res)
-{
-    return pki_acme_load_text(r, key, out, NULL, res);
-}
-
-
 /* Runs a Lua script: EVAL script nkeys args... (all C strings).  Returns
  * the reply (caller frees) or NULL with res filled. */
 static redisReply *
@@ -1861,6 +1853,13 @@ pki_acme_key_change(pki_acme_t *a)
     }
     free(text);
 
+    /* RFC 8555 7.3.5: the inner JWS "MUST NOT contain a nonce header" */
+    if (inner.nonce != NULL) {
+        pki_acme_problem(a, 400, "malformed", "the inner JWS must not carry "
+                         "\"nonce\"");
+        goto done;
+    }
+
     if (inner.jwk == NULL || inner.kid != NULL) {
         pki_acme_problem(a, 400, "malformed", "the inner JWS must carry "
                          "\"jwk\" and no \"kid\"");
@@ -1893,7 +1892,7 @@ pki_acme_key_change(pki_acme_t *a)
     }
 
     if (strcmp(acct_url, a->jws.kid) != 0) {
-        pki_acme_problem(a, 403, "unauthorized", "inner \"account\" is not "
+        pki_acme_problem(a, 400, "malformed", "inner \"account\" is not "
                          "the outer \"kid\"");
         goto done;
     }
@@ -2287,12 +2286,18 @@ pki_acme_prefetched_raw(pki_acme_t *a, const char *key, char **text)
 }
 
 
+/* An authorization; text (may be NULL) receives its stored text, malloc'd,
+ * for a compare-and-set (pki_acme_authz_cas). */
 static pki_status_t
-pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
-    cJSON **out)
+pki_acme_authz_load_text(pki_acme_t *a, const char *acct, const char *id,
+    cJSON **out, char **text)
 {
     char          key[PKI_ACME_KEY_MAX];
     pki_status_t  rc;
+
+    if (text != NULL) {
+        *text = NULL;
+    }
 
     if (!pki_id_ok(id)) {
         *out = NULL;
@@ -2301,12 +2306,20 @@ pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
 
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", id);
 
-    rc = pki_acme_prefetched(a, key, out, NULL);
+    rc = pki_acme_prefetched(a, key, out, text);
     if (rc != PKI_ACME_MISS) {
         return rc;
     }
 
-    return pki_acme_load(PKI_ACME_ST(a->conf), key, out, a->res);
+    return pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
+}
+
+
+static pki_status_t
+pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
+    cJSON **out)
+{
+    return pki_acme_authz_load_text(a, acct, id, out, NULL);
 }
 
 
@@ -2322,6 +2335,147 @@ pki_acme_authz_save(const pki_acme_conf_t *conf, const char *acct,
     ttl = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
 
     return pki_acme_store(PKI_ACME_ST(conf), key, authz, ttl, 0, NULL, res);
+}
+
+
+/* Compare-and-set of an authorization read as *text: on success *text is
+ * the new text.  1, 0 (changed meanwhile) or -1 (Redis failed). */
+static int
+pki_acme_authz_cas(pki_acme_t *a, const char *acct, const char *id,
+    char **text, const cJSON *authz)
+{
+    int    v;
+    long   ttl;
+    char   key[PKI_ACME_KEY_MAX], *nt;
+
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", id);
+
+    ttl = (long) (pki_json_num(authz, "expires") - (double) a->now) + 86400;
+
+    v = pki_acme_cas(PKI_ACME_ST(a->conf), key, *text, authz, ttl, &nt,
+                     a->res);
+    if (v == 1) {
+        free(*text);
+        *text = nt;
+    }
+
+    return v;
+}
+
+
+static cJSON *
+pki_acme_challenge_find(const cJSON *authz, const char *type)
+{
+    cJSON       *ch;
+    const char  *t;
+
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        t = pki_json_str(ch, "type");
+        if (t != NULL && strcmp(t, type) == 0) {
+            return ch;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* 1: the challenge has been "processing" for longer than PKI_ACME_STALE,
+ * so its validation job was lost (the thread pool's queue was full, the
+ * worker died) or never stored its result: it may be started again. */
+static int
+pki_acme_challenge_stale(pki_acme_t *a, const cJSON *authz, const cJSON *ch)
+{
+    const char  *st;
+
+    st = pki_json_str(ch, "status");
+
+    return st != NULL && strcmp(st, "processing") == 0
+           && strcmp(pki_acme_authz_status(a, authz), "pending") == 0
+           && pki_json_num(ch, "started") + PKI_ACME_STALE < (double) a->now;
+}
+
+
+/* Starts the validation of challenge "type" of *authz (read as *text): the
+ * challenge becomes "processing" since now, stored with a compare-and-set
+ * against *text, and a->resp->job validates it once the response is out.
+ * When another request changed the authorization first (a concurrent
+ * challenge POST, the validator's result), no job starts and *authz and
+ * *text are what is stored now.  PKI_OK, or a status for pki_acme_fail();
+ * the caller frees *authz and *text either way. */
+static pki_status_t
+pki_acme_validation_start(pki_acme_t *a, const char *acct, const char *aid,
+    const char *type, cJSON **authz, char **text)
+{
+    int              v;
+    cJSON           *ch;
+    const char      *thumb;
+    pki_acme_job_t  *job;
+
+    ch = pki_acme_challenge_find(*authz, type);
+    thumb = pki_json_str(a->account, "thumb");
+
+    if (ch == NULL || pki_json_str(ch, "token") == NULL
+        || pki_json_str(*authz, "type") == NULL
+        || pki_json_str(*authz, "value") == NULL || thumb == NULL)
+    {
+        return pki_fail(a->res, PKI_INTERNAL, "challenge %s of %s: "
+                        "incomplete", type, aid);
+    }
+
+    job = calloc(1, sizeof(pki_acme_job_t));
+    if (job == NULL) {
+        return pki_fail(a->res, PKI_INTERNAL, "out of memory");
+    }
+
+    snprintf(job->acct, sizeof(job->acct), "%s", acct);
+    snprintf(job->authz, sizeof(job->authz), "%s", aid);
+    snprintf(job->type, sizeof(job->type), "%s", type);
+    snprintf(job->id_type, sizeof(job->id_type), "%s",
+             pki_json_str(*authz, "type"));
+    snprintf(job->identifier, sizeof(job->identifier), "%s",
+             pki_json_str(*authz, "value"));
+    snprintf(job->token, sizeof(job->token), "%s",
+             pki_json_str(ch, "token"));
+    snprintf(job->key_authz, sizeof(job->key_authz), "%s.%s",
+             job->token, thumb);
+    job->chall = strcmp(type, "http-01") == 0 ? PKI_ACME_HTTP01
+                 : strcmp(type, "dns-01") == 0 ? PKI_ACME_DNS01
+                 : PKI_ACME_TLSALPN01;
+
+    pki_json_set_str(ch, "status", "processing");
+    pki_json_set_num(ch, "started", (double) a->now);
+
+    /* only one request starts it: two challenge POSTs (or polls of a stale
+     * one) read the same text, and the second swap finds it changed */
+    v = *text != NULL ? pki_acme_authz_cas(a, acct, aid, text, *authz) : -1;
+
+    if (v < 0) {
+        pki_acme_job_free(job);
+        cJSON_Delete(*authz);
+        *authz = NULL;
+        return *text == NULL ? pki_fail(a->res, PKI_INTERNAL, "no text")
+                             : PKI_UNAVAILABLE;
+    }
+
+    if (v == 0) {
+        pki_acme_job_free(job);
+        cJSON_Delete(*authz);
+        free(*text);
+        return pki_acme_authz_load_text(a, acct, aid, authz, text);
+    }
+
+    /* the validator starts from the text stored here: it stores its
+     * result only if the authorization is still exactly this (one round
+     * trip, no read) */
+    job->authz_text = *text;
+    *text = NULL;
+
+    a->resp->job = job;
+
+    return PKI_OK;
 }
 
 
@@ -2544,7 +2698,8 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
 static void
 pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
 {
-    cJSON        *authz, *o, *st;
+    char         *text;
+    cJSON        *authz, *o, *st, *ch;
     pki_status_t  rc;
 
     if (strcmp(acct, a->acct) != 0) {
@@ -2553,11 +2708,41 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
         return;
     }
 
-    rc = pki_acme_authz_load(a, acct, aid, &authz);
+    rc = pki_acme_authz_load_text(a, acct, aid, &authz, &text);
     if (rc != PKI_OK) {
         pki_acme_fail(a, rc, "authorization");
         return;
     }
+
+    /* certbot and lego only poll the authorization: a poll starts again a
+     * validation that was lost (its challenge "processing" for too long) */
+    if (a->payload == NULL) {
+        cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                              "challenges"))
+        {
+            if (pki_acme_challenge_stale(a, authz, ch)
+                && pki_json_str(ch, "type") != NULL)
+            {
+                char  type[16];
+
+                /* *authz, which holds the type, is replaced when the
+                 * swap loses */
+                snprintf(type, sizeof(type), "%s", pki_json_str(ch, "type"));
+
+                rc = pki_acme_validation_start(a, acct, aid, type, &authz,
+                                               &text);
+                if (rc != PKI_OK) {
+                    cJSON_Delete(authz);
+                    free(text);
+                    pki_acme_fail(a, rc, "authorization");
+                    return;
+                }
+                break;
+            }
+        }
+    }
+
+    free(text);
 
     if (a->payload != NULL) {
         st = cJSON_GetObjectItemCaseSensitive(a->payload, "status");
@@ -2609,8 +2794,6 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
     /* a validation is running: ask for a poll soon (lego waits 5 s
      * without a Retry-After) */
     if (strcmp(pki_acme_authz_status(a, authz), "pending") == 0) {
-        cJSON  *ch;
-
         cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
                                                               "challenges"))
         {
@@ -2635,11 +2818,10 @@ static void
 pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
     const char *type)
 {
-    cJSON           *authz, *chs, *ch, *found, *o;
-    char            *up;
-    const char      *st, *thumb;
-    pki_status_t     rc;
-    pki_acme_job_t  *job;
+    cJSON         *authz, *found, *o;
+    char          *up, *text;
+    const char    *st;
+    pki_status_t   rc;
 
     if (strcmp(acct, a->acct) != 0) {
         pki_acme_problem(a, 403, "unauthorized", "the challenge belongs to "
@@ -2647,85 +2829,53 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
         return;
     }
 
-    rc = pki_acme_authz_load(a, acct, aid, &authz);
+    rc = pki_acme_authz_load_text(a, acct, aid, &authz, &text);
     if (rc != PKI_OK) {
         pki_acme_fail(a, rc, "challenge");
         return;
     }
 
-    found = NULL;
-    chs = cJSON_GetObjectItemCaseSensitive(authz, "challenges");
-    cJSON_ArrayForEach(ch, chs) {
-        if (strcmp(pki_json_str(ch, "type"), type) == 0) {
-            found = ch;
-            break;
-        }
-    }
+    found = pki_acme_challenge_find(authz, type);
 
     if (found == NULL) {
         cJSON_Delete(authz);
+        free(text);
         pki_acme_problem(a, 404, "malformed", "no such challenge");
         return;
     }
 
-    if (a->payload != NULL) {
-        st = pki_json_str(found, "status");
+    /* a POST starts a pending challenge; any request (a POST-as-GET too)
+     * starts again one whose validation was lost */
+    st = pki_json_str(found, "status");
 
-        if (strcmp(pki_acme_authz_status(a, authz), "pending") == 0
-            && (strcmp(st, "pending") == 0
-                || (strcmp(st, "processing") == 0
-                    && pki_json_num(found, "started") + PKI_ACME_STALE
-                       < (double) a->now)))
-        {
-            job = calloc(1, sizeof(pki_acme_job_t));
-            thumb = pki_json_str(a->account, "thumb");
+    if ((a->payload != NULL && st != NULL && strcmp(st, "pending") == 0
+         && strcmp(pki_acme_authz_status(a, authz), "pending") == 0)
+        || pki_acme_challenge_stale(a, authz, found))
+    {
+        rc = pki_acme_validation_start(a, acct, aid, type, &authz, &text);
+        if (rc != PKI_OK) {
+            cJSON_Delete(authz);
+            free(text);
+            pki_acme_fail(a, rc, "challenge");
+            return;
+        }
 
-            if (job == NULL || thumb == NULL) {
-                free(job);
-                cJSON_Delete(authz);
-                pki_acme_problem(a, 500, "serverInternal", "out of memory");
-                return;
-            }
+        found = pki_acme_challenge_find(authz, type);
 
-            snprintf(job->acct, sizeof(job->acct), "%s", acct);
-            snprintf(job->authz, sizeof(job->authz), "%s", aid);
-            snprintf(job->type, sizeof(job->type), "%s", type);
-            snprintf(job->id_type, sizeof(job->id_type), "%s",
-                     pki_json_str(authz, "type"));
-            snprintf(job->identifier, sizeof(job->identifier), "%s",
-                     pki_json_str(authz, "value"));
-            snprintf(job->token, sizeof(job->token), "%s",
-                     pki_json_str(found, "token"));
-            snprintf(job->key_authz, sizeof(job->key_authz), "%s.%s",
-                     job->token, thumb);
-            job->chall = strcmp(type, "http-01") == 0 ? PKI_ACME_HTTP01
-                         : strcmp(type, "dns-01") == 0 ? PKI_ACME_DNS01
-                         : PKI_ACME_TLSALPN01;
-
-            pki_json_set_str(found, "status", "processing");
-            pki_json_set_num(found, "started", (double) a->now);
-
-            /* the validator starts from this text: it stores its result
-             * only if the authorization is still exactly this (one round
-             * trip, no read) */
-            job->authz_text = cJSON_PrintUnformatted(authz);
-
-            rc = pki_acme_authz_save(a->conf, acct, aid, authz, a->now,
-                                     a->res);
-            if (rc != PKI_OK) {
-                pki_acme_job_free(job);
-                cJSON_Delete(authz);
-                pki_acme_fail(a, rc, "challenge");
-                return;
-            }
-
-            a->resp->job = job;
+        if (found == NULL) {
+            cJSON_Delete(authz);
+            free(text);
+            pki_acme_problem(a, 404, "malformed", "no such challenge");
+            return;
         }
     }
 
+    free(text);
+
     o = pki_acme_challenge_obj(a, acct, aid, found);
 
-    if (strcmp(pki_json_str(found, "status"), "processing") == 0) {
+    st = pki_json_str(found, "status");
+    if (st != NULL && strcmp(st, "processing") == 0) {
         a->resp->retry_after = 1;
     }
 
@@ -5677,9 +5827,9 @@ PKI_API void
 pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     pki_result_t *res)
 {
-    int                      v;
+    int                      v, tries;
     long                     keep;
-    char                     key[PKI_ACME_KEY_MAX], idx[300], num[24];
+    char                     key[PKI_ACME_KEY_MAX], idx[300], *reread;
     const char              *expected;
     cJSON                   *authz = NULL, *chs, *ch, *found, *err;
     time_t                   now;
@@ -5712,9 +5862,11 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "authz",
                  job->authz);
 
-    /* from the text the challenge stored (the store below checks it is
-     * still that), else read */
+    /* from the text the challenge stored, else read; every store below
+     * checks the authorization is still the text it starts from */
     expected = job->authz_text;
+    reread = NULL;
+    tries = 0;
 
 again:
 
@@ -5728,12 +5880,15 @@ again:
         }
 
     } else {
-        rc = pki_acme_load(PKI_ACME_ST(conf), key, &authz, res);
+        free(reread);
+        rc = pki_acme_load_text(PKI_ACME_ST(conf), key, &authz, &reread,
+                                res);
         if (rc != PKI_OK) {
             pki_fail(res, rc, "validation of %s %s: authorization gone",
                      job->type, job->identifier);
             return;
         }
+        expected = reread;
     }
 
     found = NULL;
@@ -5750,6 +5905,7 @@ again:
         || strcmp(pki_json_str(authz, "status"), "pending") != 0)
     {
         cJSON_Delete(authz);
+        free(reread);
         pki_fail(res, PKI_CONFLICT, "validation of %s %s: no longer "
                  "processing", job->type, job->identifier);
         return;
@@ -5815,19 +5971,14 @@ again:
         if (texts[0] == NULL) {
             rc = pki_fail(res, PKI_INTERNAL, "out of memory");
 
-        } else if (expected != NULL) {
+        } else {
             v = pki_acme_job_store(conf, keys, 2, expected, texts[0],
                                    ttls[0], texts[1], ttls[1], res);
             rc = v < 0 ? PKI_UNAVAILABLE : PKI_OK;
-
-        } else {
-            rc = pki_acme_mset(PKI_ACME_ST(conf), res, 2, keys, texts, ttls,
-                               NULL, NULL, NULL, NULL);
         }
         cJSON_free(texts[0]);
-        (void) num;
 
-    } else if (expected != NULL) {
+    } else {
         long   t;
         char  *text, ttl[24], *keys[1];
 
@@ -5841,20 +5992,25 @@ again:
         rc = v < 0 ? (text == NULL ? PKI_INTERNAL : PKI_UNAVAILABLE)
                    : PKI_OK;
         cJSON_free(text);
-
-    } else {
-        rc = pki_acme_authz_save(conf, job->acct, job->authz, authz, now,
-                                 res);
     }
 
     cJSON_Delete(authz);
 
-    if (rc == PKI_OK && expected != NULL && v == 0) {
-        /* the authorization changed since the challenge: decide on what
-         * it is now */
-        expected = NULL;
-        goto again;
+    if (rc == PKI_OK && v == 0) {
+        /* the authorization changed since the text stored or read (a
+         * stale restart, another challenge of it, a deactivation): decide
+         * on what it is now, never over it with a plain SET */
+        if (++tries < 8) {
+            expected = NULL;
+            goto again;
+        }
+
+        rc = pki_fail(res, PKI_CONFLICT, "validation of %s %s: the "
+                      "authorization keeps changing", job->type,
+                      job->identifier);
     }
+
+    free(reread);
 
     if (rc != PKI_OK) {
         return;

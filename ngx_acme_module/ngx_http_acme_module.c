@@ -473,6 +473,7 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
     jctx = ngx_calloc(sizeof(ngx_http_acme_job_ctx_t), r->connection->log);
     if (jctx == NULL) {
+        /* as below: a poll after 30 s restarts it */
         pki_acme_job_free(ctx->resp.job);
         ctx->resp.job = NULL;
         return;
@@ -486,9 +487,12 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
                                     ngx_http_acme_job_done, jctx);
 
     if (rc != NGX_OK) {
-        /* the challenge stays "processing"; a new POST restarts it */
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "acme: challenge validation not started: %s",
+        /* the challenge stays "processing": the first poll of its
+         * authorization or challenge 30 s later starts it again */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "acme: validation for \"%V\" not started (%s), "
+                      "its challenge stays \"processing\" until a poll "
+                      "after 30 s restarts it", &r->uri,
                       rc == NGX_DECLINED ? "thread pool queue full"
                                          : "error");
         pki_acme_job_free(jctx->job);

@@ -64,6 +64,10 @@ mkdir $www;
             my ($path) = $line =~ m{^GET (\S+)};
             my ($tok) = ($path // '') =~ m{^/\.well-known/acme-challenge/([\w-]+)$};
             my $body = defined $tok ? slurp("$www/$tok") : undef;
+            if (defined $tok && open(my $h, '>>', "$www/$tok.hits")) {
+                print $h "1\n";            # validations seen, per token
+                close $h;
+            }
             if (defined $body) {
                 print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                     . "Content-Length: " . length($body)
@@ -707,6 +711,142 @@ sub rand_serial { return '5' . join('', map { sprintf('%X', int(rand(16))) } 1 .
        . 'serial becomes invalid');
 }
 
+# --- a challenge left processing is restarted by a poll -----------------------
+# A validation job that never ran (thread pool queue full) or died with its
+# worker leaves the challenge "processing".  certbot and lego only poll the
+# authorization, so a poll after PKI_ACME_STALE (30 s) restarts it.  Here the
+# lost job is simulated by writing "processing" straight into Redis.
+
+sub authz_key {
+    my ($url) = @_;
+    my ($acct, $aid) = $url =~ m{/authz/([\w-]+)/([\w-]+)$};
+    return "pki:{acme:$acct}:authz:$aid";
+}
+
+sub authz_edit {
+    my ($url, $fn) = @_;
+    my $key = authz_key($url);
+    my $o = decode_json($t->redis_raw('GET', $key) =~ s/\n\z//r);
+    $fn->($o);
+    $t->redis('SET', $key, $JSON->encode($o), 'KEEPTTL');
+}
+
+# validations the http-01 responder saw for a token
+sub hits {
+    my @l = (slurp("$www/$_[0].hits") // '') =~ /\n/g;
+    return scalar @l;
+}
+
+# a new order for one name, its authorization and http-01 challenge, the
+# responder primed with the key authorization
+sub http01_for {
+    my ($c, $name) = @_;
+    my $r = post($c, "$BASE/new-order", { identifiers => [
+        { type => 'dns', value => $name }] });
+    is($r->{status}, 201, "$name: new order") or diag($r->{content});
+    my $az = $r->{json}{authorizations}[0] // "$BASE/none";
+    my $a = post($c, $az, '');
+    my ($ch) = grep { $_->{type} eq 'http-01' }
+                    @{ $a->{json}{challenges} || [] };
+    $ch //= { token => 'none', url => "$BASE/none" };
+    spew("$www/$ch->{token}", "$ch->{token}." . thumb_of($c->{key}));
+    return ($az, $ch);
+}
+
+sub mark_processing {
+    my ($az, $started) = @_;
+    authz_edit($az, sub {
+        for my $ch (@{ $_[0]{challenges} }) {
+            next if $ch->{type} ne 'http-01';
+            $ch->{status} = 'processing';
+            $ch->{started} = $started;
+        }
+    });
+}
+
+{
+    my ($az, $ch) = http01_for($A, 'stale1.example.test');
+    mark_processing($az, time);
+    $r = post($A, $az, '');
+    is($r->{json}{status}, 'pending', 'a fresh processing challenge: the '
+       . 'authorization is pending');
+    is($r->{headers}{'retry-after'}, 1, '... with Retry-After');
+    sleep 0.5;
+    is(hits($ch->{token}), 0, '... and a poll does not restart it');
+    mark_processing($az, time - 120);
+    $r = poll($A, $az, 'valid');
+    is($r->{json}{status}, 'valid', 'a stale processing challenge is '
+       . 'restarted by a poll of its authorization') or diag($r->{content});
+    is(hits($ch->{token}), 1, '... which validated once');
+
+    # a POST-as-GET of the challenge itself restarts it too
+    my ($az2, $ch2) = http01_for($A, 'stale2.example.test');
+    mark_processing($az2, time - 120);
+    $r = poll($A, $ch2->{url}, 'valid');
+    is($r->{json}{status}, 'valid', 'a stale processing challenge is '
+       . 'restarted by a POST-as-GET of the challenge')
+        or diag($r->{content});
+    $r = post($A, $az2, '');
+    is($r->{json}{status}, 'valid', '... and its authorization is valid');
+}
+
+# --- concurrent challenge POSTs start one validation ---------------------------
+
+{
+    my ($az, $ch) = http01_for($A, 'race-chall.example.test');
+    my ($path) = $ch->{url} =~ m{^https://[^/]+(/\S*)$};
+    my $N = 8;
+    my @bodies = map {
+        $JSON->encode(jws(key => $A->{key}, url => $ch->{url},
+                          nonce => nonce(), kid => $A->{kid},
+                          payload => '{}'))
+    } 1 .. $N;
+    my $res = $t->dir . '/race-chall';
+    mkdir $res;
+    # connected and handshaken first, then all at once (a barrier)
+    pipe(my $rd, my $wr) or die "pipe: $!";
+    my @pids;
+    for my $i (0 .. $N - 1) {
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            close $wr;
+            require IO::Socket::SSL;
+            my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+                PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+                SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+            my $out = 'noconn';
+            if ($s) {
+                my $b = $bodies[$i];
+                my $req = "POST $path HTTP/1.1\r\n"
+                    . "Host: 127.0.0.1:" . $t->https_port . "\r\n"
+                    . "Content-Type: application/jose+json\r\n"
+                    . "Content-Length: " . length($b) . "\r\n"
+                    . "Connection: close\r\n\r\n$b";
+                my $x = <$rd>;                      # the barrier
+                print $s $req;
+                local $/;
+                my $resp = <$s> // '';
+                ($out) = $resp =~ m{^HTTP/1\.1 (\d+)};
+            }
+            spew("$res/$i", $out // 'none');
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    close $rd;
+    sleep 1.5;                                      # handshakes done
+    close $wr;
+    waitpid($_, 0) for @pids;
+    my %status;
+    $status{slurp("$res/$_") // 'none'}++ for 0 .. $N - 1;
+    is($status{200} // 0, $N, "$N concurrent challenge POSTs: all 200")
+        or diag(join(' ', map { "$_=$status{$_}" } sort keys %status));
+    $r = poll($A, $az, 'valid');
+    is($r->{json}{status}, 'valid', '... the authorization becomes valid');
+    sleep 1;                                        # any late validation
+    is(hits($ch->{token}), 1, '... after one validation');
+}
+
 # --- newAccount: 20 concurrent requests with one key -> one account --------------
 
 {
@@ -803,6 +943,42 @@ $r = post({ key => $newk }, "$BASE/new-account",
           { onlyReturnExisting => JSON::PP::true }, jwk => 1);
 is($r->{headers}{location}, $A->{kid}, 'keyChange: the new key finds the '
    . 'account');
+
+# RFC 8555 7.3.5: every rule of the inner JWS; each refusal leaves the
+# account key as it was
+{
+    my %bad = (
+        'inner "nonce"' => sub {
+            (inner => { hdr => { nonce => nonce() } }) },
+        'inner "url" is not the outer url' => sub {
+            (inner => { url => "$BASE/new-account" }) },
+        'inner "kid" instead of "jwk"' => sub {
+            (inner => { jwk => 0, kid => $A->{kid} }) },
+        'inner signed by another key than its "jwk"' => sub {
+            (inner => { key => new_key(), jwk_key => $_[0] }) },
+        'inner "account" is not the outer kid' => sub {
+            (payload => { account => $B->{kid} }) },
+        'inner "oldKey" is not the account key' => sub {
+            (payload => { oldKey => jwk_of(new_key()) }) },
+    );
+    for my $name (sort keys %bad) {
+        my $nk = new_key();
+        my %o = $bad{$name}->($nk);
+        my %pl = (account => $A->{kid}, oldKey => jwk_of($A->{key}),
+                  %{ $o{payload} || {} });
+        my $inner = jws(key => $nk, url => "$BASE/key-change", jwk => 1,
+                        payload => $JSON->encode(\%pl), %{ $o{inner} || {} });
+        $r = post($A, "$BASE/key-change", $JSON->encode($inner));
+        problem_is($r, 400, 'malformed', "keyChange, $name");
+        $r = post($A, $A->{kid}, '');
+        is($r->{status}, 200, "keyChange, $name: the old key still signs")
+            or diag($r->{content});
+        $r = post({ key => $nk }, "$BASE/new-account",
+                  { onlyReturnExisting => JSON::PP::true }, jwk => 1);
+        problem_is($r, 400, 'accountDoesNotExist', "keyChange, $name: the "
+                   . 'new key is not indexed');
+    }
+}
 
 # --- the per-process account hint (acme3) -------------------------------------------
 # A kid-signed request is verified against the last account text seen and
