@@ -5939,7 +5939,12 @@ again:
             cJSON_AddStringToObject(err, "detail", out.res.detail[0]
                                                    ? out.res.detail
                                                    : "validation failed");
-            cJSON_AddNumberToObject(err, "status", 403);
+            /* the status a problem of that type has on its own (as
+             * Boulder's): the client's answer was wrong or unreachable */
+            cJSON_AddNumberToObject(err, "status",
+                strcmp(ptype, "incorrectResponse") == 0
+                || strcmp(ptype, "unauthorized") == 0 ? 403
+                : strcmp(ptype, "serverInternal") == 0 ? 500 : 400);
             pki_json_set_item(found, "error", err);
         }
     }

@@ -491,6 +491,35 @@ is($r->{json}{status}, 'deactivated', 'authz deactivated');
 $r = post($A, $pending_url, '');
 is($r->{json}{status}, 'invalid', 'order with a deactivated authz: invalid');
 
+# a failed validation: the challenge's error says what and has its own
+# status (nothing listens on the lab's tls-alpn-01 port: connection, 400;
+# http-01 without the file: 403)
+{
+    my $o = post($A, "$BASE/new-order", { identifiers => [
+        { type => 'dns', value => 'fail1.example.test' },
+        { type => 'dns', value => 'fail2.example.test' }] });
+    is($o->{status}, 201, 'order for failing validations');
+    my ($az1, $az2) = @{ $o->{json}{authorizations} || [] };
+    my %want = ($az1 => ['tls-alpn-01', 'connection', 400],
+                $az2 => ['http-01', 'incorrectResponse|unauthorized', 403]);
+    for my $az ($az1, $az2) {
+        my ($type, $ptype, $status) = @{ $want{$az} };
+        my $a = post($A, $az, '');
+        my ($ch) = grep { $_->{type} eq $type } @{ $a->{json}{challenges} };
+        post($A, $ch->{url}, {});
+        my $done = poll($A, $az, 'valid');
+        is($done->{json}{status}, 'invalid', "$type failed: authz invalid");
+        my ($c) = grep { $_->{type} eq $type }
+                  @{ $done->{json}{challenges} || [] };
+        like($c->{error}{type} // '',
+             qr/^urn:ietf:params:acme:error:($ptype)$/,
+             "$type failed: error type") or diag($done->{content});
+        is($c->{error}{status}, $status, "$type failed: error status");
+    }
+    $o = post($A, $o->{headers}{location}, '');
+    is($o->{json}{status}, 'invalid', 'its order: invalid');
+}
+
 # --- issuance ---------------------------------------------------------------------
 
 my $c1 = issue($A, 'www1', 'www1.example.test', '127.0.0.1');
