@@ -29,6 +29,7 @@ typedef struct {
     pki_ca_t                  *ca;
     pki_template_t            *tmpl;
     ngx_str_t                  prefix;      /* the location, no "/" at end */
+    ngx_str_t                  base_url;    /* acme_base_url, or empty */
 
     ngx_flag_t                 eab_required;
     ngx_str_t                  tos;
@@ -95,6 +96,8 @@ static ngx_int_t ngx_http_acme_init(ngx_conf_t *cf);
 static char *ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_command_t  ngx_http_acme_commands[] = {
@@ -118,6 +121,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, eab_required),
+      NULL },
+
+    { ngx_string("acme_base_url"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_acme_base_url,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, base_url),
       NULL },
 
     { ngx_string("acme_terms_of_service"),
@@ -294,7 +304,13 @@ ngx_http_acme_handler(ngx_http_request_t *r)
         goto not_found;
     }
 
-    /* the base URL as the client sees it: scheme, Host, location */
+    /* the base URL as the client sees it: acme_base_url behind a proxy
+     * that terminates TLS or moves the path, else scheme, Host, location */
+
+    if (alcf->base_url.len) {
+        base = alcf->base_url;
+        goto based;
+    }
 
     if (r->headers_in.host) {
         host = r->headers_in.host->value;
@@ -323,6 +339,8 @@ ngx_http_acme_handler(ngx_http_request_t *r)
                     &host, &alcf->prefix);
     *p = '\0';
     base.len = p - base.data;
+
+based:
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_acme_ctx_t));
     if (ctx == NULL) {
@@ -843,6 +861,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->prefix, prev->prefix, "");
 
     ngx_conf_merge_value(conf->eab_required, prev->eab_required, 0);
+    ngx_conf_merge_str_value(conf->base_url, prev->base_url, "");
     ngx_conf_merge_str_value(conf->tos, prev->tos, "");
     ngx_conf_merge_str_value(conf->website, prev->website, "");
     ngx_conf_merge_ptr_value(conf->caa, prev->caa, NULL);
@@ -1074,4 +1093,73 @@ ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return ngx_http_pki_redis_parse(cf, &alcf->state_redis);
+}
+
+
+/* acme_base_url URL: the server's URL as clients reach it (the directory
+ * is at URL/directory), for a server behind a proxy that terminates TLS or
+ * serves it under another path.  Every URL the server hands out starts
+ * with it, and a JWS "url" must too (RFC 8555 6.4). */
+static char *
+ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_acme_loc_conf_t *alcf = conf;
+
+    u_char     *p, *host;
+    ngx_str_t  *value, *url;
+
+    url = &alcf->base_url;
+    if (url->data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    *url = value[1];
+
+    if (url->len > 7 && ngx_strncasecmp(url->data, (u_char *) "http://", 7)
+                        == 0)
+    {
+        host = url->data + 7;
+
+    } else if (url->len > 8
+               && ngx_strncasecmp(url->data, (u_char *) "https://", 8) == 0)
+    {
+        host = url->data + 8;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" must be an "
+                           "http:// or https:// URL", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (url->len > 400 || url->data[url->len - 1] == '/'
+        || host == url->data + url->len || *host == '/')
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": \"%V\" needs a "
+                           "host, at most 400 characters and no \"/\" at "
+                           "the end", &cmd->name, url);
+        return NGX_CONF_ERROR;
+    }
+
+    for (p = url->data; p < url->data + url->len; p++) {
+        if (*p <= ' ' || *p >= 0x7f || *p == '?' || *p == '#' || *p == '"'
+            || *p == '<' || *p == '>' || *p == '\\')
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": \"%V\" must "
+                               "have no query, fragment, space or quote",
+                               &cmd->name, url);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* a C string for the core */
+    p = ngx_pnalloc(cf->pool, url->len + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+    ngx_memcpy(p, url->data, url->len);
+    p[url->len] = '\0';
+    url->data = p;
+
+    return NGX_CONF_OK;
 }

@@ -36,8 +36,17 @@ my $t = PKITest->new;
 $t->start_redis;
 
 my $hport = PKITest::free_port();
-$t->start_nginx($t->render_conf('--acme-http-port', $hport,
-                                '--acme-tls-port', PKITest::free_port()));
+# a second ACME location as a TLS-terminating proxy publishes it
+# (acme_base_url): checked in "behind a proxy" below
+my $conf = $t->render_conf('--acme-http-port', $hport,
+                           '--acme-tls-port', PKITest::free_port());
+$conf =~ s{(\n(\s*)location /acme/ \{)}{
+$2location /acme-lb/ {
+$2    acme issuing acme;
+$2    acme_base_url https://lb.example.test/pki/acme;
+$2}
+$1} or die 'no ACME location in the config';
+$t->start_nginx($conf);
 
 my $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
 my $JSON = JSON::PP->new->canonical->allow_nonref;
@@ -1199,6 +1208,34 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     }
 }
 
+# --- behind a proxy (acme_base_url) -------------------------------------------------
+
+{
+    my $LB = 'https://lb.example.test/pki/acme';
+    my $local = 'https://127.0.0.1:' . $t->https_port . '/acme-lb';
+    my $d = $http->get("$local/directory");
+    my $dj = eval { decode_json($d->{content}) } || {};
+    is($dj->{newAccount}, "$LB/new-account",
+       'acme_base_url: the directory hands out the public URLs');
+    my $n = $http->request('HEAD', "$local/new-nonce")->{headers}{'replay-nonce'};
+    my $k = new_key();
+    my $j = jws(key => $k, url => "$LB/new-account", nonce => $n, jwk => 1,
+                payload => $JSON->encode({ termsOfServiceAgreed =>
+                                           JSON::PP::true }));
+    my $r = post_raw("$local/new-account", $JSON->encode($j));
+    is($r->{status}, 201, 'acme_base_url: a JWS "url" of the public URL is '
+       . 'accepted') or diag($r->{content});
+    like($r->{headers}{location} // '', qr{^\Q$LB\E/acct/[\w-]+$},
+         'acme_base_url: the account URL is public');
+    $n = $r->{headers}{'replay-nonce'};
+    $j = jws(key => $k, url => "$local/new-account", nonce => $n, jwk => 1,
+             payload => $JSON->encode({ onlyReturnExisting =>
+                                        JSON::PP::true }));
+    $r = post_raw("$local/new-account", $JSON->encode($j));
+    problem_is($r, 401, 'unauthorized', 'acme_base_url: the URL nginx sees '
+               . 'is not the one the client signs');
+}
+
 # --- resources and methods ------------------------------------------------------------
 
 $r = $http->get("$BASE/new-order");
@@ -1225,6 +1262,18 @@ is($r->{status}, 404, 'unknown resource: 404');
     my $good = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock namespace=acmestate: timeout=500ms;}r;
     ($ok, $out) = $t->nginx_test($t->write_conf($good, 'good-acme-redis.conf'));
     ok($ok, 'a good acme_redis passes nginx -t') or diag($out);
+
+    for my $case (['ftp://lb.example.test/acme', qr/must be an http/],
+                  ['https://lb.example.test/acme/', qr/no "\/" at the end/],
+                  ['https://', qr/must be an http|needs a host/],
+                  ['https://lb.example.test/acme?x=1', qr/no query/]) {
+        my ($url, $why) = @$case;
+        $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_base_url $url;}r;
+        ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-base.conf'));
+        ok(!$ok && $out =~ $why && $out =~ /bad-acme-base\.conf:\d+/,
+           "acme_base_url $url: nginx -t fails, naming file and line")
+            or diag($out);
+    }
 }
 
 # --- External Account Binding (keys from the admin API) --------------------------
