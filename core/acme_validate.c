@@ -2052,13 +2052,9 @@ av_http01(av_t *av, const char *identifier, const char *token,
         goto done;
     }
 
-    /* trim surrounding white space */
+    /* RFC 8555 8.3: white space at the end is ignored (only there) */
     b = r->body;
     len = r->body_len;
-    while (len > 0 && (*b == ' ' || *b == '\t' || *b == '\r' || *b == '\n')) {
-        b++;
-        len--;
-    }
     while (len > 0 && (b[len - 1] == ' ' || b[len - 1] == '\t'
                        || b[len - 1] == '\r' || b[len - 1] == '\n'))
     {

@@ -202,7 +202,11 @@ http_answer(int fd, const char *path, const char *host)
              "5\r\n%.5s\r\n%zx;ext=1\r\n%s\r\n0\r\n\r\n", k, strlen(k) - 5,
              k + 5);
     } else if (strcmp(tok, "noclen") == 0) {
-        SEND("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n  %s \n", k);
+        SEND("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n%s \r\n\t",
+             k);
+    } else if (strcmp(tok, "lead") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n  %s",
+             strlen(k) + 2, k);
     } else if (strcmp(tok, "wrong") == 0) {
         SEND("HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\nnot-the-key-authz");
     } else if (strcmp(tok, "big") == 0) {
@@ -890,8 +894,11 @@ main(void)
        "(%s)", http_host_seen);
     check("http-01 chunked", &c, PKI_ACME_HTTP01, "dns", "good.test",
           "chunked", NULL, NULL);
-    check("http-01 close-delimited, white space", &c, PKI_ACME_HTTP01,
-          "dns", "good.test", "noclen", NULL, NULL);
+    check("http-01 close-delimited, trailing white space", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "noclen", NULL, NULL);
+    /* RFC 8555 8.3: only trailing white space is ignored */
+    check("http-01 leading white space", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "lead", "incorrectResponse", "does not match");
     ka_token = "good";
     check("http-01 absolute redirect", &c, PKI_ACME_HTTP01, "dns",
           "good.test", "redir", NULL, NULL);
