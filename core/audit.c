@@ -2610,9 +2610,11 @@ pki_audit_make_id(const char *dir, const char *path, pki_result_t *res)
     char           hex[PKI_AUDIT_ID_LEN + 1], name[48], *tmp;
     unsigned char  rnd[PKI_AUDIT_ID_LEN / 2];
 
+    tmp = NULL;
+
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
         pki_fail(res, PKI_INTERNAL, "RAND_bytes() failed");
-        return 0;
+        goto failed;
     }
 
     pki_hex(rnd, sizeof(rnd), hex);
@@ -2622,15 +2624,14 @@ pki_audit_make_id(const char *dir, const char *path, pki_result_t *res)
     tmp = pki_path(dir, name);
     if (tmp == NULL) {
         pki_fail(res, PKI_INTERNAL, "out of memory");
-        return 0;
+        goto failed;
     }
 
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
         pki_fail(res, PKI_INTERNAL, "cannot create %s: %s", tmp,
                  strerror(errno));
-        free(tmp);
-        return 0;
+        goto failed;
     }
 
     hex[PKI_AUDIT_ID_LEN] = '\n';
@@ -2651,23 +2652,28 @@ pki_audit_make_id(const char *dir, const char *path, pki_result_t *res)
     if (!ok) {
         pki_fail(res, PKI_INTERNAL, "cannot make %s: %s", path,
                  strerror(err));
-        free(tmp);
-        return 0;
+        goto failed;
     }
 
     free(tmp);
     pki_fsync_dir(dir);
 
     return 1;
+
+failed:
+
+    free(tmp);
+    return 0;
 }
 
 
-/* This log's names in stream keys: "<host>-<id>", with the id of DIR/audit.id
- * (made when missing), and the previous version's "<host>-<dir hash>" (the
- * first 6 bytes of SHA-256 over the directory's real path), which two
- * containers with one host name and one log path (different directories)
- * shared.  A malformed audit.id is an error: a log whose identity changed
- * would leave its entries to no one. */
+/* This log's names in stream keys: "<host>-<id>", with the id of
+ * DIR/audit.id (made when missing), and the previous version's
+ * "<host>-<dir hash>" (the first 6 bytes of SHA-256 over the directory's
+ * real path), which two containers with one host name and one log path
+ * (different directories) shared.  A malformed audit.id is an error, not
+ * replaced: a log whose identity changed would leave what is in its stream
+ * to no one. */
 static int
 pki_audit_logid(pki_audit_t *a, pki_result_t *res)
 {
@@ -2707,8 +2713,7 @@ pki_audit_logid(pki_audit_t *a, pki_result_t *res)
 
     if (fd < 0 && errno == ENOENT) {
         if (!pki_audit_make_id(a->dir, path, res)) {
-            free(path);
-            return 0;
+            goto failed;
         }
 
         fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -2717,8 +2722,7 @@ pki_audit_logid(pki_audit_t *a, pki_result_t *res)
     if (fd < 0) {
         pki_fail(res, PKI_INTERNAL, "cannot open %s: %s", path,
                  strerror(errno));
-        free(path);
-        return 0;
+        goto failed;
     }
 
     /* one byte more than an id and its newline: a longer file is not one */
@@ -2732,8 +2736,7 @@ pki_audit_logid(pki_audit_t *a, pki_result_t *res)
             pki_fail(res, PKI_INTERNAL, "cannot read %s: %s", path,
                      strerror(errno));
             close(fd);
-            free(path);
-            return 0;
+            goto failed;
         }
         if (got == 0) {
             break;
@@ -2757,10 +2760,8 @@ pki_audit_logid(pki_audit_t *a, pki_result_t *res)
 
     if (n != PKI_AUDIT_ID_LEN || i != n) {
         pki_fail(res, PKI_INTERNAL, "%s is malformed (not 16 lowercase hex "
-                 "digits and a newline): the log's identity, restore it or "
-                 "remove it", path);
-        free(path);
-        return 0;
+                 "digits and a newline)", path);
+        goto failed;
     }
 
     free(path);
@@ -2778,6 +2779,11 @@ pki_audit_logid(pki_audit_t *a, pki_result_t *res)
              PKI_AUDIT_ID_LEN, buf);
 
     return 1;
+
+failed:
+
+    free(path);
+    return 0;
 }
 
 
