@@ -47,6 +47,7 @@
 #include <hiredis.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include "pki.h"
@@ -70,11 +71,15 @@ typedef struct pki_audit_qent_s  pki_audit_qent_t;
 
 /* A certificate store and CA whose issuance entries travel in the
  * record's commit (pki_audit_carry): the stream that holds them until
- * the file has them durably. */
+ * the file has them durably, and the stream the previous version named
+ * after the host and the directory's path, "<host>-<dir hash>" (two
+ * containers with one host name and one log path shared it): nothing new
+ * goes there, the janitor takes over what an older process left in it. */
 typedef struct {
     pki_redis_t          *r;
     char                  ca[64];
     char                  key[384];
+    char                  lkey[384];
 } pki_audit_carry_t;
 
 #define PKI_AUDIT_CARRY_MAX    256
@@ -86,6 +91,7 @@ typedef struct {
                                           old is orphaned */
 #define PKI_AUDIT_LOOK_MS      1000    /* the janitor's period, and the
                                           age of a dead writer's orphan */
+#define PKI_AUDIT_ID_LEN       16      /* hex digits of DIR/audit.id */
 
 struct pki_audit_s {
     char                 *dir;
@@ -148,7 +154,9 @@ struct pki_audit_s {
      * PKI_AUDIT_PEND_MS, then they leave the stream */
     pki_audit_carry_t    *carry;
     unsigned              ncarry;
-    char                  logid[96];
+    char                  logid[96];   /* "<host>-<DIR/audit.id>" */
+    char                  llogid[96];  /* "<host>-<dir hash>" (previous
+                                          version) */
     pki_audit_qent_t     *pend;        /* written, not synced (lock) */
     pki_audit_qent_t    **pendtail;
     unsigned              npend;       /* atomic */
@@ -184,7 +192,8 @@ struct pki_audit_qent_s {
     pki_audit_qent_t     *next;
     unsigned long long    ticket;
     const pki_audit_carry_t  *carry;   /* carried: its stream, else NULL */
-    char                  rid[48];     /* carried: its stream id */
+    int                   legacy;      /* carried: from carry->lkey */
+    char                  rid[48];     /* carried: its id in that stream */
     size_t                blen;
     char                  time[40];
     char                  body[1];
@@ -226,7 +235,7 @@ static void pki_audit_xdel(pki_audit_qent_t *list);
 static void pki_audit_janitor(pki_audit_t *a);
 static void pki_audit_xdel_later(pki_audit_t *a, pki_audit_qent_t *done);
 static long long pki_audit_ms(void);
-static void pki_audit_logid(pki_audit_t *a);
+static int pki_audit_logid(pki_audit_t *a, pki_result_t *res);
 static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
     off_t size);
 
@@ -927,9 +936,6 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
 
     a->dir = strdup(conf->dir);
     a->path = pki_path(conf->dir, "audit.log");
-    if (a->dir != NULL) {
-        pki_audit_logid(a);
-    }
     lockpath = pki_path(conf->dir, "audit.lock");
     a->obuf = malloc(PKI_AUDIT_OBUF);
 
@@ -938,6 +944,11 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
     {
         free(lockpath);
         pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    if (!pki_audit_logid(a, res)) {
+        free(lockpath);
         goto failed;
     }
 
@@ -1535,6 +1546,12 @@ pki_audit_body(pki_jbuf_t *b, const pki_event_t *ev)
 /* room in a line around the fields: seq, time, pid, prev, hash */
 #define PKI_AUDIT_FRAME        256
 
+/* the longest fields of a carried entry: room for its "rid" (and, in the
+ * previous version's stream, nothing more); room for its "stream" too
+ * (a log id of 80 bytes at most) */
+#define PKI_AUDIT_LEGACY_MAX   (PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME - 64)
+#define PKI_AUDIT_CARRIED_MAX  (PKI_AUDIT_LEGACY_MAX - 112)
+
 
 static pki_status_t
 pki_audit_write_locked(pki_audit_t *a, const pki_event_t *ev,
@@ -1656,6 +1673,12 @@ pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
         pki_jraw(&b, q->body, q->blen);
         if (q->rid[0] != '\0') {
             pki_jstr(&b, "rid", q->rid);
+
+            /* the stream the id is of (ids are unique per stream only);
+             * none: the previous version's, as its own lines have it */
+            if (!q->legacy) {
+                pki_jstr(&b, "stream", a->logid);
+            }
         }
 
     } else {
@@ -2035,6 +2058,7 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     q->blen = b.len;
     q->next = NULL;
     q->carry = NULL;
+    q->legacy = 0;
     q->rid[0] = '\0';
 
     pki_time_text(q->time, sizeof(q->time));
@@ -2573,11 +2597,90 @@ pki_audit_ms(void)
 }
 
 
-/* This log's name in stream keys: the host and its directory. */
-static void
-pki_audit_logid(pki_audit_t *a)
+/* DIR/audit.id made (mode 0644) with a new identity of 16 hex digits from
+ * the CSPRNG, unless another process made it first; 1, or 0 with res
+ * filled.  The id is written to a file of its own, synced, then linked to
+ * audit.id: of processes opening DIR at once (nginx's master and workers,
+ * pkictl) one wins (link() fails with EEXIST for the others, who read the
+ * winner's), and no one reads a partial file. */
+static int
+pki_audit_make_id(const char *dir, const char *path, pki_result_t *res)
 {
-    char           host[64], *real, *p;
+    int            fd, ok, err;
+    char           hex[PKI_AUDIT_ID_LEN + 1], name[48], *tmp;
+    unsigned char  rnd[PKI_AUDIT_ID_LEN / 2];
+
+    tmp = NULL;
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        pki_fail(res, PKI_INTERNAL, "RAND_bytes() failed");
+        goto failed;
+    }
+
+    pki_hex(rnd, sizeof(rnd), hex);
+
+    /* named after its content: unique among the processes racing */
+    snprintf(name, sizeof(name), "audit.id.%s.tmp", hex);
+    tmp = pki_path(dir, name);
+    if (tmp == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        pki_fail(res, PKI_INTERNAL, "cannot create %s: %s", tmp,
+                 strerror(errno));
+        goto failed;
+    }
+
+    hex[PKI_AUDIT_ID_LEN] = '\n';
+    ok = pki_write_all(fd, hex, PKI_AUDIT_ID_LEN + 1) && fsync(fd) == 0;
+    err = errno;
+    if (close(fd) != 0 && ok) {
+        ok = 0;
+        err = errno;
+    }
+
+    if (ok && link(tmp, path) != 0 && errno != EEXIST) {
+        ok = 0;
+        err = errno;
+    }
+
+    (void) unlink(tmp);
+
+    if (!ok) {
+        pki_fail(res, PKI_INTERNAL, "cannot make %s: %s", path,
+                 strerror(err));
+        goto failed;
+    }
+
+    free(tmp);
+    pki_fsync_dir(dir);
+
+    return 1;
+
+failed:
+
+    free(tmp);
+    return 0;
+}
+
+
+/* This log's names in stream keys: "<host>-<id>", with the id of
+ * DIR/audit.id (made when missing), and the previous version's
+ * "<host>-<dir hash>" (the first 6 bytes of SHA-256 over the directory's
+ * real path), which two containers with one host name and one log path
+ * (different directories) shared.  A malformed audit.id is an error, not
+ * replaced: a log whose identity changed would leave what is in its stream
+ * to no one. */
+static int
+pki_audit_logid(pki_audit_t *a, pki_result_t *res)
+{
+    int            fd;
+    char           host[64], *real, *path, buf[PKI_AUDIT_ID_LEN + 2], *p;
+    size_t         n, i;
+    ssize_t        got;
     const char    *d;
     unsigned char  md[SHA256_DIGEST_LENGTH];
 
@@ -2597,8 +2700,90 @@ pki_audit_logid(pki_audit_t *a)
     SHA256((const unsigned char *) d, strlen(d), md);
     free(real);
 
-    snprintf(a->logid, sizeof(a->logid), "%s-%02x%02x%02x%02x%02x%02x", host,
-             md[0], md[1], md[2], md[3], md[4], md[5]);
+    snprintf(a->llogid, sizeof(a->llogid), "%s-%02x%02x%02x%02x%02x%02x",
+             host, md[0], md[1], md[2], md[3], md[4], md[5]);
+
+    path = pki_path(a->dir, "audit.id");
+    if (path == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return 0;
+    }
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 && errno == ENOENT) {
+        if (!pki_audit_make_id(a->dir, path, res)) {
+            goto failed;
+        }
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+
+    if (fd < 0) {
+        pki_fail(res, PKI_INTERNAL, "cannot open %s: %s", path,
+                 strerror(errno));
+        goto failed;
+    }
+
+    /* one byte more than an id and its newline: a longer file is not one */
+    n = 0;
+    while (n < sizeof(buf)) {
+        got = read(fd, buf + n, sizeof(buf) - n);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            pki_fail(res, PKI_INTERNAL, "cannot read %s: %s", path,
+                     strerror(errno));
+            close(fd);
+            goto failed;
+        }
+        if (got == 0) {
+            break;
+        }
+        n += (size_t) got;
+    }
+
+    close(fd);
+
+    if (n == PKI_AUDIT_ID_LEN + 1 && buf[PKI_AUDIT_ID_LEN] == '\n') {
+        n--;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!((buf[i] >= '0' && buf[i] <= '9')
+              || (buf[i] >= 'a' && buf[i] <= 'f')))
+        {
+            break;
+        }
+    }
+
+    if (n != PKI_AUDIT_ID_LEN || i != n) {
+        pki_fail(res, PKI_INTERNAL, "%s is malformed (not 16 lowercase hex "
+                 "digits and a newline)", path);
+        goto failed;
+    }
+
+    free(path);
+
+    /* in a line of the log too: nothing there to escape */
+    for (p = host; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\' || (unsigned char) *p < 0x20
+            || *p == 0x7f)
+        {
+            *p = '_';
+        }
+    }
+
+    snprintf(a->logid, sizeof(a->logid), "%s-%.*s", host,
+             PKI_AUDIT_ID_LEN, buf);
+
+    return 1;
+
+failed:
+
+    free(path);
+    return 0;
 }
 
 
@@ -2649,6 +2834,13 @@ pki_audit_carry(pki_audit_t *a, pki_redis_t *r, const char *ca,
                         "long");
     }
 
+    n = snprintf(c->lkey, sizeof(c->lkey), "%s{ca:%s}:audit:%s",
+                 pki_redis_ns(r), ca, a->llogid);
+    if (n < 0 || (size_t) n >= sizeof(c->lkey)) {
+        return pki_fail(res, PKI_INTERNAL, "transaction log stream key too "
+                        "long");
+    }
+
     a->ncarry++;
 
     return PKI_OK;
@@ -2691,8 +2883,8 @@ pki_int_audit_entry(const pki_event_t *ev, char *body, size_t size,
     b.p = body;
     b.len = 0;
     b.cap = size;
-    if (b.cap > PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME - 64) {
-        b.cap = PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME - 64;
+    if (b.cap > PKI_AUDIT_CARRIED_MAX) {
+        b.cap = PKI_AUDIT_CARRIED_MAX;
     }
     b.err = 0;
 
@@ -2731,6 +2923,7 @@ pki_int_audit_carried(const char *stream, const char *time,
 
     q->next = NULL;
     q->carry = NULL;
+    q->legacy = 0;
     for (i = 0; i < a->ncarry; i++) {
         if (a->carry[i].key == stream) {
             q->carry = &a->carry[i];
@@ -2799,6 +2992,7 @@ pki_audit_xdel(pki_audit_qent_t *list)
     size_t                    n, i, j, k;
     redisReply               *reply;
     pki_result_t              res;
+    int                       lg;
     pki_audit_qent_t         *q, **v;
     const pki_audit_carry_t  *c;
     const char               *argv[258];
@@ -2823,12 +3017,14 @@ pki_audit_xdel(pki_audit_qent_t *list)
                 continue;
             }
 
+            lg = v[i]->legacy;
+
             argv[0] = "XDEL";
-            argv[1] = c->key;
+            argv[1] = lg ? c->lkey : c->key;
             k = 2;
 
             for (j = i; j < n && k < 258; j++) {
-                if (v[j]->carry == c) {
+                if (v[j]->carry == c && v[j]->legacy == lg) {
                     argv[k++] = v[j]->rid;
                     v[j]->carry = NULL;
                 }
@@ -2857,16 +3053,21 @@ pki_audit_xdel(pki_audit_qent_t *list)
 }
 
 
-/* Marks (q->ticket = 1) the entries of list whose (CA, stream id) the
- * text of a log file holds: one pass over the text, whatever the number
- * of entries. */
+/* Marks (q->ticket = 1) the entries of list whose (CA, stream, stream
+ * id) the text of a log file holds: one pass over the text, whatever the
+ * number of entries.  The stream is the "stream" right after "rid" (the
+ * log's own, logid), or none (the previous version's: its lines have
+ * none, and neither have those the janitor writes from its stream). */
 static void
-pki_audit_mark_held(const char *text, size_t len, pki_audit_qent_t *list)
+pki_audit_mark_held(const char *text, size_t len, const char *logid,
+    pki_audit_qent_t *list)
 {
-    size_t               cl, rl;
-    const char          *p, *end, *ls, *le, *r, *re, *c;
+    int                  legacy;
+    size_t               cl, rl, sl;
+    const char          *p, *end, *ls, *le, *r, *re, *c, *s;
     pki_audit_qent_t    *q;
     static const char    tag[] = ",\"rid\":\"";
+    static const char    stag[] = ",\"stream\":\"";
 
     p = text;
     end = text + len;
@@ -2892,8 +3093,22 @@ pki_audit_mark_held(const char *text, size_t len, pki_audit_qent_t *list)
 
         c = memmem(ls, (size_t) (le - ls), ",\"ca\":\"", 7);
 
+        /* the line's stream: the previous version's (no "stream": 1),
+         * ours (0), or another log's (-1: no entry of list) */
+        s = re + 1;
+        sl = strlen(logid);
+        legacy = 1;
+
+        if ((size_t) (le - s) >= sizeof(stag) - 1
+            && memcmp(s, stag, sizeof(stag) - 1) == 0)
+        {
+            s += sizeof(stag) - 1;
+            legacy = ((size_t) (le - s) > sl && memcmp(s, logid, sl) == 0
+                      && s[sl] == '"') ? 0 : -1;
+        }
+
         for (q = list; c != NULL && q != NULL; q = q->next) {
-            if (q->ticket || strlen(q->rid) != rl
+            if (q->ticket || q->legacy != legacy || strlen(q->rid) != rl
                 || memcmp(q->rid, r, rl) != 0)
             {
                 continue;
@@ -2962,7 +3177,8 @@ pki_audit_map(const char *dir, const char *name, size_t *len)
  * (an entry whose writer died an hour ago, with many rotations since, is
  * found as well as one from a second ago), each once. */
 static void
-pki_audit_mark_rotated(const char *dir, pki_audit_qent_t *list)
+pki_audit_mark_rotated(const char *dir, const char *logid,
+    pki_audit_qent_t *list)
 {
     DIR                 *d;
     char                *text, *path;
@@ -3013,7 +3229,7 @@ pki_audit_mark_rotated(const char *dir, pki_audit_qent_t *list)
 
         text = pki_audit_map(dir, de->d_name, &len);
         if (text != NULL) {
-            pki_audit_mark_held(text, len, list);
+            pki_audit_mark_held(text, len, logid, list);
             munmap(text, len);
         }
     }
@@ -3041,11 +3257,11 @@ pki_audit_orphaned(long long pid, long long ms, long long now, long long age)
 }
 
 
-/* The orphaned entries of one stream (pki_audit_orphaned; only those
- * PKI_AUDIT_LOOK_MS old at least), as queue entries (NULL: none, or Redis
- * did not answer). */
+/* The orphaned entries of one stream, c's own or (legacy) the previous
+ * version's (pki_audit_orphaned; only those PKI_AUDIT_LOOK_MS old at
+ * least), as queue entries (NULL: none, or Redis did not answer). */
 static pki_audit_qent_t *
-pki_audit_orphans(const pki_audit_carry_t *c, long long age)
+pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
 {
     size_t               i, j, tl, bl;
     long long            now, pid;
@@ -3086,7 +3302,7 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
     snprintf(upto, sizeof(upto), "%lld", now - PKI_AUDIT_LOOK_MS);
 
     argv[0] = "XRANGE";
-    argv[1] = c->key;
+    argv[1] = legacy ? c->lkey : c->key;
     argv[2] = "-";
     argv[3] = upto;
     argv[4] = "COUNT";
@@ -3147,7 +3363,8 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
             }
 
             if (tv == NULL || bv == NULL || tl >= sizeof(q->time)
-                || bl > PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME - 64)
+                || bl > (legacy ? PKI_AUDIT_LEGACY_MAX
+                                : PKI_AUDIT_CARRIED_MAX))
             {
                 continue;
             }
@@ -3160,6 +3377,7 @@ pki_audit_orphans(const pki_audit_carry_t *c, long long age)
             q->next = NULL;
             q->ticket = 0;
             q->carry = c;
+            q->legacy = legacy;
             memcpy(q->rid, e->element[0]->str, e->element[0]->len);
             q->rid[e->element[0]->len] = '\0';
             memcpy(q->time, tv, tl);
@@ -3196,11 +3414,15 @@ pki_audit_drop_queued(pki_audit_t *a, pki_audit_qent_t **list)
     for (pq = list; (o = *pq) != NULL; ) {
         held = 0;
 
+        /* (queued entries are never the previous version's: an id of
+         * its stream is another entry than the same id of ours) */
         for (q = a->retry; !held && q != NULL; q = q->next) {
-            held = q->carry == o->carry && strcmp(q->rid, o->rid) == 0;
+            held = q->carry == o->carry && q->legacy == o->legacy
+                   && strcmp(q->rid, o->rid) == 0;
         }
         for (q = a->qhead; !held && q != NULL; q = q->next) {
-            held = q->carry == o->carry && strcmp(q->rid, o->rid) == 0;
+            held = q->carry == o->carry && q->legacy == o->legacy
+                   && strcmp(q->rid, o->rid) == 0;
         }
 
         if (held) {
@@ -3217,7 +3439,9 @@ pki_audit_drop_queued(pki_audit_t *a, pki_audit_qent_t **list)
 
 
 /* Entries left in a stream past PKI_AUDIT_ORPHAN_MS: the file gets those
- * it lacks (synced), then the stream loses them all. */
+ * it lacks (synced), then the stream loses them all.  Each carry's own
+ * stream, then the previous version's (an upgrade loses nothing that an
+ * older process left there). */
 static void
 pki_audit_janitor(pki_audit_t *a)
 {
@@ -3229,9 +3453,10 @@ pki_audit_janitor(pki_audit_t *a)
     pki_audit_qent_t    *list, *q;
     unsigned long long   mine;
 
-    for (i = 0; i < a->ncarry; i++) {
+    for (i = 0; i < 2 * a->ncarry; i++) {
 
-        list = pki_audit_orphans(&a->carry[i], a->orphan_ms);
+        list = pki_audit_orphans(&a->carry[i / 2], (int) (i % 2),
+                                 a->orphan_ms);
         if (list == NULL) {
             continue;
         }
@@ -3263,10 +3488,10 @@ pki_audit_janitor(pki_audit_t *a)
             cur = ok ? pki_audit_map(a->dir, "audit.log", &clen) : NULL;
 
             if (cur != NULL) {
-                pki_audit_mark_held(cur, clen, list);
+                pki_audit_mark_held(cur, clen, a->logid, list);
             }
             if (ok) {
-                pki_audit_mark_rotated(a->dir, list);
+                pki_audit_mark_rotated(a->dir, a->logid, list);
             }
 
             for (q = list; ok && q != NULL; q = q->next) {

@@ -1338,16 +1338,23 @@ PKI_API void pki_audit_syncer_stop(pki_audit_t *a);
 /* Entries carried by the certificate store.  After pki_audit_carry(a, r,
  * ca), while a's syncer runs, the success entry of an issuance by CA "ca"
  * with its record in store r is appended to a Redis stream
- * ("<ns>{ca:CA}:audit:<host>-<dir hash>", fields t: time, b: the entry's
- * fields, p: the writer's pid) in the same script that commits the record,
- * so it is durable exactly when the record is, and no answer waits for the
- * log file.  The syncer writes carried entries in batches (within 20 ms),
- * syncs the file every second and then deletes the synced entries from the
- * stream.  A janitor in every syncer looks each second for entries left in
- * a stream: one whose writer process is gone (kill -9, a crash), or older
- * than orphan_ms (30 s; a machine that lost the file's page cache), is
- * written unless the file holds it already (its line has "rid": the stream
- * id), then deleted.  Call before the syncer starts.
+ * ("<ns>{ca:CA}:audit:<host>-<id>", fields t: time, b: the entry's fields,
+ * p: the writer's pid; id: the 16 hex digits of DIR/audit.id, made at the
+ * log's first open and kept, so that two log directories never share a
+ * stream, not even with one host name and one path in two containers) in
+ * the same script that commits the record, so it is durable exactly when
+ * the record is, and no answer waits for the log file.  The syncer writes
+ * carried entries in batches (within 20 ms), syncs the file every second
+ * and then deletes the synced entries from the stream.  A janitor in every
+ * syncer looks each second for entries left in a stream: one whose writer
+ * process is gone (kill -9, a crash), or older than orphan_ms (30 s; a
+ * machine that lost the file's page cache), is written unless the file
+ * holds it already (its line has "rid": the stream id, and "stream": the
+ * "<host>-<id>" it is of), then deleted.  The janitor does the same with
+ * the stream of the previous version ("<host>-<dir hash>", the first 6
+ * bytes of SHA-256 over the directory's real path; its lines have no
+ * "stream"), so an upgrade loses none of its entries.  Call before the
+ * syncer starts.
  * pki_audit_ticket_done(): whether the answer holding ticket may leave. */
 PKI_API pki_status_t pki_audit_carry(pki_audit_t *a, pki_redis_t *r,
     const char *ca, pki_result_t *res);

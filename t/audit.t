@@ -15,7 +15,9 @@
 # fails in nginx, through an LD_PRELOAD shim), answers wait for a sync task
 # in the pool; when the pool's queue refuses it, they wait for a retry (a
 # warning says so), never for a sync on the event loop, and every answered
-# issuance is in the log.
+# issuance is in the log.  Two instances with one host name whose log
+# directories have one path (mount namespaces, as two containers) keep
+# their logs apart (DIR/audit.id names their streams).
 
 use strict;
 use warnings;
@@ -422,5 +424,154 @@ ok(time - $ts < 10, sprintf('graceful stop in %.1f s', time - $ts));
 
 ($rc, $out, $err) = verify($dir, '--pubkey', "$pki/audit-pub.pem");
 is($rc, 0, 'log intact') or diag("$out$err");
+
+# --- two containers: one host name, one log path, two directories -----------
+
+# Two instances on this host (one host name) sharing Redis, each in a mount
+# namespace of its own where another real directory is bind-mounted on the
+# same log path.  Their streams were one ("<host>-<hash of the path>"): each
+# janitor took the other's entries.  With DIR/audit.id they are two.  One
+# instance's worker is stopped (SIGSTOP) right after an answer, its entry
+# still in its stream: past orphan_after (1 s), the other's janitor took it
+# when the stream was shared; now it is left to its own writer.
+SKIP: {
+    my ($urc, undef, $uerr) = run_cmd(['unshare', '-m', 'sh', '-c',
+                                       'mount -t tmpfs none /mnt']);
+    skip "no mount namespaces here: $uerr", 14 if $urc != 0;
+
+    my $shared = $t->dir . '/ns-audit';
+    mkdir $shared;
+    my %san = PKITest::san_env();
+    my %in;
+
+    for my $n (qw(a b)) {
+        my $i = $in{$n} = {
+            real => $t->dir . "/ns-real-$n",
+            prefix => $t->dir . "/ns-nginx-$n",
+            https => PKITest::free_port(),
+            http => PKITest::free_port(),
+        };
+        mkdir $i->{real};
+        mkdir $i->{prefix};
+        mkdir "$i->{prefix}/$_" for qw(conf logs tmp);
+
+        my ($rc, $conf, $err) = run_cmd([
+            "$PKITest::TOP/scripts/nginx-conf.sh", '--build', $PKITest::BUILD,
+            '--pki', $pki, '--prefix', $i->{prefix},
+            '--redis', $t->redis_sock, '--https', $i->{https},
+            '--http', $i->{http}, '--daemon', 'off', '--log-level', 'info',
+            '--token', $t->token, '--workers', 1, '--audit', $shared,
+            '--audit-params', 'orphan_after=1s']);
+        die "nginx-conf.sh failed: $err" if $rc != 0;
+        spew("$i->{prefix}/conf/nginx.conf", $conf);
+
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            $ENV{SOFTHSM2_CONF} = $t->softhsm_conf;
+            open(STDOUT, '>>', "$i->{prefix}/logs/stderr.log");
+            open(STDERR, '>&', \*STDOUT);
+            # the sanitizer runtime (if any) for nginx only
+            exec('unshare', '-m', 'sh', '-c',
+                 'mount --bind "$1" "$2" && shift 2 && exec env "$@"', 'sh',
+                 $i->{real}, $shared, (map { "$_=$san{$_}" } sort keys %san),
+                 'nginx', '-p', "$i->{prefix}/", '-c',
+                 "$i->{prefix}/conf/nginx.conf")
+                or POSIX::_exit(127);
+        }
+        $i->{pid} = $pid;
+        $t->{children}{"ns-nginx-$n"} = $pid;     # stopped at exit
+
+        my $up;
+        for (1 .. 300) {
+            last if waitpid($pid, POSIX::WNOHANG()) == $pid;
+            $up = $t->curl('GET', "http://127.0.0.1:$i->{http}/",
+                           max_time => 2, quiet => 1)->{code} == 200;
+            last if $up;
+            select(undef, undef, undef, 0.1);
+        }
+        ok($up, "instance $n up, its log at $shared in its namespace")
+            or diag(slurp("$i->{prefix}/logs/error.log") // '');
+    }
+
+    my @ids = map { slurp("$in{$_}{real}/audit.id") // '' } qw(a b);
+    like($ids[0], qr/^[0-9a-f]{16}\n\z/, 'instance a made its audit.id');
+    ok($ids[1] =~ /^[0-9a-f]{16}\n\z/ && $ids[1] ne $ids[0],
+       '  b one of its own');
+    ok(!-e "$shared/audit.id", '  both in their own directory');
+
+    my %ser = (a => [], b => []);
+    for my $k (1 .. 3) {
+        for my $n (qw(a b)) {
+            local $t->{https} = $in{$n}{https};
+            my ($r, $s) = enroll("ns-$n-$k");
+            push @{ $ser{$n} }, $s if $r->{code} == 200 && $s;
+        }
+    }
+    is(scalar(@{ $ser{a} }) + scalar(@{ $ser{b} }), 6,
+       'three issuances through each');
+
+    # b's worker stopped right after an answer: its entry is in its stream
+    my ($wb) = $t->workers_of($in{b}{pid});
+    {
+        local $t->{https} = $in{b}{https};
+        my ($r, $s) = enroll('ns-b-stopped');
+        kill 'STOP', $wb if $wb;
+        is($r->{code}, 200, 'one more through b, whose worker then stops');
+        push @{ $ser{b} }, $s if $s;
+    }
+    sleep 3;
+
+    sub ns_serials {
+        my ($d) = @_;
+        my %s;
+        for my $f (sort(glob("$d/audit-0*.log")), "$d/audit.log") {
+            open my $fh, '<', $f or next;
+            while (my $l = <$fh>) {
+                my $j = eval { $json->decode($l) } or next;
+                $s{ $j->{serial} }++ if $j->{type} eq 'issue' && $j->{serial};
+            }
+            close $fh;
+        }
+        return \%s;
+    }
+
+    my $sa = ns_serials($in{a}{real});
+    is(scalar(grep { $sa->{$_} } @{ $ser{b} }), 0,
+       "a's log has none of b's entries, not the stopped writer's either");
+    kill 'CONT', $wb if $wb;
+
+    my $done;
+    for (1 .. 100) {
+        my $sb = ns_serials($in{b}{real});
+        my @keys = grep { length } split /\n/,
+                   $t->redis_raw('--scan', '--pattern',
+                                 '*{ca:issuing}:audit:*');
+        $done = !(grep { !$sb->{$_} } @{ $ser{b} })
+                && !(grep { 0 + $t->redis_raw('XLEN', $_) } @keys);
+        last if $done;
+        select(undef, undef, undef, 0.1);
+    }
+    ok($done, "b wrote its entries itself once resumed; the streams are "
+       . "empty");
+
+    $sa = ns_serials($in{a}{real});
+    my $sb = ns_serials($in{b}{real});
+    is(join(',', map { $sa->{$_} // 0 } @{ $ser{a} }), '1,1,1',
+       "a's log: each of a's issuances once");
+    is(join(',', map { $sb->{$_} // 0 } @{ $ser{b} }), '1,1,1,1',
+       "b's log: each of b's issuances once");
+    is(scalar(grep { $sb->{$_} } @{ $ser{a} }), 0,
+       "b's log: none of a's");
+    is(scalar(keys %$sa) + scalar(keys %$sb), 7, '  and nothing else');
+
+    for my $n (qw(a b)) {
+        my $pid = delete $t->{children}{"ns-nginx-$n"};
+        kill 'QUIT', $pid;
+        waitpid($pid, 0);
+    }
+    my ($rca, $outa) = verify($in{a}{real}, '--pubkey', "$pki/audit-pub.pem");
+    my ($rcb, $outb) = verify($in{b}{real}, '--pubkey', "$pki/audit-pub.pem");
+    ok($rca == 0 && $rcb == 0, 'both logs verify') or diag("$outa$outb");
+}
 
 done_testing();

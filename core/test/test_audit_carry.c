@@ -12,6 +12,15 @@
  * the file holds only deleted, also when it holds it two rotations back,
  * a live writer's entry left alone), and a close with entries pending.
  * Files rotate at 4 KiB (every few entries).
+ *
+ * The log's stream name: DIR/audit.id (16 hex digits, made once, kept,
+ * the same for every process that opens DIR at once; a malformed one
+ * refused), the stream "<host>-<id>" (two directories with the same
+ * audit.id share it, as two containers with one host name and one log
+ * path did before; with different ones they do not), and the migration
+ * from the previous version's stream "<host>-<dir hash>": its orphans are
+ * written once and deleted, and a stream id in both streams names two
+ * entries, not one.
  */
 
 #include <dirent.h>
@@ -25,9 +34,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <hiredis.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include "pki.h"
@@ -144,6 +156,216 @@ slurp_log(void)
 }
 
 
+/* DIR/audit.id's 16 hex digits into id: 1, 0 if absent or malformed. */
+static int
+read_id(const char *dir, char id[17])
+{
+    FILE    *f;
+    char     path[600], buf[64];
+    size_t   n, i;
+
+    snprintf(path, sizeof(path), "%s/audit.id", dir);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+
+    if (n != 17 || buf[16] != '\n') {
+        return 0;
+    }
+    for (i = 0; i < 16; i++) {
+        if (!((buf[i] >= '0' && buf[i] <= '9')
+              || (buf[i] >= 'a' && buf[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+    memcpy(id, buf, 16);
+    id[16] = '\0';
+
+    return 1;
+}
+
+
+/* DIR/NAME made with len bytes of data. */
+static void
+write_file(const char *dir, const char *name, const char *data, size_t len)
+{
+    FILE  *f;
+    char   path[600];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    if (f != NULL) {
+        if (fwrite(data, 1, len, f) != len) {
+            diag("cannot write %s", path);
+        }
+        fclose(f);
+    }
+}
+
+
+/* This host's name as stream keys hold it. */
+static void
+host_name(char host[64])
+{
+    char  *p;
+
+    if (gethostname(host, 64) != 0) {
+        snprintf(host, 64, "localhost");
+    }
+    host[63] = '\0';
+
+    for (p = host; *p != '\0'; p++) {
+        if (*p == '{' || *p == '}' || *p == ' ') {
+            *p = '_';
+        }
+    }
+}
+
+
+/* The stream name the previous version gave the log in dir: the host and
+ * the first 6 bytes of SHA-256 over the directory's real path. */
+static void
+legacy_logid(const char *dir, char out[128])
+{
+    char           host[64], *real;
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+
+    host_name(host);
+    real = realpath(dir, NULL);
+    SHA256((const unsigned char *) (real ? real : dir),
+           strlen(real ? real : dir), md);
+    free(real);
+
+    snprintf(out, 128, "%s-%02x%02x%02x%02x%02x%02x", host, md[0], md[1],
+             md[2], md[3], md[4], md[5]);
+}
+
+
+/* How many times needle is in DIR/audit.log. */
+static int
+count_in(const char *dir, const char *needle)
+{
+    int     n;
+    char    path[600], *text, *p;
+    size_t  len;
+
+    snprintf(path, sizeof(path), "%s/audit.log", dir);
+    text = strdup("");
+    len = 0;
+    if (text == NULL || !append_file(path, &text, &len)) {
+        free(text);
+        return -1;
+    }
+
+    n = 0;
+    for (p = text; (p = strstr(p, needle)) != NULL; p++) {
+        n++;
+    }
+    free(text);
+
+    return n;
+}
+
+
+/* Opens (then closes) the log of dir; 1 if it opened, the error in res. */
+static int
+open_dir(const char *dir, pki_result_t *res)
+{
+    pki_audit_t       *l;
+    pki_audit_conf_t   c;
+
+    memset(&c, 0, sizeof(c));
+    c.dir = dir;
+    pki_result_init(res);
+    l = pki_audit_open(&c, res);
+    pki_audit_close(l);
+
+    return l != NULL;
+}
+
+
+typedef struct {
+    const char       *dir;
+    pthread_barrier_t *go;
+    int               ok;
+} opener_t;
+
+
+static void *
+opener(void *arg)
+{
+    opener_t      *o = arg;
+    pki_result_t   res;
+
+    pthread_barrier_wait(o->go);
+    o->ok = open_dir(o->dir, &res);
+    if (!o->ok) {
+        diag("open %s: %s", o->dir, res.detail);
+    }
+
+    return NULL;
+}
+
+
+/* n threads open a new log directory at once, rounds times: every open
+ * succeeds, and one valid audit.id is left with no temporary file. */
+static int
+open_race(int rounds, int n)
+{
+    int                 i, k, good;
+    DIR                *d;
+    char                dir[300], id[17];
+    opener_t            o[8];
+    pthread_t           th[8];
+    struct dirent      *de;
+    pthread_barrier_t   go;
+
+    good = 1;
+
+    for (k = 0; k < rounds && good; k++) {
+        snprintf(dir, sizeof(dir), "%s/race%d", tdir, k);
+        mkdir(dir, 0700);
+        pthread_barrier_init(&go, NULL, (unsigned) n);
+
+        for (i = 0; i < n; i++) {
+            o[i].dir = dir;
+            o[i].go = &go;
+            o[i].ok = 0;
+            pthread_create(&th[i], NULL, opener, &o[i]);
+        }
+        for (i = 0; i < n; i++) {
+            pthread_join(th[i], NULL);
+            good = good && o[i].ok;
+        }
+        pthread_barrier_destroy(&go);
+
+        if (!read_id(dir, id)) {
+            diag("round %d: no valid audit.id", k);
+            good = 0;
+        }
+
+        d = opendir(dir);
+        while (d != NULL && (de = readdir(d)) != NULL) {
+            if (strncmp(de->d_name, "audit.id", 8) == 0
+                && strcmp(de->d_name, "audit.id") != 0)
+            {
+                diag("round %d: %s left behind", k, de->d_name);
+                good = 0;
+            }
+        }
+        if (d != NULL) {
+            closedir(d);
+        }
+    }
+
+    return good;
+}
+
+
 /* How many lines of the log carry "rid":"rid". */
 static int
 rid_count(const char *rid)
@@ -155,6 +377,24 @@ rid_count(const char *rid)
     text = slurp_log();
     n = 0;
     for (p = text; p != NULL && (p = strstr(p, tag)) != NULL; p++) {
+        n++;
+    }
+    free(text);
+
+    return n;
+}
+
+
+/* How many times needle is in the log (every file). */
+static int
+log_count(const char *needle)
+{
+    int    n;
+    char  *text, *p;
+
+    text = slurp_log();
+    n = 0;
+    for (p = text; p != NULL && (p = strstr(p, needle)) != NULL; p++) {
         n++;
     }
     free(text);
@@ -426,18 +666,18 @@ rebody(const char *body, const char *ca, const char *serial)
 
 /* An entry the file holds (id) put back into CA c2's stream key by a dead
  * writer pid, with the fields of b and serial: the janitor only deletes it
- * (one line with id, none with serial). */
+ * (count lines with id as before, none with serial). */
 static void
 put_back_held(const char *key, const char *id, long long pid, const char *b,
-    const char *serial, const char *what)
+    const char *serial, int count, const char *what)
 {
     char  *body, *text;
 
     freeReplyObject(redisCommand(rc, "DEL %s", key));
     body = b != NULL ? rebody(b, "c2", serial) : NULL;
     ok(body != NULL && xadd(key, id, body, pid), "%s", what);
-    ok(wait_written(key, id, 1, 6000), "  deleted from the stream");
-    ok(rid_count(id) == 1, "  not written again");
+    ok(wait_written(key, id, count, 6000), "  deleted from the stream");
+    ok(rid_count(id) == count, "  not written again");
     text = slurp_log();
     ok(strstr(text, serial) == NULL, "  its fields are not in the file");
     free(text);
@@ -451,6 +691,8 @@ main(void)
     int               i, n;
     char              path[300], key1[400], key2[400], key3[400];
     char              hex[41], hex2[41], rid[64], rid2[64], oid[64];
+    char              lid[17], host[64], oldid[128], lkey2[400], lkey3[400];
+    char              xid[64];
     char              *t, *b, *p, *body2, *suffix;
     const char       *sock, *tmp;
     long long         now, pid;
@@ -555,6 +797,18 @@ main(void)
         return done_testing();
     }
 
+    /* the directory's identity: made at the first open, then kept */
+    lid[0] = '\0';
+    ok(read_id(logdir, lid), "audit.id made: 16 hex digits and a newline "
+       "(%s)", lid);
+    {
+        char  id2[17];
+
+        ok(open_dir(logdir, &res) && read_id(logdir, id2)
+           && strcmp(id2, lid) == 0, "  another open (the log is open) "
+           "keeps it: %s", res.detail);
+    }
+
     /* registration: names that cannot be in a stream key are refused */
     {
         const struct {
@@ -608,6 +862,11 @@ main(void)
     }
     freeReplyObject(reply);
     ok(key1[0] != '\0', "one stream for c1: %s", key1);
+
+    host_name(host);
+    snprintf(path, sizeof(path), "%s{ca:c1}:audit:%s-%s", ns, host, lid);
+    ok(strcmp(key1, path) == 0, "  named after the host and audit.id: %s",
+       path);
 
     rid[0] = '\0';
     t = entry_field(key1, "t", rid);
@@ -682,7 +941,7 @@ main(void)
     free(body2);
 
     /* the same orphan again (the file holds it): only deleted */
-    put_back_held(key2, oid, pid, b, "0BADC0DE02",
+    put_back_held(key2, oid, pid, b, "0BADC0DE02", 1,
                   "an orphan the file holds already");
 
     /* the same orphan once more after two rotations: the file that holds
@@ -701,20 +960,81 @@ main(void)
            "rotations back now");
         free(old);
     }
-    put_back_held(key2, oid, pid, b, "0BADC0DE04", "that orphan once more");
+    put_back_held(key2, oid, pid, b, "0BADC0DE04", 1,
+                  "that orphan once more");
 
-    /* a live writer's entry (our parent) younger than orphan_ms: left */
+    /* the previous version's stream "<host>-<dir hash>": its orphans
+     * are written once and deleted, as those of the log's own stream */
+    legacy_logid(logdir, oldid);
+    snprintf(lkey2, sizeof(lkey2), "%s{ca:c2}:audit:%s", ns, oldid);
+    snprintf(lkey3, sizeof(lkey3), "%s{ca:c3}:audit:%s", ns, oldid);
+    ok(strcmp(lkey2, key2) != 0, "the previous version's stream: %s", lkey2);
+
+    pid = dead_pid();
+    now = redis_ms();
+    snprintf(xid, sizeof(xid), "%lld-5", now - 5000);
+    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE11") : NULL;
+    ok(body2 != NULL && xadd(lkey2, xid, body2, pid),
+       "an orphan of dead pid %lld in that stream (%s)", pid, xid);
+    ok(wait_written(lkey2, xid, 1, 6000),
+       "  the janitor wrote it and emptied the stream");
+    sleep_ms(1200);
+    ok(rid_count(xid) == 1 && log_count("\"0BADC0DE11\"") == 1,
+       "  written once");
+    free(body2);
+
+    put_back_held(lkey2, xid, pid, b, "0BADC0DE12", 1,
+                  "that orphan again in the previous version's stream");
+
+    /* a stream id names an entry of one stream: the file holding the
+     * previous version's entry xid does not hold the new stream's xid */
+    freeReplyObject(redisCommand(rc, "DEL %s", key2));
+    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE13") : NULL;
+    ok(body2 != NULL && xadd(key2, xid, body2, pid),
+       "an orphan with id %s in the log's own stream", xid);
+    ok(wait_written(key2, xid, 2, 6000), "  written too (not taken for the "
+       "previous version's entry)");
+    ok(log_count("\"0BADC0DE13\"") == 1, "  once");
+    free(body2);
+
+    /* ... nor the other way round, also within one look */
+    snprintf(rid2, sizeof(rid2), "%lld-7", now - 4000);
+    freeReplyObject(redisCommand(rc, "DEL %s", key2));
+    freeReplyObject(redisCommand(rc, "DEL %s", lkey2));
+    body2 = b != NULL ? rebody(b, "c2", "0BADC0DE14") : NULL;
+    t = b != NULL ? rebody(b, "c2", "0BADC0DE15") : NULL;
+    ok(body2 != NULL && t != NULL && xadd(key2, rid2, body2, pid)
+       && xadd(lkey2, rid2, t, pid), "orphans with one id %s in both "
+       "streams", rid2);
+    ok(wait_written(key2, rid2, 2, 6000) && wait_written(lkey2, rid2, 2, 2000),
+       "  both written, both streams emptied");
+    sleep_ms(1200);
+    ok(rid_count(rid2) == 2 && log_count("\"0BADC0DE14\"") == 1
+       && log_count("\"0BADC0DE15\"") == 1, "  each once");
+    free(body2);
+    free(t);
+    t = NULL;
+
+    put_back_held(key2, rid2, pid, b, "0BADC0DE16", 2,
+                  "the log's own one back in its stream");
+    put_back_held(lkey2, rid2, pid, b, "0BADC0DE17", 2,
+                  "the previous version's one back in its stream");
+
+    /* a live writer's entry (our parent) younger than orphan_ms: left,
+     * in either stream */
     pid = (long long) getppid();
     snprintf(rid2, sizeof(rid2), "%lld-1", redis_ms() - 5000);
     body2 = b != NULL ? rebody(b, "c3", "0BADC0DE03") : NULL;
-    ok(body2 != NULL && xadd(key3, rid2, body2, pid),
-       "an entry of live pid %lld in c3's stream", pid);
+    ok(body2 != NULL && xadd(key3, rid2, body2, pid)
+       && xadd(lkey3, rid2, body2, pid),
+       "an entry of live pid %lld in c3's stream and in its previous one",
+       pid);
     sleep_ms(2300);
-    ok(xlen(key3) == 1 && rid_count(rid2) == 0,
-       "  the janitor left it alone (writer alive)");
+    ok(xlen(key3) == 1 && xlen(lkey3) == 1 && rid_count(rid2) == 0,
+       "  the janitor left them alone (writer alive)");
     free(body2);
-    reply = redisCommand(rc, "DEL %s", key3);
-    freeReplyObject(reply);
+    freeReplyObject(redisCommand(rc, "DEL %s", key3));
+    freeReplyObject(redisCommand(rc, "DEL %s", lkey3));
 
     /* a stream Redis refuses (a key of the wrong type): the issuance
      * fails, and no record is left committed as good without its entry
@@ -759,6 +1079,152 @@ main(void)
         ok(pki_audit_verify(logdir, NULL, &rep, &res) == PKI_OK,
            "the log verifies: %s", res.detail);
     }
+
+    {
+        char  id2[17];
+
+        ok(open_dir(logdir, &res) && read_id(logdir, id2)
+           && strcmp(id2, lid) == 0, "reopened: audit.id kept (%s)",
+           res.detail);
+    }
+
+    /* two directories with one audit.id (two containers with one host
+     * name whose log directories had one path: one stream, as the old
+     * name made it) share a stream; with different ones they do not */
+    {
+        char                idc[17], dirb[300], dirc[300], keyb[400];
+        char                keyc[400], line[32];
+        pki_audit_t        *lb, *lc;
+        pki_audit_conf_t    cb, cc;
+
+        snprintf(dirb, sizeof(dirb), "%s/logb", tdir);
+        snprintf(dirc, sizeof(dirc), "%s/logc", tdir);
+        mkdir(dirb, 0700);
+        mkdir(dirc, 0700);
+        snprintf(line, sizeof(line), "%s\n", lid);
+        write_file(dirb, "audit.id", line, 17);
+
+        memset(&cb, 0, sizeof(cb));
+        cb.dir = dirb;
+        cc = cb;
+        cc.dir = dirc;
+
+        pki_result_init(&res);
+        lb = pki_audit_open(&cb, &res);
+        lc = lb != NULL ? pki_audit_open(&cc, &res) : NULL;
+        ok(lb != NULL && lc != NULL, "logs b (audit.id copied from the "
+           "first) and c opened: %s", res.detail);
+        ok(read_id(dirb, idc) && strcmp(idc, lid) == 0,
+           "  b kept the id it was given");
+        idc[0] = '\0';
+        ok(read_id(dirc, idc) && strcmp(idc, lid) != 0,
+           "  c made one of its own: %s", idc);
+
+        snprintf(keyb, sizeof(keyb), "%s{ca:c4}:audit:%s-%s", ns, host, lid);
+        snprintf(keyc, sizeof(keyc), "%s{ca:c4}:audit:%s-%s", ns, host, idc);
+
+        pki_result_init(&res);
+        ok(lc != NULL
+           && pki_audit_carry(lb, r, "c4", &res) == PKI_OK
+           && pki_audit_carry(lc, r, "c4", &res) == PKI_OK
+           && pki_audit_syncer_start(lb, NULL, NULL, &res) == PKI_OK
+           && pki_audit_syncer_start(lc, NULL, NULL, &res) == PKI_OK,
+           "  both carry c4, their syncers run: %s", res.detail);
+
+        pid = dead_pid();
+        now = redis_ms();
+        snprintf(rid2, sizeof(rid2), "%lld-1", now - 5000);
+        body2 = b != NULL ? rebody(b, "c4", "0BADC0DE21") : NULL;
+        t = b != NULL ? rebody(b, "c4", "0BADC0DE22") : NULL;
+        ok(body2 != NULL && t != NULL && xadd(keyb, rid2, body2, pid)
+           && xadd(keyc, rid2, t, pid), "an orphan in the stream of the "
+           "first id and one in c's");
+
+        for (i = 0; i < 120; i++) {
+            if (xlen(keyb) == 0 && xlen(keyc) == 0
+                && count_in(dirb, "\"0BADC0DE21\"") >= 1
+                && count_in(dirc, "\"0BADC0DE22\"") >= 1)
+            {
+                break;
+            }
+            sleep_ms(50);
+        }
+        sleep_ms(1200);
+        ok(count_in(dirb, "\"0BADC0DE21\"") == 1
+           && count_in(dirc, "\"0BADC0DE21\"") == 0,
+           "  the first id's entry went to b (same id), once, not to c");
+        ok(count_in(dirc, "\"0BADC0DE22\"") == 1
+           && count_in(dirb, "\"0BADC0DE22\"") == 0,
+           "  c's entry went to c only");
+        ok(xlen(keyb) == 0 && xlen(keyc) == 0, "  both streams emptied");
+        free(body2);
+        free(t);
+
+        pki_audit_close(lb);
+        pki_audit_close(lc);
+    }
+
+    /* a malformed audit.id is an error at open, naming the file; the
+     * file is left as it is */
+    {
+        size_t  k;
+        char    dir[300], path2[400], got[64];
+        FILE   *f;
+
+        static const struct {
+            const char  *data;
+            size_t       len;
+            const char  *what;
+        } bad[] = {
+            { "", 0, "empty" },
+            { "0123456789abcde\n", 16, "15 digits" },
+            { "0123456789abcdef0\n", 18, "17 digits" },
+            { "0123456789ABCDEF\n", 17, "upper case" },
+            { "0123456789abcdeg\n", 17, "not hex" },
+            { "0123456789abcdef\n\n", 18, "two newlines" },
+            { "0123456789abcdef\r\n", 18, "CR LF" },
+            { " 0123456789abcdef", 17, "a leading space" },
+            { "0123456789abcdef ", 17, "a trailing space" },
+            { "01234567\0" "9abcdef\n", 17, "a NUL" },
+        };
+
+        for (k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+            snprintf(dir, sizeof(dir), "%s/bad%u", tdir, (unsigned) k);
+            mkdir(dir, 0700);
+            write_file(dir, "audit.id", bad[k].data, bad[k].len);
+            snprintf(path2, sizeof(path2), "%s/audit.id", dir);
+
+            ok(!open_dir(dir, &res) && strstr(res.detail, path2) != NULL,
+               "audit.id %s: refused, naming it: %s", bad[k].what,
+               res.detail);
+
+            f = fopen(path2, "r");
+            n = f != NULL ? (int) fread(got, 1, sizeof(got), f) : -1;
+            if (f != NULL) {
+                fclose(f);
+            }
+            ok(n == (int) bad[k].len && memcmp(got, bad[k].data, n) == 0,
+               "  left as it was");
+        }
+
+        snprintf(dir, sizeof(dir), "%s/baddir", tdir);
+        mkdir(dir, 0700);
+        snprintf(path2, sizeof(path2), "%s/audit.id", dir);
+        mkdir(path2, 0700);
+        ok(!open_dir(dir, &res) && strstr(res.detail, path2) != NULL,
+           "audit.id a directory: refused, naming it: %s", res.detail);
+
+        snprintf(dir, sizeof(dir), "%s/nonl", tdir);
+        mkdir(dir, 0700);
+        write_file(dir, "audit.id", "0123456789abcdef", 16);
+        ok(open_dir(dir, &res), "audit.id without its newline: taken: %s",
+           res.detail);
+    }
+
+    /* processes opening one new directory at once agree on its id (8
+     * threads at once here, 25 times) */
+    ok(open_race(25, 8), "8 opens at once of a new directory, 25 times: all "
+       "opened, one audit.id, no temporary file left");
 
     free(b);
 
