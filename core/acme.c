@@ -2838,10 +2838,7 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
     found = pki_acme_challenge_find(authz, type);
 
     if (found == NULL) {
-        cJSON_Delete(authz);
-        free(text);
-        pki_acme_problem(a, 404, "malformed", "no such challenge");
-        return;
+        goto not_found;
     }
 
     /* a POST starts a pending challenge; any request (a POST-as-GET too)
@@ -2863,10 +2860,7 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
         found = pki_acme_challenge_find(authz, type);
 
         if (found == NULL) {
-            cJSON_Delete(authz);
-            free(text);
-            pki_acme_problem(a, 404, "malformed", "no such challenge");
-            return;
+            goto not_found;
         }
     }
 
@@ -2889,6 +2883,14 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
         pki_acme_link(a->resp, up, "up");
         free(up);
     }
+
+    return;
+
+not_found:
+
+    cJSON_Delete(authz);
+    free(text);
+    pki_acme_problem(a, 404, "malformed", "no such challenge");
 }
 
 
