@@ -294,7 +294,8 @@ is($r->{status}, 204, 'GET newNonce: 204');
 
 my $A = account();
 is($A->{r}{status}, 201, 'newAccount: 201');
-like($A->{r}{headers}{link} // '', qr{<\Q$BASE\E/directory>;\s*rel="index"},
+my $links = $A->{r}{headers}{link} // '';
+like(ref $links ? join(', ', @$links) : $links, qr{<\Q$BASE\E/directory>;\s*rel="index"},
      'responses link the directory (RFC 8555 7.1: rel="index")');
 like($A->{kid} // '', qr{^\Q$BASE\E/acct/[\w-]+$}, 'account URL');
 is($A->{r}{json}{status}, 'valid', 'account valid');
