@@ -1396,6 +1396,7 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
     unsigned char  *hbuf = NULL, *pbuf = NULL, *sbuf = NULL, *kbuf = NULL;
     unsigned char   mac[EVP_MAX_MD_SIZE];
     unsigned int    maclen;
+    const EVP_MD   *md;
     char            thumb[PKI_JWK_THUMB_LEN], *input = NULL;
     pki_status_t    rc = PKI_MALFORMED;
 
@@ -1424,10 +1425,15 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
         goto done;
     }
 
+    /* RFC 8555 7.3.4: a MAC algorithm (cert-manager offers all three) */
     alg = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
-    if (!cJSON_IsString(alg) || strcmp(alg->valuestring, "HS256") != 0) {
-        pki_acme_problem(a, 400, "badSignatureAlgorithm",
-                         "externalAccountBinding must use HS256");
+    md = !cJSON_IsString(alg) ? NULL
+         : strcmp(alg->valuestring, "HS256") == 0 ? EVP_sha256()
+         : strcmp(alg->valuestring, "HS384") == 0 ? EVP_sha384()
+         : strcmp(alg->valuestring, "HS512") == 0 ? EVP_sha512() : NULL;
+    if (md == NULL) {
+        pki_acme_problem(a, 400, "malformed", "externalAccountBinding must "
+                         "use HS256, HS384 or HS512");
         goto done;
     }
 
@@ -1506,7 +1512,7 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
 
     input = pki_strfmt("%s.%s", prot->valuestring, pay->valuestring);
     if (input == NULL
-        || HMAC(EVP_sha256(), kbuf, (int) klen, (unsigned char *) input,
+        || HMAC(md, kbuf, (int) klen, (unsigned char *) input,
                 strlen(input), mac, &maclen) == NULL)
     {
         pki_acme_problem(a, 500, "serverInternal", "HMAC failed");

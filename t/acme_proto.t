@@ -1305,12 +1305,13 @@ $r = $http->request('POST', $admin);
 is($r->{status}, 401, 'admin: EAB keys need the admin login');
 
 sub eab_for {
-    my ($key, $kid, $hkey) = @_;
-    my $p64 = b64u($JSON->encode({ alg => 'HS256', kid => $kid,
+    my ($key, $kid, $hkey, $alg) = @_;
+    $alg //= 'HS256';
+    my $p64 = b64u($JSON->encode({ alg => $alg, kid => $kid,
                                    url => "$BASE/new-account" }));
     my $pl64 = b64u($JSON->encode(jwk_of($key)));
-    my $mac = Crypt::Mac::HMAC::hmac('SHA256', decode_base64url($hkey),
-                                     "$p64.$pl64");
+    my $mac = Crypt::Mac::HMAC::hmac($alg =~ /^HS(\d+)$/ ? "SHA$1" : 'SHA256',
+                                     decode_base64url($hkey), "$p64.$pl64");
     return { protected => $p64, payload => $pl64, signature => b64u($mac) };
 }
 
@@ -1327,6 +1328,26 @@ $r = post({ key => $ek }, "$BASE/new-account",
           { externalAccountBinding => eab_for(new_key(), $eab->{kid},
                                               $eab->{hmac_key}) }, jwk => 1);
 problem_is($r, 400, 'malformed', 'EAB: binds another key');
+$r = post({ key => $ek }, "$BASE/new-account",
+          { externalAccountBinding => eab_for($ek, $eab->{kid},
+                                              $eab->{hmac_key}, 'HS1') },
+          jwk => 1);
+problem_is($r, 400, 'malformed', 'EAB: a MAC algorithm that is not HS256, '
+           . 'HS384 or HS512');
+{
+    # cert-manager lets its users pick HS384 or HS512 (keyAlgorithm)
+    my $e2 = eval { decode_json($http->request('POST', $admin, \%auth)
+                                ->{content}) } || {};
+    for my $alg (qw(HS512)) {
+        my $k2 = new_key();
+        my $r2 = post({ key => $k2 }, "$BASE/new-account",
+                      { externalAccountBinding =>
+                            eab_for($k2, $e2->{kid}, $e2->{hmac_key}, $alg) },
+                      jwk => 1);
+        is($r2->{status}, 201, "EAB: $alg account created")
+            or diag($r2->{content});
+    }
+}
 $r = post({ key => $ek }, "$BASE/new-account",
           { externalAccountBinding => eab_for($ek, $eab->{kid},
                                               $eab->{hmac_key}) }, jwk => 1);
