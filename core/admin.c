@@ -495,11 +495,12 @@ pki_query_param(const char *q, size_t qlen, const char *name, char *buf,
 /* One CA's revocation now, or planned for at (0: now). */
 static pki_status_t
 pki_admin_revoke_one(pki_redis_t *r, const char *ca, const char *serial,
-    int reason, time_t now, time_t inv, time_t at, pki_record_t *rec,
-    pki_result_t *res)
+    int reason, time_t now, time_t inv, time_t at, const char *by,
+    pki_record_t *rec, pki_result_t *res)
 {
     if (at != 0) {
-        return pki_record_plan_revoke(r, ca, serial, reason, at, rec, res);
+        return pki_record_plan_revoke(r, ca, serial, reason, at, by, rec,
+                                      res);
     }
 
     return pki_record_revoke(r, ca, serial, reason, now, inv, rec, res);
@@ -657,7 +658,8 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         }
 
         st = pki_admin_revoke_one(conf->redis, pki_ca_name(ca), canon,
-                                  reason, now, inv, at, &rec, &resp->res);
+                                  reason, now, inv, at, req->identity, &rec,
+                                  &resp->res);
 
     } else {
         st = PKI_NOT_FOUND;
@@ -667,8 +669,8 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             pki_result_init(&resp->res);
             st = pki_admin_revoke_one(conf->redis,
                                       pki_ca_name(conf->cas[i]), canon,
-                                      reason, now, inv, at, &rec,
-                                      &resp->res);
+                                      reason, now, inv, at,
+                                      req->identity, &rec, &resp->res);
             if (st != PKI_NOT_FOUND) {
                 ca = conf->cas[i];
                 break;

@@ -264,12 +264,13 @@ PKI_API pki_status_t pki_record_revoke(pki_redis_t *r, const char *ca,
  * with reason at time at (> now).  Recorded in its record
  * (revoke_planned, planned_reason: RFC 9773 renewalInfo moves the
  * certificate's renewal window before it) and in the CA's plan (a sorted
- * set by time) that pki_record_revoke_due() works through.  A second plan
- * replaces the first.  PKI_NOT_FOUND: no such certificate; PKI_CONFLICT:
+ * set by time) that pki_record_revoke_due() works through, which logs the
+ * revocation as the admin "planned by BY".  A second plan replaces the
+ * first.  PKI_NOT_FOUND: no such certificate; PKI_CONFLICT:
  * not good (revoked, pending).  out (may be NULL): the updated record. */
 PKI_API pki_status_t pki_record_plan_revoke(pki_redis_t *r, const char *ca,
-    const char *serial, int reason, time_t at, pki_record_t *out,
-    pki_result_t *res);
+    const char *serial, int reason, time_t at, const char *by,
+    pki_record_t *out, pki_result_t *res);
 /* Revokes (pki_record_revoke: logged like any revocation) every planned
  * revocation of the CA due at now, at most max (0: 256) per call, and
  * takes them off the plan; *done (may be NULL) counts the revocations.  A

@@ -1401,21 +1401,22 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
 
 
 /* Planned revocation.  KEYS[1] cert record, KEYS[2] the CA's plan (sorted
- * set: serial by time); ARGV[1] serial, ARGV[2] reason, ARGV[3] time.
- * 1 planned, 0 no record, -1 not good. */
+ * set: serial by time); ARGV[1] serial, ARGV[2] reason, ARGV[3] time,
+ * ARGV[4] who planned it.  1 planned, 0 no record, -1 not good. */
 static const char  pki_lua_plan[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
     "if st ~= 'good' then return -1 end "
     "redis.call('HSET', KEYS[1], 'plan_at', ARGV[3], 'plan_reason', "
-    "           ARGV[2]) "
+    "           ARGV[2], 'plan_by', ARGV[4]) "
     "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) "
     "return 1";
 
 
 PKI_API pki_status_t
 pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
-    int reason, time_t at, pki_record_t *out, pki_result_t *res)
+    int reason, time_t at, const char *by, pki_record_t *out,
+    pki_result_t *res)
 {
     pki_args_t    a;
     pki_status_t  st;
@@ -1462,6 +1463,7 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
     pki_args_str(&a, canon);
     pki_args_num(&a, reason);
     pki_args_num(&a, (long long) at);
+    pki_args_str(&a, by != NULL ? by : "");
 
     st = pki_redis_eval(r, &a, &rc, res);
     if (st != PKI_OK) {
@@ -1486,14 +1488,16 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
 
 
 /* One due serial: KEYS[1] plan, KEYS[2] cert record; ARGV[1] serial,
- * ARGV[2] now.  The planned reason when the record is good with a plan
- * due by now; else "" and the serial leaves the plan unless a later plan
- * replaced this one. */
+ * ARGV[2] now.  "REASON WHO" (who planned it) when the record is good
+ * with a plan due by now; else "" and the serial leaves the plan unless a
+ * later plan replaced this one. */
 static const char  pki_lua_plan_due[] =
     "local f = redis.call('HMGET', KEYS[2], 'status', 'plan_at', "
-    "                     'plan_reason') "
+    "                     'plan_reason', 'plan_by') "
     "if f[1] == 'good' and f[2] and f[3] then "
-    "  if tonumber(f[2]) <= tonumber(ARGV[2]) then return f[3] end "
+    "  if tonumber(f[2]) <= tonumber(ARGV[2]) then "
+    "    return f[3] .. ' ' .. (f[4] or '') "
+    "  end "
     "  redis.call('ZADD', KEYS[1], f[2], ARGV[1]) "
     "  return '' "
     "end "
@@ -1507,7 +1511,7 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
 {
     size_t        i, k;
     char          kplan[PKI_REDIS_KEY_MAX], kcert[PKI_REDIS_KEY_MAX];
-    char          canon[41], num[24], lim[24], *end;
+    char          canon[41], num[24], lim[24], *end, by[160];
     long          reason;
     redisReply   *due, *take;
     const char   *argv[8];
@@ -1587,7 +1591,10 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
         reason = -1;
         if (take->type == REDIS_REPLY_STRING && take->len > 0) {
             reason = strtol(take->str, &end, 10);
-            if (*end != '\0') {
+            if (*end == ' ') {
+                /* audited as a revocation by who planned it */
+                snprintf(by, sizeof(by), "planned by %s", end + 1);
+            } else {
                 reason = -1;
             }
         }
@@ -1598,8 +1605,10 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
         }
 
         pki_result_init(&one);
+        pki_event_set_actor("admin", by, NULL);
         one.status = pki_record_revoke(r, ca, canon, (int) reason, now, 0,
                                        NULL, &one);
+        pki_event_set_actor(NULL, NULL, NULL);
 
         if (one.status == PKI_UNAVAILABLE || one.status == PKI_INTERNAL) {
             /* still planned: the next pass tries again */

@@ -196,6 +196,11 @@ $r = api('GET', "certificates/$s4");
 is($r->{json}{reason}, 'superseded', '  with the planned reason');
 like(PKITest::slurp($t->error_log) // '',
      qr/1 planned revocations carried out/, '  and said in the error log');
+my @rev = grep { ($_->{type} // '') eq 'revoke' && ($_->{serial} // '') eq $s4 }
+          $t->audit_entries;
+is(scalar(@rev), 1, '  one revocation in the transaction log');
+is($rev[0]{requester} // '', 'planned by admin',
+   '  by the admin who planned it') or diag(explain(\@rev));
 
 # paging: every record appears once over small pages
 my (%all, $pages);

@@ -952,7 +952,8 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         now = time(NULL);
         at = now + 10L * 86400;
         pki_result_init(&res);
-        ok(pki_record_plan_revoke(r, "acmetest", serial, 5, at, NULL, &res)
+        ok(pki_record_plan_revoke(r, "acmetest", serial, 5, at, "test", NULL,
+                                  &res)
            == PKI_OK, "revocation planned in 10 days: %s", res.detail);
         acme("GET", key, NULL, NULL, &resp);
         json_str(&resp, "start", ws, sizeof(ws));
