@@ -310,7 +310,9 @@ nginx-pki demo is running.
   credentials    demo / demo   (HTTP Basic; simplereenroll uses the TLS client certificate)
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
-  admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin)
+  admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin;
+                 POST revoke {"serial", "reason"}, with "at": RFC 3339 to plan it,
+                 which moves the certificate's ACME renewalInfo window before it)
   ACME           https://127.0.0.1:8443/acme/directory   (lab: http-01 on 5002, tls-alpn-01 on 5001)
   metrics        https://127.0.0.1:8443/pki/metrics   (Prometheus; admin / admin)
   dashboard      https://127.0.0.1:8443/pki/dashboard (admin / admin)
