@@ -3325,6 +3325,8 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
 
 static pki_status_t pki_acme_order_recover(pki_acme_t *a, const char *acct,
     const char *oid, cJSON **order, char **text);
+static void pki_acme_order_fail(cJSON *order, const char *type, int status,
+    const char *detail);
 
 
 /* finalize: 1 when KEYS[1] names ARGV[1] or nothing (set again, EX
@@ -3632,21 +3634,11 @@ static void
 pki_acme_order_lost(pki_acme_t *a, const char *acct, const char *oid,
     cJSON *order, char **text)
 {
-    cJSON        *err;
     const char   *detail;
 
     detail = "another order replaces the certificate";
 
-    pki_json_set_str(order, "status", "invalid");
-
-    err = cJSON_CreateObject();
-    if (err != NULL) {
-        cJSON_AddStringToObject(err, "type", PKI_ACME_ERR "alreadyReplaced");
-        cJSON_AddStringToObject(err, "detail", detail);
-        cJSON_AddNumberToObject(err, "status", 409);
-        pki_json_set_item(order, "error", err);
-    }
-
+    pki_acme_order_fail(order, "alreadyReplaced", 409, detail);
     pki_acme_order_cas(a, acct, oid, text, order);
 
     pki_acme_problem(a, 409, "alreadyReplaced", "%s", detail);
@@ -4357,17 +4349,20 @@ pki_acme_order_complete(pki_acme_t *a, const char *acct, cJSON *order,
 
 
 static void
-pki_acme_order_fail(cJSON *order, const char *detail)
+pki_acme_order_fail(cJSON *order, const char *type, int status,
+    const char *detail)
 {
     cJSON  *err;
+    char    t[96];
 
     pki_json_set_str(order, "status", "invalid");
 
     err = cJSON_CreateObject();
     if (err != NULL) {
-        cJSON_AddStringToObject(err, "type", PKI_ACME_ERR "serverInternal");
+        snprintf(t, sizeof(t), PKI_ACME_ERR "%s", type);
+        cJSON_AddStringToObject(err, "type", t);
         cJSON_AddStringToObject(err, "detail", detail);
-        cJSON_AddNumberToObject(err, "status", 500);
+        cJSON_AddNumberToObject(err, "status", status);
         pki_json_set_item(order, "error", err);
     }
 }
@@ -4450,7 +4445,8 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
     }
 
     if (done <= 0) {
-        pki_acme_order_fail(*order, "the finalization did not complete and "
+        pki_acme_order_fail(*order, "serverInternal", 500,
+                            "the finalization did not complete and "
                             "no certificate was issued; create a new order");
     }
 
@@ -4712,7 +4708,8 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 
             } else if (grc == PKI_OK) {
                 pki_record_clear(&rec);
-                pki_acme_order_fail(order, "the certificate could not be "
+                pki_acme_order_fail(order, "serverInternal", 500,
+                                    "the certificate could not be "
                                     "released");
                 pki_acme_order_cas(a, acct, oid, &fin.text, order);
             }

@@ -186,6 +186,49 @@ sub post {
     return post_raw($url, $JSON->encode($j), %o);
 }
 
+# POSTs each body to path on a connection of its own, all at once: every
+# client connects and finishes its TLS handshake first, then all send when
+# the parent closes a pipe (a barrier).  Returns "STATUS LOCATION" per body.
+sub barrier_posts {
+    my ($path, $dir, @bodies) = @_;
+    pipe(my $rd, my $wr) or die "pipe: $!";
+    my @pids;
+    for my $i (0 .. $#bodies) {
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            close $wr;
+            require IO::Socket::SSL;
+            my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+                PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+                SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+            my $out = 'noconn';
+            if ($s) {
+                my $b = $bodies[$i];
+                my $req = "POST $path HTTP/1.1\r\n"
+                    . "Host: 127.0.0.1:" . $t->https_port . "\r\n"
+                    . "Content-Type: application/jose+json\r\n"
+                    . "Content-Length: " . length($b) . "\r\n"
+                    . "Connection: close\r\n\r\n$b";
+                my $x = <$rd>;                      # the barrier
+                print $s $req;
+                local $/;
+                my $resp = <$s> // '';
+                my ($st) = $resp =~ m{^HTTP/1\.1 (\d+)};
+                my ($loc) = $resp =~ m{\r\nLocation: (\S+)\r\n}i;
+                $out = ($st // 'none') . ' ' . ($loc // '');
+            }
+            spew("$dir/$i", $out);
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    close $rd;
+    sleep 1.5;                                      # handshakes done
+    close $wr;
+    waitpid($_, 0) for @pids;
+    return map { slurp("$dir/$_") // 'none' } 0 .. $#bodies;
+}
+
 sub problem_is {
     my ($r, $status, $type, $name) = @_;
     is($r->{status}, $status, "$name: status $status")
@@ -844,42 +887,9 @@ sub mark_processing {
     } 1 .. $N;
     my $res = $t->dir . '/race-chall';
     mkdir $res;
-    # connected and handshaken first, then all at once (a barrier)
-    pipe(my $rd, my $wr) or die "pipe: $!";
-    my @pids;
-    for my $i (0 .. $N - 1) {
-        my $pid = fork() // die "fork: $!";
-        if ($pid == 0) {
-            close $wr;
-            require IO::Socket::SSL;
-            my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
-                PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
-                SSL_verifycn_name => '127.0.0.1', Timeout => 20);
-            my $out = 'noconn';
-            if ($s) {
-                my $b = $bodies[$i];
-                my $req = "POST $path HTTP/1.1\r\n"
-                    . "Host: 127.0.0.1:" . $t->https_port . "\r\n"
-                    . "Content-Type: application/jose+json\r\n"
-                    . "Content-Length: " . length($b) . "\r\n"
-                    . "Connection: close\r\n\r\n$b";
-                my $x = <$rd>;                      # the barrier
-                print $s $req;
-                local $/;
-                my $resp = <$s> // '';
-                ($out) = $resp =~ m{^HTTP/1\.1 (\d+)};
-            }
-            spew("$res/$i", $out // 'none');
-            POSIX::_exit(0);
-        }
-        push @pids, $pid;
-    }
-    close $rd;
-    sleep 1.5;                                      # handshakes done
-    close $wr;
-    waitpid($_, 0) for @pids;
+    my @out = barrier_posts($path, $res, @bodies);
     my %status;
-    $status{slurp("$res/$_") // 'none'}++ for 0 .. $N - 1;
+    $status{(split / /, $_)[0]}++ for @out;
     is($status{200} // 0, $N, "$N concurrent challenge POSTs: all 200")
         or diag(join(' ', map { "$_=$status{$_}" } sort keys %status));
     $r = poll($A, $az, 'valid');
@@ -900,46 +910,10 @@ sub mark_processing {
     } 1 .. 20;
     my $res = $t->dir . '/race-acct';
     mkdir $res;
-    # every client connects and finishes its TLS handshake first, then all
-    # send at once when the parent closes the pipe (a barrier)
-    pipe(my $rd, my $wr) or die "pipe: $!";
-    my @pids;
-    for my $i (0 .. 19) {
-        my $pid = fork() // die "fork: $!";
-        if ($pid == 0) {
-            close $wr;
-            require IO::Socket::SSL;
-            my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
-                PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
-                SSL_verifycn_name => '127.0.0.1', Timeout => 20);
-            my $out = 'noconn';
-            if ($s) {
-                my $b = $bodies[$i];
-                my $req = "POST /acme/new-account HTTP/1.1\r\n"
-                    . "Host: 127.0.0.1:" . $t->https_port . "\r\n"
-                    . "Content-Type: application/jose+json\r\n"
-                    . "Content-Length: " . length($b) . "\r\n"
-                    . "Connection: close\r\n\r\n$b";
-                my $x = <$rd>;                      # the barrier
-                print $s $req;
-                local $/;
-                my $resp = <$s> // '';
-                my ($st) = $resp =~ m{^HTTP/1\.1 (\d+)};
-                my ($loc) = $resp =~ m{\r\nLocation: (\S+)\r\n}i;
-                $out = ($st // 'none') . ' ' . ($loc // '');
-            }
-            spew("$res/$i", $out);
-            POSIX::_exit(0);
-        }
-        push @pids, $pid;
-    }
-    close $rd;
-    sleep 1.5;                                      # handshakes done
-    close $wr;
-    waitpid($_, 0) for @pids;
+    my @out = barrier_posts('/acme/new-account', $res, @bodies);
     my (%status, %loc);
-    for (0 .. 19) {
-        my ($st, $loc) = split / /, slurp("$res/$_") // 'none';
+    for (@out) {
+        my ($st, $loc) = split / /;
         $status{$st}++;
         $loc{$loc // ''}++;
     }
