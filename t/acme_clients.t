@@ -8,8 +8,10 @@
 # pebble-challtestsrv as the validation resolver).
 #
 #   certbot: standalone http-01, webroot (a tiny python3 http.server),
-#            renew, revoke
-#   lego:    http-01, tls-alpn-01, dns-01 (+ wildcard), revoke
+#            renew, revoke, P-384, update_account, revoke signed with the
+#            certificate's key, unregister, External Account Binding
+#   lego:    http-01, tls-alpn-01, dns-01 (+ wildcard), renew, revoke,
+#            External Account Binding
 #
 # Each client trusts only the test root (REQUESTS_CA_BUNDLE,
 # LEGO_CA_CERTIFICATES).  The oracles are the openssl CLI (chain, names)
@@ -21,6 +23,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use POSIX ();
+use JSON::PP ();
 use Time::HiRes qw(time sleep);
 use PKITest;
 
@@ -200,6 +203,72 @@ run_client('certbot revoke',
 is(ocsp_revoked("$live/cb1.example.com/cert.pem"), 'revoked',
    'OCSP: certbot certificate revoked');
 
+# OCSP revocation reason of a certificate file ('' when good or unknown)
+sub ocsp_reason {
+    my ($file) = @_;
+    my ($rc, $out) = run_cmd(['openssl', 'ocsp', '-issuer',
+        "$pki/issuing.pem", '-cert', $file, '-url', $ocsp_url,
+        '-CAfile', "$pki/root.pem", '-no_nonce', '-timeout', '10'],
+        timeout => 20);
+    return $out =~ /Reason:\s*(\S+)/ ? $1 : '';
+}
+
+# the stored account (JSON) behind an account URL
+sub account_of {
+    my ($url) = @_;
+    my ($id) = ($url // '') =~ m{/acct/([\w-]+)$} or return {};
+    my ($key) = grep { /\{acme:\Q$id\E\}:acct$/ } $t->redis_keys('*:acct');
+    return {} if !$key;
+    my $text = $t->redis_raw('GET', $key);
+    return eval { JSON::PP::decode_json($text) } || {};
+}
+
+# certbot's account URL (regr.json of its only account)
+sub certbot_account_url {
+    my ($cfg) = @_;
+    my @f = glob("$cfg/accounts/*/*/*/*/regr.json");
+    @f = glob("$cfg/accounts/*/*/*/regr.json") if !@f;
+    return undef if @f != 1;
+    my $regr = eval { JSON::PP::decode_json(PKITest::slurp($f[0])) } || {};
+    return $regr->{uri};
+}
+
+# P-384, an account update, a revocation signed with the certificate's own
+# key by a client that holds no account (RFC 8555 section 7.6), and the
+# account's deactivation
+run_client('certbot P-384',
+    [@cb, 'certonly', '--standalone', '--http-01-port', $http01,
+     '--http-01-address', '127.0.0.1', '--key-type', 'ecdsa',
+     '--elliptic-curve', 'secp384r1', '-d', 'cb3.example.com']);
+cert_ok('certbot P-384', "$live/cb3.example.com/cert.pem", 'cb3.example.com');
+like($t->x509_text("$live/cb3.example.com/cert.pem") // '',
+     qr/NIST CURVE: P-384|secp384r1/, 'certbot P-384: a P-384 key');
+
+my $cb_acct = certbot_account_url("$dir/cb/config");
+ok($cb_acct, 'certbot: its account URL') or diag(`ls -R $dir/cb/config/accounts`);
+run_client('certbot update_account',
+    [@cb, 'update_account', '-m', 'ops@example.com']);
+is_deeply(account_of($cb_acct)->{contact}, ['mailto:ops@example.com'],
+          'certbot update_account: the stored contact changed');
+
+run_client('certbot revoke with the certificate key (no account)',
+    ['certbot', '--non-interactive', '--config-dir', "$dir/cb0/config",
+     '--work-dir', "$dir/cb0/work", '--logs-dir', "$dir/cb0/logs",
+     '--server', $server, 'revoke',
+     '--cert-path', "$live/cb3.example.com/cert.pem",
+     '--key-path', "$live/cb3.example.com/privkey.pem",
+     '--reason', 'superseded', '--no-delete-after-revoke']);
+is(ocsp_revoked("$live/cb3.example.com/cert.pem"), 'revoked',
+   'OCSP: revoked with the certificate key');
+is(ocsp_reason("$live/cb3.example.com/cert.pem"), 'superseded',
+   'OCSP: with the reason certbot gave');
+ok(!glob("$dir/cb0/config/accounts/*"),
+   'the revocation by certificate key made no account');
+
+run_client('certbot unregister', [@cb, 'unregister']);
+is(account_of($cb_acct)->{status}, 'deactivated',
+   'certbot unregister: the account is deactivated');
+
 # --- lego ----------------------------------------------------------------------
 
 my @lego = ('lego', '--server', $server, '--email', 'lego@example.com',
@@ -242,6 +311,75 @@ run_client('lego revoke',
      '--reason', '4']);
 is(ocsp_revoked("$lc/lg1.example.com.crt"), 'revoked',
    'OCSP: lego certificate revoked');
+
+# lego renew (a new key and serial)
+my $lg_old = $t->x509_field("$lc/lg2.example.com.crt", 'serial');
+run_client('lego renew',
+    [@lego, '--domains', 'lg2.example.com', '--tls', '--tls.port',
+     "127.0.0.1:$tls01", 'renew', '--days', '3650', '--no-random-sleep']);
+my $lg_new = $t->x509_field("$lc/lg2.example.com.crt", 'serial');
+ok($lg_new && $lg_old && $lg_new ne $lg_old,
+   "lego renew: new serial ($lg_old -> $lg_new)");
+cert_ok('lego renewed', "$lc/lg2.example.com.crt", 'lg2.example.com');
+
+# --- External Account Binding with both clients -------------------------------
+# the same server with acme_eab_required on: keys come from the admin API
+
+$t->stop_nginx;
+$conf = $t->render_conf('--acme-http-port', $http01, '--acme-tls-port',
+                        $tls01, '--acme-eab', 'on');
+$t->start_nginx($conf);
+$https = $t->https_port;
+$server = "https://127.0.0.1:$https/acme/directory";
+s{^https://127\.0\.0\.1:\d+/acme/directory$}{$server} for @cb, @lego;
+
+sub eab_key {
+    my $r = $t->curl('POST', "https://127.0.0.1:$https/pki/admin/acme/eab",
+                     user => 'admin:admin');
+    is($r->{code}, 201, 'admin API: an EAB key') or diag($r->{body});
+    my $k = eval { JSON::PP::decode_json($r->{body}) } || {};
+    return ($k->{kid} // '', $k->{hmac_key} // '');
+}
+
+my @cbe = map { s{/cb/}{/cbe/}r } @cb;
+my ($kid, $hmac) = eab_key();
+{
+    my ($rc, $out, $err) = run_cmd(
+        [@cbe, 'register', '--agree-tos', '--register-unsafely-without-email'],
+        env => \%cenv, timeout => 60);
+    isnt($rc, 0, 'certbot without EAB: refused');
+    like("$out$err", qr/externalAccountRequired|external account/i,
+         'certbot without EAB: told why');
+}
+run_client('certbot with EAB',
+    [@cbe, 'certonly', '--standalone', '--agree-tos',
+     '--register-unsafely-without-email', '--eab-kid', $kid,
+     '--eab-hmac-key', $hmac, '--http-01-port', $http01,
+     '--http-01-address', '127.0.0.1', '-d', 'cbe.example.com']);
+cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
+        'cbe.example.com');
+{
+    # a used key binds no second account
+    my ($rc, $out, $err) = run_cmd(
+        ['certbot', '--non-interactive', '--config-dir', "$dir/cbe2/config",
+         '--work-dir', "$dir/cbe2/work", '--logs-dir', "$dir/cbe2/logs",
+         '--server', $server, 'register', '--agree-tos',
+         '--register-unsafely-without-email', '--eab-kid', $kid,
+         '--eab-hmac-key', $hmac],
+        env => \%cenv, timeout => 60);
+    isnt($rc, 0, 'certbot: an EAB key already bound is refused');
+    like("$out$err", qr/used externalAccountBinding key/,
+         'certbot: told the key is used');
+}
+
+my ($lkid, $lhmac) = eab_key();
+my @lego_e = map { s{/lego$}{/lego-eab}r } @lego;
+run_client('lego with EAB',
+    [@lego_e, '--eab', '--kid', $lkid, '--hmac', $lhmac,
+     '--domains', 'lge.example.com', '--http', '--http.port',
+     "127.0.0.1:$http01", 'run']);
+cert_ok('lego with EAB', "$dir/lego-eab/certificates/lge.example.com.crt",
+        'lge.example.com');
 
 unspawn('challtestsrv');
 $t->stop_nginx;
