@@ -638,10 +638,89 @@ pki_csr_sans(X509_REQ *csr, GENERAL_NAMES **out, pki_result_t *res)
 }
 
 
+/* The CSR's TLS feature extension (RFC 7633).  Only status_request (5,
+ * OCSP Must-Staple) is issued, and only under a template with must_staple
+ * on; a template that sets the extension verbatim already carries it.  A
+ * CSR that asks for what will not be signed is refused, not signed
+ * without it. */
+static pki_status_t
+pki_csr_must_staple(const pki_template_t *t, X509_REQ *csr, int *out,
+    pki_result_t *res)
+{
+    int                        i, idx, crit, verbatim;
+    long                       v;
+    TLS_FEATURE               *tf;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    *out = 0;
+
+    exts = X509_REQ_get_extensions(csr);
+    if (exts == NULL) {
+        ERR_clear_error();
+        return PKI_OK;
+    }
+
+    idx = X509v3_get_ext_by_NID(exts, NID_tlsfeature, -1);
+    if (idx < 0) {
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        return PKI_OK;
+    }
+
+    if (X509v3_get_ext_by_NID(exts, NID_tlsfeature, idx) >= 0) {
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        return pki_fail(res, PKI_MALFORMED, "CSR has more than one TLS "
+                        "feature extension");
+    }
+
+    tf = X509V3_get_d2i(exts, NID_tlsfeature, &crit, NULL);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+
+    if (tf == NULL || sk_ASN1_INTEGER_num(tf) <= 0) {
+        TLS_FEATURE_free(tf);
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "CSR has a malformed TLS "
+                        "feature extension");
+    }
+
+    for (i = 0; i < sk_ASN1_INTEGER_num(tf); i++) {
+        v = ASN1_INTEGER_get(sk_ASN1_INTEGER_value(tf, i));
+        if (v != 5) {
+            TLS_FEATURE_free(tf);
+            ERR_clear_error();
+            return pki_fail(res, PKI_POLICY, "the CSR asks for TLS feature "
+                            "%ld; only status_request (5) is issued", v);
+        }
+    }
+
+    TLS_FEATURE_free(tf);
+
+    verbatim = 0;
+    for (i = 0; i < sk_X509_EXTENSION_num(t->extensions); i++) {
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(
+                sk_X509_EXTENSION_value(t->extensions, i)))
+            == NID_tlsfeature)
+        {
+            verbatim = 1;
+        }
+    }
+
+    if (t->must_staple != 1 && !verbatim) {
+        return pki_fail(res, PKI_POLICY, "template \"%s\" does not issue "
+                        "OCSP Must-Staple certificates (must_staple off)",
+                        t->name);
+    }
+
+    *out = !verbatim;
+
+    return PKI_OK;
+}
+
+
 pki_status_t
 pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
     pki_request_t *req, pki_result_t *res)
 {
+    int             staple;
     EVP_PKEY       *pk;
     pki_status_t    rc;
     GENERAL_NAMES  *gens;
@@ -677,6 +756,9 @@ pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
     if (rc == PKI_OK) {
         rc = pki_check_sans(t, gens, res);
     }
+    if (rc == PKI_OK) {
+        rc = pki_csr_must_staple(t, csr, &staple, res);
+    }
 
     if (rc != PKI_OK) {
         GENERAL_NAMES_free(gens);
@@ -701,6 +783,7 @@ pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
     req->subject = subject;
     req->sans = gens;
     req->pubkey = pk;
+    req->must_staple = staple;
 
     return PKI_OK;
 }
@@ -748,7 +831,7 @@ pki_status_t
 pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
     pki_request_t *req, pki_result_t *res)
 {
-    int             crit, same;
+    int             crit, same, staple;
     EVP_PKEY       *pk;
     pki_status_t    rc;
     GENERAL_NAMES  *csr_sans, *old_sans;
@@ -772,6 +855,12 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
 
     rc = pki_csr_sans(csr, &csr_sans, res);
     if (rc != PKI_OK) {
+        return rc;
+    }
+
+    rc = pki_csr_must_staple(t, csr, &staple, res);
+    if (rc != PKI_OK) {
+        GENERAL_NAMES_free(csr_sans);
         return rc;
     }
 
@@ -822,6 +911,7 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
     }
 
     req->pubkey = pk;
+    req->must_staple = staple;
 
     return PKI_OK;
 }
@@ -960,6 +1050,32 @@ failed:
     GENERAL_NAME_free(g);
     ACCESS_DESCRIPTION_free(ad);
     AUTHORITY_INFO_ACCESS_free(aia);
+
+    return ok;
+}
+
+
+/* TLS feature status_request (RFC 7633), not critical */
+static int
+pki_add_must_staple(X509 *x)
+{
+    int           ok;
+    TLS_FEATURE  *tf;
+    ASN1_INTEGER *v;
+
+    tf = TLS_FEATURE_new();
+    v = ASN1_INTEGER_new();
+
+    ok = tf != NULL && v != NULL && ASN1_INTEGER_set(v, 5)
+         && sk_ASN1_INTEGER_push(tf, v) > 0;
+    if (ok) {
+        v = NULL;
+        ok = X509_add1_ext_i2d(x, NID_tlsfeature, tf, 0, X509V3_ADD_DEFAULT)
+             == 1;
+    }
+
+    ASN1_INTEGER_free(v);
+    TLS_FEATURE_free(tf);
 
     return ok;
 }
@@ -1204,6 +1320,10 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         if (!X509_add_ext(x, sk_X509_EXTENSION_value(t->extensions, i), -1)) {
             goto failed;
         }
+    }
+
+    if (req->must_staple && !pki_add_must_staple(x)) {
+        goto failed;
     }
 
     if (t->matter) {

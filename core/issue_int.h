@@ -87,6 +87,7 @@ struct pki_template_s {
     STACK_OF(X509_EXTENSION) *extensions;      /* extra, verbatim */
 
     int                       server_keygen;   /* -1: unset */
+    int                       must_staple;     /* CSRs may ask RFC 7633 */
     int                       beyond_ca_expiry;
 
     /* Matter profile (matter.c): pki_matter_type_t, 0: none */

@@ -367,6 +367,7 @@ typedef struct {
     EVP_PKEY         *pubkey;
     time_t            not_before;  /* 0: now */
     time_t            not_after;   /* 0: from template */
+    int               must_staple; /* TLS feature status_request (RFC 7633) */
 } pki_request_t;
 
 /* Applies the template to a CSR: key type and size, subject rules, SAN

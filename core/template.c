@@ -61,6 +61,8 @@ static pki_status_t pki_tmpl_server_keygen(pki_template_t *t, int argc,
     const char *const *argv, pki_result_t *res);
 static pki_status_t pki_tmpl_beyond(pki_template_t *t, int argc,
     const char *const *argv, pki_result_t *res);
+static pki_status_t pki_tmpl_must_staple(pki_template_t *t, int argc,
+    const char *const *argv, pki_result_t *res);
 static int pki_parse_flag(const char *s, int *out);
 static int pki_parse_key_type(const char *s, pki_key_type_t *kt);
 static ASN1_OBJECT *pki_dotted_oid(const char *s);
@@ -77,6 +79,7 @@ static const pki_tmpl_directive_t  pki_tmpl_directives[] = {
     { "extension",          3,  3, pki_tmpl_extension },
     { "server_keygen",      1,  1, pki_tmpl_server_keygen },
     { "beyond_ca_expiry",   1,  1, pki_tmpl_beyond },
+    { "must_staple",        1,  1, pki_tmpl_must_staple },
     { NULL, 0, 0, NULL }
 };
 
@@ -156,6 +159,7 @@ pki_template_new(const char *name)
     t->pathlen = -1;
     t->server_keygen = -1;
     t->beyond_ca_expiry = -1;
+    t->must_staple = -1;
 
     return t;
 }
@@ -998,6 +1002,28 @@ pki_tmpl_beyond(pki_template_t *t, int argc, const char *const *argv,
 }
 
 
+/* must_staple on|off: whether a CSR may ask for the TLS feature
+ * status_request (RFC 7633, OCSP Must-Staple).  Off, such a CSR is refused
+ * rather than signed without what it asked for. */
+static pki_status_t
+pki_tmpl_must_staple(pki_template_t *t, int argc, const char *const *argv,
+    pki_result_t *res)
+{
+    (void) argc;
+
+    if (t->must_staple != -1) {
+        return pki_fail(res, PKI_MALFORMED, "\"must_staple\" is duplicate");
+    }
+
+    if (!pki_parse_flag(argv[0], &t->must_staple)) {
+        return pki_fail(res, PKI_MALFORMED, "invalid value \"%.64s\" in "
+                        "\"must_staple\" (on or off)", argv[0]);
+    }
+
+    return PKI_OK;
+}
+
+
 pki_status_t
 pki_template_finish(pki_template_t *t, pki_result_t *res)
 {
@@ -1091,6 +1117,29 @@ pki_template_finish(pki_template_t *t, pki_result_t *res)
 
     if (t->beyond_ca_expiry == -1) {
         t->beyond_ca_expiry = 0;
+    }
+
+    if (t->must_staple == 1) {
+        if (t->ca || t->matter) {
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\": "
+                            "must_staple is for end-entity certificates",
+                            t->name);
+        }
+
+        for (i = 0; i < sk_X509_EXTENSION_num(t->extensions); i++) {
+            if (OBJ_obj2nid(X509_EXTENSION_get_object(
+                    sk_X509_EXTENSION_value(t->extensions, i)))
+                == NID_tlsfeature)
+            {
+                return pki_fail(res, PKI_MALFORMED, "template \"%s\": "
+                                "must_staple and a verbatim TLS feature "
+                                "extension exclude each other", t->name);
+            }
+        }
+    }
+
+    if (t->must_staple == -1) {
+        t->must_staple = 0;
     }
 
     t->finished = 1;

@@ -163,6 +163,7 @@ http {
         validity 90d;
         key_usage digitalSignature keyEncipherment;
         extended_key_usage serverAuth;
+        must_staple on;
     }
 
     # SCEP clients send C, O, OU, ... besides CN (micromdm scepclient

@@ -8,8 +8,9 @@
 # pebble-challtestsrv as the validation resolver).
 #
 #   certbot: standalone http-01, webroot (a tiny python3 http.server),
-#            renew, revoke, P-384, update_account, revoke signed with the
-#            certificate's key, unregister, External Account Binding
+#            renew, revoke, P-384, --must-staple, update_account, revoke
+#            signed with the certificate's key, unregister, External
+#            Account Binding
 #   lego:    http-01, tls-alpn-01, dns-01 (+ wildcard), renew, revoke,
 #            External Account Binding
 #
@@ -243,6 +244,19 @@ run_client('certbot P-384',
 cert_ok('certbot P-384', "$live/cb3.example.com/cert.pem", 'cb3.example.com');
 like($t->x509_text("$live/cb3.example.com/cert.pem") // '',
      qr/NIST CURVE: P-384|secp384r1/, 'certbot P-384: a P-384 key');
+
+# --must-staple: the ACME template has must_staple on
+run_client('certbot --must-staple',
+    [@cb, 'certonly', '--standalone', '--http-01-port', $http01,
+     '--http-01-address', '127.0.0.1', '--must-staple',
+     '-d', 'cb4.example.com']);
+cert_ok('certbot --must-staple', "$live/cb4.example.com/cert.pem",
+        'cb4.example.com');
+like($t->x509_text("$live/cb4.example.com/cert.pem") // '',
+     qr/TLS Feature:\s*\n\s*status_request/,
+     'certbot --must-staple: the certificate carries status_request');
+unlike($t->x509_text("$live/cb3.example.com/cert.pem") // '',
+       qr/TLS Feature/, 'without --must-staple: no TLS feature');
 
 my $cb_acct = certbot_account_url("$dir/cb/config");
 ok($cb_acct, 'certbot: its account URL') or diag(`ls -R $dir/cb/config/accounts`);

@@ -194,8 +194,22 @@ parse_name(const char *s)
 }
 
 
+static unsigned char *make_csr_ext(EVP_PKEY *pk, const char *subject,
+    const char *sans, const char *feature, int nfeature, size_t *len);
+
+
 static unsigned char *
 make_csr(EVP_PKEY *pk, const char *subject, const char *sans, size_t *len)
+{
+    return make_csr_ext(pk, subject, sans, NULL, 0, len);
+}
+
+
+/* A CSR with SANs (NULL: none) and nfeature TLS feature extensions of the
+ * openssl.cnf value feature ("status_request", "17", ...). */
+static unsigned char *
+make_csr_ext(EVP_PKEY *pk, const char *subject, const char *sans,
+    const char *feature, int nfeature, size_t *len)
 {
     int                        n;
     X509V3_CTX                 ctx;
@@ -216,21 +230,32 @@ make_csr(EVP_PKEY *pk, const char *subject, const char *sans, size_t *len)
     X509_NAME_free(nm);
     X509_REQ_set_pubkey(csr, pk);
 
-    if (sans) {
+    if (sans || nfeature > 0) {
         conf = NCONF_new(NULL);
         bio = BIO_new_mem_buf(cnf, -1);
         NCONF_load_bio(conf, bio, &eline);
         BIO_free(bio);
         X509V3_set_ctx(&ctx, NULL, NULL, csr, NULL, 0);
         X509V3_set_nconf(&ctx, conf);
-        ext = X509V3_EXT_nconf_nid(conf, &ctx, NID_subject_alt_name,
-                                   (char *) sans);
-        if (ext == NULL) {
-            diag("bad SAN spec %s", sans);
-            ERR_print_errors_fp(stdout);
-        }
         exts = sk_X509_EXTENSION_new_null();
-        sk_X509_EXTENSION_push(exts, ext);
+        if (sans) {
+            ext = X509V3_EXT_nconf_nid(conf, &ctx, NID_subject_alt_name,
+                                       (char *) sans);
+            if (ext == NULL) {
+                diag("bad SAN spec %s", sans);
+                ERR_print_errors_fp(stdout);
+            }
+            sk_X509_EXTENSION_push(exts, ext);
+        }
+        for (n = 0; n < nfeature; n++) {
+            ext = X509V3_EXT_nconf_nid(conf, &ctx, NID_tlsfeature,
+                                       (char *) feature);
+            if (ext == NULL) {
+                diag("bad TLS feature spec %s", feature);
+                ERR_print_errors_fp(stdout);
+            }
+            sk_X509_EXTENSION_push(exts, ext);
+        }
         X509_REQ_add_extensions(csr, exts);
         sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
         NCONF_free(conf);
@@ -1094,6 +1119,175 @@ main(void)
         X509_free(x);
         extra[nextra++] = tke;
         extra[nextra++] = tkeo;
+    }
+
+    /* OCSP Must-Staple (RFC 7633): issued only under must_staple on */
+    {
+        int              crit;
+        size_t           len;
+        X509_REQ        *csr;
+        EVP_PKEY        *pk;
+        TLS_FEATURE     *tf;
+        unsigned char   *der;
+        pki_template_t  *tst, *tbad;
+
+        static const char *const staple_lines[] = {
+            "subject CN copy", "san dns copy", "must_staple on", NULL
+        };
+        static const char *const verbatim_lines[] = {
+            "subject CN copy", "san dns copy",
+            "extension 1.3.6.1.5.5.7.1.24 noncritical 3003020105", NULL
+        };
+        static const struct {
+            const char  *name;
+            const char  *lines[4];
+            const char  *why;
+        } bad[] = {
+            { "ca", { "subject CN copy", "basic_constraints ca:true",
+                      "must_staple on", NULL }, "end-entity" },
+            { "verbatim", { "subject CN copy", "must_staple on",
+                            "extension 1.3.6.1.5.5.7.1.24 noncritical "
+                            "3003020105", NULL }, "exclude each other" },
+        };
+
+        tst = make_template("staple", staple_lines);
+        pki_ca_add_template(subca, tst, &res);
+        extra[nextra++] = tst;
+        pk = keygen("EC:P-256");
+
+        der = make_csr_ext(pk, "/CN=s1", "DNS:s1.example", "status_request",
+                           1, &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_from_csr(tdev, csr, &req, &res);
+        ok(st == PKI_POLICY && strstr(res.detail, "must_staple off"),
+           "must-staple CSR, template without must_staple: refused (%s)",
+           res.detail);
+        pki_request_clear(&req);
+
+        st = pki_request_from_csr(tst, csr, &req, &res);
+        ok(st == PKI_OK && req.must_staple == 1,
+           "must-staple CSR, must_staple on: requested");
+        x = NULL;
+        if (st == PKI_OK) {
+            st = pki_issue(subca, tst, NULL, &req, NULL, &x, &res);
+        }
+        tf = x ? X509_get_ext_d2i(x, NID_tlsfeature, &crit, NULL) : NULL;
+        ok(tf && crit == 0 && sk_ASN1_INTEGER_num(tf) == 1
+           && ASN1_INTEGER_get(sk_ASN1_INTEGER_value(tf, 0)) == 5,
+           "  the certificate carries status_request, not critical");
+        TLS_FEATURE_free(tf);
+        if (x) {
+            char  cmd[512];
+
+            write_cert(x, "staple.pem");
+            snprintf(cmd, sizeof(cmd), "openssl x509 -in %s/staple.pem "
+                     "-noout -text | grep -q 'TLS Feature'", dir);
+            ok(system(cmd) == 0, "  openssl shows the TLS Feature");
+        }
+
+        /* renewal of that certificate keeps what the new CSR asks */
+        {
+            pki_request_t  rreq;
+
+            st = pki_request_renewal(tst, csr, x, &rreq, &res);
+            ok(st == PKI_OK && rreq.must_staple == 1,
+               "  renewal with a must-staple CSR: requested");
+            pki_request_clear(&rreq);
+            st = pki_request_renewal(tdev, csr, x, &rreq, &res);
+            ok(st == PKI_POLICY, "  renewal under a template without it: "
+               "refused");
+            pki_request_clear(&rreq);
+        }
+        X509_free(x);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+
+        der = make_csr(pk, "/CN=s2", "DNS:s2.example", &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_from_csr(tst, csr, &req, &res);
+        x = NULL;
+        if (st == PKI_OK) {
+            st = pki_issue(subca, tst, NULL, &req, NULL, &x, &res);
+        }
+        ok(st == PKI_OK && x
+           && X509_get_ext_by_NID(x, NID_tlsfeature, -1) < 0,
+           "a CSR without it, must_staple on: no TLS feature");
+        X509_free(x);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+
+        der = make_csr_ext(pk, "/CN=s3", "DNS:s3.example", "17", 1, &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_from_csr(tst, csr, &req, &res);
+        ok(st == PKI_POLICY && strstr(res.detail, "feature 17"),
+           "TLS feature 17 (status_request_v2): refused (%s)", res.detail);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+
+        der = make_csr_ext(pk, "/CN=s4", "DNS:s4.example", "status_request",
+                           2, &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_from_csr(tst, csr, &req, &res);
+        ok(st == PKI_MALFORMED && strstr(res.detail, "more than one"),
+           "two TLS feature extensions: malformed (%s)", res.detail);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+
+        /* a template with the extension verbatim signs its own copy */
+        tbad = make_template("verbatim", verbatim_lines);
+        pki_ca_add_template(subca, tbad, &res);
+        extra[nextra++] = tbad;
+        der = make_csr_ext(pk, "/CN=s5", "DNS:s5.example", "status_request",
+                           1, &len);
+        pki_csr_parse(der, len, &csr, &res);
+        st = pki_request_from_csr(tbad, csr, &req, &res);
+        x = NULL;
+        if (st == PKI_OK) {
+            st = pki_issue(subca, tbad, NULL, &req, NULL, &x, &res);
+        }
+        ok(st == PKI_OK && x
+           && X509_get_ext_by_NID(x, NID_tlsfeature, -1) >= 0
+           && X509_get_ext_by_NID(x, NID_tlsfeature,
+                                  X509_get_ext_by_NID(x, NID_tlsfeature, -1))
+              < 0,
+           "verbatim TLS feature template: one extension, the template's");
+        X509_free(x);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            pki_template_t  *tb = pki_template_new(bad[i].name);
+
+            for (const char *const *l = bad[i].lines; *l; l++) {
+                tset(tb, *l);
+            }
+            pki_result_init(&res);
+            st = pki_template_finish(tb, &res);
+            ok(st == PKI_MALFORMED && strstr(res.detail, bad[i].why),
+               "template %s refused: %s", bad[i].name, res.detail);
+            pki_template_free(tb);
+        }
+
+        {
+            pki_template_t  *tb = pki_template_new("flag");
+            const char      *argv[1] = { "maybe" };
+
+            st = pki_template_set(tb, "must_staple", 1, argv, &res);
+            ok(st == PKI_MALFORMED, "must_staple maybe: refused (%s)",
+               res.detail);
+            argv[0] = "on";
+            pki_template_set(tb, "must_staple", 1, argv, &res);
+            st = pki_template_set(tb, "must_staple", 1, argv, &res);
+            ok(st == PKI_MALFORMED && strstr(res.detail, "duplicate"),
+               "must_staple twice: refused");
+            pki_template_free(tb);
+        }
     }
 
     bc = X509_get_ext_d2i(sub, NID_basic_constraints, NULL, NULL);
