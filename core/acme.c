@@ -84,6 +84,8 @@ struct pki_acme_job_s {
     char               identifier[256];
     char               token[64];
     char               key_authz[128];
+    int                wildcard;       /* the authorization's */
+    char              *account_url;    /* RFC 8657 accounturi, or NULL */
     char              *authz_text;     /* as the challenge stored it, or
                                         * NULL: then read again */
 };
@@ -2450,6 +2452,15 @@ pki_acme_validation_start(pki_acme_t *a, const char *acct, const char *aid,
     job->chall = strcmp(type, "http-01") == 0 ? PKI_ACME_HTTP01
                  : strcmp(type, "dns-01") == 0 ? PKI_ACME_DNS01
                  : PKI_ACME_TLSALPN01;
+    job->wildcard = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(*authz,
+                                                                  "wildcard"));
+    if (a->conf->validate.caa) {
+        job->account_url = pki_acme_url(a, "acct/%s", acct);
+        if (job->account_url == NULL) {
+            pki_acme_job_free(job);
+            return pki_fail(a->res, PKI_INTERNAL, "out of memory");
+        }
+    }
 
     pki_json_set_str(ch, "status", "processing");
     pki_json_set_num(ch, "started", (double) a->now);
@@ -5779,6 +5790,7 @@ pki_acme_job_free(pki_acme_job_t *job)
 {
     if (job != NULL) {
         cJSON_free(job->authz_text);
+        free(job->account_url);
     }
     free(job);
 }
@@ -5861,6 +5873,15 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     vrc = pki_acme_validate(&conf->validate, job->chall, job->id_type,
                             job->identifier, job->token, job->key_authz,
                             &out);
+
+    /* CAA once the name is proven (RFC 8659: names only, not addresses) */
+    if (vrc == PKI_OK && conf->validate.caa
+        && strcmp(job->id_type, "dns") == 0)
+    {
+        vrc = pki_acme_caa_check(&conf->validate, job->identifier,
+                                 job->wildcard, job->account_url, job->type,
+                                 &out);
+    }
 
     now = time(NULL);
 
@@ -5948,7 +5969,8 @@ again:
              * Boulder's): the client's answer was wrong or unreachable */
             cJSON_AddNumberToObject(err, "status",
                 strcmp(ptype, "incorrectResponse") == 0
-                || strcmp(ptype, "unauthorized") == 0 ? 403
+                || strcmp(ptype, "unauthorized") == 0
+                || strcmp(ptype, "caa") == 0 ? 403
                 : strcmp(ptype, "serverInternal") == 0 ? 500 : 400);
             pki_json_set_item(found, "error", err);
         }

@@ -36,6 +36,9 @@
  *                                        record at the name
  *   incorrectResponse   PKI_UNAUTHORIZED the proof is wrong: body, TXT
  *                                        value, tls-alpn-01 certificate
+ *   caa                 PKI_FORBIDDEN    pki_acme_caa_check: the CAA
+ *                                        records of the name do not let
+ *                                        this CA issue
  *   malformed           PKI_MALFORMED    bad arguments from the caller
  *   serverInternal      PKI_INTERNAL     out of memory, unusable conf
  *
@@ -98,6 +101,7 @@
 #define AV_T_TXT             16
 #define AV_T_AAAA            28
 #define AV_T_OPT             41
+#define AV_T_CAA             257
 
 #define AV_ADDR_OK           0
 #define AV_ADDR_PRIVATE      1
@@ -809,7 +813,7 @@ av_dns_build(unsigned char *buf, size_t size, uint16_t id, const char *name,
     }
     buf[n++] = 0;
 
-    buf[n++] = 0;
+    buf[n++] = (unsigned char) (qtype >> 8);
     buf[n++] = (unsigned char) qtype;
     buf[n++] = 0;
     buf[n++] = 1;                               /* IN */
@@ -1021,6 +1025,15 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
             }
             memcpy(ans->data[ans->n], m + rr->rdoff, rr->rdlen);
             ans->len[ans->n++] = (unsigned short) rr->rdlen;
+            continue;
+        }
+
+        if (qtype == AV_T_CAA) {
+            /* raw: flags, tag length, tag, value (evaluated by the caller) */
+            t = rr->rdlen < AV_DNS_RDATA_MAX ? rr->rdlen : 0;
+            ans->toolong[ans->n] = rr->rdlen >= AV_DNS_RDATA_MAX;
+            memcpy(ans->data[ans->n], m + rr->rdoff, t);
+            ans->len[ans->n++] = (unsigned short) t;
             continue;
         }
 
@@ -2349,7 +2362,281 @@ done:
 }
 
 
+static void av_limits(av_t *av);
+
+
+/* ---- CAA (RFC 8659, with the parameters of RFC 8657) -------------------
+ *
+ * The relevant record set of a name is the first non-empty CAA answer
+ * climbing from the name towards (not including) the root; none anywhere
+ * allows every CA.  In it, for a wildcard the "issuewild" properties rule
+ * when there is one, else "issue"; no such property allows every CA too.
+ * One of them must name one of our identities and, where it has them,
+ * accounturi equal to the account's URL and validationmethods listing the
+ * method that validated.  An unknown property with the critical flag, a
+ * record too long to read, or a lookup that fails (other than NXDOMAIN)
+ * refuses.
+ */
+
+static char *
+av_trim(char *s)
+{
+    char  *e;
+
+    s += strspn(s, " \t");
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t')) {
+        *--e = '\0';
+    }
+    return s;
+}
+
+
+/* 1 when one issue/issuewild value lets this CA issue */
+static int
+av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
+    const char *account_uri, const char *method)
+{
+    int    named;
+    char   buf[AV_DNS_RDATA_MAX], *p, *next, *tag, *val, *m;
+    size_t i;
+
+    if (len >= sizeof(buf) || memchr(v, '\0', len) != NULL) {
+        return 0;
+    }
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+
+    next = strchr(buf, ';');
+    if (next != NULL) {
+        *next++ = '\0';
+    }
+
+    p = av_trim(buf);
+    named = 0;
+    for (i = 0; p[0] != '\0' && av->conf->caa_ids != NULL
+                && av->conf->caa_ids[i] != NULL; i++)
+    {
+        if (strcasecmp(p, av->conf->caa_ids[i]) == 0) {
+            named = 1;
+        }
+    }
+    if (!named) {
+        return 0;
+    }
+
+    while (next != NULL) {
+        tag = next;
+        next = strchr(tag, ';');
+        if (next != NULL) {
+            *next++ = '\0';
+        }
+        tag = av_trim(tag);
+        if (tag[0] == '\0') {
+            continue;
+        }
+
+        val = strchr(tag, '=');
+        if (val == NULL) {
+            return 0;                       /* malformed: not ours */
+        }
+        *val++ = '\0';
+        tag = av_trim(tag);
+        val = av_trim(val);
+
+        if (strcasecmp(tag, "accounturi") == 0) {
+            if (account_uri == NULL || strcmp(val, account_uri) != 0) {
+                return 0;
+            }
+
+        } else if (strcasecmp(tag, "validationmethods") == 0) {
+            for (m = strtok(val, ","); m != NULL; m = strtok(NULL, ",")) {
+                if (strcmp(av_trim(m), method) == 0) {
+                    break;
+                }
+            }
+            if (m == NULL) {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+static pki_status_t
+av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
+    int wildcard, const char *account_uri, const char *method)
+{
+    int          use_wild, seen;
+    size_t       i, tl;
+    char         tag[32], ids[160];
+    const char  *want;
+
+    use_wild = 0;
+
+    for (i = 0; i < ans->n; i++) {
+        if (ans->toolong[i] || ans->len[i] < 2 || ans->data[i][1] == 0
+            || (size_t) ans->data[i][1] + 2 > ans->len[i]
+            || ans->data[i][1] >= sizeof(tag))
+        {
+            return av_fail(av, PKI_FORBIDDEN, "caa", "a CAA record at %s "
+                           "cannot be read (malformed or over %d bytes)",
+                           at, AV_DNS_RDATA_MAX - 1);
+        }
+
+        tl = ans->data[i][1];
+        memcpy(tag, ans->data[i] + 2, tl);
+        tag[tl] = '\0';
+
+        if (strcasecmp(tag, "issuewild") == 0) {
+            use_wild = wildcard;
+
+        } else if (strcasecmp(tag, "issue") != 0
+                   && strcasecmp(tag, "iodef") != 0
+                   && (ans->data[i][0] & 0x80))
+        {
+            av_printable(ids, sizeof(ids), (const unsigned char *) tag, tl);
+            return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA record set at "
+                           "%s has a critical property \"%s\" this CA does "
+                           "not know", at, ids);
+        }
+    }
+
+    want = use_wild ? "issuewild" : "issue";
+    seen = 0;
+
+    for (i = 0; i < ans->n; i++) {
+        tl = ans->data[i][1];
+        if (tl != strlen(want)
+            || strncasecmp((const char *) ans->data[i] + 2, want, tl) != 0)
+        {
+            continue;
+        }
+        seen = 1;
+        if (av_caa_value_ok(av, ans->data[i] + 2 + tl, ans->len[i] - 2 - tl,
+                            account_uri, method))
+        {
+            return PKI_OK;
+        }
+    }
+
+    if (!seen) {
+        return PKI_OK;                      /* only iodef etc.: no limit */
+    }
+
+    ids[0] = '\0';
+    for (i = 0; av->conf->caa_ids != NULL && av->conf->caa_ids[i] != NULL;
+         i++)
+    {
+        tl = strlen(ids);
+        snprintf(ids + tl, sizeof(ids) - tl, "%s%s", i ? ", " : "",
+                 av->conf->caa_ids[i]);
+    }
+
+    return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at %s "
+                   "do not allow this CA (%s) to issue for %s%s by %s for "
+                   "this account", want, at, ids[0] ? ids : "no identity",
+                   wildcard ? "*." : "", name, method);
+}
+
+
+pki_status_t
+pki_acme_caa_check(const pki_acme_validate_conf_t *conf,
+    const char *identifier, int wildcard, const char *account_uri,
+    const char *method, pki_acme_validate_out_t *out)
+{
+    av_t           av;
+    const char    *cur, *dot;
+    pki_status_t   st;
+    pki_sigpipe_t  sp;
+    av_dns_ans_t  *ans;
+
+    if (out == NULL) {
+        return PKI_MALFORMED;
+    }
+
+    pki_result_init(&out->res);
+    out->problem_type = NULL;
+
+    memset(&av, 0, sizeof(av));
+    av.conf = conf;
+    av.out = out;
+
+    if (conf == NULL || identifier == NULL || method == NULL) {
+        return av_fail(&av, PKI_MALFORMED, "malformed",
+                       "missing CAA argument");
+    }
+
+    if (!av_hostname_ok(identifier)) {
+        return av_fail(&av, PKI_POLICY, "rejectedIdentifier",
+                       "\"%.100s\" is not a valid DNS name", identifier);
+    }
+
+    av_limits(&av);
+
+    ans = malloc(sizeof(av_dns_ans_t));
+    if (ans == NULL) {
+        return av_fail(&av, PKI_INTERNAL, "serverInternal", "out of memory");
+    }
+
+    pki_int_sigpipe_block(&sp);
+
+    st = PKI_OK;
+
+    for (cur = identifier; cur != NULL && cur[0] != '\0';
+         cur = dot != NULL ? dot + 1 : NULL)
+    {
+        dot = strchr(cur, '.');
+
+        st = av_dns_lookup(&av, cur, AV_T_CAA, ans);
+        if (st != PKI_OK) {
+            break;
+        }
+
+        if (ans->rcode != 0 && ans->rcode != 3) {
+            st = av_fail(&av, PKI_UNAVAILABLE, "dns", "%s looking up CAA "
+                         "for %s", av_rcode_name(ans->rcode), cur);
+            break;
+        }
+
+        if (ans->rcode == 0 && ans->n > 0) {
+            st = av_caa_set(&av, cur, identifier, ans, wildcard, account_uri,
+                            method);
+            break;
+        }
+    }
+
+    pki_int_sigpipe_restore(&sp);
+    free(ans);
+
+    if (st == PKI_OK) {
+        ERR_clear_error();
+        out->problem_type = NULL;
+        pki_result_init(&out->res);
+    }
+
+    return st;
+}
+
+
 /* ---- entry point ------------------------------------------------------- */
+
+/* the time budget and ports of one call, from conf */
+static void
+av_limits(av_t *av)
+{
+    const pki_acme_validate_conf_t  *conf = av->conf;
+
+    av->timeout_ms = conf->timeout_ms ? conf->timeout_ms : AV_TIMEOUT_DEFAULT;
+    av->http_port = conf->http_port ? conf->http_port : 80;
+    av->tls_port = conf->tls_port ? conf->tls_port : 443;
+    av->max_redirects = conf->max_redirects ? conf->max_redirects
+                                            : AV_REDIRECTS_DEFAULT;
+    av->deadline = av_now() + av->timeout_ms;
+}
+
 
 static int
 av_token_ok(const char *s)
@@ -2428,12 +2715,7 @@ pki_acme_validate(const pki_acme_validate_conf_t *conf,
                        "unsupported identifier type");
     }
 
-    av.timeout_ms = conf->timeout_ms ? conf->timeout_ms : AV_TIMEOUT_DEFAULT;
-    av.http_port = conf->http_port ? conf->http_port : 80;
-    av.tls_port = conf->tls_port ? conf->tls_port : 443;
-    av.max_redirects = conf->max_redirects ? conf->max_redirects
-                                           : AV_REDIRECTS_DEFAULT;
-    av.deadline = av_now() + av.timeout_ms;
+    av_limits(&av);
 
     if (av.http_port > 65535 || av.tls_port > 65535) {
         return av_fail(&av, PKI_INTERNAL, "serverInternal",

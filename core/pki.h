@@ -702,6 +702,9 @@ typedef struct {
                                          targets allowed (labs, tests)     */
     unsigned        timeout_ms;       /* whole validation; default 10000    */
     unsigned        max_redirects;    /* http-01; default 10                */
+    int             caa;              /* 1: check CAA (pki_acme_caa_check)  */
+    const char *const *caa_ids;       /* our issuer domain names, NULL
+                                         ended (acme_caa_identities)       */
 } pki_acme_validate_conf_t;
 
 /* Outcome: PKI_OK when the challenge is satisfied.  Otherwise a status and
@@ -721,6 +724,15 @@ typedef struct {
 PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
     pki_acme_chall_t type, const char *id_type, const char *identifier,
     const char *token, const char *key_authz, pki_acme_validate_out_t *out);
+
+/* CAA (RFC 8659) for a dns identifier (without "*."; wildcard 1 for a
+ * wildcard name), with RFC 8657's accounturi (account_uri: the account's
+ * URL) and validationmethods (method: "http-01", ...).  PKI_OK when the
+ * records let one of conf->caa_ids issue, or there are none; else
+ * problem_type "caa" (PKI_FORBIDDEN) or "dns" (the lookup failed). */
+PKI_API pki_status_t pki_acme_caa_check(const pki_acme_validate_conf_t *conf,
+    const char *identifier, int wildcard, const char *account_uri,
+    const char *method, pki_acme_validate_out_t *out);
 
 
 /* ---- events: transaction log and metrics (core/audit.c) -------------------

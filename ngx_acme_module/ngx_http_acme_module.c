@@ -47,6 +47,7 @@ typedef struct {
     ngx_str_t                  resolve_to;
     ngx_flag_t                 allow_private;
     ngx_msec_t                 validation_timeout;
+    ngx_flag_t                 caa_check;
 
     pki_redis_t               *state_redis; /* acme_redis, or NULL */
 
@@ -226,6 +227,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, validation_timeout),
+      NULL },
+
+    { ngx_string("acme_caa_check"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, caa_check),
       NULL },
 
       ngx_null_command
@@ -827,6 +835,7 @@ ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
     conf->tls_port = NGX_CONF_UNSET_UINT;
     conf->allow_private = NGX_CONF_UNSET;
     conf->validation_timeout = NGX_CONF_UNSET_MSEC;
+    conf->caa_check = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -880,6 +889,12 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->validation_timeout,
                               prev->validation_timeout, 10000);
 
+    /* CAA: unset stays unset through the levels; the location where ACME
+     * is on decides below */
+    if (conf->caa_check == NGX_CONF_UNSET) {
+        conf->caa_check = prev->caa_check;
+    }
+
     ngx_conf_merge_ptr_value(conf->state_redis, prev->state_redis, NULL);
 
     if (!conf->enable) {
@@ -891,6 +906,20 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "acme_validation ports must be 1..65535");
+        return NGX_CONF_ERROR;
+    }
+
+    /* CAA: on by default where the directory names identities, unless a
+     * lab sends every name to one address and has no resolver to ask */
+    if (conf->caa_check == NGX_CONF_UNSET) {
+        conf->caa_check = conf->caa != NULL
+                          && (conf->resolve_to.len == 0
+                              || conf->resolver.len != 0);
+    }
+
+    if (conf->caa_check && conf->caa == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "acme_caa_check on needs acme_caa_identities");
         return NGX_CONF_ERROR;
     }
 
@@ -955,6 +984,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->validate.allow_private = conf->allow_private ? 1 : 0;
         ac->validate.timeout_ms = (unsigned) conf->validation_timeout;
         ac->validate.max_redirects = 10;
+        ac->validate.caa = conf->caa_check ? 1 : 0;
+        ac->validate.caa_ids = ac->caa;
 
         conf->conf = ac;
     }

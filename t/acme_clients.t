@@ -12,7 +12,8 @@
 #            signed with the certificate's key, unregister, External
 #            Account Binding
 #   lego:    http-01, tls-alpn-01, dns-01 (+ wildcard), renew, revoke,
-#            External Account Binding
+#            External Account Binding, CAA records (RFC 8659) refusing
+#            and allowing issuance
 #
 # Each client trusts only the test root (REQUESTS_CA_BUNDLE,
 # LEGO_CA_CERTIFICATES).  The oracles are the openssl CLI (chain, names)
@@ -325,6 +326,40 @@ run_client('lego revoke',
      '--reason', '4']);
 is(ocsp_revoked("$lc/lg1.example.com.crt"), 'revoked',
    'OCSP: lego certificate revoked');
+
+# CAA (RFC 8659): the lab's resolver is pebble-challtestsrv, so the
+# validator asks it; the demo names itself nginx-pki.test
+sub add_caa {
+    my ($host, @pol) = @_;
+    my $body = JSON::PP::encode_json({ host => "$host.",
+        policies => [ map { { tag => $_->[0], value => $_->[1] } } @pol ] });
+    my ($rc, $out, $err) = run_cmd(['curl', '-sS', '--max-time', '5', '-d',
+                                    $body, "http://127.0.0.1:$mgmt/add-caa"]);
+    ok($rc == 0, "challtestsrv: CAA for $host") or diag("$out $err");
+}
+
+add_caa('caa-other.example.com', ['issue', 'ca.example.net']);
+{
+    my ($rc, $out, $err) = run_cmd(
+        [@lego, '--domains', 'caa-other.example.com', '--http',
+         '--http.port', "127.0.0.1:$http01", 'run'],
+        env => \%cenv, timeout => 60);
+    isnt($rc, 0, 'lego: CAA naming another CA refuses issuance');
+    like("$out$err", qr/caa.*do not allow this CA \(nginx-pki\.test\)/s,
+         'lego: told it is CAA') or diag("$out$err");
+}
+ok(!-e "$lc/caa-other.example.com.crt", 'lego: no certificate under CAA');
+
+add_caa('caa-ours.example.com',
+        ['issue', 'nginx-pki.test; validationmethods=http-01'],
+        ['iodef', 'mailto:sec@example.com']);
+run_client('lego, CAA naming this CA',
+    [@lego, '--domains', 'caa-ours.example.com', '--http', '--http.port',
+     "127.0.0.1:$http01", 'run']);
+cert_ok('lego under CAA', "$lc/caa-ours.example.com.crt",
+        'caa-ours.example.com');
+like(PKITest::slurp($t->error_log) // '', qr/caa-other\.example\.com/,
+     'the CAA refusal is in the error log');
 
 # lego renew (a new key and serial)
 my $lg_old = $t->x509_field("$lc/lg2.example.com.crt", 'serial');

@@ -525,7 +525,7 @@ put_rr_head(unsigned char *m, size_t n, const char *owner, int type,
     } else {
         n = put_name(m, n, owner);
     }
-    m[n++] = 0;
+    m[n++] = (unsigned char) (type >> 8);
     m[n++] = (unsigned char) type;
     m[n++] = 0;
     m[n++] = 1;
@@ -569,6 +569,24 @@ put_cname(unsigned char *m, size_t n, const char *owner, const char *target)
     m[at - 2] = (unsigned char) ((n - at) >> 8);
     m[at - 1] = (unsigned char) (n - at);
     return n;
+}
+
+
+static size_t
+put_caa(unsigned char *m, size_t n, const char *owner, int flags,
+    const char *tag, const char *value)
+{
+    size_t  tl, vl;
+
+    tl = strlen(tag);
+    vl = strlen(value);
+    n = put_rr_head(m, n, owner, 257, 2 + tl + vl);
+    m[n++] = (unsigned char) flags;
+    m[n++] = (unsigned char) tl;
+    memcpy(m + n, tag, tl);
+    n += tl;
+    memcpy(m + n, value, vl);
+    return n + vl;
 }
 
 
@@ -687,6 +705,65 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         n = put_cname(m, n, NULL, "x.fuzz.test");
         n = put_txt(m, n, "x.fuzz.test", good, "tail");
         an = 2;
+    } else if (qtype == 257 && (IS("ours.caa") || IS("case.caa"))) {
+        n = put_caa(m, n, NULL, 0, IS("ours.caa") ? "issue" : "ISSUE",
+                    IS("ours.caa") ? "nginx-pki.test" : " NGINX-PKI.TEST ");
+        an = 1;
+    } else if (qtype == 257 && IS("empty.ours.caa")) {
+        /* NOERROR, no data: the parent's set applies */
+    } else if (qtype == 257 && IS("other.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "ca.example.net");
+        n = put_caa(m, n, NULL, 0, "iodef", "mailto:sec@example.net");
+        an = 2;
+    } else if (qtype == 257 && IS("none.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", ";");
+        an = 1;
+    } else if (qtype == 257 && IS("wild.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "ca.example.net");
+        n = put_caa(m, n, NULL, 0, "issuewild", "nginx-pki.test");
+        an = 2;
+    } else if (qtype == 257 && IS("wild2.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test");
+        n = put_caa(m, n, NULL, 0, "issuewild", ";");
+        an = 2;
+    } else if (qtype == 257 && IS("acct.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "ca.example.net");
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; accounturi="
+                    "https://ca.test/acme/acct/A1");
+        an = 2;
+    } else if (qtype == 257 && IS("meth.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; "
+                    "validationmethods=tls-alpn-01,dns-01; other=x");
+        an = 1;
+    } else if (qtype == 257 && IS("crit.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test");
+        n = put_caa(m, n, NULL, 128, "tbs", "unknown");
+        an = 2;
+    } else if (qtype == 257 && IS("noncrit.caa")) {
+        n = put_caa(m, n, NULL, 0, "tbs", "unknown");
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test");
+        an = 2;
+    } else if (qtype == 257 && IS("iodef.caa")) {
+        n = put_caa(m, n, NULL, 0, "iodef", "mailto:sec@example.net");
+        an = 1;
+    } else if (qtype == 257 && IS("servfail.caa")) {
+        rcode = 2;
+    } else if (qtype == 257 && IS("cname.caa")) {
+        n = put_cname(m, n, NULL, "ours.caa");
+        n = put_caa(m, n, "ours.caa", 0, "issue", "nginx-pki.test");
+        an = 2;
+    } else if (qtype == 257 && IS("long.caa")) {
+        char  v[300];
+
+        memset(v, 'a', 280);
+        v[280] = '\0';
+        n = put_caa(m, n, NULL, 0, "issue", v);
+        an = 1;
+    } else if (qtype == 257 && IS("bad.caa")) {
+        n = put_rr_head(m, n, NULL, 257, 2);    /* tag length 0         */
+        m[n++] = 0;
+        m[n++] = 0;
+        an = 1;
     } else if (IS("host.test") || IS("www.host.test")) {
         if (qtype == 1) {
             n = put_rr_head(m, n, NULL, 1, 4);
@@ -1125,6 +1202,105 @@ main(void)
         }
     }
     ok(fuzz_bad == 0, "300 mutated DNS answers handled");
+
+    /* ---- CAA (RFC 8659, RFC 8657) ---- */
+    {
+        static const char *const  ids[] = { "other-name.test",
+                                            "nginx-pki.test", NULL };
+        static const struct {
+            const char  *what, *id;
+            int          wild;
+            const char  *acct, *method, *want_type, *want_detail;
+        } cases[] = {
+            { "no CAA anywhere", "open.caa", 0, NULL, "http-01", NULL, NULL },
+            { "issue names us", "ours.caa", 0, NULL, "http-01", NULL, NULL },
+            { "case and blanks ignored", "case.caa", 0, NULL, "http-01",
+              NULL, NULL },
+            { "climbs past NOERROR/no data", "empty.ours.caa", 0, NULL,
+              "http-01", NULL, NULL },
+            { "climbs past NXDOMAIN", "a.b.ours.caa", 0, NULL, "http-01",
+              NULL, NULL },
+            { "issue names another CA", "other.caa", 0, NULL, "http-01",
+              "caa", "do not allow this CA (other-name.test, nginx-pki.test)"
+              },
+            { "parent names another CA", "x.other.caa", 0, NULL, "http-01",
+              "caa", "records at other.caa" },
+            { "issue \";\": nobody", "none.caa", 0, NULL, "http-01", "caa",
+              NULL },
+            { "issuewild rules a wildcard", "wild.caa", 1, NULL, "dns-01",
+              NULL, NULL },
+            { "issuewild is not for a plain name", "wild.caa", 0, NULL,
+              "http-01", "caa", "\"issue\"" },
+            { "issuewild \";\" refuses a wildcard", "wild2.caa", 1, NULL,
+              "dns-01", "caa", "*.wild2.caa" },
+            { "issue still allows the plain name", "wild2.caa", 0, NULL,
+              "http-01", NULL, NULL },
+            { "accounturi equal", "acct.caa", 0,
+              "https://ca.test/acme/acct/A1", "http-01", NULL, NULL },
+            { "accounturi of another account", "acct.caa", 0,
+              "https://ca.test/acme/acct/A2", "http-01", "caa", NULL },
+            { "validationmethods lists it", "meth.caa", 0, NULL, "dns-01",
+              NULL, NULL },
+            { "validationmethods does not", "meth.caa", 0, NULL, "http-01",
+              "caa", "by http-01" },
+            { "unknown critical property", "crit.caa", 0, NULL, "http-01",
+              "caa", "critical property \"tbs\"" },
+            { "unknown property, not critical", "noncrit.caa", 0, NULL,
+              "http-01", NULL, NULL },
+            { "iodef only: no limit", "iodef.caa", 0, NULL, "http-01", NULL,
+              NULL },
+            { "CNAME to a set naming us", "cname.caa", 0, NULL, "http-01",
+              NULL, NULL },
+            { "SERVFAIL refuses", "servfail.caa", 0, NULL, "http-01", "dns",
+              "SERVFAIL looking up CAA" },
+            { "record over 255 bytes refuses", "long.caa", 0, NULL,
+              "http-01", "caa", "cannot be read" },
+            { "malformed record refuses", "bad.caa", 0, NULL, "http-01",
+              "caa", "cannot be read" },
+        };
+
+        memset(&c, 0, sizeof(c));
+        c.resolver = resolver;
+        c.timeout_ms = 3000;
+        c.caa = 1;
+        c.caa_ids = ids;
+
+        for (i = 0; i < (int) (sizeof(cases) / sizeof(cases[0])); i++) {
+            st = pki_acme_caa_check(&c, cases[i].id, cases[i].wild,
+                                    cases[i].acct, cases[i].method, &out);
+            if (cases[i].want_type == NULL) {
+                if (!ok(st == PKI_OK && out.problem_type == NULL,
+                        "CAA %s: allowed", cases[i].what))
+                {
+                    diag("got %s: %s", out.problem_type
+                         ? out.problem_type : "-", out.res.detail);
+                }
+            } else {
+                if (!ok(st != PKI_OK && out.problem_type != NULL
+                        && strcmp(out.problem_type, cases[i].want_type) == 0
+                        && (cases[i].want_detail == NULL
+                            || strstr(out.res.detail, cases[i].want_detail)),
+                        "CAA %s: %s", cases[i].what, cases[i].want_type))
+                {
+                    diag("got %s: %s", out.problem_type
+                         ? out.problem_type : "-", out.res.detail);
+                }
+            }
+        }
+
+        c.timeout_ms = 400;
+        t0 = now_ms();
+        st = pki_acme_caa_check(&c, "_acme-challenge.silent.test", 0, NULL,
+                                "http-01", &out);
+        ok(st == PKI_UNAVAILABLE && out.problem_type
+           && strcmp(out.problem_type, "dns") == 0
+           && now_ms() - t0 < 1200 * VG_SLOW,
+           "CAA: a silent resolver refuses within the timeout (%lld ms)",
+           now_ms() - t0);
+        st = pki_acme_caa_check(&c, "not a name", 0, NULL, "http-01", &out);
+        ok(st == PKI_POLICY, "CAA: a bad name refused");
+        c.timeout_ms = 3000;
+    }
 
     /* arguments */
     st = pki_acme_validate(&c, PKI_ACME_HTTP01, "dns", "good.test", NULL, k,
