@@ -5568,6 +5568,70 @@ redeemed:
 }
 
 
+/* An empty answer to req, and the state of its handling. */
+static void
+pki_acme_begin(pki_acme_t *a, const pki_acme_conf_t *conf,
+    const pki_acme_req_t *req, pki_acme_resp_t *resp)
+{
+    memset(resp, 0, sizeof(pki_acme_resp_t));
+    pki_result_init(&resp->res);
+
+    memset(a, 0, sizeof(pki_acme_t));
+    a->conf = conf;
+    a->req = req;
+    a->resp = resp;
+    a->res = &resp->res;
+    a->now = time(NULL);
+}
+
+
+/* RFC 8555 7.1: every answer links the directory (none without a base). */
+static void
+pki_acme_index(pki_acme_t *a)
+{
+    char  *dir;
+
+    if (a->req == NULL || a->req->base_url == NULL) {
+        return;
+    }
+
+    dir = pki_acme_url(a, "directory");
+    if (dir != NULL) {
+        pki_acme_link(a->resp, dir, "index");
+        free(dir);
+    }
+}
+
+
+PKI_API void
+pki_acme_refuse(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
+    int status, const char *type, const char *detail, int nonce,
+    pki_acme_resp_t *resp)
+{
+    pki_acme_t  a;
+
+    if (resp == NULL) {
+        return;
+    }
+
+    pki_acme_begin(&a, conf, req, resp);
+
+    if (status < 400 || status > 599) {
+        status = 500;
+    }
+
+    pki_acme_problem(&a, status, type ? type : "malformed", "%s",
+                     detail ? detail : "");
+
+    /* a failed nonce leaves the problem as it is, without one */
+    if (nonce && conf != NULL && conf->redis != NULL) {
+        pki_acme_nonce(&a);
+    }
+
+    pki_acme_index(&a);
+}
+
+
 PKI_API void
 pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     pki_acme_resp_t *resp)
@@ -5580,15 +5644,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         return;
     }
 
-    memset(resp, 0, sizeof(pki_acme_resp_t));
-    pki_result_init(&resp->res);
-
-    memset(&a, 0, sizeof(a));
-    a.conf = conf;
-    a.req = req;
-    a.resp = resp;
-    a.res = &resp->res;
-    a.now = time(NULL);
+    pki_acme_begin(&a, conf, req, resp);
 
     if (conf == NULL || conf->ca == NULL || conf->tmpl == NULL
         || conf->redis == NULL || req == NULL || req->base_url == NULL
@@ -5747,15 +5803,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
 
 index:
 
-    {
-        char  *dir;
-
-        dir = pki_acme_url(&a, "directory");
-        if (dir != NULL) {
-            pki_acme_link(resp, dir, "index");
-            free(dir);
-        }
-    }
+    pki_acme_index(&a);
 }
 
 

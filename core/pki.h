@@ -1152,6 +1152,16 @@ typedef struct {
 PKI_API void pki_acme_handle(const pki_acme_conf_t *conf,
     const pki_acme_req_t *req, pki_acme_resp_t *resp);
 PKI_API void pki_acme_resp_free(pki_acme_resp_t *resp);
+/* The answer to a request the glue refuses before routing it (a body over
+ * its cap, a path it does not take): the problem (status, RFC 8555 type
+ * such as "malformed", detail) with Link rel="index" (none when
+ * req->base_url is NULL).  nonce 1: with a fresh Replay-Nonce too (RFC
+ * 8555 6.5), blocking on Redis as pki_acme_handle does, and without one if
+ * Redis fails (the status stays); nonce 0: no I/O at all, for an event
+ * loop that cannot reach the pool. */
+PKI_API void pki_acme_refuse(const pki_acme_conf_t *conf,
+    const pki_acme_req_t *req, int status, const char *type,
+    const char *detail, int nonce, pki_acme_resp_t *resp);
 /* Validates the challenge and records the outcome (blocking).  The job
  * may be run at most once; res (may be NULL) says what happened. */
 PKI_API void pki_acme_job_run(const pki_acme_conf_t *conf,

@@ -21,9 +21,6 @@
 #include "ngx_http_pki_module.h"
 
 
-#define NGX_HTTP_ACME_RETRY_AFTER  5
-
-
 typedef struct {
     ngx_flag_t                 enable;
     pki_ca_t                  *ca;
@@ -65,6 +62,12 @@ typedef struct {
     pki_acme_conf_t            conf;
     pki_acme_req_t             req;
     pki_acme_resp_t            resp;
+
+    /* a problem the glue refuses with (pki_acme_refuse) */
+    int                        refuse_status;
+    const char                *refuse_type;
+    const char                *refuse_detail;
+    unsigned                   shed:1;      /* queue full: no task, no log */
 } ngx_http_acme_ctx_t;
 
 
@@ -78,6 +81,7 @@ typedef struct {
 static ngx_int_t ngx_http_acme_handler(ngx_http_request_t *r);
 static void ngx_http_acme_body_handler(ngx_http_request_t *r);
 static void ngx_http_acme_work(void *data);
+static void ngx_http_acme_refuse_work(void *data);
 static void ngx_http_acme_done(ngx_http_request_t *r, void *data);
 static void ngx_http_acme_post_job(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx);
@@ -85,8 +89,9 @@ static void ngx_http_acme_job_work(void *data);
 static void ngx_http_acme_job_done(void *data);
 static ngx_int_t ngx_http_acme_send(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx);
-static ngx_int_t ngx_http_acme_send_problem(ngx_http_request_t *r,
-    ngx_uint_t status, const char *type, const char *detail);
+static ngx_int_t ngx_http_acme_refuse(ngx_http_request_t *r,
+    ngx_http_acme_ctx_t *ctx, int status, const char *type,
+    const char *detail);
 
 static void *ngx_http_acme_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_acme_create_loc_conf(ngx_conf_t *cf);
@@ -287,30 +292,15 @@ ngx_http_acme_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    /* <prefix>[/<path>] */
-
-    if (r->uri.len < alcf->prefix.len
-        || ngx_strncmp(r->uri.data, alcf->prefix.data, alcf->prefix.len) != 0)
-    {
-        goto not_found;
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_acme_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = r->uri.data + alcf->prefix.len;
-    end = r->uri.data + r->uri.len;
+    ctx->conf = *alcf->conf;
+    ctx->conf.redis = ngx_http_pki_redis(r);
 
-    if (p < end) {
-        if (*p != '/') {
-            goto not_found;
-        }
-        p++;
-    }
-
-    path.data = p;
-    path.len = end - p;
-
-    if (path.len > 400 || ngx_strlchr(path.data, end, '\0') != NULL) {
-        goto not_found;
-    }
+    ngx_http_set_ctx(r, ctx, ngx_http_acme_module);
 
     /* the base URL as the client sees it: acme_base_url behind a proxy
      * that terminates TLS or moves the path, else scheme, Host, location */
@@ -350,15 +340,33 @@ ngx_http_acme_handler(ngx_http_request_t *r)
 
 based:
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_acme_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    ctx->req.base_url = (char *) base.data;
+
+    /* <prefix>[/<path>] */
+
+    if (r->uri.len < alcf->prefix.len
+        || ngx_strncmp(r->uri.data, alcf->prefix.data, alcf->prefix.len) != 0)
+    {
+        goto not_found;
     }
 
-    ctx->conf = *alcf->conf;
-    ctx->conf.redis = ngx_http_pki_redis(r);
+    p = r->uri.data + alcf->prefix.len;
+    end = r->uri.data + r->uri.len;
 
-    ctx->req.base_url = (char *) base.data;
+    if (p < end) {
+        if (*p != '/') {
+            goto not_found;
+        }
+        p++;
+    }
+
+    path.data = p;
+    path.len = end - p;
+
+    if (path.len > 400 || ngx_strlchr(path.data, end, '\0') != NULL) {
+        goto not_found;
+    }
+
     ctx->req.path = ngx_http_pki_cstr(r->pool, &path);
     ctx->req.method = ngx_http_pki_cstr(r->pool, &r->method_name);
     ctx->req.client = ngx_http_pki_cstr(r->pool,
@@ -378,20 +386,26 @@ based:
         }
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_acme_module);
+    rc = ngx_http_pki_read_body(r, alcf->max_body_size,
+                                ngx_http_acme_body_handler);
 
-    if (r->headers_in.content_length_n > (off_t) alcf->max_body_size) {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+
+        if (r->request_body) {
+            /* a chunked body went over the cap while being read: the rest
+             * stays unread, so no more reading, and no keep-alive */
+            r->read_event_handler = ngx_http_block_reading;
+            r->keepalive = 0;
+            r->lingering_close = 1;
+
+        } else if (ngx_http_discard_request_body(r) != NGX_OK) {
+            /* over the cap by Content-Length: nothing read yet */
             r->keepalive = 0;
         }
 
-        return ngx_http_acme_send_problem(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                          "malformed",
-                                          "request body too large");
+        return ngx_http_acme_refuse(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                    "malformed", "request body too large");
     }
-
-    rc = ngx_http_pki_read_body(r, alcf->max_body_size,
-                                ngx_http_acme_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
@@ -405,8 +419,8 @@ not_found:
         r->keepalive = 0;
     }
 
-    return ngx_http_acme_send_problem(r, NGX_HTTP_NOT_FOUND, "malformed",
-                                      "no such resource");
+    return ngx_http_acme_refuse(r, ctx, NGX_HTTP_NOT_FOUND, "malformed",
+                                "no such resource");
 }
 
 
@@ -425,8 +439,8 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         ngx_http_finalize_request(r,
-            ngx_http_acme_send_problem(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                       "malformed", "request body too large"));
+            ngx_http_acme_refuse(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                 "malformed", "request body too large"));
         return;
     }
 
@@ -448,11 +462,16 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
         return;
 
     case NGX_DECLINED:
-        /* logged (rate-limited) by ngx_http_pki_post() */
+        /*
+         * The queue is full, so no task can reach Redis for a nonce either:
+         * the one problem of the glue without a Replay-Nonce, 503 with
+         * Retry-After.  Logged (rate-limited) by ngx_http_pki_post(), not
+         * once more per request.
+         */
+        ctx->shed = 1;
         ngx_http_finalize_request(r,
-            ngx_http_acme_send_problem(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "rateLimited",
-                                       "busy, retry later"));
+            ngx_http_acme_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "rateLimited", "busy, retry later"));
         return;
 
     default:
@@ -470,6 +489,18 @@ ngx_http_acme_work(void *data)
     ngx_http_acme_ctx_t *ctx = data;
 
     pki_acme_handle(&ctx->conf, &ctx->req, &ctx->resp);
+}
+
+
+/* pool thread */
+
+static void
+ngx_http_acme_refuse_work(void *data)
+{
+    ngx_http_acme_ctx_t *ctx = data;
+
+    pki_acme_refuse(&ctx->conf, &ctx->req, ctx->refuse_status,
+                    ctx->refuse_type, ctx->refuse_detail, 1, &ctx->resp);
 }
 
 
@@ -585,7 +616,7 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
         ngx_http_pki_metrics_acme_status(resp->res.status, resp->res.detail),
         resp->res.detail);
 
-    if (status >= 400) {
+    if (status >= 400 && !ctx->shed) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
 
         ngx_log_error(level, r->connection->log, 0,
@@ -718,63 +749,37 @@ failed:
 }
 
 
+/*
+ * A problem the glue decides by itself (a body over the cap, a path it
+ * does not route).  RFC 8555 6.5: error answers carry a fresh Replay-Nonce
+ * too, so the core builds the problem and mints the nonce in the pool, as
+ * for its own problems.  Without a pool task (ctx->shed, or the queue
+ * full: the refusal is not shed as a 503) the core builds the same problem
+ * without a nonce and without I/O.  Returns what to finalize the request
+ * with: NGX_DONE once posted (the done handler answers), else the answer's.
+ */
+
 static ngx_int_t
-ngx_http_acme_send_problem(ngx_http_request_t *r, ngx_uint_t status,
-    const char *type, const char *detail)
+ngx_http_acme_refuse(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx,
+    int status, const char *type, const char *detail)
 {
-    u_char       *p;
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ctx->refuse_status = status;
+    ctx->refuse_type = type;
+    ctx->refuse_detail = detail;
 
-    len = sizeof("{\"type\":\"urn:ietf:params:acme:error:\",\"detail\":\"\","
-                 "\"status\":}") + ngx_strlen(type) + ngx_strlen(detail)
-          + NGX_INT_T_LEN;
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (!ctx->shed
+        && !ngx_http_pki_pool_full()
+        && ngx_http_pki_post(r, ngx_http_acme_refuse_work, ngx_http_acme_done,
+                             ctx)
+           == NGX_OK)
+    {
+        return NGX_DONE;
     }
 
-    b->last = ngx_sprintf(b->pos, "{\"type\":\"urn:ietf:params:acme:error:%s\","
-                          "\"detail\":\"%s\",\"status\":%ui}",
-                          type, detail, status);
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+    pki_acme_refuse(&ctx->conf, &ctx->req, status, type, detail, 0,
+                    &ctx->resp);
 
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    ngx_str_set(&r->headers_out.content_type, "application/problem+json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (ngx_http_pki_add_header(r, "Retry-After", p,
-                                    ngx_sprintf(p, "%d",
-                                                NGX_HTTP_ACME_RETRY_AFTER)
-                                     - p)
-            == NULL)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_acme_send(r, ctx);
 }
 
 

@@ -429,6 +429,7 @@ problem_is($r, 400, 'malformed', 'jwk where kid is required');
     is($r->{status}, 415, 'wrong content type: 415');
     is($r->{json}{type} // '', 'urn:ietf:params:acme:error:malformed',
        'wrong content type: malformed');
+    nonce_usable($r, 'wrong content type');
 }
 
 {
@@ -437,6 +438,7 @@ problem_is($r, 400, 'malformed', 'jwk where kid is required');
     is($r->{status}, 413, 'oversized body: 413');
     like($r->{headers}{'content-type'} // '', qr/problem\+json/,
          'oversized body: problem+json');
+    nonce_usable($r, 'oversized body');
 }
 
 $r = post_raw("$BASE/new-order", 'not json');
@@ -664,6 +666,96 @@ SKIP: {
                   { certificate => b64u($d2) }, jwk => 1);
         is($r->{status}, 403, 'revocation with an unrelated jwk: 403');
     }
+}
+
+# --- problems the nginx module answers by itself carry a nonce (RFC 8555 6.5) ---
+#
+# A path the module does not route (over 400 bytes) and a body over
+# acme_max_body_size are refused before the engine sees the request, yet
+# answered like the engine's own problems: a fresh Replay-Nonce that the
+# next request can use, Link rel="index", no-store; an unread body is still
+# discarded and the connection kept alive.
+
+# the answer's Replay-Nonce, and the next request signed with it passes
+sub nonce_usable {
+    my ($r, $name) = @_;
+    my $n = $r->{headers}{'replay-nonce'} // '';
+    like($n, qr/^[\w-]{16,}$/, "$name: a fresh Replay-Nonce");
+    my $next = post($A, $A->{kid}, '', nonce => $n);
+    is($next->{status}, 200, "$name: that nonce is good for the next request")
+        or diag("$next->{status} $next->{content}");
+}
+
+# one HTTP/1.1 answer from a raw socket (Content-Length bodies only)
+sub read_answer {
+    my ($s, $head) = @_;
+    my $line = $s->getline // '';
+    my ($body, %h) = ('');
+    my ($st) = $line =~ m{^HTTP/1\.1 (\d+)};
+    while (defined(my $l = $s->getline)) {
+        last if $l =~ /^\r?\n$/;
+        $h{lc $1} = $2 if $l =~ /^([^:]+):\s*(.*?)\r?\n$/;
+    }
+    my $want = $head ? 0 : $h{'content-length'} // 0;
+    while (length($body) < $want) {
+        my $got = $s->read(my $buf, $want - length($body)) or last;
+        $body .= $buf;
+    }
+    return { status => $st // 0, headers => \%h, content => $body };
+}
+
+{
+    my $long = "$BASE/" . ('x' x 450);
+    $r = post($A, $long, { identifiers => [] });
+    problem_is($r, 404, 'malformed', 'POST to a path over 400 bytes');
+    nonce_usable($r, 'POST to a path over 400 bytes');
+    my $l = $r->{headers}{link} // '';
+    like(ref $l ? join(', ', @$l) : $l,
+         qr{<\Q$BASE\E/directory>;\s*rel="index"},
+         'POST to a path over 400 bytes: Link rel="index"');
+    like($r->{headers}{'cache-control'} // '', qr/no-store/,
+         'POST to a path over 400 bytes: no-store');
+
+    $r = $http->get($long);
+    $r->{json} = eval { decode_json($r->{content}) };
+    problem_is($r, 404, 'malformed', 'GET of a path over 400 bytes');
+    nonce_usable($r, 'GET of a path over 400 bytes');
+
+    # the answer comes before the client sends the body: nginx discards the
+    # body as it arrives, then serves the next request on that connection
+    require IO::Socket::SSL;
+    my $host = '127.0.0.1:' . $t->https_port;
+    my $len = 200 * 1024;
+    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+    ok($s, 'a raw connection') or diag(IO::Socket::SSL::errstr());
+    my ($a1, $a2) = ({}, {});
+    if ($s) {
+        local $SIG{PIPE} = 'IGNORE';
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 30;
+        eval {
+            print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
+                . "Content-Type: application/jose+json\r\n"
+                . "Content-Length: $len\r\n\r\n";
+            $a1 = read_answer($s);
+            print $s 'x' x $len;
+            print $s "HEAD /acme/new-nonce HTTP/1.1\r\nHost: $host\r\n\r\n";
+            $a2 = read_answer($s, 1);
+        };
+        alarm 0;
+        diag("raw connection: $@") if $@;
+        close $s;
+    }
+    is($a1->{status} // 0, 413, 'body over the cap, not sent yet: 413');
+    like($a1->{headers}{'content-type'} // '', qr{^application/problem\+json},
+         'body over the cap, not sent yet: problem+json');
+    nonce_usable($a1, 'body over the cap, not sent yet');
+    is($a2->{status} // 0, 200, 'body over the cap: discarded, and the '
+       . 'connection serves the next request');
+    like($a2->{headers}{'replay-nonce'} // '', qr/^[\w-]{16,}$/,
+         'body over the cap: the next request is answered in full');
 }
 
 # --- revocation by an account holding valid authorizations (RFC 8555 7.6) ------

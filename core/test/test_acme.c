@@ -119,6 +119,23 @@ acme(const char *method, const char *path, const char *ct, const char *body,
 }
 
 
+/* What the glue answers for a request it refuses by itself. */
+static void
+refuse(const char *base, int status, const char *type, int nonce,
+    pki_acme_resp_t *resp)
+{
+    pki_acme_req_t  req;
+
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.base_url = base;
+    req.client = "127.0.0.1";
+
+    pki_acme_refuse(&conf, &req, status, type, "refused by the glue", nonce,
+                    resp);
+}
+
+
 static int
 has(const pki_acme_resp_t *resp, const char *s)
 {
@@ -332,6 +349,21 @@ test_no_store(EVP_PKEY *pk)
     acme("GET", "a/b/c/d/e/f", NULL, NULL, &resp);
     check_problem("deep path", &resp, 404, "malformed");
 
+    /* the glue's own refusals: without a nonce, no I/O at all */
+
+    refuse(BASE, 413, "malformed", 0, &resp);
+    ok(resp.nonce[0] == '\0' && resp.retry_after == 0
+       && resp.links[0] != NULL
+       && strcmp(resp.links[0], "<" BASE "/directory>;rel=\"index\"") == 0
+       && has(&resp, "\"detail\":\"refused by the glue\""),
+       "glue refusal without a nonce: its detail, Link rel=\"index\"");
+    check_problem("glue refusal without a nonce", &resp, 413, "malformed");
+
+    refuse(NULL, 503, "rateLimited", 0, &resp);
+    ok(resp.retry_after > 0 && resp.links[0] == NULL,
+       "glue 503: Retry-After; no base URL, no Link");
+    check_problem("glue 503", &resp, 503, "rateLimited");
+
     j = jws_es256(pk, BASE "/new-account", "n", NULL, "{}", NULL);
 
     acme("POST", "new-account", "application/json", j, &resp);
@@ -453,6 +485,11 @@ test_dead_store(EVP_PKEY *pk)
                   "serverInternal");
     free(j);
 
+    refuse(BASE, 404, "malformed", 1, &resp);
+    ok(resp.nonce[0] == '\0', "glue refusal with Redis down: no nonce");
+    check_problem("glue refusal with Redis down: its own status", &resp, 404,
+                  "malformed");
+
     conf.redis = saved;
     pki_redis_free(dead);
 }
@@ -573,6 +610,16 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
          &resp);
     ok(resp.http_status == 200 && resp.location
        && strcmp(resp.location, kid) == 0, "existing key: 200, same URL");
+    pki_acme_resp_free(&resp);
+
+    /* RFC 8555 6.5: the glue's refusals carry a nonce good for the next
+     * request */
+    refuse(BASE, 413, "malformed", 1, &resp);
+    ok(strlen(resp.nonce) >= 16, "glue refusal: a fresh Replay-Nonce");
+    snprintf(n, sizeof(n), "%s", resp.nonce);
+    check_problem("glue refusal with a nonce", &resp, 413, "malformed");
+    post(pk, kid, rel(kid), "", n, &resp);
+    ok(resp.http_status == 200, "the nonce of a glue refusal is good");
     pki_acme_resp_free(&resp);
 
     post(pk2, NULL, "new-account", "{\"onlyReturnExisting\":true}", NULL,
