@@ -127,6 +127,12 @@ typedef struct {
 
 static void pki_acme_problem(pki_acme_t *a, int status, const char *type,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void pki_acme_problem_subs(pki_acme_t *a, int status,
+    const char *type, cJSON *subs, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void pki_acme_vproblem(pki_acme_t *a, int status, const char *type,
+    cJSON *subs, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -670,17 +676,136 @@ pki_acme_json(pki_acme_t *a, int status, const cJSON *obj)
 }
 
 
-static void
-pki_acme_problem(pki_acme_t *a, int status, const char *type,
-    const char *fmt, ...)
+/* A problem document: type is an RFC 8555 6.7 name or a whole URN (as a
+ * stored challenge error has it); status 0 leaves "status" out (as in a
+ * subproblem).  NULL: out of memory. */
+static cJSON *
+pki_acme_problem_new(const char *type, const char *detail, int status)
 {
-    char     detail[PKI_DETAIL_LEN], *text;
-    cJSON   *obj, *algs;
-    va_list  ap;
+    char    t[96];
+    cJSON  *p;
 
-    va_start(ap, fmt);
+    p = cJSON_CreateObject();
+    if (p == NULL) {
+        return NULL;
+    }
+
+    snprintf(t, sizeof(t), "%s%s",
+             strncmp(type, "urn:", 4) == 0 ? "" : PKI_ACME_ERR, type);
+
+    if (cJSON_AddStringToObject(p, "type", t) == NULL
+        || cJSON_AddStringToObject(p, "detail", detail) == NULL
+        || (status > 0 && cJSON_AddNumberToObject(p, "status", status)
+                          == NULL))
+    {
+        cJSON_Delete(p);
+        return NULL;
+    }
+
+    return p;
+}
+
+
+/* The status a problem of an RFC 8555 6.7 type has on its own (as
+ * Boulder's): a wrong or missing answer of the client is 403, our own
+ * failure 500, the rest 400. */
+static int
+pki_acme_type_status(const char *type)
+{
+    if (strncmp(type, PKI_ACME_ERR, sizeof(PKI_ACME_ERR) - 1) == 0) {
+        type += sizeof(PKI_ACME_ERR) - 1;
+    }
+
+    return strcmp(type, "incorrectResponse") == 0
+           || strcmp(type, "unauthorized") == 0
+           || strcmp(type, "caa") == 0 ? 403
+           : strcmp(type, "serverInternal") == 0 ? 500 : 400;
+}
+
+
+/* Adds to subs a subproblem (RFC 8555 6.7.1) about the identifier
+ * id_type:id_value (either NULL: about no identifier one can name).  The
+ * echo of what a client sent is cut to a DNS name's length, and subs to
+ * the identifiers an order may hold. */
+static void
+pki_acme_subproblem(cJSON *subs, const char *type, const char *detail,
+    const char *id_type, const char *id_value)
+{
+    char    t[17], v[256];
+    cJSON  *p, *id;
+
+    if (subs == NULL || cJSON_GetArraySize(subs) >= PKI_ACME_MAX_IDS) {
+        return;
+    }
+
+    p = pki_acme_problem_new(type, detail, 0);
+    if (p == NULL) {
+        return;
+    }
+
+    if (id_type != NULL && id_value != NULL) {
+        snprintf(t, sizeof(t), "%s", id_type);
+        snprintf(v, sizeof(v), "%s", id_value);
+
+        id = cJSON_AddObjectToObject(p, "identifier");
+        if (id == NULL || cJSON_AddStringToObject(id, "type", t) == NULL
+            || cJSON_AddStringToObject(id, "value", v) == NULL)
+        {
+            cJSON_Delete(p);
+            return;
+        }
+    }
+
+    cJSON_AddItemToArray(subs, p);
+}
+
+
+/* The identifiers of subproblems as '"a", "b"', as many as fit in size,
+ * then how many more there are. */
+static void
+pki_acme_subproblem_names(const cJSON *subs, char *buf, size_t size)
+{
+    int          more;
+    size_t       len;
+    cJSON       *sub;
+    const char  *v;
+
+    len = 0;
+    more = 0;
+    buf[0] = '\0';
+
+    cJSON_ArrayForEach(sub, subs) {
+        v = pki_json_str(cJSON_GetObjectItemCaseSensitive(sub, "identifier"),
+                         "value");
+        if (v == NULL) {
+            continue;
+        }
+
+        /* room for this one and for ", and 100 more" after it */
+        if (more > 0 || len + strlen(v) + 4 + 16 >= size) {
+            more++;
+            continue;
+        }
+
+        len += (size_t) snprintf(buf + len, size - len, "%s\"%s\"",
+                                 len > 0 ? ", " : "", v);
+    }
+
+    if (more > 0) {
+        snprintf(buf + len, size - len, "%s%d more",
+                 len > 0 ? ", and " : "", more);
+    }
+}
+
+
+static void
+pki_acme_vproblem(pki_acme_t *a, int status, const char *type, cJSON *subs,
+    const char *fmt, va_list ap)
+{
+    char    detail[PKI_DETAIL_LEN], *text;
+    cJSON  *obj, *algs;
+
     vsnprintf(detail, sizeof(detail), fmt, ap);
-    va_end(ap);
 
     if (a->res->status == PKI_OK) {
         a->res->status = status >= 500 ? (status == 503 ? PKI_UNAVAILABLE
@@ -701,21 +826,12 @@ pki_acme_problem(pki_acme_t *a, int status, const char *type,
         a->resp->retry_after = PKI_ACME_RETRY_AFTER;
     }
 
-    obj = cJSON_CreateObject();
+    obj = pki_acme_problem_new(type, detail, status);
     if (obj == NULL) {
+        cJSON_Delete(subs);
         pki_acme_body(a->resp, NULL, NULL);
         return;
     }
-
-    {
-        char  t[96];
-
-        snprintf(t, sizeof(t), PKI_ACME_ERR "%s", type);
-        cJSON_AddStringToObject(obj, "type", t);
-    }
-
-    cJSON_AddStringToObject(obj, "detail", detail);
-    cJSON_AddNumberToObject(obj, "status", status);
 
     if (strcmp(type, "badSignatureAlgorithm") == 0) {
         static const char  *names[] = { "ES256", "ES384", "ES512", "RS256",
@@ -727,10 +843,39 @@ pki_acme_problem(pki_acme_t *a, int status, const char *type,
         }
     }
 
+    if (subs != NULL) {
+        cJSON_AddItemToObject(obj, "subproblems", subs);
+    }
+
     text = cJSON_PrintUnformatted(obj);
     cJSON_Delete(obj);
 
     pki_acme_body(a->resp, text, PKI_ACME_CT_PROBLEM);
+}
+
+
+static void
+pki_acme_problem(pki_acme_t *a, int status, const char *type,
+    const char *fmt, ...)
+{
+    va_list  ap;
+
+    va_start(ap, fmt);
+    pki_acme_vproblem(a, status, type, NULL, fmt, ap);
+    va_end(ap);
+}
+
+
+/* A problem with subproblems (RFC 8555 6.7.1), taken over. */
+static void
+pki_acme_problem_subs(pki_acme_t *a, int status, const char *type,
+    cJSON *subs, const char *fmt, ...)
+{
+    va_list  ap;
+
+    va_start(ap, fmt);
+    pki_acme_vproblem(a, status, type, subs, fmt, ap);
+    va_end(ap);
 }
 
 
@@ -2088,15 +2233,65 @@ pki_acme_ip_ok(const char *s, char out[64], unsigned char bin[16],
 }
 
 
+/* newOrder's answer to the identifiers it refuses (RFC 8555 6.7.1): one
+ * problem with a subproblem for each (subs, nbad of them, taken over).
+ * A single one keeps its own type and detail; several share the type when
+ * they agree, else malformed (the request is wrong) wins over
+ * rejectedIdentifier, as in the RFC's own example. */
+static void
+pki_acme_ids_refused(pki_acme_t *a, cJSON *subs, int nbad)
+{
+    char          type[32], detail[PKI_DETAIL_LEN], names[200];
+    cJSON        *sub;
+    const char   *t;
+    const size_t  plen = sizeof(PKI_ACME_ERR) - 1;
+
+    if (cJSON_GetArraySize(subs) != nbad) {
+        cJSON_Delete(subs);
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return;
+    }
+
+    type[0] = '\0';
+
+    cJSON_ArrayForEach(sub, subs) {
+        /* each one was made here from an RFC 8555 6.7 name */
+        t = pki_json_str(sub, "type") + plen;
+
+        if (type[0] == '\0') {
+            snprintf(type, sizeof(type), "%s", t);
+
+        } else if (strcmp(type, t) != 0) {
+            snprintf(type, sizeof(type), "%s",
+                     strcmp(type, "malformed") == 0
+                     || strcmp(t, "malformed") == 0 ? "malformed"
+                                                    : "rejectedIdentifier");
+        }
+    }
+
+    if (nbad == 1) {
+        snprintf(detail, sizeof(detail), "%s",
+                 pki_json_str(subs->child, "detail"));
+        pki_acme_problem_subs(a, 400, type, subs, "%s", detail);
+        return;
+    }
+
+    pki_acme_subproblem_names(subs, names, sizeof(names));
+    pki_acme_problem_subs(a, 400, type, subs, "%d identifiers are refused%s"
+                          "%s", nbad, names[0] ? ": " : "", names);
+}
+
+
 /* Parses and normalises the identifiers of a newOrder into a new array of
- * {"type","value"}; NULL with the problem set. */
+ * {"type","value"}; NULL with the problem set, which names every refused
+ * identifier. */
 static cJSON *
 pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
 {
-    int            n, binlen;
-    char           buf[260], canon[64], why[160];
-    cJSON         *out, *item, *o, *prev;
-    const char    *type, *value;
+    int            n, nbad, binlen;
+    char           buf[260], canon[64], why[160], detail[PKI_DETAIL_LEN];
+    cJSON         *out, *item, *o, *prev, *subs;
+    const char    *type, *value, *ptype;
     unsigned char  bin[16];
 
     if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) == 0) {
@@ -2112,62 +2307,68 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
     }
 
     out = cJSON_CreateArray();
-    if (out == NULL) {
+    subs = cJSON_CreateArray();
+    if (out == NULL || subs == NULL) {
         pki_acme_problem(a, 500, "serverInternal", "out of memory");
-        return NULL;
+        goto failed;
     }
 
-    n = 0;
+    nbad = 0;
 
     cJSON_ArrayForEach(item, ids) {
         type = pki_json_str(item, "type");
         value = pki_json_str(item, "value");
+        ptype = "rejectedIdentifier";
 
         if (!cJSON_IsObject(item) || type == NULL || value == NULL) {
-            pki_acme_problem(a, 400, "malformed", "an identifier needs "
-                             "\"type\" and \"value\"");
-            goto failed;
-        }
+            ptype = "malformed";
+            snprintf(detail, sizeof(detail), "an identifier needs "
+                     "\"type\" and \"value\"");
 
-        if (strlen(value) >= sizeof(buf) - 1) {
-            pki_acme_problem(a, 400, "rejectedIdentifier", "identifier too "
-                             "long");
-            goto failed;
-        }
+        } else if (strlen(value) >= sizeof(buf) - 1) {
+            snprintf(detail, sizeof(detail), "identifier too long");
 
-        if (strcmp(type, "dns") == 0) {
+        } else if (strcmp(type, "dns") == 0) {
             strcpy(buf, value);
             if (!pki_acme_dns_ok(buf)) {
-                pki_acme_problem(a, 400, "rejectedIdentifier", "invalid DNS "
-                                 "name \"%.64s\"", value);
-                goto failed;
+                snprintf(detail, sizeof(detail), "invalid DNS name "
+                         "\"%.64s\"", value);
+            } else {
+                ptype = NULL;
             }
 
         } else if (strcmp(type, "ip") == 0) {
             if (!pki_acme_ip_ok(value, canon, bin, &binlen)) {
-                pki_acme_problem(a, 400, "rejectedIdentifier", "invalid IP "
-                                 "address \"%.64s\"", value);
-                goto failed;
+                snprintf(detail, sizeof(detail), "invalid IP address "
+                         "\"%.64s\"", value);
+            } else {
+                strcpy(buf, canon);
+                ptype = NULL;
             }
-            strcpy(buf, canon);
 
         } else {
-            pki_acme_problem(a, 400, "unsupportedIdentifier", "identifier "
-                             "type \"%.16s\" is not supported", type);
-            goto failed;
+            ptype = "unsupportedIdentifier";
+            snprintf(detail, sizeof(detail), "identifier type \"%.16s\" "
+                     "is not supported", type);
         }
 
         /* what the template will not sign is refused now, not validated
          * first and refused at finalize as a badCSR */
-        if (a->conf->tmpl != NULL
+        if (ptype == NULL && a->conf->tmpl != NULL
             && !pki_int_template_san_ok(a->conf->tmpl,
                                         type[0] == 'd' ? PKI_SAN_DNS
                                                        : PKI_SAN_IP,
                                         buf[0] == '*', why, sizeof(why)))
         {
-            pki_acme_problem(a, 400, "rejectedIdentifier", "\"%.64s\": %s",
-                             value, why);
-            goto failed;
+            ptype = "rejectedIdentifier";
+            snprintf(detail, sizeof(detail), "\"%.64s\": %s", value, why);
+        }
+
+        /* every refused one is named, not only the first */
+        if (ptype != NULL) {
+            nbad++;
+            pki_acme_subproblem(subs, ptype, detail, type, value);
+            continue;
         }
 
         /* drop duplicates */
@@ -2195,10 +2396,19 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
         cJSON_AddItemToArray(out, o);
     }
 
+    if (nbad > 0) {
+        pki_acme_ids_refused(a, subs, nbad);
+        cJSON_Delete(out);
+        return NULL;
+    }
+
+    cJSON_Delete(subs);
+
     return out;
 
 failed:
 
+    cJSON_Delete(subs);
     cJSON_Delete(out);
     return NULL;
 }
@@ -2972,15 +3182,101 @@ pki_acme_order_cas(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
-/* The status of an order: stored for processing, valid and invalid; else
- * derived from the authorizations.  NULL: Redis failed. */
-static const char *
-pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order)
+/* Adds to subs what became of an authorization the order's identifier id
+ * needs (RFC 8555 6.7.1): the error of its failed challenge when it has
+ * one, else its status ast ("deactivated", "expired", "revoked"; NULL:
+ * the authorization is gone). */
+static void
+pki_acme_authz_failure(cJSON *subs, const cJSON *authz, const char *ast,
+    const cJSON *id)
 {
-    int           all_valid;
-    cJSON        *authzs, *item, *authz;
+    char         detail[64];
+    cJSON       *ch, *err;
+    const char  *type, *text;
+
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        err = cJSON_GetObjectItemCaseSensitive(ch, "error");
+        type = pki_json_str(err, "type");
+        text = pki_json_str(err, "detail");
+
+        if (type != NULL && text != NULL) {
+            pki_acme_subproblem(subs, type, text, pki_json_str(id, "type"),
+                                pki_json_str(id, "value"));
+            return;
+        }
+    }
+
+    snprintf(detail, sizeof(detail), "authorization %.16s",
+             ast != NULL ? ast : "not found");
+    pki_acme_subproblem(subs, "unauthorized", detail,
+                        pki_json_str(id, "type"), pki_json_str(id, "value"));
+}
+
+
+/* The error of an order whose authorizations failed (RFC 8555 7.1.3),
+ * from subs, a subproblem for each of the nfailed (taken over): one lends
+ * the order its type, several make it "unauthorized", and the detail
+ * names the identifiers.  NULL: out of memory. */
+static cJSON *
+pki_acme_order_error(cJSON *subs, int nfailed)
+{
+    char         detail[PKI_DETAIL_LEN], names[200];
+    cJSON       *err, *sub;
+    const char  *type, *v;
+
+    sub = cJSON_GetArrayItem(subs, 0);
+    if (sub == NULL) {
+        cJSON_Delete(subs);
+        return NULL;
+    }
+
+    if (nfailed == 1) {
+        type = pki_json_str(sub, "type");
+        v = pki_json_str(cJSON_GetObjectItemCaseSensitive(sub, "identifier"),
+                         "value");
+        snprintf(detail, sizeof(detail), "identifier \"%.64s\": %s",
+                 v != NULL ? v : "?", pki_json_str(sub, "detail"));
+        err = pki_acme_problem_new(type, detail, pki_acme_type_status(type));
+
+    } else {
+        pki_acme_subproblem_names(subs, names, sizeof(names));
+        snprintf(detail, sizeof(detail), "the authorizations of %d "
+                 "identifiers failed: %s", nfailed, names);
+        err = pki_acme_problem_new("unauthorized", detail, 403);
+    }
+
+    if (err == NULL) {
+        cJSON_Delete(subs);
+        return NULL;
+    }
+
+    cJSON_AddItemToObject(err, "subproblems", subs);
+
+    return err;
+}
+
+
+/* The status of an order: stored for processing, valid and invalid; else
+ * derived from the authorizations.  NULL: Redis failed.  When the order
+ * is derived invalid and error is not NULL, *error gets the problem that
+ * says why (RFC 8555 7.1.3; NULL when out of memory): only then are the
+ * authorizations after the first failed one read, so a pending or ready
+ * order costs what it did. */
+static const char *
+pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
+    cJSON **error)
+{
+    int           all_valid, nfailed;
+    char          at[32], detail[80];
+    cJSON        *authzs, *item, *authz, *id, *subs;
     const char   *st, *ast;
     pki_status_t  rc;
+
+    if (error != NULL) {
+        *error = NULL;
+    }
 
     st = pki_json_str(order, "status");
     if (st == NULL) {
@@ -2994,54 +3290,83 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order)
     }
 
     if (pki_json_num(order, "expires") < (double) a->now) {
+        if (error != NULL) {
+            pki_rfc3339((time_t) pki_json_num(order, "expires"), at);
+            snprintf(detail, sizeof(detail), "the order expired at %s", at);
+            *error = pki_acme_problem_new("unauthorized", detail, 403);
+        }
         return "invalid";
     }
 
     all_valid = 1;
+    nfailed = 0;
+    subs = NULL;
     authzs = cJSON_GetObjectItemCaseSensitive(order, "authzs");
 
+    /* the order's identifiers, one for each authorization in turn */
+    id = cJSON_GetObjectItemCaseSensitive(order, "identifiers");
+    id = cJSON_IsArray(id) ? id->child : NULL;
+
     cJSON_ArrayForEach(item, authzs) {
-        if (!cJSON_IsString(item)) {
-            return "invalid";
+        authz = NULL;
+        ast = NULL;
+
+        if (cJSON_IsString(item)) {
+            rc = pki_acme_authz_load(a, acct, item->valuestring, &authz);
+            if (rc != PKI_OK && rc != PKI_NOT_FOUND) {
+                cJSON_Delete(subs);
+                return NULL;
+            }
         }
 
-        rc = pki_acme_authz_load(a, acct, item->valuestring, &authz);
-        if (rc == PKI_NOT_FOUND) {
-            return "invalid";
-        }
-        if (rc != PKI_OK) {
-            return NULL;
+        if (authz != NULL) {
+            ast = pki_acme_authz_status(a, authz);
         }
 
-        ast = pki_acme_authz_status(a, authz);
+        if (authz == NULL || strcmp(ast, "invalid") == 0
+            || strcmp(ast, "deactivated") == 0
+            || strcmp(ast, "expired") == 0 || strcmp(ast, "revoked") == 0)
+        {
+            if (error == NULL) {
+                cJSON_Delete(authz);
+                return "invalid";
+            }
 
-        if (strcmp(ast, "valid") != 0) {
+            if (nfailed++ == 0) {
+                subs = cJSON_CreateArray();
+            }
+            pki_acme_authz_failure(subs, authz, ast, id);
+
+        } else if (strcmp(ast, "valid") != 0) {
             all_valid = 0;
         }
 
-        if (strcmp(ast, "invalid") == 0 || strcmp(ast, "deactivated") == 0
-            || strcmp(ast, "expired") == 0 || strcmp(ast, "revoked") == 0)
-        {
-            cJSON_Delete(authz);
-            return "invalid";
-        }
-
         cJSON_Delete(authz);
+        id = id != NULL ? id->next : NULL;
+    }
+
+    if (nfailed > 0) {
+        *error = pki_acme_order_error(subs, nfailed);
+        return "invalid";
     }
 
     return all_valid ? "ready" : "pending";
 }
 
 
+/* The order as a client sees it; error is the problem of an order derived
+ * invalid (pki_acme_order_status, taken over), or NULL for the one stored
+ * with a failed finalization, if any. */
 static cJSON *
 pki_acme_order_obj(pki_acme_t *a, const char *acct, const char *oid,
-    const cJSON *order, const char *status)
+    const cJSON *order, const char *status, cJSON *error)
 {
     cJSON       *o, *arr, *item, *err;
     const char  *s;
 
     o = cJSON_CreateObject();
     if (o == NULL) {
+        cJSON_Delete(error);
         return NULL;
     }
 
@@ -3087,7 +3412,10 @@ pki_acme_order_obj(pki_acme_t *a, const char *acct, const char *oid,
     }
 
     err = cJSON_GetObjectItemCaseSensitive(order, "error");
-    if (cJSON_IsObject(err)) {
+    if (error != NULL) {
+        cJSON_AddItemToObject(o, "error", error);
+
+    } else if (cJSON_IsObject(err)) {
         cJSON_AddItemToObject(o, "error", cJSON_Duplicate(err, 1));
     }
 
@@ -3453,7 +3781,7 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued)
         v = -1;
 
     } else {
-        st = pki_acme_order_status(a, a->acct, order);
+        st = pki_acme_order_status(a, a->acct, order, NULL);
 
         if (st == NULL) {
             v = -1;
@@ -3930,7 +4258,7 @@ pki_acme_new_order(pki_acme_t *a)
 
     /* new authorizations are pending, reused ones valid */
     s = all_valid ? "ready" : "pending";
-    o = pki_acme_order_obj(a, a->acct, oid, order, s);
+    o = pki_acme_order_obj(a, a->acct, oid, order, s, NULL);
     cJSON_Delete(order);
 
     pki_acme_json(a, 201, o);
@@ -3951,7 +4279,7 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
 {
     int           processing;
     char         *text;
-    cJSON        *order, *o;
+    cJSON        *order, *o, *err;
     const char   *st;
     pki_status_t  rc;
 
@@ -3975,7 +4303,7 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
-    st = pki_acme_order_status(a, acct, order);
+    st = pki_acme_order_status(a, acct, order, &err);
     if (st == NULL) {
         cJSON_Delete(order);
         pki_acme_fail(a, PKI_UNAVAILABLE, "order");
@@ -3985,7 +4313,7 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
     /* st may point into order: use it before the order is freed */
     processing = (strcmp(st, "processing") == 0);
 
-    o = pki_acme_order_obj(a, acct, oid, order, st);
+    o = pki_acme_order_obj(a, acct, oid, order, st, err);
     cJSON_Delete(order);
 
     pki_acme_json(a, 200, o);
@@ -4363,19 +4691,9 @@ static void
 pki_acme_order_fail(cJSON *order, const char *type, int status,
     const char *detail)
 {
-    cJSON  *err;
-    char    t[96];
-
     pki_json_set_str(order, "status", "invalid");
-
-    err = cJSON_CreateObject();
-    if (err != NULL) {
-        snprintf(t, sizeof(t), PKI_ACME_ERR "%s", type);
-        cJSON_AddStringToObject(err, "type", t);
-        cJSON_AddStringToObject(err, "detail", detail);
-        cJSON_AddNumberToObject(err, "status", status);
-        pki_json_set_item(order, "error", err);
-    }
+    pki_json_set_item(order, "error",
+                      pki_acme_problem_new(type, detail, status));
 }
 
 
@@ -4544,11 +4862,11 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     int              v;
     char             why[PKI_DETAIL_LEN], requester[80];
     char             serial[41];
-    cJSON           *order, *o, *ids;
+    cJSON           *order, *o, *ids, *err;
     X509            *cert = NULL;
     size_t           derlen;
     X509_REQ        *csr = NULL;
-    const char      *st, *b64;
+    const char      *st, *b64, *detail;
     pki_record_t     rec;
     pki_request_t    req;
     unsigned char   *der = NULL;
@@ -4577,15 +4895,22 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    st = pki_acme_order_status(a, acct, order);
+    st = pki_acme_order_status(a, acct, order, &err);
     if (st == NULL) {
         pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
         goto done;
     }
 
     if (strcmp(st, "ready") != 0) {
+        /* an order that failed says why here too */
+        detail = pki_json_str(err != NULL ? err
+                              : cJSON_GetObjectItemCaseSensitive(order,
+                                                                 "error"),
+                              "detail");
         pki_acme_problem(a, 403, "orderNotReady", "the order is %s, not "
-                         "ready", st);
+                         "ready%s%.180s", st, detail != NULL ? ": " : "",
+                         detail != NULL ? detail : "");
+        cJSON_Delete(err);
         if (strcmp(st, "processing") == 0) {
             a->resp->retry_after = 1;
         }
@@ -4794,7 +5119,8 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
              "issued serial %s", acct, oid, serial);
 
-    o = pki_acme_order_obj(a, acct, oid, order, st != NULL ? st : "invalid");
+    o = pki_acme_order_obj(a, acct, oid, order, st != NULL ? st : "invalid",
+                           NULL);
     pki_acme_json(a, 200, o);
     cJSON_Delete(o);
 
@@ -6002,26 +6328,13 @@ again:
         pki_json_set_str(found, "status", "invalid");
         pki_json_set_str(authz, "status", "invalid");
 
-        err = cJSON_CreateObject();
-        if (err != NULL) {
-            char  t[96];
-
-            ptype = out.problem_type != NULL ? out.problem_type
-                                             : "incorrectResponse";
-            snprintf(t, sizeof(t), PKI_ACME_ERR "%s", ptype);
-            cJSON_AddStringToObject(err, "type", t);
-            cJSON_AddStringToObject(err, "detail", out.res.detail[0]
-                                                   ? out.res.detail
-                                                   : "validation failed");
-            /* the status a problem of that type has on its own (as
-             * Boulder's): the client's answer was wrong or unreachable */
-            cJSON_AddNumberToObject(err, "status",
-                strcmp(ptype, "incorrectResponse") == 0
-                || strcmp(ptype, "unauthorized") == 0
-                || strcmp(ptype, "caa") == 0 ? 403
-                : strcmp(ptype, "serverInternal") == 0 ? 500 : 400);
-            pki_json_set_item(found, "error", err);
-        }
+        ptype = out.problem_type != NULL ? out.problem_type
+                                         : "incorrectResponse";
+        err = pki_acme_problem_new(ptype, out.res.detail[0]
+                                          ? out.res.detail
+                                          : "validation failed",
+                                   pki_acme_type_status(ptype));
+        pki_json_set_item(found, "error", err);
     }
 
     /* the "valid" index serves authorization reuse and revocation by an

@@ -804,6 +804,80 @@ sub read_answer {
     }
 }
 
+# --- why an order is invalid (RFC 8555 7.1.3), every refused identifier (6.7.1)
+
+{
+    # http-01 without its file: the order's error is the challenge's
+    my $o = post($A, "$BASE/new-order", { identifiers => [
+        { type => 'dns', value => 'oerr1.example.test' }] });
+    is($o->{status}, 201, 'order error: an order') or diag($o->{content});
+    ok(!exists $o->{json}{error}, 'order error: a pending order has none');
+    my $az = $o->{json}{authorizations}[0] // "$BASE/none";
+    my ($ch) = grep { $_->{type} eq 'http-01' }
+               @{ post($A, $az, '')->{json}{challenges} || [] };
+    post($A, $ch->{url} // "$BASE/none", {});
+    my ($c) = grep { $_->{type} eq 'http-01' }
+              @{ poll($A, $az, 'valid')->{json}{challenges} || [] };
+    my $ctype = $c->{error}{type} // 'none';
+    like($ctype, qr/^urn:ietf:params:acme:error:\w+$/,
+         'order error: the challenge failed with an error');
+    $r = post($A, $o->{headers}{location}, '');
+    my $e = $r->{json}{error} || {};
+    is($r->{json}{status}, 'invalid', 'order error: http-01 failed, the '
+       . 'order is invalid');
+    is($e->{type}, $ctype, "order error: the challenge's type ($ctype)");
+    like($e->{detail} // '', qr/"oerr1\.example\.test"/,
+         'order error: the detail names the identifier');
+    my @subs = @{ $e->{subproblems} || [] };
+    is(scalar @subs, 1, 'order error: one subproblem');
+    is_deeply($subs[0]{identifier}, { type => 'dns',
+              value => 'oerr1.example.test' }, '... for the identifier');
+    is($subs[0]{type}, $ctype, '... with the challenge error type');
+    $r = post($A, $o->{json}{finalize}, { csr => b64u('x') });
+    problem_is($r, 403, 'orderNotReady', 'order error: finalize of it');
+    like($r->{json}{detail} // '', qr/oerr1\.example\.test/, '... says why');
+
+    # an authorization deactivated
+    $o = post($A, "$BASE/new-order", { identifiers => [
+        { type => 'dns', value => 'oerr2.example.test' },
+        { type => 'dns', value => 'oerr3.example.test' }] });
+    post($A, $o->{json}{authorizations}[0] // "$BASE/none",
+         { status => 'deactivated' });
+    $r = post($A, $o->{headers}{location} // "$BASE/none", '');
+    $e = $r->{json}{error} || {};
+    is($r->{json}{status}, 'invalid', 'order error: an authorization '
+       . 'deactivated, the order is invalid');
+    is($e->{type}, 'urn:ietf:params:acme:error:unauthorized',
+       '... unauthorized') or diag($r->{content});
+    @subs = @{ $e->{subproblems} || [] };
+    is_deeply([map { $_->{identifier}{value} } @subs],
+              ['oerr2.example.test'], '... a subproblem for its identifier');
+    is($subs[0]{detail}, 'authorization deactivated', '... saying so');
+
+    # two bad identifiers of three: both named
+    $r = post($A, "$BASE/new-order", { identifiers => [
+        { type => 'dns', value => 'bad..name' },
+        { type => 'dns', value => 'fine.example.test' },
+        { type => 'ip', value => '300.1.2.3' }] });
+    problem_is($r, 400, 'rejectedIdentifier', 'two bad identifiers of three');
+    @subs = @{ $r->{json}{subproblems} || [] };
+    is_deeply([sort map { "$_->{identifier}{type}:$_->{identifier}{value}" }
+               @subs], ['dns:bad..name', 'ip:300.1.2.3'],
+              '... a subproblem each, with its identifier')
+        or diag($r->{content});
+    ok(!grep({ ($_->{type} // '') !~ /:rejectedIdentifier$/
+               || !length($_->{detail} // '') } @subs),
+       '... each with its type and detail');
+
+    # a valid order has no error
+  SKIP: {
+        skip 'no certificate', 2 if !$c1 || !$c1->{order};
+        $r = post($A, $c1->{order}, '');
+        is($r->{json}{status}, 'valid', 'order error: a valid order');
+        ok(!exists $r->{json}{error}, '... has none');
+    }
+}
+
 # --- a finalize that died midway is recovered ----------------------------------
 
 sub order_key {

@@ -18,6 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cJSON.h>
 #include <hiredis/hiredis.h>
 #include <openssl/ecdsa.h>
@@ -558,6 +562,27 @@ json_str(const pki_acme_resp_t *resp, const char *name, char *buf,
 }
 
 
+/* A store under namespace ns for the engine (conf.redis), and in *rc a
+ * connection of the test's own to look into it. */
+static pki_redis_t *
+store_open(const char *sock, const char *ns, redisContext **rc)
+{
+    pki_redis_t       *r;
+    pki_result_t       res;
+    pki_redis_conf_t   rconf;
+
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.unix_path = sock;
+    rconf.ns = ns;
+    pki_result_init(&res);
+    r = pki_redis_new(&rconf, &res);
+    conf.redis = r;
+    *rc = redisConnectUnix(sock);
+
+    return r;
+}
+
+
 static void
 test_store(const char *sock, EVP_PKEY *cakey_pub)
 {
@@ -574,19 +599,12 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     redisContext      *rc;
     unsigned char     *der;
     pki_acme_resp_t    resp;
-    pki_redis_conf_t   rconf;
     int                len;
 
     (void) cakey_pub;
 
-    memset(&rconf, 0, sizeof(rconf));
-    rconf.unix_path = sock;
-    rconf.ns = "acmetest:";
+    r = store_open(sock, "acmetest:", &rc);
     pki_result_init(&res);
-    r = pki_redis_new(&rconf, &res);
-    conf.redis = r;
-
-    rc = redisConnectUnix(sock);
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     pk2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
@@ -736,6 +754,7 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     post(pk, kid, rel(order), "", NULL, &resp);
     ok(has(&resp, "\"status\":\"ready\""), "order ready once its "
        "authorizations are valid");
+    ok(!has(&resp, "\"error\""), "a ready order has no error");
     pki_acme_resp_free(&resp);
 
     post(pk2, NULL, "new-account", "{}", NULL, &resp);
@@ -853,6 +872,11 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     ok(resp.http_status == 200 && has(&resp, "\"status\":\"valid\"")
        && has(&resp, "\"certificate\""), "finalize: valid, certificate URL");
     json_str(&resp, "certificate", cert, sizeof(cert));
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, rel(order), "", NULL, &resp);
+    ok(has(&resp, "\"status\":\"valid\"") && !has(&resp, "\"error\""),
+       "a valid order has no error");
     pki_acme_resp_free(&resp);
 
     post(pk, kid, rel(cert), "", NULL, &resp);
@@ -1210,24 +1234,16 @@ test_policy(const char *sock)
     char                kid[256], acct[64];
     EVP_PKEY           *pk, *pk2;
     redisReply         *reply;
-    pki_result_t        res;
     pki_redis_t        *r;
     redisContext       *rc;
     pki_acme_resp_t     resp;
     pki_template_t     *tnarrow, *saved;
-    pki_redis_conf_t    rconf;
     static const char *const narrow_lines[] = {
         "key_types ec:P-256", "subject CN copy", "san dns copy",
         "validity 90d", "extended_key_usage serverAuth", NULL
     };
 
-    memset(&rconf, 0, sizeof(rconf));
-    rconf.unix_path = sock;
-    rconf.ns = "acmepol:";
-    pki_result_init(&res);
-    r = pki_redis_new(&rconf, &res);
-    conf.redis = r;
-    rc = redisConnectUnix(sock);
+    r = store_open(sock, "acmepol:", &rc);
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     pk2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
@@ -1285,6 +1301,19 @@ test_policy(const char *sock)
        "wildcard refused: says why");
     check_problem("a wildcard the template does not issue", &resp, 400,
                   "rejectedIdentifier");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"ip\","
+         "\"value\":\"192.0.2.7\"},{\"type\":\"dns\","
+         "\"value\":\"ok.example\"},{\"type\":\"dns\","
+         "\"value\":\"*.example\"}]}", NULL, &resp);
+    ok(has(&resp, "\"subproblems\":[") && has(&resp, "does not issue ip")
+       && has(&resp, "does not issue wildcard")
+       && has(&resp, "\"identifier\":{\"type\":\"ip\","
+                     "\"value\":\"192.0.2.7\"}")
+       && has(&resp, "\"identifier\":{\"type\":\"dns\","
+                     "\"value\":\"*.example\"}"),
+       "an ip and a wildcard the template does not issue: both named");
+    check_problem("two names the template does not issue", &resp, 400,
+                  "rejectedIdentifier");
     reply = redisCommand(rc, "KEYS acmepol:{acme:%s}:order:*", acct);
     ok(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0,
        "refused orders stored nothing");
@@ -1332,6 +1361,358 @@ test_policy(const char *sock)
     freeReplyObject(redisCommand(rc, "EVAL %s 0",
                                  "for _, k in ipairs(redis.call('KEYS', "
                                  "'acmepol:*')) do redis.call('DEL', k) end"));
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+}
+
+
+/* ---- order errors and subproblems (RFC 8555 7.1.3, 6.7.1) --------------- */
+
+/* A member of a JSON object as a string ("" when it is not one). */
+static const char *
+jstr(const cJSON *o, const char *name)
+{
+    const char  *v;
+
+    v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, name));
+    return v != NULL ? v : "";
+}
+
+
+/* The response body as JSON, or NULL. */
+static cJSON *
+body_json(const pki_acme_resp_t *resp)
+{
+    return resp->body ? cJSON_ParseWithLength((const char *) resp->body,
+                                              resp->body_len)
+                      : NULL;
+}
+
+
+/* Whether subs holds a subproblem of type (the 6.7 name; NULL: any) with
+ * a detail and the identifier id_type:value. */
+static int
+sub_has(const cJSON *subs, const char *id_type, const char *value,
+    const char *type)
+{
+    char          t[96];
+    const cJSON  *sub, *id;
+
+    snprintf(t, sizeof(t), "urn:ietf:params:acme:error:%s",
+             type ? type : "");
+
+    cJSON_ArrayForEach(sub, subs) {
+        id = cJSON_GetObjectItemCaseSensitive(sub, "identifier");
+        if (strcmp(jstr(id, "type"), id_type) == 0
+            && strcmp(jstr(id, "value"), value) == 0
+            && jstr(sub, "detail")[0] != '\0'
+            && (type == NULL || strcmp(jstr(sub, "type"), t) == 0))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* The order at ourl: its JSON, and the "error" member in *err. */
+static cJSON *
+order_get(EVP_PKEY *pk, const char *kid, const char *ourl, cJSON **err)
+{
+    cJSON            *o;
+    pki_acme_resp_t   resp;
+
+    post(pk, kid, rel(ourl), "", NULL, &resp);
+    o = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    *err = cJSON_GetObjectItemCaseSensitive(o, "error");
+
+    return o;
+}
+
+
+/* A new order for names (a JSON list of identifiers): its URL into ourl
+ * and its authorization URLs into az (up to n). */
+static void
+order_new(EVP_PKEY *pk, const char *kid, const char *ids, char *ourl,
+    char az[][256], int n)
+{
+    char              body[512], *v;
+    cJSON            *o;
+    pki_acme_resp_t   resp;
+
+    snprintf(body, sizeof(body), "{\"identifiers\":%s}", ids);
+    post(pk, kid, "new-order", body, NULL, &resp);
+    snprintf(ourl, 256, "%s", resp.location ? resp.location : BASE "/x");
+    o = body_json(&resp);
+    for (int i = 0; i < n; i++) {
+        v = cJSON_GetStringValue(cJSON_GetArrayItem(
+                cJSON_GetObjectItemCaseSensitive(o, "authorizations"), i));
+        snprintf(az[i], 256, "%s", v != NULL ? v : BASE "/x");
+    }
+    cJSON_Delete(o);
+    pki_acme_resp_free(&resp);
+}
+
+
+/* An order names in its "error" why it is invalid, with a subproblem for
+ * each failed authorization; newOrder names every identifier it refuses;
+ * an order that is fine has no error. */
+static void
+test_order_errors(const char *sock)
+{
+    int                 fd;
+    char                kid[256], acct[64], ourl[256], az[2][256];
+    char                okey[512], ctype[96], cdetail[256], buf[256];
+    cJSON              *o, *err, *subs, *authz, *ch, *arr;
+    EVP_PKEY           *pk;
+    socklen_t           slen;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    redisReply         *reply;
+    redisContext       *rc;
+    pki_acme_resp_t     resp;
+    struct sockaddr_in  sin;
+
+    r = store_open(sock, "acmetest:", &rc);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+
+    /* newOrder: two bad identifiers among three, each its own subproblem
+     * (RFC 8555 6.7.1) */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"bad..name\"},{\"type\":\"dns\","
+         "\"value\":\"good.example\"},{\"type\":\"ip\","
+         "\"value\":\"300.1.2.3\"}]}", NULL, &resp);
+    o = body_json(&resp);
+    subs = cJSON_GetObjectItemCaseSensitive(o, "subproblems");
+    ok(cJSON_GetArraySize(subs) == 2
+       && sub_has(subs, "dns", "bad..name", "rejectedIdentifier")
+       && sub_has(subs, "ip", "300.1.2.3", "rejectedIdentifier"),
+       "two bad identifiers of three: a subproblem each, with its "
+       "identifier");
+    ok(strstr(jstr(o, "detail"), "\"bad..name\"") != NULL
+       && strstr(jstr(o, "detail"), "\"300.1.2.3\"") != NULL,
+       "... and the detail names both (%s)", jstr(o, "detail"));
+    cJSON_Delete(o);
+    check_problem("two bad identifiers of three", &resp, 400,
+                  "rejectedIdentifier");
+
+    /* one bad identifier: the answer it always had, one subproblem */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"x..y\"},{\"type\":\"dns\",\"value\":\"ok.example\"}]}",
+         NULL, &resp);
+    o = body_json(&resp);
+    subs = cJSON_GetObjectItemCaseSensitive(o, "subproblems");
+    ok(strcmp(jstr(o, "detail"), "invalid DNS name \"x..y\"") == 0
+       && cJSON_GetArraySize(subs) == 1
+       && sub_has(subs, "dns", "x..y", "rejectedIdentifier"),
+       "one bad identifier: its own detail, one subproblem");
+    cJSON_Delete(o);
+    check_problem("one bad identifier", &resp, 400, "rejectedIdentifier");
+
+    /* malformed and unsupported together: malformed; an identifier
+     * without a value has no identifier to name */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\"},"
+         "{\"type\":\"email\",\"value\":\"a@b.example\"}]}", NULL, &resp);
+    o = body_json(&resp);
+    subs = cJSON_GetObjectItemCaseSensitive(o, "subproblems");
+    ok(cJSON_GetArraySize(subs) == 2
+       && cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(subs, 0),
+                                           "identifier") == NULL
+       && sub_has(subs, "email", "a@b.example", "unsupportedIdentifier"),
+       "malformed and unsupported: two subproblems");
+    cJSON_Delete(o);
+    check_problem("malformed and unsupported identifiers", &resp, 400,
+                  "malformed");
+
+    reply = redisCommand(rc, "KEYS acmetest:{acme:%s}:order:*", acct);
+    ok(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0,
+       "refused orders stored nothing");
+    freeReplyObject(reply);
+
+    /* a failed http-01 (a port bound but not listening refuses): the
+     * order's error is the challenge's, a subproblem names the name */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    slen = sizeof(sin);
+    if (fd < 0 || bind(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0
+        || getsockname(fd, (struct sockaddr *) &sin, &slen) != 0)
+    {
+        diag("no port to refuse connections");
+    }
+    conf.validate.http_port = ntohs(sin.sin_port);
+    conf.validate.resolve_to = "127.0.0.1";
+    conf.validate.allow_private = 1;
+    conf.validate.timeout_ms = 3000;
+
+    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"fail.example\"}]",
+              ourl, az, 1);
+    o = order_get(pk, kid, ourl, &err);
+    ok(strcmp(jstr(o, "status"), "pending") == 0 && err == NULL,
+       "a pending order has no error");
+    cJSON_Delete(o);
+
+    post(pk, kid, rel(az[0]), "", NULL, &resp);
+    authz = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    buf[0] = '\0';
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
+            snprintf(buf, sizeof(buf), "%s", jstr(ch, "url"));
+        }
+    }
+    cJSON_Delete(authz);
+
+    post(pk, kid, buf[0] ? rel(buf) : "x", "{}", NULL, &resp);
+    ok(resp.job != NULL, "http-01 started");
+    if (resp.job != NULL) {
+        pki_result_init(&res);
+        pki_acme_job_run(&conf, resp.job, &res);
+        pki_acme_job_free(resp.job);
+        resp.job = NULL;
+    }
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, rel(az[0]), "", NULL, &resp);
+    authz = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    ctype[0] = '\0';
+    cdetail[0] = '\0';
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        err = cJSON_GetObjectItemCaseSensitive(ch, "error");
+        if (strcmp(jstr(ch, "type"), "http-01") == 0 && err != NULL) {
+            snprintf(ctype, sizeof(ctype), "%s", jstr(err, "type"));
+            snprintf(cdetail, sizeof(cdetail), "%s", jstr(err, "detail"));
+        }
+    }
+    ok(strcmp(jstr(authz, "status"), "invalid") == 0
+       && strcmp(ctype, "urn:ietf:params:acme:error:connection") == 0,
+       "http-01 failed: connection (%s)", ctype);
+    cJSON_Delete(authz);
+
+    o = order_get(pk, kid, ourl, &err);
+    subs = cJSON_GetObjectItemCaseSensitive(err, "subproblems");
+    ok(strcmp(jstr(o, "status"), "invalid") == 0
+       && strcmp(jstr(err, "type"), ctype) == 0
+       && strstr(jstr(err, "detail"), "\"fail.example\"") != NULL,
+       "order invalid after a failed http-01: its error has the "
+       "challenge's type and names the identifier (%s)",
+       jstr(err, "detail"));
+    ok(cJSON_GetArraySize(subs) == 1
+       && sub_has(subs, "dns", "fail.example", "connection")
+       && strcmp(jstr(subs->child, "detail"), cdetail) == 0,
+       "... a subproblem for fail.example with the challenge's error");
+    ok(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(err, "status")),
+       "... and a status");
+    snprintf(buf, sizeof(buf), "%s", jstr(o, "finalize"));
+    cJSON_Delete(o);
+
+    post(pk, kid, buf[0] ? rel(buf) : "x", "{\"csr\":\"AAAA\"}", NULL,
+         &resp);
+    ok(has(&resp, "fail.example"), "finalize of it: orderNotReady says why");
+    check_problem("finalize of an order whose http-01 failed", &resp, 403,
+                  "orderNotReady");
+
+    memset(&conf.validate, 0, sizeof(conf.validate));
+    if (fd >= 0) {
+        close(fd);
+    }
+
+    /* deactivated authorizations: one, then both */
+    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"d1.example\"},"
+              "{\"type\":\"dns\",\"value\":\"d2.example\"}]", ourl, az, 2);
+    post(pk, kid, rel(az[0]), "{\"status\":\"deactivated\"}", NULL, &resp);
+    pki_acme_resp_free(&resp);
+
+    o = order_get(pk, kid, ourl, &err);
+    subs = cJSON_GetObjectItemCaseSensitive(err, "subproblems");
+    ok(strcmp(jstr(o, "status"), "invalid") == 0
+       && strcmp(jstr(err, "type"),
+                 "urn:ietf:params:acme:error:unauthorized") == 0
+       && cJSON_GetArraySize(subs) == 1
+       && sub_has(subs, "dns", "d1.example", "unauthorized")
+       && strcmp(jstr(subs->child, "detail"), "authorization deactivated")
+          == 0,
+       "an authorization deactivated: unauthorized, its subproblem (%s)",
+       jstr(err, "detail"));
+    cJSON_Delete(o);
+
+    post(pk, kid, rel(az[1]), "{\"status\":\"deactivated\"}", NULL, &resp);
+    pki_acme_resp_free(&resp);
+
+    o = order_get(pk, kid, ourl, &err);
+    subs = cJSON_GetObjectItemCaseSensitive(err, "subproblems");
+    ok(strcmp(jstr(err, "type"),
+              "urn:ietf:params:acme:error:unauthorized") == 0
+       && cJSON_GetArraySize(subs) == 2
+       && sub_has(subs, "dns", "d1.example", "unauthorized")
+       && sub_has(subs, "dns", "d2.example", "unauthorized")
+       && strstr(jstr(err, "detail"), "\"d1.example\", \"d2.example\"")
+          != NULL,
+       "both deactivated: two subproblems, the detail names both (%s)",
+       jstr(err, "detail"));
+    cJSON_Delete(o);
+
+    /* an order past its expiry */
+    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"exp.example\"}]",
+              ourl, az, 1);
+    o = get_order(rc, acct, ourl, okey, sizeof(okey));
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "expires",
+        cJSON_CreateNumber((double) (time(NULL) - 10)));
+    put_order(rc, okey, o);
+    cJSON_Delete(o);
+
+    o = order_get(pk, kid, ourl, &err);
+    ok(strcmp(jstr(o, "status"), "invalid") == 0
+       && strcmp(jstr(err, "type"),
+                 "urn:ietf:params:acme:error:unauthorized") == 0
+       && strstr(jstr(err, "detail"), "expired") != NULL,
+       "an expired order: its error says so (%s)", jstr(err, "detail"));
+    cJSON_Delete(o);
+
+    /* hostile: a stored order with 150 authorizations that are gone gets
+     * no more subproblems than an order may have identifiers */
+    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"many.example\"}]",
+              ourl, az, 1);
+    o = get_order(rc, acct, ourl, okey, sizeof(okey));
+    arr = cJSON_CreateArray();
+    for (int i = 0; i < 150; i++) {
+        snprintf(buf, sizeof(buf), "gone%d", i);
+        cJSON_AddItemToArray(arr, cJSON_CreateString(buf));
+    }
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "authzs", arr);
+    put_order(rc, okey, o);
+    cJSON_Delete(o);
+
+    post(pk, kid, rel(ourl), "", NULL, &resp);
+    o = body_json(&resp);
+    err = cJSON_GetObjectItemCaseSensitive(o, "error");
+    subs = cJSON_GetObjectItemCaseSensitive(err, "subproblems");
+    ok(strcmp(jstr(o, "status"), "invalid") == 0
+       && cJSON_GetArraySize(subs) == 100
+       && sub_has(subs, "dns", "many.example", "unauthorized")
+       && strstr(jstr(err, "detail"), "150") != NULL
+       && resp.body_len < 65536,
+       "150 authorizations gone: 100 subproblems, %zu bytes (%s)",
+       resp.body_len, jstr(err, "detail"));
+    cJSON_Delete(o);
+    pki_acme_resp_free(&resp);
+
+    EVP_PKEY_free(pk);
     redisFree(rc);
     pki_redis_free(r);
     conf.redis = NULL;
@@ -1394,6 +1775,7 @@ main(void)
     if (sock && sock[0]) {
         test_store(sock, capk);
         test_policy(sock);
+        test_order_errors(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }
