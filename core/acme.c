@@ -61,6 +61,7 @@
 #define PKI_ACME_RETRY_AFTER   5
 #define PKI_ACME_ARI_RETRY     21600
 #define PKI_ACME_STALE         30      /* a processing challenge restarts */
+#define PKI_ACME_CAA_REUSE     (8 * 3600)  /* CAA checks on: reuse window cap */
 #define PKI_ACME_MAX_ORDERS    1000
 #define PKI_ACME_FIN_STALE     30      /* a processing order is recovered */
 #define PKI_ACME_MAX_PRE       8       /* objects read with the nonce     */
@@ -2816,6 +2817,27 @@ pki_acme_new_challenge(const char *type)
 /* An authorization for one identifier: reused when a valid one exists
  * (*created NULL), else a new pending one, not stored yet (*created).
  * id_out receives its id. */
+/* How long a valid authorization of this account is reused for a new
+ * order.  CAA is read when a name validates, so with CAA checks on a
+ * reused dns authorization is at most PKI_ACME_CAA_REUSE old: a CAA record
+ * set changed since then rules the next order within that time (the
+ * CA/Browser Forum's eight hours). */
+static long
+pki_acme_reuse_window(pki_acme_t *a, const char *type)
+{
+    long  reuse;
+
+    reuse = a->conf->authz_reuse;
+    if (a->conf->validate.caa && strcmp(type, "dns") == 0
+        && reuse > PKI_ACME_CAA_REUSE)
+    {
+        reuse = PKI_ACME_CAA_REUSE;
+    }
+
+    return reuse;
+}
+
+
 static pki_status_t
 pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     time_t expires, char id_out[PKI_ACME_ID_MAX], cJSON **created)
@@ -2864,7 +2886,7 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
             if (strcmp(pki_acme_authz_status(a, authz), "valid") == 0
                 && pki_json_num(authz, "expires") > (double) a->now + 60
                 && pki_json_num(authz, "validated")
-                   + (double) a->conf->authz_reuse > (double) a->now)
+                   + (double) pki_acme_reuse_window(a, type) > (double) a->now)
             {
                 cJSON_Delete(authz);
                 memcpy(id_out, aid, sizeof(aid));

@@ -327,6 +327,33 @@ run_client('lego revoke',
 is(ocsp_revoked("$lc/lg1.example.com.crt"), 'revoked',
    'OCSP: lego certificate revoked');
 
+# CAA is read when a name validates: with CAA checks on, an authorization
+# validated over 8 hours ago is not reused, so a CAA record set changed
+# since then rules the next order.  lg1's authorization is made 9 hours
+# old, then its CAA names another CA.
+{
+    my $aged = 0;
+    for my $k ($t->redis_keys('*:authz:*')) {
+        my $text = $t->redis_raw('GET', $k);
+        chomp $text;
+        my $az = eval { JSON::PP::decode_json($text) } or next;
+        next if ($az->{value} // '') ne 'lg1.example.com'
+                || ($az->{status} // '') ne 'valid';
+        $az->{validated} -= 9 * 3600;
+        $t->redis_raw('SET', $k, JSON::PP::encode_json($az), 'KEEPTTL');
+        $aged++;
+    }
+    ok($aged >= 1, "lg1's valid authorization made 9 h old ($aged)");
+    add_caa('lg1.example.com', ['issue', 'ca.example.net']);
+    my ($rc, $out, $err) = run_cmd(
+        [@lego, '--domains', 'lg1.example.com', '--http', '--http.port',
+         "127.0.0.1:$http01", 'run'],
+        env => \%cenv, timeout => 60);
+    isnt($rc, 0, 'an aged authorization is validated again: the new CAA '
+         . 'refuses');
+    like("$out$err", qr/caa/i, '... and lego says CAA') or diag("$out$err");
+}
+
 # CAA (RFC 8659): the lab's resolver is pebble-challtestsrv, so the
 # validator asks it; the demo names itself nginx-pki.test
 sub add_caa {
