@@ -1144,7 +1144,9 @@ typedef struct {
 /* A challenge validation the glue runs after the response went out. */
 typedef struct pki_acme_job_s  pki_acme_job_t;
 
-#define PKI_ACME_MAX_LINKS  4
+/* Link headers of one answer; the most: a certificate's, rel="index" and
+ * rel="alternate" to the default chain or up to 4 alternate chains */
+#define PKI_ACME_MAX_LINKS  (2 + PKI_CA_MAX_ALT_CHAINS)
 
 typedef struct {
     int              http_status;
