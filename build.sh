@@ -251,6 +251,12 @@ demo_start() {
         rm -f "$d/ra.csr"
     fi
     [ -f "$d/scep-challenge" ] || printf 'demo\n' > "$d/scep-challenge"
+    # the ACME alternate chain (scripts/mkpki.sh makes it for a new PKI)
+    if [ ! -f "$d/alt-chain.pem" ]; then
+        note "adding the alternate root and cross certificate to the demo PKI"
+        PKI_BUILD="$b" "$TOP/scripts/mkpki-altchain.sh" "$d" \
+            || die "the alternate chain failed (scripts/mkpki-altchain.sh)"
+    fi
     if [ ! -f "$d/matter/pai.pem" ]; then
         PKI_BUILD="$b" "$TOP/scripts/mkpki-matter.sh" "$d" \
             || die "Matter hierarchies failed (scripts/mkpki-matter.sh)"
@@ -315,6 +321,7 @@ nginx-pki demo is running.
                  which moves the certificate's ACME renewalInfo window before it)
   ACME           https://127.0.0.1:8443/acme/directory   (lab: http-01 on 5002, tls-alpn-01 on 5001;
                  90-day serverAuth template, OCSP Must-Staple on request: certbot --must-staple)
+                 alternate chain to $d/altroot.pem: certbot --preferred-chain "nginx-pki Alt Root CA"
   metrics        https://127.0.0.1:8443/pki/metrics   (Prometheus; admin / admin)
   dashboard      https://127.0.0.1:8443/pki/dashboard (admin / admin)
   audit log      $d/audit/  (check: build/pkictl audit verify $d/audit --pubkey $d/audit-pub.pem)

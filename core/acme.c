@@ -1185,9 +1185,10 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
             pki_key_name(okey[nok++], sizeof(okey[0]), st, acct, "authz",
                          id);
 
-        } else if (a->nseg == 3 && (strcmp(a->seg[0], "order") == 0
-                                    || strcmp(a->seg[0], "finalize") == 0
-                                    || strcmp(a->seg[0], "cert") == 0))
+        } else if ((a->nseg == 3 && (strcmp(a->seg[0], "order") == 0
+                                     || strcmp(a->seg[0], "finalize") == 0
+                                     || strcmp(a->seg[0], "cert") == 0))
+                   || (a->nseg == 4 && strcmp(a->seg[0], "cert") == 0))
         {
             pki_key_name(okey[nok++], sizeof(okey[0]), st, acct, "order",
                          id);
@@ -4635,10 +4636,11 @@ pki_acme_pem_der(const unsigned char *der, size_t len)
 }
 
 
-/* The certificate (PEM text) followed by the CA's certificate and the
- * rest of its chain up to, not including, a self-signed root. */
+/* The certificate (PEM text) followed by a chain: n 0, the CA's
+ * certificate and the rest of its chain up to, not including, a
+ * self-signed root; n > 0, alternate chain n as its file holds it. */
 static char *
-pki_acme_pem_chain(const pki_acme_conf_t *conf, const char *leaf)
+pki_acme_pem_chain(const pki_acme_conf_t *conf, const char *leaf, int n)
 {
     int              i;
     BIO             *bio;
@@ -4650,12 +4652,28 @@ pki_acme_pem_chain(const pki_acme_conf_t *conf, const char *leaf)
         return NULL;
     }
 
+    if (BIO_puts(bio, leaf) != (int) strlen(leaf)) {
+        BIO_free(bio);
+        return NULL;
+    }
+
+    if (n > 0) {
+        chain = pki_ca_alt_chain(conf->ca, n - 1);
+
+        for (i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+            if (!PEM_write_bio_X509(bio, sk_X509_value(chain, i))) {
+                BIO_free(bio);
+                return NULL;
+            }
+        }
+
+        return pki_acme_bio_text(bio);
+    }
+
     cacert = pki_ca_cert(conf->ca);
     chain = pki_ca_chain(conf->ca);
 
-    if (BIO_puts(bio, leaf) != (int) strlen(leaf)
-        || !PEM_write_bio_X509(bio, cacert))
-    {
+    if (!PEM_write_bio_X509(bio, cacert)) {
         BIO_free(bio);
         return NULL;
     }
@@ -5160,10 +5178,85 @@ done:
 }
 
 
-static void
-pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
+/* The n of "cert/<acct>/<id>/<n>": 1 to the CA's count of alternate
+ * chains, in decimal without a leading zero; 0 for anything else. */
+static int
+pki_acme_alt_index(const pki_acme_conf_t *conf, const char *s)
 {
-    char          *chain, *text, requester[80], hex[41];
+    int  count;
+
+    count = pki_ca_alt_chain_count(conf->ca);
+
+    /* PKI_CA_MAX_ALT_CHAINS < 10: one digit */
+    if (s[0] < '1' || s[0] > '9' || s[1] != '\0' || s[0] - '0' > count) {
+        return 0;
+    }
+
+    return s[0] - '0';
+}
+
+
+/* RFC 8555 7.4.2: Link rel="alternate" to the certificate's other chains,
+ * the default URL and alternates 1..count, all but chain n itself. */
+static void
+pki_acme_alt_links(pki_acme_t *a, const char *acct, const char *oid, int n)
+{
+    int    k, count;
+    char  *url;
+
+    count = pki_ca_alt_chain_count(a->conf->ca);
+
+    for (k = 0; k <= count; k++) {
+        if (k == n) {
+            continue;
+        }
+
+        url = k == 0 ? pki_acme_url(a, "cert/%s/%s", acct, oid)
+                     : pki_acme_url(a, "cert/%s/%s/%d", acct, oid, k);
+        if (url != NULL) {
+            pki_acme_link(a->resp, url, "alternate");
+            free(url);
+        }
+    }
+}
+
+
+/* The first certificate of a stored PEM chain, malloc'd; NULL if none. */
+static char *
+pki_acme_pem_first(const char *pem)
+{
+    char        *s;
+    size_t       len;
+    const char  *e;
+
+    e = strstr(pem, "-----END CERTIFICATE-----");
+    if (e == NULL) {
+        return NULL;
+    }
+
+    len = (size_t) (e - pem) + sizeof("-----END CERTIFICATE-----") - 1;
+
+    s = malloc(len + 2);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    memcpy(s, pem, len);
+    s[len] = '\n';
+    s[len + 1] = '\0';
+
+    return s;
+}
+
+
+/* cert/<acct>/<oid>, or with alt, cert/<acct>/<oid>/<alt>: the leaf and
+ * the default chain or alternate chain alt (RFC 8555 7.4.2). */
+static void
+pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid,
+    const char *alt)
+{
+    int            n;
+    char          *chain, *text, *first, requester[80], hex[41];
     cJSON         *order;
     const char    *pem, *st, *serial, *leaf;
     pki_record_t   rec;
@@ -5173,6 +5266,15 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
         pki_acme_problem(a, 403, "unauthorized", "the certificate belongs "
                          "to another account");
         return;
+    }
+
+    n = 0;
+    if (alt != NULL) {
+        n = pki_acme_alt_index(a->conf, alt);
+        if (n == 0) {
+            pki_acme_problem(a, 404, "malformed", "no such alternate chain");
+            return;
+        }
     }
 
     rc = pki_acme_order_load(a, acct, oid, &order, NULL);
@@ -5193,20 +5295,24 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
     /* an order stored by an earlier version holds the chain itself */
     pem = pki_json_str(order, "cert");
     if (pem != NULL) {
-        a->resp->http_status = 200;
-        pki_acme_body(a->resp, strdup(pem), PKI_ACME_CT_PEM);
-        cJSON_Delete(order);
+        if (n == 0) {
+            chain = strdup(pem);
 
-        if (a->resp->body == NULL) {
-            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        } else {
+            first = pki_acme_pem_first(pem);
+            chain = first != NULL ? pki_acme_pem_chain(a->conf, first, n)
+                                  : NULL;
+            free(first);
         }
-        return;
+
+        cJSON_Delete(order);
+        goto send;
     }
 
     /* the order's copy of the certificate, else its record */
     leaf = pki_json_str(order, "leaf");
     if (leaf != NULL) {
-        chain = pki_acme_pem_chain(a->conf, leaf);
+        chain = pki_acme_pem_chain(a->conf, leaf, n);
         cJSON_Delete(order);
         goto send;
     }
@@ -5246,7 +5352,7 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
-    chain = pki_acme_pem_chain(a->conf, text);
+    chain = pki_acme_pem_chain(a->conf, text, n);
     free(text);
 
 send:
@@ -5258,6 +5364,7 @@ send:
 
     a->resp->http_status = 200;
     pki_acme_body(a->resp, chain, PKI_ACME_CT_PEM);
+    pki_acme_alt_links(a, acct, oid, n);
 }
 
 
@@ -6058,7 +6165,8 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
             || pki_acme_is(&a, "acct", 3) || pki_acme_is(&a, "acct", 4)
             || pki_acme_is(&a, "order", 3)
             || pki_acme_is(&a, "authz", 3) || pki_acme_is(&a, "chall", 4)
-            || pki_acme_is(&a, "finalize", 3) || pki_acme_is(&a, "cert", 3))
+            || pki_acme_is(&a, "finalize", 3) || pki_acme_is(&a, "cert", 3)
+            || pki_acme_is(&a, "cert", 4))
         {
             pki_acme_problem(&a, 405, "malformed", "use POST (or "
                              "POST-as-GET)");
@@ -6127,9 +6235,10 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
             }
         }
 
-    } else if (pki_acme_is(&a, "cert", 3)) {
+    } else if (pki_acme_is(&a, "cert", 3) || pki_acme_is(&a, "cert", 4)) {
         if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
-            pki_acme_certificate(&a, a.seg[1], a.seg[2]);
+            pki_acme_certificate(&a, a.seg[1], a.seg[2],
+                                 a.nseg == 4 ? a.seg[3] : NULL);
         }
 
     } else {

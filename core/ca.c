@@ -17,6 +17,10 @@
 
 static pki_status_t pki_ca_check_template(pki_ca_t *ca,
     const pki_template_t *t, pki_result_t *res);
+static pki_status_t pki_ca_read_certs(const char *what, const char *file,
+    STACK_OF(X509) **out, pki_result_t *res);
+static pki_status_t pki_ca_check_alt(pki_ca_t *ca, int n, time_t now,
+    pki_result_t *res);
 static int pki_set_str(char **dst, const char *src);
 
 
@@ -57,6 +61,11 @@ pki_ca_free(pki_ca_t *ca)
 
     for (i = 0; i < ca->ntmpl_names; i++) {
         free(ca->tmpl_names[i]);
+    }
+
+    for (i = 0; i < ca->nalt; i++) {
+        free(ca->alt_files[i]);
+        sk_X509_pop_free(ca->alt[i], X509_free);
     }
 
     X509_free(ca->cert);
@@ -187,6 +196,28 @@ pki_ca_set(pki_ca_t *ca, const char *name, int argc, const char *const *argv,
         }
 
         ca->max_validity = v;
+        return PKI_OK;
+    }
+
+    if (strcmp(name, "alternate_chain") == 0) {
+        for (i = 0; i < ca->nalt; i++) {
+            if (strcmp(ca->alt_files[i], argv[0]) == 0) {
+                return pki_fail(res, PKI_MALFORMED, "duplicate "
+                                "\"alternate_chain\" \"%.128s\"", argv[0]);
+            }
+        }
+
+        if (ca->nalt == PKI_CA_MAX_ALT_CHAINS) {
+            return pki_fail(res, PKI_MALFORMED, "too many \"alternate_chain\" "
+                            "lines (at most %d)", PKI_CA_MAX_ALT_CHAINS);
+        }
+
+        ca->alt_files[ca->nalt] = strdup(argv[0]);
+        if (ca->alt_files[ca->nalt] == NULL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+        ca->nalt++;
+
         return PKI_OK;
     }
 
@@ -342,13 +373,200 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
 }
 
 
+/* The PEM certificates of file (1 to PKI_CA_CHAIN_MAX) into a new *out;
+ * what names the file in errors. */
+static pki_status_t
+pki_ca_read_certs(const char *what, const char *file, STACK_OF(X509) **out,
+    pki_result_t *res)
+{
+    BIO             *bio;
+    X509            *x;
+    pki_status_t     rc;
+    STACK_OF(X509)  *sk;
+
+    *out = NULL;
+    ERR_clear_error();
+
+    sk = sk_X509_new_null();
+    if (sk == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    bio = BIO_new_file(file, "r");
+    if (bio == NULL) {
+        rc = pki_fail(res, PKI_MALFORMED, "cannot open %s \"%.128s\"", what,
+                      file);
+        goto failed;
+    }
+
+    for ( ;; ) {
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (x == NULL) {
+            break;
+        }
+
+        if (sk_X509_num(sk) >= PKI_CA_CHAIN_MAX || !sk_X509_push(sk, x)) {
+            X509_free(x);
+            BIO_free(bio);
+            rc = pki_fail(res, PKI_MALFORMED, "too many certificates in "
+                          "\"%.128s\" (at most %d)", file, PKI_CA_CHAIN_MAX);
+            goto failed;
+        }
+    }
+
+    BIO_free(bio);
+
+    if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE
+        && sk_X509_num(sk) > 0)
+    {
+        ERR_clear_error();
+    }
+
+    if (ERR_peek_error() != 0 || sk_X509_num(sk) == 0) {
+        rc = pki_fail(res, PKI_MALFORMED, "cannot read PEM certificates "
+                      "from \"%.128s\"", file);
+        goto failed;
+    }
+
+    *out = sk;
+
+    return PKI_OK;
+
+failed:
+
+    sk_X509_pop_free(sk, X509_free);
+
+    return rc;
+}
+
+
+/* 1 when a and b hold the same certificates in the same order. */
+static int
+pki_ca_same_certs(STACK_OF(X509) *a, STACK_OF(X509) *b)
+{
+    int  i;
+
+    if (a == NULL || b == NULL || sk_X509_num(a) != sk_X509_num(b)) {
+        return 0;
+    }
+
+    for (i = 0; i < sk_X509_num(a); i++) {
+        if (X509_cmp(sk_X509_value(a, i), sk_X509_value(b, i)) != 0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Alternate chain n (loaded): its first certificate certifies what the CA
+ * signs (the CA's subject and key, and its subjectKeyIdentifier when both
+ * have one, so that a leaf's authorityKeyIdentifier finds it), is a CA and
+ * has not expired; each next one issued the one before.
+ */
+static pki_status_t
+pki_ca_check_alt(pki_ca_t *ca, int n, time_t now, pki_result_t *res)
+{
+    int                       i;
+    X509                     *first, *x, *up;
+    EVP_PKEY                 *pub;
+    const char               *file;
+    STACK_OF(X509)           *sk;
+    BASIC_CONSTRAINTS        *bc;
+    const ASN1_OCTET_STRING  *fkid, *ckid;
+
+    file = ca->alt_files[n];
+    sk = ca->alt[n];
+
+    if (ca->chain_file != NULL && strcmp(file, ca->chain_file) == 0) {
+        return pki_fail(res, PKI_MALFORMED, "alternate chain \"%.128s\" is "
+                        "the CA's \"chain\"", file);
+    }
+
+    if (sk_X509_num(ca->chain) > 0 && pki_ca_same_certs(sk, ca->chain)) {
+        return pki_fail(res, PKI_MALFORMED, "alternate chain \"%.128s\" holds "
+                        "the certificates of the CA's \"chain\"", file);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (pki_ca_same_certs(sk, ca->alt[i])) {
+            return pki_fail(res, PKI_MALFORMED, "alternate chain \"%.128s\" "
+                            "holds the certificates of \"%.128s\"", file,
+                            ca->alt_files[i]);
+        }
+    }
+
+    first = sk_X509_value(sk, 0);
+
+    if (X509_NAME_cmp(X509_get_subject_name(first),
+                      X509_get_subject_name(ca->cert)) != 0)
+    {
+        return pki_fail(res, PKI_MALFORMED, "the first certificate of "
+                        "alternate chain \"%.128s\" does not have the subject "
+                        "of the CA certificate \"%.128s\"", file,
+                        ca->cert_file);
+    }
+
+    pub = X509_get0_pubkey(first);
+    if (pub == NULL || EVP_PKEY_eq(pub, X509_get0_pubkey(ca->cert)) != 1) {
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "the first certificate of "
+                        "alternate chain \"%.128s\" does not have the public "
+                        "key of the CA certificate \"%.128s\"", file,
+                        ca->cert_file);
+    }
+
+    fkid = X509_get0_subject_key_id(first);
+    ckid = X509_get0_subject_key_id(ca->cert);
+    if (fkid != NULL && ckid != NULL && ASN1_OCTET_STRING_cmp(fkid, ckid) != 0)
+    {
+        return pki_fail(res, PKI_MALFORMED, "the first certificate of "
+                        "alternate chain \"%.128s\" has another "
+                        "subjectKeyIdentifier than the CA certificate", file);
+    }
+
+    bc = X509_get_ext_d2i(first, NID_basic_constraints, NULL, NULL);
+    i = bc != NULL && bc->ca;
+    BASIC_CONSTRAINTS_free(bc);
+    if (!i) {
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "the first certificate of "
+                        "alternate chain \"%.128s\" is not a CA certificate "
+                        "(no basicConstraints CA:TRUE)", file);
+    }
+
+    if (pki_int_asn1_time(X509_get0_notAfter(first)) <= now) {
+        return pki_fail(res, PKI_MALFORMED, "the first certificate of "
+                        "alternate chain \"%.128s\" has expired", file);
+    }
+
+    for (i = 1; i < sk_X509_num(sk); i++) {
+        x = sk_X509_value(sk, i - 1);
+        up = sk_X509_value(sk, i);
+        pub = X509_get0_pubkey(up);
+
+        if (X509_check_issued(up, x) != X509_V_OK || pub == NULL
+            || X509_verify(x, pub) != 1)
+        {
+            ERR_clear_error();
+            return pki_fail(res, PKI_MALFORMED, "in alternate chain "
+                            "\"%.128s\", certificate %d did not issue "
+                            "certificate %d", file, i + 1, i);
+        }
+    }
+
+    return PKI_OK;
+}
+
+
 pki_status_t
 pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
 {
-    int               i, crit;
+    int               i, j, crit;
     long              pl;
     BIO              *bio;
-    X509             *x;
     time_t            now;
     EVP_PKEY         *pub, *cpub;
     pki_status_t      rc;
@@ -373,6 +591,11 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
     sk_X509_pop_free(ca->chain, X509_free);
     ca->chain = NULL;
 
+    for (i = 0; i < ca->nalt; i++) {
+        sk_X509_pop_free(ca->alt[i], X509_free);
+        ca->alt[i] = NULL;
+    }
+
     bio = BIO_new_file(ca->cert_file, "r");
     if (bio == NULL) {
         return pki_fail(res, PKI_MALFORMED, "cannot open CA certificate "
@@ -387,43 +610,16 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
                         "from \"%.128s\"", ca->cert_file);
     }
 
-    ca->chain = sk_X509_new_null();
-    if (ca->chain == NULL) {
-        return pki_fail(res, PKI_INTERNAL, "out of memory");
-    }
-
     if (ca->chain_file) {
-        bio = BIO_new_file(ca->chain_file, "r");
-        if (bio == NULL) {
-            return pki_fail(res, PKI_MALFORMED, "cannot open CA chain "
-                            "\"%.128s\"", ca->chain_file);
+        rc = pki_ca_read_certs("CA chain", ca->chain_file, &ca->chain, res);
+        if (rc != PKI_OK) {
+            return rc;
         }
 
-        for ( ;; ) {
-            x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-            if (x == NULL) {
-                break;
-            }
-
-            if (sk_X509_num(ca->chain) >= 16 || !sk_X509_push(ca->chain, x)) {
-                X509_free(x);
-                BIO_free(bio);
-                return pki_fail(res, PKI_MALFORMED, "too many certificates "
-                                "in \"%.128s\"", ca->chain_file);
-            }
-        }
-
-        BIO_free(bio);
-
-        if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE
-            && sk_X509_num(ca->chain) > 0)
-        {
-            ERR_clear_error();
-        }
-
-        if (ERR_peek_error() != 0 || sk_X509_num(ca->chain) == 0) {
-            return pki_fail(res, PKI_MALFORMED, "cannot read PEM certificates "
-                            "from \"%.128s\"", ca->chain_file);
+    } else {
+        ca->chain = sk_X509_new_null();
+        if (ca->chain == NULL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
         }
     }
 
@@ -492,10 +688,28 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
         }
     }
 
+    for (i = 0; i < ca->nalt; i++) {
+        rc = pki_ca_read_certs("alternate chain", ca->alt_files[i],
+                               &ca->alt[i], res);
+        if (rc != PKI_OK) {
+            return rc;
+        }
+
+        rc = pki_ca_check_alt(ca, i, now, res);
+        if (rc != PKI_OK) {
+            return rc;
+        }
+    }
+
     /* Fill the extension cache now, not concurrently in worker threads. */
     X509_check_purpose(ca->cert, -1, 0);
     for (i = 0; i < sk_X509_num(ca->chain); i++) {
         X509_check_purpose(sk_X509_value(ca->chain, i), -1, 0);
+    }
+    for (i = 0; i < ca->nalt; i++) {
+        for (j = 0; j < sk_X509_num(ca->alt[i]); j++) {
+            X509_check_purpose(sk_X509_value(ca->alt[i], j), -1, 0);
+        }
     }
     ERR_clear_error();
 
@@ -535,6 +749,24 @@ STACK_OF(X509) *
 pki_ca_chain(const pki_ca_t *ca)
 {
     return ca->chain;
+}
+
+
+int
+pki_ca_alt_chain_count(const pki_ca_t *ca)
+{
+    return ca->nalt;
+}
+
+
+STACK_OF(X509) *
+pki_ca_alt_chain(const pki_ca_t *ca, int i)
+{
+    if (i < 0 || i >= ca->nalt) {
+        return NULL;
+    }
+
+    return ca->alt[i];
 }
 
 

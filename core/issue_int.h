@@ -15,6 +15,7 @@
 #define PKI_MAX_KEY_TYPES      16
 #define PKI_MAX_SUBJECT_RULES  32
 #define PKI_MAX_TEMPLATES      64
+#define PKI_CA_CHAIN_MAX       16      /* certificates in a chain file */
 #define PKI_MAX_SANS           100
 #define PKI_CSR_MAX            65536
 
@@ -113,6 +114,10 @@ struct pki_ca_s {
     X509                     *cert;
     STACK_OF(X509)           *chain;
     pki_key_t                *key;             /* not owned */
+
+    char                     *alt_files[PKI_CA_MAX_ALT_CHAINS];
+    int                       nalt;
+    STACK_OF(X509)           *alt[PKI_CA_MAX_ALT_CHAINS];
     long                      pathlen;         /* -1: unlimited */
     int                       finished;
 };

@@ -325,12 +325,15 @@ PKI_API long pki_template_validity(const pki_template_t *t);  /* seconds */
 
 typedef struct pki_ca_s  pki_ca_t;
 
+#define PKI_CA_MAX_ALT_CHAINS  4     /* "alternate_chain" lines of a CA */
+
 PKI_API pki_ca_t *pki_ca_new(const char *name);
 PKI_API void pki_ca_free(pki_ca_t *ca);
 PKI_API const char *pki_ca_name(const pki_ca_t *ca);
 /* Directive lines: certificate FILE; chain FILE; key REF; templates N...;
- * max_validity TIME; crl_url URL; ocsp_url URL.  "key" and "templates"
- * only record the names: the glue resolves them with the two calls below. */
+ * max_validity TIME; crl_url URL; ocsp_url URL; alternate_chain FILE (up
+ * to PKI_CA_MAX_ALT_CHAINS).  "key" and "templates" only record the
+ * names: the glue resolves them with the two calls below. */
 PKI_API pki_status_t pki_ca_set(pki_ca_t *ca, const char *name, int argc,
     const char *const *argv, pki_result_t *res);
 PKI_API const char *pki_ca_key_ref(const pki_ca_t *ca);
@@ -341,11 +344,21 @@ PKI_API const char *pki_ca_template_name(const pki_ca_t *ca, int i);
 PKI_API pki_status_t pki_ca_add_template(pki_ca_t *ca, pki_template_t *t,
     pki_result_t *res);
 /* Loads certificate and chain, checks the key matches the certificate, the
- * certificate is a CA, and every template is compatible with the CA. */
+ * certificate is a CA, and every template is compatible with the CA.
+ * Each alternate chain must hold 1 to 16 certificates, the first with the
+ * CA certificate's subject and public key, a CA and not expired, each
+ * next one the issuer of the one before (signature checked); it may not
+ * be the "chain" file nor hold the same certificates as another chain. */
 PKI_API pki_status_t pki_ca_finish(pki_ca_t *ca, pki_result_t *res);
 PKI_API int pki_ca_allows(const pki_ca_t *ca, const pki_template_t *t);
 PKI_API X509 *pki_ca_cert(const pki_ca_t *ca);                 /* borrowed */
 PKI_API STACK_OF(X509) *pki_ca_chain(const pki_ca_t *ca);      /* borrowed */
+/* Alternate chains (RFC 8555 7.4.2), in the order of their lines: the
+ * certificates that follow a leaf of this CA in another path, such as
+ * the CA cross-signed by another root.  i is 0-based; the stack is
+ * borrowed, NULL before pki_ca_finish() or when i is out of range. */
+PKI_API int pki_ca_alt_chain_count(const pki_ca_t *ca);
+PKI_API STACK_OF(X509) *pki_ca_alt_chain(const pki_ca_t *ca, int i);
 PKI_API pki_key_t *pki_ca_key(const pki_ca_t *ca);
 /* 1 if cert names this CA as issuer and its signature verifies with the
  * CA's public key. */
@@ -1131,7 +1144,9 @@ typedef struct {
 /* A challenge validation the glue runs after the response went out. */
 typedef struct pki_acme_job_s  pki_acme_job_t;
 
-#define PKI_ACME_MAX_LINKS  4
+/* Link headers of one answer; the most: a certificate's, rel="index" and
+ * rel="alternate" to the default chain or up to 4 alternate chains */
+#define PKI_ACME_MAX_LINKS  (2 + PKI_CA_MAX_ALT_CHAINS)
 
 typedef struct {
     int              http_status;

@@ -1110,6 +1110,8 @@ ngx_http_pki_ca_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
         && ((value[0].len == 11
              && ngx_strcmp(value[0].data, "certificate") == 0)
             || (value[0].len == 5 && ngx_strcmp(value[0].data, "chain") == 0)
+            || (value[0].len == 15
+                && ngx_strcmp(value[0].data, "alternate_chain") == 0)
             || (value[0].len == 3 && ngx_strcmp(value[0].data, "key") == 0
                 && ngx_strncmp(value[1].data, "pkcs11:", 7) != 0)))
     {

@@ -22,24 +22,11 @@
 #
 set -euo pipefail
 
-die() { echo "mkpki-matter.sh: error: $*" >&2; exit 1; }
-say() { [ "${PKI_MKPKI_QUIET:-0}" = 1 ] || echo "mkpki-matter.sh: $*" >&2; }
+ME=mkpki-matter.sh
+. "$(dirname "${BASH_SOURCE[0]}")/mkpki-add.sh" "$@"
 
-[ $# -eq 1 ] || die "usage: scripts/mkpki-matter.sh DIR"
-
-TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=${PKI_BUILD:-$TOP/build}
-PKICTL=$BUILD/pkictl
-TOKEN=${PKI_TOKEN:-nginx-pki}
-MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
-
-D=$(cd "$1" && pwd)
-[ -f "$D/hsm/softhsm2.conf" ] || die "$D is not a PKI made by scripts/mkpki.sh"
 [ -e "$D/matter/pai.pem" ] && die "$D/matter exists: refusing to overwrite"
-export SOFTHSM2_CONF=$D/hsm/softhsm2.conf
-
 mkdir -p "$D/matter"
-VAULT=(--module "$MOD" --token "$TOKEN" --pin-file "$D/hsm/pin")
 
 say "Matter PAA (VID FFF1) -> PAI (VID FFF1, PID 8000), keys in the token"
 "$PKICTL" matter hierarchy attestation --dir "$D/matter" --vid FFF1 \

@@ -29,6 +29,10 @@
 #   DIR/ra.key, DIR/ra.pem   SCEP RA: RSA-2048 key (file) and certificate
 #                     issued by the issuing CA (SCEP key transport is RSA)
 #   DIR/scep-challenge  the demo's static SCEP challenge: "demo"
+#   DIR/altroot.pem, DIR/altroot.key   a second root, "nginx-pki Alt Root CA"
+#                     (key in a file), and DIR/alt-chain.pem: the issuing CA
+#                     cross-signed by it, the ACME alternate chain
+#                     (scripts/mkpki-altchain.sh)
 #   DIR/matter/        with PKI_MKPKI_MATTER=1: Matter PAA -> PAI and RCAC ->
 #                      ICAC, keys in the token (scripts/mkpki-matter.sh)
 #
@@ -148,6 +152,11 @@ printf 'admin:%s\n' "$(openssl passwd -apr1 admin)" > "$D/htpasswd-admin"
     -out "$D/audit.key" 2>/dev/null) || die "openssl genpkey (audit key) failed"
 openssl pkey -in "$D/audit.key" -pubout -out "$D/audit-pub.pem" 2>/dev/null \
     || die "openssl pkey (audit key) failed"
+
+# the alternate chain: the issuing CA cross-signed by a second root
+PKI_BUILD="$BUILD" PKI_TOKEN="$TOKEN" PKI_P11_MODULE="$MOD" \
+    PKI_MKPKI_QUIET="${PKI_MKPKI_QUIET:-0}" "$TOP/scripts/mkpki-altchain.sh" "$D" \
+    || die "the alternate chain failed (scripts/mkpki-altchain.sh)"
 
 # Matter hierarchies (issue 6): scripts/mkpki-matter.sh (the demo, t/matter.t
 # and bench/matter.sh add them; other tests run without the Matter CAs)

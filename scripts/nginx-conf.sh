@@ -83,6 +83,13 @@ if [ "$METRICS" = off ]; then
     METRICS_CONF="pki_metrics_zone off;"
 fi
 
+# the ACME alternate chain (RFC 8555 7.4.2): when the PKI has the cross
+# certificate (scripts/mkpki-altchain.sh; a PKI made before it has none)
+ALTCHAIN=
+if [ -f "$PKI/alt-chain.pem" ]; then
+    ALTCHAIN="alternate_chain $PKI/alt-chain.pem;"
+fi
+
 # Matter (issue 6): only when the PKI has the Matter hierarchies
 # (scripts/mkpki-matter.sh) and the module is built
 MATTER=
@@ -186,6 +193,7 @@ http {
     pki_ca issuing {
         certificate $PKI/issuing.pem;
         chain $PKI/chain.pem;
+        $ALTCHAIN
         key "$CAKEY";
         templates device server;
         templates acme;

@@ -9,11 +9,12 @@
 #
 #   certbot: standalone http-01, webroot (a tiny python3 http.server),
 #            renew, revoke, P-384, --must-staple, update_account, revoke
-#            signed with the certificate's key, unregister, External
+#            signed with the certificate's key, unregister, the default
+#            and the alternate chain (--preferred-chain), External
 #            Account Binding
 #   lego:    http-01, tls-alpn-01, dns-01 (+ wildcard), renew, revoke,
-#            External Account Binding, CAA records (RFC 8659) refusing
-#            and allowing issuance
+#            the alternate chain (--preferred-chain), External Account
+#            Binding, CAA records (RFC 8659) refusing and allowing issuance
 #
 # Each client trusts only the test root (REQUESTS_CA_BUNDLE,
 # LEGO_CA_CERTIFICATES).  The oracles are the openssl CLI (chain, names)
@@ -397,6 +398,90 @@ my $lg_new = $t->x509_field("$lc/lg2.example.com.crt", 'serial');
 ok($lg_new && $lg_old && $lg_new ne $lg_old,
    "lego renew: new serial ($lg_old -> $lg_new)");
 cert_ok('lego renewed', "$lc/lg2.example.com.crt", 'lg2.example.com');
+
+# --- alternate chains (RFC 8555 7.4.2) ----------------------------------------
+# the issuing CA has `alternate_chain alt-chain.pem` (scripts/nginx-conf.sh):
+# the issuing CA cross-signed by a second root.  Both clients choose a
+# chain by the issuer CN of its topmost certificate (--preferred-chain);
+# without one they keep the default chain to the test root.
+
+my $altcn = 'nginx-pki Alt Root CA';
+my $ntop = 0;
+
+# the last certificate of a PEM bundle, in a file of its own
+sub top_cert {
+    my ($file) = @_;
+    my @pem = (PKITest::slurp($file) // '')
+        =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/sg;
+    return undef if !@pem;
+    my $top = "$dir/top-" . ++$ntop . '.pem';
+    PKITest::spew($top, "$pem[-1]\n");
+    return $top;
+}
+
+# openssl verify of a leaf with the chain file as untrusted certificates,
+# trusting only $anchor
+sub verify_with {
+    my ($anchor, $chain, $cert) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'verify', '-CAfile', $anchor,
+                                    '-untrusted', $chain, $cert]);
+    return ($rc == 0 && $out =~ /: OK/, "$out$err");
+}
+
+# chain: the topmost certificate is the cross certificate, issued by the
+# alternate root, and cert verifies with the alternate root alone
+sub alt_chain_ok {
+    my ($name, $chain, $cert) = @_;
+    my $top = top_cert($chain);
+    ok($top, "$name: a chain") or return;
+    like($t->x509_field($top, 'issuer'), qr/^CN=\Q$altcn\E,/,
+         "$name: its top certificate is issued by $altcn");
+    is($t->x509_field($top, 'fingerprint'),
+       $t->x509_field("$pki/alt-chain.pem", 'fingerprint'),
+       "$name: ... and is the cross certificate");
+    my ($ok, $out) = verify_with("$pki/altroot.pem", $chain, $cert);
+    ok($ok, "$name: openssl verify -CAfile altroot.pem -untrusted chain")
+        or diag($out);
+}
+
+my @cba = map { s{/cb/}{/cba/}r } @cb;
+my $alive = "$dir/cba/config/live";
+
+run_client('certbot, default chain',
+    [@cba, 'certonly', '--standalone', '--agree-tos',
+     '--register-unsafely-without-email', '--http-01-port', $http01,
+     '--http-01-address', '127.0.0.1', '-d', 'cba1.example.com']);
+cert_ok('certbot default chain', "$alive/cba1.example.com/cert.pem",
+        'cba1.example.com');
+{
+    my $top = top_cert("$alive/cba1.example.com/chain.pem");
+    like($top ? $t->x509_field($top, 'issuer') : '',
+         qr/^CN=nginx-pki Root CA,/,
+         'certbot default chain: the top certificate is issued by the root');
+    my ($ok, $out) = verify_with("$pki/root.pem",
+        "$alive/cba1.example.com/chain.pem", "$alive/cba1.example.com/cert.pem");
+    ok($ok, 'certbot default chain: verifies with the test root') or diag($out);
+    ($ok) = verify_with("$pki/altroot.pem",
+        "$alive/cba1.example.com/chain.pem", "$alive/cba1.example.com/cert.pem");
+    ok(!$ok, 'certbot default chain: not with the alternate root');
+}
+
+run_client('certbot --preferred-chain',
+    [@cba, 'certonly', '--standalone', '--http-01-port', $http01,
+     '--http-01-address', '127.0.0.1', '--preferred-chain', $altcn,
+     '-d', 'cba2.example.com']);
+cert_ok('certbot --preferred-chain', "$alive/cba2.example.com/cert.pem",
+        'cba2.example.com');
+alt_chain_ok('certbot --preferred-chain', "$alive/cba2.example.com/chain.pem",
+             "$alive/cba2.example.com/cert.pem");
+
+run_client('lego --preferred-chain',
+    [@lego, '--domains', 'lga.example.com', '--http', '--http.port',
+     "127.0.0.1:$http01", 'run', '--preferred-chain', $altcn]);
+cert_ok('lego --preferred-chain', "$lc/lga.example.com.crt",
+        'lga.example.com');
+alt_chain_ok('lego --preferred-chain', "$lc/lga.example.com.issuer.crt",
+             "$lc/lga.example.com.crt");
 
 # --- External Account Binding with both clients -------------------------------
 # the same server with acme_eab_required on: keys come from the admin API

@@ -34,6 +34,7 @@ ok($ok, 'the shared config passes nginx -t') or BAIL_OUT($out);
 my $ours = qr/^(\s*)(pki_\w+|est\w*|ocsp_responder\w*|acme\w*|scep\w*|matter\w*|key_types|subject|san
                    |validity|key_usage|extended_key_usage|basic_constraints
                    |extension|server_keygen|beyond_ca_expiry|certificate|chain
+                   |alternate_chain
                    |key|templates|max_validity|crl_url|ocsp_url|module|token
                    |pin_file)((?:\s+[^;{}]*)?)\s*(;|\{)\s*$/x;
 

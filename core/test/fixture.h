@@ -10,6 +10,8 @@
 #define PKI_TEST_FIXTURE_H
 
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -61,6 +63,50 @@ fx_redis(const char *sock, const char *ns, int ms, pki_result_t *res)
 
     pki_result_init(res);
     return pki_redis_new(&conf, res);
+}
+
+
+/* A certificate for subject and key pk signed by ca under template t
+ * (recorded in r unless NULL), ending at not_after unless 0; NULL with a
+ * diagnostic. */
+static __attribute__((unused)) X509 *
+fx_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
+    X509_NAME *subject, EVP_PKEY *pk, time_t not_after)
+{
+    X509           *x;
+    pki_result_t    res;
+    pki_request_t   req;
+
+    memset(&req, 0, sizeof(req));
+    req.subject = subject;
+    req.pubkey = pk;
+    req.not_after = not_after;
+    pki_result_init(&res);
+    x = NULL;
+
+    if (pki_issue(ca, t, r, &req, NULL, &x, &res) != PKI_OK) {
+        diag("issue: %s %s", res.detail, res.log);
+    }
+
+    return x;
+}
+
+
+/* x written to DIR/NAME (PEM). */
+static __attribute__((unused)) void
+fx_write_cert(const char *dir, const char *name, X509 *x)
+{
+    FILE  *f;
+    char   path[512];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    if (f == NULL || x == NULL || !PEM_write_X509(f, x)) {
+        diag("cannot write %s", path);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
 }
 
 

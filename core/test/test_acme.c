@@ -25,12 +25,14 @@
 #include <cJSON.h>
 #include <hiredis/hiredis.h>
 #include <openssl/ecdsa.h>
+#include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 #define BASE  "https://acme.test/acme"
@@ -38,6 +40,7 @@
 
 static char              dir[64];
 static pki_acme_conf_t   conf;
+static pki_ca_t         *altca;     /* conf.ca + an alternate chain */
 
 
 static char *
@@ -256,55 +259,99 @@ make_template(const char *name, const char *const *lines)
 }
 
 
-static pki_ca_t *
-make_ca(EVP_PKEY *capk, pki_key_t **key_out, pki_template_t *troot,
-    pki_template_t *tacme)
+/* "CN=cn" self-signed with key under template troot, in DIR/file. */
+static void
+self_signed(pki_key_t *key, pki_template_t *troot, const char *cn,
+    const char *file)
 {
-    FILE          *f;
-    char           path[128];
-    X509          *root;
-    pki_ca_t      *ca;
+    X509          *x;
     X509_NAME     *name;
-    pki_key_t     *key;
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    x = NULL;
+    if (pki_selfsign(key, troot, name, &x, &res) != PKI_OK) {
+        diag("selfsign %s: %s %s", cn, res.detail, res.log);
+    }
+    X509_NAME_free(name);
+
+    fx_write_cert(dir, file, x);
+    X509_free(x);
+}
+
+
+/* CA caname: "certificate DIR/file", "alternate_chain DIR/alt" unless alt
+ * is NULL, key, template t; finished. */
+static pki_ca_t *
+load_ca(const char *caname, const char *file, const char *alt,
+    pki_key_t *key, pki_template_t *t)
+{
+    char           path[128];
+    pki_ca_t      *ca;
     const char    *argv[1];
     pki_result_t   res;
 
     pki_result_init(&res);
-
-    snprintf(path, sizeof(path), "%s/ca.key", dir);
-    f = fopen(path, "w");
-    PEM_write_PrivateKey(f, capk, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-
-    key = pki_key_new(path, NULL, &res);
-    pki_key_open(key, &res);
-    *key_out = key;
-
-    name = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                               (const unsigned char *) "ACME Test CA", -1,
-                               -1, 0);
-    if (pki_selfsign(key, troot, name, &root, &res) != PKI_OK) {
-        diag("selfsign: %s %s", res.detail, res.log);
-    }
-    X509_NAME_free(name);
-
-    snprintf(path, sizeof(path), "%s/ca.pem", dir);
-    f = fopen(path, "w");
-    PEM_write_X509(f, root);
-    fclose(f);
-    X509_free(root);
-
-    ca = pki_ca_new("acmetest");
+    ca = pki_ca_new(caname);
     argv[0] = path;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
     pki_ca_set(ca, "certificate", 1, argv, &res);
+    if (alt != NULL) {
+        snprintf(path, sizeof(path), "%s/%s", dir, alt);
+        pki_ca_set(ca, "alternate_chain", 1, argv, &res);
+    }
     pki_ca_set_key(ca, key, &res);
-    pki_ca_add_template(ca, tacme, &res);
+    pki_ca_add_template(ca, t, &res);
     if (pki_ca_finish(ca, &res) != PKI_OK) {
-        diag("CA: %s %s", res.detail, res.log);
+        diag("CA %s: %s %s", caname, res.detail, res.log);
     }
 
     return ca;
+}
+
+
+static pki_ca_t *
+make_ca(EVP_PKEY *capk, pki_key_t **key_out, pki_template_t *troot,
+    pki_template_t *tacme)
+{
+    *key_out = fx_key_file(dir, "ca.key", capk);
+    self_signed(*key_out, troot, "ACME Test CA", "ca.pem");
+
+    return load_ca("acmetest", "ca.pem", NULL, *key_out, tacme);
+}
+
+
+/* The CA of make_ca() (DIR/ca.pem, key cakey) again, with "alternate_chain
+ * DIR/cross.pem": its subject and key certified by a second root,
+ * DIR/altroot.pem ("ACME Alt Root"). */
+static pki_ca_t *
+make_alt_ca(EVP_PKEY *capk, pki_key_t *cakey, pki_template_t *troot,
+    pki_template_t *tacme)
+{
+    X509       *cross;
+    EVP_PKEY   *altpk;
+    pki_ca_t   *rootca;
+    pki_key_t  *altkey;
+
+    altpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    altkey = fx_key_file(dir, "altroot.key", altpk);
+    self_signed(altkey, troot, "ACME Alt Root", "altroot.pem");
+    rootca = load_ca("altroot", "altroot.pem", NULL, altkey, troot);
+
+    cross = fx_issue(rootca, troot, NULL,
+                     X509_get_subject_name(pki_ca_cert(conf.ca)), capk, 0);
+    fx_write_cert(dir, "cross.pem", cross);
+
+    X509_free(cross);
+    pki_ca_free(rootca);
+    pki_key_free(altkey);
+    EVP_PKEY_free(altpk);
+
+    return load_ca("acmetest", "ca.pem", "cross.pem", cakey, tacme);
 }
 
 
@@ -580,6 +627,207 @@ store_open(const char *sock, const char *ns, redisContext **rc)
     *rc = redisConnectUnix(sock);
 
     return r;
+}
+
+
+/* 1 when one of resp's Link values is exactly link. */
+static int
+has_link(const pki_acme_resp_t *resp, const char *link)
+{
+    for (size_t l = 0; l < PKI_ACME_MAX_LINKS; l++) {
+        if (resp->links[l] != NULL && strcmp(resp->links[l], link) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+count_links(const pki_acme_resp_t *resp, const char *rel)
+{
+    int  n = 0;
+
+    for (size_t l = 0; l < PKI_ACME_MAX_LINKS; l++) {
+        n += resp->links[l] != NULL && strstr(resp->links[l], rel) != NULL;
+    }
+
+    return n;
+}
+
+
+/* Redis commands the server has processed (INFO itself counts one). */
+static long long
+redis_commands(redisContext *rc)
+{
+    long long    n;
+    const char  *p;
+    redisReply  *r;
+
+    n = -1;
+    r = redisCommand(rc, "INFO stats");
+    if (r != NULL && r->type == REDIS_REPLY_STRING
+        && (p = strstr(r->str, "total_commands_processed:")) != NULL)
+    {
+        n = atoll(p + sizeof("total_commands_processed:") - 1);
+    }
+    freeReplyObject(r);
+
+    return n;
+}
+
+
+/* The Redis commands one POST-as-GET of path by pk/kid costs (its nonce
+ * fetched before counting). */
+static long long
+download_cost(redisContext *rc, EVP_PKEY *pk, const char *kid,
+    const char *path, int *status)
+{
+    char              n[32];
+    long long         before, after;
+    pki_acme_resp_t   resp;
+
+    new_nonce(n);
+    before = redis_commands(rc);
+    post(pk, kid, path, "", n, &resp);
+    after = redis_commands(rc);
+    *status = resp.http_status;
+    pki_acme_resp_free(&resp);
+
+    return after - before - 1;
+}
+
+
+/*
+ * RFC 8555 7.4.2 alternate chains: with altca, cert/<acct>/<id> (cert)
+ * links cert/<acct>/<id>/1, which answers the leaf and the cross
+ * certificate, a chain to DIR/altroot.pem (checked by openssl verify);
+ * other n are 404, other accounts 403; without an alternate chain nothing
+ * changes.  pk2 holds another account.
+ */
+static void
+test_alt_download(redisContext *rc, EVP_PKEY *pk, const char *kid,
+    EVP_PKEY *pk2, const char *cert)
+{
+    int                i, st1, st2;
+    char               url[512], path[512], link[600], kid2[256], file[128];
+    BIO               *bio;
+    FILE              *f;
+    X509              *leaf, *x, *cross;
+    pki_ca_t          *saved;
+    long long          c1, c2;
+    pki_acme_resp_t    resp;
+    STACK_OF(X509)    *alt;
+    static const char *const bad[] = { "0", "2", "01", "x", "1x", "-1",
+                                       "10", "" };
+
+    saved = conf.ca;
+
+    /* no alternate chain configured: no Link rel="alternate", no n */
+    post(pk, kid, rel(cert), "", NULL, &resp);
+    ok(resp.http_status == 200 && count_links(&resp, "alternate") == 0,
+       "no alternate chain: the download links none");
+    pki_acme_resp_free(&resp);
+    snprintf(path, sizeof(path), "%s/1", rel(cert));
+    post(pk, kid, path, "", NULL, &resp);
+    check_problem("no alternate chain: cert/.../1", &resp, 404, "malformed");
+
+    conf.ca = altca;
+    alt = pki_ca_alt_chain(altca, 0);
+    cross = alt != NULL && sk_X509_num(alt) == 1 ? sk_X509_value(alt, 0)
+                                                  : NULL;
+    ok(cross != NULL, "the alternate CA has its cross certificate");
+
+    post(pk, kid, rel(cert), "", NULL, &resp);
+    snprintf(link, sizeof(link), "<%s/1>;rel=\"alternate\"", cert);
+    ok(resp.http_status == 200 && has_link(&resp, link)
+       && count_links(&resp, "alternate") == 1
+       && has_link(&resp, "<" BASE "/directory>;rel=\"index\""),
+       "default download: Link %s", link);
+    bio = BIO_new_mem_buf(resp.body, (int) resp.body_len);
+    leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    ok(leaf != NULL && x != NULL
+       && X509_cmp(x, pki_ca_cert(altca)) == 0
+       && PEM_read_bio_X509(bio, NULL, NULL, NULL) == NULL,
+       "  still the leaf and the CA certificate");
+    ERR_clear_error();
+    X509_free(x);
+    BIO_free(bio);
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, path, "", NULL, &resp);
+    snprintf(link, sizeof(link), "<%s>;rel=\"alternate\"", cert);
+    ok(resp.http_status == 200 && resp.content_type
+       && strcmp(resp.content_type, "application/pem-certificate-chain") == 0
+       && has_link(&resp, link) && count_links(&resp, "alternate") == 1,
+       "alternate 1: PEM chain, Link %s", link);
+    bio = BIO_new_mem_buf(resp.body, (int) resp.body_len);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    ok(x != NULL && leaf != NULL && X509_cmp(x, leaf) == 0,
+       "  the same leaf");
+    X509_free(x);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    ok(x != NULL && cross != NULL && X509_cmp(x, cross) == 0
+       && PEM_read_bio_X509(bio, NULL, NULL, NULL) == NULL,
+       "  then the cross certificate, and nothing else");
+    ERR_clear_error();
+    X509_free(x);
+    BIO_free(bio);
+
+    /* independent oracle: the answer chains to the alternate root, not
+     * to the CA's own self-signed certificate */
+    snprintf(file, sizeof(file), "%s/alt1.pem", dir);
+    f = fopen(file, "w");
+    if (f != NULL) {
+        fwrite(resp.body, 1, resp.body_len, f);
+        fclose(f);
+    }
+    snprintf(url, sizeof(url), "openssl verify -CAfile %s/altroot.pem "
+             "-untrusted %s %s >/dev/null 2>&1", dir, file, file);
+    ok(system(url) == 0, "  openssl verify -CAfile altroot.pem -untrusted "
+       "<answer> <answer>: OK");
+    snprintf(url, sizeof(url), "openssl verify -CAfile %s/altroot.pem "
+             "%s >/dev/null 2>&1", dir, file);
+    ok(system(url) != 0, "  (and the leaf alone does not verify there)");
+    pki_acme_resp_free(&resp);
+    X509_free(leaf);
+
+    for (i = 0; i < (int) (sizeof(bad) / sizeof(bad[0])); i++) {
+        char  name[64];
+
+        snprintf(path, sizeof(path), "%s/%s", rel(cert), bad[i]);
+        snprintf(name, sizeof(name), "alternate \"%s\"", bad[i]);
+        post(pk, kid, path, "", NULL, &resp);
+        check_problem(name, &resp, 404, "malformed");
+    }
+
+    snprintf(path, sizeof(path), "%s/1", rel(cert));
+    acme("GET", path, NULL, NULL, &resp);
+    check_problem("GET of an alternate", &resp, 405, "malformed");
+
+    /* only the owning account */
+    post(pk2, NULL, "new-account", "{\"onlyReturnExisting\":true}", NULL,
+         &resp);
+    snprintf(kid2, sizeof(kid2), "%s", resp.location ? resp.location : "");
+    pki_acme_resp_free(&resp);
+    post(pk2, kid2, rel(cert), "", NULL, &resp);
+    check_problem("another account's certificate", &resp, 403,
+                  "unauthorized");
+    post(pk2, kid2, path, "", NULL, &resp);
+    check_problem("another account's alternate chain", &resp, 403,
+                  "unauthorized");
+
+    /* the alternate costs the Redis round trips of the default download */
+    c1 = download_cost(rc, pk, kid, rel(cert), &st1);
+    c2 = download_cost(rc, pk, kid, path, &st2);
+    ok(st1 == 200 && st2 == 200 && c1 > 0 && c1 == c2,
+       "Redis commands: default %lld, alternate %lld", c1, c2);
+
+    conf.ca = saved;
+    c2 = download_cost(rc, pk, kid, rel(cert), &st2);
+    ok(st2 == 200 && c2 == c1, "  without alternates %lld", c2);
 }
 
 
@@ -952,6 +1200,8 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
            "%zu-byte chain)", resp.body_len);
         pki_acme_resp_free(&resp);
     }
+
+    test_alt_download(rc, pk, kid, pk2, cert);
 
 
     /* a finalize that died: the order is processing with its serial */
@@ -1755,6 +2005,7 @@ main(void)
 
     memset(&conf, 0, sizeof(conf));
     conf.ca = make_ca(capk, &cakey, troot, tacme);
+    altca = make_alt_ca(capk, cakey, troot, tacme);
     conf.tmpl = tacme;
     conf.caa = caa;
     conf.authz_reuse = 3600;
@@ -1782,6 +2033,7 @@ main(void)
 
     pki_redis_free(none);
     pki_ca_free(conf.ca);
+    pki_ca_free(altca);
     pki_key_free(cakey);
     pki_template_free(troot);
     pki_template_free(tacme);

@@ -159,21 +159,13 @@ static X509 *
 issue(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn,
     EVP_PKEY *pk)
 {
-    X509           *x;
-    pki_result_t    res;
-    pki_request_t   req;
+    X509       *x;
+    X509_NAME  *name;
 
-    memset(&req, 0, sizeof(req));
-    req.subject = cn_name(cn);
-    req.pubkey = pk;
-    pki_result_init(&res);
-    x = NULL;
+    name = cn_name(cn);
+    x = fx_issue(ca, t, r, name, pk, 0);
+    X509_NAME_free(name);
 
-    if (pki_issue(ca, t, r, &req, NULL, &x, &res) != PKI_OK) {
-        diag("issue %s: %s %s", cn, res.detail, res.log);
-    }
-
-    X509_NAME_free(req.subject);
     return x;
 }
 

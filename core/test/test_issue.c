@@ -709,6 +709,206 @@ test_redis(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
+/* A certificate with subject and key pk issued by ca under template t
+ * (not_after: 0, or a time to end it), written to DIR/file. */
+static X509 *
+alt_cert(pki_ca_t *ca, pki_template_t *t, const char *subject, EVP_PKEY *pk,
+    time_t not_after, const char *file)
+{
+    X509       *x;
+    X509_NAME  *name;
+
+    name = parse_name(subject);
+    x = fx_issue(ca, t, NULL, name, pk, not_after);
+    X509_NAME_free(name);
+    write_cert(x, file);
+
+    return x;
+}
+
+
+/* The issuing CA (sub.pem, chain root.pem, key subkey) with
+ * "alternate_chain DIR/F" for each file; res says how pki_ca_finish went. */
+static pki_ca_t *
+alt_ca(pki_key_t *subkey, const char *const *files, pki_result_t *res)
+{
+    char       path[128];
+    pki_ca_t  *ca;
+
+    pki_result_init(res);
+    ca = pki_ca_new("alt");
+    snprintf(path, sizeof(path), "%s/sub.pem", dir);
+    ca_line(ca, "certificate", path, res);
+    snprintf(path, sizeof(path), "%s/root.pem", dir);
+    ca_line(ca, "chain", path, res);
+    for (; *files; files++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, *files);
+        if (ca_line(ca, "alternate_chain", path, res) != PKI_OK) {
+            return ca;
+        }
+    }
+    pki_ca_set_key(ca, subkey, res);
+    pki_ca_finish(ca, res);
+
+    return ca;
+}
+
+
+/*
+ * RFC 8555 7.4.2 alternate chains of the issuing CA (sub.pem, key subpk):
+ * a second root cross-signs it.  pki_ca_finish accepts a cross certificate
+ * (alone or with its root) and refuses one that does not certify the CA
+ * (subject, key, not a CA, expired), a chain whose links do not issue each
+ * other, more than 16 certificates or 4 files, and the CA's own chain.
+ */
+static void
+test_alt_chains(EVP_PKEY *subpk, pki_key_t *subkey, EVP_PKEY *otherpk,
+    pki_template_t *troot, pki_template_t *tsub)
+{
+    int              i;
+    char             cmd[2048];
+    X509            *alt, *x;
+    EVP_PKEY        *altpk;
+    pki_ca_t        *altca, *ca;
+    X509_NAME       *name;
+    pki_key_t       *altkey;
+    pki_status_t     st;
+    pki_result_t     res;
+    pki_template_t  *tnotca, *tmpls[3];
+    STACK_OF(X509)  *sk;
+    static const char *const notca_lines[] = {
+        "subject CN copy", "subject O copy", "validity 2d", NULL
+    };
+    static const struct {
+        const char  *file;
+        const char  *detail;
+    } bad[] = {
+        { "alt-subject.pem", "does not have the subject" },
+        { "alt-key.pem", "does not have the public key" },
+        { "alt-notca.pem", "is not a CA certificate" },
+        { "alt-expired.pem", "has expired" },
+        { "alt-broken.pem", "certificate 2 did not issue certificate 1" },
+        { "alt-many.pem", "too many certificates" },
+        { "alt-empty.pem", "cannot read PEM certificates" },
+        { "root.pem", "is the CA's \"chain\"" },
+        { "root-copy.pem", "holds the certificates of the CA's \"chain\"" },
+    };
+
+    tnotca = make_template("notca", notca_lines);
+    altpk = keygen("EC:P-256");
+    altkey = open_key(write_key(altpk, "altroot.key"));
+
+    name = parse_name("/O=Test/CN=Test Alt Root");
+    st = pki_selfsign(altkey, troot, name, &alt, &res);
+    X509_NAME_free(name);
+    is_status(st, PKI_OK, "alternate root");
+    if (st != PKI_OK) {
+        goto done;
+    }
+    write_cert(alt, "altroot.pem");
+
+    tmpls[0] = tsub;
+    tmpls[1] = tnotca;
+    tmpls[2] = NULL;
+    altca = make_ca("altroot", "altroot.pem", NULL, altkey, tmpls, NULL, &res);
+    is_status(res.status, PKI_OK, "alternate root CA finishes");
+
+    /* the cross certificate, alone and followed by its root */
+    X509_free(alt_cert(altca, tsub, "/O=Test/CN=Test Issuing CA", subpk, 0,
+                       "cross.pem"));
+    snprintf(cmd, sizeof(cmd), "cat %s/cross.pem %s/altroot.pem "
+             "> %s/cross-root.pem", dir, dir, dir);
+    ok(system(cmd) == 0, "cross + alt root file");
+
+    /* refused ones */
+    X509_free(alt_cert(altca, tsub, "/O=Test/CN=Test Other CA", subpk, 0,
+                       "alt-subject.pem"));
+    X509_free(alt_cert(altca, tsub, "/O=Test/CN=Test Issuing CA", otherpk,
+                       0, "alt-key.pem"));
+    X509_free(alt_cert(altca, tnotca, "/O=Test/CN=Test Issuing CA", subpk,
+                       0, "alt-notca.pem"));
+    X509_free(alt_cert(altca, tsub, "/O=Test/CN=Test Issuing CA", subpk,
+                       time(NULL) - 10, "alt-expired.pem"));
+    snprintf(cmd, sizeof(cmd), "cat %s/cross.pem %s/root.pem "
+             "> %s/alt-broken.pem && cp %s/cross.pem %s/alt-many.pem && "
+             "for i in $(seq 16); do cat %s/altroot.pem >> %s/alt-many.pem; "
+             "done && : > %s/alt-empty.pem && cp %s/root.pem "
+             "%s/root-copy.pem", dir, dir, dir, dir, dir, dir, dir, dir,
+             dir, dir);
+    ok(system(cmd) == 0, "the refused files");
+
+    for (i = 0; i < (int) (sizeof(bad) / sizeof(bad[0])); i++) {
+        const char  *files[2] = { bad[i].file, NULL };
+
+        ca = alt_ca(subkey, files, &res);
+        ok(res.status == PKI_MALFORMED && strstr(res.detail, bad[i].detail)
+           && strstr(res.detail, bad[i].file),
+           "alternate_chain %s refused: %s", bad[i].file, res.detail);
+        pki_ca_free(ca);
+    }
+
+    {
+        const char  *files[2] = { "missing.pem", NULL };
+
+        ca = alt_ca(subkey, files, &res);
+        ok(res.status == PKI_MALFORMED && strstr(res.detail, "cannot open")
+           && strstr(res.detail, "missing.pem"),
+           "alternate_chain missing file: %s", res.detail);
+        pki_ca_free(ca);
+    }
+
+    {
+        const char  *files[6] = { "cross.pem", "cross-root.pem", "a3.pem",
+                                  "a4.pem", "a5.pem", NULL };
+
+        ca = alt_ca(subkey, files, &res);
+        ok(res.status == PKI_MALFORMED && strstr(res.detail, "at most 4"),
+           "a fifth alternate_chain: %s", res.detail);
+        pki_ca_free(ca);
+
+        files[2] = "cross.pem";
+        files[3] = NULL;
+        ca = alt_ca(subkey, files, &res);
+        ok(res.status == PKI_MALFORMED && strstr(res.detail, "duplicate"),
+           "the same alternate_chain twice: %s", res.detail);
+        pki_ca_free(ca);
+    }
+
+    /* accepted: the cross certificate, and with its root */
+    {
+        const char  *files[3] = { "cross.pem", "cross-root.pem", NULL };
+
+        ca = alt_ca(subkey, files, &res);
+        is_status(res.status, PKI_OK, "two alternate chains accepted");
+        if (res.status != PKI_OK) {
+            diag("%s %s", res.detail, res.log);
+        }
+        ok(pki_ca_alt_chain_count(ca) == 2, "  two of them");
+        sk = pki_ca_alt_chain(ca, 1);
+        ok(sk != NULL && sk_X509_num(sk) == 2
+           && X509_cmp(sk_X509_value(sk, 1), alt) == 0,
+           "  the second: cross + alt root, in file order");
+        sk = pki_ca_alt_chain(ca, 0);
+        x = sk != NULL && sk_X509_num(sk) == 1 ? sk_X509_value(sk, 0) : NULL;
+        ok(x != NULL && X509_check_issued(alt, x) == X509_V_OK
+           && X509_verify(x, altpk) == 1, "  the first: the cross "
+           "certificate, issued by the alt root");
+        ok(pki_ca_alt_chain(ca, 2) == NULL && pki_ca_alt_chain(ca, -1) == NULL,
+           "  none out of range");
+        pki_ca_free(ca);
+    }
+
+    pki_ca_free(altca);
+    X509_free(alt);
+
+done:
+
+    pki_key_free(altkey);
+    EVP_PKEY_free(altpk);
+    pki_template_free(tnotca);
+}
+
+
 int
 main(void)
 {
@@ -902,6 +1102,10 @@ main(void)
     ok(sk_X509_num(pki_ca_chain(subca)) == 1, "chain has the root");
     ok(pki_ca_allows(subca, tdev) && pki_ca_allows(subca, tlong)
        && !pki_ca_allows(subca, tother), "pki_ca_allows");
+    ok(pki_ca_alt_chain_count(subca) == 0 && pki_ca_alt_chain(subca, 0) == NULL,
+       "no alternate chain configured");
+
+    test_alt_chains(subpk, subkey, otherpk, troot, tsub);
 
     x = issue_one(subca, tother, NULL, "/CN=dev1", NULL, NULL, &res);
     ok(x == NULL && res.status == PKI_POLICY
