@@ -2363,6 +2363,9 @@ done:
 
 
 static void av_limits(av_t *av);
+static int av_begin(av_t *av, const pki_acme_validate_conf_t *conf,
+    pki_acme_validate_out_t *out);
+static pki_status_t av_end(av_t *av, pki_status_t st);
 
 
 /* ---- CAA (RFC 8659, with the parameters of RFC 8657) -------------------
@@ -2553,16 +2556,9 @@ pki_acme_caa_check(const pki_acme_validate_conf_t *conf,
     pki_sigpipe_t  sp;
     av_dns_ans_t  *ans;
 
-    if (out == NULL) {
+    if (!av_begin(&av, conf, out)) {
         return PKI_MALFORMED;
     }
-
-    pki_result_init(&out->res);
-    out->problem_type = NULL;
-
-    memset(&av, 0, sizeof(av));
-    av.conf = conf;
-    av.out = out;
 
     if (conf == NULL || identifier == NULL || method == NULL) {
         return av_fail(&av, PKI_MALFORMED, "malformed",
@@ -2611,17 +2607,47 @@ pki_acme_caa_check(const pki_acme_validate_conf_t *conf,
     pki_int_sigpipe_restore(&sp);
     free(ans);
 
+    return av_end(&av, st);
+}
+
+
+/* ---- entry point ------------------------------------------------------- */
+
+/* One call's state, its outcome cleared; 0 when there is nowhere to put
+ * the outcome. */
+static int
+av_begin(av_t *av, const pki_acme_validate_conf_t *conf,
+    pki_acme_validate_out_t *out)
+{
+    memset(av, 0, sizeof(av_t));
+
+    if (out == NULL) {
+        return 0;
+    }
+
+    pki_result_init(&out->res);
+    out->problem_type = NULL;
+
+    av->conf = conf;
+    av->out = out;
+
+    return 1;
+}
+
+
+/* A success leaves no trace of what was tried on the way. */
+static pki_status_t
+av_end(av_t *av, pki_status_t st)
+{
     if (st == PKI_OK) {
         ERR_clear_error();
-        out->problem_type = NULL;
-        pki_result_init(&out->res);
+        av->out->problem_type = NULL;
+        pki_result_init(&av->out->res);
     }
 
     return st;
 }
 
-
-/* ---- entry point ------------------------------------------------------- */
 
 /* the time budget and ports of one call, from conf */
 static void
@@ -2666,16 +2692,9 @@ pki_acme_validate(const pki_acme_validate_conf_t *conf,
     pki_status_t  st;
     pki_sigpipe_t  sp;
 
-    if (out == NULL) {
+    if (!av_begin(&av, conf, out)) {
         return PKI_MALFORMED;
     }
-
-    pki_result_init(&out->res);
-    out->problem_type = NULL;
-
-    memset(&av, 0, sizeof(av));
-    av.conf = conf;
-    av.out = out;
 
     if (conf == NULL || id_type == NULL || identifier == NULL
         || key_authz == NULL || (type == PKI_ACME_HTTP01 && token == NULL))
@@ -2746,11 +2765,5 @@ pki_acme_validate(const pki_acme_validate_conf_t *conf,
 
     pki_int_sigpipe_restore(&sp);
 
-    if (st == PKI_OK) {
-        ERR_clear_error();
-        out->problem_type = NULL;
-        pki_result_init(&out->res);
-    }
-
-    return st;
+    return av_end(&av, st);
 }

@@ -963,22 +963,31 @@ pki_parse_flag(const char *s, int *out)
 }
 
 
+/* An on|off line that may appear once: *field is -1 until then. */
+static pki_status_t
+pki_tmpl_flag(int *field, const char *name, const char *value,
+    pki_result_t *res)
+{
+    if (*field != -1) {
+        return pki_fail(res, PKI_MALFORMED, "\"%s\" is duplicate", name);
+    }
+
+    if (!pki_parse_flag(value, field)) {
+        return pki_fail(res, PKI_MALFORMED, "invalid value \"%.64s\" in "
+                        "\"%s\" (on or off)", value, name);
+    }
+
+    return PKI_OK;
+}
+
+
 static pki_status_t
 pki_tmpl_server_keygen(pki_template_t *t, int argc, const char *const *argv,
     pki_result_t *res)
 {
     (void) argc;
 
-    if (t->server_keygen != -1) {
-        return pki_fail(res, PKI_MALFORMED, "\"server_keygen\" is duplicate");
-    }
-
-    if (!pki_parse_flag(argv[0], &t->server_keygen)) {
-        return pki_fail(res, PKI_MALFORMED, "invalid value \"%.64s\" in "
-                        "\"server_keygen\" (on or off)", argv[0]);
-    }
-
-    return PKI_OK;
+    return pki_tmpl_flag(&t->server_keygen, "server_keygen", argv[0], res);
 }
 
 
@@ -988,17 +997,8 @@ pki_tmpl_beyond(pki_template_t *t, int argc, const char *const *argv,
 {
     (void) argc;
 
-    if (t->beyond_ca_expiry != -1) {
-        return pki_fail(res, PKI_MALFORMED, "\"beyond_ca_expiry\" is "
-                        "duplicate");
-    }
-
-    if (!pki_parse_flag(argv[0], &t->beyond_ca_expiry)) {
-        return pki_fail(res, PKI_MALFORMED, "invalid value \"%.64s\" in "
-                        "\"beyond_ca_expiry\" (on or off)", argv[0]);
-    }
-
-    return PKI_OK;
+    return pki_tmpl_flag(&t->beyond_ca_expiry, "beyond_ca_expiry", argv[0],
+                         res);
 }
 
 
@@ -1011,16 +1011,7 @@ pki_tmpl_must_staple(pki_template_t *t, int argc, const char *const *argv,
 {
     (void) argc;
 
-    if (t->must_staple != -1) {
-        return pki_fail(res, PKI_MALFORMED, "\"must_staple\" is duplicate");
-    }
-
-    if (!pki_parse_flag(argv[0], &t->must_staple)) {
-        return pki_fail(res, PKI_MALFORMED, "invalid value \"%.64s\" in "
-                        "\"must_staple\" (on or off)", argv[0]);
-    }
-
-    return PKI_OK;
+    return pki_tmpl_flag(&t->must_staple, "must_staple", argv[0], res);
 }
 
 
