@@ -2401,7 +2401,7 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
     const char *account_uri, const char *method)
 {
     int    named;
-    char   buf[AV_DNS_RDATA_MAX], *p, *next, *tag, *val, *m;
+    char   buf[AV_DNS_RDATA_MAX], *p, *next, *tag, *val, *m, *save;
     size_t i;
 
     if (len >= sizeof(buf) || memchr(v, '\0', len) != NULL) {
@@ -2453,7 +2453,9 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
             }
 
         } else if (strcasecmp(tag, "validationmethods") == 0) {
-            for (m = strtok(val, ","); m != NULL; m = strtok(NULL, ",")) {
+            for (m = strtok_r(val, ",", &save); m != NULL;
+                 m = strtok_r(NULL, ",", &save))
+            {
                 if (strcmp(av_trim(m), method) == 0) {
                     break;
                 }
