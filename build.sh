@@ -31,7 +31,7 @@ PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           build-essential pkg-config curl
           libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl
           # ACME clients and peer: t/acme_clients.t, bench/acme.sh
-          pebble certbot lego python3
+          pebble certbot lego python3 uacme dehydrated acme-tiny
           scep
           # memcheck of the core unit tests: ./build.sh valgrind (CI); the
           # fuzz targets' fake Redis runs the core's Lua scripts (Lua 5.1)

@@ -15,6 +15,12 @@
 #   lego:    http-01, tls-alpn-01, dns-01 (+ wildcard), renew, revoke,
 #            the alternate chain (--preferred-chain), External Account
 #            Binding, CAA records (RFC 8659) refusing and allowing issuance
+#   uacme:   (the C client of routers; ualpn for tls-alpn-01) http-01,
+#            tls-alpn-01, an IP identifier, --must-staple, keyChange,
+#            update, revoke by account and by certificate key, a revoked
+#            certificate reissued after uacme asked our OCSP responder,
+#            deactivate, External Account Binding
+#   dehydrated: issue and revoke;  acme-tiny: issue with an RSA account
 #
 # Each client trusts only the test root (REQUESTS_CA_BUNDLE,
 # LEGO_CA_CERTIFICATES).  The oracles are the openssl CLI (chain, names)
@@ -38,9 +44,10 @@ sub which {
     return undef;
 }
 
-my @missing = grep { !which($_) } qw(certbot lego pebble-challtestsrv);
+my @missing = grep { !which($_) } qw(certbot lego pebble-challtestsrv uacme ualpn
+                                         dehydrated acme-tiny unshare);
 plan(skip_all => "ACME clients not installed: @missing "
-               . "(apt-get install certbot lego pebble)") if @missing;
+               . "(apt-get install certbot lego pebble uacme dehydrated acme-tiny)") if @missing;
 plan(skip_all => "ngx_http_acme_module not built")
     if !-e "$PKITest::BUILD/ngx_http_acme_module.so";
 
@@ -483,6 +490,230 @@ cert_ok('lego --preferred-chain', "$lc/lga.example.com.crt",
 alt_chain_ok('lego --preferred-chain', "$lc/lga.example.com.issuer.crt",
              "$lc/lga.example.com.crt");
 
+# --- the small clients: uacme (+ ualpn), dehydrated, acme-tiny ----------------
+# The clients of routers and devices: uacme is plain C on libcurl and GnuTLS
+# (OpenWrt ships it), ualpn its tls-alpn-01 responder, dehydrated a shell
+# script on curl and openssl, acme-tiny a 200-line Python client with an
+# RSA account key (RS256).  uacme also asks the OCSP responder named in a
+# certificate before it renews: a revoked certificate is reissued at once.
+#
+# uacme has no CA option: libcurl-gnutls reads the system bundle only, so
+# uacme runs in a mount namespace of its own where the test root is bind-
+# mounted over /etc/ssl/certs/ca-certificates.crt (nothing outside changes).
+
+# the stored account (JSON) whose contact is this address
+sub account_with_contact {
+    my ($mail) = @_;
+    for my $k ($t->redis_keys('*:acct')) {
+        my $a = eval { JSON::PP::decode_json($t->redis_raw('GET', $k)) }
+            or next;
+        return $a if grep { $_ eq "mailto:$mail" } @{ $a->{contact} // [] };
+    }
+    return {};
+}
+
+# uacme's exit status and output (it prints what it does with -v)
+sub uacme {
+    my ($cdir, @args) = @_;
+    my ($rc, $out, $err) = run_cmd(
+        ['unshare', '-m', 'sh', '-c',
+         'mount --bind "$0" /etc/ssl/certs/ca-certificates.crt && exec "$@"',
+         "$pki/root.pem", 'uacme', '-v', '-a', $server, '-c', $cdir,
+         '-h', "$dir/uacme-hook.sh", '-t', 'EC', @args],
+        env => { UACME_CHALLENGE => $ENV{UACME_CHALLENGE} // 'http-01' },
+        timeout => 60);
+    return ($rc, "$out$err");
+}
+
+sub uacme_ok {
+    my ($name, $cdir, @args) = @_;
+    my $t1 = time;
+    my ($rc, $out) = uacme($cdir, @args);
+    ok($rc == 0, sprintf('%s: exit 0 (%.1f s)', $name, time - $t1))
+        or diag("$out\n" . (PKITest::slurp($t->error_log) // ''));
+    return $out;
+}
+
+mkdir "$dir/webroot";
+spawn('webroot2', $PY, '-m', 'http.server', '--bind', '127.0.0.1',
+      '--directory', "$dir/webroot", $http01);
+ok(wait_port($http01), 'webroot server is up (small clients)');
+my $ualpn_sock = "$dir/ualpn.sock";
+# ualpn proxies what is not a tls-alpn-01 handshake to port 9 (discard)
+spawn('ualpn', 'ualpn', '-b', "127.0.0.1\@$tls01", '-c', '127.0.0.1@9',
+      '-s', $ualpn_sock, '-p', "$dir/ualpn.pid", '-P', '0', '-n', '1', '-v');
+ok(wait_port($tls01), 'ualpn is up');
+
+# uacme's hook: METHOD TYPE IDENT TOKEN AUTH; it accepts the challenge type
+# of $UACME_CHALLENGE and declines the others
+my $wk = "$dir/webroot/.well-known/acme-challenge";
+PKITest::spew("$dir/uacme-hook.sh", <<"SH");
+#!/bin/sh
+[ "\$2" = "\$UACME_CHALLENGE" ] || exit 1
+case "\$1:\$2" in
+begin:http-01) mkdir -p $wk && printf '%s' "\$5" > "$wk/\$4" ;;
+done:http-01|failed:http-01) rm -f "$wk/\$4" ;;
+begin:tls-alpn-01) echo "auth \$3 \$5" | ualpn -s $ualpn_sock | grep -q '^OK' ;;
+done:tls-alpn-01|failed:tls-alpn-01) echo "unauth \$3" | ualpn -s $ualpn_sock ;;
+*) exit 1 ;;
+esac
+SH
+chmod 0755, "$dir/uacme-hook.sh";
+
+my $ud = "$dir/uacme";
+my $un_ok = -e '/etc/ssl/certs/ca-certificates.crt'
+    && run_cmd(['unshare', '-m', 'true']) == 0;
+SKIP: {
+    skip 'uacme: no mount namespace here (unshare -m) or no system CA '
+         . 'bundle to bind-mount over', 40 if !$un_ok;
+
+    uacme_ok('uacme new', $ud, '-y', 'new', 'uacme@example.com');
+    is(account_with_contact('uacme@example.com')->{status} // '', 'valid',
+       'uacme new: the account is stored with its contact');
+
+    uacme_ok('uacme http-01', $ud, 'issue', 'u1.example.com',
+             'www.u1.example.com');
+    cert_ok('uacme http-01', "$ud/u1.example.com/cert.pem", 'u1.example.com',
+            'www.u1.example.com');
+    like(PKITest::slurp("$dir/webroot2.log") // '',
+         qr{GET /\.well-known/acme-challenge/\S+ HTTP/1\.1" 200},
+         'uacme http-01: the validator fetched the token');
+
+    {
+        local $ENV{UACME_CHALLENGE} = 'tls-alpn-01';
+        uacme_ok('uacme tls-alpn-01 (ualpn)', $ud, 'issue', 'u2.example.com');
+    }
+    cert_ok('uacme tls-alpn-01', "$ud/u2.example.com/cert.pem",
+            'u2.example.com');
+    like(PKITest::slurp("$dir/ualpn.log") // '',
+         qr/acme-tls\/1 handshake .* for u2\.example\.com completed/,
+         'ualpn answered our tls-alpn-01 handshake');
+
+    # RFC 8738: an IP address identifier, validated over http-01
+    uacme_ok('uacme IP identifier', $ud, 'issue', '127.0.0.1');
+    ok($t->verify_chain("$ud/127.0.0.1/cert.pem"),
+       'uacme IP identifier: chains to the test root');
+    like($t->x509_text("$ud/127.0.0.1/cert.pem") // '',
+         qr/IP Address:127\.0\.0\.1/, 'uacme IP identifier: an iPAddress SAN');
+
+    uacme_ok('uacme --must-staple', $ud, '-m', 'issue', 'u3.example.com');
+    like($t->x509_text("$ud/u3.example.com/cert.pem") // '',
+         qr/TLS Feature:\s*\n\s*status_request/,
+         'uacme --must-staple: status_request');
+
+    # a current certificate is kept, after uacme asked our OCSP responder
+    my ($rc, $out) = uacme($ud, 'issue', 'u1.example.com',
+                           'www.u1.example.com');
+    is($rc, 1, 'uacme: a current certificate is not reissued (exit 1)');
+    like($out, qr/OCSP certificate status is GOOD/,
+         'uacme: our OCSP responder said good') or diag($out);
+
+    # revoked by the account (reason superseded); uacme moves the file
+    # aside, it is put back to see what uacme does with a revoked one
+    my $u1 = "$ud/u1.example.com/cert.pem";
+    my $u1_serial = $t->x509_field($u1, 'serial');
+    PKITest::spew("$dir/u1-keep.pem", PKITest::slurp($u1));
+    uacme_ok('uacme revoke (account)', $ud, '-r', '4', 'revoke', $u1);
+    is(ocsp_revoked("$dir/u1-keep.pem"), 'revoked',
+       'OCSP: uacme certificate revoked');
+    is(ocsp_reason("$dir/u1-keep.pem"), 'superseded',
+       'OCSP: with the reason uacme gave');
+    PKITest::spew($u1, PKITest::slurp("$dir/u1-keep.pem"));
+    $out = uacme_ok('uacme issue of a revoked certificate', $ud, 'issue',
+                    'u1.example.com', 'www.u1.example.com');
+    like($out, qr/OCSP certificate status is REVOKED/,
+         'uacme: our OCSP responder said revoked');
+    my $u1_new = $t->x509_field($u1, 'serial');
+    ok($u1_new && $u1_new ne $u1_serial,
+       "uacme: reissued at once ($u1_serial -> " . ($u1_new // '') . ')');
+
+    # keyChange (RFC 8555 7.3.5) with a real client: the new key works, the
+    # old one no longer finds the account
+    uacme_ok('uacme newkey (keyChange)', $ud, 'newkey');
+    my ($oldkey) = glob("$ud/private/key-*.pem");
+    ok($oldkey, 'uacme kept its old key');
+    uacme_ok('uacme issue with the new key', $ud, '-f', 'issue',
+             'u3.example.com');
+    mkdir "$dir/uacme-old";
+    mkdir "$dir/uacme-old/private";
+    PKITest::spew("$dir/uacme-old/private/key.pem", PKITest::slurp($oldkey));
+    ($rc, $out) = uacme("$dir/uacme-old", '-n', 'update',
+                        'old@example.com');
+    isnt($rc, 0, 'uacme: the old key no longer reaches the account');
+    like($out, qr/accountDoesNotExist|does not exist|no account/i,
+         '... the server said why') or diag($out);
+
+    uacme_ok('uacme update', $ud, 'update', 'ops-u@example.com');
+    is(account_with_contact('ops-u@example.com')->{status} // '', 'valid',
+       'uacme update: the stored contact changed');
+
+    # a revocation signed with the certificate's key, from no account
+    uacme_ok('uacme revoke (certificate key)', "$dir/uacme-none", 'revoke',
+             "$ud/u2.example.com/cert.pem",
+             "$ud/private/u2.example.com/key.pem");
+    my ($u2rev) = glob("$ud/u2.example.com/revoked-*.pem");
+    is($u2rev ? ocsp_revoked($u2rev) : 'no file', 'revoked',
+       'OCSP: revoked with the certificate key');
+
+    uacme_ok('uacme deactivate', $ud, '-y', 'deactivate');
+    is(account_with_contact('ops-u@example.com')->{status} // '',
+       'deactivated', 'uacme deactivate: the account is deactivated');
+    ($rc, $out) = uacme($ud, '-f', 'issue', 'u4.example.com');
+    isnt($rc, 0, 'uacme: a deactivated account issues nothing');
+}
+
+# dehydrated: curl (CURL_CA_BUNDLE) and openssl
+my $dh = "$dir/dehydrated";
+mkdir $dh;
+PKITest::spew("$dh/config", <<"CFG");
+CA="$server"
+CHALLENGETYPE="http-01"
+WELLKNOWN="$wk"
+BASEDIR="$dh"
+KEYSIZE=2048
+KEY_ALGO=prime256v1
+CONTACT_EMAIL="dh\@example.com"
+CFG
+mkdir "$dir/webroot/.well-known";
+mkdir $wk;
+my @dh = ('dehydrated', '--config', "$dh/config");
+run_client('dehydrated register', [@dh, '--register', '--accept-terms'],
+           CURL_CA_BUNDLE => "$pki/root.pem");
+run_client('dehydrated issue',
+    [@dh, '--cron', '-d', 'dh1.example.com', '-d', 'www.dh1.example.com'],
+    CURL_CA_BUNDLE => "$pki/root.pem");
+cert_ok('dehydrated', "$dh/certs/dh1.example.com/cert.pem",
+        'dh1.example.com', 'www.dh1.example.com');
+PKITest::spew("$dir/dh-keep.pem",
+              PKITest::slurp("$dh/certs/dh1.example.com/cert.pem"));
+run_client('dehydrated revoke',
+    [@dh, '--revoke', "$dh/certs/dh1.example.com/cert.pem"],
+    CURL_CA_BUNDLE => "$pki/root.pem");
+ok(glob("$dh/certs/dh1.example.com/cert-*.pem-revoked"),
+   'dehydrated: the revoked certificate renamed');
+is(ocsp_revoked("$dir/dh-keep.pem"), 'revoked',
+   'OCSP: dehydrated certificate revoked');
+
+# acme-tiny: an RSA account key (RS256) and a CSR of ours
+run_cmd(['openssl', 'genrsa', '-out', "$dir/tiny-acct.key", '2048']);
+run_cmd(['openssl', 'req', '-new', '-newkey', 'ec', '-pkeyopt',
+         'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$dir/tiny.key",
+         '-subj', '/CN=tiny.example.com', '-addext',
+         'subjectAltName=DNS:tiny.example.com', '-out', "$dir/tiny.csr"]);
+{
+    my ($rc, $out, $err) = run_cmd(
+        ['acme-tiny', '--account-key', "$dir/tiny-acct.key", '--csr',
+         "$dir/tiny.csr", '--acme-dir', $wk, '--directory-url', $server,
+         '--disable-check', '--contact', 'mailto:tiny@example.com'],
+        env => { SSL_CERT_FILE => "$pki/root.pem" }, timeout => 60);
+    ok($rc == 0, 'acme-tiny (RSA account key, RS256): exit 0')
+        or diag("$err\n" . (PKITest::slurp($t->error_log) // ''));
+    PKITest::spew("$dir/tiny.pem", $out);
+}
+cert_ok('acme-tiny', "$dir/tiny.pem", 'tiny.example.com');
+unspawn('webroot2');
+unspawn('ualpn');
+
 # --- External Account Binding with both clients -------------------------------
 # the same server with acme_eab_required on: keys come from the admin API
 
@@ -541,6 +772,18 @@ run_client('lego with EAB',
      "127.0.0.1:$http01", 'run']);
 cert_ok('lego with EAB', "$dir/lego-eab/certificates/lge.example.com.crt",
         'lge.example.com');
+
+SKIP: {
+    skip 'uacme: no mount namespace here', 4 if !$un_ok;
+    my ($rc, $out) = uacme("$dir/uacme-eab", '-y', 'new');
+    isnt($rc, 0, 'uacme without EAB: refused');
+    like($out, qr/externalAccountRequired|requires external credentials/,
+         'uacme without EAB: told why (the directory says so)')
+        or diag($out);
+    my ($ukid, $uhmac) = eab_key();
+    uacme_ok('uacme with EAB', "$dir/uacme-eab", '-y', '-e', "$ukid:$uhmac",
+             'new');
+}
 
 unspawn('challtestsrv');
 $t->stop_nginx;
