@@ -12,6 +12,7 @@
  * API.
  */
 
+#include <iconv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +149,37 @@ has(const pki_acme_resp_t *resp, const char *s)
 {
     return resp->body && resp->body_len
            && memmem(resp->body, resp->body_len, s, strlen(s)) != NULL;
+}
+
+
+/* 1 when the body is well-formed UTF-8, as JSON text must be (RFC 8259
+ * 8.1); glibc's iconv is the oracle. */
+static int
+body_utf8(const pki_acme_resp_t *resp)
+{
+    int      ok;
+    char    *in, *out, *buf;
+    size_t   inleft, outleft;
+    iconv_t  cd;
+
+    cd = iconv_open("UTF-32LE", "UTF-8");
+    if (cd == (iconv_t) -1 || resp->body == NULL) {
+        return 0;
+    }
+
+    buf = malloc(resp->body_len * 4 + 4);
+    in = (char *) resp->body;
+    inleft = resp->body_len;
+    out = buf;
+    outleft = resp->body_len * 4 + 4;
+
+    ok = buf != NULL && iconv(cd, &in, &inleft, &out, &outleft) != (size_t) -1
+         && inleft == 0;
+
+    free(buf);
+    iconv_close(cd);
+
+    return ok;
 }
 
 
@@ -1767,6 +1799,37 @@ test_order_errors(const char *sock)
        "one bad identifier: its own detail, one subproblem");
     cJSON_Delete(o);
     check_problem("one bad identifier", &resp, 400, "rejectedIdentifier");
+
+    /* what is echoed of a client's UTF-8 value and cut to a length
+     * ("%.64s" in the detail, 255 bytes in the subproblem) does not end
+     * inside a character: the answer stays UTF-8 (RFC 8259 8.1) */
+    {
+        char    req[1024], *q;
+        size_t  k;
+
+        q = req;
+        q += sprintf(q, "{\"identifiers\":[{\"type\":\"dns\",\"value\":\"x");
+        for (k = 0; k < 40; k++) {
+            q += sprintf(q, "\xc3\xa9");         /* U+00E9 */
+        }
+        q += sprintf(q, "\"},{\"type\":\"dns\",\"value\":\"ab");
+        for (k = 0; k < 150; k++) {
+            q += sprintf(q, "\xc3\xa9");
+        }
+        sprintf(q, "\"},{\"type\":\"x\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9y\",\"value\":\"v\"},"
+                "{\"type\":\"dns\",\"value\":\"bad\xff\xfe..x\"}]}");
+
+        post(pk, kid, "new-order", req, NULL, &resp);
+        o = body_json(&resp);
+        subs = cJSON_GetObjectItemCaseSensitive(o, "subproblems");
+        ok(cJSON_GetArraySize(subs) == 4 && body_utf8(&resp),
+           "identifiers cut inside a character or not UTF-8: four "
+           "subproblems, the answer is UTF-8");
+        cJSON_Delete(o);
+        check_problem("UTF-8 identifiers cut", &resp, 400,
+                      "rejectedIdentifier");
+    }
 
     /* malformed and unsupported together: malformed; an identifier
      * without a value has no identifier to name */
