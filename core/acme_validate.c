@@ -2470,6 +2470,16 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
 }
 
 
+/* 1 when the tag of record rec is tag: by its length, not as a C string (a
+ * tag "issue\0x" is an unknown property, not "issue") */
+static int
+av_caa_tag_is(const unsigned char *rec, const char *tag)
+{
+    return rec[1] == strlen(tag)
+           && strncasecmp((const char *) rec + 2, tag, rec[1]) == 0;
+}
+
+
 static pki_status_t
 av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     int wildcard, const char *account_uri, const char *method)
@@ -2495,11 +2505,11 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
         memcpy(tag, ans->data[i] + 2, tl);
         tag[tl] = '\0';
 
-        if (strcasecmp(tag, "issuewild") == 0) {
+        if (av_caa_tag_is(ans->data[i], "issuewild")) {
             use_wild = wildcard;
 
-        } else if (strcasecmp(tag, "issue") != 0
-                   && strcasecmp(tag, "iodef") != 0
+        } else if (!av_caa_tag_is(ans->data[i], "issue")
+                   && !av_caa_tag_is(ans->data[i], "iodef")
                    && (ans->data[i][0] & 0x80))
         {
             av_printable(ids, sizeof(ids), (const unsigned char *) tag, tl);
@@ -2513,12 +2523,10 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     seen = 0;
 
     for (i = 0; i < ans->n; i++) {
-        tl = ans->data[i][1];
-        if (tl != strlen(want)
-            || strncasecmp((const char *) ans->data[i] + 2, want, tl) != 0)
-        {
+        if (!av_caa_tag_is(ans->data[i], want)) {
             continue;
         }
+        tl = ans->data[i][1];
         seen = 1;
         if (av_caa_value_ok(av, ans->data[i] + 2 + tl, ans->len[i] - 2 - tl,
                             account_uri, method))

@@ -759,6 +759,22 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         v[280] = '\0';
         n = put_caa(m, n, NULL, 0, "issue", v);
         an = 1;
+    } else if (qtype == 257 && (IS("nulcrit.caa") || IS("nulwild.caa"))) {
+        /* a tag with a NUL in it is no known property: "issue\0x"
+         * critical refuses; "issuewild\0" does not make issuewild rule */
+        l = IS("nulcrit.caa") ? 7 : 10;
+        n = put_rr_head(m, n, NULL, 257, 2 + l + 14);
+        m[n++] = IS("nulcrit.caa") ? 128 : 0;
+        m[n++] = (unsigned char) l;
+        memcpy(m + n, IS("nulcrit.caa") ? "issue\0x" : "issuewild\0", l);
+        n += l;
+        memcpy(m + n, "nginx-pki.test", 14);
+        n += 14;
+        an = 1;
+        if (IS("nulwild.caa")) {
+            n = put_caa(m, n, NULL, 0, "issue", "ca.example.net");
+            an = 2;
+        }
     } else if (qtype == 257 && IS("bad.caa")) {
         n = put_rr_head(m, n, NULL, 257, 2);    /* tag length 0         */
         m[n++] = 0;
@@ -1257,6 +1273,10 @@ main(void)
               "http-01", "caa", "cannot be read" },
             { "malformed record refuses", "bad.caa", 0, NULL, "http-01",
               "caa", "cannot be read" },
+            { "critical tag issue\\0x is unknown", "nulcrit.caa", 0, NULL,
+              "http-01", "caa", "critical property \"issue?x\"" },
+            { "tag issuewild\\0 is not issuewild", "nulwild.caa", 1, NULL,
+              "dns-01", "caa", "the CAA \"issue\" records" },
         };
 
         memset(&c, 0, sizeof(c));
