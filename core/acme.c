@@ -526,7 +526,10 @@ static const char  pki_lua_cas[] =
  * key name around an id.  Accounts have no TTL: one that is used for
  * years (a cluster's cert-manager) must not vanish under its owner.  Returns the id the key maps to
  * afterwards (an index whose account is gone is replaced), or "" when the
- * EAB key was bound to another account meanwhile.  The index and the
+ * EAB key was bound to another account meanwhile, "!" when ARGV[5] (a
+ * counter of new accounts per client address and clock hour, "": none)
+ * went over ARGV[6]; only an account that is created counts.  The index
+ * and the
  * account do not share a hash tag: on a Redis Cluster these scripts would
  * need both in one slot (one Redis or a Sentinel pair is what the design
  * runs today). */
@@ -538,8 +541,13 @@ static const char  pki_lua_new_account[] =
     "if KEYS[3] then "
     "  local b = redis.call('HGET', KEYS[3], 'account') "
     "  if b and b ~= '' and b ~= ARGV[1] then return '' end "
-    "  redis.call('HSET', KEYS[3], 'account', ARGV[1]) "
     "end "
+    "if ARGV[5] ~= '' then "
+    "  local n = redis.call('INCR', ARGV[5]) "
+    "  if n == 1 then redis.call('EXPIRE', ARGV[5], 3600) end "
+    "  if n > tonumber(ARGV[6]) then return '!' end "
+    "end "
+    "if KEYS[3] then redis.call('HSET', KEYS[3], 'account', ARGV[1]) end "
     "redis.call('SET', KEYS[2], ARGV[2]) "
     "redis.call('SET', KEYS[1], ARGV[1]) "
     "return ARGV[1]";
@@ -1755,6 +1763,31 @@ done:
 }
 
 
+/* The bucket new accounts are counted in: an IPv4 address, an IPv6
+ * address's /64 (one host is given a whole /64 as easily as one address),
+ * "unknown" when the glue knows none. */
+static void
+pki_acme_client_bucket(const char *client, char *out, size_t size)
+{
+    unsigned char  a6[16];
+    char           text[INET6_ADDRSTRLEN];
+
+    if (client != NULL && inet_pton(AF_INET6, client, a6) == 1
+        && !IN6_IS_ADDR_V4MAPPED((struct in6_addr *) a6))
+    {
+        memset(a6 + 8, 0, 8);
+        if (inet_ntop(AF_INET6, a6, text, sizeof(text)) != NULL) {
+            snprintf(out, size, "%s/64", text);
+            return;
+        }
+    }
+
+    snprintf(out, size, "%s", client != NULL && client[0] != '\0'
+                              && strlen(client) < INET6_ADDRSTRLEN
+                              ? client : "unknown");
+}
+
+
 static void
 pki_acme_new_account(pki_acme_t *a)
 {
@@ -1881,9 +1914,10 @@ pki_acme_new_account(pki_acme_t *a)
      * creates the account; the other answers with it */
     {
         char         akey[PKI_ACME_KEY_MAX], ekey[PKI_ACME_KEY_MAX];
+        char         rkey[PKI_ACME_KEY_MAX], limit[24], who[INET6_ADDRSTRLEN + 4];
         int          n, nkeys;
         char         prefix[PKI_ACME_KEY_MAX], *text;
-        const char  *args[8];
+        const char  *args[10];
         redisReply  *reply;
 
         text = cJSON_PrintUnformatted(acct);
@@ -1911,6 +1945,23 @@ pki_acme_new_account(pki_acme_t *a)
         args[n++] = prefix;
         args[n++] = "}:acct";
 
+        rkey[0] = '\0';
+        who[0] = '\0';
+        if (a->conf->accounts_per_hour > 0) {
+            size_t  len;
+
+            pki_acme_client_bucket(a->req->client, who, sizeof(who));
+            snprintf(limit, sizeof(limit), "%lld",
+                     (long long) (a->now / 3600));
+            pki_key_name(rkey, sizeof(rkey), a->conf->redis, NULL,
+                         "newacct", limit);
+            len = strlen(rkey);
+            snprintf(rkey + len, sizeof(rkey) - len, ":%s", who);
+        }
+        snprintf(limit, sizeof(limit), "%ld", a->conf->accounts_per_hour);
+        args[n++] = rkey;
+        args[n++] = limit;
+
         reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_new_account,
                               nkeys, n, args);
 
@@ -1930,6 +1981,16 @@ pki_acme_new_account(pki_acme_t *a)
             cJSON_Delete(acct);
             pki_acme_problem(a, 403, "unauthorized", "the "
                              "externalAccountBinding key was used meanwhile");
+            return;
+        }
+
+        if (strcmp(reply->str, "!") == 0) {
+            freeReplyObject(reply);
+            cJSON_Delete(acct);
+            pki_acme_problem(a, 429, "rateLimited", "at most %ld new "
+                             "accounts per client address and hour (%s)",
+                             a->conf->accounts_per_hour, who);
+            a->resp->retry_after = (int) (3600 - a->now % 3600);
             return;
         }
 

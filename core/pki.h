@@ -1096,6 +1096,8 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  * Redis layout (<ns> the pki_redis namespace):
  *   <ns>acme:nonce:<NONCE>            "1" with a TTL, redeemed by DEL
  *   <ns>acme:jwk:<THUMBPRINT>         account id of the key
+ *   <ns>acme:newacct:<HOUR>:<ADDR>    new accounts of an address (IPv6:
+ *                                     its /64) in a clock hour (TTL)
  *   <ns>acme:eab:<KID>                hash: hmac, status, created, account
  *   <ns>acme:eabs                     set of EAB kids
  *   <ns>{acme:<ACCT>}:acct            JSON: the account (key, contact, ..)
@@ -1124,6 +1126,9 @@ typedef struct {
     size_t            max_body;       /* default 65536                 */
     pki_acme_validate_conf_t  validate;
     long              orders_per_hour;  /* per account; 0: no limit    */
+    long              accounts_per_hour;  /* new accounts per client
+                                             address (IPv6: /64); 0: no
+                                             limit                     */
     /* acme2: the replay-safe state (nonces, orders, authorizations,
      * challenges) in a second store, e.g. a Redis with appendfsync
      * everysec; NULL: everything in redis.  Accounts, EAB keys, the

@@ -37,6 +37,7 @@ typedef struct {
     time_t                     order_ttl;
     size_t                     max_body_size;
     ngx_int_t                  orders_per_hour;
+    ngx_int_t                  accounts_per_hour;
 
     ngx_uint_t                 http_port;
     ngx_uint_t                 tls_port;
@@ -190,6 +191,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, orders_per_hour),
+      NULL },
+
+    { ngx_string("acme_accounts_per_hour"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, accounts_per_hour),
       NULL },
 
     { ngx_string("acme_validation_http_port"),
@@ -836,6 +844,7 @@ ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
     conf->order_ttl = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
     conf->orders_per_hour = NGX_CONF_UNSET;
+    conf->accounts_per_hour = NGX_CONF_UNSET;
     conf->http_port = NGX_CONF_UNSET_UINT;
     conf->tls_port = NGX_CONF_UNSET_UINT;
     conf->allow_private = NGX_CONF_UNSET;
@@ -885,6 +894,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               64 * 1024);
     ngx_conf_merge_value(conf->orders_per_hour, prev->orders_per_hour, 0);
+    ngx_conf_merge_value(conf->accounts_per_hour, prev->accounts_per_hour,
+                         0);
 
     ngx_conf_merge_uint_value(conf->http_port, prev->http_port, 80);
     ngx_conf_merge_uint_value(conf->tls_port, prev->tls_port, 443);
@@ -935,9 +946,10 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->orders_per_hour < 0) {
+    if (conf->orders_per_hour < 0 || conf->accounts_per_hour < 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "acme_orders_per_hour must not be negative");
+                           "acme_orders_per_hour and acme_accounts_per_hour "
+                           "must not be negative");
         return NGX_CONF_ERROR;
     }
 
@@ -963,6 +975,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->order_ttl = (long) conf->order_ttl;
         ac->max_body = conf->max_body_size;
         ac->orders_per_hour = (long) conf->orders_per_hour;
+        ac->accounts_per_hour = (long) conf->accounts_per_hour;
         ac->state_redis = conf->state_redis;
 
         if (conf->caa != NULL) {

@@ -45,6 +45,10 @@ $2location /acme-lb/ {
 $2    acme issuing acme;
 $2    acme_base_url https://lb.example.test/pki/acme;
 $2}
+$2location /acme-lim/ {
+$2    acme issuing acme;
+$2    acme_accounts_per_hour 2;
+$2}
 $1} or die 'no ACME location in the config';
 $t->start_nginx($conf);
 
@@ -1377,6 +1381,33 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     $r = post_raw("$local/new-account", $JSON->encode($j));
     problem_is($r, 401, 'unauthorized', 'acme_base_url: the URL nginx sees '
                . 'is not the one the client signs');
+}
+
+# --- new accounts per client address and hour (acme_accounts_per_hour 2) -----------
+
+{
+    my $lim = 'https://127.0.0.1:' . $t->https_port . '/acme-lim';
+    my @k = map { new_key() } 1 .. 3;
+    my @st;
+    for my $k (@k, $k[0]) {
+        my $j = jws(key => $k, url => "$lim/new-account", nonce => nonce(),
+                    jwk => 1, payload => '{}');
+        my $r = post_raw("$lim/new-account", $JSON->encode($j));
+        push @st, $r;
+    }
+    is(join(' ', map { $_->{status} } @st), '201 201 429 200',
+       'acme_accounts_per_hour 2: two new accounts, the third refused, an '
+       . 'existing key still answered');
+    problem_is($st[2], 429, 'rateLimited', 'the third new account');
+    like($st[2]{json}{detail} // '', qr/127\.0\.0\.1/,
+         '... naming the client address');
+    like($st[2]{headers}{'retry-after'} // '', qr/^\d+$/, '... with Retry-After');
+    my $j = jws(key => $k[2], url => "$lim/new-account", nonce => nonce(),
+                jwk => 1, payload => '{"onlyReturnExisting":true}');
+    problem_is(post_raw("$lim/new-account", $JSON->encode($j)), 400,
+               'accountDoesNotExist', 'the refused account was not made');
+    like(slurp($t->error_log) // '', qr/at most 2 new accounts per client/,
+         'the refusal is in the error log');
 }
 
 # --- resources and methods ------------------------------------------------------------

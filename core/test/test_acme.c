@@ -108,6 +108,10 @@ jws_es256(EVP_PKEY *pk, const char *url, const char *nonce, const char *kid,
 }
 
 
+/* the client address the engine sees (acme_accounts_per_hour) */
+static const char  *client_addr = "127.0.0.1";
+
+
 static void
 acme(const char *method, const char *path, const char *ct, const char *body,
     pki_acme_resp_t *resp)
@@ -121,7 +125,7 @@ acme(const char *method, const char *path, const char *ct, const char *body,
     req.content_type = ct;
     req.body = (const unsigned char *) body;
     req.body_len = body ? strlen(body) : 0;
-    req.client = "127.0.0.1";
+    req.client = client_addr;
 
     pki_acme_handle(&conf, &req, resp);
 }
@@ -1428,6 +1432,65 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     ok(resp.retry_after > 0, "rate limited: Retry-After");
     check_problem("over the hourly order limit", &resp, 429, "rateLimited");
     conf.orders_per_hour = 0;
+
+    /* new accounts per client address and hour: only a created account
+     * counts; the one over the limit gets 429 with Retry-After and is not
+     * made; an IPv6 client is counted by its /64 */
+    {
+        int        i;
+        EVP_PKEY  *k[5];
+
+        for (i = 0; i < 5; i++) {
+            k[i] = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        }
+        conf.accounts_per_hour = 2;
+        client_addr = "192.0.2.7";
+
+        post(k[0], NULL, "new-account", "{}", NULL, &resp);
+        ok(resp.http_status == 201, "account limit: first new account");
+        pki_acme_resp_free(&resp);
+        post(k[1], NULL, "new-account", "{}", NULL, &resp);
+        ok(resp.http_status == 201, "account limit: second new account");
+        pki_acme_resp_free(&resp);
+        post(k[0], NULL, "new-account", "{}", NULL, &resp);
+        ok(resp.http_status == 200, "account limit: an existing key is "
+           "answered, not counted");
+        pki_acme_resp_free(&resp);
+        post(k[2], NULL, "new-account", "{}", NULL, &resp);
+        ok(resp.retry_after > 0 && has(&resp, "192.0.2.7"),
+           "account limit: Retry-After, the address in the detail");
+        check_problem("over the hourly account limit", &resp, 429,
+                      "rateLimited");
+        post(k[2], NULL, "new-account", "{\"onlyReturnExisting\":true}",
+             NULL, &resp);
+        check_problem("the refused account was not made", &resp, 400,
+                      "accountDoesNotExist");
+
+        client_addr = "2001:db8:1:2::5";
+        post(k[2], NULL, "new-account", "{}", NULL, &resp);
+        ok(resp.http_status == 201, "account limit: another address has "
+           "its own count");
+        pki_acme_resp_free(&resp);
+        client_addr = "2001:db8:1:2:ffff::9";
+        post(k[3], NULL, "new-account", "{}", NULL, &resp);
+        ok(resp.http_status == 201, "account limit: same /64, second");
+        pki_acme_resp_free(&resp);
+        client_addr = "2001:db8:1:2::77";
+        post(k[4], NULL, "new-account", "{}", NULL, &resp);
+        ok(has(&resp, "2001:db8:1:2::/64"), "account limit: an IPv6 "
+           "client is counted by its /64");
+        check_problem("the /64 over the limit", &resp, 429, "rateLimited");
+
+        conf.accounts_per_hour = 0;
+        client_addr = "127.0.0.1";
+        post(k[4], NULL, "new-account", "{}", NULL, &resp);
+        ok(resp.http_status == 201, "no limit: the account is made");
+        pki_acme_resp_free(&resp);
+
+        for (i = 0; i < 5; i++) {
+            EVP_PKEY_free(k[i]);
+        }
+    }
 
     /* keyChange to a key in use */
     {
