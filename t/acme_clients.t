@@ -562,7 +562,7 @@ chmod 0755, "$dir/uacme-hook.sh";
 
 my $ud = "$dir/uacme";
 my $un_ok = -e '/etc/ssl/certs/ca-certificates.crt'
-    && run_cmd(['unshare', '-m', 'true']) == 0;
+    && (run_cmd(['unshare', '-m', 'true']))[0] == 0;
 SKIP: {
     skip 'uacme: no mount namespace here (unshare -m) or no system CA '
          . 'bundle to bind-mount over', 40 if !$un_ok;
