@@ -1945,6 +1945,30 @@ test_profiles(const char *sock)
                       ",\"profile\":\"classic\"", order, sizeof(order));
     ok(cert_life(x) == 90 * 86400L && !cert_client_auth(x),
        "profile classic: 90 days, no clientAuth (got %ld s)", cert_life(x));
+
+    /* renewalInfo follows the template the record names, not the
+     * default: with a 7-day default, a 90-day certificate of a profile
+     * still gets the window of 90 days */
+    conf.tmpl = tshort;
+    id = x != NULL ? pki_acme_cert_id(x) : NULL;
+    snprintf(key, sizeof(key), "renewal-info/%s", id ? id : "x");
+    free(id);
+    acme("GET", key, NULL, NULL, &resp);
+    json_str(&resp, "start", body, sizeof(body));
+    na = 0;
+    if (x != NULL) {
+        struct tm  tm;
+
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) {
+            na = timegm(&tm);
+        }
+    }
+    ok(resp.http_status == 200 && t3339(body, &start)
+       && start == na - 90 * 86400L / 3,
+       "renewalInfo: the window of the record's template, not the "
+       "default's (start %s)", body);
+    pki_acme_resp_free(&resp);
+    conf.tmpl = profiles[1].tmpl;
     X509_free(x);
 
     /* no profile: the default template, and the order names none */
