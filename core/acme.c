@@ -1045,13 +1045,93 @@ pki_json_url(pki_acme_t *a, cJSON *obj, const char *name, char *url)
 }
 
 
+/* ---- profiles (draft-ietf-acme-profiles) ---------------------------------------------- */
+
+static const pki_acme_profile_t *
+pki_acme_profile_find(const pki_acme_conf_t *conf, const char *name)
+{
+    const pki_acme_profile_t  *p;
+
+    for (p = conf->profiles; p != NULL && p->name != NULL; p++) {
+        if (strcmp(p->name, name) == 0) {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* What a client sent as a profile name, safe for a log line and a problem
+ * detail: at most PKI_ACME_PROFILE_LEN characters, each outside
+ * [A-Za-z0-9._-] shown as '?', and "..." when it was longer. */
+static void
+pki_acme_profile_echo(const char *in, char out[PKI_ACME_PROFILE_LEN + 4])
+{
+    size_t  i;
+
+    for (i = 0; in[i] != '\0' && i < PKI_ACME_PROFILE_LEN; i++) {
+        out[i] = (isalnum((unsigned char) in[i]) && !(in[i] & 0x80))
+                 || in[i] == '.' || in[i] == '_' || in[i] == '-'
+                 ? in[i] : '?';
+    }
+
+    if (in[i] != '\0') {
+        memcpy(out + i, "...", 3);
+        i += 3;
+    }
+
+    out[i] = '\0';
+}
+
+
+/* The template an order is issued with: its profile's, or the default for
+ * an order without one (made without "profile", or before profiles
+ * existed).  NULL: the order names a profile this location no longer
+ * offers (removed from the configuration since). */
+static pki_template_t *
+pki_acme_order_tmpl(const pki_acme_conf_t *conf, const cJSON *order)
+{
+    const char                *name;
+    const pki_acme_profile_t  *p;
+
+    name = pki_json_str(order, "profile");
+    if (name == NULL) {
+        return conf->tmpl;
+    }
+
+    p = pki_acme_profile_find(conf, name);
+
+    return p != NULL ? p->tmpl : NULL;
+}
+
+
+/* The template a certificate of this CA was issued with, as its record
+ * names it, when this location still issues with it; else the default
+ * (the template a renewal without a profile gets). */
+static pki_template_t *
+pki_acme_record_tmpl(const pki_acme_conf_t *conf, const pki_record_t *rec)
+{
+    const pki_acme_profile_t  *p;
+
+    for (p = conf->profiles; p != NULL && p->name != NULL; p++) {
+        if (strcmp(pki_template_name(p->tmpl), rec->template_name) == 0) {
+            return p->tmpl;
+        }
+    }
+
+    return conf->tmpl;
+}
+
+
 /* ---- directory and nonces --------------------------------------------------------- */
 
 static void
 pki_acme_directory(pki_acme_t *a)
 {
-    int     i;
-    cJSON  *dir, *meta, *caa;
+    int                        i;
+    cJSON                     *dir, *meta, *caa, *profiles;
+    const pki_acme_profile_t  *p;
 
     dir = cJSON_CreateObject();
     meta = cJSON_CreateObject();
@@ -1079,6 +1159,16 @@ pki_acme_directory(pki_acme_t *a)
         caa = cJSON_AddArrayToObject(meta, "caaIdentities");
         for (i = 0; caa != NULL && a->conf->caa[i] != NULL; i++) {
             cJSON_AddItemToArray(caa, cJSON_CreateString(a->conf->caa[i]));
+        }
+    }
+    if (a->conf->profiles != NULL && a->conf->profiles[0].name != NULL) {
+        profiles = cJSON_AddObjectToObject(meta, "profiles");
+        for (p = a->conf->profiles; profiles != NULL && p->name != NULL;
+             p++)
+        {
+            cJSON_AddStringToObject(profiles, p->name,
+                                    p->description != NULL ? p->description
+                                                           : p->name);
         }
     }
     cJSON_AddBoolToObject(meta, "externalAccountRequired",
@@ -2403,9 +2493,10 @@ pki_acme_ids_refused(pki_acme_t *a, cJSON *subs, int nbad)
 
 /* Parses and normalises the identifiers of a newOrder into a new array of
  * {"type","value"}; NULL with the problem set, which names every refused
- * identifier. */
+ * identifier.  tmpl: the template of the order's profile. */
 static cJSON *
-pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
+pki_acme_identifiers(pki_acme_t *a, const cJSON *ids,
+    const pki_template_t *tmpl)
 {
     int            n, nbad, binlen;
     char           buf[260], canon[64], why[160], detail[PKI_DETAIL_LEN];
@@ -2473,8 +2564,8 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids)
 
         /* what the template will not sign is refused now, not validated
          * first and refused at finalize as a badCSR */
-        if (ptype == NULL && a->conf->tmpl != NULL
-            && !pki_int_template_san_ok(a->conf->tmpl,
+        if (ptype == NULL && tmpl != NULL
+            && !pki_int_template_san_ok(tmpl,
                                         type[0] == 'd' ? PKI_SAN_DNS
                                                        : PKI_SAN_IP,
                                         buf[0] == '*', why, sizeof(why)))
@@ -3551,6 +3642,11 @@ pki_acme_order_obj(pki_acme_t *a, const char *acct, const char *oid,
         cJSON_AddStringToObject(o, "replaces", s);
     }
 
+    s = pki_json_str(order, "profile");
+    if (s != NULL) {
+        cJSON_AddStringToObject(o, "profile", s);
+    }
+
     err = cJSON_GetObjectItemCaseSensitive(order, "error");
     if (error != NULL) {
         cJSON_AddItemToObject(o, "error", error);
@@ -4140,20 +4236,52 @@ pki_acme_new_order(pki_acme_t *a)
     pki_record_t  rec;
     pki_status_t  rc;
 
+    const pki_template_t      *tmpl;
+    const pki_acme_profile_t  *profile;
+
     if (a->payload == NULL) {
         pki_acme_problem(a, 400, "malformed", "newOrder needs a payload");
         return;
     }
 
+    /* draft-ietf-acme-profiles: a profile the directory advertises, or
+     * none (the default template); anything else is invalidProfile, and
+     * what the client sent is echoed only cut and tamed */
+    tmpl = a->conf->tmpl;
+    profile = NULL;
+    item = cJSON_GetObjectItemCaseSensitive(a->payload, "profile");
+    if (item != NULL) {
+        char  echo[PKI_ACME_PROFILE_LEN + 4];
+
+        if (!cJSON_IsString(item)) {
+            pki_acme_problem(a, 400, "invalidProfile", "\"profile\" must "
+                             "be a string naming a profile of the "
+                             "directory");
+            return;
+        }
+
+        profile = pki_acme_profile_find(a->conf, item->valuestring);
+        if (profile == NULL) {
+            pki_acme_profile_echo(item->valuestring, echo);
+            pki_acme_problem(a, 400, "invalidProfile", "profile \"%s\" is "
+                             "not offered by this server (see the "
+                             "directory's meta.profiles)", echo);
+            return;
+        }
+
+        tmpl = profile->tmpl;
+    }
+
     ids = pki_acme_identifiers(a, cJSON_GetObjectItemCaseSensitive(a->payload,
-                                                              "identifiers"));
+                                                              "identifiers"),
+                               tmpl);
     if (ids == NULL) {
         return;
     }
 
     nb = 0;
     na = 0;
-    validity = pki_template_validity(a->conf->tmpl);
+    validity = pki_template_validity(tmpl);
 
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "notBefore");
     if (item != NULL
@@ -4344,6 +4472,9 @@ pki_acme_new_order(pki_acme_t *a)
     cJSON_AddItemToObject(order, "identifiers", ids);
     ids = NULL;
     cJSON_AddItemToObject(order, "authzs", authzs);
+    if (profile != NULL) {
+        cJSON_AddStringToObject(order, "profile", profile->name);
+    }
     if (nb) {
         cJSON_AddNumberToObject(order, "notBefore", (double) nb);
     }
@@ -5029,6 +5160,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     unsigned char   *der = NULL;
     pki_status_t     rc;
     pki_acme_fin_t   fin;
+    pki_template_t  *tmpl;
     pki_issue_ctx_t  ictx;
 
     memset(&req, 0, sizeof(req));
@@ -5074,6 +5206,29 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
+    /*
+     * The order's profile was removed from the configuration since the
+     * order was made: the order fails, nothing is issued.  403
+     * "unauthorized", as Let's Encrypt answers a profile an account may
+     * not use: the server no longer issues this kind of certificate, so
+     * the client must not retry this order; a new order with a profile
+     * of the directory (or none) goes through.  Not "badCSR" (a client
+     * would make a new CSR for the same dead order), not
+     * "serverInternal" (nothing failed, and a client would retry).
+     */
+    tmpl = pki_acme_order_tmpl(a->conf, order);
+    if (tmpl == NULL) {
+        char  echo[PKI_ACME_PROFILE_LEN + 4];
+
+        pki_acme_profile_echo(pki_json_str(order, "profile"), echo);
+        snprintf(why, sizeof(why), "profile \"%s\" of the order is no "
+                 "longer offered by this server; make a new order", echo);
+        pki_acme_order_fail(order, "unauthorized", 403, why);
+        pki_acme_order_cas(a, acct, oid, &fin.text, order);
+        pki_acme_problem(a, 403, "unauthorized", "%s", why);
+        goto done;
+    }
+
     /* RFC 9773: an order that lost what it replaces to another order
      * fails before a serial is reserved (checked again once it is) */
     v = pki_acme_replaced_hold(a, acct, oid, order);
@@ -5114,7 +5269,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    rc = pki_request_from_csr(a->conf->tmpl, csr, &req, a->res);
+    rc = pki_request_from_csr(tmpl, csr, &req, a->res);
     if (rc != PKI_OK) {
         if (rc == PKI_POLICY || rc == PKI_MALFORMED) {
             pki_acme_problem(a, 400, "badCSR", "%s", a->res->detail);
@@ -5146,7 +5301,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     ictx.client = a->req->client;
 
     pki_int_issue_on_reserved(pki_acme_fin_reserved, &fin);
-    rc = pki_issue(a->conf->ca, a->conf->tmpl, a->conf->redis, &req, &ictx,
+    rc = pki_issue(a->conf->ca, tmpl, a->conf->redis, &req, &ictx,
                    &cert, a->res);
 
     if (rc != PKI_OK) {
@@ -5808,9 +5963,11 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
 
     /* the window is the last third of the template's validity, less its
      * last sixth: renew at 2/3 .. 5/6 of the lifetime, as an issuance of
-     * this template would last */
+     * this template would last.  The template is the one the record
+     * names (a profile's), the default when this location no longer
+     * issues with it. */
 
-    life = pki_template_validity(a->conf->tmpl);
+    life = pki_template_validity(pki_acme_record_tmpl(a->conf, &rec));
     if (life <= 0 || life > rec.not_after - rec.not_before) {
         life = (long) (rec.not_after - rec.not_before);
     }

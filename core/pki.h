@@ -1101,7 +1101,9 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  *   <ns>acme:eab:<KID>                hash: hmac, status, created, account
  *   <ns>acme:eabs                     set of EAB kids
  *   <ns>{acme:<ACCT>}:acct            JSON: the account (key, contact, ..)
- *   <ns>{acme:<ACCT>}:order:<ID>      JSON: an order (TTL)
+ *   <ns>{acme:<ACCT>}:order:<ID>      JSON: an order (TTL); "profile"
+ *                                     names its profile, absent: the
+ *                                     default template
  *   <ns>{acme:<ACCT>}:orders          zset of order ids by creation time
  *   <ns>{acme:<ACCT>}:authz:<ID>      JSON: an authorization (TTL)
  *   <ns>{acme:<ACCT>}:valid:<T>:<V>   authz id reusable for identifier
@@ -1112,9 +1114,30 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  * Certificates are the CA's records (requester "acme:<ACCT>").
  */
 
+/* ACME profiles (draft-ietf-acme-profiles): a name a client may put in
+ * newOrder's "profile" to be issued with another template of the CA.  The
+ * directory's meta.profiles lists them {name: description}; an order
+ * keeps the name it was made with ("profile" in its JSON) and every
+ * decision about it (names at newOrder, validity, finalize's issuance,
+ * renewalInfo) uses that profile's template. */
+#define PKI_ACME_MAX_PROFILES   8
+#define PKI_ACME_PROFILE_LEN    32      /* [a-z0-9._-]{1,32} */
+
+typedef struct {
+    const char       *name;           /* NULL ends the array           */
+    pki_template_t   *tmpl;           /* the CA must allow it          */
+    const char       *description;    /* meta.profiles value, or NULL:
+                                         the name                      */
+} pki_acme_profile_t;
+
 typedef struct {
     pki_ca_t         *ca;
-    pki_template_t   *tmpl;
+    pki_template_t   *tmpl;           /* the default: an order without
+                                         "profile" (and any order made
+                                         before profiles existed)      */
+    const pki_acme_profile_t  *profiles;  /* or NULL; ended by an entry
+                                         whose name is NULL; at most
+                                         PKI_ACME_MAX_PROFILES         */
     pki_redis_t      *redis;
     const char       *tos;            /* termsOfService URL, or NULL   */
     const char       *website;        /* or NULL                       */

@@ -22,9 +22,20 @@
 
 
 typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  description; /* or empty: the name */
+    ngx_str_t                  tmpl_name;
+    pki_template_t            *tmpl;
+    ngx_str_t                  file;        /* where it was declared, for */
+    ngx_uint_t                 line;        /* the check against the CA */
+} ngx_http_acme_profile_t;
+
+
+typedef struct {
     ngx_flag_t                 enable;
     pki_ca_t                  *ca;
     pki_template_t            *tmpl;
+    ngx_array_t               *profiles;    /* ngx_http_acme_profile_t */
     ngx_str_t                  prefix;      /* the location, no "/" at end */
     ngx_str_t                  base_url;    /* acme_base_url, or empty */
 
@@ -101,6 +112,10 @@ static char *ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_int_t ngx_http_acme_init(ngx_conf_t *cf);
 
 static char *ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_acme_profile(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_acme_merge_profiles(ngx_conf_t *cf,
+    ngx_http_acme_loc_conf_t *conf, pki_acme_conf_t *ac);
 static char *ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -112,6 +127,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
     { ngx_string("acme"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_acme,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("acme_profile"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
+      ngx_http_acme_profile,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -836,6 +858,7 @@ ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
     conf->enable = NGX_CONF_UNSET;
     conf->ca = NGX_CONF_UNSET_PTR;
     conf->tmpl = NGX_CONF_UNSET_PTR;
+    conf->profiles = NGX_CONF_UNSET_PTR;
     conf->eab_required = NGX_CONF_UNSET;
     conf->caa = NGX_CONF_UNSET_PTR;
     conf->state_redis = NGX_CONF_UNSET_PTR;
@@ -881,6 +904,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->ca, prev->ca, NULL);
     ngx_conf_merge_ptr_value(conf->tmpl, prev->tmpl, NULL);
+    ngx_conf_merge_ptr_value(conf->profiles, prev->profiles, NULL);
     ngx_conf_merge_str_value(conf->prefix, prev->prefix, "");
 
     ngx_conf_merge_value(conf->eab_required, prev->eab_required, 0);
@@ -914,6 +938,16 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->state_redis, prev->state_redis, NULL);
 
     if (!conf->enable) {
+        if (conf->profiles != NULL && conf->profiles != prev->profiles) {
+            ngx_http_acme_profile_t  *pr = conf->profiles->elts;
+
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"acme_profile\" needs \"acme CA TEMPLATE\" in "
+                          "the same location in %V:%ui",
+                          &pr[0].file, pr[0].line);
+            return NGX_CONF_ERROR;
+        }
+
         return NGX_CONF_OK;
     }
 
@@ -967,6 +1001,10 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         ac->ca = conf->ca;
         ac->tmpl = conf->tmpl;
+
+        if (ngx_http_acme_merge_profiles(cf, conf, ac) != NGX_CONF_OK) {
+            return NGX_CONF_ERROR;
+        }
         ac->tos = ngx_http_acme_conf_cstr(cf, &conf->tos);
         ac->website = ngx_http_acme_conf_cstr(cf, &conf->website);
         ac->eab_required = conf->eab_required ? 1 : 0;
@@ -1118,6 +1156,175 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         amcf->file = cf->conf_file->file.name;
         amcf->line = cf->conf_file->line;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* acme_profile NAME TEMPLATE ["DESCRIPTION"];
+ *
+ * draft-ietf-acme-profiles: a newOrder with "profile": "NAME" is issued
+ * with TEMPLATE instead of the template of "acme CA TEMPLATE" (which stays
+ * the default).  The directory lists NAME with DESCRIPTION (default: the
+ * name) in meta.profiles.  Whether the location's CA may issue with
+ * TEMPLATE is checked once the location is complete (the "acme" directive
+ * may come after this one), against the file and line kept here. */
+
+static char *
+ngx_http_acme_profile(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_acme_loc_conf_t *alcf = conf;
+
+    u_char                   *p;
+    ngx_str_t                *value;
+    ngx_uint_t                i;
+    ngx_http_acme_profile_t  *pr;
+
+    (void) cmd;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > PKI_ACME_PROFILE_LEN) {
+        goto bad_name;
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+              || *p == '.' || *p == '_' || *p == '-'))
+        {
+            goto bad_name;
+        }
+    }
+
+    if (alcf->profiles == NGX_CONF_UNSET_PTR) {
+        alcf->profiles = ngx_array_create(cf->pool, 4,
+                                          sizeof(ngx_http_acme_profile_t));
+        if (alcf->profiles == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    pr = alcf->profiles->elts;
+    for (i = 0; i < alcf->profiles->nelts; i++) {
+        if (pr[i].name.len == value[1].len
+            && ngx_strncmp(pr[i].name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate acme_profile \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (alcf->profiles->nelts == PKI_ACME_MAX_PROFILES) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many acme_profile (at most %d)",
+                           PKI_ACME_MAX_PROFILES);
+        return NGX_CONF_ERROR;
+    }
+
+    pr = ngx_array_push(alcf->profiles);
+    if (pr == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(pr, sizeof(ngx_http_acme_profile_t));
+
+    pr->tmpl = ngx_http_pki_find_template(cf, &value[2]);
+    if (pr->tmpl == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown template \"%V\" "
+                           "(declare pki_template before use)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 4) {
+        if (value[3].len == 0 || value[3].len > 200) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "acme_profile \"%V\": the description must "
+                               "have 1 to 200 characters", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        for (p = value[3].data; p < value[3].data + value[3].len; p++) {
+            if (*p < ' ' || *p >= 0x7f) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "acme_profile \"%V\": the description "
+                                   "must be printable ASCII", &value[1]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        pr->description.data = (u_char *) ngx_http_pki_cstr(cf->pool,
+                                                             &value[3]);
+        if (pr->description.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        pr->description.len = value[3].len;
+    }
+
+    /* C strings for the core */
+    pr->name.data = (u_char *) ngx_http_pki_cstr(cf->pool, &value[1]);
+    if (pr->name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+    pr->name.len = value[1].len;
+
+    pr->tmpl_name = value[2];
+    pr->file = cf->conf_file->file.name;
+    pr->line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+
+bad_name:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid acme_profile name \"%V\": 1 to %d of "
+                       "a-z, 0-9, \".\", \"_\" and \"-\"",
+                       &value[1], PKI_ACME_PROFILE_LEN);
+    return NGX_CONF_ERROR;
+}
+
+
+/* The profiles of a location where ACME is on, for the core: each
+ * template must be one the location's CA issues with. */
+static char *
+ngx_http_acme_merge_profiles(ngx_conf_t *cf, ngx_http_acme_loc_conf_t *conf,
+    pki_acme_conf_t *ac)
+{
+    ngx_uint_t                i, n;
+    pki_acme_profile_t       *out;
+    ngx_http_acme_profile_t  *pr;
+
+    if (conf->profiles == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    pr = conf->profiles->elts;
+    n = conf->profiles->nelts;
+
+    out = ngx_pcalloc(cf->pool, (n + 1) * sizeof(pki_acme_profile_t));
+    if (out == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!pki_ca_allows(conf->ca, pr[i].tmpl)) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "acme_profile \"%V\": CA \"%s\" does not allow "
+                          "template \"%V\" in %V:%ui", &pr[i].name,
+                          pki_ca_name(conf->ca), &pr[i].tmpl_name,
+                          &pr[i].file, pr[i].line);
+            return NGX_CONF_ERROR;
+        }
+
+        out[i].name = (const char *) pr[i].name.data;
+        out[i].tmpl = pr[i].tmpl;
+        out[i].description = pr[i].description.len
+                             ? (const char *) pr[i].description.data : NULL;
+    }
+
+    ac->profiles = out;
 
     return NGX_CONF_OK;
 }

@@ -248,6 +248,7 @@ $( [ -n "$MATTER" ] && echo "            est_label matter-dac matter-pai matter-
         # ACME (issue 4): lab settings, every name is 127.0.0.1
         location /acme/ {
             acme issuing acme;
+            acme_profile shortlived server "7-day TLS server certificates";
             acme_eab_required $ACME_EAB;
             acme_website https://127.0.0.1:$HTTPS/;
             acme_caa_identities nginx-pki.test;

@@ -271,11 +271,14 @@ sub csr_der {
     return ($der, $keyfile);
 }
 
-# newOrder, answer http-01 for every authorization, wait until ready
+# newOrder (with the members of %order_extra too), answer http-01 for
+# every authorization, wait until ready
+our %order_extra;
 sub order_ready {
     my ($c, @names) = @_;
     my $r = post($c, "$BASE/new-order", { identifiers => [
-        map { { type => (/^[\d.]+$/ ? 'ip' : 'dns'), value => $_ } } @names ] });
+        map { { type => (/^[\d.]+$/ ? 'ip' : 'dns'), value => $_ } } @names ],
+        %order_extra });
     return ($r) if $r->{status} != 201;
     my $order_url = $r->{headers}{location};
     for my $az (@{ $r->{json}{authorizations} }) {
@@ -671,6 +674,59 @@ SKIP: {
         is($r->{status}, 403, 'revocation with an unrelated jwk: 403');
     }
 }
+
+# --- profiles (draft-ietf-acme-profiles) -------------------------------------------
+# the demo's ACME location offers "shortlived" (template server: 7 days)
+# beside its default template acme (90 days)
+
+is_deeply($dir->{meta}{profiles},
+          { shortlived => '7-day TLS server certificates' },
+          'directory: meta.profiles');
+{
+    local %order_extra = (profile => 'shortlived');
+    my $s = issue($A, 'short1', 'short1.example.test');
+    SKIP: {
+        skip 'no certificate (validation failed?)', 5 if !$s || !$s->{leaf};
+        my ($ok, $out) = $t->verify_chain($s->{leaf});
+        ok($ok, 'profile shortlived: the certificate verifies') or diag($out);
+        my $life = not_after($s->{leaf}) - time;
+        ok($life > 7 * 86400 - 3600 && $life <= 7 * 86400,
+           "profile shortlived: valid 7 days (${life} s left)");
+        like($t->x509_text($s->{leaf}), qr/TLS Web Server Authentication/,
+             'profile shortlived: serverAuth');
+        my $o = post($A, $s->{order}, '');
+        is($o->{json}{profile}, 'shortlived', 'the order shows its profile');
+        my $serial = $t->x509_field($s->{leaf}, 'serial');
+        is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{template},
+           'server', 'the record names the profile\'s template');
+    }
+}
+{
+    my $d = issue($A, 'noprof1', 'noprof1.example.test');
+    SKIP: {
+        skip 'no certificate (validation failed?)', 2 if !$d || !$d->{leaf};
+        my $life = not_after($d->{leaf}) - time;
+        ok($life > 89 * 86400, 'no profile: the default 90 days');
+        ok(!exists post($A, $d->{order}, '')->{json}{profile},
+           'an order without a profile shows none');
+    }
+}
+$r = post($A, "$BASE/new-order", { identifiers => [
+          { type => 'dns', value => 'x.example.test' } ],
+          profile => "nosuch\x{1}\"profile" . ('x' x 500) });
+problem_is($r, 400, 'invalidProfile', 'an unknown profile');
+like($r->{json}{detail} // '', qr/^profile "nosuch\?\?profilexx[x]*\.\.\." is not/,
+     'the detail names it, cut and tamed');
+ok(length($r->{json}{detail} // '') < 150, 'the detail is short');
+$r = post($A, "$BASE/new-order", { identifiers => [
+          { type => 'dns', value => 'x.example.test' } ],
+          profile => { name => 'shortlived' } });
+problem_is($r, 400, 'invalidProfile', 'a profile that is not a string');
+$r = post($A, "$BASE/new-order", { identifiers => [
+          { type => 'dns', value => '*.example.test' } ],
+          profile => 'shortlived' });
+problem_is($r, 400, 'rejectedIdentifier',
+           'a wildcard the profile\'s template does not issue');
 
 # --- problems the nginx module answers by itself carry a nonce (RFC 8555 6.5) ---
 #

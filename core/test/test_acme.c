@@ -1712,6 +1712,399 @@ test_policy(const char *sock)
 }
 
 
+/* ---- profiles (draft-ietf-acme-profiles) --------------------------------- */
+
+static pki_template_t  *tshort;     /* profile "short": 7 days, clientAuth */
+
+
+/* Every pending authorization of acct in namespace ns made valid (the
+ * validator has its own tests). */
+static void
+authz_all_valid(redisContext *rc, const char *ns, const char *acct)
+{
+    char        *s, *p;
+    redisReply  *reply, *g;
+
+    reply = redisCommand(rc, "KEYS %s{acme:%s}:authz:*", ns, acct);
+    for (size_t i = 0; reply && i < reply->elements; i++) {
+        g = redisCommand(rc, "GET %s", reply->element[i]->str);
+        s = g && g->str ? strdup(g->str) : NULL;
+
+        if (s && (p = strstr(s, "\"status\":\"pending\"")) != NULL) {
+            memcpy(p + 10, "valid\",  ", 9);
+            freeReplyObject(redisCommand(rc, "SET %s %s",
+                                         reply->element[i]->str, s));
+        }
+        free(s);
+        freeReplyObject(g);
+    }
+    freeReplyObject(reply);
+}
+
+
+/* {"csr": ...} for a fresh P-256 key and one dNSName. */
+static char *
+csr_body(const char *dns)
+{
+    int                        len;
+    char                      *b, *out, san[300];
+    EVP_PKEY                  *k;
+    X509_REQ                  *q;
+    unsigned char             *der;
+    X509_EXTENSION            *ext;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    q = X509_REQ_new();
+    exts = sk_X509_EXTENSION_new_null();
+    X509_REQ_set_pubkey(q, k);
+    snprintf(san, sizeof(san), "DNS:%s", dns);
+    ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
+    sk_X509_EXTENSION_push(exts, ext);
+    X509_REQ_add_extensions(q, exts);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_sign(q, k, EVP_sha256());
+    der = NULL;
+    len = i2d_X509_REQ(q, &der);
+    b = b64u(der, (size_t) len);
+    if (asprintf(&out, "{\"csr\":\"%s\"}", b) < 0) {
+        out = NULL;
+    }
+    free(b);
+    OPENSSL_free(der);
+    X509_REQ_free(q);
+    EVP_PKEY_free(k);
+
+    return out;
+}
+
+
+/* newOrder (payload extra after the identifier of dns), authorizations
+ * made valid, finalize: the certificate (NULL on failure); order gets
+ * the order URL. */
+static X509 *
+profile_issue(redisContext *rc, EVP_PKEY *pk, const char *kid,
+    const char *acct, const char *dns, const char *extra, char *order,
+    size_t size)
+{
+    char             body[512], fin[256], cert[256], *csr;
+    BIO             *bio;
+    X509            *x;
+    pki_acme_resp_t  resp;
+
+    x = NULL;
+    order[0] = '\0';
+    snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":\"dns\","
+             "\"value\":\"%s\"}]%s}", dns, extra);
+    post(pk, kid, "new-order", body, NULL, &resp);
+    if (resp.http_status != 201 || resp.location == NULL) {
+        diag("newOrder %s: %d %.*s", body, resp.http_status,
+             (int) resp.body_len, resp.body ? (char *) resp.body : "");
+        pki_acme_resp_free(&resp);
+        return NULL;
+    }
+    snprintf(order, size, "%s", resp.location);
+    json_str(&resp, "finalize", fin, sizeof(fin));
+    pki_acme_resp_free(&resp);
+
+    authz_all_valid(rc, "acmeprof:", acct);
+
+    csr = csr_body(dns);
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    free(csr);
+    json_str(&resp, "certificate", cert, sizeof(cert));
+    pki_acme_resp_free(&resp);
+    if (cert[0] == '\0') {
+        return NULL;
+    }
+
+    post(pk, kid, rel(cert), "", NULL, &resp);
+    bio = BIO_new_mem_buf(resp.body, (int) resp.body_len);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    pki_acme_resp_free(&resp);
+
+    return x;
+}
+
+
+/* validity in seconds, and whether the EKU holds clientAuth */
+static long
+cert_life(X509 *x)
+{
+    int  days, secs;
+
+    if (x == NULL
+        || !ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(x),
+                           X509_get0_notAfter(x)))
+    {
+        return -1;
+    }
+
+    return days * 86400L + secs;
+}
+
+
+static int
+cert_client_auth(X509 *x)
+{
+    return x != NULL && (X509_get_extension_flags(x) & EXFLAG_XKUSAGE)
+           && (X509_get_extended_key_usage(x) & XKU_SSL_CLIENT);
+}
+
+
+static void
+test_profiles(const char *sock)
+{
+    int                 i, clean;
+    char                kid[256], acct[64], order[256], order2[256];
+    char                key[512], body[1024], fin[256], *csr, *id;
+    X509               *x;
+    time_t              start, na;
+    EVP_PKEY           *pk;
+    pki_redis_t        *r;
+    redisReply         *reply;
+    redisContext       *rc;
+    pki_result_t        res;
+    pki_acme_resp_t     resp;
+    static const char *const short_lines[] = {
+        "key_types ec:P-256", "subject CN copy", "san dns copy",
+        "validity 7d", "extended_key_usage serverAuth clientAuth", NULL
+    };
+    pki_acme_profile_t  profiles[3], only[2];
+
+    r = store_open(sock, "acmeprof:", &rc);
+    pki_result_init(&res);
+
+    tshort = make_template("short", short_lines);
+    ok(pki_ca_add_template(conf.ca, tshort, &res) == PKI_OK,
+       "the CA issues with template short too");
+
+    /* no profiles: none in the directory */
+    acme("GET", "directory", NULL, NULL, &resp);
+    ok(resp.http_status == 200 && !has(&resp, "\"profiles\""),
+       "directory without profiles: no meta.profiles");
+    pki_acme_resp_free(&resp);
+
+    memset(profiles, 0, sizeof(profiles));
+    profiles[0].name = "short";
+    profiles[0].tmpl = tshort;
+    profiles[0].description = "7 days, serverAuth and clientAuth";
+    profiles[1].name = "classic";
+    profiles[1].tmpl = conf.tmpl;
+    conf.profiles = profiles;
+
+    acme("GET", "directory", NULL, NULL, &resp);
+    ok(resp.http_status == 200
+       && has(&resp, "\"profiles\":{\"short\":\"7 days, serverAuth and "
+                     "clientAuth\",\"classic\":\"classic\"}"),
+       "directory: meta.profiles, name: description (the name without "
+       "one)");
+    pki_acme_resp_free(&resp);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+
+    /* each profile issues with its template */
+    x = profile_issue(rc, pk, kid, acct, "short.example",
+                      ",\"profile\":\"short\"", order, sizeof(order));
+    ok(cert_life(x) == 7 * 86400L && cert_client_auth(x),
+       "profile short: 7 days, clientAuth (got %ld s)", cert_life(x));
+
+    post(pk, kid, rel(order), "", NULL, &resp);
+    ok(has(&resp, "\"profile\":\"short\"") && has(&resp, "\"valid\""),
+       "the order shows its profile");
+    pki_acme_resp_free(&resp);
+
+    /* renewalInfo of a short certificate: the window of 7 days */
+    id = x != NULL ? pki_acme_cert_id(x) : NULL;
+    snprintf(key, sizeof(key), "renewal-info/%s", id ? id : "x");
+    free(id);
+    acme("GET", key, NULL, NULL, &resp);
+    json_str(&resp, "start", body, sizeof(body));
+    na = 0;
+    if (x != NULL) {
+        struct tm  tm;
+
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) {
+            na = timegm(&tm);
+        }
+    }
+    ok(resp.http_status == 200 && t3339(body, &start)
+       && start == na - 7 * 86400L / 3,
+       "renewalInfo of a profile's certificate: its template's window "
+       "(start %s)", body);
+    pki_acme_resp_free(&resp);
+    X509_free(x);
+
+    x = profile_issue(rc, pk, kid, acct, "classic.example",
+                      ",\"profile\":\"classic\"", order, sizeof(order));
+    ok(cert_life(x) == 90 * 86400L && !cert_client_auth(x),
+       "profile classic: 90 days, no clientAuth (got %ld s)", cert_life(x));
+
+    /* renewalInfo follows the template the record names, not the
+     * default: with a 7-day default, a 90-day certificate of a profile
+     * still gets the window of 90 days */
+    conf.tmpl = tshort;
+    id = x != NULL ? pki_acme_cert_id(x) : NULL;
+    snprintf(key, sizeof(key), "renewal-info/%s", id ? id : "x");
+    free(id);
+    acme("GET", key, NULL, NULL, &resp);
+    json_str(&resp, "start", body, sizeof(body));
+    na = 0;
+    if (x != NULL) {
+        struct tm  tm;
+
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) {
+            na = timegm(&tm);
+        }
+    }
+    ok(resp.http_status == 200 && t3339(body, &start)
+       && start == na - 90 * 86400L / 3,
+       "renewalInfo: the window of the record's template, not the "
+       "default's (start %s)", body);
+    pki_acme_resp_free(&resp);
+    conf.tmpl = profiles[1].tmpl;
+    X509_free(x);
+
+    /* no profile: the default template, and the order names none */
+    x = profile_issue(rc, pk, kid, acct, "default.example", "", order,
+                      sizeof(order));
+    ok(cert_life(x) == 90 * 86400L && !cert_client_auth(x),
+       "no profile: the default template (got %ld s)", cert_life(x));
+    X509_free(x);
+    post(pk, kid, rel(order), "", NULL, &resp);
+    ok(resp.http_status == 200 && !has(&resp, "\"profile\""),
+       "an order without a profile shows none");
+    pki_acme_resp_free(&resp);
+
+    /* refused: not offered, not a string, hostile */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"x.example\"}],\"profile\":\"tlsserver\"}", NULL, &resp);
+    ok(has(&resp, "\\\"tlsserver\\\" is not offered"),
+       "unknown profile: named in the detail");
+    check_problem("unknown profile", &resp, 400, "invalidProfile");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"x.example\"}],\"profile\":42}", NULL, &resp);
+    check_problem("profile not a string", &resp, 400, "invalidProfile");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"x.example\"}],\"profile\":null}", NULL, &resp);
+    check_problem("profile null", &resp, 400, "invalidProfile");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"x.example\"}],\"profile\":\"\"}", NULL, &resp);
+    check_problem("empty profile", &resp, 400, "invalidProfile");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"x.example\"}],\"profile\":\"SHORT\"}", NULL, &resp);
+    check_problem("profile names are case-sensitive", &resp, 400,
+                  "invalidProfile");
+
+    snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":\"dns\","
+             "\"value\":\"x.example\"}],\"profile\":\"sh\\\"ort\\n\\u0001"
+             "\\u00e9%0300d\"}", 7);
+    post(pk, kid, "new-order", body, NULL, &resp);
+    clean = 1;
+    for (i = 0; resp.res.detail[i] != '\0'; i++) {
+        clean &= resp.res.detail[i] >= ' ' && resp.res.detail[i] < 0x7f;
+    }
+    ok(clean && strlen(resp.res.detail) < 200 && body_utf8(&resp)
+       && has(&resp, "sh?ort????0000") && has(&resp, "...\\\"")
+       && !has(&resp, "00000000000000000000000000000"),
+       "a hostile profile: cut to 32, tamed, in the log too (%s)",
+       resp.res.detail);
+    check_problem("hostile profile", &resp, 400, "invalidProfile");
+
+    reply = redisCommand(rc, "KEYS acmeprof:{acme:%s}:order:*", acct);
+    ok(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3,
+       "refused profiles stored no order");
+    freeReplyObject(reply);
+
+    /* the profile's template decides names and validity at newOrder */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"ip\","
+         "\"value\":\"192.0.2.9\"}],\"profile\":\"short\"}", NULL, &resp);
+    check_problem("an ip under a profile without ip names", &resp, 400,
+                  "rejectedIdentifier");
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"ip\","
+         "\"value\":\"192.0.2.9\"}],\"profile\":\"classic\"}", NULL, &resp);
+    ok(resp.http_status == 201, "the same ip under profile classic: 201");
+    pki_acme_resp_free(&resp);
+    {
+        char       nafter[32];
+        time_t     t = time(NULL) + 30 * 86400;
+        struct tm  tm;
+
+        gmtime_r(&t, &tm);
+        strftime(nafter, sizeof(nafter), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":\"dns\","
+                 "\"value\":\"x.example\"}],\"notAfter\":\"%s\","
+                 "\"profile\":\"short\"}", nafter);
+        post(pk, kid, "new-order", body, NULL, &resp);
+        check_problem("notAfter in 30 days under the 7-day profile", &resp,
+                      400, "malformed");
+        snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":\"dns\","
+                 "\"value\":\"x.example\"}],\"notAfter\":\"%s\"}", nafter);
+        post(pk, kid, "new-order", body, NULL, &resp);
+        ok(resp.http_status == 201,
+           "notAfter in 30 days without a profile: 201");
+        pki_acme_resp_free(&resp);
+    }
+
+    /* a profile removed from the configuration since the order was made:
+     * finalize fails the order, nothing is issued */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"gone.example\"}],\"profile\":\"short\"}", NULL, &resp);
+    snprintf(order2, sizeof(order2), "%s", resp.location ? resp.location
+                                                         : "");
+    json_str(&resp, "finalize", fin, sizeof(fin));
+    pki_acme_resp_free(&resp);
+    authz_all_valid(rc, "acmeprof:", acct);
+
+    memset(only, 0, sizeof(only));
+    only[0] = profiles[1];
+    conf.profiles = only;
+
+    csr = csr_body("gone.example");
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    ok(has(&resp, "\\\"short\\\" of the order is no longer offered"),
+       "removed profile: finalize says so");
+    check_problem("finalize with a removed profile", &resp, 403,
+                  "unauthorized");
+    post(pk, kid, rel(order2), "", NULL, &resp);
+    ok(has(&resp, "\"status\":\"invalid\"") && has(&resp, "\"error\"")
+       && has(&resp, "unauthorized") && !has(&resp, "\"certificate\"")
+       && has(&resp, "\"profile\":\"short\""),
+       "the order is invalid with its error, no certificate");
+    pki_acme_resp_free(&resp);
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    check_problem("finalize again", &resp, 403, "orderNotReady");
+    free(csr);
+
+    /* an order stored before profiles existed has none: default */
+    conf.profiles = NULL;
+    x = profile_issue(rc, pk, kid, acct, "old.example", "", order,
+                      sizeof(order));
+    ok(cert_life(x) == 90 * 86400L,
+       "without profiles configured: the default template");
+    X509_free(x);
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"x.example\"}],\"profile\":\"short\"}", NULL, &resp);
+    check_problem("a profile where none are configured", &resp, 400,
+                  "invalidProfile");
+
+    EVP_PKEY_free(pk);
+    freeReplyObject(redisCommand(rc, "EVAL %s 0",
+                                 "for _, k in ipairs(redis.call('KEYS', "
+                                 "'acmeprof:*')) do redis.call('DEL', k) "
+                                 "end"));
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+}
+
+
 /* ---- order errors and subproblems (RFC 8555 7.1.3, 6.7.1) --------------- */
 
 /* A member of a JSON object as a string ("" when it is not one). */
@@ -2153,6 +2546,7 @@ main(void)
         test_store(sock, capk);
         test_policy(sock);
         test_order_errors(sock);
+        test_profiles(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }
@@ -2163,6 +2557,7 @@ main(void)
     pki_key_free(cakey);
     pki_template_free(troot);
     pki_template_free(tacme);
+    pki_template_free(tshort);
     EVP_PKEY_free(capk);
     EVP_PKEY_free(pk);
 
