@@ -322,6 +322,7 @@ nginx-pki demo is running.
   ACME           https://127.0.0.1:8443/acme/directory   (lab: http-01 on 5002, tls-alpn-01 on 5001)
                  90-day serverAuth template, OCSP Must-Staple on request: certbot --must-staple
                  alternate chain to $d/altroot.pem: certbot --preferred-chain "nginx-pki Alt Root CA"
+                 profile "shortlived" (7-day serverAuth) for a newOrder that names it
   metrics        https://127.0.0.1:8443/pki/metrics   (Prometheus; admin / admin)
   dashboard      https://127.0.0.1:8443/pki/dashboard (admin / admin)
   audit log      $d/audit/  (check: build/pkictl audit verify $d/audit --pubkey $d/audit-pub.pem)
