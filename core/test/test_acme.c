@@ -1782,6 +1782,28 @@ csr_body(const char *dns)
 /* newOrder (payload extra after the identifier of dns), authorizations
  * made valid, finalize: the certificate (NULL on failure); order gets
  * the order URL. */
+/* renewalInfo of certificate x: the answer (resp, to free), its window's
+ * start as text in body, and x's notAfter in *na (0 when unknown) */
+static void
+ari_start(X509 *x, pki_acme_resp_t *resp, char *body, size_t size,
+    time_t *na)
+{
+    char        key[600];
+    char       *id;
+    struct tm   tm;
+
+    id = x != NULL ? pki_acme_cert_id(x) : NULL;
+    snprintf(key, sizeof(key), "renewal-info/%s", id ? id : "x");
+    free(id);
+    acme("GET", key, NULL, NULL, resp);
+    json_str(resp, "start", body, size);
+    *na = 0;
+    if (x != NULL && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) {
+        *na = timegm(&tm);
+    }
+}
+
+
 static X509 *
 profile_issue(redisContext *rc, EVP_PKEY *pk, const char *kid,
     const char *acct, const char *dns, const char *extra, char *order,
@@ -1858,7 +1880,7 @@ test_profiles(const char *sock)
 {
     int                 i, clean;
     char                kid[256], acct[64], order[256], order2[256];
-    char                key[512], body[1024], fin[256], *csr, *id;
+    char                body[1024], fin[256], *csr;
     X509               *x;
     time_t              start, na;
     EVP_PKEY           *pk;
@@ -1921,19 +1943,7 @@ test_profiles(const char *sock)
     pki_acme_resp_free(&resp);
 
     /* renewalInfo of a short certificate: the window of 7 days */
-    id = x != NULL ? pki_acme_cert_id(x) : NULL;
-    snprintf(key, sizeof(key), "renewal-info/%s", id ? id : "x");
-    free(id);
-    acme("GET", key, NULL, NULL, &resp);
-    json_str(&resp, "start", body, sizeof(body));
-    na = 0;
-    if (x != NULL) {
-        struct tm  tm;
-
-        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) {
-            na = timegm(&tm);
-        }
-    }
+    ari_start(x, &resp, body, sizeof(body), &na);
     ok(resp.http_status == 200 && t3339(body, &start)
        && start == na - 7 * 86400L / 3,
        "renewalInfo of a profile's certificate: its template's window "
@@ -1950,19 +1960,7 @@ test_profiles(const char *sock)
      * default: with a 7-day default, a 90-day certificate of a profile
      * still gets the window of 90 days */
     conf.tmpl = tshort;
-    id = x != NULL ? pki_acme_cert_id(x) : NULL;
-    snprintf(key, sizeof(key), "renewal-info/%s", id ? id : "x");
-    free(id);
-    acme("GET", key, NULL, NULL, &resp);
-    json_str(&resp, "start", body, sizeof(body));
-    na = 0;
-    if (x != NULL) {
-        struct tm  tm;
-
-        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) {
-            na = timegm(&tm);
-        }
-    }
+    ari_start(x, &resp, body, sizeof(body), &na);
     ok(resp.http_status == 200 && t3339(body, &start)
        && start == na - 90 * 86400L / 3,
        "renewalInfo: the window of the record's template, not the "
