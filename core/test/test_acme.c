@@ -1779,9 +1779,6 @@ csr_body(const char *dns)
 }
 
 
-/* newOrder (payload extra after the identifier of dns), authorizations
- * made valid, finalize: the certificate (NULL on failure); order gets
- * the order URL. */
 /* renewalInfo of certificate x: the answer (resp, to free), its window's
  * start as text in body, and x's notAfter in *na (0 when unknown) */
 static void
@@ -1804,6 +1801,9 @@ ari_start(X509 *x, pki_acme_resp_t *resp, char *body, size_t size,
 }
 
 
+/* newOrder (payload extra after the identifier of dns), authorizations
+ * made valid, finalize: the certificate (NULL on failure); order gets
+ * the order URL. */
 static X509 *
 profile_issue(redisContext *rc, EVP_PKEY *pk, const char *kid,
     const char *acct, const char *dns, const char *extra, char *order,
