@@ -733,6 +733,9 @@ sub eab_key {
     return ($k->{kid} // '', $k->{hmac_key} // '');
 }
 
+# EAB keys are base64url and one in 64 starts with "-": given as a separate
+# argument, certbot's (and lego's) option parser takes it for an option, so
+# every key goes in the --opt=VALUE form
 my @cbe = map { s{/cb/}{/cbe/}r } @cb;
 my ($kid, $hmac) = eab_key();
 {
@@ -745,8 +748,8 @@ my ($kid, $hmac) = eab_key();
 }
 run_client('certbot with EAB',
     [@cbe, 'certonly', '--standalone', '--agree-tos',
-     '--register-unsafely-without-email', '--eab-kid', $kid,
-     '--eab-hmac-key', $hmac, '--http-01-port', $http01,
+     '--register-unsafely-without-email', "--eab-kid=$kid",
+     "--eab-hmac-key=$hmac", '--http-01-port', $http01,
      '--http-01-address', '127.0.0.1', '-d', 'cbe.example.com']);
 cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
         'cbe.example.com');
@@ -756,8 +759,8 @@ cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
         ['certbot', '--non-interactive', '--config-dir', "$dir/cbe2/config",
          '--work-dir', "$dir/cbe2/work", '--logs-dir', "$dir/cbe2/logs",
          '--server', $server, 'register', '--agree-tos',
-         '--register-unsafely-without-email', '--eab-kid', $kid,
-         '--eab-hmac-key', $hmac],
+         '--register-unsafely-without-email', "--eab-kid=$kid",
+         "--eab-hmac-key=$hmac"],
         env => \%cenv, timeout => 60);
     isnt($rc, 0, 'certbot: an EAB key already bound is refused');
     like("$out$err", qr/used externalAccountBinding key/,
@@ -767,7 +770,7 @@ cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
 my ($lkid, $lhmac) = eab_key();
 my @lego_e = map { s{/lego$}{/lego-eab}r } @lego;
 run_client('lego with EAB',
-    [@lego_e, '--eab', '--kid', $lkid, '--hmac', $lhmac,
+    [@lego_e, '--eab', "--kid=$lkid", "--hmac=$lhmac",
      '--domains', 'lge.example.com', '--http', '--http.port',
      "127.0.0.1:$http01", 'run']);
 cert_ok('lego with EAB', "$dir/lego-eab/certificates/lge.example.com.crt",
