@@ -6827,6 +6827,28 @@ again:
 
 /* ---- EAB keys (admin API) ----------------------------------------------------------------- */
 
+/* An EAB key id or key that does not start with "-": operators paste them
+ * into command lines, and certbot's and lego's option parsers take a value
+ * "-..." for an option ("expected one argument").  One draw in 64 is made
+ * again, which costs log2(64/63) bits of the key. */
+static int
+pki_acme_eab_random(char *buf, size_t size, size_t nbytes)
+{
+    int  i;
+
+    for (i = 0; i < 64; i++) {
+        if (!pki_random_id(buf, size, nbytes)) {
+            return 0;
+        }
+        if (buf[0] != '-') {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 PKI_API pki_status_t
 pki_acme_eab_new(pki_redis_t *r, char kid[32], char key[64],
     pki_result_t *res)
@@ -6834,7 +6856,9 @@ pki_acme_eab_new(pki_redis_t *r, char kid[32], char key[64],
     int   v;
     char  rkey[PKI_ACME_KEY_MAX], num[24], set[PKI_ACME_KEY_MAX];
 
-    if (!pki_random_id(kid, 32, 12) || !pki_random_id(key, 64, 32)) {
+    if (!pki_acme_eab_random(kid, 32, 12)
+        || !pki_acme_eab_random(key, 64, 32))
+    {
         return pki_fail(res, PKI_INTERNAL, "no randomness");
     }
 

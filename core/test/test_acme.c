@@ -1357,7 +1357,22 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     pki_acme_resp_free(&resp);
     free(p);
 
-    /* External Account Binding */
+    /* External Account Binding: no key id or key starts with "-" (an
+     * option parser would take it for an option); 200 keys make 400
+     * draws, of which about 6 would start with "-" */
+    {
+        int  i, dash = 0, made = 0;
+
+        for (i = 0; i < 200; i++) {
+            pki_result_init(&res);
+            if (pki_acme_eab_new(r, ckid, hkey, &res) == PKI_OK) {
+                made++;
+                dash += ckid[0] == '-' || hkey[0] == '-';
+            }
+        }
+        ok(made == 200 && dash == 0, "EAB: 200 keys, none whose id or key "
+           "starts with \"-\" (%d)", dash);
+    }
     pki_result_init(&res);
     ok(pki_acme_eab_new(r, ckid, hkey, &res) == PKI_OK, "EAB key created");
     conf.eab_required = 1;
