@@ -618,6 +618,36 @@ rel(const char *url)
 }
 
 
+/* A CSR signed by k for the subjectAltName value san (openssl's syntax,
+ * e.g. "DNS:a.test,IP:192.0.2.1"), as base64url DER (malloc'd). */
+static char *
+csr_b64(EVP_PKEY *k, const char *san)
+{
+    int                        len;
+    char                      *b;
+    X509_REQ                  *q;
+    unsigned char             *der;
+    X509_EXTENSION            *ext;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    q = X509_REQ_new();
+    exts = sk_X509_EXTENSION_new_null();
+    X509_REQ_set_pubkey(q, k);
+    ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
+    sk_X509_EXTENSION_push(exts, ext);
+    X509_REQ_add_extensions(q, exts);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_sign(q, k, EVP_sha256());
+    der = NULL;
+    len = i2d_X509_REQ(q, &der);
+    b = b64u(der, (size_t) len);
+    OPENSSL_free(der);
+    X509_REQ_free(q);
+
+    return b;
+}
+
+
 /* The value of "name":"..." in a JSON body (first match), into buf. */
 static char *
 json_str(const pki_acme_resp_t *resp, const char *name, char *buf,
@@ -990,25 +1020,8 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     pki_acme_resp_free(&resp);
 
     /* finalize before ready */
-    {
-        X509_REQ                  *q = X509_REQ_new();
-        X509_EXTENSION            *ext;
-        STACK_OF(X509_EXTENSION)  *exts = sk_X509_EXTENSION_new_null();
-
-        ck = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-        X509_REQ_set_pubkey(q, ck);
-        ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name,
-                                  "DNS:www.example.test,IP:192.0.2.1");
-        sk_X509_EXTENSION_push(exts, ext);
-        X509_REQ_add_extensions(q, exts);
-        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-        X509_REQ_sign(q, ck, EVP_sha256());
-        der = NULL;
-        len = i2d_X509_REQ(q, &der);
-        csr64 = b64u(der, (size_t) len);
-        OPENSSL_free(der);
-        X509_REQ_free(q);
-    }
+    ck = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    csr64 = csr_b64(ck, "DNS:www.example.test,IP:192.0.2.1");
 
     snprintf(buf, sizeof(buf), "{\"csr\":\"%s\"}", csr64);
     post(pk, kid, rel(fin), buf, NULL, &resp);
@@ -1126,27 +1139,13 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
 
     /* CSR with the account key */
     {
-        X509_REQ                  *q = X509_REQ_new();
-        X509_EXTENSION            *ext;
-        STACK_OF(X509_EXTENSION)  *exts = sk_X509_EXTENSION_new_null();
-        char                      *b, body[2048];
+        char  *b, body[2048];
 
-        X509_REQ_set_pubkey(q, pk);
-        ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name,
-                                  "DNS:www.example.test,IP:192.0.2.1");
-        sk_X509_EXTENSION_push(exts, ext);
-        X509_REQ_add_extensions(q, exts);
-        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-        X509_REQ_sign(q, pk, EVP_sha256());
-        der = NULL;
-        len = i2d_X509_REQ(q, &der);
-        b = b64u(der, (size_t) len);
+        b = csr_b64(pk, "DNS:www.example.test,IP:192.0.2.1");
         snprintf(body, sizeof(body), "{\"csr\":\"%s\"}", b);
         post(pk, kid, rel(fin), body, NULL, &resp);
         check_problem("CSR with the account key", &resp, 400, "badCSR");
         free(b);
-        OPENSSL_free(der);
-        X509_REQ_free(q);
     }
 
     post(pk, kid, rel(fin), "{\"csr\":\"AAAA\"}", NULL, &resp);
@@ -1761,33 +1760,16 @@ authz_all_valid(redisContext *rc, const char *ns, const char *acct)
 static char *
 csr_body(const char *dns)
 {
-    int                        len;
-    char                      *b, *out, san[300];
-    EVP_PKEY                  *k;
-    X509_REQ                  *q;
-    unsigned char             *der;
-    X509_EXTENSION            *ext;
-    STACK_OF(X509_EXTENSION)  *exts;
+    char      *b, *out, san[300];
+    EVP_PKEY  *k;
 
     k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    q = X509_REQ_new();
-    exts = sk_X509_EXTENSION_new_null();
-    X509_REQ_set_pubkey(q, k);
     snprintf(san, sizeof(san), "DNS:%s", dns);
-    ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
-    sk_X509_EXTENSION_push(exts, ext);
-    X509_REQ_add_extensions(q, exts);
-    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-    X509_REQ_sign(q, k, EVP_sha256());
-    der = NULL;
-    len = i2d_X509_REQ(q, &der);
-    b = b64u(der, (size_t) len);
+    b = csr_b64(k, san);
     if (asprintf(&out, "{\"csr\":\"%s\"}", b) < 0) {
         out = NULL;
     }
     free(b);
-    OPENSSL_free(der);
-    X509_REQ_free(q);
     EVP_PKEY_free(k);
 
     return out;
