@@ -68,6 +68,12 @@ sub run_cmd {
     return ($? >> 8, $out, $err);
 }
 
+# A port nobody listens on now, never one this process handed out before:
+# the kernel may give the same ephemeral port to two binds in a row, and a
+# test that asked for an HTTP and an HTTPS port then got one port for both
+# (t/crl.t under ASan: "nginx did not answer").
+my %handed_out;
+
 sub free_port {
     for (1 .. 50) {
         my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0,
@@ -75,6 +81,7 @@ sub free_port {
                                     ReuseAddr => 0) or next;
         my $p = $s->sockport;
         close $s;
+        next if $handed_out{$p}++;
         return $p;
     }
     die "no free port";
