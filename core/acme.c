@@ -5144,6 +5144,126 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
 }
 
 
+/*
+ * CAA is read when a name validates (pki_acme_job_run).  An order may be
+ * finalized long after that (acme_order_ttl, a day by default), so with
+ * CAA checks on, each dns authorization of the order validated more than
+ * PKI_ACME_CAA_REUSE ago has its CAA records read again here, right before
+ * issuance (the CA/Browser Forum's eight hours; Boulder does the same).
+ * Returns 1 when issuance may go on, 0 when a record set forbids it or
+ * cannot be read (the order is failed with that problem and the answer
+ * set), -1 when Redis fails (the answer set).  Runs on the pool thread,
+ * like the finalization: the DNS queries never hold the event loop.
+ */
+static int
+pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON *order, char **text)
+{
+    int                      ok;
+    char                    *account_url;
+    cJSON                   *item, *authz, *ch;
+    const char              *method, *value;
+    pki_status_t             rc;
+    pki_acme_validate_out_t  out;
+
+    if (!a->conf->validate.caa) {
+        return 1;
+    }
+
+    ok = 1;
+    account_url = NULL;
+
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(order,
+                                                              "authzs"))
+    {
+        if (!cJSON_IsString(item)) {
+            continue;
+        }
+
+        rc = pki_acme_authz_load(a, acct, item->valuestring, &authz);
+        if (rc != PKI_OK) {
+            /* the order was ready a moment ago: only Redis failing (or
+             * the authorization expiring just now) gets here */
+            free(account_url);
+            pki_acme_fail(a, rc == PKI_NOT_FOUND ? PKI_UNAVAILABLE : rc,
+                          "finalize");
+            return -1;
+        }
+
+        value = pki_json_str(authz, "value");
+
+        if (pki_json_str(authz, "type") == NULL
+            || strcmp(pki_json_str(authz, "type"), "dns") != 0
+            || value == NULL
+            || pki_json_num(authz, "validated")
+               >= (double) (a->now - PKI_ACME_CAA_REUSE))
+        {
+            cJSON_Delete(authz);
+            continue;
+        }
+
+        /* the method that validated it, for RFC 8657 validationmethods */
+        method = NULL;
+        cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                                "challenges"))
+        {
+            if (pki_json_str(ch, "status") != NULL
+                && strcmp(pki_json_str(ch, "status"), "valid") == 0)
+            {
+                method = pki_json_str(ch, "type");
+            }
+        }
+
+        if (account_url == NULL) {
+            account_url = pki_acme_url(a, "acct/%s", acct);
+            if (account_url == NULL) {
+                cJSON_Delete(authz);
+                pki_acme_problem(a, 500, "serverInternal", "out of memory");
+                return -1;
+            }
+        }
+
+        memset(&out, 0, sizeof(out));
+        pki_result_init(&out.res);
+
+        rc = pki_acme_caa_check(&a->conf->validate, value,
+                                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                                    authz, "wildcard")),
+                                account_url, method != NULL ? method : "",
+                                &out);
+
+        if (rc != PKI_OK) {
+            char         why[PKI_DETAIL_LEN];
+            int          status;
+            const char  *type;
+
+            type = out.problem_type != NULL ? out.problem_type : "caa";
+            status = pki_acme_type_status(type);
+            snprintf(why, sizeof(why), "CAA of \"%.64s%s\", read again at "
+                     "finalization (validated over %d hours ago): %.100s",
+                     cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
+                                                                   "wildcard"))
+                     ? "*." : "", value, PKI_ACME_CAA_REUSE / 3600,
+                     out.res.detail);
+            pki_acme_order_fail(order, type, status, why);
+            pki_acme_order_cas(a, acct, oid, text, order);
+            pki_acme_problem(a, status, type, "%s", why);
+            ok = 0;
+        }
+
+        cJSON_Delete(authz);
+
+        if (!ok) {
+            break;
+        }
+    }
+
+    free(account_url);
+
+    return ok;
+}
+
+
 static void
 pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 {
@@ -5226,6 +5346,11 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         pki_acme_order_fail(order, "unauthorized", 403, why);
         pki_acme_order_cas(a, acct, oid, &fin.text, order);
         pki_acme_problem(a, 403, "unauthorized", "%s", why);
+        goto done;
+    }
+
+    v = pki_acme_caa_recheck(a, acct, oid, order, &fin.text);
+    if (v != 1) {
         goto done;
     }
 

@@ -36,6 +36,11 @@ my $t = PKITest->new;
 $t->start_redis;
 
 my $hport = PKITest::free_port();
+# pebble-challtestsrv answers the CAA queries of the /acme-caa/ location
+my $dns = PKITest::free_port();
+my $dnsm = PKITest::free_port();
+my $CTS = grep({ -x "$_/pebble-challtestsrv" } split(/:/, $ENV{PATH} // ''))
+          ? 'pebble-challtestsrv' : undef;
 # a second ACME location as a TLS-terminating proxy publishes it
 # (acme_base_url): checked in "behind a proxy" below
 my $conf = $t->render_conf('--acme-http-port', $hport,
@@ -49,10 +54,20 @@ $2location /acme-lim/ {
 $2    acme issuing acme;
 $2    acme_accounts_per_hour 2;
 $2}
+$2location /acme-caa/ {
+$2    acme issuing acme;
+$2    acme_caa_identities nginx-pki.test;
+$2    acme_caa_check on;
+$2    acme_validation_resolver 127.0.0.1:$dns;
+$2    acme_validation_resolve_to 127.0.0.1;
+$2    acme_validation_allow_private on;
+$2    acme_validation_http_port $hport;
+$2    acme_validation_timeout 5s;
+$2}
 $1} or die 'no ACME location in the config';
 $t->start_nginx($conf);
 
-my $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
+our $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
 my $http = HTTP::Tiny->new(verify_SSL => 1, keep_alive => 1, timeout => 20,
@@ -1463,6 +1478,104 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     problem_is(post_raw("$lim/new-account", $JSON->encode($j)), 400,
                'accountDoesNotExist', 'the refused account was not made');
     like(slurp($t->error_log) // '', qr/at most 2 new accounts per client/,
+         'the refusal is in the error log');
+}
+
+# --- CAA read again at finalization (authorization validated over 8 h ago) ---------
+#
+# CAA is read when a name validates; an order may be finalized up to
+# acme_order_ttl later, so finalize reads it again for every dns
+# authorization validated over 8 hours ago.  pebble-challtestsrv is the
+# location's resolver; an authorization is aged by editing it in Redis.
+
+SKIP: {
+    skip('pebble-challtestsrv not installed (apt-get install pebble)', 1)
+        if !$CTS;
+
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        POSIX::setsid();
+        open(STDOUT, '>>', $t->dir . '/challtestsrv.log');
+        open(STDERR, '>&', \*STDOUT);
+        exec($CTS, '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '',
+             '-dns01', "127.0.0.1:$dns", '-http01', '', '-https01', '',
+             '-tlsalpn01', '', '-management', "127.0.0.1:$dnsm")
+            or POSIX::_exit(127);
+    }
+    $t->{children}{challtestsrv} = $pid;
+    my $up = 0;
+    for (1 .. 100) {
+        $up = 1, last if IO::Socket::IP->new(PeerHost => '127.0.0.1',
+                                             PeerPort => $dnsm, Timeout => 1);
+        sleep 0.05;
+    }
+    ok($up, 'pebble-challtestsrv is up');
+
+    my $caa = sub {
+        my ($host, $value) = @_;
+        my $r = $http->post("http://127.0.0.1:$dnsm/add-caa", { content =>
+            $JSON->encode({ host => "$host.", policies => [
+                { tag => 'issue', value => $value } ] }) });
+        ok($r->{success}, "challtestsrv: CAA issue \"$value\" for $host")
+            or diag("$r->{status} $r->{content}");
+    };
+
+    local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-caa';
+    my $c = account();
+    is($c->{r}{status}, 201, 'CAA location: account');
+
+    # names validated under no CAA; then a record set naming another CA
+    my %o;
+    for my $n (qw(fresh aged methods allowed)) {
+        my (undef, $url, $o) = order_ready($c, "caa-$n.example.com");
+        is($o->{json}{status}, 'ready', "caa-$n: order ready");
+        $o{$n} = { url => $url, fin => $o->{json}{finalize},
+                   authz => $o->{json}{authorizations}[0] };
+    }
+    $caa->('caa-fresh.example.com', 'ca.example.net');
+    $caa->('caa-aged.example.com', 'ca.example.net');
+    $caa->('caa-methods.example.com',
+           'nginx-pki.test; validationmethods=dns-01');
+    $caa->('caa-allowed.example.com',
+           'nginx-pki.test; validationmethods=http-01');
+    for my $n (qw(aged methods allowed)) {
+        authz_edit($o{$n}{authz}, sub { $_[0]{validated} -= 9 * 3600 });
+    }
+
+    my $fin = sub {
+        my ($n) = @_;
+        my ($der) = csr_der("caa-$n", subj => '/',
+                            san => "DNS:caa-$n.example.com");
+        return post($c, $o{$n}{fin}, { csr => b64u($der) });
+    };
+    my $records = cert_records();
+
+    my $f = $fin->('fresh');
+    is($f->{status}, 200, 'validated a moment ago: CAA not read again, '
+       . 'issued') or diag($f->{content});
+
+    $f = $fin->('aged');
+    problem_is($f, 403, 'caa', 'validated 9 h ago, CAA now names another CA');
+    like($f->{json}{detail} // '', qr/caa-aged\.example\.com.*read again/,
+         '... the detail names the name and says why');
+    my $o = post($c, $o{aged}{url}, '');
+    is($o->{json}{status}, 'invalid', '... the order is invalid');
+    is($o->{json}{error}{type} // '', 'urn:ietf:params:acme:error:caa',
+       '... with the caa problem');
+    $f = $fin->('aged');
+    problem_is($f, 403, 'orderNotReady', '... and a second finalize is refused');
+
+    $f = $fin->('methods');
+    problem_is($f, 403, 'caa', 'validated 9 h ago over http-01, CAA now '
+               . 'allows dns-01 only (RFC 8657)');
+
+    $f = $fin->('allowed');
+    is($f->{status}, 200, 'validated 9 h ago, CAA read again allows: issued')
+        or diag($f->{content});
+
+    is(cert_records(), $records + 2, 'two certificates recorded, none for '
+       . 'the refused orders');
+    like(slurp($t->error_log) // '', qr/caa-aged\.example\.com/,
          'the refusal is in the error log');
 }
 
