@@ -144,6 +144,17 @@ sub go_ok {
     return $r;
 }
 
+# the client published two TXT records (name and wildcard) through the
+# management API and removed them afterwards
+sub dns_published {
+    my ($name, $host) = @_;
+    my $log = PKITest::slurp("$dir/challtestsrv.log") // '';
+    my $n = () = $log =~ /Added DNS-01 TXT challenge for Host "_acme-challenge\.\Q$host\E\."/g;
+    is($n, 2, "$name dns-01: two TXT records published for $host");
+    like($log, qr/Removed DNS-01 TXT challenge for Host "_acme-challenge\.\Q$host\E\."/,
+         "$name dns-01: and removed");
+}
+
 # --- oracles ------------------------------------------------------------------
 
 # a PEM chain file: the leaf chains to the test root, its SANs, serverAuth
@@ -311,15 +322,18 @@ chains_ok('xacme FetchCert', "$dir/cm1.pem", "$dir/cm1-alt1.pem");
 is($t->pubkey_of_cert("$dir/cm1.pem"), $t->pubkey_of_key("$dir/cm1.key"),
    'xacme: the certificate carries the CSR key');
 
-go_ok('xacme tls-alpn-01', 'xacme', $xk, 'issue', '-challenge',
-      'tls-alpn-01', '-names', 'cm2.example.com', '-out', "$dir/cm2");
+$r = go_ok('xacme tls-alpn-01', 'xacme', $xk, 'issue', '-challenge',
+           'tls-alpn-01', '-names', 'cm2.example.com', '-out', "$dir/cm2");
 cert_ok('xacme tls-alpn-01', "$dir/cm2.pem", 'cm2.example.com');
+ok(($r->{'solver-requests'} // 0) >= 1,
+   'xacme tls-alpn-01: the validator made the acme-tls/1 handshake');
 
 go_ok('xacme dns-01 (name and wildcard)', 'xacme', $xk, 'issue',
       '-challenge', 'dns-01', '-names', 'cm3.example.com,*.cm3.example.com',
       '-out', "$dir/cm3");
 cert_ok('xacme dns-01', "$dir/cm3.pem", 'cm3.example.com',
         '*.cm3.example.com');
+dns_published('xacme', 'cm3.example.com');
 
 is(ocsp_status("$dir/cm1.pem"), 'good', 'OCSP: xacme certificate good');
 go_ok('xacme RevokeCert (account, keyCompromise)', 'xacme', $xk, 'revoke',
@@ -403,6 +417,7 @@ go_ok('acmez dns-01 (name and wildcard)', 'acmez', $zk, 'issue',
       '-out', "$dir/cd3");
 cert_ok('acmez dns-01', "$dir/cd3.pem", 'cd3.example.com',
         '*.cd3.example.com');
+dns_published('acmez', 'cd3.example.com');
 
 go_ok('acmez RevokeCertificate (account, superseded)', 'acmez', $zk,
       'revoke', '-cert', "$dir/cd1.pem", '-reason', 4);
