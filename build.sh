@@ -32,6 +32,7 @@ PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl
           # ACME clients and peer: t/acme_clients.t, bench/acme.sh
           pebble certbot lego python3 uacme dehydrated acme-tiny
+          ruby-acme-client lacme lacme-accountd libcrypt-openssl-rsa-perl acmetool
           scep
           # memcheck of the core unit tests: ./build.sh valgrind (CI); the
           # fuzz targets' fake Redis runs the core's Lua scripts (Lua 5.1)
