@@ -33,6 +33,7 @@ PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           # ACME clients and peer: t/acme_clients.t, bench/acme.sh
           pebble certbot lego python3 uacme dehydrated acme-tiny
           golang-go golang-golang-x-crypto-dev golang-github-mholt-acmez-dev
+          ruby-acme-client lacme lacme-accountd libcrypt-openssl-rsa-perl acmetool
           scep
           # memcheck of the core unit tests: ./build.sh valgrind (CI); the
           # fuzz targets' fake Redis runs the core's Lua scripts (Lua 5.1)

@@ -87,7 +87,13 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
     }
     OPENSSL_free(enc);
 
-    if (X509_REQ_get_version(csr) != X509_REQ_VERSION_1) {
+    /* RFC 2986 has only version 0, but certbot before 1.29 (pyOpenSSL's
+     * X509Req.set_version(2)) and the acme-client gem before 2.0.19 (GitLab,
+     * Debian 12) write 2, which Let's Encrypt and step-ca (Go's parser)
+     * take; the version is signed and never copied into the certificate */
+    if (X509_REQ_get_version(csr) != X509_REQ_VERSION_1
+        && X509_REQ_get_version(csr) != 2)
+    {
         X509_REQ_free(csr);
         return pki_fail(res, PKI_MALFORMED, "unsupported CSR version");
     }

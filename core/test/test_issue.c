@@ -419,6 +419,7 @@ cmp_str(const void *a, const void *b)
 static void
 test_csr_parse(void)
 {
+    int             n;
     size_t          len;
     X509_REQ       *csr;
     EVP_PKEY       *pk;
@@ -478,6 +479,38 @@ test_csr_parse(void)
         ok(strcmp(res.detail, "CSR signature does not verify") == 0,
            "  detail: %s", res.detail);
         cn[0] = 'd';
+    }
+
+    /* the version old certbot and the acme-client gem write (2) is taken;
+     * 1 and 3 are not versions anyone writes */
+    {
+        long            v;
+        X509_REQ       *rq;
+        unsigned char  *vder, *p;
+        const unsigned char  *q;
+
+        for (v = 1; v <= 3; v++) {
+            q = der;
+            rq = d2i_X509_REQ(NULL, &q, (long) len);
+            X509_REQ_set_version(rq, v);
+            X509_REQ_sign(rq, pk, EVP_sha256());
+            vder = malloc((size_t) i2d_X509_REQ(rq, NULL));
+            p = vder;
+            n = i2d_X509_REQ(rq, &p);
+            X509_REQ_free(rq);
+            st = pki_csr_parse(vder, (size_t) n, &csr, &res);
+            if (v == 2) {
+                is_status(st, PKI_OK, "CSR version 2 (old certbot, "
+                          "acme-client gem) taken");
+                X509_REQ_free(csr);
+            } else {
+                ok(st == PKI_MALFORMED, "CSR version %ld refused (%s)", v,
+                   pki_status_name(st));
+                ok(strcmp(res.detail, "unsupported CSR version") == 0,
+                   "  detail: %s", res.detail);
+            }
+            free(vder);
+        }
     }
 
     st = pki_csr_parse(buf, 65537, &csr, &res);
