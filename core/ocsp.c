@@ -626,8 +626,11 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
                 st = V_OCSP_CERTSTATUS_GOOD;
             } else if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
                 st = V_OCSP_CERTSTATUS_REVOKED;
-                reason = rec.reason >= 0 && rec.reason <= 10
-                         && rec.reason != 7 ? rec.reason : 0;
+                /* unspecified (0), and a value RFC 5280 does not name,
+                 * leave revocationReason out, as the CRL leaves reasonCode
+                 * out (RFC 5280 5.3.1) */
+                reason = rec.reason > 0 && rec.reason <= 10
+                         && rec.reason != 7 ? rec.reason : -1;
                 rev_time = ASN1_GENERALIZEDTIME_set(NULL, rec.revoked_at);
                 inval = rec.invalidity_date;
             } else if (rst != PKI_OK && rst != PKI_NOT_FOUND) {

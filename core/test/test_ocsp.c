@@ -490,6 +490,39 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     conf.unknown_revoked = 0;
     free(der);
 
+    /* revoked with reason unspecified: revoked, no revocationReason (RFC
+     * 5280 5.3.1 leaves unspecified out; the CRL does the same) */
+    {
+        X509  *un;
+
+        un = issue_leaf(ca, tdev, r, "unspecified");
+        if (un != NULL) {
+            pki_serial_to_hex(X509_get0_serialNumber(un), hex);
+            pki_result_init(&res);
+            if (pki_record_revoke(r, name, hex, 0, (time_t) t0, 0, NULL,
+                                  &res) != PKI_OK)
+            {
+                diag("pki_record_revoke: %s %s", res.detail, res.log);
+            }
+            ids[3] = (id_spec_t) { EVP_sha1(), sub, un, 0 };
+            der = make_req(&ids[3], 1, 0, &len, NULL);
+            st = run(&conf, "POST", der, len, &resp);
+            parse(&resp, root, sub, &bs);
+            reason = 99;
+            st = bs != NULL ? find_status(bs, &ids[3], &reason, &revtime,
+                                          NULL) : -1;
+            ok(st == V_OCSP_CERTSTATUS_REVOKED && reason == -1
+               && (long) revtime == t0, "%s: revoked, unspecified: no "
+               "revocationReason (st %d reason %d)", alg, st, reason);
+            OCSP_BASICRESP_free(bs);
+            pki_ocsp_resp_free(&resp);
+            free(der);
+            X509_free(un);
+        } else {
+            ok(0, "%s: a leaf to revoke as unspecified", alg);
+        }
+    }
+
     /* unknown issuer: the root */
     ids[0] = (id_spec_t) { EVP_sha1(), root, NULL, 0x1234 };
     der = make_req(ids, 1, 0, &len, NULL);
