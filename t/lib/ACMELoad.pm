@@ -68,7 +68,9 @@ sub start_http01 {
     return $pid;
 }
 
-# new(t => PKITest, base => https://.../acme, www => dir, timeout => s)
+# new(t => PKITest, base => https://.../acme, www => dir, timeout => s,
+#     http => an object with HTTP::Tiny's request(), e.g. one that speaks
+#     HTTP/2 through curl (t/http2.t); default an HTTP::Tiny)
 sub new {
     my ($class, %o) = @_;
     require Crypt::PK::ECC;
@@ -77,7 +79,7 @@ sub new {
     $k->generate_key('secp256r1');
     my $self = bless { %o, key => $k, nonce => undef, requests => 0 },
                      $class;
-    $self->{http} = HTTP::Tiny->new(verify_SSL => 1, keep_alive => 1,
+    $self->{http} ||= HTTP::Tiny->new(verify_SSL => 1, keep_alive => 1,
         timeout => $o{timeout} || 15,
         SSL_options => { SSL_ca_file => $o{t}->pki . '/root.pem' });
     return $self;
