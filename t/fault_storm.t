@@ -248,8 +248,12 @@ my $log = slurp($t->error_log) // '';
     # "refusal(s) not logged" line: both bounded by time, not by the sheds
     # (the audit writer does not post while the pool is known full, and
     # its queue-full line comes at most once a second per worker)
+    # (a worker asks the queue again once its own waiting tasks drop
+    # below the mark, and tasks it does not count (metrics, audit, CRL)
+    # share the queue, so on two busy cores that can fail a few times a
+    # second: 4 per second per worker, against thousands of sheds)
     my $ovf = () = $log =~ /thread pool "\w+" queue overflow/g;
-    cmp_ok($ovf, '<=', 4 * $secs, "nginx's queue-overflow lines: $ovf "
+    cmp_ok($ovf, '<=', 8 * $secs, "nginx's queue-overflow lines: $ovf "
            . "(bounded by time, not by the $sum sheds)");
     my $aud = () = $log =~ /pki_audit_log: queue full/g;
     cmp_ok($aud, '<=', 2 * $secs, "audit queue-full lines: $aud "
