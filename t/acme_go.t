@@ -21,7 +21,8 @@
 #       certificate's key, AccountKeyRollover, an RSA account, EAB
 #
 # Both programs are built here, offline, against Debian's packages (GOPATH
-# mode, GOCACHE in the temp dir).  The oracles are the openssl CLI (chain,
+# mode, GOCACHE in the temp dir); what they share is the package
+# t/go/src/acmetest.  The oracles are the openssl CLI (chain,
 # names), our OCSP responder asked with `openssl ocsp`, the account records
 # in Redis and JWK thumbprints computed with CryptX.
 
@@ -60,9 +61,11 @@ my $pki = $t->pki;
 
 # --- the two programs, built offline ------------------------------------------
 
-my %goenv = (GOPATH => $GOPATH, GO111MODULE => 'off', GOFLAGS => '',
-             GOPROXY => 'off', GOENV => 'off', GOTOOLCHAIN => 'local',
-             GOCACHE => "$dir/go/cache", HOME => "$dir/go", CGO_ENABLED => 0);
+# GOPATH mode: our package acmetest (t/go/src/acmetest), then Debian's
+my %goenv = (GOPATH => "$PKITest::TOP/t/go:$GOPATH", GO111MODULE => 'off',
+             GOFLAGS => '', GOPROXY => 'off', GOENV => 'off',
+             GOTOOLCHAIN => 'local', GOCACHE => "$dir/go/cache",
+             HOME => "$dir/go", CGO_ENABLED => 0);
 mkdir "$dir/go";
 for my $p (qw(xacme acmez)) {
     my $t1 = time;
