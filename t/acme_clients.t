@@ -31,18 +31,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX ();
 use JSON::PP ();
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 use PKITest;
-
-sub which {
-    my ($cmd) = @_;
-    for my $d (split /:/, $ENV{PATH} // '') {
-        return "$d/$cmd" if -x "$d/$cmd";
-    }
-    return undef;
-}
 
 my @missing = grep { !which($_) } qw(certbot lego pebble-challtestsrv uacme ualpn
                                          dehydrated acme-tiny unshare);
@@ -59,108 +50,27 @@ $t->start_redis;
 
 my $dir = $t->dir;
 my $pki = $t->pki;
-my $http01 = PKITest::free_port();
-my $tls01 = PKITest::free_port();
-my $dns = PKITest::free_port();
-my $mgmt = PKITest::free_port();
+my ($http01, $tls01, $dns, $mgmt) = $t->acme_lab;
 
-my $conf = $t->render_conf('--acme-http-port', $http01,
-                           '--acme-tls-port', $tls01);
-$conf =~ s/^(\s*)(acme_validation_timeout\s[^;]*;)/$1$2\n$1acme_validation_resolver 127.0.0.1:$dns;/m
-    or BAIL_OUT('no acme location in scripts/nginx-conf.sh output');
+my $conf = $t->acme_lab_conf($dns, '--acme-http-port', $http01,
+                             '--acme-tls-port', $tls01);
 $t->start_nginx($conf);
 
 my $https = $t->https_port;
-my $ocsp_url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my $server = "https://127.0.0.1:$https/acme/directory";
 my %cenv = (REQUESTS_CA_BUNDLE => "$pki/root.pem",
             LEGO_CA_CERTIFICATES => "$pki/root.pem");
 
-# a child process we own, stopped by PKITest at the end
-sub spawn {
-    my ($name, @argv) = @_;
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        POSIX::setsid();
-        open(STDOUT, '>>', "$dir/$name.log");
-        open(STDERR, '>&', \*STDOUT);
-        exec(@argv) or POSIX::_exit(127);
-    }
-    $t->{children}{$name} = $pid;
-    return $pid;
-}
-
-sub unspawn {
-    my ($name) = @_;
-    my $pid = delete $t->{children}{$name} or return;
-    kill 'TERM', $pid;
-    waitpid($pid, 0);
-}
-
-sub wait_port {
-    my ($port) = @_;
-    for (1 .. 100) {
-        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1',
-                                    PeerPort => $port, Timeout => 1);
-        return 1 if $s;
-        sleep 0.05;
-    }
-    return 0;
-}
-
 # the fake DNS for dns-01 (A queries answer 127.0.0.1; TXT as set through
 # the management API)
-spawn('challtestsrv', 'pebble-challtestsrv', '-defaultIPv4', '127.0.0.1',
-      '-defaultIPv6', '', '-dns01', "127.0.0.1:$dns", '-http01', '',
-      '-https01', '', '-tlsalpn01', '', '-management', "127.0.0.1:$mgmt");
-ok(wait_port($mgmt), 'pebble-challtestsrv is up');
+ok($t->start_challtestsrv($dns, $mgmt), 'pebble-challtestsrv is up');
 
 # --- oracles -----------------------------------------------------------------
 
-# checks a PEM certificate file: chain to our root, SANs, serverAuth
-sub cert_ok {
-    my ($name, $file, @names) = @_;
-    ok(-s $file, "$name: certificate written") or return;
-    my ($ok, $out) = $t->verify_chain($file);
-    ok($ok, "$name: chains to the test root") or diag($out);
-    my $text = $t->x509_text($file) // '';
-    for my $n (@names) {
-        like($text, qr/DNS:\Q$n\E(?:,|\s|$)/, "$name: SAN $n");
-    }
-    like($text, qr/TLS Web Server Authentication/, "$name: serverAuth");
-}
-
-sub ocsp_status {
-    my ($file) = @_;
-    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
-        "$pki/issuing.pem", '-cert', $file, '-url', $ocsp_url,
-        '-CAfile', "$pki/root.pem", '-no_nonce', '-timeout', '10'],
-        timeout => 20);
-    return $1 if $out =~ /:\s*(good|revoked|unknown)\b/;
-    diag("openssl ocsp: $out $err");
-    return 'error';
-}
-
-# the responder sees a revocation within ocsp_responder_revgen_check (1 s)
-sub ocsp_revoked {
-    my ($file) = @_;
-    my $st;
-    for (1 .. 15) {
-        $st = ocsp_status($file);
-        return $st if $st eq 'revoked';
-        sleep 0.25;
-    }
-    return $st;
-}
-
+# a client's check "NAME: exit 0", with the clients' environment
 sub run_client {
     my ($name, $argv, %env) = @_;
-    my $t1 = time;
-    my ($rc, $out, $err) = run_cmd($argv, env => { %cenv, %env },
-                                   timeout => 60);
-    ok($rc == 0, sprintf("%s: exit 0 (%.1f s)", $name, time - $t1))
-        or diag("$out\n$err\n" . (PKITest::slurp($t->error_log) // ''));
-    return $rc == 0;
+    return $t->run_ok($name, $argv, env => { %cenv, %env });
 }
 
 # --- certbot -------------------------------------------------------------------
@@ -175,22 +85,22 @@ run_client('certbot standalone http-01',
      '--register-unsafely-without-email', '--http-01-port', $http01,
      '--http-01-address', '127.0.0.1', '--key-type', 'ecdsa',
      '-d', 'cb1.example.com', '-d', 'www.cb1.example.com']);
-cert_ok('certbot standalone', "$live/cb1.example.com/cert.pem",
-        'cb1.example.com', 'www.cb1.example.com');
+$t->cert_ok('certbot standalone', "$live/cb1.example.com/cert.pem",
+            'cb1.example.com', 'www.cb1.example.com');
 
 SKIP: {
     skip 'no python3 for the webroot server', 6 if !$PY;
     mkdir "$dir/webroot";
-    spawn('webroot', $PY, '-m', 'http.server', '--bind', '127.0.0.1',
-          '--directory', "$dir/webroot", $http01);
+    $t->spawn('webroot', $PY, '-m', 'http.server', '--bind', '127.0.0.1',
+              '--directory', "$dir/webroot", $http01);
     ok(wait_port($http01), 'webroot server is up');
     run_client('certbot webroot',
         [@cb, 'certonly', '--webroot', '-w', "$dir/webroot",
          '--key-type', 'rsa', '--rsa-key-size', '2048',
          '-d', 'cb2.example.com']);
-    unspawn('webroot');
-    cert_ok('certbot webroot', "$live/cb2.example.com/cert.pem",
-            'cb2.example.com');
+    $t->unspawn('webroot');
+    $t->cert_ok('certbot webroot', "$live/cb2.example.com/cert.pem",
+                'cb2.example.com');
     like(PKITest::slurp("$dir/webroot.log") // '',
          qr{GET /\.well-known/acme-challenge/\S+ HTTP/1\.1" 200},
          'the validator fetched the token from the webroot');
@@ -202,36 +112,16 @@ run_client('certbot renew',
      '--cert-name', 'cb1.example.com']);
 my $new = $t->x509_field("$live/cb1.example.com/cert.pem", 'serial');
 ok($new && $old && $new ne $old, "certbot renew: new serial ($old -> $new)");
-cert_ok('certbot renewed', "$live/cb1.example.com/cert.pem",
-        'cb1.example.com', 'www.cb1.example.com');
+$t->cert_ok('certbot renewed', "$live/cb1.example.com/cert.pem",
+            'cb1.example.com', 'www.cb1.example.com');
 
-is(ocsp_status("$live/cb1.example.com/cert.pem"), 'good',
+is($t->ocsp_status("$live/cb1.example.com/cert.pem"), 'good',
    'OCSP: certbot certificate good before revocation');
 run_client('certbot revoke',
     [@cb, 'revoke', '--cert-name', 'cb1.example.com', '--reason',
      'keycompromise', '--no-delete-after-revoke']);
-is(ocsp_revoked("$live/cb1.example.com/cert.pem"), 'revoked',
+is($t->ocsp_revoked("$live/cb1.example.com/cert.pem"), 'revoked',
    'OCSP: certbot certificate revoked');
-
-# OCSP revocation reason of a certificate file ('' when good or unknown)
-sub ocsp_reason {
-    my ($file) = @_;
-    my ($rc, $out) = run_cmd(['openssl', 'ocsp', '-issuer',
-        "$pki/issuing.pem", '-cert', $file, '-url', $ocsp_url,
-        '-CAfile', "$pki/root.pem", '-no_nonce', '-timeout', '10'],
-        timeout => 20);
-    return $out =~ /Reason:\s*(\S+)/ ? $1 : '';
-}
-
-# the stored account (JSON) behind an account URL
-sub account_of {
-    my ($url) = @_;
-    my ($id) = ($url // '') =~ m{/acct/([\w-]+)$} or return {};
-    my ($key) = grep { /\{acme:\Q$id\E\}:acct$/ } $t->redis_keys('*:acct');
-    return {} if !$key;
-    my $text = $t->redis_raw('GET', $key);
-    return eval { JSON::PP::decode_json($text) } || {};
-}
 
 # certbot's account URL (regr.json of its only account)
 sub certbot_account_url {
@@ -250,7 +140,8 @@ run_client('certbot P-384',
     [@cb, 'certonly', '--standalone', '--http-01-port', $http01,
      '--http-01-address', '127.0.0.1', '--key-type', 'ecdsa',
      '--elliptic-curve', 'secp384r1', '-d', 'cb3.example.com']);
-cert_ok('certbot P-384', "$live/cb3.example.com/cert.pem", 'cb3.example.com');
+$t->cert_ok('certbot P-384', "$live/cb3.example.com/cert.pem",
+            'cb3.example.com');
 like($t->x509_text("$live/cb3.example.com/cert.pem") // '',
      qr/NIST CURVE: P-384|secp384r1/, 'certbot P-384: a P-384 key');
 
@@ -259,8 +150,8 @@ run_client('certbot --must-staple',
     [@cb, 'certonly', '--standalone', '--http-01-port', $http01,
      '--http-01-address', '127.0.0.1', '--must-staple',
      '-d', 'cb4.example.com']);
-cert_ok('certbot --must-staple', "$live/cb4.example.com/cert.pem",
-        'cb4.example.com');
+$t->cert_ok('certbot --must-staple', "$live/cb4.example.com/cert.pem",
+            'cb4.example.com');
 like($t->x509_text("$live/cb4.example.com/cert.pem") // '',
      qr/TLS Feature:\s*\n\s*status_request/,
      'certbot --must-staple: the certificate carries status_request');
@@ -271,7 +162,7 @@ my $cb_acct = certbot_account_url("$dir/cb/config");
 ok($cb_acct, 'certbot: its account URL') or diag(`ls -R $dir/cb/config/accounts`);
 run_client('certbot update_account',
     [@cb, 'update_account', '-m', 'ops@example.com']);
-is_deeply(account_of($cb_acct)->{contact}, ['mailto:ops@example.com'],
+is_deeply($t->acme_account($cb_acct)->{contact}, ['mailto:ops@example.com'],
           'certbot update_account: the stored contact changed');
 
 run_client('certbot revoke with the certificate key (no account)',
@@ -281,15 +172,15 @@ run_client('certbot revoke with the certificate key (no account)',
      '--cert-path', "$live/cb3.example.com/cert.pem",
      '--key-path', "$live/cb3.example.com/privkey.pem",
      '--reason', 'superseded', '--no-delete-after-revoke']);
-is(ocsp_revoked("$live/cb3.example.com/cert.pem"), 'revoked',
+is($t->ocsp_revoked("$live/cb3.example.com/cert.pem"), 'revoked',
    'OCSP: revoked with the certificate key');
-is(ocsp_reason("$live/cb3.example.com/cert.pem"), 'superseded',
+is($t->ocsp_reason("$live/cb3.example.com/cert.pem"), 'superseded',
    'OCSP: with the reason certbot gave');
 ok(!glob("$dir/cb0/config/accounts/*"),
    'the revocation by certificate key made no account');
 
 run_client('certbot unregister', [@cb, 'unregister']);
-is(account_of($cb_acct)->{status}, 'deactivated',
+is($t->acme_account($cb_acct)->{status}, 'deactivated',
    'certbot unregister: the account is deactivated');
 
 # --- lego ----------------------------------------------------------------------
@@ -301,12 +192,12 @@ my $lc = "$dir/lego/certificates";
 run_client('lego http-01',
     [@lego, '--domains', 'lg1.example.com', '--http', '--http.port',
      "127.0.0.1:$http01", 'run']);
-cert_ok('lego http-01', "$lc/lg1.example.com.crt", 'lg1.example.com');
+$t->cert_ok('lego http-01', "$lc/lg1.example.com.crt", 'lg1.example.com');
 
 run_client('lego tls-alpn-01',
     [@lego, '--domains', 'lg2.example.com', '--tls', '--tls.port',
      "127.0.0.1:$tls01", 'run']);
-cert_ok('lego tls-alpn-01', "$lc/lg2.example.com.crt", 'lg2.example.com');
+$t->cert_ok('lego tls-alpn-01', "$lc/lg2.example.com.crt", 'lg2.example.com');
 
 # lego's exec DNS provider: "present|cleanup FQDN VALUE"
 my $hook = "$dir/dns-hook.sh";
@@ -324,15 +215,15 @@ run_client('lego dns-01 (name and wildcard)',
      "127.0.0.1:$dns", 'run'],
     EXEC_PATH => $hook, EXEC_POLLING_INTERVAL => 1,
     EXEC_PROPAGATION_TIMEOUT => 10, EXEC_SEQUENCE_INTERVAL => 1);
-cert_ok('lego dns-01', "$lc/lg3.example.com.crt", 'lg3.example.com',
-        '*.lg3.example.com');
+$t->cert_ok('lego dns-01', "$lc/lg3.example.com.crt", 'lg3.example.com',
+            '*.lg3.example.com');
 
-is(ocsp_status("$lc/lg1.example.com.crt"), 'good',
+is($t->ocsp_status("$lc/lg1.example.com.crt"), 'good',
    'OCSP: lego certificate good before revocation');
 run_client('lego revoke',
     [@lego, '--domains', 'lg1.example.com', 'revoke', '--keep',
      '--reason', '4']);
-is(ocsp_revoked("$lc/lg1.example.com.crt"), 'revoked',
+is($t->ocsp_revoked("$lc/lg1.example.com.crt"), 'revoked',
    'OCSP: lego certificate revoked');
 
 # CAA is read when a name validates: with CAA checks on, an authorization
@@ -366,11 +257,8 @@ is(ocsp_revoked("$lc/lg1.example.com.crt"), 'revoked',
 # validator asks it; the demo names itself nginx-pki.test
 sub add_caa {
     my ($host, @pol) = @_;
-    my $body = JSON::PP::encode_json({ host => "$host.",
-        policies => [ map { { tag => $_->[0], value => $_->[1] } } @pol ] });
-    my ($rc, $out, $err) = run_cmd(['curl', '-sS', '--max-time', '5', '-d',
-                                    $body, "http://127.0.0.1:$mgmt/add-caa"]);
-    ok($rc == 0, "challtestsrv: CAA for $host") or diag("$out $err");
+    my ($ok, $why) = $t->add_caa($host, @pol);
+    ok($ok, "challtestsrv: CAA for $host") or diag($why);
 }
 
 add_caa('caa-other.example.com', ['issue', 'ca.example.net']);
@@ -391,8 +279,8 @@ add_caa('caa-ours.example.com',
 run_client('lego, CAA naming this CA',
     [@lego, '--domains', 'caa-ours.example.com', '--http', '--http.port',
      "127.0.0.1:$http01", 'run']);
-cert_ok('lego under CAA', "$lc/caa-ours.example.com.crt",
-        'caa-ours.example.com');
+$t->cert_ok('lego under CAA', "$lc/caa-ours.example.com.crt",
+            'caa-ours.example.com');
 like(PKITest::slurp($t->error_log) // '', qr/caa-other\.example\.com/,
      'the CAA refusal is in the error log');
 
@@ -404,7 +292,7 @@ run_client('lego renew',
 my $lg_new = $t->x509_field("$lc/lg2.example.com.crt", 'serial');
 ok($lg_new && $lg_old && $lg_new ne $lg_old,
    "lego renew: new serial ($lg_old -> $lg_new)");
-cert_ok('lego renewed', "$lc/lg2.example.com.crt", 'lg2.example.com');
+$t->cert_ok('lego renewed', "$lc/lg2.example.com.crt", 'lg2.example.com');
 
 # --- alternate chains (RFC 8555 7.4.2) ----------------------------------------
 # the issuing CA has `alternate_chain alt-chain.pem` (scripts/nginx-conf.sh):
@@ -418,11 +306,10 @@ my $ntop = 0;
 # the last certificate of a PEM bundle, in a file of its own
 sub top_cert {
     my ($file) = @_;
-    my @pem = (PKITest::slurp($file) // '')
-        =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/sg;
+    my @pem = PKITest::pem_certs($file);
     return undef if !@pem;
     my $top = "$dir/top-" . ++$ntop . '.pem';
-    PKITest::spew($top, "$pem[-1]\n");
+    PKITest::spew($top, $pem[-1]);
     return $top;
 }
 
@@ -458,8 +345,8 @@ run_client('certbot, default chain',
     [@cba, 'certonly', '--standalone', '--agree-tos',
      '--register-unsafely-without-email', '--http-01-port', $http01,
      '--http-01-address', '127.0.0.1', '-d', 'cba1.example.com']);
-cert_ok('certbot default chain', "$alive/cba1.example.com/cert.pem",
-        'cba1.example.com');
+$t->cert_ok('certbot default chain', "$alive/cba1.example.com/cert.pem",
+            'cba1.example.com');
 {
     my $top = top_cert("$alive/cba1.example.com/chain.pem");
     like($top ? $t->x509_field($top, 'issuer') : '',
@@ -477,16 +364,16 @@ run_client('certbot --preferred-chain',
     [@cba, 'certonly', '--standalone', '--http-01-port', $http01,
      '--http-01-address', '127.0.0.1', '--preferred-chain', $altcn,
      '-d', 'cba2.example.com']);
-cert_ok('certbot --preferred-chain', "$alive/cba2.example.com/cert.pem",
-        'cba2.example.com');
+$t->cert_ok('certbot --preferred-chain', "$alive/cba2.example.com/cert.pem",
+            'cba2.example.com');
 alt_chain_ok('certbot --preferred-chain', "$alive/cba2.example.com/chain.pem",
              "$alive/cba2.example.com/cert.pem");
 
 run_client('lego --preferred-chain',
     [@lego, '--domains', 'lga.example.com', '--http', '--http.port',
      "127.0.0.1:$http01", 'run', '--preferred-chain', $altcn]);
-cert_ok('lego --preferred-chain', "$lc/lga.example.com.crt",
-        'lga.example.com');
+$t->cert_ok('lego --preferred-chain', "$lc/lga.example.com.crt",
+            'lga.example.com');
 alt_chain_ok('lego --preferred-chain', "$lc/lga.example.com.issuer.crt",
              "$lc/lga.example.com.crt");
 
@@ -500,17 +387,6 @@ alt_chain_ok('lego --preferred-chain', "$lc/lga.example.com.issuer.crt",
 # uacme has no CA option: libcurl-gnutls reads the system bundle only, so
 # uacme runs in a mount namespace of its own where the test root is bind-
 # mounted over /etc/ssl/certs/ca-certificates.crt (nothing outside changes).
-
-# the stored account (JSON) whose contact is this address
-sub account_with_contact {
-    my ($mail) = @_;
-    for my $k ($t->redis_keys('*:acct')) {
-        my $a = eval { JSON::PP::decode_json($t->redis_raw('GET', $k)) }
-            or next;
-        return $a if grep { $_ eq "mailto:$mail" } @{ $a->{contact} // [] };
-    }
-    return {};
-}
 
 # uacme's exit status and output (it prints what it does with -v)
 sub uacme {
@@ -527,21 +403,21 @@ sub uacme {
 
 sub uacme_ok {
     my ($name, $cdir, @args) = @_;
-    my $t1 = time;
+    my $t0 = time;
     my ($rc, $out) = uacme($cdir, @args);
-    ok($rc == 0, sprintf('%s: exit 0 (%.1f s)', $name, time - $t1))
-        or diag("$out\n" . (PKITest::slurp($t->error_log) // ''));
+    $t->exit_ok($name, $rc, $t0, $out);
     return $out;
 }
 
 mkdir "$dir/webroot";
-spawn('webroot2', $PY, '-m', 'http.server', '--bind', '127.0.0.1',
-      '--directory', "$dir/webroot", $http01);
+$t->spawn('webroot2', $PY, '-m', 'http.server', '--bind', '127.0.0.1',
+          '--directory', "$dir/webroot", $http01);
 ok(wait_port($http01), 'webroot server is up (small clients)');
 my $ualpn_sock = "$dir/ualpn.sock";
 # ualpn proxies what is not a tls-alpn-01 handshake to port 9 (discard)
-spawn('ualpn', 'ualpn', '-b', "127.0.0.1\@$tls01", '-c', '127.0.0.1@9',
-      '-s', $ualpn_sock, '-p', "$dir/ualpn.pid", '-P', '0', '-n', '1', '-v');
+$t->spawn('ualpn', 'ualpn', '-b', "127.0.0.1\@$tls01", '-c', '127.0.0.1@9',
+          '-s', $ualpn_sock, '-p', "$dir/ualpn.pid", '-P', '0', '-n', '1',
+          '-v');
 ok(wait_port($tls01), 'ualpn is up');
 
 # uacme's hook: METHOD TYPE IDENT TOKEN AUTH; it accepts the challenge type
@@ -568,13 +444,13 @@ SKIP: {
          . 'bundle to bind-mount over', 40 if !$un_ok;
 
     uacme_ok('uacme new', $ud, '-y', 'new', 'uacme@example.com');
-    is(account_with_contact('uacme@example.com')->{status} // '', 'valid',
-       'uacme new: the account is stored with its contact');
+    is($t->acme_account_with_contact('uacme@example.com')->{status} // '',
+       'valid', 'uacme new: the account is stored with its contact');
 
     uacme_ok('uacme http-01', $ud, 'issue', 'u1.example.com',
              'www.u1.example.com');
-    cert_ok('uacme http-01', "$ud/u1.example.com/cert.pem", 'u1.example.com',
-            'www.u1.example.com');
+    $t->cert_ok('uacme http-01', "$ud/u1.example.com/cert.pem",
+                'u1.example.com', 'www.u1.example.com');
     like(PKITest::slurp("$dir/webroot2.log") // '',
          qr{GET /\.well-known/acme-challenge/\S+ HTTP/1\.1" 200},
          'uacme http-01: the validator fetched the token');
@@ -583,8 +459,8 @@ SKIP: {
         local $ENV{UACME_CHALLENGE} = 'tls-alpn-01';
         uacme_ok('uacme tls-alpn-01 (ualpn)', $ud, 'issue', 'u2.example.com');
     }
-    cert_ok('uacme tls-alpn-01', "$ud/u2.example.com/cert.pem",
-            'u2.example.com');
+    $t->cert_ok('uacme tls-alpn-01', "$ud/u2.example.com/cert.pem",
+                'u2.example.com');
     like(PKITest::slurp("$dir/ualpn.log") // '',
          qr/acme-tls\/1 handshake .* for u2\.example\.com completed/,
          'ualpn answered our tls-alpn-01 handshake');
@@ -614,9 +490,9 @@ SKIP: {
     my $u1_serial = $t->x509_field($u1, 'serial');
     PKITest::spew("$dir/u1-keep.pem", PKITest::slurp($u1));
     uacme_ok('uacme revoke (account)', $ud, '-r', '4', 'revoke', $u1);
-    is(ocsp_revoked("$dir/u1-keep.pem"), 'revoked',
+    is($t->ocsp_revoked("$dir/u1-keep.pem"), 'revoked',
        'OCSP: uacme certificate revoked');
-    is(ocsp_reason("$dir/u1-keep.pem"), 'superseded',
+    is($t->ocsp_reason("$dir/u1-keep.pem"), 'superseded',
        'OCSP: with the reason uacme gave');
     PKITest::spew($u1, PKITest::slurp("$dir/u1-keep.pem"));
     $out = uacme_ok('uacme issue of a revoked certificate', $ud, 'issue',
@@ -644,19 +520,19 @@ SKIP: {
          '... the server said why') or diag($out);
 
     uacme_ok('uacme update', $ud, 'update', 'ops-u@example.com');
-    is(account_with_contact('ops-u@example.com')->{status} // '', 'valid',
-       'uacme update: the stored contact changed');
+    is($t->acme_account_with_contact('ops-u@example.com')->{status} // '',
+       'valid', 'uacme update: the stored contact changed');
 
     # a revocation signed with the certificate's key, from no account
     uacme_ok('uacme revoke (certificate key)', "$dir/uacme-none", 'revoke',
              "$ud/u2.example.com/cert.pem",
              "$ud/private/u2.example.com/key.pem");
     my ($u2rev) = glob("$ud/u2.example.com/revoked-*.pem");
-    is($u2rev ? ocsp_revoked($u2rev) : 'no file', 'revoked',
+    is($u2rev ? $t->ocsp_revoked($u2rev) : 'no file', 'revoked',
        'OCSP: revoked with the certificate key');
 
     uacme_ok('uacme deactivate', $ud, '-y', 'deactivate');
-    is(account_with_contact('ops-u@example.com')->{status} // '',
+    is($t->acme_account_with_contact('ops-u@example.com')->{status} // '',
        'deactivated', 'uacme deactivate: the account is deactivated');
     ($rc, $out) = uacme($ud, '-f', 'issue', 'u4.example.com');
     isnt($rc, 0, 'uacme: a deactivated account issues nothing');
@@ -682,8 +558,8 @@ run_client('dehydrated register', [@dh, '--register', '--accept-terms'],
 run_client('dehydrated issue',
     [@dh, '--cron', '-d', 'dh1.example.com', '-d', 'www.dh1.example.com'],
     CURL_CA_BUNDLE => "$pki/root.pem");
-cert_ok('dehydrated', "$dh/certs/dh1.example.com/cert.pem",
-        'dh1.example.com', 'www.dh1.example.com');
+$t->cert_ok('dehydrated', "$dh/certs/dh1.example.com/cert.pem",
+            'dh1.example.com', 'www.dh1.example.com');
 PKITest::spew("$dir/dh-keep.pem",
               PKITest::slurp("$dh/certs/dh1.example.com/cert.pem"));
 run_client('dehydrated revoke',
@@ -691,7 +567,7 @@ run_client('dehydrated revoke',
     CURL_CA_BUNDLE => "$pki/root.pem");
 ok(glob("$dh/certs/dh1.example.com/cert-*.pem-revoked"),
    'dehydrated: the revoked certificate renamed');
-is(ocsp_revoked("$dir/dh-keep.pem"), 'revoked',
+is($t->ocsp_revoked("$dir/dh-keep.pem"), 'revoked',
    'OCSP: dehydrated certificate revoked');
 
 # acme-tiny: an RSA account key (RS256) and a CSR of ours
@@ -710,9 +586,9 @@ run_cmd(['openssl', 'req', '-new', '-newkey', 'ec', '-pkeyopt',
         or diag("$err\n" . (PKITest::slurp($t->error_log) // ''));
     PKITest::spew("$dir/tiny.pem", $out);
 }
-cert_ok('acme-tiny', "$dir/tiny.pem", 'tiny.example.com');
-unspawn('webroot2');
-unspawn('ualpn');
+$t->cert_ok('acme-tiny', "$dir/tiny.pem", 'tiny.example.com');
+$t->unspawn('webroot2');
+$t->unspawn('ualpn');
 
 # --- External Account Binding with both clients -------------------------------
 # the same server with acme_eab_required on: keys come from the admin API
@@ -725,19 +601,11 @@ $https = $t->https_port;
 $server = "https://127.0.0.1:$https/acme/directory";
 s{^https://127\.0\.0\.1:\d+/acme/directory$}{$server} for @cb, @lego;
 
-sub eab_key {
-    my $r = $t->curl('POST', "https://127.0.0.1:$https/pki/admin/acme/eab",
-                     user => 'admin:admin');
-    is($r->{code}, 201, 'admin API: an EAB key') or diag($r->{body});
-    my $k = eval { JSON::PP::decode_json($r->{body}) } || {};
-    return ($k->{kid} // '', $k->{hmac_key} // '');
-}
-
 # EAB keys are base64url and one in 64 starts with "-": given as a separate
 # argument, certbot's (and lego's) option parser takes it for an option, so
 # every key goes in the --opt=VALUE form
 my @cbe = map { s{/cb/}{/cbe/}r } @cb;
-my ($kid, $hmac) = eab_key();
+my ($kid, $hmac) = $t->eab_key();
 {
     my ($rc, $out, $err) = run_cmd(
         [@cbe, 'register', '--agree-tos', '--register-unsafely-without-email'],
@@ -751,8 +619,8 @@ run_client('certbot with EAB',
      '--register-unsafely-without-email', "--eab-kid=$kid",
      "--eab-hmac-key=$hmac", '--http-01-port', $http01,
      '--http-01-address', '127.0.0.1', '-d', 'cbe.example.com']);
-cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
-        'cbe.example.com');
+$t->cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
+            'cbe.example.com');
 {
     # a used key binds no second account
     my ($rc, $out, $err) = run_cmd(
@@ -767,14 +635,14 @@ cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
          'certbot: told the key is used');
 }
 
-my ($lkid, $lhmac) = eab_key();
+my ($lkid, $lhmac) = $t->eab_key();
 my @lego_e = map { s{/lego$}{/lego-eab}r } @lego;
 run_client('lego with EAB',
     [@lego_e, '--eab', "--kid=$lkid", "--hmac=$lhmac",
      '--domains', 'lge.example.com', '--http', '--http.port',
      "127.0.0.1:$http01", 'run']);
-cert_ok('lego with EAB', "$dir/lego-eab/certificates/lge.example.com.crt",
-        'lge.example.com');
+$t->cert_ok('lego with EAB', "$dir/lego-eab/certificates/lge.example.com.crt",
+            'lge.example.com');
 
 SKIP: {
     skip 'uacme: no mount namespace here', 4 if !$un_ok;
@@ -783,12 +651,12 @@ SKIP: {
     like($out, qr/externalAccountRequired|requires external credentials/,
          'uacme without EAB: told why (the directory says so)')
         or diag($out);
-    my ($ukid, $uhmac) = eab_key();
+    my ($ukid, $uhmac) = $t->eab_key();
     uacme_ok('uacme with EAB', "$dir/uacme-eab", '-y', '-e', "$ukid:$uhmac",
              'new');
 }
 
-unspawn('challtestsrv');
+$t->unspawn('challtestsrv');
 $t->stop_nginx;
 my $log = PKITest::slurp($t->error_log) // '';
 unlike($log, qr/\[(?:alert|crit|emerg)\]/, 'no alert/crit in error.log');

@@ -29,19 +29,8 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX ();
-use JSON::PP ();
-use IO::Socket::IP;
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 use PKITest;
-
-sub which {
-    my ($cmd) = @_;
-    for my $d (split /:/, $ENV{PATH} // '') {
-        return "$d/$cmd" if -x "$d/$cmd";
-    }
-    return undef;
-}
 
 my $APT = 'apt-get install ruby-acme-client lacme lacme-accountd '
         . 'libcrypt-openssl-rsa-perl acmetool pebble';
@@ -65,78 +54,24 @@ $t->start_redis;
 
 my $dir = $t->dir;
 my $pki = $t->pki;
-my $http01 = PKITest::free_port();
-my $dns = PKITest::free_port();
-my $mgmt = PKITest::free_port();
+my ($http01, undef, $dns, $mgmt) = $t->acme_lab;
 
 sub lab_conf {
-    my $conf = $t->render_conf('--acme-http-port', $http01, @_);
-    $conf =~ s/^(\s*)(acme_validation_timeout\s[^;]*;)/$1$2\n$1acme_validation_resolver 127.0.0.1:$dns;/m
-        or BAIL_OUT('no acme location in scripts/nginx-conf.sh output');
-    return $conf;
+    return $t->acme_lab_conf($dns, '--acme-http-port', $http01, @_);
 }
 
 $t->start_nginx(lab_conf());
 my $server = 'https://127.0.0.1:' . $t->https_port . '/acme/directory';
-my $ocsp_url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my $errlog = '';
 
-sub spawn {
-    my ($name, @argv) = @_;
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        POSIX::setsid();
-        open(STDOUT, '>>', "$dir/$name.log");
-        open(STDERR, '>&', \*STDOUT);
-        exec(@argv) or POSIX::_exit(127);
-    }
-    $t->{children}{$name} = $pid;
-    return $pid;
-}
-
-sub wait_port {
-    my ($port) = @_;
-    for (1 .. 100) {
-        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1',
-                                    PeerPort => $port, Timeout => 1);
-        return 1 if $s;
-        sleep 0.05;
-    }
-    return 0;
-}
-
-spawn('challtestsrv', 'pebble-challtestsrv', '-defaultIPv4', '127.0.0.1',
-      '-defaultIPv6', '', '-dns01', "127.0.0.1:$dns", '-http01', '',
-      '-https01', '', '-tlsalpn01', '', '-management', "127.0.0.1:$mgmt");
-ok(wait_port($mgmt), 'pebble-challtestsrv is up');
+ok($t->start_challtestsrv($dns, $mgmt), 'pebble-challtestsrv is up');
 
 # --- oracles -----------------------------------------------------------------
-
-# a PEM file's certificates, in order
-sub pems {
-    my ($file) = @_;
-    my $text = PKITest::slurp($file) // '';
-    return $text =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?)/sg;
-}
-
-# the leaf: chains to the test root (through the issuing CA), its SANs and
-# serverAuth
-sub cert_ok {
-    my ($name, $file, @names) = @_;
-    ok(-s $file, "$name: certificate written") or return;
-    my ($ok, $out) = $t->verify_chain($file);
-    ok($ok, "$name: chains to the test root") or diag($out);
-    my $text = $t->x509_text($file) // '';
-    my %want = map { $_ => 1 } @names;
-    my %got = map { $_ => 1 } $text =~ /DNS:([^,\s]+)/g;
-    is_deeply(\%got, \%want, "$name: SANs @names");
-    like($text, qr/TLS Web Server Authentication/, "$name: serverAuth");
-}
 
 # the chain the client saved (leaf first) verifies with only the test root
 sub chain_ok {
     my ($name, $file) = @_;
-    my ($leaf, @rest) = pems($file);
+    my ($leaf, @rest) = PKITest::pem_certs($file);
     ok(@rest >= 1, "$name: the saved chain has the issuing CA") or return;
     PKITest::spew("$file.leaf", $leaf // '');
     PKITest::spew("$file.rest", join('', @rest));
@@ -144,60 +79,6 @@ sub chain_ok {
         "$pki/root.pem", '-untrusted', "$file.rest", "$file.leaf"]);
     ok($rc == 0, "$name: the saved chain verifies with the test root")
         or diag("$out$err");
-}
-
-sub ocsp_text {
-    my ($file) = @_;
-    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
-        "$pki/issuing.pem", '-cert', $file, '-url', $ocsp_url,
-        '-CAfile', "$pki/root.pem", '-no_nonce', '-timeout', '10'],
-        timeout => 20);
-    return "$out$err";
-}
-
-sub ocsp_status {
-    my ($file) = @_;
-    my $out = ocsp_text($file);
-    return $1 if $out =~ /:\s*(good|revoked|unknown)\b/;
-    diag("openssl ocsp: $out");
-    return 'error';
-}
-
-# the responder sees a revocation within ocsp_responder_revgen_check (1 s)
-sub ocsp_revoked {
-    my ($file) = @_;
-    my $st;
-    for (1 .. 15) {
-        $st = ocsp_status($file);
-        return $st if $st eq 'revoked';
-        sleep 0.25;
-    }
-    return $st;
-}
-
-sub ocsp_reason {
-    my ($file) = @_;
-    return ocsp_text($file) =~ /Reason:\s*(\S+)/ ? $1 : '';
-}
-
-# the stored account (JSON) whose contact is this address
-sub account_with_contact {
-    my ($mail) = @_;
-    for my $k ($t->redis_keys('*:acct')) {
-        my $a = eval { JSON::PP::decode_json($t->redis_raw('GET', $k)) }
-            or next;
-        return $a if grep { $_ eq "mailto:$mail" } @{ $a->{contact} // [] };
-    }
-    return {};
-}
-
-sub run_ok {
-    my ($name, $argv, %o) = @_;
-    my $t1 = time;
-    my ($rc, $out, $err) = run_cmd($argv, timeout => 60, %o);
-    ok($rc == 0, sprintf("%s: exit 0 (%.1f s)", $name, time - $t1))
-        or diag("$out\n$err\n" . (PKITest::slurp($t->error_log) // ''));
-    return wantarray ? ($rc, "$out$err") : $rc == 0;
 }
 
 # --- ruby-acme-client ----------------------------------------------------------
@@ -221,8 +102,7 @@ sub rb {
         $kv{$k} = $v;
         $n{$k}++;
     }
-    ok($rc == 0, sprintf("%s: exit 0 (%.1f s)", $name, time - $t1))
-        or diag("$out\n$err\n" . (PKITest::slurp($t->error_log) // ''));
+    $t->exit_ok($name, $rc, $t1, "$out\n$err");
     return (\%kv, \%n, $out);
 }
 
@@ -232,7 +112,7 @@ SKIP: {
     my ($kv, $n) = rb('gem new_account', 'register', 'rb@example.com');
     like($kv->{kid} // '', qr{^https://127\.0\.0\.1:\d+/acme/acct/[\w-]+$},
          'gem new_account: an account URL');
-    my $acct = account_with_contact('rb@example.com');
+    my $acct = $t->acme_account_with_contact('rb@example.com');
     is($acct->{status} // '', 'valid',
        'gem new_account: the stored account has the contact');
     ok($acct->{tos}, 'gem new_account: the stored account agreed to the ToS');
@@ -242,8 +122,8 @@ SKIP: {
                    'www.rb1.example.com');
     is($n->{served} // 0, 2,
        'gem http-01: the validator fetched both tokens from the script');
-    cert_ok('gem http-01', "$rbdir/rb1.pem", 'rb1.example.com',
-            'www.rb1.example.com');
+    $t->cert_ok_sans('gem http-01', "$rbdir/rb1.pem", 'rb1.example.com',
+                     'www.rb1.example.com');
     chain_ok('gem http-01', "$rbdir/rb1.pem");
     is($t->pubkey_of_cert("$rbdir/rb1.pem"),
        $t->pubkey_of_key("$rbdir/rb1.pem.key"),
@@ -252,23 +132,23 @@ SKIP: {
     ($kv, $n) = rb('gem dns-01 (name and wildcard)', 'issue', 'dns-01',
                    "$rbdir/rb2.pem", 'rb2.example.com', '*.rb2.example.com');
     is($n->{authz} // 0, 2, 'gem dns-01: two authorizations');
-    cert_ok('gem dns-01', "$rbdir/rb2.pem", 'rb2.example.com',
-            '*.rb2.example.com');
+    $t->cert_ok_sans('gem dns-01', "$rbdir/rb2.pem", 'rb2.example.com',
+                     '*.rb2.example.com');
 
-    is(ocsp_status("$rbdir/rb1.pem"), 'good',
+    is($t->ocsp_status("$rbdir/rb1.pem"), 'good',
        'OCSP: gem certificate good before revocation');
     rb('gem revoke (keyCompromise)', 'revoke', "$rbdir/rb1.pem", 1);
-    is(ocsp_revoked("$rbdir/rb1.pem"), 'revoked',
+    is($t->ocsp_revoked("$rbdir/rb1.pem"), 'revoked',
        'OCSP: gem certificate revoked');
-    is(ocsp_reason("$rbdir/rb1.pem"), 'keyCompromise',
+    is($t->ocsp_reason("$rbdir/rb1.pem"), 'keyCompromise',
        'OCSP: with the reason the gem gave');
-    is(ocsp_status("$rbdir/rb2.pem"), 'good',
+    is($t->ocsp_status("$rbdir/rb2.pem"), 'good',
        'OCSP: the other gem certificate still good');
 
     rb('gem account update', 'update', 'rb-ops@example.com');
-    is(account_with_contact('rb-ops@example.com')->{status} // '', 'valid',
-       'gem account update: the stored contact changed');
-    ok(!%{ account_with_contact('rb@example.com') },
+    is($t->acme_account_with_contact('rb-ops@example.com')->{status} // '',
+       'valid', 'gem account update: the stored contact changed');
+    ok(!%{ $t->acme_account_with_contact('rb@example.com') },
        'gem account update: the old contact is gone');
 
     ($kv) = rb('gem account_key_change', 'keychange');
@@ -278,10 +158,11 @@ SKIP: {
        'gem keyChange: the old key no longer does');
     rb('gem issue with the new key', 'issue', 'http-01', "$rbdir/rb3.pem",
        'rb3.example.com');
-    cert_ok('gem after keyChange', "$rbdir/rb3.pem", 'rb3.example.com');
+    $t->cert_ok_sans('gem after keyChange', "$rbdir/rb3.pem",
+                     'rb3.example.com');
 
     ($kv) = rb('gem account_deactivate', 'deactivate');
-    is(account_with_contact('rb-ops@example.com')->{status} // '',
+    is($t->acme_account_with_contact('rb-ops@example.com')->{status} // '',
        'deactivated', 'gem deactivate: the stored account is deactivated');
     is($kv->{order_after} // '', 'Unauthorized',
        'gem deactivate: a new order is refused');
@@ -356,43 +237,44 @@ SKIP: {
              '... because it does not trust our server') or diag("$out$err");
     }
 
-    my (undef, $out) = run_ok('lacme account --register',
+    my (undef, $out) = $t->run_ok('lacme account --register',
         [@lacme, 'account', '--register', '--tos-agreed',
          'mailto:la@example.com']);
     like($out, qr{Key ID: https://127\.0\.0\.1:\d+/acme/acct/},
          'lacme: the account URL');
-    is(account_with_contact('la@example.com')->{status} // '', 'valid',
-       'lacme: the stored account has the contact');
+    is($t->acme_account_with_contact('la@example.com')->{status} // '',
+       'valid', 'lacme: the stored account has the contact');
 
-    run_ok('lacme newOrder (two names)',
+    $t->run_ok('lacme newOrder (two names)',
         [@lacme, 'newOrder', '--config-certs='
          . lacme_certs('la1', "$la/la1.key", 'la1.example.com',
                        'www.la1.example.com')]);
-    cert_ok('lacme', "$la/la1.pem", 'la1.example.com', 'www.la1.example.com');
+    $t->cert_ok_sans('lacme', "$la/la1.pem", 'la1.example.com',
+                     'www.la1.example.com');
     chain_ok('lacme', "$la/la1-chain.pem");
     is($t->pubkey_of_cert("$la/la1.pem"), $t->pubkey_of_key("$la/la1.key"),
        'lacme: the certificate has the configured key');
 
-    run_ok('lacme newOrder (RSA certificate key)',
+    $t->run_ok('lacme newOrder (RSA certificate key)',
         [@lacme, 'newOrder', '--config-certs='
          . lacme_certs('la2', "$la/la2.key", 'la2.example.com')]);
-    cert_ok('lacme RSA key', "$la/la2.pem", 'la2.example.com');
+    $t->cert_ok_sans('lacme RSA key', "$la/la2.pem", 'la2.example.com');
 
-    run_ok('lacme account (contact update)',
-           [@lacme, 'account', 'mailto:la-ops@example.com']);
-    is(account_with_contact('la-ops@example.com')->{status} // '', 'valid',
-       'lacme: the stored contact changed');
+    $t->run_ok('lacme account (contact update)',
+               [@lacme, 'account', 'mailto:la-ops@example.com']);
+    is($t->acme_account_with_contact('la-ops@example.com')->{status} // '',
+       'valid', 'lacme: the stored contact changed');
 
-    is(ocsp_status("$la/la1.pem"), 'good', 'OCSP: lacme certificate good');
-    run_ok('lacme revokeCert', [@lacme, 'revokeCert', "$la/la1.pem"]);
-    is(ocsp_revoked("$la/la1.pem"), 'revoked',
+    is($t->ocsp_status("$la/la1.pem"), 'good', 'OCSP: lacme certificate good');
+    $t->run_ok('lacme revokeCert', [@lacme, 'revokeCert', "$la/la1.pem"]);
+    is($t->ocsp_revoked("$la/la1.pem"), 'revoked',
        'OCSP: lacme certificate revoked');
 
     # RFC 8555 7.6: lacme-accountd holding the certificate's own key
     my $ck = lacme_conf('certkey.conf', key => "$la/la2.key");
-    run_ok('lacme revokeCert signed with the certificate key',
-           ['lacme', "--config=$ck", 'revokeCert', "$la/la2.pem"]);
-    is(ocsp_revoked("$la/la2.pem"), 'revoked',
+    $t->run_ok('lacme revokeCert signed with the certificate key',
+               ['lacme', "--config=$ck", 'revokeCert', "$la/la2.pem"]);
+    is($t->ocsp_revoked("$la/la2.pem"), 'revoked',
        'OCSP: revoked with the certificate key');
 }
 
@@ -457,13 +339,14 @@ YML
         run_cmd([@at, 'unwant', 'at0.example.com'], %atenv);
     }
 
-    run_ok('acmetool want (listen mode)',
-           [@at, 'want', 'at1.example.com', 'www.at1.example.com'], %atenv);
+    $t->run_ok('acmetool want (listen mode)',
+               [@at, 'want', 'at1.example.com', 'www.at1.example.com'], %atenv);
     my $live = "$at/state/live/at1.example.com";
-    cert_ok('acmetool', "$live/cert", 'at1.example.com',
-            'www.at1.example.com');
+    $t->cert_ok_sans('acmetool', "$live/cert", 'at1.example.com',
+                     'www.at1.example.com');
     chain_ok('acmetool', "$live/fullchain");
-    is(account_with_contact('at@example.com')->{status} // '', 'valid',
+    is($t->acme_account_with_contact('at@example.com')->{status} // '',
+       'valid',
        'acmetool: the stored account has the contact of the response file');
 }
 
@@ -478,19 +361,15 @@ SKIP: {
     $rbenv{ACME_DIRECTORY} = $server;
     $rbdir = "$dir/rb-eab";
 
-    my $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
-                     . '/pki/admin/acme/eab', user => 'admin:admin');
-    is($r->{code}, 201, 'admin API: an EAB key') or diag($r->{body});
-    my $k = eval { JSON::PP::decode_json($r->{body}) } || {};
+    my ($kid, $hmac) = $t->eab_key;
 
-    my ($kv) = rb('gem with EAB', 'eab', $k->{kid} // '',
-                  $k->{hmac_key} // '', 'rb-eab@example.com');
+    my ($kv) = rb('gem with EAB', 'eab', $kid, $hmac, 'rb-eab@example.com');
     is($kv->{eab_required}, 1,
        'gem: the directory says externalAccountRequired');
     is($kv->{without_eab} // '', 'ExternalAccountRequired',
        'gem without EAB: refused');
-    is(account_with_contact('rb-eab@example.com')->{status} // '', 'valid',
-       'gem with EAB: the account is stored');
+    is($t->acme_account_with_contact('rb-eab@example.com')->{status} // '',
+       'valid', 'gem with EAB: the account is stored');
     rb('gem issue under EAB', 'issue', 'http-01', "$rbdir/rbe.pem",
        'rbe.example.com');
     ok(-s "$rbdir/rbe.pem" && $t->verify_chain("$rbdir/rbe.pem"),

@@ -21,7 +21,8 @@
 #       certificate's key, AccountKeyRollover, an RSA account, EAB
 #
 # Both programs are built here, offline, against Debian's packages (GOPATH
-# mode, GOCACHE in the temp dir).  The oracles are the openssl CLI (chain,
+# mode, GOCACHE in the temp dir); what they share is the package
+# t/go/src/acmetest.  The oracles are the openssl CLI (chain,
 # names), our OCSP responder asked with `openssl ocsp`, the account records
 # in Redis and JWK thumbprints computed with CryptX.
 
@@ -30,18 +31,8 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX ();
-use JSON::PP ();
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 use PKITest;
-
-sub which {
-    my ($cmd) = @_;
-    for my $d (split /:/, $ENV{PATH} // '') {
-        return "$d/$cmd" if -x "$d/$cmd";
-    }
-    return undef;
-}
 
 my $GOPATH = '/usr/share/gocode';
 my @missing = grep { !which($_) } qw(go pebble-challtestsrv);
@@ -60,9 +51,11 @@ my $pki = $t->pki;
 
 # --- the two programs, built offline ------------------------------------------
 
-my %goenv = (GOPATH => $GOPATH, GO111MODULE => 'off', GOFLAGS => '',
-             GOPROXY => 'off', GOENV => 'off', GOTOOLCHAIN => 'local',
-             GOCACHE => "$dir/go/cache", HOME => "$dir/go", CGO_ENABLED => 0);
+# GOPATH mode: our package acmetest (t/go/src/acmetest), then Debian's
+my %goenv = (GOPATH => "$PKITest::TOP/t/go:$GOPATH", GO111MODULE => 'off',
+             GOFLAGS => '', GOPROXY => 'off', GOENV => 'off',
+             GOTOOLCHAIN => 'local', GOCACHE => "$dir/go/cache",
+             HOME => "$dir/go", CGO_ENABLED => 0);
 mkdir "$dir/go";
 for my $p (qw(xacme acmez)) {
     my $t1 = time;
@@ -75,50 +68,19 @@ for my $p (qw(xacme acmez)) {
 }
 
 $t->start_redis;
-my $http01 = PKITest::free_port();
-my $tls01 = PKITest::free_port();
-my $dns = PKITest::free_port();
-my $mgmt = PKITest::free_port();
+my ($http01, $tls01, $dns, $mgmt) = $t->acme_lab;
 
 sub conf {
-    my $conf = $t->render_conf('--acme-http-port', $http01,
-                               '--acme-tls-port', $tls01, @_);
-    $conf =~ s/^(\s*)(acme_validation_timeout\s[^;]*;)/$1$2\n$1acme_validation_resolver 127.0.0.1:$dns;/m
-        or BAIL_OUT('no acme location in scripts/nginx-conf.sh output');
-    return $conf;
+    return $t->acme_lab_conf($dns, '--acme-http-port', $http01,
+                             '--acme-tls-port', $tls01, @_);
 }
 $t->start_nginx(conf());
 
-my $ocsp_url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my $server = 'https://127.0.0.1:' . $t->https_port . '/acme/directory';
-
-sub wait_port {
-    my ($port) = @_;
-    for (1 .. 100) {
-        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1',
-                                    PeerPort => $port, Timeout => 1);
-        return 1 if $s;
-        sleep 0.05;
-    }
-    return 0;
-}
 
 # the fake DNS for dns-01 (A queries answer 127.0.0.1; TXT records set by
 # the clients through the management API)
-{
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        POSIX::setsid();
-        open(STDOUT, '>>', "$dir/challtestsrv.log");
-        open(STDERR, '>&', \*STDOUT);
-        exec('pebble-challtestsrv', '-defaultIPv4', '127.0.0.1',
-             '-defaultIPv6', '', '-dns01', "127.0.0.1:$dns", '-http01', '',
-             '-https01', '', '-tlsalpn01', '', '-management',
-             "127.0.0.1:$mgmt") or POSIX::_exit(127);
-    }
-    $t->{children}{challtestsrv} = $pid;
-}
-ok(wait_port($mgmt), 'pebble-challtestsrv is up');
+ok($t->start_challtestsrv($dns, $mgmt), 'pebble-challtestsrv is up');
 
 # --- running a client ---------------------------------------------------------
 
@@ -128,7 +90,7 @@ sub go {
     my ($rc, $out, $err) = run_cmd(
         ["$dir/go/$prog", '-dir', $server, '-ca', "$pki/root.pem",
          '-key', $key, '-http', "127.0.0.1:$http01",
-         '-tls', "127.0.0.1:$tls01", '-dns-mgmt', "http://127.0.0.1:$mgmt",
+         '-tls', "127.0.0.1:$tls01", '-dns-mgmt', $t->challtestsrv_url,
          @flags, $cmd],
         timeout => 90);
     my %r = $out =~ /^([\w-]+): (.*)$/mg;
@@ -137,10 +99,9 @@ sub go {
 
 sub go_ok {
     my ($name, @args) = @_;
-    my $t1 = time;
+    my $t0 = time;
     my ($rc, $r, $text) = go(@args);
-    ok($rc == 0, sprintf('%s: exit 0 (%.1f s)', $name, time - $t1))
-        or diag("$text\n" . (PKITest::slurp($t->error_log) // ''));
+    $t->exit_ok($name, $rc, $t0, $text);
     return $r;
 }
 
@@ -157,30 +118,15 @@ sub dns_published {
 
 # --- oracles ------------------------------------------------------------------
 
-# a PEM chain file: the leaf chains to the test root, its SANs, serverAuth
-sub cert_ok {
-    my ($name, $file, @names) = @_;
-    ok(-s $file, "$name: certificate written") or return;
-    my ($ok, $out) = $t->verify_chain($file);
-    ok($ok, "$name: chains to the test root") or diag($out);
-    my $text = $t->x509_text($file) // '';
-    for my $n (@names) {
-        like($text, qr/DNS:\Q$n\E(?:,|\s|$)/, "$name: SAN $n");
-    }
-    like($text, qr/TLS Web Server Authentication/, "$name: serverAuth");
-}
-
 my $ntop = 0;
 
 # the certificates of a PEM bundle, each in a file of its own
 sub split_chain {
     my ($file) = @_;
-    my @pem = (PKITest::slurp($file) // '')
-        =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/sg;
     my @f;
-    for my $p (@pem) {
+    for my $p (PKITest::pem_certs($file)) {
         push @f, "$dir/part-" . ++$ntop . '.pem';
-        PKITest::spew($f[-1], "$p\n");
+        PKITest::spew($f[-1], $p);
     }
     return @f;
 }
@@ -223,45 +169,10 @@ sub chains_ok {
         or diag($out);
 }
 
-sub ocsp_out {
-    my ($file) = @_;
-    my ($leaf) = split_chain($file);
-    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
-        "$pki/issuing.pem", '-cert', $leaf // $file, '-url', $ocsp_url,
-        '-CAfile', "$pki/root.pem", '-no_nonce', '-timeout', '10'],
-        timeout => 20);
-    return "$out$err";
-}
-
-sub ocsp_status {
-    my $out = ocsp_out(@_);
-    return $1 if $out =~ /:\s*(good|revoked|unknown)\b/;
-    diag("openssl ocsp: $out");
-    return 'error';
-}
-
 # status and reason once the responder sees the revocation
-# (ocsp_responder_revgen_check is 1 s)
-sub ocsp_revoked {
+sub revocation {
     my ($file) = @_;
-    my $out = '';
-    for (1 .. 15) {
-        $out = ocsp_out($file);
-        last if $out =~ /:\s*revoked\b/;
-        sleep 0.25;
-    }
-    my ($st) = $out =~ /:\s*(good|revoked|unknown)\b/;
-    my ($why) = $out =~ /Reason:\s*(\S+)/;
-    return ($st // 'error', $why // '');
-}
-
-# the stored account (JSON) behind an account URL
-sub account_of {
-    my ($url) = @_;
-    my ($id) = ($url // '') =~ m{/acct/([\w-]+)$} or return {};
-    my ($key) = grep { /\{acme:\Q$id\E\}:acct$/ } $t->redis_keys('*:acct');
-    return {} if !$key;
-    return eval { JSON::PP::decode_json($t->redis_raw('GET', $key)) } || {};
+    return ($t->ocsp_revoked($file), $t->ocsp_reason($file));
 }
 
 # RFC 7638 thumbprint of a key file, computed by CryptX
@@ -278,7 +189,7 @@ sub thumb {
 # the account record of a key: its thumbprint, its key, its status
 sub account_ok {
     my ($name, $url, $keyfile, %want) = @_;
-    my $a = account_of($url);
+    my $a = $t->acme_account($url);
     is($a->{status} // '', $want{status} // 'valid', "$name: stored status");
     is($a->{thumb} // '', thumb($keyfile),
        "$name: stored key is the client's (JWK thumbprint)");
@@ -308,14 +219,14 @@ is($r->{account} // '', $xacct, 'xacme: GetReg found the same account');
 
 go_ok('xacme UpdateReg', 'xacme', $xk, 'update', '-contact',
       'mailto:ops-cm@example.com');
-is_deeply(account_of($xacct)->{contact}, ['mailto:ops-cm@example.com'],
+is_deeply($t->acme_account($xacct)->{contact}, ['mailto:ops-cm@example.com'],
           'xacme UpdateReg: the stored contact changed');
 
 $r = go_ok('xacme http-01', 'xacme', $xk, 'issue', '-challenge', 'http-01',
            '-names', 'cm1.example.com,www.cm1.example.com',
            '-out', "$dir/cm1");
-cert_ok('xacme http-01', "$dir/cm1.pem", 'cm1.example.com',
-        'www.cm1.example.com');
+$t->cert_ok('xacme http-01', "$dir/cm1.pem", 'cm1.example.com',
+            'www.cm1.example.com');
 ok(($r->{'solver-requests'} // 0) >= 2,
    'xacme http-01: the validator fetched both tokens from the client');
 is($r->{alternates} // '', 1, 'xacme: ListCertAlternates lists one');
@@ -325,23 +236,23 @@ is($t->pubkey_of_cert("$dir/cm1.pem"), $t->pubkey_of_key("$dir/cm1.key"),
 
 $r = go_ok('xacme tls-alpn-01', 'xacme', $xk, 'issue', '-challenge',
            'tls-alpn-01', '-names', 'cm2.example.com', '-out', "$dir/cm2");
-cert_ok('xacme tls-alpn-01', "$dir/cm2.pem", 'cm2.example.com');
+$t->cert_ok('xacme tls-alpn-01', "$dir/cm2.pem", 'cm2.example.com');
 ok(($r->{'solver-requests'} // 0) >= 1,
    'xacme tls-alpn-01: the validator made the acme-tls/1 handshake');
 
 go_ok('xacme dns-01 (name and wildcard)', 'xacme', $xk, 'issue',
       '-challenge', 'dns-01', '-names', 'cm3.example.com,*.cm3.example.com',
       '-out', "$dir/cm3");
-cert_ok('xacme dns-01', "$dir/cm3.pem", 'cm3.example.com',
-        '*.cm3.example.com');
+$t->cert_ok('xacme dns-01', "$dir/cm3.pem", 'cm3.example.com',
+            '*.cm3.example.com');
 dns_published('xacme', 'cm3.example.com');
 
-is(ocsp_status("$dir/cm1.pem"), 'good', 'OCSP: xacme certificate good');
+is($t->ocsp_status("$dir/cm1.pem"), 'good', 'OCSP: xacme certificate good');
 go_ok('xacme RevokeCert (account, keyCompromise)', 'xacme', $xk, 'revoke',
       '-cert', "$dir/cm1.pem", '-reason', 1);
-is_deeply([ocsp_revoked("$dir/cm1.pem")], ['revoked', 'keyCompromise'],
+is_deeply([revocation("$dir/cm1.pem")], ['revoked', 'keyCompromise'],
           'OCSP: xacme certificate revoked, reason keyCompromise');
-is(ocsp_status("$dir/cm2.pem"), 'good', 'OCSP: the other one still good');
+is($t->ocsp_status("$dir/cm2.pem"), 'good', 'OCSP: the other one still good');
 
 # keyChange (RFC 8555 7.3.5): the record holds the new key, the old key
 # finds no account, the new one issues
@@ -367,10 +278,10 @@ is($r->{account} // '', $xacct, 'xacme GetReg: the same account URL');
 is($r->{status} // '', 'valid', 'xacme GetReg: valid');
 go_ok('xacme issue with the new key', 'xacme', $xk2, 'issue', '-challenge',
       'http-01', '-names', 'cm4.example.com', '-out', "$dir/cm4");
-cert_ok('xacme after rollover', "$dir/cm4.pem", 'cm4.example.com');
+$t->cert_ok('xacme after rollover', "$dir/cm4.pem", 'cm4.example.com');
 
 go_ok('xacme DeactivateReg', 'xacme', $xk2, 'deactivate');
-is(account_of($xacct)->{status} // '', 'deactivated',
+is($t->acme_account($xacct)->{status} // '', 'deactivated',
    'xacme DeactivateReg: the stored account is deactivated');
 {
     my ($rc, undef, $text) = go('xacme', $xk2, 'issue', '-challenge',
@@ -401,8 +312,8 @@ is($r->{account} // '', $zacct, 'acmez GetAccount: the same account');
 $r = go_ok('acmez http-01', 'acmez', $zk, 'issue', '-challenge', 'http-01',
            '-names', 'cd1.example.com,www.cd1.example.com',
            '-out', "$dir/cd1");
-cert_ok('acmez http-01', "$dir/cd1.pem", 'cd1.example.com',
-        'www.cd1.example.com');
+$t->cert_ok('acmez http-01', "$dir/cd1.pem", 'cd1.example.com',
+            'www.cd1.example.com');
 is($r->{chains} // '', 2, 'acmez: GetCertificateChain got both chains');
 chains_ok('acmez chains', "$dir/cd1.pem", "$dir/cd1-alt1.pem");
 ok(($r->{'solver-requests'} // 0) >= 2,
@@ -410,35 +321,35 @@ ok(($r->{'solver-requests'} // 0) >= 2,
 
 $r = go_ok('acmez tls-alpn-01', 'acmez', $zk, 'issue', '-challenge',
            'tls-alpn-01', '-names', 'cd2.example.com', '-out', "$dir/cd2");
-cert_ok('acmez tls-alpn-01', "$dir/cd2.pem", 'cd2.example.com');
+$t->cert_ok('acmez tls-alpn-01', "$dir/cd2.pem", 'cd2.example.com');
 ok(($r->{'solver-requests'} // 0) >= 1,
    'acmez tls-alpn-01: the validator made the acme-tls/1 handshake');
 
 go_ok('acmez dns-01 (name and wildcard)', 'acmez', $zk, 'issue',
       '-challenge', 'dns-01', '-names', 'cd3.example.com,*.cd3.example.com',
       '-out', "$dir/cd3");
-cert_ok('acmez dns-01', "$dir/cd3.pem", 'cd3.example.com',
-        '*.cd3.example.com');
+$t->cert_ok('acmez dns-01', "$dir/cd3.pem", 'cd3.example.com',
+            '*.cd3.example.com');
 dns_published('acmez', 'cd3.example.com');
 
 go_ok('acmez RevokeCertificate (account, superseded)', 'acmez', $zk,
       'revoke', '-cert', "$dir/cd1.pem", '-reason', 4);
-is_deeply([ocsp_revoked("$dir/cd1.pem")], ['revoked', 'superseded'],
+is_deeply([revocation("$dir/cd1.pem")], ['revoked', 'superseded'],
           'OCSP: acmez certificate revoked, reason superseded');
 go_ok('acmez RevokeCertificate (certificate key, cessationOfOperation)',
       'acmez', $zk, 'revoke', '-cert', "$dir/cd2.pem", '-certkey',
       "$dir/cd2.key", '-reason', 5);
-is_deeply([ocsp_revoked("$dir/cd2.pem")], ['revoked', 'cessationOfOperation'],
+is_deeply([revocation("$dir/cd2.pem")], ['revoked', 'cessationOfOperation'],
           'OCSP: revoked with the certificate key, reason '
           . 'cessationOfOperation');
-is(ocsp_status("$dir/cd3.pem"), 'good', 'OCSP: the dns-01 one still good');
+is($t->ocsp_status("$dir/cd3.pem"), 'good', 'OCSP: the dns-01 one still good');
 
 my $zk2 = "$dir/acmez-acct2.pem";
 go_ok('acmez AccountKeyRollover', 'acmez', $zk, 'rollover', '-newkey', $zk2);
 account_ok('acmez after rollover', $zacct, $zk2);
 go_ok('acmez issue with the new key', 'acmez', $zk2, 'issue', '-challenge',
       'http-01', '-names', 'cd4.example.com', '-out', "$dir/cd4");
-cert_ok('acmez after rollover', "$dir/cd4.pem", 'cd4.example.com');
+$t->cert_ok('acmez after rollover', "$dir/cd4.pem", 'cd4.example.com');
 {
     my ($rc, undef, $text) = go('acmez', $zk, 'account');
     isnt($rc, 0, 'acmez: the old key finds no account');
@@ -452,7 +363,7 @@ my $ra = account_ok('acmez RSA account', $r->{account}, $zr);
 like($ra->{key} // '', qr/"kty"\s*:\s*"RSA"/, 'acmez: the stored key is RSA');
 go_ok('acmez http-01 (RSA account)', 'acmez', $zr, 'issue', '-challenge',
       'http-01', '-names', 'cd5.example.com', '-out', "$dir/cd5");
-cert_ok('acmez RSA account', "$dir/cd5.pem", 'cd5.example.com');
+$t->cert_ok('acmez RSA account', "$dir/cd5.pem", 'cd5.example.com');
 
 # --- External Account Binding -------------------------------------------------
 # the same server with acme_eab_required on: keys come from the admin API
@@ -461,28 +372,20 @@ $t->stop_nginx;
 $t->start_nginx(conf('--acme-eab', 'on'));
 $server = 'https://127.0.0.1:' . $t->https_port . '/acme/directory';
 
-sub eab_key {
-    my $res = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
-                       . '/pki/admin/acme/eab', user => 'admin:admin');
-    is($res->{code}, 201, 'admin API: an EAB key') or diag($res->{body});
-    my $k = eval { JSON::PP::decode_json($res->{body}) } || {};
-    return ($k->{kid} // '', $k->{hmac_key} // '');
-}
-
 {
     my ($rc, undef, $text) = go('xacme', "$dir/xacme-eab.pem", 'register');
     isnt($rc, 0, 'xacme without EAB: refused');
     like($text, qr/externalAccountRequired/, 'xacme without EAB: told why')
         or diag($text);
 }
-my ($kid, $hmac) = eab_key();
+my ($kid, $hmac) = $t->eab_key();
 $r = go_ok('xacme with EAB', 'xacme', "$dir/xacme-eab.pem", 'register',
            "-eab-kid=$kid", "-eab-hmac=$hmac");
 account_ok('xacme with EAB', $r->{account}, "$dir/xacme-eab.pem");
 go_ok('xacme with EAB: issue', 'xacme', "$dir/xacme-eab.pem", 'issue',
       '-challenge', 'http-01', '-names', 'cme.example.com',
       '-out', "$dir/cme");
-cert_ok('xacme with EAB', "$dir/cme.pem", 'cme.example.com');
+$t->cert_ok('xacme with EAB', "$dir/cme.pem", 'cme.example.com');
 {
     my ($rc, undef, $text) = go('acmez', "$dir/acmez-eab-used.pem",
         'register', "-eab-kid=$kid", "-eab-hmac=$hmac");
@@ -490,7 +393,7 @@ cert_ok('xacme with EAB', "$dir/cme.pem", 'cme.example.com');
     like($text, qr/used externalAccountBinding key/,
          'acmez: told the key is used') or diag($text);
 }
-my ($zkid, $zhmac) = eab_key();
+my ($zkid, $zhmac) = $t->eab_key();
 $r = go_ok('acmez with EAB (RSA key)', 'acmez', "$dir/acmez-eab.pem",
            'register', '-keytype', 'rsa', "-eab-kid=$zkid",
            "-eab-hmac=$zhmac");
@@ -498,7 +401,7 @@ account_ok('acmez with EAB', $r->{account}, "$dir/acmez-eab.pem");
 go_ok('acmez with EAB: issue', 'acmez', "$dir/acmez-eab.pem", 'issue',
       '-challenge', 'tls-alpn-01', '-names', 'cde.example.com',
       '-out', "$dir/cde");
-cert_ok('acmez with EAB', "$dir/cde.pem", 'cde.example.com');
+$t->cert_ok('acmez with EAB', "$dir/cde.pem", 'cde.example.com');
 
 $t->stop_nginx;
 my $log = PKITest::slurp($t->error_log) // '';

@@ -39,8 +39,7 @@ my $hport = PKITest::free_port();
 # pebble-challtestsrv answers the CAA queries of the /acme-caa/ location
 my $dns = PKITest::free_port();
 my $dnsm = PKITest::free_port();
-my $CTS = grep({ -x "$_/pebble-challtestsrv" } split(/:/, $ENV{PATH} // ''))
-          ? 'pebble-challtestsrv' : undef;
+my $CTS = which('pebble-challtestsrv');
 # a second ACME location as a TLS-terminating proxy publishes it
 # (acme_base_url): checked in "behind a proxy" below
 my $conf = $t->render_conf('--acme-http-port', $hport,
@@ -1492,32 +1491,13 @@ SKIP: {
     skip('pebble-challtestsrv not installed (apt-get install pebble)', 1)
         if !$CTS;
 
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        POSIX::setsid();
-        open(STDOUT, '>>', $t->dir . '/challtestsrv.log');
-        open(STDERR, '>&', \*STDOUT);
-        exec($CTS, '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '',
-             '-dns01', "127.0.0.1:$dns", '-http01', '', '-https01', '',
-             '-tlsalpn01', '', '-management', "127.0.0.1:$dnsm")
-            or POSIX::_exit(127);
-    }
-    $t->{children}{challtestsrv} = $pid;
-    my $up = 0;
-    for (1 .. 100) {
-        $up = 1, last if IO::Socket::IP->new(PeerHost => '127.0.0.1',
-                                             PeerPort => $dnsm, Timeout => 1);
-        sleep 0.05;
-    }
-    ok($up, 'pebble-challtestsrv is up');
+    ok($t->start_challtestsrv($dns, $dnsm), 'pebble-challtestsrv is up');
 
     my $caa = sub {
         my ($host, $value) = @_;
-        my $r = $http->post("http://127.0.0.1:$dnsm/add-caa", { content =>
-            $JSON->encode({ host => "$host.", policies => [
-                { tag => 'issue', value => $value } ] }) });
-        ok($r->{success}, "challtestsrv: CAA issue \"$value\" for $host")
-            or diag("$r->{status} $r->{content}");
+        my ($ok, $why) = $t->add_caa($host, ['issue', $value]);
+        ok($ok, "challtestsrv: CAA issue \"$value\" for $host")
+            or diag($why);
     };
 
     local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-caa';

@@ -25,7 +25,7 @@ use Time::HiRes qw(sleep time);
 use Test::More;
 use Exporter 'import';
 
-our @EXPORT = qw(run_cmd slurp spew);
+our @EXPORT = qw(run_cmd slurp spew which wait_port);
 
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 our $BUILD = abs_path($ENV{PKI_BUILD} || "$TOP/build");
@@ -653,15 +653,42 @@ sub rss_of {
 # 'good', 'revoked', 'unknown' or 'error: ...'
 sub ocsp_status {
     my ($self, $cert) = @_;
-    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
-        "$self->{pki}/issuing.pem", '-cert', $cert, '-url',
-        "http://127.0.0.1:$self->{http}/ocsp", '-CAfile',
-        "$self->{pki}/root.pem", '-no_nonce', '-timeout', '10'],
-        timeout => 20);
+    my ($rc, $out, $err) = $self->_ocsp($cert);
     return $1 if $rc == 0 && $out =~ /:\s*(good|revoked|unknown)\b/;
     my $e = "$out $err";
     $e =~ s/\s+/ /g;
     return 'error: ' . substr($e, 0, 200);
+}
+
+# openssl ocsp of a certificate file (the first of a PEM bundle):
+# (exit code, stdout, stderr)
+sub _ocsp {
+    my ($self, $cert) = @_;
+    return run_cmd(['openssl', 'ocsp', '-issuer',
+        "$self->{pki}/issuing.pem", '-cert', $cert, '-url',
+        "http://127.0.0.1:$self->{http}/ocsp", '-CAfile',
+        "$self->{pki}/root.pem", '-no_nonce', '-timeout', '10'],
+        timeout => 20);
+}
+
+# the revocation reason our responder gives ('' when good or unknown)
+sub ocsp_reason {
+    my ($self, $cert) = @_;
+    my (undef, $out) = $self->_ocsp($cert);
+    return $out =~ /Reason:\s*(\S+)/ ? $1 : '';
+}
+
+# ocsp_status once the responder sees a revocation, which it does within
+# ocsp_responder_revgen_check (1 s): 'revoked' or the last status
+sub ocsp_revoked {
+    my ($self, $cert) = @_;
+    my $st;
+    for (1 .. 15) {
+        $st = $self->ocsp_status($cert);
+        return $st if $st eq 'revoked';
+        sleep 0.25;
+    }
+    return $st;
 }
 
 # check_reserved(CA, \%held): every reserved serial of CA (the serial:
@@ -724,6 +751,190 @@ sub audit_entries {
         }
     }
     return @e;
+}
+
+
+# --- the ACME lab (t/acme_clients.t, t/acme_clients2.t, t/acme_go.t,
+# t/acme_proto.t) ---------------------------------------------------------------
+
+# the path of a command in $PATH, or undef
+sub which {
+    my ($cmd) = @_;
+    for my $d (split /:/, $ENV{PATH} // '') {
+        return "$d/$cmd" if -x "$d/$cmd";
+    }
+    return undef;
+}
+
+# wait_port(PORT): 1 once something accepts on 127.0.0.1:PORT (5 s at most)
+sub wait_port {
+    my ($port) = @_;
+    for (1 .. 100) {
+        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1',
+                                    PeerPort => $port, Timeout => 1);
+        return 1 if $s;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# spawn(NAME, ARGV...): a child process of ours in a session of its own,
+# its output in DIR/NAME.log; stopped at the end or by unspawn(NAME)
+sub spawn {
+    my ($self, $name, @argv) = @_;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        POSIX::setsid();
+        open(STDOUT, '>>', "$self->{dir}/$name.log");
+        open(STDERR, '>&', \*STDOUT);
+        exec(@argv) or POSIX::_exit(127);
+    }
+    $self->{children}{$name} = $pid;
+    return $pid;
+}
+
+sub unspawn {
+    my ($self, $name) = @_;
+    my $pid = delete $self->{children}{$name} or return;
+    kill 'TERM', $pid;
+    waitpid($pid, 0);
+}
+
+# acme_lab(): the free ports of the ACME lab, (http-01, tls-alpn-01, the
+# fake DNS, its management API), the same on every call
+sub acme_lab {
+    my ($self) = @_;
+    $self->{lab} ||= [ map { free_port() } 1 .. 4 ];
+    return @{ $self->{lab} };
+}
+
+# render_conf(@extra) with acme_validation_resolver 127.0.0.1:DNS in the
+# ACME location (the lab's names all resolve through pebble-challtestsrv)
+sub acme_lab_conf {
+    my ($self, $dns, @extra) = @_;
+    my $conf = $self->render_conf(@extra);
+    $conf =~ s/^(\s*)(acme_validation_timeout\s[^;]*;)/$1$2\n$1acme_validation_resolver 127.0.0.1:$dns;/m
+        or BAIL_OUT('no acme location in scripts/nginx-conf.sh output');
+    return $conf;
+}
+
+# start_challtestsrv(DNS, MGMT): pebble-challtestsrv as the fake DNS (A
+# queries answer 127.0.0.1; TXT and CAA records set through its management
+# API on MGMT), its log in DIR/challtestsrv.log; 1 once it is up
+sub start_challtestsrv {
+    my ($self, $dns, $mgmt) = @_;
+    $self->{challtestsrv} = "http://127.0.0.1:$mgmt";
+    $self->spawn('challtestsrv', 'pebble-challtestsrv',
+        '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '',
+        '-dns01', "127.0.0.1:$dns", '-http01', '', '-https01', '',
+        '-tlsalpn01', '', '-management', "127.0.0.1:$mgmt");
+    return wait_port($mgmt);
+}
+
+# the management API's URL
+sub challtestsrv_url { $_[0]{challtestsrv} }
+
+# add_caa(HOST, [TAG, VALUE], ...): CAA records (RFC 8659) for HOST;
+# returns (ok, status and answer)
+sub add_caa {
+    my ($self, $host, @pol) = @_;
+    require HTTP::Tiny;
+    require JSON::PP;
+    my $r = HTTP::Tiny->new(timeout => 5)->post(
+        "$self->{challtestsrv}/add-caa", { content => JSON::PP::encode_json({
+            host => "$host.", policies => [
+                map { { tag => $_->[0], value => $_->[1] } } @pol ] }) });
+    return ($r->{success}, "$r->{status} $r->{content}");
+}
+
+# exit_ok(NAME, RC, T0, TEXT): the check "NAME: exit 0 (N s)" of a client
+# started at T0; its TEXT and the error log on failure
+sub exit_ok {
+    my ($self, $name, $rc, $t0, $text) = @_;
+    ok($rc == 0, sprintf('%s: exit 0 (%.1f s)', $name, time - $t0))
+        or diag("$text\n" . (slurp($self->error_log) // ''));
+    return $rc == 0;
+}
+
+# run_ok(NAME, \@ARGV, run_cmd options): runs a client (60 s at most) with
+# exit_ok; (exit code, output) in list context, else whether it exited 0
+sub run_ok {
+    my ($self, $name, $argv, %o) = @_;
+    my $t0 = time;
+    my ($rc, $out, $err) = run_cmd($argv, timeout => 60, %o);
+    $self->exit_ok($name, $rc, $t0, "$out\n$err");
+    return wantarray ? ($rc, "$out$err") : $rc == 0;
+}
+
+# the checks of an issued certificate (the leaf first in FILE): written,
+# chains to the test root, serverAuth; between them cert_ok checks each DNS
+# name of NAMES, cert_ok_sans that the SANs are exactly NAMES
+sub cert_ok {
+    my ($self, $name, $file, @names) = @_;
+    my $text = $self->_cert_chains($name, $file) // return;
+    for my $n (@names) {
+        like($text, qr/DNS:\Q$n\E(?:,|\s|$)/, "$name: SAN $n");
+    }
+    like($text, qr/TLS Web Server Authentication/, "$name: serverAuth");
+}
+
+sub cert_ok_sans {
+    my ($self, $name, $file, @names) = @_;
+    my $text = $self->_cert_chains($name, $file) // return;
+    my %want = map { $_ => 1 } @names;
+    my %got = map { $_ => 1 } $text =~ /DNS:([^,\s]+)/g;
+    is_deeply(\%got, \%want, "$name: SANs @names");
+    like($text, qr/TLS Web Server Authentication/, "$name: serverAuth");
+}
+
+sub _cert_chains {
+    my ($self, $name, $file) = @_;
+    ok(-s $file, "$name: certificate written") or return undef;
+    my ($ok, $out) = $self->verify_chain($file);
+    ok($ok, "$name: chains to the test root") or diag($out);
+    return $self->x509_text($file) // '';
+}
+
+# the certificates of a PEM file, in order, each a PEM text
+sub pem_certs {
+    my ($file) = @_;
+    return map { "$_\n" } (slurp($file) // '')
+        =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/sg;
+}
+
+# a new External Account Binding key from the admin API (checked: 201):
+# (kid, hmac_key)
+sub eab_key {
+    my ($self) = @_;
+    require JSON::PP;
+    my $r = $self->curl('POST', "https://127.0.0.1:$self->{https}"
+                        . '/pki/admin/acme/eab', user => 'admin:admin');
+    is($r->{code}, 201, 'admin API: an EAB key') or diag($r->{body});
+    my $k = eval { JSON::PP::decode_json($r->{body}) } || {};
+    return ($k->{kid} // '', $k->{hmac_key} // '');
+}
+
+# the stored ACME account (JSON) behind an account URL, or {}
+sub acme_account {
+    my ($self, $url) = @_;
+    require JSON::PP;
+    my ($id) = ($url // '') =~ m{/acct/([\w-]+)$} or return {};
+    my ($key) = grep { /\{acme:\Q$id\E\}:acct$/ } $self->redis_keys('*:acct');
+    return {} if !$key;
+    return eval { JSON::PP::decode_json($self->redis_raw('GET', $key)) }
+           || {};
+}
+
+# the stored ACME account whose contact is mailto:MAIL, or {}
+sub acme_account_with_contact {
+    my ($self, $mail) = @_;
+    require JSON::PP;
+    for my $k ($self->redis_keys('*:acct')) {
+        my $a = eval { JSON::PP::decode_json($self->redis_raw('GET', $k)) }
+            or next;
+        return $a if grep { $_ eq "mailto:$mail" } @{ $a->{contact} // [] };
+    }
+    return {};
 }
 
 1;

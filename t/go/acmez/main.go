@@ -20,21 +20,16 @@
 package main
 
 import (
-	"bytes"
+	"acmetest"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -45,75 +40,11 @@ import (
 	"go.uber.org/zap"
 )
 
-var (
-	dirURL    = flag.String("dir", "", "ACME directory URL")
-	caFile    = flag.String("ca", "", "CA bundle (the only trust anchor)")
-	keyFile   = flag.String("key", "", "account key (PEM, made if absent)")
-	keyType   = flag.String("keytype", "ec", "account key type when made: ec (P-256) or rsa (2048)")
-	contact   = flag.String("contact", "", "contact URL (mailto:...)")
-	eabKID    = flag.String("eab-kid", "", "External Account Binding key id")
-	eabHMAC   = flag.String("eab-hmac", "", "External Account Binding HMAC key (base64url)")
-	names     = flag.String("names", "", "identifiers, comma-separated")
-	challenge = flag.String("challenge", "http-01", "http-01, tls-alpn-01 or dns-01")
-	httpAddr  = flag.String("http", "127.0.0.1:5002", "http-01 listen address")
-	tlsAddr   = flag.String("tls", "127.0.0.1:5001", "tls-alpn-01 listen address")
-	dnsMgmt   = flag.String("dns-mgmt", "", "pebble-challtestsrv management URL")
-	out       = flag.String("out", "", "output prefix for issue")
-	certFile  = flag.String("cert", "", "certificate to revoke (PEM)")
-	certKey   = flag.String("certkey", "", "sign the revocation with this certificate key")
-	reason    = flag.Int("reason", 0, "revocation reason code")
-	newKey    = flag.String("newkey", "", "new account key for rollover")
-)
+var certKey = flag.String("certkey", "", "sign the revocation with this certificate key")
 
-func die(f string, a ...interface{}) {
-	fmt.Fprintf(os.Stderr, "acmez: "+f+"\n", a...)
-	os.Exit(1)
-}
+var die = acmetest.Die
 
-// loadKey reads a PEM private key, or makes one of typ and writes it
-func loadKey(file, typ string) crypto.Signer {
-	if b, err := os.ReadFile(file); err == nil {
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			die("%s: no PEM", file)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		if err != nil {
-			die("%s: %v", file, err)
-		}
-		return k.(crypto.Signer)
-	}
-	var k crypto.Signer
-	var err error
-	if typ == "rsa" {
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	}
-	if err != nil {
-		die("key: %v", err)
-	}
-	writeKey(file, k)
-	return k
-}
-
-func writeKey(file string, k crypto.Signer) {
-	der, _ := x509.MarshalPKCS8PrivateKey(k)
-	err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0600)
-	if err != nil {
-		die("%v", err)
-	}
-}
-
-func httpClient() *http.Client {
-	pool := x509.NewCertPool()
-	b, err := os.ReadFile(*caFile)
-	if err != nil || !pool.AppendCertsFromPEM(b) {
-		die("%s: no CA certificates", *caFile)
-	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool}}}
-}
+func init() { acmetest.Prog = "acmez" }
 
 // --- the solvers: acmez.Solver, as certmagic implements them -----------------
 // acmez presents the challenges of all authorizations of an order at once,
@@ -121,10 +52,9 @@ func httpClient() *http.Client {
 // Present, closed by the last CleanUp.
 
 type listener struct {
-	mu    sync.Mutex
-	refs  int
-	lsn   net.Listener
-	calls int
+	mu   sync.Mutex
+	refs int
+	lsn  net.Listener
 }
 
 func (l *listener) acquire(open func() (net.Listener, error)) error {
@@ -153,50 +83,27 @@ func (l *listener) release() {
 }
 
 type httpSolver struct {
+	acmetest.Responder
 	listener
-	keys map[string]string // path -> key authorization
 }
 
 func (s *httpSolver) Present(ctx context.Context, ch acme.Challenge) error {
-	err := s.acquire(func() (net.Listener, error) {
-		l, err := net.Listen("tcp", *httpAddr)
-		if err == nil {
-			go http.Serve(l, s)
-		}
-		return l, err
-	})
-	if err != nil {
+	if err := s.acquire(s.ListenHTTP01); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.keys[ch.HTTP01ResourcePath()] = ch.KeyAuthorization
-	s.mu.Unlock()
+	s.AddHTTP01(ch.HTTP01ResourcePath(), ch.KeyAuthorization)
 	return nil
 }
 
-func (s *httpSolver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	ka, ok := s.keys[r.URL.Path]
-	s.calls++
-	s.mu.Unlock()
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	w.Write([]byte(ka))
-}
-
 func (s *httpSolver) CleanUp(ctx context.Context, ch acme.Challenge) error {
-	s.mu.Lock()
-	delete(s.keys, ch.HTTP01ResourcePath())
-	s.mu.Unlock()
+	s.RemoveHTTP01(ch.HTTP01ResourcePath())
 	s.release()
 	return nil
 }
 
 type alpnSolver struct {
+	acmetest.Responder
 	listener
-	certs map[string]*tls.Certificate // SNI -> acme-tls/1 certificate
 }
 
 func (s *alpnSolver) Present(ctx context.Context, ch acme.Challenge) error {
@@ -204,80 +111,28 @@ func (s *alpnSolver) Present(ctx context.Context, ch acme.Challenge) error {
 	if err != nil {
 		return err
 	}
-	err = s.acquire(func() (net.Listener, error) {
-		l, err := tls.Listen("tcp", *tlsAddr, &tls.Config{
-			NextProtos:     []string{acmez.ACMETLS1Protocol},
-			GetCertificate: s.getCertificate})
-		if err == nil {
-			go accept(l)
-		}
-		return l, err
-	})
-	if err != nil {
+	if err := s.acquire(s.ListenALPN); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.certs[ch.Identifier.Value] = cert
-	s.mu.Unlock()
+	s.AddALPN(ch.Identifier.Value, cert)
 	return nil
 }
 
-func (s *alpnSolver) getCertificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls++
-	if c, ok := s.certs[h.ServerName]; ok {
-		return c, nil
-	}
-	return nil, fmt.Errorf("no challenge for %q", h.ServerName)
-}
-
-// handshakes only: the validator closes after it
-func accept(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			c.(*tls.Conn).Handshake()
-			c.Close()
-		}()
-	}
-}
-
 func (s *alpnSolver) CleanUp(ctx context.Context, ch acme.Challenge) error {
-	s.mu.Lock()
-	delete(s.certs, ch.Identifier.Value)
-	s.mu.Unlock()
+	s.RemoveALPN(ch.Identifier.Value)
 	s.release()
 	return nil
 }
 
 type dnsSolver struct{ calls int }
 
-func mgmt(op string, body map[string]string) error {
-	b, _ := json.Marshal(body)
-	r, err := http.Post(*dnsMgmt+"/"+op, "application/json", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	r.Body.Close()
-	if r.StatusCode != 200 {
-		return fmt.Errorf("challtestsrv %s: %s", op, r.Status)
-	}
-	return nil
-}
-
 func (s *dnsSolver) Present(ctx context.Context, ch acme.Challenge) error {
 	s.calls++
-	return mgmt("set-txt", map[string]string{"host": ch.DNS01TXTRecordName() + ".",
-		"value": ch.DNS01KeyAuthorization()})
+	return acmetest.SetTXT(ch.DNS01TXTRecordName()+".", ch.DNS01KeyAuthorization())
 }
 
 func (s *dnsSolver) CleanUp(ctx context.Context, ch acme.Challenge) error {
-	return mgmt("clear-txt", map[string]string{"host": ch.DNS01TXTRecordName() + "."})
+	return acmetest.ClearTXT(ch.DNS01TXTRecordName() + ".")
 }
 
 // --- commands ---------------------------------------------------------------
@@ -293,32 +148,32 @@ func account(ctx context.Context, cl *acme.Client, k crypto.Signer) acme.Account
 
 func issue(ctx context.Context, cl *acmez.Client, acct acme.Account) {
 	var calls func() int
-	switch *challenge {
+	switch *acmetest.Challenge {
 	case "http-01":
-		s := &httpSolver{keys: map[string]string{}}
+		s := &httpSolver{}
 		cl.ChallengeSolvers = map[string]acmez.Solver{acme.ChallengeTypeHTTP01: s}
-		calls = func() int { return s.calls }
+		calls = s.Calls
 	case "tls-alpn-01":
-		s := &alpnSolver{certs: map[string]*tls.Certificate{}}
+		s := &alpnSolver{}
 		cl.ChallengeSolvers = map[string]acmez.Solver{acme.ChallengeTypeTLSALPN01: s}
-		calls = func() int { return s.calls }
+		calls = s.Calls
 	case "dns-01":
 		s := &dnsSolver{}
 		cl.ChallengeSolvers = map[string]acmez.Solver{acme.ChallengeTypeDNS01: s}
 		calls = func() int { return s.calls }
 	default:
-		die("unknown challenge %q", *challenge)
+		die("unknown challenge %q", *acmetest.Challenge)
 	}
 	ck, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	chains, err := cl.ObtainCertificate(ctx, acct, ck, strings.Split(*names, ","))
+	chains, err := cl.ObtainCertificate(ctx, acct, ck, strings.Split(*acmetest.Names, ","))
 	if err != nil {
 		die("issue: %v", err)
 	}
-	writeKey(*out+".key", ck)
+	acmetest.WriteKey(*acmetest.Out+".key", ck)
 	for i, c := range chains {
-		f := *out + ".pem"
+		f := *acmetest.Out + ".pem"
 		if i > 0 {
-			f = fmt.Sprintf("%s-alt%d.pem", *out, i)
+			f = fmt.Sprintf("%s-alt%d.pem", *acmetest.Out, i)
 		}
 		if err := os.WriteFile(f, c.ChainPEM, 0644); err != nil {
 			die("%v", err)
@@ -329,27 +184,24 @@ func issue(ctx context.Context, cl *acmez.Client, acct acme.Account) {
 }
 
 func main() {
-	flag.Parse()
-	if flag.NArg() != 1 || *dirURL == "" || *caFile == "" || *keyFile == "" {
-		die("usage: acmez -dir URL -ca FILE -key FILE [flags] COMMAND")
-	}
+	cmd := acmetest.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	log, _ := zap.NewDevelopment()
-	cl := &acmez.Client{Client: &acme.Client{Directory: *dirURL,
-		HTTPClient: httpClient(), UserAgent: "nginx-pki-test acmez",
+	cl := &acmez.Client{Client: &acme.Client{Directory: *acmetest.DirURL,
+		HTTPClient: acmetest.HTTPClient(), UserAgent: "nginx-pki-test acmez",
 		Logger: log}, Logger: log}
-	key := loadKey(*keyFile, *keyType)
+	key := acmetest.LoadKey(*acmetest.KeyFile, *acmetest.KeyType)
 
-	switch flag.Arg(0) {
+	switch cmd {
 	case "register":
 		a := acme.Account{PrivateKey: key, TermsOfServiceAgreed: true}
-		if *contact != "" {
-			a.Contact = []string{*contact}
+		if *acmetest.Contact != "" {
+			a.Contact = []string{*acmetest.Contact}
 		}
-		if *eabKID != "" {
+		if *acmetest.EABKID != "" {
 			err := a.SetExternalAccountBinding(ctx, cl.Client,
-				acme.EAB{KeyID: *eabKID, MACKey: *eabHMAC})
+				acme.EAB{KeyID: *acmetest.EABKID, MACKey: *acmetest.EABHMAC})
 			if err != nil {
 				die("eab: %v", err)
 			}
@@ -367,35 +219,27 @@ func main() {
 		issue(ctx, cl, account(ctx, cl.Client, key))
 	case "revoke":
 		a := account(ctx, cl.Client, key)
-		b, err := os.ReadFile(*certFile)
-		if err != nil {
-			die("%v", err)
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			die("%s: no PEM", *certFile)
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
+		c, err := x509.ParseCertificate(acmetest.ReadPEM(*acmetest.CertFile))
 		if err != nil {
 			die("%v", err)
 		}
 		// acmez signs with the account (kid) when given the account's key
 		signer := a.PrivateKey
 		if *certKey != "" {
-			signer = loadKey(*certKey, "")
+			signer = acmetest.LoadKey(*certKey, "")
 		}
-		if err := cl.RevokeCertificate(ctx, a, c, signer, *reason); err != nil {
+		if err := cl.RevokeCertificate(ctx, a, c, signer, *acmetest.Reason); err != nil {
 			die("revoke: %v", err)
 		}
 		fmt.Println("revoked: yes")
 	case "rollover":
 		a := account(ctx, cl.Client, key)
-		nk := loadKey(*newKey, *keyType)
+		nk := acmetest.LoadKey(*acmetest.NewKey, *acmetest.KeyType)
 		if _, err := cl.AccountKeyRollover(ctx, a, nk); err != nil {
 			die("rollover: %v", err)
 		}
 		fmt.Println("rolled-over: yes")
 	default:
-		die("unknown command %q", flag.Arg(0))
+		die("unknown command %q", cmd)
 	}
 }

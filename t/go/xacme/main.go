@@ -20,86 +20,29 @@
 package main
 
 import (
+	"acmetest"
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/acme"
 )
 
-var (
-	dirURL    = flag.String("dir", "", "ACME directory URL")
-	caFile    = flag.String("ca", "", "CA bundle (the only trust anchor)")
-	keyFile   = flag.String("key", "", "account key (PEM, made if absent)")
-	keyType   = flag.String("keytype", "ec", "account key type when made: ec (P-256) or rsa (2048)")
-	contact   = flag.String("contact", "", "contact URL (mailto:...)")
-	eabKID    = flag.String("eab-kid", "", "External Account Binding key id")
-	eabHMAC   = flag.String("eab-hmac", "", "External Account Binding HMAC key (base64url)")
-	names     = flag.String("names", "", "identifiers, comma-separated")
-	challenge = flag.String("challenge", "http-01", "http-01, tls-alpn-01 or dns-01")
-	httpAddr  = flag.String("http", "127.0.0.1:5002", "http-01 listen address")
-	tlsAddr   = flag.String("tls", "127.0.0.1:5001", "tls-alpn-01 listen address")
-	dnsMgmt   = flag.String("dns-mgmt", "", "pebble-challtestsrv management URL")
-	out       = flag.String("out", "", "output prefix for issue")
-	certFile  = flag.String("cert", "", "certificate to revoke (PEM)")
-	reason    = flag.Int("reason", 0, "revocation reason code")
-	newKey    = flag.String("newkey", "", "new account key for rollover")
-)
+var die = acmetest.Die
 
-func die(f string, a ...interface{}) {
-	fmt.Fprintf(os.Stderr, "xacme: "+f+"\n", a...)
-	os.Exit(1)
-}
-
-// loadKey reads a PEM private key, or makes one of typ and writes it
-func loadKey(file, typ string) crypto.Signer {
-	if b, err := os.ReadFile(file); err == nil {
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			die("%s: no PEM", file)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		if err != nil {
-			die("%s: %v", file, err)
-		}
-		return k.(crypto.Signer)
-	}
-	var k crypto.Signer
-	var err error
-	if typ == "rsa" {
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	}
-	if err != nil {
-		die("key: %v", err)
-	}
-	der, _ := x509.MarshalPKCS8PrivateKey(k)
-	err = os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0600)
-	if err != nil {
-		die("%v", err)
-	}
-	return k
-}
+func init() { acmetest.Prog = "xacme" }
 
 func writeChain(file string, ders [][]byte) {
 	var b bytes.Buffer
@@ -111,133 +54,69 @@ func writeChain(file string, ders [][]byte) {
 	}
 }
 
-func httpClient() *http.Client {
-	pool := x509.NewCertPool()
-	b, err := os.ReadFile(*caFile)
-	if err != nil || !pool.AppendCertsFromPEM(b) {
-		die("%s: no CA certificates", *caFile)
-	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool}}}
-}
-
 // --- solvers: what cert-manager's solver pods do -----------------------------
 
 type solver struct {
-	cl    *acme.Client
-	mu    sync.Mutex
-	http  map[string]string           // path -> key authorization
-	alpn  map[string]*tls.Certificate // SNI -> acme-tls/1 certificate
-	hsrv  *http.Server
-	lsn   net.Listener
-	txt   []string
-	calls int // challenge requests answered
+	acmetest.Responder
+	cl  *acme.Client
+	lsn net.Listener
+	txt []string
 }
 
 func newSolver(cl *acme.Client) *solver {
-	s := &solver{cl: cl, http: map[string]string{}, alpn: map[string]*tls.Certificate{}}
-	switch *challenge {
+	s := &solver{cl: cl}
+	var err error
+	switch *acmetest.Challenge {
 	case "http-01":
-		l, err := net.Listen("tcp", *httpAddr)
-		if err != nil {
+		if s.lsn, err = s.ListenHTTP01(); err != nil {
 			die("http-01 listen: %v", err)
 		}
-		s.hsrv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.mu.Lock()
-			ka, ok := s.http[r.URL.Path]
-			s.calls++
-			s.mu.Unlock()
-			if !ok {
-				http.NotFound(w, r)
-				return
-			}
-			w.Write([]byte(ka))
-		})}
-		go s.hsrv.Serve(l)
 	case "tls-alpn-01":
-		cfg := &tls.Config{NextProtos: []string{acme.ALPNProto},
-			GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-				s.mu.Lock()
-				defer s.mu.Unlock()
-				s.calls++
-				if c, ok := s.alpn[h.ServerName]; ok {
-					return c, nil
-				}
-				return nil, fmt.Errorf("no challenge for %q", h.ServerName)
-			}}
-		l, err := tls.Listen("tcp", *tlsAddr, cfg)
-		if err != nil {
+		if s.lsn, err = s.ListenALPN(); err != nil {
 			die("tls-alpn-01 listen: %v", err)
 		}
-		s.lsn = l
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					c.(*tls.Conn).Handshake()
-					c.Close()
-				}()
-			}
-		}()
 	}
 	return s
 }
 
 func (s *solver) close() {
-	if s.hsrv != nil {
-		s.hsrv.Close()
-	}
 	if s.lsn != nil {
 		s.lsn.Close()
 	}
 }
 
 func (s *solver) present(ctx context.Context, ch *acme.Challenge, domain string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch ch.Type {
 	case "http-01":
 		ka, err := s.cl.HTTP01ChallengeResponse(ch.Token)
 		if err != nil {
 			die("%v", err)
 		}
-		s.http[s.cl.HTTP01ChallengePath(ch.Token)] = ka
+		s.AddHTTP01(s.cl.HTTP01ChallengePath(ch.Token), ka)
 	case "tls-alpn-01":
 		c, err := s.cl.TLSALPN01ChallengeCert(ch.Token, domain)
 		if err != nil {
 			die("%v", err)
 		}
-		s.alpn[domain] = &c
+		s.AddALPN(domain, &c)
 	case "dns-01":
 		rec, err := s.cl.DNS01ChallengeRecord(ch.Token)
 		if err != nil {
 			die("%v", err)
 		}
 		host := "_acme-challenge." + domain + "."
-		s.mgmt("set-txt", map[string]string{"host": host, "value": rec})
+		if err := acmetest.SetTXT(host, rec); err != nil {
+			die("%v", err)
+		}
 		s.txt = append(s.txt, host)
 	}
 }
 
 func (s *solver) cleanup() {
 	for _, h := range s.txt {
-		s.mgmt("clear-txt", map[string]string{"host": h})
-	}
-}
-
-func (s *solver) mgmt(op string, body map[string]string) {
-	b, _ := json.Marshal(body)
-	r, err := http.Post(*dnsMgmt+"/"+op, "application/json", bytes.NewReader(b))
-	if err != nil {
-		die("challtestsrv %s: %v", op, err)
-	}
-	r.Body.Close()
-	if r.StatusCode != 200 {
-		die("challtestsrv %s: %s", op, r.Status)
+		if err := acmetest.ClearTXT(h); err != nil {
+			die("%v", err)
+		}
 	}
 }
 
@@ -245,15 +124,15 @@ func (s *solver) mgmt(op string, body map[string]string) {
 
 func register(ctx context.Context, cl *acme.Client) {
 	a := &acme.Account{}
-	if *contact != "" {
-		a.Contact = []string{*contact}
+	if *acmetest.Contact != "" {
+		a.Contact = []string{*acmetest.Contact}
 	}
-	if *eabKID != "" {
-		k, err := base64.RawURLEncoding.DecodeString(*eabHMAC)
+	if *acmetest.EABKID != "" {
+		k, err := base64.RawURLEncoding.DecodeString(*acmetest.EABHMAC)
 		if err != nil {
 			die("eab-hmac: %v", err)
 		}
-		a.ExternalAccountBinding = &acme.ExternalAccountBinding{KID: *eabKID, Key: k}
+		a.ExternalAccountBinding = &acme.ExternalAccountBinding{KID: *acmetest.EABKID, Key: k}
 	}
 	got, err := cl.Register(ctx, a, acme.AcceptTOS)
 	if errors.Is(err, acme.ErrAccountAlreadyExists) {
@@ -268,7 +147,7 @@ func register(ctx context.Context, cl *acme.Client) {
 }
 
 func issue(ctx context.Context, cl *acme.Client) {
-	ids := strings.Split(*names, ",")
+	ids := strings.Split(*acmetest.Names, ",")
 	order, err := cl.AuthorizeOrder(ctx, acme.DomainIDs(ids...))
 	if err != nil {
 		die("new order: %v", err)
@@ -289,12 +168,12 @@ func issue(ctx context.Context, cl *acme.Client) {
 		}
 		var ch *acme.Challenge
 		for _, c := range z.Challenges {
-			if c.Type == *challenge {
+			if c.Type == *acmetest.Challenge {
 				ch = c
 			}
 		}
 		if ch == nil {
-			die("%s: no %s challenge offered", z.Identifier.Value, *challenge)
+			die("%s: no %s challenge offered", z.Identifier.Value, *acmetest.Challenge)
 		}
 		s.present(ctx, ch, z.Identifier.Value)
 		if _, err := cl.Accept(ctx, ch); err != nil {
@@ -310,7 +189,7 @@ func issue(ctx context.Context, cl *acme.Client) {
 		}
 	}
 	s.cleanup()
-	fmt.Printf("solver-requests: %d\n", s.calls)
+	fmt.Printf("solver-requests: %d\n", s.Calls())
 	order, err = cl.WaitOrder(ctx, orderURL)
 	if err != nil {
 		die("order: %v", err)
@@ -326,9 +205,8 @@ func issue(ctx context.Context, cl *acme.Client) {
 	if err != nil {
 		die("finalize: %v", err)
 	}
-	kd, _ := x509.MarshalPKCS8PrivateKey(ck)
-	os.WriteFile(*out+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0600)
-	writeChain(*out+".pem", der)
+	acmetest.WriteKey(*acmetest.Out+".key", ck)
+	writeChain(*acmetest.Out+".pem", der)
 	fmt.Printf("certificate: %s\nchain-length: %d\n", certURL, len(der))
 
 	// the order, read back, names the same certificate URL
@@ -348,29 +226,27 @@ func issue(ctx context.Context, cl *acme.Client) {
 		if !bytes.Equal(ad[0], der[0]) {
 			die("alternate %s: another leaf", a)
 		}
-		writeChain(fmt.Sprintf("%s-alt%d.pem", *out, i+1), ad)
+		writeChain(fmt.Sprintf("%s-alt%d.pem", *acmetest.Out, i+1), ad)
 	}
 	fmt.Printf("alternates: %d\n", len(alts))
 }
 
 func main() {
-	flag.Parse()
-	if flag.NArg() != 1 || *dirURL == "" || *caFile == "" || *keyFile == "" {
-		die("usage: xacme -dir URL -ca FILE -key FILE [flags] COMMAND")
-	}
+	cmd := acmetest.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl := &acme.Client{DirectoryURL: *dirURL, Key: loadKey(*keyFile, *keyType),
-		HTTPClient: httpClient(), UserAgent: "nginx-pki-test xacme"}
+	key := acmetest.LoadKey(*acmetest.KeyFile, *acmetest.KeyType)
+	cl := &acme.Client{DirectoryURL: *acmetest.DirURL, Key: key,
+		HTTPClient: acmetest.HTTPClient(), UserAgent: "nginx-pki-test xacme"}
 	if _, err := cl.Discover(ctx); err != nil {
 		die("discover: %v", err)
 	}
 
-	switch flag.Arg(0) {
+	switch cmd {
 	case "register":
 		register(ctx, cl)
 	case "update":
-		a, err := cl.UpdateReg(ctx, &acme.Account{Contact: []string{*contact}})
+		a, err := cl.UpdateReg(ctx, &acme.Account{Contact: []string{*acmetest.Contact}})
 		if err != nil {
 			die("update: %v", err)
 		}
@@ -385,21 +261,14 @@ func main() {
 	case "issue":
 		issue(ctx, cl)
 	case "revoke":
-		b, err := os.ReadFile(*certFile)
-		if err != nil {
-			die("%v", err)
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			die("%s: no PEM", *certFile)
-		}
+		der := acmetest.ReadPEM(*acmetest.CertFile)
 		// a nil key: the request is signed by the account (kid)
-		if err := cl.RevokeCert(ctx, nil, blk.Bytes, acme.CRLReasonCode(*reason)); err != nil {
+		if err := cl.RevokeCert(ctx, nil, der, acme.CRLReasonCode(*acmetest.Reason)); err != nil {
 			die("revoke: %v", err)
 		}
 		fmt.Println("revoked: yes")
 	case "rollover":
-		nk := loadKey(*newKey, *keyType)
+		nk := acmetest.LoadKey(*acmetest.NewKey, *acmetest.KeyType)
 		if err := cl.AccountKeyRollover(ctx, nk); err != nil {
 			die("rollover: %v", err)
 		}
@@ -410,6 +279,6 @@ func main() {
 		}
 		fmt.Println("deactivated: yes")
 	default:
-		die("unknown command %q", flag.Arg(0))
+		die("unknown command %q", cmd)
 	}
 }
