@@ -114,6 +114,8 @@ typedef struct {
     int                     nseg;
     char                    pathbuf[512];
     time_t                  now;
+    int                     caa_stale;  /* pki_acme_order_status saw a
+                                           pki_acme_caa_stale() one */
 
     /* objects read by the nonce redeem script (one round trip), each
      * used once by the first load of its key */
@@ -3495,6 +3497,23 @@ pki_acme_order_error(cJSON *subs, int nfailed)
  * says why (RFC 8555 7.1.3; NULL when out of memory): only then are the
  * authorizations after the first failed one read, so a pending or ready
  * order costs what it did. */
+/* 1 for a valid dns authorization whose CAA was read (when it validated)
+ * more than PKI_ACME_CAA_REUSE ago: finalize reads CAA again for it. */
+static int
+pki_acme_caa_stale(const pki_acme_t *a, const cJSON *authz)
+{
+    const char  *type;
+
+    type = pki_json_str(authz, "type");
+
+    return a->conf->validate.caa
+           && type != NULL && strcmp(type, "dns") == 0
+           && pki_json_str(authz, "value") != NULL
+           && pki_json_num(authz, "validated")
+              < (double) (a->now - PKI_ACME_CAA_REUSE);
+}
+
+
 static const char *
 pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
     cJSON **error)
@@ -3508,6 +3527,8 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
     if (error != NULL) {
         *error = NULL;
     }
+
+    a->caa_stale = 0;
 
     st = pki_json_str(order, "status");
     if (st == NULL) {
@@ -3570,6 +3591,9 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
 
         } else if (strcmp(ast, "valid") != 0) {
             all_valid = 0;
+
+        } else if (pki_acme_caa_stale(a, authz)) {
+            a->caa_stale = 1;
         }
 
         cJSON_Delete(authz);
@@ -5166,7 +5190,9 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
     pki_status_t             rc;
     pki_acme_validate_out_t  out;
 
-    if (!a->conf->validate.caa) {
+    /* only when the order's status (read just before) saw one: the
+     * authorizations are read again only then */
+    if (!a->caa_stale) {
         return 1;
     }
 
@@ -5190,17 +5216,12 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
             return -1;
         }
 
-        value = pki_json_str(authz, "value");
-
-        if (pki_json_str(authz, "type") == NULL
-            || strcmp(pki_json_str(authz, "type"), "dns") != 0
-            || value == NULL
-            || pki_json_num(authz, "validated")
-               >= (double) (a->now - PKI_ACME_CAA_REUSE))
-        {
+        if (!pki_acme_caa_stale(a, authz)) {
             cJSON_Delete(authz);
             continue;
         }
+
+        value = pki_json_str(authz, "value");
 
         /* the method that validated it, for RFC 8657 validationmethods */
         method = NULL;
