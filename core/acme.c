@@ -1526,6 +1526,53 @@ pki_acme_hint_put(const char *id, const char *text)
 }
 
 
+/*
+ * The account's copy in the state store (acme_redis): written after the
+ * durable account changed, refreshed from it when missing, and written by
+ * the admin API when it revokes the account (pki_acme_account_revoke).
+ * The durable and the state store are two servers, so a writer that read
+ * the durable account a moment ago may land after a newer writer; a copy
+ * whose status is no longer "valid" (deactivated, revoked: both final) is
+ * therefore never replaced nor dropped, it only expires, and by then the
+ * durable account says the same.  KEYS[1] the copy; ARGV[1] the text, ""
+ * to drop the copy; ARGV[2] TTL; ARGV[3] "1": only when there is none.
+ * Returns 1 when written (or dropped), 0 when kept.
+ */
+static const char  pki_lua_acct_copy[] =
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur then "
+    "  if ARGV[3] == '1' then return 0 end "
+    "  local ok, o = pcall(cjson.decode, cur) "
+    "  if not ok or type(o) ~= 'table' or o.status ~= 'valid' then "
+    "    return 0 "
+    "  end "
+    "end "
+    "if ARGV[1] == '' then redis.call('DEL', KEYS[1]) return 1 end "
+    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "return 1";
+
+
+/* text NULL: drop the copy.  1 written, 0 kept, -1 Redis failed. */
+static int
+pki_acme_copy_write(pki_redis_t *st, const char *id, const char *text,
+    int nx, pki_result_t *res)
+{
+    char         ckey[PKI_ACME_KEY_MAX];
+    const char  *args[4];
+
+    pki_key_name(ckey, sizeof(ckey), st, id, "acct", NULL);
+
+    args[0] = ckey;
+    args[1] = text != NULL ? text : "";
+    args[2] = PKI_ACME_ACCT_COPY_TTL;
+    args[3] = nx ? "1" : "0";
+
+    return pki_acme_cmd_int(st, res, pki_acme_eval(st, res,
+                                                   pki_lua_acct_copy, 1, 4,
+                                                   args));
+}
+
+
 static pki_status_t
 pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
     char **text)
@@ -1560,10 +1607,7 @@ pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
         pki_result_t  tmp;
 
         pki_result_init(&tmp);
-        v = pki_acme_cmd_int(a->conf->state_redis, &tmp,
-                             pki_acme_cmd(a->conf->state_redis, &tmp, 6,
-                                          "SET", ckey, t, "EX",
-                                          PKI_ACME_ACCT_COPY_TTL, "NX"));
+        v = pki_acme_copy_write(a->conf->state_redis, id, t, 1, &tmp);
         (void) v;
     }
 
@@ -1582,7 +1626,6 @@ pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
 static void
 pki_acme_account_copy(pki_acme_t *a, const char *id, const char *text)
 {
-    char          ckey[PKI_ACME_KEY_MAX];
     pki_result_t  tmp;
 
     if (a->conf->state_redis == NULL) {
@@ -1590,18 +1633,7 @@ pki_acme_account_copy(pki_acme_t *a, const char *id, const char *text)
     }
 
     pki_result_init(&tmp);
-    pki_key_name(ckey, sizeof(ckey), a->conf->state_redis, id, "acct", NULL);
-
-    if (text != NULL) {
-        pki_acme_cmd_int(a->conf->state_redis, &tmp,
-                         pki_acme_cmd(a->conf->state_redis, &tmp, 5, "SET",
-                                      ckey, text, "EX",
-                                      PKI_ACME_ACCT_COPY_TTL));
-    } else {
-        pki_acme_cmd_int(a->conf->state_redis, &tmp,
-                         pki_acme_cmd(a->conf->state_redis, &tmp, 2, "DEL",
-                                      ckey));
-    }
+    (void) pki_acme_copy_write(a->conf->state_redis, id, text, 0, &tmp);
 }
 
 
@@ -1922,7 +1954,10 @@ pki_acme_new_account(pki_acme_t *a)
         st = pki_json_str(acct, "status");
         if (st != NULL && strcmp(st, "valid") != 0) {
             pki_acme_problem(a, 401, "unauthorized", "the account of this "
-                             "key is %s", st);
+                             "key %s", strcmp(st, "revoked") == 0
+                                       ? "was revoked by the CA"
+                                       : strcmp(st, "deactivated") == 0
+                                       ? "is deactivated" : "is not valid");
             cJSON_Delete(acct);
             return;
         }
@@ -6423,8 +6458,13 @@ redeemed:
     if (a->account != NULL) {
         st = pki_json_str(a->account, "status");
         if (st == NULL || strcmp(st, "valid") != 0) {
-            pki_acme_problem(a, 401, "unauthorized", "the account is %s",
-                             st != NULL ? st : "invalid");
+            /* RFC 8555 7.1.6: "revoked" is the server's doing (the admin
+             * API), "deactivated" the client's */
+            pki_acme_problem(a, 401, "unauthorized", "the account %s",
+                             st != NULL && strcmp(st, "revoked") == 0
+                             ? "was revoked by the CA"
+                             : st != NULL && strcmp(st, "deactivated") == 0
+                             ? "is deactivated" : "is not valid");
             return 0;
         }
     }
@@ -7135,3 +7175,213 @@ pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
     return PKI_OK;
 }
 
+
+
+/* ---- ACME accounts (the admin API's "acme/accounts" section) ------------- */
+
+/* The admin's view of a stored account: nothing secret is in an account
+ * (its public key, contacts, EAB kid), and only this is shown. */
+static char *
+pki_acme_account_view(const char *id, const cJSON *acct)
+{
+    char         t[32], *s;
+    cJSON       *out, *c;
+    const char  *v;
+
+    out = cJSON_CreateObject();
+    if (out == NULL) {
+        return NULL;
+    }
+
+    cJSON_AddStringToObject(out, "id", id);
+    v = pki_json_str(acct, "status");
+    cJSON_AddStringToObject(out, "status", v != NULL ? v : "valid");
+
+    c = cJSON_GetObjectItemCaseSensitive(acct, "contact");
+    cJSON_AddItemToObject(out, "contact", cJSON_IsArray(c)
+                                          ? cJSON_Duplicate(c, 1)
+                                          : cJSON_CreateArray());
+
+    c = cJSON_GetObjectItemCaseSensitive(acct, "created");
+    if (cJSON_IsNumber(c) && c->valuedouble > 0) {
+        pki_rfc3339((time_t) c->valuedouble, t);
+        cJSON_AddStringToObject(out, "createdAt", t);
+    }
+
+    c = cJSON_GetObjectItemCaseSensitive(acct, "tos");
+    if (cJSON_IsBool(c)) {
+        cJSON_AddBoolToObject(out, "termsOfServiceAgreed", cJSON_IsTrue(c));
+    }
+
+    v = pki_json_str(acct, "eab");
+    if (v != NULL) {
+        cJSON_AddStringToObject(out, "eab_kid", v);
+    }
+
+    v = pki_json_str(acct, "thumb");
+    if (v != NULL) {
+        cJSON_AddStringToObject(out, "thumbprint", v);
+    }
+
+    s = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+
+    return s;
+}
+
+
+PKI_API pki_status_t
+pki_acme_account_get(pki_redis_t *r, const char *id, char **json,
+    pki_result_t *res)
+{
+    char          key[PKI_ACME_KEY_MAX];
+    cJSON        *acct;
+    pki_status_t  rc;
+
+    *json = NULL;
+
+    if (id == NULL || !pki_id_ok(id)) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such ACME account");
+    }
+
+    pki_key_name(key, sizeof(key), r, id, "acct", NULL);
+
+    rc = pki_acme_load_text(r, key, &acct, NULL, res);
+    if (rc == PKI_NOT_FOUND) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such ACME account");
+    }
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    *json = pki_acme_account_view(id, acct);
+    cJSON_Delete(acct);
+
+    if (*json == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    return PKI_OK;
+}
+
+
+/*
+ * "revoked" (RFC 8555 7.1.6: the server's deactivation): a compare-and-set
+ * of the durable account like the engine's own updates, retried when a
+ * keyChange or an update came in between, so that neither is undone and
+ * the revocation is never lost.  Every request of the account is then
+ * refused (pki_acme_authenticate, newAccount): its kid from the next
+ * request on, since the nonce redeem script checks the stored text, and
+ * its key on newAccount.  Orders in flight are not cancelled (RFC 8555
+ * 7.3.6 SHOULD): they can no longer be finalized or fetched by their
+ * account, which is what matters.
+ *
+ * With acme_redis the state stores keep a copy of the account that the
+ * redeem script checks instead: the revoked text is written there too
+ * (pki_lua_acct_copy never replaces a revoked copy), else the account
+ * would go on for up to PKI_ACME_ACCT_COPY_TTL seconds.  A store that
+ * cannot be reached: PKI_UNAVAILABLE after the durable revocation; calling
+ * again (already revoked: *changed 0, PKI_OK) writes the copies again.
+ */
+#define PKI_ACME_REVOKE_TRIES  8
+
+PKI_API pki_status_t
+pki_acme_account_revoke(pki_redis_t *r, pki_redis_t *const *state,
+    size_t nstate, const char *id, int *changed, char **json,
+    pki_result_t *res)
+{
+    int           v, tries;
+    char          key[PKI_ACME_KEY_MAX], *text, *nt;
+    cJSON        *acct;
+    size_t        i;
+    const char   *st;
+    pki_status_t  rc;
+
+    *json = NULL;
+    *changed = 0;
+    text = NULL;
+    nt = NULL;
+    acct = NULL;
+
+    if (id == NULL || !pki_id_ok(id)) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such ACME account");
+    }
+
+    pki_key_name(key, sizeof(key), r, id, "acct", NULL);
+
+    for (tries = 0; ; tries++) {
+        rc = pki_acme_load_text(r, key, &acct, &text, res);
+        if (rc == PKI_NOT_FOUND) {
+            return pki_fail(res, PKI_NOT_FOUND, "no such ACME account");
+        }
+        if (rc != PKI_OK) {
+            return rc;
+        }
+
+        st = pki_json_str(acct, "status");
+
+        if (st != NULL && strcmp(st, "revoked") == 0) {
+            /* done before: the copies are written again below */
+            nt = text;
+            text = NULL;
+            break;
+        }
+
+        if (st != NULL && strcmp(st, "valid") != 0) {
+            rc = pki_fail(res, PKI_CONFLICT, "the account is %s: only a "
+                          "valid account can be revoked", st);
+            goto failed;
+        }
+
+        pki_json_set_str(acct, "status", "revoked");
+
+        v = pki_acme_cas(r, key, text, acct, PKI_ACME_KEEP, &nt, res);
+        if (v < 0) {
+            rc = PKI_UNAVAILABLE;
+            goto failed;
+        }
+        if (v == 1) {
+            *changed = 1;
+            break;
+        }
+
+        /* changed meanwhile (keyChange, update): again with what is
+         * stored now */
+        cJSON_Delete(acct);
+        free(text);
+        acct = NULL;
+        text = NULL;
+
+        if (tries + 1 == PKI_ACME_REVOKE_TRIES) {
+            return pki_fail(res, PKI_UNAVAILABLE, "the account keeps "
+                            "changing, retry");
+        }
+    }
+
+    rc = PKI_OK;
+
+    for (i = 0; i < nstate; i++) {
+        if (state[i] != NULL && pki_acme_copy_write(state[i], id, nt, 0, res)
+                                < 0)
+        {
+            pki_fail(res, PKI_UNAVAILABLE, "the account is revoked in the "
+                     "certificate store, but an ACME state store "
+                     "(acme_redis) could not be told: retry");
+            rc = PKI_UNAVAILABLE;
+            goto failed;
+        }
+    }
+
+    *json = pki_acme_account_view(id, acct);
+    if (*json == NULL) {
+        rc = pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+failed:
+
+    cJSON_Delete(acct);
+    free(text);
+    free(nt);
+
+    return rc;
+}

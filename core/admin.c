@@ -18,6 +18,11 @@
  *   GET  scep/pending           ?cursor=C &limit=N -> {"pending": [...],
  *                                   "next_cursor"} (core/scep.c)
  *   POST scep/...               challenges, approve, reject (core/scep.c)
+ *   GET  acme/accounts/<id>     -> the ACME account (core/acme.c)
+ *   POST acme/accounts/<id>     {"status": "revoked"} -> the account,
+ *                                revoked (RFC 8555 7.1.6); already
+ *                                revoked: 200, no change; deactivated by
+ *                                its client: 409
  *
  * A list page is one walk of the store's SCAN (limit keys), filtered
  * afterwards: a page may hold fewer records than the limit, even none, while
@@ -1037,6 +1042,166 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
 }
 
 
+/* ---- ACME accounts (kept by core/acme.c) --------------------------------- */
+
+/* The body of POST acme/accounts/<id>: exactly {"status": "revoked"}. */
+static int
+pki_admin_acct_body(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    pki_result_t *res)
+{
+    int          ok;
+    cJSON       *root, *item;
+    size_t       max;
+    const char  *end, *last;
+
+    max = conf->max_body != 0 ? conf->max_body : PKI_ADMIN_BODY_MAX;
+
+    if (req->body_len > max) {
+        pki_fail(res, PKI_TOO_LARGE, "request body over %zu bytes", max);
+        return 0;
+    }
+
+    if (req->body == NULL || req->body_len == 0) {
+        pki_fail(res, PKI_MALFORMED, "empty body: {\"status\":\"revoked\"} "
+                 "is required");
+        return 0;
+    }
+
+    root = cJSON_ParseWithLengthOpts((const char *) req->body, req->body_len,
+                                     &end, 0);
+    if (root == NULL) {
+        pki_fail(res, PKI_MALFORMED, "body is not valid JSON");
+        return 0;
+    }
+
+    last = (const char *) req->body + req->body_len;
+    while (end < last
+           && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+    {
+        end++;
+    }
+
+    ok = 0;
+
+    if (end != last) {
+        pki_fail(res, PKI_MALFORMED, "trailing data after the JSON object");
+        goto done;
+    }
+
+    if (!cJSON_IsObject(root)) {
+        pki_fail(res, PKI_MALFORMED, "body must be a JSON object");
+        goto done;
+    }
+
+    cJSON_ArrayForEach(item, root) {
+        if (item->string == NULL || strcmp(item->string, "status") != 0) {
+            pki_fail(res, PKI_MALFORMED, "unknown member \"%.32s\": only "
+                     "\"status\" may be set", item->string != NULL
+                                                 ? item->string : "");
+            goto done;
+        }
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "status");
+    if (item == NULL || cJSON_GetArraySize(root) != 1) {
+        pki_fail(res, PKI_MALFORMED, "\"status\" is required, once");
+        goto done;
+    }
+
+    if (!cJSON_IsString(item) || strcmp(item->valuestring, "revoked") != 0) {
+        pki_fail(res, PKI_MALFORMED, "the only change allowed is "
+                 "{\"status\":\"revoked\"}");
+        goto done;
+    }
+
+    ok = 1;
+
+done:
+
+    cJSON_Delete(root);
+
+    return ok;
+}
+
+
+static void
+pki_admin_acme_account(const pki_admin_conf_t *conf,
+    const pki_admin_req_t *req, const char *method, const char *id,
+    pki_admin_resp_t *resp)
+{
+    int           changed;
+    char         *json;
+    cJSON        *obj;
+    pki_event_t   ev;
+    pki_status_t  rc;
+    pki_result_t  ares;
+
+    json = NULL;
+
+    if (id == NULL) {
+        pki_fail(&resp->res, PKI_UNSUPPORTED, "use GET or POST on "
+                 "acme/accounts/<id>");
+        return;
+    }
+
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) {
+        rc = pki_acme_account_get(conf->redis, id, &json, &resp->res);
+
+    } else if (strcmp(method, "POST") == 0) {
+        if (!pki_admin_acct_body(conf, req, &resp->res)) {
+            return;
+        }
+
+        rc = pki_acme_account_revoke(conf->redis, conf->acme_state,
+                                     conf->nacme_state, id, &changed, &json,
+                                     &resp->res);
+
+        if (rc == PKI_OK && changed) {
+            pki_log(&resp->res, "acme account %s revoked by admin \"%s\"",
+                    id, req->identity);
+
+            /* the transaction log, as admin actions are audited */
+            memset(&ev, 0, sizeof(ev));
+            ev.type = PKI_EV_REQUEST;
+            ev.status = PKI_OK;
+            ev.protocol = "admin";
+            ev.operation = "acme-account-revoke";
+            ev.requester = req->identity;
+            ev.client = req->client;
+            ev.subject = id;
+            ev.reason = "acme account revoked by admin";
+
+            pki_result_init(&ares);
+            if (pki_event_emit(&ev, 1, &ares) != PKI_OK) {
+                pki_log(&resp->res, "; transaction log: %s %s", ares.detail,
+                        ares.log);
+            }
+        }
+
+    } else {
+        pki_fail(&resp->res, PKI_UNSUPPORTED, "use GET or POST on "
+                 "acme/accounts/<id>");
+        return;
+    }
+
+    if (rc != PKI_OK) {
+        free(json);
+        return;
+    }
+
+    obj = cJSON_Parse(json);
+    free(json);
+
+    if (obj == NULL) {
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        return;
+    }
+
+    pki_admin_json(resp, 200, obj);
+    cJSON_Delete(obj);
+}
+
+
 /* ---- GET scep/pending (kept by core/scep.c) ----------------------------- */
 
 static void
@@ -1169,6 +1334,16 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                && strchr(path + 9, '/') == NULL)
     {
         pki_admin_acme_eab(conf, method, path + 9, resp);
+
+    } else if (strcmp(path, "acme/accounts") == 0
+               || strcmp(path, "acme/accounts/") == 0)
+    {
+        pki_admin_acme_account(conf, req, method, NULL, resp);
+
+    } else if (strncmp(path, "acme/accounts/", 14) == 0
+               && strchr(path + 14, '/') == NULL)
+    {
+        pki_admin_acme_account(conf, req, method, path + 14, resp);
 
     } else if (strcmp(path, "scep/pending") == 0) {
         /* SCEP requests waiting for manual approval (scep.c) */

@@ -663,6 +663,9 @@ typedef struct {
     size_t         ncas;
     pki_redis_t   *redis;
     size_t         max_body;   /* default 16384                          */
+    pki_redis_t  **acme_state; /* every acme_redis store (their copies of
+                                  the ACME accounts), or NULL            */
+    size_t         nacme_state;
 } pki_admin_conf_t;
 
 typedef struct {
@@ -1224,6 +1227,23 @@ PKI_API pki_status_t pki_acme_eab_list(pki_redis_t *r, char **json,
     pki_result_t *res);
 PKI_API pki_status_t pki_acme_eab_disable(pki_redis_t *r, const char *kid,
     pki_result_t *res);
+
+/* ACME accounts (the admin API's "acme/accounts" section).  The account's
+ * public view {"id","status","contact","createdAt","termsOfServiceAgreed",
+ * "eab_kid","thumbprint"} (malloc'd; members absent when not stored).
+ * PKI_NOT_FOUND for an unknown or malformed id (Redis is not asked). */
+PKI_API pki_status_t pki_acme_account_get(pki_redis_t *r, const char *id,
+    char **json, pki_result_t *res);
+/* Sets the account's status to "revoked" (RFC 8555 7.1.6, the server's
+ * deactivation; compare-and-set) and writes the revoked account into each
+ * of the nstate acme_redis stores (their copy of the account), so that
+ * every request of the account is refused from the next one on.
+ * *changed 0: it was revoked before (the copies are written again, PKI_OK);
+ * PKI_CONFLICT: deactivated by its client; PKI_UNAVAILABLE with the
+ * durable revocation done when a state store failed: call again. */
+PKI_API pki_status_t pki_acme_account_revoke(pki_redis_t *r,
+    pki_redis_t *const *state, size_t nstate, const char *id, int *changed,
+    char **json, pki_result_t *res);
 
 
 /* ---- Matter (core/matter_tlv.c, core/matter.c) -----------------------------

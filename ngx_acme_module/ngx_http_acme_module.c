@@ -1342,13 +1342,21 @@ ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_acme_loc_conf_t *alcf = conf;
 
+    char  *rv;
+
     (void) cmd;
 
     if (alcf->state_redis != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
 
-    return ngx_http_pki_redis_parse(cf, &alcf->state_redis);
+    rv = ngx_http_pki_redis_parse(cf, &alcf->state_redis);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    /* the admin API's account revocation writes its copies too */
+    return ngx_http_pki_acme_state_add(cf, alcf->state_redis);
 }
 
 

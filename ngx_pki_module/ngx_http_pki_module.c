@@ -58,6 +58,10 @@ typedef struct {
     ngx_array_t                cas;         /* ngx_http_pki_ca_t */
     ngx_array_t                keys;        /* pki_key_t *: every key the
                                                modules use, CAs' included */
+    ngx_array_t                acme_state;  /* pki_redis_t *: every
+                                               acme_redis, whose copies of
+                                               the ACME accounts the admin
+                                               API's revocation rewrites */
     pki_redis_t               *redis;
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
@@ -361,6 +365,12 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&pmcf->acme_state, cf->pool, 1, sizeof(pki_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return pmcf;
 }
 
@@ -562,6 +572,25 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 /* The arguments of a pki_redis-like directive (the address, then the
  * options) into a new store freed with the configuration; also used by
  * acme_redis (ngx_acme_module). */
+char *
+ngx_http_pki_acme_state_add(ngx_conf_t *cf, pki_redis_t *r)
+{
+    pki_redis_t               **slot;
+    ngx_http_pki_main_conf_t   *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    slot = ngx_array_push(&pmcf->acme_state);
+    if (slot == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *slot = r;
+
+    return NGX_CONF_OK;
+}
+
+
 char *
 ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out)
 {
@@ -2413,6 +2442,8 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
     ctx->conf.redis = pmcf->redis;
     ctx->conf.max_body = NGX_HTTP_PKI_ADMIN_BODY_MAX;
     ctx->conf.ncas = pmcf->cas.nelts;
+    ctx->conf.acme_state = pmcf->acme_state.elts;
+    ctx->conf.nacme_state = pmcf->acme_state.nelts;
 
     ctx->conf.cas = ngx_pcalloc(r->pool,
                                 (pmcf->cas.nelts + 1) * sizeof(pki_ca_t *));

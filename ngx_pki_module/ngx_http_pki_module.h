@@ -74,6 +74,10 @@ pki_redis_t *ngx_http_pki_redis(ngx_http_request_t *r);
  * into a new store freed with the configuration (acme_redis) */
 char *ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out);
 
+/* configuration time: an acme_redis store, whose copies of the ACME
+ * accounts the admin API's account revocation rewrites (core/acme.c) */
+char *ngx_http_pki_acme_state_add(ngx_conf_t *cf, pki_redis_t *r);
+
 /*
  * Runs work(data) in the pki_thread_pool, then done(r, data) on the event
  * loop, then ngx_http_run_posted_requests().  Takes a reference on the

@@ -1566,6 +1566,67 @@ is($r->{status}, 405, 'GET newOrder: 405');
 $r = $http->get("$BASE/nothing-here");
 is($r->{status}, 404, 'unknown resource: 404');
 
+# --- an account revoked by the admin API (RFC 8555 7.1.6 "revoked") ------------------
+
+# revoke ACCOUNT-URL through the admin API with curl (admin / admin)
+sub admin_revoke_account {
+    my ($kid, $body) = @_;
+    my ($id) = $kid =~ m{/acct/([\w-]+)$};
+    my $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                     . "/pki/admin/acme/accounts/$id", user => 'admin:admin',
+                     headers => ['Content-Type: application/json'],
+                     data => $body // '{"status":"revoked"}');
+    $r->{json} = eval { decode_json($r->{body}) };
+    return ($r, $id);
+}
+
+{
+    my $A = account();
+    my $ca = issue($A, 'acctrev', 'acctrev.example.test');
+    ok($ca && $ca->{leaf}, 'account revocation: the account issued first');
+    # its text is now every worker's hint (keep-alive: the same worker)
+    $r = post($A, $A->{kid}, '');
+    is($r->{status}, 200, 'account revocation: account read before');
+
+    my ($x, $id) = admin_revoke_account($A->{kid}, '{"status":"deactivated"}');
+    is($x->{code}, 400, 'admin: only "revoked" may be set: 400');
+    ($x) = admin_revoke_account($A->{kid});
+    is($x->{code}, 200, 'admin: account revoked with curl') or diag($x->{body});
+    is($x->{json}{status}, 'revoked', 'admin: answers the revoked account');
+    is($x->{json}{id}, $id, 'admin: ... with its id');
+    my $g = $t->curl('GET', 'https://127.0.0.1:' . $t->https_port
+                     . "/pki/admin/acme/accounts/$id", user => 'admin:admin');
+    my $gj = eval { decode_json($g->{body}) } || {};
+    ok($g->{code} == 200 && ($gj->{status} // '') eq 'revoked'
+       && ($gj->{thumbprint} // '') eq thumb_of($A->{key})
+       && !exists $gj->{key},
+       'admin: GET shows it revoked, with the key thumbprint only');
+    $g = $t->curl('GET', 'https://127.0.0.1:' . $t->https_port
+                  . "/pki/admin/acme/accounts/$id");
+    is($g->{code}, 401, 'admin: the account API needs the admin login');
+
+    my $before = scalar $t->redis_keys("pki:{acme:$id}:order:*");
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'after.example.test' }] });
+    problem_is($r, 401, 'unauthorized', 'revoked account: newOrder');
+    like($r->{json}{detail} // '', qr/revoked by the CA/,
+         'revoked account: the detail says the CA revoked it');
+    is(scalar $t->redis_keys("pki:{acme:$id}:order:*"), $before,
+       'revoked account: no order stored');
+    $r = post($A, "$BASE/new-account", { onlyReturnExisting => JSON::PP::true },
+              jwk => 1);
+    problem_is($r, 401, 'unauthorized', 'revoked account: its key at '
+               . 'newAccount');
+    like(PKITest::slurp($t->error_log) // '',
+         qr/pki admin: 200 .*acme account \Q$id\E revoked by admin "admin"/,
+         'revoked account: the error log names it and the admin');
+    my @ev = grep { ($_->{operation} // '') eq 'acme-account-revoke'
+                    && ($_->{subject} // '') eq $id } $t->audit_entries;
+    ok(@ev == 1 && ($ev[0]{requester} // '') eq 'admin',
+       'revoked account: one entry in the transaction log, by the admin')
+        or diag(explain(\@ev));
+}
+
 # --- acme_redis (the replay-safe state in a second store) is checked at nginx -t -
 
 {
@@ -1705,6 +1766,37 @@ is($r->{status}, 201, 'EAB: account created') or diag($r->{content});
               { type => 'dns', value => 'x.example' }] });
     problem_is($r, 401, 'unauthorized', 'split stores: a deactivated account '
                . 'is refused at once');
+}
+
+# the state store's copy of the account follows an admin revocation at once
+{
+    my $e3 = eval { decode_json($http->request('POST', $admin, \%auth)
+                                ->{content}) } || {};
+    my $k3 = new_key();
+    $r = post({ key => $k3 }, "$BASE/new-account",
+              { externalAccountBinding => eab_for($k3, $e3->{kid},
+                                                  $e3->{hmac_key}) },
+              jwk => 1);
+    is($r->{status}, 201, 'split stores: another EAB account');
+    my $S = { key => $k3, kid => $r->{headers}{location} };
+    my ($sid) = ($S->{kid} // '') =~ m{/acct/([\w-]+)$};
+    my $cs = issue($S, 'splitrev', 'splitrev.example.test');
+    ok($cs && $cs->{leaf}, 'split stores: it issues');
+    $r = post($S, $S->{kid}, '');
+    is($r->{status}, 200, 'split stores: account read');
+    ok(scalar($t->redis_keys("acmestate:{acme:$sid}:acct")) == 1,
+       'split stores: the state store holds a copy of the account');
+    my ($x) = admin_revoke_account($S->{kid});
+    is($x->{code}, 200, 'split stores: revoked by the admin')
+        or diag($x->{body});
+    like($t->redis_raw("GET", "acmestate:{acme:$sid}:acct") // "",
+         qr/"status":"revoked"/, 'split stores: the copy says revoked');
+    $r = post($S, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'x.example' }] });
+    problem_is($r, 401, 'unauthorized', 'split stores: a revoked account is '
+               . 'refused at once');
+    ($x) = admin_revoke_account($S->{kid});
+    is($x->{code}, 200, 'split stores: revoking again: 200, no change');
 }
 
 $r = $http->request('GET', $admin, \%auth);

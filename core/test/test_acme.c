@@ -1726,6 +1726,368 @@ test_policy(const char *sock)
 }
 
 
+/* ---- the admin API's account revocation (core/admin.c) ------------------ */
+
+static char  adm_op[64], adm_who[64], adm_subject[64];
+static int   adm_events;
+
+
+static void
+adm_sink(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->type == PKI_EV_REQUEST && ev->operation != NULL) {
+        adm_events++;
+        snprintf(adm_op, sizeof(adm_op), "%s", ev->operation);
+        snprintf(adm_who, sizeof(adm_who), "%s",
+                 ev->requester ? ev->requester : "");
+        snprintf(adm_subject, sizeof(adm_subject), "%s",
+                 ev->subject ? ev->subject : "");
+    }
+}
+
+
+/* One admin request; the body (malloc'd, "" when none) and the status. */
+static char *
+adm(pki_admin_conf_t *ac, const char *method, const char *path,
+    const char *body, int *status)
+{
+    char              *out;
+    pki_admin_req_t    req;
+    pki_admin_resp_t   resp;
+
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.path = path;
+    req.path_len = strlen(path);
+    req.body = (const unsigned char *) body;
+    req.body_len = body != NULL ? strlen(body) : 0;
+    req.identity = "ops";
+    req.client = "127.0.0.1";
+
+    pki_admin_handle(ac, &req, &resp);
+    *status = resp.http_status;
+    out = strndup(resp.body != NULL ? (char *) resp.body : "",
+                  resp.body_len);
+    if (resp.res.log[0] != '\0') {
+        diag("admin log: %s", resp.res.log);
+    }
+    pki_admin_resp_free(&resp);
+
+    return out;
+}
+
+
+static long long
+count_keys(redisContext *rc, const char *pattern)
+{
+    long long    n;
+    redisReply  *reply;
+
+    reply = redisCommand(rc, "KEYS %s", pattern);
+    n = reply && reply->type == REDIS_REPLY_ARRAY ? (long long) reply->elements
+                                                  : -1;
+    freeReplyObject(reply);
+
+    return n;
+}
+
+
+/* An account made, used (its text is this process's hint), revoked by the
+ * admin API, then refused on its very next request; alone and with
+ * acme_redis (the state store's copy of the account). */
+static void
+test_admin_revoke(const char *sock)
+{
+    int                 st, i;
+    char               *b, kid[256], acct[64], path[160], pat[160];
+    char                body[512], n[32];
+    EVP_PKEY           *pk, *pk2;
+    long long           before;
+    redisReply         *reply;
+    pki_redis_t        *r, *sr, *dead, *states[1];
+    redisContext       *rc;
+    pki_result_t        res;
+    pki_acme_resp_t     resp;
+    pki_admin_conf_t    ac;
+    pki_redis_conf_t    sconf;
+
+    static const char *const bad_bodies[] = {
+        "", "not json", "{\"status\":\"revoked\"} x", "[\"revoked\"]",
+        "{\"status\":\"deactivated\"}", "{\"status\":\"valid\"}",
+        "{\"status\":1}", "{\"status\":null}", "{}",
+        "{\"status\":\"revoked\",\"contact\":[]}",
+        "{\"status\":\"revoked\",\"status\":\"revoked\"}",
+        "{\"reason\":\"x\",\"status\":\"revoked\"}",
+        "{\"Status\":\"revoked\"}", NULL
+    };
+    static const char *const bad_ids[] = {
+        "acme/accounts/a%2Fb", "acme/accounts/a.b", "acme/accounts/..",
+        "acme/accounts/a b", "acme/accounts/x/y",
+        "acme/accounts/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAAAAAAAAAAAAA", NULL
+    };
+
+    r = store_open(sock, "acmeadm:", &rc);
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    pk2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    memset(&ac, 0, sizeof(ac));
+    ac.redis = r;
+
+    post(pk, NULL, "new-account", "{\"contact\":[\"mailto:ops@example.com\"]"
+         ",\"termsOfServiceAgreed\":true}", NULL, &resp);
+    ok(resp.http_status == 201 && resp.location, "admin: account made");
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "/");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+
+    /* GET: the stored account, nothing secret */
+    snprintf(path, sizeof(path), "acme/accounts/%s", acct);
+    b = adm(&ac, "GET", path, NULL, &st);
+    snprintf(pat, sizeof(pat), "\"id\":\"%s\"", acct);
+    ok(st == 200 && strstr(b, pat) && strstr(b, "\"status\":\"valid\"")
+       && strstr(b, "\"contact\":[\"mailto:ops@example.com\"]")
+       && strstr(b, "\"createdAt\":\"20") && strstr(b, "\"thumbprint\":\"")
+       && strstr(b, "\"termsOfServiceAgreed\":true")
+       && !strstr(b, "\"key\"") && !strstr(b, "\"d\""),
+       "admin GET account: 200, id, status, contact, createdAt, thumbprint, "
+       "no key (%d %s)", st, b);
+    free(b);
+
+    b = adm(&ac, "GET", "acme/accounts/nosuchaccount1", NULL, &st);
+    ok(st == 404 && strstr(b, "no such ACME account"),
+       "admin GET unknown account: 404 (%d)", st);
+    free(b);
+    b = adm(&ac, "POST", "acme/accounts/nosuchaccount1",
+            "{\"status\":\"revoked\"}", &st);
+    ok(st == 404, "admin revoke unknown account: 404 (%d)", st);
+    free(b);
+    b = adm(&ac, "DELETE", path, NULL, &st);
+    ok(st == 405, "admin DELETE account: 405 (%d)", st);
+    free(b);
+    b = adm(&ac, "GET", "acme/accounts", NULL, &st);
+    ok(st == 405, "admin acme/accounts without id: 405 (%d)", st);
+    free(b);
+
+    /* the account works; its text is now this process's hint */
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"adm.example\"}]}", NULL, &resp);
+    ok(resp.http_status == 201, "admin: newOrder before the revocation");
+    pki_acme_resp_free(&resp);
+    post(pk, kid, rel(kid), "", NULL, &resp);
+    ok(resp.http_status == 200, "admin: account read (hinted)");
+    pki_acme_resp_free(&resp);
+
+    /* bad bodies and ids: 400/404, nothing changed, Redis not asked */
+    memset(&sconf, 0, sizeof(sconf));
+    sconf.unix_path = "/nonexistent/redis.sock";
+    sconf.timeout_ms = 100;
+    pki_result_init(&res);
+    dead = pki_redis_new(&sconf, &res);
+
+    for (i = 0; bad_bodies[i] != NULL; i++) {
+        b = adm(&ac, "POST", path, bad_bodies[i], &st);
+        ok(st == 400 && strstr(b, "\"error\":\""),
+           "admin revoke, bad body %s: 400 (%d %s)", bad_bodies[i], st, b);
+        free(b);
+    }
+    ac.redis = dead;
+    b = adm(&ac, "POST", path, "{\"status\":\"deactivated\"}", &st);
+    ok(st == 400 && strstr(b, "the only change allowed"),
+       "bad body refused before Redis is asked (%d %s)", st, b);
+    free(b);
+    for (i = 0; bad_ids[i] != NULL; i++) {
+        b = adm(&ac, "POST", bad_ids[i], "{\"status\":\"revoked\"}", &st);
+        ok(st == 404, "admin revoke, bad id %.40s: 404 without Redis (%d)",
+           bad_ids[i], st);
+        free(b);
+        b = adm(&ac, "GET", bad_ids[i], NULL, &st);
+        ok(st == 404, "admin GET, bad id %.40s: 404 without Redis (%d)",
+           bad_ids[i], st);
+        free(b);
+    }
+    ac.redis = r;
+
+    reply = redisCommand(rc, "GET acmeadm:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_STRING
+       && strstr(reply->str, "\"status\":\"valid\""),
+       "refused admin requests changed nothing");
+    freeReplyObject(reply);
+
+    /* revoke */
+    adm_events = 0;
+    pki_event_set_sink(adm_sink, NULL);
+    b = adm(&ac, "POST", path, " {\"status\": \"revoked\"}\n", &st);
+    ok(st == 200 && strstr(b, "\"status\":\"revoked\"") && strstr(b, pat),
+       "admin revoke: 200, the account revoked (%d %s)", st, b);
+    free(b);
+    ok(adm_events == 1 && strcmp(adm_op, "acme-account-revoke") == 0
+       && strcmp(adm_who, "ops") == 0 && strcmp(adm_subject, acct) == 0,
+       "admin revoke: audited as the admin (%d %s %s)", adm_events, adm_op,
+       adm_who);
+
+    b = adm(&ac, "POST", path, "{\"status\":\"revoked\"}", &st);
+    ok(st == 200 && strstr(b, "\"status\":\"revoked\"") && adm_events == 1,
+       "admin revoke again: 200, no change, not audited again (%d)", st);
+    free(b);
+    pki_event_set_sink(NULL, NULL);
+
+    b = adm(&ac, "GET", path, NULL, &st);
+    ok(st == 200 && strstr(b, "\"status\":\"revoked\""),
+       "admin GET: revoked (%d)", st);
+    free(b);
+
+    /* the very next request, although the hint holds the valid text */
+    snprintf(pat, sizeof(pat), "acmeadm:{acme:%s}:order:*", acct);
+    before = count_keys(rc, pat);
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"adm2.example\"}]}", NULL, &resp);
+    ok(has(&resp, "revoked by the CA"), "revoked: the detail says so");
+    check_problem("newOrder by a revoked account", &resp, 401,
+                  "unauthorized");
+    ok(count_keys(rc, pat) == before && before == 1,
+       "the refused newOrder stored nothing (%lld)", before);
+    post(pk, kid, rel(kid), "{\"contact\":[\"mailto:x@example.com\"]}", NULL,
+         &resp);
+    check_problem("account update by a revoked account", &resp, 401,
+                  "unauthorized");
+    post(pk, kid, rel(kid), "{\"status\":\"deactivated\"}", NULL, &resp);
+    check_problem("self-deactivation of a revoked account", &resp, 401,
+                  "unauthorized");
+    post(pk, NULL, "new-account", "{\"onlyReturnExisting\":true}", NULL,
+         &resp);
+    ok(has(&resp, "revoked by the CA"), "onlyReturnExisting: says revoked");
+    check_problem("onlyReturnExisting, revoked account", &resp, 401,
+                  "unauthorized");
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    check_problem("newAccount with a revoked account's key", &resp, 401,
+                  "unauthorized");
+    reply = redisCommand(rc, "GET acmeadm:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_STRING
+       && strstr(reply->str, "\"status\":\"revoked\"")
+       && strstr(reply->str, "ops@example.com"),
+       "the refused requests changed nothing");
+    freeReplyObject(reply);
+
+    /* a client-deactivated account: 409 */
+    post(pk2, NULL, "new-account", "{}", NULL, &resp);
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "/");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+    post(pk2, kid, rel(kid), "{\"status\":\"deactivated\"}", NULL, &resp);
+    pki_acme_resp_free(&resp);
+    snprintf(path, sizeof(path), "acme/accounts/%s", acct);
+    b = adm(&ac, "POST", path, "{\"status\":\"revoked\"}", &st);
+    ok(st == 409 && strstr(b, "deactivated"),
+       "admin revoke of a deactivated account: 409 (%d %s)", st, b);
+    free(b);
+    b = adm(&ac, "GET", path, NULL, &st);
+    ok(st == 200 && strstr(b, "\"status\":\"deactivated\""),
+       "... and it stays deactivated");
+    free(b);
+
+    /* split stores: the redeem script checks the state store's copy */
+    sconf.unix_path = sock;
+    sconf.ns = "acmeadmst:";
+    sconf.timeout_ms = 0;
+    sr = pki_redis_new(&sconf, &res);
+    conf.state_redis = sr;
+    EVP_PKEY_free(pk2);
+    pk2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    post(pk2, NULL, "new-account", "{}", NULL, &resp);
+    ok(resp.http_status == 201, "split: account made");
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "/");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+    post(pk2, kid, rel(kid), "", NULL, &resp);
+    pki_acme_resp_free(&resp);
+    post(pk2, kid, rel(kid), "", NULL, &resp);
+    ok(resp.http_status == 200, "split: account read (copy and hint)");
+    pki_acme_resp_free(&resp);
+    reply = redisCommand(rc, "TTL acmeadmst:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0,
+       "split: the state store holds a copy with a TTL");
+    freeReplyObject(reply);
+
+    /* a state store that cannot be told: 503, the retry finishes it */
+    states[0] = dead;
+    ac.acme_state = states;
+    ac.nacme_state = 1;
+    snprintf(path, sizeof(path), "acme/accounts/%s", acct);
+    b = adm(&ac, "POST", path, "{\"status\":\"revoked\"}", &st);
+    ok(st == 503 && strstr(b, "acme_redis"),
+       "split: state store down: 503, says which (%d %s)", st, b);
+    free(b);
+
+    states[0] = sr;
+    b = adm(&ac, "POST", path, "{\"status\":\"revoked\"}", &st);
+    ok(st == 200 && strstr(b, "\"status\":\"revoked\""),
+       "split: the retry: 200 (%d %s)", st, b);
+    free(b);
+    reply = redisCommand(rc, "GET acmeadmst:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_STRING
+       && strstr(reply->str, "\"status\":\"revoked\""),
+       "split: the state store's copy is revoked too");
+    freeReplyObject(reply);
+
+    post(pk2, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"adm3.example\"}]}", NULL, &resp);
+    check_problem("split: newOrder by a revoked account, next request", &resp,
+                  401, "unauthorized");
+    snprintf(pat, sizeof(pat), "acmeadmst:{acme:%s}:order:*", acct);
+    ok(count_keys(rc, pat) == 0, "split: nothing stored");
+
+    /* a writer that read the valid account before the revocation cannot
+     * put it back: the copy of a revoked account is kept */
+    reply = redisCommand(rc, "GET acmeadmst:{acme:%s}:acct", acct);
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        char  *valid = strdup(reply->str), *p;
+
+        p = strstr(valid, "\"revoked\"");
+        if (p != NULL) {
+            memcpy(p, "\"valid\"  ", 9);
+        }
+        snprintf(body, sizeof(body), "acmeadmst:{acme:%s}:acct", acct);
+        freeReplyObject(redisCommand(rc, "DEL %s", body));
+        freeReplyObject(redisCommand(rc, "SET %s %s", body, valid));
+        /* the stale valid copy now; the durable one says revoked: the
+         * engine's own update after a failed compare-and-set drops only
+         * valid copies, so the next read gets the revoked text */
+        free(valid);
+    }
+    freeReplyObject(reply);
+    post(pk2, kid, rel(kid), "{\"contact\":[\"mailto:y@example.com\"]}",
+         NULL, &resp);
+    pki_acme_resp_free(&resp);
+    post(pk2, kid, rel(kid), "", NULL, &resp);
+    check_problem("split: a stale valid copy is replaced, not trusted "
+                  "twice", &resp, 401, "unauthorized");
+    reply = redisCommand(rc, "GET acmeadm:{acme:%s}:acct", acct);
+    ok(reply && reply->type == REDIS_REPLY_STRING
+       && strstr(reply->str, "\"status\":\"revoked\"")
+       && !strstr(reply->str, "y@example.com"),
+       "split: the durable account is still revoked, unchanged");
+    freeReplyObject(reply);
+    (void) n;
+
+    conf.state_redis = NULL;
+    pki_redis_free(sr);
+    pki_redis_free(dead);
+    EVP_PKEY_free(pk);
+    EVP_PKEY_free(pk2);
+    freeReplyObject(redisCommand(rc, "EVAL %s 0",
+                                 "for _, k in ipairs(redis.call('KEYS', "
+                                 "'acmeadm*')) do redis.call('DEL', k) end"));
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+}
+
+
 /* ---- profiles (draft-ietf-acme-profiles) --------------------------------- */
 
 static pki_template_t  *tshort;     /* profile "short": 7 days, clientAuth */
@@ -2540,6 +2902,7 @@ main(void)
     if (sock && sock[0]) {
         test_store(sock, capk);
         test_policy(sock);
+        test_admin_revoke(sock);
         test_order_errors(sock);
         test_profiles(sock);
     } else {
