@@ -569,9 +569,8 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* The arguments of a pki_redis-like directive (the address, then the
- * options) into a new store freed with the configuration; also used by
- * acme_redis (ngx_acme_module). */
+/* An acme_redis store (ngx_acme_module), remembered so that the admin
+ * API's account revocation rewrites its copies of the ACME accounts. */
 char *
 ngx_http_pki_acme_state_add(ngx_conf_t *cf, pki_redis_t *r)
 {
@@ -591,6 +590,9 @@ ngx_http_pki_acme_state_add(ngx_conf_t *cf, pki_redis_t *r)
 }
 
 
+/* The arguments of a pki_redis-like directive (the address, then the
+ * options) into a new store freed with the configuration; also used by
+ * acme_redis (ngx_acme_module). */
 char *
 ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out)
 {
