@@ -322,7 +322,8 @@ nginx-pki demo is running.
   CRL            http://127.0.0.1:8080/crl/issuing.crl
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin;
                  POST revoke {"serial", "reason"}, with "at": RFC 3339 to plan it,
-                 which moves the certificate's ACME renewalInfo window before it)
+                 which moves the certificate's ACME renewalInfo window before it;
+                 GET acme/accounts/<id>, POST {"status":"revoked"} cuts an ACME account off)
   ACME           https://127.0.0.1:8443/acme/directory   (lab: http-01 on 5002, tls-alpn-01 on 5001)
                  90-day serverAuth template, OCSP Must-Staple on request: certbot --must-staple
                  alternate chain to $d/altroot.pem: certbot --preferred-chain "nginx-pki Alt Root CA"
