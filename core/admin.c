@@ -512,45 +512,76 @@ pki_admin_revoke_one(pki_redis_t *r, const char *ca, const char *serial,
 }
 
 
-static void
-pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
-    pki_admin_resp_t *resp)
+/* A request body that must be one JSON object: the size cap, the parse
+ * (nothing but whitespace after it).  The object (cJSON_Delete) or NULL
+ * with res failed; what names the object for an empty body. */
+static cJSON *
+pki_admin_json_body(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    const char *what, pki_result_t *res)
 {
-    cJSON         *root, *item;
-    const char    *serial, *reason_name, *ca_name, *end;
-    pki_ca_t      *ca;
-    pki_record_t   rec;
-    pki_status_t   st;
-    time_t         now, inv, at;
-    size_t         i, max;
-    int            reason;
-    char           canon[41];
+    cJSON       *root;
+    size_t       max;
+    const char  *end, *last;
 
     max = conf->max_body != 0 ? conf->max_body : PKI_ADMIN_BODY_MAX;
 
     if (req->body_len > max) {
-        pki_fail(&resp->res, PKI_TOO_LARGE, "request body over %zu bytes",
-                 max);
-        return;
+        pki_fail(res, PKI_TOO_LARGE, "request body over %zu bytes", max);
+        return NULL;
     }
 
     if (req->body == NULL || req->body_len == 0) {
-        pki_fail(&resp->res, PKI_MALFORMED, "empty body: a JSON object is "
-                 "required");
-        return;
+        pki_fail(res, PKI_MALFORMED, "empty body: %s is required", what);
+        return NULL;
     }
 
     root = cJSON_ParseWithLengthOpts((const char *) req->body, req->body_len,
                                      &end, 0);
     if (root == NULL) {
-        pki_fail(&resp->res, PKI_MALFORMED, "body is not valid JSON");
-        return;
+        pki_fail(res, PKI_MALFORMED, "body is not valid JSON");
+        return NULL;
     }
 
-    while (end < (const char *) req->body + req->body_len
+    last = (const char *) req->body + req->body_len;
+    while (end < last
            && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
     {
         end++;
+    }
+
+    if (end != last) {
+        pki_fail(res, PKI_MALFORMED, "trailing data after the JSON object");
+        cJSON_Delete(root);
+        return NULL;
+    }
+
+    if (!cJSON_IsObject(root)) {
+        pki_fail(res, PKI_MALFORMED, "body must be a JSON object");
+        cJSON_Delete(root);
+        return NULL;
+    }
+
+    return root;
+}
+
+
+static void
+pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    pki_admin_resp_t *resp)
+{
+    cJSON         *root, *item;
+    const char    *serial, *reason_name, *ca_name;
+    pki_ca_t      *ca;
+    pki_record_t   rec;
+    pki_status_t   st;
+    time_t         now, inv, at;
+    size_t         i;
+    int            reason;
+    char           canon[41];
+
+    root = pki_admin_json_body(conf, req, "a JSON object", &resp->res);
+    if (root == NULL) {
+        return;
     }
 
     serial = NULL;
@@ -559,17 +590,6 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     inv = 0;
     at = 0;
     now = time(NULL);
-
-    if (end != (const char *) req->body + req->body_len) {
-        pki_fail(&resp->res, PKI_MALFORMED, "trailing data after the JSON "
-                 "object");
-        goto done;
-    }
-
-    if (!cJSON_IsObject(root)) {
-        pki_fail(&resp->res, PKI_MALFORMED, "body must be a JSON object");
-        goto done;
-    }
 
     cJSON_ArrayForEach(item, root) {
         if (item->string == NULL) {
@@ -1049,49 +1069,15 @@ static int
 pki_admin_acct_body(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_result_t *res)
 {
-    int          ok;
-    cJSON       *root, *item;
-    size_t       max;
-    const char  *end, *last;
+    int     ok;
+    cJSON  *root, *item;
 
-    max = conf->max_body != 0 ? conf->max_body : PKI_ADMIN_BODY_MAX;
-
-    if (req->body_len > max) {
-        pki_fail(res, PKI_TOO_LARGE, "request body over %zu bytes", max);
-        return 0;
-    }
-
-    if (req->body == NULL || req->body_len == 0) {
-        pki_fail(res, PKI_MALFORMED, "empty body: {\"status\":\"revoked\"} "
-                 "is required");
-        return 0;
-    }
-
-    root = cJSON_ParseWithLengthOpts((const char *) req->body, req->body_len,
-                                     &end, 0);
+    root = pki_admin_json_body(conf, req, "{\"status\":\"revoked\"}", res);
     if (root == NULL) {
-        pki_fail(res, PKI_MALFORMED, "body is not valid JSON");
         return 0;
-    }
-
-    last = (const char *) req->body + req->body_len;
-    while (end < last
-           && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-    {
-        end++;
     }
 
     ok = 0;
-
-    if (end != last) {
-        pki_fail(res, PKI_MALFORMED, "trailing data after the JSON object");
-        goto done;
-    }
-
-    if (!cJSON_IsObject(root)) {
-        pki_fail(res, PKI_MALFORMED, "body must be a JSON object");
-        goto done;
-    }
 
     cJSON_ArrayForEach(item, root) {
         if (item->string == NULL || strcmp(item->string, "status") != 0) {
