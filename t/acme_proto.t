@@ -85,6 +85,7 @@ mkdir $www;
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
         $SIG{TERM} = sub { POSIX::_exit(0) };
+        $SIG{PIPE} = 'IGNORE';       # a peer gone mid-write is not our end
         while (my $c = $srv->accept) {
             my $line = <$c> // '';
             while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }

@@ -44,6 +44,7 @@ sub start_http01 {
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
         $SIG{TERM} = sub { POSIX::_exit(0) };
+        $SIG{PIPE} = 'IGNORE';       # a peer gone mid-write is not our end
         while (1) {
             my $c = $srv->accept or next;
             my $line = <$c> // '';
