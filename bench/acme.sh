@@ -36,7 +36,10 @@
 # pebble, ours, pebble, ...) in BENCH_ROUNDS rounds of BENCH_SECONDS each,
 # so a change in the load of a shared machine hits both alike.
 # BENCH_WORKERS (default 4) is the client's concurrency (one keep-alive
-# connection per worker; pebble 2.4 stalls at 6 and more).
+# connection per worker; pebble 2.4 stalls at 6 and more); a list such as
+# "1 2 4" runs the rounds at each in turn (same servers, same Redis) and
+# ends with the median ratios side by side: on a small machine shared by
+# the client and the server, the ratio depends on the concurrency.
 # BENCH_CONF_SED='sed script' edits both of our nginx.conf files before the
 # start (A/B runs of nginx settings, e.g. worker_cpu_affinity).
 #
@@ -56,7 +59,16 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${PKI_BUILD:-$TOP/build}
 SECS=${BENCH_SECONDS:-6}                 # per run
 ROUNDS=${BENCH_ROUNDS:-2}
-WORKERS=${BENCH_WORKERS:-4}
+# one concurrency, or a list of them ("1 2 4"): each is a whole run of
+# alternating rounds, then a summary of the medians by concurrency
+WORKER_LIST=${BENCH_WORKERS:-4}
+for n in $WORKER_LIST; do
+    case $n in
+        ''|*[!0-9]*) echo "bench/acme.sh: error: BENCH_WORKERS: \"$n\" is not a number" >&2
+                     exit 1 ;;
+    esac
+done
+WORKERS=
 # our configurations (see above); BENCH_REDIS_FSYNC is the old name
 MODES=${BENCH_MODES:-${BENCH_REDIS_FSYNC:-always split}}
 
@@ -258,56 +270,58 @@ broken() {          # RES-LINE -> 0 when broken
                       v["issued"] == 0) }' <<< "$1"
 }
 
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-
 rcmds() {           # SOCK -> commands since the last resetstat
     redis-cli -s "$1" info commandstats \
         | awk -F'[=,:]' '/^cmdstat_/ && $1 !~ /cmdstat_(info|ping|config)($|\|)/ {
                              n += $3 } END { print n + 0 }'
 }
 
-for r in $(seq "$ROUNDS"); do
-    for m in $MODES; do
-        case $m in
-            always|split) fs=always ;;
-            everysec) fs=everysec ;;
-            *) die "unknown mode $m (always, split, everysec)" ;;
-        esac
-        url="https://127.0.0.1:$HTTPS/acme/directory"
-        npid=$NGINX_PID
-        if [ "$m" = split ]; then
-            url="https://127.0.0.1:$HTTPS2/acme/directory"
-            npid=$NGINX2_PID
-        fi
-        redis-cli -s "$W/redis.sock" config set appendfsync "$fs" | grep -q OK \
-            || die "redis: cannot set appendfsync $fs"
-        redis-cli -s "$W/redis.sock" config resetstat > /dev/null
-        redis-cli -s "$W/state.sock" config resetstat > /dev/null
-        echo "round $r: ours ($m), $WORKERS workers, ${SECS}s ..." >&2
-        # shellcheck disable=SC2046
-        run_one "nginx-pki-$m" "$url" "$W/pki/root.pem" "$r" \
-            $(nginx_pids "$npid") "$REDIS_PID" "$REDIS2_PID"
-        echo "$(rcmds "$W/redis.sock") $(rcmds "$W/state.sock")" \
-            >> "$W/rcmds-$m"
-        for s in redis state; do
-            redis-cli -s "$W/$s.sock" info commandstats \
-                > "$W/cstats-$m-$s"
+run_rounds() {
+    LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+    for r in $(seq "$ROUNDS"); do
+        for m in $MODES; do
+            case $m in
+                always|split) fs=always ;;
+                everysec) fs=everysec ;;
+                *) die "unknown mode $m (always, split, everysec)" ;;
+            esac
+            url="https://127.0.0.1:$HTTPS/acme/directory"
+            npid=$NGINX_PID
+            if [ "$m" = split ]; then
+                url="https://127.0.0.1:$HTTPS2/acme/directory"
+                npid=$NGINX2_PID
+            fi
+            redis-cli -s "$W/redis.sock" config set appendfsync "$fs" | grep -q OK \
+                || die "redis: cannot set appendfsync $fs"
+            redis-cli -s "$W/redis.sock" config resetstat > /dev/null
+            redis-cli -s "$W/state.sock" config resetstat > /dev/null
+            echo "round $r: ours ($m), $WORKERS workers, ${SECS}s ..." >&2
+            # shellcheck disable=SC2046
+            run_one "nginx-pki-$m" "$url" "$W/pki/root.pem" "$r" \
+                $(nginx_pids "$npid") "$REDIS_PID" "$REDIS2_PID"
+            echo "$(rcmds "$W/redis.sock") $(rcmds "$W/state.sock")" \
+                >> "$W/rcmds-$m"
+            for s in redis state; do
+                redis-cli -s "$W/$s.sock" info commandstats \
+                    > "$W/cstats-$m-$s"
+            done
         done
+        redis-cli -s "$W/redis.sock" config set appendfsync always > /dev/null
+        echo "round $r: pebble, $WORKERS workers, ${SECS}s ..." >&2
+        run_one pebble "https://127.0.0.1:$PEB/dir" "$C/ca.pem" "$r" \
+            "$PEBBLE_PID" "$CTS_PID"
+        if broken "$(tail -n 1 "$W/res-pebble")"; then
+            # pebble 2.4 can stay stalled after concurrent orders: a fresh one
+            # for the next round or concurrency (this round is left out of the
+            # ratios)
+            echo "round $r: pebble's run is broken; restarting pebble" >&2
+            stop_pid "$PEBBLE_PID" KILL
+            start_pebble
+        fi
     done
-    redis-cli -s "$W/redis.sock" config set appendfsync always > /dev/null
-    echo "round $r: pebble, $WORKERS workers, ${SECS}s ..." >&2
-    run_one pebble "https://127.0.0.1:$PEB/dir" "$C/ca.pem" "$r" \
-        "$PEBBLE_PID" "$CTS_PID"
-    if [ "$r" -lt "$ROUNDS" ] && broken "$(tail -n 1 "$W/res-pebble")"; then
-        # pebble 2.4 can stay stalled after concurrent orders: a fresh one
-        # for the next round (this round is left out of the ratios)
-        echo "round $r: pebble's run is broken; restarting pebble" >&2
-        stop_pid "$PEBBLE_PID" KILL
-        start_pebble
-    fi
-done
 
-LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+    LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+}
 
 # --- report --------------------------------------------------------------------
 
@@ -330,7 +344,7 @@ label() {
         pebble) echo "pebble 2.4, VA_NOSLEEP" ;;
     esac
 }
-{
+report() {
     echo
     echo "ACME full issuances (newOrder, http-01, finalize, download), one account, ES256,"
     echo "$WORKERS client workers on keep-alive TLS, $ROUNDS alternating rounds of ${SECS}s,"
@@ -379,6 +393,8 @@ label() {
         printf '  %-9s%s\n' "$m" "$rs"
         printf '  %-9s median rate ratio %sx, median CPU-per-issuance ratio %sx\n' \
             "" "$(median < "$W/ratios-$m")" "$(median < "$W/cratios-$m")"
+        echo "$WORKERS $m $(median < "$W/ratios-$m") $(median < "$W/cratios-$m")" \
+            >> "$W/summary"
     done
     echo
     echo "  Redis commands per issuance (commandstats, incl. Lua-internal calls):"
@@ -411,3 +427,29 @@ label() {
         sed "s/^/    /" "$W/steps-$lb" 2>/dev/null || true
     done
 }
+
+: > "$W/summary"
+for WORKERS in $WORKER_LIST; do
+    rm -f "$W"/res-* "$W"/steps-* "$W"/rcmds-* "$W"/cstats-* "$W"/ratios-* \
+          "$W"/cratios-*
+    run_rounds
+    report
+done
+
+# with several concurrencies: the medians side by side
+if [ "$(wc -w <<< "$WORKER_LIST")" -gt 1 ]; then
+    echo
+    echo "  median ratios ours / pebble by client concurrency (rate; server CPU"
+    echo "  per issuance, pebble's over ours), each from its own alternating rounds:"
+    printf '  %-9s' mode
+    for n in $WORKER_LIST; do printf " %19s" "$n worker(s)"; done
+    echo
+    for m in $MODES; do
+        printf '  %-9s' "$m"
+        for n in $WORKER_LIST; do
+            awk -v n="$n" -v m="$m" '$1 == n && $2 == m {
+                    printf " %19s", $3 "x (CPU " $4 "x)" }' "$W/summary"
+        done
+        echo
+    done
+fi
