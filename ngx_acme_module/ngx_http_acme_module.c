@@ -468,6 +468,9 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
     rc = ngx_http_pki_request_body(r, alcf->max_body_size, &body);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        /* a body without Content-Length that crossed the cap after the
+         * first read: the pki body filter ended it there, and the
+         * connection is not kept (HTTP/1.1) */
         ngx_http_finalize_request(r,
             ngx_http_acme_refuse(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                  "malformed", "request body too large"));

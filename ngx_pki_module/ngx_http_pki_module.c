@@ -189,6 +189,8 @@ static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
 typedef struct {
     size_t                     max;
     off_t                      received;
+    unsigned                   first_read:1;
+    unsigned                   over:1;
 } ngx_http_pki_body_ctx_t;
 
 
@@ -1863,6 +1865,7 @@ ngx_int_t
 ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     ngx_http_client_body_handler_pt handler)
 {
+    ngx_int_t                 rc;
     ngx_http_pki_body_ctx_t  *bctx;
 
     if (r->headers_in.content_length_n > (off_t) max) {
@@ -1889,33 +1892,111 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
 
     bctx->max = max;
     bctx->received = 0;
+    bctx->over = 0;
 
-    return ngx_http_read_client_request_body(r, handler);
+    bctx->first_read = 1;
+    rc = ngx_http_read_client_request_body(r, handler);
+    bctx->first_read = 0;
+
+    return rc;
 }
 
+
+/*
+ * Counts a body without Content-Length as it arrives and stops it at the
+ * cap.  Within the caller's ngx_http_read_client_request_body() the 413
+ * goes back to the caller, which answers in its protocol.  Later, the
+ * filter runs in nginx's own read handler (HTTP/1.1) or DATA frame
+ * handler (HTTP/2), which would finalize a 413 by itself with its HTML
+ * page; so there the body is ended instead: the data so far is marked
+ * consumed, a last buffer ends the body for the save filter, and nginx
+ * calls the caller's body handler once, where ngx_http_pki_request_body()
+ * returns the 413 and the protocol answers as in the first case.  The
+ * rest is never read: HTTP/1.1 closes the connection (lingering close),
+ * HTTP/2 skips the stream's further DATA frames, with the connection's
+ * flow control going on, and resets the stream once answered.
+ */
 
 static ngx_int_t
 ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_chain_t              *cl;
+    ngx_int_t                 rc;
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl, out;
     ngx_http_pki_body_ctx_t  *bctx;
 
     bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
 
-    if (bctx != NULL) {
+    if (bctx == NULL || r->request_body == NULL) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    if (bctx->over) {
+        /* what still comes after the end: dropped */
         for (cl = in; cl; cl = cl->next) {
-            bctx->received += ngx_buf_size(cl->buf);
+            cl->buf->pos = cl->buf->last;
         }
 
-        if (bctx->received > (off_t) bctx->max) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "client sent too large body: more than %uz bytes",
-                          bctx->max);
-            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        return NGX_OK;
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        bctx->received += ngx_buf_size(cl->buf);
+    }
+
+    if (bctx->received <= (off_t) bctx->max) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "client sent too large body: more than %uz bytes",
+                  bctx->max);
+
+    if (bctx->first_read) {
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    bctx->over = 1;
+
+    r->keepalive = 0;
+    r->lingering_close = 1;
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        r->stream->skip_data = 1;
+    }
+#endif
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last_buf = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    r->request_body->rest = 0;
+
+    rc = ngx_http_next_request_body_filter(r, &out);
+
+    /*
+     * The buffers kept in memory count as busy for nginx until written to
+     * a temp file; they never will be, and a busy one would fail the next
+     * buffer flush of HTTP/2 with an alert.
+     */
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (ngx_buf_in_memory(cl->buf)) {
+            cl->buf->pos = cl->buf->last;
         }
     }
 
-    return ngx_http_next_request_body_filter(r, in);
+    return rc;
 }
 
 
@@ -1934,15 +2015,23 @@ ngx_http_pki_postconfiguration(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
 {
-    u_char       *p;
-    off_t         size;
-    size_t        len;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    u_char                   *p;
+    off_t                     size;
+    size_t                    len;
+    ssize_t                   n;
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_http_pki_body_ctx_t  *bctx;
 
     body->len = 0;
     body->data = (u_char *) "";
+
+    bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
+
+    if (bctx != NULL && bctx->over) {
+        /* ended by the body filter at the cap, already logged */
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
         return NGX_OK;

@@ -91,10 +91,14 @@ ngx_int_t ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
 /*
  * Request body with a cap.  ngx_http_pki_read_body() answers 413 at once
  * when Content-Length is over max, else starts
- * ngx_http_read_client_request_body(r, handler) and returns its result.
- * In the handler, ngx_http_pki_request_body() flattens the body (memory
- * buffers and temp file) into one buffer from r->pool: NGX_OK,
- * NGX_HTTP_REQUEST_ENTITY_TOO_LARGE (chunked body over max) or
+ * ngx_http_read_client_request_body(r, handler) and returns its result:
+ * 413 too when a body without Content-Length is over max in what that
+ * first read finds.  One over max only in data read later ends there, and
+ * the handler is called, the connection not kept alive (HTTP/1.1) or the
+ * stream's further DATA skipped (HTTP/2).  In the handler,
+ * ngx_http_pki_request_body() flattens the body (memory buffers and temp
+ * file) into one buffer from r->pool: NGX_OK,
+ * NGX_HTTP_REQUEST_ENTITY_TOO_LARGE (body over max) or
  * NGX_HTTP_INTERNAL_SERVER_ERROR.  An absent body gives len 0.
  */
 ngx_int_t ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,

@@ -833,6 +833,59 @@ sub read_answer {
          'body over the cap: the next request is answered in full');
 }
 
+# A chunked body has no size to refuse up front: the cap is crossed while
+# the body is read.  The client pauses after a first small chunk, so that
+# nginx's first read of the body finds nothing more (NGX_AGAIN) and the cap
+# is crossed later, in nginx's own read handler.  The answer is the same
+# problem as above, nonce included; the rest of the body is never read, so
+# the connection is closed rather than kept for another request.
+{
+    require IO::Socket::SSL;
+    my $host = '127.0.0.1:' . $t->https_port;
+    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+    ok($s, 'a raw connection for a chunked body')
+        or diag(IO::Socket::SSL::errstr());
+    my $a = {};
+    my $logpos = length(slurp($t->error_log) // '');
+    if ($s) {
+        local $SIG{PIPE} = 'IGNORE';
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 30;
+        eval {
+            print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
+                . "Content-Type: application/jose+json\r\n"
+                . "Transfer-Encoding: chunked\r\n\r\n"
+                . "10\r\n" . ('x' x 16) . "\r\n";
+            sleep 0.3;
+            # 80k in 8k chunks: over the 64k cap
+            print $s "2000\r\n" . ('x' x 8192) . "\r\n" for 1 .. 10;
+            print $s "0\r\n\r\n";
+            $a = read_answer($s);
+        };
+        alarm 0;
+        diag("raw connection: $@") if $@;
+        close $s;
+    }
+    $a->{json} = eval { decode_json($a->{content} // '') } || {};
+    is($a->{status} // 0, 413, 'chunked body over the cap, read late: 413');
+    like($a->{headers}{'content-type'} // '', qr{^application/problem\+json},
+         'chunked body over the cap, read late: problem+json');
+    is($a->{json}{type} // '', 'urn:ietf:params:acme:error:malformed',
+       'chunked body over the cap, read late: malformed');
+    is($a->{json}{detail} // '', 'request body too large',
+       'chunked body over the cap, read late: the detail');
+    is(lc($a->{headers}{connection} // ''), 'close',
+       'chunked body over the cap, read late: the connection is not kept');
+    nonce_usable($a, 'chunked body over the cap, read late');
+    my $log = substr(slurp($t->error_log) // '', $logpos);
+    like($log, qr/client sent too large body: more than 65536 bytes/,
+         'chunked body over the cap, read late: the error log says why');
+    unlike($log, qr/\[(alert|crit|emerg)\]|exited on signal/,
+           'chunked body over the cap, read late: no alert in the error log');
+}
+
 # --- revocation by an account holding valid authorizations (RFC 8555 7.6) ------
 
 {

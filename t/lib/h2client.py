@@ -13,6 +13,8 @@
 #                       "body_file": PATH | "body_b64": B64,
 #                       "content_length": true (default) | false,
 #                       "at_ms": send this long after the start (default 0),
+#                       "pause_after": send this many bytes of the body,
+#                       "resume_ms": and the rest this long after the start,
 #                       "reset_ms": RST_STREAM this long after the start}]}
 # stdout: {"alpn", "goaway": error code or null, "peer_closed",
 #          "responses": [{"status", "headers": {name: value},
@@ -63,7 +65,8 @@ def main():
             body = base64.b64decode(rq['body_b64'])
         st = {'rq': rq, 'body': body, 'sid': None, 'status': None,
               'headers': {}, 'data': bytearray(), 'ended': False,
-              'reset': None, 'sent': False, 'done_sending': False}
+              'reset': None, 'sent': False, 'done_sending': False,
+              'body_sent': 0}
         todo.append(st)
         out['responses'].append(st)
     by_sid = {}
@@ -111,11 +114,17 @@ def main():
                 try:
                     n = min(conn.local_flow_control_window(st['sid']),
                             conn.max_outbound_frame_size, len(st['body']))
+                    # a body in two parts: the server reads the first and
+                    # waits for the rest
+                    if (rq.get('pause_after') is not None
+                            and now_ms < rq.get('resume_ms', 0)):
+                        n = min(n, max(0, rq['pause_after'] - st['body_sent']))
                     if n > 0:
                         last = n == len(st['body'])
                         conn.send_data(st['sid'], st['body'][:n],
                                        end_stream=last)
                         st['body'] = st['body'][n:]
+                        st['body_sent'] += n
                         st['done_sending'] = last
                 except (h2.exceptions.StreamClosedError,
                         h2.exceptions.ProtocolError):
