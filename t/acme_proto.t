@@ -779,6 +779,26 @@ sub read_answer {
     return { status => $st // 0, headers => \%h, content => $body };
 }
 
+# Opens a TLS connection of its own to the server (check NAME), runs
+# CODE->($socket, "host:port") with SIGPIPE ignored and a 30 s alarm, then
+# closes it.
+sub raw_tls {
+    my ($name, $code) = @_;
+    require IO::Socket::SSL;
+    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+    ok($s, $name) or diag(IO::Socket::SSL::errstr());
+    return if !$s;
+    local $SIG{PIPE} = 'IGNORE';
+    local $SIG{ALRM} = sub { die "timeout\n" };
+    alarm 30;
+    eval { $code->($s, '127.0.0.1:' . $t->https_port) };
+    alarm 0;
+    diag("raw connection: $@") if $@;
+    close $s;
+}
+
 {
     my $long = "$BASE/" . ('x' x 450);
     $r = post($A, $long, { identifiers => [] });
@@ -798,31 +818,18 @@ sub read_answer {
 
     # the answer comes before the client sends the body: nginx discards the
     # body as it arrives, then serves the next request on that connection
-    require IO::Socket::SSL;
-    my $host = '127.0.0.1:' . $t->https_port;
     my $len = 200 * 1024;
-    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
-        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
-        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
-    ok($s, 'a raw connection') or diag(IO::Socket::SSL::errstr());
     my ($a1, $a2) = ({}, {});
-    if ($s) {
-        local $SIG{PIPE} = 'IGNORE';
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm 30;
-        eval {
-            print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
-                . "Content-Type: application/jose+json\r\n"
-                . "Content-Length: $len\r\n\r\n";
-            $a1 = read_answer($s);
-            print $s 'x' x $len;
-            print $s "HEAD /acme/new-nonce HTTP/1.1\r\nHost: $host\r\n\r\n";
-            $a2 = read_answer($s, 1);
-        };
-        alarm 0;
-        diag("raw connection: $@") if $@;
-        close $s;
-    }
+    raw_tls('a raw connection', sub {
+        my ($s, $host) = @_;
+        print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
+            . "Content-Type: application/jose+json\r\n"
+            . "Content-Length: $len\r\n\r\n";
+        $a1 = read_answer($s);
+        print $s 'x' x $len;
+        print $s "HEAD /acme/new-nonce HTTP/1.1\r\nHost: $host\r\n\r\n";
+        $a2 = read_answer($s, 1);
+    });
     is($a1->{status} // 0, 413, 'body over the cap, not sent yet: 413');
     like($a1->{headers}{'content-type'} // '', qr{^application/problem\+json},
          'body over the cap, not sent yet: problem+json');
@@ -840,34 +847,20 @@ sub read_answer {
 # problem as above, nonce included; the rest of the body is never read, so
 # the connection is closed rather than kept for another request.
 {
-    require IO::Socket::SSL;
-    my $host = '127.0.0.1:' . $t->https_port;
-    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
-        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
-        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
-    ok($s, 'a raw connection for a chunked body')
-        or diag(IO::Socket::SSL::errstr());
     my $a = {};
     my $logpos = length(slurp($t->error_log) // '');
-    if ($s) {
-        local $SIG{PIPE} = 'IGNORE';
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm 30;
-        eval {
-            print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
-                . "Content-Type: application/jose+json\r\n"
-                . "Transfer-Encoding: chunked\r\n\r\n"
-                . "10\r\n" . ('x' x 16) . "\r\n";
-            sleep 0.3;
-            # 80k in 8k chunks: over the 64k cap
-            print $s "2000\r\n" . ('x' x 8192) . "\r\n" for 1 .. 10;
-            print $s "0\r\n\r\n";
-            $a = read_answer($s);
-        };
-        alarm 0;
-        diag("raw connection: $@") if $@;
-        close $s;
-    }
+    raw_tls('a raw connection for a chunked body', sub {
+        my ($s, $host) = @_;
+        print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
+            . "Content-Type: application/jose+json\r\n"
+            . "Transfer-Encoding: chunked\r\n\r\n"
+            . "10\r\n" . ('x' x 16) . "\r\n";
+        sleep 0.3;
+        # 80k in 8k chunks: over the 64k cap
+        print $s "2000\r\n" . ('x' x 8192) . "\r\n" for 1 .. 10;
+        print $s "0\r\n\r\n";
+        $a = read_answer($s);
+    });
     $a->{json} = eval { decode_json($a->{content} // '') } || {};
     is($a->{status} // 0, 413, 'chunked body over the cap, read late: 413');
     like($a->{headers}{'content-type'} // '', qr{^application/problem\+json},
