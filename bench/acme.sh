@@ -35,7 +35,7 @@
 # The servers run side by side and the runs alternate (ours in each mode,
 # pebble, ours, pebble, ...) in BENCH_ROUNDS rounds of BENCH_SECONDS each,
 # so a change in the load of a shared machine hits both alike.
-# BENCH_WORKERS (default 4) is the client's concurrency (one keep-alive
+# BENCH_WORKERS (default "1 2 4") is the client's concurrency (one keep-alive
 # connection per worker; pebble 2.4 stalls at 6 and more); a list such as
 # "1 2 4" runs the rounds at each in turn (same servers, same Redis) and
 # ends with the median ratios side by side: on a small machine shared by
@@ -61,7 +61,7 @@ SECS=${BENCH_SECONDS:-6}                 # per run
 ROUNDS=${BENCH_ROUNDS:-2}
 # one concurrency, or a list of them ("1 2 4"): each is a whole run of
 # alternating rounds, then a summary of the medians by concurrency
-WORKER_LIST=${BENCH_WORKERS:-4}
+WORKER_LIST=${BENCH_WORKERS:-1 2 4}
 for n in $WORKER_LIST; do
     case $n in
         ''|*[!0-9]*) echo "bench/acme.sh: error: BENCH_WORKERS: \"$n\" is not a number" >&2
