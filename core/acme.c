@@ -3526,6 +3526,18 @@ pki_acme_order_error(cJSON *subs, int nfailed)
 }
 
 
+/* 1 when what became of an authorization fails the orders that need it
+ * (RFC 8555 7.1.6): ast is its status (pki_acme_authz_status), NULL when
+ * it is gone. */
+static int
+pki_acme_authz_fails(const char *ast)
+{
+    return ast == NULL || strcmp(ast, "invalid") == 0
+           || strcmp(ast, "deactivated") == 0
+           || strcmp(ast, "expired") == 0 || strcmp(ast, "revoked") == 0;
+}
+
+
 /* The status of an order: stored for processing, valid and invalid; else
  * derived from the authorizations.  NULL: Redis failed.  When the order
  * is derived invalid and error is not NULL, *error gets the problem that
@@ -3610,10 +3622,7 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
             ast = pki_acme_authz_status(a, authz);
         }
 
-        if (authz == NULL || strcmp(ast, "invalid") == 0
-            || strcmp(ast, "deactivated") == 0
-            || strcmp(ast, "expired") == 0 || strcmp(ast, "revoked") == 0)
-        {
+        if (pki_acme_authz_fails(ast)) {
             if (error == NULL) {
                 cJSON_Delete(authz);
                 return "invalid";
@@ -4655,14 +4664,111 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
 }
 
 
+/* 1 when an order belongs in its account's orders list (RFC 8555
+ * 7.1.2.1: pending orders SHOULD be listed, invalid ones SHOULD NOT): its
+ * stored status decides, else its expiry and its authorizations, read in
+ * one MGET (they share the account's hash tag).  0: not listed (also a
+ * corrupt one), -1: Redis failed. */
+static int
+pki_acme_order_listed(pki_acme_t *a, const char *acct,
+    const redisReply *text)
+{
+    int          n, i, listed;
+    char       (*keys)[PKI_ACME_KEY_MAX];
+    cJSON       *order, *item, *authz;
+    size_t       lens[PKI_ACME_MAX_IDS + 1];
+    const char  *st, *argv[PKI_ACME_MAX_IDS + 1];
+    redisReply  *reply;
+
+    if (text->type != REDIS_REPLY_STRING) {
+        return 0;                   /* gone since the list was read */
+    }
+
+    order = cJSON_ParseWithLength(text->str, text->len);
+    st = pki_json_str(order, "status");
+
+    /* as pki_acme_order_status decides, without reading the
+     * authorizations one at a time */
+    if (st == NULL || strcmp(st, "invalid") == 0
+        || strcmp(st, "valid") == 0 || strcmp(st, "processing") == 0
+        || pki_json_num(order, "expires") < (double) a->now)
+    {
+        listed = st != NULL && (strcmp(st, "valid") == 0
+                                || strcmp(st, "processing") == 0);
+        cJSON_Delete(order);
+        return listed;
+    }
+
+    n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(order,
+                                                            "authzs"));
+    keys = n > 0 && n <= PKI_ACME_MAX_IDS ? calloc(n, sizeof(*keys)) : NULL;
+    if (keys == NULL) {
+        cJSON_Delete(order);
+        return 0;
+    }
+
+    argv[0] = "MGET";
+    lens[0] = 4;
+    i = 0;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(order,
+                                                              "authzs"))
+    {
+        /* an id that is not one can name no key: it reads as gone */
+        pki_key_name(keys[i], sizeof(keys[i]), PKI_ACME_ST(a->conf), acct,
+                     "authz", cJSON_IsString(item)
+                              && pki_id_ok(item->valuestring)
+                              ? item->valuestring : "-");
+        argv[i + 1] = keys[i];
+        lens[i + 1] = strlen(keys[i]);
+        i++;
+    }
+    cJSON_Delete(order);
+
+    reply = pki_int_redis_cmd(PKI_ACME_ST(a->conf), n + 1, argv, lens,
+                              a->res);
+    free(keys);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != (size_t) n)
+    {
+        if (reply != NULL) {
+            freeReplyObject(reply);
+        }
+        return -1;
+    }
+
+    listed = 1;
+    for (i = 0; listed && i < n; i++) {
+        authz = reply->element[i]->type == REDIS_REPLY_STRING
+                ? cJSON_ParseWithLength(reply->element[i]->str,
+                                        reply->element[i]->len)
+                : NULL;
+        listed = cJSON_IsObject(authz)
+                 && !pki_acme_authz_fails(pki_acme_authz_status(a, authz));
+        cJSON_Delete(authz);
+    }
+
+    freeReplyObject(reply);
+
+    return listed;
+}
+
+
+/* The account's orders, newest first, PKI_ACME_ORDER_PAGE of the index
+ * per page: a page shows fewer when some of its orders are invalid or
+ * gone, and "next" is there while the index holds more. */
 static void
 pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
 {
-    long         n;
-    size_t       i, shown;
-    char         key[PKI_ACME_KEY_MAX], first[24], last[24], *url, *end;
-    cJSON       *o, *arr;
-    redisReply  *reply;
+    int           v;
+    long          n;
+    size_t        i, shown, nk;
+    char          key[PKI_ACME_KEY_MAX], first[24], last[24], *url, *end;
+    char        (*okeys)[PKI_ACME_KEY_MAX];
+    cJSON        *o, *arr;
+    size_t        lens[PKI_ACME_ORDER_PAGE + 1];
+    const char   *argv[PKI_ACME_ORDER_PAGE + 1], *id;
+    redisReply   *reply, *orders;
 
     /* page 1 is acct/ID/orders, page N > 1 acct/ID/orders/N: decimal,
      * no sign, no leading zero */
@@ -4699,11 +4805,50 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
         return;
     }
 
-    o = cJSON_CreateObject();
-    arr = cJSON_AddArrayToObject(o, "orders");
-
     shown = reply->elements < PKI_ACME_ORDER_PAGE ? reply->elements
                                                   : PKI_ACME_ORDER_PAGE;
+
+    /* the page's orders in one MGET */
+    orders = NULL;
+    okeys = calloc(shown + 1, sizeof(*okeys));
+    if (okeys == NULL) {
+        freeReplyObject(reply);
+        pki_acme_fail(a, PKI_INTERNAL, "orders");
+        return;
+    }
+
+    argv[0] = "MGET";
+    lens[0] = 4;
+    nk = 0;
+    for (i = 0; i < shown; i++) {
+        id = reply->element[i]->type == REDIS_REPLY_STRING
+             && pki_id_ok(reply->element[i]->str)
+             ? reply->element[i]->str : "-";
+        pki_key_name(okeys[i], sizeof(okeys[i]), PKI_ACME_ST(a->conf), acct,
+                     "order", id);
+        argv[++nk] = okeys[i];
+        lens[nk] = strlen(okeys[i]);
+    }
+
+    if (nk > 0) {
+        orders = pki_int_redis_cmd(PKI_ACME_ST(a->conf), (int) nk + 1, argv,
+                                   lens, a->res);
+    }
+    free(okeys);
+
+    if (nk > 0 && (orders == NULL || orders->type != REDIS_REPLY_ARRAY
+                   || orders->elements != nk))
+    {
+        if (orders != NULL) {
+            freeReplyObject(orders);
+        }
+        freeReplyObject(reply);
+        pki_acme_fail(a, PKI_UNAVAILABLE, "orders");
+        return;
+    }
+
+    o = cJSON_CreateObject();
+    arr = cJSON_AddArrayToObject(o, "orders");
 
     if (reply->elements > shown && n < PKI_ACME_ORDER_PAGES) {
         url = pki_acme_url(a, "acct/%s/orders/%ld", acct, n + 1);
@@ -4720,6 +4865,18 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
             continue;
         }
 
+        v = pki_acme_order_listed(a, acct, orders->element[i]);
+        if (v < 0) {
+            cJSON_Delete(o);
+            freeReplyObject(orders);
+            freeReplyObject(reply);
+            pki_acme_fail(a, PKI_UNAVAILABLE, "orders");
+            return;
+        }
+        if (v == 0) {
+            continue;
+        }
+
         url = pki_acme_url(a, "order/%s/%s", acct, reply->element[i]->str);
         if (url != NULL) {
             cJSON_AddItemToArray(arr, cJSON_CreateString(url));
@@ -4727,6 +4884,9 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
         free(url);
     }
 
+    if (orders != NULL) {
+        freeReplyObject(orders);
+    }
     freeReplyObject(reply);
 
     pki_acme_json(a, 200, o);
@@ -5320,6 +5480,40 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
+/* 1 when no account has the CSR's key (the signer's own is refused
+ * before, without a round trip): a key that is both a certificate's and
+ * an account's makes a JWS signed with it ambiguous, an account request
+ * or the certificate's own (revokeCert, RFC 8555 7.6), and ties the
+ * account to whoever holds the certificate's key.  Every account key is
+ * in the durable jwk index under its RFC 7638 thumbprint, deactivated
+ * and revoked accounts' too.  0: an account has it, -1: Redis failed. */
+static int
+pki_acme_csr_key_free(pki_acme_t *a, EVP_PKEY *pk)
+{
+    char  key[PKI_ACME_KEY_MAX], thumb[PKI_JWK_THUMB_LEN];
+
+    if (!pki_jwk_thumbprint(pk, thumb)) {
+        return 1;           /* no JWK for this key type: no account has it */
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "jwk", thumb);
+
+    switch (pki_acme_cmd_int(a->conf->redis, a->res,
+                             pki_acme_cmd(a->conf->redis, a->res, 2,
+                                          "EXISTS", key)))
+    {
+    case 0:
+        return 1;
+    case 1:
+        pki_log(a->res, "acme: finalize refused: the CSR's key is the key "
+                "of an ACME account (thumbprint %s)", thumb);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+
 static void
 pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 {
@@ -5456,6 +5650,17 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
             pki_acme_problem(a, 400, "badCSR", "%s", a->res->detail);
         } else {
             pki_acme_fail(a, rc, "finalize");
+        }
+        goto done;
+    }
+
+    v = pki_acme_csr_key_free(a, X509_REQ_get0_pubkey(csr));
+    if (v != 1) {
+        if (v == 0) {
+            pki_acme_problem(a, 400, "badCSR", "the CSR's key is an ACME "
+                             "account key");
+        } else {
+            pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
         }
         goto done;
     }

@@ -570,6 +570,28 @@ is($r->{json}{status}, 'deactivated', 'authz deactivated');
 $r = post($A, $pending_url, '');
 is($r->{json}{status}, 'invalid', 'order with a deactivated authz: invalid');
 
+# RFC 8555 7.1.2.1: the list holds pending orders, not invalid ones (a
+# deactivated authorization, an expired order)
+{
+    my $p2 = post($A, "$BASE/new-order", { identifiers => [
+                  { type => 'dns', value => 'nr2.example' }] });
+    my $p3 = post($A, "$BASE/new-order", { identifiers => [
+                  { type => 'dns', value => 'nr3.example' }] });
+    my ($acct) = $A->{kid} =~ m{/acct/([\w-]+)$};
+    my ($oid) = $p3->{headers}{location} =~ m{/order/[\w-]+/([\w-]+)$};
+    my $okey = "pki:{acme:$acct}:order:$oid";
+    my $o = decode_json($t->redis_raw('GET', $okey) =~ s/\n\z//r);
+    $o->{expires} = time - 60;
+    $t->redis('SET', $okey, $JSON->encode($o), 'KEEPTTL');
+
+    my $l = post($A, "$A->{kid}/orders", '');
+    is($l->{status}, 200, 'orders list again');
+    my %in = map { $_ => 1 } @{ $l->{json}{orders} || [] };
+    ok(!$in{$pending_url}, 'orders list: an invalid order is left out');
+    ok(!$in{$p3->{headers}{location}}, '... so is an expired one');
+    ok($in{$p2->{headers}{location}}, '... a pending one is listed');
+}
+
 # a failed validation: the challenge's error says what and has its own
 # status (nothing listens on the lab's tls-alpn-01 port: connection, 400;
 # http-01 without the file: 403)
@@ -617,6 +639,9 @@ SKIP: {
     my $h = $t->redis_hash("pki:{ca:issuing}:cert:$serial");
     is($h->{status}, 'good', 'Redis record good');
     is($h->{protocol}, 'acme', 'record protocol acme');
+    ok(grep({ $_ eq $c1->{order} }
+            @{ post($A, "$A->{kid}/orders", '')->{json}{orders} || [] }),
+       'orders list: a valid order is listed');
 
     # CSR checks
     my ($r2, $ourl, $o) = order_ready($A, 'csr.example.test');
@@ -640,6 +665,22 @@ SKIP: {
         '-outform', 'DER']);
     $r = post($A, $o->{json}{finalize}, { csr => b64u($o2) });
     problem_is($r, 400, 'badCSR', 'CSR with the account key');
+
+    # another account's key (B's, RSA): any account key is refused
+    my $bkey = $t->dir . '/acctkey-b.pem';
+    spew($bkey, $B->{key}{pk}->export_key_pem('private'));
+    ($rc, $o2, $e2) = run_cmd(['openssl', 'req', '-new', '-key', $bkey,
+        '-subj', '/', '-addext', 'subjectAltName=DNS:csr.example.test',
+        '-outform', 'DER']);
+    $r = post($A, $o->{json}{finalize}, { csr => b64u($o2) });
+    problem_is($r, 400, 'badCSR', "CSR with another account's key");
+    like($r->{json}{detail} // '', qr/is an ACME account key/,
+         '... the detail says why');
+    like(slurp($t->error_log) // '',
+         qr/the CSR's key is the key of an ACME account \(thumbprint /,
+         '... and the log');
+    is(post($A, $ourl, '')->{json}{status}, 'ready',
+       '... and the order is still ready');
     $r = post($A, $o->{json}{finalize}, { csr => b64u('garbage') });
     problem_is($r, 400, 'badCSR', 'CSR garbage');
 
