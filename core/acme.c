@@ -116,6 +116,7 @@ typedef struct {
     time_t                  now;
     int                     caa_stale;  /* pki_acme_order_status saw a
                                            pki_acme_caa_stale() one */
+    const char             *instance;   /* the next problem's "instance" */
 
     /* objects read by the nonce redeem script (one round trip), each
      * used once by the first load of its key */
@@ -150,39 +151,87 @@ pki_rfc3339(time_t t, char buf[32])
 }
 
 
+/* n decimal digits at s (no sign, no space); -1 when they are not. */
+static int
+pki_digits(const char *s, int n)
+{
+    int  v;
+
+    for (v = 0; n > 0; n--, s++) {
+        if (*s < '0' || *s > '9') {
+            return -1;
+        }
+        v = v * 10 + (*s - '0');
+    }
+
+    return v;
+}
+
+
+/* An RFC 3339 date-time (section 5.6): YYYY-MM-DDTHH:MM:SS, an optional
+ * fraction (dropped), then Z or a numeric offset such as +04:00, which
+ * lego and Go's x/crypto/acme send from a host that is not on UTC. */
 static int
 pki_parse_time3339(const char *s, time_t *out)
 {
-    int         y, mo, d, h, mi, sec, n;
-    struct tm   tm;
-    const char *p;
+    int          y, mo, d, h, mi, sec, oh, om, mdays;
+    long         off;
+    struct tm    tm;
+    const char  *p;
 
-    n = 0;
-    if (s == NULL
-        || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
-                  &n) != 6
-        || n != 19)
+    static const int  days[12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31,
+                                   30, 31 };
+
+    if (s == NULL || strlen(s) < 20
+        || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't')
+        || s[13] != ':' || s[16] != ':')
     {
         return 0;
     }
 
-    p = s + n;
+    y = pki_digits(s, 4);
+    mo = pki_digits(s + 5, 2);
+    d = pki_digits(s + 8, 2);
+    h = pki_digits(s + 11, 2);
+    mi = pki_digits(s + 14, 2);
+    sec = pki_digits(s + 17, 2);
+
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23
+        || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+    {
+        return 0;
+    }
+
+    mdays = days[mo - 1];
+    if (mo == 2 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) {
+        mdays = 28;
+    }
+    if (d > mdays) {
+        return 0;
+    }
+
+    p = s + 19;
     if (*p == '.') {
         p++;
+        if (*p < '0' || *p > '9') {
+            return 0;
+        }
         while (*p >= '0' && *p <= '9') {
             p++;
         }
     }
 
-    if (strcmp(p, "Z") != 0 && strcmp(p, "z") != 0
-        && strcmp(p, "+00:00") != 0)
-    {
-        return 0;
-    }
+    off = 0;
+    if ((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0') {
+        /* UTC */
 
-    if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31
-        || h > 23 || mi > 59 || sec > 60)
+    } else if ((p[0] == '+' || p[0] == '-') && strlen(p) == 6 && p[3] == ':'
+               && (oh = pki_digits(p + 1, 2)) >= 0 && oh <= 23
+               && (om = pki_digits(p + 4, 2)) >= 0 && om <= 59)
     {
+        off = (p[0] == '+' ? 1 : -1) * (oh * 3600L + om * 60L);
+
+    } else {
         return 0;
     }
 
@@ -194,7 +243,8 @@ pki_parse_time3339(const char *s, time_t *out)
     tm.tm_min = mi;
     tm.tm_sec = sec;
 
-    *out = timegm(&tm);
+    /* the local time at offset off is off ahead of UTC */
+    *out = timegm(&tm) - off;
 
     return 1;
 }
@@ -238,6 +288,21 @@ pki_id_ok(const char *s)
     }
 
     return i > 0;
+}
+
+
+/* Unpadded base64url text (RFC 4648 section 5): its alphabet only, and a
+ * length that some octet string encodes to (never 1 mod 4). */
+static int
+pki_b64url_text_ok(const char *s)
+{
+    size_t  len;
+
+    len = strlen(s);
+
+    return len > 0 && len % 4 != 1
+           && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                        "0123456789-_") == len;
 }
 
 
@@ -912,6 +977,11 @@ pki_acme_vproblem(pki_acme_t *a, int status, const char *type, cJSON *subs,
 
     if (subs != NULL) {
         cJSON_AddItemToObject(obj, "subproblems", subs);
+    }
+
+    if (a->instance != NULL) {
+        cJSON_AddStringToObject(obj, "instance", a->instance);
+        a->instance = NULL;
     }
 
     text = cJSON_PrintUnformatted(obj);
@@ -1663,6 +1733,12 @@ pki_acme_account_reply(pki_acme_t *a, int status, const char *id,
         cJSON_AddBoolToObject(out, "termsOfServiceAgreed", cJSON_IsTrue(c));
     }
 
+    c = cJSON_GetObjectItemCaseSensitive(acct, "eab_jws");
+    if (cJSON_IsObject(c)) {
+        cJSON_AddItemToObject(out, "externalAccountBinding",
+                              cJSON_Duplicate(c, 1));
+    }
+
     pki_json_url(a, out, "orders", pki_acme_url(a, "acct/%s/orders", id));
 
     pki_acme_json(a, status, out);
@@ -1983,6 +2059,8 @@ pki_acme_new_account(pki_acme_t *a)
     }
 
     if (a->conf->tos != NULL && !cJSON_IsTrue(tos)) {
+        /* RFC 8555 7.3.3: "instance" is where a human reads how to agree */
+        a->instance = a->conf->tos;
         pki_acme_problem(a, 403, "userActionRequired", "the terms of "
                          "service must be agreed to");
         /* RFC 8555 7.3.3: the terms the client is to agree to */
@@ -2033,6 +2111,9 @@ pki_acme_new_account(pki_acme_t *a)
     }
     if (eab_kid[0] != '\0') {
         cJSON_AddStringToObject(acct, "eab", eab_kid);
+        /* RFC 8555 7.3.4: the account object carries the binding as the
+         * request had it (verified, so no bigger than a MAC'd JWK) */
+        cJSON_AddItemToObject(acct, "eab_jws", cJSON_Duplicate(eab, 1));
     }
     cJSON_AddNumberToObject(acct, "created", (double) a->now);
 
@@ -2307,6 +2388,15 @@ pki_acme_key_change(pki_acme_t *a)
     {
         pki_acme_problem(a, 400, "malformed", "\"oldKey\" is not the "
                          "account key");
+        goto done;
+    }
+
+    /* RFC 8555 7.3.5: the new key must be no account's, this one's
+     * included (a change to the same key would change nothing) */
+    if (strcmp(inner.thumb, old_thumb) == 0) {
+        pki_acme_problem(a, 409, "malformed", "the new key is already "
+                         "the key of this account");
+        a->resp->location = pki_acme_url(a, "acct/%s", a->acct);
         goto done;
     }
 
@@ -4356,7 +4446,8 @@ pki_acme_new_order(pki_acme_t *a)
         && (!cJSON_IsString(item)
             || !pki_parse_time3339(item->valuestring, &nb)))
     {
-        pki_acme_problem(a, 400, "malformed", "bad notBefore");
+        pki_acme_problem(a, 400, "malformed", "notBefore is not an RFC 3339 "
+                         "date-time");
         goto done;
     }
 
@@ -4365,7 +4456,8 @@ pki_acme_new_order(pki_acme_t *a)
         && (!cJSON_IsString(item)
             || !pki_parse_time3339(item->valuestring, &na)))
     {
-        pki_acme_problem(a, 400, "malformed", "bad notAfter");
+        pki_acme_problem(a, 400, "malformed", "notAfter is not an RFC 3339 "
+                         "date-time");
         goto done;
     }
 
@@ -6173,7 +6265,8 @@ pki_acme_revoke(pki_acme_t *a)
         if (!cJSON_IsNumber(item) || item->valuedouble != (double)
                                                           item->valueint)
         {
-            pki_acme_problem(a, 400, "badRevocationReason", "bad reason");
+            pki_acme_problem(a, 400, "badRevocationReason", "the reason "
+                             "must be an integer: 0, 1, 3, 4 or 5");
             return;
         }
         reason = item->valueint;
@@ -6554,6 +6647,14 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
         return 0;
     }
 
+    /* RFC 8555 6.5.2: a nonce that is no base64url is malformed, not
+     * merely unknown */
+    if (!pki_b64url_text_ok(a->jws.nonce)) {
+        pki_acme_problem(a, 400, "malformed", "the JWS \"nonce\" is not "
+                         "base64url");
+        return 0;
+    }
+
     if (keyreq == PKI_KEY_JWK && a->jws.jwk == NULL) {
         pki_acme_problem(a, 400, "malformed", "this request must be signed "
                          "with \"jwk\"");
@@ -6790,6 +6891,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     {
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
+            resp->allow = "GET, HEAD";
             return;
         }
         pki_acme_directory(&a);
@@ -6799,6 +6901,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     if (pki_acme_is(&a, "new-nonce", 1)) {
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
+            resp->allow = "GET, HEAD";
             return;
         }
 
@@ -6817,6 +6920,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     if (pki_acme_is(&a, "renewal-info", 2)) {
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
+            resp->allow = "GET, HEAD";
             return;
         }
         pki_acme_renewal_info(&a, a.seg[1]);
@@ -6835,6 +6939,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         {
             pki_acme_problem(&a, 405, "malformed", "use POST (or "
                              "POST-as-GET)");
+            resp->allow = "POST";
         } else {
             pki_acme_problem(&a, 404, "malformed", "no such resource");
         }

@@ -632,6 +632,51 @@ pki_bn_b64url(const BIGNUM *bn, size_t pad)
 }
 
 
+/* x and y of an EC key on the NIST curve crv from its encoded point:
+ * 0x04 || x || y (flen bytes each), or compressed, then decompressed on
+ * the curve (rare: the cost of a group is paid only then). */
+static int
+pki_ec_point_xy(EVP_PKEY *pk, const char *crv, size_t flen, BIGNUM **x,
+    BIGNUM **y)
+{
+    size_t          len;
+    EC_POINT       *p;
+    EC_GROUP       *g;
+    unsigned char  *pt;
+
+    pt = NULL;
+    len = EVP_PKEY_get1_encoded_public_key(pk, &pt);
+
+    if (len == 1 + 2 * flen && pt[0] == 0x04) {
+        *x = BN_bin2bn(pt + 1, (int) flen, NULL);
+        *y = BN_bin2bn(pt + 1 + flen, (int) flen, NULL);
+
+    } else if (len == 1 + flen && (pt[0] == 0x02 || pt[0] == 0x03)) {
+        g = EC_GROUP_new_by_curve_name(EC_curve_nist2nid(crv));
+        p = g != NULL ? EC_POINT_new(g) : NULL;
+        *x = BN_new();
+        *y = BN_new();
+
+        if (p == NULL || *x == NULL || *y == NULL
+            || !EC_POINT_oct2point(g, p, pt, len, NULL)
+            || !EC_POINT_get_affine_coordinates(g, p, *x, *y, NULL))
+        {
+            BN_free(*x);
+            BN_free(*y);
+            *x = NULL;
+            *y = NULL;
+        }
+
+        EC_POINT_free(p);
+        EC_GROUP_free(g);
+    }
+
+    OPENSSL_free(pt);
+
+    return *x != NULL && *y != NULL;
+}
+
+
 PKI_API char *
 pki_jwk_json(EVP_PKEY *pk)
 {
@@ -651,9 +696,7 @@ pki_jwk_json(EVP_PKEY *pk)
 
     case EVP_PKEY_EC:
         if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
-                                            crv, sizeof(crv), NULL)
-            || !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &x)
-            || !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &y))
+                                            crv, sizeof(crv), NULL))
         {
             goto failed;
         }
@@ -673,6 +716,18 @@ pki_jwk_json(EVP_PKEY *pk)
             flen = 66;
         } else {
             goto failed;
+        }
+
+        if (!EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &x)
+            || !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &y))
+        {
+            /* a legacy EC_KEY (the CSR parser's fast path builds one) has
+             * no x and y parameters: they are in its uncompressed point */
+            BN_free(x);
+            x = NULL;
+            if (!pki_ec_point_xy(pk, crv, flen, &x, &y)) {
+                goto failed;
+            }
         }
 
         a = pki_bn_b64url(x, flen);

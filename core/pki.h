@@ -1189,6 +1189,7 @@ typedef struct {
     char             nonce[32];        /* Replay-Nonce, "" for none     */
     int              retry_after;      /* seconds, 0 for none           */
     int              no_store;         /* Cache-Control: no-store       */
+    const char      *allow;            /* a 405's Allow (static), NULL  */
     pki_acme_job_t  *job;              /* run pki_acme_job_run() in a
                                           pool thread, then free it     */
     pki_result_t     res;              /* what happened, for the log    */

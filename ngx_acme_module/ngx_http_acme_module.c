@@ -750,6 +750,15 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
         }
     }
 
+    /* a static string: the header may point at it */
+    if (resp->allow != NULL
+        && ngx_http_pki_add_header(r, "Allow", (u_char *) resp->allow,
+                                   ngx_strlen(resp->allow))
+           == NULL)
+    {
+        goto failed;
+    }
+
     if (ngx_http_pki_add_header(r, "Cache-Control", (u_char *) "no-store",
                                 sizeof("no-store") - 1)
         == NULL)

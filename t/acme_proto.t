@@ -53,6 +53,10 @@ $2location /acme-lim/ {
 $2    acme issuing acme;
 $2    acme_accounts_per_hour 2;
 $2}
+$2location /acme-tos/ {
+$2    acme issuing acme;
+$2    acme_terms_of_service https://tos.example.test/terms-v1;
+$2}
 $2location /acme-caa/ {
 $2    acme issuing acme;
 $2    acme_caa_identities nginx-pki.test;
@@ -404,6 +408,14 @@ $r = post($A, "$BASE/new-order", { identifiers => [] },
           nonce => 'bm90LWEtcmVhbC1ub25jZQ');
 problem_is($r, 400, 'badNonce', 'made-up nonce');
 
+# RFC 8555 6.5.2: a nonce that no base64url encoding gives is malformed
+for my $bad ('not*base64!', 'abcde', 'ab=') {
+    $r = post($A, "$BASE/new-order", { identifiers => [] }, nonce => $bad);
+    problem_is($r, 400, 'malformed', "nonce '$bad'");
+    like($r->{json}{detail} // '', qr/nonce.*not base64url/,
+         "... nonce '$bad': the detail says so");
+}
+
 $r = post($A, "$BASE/new-order", { identifiers => [] }, drop => ['nonce'],
           nonce => 'x');
 problem_is($r, 400, 'badNonce', 'no nonce');
@@ -541,6 +553,35 @@ $r = post($A, "$BASE/new-order", { identifiers => [
           { type => 'dns', value => 'a.example' }],
           notAfter => '2001-01-01T00:00:00Z' });
 problem_is($r, 400, 'malformed', 'notAfter in the past');
+
+# RFC 3339 offsets (lego and Go's x/crypto/acme send the host's own): the
+# order shows the same instant in UTC; malformed dates are refused
+{
+    my $t0 = int(time / 60) * 60 + 20 * 86400;
+    my $at = sub {                  # UTC instant, offset in minutes
+        my ($when, $min) = @_;
+        my $s = POSIX::strftime('%Y-%m-%dT%H:%M:%S',
+                                gmtime($when + $min * 60));
+        return $s . ($min == 0 ? 'Z' : sprintf('%s%02d:%02d',
+                     $min < 0 ? '-' : '+', abs($min) / 60, abs($min) % 60));
+    };
+    my $o = post($A, "$BASE/new-order", {
+        identifiers => [{ type => 'dns', value => 'tz.example' }],
+        notBefore => $at->($t0, 240), notAfter => $at->($t0 + 86400, -330) });
+    is($o->{status}, 201, 'notBefore +04:00, notAfter -05:30: accepted')
+        or diag($o->{content});
+    is($o->{json}{notBefore}, $at->($t0, 0), '... notBefore in UTC');
+    is($o->{json}{notAfter}, $at->($t0 + 86400, 0), '... notAfter in UTC');
+    for my $bad ('2030-02-30T00:00:00Z', '2030-01-01T00:00:00+4:00',
+                 '2030-01-01 00:00:00Z', '2030-01-01T00:00:00+24:00',
+                 '2030-1-01T00:00:00Z', '2030-01-01T00:00:00.Z',
+                 '2030-01-01T00:00:00') {
+        $r = post($A, "$BASE/new-order", { identifiers => [
+                  { type => 'dns', value => 'tz.example' }],
+                  notAfter => $bad });
+        problem_is($r, 400, 'malformed', "notAfter '$bad'");
+    }
+}
 
 $r = post($A, "$BASE/new-order", { identifiers => [
           { type => 'dns', value => 'nr.example' }] });
@@ -681,6 +722,15 @@ SKIP: {
          '... and the log');
     is(post($A, $ourl, '')->{json}{status}, 'ready',
        '... and the order is still ready');
+    # and a P-256 one (the CSR reader's fast path builds a legacy key)
+    my $C = account();
+    my $ckey = $t->dir . '/acctkey-c.pem';
+    spew($ckey, $C->{key}{pk}->export_key_pem('private'));
+    ($rc, $o2, $e2) = run_cmd(['openssl', 'req', '-new', '-key', $ckey,
+        '-subj', '/', '-addext', 'subjectAltName=DNS:csr.example.test',
+        '-outform', 'DER']);
+    $r = post($A, $o->{json}{finalize}, { csr => b64u($o2) });
+    problem_is($r, 400, 'badCSR', "CSR with another account's P-256 key");
     $r = post($A, $o->{json}{finalize}, { csr => b64u('garbage') });
     problem_is($r, 400, 'badCSR', 'CSR garbage');
 
@@ -1268,6 +1318,9 @@ sub key_change {
 $r = key_change($A, $B->{key});
 is($r->{status}, 409, 'keyChange to a key in use: 409');
 is($r->{headers}{location}, $B->{kid}, '409 names the other account');
+$r = key_change($A, $A->{key});
+problem_is($r, 409, 'malformed', "keyChange to the account's own key");
+is($r->{headers}{location}, $A->{kid}, '... 409 names the account');
 
 my $newk = new_key();
 $r = key_change($A, $newk);
@@ -1541,6 +1594,29 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
                . 'is not the one the client signs');
 }
 
+# --- terms of service (acme_terms_of_service) ---------------------------------------
+
+{
+    my $tos = 'https://127.0.0.1:' . $t->https_port . '/acme-tos';
+    my $terms = 'https://tos.example.test/terms-v1';
+    my $d = eval { decode_json($http->get("$tos/directory")->{content}) };
+    is($d && $d->{meta}{termsOfService}, $terms, 'directory: termsOfService');
+    my $k = new_key();
+    my $j = jws(key => $k, url => "$tos/new-account", nonce => nonce(),
+                jwk => 1, payload => '{}');
+    my $r = post_raw("$tos/new-account", $JSON->encode($j));
+    problem_is($r, 403, 'userActionRequired', 'newAccount without agreeing');
+    is($r->{json}{instance}, $terms,
+       '... "instance" names the terms (RFC 8555 7.3.3)');
+    my $link = $r->{headers}{link} // '';
+    $link = join(', ', @$link) if ref $link;
+    like($link, qr{<\Q$terms\E>;\s*rel="terms-of-service"}, '... and a Link');
+    $j = jws(key => $k, url => "$tos/new-account", nonce => nonce(), jwk => 1,
+             payload => '{"termsOfServiceAgreed":true}');
+    is(post_raw("$tos/new-account", $JSON->encode($j))->{status}, 201,
+       'agreeing: 201');
+}
+
 # --- new accounts per client address and hour (acme_accounts_per_hour 2) -----------
 
 {
@@ -1651,6 +1727,10 @@ SKIP: {
 
 $r = $http->get("$BASE/new-order");
 is($r->{status}, 405, 'GET newOrder: 405');
+is($r->{headers}{allow}, 'POST', '... with Allow: POST (RFC 9110 15.5.6)');
+$r = $http->request('POST', "$BASE/directory");
+is($r->{status}, 405, 'POST directory: 405');
+is($r->{headers}{allow}, 'GET, HEAD', '... with Allow: GET, HEAD');
 $r = $http->get("$BASE/nothing-here");
 is($r->{status}, 404, 'unknown resource: 404');
 
@@ -1817,10 +1897,16 @@ problem_is($r, 400, 'malformed', 'EAB: a MAC algorithm that is not HS256, '
             or diag($r2->{content});
     }
 }
+my $binding = eab_for($ek, $eab->{kid}, $eab->{hmac_key});
 $r = post({ key => $ek }, "$BASE/new-account",
-          { externalAccountBinding => eab_for($ek, $eab->{kid},
-                                              $eab->{hmac_key}) }, jwk => 1);
+          { externalAccountBinding => $binding }, jwk => 1);
 is($r->{status}, 201, 'EAB: account created') or diag($r->{content});
+# RFC 8555 7.3.4: the account object returned carries the binding as sent
+is_deeply($r->{json}{externalAccountBinding}, $binding,
+          'EAB: the account object has externalAccountBinding');
+is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
+               $r->{headers}{location}, '')->{json}{externalAccountBinding},
+          $binding, '... and keeps it');
 
 # an issuance with the split stores: orders and authorizations in the state
 # store, the account and the certificate record in pki_redis
