@@ -26,7 +26,7 @@ NGX_SRC=/usr/share/nginx/src
 
 PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           libcryptx-perl
-          libhiredis-dev libcjson-dev libssl-dev redis-server wrk
+          libhiredis-dev libcjson-dev libssl-dev libidn2-dev redis-server wrk
           libp11-kit-dev
           build-essential pkg-config curl
           libio-socket-ssl-perl libjson-pp-perl libredis-perl libipc-run-perl

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include <cJSON.h>
+#include <idn2.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
@@ -2491,14 +2492,48 @@ done:
 
 /* ---- identifiers ------------------------------------------------------------------- */
 
-/* Lowercases and checks a DNS name (optional "*." prefix).  Returns 1. */
+/* A label of the reserved "??--" form (RFC 5891 4.2.3.1) must be an
+ * IDNA2008 A-label, "xn--" and the Punycode of a valid U-label (RFC 8555
+ * 7.1.4); label is len lowercased LDH characters.  NULL: fine, else why
+ * not. */
+static const char *
+pki_acme_label_ok(const char *label, size_t len)
+{
+    int       rc;
+    char      buf[64];
+    uint8_t  *out;
+
+    if (len < 4 || label[2] != '-' || label[3] != '-') {
+        return NULL;
+    }
+
+    if (label[0] != 'x' || label[1] != 'n') {
+        return "a label of the reserved \"\?\?--\" form";
+    }
+
+    memcpy(buf, label, len);           /* len <= 63: checked before */
+    buf[len] = '\0';
+
+    out = NULL;
+    rc = idn2_register_u8(NULL, (const uint8_t *) buf, &out, 0);
+    idn2_free(out);
+
+    return rc == IDN2_OK ? NULL : "an \"xn--\" label that is not a valid "
+                                  "IDNA2008 A-label";
+}
+
+
+/* Lowercases and checks a DNS name (optional "*." prefix).  Returns 1;
+ * 0 with *why (static text) when the name is LDH but a label is not
+ * allowed, else with *why NULL. */
 static int
-pki_acme_dns_ok(char *s)
+pki_acme_dns_ok(char *s, const char **why)
 {
     size_t  i, len, label;
     char   *p;
     int     alldigits;
 
+    *why = NULL;
     len = strlen(s);
     p = s;
 
@@ -2518,6 +2553,10 @@ pki_acme_dns_ok(char *s)
 
         if (p[i] == '.') {
             if (label == 0 || p[i - 1] == '-') {
+                return 0;
+            }
+            *why = pki_acme_label_ok(p + i - label, label);
+            if (*why != NULL) {
                 return 0;
             }
             label = 0;
@@ -2542,6 +2581,11 @@ pki_acme_dns_ok(char *s)
     }
 
     if (label == 0 || p[i - 1] == '-') {
+        return 0;
+    }
+
+    *why = pki_acme_label_ok(p + i - label, label);
+    if (*why != NULL) {
         return 0;
     }
 
@@ -2628,7 +2672,7 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids,
     int            n, nbad, binlen;
     char           buf[260], canon[64], why[160], detail[PKI_DETAIL_LEN];
     cJSON         *out, *item, *o, *prev, *subs;
-    const char    *type, *value, *ptype;
+    const char    *type, *value, *ptype, *dwhy;
     unsigned char  bin[16];
 
     if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) == 0) {
@@ -2667,9 +2711,10 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids,
 
         } else if (strcmp(type, "dns") == 0) {
             strcpy(buf, value);
-            if (!pki_acme_dns_ok(buf)) {
+            if (!pki_acme_dns_ok(buf, &dwhy)) {
                 snprintf(detail, sizeof(detail), "invalid DNS name "
-                         "\"%.64s\"", value);
+                         "\"%.64s\"%s%s", value, dwhy != NULL ? ": " : "",
+                         dwhy != NULL ? dwhy : "");
             } else {
                 ptype = NULL;
             }

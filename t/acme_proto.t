@@ -546,6 +546,23 @@ is($r->{status}, 201, 'IP order (RFC 8738)');
 $r = post($A, "$BASE/new-order", { identifiers => [
           { type => 'dns', value => 'bad..name' }] });
 problem_is($r, 400, 'rejectedIdentifier', 'bad DNS name');
+
+# RFC 8555 7.1.4: "xn--" labels must be valid A-labels; other "??--"
+# labels are reserved (RFC 5891 4.2.3.1)
+for my $bad (['xn--zzzz.example', 'IDNA2008 A-label'],
+             ['www.xn--ls8h.example', 'IDNA2008 A-label'],
+             ['ab--cd.example', 'reserved']) {
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => $bad->[0] }] });
+    problem_is($r, 400, 'rejectedIdentifier', "DNS name $bad->[0]");
+    like($r->{json}{detail} // '', qr/\Q$bad->[1]\E/, '... saying why');
+}
+for my $good ('xn--bcher-kva.example', 'XN--80AK6AA92E.example') {
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => $good }] });
+    is($r->{status}, 201, "DNS name $good: a valid A-label")
+        or diag($r->{content});
+}
 $r = post($A, "$BASE/new-order", { identifiers => [
           { type => 'email', value => 'a@b.c' }] });
 problem_is($r, 400, 'unsupportedIdentifier', 'email identifier');
