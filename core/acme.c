@@ -2230,6 +2230,11 @@ pki_acme_new_account(pki_acme_t *a)
 }
 
 
+static void pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *const *state,
+    size_t nstate, const char *acct, time_t now, time_t since,
+    const char *why, char *line, size_t size);
+
+
 static void
 pki_acme_account(pki_acme_t *a, const char *id)
 {
@@ -2291,6 +2296,19 @@ pki_acme_account(pki_acme_t *a, const char *id)
             free(nt);
         }
         (void) rc;
+
+        /* RFC 8555 7.3.6: its open orders go with it.  An order can be
+         * open only within acme_order_ttl of its creation. */
+        if (st != NULL) {
+            char  line[PKI_LOG_LEN];
+
+            pki_acme_account_cancel(PKI_ACME_ST(a->conf), NULL, 0, id, a->now,
+                                    a->now - (a->conf->order_ttl > 0
+                                              ? a->conf->order_ttl : 86400),
+                                    "the account was deactivated", line,
+                                    sizeof(line));
+            pki_log(a->res, "%s%s", a->res->log[0] ? "; " : "", line);
+        }
     }
 
     pki_acme_account_reply(a, 200, id, a->account);
@@ -7532,6 +7550,383 @@ pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
 
 
 
+/* ---- an account's pending work, cancelled when it is deactivated --------- */
+
+/*
+ * RFC 8555 7.3.6: once an account is deactivated (by its client) or
+ * revoked (by the operator), the server SHOULD cancel what its key set in
+ * motion.  The account's pending authorizations become "deactivated" (RFC
+ * 8555 7.5.2), and so their orders read "invalid" (the status of an open
+ * order is derived, pki_acme_order_status); a ready order has no pending
+ * authorization left to take away, so "invalid" is stored in it, with an
+ * "unauthorized" problem.  Orders being finalized or done are left alone:
+ * a certificate that is signed stays the operator's to revoke.
+ *
+ * Each write is a compare-and-set on the text read: a validation result
+ * or a finalization that comes in between is read again and decided on,
+ * never written over.  The validation job likewise drops its result when
+ * the authorization is no longer pending (pki_acme_job_run).
+ *
+ * The order index keeps an order as long as its certificate lives: it is
+ * walked newest first (the open orders are the young ones), a batch per
+ * round trip, and at most PKI_ACME_CANCEL_MAX orders are read, so that an
+ * account with a large history does not hold up the request; past the
+ * cap are the oldest, those about to expire.
+ */
+#define PKI_ACME_CANCEL_MAX    4096
+#define PKI_ACME_CANCEL_BATCH  32      /* one MGET: PKI_REDIS_ARGS_MAX 40 */
+#define PKI_ACME_CANCEL_TRIES  8
+
+typedef struct {
+    long          orders;       /* read from the indexes */
+    long          authzs;       /* pending authorizations deactivated */
+    long          ready;        /* ready orders made invalid */
+    int           capped;       /* stopped at PKI_ACME_CANCEL_MAX */
+    int           failed;       /* a store failed: res says why */
+    pki_result_t  res;
+} pki_acme_cancel_t;
+
+
+/* 1 for an order that is still open: stored "pending" (pending or ready)
+ * and not expired. */
+static int
+pki_acme_order_open(const pki_acme_t *x, const cJSON *order)
+{
+    const char  *st;
+
+    st = pki_json_str(order, "status");
+
+    return st != NULL && strcmp(st, "pending") == 0
+           && pki_json_num(order, "expires") >= (double) x->now;
+}
+
+
+/* Deactivates authorization aid when it is pending.  1: it is valid (its
+ * order may be ready), 0: it is not (any more), -1: Redis failed. */
+static int
+pki_acme_cancel_authz(pki_acme_t *x, const char *acct, const char *aid,
+    pki_acme_cancel_t *c)
+{
+    int           v, tries;
+    char         *text;
+    cJSON        *authz;
+    const char   *st;
+    pki_status_t  rc;
+
+    for (tries = 0; tries < PKI_ACME_CANCEL_TRIES; tries++) {
+        rc = pki_acme_authz_load_text(x, acct, aid, &authz, &text);
+        if (rc == PKI_UNAVAILABLE) {
+            return -1;
+        }
+        if (rc != PKI_OK) {
+            /* gone or corrupt: nothing to cancel, and the order that
+             * names it reads "invalid" anyway */
+            pki_result_init(x->res);
+            return 0;
+        }
+
+        st = pki_acme_authz_status(x, authz);
+
+        if (strcmp(st, "pending") != 0) {
+            v = (strcmp(st, "valid") == 0);
+            cJSON_Delete(authz);
+            free(text);
+            return v;
+        }
+
+        pki_json_set_str(authz, "status", "deactivated");
+
+        v = pki_acme_authz_cas(x, acct, aid, &text, authz);
+        cJSON_Delete(authz);
+        free(text);
+
+        if (v < 0) {
+            return -1;
+        }
+
+        if (v == 1) {
+            c->authzs++;
+            return 0;
+        }
+
+        /* a challenge started or its validation ended meanwhile: again
+         * with what is stored now */
+    }
+
+    pki_fail(x->res, PKI_CONFLICT, "authorization %s keeps changing", aid);
+
+    return -1;
+}
+
+
+/* Cancels order oid: its pending authorizations are deactivated, and when
+ * they all are valid (the order is ready) the order is made invalid.  0,
+ * or -1 when Redis failed. */
+static int
+pki_acme_cancel_order(pki_acme_t *x, const char *acct, const char *oid,
+    const char *why, pki_acme_cancel_t *c)
+{
+    int           v, tries, ready, n;
+    char         *text;
+    cJSON        *order, *item;
+    pki_status_t  rc;
+
+    for (tries = 0; tries < PKI_ACME_CANCEL_TRIES; tries++) {
+        rc = pki_acme_order_load(x, acct, oid, &order, &text);
+        if (rc == PKI_UNAVAILABLE) {
+            return -1;
+        }
+        if (rc != PKI_OK) {
+            pki_result_init(x->res);
+            return 0;
+        }
+
+        if (!pki_acme_order_open(x, order)) {
+            cJSON_Delete(order);
+            free(text);
+            return 0;
+        }
+
+        ready = 1;
+        n = 0;
+
+        cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(order,
+                                                                "authzs"))
+        {
+            v = cJSON_IsString(item)
+                ? pki_acme_cancel_authz(x, acct, item->valuestring, c) : 0;
+            if (v < 0) {
+                cJSON_Delete(order);
+                free(text);
+                return -1;
+            }
+
+            ready &= v;
+            n++;
+        }
+
+        if (!ready || n == 0) {
+            /* derived invalid from now on */
+            cJSON_Delete(order);
+            free(text);
+            return 0;
+        }
+
+        pki_acme_order_fail(order, "unauthorized", 403, why);
+
+        v = pki_acme_order_cas(x, acct, oid, &text, order);
+        cJSON_Delete(order);
+        free(text);
+
+        if (v < 0) {
+            return -1;
+        }
+
+        if (v == 1) {
+            c->ready++;
+            return 0;
+        }
+
+        /* a finalization came first: read again (it is processing now,
+         * and left alone) */
+    }
+
+    pki_fail(x->res, PKI_CONFLICT, "order %s keeps changing", oid);
+
+    return -1;
+}
+
+
+/* The open orders of acct in store st among those created at since or
+ * later (0: any).  c->failed with c->res when Redis failed. */
+static void
+pki_acme_cancel_store(pki_redis_t *st, const char *acct, time_t now,
+    time_t since, const char *why, pki_acme_cancel_t *c)
+{
+    int               v, full;
+    long              walked;
+    char              zkey[PKI_ACME_KEY_MAX], min[24], off[24], num[24];
+    char              keys[PKI_ACME_CANCEL_BATCH][PKI_ACME_KEY_MAX];
+    cJSON            *order;
+    size_t            i, k, want, lens[PKI_ACME_CANCEL_BATCH + 1];
+    pki_acme_t        x;
+    redisReply       *ids, *texts, *e;
+    const char       *argv[PKI_ACME_CANCEL_BATCH + 1];
+    const char       *oids[PKI_ACME_CANCEL_BATCH];
+    pki_result_t      res;
+    pki_acme_conf_t   conf;
+
+    /* the engine's object helpers, on this store alone */
+    memset(&conf, 0, sizeof(conf));
+    conf.redis = st;
+
+    /* a result of its own: skipping a corrupt object clears it, and an
+     * earlier store's failure must stay in c->res */
+    pki_result_init(&res);
+
+    memset(&x, 0, sizeof(x));
+    x.conf = &conf;
+    x.res = &res;
+    x.now = now;
+
+    pki_key_name(zkey, sizeof(zkey), st, acct, "orders", NULL);
+
+    if (since > 0) {
+        snprintf(min, sizeof(min), "%lld", (long long) since);
+    } else {
+        snprintf(min, sizeof(min), "-inf");
+    }
+
+    walked = 0;
+    full = 0;
+
+    while (c->orders < PKI_ACME_CANCEL_MAX) {
+        texts = NULL;
+
+        want = PKI_ACME_CANCEL_MAX - c->orders;
+        if (want > PKI_ACME_CANCEL_BATCH) {
+            want = PKI_ACME_CANCEL_BATCH;
+        }
+
+        snprintf(off, sizeof(off), "%ld", walked);
+        snprintf(num, sizeof(num), "%zu", want);
+
+        ids = pki_acme_cmd(st, &res, 7, "ZREVRANGEBYSCORE", zkey, "+inf",
+                           min, "LIMIT", off, num);
+        if (ids == NULL || ids->type != REDIS_REPLY_ARRAY) {
+            goto failed;
+        }
+
+        /* the batch's orders in one round trip: most are done (valid
+         * orders stay indexed) and need no more than that */
+        argv[0] = "MGET";
+        k = 0;
+
+        for (i = 0; i < ids->elements && i < want; i++) {
+            e = ids->element[i];
+            if (e->type != REDIS_REPLY_STRING || !pki_id_ok(e->str)) {
+                continue;
+            }
+
+            oids[k] = e->str;
+            pki_key_name(keys[k], sizeof(keys[k]), st, acct, "order", e->str);
+            argv[k + 1] = keys[k];
+            k++;
+        }
+
+        if (k > 0) {
+            for (i = 0; i < k + 1; i++) {
+                lens[i] = strlen(argv[i]);
+            }
+
+            texts = pki_int_redis_cmd(st, (int) k + 1, argv, lens, &res);
+            if (texts == NULL || texts->type != REDIS_REPLY_ARRAY
+                || texts->elements != k)
+            {
+                goto failed;
+            }
+        }
+
+        for (i = 0; i < k; i++) {
+            e = texts->element[i];
+            if (e->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+
+            order = cJSON_ParseWithLength(e->str, e->len);
+            v = cJSON_IsObject(order) && pki_acme_order_open(&x, order);
+            cJSON_Delete(order);
+
+            if (v && pki_acme_cancel_order(&x, acct, oids[i], why, c) < 0) {
+                goto failed;
+            }
+        }
+
+        if (texts != NULL) {
+            freeReplyObject(texts);
+        }
+
+        full = (ids->elements >= want);
+        walked += (long) ids->elements;
+        c->orders += (long) ids->elements;
+        freeReplyObject(ids);
+
+        if (!full) {
+            return;
+        }
+    }
+
+    c->capped = 1;
+
+    return;
+
+failed:
+
+    if (texts != NULL) {
+        freeReplyObject(texts);
+    }
+
+    if (ids != NULL) {
+        freeReplyObject(ids);
+    }
+
+    if (res.status == PKI_OK) {
+        pki_fail(&res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    /* the first failure is the one told */
+    if (!c->failed) {
+        c->res = res;
+        c->failed = 1;
+    }
+}
+
+
+/* Cancels what account acct left open (above), in r and in each of the
+ * nstate state stores (NULL or repeated stores are skipped), among its
+ * orders created at since or later (0: all, newest first).  why is the
+ * detail of a ready order's problem.  line receives what was done, for the
+ * log: a store that failed is named there and nothing more, since the
+ * account's new status is stored already and stands either way. */
+static void
+pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *const *state,
+    size_t nstate, const char *acct, time_t now, time_t since,
+    const char *why, char *line, size_t size)
+{
+    size_t              i, j;
+    pki_redis_t        *st, *prev;
+    pki_acme_cancel_t   c;
+
+    memset(&c, 0, sizeof(c));
+    pki_result_init(&c.res);
+
+    for (i = 0; i <= nstate; i++) {
+        st = (i == 0) ? r : state[i - 1];
+
+        for (j = 0; st != NULL && j < i; j++) {
+            prev = (j == 0) ? r : state[j - 1];
+            if (prev == st) {
+                st = NULL;
+            }
+        }
+
+        if (st != NULL) {
+            pki_acme_cancel_store(st, acct, now, since, why, &c);
+        }
+    }
+
+    snprintf(line, size, "acme account %s: open work cancelled: %ld "
+             "authorizations deactivated, %ld ready orders made invalid, "
+             "%ld orders read%s%s%.200s%s%.400s", acct, c.authzs, c.ready,
+             c.orders,
+             c.capped ? " (the cap: older ones left)" : "",
+             c.failed ? "; cancelling failed: " : "",
+             c.failed ? c.res.detail : "",
+             c.failed && c.res.log[0] ? " " : "",
+             c.failed ? c.res.log : "");
+}
+
+
 /* ---- ACME accounts (the admin API's "acme/accounts" section) ------------- */
 
 /* The admin's view of a stored account: nothing secret is in an account
@@ -7627,9 +8022,11 @@ pki_acme_account_get(pki_redis_t *r, const char *id, char **json,
  * the revocation is never lost.  Every request of the account is then
  * refused (pki_acme_authenticate, newAccount): its kid from the next
  * request on, since the nonce redeem script checks the stored text, and
- * its key on newAccount.  Orders in flight are not cancelled (RFC 8555
- * 7.3.6 SHOULD): they can no longer be finalized or fetched by their
- * account, which is what matters.
+ * its key on newAccount.  Its open orders are then cancelled (RFC 8555
+ * 7.3.6, pki_acme_account_cancel) in every store that may hold them.
+ * The admin API does not know each location's acme_order_ttl, so the
+ * whole order index is walked, newest first, up to the cap.  A failure
+ * there is logged and leaves the revocation as it is.
  *
  * With acme_redis the state stores keep a copy of the account that the
  * redeem script checks instead: the revoked text is written there too
@@ -7725,6 +8122,20 @@ pki_acme_account_revoke(pki_redis_t *r, pki_redis_t *const *state,
             rc = PKI_UNAVAILABLE;
             goto failed;
         }
+    }
+
+    /* its open orders live in the state stores, or in r where an ACME
+     * location has no acme_redis; a call again (above) goes over them
+     * again and finds what a failed run left */
+    {
+        char  line[PKI_LOG_LEN];
+
+        pki_acme_account_cancel(r, state, nstate, id, time(NULL), 0,
+                                "the account was revoked by the CA", line,
+                                sizeof(line));
+
+        /* the admin API appends its own line after this one */
+        pki_log(res, "%s%s", line, *changed ? "; " : "");
     }
 
     *json = pki_acme_account_view(id, acct);

@@ -1428,6 +1428,82 @@ $r = post($E, "$BASE/new-order", { identifiers => [
           { type => 'dns', value => 'x.example' }] });
 problem_is($r, 401, 'unauthorized', 'a deactivated account');
 
+# RFC 8555 7.3.6: what the account left open goes with it.  Its account
+# can no longer read them, so the objects are read straight from Redis.
+sub redis_json {
+    my $v = $t->redis_raw('GET', $_[0]) =~ s/\n\z//r;
+    return eval { decode_json($v) } || {};
+}
+
+# a finalized, a ready and a pending order of account $c, before its
+# deactivation (a revocation by the admin API)
+sub open_orders {
+    my ($c, $tag) = @_;
+    my %o;
+    my $v = issue($c, "$tag-v", "$tag-v.example.test");
+    $o{valid} = $v ? $v->{order} : '';
+    my (undef, $rurl, $ro) = order_ready($c, "$tag-r.example.test");
+    is($ro && $ro->{json}{status}, 'ready', "$tag: a ready order");
+    $o{ready} = $rurl // '';
+    $o{ready_authz} = $ro ? $ro->{json}{authorizations}[0] // '' : '';
+    my $p = post($c, "$BASE/new-order", { identifiers => [
+                 { type => 'dns', value => "$tag-p.example.test" }] });
+    is($p->{json}{status}, 'pending', "$tag: a pending order");
+    $o{pending} = $p->{headers}{location} // '';
+    $o{pending_authz} = $p->{json}{authorizations}[0] // '';
+    return \%o;
+}
+
+# ns: the namespace of the store that holds the orders
+sub open_orders_cancelled {
+    my ($o, $tag, $why, $ns) = @_;
+    my $order = sub { redis_json(order_key($_[0]) =~ s/^pki:/$ns/r) };
+    my $authz = sub { redis_json(authz_key($_[0]) =~ s/^pki:/$ns/r) };
+    is($authz->($o->{pending_authz})->{status} // '', 'deactivated',
+       "$tag: the pending authorization is deactivated");
+    is($order->($o->{pending})->{status} // '', 'pending',
+       "$tag: its order is left to read invalid from it");
+    my $ro = $order->($o->{ready});
+    is($ro->{status} // '', 'invalid', "$tag: the ready order is invalid");
+    is($ro->{error}{type} // '', 'urn:ietf:params:acme:error:unauthorized',
+       "$tag: ... unauthorized");
+    like($ro->{error}{detail} // '', $why, "$tag: ... saying why");
+    is($authz->($o->{ready_authz})->{status} // '', 'valid',
+       "$tag: its valid authorization stays valid");
+    is($order->($o->{valid})->{status} // '', 'valid',
+       "$tag: the finalized order stays valid");
+}
+
+{
+    my $D = account();
+    my $o = open_orders($D, 'deact');
+    my ($id) = $D->{kid} =~ m{/acct/([\w-]+)$};
+    $r = post($D, $D->{kid}, { status => 'deactivated' });
+    is($r->{status}, 200, 'deactivation with open orders: 200')
+        or diag($r->{content});
+    is($r->{json}{status}, 'deactivated', '... deactivated');
+    open_orders_cancelled($o, 'deactivated account', qr/deactivated/, 'pki:');
+    my $said = "acme account $id: open work cancelled: 1 authorizations "
+             . 'deactivated, 1 ready orders made invalid, 3 orders read';
+    like(PKITest::slurp($t->error_log) // '', qr/\Q$said\E/,
+         'deactivated account: the log says what was cancelled');
+
+    # Redis fails while the orders are cancelled (here the order index is
+    # of the wrong type): the deactivation is stored, and answered so
+    my $F = account();
+    my ($fid) = $F->{kid} =~ m{/acct/([\w-]+)$};
+    $t->redis('SET', "pki:{acme:$fid}:orders", 'not a zset');
+    $r = post($F, $F->{kid}, { status => 'deactivated' });
+    is($r->{status}, 200, 'cancelling fails: the deactivation still 200')
+        or diag($r->{content});
+    is($r->{json}{status}, 'deactivated', '... deactivated');
+    like(redis_json("pki:{acme:$fid}:acct")->{status} // '', qr/^deactivated$/,
+         '... and stored');
+    like(PKITest::slurp($t->error_log) // '',
+         qr/acme account \Q$fid\E: open work cancelled: .*cancelling failed/,
+         '... the log says the cancellation failed');
+}
+
 # --- replaces (RFC 9773 section 5) -----------------------------------------------
 # A renewal names the certificate it replaces.  The mark is keyed on the CA
 # and the serial (any encoding of one certID is the same mark), claimed by
@@ -1769,6 +1845,7 @@ sub admin_revoke_account {
     my $A = account();
     my $ca = issue($A, 'acctrev', 'acctrev.example.test');
     ok($ca && $ca->{leaf}, 'account revocation: the account issued first');
+    my $open = open_orders($A, 'acctrev');
     # its text is now every worker's hint (keep-alive: the same worker)
     $r = post($A, $A->{kid}, '');
     is($r->{status}, 200, 'account revocation: account read before');
@@ -1779,6 +1856,7 @@ sub admin_revoke_account {
     is($x->{code}, 200, 'admin: account revoked with curl') or diag($x->{body});
     is($x->{json}{status}, 'revoked', 'admin: answers the revoked account');
     is($x->{json}{id}, $id, 'admin: ... with its id');
+    open_orders_cancelled($open, 'revoked account', qr/revoked/, 'pki:');
     my $g = $t->curl('GET', 'https://127.0.0.1:' . $t->https_port
                      . "/pki/admin/acme/accounts/$id", user => 'admin:admin');
     my $gj = eval { decode_json($g->{body}) } || {};
@@ -1805,6 +1883,13 @@ sub admin_revoke_account {
     like(PKITest::slurp($t->error_log) // '',
          qr/pki admin: 200 .*acme account \Q$id\E revoked by admin "admin"/,
          'revoked account: the error log names it and the admin');
+    # the admin API walks the whole order index (it does not know the
+    # locations' acme_order_ttl): all four orders are read
+    my $said = "pki admin: 200 ok: acme account $id: open work cancelled: "
+             . '1 authorizations deactivated, 1 ready orders made invalid, '
+             . "4 orders read; acme account $id revoked";
+    like(PKITest::slurp($t->error_log) // '', qr/\Q$said\E/,
+         'revoked account: the log says what was cancelled');
     my @ev = grep { ($_->{operation} // '') eq 'acme-account-revoke'
                     && ($_->{subject} // '') eq $id } $t->audit_entries;
     ok(@ev == 1 && ($ev[0]{requester} // '') eq 'admin',
@@ -1951,8 +2036,11 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
     problem_is($r, 400, 'malformed', 'split stores: the old key no longer '
                . 'signs');
     $S->{key} = $nk;
+    my $open = open_orders($S, 'splitd');
     $r = post($S, $S->{kid}, { status => 'deactivated' });
     is($r->{json}{status}, 'deactivated', 'split stores: deactivated');
+    open_orders_cancelled($open, 'split stores, deactivated',
+                          qr/deactivated/, 'acmestate:');
     $r = post($S, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => 'x.example' }] });
     problem_is($r, 401, 'unauthorized', 'split stores: a deactivated account '
@@ -1973,6 +2061,7 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
     my ($sid) = ($S->{kid} // '') =~ m{/acct/([\w-]+)$};
     my $cs = issue($S, 'splitrev', 'splitrev.example.test');
     ok($cs && $cs->{leaf}, 'split stores: it issues');
+    my $open = open_orders($S, 'splitr');
     $r = post($S, $S->{kid}, '');
     is($r->{status}, 200, 'split stores: account read');
     ok(scalar($t->redis_keys("acmestate:{acme:$sid}:acct")) == 1,
@@ -1980,6 +2069,8 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
     my ($x) = admin_revoke_account($S->{kid});
     is($x->{code}, 200, 'split stores: revoked by the admin')
         or diag($x->{body});
+    open_orders_cancelled($open, 'split stores, revoked', qr/revoked/,
+                          'acmestate:');
     like($t->redis_raw("GET", "acmestate:{acme:$sid}:acct") // "",
          qr/"status":"revoked"/, 'split stores: the copy says revoked');
     $r = post($S, "$BASE/new-order", { identifiers => [
