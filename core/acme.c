@@ -2248,15 +2248,16 @@ pki_acme_account(pki_acme_t *a, const char *id)
     }
 
     if (a->payload != NULL) {
+        /* RFC 8555 7.3.2: any other status is ignored (a client may post
+         * back the account object it read); only deactivation acts */
         st = cJSON_GetObjectItemCaseSensitive(a->payload, "status");
-        if (st != NULL) {
-            if (!cJSON_IsString(st)
-                || strcmp(st->valuestring, "deactivated") != 0)
-            {
-                pki_acme_problem(a, 400, "malformed", "a client may only "
-                                 "set status \"deactivated\"");
-                return;
-            }
+        if (st != NULL && !cJSON_IsString(st)) {
+            pki_acme_problem(a, 400, "malformed", "\"status\" must be a "
+                             "string");
+            return;
+        }
+        if (st != NULL && strcmp(st->valuestring, "deactivated") != 0) {
+            st = NULL;
         }
 
         c = cJSON_GetObjectItemCaseSensitive(a->payload, "contact");

@@ -1422,6 +1422,20 @@ is($r->{headers}{location}, $A->{kid}, 'keyChange: the new key finds the '
 
 # --- deactivation ------------------------------------------------------------------
 
+# RFC 8555 7.3.2: an update ignores any other status (a client may post
+# back the object it read); a status that is no string is malformed
+$r = post($E, $E->{kid}, { status => 'valid',
+                           contact => ['mailto:ops@example.com'] });
+is($r->{status}, 200, 'account update with status "valid": 200')
+    or diag($r->{content});
+is($r->{json}{status}, 'valid', '... the status stays valid');
+is_deeply($r->{json}{contact}, ['mailto:ops@example.com'],
+          '... and the contact is updated');
+$r = post($E, $E->{kid}, { status => 'revoked' });
+is($r->{json}{status}, 'valid', 'status "revoked" from a client: ignored');
+$r = post($E, $E->{kid}, { status => 5 });
+problem_is($r, 400, 'malformed', 'a status that is no string');
+
 $r = post($E, $E->{kid}, { status => 'deactivated' });
 is($r->{json}{status}, 'deactivated', 'account deactivated');
 $r = post($E, "$BASE/new-order", { identifiers => [
