@@ -4880,8 +4880,8 @@ pki_acme_order_listed(pki_acme_t *a, const char *acct,
     }
     cJSON_Delete(order);
 
-    reply = pki_int_redis_cmd(PKI_ACME_ST(a->conf), n + 1, argv, lens,
-                              a->res);
+    reply = pki_int_redis_command(PKI_ACME_ST(a->conf), n + 1, argv, lens,
+                                  a->res);
     free(keys);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
@@ -4987,8 +4987,8 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
     }
 
     if (nk > 0) {
-        orders = pki_int_redis_cmd(PKI_ACME_ST(a->conf), (int) nk + 1, argv,
-                                   lens, a->res);
+        orders = pki_int_redis_command(PKI_ACME_ST(a->conf), (int) nk + 1,
+                                       argv, lens, a->res);
     }
     free(okeys);
 

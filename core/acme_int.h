@@ -22,6 +22,12 @@ redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 
 
+/* The same without the cap on argc (redis.c: PKI_REDIS_ARGS_MAX), for a
+ * long MGET (a page of the orders list); the reply is a redisReply *. */
+void *pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res);
+
+
 /* pki_jwk_parse() through a bounded per-process cache keyed by the exact
  * JWK text (jws.c): the same key, a reference the caller frees. */
 EVP_PKEY *pki_int_jwk_cached(const char *json, size_t len,

@@ -17,7 +17,7 @@
  * input from a snapshot that the engine itself built at start: account
  * $ACCT (key A), a pending order $O1 (dns + ip identifiers, authz $Z1 with
  * challenge $C1), a ready order $O2 (authz valid), a valid order $O3 with
- * its certificate and record, an EAB key, and the nonce "fuzznonce".  The
+ * its certificate and record, an EAB key, and the nonce "fuzznonce0".  The
  * store's Lua scripts run in the fake Redis (Lua 5.1).
  *
  * Input (text):
@@ -54,7 +54,7 @@
 
 
 #define BASE        "https://acme.fuzz/acme"
-#define NONCE       "fuzznonce"
+#define NONCE       "fuzznonce0"   /* base64url: 10 characters */
 #define PKI_ACME_FUZZ_MAX   (32 * 1024)
 
 
