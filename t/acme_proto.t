@@ -56,6 +56,7 @@ $2}
 $2location /acme-tos/ {
 $2    acme issuing acme;
 $2    acme_terms_of_service https://tos.example.test/terms-v1;
+$2    add_header Access-Control-Allow-Origin * always;
 $2}
 $2location /acme-caa/ {
 $2    acme issuing acme;
@@ -1706,8 +1707,12 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
 {
     my $tos = 'https://127.0.0.1:' . $t->https_port . '/acme-tos';
     my $terms = 'https://tos.example.test/terms-v1';
-    my $d = eval { decode_json($http->get("$tos/directory")->{content}) };
+    my $dr = $http->get("$tos/directory");
+    my $d = eval { decode_json($dr->{content}) };
     is($d && $d->{meta}{termsOfService}, $terms, 'directory: termsOfService');
+    # the README's CORS recipe: add_header reaches the module's answers
+    is($dr->{headers}{'access-control-allow-origin'}, '*',
+       'add_header ... always: on the directory');
     my $k = new_key();
     my $j = jws(key => $k, url => "$tos/new-account", nonce => nonce(),
                 jwk => 1, payload => '{}');
@@ -1715,6 +1720,8 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     problem_is($r, 403, 'userActionRequired', 'newAccount without agreeing');
     is($r->{json}{instance}, $terms,
        '... "instance" names the terms (RFC 8555 7.3.3)');
+    is($r->{headers}{'access-control-allow-origin'}, '*',
+       '... add_header ... always: on a problem too');
     my $link = $r->{headers}{link} // '';
     $link = join(', ', @$link) if ref $link;
     like($link, qr{<\Q$terms\E>;\s*rel="terms-of-service"}, '... and a Link');
