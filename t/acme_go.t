@@ -247,6 +247,23 @@ $t->cert_ok('xacme dns-01', "$dir/cm3.pem", 'cm3.example.com',
             '*.cm3.example.com');
 dns_published('xacme', 'cm3.example.com');
 
+# notAfter from a host on another zone: x/crypto/acme writes the time with
+# its offset (+05:30 here, RFC 3339); the certificate ends at that instant
+$r = go_ok('xacme notAfter written at +05:30', 'xacme', $xk, 'issue',
+           '-challenge', 'http-01', '-names', 'cm6.example.com',
+           '-out', "$dir/cm6", '-not-after', '720h', '-tz', 330);
+{
+    require Time::Local;
+    my ($rc, $out) = PKITest::run_cmd(['openssl', 'x509', '-in',
+        "$dir/cm6.pem", '-noout', '-enddate', '-dateopt', 'iso_8601']);
+    my @f = ($out // '') =~ /=(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)/;
+    my $end = @f ? Time::Local::timegm($f[5], $f[4], $f[3], $f[2],
+                                       $f[1] - 1, $f[0]) : 0;
+    ok($r->{'not-after'}, 'xacme: it asked for a notAfter');
+    is($end, $r->{'not-after'} // -1,
+       'xacme notAfter at +05:30: the certificate ends at that instant');
+}
+
 is($t->ocsp_status("$dir/cm1.pem"), 'good', 'OCSP: xacme certificate good');
 go_ok('xacme RevokeCert (account, keyCompromise)', 'xacme', $xk, 'revoke',
       '-cert', "$dir/cm1.pem", '-reason', 1);

@@ -148,7 +148,16 @@ func register(ctx context.Context, cl *acme.Client) {
 
 func issue(ctx context.Context, cl *acme.Client) {
 	ids := strings.Split(*acmetest.Names, ",")
-	order, err := cl.AuthorizeOrder(ctx, acme.DomainIDs(ids...))
+	var opts []acme.OrderOption
+	if *acmetest.NotAfter > 0 {
+		// x/crypto/acme writes the time in its own zone (RFC 3339 with
+		// the offset), as cert-manager's duration does on a non-UTC host
+		zone := time.FixedZone("lab", *acmetest.TZMinutes*60)
+		na := time.Now().Add(*acmetest.NotAfter).Truncate(time.Second).In(zone)
+		opts = append(opts, acme.WithOrderNotAfter(na))
+		fmt.Printf("not-after: %d\n", na.Unix())
+	}
+	order, err := cl.AuthorizeOrder(ctx, acme.DomainIDs(ids...), opts...)
 	if err != nil {
 		die("new order: %v", err)
 	}

@@ -49,6 +49,8 @@ var (
 	CertFile  = flag.String("cert", "", "certificate to revoke (PEM)")
 	Reason    = flag.Int("reason", 0, "revocation reason code")
 	NewKey    = flag.String("newkey", "", "new account key for rollover")
+	NotAfter  = flag.Duration("not-after", 0, "issue: ask for notAfter this long from now (0: none)")
+	TZMinutes = flag.Int("tz", 0, "issue: the UTC offset (minutes) notAfter is written in, as a host on that zone does")
 )
 
 // Prog names the program in its error messages.
