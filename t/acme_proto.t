@@ -716,22 +716,22 @@ SKIP: {
     $r = post($A, $o->{json}{finalize}, { csr => b64u($der) });
     problem_is($r, 400, 'badCSR', 'CSR without the order name');
 
-    # the account key in a CSR
-    my $akey = $t->dir . '/acctkey.pem';
-    spew($akey, $A->{key}{pk}->export_key_pem('private'));
-    my ($rc, $o2, $e2) = run_cmd(['openssl', 'req', '-new', '-key', $akey,
-        '-subj', '/', '-addext', 'subjectAltName=DNS:csr.example.test',
-        '-outform', 'DER']);
-    $r = post($A, $o->{json}{finalize}, { csr => b64u($o2) });
+    # a CSR for the order's name made with an account's key (the
+    # signer's own, B's RSA one, C's P-256 one: the CSR reader's fast path
+    # builds a legacy key for it): every account key is refused
+    my $finalize_with = sub {
+        my ($c, $label) = @_;
+        my $kf = $t->dir . "/acctkey-$label.pem";
+        spew($kf, $c->{key}{pk}->export_key_pem('private'));
+        my (undef, $der) = run_cmd(['openssl', 'req', '-new', '-key', $kf,
+            '-subj', '/', '-addext', 'subjectAltName=DNS:csr.example.test',
+            '-outform', 'DER']);
+        return post($A, $o->{json}{finalize}, { csr => b64u($der) });
+    };
+    $r = $finalize_with->($A, 'a');
     problem_is($r, 400, 'badCSR', 'CSR with the account key');
 
-    # another account's key (B's, RSA): any account key is refused
-    my $bkey = $t->dir . '/acctkey-b.pem';
-    spew($bkey, $B->{key}{pk}->export_key_pem('private'));
-    ($rc, $o2, $e2) = run_cmd(['openssl', 'req', '-new', '-key', $bkey,
-        '-subj', '/', '-addext', 'subjectAltName=DNS:csr.example.test',
-        '-outform', 'DER']);
-    $r = post($A, $o->{json}{finalize}, { csr => b64u($o2) });
+    $r = $finalize_with->($B, 'b');
     problem_is($r, 400, 'badCSR', "CSR with another account's key");
     like($r->{json}{detail} // '', qr/is an ACME account key/,
          '... the detail says why');
@@ -740,14 +740,7 @@ SKIP: {
          '... and the log');
     is(post($A, $ourl, '')->{json}{status}, 'ready',
        '... and the order is still ready');
-    # and a P-256 one (the CSR reader's fast path builds a legacy key)
-    my $C = account();
-    my $ckey = $t->dir . '/acctkey-c.pem';
-    spew($ckey, $C->{key}{pk}->export_key_pem('private'));
-    ($rc, $o2, $e2) = run_cmd(['openssl', 'req', '-new', '-key', $ckey,
-        '-subj', '/', '-addext', 'subjectAltName=DNS:csr.example.test',
-        '-outform', 'DER']);
-    $r = post($A, $o->{json}{finalize}, { csr => b64u($o2) });
+    $r = $finalize_with->(account(), 'c');
     problem_is($r, 400, 'badCSR', "CSR with another account's P-256 key");
     $r = post($A, $o->{json}{finalize}, { csr => b64u('garbage') });
     problem_is($r, 400, 'badCSR', 'CSR garbage');
