@@ -6477,6 +6477,7 @@ pki_acme_cert_id(X509 *cert)
 static void
 pki_acme_renewal_info(pki_acme_t *a, const char *certid)
 {
+    int           early;
     char          serial[41];
     cJSON        *o, *w;
     long          life;
@@ -6517,6 +6518,7 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
 
     start = rec.not_after - life / 3;
     end = rec.not_after - life / 6;
+    early = 1;
 
     if (rec.status == PKI_CERT_REVOKED
         || (rec.revoke_planned != 0 && rec.revoke_planned <= a->now))
@@ -6533,6 +6535,9 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
         if (end <= start) {
             end = start + 1;
         }
+
+    } else {
+        early = 0;
     }
 
     pki_record_clear(&rec);
@@ -6549,6 +6554,13 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
     pki_json_time(w, "start", start);
     pki_json_time(w, "end", end);
     cJSON_AddItemToObject(o, "suggestedWindow", w);
+
+    /* RFC 9773 4.2: the operator's page on why a window moved earlier
+     * (a revocation, a mass revocation planned) */
+    if (early && a->conf->ari_explanation != NULL) {
+        cJSON_AddStringToObject(o, "explanationURL",
+                                a->conf->ari_explanation);
+    }
 
     pki_acme_json(a, 200, o);
     cJSON_Delete(o);

@@ -1144,6 +1144,8 @@ typedef struct {
     pki_redis_t      *redis;
     const char       *tos;            /* termsOfService URL, or NULL   */
     const char       *website;        /* or NULL                       */
+    const char       *ari_explanation; /* RFC 9773 explanationURL of a
+                                         window moved earlier, or NULL */
     const char      **caa;            /* caaIdentities, NULL ended     */
     int               eab_required;
     long              authz_reuse;    /* seconds; 0: no reuse          */

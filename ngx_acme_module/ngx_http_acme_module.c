@@ -42,6 +42,7 @@ typedef struct {
     ngx_flag_t                 eab_required;
     ngx_str_t                  tos;
     ngx_str_t                  website;
+    ngx_str_t                  ari_explanation;
     ngx_array_t               *caa;         /* ngx_str_t */
     time_t                     authz_reuse;
     time_t                     nonce_ttl;
@@ -171,6 +172,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, website),
+      NULL },
+
+    { ngx_string("acme_renewal_explanation"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, ari_explanation),
       NULL },
 
     { ngx_string("acme_caa_identities"),
@@ -862,6 +870,7 @@ ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
      *     conf->prefix = { 0, NULL };
      *     conf->tos = { 0, NULL };
      *     conf->website = { 0, NULL };
+     *     conf->ari_explanation = { 0, NULL };
      *     conf->resolver = { 0, NULL };
      *     conf->resolve_to = { 0, NULL };
      *     conf->conf = NULL;
@@ -923,6 +932,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->base_url, prev->base_url, "");
     ngx_conf_merge_str_value(conf->tos, prev->tos, "");
     ngx_conf_merge_str_value(conf->website, prev->website, "");
+    ngx_conf_merge_str_value(conf->ari_explanation, prev->ari_explanation,
+                             "");
     ngx_conf_merge_ptr_value(conf->caa, prev->caa, NULL);
     ngx_conf_merge_sec_value(conf->authz_reuse, prev->authz_reuse, 86400);
     ngx_conf_merge_sec_value(conf->nonce_ttl, prev->nonce_ttl, 3600);
@@ -1019,6 +1030,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
         ac->tos = ngx_http_acme_conf_cstr(cf, &conf->tos);
         ac->website = ngx_http_acme_conf_cstr(cf, &conf->website);
+        ac->ari_explanation = ngx_http_acme_conf_cstr(cf,
+                                                      &conf->ari_explanation);
         ac->eab_required = conf->eab_required ? 1 : 0;
         ac->authz_reuse = (long) conf->authz_reuse;
         ac->nonce_ttl = (long) conf->nonce_ttl;

@@ -69,6 +69,10 @@ $2    acme_validation_http_port $hport;
 $2    acme_validation_timeout 5s;
 $2}
 $1} or die 'no ACME location in the config';
+# RFC 9773 explanationURL, on the main location
+$conf =~ s{(\n(\s*)location /acme/ \{)}{$1
+$2    acme_renewal_explanation https://pki.example.test/why-renew;}
+    or die 'no ACME location in the config';
 $t->start_nginx($conf);
 
 our $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
@@ -755,6 +759,8 @@ SKIP: {
     ok($s && $e && $s < $e && $e < $na && $s > time + 30 * 86400,
        'fresh: window in the last third of 90 days');
     ok($r->{headers}{'retry-after'}, 'renewalInfo has Retry-After');
+    ok(!exists decode_json($r->{content})->{explanationURL},
+       'fresh: no explanationURL (nothing to explain)');
 
     # revocation by a stranger, then by the owner
     my $ccder = $t->x509_der($c1->{leaf});
@@ -775,6 +781,9 @@ SKIP: {
     $w = eval { decode_json($r->{content})->{suggestedWindow} } || {};
     ok(rfc3339($w->{end}) && rfc3339($w->{end}) <= time,
        'revoked: the window is in the past (renew now)');
+    is(eval { decode_json($r->{content})->{explanationURL} },
+       'https://pki.example.test/why-renew',
+       'revoked: explanationURL (acme_renewal_explanation)');
 
     # revocation signed with the certificate key
     my $c2 = issue($A, 'www2', 'www2.example.test');
