@@ -296,7 +296,15 @@ build_req(req_opts_t *o, unsigned char **out)
     OPENSSL_free(inner);
 
     if (o->corrupt && strcmp(o->corrupt, "content") == 0) {
-        envder[n - 3] ^= 0x55;      /* the ciphertext's last block */
+        /* the last byte of the ciphertext's next-to-last block (the
+         * ciphertext ends the envelope): in CBC it flips the last
+         * plaintext byte, the padding length, to 0x55 ^ (1..16), never a
+         * valid one, so the decryption fails every time; a byte of the
+         * last block instead left valid-looking padding 1 time in 256 */
+        int  bs = o->des || o->cipher == NULL
+                  ? 8 : EVP_CIPHER_get_block_size(o->cipher);
+
+        envder[n - 1 - bs] ^= 0x55;
     }
 
     p7 = PKCS7_new();
