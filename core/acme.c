@@ -1599,8 +1599,10 @@ pki_acme_hint_put(const char *id, const char *text)
 
 /*
  * The account's copy in the state store (acme_redis): written after the
- * durable account changed, refreshed from it when missing, and written by
- * the admin API when it revokes the account (pki_acme_account_revoke).
+ * durable account changed, refreshed from it when missing, and written in
+ * every state store when the admin API revokes the account
+ * (pki_acme_account_revoke) or its client deactivates it at any location
+ * (pki_acme_account_deactivated).
  * The durable and the state store are two servers, so a writer that read
  * the durable account a moment ago may land after a newer writer; a copy
  * whose status is no longer "valid" (deactivated, revoked: both final) is
@@ -2230,9 +2232,69 @@ pki_acme_new_account(pki_acme_t *a)
 }
 
 
-static void pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *const *state,
-    size_t nstate, const char *acct, time_t now, time_t since,
-    const char *why, char *line, size_t size);
+static void pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
+    pki_redis_t *const *state, size_t nstate, const char *acct, time_t now,
+    time_t since, const char *why, char *line, size_t size);
+
+
+/*
+ * RFC 8555 7.3.6: the open orders of a deactivated account go with it.
+ * The account is the server's, not a location's: its client may have
+ * ordered through any ACME location, each keeping its orders in its own
+ * acme_redis (conf->acme_state) or in pki_redis (conf->redis), so every
+ * one of those stores is walked, as the admin API's revocation does
+ * (pki_acme_account_revoke).  This location's store first, among the
+ * orders that may still be open here (acme_order_ttl); the others whole.
+ *
+ * The other state stores' copies of the account (pki_lua_acct_copy) are
+ * written before, else a location would take new orders from the account
+ * until its copy expires, some of them after its store was walked.  text
+ * is the stored account, NULL: the copies are dropped instead (the next
+ * read refreshes them).  A store that fails is logged; the deactivation is
+ * stored already and stands.
+ */
+static void
+pki_acme_account_deactivated(pki_acme_t *a, const char *id,
+    const char *text)
+{
+    char           line[PKI_LOG_LEN];
+    size_t         i, failed;
+    pki_redis_t   *st;
+    pki_result_t   tmp;
+
+    failed = 0;
+
+    for (i = 0; i < a->conf->nacme_state; i++) {
+        st = a->conf->acme_state[i];
+
+        /* this location's copy is written already */
+        if (st == NULL || st == a->conf->state_redis) {
+            continue;
+        }
+
+        pki_result_init(&tmp);
+
+        if (pki_acme_copy_write(st, id, text, 0, &tmp) < 0) {
+            failed++;
+        }
+    }
+
+    pki_acme_account_cancel(PKI_ACME_ST(a->conf), a->conf->redis,
+                            a->conf->acme_state, a->conf->nacme_state, id,
+                            a->now,
+                            a->now - (a->conf->order_ttl > 0
+                                      ? a->conf->order_ttl : 86400),
+                            "the account was deactivated", line,
+                            sizeof(line));
+
+    pki_log(a->res, "%s%s", a->res->log[0] ? "; " : "", line);
+
+    if (failed) {
+        pki_log(a->res, "; the account's copy could not be written in %zu "
+                "state stores (acme_redis): it is taken there as valid "
+                "until it expires (" PKI_ACME_ACCT_COPY_TTL " s)", failed);
+    }
+}
 
 
 static void
@@ -2294,22 +2356,15 @@ pki_acme_account(pki_acme_t *a, const char *id)
                 return;
             }
             pki_acme_account_copy(a, id, nt);
+
+            /* RFC 8555 7.3.6: its open orders go with it */
+            if (st != NULL) {
+                pki_acme_account_deactivated(a, id, nt);
+            }
+
             free(nt);
         }
         (void) rc;
-
-        /* RFC 8555 7.3.6: its open orders go with it.  An order can be
-         * open only within acme_order_ttl of its creation. */
-        if (st != NULL) {
-            char  line[PKI_LOG_LEN];
-
-            pki_acme_account_cancel(PKI_ACME_ST(a->conf), NULL, 0, id, a->now,
-                                    a->now - (a->conf->order_ttl > 0
-                                              ? a->conf->order_ttl : 86400),
-                                    "the account was deactivated", line,
-                                    sizeof(line));
-            pki_log(a->res, "%s%s", a->res->log[0] ? "; " : "", line);
-        }
     }
 
     pki_acme_account_reply(a, 200, id, a->account);
@@ -7895,36 +7950,42 @@ failed:
 }
 
 
-/* Cancels what account acct left open (above), in r and in each of the
- * nstate state stores (NULL or repeated stores are skipped), among its
- * orders created at since or later (0: all, newest first).  why is the
- * detail of a ready order's problem.  line receives what was done, for the
- * log: a store that failed is named there and nothing more, since the
- * account's new status is stored already and stands either way. */
+/* Cancels what account acct left open (above), in r, in r2 and in each of
+ * the nstate state stores (NULL or repeated stores are skipped).  In r,
+ * among its orders created at since or later (0: all); in the others,
+ * whose locations' acme_order_ttl is not known here, among all of them;
+ * newest first, up to the cap over all stores.  why is the detail of a
+ * ready order's problem.  line receives what was done, for the log: a
+ * store that failed is named there and nothing more, since the account's
+ * new status is stored already and stands either way. */
 static void
-pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *const *state,
-    size_t nstate, const char *acct, time_t now, time_t since,
-    const char *why, char *line, size_t size)
+pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
+    pki_redis_t *const *state, size_t nstate, const char *acct, time_t now,
+    time_t since, const char *why, char *line, size_t size)
 {
     size_t              i, j;
-    pki_redis_t        *st, *prev;
+    pki_redis_t        *st, *prev, *head[2];
     pki_acme_cancel_t   c;
 
     memset(&c, 0, sizeof(c));
     pki_result_init(&c.res);
 
-    for (i = 0; i <= nstate; i++) {
-        st = (i == 0) ? r : state[i - 1];
+    head[0] = r;
+    head[1] = r2;
+
+    for (i = 0; i < 2 + nstate; i++) {
+        st = (i < 2) ? head[i] : state[i - 2];
 
         for (j = 0; st != NULL && j < i; j++) {
-            prev = (j == 0) ? r : state[j - 1];
+            prev = (j < 2) ? head[j] : state[j - 2];
             if (prev == st) {
                 st = NULL;
             }
         }
 
         if (st != NULL) {
-            pki_acme_cancel_store(st, acct, now, since, why, &c);
+            pki_acme_cancel_store(st, acct, now, i == 0 ? since : 0, why,
+                                  &c);
         }
     }
 
@@ -8143,7 +8204,7 @@ pki_acme_account_revoke(pki_redis_t *r, pki_redis_t *const *state,
     {
         char  line[PKI_LOG_LEN];
 
-        pki_acme_account_cancel(r, state, nstate, id, time(NULL), 0,
+        pki_acme_account_cancel(r, NULL, state, nstate, id, time(NULL), 0,
                                 "the account was revoked by the CA", line,
                                 sizeof(line));
 

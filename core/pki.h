@@ -1162,6 +1162,13 @@ typedef struct {
      * everysec; NULL: everything in redis.  Accounts, EAB keys, the
      * "replaced" marks and every certificate record stay in redis. */
     pki_redis_t      *state_redis;
+    /* every state store of the server (each location's acme_redis), or
+     * NULL: an account is the server's, not a location's, so its
+     * deactivation (RFC 8555 7.3.6) cancels its open work and updates
+     * its copy wherever it may have made orders, as the admin API's
+     * revocation does (pki_acme_account_revoke) */
+    pki_redis_t     **acme_state;
+    size_t            nacme_state;
 } pki_acme_conf_t;
 
 typedef struct {

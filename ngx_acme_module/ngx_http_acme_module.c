@@ -337,6 +337,7 @@ ngx_http_acme_handler(ngx_http_request_t *r)
 
     ctx->conf = *alcf->conf;
     ctx->conf.redis = ngx_http_pki_redis(r);
+    ctx->conf.acme_state = ngx_http_pki_acme_states(r, &ctx->conf.nacme_state);
 
     ngx_http_set_ctx(r, ctx, ngx_http_acme_module);
 
@@ -1380,7 +1381,8 @@ ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
-    /* the admin API's account revocation writes its copies too */
+    /* the admin API's account revocation and an account's deactivation
+     * at any location reach it too */
     return ngx_http_pki_acme_state_add(cf, alcf->state_redis);
 }
 

@@ -60,8 +60,9 @@ typedef struct {
                                                modules use, CAs' included */
     ngx_array_t                acme_state;  /* pki_redis_t *: every
                                                acme_redis, whose copies of
-                                               the ACME accounts the admin
-                                               API's revocation rewrites */
+                                               the ACME accounts and orders
+                                               an account's revocation or
+                                               deactivation reaches */
     pki_redis_t               *redis;
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
@@ -572,7 +573,8 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /* An acme_redis store (ngx_acme_module), remembered so that the admin
- * API's account revocation rewrites its copies of the ACME accounts. */
+ * API's account revocation and an account's own deactivation reach its
+ * copies of the ACME accounts and the orders in it. */
 char *
 ngx_http_pki_acme_state_add(ngx_conf_t *cf, pki_redis_t *r)
 {
@@ -1703,6 +1705,24 @@ ngx_http_pki_redis(ngx_http_request_t *r)
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
 
     return pmcf ? pmcf->redis : NULL;
+}
+
+
+pki_redis_t **
+ngx_http_pki_acme_states(ngx_http_request_t *r, size_t *n)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+
+    if (pmcf == NULL || pmcf->acme_state.nelts == 0) {
+        *n = 0;
+        return NULL;
+    }
+
+    *n = pmcf->acme_state.nelts;
+
+    return pmcf->acme_state.elts;
 }
 
 

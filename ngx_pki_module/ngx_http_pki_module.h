@@ -78,6 +78,10 @@ char *ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out);
  * accounts the admin API's account revocation rewrites (core/acme.c) */
 char *ngx_http_pki_acme_state_add(ngx_conf_t *cf, pki_redis_t *r);
 
+/* run time: every acme_redis store of the http{} block (*n of them, NULL
+ * when none), for an ACME account's deactivation (core/acme.c) */
+pki_redis_t **ngx_http_pki_acme_states(ngx_http_request_t *r, size_t *n);
+
 /*
  * Runs work(data) in the pki_thread_pool, then done(r, data) on the event
  * loop, then ngx_http_run_posted_requests().  Takes a reference on the

@@ -1956,11 +1956,34 @@ sub admin_revoke_account {
 # --- External Account Binding (keys from the admin API) --------------------------
 
 # from here on the replay-safe state is in a second store (acme_redis; here
-# the same Redis under another namespace)
+# the same Redis under another namespace).  Two more ACME locations, without
+# EAB, for an account that orders through several: /acme-xs/ with a state
+# store of its own, /acme-ds/ with none (its orders are in pki_redis).
 $t->stop_nginx;
-$t->start_nginx($t->render_conf('--acme-http-port', $hport, '--acme-eab', 'on',
+{
+    my $split = $t->render_conf('--acme-http-port', $hport, '--acme-eab', 'on',
                                 '--acme-redis', 'unix:' . $t->redis_sock
-                                . ' namespace=acmestate:'));
+                                . ' namespace=acmestate:');
+    my $sock = $t->redis_sock;
+    $split =~ s{(\n(\s*)location /acme/ \{)}{
+$2location /acme-xs/ {
+$2    acme issuing acme;
+$2    acme_redis unix:$sock namespace=acmex:;
+$2    acme_validation_http_port $hport;
+$2    acme_validation_resolve_to 127.0.0.1;
+$2    acme_validation_allow_private on;
+$2    acme_validation_timeout 5s;
+$2}
+$2location /acme-ds/ {
+$2    acme issuing acme;
+$2    acme_validation_http_port $hport;
+$2    acme_validation_resolve_to 127.0.0.1;
+$2    acme_validation_allow_private on;
+$2    acme_validation_timeout 5s;
+$2}
+$1} or die 'no ACME location in the config';
+    $t->start_nginx($split);
+}
 $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
 
 $r = $http->get("$BASE/directory");
@@ -2102,6 +2125,61 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
                . 'refused at once');
     ($x) = admin_revoke_account($S->{kid});
     is($x->{code}, 200, 'split stores: revoking again: 200, no change');
+}
+
+# RFC 8555 7.3.6 across locations: the account is the server's, so its
+# deactivation through one location cancels what it left open through the
+# others too, whatever store each keeps its orders in, and the other state
+# stores refuse it at once (their copy of the account follows)
+{
+    my $e4 = eval { decode_json($http->request('POST', $admin, \%auth)
+                                ->{content}) } || {};
+    my $k4 = new_key();
+    $r = post({ key => $k4 }, "$BASE/new-account",
+              { externalAccountBinding => eab_for($k4, $e4->{kid},
+                                                  $e4->{hmac_key}) },
+              jwk => 1);
+    is($r->{status}, 201, 'three locations: an EAB account');
+    my $S = { key => $k4, kid => $r->{headers}{location} };
+    my ($sid) = ($S->{kid} // '') =~ m{/acct/([\w-]+)$};
+    $sid //= 'none';
+    my $root = 'https://127.0.0.1:' . $t->https_port;
+    my %at = (acme => 'acmestate:', 'acme-xs' => 'acmex:',
+              'acme-ds' => 'pki:');
+    my %open;
+    for my $loc (sort keys %at) {
+        local $BASE = "$root/$loc";
+        # the same account at each location: its URL there
+        my $c = { key => $k4, kid => "$BASE/acct/$sid" };
+        $open{$loc} = open_orders($c, "xs-$loc");
+        # in the location's store alone
+        ok(scalar($t->redis_keys("$at{$loc}\{acme:$sid}:order:*")) == 3,
+           "three locations: /$loc keeps its orders in $at{$loc}");
+    }
+    ok(scalar($t->redis_keys("acmex:{acme:$sid}:acct")) == 1,
+       'three locations: /acme-xs/ holds a copy of the account');
+
+    $r = post($S, $S->{kid}, { status => 'deactivated' });
+    is($r->{status}, 200, 'three locations: deactivated through /acme/')
+        or diag($r->{content});
+    is($r->{json}{status}, 'deactivated', '... deactivated');
+    for my $loc (sort keys %at) {
+        open_orders_cancelled($open{$loc}, "three locations, /$loc",
+                              qr/deactivated/, $at{$loc});
+    }
+    # this location's orders within its acme_order_ttl, the others' whole
+    my $said = "acme account $sid: open work cancelled: 3 authorizations "
+             . 'deactivated, 3 ready orders made invalid, 9 orders read';
+    like(PKITest::slurp($t->error_log) // '', qr/\Q$said\E/,
+         'three locations: the log says what was cancelled');
+    for my $loc ('acme-xs', 'acme-ds') {
+        local $BASE = "$root/$loc";
+        my $c = { key => $k4, kid => "$BASE/acct/$sid" };
+        $r = post($c, "$BASE/new-order", { identifiers => [
+                  { type => 'dns', value => 'x.example' }] });
+        problem_is($r, 401, 'unauthorized', "three locations: /$loc refuses "
+                   . 'the account at once');
+    }
 }
 
 $r = $http->request('GET', $admin, \%auth);

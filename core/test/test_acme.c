@@ -2556,6 +2556,115 @@ order_new(EVP_PKEY *pk, const char *kid, const char *ids, char *ourl,
 }
 
 
+/* RFC 8555 7.3.6 across locations: one account orders through a location
+ * without acme_redis (pki_redis), one with state store B and one with
+ * state store A, then deactivates through A.  Its pending authorizations
+ * in all three stores are deactivated, and B's copy of the account says
+ * so, so that B refuses the account at once. */
+static void
+test_deactivate_stores(const char *sock)
+{
+    int                 i;
+    char                kid[256], acct[64], ourl[256], az[1][256];
+    char                ids[128], key[3][512];
+    EVP_PKEY           *pk;
+    pki_redis_t        *r, *loc[3], *states[2];
+    redisReply         *reply;
+    pki_result_t        res;
+    redisContext       *rc;
+    pki_acme_resp_t     resp;
+    pki_redis_conf_t    sconf;
+
+    static const char *const  ns[3] = { "acmedx:", "acmedxb:", "acmedxa:" };
+
+    r = store_open(sock, ns[0], &rc);
+    loc[0] = NULL;
+
+    for (i = 1; i < 3; i++) {
+        memset(&sconf, 0, sizeof(sconf));
+        sconf.unix_path = sock;
+        sconf.ns = ns[i];
+        pki_result_init(&res);
+        loc[i] = pki_redis_new(&sconf, &res);
+    }
+
+    /* what the glue hands every location: each acme_redis of the server */
+    states[0] = loc[2];
+    states[1] = loc[1];
+    conf.acme_state = states;
+    conf.nacme_state = 2;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+    conf.state_redis = loc[2];
+    post(pk, NULL, "new-account", "{}", NULL, &resp);
+    ok(resp.http_status == 201, "stores: account made");
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "/");
+    snprintf(acct, sizeof(acct), "%s", strrchr(kid, '/') + 1);
+    pki_acme_resp_free(&resp);
+
+    for (i = 0; i < 3; i++) {
+        conf.state_redis = loc[i];
+        snprintf(ids, sizeof(ids), "[{\"type\":\"dns\","
+                 "\"value\":\"dx%d.example\"}]", i);
+        order_new(pk, kid, ids, ourl, az, 1);
+        snprintf(key[i], sizeof(key[i]), "%s{acme:%s}:authz:%s", ns[i], acct,
+                 strrchr(az[0], '/') + 1);
+        reply = redisCommand(rc, "GET %s", key[i]);
+        ok(reply && reply->type == REDIS_REPLY_STRING,
+           "stores: a pending authorization in %s", ns[i]);
+        freeReplyObject(reply);
+    }
+
+    /* B reads the account: its copy there is "valid" now */
+    conf.state_redis = loc[1];
+    post(pk, kid, rel(kid), "", NULL, &resp);
+    ok(resp.http_status == 200, "stores: account read through B");
+    pki_acme_resp_free(&resp);
+
+    conf.state_redis = loc[2];
+    post(pk, kid, rel(kid), "{\"status\":\"deactivated\"}", NULL, &resp);
+    ok(resp.http_status == 200 && has(&resp, "\"deactivated\""),
+       "stores: deactivated through A");
+    ok(strstr(resp.res.log, "3 authorizations deactivated") != NULL,
+       "stores: the log counts the three (%s)", resp.res.log);
+    pki_acme_resp_free(&resp);
+
+    for (i = 0; i < 3; i++) {
+        reply = redisCommand(rc, "GET %s", key[i]);
+        ok(reply && reply->type == REDIS_REPLY_STRING
+           && strstr(reply->str, "\"status\":\"deactivated\""),
+           "stores: the authorization in %s is deactivated", ns[i]);
+        freeReplyObject(reply);
+    }
+
+    reply = redisCommand(rc, "GET %s{acme:%s}:acct", ns[1], acct);
+    ok(reply && reply->type == REDIS_REPLY_STRING
+       && strstr(reply->str, "\"status\":\"deactivated\""),
+       "stores: B's copy of the account says deactivated");
+    freeReplyObject(reply);
+
+    conf.state_redis = loc[1];
+    post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+         "\"value\":\"dx9.example\"}]}", NULL, &resp);
+    check_problem("stores: B refuses the account at once", &resp, 401,
+                  "unauthorized");
+
+    conf.state_redis = NULL;
+    conf.acme_state = NULL;
+    conf.nacme_state = 0;
+    pki_redis_free(loc[1]);
+    pki_redis_free(loc[2]);
+    EVP_PKEY_free(pk);
+    freeReplyObject(redisCommand(rc, "EVAL %s 0",
+                                 "for _, k in ipairs(redis.call('KEYS', "
+                                 "'acmedx*')) do redis.call('DEL', k) end"));
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+}
+
+
 /* An order names in its "error" why it is invalid, with a subproblem for
  * each failed authorization; newOrder names every identifier it refuses;
  * an order that is fine has no error. */
@@ -2908,6 +3017,7 @@ main(void)
         test_policy(sock);
         test_admin_revoke(sock);
         test_order_errors(sock);
+        test_deactivate_stores(sock);
         test_profiles(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
