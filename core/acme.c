@@ -5699,11 +5699,11 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
  * in the durable jwk index under its RFC 7638 thumbprint, deactivated
  * and revoked accounts' too.  0: an account has it, -1: Redis failed. */
 static int
-pki_acme_csr_key_free(pki_acme_t *a, EVP_PKEY *pk)
+pki_acme_csr_key_free(pki_acme_t *a, const char *thumb)
 {
-    char  key[PKI_ACME_KEY_MAX], thumb[PKI_JWK_THUMB_LEN];
+    char  key[PKI_ACME_KEY_MAX];
 
-    if (!pki_jwk_thumbprint(pk, thumb)) {
+    if (thumb[0] == '\0') {
         return 1;           /* no JWK for this key type: no account has it */
     }
 
@@ -5730,12 +5730,12 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 {
     int              v;
     char             why[PKI_DETAIL_LEN], requester[80];
-    char             serial[41];
+    char             serial[41], thumb[PKI_JWK_THUMB_LEN];
     cJSON           *order, *o, *ids, *err;
     X509            *cert = NULL;
     size_t           derlen;
     X509_REQ        *csr = NULL;
-    const char      *st, *b64, *detail;
+    const char      *st, *b64, *detail, *own;
     pki_record_t     rec;
     pki_request_t    req;
     unsigned char   *der = NULL;
@@ -5843,7 +5843,17 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    if (EVP_PKEY_eq(X509_REQ_get0_pubkey(csr), a->key) == 1) {
+    /* The account's own key, by its thumbprint: EVP_PKEY_eq() would
+     * export the CSR's key (a legacy EC_KEY from the fast reader) to the
+     * provider on every finalize.  An account stored without its
+     * thumbprint is compared the slow way. */
+    if (!pki_jwk_thumbprint(X509_REQ_get0_pubkey(csr), thumb)) {
+        thumb[0] = '\0';
+    }
+    own = pki_json_str(a->account, "thumb");
+    if (own != NULL ? thumb[0] != '\0' && strcmp(own, thumb) == 0
+                   : EVP_PKEY_eq(X509_REQ_get0_pubkey(csr), a->key) == 1)
+    {
         pki_acme_problem(a, 400, "badCSR", "the CSR's key must not be the "
                          "account key");
         goto done;
@@ -5865,7 +5875,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    v = pki_acme_csr_key_free(a, X509_REQ_get0_pubkey(csr));
+    v = pki_acme_csr_key_free(a, thumb);
     if (v != 1) {
         if (v == 0) {
             pki_acme_problem(a, 400, "badCSR", "the CSR's key is an ACME "

@@ -1441,12 +1441,6 @@ pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key, pki_result_t *res)
                             "wrong length");
         }
 
-        der = pki_ecdsa_der(jws->sig, jws->sig_len, &siglen);
-        if (der == NULL) {
-            return pki_fail(res, PKI_INTERNAL, "out of memory");
-        }
-        sig = der;
-
     } else if (strcmp(jws->alg, "RS256") == 0
                || strcmp(jws->alg, "PS256") == 0)
     {
@@ -1493,11 +1487,23 @@ pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key, pki_result_t *res)
         ERR_clear_error();
 
         if (hot != NULL && !build) {
-            ok = pki_int_p256_verify(hot->gq, sig, siglen, dig, dlen) == 1;
+            ok = pki_int_p256_verify_raw(hot->gq, jws->sig, jws->sig_len,
+                                         dig, dlen) == 1;
             pki_jws_hot_put(hot);
-            OPENSSL_free(der);
             goto verified;
         }
+    }
+
+    if (flen != 0) {
+        /* the generic verifier (and the table's check) take DER */
+        der = pki_ecdsa_der(jws->sig, jws->sig_len, &siglen);
+        if (der == NULL) {
+            if (build) {
+                pki_jws_hot_build(hot, NULL, 0, NULL, 0);
+            }
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+        sig = der;
     }
 
     mctx = EVP_MD_CTX_new();

@@ -2184,6 +2184,279 @@ pki_int_p256_table(const unsigned char *pt, size_t len,
 }
 
 
+/*
+ * The inverse of a modulo the odd n, each four 64-bit limbs (least
+ * significant first), by the binary extended Euclid: x1 * a = u and
+ * x2 * a = v (mod n) hold while u and v go down, until one is 1.  Its time
+ * depends on a, so it is only for public values: the s of a signature
+ * being verified.  BN_mod_inverse() runs the same steps on BIGNUMs, at
+ * several times the cost, and was half of a table verification.  0 when a
+ * is 0, not below n, or shares a factor with n.
+ */
+typedef unsigned long long  pki_limb_t;
+
+static pki_limb_t
+pki_limb_add(pki_limb_t *x, const pki_limb_t *y)
+{
+    int         i;
+    pki_limb_t  t, c, c1;
+
+    c = 0;
+    for (i = 0; i < 4; i++) {
+        t = x[i] + y[i];
+        c1 = t < y[i];
+        x[i] = t + c;
+        c = c1 | (x[i] < t);
+    }
+
+    return c;
+}
+
+
+static pki_limb_t
+pki_limb_sub(pki_limb_t *x, const pki_limb_t *y)
+{
+    int         i;
+    pki_limb_t  t, b, b1;
+
+    b = 0;
+    for (i = 0; i < 4; i++) {
+        b1 = x[i] < y[i];
+        t = x[i] - y[i];
+        x[i] = t - b;
+        b = b1 | (t < b);
+    }
+
+    return b;
+}
+
+
+/* x / 2, top the bit shifted in at the top */
+static void
+pki_limb_half(pki_limb_t *x, pki_limb_t top)
+{
+    x[0] = (x[0] >> 1) | (x[1] << 63);
+    x[1] = (x[1] >> 1) | (x[2] << 63);
+    x[2] = (x[2] >> 1) | (x[3] << 63);
+    x[3] = (x[3] >> 1) | (top << 63);
+}
+
+
+static int
+pki_limb_cmp(const pki_limb_t *x, const pki_limb_t *y)
+{
+    int  i;
+
+    for (i = 3; i >= 0; i--) {
+        if (x[i] != y[i]) {
+            return x[i] < y[i] ? -1 : 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+pki_limb_is(const pki_limb_t *x, pki_limb_t v)
+{
+    return x[0] == v && (x[1] | x[2] | x[3]) == 0;
+}
+
+
+/* x / 2 mod n (x < n, n odd) */
+static void
+pki_limb_half_mod(pki_limb_t *x, const pki_limb_t *n)
+{
+    if (x[0] & 1) {
+        pki_limb_half(x, pki_limb_add(x, n));
+    } else {
+        pki_limb_half(x, 0);
+    }
+}
+
+
+/* x - y mod n (both below n) */
+static void
+pki_limb_sub_mod(pki_limb_t *x, const pki_limb_t *y, const pki_limb_t *n)
+{
+    if (pki_limb_sub(x, y)) {
+        (void) pki_limb_add(x, n);      /* the carry out ends the wrap */
+    }
+}
+
+
+static int
+pki_limb_inv(pki_limb_t *out, const pki_limb_t *a, const pki_limb_t *n)
+{
+    int         steps;
+    pki_limb_t  u[4], v[4], x1[4], x2[4];
+
+    if (pki_limb_is(a, 0) || (n[0] & 1) == 0 || pki_limb_cmp(a, n) >= 0) {
+        return 0;
+    }
+
+    memcpy(u, a, sizeof(u));
+    memcpy(v, n, sizeof(v));
+    memset(x1, 0, sizeof(x1));
+    memset(x2, 0, sizeof(x2));
+    x1[0] = 1;
+
+    /* each round takes a bit off u or v at least: 512 rounds end it */
+    for (steps = 0; steps < 520; steps++) {
+        if (pki_limb_is(u, 1)) {
+            memcpy(out, x1, sizeof(x1));
+            return 1;
+        }
+        if (pki_limb_is(v, 1)) {
+            memcpy(out, x2, sizeof(x2));
+            return 1;
+        }
+        if (pki_limb_is(u, 0) || pki_limb_is(v, 0)) {
+            return 0;                   /* a common factor */
+        }
+
+        while ((u[0] & 1) == 0) {
+            pki_limb_half(u, 0);
+            pki_limb_half_mod(x1, n);
+        }
+        while ((v[0] & 1) == 0) {
+            pki_limb_half(v, 0);
+            pki_limb_half_mod(x2, n);
+        }
+
+        if (pki_limb_cmp(u, v) >= 0) {
+            (void) pki_limb_sub(u, v);
+            pki_limb_sub_mod(x1, x2, n);
+        } else {
+            (void) pki_limb_sub(v, u);
+            pki_limb_sub_mod(x2, x1, n);
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+pki_limb_load(pki_limb_t *x, const unsigned char *be)
+{
+    int  i, j;
+
+    for (i = 0; i < 4; i++) {
+        x[i] = 0;
+        for (j = 0; j < 8; j++) {
+            x[i] |= (pki_limb_t) be[31 - 8 * i - j] << (8 * j);
+        }
+    }
+}
+
+
+static void
+pki_limb_store(unsigned char *be, const pki_limb_t *x)
+{
+    int  i, j;
+
+    for (i = 0; i < 4; i++) {
+        for (j = 0; j < 8; j++) {
+            be[31 - 8 * i - j] = (unsigned char) (x[i] >> (8 * j));
+        }
+    }
+}
+
+
+/* 1 when (r, s) verifies over dig with the key whose point is gq's
+ * generator, 0 otherwise. */
+static int
+pki_p256_verify_rs(const EC_GROUP *gq, const BIGNUM *r, const BIGNUM *s,
+    const unsigned char *dig, size_t dlen)
+{
+    int             ok;
+    BN_CTX         *ctx;
+    BIGNUM         *w, *e, *u1, *u2, *x;
+    EC_POINT       *p1, *p2;
+    pki_limb_t      la[4], ln[4], lw[4];
+    const BIGNUM   *n;
+    unsigned char   buf[32];
+
+    ok = 0;
+    p1 = NULL;
+    p2 = NULL;
+
+    (void) pthread_once(&pki_p256_once, pki_p256_init);
+
+    if (gq == NULL || pki_p256 == NULL || dlen == 0) {
+        return 0;
+    }
+
+    n = EC_GROUP_get0_order(pki_p256);
+
+    if (BN_is_zero(r) || BN_is_negative(r) || BN_ucmp(r, n) >= 0
+        || BN_is_zero(s) || BN_is_negative(s) || BN_ucmp(s, n) >= 0)
+    {
+        return 0;
+    }
+
+    ctx = BN_CTX_new();
+    if (ctx == NULL) {
+        return 0;
+    }
+
+    BN_CTX_start(ctx);
+    w = BN_CTX_get(ctx);
+    e = BN_CTX_get(ctx);
+    u1 = BN_CTX_get(ctx);
+    u2 = BN_CTX_get(ctx);
+    x = BN_CTX_get(ctx);
+    p1 = EC_POINT_new(pki_p256);
+    p2 = EC_POINT_new(pki_p256);
+
+    if (x == NULL || p1 == NULL || p2 == NULL
+        || BN_bn2binpad(s, buf, 32) != 32)
+    {
+        goto done;
+    }
+    pki_limb_load(la, buf);
+
+    if (BN_bn2binpad(n, buf, 32) != 32) {
+        goto done;
+    }
+    pki_limb_load(ln, buf);
+
+    if (!pki_limb_inv(lw, la, ln)) {
+        goto done;
+    }
+    pki_limb_store(buf, lw);
+
+    /* e: the leftmost 256 bits of the digest (the order has 256 bits) */
+    if (BN_bin2bn(buf, 32, w) == NULL
+        || BN_bin2bn(dig, dlen > 32 ? 32 : (int) dlen, e) == NULL
+        || !BN_mod_mul(u1, e, w, n, ctx)
+        || !BN_mod_mul(u2, r, w, n, ctx)
+        || !EC_POINT_mul(pki_p256, p1, u1, NULL, NULL, ctx)
+        || !EC_POINT_mul(gq, p2, u2, NULL, NULL, ctx)
+        || !EC_POINT_add(pki_p256, p1, p1, p2, ctx)
+        || EC_POINT_is_at_infinity(pki_p256, p1)
+        || !EC_POINT_get_affine_coordinates(pki_p256, p1, x, NULL, ctx)
+        || !BN_nnmod(x, x, n, ctx))
+    {
+        goto done;
+    }
+
+    ok = BN_cmp(x, r) == 0;
+
+done:
+
+    BN_CTX_end(ctx);
+    BN_CTX_free(ctx);
+    EC_POINT_free(p1);
+    EC_POINT_free(p2);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
 /* 1 when the DER ECDSA-Sig-Value sig verifies over dig with the key whose
  * point is gq's generator, 0 otherwise. */
 int
@@ -2191,26 +2464,13 @@ pki_int_p256_verify(const EC_GROUP *gq, const unsigned char *sig,
     size_t siglen, const unsigned char *dig, size_t dlen)
 {
     int                   ok, derlen;
-    BN_CTX               *ctx;
-    BIGNUM               *w, *e, *u1, *u2, *x;
-    EC_POINT             *p1, *p2;
     ECDSA_SIG            *es;
-    const BIGNUM         *r, *s, *n;
+    const BIGNUM         *r, *s;
     unsigned char        *der;
     const unsigned char  *p;
 
     ok = 0;
-    ctx = NULL;
-    p1 = NULL;
-    p2 = NULL;
     der = NULL;
-    es = NULL;
-
-    (void) pthread_once(&pki_p256_once, pki_p256_init);
-
-    if (gq == NULL || pki_p256 == NULL) {
-        goto done;
-    }
 
     /* DER only (as ECDSA_verify): the bytes that go out are the ones
      * checked */
@@ -2228,57 +2488,38 @@ pki_int_p256_verify(const EC_GROUP *gq, const unsigned char *sig,
     }
 
     ECDSA_SIG_get0(es, &r, &s);
-    n = EC_GROUP_get0_order(pki_p256);
-
-    if (BN_is_zero(r) || BN_is_negative(r) || BN_ucmp(r, n) >= 0
-        || BN_is_zero(s) || BN_is_negative(s) || BN_ucmp(s, n) >= 0)
-    {
-        goto done;
-    }
-
-    ctx = BN_CTX_new();
-    if (ctx == NULL) {
-        goto done;
-    }
-
-    BN_CTX_start(ctx);
-    w = BN_CTX_get(ctx);
-    e = BN_CTX_get(ctx);
-    u1 = BN_CTX_get(ctx);
-    u2 = BN_CTX_get(ctx);
-    x = BN_CTX_get(ctx);
-    p1 = EC_POINT_new(pki_p256);
-    p2 = EC_POINT_new(pki_p256);
-
-    /* e: the leftmost 256 bits of the digest (the order has 256 bits) */
-    if (x == NULL || p1 == NULL || p2 == NULL || dlen == 0
-        || BN_bin2bn(dig, dlen > 32 ? 32 : (int) dlen, e) == NULL
-        || BN_mod_inverse(w, s, n, ctx) == NULL
-        || !BN_mod_mul(u1, e, w, n, ctx)
-        || !BN_mod_mul(u2, r, w, n, ctx)
-        || !EC_POINT_mul(pki_p256, p1, u1, NULL, NULL, ctx)
-        || !EC_POINT_mul(gq, p2, u2, NULL, NULL, ctx)
-        || !EC_POINT_add(pki_p256, p1, p1, p2, ctx)
-        || EC_POINT_is_at_infinity(pki_p256, p1)
-        || !EC_POINT_get_affine_coordinates(pki_p256, p1, x, NULL, ctx)
-        || !BN_nnmod(x, x, n, ctx))
-    {
-        goto done;
-    }
-
-    ok = BN_cmp(x, r) == 0;
+    ok = pki_p256_verify_rs(gq, r, s, dig, dlen);
 
 done:
 
-    if (ctx != NULL) {
-        BN_CTX_end(ctx);
-        BN_CTX_free(ctx);
-    }
-    EC_POINT_free(p1);
-    EC_POINT_free(p2);
     ECDSA_SIG_free(es);
     OPENSSL_free(der);
     ERR_clear_error();
+
+    return ok;
+}
+
+
+/* The same for a JWS signature: r and s as 32 bytes each (RFC 7518
+ * 3.4), which has one encoding only. */
+int
+pki_int_p256_verify_raw(const EC_GROUP *gq, const unsigned char *rs,
+    size_t len, const unsigned char *dig, size_t dlen)
+{
+    int      ok;
+    BIGNUM  *r, *s;
+
+    if (rs == NULL || len != 64) {
+        return 0;
+    }
+
+    r = BN_bin2bn(rs, 32, NULL);
+    s = BN_bin2bn(rs + 32, 32, NULL);
+
+    ok = r != NULL && s != NULL && pki_p256_verify_rs(gq, r, s, dig, dlen);
+
+    BN_free(r);
+    BN_free(s);
 
     return ok;
 }

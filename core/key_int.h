@@ -33,5 +33,10 @@ EC_GROUP *pki_int_p256_table(const unsigned char *pt, size_t len,
 int pki_int_p256_verify(const EC_GROUP *gq, const unsigned char *sig,
     size_t siglen, const unsigned char *dig, size_t dlen);
 
+/* The same for a signature as JWS has it (RFC 7518 3.4): r and s as 32
+ * bytes each, big-endian, len 64. */
+int pki_int_p256_verify_raw(const EC_GROUP *gq, const unsigned char *rs,
+    size_t len, const unsigned char *dig, size_t dlen);
+
 
 #endif /* PKI_KEY_INT_H */

@@ -528,6 +528,26 @@ test_hot_keys(void)
         ok(st2.fast == st.fast + 1, "... checked with the table");
     }
 
+    /* the table path inverts s itself (key.c, pki_limb_inv): over many
+     * signatures, so many values of s, every good one verifies and each
+     * with the low bit of s flipped is refused */
+    {
+        int  refused = 0;
+
+        pki_jws_hot_stats(&st);
+        good = 0;
+        for (i = 0; i < 2000; i++) {
+            good += hot_verify(k, k, 10000 + i, NULL) == PKI_OK;
+            refused += hot_verify(k, k, 20000 + i, tamper_sbit)
+                       == PKI_BAD_SIGNATURE;
+        }
+        pki_jws_hot_stats(&st2);
+        ok(good == 2000 && refused == 2000, "table: 2000 signatures verify "
+           "(%d), each with s changed is refused (%d)", good, refused);
+        ok(st2.fast == st.fast + 4000, "... all checked with the table "
+           "(%llu)", st2.fast - st.fast);
+    }
+
     pki_jws_hot_stats(&st);
     ok(hot_verify(other, k, 2000, NULL) == PKI_BAD_SIGNATURE,
        "table: another key's signature refused");
