@@ -1696,17 +1696,49 @@ pki_acme_account_load(pki_acme_t *a, const char *id, cJSON **out,
 
 /* After the durable account changed: the state store's copy follows (text
  * NULL: the copy is dropped, the next read refreshes it). */
-static void
+/* After the durable account changed: its copy in this location's state
+ * store and in every other acme_redis of the server (the account is the
+ * server's: after a keyChange, a deactivation or a contact update no
+ * location may go on with the old text for the copy's lifetime).  text
+ * NULL drops the copies (the next read refreshes them).  Returns how many
+ * of the copies could not be written; each of those stands until it
+ * expires (PKI_ACME_ACCT_COPY_TTL). */
+static size_t
 pki_acme_account_copy(pki_acme_t *a, const char *id, const char *text)
 {
-    pki_result_t  tmp;
+    size_t         i, failed;
+    pki_redis_t   *st;
+    pki_result_t   tmp;
 
-    if (a->conf->state_redis == NULL) {
-        return;
+    failed = 0;
+
+    for (i = 0; i <= a->conf->nacme_state; i++) {
+        st = (i == 0) ? a->conf->state_redis : a->conf->acme_state[i - 1];
+
+        if (st == NULL || (i > 0 && st == a->conf->state_redis)) {
+            continue;
+        }
+
+        pki_result_init(&tmp);
+        if (pki_acme_copy_write(st, id, text, 0, &tmp) < 0) {
+            failed++;
+        }
     }
 
-    pki_result_init(&tmp);
-    (void) pki_acme_copy_write(a->conf->state_redis, id, text, 0, &tmp);
+    return failed;
+}
+
+
+/* the log's note of copies that pki_acme_account_copy() could not write */
+static void
+pki_acme_copy_failed(pki_acme_t *a, size_t failed)
+{
+    if (failed) {
+        pki_log(a->res, "%sthe account's copy could not be written in %zu "
+                "state stores (acme_redis): the old one stands there until "
+                "it expires (" PKI_ACME_ACCT_COPY_TTL " s)",
+                a->res->log[0] ? "; " : "", failed);
+    }
 }
 
 
@@ -2246,38 +2278,15 @@ static void pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
  * (pki_acme_account_revoke).  This location's store first, among the
  * orders that may still be open here (acme_order_ttl); the others whole.
  *
- * The other state stores' copies of the account (pki_lua_acct_copy) are
- * written before, else a location would take new orders from the account
- * until its copy expires, some of them after its store was walked.  text
- * is the stored account, NULL: the copies are dropped instead (the next
- * read refreshes them).  A store that fails is logged; the deactivation is
- * stored already and stands.
+ * The caller has written the account's copies in every state store
+ * (pki_acme_account_copy) before: else a location would take new orders
+ * from the account until its copy expires, some of them after its store
+ * was walked.
  */
 static void
-pki_acme_account_deactivated(pki_acme_t *a, const char *id,
-    const char *text)
+pki_acme_account_deactivated(pki_acme_t *a, const char *id)
 {
-    char           line[PKI_LOG_LEN];
-    size_t         i, failed;
-    pki_redis_t   *st;
-    pki_result_t   tmp;
-
-    failed = 0;
-
-    for (i = 0; i < a->conf->nacme_state; i++) {
-        st = a->conf->acme_state[i];
-
-        /* this location's copy is written already */
-        if (st == NULL || st == a->conf->state_redis) {
-            continue;
-        }
-
-        pki_result_init(&tmp);
-
-        if (pki_acme_copy_write(st, id, text, 0, &tmp) < 0) {
-            failed++;
-        }
-    }
+    char  line[PKI_LOG_LEN];
 
     pki_acme_account_cancel(PKI_ACME_ST(a->conf), a->conf->redis,
                             a->conf->acme_state, a->conf->nacme_state, id,
@@ -2288,12 +2297,6 @@ pki_acme_account_deactivated(pki_acme_t *a, const char *id,
                             sizeof(line));
 
     pki_log(a->res, "%s%s", a->res->log[0] ? "; " : "", line);
-
-    if (failed) {
-        pki_log(a->res, "; the account's copy could not be written in %zu "
-                "state stores (acme_redis): it is taken there as valid "
-                "until it expires (" PKI_ACME_ACCT_COPY_TTL " s)", failed);
-    }
 }
 
 
@@ -2355,11 +2358,11 @@ pki_acme_account(pki_acme_t *a, const char *id)
                                  "meanwhile; retry");
                 return;
             }
-            pki_acme_account_copy(a, id, nt);
+            pki_acme_copy_failed(a, pki_acme_account_copy(a, id, nt));
 
             /* RFC 8555 7.3.6: its open orders go with it */
             if (st != NULL) {
-                pki_acme_account_deactivated(a, id, nt);
+                pki_acme_account_deactivated(a, id);
             }
 
             free(nt);
@@ -2376,6 +2379,7 @@ pki_acme_key_change(pki_acme_t *a)
 {
     char           key_new[PKI_ACME_KEY_MAX], key_old[PKI_ACME_KEY_MAX];
     char          *text, *loc;
+    size_t         failed = 0;
     cJSON         *inner_payload = NULL, *old;
     EVP_PKEY      *oldpk = NULL;
     pki_jws_t      inner;
@@ -2528,7 +2532,7 @@ pki_acme_key_change(pki_acme_t *a)
         if (reply->len == 0) {
             freeReplyObject(reply);
             free(newtext);
-            pki_acme_account_copy(a, a->acct, NULL);
+            (void) pki_acme_account_copy(a, a->acct, NULL);
             pki_acme_problem(a, 409, "malformed", "the account changed "
                              "meanwhile; retry");
             goto done;
@@ -2547,12 +2551,13 @@ pki_acme_key_change(pki_acme_t *a)
         }
 
         freeReplyObject(reply);
-        pki_acme_account_copy(a, a->acct, newtext);
+        failed = pki_acme_account_copy(a, a->acct, newtext);
         free(newtext);
     }
 
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s changed "
              "its key", a->acct);
+    pki_acme_copy_failed(a, failed);
 
     pki_acme_account_reply(a, 200, a->acct, a->account);
 

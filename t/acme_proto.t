@@ -2182,6 +2182,46 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
     }
 }
 
+# A keyChange through one location reaches the account's copy in the other
+# state stores at once: the old key (perhaps a stolen one) signs nowhere
+# from then on, the new one everywhere
+{
+    my $e5 = eval { decode_json($http->request('POST', $admin, \%auth)
+                                ->{content}) } || {};
+    my $k5 = new_key();
+    $r = post({ key => $k5 }, "$BASE/new-account",
+              { externalAccountBinding => eab_for($k5, $e5->{kid},
+                                                  $e5->{hmac_key}) },
+              jwk => 1);
+    is($r->{status}, 201, 'keyChange, three locations: an EAB account');
+    my ($sid) = ($r->{headers}{location} // '') =~ m{/acct/([\w-]+)$};
+    $sid //= 'none';
+    my $root = 'https://127.0.0.1:' . $t->https_port;
+    my $xs = { key => $k5, kid => "$root/acme-xs/acct/$sid" };
+    {
+        local $BASE = "$root/acme-xs";
+        $r = post($xs, $xs->{kid}, '');
+        is($r->{status}, 200, 'keyChange, three locations: the account '
+           . 'used at /acme-xs/');
+    }
+    ok(scalar($t->redis_keys("acmex:{acme:$sid}:acct")) == 1,
+       'keyChange, three locations: /acme-xs/ holds a copy of the account');
+
+    my $nk = new_key();
+    $r = key_change({ key => $k5, kid => "$BASE/acct/$sid" }, $nk);
+    is($r->{status}, 200, 'keyChange, three locations: through /acme/')
+        or diag($r->{content});
+    {
+        local $BASE = "$root/acme-xs";
+        $r = post($xs, $xs->{kid}, '');
+        problem_is($r, 400, 'malformed', 'keyChange, three locations: the '
+                   . 'old key no longer signs at /acme-xs/');
+        $r = post({ key => $nk, kid => $xs->{kid} }, $xs->{kid}, '');
+        is($r->{status}, 200, 'keyChange, three locations: the new key '
+           . 'signs there');
+    }
+}
+
 $r = $http->request('GET', $admin, \%auth);
 my $list = eval { decode_json($r->{content})->{keys} } || [];
 my ($entry) = grep { $_->{kid} eq $eab->{kid} } @$list;
