@@ -472,11 +472,17 @@ pki_jwk_parse(const char *json, size_t len, pki_result_t *res)
 
 #define PKI_JWK_CACHE  64
 
+#define PKI_JWK_P256_PT  65            /* an uncompressed P-256 point */
+
 static struct {
     char               *text;
     size_t              len;
     EVP_PKEY           *pk;
     unsigned long long  used;
+    /* a P-256 key's point, for pki_jws_verify(): asking the provider for
+     * the group and the point cost about 2 % of a request */
+    size_t              ptlen;          /* 0: not a P-256 key */
+    unsigned char       pt[PKI_JWK_P256_PT];
 }                       pki_jwk_cache[PKI_JWK_CACHE];
 static unsigned long long  pki_jwk_clock;
 static pthread_mutex_t  pki_jwk_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -511,15 +517,29 @@ pki_jwk_cache_get(const char *json, size_t len)
 static void
 pki_jwk_cache_put(const char *json, size_t len, EVP_PKEY *pk)
 {
-    int        i, victim;
-    char      *text;
-    EVP_PKEY  *old;
+    int            i, victim;
+    char          *text, group[32];
+    size_t         ptlen;
+    EVP_PKEY      *old;
+    unsigned char  pt[PKI_JWK_P256_PT];
 
     text = malloc(len);
     if (text == NULL) {
         return;
     }
     memcpy(text, json, len);
+
+    ptlen = 0;
+    if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC
+        && EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
+                                          group, sizeof(group), NULL)
+        && strcmp(group, "prime256v1") == 0
+        && EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt,
+                                           sizeof(pt), &ptlen) != 1)
+    {
+        ptlen = 0;
+    }
+    ERR_clear_error();
 
     if (!EVP_PKEY_up_ref(pk)) {
         free(text);
@@ -550,10 +570,40 @@ pki_jwk_cache_put(const char *json, size_t len, EVP_PKEY *pk)
     pki_jwk_cache[victim].len = len;
     pki_jwk_cache[victim].pk = pk;
     pki_jwk_cache[victim].used = ++pki_jwk_clock;
+    pki_jwk_cache[victim].ptlen = ptlen;
+    memcpy(pki_jwk_cache[victim].pt, pt, ptlen);
 
     pthread_mutex_unlock(&pki_jwk_lock);
 
     EVP_PKEY_free(old);
+}
+
+
+/* 1 with pk's point in pt (*len bytes) when pk is a cached P-256 key:
+ * the caller holds a reference, so the pointer names that key alone. */
+static int
+pki_jwk_cache_p256(const EVP_PKEY *pk, unsigned char *pt, size_t *len)
+{
+    int  i, found;
+
+    found = 0;
+
+    pthread_mutex_lock(&pki_jwk_lock);
+
+    for (i = 0; i < PKI_JWK_CACHE; i++) {
+        if (pki_jwk_cache[i].pk == pk && pki_jwk_cache[i].text != NULL) {
+            if (pki_jwk_cache[i].ptlen > 0) {
+                memcpy(pt, pki_jwk_cache[i].pt, pki_jwk_cache[i].ptlen);
+                *len = pki_jwk_cache[i].ptlen;
+                found = 1;
+            }
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&pki_jwk_lock);
+
+    return found;
 }
 
 
@@ -1407,11 +1457,19 @@ pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key, pki_result_t *res)
     sig = jws->sig;
     siglen = jws->sig_len;
 
+    ptlen = 0;
+
     if (strncmp(jws->alg, "ES", 2) == 0) {
-        if (id != EVP_PKEY_EC
-            || !EVP_PKEY_get_utf8_string_param(key,
-                                               OSSL_PKEY_PARAM_GROUP_NAME,
-                                               group, sizeof(group), NULL))
+        /* an account's key (cached) has its group and point at hand */
+        if (strcmp(jws->alg, "ES256") == 0 && id == EVP_PKEY_EC
+            && pki_jwk_cache_p256(key, pt, &ptlen))
+        {
+            strcpy(group, "prime256v1");
+
+        } else if (id != EVP_PKEY_EC
+                   || !EVP_PKEY_get_utf8_string_param(key,
+                                                  OSSL_PKEY_PARAM_GROUP_NAME,
+                                                  group, sizeof(group), NULL))
         {
             goto badalg;
         }
@@ -1461,13 +1519,13 @@ pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key, pki_result_t *res)
 
     hot = NULL;
     build = 0;
-    ptlen = 0;
 
     if (flen == 32) {
         /* ES256: a hot key's table (see pki_jws_hot_get); the digest is
          * made here only for the table (to use it, or to build it) */
-        if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, pt,
-                                            sizeof(pt), &ptlen) == 1)
+        if (ptlen > 0
+            || EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY,
+                                               pt, sizeof(pt), &ptlen) == 1)
         {
             hot = pki_jws_hot_get(pt, ptlen, &build);
         }
