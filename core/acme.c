@@ -2266,7 +2266,7 @@ pki_acme_new_account(pki_acme_t *a)
 
 static void pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
     pki_redis_t *const *state, size_t nstate, const char *acct, time_t now,
-    time_t since, const char *why, char *line, size_t size);
+    const char *why, char *line, size_t size);
 
 
 /*
@@ -2275,8 +2275,9 @@ static void pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
  * ordered through any ACME location, each keeping its orders in its own
  * acme_redis (conf->acme_state) or in pki_redis (conf->redis), so every
  * one of those stores is walked, as the admin API's revocation does
- * (pki_acme_account_revoke).  This location's store first, among the
- * orders that may still be open here (acme_order_ttl); the others whole.
+ * (pki_acme_account_revoke).  Each store among all the account's orders
+ * it lists: locations that share a store may differ in acme_order_ttl,
+ * and the list is trimmed to the last writer's at each newOrder anyway.
  *
  * The caller has written the account's copies in every state store
  * (pki_acme_account_copy) before: else a location would take new orders
@@ -2290,10 +2291,7 @@ pki_acme_account_deactivated(pki_acme_t *a, const char *id)
 
     pki_acme_account_cancel(PKI_ACME_ST(a->conf), a->conf->redis,
                             a->conf->acme_state, a->conf->nacme_state, id,
-                            a->now,
-                            a->now - (a->conf->order_ttl > 0
-                                      ? a->conf->order_ttl : 86400),
-                            "the account was deactivated", line,
+                            a->now, "the account was deactivated", line,
                             sizeof(line));
 
     pki_log(a->res, "%s%s", a->res->log[0] ? "; " : "", line);
@@ -7820,15 +7818,15 @@ pki_acme_cancel_order(pki_acme_t *x, const char *acct, const char *oid,
 }
 
 
-/* The open orders of acct in store st among those created at since or
- * later (0: any).  c->failed with c->res when Redis failed. */
+/* The open orders of acct in store st.  c->failed with c->res when Redis
+ * failed. */
 static void
 pki_acme_cancel_store(pki_redis_t *st, const char *acct, time_t now,
-    time_t since, const char *why, pki_acme_cancel_t *c)
+    const char *why, pki_acme_cancel_t *c)
 {
     int               v, full;
     long              walked;
-    char              zkey[PKI_ACME_KEY_MAX], min[24], off[24], num[24];
+    char              zkey[PKI_ACME_KEY_MAX], off[24], num[24];
     char              keys[PKI_ACME_CANCEL_BATCH][PKI_ACME_KEY_MAX];
     cJSON            *order;
     size_t            i, k, want, lens[PKI_ACME_CANCEL_BATCH + 1];
@@ -7854,12 +7852,6 @@ pki_acme_cancel_store(pki_redis_t *st, const char *acct, time_t now,
 
     pki_key_name(zkey, sizeof(zkey), st, acct, "orders", NULL);
 
-    if (since > 0) {
-        snprintf(min, sizeof(min), "%lld", (long long) since);
-    } else {
-        snprintf(min, sizeof(min), "-inf");
-    }
-
     walked = 0;
     full = 0;
 
@@ -7875,7 +7867,7 @@ pki_acme_cancel_store(pki_redis_t *st, const char *acct, time_t now,
         snprintf(num, sizeof(num), "%zu", want);
 
         ids = pki_acme_cmd(st, &res, 7, "ZREVRANGEBYSCORE", zkey, "+inf",
-                           min, "LIMIT", off, num);
+                           "-inf", "LIMIT", off, num);
         if (ids == NULL || ids->type != REDIS_REPLY_ARRAY) {
             goto failed;
         }
@@ -7966,17 +7958,15 @@ failed:
 
 
 /* Cancels what account acct left open (above), in r, in r2 and in each of
- * the nstate state stores (NULL or repeated stores are skipped).  In r,
- * among its orders created at since or later (0: all); in the others,
- * whose locations' acme_order_ttl is not known here, among all of them;
- * newest first, up to the cap over all stores.  why is the detail of a
+ * the nstate state stores (NULL or repeated stores are skipped), among all
+ * the orders each lists, newest first, up to the cap over all stores.  why is the detail of a
  * ready order's problem.  line receives what was done, for the log: a
  * store that failed is named there and nothing more, since the account's
  * new status is stored already and stands either way. */
 static void
 pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
     pki_redis_t *const *state, size_t nstate, const char *acct, time_t now,
-    time_t since, const char *why, char *line, size_t size)
+    const char *why, char *line, size_t size)
 {
     size_t              i, j;
     pki_redis_t        *st, *prev, *head[2];
@@ -7999,8 +7989,7 @@ pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
         }
 
         if (st != NULL) {
-            pki_acme_cancel_store(st, acct, now, i == 0 ? since : 0, why,
-                                  &c);
+            pki_acme_cancel_store(st, acct, now, why, &c);
         }
     }
 
@@ -8219,7 +8208,7 @@ pki_acme_account_revoke(pki_redis_t *r, pki_redis_t *const *state,
     {
         char  line[PKI_LOG_LEN];
 
-        pki_acme_account_cancel(r, NULL, state, nstate, id, time(NULL), 0,
+        pki_acme_account_cancel(r, NULL, state, nstate, id, time(NULL),
                                 "the account was revoked by the CA", line,
                                 sizeof(line));
 

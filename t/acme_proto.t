@@ -1495,6 +1495,13 @@ sub open_orders_cancelled {
     my $D = account();
     my $o = open_orders($D, 'deact');
     my ($id) = $D->{kid} =~ m{/acct/([\w-]+)$};
+    # the ready order as a location sharing this store with a longer
+    # acme_order_ttl lists it: made two days ago, past this location's one
+    # day, and still open
+    my ($racct, $roid) = $o->{ready} =~ m{/order/([\w-]+)/([\w-]+)$};
+    is($t->redis_raw('ZADD', "pki:{acme:$racct}:orders", 'XX', 'CH',
+                     time() - 2 * 86400, $roid // 'none'), "1\n",
+       'deactivation: the ready order listed two days ago');
     $r = post($D, $D->{kid}, { status => 'deactivated' });
     is($r->{status}, 200, 'deactivation with open orders: 200')
         or diag($r->{content});
