@@ -105,6 +105,10 @@ mkdir $www;
                 print $h "1\n";            # validations seen, per token
                 close $h;
             }
+            # a slow answer (seconds in $tok.delay): a validation held in
+            # flight while the test acts
+            my $delay = defined $tok ? slurp("$www/$tok.delay") : undef;
+            sleep($delay) if defined $delay && $delay =~ /^[\d.]+$/;
             if (defined $body) {
                 print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                     . "Content-Length: " . length($body)
@@ -1469,6 +1473,31 @@ sub open_orders {
     $o{pending} = $p->{headers}{location} // '';
     $o{pending_authz} = $p->{json}{authorizations}[0] // '';
     return \%o;
+}
+
+# A validation in flight when its account is deactivated: the cancel
+# deactivates the pending authorization, and the validation that ends
+# after it finds the text changed (compare-and-set) and leaves it so,
+# although the responder answered with the right key authorization
+{
+    my $D = account();
+    my ($az, $ch) = http01_for($D, 'race-deact.example.test');
+    spew("$www/$ch->{token}.delay", "1.5");
+    $r = post($D, $ch->{url}, '{}');
+    is($r->{status}, 200, 'deactivation mid-validation: challenge posted');
+    for (1 .. 50) { last if hits($ch->{token}); sleep 0.05 }
+    is(hits($ch->{token}), 1, '... the validation is in flight');
+    $r = post($D, $D->{kid}, { status => 'deactivated' });
+    is($r->{json}{status}, 'deactivated', '... the account deactivated '
+       . 'meanwhile');
+    is(redis_json(authz_key($az))->{status} // '', 'deactivated',
+       '... its pending authorization deactivated');
+    sleep 2;                            # the responder has answered
+    my $after = redis_json(authz_key($az));
+    is($after->{status} // '', 'deactivated', 'deactivation mid-validation: '
+       . 'the validation that ended after it left the authorization '
+       . 'deactivated');
+    unlink "$www/$ch->{token}.delay";
 }
 
 # ns: the namespace of the store that holds the orders
