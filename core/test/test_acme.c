@@ -2665,6 +2665,79 @@ test_deactivate_stores(const char *sock)
 }
 
 
+/* An account change writes the account's copy into every state store; a
+ * store that cannot be reached is named in the log, and the change stands
+ * (the durable account is what counts). */
+static void
+test_copy_dead_store(const char *sock)
+{
+    char                kid[256], dead[300];
+    EVP_PKEY           *pk;
+    pki_redis_t        *r, *live, *gone, *states[2];
+    redisReply         *reply;
+    pki_result_t        res;
+    redisContext       *rc;
+    pki_acme_resp_t     resp;
+    pki_redis_conf_t    sconf;
+
+    r = store_open(sock, "acmecd:", &rc);
+
+    memset(&sconf, 0, sizeof(sconf));
+    sconf.unix_path = sock;
+    sconf.ns = "acmecdl:";
+    pki_result_init(&res);
+    live = pki_redis_new(&sconf, &res);
+
+    /* a socket nobody listens on */
+    snprintf(dead, sizeof(dead), "%s.gone", sock);
+    memset(&sconf, 0, sizeof(sconf));
+    sconf.unix_path = dead;
+    sconf.ns = "acmecdg:";
+    pki_result_init(&res);
+    gone = pki_redis_new(&sconf, &res);
+
+    states[0] = live;
+    states[1] = gone;
+    conf.state_redis = live;
+    conf.acme_state = states;
+    conf.nacme_state = 2;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    post(pk, NULL, "new-account", "{}", NULL, &resp);
+    ok(resp.http_status == 201, "dead copy store: account made");
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "/");
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, rel(kid), "{\"contact\":[\"mailto:cd@example.com\"]}",
+         NULL, &resp);
+    ok(resp.http_status == 200 && has(&resp, "mailto:cd@example.com"),
+       "dead copy store: the update stands (200)");
+    ok(strstr(resp.res.log, "could not be written in 1 state stores")
+       != NULL, "dead copy store: the log names it (%s)", resp.res.log);
+    pki_acme_resp_free(&resp);
+
+    reply = redisCommand(rc, "GET acmecdl:{acme:%s}:acct",
+                         strrchr(kid, '/') + 1);
+    ok(reply && reply->type == REDIS_REPLY_STRING
+       && strstr(reply->str, "mailto:cd@example.com"),
+       "dead copy store: the reachable store's copy follows");
+    freeReplyObject(reply);
+
+    conf.state_redis = NULL;
+    conf.acme_state = NULL;
+    conf.nacme_state = 0;
+    pki_redis_free(live);
+    pki_redis_free(gone);
+    EVP_PKEY_free(pk);
+    freeReplyObject(redisCommand(rc, "EVAL %s 0",
+                                 "for _, k in ipairs(redis.call('KEYS', "
+                                 "'acmecd*')) do redis.call('DEL', k) end"));
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+}
+
+
 /* An order names in its "error" why it is invalid, with a subproblem for
  * each failed authorization; newOrder names every identifier it refuses;
  * an order that is fine has no error. */
@@ -3018,6 +3091,7 @@ main(void)
         test_admin_revoke(sock);
         test_order_errors(sock);
         test_deactivate_stores(sock);
+        test_copy_dead_store(sock);
         test_profiles(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
