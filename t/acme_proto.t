@@ -118,6 +118,7 @@ mkdir $www;
                     . "Connection: close\r\n\r\n";
             }
             close $c;
+            spew("$www/$tok.answered", "1") if defined $delay;
         }
         POSIX::_exit(0);
     }
@@ -1477,12 +1478,13 @@ sub open_orders {
 
 # A validation in flight when its account is deactivated: the cancel
 # deactivates the pending authorization, and the validation that ends
-# after it finds the text changed (compare-and-set) and leaves it so,
-# although the responder answered with the right key authorization
+# after it (the responder holds its answer 3 s) finds the text changed
+# (compare-and-set) and leaves it so, although the answer is the right
+# key authorization
 {
     my $D = account();
     my ($az, $ch) = http01_for($D, 'race-deact.example.test');
-    spew("$www/$ch->{token}.delay", "1.5");
+    spew("$www/$ch->{token}.delay", "3");
     $r = post($D, $ch->{url}, '{}');
     is($r->{status}, 200, 'deactivation mid-validation: challenge posted');
     for (1 .. 50) { last if hits($ch->{token}); sleep 0.05 }
@@ -1492,7 +1494,10 @@ sub open_orders {
        . 'meanwhile');
     is(redis_json(authz_key($az))->{status} // '', 'deactivated',
        '... its pending authorization deactivated');
-    sleep 2;                            # the responder has answered
+    # the responder has answered; the validation's store follows at once
+    for (1 .. 200) { last if -e "$www/$ch->{token}.answered"; sleep 0.05 }
+    ok(-e "$www/$ch->{token}.answered", '... the responder answered');
+    sleep 0.5;
     my $after = redis_json(authz_key($az));
     is($after->{status} // '', 'deactivated', 'deactivation mid-validation: '
        . 'the validation that ended after it left the authorization '
