@@ -696,6 +696,37 @@ store_open(const char *sock, const char *ns, redisContext **rc)
 }
 
 
+/* Undoes store_open(): the keys whose names match pattern (a KEYS
+ * pattern of the test's namespaces) are deleted first. */
+static void
+store_close(pki_redis_t *r, redisContext *rc, const char *pattern)
+{
+    freeReplyObject(redisCommand(rc, "EVAL %s 1 %s",
+                                 "for _, k in ipairs(redis.call('KEYS', "
+                                 "KEYS[1])) do redis.call('DEL', k) end",
+                                 pattern));
+    redisFree(rc);
+    pki_redis_free(r);
+    conf.redis = NULL;
+}
+
+
+/* Another store on the same Redis, under namespace ns (an acme_redis). */
+static pki_redis_t *
+state_open(const char *sock, const char *ns)
+{
+    pki_result_t       res;
+    pki_redis_conf_t   sconf;
+
+    memset(&sconf, 0, sizeof(sconf));
+    sconf.unix_path = sock;
+    sconf.ns = ns;
+    pki_result_init(&res);
+
+    return pki_redis_new(&sconf, &res);
+}
+
+
 /* 1 when one of resp's Link values is exactly link. */
 static int
 has_link(const pki_acme_resp_t *resp, const char *link)
@@ -1721,12 +1752,7 @@ test_policy(const char *sock)
     pki_template_free(tnarrow);
     EVP_PKEY_free(pk);
     EVP_PKEY_free(pk2);
-    freeReplyObject(redisCommand(rc, "EVAL %s 0",
-                                 "for _, k in ipairs(redis.call('KEYS', "
-                                 "'acmepol:*')) do redis.call('DEL', k) end"));
-    redisFree(rc);
-    pki_redis_free(r);
-    conf.redis = NULL;
+    store_close(r, rc, "acmepol:*");
 }
 
 
@@ -2083,12 +2109,7 @@ test_admin_revoke(const char *sock)
     pki_redis_free(dead);
     EVP_PKEY_free(pk);
     EVP_PKEY_free(pk2);
-    freeReplyObject(redisCommand(rc, "EVAL %s 0",
-                                 "for _, k in ipairs(redis.call('KEYS', "
-                                 "'acmeadm*')) do redis.call('DEL', k) end"));
-    redisFree(rc);
-    pki_redis_free(r);
-    conf.redis = NULL;
+    store_close(r, rc, "acmeadm*");
 }
 
 
@@ -2456,13 +2477,7 @@ test_profiles(const char *sock)
                   "invalidProfile");
 
     EVP_PKEY_free(pk);
-    freeReplyObject(redisCommand(rc, "EVAL %s 0",
-                                 "for _, k in ipairs(redis.call('KEYS', "
-                                 "'acmeprof:*')) do redis.call('DEL', k) "
-                                 "end"));
-    redisFree(rc);
-    pki_redis_free(r);
-    conf.redis = NULL;
+    store_close(r, rc, "acmeprof:*");
 }
 
 
@@ -2570,10 +2585,8 @@ test_deactivate_stores(const char *sock)
     EVP_PKEY           *pk;
     pki_redis_t        *r, *loc[3], *states[2];
     redisReply         *reply;
-    pki_result_t        res;
     redisContext       *rc;
     pki_acme_resp_t     resp;
-    pki_redis_conf_t    sconf;
 
     static const char *const  ns[3] = { "acmedx:", "acmedxb:", "acmedxa:" };
 
@@ -2581,11 +2594,7 @@ test_deactivate_stores(const char *sock)
     loc[0] = NULL;
 
     for (i = 1; i < 3; i++) {
-        memset(&sconf, 0, sizeof(sconf));
-        sconf.unix_path = sock;
-        sconf.ns = ns[i];
-        pki_result_init(&res);
-        loc[i] = pki_redis_new(&sconf, &res);
+        loc[i] = state_open(sock, ns[i]);
     }
 
     /* what the glue hands every location: each acme_redis of the server */
@@ -2656,12 +2665,7 @@ test_deactivate_stores(const char *sock)
     pki_redis_free(loc[1]);
     pki_redis_free(loc[2]);
     EVP_PKEY_free(pk);
-    freeReplyObject(redisCommand(rc, "EVAL %s 0",
-                                 "for _, k in ipairs(redis.call('KEYS', "
-                                 "'acmedx*')) do redis.call('DEL', k) end"));
-    redisFree(rc);
-    pki_redis_free(r);
-    conf.redis = NULL;
+    store_close(r, rc, "acmedx*");
 }
 
 
@@ -2675,26 +2679,16 @@ test_copy_dead_store(const char *sock)
     EVP_PKEY           *pk;
     pki_redis_t        *r, *live, *gone, *states[2];
     redisReply         *reply;
-    pki_result_t        res;
     redisContext       *rc;
     pki_acme_resp_t     resp;
-    pki_redis_conf_t    sconf;
 
     r = store_open(sock, "acmecd:", &rc);
 
-    memset(&sconf, 0, sizeof(sconf));
-    sconf.unix_path = sock;
-    sconf.ns = "acmecdl:";
-    pki_result_init(&res);
-    live = pki_redis_new(&sconf, &res);
+    live = state_open(sock, "acmecdl:");
 
     /* a socket nobody listens on */
     snprintf(dead, sizeof(dead), "%s.gone", sock);
-    memset(&sconf, 0, sizeof(sconf));
-    sconf.unix_path = dead;
-    sconf.ns = "acmecdg:";
-    pki_result_init(&res);
-    gone = pki_redis_new(&sconf, &res);
+    gone = state_open(dead, "acmecdg:");
 
     states[0] = live;
     states[1] = gone;
@@ -2729,12 +2723,7 @@ test_copy_dead_store(const char *sock)
     pki_redis_free(live);
     pki_redis_free(gone);
     EVP_PKEY_free(pk);
-    freeReplyObject(redisCommand(rc, "EVAL %s 0",
-                                 "for _, k in ipairs(redis.call('KEYS', "
-                                 "'acmecd*')) do redis.call('DEL', k) end"));
-    redisFree(rc);
-    pki_redis_free(r);
-    conf.redis = NULL;
+    store_close(r, rc, "acmecd*");
 }
 
 
