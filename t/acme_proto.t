@@ -2134,18 +2134,26 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
                . 'is refused at once');
 }
 
+# a new account at $BASE, bound to a new EAB key of the admin API: the
+# client ({ key, kid }) and the account's id ('none' when it failed)
+sub eab_account {
+    my ($name) = @_;
+    my $e = eval { decode_json($http->request('POST', $admin, \%auth)
+                               ->{content}) } || {};
+    my $k = new_key();
+    my $r = post({ key => $k }, "$BASE/new-account",
+                 { externalAccountBinding => eab_for($k, $e->{kid},
+                                                     $e->{hmac_key}) },
+                 jwk => 1);
+    is($r->{status}, 201, $name);
+    my $c = { key => $k, kid => $r->{headers}{location} };
+    my ($id) = ($c->{kid} // '') =~ m{/acct/([\w-]+)$};
+    return ($c, $id // 'none');
+}
+
 # the state store's copy of the account follows an admin revocation at once
 {
-    my $e3 = eval { decode_json($http->request('POST', $admin, \%auth)
-                                ->{content}) } || {};
-    my $k3 = new_key();
-    $r = post({ key => $k3 }, "$BASE/new-account",
-              { externalAccountBinding => eab_for($k3, $e3->{kid},
-                                                  $e3->{hmac_key}) },
-              jwk => 1);
-    is($r->{status}, 201, 'split stores: another EAB account');
-    my $S = { key => $k3, kid => $r->{headers}{location} };
-    my ($sid) = ($S->{kid} // '') =~ m{/acct/([\w-]+)$};
+    my ($S, $sid) = eab_account('split stores: another EAB account');
     my $cs = issue($S, 'splitrev', 'splitrev.example.test');
     ok($cs && $cs->{leaf}, 'split stores: it issues');
     my $open = open_orders($S, 'splitr');
@@ -2173,17 +2181,8 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
 # others too, whatever store each keeps its orders in, and the other state
 # stores refuse it at once (their copy of the account follows)
 {
-    my $e4 = eval { decode_json($http->request('POST', $admin, \%auth)
-                                ->{content}) } || {};
-    my $k4 = new_key();
-    $r = post({ key => $k4 }, "$BASE/new-account",
-              { externalAccountBinding => eab_for($k4, $e4->{kid},
-                                                  $e4->{hmac_key}) },
-              jwk => 1);
-    is($r->{status}, 201, 'three locations: an EAB account');
-    my $S = { key => $k4, kid => $r->{headers}{location} };
-    my ($sid) = ($S->{kid} // '') =~ m{/acct/([\w-]+)$};
-    $sid //= 'none';
+    my ($S, $sid) = eab_account('three locations: an EAB account');
+    my $k4 = $S->{key};
     my $root = 'https://127.0.0.1:' . $t->https_port;
     my %at = (acme => 'acmestate:', 'acme-xs' => 'acmex:',
               'acme-ds' => 'pki:');
@@ -2227,16 +2226,8 @@ is_deeply(post({ key => $ek, kid => $r->{headers}{location} },
 # state stores at once: the old key (perhaps a stolen one) signs nowhere
 # from then on, the new one everywhere
 {
-    my $e5 = eval { decode_json($http->request('POST', $admin, \%auth)
-                                ->{content}) } || {};
-    my $k5 = new_key();
-    $r = post({ key => $k5 }, "$BASE/new-account",
-              { externalAccountBinding => eab_for($k5, $e5->{kid},
-                                                  $e5->{hmac_key}) },
-              jwk => 1);
-    is($r->{status}, 201, 'keyChange, three locations: an EAB account');
-    my ($sid) = ($r->{headers}{location} // '') =~ m{/acct/([\w-]+)$};
-    $sid //= 'none';
+    my ($S, $sid) = eab_account('keyChange, three locations: an EAB account');
+    my $k5 = $S->{key};
     my $root = 'https://127.0.0.1:' . $t->https_port;
     my $xs = { key => $k5, kid => "$root/acme-xs/acct/$sid" };
     {

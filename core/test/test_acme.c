@@ -675,24 +675,31 @@ json_str(const pki_acme_resp_t *resp, const char *name, char *buf,
 }
 
 
+/* A store on the test's Redis, under namespace ns. */
+static pki_redis_t *
+state_open(const char *sock, const char *ns)
+{
+    pki_result_t       res;
+    pki_redis_conf_t   sconf;
+
+    memset(&sconf, 0, sizeof(sconf));
+    sconf.unix_path = sock;
+    sconf.ns = ns;
+    pki_result_init(&res);
+
+    return pki_redis_new(&sconf, &res);
+}
+
+
 /* A store under namespace ns for the engine (conf.redis), and in *rc a
  * connection of the test's own to look into it. */
 static pki_redis_t *
 store_open(const char *sock, const char *ns, redisContext **rc)
 {
-    pki_redis_t       *r;
-    pki_result_t       res;
-    pki_redis_conf_t   rconf;
-
-    memset(&rconf, 0, sizeof(rconf));
-    rconf.unix_path = sock;
-    rconf.ns = ns;
-    pki_result_init(&res);
-    r = pki_redis_new(&rconf, &res);
-    conf.redis = r;
+    conf.redis = state_open(sock, ns);
     *rc = redisConnectUnix(sock);
 
-    return r;
+    return conf.redis;
 }
 
 
@@ -708,22 +715,6 @@ store_close(pki_redis_t *r, redisContext *rc, const char *pattern)
     redisFree(rc);
     pki_redis_free(r);
     conf.redis = NULL;
-}
-
-
-/* Another store on the same Redis, under namespace ns (an acme_redis). */
-static pki_redis_t *
-state_open(const char *sock, const char *ns)
-{
-    pki_result_t       res;
-    pki_redis_conf_t   sconf;
-
-    memset(&sconf, 0, sizeof(sconf));
-    sconf.unix_path = sock;
-    sconf.ns = ns;
-    pki_result_init(&res);
-
-    return pki_redis_new(&sconf, &res);
 }
 
 
