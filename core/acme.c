@@ -1598,11 +1598,11 @@ pki_acme_hint_put(const char *id, const char *text)
 
 
 /*
- * The account's copy in the state store (acme_redis): written after the
- * durable account changed, refreshed from it when missing, and written in
- * every state store when the admin API revokes the account
- * (pki_acme_account_revoke) or its client deactivates it at any location
- * (pki_acme_account_deactivated).
+ * The account's copy in the state store (acme_redis): refreshed from the
+ * durable account when missing, and written in every state store of the
+ * server after the durable account changed (pki_acme_account_copy: a
+ * keyChange, update or deactivation at any location) or the admin API
+ * revoked it (pki_acme_account_revoke).
  * The durable and the state store are two servers, so a writer that read
  * the durable account a moment ago may land after a newer writer; a copy
  * whose status is no longer "valid" (deactivated, revoked: both final) is
