@@ -46,12 +46,14 @@
 # Prints, per round and server: issuances, failures, seconds, rate and the
 # server's CPU time per issuance (user+system from /proc/PID/stat: nginx
 # master+workers+Redis, pebble+pebble-challtestsrv), which is robust to the
-# load of a shared machine.  A run with failures or one that lasted well past
-# BENCH_SECONDS (a request hit the client's 10 s timeout) is flagged BROKEN
-# and its round is left out of the ratios.  Then the per-round ratios
-# ours/pebble (rate, and CPU per issuance) with their medians, Redis
-# commands per issuance (per store), the client's ms per step and the load
-# average before and after.
+# load of a shared machine, and the same processes' context switches per
+# issuance (every thread's, /proc/PID/task/*/status).  A run with failures
+# or one that lasted well past BENCH_SECONDS (a request hit the client's
+# 10 s timeout) is flagged BROKEN and its round is left out of the ratios.
+# Then the per-round ratios ours/pebble (rate, and CPU per issuance) with
+# their medians, Redis commands per issuance (per store), our nginx
+# workers' resident memory after each run, the client's ms per step and the
+# load average before and after.
 #
 set -euo pipefail
 
@@ -225,21 +227,23 @@ start_pebble
 # shared machine hits both alike ---------------------------------------------
 
 run_one() {     # LABEL URL CA ROUND PIDS... -> appends "round RESULT... cpu_ms=C"
-    local label=$1 url=$2 ca=$3 round=$4 line c0 c1
+    local label=$1 url=$2 ca=$3 round=$4 line c0 c1 s0 s1
     shift 4
     c0=$(cpu_ms "$@")
+    s0=$(ctx_switches "$@")
     line=$("$W/acme_bench" -d "$url" -c "$ca" -p "$CHALL" -w "$WORKERS" \
                -t "$SECS" -l "$label" 2>"$W/client.err" | grep '^RESULT') \
         || { cat "$W/client.err" >&2;
              tail -n 5 "$P/logs/error.log" "$C/pebble.log" >&2 2>/dev/null;
              die "the run $label failed"; }
     c1=$(cpu_ms "$@")
+    s1=$(ctx_switches "$@")
     grep -v '^RESULT' "$W/client.err" | tail -n 3 | sed 's/^/    /' >&2
     # the client's "ms per issuance" line, kept for the report
     grep 'ms per issuance' "$W/client.err" | sed "s/^/round $round /" \
         >> "$W/steps-$label" || true
-    echo "$line cpu_ms=$((c1 - c0))" >&2
-    echo "$round $line cpu_ms=$((c1 - c0))" >> "$W/res-$label"
+    echo "$line cpu_ms=$((c1 - c0)) cs=$((s1 - s0))" >&2
+    echo "$round $line cpu_ms=$((c1 - c0)) cs=$((s1 - s0))" >> "$W/res-$label"
 }
 
 # CPU time (ms, user + system, all threads) of the given processes, from
@@ -251,6 +255,28 @@ cpu_ms() {
         t=$((t + v))
     done
     echo $((t * 1000 / $(getconf CLK_TCK)))
+}
+
+# Context switches (voluntary + involuntary, every thread) of the given
+# processes, from /proc/PID/task/*/status.  Ours pays one for each handoff
+# between the event loop, a pool thread and Redis; pebble's Go runtime
+# parks and wakes its threads.  A thread that ends during the run takes its
+# count with it (neither server's threads do).
+ctx_switches() {
+    local p
+    for p in "$@"; do
+        cat /proc/"$p"/task/*/status 2>/dev/null
+    done | awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+
+# Resident memory (MB, VmRSS) of the given processes together: our workers'
+# after each run, so that a leak shows as growth from run to run (a long
+# single run: BENCH_SECONDS=600 BENCH_ROUNDS=1 BENCH_MODES=split)
+rss_mb() {
+    local p
+    for p in "$@"; do
+        cat /proc/"$p"/status 2>/dev/null
+    done | awk '/^VmRSS:/ { n += $2 } END { printf "%.1f\n", n / 1024 }'
 }
 
 # nginx master + its workers (the current ones: a worker can be respawned)
@@ -301,6 +327,8 @@ run_rounds() {
                 $(nginx_pids "$npid") "$REDIS_PID" "$REDIS2_PID"
             echo "$(rcmds "$W/redis.sock") $(rcmds "$W/state.sock")" \
                 >> "$W/rcmds-$m"
+            # shellcheck disable=SC2046
+            rss_mb $(pgrep -P "$npid") >> "$W/rss-$m"
             for s in redis state; do
                 redis-cli -s "$W/$s.sock" info commandstats \
                     > "$W/cstats-$m-$s"
@@ -331,11 +359,14 @@ median() {          # numbers on stdin -> median, or "-"
                    printf "%.2f\n", m }'
 }
 rline() { awk -v r="$2" '$1 == r' "$W/res-$1"; }   # LABEL ROUND -> line
-cpu_per() {         # RES-LINE -> server CPU ms per issuance
-    awk '{ for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-         END { if (v["issued"] > 0) printf "%.2f", v["cpu_ms"] / v["issued"];
-               else print "-" }' <<< "$1"
+per_iss() {         # FIELD FORMAT RES-LINE -> FIELD per issuance, or "-"
+    awk -v f="$1" -v fmt="$2" \
+        '{ for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+         END { if (v["issued"] > 0 && v[f] != "") printf fmt, v[f] / v["issued"];
+               else print "-" }' <<< "$3"
 }
+cpu_per() { per_iss cpu_ms %.2f "$1"; }   # RES-LINE -> server CPU ms per issuance
+cs_per() { per_iss cs %.1f "$1"; }        # RES-LINE -> server context switches
 label() {
     case $1 in
         always) echo "nginx-pki, all durable (always)" ;;
@@ -351,10 +382,11 @@ report() {
     echo "$(nproc) cores shared by the client and the servers"
     echo "load average (1 5 15 min): $LOAD0 before, $LOAD1 after"
     echo "server CPU = user+system of nginx master+workers+both Redis, or of"
-    echo "pebble+pebble-challtestsrv (/proc/PID/stat), per issued certificate"
+    echo "pebble+pebble-challtestsrv (/proc/PID/stat), per issued certificate;"
+    echo "cs/iss = their context switches (all threads, /proc/PID/task/*/status)"
     echo
-    printf '  %-5s %-36s %7s %6s %7s %9s %9s\n' round server issued failed \
-        seconds issuance/s "CPU ms/iss"
+    printf '  %-5s %-36s %7s %6s %7s %9s %9s %7s\n' round server issued failed \
+        seconds issuance/s "CPU ms/iss" cs/iss
     for r in $(seq "$ROUNDS"); do
         for m in $MODES pebble; do
             lb=$m
@@ -362,10 +394,10 @@ report() {
             l=$(rline "$lb" "$r")
             flag=
             broken "$l" && flag="  BROKEN RUN (failures or timeouts): not counted"
-            printf '  %-5s %-36s %7s %6s %7s %9s %9s%s\n' "$r" "$(label "$m")" \
+            printf '  %-5s %-36s %7s %6s %7s %9s %9s %7s%s\n' "$r" "$(label "$m")" \
                 "$(field issued <<< "$l")" "$(field failed <<< "$l")" \
                 "$(field seconds <<< "$l")" "$(field rate <<< "$l")" \
-                "$(cpu_per "$l")" "$flag"
+                "$(cpu_per "$l")" "$(cs_per "$l")" "$flag"
         done
     done
     echo
@@ -420,6 +452,11 @@ report() {
         done
     done
     echo
+    echo "  our nginx workers' resident memory after each run (MB, VmRSS):"
+    for m in $MODES; do
+        printf '    %-9s %s\n' "$m" "$(tr '\n' ' ' < "$W/rss-$m")"
+    done
+    echo
     echo "  client ms per issuance by step:"
     for m in $MODES pebble; do
         lb=$m
@@ -431,7 +468,7 @@ report() {
 : > "$W/summary"
 for WORKERS in $WORKER_LIST; do
     rm -f "$W"/res-* "$W"/steps-* "$W"/rcmds-* "$W"/cstats-* "$W"/ratios-* \
-          "$W"/cratios-*
+          "$W"/cratios-* "$W"/rss-*
     run_rounds
     report
 done
