@@ -1102,14 +1102,7 @@ ngx_http_acme_init(ngx_conf_t *cf)
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
 
-    if (amcf->line && !ngx_http_pki_has_redis(cf)) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"acme\" needs \"pki_redis\" in http{} in %V:%ui",
-                      &amcf->file, amcf->line);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_pki_needs_redis(cf, "acme", &amcf->file, amcf->line);
 }
 
 
@@ -1120,32 +1113,18 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_acme_loc_conf_t *alcf = conf;
 
-    ngx_str_t                  *value;
+    char                       *rv;
     ngx_http_core_loc_conf_t   *clcf;
     ngx_http_acme_main_conf_t  *amcf;
 
     (void) cmd;
 
-    if (alcf->ca != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
 
-    value = cf->args->elts;
-
-    if (cf->args->nelts == 2) {
-        if (ngx_strcmp(value[1].data, "off") != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\", "
-                               "use \"acme CA TEMPLATE\" or \"acme off\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        alcf->enable = 0;
-        alcf->ca = NULL;
-        alcf->tmpl = NULL;
-
-        return NGX_CONF_OK;
+    rv = ngx_http_pki_proto_conf(cf, &alcf->enable, &alcf->ca, &alcf->tmpl,
+                                 &amcf->file, &amcf->line);
+    if (rv != NGX_CONF_OK || !alcf->enable) {
+        return rv;
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -1165,23 +1144,6 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     alcf->prefix = clcf->name;
-
-    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &alcf->ca, &alcf->tmpl)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->enable = 1;
-
-    ngx_http_pki_metrics_location(cf, "acme");
-
-    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
-
-    if (amcf->line == 0) {
-        amcf->file = cf->conf_file->file.name;
-        amcf->line = cf->conf_file->line;
-    }
 
     return NGX_CONF_OK;
 }

@@ -805,14 +805,7 @@ ngx_http_est_init(ngx_conf_t *cf)
 
     emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
 
-    if (emcf->line && !ngx_http_pki_has_redis(cf)) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"est\" needs \"pki_redis\" in http{} in %V:%ui",
-                      &emcf->file, emcf->line);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_pki_needs_redis(cf, "est", &emcf->file, emcf->line);
 }
 
 
@@ -823,56 +816,23 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_est_loc_conf_t *elcf = conf;
 
-    ngx_str_t                 *value;
+    char                      *rv;
     ngx_http_est_main_conf_t  *emcf;
 
     (void) cmd;
 
-    if (elcf->ca != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (cf->args->nelts == 2) {
-        if (ngx_strcmp(value[1].data, "off") != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\", "
-                               "use \"est CA TEMPLATE\" or \"est off\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        if (elcf->labels != NGX_CONF_UNSET_PTR) {
-            return "off cannot be combined with \"est_label\"";
-        }
-
-        elcf->enable = 0;
-        elcf->ca = NULL;
-        elcf->tmpl = NULL;
-
-        return NGX_CONF_OK;
-    }
-
-    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &elcf->ca,
-                             &elcf->tmpl)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    elcf->enable = 1;
-
-    ngx_http_pki_metrics_location(cf, "est");
-
     emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
 
-    if (emcf->line == 0) {
-        emcf->file = cf->conf_file->file.name;
-        emcf->line = cf->conf_file->line;
+    rv = ngx_http_pki_proto_conf(cf, &elcf->enable, &elcf->ca, &elcf->tmpl,
+                                 &emcf->file, &emcf->line);
+
+    if (rv == NGX_CONF_OK && !elcf->enable
+        && elcf->labels != NGX_CONF_UNSET_PTR)
+    {
+        return "off cannot be combined with \"est_label\"";
     }
 
-    return NGX_CONF_OK;
+    return rv;
 }
 
 

@@ -1468,14 +1468,8 @@ ngx_http_ocsp_init(ngx_conf_t *cf)
 
     omcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ocsp_module);
 
-    if (omcf->line && !ngx_http_pki_has_redis(cf)) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"ocsp_responder\" needs \"pki_redis\" in http{} "
-                      "in %V:%ui", &omcf->file, omcf->line);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_pki_needs_redis(cf, "ocsp_responder", &omcf->file,
+                                    omcf->line);
 }
 
 

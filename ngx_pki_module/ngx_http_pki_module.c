@@ -2197,6 +2197,69 @@ ngx_http_pki_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
 }
 
 
+/* acme, est, scep: "NAME CA TEMPLATE;" or "NAME off;" */
+
+char *
+ngx_http_pki_proto_conf(ngx_conf_t *cf, ngx_flag_t *enable, pki_ca_t **ca,
+    pki_template_t **tmpl, ngx_str_t *first_file, ngx_uint_t *first_line)
+{
+    ngx_str_t  *value;
+
+    if (*ca != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "off") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\", "
+                               "use \"%V CA TEMPLATE\" or \"%V off\"",
+                               &value[1], &value[0], &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
+        *enable = 0;
+        *ca = NULL;
+        *tmpl = NULL;
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_http_pki_resolve(cf, &value[1], &value[2], ca, tmpl) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    *enable = 1;
+
+    ngx_http_pki_metrics_location(cf, (const char *) value[0].data);
+
+    if (*first_line == 0) {
+        *first_file = cf->conf_file->file.name;
+        *first_line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_pki_needs_redis(ngx_conf_t *cf, const char *directive,
+    ngx_str_t *first_file, ngx_uint_t first_line)
+{
+    if (first_line == 0 || ngx_http_pki_has_redis(cf)) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "\"%s\" needs \"pki_redis\" in http{} in %V:%ui",
+                  directive, first_file, first_line);
+
+    return NGX_ERROR;
+}
+
+
 ngx_table_elt_t *
 ngx_http_pki_add_header(ngx_http_request_t *r, const char *key,
     u_char *value, size_t len)

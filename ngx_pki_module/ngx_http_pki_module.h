@@ -55,6 +55,26 @@ ngx_int_t ngx_http_pki_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
     ngx_str_t *tmpl_name, pki_ca_t **ca, pki_template_t **tmpl);
 
 /*
+ * Configuration time: the directive that turns a protocol on in a location,
+ * "NAME CA TEMPLATE;" or "NAME off;" (acme, est, scep).  Refuses a second
+ * one in the location (*ca set already: is duplicate), one argument other
+ * than "off", and what ngx_http_pki_resolve() refuses.  "off": *enable 0,
+ * *ca and *tmpl NULL.  Else *enable 1 with the CA and template, the
+ * location shows on /pki/metrics under NAME, and *first_file and
+ * *first_line keep the place of the http{} block's first such directive
+ * (while *first_line is 0).  Returns what a directive handler returns.
+ */
+char *ngx_http_pki_proto_conf(ngx_conf_t *cf, ngx_flag_t *enable,
+    pki_ca_t **ca, pki_template_t **tmpl, ngx_str_t *first_file,
+    ngx_uint_t *first_line);
+
+/* Configuration time, postconfiguration: when "directive" was used
+ * (first_line not 0) and http{} has no pki_redis, an emerg line naming
+ * where it was first used, and NGX_ERROR. */
+ngx_int_t ngx_http_pki_needs_redis(ngx_conf_t *cf, const char *directive,
+    ngx_str_t *first_file, ngx_uint_t first_line);
+
+/*
  * Configuration time: a key by reference, a PEM file (relative to the
  * prefix) or a "pkcs11:" URI of a token declared by a pki_key_vault before.
  * Opened at once (so "nginx -t" proves it), reopened in every worker after

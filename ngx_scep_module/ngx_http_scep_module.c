@@ -730,14 +730,7 @@ ngx_http_scep_init(ngx_conf_t *cf)
 
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
 
-    if (smcf->line && !ngx_http_pki_has_redis(cf)) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"scep\" needs \"pki_redis\" in http{} in %V:%ui",
-                      &smcf->file, smcf->line);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_pki_needs_redis(cf, "scep", &smcf->file, smcf->line);
 }
 
 
@@ -748,52 +741,21 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_scep_loc_conf_t *slcf = conf;
 
-    ngx_str_t                  *value;
+    char                       *rv;
     ngx_http_scep_main_conf_t  *smcf;
 
     (void) cmd;
 
-    if (slcf->ca != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (cf->args->nelts == 2) {
-        if (ngx_strcmp(value[1].data, "off") != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\", "
-                               "use \"scep CA TEMPLATE\" or \"scep off\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        slcf->enable = 0;
-        slcf->ca = NULL;
-        slcf->tmpl = NULL;
-
-        return NGX_CONF_OK;
-    }
-
-    if (ngx_http_pki_resolve(cf, &value[1], &value[2], &slcf->ca, &slcf->tmpl)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    slcf->enable = 1;
-    slcf->line = cf->conf_file->line;
-
-    ngx_http_pki_metrics_location(cf, "scep");
-
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
 
-    if (smcf->line == 0) {
-        smcf->file = cf->conf_file->file.name;
-        smcf->line = cf->conf_file->line;
+    rv = ngx_http_pki_proto_conf(cf, &slcf->enable, &slcf->ca, &slcf->tmpl,
+                                 &smcf->file, &smcf->line);
+
+    if (rv == NGX_CONF_OK && slcf->enable) {
+        slcf->line = cf->conf_file->line;
     }
 
-    return NGX_CONF_OK;
+    return rv;
 }
 
 
