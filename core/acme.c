@@ -7959,10 +7959,10 @@ failed:
 
 /* Cancels what account acct left open (above), in r, in r2 and in each of
  * the nstate state stores (NULL or repeated stores are skipped), among all
- * the orders each lists, newest first, up to the cap over all stores.  why is the detail of a
- * ready order's problem.  line receives what was done, for the log: a
- * store that failed is named there and nothing more, since the account's
- * new status is stored already and stands either way. */
+ * the orders each lists, newest first, up to the cap over all stores.  why
+ * is the detail of a ready order's problem.  line receives what was done,
+ * for the log: a store that failed is named there and nothing more, since
+ * the account's new status is stored already and stands either way. */
 static void
 pki_acme_account_cancel(pki_redis_t *r, pki_redis_t *r2,
     pki_redis_t *const *state, size_t nstate, const char *acct, time_t now,
