@@ -1742,6 +1742,18 @@ pki_acme_copy_failed(pki_acme_t *a, size_t failed)
 }
 
 
+/* The refusal of an account whose status (st: NULL when it has none) is
+ * not "valid" (RFC 8555 7.1.6: "revoked" is the server's doing, the admin
+ * API; "deactivated" the client's). */
+static const char *
+pki_acme_not_valid(const char *st)
+{
+    return st != NULL && strcmp(st, "revoked") == 0 ? "was revoked by the CA"
+           : st != NULL && strcmp(st, "deactivated") == 0 ? "is deactivated"
+           : "is not valid";
+}
+
+
 static void
 pki_acme_account_reply(pki_acme_t *a, int status, const char *id,
     const cJSON *acct)
@@ -2065,10 +2077,7 @@ pki_acme_new_account(pki_acme_t *a)
         st = pki_json_str(acct, "status");
         if (st != NULL && strcmp(st, "valid") != 0) {
             pki_acme_problem(a, 401, "unauthorized", "the account of this "
-                             "key %s", strcmp(st, "revoked") == 0
-                                       ? "was revoked by the CA"
-                                       : strcmp(st, "deactivated") == 0
-                                       ? "is deactivated" : "is not valid");
+                             "key %s", pki_acme_not_valid(st));
             cJSON_Delete(acct);
             return;
         }
@@ -5694,37 +5703,142 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
-/* 1 when no account has the CSR's key (the signer's own is refused
- * before, without a round trip): a key that is both a certificate's and
- * an account's makes a JWS signed with it ambiguous, an account request
- * or the certificate's own (revokeCert, RFC 8555 7.6), and ties the
- * account to whoever holds the certificate's key.  Every account key is
- * in the durable jwk index under its RFC 7638 thumbprint, deactivated
- * and revoked accounts' too.  0: an account has it, -1: Redis failed. */
+/*
+ * Issuance and revocation by an account ask the durable account itself
+ * (pki_redis), not the copy the request was checked against: a host whose
+ * acme_redis is another Redis keeps a copy of its own, up to
+ * PKI_ACME_ACCT_COPY_TTL s old, and would otherwise sign or revoke for an
+ * account that was deactivated or revoked elsewhere, or with a key the
+ * account replaced elsewhere (keyChange).  In the same round trip, for
+ * finalize: no account has the CSR's key.  A key that is both a
+ * certificate's and an account's makes a JWS signed with it ambiguous (an
+ * account request or the certificate's own, revokeCert, RFC 8555 7.6) and
+ * ties the account to whoever holds the certificate's key.  Every account
+ * key is in the durable jwk index under its RFC 7638 thumbprint (a
+ * keyChange moves it), deactivated and revoked accounts' too.
+ * KEYS[1] the account, KEYS[2] the index entry of the key the request was
+ * signed with, KEYS[3] that of the CSR's key; ARGV[1] the account id,
+ * ARGV[2] and ARGV[3] "1": check KEYS[2], KEYS[3].  Returns "" (go on),
+ * "csr" (an account has the CSR's key), or { why, the account's text }:
+ * why "gone" (no account), "bad" (it does not parse), "key" (KEYS[2] is
+ * no longer the account's key) or the account's status.
+ */
+static const char  pki_lua_acct_current[] =
+    "local t = redis.call('GET', KEYS[1]) "
+    "if not t then return { 'gone', '' } end "
+    "local ok, o = pcall(cjson.decode, t) "
+    "if not ok or type(o) ~= 'table' then return { 'bad', '' } end "
+    "if o.status ~= 'valid' then return { tostring(o.status), t } end "
+    "if ARGV[2] == '1' and redis.call('GET', KEYS[2]) ~= ARGV[1] then "
+    "  return { 'key', t } "
+    "end "
+    "if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then "
+    "  return 'csr' "
+    "end "
+    "return ''";
+
+
+/* what: "finalize" or "revokeCert"; csr_thumb: the CSR's key (finalize;
+ * "" when it has no JWK form, so no account has it), else NULL.  1: go
+ * on; 0: refused (the problem is set; a copy found stale is replaced by
+ * the durable account in every state store); -1: Redis failed (res
+ * filled). */
 static int
-pki_acme_csr_key_free(pki_acme_t *a, const char *thumb)
+pki_acme_account_current(pki_acme_t *a, const char *what,
+    const char *csr_thumb)
 {
-    char  key[PKI_ACME_KEY_MAX];
+    int           v;
+    char          akey[PKI_ACME_KEY_MAX], skey[PKI_ACME_KEY_MAX];
+    char          ckey[PKI_ACME_KEY_MAX];
+    const char   *own, *args[6], *why, *text;
+    redisReply   *reply, **e;
 
-    if (thumb[0] == '\0') {
-        return 1;           /* no JWK for this key type: no account has it */
-    }
+    own = pki_json_str(a->account, "thumb");
 
-    pki_key_name(key, sizeof(key), a->conf->redis, NULL, "jwk", thumb);
+    pki_key_name(akey, sizeof(akey), a->conf->redis, a->acct, "acct", NULL);
+    pki_key_name(skey, sizeof(skey), a->conf->redis, NULL, "jwk",
+                 own != NULL ? own : "");
+    pki_key_name(ckey, sizeof(ckey), a->conf->redis, NULL, "jwk",
+                 csr_thumb != NULL ? csr_thumb : "");
 
-    switch (pki_acme_cmd_int(a->conf->redis, a->res,
-                             pki_acme_cmd(a->conf->redis, a->res, 2,
-                                          "EXISTS", key)))
-    {
-    case 0:
-        return 1;
-    case 1:
-        pki_log(a->res, "acme: finalize refused: the CSR's key is the key "
-                "of an ACME account (thumbprint %s)", thumb);
-        return 0;
-    default:
+    args[0] = akey;
+    args[1] = skey;
+    args[2] = ckey;
+    args[3] = a->acct;
+    args[4] = own != NULL ? "1" : "0";
+    args[5] = csr_thumb != NULL && csr_thumb[0] != '\0' ? "1" : "0";
+
+    reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_acct_current, 3,
+                          6, args);
+    if (reply == NULL) {
         return -1;
     }
+
+    if (reply->type == REDIS_REPLY_STRING && reply->len == 0) {
+        v = 1;
+
+    } else if (reply->type == REDIS_REPLY_STRING
+               && strcmp(reply->str, "csr") == 0)
+    {
+        pki_log(a->res, "acme: finalize refused: the CSR's key is the key "
+                "of an ACME account (thumbprint %s)", csr_thumb);
+        pki_acme_problem(a, 400, "badCSR", "the CSR's key is an ACME "
+                         "account key");
+        v = 0;
+
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+               && reply->element[0]->type == REDIS_REPLY_STRING
+               && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        e = reply->element;
+        why = e[0]->str;
+        text = e[1]->str;
+
+        if (strcmp(why, "bad") == 0) {
+            pki_log(a->res, "acme: %s: account %s in pki_redis does not "
+                    "parse", what, a->acct);
+            pki_acme_problem(a, 500, "serverInternal", "the account "
+                             "cannot be read");
+            freeReplyObject(reply);
+            return 0;
+        }
+
+        pki_log(a->res, "acme: %s refused: account %s %s in pki_redis, "
+                "this request was checked against an older copy",
+                what, a->acct,
+                strcmp(why, "gone") == 0 ? "is gone"
+                : strcmp(why, "key") == 0 ? "has another key (keyChange)"
+                : pki_acme_not_valid(why));
+
+        /* the copies follow the durable account, the next request sees
+         * it (a copy no longer "valid" stands, see pki_lua_acct_copy) */
+        pki_acme_hint_put(a->acct, NULL);
+        pki_acme_copy_failed(a, pki_acme_account_copy(a, a->acct,
+                                                      text[0] != '\0'
+                                                      ? text : NULL));
+
+        if (strcmp(why, "gone") == 0) {
+            pki_acme_problem(a, 400, "accountDoesNotExist", "no such "
+                             "account");
+        } else if (strcmp(why, "key") == 0) {
+            pki_acme_problem(a, 401, "unauthorized", "the request is "
+                             "signed with a key the account no longer has "
+                             "(keyChange)");
+        } else {
+            pki_acme_problem(a, 401, "unauthorized", "the account %s",
+                             pki_acme_not_valid(why));
+        }
+        v = 0;
+
+    } else {
+        pki_fail(a->res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(a->res, "redis: unexpected reply type %d to the account "
+                "check", reply->type);
+        v = -1;
+    }
+
+    freeReplyObject(reply);
+    return v;
 }
 
 
@@ -5878,12 +5992,9 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    v = pki_acme_csr_key_free(a, thumb);
+    v = pki_acme_account_current(a, "finalize", thumb);
     if (v != 1) {
-        if (v == 0) {
-            pki_acme_problem(a, 400, "badCSR", "the CSR's key is an ACME "
-                             "account key");
-        } else {
+        if (v < 0) {
             pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
         }
         goto done;
@@ -6373,7 +6484,7 @@ pki_acme_revoke_authorized(pki_acme_t *a, X509 *cert)
 static void
 pki_acme_revoke(pki_acme_t *a)
 {
-    int                   reason;
+    int                   v, reason;
     char                  requester[80];
     X509                 *cert = NULL;
     cJSON                *item;
@@ -6452,8 +6563,6 @@ pki_acme_revoke(pki_acme_t *a)
     } else {
         snprintf(requester, sizeof(requester), "acme:%s", a->acct);
         if (rec.requester == NULL || strcmp(rec.requester, requester) != 0) {
-            int  v;
-
             v = pki_acme_revoke_authorized(a, cert);
             if (v < 0) {
                 pki_acme_fail(a, PKI_UNAVAILABLE, "revokeCert");
@@ -6466,6 +6575,14 @@ pki_acme_revoke(pki_acme_t *a)
                                  "each of its identifiers");
                 goto done;
             }
+        }
+
+        v = pki_acme_account_current(a, "revokeCert", NULL);
+        if (v != 1) {
+            if (v < 0) {
+                pki_acme_fail(a, PKI_UNAVAILABLE, "revokeCert");
+            }
+            goto done;
         }
     }
 
@@ -6908,13 +7025,8 @@ redeemed:
     if (a->account != NULL) {
         st = pki_json_str(a->account, "status");
         if (st == NULL || strcmp(st, "valid") != 0) {
-            /* RFC 8555 7.1.6: "revoked" is the server's doing (the admin
-             * API), "deactivated" the client's */
             pki_acme_problem(a, 401, "unauthorized", "the account %s",
-                             st != NULL && strcmp(st, "revoked") == 0
-                             ? "was revoked by the CA"
-                             : st != NULL && strcmp(st, "deactivated") == 0
-                             ? "is deactivated" : "is not valid");
+                             pki_acme_not_valid(st));
             return 0;
         }
     }

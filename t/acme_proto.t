@@ -2254,6 +2254,78 @@ sub eab_account {
     }
 }
 
+# A host whose acme_redis is another Redis keeps a copy of the account of
+# its own, up to 60 s old.  Such a host is played here by putting this
+# store's copy back as it was before a change.  It still answers the
+# requests the copy allows, but finalize and revokeCert ask the durable
+# account (pki_redis): it neither issues nor revokes for an account
+# changed elsewhere, and its copy follows the durable account from then on.
+{
+    require Redis;
+    my $redis = Redis->new(sock => $t->redis_sock, reconnect => 0);
+    my ($S, $sid) = eab_account('a stale copy: an EAB account');
+    my $cs = issue($S, 'stale', 'stale.example.test');
+    ok($cs && $cs->{leaf}, 'a stale copy: the account issues');
+    my $ckey = "acmestate:{acme:$sid}:acct";
+    my $before = $redis->get($ckey);
+    ok($before, 'a stale copy: the state store has a copy');
+
+    # a keyChange elsewhere: this host's copy keeps the old key
+    my $nk = new_key();
+    $r = key_change($S, $nk);
+    is($r->{status}, 200, 'a stale copy: keyChange') or diag($r->{content});
+    $redis->set($ckey, $before, 'EX', 60);
+    my (undef, undef, $o) = order_ready($S, 'stale2.example.test');
+    is($o && $o->{json}{status}, 'ready', 'a stale copy: the old key still '
+       . 'orders there');
+    my $n = cert_records();
+    $r = finalize_ready($S, $o->{json}, 'stale2', 'stale2.example.test');
+    problem_is($r, 401, 'unauthorized', 'a stale copy: finalize signed with '
+               . 'the old key is refused');
+    like($r->{json}{detail} // '', qr/no longer has/, '... it says why');
+    is(cert_records(), $n, '... nothing is issued');
+    like(PKITest::slurp($t->error_log) // '',
+         qr/finalize refused: account \Q$sid\E has another key/,
+         '... the log says why');
+    my $now = $redis->get($ckey) // '';
+    ok($now ne $before && $now eq ($redis->get("pki:{acme:$sid}:acct") // ''),
+       '... the copy is the durable account now');
+    $r = post($S, $S->{kid}, '');
+    problem_is($r, 400, 'malformed', 'a stale copy: the old key no longer '
+               . 'signs');
+    $S->{key} = $nk;
+    $r = finalize_ready($S, $o->{json}, 'stale3', 'stale2.example.test');
+    is($r->{status}, 200, 'a stale copy: the new key finalizes that order')
+        or diag($r->{content});
+
+    # a deactivation elsewhere: this host's copy still says "valid"
+    $before = $redis->get($ckey);
+    $r = post($S, $S->{kid}, { status => 'deactivated' });
+    is($r->{json}{status}, 'deactivated', 'a stale copy: deactivated');
+    $redis->set($ckey, $before, 'EX', 60);
+    (undef, undef, $o) = order_ready($S, 'stale4.example.test');
+    is($o && $o->{json}{status}, 'ready', 'a stale copy: the deactivated '
+       . 'account still orders there');
+    $n = cert_records();
+    $r = finalize_ready($S, $o->{json}, 'stale4', 'stale4.example.test');
+    problem_is($r, 401, 'unauthorized', 'a stale copy: finalize by a '
+               . 'deactivated account is refused');
+    like($r->{json}{detail} // '', qr/is deactivated/, '... it says why');
+    is(cert_records(), $n, '... nothing is issued');
+    like($redis->get($ckey) // '', qr/"status":"deactivated"/,
+         '... the copy says deactivated now');
+
+    $redis->set($ckey, $before, 'EX', 60);
+    my $serial = $t->x509_field($cs->{leaf}, 'serial');
+    $r = post($S, "$BASE/revoke-cert",
+              { certificate => b64u($t->x509_der($cs->{leaf})) });
+    problem_is($r, 401, 'unauthorized', 'a stale copy: revokeCert by a '
+               . 'deactivated account is refused');
+    is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status}, 'good',
+       '... the certificate stays good');
+    $redis->quit;
+}
+
 $r = $http->request('GET', $admin, \%auth);
 my $list = eval { decode_json($r->{content})->{keys} } || [];
 my ($entry) = grep { $_->{kid} eq $eab->{kid} } @$list;
