@@ -341,6 +341,7 @@ av_v4_class(uint32_t a)
         || (a & 0xffc00000) == 0x64400000       /* 100.64/10 CGNAT      */
         || (a & 0xffffff00) == 0xc0000000       /* 192.0.0/24 IETF      */
         || (a & 0xffffff00) == 0xc0000200       /* 192.0.2/24 doc       */
+        || (a & 0xffffff00) == 0xc0586300       /* 192.88.99/24 6to4    */
         || (a & 0xfffe0000) == 0xc6120000       /* 198.18/15 bench      */
         || (a & 0xffffff00) == 0xc6336400       /* 198.51.100/24 doc    */
         || (a & 0xffffff00) == 0xcb007100)      /* 203.0.113/24 doc     */
@@ -377,15 +378,28 @@ av_addr_class(const av_addr_t *a)
         return av_v4_class(v4);                 /* ::ffff:a.b.c.d       */
     }
 
-    if (memcmp(b, nat64, 12) == 0) {
-        return av_v4_class(v4);                 /* 64:ff9b::/96         */
+    if (memcmp(b, nat64, 12) == 0               /* 64:ff9b::/96         */
+        || (memcmp(b, zero, 8) == 0 && b[8] == 0xff && b[9] == 0xff
+            && b[10] == 0 && b[11] == 0))       /* ::ffff:0:a.b.c.d     */
+    {
+        return av_v4_class(v4);
     }
 
+    /* Not globally reachable, or a way into IPv4 space that the host's
+     * own relays or translators decide (IANA's special-purpose registry):
+     * 6to4, Teredo and the rest of 2001::/23, a local-use NAT64 prefix
+     * (RFC 8215), documentation, SRv6 SIDs. */
     if (memcmp(b, zero, 12) == 0                /* ::1, ::a.b.c.d       */
         || (b[0] == 0xfe && (b[1] & 0x80) == 0x80)  /* fe80::/9         */
         || (b[0] & 0xfe) == 0xfc                /* fc00::/7 ULA         */
         || (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
-        || (b[0] == 0x01 && memcmp(b + 1, zero, 7) == 0))   /* 100::/64 */
+        || (b[0] == 0x01 && memcmp(b + 1, zero, 7) == 0)    /* 100::/64 */
+        || (b[0] == 0x20 && b[1] == 0x02)       /* 2002::/16 6to4       */
+        || (b[0] == 0x20 && b[1] == 0x01 && b[2] < 0x02)    /* 2001::/23 */
+        || (memcmp(b, nat64, 4) == 0 && b[4] == 0 && b[5] == 1)
+                                                /* 64:ff9b:1::/48       */
+        || (b[0] == 0x3f && (b[1] & 0xf0) == 0xf0)  /* 3fff::/20 doc    */
+        || (b[0] == 0x5f && b[1] == 0x00))      /* 5f00::/16 SRv6       */
     {
         return AV_ADDR_PRIVATE;
     }

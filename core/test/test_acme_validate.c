@@ -1076,6 +1076,29 @@ main(void)
           "fd00::1", "good", "rejectedIdentifier", NULL);
     check("http-01 v4-mapped loopback refused", &c, PKI_ACME_HTTP01, "ip",
           "::ffff:127.0.0.1", "good", "rejectedIdentifier", NULL);
+    {
+        /* IPv6 ways into IPv4 space (or nowhere global) */
+        static const char  *via[] = {
+            "2002:7f00:1::1",                   /* 6to4 of 127.0.0.1    */
+            "2002:808:808::1",                  /* 6to4 of a public v4  */
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",     /* Teredo      */
+            "2001:1ff::1",                      /* 2001::/23            */
+            "64:ff9b:1::a9fe:a9fe",             /* local-use NAT64      */
+            "64:ff9b::a00:1",                   /* NAT64 of 10.0.0.1    */
+            "::ffff:0:7f00:1",                  /* SIIT of 127.0.0.1    */
+            "3fff::1",                          /* documentation        */
+            "5f00::1",                          /* SRv6 SID             */
+            "192.88.99.1",                      /* 6to4 relay anycast   */
+        };
+        char  name[96];
+        size_t  i;
+
+        for (i = 0; i < sizeof(via) / sizeof(via[0]); i++) {
+            snprintf(name, sizeof(name), "http-01 %s refused", via[i]);
+            check(name, &c, PKI_ACME_HTTP01, "ip", via[i], "good",
+                  "rejectedIdentifier", NULL);
+        }
+    }
     c.allow_private = 1;
     check("http-01 unspecified refused even in a lab", &c, PKI_ACME_HTTP01,
           "ip", "0.0.0.0", "good", "rejectedIdentifier", "reserved");
