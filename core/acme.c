@@ -3068,19 +3068,31 @@ pki_acme_challenge_find(const cJSON *authz, const char *type)
 }
 
 
-/* 1: the challenge has been "processing" for longer than PKI_ACME_STALE,
- * so its validation job was lost (the thread pool's queue was full, the
- * worker died) or never stored its result: it may be started again. */
+/* 1: the challenge has been "processing" for longer than its job can take,
+ * so the job was lost (the thread pool's queue was full, the worker died)
+ * or never stored its result: it may be started again.  The job validates
+ * and then reads CAA, each within acme_validation_timeout: PKI_ACME_STALE
+ * s, or twice that timeout and 5 s when that is longer (a job still
+ * running is never doubled). */
 static int
 pki_acme_challenge_stale(pki_acme_t *a, const cJSON *authz, const cJSON *ch)
 {
     const char  *st;
 
+    long         after;
+    unsigned     t;
+
     st = pki_json_str(ch, "status");
+    t = a->conf->validate.timeout_ms ? a->conf->validate.timeout_ms
+                                     : PKI_ACME_VALIDATE_TIMEOUT;
+    after = 2 * (long) (t / 1000) + 5;
+    if (after < PKI_ACME_STALE) {
+        after = PKI_ACME_STALE;
+    }
 
     return st != NULL && strcmp(st, "processing") == 0
            && strcmp(pki_acme_authz_status(a, authz), "pending") == 0
-           && pki_json_num(ch, "started") + PKI_ACME_STALE < (double) a->now;
+           && pki_json_num(ch, "started") + after < (double) a->now;
 }
 
 
@@ -5227,18 +5239,32 @@ pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
             continue;
         }
 
+        /* compared byte for byte, so only a type whose bytes are its
+         * characters, in ASCII (a BMPString "example.com\0" is six
+         * other characters), and the whole of it */
         cn = X509_NAME_ENTRY_get_data(e);
         len = ASN1_STRING_length(cn);
         d = ASN1_STRING_get0_data(cn);
-        if (len <= 0 || len >= (int) sizeof(buf)) {
-            snprintf(why, size, "bad CN in the CSR");
+        if (len <= 0 || len >= (int) sizeof(buf)
+            || (ASN1_STRING_type(cn) != V_ASN1_UTF8STRING
+                && ASN1_STRING_type(cn) != V_ASN1_PRINTABLESTRING
+                && ASN1_STRING_type(cn) != V_ASN1_IA5STRING))
+        {
+            snprintf(why, size, "bad CN in the CSR (it must be an "
+                     "identifier of the order, as a UTF8String, "
+                     "PrintableString or IA5String)");
             goto failed;
         }
-        memcpy(buf, d, len);
-        buf[len] = '\0';
         for (int k = 0; k < len; k++) {
-            buf[k] = (char) tolower((unsigned char) buf[k]);
+            if (d[k] < 0x21 || d[k] > 0x7e) {
+                snprintf(why, size, "the CSR's CN is not an identifier of "
+                         "the order (it holds a byte that is no printable "
+                         "ASCII)");
+                goto failed;
+            }
+            buf[k] = (char) tolower(d[k]);
         }
+        buf[len] = '\0';
 
         found = -1;
         int j = 0;
@@ -5569,7 +5595,10 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
 
     pki_json_set_str(f->order, "status", "processing");
     pki_json_set_str(f->order, "finSerial", serial);
-    pki_json_set_num(f->order, "finStarted", (double) f->a->now);
+    /* the time of the move, not of the request: the CAA re-check and the
+     * CSR's checks ran in between, and a poll takes an order that looks
+     * PKI_ACME_FIN_STALE s old for one whose finalizer died */
+    pki_json_set_num(f->order, "finStarted", (double) time(NULL));
 
     v = pki_acme_order_cas(f->a, f->acct, f->oid, &f->text, f->order);
     if (v < 0) {

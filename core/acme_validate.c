@@ -74,7 +74,6 @@
 #include "audit_int.h"
 
 
-#define AV_TIMEOUT_DEFAULT   10000
 #define AV_REDIRECTS_DEFAULT 10
 #define AV_HEAD_MAX          8192       /* HTTP status line + headers   */
 #define AV_BODY_MAX          8192       /* http-01 body                 */
@@ -2679,7 +2678,8 @@ av_limits(av_t *av)
 {
     const pki_acme_validate_conf_t  *conf = av->conf;
 
-    av->timeout_ms = conf->timeout_ms ? conf->timeout_ms : AV_TIMEOUT_DEFAULT;
+    av->timeout_ms = conf->timeout_ms ? conf->timeout_ms
+                                      : PKI_ACME_VALIDATE_TIMEOUT;
     av->http_port = conf->http_port ? conf->http_port : 80;
     av->tls_port = conf->tls_port ? conf->tls_port : 443;
     av->max_redirects = conf->max_redirects ? conf->max_redirects

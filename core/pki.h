@@ -707,6 +707,8 @@ typedef enum {
     PKI_ACME_TLSALPN01
 } pki_acme_chall_t;
 
+#define PKI_ACME_VALIDATE_TIMEOUT  10000   /* ms, when timeout_ms is 0 */
+
 typedef struct {
     unsigned        http_port;        /* 80 unless a lab overrides it       */
     unsigned        tls_port;         /* 443 unless a lab overrides it      */
@@ -716,7 +718,7 @@ typedef struct {
                                          IP literal (no DNS for A/AAAA)    */
     int             allow_private;    /* 1: loopback/private/link-local
                                          targets allowed (labs, tests)     */
-    unsigned        timeout_ms;       /* whole validation; default 10000    */
+    unsigned        timeout_ms;       /* whole validation; 0: default       */
     unsigned        max_redirects;    /* http-01; default 10                */
     int             caa;              /* 1: check CAA (pki_acme_caa_check)  */
     const char *const *caa_ids;       /* our issuer domain names, NULL

@@ -951,7 +951,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->resolve_to, prev->resolve_to, "");
     ngx_conf_merge_value(conf->allow_private, prev->allow_private, 0);
     ngx_conf_merge_msec_value(conf->validation_timeout,
-                              prev->validation_timeout, 10000);
+                              prev->validation_timeout,
+                              PKI_ACME_VALIDATE_TIMEOUT);
 
     /* CAA: unset stays unset through the levels; the location where ACME
      * is on decides below */

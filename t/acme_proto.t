@@ -18,6 +18,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Socket::IP;
+use Encode ();
 use JSON::PP;
 use MIME::Base64 qw(encode_base64url decode_base64url);
 use POSIX qw(:sys_wait_h);
@@ -721,6 +722,31 @@ SKIP: {
                      san => 'DNS:csr.example.test');
     $r = post($A, $o->{json}{finalize}, { csr => b64u($der) });
     problem_is($r, 400, 'badCSR', 'CSR with a foreign CN');
+    {
+        # a BMPString whose bytes spell the order's name: eight CJK
+        # characters, not the name (string_mask default picks BMP)
+        my $cn = Encode::decode('UTF-16BE', 'csr.example.test');
+        my $cnf = $t->dir . '/bmp.cnf';
+        open(my $fh, '>:encoding(UTF-8)', $cnf) or die "$cnf: $!";
+        print $fh "[req]\ndistinguished_name = dn\nstring_mask = default\n"
+                . "utf8 = yes\nprompt = no\n[dn]\nCN = $cn\n";
+        close($fh);
+        my $kf = $t->dir . '/bmp.key';
+        my $df = $t->dir . '/bmp.der';
+        my ($rc, undef, $err) = run_cmd(['openssl', 'req', '-new', '-newkey',
+            'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout',
+            $kf, '-config', $cnf, '-addext',
+            'subjectAltName=DNS:csr.example.test', '-outform', 'DER', '-out',
+            $df]);
+        is($rc, 0, 'a CSR with a BMPString CN') or diag($err);
+        my (undef, $txt) = run_cmd(['openssl', 'asn1parse', '-inform', 'DER',
+                                    '-in', $df]);
+        like($txt // '', qr/BMPSTRING/, '... it is a BMPString');
+        $r = post($A, $o->{json}{finalize}, { csr => b64u(slurp($df)) });
+        problem_is($r, 400, 'badCSR', 'CSR whose BMPString CN spells the '
+                   . 'name in its bytes');
+        like($r->{json}{detail} // '', qr/UTF8String/, '... it says why');
+    }
     ($der) = csr_der('missing', subj => '/', san => 'DNS:other.example.test');
     $r = post($A, $o->{json}{finalize}, { csr => b64u($der) });
     problem_is($r, 400, 'badCSR', 'CSR without the order name');

@@ -2562,6 +2562,124 @@ order_new(EVP_PKEY *pk, const char *kid, const char *ids, char *ourl,
 }
 
 
+/* Moves the "started" of authorization URL az's http-01 challenge ago
+ * seconds into the past (a job that never stored its result). */
+static void
+chall_started(redisContext *rc, const char *az, long ago)
+{
+    char         key[512], acct[64], aid[64], *text;
+    cJSON       *o, *ch;
+    redisReply  *g;
+
+    if (sscanf(az, BASE "/authz/%63[^/]/%63s", acct, aid) != 2) {
+        return;
+    }
+    snprintf(key, sizeof(key), "acmestale:{acme:%s}:authz:%s", acct, aid);
+    g = redisCommand(rc, "GET %s", key);
+    o = g != NULL && g->type == REDIS_REPLY_STRING ? cJSON_Parse(g->str)
+                                                    : NULL;
+    freeReplyObject(g);
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(o, "challenges"))
+    {
+        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
+            cJSON_ReplaceItemInObjectCaseSensitive(ch, "started",
+                cJSON_CreateNumber((double) (time(NULL) - ago)));
+        }
+    }
+    text = cJSON_PrintUnformatted(o);
+    if (text != NULL) {
+        freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", key, text));
+    }
+    free(text);
+    cJSON_Delete(o);
+}
+
+
+/* A poll of the authorization: whether it restarted the validation. */
+static int
+authz_poll_restarts(EVP_PKEY *pk, const char *kid, const char *az)
+{
+    int              started;
+    pki_acme_resp_t  resp;
+
+    post(pk, kid, rel(az), "", NULL, &resp);
+    started = resp.job != NULL;
+    pki_acme_job_free(resp.job);
+    resp.job = NULL;
+    pki_acme_resp_free(&resp);
+
+    return started;
+}
+
+
+/* A challenge left "processing" restarts only when its job cannot still be
+ * running: it validates and then reads CAA, each within the validation
+ * timeout, so after PKI_ACME_STALE (30 s), or twice the timeout and 5 s
+ * when that is longer. */
+static void
+test_stale_restart(const char *sock)
+{
+    char               kid[256], ourl[256], az[1][256], url[256];
+    cJSON             *authz, *ch;
+    unsigned           saved;
+    EVP_PKEY          *pk;
+    pki_redis_t       *r;
+    redisContext      *rc;
+    pki_acme_resp_t    resp;
+
+    r = store_open(sock, "acmestale:", &rc);
+    saved = conf.validate.timeout_ms;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "");
+    pki_acme_resp_free(&resp);
+
+    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"stale.example\"}]",
+              ourl, az, 1);
+    post(pk, kid, rel(az[0]), "", NULL, &resp);
+    authz = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    url[0] = '\0';
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
+            snprintf(url, sizeof(url), "%s", jstr(ch, "url"));
+        }
+    }
+    cJSON_Delete(authz);
+
+    /* the job is lost: never run */
+    post(pk, kid, url[0] ? rel(url) : "x", "{}", NULL, &resp);
+    ok(resp.job != NULL, "stale: http-01 started");
+    pki_acme_job_free(resp.job);
+    resp.job = NULL;
+    pki_acme_resp_free(&resp);
+
+    conf.validate.timeout_ms = 20000;
+    chall_started(rc, az[0], 40);
+    ok(!authz_poll_restarts(pk, kid, az[0]), "a 20 s timeout: a job started "
+       "40 s ago may still run, a poll leaves it");
+    chall_started(rc, az[0], 50);
+    ok(authz_poll_restarts(pk, kid, az[0]), "a 20 s timeout: one started "
+       "50 s ago is restarted by a poll");
+
+    conf.validate.timeout_ms = 3000;
+    chall_started(rc, az[0], 25);
+    ok(!authz_poll_restarts(pk, kid, az[0]), "a 3 s timeout: a job started "
+       "25 s ago is left (PKI_ACME_STALE)");
+    chall_started(rc, az[0], 35);
+    ok(authz_poll_restarts(pk, kid, az[0]), "a 3 s timeout: one started "
+       "35 s ago is restarted");
+
+    conf.validate.timeout_ms = saved;
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmestale:*");
+}
+
+
 /* RFC 8555 7.3.6 across locations: one account orders through a location
  * without acme_redis (pki_redis), one with state store B and one with
  * state store A, then deactivates through A.  Its pending authorizations
@@ -3073,6 +3191,7 @@ main(void)
         test_deactivate_stores(sock);
         test_copy_dead_store(sock);
         test_profiles(sock);
+        test_stale_restart(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }
