@@ -4395,7 +4395,14 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             return 1;
         }
 
-        v = pki_acme_replaced_holds(a, holder, &issued);
+        if (holder[0] == '=') {
+            /* issued (pki_acme_replaced_mark): whether or not its order
+             * is still stored */
+            issued = 1;
+            v = 1;
+        } else {
+            v = pki_acme_replaced_holds(a, holder, &issued);
+        }
 
         if (v != 0) {
             if (v > 0) {
@@ -4477,13 +4484,17 @@ pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
 
 
 /* After issuance (finalize, or the recovery of one): the mark names the
- * order for the replaced certificate's life, a year at least. */
+ * order, as "=" and its id, for the replaced certificate's life, a year at
+ * least.  The "=" says it issued: the order itself expires with its own
+ * certificate, which may be long before the replaced one, and a mark
+ * whose order is gone would otherwise be taken over (replaced twice). */
 static void
 pki_acme_replaced_mark(pki_acme_t *a, const char *acct, const char *oid,
     const cJSON *order)
 {
     long   ttl;
     char   key[PKI_ACME_KEY_MAX], serial[41], num[24];
+    char   val[PKI_ACME_ID_MAX + 2];
 
     if (!pki_acme_order_replaces(a, order, serial)) {
         return;
@@ -4497,9 +4508,10 @@ pki_acme_replaced_mark(pki_acme_t *a, const char *acct, const char *oid,
         ttl = PKI_ACME_REPLACED_TTL;
     }
     snprintf(num, sizeof(num), "%ld", ttl);
+    snprintf(val, sizeof(val), "=%s", oid);
 
     pki_acme_cmd_int(a->conf->redis, a->res,
-                     pki_acme_cmd(a->conf->redis, a->res, 5, "SET", key, oid,
+                     pki_acme_cmd(a->conf->redis, a->res, 5, "SET", key, val,
                                   "EX", num));
 }
 

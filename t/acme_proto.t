@@ -1669,7 +1669,8 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     is($r->{status}, 200, 'replaces: the renewal is issued')
         or diag($r->{content});
     is($r->{json}{status}, 'valid', '... valid');
-    is(replaced_val($mk0), oid_of($o2url), '... the mark names its order');
+    is(replaced_val($mk0), '=' . oid_of($o2url), '... the mark names its '
+       . 'order, as issued');
     ok($t->redis('TTL', $mk0) =~ s/\D//gr > 30 * 86400,
        '... for the life of the replaced certificate at least');
     $r = renew_order($R, $id0, 'rp0.example.test');
@@ -1681,6 +1682,12 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
         problem_is($r, 409, 'alreadyReplaced', 'replaces: renewed twice, the '
                    . 'serial with leading zero octets');
     }
+    # the renewal's order expires with its own certificate, maybe long
+    # before the one it replaced: the mark still refuses a second renewal
+    $t->redis('DEL', order_key($o2url));
+    $r = renew_order($R, $id0, 'rp0.example.test');
+    problem_is($r, 409, 'alreadyReplaced', 'replaces: renewed twice, the '
+               . "renewal's order gone");
 
     # an order that lost the mark is not finalized and issues nothing
     my $c1 = issue($R, 'rp1', 'rp1.example.test');
@@ -1735,8 +1742,8 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
         $r = post($R, $o4url, '');
         is($r->{json}{status}, 'valid', 'replaces: an interrupted '
            . 'finalization is completed') or diag($r->{content});
-        is(replaced_val($mk2), oid_of($o4url), '... and the certificate is '
-           . 'marked as replaced by it');
+        is(replaced_val($mk2), '=' . oid_of($o4url), '... and the '
+           . 'certificate is marked as replaced by it');
         $r = renew_order($R, $id2, 'rp2.example.test');
         problem_is($r, 409, 'alreadyReplaced', '... so it is not renewed '
                    . 'again');
