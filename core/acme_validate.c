@@ -1603,12 +1603,18 @@ av_url_redirect(const av_url_t *cur, const char *loc, av_url_t *next)
         return 1;
     }
 
-    /* relative reference: replace the last path segment */
-    slash = strrchr(next->path, '/');
-    if (slash == NULL) {
-        return 0;
+    /* relative reference (RFC 3986 5.2.2), against the path without its
+     * query: "?q" keeps the whole path, else the last segment is
+     * replaced */
+    next->path[strcspn(next->path, "?")] = '\0';
+
+    if (loc[0] != '?') {
+        slash = strrchr(next->path, '/');
+        if (slash == NULL) {
+            return 0;
+        }
+        slash[1] = '\0';
     }
-    slash[1] = '\0';
     if (strlen(next->path) + len >= sizeof(next->path)) {
         return 0;
     }

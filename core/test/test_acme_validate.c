@@ -193,7 +193,10 @@ http_answer(int fd, const char *path, const char *host)
 #define SEND(...)  do { int n_ = snprintf(buf, sizeof(buf), __VA_ARGS__); \
                         send_all(fd, buf, (size_t) n_); } while (0)
 
-    if (strcmp(tok, "good") == 0 || strcmp(tok, "redirtarget") == 0) {
+    if (strcmp(tok, "good") == 0 || strcmp(tok, "redirtarget") == 0
+        || strcmp(tok, "redirq?v=1") == 0
+        || strcmp(path, "/.well-known/acme-challenge/good?w") == 0)
+    {
         ka("good", k, sizeof(k));
         SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s\r\n",
              strlen(k) + 2, k);
@@ -225,6 +228,15 @@ http_answer(int fd, const char *path, const char *host)
              "acme-challenge/redirtarget\r\nContent-Length: 0\r\n\r\n", host);
     } else if (strcmp(tok, "redirrel") == 0) {
         SEND("HTTP/1.1 301 Moved\r\nLocation: good\r\n\r\n");
+    } else if (strcmp(tok, "redirq") == 0) {
+        /* RFC 3986 5.2.2: the same path with this query */
+        SEND("HTTP/1.1 302 Found\r\nLocation: ?v=1\r\n\r\n");
+    } else if (strcmp(tok, "redirq2") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: ?v=/2\r\n\r\n");
+    } else if (strcmp(path, "/.well-known/acme-challenge/redirq2?v=/2") == 0) {
+        /* a relative path against a path with a query (holding a "/"):
+         * the query goes, the path's last segment is replaced */
+        SEND("HTTP/1.1 302 Found\r\nLocation: good?w\r\n\r\n");
     } else if (strcmp(tok, "loop") == 0) {
         SEND("HTTP/1.1 307 Again\r\nLocation: /.well-known/acme-challenge/"
              "loop\r\n\r\n");
@@ -997,6 +1009,10 @@ main(void)
           "good.test", "redir", NULL, NULL);
     check("http-01 relative redirect", &c, PKI_ACME_HTTP01, "dns",
           "good.test", "redirrel", NULL, NULL);
+    check("http-01 redirect to a query (\"?v=1\")", &c, PKI_ACME_HTTP01,
+          "dns", "good.test", "redirq", NULL, NULL);
+    check("http-01 relative redirect from a path with a query", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "redirq2", NULL, NULL);
     check("http-01 redirect to https", &c, PKI_ACME_HTTP01, "dns",
           "good.test", "tohttps", NULL, NULL);
     ka_token = NULL;
