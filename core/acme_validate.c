@@ -633,7 +633,10 @@ av_tls_start(av_t *av, av_conn_t *c, const char *host, const char *sni,
 
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* a target that asks for renegotiation gets none: one handshake
+     * within the deadline, no second one in the middle of a read */
+    SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF
+                                | SSL_OP_NO_RENEGOTIATION);
 
     c->ssl = SSL_new(c->ctx);
     if (c->ssl == NULL || !SSL_set_fd(c->ssl, c->fd)) {
