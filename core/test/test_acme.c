@@ -2562,6 +2562,29 @@ order_new(EVP_PKEY *pk, const char *kid, const char *ids, char *ourl,
 }
 
 
+/* The URL of authorization az's http-01 challenge into url ("" if none). */
+static void
+http01_url(EVP_PKEY *pk, const char *kid, const char *az, char *url,
+    size_t size)
+{
+    cJSON            *authz, *ch;
+    pki_acme_resp_t   resp;
+
+    post(pk, kid, rel(az), "", NULL, &resp);
+    authz = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    url[0] = '\0';
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
+            snprintf(url, size, "%s", jstr(ch, "url"));
+        }
+    }
+    cJSON_Delete(authz);
+}
+
+
 /* Moves the "started" of authorization URL az's http-01 challenge ago
  * seconds into the past (a job that never stored its result). */
 static void
@@ -2619,13 +2642,24 @@ authz_poll_restarts(EVP_PKEY *pk, const char *kid, const char *az)
 static void
 test_stale_restart(const char *sock)
 {
+    size_t             i;
     char               kid[256], ourl[256], az[1][256], url[256];
-    cJSON             *authz, *ch;
     unsigned           saved;
     EVP_PKEY          *pk;
     pki_redis_t       *r;
     redisContext      *rc;
     pki_acme_resp_t    resp;
+
+    static const struct {
+        unsigned  timeout_ms;
+        long      ago;
+        int       restarts;
+    } cases[] = {
+        { 20000, 40, 0 },       /* 2 x 20 + 5 s: it may still run */
+        { 20000, 50, 1 },
+        { 3000, 25, 0 },        /* PKI_ACME_STALE, 30 s */
+        { 3000, 35, 1 },
+    };
 
     r = store_open(sock, "acmestale:", &rc);
     saved = conf.validate.timeout_ms;
@@ -2638,18 +2672,7 @@ test_stale_restart(const char *sock)
 
     order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"stale.example\"}]",
               ourl, az, 1);
-    post(pk, kid, rel(az[0]), "", NULL, &resp);
-    authz = body_json(&resp);
-    pki_acme_resp_free(&resp);
-    url[0] = '\0';
-    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
-                                                          "challenges"))
-    {
-        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
-            snprintf(url, sizeof(url), "%s", jstr(ch, "url"));
-        }
-    }
-    cJSON_Delete(authz);
+    http01_url(pk, kid, az[0], url, sizeof(url));
 
     /* the job is lost: never run */
     post(pk, kid, url[0] ? rel(url) : "x", "{}", NULL, &resp);
@@ -2658,21 +2681,14 @@ test_stale_restart(const char *sock)
     resp.job = NULL;
     pki_acme_resp_free(&resp);
 
-    conf.validate.timeout_ms = 20000;
-    chall_started(rc, az[0], 40);
-    ok(!authz_poll_restarts(pk, kid, az[0]), "a 20 s timeout: a job started "
-       "40 s ago may still run, a poll leaves it");
-    chall_started(rc, az[0], 50);
-    ok(authz_poll_restarts(pk, kid, az[0]), "a 20 s timeout: one started "
-       "50 s ago is restarted by a poll");
-
-    conf.validate.timeout_ms = 3000;
-    chall_started(rc, az[0], 25);
-    ok(!authz_poll_restarts(pk, kid, az[0]), "a 3 s timeout: a job started "
-       "25 s ago is left (PKI_ACME_STALE)");
-    chall_started(rc, az[0], 35);
-    ok(authz_poll_restarts(pk, kid, az[0]), "a 3 s timeout: one started "
-       "35 s ago is restarted");
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        conf.validate.timeout_ms = cases[i].timeout_ms;
+        chall_started(rc, az[0], cases[i].ago);
+        ok(authz_poll_restarts(pk, kid, az[0]) == cases[i].restarts,
+           "a %u s timeout, a job started %ld s ago: %s",
+           cases[i].timeout_ms / 1000, cases[i].ago,
+           cases[i].restarts ? "a poll restarts it" : "left running");
+    }
 
     conf.validate.timeout_ms = saved;
     EVP_PKEY_free(pk);
@@ -2972,18 +2988,7 @@ test_order_errors(const char *sock)
        "a pending order has no error");
     cJSON_Delete(o);
 
-    post(pk, kid, rel(az[0]), "", NULL, &resp);
-    authz = body_json(&resp);
-    pki_acme_resp_free(&resp);
-    buf[0] = '\0';
-    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
-                                                          "challenges"))
-    {
-        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
-            snprintf(buf, sizeof(buf), "%s", jstr(ch, "url"));
-        }
-    }
-    cJSON_Delete(authz);
+    http01_url(pk, kid, az[0], buf, sizeof(buf));
 
     post(pk, kid, buf[0] ? rel(buf) : "x", "{}", NULL, &resp);
     ok(resp.job != NULL, "http-01 started");
