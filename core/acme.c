@@ -5835,13 +5835,14 @@ pki_acme_account_current(pki_acme_t *a, const char *what,
         why = e[0]->str;
         text = e[1]->str;
 
+        v = 0;
+
         if (strcmp(why, "bad") == 0) {
             pki_log(a->res, "acme: %s: account %s in pki_redis does not "
                     "parse", what, a->acct);
             pki_acme_problem(a, 500, "serverInternal", "the account "
                              "cannot be read");
-            freeReplyObject(reply);
-            return 0;
+            goto done;
         }
 
         pki_log(a->res, "acme: %s refused: account %s %s in pki_redis, "
@@ -5869,7 +5870,6 @@ pki_acme_account_current(pki_acme_t *a, const char *what,
             pki_acme_problem(a, 401, "unauthorized", "the account %s",
                              pki_acme_not_valid(why));
         }
-        v = 0;
 
     } else {
         pki_fail(a->res, PKI_UNAVAILABLE, "certificate store unavailable");
@@ -5877,6 +5877,8 @@ pki_acme_account_current(pki_acme_t *a, const char *what,
                 "check", reply->type);
         v = -1;
     }
+
+done:
 
     freeReplyObject(reply);
     return v;
