@@ -4189,7 +4189,9 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
  *
  * <ns>{acme:<ACCT>}:replaced:<CA>:<SERIAL> (pki_redis, the account's hash
  * tag) names the order that replaces the certificate: claimed with SET NX
- * at newOrder for the order's lifetime, checked again by finalize before
+ * at newOrder for the order's lifetime, once the order is stored (so a
+ * holder's order is never missing while it is created), checked again by
+ * finalize before
  * anything is signed, and refreshed after issuance for the replaced
  * certificate's life (at least a year).  A holder that is invalid or gone
  * is taken over with a compare-and-set on its id, so of two racing orders
@@ -4213,13 +4215,6 @@ static const char  pki_lua_replaced_hold[] =
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
     "return 1";
 
-/* A newOrder that failed after its claim: KEYS[1] is deleted while it
- * still names ARGV[1]. */
-static const char  pki_lua_replaced_release[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "  return redis.call('DEL', KEYS[1]) "
-    "end "
-    "return 0";
 
 
 static void
@@ -4455,6 +4450,39 @@ failed:
 }
 
 
+/* newOrder: the stored order oid, whose claim of what it replaces was
+ * refused (claimed 0) or failed (-1), fails.  When this cannot be stored,
+ * the order stays pending: its finalize checks the mark again and issues
+ * nothing while another order holds it. */
+static void
+pki_acme_order_withdraw(pki_acme_t *a, const char *oid, cJSON *order,
+    int claimed)
+{
+    char          key[PKI_ACME_KEY_MAX], *text;
+    pki_result_t  tmp;
+
+    text = cJSON_PrintUnformatted(order);
+    if (text == NULL) {
+        return;
+    }
+
+    if (claimed == 0) {
+        pki_acme_order_fail(order, "alreadyReplaced", 409, "another order "
+                            "replaces the certificate");
+    } else {
+        pki_acme_order_fail(order, "serverInternal", 500, "the certificate "
+                            "store failed while the order was made");
+    }
+
+    pki_result_init(&tmp);
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "order",
+                 oid);
+    pki_acme_cas(PKI_ACME_ST(a->conf), key, text, order,
+                 pki_acme_order_ttl(a, order), NULL, &tmp);
+    free(text);
+}
+
+
 /* finalize: 1 when the order oid still holds the mark of what it replaces
  * (or nothing holds it: claimed again), 0 when another order took it, -1
  * when Redis failed.  1 as well for an order that replaces nothing. */
@@ -4536,7 +4564,7 @@ pki_acme_order_lost(pki_acme_t *a, const char *acct, const char *oid,
 static void
 pki_acme_new_order(pki_acme_t *a)
 {
-    int           stored, all_valid;
+    int           v, stored, all_valid;
     cJSON        *newauthz = NULL;
     long          validity;
     char          oid[PKI_ACME_ID_MAX], aid[PKI_ACME_ID_MAX];
@@ -4800,13 +4828,6 @@ pki_acme_new_order(pki_acme_t *a)
         cJSON_AddStringToObject(order, "replaces", replaces);
         cJSON_AddStringToObject(order, "replacesSerial", serial);
         cJSON_AddNumberToObject(order, "replacesUntil", (double) until);
-
-        if (pki_acme_replaced_claim(a, mark, oid, pki_acme_order_ttl(a, order))
-            != 1)
-        {
-            cJSON_Delete(order);
-            goto done;
-        }
     }
     cJSON_AddNumberToObject(order, "created", (double) a->now);
 
@@ -4822,22 +4843,22 @@ pki_acme_new_order(pki_acme_t *a)
 
         rc = pki_acme_order_create(a, oid, order, newauthz, num, old);
         if (rc != PKI_OK) {
-            if (replaces != NULL) {
-                const char    *args[2];
-                pki_result_t   tmp;
-
-                /* no order holds the mark (a mark naming an order that
-                 * is gone is taken over anyway) */
-                args[0] = mark;
-                args[1] = oid;
-                pki_result_init(&tmp);
-                pki_acme_cmd_int(a->conf->redis, &tmp,
-                                 pki_acme_eval(a->conf->redis, &tmp,
-                                               pki_lua_replaced_release, 1,
-                                               2, args));
-            }
             cJSON_Delete(order);
             pki_acme_fail(a, rc, "newOrder");
+            goto done;
+        }
+    }
+
+    /* RFC 9773: the mark is claimed once the order is stored, so a racing
+     * newOrder that reads this order as the holder finds it (a holder
+     * that is gone is taken over).  A refused claim leaves an invalid
+     * order that no list shows and no client was given. */
+    if (replaces != NULL) {
+        v = pki_acme_replaced_claim(a, mark, oid,
+                                    pki_acme_order_ttl(a, order));
+        if (v != 1) {
+            pki_acme_order_withdraw(a, oid, order, v);
+            cJSON_Delete(order);
             goto done;
         }
     }
@@ -5583,7 +5604,103 @@ typedef struct {
     char        *ready_text;    /* the order as it was while ready      */
     int          moved;         /* the order is processing with serial  */
     int          lost;          /* another order replaces its cert     */
+    int          unauthorized;  /* an authorization is no longer valid */
 } pki_acme_fin_t;
+
+
+/* The move from ready to processing: the order's compare-and-set (KEYS[1],
+ * ARGV[1..3] as pki_lua_cas), made only while every authorization of the
+ * order (KEYS[2..]) is still valid at ARGV[4]: the order's status was
+ * derived from them at the start of the finalization, and a client may
+ * deactivate one meanwhile (the CAA re-check can take seconds).  1: moved,
+ * 0: the order changed, 2: an authorization did (nothing stored). */
+static const char  pki_lua_order_move[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "for i = 2, #KEYS do "
+    "  local ok, az = pcall(cjson.decode, redis.call('GET', KEYS[i]) or '') "
+    "  if not ok or type(az) ~= 'table' or az.status ~= 'valid' "
+    "     or (tonumber(az.expires) or 0) < tonumber(ARGV[4]) then "
+    "    return 2 "
+    "  end "
+    "end "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+    "return 1";
+
+
+/* pki_lua_order_move for the hook's order: 1, 0, 2 as the script, -1
+ * when Redis failed.  On 1, f->text is the stored text. */
+static int
+pki_acme_order_move(pki_acme_fin_t *f, pki_result_t *res)
+{
+    int           n, i, v;
+    char        (*keys)[PKI_ACME_KEY_MAX], *nt, ttl[24], now[24], nk[12];
+    cJSON        *item;
+    size_t        lens[PKI_ACME_MAX_IDS + 8];
+    const char   *argv[PKI_ACME_MAX_IDS + 8];
+    pki_redis_t  *st;
+    redisReply   *reply;
+
+    st = PKI_ACME_ST(f->a->conf);
+    n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f->order,
+                                                            "authzs"));
+    keys = n <= PKI_ACME_MAX_IDS ? calloc(n + 1, sizeof(*keys)) : NULL;
+    nt = cJSON_PrintUnformatted(f->order);
+    if (keys == NULL || nt == NULL) {
+        free(keys);
+        free(nt);
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return -1;
+    }
+
+    pki_key_name(keys[0], sizeof(keys[0]), st, f->acct, "order", f->oid);
+    i = 1;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(f->order,
+                                                              "authzs"))
+    {
+        /* an id that is not one names no key: it reads as gone */
+        pki_key_name(keys[i], sizeof(keys[i]), st, f->acct, "authz",
+                     cJSON_IsString(item) && pki_id_ok(item->valuestring)
+                     ? item->valuestring : "-");
+        i++;
+    }
+
+    snprintf(nk, sizeof(nk), "%d", n + 1);
+    snprintf(ttl, sizeof(ttl), "%ld", pki_acme_order_ttl(f->a, f->order));
+    snprintf(now, sizeof(now), "%lld", (long long) f->a->now);
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_order_move;
+    argv[2] = nk;
+    for (i = 0; i <= n; i++) {
+        argv[3 + i] = keys[i];
+    }
+    argv[4 + n] = f->text;
+    argv[5 + n] = nt;
+    argv[6 + n] = ttl;
+    argv[7 + n] = now;
+    for (i = 0; i < n + 8; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_int_redis_command(st, n + 8, argv, lens, res);
+    free(keys);
+
+    v = reply != NULL && reply->type == REDIS_REPLY_INTEGER
+        && reply->integer >= 0 && reply->integer <= 2
+        ? (int) reply->integer : -1;
+    if (reply != NULL) {
+        freeReplyObject(reply);
+    }
+
+    if (v == 1) {
+        free(f->text);
+        f->text = nt;
+    } else {
+        free(nt);
+    }
+
+    return v;
+}
 
 
 static pki_status_t
@@ -5612,9 +5729,15 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
      * PKI_ACME_FIN_STALE s old for one whose finalizer died */
     pki_json_set_num(f->order, "finStarted", (double) time(NULL));
 
-    v = pki_acme_order_cas(f->a, f->acct, f->oid, &f->text, f->order);
+    v = pki_acme_order_move(f, res);
     if (v < 0) {
         return PKI_UNAVAILABLE;
+    }
+
+    if (v == 2) {
+        f->unauthorized = 1;
+        return pki_fail(res, PKI_CONFLICT, "an authorization of the order "
+                        "is no longer valid");
     }
 
     if (v == 0) {
@@ -6076,8 +6199,14 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         }
 
         if (!fin.moved) {
-            /* nothing recorded on the order: it is still ready */
-            if (rc == PKI_CONFLICT) {
+            /* nothing recorded on the order: it is still ready, or
+             * invalid by an authorization */
+            if (fin.unauthorized) {
+                pki_acme_problem(a, 403, "orderNotReady", "an "
+                                 "authorization of the order was "
+                                 "deactivated or expired during its "
+                                 "finalization: nothing was issued");
+            } else if (rc == PKI_CONFLICT) {
                 pki_acme_problem(a, 403, "orderNotReady", "the order is "
                                  "being finalized");
             } else if (rc == PKI_POLICY || rc == PKI_MALFORMED) {

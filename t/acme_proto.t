@@ -41,6 +41,8 @@ my $hport = PKITest::free_port();
 my $dns = PKITest::free_port();
 my $dnsm = PKITest::free_port();
 my $CTS = which('pebble-challtestsrv');
+# a DNS responder of this test answers /acme-race/ (below)
+my $rdns = PKITest::free_port();
 # a second ACME location as a TLS-terminating proxy publishes it
 # (acme_base_url): checked in "behind a proxy" below
 my $conf = $t->render_conf('--acme-http-port', $hport,
@@ -58,6 +60,16 @@ $2location /acme-tos/ {
 $2    acme issuing acme;
 $2    acme_terms_of_service https://tos.example.test/terms-v1;
 $2    add_header Access-Control-Allow-Origin * always;
+$2}
+$2location /acme-race/ {
+$2    acme issuing acme;
+$2    acme_caa_identities nginx-pki.test;
+$2    acme_caa_check on;
+$2    acme_validation_resolver 127.0.0.1:$rdns;
+$2    acme_validation_resolve_to 127.0.0.1;
+$2    acme_validation_allow_private on;
+$2    acme_validation_http_port $hport;
+$2    acme_validation_timeout 5s;
 $2}
 $2location /acme-caa/ {
 $2    acme issuing acme;
@@ -1748,6 +1760,33 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
         problem_is($r, 409, 'alreadyReplaced', '... so it is not renewed '
                    . 'again');
     }
+
+    # renewals of one certificate at the same moment: one order holds the
+    # mark, every other one is refused at once (none is answered 201 and
+    # then fails at finalize)
+    my $c3 = issue($R, 'rp3', 'rp3.example.test');
+    ok($c3 && $c3->{leaf}, 'replaces: a fourth certificate');
+    my $id3 = $c3 && $c3->{leaf} ? cert_id($c3->{leaf}) : 'x.y';
+    my $mk3 = $c3 && $c3->{leaf} ? replaced_key($R, $c3->{leaf}) : 'none';
+    my $N = 8;
+    my @bodies = map {
+        $JSON->encode(jws(key => $R->{key}, url => "$BASE/new-order",
+                          nonce => nonce(), kid => $R->{kid},
+                          payload => $JSON->encode({ replaces => $id3,
+                              identifiers => [ { type => 'dns',
+                                  value => 'rp3.example.test' } ] })))
+    } 1 .. $N;
+    my $res = $t->dir . '/race-replaces';
+    mkdir $res;
+    my @out = barrier_posts('/acme/new-order', $res, @bodies);
+    my @won = grep { /^201 / } @out;
+    is(scalar @won, 1, "replaces: $N renewals at once, one order created")
+        or diag(join("\n", @out));
+    is(scalar(grep { /^409 / } @out), $N - 1, '... the others refused '
+       . '(409 alreadyReplaced)') or diag(join("\n", @out));
+    my ($wurl) = @won ? $won[0] =~ /^201 (\S+)/ : ('');
+    is(replaced_val($mk3), oid_of($wurl), '... the mark names the one '
+       . 'created');
 }
 
 # --- behind a proxy (acme_base_url) -------------------------------------------------
@@ -1911,6 +1950,64 @@ SKIP: {
        . 'the refused orders');
     like(slurp($t->error_log) // '', qr/caa-aged\.example\.com/,
          'the refusal is in the error log');
+}
+
+# An authorization deactivated by its client while the order's
+# finalization runs.  finalize derives "ready" from the authorizations,
+# then reads CAA again (validated 9 h ago), which takes a DNS round trip:
+# this test's responder deactivates the authorization (a real POST) while
+# it holds that query, then answers "no CAA".  The move to processing must
+# see the deactivation: nothing is issued, the order is invalid.
+
+sub dns_empty_answer {
+    my ($q) = @_;
+    my $i = 12;
+    $i += 1 + ord(substr($q, $i, 1)) while ord(substr($q, $i, 1) // "\0");
+    return pack('n n n n n n', unpack('n', $q), 0x8180, 1, 0, 0, 0)
+        . substr($q, 12, $i + 5 - 12);
+}
+
+{
+    local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-race';
+    my $c = account();
+    is($c->{r}{status}, 201, 'deactivation race: account');
+    my $arm = $t->dir . '/race.arm';
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        my $u = IO::Socket::IP->new(LocalHost => '127.0.0.1',
+            LocalPort => $rdns, Proto => 'udp') or POSIX::_exit(1);
+        while (1) {
+            my $peer = $u->recv(my $q, 512) // next;
+            next if length($q) < 17;
+            if ($q =~ /caa-race/ && -e $arm) {
+                my $az = slurp($arm);
+                unlink $arm;
+                my $r = post($c, $az, { status => 'deactivated' });
+                spew("$arm.done", "$r->{status} "
+                     . ($r->{json}{status} // ''));
+            }
+            $u->send(dns_empty_answer($q), 0, $peer);
+        }
+    }
+    my (undef, $url, $o) = order_ready($c, 'caa-race.example.com');
+    is($o->{json}{status}, 'ready', 'deactivation race: order ready');
+    my $az = $o->{json}{authorizations}[0];
+    authz_edit($az, sub { $_[0]{validated} -= 9 * 3600 });
+    spew($arm, $az);
+    my $records = cert_records();
+    my ($der) = csr_der('caa-race', subj => '/',
+                        san => 'DNS:caa-race.example.com');
+    my $f = post($c, $o->{json}{finalize}, { csr => b64u($der) });
+    is(slurp("$arm.done") // '', '200 deactivated', 'deactivation race: the '
+       . 'authorization was deactivated during the finalization');
+    problem_is($f, 403, 'orderNotReady', 'deactivation race: finalize');
+    like($f->{json}{detail} // '', qr/deactivated or expired during/,
+         '... the detail says why');
+    is(cert_records(), $records, '... nothing is issued');
+    $o = post($c, $url, '');
+    is($o->{json}{status}, 'invalid', '... the order is invalid');
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
 }
 
 # --- resources and methods ------------------------------------------------------------
