@@ -1002,9 +1002,10 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
         off += t;
     }
 
-    /* follow the CNAME chain inside this answer */
+    /* follow the CNAME chain inside this answer: up to
+     * AV_DNS_CNAME_MAX of them, a longer chain is taken for a loop */
     snprintf(cur, sizeof(cur), "%s", qname);
-    for (k = 0; k < AV_DNS_CNAME_MAX; k++) {
+    for (k = 0; ; k++) {
         for (i = 0; i < nrr; i++) {
             if (rrs[i].type == AV_T_CNAME && strcasecmp(rrs[i].owner, cur) == 0)
             {
@@ -1014,6 +1015,10 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
         if (i == nrr) {
             break;
         }
+        if (k == AV_DNS_CNAME_MAX) {
+            *why = "CNAME loop (or a chain of more than 8)";
+            return 0;
+        }
         off = rrs[i].rdoff;
         if (!av_dns_name(m, len, &off, name)
             || off != rrs[i].rdoff + rrs[i].rdlen || name[0] == '\0')
@@ -1022,10 +1027,6 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
             return 0;
         }
         memcpy(cur, name, sizeof(name));
-    }
-    if (k == AV_DNS_CNAME_MAX) {
-        *why = "CNAME loop";
-        return 0;
     }
 
     for (i = 0; i < nrr && ans->n < AV_DNS_RR_MAX; i++) {
@@ -1554,6 +1555,12 @@ av_url_redirect(const av_url_t *cur, const char *loc, av_url_t *next)
         }
         memcpy(next->host, h, len);
         next->host[len] = '\0';
+
+        /* a fully qualified name ("host.example."): the same name, and
+         * SNI takes none with the dot (RFC 6066 3) */
+        if (!bracket && len > 1 && next->host[len - 1] == '.') {
+            next->host[len - 1] = '\0';
+        }
 
         if (bracket) {
             if (!av_addr_parse(next->host, &a) || a.ss.ss_family != AF_INET6)

@@ -237,6 +237,10 @@ http_answer(int fd, const char *path, const char *host)
         /* a relative path against a path with a query (holding a "/"):
          * the query goes, the path's last segment is replaced */
         SEND("HTTP/1.1 302 Found\r\nLocation: good?w\r\n\r\n");
+    } else if (strcmp(tok, "redirfqdn") == 0) {
+        /* a fully qualified name: the trailing dot is the same name */
+        SEND("HTTP/1.1 302 Found\r\nLocation: http://host.test.:%u/"
+             ".well-known/acme-challenge/good\r\n\r\n", http_port);
     } else if (strcmp(tok, "loop") == 0) {
         SEND("HTTP/1.1 307 Again\r\nLocation: /.well-known/acme-challenge/"
              "loop\r\n\r\n");
@@ -685,6 +689,21 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         n = put_cname(m, n, NULL, IS("a.cloop.test")
                       ? "_acme-challenge.cloop.test" : "a.cloop.test");
         an = 1;
+    } else if (IS("_acme-challenge.chain8.test")
+               || IS("_acme-challenge.chain9.test"))
+    {
+        /* a chain of 8 (9) CNAMEs in one answer, then the TXT */
+        char  own[64], tgt[64];
+        int   j, len9;
+
+        len9 = IS("_acme-challenge.chain9.test") ? 9 : 8;
+        for (j = 1; j <= len9; j++) {
+            snprintf(own, sizeof(own), "c%d.chain.test", j - 1);
+            snprintf(tgt, sizeof(tgt), "c%d.chain.test", j);
+            n = put_cname(m, n, j == 1 ? NULL : own, tgt);
+        }
+        n = put_txt(m, n, tgt, good, NULL);
+        an = len9 + 1;
     } else if (IS("_acme-challenge.selfloop.test")) {
         n = put_cname(m, n, NULL, "_acme-challenge.selfloop.test");
         an = 1;
@@ -1015,6 +1034,8 @@ main(void)
           PKI_ACME_HTTP01, "dns", "good.test", "redirq2", NULL, NULL);
     check("http-01 redirect to https", &c, PKI_ACME_HTTP01, "dns",
           "good.test", "tohttps", NULL, NULL);
+    check("http-01 redirect to a name with a trailing dot", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "redirfqdn", NULL, NULL);
     ka_token = NULL;
     check("http-01 wrong body", &c, PKI_ACME_HTTP01, "dns", "good.test",
           "wrong", "incorrectResponse", "not-the-key-authz");
@@ -1229,6 +1250,10 @@ main(void)
           "cloop.test", "dnstok", "dns", "too many CNAMEs");
     check("dns-01 CNAME to itself", &c, PKI_ACME_DNS01, "dns",
           "selfloop.test", "dnstok", "dns", "CNAME loop");
+    check("dns-01 a chain of 8 CNAMEs in one answer", &c, PKI_ACME_DNS01,
+          "dns", "chain8.test", "dnstok", NULL, NULL);
+    check("dns-01 a chain of 9 CNAMEs in one answer", &c, PKI_ACME_DNS01,
+          "dns", "chain9.test", "dnstok", "dns", "more than 8");
     check("dns-01 for an IP identifier", &c, PKI_ACME_DNS01, "ip",
           "127.0.0.1", "dnstok", "rejectedIdentifier", NULL);
     c.timeout_ms = 400;
