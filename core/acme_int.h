@@ -37,4 +37,16 @@ EVP_PKEY *pki_int_jwk_cached(const char *json, size_t len,
 void pki_int_jwk_cache_clear(void);
 
 
+/* Control characters in s become '?' (util.c): text for the error log. */
+void pki_int_tame(char *s);
+
+
+/* cJSON_ParseWithLength() for what a client sent (jws.c): NULL also for
+ * text after the value, a member name repeated in one object (RFC 7515
+ * 5.2 lets a JWS parser refuse these, and a proxy that reads the last one
+ * would see another request), "\u0000" (a C string would end there) and
+ * raw control characters. */
+struct cJSON *pki_int_json_strict(const void *text, size_t len);
+
+
 #endif /* PKI_ACME_INT_H */

@@ -349,6 +349,49 @@ failed:
 }
 
 
+/* An Ed25519 public key (RFC 8032 5.1.3 encoding) that is no key:
+ * non-canonical (y >= p), or a point of small order, for which one fixed
+ * signature verifies every message (OpenSSL 3.0 takes these).  The eight
+ * points of order 1, 2, 4 and 8 have y in {0, 1, p - 1, y8, p - y8}. */
+static int
+pki_ed25519_weak(const unsigned char x[32])
+{
+    int                         i, ones;
+    unsigned char               y[32];
+    static const unsigned char  y8[2][32] = {
+        { 0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4,
+          0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6,
+          0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05 },
+        { 0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b,
+          0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39,
+          0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a }
+    };
+
+    memcpy(y, x, 32);
+    y[31] &= 0x7f;                              /* the sign of x        */
+
+    /* p = 2^255 - 19: bytes ed ff .. ff 7f, little-endian */
+    ones = (y[31] == 0x7f);
+    for (i = 1; ones && i < 31; i++) {
+        ones = (y[i] == 0xff);
+    }
+
+    if (ones && y[0] >= 0xec) {
+        return 1;                               /* p - 1, or y >= p     */
+    }
+
+    for (i = 1; i < 32 && y[i] == 0; i++) {
+        /* void */
+    }
+
+    if (i == 32 && y[0] <= 1) {
+        return 1;                               /* 0 or 1               */
+    }
+
+    return memcmp(y, y8[0], 32) == 0 || memcmp(y, y8[1], 32) == 0;
+}
+
+
 static EVP_PKEY *
 pki_jwk_okp(const cJSON *obj, const char *crv, pki_result_t *res)
 {
@@ -375,6 +418,13 @@ pki_jwk_okp(const cJSON *obj, const char *crv, pki_result_t *res)
         return NULL;
     }
 
+    if (type == EVP_PKEY_ED25519 && pki_ed25519_weak(x)) {
+        free(x);
+        pki_fail(res, PKI_MALFORMED, "the Ed25519 key is a point of small "
+                 "order or not canonical");
+        return NULL;
+    }
+
     pk = EVP_PKEY_new_raw_public_key(type, NULL, x, xlen);
     free(x);
 
@@ -383,6 +433,126 @@ pki_jwk_okp(const cJSON *obj, const char *crv, pki_result_t *res)
     }
 
     return pk;
+}
+
+
+/* ---- strict JSON -------------------------------------------------------- */
+
+#define PKI_JSON_DEPTH  32
+
+static int
+pki_json_name_cmp(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *) a)->string,
+                  (*(const cJSON *const *) b)->string);
+}
+
+
+/* 1 when no object at or below item repeats a member name (a sorted
+ * copy of each object's names: a hostile object of thousands of members
+ * costs n log n, not n^2). */
+static int
+pki_json_names_unique(const cJSON *item, int depth)
+{
+    int            ok;
+    size_t         n, i;
+    const cJSON   *c;
+    const cJSON  **v;
+
+    if (depth > PKI_JSON_DEPTH) {
+        return 0;
+    }
+
+    n = 0;
+    for (c = item->child; c != NULL; c = c->next) {
+        if (!pki_json_names_unique(c, depth + 1)) {
+            return 0;
+        }
+        n++;
+    }
+
+    if (!cJSON_IsObject(item) || n < 2) {
+        return 1;
+    }
+
+    v = malloc(n * sizeof(*v));
+    if (v == NULL) {
+        return 0;
+    }
+
+    i = 0;
+    for (c = item->child; c != NULL; c = c->next) {
+        if (c->string == NULL) {
+            free(v);
+            return 0;
+        }
+        v[i++] = c;
+    }
+
+    qsort(v, n, sizeof(*v), pki_json_name_cmp);
+
+    ok = 1;
+    for (i = 1; ok && i < n; i++) {
+        ok = strcmp(v[i - 1]->string, v[i]->string) != 0;
+    }
+
+    free(v);
+
+    return ok;
+}
+
+
+cJSON *
+pki_int_json_strict(const void *text, size_t len)
+{
+    size_t          i;
+    cJSON          *obj;
+    const char     *end;
+    const uint8_t  *p = text;
+
+    if (text == NULL || len == 0) {
+        return NULL;
+    }
+
+    /* no raw control character but white space; no escaped NUL (an
+     * escaped backslash is skipped with what it escapes) */
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x20 && p[i] != ' ' && p[i] != '\t' && p[i] != '\n'
+            && p[i] != '\r')
+        {
+            return NULL;
+        }
+
+        if (p[i] == '\\' && i + 1 < len) {
+            if (p[i + 1] == 'u' && i + 5 < len
+                && memcmp(p + i + 2, "0000", 4) == 0)
+            {
+                return NULL;
+            }
+            i++;
+        }
+    }
+
+    end = NULL;
+    obj = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    while (end != NULL && (size_t) (end - (const char *) text) < len
+           && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+    {
+        end++;
+    }
+
+    if (end == NULL || (size_t) (end - (const char *) text) != len
+        || !pki_json_names_unique(obj, 0))
+    {
+        cJSON_Delete(obj);
+        return NULL;
+    }
+
+    return obj;
 }
 
 
@@ -969,7 +1139,7 @@ pki_jws_parse(const unsigned char *body, size_t len, pki_jws_t *jws,
         return pki_jws_malformed(jws, res, "malformed", "bad request body");
     }
 
-    root = cJSON_ParseWithLength((const char *) body, len);
+    root = pki_int_json_strict(body, len);
     if (!cJSON_IsObject(root)) {
         rc = pki_jws_malformed(jws, res, "malformed",
                                "request body is not a JSON object");
@@ -1017,7 +1187,7 @@ pki_jws_parse(const unsigned char *body, size_t len, pki_jws_t *jws,
         goto done;
     }
 
-    hdr = cJSON_ParseWithLength((const char *) hbuf, n);
+    hdr = pki_int_json_strict(hbuf, n);
     if (!cJSON_IsObject(hdr)) {
         rc = pki_jws_malformed(jws, res, "malformed", "protected header is "
                                "not a JSON object");
@@ -1507,6 +1677,15 @@ pki_jws_verify(pki_jws_t *jws, EVP_PKEY *key, pki_result_t *res)
             goto badalg;
         }
         md = EVP_sha256();
+
+        /* RFC 8017 8.1.2 and 8.2.2: exactly the modulus' length (the PSS
+         * verifier takes one short of a leading zero: a second encoding
+         * of one signature) */
+        if (jws->sig_len != (size_t) EVP_PKEY_get_size(key)) {
+            jws->problem = "malformed";
+            return pki_fail(res, PKI_BAD_SIGNATURE, "JWS signature has the "
+                            "wrong length");
+        }
 
     } else if (strcmp(jws->alg, "EdDSA") == 0) {
         if (id != EVP_PKEY_ED25519 && id != EVP_PKEY_ED448) {

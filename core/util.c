@@ -92,6 +92,20 @@ pki_log(pki_result_t *res, const char *fmt, ...)
 }
 
 
+/* Control characters (a client's "\n" in an identifier or a subject)
+ * become '?': a detail or log text ends up in the error log as one line
+ * that no client wrote itself.  Declared in acme_int.h. */
+void
+pki_int_tame(char *s)
+{
+    for ( ; *s != '\0'; s++) {
+        if ((unsigned char) *s < 0x20 || *s == 0x7f) {
+            *s = '?';
+        }
+    }
+}
+
+
 static void
 pki_vappend(char *buf, size_t size, const char *fmt, va_list ap)
 {
@@ -103,6 +117,7 @@ pki_vappend(char *buf, size_t size, const char *fmt, va_list ap)
     }
 
     vsnprintf(buf + len, size - len, fmt, ap);
+    pki_int_tame(buf + len);
 }
 
 

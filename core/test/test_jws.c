@@ -165,6 +165,8 @@ test_thumbprint(void)
 }
 
 
+#define ED(x)  "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"" x "\"}"
+
 static void
 test_jwk_hostile(void)
 {
@@ -192,6 +194,17 @@ test_jwk_hostile(void)
         "{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"wvoh8Dx8HwF1nnUg9VNQ3kxJ"
         "Xr6BdxBd06kmNKWXHI5FgpTkjLqazcqdH_f9dXI8wKw7fVS02Su3W5aKqD_z3Q\"}",
         "{\"kty\":\"RSA\",\"e\":\"AA\",\"n\":\"AQAB\"}",
+        /* Ed25519 points of small order (one fixed signature verifies
+         * any message): y = 0, 1 (also with the sign bit), p - 1, and
+         * the two of order 8; then y = p + 1 and p + 5 (y >= p) */
+        ED("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ED("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ED("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIA"),
+        ED("7P_______________________________________38"),
+        ED("JuiVj8KyJ7BFw_SJ8u-Y8NXfrAXTxjM5sTgCiG1T_AU"),
+        ED("xxdqcD1N2E-6PAt2DRBnDyogU_osOczGTsf9d5KsA_o"),
+        ED("7v_______________________________________38"),
+        ED("8v_______________________________________38"),
         NULL
     };
 
@@ -277,6 +290,33 @@ test_algorithms(void)
     pki_jws_clear(&jws);
     free(j);
 
+    /* RSA: a signature one byte short (its leading zero dropped) is a
+     * second encoding; only the modulus' length is taken (RFC 8017) */
+    for (int a = 3; a <= 4; a++) {
+        int  found = 0;
+
+        for (int k = 0; k < 4000 && !found; k++) {
+            char  pl[32];
+
+            snprintf(pl, sizeof(pl), "{\"n\":%d}", k);
+            j = make_jws(keys[a], algs[a], "", pl, NULL, 1);
+            pki_result_init(&res);
+            if (pki_jws_parse((unsigned char *) j, strlen(j), &jws, &res)
+                == PKI_OK && jws.sig_len == 256 && jws.sig[0] == 0)
+            {
+                found = 1;
+                memmove(jws.sig, jws.sig + 1, 255);
+                jws.sig_len = 255;
+                ok(pki_jws_verify(&jws, jws.jwk, &res) == PKI_BAD_SIGNATURE,
+                   "%s: the signature without its leading zero is refused "
+                   "(%s)", algs[a], res.detail);
+            }
+            pki_jws_clear(&jws);
+            free(j);
+        }
+        ok(found, "%s: a signature with a leading zero was made", algs[a]);
+    }
+
     for (int i = 0; i < 6; i++) {
         if (i != 4) {
             EVP_PKEY_free(keys[i]);
@@ -338,6 +378,20 @@ test_hostile(void)
         { "empty signature", NULL, "ES256", "", "", 1, "malformed" },
         { "signature not base64url", NULL, "ES256", "", "a+b/", 1,
           "malformed" },
+        /* RFC 7515 5.2: repeated members refused (a proxy that reads
+         * the last one would see another request) */
+        { "two protected headers",
+          "{\"protected\":\"e30\",\"protected\":\"e30\",\"payload\":\"\","
+          "\"signature\":\"AA\"}", NULL, NULL, NULL, 0, "malformed" },
+        { "alg twice", NULL, "ES256", ",\"alg\":\"HS256\"", NULL, 1,
+          "malformed" },
+        { "url twice", NULL, "ES256", ",\"url\":\"https://y/acme/b\"", NULL,
+          1, "malformed" },
+        { "an escaped NUL", NULL, "ES256", ",\"x\":\"a\\u0000b\"", NULL, 1,
+          "malformed" },
+        { "a raw control character", NULL, "ES256", ",\"x\":\"a\001b\"",
+          NULL, 1, "malformed" },
+        { "text after the JWS", NULL, "ES256", "", NULL, 1, "malformed" },
     };
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
@@ -355,6 +409,15 @@ test_hostile(void)
             len = strlen(j);
             if (strcmp(cases[i].name, "NUL in body") == 0) {
                 j[len - 2] = '\0';
+            }
+            if (strcmp(cases[i].name, "text after the JWS") == 0) {
+                char  *t = realloc(j, len + 4);
+
+                if (t != NULL) {
+                    j = t;
+                    memcpy(j + len, " x\n", 4);
+                    len += 3;
+                }
             }
         }
 
@@ -390,6 +453,22 @@ test_hostile(void)
     pki_jws_parse((unsigned char *) j, strlen(j), &jws, &res);
     ok(pki_jws_verify(&jws, jws.jwk, &res) == PKI_BAD_SIGNATURE,
        "short ECDSA signature: bad signature");
+    pki_jws_clear(&jws);
+    free(j);
+
+    /* white space after the JWS is no text */
+    j = make_jws(pk, "ES256", "", "{}", NULL, 1);
+    {
+        char  *t = realloc(j, strlen(j) + 4);
+
+        if (t != NULL) {
+            j = t;
+            strcat(j, " \r\n");
+        }
+    }
+    pki_result_init(&res);
+    ok(pki_jws_parse((unsigned char *) j, strlen(j), &jws, &res) == PKI_OK,
+       "white space after the JWS: parses (%s)", res.detail);
     pki_jws_clear(&jws);
     free(j);
 
