@@ -90,7 +90,13 @@ struct pki_acme_job_s {
     char              *account_url;    /* RFC 8657 accounturi, or NULL */
     char              *authz_text;     /* as the challenge stored it, or
                                         * NULL: then read again */
+    time_t             made;           /* when the challenge was POSTed */
 };
+
+
+/* A job that waited this long for a thread (s) first asks whether its
+ * authorization still waits for it */
+#define PKI_ACME_JOB_WAITED    2
 
 
 typedef enum {
@@ -948,6 +954,7 @@ pki_acme_vproblem(pki_acme_t *a, int status, const char *type, cJSON *subs,
     if (a->res->detail[0] == '\0' || status < 500) {
         snprintf(a->res->detail, sizeof(a->res->detail), "%.40s: %.200s",
                  type, detail);
+        pki_int_tame(a->res->detail);
     }
 
     free(a->resp->location);
@@ -1875,7 +1882,7 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
     plen = strlen(pay->valuestring);
 
     if (!pki_b64url_decode(prot->valuestring, hlen, &hbuf, &n)
-        || (hdr = cJSON_ParseWithLength((char *) hbuf, n)) == NULL
+        || (hdr = pki_int_json_strict(hbuf, n)) == NULL
         || !cJSON_IsObject(hdr)
         || !pki_b64url_decode(pay->valuestring, plen, &pbuf, &n)
         || !pki_b64url_decode(sig->valuestring, strlen(sig->valuestring),
@@ -2444,8 +2451,7 @@ pki_acme_key_change(pki_acme_t *a)
         goto done;
     }
 
-    inner_payload = cJSON_ParseWithLength((char *) inner.payload,
-                                          inner.payload_len);
+    inner_payload = pki_int_json_strict(inner.payload, inner.payload_len);
     acct_url = pki_json_str(inner_payload, "account");
     old = cJSON_GetObjectItemCaseSensitive(inner_payload, "oldKey");
 
@@ -3128,6 +3134,7 @@ pki_acme_validation_start(pki_acme_t *a, const char *acct, const char *aid,
         return pki_fail(a->res, PKI_INTERNAL, "out of memory");
     }
 
+    job->made = time(NULL);
     snprintf(job->acct, sizeof(job->acct), "%s", acct);
     snprintf(job->authz, sizeof(job->authz), "%s", aid);
     snprintf(job->type, sizeof(job->type), "%s", type);
@@ -7033,12 +7040,13 @@ undecided:
 static int
 pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
 {
-    int           v;
+    int           v, reloads;
     char         *url, *prefix;
     size_t        plen;
     const char   *ct, *st, *keytext;
     pki_status_t  rc;
 
+    reloads = 0;
     ct = a->req->content_type;
     if (ct == NULL || strncasecmp(ct, PKI_ACME_CT_JOSE,
                                   sizeof(PKI_ACME_CT_JOSE) - 1) != 0
@@ -7135,6 +7143,8 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
             goto redeemed;
         }
 
+reload:
+
         rc = pki_acme_account_load(a, a->acct, &a->account,
                                    &a->account_text);
         if (rc == PKI_NOT_FOUND) {
@@ -7175,11 +7185,31 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
         return 0;
     }
 
-    /* only now, with a good signature, is the nonce spent */
+    /* only now, with a good signature, is the nonce spent, and only
+     * while the account is still what it was checked against (a
+     * keyChange or deactivation may commit in between) */
 
-    v = pki_acme_redeem(a, a->jws.nonce, NULL);
+    v = pki_acme_redeem(a, a->jws.nonce, a->account_text);
     if (v == 1 && a->account_text != NULL) {
         pki_acme_hint_put(a->acct, a->account_text);
+    }
+
+    if (v == -2) {
+        pki_acme_hint_put(a->acct, NULL);
+        cJSON_Delete(a->account);
+        free(a->account_text);
+        EVP_PKEY_free(a->key);
+        a->account = NULL;
+        a->account_text = NULL;
+        a->key = NULL;
+
+        if (++reloads < 3) {
+            goto reload;
+        }
+
+        pki_acme_problem(a, 400, "badNonce", "the account changed while "
+                         "the request was checked; retry");
+        return 0;
     }
 
 redeemed:
@@ -7204,11 +7234,11 @@ redeemed:
     }
 
     if (a->jws.payload_len > 0) {
-        a->payload = cJSON_ParseWithLength((char *) a->jws.payload,
-                                           a->jws.payload_len);
+        a->payload = pki_int_json_strict(a->jws.payload, a->jws.payload_len);
         if (!cJSON_IsObject(a->payload)) {
             pki_acme_problem(a, 400, "malformed", "the payload is not a JSON "
-                             "object");
+                             "object (or repeats a member name, has text "
+                             "after it or a NUL)");
             return 0;
         }
     }
@@ -7573,6 +7603,42 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     keep = 86400;
     v = 1;
 
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "authz",
+                 job->authz);
+
+    /* A job that waited for a thread (a backlog of validations): when
+     * its challenge is no longer processing or its authorization no
+     * longer pending (validated by another job, deactivated, gone),
+     * nothing is fetched for it. */
+    if (time(NULL) - job->made >= PKI_ACME_JOB_WAITED) {
+        reread = NULL;
+        rc = pki_acme_load_text(PKI_ACME_ST(conf), key, &authz, &reread,
+                                res);
+        ch = rc == PKI_OK ? pki_acme_challenge_find(authz, job->type) : NULL;
+        v = ch != NULL
+            && pki_json_str(authz, "status") != NULL
+            && strcmp(pki_json_str(authz, "status"), "pending") == 0
+            && pki_json_str(ch, "status") != NULL
+            && strcmp(pki_json_str(ch, "status"), "processing") == 0;
+        cJSON_Delete(authz);
+        authz = NULL;
+        free(reread);
+
+        if (rc != PKI_OK && rc != PKI_NOT_FOUND) {
+            pki_fail(res, rc, "validation of %s %s: the authorization "
+                     "cannot be read", job->type, job->identifier);
+            return;
+        }
+
+        if (!v) {
+            pki_log(res, "validation of %s %s skipped: its authorization "
+                    "changed while the job waited %lds for a thread",
+                    job->type, job->identifier,
+                    (long) (time(NULL) - job->made));
+            return;
+        }
+    }
+
     vrc = pki_acme_validate(&conf->validate, job->chall, job->id_type,
                             job->identifier, job->token, job->key_authz,
                             &out);
@@ -7587,9 +7653,6 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     }
 
     now = time(NULL);
-
-    pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct, "authz",
-                 job->authz);
 
     /* from the text the challenge stored, else read; every store below
      * checks the authorization is still the text it starts from */

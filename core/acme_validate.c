@@ -1444,6 +1444,27 @@ av_open(av_t *av, const char *host, unsigned port, av_conn_t *c)
 }
 
 
+const char *
+pki_acme_validate_conf_check(const pki_acme_validate_conf_t *conf)
+{
+    av_addr_t  a;
+
+    if (conf->resolver != NULL && conf->resolver[0] != '\0'
+        && !av_server_parse(conf->resolver, &a))
+    {
+        return "the resolver is not an IP address with an optional port";
+    }
+
+    if (conf->resolve_to != NULL && conf->resolve_to[0] != '\0'
+        && !av_addr_parse(conf->resolve_to, &a))
+    {
+        return "resolve_to is not an IP address";
+    }
+
+    return NULL;
+}
+
+
 /* ---- http-01 ------------------------------------------------------------ */
 
 /* Hostnames: LDH labels (and '_' which some internal names carry). */

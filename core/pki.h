@@ -743,6 +743,12 @@ PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
     pki_acme_chall_t type, const char *id_type, const char *identifier,
     const char *token, const char *key_authz, pki_acme_validate_out_t *out);
 
+/* The configuration's addresses, checked once at startup: NULL when they
+ * parse (resolver "IP" or "IP:PORT", "[IPv6]:PORT"; resolve_to an IP
+ * address) or are unset, else a static text saying which one does not. */
+PKI_API const char *pki_acme_validate_conf_check(
+    const pki_acme_validate_conf_t *conf);
+
 /* CAA (RFC 8659) for a dns identifier (without "*."; wildcard 1 for a
  * wildcard name), with RFC 8657's accounturi (account_uri: the account's
  * URL) and validationmethods (method: "http-01", ...).  PKI_OK when the

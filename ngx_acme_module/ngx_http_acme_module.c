@@ -21,6 +21,16 @@
 #include "ngx_http_pki_module.h"
 
 
+/* acme_validation_timeout at most: a validation job holds a thread of the
+ * shared pool up to twice this long */
+#define NGX_HTTP_ACME_TIMEOUT_MAX  300000
+
+/* acme_validation_jobs by default; and the jobs that may wait for one of
+ * those slots in a worker (more are dropped: a poll restarts them) */
+#define NGX_HTTP_ACME_JOBS          4
+#define NGX_HTTP_ACME_JOBS_WAITING  10000
+
+
 typedef struct {
     ngx_str_t                  name;
     ngx_str_t                  description; /* or empty: the name */
@@ -68,6 +78,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                  file;        /* first acme directive, for */
     ngx_uint_t                 line;        /* the "needs pki_redis" error */
+    ngx_int_t                  jobs;        /* acme_validation_jobs      */
 } ngx_http_acme_main_conf_t;
 
 
@@ -88,7 +99,24 @@ typedef struct {
     pki_acme_conf_t            conf;
     pki_acme_job_t            *job;
     pki_result_t               res;
+    ngx_thread_pool_t         *tp;
+    ngx_queue_t                queue;       /* waiting for a slot        */
 } ngx_http_acme_job_ctx_t;
+
+
+/*
+ * A validation job holds a thread of the pool every PKI request of the
+ * worker shares for up to twice acme_validation_timeout (a target that
+ * accepts and stalls).  Each worker runs at most acme_validation_jobs of
+ * them at once; the others wait here, in order, not in the pool's queue,
+ * so challenges posted in bulk never starve enrollment, OCSP or ACME
+ * requests.  A job that waited long checks first whether its challenge
+ * still wants it (pki_acme_job_run).
+ */
+static ngx_uint_t   ngx_http_acme_jobs_max = NGX_HTTP_ACME_JOBS;
+static ngx_uint_t   ngx_http_acme_jobs_running;
+static ngx_uint_t   ngx_http_acme_jobs_nwaiting;
+static ngx_queue_t  ngx_http_acme_jobs_waiting;
 
 
 static ngx_int_t ngx_http_acme_handler(ngx_http_request_t *r);
@@ -100,6 +128,10 @@ static void ngx_http_acme_post_job(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx);
 static void ngx_http_acme_job_work(void *data);
 static void ngx_http_acme_job_done(void *data);
+static void ngx_http_acme_job_start(ngx_http_acme_job_ctx_t *jctx,
+    ngx_log_t *log);
+static ngx_int_t ngx_http_acme_init_process(ngx_cycle_t *cycle);
+static void ngx_http_acme_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_acme_send(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx);
 static ngx_int_t ngx_http_acme_refuse(ngx_http_request_t *r,
@@ -272,6 +304,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       offsetof(ngx_http_acme_loc_conf_t, validation_timeout),
       NULL },
 
+    { ngx_string("acme_validation_jobs"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_acme_main_conf_t, jobs),
+      NULL },
+
     { ngx_string("acme_caa_check"),
       NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -305,10 +344,10 @@ ngx_module_t  ngx_http_acme_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_acme_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_acme_exit_process,            /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -437,9 +476,13 @@ based:
             r->keepalive = 0;
             r->lingering_close = 1;
 
-        } else if (ngx_http_discard_request_body(r) != NGX_OK) {
-            /* over the cap by Content-Length: nothing read yet */
-            r->keepalive = 0;
+        } else {
+            /* over the cap by Content-Length: nothing read yet, and no
+             * "100 Continue" for a body that is refused */
+            r->expect_tested = 1;
+            if (ngx_http_discard_request_body(r) != NGX_OK) {
+                r->keepalive = 0;
+            }
         }
 
         return ngx_http_acme_refuse(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -454,6 +497,7 @@ based:
 
 not_found:
 
+    r->expect_tested = 1;
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
     }
@@ -567,12 +611,11 @@ ngx_http_acme_done(ngx_http_request_t *r, void *data)
 static void
 ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 {
-    ngx_int_t                 rc;
     ngx_http_acme_job_ctx_t  *jctx;
 
     jctx = ngx_calloc(sizeof(ngx_http_acme_job_ctx_t), r->connection->log);
     if (jctx == NULL) {
-        /* as below: a poll after 30 s restarts it */
+        /* as below: a poll restarts it once it is stale */
         pki_acme_job_free(ctx->resp.job);
         ctx->resp.job = NULL;
         return;
@@ -580,23 +623,53 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
     jctx->conf = ctx->conf;
     jctx->job = ctx->resp.job;
+    jctx->tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
     ctx->resp.job = NULL;
 
-    rc = ngx_http_pki_post_detached(r, ngx_http_acme_job_work,
-                                    ngx_http_acme_job_done, jctx);
+    if (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max) {
+        ngx_http_acme_job_start(jctx, r->connection->log);
+        return;
+    }
+
+    if (ngx_http_acme_jobs_nwaiting >= NGX_HTTP_ACME_JOBS_WAITING) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "acme: validation for \"%V\" not started (%ui "
+                      "validations wait in this worker), its challenge "
+                      "stays \"processing\" until a poll restarts it",
+                      &r->uri, ngx_http_acme_jobs_nwaiting);
+        pki_acme_job_free(jctx->job);
+        ngx_free(jctx);
+        return;
+    }
+
+    ngx_queue_insert_tail(&ngx_http_acme_jobs_waiting, &jctx->queue);
+    ngx_http_acme_jobs_nwaiting++;
+}
+
+
+static void
+ngx_http_acme_job_start(ngx_http_acme_job_ctx_t *jctx, ngx_log_t *log)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_pki_post_detached_tp(jctx->tp, log, ngx_http_acme_job_work,
+                                       ngx_http_acme_job_done, jctx);
 
     if (rc != NGX_OK) {
-        /* the challenge stays "processing": the first poll of its
-         * authorization or challenge 30 s later starts it again */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "acme: validation for \"%V\" not started (%s), "
-                      "its challenge stays \"processing\" until a poll "
-                      "after 30 s restarts it", &r->uri,
+        /* the challenge stays "processing": a poll of its authorization
+         * or challenge once it is stale starts it again */
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "acme: a validation was not started (%s), its "
+                      "challenge stays \"processing\" until a poll "
+                      "restarts it",
                       rc == NGX_DECLINED ? "thread pool queue full"
                                          : "error");
         pki_acme_job_free(jctx->job);
         ngx_free(jctx);
+        return;
     }
+
+    ngx_http_acme_jobs_running++;
 }
 
 
@@ -631,6 +704,61 @@ ngx_http_acme_job_done(void *data)
 
     pki_acme_job_free(jctx->job);
     ngx_free(jctx);
+
+    ngx_http_acme_jobs_running--;
+
+    while (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max
+           && !ngx_queue_empty(&ngx_http_acme_jobs_waiting))
+    {
+        ngx_queue_t  *q;
+
+        q = ngx_queue_head(&ngx_http_acme_jobs_waiting);
+        ngx_queue_remove(q);
+        ngx_http_acme_jobs_nwaiting--;
+
+        ngx_http_acme_job_start(ngx_queue_data(q, ngx_http_acme_job_ctx_t,
+                                               queue),
+                                ngx_cycle->log);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_acme_init_process(ngx_cycle_t *cycle)
+{
+    (void) cycle;
+
+    ngx_queue_init(&ngx_http_acme_jobs_waiting);
+    ngx_http_acme_jobs_running = 0;
+    ngx_http_acme_jobs_nwaiting = 0;
+
+    return NGX_OK;
+}
+
+
+/* jobs still waiting go with the worker: their challenges stay
+ * "processing" until a poll restarts them */
+static void
+ngx_http_acme_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_t              *q;
+    ngx_http_acme_job_ctx_t  *jctx;
+
+    (void) cycle;
+
+    if (ngx_http_acme_jobs_waiting.next == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_acme_jobs_waiting)) {
+        q = ngx_queue_head(&ngx_http_acme_jobs_waiting);
+        ngx_queue_remove(q);
+        jctx = ngx_queue_data(q, ngx_http_acme_job_ctx_t, queue);
+        pki_acme_job_free(jctx->job);
+        ngx_free(jctx);
+    }
+
+    ngx_http_acme_jobs_nwaiting = 0;
 }
 
 
@@ -851,6 +979,8 @@ ngx_http_acme_create_main_conf(ngx_conf_t *cf)
      *     amcf->line = 0;
      */
 
+    amcf->jobs = NGX_CONF_UNSET;
+
     return amcf;
 }
 
@@ -984,6 +1114,17 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* a job may run twice this long (validation, then CAA) on a thread
+     * of the pool every PKI request shares */
+    if (conf->validation_timeout == 0
+        || conf->validation_timeout > NGX_HTTP_ACME_TIMEOUT_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "acme_validation_timeout must be 1ms..%Ms",
+                           (ngx_msec_t) NGX_HTTP_ACME_TIMEOUT_MAX / 1000);
+        return NGX_CONF_ERROR;
+    }
+
     /* CAA: on by default where the directory names identities, unless a
      * lab sends every name to one address and has no resolver to ask */
     if (conf->caa_check == NGX_CONF_UNSET) {
@@ -1070,6 +1211,18 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->validate.caa = conf->caa_check ? 1 : 0;
         ac->validate.caa_ids = ac->caa;
 
+        {
+            const char  *bad;
+
+            bad = pki_acme_validate_conf_check(&ac->validate);
+            if (bad != NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "acme_validation_resolver or "
+                                   "acme_validation_resolve_to: %s", bad);
+                return NGX_CONF_ERROR;
+            }
+        }
+
         conf->conf = ac;
     }
 
@@ -1102,6 +1255,18 @@ ngx_http_acme_init(ngx_conf_t *cf)
     ngx_http_acme_main_conf_t  *amcf;
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
+
+    if (amcf->jobs == NGX_CONF_UNSET) {
+        amcf->jobs = NGX_HTTP_ACME_JOBS;
+
+    } else if (amcf->jobs < 1 || amcf->jobs > 1024) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "acme_validation_jobs must be 1..1024");
+        return NGX_ERROR;
+    }
+
+    /* the workers this configuration starts take it over */
+    ngx_http_acme_jobs_max = (ngx_uint_t) amcf->jobs;
 
     return ngx_http_pki_needs_redis(cf, "acme", &amcf->file, amcf->line);
 }

@@ -3629,10 +3629,8 @@ ngx_int_t
 ngx_http_pki_post_detached(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     ngx_http_pki_detached_pt done, void *data)
 {
-    ngx_thread_task_t            *task;
-    ngx_thread_pool_t            *tp;
-    ngx_http_pki_main_conf_t     *pmcf;
-    ngx_http_pki_detached_ctx_t  *ctx;
+    ngx_thread_pool_t         *tp;
+    ngx_http_pki_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
 
@@ -3641,14 +3639,26 @@ ngx_http_pki_post_detached(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     if (tp == NULL) {
         tp = ngx_thread_pool_get((ngx_cycle_t *) ngx_cycle,
                                  &pmcf->thread_pool_name);
-        if (tp == NULL) {
-            return NGX_ERROR;
-        }
+    }
+
+    return ngx_http_pki_post_detached_tp(tp, r->connection->log, work, done,
+                                         data);
+}
+
+
+ngx_int_t
+ngx_http_pki_post_detached_tp(ngx_thread_pool_t *tp, ngx_log_t *log,
+    ngx_http_pki_work_pt work, ngx_http_pki_detached_pt done, void *data)
+{
+    ngx_thread_task_t            *task;
+    ngx_http_pki_detached_ctx_t  *ctx;
+
+    if (tp == NULL) {
+        return NGX_ERROR;
     }
 
     task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_http_pki_detached_ctx_t),
-                      r->connection->log);
+                      + sizeof(ngx_http_pki_detached_ctx_t), log);
     if (task == NULL) {
         return NGX_ERROR;
     }
@@ -3664,7 +3674,7 @@ ngx_http_pki_post_detached(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     task->event.data = task;
     task->event.log = ngx_cycle->log;
 
-    if (ngx_http_pki_task_post(tp, task, r->connection->log) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, log) != NGX_OK) {
         ngx_free(task);
         return NGX_DECLINED;
     }

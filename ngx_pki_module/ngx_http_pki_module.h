@@ -217,6 +217,12 @@ typedef void (*ngx_http_pki_detached_pt)(void *data);
 ngx_int_t ngx_http_pki_post_detached(ngx_http_request_t *r,
     ngx_http_pki_work_pt work, ngx_http_pki_detached_pt done, void *data);
 
+/* The same with no request: to the pool tp (the request's, or
+ * ngx_http_pki_cycle_thread_pool()), errors to log. */
+ngx_int_t ngx_http_pki_post_detached_tp(ngx_thread_pool_t *tp,
+    ngx_log_t *log, ngx_http_pki_work_pt work, ngx_http_pki_detached_pt done,
+    void *data);
+
 /*
  * Load shedding (this worker): 1 while the pki thread pool's queue is
  * known to be full (a post failed on max_queue less than a second ago and

@@ -570,6 +570,18 @@ $r = post($A, "$BASE/new-order", { identifiers => [
           { type => 'dns', value => 'bad..name' }] });
 problem_is($r, 400, 'rejectedIdentifier', 'bad DNS name');
 
+# a client's control characters never reach the error log as such: a
+# name with a line break cannot forge a line there
+$r = post($A, "$BASE/new-order", { identifiers => [
+          { type => 'dns', value => "forge.example\nFAKE LOG LINE\e[31m" }] });
+problem_is($r, 400, 'rejectedIdentifier', 'a name with a line break');
+{
+    my $log = slurp($t->error_log) // '';
+    unlike($log, qr/^FAKE LOG LINE/m, '... forges no line in the error log');
+    like($log, qr/forge\.example\?FAKE LOG LINE\?\[31m/,
+         '... logged with its control characters as "?"');
+}
+
 # RFC 8555 7.1.4: "xn--" labels must be valid A-labels; other "??--"
 # labels are reserved (RFC 5891 4.2.3.1)
 for my $bad (['xn--zzzz.example', 'IDNA2008 A-label'],
@@ -992,6 +1004,25 @@ sub raw_tls {
        . 'connection serves the next request');
     like($a2->{headers}{'replay-nonce'} // '', qr/^[\w-]{16,}$/,
          'body over the cap: the next request is answered in full');
+
+    # RFC 9110 10.1.1: no "100 Continue" for a body that is refused
+    for my $case (['/acme/new-order', $len, 413, 'over the cap'],
+                  ['/acme/' . ('x' x 500), 100, 404,
+                   'to a path over 400 bytes'])
+    {
+        my ($path, $n, $want, $what) = @$case;
+        my $a = {};
+        raw_tls("Expect: 100-continue $what", sub {
+            my ($s, $host) = @_;
+            print $s "POST $path HTTP/1.1\r\nHost: $host\r\n"
+                . "Content-Type: application/jose+json\r\n"
+                . "Expect: 100-continue\r\n"
+                . "Content-Length: $n\r\n\r\n";
+            $a = read_answer($s);
+        });
+        is($a->{status} // 0, $want, "Expect: 100-continue, a body $what: "
+           . "$want at once, no 100 Continue");
+    }
 }
 
 # A chunked body has no size to refuse up front: the cap is crossed while

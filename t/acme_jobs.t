@@ -1,0 +1,190 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Challenge validations and the shared thread pool.  A validation job holds
+# a pool thread while its target answers (up to twice
+# acme_validation_timeout), and every PKI request of the worker needs the
+# same pool.  With one worker, a pool of 2 threads and
+# acme_validation_jobs 1, against an http-01 responder that holds each
+# answer 2 s (one process per connection):
+#  - four challenges posted at once run one after the other: the second
+#    one is not fetched while the first is;
+#  - a newOrder sent meanwhile is answered at once (it does not wait
+#    behind validations for a thread);
+#  - a challenge whose authorization is deactivated while its job waits is
+#    never fetched, and the error log says the job was skipped;
+#  - the others end valid, and no validation is dropped.
+# Then the configuration: acme_validation_jobs 0, a timeout over 5 min and
+# a resolver that is no address are refused by nginx -t.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use IO::Socket::IP;
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use PKITest;
+use ACMELoad;
+
+plan(skip_all => 'CryptX / HTTP::Tiny not installed')
+    if !ACMELoad::available();
+
+my $t = PKITest->new;
+$t->start_redis;
+my $hport = PKITest::free_port();
+my $conf = $t->render_conf('--acme-http-port', $hport,
+                           '--acme-tls-port', PKITest::free_port(),
+                           '--workers', 1, '--threads', 2);
+$conf =~ s{(\nhttp \{\n)}{$1    acme_validation_jobs 1;\n}
+    or die 'no http block';
+$t->start_nginx($conf);
+my $www = $t->dir . '/www';
+mkdir $www;
+
+# the http-01 responder: a process per connection; each fetch is counted
+# (TOKEN.hits) and answered after TOKEN.delay seconds
+{
+    my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1',
+                                  LocalPort => $hport, Listen => 64,
+                                  ReuseAddr => 1)
+        or die "cannot listen on $hport: $!";
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{TERM} = sub { POSIX::_exit(0) };
+        $SIG{CHLD} = 'IGNORE';
+        $SIG{PIPE} = 'IGNORE';
+        while (1) {
+            my $c = $srv->accept or next;
+            my $k = fork();
+            if (defined $k && $k == 0) {
+                my $line = <$c> // '';
+                while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
+                my ($tok) = $line
+                    =~ m{^GET /\.well-known/acme-challenge/([\w-]+) };
+                my $body = defined $tok ? slurp("$www/$tok") : undef;
+                if (defined $tok && open(my $h, '>>', "$www/$tok.hits")) {
+                    print $h time, "\n";
+                    close $h;
+                }
+                my $d = defined $tok ? slurp("$www/$tok.delay") : undef;
+                sleep($d) if defined $d && $d =~ /^[\d.]+$/;
+                print $c defined $body
+                    ? "HTTP/1.1 200 OK\r\nContent-Length: " . length($body)
+                      . "\r\nConnection: close\r\n\r\n$body"
+                    : "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                      . "Connection: close\r\n\r\n";
+                close $c;
+                POSIX::_exit(0);
+            }
+            close $c;
+        }
+    }
+    close $srv;
+    $t->{children}{http01} = $pid;
+}
+
+sub hits {
+    my @l = (slurp("$www/$_[0].hits") // '') =~ /\n/g;
+    return scalar @l;
+}
+
+my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
+my $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
+ok($c->account->{ok}, 'an account');
+
+my @names = map { "job$_.example.test" } 1 .. 4;
+my $r = $c->_post("$base/new-order", { identifiers => [
+    map { { type => 'dns', value => $_ } } @names ] });
+is($r->{status}, 201, 'an order for four names') or diag($r->{content});
+
+my $thumb = $c->{key}->export_key_jwk_thumbprint('SHA256');
+my (@az, @ch);
+for my $url (@{ $r->{json}{authorizations} || [] }) {
+    my $a = $c->_post($url, undef);
+    my ($h) = grep { $_->{type} eq 'http-01' }
+              @{ $a->{json}{challenges} || [] };
+    spew("$www/$h->{token}", "$h->{token}.$thumb");
+    spew("$www/$h->{token}.delay", '2');
+    push @az, $url;
+    push @ch, $h;
+}
+is(scalar @ch, 4, 'four http-01 challenges');
+
+# the first job runs; the responder holds its answer
+$r = $c->_post($ch[0]{url}, {});
+is($r->{status}, 200, 'challenge 1 posted');
+my $ok = 0;
+for (1 .. 100) { $ok = hits($ch[0]{token}) and last; sleep 0.05 }
+ok($ok, '... and fetched');
+
+# three more while it runs: they wait for the job slot, not in the pool
+for my $i (1 .. 3) {
+    $r = $c->_post($ch[$i]{url}, {});
+    is($r->{status}, 200, 'challenge ' . ($i + 1) . ' posted');
+    is($r->{json}{status} // '', 'processing', '... processing');
+}
+
+my $t0 = time;
+$r = $c->_post("$base/new-order", { identifiers => [
+    { type => 'dns', value => 'other.example.test' } ] });
+my $dt = time - $t0;
+is($r->{status}, 201, 'a newOrder while validations are held');
+# a validation holds its thread 2 s: this answer did not wait for one
+ok($dt < 1.5, sprintf('... answered at once (%.2f s)', $dt));
+is(hits($ch[1]{token}), 0, 'challenge 2 is not fetched while challenge 1 '
+   . 'is (acme_validation_jobs 1)');
+
+# the last one's authorization is deactivated while its job waits
+$r = $c->_post($az[3], { status => 'deactivated' });
+is($r->{json}{status} // '', 'deactivated', 'authorization 4 deactivated '
+   . 'while its validation waits');
+
+for my $i (0 .. 2) {
+    my $a = $c->_poll($az[$i], 'valid', 20);
+    is($a->{json}{status} // '', 'valid', 'authorization ' . ($i + 1)
+       . ' valid') or diag($a->{content});
+}
+
+# in turn: each fetch starts once the one before is answered
+my @at = map { (slurp("$www/$ch[$_]{token}.hits") // '') =~ /^([\d.]+)/
+               ? $1 : 0 } 0 .. 2;
+ok($at[1] >= $at[0] + 1.9 && $at[2] >= $at[1] + 1.9,
+   sprintf('one validation at a time (fetches at +%.1f s, +%.1f s)',
+           $at[1] - $at[0], $at[2] - $at[1]));
+
+sleep 1;                    # the fourth job has had its turn
+is(hits($ch[3]{token}), 0, 'the deactivated authorization is never '
+   . 'fetched');
+my $log = slurp($t->error_log) // '';
+like($log, qr/validation of http-01 job4\.example\.test skipped: its /,
+     '... the error log says its job was skipped');
+unlike($log, qr/not started/, 'no validation was dropped');
+unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
+
+# --- configuration --------------------------------------------------------------
+
+sub refused {
+    my ($name, $re, $fix) = @_;
+    my $bad = $t->render_conf('--acme-http-port', $hport);
+    $fix->(\$bad);
+    my ($okc, $out) = $t->nginx_test($t->write_conf($bad, 'bad.conf'));
+    ok(!$okc, "$name: nginx -t refuses it");
+    like($out, $re, "$name: and says why") or diag($out);
+}
+
+refused('acme_validation_jobs 0', qr/acme_validation_jobs must be 1\.\.1024/,
+        sub { ${ $_[0] } =~ s{(\nhttp \{\n)}{$1    acme_validation_jobs 0;\n} });
+refused('acme_validation_timeout 6m',
+        qr/acme_validation_timeout must be 1ms\.\.300s/,
+        sub { ${ $_[0] } =~ s{acme_validation_timeout \S+;}
+                             {acme_validation_timeout 6m;} });
+refused('acme_validation_resolver dns.example',
+        qr/resolver is not an IP address/,
+        sub { ${ $_[0] } =~ s{(acme_validation_timeout \S+;)}
+                             {$1 acme_validation_resolver dns.example;} });
+
+$t->stop_all;
+done_testing();
