@@ -90,7 +90,7 @@ struct pki_acme_job_s {
     char              *account_url;    /* RFC 8657 accounturi, or NULL */
     char              *authz_text;     /* as the challenge stored it, or
                                         * NULL: then read again */
-    time_t             made;           /* when the challenge was POSTed */
+    time_t             started;        /* the challenge's "started"    */
 };
 
 
@@ -3134,7 +3134,7 @@ pki_acme_validation_start(pki_acme_t *a, const char *acct, const char *aid,
         return pki_fail(a->res, PKI_INTERNAL, "out of memory");
     }
 
-    job->made = time(NULL);
+    job->started = a->now;
     snprintf(job->acct, sizeof(job->acct), "%s", acct);
     snprintf(job->authz, sizeof(job->authz), "%s", aid);
     snprintf(job->type, sizeof(job->type), "%s", type);
@@ -5673,7 +5673,8 @@ pki_acme_order_move(pki_acme_fin_t *f, pki_result_t *res)
 
     snprintf(nk, sizeof(nk), "%d", n + 1);
     snprintf(ttl, sizeof(ttl), "%ld", pki_acme_order_ttl(f->a, f->order));
-    snprintf(now, sizeof(now), "%lld", (long long) f->a->now);
+    /* the time of the move: the CAA re-check may have taken seconds */
+    snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
 
     argv[0] = "EVAL";
     argv[1] = pki_lua_order_move;
@@ -7607,10 +7608,10 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
                  job->authz);
 
     /* A job that waited for a thread (a backlog of validations): when
-     * its challenge is no longer processing or its authorization no
-     * longer pending (validated by another job, deactivated, gone),
-     * nothing is fetched for it. */
-    if (time(NULL) - job->made >= PKI_ACME_JOB_WAITED) {
+     * its challenge is no longer processing since the time it was
+     * started with (validated, restarted by a poll that took the job for
+     * lost, deactivated, gone), nothing is fetched for it. */
+    if (time(NULL) - job->started >= PKI_ACME_JOB_WAITED) {
         reread = NULL;
         rc = pki_acme_load_text(PKI_ACME_ST(conf), key, &authz, &reread,
                                 res);
@@ -7619,7 +7620,8 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
             && pki_json_str(authz, "status") != NULL
             && strcmp(pki_json_str(authz, "status"), "pending") == 0
             && pki_json_str(ch, "status") != NULL
-            && strcmp(pki_json_str(ch, "status"), "processing") == 0;
+            && strcmp(pki_json_str(ch, "status"), "processing") == 0
+            && pki_json_num(ch, "started") == (double) job->started;
         cJSON_Delete(authz);
         authz = NULL;
         free(reread);
@@ -7631,10 +7633,10 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
         }
 
         if (!v) {
-            pki_log(res, "validation of %s %s skipped: its authorization "
-                    "changed while the job waited %lds for a thread",
-                    job->type, job->identifier,
-                    (long) (time(NULL) - job->made));
+            pki_fail(res, PKI_CONFLICT, "validation of %s %s skipped: its "
+                     "challenge changed while the job waited %lds for a "
+                     "thread", job->type, job->identifier,
+                     (long) (time(NULL) - job->started));
             return;
         }
     }
@@ -7734,7 +7736,8 @@ again:
      * long as the authorization and is written with it in one step */
     if (vrc == PKI_OK) {
         long   ttl;
-        char   akey[PKI_ACME_KEY_MAX], *keys[2], *texts[2], ttls[2][24];
+        char   akey[PKI_ACME_KEY_MAX], vkey[PKI_ACME_KEY_MAX], *keys[2];
+        char  *texts[2], ttls[2][24];
 
         snprintf(idx, sizeof(idx), "%s:%s%s", job->id_type,
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
@@ -7742,14 +7745,15 @@ again:
                  ? "*." : "", job->identifier);
         pki_key_name(akey, sizeof(akey), PKI_ACME_ST(conf), job->acct,
                      "authz", job->authz);
-        pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), job->acct,
+        /* not in key: a retry below reads the authorization again */
+        pki_key_name(vkey, sizeof(vkey), PKI_ACME_ST(conf), job->acct,
                      "valid", idx);
 
         ttl = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
         keys[0] = akey;
         texts[0] = cJSON_PrintUnformatted(authz);
         snprintf(ttls[0], sizeof(ttls[0]), "%ld", ttl > 0 ? ttl : 1);
-        keys[1] = key;
+        keys[1] = vkey;
         texts[1] = job->authz;
         snprintf(ttls[1], sizeof(ttls[1]), "%ld", keep);
 

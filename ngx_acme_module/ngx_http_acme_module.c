@@ -117,6 +117,7 @@ static ngx_uint_t   ngx_http_acme_jobs_max = NGX_HTTP_ACME_JOBS;
 static ngx_uint_t   ngx_http_acme_jobs_running;
 static ngx_uint_t   ngx_http_acme_jobs_nwaiting;
 static ngx_queue_t  ngx_http_acme_jobs_waiting;
+static ngx_event_t  ngx_http_acme_jobs_retry;
 
 
 static ngx_int_t ngx_http_acme_handler(ngx_http_request_t *r);
@@ -128,8 +129,8 @@ static void ngx_http_acme_post_job(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx);
 static void ngx_http_acme_job_work(void *data);
 static void ngx_http_acme_job_done(void *data);
-static void ngx_http_acme_job_start(ngx_http_acme_job_ctx_t *jctx,
-    ngx_log_t *log);
+static void ngx_http_acme_jobs_drain(ngx_log_t *log);
+static void ngx_http_acme_jobs_retry_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_acme_init_process(ngx_cycle_t *cycle);
 static void ngx_http_acme_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_acme_send(ngx_http_request_t *r,
@@ -626,11 +627,6 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
     jctx->tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
     ctx->resp.job = NULL;
 
-    if (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max) {
-        ngx_http_acme_job_start(jctx, r->connection->log);
-        return;
-    }
-
     if (ngx_http_acme_jobs_nwaiting >= NGX_HTTP_ACME_JOBS_WAITING) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "acme: validation for \"%V\" not started (%ui "
@@ -644,32 +640,63 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
     ngx_queue_insert_tail(&ngx_http_acme_jobs_waiting, &jctx->queue);
     ngx_http_acme_jobs_nwaiting++;
+
+    ngx_http_acme_jobs_drain(r->connection->log);
+}
+
+
+/* Starts waiting jobs, in order, while fewer than acme_validation_jobs
+ * run.  A pool whose queue is full (max_queue) keeps the rest waiting: the
+ * next job that ends, or a timer a second later, tries again. */
+static void
+ngx_http_acme_jobs_drain(ngx_log_t *log)
+{
+    ngx_int_t                 rc;
+    ngx_queue_t              *q;
+    ngx_http_acme_job_ctx_t  *jctx;
+
+    while (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max
+           && !ngx_queue_empty(&ngx_http_acme_jobs_waiting))
+    {
+        q = ngx_queue_head(&ngx_http_acme_jobs_waiting);
+        jctx = ngx_queue_data(q, ngx_http_acme_job_ctx_t, queue);
+
+        rc = ngx_http_pki_post_detached_tp(jctx->tp, log,
+                                           ngx_http_acme_job_work,
+                                           ngx_http_acme_job_done, jctx);
+
+        if (rc == NGX_DECLINED) {
+            if (!ngx_http_acme_jobs_retry.timer_set) {
+                ngx_add_timer(&ngx_http_acme_jobs_retry, 1000);
+            }
+            return;
+        }
+
+        ngx_queue_remove(q);
+        ngx_http_acme_jobs_nwaiting--;
+
+        if (rc != NGX_OK) {
+            /* the challenge stays "processing": a poll of its
+             * authorization or challenge once it is stale starts it
+             * again */
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "acme: a validation was not started (error), "
+                          "its challenge stays \"processing\" until a "
+                          "poll restarts it");
+            pki_acme_job_free(jctx->job);
+            ngx_free(jctx);
+            continue;
+        }
+
+        ngx_http_acme_jobs_running++;
+    }
 }
 
 
 static void
-ngx_http_acme_job_start(ngx_http_acme_job_ctx_t *jctx, ngx_log_t *log)
+ngx_http_acme_jobs_retry_handler(ngx_event_t *ev)
 {
-    ngx_int_t  rc;
-
-    rc = ngx_http_pki_post_detached_tp(jctx->tp, log, ngx_http_acme_job_work,
-                                       ngx_http_acme_job_done, jctx);
-
-    if (rc != NGX_OK) {
-        /* the challenge stays "processing": a poll of its authorization
-         * or challenge once it is stale starts it again */
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "acme: a validation was not started (%s), its "
-                      "challenge stays \"processing\" until a poll "
-                      "restarts it",
-                      rc == NGX_DECLINED ? "thread pool queue full"
-                                         : "error");
-        pki_acme_job_free(jctx->job);
-        ngx_free(jctx);
-        return;
-    }
-
-    ngx_http_acme_jobs_running++;
+    ngx_http_acme_jobs_drain(ev->log);
 }
 
 
@@ -707,30 +734,29 @@ ngx_http_acme_job_done(void *data)
 
     ngx_http_acme_jobs_running--;
 
-    while (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max
-           && !ngx_queue_empty(&ngx_http_acme_jobs_waiting))
-    {
-        ngx_queue_t  *q;
-
-        q = ngx_queue_head(&ngx_http_acme_jobs_waiting);
-        ngx_queue_remove(q);
-        ngx_http_acme_jobs_nwaiting--;
-
-        ngx_http_acme_job_start(ngx_queue_data(q, ngx_http_acme_job_ctx_t,
-                                               queue),
-                                ngx_cycle->log);
-    }
+    ngx_http_acme_jobs_drain(ngx_cycle->log);
 }
 
 
 static ngx_int_t
 ngx_http_acme_init_process(ngx_cycle_t *cycle)
 {
-    (void) cycle;
+    ngx_http_acme_main_conf_t  *amcf;
 
     ngx_queue_init(&ngx_http_acme_jobs_waiting);
     ngx_http_acme_jobs_running = 0;
     ngx_http_acme_jobs_nwaiting = 0;
+
+    /* this cycle's setting (not what a failed reload left in the master) */
+    amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_acme_module);
+    if (amcf != NULL && amcf->jobs > 0) {
+        ngx_http_acme_jobs_max = (ngx_uint_t) amcf->jobs;
+    }
+
+    ngx_http_acme_jobs_retry.handler = ngx_http_acme_jobs_retry_handler;
+    ngx_http_acme_jobs_retry.log = cycle->log;
+    ngx_http_acme_jobs_retry.data = &ngx_http_acme_jobs_retry;
+    ngx_http_acme_jobs_retry.cancelable = 1;
 
     return NGX_OK;
 }
@@ -1264,9 +1290,6 @@ ngx_http_acme_init(ngx_conf_t *cf)
                       "acme_validation_jobs must be 1..1024");
         return NGX_ERROR;
     }
-
-    /* the workers this configuration starts take it over */
-    ngx_http_acme_jobs_max = (ngx_uint_t) amcf->jobs;
 
     return ngx_http_pki_needs_redis(cf, "acme", &amcf->file, amcf->line);
 }

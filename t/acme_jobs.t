@@ -23,8 +23,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use IO::Socket::IP;
-use POSIX ();
 use Time::HiRes qw(time sleep);
 use PKITest;
 use ACMELoad;
@@ -46,45 +44,7 @@ mkdir $www;
 
 # the http-01 responder: a process per connection; each fetch is counted
 # (TOKEN.hits) and answered after TOKEN.delay seconds
-{
-    my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1',
-                                  LocalPort => $hport, Listen => 64,
-                                  ReuseAddr => 1)
-        or die "cannot listen on $hport: $!";
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        $SIG{TERM} = sub { POSIX::_exit(0) };
-        $SIG{CHLD} = 'IGNORE';
-        $SIG{PIPE} = 'IGNORE';
-        while (1) {
-            my $c = $srv->accept or next;
-            my $k = fork();
-            if (defined $k && $k == 0) {
-                my $line = <$c> // '';
-                while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
-                my ($tok) = $line
-                    =~ m{^GET /\.well-known/acme-challenge/([\w-]+) };
-                my $body = defined $tok ? slurp("$www/$tok") : undef;
-                if (defined $tok && open(my $h, '>>', "$www/$tok.hits")) {
-                    print $h time, "\n";
-                    close $h;
-                }
-                my $d = defined $tok ? slurp("$www/$tok.delay") : undef;
-                sleep($d) if defined $d && $d =~ /^[\d.]+$/;
-                print $c defined $body
-                    ? "HTTP/1.1 200 OK\r\nContent-Length: " . length($body)
-                      . "\r\nConnection: close\r\n\r\n$body"
-                    : "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-                      . "Connection: close\r\n\r\n";
-                close $c;
-                POSIX::_exit(0);
-            }
-            close $c;
-        }
-    }
-    close $srv;
-    $t->{children}{http01} = $pid;
-}
+ACMELoad::start_http01($t, $hport, $www, concurrent => 1);
 
 sub hits {
     my @l = (slurp("$www/$_[0].hits") // '') =~ /\n/g;

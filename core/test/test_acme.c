@@ -21,6 +21,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <cJSON.h>
@@ -2635,6 +2636,42 @@ authz_poll_restarts(EVP_PKEY *pk, const char *kid, const char *az)
 }
 
 
+/* A new account's kid (size bytes at most). */
+static void
+account_kid(EVP_PKEY *pk, char *kid, size_t size)
+{
+    pki_acme_resp_t  resp;
+
+    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    snprintf(kid, size, "%s", resp.location ? resp.location : "");
+    pki_acme_resp_free(&resp);
+}
+
+
+/* An order for name whose http-01 challenge is posted: the job it
+ * started (NULL: none), not run; *az the authorization's URL. */
+static pki_acme_job_t *
+http01_posted(EVP_PKEY *pk, const char *kid, const char *name,
+    char az[1][256])
+{
+    char              ids[128], ourl[256], url[256];
+    pki_acme_job_t   *job;
+    pki_acme_resp_t   resp;
+
+    snprintf(ids, sizeof(ids), "[{\"type\":\"dns\",\"value\":\"%s\"}]",
+             name);
+    order_new(pk, kid, ids, ourl, az, 1);
+    http01_url(pk, kid, az[0], url, sizeof(url));
+    post(pk, kid, url[0] ? rel(url) : "x", "{}", NULL, &resp);
+    job = resp.job;
+    resp.job = NULL;
+    pki_acme_resp_free(&resp);
+
+    return job;
+}
+
+
 /* A challenge left "processing" restarts only when its job cannot still be
  * running: it validates and then reads CAA, each within the validation
  * timeout, so after PKI_ACME_STALE (30 s), or twice the timeout and 5 s
@@ -2643,12 +2680,12 @@ static void
 test_stale_restart(const char *sock)
 {
     size_t             i;
-    char               kid[256], ourl[256], az[1][256], url[256];
+    char               kid[256], az[1][256];
     unsigned           saved;
     EVP_PKEY          *pk;
     pki_redis_t       *r;
     redisContext      *rc;
-    pki_acme_resp_t    resp;
+    pki_acme_job_t    *job;
 
     static const struct {
         unsigned  timeout_ms;
@@ -2665,21 +2702,12 @@ test_stale_restart(const char *sock)
     saved = conf.validate.timeout_ms;
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    post(pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
-         &resp);
-    snprintf(kid, sizeof(kid), "%s", resp.location ? resp.location : "");
-    pki_acme_resp_free(&resp);
-
-    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"stale.example\"}]",
-              ourl, az, 1);
-    http01_url(pk, kid, az[0], url, sizeof(url));
+    account_kid(pk, kid, sizeof(kid));
 
     /* the job is lost: never run */
-    post(pk, kid, url[0] ? rel(url) : "x", "{}", NULL, &resp);
-    ok(resp.job != NULL, "stale: http-01 started");
-    pki_acme_job_free(resp.job);
-    resp.job = NULL;
-    pki_acme_resp_free(&resp);
+    job = http01_posted(pk, kid, "stale.example", az);
+    ok(job != NULL, "stale: http-01 started");
+    pki_acme_job_free(job);
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         conf.validate.timeout_ms = cases[i].timeout_ms;
@@ -2691,6 +2719,195 @@ test_stale_restart(const char *sock)
     }
 
     conf.validate.timeout_ms = saved;
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmestale:*");
+}
+
+
+/* A one-shot http-01 responder: answers the first request with body,
+ * after touching the authorization stored at key (a field added: its
+ * text changes while the validation runs, as when another challenge of
+ * it is posted). */
+typedef struct {
+    int          fd;
+    const char  *sock;
+    char         key[512];
+    char         body[256];
+} touch_srv_t;
+
+
+static void *
+touch_srv(void *arg)
+{
+    int            c;
+    char           buf[2048], out[512], *text, *p;
+    ssize_t        n;
+    size_t         got;
+    touch_srv_t   *t = arg;
+    redisReply    *g;
+    redisContext  *rc;
+
+    c = accept(t->fd, NULL, NULL);
+    if (c < 0) {
+        return NULL;
+    }
+
+    got = 0;
+    while (got < sizeof(buf) - 1
+           && (n = recv(c, buf + got, sizeof(buf) - 1 - got, 0)) > 0)
+    {
+        got += (size_t) n;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL) {
+            break;
+        }
+    }
+
+    rc = redisConnectUnix(t->sock);
+    g = rc != NULL ? redisCommand(rc, "GET %s", t->key) : NULL;
+    if (g != NULL && g->type == REDIS_REPLY_STRING
+        && (p = strrchr(g->str, '}')) != NULL)
+    {
+        text = malloc(g->len + 16);
+        if (text != NULL) {
+            memcpy(text, g->str, (size_t) (p - g->str));
+            strcpy(text + (p - g->str), ",\"touch\":1}");
+            freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", t->key,
+                                         text));
+            free(text);
+        }
+    }
+    freeReplyObject(g);
+    redisFree(rc);
+
+    n = snprintf(out, sizeof(out), "HTTP/1.1 200 OK\r\nContent-Length: %zu"
+                 "\r\nConnection: close\r\n\r\n%s", strlen(t->body),
+                 t->body);
+    if (send(c, out, (size_t) n, 0) < 0) {
+        diag("touch_srv: send failed");
+    }
+    close(c);
+
+    return NULL;
+}
+
+
+/* The validation job once its challenge is posted: one that waited for a
+ * thread and finds its challenge restarted since (a poll took it for lost)
+ * fetches nothing; one whose authorization changes while it validates (a
+ * compare-and-set that fails) reads the authorization again and stores
+ * its result there. */
+static void
+test_job_store(const char *sock)
+{
+    char                kid[256], ourl[256], az[1][256], url[256];
+    char                acct[64], aid[64], thumb[PKI_JWK_THUMB_LEN];
+    cJSON              *authz, *ch;
+    EVP_PKEY           *pk;
+    pthread_t           th;
+    socklen_t           slen;
+    pki_redis_t        *r;
+    touch_srv_t         srv;
+    pki_result_t        res;
+    redisContext       *rc;
+    pki_acme_job_t     *job;
+    pki_acme_resp_t     resp;
+    struct sockaddr_in  sin;
+    pki_acme_validate_conf_t  saved;
+
+    r = store_open(sock, "acmestale:", &rc);
+    saved = conf.validate;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+
+    /* a job that waited while a poll restarted its challenge */
+    job = http01_posted(pk, kid, "waited.example", az);
+    ok(job != NULL, "job: http-01 started");
+    chall_started(rc, az[0], 1);                /* restarted meanwhile */
+    sleep(2);                                   /* waited for a thread */
+    conf.validate.http_port = 9;                /* nothing is fetched */
+    conf.validate.resolve_to = "127.0.0.1";
+    conf.validate.allow_private = 1;
+    pki_result_init(&res);
+    if (job != NULL) {
+        pki_acme_job_run(&conf, job, &res);
+    }
+    pki_acme_job_free(job);
+    ok(res.status == PKI_CONFLICT && strstr(res.detail, "skipped") != NULL,
+       "job: a job that waited, its challenge restarted since: skipped (%s)",
+       res.detail);
+    post(pk, kid, rel(az[0]), "", NULL, &resp);
+    authz = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    ok(strcmp(jstr(authz, "status"), "pending") == 0,
+       "job: ... the authorization stays pending");
+    cJSON_Delete(authz);
+
+    /* the authorization changes while the validation runs */
+    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"touch.example\"}]",
+              ourl, az, 1);
+    post(pk, kid, rel(az[0]), "", NULL, &resp);
+    authz = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    memset(&srv, 0, sizeof(srv));
+    url[0] = '\0';
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        if (strcmp(jstr(ch, "type"), "http-01") == 0
+            && pki_jwk_thumbprint(pk, thumb))
+        {
+            snprintf(url, sizeof(url), "%s", jstr(ch, "url"));
+            snprintf(srv.body, sizeof(srv.body), "%s.%s", jstr(ch, "token"),
+                     thumb);
+        }
+    }
+    cJSON_Delete(authz);
+
+    if (sscanf(az[0], BASE "/authz/%63[^/]/%63s", acct, aid) == 2) {
+        snprintf(srv.key, sizeof(srv.key), "acmestale:{acme:%s}:authz:%s",
+                 acct, aid);
+    }
+    srv.sock = sock;
+    srv.fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    slen = sizeof(sin);
+    if (srv.fd < 0 || bind(srv.fd, (struct sockaddr *) &sin, sizeof(sin))
+        != 0 || listen(srv.fd, 4) != 0
+        || getsockname(srv.fd, (struct sockaddr *) &sin, &slen) != 0
+        || pthread_create(&th, NULL, touch_srv, &srv) != 0)
+    {
+        diag("no http-01 responder");
+        th = 0;
+    }
+    conf.validate.http_port = ntohs(sin.sin_port);
+
+    post(pk, kid, url[0] ? rel(url) : "x", "{}", NULL, &resp);
+    pki_result_init(&res);
+    if (resp.job != NULL) {
+        pki_acme_job_run(&conf, resp.job, &res);
+    }
+    pki_acme_job_free(resp.job);
+    resp.job = NULL;
+    pki_acme_resp_free(&resp);
+    if (th != 0) {
+        pthread_join(th, NULL);
+    }
+    close(srv.fd);
+
+    ok(res.status == PKI_OK, "job: the authorization changed during the "
+       "validation: stored after reading it again (%s)", res.detail);
+    post(pk, kid, rel(az[0]), "", NULL, &resp);
+    authz = body_json(&resp);
+    pki_acme_resp_free(&resp);
+    ok(strcmp(jstr(authz, "status"), "valid") == 0,
+       "job: ... the authorization is valid");
+    cJSON_Delete(authz);
+
+    conf.validate = saved;
     EVP_PKEY_free(pk);
     store_close(r, rc, "acmestale:*");
 }
@@ -3197,6 +3414,7 @@ main(void)
         test_copy_dead_store(sock);
         test_profiles(sock);
         test_stale_restart(sock);
+        test_job_store(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }

@@ -33,33 +33,57 @@ sub available {
     return 1;
 }
 
-# start_http01($t, $port, $www): forks the http-01 responder; it is stopped
-# with the test's other children
+# start_http01($t, $port, $www, concurrent => 1): forks the http-01
+# responder; it is stopped with the test's other children.  It serves
+# TOKEN from $www, appends the time of each fetch to TOKEN.hits, and
+# answers after TOKEN.delay seconds when that file exists; with
+# concurrent, each connection gets a process of its own (one held answer
+# holds no other).
 sub start_http01 {
-    my ($t, $port, $www) = @_;
+    my ($t, $port, $www, %o) = @_;
     my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1',
                                   LocalPort => $port, Listen => 64,
                                   ReuseAddr => 1)
         or die "cannot listen on $port: $!";
+    my $serve = sub {
+        my ($c) = @_;
+        my $line = <$c> // '';
+        while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
+        my ($path) = $line =~ m{^GET (\S+)};
+        my ($tok) = ($path // '')
+            =~ m{^/\.well-known/acme-challenge/([\w-]+)$};
+        my $body = defined $tok ? slurp("$www/$tok") : undef;
+        if (defined $tok && open(my $h, '>>', "$www/$tok.hits")) {
+            print $h time, "\n";
+            close $h;
+        }
+        my $d = defined $tok ? slurp("$www/$tok.delay") : undef;
+        sleep($d) if defined $d && $d =~ /^[\d.]+$/;
+        if (defined $body) {
+            print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                . "Content-Length: " . length($body)
+                . "\r\nConnection: close\r\n\r\n$body";
+        } else {
+            print $c "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                . "Connection: close\r\n\r\n";
+        }
+        close $c;
+    };
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
         $SIG{TERM} = sub { POSIX::_exit(0) };
         $SIG{PIPE} = 'IGNORE';       # a peer gone mid-write is not our end
+        $SIG{CHLD} = 'IGNORE' if $o{concurrent};
         while (1) {
             my $c = $srv->accept or next;
-            my $line = <$c> // '';
-            while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
-            my ($path) = $line =~ m{^GET (\S+)};
-            my ($tok) = ($path // '')
-                =~ m{^/\.well-known/acme-challenge/([\w-]+)$};
-            my $body = defined $tok ? slurp("$www/$tok") : undef;
-            if (defined $body) {
-                print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                    . "Content-Length: " . length($body)
-                    . "\r\nConnection: close\r\n\r\n$body";
-            } else {
-                print $c "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-                    . "Connection: close\r\n\r\n";
+            if (!$o{concurrent}) {
+                $serve->($c);
+                next;
+            }
+            my $k = fork();
+            if (defined $k && $k == 0) {
+                $serve->($c);
+                POSIX::_exit(0);
             }
             close $c;
         }
