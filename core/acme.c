@@ -1809,7 +1809,7 @@ pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
 {
     int          n;
     const cJSON *item;
-    const char  *s;
+    const char  *s, *at;
 
     if (!cJSON_IsArray(c)) {
         pki_acme_problem(a, 400, "malformed", "\"contact\" must be an array");
@@ -1831,14 +1831,20 @@ pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
 
         s = item->valuestring;
 
-        if (strncmp(s, "mailto:", 7) != 0) {
+        /* a URI scheme is case-insensitive (RFC 3986 3.1) */
+        if (strncasecmp(s, "mailto:", 7) != 0) {
             pki_acme_problem(a, 400, "unsupportedContact", "only mailto: "
                              "contacts are supported");
             return 0;
         }
 
-        if (strlen(s) > 256 || strlen(s) < 10 || strchr(s, '@') == NULL
-            || strpbrk(s, "?,; \t\r\n<>\"") != NULL)
+        /* one addr-spec, no hfields (RFC 8555 7.3): a local part, one
+         * "@", a domain; nothing percent-encoded that would decode to
+         * a second address */
+        at = strchr(s + 7, '@');
+        if (strlen(s) > 256 || at == NULL || at == s + 7 || at[1] == '\0'
+            || strchr(at + 1, '@') != NULL
+            || strpbrk(s, "?,;% \t\r\n<>\"") != NULL)
         {
             pki_acme_problem(a, 400, "invalidContact", "invalid contact "
                              "address");
@@ -6905,6 +6911,10 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
         early = 0;
     }
 
+    if (end <= start) {
+        end = start + 1;            /* RFC 9773 4.2: end after start */
+    }
+
     pki_record_clear(&rec);
 
     o = cJSON_CreateObject();
@@ -6930,7 +6940,10 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
     pki_acme_json(a, 200, o);
     cJSON_Delete(o);
 
+    /* RFC 9773 7: a GET so that caches can serve it; as long as a client
+     * waits before it asks again */
     a->resp->retry_after = PKI_ACME_ARI_RETRY;
+    a->resp->max_age = PKI_ACME_ARI_RETRY;
 }
 
 

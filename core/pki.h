@@ -1206,6 +1206,8 @@ typedef struct {
     char             nonce[32];        /* Replay-Nonce, "" for none     */
     int              retry_after;      /* seconds, 0 for none           */
     int              no_store;         /* Cache-Control: no-store       */
+    int              max_age;          /* > 0: cacheable, "public,
+                                          max-age=N" instead of no-store */
     const char      *allow;            /* a 405's Allow (static), NULL  */
     pki_acme_job_t  *job;              /* run pki_acme_job_run() in a
                                           pool thread, then free it     */

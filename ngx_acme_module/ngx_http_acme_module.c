@@ -922,9 +922,22 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
         goto failed;
     }
 
-    if (ngx_http_pki_add_header(r, "Cache-Control", (u_char *) "no-store",
-                                sizeof("no-store") - 1)
-        == NULL)
+    if (resp->max_age > 0 && status == NGX_HTTP_OK) {
+        /* renewalInfo: a GET that caches may serve (RFC 9773 7) */
+        p = ngx_pnalloc(r->pool, sizeof("public, max-age=") + NGX_INT_T_LEN);
+        if (p == NULL) {
+            goto failed;
+        }
+        len = ngx_sprintf(p, "public, max-age=%d", resp->max_age) - p;
+
+        if (ngx_http_pki_add_header(r, "Cache-Control", p, len) == NULL) {
+            goto failed;
+        }
+
+    } else if (ngx_http_pki_add_header(r, "Cache-Control",
+                                       (u_char *) "no-store",
+                                       sizeof("no-store") - 1)
+               == NULL)
     {
         goto failed;
     }

@@ -414,6 +414,18 @@ is($r->{status}, 200, 'account update');
 is_deeply($r->{json}{contact}, ['mailto:other@example.com'], 'contact set');
 $r = post($A, $A->{kid}, { contact => ['tel:+1555'] });
 problem_is($r, 400, 'unsupportedContact', 'tel: contact');
+# RFC 3986 3.1: the scheme is case-insensitive; RFC 8555 7.3: one
+# addr-spec, no hfields
+$r = post($A, $A->{kid}, { contact => ['MAILTO:Ops@example.com'] });
+is($r->{status}, 200, 'a MAILTO: contact (any case of the scheme)')
+    or diag($r->{content});
+for my $bad ('mailto:ops@', 'mailto:@example.com', 'mailto:a@b@example.com',
+             'mailto:a%2Cb@example.com', 'mailto:a@example.com?cc=b@c.d') {
+    $r = post($A, $A->{kid}, { contact => [$bad] });
+    problem_is($r, 400, 'invalidContact', "contact $bad");
+}
+$r = post($A, $A->{kid}, { contact => ['mailto:other@example.com'] });
+is($r->{status}, 200, 'the contact set back');
 
 # --- JWS error paths ---------------------------------------------------------------
 
@@ -814,6 +826,13 @@ SKIP: {
     ok($s && $e && $s < $e && $e < $na && $s > time + 30 * 86400,
        'fresh: window in the last third of 90 days');
     ok($r->{headers}{'retry-after'}, 'renewalInfo has Retry-After');
+    # RFC 9773 7: a GET, so that caches (a CDN before a fleet) serve it
+    is($r->{headers}{'cache-control'} // '', 'public, max-age=21600',
+       'renewalInfo may be cached as long as Retry-After');
+    my $r2 = $http->get("$BASE/renewal-info/$certid" =~ s/\.[^.]*$/.AQ/r);
+    is($r2->{status}, 404, 'renewalInfo of an unknown serial: 404');
+    is($r2->{headers}{'cache-control'} // '', 'no-store',
+       '... not cached');
     ok(!exists decode_json($r->{content})->{explanationURL},
        'fresh: no explanationURL (nothing to explain)');
 
