@@ -24,6 +24,7 @@ use MIME::Base64 qw(encode_base64url decode_base64url);
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 use PKITest;
+use ACMELoad;
 
 BEGIN {
     for my $m (qw(Crypt::PK::ECC Crypt::PK::RSA Crypt::PK::Ed25519
@@ -99,45 +100,10 @@ my $http = HTTP::Tiny->new(verify_SSL => 1, keep_alive => 1, timeout => 20,
 my $www = $t->dir . '/www';
 mkdir $www;
 
-{
-    my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1',
-                                  LocalPort => $hport, Listen => 16,
-                                  ReuseAddr => 1)
-        or die "cannot listen on $hport: $!";
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        $SIG{TERM} = sub { POSIX::_exit(0) };
-        $SIG{PIPE} = 'IGNORE';       # a peer gone mid-write is not our end
-        while (my $c = $srv->accept) {
-            my $line = <$c> // '';
-            while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
-            my ($path) = $line =~ m{^GET (\S+)};
-            my ($tok) = ($path // '') =~ m{^/\.well-known/acme-challenge/([\w-]+)$};
-            my $body = defined $tok ? slurp("$www/$tok") : undef;
-            if (defined $tok && open(my $h, '>>', "$www/$tok.hits")) {
-                print $h "1\n";            # validations seen, per token
-                close $h;
-            }
-            # a slow answer (seconds in $tok.delay): a validation held in
-            # flight while the test acts
-            my $delay = defined $tok ? slurp("$www/$tok.delay") : undef;
-            sleep($delay) if defined $delay && $delay =~ /^[\d.]+$/;
-            if (defined $body) {
-                print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                    . "Content-Length: " . length($body)
-                    . "\r\nConnection: close\r\n\r\n$body";
-            } else {
-                print $c "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-                    . "Connection: close\r\n\r\n";
-            }
-            close $c;
-            spew("$www/$tok.answered", "1") if defined $delay;
-        }
-        POSIX::_exit(0);
-    }
-    close $srv;
-    $t->{children}{http01} = $pid;
-}
+# it serves TOKEN from $www, counts each fetch in TOKEN.hits and, for a
+# validation held in flight while the test acts, answers after
+# TOKEN.delay seconds and then writes TOKEN.answered
+ACMELoad::start_http01($t, $hport, $www);
 
 # --- a tiny ACME client ------------------------------------------------------
 
@@ -829,9 +795,9 @@ SKIP: {
     # RFC 9773 7: a GET, so that caches (a CDN before a fleet) serve it
     is($r->{headers}{'cache-control'} // '', 'public, max-age=21600',
        'renewalInfo may be cached as long as Retry-After');
-    my $r2 = $http->get("$BASE/renewal-info/$certid" =~ s/\.[^.]*$/.AQ/r);
-    is($r2->{status}, 404, 'renewalInfo of an unknown serial: 404');
-    is($r2->{headers}{'cache-control'} // '', 'no-store',
+    my $unk = $http->get("$BASE/renewal-info/$certid" =~ s/\.[^.]*$/.AQ/r);
+    is($unk->{status}, 404, 'renewalInfo of an unknown serial: 404');
+    is($unk->{headers}{'cache-control'} // '', 'no-store',
        '... not cached');
     ok(!exists decode_json($r->{content})->{explanationURL},
        'fresh: no explanationURL (nothing to explain)');

@@ -2563,17 +2563,29 @@ order_new(EVP_PKEY *pk, const char *kid, const char *ids, char *ourl,
 }
 
 
-/* The URL of authorization az's http-01 challenge into url ("" if none). */
-static void
-http01_url(EVP_PKEY *pk, const char *kid, const char *az, char *url,
-    size_t size)
+/* The authorization at URL az as its client reads it (NULL: none). */
+static cJSON *
+authz_get(EVP_PKEY *pk, const char *kid, const char *az)
 {
-    cJSON            *authz, *ch;
+    cJSON            *authz;
     pki_acme_resp_t   resp;
 
     post(pk, kid, rel(az), "", NULL, &resp);
     authz = body_json(&resp);
     pki_acme_resp_free(&resp);
+
+    return authz;
+}
+
+
+/* The URL of authorization az's http-01 challenge into url ("" if none). */
+static void
+http01_url(EVP_PKEY *pk, const char *kid, const char *az, char *url,
+    size_t size)
+{
+    cJSON  *authz, *ch;
+
+    authz = authz_get(pk, kid, az);
     url[0] = '\0';
     cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
                                                           "challenges"))
@@ -2837,9 +2849,7 @@ test_job_store(const char *sock)
     ok(res.status == PKI_CONFLICT && strstr(res.detail, "skipped") != NULL,
        "job: a job that waited, its challenge restarted since: skipped (%s)",
        res.detail);
-    post(pk, kid, rel(az[0]), "", NULL, &resp);
-    authz = body_json(&resp);
-    pki_acme_resp_free(&resp);
+    authz = authz_get(pk, kid, az[0]);
     ok(strcmp(jstr(authz, "status"), "pending") == 0,
        "job: ... the authorization stays pending");
     cJSON_Delete(authz);
@@ -2847,9 +2857,7 @@ test_job_store(const char *sock)
     /* the authorization changes while the validation runs */
     order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"touch.example\"}]",
               ourl, az, 1);
-    post(pk, kid, rel(az[0]), "", NULL, &resp);
-    authz = body_json(&resp);
-    pki_acme_resp_free(&resp);
+    authz = authz_get(pk, kid, az[0]);
     memset(&srv, 0, sizeof(srv));
     url[0] = '\0';
     cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
@@ -2900,9 +2908,7 @@ test_job_store(const char *sock)
 
     ok(res.status == PKI_OK, "job: the authorization changed during the "
        "validation: stored after reading it again (%s)", res.detail);
-    post(pk, kid, rel(az[0]), "", NULL, &resp);
-    authz = body_json(&resp);
-    pki_acme_resp_free(&resp);
+    authz = authz_get(pk, kid, az[0]);
     ok(strcmp(jstr(authz, "status"), "valid") == 0,
        "job: ... the authorization is valid");
     cJSON_Delete(authz);
@@ -3217,9 +3223,7 @@ test_order_errors(const char *sock)
     }
     pki_acme_resp_free(&resp);
 
-    post(pk, kid, rel(az[0]), "", NULL, &resp);
-    authz = body_json(&resp);
-    pki_acme_resp_free(&resp);
+    authz = authz_get(pk, kid, az[0]);
     ctype[0] = '\0';
     cdetail[0] = '\0';
     cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,

@@ -36,9 +36,9 @@ sub available {
 # start_http01($t, $port, $www, concurrent => 1): forks the http-01
 # responder; it is stopped with the test's other children.  It serves
 # TOKEN from $www, appends the time of each fetch to TOKEN.hits, and
-# answers after TOKEN.delay seconds when that file exists; with
-# concurrent, each connection gets a process of its own (one held answer
-# holds no other).
+# answers after TOKEN.delay seconds when that file exists (then writes
+# TOKEN.answered); with concurrent, each connection gets a process of its
+# own (one held answer holds no other).
 sub start_http01 {
     my ($t, $port, $www, %o) = @_;
     my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1',
@@ -68,6 +68,7 @@ sub start_http01 {
                 . "Connection: close\r\n\r\n";
         }
         close $c;
+        PKITest::spew("$www/$tok.answered", '1') if defined $d;
     };
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
