@@ -226,8 +226,21 @@ pki_jwk_ec(const cJSON *obj, const char *crv, pki_result_t *res)
     x = pki_jwk_member(obj, "x", &xlen);
     y = pki_jwk_member(obj, "y", &ylen);
 
-    if (x == NULL || y == NULL || xlen != flen || ylen != flen) {
+    if (x == NULL || y == NULL) {
         pki_fail(res, PKI_MALFORMED, "bad EC JWK coordinates");
+        goto failed;
+    }
+
+    /* RFC 7518 6.2.1.2: each coordinate at the curve's full length.  A
+     * client that drops leading zero octets (the acme-client gem 2.0.9
+     * does, for about one key in 128) also computes its key authorizations
+     * from that text, a thumbprint no server computes: refused here, the
+     * client learns it at once instead of at every challenge. */
+    if (xlen != flen || ylen != flen) {
+        pki_fail(res, PKI_MALFORMED, "EC JWK coordinates must have %zu "
+                 "octets each on %s (RFC 7518 6.2.1.2), got %zu and %zu%s",
+                 flen, crv, xlen, ylen, xlen < flen || ylen < flen
+                 ? ": leading zero octets dropped?" : "");
         goto failed;
     }
 

@@ -152,6 +152,11 @@ SKIP: {
        'gem account update: the old contact is gone');
 
     ($kv) = rb('gem account_key_change', 'keychange');
+    like($kv->{short_key} // '',
+         qr/^Malformed: .*must have 32 octets each on P-256 \(RFC 7518/,
+         'gem keyChange to a key it sends with a short coordinate: refused');
+    is($kv->{short_key_kid} // '', $kv->{changed} // 'none',
+       '... and the account still has its old key');
     is($kv->{new_key_kid} // '', $kv->{changed} // 'none',
        'gem keyChange: the new key finds the same account');
     is($kv->{old_key} // '', 'AccountDoesNotExist',

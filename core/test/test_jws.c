@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/rsa.h>
@@ -222,6 +223,106 @@ test_jwk_hostile(void)
                        87, &res);
     ok(pk != NULL, "RFC 8037 Ed25519 public JWK parses");
     EVP_PKEY_free(pk);
+}
+
+
+/* A JWK of pk with its x coordinate cut to its last xlen octets (dropping
+ * leading zeros, as some clients do) or grown by one leading zero. */
+static char *
+ec_jwk_x(EVP_PKEY *pk, const char *crv, size_t flen, size_t xlen)
+{
+    int             n;
+    char           *xs, *ys, *out;
+    size_t          len;
+    unsigned char   pt[1 + 2 * 66], x[67];
+
+    len = 0;
+    EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt,
+                                    sizeof(pt), &len);
+    if (len != 1 + 2 * flen) {
+        return NULL;
+    }
+
+    x[0] = 0;
+    memcpy(x + 1, pt + 1, flen);
+    xs = b64u(x + 1 + flen - xlen, xlen);
+    ys = b64u(pt + 1 + flen, flen);
+    n = asprintf(&out, "{\"kty\":\"EC\",\"crv\":\"%s\",\"x\":\"%s\","
+                 "\"y\":\"%s\"}", crv, xs, ys);
+    (void) n;
+    free(xs);
+    free(ys);
+
+    return out;
+}
+
+
+/* Keys whose x starts with a zero octet, sent without it (the acme-client
+ * gem 2.0.9 of Debian 12 does so, and builds its key authorizations from
+ * that text): refused with a message that says why; the full length
+ * parses to the same key. */
+static void
+test_jwk_short(void)
+{
+    int             tries;
+    char           *j;
+    size_t          len, flen, lens[3];
+    EVP_PKEY       *pk, *got;
+    pki_result_t    res;
+    unsigned char   pt[1 + 2 * 66];
+    static const struct {
+        const char  *crv;
+        size_t       flen;
+    } curves[] = { { "P-256", 32 }, { "P-521", 66 } };
+
+    for (size_t c = 0; c < 2; c++) {
+        flen = curves[c].flen;
+
+        for (tries = 0; tries < 20000; tries++) {
+            pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curves[c].crv);
+            len = 0;
+            EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt,
+                                            sizeof(pt), &len);
+            if (len == 1 + 2 * flen && pt[1] == 0) {
+                break;
+            }
+            EVP_PKEY_free(pk);
+            pk = NULL;
+        }
+
+        ok(pk != NULL, "%s: a key whose x starts with 0x00 (%d tries)",
+           curves[c].crv, tries);
+        if (pk == NULL) {
+            continue;
+        }
+
+        j = ec_jwk_x(pk, curves[c].crv, flen, flen);
+        pki_result_init(&res);
+        got = pki_jwk_parse(j, strlen(j), &res);
+        ok(got != NULL && EVP_PKEY_eq(got, pk) == 1,
+           "%s: x with its leading zero parses (%s)", curves[c].crv,
+           res.detail);
+        EVP_PKEY_free(got);
+        free(j);
+
+        lens[0] = flen - 1;
+        lens[1] = flen + 1;
+        lens[2] = 0;
+
+        for (int i = 0; i < 3; i++) {
+            j = ec_jwk_x(pk, curves[c].crv, flen, lens[i]);
+            pki_result_init(&res);
+            got = pki_jwk_parse(j, strlen(j), &res);
+            ok(got == NULL && res.status == PKI_MALFORMED
+               && strstr(res.detail, "RFC 7518") != NULL,
+               "%s: a %zu-octet x refused (%s)", curves[c].crv, lens[i],
+               res.detail);
+            EVP_PKEY_free(got);
+            free(j);
+        }
+
+        EVP_PKEY_free(pk);
+    }
 }
 
 
@@ -831,6 +932,7 @@ main(void)
     test_b64url();
     test_thumbprint();
     test_jwk_hostile();
+    test_jwk_short();
     test_algorithms();
     test_hostile();
     test_hot_keys();
