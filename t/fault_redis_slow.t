@@ -313,27 +313,21 @@ my $stall_end = time;
 reap_kids();
 
 # (b) the event loop did not block
-# 50 ms is the bound; on a machine loaded far beyond its cores (other
-# builds and suites) a probe can wait that long for a CPU without the
-# event loop being blocked, so there each probe must stay below 500 ms
-# (a loop blocked on Redis would wait for the 1 s timeout or the 3 s stall)
-# and 80% below 50 ms
-my ($load) = (slurp('/proc/loadavg') // '0') =~ /^([\d.]+)/;
-my $ncpu = () = (slurp('/proc/cpuinfo') // '') =~ /^processor\s*:/mg;
-my $busy = $load > 2 * ($ncpu || 1);
-my $bound = $busy ? 0.5 : 0.05;
+# A loop blocked on Redis would make a probe wait for the 1 s timeout or
+# the 3 s stall: each probe must stay below 500 ms, and 80% below 50 ms.
+# (Not every one below 50 ms: on a loaded machine, or under a sanitizer, a
+# probe can wait that long for a CPU without the event loop being blocked;
+# the load average lags and misses a VM's steal, so it cannot tell.)
+my $bound = 0.5;
 my @slow = grep { $_->[0] != 200 || $_->[1] >= $bound } @probes;
-cmp_ok(scalar @probes, '>=', 20, scalar(@probes) . ' cacerts probes during '
+cmp_ok(scalar @probes, '>=', 10, scalar(@probes) . ' cacerts probes during '
        . 'the stall');
 is(scalar @slow, 0, sprintf('every cacerts probe during the stall: 200 in '
-                            . '< %d ms%s', $bound * 1000, $busy
-                            ? " (load average $load on $ncpu CPUs)" : ''))
+                            . '< %d ms', $bound * 1000))
     or diag(join("\n", map { sprintf('%d %.3f s', @$_) } @slow));
-if ($busy) {
-    my $fast = grep { $_->[1] < 0.05 } @probes;
-    cmp_ok($fast, '>=', 0.8 * @probes, "$fast of " . scalar(@probes)
-           . ' probes in < 50 ms');
-}
+my $fast = grep { $_->[1] < 0.05 } @probes;
+cmp_ok($fast, '>=', 0.8 * @probes, "$fast of " . scalar(@probes)
+       . ' probes in < 50 ms');
 my ($max) = sort { $b <=> $a } map { $_->[1] } @probes;
 diag(sprintf('slowest cacerts probe during the stall: %.1f ms',
              ($max // 0) * 1000));
@@ -345,17 +339,15 @@ for my $set (['cached OCSP', \@oprobes, 'HIT'], ['static file', \@sprobes, '']) 
     my ($what, $p, $want) = @$set;
     my @bad = grep { $_->[0] != 200 || $_->[1] >= $bound || $_->[2] ne $want }
               @$p;
-    cmp_ok(scalar @$p, '>=', 20, scalar(@$p) . " $what probes during the "
+    cmp_ok(scalar @$p, '>=', 10, scalar(@$p) . " $what probes during the "
            . 'stall');
     is(scalar @bad, 0, sprintf('every %s probe during the stall: 200%s in '
                                . '< %d ms', $what, $want ? " $want" : '',
                                $bound * 1000))
         or diag(join("\n", map { sprintf('%d %.3f s %s', @$_) } @bad));
-    if ($busy) {
-        my $fast = grep { $_->[1] < 0.05 } @$p;
-        cmp_ok($fast, '>=', 0.8 * @$p, "$what: $fast of " . scalar(@$p)
-               . ' probes in < 50 ms');
-    }
+    my $fast = grep { $_->[1] < 0.05 } @$p;
+    cmp_ok($fast, '>=', 0.8 * @$p, "$what: $fast of " . scalar(@$p)
+           . ' probes in < 50 ms');
     my ($m) = sort { $b <=> $a } map { $_->[1] } @$p;
     diag(sprintf("slowest $what probe during the stall: %.1f ms",
                  ($m // 0) * 1000));

@@ -86,11 +86,12 @@ my $bserial = $t->x509_field($b, 'serial');
 # --- hit: same bytes, POST and GET share the entry ----------------------------
 
 my $reqa = reqfile(['-cert', $a], 'req-a', '-no_nonce');
+# back to back: a check by openssl in between may outlast revgen_check
 my $r1 = post($url, $reqa);
+my $r2 = post($url, $reqa);
 is($r1->{code}, 200, 'first request: 200');
 is($r1->{headers}{'x-ocsp-cache'}, 'MISS', 'first request: MISS');
 like(status_of($r1->{body}, ['-cert', $a]), qr/: good/, 'first: good');
-my $r2 = post($url, $reqa);
 is($r2->{headers}{'x-ocsp-cache'}, 'HIT', 'second request: HIT')
     or diag($r2->{head});
 ok($r2->{body} eq $r1->{body},
@@ -145,11 +146,13 @@ $t2->start_nginx($conf2);
 my $url2 = 'http://127.0.0.1:' . $t2->http_port . '/ocsp';
 
 my $reqb = reqfile(['-cert', $b], 'req-b', '-no_nonce');
+my %good;
 for my $u ($url, $url2) {
     post($u, $reqb);
     my $r = post($u, $reqb);
     is($r->{headers}{'x-ocsp-cache'}, 'HIT', "$u: b cached");
     like(status_of($r->{body}, ['-cert', $b]), qr/: good/, "$u: b good");
+    $good{$u} = $r->{body};
 }
 
 # --- revocation invalidates the cache, here and on the other nginx -------------
@@ -161,19 +164,26 @@ my $rv = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
 my $t0 = time;
 is($rv->{code}, 200, 'revoked through the admin API') or diag($rv->{body});
 
-for my $u ($url, $url2) {
-    my ($seen, $last);
-    while (time - $t0 < 3) {
-        $last = post($u, $reqb);
-        if (status_of($last->{body}, ['-cert', $b]) =~ /: revoked/) {
-            $seen = time - $t0;
-            last;
-        }
-        sleep 0.1;
+# both servers polled in turn from the same start, each answer compared
+# with the cached good bytes (openssl, slow on a loaded machine, checks the
+# first other answer once); bound: revgen_check (1 s), then the answer
+# after the background refresh it started
+my (%seen, %last);
+while (time - $t0 < 4 && keys %seen < 2) {
+    for my $u (grep { !$seen{$_} } $url, $url2) {
+        my $r = post($u, $reqb);
+        next if ($r->{body} // '') eq $good{$u};
+        $seen{$u} = time - $t0;
+        $last{$u} = $r->{body};
     }
-    ok(defined $seen && $seen <= 1.5,
-       "$u: revocation seen after " . (defined $seen ? sprintf('%.2f s', $seen)
-                                                     : 'never'));
+    sleep 0.05;
+}
+for my $u ($url, $url2) {
+    ok(defined $seen{$u} && $seen{$u} <= 2
+       && status_of($last{$u}, ['-cert', $b]) =~ /: revoked/,
+       "$u: revocation seen after " . (defined $seen{$u}
+                                       ? sprintf('%.2f s', $seen{$u})
+                                       : 'never'));
 }
 
 $t2->stop_nginx;
