@@ -595,18 +595,29 @@ static const char  pki_lua_cas[] =
     "else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end "
     "return 1";
 
+/* An authorization deactivated (RFC 8555 7.5.2): compare-and-set of
+ * KEYS[1] from ARGV[1] to ARGV[2] (TTL ARGV[3]), and its identifier's
+ * "valid" index KEYS[2] dropped only while it names this authorization
+ * (ARGV[4]), not a newer one.  1 done, 0 changed meanwhile. */
+static const char  pki_lua_authz_deactivate[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+    "if redis.call('GET', KEYS[2]) == ARGV[4] then "
+    "  redis.call('DEL', KEYS[2]) "
+    "end "
+    "return 1";
+
 /* newAccount.  KEYS[1] key index, KEYS[2] account, KEYS[3] EAB key (when
  * bound); ARGV[1] id, ARGV[2] account, ARGV[3] and ARGV[4] the account
  * key name around an id.  Accounts have no TTL: one that is used for
- * years (a cluster's cert-manager) must not vanish under its owner.  Returns the id the key maps to
- * afterwards (an index whose account is gone is replaced), or "" when the
- * EAB key was bound to another account meanwhile, "!" when ARGV[5] (a
- * counter of new accounts per client address and clock hour, "": none)
- * went over ARGV[6]; only an account that is created counts.  The index
- * and the
- * account do not share a hash tag: on a Redis Cluster these scripts would
- * need both in one slot (one Redis or a Sentinel pair is what the design
- * runs today). */
+ * years (a cluster's cert-manager) must not vanish under its owner.
+ * Returns the id the key maps to afterwards (an index whose account is
+ * gone is replaced), or "" when the EAB key was bound to another account
+ * or disabled meanwhile, "!" when ARGV[5] (a counter of new accounts per
+ * client address and clock hour, "": none) went over ARGV[6]; only an
+ * account that is created counts.  The index and the account do not share
+ * a hash tag: on a Redis Cluster these scripts would need both in one
+ * slot (one Redis or a Sentinel pair is what the design runs today). */
 static const char  pki_lua_new_account[] =
     "local cur = redis.call('GET', KEYS[1]) "
     "if cur and redis.call('EXISTS', ARGV[3] .. cur .. ARGV[4]) == 1 then "
@@ -615,6 +626,9 @@ static const char  pki_lua_new_account[] =
     "if KEYS[3] then "
     "  local b = redis.call('HGET', KEYS[3], 'account') "
     "  if b and b ~= '' and b ~= ARGV[1] then return '' end "
+    "  if redis.call('HGET', KEYS[3], 'status') ~= 'active' then "
+    "    return '' "
+    "  end "
     "end "
     "if ARGV[5] ~= '' then "
     "  local n = redis.call('INCR', ARGV[5]) "
@@ -689,45 +703,6 @@ pki_acme_cas(pki_redis_t *r, const char *key, const char *old,
     }
 
     return v;
-}
-
-
-static pki_status_t
-pki_acme_store(pki_redis_t *r, const char *key, const cJSON *obj, long ttl,
-    int nx, int *stored, pki_result_t *res)
-{
-    int    v;
-    char  *text, num[24];
-
-    text = cJSON_PrintUnformatted(obj);
-    if (text == NULL) {
-        return pki_fail(res, PKI_INTERNAL, "out of memory");
-    }
-
-    if (ttl < 1) {
-        ttl = 1;
-    }
-    snprintf(num, sizeof(num), "%ld", ttl);
-
-    if (nx) {
-        v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 6, "SET", key, text,
-                                                  "EX", num, "NX"));
-    } else {
-        v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 5, "SET", key, text,
-                                                  "EX", num));
-    }
-
-    free(text);
-
-    if (v < 0) {
-        return PKI_UNAVAILABLE;
-    }
-
-    if (stored != NULL) {
-        *stored = v;
-    }
-
-    return PKI_OK;
 }
 
 
@@ -2095,6 +2070,15 @@ pki_acme_new_account(pki_acme_t *a)
             return;
         }
 
+        if (a->conf->eab_required && pki_json_str(acct, "eab") == NULL) {
+            pki_acme_problem(a, 403, "externalAccountRequired", "the "
+                             "account of this key was made without an "
+                             "external account binding, which this "
+                             "location requires: bind a new key");
+            cJSON_Delete(acct);
+            return;
+        }
+
         pki_acme_account_reply(a, 200, id, acct);
         cJSON_Delete(acct);
         return;
@@ -2245,7 +2229,8 @@ pki_acme_new_account(pki_acme_t *a)
             freeReplyObject(reply);
             cJSON_Delete(acct);
             pki_acme_problem(a, 403, "unauthorized", "the "
-                             "externalAccountBinding key was used meanwhile");
+                             "externalAccountBinding key was used or "
+                             "disabled meanwhile");
             return;
         }
 
@@ -2896,6 +2881,86 @@ failed:
 
 /* ---- authorizations ------------------------------------------------------------------ */
 
+void
+pki_acme_realm(pki_acme_conf_t *conf)
+{
+    int                  n;
+    char                *b;
+    size_t               len;
+    const char *const   *id;
+    unsigned char        md[32];
+    char                 buf[4096];
+    const pki_acme_validate_conf_t  *v = &conf->validate;
+
+    n = snprintf(buf, sizeof(buf), "ca=%s\neab=%d\nhttp=%u\ntls=%u\n"
+                 "resolver=%s\nresolve_to=%s\nprivate=%d\ncaa=%d\n",
+                 conf->ca != NULL ? pki_ca_name(conf->ca) : "",
+                 conf->eab_required ? 1 : 0, v->http_port, v->tls_port,
+                 v->resolver != NULL ? v->resolver : "",
+                 v->resolve_to != NULL ? v->resolve_to : "",
+                 v->allow_private ? 1 : 0, v->caa ? 1 : 0);
+    len = n > 0 && (size_t) n < sizeof(buf) ? (size_t) n : 0;
+
+    for (id = v->caa_ids; id != NULL && *id != NULL; id++) {
+        n = snprintf(buf + len, sizeof(buf) - len, "caa_id=%s\n", *id);
+        if (n < 0 || (size_t) n >= sizeof(buf) - len) {
+            break;
+        }
+        len += (size_t) n;
+    }
+
+    conf->realm[0] = '\0';
+
+    if (EVP_Digest(buf, len, md, NULL, EVP_sha256(), NULL) != 1) {
+        return;
+    }
+
+    b = pki_b64url_encode(md, 16);
+    if (b != NULL) {
+        snprintf(conf->realm, sizeof(conf->realm), "%s", b);
+        free(b);
+    }
+}
+
+
+/* An order or authorization made under another location's policy (see
+ * pki_acme_conf_t.realm); one without a realm (older) is everyone's. */
+static int
+pki_acme_foreign(const pki_acme_t *a, const cJSON *obj)
+{
+    const char  *realm;
+
+    realm = pki_json_str(obj, "realm");
+
+    return a->conf->realm[0] != '\0' && realm != NULL
+           && strcmp(realm, a->conf->realm) != 0;
+}
+
+
+/* Loaded as *out (and *text): one of another policy is absent here. */
+static pki_status_t
+pki_acme_own(pki_acme_t *a, pki_status_t rc, const char *key, cJSON **out,
+    char **text)
+{
+    if (rc != PKI_OK || !pki_acme_foreign(a, *out)) {
+        return rc;
+    }
+
+    pki_log(a->res, "acme: %s was made under another ACME location's policy",
+            key);
+
+    cJSON_Delete(*out);
+    *out = NULL;
+
+    if (text != NULL) {
+        free(*text);
+        *text = NULL;
+    }
+
+    return PKI_NOT_FOUND;
+}
+
+
 static const char *
 pki_acme_authz_status(pki_acme_t *a, const cJSON *authz)
 {
@@ -3005,11 +3070,11 @@ pki_acme_authz_load_text(pki_acme_t *a, const char *acct, const char *id,
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", id);
 
     rc = pki_acme_prefetched(a, key, out, text);
-    if (rc != PKI_ACME_MISS) {
-        return rc;
+    if (rc == PKI_ACME_MISS) {
+        rc = pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
     }
 
-    return pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
+    return pki_acme_own(a, rc, key, out, text);
 }
 
 
@@ -3018,21 +3083,6 @@ pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
     cJSON **out)
 {
     return pki_acme_authz_load_text(a, acct, id, out, NULL);
-}
-
-
-static pki_status_t
-pki_acme_authz_save(const pki_acme_conf_t *conf, const char *acct,
-    const char *id, const cJSON *authz, time_t now, pki_result_t *res)
-{
-    long  ttl;
-    char  key[PKI_ACME_KEY_MAX];
-
-    pki_key_name(key, sizeof(key), PKI_ACME_ST(conf), acct, "authz", id);
-
-    ttl = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
-
-    return pki_acme_store(PKI_ACME_ST(conf), key, authz, ttl, 0, NULL, res);
 }
 
 
@@ -3375,8 +3425,14 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
         if (aid[0] != '\0'
             && pki_acme_authz_load(a, a->acct, aid, &authz) == PKI_OK)
         {
+            /* reused only while it leaves the client an hour (or the
+             * order's lifetime, if shorter) to finalize: the order turns
+             * invalid when an authorization of it expires */
             if (strcmp(pki_acme_authz_status(a, authz), "valid") == 0
-                && pki_json_num(authz, "expires") > (double) a->now + 60
+                && pki_json_num(authz, "expires")
+                   > (double) a->now + (double) (a->conf->order_ttl > 0
+                                                 && a->conf->order_ttl < 3600
+                                                 ? a->conf->order_ttl : 3600)
                 && pki_json_num(authz, "validated")
                    + (double) pki_acme_reuse_window(a, type) > (double) a->now)
             {
@@ -3401,6 +3457,9 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     }
 
     cJSON_AddStringToObject(authz, "status", "pending");
+    if (a->conf->realm[0] != '\0') {
+        cJSON_AddStringToObject(authz, "realm", a->conf->realm);
+    }
     cJSON_AddNumberToObject(authz, "expires", (double) expires);
     cJSON_AddStringToObject(authz, "type", type);
     cJSON_AddStringToObject(authz, "value", bare);
@@ -3436,9 +3495,54 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
 }
 
 
+/* 1 deactivated (authz as read from *text, its status set), 0 changed
+ * meanwhile, -1 Redis failed. */
+static int
+pki_acme_authz_deactivate(pki_acme_t *a, const char *acct, const char *aid,
+    const char *text, const cJSON *authz)
+{
+    int          v;
+    char         key[PKI_ACME_KEY_MAX], vkey[PKI_ACME_KEY_MAX], idx[300];
+    char         ttl[24], *nt;
+    const char  *args[6];
+
+    snprintf(idx, sizeof(idx), "%s:%s%s", pki_json_str(authz, "type"),
+             cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz, "wildcard"))
+             ? "*." : "", pki_json_str(authz, "value"));
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", aid);
+    pki_key_name(vkey, sizeof(vkey), PKI_ACME_ST(a->conf), acct, "valid",
+                 idx);
+    snprintf(ttl, sizeof(ttl), "%ld",
+             (long) (pki_json_num(authz, "expires") - (double) a->now)
+             + 86400);
+
+    nt = cJSON_PrintUnformatted(authz);
+    if (nt == NULL || text == NULL) {
+        free(nt);
+        pki_fail(a->res, PKI_INTERNAL, "out of memory");
+        return -1;
+    }
+
+    args[0] = key;
+    args[1] = vkey;
+    args[2] = text;
+    args[3] = nt;
+    args[4] = ttl;
+    args[5] = aid;
+
+    v = pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
+                         pki_acme_eval(PKI_ACME_ST(a->conf), a->res,
+                                       pki_lua_authz_deactivate, 2, 6, args));
+    free(nt);
+
+    return v;
+}
+
+
 static void
 pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
 {
+    int           v;
     char         *text;
     cJSON        *authz, *o, *st, *ch;
     pki_status_t  rc;
@@ -3483,8 +3587,6 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
         }
     }
 
-    free(text);
-
     if (a->payload != NULL) {
         st = cJSON_GetObjectItemCaseSensitive(a->payload, "status");
 
@@ -3492,6 +3594,7 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
             || strcmp(st->valuestring, "deactivated") != 0)
         {
             cJSON_Delete(authz);
+            free(text);
             pki_acme_problem(a, 400, "malformed", "a client may only set "
                              "status \"deactivated\"");
             return;
@@ -3501,6 +3604,7 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
             && strcmp(pki_acme_authz_status(a, authz), "valid") != 0)
         {
             cJSON_Delete(authz);
+            free(text);
             pki_acme_problem(a, 403, "malformed", "only a pending or valid "
                              "authorization can be deactivated");
             return;
@@ -3508,27 +3612,22 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
 
         pki_json_set_str(authz, "status", "deactivated");
 
-        rc = pki_acme_authz_save(a->conf, acct, aid, authz, a->now, a->res);
-        if (rc != PKI_OK) {
+        v = pki_acme_authz_deactivate(a, acct, aid, text, authz);
+        if (v != 1) {
             cJSON_Delete(authz);
-            pki_acme_fail(a, rc, "authorization");
+            free(text);
+            if (v == 0) {
+                pki_acme_problem(a, 409, "malformed", "the authorization "
+                                 "changed while it was deactivated; "
+                                 "retry");
+                return;
+            }
+            pki_acme_fail(a, PKI_UNAVAILABLE, "authorization");
             return;
         }
-
-        {
-            char  key[PKI_ACME_KEY_MAX], idx[300];
-
-            snprintf(idx, sizeof(idx), "%s:%s%s", pki_json_str(authz, "type"),
-                     cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz,
-                                                                "wildcard"))
-                     ? "*." : "", pki_json_str(authz, "value"));
-            pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "valid",
-                         idx);
-            pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
-                             pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "DEL",
-                                          key));
-        }
     }
+
+    free(text);
 
     o = pki_acme_authz_obj(a, acct, aid, authz);
 
@@ -3655,11 +3754,11 @@ pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "order", oid);
 
     rc = pki_acme_prefetched(a, key, out, text);
-    if (rc != PKI_ACME_MISS) {
-        return rc;
+    if (rc == PKI_ACME_MISS) {
+        rc = pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
     }
 
-    return pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
+    return pki_acme_own(a, rc, key, out, text);
 }
 
 
@@ -4029,7 +4128,8 @@ done:
 
 /* Several objects in one step.  ARGV[1] n; KEYS[1..n] are SET to
  * ARGV[2i], EX ARGV[2i+1]; a further key is a zset: ZADD score ARGV[2n+2]
- * member ARGV[2n+3], then ZREMRANGEBYSCORE -inf ARGV[2n+4]. */
+ * member ARGV[2n+3], then ZREMRANGEBYSCORE -inf ARGV[2n+4], and the zset
+ * expires when its newest member leaves it (an idle account's list goes). */
 static const char  pki_lua_mset[] =
     "local n = tonumber(ARGV[1]) "
     "for i = 1, n do "
@@ -4038,6 +4138,8 @@ static const char  pki_lua_mset[] =
     "if #KEYS > n then "
     "  redis.call('ZADD', KEYS[n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]) "
     "  redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', ARGV[2 * n + 4]) "
+    "  local ttl = tonumber(ARGV[2 * n + 2]) - tonumber(ARGV[2 * n + 4]) "
+    "  if ttl > 0 then redis.call('EXPIRE', KEYS[n + 1], ttl) end "
     "end "
     "return 1";
 
@@ -4823,6 +4925,9 @@ pki_acme_new_order(pki_acme_t *a)
     }
 
     cJSON_AddStringToObject(order, "status", "pending");
+    if (a->conf->realm[0] != '\0') {
+        cJSON_AddStringToObject(order, "realm", a->conf->realm);
+    }
     cJSON_AddNumberToObject(order, "expires", (double) expires);
     cJSON_AddNumberToObject(order, "keep", (double) expires + 86400);
     cJSON_AddItemToObject(order, "identifiers", ids);
@@ -4849,9 +4954,27 @@ pki_acme_new_order(pki_acme_t *a)
     {
         char  old[24];
 
+        int   i;
+        long  lv, longest;
+
+        /* an order is listed while it may live: its certificate's life
+         * after the order's own; the longest of every profile, as orders
+         * of all of them share the list */
+        longest = validity;
+        for (i = 0; a->conf->profiles != NULL
+                    && a->conf->profiles[i].name != NULL; i++)
+        {
+            lv = pki_template_validity(a->conf->profiles[i].tmpl);
+            longest = lv > longest ? lv : longest;
+        }
+        if (a->conf->tmpl != NULL) {
+            lv = pki_template_validity(a->conf->tmpl);
+            longest = lv > longest ? lv : longest;
+        }
+
         snprintf(old, sizeof(old), "%lld", (long long) (a->now
                  - (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400)
-                 - (validity > 0 ? validity : 90L * 86400) - 86400));
+                 - (longest > 0 ? longest : 90L * 86400) - 86400));
         snprintf(num, sizeof(num), "%lld", (long long) a->now);
 
         rc = pki_acme_order_create(a, oid, order, newauthz, num, old);
@@ -4966,6 +5089,11 @@ pki_acme_order_listed(pki_acme_t *a, const char *acct,
     }
 
     order = cJSON_ParseWithLength(text->str, text->len);
+    if (pki_acme_foreign(a, order)) {
+        cJSON_Delete(order);
+        return 0;                   /* another location's: no URL here */
+    }
+
     st = pki_json_str(order, "status");
 
     /* as pki_acme_order_status decides, without reading the
@@ -7243,6 +7371,17 @@ redeemed:
         if (st == NULL || strcmp(st, "valid") != 0) {
             pki_acme_problem(a, 401, "unauthorized", "the account %s",
                              pki_acme_not_valid(st));
+            return 0;
+        }
+
+        /* accounts are the server's: one made at a location without EAB
+         * is no account of a location that requires it */
+        if (a->conf->eab_required
+            && pki_json_str(a->account, "eab") == NULL)
+        {
+            pki_acme_problem(a, 403, "unauthorized", "this account has no "
+                             "external account binding, which this "
+                             "location requires");
             return 0;
         }
     }

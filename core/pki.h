@@ -1132,6 +1132,7 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  * decision about it (names at newOrder, validity, finalize's issuance,
  * renewalInfo) uses that profile's template. */
 #define PKI_ACME_MAX_PROFILES   8
+#define PKI_ACME_REALM_LEN      24      /* 22 base64url characters + NUL */
 #define PKI_ACME_PROFILE_LEN    32      /* [a-z0-9._-]{1,32} */
 
 typedef struct {
@@ -1177,7 +1178,17 @@ typedef struct {
      * revocation does (pki_acme_account_revoke) */
     pki_redis_t     **acme_state;
     size_t            nacme_state;
+    /* the policy orders and authorizations are made under (the CA, EAB,
+     * how control is proven: ports, resolver, resolve_to, private
+     * targets, CAA), set by pki_acme_realm(); "": none.  Orders and
+     * authorizations keep it, and a location under another policy treats
+     * them as absent: an authorization proven at a lab location never
+     * serves the production one, though both share a Redis */
+    char              realm[PKI_ACME_REALM_LEN];
 } pki_acme_conf_t;
+
+/* Fills conf->realm from the fields it names (call once they are set). */
+PKI_API void pki_acme_realm(pki_acme_conf_t *conf);
 
 typedef struct {
     const char           *method;

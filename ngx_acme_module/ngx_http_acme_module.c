@@ -1092,6 +1092,13 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     pki_acme_conf_t           *ac;
     ngx_http_core_loc_conf_t  *clcf;
 
+    /* acme_base_url is the URL of one ACME server: a nested location with
+     * an "acme" of its own is another one and never inherits it (a nested
+     * location without one serves the same server and does) */
+    if (conf->base_url.data == NULL && conf->enable != NGX_CONF_UNSET) {
+        ngx_str_set(&conf->base_url, "");
+    }
+
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->ca, prev->ca, NULL);
     ngx_conf_merge_ptr_value(conf->tmpl, prev->tmpl, NULL);
@@ -1261,6 +1268,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                 return NGX_CONF_ERROR;
             }
         }
+
+        pki_acme_realm(ac);
 
         conf->conf = ac;
     }

@@ -52,6 +52,12 @@ $conf =~ s{(\n(\s*)location /acme/ \{)}{
 $2location /acme-lb/ {
 $2    acme issuing acme;
 $2    acme_base_url https://lb.example.test/pki/acme;
+$2    location /acme-lb/v2/ {
+$2        acme issuing acme;
+$2    }
+$2    location = /acme-lb/directory {
+$2        add_header X-Nested yes always;
+$2    }
 $2}
 $2location /acme-lim/ {
 $2    acme issuing acme;
@@ -1831,6 +1837,90 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     $r = post_raw("$local/new-account", $JSON->encode($j));
     problem_is($r, 401, 'unauthorized', 'acme_base_url: the URL nginx sees '
                . 'is not the one the client signs');
+
+    # a nested location serves the same ACME server, unless it has an
+    # "acme" of its own: then it is another server, at its own URL
+    is($d->{headers}{'x-nested'} // '', 'yes',
+       'acme_base_url: the directory came through the nested location');
+    $d = $http->get("$local/v2/directory");
+    $dj = eval { decode_json($d->{content}) } || {};
+    is($dj->{newAccount} // '', "$local/v2/new-account",
+       'acme_base_url: a nested location with its own "acme" has its own URL');
+}
+
+# --- one Redis, two policies ----------------------------------------------------------
+# /acme-lim/ proves control otherwise than /acme/ (port 80, real DNS): what
+# an account proved at /acme/ (a lab) is no proof there, and its orders are
+# none of that location's
+
+{
+    my $c = account();
+    my ($r, $url, $o) = order_ready($c, 'realm.example.test');
+    is($o->{json}{status}, 'ready', 'policies: an order ready at /acme/');
+    my $LIM = 'https://127.0.0.1:' . $t->https_port . '/acme-lim';
+    my $there = sub { $_[0] =~ s{^\Q$BASE\E/}{$LIM/}r };
+    my $c2 = { key => $c->{key}, kid => $there->($c->{kid}) };
+    problem_is(post($c2, $there->($url), ''), 404, 'malformed',
+               'policies: the order is not found at /acme-lim/');
+    problem_is(post($c2, $there->($o->{json}{authorizations}[0]), ''), 404,
+               'malformed', 'policies: nor its authorization');
+    my ($der) = csr_der('realm', subj => '/', san => 'DNS:realm.example.test');
+    problem_is(post($c2, $there->($o->{json}{finalize}), { csr => b64u($der) }),
+               404, 'malformed', 'policies: nor can it be finalized there');
+    $r = post($c2, "$LIM/new-order", { identifiers => [
+              { type => 'dns', value => 'realm.example.test' }] });
+    is($r->{status}, 201, 'policies: a new order at /acme-lim/');
+    is($r->{json}{status} // '', 'pending',
+       'policies: /acme/\'s authorization is not reused there: pending');
+    my $lo = post($c2, "$c2->{kid}/orders", '');
+    ok(!grep({ $_ eq $there->($url) } @{ $lo->{json}{orders} || [] }),
+       'policies: /acme-lim/ lists no order of /acme/');
+    is(post($c, $url, '')->{json}{status} // '', 'ready',
+       'policies: at /acme/ the order is still ready');
+}
+
+# --- the orders list: kept as long as an order of any profile may live -----------
+
+{
+    my $c = account();
+    my ($acct) = ($c->{kid} // '') =~ m{/acct/([\w-]+)$};
+    my $zkey = "pki:{acme:$acct}:orders";
+    # a 90-day order made 10 days ago (its certificate still valid)
+    $t->redis('ZADD', $zkey, time - 10 * 86400, 'tendaysold');
+    local %order_extra = (profile => 'shortlived');
+    my $r = post($c, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'list.example.test' }], %order_extra });
+    is($r->{status}, 201, 'orders list: a shortlived (7-day) order');
+    like($t->redis_raw('ZSCORE', $zkey, 'tendaysold'), qr/^\d/,
+       '... does not drop a 90-day order of 10 days ago from the list');
+    my $ttl = $t->redis_raw('TTL', $zkey) + 0;
+    ok($ttl > 90 * 86400 && $ttl < 100 * 86400,
+       "... and the list expires when its newest order may (TTL $ttl s)");
+}
+
+# --- deactivating an older authorization leaves the newer one reusable -----------
+
+{
+    my $c = account();
+    my (undef, undef, $o0) = order_ready($c, 'twice.example.test');
+    my $a0 = $o0->{json}{authorizations}[0];
+    # past the reuse window (still valid): the next order gets a new one
+    authz_edit($a0, sub { $_[0]{validated} -= 2 * 86400 });
+    my (undef, undef, $o1) = order_ready($c, 'twice.example.test');
+    my $a1 = $o1->{json}{authorizations}[0] // '';
+    isnt($a1, $a0, 'reuse: past its window, a new authorization');
+    my ($acct, $aid1) = $a1 =~ m{/authz/([\w-]+)/([\w-]+)$};
+    my $vkey = "pki:{acme:$acct}:valid:dns:twice.example.test";
+    is($t->redis_raw('GET', $vkey) =~ s/\n\z//r, $aid1,
+       'reuse: the index names the new one');
+    my $r = post($c, $a0, { status => 'deactivated' });
+    is($r->{json}{status} // '', 'deactivated',
+       'the older authorization deactivated');
+    is($t->redis_raw('GET', $vkey) =~ s/\n\z//r, $aid1,
+       '... the index still names the newer one');
+    $r = post($c, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'twice.example.test' }] });
+    is($r->{json}{status} // '', 'ready', '... which a new order reuses');
 }
 
 # --- terms of service (acme_terms_of_service) ---------------------------------------
@@ -2295,6 +2385,31 @@ sub eab_account {
     my $c = { key => $k, kid => $r->{headers}{location} };
     my ($id) = ($c->{kid} // '') =~ m{/acct/([\w-]+)$};
     return ($c, $id // 'none');
+}
+
+# an account made where no EAB is required is no account of /acme/, which
+# requires one (accounts are the server's, shared by its locations)
+{
+    my $DS = 'https://127.0.0.1:' . $t->https_port . '/acme-ds';
+    my $k = new_key();
+    my $c = { key => $k };
+    my $n = $http->request('HEAD', "$DS/new-nonce")->{headers}{'replay-nonce'};
+    my $r = post($c, "$DS/new-account",
+                 { termsOfServiceAgreed => JSON::PP::true }, jwk => 1,
+                 nonce => $n);
+    is($r->{status}, 201, 'EAB: an account made at /acme-ds/ (no EAB)')
+        or diag($r->{content});
+    my ($id) = ($r->{headers}{location} // '') =~ m{/acct/([\w-]+)$};
+    $r = post($c, "$BASE/new-account",
+              { termsOfServiceAgreed => JSON::PP::true }, jwk => 1);
+    problem_is($r, 403, 'externalAccountRequired',
+               'EAB: its key finds no account at /acme/');
+    $c->{kid} = "$BASE/acct/" . ($id // 'none');
+    $r = post($c, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'noeab.example.test' }] });
+    problem_is($r, 403, 'unauthorized', 'EAB: nor does its account URL');
+    like($r->{json}{detail} // '', qr/external account binding/,
+         '... which says why');
 }
 
 # the state store's copy of the account follows an admin revocation at once
