@@ -607,6 +607,13 @@ static const char  pki_lua_authz_deactivate[] =
     "end "
     "return 1";
 
+/* A counter of a clock hour: INCR KEYS[1], which expires an hour after
+ * its first count. */
+static const char  pki_lua_count_hour[] =
+    "local n = redis.call('INCR', KEYS[1]) "
+    "if n == 1 then redis.call('EXPIRE', KEYS[1], 3600) end "
+    "return n";
+
 /* newAccount.  KEYS[1] key index, KEYS[2] account, KEYS[3] EAB key (when
  * bound); ARGV[1] id, ARGV[2] account, ARGV[3] and ARGV[4] the account
  * key name around an id.  Accounts have no TTL: one that is used for
@@ -4848,7 +4855,14 @@ pki_acme_new_order(pki_acme_t *a)
         snprintf(num, sizeof(num), "%lld", (long long) (a->now / 3600));
         pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "rate", num);
 
-        reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "INCR", key);
+        /* the count and its expiry in one step: a failure in between
+         * would leave a key that never goes */
+        {
+            const char  *args[1] = { key };
+
+            reply = pki_acme_eval(PKI_ACME_ST(a->conf), a->res,
+                                  pki_lua_count_hour, 1, 1, args);
+        }
         if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
             if (reply != NULL) {
                 freeReplyObject(reply);
@@ -4858,12 +4872,6 @@ pki_acme_new_order(pki_acme_t *a)
         }
         count = reply->integer;
         freeReplyObject(reply);
-
-        if (count == 1) {
-            pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
-                             pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 3,
-                                          "EXPIRE", key, "3600"));
-        }
 
         if (count > a->conf->orders_per_hour) {
             pki_acme_problem(a, 429, "rateLimited", "at most %ld new orders "

@@ -1473,6 +1473,21 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     ok(resp.retry_after > 0, "rate limited: Retry-After");
     check_problem("over the hourly order limit", &resp, 429, "rateLimited");
     conf.orders_per_hour = 0;
+    {
+        redisReply  *t;
+
+        t = redisCommand(rc, "TTL acmetest:{acme:%s}:rate:%lld", acct,
+                         (long long) (time(NULL) / 3600));
+        if (t != NULL && t->type == REDIS_REPLY_INTEGER && t->integer == -2) {
+            freeReplyObject(t);     /* the hour turned since */
+            t = redisCommand(rc, "TTL acmetest:{acme:%s}:rate:%lld", acct,
+                             (long long) (time(NULL) / 3600 - 1));
+        }
+        ok(t != NULL && t->type == REDIS_REPLY_INTEGER && t->integer > 0
+           && t->integer <= 3600, "the hour's order count expires (%lld)",
+           t != NULL ? t->integer : -9);
+        freeReplyObject(t);
+    }
 
     /* new accounts per client address and hour: only a created account
      * counts; the one over the limit gets 429 with Retry-After and is not
