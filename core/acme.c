@@ -614,6 +614,19 @@ static const char  pki_lua_count_hour[] =
     "if n == 1 then redis.call('EXPIRE', KEYS[1], 3600) end "
     "return n";
 
+/* An account made before its location required EAB, bound now.  KEYS[1]
+ * EAB key, KEYS[2] account; ARGV[1] id, ARGV[2] the account as read,
+ * ARGV[3] the account with its binding.  1 bound, 0 the EAB key is bound
+ * to another account or disabled, -1 the account changed meanwhile. */
+static const char  pki_lua_eab_bind[] =
+    "local b = redis.call('HGET', KEYS[1], 'account') "
+    "if b and b ~= '' and b ~= ARGV[1] then return 0 end "
+    "if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return 0 end "
+    "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end "
+    "redis.call('HSET', KEYS[1], 'account', ARGV[1]) "
+    "redis.call('SET', KEYS[2], ARGV[3]) "
+    "return 1";
+
 /* newAccount.  KEYS[1] key index, KEYS[2] account, KEYS[3] EAB key (when
  * bound); ARGV[1] id, ARGV[2] account, ARGV[3] and ARGV[4] the account
  * key name around an id.  Accounts have no TTL: one that is used for
@@ -2030,11 +2043,89 @@ pki_acme_client_bucket(const char *client, char *out, size_t size)
 }
 
 
+/* newAccount for the key of an account made without a binding, at a
+ * location that requires one: the request's binding (RFC 8555 7.3.4)
+ * binds it in place, *acct then holding the bound account.  1 done (or no
+ * binding given: the caller refuses), 0 refused (the problem set). */
+static int
+pki_acme_eab_bind(pki_acme_t *a, const char *id, cJSON **acct,
+    const char *text)
+{
+    int           v;
+    char          eab_kid[64], ekey[PKI_ACME_KEY_MAX], akey[PKI_ACME_KEY_MAX];
+    char         *nt;
+    cJSON        *eab;
+    const char   *args[5];
+    redisReply   *reply;
+
+    eab = cJSON_GetObjectItemCaseSensitive(a->payload,
+                                           "externalAccountBinding");
+    if (eab == NULL) {
+        return 1;
+    }
+
+    if (pki_acme_eab_check(a, eab, id, eab_kid, sizeof(eab_kid)) != PKI_OK) {
+        return 0;
+    }
+
+    pki_json_set_str(*acct, "eab", eab_kid);
+    pki_json_set_item(*acct, "eab_jws", cJSON_Duplicate(eab, 1));
+
+    nt = cJSON_PrintUnformatted(*acct);
+    if (nt == NULL || text == NULL) {
+        free(nt);
+        pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        return 0;
+    }
+
+    pki_key_name(ekey, sizeof(ekey), a->conf->redis, NULL, "eab", eab_kid);
+    pki_key_name(akey, sizeof(akey), a->conf->redis, id, "acct", NULL);
+    args[0] = ekey;
+    args[1] = akey;
+    args[2] = id;
+    args[3] = text;
+    args[4] = nt;
+
+    reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_eab_bind, 2, 5,
+                          args);
+    v = reply != NULL && reply->type == REDIS_REPLY_INTEGER
+        ? (int) reply->integer : -2;
+    if (reply != NULL) {
+        freeReplyObject(reply);
+    }
+
+    if (v == 1) {
+        pki_acme_copy_failed(a, pki_acme_account_copy(a, id, nt));
+        snprintf(a->res->log, sizeof(a->res->log), "acme: account %s "
+                 "bound to EAB key %s", id, eab_kid);
+    }
+    free(nt);
+
+    if (v == 1) {
+        return 1;
+    }
+
+    if (v == 0) {
+        pki_acme_problem(a, 403, "unauthorized", "the "
+                         "externalAccountBinding key was used or disabled "
+                         "meanwhile");
+    } else if (v == -1) {
+        pki_acme_problem(a, 409, "malformed", "the account changed "
+                         "meanwhile; retry");
+    } else {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "newAccount");
+    }
+
+    return 0;
+}
+
+
 static void
 pki_acme_new_account(pki_acme_t *a)
 {
     int           only;
     char          key[PKI_ACME_KEY_MAX], id[PKI_ACME_ID_MAX], eab_kid[64];
+    char         *text;
     cJSON        *acct, *c, *tos, *eab;
     const char   *st;
     redisReply   *reply;
@@ -2061,7 +2152,7 @@ pki_acme_new_account(pki_acme_t *a)
         snprintf(id, sizeof(id), "%s", reply->str);
         freeReplyObject(reply);
 
-        rc = pki_acme_account_load(a, id, &acct, NULL);
+        rc = pki_acme_account_load(a, id, &acct, &text);
         if (rc != PKI_OK) {
             pki_acme_fail(a, rc, "account");
             return;
@@ -2074,20 +2165,30 @@ pki_acme_new_account(pki_acme_t *a)
             pki_acme_problem(a, 401, "unauthorized", "the account of this "
                              "key %s", pki_acme_not_valid(st));
             cJSON_Delete(acct);
+            free(text);
+            return;
+        }
+
+        if (a->conf->eab_required && pki_json_str(acct, "eab") == NULL
+            && !only && !pki_acme_eab_bind(a, id, &acct, text))
+        {
+            cJSON_Delete(acct);
+            free(text);
             return;
         }
 
         if (a->conf->eab_required && pki_json_str(acct, "eab") == NULL) {
             pki_acme_problem(a, 403, "externalAccountRequired", "the "
-                             "account of this key was made without an "
-                             "external account binding, which this "
-                             "location requires: bind a new key");
+                             "account of this key has no external account "
+                             "binding, which this location requires");
             cJSON_Delete(acct);
+            free(text);
             return;
         }
 
         pki_acme_account_reply(a, 200, id, acct);
         cJSON_Delete(acct);
+        free(text);
         return;
     }
 
@@ -2888,37 +2989,34 @@ failed:
 
 /* ---- authorizations ------------------------------------------------------------------ */
 
+/* The policy's kind, not its every value: hosts of one fleet may differ
+ * in their resolver or CAA names, and a rolling edit of those must not
+ * orphan the orders in flight.  What makes a proof weaker (a lab's
+ * resolve_to, private targets, other ports or resolver; no CAA check) or
+ * an account looser (no EAB), and the CA that signs, do count. */
 void
 pki_acme_realm(pki_acme_conf_t *conf)
 {
-    int                  n;
-    char                *b;
-    size_t               len;
-    const char *const   *id;
-    unsigned char        md[32];
-    char                 buf[4096];
+    int            n;
+    char          *b, buf[512];
+    unsigned char  md[32];
+
     const pki_acme_validate_conf_t  *v = &conf->validate;
 
-    n = snprintf(buf, sizeof(buf), "ca=%s\neab=%d\nhttp=%u\ntls=%u\n"
-                 "resolver=%s\nresolve_to=%s\nprivate=%d\ncaa=%d\n",
+    n = snprintf(buf, sizeof(buf), "ca=%s\neab=%d\nports=%d\nresolver=%d\n"
+                 "resolve_to=%d\nprivate=%d\ncaa=%d\n",
                  conf->ca != NULL ? pki_ca_name(conf->ca) : "",
-                 conf->eab_required ? 1 : 0, v->http_port, v->tls_port,
-                 v->resolver != NULL ? v->resolver : "",
-                 v->resolve_to != NULL ? v->resolve_to : "",
+                 conf->eab_required ? 1 : 0,
+                 v->http_port != 80 || v->tls_port != 443,
+                 v->resolver != NULL && v->resolver[0] != '\0',
+                 v->resolve_to != NULL && v->resolve_to[0] != '\0',
                  v->allow_private ? 1 : 0, v->caa ? 1 : 0);
-    len = n > 0 && (size_t) n < sizeof(buf) ? (size_t) n : 0;
-
-    for (id = v->caa_ids; id != NULL && *id != NULL; id++) {
-        n = snprintf(buf + len, sizeof(buf) - len, "caa_id=%s\n", *id);
-        if (n < 0 || (size_t) n >= sizeof(buf) - len) {
-            break;
-        }
-        len += (size_t) n;
-    }
 
     conf->realm[0] = '\0';
 
-    if (EVP_Digest(buf, len, md, NULL, EVP_sha256(), NULL) != 1) {
+    if (n <= 0 || (size_t) n >= sizeof(buf)
+        || EVP_Digest(buf, (size_t) n, md, NULL, EVP_sha256(), NULL) != 1)
+    {
         return;
     }
 
@@ -3371,6 +3469,19 @@ pki_acme_new_challenge(const char *type)
  * reused dns authorization is at most PKI_ACME_CAA_REUSE old: a CAA record
  * set changed since then rules the next order within that time (the
  * CA/Browser Forum's eight hours). */
+/* The life a reused authorization must have left: an hour for the
+ * client to finalize, or the order's whole life if shorter. */
+static long
+pki_acme_reuse_margin(const pki_acme_conf_t *conf)
+{
+    long  ttl;
+
+    ttl = conf->order_ttl > 0 ? conf->order_ttl : 86400;
+
+    return ttl < 3600 ? ttl : 3600;
+}
+
+
 static long
 pki_acme_reuse_window(pki_acme_t *a, const char *type)
 {
@@ -3432,14 +3543,15 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
         if (aid[0] != '\0'
             && pki_acme_authz_load(a, a->acct, aid, &authz) == PKI_OK)
         {
-            /* reused only while it leaves the client an hour (or the
-             * order's lifetime, if shorter) to finalize: the order turns
-             * invalid when an authorization of it expires */
+            /* reused only while it leaves the client time to finalize:
+             * the order turns invalid when an authorization of it
+             * expires */
             if (strcmp(pki_acme_authz_status(a, authz), "valid") == 0
+                /* one older than realms: unknown policy, not reused */
+                && (a->conf->realm[0] == '\0'
+                    || pki_json_str(authz, "realm") != NULL)
                 && pki_json_num(authz, "expires")
-                   > (double) a->now + (double) (a->conf->order_ttl > 0
-                                                 && a->conf->order_ttl < 3600
-                                                 ? a->conf->order_ttl : 3600)
+                   > (double) (a->now + pki_acme_reuse_margin(a->conf))
                 && pki_json_num(authz, "validated")
                    + (double) pki_acme_reuse_window(a, type) > (double) a->now)
             {
@@ -3549,7 +3661,7 @@ pki_acme_authz_deactivate(pki_acme_t *a, const char *acct, const char *aid,
 static void
 pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
 {
-    int           v;
+    int           v, tries;
     char         *text;
     cJSON        *authz, *o, *st, *ch;
     pki_status_t  rc;
@@ -3559,6 +3671,10 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
                          "to another account");
         return;
     }
+
+    tries = 0;
+
+again:
 
     rc = pki_acme_authz_load_text(a, acct, aid, &authz, &text);
     if (rc != PKI_OK) {
@@ -3623,9 +3739,12 @@ pki_acme_authz(pki_acme_t *a, const char *acct, const char *aid)
         if (v != 1) {
             cJSON_Delete(authz);
             free(text);
+            if (v == 0 && ++tries < 4) {
+                goto again;         /* changed meanwhile: read it again */
+            }
             if (v == 0) {
                 pki_acme_problem(a, 409, "malformed", "the authorization "
-                                 "changed while it was deactivated; "
+                                 "kept changing while it was deactivated; "
                                  "retry");
                 return;
             }
@@ -3743,9 +3862,10 @@ not_found:
 
 /* ---- orders --------------------------------------------------------------------- */
 
+/* An order; any: also one made under another location's policy. */
 static pki_status_t
-pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
-    cJSON **out, char **text)
+pki_acme_order_read(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON **out, char **text, int any)
 {
     char          key[PKI_ACME_KEY_MAX];
     pki_status_t  rc;
@@ -3765,7 +3885,15 @@ pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
         rc = pki_acme_load_text(PKI_ACME_ST(a->conf), key, out, text, a->res);
     }
 
-    return pki_acme_own(a, rc, key, out, text);
+    return any ? rc : pki_acme_own(a, rc, key, out, text);
+}
+
+
+static pki_status_t
+pki_acme_order_load(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON **out, char **text)
+{
+    return pki_acme_order_read(a, acct, oid, out, text, 0);
 }
 
 
@@ -4136,7 +4264,8 @@ done:
 /* Several objects in one step.  ARGV[1] n; KEYS[1..n] are SET to
  * ARGV[2i], EX ARGV[2i+1]; a further key is a zset: ZADD score ARGV[2n+2]
  * member ARGV[2n+3], then ZREMRANGEBYSCORE -inf ARGV[2n+4], and the zset
- * expires when its newest member leaves it (an idle account's list goes). */
+ * expires when its newest member leaves it (an idle account's list goes;
+ * never sooner than another location's newOrder set). */
 static const char  pki_lua_mset[] =
     "local n = tonumber(ARGV[1]) "
     "for i = 1, n do "
@@ -4146,7 +4275,9 @@ static const char  pki_lua_mset[] =
     "  redis.call('ZADD', KEYS[n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]) "
     "  redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', ARGV[2 * n + 4]) "
     "  local ttl = tonumber(ARGV[2 * n + 2]) - tonumber(ARGV[2 * n + 4]) "
-    "  if ttl > 0 then redis.call('EXPIRE', KEYS[n + 1], ttl) end "
+    "  if ttl > redis.call('TTL', KEYS[n + 1]) then "
+    "    redis.call('EXPIRE', KEYS[n + 1], ttl) "
+    "  end "
     "end "
     "return 1";
 
@@ -4423,7 +4554,17 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued)
     order = NULL;
     text = NULL;
 
-    rc = pki_acme_order_load(a, a->acct, holder, &order, &text);
+    rc = pki_acme_order_read(a, a->acct, holder, &order, &text, 1);
+
+    if (rc == PKI_OK && pki_acme_foreign(a, order)) {
+        /* another location's order: its state is its own to judge (its
+         * authorizations are none of this location's), so it holds the
+         * mark until it is gone */
+        cJSON_Delete(order);
+        free(text);
+        return 1;
+    }
+
     if (rc == PKI_OK) {
         rc = pki_acme_order_recover(a, a->acct, holder, &order, &text);
     }
@@ -4979,6 +5120,8 @@ pki_acme_new_order(pki_acme_t *a)
             lv = pki_template_validity(a->conf->tmpl);
             longest = lv > longest ? lv : longest;
         }
+        longest = a->conf->list_keep > longest ? a->conf->list_keep
+                                               : longest;
 
         snprintf(old, sizeof(old), "%lld", (long long) (a->now
                  - (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400)
@@ -7871,10 +8014,13 @@ again:
         pki_json_set_str(authz, "status", "valid");
         pki_json_set_num(authz, "validated", (double) now);
 
-        keep = conf->authz_reuse > conf->order_ttl ? conf->authz_reuse
-                                                   : conf->order_ttl;
-        if (keep <= 0) {
-            keep = 86400;
+        /* valid for an order's life, and past the reuse window by the
+         * margin reuse leaves a new order */
+        keep = conf->order_ttl > 0 ? conf->order_ttl : 86400;
+        if (conf->authz_reuse > 0
+            && conf->authz_reuse + pki_acme_reuse_margin(conf) > keep)
+        {
+            keep = conf->authz_reuse + pki_acme_reuse_margin(conf);
         }
         pki_json_set_num(authz, "expires", (double) (now + keep));
 

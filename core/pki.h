@@ -1178,13 +1178,17 @@ typedef struct {
      * revocation does (pki_acme_account_revoke) */
     pki_redis_t     **acme_state;
     size_t            nacme_state;
-    /* the policy orders and authorizations are made under (the CA, EAB,
-     * how control is proven: ports, resolver, resolve_to, private
-     * targets, CAA), set by pki_acme_realm(); "": none.  Orders and
-     * authorizations keep it, and a location under another policy treats
-     * them as absent: an authorization proven at a lab location never
-     * serves the production one, though both share a Redis */
+    /* the kind of policy orders and authorizations are made under (the
+     * CA; EAB or not; lab settings or not: resolve_to, private targets,
+     * other ports or resolver; CAA or not), set by pki_acme_realm(); "":
+     * none.  Orders and authorizations keep it, and a location under
+     * another kind treats them as absent: an authorization proven at a
+     * lab location never serves the production one on the same Redis */
     char              realm[PKI_ACME_REALM_LEN];
+    /* seconds an account's order list keeps an order's certificate past
+     * the order, at least: the longest validity of any ACME location of
+     * the server, whose orders share the list (0: this location's) */
+    long              list_keep;
 } pki_acme_conf_t;
 
 /* Fills conf->realm from the fields it names (call once they are set). */

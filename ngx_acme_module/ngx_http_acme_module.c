@@ -79,6 +79,8 @@ typedef struct {
     ngx_str_t                  file;        /* first acme directive, for */
     ngx_uint_t                 line;        /* the "needs pki_redis" error */
     ngx_int_t                  jobs;        /* acme_validation_jobs      */
+    long                       list_keep;   /* longest validity of every
+                                               ACME location's templates */
 } ngx_http_acme_main_conf_t;
 
 
@@ -357,12 +359,13 @@ ngx_module_t  ngx_http_acme_module = {
 static ngx_int_t
 ngx_http_acme_handler(ngx_http_request_t *r)
 {
-    u_char                    *p, *end;
-    size_t                     len;
-    ngx_int_t                  rc;
-    ngx_str_t                  host, path, base;
-    ngx_http_acme_ctx_t       *ctx;
-    ngx_http_acme_loc_conf_t  *alcf;
+    u_char                     *p, *end;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_str_t                   host, path, base;
+    ngx_http_acme_ctx_t        *ctx;
+    ngx_http_acme_loc_conf_t   *alcf;
+    ngx_http_acme_main_conf_t  *amcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_acme_module);
 
@@ -376,6 +379,8 @@ ngx_http_acme_handler(ngx_http_request_t *r)
     }
 
     ctx->conf = *alcf->conf;
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_acme_module);
+    ctx->conf.list_keep = amcf->list_keep;
     ctx->conf.redis = ngx_http_pki_redis(r);
     ctx->conf.acme_state = ngx_http_pki_acme_states(r, &ctx->conf.nacme_state);
 
@@ -1092,10 +1097,13 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     pki_acme_conf_t           *ac;
     ngx_http_core_loc_conf_t  *clcf;
 
-    /* acme_base_url is the URL of one ACME server: a nested location with
-     * an "acme" of its own is another one and never inherits it (a nested
-     * location without one serves the same server and does) */
-    if (conf->base_url.data == NULL && conf->enable != NGX_CONF_UNSET) {
+    /* acme_base_url is the URL of one ACME server: a location with an
+     * "acme" of its own nested in an ACME location is another server and
+     * does not inherit it (one without, serving the same server, does; so
+     * does one whose parent sets the URL for it without being a server) */
+    if (conf->base_url.data == NULL && conf->enable != NGX_CONF_UNSET
+        && prev->enable == 1)
+    {
         ngx_str_set(&conf->base_url, "");
     }
 
@@ -1272,6 +1280,26 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         pki_acme_realm(ac);
 
         conf->conf = ac;
+    }
+
+    /* an account's order list is the server's, whichever location adds
+     * to it: kept for the longest validity of them all */
+    {
+        long                        v;
+        const pki_acme_profile_t   *pr;
+        ngx_http_acme_main_conf_t  *amcf;
+
+        amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
+
+        v = conf->conf->tmpl != NULL
+            ? pki_template_validity(conf->conf->tmpl) : 0;
+        amcf->list_keep = v > amcf->list_keep ? v : amcf->list_keep;
+
+        for (pr = conf->conf->profiles; pr != NULL && pr->name != NULL; pr++)
+        {
+            v = pki_template_validity(pr->tmpl);
+            amcf->list_keep = v > amcf->list_keep ? v : amcf->list_keep;
+        }
     }
 
     /* the location name, without a trailing "/" */

@@ -59,6 +59,12 @@ $2    location = /acme-lb/directory {
 $2        add_header X-Nested yes always;
 $2    }
 $2}
+$2location /acme-par/ {
+$2    acme_base_url https://lb.example.test/par;
+$2    location /acme-par/x/ {
+$2        acme issuing acme;
+$2    }
+$2}
 $2location /acme-lim/ {
 $2    acme issuing acme;
 $2    acme_accounts_per_hour 2;
@@ -1686,6 +1692,16 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     $r = renew_order($R, $id0, 'rp0.example.test');
     problem_is($r, 409, 'alreadyReplaced', 'replaces: a second order while '
                . 'the first is pending');
+    {
+        # at a location of another policy, to which the first order is
+        # none of its own: the mark still holds
+        local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-lim';
+        my $R2 = { key => $R->{key}, kid => ($R->{kid} // '')
+                   =~ s{/acme/acct/}{/acme-lim/acct/}r };
+        $r = renew_order($R2, $id0, 'rp0.example.test');
+        problem_is($r, 409, 'alreadyReplaced', 'replaces: a second order at '
+                   . 'another location while the first is pending');
+    }
 
     # the holder becomes invalid: a new order takes the mark over
     order_edit($o1url, sub { $_[0]{status} = 'invalid' });
@@ -1846,6 +1862,11 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     $dj = eval { decode_json($d->{content}) } || {};
     is($dj->{newAccount} // '', "$local/v2/new-account",
        'acme_base_url: a nested location with its own "acme" has its own URL');
+    $d = $http->get('https://127.0.0.1:' . $t->https_port
+                    . '/acme-par/x/directory');
+    $dj = eval { decode_json($d->{content}) } || {};
+    is($dj->{newAccount} // '', 'https://lb.example.test/par/new-account',
+       'acme_base_url: set by a parent that is no ACME server: inherited');
 }
 
 # --- one Redis, two policies ----------------------------------------------------------
@@ -1873,6 +1894,7 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     is($r->{json}{status} // '', 'pending',
        'policies: /acme/\'s authorization is not reused there: pending');
     my $lo = post($c2, "$c2->{kid}/orders", '');
+    is($lo->{status}, 200, 'policies: the account\'s orders at /acme-lim/');
     ok(!grep({ $_ eq $there->($url) } @{ $lo->{json}{orders} || [] }),
        'policies: /acme-lim/ lists no order of /acme/');
     is(post($c, $url, '')->{json}{status} // '', 'ready',
@@ -2410,6 +2432,24 @@ sub eab_account {
     problem_is($r, 403, 'unauthorized', 'EAB: nor does its account URL');
     like($r->{json}{detail} // '', qr/external account binding/,
          '... which says why');
+
+    # its client binds it where EAB is required: newAccount with a binding
+    my $e = eval { decode_json($http->request('POST', $admin, \%auth)
+                               ->{content}) } || {};
+    $r = post($c, "$BASE/new-account", { externalAccountBinding =>
+              eab_for($k, $e->{kid}, $e->{hmac_key}) }, jwk => 1);
+    is($r->{status}, 200, 'EAB: the account bound in place: 200')
+        or diag($r->{content});
+    is($r->{headers}{location} // '', $c->{kid}, '... the same account');
+    ok($r->{json}{externalAccountBinding}, '... now with its binding');
+    $r = post($c, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'noeab.example.test' }] });
+    is($r->{status}, 201, '... which orders at /acme/ now');
+    my $k2 = new_key();
+    $r = post({ key => $k2 }, "$BASE/new-account", { externalAccountBinding =>
+              eab_for($k2, $e->{kid}, $e->{hmac_key}) }, jwk => 1);
+    problem_is($r, 403, 'unauthorized', 'EAB: the key it took binds no '
+               . 'other account');
 }
 
 # the state store's copy of the account follows an admin revocation at once
