@@ -2095,9 +2095,9 @@ pki_acme_eab_bind(pki_acme_t *a, const char *id, cJSON **acct,
     }
 
     if (v == 1) {
-        pki_acme_copy_failed(a, pki_acme_account_copy(a, id, nt));
         snprintf(a->res->log, sizeof(a->res->log), "acme: account %s "
                  "bound to EAB key %s", id, eab_kid);
+        pki_acme_copy_failed(a, pki_acme_account_copy(a, id, nt));
     }
     free(nt);
 
@@ -3461,14 +3461,6 @@ pki_acme_new_challenge(const char *type)
 }
 
 
-/* An authorization for one identifier: reused when a valid one exists
- * (*created NULL), else a new pending one, not stored yet (*created).
- * id_out receives its id. */
-/* How long a valid authorization of this account is reused for a new
- * order.  CAA is read when a name validates, so with CAA checks on a
- * reused dns authorization is at most PKI_ACME_CAA_REUSE old: a CAA record
- * set changed since then rules the next order within that time (the
- * CA/Browser Forum's eight hours). */
 /* The life a reused authorization must have left: an hour for the
  * client to finalize, or the order's whole life if shorter. */
 static long
@@ -3482,6 +3474,11 @@ pki_acme_reuse_margin(const pki_acme_conf_t *conf)
 }
 
 
+/* How long a valid authorization of this account is reused for a new
+ * order.  CAA is read when a name validates, so with CAA checks on a
+ * reused dns authorization is at most PKI_ACME_CAA_REUSE old: a CAA record
+ * set changed since then rules the next order within that time (the
+ * CA/Browser Forum's eight hours). */
 static long
 pki_acme_reuse_window(pki_acme_t *a, const char *type)
 {
@@ -3498,6 +3495,9 @@ pki_acme_reuse_window(pki_acme_t *a, const char *type)
 }
 
 
+/* An authorization for one identifier: reused when a valid one exists
+ * (*created NULL), else a new pending one, not stored yet (*created).
+ * id_out receives its id. */
 static pki_status_t
 pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     time_t expires, char id_out[PKI_ACME_ID_MAX], cJSON **created)
@@ -4557,12 +4557,17 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued)
     rc = pki_acme_order_read(a, a->acct, holder, &order, &text, 1);
 
     if (rc == PKI_OK && pki_acme_foreign(a, order)) {
-        /* another location's order: its state is its own to judge (its
-         * authorizations are none of this location's), so it holds the
-         * mark until it is gone */
+        /* another location's order: its authorizations are none of this
+         * location's to judge, so it holds the mark until it is invalid
+         * or past its expiry as stored (or issued) */
+        st = pki_json_str(order, "status");
+        v = st == NULL || strcmp(st, "invalid") == 0 ? 0
+            : strcmp(st, "valid") == 0 || strcmp(st, "processing") == 0 ? 1
+            : pki_json_num(order, "expires") >= (double) a->now;
+        *issued = st != NULL && strcmp(st, "valid") == 0;
         cJSON_Delete(order);
         free(text);
-        return 1;
+        return v;
     }
 
     if (rc == PKI_OK) {

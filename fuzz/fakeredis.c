@@ -544,6 +544,10 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
     } else if (IS(0, "EXPIRE") || IS(0, "PEXPIRE") || IS(0, "PERSIST")) {
         kv_int(o, kv_find(arg[1], len[1]) != NULL);
 
+    } else if (IS(0, "TTL") || IS(0, "PTTL")) {
+        /* TTLs are ignored: a key lives for ever (-1), none is -2 */
+        kv_int(o, kv_find(arg[1], len[1]) != NULL ? -1 : -2);
+
     } else if (IS(0, "INCR") || IS(0, "INCRBY")) {
         e = kv_get(arg[1], len[1], KV_STRING, 1, &wt);
         if (e == NULL) {

@@ -1703,8 +1703,19 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
                    . 'another location while the first is pending');
     }
 
-    # the holder becomes invalid: a new order takes the mark over
+    # the holder becomes invalid: a new order takes the mark over, at a
+    # location of another policy too (which then gives it up likewise)
     order_edit($o1url, sub { $_[0]{status} = 'invalid' });
+    {
+        local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-lim';
+        my $R2 = { key => $R->{key}, kid => ($R->{kid} // '')
+                   =~ s{/acme/acct/}{/acme-lim/acct/}r };
+        $r = renew_order($R2, $id0, 'rp0.example.test');
+        is($r->{status}, 201, 'replaces: an invalid holder of another '
+           . 'location gives the mark up') or diag($r->{content});
+        order_edit($r->{headers}{location}, sub {
+            $_[0]{status} = 'invalid' }) if $r->{headers}{location};
+    }
     $r = renew_order($R, $id0, 'rp0.example.test', 'rp0b.example.test');
     is($r->{status}, 201, 'replaces: the mark of an invalid order is taken '
        . 'over') or diag($r->{content});
