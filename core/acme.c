@@ -1055,28 +1055,212 @@ pki_acme_link(pki_acme_resp_t *resp, const char *url, const char *rel)
 }
 
 
+/*
+ * Nonces (RFC 8555 6.5) are stateless until used: version, expiry, 8
+ * random octets and a truncated HMAC-SHA256 under a key kept in the state
+ * store (<ns>acme:noncekey, made by the first process that needs it).  A
+ * nonce costs Redis nothing until a signed request spends it: the redeem
+ * script then sets <ns>acme:nonce:<NONCE> (SET NX, until the nonce's
+ * expiry), and only while the store still holds the key the nonce was
+ * made with, so a flushed store refuses every older nonce.  Each process
+ * keeps the key per store; a nonce its key does not verify, or a redeem
+ * that finds another key stored, loads it again (at most once a second).
+ */
+
+#define PKI_NONCE_VER      1
+#define PKI_NONCE_RAW      21          /* 1 + 4 + 8 + 8 octets: 28 chars */
+#define PKI_NONCE_TAG      8
+#define PKI_NONCE_KEYS     16
+
+static struct {
+    char                id[320];       /* pki_int_redis_id() of the store */
+    char                text[64];      /* base64url of 32 octets       */
+    time_t              loaded;
+}                       pki_nonce_keys[PKI_NONCE_KEYS];
+static pthread_mutex_t  pki_nonce_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+/* The nonce key of store st into text (64), loaded from (or made in)
+ * Redis when not known, when reload is 1 and a second has passed since
+ * the last load (a nonce this key does not verify: perhaps forged), or
+ * when reload is 2 (the store said it holds another key).  1, or 0 when
+ * there is none (Redis failed). */
+static int
+pki_nonce_key(pki_redis_t *st, int reload, char text[64])
+{
+    int           i, slot, v;
+    char          key[PKI_ACME_KEY_MAX], fresh[64], id[320];
+    time_t        now;
+    redisReply   *reply;
+    pki_result_t  tmp;
+
+    now = time(NULL);
+    slot = -1;
+    pki_int_redis_id(st, id, sizeof(id));
+
+    pthread_mutex_lock(&pki_nonce_lock);
+    for (i = 0; i < PKI_NONCE_KEYS; i++) {
+        if (strcmp(pki_nonce_keys[i].id, id) == 0) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot >= 0 && pki_nonce_keys[slot].text[0] != '\0'
+        && (!reload || (reload == 1 && pki_nonce_keys[slot].loaded == now)))
+    {
+        memcpy(text, pki_nonce_keys[slot].text, 64);
+        pthread_mutex_unlock(&pki_nonce_lock);
+        return 1;
+    }
+    pthread_mutex_unlock(&pki_nonce_lock);
+
+    pki_key_name(key, sizeof(key), st, NULL, "noncekey", NULL);
+    pki_result_init(&tmp);
+
+    for (i = 0; i < 2; i++) {
+        reply = pki_acme_cmd(st, &tmp, 2, "GET", key);
+        if (reply == NULL) {
+            return 0;
+        }
+        v = reply->type == REDIS_REPLY_STRING && reply->len > 0
+            && reply->len < 64;
+        if (v) {
+            memcpy(text, reply->str, reply->len);
+            text[reply->len] = '\0';
+        }
+        freeReplyObject(reply);
+
+        if (v) {
+            break;
+        }
+
+        /* none yet (or the store was flushed): made once, by whoever
+         * comes first */
+        if (i == 1 || !pki_random_id(fresh, sizeof(fresh), 32)) {
+            return 0;
+        }
+        if (pki_acme_cmd_int(st, &tmp, pki_acme_cmd(st, &tmp, 4, "SET", key,
+                                                    fresh, "NX")) < 0)
+        {
+            return 0;
+        }
+    }
+
+    pthread_mutex_lock(&pki_nonce_lock);
+    if (slot < 0) {
+        for (i = 0; i < PKI_NONCE_KEYS; i++) {
+            if (pki_nonce_keys[i].id[0] == '\0'
+                || strcmp(pki_nonce_keys[i].id, id) == 0)
+            {
+                slot = i;
+                break;
+            }
+        }
+    }
+    if (slot >= 0) {
+        memcpy(pki_nonce_keys[slot].id, id, sizeof(id));
+        memcpy(pki_nonce_keys[slot].text, text, 64);
+        pki_nonce_keys[slot].loaded = now;
+    }
+    pthread_mutex_unlock(&pki_nonce_lock);
+
+    return 1;
+}
+
+
+static void
+pki_nonce_tag(const char *keytext, const unsigned char *msg, size_t len,
+    unsigned char tag[PKI_NONCE_TAG])
+{
+    unsigned int   n;
+    unsigned char  md[EVP_MAX_MD_SIZE];
+
+    n = 0;
+    if (HMAC(EVP_sha256(), keytext, (int) strlen(keytext), msg, len, md, &n)
+        == NULL || n < PKI_NONCE_TAG)
+    {
+        memset(md, 0xff, PKI_NONCE_TAG);
+    }
+    memcpy(tag, md, PKI_NONCE_TAG);
+}
+
+
+/* A nonce under keytext, valid until expires, into out (32). */
+static int
+pki_nonce_make(const char *keytext, time_t expires, char out[32])
+{
+    char           *b;
+    uint32_t        exp;
+    unsigned char   raw[PKI_NONCE_RAW];
+
+    exp = (uint32_t) expires;
+    raw[0] = PKI_NONCE_VER;
+    raw[1] = (unsigned char) (exp >> 24);
+    raw[2] = (unsigned char) (exp >> 16);
+    raw[3] = (unsigned char) (exp >> 8);
+    raw[4] = (unsigned char) exp;
+    if (RAND_bytes(raw + 5, 8) != 1) {
+        return 0;
+    }
+    pki_nonce_tag(keytext, raw, 13, raw + 13);
+
+    b = pki_b64url_encode(raw, sizeof(raw));
+    if (b == NULL || strlen(b) >= 32) {
+        free(b);
+        return 0;
+    }
+    snprintf(out, 32, "%s", b);
+    free(b);
+
+    return 1;
+}
+
+
+/* 1 when nonce was made under keytext and has not expired at now (its
+ * expiry in *expires), else 0. */
+static int
+pki_nonce_check(const char *keytext, const char *nonce, time_t now,
+    time_t *expires)
+{
+    int             ok;
+    size_t          len;
+    uint32_t        exp;
+    unsigned char  *raw, tag[PKI_NONCE_TAG];
+
+    if (!pki_b64url_decode(nonce, strlen(nonce), &raw, &len)) {
+        return 0;
+    }
+
+    ok = len == PKI_NONCE_RAW && raw[0] == PKI_NONCE_VER;
+    if (ok) {
+        pki_nonce_tag(keytext, raw, 13, tag);
+        ok = CRYPTO_memcmp(tag, raw + 13, PKI_NONCE_TAG) == 0;
+        exp = (uint32_t) raw[1] << 24 | (uint32_t) raw[2] << 16
+              | (uint32_t) raw[3] << 8 | raw[4];
+        *expires = (time_t) exp;
+        ok = ok && *expires >= now;
+    }
+
+    free(raw);
+
+    return ok;
+}
+
+
 static void
 pki_acme_nonce(pki_acme_t *a)
 {
-    int           v;
-    char          nonce[32], key[PKI_ACME_KEY_MAX], ttl[24];
-    pki_result_t  tmp;
+    char  keytext[64], nonce[32];
 
-    if (!pki_random_id(nonce, sizeof(nonce), 16)) {
+    if (!pki_nonce_key(PKI_ACME_ST(a->conf), 0, keytext)
+        || !pki_nonce_make(keytext, a->now + (a->conf->nonce_ttl > 0
+                                              ? a->conf->nonce_ttl : 3600),
+                           nonce))
+    {
         return;
     }
 
-    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), NULL, "nonce", nonce);
-    snprintf(ttl, sizeof(ttl), "%ld",
-             a->conf->nonce_ttl > 0 ? a->conf->nonce_ttl : 3600);
-
-    pki_result_init(&tmp);
-    v = pki_acme_cmd_int(PKI_ACME_ST(a->conf), &tmp,
-                         pki_acme_cmd(PKI_ACME_ST(a->conf), &tmp, 6, "SET", key,
-                                      "1", "EX", ttl, "NX"));
-    if (v == 1) {
-        memcpy(a->resp->nonce, nonce, sizeof(nonce));
-    }
+    memcpy(a->resp->nonce, nonce, sizeof(nonce));
 }
 
 
@@ -1256,31 +1440,36 @@ pki_acme_directory(pki_acme_t *a)
 
 
 /*
- * The nonce redeem script: one round trip spends the request's nonce,
- * stores the response's fresh nonce, and (only when the nonce was good)
- * reads the object the request is about, so that the handler does not
- * read it again.  KEYS[1] nonce to spend, KEYS[2] new nonce, KEYS[3..]
- * objects to read; ARGV[1] new nonce TTL, ARGV[2] (may be "") the key
- * prefix of the authorizations of the order read as the first object:
- * those are read too.  Returns {spent, value of the first object, ...,
- * then authz id, value pairs}; spent 0 returns nothing else.
+ * The nonce redeem script: one round trip spends the request's nonce and
+ * (only when the nonce was good) reads the object the request is about,
+ * so that the handler does not read it again.  KEYS[1] the nonce's used
+ * mark, KEYS[2] the nonce key, KEYS[3..] objects to read; ARGV[1] the
+ * mark's TTL (the nonce's life left), ARGV[2] (may be "") the key prefix
+ * of the authorizations of the order read as the first object: those are
+ * read too; ARGV[3] the nonce key the nonce verified under.  Returns
+ * {spent, value of the first object, ..., then authz id, value pairs};
+ * spent 0 returns nothing else; {-3} when the store holds another nonce
+ * key (flushed, or made anew): nothing spent, the nonce is refused.
  *
- * ARGV[3] "1": KEYS[3] is the signer's account (in the store of the
- * nonces) and ARGV[4] the account text whose key verified the signature;
+ * ARGV[4] "1": KEYS[3] is the signer's account (in the store of the
+ * nonces) and ARGV[5] the account text whose key verified the signature;
  * the objects start at KEYS[4].  When the account is not exactly that
  * text any more (keyChange, deactivation, update, expired copy), nothing
- * is spent or stored and the script returns {-1, current text or nil}:
- * the caller verifies again with the current key.
+ * is spent and the script returns {-1, current text or nil}: the caller
+ * verifies again with the current key.
  */
 static const char  pki_lua_redeem[] =
     "local first = 3 "
-    "if ARGV[3] == '1' then "
+    "if redis.call('GET', KEYS[2]) ~= ARGV[3] then return { -3 } end "
+    "if ARGV[4] == '1' then "
     "  first = 4 "
     "  local cur = redis.call('GET', KEYS[3]) "
-    "  if cur ~= ARGV[4] then return { -1, cur } end "
+    "  if cur ~= ARGV[5] then return { -1, cur } end "
     "end "
-    "local spent = redis.call('DEL', KEYS[1]) "
-    "redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) "
+    "local spent = 0 "
+    "if redis.call('SET', KEYS[1], '1', 'EX', ARGV[1], 'NX') then "
+    "  spent = 1 "
+    "end "
     "local out = { spent } "
     "if spent == 0 then return out end "
     "for i = first, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end "
@@ -1367,8 +1556,8 @@ pki_acme_reuse_keys(pki_acme_t *a, char keys[][PKI_ACME_KEY_MAX])
 }
 
 
-/* 1: redeemed, 0: unknown or used, -1: Redis failed.  A fresh nonce for
- * the response is stored in the same step.  acct_text (NULL: none) is the
+/* 1: redeemed, 0: unknown, expired or used, -1: Redis failed.  A fresh
+ * nonce for the response comes along.  acct_text (NULL: none) is the
  * signer's account as the signature was verified against it: the nonce is
  * spent only if the account is still exactly that text, else -2 and
  * nothing changed. */
@@ -1378,10 +1567,11 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
     int           nkeys, nargs, spent, nok, k;
     char          key[PKI_ACME_KEY_MAX], nkey[PKI_ACME_KEY_MAX], fresh[32];
     char          okey[PKI_ACME_REUSE_PRE][PKI_ACME_KEY_MAX];
-    char          prefix[PKI_ACME_KEY_MAX], ttl[24];
+    char          prefix[PKI_ACME_KEY_MAX], ttl[24], keytext[64];
     char          akey[PKI_ACME_KEY_MAX];
     size_t        i;
-    const char   *args[12], *acct, *id;
+    time_t        expires;
+    const char   *args[14], *acct, *id;
     redisReply   *reply;
     pki_redis_t  *st;
 
@@ -1391,15 +1581,32 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
 
     st = PKI_ACME_ST(a->conf);
 
-    if (!pki_random_id(fresh, sizeof(fresh), 16)) {
+    if (!pki_nonce_key(st, 0, keytext)) {
+        pki_fail(a->res, PKI_UNAVAILABLE, "certificate store unavailable");
+        return -1;
+    }
+
+    /* not made under the key this process knows: perhaps under one made
+     * since (another host after a flush); else forged, expired or of
+     * another store, refused without a round trip */
+    if (!pki_nonce_check(keytext, nonce, a->now, &expires)
+        && (!pki_nonce_key(st, 1, keytext)
+            || !pki_nonce_check(keytext, nonce, a->now, &expires)))
+    {
+        return 0;
+    }
+
+    if (!pki_nonce_make(keytext, a->now + (a->conf->nonce_ttl > 0
+                                           ? a->conf->nonce_ttl : 3600),
+                        fresh))
+    {
         pki_fail(a->res, PKI_INTERNAL, "no randomness");
         return -1;
     }
 
     pki_key_name(key, sizeof(key), st, NULL, "nonce", nonce);
-    pki_key_name(nkey, sizeof(nkey), st, NULL, "nonce", fresh);
-    snprintf(ttl, sizeof(ttl), "%ld",
-             a->conf->nonce_ttl > 0 ? a->conf->nonce_ttl : 3600);
+    pki_key_name(nkey, sizeof(nkey), st, NULL, "noncekey", NULL);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long) (expires - a->now + 1));
 
     /* the object of the resource, read along */
     nok = 0;
@@ -1444,6 +1651,7 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
     nargs = nkeys;
     args[nargs++] = ttl;
     args[nargs++] = prefix;
+    args[nargs++] = keytext;
     if (acct_text != NULL) {
         args[nargs++] = "1";
         args[nargs++] = acct_text;
@@ -1460,6 +1668,13 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
         freeReplyObject(reply);
         pki_fail(a->res, PKI_UNAVAILABLE, "certificate store unavailable");
         return -1;
+    }
+
+    if (reply->element[0]->integer == -3) {
+        /* the store holds another key: the nonce is of a flushed store */
+        freeReplyObject(reply);
+        (void) pki_nonce_key(st, 2, keytext);
+        return 0;
     }
 
     if (reply->element[0]->integer < 0) {

@@ -18,6 +18,9 @@
  * allowed: pass the lengths).  Returns the reply (caller frees with
  * freeReplyObject), or NULL with res filled (PKI_UNAVAILABLE); an error
  * reply is NULL too. */
+/* Which Redis and namespace r is ("host:port db ns" or "unix db ns"),
+ * into buf: the same text for two handles of one store. */
+void pki_int_redis_id(const pki_redis_t *r, char *buf, size_t size);
 redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 

@@ -1105,7 +1105,9 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  * below it; every URL the engine hands out is base + "/" + path.
  *
  * Redis layout (<ns> the pki_redis namespace):
- *   <ns>acme:nonce:<NONCE>            "1" with a TTL, redeemed by DEL
+ *   <ns>acme:noncekey                 the key nonces are made under
+ *   <ns>acme:nonce:<NONCE>            the used mark of a spent nonce
+ *                                     (SET NX, until the nonce expires)
  *   <ns>acme:jwk:<THUMBPRINT>         account id of the key
  *   <ns>acme:newacct:<HOUR>:<ADDR>    new accounts of an address (IPv6:
  *                                     its /64) in a clock hour (TTL)

@@ -520,6 +520,21 @@ pki_redis_disconnect(pki_redis_t *r)
 }
 
 
+void
+pki_int_redis_id(const pki_redis_t *r, char *buf, size_t size)
+{
+    if (r == NULL) {
+        snprintf(buf, size, "-");
+    } else if (r->unix_path != NULL) {
+        snprintf(buf, size, "%s %d %s", r->unix_path, r->db,
+                 r->ns ? r->ns : "");
+    } else {
+        snprintf(buf, size, "%s:%d %d %s", r->host ? r->host : "", r->port,
+                 r->db, r->ns ? r->ns : "");
+    }
+}
+
+
 PKI_API const char *
 pki_redis_ns(const pki_redis_t *r)
 {

@@ -17,8 +17,8 @@
  * input from a snapshot that the engine itself built at start: account
  * $ACCT (key A), a pending order $O1 (dns + ip identifiers, authz $Z1 with
  * challenge $C1), a ready order $O2 (authz valid), a valid order $O3 with
- * its certificate and record, an EAB key, and the nonce "fuzznonce0".  The
- * store's Lua scripts run in the fake Redis (Lua 5.1).
+ * its certificate and record, an EAB key, and an unused nonce ($NONCE, made
+ * by the engine).  The store's Lua scripts run in the fake Redis (Lua 5.1).
  *
  * Input (text):
  *   line 1   MODE PATH      MODE: a  POST signed with key A
@@ -54,7 +54,6 @@
 
 
 #define BASE        "https://acme.fuzz/acme"
-#define NONCE       "fuzznonce0"   /* base64url: 10 characters */
 #define PKI_ACME_FUZZ_MAX   (32 * 1024)
 
 
@@ -221,23 +220,46 @@ run(const char *method, const char *path, const char *body,
 
 /* ---- the state, made by the engine ------------------------------------- */
 
+/* A nonce of the engine (newNonce; malloc'd): nonces are made under a key
+ * in the store, so none can be written in by hand. */
+static char *
+new_nonce(void)
+{
+    char             *n;
+    pki_acme_resp_t   resp;
+
+    memset(&resp, 0, sizeof(resp));
+    run("HEAD", "new-nonce", NULL, &resp);
+    if (resp.nonce[0] == '\0') {
+        fprintf(stderr, "fuzz_acme setup: no nonce (%d)\n", resp.http_status);
+        exit(1);
+    }
+    n = xstrdup(resp.nonce);
+    pki_acme_resp_free(&resp);
+
+    return n;
+}
+
+
 static void
 setup_post(EVP_PKEY *pk, int jwk, const char *path, const char *payload,
     pki_acme_resp_t *resp)
 {
-    char  *url, *hdr, *body;
+    char  *url, *hdr, *body, *nonce;
 
-    pki_fuzz_kv_set("fz:acme:nonce:" NONCE, "1");
+    nonce = new_nonce();
 
     url = xasprintf(BASE "/%s", path);
     if (jwk) {
-        hdr = xasprintf("{\"alg\":\"ES256\",\"nonce\":\"" NONCE "\","
-                        "\"url\":\"%s\",\"jwk\":%s}", url, subst[S_JWK].value);
+        hdr = xasprintf("{\"alg\":\"ES256\",\"nonce\":\"%s\","
+                        "\"url\":\"%s\",\"jwk\":%s}", nonce, url,
+                        subst[S_JWK].value);
     } else {
-        hdr = xasprintf("{\"alg\":\"ES256\",\"nonce\":\"" NONCE "\","
-                        "\"url\":\"%s\",\"kid\":\"%s\"}", url,
+        hdr = xasprintf("{\"alg\":\"ES256\",\"nonce\":\"%s\","
+                        "\"url\":\"%s\",\"kid\":\"%s\"}", nonce, url,
                         subst[S_KID].value);
     }
+    free(nonce);
     body = sign(pk, hdr, payload);
 
     run("POST", path, body, resp);
@@ -477,7 +499,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     conf.orders_per_hour = 1000;
 
     subst[S_BASE].value = xstrdup(BASE);
-    subst[S_NONCE].value = xstrdup(NONCE);
+    /* the inputs' nonce ($NONCE): made at the end of the setup, unused in
+     * the snapshot, and valid for the life of any fuzzing run */
+    conf.nonce_ttl = 10L * 365 * 86400;
     subst[S_JWK].value = pki_jwk_json(key_a);
     subst[S_JWKB].value = pki_jwk_json(key_b);
 
@@ -582,7 +606,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
     setup_eab();
 
-    pki_fuzz_kv_set("fz:acme:nonce:" NONCE, "1");
+    subst[S_NONCE].value = new_nonce();
     pki_fuzz_kv_snapshot();
 
     if (pki_fuzz_verbose()) {

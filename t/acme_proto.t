@@ -360,6 +360,15 @@ like($r->{headers}{'cache-control'} // '', qr/no-store/, 'no-store');
 $r = $http->get("$BASE/new-nonce");
 is($r->{status}, 204, 'GET newNonce: 204');
 
+# a nonce is no Redis key until a signed request spends it: a flood of
+# newNonce costs the store nothing
+{
+    my $before = scalar $t->redis_keys('pki:acme:nonce:*');
+    $http->request('HEAD', "$BASE/new-nonce") for 1 .. 20;
+    is(scalar $t->redis_keys('pki:acme:nonce:*'), $before,
+       'newNonce writes no key (20 nonces)');
+}
+
 # --- accounts -------------------------------------------------------------------
 
 my $A = account();

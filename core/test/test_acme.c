@@ -609,6 +609,20 @@ post(EVP_PKEY *pk, const char *kid, const char *path, const char *payload,
     j = jws_es256(pk, url, nonce ? nonce : new_nonce(n), kid, payload, NULL);
     acme("POST", path, "application/jose+json", j, resp);
     free(j);
+
+    /* as a client does (RFC 8555 6.5): once more with the answer's nonce
+     * (a store emptied between the tests' sections holds a new nonce key,
+     * which this process learns from the first nonce refused) */
+    if (nonce == NULL && resp->http_status == 400 && resp->body != NULL
+        && strstr((const char *) resp->body, ":badNonce\"") != NULL
+        && resp->nonce[0] != '\0')
+    {
+        snprintf(n, sizeof(n), "%s", resp->nonce);
+        pki_acme_resp_free(resp);
+        j = jws_es256(pk, url, n, kid, payload, NULL);
+        acme("POST", path, "application/jose+json", j, resp);
+        free(j);
+    }
 }
 
 
@@ -1581,17 +1595,20 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         conf.state_redis = st;
         new_nonce(n);
         reply = redisCommand(rc, "EXISTS acmestate:acme:nonce:%s", n);
-        ok(reply && reply->integer == 1, "split: the nonce is in the state "
-           "store");
-        freeReplyObject(reply);
-        reply = redisCommand(rc, "EXISTS acmetest:acme:nonce:%s", n);
-        ok(reply && reply->integer == 0, "split: ... and not in pki_redis");
+        ok(reply && reply->integer == 0, "split: a new nonce is no key");
         freeReplyObject(reply);
 
         post(pk, kid, rel(kid), "", n, &resp);
         ok(resp.http_status == 200, "split: an account read redeems the "
            "state store's nonce");
         pki_acme_resp_free(&resp);
+        reply = redisCommand(rc, "EXISTS acmestate:acme:nonce:%s", n);
+        ok(reply && reply->integer == 1, "split: its used mark is in the "
+           "state store");
+        freeReplyObject(reply);
+        reply = redisCommand(rc, "EXISTS acmetest:acme:nonce:%s", n);
+        ok(reply && reply->integer == 0, "split: ... and not in pki_redis");
+        freeReplyObject(reply);
 
         post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
              "\"value\":\"split.example\"}]}", NULL, &resp);
