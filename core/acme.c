@@ -1070,7 +1070,7 @@ pki_acme_link(pki_acme_resp_t *resp, const char *url, const char *rel)
 #define PKI_NONCE_VER      1
 #define PKI_NONCE_RAW      21          /* 1 + 4 + 8 + 8 octets: 28 chars */
 #define PKI_NONCE_TAG      8
-#define PKI_NONCE_KEYS     16
+#define PKI_NONCE_KEYS     64
 
 static struct {
     char                id[320];       /* pki_int_redis_id() of the store */
@@ -1168,7 +1168,8 @@ pki_nonce_key(pki_redis_t *st, int reload, char text[64])
 }
 
 
-static void
+/* 1, or 0 when HMAC failed: then no nonce is made or taken */
+static int
 pki_nonce_tag(const char *keytext, const unsigned char *msg, size_t len,
     unsigned char tag[PKI_NONCE_TAG])
 {
@@ -1179,9 +1180,11 @@ pki_nonce_tag(const char *keytext, const unsigned char *msg, size_t len,
     if (HMAC(EVP_sha256(), keytext, (int) strlen(keytext), msg, len, md, &n)
         == NULL || n < PKI_NONCE_TAG)
     {
-        memset(md, 0xff, PKI_NONCE_TAG);
+        return 0;
     }
     memcpy(tag, md, PKI_NONCE_TAG);
+
+    return 1;
 }
 
 
@@ -1199,10 +1202,11 @@ pki_nonce_make(const char *keytext, time_t expires, char out[32])
     raw[2] = (unsigned char) (exp >> 16);
     raw[3] = (unsigned char) (exp >> 8);
     raw[4] = (unsigned char) exp;
-    if (RAND_bytes(raw + 5, 8) != 1) {
+    if (RAND_bytes(raw + 5, 8) != 1
+        || !pki_nonce_tag(keytext, raw, 13, raw + 13))
+    {
         return 0;
     }
-    pki_nonce_tag(keytext, raw, 13, raw + 13);
 
     b = pki_b64url_encode(raw, sizeof(raw));
     if (b == NULL || strlen(b) >= 32) {
@@ -1233,8 +1237,8 @@ pki_nonce_check(const char *keytext, const char *nonce, time_t now,
 
     ok = len == PKI_NONCE_RAW && raw[0] == PKI_NONCE_VER;
     if (ok) {
-        pki_nonce_tag(keytext, raw, 13, tag);
-        ok = CRYPTO_memcmp(tag, raw + 13, PKI_NONCE_TAG) == 0;
+        ok = pki_nonce_tag(keytext, raw, 13, tag)
+             && CRYPTO_memcmp(tag, raw + 13, PKI_NONCE_TAG) == 0;
         exp = (uint32_t) raw[1] << 24 | (uint32_t) raw[2] << 16
               | (uint32_t) raw[3] << 8 | raw[4];
         *expires = (time_t) exp;
@@ -1444,7 +1448,9 @@ pki_acme_directory(pki_acme_t *a)
  * (only when the nonce was good) reads the object the request is about,
  * so that the handler does not read it again.  KEYS[1] the nonce's used
  * mark, KEYS[2] the nonce key, KEYS[3..] objects to read; ARGV[1] the
- * mark's TTL (the nonce's life left), ARGV[2] (may be "") the key prefix
+ * nonce's expiry (Unix time, judged and the mark's TTL counted by the
+ * store's clock, the one all hosts share: hosts whose clocks differ never
+ * take a nonce whose mark is gone), ARGV[2] (may be "") the key prefix
  * of the authorizations of the order read as the first object: those are
  * read too; ARGV[3] the nonce key the nonce verified under.  Returns
  * {spent, value of the first object, ..., then authz id, value pairs};
@@ -1466,8 +1472,11 @@ static const char  pki_lua_redeem[] =
     "  local cur = redis.call('GET', KEYS[3]) "
     "  if cur ~= ARGV[5] then return { -1, cur } end "
     "end "
+    "local now = tonumber(redis.call('TIME')[1]) "
+    "local left = tonumber(ARGV[1]) - now "
     "local spent = 0 "
-    "if redis.call('SET', KEYS[1], '1', 'EX', ARGV[1], 'NX') then "
+    "if left >= 0 and redis.call('SET', KEYS[1], '1', 'EX', left + 1, "
+    "                            'NX') then "
     "  spent = 1 "
     "end "
     "local out = { spent } "
@@ -1567,7 +1576,7 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
     int           nkeys, nargs, spent, nok, k;
     char          key[PKI_ACME_KEY_MAX], nkey[PKI_ACME_KEY_MAX], fresh[32];
     char          okey[PKI_ACME_REUSE_PRE][PKI_ACME_KEY_MAX];
-    char          prefix[PKI_ACME_KEY_MAX], ttl[24], keytext[64];
+    char          prefix[PKI_ACME_KEY_MAX], expiry[24], keytext[64];
     char          akey[PKI_ACME_KEY_MAX];
     size_t        i;
     time_t        expires;
@@ -1606,7 +1615,7 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
 
     pki_key_name(key, sizeof(key), st, NULL, "nonce", nonce);
     pki_key_name(nkey, sizeof(nkey), st, NULL, "noncekey", NULL);
-    snprintf(ttl, sizeof(ttl), "%lld", (long long) (expires - a->now + 1));
+    snprintf(expiry, sizeof(expiry), "%lld", (long long) expires);
 
     /* the object of the resource, read along */
     nok = 0;
@@ -1649,7 +1658,7 @@ pki_acme_redeem(pki_acme_t *a, const char *nonce, const char *acct_text)
         args[nkeys++] = okey[k];
     }
     nargs = nkeys;
-    args[nargs++] = ttl;
+    args[nargs++] = expiry;
     args[nargs++] = prefix;
     args[nargs++] = keytext;
     if (acct_text != NULL) {

@@ -43,6 +43,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -418,6 +419,12 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
 
     } else if (IS(0, "EVAL") || IS(0, "EVALSHA")) {
         kv_emit(o, kv_eval_reply, strlen(kv_eval_reply));
+
+    } else if (IS(0, "TIME")) {
+        r = snprintf(num, sizeof(num), "%lld", (long long) time(NULL));
+        kv_fmt(o, "*%lld\r\n", 2);
+        kv_bulk(o, num, (size_t) r);
+        kv_bulk(o, "0", 1);
 
     } else if (argc < 2) {
         kv_arity(o);

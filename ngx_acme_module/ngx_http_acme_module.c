@@ -1193,9 +1193,11 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->nonce_ttl < 1 || conf->order_ttl < 60) {
+    if (conf->nonce_ttl < 1 || conf->nonce_ttl > 86400
+        || conf->order_ttl < 60)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "acme_nonce_ttl must be at least 1s and "
+                           "acme_nonce_ttl must be 1s..1d and "
                            "acme_order_ttl at least 60s");
         return NGX_CONF_ERROR;
     }

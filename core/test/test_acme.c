@@ -598,6 +598,10 @@ new_nonce(char *buf)
 }
 
 
+/* A store was emptied (store_close) since the last POST. */
+static int  store_emptied;
+
+
 /* A POST signed by pk (kid or jwk); payload "" is POST-as-GET. */
 static void
 post(EVP_PKEY *pk, const char *kid, const char *path, const char *payload,
@@ -610,10 +614,11 @@ post(EVP_PKEY *pk, const char *kid, const char *path, const char *payload,
     acme("POST", path, "application/jose+json", j, resp);
     free(j);
 
-    /* as a client does (RFC 8555 6.5): once more with the answer's nonce
-     * (a store emptied between the tests' sections holds a new nonce key,
-     * which this process learns from the first nonce refused) */
-    if (nonce == NULL && resp->http_status == 400 && resp->body != NULL
+    /* as a client does (RFC 8555 6.5): once more with the answer's nonce,
+     * only for the first POST after a store was emptied (it holds a new
+     * nonce key, which this process learns from the first nonce refused) */
+    if (nonce == NULL && store_emptied && resp->http_status == 400
+        && resp->body != NULL
         && strstr((const char *) resp->body, ":badNonce\"") != NULL
         && resp->nonce[0] != '\0')
     {
@@ -623,6 +628,8 @@ post(EVP_PKEY *pk, const char *kid, const char *path, const char *payload,
         acme("POST", path, "application/jose+json", j, resp);
         free(j);
     }
+
+    store_emptied = 0;
 }
 
 
@@ -730,6 +737,7 @@ store_close(pki_redis_t *r, redisContext *rc, const char *pattern)
     redisFree(rc);
     pki_redis_free(r);
     conf.redis = NULL;
+    store_emptied = 1;
 }
 
 
