@@ -186,13 +186,24 @@ static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 
 
-/* The per-request body cap while a body is being read. */
+/*
+ * A body being read: its cap, and the bytes so far, gathered by the body
+ * filter in memory of their own (see ngx_http_pki_body_filter()).
+ */
 typedef struct {
     size_t                     max;
     off_t                      received;
+    u_char                    *data;
+    size_t                     len;
+    size_t                     size;
     unsigned                   first_read:1;
     unsigned                   over:1;
+    unsigned                   gathering:1;
 } ngx_http_pki_body_ctx_t;
+
+
+static ngx_int_t ngx_http_pki_body_gather(ngx_http_request_t *r,
+    ngx_http_pki_body_ctx_t *bctx, ngx_chain_t *in);
 
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
@@ -1913,6 +1924,11 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     bctx->max = max;
     bctx->received = 0;
     bctx->over = 0;
+    bctx->data = NULL;
+    bctx->len = 0;
+    bctx->size = 0;
+    /* a body another module read already is in r->request_body */
+    bctx->gathering = (r->request_body == NULL);
 
     bctx->first_read = 1;
     rc = ngx_http_read_client_request_body(r, handler);
@@ -1947,7 +1963,7 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
 
-    if (bctx == NULL || r->request_body == NULL) {
+    if (bctx == NULL || !bctx->gathering || r->request_body == NULL) {
         return ngx_http_next_request_body_filter(r, in);
     }
 
@@ -1965,7 +1981,7 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     if (bctx->received <= (off_t) bctx->max) {
-        return ngx_http_next_request_body_filter(r, in);
+        return ngx_http_pki_body_gather(r, bctx, in);
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -2020,6 +2036,101 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
+/*
+ * Moves the body's bytes into the request's own memory and hands nginx
+ * only the buffer that ends the body.  nginx's save filter writes what it
+ * holds to a temp file once its read buffer is full and more is to come;
+ * the read buffer holds client_body_buffer_size bytes, and a chunked body
+ * its framing too.  Holding nothing, it never writes one, so no body
+ * within the cap touches the disk on the event loop, whatever the buffer
+ * size and the framing.  The read buffer is reused as it empties.
+ */
+
+static ngx_int_t
+ngx_http_pki_body_gather(ngx_http_request_t *r,
+    ngx_http_pki_body_ctx_t *bctx, ngx_chain_t *in)
+{
+    size_t        n, size;
+    u_char       *p;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, *ln, *out, **ll;
+
+    out = NULL;
+    ll = &out;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            /* the filters before this one never write files */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "pki: request body buffer in a file");
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        n = b->last - b->pos;
+
+        if (n > bctx->size - bctx->len) {
+            /*
+             * The announced length, else doubling from 4k; never over the
+             * cap, which bctx->received (counting these bytes) is within.
+             */
+            size = bctx->size;
+
+            if (size == 0 && !r->headers_in.chunked
+                && r->headers_in.content_length_n > 0)
+            {
+                size = (size_t) r->headers_in.content_length_n;
+            }
+
+            size = ngx_max(size, 4096);
+
+            while (size - bctx->len < n) {
+                size *= 2;
+            }
+
+            size = ngx_min(size, bctx->max);
+
+            p = ngx_pnalloc(r->pool, size);
+            if (p == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            if (bctx->len) {
+                ngx_memcpy(p, bctx->data, bctx->len);
+            }
+
+            if (bctx->data) {
+                ngx_pfree(r->pool, bctx->data);
+            }
+
+            bctx->data = p;
+            bctx->size = size;
+        }
+
+        if (n) {
+            ngx_memcpy(bctx->data + bctx->len, b->pos, n);
+            bctx->len += n;
+            b->pos = b->last;
+        }
+
+        if (b->last_buf) {
+            ln = ngx_alloc_chain_link(r->pool);
+            if (ln == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ln->buf = b;
+            ln->next = NULL;
+            *ll = ln;
+            ll = &ln->next;
+        }
+    }
+
+    return ngx_http_next_request_body_filter(r, out);
+}
+
+
 static ngx_int_t
 ngx_http_pki_postconfiguration(ngx_conf_t *cf)
 {
@@ -2052,6 +2163,17 @@ ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
         /* ended by the body filter at the cap, already logged */
         return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
+
+    if (bctx != NULL && bctx->gathering) {
+        if (bctx->len) {
+            body->data = bctx->data;
+            body->len = bctx->len;
+        }
+
+        return NGX_OK;
+    }
+
+    /* a body read before this module's handler ran (another module) */
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
         return NGX_OK;

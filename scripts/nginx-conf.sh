@@ -265,7 +265,6 @@ $( [ -n "$MATTER" ] && cat <<MATTERLOC
             matter_dac_batch matter-pai matter-dac;
             matter_max_body_size 2m;
             client_max_body_size 2m;
-            client_body_buffer_size 2m;
             auth_basic "Matter";
             auth_basic_user_file $PKI/htpasswd;
         }

@@ -298,6 +298,26 @@ is($a->{responses}[1]{status}, 200,
    'directory on the same connection after the 413 at 2k');
 ok(!$a->{goaway}, 'no GOAWAY error after the 413 at 2k');
 
+# within the cap but over client_body_buffer_size (16k), without
+# Content-Length, read late: gathered in memory, never spooled to a temp
+# file (JSON whitespace pads the body)
+{
+    my ($n) = nonces(1);
+    my $rq = new_account_rq($n, content_length => JSON::PP::false,
+                            pause_after => 1024, resume_ms => 300);
+    my $body = decode_base64($rq->{body_b64});
+    $body =~ s/^\{/'{' . (' ' x (48 * 1024))/e;
+    $rq->{body_b64} = encode_base64($body, '');
+    my $logpos = length(slurp($t->error_log) // '');
+    $a = h2run(requests => [$rq]);
+    is($a->{responses}[0]{status}, 201,
+       'ACME 48k body without Content-Length, read late: 201')
+        or diag($a->{responses}[0]{body});
+    unlike(substr(slurp($t->error_log) // '', $logpos),
+           qr/buffered to a temporary file/,
+           'ACME 48k body over HTTP/2: no temp file');
+}
+
 # --- EST -----------------------------------------------------------------------
 
 $r = h2curl('GET', '/.well-known/est/cacerts');
