@@ -140,6 +140,7 @@ static ngx_int_t ngx_http_acme_send(ngx_http_request_t *r,
 static ngx_int_t ngx_http_acme_refuse(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx, int status, const char *type,
     const char *detail);
+static ngx_uint_t ngx_http_acme_host_char(u_char c);
 
 static void *ngx_http_acme_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_acme_create_loc_conf(ngx_conf_t *cf);
@@ -403,6 +404,30 @@ ngx_http_acme_handler(ngx_http_request_t *r)
 
     if (host.len == 0 || host.len > 255) {
         goto not_found;
+    }
+
+    /*
+     * The Host goes into every URL of the answers (Location, Link, the
+     * directory and its JSON): a name, an IPv4 or a bracketed IPv6
+     * address, and a port.  nginx lets through characters such as '"',
+     * '<' or '>', which would break a Link header or poison a cache in
+     * front that keys on the path.
+     */
+    for (p = host.data, end = host.data + host.len; p < end; p++) {
+        if (!ngx_http_acme_host_char(*p)) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "acme: refused Host header \"%V\": only "
+                          "letters, digits, \"-._:[]\" make a URL here",
+                          &host);
+
+            r->expect_tested = 1;
+            if (ngx_http_discard_request_body(r) != NGX_OK) {
+                r->keepalive = 0;
+            }
+
+            return ngx_http_acme_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                        "malformed", "bad Host header");
+        }
     }
 
     len = sizeof("https://") - 1 + host.len + alcf->prefix.len;
@@ -981,6 +1006,15 @@ failed:
  * without a nonce and without I/O.  Returns what to finalize the request
  * with: NGX_DONE once posted (the done handler answers), else the answer's.
  */
+
+static ngx_uint_t
+ngx_http_acme_host_char(u_char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
+           || c == ':' || c == '[' || c == ']';
+}
+
 
 static ngx_int_t
 ngx_http_acme_refuse(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx,

@@ -1031,6 +1031,40 @@ sub raw_tls {
     }
 }
 
+# The Host goes into every URL of the answers: a name, an address and a
+# port pass; what nginx lets through but would break a Link header or
+# poison a cache in front ('"', '<', '>', ...) is refused, as a problem.
+{
+    my $logpos = length(slurp($t->error_log) // '');
+    my %got;
+    for my $h ('evil"<x>.example.test', 'a;b,c\'d.example.test',
+               '[::1]:' . $t->https_port, 'Acme_1.example.test:443') {
+        raw_tls("a raw connection, Host $h", sub {
+            my ($s) = @_;
+            print $s "GET /acme/directory HTTP/1.1\r\nHost: $h\r\n\r\n";
+            $got{$h} = read_answer($s);
+        });
+    }
+    for my $h ('evil"<x>.example.test', 'a;b,c\'d.example.test') {
+        my $a = $got{$h} || {};
+        my $j = eval { decode_json($a->{content} // '') } || {};
+        is($a->{status} // 0, 400, "Host $h: 400");
+        is($j->{type} // '', 'urn:ietf:params:acme:error:malformed',
+           "Host $h: malformed");
+        is($j->{detail} // '', 'bad Host header', "Host $h: the detail");
+    }
+    for my $h ('[::1]:' . $t->https_port, 'Acme_1.example.test:443') {
+        my $a = $got{$h} || {};
+        my $j = eval { decode_json($a->{content} // '') } || {};
+        is($a->{status} // 0, 200, "Host $h: the directory");
+        is($j->{newNonce} // '', "https://$h/acme/new-nonce",
+           "Host $h: its URLs name that host");
+    }
+    like(substr(slurp($t->error_log) // '', $logpos),
+         qr/refused Host header "evil"<x>\.example\.test"/,
+         'a refused Host: the error log says which');
+}
+
 # A chunked body has no size to refuse up front: the cap is crossed while
 # the body is read.  The client pauses after a first small chunk, so that
 # nginx's first read of the body finds nothing more (NGX_AGAIN) and the cap
