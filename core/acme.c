@@ -668,7 +668,8 @@ static const char  pki_lua_new_account[] =
  * index removed, in one step). */
 static const char  pki_lua_key_change[] =
     "local cur = redis.call('GET', KEYS[1]) "
-    "if cur and redis.call('EXISTS', ARGV[4] .. cur .. ARGV[5]) == 1 then "
+    "if cur and cur ~= ARGV[1] "
+    "   and redis.call('EXISTS', ARGV[4] .. cur .. ARGV[5]) == 1 then "
     "  return cur "
     "end "
     "if redis.call('GET', KEYS[3]) ~= ARGV[2] then return '' end "
@@ -2022,13 +2023,17 @@ pki_acme_account_reply(pki_acme_t *a, int status, const char *id,
 }
 
 
+static int pki_acme_dns_ok(char *s, const char **why);
+
+
 /* contact: an array of mailto: URLs */
 static int
 pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
 {
     int          n;
+    char         dom[260];
     const cJSON *item;
-    const char  *s, *at;
+    const char  *s, *at, *p, *why;
 
     if (!cJSON_IsArray(c)) {
         pki_acme_problem(a, 400, "malformed", "\"contact\" must be an array");
@@ -2067,6 +2072,25 @@ pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
         {
             pki_acme_problem(a, 400, "invalidContact", "invalid contact "
                              "address");
+            return 0;
+        }
+
+        /* printable ASCII only (RFC 3986: anything else is
+         * percent-encoded, and "%" is refused above), and a domain that
+         * is a host name */
+        for (p = s; *p != '\0'; p++) {
+            if ((unsigned char) *p < 0x21 || (unsigned char) *p > 0x7e) {
+                pki_acme_problem(a, 400, "invalidContact", "a contact "
+                                 "address must be printable ASCII");
+                return 0;
+            }
+        }
+
+        snprintf(dom, sizeof(dom), "%s", at + 1);
+        if (dom[0] == '*' || !pki_acme_dns_ok(dom, &why)) {
+            pki_acme_problem(a, 400, "invalidContact", "the domain of a "
+                             "contact address is no host name%s%s",
+                             why ? ": " : "", why ? why : "");
             return 0;
         }
     }
@@ -7280,14 +7304,25 @@ pki_acme_revoke(pki_acme_t *a)
         }
     }
 
-    if (rec.status == PKI_CERT_REVOKED) {
+    /* a certificate on hold (reason 6) may still be revoked for good:
+     * the store keeps the time of the hold */
+    if (rec.status == PKI_CERT_REVOKED && rec.reason != 6) {
         pki_acme_problem(a, 400, "alreadyRevoked", "the certificate is "
                          "already revoked");
         goto done;
     }
 
+    /* the audit record names the account, or the certificate's key */
+    if (a->jws.jwk != NULL) {
+        snprintf(requester, sizeof(requester), "certificate key");
+    } else {
+        snprintf(requester, sizeof(requester), "acme:%s", a->acct);
+    }
+
+    pki_event_set_actor("acme", requester, a->req->client);
     rc = pki_record_revoke(a->conf->redis, pki_ca_name(a->conf->ca),
                            rec.serial, reason, a->now, 0, NULL, a->res);
+    pki_event_set_actor(NULL, NULL, NULL);
     if (rc == PKI_CONFLICT) {
         pki_acme_problem(a, 400, "alreadyRevoked", "the certificate is "
                          "already revoked");
@@ -7299,7 +7334,9 @@ pki_acme_revoke(pki_acme_t *a)
     }
 
     snprintf(a->res->log, sizeof(a->res->log), "acme: revoked serial %s "
-             "reason %d", rec.serial, reason);
+             "reason %d%s, by %s", rec.serial, reason,
+             rec.status == PKI_CERT_REVOKED ? " (was on hold)" : "",
+             requester);
 
     a->resp->http_status = 200;
     pki_acme_body(a->resp, NULL, NULL);

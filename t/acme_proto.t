@@ -407,9 +407,13 @@ $r = post($A, $A->{kid}, { contact => ['MAILTO:Ops@example.com'] });
 is($r->{status}, 200, 'a MAILTO: contact (any case of the scheme)')
     or diag($r->{content});
 for my $bad ('mailto:ops@', 'mailto:@example.com', 'mailto:a@b@example.com',
-             'mailto:a%2Cb@example.com', 'mailto:a@example.com?cc=b@c.d') {
+             'mailto:a%2Cb@example.com', 'mailto:a@example.com?cc=b@c.d',
+             "mailto:a\x01b\@example.com", "mailto:a\x7f\@example.com",
+             "mailto:\x{e9}t\@example.com", 'mailto:a@-.-', 'mailto:a@[x',
+             'mailto:a@*.example.com', 'mailto:a@ex_ample.com') {
     $r = post($A, $A->{kid}, { contact => [$bad] });
-    problem_is($r, 400, 'invalidContact', "contact $bad");
+    problem_is($r, 400, 'invalidContact', 'contact '
+               . ($bad =~ s/([^\x21-\x7e])/sprintf('\\x%02x', ord $1)/ger));
 }
 $r = post($A, $A->{kid}, { contact => ['mailto:other@example.com'] });
 is($r->{status}, 200, 'the contact set back');
@@ -2239,6 +2243,89 @@ is($r->{headers}{allow}, 'GET, HEAD', '... with Allow: GET, HEAD');
 $r = $http->get("$BASE/nothing-here");
 is($r->{status}, 404, 'unknown resource: 404');
 
+# --- revokeCert of a certificate on hold; who revoked, in the audit log ----------------
+
+# A certificate on hold (certificateHold, by the admin API) is not revoked
+# for good: its subscriber may still revoke it (keyCompromise here), which
+# keeps the time of the hold and can no longer be released.  The audit
+# entry names the account, or the certificate's key.
+sub admin_cert {
+    my ($serial, $reason) = @_;
+    my $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                     . '/pki/admin/revoke', user => 'admin:admin',
+                     headers => ['Content-Type: application/json'],
+                     data => $JSON->encode({ serial => $serial,
+                                             reason => $reason }));
+    $r->{json} = eval { decode_json($r->{body}) };
+    return $r;
+}
+
+# the Nth revoke entry of SERIAL in the audit log (waits up to 5 s)
+sub audit_revoke_of {
+    my ($serial, $n) = @_;
+    my $log = $t->pki . '/audit/audit.log';
+    for (1 .. 50) {
+        my @e = grep { ($_->{type} // '') eq 'revoke'
+                       && ($_->{serial} // '') eq $serial }
+                map { eval { decode_json($_) } || () }
+                split /\n/, slurp($log) // '';
+        return $e[$n - 1] if @e >= $n;
+        sleep 0.1;
+    }
+    return {};
+}
+
+{
+    my $H = account();
+    my $ch = issue($H, 'hold1', 'hold1.example.test');
+    my $ck = issue($H, 'hold2', 'hold2.example.test');
+    if ($ch && $ch->{leaf} && $ck && $ck->{leaf}) {
+        my $serial = $t->x509_field($ch->{leaf}, 'serial');
+        my $x = admin_cert($serial, 'certificateHold');
+        is($x->{code}, 200, 'hold: the admin API puts it on hold')
+            or diag($x->{body});
+        my $held = $t->redis_hash("pki:{ca:issuing}:cert:$serial");
+        is($held->{reason}, '6', 'hold: reason 6');
+        sleep 1.1;                  # a later time would show
+        $r = post($H, "$BASE/revoke-cert",
+                  { certificate => b64u($t->x509_der($ch->{leaf})),
+                    reason => 1 });
+        is($r->{status}, 200, 'hold: revokeCert by its account, '
+           . 'keyCompromise') or diag($r->{content});
+        my $rec = $t->redis_hash("pki:{ca:issuing}:cert:$serial");
+        is($rec->{status}, 'revoked', 'hold: revoked');
+        is($rec->{reason}, '1', 'hold: reason keyCompromise now');
+        is($rec->{revoked_at}, $held->{revoked_at},
+           'hold: the time of the hold is kept');
+        $x = admin_cert($serial, 'removeFromCRL');
+        isnt($x->{code}, 200, 'hold: no longer released by removeFromCRL');
+        is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status},
+           'revoked', '... still revoked');
+        $r = post($H, "$BASE/revoke-cert",
+                  { certificate => b64u($t->x509_der($ch->{leaf})) });
+        problem_is($r, 400, 'alreadyRevoked', 'hold: revoked for good: '
+                   . 'alreadyRevoked');
+        my ($hid) = $H->{kid} =~ m{/acct/([\w-]+)$};
+        my $e = audit_revoke_of($serial, 2);    # after the hold's
+        is($e->{protocol} // '', 'acme', 'audit: revokeCert by protocol acme');
+        is($e->{requester} // '', "acme:$hid", 'audit: ... by the account');
+        like(slurp($t->error_log) // '',
+             qr/acme: revoked serial $serial reason 1 \(was on hold\), by acme:$hid/,
+             'hold: the error log says it was on hold, and who');
+
+        my $ks = $t->x509_field($ck->{leaf}, 'serial');
+        my $kpk = Crypt::PK::ECC->new($ck->{key});
+        $r = post({ key => { pk => $kpk, type => 'ec', alg => 'ES256' } },
+                  "$BASE/revoke-cert",
+                  { certificate => b64u($t->x509_der($ck->{leaf})) },
+                  jwk => 1);
+        is($r->{status}, 200, 'revokeCert signed with the certificate key')
+            or diag($r->{content});
+        is(audit_revoke_of($ks, 1)->{requester} // '', 'certificate key',
+           'audit: ... by the certificate key');
+    }
+}
+
 # --- an account revoked by the admin API (RFC 8555 7.1.6 "revoked") ------------------
 
 # revoke ACCOUNT-URL through the admin API with curl (admin / admin)
@@ -2665,6 +2752,14 @@ sub eab_account {
     my $nk = new_key();
     $r = key_change($S, $nk);
     is($r->{status}, 200, 'a stale copy: keyChange') or diag($r->{content});
+    $redis->set($ckey, $before, 'EX', 60);
+    # the same keyChange again, signed with the old key this copy still
+    # holds: the durable account has the new key already, so nothing is
+    # done and the answer says so (it was a 200 that wrote nothing)
+    $r = key_change($S, $nk);
+    problem_is($r, 409, 'malformed', 'a stale copy: the keyChange repeated '
+               . 'with the old key');
+    like($r->{json}{detail} // '', qr/changed meanwhile/, '... it says why');
     $redis->set($ckey, $before, 'EX', 60);
     my (undef, undef, $o) = order_ready($S, 'stale2.example.test');
     is($o && $o->{json}{status}, 'ready', 'a stale copy: the old key still '
