@@ -403,7 +403,7 @@ ngx_http_acme_handler(ngx_http_request_t *r)
     }
 
     if (host.len == 0 || host.len > 255) {
-        goto not_found;
+        goto bad_host;
     }
 
     /*
@@ -415,18 +415,7 @@ ngx_http_acme_handler(ngx_http_request_t *r)
      */
     for (p = host.data, end = host.data + host.len; p < end; p++) {
         if (!ngx_http_acme_host_char(*p)) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "acme: refused Host header \"%V\": only "
-                          "letters, digits, \"-._:[]\" make a URL here",
-                          &host);
-
-            r->expect_tested = 1;
-            if (ngx_http_discard_request_body(r) != NGX_OK) {
-                r->keepalive = 0;
-            }
-
-            return ngx_http_acme_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                        "malformed", "bad Host header");
+            goto bad_host;
         }
     }
 
@@ -535,6 +524,20 @@ not_found:
 
     return ngx_http_acme_refuse(r, ctx, NGX_HTTP_NOT_FOUND, "malformed",
                                 "no such resource");
+
+bad_host:
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "acme: refused Host header \"%V\": a name or an address, "
+                  "and a port, make the URLs of the answers", &host);
+
+    r->expect_tested = 1;
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    return ngx_http_acme_refuse(r, ctx, NGX_HTTP_BAD_REQUEST, "malformed",
+                                "bad Host header");
 }
 
 
@@ -1127,6 +1130,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     u_char                    *p;
     ngx_str_t                 *s;
+    ngx_flag_t                 caa_check;
     ngx_uint_t                 i;
     pki_acme_conf_t           *ac;
     ngx_http_core_loc_conf_t  *clcf;
@@ -1214,14 +1218,17 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     /* CAA: on by default where the directory names identities, unless a
-     * lab sends every name to one address and has no resolver to ask */
-    if (conf->caa_check == NGX_CONF_UNSET) {
-        conf->caa_check = conf->caa != NULL
-                          && (conf->resolve_to.len == 0
-                              || conf->resolver.len != 0);
+     * lab sends every name to one address and has no resolver to ask.
+     * The default is this location's own: kept out of conf->caa_check, so
+     * that a nested location works out its own and does not inherit it. */
+    caa_check = conf->caa_check;
+
+    if (caa_check == NGX_CONF_UNSET) {
+        caa_check = conf->caa != NULL
+                    && (conf->resolve_to.len == 0 || conf->resolver.len != 0);
     }
 
-    if (conf->caa_check && conf->caa == NULL) {
+    if (caa_check && conf->caa == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "acme_caa_check on needs acme_caa_identities");
         return NGX_CONF_ERROR;
@@ -1298,7 +1305,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->validate.allow_private = conf->allow_private ? 1 : 0;
         ac->validate.timeout_ms = (unsigned) conf->validation_timeout;
         ac->validate.max_redirects = 10;
-        ac->validate.caa = conf->caa_check ? 1 : 0;
+        ac->validate.caa = caa_check ? 1 : 0;
         ac->validate.caa_ids = ac->caa;
 
         {

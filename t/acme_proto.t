@@ -84,6 +84,17 @@ $2    acme_validation_allow_private on;
 $2    acme_validation_http_port $hport;
 $2    acme_validation_timeout 5s;
 $2}
+$2location /acme-nest/ {
+$2    acme issuing acme;
+$2    acme_validation_resolve_to 127.0.0.1;
+$2    acme_validation_allow_private on;
+$2    acme_validation_http_port $hport;
+$2    location /acme-nest/c/ {
+$2        acme issuing acme;
+$2        acme_caa_identities nginx-pki.test;
+$2        acme_validation_resolver 127.0.0.1:$dns;
+$2    }
+$2}
 $2location /acme-caa/ {
 $2    acme issuing acme;
 $2    acme_caa_identities nginx-pki.test;
@@ -1049,7 +1060,13 @@ sub raw_tls {
             $got{$h} = read_answer($s);
         });
     }
-    for my $h ('evil"<x>.example.test', 'a;b,c\'d.example.test') {
+    # HTTP/1.0 without a Host: no URL to build either
+    raw_tls('a raw connection, HTTP/1.0 without Host', sub {
+        my ($s) = @_;
+        print $s "GET /acme/directory HTTP/1.0\r\n\r\n";
+        $got{none} = read_answer($s);
+    });
+    for my $h ('evil"<x>.example.test', 'a;b,c\'d.example.test', 'none') {
         my $a = $got{$h} || {};
         my $j = eval { decode_json($a->{content} // '') } || {};
         is($a->{status} // 0, 400, "Host $h: 400");
@@ -2114,6 +2131,31 @@ SKIP: {
         ok($ok, "challtestsrv: CAA issue \"$value\" for $host")
             or diag($why);
     };
+
+    # CAA's default is each location's own: off at the lab /acme-nest/
+    # (every name to one address, no resolver), on at /acme-nest/c/ nested
+    # in it (identities and a resolver), which did inherit "off"
+    {
+        local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-nest/c';
+        $caa->('caa-nest.example.com', 'ca.example.net');
+        my $c = account();
+        my $r = post($c, "$BASE/new-order", { identifiers => [
+                     { type => 'dns', value => 'caa-nest.example.com' }] });
+        is($r->{status}, 201, 'nested CAA default: an order');
+        my $az = $r->{json}{authorizations}[0] // '';
+        my $a = post($c, $az, '');
+        my ($ch) = grep { $_->{type} eq 'http-01' }
+                   @{ $a->{json}{challenges} || [] };
+        spew("$www/$ch->{token}", "$ch->{token}." . thumb_of($c->{key}));
+        post($c, $ch->{url}, {});
+        $a = poll($c, $az, 'valid');
+        is($a->{json}{status}, 'invalid', 'nested CAA default: on, the '
+           . 'validation fails on a CAA record naming another CA');
+        my ($got) = grep { $_->{type} eq 'http-01' }
+                    @{ $a->{json}{challenges} || [] };
+        is($got->{error}{type} // '', 'urn:ietf:params:acme:error:caa',
+           '... with a caa error');
+    }
 
     local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-caa';
     my $c = account();
