@@ -120,6 +120,14 @@ static ngx_uint_t   ngx_http_acme_jobs_running;
 static ngx_uint_t   ngx_http_acme_jobs_nwaiting;
 static ngx_queue_t  ngx_http_acme_jobs_waiting;
 static ngx_event_t  ngx_http_acme_jobs_retry;
+/*
+ * Armed (not cancelable) while validations run: a worker that exits
+ * (reload, quit) waits for them idle in its event loop.  Without it the
+ * worker went on to exit, where nginx's thread pool teardown spins until
+ * every pool thread is free: a CPU for up to twice
+ * acme_validation_timeout, and the results never logged.
+ */
+static ngx_event_t  ngx_http_acme_jobs_guard;
 
 
 static ngx_int_t ngx_http_acme_handler(ngx_http_request_t *r);
@@ -132,6 +140,8 @@ static void ngx_http_acme_post_job(ngx_http_request_t *r,
 static void ngx_http_acme_job_work(void *data);
 static void ngx_http_acme_job_done(void *data);
 static void ngx_http_acme_jobs_drain(ngx_log_t *log);
+static void ngx_http_acme_jobs_guard_handler(ngx_event_t *ev);
+static void ngx_http_acme_jobs_drop(void);
 static void ngx_http_acme_jobs_retry_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_acme_init_process(ngx_cycle_t *cycle);
 static void ngx_http_acme_exit_process(ngx_cycle_t *cycle);
@@ -157,6 +167,14 @@ static char *ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+
+static char *ngx_http_acme_jobs_check(ngx_conf_t *cf, void *post,
+    void *data);
+
+static ngx_conf_post_t  ngx_http_acme_jobs_post = {
+    ngx_http_acme_jobs_check
+};
 
 
 static ngx_command_t  ngx_http_acme_commands[] = {
@@ -313,7 +331,7 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_acme_main_conf_t, jobs),
-      NULL },
+      &ngx_http_acme_jobs_post },
 
     { ngx_string("acme_caa_check"),
       NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -688,6 +706,12 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
     ngx_queue_t              *q;
     ngx_http_acme_job_ctx_t  *jctx;
 
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        /* a worker that exits starts no more: as at exit below */
+        ngx_http_acme_jobs_drop();
+        return;
+    }
+
     while (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max
            && !ngx_queue_empty(&ngx_http_acme_jobs_waiting))
     {
@@ -722,6 +746,19 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
         }
 
         ngx_http_acme_jobs_running++;
+
+        if (!ngx_http_acme_jobs_guard.timer_set) {
+            ngx_add_timer(&ngx_http_acme_jobs_guard, 1000);
+        }
+    }
+}
+
+
+static void
+ngx_http_acme_jobs_guard_handler(ngx_event_t *ev)
+{
+    if (ngx_http_acme_jobs_running > 0) {
+        ngx_add_timer(ev, 1000);
     }
 }
 
@@ -767,6 +804,12 @@ ngx_http_acme_job_done(void *data)
 
     ngx_http_acme_jobs_running--;
 
+    if (ngx_http_acme_jobs_running == 0
+        && ngx_http_acme_jobs_guard.timer_set)
+    {
+        ngx_del_timer(&ngx_http_acme_jobs_guard);
+    }
+
     ngx_http_acme_jobs_drain(ngx_cycle->log);
 }
 
@@ -791,6 +834,10 @@ ngx_http_acme_init_process(ngx_cycle_t *cycle)
     ngx_http_acme_jobs_retry.data = &ngx_http_acme_jobs_retry;
     ngx_http_acme_jobs_retry.cancelable = 1;
 
+    ngx_http_acme_jobs_guard.handler = ngx_http_acme_jobs_guard_handler;
+    ngx_http_acme_jobs_guard.log = cycle->log;
+    ngx_http_acme_jobs_guard.data = &ngx_http_acme_jobs_guard;
+
     return NGX_OK;
 }
 
@@ -800,10 +847,17 @@ ngx_http_acme_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_acme_exit_process(ngx_cycle_t *cycle)
 {
+    (void) cycle;
+
+    ngx_http_acme_jobs_drop();
+}
+
+
+static void
+ngx_http_acme_jobs_drop(void)
+{
     ngx_queue_t              *q;
     ngx_http_acme_job_ctx_t  *jctx;
-
-    (void) cycle;
 
     if (ngx_http_acme_jobs_waiting.next == NULL) {
         return;
@@ -1368,6 +1422,23 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* checked where it is set, so that nginx names the file and line */
+static char *
+ngx_http_acme_jobs_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_int_t  *n = data;
+
+    (void) cf;
+    (void) post;
+
+    if (*n < 1 || *n > 1024) {
+        return "must be 1..1024";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_http_acme_init(ngx_conf_t *cf)
 {
@@ -1377,11 +1448,6 @@ ngx_http_acme_init(ngx_conf_t *cf)
 
     if (amcf->jobs == NGX_CONF_UNSET) {
         amcf->jobs = NGX_HTTP_ACME_JOBS;
-
-    } else if (amcf->jobs < 1 || amcf->jobs > 1024) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "acme_validation_jobs must be 1..1024");
-        return NGX_ERROR;
     }
 
     return ngx_http_pki_needs_redis(cf, "acme", &amcf->file, amcf->line);

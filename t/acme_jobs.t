@@ -24,6 +24,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
+use POSIX ();
 use PKITest;
 use ACMELoad;
 
@@ -129,6 +130,51 @@ like($log, qr/validation of http-01 job4\.example\.test skipped: its /,
 unlike($log, qr/not started/, 'no validation was dropped');
 unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
 
+# --- a reload while a validation runs ----------------------------------------------
+
+# The old worker waits for its validation idle in its event loop, then
+# logs the result and exits.  (It went on to exit at once, where nginx's
+# thread pool teardown spun a CPU until the pool thread was free, and the
+# result was never logged.)
+{
+    my $master = $t->{children}{nginx};
+    my @old = $t->workers_of($master);
+    $r = $c->_post("$base/new-order", { identifiers => [
+        { type => 'dns', value => 'reload.example.test' } ] });
+    my $az = $r->{json}{authorizations}[0] // '';
+    my $a = $c->_post($az, undef);
+    my ($h) = grep { $_->{type} eq 'http-01' }
+              @{ $a->{json}{challenges} || [] };
+    spew("$www/$h->{token}", "$h->{token}.$thumb");
+    spew("$www/$h->{token}.delay", '4');
+    $c->_post($h->{url}, {});
+    my $ok = 0;
+    for (1 .. 100) { $ok = hits($h->{token}) and last; sleep 0.05 }
+    ok($ok, 'reload: the validation is under way');
+    kill 'HUP', $master;
+    sleep 1;
+    my $cpu = sub {
+        my @f = split ' ', (slurp("/proc/$old[0]/stat") // '');
+        return @f ? $f[13] + $f[14] : 0;
+    };
+    my ($c0, $t0) = ($cpu->(), time);
+    sleep 1.5;
+    my $ticks = $cpu->() - $c0;
+    my $hz = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+    ok(-e "/proc/$old[0]" && $ticks < 0.2 * $hz * (time - $t0),
+       "reload: the old worker waits idle ($ticks ticks in 1.5 s)");
+    $a = $c->_poll($az, 'valid', 20);
+    is($a->{json}{status} // '', 'valid', 'reload: the validation ends '
+       . 'valid');
+    my $gone = 0;
+    for (1 .. 100) { $gone = !-e "/proc/$old[0]" || (slurp("/proc/$old[0]/stat") // '') =~ /\) Z /
+                     and last; sleep 0.1 }
+    ok($gone, 'reload: then the old worker exits');
+    like(slurp($t->error_log) // '',
+         qr/acme: validation: ok .*reload\.example\.test/,
+         'reload: its result is logged');
+}
+
 # --- configuration --------------------------------------------------------------
 
 sub refused {
@@ -140,7 +186,8 @@ sub refused {
     like($out, $re, "$name: and says why") or diag($out);
 }
 
-refused('acme_validation_jobs 0', qr/acme_validation_jobs must be 1\.\.1024/,
+refused('acme_validation_jobs 0',
+        qr/"acme_validation_jobs" directive must be 1\.\.1024 in \S+:\d+/,
         sub { ${ $_[0] } =~ s{(\nhttp \{\n)}{$1    acme_validation_jobs 0;\n} });
 refused('acme_validation_timeout 6m',
         qr/acme_validation_timeout must be 1ms\.\.300s/,
