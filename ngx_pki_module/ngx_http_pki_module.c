@@ -1504,16 +1504,23 @@ ngx_http_pki_shed(ngx_log_t *log)
 }
 
 
-/* posts a task unless the queue is known full; NGX_DECLINED: shed */
+/*
+ * Posts a task unless the queue is known full; NGX_DECLINED: not posted.
+ * A request's task that is not posted is a request shed with 503 (counted
+ * and logged); a detached one (a validation, a refresh) waits and tries
+ * again, and is not.
+ */
 
 static ngx_int_t
 ngx_http_pki_task_post(ngx_thread_pool_t *tp, ngx_thread_task_t *task,
-    ngx_log_t *log)
+    ngx_log_t *log, ngx_uint_t request)
 {
     ngx_atomic_int_t  waiting;
 
     if (ngx_http_pki_pool_full()) {
-        ngx_http_pki_shed(log);
+        if (request) {
+            ngx_http_pki_shed(log);
+        }
         return NGX_DECLINED;
     }
 
@@ -1522,7 +1529,9 @@ ngx_http_pki_task_post(ngx_thread_pool_t *tp, ngx_thread_task_t *task,
     if (ngx_thread_task_post(tp, task) != NGX_OK) {
         ngx_http_pki_full_at = waiting > 0 ? waiting : 0;
         ngx_http_pki_full_since = ngx_current_msec;
-        ngx_http_pki_shed(log);
+        if (request) {
+            ngx_http_pki_shed(log);
+        }
         return NGX_DECLINED;
     }
 
@@ -1777,7 +1786,7 @@ ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     task->event.handler = ngx_http_pki_thread_event_handler;
     task->event.data = task;
 
-    if (ngx_http_pki_task_post(tp, task, r->connection->log) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, r->connection->log, 1) != NGX_OK) {
         /* queue full (max_queue): the caller sheds the load with 503 */
         return NGX_DECLINED;
     }
@@ -3796,7 +3805,7 @@ ngx_http_pki_post_detached_tp(ngx_thread_pool_t *tp, ngx_log_t *log,
     task->event.data = task;
     task->event.log = ngx_cycle->log;
 
-    if (ngx_http_pki_task_post(tp, task, log) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, log, 0) != NGX_OK) {
         ngx_free(task);
         return NGX_DECLINED;
     }
