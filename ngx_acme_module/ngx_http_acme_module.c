@@ -859,9 +859,16 @@ ngx_http_acme_jobs_drop(void)
     ngx_queue_t              *q;
     ngx_http_acme_job_ctx_t  *jctx;
 
-    if (ngx_http_acme_jobs_waiting.next == NULL) {
+    if (ngx_http_acme_jobs_waiting.next == NULL
+        || ngx_queue_empty(&ngx_http_acme_jobs_waiting))
+    {
         return;
     }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "acme: the worker exits: %ui waiting validation(s) not "
+                  "started, their challenges stay \"processing\" until a "
+                  "poll restarts them", ngx_http_acme_jobs_nwaiting);
 
     while (!ngx_queue_empty(&ngx_http_acme_jobs_waiting)) {
         q = ngx_queue_head(&ngx_http_acme_jobs_waiting);

@@ -198,12 +198,20 @@ typedef struct {
     size_t                     size;
     unsigned                   first_read:1;
     unsigned                   over:1;
+    size_t                     held;        /* of the budget */
     unsigned                   gathering:1;
 } ngx_http_pki_body_ctx_t;
 
 
+/* request bodies a worker holds in memory at once (see
+ * ngx_http_pki_body_hold()) */
+#define NGX_HTTP_PKI_BODY_BUDGET  (64 * 1024 * 1024)
+
+
 static ngx_int_t ngx_http_pki_body_gather(ngx_http_request_t *r,
     ngx_http_pki_body_ctx_t *bctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_pki_body_hold(ngx_http_request_t *r,
+    ngx_http_pki_body_ctx_t *bctx);
 
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
@@ -1939,6 +1947,13 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     /* a body another module read already is in r->request_body */
     bctx->gathering = (r->request_body == NULL);
 
+    if (bctx->gathering && bctx->held == 0) {
+        rc = ngx_http_pki_body_hold(r, bctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     bctx->first_read = 1;
     rc = ngx_http_read_client_request_body(r, handler);
     bctx->first_read = 0;
@@ -1972,7 +1987,7 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
 
-    if (bctx == NULL || !bctx->gathering || r->request_body == NULL) {
+    if (bctx == NULL || r->request_body == NULL) {
         return ngx_http_next_request_body_filter(r, in);
     }
 
@@ -1990,7 +2005,8 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     if (bctx->received <= (off_t) bctx->max) {
-        return ngx_http_pki_body_gather(r, bctx, in);
+        return bctx->gathering ? ngx_http_pki_body_gather(r, bctx, in)
+                               : ngx_http_next_request_body_filter(r, in);
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -2047,7 +2063,7 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
 /*
  * Moves the body's bytes into the request's own memory and hands nginx
- * only the buffer that ends the body.  nginx's save filter writes what it
+ * only the end of the body, as one buffer holding all of it.  nginx's save filter writes what it
  * holds to a temp file once its read buffer is full and more is to come;
  * the read buffer holds client_body_buffer_size bytes, and a chunked body
  * its framing too.  Holding nothing, it never writes one, so no body
@@ -2124,6 +2140,23 @@ ngx_http_pki_body_gather(ngx_http_request_t *r,
         }
 
         if (b->last_buf) {
+            /* the whole body, in one buffer, for nginx's own copy of it
+             * ($request_body, a body read again after a redirect): the
+             * body is complete, so the save filter writes no file */
+            if (bctx->len) {
+                b = ngx_calloc_buf(r->pool);
+                if (b == NULL) {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+
+                b->temporary = 1;
+                b->start = bctx->data;
+                b->pos = bctx->data;
+                b->last = bctx->data + bctx->len;
+                b->end = b->last;
+                b->last_buf = 1;
+            }
+
             ln = ngx_alloc_chain_link(r->pool);
             if (ln == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -2137,6 +2170,66 @@ ngx_http_pki_body_gather(ngx_http_request_t *r,
     }
 
     return ngx_http_next_request_body_filter(r, out);
+}
+
+
+/*
+ * Bodies gathered in memory count against a budget per worker: the
+ * announced length, else the cap, from the start of the read to the end
+ * of the request.  Over the budget (many slow bodies without a length at
+ * once, e.g. HTTP/2 streams stalled near a large cap) a body is read as
+ * nginx reads any, spooled to a temp file past client_body_buffer_size.
+ */
+
+static size_t  ngx_http_pki_body_held_total;
+
+
+static void
+ngx_http_pki_body_release(void *data)
+{
+    ngx_http_pki_body_ctx_t *bctx = data;
+
+    ngx_http_pki_body_held_total -= bctx->held;
+    bctx->held = 0;
+}
+
+
+static ngx_int_t
+ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
+{
+    size_t               n;
+    ngx_pool_cleanup_t  *cln;
+
+    n = (!r->headers_in.chunked && r->headers_in.content_length_n >= 0)
+        ? (size_t) r->headers_in.content_length_n : bctx->max;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    if (n > NGX_HTTP_PKI_BODY_BUDGET - ngx_http_pki_body_held_total) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "pki: %uz bytes of request bodies held in memory "
+                      "(the budget is %uz): this one of up to %uz bytes "
+                      "is read as nginx reads any",
+                      ngx_http_pki_body_held_total,
+                      (size_t) NGX_HTTP_PKI_BODY_BUDGET, n);
+        bctx->gathering = 0;
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_pki_body_release;
+    cln->data = bctx;
+
+    bctx->held = n;
+    ngx_http_pki_body_held_total += n;
+
+    return NGX_OK;
 }
 
 

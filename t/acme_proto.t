@@ -84,6 +84,10 @@ $2    acme_validation_allow_private on;
 $2    acme_validation_http_port $hport;
 $2    acme_validation_timeout 5s;
 $2}
+$2location /acme-rb/ {
+$2    acme issuing acme;
+$2    access_log ${\ $t->dir}/rb.log rb;
+$2}
 $2location /acme-nest/ {
 $2    acme issuing acme;
 $2    acme_validation_resolve_to 127.0.0.1;
@@ -106,6 +110,8 @@ $2    acme_validation_http_port $hport;
 $2    acme_validation_timeout 5s;
 $2}
 $1} or die 'no ACME location in the config';
+$conf =~ s{(\nhttp \{\n)}{$1    log_format rb '\$request_body';\n}
+    or die 'no http block';
 # RFC 9773 explanationURL, on the main location
 $conf =~ s{(\n(\s*)location /acme/ \{)}{$1
 $2    acme_renewal_explanation https://pki.example.test/why-renew;}
@@ -1129,18 +1135,23 @@ sub raw_tls {
 # (16k here), with a Content-Length and chunked in 7-byte chunks (framing
 # more than doubles what nginx reads): the module gathers them in memory,
 # so nginx never spools one to a temp file on the event loop, and the
-# request is served.  JSON allows the whitespace that pads them.
+# request is served.  JSON allows the whitespace that pads them.  nginx's
+# own copy of the body is whole too: /acme-rb/ logs $request_body.
 {
     my $logpos = length(slurp($t->error_log) // '');
-    for my $how ('Content-Length', 'chunked') {
-        my $j = jws(key => $A->{key}, url => $A->{kid}, nonce => nonce(),
-                    kid => $A->{kid}, payload => undef);
+    my $rbsig;
+    for my $how ('Content-Length', 'chunked', 'chunked, logged') {
+        my $kid = $A->{kid};
+        $kid =~ s{/acme/}{/acme-rb/} if $how =~ /logged/;
+        my $j = jws(key => $A->{key}, url => $kid, nonce => nonce(),
+                    kid => $kid, payload => undef);
+        $rbsig = $j->{signature};
         my $body = $JSON->encode($j);
         $body =~ s/^\{/'{' . (' ' x (48 * 1024))/e;
         my $a = {};
         raw_tls("a raw connection for a 48k body ($how)", sub {
             my ($s, $host) = @_;
-            (my $path = $A->{kid}) =~ s{^https://[^/]+}{};
+            (my $path = $kid) =~ s{^https://[^/]+}{};
             print $s "POST $path HTTP/1.1\r\nHost: $host\r\n"
                 . "Content-Type: application/jose+json\r\n"
                 . ($how eq 'chunked'
@@ -1159,6 +1170,11 @@ sub raw_tls {
     my $log = substr(slurp($t->error_log) // '', $logpos);
     unlike($log, qr/buffered to a temporary file/,
            'bodies over client_body_buffer_size: no temp file');
+    my $rb = '';
+    for (1 .. 20) { $rb = slurp($t->dir . '/rb.log') // '' and last;
+                    sleep 0.1 }
+    like($rb, qr/^\{ {49152}.*\Q$rbsig\E/,
+         '$request_body holds the whole 48k body');
 }
 
 # --- revocation by an account holding valid authorizations (RFC 8555 7.6) ------
