@@ -1027,6 +1027,27 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     post(pk, kid, rel(kid), "", "bm9wZQ", &resp);
     check_problem("made-up nonce", &resp, 400, "badNonce");
 
+    /* a nonce whose tag is changed (the HMAC fails: no round trip), and
+     * one that expired (acme_nonce_ttl 1 s, judged by the store's clock) */
+    new_nonce(n);
+    n[strlen(n) - 1] = n[strlen(n) - 1] == 'A' ? 'B' : 'A';
+    post(pk, kid, rel(kid), "", n, &resp);
+    check_problem("a nonce with a changed tag", &resp, 400, "badNonce");
+    {
+        long  ttl = conf.nonce_ttl;
+
+        conf.nonce_ttl = 1;
+        new_nonce(n);
+        conf.nonce_ttl = ttl;
+        sleep(2);
+        post(pk, kid, rel(kid), "", n, &resp);
+        check_problem("an expired nonce", &resp, 400, "badNonce");
+        new_nonce(n);
+        post(pk, kid, rel(kid), "", n, &resp);
+        ok(resp.http_status == 200, "a fresh nonce after those: good");
+        pki_acme_resp_free(&resp);
+    }
+
     /* orders */
     post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
          "\"value\":\"WWW.Example.TEST\"},{\"type\":\"ip\","
