@@ -2087,6 +2087,7 @@ pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
         }
 
         snprintf(dom, sizeof(dom), "%s", at + 1);
+        why = NULL;
         if (dom[0] == '*' || !pki_acme_dns_ok(dom, &why)) {
             pki_acme_problem(a, 400, "invalidContact", "the domain of a "
                              "contact address is no host name%s%s",
