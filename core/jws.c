@@ -310,6 +310,15 @@ pki_jwk_rsa(const cJSON *obj, pki_result_t *res)
         goto failed;
     }
 
+    /* RFC 7518 2: a Base64urlUInt has no leading zero octet; a client
+     * that hashes its own text would derive another thumbprint, and no key
+     * authorization of its would match */
+    if (nb[0] == 0 || eb[0] == 0) {
+        pki_fail(res, PKI_MALFORMED, "RSA JWK \"n\" and \"e\" must have no "
+                 "leading zero octet (RFC 7518 2)");
+        goto failed;
+    }
+
     n = BN_bin2bn(nb, (int) nlen, NULL);
     e = BN_bin2bn(eb, (int) elen, NULL);
     if (n == NULL || e == NULL) {
@@ -405,6 +414,50 @@ pki_ed25519_weak(const unsigned char x[32])
 }
 
 
+/* An Ed448 public key (RFC 8032 5.2.2 encoding, 57 octets: y little-
+ * endian in the first 56, the sign of x in the top bit of the last) that
+ * is no key: a last octet with other bits set, non-canonical (y >= p,
+ * p = 2^448 - 2^224 - 1), or a point of small order (y in {0, 1, p - 1}:
+ * the curve's cofactor is 4), for which one fixed signature verifies
+ * every message. */
+static int
+pki_ed448_weak(const unsigned char x[57])
+{
+    int            i, cmp, pm1;
+    unsigned char  p;
+
+    if ((x[56] & 0x7f) != 0) {
+        return 1;
+    }
+
+    /* y against p and against p - 1, from the most significant octet */
+    cmp = 0;
+    pm1 = 1;
+
+    for (i = 55; i >= 0; i--) {
+        p = i == 28 ? 0xfe : 0xff;
+
+        if (cmp == 0 && x[i] != p) {
+            cmp = x[i] > p ? 1 : -1;
+        }
+
+        if (x[i] != (i == 0 ? 0xfe : p)) {
+            pm1 = 0;
+        }
+    }
+
+    if (cmp >= 0 || pm1) {
+        return 1;                               /* y >= p, y = p - 1    */
+    }
+
+    for (i = 1; i < 56 && x[i] == 0; i++) {
+        /* void */
+    }
+
+    return i == 56 && x[0] <= 1;                /* y = 0 or 1           */
+}
+
+
 static EVP_PKEY *
 pki_jwk_okp(const cJSON *obj, const char *crv, pki_result_t *res)
 {
@@ -431,10 +484,10 @@ pki_jwk_okp(const cJSON *obj, const char *crv, pki_result_t *res)
         return NULL;
     }
 
-    if (type == EVP_PKEY_ED25519 && pki_ed25519_weak(x)) {
+    if (type == EVP_PKEY_ED25519 ? pki_ed25519_weak(x) : pki_ed448_weak(x)) {
         free(x);
-        pki_fail(res, PKI_MALFORMED, "the Ed25519 key is a point of small "
-                 "order or not canonical");
+        pki_fail(res, PKI_MALFORMED, "the %s key is a point of small "
+                 "order or not canonical", crv);
         return NULL;
     }
 
@@ -630,9 +683,10 @@ pki_jwk_parse(const char *json, size_t len, pki_result_t *res)
         return NULL;
     }
 
-    obj = cJSON_ParseWithLength(json, len);
+    /* strict: no repeated member, nothing after the object, no NUL */
+    obj = pki_int_json_strict(json, len);
     if (obj == NULL) {
-        pki_fail(res, PKI_MALFORMED, "JWK is not JSON");
+        pki_fail(res, PKI_MALFORMED, "JWK is not strict JSON");
         return NULL;
     }
 

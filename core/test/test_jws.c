@@ -168,6 +168,23 @@ test_thumbprint(void)
 
 #define ED(x)  "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"" x "\"}"
 
+/* an Ed448 JWK; an RSA 2048 modulus, and the same with a zero octet */
+#define ED448(x)  "{\"kty\":\"OKP\",\"crv\":\"Ed448\",\"x\":\"" x "\"}"
+#define N1 \
+    "wEkqZQKkJ7RKiaWpUQABEIS6vK8BOm70lYn0ba93l74Ecidyij4irpsq9SSpxJYr" \
+    "dCG1VhoPCitmFUZkq7mw7dzvE9K_GxphRSKL7LBPvwGDzPGEq2Tkez1Ag0lQ7Fbl" \
+    "mNZTinj5olxZrv4dolU2ANTSKs3uL3Cz4YS9tKndVRY0S9VHV-TTvGEglZmCQf00" \
+    "tRcOYsmYlBgtSOe1h_VyiJSOmIA1TK0SnDqeLwVJKUbwECvxuTQF_wZr9JnXsupN" \
+    "svHAf5QnkOLl8Puu5PlACNb1RoBKT-MBuwOO-agpXc_K6jwSxQWpISKw0MDU0bZN" \
+    "i34H713a1pLBA4e9PTzlIQ"
+#define N0 \
+    "AMBJKmUCpCe0SomlqVEAARCEuryvATpu9JWJ9G2vd5e-BHIncoo-Iq6bKvUkqcSW" \
+    "K3QhtVYaDworZhVGZKu5sO3c7xPSvxsaYUUii-ywT78Bg8zxhKtk5Hs9QINJUOxW" \
+    "5ZjWU4p4-aJcWa7-HaJVNgDU0irN7i9ws-GEvbSp3VUWNEvVR1fk07xhIJWZgkH9" \
+    "NLUXDmLJmJQYLUjntYf1coiUjpiANUytEpw6ni8FSSlG8BAr8bk0Bf8Ga_SZ17Lq" \
+    "TbLxwH-UJ5Di5fD7ruT5QAjW9UaASk_jAbsDjvmoKV3Pyuo8EsUFqSEisNDA1NG2" \
+    "TYt-B-9d2taSwQOHvT085SE"
+
 static void
 test_jwk_hostile(void)
 {
@@ -206,6 +223,33 @@ test_jwk_hostile(void)
         ED("xxdqcD1N2E-6PAt2DRBnDyogU_osOczGTsf9d5KsA_o"),
         ED("7v_______________________________________38"),
         ED("8v_______________________________________38"),
+        /* Ed448: y = 0 (order 4), with the sign bit, y = 1, p - 1, p,
+         * p + 1, and a last octet with a bit other than the sign */
+        ED448("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+              "AAAAAAAAAAAAAAAA"),
+        ED448("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+              "AAAAAAAAAAAAAACA"),
+        ED448("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+              "AAAAAAAAAAAAAAAA"),
+        ED448("_v____________________________________7___________________"
+              "________________8A"),
+        ED448("______________________________________7___________________"
+              "________________8A"),
+        ED448("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAP____________________"
+              "________________8A"),
+        ED448("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+              "AAAAAAAAAAAAAAAB"),
+        /* not strict JSON: a member twice, text after the object, a NUL */
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\","
+        "\"x\":\"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}",
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}GARBAGE[[[",
+        "{\"kty\":\"OKP\\u0000junk\",\"crv\":\"Ed25519\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
+        /* RSA n and e with a leading zero octet (RFC 7518 2) */
+        "{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"" N0 "\"}",
+        "{\"kty\":\"RSA\",\"e\":\"AAEAAQ\",\"n\":\"" N1 "\"}",
         NULL
     };
 
@@ -220,9 +264,25 @@ test_jwk_hostile(void)
     pki_result_init(&res);
     pk = pki_jwk_parse("{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
                        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
-                       87, &res);
+                       79, &res);
     ok(pk != NULL, "RFC 8037 Ed25519 public JWK parses");
     EVP_PKEY_free(pk);
+
+    {
+        static const char  *good[] = {
+            ED448("AC6Cq3I5k0ZvGMSNJF1TSpff20jaj-eXBM4Hfm3ceGv5c7Bwoi9PNgt"
+                  "x8Pt3f_gtKRSPxYFx0aSA"),
+            "{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"" N1 "\"}",
+            NULL
+        };
+
+        for (int i = 0; good[i] != NULL; i++) {
+            pki_result_init(&res);
+            pk = pki_jwk_parse(good[i], strlen(good[i]), &res);
+            ok(pk != NULL, "good JWK %d parses (%s)", i, res.detail);
+            EVP_PKEY_free(pk);
+        }
+    }
 }
 
 
