@@ -3053,6 +3053,18 @@ pki_acme_ip_ok(const char *s, char out[64], unsigned char bin[16],
 }
 
 
+/* an IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d) address */
+static int
+pki_acme_ip_v4_in_v6(const unsigned char bin[16])
+{
+    struct in6_addr  in6;
+
+    memcpy(&in6, bin, sizeof(in6));
+
+    return IN6_IS_ADDR_V4MAPPED(&in6) || IN6_IS_ADDR_V4COMPAT(&in6);
+}
+
+
 /* newOrder's answer to the identifiers it refuses (RFC 8555 6.7.1): one
  * problem with a subproblem for each (subs, nbad of them, taken over).
  * A single one keeps its own type and detail; several share the type when
@@ -3163,6 +3175,12 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids,
             if (!pki_acme_ip_ok(value, canon, bin, &binlen)) {
                 snprintf(detail, sizeof(detail), "invalid IP address "
                          "\"%.64s\"", value);
+            } else if (binlen == 16 && pki_acme_ip_v4_in_v6(bin)) {
+                /* the IPv4 address it names, proven over IPv4, would
+                 * go into the certificate as 16 octets */
+                snprintf(detail, sizeof(detail), "\"%.64s\" is an IPv4 "
+                         "address written as IPv6: use the IPv4 form",
+                         value);
             } else {
                 strcpy(buf, canon);
                 ptype = NULL;
@@ -3745,11 +3763,14 @@ pki_acme_reuse_window(pki_acme_t *a, const char *type)
 
 
 /* An authorization for one identifier: reused when a valid one exists
- * (*created NULL), else a new pending one, not stored yet (*created).
- * id_out receives its id. */
+ * (*created NULL), else a new pending one expiring at *expires, not
+ * stored yet (*created).  id_out receives its id.  A reused one that
+ * expires sooner brings *expires, the order's, down to its own: the
+ * order is invalid once an authorization of it expires (RFC 8555
+ * 7.1.3: "expires" says when). */
 static pki_status_t
 pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
-    time_t expires, char id_out[PKI_ACME_ID_MAX], cJSON **created)
+    time_t *expires, char id_out[PKI_ACME_ID_MAX], cJSON **created)
 {
     int           wildcard;
     char          key[PKI_ACME_KEY_MAX], idx[300], aid[PKI_ACME_ID_MAX];
@@ -3804,6 +3825,9 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
                 && pki_json_num(authz, "validated")
                    + (double) pki_acme_reuse_window(a, type) > (double) a->now)
             {
+                if (pki_json_num(authz, "expires") < (double) *expires) {
+                    *expires = (time_t) pki_json_num(authz, "expires");
+                }
                 cJSON_Delete(authz);
                 memcpy(id_out, aid, sizeof(aid));
                 return PKI_OK;
@@ -3828,7 +3852,7 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     if (a->conf->realm[0] != '\0') {
         cJSON_AddStringToObject(authz, "realm", a->conf->realm);
     }
-    cJSON_AddNumberToObject(authz, "expires", (double) expires);
+    cJSON_AddNumberToObject(authz, "expires", (double) *expires);
     cJSON_AddStringToObject(authz, "type", type);
     cJSON_AddStringToObject(authz, "value", bare);
     if (wildcard) {
@@ -3977,7 +4001,7 @@ again:
         {
             cJSON_Delete(authz);
             free(text);
-            pki_acme_problem(a, 403, "malformed", "only a pending or valid "
+            pki_acme_problem(a, 400, "malformed", "only a pending or valid "
                              "authorization can be deactivated");
             return;
         }
@@ -5081,7 +5105,7 @@ pki_acme_order_lost(pki_acme_t *a, const char *acct, const char *oid,
 static void
 pki_acme_new_order(pki_acme_t *a)
 {
-    int           v, stored, all_valid;
+    int           v, stored, all_valid, has_nb, has_na;
     cJSON        *newauthz = NULL;
     long          validity;
     char          oid[PKI_ACME_ID_MAX], aid[PKI_ACME_ID_MAX];
@@ -5142,6 +5166,7 @@ pki_acme_new_order(pki_acme_t *a)
     validity = pki_template_validity(tmpl);
 
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "notBefore");
+    has_nb = item != NULL;
     if (item != NULL
         && (!cJSON_IsString(item)
             || !pki_parse_time3339(item->valuestring, &nb)))
@@ -5152,6 +5177,7 @@ pki_acme_new_order(pki_acme_t *a)
     }
 
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "notAfter");
+    has_na = item != NULL;
     if (item != NULL
         && (!cJSON_IsString(item)
             || !pki_parse_time3339(item->valuestring, &na)))
@@ -5161,15 +5187,25 @@ pki_acme_new_order(pki_acme_t *a)
         goto done;
     }
 
-    start = nb > a->now ? nb : a->now;
+    /*
+     * RFC 8555 7.4: the certificate is issued with the dates asked for or
+     * not at all.  It starts at notBefore (up to a day back, up to 30
+     * days ahead), else at issuance; it ends at notAfter, after its start
+     * and after now, else at its start plus the profile's validity, which
+     * must also be after now (a certificate expired when issued is
+     * none).  A date of 0 (1970) is a date, refused as any other.
+     */
+    start = has_nb ? nb : a->now;
 
-    if ((na != 0 && na <= start) || (nb != 0 && nb < a->now - 86400)
-        || (nb != 0 && nb > a->now + 30L * 86400)
-        || (na != 0 && validity > 0 && na - start > validity))
+    if ((has_nb && (nb < a->now - 86400 || nb > a->now + 30L * 86400))
+        || (has_na && (na <= start || na <= a->now))
+        || (has_na && validity > 0 && na - start > validity)
+        || (has_nb && !has_na && validity > 0 && nb + validity <= a->now))
     {
         pki_acme_problem(a, 400, "malformed", "notBefore/notAfter outside "
-                         "what the profile allows (at most %ld s)",
-                         validity);
+                         "what the profile allows (at most %ld s, starting "
+                         "from a day ago at the earliest, ending after "
+                         "now)", validity);
         goto done;
     }
 
@@ -5298,7 +5334,7 @@ pki_acme_new_order(pki_acme_t *a)
         type = pki_json_str(item, "type");
         value = pki_json_str(item, "value");
 
-        rc = pki_acme_authz_for(a, type, value, expires, aid, &created);
+        rc = pki_acme_authz_for(a, type, value, &expires, aid, &created);
         if (rc != PKI_OK) {
             cJSON_Delete(authzs);
             pki_acme_fail(a, rc, "newOrder");
@@ -6715,6 +6751,20 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 
     req.not_before = (time_t) pki_json_num(order, "notBefore");
     req.not_after = (time_t) pki_json_num(order, "notAfter");
+
+    /* the dates the order asked for must still make a certificate that
+     * has not expired (RFC 8555 7.4: those dates, or no certificate) */
+    if ((req.not_after > 0 && req.not_after <= a->now)
+        || (req.not_before > 0 && req.not_after == 0
+            && pki_template_validity(tmpl) > 0
+            && req.not_before + pki_template_validity(tmpl) <= a->now))
+    {
+        pki_acme_problem(a, 403, "orderNotReady", "the certificate this "
+                         "order asks for (notBefore/notAfter) would have "
+                         "expired by now: nothing was issued; place a new "
+                         "order");
+        goto done;
+    }
 
     /* The order moves to processing, with the serial, in pki_issue once
      * the serial is reserved and before anything is signed (one

@@ -1156,6 +1156,15 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     /* Validity. */
     now = time(NULL);
     nb = req->not_before ? req->not_before : now - 60;
+
+    /* asked to end at notAfter without a start: start no earlier than
+     * the template's validity allows for that end (less backdating) */
+    if (!req->not_before && req->not_after && pki_template_validity(t) > 0
+        && req->not_after - pki_template_validity(t) > nb)
+    {
+        nb = req->not_after - pki_template_validity(t);
+    }
+
     na = nb + pki_template_validity(t);
 
     if (req->not_after && req->not_after < na) {
@@ -1184,6 +1193,15 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         X509_free(x);
         return pki_fail(res, PKI_POLICY, "the certificate would expire "
                         "before it starts (CA certificate expires too soon)");
+    }
+
+    /* one asked for with a notAfter (ACME) ends there or is not issued
+     * (RFC 8555 7.4) */
+    if (req->not_after && na != req->not_after) {
+        X509_free(x);
+        return pki_fail(res, PKI_POLICY, "the certificate cannot end at "
+                        "the notAfter asked for (the CA certificate or its "
+                        "max_validity ends sooner)");
     }
 
     tm = ASN1_TIME_set(NULL, nb);

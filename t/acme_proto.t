@@ -655,6 +655,80 @@ problem_is($r, 400, 'malformed', 'notAfter in the past');
     }
 }
 
+# RFC 8555 7.4: the dates asked for, or no certificate.  A start a day
+# back plus a full validity ends before the end asked for: refused (it
+# was accepted, and the certificate ended 20 h early); 1970 is a date
+# like any other (it read as "none"); an order whose notAfter passed
+# before its finalization issues nothing (it issued an expired
+# certificate); one ending within the validity ends exactly there.
+{
+    my $iso = sub { POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', gmtime($_[0])) };
+    my $now = time;
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'dates.example' }],
+              notBefore => $iso->($now - 20 * 3600),
+              notAfter => $iso->($now + 90 * 86400) });
+    problem_is($r, 400, 'malformed', 'notBefore 20 h back and notAfter 90 d '
+               . 'ahead: longer than the 90-day profile');
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'dates.example' }],
+              notBefore => '1970-01-01T00:00:00Z',
+              notAfter => '1970-01-01T01:00:00+01:00' });
+    problem_is($r, 400, 'malformed', 'notBefore/notAfter in 1970');
+
+    my (undef, $url, $o) = order_ready($A, 'soon.example.test');
+    my $ready = $o && $o->{json}{status} eq 'ready';
+    # the same name again, ending 3 s from now: the authorization is reused
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'soon.example.test' }],
+              notAfter => $iso->(time + 3) });
+    is($r->{status}, 201, 'an order ending in 3 s') or diag($r->{content});
+    is($r->{json}{status}, 'ready', '... ready at once (reused)');
+    sleep 4;
+    my $n = cert_records();
+    my ($der) = csr_der('soon', subj => '/', san => 'DNS:soon.example.test');
+    my $f = post($A, $r->{json}{finalize}, { csr => b64u($der) });
+    problem_is($f, 403, 'orderNotReady', 'finalized after its notAfter');
+    like($f->{json}{detail} // '', qr/would have expired/, '... says why');
+    is(cert_records(), $n, '... nothing is issued');
+
+    my $end = int(time) + 7 * 86400 + 123;
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'soon.example.test' }],
+              notAfter => $iso->($end) });
+    ($der) = csr_der('soon2', subj => '/', san => 'DNS:soon.example.test');
+    $f = post($A, $r->{json}{finalize}, { csr => b64u($der) });
+    is($f->{status}, 200, 'an order ending in 7 days: issued')
+        or diag($f->{content});
+    my $cr = post($A, $f->{json}{certificate} // '', '');
+    my $leaf = $t->save_first_cert($cr->{content} // '', 'soon2-leaf');
+    is(not_after($leaf), $end, '... ending exactly at its notAfter');
+}
+
+# a reused authorization that expires before the order would: the
+# order's "expires" is the authorization's (RFC 8555 7.1.3)
+{
+    my (undef, undef, $o) = order_ready($A, 'reuse-exp.example.test');
+    my $az = $o->{json}{authorizations}[0];
+    my $soon = time + 7200;
+    authz_edit($az, sub { $_[0]{expires} = $soon });
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'reuse-exp.example.test' }] });
+    is($r->{status}, 201, 'reuse: an order');
+    is($r->{json}{authorizations}[0], $az, '... with the authorization '
+       . 'that expires in 2 h');
+    ok(rfc3339($r->{json}{expires}) <= $soon, '... and the order expires '
+       . 'no later than it');
+}
+
+# RFC 8738: an IPv4 address written as IPv6 is refused (the certificate
+# would carry 16 octets for an address proven over IPv4)
+for my $ip ('::ffff:192.0.2.7', '::192.0.2.7') {
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'ip', value => $ip }] });
+    problem_is($r, 400, 'rejectedIdentifier', "IP identifier $ip");
+}
+
 $r = post($A, "$BASE/new-order", { identifiers => [
           { type => 'dns', value => 'nr.example' }] });
 my $pending = $r->{json};
@@ -680,6 +754,8 @@ ok(grep({ $_ eq $pending_url } @{ $r->{json}{orders} || [] }),
 # authorization deactivation
 $r = post($A, $pending->{authorizations}[0], { status => 'deactivated' });
 is($r->{json}{status}, 'deactivated', 'authz deactivated');
+$r = post($A, $pending->{authorizations}[0], { status => 'deactivated' });
+problem_is($r, 400, 'malformed', 'authz deactivated twice') or diag($r->{content});
 $r = post($A, $pending_url, '');
 is($r->{json}{status}, 'invalid', 'order with a deactivated authz: invalid');
 
