@@ -5209,6 +5209,17 @@ pki_acme_new_order(pki_acme_t *a)
         goto done;
     }
 
+    if (has_na && !tmpl->beyond_ca_expiry) {
+        time_t  ca_na = pki_int_asn1_time(
+                            X509_get0_notAfter(pki_ca_cert(a->conf->ca)));
+
+        if (ca_na != (time_t) -1 && na > ca_na) {
+            pki_acme_problem(a, 400, "malformed", "notAfter is after the "
+                             "issuing CA certificate's own end");
+            goto done;
+        }
+    }
+
     replaces = NULL;
     until = 0;
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "replaces");
@@ -6676,6 +6687,40 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
+    /* RFC 8555 7.4: the dates the order asked for, or no certificate.
+     * They may no longer make one: the certificate would have expired by
+     * now, or the profile's validity (shortened by a reload) no longer
+     * spans them.  The order fails, nothing is issued. */
+    {
+        long    validity = pki_template_validity(tmpl);
+        time_t  onb = (time_t) pki_json_num(order, "notBefore");
+        time_t  ona = (time_t) pki_json_num(order, "notAfter");
+        const char  *dwhy = NULL;
+
+        if ((ona > 0 && ona <= a->now)
+            || (onb > 0 && ona == 0 && validity > 0
+                && onb + validity <= a->now))
+        {
+            dwhy = "the certificate it asks for (notBefore/notAfter) "
+                   "would have expired by now";
+
+        } else if (ona > 0 && validity > 0
+                   && ona - (onb > 0 ? onb : a->now) > validity)
+        {
+            dwhy = "its notBefore/notAfter span more than the profile's "
+                   "validity now allows";
+        }
+
+        if (dwhy != NULL) {
+            snprintf(why, sizeof(why), "%s: nothing was issued; make a "
+                     "new order", dwhy);
+            pki_acme_order_fail(order, "orderNotReady", 403, why);
+            pki_acme_order_cas(a, acct, oid, &fin.text, order);
+            pki_acme_problem(a, 403, "orderNotReady", "%s", why);
+            goto done;
+        }
+    }
+
     v = pki_acme_caa_recheck(a, acct, oid, order, &fin.text);
     if (v != 1) {
         goto done;
@@ -6751,20 +6796,6 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 
     req.not_before = (time_t) pki_json_num(order, "notBefore");
     req.not_after = (time_t) pki_json_num(order, "notAfter");
-
-    /* the dates the order asked for must still make a certificate that
-     * has not expired (RFC 8555 7.4: those dates, or no certificate) */
-    if ((req.not_after > 0 && req.not_after <= a->now)
-        || (req.not_before > 0 && req.not_after == 0
-            && pki_template_validity(tmpl) > 0
-            && req.not_before + pki_template_validity(tmpl) <= a->now))
-    {
-        pki_acme_problem(a, 403, "orderNotReady", "the certificate this "
-                         "order asks for (notBefore/notAfter) would have "
-                         "expired by now: nothing was issued; place a new "
-                         "order");
-        goto done;
-    }
 
     /* The order moves to processing, with the serial, in pki_issue once
      * the serial is reserved and before anything is signed (one

@@ -1160,7 +1160,8 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     /* asked to end at notAfter without a start: start no earlier than
      * the template's validity allows for that end (less backdating) */
     if (!req->not_before && req->not_after && pki_template_validity(t) > 0
-        && req->not_after - pki_template_validity(t) > nb)
+        && req->not_after - pki_template_validity(t) > nb
+        && req->not_after - pki_template_validity(t) <= now)
     {
         nb = req->not_after - pki_template_validity(t);
     }

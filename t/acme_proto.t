@@ -691,6 +691,8 @@ problem_is($r, 400, 'malformed', 'notAfter in the past');
     problem_is($f, 403, 'orderNotReady', 'finalized after its notAfter');
     like($f->{json}{detail} // '', qr/would have expired/, '... says why');
     is(cert_records(), $n, '... nothing is issued');
+    my $oget = post($A, $r->{headers}{location} // '', '');
+    is($oget->{json}{status} // '', 'invalid', '... and the order is invalid');
 
     my $end = int(time) + 7 * 86400 + 123;
     $r = post($A, "$BASE/new-order", { identifiers => [
