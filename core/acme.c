@@ -6079,6 +6079,18 @@ pki_acme_order_fail(cJSON *order, const char *type, int status,
 }
 
 
+/* A finalization that cannot go on: the order fails with the problem, is
+ * saved (compare-and-set against *text), and the answer is that problem. */
+static void
+pki_acme_order_refuse(pki_acme_t *a, const char *acct, const char *oid,
+    char **text, cJSON *order, const char *type, int status, const char *why)
+{
+    pki_acme_order_fail(order, type, status, why);
+    (void) pki_acme_order_cas(a, acct, oid, text, order);
+    pki_acme_problem(a, status, type, "%s", why);
+}
+
+
 /*
  * A "processing" order whose finalization may have died (worker killed,
  * Redis or the key failing after the serial was reserved).  The order
@@ -6442,9 +6454,8 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
                                                                    "wildcard"))
                      ? "*." : "", value, PKI_ACME_CAA_REUSE / 3600,
                      out.res.detail);
-            pki_acme_order_fail(order, type, status, why);
-            pki_acme_order_cas(a, acct, oid, text, order);
-            pki_acme_problem(a, status, type, "%s", why);
+            pki_acme_order_refuse(a, acct, oid, text, order, type, status,
+                                  why);
             ok = 0;
         }
 
@@ -6681,9 +6692,8 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         pki_acme_profile_echo(pki_json_str(order, "profile"), echo);
         snprintf(why, sizeof(why), "profile \"%s\" of the order is no "
                  "longer offered by this server; make a new order", echo);
-        pki_acme_order_fail(order, "unauthorized", 403, why);
-        pki_acme_order_cas(a, acct, oid, &fin.text, order);
-        pki_acme_problem(a, 403, "unauthorized", "%s", why);
+        pki_acme_order_refuse(a, acct, oid, &fin.text, order,
+                              "unauthorized", 403, why);
         goto done;
     }
 
@@ -6714,9 +6724,8 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         if (dwhy != NULL) {
             snprintf(why, sizeof(why), "%s: nothing was issued; make a "
                      "new order", dwhy);
-            pki_acme_order_fail(order, "orderNotReady", 403, why);
-            pki_acme_order_cas(a, acct, oid, &fin.text, order);
-            pki_acme_problem(a, 403, "orderNotReady", "%s", why);
+            pki_acme_order_refuse(a, acct, oid, &fin.text, order,
+                                  "orderNotReady", 403, why);
             goto done;
         }
     }
