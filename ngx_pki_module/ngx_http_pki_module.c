@@ -70,6 +70,7 @@ typedef struct {
     time_t                     crl_refresh; /* shortest pki_crl_next_update
                                                of the pki_crl locations;
                                                0: no CRL is served */
+    size_t                     body_memory; /* pki_body_memory */
 } ngx_http_pki_main_conf_t;
 
 
@@ -203,9 +204,11 @@ typedef struct {
 } ngx_http_pki_body_ctx_t;
 
 
-/* request bodies a worker holds in memory at once (see
- * ngx_http_pki_body_hold()) */
+/* request bodies a worker holds in memory at once by default
+ * (pki_body_memory; see ngx_http_pki_body_hold()) */
 #define NGX_HTTP_PKI_BODY_BUDGET  (64 * 1024 * 1024)
+
+static size_t  ngx_http_pki_body_budget = NGX_HTTP_PKI_BODY_BUDGET;
 
 
 static ngx_int_t ngx_http_pki_body_gather(ngx_http_request_t *r,
@@ -224,6 +227,13 @@ static ngx_command_t  ngx_http_pki_commands[] = {
       ngx_http_pki_redis_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("pki_body_memory"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_pki_main_conf_t, body_memory),
       NULL },
 
     { ngx_string("pki_thread_pool"),
@@ -393,6 +403,8 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    pmcf->body_memory = NGX_CONF_UNSET_SIZE;
+
     return pmcf;
 }
 
@@ -401,6 +413,10 @@ static char *
 ngx_http_pki_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_pki_main_conf_t *pmcf = conf;
+
+    if (pmcf->body_memory == NGX_CONF_UNSET_SIZE) {
+        pmcf->body_memory = NGX_HTTP_PKI_BODY_BUDGET;
+    }
 
     if (pmcf->thread_pool_name.data == NULL) {
         ngx_str_set(&pmcf->thread_pool_name, "default");
@@ -456,6 +472,8 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
     if (pmcf == NULL) {
         return NGX_OK;
     }
+
+    ngx_http_pki_body_budget = pmcf->body_memory;
 
     vault = pmcf->vaults.elts;
 
@@ -2181,7 +2199,9 @@ ngx_http_pki_body_gather(ngx_http_request_t *r,
  * nginx reads any, spooled to a temp file past client_body_buffer_size.
  */
 
-static size_t  ngx_http_pki_body_held_total;
+static size_t      ngx_http_pki_body_held_total;
+static ngx_uint_t  ngx_http_pki_body_over;
+static ngx_msec_t  ngx_http_pki_body_over_logged;
 
 
 static void
@@ -2207,13 +2227,26 @@ ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
         return NGX_OK;
     }
 
-    if (n > NGX_HTTP_PKI_BODY_BUDGET - ngx_http_pki_body_held_total) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "pki: %uz bytes of request bodies held in memory "
-                      "(the budget is %uz): this one of up to %uz bytes "
-                      "is read as nginx reads any",
-                      ngx_http_pki_body_held_total,
-                      (size_t) NGX_HTTP_PKI_BODY_BUDGET, n);
+    if (ngx_http_pki_body_held_total > ngx_http_pki_body_budget
+        || n > ngx_http_pki_body_budget - ngx_http_pki_body_held_total)
+    {
+        /* at most one line a second: this is what a flood looks like */
+        ngx_http_pki_body_over++;
+
+        if (ngx_current_msec - ngx_http_pki_body_over_logged >= 1000) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "pki: %uz bytes of request bodies held in "
+                          "memory (the budget is %uz): %ui body(ies) "
+                          "since the last such line read as nginx reads "
+                          "any (to a temp file past "
+                          "client_body_buffer_size)",
+                          ngx_http_pki_body_held_total,
+                          ngx_http_pki_body_budget,
+                          ngx_http_pki_body_over);
+            ngx_http_pki_body_over = 0;
+            ngx_http_pki_body_over_logged = ngx_current_msec;
+        }
+
         bctx->gathering = 0;
         return NGX_OK;
     }

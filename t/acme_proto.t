@@ -110,7 +110,7 @@ $2    acme_validation_http_port $hport;
 $2    acme_validation_timeout 5s;
 $2}
 $1} or die 'no ACME location in the config';
-$conf =~ s{(\nhttp \{\n)}{$1    log_format rb '\$request_body';\n}
+$conf =~ s{(\nhttp \{\n)}{$1    log_format rb '\$request_body';\n    pki_body_memory 100k;\n}
     or die 'no http block';
 # RFC 9773 explanationURL, on the main location
 $conf =~ s{(\n(\s*)location /acme/ \{)}{$1
@@ -1253,6 +1253,57 @@ sub raw_tls {
                     sleep 0.1 }
     like($rb, qr/^\{ {49152}.*\Q$rbsig\E/,
          '$request_body holds the whole 48k body');
+}
+
+# pki_body_memory 100k (this test's config): a chunked body holds the cap
+# (64k) of that budget while it is read.  With one such body stalled half
+# way, a second one is over the budget: it is read as nginx reads any (to
+# a temp file past client_body_buffer_size, read back), still served, and
+# the error log says so once.  Then the first one ends and is served.
+{
+    my $logpos = length(slurp($t->error_log) // '');
+    my @body;
+    for my $i (0, 1) {
+        my $j = jws(key => $A->{key}, url => $A->{kid}, nonce => nonce(),
+                    kid => $A->{kid}, payload => undef);
+        (my $b = $JSON->encode($j)) =~ s/^\{/'{' . (' ' x (40 * 1024))/e;
+        push @body, $b;
+    }
+    (my $path = $A->{kid}) =~ s{^https://[^/]+}{};
+    my $head = "POST $path HTTP/1.1\r\nHost: 127.0.0.1:" . $t->https_port
+        . "\r\nContent-Type: application/jose+json\r\n"
+        . "Transfer-Encoding: chunked\r\n\r\n";
+    my $chunks = sub { join('', map { sprintf("%x\r\n%s\r\n", length, $_) }
+                                unpack('(a4096)*', $_[0])) };
+    require IO::Socket::SSL;
+    my $s1 = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+    ok($s1, 'budget: a first connection');
+    my $half = int(length($body[0]) / 2);
+    print $s1 $head . $chunks->(substr($body[0], 0, $half)) if $s1;
+    sleep 0.3;
+    my $a2 = {};
+    raw_tls('budget: a second connection', sub {
+        my ($s) = @_;
+        print $s $head . $chunks->($body[1]) . "0\r\n\r\n";
+        $a2 = read_answer($s);
+    });
+    is($a2->{status} // 0, 200, 'budget: the body over the budget is served')
+        or diag($a2->{content});
+    my $a1 = {};
+    if ($s1) {
+        print $s1 $chunks->(substr($body[0], $half)) . "0\r\n\r\n";
+        $a1 = read_answer($s1);
+        close $s1;
+    }
+    is($a1->{status} // 0, 200, 'budget: the stalled body, ended, is served')
+        or diag($a1->{content});
+    my $log = substr(slurp($t->error_log) // '', $logpos);
+    like($log, qr/pki: \d+ bytes of request bodies held in memory \(the budget is 102400\): 1 body/,
+         'budget: the error log says a body went over it');
+    like($log, qr/buffered to a temporary file/,
+         'budget: that body went the way nginx reads any');
 }
 
 # --- revocation by an account holding valid authorizations (RFC 8555 7.6) ------
