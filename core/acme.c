@@ -6210,6 +6210,8 @@ typedef struct {
     int          moved;         /* the order is processing with serial  */
     int          lost;          /* another order replaces its cert     */
     int          unauthorized;  /* an authorization is no longer valid */
+    int          unsure;        /* the move failed or lost its answer  */
+    char         serial[41];    /* the serial reserved for it          */
 } pki_acme_fin_t;
 
 
@@ -6335,8 +6337,14 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
      * PKI_ACME_FIN_STALE s old for one whose finalizer died */
     pki_json_set_num(f->order, "finStarted", (double) time(NULL));
 
+    /* a move that fails, or seems to, may have run all the same (its
+     * answer lost, the retry on a new connection finding the order
+     * moved): finalize looks once the serial is abandoned */
+    snprintf(f->serial, sizeof(f->serial), "%s", serial);
+
     v = pki_acme_order_move(f, res);
     if (v < 0) {
+        f->unsure = 1;
         return PKI_UNAVAILABLE;
     }
 
@@ -6347,12 +6355,54 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
     }
 
     if (v == 0) {
+        f->unsure = 1;
         return pki_fail(res, PKI_CONFLICT, "the order is being finalized");
     }
 
     f->moved = 1;
 
     return PKI_OK;
+}
+
+
+/*
+ * After a move whose answer was lost (or that ran on a retry): when the
+ * order is processing with this finalization's serial, which pki_issue()
+ * has abandoned, it goes back to what it was while ready.  1 when it did.
+ * (Left processing, the order would turn invalid at the next poll after
+ * PKI_ACME_FIN_STALE, with nothing issued.)
+ */
+static int
+pki_acme_fin_unmove(pki_acme_t *a, const char *acct, const char *oid,
+    pki_acme_fin_t *f)
+{
+    int           v;
+    char         *text;
+    cJSON        *order, *ready;
+    const char   *st, *ser;
+
+    if (pki_acme_order_load(a, acct, oid, &order, &text) != PKI_OK) {
+        return 0;
+    }
+
+    st = pki_json_str(order, "status");
+    ser = pki_json_str(order, "finSerial");
+    v = 0;
+
+    if (st != NULL && strcmp(st, "processing") == 0 && ser != NULL
+        && strcmp(ser, f->serial) == 0)
+    {
+        ready = cJSON_Parse(f->ready_text);
+        if (ready != NULL) {
+            v = pki_acme_order_cas(a, acct, oid, &text, ready) == 1;
+            cJSON_Delete(ready);
+        }
+    }
+
+    cJSON_Delete(order);
+    free(text);
+
+    return v;
 }
 
 
@@ -6835,6 +6885,15 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
             goto done;
         }
 
+        if (!fin.moved && fin.unsure
+            && pki_acme_fin_unmove(a, acct, oid, &fin))
+        {
+            /* the move ran after all, with the serial now abandoned: the
+             * order is ready again, and the client may retry */
+            pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+            goto done;
+        }
+
         if (!fin.moved) {
             /* nothing recorded on the order: it is still ready, or
              * invalid by an authorization */
@@ -6958,8 +7017,17 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         pki_acme_replaced_mark(a, acct, oid, order);
     }
 
-    snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
-             "issued serial %s", acct, oid, serial);
+    {
+        /* what pki_issue() noted on the way (a commit whose answer was
+         * lost) stays in the line */
+        char  note[PKI_LOG_LEN / 2];
+
+        snprintf(note, sizeof(note), "%.*s", (int) sizeof(note) - 1,
+                 a->res->log);
+        snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order "
+                 "%s issued serial %s%s%.400s", acct, oid, serial,
+                 note[0] ? "; " : "", note);
+    }
 
     o = pki_acme_order_obj(a, acct, oid, order, st != NULL ? st : "invalid",
                            NULL);

@@ -1565,6 +1565,47 @@ pki_abandon(pki_redis_t *r, const pki_ca_t *ca, const char *serial,
 }
 
 
+/*
+ * A commit that failed may have run all the same: its answer was lost
+ * (hiredis then sends it again on a new connection, which finds the
+ * record no longer pending: a conflict), or Redis answered too late.  The
+ * record as stored says: good, with this certificate, means committed,
+ * and the issuance stands (the certificate must not be withheld, or the
+ * order failed, while OCSP calls it good).  Anything else, or no answer:
+ * not committed as far as anyone can tell, and the serial is abandoned.
+ */
+static int
+pki_issue_committed(pki_redis_t *r, const pki_ca_t *ca,
+    const pki_record_t *rec, pki_result_t *res)
+{
+    int           yes;
+    pki_record_t  got;
+    pki_result_t  tmp;
+
+    memset(&got, 0, sizeof(got));
+    pki_result_init(&tmp);
+
+    if (pki_record_get(r, ca->name, rec->serial, &got, &tmp) != PKI_OK) {
+        return 0;
+    }
+
+    yes = got.status == PKI_CERT_GOOD && got.der != NULL
+          && got.der_len == rec->der_len
+          && memcmp(got.der, rec->der, rec->der_len) == 0;
+
+    pki_record_clear(&got);
+
+    if (yes) {
+        pki_log(res, "%sthe record's commit answered \"%s\", yet it is "
+                "committed", res->log[0] ? "; " : "", res->detail);
+        res->status = PKI_OK;
+        res->detail[0] = '\0';
+    }
+
+    return yes;
+}
+
+
 static pki_status_t
 pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
@@ -1713,6 +1754,12 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
                                                res, &rc))
         {
             rc = pki_record_commit(r, &rec, res);
+        }
+
+        if ((rc == PKI_UNAVAILABLE || rc == PKI_CONFLICT)
+            && pki_issue_committed(r, ca, &rec, res))
+        {
+            rc = PKI_OK;
         }
 
         if (rc != PKI_OK) {

@@ -1,0 +1,135 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# ACME finalize when Redis runs a command but its answer is lost (nginx
+# talks to Redis through t/lib/redis_drop_proxy.py, which drops the answer
+# to one armed command and closes the connection; hiredis then sends the
+# command again on a new connection, which finds it done):
+#  - the certificate record's commit (the script with PERSIST): the
+#    certificate is committed, so finalize answers 200 and the order is
+#    valid with that certificate (it was 500 and the order invalid, while
+#    OCSP called the certificate good);
+#  - the order's move from ready to processing (the script that answers 2
+#    for a lost authorization): nothing is signed, the order is ready
+#    again at once and the client gets 503 (it was 403 "being finalized",
+#    then the order stuck in processing and turned invalid 30 s later);
+#    the retry issues.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(encode_base64url);
+use Time::HiRes qw(sleep);
+use PKITest;
+use ACMELoad;
+
+plan(skip_all => 'CryptX / HTTP::Tiny not installed')
+    if !ACMELoad::available();
+plan(skip_all => 'python3 not installed') if !-x '/usr/bin/python3';
+
+my $t = PKITest->new;
+$t->start_redis;
+my $proxy = $t->dir . '/proxy.sock';
+my $arm = $t->dir . '/arm';
+$t->spawn('proxy', '/usr/bin/python3', "$FindBin::Bin/lib/redis_drop_proxy.py",
+          $proxy, $t->redis_sock, $arm);
+for (1 .. 50) { last if -S $proxy; sleep 0.1 }
+ok(-S $proxy, 'the proxy listens');
+
+my $hport = PKITest::free_port();
+my $conf = $t->render_conf('--acme-http-port', $hport,
+                           '--acme-tls-port', PKITest::free_port());
+my $sock = $t->redis_sock;
+$conf =~ s{\Q$sock\E}{$proxy}g or die 'no Redis socket in the config';
+$t->start_nginx($conf);
+
+my $www = $t->dir . '/www';
+mkdir $www;
+ACMELoad::start_http01($t, $hport, $www);
+my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
+my $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
+ok($c->account->{ok}, 'an account');
+my $thumb = $c->{key}->export_key_jwk_thumbprint('SHA256');
+
+# an order for NAME made ready; returns (order URL, finalize URL)
+sub ready_order {
+    my ($name) = @_;
+    my $r = $c->_post("$base/new-order", { identifiers => [
+        { type => 'dns', value => $name } ] });
+    for my $az (@{ $r->{json}{authorizations} || [] }) {
+        my $a = $c->_post($az, undef);
+        my ($h) = grep { $_->{type} eq 'http-01' }
+                  @{ $a->{json}{challenges} || [] };
+        PKITest::spew("$www/$h->{token}", "$h->{token}.$thumb");
+        $c->_post($h->{url}, {});
+        $c->_poll($az, 'valid');
+    }
+    my $o = $c->_poll($r->{headers}{location}, 'ready');
+    is($o->{json}{status} // '', 'ready', "$name: order ready");
+    return ($r->{headers}{location}, $r->{json}{finalize});
+}
+
+sub csr_for {
+    my ($name) = @_;
+    my ($der) = $t->make_csr($name, subj => '/', san => "DNS:$name");
+    return { csr => encode_base64url($der) };
+}
+
+sub fired {
+    my ($what) = @_;
+    ok(!-e $arm, "$what: the proxy dropped that answer");
+    like(PKITest::slurp($t->dir . '/proxy.log') // '', qr/answer dropped/,
+         "$what: ... and says so");
+}
+
+# --- the record's commit ---------------------------------------------------------
+
+{
+    my ($order, $fin) = ready_order('commit.example.test');
+    PKITest::spew($arm, 'PERSIST');
+    my $f = $c->_post($fin, csr_for('commit.example.test'));
+    fired('commit');
+    is($f->{status}, 200, 'commit answer lost: finalize 200')
+        or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... the order is valid');
+    my $cr = $c->_post($f->{json}{certificate} // '', undef);
+    is($cr->{status}, 200, '... its certificate downloads');
+    my $leaf = $t->save_first_cert($cr->{content} // '', 'commit-leaf');
+    my $serial = $leaf ? $t->x509_field($leaf, 'serial') : '';
+    is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status} // '', 'good',
+       '... and its record is good');
+    is(scalar(grep { ($t->redis_hash($_)->{status} // '') eq 'good' }
+              $t->redis_keys('pki:{ca:issuing}:cert:*')), 1,
+       '... the only certificate issued');
+    like(PKITest::slurp($t->error_log) // '', qr/yet it is committed/,
+         '... and the error log says what happened');
+}
+
+# --- the order's move to processing ----------------------------------------------
+
+{
+    my ($order, $fin) = ready_order('move.example.test');
+    my $n = scalar $t->redis_keys('pki:{ca:issuing}:cert:*');
+    PKITest::spew($arm, 'return 2');
+    my $f = $c->_post($fin, csr_for('move.example.test'));
+    fired('move');
+    is($f->{status}, 503, 'move answer lost: finalize 503 (retry)')
+        or diag($f->{content});
+    my $o = $c->_post($order, undef);
+    is($o->{json}{status} // '', 'ready', '... the order is ready again');
+    $f = $c->_post($fin, csr_for('move.example.test'));
+    is($f->{status}, 200, '... the retry issues') or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... the order is valid');
+    is(scalar(grep { ($t->redis_hash($_)->{status} // '') eq 'good' }
+              $t->redis_keys('pki:{ca:issuing}:cert:*')), 2,
+       '... one more certificate, the retry\'s');
+}
+
+unlike(PKITest::slurp($t->error_log) // '', qr/\[(alert|crit|emerg)\]|exited on signal/,
+       'no alert in the error log');
+
+$t->stop_all;
+done_testing();
