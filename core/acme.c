@@ -5102,6 +5102,33 @@ pki_acme_order_lost(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
+/*
+ * RFC 8555 7.4: the certificate has the dates an order asks for, or is not
+ * issued.  NULL when a certificate from nb (0: issuance) to na (0: nb plus
+ * the template's validity) can be issued now, else why not: it would
+ * have expired by now, or it would span more than the validity.
+ */
+static const char *
+pki_acme_dates_why(time_t nb, time_t na, long validity, time_t now)
+{
+    time_t  start = nb > 0 ? nb : now;
+
+    if ((na > 0 && (na <= start || na <= now))
+        || (nb > 0 && na == 0 && validity > 0 && nb + validity <= now))
+    {
+        return "the certificate it asks for (notBefore/notAfter) would "
+               "have expired by now";
+    }
+
+    if (na > 0 && validity > 0 && na - start > validity) {
+        return "its notBefore/notAfter span more than the profile's "
+               "validity allows";
+    }
+
+    return NULL;
+}
+
+
 static void
 pki_acme_new_order(pki_acme_t *a)
 {
@@ -5113,7 +5140,7 @@ pki_acme_new_order(pki_acme_t *a)
     char          mark[PKI_ACME_KEY_MAX];
     time_t        until;
     cJSON        *ids, *order, *authzs, *item, *o;
-    time_t        nb, na, expires, start;
+    time_t        nb, na, expires;
     const char   *s, *replaces, *type, *value;
     pki_record_t  rec;
     pki_status_t  rc;
@@ -5195,12 +5222,10 @@ pki_acme_new_order(pki_acme_t *a)
      * must also be after now (a certificate expired when issued is
      * none).  A date of 0 (1970) is a date, refused as any other.
      */
-    start = has_nb ? nb : a->now;
-
     if ((has_nb && (nb < a->now - 86400 || nb > a->now + 30L * 86400))
-        || (has_na && (na <= start || na <= a->now))
-        || (has_na && validity > 0 && na - start > validity)
-        || (has_nb && !has_na && validity > 0 && nb + validity <= a->now))
+        || (has_na && na <= a->now)
+        || pki_acme_dates_why(has_nb ? nb : 0, has_na ? na : 0, validity,
+                              a->now) != NULL)
     {
         pki_acme_problem(a, 400, "malformed", "notBefore/notAfter outside "
                          "what the profile allows (at most %ld s, starting "
@@ -6752,24 +6777,11 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
      * now, or the profile's validity (shortened by a reload) no longer
      * spans them.  The order fails, nothing is issued. */
     {
-        long    validity = pki_template_validity(tmpl);
-        time_t  onb = (time_t) pki_json_num(order, "notBefore");
-        time_t  ona = (time_t) pki_json_num(order, "notAfter");
-        const char  *dwhy = NULL;
+        const char  *dwhy;
 
-        if ((ona > 0 && ona <= a->now)
-            || (onb > 0 && ona == 0 && validity > 0
-                && onb + validity <= a->now))
-        {
-            dwhy = "the certificate it asks for (notBefore/notAfter) "
-                   "would have expired by now";
-
-        } else if (ona > 0 && validity > 0
-                   && ona - (onb > 0 ? onb : a->now) > validity)
-        {
-            dwhy = "its notBefore/notAfter span more than the profile's "
-                   "validity now allows";
-        }
+        dwhy = pki_acme_dates_why((time_t) pki_json_num(order, "notBefore"),
+                                  (time_t) pki_json_num(order, "notAfter"),
+                                  pki_template_validity(tmpl), a->now);
 
         if (dwhy != NULL) {
             snprintf(why, sizeof(why), "%s: nothing was issued; make a "

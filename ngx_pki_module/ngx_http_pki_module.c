@@ -2081,12 +2081,13 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
 /*
  * Moves the body's bytes into the request's own memory and hands nginx
- * only the end of the body, as one buffer holding all of it.  nginx's save filter writes what it
- * holds to a temp file once its read buffer is full and more is to come;
- * the read buffer holds client_body_buffer_size bytes, and a chunked body
- * its framing too.  Holding nothing, it never writes one, so no body
- * within the cap touches the disk on the event loop, whatever the buffer
- * size and the framing.  The read buffer is reused as it empties.
+ * only the end of the body, as one buffer holding all of it.  nginx's
+ * save filter writes what it holds to a temp file once its read buffer is
+ * full and more is to come; the read buffer holds client_body_buffer_size
+ * bytes, and a chunked body its framing too.  Holding nothing until the
+ * end, it never writes one, so no body within the cap touches the disk on
+ * the event loop, whatever the buffer size and the framing.  The read
+ * buffer is reused as it empties.
  */
 
 static ngx_int_t
