@@ -6431,6 +6431,61 @@ pki_acme_fin_unmove(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
+/* The key of an order's link in the certificate store
+ * (pki_int_link_t): only with a state store of its own (acme_redis),
+ * which may lose its last second of writes; 0 without one (or for an id
+ * that names no order). */
+static int
+pki_acme_link_key(pki_acme_t *a, const char *acct, const char *oid,
+    char key[PKI_ACME_KEY_MAX])
+{
+    char  id[PKI_ACME_ID_MAX + sizeof(a->conf->realm) + 1];
+
+    if (PKI_ACME_ST(a->conf) == a->conf->redis || !pki_id_ok(oid)) {
+        return 0;
+    }
+
+    /* under the location's policy, as the order (pki_acme_foreign) */
+    snprintf(id, sizeof(id), "%s:%s", a->conf->realm, oid);
+    pki_key_name(key, PKI_ACME_KEY_MAX, a->conf->redis, acct, "fin", id);
+
+    return 1;
+}
+
+
+/* The certificate an order's link names, as recorded (good or revoked) and
+ * issued to this account: PKI_OK with *rec filled, PKI_NOT_FOUND when
+ * there is none, or the store's failure. */
+static pki_status_t
+pki_acme_link_record(pki_acme_t *a, const char *acct, const char *key,
+    pki_record_t *rec)
+{
+    char          serial[41], requester[80];
+    pki_status_t  rc;
+
+    rc = pki_int_link_serial(a->conf->redis, key, serial, a->res);
+    if (rc == PKI_OK) {
+        rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
+                            rec, a->res);
+    }
+
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    snprintf(requester, sizeof(requester), "acme:%s", acct);
+
+    if (rec->status == PKI_CERT_PENDING || rec->der == NULL
+        || rec->requester == NULL || strcmp(rec->requester, requester) != 0)
+    {
+        pki_record_clear(rec);
+        return PKI_NOT_FOUND;
+    }
+
+    return PKI_OK;
+}
+
+
 /*
  * CAA is read when a name validates (pki_acme_job_run).  An order may be
  * finalized long after that (acme_order_ttl, a day by default), so with
@@ -6706,9 +6761,12 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     pki_acme_fin_t   fin;
     pki_template_t  *tmpl;
     pki_issue_ctx_t  ictx;
+    pki_int_link_t   link;
+    char             lkey[PKI_ACME_KEY_MAX], token[24];
 
     memset(&req, 0, sizeof(req));
     memset(&fin, 0, sizeof(fin));
+    memset(&link, 0, sizeof(link));
 
     if (strcmp(acct, a->acct) != 0) {
         pki_acme_problem(a, 403, "unauthorized", "the order belongs to "
@@ -6886,9 +6944,58 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     ictx.requester = requester;
     ictx.client = a->req->client;
 
+    /* With a state store of its own, the reservation also links the
+     * order to its serial in the certificate store: the order's
+     * certificate is found there when the state store forgets it */
+    if (pki_acme_link_key(a, acct, oid, lkey)) {
+        if (!pki_random_id(token, sizeof(token), 12)) {
+            pki_acme_problem(a, 500, "serverInternal", "no random bytes");
+            goto done;
+        }
+
+        link.key = lkey;
+        link.token = token;
+        link.stale = PKI_ACME_FIN_STALE;
+        pki_int_issue_link(&link);
+    }
+
     pki_int_issue_on_reserved(pki_acme_fin_reserved, &fin);
     rc = pki_issue(a->conf->ca, tmpl, a->conf->redis, &req, &ictx,
                    &cert, a->res);
+
+    if (rc != PKI_OK && link.found == 2) {
+        /* the state store lost the order's completion (a crash that cost
+         * it its last second): the order is completed from the record,
+         * and nothing is signed again */
+        rc = pki_acme_link_record(a, acct, lkey, &rec);
+        if (rc != PKI_OK) {
+            pki_acme_fail(a, rc == PKI_NOT_FOUND ? PKI_UNAVAILABLE : rc,
+                          "finalize");
+            goto done;
+        }
+
+        v = pki_acme_order_complete(a, acct, order, &rec);
+        snprintf(serial, sizeof(serial), "%s", rec.serial);
+        pki_record_clear(&rec);
+
+        if (!v) {
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            goto done;
+        }
+
+        snprintf(a->res->log, sizeof(a->res->log), "the order's "
+                 "certificate was recorded already (its state store had "
+                 "lost the order's completion)");
+        goto complete;
+    }
+
+    if (rc != PKI_OK && link.found == 3) {
+        /* the state store lost the order's move to processing */
+        pki_acme_problem(a, 403, "orderNotReady", "the order is being "
+                         "finalized");
+        a->resp->retry_after = 1;
+        goto done;
+    }
 
     if (rc != PKI_OK) {
         if (fin.lost) {
@@ -7002,6 +7109,8 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     pki_json_set_str(order, "serial", serial);
     pki_json_set_num(order, "keep",
                      (double) pki_int_asn1_time(X509_get0_notAfter(cert)));
+
+complete:
 
     v = pki_acme_order_cas(a, acct, oid, &fin.text, order);
 
@@ -7139,6 +7248,7 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid,
 {
     int            n;
     char          *chain, *text, *first, requester[80], hex[41];
+    char           lkey[PKI_ACME_KEY_MAX];
     cJSON         *order;
     const char    *pem, *st, *serial, *leaf;
     pki_record_t   rec;
@@ -7160,17 +7270,44 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid,
     }
 
     rc = pki_acme_order_load(a, acct, oid, &order, NULL);
-    if (rc != PKI_OK) {
+    if (rc != PKI_OK && rc != PKI_NOT_FOUND) {
         pki_acme_fail(a, rc, "certificate");
         return;
     }
 
-    st = pki_json_str(order, "status");
-    serial = pki_json_str(order, "serial");
+    st = order != NULL ? pki_json_str(order, "status") : NULL;
+    serial = order != NULL ? pki_json_str(order, "serial") : NULL;
 
     if (st == NULL || strcmp(st, "valid") != 0 || serial == NULL) {
         cJSON_Delete(order);
-        pki_acme_problem(a, 404, "malformed", "no certificate yet");
+
+        /* the state store may have lost the order's completion, or the
+         * whole order, in a crash: its link in the certificate store
+         * still names the certificate */
+        if (pki_acme_link_key(a, acct, oid, lkey)) {
+            rc = pki_acme_link_record(a, acct, lkey, &rec);
+            if (rc == PKI_OK) {
+                text = pki_acme_pem_der(rec.der, rec.der_len);
+                snprintf(a->res->log, sizeof(a->res->log), "acme: account "
+                         "%s order %s: certificate %s served from the "
+                         "certificate store (the state store has the order "
+                         "%s)", acct, oid, rec.serial, order == NULL
+                         ? "no longer" : "unfinished");
+                pki_record_clear(&rec);
+                goto record;
+            }
+
+            if (rc != PKI_NOT_FOUND) {
+                pki_acme_fail(a, rc, "certificate");
+                return;
+            }
+        }
+
+        if (order == NULL) {
+            pki_acme_fail(a, PKI_NOT_FOUND, "certificate");
+        } else {
+            pki_acme_problem(a, 404, "malformed", "no certificate yet");
+        }
         return;
     }
 
@@ -7227,6 +7364,8 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid,
         text = pki_acme_pem_der(rec.der, rec.der_len);
     }
     pki_record_clear(&rec);
+
+record:
 
     if (text == NULL) {
         pki_acme_problem(a, 500, "serverInternal", "the order's certificate "

@@ -1492,6 +1492,15 @@ pki_int_issue_on_reserved(pki_int_reserved_fn fn, void *arg)
     pki_reserved_arg = arg;
 }
 
+static __thread pki_int_link_t  *pki_issue_link_next;
+
+
+void
+pki_int_issue_link(pki_int_link_t *link)
+{
+    pki_issue_link_next = link;
+}
+
 
 /* Set by pki_issue_carry() when the success entry of this thread's
  * issuance went into the record's commit (pki_issue then only counts it). */
@@ -1611,19 +1620,21 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
     pki_result_t *res)
 {
-    int            tries, len;
-    X509          *x;
-    pki_status_t   rc;
-    pki_record_t   rec;
-    ASN1_INTEGER  *serial;
-    unsigned char *der, *p;
-    const char    *stream;
+    int              tries, len;
+    X509            *x;
+    pki_status_t     rc;
+    pki_record_t     rec;
+    ASN1_INTEGER    *serial;
+    unsigned char   *der, *p;
+    const char      *stream;
+    pki_int_link_t  *link;
 
     if (out == NULL) {
         return pki_fail(res, PKI_INTERNAL, "bad arguments");
     }
 
     *out = NULL;
+    link = pki_issue_link_next;
 
     if (ca == NULL || t == NULL || req == NULL || req->subject == NULL
         || req->pubkey == NULL)
@@ -1690,8 +1701,8 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
             break;
         }
 
-        rc = pki_record_reserve(r, &rec, res);
-        if (rc != PKI_CONFLICT) {
+        rc = pki_int_record_reserve_link(r, &rec, link, res);
+        if (rc != PKI_CONFLICT || (link != NULL && link->found != 0)) {
             break;
         }
 
@@ -1700,9 +1711,14 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     }
 
     if (rc != PKI_OK) {
-        if (rc == PKI_CONFLICT) {
+        if (rc == PKI_CONFLICT && (link == NULL || link->found == 0)) {
             pki_fail(res, PKI_CONFLICT, "no free serial number after %d "
                      "tries", PKI_SERIAL_TRIES);
+
+        } else if (rc == PKI_UNAVAILABLE && link != NULL) {
+            /* it may have run: the link's next finalization must not
+             * wait for this record to look dead */
+            pki_abandon(r, ca, rec.serial, res);
         }
         goto failed;
     }
@@ -1813,6 +1829,7 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_issue_carried = 0;
     rc = pki_issue_do(ca, t, r, req, ictx, out, res);
     pki_reserved_fn = NULL;         /* one call only, even when unused */
+    pki_issue_link_next = NULL;
 
     memset(&ev, 0, sizeof(ev));
     ev.type = PKI_EV_ISSUE;

@@ -174,5 +174,27 @@ typedef pki_status_t (*pki_int_reserved_fn)(void *arg, const char *serial,
     pki_result_t *res);
 void pki_int_issue_on_reserved(pki_int_reserved_fn fn, void *arg);
 
+/* An ACME order's link in the certificate store (redis.c, for an order
+ * kept in a state store that may lose its last second): the serial last
+ * reserved for the order, so that the order's certificate is found, and
+ * not signed twice, after the state store forgot it. */
+typedef struct {
+    const char  *key;       /* the link's key, in the certificate store  */
+    const char  *token;     /* this finalization's, random               */
+    long         stale;     /* seconds: another finalization's pending
+                               record older than this is taken over      */
+    int          found;     /* out: 2 the linked certificate is recorded,
+                               3 another finalization runs (pki_issue()
+                               then fails with PKI_CONFLICT)             */
+} pki_int_link_t;
+
+pki_status_t pki_int_record_reserve_link(pki_redis_t *r,
+    const pki_record_t *rec, pki_int_link_t *link, pki_result_t *res);
+pki_status_t pki_int_link_serial(pki_redis_t *r, const char *key,
+    char serial[41], pki_result_t *res);
+/* issue.c: reserve this thread's next pki_issue() with this link (cleared
+ * by pki_issue(), like the hook above). */
+void pki_int_issue_link(pki_int_link_t *link);
+
 
 #endif /* PKI_ISSUE_INT_H */

@@ -26,12 +26,13 @@
 
 #include "pki.h"
 #include "audit_int.h"
+#include "issue_int.h"
 #include "redis_int.h"
 
 
 #define PKI_REDIS_NS_MAX     64
 #define PKI_REDIS_KEY_MAX    256
-#define PKI_REDIS_ARGS_MAX   40
+#define PKI_REDIS_ARGS_MAX   48
 #define PKI_REDIS_FIELD_MAX  (1024 * 1024)
 
 
@@ -69,6 +70,44 @@ static const char  pki_lua_reserve[] =
     "  return 1 "
     "end "
     "return 0";
+
+/*
+ * pki_lua_reserve for an ACME order whose state lives in another Redis
+ * (acme_redis, which may lose its last second in a crash): KEYS[3] is the
+ * order's link in this store, a hash naming the serial (s) last reserved
+ * for the order, by which finalization (t) and when (a).  So the order's
+ * certificate is found here even when the order forgot it.  ARGV[1]
+ * reservation value, ARGV[2] serial, ARGV[3] the finalization's token,
+ * ARGV[4] now, ARGV[5] seconds after which another finalization's pending
+ * record is taken for dead, ARGV[6] the link's TTL, ARGV[7] the prefix of
+ * record keys, ARGV[8..] field/value pairs of the pending record.
+ *
+ * 1: reserved (or was, by this very call run twice: its answer was lost),
+ * 0: serial taken, 2: the linked certificate is recorded (good or
+ * revoked), 3: another finalization's record is pending and fresh.  A
+ * pending record of this finalization or a dead one is deleted, so a late
+ * commit of it fails and hands nothing out.
+ */
+static const char  pki_lua_reserve_link[] =
+    "local l = redis.call('HMGET', KEYS[3], 's', 't', 'a') "
+    "if l[1] then "
+    "  if l[1] == ARGV[2] and l[2] == ARGV[3] then return 1 end "
+    "  local st = redis.call('HGET', ARGV[7] .. l[1], 'status') "
+    "  if st and st ~= 'pending' then return 2 end "
+    "  if st and l[2] ~= ARGV[3] and (tonumber(l[3]) or 0) "
+    "     + tonumber(ARGV[5]) > tonumber(ARGV[4]) then "
+    "    return 3 "
+    "  end "
+    "  if st then redis.call('DEL', ARGV[7] .. l[1]) end "
+    "end "
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end "
+    "redis.call('DEL', KEYS[2]) "
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 8)) "
+    "redis.call('EXPIRE', KEYS[2], " PKI_PENDING_TTL ") "
+    "redis.call('DEL', KEYS[3]) "
+    "redis.call('HSET', KEYS[3], 's', ARGV[2], 't', ARGV[3], 'a', ARGV[4]) "
+    "redis.call('EXPIRE', KEYS[3], ARGV[6]) "
+    "return 1";
 
 /* KEYS[1] record, KEYS[2] expiry index; ARGV[1] notAfter, ARGV[2] serial,
  * ARGV[3..] field/value pairs.  0: no record, -1: not pending. */
@@ -613,7 +652,7 @@ typedef struct {
     int          argc;
     const char  *argv[PKI_REDIS_ARGS_MAX];
     size_t       lens[PKI_REDIS_ARGS_MAX];
-    char         nums[8][24];
+    char         nums[12][24];
     int          nnums;
 } pki_args_t;
 
@@ -641,7 +680,7 @@ pki_args_num(pki_args_t *a, long long v)
 {
     char  *p;
 
-    if (a->nnums >= 8) {
+    if (a->nnums >= (int) (sizeof(a->nums) / sizeof(a->nums[0]))) {
         pki_args_str(a, "0");
         return;
     }
@@ -722,12 +761,20 @@ PKI_API pki_status_t
 pki_record_reserve(pki_redis_t *r, const pki_record_t *rec,
     pki_result_t *res)
 {
+    return pki_int_record_reserve_link(r, rec, NULL, res);
+}
+
+
+pki_status_t
+pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
+    pki_int_link_t *link, pki_result_t *res)
+{
     pki_args_t    a;
     pki_status_t  st;
-    long long     rc;
+    long long     rc, ttl;
     time_t        created;
     char          kserial[PKI_REDIS_KEY_MAX], kcert[PKI_REDIS_KEY_MAX];
-    char          serial[41];
+    char          kprefix[PKI_REDIS_KEY_MAX], serial[41];
 
     if (r == NULL || rec == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: no store or record");
@@ -737,6 +784,8 @@ pki_record_reserve(pki_redis_t *r, const pki_record_t *rec,
                        sizeof(kserial), serial, res)
         || !pki_redis_key(r, rec->ca, "cert:", rec->serial, kcert,
                           sizeof(kcert), NULL, res)
+        || !pki_redis_key(r, rec->ca, "cert:", NULL, kprefix,
+                          sizeof(kprefix), NULL, res)
         || !pki_record_strings_ok(rec, res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
@@ -746,11 +795,33 @@ pki_record_reserve(pki_redis_t *r, const pki_record_t *rec,
 
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
-    pki_args_str(&a, pki_lua_reserve);
-    pki_args_str(&a, "2");
-    pki_args_str(&a, kserial);
-    pki_args_str(&a, kcert);
-    pki_args_num(&a, (long long) created);
+
+    if (link == NULL) {
+        pki_args_str(&a, pki_lua_reserve);
+        pki_args_str(&a, "2");
+        pki_args_str(&a, kserial);
+        pki_args_str(&a, kcert);
+        pki_args_num(&a, (long long) created);
+
+    } else {
+        /* the link lives as long as the order may be asked for its
+         * certificate: until the certificate's end, and a day */
+        ttl = (long long) rec->not_after - (long long) created + 86400;
+        link->found = 0;
+
+        pki_args_str(&a, pki_lua_reserve_link);
+        pki_args_str(&a, "3");
+        pki_args_str(&a, kserial);
+        pki_args_str(&a, kcert);
+        pki_args_str(&a, link->key);
+        pki_args_num(&a, (long long) created);
+        pki_args_str(&a, serial);
+        pki_args_str(&a, link->token);
+        pki_args_num(&a, (long long) created);
+        pki_args_num(&a, link->stale);
+        pki_args_num(&a, ttl > 86400 ? ttl : 86400);
+        pki_args_str(&a, kprefix);
+    }
 
     pki_args_field(&a, "serial", serial);
     pki_args_field(&a, "ca", rec->ca);
@@ -777,11 +848,54 @@ pki_record_reserve(pki_redis_t *r, const pki_record_t *rec,
         return st;
     }
 
+    if (link != NULL && (rc == 2 || rc == 3)) {
+        link->found = (int) rc;
+        return pki_fail(res, PKI_CONFLICT, rc == 2
+                        ? "the order's certificate is already recorded"
+                        : "another finalization of the order is running");
+    }
+
     if (rc != 1) {
         return pki_fail(res, PKI_CONFLICT, "serial number already used");
     }
 
     return PKI_OK;
+}
+
+
+/* The serial an order's link names (pki_int_record_reserve_link): PKI_OK
+ * with serial filled, PKI_NOT_FOUND, or PKI_UNAVAILABLE. */
+pki_status_t
+pki_int_link_serial(pki_redis_t *r, const char *key, char serial[41],
+    pki_result_t *res)
+{
+    redisReply    *reply;
+    pki_status_t   st;
+    const char    *argv[3];
+    size_t         lens[3];
+
+    argv[0] = "HGET";
+    argv[1] = key;
+    argv[2] = "s";
+    lens[0] = 4;
+    lens[1] = strlen(key);
+    lens[2] = 1;
+
+    reply = pki_redis_cmd(r, 3, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    st = PKI_NOT_FOUND;
+    if (reply->type == REDIS_REPLY_STRING
+        && pki_serial_normalize(reply->str, serial))
+    {
+        st = PKI_OK;
+    }
+
+    freeReplyObject(reply);
+
+    return st;
 }
 
 

@@ -14,7 +14,9 @@
 #    for a lost authorization): nothing is signed, the order is ready
 #    again at once and the client gets 503 (it was 403 "being finalized",
 #    then the order stuck in processing and turned invalid 30 s later);
-#    the retry issues.
+#    the retry issues;
+#  - with a state store of its own, the serial reservation (which then
+#    links the order to its serial): run twice, it stands.
 
 use strict;
 use warnings;
@@ -126,6 +128,34 @@ sub fired {
     is(scalar(grep { ($t->redis_hash($_)->{status} // '') eq 'good' }
               $t->redis_keys('pki:{ca:issuing}:cert:*')), 2,
        '... one more certificate, the retry\'s');
+}
+
+is(scalar $t->redis_keys('pki:{acme:*}:fin:*'), 0,
+   'one store for everything: no order links');
+
+# --- the reservation, with a state store of its own (acme_redis) -----------------
+
+# The reservation then also links the order to its serial (t/acme_state_loss.t);
+# run twice, it finds its own link and stands (no serial burnt, no wait).
+$t->stop_nginx;
+{
+    my $split = $t->render_conf('--acme-http-port', $hport,
+                                '--acme-tls-port', PKITest::free_port(),
+                                '--acme-redis', "unix:$proxy namespace=acmestate:");
+    $split =~ s{\Q$sock\E}{$proxy}g or die 'no Redis socket in the config';
+    $t->start_nginx($split);
+    my ($order, $fin) = ready_order('reserve.example.test');
+    my $n = scalar $t->redis_keys('pki:{ca:issuing}:serial:*');
+    PKITest::spew($arm, 'HMGET');
+    my $f = $c->_post($fin, csr_for('reserve.example.test'));
+    fired('reservation');
+    is($f->{status}, 200, 'reservation answer lost: finalize 200')
+        or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... the order is valid');
+    is(scalar $t->redis_keys('pki:{ca:issuing}:serial:*'), $n + 1,
+       '... one serial reserved');
+    unlike(PKITest::slurp($t->error_log) // '', qr/collided/,
+           '... none taken for a collision');
 }
 
 unlike(PKITest::slurp($t->error_log) // '', qr/\[(alert|crit|emerg)\]|exited on signal/,

@@ -1,0 +1,234 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# ACME with its state in a store of its own (acme_redis, run with
+# appendfsync everysec) that loses its last second in a crash, played here
+# by putting an order's stored text back to what it was, or deleting it.
+# The serial reservation links the order to its serial in the certificate
+# store (pki_redis), so:
+#  - a client that saw the order valid downloads its certificate although
+#    the order reads ready again, or is gone (it was 404);
+#  - a second finalize of the order completes it from the record and signs
+#    nothing (it was a second certificate);
+#  - a finalization whose move to processing was lost, still running,
+#    makes another one wait (403 orderNotReady, Retry-After), and a dead
+#    one is taken over after 30 s, its pending record deleted;
+#  - with one store for everything no link is written.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(encode_base64url);
+use PKITest;
+use ACMELoad;
+
+plan(skip_all => 'CryptX / HTTP::Tiny not installed')
+    if !ACMELoad::available();
+
+my $t = PKITest->new;
+$t->start_redis;
+my $hport = PKITest::free_port();
+$t->start_nginx($t->render_conf(
+    '--acme-http-port', $hport, '--acme-tls-port', PKITest::free_port(),
+    '--acme-redis', 'unix:' . $t->redis_sock . ' namespace=acmestate:'));
+
+my $www = $t->dir . '/www';
+mkdir $www;
+ACMELoad::start_http01($t, $hport, $www);
+my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
+my $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
+ok($c->account->{ok}, 'an account');
+my $thumb = $c->{key}->export_key_jwk_thumbprint('SHA256');
+my ($acct) = ($c->{kid} // '') =~ m{/([^/]+)$};
+ok($acct, 'its id');
+
+# an order for NAME made ready; returns (order URL, finalize URL, its key
+# in the state store)
+sub ready_order {
+    my ($name) = @_;
+    my $r = $c->_post("$base/new-order", { identifiers => [
+        { type => 'dns', value => $name } ] });
+    for my $az (@{ $r->{json}{authorizations} || [] }) {
+        my $a = $c->_post($az, undef);
+        my ($h) = grep { $_->{type} eq 'http-01' }
+                  @{ $a->{json}{challenges} || [] };
+        PKITest::spew("$www/$h->{token}", "$h->{token}.$thumb");
+        $c->_post($h->{url}, {});
+        $c->_poll($az, 'valid');
+    }
+    my $url = $r->{headers}{location} // '';
+    my $o = $c->_poll($url, 'ready');
+    is($o->{json}{status} // '', 'ready', "$name: order ready");
+    my ($oid) = $url =~ m{/([^/]+)$};
+    return ($url, $r->{json}{finalize}, "acmestate:{acme:$acct}:order:$oid",
+            $oid);
+}
+
+sub csr_for {
+    my ($name) = @_;
+    my ($der) = $t->make_csr($name, subj => '/', san => "DNS:$name");
+    return { csr => encode_base64url($der) };
+}
+
+sub good_records {
+    return scalar(grep { ($t->redis_hash($_)->{status} // '') eq 'good' }
+                  $t->redis_keys('pki:{ca:issuing}:cert:*'));
+}
+
+sub serial_of {
+    my ($pem, $tag) = @_;
+    my $f = $t->save_first_cert($pem // '', $tag);
+    return $f ? $t->x509_field($f, 'serial') : '';
+}
+
+# --- the completion lost: the order reads ready again ----------------------------
+
+my ($serial, $link);
+{
+    my ($url, $fin, $key, $oid) = ready_order('lost.example.test');
+    my $ready = $t->redis_raw('GET', $key);
+    chomp $ready;
+    my $f = $c->_post($fin, csr_for('lost.example.test'));
+    is($f->{status}, 200, 'finalize 200') or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... the order is valid');
+    my $cert_url = $f->{json}{certificate} // '';
+    my $cr = $c->_post($cert_url, undef);
+    is($cr->{status}, 200, '... its certificate downloads');
+    $serial = serial_of($cr->{content}, 'lost-1');
+    ok($serial, '... serial ' . $serial);
+
+    my @links = grep { /:\Q$oid\E$/ } $t->redis_keys('pki:{acme:*}:fin:*');
+    is(scalar @links, 1, 'the order has a link in the certificate store');
+    $link = $links[0] // '';
+    my $h = $t->redis_hash($link);
+    is(lc($h->{s} // ''), lc($serial), '... naming its serial');
+    my $ttl = $t->redis_raw('TTL', $link);
+    chomp $ttl;
+    ok($ttl > 90 * 86400 && $ttl <= 91 * 86400 + 60,
+       "... kept until the certificate's end and a day (TTL $ttl)");
+
+    # the state store loses its last second: the order is ready again
+    $t->redis('SET', $key, $ready);
+    my $o = $c->_post($url, undef);
+    is($o->{json}{status} // '', 'ready', 'state lost: the order reads ready');
+    $cr = $c->_post($cert_url, undef);
+    is($cr->{status}, 200, '... the certificate still downloads')
+        or diag($cr->{content});
+    is(serial_of($cr->{content}, 'lost-2'), $serial, '... the same one');
+    like($cr->{content} // '', qr/(?:BEGIN CERTIFICATE.*){2}/s,
+         '... with its chain');
+    like(PKITest::slurp($t->error_log) // '',
+         qr/certificate \Q$serial\E served from the certificate store \(the state store has the order unfinished\)/i,
+         '... and the error log says where it came from');
+
+    # a client that finalizes it again gets that certificate, not a new one
+    my $n = good_records();
+    $f = $c->_post($fin, csr_for('lost.example.test'));
+    is($f->{status}, 200, 'finalize again: 200') or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... the order is valid');
+    is(good_records(), $n, '... and nothing more was signed');
+    $cr = $c->_post($f->{json}{certificate} // '', undef);
+    is(serial_of($cr->{content}, 'lost-3'), $serial,
+       '... the order has its first certificate');
+    like(PKITest::slurp($t->error_log) // '',
+         qr/issued serial \Q$serial\E; the order's certificate was recorded already/i,
+         '... and the error log says so');
+    $o = $c->_post($url, undef);
+    is($o->{json}{status} // '', 'valid', '... the order reads valid');
+
+    # the whole order lost
+    $t->redis('DEL', $key);
+    $o = $c->_post($url, undef);
+    is($o->{status}, 404, 'order lost: 404');
+    $cr = $c->_post($cert_url, undef);
+    is($cr->{status}, 200, '... its certificate still downloads')
+        or diag($cr->{content});
+    is(serial_of($cr->{content}, 'lost-4'), $serial, '... the same one');
+
+    # another account gets nothing through the link
+    my $other = ACMELoad->new(t => $t, base => $base, www => $www,
+                              timeout => 30);
+    ok($other->account->{ok}, 'another account');
+    $cr = $other->_post($cert_url, undef);
+    is($cr->{status}, 403, '... its download of that URL: 403');
+    unlike($cr->{content} // '', qr/BEGIN CERTIFICATE/, '... no certificate');
+}
+
+# --- the move to processing lost: a finalization still runs ----------------------
+
+{
+    my ($url, $fin, $key, $oid) = ready_order('running.example.test');
+    # a pending record of another finalization, linked to this order
+    my $other = '7A' . ('3C' x 15);
+    my $rkey = "pki:{ca:issuing}:cert:$other";
+    $t->redis('HSET', $rkey, 'serial', $other, 'ca', 'issuing',
+              'status', 'pending', 'requester', "acme:$acct");
+    $t->redis('EXPIRE', $rkey, 300);
+    (my $okey = $link) =~ s/:[^:]+$/:$oid/;
+    $t->redis('HSET', $okey, 's', $other, 't', 'someoneelse',
+              'a', time());
+    my $n = good_records();
+    my $f = $c->_post($fin, csr_for('running.example.test'));
+    is($f->{status}, 403, 'another finalization runs: 403')
+        or diag($f->{content});
+    is($f->{problem} // '', 'orderNotReady', '... orderNotReady');
+    like($f->{json}{detail} // '', qr/being finalized/, '... being finalized');
+    ok(defined $f->{headers}{'retry-after'}, '... with Retry-After');
+    is(good_records(), $n, '... nothing signed');
+    is($t->redis_hash($rkey)->{status} // '', 'pending',
+       '... its record left alone');
+    my $o = $c->_post($url, undef);
+    is($o->{json}{status} // '', 'ready', '... the order still ready');
+
+    # that finalization died 60 s ago: it is taken over
+    $t->redis('HSET', $okey, 'a', time() - 60);
+    $f = $c->_post($fin, csr_for('running.example.test'));
+    is($f->{status}, 200, 'a dead one: finalize 200') or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... valid');
+    is(good_records(), $n + 1, '... one certificate');
+    is($t->redis_raw('EXISTS', $rkey) + 0, 0,
+       '... the dead one\'s pending record deleted (its commit would fail)');
+    my $cr = $c->_post($f->{json}{certificate} // '', undef);
+    my $s = serial_of($cr->{content}, 'running');
+    isnt(lc $s, lc $other, '... a serial of its own');
+    is(lc($t->redis_hash($okey)->{s} // ''), lc $s, '... now linked');
+}
+
+# --- a link whose record is gone (abandoned) -------------------------------------
+
+{
+    my ($url, $fin, $key, $oid) = ready_order('gone.example.test');
+    (my $okey = $link) =~ s/:[^:]+$/:$oid/;
+    $t->redis('HSET', $okey, 's', '7B' . ('11' x 15), 't', 'x', 'a', time());
+    my $f = $c->_post($fin, csr_for('gone.example.test'));
+    is($f->{status}, 200, 'a link to no record: finalize 200')
+        or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... valid');
+}
+
+unlike(PKITest::slurp($t->error_log) // '',
+       qr/\[(alert|crit|emerg)\]|exited on signal/, 'no alert in the error log');
+
+# --- one store for everything: no link ---------------------------------------------
+
+$t->stop_nginx;
+$t->start_nginx($t->render_conf('--acme-http-port', $hport,
+                                '--acme-tls-port', PKITest::free_port()));
+{
+    $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
+    ok($c->account->{ok}, 'one store: an account');
+    $thumb = $c->{key}->export_key_jwk_thumbprint('SHA256');
+    ($acct) = ($c->{kid} // '') =~ m{/([^/]+)$};
+    my $n = scalar $t->redis_keys('pki:{acme:*}:fin:*');
+    my ($der) = $t->make_csr('one.example.test', subj => '/',
+                             san => 'DNS:one.example.test');
+    my $res = $c->issue('one.example.test', $der);
+    ok($res->{ok}, '... a certificate') or diag(explain($res));
+    is(scalar $t->redis_keys('pki:{acme:*}:fin:*'), $n, '... no link written');
+}
+
+$t->stop_all;
+done_testing();
