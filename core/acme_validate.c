@@ -140,6 +140,7 @@ typedef struct {
 typedef struct {
     int                              rcode;
     unsigned                         n;
+    int                              truncated;  /* records left out */
     unsigned short                   len[AV_DNS_RR_MAX];
     unsigned char                    toolong[AV_DNS_RR_MAX];
     unsigned char                    data[AV_DNS_RR_MAX][AV_DNS_RDATA_MAX];
@@ -992,7 +993,10 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
             return 0;
         }
 
-        if (cls == 1 && nrr < AV_DNS_ANS_MAX) {
+        if (cls == 1 && nrr == AV_DNS_ANS_MAX) {
+            ans->truncated = 1;
+
+        } else if (cls == 1) {
             rr = &rrs[nrr++];
             memcpy(rr->owner, name, sizeof(name));
             rr->type = (unsigned short) type;
@@ -1029,10 +1033,16 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
         memcpy(cur, name, sizeof(name));
     }
 
-    for (i = 0; i < nrr && ans->n < AV_DNS_RR_MAX; i++) {
+    for (i = 0; i < nrr; i++) {
         rr = &rrs[i];
         if (rr->type != (unsigned) qtype || strcasecmp(rr->owner, cur) != 0) {
             continue;
+        }
+
+        if (ans->n == AV_DNS_RR_MAX) {
+            ans->truncated = 1;         /* a caller that needs the whole
+                                           set refuses it (CAA) */
+            break;
         }
 
         if (qtype == AV_T_A || qtype == AV_T_AAAA) {
@@ -1785,6 +1795,27 @@ av_http_io_fail(av_t *av, const char *what, ssize_t rc, const char *host)
 }
 
 
+/* The end of a response's header block: right after its first empty
+ * line (lines end with CRLF or a bare LF), or NULL.  Not the first CRLF
+ * CRLF anywhere: with LF-only headers that may be in the body. */
+static char *
+av_http_eoh(char *head)
+{
+    char  *p;
+
+    for (p = strchr(head, '\n'); p != NULL; p = strchr(p + 1, '\n')) {
+        if (p[1] == '\n') {
+            return p + 2;
+        }
+        if (p[1] == '\r' && p[2] == '\n') {
+            return p + 3;
+        }
+    }
+
+    return NULL;
+}
+
+
 /* One GET; reads the body only for a 200. */
 static pki_status_t
 av_http_get(av_t *av, const av_url_t *url, const char *url_text,
@@ -1874,12 +1905,7 @@ av_http_get(av_t *av, const av_url_t *url, const char *url_text,
         }
         hlen += (size_t) n;
         head[hlen] = '\0';
-        eoh = strstr(head, "\r\n\r\n");
-        if (eoh != NULL) {
-            eoh += 4;
-        } else if ((eoh = strstr(head, "\n\n")) != NULL) {
-            eoh += 2;
-        }
+        eoh = av_http_eoh(head);
         if (memchr(head, '\0', hlen) != NULL) {
             st = av_fail(av, PKI_UNAVAILABLE, "connection",
                          "malformed HTTP response from %s", url_text);
@@ -2541,6 +2567,15 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
 
     use_wild = 0;
 
+    /* RFC 8659 judges the whole set: a record left out may be the issue,
+     * issuewild or critical one that forbids (and resolvers rotate) */
+    if (ans->truncated) {
+        return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA record set at %s "
+                       "has more records than this CA reads (%d of %d "
+                       "answers): it cannot be judged", at, AV_DNS_RR_MAX,
+                       AV_DNS_ANS_MAX);
+    }
+
     for (i = 0; i < ans->n; i++) {
         if (ans->toolong[i] || ans->len[i] < 2 || ans->data[i][1] == 0
             || (size_t) ans->data[i][1] + 2 > ans->len[i]
@@ -2657,7 +2692,7 @@ pki_acme_caa_check(const pki_acme_validate_conf_t *conf,
             break;
         }
 
-        if (ans->rcode == 0 && ans->n > 0) {
+        if (ans->rcode == 0 && (ans->n > 0 || ans->truncated)) {
             st = av_caa_set(&av, cur, identifier, ans, wildcard, account_uri,
                             method);
             break;

@@ -210,6 +210,15 @@ http_answer(int fd, const char *path, const char *host)
     } else if (strcmp(tok, "lead") == 0) {
         SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n  %s",
              strlen(k) + 2, k);
+    } else if (strcmp(tok, "lfgood") == 0) {
+        ka("good", k, sizeof(k));
+        SEND("HTTP/1.1 200 OK\nContent-Length: %zu\n\n%s", strlen(k), k);
+    } else if (strcmp(tok, "lfbody") == 0) {
+        /* LF-only headers; the body holds a CRLF CRLF before the key
+         * authorization: the body is all of it, and wrong */
+        ka("good", k, sizeof(k));
+        SEND("HTTP/1.1 200 OK\nContent-Type: text/plain\n\njunk\r\n\r\n%s",
+             k);
     } else if (strcmp(tok, "wrong") == 0) {
         SEND("HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\nnot-the-key-authz");
     } else if (strcmp(tok, "big") == 0) {
@@ -753,6 +762,21 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         n = put_caa(m, n, NULL, 0, "issue", "ca.example.net");
         n = put_caa(m, n, NULL, 0, "issuewild", "nginx-pki.test");
         an = 2;
+    } else if (qtype == 257 && IS("many.caa")) {
+        /* 16 records that allow us, and the 17th forbids wildcards:
+         * a set this CA cannot read whole */
+        for (l = 0; l < 16; l++) {
+            n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test");
+        }
+        n = put_caa(m, n, NULL, 0, "issuewild", ";");
+        an = 17;
+    } else if (qtype == 257 && IS("manyans.caa")) {
+        /* 32 answers of another type first: the CAA record is the 33rd */
+        for (l = 0; l < 32; l++) {
+            n = put_txt(m, n, NULL, "x", NULL);
+        }
+        n = put_caa(m, n, NULL, 0, "issue", "ca.example.net");
+        an = 33;
     } else if (qtype == 257 && IS("wild2.caa")) {
         n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test");
         n = put_caa(m, n, NULL, 0, "issuewild", ";");
@@ -1036,6 +1060,12 @@ main(void)
           "good.test", "tohttps", NULL, NULL);
     check("http-01 redirect to a name with a trailing dot", &c,
           PKI_ACME_HTTP01, "dns", "good.test", "redirfqdn", NULL, NULL);
+    ka_token = "good";
+    check("http-01 LF-only headers", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "lfgood", NULL, NULL);
+    check("http-01 LF-only headers, CRLF CRLF in the body", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "lfbody", "incorrectResponse",
+          "junk");
     ka_token = NULL;
     check("http-01 wrong body", &c, PKI_ACME_HTTP01, "dns", "good.test",
           "wrong", "incorrectResponse", "not-the-key-authz");
@@ -1315,6 +1345,10 @@ main(void)
               "dns-01", "caa", "*.wild2.caa" },
             { "issue still allows the plain name", "wild2.caa", 0, NULL,
               "http-01", NULL, NULL },
+            { "17 records: the set cannot be judged", "many.caa", 1, NULL,
+              "dns-01", "caa", "more records than this CA reads" },
+            { "a CAA record past 32 answers", "manyans.caa", 0, NULL,
+              "http-01", "caa", "more records than this CA reads" },
             { "accounturi equal", "acct.caa", 0,
               "https://ca.test/acme/acct/A1", "http-01", NULL, NULL },
             { "accounturi of another account", "acct.caa", 0,
