@@ -8533,6 +8533,14 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
                                  &out);
     }
 
+    if (pki_acme_validate_stopping()) {
+        /* cut short: not the target's answer, so nothing is stored; the
+         * challenge stays processing and a poll restarts it */
+        pki_fail(res, PKI_UNAVAILABLE, "validation of %s %s abandoned: "
+                 "the server is stopping", job->type, job->identifier);
+        return;
+    }
+
     now = time(NULL);
 
     /* from the text the challenge stored, else read; every store below

@@ -197,7 +197,27 @@ av_left(long long deadline)
 }
 
 
-/* 1: fd ready (or in error), 0: deadline passed, -1: poll failed. */
+static const volatile sig_atomic_t  *av_stop;
+
+
+PKI_API void
+pki_acme_validate_stop_on(const volatile sig_atomic_t *flag)
+{
+    av_stop = flag;
+}
+
+
+PKI_API int
+pki_acme_validate_stopping(void)
+{
+    return av_stop != NULL && *av_stop != 0;
+}
+
+
+/* 1: fd ready (or in error), 0: deadline passed (or the process stops),
+ * -1: poll failed.  With a stop flag, each poll lasts at most
+ * PKI_ACME_STOP_SLICE_MS: a server stopping at once must not wait (nginx
+ * spins a CPU in its thread pool's teardown until every thread is free). */
 static int
 av_wait(int fd, short events, long long deadline)
 {
@@ -206,8 +226,12 @@ av_wait(int fd, short events, long long deadline)
 
     for ( ;; ) {
         left = av_left(deadline);
-        if (left == 0) {
+        if (left == 0 || pki_acme_validate_stopping()) {
             return 0;
+        }
+
+        if (av_stop != NULL && left > PKI_ACME_STOP_SLICE_MS) {
+            left = PKI_ACME_STOP_SLICE_MS;
         }
 
         pfd.fd = fd;
@@ -218,10 +242,7 @@ av_wait(int fd, short events, long long deadline)
         if (n > 0) {
             return 1;
         }
-        if (n == 0) {
-            return 0;
-        }
-        if (errno != EINTR) {
+        if (n < 0 && errno != EINTR) {
             return -1;
         }
     }

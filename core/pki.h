@@ -21,6 +21,7 @@
 #ifndef PKI_H
 #define PKI_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -742,6 +743,16 @@ typedef struct {
 PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
     pki_acme_chall_t type, const char *id_type, const char *identifier,
     const char *token, const char *key_authz, pki_acme_validate_out_t *out);
+
+/* A process-wide stop flag (the server's "terminate now", e.g. nginx's
+ * ngx_terminate), set once before any validation runs.  While it is
+ * non-zero every wait of a validation or CAA lookup ends within
+ * PKI_ACME_STOP_SLICE_MS, as a timeout, and pki_acme_validate_stopping()
+ * says so: the caller then stores no result (the challenge stays
+ * processing, and a poll restarts it later). */
+#define PKI_ACME_STOP_SLICE_MS  100
+PKI_API void pki_acme_validate_stop_on(const volatile sig_atomic_t *flag);
+PKI_API int pki_acme_validate_stopping(void);
 
 /* The configuration's addresses, checked once at startup: NULL when they
  * parse (resolver "IP" or "IP:PORT", "[IPv6]:PORT"; resolve_to an IP

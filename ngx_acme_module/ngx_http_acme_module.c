@@ -838,16 +838,28 @@ ngx_http_acme_init_process(ngx_cycle_t *cycle)
     ngx_http_acme_jobs_guard.log = cycle->log;
     ngx_http_acme_jobs_guard.data = &ngx_http_acme_jobs_guard;
 
+    /* a fast stop (SIGTERM, "nginx -s stop") cuts running validations
+     * short: the thread pool's teardown, before this module's exit, waits
+     * for its threads with a busy loop */
+    pki_acme_validate_stop_on(&ngx_terminate);
+
     return NGX_OK;
 }
 
 
 /* jobs still waiting go with the worker: their challenges stay
- * "processing" until a poll restarts them */
+ * "processing" until a poll restarts them; so do the running ones a fast
+ * stop cut short (their results were not stored) */
 static void
 ngx_http_acme_exit_process(ngx_cycle_t *cycle)
 {
-    (void) cycle;
+    if (ngx_terminate && ngx_http_acme_jobs_running > 0) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "acme: the worker stops: %ui running validation(s) "
+                      "cut short, their challenges stay \"processing\" "
+                      "until a poll restarts them",
+                      ngx_http_acme_jobs_running);
+    }
 
     ngx_http_acme_jobs_drop();
 }

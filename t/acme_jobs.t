@@ -14,7 +14,9 @@
 #    behind validations for a thread);
 #  - a challenge whose authorization is deactivated while its job waits is
 #    never fetched, and the error log says the job was skipped;
-#  - the others end valid, and no validation is dropped.
+#  - the others end valid, and no validation is dropped;
+#  - a reload waits for a running validation idle; a fast stop (SIGTERM)
+#    cuts it short at once and stores nothing.
 # Then the configuration: acme_validation_jobs 0, a timeout over 5 min and
 # a resolver that is no address are refused by nginx -t.
 
@@ -173,6 +175,54 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
     like(slurp($t->error_log) // '',
          qr/acme: validation: ok .*reload\.example\.test/,
          'reload: its result is logged');
+}
+
+# --- a fast stop while a validation runs -----------------------------------------
+
+# SIGTERM to the worker: the validation is cut short at once (nginx's thread
+# pool teardown spun a CPU until the target answered), nothing is stored
+# for it, the error log says so, and the challenge stays processing for a
+# poll to restart.  The master starts a new worker.
+{
+    my $master = $t->{children}{nginx};
+    my @w;
+    for (1 .. 100) { @w = $t->workers_of($master); last if @w == 1; sleep 0.1 }
+    $r = $c->_post("$base/new-order", { identifiers => [
+        { type => 'dns', value => 'stop.example.test' } ] });
+    my $az = $r->{json}{authorizations}[0] // '';
+    my $a = $c->_post($az, undef);
+    my ($h) = grep { $_->{type} eq 'http-01' }
+              @{ $a->{json}{challenges} || [] };
+    spew("$www/$h->{token}", "$h->{token}.$thumb");
+    spew("$www/$h->{token}.delay", '4');
+    $c->_post($h->{url}, {});
+    my $ok = 0;
+    for (1 .. 100) { $ok = hits($h->{token}) and last; sleep 0.05 }
+    ok($ok, 'stop: the validation is under way');
+    my $t0 = time;
+    kill 'TERM', $w[0];
+    my $gone = 0;
+    for (1 .. 100) {
+        $gone = !-e "/proc/$w[0]"
+                || (slurp("/proc/$w[0]/stat") // '') =~ /\) Z /
+            and last;
+        sleep 0.05;
+    }
+    my $dt = time - $t0;
+    ok($gone && $dt < 1.5,
+       sprintf('stop: the worker exits at once (%.2f s; the target holds '
+               . 'its answer 4 s)', $dt));
+    like(slurp($t->error_log) // '',
+         qr/acme: the worker stops: 1 running validation\(s\) cut short/,
+         'stop: the error log says the validation was cut short');
+    for (1 .. 100) { last if $t->workers_of($master) == 1; sleep 0.1 }
+    $a = $c->_post($az, undef);
+    is($a->{json}{status} // '', 'pending',
+       'stop: the authorization is still pending (nothing stored)');
+    my ($h2) = grep { $_->{type} eq 'http-01' }
+               @{ $a->{json}{challenges} || [] };
+    is($h2->{status} // '', 'processing',
+       'stop: its challenge is still processing');
 }
 
 # --- configuration --------------------------------------------------------------
