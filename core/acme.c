@@ -3369,6 +3369,10 @@ pki_acme_prefetched(pki_acme_t *a, const char *key, cJSON **out, char **text)
         a->pre[i].used = 1;
 
         if (a->pre[i].text == NULL) {
+            *out = NULL;                /* as pki_acme_load_text */
+            if (text != NULL) {
+                *text = NULL;
+            }
             return PKI_NOT_FOUND;
         }
 
@@ -4729,14 +4733,19 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
 
 static pki_status_t pki_acme_order_recover(pki_acme_t *a, const char *acct,
     const char *oid, cJSON **order, char **text);
+static pki_status_t pki_acme_order_relink(pki_acme_t *a, const char *acct,
+    const char *oid, cJSON **order, char **text);
 static void pki_acme_order_fail(cJSON *order, const char *type, int status,
     const char *detail);
 
 
 /* finalize: 1 when KEYS[1] names ARGV[1] or nothing (set again, EX
- * ARGV[2]); 0 when it names another order. */
+ * ARGV[2]), or names it as issued ("=" ARGV[1], left so: with a state
+ * store of its own, an order that lost its completion is finalized
+ * again, and completed from its link); 0 when it names another order. */
 static const char  pki_lua_replaced_hold[] =
     "local cur = redis.call('GET', KEYS[1]) "
+    "if cur == '=' .. ARGV[1] then return 1 end "
     "if cur and cur ~= ARGV[1] then return 0 end "
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
     "return 1";
@@ -5516,6 +5525,9 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
     }
 
     rc = pki_acme_order_recover(a, acct, oid, &order, &text);
+    if (rc == PKI_OK) {
+        rc = pki_acme_order_relink(a, acct, oid, &order, &text);
+    }
     free(text);
     if (rc != PKI_OK) {
         cJSON_Delete(order);
@@ -6486,6 +6498,82 @@ pki_acme_link_record(pki_acme_t *a, const char *acct, const char *key,
 }
 
 
+/* 1 when the record's certificate holds this public key. */
+static int
+pki_acme_record_key_is(const pki_record_t *rec, EVP_PKEY *key)
+{
+    int                   eq;
+    X509                 *x;
+    const unsigned char  *p;
+
+    p = rec->der;
+    x = d2i_X509(NULL, &p, (long) rec->der_len);
+    eq = x != NULL && key != NULL
+         && EVP_PKEY_eq(X509_get0_pubkey(x), key) == 1;
+    X509_free(x);
+
+    return eq;
+}
+
+
+/*
+ * An order that reads pending or ready in a state store of its own while
+ * its link names a recorded certificate: the store lost the order's
+ * completion (a crash that cost it its last second).  The order is
+ * completed from the record and saved, so a client polling it sees it
+ * valid.  PKI_OK (*order and *text replaced by what is stored now), or
+ * the store's failure.
+ */
+static pki_status_t
+pki_acme_order_relink(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON **order, char **text)
+{
+    int            v;
+    char           lkey[PKI_ACME_KEY_MAX];
+    const char    *st;
+    pki_record_t   rec;
+    pki_status_t   rc;
+
+    st = pki_json_str(*order, "status");
+    if (st == NULL || *text == NULL
+        || (strcmp(st, "pending") != 0 && strcmp(st, "ready") != 0)
+        || !pki_acme_link_key(a, acct, oid, lkey))
+    {
+        return PKI_OK;
+    }
+
+    rc = pki_acme_link_record(a, acct, lkey, &rec);
+    if (rc != PKI_OK) {
+        return rc == PKI_NOT_FOUND ? PKI_OK : rc;
+    }
+
+    v = pki_acme_order_complete(a, acct, *order, &rec);
+    pki_record_clear(&rec);
+    if (!v) {
+        return PKI_INTERNAL;
+    }
+
+    v = pki_acme_order_cas(a, acct, oid, text, *order);
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (v == 0) {
+        cJSON_Delete(*order);
+        free(*text);
+        return pki_acme_order_load(a, acct, oid, order, text);
+    }
+
+    pki_acme_replaced_mark(a, acct, oid, *order);
+
+    pki_log(a->res, "acme: account %s order %s completed from the "
+            "certificate store (its state store had lost the completion)",
+            acct, oid);
+
+    return PKI_OK;
+}
+
+
 /*
  * CAA is read when a name validates (pki_acme_job_run).  An order may be
  * finalized long after that (acme_order_ttl, a day by default), so with
@@ -6763,6 +6851,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     pki_issue_ctx_t  ictx;
     pki_int_link_t   link;
     char             lkey[PKI_ACME_KEY_MAX], token[24];
+    int              otherkey = 0;
 
     memset(&req, 0, sizeof(req));
     memset(&fin, 0, sizeof(fin));
@@ -6966,7 +7055,8 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     if (rc != PKI_OK && link.found == 2) {
         /* the state store lost the order's completion (a crash that cost
          * it its last second): the order is completed from the record,
-         * and nothing is signed again */
+         * and nothing is signed again.  A CSR with another key than the
+         * certificate's gets what a finalize of a valid order gets. */
         rc = pki_acme_link_record(a, acct, lkey, &rec);
         if (rc != PKI_OK) {
             pki_acme_fail(a, rc == PKI_NOT_FOUND ? PKI_UNAVAILABLE : rc,
@@ -6974,6 +7064,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
             goto done;
         }
 
+        otherkey = !pki_acme_record_key_is(&rec, X509_REQ_get0_pubkey(csr));
         v = pki_acme_order_complete(a, acct, order, &rec);
         snprintf(serial, sizeof(serial), "%s", rec.serial);
         pki_record_clear(&rec);
@@ -6983,9 +7074,11 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
             goto done;
         }
 
+        pki_result_init(a->res);
         snprintf(a->res->log, sizeof(a->res->log), "the order's "
                  "certificate was recorded already (its state store had "
-                 "lost the order's completion)");
+                 "lost the order's completion)%s", otherkey ? "; the CSR "
+                 "has another key: refused" : "");
         goto complete;
     }
 
@@ -7124,7 +7217,9 @@ complete:
         fin.text = NULL;
 
         if (v < 0 || pki_acme_order_load(a, acct, oid, &order, &fin.text)
-                     != PKI_OK)
+                     != PKI_OK
+            || pki_acme_order_relink(a, acct, oid, &order, &fin.text)
+               != PKI_OK)
         {
             pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
             a->resp->retry_after = 1;
@@ -7148,6 +7243,14 @@ complete:
         snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order "
                  "%s issued serial %s%s%.400s", acct, oid, serial,
                  note[0] ? "; " : "", note);
+    }
+
+    if (otherkey) {
+        pki_acme_problem(a, 403, "orderNotReady", "the order is valid, not "
+                         "ready: it was finalized before, with a CSR of "
+                         "another key; its certificate is at the order's "
+                         "\"certificate\" URL");
+        goto done;
     }
 
     o = pki_acme_order_obj(a, acct, oid, order, st != NULL ? st : "invalid",
@@ -7246,7 +7349,7 @@ static void
 pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid,
     const char *alt)
 {
-    int            n;
+    int            n, gone, final;
     char          *chain, *text, *first, requester[80], hex[41];
     char           lkey[PKI_ACME_KEY_MAX];
     cJSON         *order;
@@ -7279,20 +7382,23 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid,
     serial = order != NULL ? pki_json_str(order, "serial") : NULL;
 
     if (st == NULL || strcmp(st, "valid") != 0 || serial == NULL) {
+        gone = order == NULL;
+        final = st != NULL && strcmp(st, "invalid") == 0;
         cJSON_Delete(order);
 
         /* the state store may have lost the order's completion, or the
          * whole order, in a crash: its link in the certificate store
-         * still names the certificate */
-        if (pki_acme_link_key(a, acct, oid, lkey)) {
+         * still names the certificate.  Not for an invalid order: that
+         * is a verdict (a certificate finalize withheld, for one) */
+        if (!final && pki_acme_link_key(a, acct, oid, lkey)) {
             rc = pki_acme_link_record(a, acct, lkey, &rec);
             if (rc == PKI_OK) {
                 text = pki_acme_pem_der(rec.der, rec.der_len);
                 snprintf(a->res->log, sizeof(a->res->log), "acme: account "
                          "%s order %s: certificate %s served from the "
                          "certificate store (the state store has the order "
-                         "%s)", acct, oid, rec.serial, order == NULL
-                         ? "no longer" : "unfinished");
+                         "%s)", acct, oid, rec.serial, gone ? "no longer"
+                                                            : "unfinished");
                 pki_record_clear(&rec);
                 goto record;
             }
@@ -7303,7 +7409,7 @@ pki_acme_certificate(pki_acme_t *a, const char *acct, const char *oid,
             }
         }
 
-        if (order == NULL) {
+        if (gone) {
             pki_acme_fail(a, PKI_NOT_FOUND, "certificate");
         } else {
             pki_acme_problem(a, 404, "malformed", "no certificate yet");

@@ -1817,19 +1817,29 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
     pki_result_t *res)
 {
-    char           hex[41], opbuf[32], *subject;
-    pki_event_t    ev;
-    pki_status_t   rc, ast;
-    pki_result_t   ares;
+    char             hex[41], opbuf[32], *subject;
+    pki_event_t      ev;
+    pki_status_t     rc, ast;
+    pki_result_t     ares;
+    pki_int_link_t  *link;
 
     if (ictx != NULL) {
         pki_event_set_actor(ictx->protocol, ictx->requester, ictx->client);
     }
 
     pki_issue_carried = 0;
+    link = pki_issue_link_next;
     rc = pki_issue_do(ca, t, r, req, ictx, out, res);
     pki_reserved_fn = NULL;         /* one call only, even when unused */
     pki_issue_link_next = NULL;
+
+    if (link != NULL && link->found != 0) {
+        /* not an issuance: the order's certificate is recorded already,
+         * or another finalization runs; the caller says which */
+        (void) pki_int_take_operation(opbuf);
+        pki_event_set_actor(NULL, NULL, NULL);
+        return rc;
+    }
 
     memset(&ev, 0, sizeof(ev));
     ev.type = PKI_EV_ISSUE;

@@ -67,9 +67,21 @@ sub ready_order {
             $oid);
 }
 
+# a CSR for NAME; with KEY (a key file) under that key, else a new one
 sub csr_for {
-    my ($name) = @_;
-    my ($der) = $t->make_csr($name, subj => '/', san => "DNS:$name");
+    my ($name, $key) = @_;
+    my $der;
+    if ($key) {
+        my $f = $t->dir . "/$name.reuse.csr.der";
+        my ($rc, $out, $err) = PKITest::run_cmd(
+            ['openssl', 'req', '-new', '-key', $key, '-subj', '/',
+             '-addext', "subjectAltName=DNS:$name", '-outform', 'DER',
+             '-out', $f]);
+        die "openssl req: $err" if $rc;
+        $der = PKITest::slurp($f);
+    } else {
+        ($der) = $t->make_csr($name, subj => '/', san => "DNS:$name");
+    }
     return { csr => encode_base64url($der) };
 }
 
@@ -78,10 +90,19 @@ sub good_records {
                   $t->redis_keys('pki:{ca:issuing}:cert:*'));
 }
 
+sub reservations {
+    return scalar $t->redis_keys('pki:{ca:issuing}:serial:*');
+}
+
 sub serial_of {
     my ($pem, $tag) = @_;
     my $f = $t->save_first_cert($pem // '', $tag);
     return $f ? $t->x509_field($f, 'serial') : '';
+}
+
+sub log_has {
+    my ($re) = @_;
+    return (PKITest::slurp($t->error_log) // '') =~ $re;
 }
 
 # --- the completion lost: the order reads ready again ----------------------------
@@ -92,6 +113,7 @@ my ($serial, $link);
     my $ready = $t->redis_raw('GET', $key);
     chomp $ready;
     my $f = $c->_post($fin, csr_for('lost.example.test'));
+    my $ckey = $t->dir . '/lost.example.test.key';
     is($f->{status}, 200, 'finalize 200') or diag($f->{content});
     is($f->{json}{status} // '', 'valid', '... the order is valid');
     my $cert_url = $f->{json}{certificate} // '';
@@ -112,32 +134,49 @@ my ($serial, $link);
 
     # the state store loses its last second: the order is ready again
     $t->redis('SET', $key, $ready);
-    my $o = $c->_post($url, undef);
-    is($o->{json}{status} // '', 'ready', 'state lost: the order reads ready');
     $cr = $c->_post($cert_url, undef);
-    is($cr->{status}, 200, '... the certificate still downloads')
+    is($cr->{status}, 200, 'state lost: the certificate still downloads')
         or diag($cr->{content});
     is(serial_of($cr->{content}, 'lost-2'), $serial, '... the same one');
     like($cr->{content} // '', qr/(?:BEGIN CERTIFICATE.*){2}/s,
          '... with its chain');
-    like(PKITest::slurp($t->error_log) // '',
-         qr/certificate \Q$serial\E served from the certificate store \(the state store has the order unfinished\)/i,
-         '... and the error log says where it came from');
+    ok(log_has(qr/certificate \Q$serial\E served from the certificate store \(the state store has the order unfinished\)/i),
+       '... and the error log says where it came from');
 
-    # a client that finalizes it again gets that certificate, not a new one
-    my $n = good_records();
-    $f = $c->_post($fin, csr_for('lost.example.test'));
+    # a client that finalizes it again (same key) gets that certificate
+    my ($n, $nr) = (good_records(), reservations());
+    $f = $c->_post($fin, csr_for('lost.example.test', $ckey));
     is($f->{status}, 200, 'finalize again: 200') or diag($f->{content});
     is($f->{json}{status} // '', 'valid', '... the order is valid');
-    is(good_records(), $n, '... and nothing more was signed');
+    is(good_records(), $n, '... nothing more was signed');
+    is(reservations(), $nr, '... nor a serial reserved');
     $cr = $c->_post($f->{json}{certificate} // '', undef);
     is(serial_of($cr->{content}, 'lost-3'), $serial,
        '... the order has its first certificate');
-    like(PKITest::slurp($t->error_log) // '',
-         qr/issued serial \Q$serial\E; the order's certificate was recorded already/i,
-         '... and the error log says so');
+    ok(log_has(qr/issued serial \Q$serial\E; the order's certificate was recorded already/i),
+       '... and the error log says so');
+    ok(!grep({ ($_->{reason} // '') =~ /already recorded/ }
+             $t->audit_entries),
+       '... no failed issuance in the transaction log');
+
+    # again, with a CSR of another key: what a valid order answers
+    $t->redis('SET', $key, $ready);
+    $f = $c->_post($fin, csr_for('lost.example.test'));
+    is($f->{status}, 403, 'finalize again, another key: 403')
+        or diag($f->{content});
+    is($f->{problem} // '', 'orderNotReady', '... orderNotReady');
+    like($f->{json}{detail} // '', qr/another key/, '... another key');
+    my $o = $c->_post($url, undef);
+    is($o->{json}{status} // '', 'valid', '... the order is valid again');
+    is(good_records(), $n, '... nothing signed');
+
+    # a client that only polls the order sees it valid
+    $t->redis('SET', $key, $ready);
     $o = $c->_post($url, undef);
-    is($o->{json}{status} // '', 'valid', '... the order reads valid');
+    is($o->{json}{status} // '', 'valid', 'polled: the order reads valid');
+    like($o->{json}{certificate} // '', qr{/cert/}, '... with its certificate');
+    ok(log_has(qr/order \Q$oid\E completed from the certificate store/),
+       '... and the error log says so');
 
     # the whole order lost
     $t->redis('DEL', $key);
@@ -148,13 +187,47 @@ my ($serial, $link);
         or diag($cr->{content});
     is(serial_of($cr->{content}, 'lost-4'), $serial, '... the same one');
 
-    # another account gets nothing through the link
-    my $other = ACMELoad->new(t => $t, base => $base, www => $www,
-                              timeout => 30);
-    ok($other->account->{ok}, 'another account');
-    $cr = $other->_post($cert_url, undef);
-    is($cr->{status}, 403, '... its download of that URL: 403');
+    # an invalid order is a verdict: no certificate through its link
+    # (finalize withholds one whose transaction-log entry failed)
+    $t->redis('SET', $key, $ready =~ s/"status":"[a-z]+"/"status":"invalid"/r);
+    $cr = $c->_post($cert_url, undef);
+    is($cr->{status}, 404, 'order invalid: no download')
+        or diag($cr->{content});
     unlike($cr->{content} // '', qr/BEGIN CERTIFICATE/, '... no certificate');
+}
+
+# --- a renewal (RFC 9773 replaces) that lost its completion ------------------------
+
+{
+    my ($url0, $fin0) = ready_order('renew.example.test');
+    my $f = $c->_post($fin0, csr_for('renew.example.test'));
+    my $cr = $c->_post($f->{json}{certificate} // '', undef);
+    my $old = $t->save_first_cert($cr->{content} // '', 'renew-old');
+    my $r = $c->_post("$base/new-order", { identifiers => [
+        { type => 'dns', value => 'renew.example.test' } ],
+        replaces => $t->cert_id($old) });
+    is($r->{status}, 201, 'a renewal order') or diag($r->{content});
+    my $url = $r->{headers}{location} // '';
+    my ($oid) = $url =~ m{/([^/]+)$};
+    my $key = "acmestate:{acme:$acct}:order:$oid";
+    $c->_poll($url, 'ready');
+    my $ready = $t->redis_raw('GET', $key);
+    chomp $ready;
+    my $ckey = $t->dir . '/renew.example.test.key';
+    $f = $c->_post($r->{json}{finalize}, csr_for('renew.example.test'));
+    is($f->{status}, 200, '... finalized') or diag($f->{content});
+    my $s1 = serial_of($c->_post($f->{json}{certificate} // '', undef)
+                       ->{content}, 'renew-1');
+    $t->redis('SET', $key, $ready);
+    my $n = good_records();
+    $f = $c->_post($r->{json}{finalize},
+                   csr_for('renew.example.test', $ckey));
+    is($f->{status}, 200, 'state lost: finalized again, 200 (not '
+       . 'alreadyReplaced)') or diag($f->{content});
+    is($f->{json}{status} // '', 'valid', '... valid');
+    is(good_records(), $n, '... nothing signed');
+    is(serial_of($c->_post($f->{json}{certificate} // '', undef)->{content},
+                 'renew-2'), $s1, '... its first certificate');
 }
 
 # --- the move to processing lost: a finalization still runs ----------------------

@@ -739,6 +739,22 @@ sub check_held {
 }
 
 # the transaction log's entries (pki_audit_log of nginx-conf.sh: PKI/audit)
+# RFC 9773 certID of a certificate file: base64url(AKI keyIdentifier) "."
+# base64url(DER serial content octets)
+sub cert_id {
+    my ($self, $file) = @_;
+    require MIME::Base64;
+    my $txt = $self->x509_text($file);
+    my ($aki) = $txt =~ /Authority Key Identifier:\s*\n\s*(?:keyid:)?([0-9A-F:]+)/;
+    my $serial = $self->x509_field($file, 'serial');
+    $aki =~ s/://g;
+    $serial = "0$serial" if length($serial) % 2;
+    my $sbin = pack('H*', $serial);
+    $sbin = "\0$sbin" if ord($sbin) & 0x80;
+    return MIME::Base64::encode_base64url(pack('H*', $aki)) . '.'
+        . MIME::Base64::encode_base64url($sbin);
+}
+
 sub audit_entries {
     my ($self) = @_;
     require JSON::PP;
