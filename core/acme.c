@@ -64,6 +64,12 @@
 #define PKI_ACME_STALE         30      /* a processing challenge restarts */
 #define PKI_ACME_CAA_REUSE     (8 * 3600)  /* CAA checks on: reuse window cap */
 #define PKI_ACME_MAX_ORDERS    1000
+/* one answer whether an EAB key id is unknown, disabled, bound to
+ * another account, or its MAC wrong: the answer tells nothing of a key's
+ * state to whoever knows its id (the log says which) */
+#define PKI_ACME_EAB_REFUSED                                                  \
+    "externalAccountBinding refused: unknown, disabled or used key, or a "    \
+    "MAC that does not verify"
 #define PKI_ACME_FIN_STALE     30      /* a processing order is recovered */
 #define PKI_ACME_MAX_PRE       8       /* objects read with the nonce     */
 #define PKI_ACME_REUSE_PRE     4       /* newOrder: "valid" index entries */
@@ -2215,8 +2221,9 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
             || (bound != NULL && bound[0] != '\0'
                 && strcmp(bound, acct_id) != 0))
         {
-            pki_acme_problem(a, 403, "unauthorized", "unknown, disabled or "
-                             "used externalAccountBinding key");
+            pki_acme_problem(a, 403, "unauthorized", PKI_ACME_EAB_REFUSED);
+            pki_log(a->res, "acme: EAB key %s is unknown, disabled or bound "
+                    "to another account", kid);
             goto done;
         }
 
@@ -2237,8 +2244,9 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
     }
 
     if (slen != maclen || CRYPTO_memcmp(mac, sbuf, maclen) != 0) {
-        pki_acme_problem(a, 403, "unauthorized", "externalAccountBinding "
-                         "signature does not verify");
+        pki_acme_problem(a, 403, "unauthorized", PKI_ACME_EAB_REFUSED);
+        pki_log(a->res, "acme: the binding's MAC does not verify under EAB "
+                "key %s", kid);
         goto done;
     }
 
@@ -8836,12 +8844,22 @@ pki_acme_eab_random(char *buf, size_t size, size_t nbytes)
 }
 
 
+/* KEYS[1] the key's hash, KEYS[2] the list; ARGV[1] HMAC key, ARGV[2]
+ * created, ARGV[3] kid. */
+static const char  pki_lua_eab_new[] =
+    "redis.call('HSET', KEYS[1], 'hmac', ARGV[1], 'status', 'active', "
+    "'created', ARGV[2]) "
+    "redis.call('SADD', KEYS[2], ARGV[3]) "
+    "return 1";
+
+
 PKI_API pki_status_t
 pki_acme_eab_new(pki_redis_t *r, char kid[32], char key[64],
     pki_result_t *res)
 {
-    int   v;
-    char  rkey[PKI_ACME_KEY_MAX], num[24], set[PKI_ACME_KEY_MAX];
+    int          v;
+    char         rkey[PKI_ACME_KEY_MAX], num[24], set[PKI_ACME_KEY_MAX];
+    const char  *args[5];
 
     if (!pki_acme_eab_random(kid, 32, 12)
         || !pki_acme_eab_random(key, 64, 32))
@@ -8853,16 +8871,19 @@ pki_acme_eab_new(pki_redis_t *r, char kid[32], char key[64],
     pki_key_name(set, sizeof(set), r, NULL, "eabs", NULL);
     snprintf(num, sizeof(num), "%lld", (long long) time(NULL));
 
-    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 8, "HSET", rkey, "hmac",
-                                              key, "status", "active",
-                                              "created", num));
-    if (v < 0) {
-        return PKI_UNAVAILABLE;
-    }
+    /* the key and its place in the list at once: a key the list does not
+     * show could be neither seen nor disabled */
+    args[0] = rkey;
+    args[1] = set;
+    args[2] = key;
+    args[3] = num;
+    args[4] = kid;
 
-    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 3, "SADD", set, kid));
-    if (v < 0) {
-        return PKI_UNAVAILABLE;
+    v = pki_acme_cmd_int(r, res, pki_acme_eval(r, res, pki_lua_eab_new, 2, 5,
+                                               args));
+    if (v != 1) {
+        return v < 0 ? PKI_UNAVAILABLE
+                     : pki_fail(res, PKI_INTERNAL, "unexpected reply");
     }
 
     return PKI_OK;

@@ -1260,7 +1260,7 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 
     if (req->identity == NULL || req->identity[0] == '\0') {
         pki_fail(&resp->res, PKI_FORBIDDEN, "no authenticated identity: "
-                 "protect the admin location (auth_basic or mTLS)");
+                 "protect the admin location with auth_basic");
         goto failed;
     }
 

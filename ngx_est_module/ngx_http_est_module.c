@@ -386,7 +386,7 @@ ngx_http_est_fill_request(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         }
 
     } else {
-        user = r->headers_in.user;
+        ngx_http_pki_verified_user(r, &user);
     }
 
     if (user.len) {

@@ -270,7 +270,7 @@ ngx_http_matter_fill_request(ngx_http_request_t *r,
         }
 
     } else {
-        user = r->headers_in.user;
+        ngx_http_pki_verified_user(r, &user);
     }
 
     if (user.len) {

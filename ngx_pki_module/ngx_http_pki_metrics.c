@@ -1551,6 +1551,7 @@ static ngx_int_t
 ngx_http_pki_m_log_handler(ngx_http_request_t *r)
 {
     char                        reason[NGX_HTTP_PKI_M_REASON], user[256];
+    ngx_str_t                   vuser;
     char                        client[NGX_SOCKADDR_STRLEN + 1], who[256];
     size_t                      len;
     double                      seconds;
@@ -1657,10 +1658,11 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     }
 
     who[0] = '\0';
+    ngx_http_pki_verified_user(r, &vuser);
 
-    if (r->headers_in.user.len) {
-        len = ngx_min(r->headers_in.user.len, sizeof(user) - 1);
-        ngx_memcpy(user, r->headers_in.user.data, len);
+    if (vuser.len) {
+        len = ngx_min(vuser.len, sizeof(user) - 1);
+        ngx_memcpy(user, vuser.data, len);
         user[len] = '\0';
         ngx_cpystrn((u_char *) who, (u_char *) user, sizeof(who));
     }

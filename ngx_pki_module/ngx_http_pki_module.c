@@ -2267,13 +2267,61 @@ ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
 }
 
 
+/*
+ * The user name auth_basic verified, and no other.  nginx fills
+ * r->headers_in.user from the Authorization header, unverified, whenever
+ * $remote_user is evaluated (a "set", "map" or limit_req key in the
+ * rewrite phase, for one), and auth_basic parses it before it checks the
+ * password.  So this module's access handler, which runs first in the
+ * access phase (the handlers of a phase run last-registered first, and
+ * this module's postconfiguration runs after nginx's own modules'),
+ * forgets any name parsed before; after the access phase a name is there
+ * only when auth_basic parsed it and let the request through.  Under
+ * "satisfy any", auth_basic may have refused it while another module let
+ * the request through: its WWW-Authenticate is then set, and the name is
+ * not taken.
+ */
+static ngx_int_t
+ngx_http_pki_access_forget_user(ngx_http_request_t *r)
+{
+    ngx_str_null(&r->headers_in.user);
+    ngx_str_null(&r->headers_in.passwd);
+
+    return NGX_DECLINED;
+}
+
+
+void
+ngx_http_pki_verified_user(ngx_http_request_t *r, ngx_str_t *user)
+{
+    if (r->headers_in.user.len == 0
+        || r->headers_out.www_authenticate != NULL)
+    {
+        ngx_str_null(user);
+        return;
+    }
+
+    *user = r->headers_in.user;
+}
+
+
 static ngx_int_t
 ngx_http_pki_postconfiguration(ngx_conf_t *cf)
 {
-    (void) cf;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
 
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_pki_body_filter;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_pki_access_forget_user;
 
     return NGX_OK;
 }
@@ -2852,12 +2900,96 @@ ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * never parsed here.
  */
 
+/*
+ * 1 when a browser made r for another site's page.  A form, or a fetch()
+ * in "no-cors" mode, sends a POST across sites with no preflight, and a
+ * browser may add the admin's cached Basic credentials: so a page could
+ * revoke certificates or accounts.  Browsers say where a request comes
+ * from: Sec-Fetch-Site (anything but same-origin or none, the user's own
+ * navigation) and Origin (on every POST; it must be this server's own
+ * scheme://host).  Tools (curl, pkictl) send neither.
+ */
+static ngx_int_t
+ngx_http_pki_cross_site(ngx_http_request_t *r)
+{
+    size_t            n;
+    u_char            own[300], *p;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Sec-Fetch-Site") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Sec-Fetch-Site",
+                               h[i].key.len) == 0)
+        {
+            if (!(h[i].value.len == sizeof("same-origin") - 1
+                  && ngx_strncasecmp(h[i].value.data,
+                                     (u_char *) "same-origin",
+                                     h[i].value.len) == 0)
+                && !(h[i].value.len == sizeof("none") - 1
+                     && ngx_strncasecmp(h[i].value.data, (u_char *) "none",
+                                        h[i].value.len) == 0))
+            {
+                goto refused;
+            }
+
+        } else if (h[i].key.len == sizeof("Origin") - 1
+                   && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
+                                      h[i].key.len) == 0)
+        {
+            if (r->headers_in.host == NULL
+                || r->headers_in.host->value.len > sizeof(own) - 16)
+            {
+                goto refused;
+            }
+
+            p = ngx_sprintf(own, "%s://%V",
+#if (NGX_HTTP_SSL)
+                            r->connection->ssl ? "https" : "http",
+#else
+                            "http",
+#endif
+                            &r->headers_in.host->value);
+            n = p - own;
+
+            if (h[i].value.len != n
+                || ngx_strncasecmp(h[i].value.data, own, n) != 0)
+            {
+                goto refused;
+            }
+        }
+    }
+
+    return 0;
+
+refused:
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "pki admin: refused a request made by another site "
+                  "(%V: \"%V\")", &h[i].key, &h[i].value);
+    return 1;
+}
+
+
 static ngx_int_t
 ngx_http_pki_admin_handler(ngx_http_request_t *r)
 {
     size_t                     i;
     ngx_int_t                  rc;
-    ngx_str_t                 *loc;
+    ngx_str_t                 *loc, user;
     ngx_http_pki_ca_t         *cas;
     ngx_http_pki_admin_ctx_t  *ctx;
     ngx_http_core_loc_conf_t  *clcf;
@@ -2865,6 +2997,11 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (ngx_http_pki_cross_site(r)) {
+        ngx_str_set(&user, "a request made by another site is refused\n");
+        return ngx_http_pki_send_plain(r, NGX_HTTP_FORBIDDEN, &user, 0);
+    }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_admin_ctx_t));
     if (ctx == NULL) {
@@ -2920,8 +3057,10 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (r->headers_in.user.len) {
-        ctx->req.identity = ngx_http_pki_cstr(r->pool, &r->headers_in.user);
+    ngx_http_pki_verified_user(r, &user);
+
+    if (user.len) {
+        ctx->req.identity = ngx_http_pki_cstr(r->pool, &user);
         if (ctx->req.identity == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }

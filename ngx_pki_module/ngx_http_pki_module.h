@@ -29,6 +29,9 @@
  * optional Retry-After, returned by the content handler or its done handler.
  */
 char *ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s);
+/* The user name auth_basic verified for r, else an empty string (never
+ * one nginx parsed from the Authorization header without checking it). */
+void ngx_http_pki_verified_user(ngx_http_request_t *r, ngx_str_t *user);
 ngx_table_elt_t *ngx_http_pki_add_header(ngx_http_request_t *r,
     const char *key, u_char *value, size_t len);
 ngx_int_t ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,

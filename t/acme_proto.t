@@ -2684,6 +2684,14 @@ $r = post({ key => $ek }, "$BASE/new-account",
                                               b64u('wrong key' x 4)) },
           jwk => 1);
 problem_is($r, 403, 'unauthorized', 'EAB: wrong MAC key');
+my $eab_wrong = $r->{json}{detail} // '';
+$r = post({ key => $ek }, "$BASE/new-account",
+          { externalAccountBinding => eab_for($ek, 'AAAAAAAAAAAAAAAA',
+                                              b64u('wrong key' x 4)) },
+          jwk => 1);
+problem_is($r, 403, 'unauthorized', 'EAB: an unknown key id');
+is($r->{json}{detail} // '-', $eab_wrong,
+   '  the same answer as a wrong MAC (nothing told of a key\'s state)');
 $r = post({ key => $ek }, "$BASE/new-account",
           { externalAccountBinding => eab_for(new_key(), $eab->{kid},
                                               $eab->{hmac_key}) }, jwk => 1);
@@ -3011,6 +3019,10 @@ $r = post({ key => $ek2 }, "$BASE/new-account",
           { externalAccountBinding => eab_for($ek2, $eab->{kid},
                                               $eab->{hmac_key}) }, jwk => 1);
 problem_is($r, 403, 'unauthorized', 'EAB: a disabled key');
+is($r->{json}{detail} // '-', $eab_wrong, '  the same answer');
+like(PKITest::slurp($t->error_log) // '',
+     qr/EAB key \Q$eab->{kid}\E is unknown, disabled or bound/,
+     '  the error log says which');
 
 $t->stop_nginx;
 done_testing();

@@ -217,5 +217,72 @@ my $log = PKITest::slurp($t->error_log) // '';
 like($log, qr/pki admin: 200 .*admin "admin": \Q$s1\E/,
      'revocation audited in the error log');
 
+# --- requests another site made, and names nobody verified ---------------------
+
+my $port = $t->https_port;
+for my $h (['Origin: https://evil.example', 'another Origin'],
+           ['Origin: null', 'Origin null'],
+           ['Sec-Fetch-Site: cross-site', 'Sec-Fetch-Site cross-site'],
+           ['Sec-Fetch-Site: same-site', 'Sec-Fetch-Site same-site']) {
+    my $x = $t->curl('POST', "$admin/acme/eab", user => 'admin:admin',
+                     headers => [$h->[0]], quiet => 1);
+    is($x->{code}, 403, "$h->[1]: 403");
+}
+like(PKITest::slurp($t->error_log) // '',
+     qr/pki admin: refused a request made by another site \(Origin: "https:\/\/evil\.example"\)/,
+     '  and the error log says why');
+is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, 0, '  no EAB key made');
+$r = $t->curl('GET', "$admin/certificates/$s1", user => 'admin:admin',
+              headers => ["Origin: https://127.0.0.1:$port",
+                          'Sec-Fetch-Site: same-origin'], quiet => 1);
+is($r->{code}, 200, 'its own Origin, same-origin: 200');
+
+# An admin location that evaluates $remote_user before the access phase: a
+# name nobody verified must not count (nginx parses it from the header)
+$t->stop_nginx;
+{
+    my $conf = $t->render_conf;
+    my $pki = $t->{pki};
+    $conf =~ s{(\n(\s*)location /pki/admin/ \{)}{
+$2location /pki/admin-open/ {
+$2    pki_admin;
+$2    set \$who \$remote_user;
+$2}
+$2location /pki/admin-any/ {
+$2    pki_admin;
+$2    set \$who \$remote_user;
+$2    satisfy any;
+$2    allow 127.0.0.1;
+$2    deny all;
+$2    auth_basic "PKI admin";
+$2    auth_basic_user_file $pki/htpasswd-admin;
+$2}
+$2location /pki/admin-set/ {
+$2    pki_admin;
+$2    set \$who \$remote_user;
+$2    auth_basic "PKI admin";
+$2    auth_basic_user_file $pki/htpasswd-admin;
+$2}$1} or die 'no admin location';
+    $t->start_nginx($conf);
+    my $base = "https://127.0.0.1:$port/pki";
+    my $x = $t->curl('GET', "$base/admin-open/acme/eab",
+                     user => 'nobody:nopass', quiet => 1);
+    is($x->{code}, 403, 'no auth_basic, a forged name: 403 (no identity)')
+        or diag($x->{body});
+    $x = $t->curl('GET', "$base/admin-any/acme/eab",
+                  user => 'nobody:nopass', quiet => 1);
+    is($x->{code}, 403, 'satisfy any, allowed by address, a name auth_basic '
+       . 'did not verify: 403') or diag($x->{body});
+    $x = $t->curl('GET', "$base/admin-set/acme/eab",
+                  user => 'admin:admin', quiet => 1);
+    is($x->{code}, 200, 'auth_basic with $remote_user evaluated before: '
+       . 'the verified name counts') or diag($x->{body});
+    $x = $t->curl('GET', "$base/admin-set/acme/eab",
+                  user => 'admin:wrong', quiet => 1);
+    is($x->{code}, 401, '  a wrong password: 401');
+    ok(!grep({ ($_->{requester} // '') eq 'nobody' } $t->audit_entries),
+       'the forged name is in no audit entry');
+}
+
 $t->stop_all;
 done_testing();
