@@ -6136,6 +6136,42 @@ pki_acme_order_refuse(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
+/* Saves an order a read recovered or completed (compare-and-set against
+ * *text): PKI_OK with *saved 1, or 0 when someone else moved it on (*order
+ * and *text are then what is stored now); PKI_UNAVAILABLE when Redis
+ * failed.  An order saved valid gets its replaces mark (RFC 9773). */
+static pki_status_t
+pki_acme_order_settle(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON **order, char **text, int *saved)
+{
+    int          v;
+    const char  *st;
+
+    *saved = 0;
+
+    v = pki_acme_order_cas(a, acct, oid, text, *order);
+    if (v < 0) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (v == 0) {
+        /* someone else moved it on: read what is there now */
+        cJSON_Delete(*order);
+        free(*text);
+        return pki_acme_order_load(a, acct, oid, order, text);
+    }
+
+    *saved = 1;
+
+    st = pki_json_str(*order, "status");
+    if (st != NULL && strcmp(st, "valid") == 0) {
+        pki_acme_replaced_mark(a, acct, oid, *order);
+    }
+
+    return PKI_OK;
+}
+
+
 /*
  * A "processing" order whose finalization may have died (worker killed,
  * Redis or the key failing after the serial was reserved).  The order
@@ -6218,20 +6254,9 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
                             "no certificate was issued; create a new order");
     }
 
-    v = pki_acme_order_cas(a, acct, oid, text, *order);
-    if (v < 0) {
-        return PKI_UNAVAILABLE;
-    }
-
-    if (v == 0) {
-        /* someone else moved it on: read what is there now */
-        cJSON_Delete(*order);
-        free(*text);
-        return pki_acme_order_load(a, acct, oid, order, text);
-    }
-
-    if (done > 0) {
-        pki_acme_replaced_mark(a, acct, oid, *order);
+    rc = pki_acme_order_settle(a, acct, oid, order, text, &v);
+    if (rc != PKI_OK || !v) {
+        return rc;
     }
 
     snprintf(a->res->log, sizeof(a->res->log), "acme: account %s order %s "
@@ -6561,18 +6586,10 @@ pki_acme_order_relink(pki_acme_t *a, const char *acct, const char *oid,
         return PKI_INTERNAL;
     }
 
-    v = pki_acme_order_cas(a, acct, oid, text, *order);
-    if (v < 0) {
-        return PKI_UNAVAILABLE;
+    rc = pki_acme_order_settle(a, acct, oid, order, text, &v);
+    if (rc != PKI_OK || !v) {
+        return rc;
     }
-
-    if (v == 0) {
-        cJSON_Delete(*order);
-        free(*text);
-        return pki_acme_order_load(a, acct, oid, order, text);
-    }
-
-    pki_acme_replaced_mark(a, acct, oid, *order);
 
     pki_log(a->res, "acme: account %s order %s completed from the "
             "certificate store (its state store had lost the completion)",

@@ -134,16 +134,13 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
 
 # --- a reload while a validation runs ----------------------------------------------
 
-# The old worker waits for its validation idle in its event loop, then
-# logs the result and exits.  (It went on to exit at once, where nginx's
-# thread pool teardown spun a CPU until the pool thread was free, and the
-# result was never logged.)
-{
-    my $master = $t->{children}{nginx};
-    my @old = $t->workers_of($master);
-    $r = $c->_post("$base/new-order", { identifiers => [
-        { type => 'dns', value => 'reload.example.test' } ] });
-    my $az = $r->{json}{authorizations}[0] // '';
+# A validation of NAME under way, its target holding the answer 4 s:
+# returns (authorization URL, 1 when the target was reached).
+sub held_validation {
+    my ($name) = @_;
+    my $o = $c->_post("$base/new-order", { identifiers => [
+        { type => 'dns', value => $name } ] });
+    my $az = $o->{json}{authorizations}[0] // '';
     my $a = $c->_post($az, undef);
     my ($h) = grep { $_->{type} eq 'http-01' }
               @{ $a->{json}{challenges} || [] };
@@ -152,6 +149,28 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
     $c->_post($h->{url}, {});
     my $ok = 0;
     for (1 .. 100) { $ok = hits($h->{token}) and last; sleep 0.05 }
+    return ($az, $ok);
+}
+
+# 1 once process PID is gone (or a zombie), within SECS seconds
+sub gone {
+    my ($pid, $secs) = @_;
+    for (1 .. $secs * 20) {
+        return 1 if !-e "/proc/$pid"
+                    || (slurp("/proc/$pid/stat") // '') =~ /\) Z /;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# The old worker waits for its validation idle in its event loop, then
+# logs the result and exits.  (It went on to exit at once, where nginx's
+# thread pool teardown spun a CPU until the pool thread was free, and the
+# result was never logged.)
+{
+    my $master = $t->{children}{nginx};
+    my @old = $t->workers_of($master);
+    my ($az, $ok) = held_validation('reload.example.test');
     ok($ok, 'reload: the validation is under way');
     kill 'HUP', $master;
     sleep 1;
@@ -165,13 +184,10 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
     my $hz = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
     ok(-e "/proc/$old[0]" && $ticks < 0.2 * $hz * (time - $t0),
        "reload: the old worker waits idle ($ticks ticks in 1.5 s)");
-    $a = $c->_poll($az, 'valid', 20);
-    is($a->{json}{status} // '', 'valid', 'reload: the validation ends '
+    my $v = $c->_poll($az, 'valid', 20);
+    is($v->{json}{status} // '', 'valid', 'reload: the validation ends '
        . 'valid');
-    my $gone = 0;
-    for (1 .. 100) { $gone = !-e "/proc/$old[0]" || (slurp("/proc/$old[0]/stat") // '') =~ /\) Z /
-                     and last; sleep 0.1 }
-    ok($gone, 'reload: then the old worker exits');
+    ok(gone($old[0], 10), 'reload: then the old worker exits');
     like(slurp($t->error_log) // '',
          qr/acme: validation: ok .*reload\.example\.test/,
          'reload: its result is logged');
@@ -187,27 +203,11 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
     my $master = $t->{children}{nginx};
     my @w;
     for (1 .. 100) { @w = $t->workers_of($master); last if @w == 1; sleep 0.1 }
-    $r = $c->_post("$base/new-order", { identifiers => [
-        { type => 'dns', value => 'stop.example.test' } ] });
-    my $az = $r->{json}{authorizations}[0] // '';
-    my $a = $c->_post($az, undef);
-    my ($h) = grep { $_->{type} eq 'http-01' }
-              @{ $a->{json}{challenges} || [] };
-    spew("$www/$h->{token}", "$h->{token}.$thumb");
-    spew("$www/$h->{token}.delay", '4');
-    $c->_post($h->{url}, {});
-    my $ok = 0;
-    for (1 .. 100) { $ok = hits($h->{token}) and last; sleep 0.05 }
+    my ($az, $ok) = held_validation('stop.example.test');
     ok($ok, 'stop: the validation is under way');
     my $t0 = time;
     kill 'TERM', $w[0];
-    my $gone = 0;
-    for (1 .. 100) {
-        $gone = !-e "/proc/$w[0]"
-                || (slurp("/proc/$w[0]/stat") // '') =~ /\) Z /
-            and last;
-        sleep 0.05;
-    }
+    my $gone = gone($w[0], 5);
     my $dt = time - $t0;
     ok($gone && $dt < 1.5,
        sprintf('stop: the worker exits at once (%.2f s; the target holds '
@@ -216,7 +216,7 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
          qr/acme: the worker stops: 1 running validation\(s\) cut short/,
          'stop: the error log says the validation was cut short');
     for (1 .. 100) { last if $t->workers_of($master) == 1; sleep 0.1 }
-    $a = $c->_post($az, undef);
+    my $a = $c->_post($az, undef);
     is($a->{json}{status} // '', 'pending',
        'stop: the authorization is still pending (nothing stored)');
     my ($h2) = grep { $_->{type} eq 'http-01' }

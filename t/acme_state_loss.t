@@ -35,13 +35,8 @@ $t->start_nginx($t->render_conf(
     '--acme-http-port', $hport, '--acme-tls-port', PKITest::free_port(),
     '--acme-redis', 'unix:' . $t->redis_sock . ' namespace=acmestate:'));
 
-my $www = $t->dir . '/www';
-mkdir $www;
-ACMELoad::start_http01($t, $hport, $www);
-my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
-my $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
-ok($c->account->{ok}, 'an account');
-my $thumb = $c->{key}->export_key_jwk_thumbprint('SHA256');
+my $c = ACMELoad::lab($t, $hport);
+my ($base, $www) = ($c->{base}, $c->{www});
 my ($acct) = ($c->{kid} // '') =~ m{/([^/]+)$};
 ok($acct, 'its id');
 
@@ -49,19 +44,9 @@ ok($acct, 'its id');
 # in the state store)
 sub ready_order {
     my ($name) = @_;
-    my $r = $c->_post("$base/new-order", { identifiers => [
-        { type => 'dns', value => $name } ] });
-    for my $az (@{ $r->{json}{authorizations} || [] }) {
-        my $a = $c->_post($az, undef);
-        my ($h) = grep { $_->{type} eq 'http-01' }
-                  @{ $a->{json}{challenges} || [] };
-        PKITest::spew("$www/$h->{token}", "$h->{token}.$thumb");
-        $c->_post($h->{url}, {});
-        $c->_poll($az, 'valid');
-    }
+    my $r = $c->ready($name);
+    is($r->{ready}{json}{status} // '', 'ready', "$name: order ready");
     my $url = $r->{headers}{location} // '';
-    my $o = $c->_poll($url, 'ready');
-    is($o->{json}{status} // '', 'ready', "$name: order ready");
     my ($oid) = $url =~ m{/([^/]+)$};
     return ($url, $r->{json}{finalize}, "acmestate:{acme:$acct}:order:$oid",
             $oid);
@@ -293,7 +278,6 @@ $t->start_nginx($t->render_conf('--acme-http-port', $hport,
 {
     $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
     ok($c->account->{ok}, 'one store: an account');
-    $thumb = $c->{key}->export_key_jwk_thumbprint('SHA256');
     ($acct) = ($c->{kid} // '') =~ m{/([^/]+)$};
     my $n = scalar $t->redis_keys('pki:{acme:*}:fin:*');
     my ($der) = $t->make_csr('one.example.test', subj => '/',

@@ -48,29 +48,14 @@ my $sock = $t->redis_sock;
 $conf =~ s{\Q$sock\E}{$proxy}g or die 'no Redis socket in the config';
 $t->start_nginx($conf);
 
-my $www = $t->dir . '/www';
-mkdir $www;
-ACMELoad::start_http01($t, $hport, $www);
-my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
-my $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
-ok($c->account->{ok}, 'an account');
-my $thumb = $c->{key}->export_key_jwk_thumbprint('SHA256');
+my $c = ACMELoad::lab($t, $hport);
+my ($base, $www) = ($c->{base}, $c->{www});
 
 # an order for NAME made ready; returns (order URL, finalize URL)
 sub ready_order {
     my ($name) = @_;
-    my $r = $c->_post("$base/new-order", { identifiers => [
-        { type => 'dns', value => $name } ] });
-    for my $az (@{ $r->{json}{authorizations} || [] }) {
-        my $a = $c->_post($az, undef);
-        my ($h) = grep { $_->{type} eq 'http-01' }
-                  @{ $a->{json}{challenges} || [] };
-        PKITest::spew("$www/$h->{token}", "$h->{token}.$thumb");
-        $c->_post($h->{url}, {});
-        $c->_poll($az, 'valid');
-    }
-    my $o = $c->_poll($r->{headers}{location}, 'ready');
-    is($o->{json}{status} // '', 'ready', "$name: order ready");
+    my $r = $c->ready($name);
+    is($r->{ready}{json}{status} // '', 'ready', "$name: order ready");
     return ($r->{headers}{location}, $r->{json}{finalize});
 }
 

@@ -97,6 +97,21 @@ sub start_http01 {
 # new(t => PKITest, base => https://.../acme, www => dir, timeout => s,
 #     http => an object with HTTP::Tiny's request(), e.g. one that speaks
 #     HTTP/2 through curl (t/http2.t); default an HTTP::Tiny)
+# lab($t, $port): the ACME lab of a test whose nginx runs: an http-01
+# responder on PORT serving DIR/www, and a client of /acme/ (its base and
+# www set) with an account.  Returns the client.
+sub lab {
+    my ($t, $port) = @_;
+    my $www = $t->dir . '/www';
+    mkdir $www;
+    start_http01($t, $port, $www);
+    my $c = ACMELoad->new(t => $t, www => $www, timeout => 30,
+                          base => 'https://127.0.0.1:' . $t->https_port
+                                  . '/acme');
+    Test::More::ok($c->account->{ok}, 'an account');
+    return $c;
+}
+
 sub new {
     my ($class, %o) = @_;
     require Crypt::PK::ECC;
@@ -205,6 +220,27 @@ sub _poll {
         return $r if $st =~ /^($want|invalid)$/;
         sleep 0.05;
     }
+    return $r;
+}
+
+# ready(name): a newOrder for one dns name, each of its authorizations
+# validated by http-01, polled until the order is ready.  Returns the
+# newOrder answer, with {ready} the order as the last poll read it.
+sub ready {
+    my ($self, $name) = @_;
+    my $thumb = $self->{key}->export_key_jwk_thumbprint('SHA256');
+    my $r = $self->_post("$self->{base}/new-order",
+                         { identifiers => [{ type => 'dns', value => $name }] });
+    for my $az (@{ $r->{json}{authorizations} || [] }) {
+        my $a = $self->_post($az, undef);
+        my ($h) = grep { $_->{type} eq 'http-01' }
+                  @{ $a->{json}{challenges} || [] };
+        next if !$h || ($a->{json}{status} // '') eq 'valid';
+        PKITest::spew("$self->{www}/$h->{token}", "$h->{token}.$thumb");
+        $self->_post($h->{url}, {});
+        $self->_poll($az, 'valid');
+    }
+    $r->{ready} = $self->_poll($r->{headers}{location} // '', 'ready');
     return $r;
 }
 
