@@ -5533,8 +5533,19 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
     }
 
     rc = pki_acme_order_recover(a, acct, oid, &order, &text);
-    if (rc == PKI_OK) {
-        rc = pki_acme_order_relink(a, acct, oid, &order, &text);
+    if (rc == PKI_OK
+        && pki_acme_order_relink(a, acct, oid, &order, &text) != PKI_OK)
+    {
+        /* the certificate store failing: the order as stored (a poll
+         * does not depend on pki_redis), unless it was reread and is
+         * gone */
+        pki_log(a->res, "acme: order %s: its link could not be read", oid);
+        if (order == NULL) {
+            rc = PKI_UNAVAILABLE;
+        } else {
+            a->res->status = PKI_OK;
+            a->res->detail[0] = '\0';
+        }
     }
     free(text);
     if (rc != PKI_OK) {
@@ -6683,6 +6694,17 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
                                     authz, "wildcard")),
                                 account_url, method != NULL ? method : "",
                                 &out);
+
+        if (rc != PKI_OK && pki_acme_validate_stopping()) {
+            /* cut short by a fast stop: no answer from DNS, no verdict
+             * on the order */
+            cJSON_Delete(authz);
+            free(account_url);
+            pki_acme_problem(a, 503, "serverInternal", "the server is "
+                             "stopping; try again");
+            a->resp->retry_after = 1;
+            return -1;
+        }
 
         if (rc != PKI_OK) {
             char         why[PKI_DETAIL_LEN];
@@ -8871,15 +8893,16 @@ static const char  pki_lua_eab_new[] =
 
 
 PKI_API pki_status_t
-pki_acme_eab_new(pki_redis_t *r, char kid[32], char key[64],
-    pki_result_t *res)
+pki_acme_eab_new(pki_redis_t *r, char kid[32],
+    char key[PKI_ACME_EAB_KEY_BUF], pki_result_t *res)
 {
     int          v;
     char         rkey[PKI_ACME_KEY_MAX], num[24], set[PKI_ACME_KEY_MAX];
     const char  *args[5];
 
     if (!pki_acme_eab_random(kid, 32, 12)
-        || !pki_acme_eab_random(key, 64, 32))
+        || !pki_acme_eab_random(key, PKI_ACME_EAB_KEY_BUF,
+                                PKI_ACME_EAB_KEY_BYTES))
     {
         return pki_fail(res, PKI_INTERNAL, "no randomness");
     }

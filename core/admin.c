@@ -991,9 +991,10 @@ static void
 pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
     const char *kid, pki_admin_resp_t *resp)
 {
-    char          newkid[32], key[64], *json;
+    char          newkid[32], key[PKI_ACME_EAB_KEY_BUF], *json;
     cJSON        *obj, *keys;
     pki_status_t  rc;
+    pki_result_t  tmp;
 
     if (kid == NULL && strcmp(method, "POST") == 0) {
         rc = pki_acme_eab_new(conf->redis, newkid, key, &resp->res);
@@ -1002,9 +1003,17 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
         }
 
         obj = cJSON_CreateObject();
-        if (obj != NULL) {
-            cJSON_AddStringToObject(obj, "kid", newkid);
-            cJSON_AddStringToObject(obj, "hmac_key", key);
+        if (obj == NULL
+            || cJSON_AddStringToObject(obj, "kid", newkid) == NULL
+            || cJSON_AddStringToObject(obj, "hmac_key", key) == NULL)
+        {
+            /* a key nobody was shown is of no use: disabled */
+            OPENSSL_cleanse(key, sizeof(key));
+            cJSON_Delete(obj);
+            pki_result_init(&tmp);
+            (void) pki_acme_eab_disable(conf->redis, newkid, &tmp);
+            pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+            return;
         }
         OPENSSL_cleanse(key, sizeof(key));
 

@@ -1267,9 +1267,12 @@ PKI_API void pki_acme_job_free(pki_acme_job_t *job);
 PKI_API char *pki_acme_cert_id(X509 *cert);
 
 /* EAB keys (the admin API's "acme/eab" section).  pki_acme_eab_new makes
- * a kid and a 32-byte HMAC key (both base64url, kid[32], key[64]). */
+ * a kid and a 64-byte HMAC key (both base64url): long enough for HS512,
+ * as RFC 7518 3.2 asks of a key for each HMAC algorithm. */
+#define PKI_ACME_EAB_KEY_BYTES  64
+#define PKI_ACME_EAB_KEY_BUF    96      /* its base64url text and NUL */
 PKI_API pki_status_t pki_acme_eab_new(pki_redis_t *r, char kid[32],
-    char key[64], pki_result_t *res);
+    char key[PKI_ACME_EAB_KEY_BUF], pki_result_t *res);
 /* JSON array of {"kid","status","created","account"} (malloc'd). */
 PKI_API pki_status_t pki_acme_eab_list(pki_redis_t *r, char **json,
     pki_result_t *res);

@@ -119,6 +119,7 @@ typedef struct {
 static void *ngx_http_pki_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_pki_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_int_t ngx_http_pki_init_module(ngx_cycle_t *cycle);
+static void ngx_http_pki_check_order(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_wait_threads(ngx_cycle_t *cycle);
@@ -441,6 +442,8 @@ static ngx_int_t
 ngx_http_pki_init_module(ngx_cycle_t *cycle)
 {
     ngx_http_pki_main_conf_t  *pmcf;
+
+    ngx_http_pki_check_order(cycle);
 
     pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
     if (pmcf == NULL) {
@@ -2270,17 +2273,25 @@ ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
 /*
  * The user name auth_basic verified, and no other.  nginx fills
  * r->headers_in.user from the Authorization header, unverified, whenever
- * $remote_user is evaluated (a "set", "map" or limit_req key in the
- * rewrite phase, for one), and auth_basic parses it before it checks the
- * password.  So this module's access handler, which runs first in the
- * access phase (the handlers of a phase run last-registered first, and
- * this module's postconfiguration runs after nginx's own modules'),
- * forgets any name parsed before; after the access phase a name is there
- * only when auth_basic parsed it and let the request through.  Under
- * "satisfy any", auth_basic may have refused it while another module let
- * the request through: its WWW-Authenticate is then set, and the name is
- * not taken.
+ * $remote_user is evaluated (a "set", "map" or limit_req key before the
+ * access phase, a log format after the request), and auth_basic parses it
+ * before it checks the password.  So:
+ *  - this module's access handler, which runs first in the access phase
+ *    (a phase's handlers run last-registered first; ngx_http_pki_check_
+ *    order() warns when another module's runs before it), forgets any
+ *    name parsed before: after it only auth_basic can set one;
+ *  - its precontent handler, right after the access phase, marks a name
+ *    that is there and was not refused (under "satisfy any", auth_basic
+ *    may refuse it while another module lets the request through: its
+ *    WWW-Authenticate is then set) as verified, in place of the password
+ *    nothing needs any longer; else it leaves nginx's own "looked, none"
+ *    (empty, not NULL), which nothing parses again;
+ *  - ngx_http_pki_verified_user() takes only a marked name: a request
+ *    that ended before (limit_req, a rewrite "return") has none.
  */
+static u_char  ngx_http_pki_verified_mark;
+
+
 static ngx_int_t
 ngx_http_pki_access_forget_user(ngx_http_request_t *r)
 {
@@ -2291,17 +2302,75 @@ ngx_http_pki_access_forget_user(ngx_http_request_t *r)
 }
 
 
+static ngx_int_t
+ngx_http_pki_precontent_mark_user(ngx_http_request_t *r)
+{
+    if (r != r->main) {
+        return NGX_DECLINED;            /* the parent's, as it was marked */
+    }
+
+    if (r->headers_in.user.len && r->headers_out.www_authenticate == NULL) {
+        r->headers_in.passwd.len = 0;
+        r->headers_in.passwd.data = &ngx_http_pki_verified_mark;
+
+    } else {
+        r->headers_in.user.len = 0;
+        r->headers_in.user.data = (u_char *) "";
+        ngx_str_null(&r->headers_in.passwd);
+    }
+
+    return NGX_DECLINED;
+}
+
+
 void
 ngx_http_pki_verified_user(ngx_http_request_t *r, ngx_str_t *user)
 {
     if (r->headers_in.user.len == 0
-        || r->headers_out.www_authenticate != NULL)
+        || r->headers_in.passwd.data != &ngx_http_pki_verified_mark)
     {
         ngx_str_null(user);
         return;
     }
 
     *user = r->headers_in.user;
+}
+
+
+/* Warns when another module's access handler runs before this module's
+ * (a module loaded after it with load_module): under "satisfy any" that
+ * module may let a request through before the unverified name is
+ * forgotten; under "satisfy all" a name it sets is forgotten. */
+static void
+ngx_http_pki_check_order(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                  i;
+    ngx_http_phase_handler_t   *ph;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
+    if (cmcf == NULL || cmcf->phase_engine.handlers == NULL) {
+        return;
+    }
+
+    ph = cmcf->phase_engine.handlers;
+
+    for (i = 0; ph[i].checker; i++) {
+        if (ph[i].checker != ngx_http_core_access_phase) {
+            continue;
+        }
+
+        if (ph[i].handler != ngx_http_pki_access_forget_user) {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "ngx_http_pki_module: another module's access "
+                          "handler runs before its own: put its "
+                          "load_module line after the other modules' "
+                          "(the user names auth_basic verified are told "
+                          "from others by that order)");
+        }
+
+        return;
+    }
 }
 
 
@@ -2322,6 +2391,13 @@ ngx_http_pki_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_pki_access_forget_user;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_pki_precontent_mark_user;
 
     return NGX_OK;
 }
@@ -2906,8 +2982,8 @@ ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * browser may add the admin's cached Basic credentials: so a page could
  * revoke certificates or accounts.  Browsers say where a request comes
  * from: Sec-Fetch-Site (anything but same-origin or none, the user's own
- * navigation) and Origin (on every POST; it must be this server's own
- * scheme://host).  Tools (curl, pkictl) send neither.
+ * navigation) and Origin (on every POST; it must be http:// or https://
+ * and this server's Host).  Tools (curl, pkictl) send neither.
  */
 static ngx_int_t
 ngx_http_pki_cross_site(ngx_http_request_t *r)
@@ -2956,17 +3032,18 @@ ngx_http_pki_cross_site(ngx_http_request_t *r)
                 goto refused;
             }
 
-            p = ngx_sprintf(own, "%s://%V",
-#if (NGX_HTTP_SSL)
-                            r->connection->ssl ? "https" : "http",
-#else
-                            "http",
-#endif
-                            &r->headers_in.host->value);
+            /* http or https: behind a proxy that ends TLS the browser's
+             * scheme is not this connection's; the host is what counts */
+            p = ngx_sprintf(own, "https://%V", &r->headers_in.host->value);
             n = p - own;
 
-            if (h[i].value.len != n
-                || ngx_strncasecmp(h[i].value.data, own, n) != 0)
+            if (!(h[i].value.len == n
+                  && ngx_strncasecmp(h[i].value.data, own, n) == 0)
+                && !(h[i].value.len == n - 1
+                     && ngx_strncasecmp(h[i].value.data,
+                                        (u_char *) "http://", 7) == 0
+                     && ngx_strncasecmp(h[i].value.data + 7, own + 8,
+                                        n - 8) == 0))
             {
                 goto refused;
             }
@@ -2997,6 +3074,13 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (r != r->main) {
+        /* a subrequest (SSI, mirror, auth_request) carries its parent's
+         * headers and skips the access phase */
+        ngx_str_set(&user, "the admin API is not served to subrequests\n");
+        return ngx_http_pki_send_plain(r, NGX_HTTP_FORBIDDEN, &user, 0);
+    }
 
     if (ngx_http_pki_cross_site(r)) {
         ngx_str_set(&user, "a request made by another site is refused\n");

@@ -631,7 +631,8 @@ $t->cert_ok('certbot with EAB', "$dir/cbe/config/live/cbe.example.com/cert.pem",
          "--eab-hmac-key=$hmac"],
         env => \%cenv, timeout => 60);
     isnt($rc, 0, 'certbot: an EAB key already bound is refused');
-    like("$out$err", qr/used externalAccountBinding key/,
+    like("$out$err",
+         qr/externalAccountBinding refused: unknown, disabled or used key/,
          'certbot: told the key is used');
 }
 

@@ -407,7 +407,8 @@ $t->cert_ok('xacme with EAB', "$dir/cme.pem", 'cme.example.com');
     my ($rc, undef, $text) = go('acmez', "$dir/acmez-eab-used.pem",
         'register', "-eab-kid=$kid", "-eab-hmac=$hmac");
     isnt($rc, 0, 'acmez: an EAB key already bound is refused');
-    like($text, qr/used externalAccountBinding key/,
+    like($text,
+         qr/externalAccountBinding refused: unknown, disabled or used key/,
          'acmez: told the key is used') or diag($text);
 }
 my ($zkid, $zhmac) = $t->eab_key();

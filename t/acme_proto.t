@@ -2660,7 +2660,8 @@ $r = $http->request('POST', $admin, \%auth);
 is($r->{status}, 201, 'admin: EAB key created') or diag($r->{content});
 my $eab = eval { decode_json($r->{content}) } || {};
 like($eab->{kid} // '', qr/^[\w-]+$/, 'admin: kid');
-like($eab->{hmac_key} // '', qr/^[\w-]{43}$/, 'admin: 256-bit HMAC key');
+like($eab->{hmac_key} // '', qr/^[\w-]{86}$/,
+     'admin: 512-bit HMAC key (RFC 7518 3.2: long enough for HS512)');
 $r = $http->request('POST', $admin);
 is($r->{status}, 401, 'admin: EAB keys need the admin login');
 

@@ -236,6 +236,9 @@ $r = $t->curl('GET', "$admin/certificates/$s1", user => 'admin:admin',
               headers => ["Origin: https://127.0.0.1:$port",
                           'Sec-Fetch-Site: same-origin'], quiet => 1);
 is($r->{code}, 200, 'its own Origin, same-origin: 200');
+$r = $t->curl('GET', "$admin/certificates/$s1", user => 'admin:admin',
+              headers => ["Origin: http://127.0.0.1:$port"], quiet => 1);
+is($r->{code}, 200, 'its own host with http:// (TLS ended by a proxy): 200');
 
 # An admin location that evaluates $remote_user before the access phase: a
 # name nobody verified must not count (nginx parses it from the header)
@@ -247,6 +250,15 @@ $t->stop_nginx;
 $2location /pki/admin-open/ {
 $2    pki_admin;
 $2    set \$who \$remote_user;
+$2    access_log logs/open.log combined;
+$2}
+$2location /pki/admin-lim/ {
+$2    pki_admin;
+$2    limit_req zone=adm;
+$2    limit_req_status 503;
+$2    access_log logs/lim.log combined;
+$2    auth_basic "PKI admin";
+$2    auth_basic_user_file $pki/htpasswd-admin;
 $2}
 $2location /pki/admin-any/ {
 $2    pki_admin;
@@ -263,6 +275,8 @@ $2    set \$who \$remote_user;
 $2    auth_basic "PKI admin";
 $2    auth_basic_user_file $pki/htpasswd-admin;
 $2}$1} or die 'no admin location';
+    $conf =~ s{(\nhttp \{\n)}{$1    limit_req_zone \$binary_remote_addr zone=adm:1m rate=1r/m;\n}
+        or die 'no http block';
     $t->start_nginx($conf);
     my $base = "https://127.0.0.1:$port/pki";
     my $x = $t->curl('GET', "$base/admin-open/acme/eab",
@@ -280,8 +294,21 @@ $2}$1} or die 'no admin location';
     $x = $t->curl('GET', "$base/admin-set/acme/eab",
                   user => 'admin:wrong', quiet => 1);
     is($x->{code}, 401, '  a wrong password: 401');
-    ok(!grep({ ($_->{requester} // '') eq 'nobody' } $t->audit_entries),
-       'the forged name is in no audit entry');
+    # refused before the access phase (limit_req), and logged with
+    # $remote_user before the transaction log's own handler runs
+    my @lim = map { $t->curl('GET', "$base/admin-lim/acme/eab",
+                             user => 'forged:x', quiet => 1)->{code} } 1 .. 3;
+    ok((grep { $_ == 503 } @lim), "limit_req refuses a forged name (@lim)");
+    like(PKITest::slurp($t->dir . '/nginx/logs/open.log') // '',
+         qr/ nobody \[/, '  the access log shows the name nginx parsed');
+    ok(!grep({ ($_->{requester} // '') =~ /^(nobody|forged)$/ }
+             $t->audit_entries),
+       'the forged names are in no audit entry')
+        or diag(explain([grep { ($_->{requester} // '') =~ /nobody|forged/ }
+                         $t->audit_entries]));
+    unlike(PKITest::slurp($t->error_log) // '',
+           qr/another module's access handler runs before/,
+           'no warning about the order of the access handlers');
 }
 
 $t->stop_all;

@@ -947,7 +947,7 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
 {
     char               n[32], kid[256], acct[64], order[256], authz[256];
     char               fin[256], cert[256], key[512], *csr64, *p, ckid[32];
-    char               hkey[64], buf[1024];
+    char               hkey[PKI_ACME_EAB_KEY_BUF], buf[1024];
     EVP_PKEY          *pk, *pk2, *ck;
     X509              *x;
     BIO               *bio;
