@@ -267,7 +267,7 @@ static int
 pki_random_id(char *buf, size_t size, size_t nbytes)
 {
     char           *s;
-    unsigned char   rnd[32];
+    unsigned char   rnd[64];
 
     if (nbytes > sizeof(rnd) || RAND_bytes(rnd, (int) nbytes) != 1) {
         return 0;

@@ -416,7 +416,8 @@ csr_b64url(const char *cn, EVP_PKEY *pk)
 static void
 setup_eab(void)
 {
-    char            kid[32], hkey[64], *hdr, *ph, *pp, *ps, *input;
+    char            kid[32], hkey[PKI_ACME_EAB_KEY_BUF];
+    char           *hdr, *ph, *pp, *ps, *input;
     size_t          klen;
     unsigned int    maclen;
     pki_result_t    res;
