@@ -274,12 +274,17 @@ pki_random_id(char *buf, size_t size, size_t nbytes)
     }
 
     s = pki_b64url_encode(rnd, nbytes);
+    OPENSSL_cleanse(rnd, sizeof(rnd));      /* may be key material (EAB) */
     if (s == NULL || strlen(s) >= size) {
+        if (s != NULL) {
+            OPENSSL_cleanse(s, strlen(s));
+        }
         free(s);
         return 0;
     }
 
     strcpy(buf, s);
+    OPENSSL_cleanse(s, strlen(s));
     free(s);
 
     return 1;
@@ -6574,6 +6579,7 @@ pki_acme_order_relink(pki_acme_t *a, const char *acct, const char *oid,
 {
     int            v;
     char           lkey[PKI_ACME_KEY_MAX];
+    cJSON         *done;
     const char    *st;
     pki_record_t   rec;
     pki_status_t   rc;
@@ -6591,15 +6597,27 @@ pki_acme_order_relink(pki_acme_t *a, const char *acct, const char *oid,
         return rc == PKI_NOT_FOUND ? PKI_OK : rc;
     }
 
-    v = pki_acme_order_complete(a, acct, *order, &rec);
+    /* completed in a copy: an order that cannot be saved is answered as
+     * stored, not as it would have been */
+    done = cJSON_Duplicate(*order, 1);
+    v = done != NULL && pki_acme_order_complete(a, acct, done, &rec);
     pki_record_clear(&rec);
     if (!v) {
+        cJSON_Delete(done);
         return PKI_INTERNAL;
     }
 
-    rc = pki_acme_order_settle(a, acct, oid, order, text, &v);
-    if (rc != PKI_OK || !v) {
+    rc = pki_acme_order_settle(a, acct, oid, &done, text, &v);
+    if (rc != PKI_OK) {
+        cJSON_Delete(done);
         return rc;
+    }
+
+    cJSON_Delete(*order);
+    *order = done;
+
+    if (!v) {
+        return PKI_OK;                  /* moved on meanwhile: as stored */
     }
 
     pki_log(a->res, "acme: account %s order %s completed from the "

@@ -129,6 +129,8 @@ typedef struct {
     const char                *tmpl;
     const char                *reason;
     pki_status_t               status;
+    ngx_str_t                  user;       /* auth_basic verified it */
+    unsigned                   marked:1;   /* by a protocol handler */
 } ngx_http_pki_m_ctx_t;
 
 
@@ -1455,10 +1457,9 @@ ngx_http_pki_m_strdup(ngx_pool_t *pool, const char *s)
 }
 
 
-void
-ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
-    const char *ca, const char *tmpl, pki_status_t status,
-    const char *reason)
+/* The request's context, made when needed. */
+static ngx_http_pki_m_ctx_t *
+ngx_http_pki_m_ctx(ngx_http_request_t *r)
 {
     ngx_http_pki_m_ctx_t  *ctx;
 
@@ -1467,12 +1468,62 @@ ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
     if (ctx == NULL) {
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_m_ctx_t));
         if (ctx == NULL) {
-            return;
+            return NULL;
         }
 
         ngx_http_set_ctx(r->main, ctx, ngx_http_pki_metrics_module);
     }
 
+    return ctx;
+}
+
+
+ngx_int_t
+ngx_http_pki_metrics_set_user(ngx_http_request_t *r, ngx_str_t *user)
+{
+    ngx_http_pki_m_ctx_t  *ctx;
+
+    ctx = ngx_http_pki_m_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->user = *user;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_pki_verified_user(ngx_http_request_t *r, ngx_str_t *user)
+{
+    ngx_http_pki_m_ctx_t  *ctx;
+
+    ctx = r == r->main ? ngx_http_get_module_ctx(r, ngx_http_pki_metrics_module)
+                       : NULL;
+
+    if (ctx == NULL || ctx->user.len == 0) {
+        ngx_str_null(user);
+        return;
+    }
+
+    *user = ctx->user;
+}
+
+
+void
+ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
+    const char *ca, const char *tmpl, pki_status_t status,
+    const char *reason)
+{
+    ngx_http_pki_m_ctx_t  *ctx;
+
+    ctx = ngx_http_pki_m_ctx(r);
+    if (ctx == NULL) {
+        return;
+    }
+
+    ctx->marked = 1;
     ctx->proto = ngx_http_pki_m_strdup(r->pool, proto);
     ctx->ca = ngx_http_pki_m_strdup(r->pool, ca);
     ctx->tmpl = ngx_http_pki_m_strdup(r->pool, tmpl);
@@ -1572,6 +1623,10 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_pki_metrics_module);
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_metrics_module);
+
+    if (ctx != NULL && !ctx->marked) {
+        ctx = NULL;             /* it holds no more than the user name */
+    }
 
     if (ctx == NULL && (mlcf == NULL || mlcf->proto == NULL)) {
         return NGX_OK;

@@ -2274,24 +2274,25 @@ ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
  * The user name auth_basic verified, and no other.  nginx fills
  * r->headers_in.user from the Authorization header, unverified, whenever
  * $remote_user is evaluated (a "set", "map" or limit_req key before the
- * access phase, a log format after the request), and auth_basic parses it
- * before it checks the password.  So:
+ * access phase, a log format or add_header after it, each time parsing it
+ * again), and auth_basic parses it before it checks the password.  So:
  *  - this module's access handler, which runs first in the access phase
  *    (a phase's handlers run last-registered first; ngx_http_pki_check_
  *    order() warns when another module's runs before it), forgets any
  *    name parsed before: after it only auth_basic can set one;
- *  - its precontent handler, right after the access phase, marks a name
+ *  - its precontent handler, right after the access phase, keeps a name
  *    that is there and was not refused (under "satisfy any", auth_basic
  *    may refuse it while another module lets the request through: its
- *    WWW-Authenticate is then set) as verified, in place of the password
- *    nothing needs any longer; else it leaves nginx's own "looked, none"
- *    (empty, not NULL), which nothing parses again;
- *  - ngx_http_pki_verified_user() takes only a marked name: a request
- *    that ended before (limit_req, a rewrite "return") has none.
+ *    WWW-Authenticate is then set) in the request's context
+ *    (ngx_http_pki_metrics_set_user()), which an internal redirect
+ *    clears with the rest of the context;
+ *  - ngx_http_pki_verified_user() returns only that name: not one nginx
+ *    parses later, nor one of a request that ended before the access
+ *    phase (limit_req, a rewrite "return"), nor a subrequest's (it skips
+ *    the access phase, and SSI or mirror could bring one to a location
+ *    whose auth_basic never ran).  Other locations' $remote_user is left
+ *    as nginx makes it.
  */
-static u_char  ngx_http_pki_verified_mark;
-
-
 static ngx_int_t
 ngx_http_pki_access_forget_user(ngx_http_request_t *r)
 {
@@ -2305,35 +2306,17 @@ ngx_http_pki_access_forget_user(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_pki_precontent_mark_user(ngx_http_request_t *r)
 {
-    if (r != r->main) {
-        return NGX_DECLINED;            /* the parent's, as it was marked */
-    }
-
-    if (r->headers_in.user.len && r->headers_out.www_authenticate == NULL) {
-        r->headers_in.passwd.len = 0;
-        r->headers_in.passwd.data = &ngx_http_pki_verified_mark;
-
-    } else {
-        r->headers_in.user.len = 0;
-        r->headers_in.user.data = (u_char *) "";
-        ngx_str_null(&r->headers_in.passwd);
+    if (r == r->main && r->headers_in.user.len
+        && r->headers_out.www_authenticate == NULL)
+    {
+        if (ngx_http_pki_metrics_set_user(r, &r->headers_in.user)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     return NGX_DECLINED;
-}
-
-
-void
-ngx_http_pki_verified_user(ngx_http_request_t *r, ngx_str_t *user)
-{
-    if (r->headers_in.user.len == 0
-        || r->headers_in.passwd.data != &ngx_http_pki_verified_mark)
-    {
-        ngx_str_null(user);
-        return;
-    }
-
-    *user = r->headers_in.user;
 }
 
 

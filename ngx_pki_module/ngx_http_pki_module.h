@@ -30,8 +30,13 @@
  */
 char *ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s);
 /* The user name auth_basic verified for r, else an empty string (never
- * one nginx parsed from the Authorization header without checking it). */
+ * one nginx parsed from the Authorization header without checking it, and
+ * none for a subrequest). */
 void ngx_http_pki_verified_user(ngx_http_request_t *r, ngx_str_t *user);
+/* Keeps user as r's verified name (ngx_http_pki_module.c, after the
+ * access phase). */
+ngx_int_t ngx_http_pki_metrics_set_user(ngx_http_request_t *r,
+    ngx_str_t *user);
 ngx_table_elt_t *ngx_http_pki_add_header(ngx_http_request_t *r,
     const char *key, u_char *value, size_t len);
 ngx_int_t ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,

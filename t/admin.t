@@ -247,6 +247,10 @@ $t->stop_nginx;
     my $conf = $t->render_conf;
     my $pki = $t->{pki};
     $conf =~ s{(\n(\s*)location /pki/admin/ \{)}{
+$2location /plain/ {
+$2    alias ${\ $t->dir}/;
+$2    access_log logs/plain.log combined;
+$2}
 $2location /pki/admin-open/ {
 $2    pki_admin;
 $2    set \$who \$remote_user;
@@ -266,6 +270,13 @@ $2    set \$who \$remote_user;
 $2    satisfy any;
 $2    allow 127.0.0.1;
 $2    deny all;
+$2    auth_basic "PKI admin";
+$2    auth_basic_user_file $pki/htpasswd-admin;
+$2}
+$2location /pki/admin-log/ {
+$2    pki_admin;
+$2    access_log logs/adminlog.log combined;
+$2    add_header X-Who \$remote_user;
 $2    auth_basic "PKI admin";
 $2    auth_basic_user_file $pki/htpasswd-admin;
 $2}
@@ -291,6 +302,15 @@ $2}$1} or die 'no admin location';
                   user => 'admin:admin', quiet => 1);
     is($x->{code}, 200, 'auth_basic with $remote_user evaluated before: '
        . 'the verified name counts') or diag($x->{body});
+    # the access log and add_header read $remote_user (nginx parses it
+    # again) before the transaction log's handler: its requester stays
+    my $n = grep { ($_->{requester} // '') eq 'admin' } $t->audit_entries;
+    $x = $t->curl('POST', "$base/admin-log/acme/eab", user => 'admin:admin',
+                  quiet => 1);
+    is($x->{code}, 201, 'an EAB key made where $remote_user is logged');
+    my @by = grep { ($_->{requester} // '') eq 'admin' } $t->audit_entries;
+    ok(@by > $n, '  its audit entry names the admin')
+        or diag(explain([($t->audit_entries)[-1]]));
     $x = $t->curl('GET', "$base/admin-set/acme/eab",
                   user => 'admin:wrong', quiet => 1);
     is($x->{code}, 401, '  a wrong password: 401');
@@ -306,6 +326,13 @@ $2}$1} or die 'no admin location';
        'the forged names are in no audit entry')
         or diag(explain([grep { ($_->{requester} // '') =~ /nobody|forged/ }
                          $t->audit_entries]));
+    # another location's access log keeps nginx's $remote_user as it was
+    PKITest::spew($t->dir . '/plain.txt', "x\n");
+    $x = $t->curl('GET', "https://127.0.0.1:$port/plain/plain.txt",
+                  user => 'someone:x', quiet => 1);
+    is($x->{code}, 200, 'a static location without auth_basic');
+    like(PKITest::slurp($t->dir . '/nginx/logs/plain.log') // '',
+         qr/ someone \[/, '  its access log still names the user as sent');
     unlike(PKITest::slurp($t->error_log) // '',
            qr/another module's access handler runs before/,
            'no warning about the order of the access handlers');
