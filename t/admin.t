@@ -251,6 +251,10 @@ $2location /plain/ {
 $2    alias ${\ $t->dir}/;
 $2    access_log logs/plain.log combined;
 $2}
+$2location /ssi/ {
+$2    ssi on;
+$2    alias ${\ $t->dir}/;
+$2}
 $2location /pki/admin-open/ {
 $2    pki_admin;
 $2    set \$who \$remote_user;
@@ -333,6 +337,18 @@ $2}$1} or die 'no admin location';
     is($x->{code}, 200, 'a static location without auth_basic');
     like(PKITest::slurp($t->dir . '/nginx/logs/plain.log') // '',
          qr/ someone \[/, '  its access log still names the user as sent');
+    # a subrequest skips the access phase and carries its parent's
+    # Authorization: the admin API refuses it
+    $x = $t->curl('GET', "$base/admin-set/certificates/$s1",
+                  user => 'admin:admin', quiet => 1);
+    like($x->{body}, qr/"serial"/, 'the certificate as a request: 200');
+    PKITest::spew($t->dir . '/inc.html', '<!--# include virtual='
+                  . "\"/pki/admin-set/certificates/$s1\" -->\n");
+    $x = $t->curl('GET', "https://127.0.0.1:$port/ssi/inc.html",
+                  user => 'admin:admin', quiet => 1);
+    like($x->{body}, qr/the admin API is not served to subrequests/,
+         'the same URL as an SSI subrequest: refused');
+    unlike($x->{body}, qr/"serial"/, '  and nothing of the certificate');
     unlike(PKITest::slurp($t->error_log) // '',
            qr/another module's access handler runs before/,
            'no warning about the order of the access handlers');
