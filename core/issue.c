@@ -1673,6 +1673,8 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     rec.requester = (char *) ((ictx && ictx->requester) ? ictx->requester
                                                         : "");
     rec.client = (char *) ((ictx && ictx->client) ? ictx->client : "");
+    snprintf(rec.realm, sizeof(rec.realm), "%s",
+             (ictx && ictx->realm) ? ictx->realm : "");
     rec.status = PKI_CERT_PENDING;
     rec.not_before = pki_int_asn1_time(X509_get0_notBefore(x));
     rec.not_after = pki_int_asn1_time(X509_get0_notAfter(x));

@@ -230,6 +230,8 @@ typedef struct {
                                             revocation time (RFC 9773 ARI
                                             moves its renewal window)    */
     int                planned_reason;
+    char               realm[32];    /* ACME: the issuing location's policy
+                                        ("" for others and older records) */
 } pki_record_t;
 
 /* Reserves serial (SET NX) and writes a pending record in one atomic step.
@@ -400,6 +402,8 @@ typedef struct {
     const char  *protocol;    /* "est", "acme", "scep", ... */
     const char  *requester;   /* authenticated identity, or NULL */
     const char  *client;      /* client address, or NULL */
+    const char  *realm;       /* ACME: the policy of the issuing location
+                                 (kept in the record), or NULL */
 } pki_issue_ctx_t;
 
 /* Issues: policy checks, fresh serial reserved in Redis (SET NX, retried on

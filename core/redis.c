@@ -831,6 +831,9 @@ pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
     pki_args_field(&a, "requester", rec->requester);
     pki_args_field(&a, "client", rec->client);
     pki_args_field(&a, "protocol", rec->protocol);
+    if (rec->realm[0] != '\0') {
+        pki_args_field(&a, "realm", rec->realm);
+    }
     pki_args_field(&a, "status", "pending");
     pki_args_str(&a, "reason");
     pki_args_num(&a, 0);
@@ -1169,6 +1172,10 @@ pki_record_field(pki_record_t *out, const redisReply *k, const redisReply *v)
         return pki_reply_copy(v, out->protocol, sizeof(out->protocol));
     }
 
+    if (PKI_FIELD("realm")) {
+        return pki_reply_copy(v, out->realm, sizeof(out->realm));
+    }
+
     if (PKI_FIELD("status")) {
         if (v->len == 7 && memcmp(v->str, "pending", 7) == 0) {
             out->status = PKI_CERT_PENDING;
@@ -1369,12 +1376,13 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
  * Returns 1 revoked (or hold changed), 2 hold released, 0 no record (or
  * pending), -1 already revoked, -2 removeFromCRL without a hold, -3 hold on
  * a hold.  Changing a hold into a final reason keeps the time the hold was
- * placed (the certificate has been unusable since then).
+ * placed (the certificate has been unusable since then), and the hold's
+ * invalidity date unless the change brings one.
  */
 static const char  pki_lua_revoke[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
-    "local at = ARGV[3] "
+    "local at, inv = ARGV[3], ARGV[4] "
     "if st == 'revoked' then "
     "  if redis.call('HGET', KEYS[1], 'reason') ~= '6' then return -1 end "
     "  if ARGV[2] == '8' then "
@@ -1386,16 +1394,19 @@ static const char  pki_lua_revoke[] =
     "  end "
     "  if ARGV[2] == '6' then return -3 end "
     "  at = redis.call('HGET', KEYS[1], 'revoked_at') or ARGV[3] "
+    "  if inv == '0' then "
+    "    inv = redis.call('HGET', KEYS[1], 'invalidity_date') or '0' "
+    "  end "
     "elseif st ~= 'good' then "
     "  return -1 "
     "elseif ARGV[2] == '8' then "
     "  return -2 "
     "end "
     "redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[2], "
-    "           'revoked_at', at, 'invalidity_date', ARGV[4]) "
+    "           'revoked_at', at, 'invalidity_date', inv) "
     "redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason') "
     "redis.call('HSET', KEYS[2], ARGV[1], "
-    "           ARGV[2] .. ' ' .. at .. ' ' .. ARGV[4]) "
+    "           ARGV[2] .. ' ' .. at .. ' ' .. inv) "
     "redis.call('INCR', KEYS[3]) "
     "return 1";
 

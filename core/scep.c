@@ -3031,6 +3031,7 @@ pki_scep_issue(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     ictx.protocol = "scep";
     ictx.requester = who;
     ictx.client = client;
+    ictx.realm = NULL;
 
     rc = pki_issue(conf->ca, conf->tmpl, conf->redis, preq, &ictx, cert,
                    &resp->res);
