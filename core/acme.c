@@ -2132,10 +2132,15 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
     pay = cJSON_GetObjectItemCaseSensitive(eab, "payload");
     sig = cJSON_GetObjectItemCaseSensitive(eab, "signature");
 
+    /* flattened JWS with these three members only: the binding is kept
+     * with the account and shown with it, so nothing the MAC does not
+     * cover (an unprotected "header", anything else) is taken */
     if (!cJSON_IsObject(eab) || !cJSON_IsString(prot) || !cJSON_IsString(pay)
-        || !cJSON_IsString(sig))
+        || !cJSON_IsString(sig) || cJSON_GetArraySize(eab) != 3)
     {
-        pki_acme_problem(a, 400, "malformed", "bad externalAccountBinding");
+        pki_acme_problem(a, 400, "malformed", "bad externalAccountBinding "
+                         "(a flattened JWS: protected, payload and "
+                         "signature, nothing else)");
         goto done;
     }
 
@@ -2399,6 +2404,12 @@ pki_acme_new_account(pki_acme_t *a)
     }
 
     c = cJSON_GetObjectItemCaseSensitive(a->payload, "onlyReturnExisting");
+    if (c != NULL && !cJSON_IsBool(c)) {
+        /* a lookup must never create (RFC 8555 7.3.1) */
+        pki_acme_problem(a, 400, "malformed", "onlyReturnExisting must be a "
+                         "boolean");
+        return;
+    }
     only = cJSON_IsTrue(c);
 
     pki_key_name(key, sizeof(key), a->conf->redis, NULL, "jwk",
@@ -2413,8 +2424,17 @@ pki_acme_new_account(pki_acme_t *a)
     if (reply->type == REDIS_REPLY_STRING && pki_id_ok(reply->str)) {
         snprintf(id, sizeof(id), "%s", reply->str);
         freeReplyObject(reply);
+        reply = NULL;
 
         rc = pki_acme_account_load(a, id, &acct, &text);
+        if (rc == PKI_NOT_FOUND) {
+            /* an index whose account is gone: the key has no account,
+             * and creating one replaces the index (pki_lua_new_account) */
+            pki_result_init(a->res);
+            pki_log(a->res, "acme: the key index names account %s, which "
+                    "is gone", id);
+            goto absent;
+        }
         if (rc != PKI_OK) {
             pki_acme_fail(a, rc, "account");
             return;
@@ -2455,6 +2475,8 @@ pki_acme_new_account(pki_acme_t *a)
     }
 
     freeReplyObject(reply);
+
+absent:
 
     if (only) {
         pki_acme_problem(a, 400, "accountDoesNotExist", "no account for "
@@ -4520,6 +4542,12 @@ pki_acme_parse_cert_id(const pki_acme_conf_t *conf, const char *certid,
         || !pki_b64url_decode(dot + 1, strlen(dot + 1), &ser, &slen)
         || slen == 0 || slen > 21)
     {
+        goto done;
+    }
+
+    /* the content octets of the DER serial (RFC 9773 4.1): one certificate,
+     * one certID; no negative number, no redundant leading zero */
+    if ((ser[0] & 0x80) || (slen > 1 && ser[0] == 0 && !(ser[1] & 0x80))) {
         goto done;
     }
 
@@ -7097,6 +7125,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     ictx.protocol = "acme";
     ictx.requester = requester;
     ictx.client = a->req->client;
+    ictx.realm = a->conf->realm;
 
     /* With a state store of its own, the reservation also links the
      * order to its serial in the certificate store: the order's
@@ -7762,6 +7791,20 @@ pki_acme_revoke(pki_acme_t *a)
     } else {
         snprintf(requester, sizeof(requester), "acme:%s", a->acct);
         if (rec.requester == NULL || strcmp(rec.requester, requester) != 0) {
+            /* authorizations prove names under this location's policy:
+             * they count only for certificates issued under it (a name
+             * proven at a lab proves nothing for what production, EST or
+             * SCEP issued) */
+            if (rec.realm[0] == '\0'
+                || strcmp(rec.realm, a->conf->realm) != 0)
+            {
+                pki_acme_problem(a, 403, "unauthorized", "the certificate "
+                                 "belongs to another account and was not "
+                                 "issued under this ACME location's "
+                                 "policy: authorizations here cannot "
+                                 "revoke it");
+                goto done;
+            }
             v = pki_acme_revoke_authorized(a, cert);
             if (v < 0) {
                 pki_acme_fail(a, PKI_UNAVAILABLE, "revokeCert");
@@ -7770,8 +7813,8 @@ pki_acme_revoke(pki_acme_t *a)
             if (v == 0) {
                 pki_acme_problem(a, 403, "unauthorized", "the certificate "
                                  "belongs to another account, and this "
-                                 "account holds no valid authorization for "
-                                 "each of its identifiers");
+                                 "account holds no valid authorization here "
+                                 "for each of its identifiers");
                 goto done;
             }
         }
@@ -8385,13 +8428,13 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         return;
     }
 
-    if (!pki_acme_split(&a)) {
-        pki_acme_problem(&a, 404, "malformed", "no such resource");
-        return;
-    }
-
     m = req->method;
     post = strcmp(m, "POST") == 0;
+
+    if (!pki_acme_split(&a)) {
+        pki_acme_problem(&a, 404, "malformed", "no such resource");
+        goto refused;
+    }
 
     /* unauthenticated resources */
 
@@ -8401,7 +8444,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
             resp->allow = "GET, HEAD";
-            return;
+            goto refused;
         }
         pki_acme_directory(&a);
         return;
@@ -8411,7 +8454,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
             resp->allow = "GET, HEAD";
-            return;
+            goto refused;
         }
 
         pki_acme_nonce(&a);
@@ -8430,7 +8473,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
             resp->allow = "GET, HEAD";
-            return;
+            goto refused;
         }
         pki_acme_renewal_info(&a, a.seg[1]);
         goto index;
@@ -8452,7 +8495,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         } else {
             pki_acme_problem(&a, 404, "malformed", "no such resource");
         }
-        return;
+        goto index;
     }
 
     /* POST: every response carries a fresh nonce */
@@ -8536,6 +8579,15 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     free(a.account_text);
     cJSON_Delete(a.payload);
     EVP_PKEY_free(a.key);
+    goto index;
+
+refused:
+
+    /* refused before the resources (RFC 8555 6.5: a POST's error answer
+     * carries a nonce too) */
+    if (post) {
+        pki_acme_nonce(&a);
+    }
 
 index:
 

@@ -219,7 +219,7 @@ pki_jwk_ec(const cJSON *obj, const char *crv, pki_result_t *res)
         group = "P-521";
         flen = 66;
     } else {
-        pki_fail(res, PKI_MALFORMED, "unsupported JWK curve");
+        pki_fail(res, PKI_UNSUPPORTED, "unsupported JWK curve");
         return NULL;
     }
 
@@ -328,7 +328,7 @@ pki_jwk_rsa(const cJSON *obj, pki_result_t *res)
 
     bits = BN_num_bits(n);
     if (bits < PKI_RSA_MIN_BITS || bits > PKI_RSA_MAX_BITS) {
-        pki_fail(res, PKI_MALFORMED, "RSA JWK must have 2048 to 8192 bits");
+        pki_fail(res, PKI_UNSUPPORTED, "RSA JWK must have 2048 to 8192 bits");
         goto failed;
     }
 
@@ -473,7 +473,7 @@ pki_jwk_okp(const cJSON *obj, const char *crv, pki_result_t *res)
         type = EVP_PKEY_ED448;
         want = 57;
     } else {
-        pki_fail(res, PKI_MALFORMED, "unsupported OKP curve");
+        pki_fail(res, PKI_UNSUPPORTED, "unsupported OKP curve");
         return NULL;
     }
 
@@ -667,7 +667,7 @@ pki_jwk_from_json(const cJSON *obj, pki_result_t *res)
         return pki_jwk_okp(obj, crv->valuestring, res);
     }
 
-    pki_fail(res, PKI_MALFORMED, "unsupported JWK key type");
+    pki_fail(res, PKI_UNSUPPORTED, "unsupported JWK key type");
     return NULL;
 }
 
@@ -1351,7 +1351,9 @@ pki_jws_parse(const unsigned char *body, size_t len, pki_jws_t *jws,
     if (item != NULL) {
         jws->jwk = pki_jwk_from_json(item, res);
         if (jws->jwk == NULL) {
-            jws->problem = "malformed";
+            /* RFC 8555 6.7: a key of a kind this server does not take */
+            jws->problem = res != NULL && res->status == PKI_UNSUPPORTED
+                           ? "badPublicKey" : "malformed";
             rc = res != NULL ? res->status : PKI_MALFORMED;
             goto done;
         }

@@ -466,6 +466,22 @@ based:
         goto not_found;
     }
 
+    /* a POST is signed for the URL it is sent to (RFC 8555 6.4), which
+     * the core compares with its own: so the URL as sent must be the one
+     * nginx routed by (no query, no percent-encoding, no dot segments or
+     * merged slashes); an internal redirect is the operator's choice */
+    if (r->method == NGX_HTTP_POST && !r->internal
+        && (r->unparsed_uri.len != r->uri.len
+            || ngx_strncmp(r->unparsed_uri.data, r->uri.data, r->uri.len)
+               != 0))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "acme: a POST to \"%V\" is not sent to the URL of a "
+                      "resource as written (query, escapes or dot segments)",
+                      &r->unparsed_uri);
+        goto not_found;
+    }
+
     p = r->uri.data + alcf->prefix.len;
     end = r->uri.data + r->uri.len;
 
@@ -683,7 +699,7 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
                       "acme: validation for \"%V\" not started (%ui "
                       "validations wait in this worker), its challenge "
                       "stays \"processing\" until a poll restarts it",
-                      &r->uri, ngx_http_acme_jobs_nwaiting);
+                      &r->unparsed_uri, ngx_http_acme_jobs_nwaiting);
         pki_acme_job_free(jctx->job);
         ngx_free(jctx);
         return;
@@ -923,7 +939,7 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
         ngx_log_error(level, r->connection->log, 0,
                       "acme: %V from %V failed: %s%s%s%s",
-                      &r->uri, &r->connection->addr_text,
+                      &r->unparsed_uri, &r->connection->addr_text,
                       resp->res.detail,
                       resp->res.log[0] ? " (" : "", resp->res.log,
                       resp->res.log[0] ? ")" : "");
@@ -1435,6 +1451,14 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (clcf->handler == NULL) {
         clcf->handler = ngx_http_acme_handler;
+    }
+
+    /* the module refuses a body over acme_max_body_size itself (a 413
+     * problem with a nonce, for a length and for chunked data alike);
+     * nginx's own check at a larger client_max_body_size would answer
+     * some of them first, with an HTML page.  A smaller one stays. */
+    if (clcf->client_max_body_size >= (off_t) conf->max_body_size) {
+        clcf->client_max_body_size = 0;
     }
 
     return NGX_CONF_OK;

@@ -2224,8 +2224,15 @@ ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
     size_t               n;
     ngx_pool_cleanup_t  *cln;
 
-    n = (!r->headers_in.chunked && r->headers_in.content_length_n >= 0)
-        ? (size_t) r->headers_in.content_length_n : bctx->max;
+    /* neither chunked (HTTP/2 and 3 mark a body of unknown length so)
+     * nor with a length: no body, nothing held (a GET waiting for Redis
+     * must not take a POST's room) */
+    if (!r->headers_in.chunked && r->headers_in.content_length_n <= 0) {
+        return NGX_OK;
+    }
+
+    n = !r->headers_in.chunked ? (size_t) r->headers_in.content_length_n
+                               : bctx->max;
 
     if (n == 0) {
         return NGX_OK;

@@ -407,6 +407,56 @@ $r = post({ key => new_key() }, "$BASE/new-account",
           { onlyReturnExisting => JSON::PP::true }, jwk => 1);
 problem_is($r, 400, 'accountDoesNotExist', 'onlyReturnExisting unknown');
 
+# a lookup never creates: a value that is no boolean is refused
+for my $v ('true', 1) {
+    my $k = new_key();
+    $r = post({ key => $k }, "$BASE/new-account",
+              { onlyReturnExisting => $v }, jwk => 1);
+    problem_is($r, 400, 'malformed', "onlyReturnExisting \"$v\"");
+    is($t->redis_raw('EXISTS', 'pki:acme:jwk:' . thumb_of($k)) + 0, 0,
+       '  no account made');
+}
+
+# a key index whose account is gone: the key has no account, and a new one
+# replaces the index
+{
+    my $D = account();
+    my ($did) = ($D->{kid} // '') =~ m{/acct/([\w-]+)$};
+    $t->redis('DEL', "pki:{acme:$did}:acct");
+    $r = post({ key => $D->{key} }, "$BASE/new-account",
+              { onlyReturnExisting => JSON::PP::true }, jwk => 1);
+    problem_is($r, 400, 'accountDoesNotExist', 'an index to an account '
+               . 'that is gone: onlyReturnExisting');
+    my $D2 = account(key => $D->{key});
+    is($D2->{r}{status}, 201, '  newAccount makes one')
+        or diag($D2->{r}{content});
+    isnt($D2->{kid} // '', $D->{kid}, '  a new account');
+}
+
+# RFC 8555 6.7: a well-formed key of a kind the server does not take
+{
+    my $k = Crypt::PK::RSA->new;
+    $k->generate_key(128, 65537);
+    $r = post({ key => { pk => $k, alg => 'RS256', type => 'rsa' } },
+              "$BASE/new-account", { termsOfServiceAgreed =>
+                                     JSON::PP::true }, jwk => 1);
+    problem_is($r, 400, 'badPublicKey', 'an RSA key of 1024 bits');
+}
+
+# RFC 8555 6.4: a POST goes to the URL it is signed for, as written (nginx
+# would decode and normalise it; the signed url is compared with that)
+for my $u ("$BASE/new-account?x=1", "$BASE/new%2Daccount",
+           "$BASE/./new-account") {
+    my $k = new_key();
+    my $j = jws(key => $k, url => "$BASE/new-account", nonce => nonce(),
+                jwk => 1, payload => $JSON->encode({ termsOfServiceAgreed =>
+                                                     JSON::PP::true }));
+    $r = post_raw($u, $JSON->encode($j));
+    problem_is($r, 404, 'malformed', "a POST to $u");
+    is($t->redis_raw('EXISTS', 'pki:acme:jwk:' . thumb_of($k)) + 0, 0,
+       '  no account made');
+}
+
 my $B = account(type => 'rsa');
 is($B->{r}{status}, 201, 'RS256 account');
 my $E = account(type => 'ed25519');
@@ -915,6 +965,16 @@ SKIP: {
     # RFC 9773 7: a GET, so that caches (a CDN before a fleet) serve it
     is($r->{headers}{'cache-control'} // '', 'public, max-age=21600',
        'renewalInfo may be cached as long as Retry-After');
+    # one certificate, one certID: the DER serial's content octets only
+    {
+        my ($aki, $ser) = split /\./, $certid;
+        my $raw = decode_base64url($ser);
+        for my $bad (["$aki." . b64u("\0$raw"), 'a redundant zero octet'],
+                     ["$aki." . b64u("\x80" . $raw), 'a negative number']) {
+            my $x = $http->get("$BASE/renewal-info/$bad->[0]");
+            is($x->{status}, 404, "renewalInfo, $bad->[1] in the serial: 404");
+        }
+    }
     my $unk = $http->get("$BASE/renewal-info/$certid" =~ s/\.[^.]*$/.AQ/r);
     is($unk->{status}, 404, 'renewalInfo of an unknown serial: 404');
     is($unk->{headers}{'cache-control'} // '', 'no-store',
@@ -1109,6 +1169,39 @@ sub raw_tls {
        . 'connection serves the next request');
     like($a2->{headers}{'replay-nonce'} // '', qr/^[\w-]{16,}$/,
          'body over the cap: the next request is answered in full');
+
+    # a length over nginx's client_max_body_size (1m here) too: the
+    # module's problem, not nginx's HTML page
+    my $a3 = {};
+    raw_tls('a raw connection, 2 MB announced', sub {
+        my ($s, $host) = @_;
+        print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
+            . "Content-Type: application/jose+json\r\n"
+            . "Content-Length: 2000000\r\n\r\n";
+        $a3 = read_answer($s);
+    });
+    is($a3->{status} // 0, 413, 'a body over client_max_body_size: 413');
+    like($a3->{headers}{'content-type'} // '', qr{^application/problem\+json},
+         '  as a problem');
+    nonce_usable($a3, 'a body over client_max_body_size');
+
+    # refused before any resource: a POST's error answer has a nonce too
+    for my $c (["$BASE/a/b/c/d/e/f", 404, 'a path of six segments'],
+               ["$BASE/directory", 405, 'the directory'],
+               ["$BASE/new-nonce", 405, 'newNonce']) {
+        $r = post($A, $c->[0], '');
+        problem_is($r, $c->[1], 'malformed', "POST to $c->[2]");
+        nonce_usable($r, "POST to $c->[2]");
+    }
+
+    # the URL in the error log as sent: a decoded line break forges no line
+    my $logpos = length(slurp($t->error_log) // '');
+    $r = $http->get("$BASE/x%0A2026/11/30%2000:00:00%20%5Balert%5D%20forged");
+    is($r->{status}, 404, 'an escaped line break in the path: 404');
+    my $log = substr(slurp($t->error_log) // '', $logpos);
+    like($log, qr{acme: /acme/x%0A2026}, '  logged as sent');
+    unlike($log, qr/^2026\/11\/30 00:00:00 \[alert\] forged/m,
+           '  no forged line');
 
     # RFC 9110 10.1.1: no "100 Continue" for a body that is refused
     for my $case (['/acme/new-order', $len, 413, 'over the cap'],
@@ -1349,6 +1442,40 @@ sub raw_tls {
            'revoked', 'record revoked');
     } else {
         fail('www3 issued');
+    }
+
+    # authorizations prove names under their location's policy: they revoke
+    # only what was issued under it.  The record names the policy (realm);
+    # one of another location, and one with none (EST, SCEP, older
+    # records), are played by changing the record's field
+    my $c4 = issue($A, 'www4', 'www4.example.test');
+    my (undef, undef, $o4) = order_ready($C, 'www4.example.test');
+    if ($c4 && $c4->{leaf} && $o4->{json}{status} eq 'ready') {
+        my $d4 = $t->x509_der($c4->{leaf});
+        my $key = 'pki:{ca:issuing}:cert:'
+                  . $t->x509_field($c4->{leaf}, 'serial');
+        my $realm = $t->redis_hash($key)->{realm} // '';
+        like($realm, qr/^[\w-]{22}$/, "realm: the record names the "
+             . "issuing location's policy");
+        $t->redis('HSET', $key, 'realm', 'x' x 22);
+        $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d4) });
+        problem_is($r, 403, 'unauthorized', 'realm: issued under another '
+                   . "location's policy: authorizations here do not count");
+        like($r->{json}{detail} // '', qr/not issued under this ACME /,
+             '  and the detail says why');
+        $t->redis('HDEL', $key, 'realm');
+        $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d4) });
+        problem_is($r, 403, 'unauthorized', 'realm: a record without one '
+                   . '(not issued by ACME): neither');
+        is($t->redis_hash($key)->{status}, 'good', '  still good');
+        $t->redis('HSET', $key, 'realm', $realm);
+        $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d4) });
+        is($r->{status}, 200, "realm: this location's: revoked")
+            or diag($r->{content});
+        $r = post($A, "$BASE/revoke-cert", { certificate => b64u($d4) });
+        problem_is($r, 400, 'alreadyRevoked', '  (its owner is told so)');
+    } else {
+        fail('www4 issued, C holds www4');
     }
 }
 
@@ -1985,8 +2112,8 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
         my ($aki, $ser) = split /\./, $id0;
         my $id0b = "$aki." . b64u("\0\0" . decode_base64url($ser));
         $r = renew_order($R, $id0b, 'rp0.example.test');
-        problem_is($r, 409, 'alreadyReplaced', 'replaces: renewed twice, the '
-                   . 'serial with leading zero octets');
+        problem_is($r, 400, 'malformed', 'replaces: the serial with leading '
+                   . 'zero octets is no certID (RFC 9773 4.1: DER)');
     }
     # the renewal's order expires with its own certificate, maybe long
     # before the one it replaced: the mark still refuses a second renewal
@@ -2437,12 +2564,12 @@ is($r->{status}, 404, 'unknown resource: 404');
 # keeps the time of the hold and can no longer be released.  The audit
 # entry names the account, or the certificate's key.
 sub admin_cert {
-    my ($serial, $reason) = @_;
+    my ($serial, $reason, %o) = @_;
     my $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
                      . '/pki/admin/revoke', user => 'admin:admin',
                      headers => ['Content-Type: application/json'],
                      data => $JSON->encode({ serial => $serial,
-                                             reason => $reason }));
+                                             reason => $reason, %o }));
     $r->{json} = eval { decode_json($r->{body}) };
     return $r;
 }
@@ -2468,7 +2595,8 @@ sub audit_revoke_of {
     my $ck = issue($H, 'hold2', 'hold2.example.test');
     if ($ch && $ch->{leaf} && $ck && $ck->{leaf}) {
         my $serial = $t->x509_field($ch->{leaf}, 'serial');
-        my $x = admin_cert($serial, 'certificateHold');
+        my $x = admin_cert($serial, 'certificateHold',
+                           invalidity_date => '2026-01-02T03:04:05Z');
         is($x->{code}, 200, 'hold: the admin API puts it on hold')
             or diag($x->{body});
         my $held = $t->redis_hash("pki:{ca:issuing}:cert:$serial");
@@ -2484,6 +2612,11 @@ sub audit_revoke_of {
         is($rec->{reason}, '1', 'hold: reason keyCompromise now');
         is($rec->{revoked_at}, $held->{revoked_at},
            'hold: the time of the hold is kept');
+        is($rec->{invalidity_date}, '1767323045',
+           'hold: and its invalidity date');
+        is($t->redis_raw('HGET', 'pki:{ca:issuing}:revoked', $serial)
+           =~ s/\s+$//r, "1 $held->{revoked_at} 1767323045",
+           '  also in the CA\'s revocation list');
         $x = admin_cert($serial, 'removeFromCRL');
         isnt($x->{code}, 200, 'hold: no longer released by removeFromCRL');
         is($t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status},
@@ -2703,6 +2836,15 @@ $r = post({ key => $ek }, "$BASE/new-account",
           jwk => 1);
 problem_is($r, 400, 'malformed', 'EAB: a MAC algorithm that is not HS256, '
            . 'HS384 or HS512');
+# the binding is kept and shown with the account: nothing beyond the three
+# members of a flattened JWS (an unprotected header, anything else)
+for my $extra ({ header => { alg => 'none' } }, { junk => 'x' x 300 }) {
+    my $b = eab_for($ek, $eab->{kid}, $eab->{hmac_key});
+    $r = post({ key => $ek }, "$BASE/new-account",
+              { externalAccountBinding => { %$b, %$extra } }, jwk => 1);
+    problem_is($r, 400, 'malformed', 'EAB: a member other than protected, '
+               . 'payload and signature (' . join(',', keys %$extra) . ')');
+}
 {
     # cert-manager lets its users pick HS384 or HS512 (keyAlgorithm)
     my $e2 = eval { decode_json($http->request('POST', $admin, \%auth)

@@ -190,6 +190,14 @@ test_jwk_hostile(void)
 {
     EVP_PKEY      *pk;
     pki_result_t   res;
+    static const char  *unsupported[] = {
+        "{\"kty\":\"OKP\",\"crv\":\"X448\",\"x\":\"AAAA\"}",
+        "{\"kty\":\"EC\",\"crv\":\"P-192\",\"x\":\"AA\",\"y\":\"AA\"}",
+        "{\"kty\":\"OKP\",\"crv\":\"X25519\",\"x\":\"AAAA\"}",
+        "{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"wvoh8Dx8HwF1nnUg9VNQ3kxJ"
+        "Xr6BdxBd06kmNKWXHI5FgpTkjLqazcqdH_f9dXI8wKw7fVS02Su3W5aKqD_z3Q\"}",
+        NULL
+    };
     static const char  *bad[] = {
         "",
         "null",
@@ -256,8 +264,19 @@ test_jwk_hostile(void)
     for (int i = 0; bad[i] != NULL; i++) {
         pki_result_init(&res);
         pk = pki_jwk_parse(bad[i], strlen(bad[i]), &res);
-        ok(pk == NULL && res.status == PKI_MALFORMED,
+        ok(pk == NULL && (res.status == PKI_MALFORMED
+                          || res.status == PKI_UNSUPPORTED),
            "hostile JWK %d refused (%s)", i, res.detail);
+        EVP_PKEY_free(pk);
+    }
+
+    /* well-formed keys of kinds not taken: unsupported (ACME answers
+     * badPublicKey), not malformed */
+    for (int i = 0; unsupported[i] != NULL; i++) {
+        pki_result_init(&res);
+        pk = pki_jwk_parse(unsupported[i], strlen(unsupported[i]), &res);
+        ok(pk == NULL && res.status == PKI_UNSUPPORTED,
+           "JWK of a kind not taken %d: unsupported (%s)", i, res.detail);
         EVP_PKEY_free(pk);
     }
 
