@@ -4768,6 +4768,13 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
  * is taken over with a compare-and-set on its id, so of two racing orders
  * one wins.  Keyed on the serial, not the certID text: every encoding of
  * one certID is one mark.
+ *
+ * The holder's order lives in its location's state store: a location with
+ * an acme_redis of its own writes "OID@TAG" (TAG names that store, see
+ * pki_acme_mark_value), one without writes "OID" (its orders are in
+ * pki_redis, beside the mark).  A holder that cannot be found in this
+ * location's store and was written for another one is not gone: it holds
+ * the mark until it expires with its order.
  */
 
 #define PKI_ACME_REPLACED_TTL  31536000L
@@ -4783,13 +4790,40 @@ static void pki_acme_order_fail(cJSON *order, const char *type, int status,
 /* finalize: 1 when KEYS[1] names ARGV[1] or nothing (set again, EX
  * ARGV[2]), or names it as issued ("=" ARGV[1], left so: with a state
  * store of its own, an order that lost its completion is finalized
- * again, and completed from its link); 0 when it names another order. */
+ * again, and completed from its link); 0 when it names another order.
+ * ARGV[3], the order id alone, is taken as ARGV[1] (a mark written before
+ * marks named their store). */
 static const char  pki_lua_replaced_hold[] =
     "local cur = redis.call('GET', KEYS[1]) "
-    "if cur == '=' .. ARGV[1] then return 1 end "
-    "if cur and cur ~= ARGV[1] then return 0 end "
+    "if cur == '=' .. ARGV[1] or cur == '=' .. ARGV[3] then return 1 end "
+    "if cur and cur ~= ARGV[1] and cur ~= ARGV[3] then return 0 end "
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
     "return 1";
+
+
+/* The mark's value for the order oid of this location: "OID", or
+ * "OID@TAG" with a state store of its own (TAG: 12 characters of the
+ * SHA-256 of the store's address, database and namespace). */
+static void
+pki_acme_mark_value(pki_acme_t *a, const char *oid, char *val, size_t size)
+{
+    char           id[320], *b;
+    unsigned char  md[32];
+
+    if (a->conf->state_redis == NULL || a->conf->state_redis == a->conf->redis)
+    {
+        snprintf(val, size, "%s", oid);
+        return;
+    }
+
+    pki_int_redis_id(a->conf->state_redis, id, sizeof(id));
+    b = NULL;
+    if (EVP_Digest(id, strlen(id), md, NULL, EVP_sha256(), NULL) == 1) {
+        b = pki_b64url_encode(md, 9);
+    }
+    snprintf(val, size, "%s@%s", oid, b != NULL ? b : "?");
+    free(b);
+}
 
 
 
@@ -4861,11 +4895,12 @@ pki_acme_ids_shared(const cJSON *ids, const char *sans)
 
 /* Whether the order holder of this account still holds a replacement: 1
  * while it is pending, ready, processing or valid (*issued set when
- * valid), 0 when it is invalid or gone, -1 when Redis failed.  A
+ * valid), 0 when it is invalid or gone (*gone set), -1 when Redis failed.  A
  * finalization that died is recovered first, as a read of the order
  * would. */
 static int
-pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued)
+pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
+    int *gone)
 {
     int           v;
     char         *text;
@@ -4874,6 +4909,7 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued)
     pki_status_t  rc;
 
     *issued = 0;
+    *gone = 0;
     order = NULL;
     text = NULL;
 
@@ -4899,6 +4935,7 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued)
 
     if (rc == PKI_NOT_FOUND) {
         v = 0;
+        *gone = 1;
 
     } else if (rc != PKI_OK) {
         v = -1;
@@ -4930,19 +4967,22 @@ static int
 pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
     long ttl)
 {
-    int           tries, v, issued;
-    char          num[24], *holder;
+    int           tries, v, issued, gone, away;
+    char          num[24], *holder, *at;
+    char          mine[PKI_ACME_ID_MAX + 24], tag[24];
     const char   *args[4];
     pki_redis_t  *r;
     redisReply   *reply;
 
     r = a->conf->redis;
     snprintf(num, sizeof(num), "%ld", ttl > 0 ? ttl : 1);
+    pki_acme_mark_value(a, oid != NULL ? oid : "", mine, sizeof(mine));
+    pki_acme_mark_value(a, "", tag, sizeof(tag));      /* "" or "@TAG" */
 
     for (tries = 0; tries < 4; tries++) {
         if (oid != NULL) {
             v = pki_acme_cmd_int(r, a->res, pki_acme_cmd(r, a->res, 6, "SET",
-                                                         key, oid, "EX", num,
+                                                         key, mine, "EX", num,
                                                          "NX"));
             if (v != 0) {
                 goto claimed;
@@ -4976,10 +5016,14 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             return -1;
         }
 
-        if (oid != NULL && strcmp(holder, oid) == 0) {
+        if (oid != NULL && (strcmp(holder, mine) == 0
+                            || strcmp(holder, oid) == 0))
+        {
             free(holder);
             return 1;
         }
+
+        away = 0;
 
         if (holder[0] == '=') {
             /* issued (pki_acme_replaced_mark): whether or not its order
@@ -4987,13 +5031,30 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             issued = 1;
             v = 1;
         } else {
-            v = pki_acme_replaced_holds(a, holder, &issued);
+            at = strchr(holder, '@');
+            if (at != NULL) {
+                *at = '\0';
+            }
+            v = pki_acme_replaced_holds(a, holder, &issued, &gone);
+            if (at != NULL) {
+                *at = '@';
+            }
+            if (v == 0 && gone && strcmp(at != NULL ? at : "", tag) != 0) {
+                /* its order is kept in another location's store, where
+                 * this one cannot judge it: it holds until the mark
+                 * expires with that order */
+                away = 1;
+                v = 1;
+            }
         }
 
         if (v != 0) {
             if (v > 0) {
                 pki_acme_problem(a, 409, "alreadyReplaced", issued
                                  ? "the certificate was already replaced"
+                                 : away ? "order %.64s of another ACME "
+                                          "location already replaces the "
+                                          "certificate"
                                  : "order %.64s already replaces the "
                                    "certificate", holder);
             }
@@ -5012,7 +5073,7 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
         /* the holder is invalid or gone: take over what was read */
         args[0] = key;
         args[1] = holder;
-        args[2] = oid;
+        args[2] = mine;
         args[3] = num;
 
         v = pki_acme_cmd_int(r, a->res, pki_acme_eval(r, a->res, pki_lua_cas,
@@ -5082,7 +5143,8 @@ pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
     const cJSON *order)
 {
     char         key[PKI_ACME_KEY_MAX], serial[41], num[24];
-    const char  *args[3];
+    char         val[PKI_ACME_ID_MAX + 24];
+    const char  *args[4];
 
     if (!pki_acme_order_replaces(a, order, serial)) {
         return 1;
@@ -5090,14 +5152,16 @@ pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
 
     pki_acme_replaced_key(a, acct, serial, key, sizeof(key));
     snprintf(num, sizeof(num), "%ld", pki_acme_order_ttl(a, order));
+    pki_acme_mark_value(a, oid, val, sizeof(val));
 
     args[0] = key;
-    args[1] = oid;
+    args[1] = val;
     args[2] = num;
+    args[3] = oid;
 
     return pki_acme_cmd_int(a->conf->redis, a->res,
                             pki_acme_eval(a->conf->redis, a->res,
-                                          pki_lua_replaced_hold, 1, 3,
+                                          pki_lua_replaced_hold, 1, 4,
                                           args));
 }
 
@@ -5113,7 +5177,7 @@ pki_acme_replaced_mark(pki_acme_t *a, const char *acct, const char *oid,
 {
     long   ttl;
     char   key[PKI_ACME_KEY_MAX], serial[41], num[24];
-    char   val[PKI_ACME_ID_MAX + 2];
+    char   own[PKI_ACME_ID_MAX + 24], val[PKI_ACME_ID_MAX + 25];
 
     if (!pki_acme_order_replaces(a, order, serial)) {
         return;
@@ -5127,7 +5191,8 @@ pki_acme_replaced_mark(pki_acme_t *a, const char *acct, const char *oid,
         ttl = PKI_ACME_REPLACED_TTL;
     }
     snprintf(num, sizeof(num), "%ld", ttl);
-    snprintf(val, sizeof(val), "=%s", oid);
+    pki_acme_mark_value(a, oid, own, sizeof(own));
+    snprintf(val, sizeof(val), "=%s", own);
 
     pki_acme_cmd_int(a->conf->redis, a->res,
                      pki_acme_cmd(a->conf->redis, a->res, 5, "SET", key, val,

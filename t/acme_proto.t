@@ -3070,6 +3070,33 @@ sub eab_account {
     }
 }
 
+# RFC 9773 5 across state stores: the mark names the store of its holder's
+# order, so a location that cannot see that order does not take it for
+# gone (one renewal per certificate, wherever it is asked for)
+{
+    my ($S, $sid) = eab_account('replaces, three stores: an EAB account');
+    my $root = 'https://127.0.0.1:' . $t->https_port;
+    my $c0 = issue($S, 'rx0', 'rx0.example.test');
+    ok($c0 && $c0->{leaf}, 'replaces, three stores: a certificate');
+    my $id0 = $c0 && $c0->{leaf} ? cert_id($c0->{leaf}) : 'x.y';
+    my $mk = $c0 && $c0->{leaf} ? replaced_key($S, $c0->{leaf}) : 'none';
+    $r = renew_order($S, $id0, 'rx0.example.test');
+    is($r->{status}, 201, 'replaces, three stores: a renewal at /acme/')
+        or diag($r->{content});
+    my $oid = oid_of($r->{headers}{location});
+    like(replaced_val($mk), qr/^\Q$oid\E\@[\w-]{12}$/,
+         '  the mark names its order and that order\'s store');
+    for my $loc ('acme-xs', 'acme-ds') {
+        local $BASE = "$root/$loc";
+        my $c = { key => $S->{key}, kid => "$BASE/acct/$sid" };
+        $r = renew_order($c, $id0, 'rx0.example.test');
+        problem_is($r, 409, 'alreadyReplaced', "replaces, three stores: a "
+                   . "second renewal at /$loc");
+        like($r->{json}{detail} // '', qr/another ACME location/,
+             '  its detail says where the first one is');
+    }
+}
+
 # A host whose acme_redis is another Redis keeps a copy of the account of
 # its own, up to 60 s old.  Such a host is played here by putting this
 # store's copy back as it was before a change.  It still answers the
