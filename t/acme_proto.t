@@ -1399,6 +1399,49 @@ sub raw_tls {
          'budget: that body went the way nginx reads any');
 }
 
+# A request without a body holds none of the budget: three GETs wait in the
+# pool (Redis stopped: each task blocks until the 1 s timeout) while a
+# chunked body is read, which then stays within the budget (64k of 100k)
+{
+    my $cb = issue($A, 'bud', 'bud.example.test');
+    my $id = $cb && $cb->{leaf} ? cert_id($cb->{leaf}) : 'x.y';
+    my $logpos = length(slurp($t->error_log) // '');
+    my $host = '127.0.0.1:' . $t->https_port;
+    my $j = jws(key => $A->{key}, url => $A->{kid}, nonce => nonce(),
+                kid => $A->{kid}, payload => undef);
+    (my $b = $JSON->encode($j)) =~ s/^\{/'{' . (' ' x (40 * 1024))/e;
+    (my $path = $A->{kid}) =~ s{^https://[^/]+}{};
+    require IO::Socket::SSL;
+    my @gets = map { IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20) } 1 .. 3;
+    ok(!grep({ !$_ } @gets), 'no-body budget: three connections');
+    kill 'STOP', $t->{children}{redis};
+    print $_ "GET /acme/renewal-info/$id HTTP/1.1\r\nHost: $host\r\n\r\n"
+        for grep { $_ } @gets;
+    sleep 0.3;
+    my $a = {};
+    raw_tls('no-body budget: a chunked body meanwhile', sub {
+        my ($s) = @_;
+        print $s "POST $path HTTP/1.1\r\nHost: $host\r\n"
+            . "Content-Type: application/jose+json\r\n"
+            . "Transfer-Encoding: chunked\r\n\r\n"
+            . join('', map { sprintf("%x\r\n%s\r\n", length, $_) }
+                       unpack('(a4096)*', $b)) . "0\r\n\r\n";
+        $a = read_answer($s);
+    });
+    kill 'CONT', $t->{children}{redis};
+    ok($a->{status}, "no-body budget: the body is answered ($a->{status})");
+    for my $s (grep { $_ } @gets) {
+        my $g = read_answer($s);
+        ok($g->{status}, "no-body budget: a GET answered ($g->{status})");
+        close $s;
+    }
+    unlike(substr(slurp($t->error_log) // '', $logpos),
+           qr/bytes of request bodies held in memory/,
+           'no-body budget: the GETs held none of it');
+}
+
 # --- revocation by an account holding valid authorizations (RFC 8555 7.6) ------
 
 {
