@@ -4787,16 +4787,22 @@ static void pki_acme_order_fail(cJSON *order, const char *type, int status,
     const char *detail);
 
 
-/* finalize: 1 when KEYS[1] names ARGV[1] or nothing (set again, EX
- * ARGV[2]), or names it as issued ("=" ARGV[1], left so: with a state
- * store of its own, an order that lost its completion is finalized
- * again, and completed from its link); 0 when it names another order.
- * ARGV[3], the order id alone, is taken as ARGV[1] (a mark written before
- * marks named their store). */
+/* finalize: 1 when KEYS[1] names the order ARGV[3] or nothing (set to
+ * ARGV[1], its mark value, EX ARGV[2]), or names it as issued ("=", left
+ * so: with a state store of its own, an order that lost its completion is
+ * finalized again, and completed from its link); 0 when it names another
+ * order.  The order is compared by its id alone: a store's tag depends on
+ * how a host writes its address, and order ids are random. */
 static const char  pki_lua_replaced_hold[] =
     "local cur = redis.call('GET', KEYS[1]) "
-    "if cur == '=' .. ARGV[1] or cur == '=' .. ARGV[3] then return 1 end "
-    "if cur and cur ~= ARGV[1] and cur ~= ARGV[3] then return 0 end "
+    "if cur then "
+    "  local issued = string.sub(cur, 1, 1) == '=' "
+    "  local id = issued and string.sub(cur, 2) or cur "
+    "  local at = string.find(id, '@', 1, true) "
+    "  if at then id = string.sub(id, 1, at - 1) end "
+    "  if id ~= ARGV[3] then return 0 end "
+    "  if issued then return 1 end "
+    "end "
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
     "return 1";
 
@@ -4969,6 +4975,7 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
 {
     int           tries, v, issued, gone, away;
     char          num[24], *holder, *at;
+    size_t        hlen;
     char          mine[PKI_ACME_ID_MAX + 24], tag[24];
     const char   *args[4];
     pki_redis_t  *r;
@@ -5016,11 +5023,13 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             return -1;
         }
 
-        if (oid != NULL && (strcmp(holder, mine) == 0
-                            || strcmp(holder, oid) == 0))
+        at = strchr(holder, '@');
+        hlen = at != NULL ? (size_t) (at - holder) : strlen(holder);
+        if (oid != NULL && holder[0] != '=' && strlen(oid) == hlen
+            && memcmp(holder, oid, hlen) == 0)
         {
             free(holder);
-            return 1;
+            return 1;           /* this order's own (in any store's tag) */
         }
 
         away = 0;
@@ -5031,7 +5040,6 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             issued = 1;
             v = 1;
         } else {
-            at = strchr(holder, '@');
             if (at != NULL) {
                 *at = '\0';
             }
@@ -5911,10 +5919,12 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
 
 /* ---- finalize and certificates ------------------------------------------------------------ */
 
-/* 1 when the CSR names (SANs and CN) are exactly the order's identifiers. */
+/* 1 when the CSR names (SANs and CN) are exactly the order's identifiers;
+ * *in_sans then says whether every identifier is among the SANs (RFC 8555
+ * 7.4 lets a dns one be in the CN alone). */
 static int
 pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
-    size_t size)
+    size_t size, int *in_sans)
 {
     int                        i, n, nids, binlen, crit, found, len;
     char                       buf[260], canon[64];
@@ -5929,9 +5939,12 @@ pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
     ASN1_STRING               *cn;
     STACK_OF(X509_EXTENSION)  *exts;
     int                        seen[PKI_ACME_MAX_IDS];
+    int                        san[PKI_ACME_MAX_IDS];
 
     nids = cJSON_GetArraySize(ids);
     memset(seen, 0, sizeof(seen));
+    memset(san, 0, sizeof(san));
+    *in_sans = 1;
 
     exts = X509_REQ_get_extensions(csr);
     gens = exts != NULL ? X509V3_get_d2i(exts, NID_subject_alt_name, &crit,
@@ -6007,6 +6020,7 @@ pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
 
         if (found < PKI_ACME_MAX_IDS) {
             seen[found] = 1;
+            san[found] = 1;
         }
     }
 
@@ -6073,6 +6087,9 @@ pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
     }
 
     for (i = 0; i < nids && i < PKI_ACME_MAX_IDS; i++) {
+        if (!san[i]) {
+            *in_sans = 0;
+        }
         if (!seen[i]) {
             item = cJSON_GetArrayItem(ids, i);
             snprintf(why, size, "the CSR lacks the identifier \"%.64s\"",
@@ -6088,6 +6105,101 @@ failed:
 
     GENERAL_NAMES_free(gens);
     return 0;
+}
+
+
+/* A copy of the CSR whose subjectAltName holds every identifier of the
+ * order (its other requested extensions kept), for a CSR that names some
+ * in its CN alone: the certificate names each in a SAN, where clients look
+ * (RFC 9525), and the template judges them all.  NULL when out of memory.
+ * The copy's signature no longer covers it; it was checked on the CSR. */
+static X509_REQ *
+pki_acme_csr_with_ids(X509_REQ *csr, const cJSON *ids)
+{
+    int                        ok, i, ip, loc, binlen;
+    char                       canon[64];
+    cJSON                     *item;
+    X509_REQ                  *dup;
+    const char                *value;
+    ASN1_STRING               *s;
+    GENERAL_NAME              *g;
+    GENERAL_NAMES             *gens;
+    unsigned char              bin[16];
+    X509_EXTENSION            *e;
+    STACK_OF(X509_EXTENSION)  *exts, *keep;
+
+    dup = X509_REQ_dup(csr);
+    gens = GENERAL_NAMES_new();
+    keep = sk_X509_EXTENSION_new_null();
+    exts = X509_REQ_get_extensions(csr);
+    ok = dup != NULL && gens != NULL && keep != NULL;
+
+    cJSON_ArrayForEach(item, ids) {
+        if (!ok) {
+            break;
+        }
+        value = pki_json_str(item, "value");
+        ip = strcmp(pki_json_str(item, "type"), "ip") == 0;
+        g = GENERAL_NAME_new();
+        s = ip ? ASN1_OCTET_STRING_new() : ASN1_IA5STRING_new();
+        ok = g != NULL && s != NULL
+             && (ip ? pki_acme_ip_ok(value, canon, bin, &binlen)
+                      && ASN1_STRING_set(s, bin, binlen) == 1
+                    : ASN1_STRING_set(s, value, -1) == 1);
+        if (ok) {
+            GENERAL_NAME_set0_value(g, ip ? GEN_IPADD : GEN_DNS, s);
+            s = NULL;
+        }
+        ASN1_STRING_free(s);
+        if (ok && sk_GENERAL_NAME_push(gens, g) > 0) {
+            g = NULL;
+        } else {
+            ok = 0;
+        }
+        GENERAL_NAME_free(g);
+    }
+
+    for (i = 0; ok && i < sk_X509_EXTENSION_num(exts); i++) {
+        e = sk_X509_EXTENSION_value(exts, i);
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) == NID_subject_alt_name)
+        {
+            continue;
+        }
+        e = X509_EXTENSION_dup(e);
+        if (e == NULL || sk_X509_EXTENSION_push(keep, e) <= 0) {
+            X509_EXTENSION_free(e);
+            ok = 0;
+        }
+    }
+
+    if (ok) {
+        e = X509V3_EXT_i2d(NID_subject_alt_name, 0, gens);
+        if (e == NULL || sk_X509_EXTENSION_push(keep, e) <= 0) {
+            X509_EXTENSION_free(e);
+            ok = 0;
+        }
+    }
+
+    while (ok && ((loc = X509_REQ_get_attr_by_NID(dup, NID_ext_req, -1)) >= 0
+                  || (loc = X509_REQ_get_attr_by_NID(dup, NID_ms_ext_req,
+                                                     -1)) >= 0))
+    {
+        X509_ATTRIBUTE_free(X509_REQ_delete_attr(dup, loc));
+    }
+
+    ok = ok && X509_REQ_add_extensions(dup, keep) == 1;
+
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    sk_X509_EXTENSION_pop_free(keep, X509_EXTENSION_free);
+    GENERAL_NAMES_free(gens);
+
+    if (!ok) {
+        X509_REQ_free(dup);
+        ERR_clear_error();
+        return NULL;
+    }
+
+    return dup;
 }
 
 
@@ -6992,7 +7104,7 @@ done:
 static void
 pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 {
-    int              v;
+    int              v, in_sans;
     char             why[PKI_DETAIL_LEN], requester[80];
     char             serial[41], thumb[PKI_JWK_THUMB_LEN];
     cJSON           *order, *o, *ids, *err;
@@ -7147,9 +7259,21 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     }
 
     ids = cJSON_GetObjectItemCaseSensitive(order, "identifiers");
-    if (!pki_acme_csr_names_ok(csr, ids, why, sizeof(why))) {
+    if (!pki_acme_csr_names_ok(csr, ids, why, sizeof(why), &in_sans)) {
         pki_acme_problem(a, 400, "badCSR", "%s", why);
         goto done;
+    }
+
+    if (!in_sans) {
+        /* a name in the CN alone: the certificate names it in a SAN */
+        X509_REQ  *full = pki_acme_csr_with_ids(csr, ids);
+
+        if (full == NULL) {
+            pki_acme_problem(a, 500, "serverInternal", "out of memory");
+            goto done;
+        }
+        X509_REQ_free(csr);
+        csr = full;
     }
 
     rc = pki_request_from_csr(tmpl, csr, &req, a->res);
@@ -8877,6 +9001,17 @@ again:
         free(reread);
         pki_fail(res, PKI_CONFLICT, "validation of %s %s: no longer "
                  "processing", job->type, job->identifier);
+        return;
+    }
+
+    if (pki_json_num(authz, "expires") < (double) now) {
+        /* expired while it ran (RFC 8555 7.1.6: final), and so it stays:
+         * nothing is stored, a read shows it expired */
+        cJSON_Delete(authz);
+        free(reread);
+        pki_fail(res, PKI_CONFLICT, "validation of %s %s: the "
+                 "authorization expired meanwhile", job->type,
+                 job->identifier);
         return;
     }
 

@@ -1456,8 +1456,11 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     /* the module refuses a body over acme_max_body_size itself (a 413
      * problem with a nonce, for a length and for chunked data alike);
      * nginx's own check at a larger client_max_body_size would answer
-     * some of them first, with an HTML page.  A smaller one stays. */
-    if (clcf->client_max_body_size >= (off_t) conf->max_body_size) {
+     * some of them first, with an HTML page.  A smaller one stays, and so
+     * does any where another module answers (a nested location's proxy) */
+    if (clcf->handler == ngx_http_acme_handler
+        && clcf->client_max_body_size >= (off_t) conf->max_body_size)
+    {
         clcf->client_max_body_size = 0;
     }
 

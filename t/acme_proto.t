@@ -1986,6 +1986,49 @@ sub open_orders {
     unlink "$www/$ch->{token}.delay";
 }
 
+# An authorization that expires while its validation runs stays expired
+# (RFC 8555 7.1.6: a final state), although the answer is right: nothing
+# is stored, and no later order reuses it
+{
+    my $X = account();
+    my ($az, $ch) = http01_for($X, 'race-exp.example.test');
+    spew("$www/$ch->{token}.delay", "2");
+    $r = post($X, $ch->{url}, '{}');
+    is($r->{status}, 200, 'expiry mid-validation: challenge posted');
+    for (1 .. 50) { last if hits($ch->{token}); sleep 0.05 }
+    is(hits($ch->{token}), 1, '... the validation is in flight');
+    authz_edit($az, sub { $_[0]{expires} = time - 1 });
+    for (1 .. 200) { last if -e "$www/$ch->{token}.answered"; sleep 0.05 }
+    ok(-e "$www/$ch->{token}.answered", '... the responder answered');
+    sleep 0.5;
+    is(redis_json(authz_key($az))->{status} // '', 'pending',
+       'expiry mid-validation: nothing stored');
+    is(post($X, $az, '')->{json}{status} // '', 'expired',
+       '... the authorization reads expired');
+    $r = post($X, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'race-exp.example.test' }] });
+    is($r->{json}{status} // '', 'pending', '... a new order reuses nothing');
+    like(slurp($t->error_log) // '', qr/the authorization expired meanwhile/,
+         '... and the error log says why');
+    unlink "$www/$ch->{token}.delay";
+}
+
+# A CSR that names an identifier in its CN alone (RFC 8555 7.4 allows it):
+# the certificate names it in a SAN too, where clients look
+{
+    my $n = 'cnonly.example.test';
+    my (undef, $ourl, $o) = order_ready($A, $n);
+    my ($der) = csr_der($n, subj => "/CN=$n");
+    $r = post($A, $o->{json}{finalize} // "$BASE/none", { csr => b64u($der) });
+    is($r->{status}, 200, 'CN only: finalized') or diag($r->{content});
+    my $p = poll($A, $ourl // "$BASE/none", 'valid');
+    my $pem = post($A, $p->{json}{certificate} // "$BASE/none", '')->{content};
+    spew($t->dir . '/cnonly.pem', $pem // '');
+    like($t->x509_text($t->dir . '/cnonly.pem') // '',
+         qr/DNS:cnonly\.example\.test/,
+         '... its certificate names it in the SAN');
+}
+
 # ns: the namespace of the store that holds the orders
 sub open_orders_cancelled {
     my ($o, $tag, $why, $ns) = @_;
