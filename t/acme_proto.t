@@ -1957,50 +1957,58 @@ sub open_orders {
     return \%o;
 }
 
+# A validation held by the responder (right answer, after DELAY s) for a
+# new account's order of NAME: (account, authorization URL, challenge),
+# once the validation is in flight; held_validation_end waits for its end
+sub held_validation {
+    my ($name, $delay, $what) = @_;
+    my $c = account();
+    my ($az, $ch) = http01_for($c, $name);
+    spew("$www/$ch->{token}.delay", $delay);
+    my $x = post($c, $ch->{url}, '{}');
+    is($x->{status}, 200, "$what: challenge posted");
+    for (1 .. 50) { last if hits($ch->{token}); sleep 0.05 }
+    is(hits($ch->{token}), 1, '... the validation is in flight');
+    return ($c, $az, $ch);
+}
+
+sub held_validation_end {
+    my ($ch) = @_;
+    # the responder has answered; the validation's store follows at once
+    for (1 .. 200) { last if -e "$www/$ch->{token}.answered"; sleep 0.05 }
+    ok(-e "$www/$ch->{token}.answered", '... the responder answered');
+    sleep 0.5;
+    unlink "$www/$ch->{token}.delay";
+}
+
 # A validation in flight when its account is deactivated: the cancel
 # deactivates the pending authorization, and the validation that ends
 # after it (the responder holds its answer 3 s) finds the text changed
 # (compare-and-set) and leaves it so, although the answer is the right
 # key authorization
 {
-    my $D = account();
-    my ($az, $ch) = http01_for($D, 'race-deact.example.test');
-    spew("$www/$ch->{token}.delay", "3");
-    $r = post($D, $ch->{url}, '{}');
-    is($r->{status}, 200, 'deactivation mid-validation: challenge posted');
-    for (1 .. 50) { last if hits($ch->{token}); sleep 0.05 }
-    is(hits($ch->{token}), 1, '... the validation is in flight');
+    my ($D, $az, $ch) = held_validation('race-deact.example.test', 3,
+                                        'deactivation mid-validation');
     $r = post($D, $D->{kid}, { status => 'deactivated' });
     is($r->{json}{status}, 'deactivated', '... the account deactivated '
        . 'meanwhile');
     is(redis_json(authz_key($az))->{status} // '', 'deactivated',
        '... its pending authorization deactivated');
-    # the responder has answered; the validation's store follows at once
-    for (1 .. 200) { last if -e "$www/$ch->{token}.answered"; sleep 0.05 }
-    ok(-e "$www/$ch->{token}.answered", '... the responder answered');
-    sleep 0.5;
+    held_validation_end($ch);
     my $after = redis_json(authz_key($az));
     is($after->{status} // '', 'deactivated', 'deactivation mid-validation: '
        . 'the validation that ended after it left the authorization '
        . 'deactivated');
-    unlink "$www/$ch->{token}.delay";
 }
 
 # An authorization that expires while its validation runs stays expired
 # (RFC 8555 7.1.6: a final state), although the answer is right: nothing
 # is stored, and no later order reuses it
 {
-    my $X = account();
-    my ($az, $ch) = http01_for($X, 'race-exp.example.test');
-    spew("$www/$ch->{token}.delay", "2");
-    $r = post($X, $ch->{url}, '{}');
-    is($r->{status}, 200, 'expiry mid-validation: challenge posted');
-    for (1 .. 50) { last if hits($ch->{token}); sleep 0.05 }
-    is(hits($ch->{token}), 1, '... the validation is in flight');
+    my ($X, $az, $ch) = held_validation('race-exp.example.test', 2,
+                                        'expiry mid-validation');
     authz_edit($az, sub { $_[0]{expires} = time - 1 });
-    for (1 .. 200) { last if -e "$www/$ch->{token}.answered"; sleep 0.05 }
-    ok(-e "$www/$ch->{token}.answered", '... the responder answered');
-    sleep 0.5;
+    held_validation_end($ch);
     is(redis_json(authz_key($az))->{status} // '', 'pending',
        'expiry mid-validation: nothing stored');
     is(post($X, $az, '')->{json}{status} // '', 'expired',
@@ -2010,7 +2018,6 @@ sub open_orders {
     is($r->{json}{status} // '', 'pending', '... a new order reuses nothing');
     like(slurp($t->error_log) // '', qr/the authorization expired meanwhile/,
          '... and the error log says why');
-    unlink "$www/$ch->{token}.delay";
 }
 
 # A CSR that names an identifier in its CN alone (RFC 8555 7.4 allows it):
