@@ -5926,7 +5926,7 @@ static int
 pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
     size_t size, int *in_sans)
 {
-    int                        i, n, nids, binlen, crit, found, len;
+    int                        i, n, nids, binlen, crit, found, len, noexts;
     char                       buf[260], canon[64];
     cJSON                     *item;
     X509_NAME                 *subj;
@@ -5947,10 +5947,31 @@ pki_acme_csr_names_ok(X509_REQ *csr, const cJSON *ids, char *why,
     *in_sans = 1;
 
     exts = X509_REQ_get_extensions(csr);
+    noexts = exts == NULL;
+    crit = -1;
     gens = exts != NULL ? X509V3_get_d2i(exts, NID_subject_alt_name, &crit,
                                          NULL)
                         : NULL;
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+
+    /* what the template's own reading refuses is refused here too (a CN
+     * alone would otherwise be taken for the whole request) */
+    if (noexts
+        && (X509_REQ_get_attr_by_NID(csr, NID_ext_req, -1) >= 0
+            || X509_REQ_get_attr_by_NID(csr, NID_ms_ext_req, -1) >= 0))
+    {
+        ERR_clear_error();
+        snprintf(why, size, "malformed extensionRequest attribute in the "
+                 "CSR");
+        goto failed;
+    }
+    if (gens == NULL && crit != -1) {
+        ERR_clear_error();
+        snprintf(why, size, crit == -2 ? "more than one subjectAltName "
+                 "extension in the CSR" : "malformed subjectAltName "
+                 "extension in the CSR");
+        goto failed;
+    }
 
     n = gens != NULL ? sk_GENERAL_NAME_num(gens) : 0;
 
@@ -8869,7 +8890,7 @@ PKI_API void
 pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     pki_result_t *res)
 {
-    int                      v, tries;
+    int                      v, tries, expired;
     long                     keep;
     char                     key[PKI_ACME_KEY_MAX], idx[300], *reread;
     const char              *expected;
@@ -9004,18 +9025,18 @@ again:
         return;
     }
 
-    if (pki_json_num(authz, "expires") < (double) now) {
-        /* expired while it ran (RFC 8555 7.1.6: final), and so it stays:
-         * nothing is stored, a read shows it expired */
-        cJSON_Delete(authz);
-        free(reread);
-        pki_fail(res, PKI_CONFLICT, "validation of %s %s: the "
-                 "authorization expired meanwhile", job->type,
-                 job->identifier);
-        return;
-    }
+    expired = pki_json_num(authz, "expires") < (double) now;
 
-    if (vrc == PKI_OK) {
+    if (expired) {
+        /* expired while it ran (RFC 8555 7.1.6: final), and so it stays (a
+         * read shows it expired, nothing reuses it); the challenge ends,
+         * saying why, so that no client polls it on */
+        pki_json_set_str(found, "status", "invalid");
+        err = pki_acme_problem_new("unauthorized", "the authorization "
+                                   "expired while it was validated", 403);
+        pki_json_set_item(found, "error", err);
+
+    } else if (vrc == PKI_OK) {
         pki_json_set_str(found, "status", "valid");
         pki_json_set_num(found, "validated", (double) now);
         pki_json_set_str(authz, "status", "valid");
@@ -9047,7 +9068,7 @@ again:
     /* the "valid" index serves authorization reuse and revocation by an
      * account that holds valid authorizations (RFC 8555 7.6); it lives as
      * long as the authorization and is written with it in one step */
-    if (vrc == PKI_OK) {
+    if (vrc == PKI_OK && !expired) {
         long   ttl;
         char   akey[PKI_ACME_KEY_MAX], vkey[PKI_ACME_KEY_MAX], *keys[2];
         char  *texts[2], ttls[2][24];
@@ -9118,7 +9139,13 @@ again:
         return;
     }
 
-    if (vrc == PKI_OK) {
+    if (expired) {
+        pki_fail(res, PKI_CONFLICT, "validation of %s %s: the "
+                 "authorization expired meanwhile (%s)", job->type,
+                 job->identifier, vrc == PKI_OK ? "the answer was right"
+                                                : out.res.detail);
+
+    } else if (vrc == PKI_OK) {
         snprintf(res->log, sizeof(res->log), "acme: %s %s:%s valid",
                  job->type, job->id_type, job->identifier);
     } else {

@@ -2011,8 +2011,12 @@ sub held_validation_end {
     held_validation_end($ch);
     is(redis_json(authz_key($az))->{status} // '', 'pending',
        'expiry mid-validation: nothing stored');
-    is(post($X, $az, '')->{json}{status} // '', 'expired',
-       '... the authorization reads expired');
+    my $x = post($X, $az, '')->{json};
+    is($x->{status} // '', 'expired', '... the authorization reads expired');
+    my ($c) = grep { $_->{type} eq 'http-01' } @{ $x->{challenges} || [] };
+    is($c->{status} // '', 'invalid', '... its challenge ended (no poll on)');
+    like($c->{error}{detail} // '', qr/expired while it was validated/,
+         '... saying why');
     $r = post($X, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => 'race-exp.example.test' }] });
     is($r->{json}{status} // '', 'pending', '... a new order reuses nothing');
