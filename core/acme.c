@@ -8267,6 +8267,32 @@ pki_acme_is(pki_acme_t *a, const char *name, int nseg)
 }
 
 
+/* The methods the resource of the path takes ("Allow"), NULL for none. */
+static const char *
+pki_acme_methods(pki_acme_t *a)
+{
+    if ((a->nseg == 1 && (a->seg[0][0] == '\0'
+                          || strcmp(a->seg[0], "directory") == 0))
+        || pki_acme_is(a, "new-nonce", 1) || pki_acme_is(a, "renewal-info", 2))
+    {
+        return "GET, HEAD";
+    }
+
+    if (pki_acme_is(a, "new-account", 1) || pki_acme_is(a, "new-order", 1)
+        || pki_acme_is(a, "revoke-cert", 1) || pki_acme_is(a, "key-change", 1)
+        || pki_acme_is(a, "acct", 2) || pki_acme_is(a, "acct", 3)
+        || pki_acme_is(a, "acct", 4) || pki_acme_is(a, "order", 3)
+        || pki_acme_is(a, "authz", 3) || pki_acme_is(a, "chall", 4)
+        || pki_acme_is(a, "finalize", 3) || pki_acme_is(a, "cert", 3)
+        || pki_acme_is(a, "cert", 4))
+    {
+        return "POST";
+    }
+
+    return NULL;
+}
+
+
 /* The hinted path of pki_acme_authenticate() for a kid-signed request:
  * returns 0 when it did not decide (no hint, the signature does not verify
  * against the hint's key, or the account is no longer the hint: the caller
@@ -8646,6 +8672,19 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         goto refused;
     }
 
+    if (strcmp(m, "OPTIONS") == 0) {
+        /* a browser's CORS preflight (RFC 8555 6.1): the methods of the
+         * resource; the CORS headers are the location's add_header */
+        resp->allow = pki_acme_methods(&a);
+        if (resp->allow == NULL) {
+            pki_acme_problem(&a, 404, "malformed", "no such resource");
+        } else {
+            resp->http_status = 204;
+            resp->no_store = 1;
+        }
+        goto index;
+    }
+
     /* unauthenticated resources */
 
     if ((a.nseg == 1 && (a.seg[0][0] == '\0'
@@ -8690,15 +8729,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     }
 
     if (!post) {
-        if (pki_acme_is(&a, "new-account", 1) || pki_acme_is(&a, "new-order", 1)
-            || pki_acme_is(&a, "revoke-cert", 1)
-            || pki_acme_is(&a, "key-change", 1) || pki_acme_is(&a, "acct", 2)
-            || pki_acme_is(&a, "acct", 3) || pki_acme_is(&a, "acct", 4)
-            || pki_acme_is(&a, "order", 3)
-            || pki_acme_is(&a, "authz", 3) || pki_acme_is(&a, "chall", 4)
-            || pki_acme_is(&a, "finalize", 3) || pki_acme_is(&a, "cert", 3)
-            || pki_acme_is(&a, "cert", 4))
-        {
+        if (pki_acme_methods(&a) != NULL) {
             pki_acme_problem(&a, 405, "malformed", "use POST (or "
                              "POST-as-GET)");
             resp->allow = "POST";

@@ -1240,7 +1240,8 @@ typedef struct {
     int              no_store;         /* Cache-Control: no-store       */
     int              max_age;          /* > 0: cacheable, "public,
                                           max-age=N" instead of no-store */
-    const char      *allow;            /* a 405's Allow (static), NULL  */
+    const char      *allow;            /* Allow of a 405 or OPTIONS,
+                                          static, or NULL             */
     pki_acme_job_t  *job;              /* run pki_acme_job_run() in a
                                           pool thread, then free it     */
     pki_result_t     res;              /* what happened, for the log    */

@@ -73,6 +73,7 @@ $2location /acme-tos/ {
 $2    acme issuing acme;
 $2    acme_terms_of_service https://tos.example.test/terms-v1;
 $2    add_header Access-Control-Allow-Origin * always;
+$2    add_header Access-Control-Allow-Headers Content-Type always;
 $2}
 $2location /acme-race/ {
 $2    acme issuing acme;
@@ -2436,6 +2437,22 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     # the README's CORS recipe: add_header reaches the module's answers
     is($dr->{headers}{'access-control-allow-origin'}, '*',
        'add_header ... always: on the directory');
+    # a browser's preflight of a POST with application/jose+json
+    for my $c (['new-order', 204, 'POST'], ['directory', 204, 'GET, HEAD'],
+               ['renewal-info/x.y', 204, 'GET, HEAD'], ['nosuch', 404, undef])
+    {
+        my $o = $http->request('OPTIONS', "$tos/$c->[0]", { headers => {
+            Origin => 'https://app.example',
+            'Access-Control-Request-Method' => 'POST',
+            'Access-Control-Request-Headers' => 'content-type' } });
+        is($o->{status}, $c->[1], "OPTIONS $c->[0]: $c->[1]");
+        next if !defined $c->[2];
+        is($o->{headers}{allow} // '', $c->[2], "  Allow: $c->[2]");
+        is($o->{headers}{'access-control-allow-origin'} // '', '*',
+           '  with the CORS headers of add_header');
+        is($o->{headers}{'access-control-allow-headers'} // '',
+           'Content-Type', '  (Content-Type allowed)');
+    }
     my $k = new_key();
     my $j = jws(key => $k, url => "$tos/new-account", nonce => nonce(),
                 jwk => 1, payload => '{}');
