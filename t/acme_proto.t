@@ -1093,6 +1093,16 @@ sub nonce_usable {
         or diag("$next->{status} $next->{content}");
 }
 
+# the head of a JWS POST of LEN bytes to PATH on a raw socket (more header
+# lines in @more), no body
+sub raw_post_head {
+    my ($s, $host, $path, $len, @more) = @_;
+    print $s "POST $path HTTP/1.1\r\nHost: $host\r\n"
+        . "Content-Type: application/jose+json\r\n"
+        . join('', map { "$_\r\n" } @more)
+        . "Content-Length: $len\r\n\r\n";
+}
+
 # one HTTP/1.1 answer from a raw socket (Content-Length bodies only)
 sub read_answer {
     my ($s, $head) = @_;
@@ -1154,9 +1164,7 @@ sub raw_tls {
     my ($a1, $a2) = ({}, {});
     raw_tls('a raw connection', sub {
         my ($s, $host) = @_;
-        print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
-            . "Content-Type: application/jose+json\r\n"
-            . "Content-Length: $len\r\n\r\n";
+        raw_post_head($s, $host, '/acme/new-order', $len);
         $a1 = read_answer($s);
         print $s 'x' x $len;
         print $s "HEAD /acme/new-nonce HTTP/1.1\r\nHost: $host\r\n\r\n";
@@ -1176,9 +1184,7 @@ sub raw_tls {
     my $a3 = {};
     raw_tls('a raw connection, 2 MB announced', sub {
         my ($s, $host) = @_;
-        print $s "POST /acme/new-order HTTP/1.1\r\nHost: $host\r\n"
-            . "Content-Type: application/jose+json\r\n"
-            . "Content-Length: 2000000\r\n\r\n";
+        raw_post_head($s, $host, '/acme/new-order', 2000000);
         $a3 = read_answer($s);
     });
     is($a3->{status} // 0, 413, 'a body over client_max_body_size: 413');
@@ -1213,10 +1219,7 @@ sub raw_tls {
         my $a = {};
         raw_tls("Expect: 100-continue $what", sub {
             my ($s, $host) = @_;
-            print $s "POST $path HTTP/1.1\r\nHost: $host\r\n"
-                . "Content-Type: application/jose+json\r\n"
-                . "Expect: 100-continue\r\n"
-                . "Content-Length: $n\r\n\r\n";
+            raw_post_head($s, $host, $path, $n, 'Expect: 100-continue');
             $a = read_answer($s);
         });
         is($a->{status} // 0, $want, "Expect: 100-continue, a body $what: "
@@ -2134,13 +2137,22 @@ sub finalize_ready {
 
 sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
 
+# a certificate for client C to renew later, named WHAT in the checks:
+# (the issued certificate, its certID, the key of its "replaced" mark)
+sub to_renew {
+    my ($c, $what, @issue) = @_;
+    my $cert = issue($c, @issue);
+    my $ok = $cert && $cert->{leaf};
+    ok($ok, $what);
+    return ($cert, $ok ? cert_id($cert->{leaf}) : 'x.y',
+            $ok ? replaced_key($c, $cert->{leaf}) : 'none');
+}
+
 {
     my $R = account();
     is($R->{r}{status}, 201, 'replaces: an account');
-    my $c0 = issue($R, 'rp0', 'rp0.example.test', 'rp0b.example.test');
-    ok($c0 && $c0->{leaf}, 'replaces: the certificate to renew');
-    my $id0 = $c0 && $c0->{leaf} ? cert_id($c0->{leaf}) : 'x.y';
-    my $mk0 = $c0 && $c0->{leaf} ? replaced_key($R, $c0->{leaf}) : 'none';
+    my ($c0, $id0, $mk0) = to_renew($R, 'replaces: the certificate to renew',
+                             'rp0', 'rp0.example.test', 'rp0b.example.test');
 
     # no identifier in common: refused, and nothing claimed
     $r = renew_order($R, $id0, 'other.example.test');
@@ -2221,10 +2233,8 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
                . "renewal's order gone");
 
     # an order that lost the mark is not finalized and issues nothing
-    my $c1 = issue($R, 'rp1', 'rp1.example.test');
-    ok($c1 && $c1->{leaf}, 'replaces: a second certificate');
-    my $id1 = $c1 && $c1->{leaf} ? cert_id($c1->{leaf}) : 'x.y';
-    my $mk1 = $c1 && $c1->{leaf} ? replaced_key($R, $c1->{leaf}) : 'none';
+    my ($c1, $id1, $mk1) = to_renew($R, 'replaces: a second certificate',
+                             'rp1', 'rp1.example.test');
     $r = renew_order($R, $id1, 'rp1.example.test');
     is($r->{status}, 201, 'replaces: its renewal order')
         or diag($r->{content});
@@ -2244,10 +2254,8 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     is(replaced_val($mk1), 'someotherorder', '... the mark is untouched');
 
     # the recovery of an interrupted finalization marks the certificate
-    my $c2 = issue($R, 'rp2', 'rp2.example.test');
-    ok($c2 && $c2->{leaf}, 'replaces: a third certificate');
-    my $id2 = $c2 && $c2->{leaf} ? cert_id($c2->{leaf}) : 'x.y';
-    my $mk2 = $c2 && $c2->{leaf} ? replaced_key($R, $c2->{leaf}) : 'none';
+    my ($c2, $id2, $mk2) = to_renew($R, 'replaces: a third certificate',
+                             'rp2', 'rp2.example.test');
     $r = renew_order($R, $id2, 'rp2.example.test');
     is($r->{status}, 201, 'replaces: a renewal whose finalization will be '
        . 'recovered')
@@ -2283,10 +2291,8 @@ sub cert_records { return scalar $t->redis_keys('pki:{ca:issuing}:cert:*') }
     # renewals of one certificate at the same moment: one order holds the
     # mark, every other one is refused at once (none is answered 201 and
     # then fails at finalize)
-    my $c3 = issue($R, 'rp3', 'rp3.example.test');
-    ok($c3 && $c3->{leaf}, 'replaces: a fourth certificate');
-    my $id3 = $c3 && $c3->{leaf} ? cert_id($c3->{leaf}) : 'x.y';
-    my $mk3 = $c3 && $c3->{leaf} ? replaced_key($R, $c3->{leaf}) : 'none';
+    my ($c3, $id3, $mk3) = to_renew($R, 'replaces: a fourth certificate',
+                             'rp3', 'rp3.example.test');
     my $N = 8;
     my @bodies = map {
         $JSON->encode(jws(key => $R->{key}, url => "$BASE/new-order",
@@ -3190,10 +3196,8 @@ sub eab_account {
 {
     my ($S, $sid) = eab_account('replaces, three stores: an EAB account');
     my $root = 'https://127.0.0.1:' . $t->https_port;
-    my $c0 = issue($S, 'rx0', 'rx0.example.test');
-    ok($c0 && $c0->{leaf}, 'replaces, three stores: a certificate');
-    my $id0 = $c0 && $c0->{leaf} ? cert_id($c0->{leaf}) : 'x.y';
-    my $mk = $c0 && $c0->{leaf} ? replaced_key($S, $c0->{leaf}) : 'none';
+    my ($c0, $id0, $mk) = to_renew($S, 'replaces, three stores: a certificate',
+                             'rx0', 'rx0.example.test');
     $r = renew_order($S, $id0, 'rx0.example.test');
     is($r->{status}, 201, 'replaces, three stores: a renewal at /acme/')
         or diag($r->{content});
