@@ -99,6 +99,11 @@ $2        acme issuing acme;
 $2        acme_caa_identities nginx-pki.test;
 $2        acme_validation_resolver 127.0.0.1:$dns;
 $2    }
+$2    # another module's location inside an ACME one keeps nginx's body
+$2    # limit (1m); nothing listens on port 9, so a body read in full fails
+$2    location /acme-nest/proxy/ {
+$2        proxy_pass http://127.0.0.1:9;
+$2    }
 $2}
 $2location /acme-caa/ {
 $2    acme issuing acme;
@@ -1191,6 +1196,14 @@ sub raw_tls {
     like($a3->{headers}{'content-type'} // '', qr{^application/problem\+json},
          '  as a problem');
     nonce_usable($a3, 'a body over client_max_body_size');
+    my $a4 = {};
+    raw_tls('a raw connection, 2 MB to a proxy inside an ACME location', sub {
+        my ($s, $host) = @_;
+        raw_post_head($s, $host, '/acme-nest/proxy/x', 2000000);
+        $a4 = read_answer($s);
+    });
+    is($a4->{status} // 0, 413, 'a proxied location inside an ACME one '
+       . 'keeps client_max_body_size: 413 before any body is read');
 
     # refused before any resource: a POST's error answer has a nonce too
     for my $c (["$BASE/a/b/c/d/e/f", 404, 'a path of six segments'],
@@ -1353,14 +1366,15 @@ sub raw_tls {
 }
 
 # pki_body_memory 100k (this test's config): a chunked body holds the cap
-# (64k) of that budget while it is read.  With one such body stalled half
-# way, a second one is over the budget: it is read as nginx reads any (to
-# a temp file past client_body_buffer_size, read back), still served, and
-# the error log says so once.  Then the first one ends and is served.
+# (64k) of that budget while it is read.  Three bodies stalled half way on
+# two workers: two of them share a worker, so one is over the budget there.
+# It is read as nginx reads any (to a temp file past
+# client_body_buffer_size, read back), still served, and the error log says
+# so.  Then every body ends and is served.
 {
     my $logpos = length(slurp($t->error_log) // '');
     my @body;
-    for my $i (0, 1) {
+    for my $i (0 .. 2) {
         my $j = jws(key => $A->{key}, url => $A->{kid}, nonce => nonce(),
                     kid => $A->{kid}, payload => undef);
         (my $b = $JSON->encode($j)) =~ s/^\{/'{' . (' ' x (40 * 1024))/e;
@@ -1373,31 +1387,29 @@ sub raw_tls {
     my $chunks = sub { join('', map { sprintf("%x\r\n%s\r\n", length, $_) }
                                 unpack('(a4096)*', $_[0])) };
     require IO::Socket::SSL;
-    my $s1 = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
-        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
-        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
-    ok($s1, 'budget: a first connection');
-    my $half = int(length($body[0]) / 2);
-    print $s1 $head . $chunks->(substr($body[0], 0, $half)) if $s1;
-    sleep 0.3;
-    my $a2 = {};
-    raw_tls('budget: a second connection', sub {
-        my ($s) = @_;
-        print $s $head . $chunks->($body[1]) . "0\r\n\r\n";
-        $a2 = read_answer($s);
-    });
-    is($a2->{status} // 0, 200, 'budget: the body over the budget is served')
-        or diag($a2->{content});
-    my $a1 = {};
-    if ($s1) {
-        print $s1 $chunks->(substr($body[0], $half)) . "0\r\n\r\n";
-        $a1 = read_answer($s1);
-        close $s1;
+    local $SIG{PIPE} = 'IGNORE';
+    my @s;
+    for my $i (0 .. 2) {
+        my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+            PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+            SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+        ok($s, "budget: connection $i") or next;
+        print $s $head . $chunks->(substr($body[$i], 0,
+                                          int(length($body[$i]) / 2)));
+        push @s, [$s, $i];
+        sleep 0.3;
     }
-    is($a1->{status} // 0, 200, 'budget: the stalled body, ended, is served')
-        or diag($a1->{content});
+    for my $c (@s) {
+        my ($s, $i) = @$c;
+        print $s $chunks->(substr($body[$i], int(length($body[$i]) / 2)))
+            . "0\r\n\r\n";
+        my $a = read_answer($s);
+        is($a->{status} // 0, 200, "budget: body $i, ended, is served")
+            or diag($a->{content});
+        close $s;
+    }
     my $log = substr(slurp($t->error_log) // '', $logpos);
-    like($log, qr/pki: \d+ bytes of request bodies held in memory \(the budget is 102400\): 1 body/,
+    like($log, qr/pki: \d+ bytes of request bodies held in memory \(the budget is 102400\): \d+ bod(y|ies)/,
          'budget: the error log says a body went over it');
     like($log, qr/buffered to a temporary file/,
          'budget: that body went the way nginx reads any');
@@ -2042,6 +2054,35 @@ sub held_validation_end {
     like($t->x509_text($t->dir . '/cnonly.pem') // '',
          qr/DNS:cnonly\.example\.test/,
          '... its certificate names it in the SAN');
+}
+
+# ... but a CSR whose SAN is doubled or does not parse is refused, not read
+# as one without a SAN (the CN-only path would then name the identifiers
+# itself).  openssl req writes any extension given by OID as raw DER.
+{
+    my $n = 'dupsan.example.test';
+    my $key = $t->dir . '/dupsan.key';
+    system('openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt',
+           'ec_paramgen_curve:P-256', '-out', $key) == 0 or die;
+    # SEQUENCE { [2] "dupsan.example.test" }, and an ASN.1 NULL
+    my $gn = unpack('H*', "\x30\x15\x82\x13$n");
+    for my $case (["subjectAltName=DNS:$n\n2.5.29.17=DER:$gn",
+                   'a SAN extension twice'],
+                  ["2.5.29.17=DER:0500", 'a SAN that is not GeneralNames']) {
+        my ($ext, $what) = @$case;
+        my $cnf = $t->dir . '/dupsan.cnf';
+        spew($cnf, "[req]\ndistinguished_name=dn\nreq_extensions=ext\n"
+                 . "prompt=no\n[dn]\nCN=$n\n[ext]\n$ext\n");
+        my $csr = $t->dir . '/dupsan.csr';
+        system('openssl', 'req', '-new', '-key', $key, '-config', $cnf,
+               '-outform', 'DER', '-out', $csr) == 0 or die;
+        my (undef, $ourl, $o) = order_ready($A, $n);
+        $r = post($A, $o->{json}{finalize} // "$BASE/none",
+                  { csr => b64u(slurp($csr)) });
+        problem_is($r, 400, 'badCSR', "CSR with $what");
+        is(post($A, $ourl // "$BASE/none", '')->{json}{status} // '',
+           'ready', "... the order stays ready");
+    }
 }
 
 # ns: the namespace of the store that holds the orders
