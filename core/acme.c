@@ -64,6 +64,7 @@
 #define PKI_ACME_STALE         30      /* a processing challenge restarts */
 #define PKI_ACME_CAA_REUSE     (8 * 3600)  /* CAA checks on: reuse window cap */
 #define PKI_ACME_MAX_ORDERS    1000
+#define PKI_ACME_NB_AHEAD      (30L * 86400)  /* latest notBefore asked for */
 /* one answer whether an EAB key id is unknown, disabled, bound to
  * another account, or its MAC wrong: the answer tells nothing of a key's
  * state to whoever knows its id (the log says which) */
@@ -1845,8 +1846,12 @@ pki_acme_hint_put(const char *id, const char *text)
  * the durable account a moment ago may land after a newer writer; a copy
  * whose status is no longer "valid" (deactivated, revoked: both final) is
  * therefore never replaced nor dropped, it only expires, and by then the
- * durable account says the same.  KEYS[1] the copy; ARGV[1] the text, ""
- * to drop the copy; ARGV[2] TTL; ARGV[3] "1": only when there is none.
+ * durable account says the same.  Every durable change raises the
+ * account's "rev" (pki_acme_account_rev), so a valid copy is not replaced
+ * by an older text either: a writer that lands late (an update's copy
+ * after a keyChange's) cannot give a replaced key back its account.
+ * KEYS[1] the copy; ARGV[1] the text, "" to drop the copy; ARGV[2] TTL;
+ * ARGV[3] "1": only when there is none; ARGV[4] the text's rev.
  * Returns 1 when written (or dropped), 0 when kept.
  */
 static const char  pki_lua_acct_copy[] =
@@ -1857,10 +1862,35 @@ static const char  pki_lua_acct_copy[] =
     "  if not ok or type(o) ~= 'table' or o.status ~= 'valid' then "
     "    return 0 "
     "  end "
+    "  if ARGV[1] ~= '' "
+    "     and (tonumber(o.rev) or 0) > (tonumber(ARGV[4]) or 0) then "
+    "    return 0 "
+    "  end "
     "end "
     "if ARGV[1] == '' then redis.call('DEL', KEYS[1]) return 1 end "
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
     "return 1";
+
+
+/* The account's revision: raised by one with every change of the
+ * durable account (rev_up), so that copies can tell an older text from a
+ * newer one; accounts made before it was kept count as 0. */
+static double
+pki_acme_account_rev(cJSON *acct, int rev_up)
+{
+    double        rev;
+    const cJSON  *r;
+
+    r = cJSON_GetObjectItemCaseSensitive(acct, "rev");
+    rev = cJSON_IsNumber(r) && r->valuedouble >= 0 ? r->valuedouble : 0;
+
+    if (rev_up) {
+        rev += 1;
+        pki_json_set_item(acct, "rev", cJSON_CreateNumber(rev));
+    }
+
+    return rev;
+}
 
 
 /* text NULL: drop the copy.  1 written, 0 kept, -1 Redis failed. */
@@ -1868,18 +1898,25 @@ static int
 pki_acme_copy_write(pki_redis_t *st, const char *id, const char *text,
     int nx, pki_result_t *res)
 {
-    char         ckey[PKI_ACME_KEY_MAX];
-    const char  *args[4];
+    char         ckey[PKI_ACME_KEY_MAX], rev[32];
+    cJSON       *o;
+    const char  *args[5];
 
     pki_key_name(ckey, sizeof(ckey), st, id, "acct", NULL);
+
+    o = text != NULL ? cJSON_Parse(text) : NULL;
+    snprintf(rev, sizeof(rev), "%.0f", o != NULL ? pki_acme_account_rev(o, 0)
+                                                 : 0);
+    cJSON_Delete(o);
 
     args[0] = ckey;
     args[1] = text != NULL ? text : "";
     args[2] = PKI_ACME_ACCT_COPY_TTL;
     args[3] = nx ? "1" : "0";
+    args[4] = rev;
 
     return pki_acme_cmd_int(st, res, pki_acme_eval(st, res,
-                                                   pki_lua_acct_copy, 1, 4,
+                                                   pki_lua_acct_copy, 1, 5,
                                                    args));
 }
 
@@ -1964,6 +2001,40 @@ pki_acme_account_copy(pki_acme_t *a, const char *id, const char *text)
     }
 
     return failed;
+}
+
+
+/* After a compare-and-set on the durable account lost, or its answer was
+ * lost: every copy takes the durable account as it is now (no older text
+ * than a copy's own, see pki_lua_acct_copy), so no location goes on with
+ * the text that lost.  A copy dropped instead could be written back, old,
+ * by a reader that read the durable account before the change.  Dropped
+ * only when the durable account cannot be read. */
+static void
+pki_acme_account_resync(pki_acme_t *a, const char *id)
+{
+    char          key[PKI_ACME_KEY_MAX], *t;
+    cJSON        *o;
+    pki_result_t  tmp;
+
+    if (a->conf->state_redis == NULL && a->conf->nacme_state == 0) {
+        return;
+    }
+
+    pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+    pki_result_init(&tmp);
+    o = NULL;
+    t = NULL;
+
+    if (pki_acme_load_text(a->conf->redis, key, &o, &t, &tmp) == PKI_OK) {
+        (void) pki_acme_account_copy(a, id, t);
+
+    } else {
+        (void) pki_acme_account_copy(a, id, NULL);
+    }
+
+    cJSON_Delete(o);
+    free(t);
 }
 
 
@@ -2337,6 +2408,7 @@ pki_acme_eab_bind(pki_acme_t *a, const char *id, cJSON **acct,
 
     pki_json_set_str(*acct, "eab", eab_kid);
     pki_json_set_item(*acct, "eab_jws", cJSON_Duplicate(eab, 1));
+    (void) pki_acme_account_rev(*acct, 1);
 
     nt = cJSON_PrintUnformatted(*acct);
     if (nt == NULL || text == NULL) {
@@ -2377,9 +2449,11 @@ pki_acme_eab_bind(pki_acme_t *a, const char *id, cJSON **acct,
                          "externalAccountBinding key was used or disabled "
                          "meanwhile");
     } else if (v == -1) {
+        pki_acme_account_resync(a, id);
         pki_acme_problem(a, 409, "malformed", "the account changed "
                          "meanwhile; retry");
     } else {
+        pki_acme_account_resync(a, id);
         pki_acme_fail(a, PKI_UNAVAILABLE, "newAccount");
     }
 
@@ -2742,15 +2816,17 @@ pki_acme_account(pki_acme_t *a, const char *id)
             pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
             char  *nt;
 
+            (void) pki_acme_account_rev(a->account, 1);
             v = a->account_text == NULL ? -1
                 : pki_acme_cas(a->conf->redis, key, a->account_text,
                                a->account, PKI_ACME_KEEP, &nt, a->res);
             if (v < 0) {
+                pki_acme_account_resync(a, id);
                 pki_acme_fail(a, PKI_UNAVAILABLE, "account update");
                 return;
             }
             if (v == 0) {
-                pki_acme_account_copy(a, id, NULL);
+                pki_acme_account_resync(a, id);
                 pki_acme_problem(a, 409, "malformed", "the account changed "
                                  "meanwhile; retry");
                 return;
@@ -2882,6 +2958,7 @@ pki_acme_key_change(pki_acme_t *a)
 
     pki_json_set_str(a->account, "key", inner.jwk_json);
     pki_json_set_str(a->account, "thumb", inner.thumb);
+    (void) pki_acme_account_rev(a->account, 1);
 
     /* the account, the new index and the old index in one step */
     {
@@ -2921,6 +2998,7 @@ pki_acme_key_change(pki_acme_t *a)
                 freeReplyObject(reply);
             }
             free(newtext);
+            pki_acme_account_resync(a, a->acct);
             pki_acme_fail(a, PKI_UNAVAILABLE, "keyChange");
             goto done;
         }
@@ -2928,7 +3006,7 @@ pki_acme_key_change(pki_acme_t *a)
         if (reply->len == 0) {
             freeReplyObject(reply);
             free(newtext);
-            (void) pki_acme_account_copy(a, a->acct, NULL);
+            pki_acme_account_resync(a, a->acct);
             pki_acme_problem(a, 409, "malformed", "the account changed "
                              "meanwhile; retry");
             goto done;
@@ -5345,7 +5423,7 @@ pki_acme_new_order(pki_acme_t *a)
      * must also be after now (a certificate expired when issued is
      * none).  A date of 0 (1970) is a date, refused as any other.
      */
-    if ((has_nb && (nb < a->now - 86400 || nb > a->now + 30L * 86400))
+    if ((has_nb && (nb < a->now - 86400 || nb > a->now + PKI_ACME_NB_AHEAD))
         || (has_na && na <= a->now)
         || pki_acme_dates_why(has_nb ? nb : 0, has_na ? na : 0, validity,
                               a->now) != NULL)
@@ -5556,8 +5634,9 @@ pki_acme_new_order(pki_acme_t *a)
         long  lv, longest;
 
         /* an order is listed while it may live: its certificate's life
-         * after the order's own; the longest of every profile, as orders
-         * of all of them share the list */
+         * after the order's own, from a notBefore up to
+         * PKI_ACME_NB_AHEAD later; the longest of every profile, as
+         * orders of all of them share the list */
         longest = validity;
         for (i = 0; a->conf->profiles != NULL
                     && a->conf->profiles[i].name != NULL; i++)
@@ -5574,7 +5653,8 @@ pki_acme_new_order(pki_acme_t *a)
 
         snprintf(old, sizeof(old), "%lld", (long long) (a->now
                  - (a->conf->order_ttl > 0 ? a->conf->order_ttl : 86400)
-                 - (longest > 0 ? longest : 90L * 86400) - 86400));
+                 - (longest > 0 ? longest : 90L * 86400)
+                 - PKI_ACME_NB_AHEAD - 86400));
         snprintf(num, sizeof(num), "%lld", (long long) a->now);
 
         rc = pki_acme_order_create(a, oid, order, newauthz, num, old);
@@ -9900,6 +9980,7 @@ pki_acme_account_revoke(pki_redis_t *r, pki_redis_t *const *state,
         }
 
         pki_json_set_str(acct, "status", "revoked");
+        (void) pki_acme_account_rev(acct, 1);
 
         v = pki_acme_cas(r, key, text, acct, PKI_ACME_KEEP, &nt, res);
         if (v < 0) {

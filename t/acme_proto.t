@@ -2437,14 +2437,19 @@ sub to_renew {
     my $zkey = "pki:{acme:$acct}:orders";
     # a 90-day order made 10 days ago (its certificate still valid)
     $t->redis('ZADD', $zkey, time - 10 * 86400, 'tendaysold');
+    # one made 100 days ago with a notBefore 29 days ahead: its 90-day
+    # certificate is valid for 19 more days
+    $t->redis('ZADD', $zkey, time - 100 * 86400, 'nbahead');
     local %order_extra = (profile => 'shortlived');
     my $r = post($c, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => 'list.example.test' }], %order_extra });
     is($r->{status}, 201, 'orders list: a shortlived (7-day) order');
     like($t->redis_raw('ZSCORE', $zkey, 'tendaysold'), qr/^\d/,
        '... does not drop a 90-day order of 10 days ago from the list');
+    like($t->redis_raw('ZSCORE', $zkey, 'nbahead'), qr/^\d/,
+       '... nor one of 100 days ago that asked for a later notBefore');
     my $ttl = $t->redis_raw('TTL', $zkey) + 0;
-    ok($ttl > 90 * 86400 && $ttl < 100 * 86400,
+    ok($ttl > 120 * 86400 && $ttl < 130 * 86400,
        "... and the list expires when its newest order may (TTL $ttl s)");
 }
 

@@ -16,7 +16,12 @@
 #    then the order stuck in processing and turned invalid 30 s later);
 #    the retry issues;
 #  - with a state store of its own, the serial reservation (which then
-#    links the order to its serial): run twice, it stands.
+#    links the order to its serial): run twice, it stands;
+#  - with a state store of its own, an account update's copy write held
+#    back in the proxy (its "HOLD" mode) until a keyChange has committed
+#    and written its copy: the late, older copy is not taken, so the old
+#    key stays refused; the keyChange that lost against the older copy
+#    put the durable account in the copy instead of dropping it.
 
 use strict;
 use warnings;
@@ -141,6 +146,50 @@ $t->stop_nginx;
        '... one serial reserved');
     unlike(PKITest::slurp($t->error_log) // '', qr/collided/,
            '... none taken for a collision');
+
+    # A late writer of the account's copy: an update commits the durable
+    # account, then its copy write waits in the proxy while a keyChange
+    # commits and writes its own copy.  The update's copy, older, lands
+    # last and is not taken: the old key does not sign again.
+    my $u = ACMELoad->new(t => $t, base => $c->{base});
+    ok($u->account->{ok}, 'late copy: an account');
+    my ($id) = ($u->{kid} // '') =~ m{/acct/([\w-]+)$};
+    my $copy = sub { $t->redis_raw('GET', "acmestate:{acme:$id}:acct")
+                     =~ s/\n\z//r };
+    is($u->_post($u->{kid}, undef)->{status}, 200, '... read (its copy made)');
+    my $k1 = $u->{key};
+    my $t1 = $k1->export_key_jwk_thumbprint('SHA256');
+    PKITest::spew($arm, "HOLD\nmailto:late\@example.test\n$t1\n"
+                . "o.status ~= 'valid'\n");
+    my $pid = fork() // die "fork: $!";
+    if (!$pid) {
+        my $w = ACMELoad->new(t => $t, base => $c->{base});
+        @$w{qw(key kid)} = @$u{qw(key kid)};
+        my $r = $w->_post($u->{kid},
+                          { contact => ['mailto:late@example.test'] });
+        POSIX::_exit($r->{status} == 200 ? 0 : 1);
+    }
+    for (1 .. 200) { last if !-e $arm; sleep 0.05 }
+    ok(!-e $arm, '... an update committed, its copy write held');
+    my $r = $u->key_change;
+    is($r->{status}, 409, '... a keyChange against the older copy: 409')
+        or diag($r->{content});
+    like($copy->(), qr/late\@example\.test/,
+         '... which put the durable account in the copy (not dropped)');
+    $r = $u->key_change;
+    is($r->{status}, 200, '... the keyChange again: 200')
+        or diag($r->{content});
+    PKITest::spew("$arm.release", '');
+    waitpid($pid, 0);
+    is($?, 0, '... the held update answered 200');
+    my $t2 = $u->{key}->export_key_jwk_thumbprint('SHA256');
+    like($copy->(), qr/\Q$t2\E/, '... the copy keeps the new key');
+    is($u->_post($u->{kid}, undef)->{status}, 200, '... which signs');
+    my $old = ACMELoad->new(t => $t, base => $c->{base});
+    @$old{qw(key kid)} = ($k1, $u->{kid});
+    my $o = $old->_post($u->{kid}, undef);
+    isnt($o->{status}, 200, '... and the old key does not');
+    unlink "$arm.release";
 }
 
 unlike(PKITest::slurp($t->error_log) // '', qr/\[(alert|crit|emerg)\]|exited on signal/,

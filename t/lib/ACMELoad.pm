@@ -210,6 +210,28 @@ sub account {
     return { ok => 1 };
 }
 
+# key_change(): RFC 8555 7.3.5 to a fresh P-256 key; on 200 the client
+# signs with it.  Returns the answer, with {key} the new key.
+sub key_change {
+    my ($self) = @_;
+    my $nk = Crypt::PK::ECC->new;
+    $nk->generate_key('secp256r1');
+    my $url = "$self->{base}/key-change";
+    my $old = $self->_jwk;
+    my $h = $nk->export_key_jwk('public', 1);
+    my $p64 = encode_base64url($JSON->encode({ alg => 'ES256', url => $url,
+        jwk => { map { $_ => $h->{$_} } qw(kty crv x y) } }));
+    my $pl64 = encode_base64url($JSON->encode({ account => $self->{kid},
+                                                oldKey => $old }));
+    my $inner = $JSON->encode({ protected => $p64, payload => $pl64,
+        signature => encode_base64url(
+            $nk->sign_message_rfc7518("$p64.$pl64", 'SHA256')) });
+    my $r = $self->_post($url, $inner);
+    $self->{key} = $nk if $r->{status} == 200;
+    $r->{key} = $nk;
+    return $r;
+}
+
 sub _poll {
     my ($self, $url, $want, $secs) = @_;
     my $dl = time + ($secs || 10);

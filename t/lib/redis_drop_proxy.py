@@ -8,13 +8,21 @@
 # the client's connection closed, as when a reply is lost on the network.
 # The file is removed when it fires.  Usage: redis_drop_proxy.py LISTEN
 # UPSTREAM ARM
+#
+# Or it holds one command back: when ARM's first line is "HOLD", the first
+# command that contains every further line of ARM waits in the proxy (its
+# connection with it, others go on) until the file ARM.release exists,
+# and then reaches Redis; its answer is not dropped.  A late writer, made
+# to order.
 
 import os
 import socket
 import sys
 import threading
+import time
 
 LISTEN, UP, ARM = sys.argv[1], sys.argv[2], sys.argv[3]
+lock = threading.Lock()
 
 
 def serve(client):
@@ -47,15 +55,27 @@ def serve(client):
             data = client.recv(65536)
             if not data:
                 break
-            try:
-                with open(ARM, 'rb') as f:
-                    pattern = f.read().strip()
-            except FileNotFoundError:
-                pattern = b''
-            if pattern and pattern in data:
-                os.unlink(ARM)
-                state['drop'] = True
-                print('proxy: armed command seen: %r' % pattern, flush=True)
+            with lock:
+                try:
+                    with open(ARM, 'rb') as f:
+                        pattern = f.read().strip()
+                except FileNotFoundError:
+                    pattern = b''
+                lines = pattern.split(b'\n')
+                hold = lines[0] == b'HOLD' and len(lines) > 1 \
+                    and all(p in data for p in lines[1:] if p)
+                if hold:
+                    os.unlink(ARM)
+                elif pattern and lines[0] != b'HOLD' and pattern in data:
+                    os.unlink(ARM)
+                    state['drop'] = True
+                    print('proxy: armed command seen: %r' % pattern,
+                          flush=True)
+            if hold:
+                print('proxy: holding a command', flush=True)
+                while not os.path.exists(ARM + '.release'):
+                    time.sleep(0.05)
+                print('proxy: command released', flush=True)
             up.sendall(data)
     except OSError:
         pass
