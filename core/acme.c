@@ -6943,18 +6943,23 @@ pki_acme_order_relink(pki_acme_t *a, const char *acct, const char *oid,
  * Returns 1 when issuance may go on, 0 when a record set forbids it or
  * cannot be read (the order is failed with that problem and the answer
  * set), -1 when Redis fails (the answer set).  Runs on the pool thread,
- * like the finalization: the DNS queries never hold the event loop.
+ * like the finalization: the DNS queries never hold the event loop.  All
+ * the names of the order share one validation timeout, so an order of 100
+ * names with slow DNS holds the thread no longer than one validation.
  */
 static int
 pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
     cJSON *order, char **text)
 {
-    int                      ok;
-    char                    *account_url;
-    cJSON                   *item, *authz, *ch;
-    const char              *method, *value;
-    pki_status_t             rc;
-    pki_acme_validate_out_t  out;
+    int                       ok;
+    char                     *account_url;
+    cJSON                    *item, *authz, *ch;
+    long long                 t0, left, limit;
+    const char               *method, *value;
+    pki_status_t              rc;
+    struct timespec           ts;
+    pki_acme_validate_out_t   out;
+    pki_acme_validate_conf_t  vc;
 
     /* only when the order's status (read just before) saw one: the
      * authorizations are read again only then */
@@ -6964,6 +6969,10 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
 
     ok = 1;
     account_url = NULL;
+    vc = a->conf->validate;
+    limit = vc.timeout_ms ? vc.timeout_ms : PKI_ACME_VALIDATE_TIMEOUT;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t0 = (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(order,
                                                               "authzs"))
@@ -7013,7 +7022,19 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
         memset(&out, 0, sizeof(out));
         pki_result_init(&out.res);
 
-        rc = pki_acme_caa_check(&a->conf->validate, value,
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        left = limit
+               - ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - t0);
+        if (left <= 0) {
+            rc = PKI_UNAVAILABLE;
+            out.problem_type = "dns";
+            snprintf(out.res.detail, sizeof(out.res.detail), "the CAA "
+                     "re-check of the order's names took over %lld ms",
+                     limit);
+            goto refused;
+        }
+        vc.timeout_ms = (unsigned) left;
+        rc = pki_acme_caa_check(&vc, value,
                                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
                                     authz, "wildcard")),
                                 account_url, method != NULL ? method : "",
@@ -7029,6 +7050,8 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
             a->resp->retry_after = 1;
             return -1;
         }
+
+    refused:
 
         if (rc != PKI_OK) {
             char         why[PKI_DETAIL_LEN];

@@ -22,13 +22,16 @@
  *
  * Problem types (out->problem_type) and statuses:
  *   rejectedIdentifier  PKI_POLICY       identifier unusable for this
- *                                        challenge, or a target address
+ *                                        challenge, or an address of it
  *                                        refused by the rules above
  *   dns                 PKI_UNAVAILABLE  lookup failed: NXDOMAIN, SERVFAIL,
  *                                        timeout, malformed answer, no
- *                                        A/AAAA record
+ *                                        A/AAAA record (a failed AAAA
+ *                                        lookup alone is none)
  *   connection          PKI_UNAVAILABLE  connect/read failed or timed out,
  *                                        broken HTTP, redirect refused
+ *                                        (PKI_POLICY: to an address the
+ *                                        rules above refuse)
  *   tls                 PKI_UNAVAILABLE  TLS handshake failed, ALPN
  *                                        acme-tls/1 not negotiated
  *   unauthorized        PKI_UNAUTHORIZED the server answered without a
@@ -90,7 +93,7 @@
 #define AV_DNS_UDP_MAX       4096
 #define AV_DNS_TCP_MAX       65535
 #define AV_DNS_EDNS_SIZE     1232
-#define AV_DNS_ANS_MAX       32         /* answer RRs looked at         */
+#define AV_DNS_ANS_MAX       64         /* answer RRs looked at         */
 #define AV_DNS_RR_MAX        16         /* records of the asked type    */
 #define AV_DNS_RDATA_MAX     256
 #define AV_DNS_CNAME_MAX     8
@@ -107,6 +110,7 @@
 #define AV_ADDR_NEVER        2
 
 #define AV_IO_TIMEOUT        (-2)
+#define AV_CONNECT_PART      5000       /* ms, an address but the last  */
 
 
 typedef struct {
@@ -117,6 +121,7 @@ typedef struct {
     unsigned                         http_port;
     unsigned                         tls_port;
     unsigned                         max_redirects;
+    unsigned                         hop;   /* http-01: redirects followed */
 } av_t;
 
 typedef struct {
@@ -145,6 +150,8 @@ typedef struct {
     unsigned char                    toolong[AV_DNS_RR_MAX];
     unsigned char                    data[AV_DNS_RR_MAX][AV_DNS_RDATA_MAX];
     char                             cname[AV_NAME_MAX];
+    const char                      *want;   /* TXT: the value sought   */
+    int                              found;  /* ... among all records   */
 } av_dns_ans_t;
 
 
@@ -499,28 +506,41 @@ av_connect_one(const av_addr_t *a, int type, long long deadline, int *fdp)
 }
 
 
-/* Tries each address in turn until one accepts. */
+/* Tries each address in turn until one accepts.  Each but the last gets
+ * at most half of the time left (and AV_CONNECT_PART), so an address that
+ * drops packets (a broken IPv6 path, tried first) leaves time for the
+ * next one. */
 static pki_status_t
 av_connect(av_t *av, const char *host, av_addr_t *addrs, size_t n,
     av_conn_t *c)
 {
-    int     rc, err;
-    char    ip[INET6_ADDRSTRLEN];
-    size_t  i;
+    int        rc, err, part;
+    char       ip[INET6_ADDRSTRLEN];
+    size_t     i;
+    long long  dl;
 
     err = ECONNREFUSED;
+    rc = -1;
 
     for (i = 0; i < n; i++) {
-        rc = av_connect_one(&addrs[i], SOCK_STREAM, av->deadline, &c->fd);
+        dl = av->deadline;
+        if (i + 1 < n) {
+            part = av_left(av->deadline) / 2;
+            dl = av_now() + (part < AV_CONNECT_PART ? part : AV_CONNECT_PART);
+        }
+
+        rc = av_connect_one(&addrs[i], SOCK_STREAM, dl, &c->fd);
         if (rc == 1) {
             return PKI_OK;
         }
-        if (rc == 0) {
-            return av_fail(av, PKI_UNAVAILABLE, "connection",
-                           "timeout connecting to %s (%s)", host,
-                           av_addr_str(&addrs[i], ip, sizeof(ip)));
-        }
-        err = errno;
+        err = rc == 0 ? ETIMEDOUT : errno;
+    }
+
+    if (rc == 0) {
+        return av_fail(av, PKI_UNAVAILABLE, "connection",
+                       "timeout connecting to %s (%s%s)", host,
+                       av_addr_str(&addrs[n - 1], ip, sizeof(ip)),
+                       n > 1 ? " and the others" : "");
     }
 
     return av_fail(av, PKI_UNAVAILABLE, "connection",
@@ -962,6 +982,7 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
 
     memset(ans, 0, offsetof(av_dns_ans_t, data));
     ans->cname[0] = '\0';
+    ans->found = 0;
 
     if (len < 12) {
         *why = "short message";
@@ -1063,7 +1084,11 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
         if (ans->n == AV_DNS_RR_MAX) {
             ans->truncated = 1;         /* a caller that needs the whole
                                            set refuses it (CAA) */
-            break;
+            if (qtype != AV_T_TXT || ans->want == NULL) {
+                break;
+            }
+            ans->n--;                   /* TXT sought for a value: the
+                                           last slot reads the rest */
         }
 
         if (qtype == AV_T_A || qtype == AV_T_AAAA) {
@@ -1087,6 +1112,7 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
 
         /* TXT: one or more <length><bytes>, concatenated */
         k = 0;
+        ans->toolong[ans->n] = 0;
         off = rr->rdoff;
         end = rr->rdoff + rr->rdlen;
         if (off == end) {
@@ -1107,7 +1133,14 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
             k += t;
             off += t;
         }
-        ans->len[ans->n++] = (unsigned short) (k < AV_DNS_RDATA_MAX ? k : 0);
+        ans->len[ans->n] = (unsigned short) (k < AV_DNS_RDATA_MAX ? k : 0);
+        if (ans->want != NULL && !ans->toolong[ans->n]
+            && ans->len[ans->n] == strlen(ans->want)
+            && memcmp(ans->data[ans->n], ans->want, ans->len[ans->n]) == 0)
+        {
+            ans->found = 1;
+        }
+        ans->n++;
     }
 
     if (ans->n == 0 && strcasecmp(cur, qname) != 0) {
@@ -1367,15 +1400,20 @@ av_rcode_name(int rcode)
 /* ---- resolution with the address policy ------------------------------- */
 
 /* Addresses for host (an IP literal or a name) on port, after the policy
- * check.  Nothing is contacted when any address is refused. */
+ * check.  Nothing is contacted when any address is refused.  An AAAA
+ * lookup that fails (SERVFAIL, REFUSED, no answer; not NXDOMAIN) leaves the
+ * A records to use, as a broken IPv6 zone is no reason to fail a host that
+ * answers over IPv4; its failure is the answer only when A gives none. */
 static pki_status_t
 av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
     size_t *naddrs)
 {
-    int            cls, rcode;
+    int            cls, rcode, v6_failed;
     char           ip[INET6_ADDRSTRLEN];
     size_t         n, i, t;
+    const char    *type0, *type6;
     pki_status_t   st;
+    pki_result_t   res0, res6;
     av_dns_ans_t  *ans;
     static const int  types[2] = { AV_T_AAAA, AV_T_A };
 
@@ -1397,20 +1435,36 @@ av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
             return av_fail(av, PKI_INTERNAL, "serverInternal",
                            "out of memory");
         }
+        ans->want = NULL;
+
+        v6_failed = 0;
+        res0 = av->out->res;
+        type0 = av->out->problem_type;
+        type6 = NULL;
+        res6 = res0;
 
         for (t = 0; t < 2; t++) {
             st = av_dns_lookup(av, host, types[t], ans);
+            rcode = st == PKI_OK ? ans->rcode : 0;
+            if (rcode != 0) {
+                st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                             "%s looking up %s for %.100s",
+                             av_rcode_name(rcode),
+                             types[t] == AV_T_A ? "A" : "AAAA", host);
+            }
+            if (st == PKI_UNAVAILABLE && types[t] == AV_T_AAAA
+                && rcode != 3)
+            {
+                v6_failed = 1;
+                res6 = av->out->res;
+                type6 = av->out->problem_type;
+                av->out->res = res0;
+                av->out->problem_type = type0;
+                continue;
+            }
             if (st != PKI_OK) {
                 free(ans);
                 return st;
-            }
-            if (ans->rcode != 0) {
-                rcode = ans->rcode;
-                free(ans);
-                return av_fail(av, PKI_UNAVAILABLE, "dns",
-                               "%s looking up %s for %.100s",
-                               av_rcode_name(rcode),
-                               types[t] == AV_T_A ? "A" : "AAAA", host);
             }
 
             for (i = 0; i < ans->n && n < AV_ADDRS_MAX; i++) {
@@ -1432,6 +1486,12 @@ av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
 
         free(ans);
 
+        if (n == 0 && v6_failed) {
+            av->out->res = res6;
+            av->out->problem_type = type6;
+            return res6.status;
+        }
+
         if (n == 0) {
             return av_fail(av, PKI_UNAVAILABLE, "dns",
                            "no A or AAAA record for %.100s", host);
@@ -1443,7 +1503,9 @@ av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
         if (cls == AV_ADDR_NEVER
             || (cls == AV_ADDR_PRIVATE && !av->conf->allow_private))
         {
-            return av_fail(av, PKI_POLICY, "rejectedIdentifier",
+            /* a redirect's target is no identifier of the order */
+            return av_fail(av, PKI_POLICY,
+                           av->hop > 0 ? "connection" : "rejectedIdentifier",
                            "%.100s: refusing to connect to %s address %s",
                            host,
                            cls == AV_ADDR_NEVER ? "reserved" : "private",
@@ -2117,12 +2179,17 @@ av_http01(av_t *av, const char *identifier, const char *token,
         r->body_len = 0;
         r->location[0] = '\0';
 
+        av->hop = hops;
         st = av_http_get(av, &url, text, r);
         if (st != PKI_OK) {
             goto done;
         }
 
-        if (r->status / 100 != 3) {
+        /* the redirects (av_http_get read their Location); any other
+         * status, a 300 or a 304 too, is the answer */
+        if (r->status != 301 && r->status != 302 && r->status != 303
+            && r->status != 307 && r->status != 308)
+        {
             break;
         }
 
@@ -2399,7 +2466,6 @@ static pki_status_t
 av_dns01(av_t *av, const char *identifier, const char *key_authz)
 {
     char           name[AV_NAME_MAX + 16], want[48], seen[80];
-    size_t         i;
     pki_status_t   st;
     av_dns_ans_t  *ans;
 
@@ -2414,6 +2480,11 @@ av_dns01(av_t *av, const char *identifier, const char *key_authz)
     if (ans == NULL) {
         return av_fail(av, PKI_INTERNAL, "serverInternal", "out of memory");
     }
+
+    /* every record is compared, not only those kept (stale ones pile up
+     * at _acme-challenge, and resolvers rotate them) */
+    av_sha256_b64url(key_authz, want);
+    ans->want = want;
 
     st = av_dns_lookup(av, name, AV_T_TXT, ans);
     if (st != PKI_OK) {
@@ -2432,15 +2503,9 @@ av_dns01(av_t *av, const char *identifier, const char *key_authz)
         goto done;
     }
 
-    av_sha256_b64url(key_authz, want);
-
-    for (i = 0; i < ans->n; i++) {
-        if (!ans->toolong[i] && ans->len[i] == strlen(want)
-            && memcmp(ans->data[i], want, ans->len[i]) == 0)
-        {
-            st = PKI_OK;
-            goto done;
-        }
+    if (ans->found) {
+        st = PKI_OK;
+        goto done;
     }
 
     if (ans->toolong[0]) {
@@ -2692,6 +2757,7 @@ pki_acme_caa_check(const pki_acme_validate_conf_t *conf,
     if (ans == NULL) {
         return av_fail(&av, PKI_INTERNAL, "serverInternal", "out of memory");
     }
+    ans->want = NULL;
 
     pki_int_sigpipe_block(&sp);
 

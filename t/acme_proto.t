@@ -2712,6 +2712,46 @@ sub dns_empty_answer {
     waitpid($pid, 0);
 }
 
+# The CAA re-check at finalization: all the names of an order share one
+# validation timeout (5 s here), so slow DNS cannot hold a pool thread for
+# a timeout per name.  This test's responder answers each first CAA query
+# of four names after 1.5 s: the fourth name is left 0.5 s, and fails.
+{
+    local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-race';
+    my $c = account();
+    my $slow = $t->dir . '/caa.slow';
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        my $u = IO::Socket::IP->new(LocalHost => '127.0.0.1',
+            LocalPort => $rdns, Proto => 'udp') or POSIX::_exit(1);
+        while (1) {
+            my $peer = $u->recv(my $q, 512) // next;
+            next if length($q) < 17;
+            sleep 1.5 if $q =~ /caa-slow/ && -e $slow;
+            $u->send(dns_empty_answer($q), 0, $peer);
+        }
+    }
+    my @names = map { "caa-slow$_.example.com" } 1 .. 4;
+    my (undef, $url, $o) = order_ready($c, @names);
+    is($o->{json}{status} // '', 'ready', 'slow CAA: order ready');
+    authz_edit($_, sub { $_[0]{validated} -= 9 * 3600 })
+        for @{ $o->{json}{authorizations} || [] };
+    spew($slow, '');
+    my $records = cert_records();
+    my ($der) = csr_der('caa-slow', subj => '/',
+                        san => join(',', map { "DNS:$_" } @names));
+    my $f = post($c, $o->{json}{finalize}, { csr => b64u($der) });
+    is($f->{json}{type} // '', 'urn:ietf:params:acme:error:dns',
+       'slow CAA: finalize refused (dns), not issued after 6 s')
+        or diag($f->{content});
+    is(cert_records(), $records, '... nothing is issued');
+    is(post($c, $url, '')->{json}{status} // '', 'invalid',
+       '... the order is invalid');
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    unlink $slow;
+}
+
 # --- resources and methods ------------------------------------------------------------
 
 $r = $http->get("$BASE/new-order");

@@ -127,6 +127,36 @@ listen_on(int type, unsigned *port)
 }
 
 
+/* A listener on 127.0.0.2:port whose accept queue is full, so that a
+ * further SYN is dropped, as a host whose path drops packets.  The
+ * listener and its queued connections stay open until the test ends. */
+static void
+blackhole(unsigned port)
+{
+    int                 fd, one, i, c;
+    struct sockaddr_in  sin;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(0x7f000002);
+    sin.sin_port = htons((uint16_t) port);
+    if (bind(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0
+        || listen(fd, 0) != 0)
+    {
+        fprintf(stderr, "blackhole: %s\n", strerror(errno));
+        exit(1);
+    }
+    for (i = 0; i < 3; i++) {
+        c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        (void) connect(c, (struct sockaddr *) &sin, sizeof(sin));
+    }
+    usleep(200000);
+}
+
+
 /* accept() with a 100 ms poll so the thread sees `stop`. */
 static int
 accept_wait(int lfd)
@@ -271,6 +301,8 @@ http_answer(int fd, const char *path, const char *host)
     } else if (strcmp(tok, "tohttps") == 0) {
         SEND("HTTP/1.1 308 Perm\r\nLocation: https://host.test:%u/"
              ".well-known/acme-challenge/good\r\n\r\n", tls_port);
+    } else if (strcmp(tok, "notmod") == 0) {
+        SEND("HTTP/1.1 304 Not Modified\r\n\r\n");
     } else if (strcmp(tok, "404") == 0) {
         SEND("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     } else if (strcmp(tok, "slow") == 0) {
@@ -675,6 +707,13 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
             n = put_txt(m, n, NULL, a, good + 5);
         }
         an = 3;
+    } else if (IS("_acme-challenge.pile.test") && qtype == 16) {
+        /* stale records piled up: the right one is the 21st */
+        for (l = 0; l < 20; l++) {
+            n = put_txt(m, n, NULL, "stale-value", NULL);
+        }
+        n = put_txt(m, n, NULL, good, NULL);
+        an = 21;
     } else if (IS("_acme-challenge.wrong.test")) {
         n = put_txt(m, n, NULL, "nope", NULL);
         an = 1;
@@ -771,12 +810,12 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         n = put_caa(m, n, NULL, 0, "issuewild", ";");
         an = 17;
     } else if (qtype == 257 && IS("manyans.caa")) {
-        /* 32 answers of another type first: the CAA record is the 33rd */
-        for (l = 0; l < 32; l++) {
+        /* 64 answers of another type first: the CAA record is the 65th */
+        for (l = 0; l < 64; l++) {
             n = put_txt(m, n, NULL, "x", NULL);
         }
         n = put_caa(m, n, NULL, 0, "issue", "ca.example.net");
-        an = 33;
+        an = 65;
     } else if (qtype == 257 && IS("wild2.caa")) {
         n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test");
         n = put_caa(m, n, NULL, 0, "issuewild", ";");
@@ -837,6 +876,23 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         an = 1;
     } else if (IS("host.test") || IS("www.host.test")) {
         if (qtype == 1) {
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            an = 1;
+        }
+    } else if (IS("dual.test")) {            /* 127.0.0.2 drops SYNs   */
+        if (qtype == 1) {
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 2;
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            an = 2;
+        }
+    } else if (IS("v6fail.test") || IS("v6failnoa.test")) {
+        /* AAAA SERVFAIL; A 127.0.0.1 for the first, none for the other */
+        if (qtype == 28) {
+            rcode = 2;
+        } else if (qtype == 1 && IS("v6fail.test")) {
             n = put_rr_head(m, n, NULL, 1, 4);
             m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
             an = 1;
@@ -1175,15 +1231,24 @@ main(void)
     /* names through our resolver */
     check("http-01 name via DNS", &c, PKI_ACME_HTTP01, "dns", "host.test",
           "good", NULL, NULL);
+    check("http-01 AAAA lookup fails, A answers", &c, PKI_ACME_HTTP01,
+          "dns", "v6fail.test", "good", NULL, NULL);
+    check("http-01 AAAA lookup fails, no A", &c, PKI_ACME_HTTP01, "dns",
+          "v6failnoa.test", "good", "dns", "SERVFAIL looking up AAAA");
+    check("http-01 304 is an answer, no redirect", &c, PKI_ACME_HTTP01,
+          "dns", "host.test", "notmod", "unauthorized", "HTTP 304");
+    blackhole(http_port);
+    check("http-01 first address drops SYNs, the next one answers", &c,
+          PKI_ACME_HTTP01, "dns", "dual.test", "good", NULL, NULL);
     check("http-01 IP identifier", &c, PKI_ACME_HTTP01, "ip", "127.0.0.1",
           "good", NULL, NULL);
     snprintf(want, sizeof(want), "127.0.0.1:%u", http_port);
     ok(strcmp(http_host_seen, want) == 0, "Host header for an IP (%s)",
        http_host_seen);
     check("http-01 redirect to a multicast name", &c, PKI_ACME_HTTP01,
-          "dns", "host.test", "tomcast", "rejectedIdentifier", "224.0.0.1");
+          "dns", "host.test", "tomcast", "connection", "224.0.0.1");
     check("http-01 redirect to 0.0.0.0", &c, PKI_ACME_HTTP01, "dns",
-          "host.test", "tozero", "rejectedIdentifier", "0.0.0.0");
+          "host.test", "tozero", "connection", "0.0.0.0");
     check("http-01 name with one reserved address", &c, PKI_ACME_HTTP01,
           "dns", "mixed.test", "good", "rejectedIdentifier", "0.0.0.0");
     check("http-01 NXDOMAIN", &c, PKI_ACME_HTTP01, "dns", "nx.test", "good",
@@ -1252,6 +1317,8 @@ main(void)
           NULL);
     check("dns-01 among other TXT, split strings", &c, PKI_ACME_DNS01, "dns",
           "multi.test", "dnstok", NULL, NULL);
+    check("dns-01 the 21st of 21 TXT records", &c, PKI_ACME_DNS01, "dns",
+          "pile.test", "dnstok", NULL, NULL);
     check("dns-01 CNAME in the answer", &c, PKI_ACME_DNS01, "dns",
           "cname.test", "dnstok", NULL, NULL);
     check("dns-01 CNAME followed by a new query", &c, PKI_ACME_DNS01, "dns",
@@ -1347,7 +1414,7 @@ main(void)
               "http-01", NULL, NULL },
             { "17 records: the set cannot be judged", "many.caa", 1, NULL,
               "dns-01", "caa", "more records than this CA reads" },
-            { "a CAA record past 32 answers", "manyans.caa", 0, NULL,
+            { "a CAA record past 64 answers", "manyans.caa", 0, NULL,
               "http-01", "caa", "more records than this CA reads" },
             { "accounturi equal", "acct.caa", 0,
               "https://ca.test/acme/acct/A1", "http-01", NULL, NULL },
