@@ -8965,7 +8965,14 @@ pki_acme_resp_free(pki_acme_resp_t *resp)
 
 /* ---- validation jobs ------------------------------------------------------------------- */
 
-PKI_API void
+PKI_API const char *
+pki_acme_job_account(const pki_acme_job_t *job)
+{
+    return job->acct;
+}
+
+
+void
 pki_acme_job_free(pki_acme_job_t *job)
 {
     if (job != NULL) {

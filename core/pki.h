@@ -1266,6 +1266,8 @@ PKI_API void pki_acme_refuse(const pki_acme_conf_t *conf,
 PKI_API void pki_acme_job_run(const pki_acme_conf_t *conf,
     pki_acme_job_t *job, pki_result_t *res);
 PKI_API void pki_acme_job_free(pki_acme_job_t *job);
+/* The id of the account whose challenge the job validates. */
+PKI_API const char *pki_acme_job_account(const pki_acme_job_t *job);
 
 /* RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "."
  * base64url(serial octets).  malloc'd; NULL without an AKI. */

@@ -29,6 +29,7 @@
  * those slots in a worker (more are dropped: a poll restarts them) */
 #define NGX_HTTP_ACME_JOBS          4
 #define NGX_HTTP_ACME_JOBS_WAITING  10000
+#define NGX_HTTP_ACME_JOBS_ACCT     1000    /* ... of one account */
 
 
 typedef struct {
@@ -97,12 +98,25 @@ typedef struct {
 } ngx_http_acme_ctx_t;
 
 
+/* An account's validation jobs in a worker: its waiting ones in order,
+ * and how many run.  Known while it has either. */
+typedef struct {
+    ngx_str_node_t             sn;          /* key: crc32, str: its id    */
+    ngx_queue_t                ring;        /* in ..._jobs_accts while it
+                                               has jobs waiting          */
+    ngx_queue_t                jobs;        /* those jobs, in order       */
+    ngx_uint_t                 waiting;
+    ngx_uint_t                 running;
+} ngx_http_acme_jobs_acct_t;
+
+
 typedef struct {
     pki_acme_conf_t            conf;
     pki_acme_job_t            *job;
     pki_result_t               res;
     ngx_thread_pool_t         *tp;
     ngx_queue_t                queue;       /* waiting for a slot        */
+    ngx_http_acme_jobs_acct_t *acct;
 } ngx_http_acme_job_ctx_t;
 
 
@@ -110,15 +124,19 @@ typedef struct {
  * A validation job holds a thread of the pool every PKI request of the
  * worker shares for up to twice acme_validation_timeout (a target that
  * accepts and stalls).  Each worker runs at most acme_validation_jobs of
- * them at once; the others wait here, in order, not in the pool's queue,
- * so challenges posted in bulk never starve enrollment, OCSP or ACME
- * requests.  A job that waited long checks first whether its challenge
- * still wants it (pki_acme_job_run).
+ * them at once; the others wait here, not in the pool's queue, so
+ * challenges posted in bulk never starve enrollment, OCSP or ACME
+ * requests.  They wait per account, in order, and the accounts take turns
+ * (ngx_http_acme_jobs_drain), so one account's bulk of challenges against
+ * targets that stall does not hold up the others'.  A job that waited long
+ * checks first whether its challenge still wants it (pki_acme_job_run).
  */
-static ngx_uint_t   ngx_http_acme_jobs_max = NGX_HTTP_ACME_JOBS;
-static ngx_uint_t   ngx_http_acme_jobs_running;
-static ngx_uint_t   ngx_http_acme_jobs_nwaiting;
-static ngx_queue_t  ngx_http_acme_jobs_waiting;
+static ngx_uint_t         ngx_http_acme_jobs_max = NGX_HTTP_ACME_JOBS;
+static ngx_uint_t         ngx_http_acme_jobs_running;
+static ngx_uint_t         ngx_http_acme_jobs_nwaiting;
+static ngx_queue_t        ngx_http_acme_jobs_accts;    /* the turn order */
+static ngx_rbtree_t       ngx_http_acme_jobs_tree;     /* accounts by id */
+static ngx_rbtree_node_t  ngx_http_acme_jobs_sentinel;
 static ngx_event_t  ngx_http_acme_jobs_retry;
 /*
  * Armed (not cancelable) while validations run: a worker that exits
@@ -676,10 +694,57 @@ ngx_http_acme_done(ngx_http_request_t *r, void *data)
 }
 
 
+/* The jobs of the account with this id (made when new), or NULL. */
+static ngx_http_acme_jobs_acct_t *
+ngx_http_acme_jobs_acct(const char *id, ngx_log_t *log)
+{
+    uint32_t                    hash;
+    ngx_str_t                   name;
+    ngx_str_node_t             *sn;
+    ngx_http_acme_jobs_acct_t  *a;
+
+    name.data = (u_char *) id;
+    name.len = ngx_strlen(id);
+    hash = ngx_crc32_short(name.data, name.len);
+
+    sn = ngx_str_rbtree_lookup(&ngx_http_acme_jobs_tree, &name, hash);
+    if (sn != NULL) {
+        return (ngx_http_acme_jobs_acct_t *) sn;
+    }
+
+    a = ngx_alloc(sizeof(ngx_http_acme_jobs_acct_t) + name.len, log);
+    if (a == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(a, sizeof(ngx_http_acme_jobs_acct_t));
+    a->sn.node.key = hash;
+    a->sn.str.len = name.len;
+    a->sn.str.data = (u_char *) (a + 1);
+    ngx_memcpy(a->sn.str.data, name.data, name.len);
+    ngx_queue_init(&a->jobs);
+    ngx_rbtree_insert(&ngx_http_acme_jobs_tree, &a->sn.node);
+
+    return a;
+}
+
+
+/* forgets an account with no job waiting or running */
+static void
+ngx_http_acme_jobs_acct_idle(ngx_http_acme_jobs_acct_t *a)
+{
+    if (a->waiting == 0 && a->running == 0) {
+        ngx_rbtree_delete(&ngx_http_acme_jobs_tree, &a->sn.node);
+        ngx_free(a);
+    }
+}
+
+
 static void
 ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 {
-    ngx_http_acme_job_ctx_t  *jctx;
+    ngx_http_acme_job_ctx_t    *jctx;
+    ngx_http_acme_jobs_acct_t  *a;
 
     jctx = ngx_calloc(sizeof(ngx_http_acme_job_ctx_t), r->connection->log);
     if (jctx == NULL) {
@@ -694,33 +759,57 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
     jctx->tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
     ctx->resp.job = NULL;
 
-    if (ngx_http_acme_jobs_nwaiting >= NGX_HTTP_ACME_JOBS_WAITING) {
+    a = ngx_http_acme_jobs_nwaiting < NGX_HTTP_ACME_JOBS_WAITING
+        ? ngx_http_acme_jobs_acct(pki_acme_job_account(jctx->job),
+                                  r->connection->log)
+        : NULL;
+
+    if (a == NULL || a->waiting >= NGX_HTTP_ACME_JOBS_ACCT) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "acme: validation for \"%V\" not started (%ui "
-                      "validations wait in this worker), its challenge "
-                      "stays \"processing\" until a poll restarts it",
-                      &r->unparsed_uri, ngx_http_acme_jobs_nwaiting);
+                      "validations wait in this worker, %ui of them this "
+                      "account's), its challenge stays \"processing\" "
+                      "until a poll restarts it", &r->unparsed_uri,
+                      ngx_http_acme_jobs_nwaiting,
+                      a != NULL ? a->waiting : 0);
         pki_acme_job_free(jctx->job);
         ngx_free(jctx);
+        if (a != NULL) {
+            ngx_http_acme_jobs_acct_idle(a);
+        }
         return;
     }
 
-    ngx_queue_insert_tail(&ngx_http_acme_jobs_waiting, &jctx->queue);
+    jctx->acct = a;
+    ngx_queue_insert_tail(&a->jobs, &jctx->queue);
+    if (a->waiting++ == 0) {
+        ngx_queue_insert_tail(&ngx_http_acme_jobs_accts, &a->ring);
+    }
     ngx_http_acme_jobs_nwaiting++;
 
     ngx_http_acme_jobs_drain(r->connection->log);
 }
 
 
-/* Starts waiting jobs, in order, while fewer than acme_validation_jobs
- * run.  A pool whose queue is full (max_queue) keeps the rest waiting: the
- * next job that ends, or a timer a second later, tries again. */
+/* Starts waiting jobs while fewer than acme_validation_jobs run.  The
+ * accounts with jobs waiting take turns, each its oldest job: the first in
+ * turn with fewer than half the slots running (its fair share), else the
+ * first in turn (no slot stays idle while jobs wait); an account that
+ * started one goes to the end of the turn, as does one whose first job
+ * arrives.  So a validation waits for the running ones and at most one
+ * job of each other account with jobs waiting, however many challenges
+ * that account posted against targets that stall.  A pool whose queue is
+ * full (max_queue)
+ * keeps the rest waiting: the next job that ends, or a timer a second
+ * later, tries again. */
 static void
 ngx_http_acme_jobs_drain(ngx_log_t *log)
 {
-    ngx_int_t                 rc;
-    ngx_queue_t              *q;
-    ngx_http_acme_job_ctx_t  *jctx;
+    ngx_int_t                   rc;
+    ngx_uint_t                  share;
+    ngx_queue_t                *q;
+    ngx_http_acme_job_ctx_t    *jctx;
+    ngx_http_acme_jobs_acct_t  *a;
 
     if (ngx_exiting || ngx_quit || ngx_terminate) {
         /* a worker that exits starts no more: as at exit below */
@@ -728,10 +817,27 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
         return;
     }
 
+    share = ngx_http_acme_jobs_max / 2 > 0 ? ngx_http_acme_jobs_max / 2 : 1;
+
     while (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max
-           && !ngx_queue_empty(&ngx_http_acme_jobs_waiting))
+           && !ngx_queue_empty(&ngx_http_acme_jobs_accts))
     {
-        q = ngx_queue_head(&ngx_http_acme_jobs_waiting);
+        for (q = ngx_queue_head(&ngx_http_acme_jobs_accts);
+             q != ngx_queue_sentinel(&ngx_http_acme_jobs_accts);
+             q = ngx_queue_next(q))
+        {
+            a = ngx_queue_data(q, ngx_http_acme_jobs_acct_t, ring);
+            if (a->running < share) {
+                break;
+            }
+        }
+
+        if (q == ngx_queue_sentinel(&ngx_http_acme_jobs_accts)) {
+            q = ngx_queue_head(&ngx_http_acme_jobs_accts);
+        }
+
+        a = ngx_queue_data(q, ngx_http_acme_jobs_acct_t, ring);
+        q = ngx_queue_head(&a->jobs);
         jctx = ngx_queue_data(q, ngx_http_acme_job_ctx_t, queue);
 
         rc = ngx_http_pki_post_detached_tp(jctx->tp, log,
@@ -748,6 +854,11 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
         ngx_queue_remove(q);
         ngx_http_acme_jobs_nwaiting--;
 
+        ngx_queue_remove(&a->ring);
+        if (--a->waiting > 0) {
+            ngx_queue_insert_tail(&ngx_http_acme_jobs_accts, &a->ring);
+        }
+
         if (rc != NGX_OK) {
             /* the challenge stays "processing": a poll of its
              * authorization or challenge once it is stale starts it
@@ -758,9 +869,11 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
                           "poll restarts it");
             pki_acme_job_free(jctx->job);
             ngx_free(jctx);
+            ngx_http_acme_jobs_acct_idle(a);
             continue;
         }
 
+        a->running++;
         ngx_http_acme_jobs_running++;
 
         if (!ngx_http_acme_jobs_guard.timer_set) {
@@ -815,6 +928,9 @@ ngx_http_acme_job_done(void *data)
                   jctx->res.log[0] ? " (" : "", jctx->res.log,
                   jctx->res.log[0] ? ")" : "");
 
+    jctx->acct->running--;
+    ngx_http_acme_jobs_acct_idle(jctx->acct);
+
     pki_acme_job_free(jctx->job);
     ngx_free(jctx);
 
@@ -835,7 +951,9 @@ ngx_http_acme_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_acme_main_conf_t  *amcf;
 
-    ngx_queue_init(&ngx_http_acme_jobs_waiting);
+    ngx_queue_init(&ngx_http_acme_jobs_accts);
+    ngx_rbtree_init(&ngx_http_acme_jobs_tree, &ngx_http_acme_jobs_sentinel,
+                    ngx_str_rbtree_insert_value);
     ngx_http_acme_jobs_running = 0;
     ngx_http_acme_jobs_nwaiting = 0;
 
@@ -884,11 +1002,12 @@ ngx_http_acme_exit_process(ngx_cycle_t *cycle)
 static void
 ngx_http_acme_jobs_drop(void)
 {
-    ngx_queue_t              *q;
-    ngx_http_acme_job_ctx_t  *jctx;
+    ngx_queue_t                *q;
+    ngx_http_acme_job_ctx_t    *jctx;
+    ngx_http_acme_jobs_acct_t  *a;
 
-    if (ngx_http_acme_jobs_waiting.next == NULL
-        || ngx_queue_empty(&ngx_http_acme_jobs_waiting))
+    if (ngx_http_acme_jobs_accts.next == NULL
+        || ngx_queue_empty(&ngx_http_acme_jobs_accts))
     {
         return;
     }
@@ -898,12 +1017,21 @@ ngx_http_acme_jobs_drop(void)
                   "started, their challenges stay \"processing\" until a "
                   "poll restarts them", ngx_http_acme_jobs_nwaiting);
 
-    while (!ngx_queue_empty(&ngx_http_acme_jobs_waiting)) {
-        q = ngx_queue_head(&ngx_http_acme_jobs_waiting);
+    while (!ngx_queue_empty(&ngx_http_acme_jobs_accts)) {
+        q = ngx_queue_head(&ngx_http_acme_jobs_accts);
         ngx_queue_remove(q);
-        jctx = ngx_queue_data(q, ngx_http_acme_job_ctx_t, queue);
-        pki_acme_job_free(jctx->job);
-        ngx_free(jctx);
+        a = ngx_queue_data(q, ngx_http_acme_jobs_acct_t, ring);
+
+        while (!ngx_queue_empty(&a->jobs)) {
+            q = ngx_queue_head(&a->jobs);
+            ngx_queue_remove(q);
+            jctx = ngx_queue_data(q, ngx_http_acme_job_ctx_t, queue);
+            pki_acme_job_free(jctx->job);
+            ngx_free(jctx);
+        }
+
+        a->waiting = 0;
+        ngx_http_acme_jobs_acct_idle(a);
     }
 
     ngx_http_acme_jobs_nwaiting = 0;

@@ -15,6 +15,8 @@
 #  - a challenge whose authorization is deactivated while its job waits is
 #    never fetched, and the error log says the job was skipped;
 #  - the others end valid, and no validation is dropped;
+#  - accounts take turns: one account's four challenges, then another
+#    account's one: that one is fetched third, not fifth;
 #  - a reload waits for a running validation idle; a fast stop (SIGTERM)
 #    cuts it short at once and stores nothing.
 # Then the configuration: acme_validation_jobs 0, a timeout over 5 min and
@@ -131,6 +133,51 @@ like($log, qr/validation of http-01 job4\.example\.test skipped: its /,
      '... the error log says its job was skipped');
 unlike($log, qr/not started/, 'no validation was dropped');
 unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
+
+# --- accounts take turns ------------------------------------------------------------
+
+# Account A posts four challenges (each answer held 1 s), then account B
+# one: B's is fetched third (after A's first, which runs, and A's second,
+# whose turn came first), not after all of A's.
+{
+    my %ch;
+    my $post_all = sub {
+        my ($cl, $tag, $n) = @_;
+        my $o = $cl->_post("$base/new-order", { identifiers => [
+            map { { type => 'dns', value => "$tag$_.example.test" } } 1 .. $n ]});
+        my $th = $cl->{key}->export_key_jwk_thumbprint('SHA256');
+        my @c;
+        for my $url (@{ $o->{json}{authorizations} || [] }) {
+            my $a = $cl->_post($url, undef);
+            my ($h) = grep { $_->{type} eq 'http-01' }
+                      @{ $a->{json}{challenges} || [] };
+            spew("$www/$h->{token}", "$h->{token}.$th");
+            spew("$www/$h->{token}.delay", '1');
+            push @c, [$h, $a->{json}{identifier}{value}];
+        }
+        return @c;
+    };
+    my $c2 = ACMELoad->new(t => $t, base => $base, www => $www,
+                           timeout => 30);
+    ok($c2->account->{ok}, 'turns: a second account');
+    my @a = $post_all->($c, 'fair-a', 4);
+    my @bc = $post_all->($c2, 'fair-b', 1);
+    $c->_post($_->[0]{url}, {}) for @a;
+    $c2->_post($_->[0]{url}, {}) for @bc;
+    my @all = (@a, @bc);
+    my %at;
+    for (1 .. 200) {
+        %at = map { my $h = slurp("$www/$_->[0]{token}.hits") // '';
+                    $h =~ /^([\d.]+)/ ? ($_->[1] => $1) : () } @all;
+        last if keys %at == @all;
+        sleep 0.1;
+    }
+    is(scalar keys %at, 5, 'turns: all five fetched');
+    my @order = sort { $at{$a} <=> $at{$b} } keys %at;
+    is($order[2] // '', 'fair-b1.example.test',
+       "turns: the other account's validation is the third ("
+       . join(', ', map { s/\.example\.test//r } @order) . ')');
+}
 
 # --- a reload while a validation runs ----------------------------------------------
 
