@@ -626,6 +626,14 @@ static const char  pki_lua_count_hour[] =
     "if n == 1 then redis.call('EXPIRE', KEYS[1], 3600) end "
     "return n";
 
+/* ... and a count given back (a newOrder that made no order): only while
+ * the key stands, so no key without an expiry is made */
+static const char  pki_lua_uncount[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "  return redis.call('DECR', KEYS[1]) "
+    "end "
+    "return 0";
+
 /* An account made before its location required EAB, bound now.  KEYS[1]
  * EAB key, KEYS[2] account; ARGV[1] id, ARGV[2] the account as read,
  * ARGV[3] the account with its binding.  1 bound, 0 the EAB key is bound
@@ -5218,6 +5226,14 @@ pki_acme_order_withdraw(pki_acme_t *a, const char *oid, cJSON *order,
     pki_acme_cas(PKI_ACME_ST(a->conf), key, text, order,
                  pki_acme_order_ttl(a, order), NULL, &tmp);
     free(text);
+
+    /* no client was given it: the account's list does not show it */
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "orders",
+                 NULL);
+    pki_result_init(&tmp);
+    (void) pki_acme_cmd_int(PKI_ACME_ST(a->conf), &tmp,
+                            pki_acme_cmd(PKI_ACME_ST(a->conf), &tmp, 3,
+                                         "ZREM", key, oid));
 }
 
 
@@ -5333,10 +5349,11 @@ pki_acme_dates_why(time_t nb, time_t na, long validity, time_t now)
 static void
 pki_acme_new_order(pki_acme_t *a)
 {
-    int           v, stored, all_valid, has_nb, has_na;
+    int           v, stored, all_valid, has_nb, has_na, made;
     cJSON        *newauthz = NULL;
     long          validity;
     char          oid[PKI_ACME_ID_MAX], aid[PKI_ACME_ID_MAX];
+    char          rkey[PKI_ACME_KEY_MAX];
     char          key[PKI_ACME_KEY_MAX], serial[41], num[24], *loc;
     char          mark[PKI_ACME_KEY_MAX];
     time_t        until;
@@ -5353,6 +5370,9 @@ pki_acme_new_order(pki_acme_t *a)
         pki_acme_problem(a, 400, "malformed", "newOrder needs a payload");
         return;
     }
+
+    made = 0;
+    rkey[0] = '\0';
 
     /* draft-ietf-acme-profiles: a profile the directory advertises, or
      * none (the default template); anything else is invalidProfile, and
@@ -5540,6 +5560,9 @@ pki_acme_new_order(pki_acme_t *a)
         }
         count = reply->integer;
         freeReplyObject(reply);
+        /* given back below unless an order is made: a refusal or a
+         * failure from here on costs the account nothing */
+        memcpy(rkey, key, sizeof(rkey));
 
         if (count > a->conf->orders_per_hour) {
             pki_acme_problem(a, 429, "rateLimited", "at most %ld new orders "
@@ -5686,11 +5709,22 @@ pki_acme_new_order(pki_acme_t *a)
 
     pki_acme_json(a, 201, o);
     cJSON_Delete(o);
+    made = 1;
 
     loc = pki_acme_url(a, "order/%s/%s", a->acct, oid);
     a->resp->location = loc;
 
 done:
+
+    if (!made && rkey[0] != '\0') {
+        pki_result_t  tmp;
+        const char   *args[1] = { rkey };
+
+        pki_result_init(&tmp);
+        (void) pki_acme_cmd_int(PKI_ACME_ST(a->conf), &tmp,
+                                pki_acme_eval(PKI_ACME_ST(a->conf), &tmp,
+                                              pki_lua_uncount, 1, 1, args));
+    }
 
     cJSON_Delete(ids);
     cJSON_Delete(newauthz);

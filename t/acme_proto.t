@@ -69,6 +69,10 @@ $2location /acme-lim/ {
 $2    acme issuing acme;
 $2    acme_accounts_per_hour 2;
 $2}
+$2location /acme-ord/ {
+$2    acme issuing acme;
+$2    acme_orders_per_hour 2;
+$2}
 $2location /acme-tos/ {
 $2    acme issuing acme;
 $2    acme_terms_of_service https://tos.example.test/terms-v1;
@@ -2451,6 +2455,40 @@ sub to_renew {
     my $ttl = $t->redis_raw('TTL', $zkey) + 0;
     ok($ttl > 120 * 86400 && $ttl < 130 * 86400,
        "... and the list expires when its newest order may (TTL $ttl s)");
+}
+
+# --- acme_orders_per_hour: only orders made count ------------------------------------
+
+# Two newOrders that fail in Redis after the count (the fifth name's
+# reuse index is read on its own, and is no string here: WRONGTYPE) make
+# no order and cost nothing; then two orders are made and the third is
+# refused.
+{
+    local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-ord';
+    my $c = account();
+    my ($acct) = ($c->{kid} // '') =~ m{/acct/([\w-]+)$};
+    my @five = map { "rate$_.example.test" } 1 .. 5;
+    my $bad = "pki:{acme:$acct}:valid:dns:$five[4]";
+    $t->redis('HSET', $bad, 'x', '1');
+    for my $try (1, 2) {
+        my $r = post($c, "$BASE/new-order", { identifiers => [
+                    map { { type => 'dns', value => $_ } } @five ] });
+        is($r->{status}, 503, "orders per hour: newOrder $try fails in Redis")
+            or diag($r->{content});
+    }
+    like($t->redis_raw('GET', "pki:{acme:$acct}:rate:" . int(time / 3600)),
+         qr/^0?\n?$/, '... and are not counted');
+    $t->redis('DEL', $bad);
+    for my $n (1, 2) {
+        my $r = post($c, "$BASE/new-order", { identifiers => [
+                    { type => 'dns', value => "rate-ok$n.example.test" } ] });
+        is($r->{status}, 201, "orders per hour: order $n of 2 made")
+            or diag($r->{content});
+    }
+    my $r = post($c, "$BASE/new-order", { identifiers => [
+                { type => 'dns', value => 'rate-ok3.example.test' } ] });
+    problem_is($r, 429, 'rateLimited', 'orders per hour: the third');
+    like($r->{headers}{'retry-after'} // '', qr/^\d+$/, '... Retry-After');
 }
 
 # --- deactivating an older authorization leaves the newer one reusable -----------
