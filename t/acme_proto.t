@@ -2580,6 +2580,9 @@ sub to_renew {
     like($st[2]{json}{detail} // '', qr/127\.0\.0\.1/,
          '... naming the client address');
     like($st[2]{headers}{'retry-after'} // '', qr/^\d+$/, '... with Retry-After');
+    like($t->redis_raw('GET', 'pki:acme:newacct:' . int(time / 3600)
+                              . ':127.0.0.1'), qr/^2\n?$/,
+         '... and not counted (only accounts made count)');
     my $j = jws(key => $k[2], url => "$lim/new-account", nonce => nonce(),
                 jwk => 1, payload => '{"onlyReturnExisting":true}');
     problem_is(post_raw("$lim/new-account", $JSON->encode($j)), 400,
