@@ -5207,6 +5207,7 @@ static void
 pki_acme_order_withdraw(pki_acme_t *a, const char *oid, cJSON *order,
     int claimed)
 {
+    int           v;
     char          key[PKI_ACME_KEY_MAX], *text;
     pki_result_t  tmp;
 
@@ -5226,9 +5227,14 @@ pki_acme_order_withdraw(pki_acme_t *a, const char *oid, cJSON *order,
     pki_result_init(&tmp);
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "order",
                  oid);
-    pki_acme_cas(PKI_ACME_ST(a->conf), key, text, order,
-                 pki_acme_order_ttl(a, order), NULL, &tmp);
+    v = pki_acme_cas(PKI_ACME_ST(a->conf), key, text, order,
+                     pki_acme_order_ttl(a, order), NULL, &tmp);
     free(text);
+
+    if (v != 1) {
+        return;         /* still pending: listed, so that a deactivation
+                           of the account finds it */
+    }
 
     /* no client was given it: the account's list does not show it */
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "orders",

@@ -347,6 +347,8 @@ pki_fuzz_dns_parse(const uint8_t *data, size_t size, uint8_t op)
     if (ans == NULL) {
         abort();
     }
+    /* a TXT value sought (dns-01: every record compared) or none */
+    ans->want = (op & 0x20) ? "x" : NULL;
 
     why = NULL;
     if (!av_dns_parse(data, size, id, qname, qtype, ans, &why)) {
@@ -360,6 +362,7 @@ pki_fuzz_dns_parse(const uint8_t *data, size_t size, uint8_t op)
     }
 
     pki_fuzz_need(ans->n <= AV_DNS_RR_MAX && ans->rcode <= 15);
+    pki_fuzz_need(!ans->found || (qtype == AV_T_TXT && ans->want != NULL));
     pki_fuzz_check_name(ans->cname);
     pki_fuzz_need(ans->cname[0] == '\0' || ans->n == 0);
 

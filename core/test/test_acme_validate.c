@@ -888,6 +888,15 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
             m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
             an = 2;
         }
+    } else if (IS("v6silent.test")) {         /* AAAA never answered  */
+        if (qtype == 28) {
+            return 0;
+        }
+        if (qtype == 1) {
+            n = put_rr_head(m, n, NULL, 1, 4);
+            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            an = 1;
+        }
     } else if (IS("v6fail.test") || IS("v6failnoa.test")) {
         /* AAAA SERVFAIL; A 127.0.0.1 for the first, none for the other */
         if (qtype == 28) {
@@ -1233,6 +1242,8 @@ main(void)
           "good", NULL, NULL);
     check("http-01 AAAA lookup fails, A answers", &c, PKI_ACME_HTTP01,
           "dns", "v6fail.test", "good", NULL, NULL);
+    check("http-01 AAAA lookup never answered, A answers", &c,
+          PKI_ACME_HTTP01, "dns", "v6silent.test", "good", NULL, NULL);
     check("http-01 AAAA lookup fails, no A", &c, PKI_ACME_HTTP01, "dns",
           "v6failnoa.test", "good", "dns", "SERVFAIL looking up AAAA");
     check("http-01 304 is an answer, no redirect", &c, PKI_ACME_HTTP01,
