@@ -137,6 +137,8 @@ typedef struct {
 /* What a one-time challenge is bound to (empty: anything). */
 typedef struct {
     char                 *raw;             /* the stored value */
+    char                 *taken;           /* ... as taken (for a give-back) */
+    long long             pttl;            /* its time left then, ms */
     char                  hkey[PKI_SCEP_KEY_MAX];
     const char           *tmpl;
     const char           *cn;
@@ -2388,6 +2390,7 @@ static void
 pki_scep_chal_clear(pki_scep_chal_t *c)
 {
     free(c->raw);
+    free(c->taken);
     memset(c, 0, sizeof(pki_scep_chal_t));
 }
 
@@ -2468,35 +2471,97 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
 }
 
 
-/* Consumes the challenge: GETDEL, one winner.  PKI_OK when this request
- * won and the value is still the one checked. */
+/* Consumes the challenge: one winner.  PKI_OK when this request won (the
+ * value and its time left kept for pki_scep_chal_give_back). */
+static const char  pki_lua_chal_take[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if not v then return false end "
+    "local t = redis.call('PTTL', KEYS[1]) "
+    "redis.call('DEL', KEYS[1]) "
+    "return { v, t }";
+
 static pki_status_t
 pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
 {
     redisReply  *reply;
-    const char  *argv[2];
-    size_t       lens[2];
-    int          ok;
+    const char  *argv[4];
+    size_t       lens[4];
 
-    argv[0] = "GETDEL";
-    lens[0] = 6;
-    argv[1] = c->hkey;
-    lens[1] = strlen(c->hkey);
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_chal_take;
+    argv[2] = "1";
+    argv[3] = c->hkey;
+    lens[0] = 4;
+    lens[1] = sizeof(pki_lua_chal_take) - 1;
+    lens[2] = 1;
+    lens[3] = strlen(c->hkey);
 
-    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 4, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
 
-    ok = reply->type == REDIS_REPLY_STRING;
-    freeReplyObject(reply);
-
-    if (!ok) {
-        return pki_fail(res, PKI_FORBIDDEN, "the one-time challenge was "
-                        "already used");
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        c->taken = malloc(reply->element[0]->len + 1);
+        if (c->taken != NULL) {
+            memcpy(c->taken, reply->element[0]->str,
+                   reply->element[0]->len);
+            c->taken[reply->element[0]->len] = '\0';
+        }
+        c->pttl = reply->element[1]->integer;
+        freeReplyObject(reply);
+        return PKI_OK;
     }
 
-    return PKI_OK;
+    freeReplyObject(reply);
+
+    return pki_fail(res, PKI_FORBIDDEN, "the one-time challenge was "
+                    "already used");
+}
+
+
+/* A request that took the challenge and then issued nothing (Redis, the
+ * key or the template failed or refused it) gives it back for the time it
+ * had left, so that the client's retry can use it.  Best effort. */
+static void
+pki_scep_chal_give_back(pki_redis_t *r, pki_scep_chal_t *c,
+    pki_result_t *res)
+{
+    char          ms[24];
+    redisReply   *reply;
+    const char   *argv[6];
+    size_t        lens[6];
+    pki_result_t  tmp;
+
+    if (c->taken == NULL || c->pttl <= 0) {
+        return;
+    }
+
+    snprintf(ms, sizeof(ms), "%lld", c->pttl);
+    argv[0] = "SET";
+    argv[1] = c->hkey;
+    argv[2] = c->taken;
+    argv[3] = "PX";
+    argv[4] = ms;
+    argv[5] = "NX";
+    lens[0] = 3;
+    lens[1] = strlen(c->hkey);
+    lens[2] = strlen(c->taken);
+    lens[3] = 2;
+    lens[4] = strlen(ms);
+    lens[5] = 2;
+
+    pki_result_init(&tmp);
+    reply = pki_int_redis_cmd(r, 6, argv, lens, &tmp);
+    pki_log(res, "%sthe one-time challenge %s", res->log[0] ? "; " : "",
+            reply != NULL ? "was given back for a retry"
+                          : "could not be given back");
+    if (reply != NULL) {
+        freeReplyObject(reply);
+    }
 }
 
 
@@ -2549,7 +2614,7 @@ static int
 pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
     const pki_request_t *preq, pki_result_t *res)
 {
-    int            i, j, lastpos, found;
+    int            i, j, n, lastpos, found;
     char           cn[256], want[512], have[512], *tok, *save;
     X509_NAME_ENTRY  *e;
     ASN1_STRING   *s;
@@ -2576,7 +2641,12 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
             }
         }
 
-        if (strcmp(cn, c->cn) != 0) {
+        /* that CN and no other: a second CN would be in the certificate
+         * too, and some verifiers read the last one */
+        if (strcmp(cn, c->cn) != 0
+            || X509_NAME_get_index_by_NID(preq->subject, NID_commonName,
+                                          lastpos) >= 0)
+        {
             pki_fail(res, PKI_FORBIDDEN, "the challenge is bound to another "
                      "subject CN");
             return 0;
@@ -2589,7 +2659,10 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
             return 0;
         }
 
+        /* the request names exactly the bound SANs: each of them, and
+         * none besides (n counts the bound ones it has) */
         strcpy(want, c->san);
+        n = 0;
 
         for (tok = strtok_r(want, ",", &save); tok != NULL;
              tok = strtok_r(NULL, ",", &save))
@@ -2601,11 +2674,12 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
             found = 0;
             j = sk_GENERAL_NAME_num(preq->sans);
 
-            for (i = 0; i < j && !found; i++) {
+            for (i = 0; i < j; i++) {
                 if (pki_scep_san_text(sk_GENERAL_NAME_value(preq->sans, i),
-                                      have, sizeof(have)))
+                                      have, sizeof(have))
+                    && strcasecmp(have, tok) == 0)
                 {
-                    found = strcasecmp(have, tok) == 0;
+                    found++;
                 }
             }
 
@@ -2614,6 +2688,13 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
                          "SAN %s, which the request lacks", tok);
                 return 0;
             }
+            n += found;
+        }
+
+        if (n != sk_GENERAL_NAME_num(preq->sans)) {
+            pki_fail(res, PKI_FORBIDDEN, "the request names SANs the "
+                     "challenge is not bound to");
+            return 0;
         }
     }
 
@@ -3066,7 +3147,7 @@ static void
 pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_msg_t *m, pki_scep_resp_t *resp)
 {
-    int                    rc, created;
+    int                    rc, created, taken, granted;
     char                  *who, keyhex[65];
     X509                  *cert;
     size_t                 pwlen;
@@ -3080,6 +3161,8 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     const unsigned char   *pw;
 
     res = &resp->res;
+    taken = 0;
+    granted = 0;
     who = NULL;
     cert = NULL;
     csr = NULL;
@@ -3258,6 +3341,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             pki_scep_http_error(resp, 0);
             goto done;
         }
+        taken = 1;
     }
 
     if (m->type == PKI_SCEP_PKCSREQ && conf->manual) {
@@ -3284,6 +3368,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
         pki_log(res, "%s", created ? "pending approval"
                                    : "already pending (resent)");
+        granted = created;
 
         if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
             pki_scep_http_error(resp, 0);
@@ -3295,12 +3380,16 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     if (!pki_scep_issue(conf, m, &preq, who, req->client, &cert, resp)) {
         goto done;
     }
+    granted = 1;
 
     pki_scep_log_serial(res, cert);
     pki_scep_success(conf, m, cert, NULL, resp);
 
 done:
 
+    if (taken && !granted) {
+        pki_scep_chal_give_back(conf->redis, &chal, res);
+    }
     pki_scep_chal_clear(&chal);
     X509_free(cert);
     pki_request_clear(&preq);

@@ -221,6 +221,8 @@ static ngx_str_t  ngx_http_scep_bad_op =
     ngx_string("unknown or missing operation\n");
 static ngx_str_t  ngx_http_scep_busy = ngx_string("busy, retry later\n");
 static ngx_str_t  ngx_http_scep_bad_method = ngx_string("use GET or POST\n");
+static ngx_str_t  ngx_http_scep_no_head =
+    ngx_string("PKIOperation: use GET or POST (HEAD would issue, unseen)\n");
 static ngx_str_t  ngx_http_scep_too_large =
     ngx_string("message too large\n");
 
@@ -270,6 +272,21 @@ ngx_http_scep_handler(ngx_http_request_t *r)
 
         return ngx_http_pki_send_plain(r, NGX_HTTP_BAD_REQUEST,
                                        &ngx_http_scep_bad_op, 0);
+    }
+
+    /* a PKIOperation may issue or consume a challenge: not for a method
+     * that is safe and whose answer has no body */
+    if (r->method == NGX_HTTP_HEAD && scep_op == PKI_SCEP_PKIOPERATION) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "scep: HEAD of PKIOperation from %V refused",
+                      &r->connection->addr_text);
+
+        return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED,
+                                       &ngx_http_scep_no_head, 0);
     }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_scep_ctx_t));

@@ -16,6 +16,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Time::HiRes qw(sleep);
 use JSON::PP;
 use MIME::Base64 ();
 use PKITest;
@@ -169,6 +170,79 @@ fails('challenge bound to another CN',
 $f = req(cn => 'bound-dev', challenge => $bound);
 $h = rep(send_msg($f, '/scep-strict'), $f);
 is($h->{status}, 0, 'bound challenge: kept after the refusal, then used');
+# a CSR of our own (openssl req): subject lines, challenge, optional SAN
+sub csr_file {
+    my ($name, $key, $dn, $pw, $san) = @_;
+    my $cfg = "$dir/$name.cnf";
+    spew($cfg, "[req]\ndistinguished_name=dn\nattributes=at\nprompt=no\n"
+         . ($san ? "req_extensions=ext\n[ext]\nsubjectAltName=$san\n" : '')
+         . "[dn]\n$dn\n[at]\nchallengePassword=$pw\n");
+    my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-key', $key,
+        '-config', $cfg, '-outform', 'DER', '-out', "$dir/$name.csr"]);
+    die "openssl req: $e" if $rc;
+    return "$dir/$name.csr";
+}
+
+# bound to a CN: a second CN is refused (it would be in the certificate,
+# and some verifiers read the last one); bound to SANs: exactly those
+{
+    my $kb = key('kbind');
+    my $c = challenge('{"ttl": 120, "cn": "bound2-dev"}');
+    fails('challenge bound to a CN, the CSR has a second CN',
+          req(key => $kb, csr => csr_file('twocn', $kb,
+              "0.CN=bound2-dev\n1.CN=evil.example.com", $c)), 2,
+          key => $kb, path => '/scep-strict',
+          log => qr/bound to another subject CN/);
+    $c = challenge('{"ttl": 120, "san": "DNS:dev1.example.com"}');
+    fails('challenge bound to a SAN, the CSR names another one too',
+          req(key => $kb, csr => csr_file('xsan', $kb, 'CN=dev1', $c,
+              'DNS:dev1.example.com,DNS:www.bank.example')), 2,
+          key => $kb, path => '/scep-strict',
+          log => qr/names SANs the challenge is not bound to/);
+    $f = req(key => $kb, csr => csr_file('oksan', $kb, 'CN=dev1', $c,
+                                         'DNS:dev1.example.com'));
+    $h = rep(send_msg($f, '/scep-strict'), $f, $kb);
+    is($h->{status}, 0, '... with exactly the bound SAN: enrolled');
+}
+
+# a one-time challenge taken by a request that then issues nothing (the
+# issuing key's token is away: 503) is given back, so the client's retry
+# enrolls with it
+{
+    my ($tokendir) = (slurp($t->softhsm_conf) // '')
+        =~ /^\s*directories\.tokendir\s*=\s*(\S+)\s*$/m;
+    my $c = challenge('{"ttl": 120}');
+    $f = req(cn => 'give-dev', challenge => $c);
+    my $before = records();
+    rename($tokendir, "$tokendir.away") or die "rename: $!";
+    $r = send_msg($f, '/scep-strict');
+    rename("$tokendir.away", $tokendir) or die "rename back: $!";
+    is($r->{code}, 503, 'one-time challenge, the token away: 503');
+    is(records(), $before, '... nothing issued');
+    like(slurp($t->error_log) // '', qr/given back for a retry/,
+         '... the challenge given back (error log)');
+    $h = {};
+    for (1 .. 30) {         # the core reopens the token by itself
+        $h = rep(send_msg($f, '/scep-strict'), $f);
+        last if defined $h->{status} && $h->{status} ne '';
+        sleep 0.5;
+    }
+    is($h->{status}, 0, '... the retry enrolls with the same challenge')
+        or diag($h->{raw});
+}
+
+# HEAD would issue a certificate nobody sees: 405
+{
+    my $before = records();
+    my $m = "$dir/head.b64";
+    run_cmd([$tool, 'req', '--rcpt', "$pki/ra.pem", '--key', $k1, '--out',
+             $m, '--cn', 'head-dev', '--challenge', 'demo', '--b64']);
+    $r = $t->curl('HEAD', "$base/scep?operation=PKIOperation",
+                  extra => ['-G', '--data-urlencode', "message\@$m", '-I']);
+    is($r->{code}, 405, 'HEAD of PKIOperation: 405');
+    is(records(), $before, '... nothing issued');
+}
+
 my $tbound = challenge('{"ttl": 120, "template": "server"}');
 fails('challenge bound to another template',
       req(cn => 'x', challenge => $tbound), 2, path => '/scep-strict');
