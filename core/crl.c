@@ -891,8 +891,13 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
         now = time(NULL);
 
+        /* fresh until the last quarter of its own lifetime: a caller
+         * that asks for another lifetime does not replace a good one */
         if (out->number > 0 && out->revgen == revgen
-            && out->next_update - now > next_update_secs / 4)
+            && out->next_update - now
+               > (out->next_update > out->this_update
+                  ? out->next_update - out->this_update : next_update_secs)
+                 / 4)
         {
             return PKI_OK;                      /* fresh */
         }

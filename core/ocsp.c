@@ -309,6 +309,7 @@ pki_ocsp_sign_and_wrap(const pki_ocsp_conf_t *conf, pki_ca_t *ca,
     pub = skey ? pki_key_public(skey) : NULL;
     key = cert ? X509_get0_pubkey_bitstr(cert) : NULL;
     if (pub == NULL || key == NULL) {
+        sk_X509_free(br.certs);
         pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR, PKI_INTERNAL,
                       "CA key not available");
         return;
@@ -736,6 +737,23 @@ pki_ocsp_signer_check(const pki_ocsp_signer_t *s, pki_result_t *res)
         return pki_fail(res, PKI_MALFORMED,
                         "the OCSP responder certificate lacks "
                         "extendedKeyUsage OCSPSigning");
+    }
+
+    /* RFC 6960 4.2.2.2.1: its own status cannot be asked here (it was
+     * issued outside this CA's records, so no record, no CRL entry), so
+     * clients must be told not to ask */
+    if (X509_get_ext_by_NID(s->cert, NID_id_pkix_OCSP_noCheck, -1) < 0) {
+        return pki_fail(res, PKI_MALFORMED,
+                        "the OCSP responder certificate lacks "
+                        "id-pkix-ocsp-nocheck (1.3.6.1.5.5.7.48.1.5)");
+    }
+
+    if (X509_cmp_current_time(X509_get0_notBefore(s->cert)) > 0
+        || X509_cmp_current_time(X509_get0_notAfter(s->cert)) < 0)
+    {
+        return pki_fail(res, PKI_MALFORMED,
+                        "the OCSP responder certificate is not valid now "
+                        "(notBefore/notAfter)");
     }
 
     pub = pki_key_public(s->key);

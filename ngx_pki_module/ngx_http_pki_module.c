@@ -29,6 +29,7 @@
 #endif
 
 
+#define NGX_HTTP_PKI_CRL_DEFAULT      3600    /* pki_crl_next_update */
 #define NGX_HTTP_PKI_NAME_MAX      63
 #define NGX_HTTP_PKI_PASSWORD_MAX  1024
 
@@ -1580,6 +1581,18 @@ ngx_http_pki_cycle_redis(ngx_cycle_t *cycle)
     pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
 
     return pmcf ? pmcf->redis : NULL;
+}
+
+
+time_t
+ngx_http_pki_crl_interval(ngx_http_request_t *r)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+
+    return pmcf != NULL && pmcf->crl_refresh > 0 ? pmcf->crl_refresh
+                                                 : NGX_HTTP_PKI_CRL_DEFAULT;
 }
 
 
@@ -3327,7 +3340,6 @@ ngx_http_pki_admin_send(ngx_http_request_t *r, ngx_uint_t status,
 
 #define NGX_HTTP_PKI_CRL_CHECK_MSEC   1000
 #define NGX_HTTP_PKI_CRL_MAX_AGE      60
-#define NGX_HTTP_PKI_CRL_DEFAULT      3600
 #define NGX_HTTP_PKI_CRL_RETRY_AFTER  "5"
 
 

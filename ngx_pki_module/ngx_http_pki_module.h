@@ -211,6 +211,9 @@ void ngx_http_pki_audit_exit_threads(void);
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
 pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);
 ngx_thread_pool_t *ngx_http_pki_cycle_thread_pool(ngx_cycle_t *cycle);
+/* the CRLs' lifetime (s): the shortest pki_crl_next_update of the
+ * configuration, its default when no location publishes CRLs */
+time_t ngx_http_pki_crl_interval(ngx_http_request_t *r);
 pki_ca_t *ngx_http_pki_cycle_ca(ngx_cycle_t *cycle, ngx_uint_t i);
 pki_vault_t *ngx_http_pki_find_vault(ngx_conf_t *cf, const char *token);
 

@@ -297,6 +297,9 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     ctx->op_name = op;
     ctx->conf = *slcf->conf;
     ctx->conf.redis = ngx_http_pki_redis(r);
+    /* GetCRL builds with the lifetime the CRL locations publish: a CRL
+     * of another lifetime would replace theirs */
+    ctx->conf.crl_next_update = (long) ngx_http_pki_crl_interval(r);
     ctx->req.op = scep_op;
 
     ctx->req.client = ngx_http_pki_cstr(r->pool, &r->connection->addr_text);
@@ -717,7 +720,7 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     sc->max_body = conf->max_body_size;
     sc->pending_ttl = (long) conf->pending_ttl;
     sc->max_skew = (long) conf->clock_skew;
-    sc->crl_next_update = 86400;
+    sc->crl_next_update = 3600;     /* set per request (GetCRL) */
 
     pki_result_init(&res);
 

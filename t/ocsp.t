@@ -232,7 +232,7 @@ SKIP: {
         '-days', '1', '-set_serial', '4242', '-extfile', "$dir/resp.ext",
         '-out', "$dir/resp.pem"],
         env => { SOFTHSM2_CONF => $t->softhsm_conf });
-    skip 'cannot sign a responder certificate with the pkcs11 engine', 6
+    skip 'cannot sign a responder certificate with the pkcs11 engine', 7
         if $rc1 != 0 || $rc2 != 0;
 
     # a certificate without OCSPSigning is refused at configuration time
@@ -242,6 +242,23 @@ SKIP: {
     my ($okt, $tout) = $t->nginx_test($t->write_conf($bad, 'bad.conf'));
     ok(!$okt && $tout =~ /OCSPSigning/,
        'signer without OCSPSigning refused by nginx -t') or diag($tout);
+
+    # ... and one without id-pkix-ocsp-nocheck: its own status could not
+    # be asked here (no record of it)
+    spew("$dir/resp2.ext", "extendedKeyUsage=critical,OCSPSigning\n"
+         . "keyUsage=critical,digitalSignature\n");
+    run_cmd(['openssl', 'x509', '-req', '-in', "$dir/resp.csr", '-CA',
+        "$pki/issuing.pem", '-engine', 'pkcs11', '-CAkeyform', 'engine',
+        '-CAkey', "pkcs11:token=$tok;object=issuing;type=private;"
+        . "pin-value=$pin", '-days', '1', '-set_serial', '4243',
+        '-extfile', "$dir/resp2.ext", '-out', "$dir/resp2.pem"],
+        env => { SOFTHSM2_CONF => $t->softhsm_conf });
+    ($bad = $conf) =~ s{(ocsp_responder issuing;)}
+        {$1\n            ocsp_responder_signer issuing $dir/resp2.pem $dir/resp.key;};
+    ($okt, $tout) = $t->nginx_test($t->write_conf($bad, 'bad2.conf'));
+    ok(!$okt && $tout =~ /ocsp-nocheck/,
+       'signer without id-pkix-ocsp-nocheck refused by nginx -t')
+        or diag($tout);
 
     (my $good = $conf) =~ s{(ocsp_responder issuing;)}
         {$1\n            ocsp_responder_signer issuing $dir/resp.pem $dir/resp.key;};

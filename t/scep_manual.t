@@ -119,6 +119,23 @@ $f = req(type => 22, getcert => $issued_serial, issuer => "$pki/issuing.pem");
 $h = rep(send_msg($f), $f);
 is($h->{status}, 0, 'GetCRL: SUCCESS') or diag($h->{raw});
 is($h->{crls}, 1, 'GetCRL: one CRL');
+{
+    # GetCRL builds with the lifetime the CRL locations publish (1 h
+    # here): the CRL it stored is the one /crl/ serves, and a 24-hour one
+    # would hide revocations from clients that cache until nextUpdate
+    require Time::Piece;
+    my $r = $t->curl('GET', "$base/crl/issuing.crl");
+    spew("$dir/pub.crl", $r->{body} // '');
+    my ($rc, $o) = run_cmd(['openssl', 'crl', '-inform', 'DER', '-in',
+                            "$dir/pub.crl", '-noout', '-lastupdate',
+                            '-nextupdate']);
+    my %u = map { my ($k, $v) = split /=/, $_, 2; $v =~ s/\s+/ /g;
+                  ($k => Time::Piece->strptime($v, '%b %d %H:%M:%S %Y GMT')
+                                    ->epoch) }
+            grep { /=/ } split /\n/, $o // '';
+    is(($u{nextUpdate} // 0) - ($u{lastUpdate} // 0), 3600,
+       'GetCRL: the published CRL still lives 1 h (pki_crl_next_update)');
+}
 fails('CertPoll without a pending request',
       req(type => 20, certpoll => 1, issuer => "$pki/issuing.pem",
           flags => ['certpoll']), 4);
