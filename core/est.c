@@ -566,9 +566,10 @@ pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
 
 /* ---- enrollment ---------------------------------------------------------- */
 
-/* The client certificate: issued by this CA, current, recorded as good. */
+/* The client certificate: issued by this CA under this template, current,
+ * recorded as good. */
 static pki_status_t
-pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int renewing,
+pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
     pki_result_t *res)
 {
     pki_status_t       rc;
@@ -604,10 +605,11 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int renewing,
 
     st = rec.status;
 
-    /* A renewal stays in its profile: a certificate issued under another
-     * template (another label of the same CA) is not renewed into this
-     * one. */
-    if (renewing && st == PKI_CERT_GOOD
+    /* A certificate stays in its profile: one issued under another
+     * template (another label of the same CA) neither renews into this
+     * one nor authenticates an enrollment under it (a device certificate
+     * would otherwise get server certificates for any name). */
+    if (st == PKI_CERT_GOOD
         && strcmp(rec.template_name, pki_template_name(conf->tmpl)) != 0)
     {
         rc = pki_fail(res, PKI_FORBIDDEN, "the client certificate was issued "
@@ -883,7 +885,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
             goto failed;
         }
 
-        rc = pki_est_client_cert(conf, req->client_cert, 1, res);
+        rc = pki_est_client_cert(conf, req->client_cert, res);
         if (rc != PKI_OK) {
             goto failed;
         }
@@ -894,7 +896,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         who = strdup(req->user);
 
     } else if (req->client_cert) {
-        rc = pki_est_client_cert(conf, req->client_cert, 0, res);
+        rc = pki_est_client_cert(conf, req->client_cert, res);
         if (rc == PKI_UNAVAILABLE) {
             goto failed;
         }

@@ -207,5 +207,33 @@ SKIP: {
     record_ok('label', $lc);
 }
 
+# --- a client certificate as the authentication of simpleenroll -------------
+# An operator who serves EST to mTLS clients only (no auth_basic): a
+# client certificate of the CA authenticates simpleenroll under its own
+# template only.  The device certificate gets a device certificate, not a
+# server certificate for any name through the "server" label.
+SKIP: {
+    skip 'no device certificate', 3 if !$ec;
+    my $conf = $t->render_conf;
+    $conf =~ s{\n\s*auth_basic "EST";\n\s*auth_basic_user_file [^\n]*\n}{\n}
+        or die 'no EST auth_basic';
+    $t->stop_nginx;
+    $t->start_nginx($conf);
+    my ($csr3) = $t->make_csr('bank', subj => '/CN=www.bank.example',
+                              san => 'DNS:www.bank.example');
+    $r = $t->est_post('simpleenroll', $csr3, label => 'server', user => undef,
+                      cert => $ec, key => $eckey);
+    is($r->{code}, 401, 'mTLS only: a device certificate for the server '
+       . 'label: 401');
+    $r = $t->est_post('simpleenroll', $csr3, label => 'server',
+                      user => undef);
+    is($r->{code}, 401, '... no certificate: 401');
+    my ($csr4) = $t->make_csr('dev2', subj => '/CN=device-2',
+                              san => 'DNS:device-2.example.com');
+    $r = $t->est_post('simpleenroll', $csr4, user => undef,
+                      cert => $ec, key => $eckey);
+    is($r->{code}, 200, '... for its own template: 200') or diag($r->{body});
+}
+
 $t->stop_nginx;
 done_testing();
