@@ -2705,12 +2705,17 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
 /* ---- pending requests (manual approval) ------------------------------------ */
 
 /* 1: created; a resend gets the stored "expires" (0 for a record of an
- * older version without one) */
+ * older version without one).  A request whose key already had one
+ * decided (rejected, or issued: CertPoll has given out its certificate)
+ * is a new request, not a resend: it replaces that record. */
 static const char  pki_lua_pend_new[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "local s = redis.call('HGET', KEYS[1], 'status') "
+    "if s ~= 'rejected' and s ~= 'issued' then "
     "local e = redis.call('HGET', KEYS[1], 'expires') "
     "if e then return e end "
     "return 0 end "
+    "redis.call('DEL', KEYS[1]) end "
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "return 1";
@@ -3036,7 +3041,8 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = "csr";
     argv[i++] = (const char *) m->data;
 
-    for (int j = 0; j < i; j++) {
+    /* the last one is the CSR's DER: binary, with its own length */
+    for (int j = 0; j < i - 1; j++) {
         lens[j] = strlen(argv[j]);
     }
     lens[i - 1] = m->data_len;

@@ -257,6 +257,18 @@ fails('CertPoll without a pending request',
     is($r->{code}, 200, 'manual: reject');
     my $p4 = $poll->($rk);
     is($p4->{status}, 2, 'manual: CertPoll after rejection: FAILURE');
+
+    # the device corrects its request (same key, so the same
+    # transactionID): a new request, not a resend of the rejected one
+    my $rreq2 = req(key => $rk, cn => 'manual-2b', challenge => 'demo');
+    $h = rep(send_msg($rreq2, '/scep-manual'), $rreq2, $rk);
+    is($h->{status}, 3, 'manual: a new request after the rejection: PENDING');
+    $r = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
+    like($r->{body} // '', qr/manual-2b/,
+         '... listed for approval with its new subject');
+    $r = $t->curl('POST', "$admin/scep/reject", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tids[-1] }));
+    is($r->{code}, 200, '... and can be decided (rejected) again');
     $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
                   data => '{"transaction_id": "nope"}');
     is($r->{code}, 404, 'manual: approve unknown: 404');
