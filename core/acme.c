@@ -2782,6 +2782,32 @@ pki_acme_account_deactivated(pki_acme_t *a, const char *id)
 }
 
 
+/* 1 when the durable account reads "deactivated" now */
+static int
+pki_acme_account_deactivated_now(pki_acme_t *a, const char *id)
+{
+    int           v;
+    char          key[PKI_ACME_KEY_MAX];
+    cJSON        *o;
+    const char   *st;
+    pki_result_t  tmp;
+
+    pki_key_name(key, sizeof(key), a->conf->redis, id, "acct", NULL);
+    pki_result_init(&tmp);
+    o = NULL;
+
+    if (pki_acme_load_text(a->conf->redis, key, &o, NULL, &tmp) != PKI_OK) {
+        return 0;
+    }
+
+    st = pki_json_str(o, "status");
+    v = st != NULL && strcmp(st, "deactivated") == 0;
+    cJSON_Delete(o);
+
+    return v;
+}
+
+
 static void
 pki_acme_account(pki_acme_t *a, const char *id)
 {
@@ -2831,13 +2857,25 @@ pki_acme_account(pki_acme_t *a, const char *id)
             v = a->account_text == NULL ? -1
                 : pki_acme_cas(a->conf->redis, key, a->account_text,
                                a->account, PKI_ACME_KEEP, &nt, a->res);
-            if (v < 0) {
+            if (v <= 0) {
                 pki_acme_account_resync(a, id);
+
+                /* a deactivation whose answer was lost (or that hiredis
+                 * sent again, finding it done) stands: its open work goes
+                 * with it now, as a retry would only be refused as from
+                 * a deactivated account (RFC 8555 7.3.6) */
+                if (st != NULL && pki_acme_account_deactivated_now(a, id)) {
+                    pki_result_init(a->res);
+                    pki_acme_account_deactivated(a, id);
+                    pki_acme_account_reply(a, 200, id, a->account);
+                    return;
+                }
+            }
+            if (v < 0) {
                 pki_acme_fail(a, PKI_UNAVAILABLE, "account update");
                 return;
             }
             if (v == 0) {
-                pki_acme_account_resync(a, id);
                 pki_acme_problem(a, 409, "malformed", "the account changed "
                                  "meanwhile; retry");
                 return;

@@ -21,7 +21,9 @@
 #    back in the proxy (its "HOLD" mode) until a keyChange has committed
 #    and written its copy: the late, older copy is not taken, so the old
 #    key stays refused; the keyChange that lost against the older copy
-#    put the durable account in the copy instead of dropping it.
+#    put the durable account in the copy instead of dropping it;
+#  - with a state store of its own, an account deactivation whose answer
+#    is lost: 200, and its open authorization is deactivated too.
 
 use strict;
 use warnings;
@@ -190,6 +192,27 @@ $t->stop_nginx;
     my $o = $old->_post($u->{kid}, undef);
     isnt($o->{status}, 200, '... and the old key does not');
     unlink "$arm.release";
+
+    # A deactivation whose answer is lost: sent again, the compare-and-set
+    # finds the account changed (by itself).  The deactivation stands, so
+    # its open work goes with it now (a retry would only be refused as
+    # from a deactivated account): 200, and its order's pending
+    # authorization is deactivated.
+    my $d = ACMELoad->new(t => $t, base => $c->{base});
+    ok($d->account->{ok}, 'lost deactivation: an account');
+    my $no = $d->_post("$c->{base}/new-order", { identifiers => [
+        { type => 'dns', value => 'lost-deact.example.test' } ] });
+    my ($dacct, $daz) = ($no->{json}{authorizations}[0] // '')
+        =~ m{/authz/([\w-]+)/([\w-]+)$};
+    PKITest::spew($arm, '"status":"deactivated"');
+    $r = $d->_post($d->{kid}, { status => 'deactivated' });
+    fired('deactivation');
+    is($r->{status}, 200, '... the deactivation answered 200')
+        or diag($r->{content});
+    is($r->{json}{status} // '', 'deactivated', '... deactivated');
+    like($t->redis_raw('GET', "acmestate:{acme:$dacct}:authz:$daz") // '',
+         qr/"status":"deactivated"/,
+         '... its pending authorization deactivated with it');
 }
 
 unlike(PKITest::slurp($t->error_log) // '', qr/\[(alert|crit|emerg)\]|exited on signal/,
