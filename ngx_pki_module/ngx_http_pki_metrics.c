@@ -1208,7 +1208,8 @@ ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
                 *p++ = '\\';
                 *p++ = 'n';
 
-            } else if ((u_char) v[n] < 0x20 || (u_char) v[n] == 0x7f) {
+            } else if ((u_char) v[n] < 0x20 || (u_char) v[n] >= 0x7f) {
+                /* (UTF-8 cut at the length cap would break the scrape) */
                 *p++ = '?';
 
             } else {
@@ -1230,26 +1231,28 @@ ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
 
 
 /* A failure reason as a bounded label: quoted parts dropped, numbers (a
- * digit run not glued to a letter, as in "base64") become "#". */
+ * digit run not glued to a letter, as in "base64") become "#".  Quoted
+ * text is the client's, and may hold quotes of its own: everything from
+ * the first quote to the last one goes, so no client text makes a label
+ * value (the series would be theirs to multiply).  Non-ASCII bytes
+ * become "?". */
 static void
 ngx_http_pki_m_reason(char *out, size_t size, const char *in)
 {
-    size_t      n;
-    ngx_uint_t  quoted;
+    size_t       n;
+    const char  *last;
 
     n = 0;
-    quoted = 0;
+    last = in != NULL ? strrchr(in, '"') : NULL;
 
     for ( /* void */ ; in && *in && n + 1 < size; in++) {
         if (*in == '"') {
-            if (!quoted) {
-                out[n++] = '_';
+            out[n++] = '_';
+            if (last == NULL || last == in) {
+                break;          /* an unclosed quote: the rest goes */
             }
-            quoted = !quoted;
-            continue;
-        }
-
-        if (quoted) {
+            in = last;
+            last = NULL;
             continue;
         }
 
@@ -1269,7 +1272,8 @@ ngx_http_pki_m_reason(char *out, size_t size, const char *in)
             continue;
         }
 
-        out[n++] = (*in == '\\' || (u_char) *in < 0x20) ? ' ' : *in;
+        out[n++] = (*in == '\\' || (u_char) *in < 0x20) ? ' '
+                   : ((u_char) *in >= 0x7f) ? '?' : *in;
     }
 
     while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == ':')) {

@@ -194,6 +194,15 @@ SKIP: {
     is($r->{code}, 400, 'acme: rejectedIdentifier');
     $sent{acme}{policy}++;
 
+    # client text with quotes and UTF-8 of its own, cut at the label's
+    # length: none of it may reach a label (checked after the scrape)
+    for my $v ("a\"ATTACKER_x", "ab\"" . ("\xc3\xa9" x 40)) {
+        $r = acme_post($key, "$abase/new-order", { identifiers => [
+            { type => 'dns', value => $v } ] }, kid => $kid);
+        is($r->{code}, 400, 'acme: rejectedIdentifier with a quote in it');
+        $sent{acme}{policy}++;
+    }
+
     $r = $t->curl('POST', "$abase/new-account", data => '{}', quiet => 1,
                   headers => ['Content-Type: application/json']);
     is($r->{code}, 415, 'acme: wrong content type');
@@ -310,6 +319,8 @@ is(sum_match($m1, qr/^pki_failures_total\{protocol="est"/)
    'failure reasons: 5 est failures');
 ok((grep { /^pki_failures_total\{protocol="est",outcome="policy",reason="[^"]+"\}/ }
     keys %$m1), 'a policy failure reason label');
+ok(!(grep { /ATTACKER|[^\x20-\x7e]/ } keys %$m1),
+   'no client text and no byte outside printable ASCII in any label');
 ok(exists $m1->{'pki_thread_tasks_in_flight'}, 'thread tasks gauge');
 
 # ACME, SCEP, Matter: each outcome class by exactly what was sent
