@@ -7520,6 +7520,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     ictx.requester = requester;
     ictx.client = a->req->client;
     ictx.realm = a->conf->realm;
+    ictx.committed = NULL;
 
     /* With a state store of its own, the reservation also links the
      * order to its serial in the certificate store: the order's

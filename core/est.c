@@ -999,6 +999,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     ictx.requester = who;
     ictx.client = req->client;
     ictx.realm = NULL;
+    ictx.committed = NULL;
     pki_event_set_operation(req->op == PKI_EST_SIMPLEREENROLL ? "renew"
                             : req->op == PKI_EST_SERVERKEYGEN ? "serverkeygen"
                             : "enroll");

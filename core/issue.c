@@ -1766,6 +1766,10 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         rec.der_len = (size_t) len;
         rec.status = PKI_CERT_GOOD;
 
+        if (ictx != NULL && ictx->committed != NULL) {
+            *ictx->committed = 1;
+        }
+
         stream = pki_int_audit_stream(r, ca->name);
 
         if (stream == NULL || !pki_issue_carry(ca, t, r, x, stream, &rec,

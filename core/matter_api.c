@@ -387,6 +387,7 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     ictx.requester = req->user;
     ictx.client = req->client;
     ictx.realm = NULL;
+    ictx.committed = NULL;
 
     nt = conf->threads > 0 ? conf->threads : 2;
     if (nt > PKI_MATTER_MAX_THREADS) {
@@ -800,6 +801,7 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     ictx.requester = req->user;
     ictx.client = req->client;
     ictx.realm = NULL;
+    ictx.committed = NULL;
 
     rc = pki_issue(conf->ca, conf->tmpl, conf->redis, &preq, &ictx, &noc,
                    &resp->res);

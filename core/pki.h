@@ -404,6 +404,9 @@ typedef struct {
     const char  *client;      /* client address, or NULL */
     const char  *realm;       /* ACME: the policy of the issuing location
                                  (kept in the record), or NULL */
+    int         *committed;   /* or NULL; set to 1 once the record's commit
+                                 was sent: from then on the certificate
+                                 may be issued even when the call fails */
 } pki_issue_ctx_t;
 
 /* Issues: policy checks, fresh serial reserved in Redis (SET NX, retried on

@@ -138,7 +138,8 @@ typedef struct {
 typedef struct {
     char                 *raw;             /* the stored value */
     char                 *taken;           /* ... as taken (for a give-back) */
-    long long             pttl;            /* its time left then, ms */
+    long long             pttl;            /* when it expires (ms since
+                                              1970, Redis's clock) */
     char                  hkey[PKI_SCEP_KEY_MAX];
     const char           *tmpl;
     const char           *cn;
@@ -2477,8 +2478,10 @@ static const char  pki_lua_chal_take[] =
     "local v = redis.call('GET', KEYS[1]) "
     "if not v then return false end "
     "local t = redis.call('PTTL', KEYS[1]) "
+    "local now = redis.call('TIME') "
     "redis.call('DEL', KEYS[1]) "
-    "return { v, t }";
+    "if t < 0 then return { v, 0 } end "
+    "return { v, now[1] * 1000 + math.floor(now[2] / 1000) + t }";
 
 static pki_status_t
 pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
@@ -2524,8 +2527,9 @@ pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
 
 
 /* A request that took the challenge and then issued nothing (Redis, the
- * key or the template failed or refused it) gives it back for the time it
- * had left, so that the client's retry can use it.  Best effort. */
+ * key or the template failed or refused it) gives it back until the time
+ * it expired at (PXAT: failed tries never lengthen its life), so that the
+ * client's retry can use it.  Best effort. */
 static void
 pki_scep_chal_give_back(pki_redis_t *r, pki_scep_chal_t *c,
     pki_result_t *res)
@@ -2544,13 +2548,13 @@ pki_scep_chal_give_back(pki_redis_t *r, pki_scep_chal_t *c,
     argv[0] = "SET";
     argv[1] = c->hkey;
     argv[2] = c->taken;
-    argv[3] = "PX";
+    argv[3] = "PXAT";
     argv[4] = ms;
     argv[5] = "NX";
     lens[0] = 3;
     lens[1] = strlen(c->hkey);
     lens[2] = strlen(c->taken);
-    lens[3] = 2;
+    lens[3] = 4;
     lens[4] = strlen(ms);
     lens[5] = 2;
 
@@ -2610,12 +2614,15 @@ pki_scep_san_text(const GENERAL_NAME *gn, char *buf, size_t size)
 
 
 /* The request matches what the challenge is bound to. */
+
+#define PKI_SCEP_BOUND_SANS  64     /* SANs of a request under a binding */
 static int
 pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
     const pki_request_t *preq, pki_result_t *res)
 {
-    int            i, j, n, lastpos, found;
+    int            i, j, lastpos, found;
     char           cn[256], want[512], have[512], *tok, *save;
+    unsigned char  marked[PKI_SCEP_BOUND_SANS];
     X509_NAME_ENTRY  *e;
     ASN1_STRING   *s;
 
@@ -2660,9 +2667,15 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
         }
 
         /* the request names exactly the bound SANs: each of them, and
-         * none besides (n counts the bound ones it has) */
+         * none besides (each of its SANs marked when a bound one is it) */
         strcpy(want, c->san);
-        n = 0;
+        j = sk_GENERAL_NAME_num(preq->sans);
+        if (j > PKI_SCEP_BOUND_SANS) {
+            pki_fail(res, PKI_FORBIDDEN, "the request names more SANs than "
+                     "a bound challenge allows");
+            return 0;
+        }
+        memset(marked, 0, sizeof(marked));
 
         for (tok = strtok_r(want, ",", &save); tok != NULL;
              tok = strtok_r(NULL, ",", &save))
@@ -2672,14 +2685,14 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
             }
 
             found = 0;
-            j = sk_GENERAL_NAME_num(preq->sans);
 
             for (i = 0; i < j; i++) {
                 if (pki_scep_san_text(sk_GENERAL_NAME_value(preq->sans, i),
                                       have, sizeof(have))
                     && strcasecmp(have, tok) == 0)
                 {
-                    found++;
+                    marked[i] = 1;
+                    found = 1;
                 }
             }
 
@@ -2688,13 +2701,14 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
                          "SAN %s, which the request lacks", tok);
                 return 0;
             }
-            n += found;
         }
 
-        if (n != sk_GENERAL_NAME_num(preq->sans)) {
-            pki_fail(res, PKI_FORBIDDEN, "the request names SANs the "
-                     "challenge is not bound to");
-            return 0;
+        for (i = 0; i < j; i++) {
+            if (!marked[i]) {
+                pki_fail(res, PKI_FORBIDDEN, "the request names SANs the "
+                         "challenge is not bound to");
+                return 0;
+            }
         }
     }
 
@@ -3110,7 +3124,7 @@ pki_scep_key_hex(EVP_PKEY *pk, char out[65])
 static int
 pki_scep_issue(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     const pki_request_t *preq, const char *who, const char *client,
-    X509 **cert, pki_scep_resp_t *resp)
+    X509 **cert, int *committed, pki_scep_resp_t *resp)
 {
     pki_status_t     rc;
     pki_issue_ctx_t  ictx;
@@ -3119,6 +3133,7 @@ pki_scep_issue(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     ictx.requester = who;
     ictx.client = client;
     ictx.realm = NULL;
+    ictx.committed = committed;
 
     rc = pki_issue(conf->ca, conf->tmpl, conf->redis, preq, &ictx, cert,
                    &resp->res);
@@ -3368,6 +3383,9 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         }
 
         if (st != PKI_OK) {
+            /* the record may have been made (a lost answer, or its index
+             * failed after it): the challenge stays used */
+            granted = 1;
             pki_scep_http_error(resp, 0);
             goto done;
         }
@@ -3383,7 +3401,11 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
-    if (!pki_scep_issue(conf, m, &preq, who, req->client, &cert, resp)) {
+    /* a failure once the record's commit was sent may still have issued
+     * (a lost answer): the challenge then stays used */
+    if (!pki_scep_issue(conf, m, &preq, who, req->client, &cert, &granted,
+                        resp))
+    {
         goto done;
     }
     granted = 1;
@@ -3556,7 +3578,7 @@ pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     }
 
     if (!pki_scep_issue(conf, m, &preq, "manual approval", req->client, &cert,
-                        resp))
+                        NULL, resp))
     {
         (void) pki_scep_pend_set(conf->redis, m->tid, "issuing", "approved",
                                  NULL, &done, NULL);

@@ -199,6 +199,18 @@ sub csr_file {
               'DNS:dev1.example.com,DNS:www.bank.example')), 2,
           key => $kb, path => '/scep-strict',
           log => qr/names SANs the challenge is not bound to/);
+    # a binding that names one SAN twice binds just that one
+    my $c2 = challenge('{"ttl": 120, "san": "DNS:dev1.example.com,'
+                       . 'DNS:DEV1.example.com"}');
+    fails('challenge bound to a SAN twice, the CSR names another one too',
+          req(key => $kb, csr => csr_file('xsan2', $kb, 'CN=dev1', $c2,
+              'DNS:dev1.example.com,DNS:www.bank.example')), 2,
+          key => $kb, path => '/scep-strict',
+          log => qr/names SANs the challenge is not bound to/);
+    $f = req(key => $kb, csr => csr_file('oksan2', $kb, 'CN=dev1', $c2,
+                                         'DNS:dev1.example.com'));
+    $h = rep(send_msg($f, '/scep-strict'), $f, $kb);
+    is($h->{status}, 0, '... and with just that SAN: enrolled');
     $f = req(key => $kb, csr => csr_file('oksan', $kb, 'CN=dev1', $c,
                                          'DNS:dev1.example.com'));
     $h = rep(send_msg($f, '/scep-strict'), $f, $kb);

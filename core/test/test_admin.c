@@ -136,7 +136,7 @@ issue(pki_ca_t *ca, pki_template_t *t, const char *name, char serial[41])
     X509             *x;
     pki_request_t     req;
     pki_result_t      res;
-    pki_issue_ctx_t   ictx = { "est", "tester", "127.0.0.1", NULL };
+    pki_issue_ctx_t   ictx = { "est", "tester", "127.0.0.1", NULL, NULL };
     pki_status_t      st;
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");

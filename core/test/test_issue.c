@@ -595,7 +595,7 @@ issue_one(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r,
     EVP_PKEY         *pk;
     pki_request_t     req;
     unsigned char    *der;
-    pki_issue_ctx_t   ictx = { "est", "tester", "127.0.0.1", NULL };
+    pki_issue_ctx_t   ictx = { "est", "tester", "127.0.0.1", NULL, NULL };
 
     x = NULL;
     pk = keygen("EC:P-256");

@@ -425,6 +425,7 @@ test_redis(pki_ca_t *ca, pki_template_t *tdev, pki_redis_t *r,
     ictx.requester = "factory";
     ictx.client = "127.0.0.1";
     ictx.realm = NULL;
+    ictx.committed = NULL;
 
     /* 300 items: more than two pipelined chunks of 128 */
     reqs = make_reqs(n, NULL);

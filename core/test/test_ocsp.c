@@ -115,7 +115,7 @@ issue_leaf(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn)
     EVP_PKEY        *pk;
     pki_result_t     res;
     pki_request_t    req;
-    pki_issue_ctx_t  ictx = { "est", "tester", "127.0.0.1", NULL };
+    pki_issue_ctx_t  ictx = { "est", "tester", "127.0.0.1", NULL, NULL };
 
     pk = keygen("EC:P-256");
     memset(&req, 0, sizeof(req));
