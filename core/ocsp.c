@@ -739,21 +739,24 @@ pki_ocsp_signer_check(const pki_ocsp_signer_t *s, pki_result_t *res)
                         "extendedKeyUsage OCSPSigning");
     }
 
-    /* RFC 6960 4.2.2.2.1: its own status cannot be asked here (it was
-     * issued outside this CA's records, so no record, no CRL entry), so
-     * clients must be told not to ask */
+    /* Warnings (res->log), not refusals: a reload that fails takes every
+     * module down, not just OCSP.  RFC 6960 4.2.2.2.1: without nocheck
+     * (or another way named there) a client may ask the responder
+     * certificate's own status, and only one issued through this CA has
+     * a record to answer from. */
     if (X509_get_ext_by_NID(s->cert, NID_id_pkix_OCSP_noCheck, -1) < 0) {
-        return pki_fail(res, PKI_MALFORMED,
-                        "the OCSP responder certificate lacks "
-                        "id-pkix-ocsp-nocheck (1.3.6.1.5.5.7.48.1.5)");
+        pki_log(res, "%sthe responder certificate lacks "
+                "id-pkix-ocsp-nocheck: clients that check its own status "
+                "need its record here or a CRL of it",
+                res->log[0] ? "; " : "");
     }
 
     if (X509_cmp_current_time(X509_get0_notBefore(s->cert)) > 0
         || X509_cmp_current_time(X509_get0_notAfter(s->cert)) < 0)
     {
-        return pki_fail(res, PKI_MALFORMED,
-                        "the OCSP responder certificate is not valid now "
-                        "(notBefore/notAfter)");
+        pki_log(res, "%sthe responder certificate is not valid now "
+                "(notBefore/notAfter): responses signed with it will not "
+                "verify", res->log[0] ? "; " : "");
     }
 
     pub = pki_key_public(s->key);

@@ -1618,6 +1618,12 @@ ngx_http_ocsp_signer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (res.log[0] != '\0') {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "ocsp_responder_signer \"%V\": %s", &cert,
+                           res.log);
+    }
+
     return NGX_CONF_OK;
 }
 
