@@ -36,6 +36,7 @@
 #define PKI_MATTER_BATCH_BODY   (2 * 1024 * 1024)
 #define PKI_MATTER_NOC_BODY     16384
 #define PKI_MATTER_MAX_THREADS  64
+#define PKI_MATTER_WITHDRAWN    5     /* cessationOfOperation (RFC 5280) */
 #define PKI_MATTER_JSON         "application/json"
 
 
@@ -411,6 +412,51 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 }
 
 
+/* A batch answers all or nothing: when an item failed after others were
+ * issued (a check that only the signed certificate can make, Redis or the
+ * key failing midway), those are recorded, good, and would never reach
+ * the client, whose retry issues its devices a second DAC each.  They are
+ * revoked (cessationOfOperation) before the error is answered, and the
+ * log counts them. */
+static void
+pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
+    size_t n, pki_result_t *res)
+{
+    char          hex[41];
+    size_t        i, done;
+    pki_result_t  tmp;
+
+    done = 0;
+
+    for (i = 0; i < n; i++) {
+        if (items[i].cert == NULL
+            || !pki_serial_to_hex(X509_get0_serialNumber(items[i].cert), hex))
+        {
+            continue;
+        }
+
+        pki_result_init(&tmp);
+        if (pki_record_revoke(conf->redis, pki_ca_name(conf->ca), hex,
+                              PKI_MATTER_WITHDRAWN, time(NULL), 0, NULL,
+                              &tmp) == PKI_OK)
+        {
+            done++;
+
+        } else {
+            pki_log(res, "%sissued serial %s of the failed batch could not "
+                    "be revoked: %s", res->log[0] ? "; " : "", hex,
+                    tmp.detail);
+        }
+    }
+
+    if (done) {
+        pki_log(res, "%s%zu certificate(s) the failed batch had issued "
+                "revoked (cessationOfOperation)", res->log[0] ? "; " : "",
+                done);
+    }
+}
+
+
 static void
 pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     const cJSON *json, pki_matter_resp_t *resp)
@@ -510,6 +556,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
                     break;
                 }
             }
+            pki_batch_withdraw(conf, items, n, &resp->res);
             goto done;
         }
     }

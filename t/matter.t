@@ -383,6 +383,42 @@ sub record_good {
     is($r->{code}, 413, 'NOC body over 16 KiB: 413');
 }
 
+# --- a batch that fails after some of it was issued --------------------------
+
+# The DER size (600 bytes) can only be judged once signed: with a CRL URL
+# in the DACs, a 64-character CN goes over it, a short one does not.  A
+# batch of three short CNs and a long one: 400, and the three DACs it had
+# issued (recorded, never delivered) are revoked, not left good.
+{
+    $t->stop_nginx;
+    (my $c2 = $conf) =~ s{(templates matter-dac;)}
+        {$1\n        crl_url http://crl.example.com/pppppppppp.crl;} or die;
+    $t->start_nginx($c2);
+    my @csrs;
+    for my $cn ('short-1', 'short-2', 'short-3', 'x' x 64) {
+        my ($csr) = $t->make_csr('w' . scalar @csrs, subj => "/CN=$cn");
+        push @csrs, encode_base64($csr, '');
+    }
+    my $status = sub {
+        my %n;
+        for my $k ($t->redis_keys('pki:{ca:matter-pai}:cert:*')) {
+            $n{ $t->redis_hash($k)->{status} // '' }++;
+        }
+        return \%n;
+    };
+    my $before = $status->();
+    my $r = post_json('/matter/dac/batch', { csrs => \@csrs });
+    is($r->{code}, 400, 'batch failing at its last DAC (DER size): 400');
+    like($r->{body}, qr/larger than 600 bytes/, '... naming the rule');
+    my $after = $status->();
+    is(($after->{good} // 0) - ($before->{good} // 0), 0,
+       '... no DAC of it left good');
+    is(($after->{revoked} // 0) - ($before->{revoked} // 0), 3,
+       '... the three it had issued are revoked');
+    like(slurp($t->error_log) // '', qr/3 certificate\(s\) the failed batch /,
+         '... and the error log says so');
+}
+
 $t->stop_nginx;
 
 done_testing();
