@@ -1320,12 +1320,41 @@ pki_int_matter_tmpl_set(pki_template_t *t, const char *name, int argc,
 pki_status_t
 pki_int_matter_tmpl_finish(pki_template_t *t, pki_result_t *res)
 {
-    int                type, ca;
+    int                type, ca, i;
+    size_t             k;
     unsigned           want;
     pki_key_type_t     kt;
     ASN1_OBJECT       *o;
+    const char        *v;
 
     type = t->matter;
+
+    /* the subject is the profile's: a DAC template may only rule on the
+     * CN (a fixed one of 1..64 printable characters); any other rule
+     * would be ignored, so it is refused */
+    for (i = 0; i < t->nsubject; i++) {
+        if (type != PKI_MATTER_DAC
+            || OBJ_obj2nid(t->subject[i].obj) != NID_commonName)
+        {
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\": a Matter "
+                            "%s template takes no \"subject %s\" rule (only "
+                            "a DAC template, on CN)", t->name,
+                            pki_matter_type_name(type), t->subject[i].name);
+        }
+        v = t->subject[i].value;
+        if (t->subject[i].rule == PKI_RULE_FIXED) {
+            for (k = 0; v != NULL && v[k] != '\0'; k++) {
+                if (v[k] < 0x20 || v[k] > 0x7e) {
+                    break;
+                }
+            }
+            if (v == NULL || k == 0 || k > 64 || v[k] != '\0') {
+                return pki_fail(res, PKI_MALFORMED, "template \"%s\": a "
+                                "fixed Matter DAC CN is 1..64 printable "
+                                "characters", t->name);
+            }
+        }
+    }
     ca = type == PKI_MATTER_PAA || type == PKI_MATTER_PAI
          || type == PKI_MATTER_RCAC || type == PKI_MATTER_ICAC;
 
@@ -1522,12 +1551,13 @@ static pki_status_t
 pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
     const X509_NAME *in, pki_request_t *req, pki_result_t *res)
 {
-    int                 i, n, len;
+    int                 i, n, len, have;
     X509_NAME          *name;
     const ASN1_STRING  *d;
     const unsigned char *s;
     const X509_NAME_ENTRY *e;
     char                cn[65];
+    const pki_subject_rule_t  *rule;
 
     memset(req, 0, sizeof(pki_request_t));
 
@@ -1577,6 +1607,28 @@ pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
         memcpy(cn, s, (size_t) len);
         cn[len] = '\0';
         break;
+    }
+    have = i < n;
+
+    /* the template's CN rule (its only subject rule a Matter template
+     * may have: pki_int_matter_tmpl_finish) */
+    rule = NULL;
+    for (i = 0; i < t->nsubject; i++) {
+        if (OBJ_obj2nid(t->subject[i].obj) == NID_commonName) {
+            rule = &t->subject[i];
+        }
+    }
+
+    if (rule != NULL && rule->rule == PKI_RULE_FIXED) {
+        snprintf(cn, sizeof(cn), "%s", rule->value);
+
+    } else if (rule != NULL && rule->rule == PKI_RULE_FORBIDDEN && have) {
+        return pki_fail(res, PKI_POLICY, "subject attribute CN is forbidden "
+                        "by template \"%s\"", t->name);
+
+    } else if (rule != NULL && rule->rule == PKI_RULE_REQUIRED && !have) {
+        return pki_fail(res, PKI_POLICY, "subject attribute CN is required "
+                        "by template \"%s\"", t->name);
     }
 
     name = X509_NAME_new();

@@ -383,6 +383,47 @@ sub record_good {
     is($r->{code}, 413, 'NOC body over 16 KiB: 413');
 }
 
+# --- a DAC template's CN rule ---------------------------------------------------
+
+# subject CN fixed: the DAC carries that CN, not the CSR's; a Matter
+# template with any other subject rule is refused by nginx -t
+{
+    $t->stop_nginx;
+    (my $c2 = $conf) =~ s{(\n\s*pki_ca matter-pai \{)}{
+    pki_template matter-fixed {
+        matter dac;
+        subject CN fixed "Acme Widget DAC";
+    }
+$1} or die 'no matter-pai CA';
+    $c2 =~ s{templates matter-dac;}{templates matter-dac matter-fixed;}
+        or die;
+    $c2 =~ s{(\n(\s*)location = /matter/noc \{)}{
+$2location = /matter/dac/fixed {
+$2    matter_dac_batch matter-pai matter-fixed;
+$2    auth_basic "Matter";
+$2    auth_basic_user_file $pki/htpasswd;
+$2}
+$1} or die;
+    (my $bad = $c2) =~ s{subject CN fixed "Acme Widget DAC";}
+        {subject CN fixed "Acme Widget DAC";\n        subject O copy;};
+    my ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-bad.conf'));
+    ok(!$ok && $out =~ /takes no "subject O" rule/,
+       'a Matter template with a subject O rule: refused by nginx -t')
+        or diag($out);
+    $t->start_nginx($c2);
+    my ($csr) = $t->make_csr('fixedcn', subj => '/CN=attacker chosen name');
+    my $r = post_json('/matter/dac/fixed',
+                      { csrs => [ encode_base64($csr, '') ] });
+    is($r->{code}, 200, 'DAC under "subject CN fixed": 200')
+        or diag($r->{body});
+    my $f = der_file(decode_base64($r->{json}{certificates}[0] // ''),
+                     'fixedcn');
+    like($t->x509_field($f, 'subject') // '', qr/CN\s*=\s*Acme Widget DAC/,
+         '... with the fixed CN, not the CSR\'s');
+    $t->stop_nginx;
+    $t->start_nginx($conf);
+}
+
 # --- a batch that fails after some of it was issued --------------------------
 
 # The DER size (600 bytes) can only be judged once signed: with a CRL URL
