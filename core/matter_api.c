@@ -701,6 +701,36 @@ pki_root_of(pki_ca_t *ca)
 }
 
 
+/* A CA that issues NOCs is an RCAC, or an ICAC issued by the RCAC in its
+ * chain: the answer hands the commissioner that RCAC as the root to
+ * trust, and the fabric-id is checked along it. */
+PKI_API pki_status_t
+pki_matter_noc_ca_check(pki_ca_t *ca, pki_result_t *res)
+{
+    X509  *x, *root;
+
+    x = pki_ca_cert(ca);
+    if (x == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "the CA has no certificate");
+    }
+
+    if (X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x))
+        == 0)
+    {
+        return PKI_OK;          /* an RCAC */
+    }
+
+    root = pki_root_of(ca);
+    if (root == NULL || X509_check_issued(root, x) != X509_V_OK) {
+        return pki_fail(res, PKI_MALFORMED, "a Matter ICAC needs the RCAC "
+                        "that issued it in its \"chain\" (the answer "
+                        "names it as the root to trust)");
+    }
+
+    return PKI_OK;
+}
+
+
 static void
 pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     const cJSON *json, pki_matter_resp_t *resp)
@@ -864,6 +894,14 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     icac = root ? pki_ca_cert(conf->ca) : NULL;
     if (root == NULL) {
         root = pki_ca_cert(conf->ca);
+        if (X509_NAME_cmp(X509_get_subject_name(root),
+                          X509_get_issuer_name(root)) != 0)
+        {
+            /* (refused at configuration: pki_matter_noc_ca_check) */
+            X509_free(noc);
+            pki_json_error(resp, 500, "the CA's RCAC is unknown");
+            return;
+        }
     }
 
     sb_str(&b, "{\"noc\":");

@@ -1357,6 +1357,10 @@ PKI_API pki_matter_type_t pki_matter_template_type(const pki_template_t *t);
 /* The profile of one certificate (PROFILES.md 1-2), issuer may be NULL
  * (the issuer-dependent rules are then skipped; a self-signed type is its
  * own issuer).  PKI_POLICY with the rule in the detail. */
+/* matter_noc: the CA is an RCAC, or an ICAC with its issuing RCAC in
+ * its chain (PKI_MALFORMED, with the reason, otherwise). */
+PKI_API pki_status_t pki_matter_noc_ca_check(pki_ca_t *ca,
+    pki_result_t *res);
 PKI_API pki_status_t pki_matter_check(X509 *x, pki_matter_type_t type,
     X509 *issuer, pki_result_t *res);
 

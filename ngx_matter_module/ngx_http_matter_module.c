@@ -558,6 +558,17 @@ ngx_http_matter_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (want == PKI_MATTER_NOC) {
+        pki_result_t  res;
+
+        pki_result_init(&res);
+        if (pki_matter_noc_ca_check(mlcf->ca, &res) != PKI_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "CA \"%V\": %s",
+                               &value[1], res.detail);
+            return NGX_CONF_ERROR;
+        }
+    }
+
     mlcf->op = (pki_matter_op_t) cmd->offset;
 
     ngx_http_pki_metrics_location(cf, "matter");

@@ -410,6 +410,13 @@ $1} or die;
     ok(!$ok && $out =~ /takes no "subject O" rule/,
        'a Matter template with a subject O rule: refused by nginx -t')
         or diag($out);
+    # matter_noc under an ICAC whose chain does not hold its RCAC: the
+    # answer would name the ICAC as the root to trust
+    ($bad = $c2) =~ s{\n\s*chain \S+icac-chain\.pem;}{} or die 'no ICAC chain';
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-bad2.conf'));
+    ok(!$ok && $out =~ /needs the RCAC that issued it/,
+       'matter_noc under an ICAC without its RCAC: refused by nginx -t')
+        or diag($out);
     $t->start_nginx($c2);
     my ($csr) = $t->make_csr('fixedcn', subj => '/CN=attacker chosen name');
     my $r = post_json('/matter/dac/fixed',
