@@ -131,6 +131,14 @@ $r = revoke(serial => $s3, invalidity_date => 'yesterday');
 is($r->{code}, 400, 'bad date: 400');
 $r = revoke(serial => 'not-hex');
 is($r->{code}, 400, 'bad serial: 400');
+# what the JSON parser would hide: a string cut at \u0000, a member twice
+$r = api('POST', 'revoke', data => qq({"serial":"$s3\\u0000junk",)
+                                    . '"reason":"keyCompromise"}');
+is($r->{code}, 400, 'a serial holding \u0000: 400');
+$r = api('POST', 'revoke', data => qq({"serial":"$s2","serial":"$s3"}));
+is($r->{code}, 400, 'a member given twice: 400');
+is($t->redis_hash("pki:{ca:issuing}:cert:$s3")->{status}, 'good',
+   '  neither revoked anything');
 $r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 20000) . '"}');
 is($r->{code}, 413, 'body over 16 KiB: 413');
 $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
