@@ -2710,28 +2710,34 @@ sub dns_empty_answer {
         . substr($q, 12, $i + 5 - 12);
 }
 
+# This test's DNS responder for /acme-race/, in a child: every query gets
+# an empty answer, once HOOK->(query) has run.  Returns its pid.
+sub race_dns {
+    my ($hook) = @_;
+    my $pid = fork() // die "fork: $!";
+    return $pid if $pid;
+    my $u = IO::Socket::IP->new(LocalHost => '127.0.0.1',
+        LocalPort => $rdns, Proto => 'udp') or POSIX::_exit(1);
+    while (1) {
+        my $peer = $u->recv(my $q, 512) // next;
+        next if length($q) < 17;
+        $hook->($q);
+        $u->send(dns_empty_answer($q), 0, $peer);
+    }
+}
+
 {
     local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-race';
     my $c = account();
     is($c->{r}{status}, 201, 'deactivation race: account');
     my $arm = $t->dir . '/race.arm';
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        my $u = IO::Socket::IP->new(LocalHost => '127.0.0.1',
-            LocalPort => $rdns, Proto => 'udp') or POSIX::_exit(1);
-        while (1) {
-            my $peer = $u->recv(my $q, 512) // next;
-            next if length($q) < 17;
-            if ($q =~ /caa-race/ && -e $arm) {
-                my $az = slurp($arm);
-                unlink $arm;
-                my $r = post($c, $az, { status => 'deactivated' });
-                spew("$arm.done", "$r->{status} "
-                     . ($r->{json}{status} // ''));
-            }
-            $u->send(dns_empty_answer($q), 0, $peer);
-        }
-    }
+    my $pid = race_dns(sub {
+        return if $_[0] !~ /caa-race/ || !-e $arm;
+        my $az = slurp($arm);
+        unlink $arm;
+        my $r = post($c, $az, { status => 'deactivated' });
+        spew("$arm.done", "$r->{status} " . ($r->{json}{status} // ''));
+    });
     my (undef, $url, $o) = order_ready($c, 'caa-race.example.com');
     is($o->{json}{status}, 'ready', 'deactivation race: order ready');
     my $az = $o->{json}{authorizations}[0];
@@ -2761,17 +2767,7 @@ sub dns_empty_answer {
     local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-race';
     my $c = account();
     my $slow = $t->dir . '/caa.slow';
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        my $u = IO::Socket::IP->new(LocalHost => '127.0.0.1',
-            LocalPort => $rdns, Proto => 'udp') or POSIX::_exit(1);
-        while (1) {
-            my $peer = $u->recv(my $q, 512) // next;
-            next if length($q) < 17;
-            sleep 1.5 if $q =~ /caa-slow/ && -e $slow;
-            $u->send(dns_empty_answer($q), 0, $peer);
-        }
-    }
+    my $pid = race_dns(sub { sleep 1.5 if $_[0] =~ /caa-slow/ && -e $slow });
     my @names = map { "caa-slow$_.example.com" } 1 .. 4;
     my (undef, $url, $o) = order_ready($c, @names);
     is($o->{json}{status} // '', 'ready', 'slow CAA: order ready');

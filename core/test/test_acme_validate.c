@@ -99,8 +99,10 @@ now_ms(void)
 }
 
 
+/* A socket bound to addr (host order):*port (0: any, then set), a stream
+ * one listening with that backlog; -1 when it cannot be bound. */
 static int
-listen_on(int type, unsigned *port)
+listen_at(uint32_t addr, int type, unsigned *port, int backlog)
 {
     int                 fd, one;
     socklen_t           len;
@@ -111,19 +113,25 @@ listen_on(int type, unsigned *port)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_addr.s_addr = htonl(addr);
     sin.sin_port = htons((uint16_t) *port);
-    if (bind(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0) {
+    if (bind(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0
+        || (type == SOCK_STREAM && listen(fd, backlog) != 0))
+    {
         close(fd);
         return -1;
-    }
-    if (type == SOCK_STREAM) {
-        listen(fd, 16);
     }
     len = sizeof(sin);
     getsockname(fd, (struct sockaddr *) &sin, &len);
     *port = ntohs(sin.sin_port);
     return fd;
+}
+
+
+static int
+listen_on(int type, unsigned *port)
+{
+    return listen_at(INADDR_LOOPBACK, type, port, 16);
 }
 
 
@@ -133,22 +141,17 @@ listen_on(int type, unsigned *port)
 static void
 blackhole(unsigned port)
 {
-    int                 fd, one, i, c;
+    int                 i, c;
     struct sockaddr_in  sin;
 
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (listen_at(0x7f000002, SOCK_STREAM, &port, 0) < 0) {
+        fprintf(stderr, "blackhole: %s\n", strerror(errno));
+        exit(1);
+    }
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(0x7f000002);
     sin.sin_port = htons((uint16_t) port);
-    if (bind(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0
-        || listen(fd, 0) != 0)
-    {
-        fprintf(stderr, "blackhole: %s\n", strerror(errno));
-        exit(1);
-    }
     for (i = 0; i < 3; i++) {
         c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
         (void) connect(c, (struct sockaddr *) &sin, sizeof(sin));
