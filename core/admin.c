@@ -561,28 +561,9 @@ pki_admin_json_body(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         return NULL;
     }
 
-    /* what the parser would hide: a string cut at an escaped NUL (the
-     * rest of "serial" or "reason" unseen), and a member given twice (a
-     * proxy or a log reads the first, the parser keeps the last) */
-    if (memmem(req->body, req->body_len, "\\u0000", 6) != NULL) {
-        pki_fail(res, PKI_MALFORMED, "a string holds \\u0000");
+    if (pki_int_json_hidden(req->body, req->body_len, root, res)) {
         cJSON_Delete(root);
         return NULL;
-    }
-
-    {
-        const cJSON  *a, *b;
-
-        for (a = root->child; a != NULL; a = a->next) {
-            for (b = a->next; b != NULL; b = b->next) {
-                if (strcmp(a->string, b->string) == 0) {
-                    pki_fail(res, PKI_MALFORMED, "member \"%.32s\" given "
-                             "twice", a->string);
-                    cJSON_Delete(root);
-                    return NULL;
-                }
-            }
-        }
     }
 
     return root;

@@ -2456,6 +2456,7 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     for (i = 0; i < n; i++) {
         items[i].cert = NULL;
         items[i].status = PKI_INTERNAL;
+        items[i].committed[0] = '\0';
         pki_result_init(&items[i].res);
     }
 
@@ -2526,6 +2527,8 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
                 items[i].cert = st[i].x;
                 items[i].status = PKI_OK;
                 st[i].x = NULL;
+                snprintf(items[i].committed, sizeof(items[i].committed),
+                         "%s", st[i].rec.serial);
             }
         }
     }

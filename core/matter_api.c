@@ -48,6 +48,7 @@ typedef struct {
     X509            *cert;
     pki_result_t     res;
     pki_status_t     rc;
+    char             committed[41];  /* its record's serial, once committed */
 } pki_item_t;
 
 typedef struct {
@@ -406,6 +407,8 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         items[i].cert = bi[i].cert;
         items[i].rc = bi[i].status;
         items[i].res = bi[i].res;
+        memcpy(items[i].committed, bi[i].committed,
+               sizeof(items[i].committed));
     }
 
     free(bi);
@@ -422,16 +425,17 @@ static void
 pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
     size_t n, pki_result_t *res)
 {
-    char          hex[41];
     size_t        i, done;
+    const char   *hex;
     pki_result_t  tmp;
 
     done = 0;
 
+    /* every committed record, delivered to no one: those whose
+     * certificate was dropped after the commit too */
     for (i = 0; i < n; i++) {
-        if (items[i].cert == NULL
-            || !pki_serial_to_hex(X509_get0_serialNumber(items[i].cert), hex))
-        {
+        hex = items[i].committed;
+        if (hex[0] == '\0') {
             continue;
         }
 
@@ -601,6 +605,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         }
         free(b.p);
         pki_json_error(resp, 500, "out of memory");
+        pki_batch_withdraw(conf, items, n, &resp->res);
         goto done;
     }
 

@@ -1450,6 +1450,10 @@ typedef struct {
     X509                 *cert;     /* out: the certificate, or NULL      */
     pki_status_t          status;   /* out                                */
     pki_result_t          res;      /* out                                */
+    char                  committed[41]; /* out: the serial (hex) once its
+                                            record is committed, even when
+                                            cert is dropped after (its
+                                            audit entry failed); else "" */
 } pki_issue_item_t;
 
 PKI_API pki_status_t pki_issue_batch(pki_ca_t *ca, const pki_template_t *t,

@@ -3392,7 +3392,10 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
         pki_log(res, "%s", created ? "pending approval"
                                    : "already pending (resent)");
-        granted = created;
+        /* used either way: "resent" may be the answer to this request's
+         * own first run, sent again after a lost reply; a true resend
+         * cannot hold the challenge its first send used */
+        granted = 1;
 
         if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
             pki_scep_http_error(resp, 0);
@@ -3873,7 +3876,44 @@ pki_scep_admin_json(const unsigned char *body, size_t len, cJSON **root,
         return pki_fail(res, PKI_MALFORMED, "body is not a JSON object");
     }
 
+    if (pki_int_json_hidden(body, len, *root, res)) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return PKI_MALFORMED;
+    }
+
     return PKI_OK;
+}
+
+
+/* What the JSON parser would hide in an admin body: a string cut at a
+ * NUL (raw or \u0000: the rest of "serial" unseen), and a member given
+ * twice (a proxy or a log reads the first, the parser keeps the last).
+ * 1 (res filled) when the body has either. */
+int
+pki_int_json_hidden(const unsigned char *body, size_t len,
+    const cJSON *root, pki_result_t *res)
+{
+    const cJSON  *a, *b;
+
+    if (memchr(body, '\0', len) != NULL
+        || memmem(body, len, "\\u0000", 6) != NULL)
+    {
+        pki_fail(res, PKI_MALFORMED, "a string holds a NUL");
+        return 1;
+    }
+
+    for (a = root->child; a != NULL; a = a->next) {
+        for (b = a->next; b != NULL; b = b->next) {
+            if (strcmp(a->string, b->string) == 0) {
+                pki_fail(res, PKI_MALFORMED, "member \"%.32s\" given twice",
+                         a->string);
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 

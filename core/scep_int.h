@@ -21,6 +21,11 @@ redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 void pki_int_redis_drop(pki_redis_t *r);
 
+/* An admin body's NUL in a string or member given twice: 1, res filled
+ * (core/scep.c; the admin API's parser uses it too). */
+int pki_int_json_hidden(const unsigned char *body, size_t len,
+    const cJSON *root, pki_result_t *res);
+
 /* scep.c: the admin API's "scep/..." endpoints.  path is below "scep/".
  * On success returns PKI_OK with *status (200, 201) and *out (a JSON
  * object the caller deletes); otherwise a status with res filled. */

@@ -135,8 +135,15 @@ is($r->{code}, 400, 'bad serial: 400');
 $r = api('POST', 'revoke', data => qq({"serial":"$s3\\u0000junk",)
                                     . '"reason":"keyCompromise"}');
 is($r->{code}, 400, 'a serial holding \u0000: 400');
+$r = api('POST', 'revoke', data => qq({"serial":"$s3\0junk",)
+                                    . '"reason":"keyCompromise"}');
+is($r->{code}, 400, 'a serial holding a raw NUL byte: 400');
 $r = api('POST', 'revoke', data => qq({"serial":"$s2","serial":"$s3"}));
 is($r->{code}, 400, 'a member given twice: 400');
+$r = api('POST', 'scep/approve',
+         data => '{"transaction_id":"x","transaction_id":"y"}');
+is($r->{code}, 400, 'SCEP admin: a member given twice: 400');
+like($r->{body} // '', qr/given twice/, '  saying so');
 is($t->redis_hash("pki:{ca:issuing}:cert:$s3")->{status}, 'good',
    '  neither revoked anything');
 $r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 20000) . '"}');
