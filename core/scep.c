@@ -138,7 +138,7 @@ typedef struct {
 typedef struct {
     char                 *raw;             /* the stored value */
     char                 *taken;           /* ... as taken (for a give-back) */
-    long long             pttl;            /* when it expires (ms since
+    long long             expires_ms;      /* when it expires (ms since
                                               1970, Redis's clock) */
     char                  hkey[PKI_SCEP_KEY_MAX];
     const char           *tmpl;
@@ -2514,7 +2514,7 @@ pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
                    reply->element[0]->len);
             c->taken[reply->element[0]->len] = '\0';
         }
-        c->pttl = reply->element[1]->integer;
+        c->expires_ms = reply->element[1]->integer;
         freeReplyObject(reply);
         return PKI_OK;
     }
@@ -2540,11 +2540,11 @@ pki_scep_chal_give_back(pki_redis_t *r, pki_scep_chal_t *c,
     size_t        lens[6];
     pki_result_t  tmp;
 
-    if (c->taken == NULL || c->pttl <= 0) {
+    if (c->taken == NULL || c->expires_ms <= 0) {
         return;
     }
 
-    snprintf(ms, sizeof(ms), "%lld", c->pttl);
+    snprintf(ms, sizeof(ms), "%lld", c->expires_ms);
     argv[0] = "SET";
     argv[1] = c->hkey;
     argv[2] = c->taken;

@@ -140,7 +140,6 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
 # one: B's is fetched third (after A's first, which runs, and A's second,
 # whose turn came first), not after all of A's.
 {
-    my %ch;
     my $post_all = sub {
         my ($cl, $tag, $n) = @_;
         my $o = $cl->_post("$base/new-order", { identifiers => [

@@ -598,6 +598,19 @@ put_rr_head(unsigned char *m, size_t n, const char *owner, int type,
 }
 
 
+/* an A record for the question's name: a.b.c.d */
+static size_t
+put_a(unsigned char *m, size_t n, int a, int b, int c, int d)
+{
+    n = put_rr_head(m, n, NULL, 1, 4);
+    m[n++] = (unsigned char) a;
+    m[n++] = (unsigned char) b;
+    m[n++] = (unsigned char) c;
+    m[n++] = (unsigned char) d;
+    return n;
+}
+
+
 static size_t
 put_txt(unsigned char *m, size_t n, const char *owner, const char *s1,
     const char *s2)
@@ -879,16 +892,13 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         an = 1;
     } else if (IS("host.test") || IS("www.host.test")) {
         if (qtype == 1) {
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            n = put_a(m, n, 127, 0, 0, 1);
             an = 1;
         }
     } else if (IS("dual.test")) {            /* 127.0.0.2 drops SYNs   */
         if (qtype == 1) {
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 2;
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            n = put_a(m, n, 127, 0, 0, 2);
+            n = put_a(m, n, 127, 0, 0, 1);
             an = 2;
         }
     } else if (IS("v6silent.test")) {         /* AAAA never answered  */
@@ -896,8 +906,7 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
             return 0;
         }
         if (qtype == 1) {
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            n = put_a(m, n, 127, 0, 0, 1);
             an = 1;
         }
     } else if (IS("v6fail.test") || IS("v6failnoa.test")) {
@@ -905,28 +914,23 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         if (qtype == 28) {
             rcode = 2;
         } else if (qtype == 1 && IS("v6fail.test")) {
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            n = put_a(m, n, 127, 0, 0, 1);
             an = 1;
         }
     } else if (IS("mcast.test")) {
         if (qtype == 1) {
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 224; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            n = put_a(m, n, 224, 0, 0, 1);
             an = 1;
         }
     } else if (IS("private.test")) {
         if (qtype == 1) {
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 10; m[n++] = 0; m[n++] = 0; m[n++] = 1;
+            n = put_a(m, n, 10, 0, 0, 1);
             an = 1;
         }
     } else if (IS("mixed.test")) {               /* one good, one bad    */
         if (qtype == 1) {
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 127; m[n++] = 0; m[n++] = 0; m[n++] = 1;
-            n = put_rr_head(m, n, NULL, 1, 4);
-            m[n++] = 0; m[n++] = 0; m[n++] = 0; m[n++] = 0;
+            n = put_a(m, n, 127, 0, 0, 1);
+            n = put_a(m, n, 0, 0, 0, 0);
             an = 2;
         }
     } else {
