@@ -2749,13 +2749,36 @@ static const char  pki_lua_pend_index[] =
 
 #define PKI_SCEP_PEND_MEMBER_LEN  (12 + 1 + 64)
 
-static const char  pki_lua_pend_set[] =
-    "local s = redis.call('HGET', KEYS[1], 'status') "
-    "if s ~= ARGV[1] then return 0 end "
-    "redis.call('HSET', KEYS[1], 'status', ARGV[2]) "
-    "if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'serial', ARGV[3]) "
-    "end "
+/*
+ * Compare-and-set of a pending record.  A CertPoll that issues an
+ * approved request claims it first ("issuing", with a random claim and
+ * its start time "since"), and records the serial pki_issue reserved
+ * before anything is signed: a poller that died, or lost the answer of
+ * the commit, leaves a record the next poll can settle from the
+ * certificate store, so a request never gets two certificates.
+ * ARGV[1..3]: the expected status, claim and serial ("*" any, "-" none);
+ * ARGV[4]: the new status; ARGV[5], ARGV[6]: the new claim and since
+ * ("" drops both); ARGV[7]: the serial ("" kept, "-" dropped).
+ */
+static const char  pki_lua_pend_cas[] =
+    "if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then "
+    "return 0 end "
+    "local c = redis.call('HGET', KEYS[1], 'claim') or '-' "
+    "if ARGV[2] ~= '*' and c ~= ARGV[2] then return 0 end "
+    "local n = redis.call('HGET', KEYS[1], 'serial') or '-' "
+    "if ARGV[3] ~= '*' and n ~= ARGV[3] then return 0 end "
+    "redis.call('HSET', KEYS[1], 'status', ARGV[4]) "
+    "if ARGV[5] ~= '' then "
+    "redis.call('HSET', KEYS[1], 'claim', ARGV[5], 'since', ARGV[6]) "
+    "else redis.call('HDEL', KEYS[1], 'claim', 'since') end "
+    "if ARGV[7] == '-' then redis.call('HDEL', KEYS[1], 'serial') "
+    "elseif ARGV[7] ~= '' then "
+    "redis.call('HSET', KEYS[1], 'serial', ARGV[7]) end "
     "return 1";
+
+/* An "issuing" claim this old (seconds) is taken to have died: far more
+ * than pki_issue can take with its Redis and token timeouts. */
+#define PKI_SCEP_CLAIM_STALE  120
 
 
 typedef struct {
@@ -2765,6 +2788,8 @@ typedef struct {
     char           tmpl[64];
     char           serial[41];
     char           expires[16];
+    char           claim[33];
+    char           since[24];
     unsigned char *csr;
     size_t         csr_len;
 } pki_scep_pend_t;
@@ -2851,6 +2876,10 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
             pki_copy_reply(p->serial, sizeof(p->serial), v);
         } else if (strcmp(k->str, "expires") == 0) {
             pki_copy_reply(p->expires, sizeof(p->expires), v);
+        } else if (strcmp(k->str, "claim") == 0) {
+            pki_copy_reply(p->claim, sizeof(p->claim), v);
+        } else if (strcmp(k->str, "since") == 0) {
+            pki_copy_reply(p->since, sizeof(p->since), v);
         } else if (strcmp(k->str, "csr") == 0 && v->len > 0
                    && v->len <= PKI_CSR_MAX && p->csr == NULL)
         {
@@ -2873,15 +2902,17 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
 }
 
 
-/* Compare-and-set of the status (and the serial). */
+/* pki_lua_pend_cas: from = { status, claim, serial }, to = { status,
+ * claim, since, serial } as the script says; *done: 1 if it was set. */
 static pki_status_t
-pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
-    const char *to, const char *serial, int *done, pki_result_t *res)
+pki_scep_pend_cas(pki_redis_t *r, const char *tid, const char *from[3],
+    const char *to[4], int *done, pki_result_t *res)
 {
+    int          i;
     char         key[PKI_SCEP_KEY_MAX];
-    size_t       lens[7];
+    size_t       lens[11];
     redisReply  *reply;
-    const char  *argv[7];
+    const char  *argv[11];
 
     *done = 0;
 
@@ -2890,18 +2921,23 @@ pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
     }
 
     argv[0] = "EVAL";
-    argv[1] = pki_lua_pend_set;
+    argv[1] = pki_lua_pend_cas;
     argv[2] = "1";
     argv[3] = key;
-    argv[4] = from;
-    argv[5] = to;
-    argv[6] = serial != NULL ? serial : "";
 
-    for (int i = 0; i < 7; i++) {
+    for (i = 0; i < 3; i++) {
+        argv[4 + i] = from[i];
+    }
+
+    for (i = 0; i < 4; i++) {
+        argv[7 + i] = to[i];
+    }
+
+    for (i = 0; i < 11; i++) {
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_cmd(r, 7, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 11, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
@@ -2916,6 +2952,18 @@ pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
     freeReplyObject(reply);
 
     return PKI_OK;
+}
+
+
+/* The admin's decision: pending -> approved or rejected. */
+static pki_status_t
+pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
+    const char *to, int *done, pki_result_t *res)
+{
+    const char  *f[3] = { from, "*", "*" };
+    const char  *t[4] = { to, "", "", "" };
+
+    return pki_scep_pend_cas(r, tid, f, t, done, res);
 }
 
 
@@ -3429,21 +3477,235 @@ done:
 }
 
 
+/* ---- CertPoll of a manually approved request ------------------------------- */
+
+static void
+pki_scep_poll_pending(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    pki_scep_resp_t *resp)
+{
+    pki_log(&resp->res, "still pending");
+
+    if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
+        pki_scep_http_error(resp, 0);
+    }
+}
+
+
+/* The request's certificate, from the store. */
+static void
+pki_scep_poll_issued(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    const char *serial, pki_scep_resp_t *resp)
+{
+    X509                 *cert;
+    pki_status_t          st;
+    pki_record_t          rec;
+    pki_result_t         *res;
+    const unsigned char  *p;
+
+    res = &resp->res;
+
+    st = pki_record_get(conf->redis, pki_ca_name(conf->ca), serial, &rec,
+                        res);
+    if (st != PKI_OK || rec.der == NULL) {
+        pki_record_clear(&rec);
+        if (st == PKI_UNAVAILABLE) {
+            pki_scep_http_error(resp, 0);
+            return;
+        }
+        pki_fail(res, PKI_NOT_FOUND, "the issued certificate is gone");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+        return;
+    }
+
+    p = rec.der;
+    cert = d2i_X509(NULL, &p, (long) rec.der_len);
+    pki_record_clear(&rec);
+
+    if (cert == NULL) {
+        pki_fail(res, PKI_INTERNAL, "bad stored certificate");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    pki_log(res, "returned serial %s", serial);
+    pki_scep_success(conf, m, cert, NULL, resp);
+    X509_free(cert);
+}
+
+
+/* 1: the serial's record is committed (good or revoked), 0: it is not
+ * (pending or gone), -1: the store did not answer. */
+static int
+pki_scep_poll_recorded(const pki_scep_conf_t *conf, const char *serial,
+    pki_result_t *res)
+{
+    int           yes;
+    pki_status_t  st;
+    pki_record_t  rec;
+    pki_result_t  tmp;
+
+    /* "no such certificate" is an answer here, not the request's fate */
+    pki_result_init(&tmp);
+
+    st = pki_record_get(conf->redis, pki_ca_name(conf->ca), serial, &rec,
+                        &tmp);
+    if (st == PKI_NOT_FOUND) {
+        return 0;
+    }
+
+    if (st != PKI_OK) {
+        pki_fail(res, st, "%s", tmp.detail);
+        return -1;
+    }
+
+    yes = rec.status != PKI_CERT_PENDING && rec.der != NULL;
+    pki_record_clear(&rec);
+
+    return yes;
+}
+
+
+/*
+ * A poll of a claimed ("issuing") request.  The serial recorded on the
+ * claim (pki_scep_claim_serial) tells: its certificate committed means
+ * the request is issued, whoever committed it (the claimer may have died
+ * or lost the answer).  A claim that is stale (or given up: "since" 0)
+ * with nothing committed is taken over, after the pending record of its
+ * serial is abandoned, so a late commit of the old claimer fails and
+ * never makes a second certificate.  1: take the claim over; 0: answered.
+ */
+static int
+pki_scep_poll_settle(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    pki_scep_pend_t *pend, pki_scep_resp_t *resp)
+{
+    int           stale, got, done;
+    long long     since;
+    const char   *from[3], *to[4];
+    pki_result_t *res;
+
+    res = &resp->res;
+    since = pend->since[0] ? strtoll(pend->since, NULL, 10) : 0;
+    stale = since + PKI_SCEP_CLAIM_STALE < (long long) time(NULL);
+
+    if (pend->serial[0] == '\0') {
+        /* nothing reserved yet (a claimer that reserves now fails its
+         * compare-and-set of the serial once the claim is taken over) */
+        if (!stale) {
+            pki_scep_poll_pending(conf, m, resp);
+            return 0;
+        }
+        pki_log(res, "CertPoll: taking over a stale claim");
+        return 1;
+    }
+
+    got = pki_scep_poll_recorded(conf, pend->serial, res);
+
+    if (got == 0 && stale) {
+        if (pki_record_abandon(conf->redis, pki_ca_name(conf->ca),
+                               pend->serial, res) != PKI_OK)
+        {
+            pki_scep_http_error(resp, 0);
+            return 0;
+        }
+        got = pki_scep_poll_recorded(conf, pend->serial, res);
+    }
+
+    if (got < 0) {
+        pki_scep_http_error(resp, 0);
+        return 0;
+    }
+
+    if (got == 0) {
+        if (!stale) {
+            pki_scep_poll_pending(conf, m, resp);
+            return 0;
+        }
+        pki_log(res, "CertPoll: taking over a stale claim (serial %s not "
+                "recorded, abandoned)", pend->serial);
+        return 1;
+    }
+
+    /* committed: the request is issued, with that certificate */
+    from[0] = "issuing";
+    from[1] = pend->claim[0] ? pend->claim : "-";
+    from[2] = pend->serial;
+    to[0] = "issued";
+    to[1] = "";
+    to[2] = "";
+    to[3] = pend->serial;
+
+    if (pki_scep_pend_cas(conf->redis, m->tid, from, to, &done, res)
+        != PKI_OK)
+    {
+        pki_log(res, "CertPoll: could not mark the request issued");
+    }
+
+    pki_log(res, "CertPoll: serial %s of an interrupted issuance is "
+            "recorded", pend->serial);
+    pki_scep_poll_issued(conf, m, pend->serial, resp);
+
+    return 0;
+}
+
+
+/* The hook pki_issue calls once the serial is reserved, before anything
+ * is signed: the serial goes on the claim, or the issuance stops when
+ * the claim was taken over. */
+typedef struct {
+    pki_redis_t  *r;
+    const char   *tid;
+    const char   *claim;
+    const char   *since;
+} pki_scep_claim_t;
+
+
+static pki_status_t
+pki_scep_claim_serial(void *arg, const char *serial, pki_result_t *res)
+{
+    int                done;
+    pki_status_t       st;
+    pki_scep_claim_t  *cl = arg;
+    const char        *from[3], *to[4];
+
+    from[0] = "issuing";
+    from[1] = cl->claim;
+    from[2] = "-";
+    to[0] = "issuing";
+    to[1] = cl->claim;
+    to[2] = cl->since;
+    to[3] = serial;
+
+    st = pki_scep_pend_cas(cl->r, cl->tid, from, to, &done, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (!done) {
+        return pki_fail(res, PKI_CONFLICT, "CertPoll: another poll took "
+                        "the issuance over");
+    }
+
+    return PKI_OK;
+}
+
+
 /* CertPoll / GetCertInitial (20): IssuerAndSubject; the transactionID
  * names the pending request, the signer must hold its key. */
 static void
 pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_msg_t *m, pki_scep_resp_t *resp)
 {
-    int                    done;
-    char                   keyhex[65];
+    int                    done, committed;
+    char                   keyhex[65], claim[17], since[24], hex[41];
     X509                  *cert;
     X509_REQ              *csr;
+    const char            *from[3], *to[4];
     pki_status_t           st;
-    pki_record_t           rec;
     pki_result_t          *res;
     pki_request_t          preq;
+    unsigned char          rnd[8];
     pki_scep_pend_t        pend;
+    pki_scep_claim_t       cl;
     STACK_OF(ASN1_TYPE)   *seq;
     const unsigned char   *p;
 
@@ -3501,13 +3763,8 @@ pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
-    if (strcmp(pend.status, "pending") == 0
-        || strcmp(pend.status, "issuing") == 0)
-    {
-        pki_log(res, "still pending");
-        if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
-            pki_scep_http_error(resp, 0);
-        }
+    if (strcmp(pend.status, "pending") == 0) {
+        pki_scep_poll_pending(conf, m, resp);
         goto done;
     }
 
@@ -3518,55 +3775,62 @@ pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     }
 
     if (strcmp(pend.status, "issued") == 0) {
-        st = pki_record_get(conf->redis, pki_ca_name(conf->ca), pend.serial,
-                            &rec, res);
-        if (st != PKI_OK || rec.der == NULL) {
-            pki_record_clear(&rec);
-            if (st == PKI_UNAVAILABLE) {
-                pki_scep_http_error(resp, 0);
-                goto done;
-            }
-            pki_fail(res, PKI_NOT_FOUND, "the issued certificate is gone");
-            pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
-            goto done;
-        }
-
-        p = rec.der;
-        cert = d2i_X509(NULL, &p, (long) rec.der_len);
-        pki_record_clear(&rec);
-
-        if (cert == NULL) {
-            pki_fail(res, PKI_INTERNAL, "bad stored certificate");
-            pki_scep_http_error(resp, 500);
-            goto done;
-        }
-
-        pki_log(res, "returned serial %s", pend.serial);
-        pki_scep_success(conf, m, cert, NULL, resp);
+        pki_scep_poll_issued(conf, m, pend.serial, resp);
         goto done;
     }
 
-    if (strcmp(pend.status, "approved") != 0) {
+    if (strcmp(pend.status, "issuing") == 0) {
+        /* a claim: running, or left by a poller that died or failed */
+        if (!pki_scep_poll_settle(conf, m, &pend, resp)) {
+            goto done;
+        }
+        from[0] = "issuing";
+        from[1] = pend.claim[0] ? pend.claim : "-";
+        from[2] = pend.serial[0] ? pend.serial : "-";
+
+    } else if (strcmp(pend.status, "approved") == 0) {
+        from[0] = "approved";
+        from[1] = "*";
+        from[2] = "*";
+
+    } else {
         pki_fail(res, PKI_INTERNAL, "unknown pending status");
         pki_scep_http_error(resp, 500);
         goto done;
     }
 
-    /* approved: one poller claims the issuance */
+    /* one poller claims the issuance */
 
-    st = pki_scep_pend_set(conf->redis, m->tid, "approved", "issuing", NULL,
-                           &done, res);
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        ERR_clear_error();
+        pki_fail(res, PKI_INTERNAL, "no random bytes for the claim");
+        pki_scep_http_error(resp, 500);
+        goto done;
+    }
+
+    pki_hex(rnd, sizeof(rnd), claim, 0);
+    snprintf(since, sizeof(since), "%lld", (long long) time(NULL));
+
+    to[0] = "issuing";
+    to[1] = claim;
+    to[2] = since;
+    to[3] = "-";
+
+    st = pki_scep_pend_cas(conf->redis, m->tid, from, to, &done, res);
     if (st != PKI_OK) {
         pki_scep_http_error(resp, 0);
         goto done;
     }
 
     if (!done) {
-        if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
-            pki_scep_http_error(resp, 0);
-        }
+        pki_scep_poll_pending(conf, m, resp);
         goto done;
     }
+
+    /* from here on, only this claim changes the record */
+    from[0] = "issuing";
+    from[1] = claim;
+    from[2] = "*";
 
     st = pki_csr_parse(pend.csr, pend.csr_len, &csr, res);
     if (st == PKI_OK) {
@@ -3574,30 +3838,48 @@ pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     }
 
     if (st != PKI_OK) {
-        (void) pki_scep_pend_set(conf->redis, m->tid, "issuing", "rejected",
-                                 NULL, &done, NULL);
+        to[0] = "rejected";
+        to[1] = "";
+        to[3] = "";
+        (void) pki_scep_pend_cas(conf->redis, m->tid, from, to, &done, NULL);
         pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
         goto done;
     }
 
+    cl.r = conf->redis;
+    cl.tid = m->tid;
+    cl.claim = claim;
+    cl.since = since;
+    pki_int_issue_on_reserved(pki_scep_claim_serial, &cl);
+
+    committed = 0;
+
     if (!pki_scep_issue(conf, m, &preq, "manual approval", req->client, &cert,
-                        NULL, resp))
+                        &committed, resp))
     {
-        (void) pki_scep_pend_set(conf->redis, m->tid, "issuing", "approved",
-                                 NULL, &done, NULL);
+        if (committed) {
+            /* the certificate may be recorded: the next poll settles it
+             * from the store ("since" 0: no claim is running) */
+            to[2] = "0";
+            to[3] = "";
+        } else {
+            to[0] = "approved";
+            to[1] = "";
+        }
+        (void) pki_scep_pend_cas(conf->redis, m->tid, from, to, &done, NULL);
         goto done;
     }
 
-    {
-        char  hex[41];
-
-        if (!pki_serial_to_hex(X509_get0_serialNumber(cert), hex)) {
-            hex[0] = '\0';
-        }
-
-        (void) pki_scep_pend_set(conf->redis, m->tid, "issuing", "issued",
-                                 hex, &done, NULL);
+    if (!pki_serial_to_hex(X509_get0_serialNumber(cert), hex)) {
+        hex[0] = '\0';
     }
+
+    /* a failure here leaves the claim with the serial: the next poll
+     * finds the certificate recorded and marks the request issued */
+    to[0] = "issued";
+    to[1] = "";
+    to[3] = hex[0] ? hex : "";
+    (void) pki_scep_pend_cas(conf->redis, m->tid, from, to, &done, NULL);
 
     pki_scep_log_serial(res, cert);
     pki_scep_success(conf, m, cert, NULL, resp);
@@ -4457,7 +4739,7 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
                         "required");
     }
 
-    st = pki_scep_pend_set(r, tid, "pending", to, NULL, &done, res);
+    st = pki_scep_pend_set(r, tid, "pending", to, &done, res);
     if (st != PKI_OK) {
         cJSON_Delete(root);
         return st;

@@ -245,6 +245,68 @@ fails('CertPoll without a pending request',
     is($t->x509_field($p3->{file}, 'serial'),
        $t->x509_field($p2->{file}, 'serial'), 'manual: the same certificate');
 
+    # A poller that died while issuing, or lost the answer of its commit,
+    # leaves its claim ("issuing"); the next poll settles it from the
+    # certificate store and never issues a second certificate.
+    use Digest::SHA qw(sha256_hex);
+    my $pkey = 'pki:scep:pend:' . sha256_hex($tid);
+    my $serial = $t->x509_field($p2->{file}, 'serial');
+    my $now = time;
+    $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'dead',
+              'since', $now, 'serial', $serial);
+    my $p5 = $poll->();
+    is($p5->{status}, 0, 'manual: a claim whose serial is recorded: '
+       . 'SUCCESS at once') or diag($p5->{raw});
+    is($t->x509_field($p5->{file}, 'serial'),
+       $t->x509_field($p2->{file}, 'serial'), '... with that certificate');
+    is(records(), $before + 1, '... and no second one');
+    is($t->redis_raw('HGET', $pkey, 'status'), "issued\n",
+       '... the request is marked issued');
+
+    # a fresh claim without a serial is running: PENDING, nothing issued
+    $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'live',
+              'since', $now);
+    $t->redis('HDEL', $pkey, 'serial');
+    my $p6 = $poll->();
+    is($p6->{status}, 3, 'manual: a running claim: PENDING');
+    is(records(), $before + 1, '... nothing issued');
+
+    # the same claim gone stale: taken over, one new certificate
+    $t->redis('HSET', $pkey, 'since', $now - 600);
+    my $p7 = $poll->();
+    is($p7->{status}, 0, 'manual: a stale claim without a serial: '
+       . 'taken over, SUCCESS') or diag($p7->{raw});
+    is(records(), $before + 2, '... one certificate issued');
+    isnt($t->x509_field($p7->{file}, 'serial'),
+         $t->x509_field($p2->{file}, 'serial'), '... a new one');
+    like(slurp($t->error_log), qr/taking over a stale claim/,
+         '... and the log says so');
+
+    # a claim whose serial is reserved but not committed: running while
+    # fresh; once stale, the reservation is abandoned (a late commit of
+    # the old claimer fails) and the request issued anew
+    my $ghost = 'AB' x 16;
+    my $gkey = "pki:{ca:issuing}:cert:$ghost";
+    $t->redis('HSET', $gkey, 'status', 'pending');
+    $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'gone',
+              'since', time, 'serial', $ghost);
+    my $n = records();
+    my $p8 = $poll->();
+    is($p8->{status}, 3, 'manual: a fresh claim with a reserved serial: '
+       . 'PENDING');
+    is($t->redis_raw('HGET', $gkey, 'status'), "pending\n",
+       '... the reservation is left alone');
+    $t->redis('HSET', $pkey, 'since', 0);
+    my $p9 = $poll->();
+    is($p9->{status}, 0, 'manual: a given-up claim with an uncommitted '
+       . 'serial: issued anew') or diag($p9->{raw});
+    is($t->redis_raw('EXISTS', $gkey), "0\n",
+       '... after its reservation was abandoned');
+    is(records(), $n, '... one certificate for the one abandoned');
+    is($t->redis_raw('HGET', $pkey, 'serial'),
+       $t->x509_field($p9->{file}, 'serial') . "\n",
+       '... and the request names the new one');
+
     # reject
     my $rk = key('manual2');
     my $rreq = req(key => $rk, cn => 'manual-2', challenge => 'demo');
