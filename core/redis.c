@@ -1996,11 +1996,32 @@ pki_record_revgen(pki_redis_t *r, const char *ca, long long *gen,
 }
 
 
+/*
+ * The next CRL number: the last one + 1, or Redis's clock in microseconds
+ * when that is greater.  CRL numbers must only grow (RFC 5280 5.2.3), and
+ * a counter alone repeats numbers after the store is restored from a
+ * backup; the clock does not go back with it.  (Microseconds fit a Lua
+ * number exactly until the year 2255, and 7 octets of the 20 allowed.)
+ */
+static const char  pki_lua_crlnumber[] =
+    "local c = redis.call('GET', KEYS[1]) or '0' "
+    "local n = tonumber(c) "
+    "if not n or n ~= math.floor(n) or n < 0 then "
+    "  return redis.error_reply('crlnumber is not a number') end "
+    "local t = redis.call('TIME') "
+    "local us = tonumber(t[1]) * 1000000 + tonumber(t[2]) "
+    "n = n + 1 "
+    "if us > n then n = us end "
+    "redis.call('SET', KEYS[1], string.format('%d', n)) "
+    "return n";
+
+
 PKI_API pki_status_t
 pki_record_next_crlnumber(pki_redis_t *r, const char *ca,
     long long *number, pki_result_t *res)
 {
-    char  key[PKI_REDIS_KEY_MAX];
+    char        key[PKI_REDIS_KEY_MAX];
+    pki_args_t  a;
 
     if (r == NULL || number == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: no store");
@@ -2012,7 +2033,13 @@ pki_record_next_crlnumber(pki_redis_t *r, const char *ca,
         return res != NULL ? res->status : PKI_INTERNAL;
     }
 
-    return pki_redis_int(r, "INCR", key, number, res);
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_crlnumber);
+    pki_args_str(&a, "1");
+    pki_args_str(&a, key);
+
+    return pki_redis_eval(r, &a, number, res);
 }
 
 
@@ -2247,12 +2274,18 @@ static const char  pki_lua_crl_read[] =
     "end "
     "return {g, m or false, d}";
 
-/* KEYS: crl_meta, crl.  ARGV: meta, DER, number.  1 stored, 0 older. */
+/* KEYS: crl_meta, crl.  ARGV: meta, DER, number.  1 stored, 0 older:
+ * a lower number, or a snapshot of an older revocation generation (a
+ * builder that outlived its lock took its number after a newer build:
+ * its CRL would drop the revocations the stored one lists). */
 static const char  pki_lua_crl_put[] =
     "local m = redis.call('GET', KEYS[1]) "
     "if m then "
-    "  local n = tonumber(string.match(m, '^%S+ %S+ (%S+)')) "
-    "  if n and n >= tonumber(ARGV[3]) then return 0 end "
+    "  local g, n = string.match(m, '^(%S+) %S+ (%S+)') "
+    "  if tonumber(n) and tonumber(n) >= tonumber(ARGV[3]) then "
+    "    return 0 end "
+    "  local mine = tonumber(string.match(ARGV[1], '^(%S+)')) "
+    "  if tonumber(g) and mine and tonumber(g) > mine then return 0 end "
     "end "
     "redis.call('SET', KEYS[2], ARGV[2]) "
     "redis.call('SET', KEYS[1], ARGV[1]) "

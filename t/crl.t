@@ -139,13 +139,19 @@ my $before = crl_number();
 my $t0 = time;
 is(revoke($_), 200, "burst revoke $_") for @serials;
 my $last = $before;
+my %seen;
 for (1 .. 30) {
     $r = fetch($url);
-    $last = crl_number() if $r->{code} == 200;
+    if ($r->{code} == 200) {
+        $last = crl_number();
+        $seen{$last} = 1;
+    }
     sleep 0.1;
 }
 ok($last > $before, "CRL moved on ($before -> $last)");
-ok($last - $before <= 5, '  only a few CRLs built for 10 revocations');
+# (the numbers follow Redis's clock: count the CRLs, not the numbers)
+ok(keys %seen <= 3, '  only a few CRLs built for 10 revocations ('
+   . join(' ', sort keys %seen) . ')');
 my ($c) = PKITest::run_cmd(['sh', '-c', "openssl crl -inform DER -in "
     . "$dir/crl.der -noout -text | grep -c 'Serial Number'"]);
 $c = (PKITest::run_cmd(['sh', '-c', "openssl crl -inform DER -in "

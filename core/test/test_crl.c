@@ -768,6 +768,22 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
     ok(st == PKI_OK && !won, "  an older number is not stored");
 
+    /* a builder that outlived its lock: a higher number, but a snapshot
+     * of an older revocation generation, is not stored either */
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.der != NULL && b.revgen > 0, "  the stored one "
+       "(revgen %lld)", b.revgen);
+    a.number = b.number + 1;
+    a.revgen = b.revgen - 1;
+    won = 1;
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    ok(st == PKI_OK && !won, "  an older revocation snapshot under a "
+       "higher number is not stored");
+    a.revgen = b.revgen;
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    ok(st == PKI_OK && won, "  the same snapshot under a higher number is");
+    free(b.der);
+
     /* garbage meta: rebuilt */
     freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crl_meta %s", ns,
                                  pki_ca_name(ca), "garbage"));
@@ -782,6 +798,7 @@ static void
 test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
 {
     int                 nf, hr;
+    long long           prev = 0;
     char                ns[64];
     size_t              len;
     time_t              now;
@@ -809,8 +826,9 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     crl = der ? parse_crl(der, len) : NULL;
     if (ok(crl != NULL, "  parses")) {
         check_common(crl, cacert, "empty");
-        ok(crl_number(crl) == 1, "  CRL number 1 (got %lld)",
-           crl_number(crl));
+        prev = crl_number(crl);
+        ok(prev >= ((long long) time(NULL) - 60) * 1000000,
+           "  CRL number from the clock (got %lld)", prev);
         nf = tbs_fields(crl, &hr);
         ok(nf == 6 && !hr, "  no revokedCertificates field");
         write_der(der, len, "empty.crl");
@@ -857,8 +875,9 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     crl = der ? parse_crl(der, len) : NULL;
     if (ok(crl != NULL, "  parses")) {
         check_common(crl, cacert, "revoked");
-        ok(crl_number(crl) == 2, "  CRL number 2 (got %lld)",
+        ok(crl_number(crl) > prev, "  CRL number grows (got %lld)",
            crl_number(crl));
+        prev = crl_number(crl);
         nf = tbs_fields(crl, &hr);
         ok(nf == 7 && hr, "  revokedCertificates present");
         ok(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 4,
@@ -919,7 +938,8 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     is_status(st, PKI_OK, "CRL after releasing the hold");
     crl = der ? parse_crl(der, len) : NULL;
     if (ok(crl != NULL, "  parses")) {
-        ok(crl_number(crl) == 3, "  CRL number 3");
+        ok(crl_number(crl) > prev, "  CRL number grows");
+        prev = crl_number(crl);
         ok(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 3,
            "  3 entries");
         ok(find_revoked(crl, leaf[2]) == NULL, "  released leaf2 absent");
@@ -942,9 +962,44 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     st = pki_crl_build(ca, r, 3600, &der, &len, &res);
     is_status(st, PKI_OK, "CRL after the garbage is gone");
     crl = der ? parse_crl(der, len) : NULL;
-    ok(crl != NULL && crl_number(crl) > 3, "  CRL number still grows");
+    ok(crl != NULL && crl_number(crl) > prev, "  CRL number still grows");
+    prev = crl ? crl_number(crl) : prev;
     X509_CRL_free(crl);
     free(der);
+
+    /* The store restored from an old backup: its counter goes back, the
+     * numbers do not (they follow Redis's clock). */
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crlnumber 2", ns,
+                                 pki_ca_name(ca)));
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    crl = der ? parse_crl(der, len) : NULL;
+    ok(st == PKI_OK && crl != NULL && crl_number(crl) > prev,
+       "after a restore of the counter: the number still grows (%lld > "
+       "%lld)", crl ? crl_number(crl) : -1, prev);
+    X509_CRL_free(crl);
+    free(der);
+
+    /* A counter ahead of the clock goes on by one. */
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crlnumber "
+                                 "4000000000000000", ns, pki_ca_name(ca)));
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    crl = der ? parse_crl(der, len) : NULL;
+    ok(st == PKI_OK && crl != NULL && crl_number(crl) == 4000000000000001LL,
+       "a counter ahead of the clock: + 1");
+    X509_CRL_free(crl);
+    free(der);
+
+    /* A counter that is not a number: no CRL. */
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crlnumber x", ns,
+                                 pki_ca_name(ca)));
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    ok(st != PKI_OK && der == NULL, "a counter that is not a number: no CRL "
+       "(%s)", pki_status_name(st));
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crlnumber %lld", ns,
+                                 pki_ca_name(ca), prev + 1000));
 
     test_current(ca, r, rc, ns, leaf[4]);
 

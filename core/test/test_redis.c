@@ -709,7 +709,8 @@ test_revoke(pki_redis_t *r, redisContext *c)
           "crlnumber");
     pki_result_init(&res);
     pki_record_next_crlnumber(r, "rv", &crl2, &res);
-    ok(crl1 >= 1 && crl2 == crl1 + 1, "crlnumber is monotonic");
+    ok(crl1 >= ((long long) time(NULL) - 60) * 1000000 && crl2 > crl1,
+       "crlnumber grows, from Redis's clock in microseconds");
 
     /* listing: 25 more good records, pages of 5 */
     for (j = 0; j < 25; j++) {
