@@ -855,6 +855,38 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 }
 
 
+/*
+ * Whether a stored CRL is this CA's: its issuer is the CA's subject and
+ * its signature verifies with the CA's key.  After the CA is re-keyed or
+ * re-certified under the same name, the CRL the old one signed is still
+ * in the store and may be fresh; relying parties could not verify it.
+ */
+static int
+pki_crl_signed_by(const pki_ca_t *ca, const unsigned char *der, size_t len)
+{
+    int                   ok;
+    X509                 *cert;
+    EVP_PKEY             *pk;
+    X509_CRL             *crl;
+    const unsigned char  *p;
+
+    cert = pki_ca_cert(ca);
+    pk = cert != NULL ? X509_get0_pubkey(cert) : NULL;
+    p = der;
+    crl = pk != NULL ? d2i_X509_CRL(NULL, &p, (long) len) : NULL;
+
+    ok = crl != NULL && p == der + len
+         && X509_NAME_cmp(X509_CRL_get_issuer(crl),
+                          X509_get_subject_name(cert)) == 0
+         && X509_CRL_verify(crl, pk) == 1;
+
+    X509_CRL_free(crl);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
 PKI_API pki_status_t
 pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     long long have_number, pki_crl_info_t *out, pki_result_t *res)
@@ -887,6 +919,15 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
                                 res);
         if (st != PKI_OK) {
             return st;
+        }
+
+        if (out->der != NULL && !pki_crl_signed_by(ca, out->der, out->len)) {
+            /* another CA key's: as if none were stored */
+            pki_log(res, "CRL: the stored CRL %lld is not signed by this "
+                    "CA's current certificate and key; rebuilding",
+                    out->number);
+            free(out->der);
+            memset(out, 0, sizeof(*out));
         }
 
         now = time(NULL);

@@ -690,6 +690,9 @@ revoke_leaf(pki_redis_t *r, const char *ca, X509 *x, int reason, time_t at,
 }
 
 
+static void foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res);
+
+
 /* pki_crl_current: built once per revgen, shared through Redis. */
 static void
 test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
@@ -784,6 +787,14 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     ok(st == PKI_OK && won, "  the same snapshot under a higher number is");
     free(b.der);
 
+    /* a stored CRL this CA's key did not sign (garbage here, another key
+     * below): rebuilt, not served */
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.der != NULL && b.number > a.number
+       && strstr(res.log, "not signed by this CA") != NULL,
+       "  a stored CRL that does not parse: rebuilt (%lld)", b.number);
+    free(b.der);
+    foreign_crl(ca, r, &res);
     /* garbage meta: rebuilt */
     freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crl_meta %s", ns,
                                  pki_ca_name(ca), "garbage"));
@@ -791,6 +802,63 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     ok(st == PKI_OK && b.der != NULL && b.number > 0,
        "  garbage meta: rebuilt");
     free(b.der);
+}
+
+
+/* A CRL under the CA's name signed by another key (the CA re-keyed): a
+ * fresh one in the store is rebuilt, and the rebuilt one verifies. */
+static void
+foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res)
+{
+    int              won;
+    X509_CRL        *crl;
+    EVP_PKEY        *other;
+    ASN1_TIME       *t;
+    pki_status_t     st;
+    unsigned char   *der;
+    pki_crl_info_t   a, b;
+
+    other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    crl = X509_CRL_new();
+    t = ASN1_TIME_set(NULL, time(NULL));
+    if (!ok(other != NULL && crl != NULL && t != NULL, "a foreign CRL")) {
+        return;
+    }
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(pki_ca_cert(ca)));
+    X509_CRL_set1_lastUpdate(crl, t);
+    ASN1_TIME_free(t);
+    t = ASN1_TIME_set(NULL, time(NULL) + 3600);
+    X509_CRL_set1_nextUpdate(crl, t);
+    ASN1_TIME_free(t);
+    X509_CRL_sign(crl, other, EVP_sha256());
+
+    pki_result_init(res);
+    st = pki_crl_current(ca, r, 3600, 0, &b, res);
+    memset(&a, 0, sizeof(a));
+    der = NULL;
+    a.len = (size_t) i2d_X509_CRL(crl, &der);
+    a.der = der;
+    a.number = b.number + 1;
+    a.revgen = b.revgen;
+    a.this_update = time(NULL);
+    a.next_update = a.this_update + 3600;
+    free(b.der);
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, res);
+    ok(st == PKI_OK && won, "  stored, fresh, with the current revgen");
+
+    pki_result_init(res);
+    st = pki_crl_current(ca, r, 3600, 0, &b, res);
+    X509_CRL_free(crl);
+    crl = b.der ? parse_crl(b.der, b.len) : NULL;
+    ok(st == PKI_OK && crl != NULL && b.number > a.number
+       && X509_CRL_verify(crl, X509_get0_pubkey(pki_ca_cert(ca))) == 1,
+       "  another key's CRL: rebuilt, signed by the CA (%lld)", b.number);
+    X509_CRL_free(crl);
+    free(b.der);
+    OPENSSL_free(der);
+    EVP_PKEY_free(other);
+
 }
 
 
