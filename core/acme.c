@@ -6683,6 +6683,7 @@ typedef struct {
     int          moved;         /* the order is processing with serial  */
     int          lost;          /* another order replaces its cert     */
     int          unauthorized;  /* an authorization is no longer valid */
+    int          expired;       /* the order expired meanwhile         */
     int          unsure;        /* the move failed or lost its answer  */
     char         serial[41];    /* the serial reserved for it          */
 } pki_acme_fin_t;
@@ -6692,10 +6693,13 @@ typedef struct {
  * ARGV[1..3] as pki_lua_cas), made only while every authorization of the
  * order (KEYS[2..]) is still valid at ARGV[4]: the order's status was
  * derived from them at the start of the finalization, and a client may
- * deactivate one meanwhile (the CAA re-check can take seconds).  1: moved,
- * 0: the order changed, 2: an authorization did (nothing stored). */
+ * deactivate one meanwhile (the CAA re-check can take seconds), and while
+ * the order itself (expires ARGV[5]) has not expired.  1: moved, 0: the
+ * order changed, 2: an authorization did, 3: the order expired (nothing
+ * stored). */
 static const char  pki_lua_order_move[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "if tonumber(ARGV[5]) < tonumber(ARGV[4]) then return 3 end "
     "for i = 2, #KEYS do "
     "  local ok, az = pcall(cjson.decode, redis.call('GET', KEYS[i]) or '') "
     "  if not ok or type(az) ~= 'table' or az.status ~= 'valid' "
@@ -6707,16 +6711,17 @@ static const char  pki_lua_order_move[] =
     "return 1";
 
 
-/* pki_lua_order_move for the hook's order: 1, 0, 2 as the script, -1
+/* pki_lua_order_move for the hook's order: 1, 0, 2, 3 as the script, -1
  * when Redis failed.  On 1, f->text is the stored text. */
 static int
 pki_acme_order_move(pki_acme_fin_t *f, pki_result_t *res)
 {
     int           n, i, v;
     char        (*keys)[PKI_ACME_KEY_MAX], *nt, ttl[24], now[24], nk[12];
+    char          exp[24];
     cJSON        *item;
-    size_t        lens[PKI_ACME_MAX_IDS + 8];
-    const char   *argv[PKI_ACME_MAX_IDS + 8];
+    size_t        lens[PKI_ACME_MAX_IDS + 9];
+    const char   *argv[PKI_ACME_MAX_IDS + 9];
     pki_redis_t  *st;
     redisReply   *reply;
 
@@ -6748,6 +6753,10 @@ pki_acme_order_move(pki_acme_fin_t *f, pki_result_t *res)
     snprintf(ttl, sizeof(ttl), "%ld", pki_acme_order_ttl(f->a, f->order));
     /* the time of the move: the CAA re-check may have taken seconds */
     snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
+    /* an order without an expiry (none is stored so) never expires */
+    snprintf(exp, sizeof(exp), "%.0f",
+             pki_json_num(f->order, "expires") > 0
+             ? pki_json_num(f->order, "expires") : 1e15);
 
     argv[0] = "EVAL";
     argv[1] = pki_lua_order_move;
@@ -6759,15 +6768,16 @@ pki_acme_order_move(pki_acme_fin_t *f, pki_result_t *res)
     argv[5 + n] = nt;
     argv[6 + n] = ttl;
     argv[7 + n] = now;
-    for (i = 0; i < n + 8; i++) {
+    argv[8 + n] = exp;
+    for (i = 0; i < n + 9; i++) {
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_command(st, n + 8, argv, lens, res);
+    reply = pki_int_redis_command(st, n + 9, argv, lens, res);
     free(keys);
 
     v = reply != NULL && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer >= 0 && reply->integer <= 2
+        && reply->integer >= 0 && reply->integer <= 3
         ? (int) reply->integer : -1;
     if (reply != NULL) {
         freeReplyObject(reply);
@@ -6825,6 +6835,11 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
         f->unauthorized = 1;
         return pki_fail(res, PKI_CONFLICT, "an authorization of the order "
                         "is no longer valid");
+    }
+
+    if (v == 3) {
+        f->expired = 1;
+        return pki_fail(res, PKI_CONFLICT, "the order expired");
     }
 
     if (v == 0) {
@@ -7603,6 +7618,10 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
                                  "authorization of the order was "
                                  "deactivated or expired during its "
                                  "finalization: nothing was issued");
+            } else if (fin.expired) {
+                pki_acme_problem(a, 403, "orderNotReady", "the order "
+                                 "expired during its finalization: "
+                                 "nothing was issued");
             } else if (rc == PKI_CONFLICT) {
                 pki_acme_problem(a, 403, "orderNotReady", "the order is "
                                  "being finalized");

@@ -2789,6 +2789,38 @@ sub race_dns {
     unlink $slow;
 }
 
+# An order that expires while its finalization waits on the CAA re-check
+# (1.6 s here) gets no certificate: the move to processing checks the
+# order's own expiry at that moment, not at the start of the request.
+{
+    local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-race';
+    my $c = account();
+    my $slow = $t->dir . '/ordexp.slow';
+    my $pid = race_dns(sub { sleep 1.6 if $_[0] =~ /ordexp/ && -e $slow });
+    my (undef, $url, $o) = order_ready($c, 'ordexp.example.com');
+    is($o->{json}{status} // '', 'ready', 'expiry race: order ready');
+    authz_edit($_, sub { $_[0]{validated} -= 9 * 3600 })
+        for @{ $o->{json}{authorizations} || [] };
+    # at the start of a second, "expires" this second: the order expires
+    # (expires < now, in seconds) in just under 1 s
+    my $now = Time::HiRes::time();
+    Time::HiRes::sleep(int($now) + 1.02 - $now);
+    order_edit($url, sub { $_[0]{expires} = int(Time::HiRes::time()) });
+    spew($slow, '');
+    my $records = cert_records();
+    my ($der) = csr_der('ordexp', subj => '/',
+                        san => 'DNS:ordexp.example.com');
+    my $f = post($c, $o->{json}{finalize}, { csr => b64u($der) });
+    problem_is($f, 403, 'orderNotReady', 'expiry race: finalize')
+        or diag($f->{content});
+    like($f->{json}{detail} // '', qr/expired during its finalization/,
+         '... the detail says why');
+    is(cert_records(), $records, '... nothing is issued');
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    unlink $slow;
+}
+
 # --- resources and methods ------------------------------------------------------------
 
 $r = $http->get("$BASE/new-order");
