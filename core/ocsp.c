@@ -62,6 +62,16 @@ ASN1_SEQUENCE(pki_basicresp_t) = {
 } static_ASN1_SEQUENCE_END(pki_basicresp_t)
 
 
+/* What the records say about one CertID. */
+typedef struct {
+    int                            status;     /* V_OCSP_CERTSTATUS_*    */
+    int                            reason;     /* -1: none               */
+    time_t                         revoked_at;
+    time_t                         invalidity; /* 0: none                */
+    int                            ca;         /* conf->cas index, -1    */
+} pki_ocsp_single_t;
+
+
 /* An OCSPResponse with only a status (no responseBytes). */
 static void
 pki_ocsp_status_only(pki_ocsp_resp_t *resp, int status)
@@ -157,35 +167,47 @@ pki_ocsp_ca_match(pki_ca_t *ca, const EVP_MD *md,
 }
 
 
-static pki_ca_t *
-pki_ocsp_find_ca(const pki_ocsp_conf_t *conf, OCSP_CERTID *cid)
+/* The hash of a CertID, if it is one we match (SHA-1, SHA-256). */
+static const EVP_MD *
+pki_ocsp_cid_md(OCSP_CERTID *cid, ASN1_OCTET_STRING **name_hash,
+    ASN1_OCTET_STRING **key_hash)
 {
-    int                 nid;
-    size_t              i;
-    const EVP_MD       *md;
-    ASN1_OBJECT        *alg;
-    ASN1_OCTET_STRING  *name_hash, *key_hash;
+    int           nid;
+    ASN1_OBJECT  *alg;
 
-    if (!OCSP_id_get0_info(&name_hash, &alg, &key_hash, NULL, cid)) {
+    if (!OCSP_id_get0_info(name_hash, &alg, key_hash, NULL, cid)) {
         return NULL;
     }
 
     nid = OBJ_obj2nid(alg);
-    if (nid == NID_sha1) {
-        md = EVP_sha1();
-    } else if (nid == NID_sha256) {
-        md = EVP_sha256();
-    } else {
-        return NULL;
+
+    return nid == NID_sha1 ? EVP_sha1()
+           : nid == NID_sha256 ? EVP_sha256() : NULL;
+}
+
+
+/* The index of the first CA of conf the CertID names, or -1.  Several CAs
+ * may match: a CA re-certified with the same subject and key is declared
+ * twice (old and new certificate), and a CertID cannot tell them apart. */
+static int
+pki_ocsp_find_ca(const pki_ocsp_conf_t *conf, OCSP_CERTID *cid, size_t from)
+{
+    size_t              i;
+    const EVP_MD       *md;
+    ASN1_OCTET_STRING  *name_hash, *key_hash;
+
+    md = pki_ocsp_cid_md(cid, &name_hash, &key_hash);
+    if (md == NULL) {
+        return -1;
     }
 
-    for (i = 0; i < conf->ncas; i++) {
+    for (i = from; i < conf->ncas; i++) {
         if (pki_ocsp_ca_match(conf->cas[i], md, name_hash, key_hash)) {
-            return conf->cas[i];
+            return (int) i;
         }
     }
 
-    return NULL;
+    return -1;
 }
 
 
@@ -461,25 +483,88 @@ pki_ocsp_add_extended_revoke(OCSP_BASICRESP *bs)
 }
 
 
+/* The status of one CertID: its serial looked up under every CA of conf,
+ * from index first on, that the CertID names.  A revoked record wins over
+ * a good one (the first revoked one found gives time and reason); unknown
+ * only if no CA has a good or revoked record.  s->ca: the index of the CA
+ * whose record decided, or -1.  PKI_OK, or the Redis failure (res). */
+static pki_status_t
+pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_CERTID *cid, int first,
+    pki_ocsp_single_t *s, pki_result_t *res)
+{
+    int            i;
+    char           hex[41];
+    pki_status_t   rst;
+    pki_record_t   rec;
+    ASN1_INTEGER  *serial;
+
+    s->status = V_OCSP_CERTSTATUS_UNKNOWN;
+    s->reason = -1;
+    s->revoked_at = 0;
+    s->invalidity = 0;
+    s->ca = -1;
+
+    serial = NULL;
+    OCSP_id_get0_info(NULL, NULL, NULL, &serial, cid);
+    if (serial == NULL || !pki_serial_to_hex(serial, hex)) {
+        return PKI_OK;
+    }
+
+    for (i = first; i >= 0; i = pki_ocsp_find_ca(conf, cid, (size_t) i + 1))
+    {
+        memset(&rec, 0, sizeof(rec));
+        rst = pki_record_get(conf->redis, pki_ca_name(conf->cas[i]), hex,
+                             &rec, res);
+
+        if (rst != PKI_OK && rst != PKI_NOT_FOUND) {
+            pki_record_clear(&rec);
+            return rst;
+        }
+
+        pki_result_init(res);
+
+        if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
+            s->status = V_OCSP_CERTSTATUS_REVOKED;
+            /* unspecified (0), and a value RFC 5280 does not name, leave
+             * revocationReason out, as the CRL leaves reasonCode out (RFC
+             * 5280 5.3.1) */
+            s->reason = rec.reason > 0 && rec.reason <= 10
+                        && rec.reason != 7 ? rec.reason : -1;
+            s->revoked_at = rec.revoked_at;
+            s->invalidity = rec.invalidity_date;
+            s->ca = i;
+            pki_record_clear(&rec);
+            break;
+        }
+
+        if (rst == PKI_OK && rec.status == PKI_CERT_GOOD && s->ca < 0) {
+            s->status = V_OCSP_CERTSTATUS_GOOD;
+            s->ca = i;
+        }
+
+        pki_record_clear(&rec);
+    }
+
+    return PKI_OK;
+}
+
+
 void
 pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     pki_ocsp_resp_t *resp)
 {
     int                   i, n, nonce, st, reason, ext_revoke, added;
-    char                  hex[41];
+    int                   idx, first, signer;
     long                  len;
     time_t                now, inval;
     size_t                derlen;
-    pki_ca_t             *ca, *signer;
-    OCSP_ONEREQ          *one;
     OCSP_CERTID          *cid;
     pki_status_t          rst;
-    pki_record_t          rec;
     OCSP_REQUEST         *oreq;
-    ASN1_INTEGER         *serial;
     OCSP_BASICRESP       *bs;
     OCSP_SINGLERESP      *single;
     unsigned char        *decoded, md[SHA_DIGEST_LENGTH];
+    pki_ocsp_single_t     singles[PKI_OCSP_MAX_IDS];
     ASN1_GENERALIZEDTIME *this_upd, *next_upd, *rev_time, *epoch;
     ASN1_GENERALIZEDTIME *inval_time;
     const unsigned char  *der, *p;
@@ -492,7 +577,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     oreq = NULL;
     bs = NULL;
     this_upd = next_upd = rev_time = epoch = inval_time = NULL;
-    signer = NULL;
+    first = -1;
     ext_revoke = 0;
 
     if (req->method == NULL
@@ -570,22 +655,43 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         goto done;
     }
 
-    /* every CertID must name one of our CAs, and one CA signs: requests
-     * for several of our CAs at once are answered by the first one's
-     * issuer only if they agree */
+    /* every CertID must name one of our CAs, and one CA signs: the CAs
+     * a CertID names (several if a CA was re-certified with the same
+     * subject and key) must be the same for all */
     for (i = 0; i < n; i++) {
-        one = OCSP_request_onereq_get0(oreq, i);
-        cid = OCSP_onereq_get0_id(one);
-        ca = pki_ocsp_find_ca(conf, cid);
-        if (ca == NULL || (signer != NULL && ca != signer)) {
+        cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, i));
+        idx = pki_ocsp_find_ca(conf, cid, 0);
+        if (idx < 0 || (first >= 0 && idx != first)) {
             pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_UNAUTHORIZED,
-                          PKI_UNAUTHORIZED, ca == NULL
+                          PKI_UNAUTHORIZED, idx < 0
                           ? "OCSP request for an issuer this responder "
                             "does not serve"
                           : "OCSP request for several issuers");
             goto done;
         }
-        signer = ca;
+        first = idx;
+    }
+
+    /* the records; the CA whose record answered the first CertID that
+     * has one signs (any of them verifies: same name and key) */
+    signer = -1;
+
+    for (i = 0; i < n; i++) {
+        cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, i));
+        rst = pki_ocsp_lookup(conf, cid, first, &singles[i], &resp->res);
+        if (rst != PKI_OK) {
+            pki_ocsp_status_only(resp, rst == PKI_UNAVAILABLE
+                                       ? OCSP_RESPONSE_STATUS_TRYLATER
+                                       : OCSP_RESPONSE_STATUS_INTERNALERROR);
+            goto done;
+        }
+        if (signer < 0) {
+            signer = singles[i].ca;
+        }
+    }
+
+    if (signer < 0) {
+        signer = first;
     }
 
     now = time(NULL);
@@ -603,46 +709,16 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     }
 
     for (i = 0; i < n; i++) {
-        one = OCSP_request_onereq_get0(oreq, i);
-        cid = OCSP_onereq_get0_id(one);
-        serial = NULL;
-        OCSP_id_get0_info(NULL, NULL, NULL, &serial, cid);
-
-        st = V_OCSP_CERTSTATUS_UNKNOWN;
-        reason = -1;
-        inval = 0;
+        cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, i));
+        st = singles[i].status;
+        reason = singles[i].reason;
+        inval = singles[i].invalidity;
         ASN1_GENERALIZEDTIME_free(rev_time);
         rev_time = NULL;
 
-        memset(&rec, 0, sizeof(rec));
-        if (serial != NULL && pki_serial_to_hex(serial, hex)) {
-            rst = pki_record_get(conf->redis, pki_ca_name(signer), hex, &rec,
-                                 &resp->res);
-            if (rst == PKI_UNAVAILABLE) {
-                pki_record_clear(&rec);
-                pki_ocsp_status_only(resp, OCSP_RESPONSE_STATUS_TRYLATER);
-                goto done;
-            }
-            if (rst == PKI_OK && rec.status == PKI_CERT_GOOD) {
-                st = V_OCSP_CERTSTATUS_GOOD;
-            } else if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
-                st = V_OCSP_CERTSTATUS_REVOKED;
-                /* unspecified (0), and a value RFC 5280 does not name,
-                 * leave revocationReason out, as the CRL leaves reasonCode
-                 * out (RFC 5280 5.3.1) */
-                reason = rec.reason > 0 && rec.reason <= 10
-                         && rec.reason != 7 ? rec.reason : -1;
-                rev_time = ASN1_GENERALIZEDTIME_set(NULL, rec.revoked_at);
-                inval = rec.invalidity_date;
-            } else if (rst != PKI_OK && rst != PKI_NOT_FOUND) {
-                pki_record_clear(&rec);
-                pki_ocsp_status_only(resp,
-                                     OCSP_RESPONSE_STATUS_INTERNALERROR);
-                goto done;
-            }
-            pki_result_init(&resp->res);
+        if (st == V_OCSP_CERTSTATUS_REVOKED) {
+            rev_time = ASN1_GENERALIZEDTIME_set(NULL, singles[i].revoked_at);
         }
-        pki_record_clear(&rec);
 
         if (st == V_OCSP_CERTSTATUS_UNKNOWN && conf->unknown_revoked) {
             if (epoch == NULL) {
@@ -688,7 +764,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         goto done;
     }
 
-    pki_ocsp_sign_and_wrap(conf, signer, bs, now, resp);
+    pki_ocsp_sign_and_wrap(conf, conf->cas[signer], bs, now, resp);
 
     if (resp->ocsp_status == OCSP_RESPONSE_STATUS_SUCCESSFUL
         && resp->body != NULL)

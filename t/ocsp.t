@@ -322,6 +322,59 @@ SKIP: {
          'token responder key: its certificate included');
 }
 
+# --- two CAs with one subject and key (a re-certified CA) ---------------------
+#
+# issuing-old and issuing: the same certificate and key, so a CertID names
+# both.  Each serial is looked up under both: a good record of the second
+# CA is good (not "unknown", here shown as revoked/certificateHold), a
+# revoked one wins over a good one of the first CA.
+
+{
+    my $conf = $t->render_conf;
+    my ($ca) = $conf =~ m{(    pki_ca issuing \{.*?\n    \}\n)}s
+        or die 'no pki_ca issuing block';
+    (my $old = $ca) =~ s/pki_ca issuing \{/pki_ca issuing-old {/;
+    $old =~ s/\n\s*templates[^\n]*//g;
+    $conf =~ s/\Q$ca\E/$ca$old/;
+    my $ind = ' ' x 12;
+    $conf =~ s{ocsp_responder issuing;}
+              {ocsp_responder issuing-old issuing;\n${ind}ocsp_responder_unknown revoked;}
+        or die 'no ocsp_responder';
+    $t->stop_nginx;
+    $t->start_nginx($conf);
+
+    # $b's record under issuing-old too, but good there
+    my ($bkey) = grep { /:cert:0*\Q$bserial\E$/i }
+        $t->redis_keys('pki:{ca:issuing}:cert:*');
+    ok($bkey, 'record of b found') or diag($bserial);
+    my %rec = %{ $t->redis_hash($bkey) };
+    $rec{status} = 'good';
+    delete @rec{qw(reason revoked_at invalidity_date)};
+    require Redis;
+    (my $oldkey = $bkey) =~ s/\{ca:issuing\}/{ca:issuing-old}/;
+    Redis->new(sock => $t->redis_sock, reconnect => 0)->hset($oldkey, %rec);
+
+    ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a,
+                       '-url', $url, @trust);
+    like($out, qr/\Q$a\E: good/, 'same-key CAs: good certificate of the '
+         . 'second CA is good') or diag($out);
+    like($out, qr/Response verify OK/, 'same-key CAs: verifies');
+
+    ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $b,
+                       '-url', $url, @trust);
+    like($out, qr/\Q$b\E: revoked/, 'same-key CAs: revoked under one, good '
+         . 'under the other: revoked') or diag($out);
+    like($out, qr/Reason: keyCompromise/, 'same-key CAs: its reason');
+
+    ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-cert',
+                       $b, '-serial', '0x1234', '-url', $url, @trust);
+    like($out, qr/\Q$a\E: good.*\Q$b\E: revoked.*0x1234: revoked/s,
+         'same-key CAs: three CertIDs in one request') or diag($out);
+    like($out, qr/Reason: certificateHold/,
+         'same-key CAs: a serial neither has: unknown (certificateHold)');
+    like($out, qr/Response verify OK/, 'same-key CAs: verifies');
+}
+
 # --- Redis down -> tryLater -----------------------------------------------------------
 
 $t->stop_redis;
