@@ -250,6 +250,44 @@ pki_ocsp_nonce_ok(OCSP_REQUEST *req, int *has)
 }
 
 
+/* 1 if every critical extension of the request is one this responder
+ * understands: the nonce among the requestExtensions, none among the
+ * singleRequestExtensions.  RFC 6960 4.4: a critical extension that is
+ * not understood makes the request malformed (non-critical ones are
+ * ignored). */
+static int
+pki_ocsp_exts_understood(OCSP_REQUEST *req)
+{
+    int              i, j, n;
+    OCSP_ONEREQ     *one;
+    X509_EXTENSION  *ext;
+
+    for (i = 0; i < OCSP_REQUEST_get_ext_count(req); i++) {
+        ext = OCSP_REQUEST_get_ext(req, i);
+        if (X509_EXTENSION_get_critical(ext) > 0
+            && OBJ_obj2nid(X509_EXTENSION_get_object(ext))
+               != NID_id_pkix_OCSP_Nonce)
+        {
+            return 0;
+        }
+    }
+
+    n = OCSP_request_onereq_count(req);
+
+    for (i = 0; i < n; i++) {
+        one = OCSP_request_onereq_get0(req, i);
+        for (j = 0; j < OCSP_ONEREQ_get_ext_count(one); j++) {
+            if (X509_EXTENSION_get_critical(OCSP_ONEREQ_get_ext(one, j)) > 0)
+            {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
 /* Signature algorithm and digest for the CA key: the same defaults as
  * pki_key_sign_x509(). */
 static int
@@ -655,6 +693,13 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         goto done;
     }
 
+    if (!pki_ocsp_exts_understood(oreq)) {
+        pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                      PKI_MALFORMED, "critical OCSP request extension not "
+                      "understood");
+        goto done;
+    }
+
     /* every CertID must name one of our CAs, and one CA signs: the CAs
      * a CertID names (several if a CA was re-certified with the same
      * subject and key) must be the same for all */
@@ -921,6 +966,12 @@ pki_ocsp_cache_key(const pki_ocsp_req_t *req, const unsigned char *salt,
     n = OCSP_request_onereq_count(oreq);
     if (n <= 0 || n > PKI_OCSP_MAX_IDS) {
         pki_fail(res, PKI_MALFORMED, "CertID count");
+        goto done;
+    }
+
+    /* answered malformedRequest by pki_ocsp_handle, never from a cache */
+    if (!pki_ocsp_exts_understood(oreq)) {
+        pki_fail(res, PKI_MALFORMED, "critical extension not understood");
         goto done;
     }
 

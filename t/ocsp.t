@@ -48,6 +48,35 @@ sub post_der {
                                  . ($o{ctype} // 'application/ocsp-request') ]);
 }
 
+# DER: a TLV, and the content of the TLV at the start of a string
+sub der_tlv {
+    my ($tag, $c) = @_;
+    my $n = length $c;
+    my $l = '';
+    if ($n < 128) {
+        $l = chr($n);
+    } else {
+        while ($n) {
+            $l = chr($n & 255) . $l;
+            $n >>= 8;
+        }
+        $l = chr(0x80 | length $l) . $l;
+    }
+    return chr($tag) . $l . $c;
+}
+
+sub der_inner {
+    my ($d) = @_;
+    my ($off, $n) = (2, ord(substr($d, 1, 1)));
+    if ($n & 0x80) {
+        my $k = $n & 0x7f;
+        $n = 0;
+        $n = ($n << 8) | ord(substr($d, 2 + $_, 1)) for 0 .. $k - 1;
+        $off += $k;
+    }
+    return substr($d, $off, $n);
+}
+
 sub resp_text {
     my ($der, @extra) = @_;
     my $f = "$dir/resp-" . int(rand(1e9)) . '.der';
@@ -155,6 +184,27 @@ like($out, qr/Response verify OK/, 'GET: verifies');
 $r = $t->curl('GET', "$url/$b64");
 is($r->{code}, 200, 'GET unescaped: 200');
 like(resp_text($r->{body}), qr/Cert Status: good/, 'GET unescaped: good');
+
+# a critical request extension this responder does not understand (RFC
+# 6960 4.4): malformedRequest, POST and GET, also while the same CertID's
+# answer is in the response cache; a non-critical one is ignored
+{
+    my $tbs = der_inner(der_inner(slurp($reqf)));   # TBSRequest's content
+    for my $crit (1, 0) {
+        my $ext = der_tlv(0x30, der_tlv(0x06, "\x2a\x03\x04\x05")
+                                . ($crit ? "\x01\x01\xff" : '')
+                                . der_tlv(0x04, "\x05\x00"));
+        my $x = der_tlv(0x30, der_tlv(0x30, $tbs
+                        . der_tlv(0xa2, der_tlv(0x30, $ext))));
+        my $what = $crit ? 'critical' : 'non-critical';
+        my $want = $crit ? qr/malformedrequest/i : qr/Cert Status: good/;
+        like(resp_text(post_der($x)->{body}), $want,
+             "POST, $what unknown requestExtension");
+        (my $e = encode_base64($x, '')) =~ s{([/+=])}{sprintf('%%%02X', ord($1))}ge;
+        like(resp_text($t->curl('GET', "$url/$e")->{body}), $want,
+             "GET, $what unknown requestExtension");
+    }
+}
 
 $r = $t->curl('GET', "$url/%%%");
 ok($r->{code} == 400 || resp_text($r->{body}) =~ /malformedrequest/i,

@@ -192,6 +192,61 @@ make_req(const id_spec_t *ids, int n, int nonce_len, size_t *len,
 }
 
 
+/* A request for one CertID with an extension: kind 0 an unknown one (OID
+ * 1.2.3.4.5, NULL value) among the requestExtensions, 1 the same among the
+ * singleRequestExtensions, 2 a 16-octet nonce. */
+static unsigned char *
+make_req_ext(const id_spec_t *id, int kind, int crit, size_t *len)
+{
+    int                  l;
+    ASN1_OBJECT         *obj;
+    OCSP_ONEREQ         *one;
+    OCSP_REQUEST        *req;
+    unsigned char       *der, *p, nonce[18];
+    X509_EXTENSION      *ext;
+    ASN1_OCTET_STRING   *val;
+    static const unsigned char  null_der[] = { 0x05, 0x00 };
+
+    req = OCSP_REQUEST_new();
+    one = OCSP_request_add0_id(req, make_id(id));
+
+    val = ASN1_OCTET_STRING_new();
+    if (kind == 2) {
+        /* extnValue: the DER of an OCTET STRING (RFC 8954) */
+        nonce[0] = 0x04;
+        nonce[1] = sizeof(nonce) - 2;
+        RAND_bytes(nonce + 2, sizeof(nonce) - 2);
+        ASN1_OCTET_STRING_set(val, nonce, sizeof(nonce));
+        ext = X509_EXTENSION_create_by_NID(NULL, NID_id_pkix_OCSP_Nonce,
+                                           crit, val);
+        OCSP_REQUEST_add_ext(req, ext, -1);
+        X509_EXTENSION_free(ext);
+
+    } else {
+        obj = OBJ_txt2obj("1.2.3.4.5", 1);
+        ASN1_OCTET_STRING_set(val, null_der, sizeof(null_der));
+        ext = X509_EXTENSION_create_by_OBJ(NULL, obj, crit, val);
+        if (kind == 0) {
+            OCSP_REQUEST_add_ext(req, ext, -1);
+        } else {
+            OCSP_ONEREQ_add_ext(one, ext, -1);
+        }
+        X509_EXTENSION_free(ext);
+        ASN1_OBJECT_free(obj);
+    }
+    ASN1_OCTET_STRING_free(val);
+
+    l = i2d_OCSP_REQUEST(req, NULL);
+    der = malloc((size_t) l);
+    p = der;
+    i2d_OCSP_REQUEST(req, &p);
+    *len = (size_t) l;
+    OCSP_REQUEST_free(req);
+
+    return der;
+}
+
+
 static int
 run(const pki_ocsp_conf_t *conf, const char *method,
     const unsigned char *body, size_t len, pki_ocsp_resp_t *resp)
@@ -545,6 +600,32 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
        "malformedRequest");
     pki_ocsp_resp_free(&resp);
 
+    /* RFC 6960 4.4: a critical extension not understood is malformed,
+     * a non-critical one is ignored; the nonce is understood */
+    {
+        int                kind, crit, want;
+        size_t             elen;
+        unsigned char     *eder;
+        static const char *const kinds[] = {
+            "requestExtension", "singleRequestExtension", "nonce"
+        };
+
+        for (kind = 0; kind < 3; kind++) {
+            for (crit = 0; crit < 2; crit++) {
+                eder = make_req_ext(&ids[0], kind, crit, &elen);
+                st = run(&conf, "POST", eder, elen, &resp);
+                want = crit && kind != 2
+                       ? OCSP_RESPONSE_STATUS_MALFORMEDREQUEST
+                       : OCSP_RESPONSE_STATUS_SUCCESSFUL;
+                ok(st == want, "%s unknown %s: %s (%d)",
+                   crit ? "critical" : "non-critical", kinds[kind],
+                   want ? "malformedRequest" : "successful", st);
+                pki_ocsp_resp_free(&resp);
+                free(eder);
+            }
+        }
+    }
+
     /* truncated, trailing, garbage, empty, mutated */
     for (i = 1; i < (int) len; i += 7) {
         st = run(&conf, "POST", der, (size_t) i, &resp);
@@ -808,6 +889,37 @@ test_cache_key(X509 *root)
     req.body_len = len1;
     ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) != PKI_OK,
        "cache key: wrong content type");
+
+    /* a critical extension not understood: never answered from a cache
+     * (pki_ocsp_handle answers malformedRequest); a non-critical one is
+     * ignored, as pki_ocsp_handle ignores it */
+    {
+        size_t          elen;
+        unsigned char  *eder;
+
+        req.content_type = "application/ocsp-request";
+        eder = make_req_ext(&ids[0], 0, 1, &elen);
+        req.body = eder;
+        req.body_len = elen;
+        ok(pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3, NULL)
+           == PKI_MALFORMED, "cache key: critical requestExtension");
+        free(eder);
+
+        eder = make_req_ext(&ids[0], 1, 1, &elen);
+        req.body = eder;
+        req.body_len = elen;
+        ok(pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3, NULL)
+           == PKI_MALFORMED, "cache key: critical singleRequestExtension");
+        free(eder);
+
+        eder = make_req_ext(&ids[0], 0, 0, &elen);
+        req.body = eder;
+        req.body_len = elen;
+        ok(pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3, NULL)
+           == PKI_OK && memcmp(k1, k3, sizeof(k1)) == 0,
+           "cache key: a non-critical extension is ignored");
+        free(eder);
+    }
 
     free(b64);
     free(d1);
