@@ -288,19 +288,28 @@ pki_ocsp_exts_understood(OCSP_REQUEST *req)
 }
 
 
-/* Signature algorithm and digest for the CA key: the same defaults as
- * pki_key_sign_x509(). */
+/* Signature algorithm and digest for the CA key: the rule of
+ * pki_default_md() in key.c, which certificates and CRLs are signed with
+ * (EC: SHA-384 for P-384, SHA-512 for P-521, else SHA-256; RSA SHA-256;
+ * Ed25519 none). */
 static int
 pki_ocsp_sigalg(EVP_PKEY *pub, const EVP_MD **md, X509_ALGOR *alg)
 {
-    int  base, sig_nid, ptype;
+    int   base, sig_nid, ptype, curve;
+    char  name[64];
 
     base = EVP_PKEY_get_base_id(pub);
     ptype = V_ASN1_UNDEF;
 
     switch (base) {
     case EVP_PKEY_EC:
-        *md = EVP_PKEY_get_bits(pub) >= 384 ? EVP_sha384() : EVP_sha256();
+        curve = NID_undef;
+        if (EVP_PKEY_get_group_name(pub, name, sizeof(name), NULL) == 1) {
+            curve = OBJ_txt2nid(name) != NID_undef ? OBJ_txt2nid(name)
+                                                   : EC_curve_nist2nid(name);
+        }
+        *md = curve == NID_secp384r1 ? EVP_sha384()
+              : curve == NID_secp521r1 ? EVP_sha512() : EVP_sha256();
         break;
     case EVP_PKEY_RSA:
         *md = EVP_sha256();

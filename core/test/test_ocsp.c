@@ -388,6 +388,7 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     long              t0;
     X509             *sub, *good, *rev;
     ASN1_OBJECT      *obj;
+    const ASN1_OBJECT *obj_c;
     time_t            revtime;
     size_t            len, blen;
     EVP_PKEY         *pk;
@@ -469,6 +470,15 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     st = parse(&resp, root, sub, &bs);
     ok(bs != NULL, "%s: response verifies against the root", alg);
     if (bs) {
+        /* the digest certificates and CRLs use (pki_default_md) */
+        X509_ALGOR_get0(&obj_c, NULL, NULL, OCSP_resp_get0_tbs_sigalg(bs));
+        i = OBJ_obj2nid(obj_c);
+        ok(i == (strcmp(alg, "EC:P-384") == 0 ? NID_ecdsa_with_SHA384
+                 : strcmp(alg, "EC:P-521") == 0 ? NID_ecdsa_with_SHA512
+                 : strncmp(alg, "EC:", 3) == 0 ? NID_ecdsa_with_SHA256
+                 : strncmp(alg, "RSA:", 4) == 0 ? NID_sha256WithRSAEncryption
+                 : NID_ED25519), "%s: signature algorithm %s", alg,
+           OBJ_nid2sn(i));
         ok(OCSP_check_nonce(oreq, bs) == 1, "%s: nonce echoed", alg);
         ok(find_status(bs, &ids[0], NULL, NULL, &has_next)
            == V_OCSP_CERTSTATUS_GOOD && has_next, "%s: good, nextUpdate",
@@ -948,7 +958,8 @@ main(void)
     };
     static const char *const sub_lines[] = {
         "subject CN copy", "basic_constraints ca:true pathlen:0",
-        "validity 2d", "key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519",
+        "validity 2d",
+        "key_types ec:P-256 ec:P-384 ec:P-521 rsa:2048-4096 ed25519",
         NULL
     };
     static const char *const dev_lines[] = {
@@ -998,6 +1009,7 @@ main(void)
 
     test_ca("EC:P-256", root, rootca, tsub, tdev, r, 1);
     test_ca("EC:P-384", root, rootca, tsub, tdev, r, 0);
+    test_ca("EC:P-521", root, rootca, tsub, tdev, r, 0);
     test_ca("RSA:2048", root, rootca, tsub, tdev, r, 0);
     test_ca("ED25519", root, rootca, tsub, tdev, r, 0);
     test_redis_down(root, rootca);
