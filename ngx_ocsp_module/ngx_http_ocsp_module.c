@@ -28,7 +28,7 @@
  * URI (merge_slashes would corrupt "//") and percent-decoded.  Both run
  * pki_ocsp_handle() in the pki thread pool (Redis lookup, signature).
  * Successful GET responses carry Cache-Control max-age up to nextUpdate,
- * ETag and Last-Modified (thisUpdate).
+ * ETag, Last-Modified (thisUpdate) and Expires (nextUpdate, RFC 5019 6.2).
  *
  * Response cache (ocsp_responder_cache zone=NAME:SIZE).  Responses to
  * requests WITHOUT a nonce are kept in a shared-memory zone (all workers):
@@ -962,6 +962,23 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
 
         r->headers_out.etag = h;
         r->headers_out.last_modified_time = ctx->this_update;
+
+        /* RFC 5019 6.2: Expires = nextUpdate (none without one) */
+
+        if (ctx->next_update > 0) {
+            p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT"));
+            if (p == NULL) {
+                goto failed;
+            }
+
+            h = ngx_http_pki_add_header(r, "Expires", p,
+                    ngx_http_time(p, ctx->next_update) - p);
+            if (h == NULL) {
+                goto failed;
+            }
+
+            r->headers_out.expires = h;
+        }
 
     } else {
         if (ngx_http_pki_add_header(r, "Cache-Control",

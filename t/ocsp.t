@@ -178,6 +178,15 @@ spew($respf, $r->{body});
 ($rc, $out) = ocsp('-respin', $respf, '-issuer', "$pki/issuing.pem",
                    '-cert', $a, @trust);
 like($out, qr/\Q$a\E: good/, 'GET: good') or diag($out);
+# RFC 5019 6.2: Expires is nextUpdate
+{
+    my ($mon, $d, $hms, $y) =
+        $out =~ /Next Update: (\w{3}) +(\d+) (\d\d:\d\d:\d\d) (\d{4}) GMT/;
+    my $want = defined $y ? sprintf('%02d %s %s %s GMT', $d, $mon, $y, $hms)
+                          : 'no nextUpdate';
+    like($r->{headers}{expires} // '', qr/^\w{3}, \Q$want\E$/,
+         'GET: Expires = nextUpdate') or diag($r->{head});
+}
 like($out, qr/Response verify OK/, 'GET: verifies');
 
 # unescaped base64 in the path ('/' and '//' as they come): raw URI decoding
@@ -223,6 +232,7 @@ like(resp_text($r->{body}), qr/malformedrequest/i, 'GET empty: malformedRequest'
 $r = post_der(slurp($reqf));
 is($r->{code}, 200, 'POST: 200');
 is($r->{headers}{'cache-control'}, 'no-store', 'POST: Cache-Control no-store');
+ok(!defined $r->{headers}{expires}, 'POST: no Expires');
 
 # --- hostile ------------------------------------------------------------------------
 
