@@ -184,6 +184,7 @@ typedef struct {
     u_char                     key[PKI_OCSP_KEY_LEN];
     uint64_t                   read_gen;
     ngx_msec_t                 started;
+    ngx_msec_t                 claimed;      /* sh->refreshing, refresh */
     unsigned                   refresh:1;
     unsigned                   gen_ok:1;
     unsigned                   hit:1;
@@ -595,6 +596,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
                 if (claimed) {
                     ctx->refresh = 1;
+                    ctx->claimed = claimed;
                     claimed = 0;
                     use = 0;
 
@@ -614,6 +616,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
                 } else {
                     /* this request goes to the pool: it carries the refresh */
                     ctx->refresh = 1;
+                    ctx->claimed = claimed;
                 }
             }
 
@@ -627,6 +630,20 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     }
 
     rc = ngx_http_pki_post(r, ngx_http_ocsp_work, ngx_http_ocsp_done, ctx);
+
+    if (rc != NGX_OK && ctx->refresh) {
+        /* not posted: drop the refresh claim at once (a later request
+         * claims again) rather than hold it until NGX_HTTP_OCSP_STUCK */
+        ngx_shmtx_lock(&ctx->zone->shpool->mutex);
+
+        if (ctx->zone->sh->refreshing == ctx->claimed) {
+            ctx->zone->sh->refreshing = 0;
+        }
+
+        ngx_shmtx_unlock(&ctx->zone->shpool->mutex);
+
+        ctx->refresh = 0;
+    }
 
     switch (rc) {
 
@@ -808,7 +825,11 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
         }
 
         if (ctx->refresh) {
-            sh->refreshing = 0;
+            /* unless the claim was taken over as stuck meanwhile */
+            if (sh->refreshing == ctx->claimed) {
+                sh->refreshing = 0;
+            }
+
             sh->active = ngx_current_msec;
         }
 

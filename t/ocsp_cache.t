@@ -18,6 +18,7 @@ use Test::More;
 use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(time sleep);
 use PKITest;
+use POSIX ();
 
 my $t = PKITest->new;
 $t->start_redis;
@@ -80,7 +81,8 @@ sub status_of {
 
 my $a = enroll('cache-a');
 my $b = enroll('cache-b');
-BAIL_OUT('enrollment failed') if !$a || !$b;
+my $c = enroll('cache-c');
+BAIL_OUT('enrollment failed') if !$a || !$b || !$c;
 my $bserial = $t->x509_field($b, 'serial');
 
 # --- hit: same bytes, POST and GET share the entry ----------------------------
@@ -187,6 +189,77 @@ for my $u ($url, $url2) {
 }
 
 $t2->stop_nginx;
+
+# --- a refresh claim whose request is shed is dropped -------------------------
+#
+# One worker, one pool thread, max_queue=1.  The view is due (idle past
+# revgen_check), Redis is paused and two nonce requests hold the thread and
+# the queue, so the request that claims the refresh cannot be posted (503).
+# Its claim must go with it: once Redis answers again, the next request
+# refreshes the view and a revocation is seen within revgen_check, not
+# once the claim counts as stuck (5 s) or the view passes revgen_check +
+# revgen_stale (here 1 s + 10 s).
+
+{
+    $t->stop_nginx;
+    my $conf = with_cache($t->render_conf('--workers', 1, '--threads', 1));
+    $conf =~ s/max_queue=\d+/max_queue=1/ or die 'no max_queue';
+    $conf =~ s{(ocsp_responder_revgen_check 1s;)}
+              {$1 ocsp_responder_revgen_stale 10s;} or die;
+    $t->start_nginx($conf);
+
+    my $reqc = reqfile(['-cert', $c], 'req-c', '-no_nonce');
+    post($url, $reqc);
+    my $good = post($url, $reqc);
+    is($good->{headers}{'x-ocsp-cache'}, 'HIT', 'c: cached');
+    sleep 1.3;                  # the view is due, no refresh going on
+
+    $t->redis('CLIENT', 'PAUSE', '1500', 'ALL');
+    my $paused = time;
+    my @bg;
+    for (1 .. 2) {
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            exec('curl', '-s', '-o', '/dev/null', '--max-time', '10',
+                 '-H', 'Content-Type: application/ocsp-request',
+                 '--data-binary', "\@$reqn", $url);
+            POSIX::_exit(127);
+        }
+        push @bg, $pid;
+    }
+    sleep 0.3;
+    my $shed = post($url, $reqc);
+    is($shed->{code}, 503, 'the request that claims the refresh is shed '
+       . '(pool full)') or diag($shed->{head});
+    waitpid($_, 0) for @bg;
+    sleep 0.1 while time - $paused < 1.6;
+
+    my $cserial = $t->x509_field($c, 'serial');
+    my $rv = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                      . '/pki/admin/revoke', user => 'admin:admin',
+                      data => qq({"serial":"$cserial","reason":"superseded"}),
+                      headers => ['Content-Type: application/json']);
+    my $t0 = time;
+    is($rv->{code}, 200, 'c revoked') or diag($rv->{body});
+
+    my ($seen, $last);
+    while (time - $t0 < 6) {
+        my $r = post($url, $reqc);
+        if (($r->{body} // '') ne $good->{body} && $r->{code} == 200) {
+            ($seen, $last) = (time - $t0, $r->{body});
+            last;
+        }
+        sleep 0.05;
+    }
+    ok(defined $seen && $seen <= 1.5
+       && status_of($last, ['-cert', $c]) =~ /: revoked/,
+       'after a shed refresh claim, a revocation is seen within '
+       . 'revgen_check: ' . (defined $seen ? sprintf('%.2f s', $seen)
+                                           : 'never'));
+
+    $t->stop_nginx;
+    $t->start_nginx(with_cache($t->render_conf));
+}
 
 # --- Redis down ------------------------------------------------------------------
 
