@@ -333,6 +333,46 @@ pki_ocsp_sigalg(EVP_PKEY *pub, const EVP_MD **md, X509_ALGOR *alg)
 }
 
 
+/* 1 if the delegated responder certificate is valid at now; otherwise
+ * 0, with a line for the error log naming it. */
+static int
+pki_ocsp_signer_current(const pki_ocsp_signer_t *s, time_t now,
+    pki_result_t *res)
+{
+    int    before, after;
+    char   name[256], hex[41];
+
+    before = X509_cmp_time(X509_get0_notBefore(s->cert), &now);
+    after = X509_cmp_time(X509_get0_notAfter(s->cert), &now);
+
+    if (before < 0 && after > 0) {
+        return 1;
+    }
+
+    ERR_clear_error();
+
+    if (X509_NAME_oneline(X509_get_subject_name(s->cert), name,
+                          sizeof(name))
+        == NULL)
+    {
+        snprintf(name, sizeof(name), "?");
+    }
+
+    if (!pki_serial_to_hex(X509_get0_serialNumber(s->cert), hex)) {
+        snprintf(hex, sizeof(hex), "?");
+    }
+
+    pki_log(res, "%sthe delegated OCSP responder certificate \"%s\" "
+            "(serial %s) of CA \"%s\" is %s: signed with the CA key "
+            "instead", res->log[0] ? "; " : "", name, hex,
+            pki_ca_name(s->ca), before > 0 ? "not yet valid"
+                                : after < 0 ? "expired"
+                                : "of unreadable validity");
+
+    return 0;
+}
+
+
 static void
 pki_ocsp_sign_and_wrap(const pki_ocsp_conf_t *conf, pki_ca_t *ca,
     OCSP_BASICRESP *scratch, time_t now, pki_ocsp_resp_t *resp)
@@ -364,15 +404,24 @@ pki_ocsp_sign_and_wrap(const pki_ocsp_conf_t *conf, pki_ca_t *ca,
     skey = pki_ca_key(ca);
 
     for (j = 0; conf->signers != NULL && j < conf->nsigners; j++) {
-        if (conf->signers[j].ca == ca) {
-            cert = conf->signers[j].cert;
-            skey = conf->signers[j].key;
-            br.certs = sk_X509_new_null();
-            if (br.certs == NULL || !sk_X509_push(br.certs, cert)) {
-                goto internal;
-            }
+        if (conf->signers[j].ca != ca) {
+            continue;
+        }
+
+        /* a response signed by a responder certificate that is not valid
+         * now would not verify; the CA's own signature always does (RFC
+         * 6960 4.2.2.2) */
+        if (!pki_ocsp_signer_current(&conf->signers[j], now, &resp->res)) {
             break;
         }
+
+        cert = conf->signers[j].cert;
+        skey = conf->signers[j].key;
+        br.certs = sk_X509_new_null();
+        if (br.certs == NULL || !sk_X509_push(br.certs, cert)) {
+            goto internal;
+        }
+        break;
     }
 
     pub = skey ? pki_key_public(skey) : NULL;

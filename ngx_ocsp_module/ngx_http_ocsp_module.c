@@ -108,6 +108,7 @@
 #define NGX_HTTP_OCSP_GRACE        200      /* ms: see the comment above */
 #define NGX_HTTP_OCSP_STUCK        5000     /* ms: a refresh lost         */
 #define NGX_HTTP_OCSP_MAX_ENTRY    16384    /* bytes of response DER      */
+#define NGX_HTTP_OCSP_NOTE_EVERY   10       /* s: setup errors, see send  */
 
 
 typedef struct {
@@ -339,6 +340,8 @@ ngx_module_t  ngx_http_ocsp_module = {
     NGX_MODULE_V1_PADDING
 };
 
+
+static time_t     ngx_http_ocsp_noted;
 
 static ngx_str_t  ngx_http_ocsp_busy = ngx_string("busy, retry later\n");
 static ngx_str_t  ngx_http_ocsp_method = ngx_string("method not allowed\n");
@@ -883,6 +886,17 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
                       &r->connection->addr_text, resp->res.detail,
                       resp->res.log[0] ? " (" : "", resp->res.log,
                       resp->res.log[0] ? ")" : "", resp->ocsp_status);
+
+    } else if (resp->res.log[0] != '\0'
+               && ngx_time() - ngx_http_ocsp_noted >= NGX_HTTP_OCSP_NOTE_EVERY)
+    {
+        /* answered, but something is wrong with the setup (a delegated
+         * responder certificate out of its validity): one line per
+         * NGX_HTTP_OCSP_NOTE_EVERY seconds per worker */
+        ngx_http_ocsp_noted = ngx_time();
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ocsp: %s", resp->res.log);
     }
 
     if (status != NGX_HTTP_OK || resp->body == NULL || resp->body_len == 0) {

@@ -292,7 +292,7 @@ SKIP: {
         '-days', '1', '-set_serial', '4242', '-extfile', "$dir/resp.ext",
         '-out', "$dir/resp.pem"],
         env => { SOFTHSM2_CONF => $t->softhsm_conf });
-    skip 'cannot sign a responder certificate with the pkcs11 engine', 7
+    skip 'cannot sign a responder certificate with the pkcs11 engine', 11
         if $rc1 != 0 || $rc2 != 0;
 
     # a certificate without OCSPSigning is refused at configuration time
@@ -334,6 +334,33 @@ SKIP: {
     ($rc3, $o3) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $b,
                        '-url', $url, @trust);
     like($o3, qr/\Q$b\E: revoked/, 'delegated: revoked') or diag($o3);
+
+    # a responder certificate that has expired (nginx -t only warns): the
+    # CA key signs instead, so responses still verify, and the error log
+    # names the certificate
+    run_cmd(['openssl', 'x509', '-req', '-in', "$dir/resp.csr", '-CA',
+        "$pki/issuing.pem", '-engine', 'pkcs11', '-CAkeyform', 'engine',
+        '-CAkey', "pkcs11:token=$tok;object=issuing;type=private;"
+        . "pin-value=$pin", '-days', '-1', '-set_serial', '4244',
+        '-extfile', "$dir/resp.ext", '-out', "$dir/resp-exp.pem"],
+        env => { SOFTHSM2_CONF => $t->softhsm_conf });
+    (my $exp = $conf) =~ s{(ocsp_responder issuing;)}
+        {$1\n            ocsp_responder_signer issuing $dir/resp-exp.pem $dir/resp.key;};
+    $t->stop_nginx;
+    $t->start_nginx($exp);
+    ($rc3, $o3) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a,
+                       '-url', $url, @trust, '-resp_text');
+    like($o3, qr/\Q$a\E: good/, 'expired delegated responder: good')
+        or diag($o3);
+    like($o3, qr/Response verify OK/,
+         'expired delegated responder: verifies (signed by the CA key)');
+    unlike($o3, qr/CN\s*=\s*OCSP responder/,
+           'expired delegated responder: its certificate left out');
+    my $named = qr/\[error\].*delegated OCSP responder certificate /
+                . qr/"[^"]*OCSP responder" \(serial 1094\) of CA "issuing" /
+                . qr/is expired/;
+    like(slurp($t->error_log) // '', qr/$named/,
+         'expired delegated responder: the error log names it');
 }
 
 # --- delegated responder whose key lives in the token --------------------------------

@@ -344,8 +344,10 @@ find_status(OCSP_BASICRESP *bs, const id_spec_t *s, int *reason,
 }
 
 
+/* A responder certificate valid from now + nb to now + na seconds. */
 static X509 *
-make_responder(X509 *issuer, EVP_PKEY *issuer_pk, EVP_PKEY *pk, int eku)
+make_responder_at(X509 *issuer, EVP_PKEY *issuer_pk, EVP_PKEY *pk, int eku,
+    long nb, long na)
 {
     X509            *x;
     X509V3_CTX       ctx;
@@ -358,8 +360,8 @@ make_responder(X509 *issuer, EVP_PKEY *issuer_pk, EVP_PKEY *pk, int eku)
     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8,
                                (const unsigned char *) "OCSP responder", -1,
                                -1, 0);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_gmtime_adj(X509_getm_notBefore(x), nb);
+    X509_gmtime_adj(X509_getm_notAfter(x), na);
     X509_set_pubkey(x, pk);
     X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
     if (eku) {
@@ -375,6 +377,13 @@ make_responder(X509 *issuer, EVP_PKEY *issuer_pk, EVP_PKEY *pk, int eku)
     X509_sign(x, issuer_pk, EVP_PKEY_get_base_id(issuer_pk) == EVP_PKEY_ED25519
                             ? NULL : EVP_sha256());
     return x;
+}
+
+
+static X509 *
+make_responder(X509 *issuer, EVP_PKEY *issuer_pk, EVP_PKEY *pk, int eku)
+{
+    return make_responder_at(issuer, issuer_pk, pk, eku, -60, 86400);
 }
 
 
@@ -769,6 +778,55 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         pki_ocsp_resp_free(&resp);
         OCSP_REQUEST_free(oreq);
         free(der);
+
+        /* a responder certificate out of its validity at signing time:
+         * the CA key signs instead (always verifiable), and the log says
+         * which certificate */
+        for (i = 0; i < 2; i++) {
+            X509            *stale;
+            STACK_OF(X509)  *extra;
+
+            stale = i == 0
+                    ? make_responder_at(sub, pk, rpk, 1, -7200, -3600)
+                    : make_responder_at(sub, pk, rpk, 1, 3600, 7200);
+            sg.cert = stale;
+            pki_result_init(&res);
+            ok(pki_ocsp_signer_check(&sg, &res) == PKI_OK
+               && strstr(res.log, "not valid now") != NULL,
+               "%s signer: accepted with a warning (%s)",
+               i ? "future" : "expired", res.log);
+
+            ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
+            der = make_req(ids, 1, 16, &len, NULL);
+            st = run(&conf, "POST", der, len, &resp);
+            parse(&resp, root, sub, &bs);
+            ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs,
+               "%s delegated signer: response verifies",
+               i ? "not yet valid" : "expired");
+            if (bs) {
+                found = NULL;
+                extra = sk_X509_new_null();
+                sk_X509_push(extra, sub);
+                ok(OCSP_resp_get0_signer(bs, &found, extra) == 1
+                   && X509_cmp(found, sub) == 0
+                   && sk_X509_num(OCSP_resp_get0_certs(bs)) <= 0,
+                   "%s delegated signer: signed by the CA key, no "
+                   "certificate included", i ? "not yet valid" : "expired");
+                ok(find_status(bs, &ids[0], NULL, NULL, NULL)
+                   == V_OCSP_CERTSTATUS_GOOD, "... good");
+                sk_X509_free(extra);
+                OCSP_BASICRESP_free(bs);
+            }
+            ok(resp.res.status == PKI_OK
+               && strstr(resp.res.log, "OCSP responder certificate") != NULL
+               && strstr(resp.res.log, i ? "not yet valid" : "expired")
+               && strstr(resp.res.log, "serial 1092") != NULL,
+               "the log names the certificate: %s", resp.res.log);
+            pki_ocsp_resp_free(&resp);
+            free(der);
+            X509_free(stale);
+        }
+
         conf.signers = NULL;
         conf.nsigners = 0;
 
