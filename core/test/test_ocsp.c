@@ -847,6 +847,107 @@ done:
 }
 
 
+/* Two CAs with one certificate and key (a CA re-certified, both declared):
+ * a CertID names both; each serial is looked up under both, and the CA
+ * whose record answered signs (its delegated responder if it has one). */
+static void
+test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
+    pki_template_t *tdev, pki_redis_t *r)
+{
+    int                 st, i;
+    X509               *sub, *leaf, *oldleaf, *rcert, *found;
+    size_t              len;
+    EVP_PKEY           *pk, *rpk;
+    pki_ca_t           *cas[2];
+    pki_key_t          *key;
+    id_spec_t           id;
+    pki_result_t        res;
+    pki_request_t       req;
+    unsigned char      *der;
+    OCSP_BASICRESP     *bs;
+    pki_ocsp_conf_t     conf;
+    pki_ocsp_resp_t     resp;
+    pki_ocsp_signer_t   sg;
+
+    pk = keygen("EC:P-256");
+    key = fx_key_file(dir, "same.key", pk);
+
+    memset(&req, 0, sizeof(req));
+    req.subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "same-key CA", -1, -1,
+                               0);
+    req.pubkey = pk;
+    pki_result_init(&res);
+    sub = NULL;
+    st = pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res);
+    X509_NAME_free(req.subject);
+    if (!is_status(st, PKI_OK, "same-key CA certificate")) {
+        pki_key_free(key);
+        EVP_PKEY_free(pk);
+        return;
+    }
+    write_cert(sub, "same.pem");
+    cas[0] = make_ca("same-old", "same.pem", key, tdev);
+    cas[1] = make_ca("same-new", "same.pem", key, tdev);
+
+    leaf = issue_leaf(cas[1], tdev, r, "same-new leaf");
+    oldleaf = issue_leaf(cas[0], tdev, r, "same-old leaf");
+
+    rpk = keygen("EC:P-256");
+    rcert = make_responder(sub, pk, rpk, 1);
+    sg.ca = cas[1];
+    sg.cert = rcert;
+    sg.key = fx_key_file(dir, "same-responder.key", rpk);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.cas = cas;
+    conf.ncas = 2;
+    conf.redis = r;
+    conf.next_update = 3600;
+    conf.signers = &sg;
+    conf.nsigners = 1;
+
+    /* 0: the second CA's certificate, 1: the first's, 2: neither's */
+    for (i = 0; leaf && oldleaf && i < 3; i++) {
+        id = (id_spec_t) { EVP_sha1(), sub, i == 0 ? leaf : i == 1 ? oldleaf
+                                                     : NULL, 0x999 };
+        der = make_req(&id, 1, 8, &len, NULL);
+        st = run(&conf, "POST", der, len, &resp);
+        parse(&resp, root, sub, &bs);
+        ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs,
+           "same-key CAs %d: response verifies", i);
+        if (bs) {
+            ok(find_status(bs, &id, NULL, NULL, NULL)
+               == (i < 2 ? V_OCSP_CERTSTATUS_GOOD
+                         : V_OCSP_CERTSTATUS_UNKNOWN),
+               "same-key CAs %d: %s", i, i < 2 ? "good" : "unknown");
+            found = NULL;
+            OCSP_resp_get0_signer(bs, &found, NULL);
+            ok(i == 0 ? found != NULL && X509_cmp(found, rcert) == 0
+                      : found == NULL,
+               "same-key CAs %d: signed by %s", i,
+               i == 0 ? "the second CA's delegated responder"
+                      : "the CA key (no responder certificate)");
+            OCSP_BASICRESP_free(bs);
+        }
+        pki_ocsp_resp_free(&resp);
+        free(der);
+    }
+
+    X509_free(leaf);
+    X509_free(oldleaf);
+    X509_free(rcert);
+    X509_free(sub);
+    pki_key_free(sg.key);
+    EVP_PKEY_free(rpk);
+    pki_ca_free(cas[0]);
+    pki_ca_free(cas[1]);
+    pki_key_free(key);
+    EVP_PKEY_free(pk);
+}
+
+
 static void
 test_redis_down(X509 *root, pki_ca_t *rootca)
 {
@@ -1070,6 +1171,7 @@ main(void)
     test_ca("EC:P-521", root, rootca, tsub, tdev, r, 0);
     test_ca("RSA:2048", root, rootca, tsub, tdev, r, 0);
     test_ca("ED25519", root, rootca, tsub, tdev, r, 0);
+    test_same_key(root, rootca, tsub, tdev, r);
     test_redis_down(root, rootca);
     test_cache_key(root);
 
