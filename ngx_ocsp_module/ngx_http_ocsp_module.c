@@ -37,7 +37,13 @@
  * GET form of a request share one entry), the value being the response DER
  * with thisUpdate/nextUpdate, ETag and the revocation generation it was
  * signed under.  A hit is answered on the event loop: no thread hop, no
- * Redis.
+ * Redis.  The key needs nothing about which CA answered: for a given
+ * location the answer follows from the CertIDs and the records (a CertID
+ * naming several of the location's CAs, same subject and key, is looked
+ * up under all of them), and the revgens of all those CAs are in the view
+ * below, so a revocation under any of them outdates the entry.  Requests
+ * with a critical extension the engine does not understand get no key
+ * (they are answered malformedRequest).
  *
  * Revocation generation.  Every revocation INCRs <ns>{ca:CA}:revgen.  The
  * zone keeps one "view": the sum of the revgens of all the CAs of the
