@@ -222,8 +222,8 @@ $t2->stop_nginx;
         if ($pid == 0) {
             exec('curl', '-s', '-o', '/dev/null', '--max-time', '10',
                  '-H', 'Content-Type: application/ocsp-request',
-                 '--data-binary', "\@$reqn", $url);
-            POSIX::_exit(127);
+                 '--data-binary', "\@$reqn", $url)
+                or POSIX::_exit(127);
         }
         push @bg, $pid;
     }
