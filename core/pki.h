@@ -487,17 +487,23 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
 /* ---- OCSP (RFC 6960; RFC 5019 profile for GET) ----------------------------
  *
  * A stateless engine: message in, message out, like pki_est_handle.  The
- * responses are signed by the CA key itself (ResponderID byKey, no
- * certificates included).  CertIDs with SHA-1 and SHA-256 hashes are
- * matched against the CAs of the configuration; a serial is looked up in
- * the CA's Redis record (pki_record_get): good, revoked (time, reason),
- * otherwise unknown (or the RFC 6960 section 2.2 "revoked, certificateHold,
- * 1970-01-01" form with unknown_revoked).  A serial is never good unless the
- * record of that CA says so.  An issuer none of the CAs matches makes the
- * whole response "unauthorized" (so do CertIDs of two different CAs in one
+ * responses are signed by the CA key (ResponderID byKey, no certificates
+ * included), or by the CA's delegated responder (below) while that
+ * certificate is within its validity, with the digest pki_key_sign_x509
+ * uses for the key.  CertIDs with SHA-1 and SHA-256 hashes are matched
+ * against the CAs of the configuration; a serial is looked up in the
+ * Redis record (pki_record_get) of every CA the CertID names (several when
+ * a CA was re-certified with the same subject and key): revoked (time,
+ * reason) if any record says so, good if one does, otherwise unknown (or
+ * the RFC 6960 section 2.2 "revoked, certificateHold, 1970-01-01" form
+ * with unknown_revoked).  A serial is never good unless a record of a CA
+ * it names says so.  An issuer none of the CAs matches makes the whole
+ * response "unauthorized" (so do CertIDs of two different CAs in one
  * request: one signer per response); Redis unreachable gives "tryLater";
- * garbage, trailing bytes, more than PKI_OCSP_MAX_IDS CertIDs or a nonce
- * longer than 32 octets give "malformedRequest".  The nonce is echoed.
+ * garbage, trailing bytes, more than PKI_OCSP_MAX_IDS CertIDs, a nonce
+ * longer than 32 octets or a critical extension other than the nonce give
+ * "malformedRequest" (pki_ocsp_cache_key gives no key for them).  The
+ * nonce is echoed.
  */
 
 #define PKI_OCSP_MAX_IDS    100
