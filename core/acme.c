@@ -3787,12 +3787,35 @@ pki_acme_validation_start(pki_acme_t *a, const char *acct, const char *aid,
 }
 
 
+/*
+ * A challenge's status as shown: a validation still "processing" under an
+ * authorization that is no longer pending (deactivated, by the client or
+ * with its account, expired, or decided by another challenge) will never
+ * store its result (the job finds the authorization changed), so it is
+ * shown invalid rather than processing for ever.  NULL: as stored.
+ */
+static const char *
+pki_acme_challenge_ended(pki_acme_t *a, const cJSON *authz, const cJSON *ch)
+{
+    const char  *st, *ast;
+
+    st = pki_json_str(ch, "status");
+    if (authz == NULL || st == NULL || strcmp(st, "processing") != 0) {
+        return NULL;
+    }
+
+    ast = pki_acme_authz_status(a, authz);
+
+    return strcmp(ast, "pending") != 0 ? ast : NULL;
+}
+
+
 static cJSON *
 pki_acme_challenge_obj(pki_acme_t *a, const char *acct, const char *aid,
-    const cJSON *ch)
+    const cJSON *authz, const cJSON *ch)
 {
     cJSON        *o, *err;
-    const char   *type;
+    const char   *type, *ended;
     double        validated;
     char         *url;
 
@@ -3807,7 +3830,10 @@ pki_acme_challenge_obj(pki_acme_t *a, const char *acct, const char *aid,
     url = pki_acme_url(a, "chall/%s/%s/%s", acct, aid, type ? type : "");
     pki_json_url(a, o, "url", url);
 
-    cJSON_AddStringToObject(o, "status", pki_json_str(ch, "status")
+    ended = pki_acme_challenge_ended(a, authz, ch);
+
+    cJSON_AddStringToObject(o, "status", ended != NULL ? "invalid"
+                                         : pki_json_str(ch, "status")
                                          ? pki_json_str(ch, "status")
                                          : "invalid");
     cJSON_AddStringToObject(o, "token", pki_json_str(ch, "token")
@@ -3821,6 +3847,18 @@ pki_acme_challenge_obj(pki_acme_t *a, const char *acct, const char *aid,
     err = cJSON_GetObjectItemCaseSensitive(ch, "error");
     if (cJSON_IsObject(err)) {
         cJSON_AddItemToObject(o, "error", cJSON_Duplicate(err, 1));
+
+    } else if (ended != NULL) {
+        err = cJSON_CreateObject();
+        if (err != NULL) {
+            cJSON_AddStringToObject(err, "type",
+                                    "urn:ietf:params:acme:error:malformed");
+            cJSON_AddStringToObject(err, "detail", "the validation did not "
+                                    "complete: the authorization is no "
+                                    "longer pending");
+            cJSON_AddNumberToObject(err, "status", 400);
+            cJSON_AddItemToObject(o, "error", err);
+        }
     }
 
     return o;
@@ -3860,7 +3898,8 @@ pki_acme_authz_obj(pki_acme_t *a, const char *acct, const char *aid,
         {
             continue;
         }
-        cJSON_AddItemToArray(arr, pki_acme_challenge_obj(a, acct, aid, ch));
+        cJSON_AddItemToArray(arr, pki_acme_challenge_obj(a, acct, aid,
+                                                         authz, ch));
     }
 
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz, "wildcard"))) {
@@ -4271,10 +4310,12 @@ pki_acme_challenge(pki_acme_t *a, const char *acct, const char *aid,
 
     free(text);
 
-    o = pki_acme_challenge_obj(a, acct, aid, found);
+    o = pki_acme_challenge_obj(a, acct, aid, authz, found);
 
     st = pki_json_str(found, "status");
-    if (st != NULL && strcmp(st, "processing") == 0) {
+    if (st != NULL && strcmp(st, "processing") == 0
+        && pki_acme_challenge_ended(a, authz, found) == NULL)
+    {
         a->resp->retry_after = 1;
     }
 

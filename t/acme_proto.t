@@ -2001,6 +2001,30 @@ sub held_validation_end {
     unlink "$www/$ch->{token}.delay";
 }
 
+# An authorization deactivated by its client while its challenge
+# validates: the validation never stores its result (the authorization
+# changed), and the challenge is shown invalid with an error instead of
+# "processing" with Retry-After for ever
+{
+    my ($c, $az, $ch) = held_validation('deact-val.example.test', 2,
+                                        'authorization deactivated '
+                                        . 'mid-validation');
+    my $d = post($c, $az, { status => 'deactivated' });
+    is($d->{json}{status} // '', 'deactivated',
+       '... the authorization deactivated meanwhile');
+    held_validation_end($ch);
+    my $g = post($c, $ch->{url}, '');
+    is($g->{json}{status} // '', 'invalid',
+       '... its challenge is then invalid, not processing');
+    ok(!defined $g->{headers}{'retry-after'}, '... with no Retry-After');
+    like($g->{json}{error}{detail} // '', qr/no longer pending/,
+         '... and an error that says why');
+    my $a = post($c, $az, '');
+    my ($in) = grep { $_->{type} eq 'http-01' }
+               @{ $a->{json}{challenges} || [] };
+    is($in->{status} // '', 'invalid', '... in the authorization too');
+}
+
 # A validation in flight when its account is deactivated: the cancel
 # deactivates the pending authorization, and the validation that ends
 # after it (the responder holds its answer 3 s) finds the text changed
