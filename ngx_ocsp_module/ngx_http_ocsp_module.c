@@ -427,8 +427,12 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
 
 
 /* The base64 request of a GET: what follows "<location>/" in the raw URI,
- * percent-decoded.  An empty or undecodable one stays empty (the engine
- * answers malformedRequest). */
+ * percent-decoded.  After a rewrite (the raw URI is no longer the one
+ * that reached this location) it is read from the rewritten URI, which
+ * nginx decoded already (base64 has no '%': decoding it again is
+ * harmless; a "//" merged by merge_slashes is lost, as for any URI).  An
+ * empty or undecodable one stays empty (the engine answers
+ * malformedRequest). */
 
 static ngx_int_t
 ngx_http_ocsp_get_arg(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
@@ -439,11 +443,17 @@ ngx_http_ocsp_get_arg(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    p = r->unparsed_uri.data;
-    end = p + r->unparsed_uri.len;
+    if (r->valid_unparsed_uri) {
+        p = r->unparsed_uri.data;
+        end = p + r->unparsed_uri.len;
 
-    if (r->args_start && r->args_start > p && r->args_start <= end) {
-        end = r->args_start - 1;            /* the '?' */
+        if (r->args_start && r->args_start > p && r->args_start <= end) {
+            end = r->args_start - 1;            /* the '?' */
+        }
+
+    } else {
+        p = r->uri.data;
+        end = p + r->uri.len;
     }
 
     if ((size_t) (end - p) < clcf->name.len
@@ -1577,6 +1587,17 @@ ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_ocsp_handler;
+
+#if (NGX_PCRE)
+    if (clcf->regex != NULL) {
+        /* the GET request is what follows the location's prefix */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0, "ocsp_responder in the "
+                           "regex location \"%V\": GET requests (RFC "
+                           "5019) are answered malformedRequest there, "
+                           "only POST works; use a prefix location",
+                           &clcf->name);
+    }
+#endif
 
     omcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ocsp_module);
 

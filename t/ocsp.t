@@ -462,6 +462,33 @@ SKIP: {
     like($out, qr/Response verify OK/, 'same-key CAs: verifies');
 }
 
+# --- GET after a rewrite; a regex location ---------------------------------------------
+
+# The GET request is what follows the location's prefix in the raw URI;
+# after a rewrite it is read from the rewritten URI.  In a regex location
+# there is no prefix: nginx -t warns that only POST works there.
+{
+    my $conf = $t->render_conf;
+    my $ind = ' ' x 8;
+    $conf =~ s{(\n\s*location /ocsp \{)}
+              {\n${ind}location /status/ {\n$ind    rewrite ^/status/(.*)\$ /ocsp/\$1 last;\n$ind}$1}
+        or die 'no location /ocsp';
+    $t->stop_nginx;
+    $t->start_nginx($conf);
+    my $g = $t->curl('GET', "http://127.0.0.1:$port/status/$enc");
+    is($g->{code}, 200, 'GET through a rewrite: 200');
+    like(resp_text($g->{body}), qr/Cert Status: good/,
+         'GET through a rewrite: good (read from the rewritten URI)');
+
+    my $rxloc = "location ~ ^/ocsp-rx/ {\n$ind    ocsp_responder "
+                . "issuing;\n$ind}\n${ind}location /status/ {";
+    (my $rx = $conf) =~ s!location /status/ \{!$rxloc!;
+    my ($okt, $tout) = $t->nginx_test($t->write_conf($rx, 'rx.conf'));
+    ok($okt && $tout =~ /\[warn\].*regex location.*only POST/,
+       'ocsp_responder in a regex location: nginx -t warns that GET cannot '
+       . 'work there') or diag($tout);
+}
+
 # --- Redis down -> tryLater -----------------------------------------------------------
 
 $t->stop_redis;
