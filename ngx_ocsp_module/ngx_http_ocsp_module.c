@@ -33,8 +33,10 @@
  * Response cache (ocsp_responder_cache zone=NAME:SIZE).  Responses to
  * requests WITHOUT a nonce are kept in a shared-memory zone (all workers):
  * an rbtree keyed by pki_ocsp_cache_key() (SHA-256 of the request's
- * CertIDs, salted with the zone epoch and the location, so the POST and the
- * GET form of a request share one entry), the value being the response DER
+ * CertIDs, salted with a digest of what the location's answers depend on
+ * (ngx_http_ocsp_conf_digest) and the Redis namespace, so the POST and the
+ * GET form of a request share one entry, and a reload keeps the entries of
+ * a location it did not change), the value being the response DER
  * with thisUpdate/nextUpdate, ETag and the revocation generation it was
  * signed under.  A hit is answered on the event loop: no thread hop, no
  * Redis.  The key needs nothing about which CA answered: for a given
@@ -105,6 +107,7 @@
 #include <ngx_http.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include "ngx_http_pki_module.h"
@@ -115,6 +118,7 @@
 #define NGX_HTTP_OCSP_STUCK        5000     /* ms: a refresh lost         */
 #define NGX_HTTP_OCSP_MAX_ENTRY    16384    /* bytes of response DER      */
 #define NGX_HTTP_OCSP_NOTE_EVERY   10       /* s: setup errors, see send  */
+#define NGX_HTTP_OCSP_NS_MAX       64       /* of a Redis namespace (core)*/
 
 
 typedef struct {
@@ -161,6 +165,7 @@ typedef struct {
     ngx_msec_t                 revgen_check;
     ngx_msec_t                 revgen_stale;
     ngx_flag_t                 cache_header;
+    u_char                     digest[32];   /* what answers depend on */
 } ngx_http_ocsp_loc_conf_t;
 
 
@@ -553,7 +558,8 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
 static void
 ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 {
-    u_char                     salt[sizeof(ngx_uint_t) + sizeof(void *)];
+    u_char                     salt[32 + NGX_HTTP_OCSP_NS_MAX];
+    size_t                     ns;
     ngx_int_t                  rc;
     ngx_msec_t                 now, age, claimed;
     ngx_uint_t                 use;
@@ -566,10 +572,15 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     if (olcf->cache) {
         zone = olcf->cache->data;
 
-        ngx_memcpy(salt, &zone->epoch, sizeof(ngx_uint_t));
-        ngx_memcpy(salt + sizeof(ngx_uint_t), &olcf, sizeof(void *));
+        /* what the answer depends on, not which cycle: an entry outlives
+         * a reload that changed nothing it depends on (with Redis down,
+         * the cached answers are all there is) */
+        ngx_memcpy(salt, olcf->digest, 32);
+        ns = ngx_min(ngx_strlen(pki_redis_ns(ctx->conf.redis)),
+                     NGX_HTTP_OCSP_NS_MAX);
+        ngx_memcpy(salt + 32, pki_redis_ns(ctx->conf.redis), ns);
 
-        if (pki_ocsp_cache_key(&ctx->req, salt, sizeof(salt), ctx->key, NULL)
+        if (pki_ocsp_cache_key(&ctx->req, salt, 32 + ns, ctx->key, NULL)
             == PKI_OK)
         {
             ctx->zone = zone;
@@ -1296,8 +1307,9 @@ ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone = shm_zone->data;
 
     if (ozone) {
-        /* reload: keep the entries; the new epoch salts the keys, so the
-         * old configuration's entries are never hit and age out */
+        /* reload: keep the entries (a changed location's keys are salted
+         * differently: its old entries are never hit and age out); the
+         * epoch only counts the cycles */
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
 
@@ -1453,6 +1465,68 @@ ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf)
 }
 
 
+/* A SHA-256 of what a location's answers depend on (besides the records
+ * and the store): its CAs (names and certificates), delegated responders,
+ * ocsp_responder_unknown and ocsp_responder_next_update.  It salts the
+ * cache keys, so a reload keeps the entries of a location it did not
+ * change and never serves them to one it did. */
+static ngx_int_t
+ngx_http_ocsp_conf_digest(ngx_http_ocsp_loc_conf_t *conf)
+{
+    int                  ok, len;
+    int64_t              nu;
+    u_char               flag;
+    X509                *cert;
+    ngx_uint_t           i, n;
+    EVP_MD_CTX          *md;
+    unsigned char       *der;
+    const char          *name;
+    pki_ca_t           **ca;
+    pki_ocsp_signer_t   *sg;
+
+    md = EVP_MD_CTX_new();
+    ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+
+    n = conf->cas->nelts + (conf->signers ? conf->signers->nelts : 0);
+    ca = conf->cas->elts;
+    sg = conf->signers ? conf->signers->elts : NULL;
+
+    for (i = 0; ok && i < n; i++) {
+        if (i < conf->cas->nelts) {
+            name = pki_ca_name(ca[i]);
+            cert = pki_ca_cert(ca[i]);
+            flag = 'C';
+        } else {
+            name = pki_ca_name(sg[i - conf->cas->nelts].ca);
+            cert = sg[i - conf->cas->nelts].cert;
+            flag = 'S';
+        }
+
+        der = NULL;
+        len = cert != NULL ? i2d_X509(cert, &der) : -1;
+
+        ok = len > 0
+             && EVP_DigestUpdate(md, &flag, 1) == 1
+             && EVP_DigestUpdate(md, name, ngx_strlen(name) + 1) == 1
+             && EVP_DigestUpdate(md, der, (size_t) len) == 1;
+
+        OPENSSL_free(der);
+    }
+
+    flag = conf->unknown ? 1 : 0;
+    nu = (int64_t) conf->next_update;
+
+    ok = ok && EVP_DigestUpdate(md, &flag, 1) == 1
+         && EVP_DigestUpdate(md, &nu, sizeof(nu)) == 1
+         && EVP_DigestFinal_ex(md, conf->digest, NULL) == 1;
+
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+
+    return ok ? NGX_OK : NGX_ERROR;
+}
+
+
 static char *
 ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
@@ -1500,6 +1574,12 @@ ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->signers, prev->signers, NULL);
     ngx_conf_merge_uint_value(conf->unknown, prev->unknown, 0);
     ngx_conf_merge_value(conf->next_update, prev->next_update, 3600);
+
+    if (conf->cas != NULL && ngx_http_ocsp_conf_digest(conf) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "ocsp_responder: cannot "
+                           "hash the configuration");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->signers == NULL) {
         return NGX_CONF_OK;

@@ -278,5 +278,36 @@ my $u = post($url, $requ);
 like(status_of($u->{body}, ['-serial', '0x4321']), qr/trylater/i,
      'Redis down: uncached request -> tryLater');
 
+# A reload while Redis is down (a config push, a certificate rotation
+# elsewhere) keeps the cached answers of a location it did not change:
+# the keys are salted with what the answers depend on, not the cycle.  A
+# location whose answers would differ (here its nextUpdate) gets none.
+sub reload_with {
+    my ($conf, $what) = @_;
+    $t->write_conf($conf);
+    my $n = () = (slurp($t->error_log) // '') =~ /\] \d+#\d+: reconfiguring/g;
+    ok(kill('HUP', $t->{children}{nginx}), "reload sent ($what)");
+    my $t0 = time;
+    sleep 0.05 while time - $t0 < 15
+        && (() = (slurp($t->error_log) // '')
+                  =~ /\] \d+#\d+: reconfiguring/g) <= $n;
+    sleep 1.5;                  # the old workers hand over and leave
+}
+reload_with(with_cache($t->render_conf), 'same configuration');
+for my $i (1 .. 2) {
+    my $r = post($url, $reqa);
+    like(status_of($r->{body}, ['-cert', $a]), qr/: good/,
+         "Redis down, after a reload: cached good still served ($i)");
+}
+(my $changed = with_cache($t->render_conf)) =~
+    s{(ocsp_responder_cache_header on;)}
+     {$1\n            ocsp_responder_next_update 2h;}
+    or die 'no cache header line';
+reload_with($changed, 'another nextUpdate');
+$u = post($url, $reqa);
+like(status_of($u->{body}, ['-cert', $a]), qr/trylater/i,
+     'Redis down, after a reload that changed the location: its old '
+     . 'entry is not served (tryLater)');
+
 $t->stop_nginx;
 done_testing();
