@@ -1513,8 +1513,8 @@ static __thread int  pki_issue_carried;
  * pki_issue() logs as before), else 1 with *rc the commit's outcome. */
 static int
 pki_issue_carry(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
-    X509 *x, const char *stream, const pki_record_t *rec, pki_result_t *res,
-    pki_status_t *rc)
+    X509 *x, const char *stream, const pki_record_t *rec, pki_int_rsv_t *rsv,
+    pki_result_t *res, pki_status_t *rc)
 {
     int           ok;
     char          hex[41], tm[40], rid[64], *subject;
@@ -1544,8 +1544,8 @@ pki_issue_carry(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         return 0;
     }
 
-    *rc = pki_int_record_commit_carry(r, rec, stream, tm, body,
-                                      blen, rid, sizeof(rid), res);
+    *rc = pki_int_record_commit_by(r, rec, rsv, stream, tm, body, blen,
+                                   rid, sizeof(rid), res);
     if (*rc == PKI_OK) {
         pki_int_audit_carried(stream, tm, body, blen, rid);
         pki_issue_carried = 1;
@@ -1627,6 +1627,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     ASN1_INTEGER    *serial;
     unsigned char   *der, *p;
     const char      *stream;
+    pki_int_rsv_t    rsv;
     pki_int_link_t  *link;
 
     if (out == NULL) {
@@ -1663,6 +1664,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     }
 
     memset(&rec, 0, sizeof(rec));
+    memset(&rsv, 0, sizeof(rsv));
     serial = NULL;
     der = NULL;
 
@@ -1703,7 +1705,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
             break;
         }
 
-        rc = pki_int_record_reserve_link(r, &rec, link, res);
+        rc = pki_int_record_reserve_link(r, &rec, link, &rsv, res);
         if (rc != PKI_CONFLICT || (link != NULL && link->found != 0)) {
             break;
         }
@@ -1773,12 +1775,15 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         stream = pki_int_audit_stream(r, ca->name);
 
         if (stream == NULL || !pki_issue_carry(ca, t, r, x, stream, &rec,
-                                               res, &rc))
+                                               &rsv, res, &rc))
         {
-            rc = pki_record_commit(r, &rec, res);
+            rc = pki_int_record_commit_by(r, &rec, &rsv, NULL, NULL, NULL, 0,
+                                          NULL, 0, res);
         }
 
-        if ((rc == PKI_UNAVAILABLE || rc == PKI_CONFLICT)
+        /* a commit run too late wrote nothing: the record is pending, for
+         * the abandon (or its expiry) */
+        if ((rc == PKI_UNAVAILABLE || rc == PKI_CONFLICT) && !rsv.late
             && pki_issue_committed(r, ca, &rec, res))
         {
             rc = PKI_OK;
@@ -2246,7 +2251,8 @@ pki_batch_phase(pki_bslice_t *proto, int threads, int phase)
 /* Step 2: serials for every built item, reserved with their intents in one
  * round trip per try; the items whose serial collided draw again. */
 static void
-pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n)
+pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n,
+    pki_int_rsv_t *rsv)
 {
     int            *taken;
     size_t          i, m, *idx;
@@ -2312,7 +2318,7 @@ pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n)
         }
 
         pki_result_init(&rres);
-        rc = pki_record_reserve_batch(r, recs, m, taken, &rres);
+        rc = pki_int_record_reserve_batch(r, recs, m, taken, rsv, &rres);
 
         if (rc != PKI_OK) {
             /* nothing known to be reserved: none of them is signed */
@@ -2346,11 +2352,15 @@ done:
 }
 
 
-/* Step 4: every signed item's record committed in one round trip.  The
- * items whose commit failed are abandoned (stage -1). */
+/* Step 4: every signed item's record committed in one round trip, within
+ * the deadline of the last reservation (rsv: its round trip came last,
+ * so Redis's clock then is the latest known).  The items whose commit
+ * failed are abandoned (stage -1). */
 static void
-pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n)
+pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n,
+    const pki_int_rsv_t *rsv)
 {
+    int            *late;
     size_t          i, m, *idx;
     pki_status_t    rc, *cst;
     pki_record_t   *recs;
@@ -2359,10 +2369,11 @@ pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n)
     idx = calloc(n, sizeof(size_t));
     recs = calloc(n, sizeof(pki_record_t));
     cst = calloc(n, sizeof(pki_status_t));
+    late = calloc(n, sizeof(int));
 
     m = 0;
 
-    if (idx != NULL && recs != NULL && cst != NULL) {
+    if (idx != NULL && recs != NULL && cst != NULL && late != NULL) {
         for (i = 0; i < n; i++) {
             if (st[i].stage == 3) {
                 idx[m] = i;
@@ -2372,7 +2383,9 @@ pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n)
         }
     }
 
-    if (m == 0 && (idx == NULL || recs == NULL || cst == NULL)) {
+    if (m == 0 && (idx == NULL || recs == NULL || cst == NULL
+                   || late == NULL))
+    {
         for (i = 0; i < n; i++) {
             if (st[i].stage == 3) {
                 pki_batch_fail(&st[i], pki_fail(&st[i].item->res,
@@ -2396,7 +2409,7 @@ pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n)
     }
 
     pki_result_init(&rres);
-    rc = pki_record_commit_batch(r, recs, m, cst, &rres);
+    rc = pki_int_record_commit_batch(r, recs, m, cst, rsv, late, &rres);
 
     for (i = 0; i < m; i++) {
         pki_bstate_t  *b = &st[idx[i]];
@@ -2413,7 +2426,14 @@ pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n)
             continue;
         }
 
-        if (cst[i] == PKI_UNAVAILABLE) {
+        if (late[i]) {
+            pki_fail(&b->item->res, PKI_UNAVAILABLE, "certificate store too "
+                     "slow");
+            pki_log(&b->item->res, "redis: the commit of record %s of CA "
+                    "\"%s\" ran past its deadline: not committed",
+                    b->rec.serial, b->rec.ca);
+
+        } else if (cst[i] == PKI_UNAVAILABLE) {
             pki_fail(&b->item->res, PKI_UNAVAILABLE, "record vanished");
             pki_log(&b->item->res, "redis: record %s of CA \"%s\" is gone "
                     "(flushed?)", b->rec.serial, b->rec.ca);
@@ -2432,6 +2452,7 @@ done:
     free(idx);
     free(recs);
     free(cst);
+    free(late);
 }
 
 
@@ -2448,6 +2469,7 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_result_t    ares;
     pki_bstate_t   *st;
     pki_bslice_t    proto;
+    pki_int_rsv_t   rsv;
 
     if (items == NULL || n == 0) {
         return pki_fail(res, PKI_INTERNAL, "bad arguments");
@@ -2513,10 +2535,12 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         proto.st = st;
         proto.n = n;
 
+        memset(&rsv, 0, sizeof(rsv));
+
         pki_batch_phase(&proto, threads, 1);     /* build */
-        pki_batch_reserve(r, st, n);             /* one round trip */
+        pki_batch_reserve(r, st, n, &rsv);       /* one round trip */
         pki_batch_phase(&proto, threads, 3);     /* sign + verify */
-        pki_batch_commit(r, st, n);              /* one round trip */
+        pki_batch_commit(r, st, n, &rsv);        /* one round trip */
 
         for (i = 0; i < n; i++) {
             if (st[i].stage == -1 && r != NULL) {

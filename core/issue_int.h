@@ -188,8 +188,46 @@ typedef struct {
                                then fails with PKI_CONFLICT)             */
 } pki_int_link_t;
 
+/*
+ * A reservation's time, for the commit that follows it: Redis's clock
+ * (milliseconds) when the reservation's script ran, and ours (monotonic
+ * seconds, pki_int_now()) when its answer came.  From them redis.c tells
+ * the commit's script a deadline in Redis's clock: Redis's time when the
+ * commit is sent (at least redis_ms plus our time since then) plus the
+ * store's timeout.  Past it the client has given up on the answer (and
+ * may have reported the issuance as failed), so the script writes nothing
+ * and answers "too late" (late set).  redis_ms 0: no deadline.
+ */
+typedef struct {
+    long long    redis_ms;
+    double       local;
+    int          late;      /* out: the commit ran past its deadline */
+} pki_int_rsv_t;
+
+/* rsv (may be NULL) receives the reservation's time. */
 pki_status_t pki_int_record_reserve_link(pki_redis_t *r,
-    const pki_record_t *rec, pki_int_link_t *link, pki_result_t *res);
+    const pki_record_t *rec, pki_int_link_t *link, pki_int_rsv_t *rsv,
+    pki_result_t *res);
+
+/* redis.c: pki_int_record_commit_carry() (audit_int.h) within the
+ * deadline of reservation rsv (NULL: none).  A commit that Redis runs too
+ * late writes nothing and fails with PKI_UNAVAILABLE, rsv->late set: the
+ * record stays pending, it is not committed. */
+pki_status_t pki_int_record_commit_by(pki_redis_t *r,
+    const pki_record_t *rec, pki_int_rsv_t *rsv, const char *stream,
+    const char *time, const char *body, size_t blen, char *rid,
+    size_t ridsize, pki_result_t *res);
+
+/* redis.c: pki_record_reserve_batch() and pki_record_commit_batch() with
+ * the deadline above: the reservation's rsv is that of its last round
+ * trip; the commit's late[i] (may be NULL) is set to 1 for a record whose
+ * script ran too late (status[i] PKI_UNAVAILABLE, nothing written). */
+pki_status_t pki_int_record_reserve_batch(pki_redis_t *r,
+    const pki_record_t *recs, size_t n, int *taken, pki_int_rsv_t *rsv,
+    pki_result_t *res);
+pki_status_t pki_int_record_commit_batch(pki_redis_t *r,
+    const pki_record_t *recs, size_t n, pki_status_t *status,
+    const pki_int_rsv_t *rsv, int *late, pki_result_t *res);
 pki_status_t pki_int_link_serial(pki_redis_t *r, const char *key,
     char serial[41], pki_result_t *res);
 /* issue.c: reserve this thread's next pki_issue() with this link (cleared

@@ -62,12 +62,24 @@ struct pki_redis_s {
  */
 #define PKI_PENDING_TTL  "300"
 
+/*
+ * Redis's clock in milliseconds, as the local "now" of a script.  A
+ * reservation answers it (pki_int_rsv_t): a commit then carries a
+ * deadline in that clock and writes nothing when run past it.  Redis >= 5
+ * replicates a script's effects, so TIME may come before its writes.
+ */
+#define PKI_LUA_NOW                                                           \
+    "local tm = redis.call('TIME') "                                          \
+    "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000) "
+
+/* Answers the reservation's time (Redis's milliseconds), 0: serial taken. */
 static const char  pki_lua_reserve[] =
+    PKI_LUA_NOW
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then "
     "  redis.call('DEL', KEYS[2]) "
     "  redis.call('HSET', KEYS[2], unpack(ARGV, 2)) "
     "  redis.call('EXPIRE', KEYS[2], " PKI_PENDING_TTL ") "
-    "  return 1 "
+    "  return now "
     "end "
     "return 0";
 
@@ -82,16 +94,18 @@ static const char  pki_lua_reserve[] =
  * record is taken for dead, ARGV[6] the link's TTL, ARGV[7] the prefix of
  * record keys, ARGV[8..] field/value pairs of the pending record.
  *
- * 1: reserved (or was, by this very call run twice: its answer was lost),
- * 0: serial taken, 2: the linked certificate is recorded (good or
+ * The time (Redis's milliseconds, > 3): reserved (or was, by this very
+ * call run twice: its answer was lost), 0: serial taken, 2: the linked
+ * certificate is recorded (good or
  * revoked), 3: another finalization's record is pending and fresh.  A
  * pending record of this finalization or a dead one is deleted, so a late
  * commit of it fails and hands nothing out.
  */
 static const char  pki_lua_reserve_link[] =
+    PKI_LUA_NOW
     "local l = redis.call('HMGET', KEYS[3], 's', 't', 'a') "
     "if l[1] then "
-    "  if l[1] == ARGV[2] and l[2] == ARGV[3] then return 1 end "
+    "  if l[1] == ARGV[2] and l[2] == ARGV[3] then return now end "
     "  local st = redis.call('HGET', ARGV[7] .. l[1], 'status') "
     "  if st and st ~= 'pending' then return 2 end "
     "  if st and l[2] ~= ARGV[3] and (tonumber(l[3]) or 0) "
@@ -107,23 +121,34 @@ static const char  pki_lua_reserve_link[] =
     "redis.call('DEL', KEYS[3]) "
     "redis.call('HSET', KEYS[3], 's', ARGV[2], 't', ARGV[3], 'a', ARGV[4]) "
     "redis.call('EXPIRE', KEYS[3], ARGV[6]) "
-    "return 1";
+    "return now";
 
 /* KEYS[1] record, KEYS[2] expiry index; ARGV[1] notAfter, ARGV[2] serial,
- * ARGV[3..] field/value pairs.  0: no record, -1: not pending. */
+ * ARGV[3] deadline (Redis's milliseconds, 0: none), ARGV[4..] field/value
+ * pairs.  0: no record, -1: not pending, -2: too late (Redis ran it past
+ * the deadline: its client gave up on the answer), nothing written.  The
+ * state is looked at before the clock: a commit that landed and is run
+ * again (its answer lost) says "not pending", never "too late". */
+#define PKI_LUA_LATE(d)                                                       \
+    "if tonumber(" d ") > 0 then "                                            \
+    PKI_LUA_NOW                                                               \
+    "  if now > tonumber(" d ") then return -2 end "                          \
+    "end "
+
 static const char  pki_lua_commit[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st then return 0 end "
     "if st ~= 'pending' then return -1 end "
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 3)) "
+    PKI_LUA_LATE("ARGV[3]")
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 4)) "
     "redis.call('PERSIST', KEYS[1]) "
     "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
     "return 1";
 
 /* The same, carrying the transaction-log entry of the issuance (issue 7):
  * KEYS[3] the log's stream; ARGV[3] the entry's time, ARGV[4] its fields,
- * ARGV[5] the writer's pid (the janitor's hint), ARGV[6..] field/value
- * pairs.  The entry is appended in the same script,
+ * ARGV[5] the writer's pid (the janitor's hint), ARGV[6] the deadline,
+ * ARGV[7..] field/value pairs.  The entry is appended in the same script,
  * so it is exactly as durable as the record.  The stream id on success.
  * XADD runs first: a script that fails half-way keeps its earlier writes
  * (Lua scripts are not rolled back), and an XADD refused after the HSET
@@ -133,9 +158,10 @@ static const char  pki_lua_commit_carry[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st then return 0 end "
     "if st ~= 'pending' then return -1 end "
+    PKI_LUA_LATE("ARGV[6]")
     "local id = redis.call('XADD', KEYS[3], '*', 't', ARGV[3], "
     "'b', ARGV[4], 'p', ARGV[5]) "
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 6)) "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 7)) "
     "redis.call('PERSIST', KEYS[1]) "
     "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2]) "
     "return id";
@@ -761,13 +787,47 @@ PKI_API pki_status_t
 pki_record_reserve(pki_redis_t *r, const pki_record_t *rec,
     pki_result_t *res)
 {
-    return pki_int_record_reserve_link(r, rec, NULL, res);
+    return pki_int_record_reserve_link(r, rec, NULL, NULL, res);
+}
+
+
+/* The reservation's time from its script's answer (see pki_int_rsv_t). */
+static void
+pki_rsv_set(pki_int_rsv_t *rsv, long long ms)
+{
+    if (rsv != NULL) {
+        rsv->redis_ms = ms > 3 ? ms : 0;    /* 1: an older script's yes */
+        rsv->local = pki_int_now();
+        rsv->late = 0;
+    }
+}
+
+
+/* The commit's deadline in Redis's clock (0: none): Redis's time now is at
+ * least the reservation's plus ours since its answer came (the answer's
+ * transit makes it an underestimate, which the commit's own answer needs
+ * back), and the client waits for the answer the store's timeout. */
+static long long
+pki_rsv_deadline(const pki_redis_t *r, const pki_int_rsv_t *rsv)
+{
+    double  dt;
+
+    if (rsv == NULL || rsv->redis_ms <= 0) {
+        return 0;
+    }
+
+    dt = pki_int_now() - rsv->local;
+    if (dt < 0) {
+        dt = 0;
+    }
+
+    return rsv->redis_ms + (long long) (dt * 1000) + r->timeout_ms;
 }
 
 
 pki_status_t
 pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
-    pki_int_link_t *link, pki_result_t *res)
+    pki_int_link_t *link, pki_int_rsv_t *rsv, pki_result_t *res)
 {
     pki_args_t    a;
     pki_status_t  st;
@@ -858,9 +918,11 @@ pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
                         : "another finalization of the order is running");
     }
 
-    if (rc != 1) {
+    if (rc != 1 && rc <= 3) {
         return pki_fail(res, PKI_CONFLICT, "serial number already used");
     }
+
+    pki_rsv_set(rsv, rc);
 
     return PKI_OK;
 }
@@ -906,8 +968,8 @@ PKI_API pki_status_t
 pki_record_commit(pki_redis_t *r, const pki_record_t *rec,
     pki_result_t *res)
 {
-    return pki_int_record_commit_carry(r, rec, NULL, NULL, NULL, 0, NULL, 0,
-                                       res);
+    return pki_int_record_commit_by(r, rec, NULL, NULL, NULL, NULL, 0, NULL,
+                                    0, res);
 }
 
 
@@ -915,6 +977,17 @@ pki_status_t
 pki_int_record_commit_carry(pki_redis_t *r, const pki_record_t *rec,
     const char *stream, const char *time, const char *body, size_t blen,
     char *rid, size_t ridsize, pki_result_t *res)
+{
+    return pki_int_record_commit_by(r, rec, NULL, stream, time, body, blen,
+                                    rid, ridsize, res);
+}
+
+
+pki_status_t
+pki_int_record_commit_by(pki_redis_t *r, const pki_record_t *rec,
+    pki_int_rsv_t *rsv, const char *stream, const char *time,
+    const char *body, size_t blen, char *rid, size_t ridsize,
+    pki_result_t *res)
 {
     pki_args_t    a;
     pki_status_t  st;
@@ -957,6 +1030,13 @@ pki_int_record_commit_carry(pki_redis_t *r, const pki_record_t *rec,
         pki_args_add(&a, body, blen);
         pki_args_num(&a, (long long) pki_int_pid());
     }
+
+    if (rsv != NULL) {
+        rsv->late = 0;
+    }
+
+    /* last: the later it is taken, the more time the commit has */
+    pki_args_num(&a, pki_rsv_deadline(r, rsv));
 
     pki_args_str(&a, "der");
     pki_args_add(&a, (const char *) rec->der, rec->der_len);
@@ -1016,6 +1096,18 @@ pki_int_record_commit_carry(pki_redis_t *r, const pki_record_t *rec,
         pki_fail(res, PKI_UNAVAILABLE, "record vanished");
         pki_log(res, "redis: record %s of CA \"%s\" is gone (flushed?)",
                 serial, rec->ca);
+        return PKI_UNAVAILABLE;
+    }
+
+    if (rc == -2) {
+        if (rsv != NULL) {
+            rsv->late = 1;
+        }
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store too slow");
+        pki_log(res, "%sredis: the commit of record %s of CA \"%s\" ran "
+                "past its deadline: not committed",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", serial,
+                rec->ca);
         return PKI_UNAVAILABLE;
     }
 
@@ -2600,8 +2692,10 @@ pki_int_redis_drop(pki_redis_t *r)
 #define PKI_COMMIT_FIELDS    14      /* notAfter, serial + 6 pairs */
 
 /* KEYS: serial key, record key per record; ARGV[1] reservation value,
- * ARGV[2] arguments per record, then each record's field/value pairs. */
+ * ARGV[2] arguments per record, then each record's field/value pairs.
+ * Per record 1 reserved, 0 taken; then Redis's time (milliseconds). */
 static const char  pki_lua_reserve_batch[] =
+    PKI_LUA_NOW
     "local f = tonumber(ARGV[2]) "
     "local out = {} "
     "for i = 1, #KEYS / 2 do "
@@ -2615,21 +2709,30 @@ static const char  pki_lua_reserve_batch[] =
     "    out[i] = 0 "
     "  end "
     "end "
+    "out[#KEYS / 2 + 1] = now "
     "return out";
 
 /* KEYS[1] expiry index, KEYS[1 + i] record i; ARGV[1] arguments per
- * record, then per record: notAfter, serial, field/value pairs.  Per
- * record 1, 0: no record, -1: not pending. */
+ * record, ARGV[2] the deadline (as pki_lua_commit's), then per record:
+ * notAfter, serial, field/value pairs.  Per record 1, 0: no record, -1:
+ * not pending, -2: too late (not written). */
 static const char  pki_lua_commit_batch[] =
     "local f = tonumber(ARGV[1]) "
+    "local late = false "
+    "if tonumber(ARGV[2]) > 0 then "
+    PKI_LUA_NOW
+    "  late = now > tonumber(ARGV[2]) "
+    "end "
     "local out = {} "
     "for i = 1, #KEYS - 1 do "
-    "  local b = 2 + (i - 1) * f "
+    "  local b = 3 + (i - 1) * f "
     "  local st = redis.call('HGET', KEYS[1 + i], 'status') "
     "  if not st then "
     "    out[i] = 0 "
     "  elseif st ~= 'pending' then "
     "    out[i] = -1 "
+    "  elseif late then "
+    "    out[i] = -2 "
     "  else "
     "    redis.call('HSET', KEYS[1 + i], unpack(ARGV, b + 2, b + f - 1)) "
     "    redis.call('PERSIST', KEYS[1 + i]) "
@@ -2853,10 +2956,12 @@ failed:
 }
 
 
-/* Runs the chunks and maps each record's integer answer into out[]. */
+/* Runs the chunks and maps each record's integer answer into out[]; with
+ * extra set, each chunk's answer ends with one more integer, the largest
+ * of which goes to *extra. */
 static pki_status_t
 pki_redis_batch_run(pki_redis_t *r, pki_pcmd_t *cmds, size_t nchunks,
-    size_t n, long long *out, pki_result_t *res)
+    size_t n, long long *out, long long *extra, pki_result_t *res)
 {
     size_t         k, j, base, cnt;
     redisReply   **replies, *e;
@@ -2877,7 +2982,7 @@ pki_redis_batch_run(pki_redis_t *r, pki_pcmd_t *cmds, size_t nchunks,
         base = k * PKI_BATCH_CHUNK;
         cnt = n - base < PKI_BATCH_CHUNK ? n - base : PKI_BATCH_CHUNK;
 
-        if (replies[k]->elements != cnt) {
+        if (replies[k]->elements != cnt + (extra != NULL)) {
             st = pki_redis_unavailable(res, "EVAL (batch)",
                                        "unexpected reply length");
             pki_redis_drop(r);
@@ -2898,6 +3003,20 @@ pki_redis_batch_run(pki_redis_t *r, pki_pcmd_t *cmds, size_t nchunks,
         if (st != PKI_OK) {
             break;
         }
+
+        if (extra != NULL) {
+            e = replies[k]->element[cnt];
+            if (e == NULL || e->type != REDIS_REPLY_INTEGER) {
+                st = pki_redis_unavailable(res, "EVAL (batch)",
+                                           "unexpected reply type");
+                pki_redis_drop(r);
+                break;
+            }
+
+            if (k == 0 || e->integer > *extra) {
+                *extra = e->integer;
+            }
+        }
     }
 
     for (k = 0; k < nchunks; k++) {
@@ -2913,9 +3032,17 @@ PKI_API pki_status_t
 pki_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
     size_t n, int *taken, pki_result_t *res)
 {
+    return pki_int_record_reserve_batch(r, recs, n, taken, NULL, res);
+}
+
+
+pki_status_t
+pki_int_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
+    size_t n, int *taken, pki_int_rsv_t *rsv, pki_result_t *res)
+{
     size_t               i, k, nchunks, cnt;
     time_t               created;
-    long long           *out;
+    long long           *out, now;
     pki_pcmd_t          *cmds;
     pki_status_t         st;
     const pki_record_t  *rec;
@@ -3016,14 +3143,20 @@ pki_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
         }
     }
 
+    now = 0;
+
     if (st == PKI_OK) {
-        st = pki_redis_batch_run(r, cmds, nchunks, n, out, res);
+        st = pki_redis_batch_run(r, cmds, nchunks, n, out, &now, res);
     }
 
     if (st == PKI_OK) {
         for (i = 0; i < n; i++) {
             taken[i] = out[i] != 1;
         }
+
+        /* the chunks ran in one pipeline: the latest time is the best
+         * lower bound of Redis's clock */
+        pki_rsv_set(rsv, now);
     }
 
     for (k = 0; k < nchunks; k++) {
@@ -3040,8 +3173,17 @@ PKI_API pki_status_t
 pki_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
     size_t n, pki_status_t *status, pki_result_t *res)
 {
+    return pki_int_record_commit_batch(r, recs, n, status, NULL, NULL, res);
+}
+
+
+pki_status_t
+pki_int_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
+    size_t n, pki_status_t *status, const pki_int_rsv_t *rsv, int *late,
+    pki_result_t *res)
+{
     size_t               i, k, nchunks, cnt;
-    long long           *out;
+    long long           *out, deadline;
     pki_pcmd_t          *cmds;
     pki_status_t         st;
     const pki_record_t  *rec;
@@ -3068,6 +3210,7 @@ pki_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
     }
 
     st = PKI_OK;
+    deadline = pki_rsv_deadline(r, rsv);
 
     for (k = 0; k < nchunks && st == PKI_OK; k++) {
         cnt = n - k * PKI_BATCH_CHUNK;
@@ -3075,7 +3218,7 @@ pki_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
             cnt = PKI_BATCH_CHUNK;
         }
 
-        if (!pki_pcmd_init(&cmds[k], (int) (5 + cnt * (1 + PKI_COMMIT_FIELDS)),
+        if (!pki_pcmd_init(&cmds[k], (int) (6 + cnt * (1 + PKI_COMMIT_FIELDS)),
                            cnt * (PKI_REDIS_KEY_MAX + 5 * 24 + 41)
                            + PKI_REDIS_KEY_MAX + 64))
         {
@@ -3112,6 +3255,7 @@ pki_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
         }
 
         pki_pcmd_num(&cmds[k], PKI_COMMIT_FIELDS);
+        pki_pcmd_num(&cmds[k], deadline);
 
         for (i = k * PKI_BATCH_CHUNK;
              st == PKI_OK && i < k * PKI_BATCH_CHUNK + cnt; i++)
@@ -3137,13 +3281,17 @@ pki_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
     }
 
     if (st == PKI_OK) {
-        st = pki_redis_batch_run(r, cmds, nchunks, n, out, res);
+        st = pki_redis_batch_run(r, cmds, nchunks, n, out, NULL, res);
     }
 
     if (st == PKI_OK) {
         for (i = 0; i < n; i++) {
             status[i] = out[i] == 1 ? PKI_OK
-                        : out[i] == 0 ? PKI_UNAVAILABLE : PKI_CONFLICT;
+                        : (out[i] == 0 || out[i] == -2) ? PKI_UNAVAILABLE
+                        : PKI_CONFLICT;
+            if (late != NULL) {
+                late[i] = out[i] == -2;
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <hiredis/hiredis.h>
 #include <openssl/bn.h>
@@ -739,6 +740,224 @@ test_redis(pki_ca_t *ca, pki_template_t *t, const char *sock)
     ok(x == NULL, "  no certificate returned");
     X509_free(x);
     pki_redis_free(r);
+}
+
+
+/* ---- Redis stalls and lost answers ---------------------------------------
+ *
+ * A stall: right after the certificate is signed (its PKI_EV_SIGN event),
+ * another connection makes Redis run a script that busy-waits stall_ms,
+ * so Redis runs nothing else meanwhile (a BGSAVE fork, a slow fsync): the
+ * commit, its read-back and the abandon all time out on the client's
+ * side, then Redis runs them late.
+ */
+
+typedef struct {
+    redisContext  *c;
+    int            armed;
+    int            ms;
+    int            sent;
+} stall_t;
+
+
+static void
+stall_sink(void *arg, const pki_event_t *ev)
+{
+    int       done;
+    stall_t  *s = arg;
+
+    if (!s->armed || ev->type != PKI_EV_SIGN) {
+        return;
+    }
+
+    s->armed = 0;
+    if (redisAppendCommand(s->c, "EVAL %s 0 %d",
+                           "local t = redis.call('TIME') "
+                           "local e = t[1] * 1000000 + t[2] + ARGV[1] * 1000 "
+                           "repeat t = redis.call('TIME') "
+                           "until t[1] * 1000000 + t[2] >= e "
+                           "return 1", s->ms) != REDIS_OK)
+    {
+        return;
+    }
+
+    do {
+        if (redisBufferWrite(s->c, &done) != REDIS_OK) {
+            return;
+        }
+    } while (!done);
+
+    s->sent = 1;
+    usleep(20000);                  /* Redis is in the script */
+}
+
+
+/* Waits for the stall's end; then lets Redis run what queued behind it. */
+static void
+stall_wait(stall_t *s)
+{
+    void  *reply;
+
+    if (s->sent && redisGetReply(s->c, &reply) == REDIS_OK) {
+        freeReplyObject(reply);
+    }
+    s->sent = 0;
+    usleep(300000);
+}
+
+
+/* How many records under namespace ns are good (-1: no answer). */
+static int
+count_good(redisContext *c, const char *ns)
+{
+    int          n;
+    redisReply  *reply;
+
+    reply = redisCommand(c, "EVAL %s 0 %s",
+                         "local n = 0 local c = '0' repeat "
+                         "local r = redis.call('SCAN', c, 'MATCH', ARGV[1], "
+                         "'COUNT', 1000) c = r[1] "
+                         "for _, k in ipairs(r[2]) do "
+                         "if redis.call('TYPE', k).ok == 'hash' and "
+                         "redis.call('HGET', k, 'status') == 'good' then "
+                         "n = n + 1 end end until c == '0' return n",
+                         ns);
+    n = (reply && reply->type == REDIS_REPLY_INTEGER) ? (int) reply->integer
+                                                      : -1;
+    freeReplyObject(reply);
+
+    return n;
+}
+
+
+/* Issue: a commit Redis runs after its client gave up (the store's
+ * timeout past the commit's sending) writes nothing: no certificate nobody
+ * received stays recorded as good.  The single commit, the batch's, and
+ * the commit that carries the transaction-log entry. */
+static void
+test_late_commit(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    int                 i, n;
+    char                ns[64], pat[80], ldir[200];
+    X509               *x;
+    stall_t             stall;
+    pki_audit_t        *a;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    pki_request_t       reqs[3];
+    pki_issue_item_t    items[3];
+    pki_audit_conf_t    ac;
+
+    memset(&stall, 0, sizeof(stall));
+    stall.c = redisConnectUnix(sock);
+    stall.ms = 1500;
+    if (!ok(stall.c != NULL && !stall.c->err, "late commit: a connection "
+            "to stall Redis with"))
+    {
+        redisFree(stall.c);
+        return;
+    }
+
+    snprintf(ns, sizeof(ns), "late%d:", (int) getpid());
+    snprintf(pat, sizeof(pat), "%s*cert:*", ns);
+    r = fx_redis(sock, ns, 200, &res);
+    if (!ok(r != NULL, "late commit: redis handle: %s", res.detail)) {
+        redisFree(stall.c);
+        return;
+    }
+
+    pki_event_set_sink(stall_sink, &stall);
+
+    /* the single commit */
+    stall.armed = 1;
+    x = issue_one(ca, t, r, "/CN=late1", NULL, NULL, &res);
+    ok(x == NULL && res.status == PKI_UNAVAILABLE, "late commit: the "
+       "issuance fails (%d %s)", res.status, res.detail);
+    X509_free(x);
+    stall_wait(&stall);
+    n = count_good(stall.c, pat);
+    ok(n == 0, "  and Redis, running the commit after the stall, records "
+       "no certificate as good (%d)", n);
+
+    /* the batch's commit */
+    memset(items, 0, sizeof(items));
+    for (i = 0; i < 3; i++) {
+        memset(&reqs[i], 0, sizeof(reqs[i]));
+        reqs[i].subject = parse_name("/CN=late-batch");
+        reqs[i].pubkey = keygen("EC:P-256");
+        items[i].req = &reqs[i];
+    }
+
+    stall.armed = 1;
+    pki_result_init(&res);
+    (void) pki_issue_batch(ca, t, r, items, 3, NULL, 1, &res);
+    n = 0;
+    for (i = 0; i < 3; i++) {
+        n += items[i].cert != NULL;
+        X509_free(items[i].cert);
+    }
+    ok(n == 0, "late batch commit: no certificate handed out (%d)", n);
+    stall_wait(&stall);
+    n = count_good(stall.c, pat);
+    ok(n == 0, "  and none recorded as good after the stall (%d)", n);
+
+    for (i = 0; i < 3; i++) {
+        X509_NAME_free(reqs[i].subject);
+        EVP_PKEY_free(reqs[i].pubkey);
+    }
+
+    /* the commit that carries the issuance's log entry */
+    snprintf(ldir, sizeof(ldir), "%s/late-log", dir);
+    mkdir(ldir, 0700);
+    memset(&ac, 0, sizeof(ac));
+    ac.dir = ldir;
+    pki_result_init(&res);
+    a = pki_audit_open(&ac, &res);
+    if (ok(a != NULL && pki_audit_carry(a, r, pki_ca_name(ca), &res)
+           == PKI_OK, "late carried commit: a log whose entries the "
+           "commit carries: %s", res.detail))
+    {
+        pki_audit_set_default(a);
+        pki_audit_set_deferred(1);
+        pki_result_init(&res);
+        ok(pki_audit_syncer_start(a, NULL, NULL, &res) == PKI_OK,
+           "  syncer started: %s", res.detail);
+
+        stall.armed = 1;
+        x = issue_one(ca, t, r, "/CN=late2", NULL, NULL, &res);
+        ok(x == NULL && res.status == PKI_UNAVAILABLE, "  the issuance "
+           "fails (%d %s)", res.status, res.detail);
+        X509_free(x);
+        stall_wait(&stall);
+        n = count_good(stall.c, pat);
+        ok(n == 0, "  and no certificate is recorded as good after the "
+           "stall (%d)", n);
+        {
+            redisReply  *reply;
+
+            snprintf(pat, sizeof(pat), "%s{ca:%s}:audit:*", ns,
+                     pki_ca_name(ca));
+            reply = redisCommand(stall.c, "EVAL %s 0 %s",
+                                 "local n = 0 for _, k in ipairs("
+                                 "redis.call('KEYS', ARGV[1])) do "
+                                 "n = n + redis.call('XLEN', k) end "
+                                 "return n", pat);
+            ok(reply != NULL && reply->type == REDIS_REPLY_INTEGER
+               && reply->integer == 0, "  nor an issuance entry in the "
+               "log's stream (%lld)", reply && reply->type
+               == REDIS_REPLY_INTEGER ? reply->integer : -1);
+            freeReplyObject(reply);
+        }
+
+        (void) pki_audit_take_ticket();
+        pki_audit_set_deferred(0);
+        pki_audit_set_default(NULL);
+    }
+    pki_audit_close(a);
+
+    pki_event_set_sink(NULL, NULL);
+    pki_redis_free(r);
+    redisFree(stall.c);
 }
 
 
@@ -1535,6 +1754,7 @@ main(void)
     sock = getenv("PKI_TEST_REDIS_SOCK");
     if (sock && sock[0]) {
         test_redis(subca, tdev, sock);
+        test_late_commit(subca, tdev, sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: Redis tests skipped");
     }
