@@ -1580,22 +1580,31 @@ pki_abandon(pki_redis_t *r, const pki_ca_t *ca, const char *serial,
  * record no longer pending: a conflict), or Redis answered too late.  The
  * record as stored says: good, with this certificate, means committed,
  * and the issuance stands (the certificate must not be withheld, or the
- * order failed, while OCSP calls it good).  Anything else, or no answer:
- * not committed as far as anyone can tell, and the serial is abandoned.
+ * order failed, while OCSP calls it good).  Anything else: not committed,
+ * and the serial is abandoned.  1 committed, 0 not, -1 no answer (then a
+ * batch withdraws the serial all the same: its record may be good).
  */
 static int
-pki_issue_committed(pki_redis_t *r, const pki_ca_t *ca,
-    const pki_record_t *rec, pki_result_t *res)
+pki_issue_committed(pki_redis_t *r, const pki_record_t *rec,
+    pki_result_t *res)
 {
     int           yes;
     pki_record_t  got;
     pki_result_t  tmp;
+    pki_status_t  st;
 
     memset(&got, 0, sizeof(got));
     pki_result_init(&tmp);
 
-    if (pki_record_get(r, ca->name, rec->serial, &got, &tmp) != PKI_OK) {
-        return 0;
+    st = pki_record_get(r, rec->ca, rec->serial, &got, &tmp);
+    if (st != PKI_OK) {
+        if (st == PKI_NOT_FOUND) {
+            return 0;
+        }
+
+        pki_log(res, "%sits read-back failed: %s %s", res->log[0] ? "; "
+                : "", tmp.detail, tmp.log);
+        return -1;
     }
 
     yes = got.status == PKI_CERT_GOOD && got.der != NULL
@@ -1784,7 +1793,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         /* a commit run too late wrote nothing: the record is pending, for
          * the abandon (or its expiry) */
         if ((rc == PKI_UNAVAILABLE || rc == PKI_CONFLICT) && !rsv.late
-            && pki_issue_committed(r, ca, &rec, res))
+            && pki_issue_committed(r, &rec, res) > 0)
         {
             rc = PKI_OK;
         }
@@ -2072,6 +2081,8 @@ typedef struct {
     unsigned char     *der;
     int                stage;    /* 0 failed, 1 built, 2 reserved,
                                     3 signed, 4 committed */
+    int                unsure;   /* its commit failed, and no read-back
+                                    told whether it ran: withdrawn */
 } pki_bstate_t;
 
 typedef struct {
@@ -2354,14 +2365,19 @@ done:
 
 /* Step 4: every signed item's record committed in one round trip, within
  * the deadline of the last reservation (rsv: its round trip came last,
- * so Redis's clock then is the latest known).  The items whose commit
- * failed are abandoned (stage -1). */
+ * so Redis's clock then is the latest known).  An item whose commit
+ * failed, unless it ran too late, may have been committed all the same
+ * (the answer lost, or late): its record is read back as in pki_issue_do,
+ * good with its certificate is committed.  The others are abandoned
+ * (stage -1); those whose read-back got no answer (and all after the
+ * first such: Redis is gone) are unsure, for the caller to withdraw. */
 static void
 pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n,
     const pki_int_rsv_t *rsv)
 {
     int            *late;
     size_t          i, m, *idx;
+    int             reread, yes;
     pki_status_t    rc, *cst;
     pki_record_t   *recs;
     pki_result_t    rres;
@@ -2411,22 +2427,21 @@ pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n,
     pki_result_init(&rres);
     rc = pki_int_record_commit_batch(r, recs, m, cst, rsv, late, &rres);
 
+    reread = 1;
+
     for (i = 0; i < m; i++) {
         pki_bstate_t  *b = &st[idx[i]];
 
-        if (rc != PKI_OK) {
-            b->item->res = rres;
-            pki_batch_fail(b, rc);
-            b->stage = -1;
-            continue;
-        }
-
-        if (cst[i] == PKI_OK) {
+        if (rc == PKI_OK && cst[i] == PKI_OK) {
             b->stage = 4;
             continue;
         }
 
-        if (late[i]) {
+        if (rc != PKI_OK) {
+            b->item->res = rres;
+            cst[i] = rc;
+
+        } else if (late[i]) {
             pki_fail(&b->item->res, PKI_UNAVAILABLE, "certificate store too "
                      "slow");
             pki_log(&b->item->res, "redis: the commit of record %s of CA "
@@ -2441,6 +2456,28 @@ pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n,
             pki_fail(&b->item->res, PKI_CONFLICT, "record is not pending");
             pki_log(&b->item->res, "redis: record %s of CA \"%s\" is not "
                     "pending", b->rec.serial, b->rec.ca);
+        }
+
+        if (rc == PKI_OK && late[i]) {
+            yes = 0;                    /* nothing written */
+
+        } else if (reread) {
+            yes = pki_issue_committed(r, &b->rec, &b->item->res);
+
+        } else {
+            yes = -1;
+            pki_log(&b->item->res, "; not read back (Redis did not answer "
+                    "an earlier one)");
+        }
+
+        if (yes > 0) {
+            b->stage = 4;
+            continue;
+        }
+
+        if (yes < 0) {
+            b->unsure = 1;
+            reread = 0;
         }
 
         pki_batch_fail(b, cst[i]);
@@ -2545,6 +2582,12 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         for (i = 0; i < n; i++) {
             if (st[i].stage == -1 && r != NULL) {
                 pki_abandon(r, ca, st[i].rec.serial, &items[i].res);
+            }
+
+            if (st[i].unsure) {
+                /* maybe committed: the caller's withdraw tries it */
+                snprintf(items[i].committed, sizeof(items[i].committed),
+                         "%s", st[i].rec.serial);
             }
 
             if (st[i].stage == 4) {

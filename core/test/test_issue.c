@@ -10,8 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <hiredis/hiredis.h>
 #include <openssl/bn.h>
@@ -961,6 +965,334 @@ test_late_commit(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
+/*
+ * A proxy between the store and Redis (unix sockets) that loses the
+ * answer to one armed command: the first command whose bytes contain
+ * marker reaches Redis (which runs it), then its answer is swallowed and
+ * the client's connection closed.  PX_DROP closes at once (hiredis sees
+ * EOF and sends the command again on a new connection), PX_HOLD after
+ * hold_ms (the client times out first), PX_CUT at once and refuses every
+ * later connection (Redis is gone for the client).
+ */
+
+enum { PX_DROP = 1, PX_HOLD, PX_CUT };
+
+typedef struct {
+    char             path[108];
+    const char      *up;
+    int              lfd;
+    pthread_mutex_t  lock;
+    char             marker[64];
+    int              mode;
+    int              hold_ms;
+    int              fired;
+    int              down;
+} proxy_t;
+
+typedef struct {
+    proxy_t  *p;
+    int       cfd;
+} proxy_conn_t;
+
+
+static int
+unix_connect(const char *path)
+{
+    int                 fd;
+    struct sockaddr_un  sa;
+
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+
+    if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+
+    return fd;
+}
+
+
+static void *
+proxy_conn(void *arg)
+{
+    int            ufd, cfd, armed;
+    char           buf[65536];
+    ssize_t        n;
+    proxy_t       *p;
+    struct pollfd  pf[2];
+
+    p = ((proxy_conn_t *) arg)->p;
+    cfd = ((proxy_conn_t *) arg)->cfd;
+    free(arg);
+    armed = 0;
+
+    ufd = unix_connect(p->up);
+    if (ufd < 0) {
+        close(cfd);
+        return NULL;
+    }
+
+    for ( ;; ) {
+        pf[0].fd = cfd;
+        pf[0].events = POLLIN;
+        pf[1].fd = ufd;
+        pf[1].events = POLLIN;
+
+        if (poll(pf, 2, -1) < 0) {
+            break;
+        }
+
+        if (pf[0].revents) {
+            n = read(cfd, buf, sizeof(buf));
+            if (n <= 0) {
+                break;
+            }
+
+            pthread_mutex_lock(&p->lock);
+            if (p->marker[0] != '\0'
+                && memmem(buf, (size_t) n, p->marker, strlen(p->marker))
+                   != NULL)
+            {
+                p->marker[0] = '\0';
+                p->fired = 1;
+                armed = p->mode;
+            }
+            pthread_mutex_unlock(&p->lock);
+
+            if (write(ufd, buf, (size_t) n) != n) {
+                break;
+            }
+        }
+
+        if (pf[1].revents) {
+            n = read(ufd, buf, sizeof(buf));
+            if (n <= 0) {
+                break;
+            }
+
+            if (armed) {
+                if (armed == PX_HOLD) {
+                    usleep(p->hold_ms * 1000);
+                }
+                if (armed == PX_CUT) {
+                    p->down = 1;
+                }
+                break;
+            }
+
+            if (write(cfd, buf, (size_t) n) != n) {
+                break;
+            }
+        }
+    }
+
+    close(ufd);
+    close(cfd);
+
+    return NULL;
+}
+
+
+static void *
+proxy_main(void *arg)
+{
+    int            fd;
+    proxy_t       *p = arg;
+    pthread_t      tid;
+    proxy_conn_t  *c;
+
+    for ( ;; ) {
+        fd = accept(p->lfd, NULL, NULL);
+        if (fd < 0) {
+            return NULL;
+        }
+
+        if (p->down) {
+            close(fd);
+            continue;
+        }
+
+        c = malloc(sizeof(*c));
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        c->p = p;
+        c->cfd = fd;
+
+        if (pthread_create(&tid, NULL, proxy_conn, c) != 0) {
+            free(c);
+            close(fd);
+            continue;
+        }
+        pthread_detach(tid);
+    }
+}
+
+
+/* Starts a proxy to the Redis at up, listening at DIR/name. */
+static int
+proxy_start(proxy_t *p, const char *up, const char *name)
+{
+    pthread_t           tid;
+    struct sockaddr_un  sa;
+
+    memset(p, 0, sizeof(*p));
+    p->up = up;
+    pthread_mutex_init(&p->lock, NULL);
+    snprintf(p->path, sizeof(p->path), "%s/%s", dir, name);
+
+    p->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p->path);
+    unlink(p->path);
+
+    if (p->lfd < 0
+        || bind(p->lfd, (struct sockaddr *) &sa, sizeof(sa)) != 0
+        || listen(p->lfd, 64) != 0
+        || pthread_create(&tid, NULL, proxy_main, p) != 0)
+    {
+        return 0;
+    }
+
+    pthread_detach(tid);
+
+    return 1;
+}
+
+
+static void
+proxy_arm(proxy_t *p, const char *marker, int mode, int hold_ms)
+{
+    pthread_mutex_lock(&p->lock);
+    snprintf(p->marker, sizeof(p->marker), "%s", marker);
+    p->mode = mode;
+    p->hold_ms = hold_ms;
+    p->fired = 0;
+    p->down = 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
+
+/* The status of record serial under namespace ns of CA ca, "" if none. */
+static void
+record_status(redisContext *c, const char *ns, const char *ca,
+    const char *serial, char *buf, size_t size)
+{
+    redisReply  *reply;
+
+    buf[0] = '\0';
+    reply = redisCommand(c, "HGET %s{ca:%s}:cert:%s status", ns, ca, serial);
+    if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
+        snprintf(buf, size, "%s", reply->str);
+    }
+    freeReplyObject(reply);
+}
+
+
+/* Issue: a DAC batch whose commit lost its answer (dropped: hiredis sends
+ * it again, which finds the records no longer pending; held past the
+ * timeout) reads its records back: good with their certificates, so the
+ * batch is issued.  When the read-back gets no answer either (Redis gone
+ * after the commit ran), every serial is reported committed, for the
+ * caller's withdraw: its record may be good. */
+static void
+test_batch_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    int                 i, k, n, good;
+    char                ns[64], stat[16];
+    proxy_t             px;
+    redisContext       *c;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    pki_request_t       reqs[3];
+    pki_issue_item_t    items[3];
+
+    static const struct {
+        int          mode;
+        const char  *what;
+    } cases[] = {
+        { PX_DROP, "answer dropped" },
+        { PX_HOLD, "answer held past the timeout" },
+        { PX_CUT, "answer lost and Redis gone" },
+    };
+
+    c = redisConnectUnix(sock);
+    if (!ok(proxy_start(&px, sock, "px-batch.sock") && c != NULL && !c->err,
+            "batch commit lost: a proxy to Redis"))
+    {
+        redisFree(c);
+        return;
+    }
+
+    snprintf(ns, sizeof(ns), "blost%d:", (int) getpid());
+    r = fx_redis(px.path, ns, 300, &res);
+
+    for (k = 0; k < (int) (sizeof(cases) / sizeof(cases[0])); k++) {
+        memset(items, 0, sizeof(items));
+        for (i = 0; i < 3; i++) {
+            memset(&reqs[i], 0, sizeof(reqs[i]));
+            reqs[i].subject = parse_name("/CN=lost-batch");
+            reqs[i].pubkey = keygen("EC:P-256");
+            items[i].req = &reqs[i];
+        }
+
+        (void) pki_redis_ping(r, &res);
+        proxy_arm(&px, "PERSIST", cases[k].mode, 700);
+        pki_result_init(&res);
+        (void) pki_issue_batch(ca, t, r, items, 3, NULL, 1, &res);
+        ok(px.fired, "batch commit %s: the proxy lost it", cases[k].what);
+
+        n = 0;
+        good = 0;
+        for (i = 0; i < 3; i++) {
+            n += items[i].committed[0] != '\0';
+            if (items[i].committed[0] != '\0') {
+                record_status(c, ns, pki_ca_name(ca), items[i].committed,
+                              stat, sizeof(stat));
+                good += strcmp(stat, "good") == 0;
+            }
+        }
+
+        if (cases[k].mode != PX_CUT) {
+            int  issued = 0;
+
+            for (i = 0; i < 3; i++) {
+                issued += items[i].cert != NULL && items[i].status == PKI_OK;
+            }
+            ok(issued == 3, "  all 3 issued (%d): %s %s", issued,
+               items[0].res.detail, items[0].res.log);
+
+        } else {
+            ok(items[0].cert == NULL && items[0].status == PKI_UNAVAILABLE,
+               "  not issued (%d %s)", items[0].status,
+               items[0].res.detail);
+        }
+
+        ok(n == 3 && good == 3, "  every serial reported committed (%d), "
+           "its record good (%d)", n, good);
+
+        for (i = 0; i < 3; i++) {
+            X509_free(items[i].cert);
+            X509_NAME_free(reqs[i].subject);
+            EVP_PKEY_free(reqs[i].pubkey);
+        }
+    }
+
+    px.down = 0;
+    pki_redis_free(r);
+    redisFree(c);
+}
+
+
 /* A certificate with subject and key pk issued by ca under template t
  * (not_after: 0, or a time to end it), written to DIR/file. */
 static X509 *
@@ -1755,6 +2087,7 @@ main(void)
     if (sock && sock[0]) {
         test_redis(subca, tdev, sock);
         test_late_commit(subca, tdev, sock);
+        test_batch_lost(subca, tdev, sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: Redis tests skipped");
     }
