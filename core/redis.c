@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <hiredis.h>
+#include <openssl/rand.h>
 
 #include "pki.h"
 #include "audit_int.h"
@@ -1464,22 +1465,33 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
 
 /*
  * KEYS[1] record, KEYS[2] revoked hash, KEYS[3] revgen; ARGV[1] serial,
- * ARGV[2] reason, ARGV[3] revocation time, ARGV[4] invalidity date.
+ * ARGV[2] reason, ARGV[3] revocation time, ARGV[4] invalidity date,
+ * ARGV[5] the request's id (random).
  * Returns 1 revoked (or hold changed), 2 hold released, 0 no record (or
  * pending), -1 already revoked, -2 removeFromCRL without a hold, -3 hold on
  * a hold.  Changing a hold into a final reason keeps the time the hold was
  * placed (the certificate has been unusable since then), and the hold's
  * invalidity date unless the change brings one.
+ *
+ * The change stores the request's id (rev_req): the same request run
+ * again (its answer was lost, hiredis sent it anew) finds it and answers
+ * what it answered the first time, not "already revoked" or "not on hold"
+ * for a change that it made itself.
  */
 static const char  pki_lua_revoke[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
+    "if redis.call('HGET', KEYS[1], 'rev_req') == ARGV[5] then "
+    "  if ARGV[2] == '8' then return 2 end "
+    "  return 1 "
+    "end "
     "local at, inv = ARGV[3], ARGV[4] "
     "if st == 'revoked' then "
     "  if redis.call('HGET', KEYS[1], 'reason') ~= '6' then return -1 end "
     "  if ARGV[2] == '8' then "
     "    redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
-    "               'revoked_at', '0', 'invalidity_date', '0') "
+    "               'revoked_at', '0', 'invalidity_date', '0', "
+    "               'rev_req', ARGV[5]) "
     "    redis.call('HDEL', KEYS[2], ARGV[1]) "
     "    redis.call('INCR', KEYS[3]) "
     "    return 2 "
@@ -1495,7 +1507,7 @@ static const char  pki_lua_revoke[] =
     "  return -2 "
     "end "
     "redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[2], "
-    "           'revoked_at', at, 'invalidity_date', inv) "
+    "           'revoked_at', at, 'invalidity_date', inv, 'rev_req', ARGV[5]) "
     "redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason') "
     "redis.call('HSET', KEYS[2], ARGV[1], "
     "           ARGV[2] .. ' ' .. at .. ' ' .. inv) "
@@ -1555,11 +1567,14 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
     pki_result_t *res)
 {
-    pki_args_t    a;
-    pki_status_t  st;
-    long long     rc;
-    char          kcert[PKI_REDIS_KEY_MAX], krev[PKI_REDIS_KEY_MAX];
-    char          kgen[PKI_REDIS_KEY_MAX], canon[41];
+    size_t         i;
+    pki_args_t     a;
+    pki_status_t   st;
+    long long      rc;
+    pki_result_t   gres;
+    unsigned char  rnd[16];
+    char           kcert[PKI_REDIS_KEY_MAX], krev[PKI_REDIS_KEY_MAX];
+    char           kgen[PKI_REDIS_KEY_MAX], canon[41], rid[33];
 
     if (out != NULL) {
         memset(out, 0, sizeof(*out));
@@ -1593,6 +1608,14 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
         when = time(NULL);
     }
 
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        return pki_fail(res, PKI_INTERNAL, "cannot make a request id");
+    }
+
+    for (i = 0; i < sizeof(rnd); i++) {
+        snprintf(rid + 2 * i, 3, "%02x", rnd[i]);
+    }
+
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
     pki_args_str(&a, pki_lua_revoke);
@@ -1604,6 +1627,7 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     pki_args_num(&a, reason);
     pki_args_num(&a, (long long) when);
     pki_args_num(&a, (long long) invalidity_date);
+    pki_args_str(&a, rid);
 
     st = pki_redis_eval(r, &a, &rc, res);
     if (st != PKI_OK) {
@@ -1624,8 +1648,27 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
         return pki_fail(res, PKI_CONFLICT, "certificate is already revoked");
     }
 
-    if (out != NULL) {
-        return pki_record_get(r, ca, canon, out, res);
+    if (out == NULL) {
+        return PKI_OK;
+    }
+
+    /* The change is made: a record that cannot be read now does not make
+     * it a failure.  The caller gets what the change set. */
+    pki_result_init(&gres);
+    if (pki_record_get(r, ca, canon, out, &gres) != PKI_OK) {
+        pki_log(res, "%sredis: %s of CA \"%s\" is %s, but its record "
+                "could not be read: %s %s", (res != NULL
+                && res->log[0] != '\0') ? "; " : "", canon, ca,
+                rc == 2 ? "released" : "revoked", gres.detail, gres.log);
+
+        pki_record_clear(out);
+        memset(out, 0, sizeof(*out));
+        snprintf(out->serial, sizeof(out->serial), "%s", canon);
+        snprintf(out->ca, sizeof(out->ca), "%s", ca);
+        out->status = rc == 2 ? PKI_CERT_GOOD : PKI_CERT_REVOKED;
+        out->reason = rc == 2 ? 0 : reason;
+        out->revoked_at = rc == 2 ? 0 : when;
+        out->invalidity_date = rc == 2 ? 0 : invalidity_date;
     }
 
     return PKI_OK;

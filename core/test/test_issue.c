@@ -1293,6 +1293,115 @@ test_batch_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
+static pki_status_t  revoke_event = PKI_INTERNAL;
+
+
+static void
+revoke_sink(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->type == PKI_EV_REVOKE) {
+        revoke_event = ev->status;
+    }
+}
+
+
+/* Revocation whose answer is lost: hiredis sends the script again, which
+ * finds the change made by this very request (its id in the record) and
+ * answers as the first run did, so the caller and the transaction log see
+ * the success it is (it was "already revoked", or "not on hold" for a
+ * release).  A change made whose record then cannot be read (the admin
+ * API's follow-up read timing out) is a success too. */
+static void
+test_revoke_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    int            i;
+    char           ns[64], hex[41], stat[16];
+    X509          *x;
+    proxy_t        px;
+    redisContext  *c;
+    pki_redis_t   *r;
+    pki_record_t   out;
+    pki_result_t   res;
+    pki_status_t   st;
+
+    static const struct {
+        int          hold_first;   /* put on hold before (release) */
+        int          reason;
+        const char  *marker;
+        int          mode;
+        int          with_out;
+        const char  *want;
+        const char  *what;
+    } cases[] = {
+        { 0, 1, "'INCR'", PX_DROP, 0, "revoked",
+          "revocation, answer dropped" },
+        { 1, 8, "'INCR'", PX_DROP, 0, "good",
+          "release of a hold, answer dropped" },
+        { 0, 1, "'INCR'", PX_DROP, 1, "revoked",
+          "revocation with the record asked for, answer dropped" },
+        { 0, 4, "HGETALL", PX_HOLD, 1, "revoked",
+          "revocation whose record's read times out" },
+    };
+
+    c = redisConnectUnix(sock);
+    if (!ok(proxy_start(&px, sock, "px-revoke.sock") && c != NULL
+            && !c->err, "revoke lost: a proxy to Redis"))
+    {
+        redisFree(c);
+        return;
+    }
+
+    snprintf(ns, sizeof(ns), "rlost%d:", (int) getpid());
+    r = fx_redis(px.path, ns, 300, &res);
+    pki_event_set_sink(revoke_sink, NULL);
+
+    for (i = 0; i < (int) (sizeof(cases) / sizeof(cases[0])); i++) {
+        x = issue_one(ca, t, r, "/CN=rlost", NULL, NULL, &res);
+        if (!ok(x != NULL, "%s: issued: %s", cases[i].what, res.detail)) {
+            continue;
+        }
+        pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+        X509_free(x);
+
+        if (cases[i].hold_first) {
+            pki_result_init(&res);
+            is_status(pki_record_revoke(r, pki_ca_name(ca), hex, 6, 0, 0,
+                                        NULL, &res), PKI_OK, "  on hold");
+        }
+
+        (void) pki_redis_ping(r, &res);
+        proxy_arm(&px, cases[i].marker, cases[i].mode, 700);
+        revoke_event = PKI_INTERNAL;
+        pki_result_init(&res);
+        memset(&out, 0, sizeof(out));
+        st = pki_record_revoke(r, pki_ca_name(ca), hex, cases[i].reason, 0,
+                               0, cases[i].with_out ? &out : NULL, &res);
+        ok(px.fired, "%s: the proxy lost it", cases[i].what);
+        ok(st == PKI_OK, "  success (%d %s %s)", st, res.detail, res.log);
+        ok(revoke_event == PKI_OK, "  logged as a success (%d)",
+           revoke_event);
+        record_status(c, ns, pki_ca_name(ca), hex, stat, sizeof(stat));
+        ok(strcmp(stat, cases[i].want) == 0, "  the record is %s (%s)",
+           cases[i].want, stat);
+
+        if (cases[i].with_out) {
+            ok(st == PKI_OK && strcmp(out.serial, hex) == 0
+               && out.status == PKI_CERT_REVOKED
+               && out.reason == cases[i].reason, "  the record returned "
+               "says revoked (%s %d %d)", out.serial, out.status,
+               out.reason);
+            pki_record_clear(&out);
+        }
+    }
+
+    pki_event_set_sink(NULL, NULL);
+    pki_redis_free(r);
+    redisFree(c);
+}
+
+
 /* A certificate with subject and key pk issued by ca under template t
  * (not_after: 0, or a time to end it), written to DIR/file. */
 static X509 *
@@ -2088,6 +2197,7 @@ main(void)
         test_redis(subca, tdev, sock);
         test_late_commit(subca, tdev, sock);
         test_batch_lost(subca, tdev, sock);
+        test_revoke_lost(subca, tdev, sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: Redis tests skipped");
     }
