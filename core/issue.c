@@ -1636,6 +1636,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     ASN1_INTEGER    *serial;
     unsigned char   *der, *p;
     const char      *stream;
+    int              carried;
     pki_int_rsv_t    rsv;
     pki_int_link_t  *link;
 
@@ -1783,9 +1784,10 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 
         stream = pki_int_audit_stream(r, ca->name);
 
-        if (stream == NULL || !pki_issue_carry(ca, t, r, x, stream, &rec,
-                                               &rsv, res, &rc))
-        {
+        carried = stream != NULL
+                  && pki_issue_carry(ca, t, r, x, stream, &rec, &rsv, res,
+                                     &rc);
+        if (!carried) {
             rc = pki_int_record_commit_by(r, &rec, &rsv, NULL, NULL, NULL, 0,
                                           NULL, 0, res);
         }
@@ -1796,6 +1798,14 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
             && pki_issue_committed(r, &rec, res) > 0)
         {
             rc = PKI_OK;
+
+            /* the carried entry went in with the record (the script adds
+             * it first): in its stream, for the janitor, whose orphan it
+             * is (its stream id was in the lost answer).  pki_issue()
+             * must not log the issuance a second time. */
+            if (carried) {
+                pki_issue_carried = 1;
+            }
         }
 
         if (rc != PKI_OK) {

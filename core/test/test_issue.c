@@ -1293,6 +1293,122 @@ test_batch_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
+/* Lines of file path that contain s (-1: no file). */
+static int
+count_lines(const char *path, const char *s)
+{
+    int    n;
+    FILE  *f;
+    char   line[16384];
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+
+    n = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        n += strstr(line, s) != NULL;
+    }
+    fclose(f);
+
+    return n;
+}
+
+
+/* Issue: a commit carrying the issuance's log entry whose answer was lost
+ * (hiredis runs it again: "not pending"; the read-back finds it good) is
+ * an issuance logged once: by the entry it carried (in the log's stream,
+ * for the janitor), not by pki_issue() a second time. */
+static void
+test_carry_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    int                n;
+    char               ns[64], pat[96], ldir[200], path[260], hex[41];
+    X509              *x;
+    proxy_t            px;
+    redisReply        *reply;
+    redisContext      *c;
+    pki_audit_t       *a;
+    pki_redis_t       *r;
+    pki_result_t       res;
+    pki_audit_conf_t   ac;
+
+    c = redisConnectUnix(sock);
+    if (!ok(proxy_start(&px, sock, "px-carry.sock") && c != NULL
+            && !c->err, "carried commit lost: a proxy to Redis"))
+    {
+        redisFree(c);
+        return;
+    }
+
+    snprintf(ns, sizeof(ns), "clost%d:", (int) getpid());
+    r = fx_redis(px.path, ns, 300, &res);
+
+    snprintf(ldir, sizeof(ldir), "%s/carry-log", dir);
+    mkdir(ldir, 0700);
+    memset(&ac, 0, sizeof(ac));
+    ac.dir = ldir;
+    pki_result_init(&res);
+    a = pki_audit_open(&ac, &res);
+    if (!ok(a != NULL && pki_audit_carry(a, r, pki_ca_name(ca), &res)
+            == PKI_OK, "  a log whose entries the commit carries: %s",
+            res.detail))
+    {
+        pki_audit_close(a);
+        pki_redis_free(r);
+        redisFree(c);
+        return;
+    }
+
+    pki_audit_set_default(a);
+    pki_audit_set_deferred(1);
+    pki_result_init(&res);
+    ok(pki_audit_syncer_start(a, NULL, NULL, &res) == PKI_OK,
+       "  syncer started: %s", res.detail);
+
+    (void) pki_redis_ping(r, &res);
+    proxy_arm(&px, "PERSIST", PX_DROP, 0);
+    x = issue_one(ca, t, r, "/CN=carry-lost", NULL, NULL, &res);
+    ok(px.fired, "  the proxy lost the commit's answer");
+    ok(x != NULL, "  issued all the same: %s %s", res.detail, res.log);
+
+    if (x != NULL) {
+        pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+        X509_free(x);
+
+        snprintf(path, sizeof(path), "%s/audit.log", ldir);
+        snprintf(pat, sizeof(pat), "\"serial\":\"%s\"", hex);
+        n = count_lines(path, pat);
+        ok(n <= 0, "  pki_issue() wrote no second entry to the file (%d)",
+           n);
+
+        snprintf(path, sizeof(path), "%s{ca:%s}:audit:*", ns,
+                 pki_ca_name(ca));
+        reply = redisCommand(c, "EVAL %s 0 %s %s",
+                             "local n = 0 for _, k in ipairs("
+                             "redis.call('KEYS', ARGV[1])) do "
+                             "for _, e in ipairs(redis.call('XRANGE', k, "
+                             "'-', '+')) do for _, v in ipairs(e[2]) do "
+                             "if string.find(v, ARGV[2], 1, true) then "
+                             "n = n + 1 end end end end return n",
+                             path, pat);
+        ok(reply != NULL && reply->type == REDIS_REPLY_INTEGER
+           && reply->integer == 1, "  the carried entry is in the stream, "
+           "once (%lld)", reply && reply->type == REDIS_REPLY_INTEGER
+           ? reply->integer : -1);
+        freeReplyObject(reply);
+    }
+
+    (void) pki_audit_take_ticket();
+    pki_audit_set_deferred(0);
+    pki_audit_set_default(NULL);
+    pki_audit_close(a);
+    pki_redis_free(r);
+    redisFree(c);
+}
+
+
 static pki_status_t  revoke_event = PKI_INTERNAL;
 
 
@@ -2198,6 +2314,7 @@ main(void)
         test_late_commit(subca, tdev, sock);
         test_batch_lost(subca, tdev, sock);
         test_revoke_lost(subca, tdev, sock);
+        test_carry_lost(subca, tdev, sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: Redis tests skipped");
     }
