@@ -1095,8 +1095,9 @@ pki_int_record_commit_by(pki_redis_t *r, const pki_record_t *rec,
 
     if (rc == 0) {
         pki_fail(res, PKI_UNAVAILABLE, "record vanished");
-        pki_log(res, "redis: record %s of CA \"%s\" is gone (flushed?)",
-                serial, rec->ca);
+        pki_log(res, "%sredis: record %s of CA \"%s\" is gone (flushed?)",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", serial,
+                rec->ca);
         return PKI_UNAVAILABLE;
     }
 
@@ -1114,7 +1115,8 @@ pki_int_record_commit_by(pki_redis_t *r, const pki_record_t *rec,
 
     if (rc != 1) {
         pki_fail(res, PKI_CONFLICT, "record is not pending");
-        pki_log(res, "redis: record %s of CA \"%s\" is not pending", serial,
+        pki_log(res, "%sredis: record %s of CA \"%s\" is not pending",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", serial,
                 rec->ca);
         return PKI_CONFLICT;
     }
