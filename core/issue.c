@@ -907,8 +907,18 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
         return rc;
     }
 
-    X509_NAME_free(req->subject);
-    req->subject = X509_NAME_dup(X509_get_subject_name(old));
+    /*
+     * The template's subject rules, applied to the old names, decide the
+     * new subject: a value the template now fixes (O fixed NewCorp over
+     * an old O=OldCorp) wins, as it would for a new enrollment.  When
+     * they give the old subject back (X509_NAME_cmp() compares canonical
+     * forms), the old one is kept as it was encoded.
+     */
+    if (X509_NAME_cmp(req->subject, X509_get_subject_name(old)) == 0) {
+        X509_NAME_free(req->subject);
+        req->subject = X509_NAME_dup(X509_get_subject_name(old));
+    }
+
     req->sans = old_sans;
 
     if (req->subject == NULL || !EVP_PKEY_up_ref(pk)) {

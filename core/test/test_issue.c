@@ -2019,6 +2019,43 @@ main(void)
         X509_REQ_free(csr);
         free(der);
 
+        /* A template that now fixes O (and C) renews CN=dev1,O=Acme into
+         * the template's O: fixed values win, as for a new enrollment. */
+        {
+            char             buf[256];
+            pki_template_t  *tfix;
+
+            static const char *const fix_lines[] = {
+                "key_types ec:P-256", "subject CN required",
+                "subject O fixed NewCorp", "subject C fixed DE",
+                "san dns copy", "san ip copy", "validity 30d", NULL
+            };
+
+            tfix = make_template("fixed-o", fix_lines);
+            der = make_csr(pk, "/CN=dev1/O=Acme/C=DE",
+                           "IP:192.0.2.7,DNS:dev1.example.com", &len);
+            pki_csr_parse(der, len, &csr, &res);
+            pki_result_init(&res);
+            st = pki_request_renewal(tfix, csr, x, &req, &res);
+            is_status(st, PKI_OK, "renewal under a template with O fixed "
+                      "NewCorp");
+            buf[0] = '\0';
+            if (st == PKI_OK) {
+                X509_NAME_oneline(req.subject, buf, sizeof(buf));
+            }
+            ok(strstr(buf, "/O=NewCorp") != NULL
+               && strstr(buf, "Acme") == NULL
+               && strstr(buf, "/CN=dev1") != NULL
+               && strstr(buf, "/C=DE") != NULL,
+               "  the template's fixed O wins: %s", buf);
+            ok(st == PKI_OK && req.sans != NULL
+               && sk_GENERAL_NAME_num(req.sans) == 2, "  the old SANs kept");
+            pki_request_clear(&req);
+            X509_REQ_free(csr);
+            free(der);
+            pki_template_free(tfix);
+        }
+
         der = make_csr(pk, "/CN=dev1/O=Acme/C=DE", "DNS:dev1.example.com",
                        &len);
         pki_csr_parse(der, len, &csr, &res);
