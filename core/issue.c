@@ -1639,14 +1639,13 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
     pki_result_t *res)
 {
-    int              tries, len;
+    int              tries, len, carried;
     X509            *x;
     pki_status_t     rc;
     pki_record_t     rec;
     ASN1_INTEGER    *serial;
     unsigned char   *der, *p;
     const char      *stream;
-    int              carried;
     pki_int_rsv_t    rsv;
     pki_int_link_t  *link;
 
@@ -2395,9 +2394,8 @@ static void
 pki_batch_commit(pki_redis_t *r, pki_bstate_t *st, size_t n,
     const pki_int_rsv_t *rsv)
 {
-    int            *late;
+    int             reread, yes, *late;
     size_t          i, m, *idx;
-    int             reread, yes;
     pki_status_t    rc, *cst;
     pki_record_t   *recs;
     pki_result_t    rres;
