@@ -2955,15 +2955,63 @@ pki_scep_pend_cas(pki_redis_t *r, const char *tid, const char *from[3],
 }
 
 
-/* The admin's decision: pending -> approved or rejected. */
-static pki_status_t
-pki_scep_pend_set(pki_redis_t *r, const char *tid, const char *from,
-    const char *to, int *done, pki_result_t *res)
-{
-    const char  *f[3] = { from, "*", "*" };
-    const char  *t[4] = { to, "", "", "" };
+/* The admin's decision: pending -> ARGV[1] (approved or rejected), only
+ * while the record is the request the admin saw: created (epoch seconds)
+ * ARGV[2], or "*" when the admin did not say.  1 decided, 0 not pending,
+ * 2 another request (a new one with the same transactionID replaced the
+ * decided one since it was listed). */
+static const char  pki_lua_pend_decide[] =
+    "if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then "
+    "return 0 end "
+    "if ARGV[2] ~= '*' and redis.call('HGET', KEYS[1], 'created') "
+    "~= ARGV[2] then return 2 end "
+    "redis.call('HSET', KEYS[1], 'status', ARGV[1]) "
+    "redis.call('HDEL', KEYS[1], 'claim', 'since') "
+    "return 1";
 
-    return pki_scep_pend_cas(r, tid, f, t, done, res);
+
+static pki_status_t
+pki_scep_pend_decide(pki_redis_t *r, const char *tid, const char *to,
+    const char *created, int *done, pki_result_t *res)
+{
+    int          i;
+    char         key[PKI_SCEP_KEY_MAX];
+    size_t       lens[6];
+    redisReply  *reply;
+    const char  *argv[6];
+
+    *done = 0;
+
+    if (!pki_scep_rkey(r, "pend", tid, strlen(tid), key, sizeof(key))) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_pend_decide;
+    argv[2] = "1";
+    argv[3] = key;
+    argv[4] = to;
+    argv[5] = created != NULL ? created : "*";
+
+    for (i = 0; i < 6; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    *done = (int) reply->integer;
+    freeReplyObject(reply);
+
+    return PKI_OK;
 }
 
 
@@ -4722,8 +4770,11 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
     pki_result_t *res)
 {
     int            done;
+    char          *end, created[24];
     cJSON         *root, *o;
-    const char    *tid;
+    time_t         t;
+    struct tm      tm;
+    const char    *tid, *when;
     pki_status_t   st;
 
     st = pki_scep_admin_json(body, len, &root, res);
@@ -4739,10 +4790,41 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
                         "required");
     }
 
-    st = pki_scep_pend_set(r, tid, "pending", to, &done, res);
+    /* "created" as the listing gave it: the decision is then only for
+     * that request, not for one that replaced it since */
+    if (!pki_scep_json_str(root, "created", 32, &when)) {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_MALFORMED, "\"created\" must be a string");
+    }
+
+    if (when != NULL) {
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        t = end != NULL && *end == '\0' ? timegm(&tm) : (time_t) -1;
+
+        if (t < 0) {
+            cJSON_Delete(root);
+            return pki_fail(res, PKI_MALFORMED, "\"created\" must be the "
+                            "time the listing gave, as "
+                            "YYYY-MM-DDThh:mm:ssZ");
+        }
+
+        snprintf(created, sizeof(created), "%lld", (long long) t);
+    }
+
+    st = pki_scep_pend_decide(r, tid, to, when != NULL ? created : NULL,
+                              &done, res);
     if (st != PKI_OK) {
         cJSON_Delete(root);
         return st;
+    }
+
+    if (done == 2) {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_CONFLICT, "the request with that "
+                        "transaction_id is not the one created at the "
+                        "given time (the device sent a new one): list "
+                        "again");
     }
 
     if (!done) {

@@ -314,6 +314,12 @@ fails('CertPoll without a pending request',
     is($h->{status}, 3, 'manual: second request PENDING');
     my @tids = slurp($t->error_log) =~
         /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/g;
+    # the time the listing gives it, to decide on exactly this request
+    my $lr = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
+    my ($seen) = grep { ($_->{subject} // '') =~ /manual-2\b/ }
+                 @{ (eval { decode_json($lr->{body}) } || {})->{pending}
+                    || [] };
+    ok($seen && $seen->{created}, 'manual: listed with its creation time');
     $r = $t->curl('POST', "$admin/scep/reject", user => 'admin:admin',
                   data => encode_json({ transaction_id => $tids[-1] }));
     is($r->{code}, 200, 'manual: reject');
@@ -322,15 +328,34 @@ fails('CertPoll without a pending request',
 
     # the device corrects its request (same key, so the same
     # transactionID): a new request, not a resend of the rejected one
+    sleep 1.1;                  # "created" counts seconds
     my $rreq2 = req(key => $rk, cn => 'manual-2b', challenge => 'demo');
     $h = rep(send_msg($rreq2, '/scep-manual'), $rreq2, $rk);
     is($h->{status}, 3, 'manual: a new request after the rejection: PENDING');
     $r = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
     like($r->{body} // '', qr/manual-2b/,
          '... listed for approval with its new subject');
+    # an approval sent from the listing of the rejected request (its
+    # "created") does not approve the new one nobody has seen
+    $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tids[-1],
+                                        created => $seen->{created} }));
+    is($r->{code}, 409, '... an approval naming the replaced request\'s '
+       . '"created": 409') or diag($r->{body});
+    like($r->{body} // '', qr/list again/, '... which says to list again');
+    $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $tids[-1],
+                                        created => 'yesterday' }));
+    is($r->{code}, 400, '... a "created" not in the listing\'s form: 400');
+    $lr = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
+    my ($now) = grep { ($_->{subject} // '') =~ /manual-2b/ }
+                @{ (eval { decode_json($lr->{body}) } || {})->{pending}
+                   || [] };
     $r = $t->curl('POST', "$admin/scep/reject", user => 'admin:admin',
-                  data => encode_json({ transaction_id => $tids[-1] }));
-    is($r->{code}, 200, '... and can be decided (rejected) again');
+                  data => encode_json({ transaction_id => $tids[-1],
+                                        created => $now->{created} }));
+    is($r->{code}, 200, '... and can be decided (rejected) again, naming '
+       . 'its own "created"') or diag($r->{body});
     $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
                   data => '{"transaction_id": "nope"}');
     is($r->{code}, 404, 'manual: approve unknown: 404');
