@@ -139,6 +139,7 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_array_t               *cas;          /* pki_ca_t *, all users' */
     ngx_uint_t                 epoch;
+    u_char                     cas_digest[32];  /* of cas, see run() */
 } ngx_http_ocsp_zone_t;
 
 
@@ -218,6 +219,7 @@ static void ngx_http_ocsp_run(ngx_http_request_t *r,
 static void ngx_http_ocsp_work(void *data);
 static void ngx_http_ocsp_refresh(ngx_http_request_t *r,
     ngx_http_ocsp_zone_t *zone, pki_redis_t *redis, ngx_msec_t claimed);
+static ngx_int_t ngx_http_ocsp_zone_digest(ngx_http_ocsp_zone_t *zone);
 static ngx_uint_t ngx_http_ocsp_read_gen(ngx_http_ocsp_zone_t *zone,
     pki_redis_t *redis, uint64_t *gen);
 static void ngx_http_ocsp_refresh_work(void *data);
@@ -558,7 +560,7 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
 static void
 ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 {
-    u_char                     salt[32 + NGX_HTTP_OCSP_NS_MAX];
+    u_char                     salt[64 + NGX_HTTP_OCSP_NS_MAX];
     size_t                     ns;
     ngx_int_t                  rc;
     ngx_msec_t                 now, age, claimed;
@@ -574,13 +576,18 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
         /* what the answer depends on, not which cycle: an entry outlives
          * a reload that changed nothing it depends on (with Redis down,
-         * the cached answers are all there is) */
+         * the cached answers are all there is).  The zone's CA set is in
+         * it too: the view (a sum of revgens) means the same only over
+         * the same CAs, so a reload that changes them drops the zone's
+         * entries (a CA removed, later revocations could bring the sum
+         * back to an old entry's generation) */
         ngx_memcpy(salt, olcf->digest, 32);
+        ngx_memcpy(salt + 32, zone->cas_digest, 32);
         ns = ngx_min(ngx_strlen(pki_redis_ns(ctx->conf.redis)),
                      NGX_HTTP_OCSP_NS_MAX);
-        ngx_memcpy(salt + 32, pki_redis_ns(ctx->conf.redis), ns);
+        ngx_memcpy(salt + 64, pki_redis_ns(ctx->conf.redis), ns);
 
-        if (pki_ocsp_cache_key(&ctx->req, salt, 32 + ns, ctx->key, NULL)
+        if (pki_ocsp_cache_key(&ctx->req, salt, 64 + ns, ctx->key, NULL)
             == PKI_OK)
         {
             ctx->zone = zone;
@@ -1306,6 +1313,10 @@ ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     zone = shm_zone->data;
 
+    if (ngx_http_ocsp_zone_digest(zone) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ozone) {
         /* reload: keep the entries (a changed location's keys are salted
          * differently: its old entries are never hit and age out); the
@@ -1470,47 +1481,81 @@ ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf)
  * ocsp_responder_unknown and ocsp_responder_next_update.  It salts the
  * cache keys, so a reload keeps the entries of a location it did not
  * change and never serves them to one it did. */
+/* Adds a kind, a CA's name and a certificate to a digest; 1 if done. */
+static int
+ngx_http_ocsp_digest_cert(EVP_MD_CTX *md, u_char kind, const char *name,
+    X509 *cert)
+{
+    int             ok, len;
+    unsigned char  *der;
+
+    der = NULL;
+    len = cert != NULL ? i2d_X509(cert, &der) : -1;
+
+    ok = len > 0
+         && EVP_DigestUpdate(md, &kind, 1) == 1
+         && EVP_DigestUpdate(md, name, ngx_strlen(name) + 1) == 1
+         && EVP_DigestUpdate(md, der, (size_t) len) == 1;
+
+    OPENSSL_free(der);
+
+    return ok;
+}
+
+
+/* The zone's CA set (every location using it), for the keys' salt. */
+static ngx_int_t
+ngx_http_ocsp_zone_digest(ngx_http_ocsp_zone_t *zone)
+{
+    int           ok;
+    ngx_uint_t    i;
+    pki_ca_t    **ca;
+    EVP_MD_CTX   *md;
+
+    md = EVP_MD_CTX_new();
+    ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    ca = zone->cas->elts;
+
+    for (i = 0; ok && i < zone->cas->nelts; i++) {
+        ok = ngx_http_ocsp_digest_cert(md, 'Z', pki_ca_name(ca[i]),
+                                       pki_ca_cert(ca[i]));
+    }
+
+    ok = ok && EVP_DigestFinal_ex(md, zone->cas_digest, NULL) == 1;
+
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+
+    return ok ? NGX_OK : NGX_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_ocsp_conf_digest(ngx_http_ocsp_loc_conf_t *conf)
 {
-    int                  ok, len;
+    int                  ok;
     int64_t              nu;
     u_char               flag;
-    X509                *cert;
-    ngx_uint_t           i, n;
+    ngx_uint_t           i;
     EVP_MD_CTX          *md;
-    unsigned char       *der;
-    const char          *name;
     pki_ca_t           **ca;
     pki_ocsp_signer_t   *sg;
 
     md = EVP_MD_CTX_new();
     ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
 
-    n = conf->cas->nelts + (conf->signers ? conf->signers->nelts : 0);
     ca = conf->cas->elts;
+
+    for (i = 0; ok && i < conf->cas->nelts; i++) {
+        ok = ngx_http_ocsp_digest_cert(md, 'C', pki_ca_name(ca[i]),
+                                       pki_ca_cert(ca[i]));
+    }
+
     sg = conf->signers ? conf->signers->elts : NULL;
 
-    for (i = 0; ok && i < n; i++) {
-        if (i < conf->cas->nelts) {
-            name = pki_ca_name(ca[i]);
-            cert = pki_ca_cert(ca[i]);
-            flag = 'C';
-        } else {
-            name = pki_ca_name(sg[i - conf->cas->nelts].ca);
-            cert = sg[i - conf->cas->nelts].cert;
-            flag = 'S';
-        }
-
-        der = NULL;
-        len = cert != NULL ? i2d_X509(cert, &der) : -1;
-
-        ok = len > 0
-             && EVP_DigestUpdate(md, &flag, 1) == 1
-             && EVP_DigestUpdate(md, name, ngx_strlen(name) + 1) == 1
-             && EVP_DigestUpdate(md, der, (size_t) len) == 1;
-
-        OPENSSL_free(der);
+    for (i = 0; ok && sg != NULL && i < conf->signers->nelts; i++) {
+        ok = ngx_http_ocsp_digest_cert(md, 'S', pki_ca_name(sg[i].ca),
+                                       sg[i].cert);
     }
 
     flag = conf->unknown ? 1 : 0;
