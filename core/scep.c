@@ -3581,6 +3581,53 @@ pki_scep_poll_issued(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 }
 
 
+/* Gives a claim without a time one (a poll meanwhile keeps its; a record
+ * gone or decided meanwhile is left alone). */
+static const char  pki_lua_pend_stamp[] =
+    "if redis.call('HGET', KEYS[1], 'status') == 'issuing' then "
+    "redis.call('HSETNX', KEYS[1], 'since', ARGV[1]) end "
+    "return 1";
+
+
+static void
+pki_scep_pend_stamp(pki_redis_t *r, const char *tid, pki_result_t *res)
+{
+    int           i;
+    char          key[PKI_SCEP_KEY_MAX], now[24];
+    size_t        lens[5];
+    redisReply   *reply;
+    const char   *argv[5];
+    pki_result_t  tmp;
+
+    if (!pki_scep_rkey(r, "pend", tid, strlen(tid), key, sizeof(key))) {
+        return;
+    }
+
+    snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_pend_stamp;
+    argv[2] = "1";
+    argv[3] = key;
+    argv[4] = now;
+
+    for (i = 0; i < 5; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    pki_result_init(&tmp);
+    reply = pki_int_redis_cmd(r, 5, argv, lens, &tmp);
+
+    if (reply == NULL) {
+        pki_log(res, "CertPoll: could not time the claim: %s", tmp.detail);
+        return;
+    }
+
+    freeReplyObject(reply);
+    pki_log(res, "CertPoll: a claim of an earlier version, timed now");
+}
+
+
 /* 1: the serial's record is committed (good or revoked), 0: it is not
  * (pending or gone), -1: the store did not answer. */
 static int
@@ -3632,7 +3679,17 @@ pki_scep_poll_settle(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     pki_result_t *res;
 
     res = &resp->res;
-    since = pend->since[0] ? strtoll(pend->since, NULL, 10) : 0;
+
+    if (pend->since[0] == '\0') {
+        /* a claim of a version before claims had a time (and a serial):
+         * its poller may still be issuing.  It gets a time now, and is
+         * taken over PKI_SCEP_CLAIM_STALE from now */
+        pki_scep_pend_stamp(conf->redis, m->tid, res);
+        pki_scep_poll_pending(conf, m, resp);
+        return 0;
+    }
+
+    since = strtoll(pend->since, NULL, 10);
     stale = since + PKI_SCEP_CLAIM_STALE < (long long) time(NULL);
 
     if (pend->serial[0] == '\0') {

@@ -263,6 +263,16 @@ fails('CertPoll without a pending request',
     is($t->redis_raw('HGET', $pkey, 'status'), "issued\n",
        '... the request is marked issued');
 
+    # a claim of the previous version (no claim, time or serial): its
+    # poller may still be issuing: PENDING, and the claim is timed now
+    $t->redis('HSET', $pkey, 'status', 'issuing');
+    $t->redis('HDEL', $pkey, 'claim', 'since', 'serial');
+    my $po = $poll->();
+    is($po->{status}, 3, 'manual: a claim of the previous version: PENDING');
+    is(records(), $before + 1, '... nothing issued');
+    like($t->redis_raw('HGET', $pkey, 'since'), qr/^\d+\n\z/,
+         '... and the claim is timed now');
+
     # a fresh claim without a serial is running: PENDING, nothing issued
     $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'live',
               'since', $now);
