@@ -839,7 +839,18 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
         st = pki_crl_store_put(r, pki_ca_name(ca), out, &stored, res);
         if (st == PKI_OK && !stored) {
+            /* a newer snapshot is stored (this build outlived its lock):
+             * that one is the answer, not this one, which may lack its
+             * revocations yet has the higher number */
             pki_log(res, "CRL %lld not stored: a newer one is", number);
+            free(out->der);
+            memset(out, 0, sizeof(*out));
+            st = pki_crl_store_read(r, pki_ca_name(ca), 0, &revgen, out,
+                                    res);
+            if (st == PKI_OK && out->der == NULL) {
+                st = pki_fail(res, PKI_UNAVAILABLE, "CRL: the stored CRL "
+                              "is gone");
+            }
         }
     }
 

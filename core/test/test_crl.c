@@ -691,6 +691,8 @@ revoke_leaf(pki_redis_t *r, const char *ca, X509 *x, int reason, time_t at,
 
 
 static void foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res);
+static void late_builder(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
+    const char *ns, pki_result_t *res);
 
 
 /* pki_crl_current: built once per revgen, shared through Redis. */
@@ -795,6 +797,7 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
        "  a stored CRL that does not parse: rebuilt (%lld)", b.number);
     free(b.der);
     foreign_crl(ca, r, &res);
+    late_builder(ca, r, rc, ns, &res);
     /* garbage meta: rebuilt */
     freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crl_meta %s", ns,
                                  pki_ca_name(ca), "garbage"));
@@ -802,6 +805,61 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     ok(st == PKI_OK && b.der != NULL && b.number > 0,
        "  garbage meta: rebuilt");
     free(b.der);
+}
+
+
+/* A builder that outlived its lock: a newer snapshot (a higher revgen)
+ * was stored meanwhile, so its own CRL is not stored, and it answers the
+ * stored one, not its own (which has the higher number and may lack a
+ * revocation the stored one lists). */
+static void
+late_builder(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
+    const char *ns, pki_result_t *res)
+{
+    int              won;
+    size_t           len;
+    long long        gen;
+    pki_status_t     st;
+    unsigned char   *der;
+    pki_crl_info_t   a, b;
+
+    pki_result_init(res);
+    st = pki_record_revgen(r, pki_ca_name(ca), &gen, res);
+    der = NULL;
+    len = 0;
+    if (st == PKI_OK) {
+        st = pki_crl_build_list(ca, NULL, 0, 7, time(NULL), 3600, &der, &len,
+                                res);
+    }
+    if (!ok(st == PKI_OK && der != NULL, "a stored CRL of a newer "
+            "snapshot")) {
+        free(der);
+        return;
+    }
+
+    /* stored with a revgen ahead of the current one and a low number:
+     * "newer" by its snapshot, yet not fresh for this revgen */
+    memset(&a, 0, sizeof(a));
+    a.der = der;
+    a.len = len;
+    a.number = 7;
+    a.revgen = gen + 5;
+    a.this_update = time(NULL);
+    a.next_update = a.this_update + 3600;
+    freeReplyObject(redisCommand(rc, "DEL %s{ca:%s}:crl_meta", ns,
+                                 pki_ca_name(ca)));
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, res);
+    ok(st == PKI_OK && won, "  stored");
+
+    pki_result_init(res);
+    st = pki_crl_current(ca, r, 3600, 0, &b, res);
+    ok(st == PKI_OK && b.number == 7 && b.len == len && b.der != NULL
+       && memcmp(b.der, der, len) == 0
+       && strstr(res->log, "not stored: a newer one is") != NULL,
+       "  a build refused as older answers the stored CRL (%lld)",
+       b.number);
+    free(b.der);
+    free(der);
 }
 
 
