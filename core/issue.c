@@ -833,6 +833,33 @@ pki_sans_equal(const GENERAL_NAMES *a, const GENERAL_NAMES *b)
 }
 
 
+/* A renewal names the certificate's subject: the same, or one that the
+ * template's rules make it (a device configured with O=OldCorp renews a
+ * certificate whose O the template has since fixed to NewCorp). */
+static int
+pki_renewal_subject_same(const pki_template_t *t, X509_NAME *csr,
+    X509_NAME *old)
+{
+    int           same;
+    X509_NAME    *applied;
+    pki_result_t  tmp;
+
+    if (X509_NAME_cmp(csr, old) == 0) {
+        return 1;
+    }
+
+    applied = NULL;
+    pki_result_init(&tmp);
+
+    same = pki_apply_subject(t, csr, &applied, &tmp) == PKI_OK
+           && applied != NULL && X509_NAME_cmp(applied, old) == 0;
+
+    X509_NAME_free(applied);
+
+    return same;
+}
+
+
 pki_status_t
 pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
     pki_request_t *req, pki_result_t *res)
@@ -877,9 +904,9 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
                         "has a malformed subjectAltName");
     }
 
-    same = X509_NAME_cmp(X509_REQ_get_subject_name(csr),
-                         X509_get_subject_name(old)) == 0
-           && pki_sans_equal(csr_sans, old_sans);
+    same = pki_sans_equal(csr_sans, old_sans)
+           && pki_renewal_subject_same(t, X509_REQ_get_subject_name(csr),
+                                       X509_get_subject_name(old));
 
     GENERAL_NAMES_free(csr_sans);
 

@@ -2050,8 +2050,47 @@ main(void)
                "  the template's fixed O wins: %s", buf);
             ok(st == PKI_OK && req.sans != NULL
                && sk_GENERAL_NAME_num(req.sans) == 2, "  the old SANs kept");
+
+            /* renewed again (the certificate now says O=NewCorp) with the
+             * subject the device was configured with (O=Acme): the
+             * template makes it the certificate's */
             pki_request_clear(&req);
             X509_REQ_free(csr);
+            free(der);
+            y = NULL;
+            der = make_csr(pk, "/CN=dev1/O=NewCorp/C=DE",
+                           "IP:192.0.2.7,DNS:dev1.example.com", &len);
+            pki_csr_parse(der, len, &csr, &res);
+            pki_result_init(&res);
+            st = pki_request_from_csr(tdev, csr, &req, &res);
+            if (st == PKI_OK) {
+                st = pki_issue(subca, tdev, NULL, &req, NULL, &y, &res);
+            }
+            pki_request_clear(&req);
+            X509_REQ_free(csr);
+            free(der);
+            der = make_csr(pk, "/CN=dev1/O=Acme/C=DE",
+                           "IP:192.0.2.7,DNS:dev1.example.com", &len);
+            if (ok(st == PKI_OK && y != NULL, "  a certificate with "
+                   "O=NewCorp (%s)", res.detail)) {
+                pki_csr_parse(der, len, &csr, &res);
+                pki_result_init(&res);
+                st = pki_request_renewal(tfix, csr, y, &req, &res);
+                is_status(st, PKI_OK, "  renewed again with the configured "
+                          "O=Acme, which the template makes NewCorp");
+                pki_request_clear(&req);
+                X509_REQ_free(csr);
+                free(der);
+                der = make_csr(pk, "/CN=dev9/O=Acme/C=DE",
+                               "IP:192.0.2.7,DNS:dev1.example.com", &len);
+                pki_csr_parse(der, len, &csr, &res);
+                pki_result_init(&res);
+                st = pki_request_renewal(tfix, csr, y, &req, &res);
+                is_status(st, PKI_FORBIDDEN, "  but not with another CN");
+                pki_request_clear(&req);
+                X509_REQ_free(csr);
+            }
+            X509_free(y);
             free(der);
             pki_template_free(tfix);
         }
