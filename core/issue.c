@@ -1878,6 +1878,40 @@ failed:
 /* The audit hook (core/audit.c): every outcome of an issuance is logged
  * and counted here, for every protocol.  A certificate whose record cannot
  * be written to the transaction log is not handed out. */
+/*
+ * A certificate recorded as good but withheld (the transaction log
+ * refused its entry) is revoked, cessationOfOperation, so that nothing
+ * calls good a certificate nobody holds, and a protocol that settles an
+ * interrupted issuance from the store (SCEP CertPoll, an ACME order) does
+ * not hand it out later.  Best effort: the log line says when it failed.
+ */
+static void
+pki_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
+    pki_result_t *res)
+{
+    char          hex[41];
+    pki_result_t  wres;
+
+    if (r == NULL || x == NULL
+        || !pki_serial_to_hex(X509_get0_serialNumber(x), hex))
+    {
+        return;
+    }
+
+    pki_result_init(&wres);
+
+    if (pki_record_revoke(r, ca->name, hex, 5, 0, 0, NULL, &wres)
+        == PKI_OK)
+    {
+        pki_log(res, "; serial %s withdrawn (revoked, cessationOfOperation)",
+                hex);
+    } else {
+        pki_log(res, "; serial %s could not be withdrawn: %s", hex,
+                wres.detail);
+    }
+}
+
+
 pki_status_t
 pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
@@ -1954,10 +1988,11 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     free(subject);
 
     if (ast != PKI_OK && rc == PKI_OK) {
-        X509_free(*out);
-        *out = NULL;
         pki_log(res, "%stransaction log: %s %s", res && res->log[0] ? "; "
                 : "", ares.detail, ares.log);
+        pki_issue_withdraw(r, ca, *out, res);
+        X509_free(*out);
+        *out = NULL;
         return pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");
     }
 

@@ -3628,8 +3628,9 @@ pki_scep_pend_stamp(pki_redis_t *r, const char *tid, pki_result_t *res)
 }
 
 
-/* 1: the serial's record is committed (good or revoked), 0: it is not
- * (pending or gone), -1: the store did not answer. */
+/* 1: the serial's record is committed and good, 2: committed and revoked
+ * (withdrawn, pki_issue_withdraw, or revoked by an admin: never handed
+ * out here), 0: not committed (pending or gone), -1: no answer. */
 static int
 pki_scep_poll_recorded(const pki_scep_conf_t *conf, const char *serial,
     pki_result_t *res)
@@ -3653,7 +3654,8 @@ pki_scep_poll_recorded(const pki_scep_conf_t *conf, const char *serial,
         return -1;
     }
 
-    yes = rec.status != PKI_CERT_PENDING && rec.der != NULL;
+    yes = rec.status == PKI_CERT_GOOD && rec.der != NULL ? 1
+          : rec.status == PKI_CERT_REVOKED ? 2 : 0;
     pki_record_clear(&rec);
 
     return yes;
@@ -3718,6 +3720,14 @@ pki_scep_poll_settle(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     if (got < 0) {
         pki_scep_http_error(resp, 0);
         return 0;
+    }
+
+    if (got == 2) {
+        /* recorded, then withdrawn (the transaction log refused it) or
+         * revoked before anyone was known to have it: issued anew */
+        pki_log(res, "CertPoll: serial %s of an interrupted issuance is "
+                "revoked; issuing anew", pend->serial);
+        return 1;
     }
 
     if (got == 0) {

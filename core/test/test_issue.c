@@ -965,6 +965,71 @@ test_late_commit(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
+/* A certificate recorded as good whose transaction-log entry cannot be
+ * written is withheld and withdrawn: revoked, cessationOfOperation. */
+static void
+test_log_refused(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    char              ns[64], ldir[200], p1[300], p2[300];
+    X509             *x;
+    redisReply       *reply;
+    pki_audit_t      *a;
+    pki_redis_t      *r;
+    pki_result_t      res;
+    redisContext     *c;
+    pki_audit_conf_t  ac;
+
+    snprintf(ns, sizeof(ns), "logref%d:", (int) getpid());
+    r = fx_redis(sock, ns, 1000, &res);
+    c = redisConnectUnix(sock);
+    snprintf(ldir, sizeof(ldir), "%s/refused-log", dir);
+    mkdir(ldir, 0700);
+    memset(&ac, 0, sizeof(ac));
+    ac.dir = ldir;
+    pki_result_init(&res);
+    a = r != NULL ? pki_audit_open(&ac, &res) : NULL;
+    if (!ok(a != NULL && c != NULL && !c->err, "log refused: a log, a "
+            "store (%s)", res.detail))
+    {
+        pki_audit_close(a);
+        pki_redis_free(r);
+        redisFree(c);
+        return;
+    }
+
+    pki_audit_set_default(a);
+    snprintf(p1, sizeof(p1), "%s/audit.log", ldir);
+    snprintf(p2, sizeof(p2), "%s/audit.away", ldir);
+    ok((access(p1, F_OK) != 0 || rename(p1, p2) == 0)
+       && mkdir(p1, 0700) == 0, "  audit.log made a directory: no entry "
+       "can be written");
+
+    x = issue_one(ca, t, r, "/CN=logref", NULL, NULL, &res);
+    ok(x == NULL && res.status == PKI_UNAVAILABLE, "  the issuance fails "
+       "(%d %s)", res.status, res.detail);
+    ok(strstr(res.log, "withdrawn (revoked, cessationOfOperation)") != NULL,
+       "  its certificate is withdrawn: %s", res.log);
+    X509_free(x);
+
+    reply = redisCommand(c, "EVAL %s 0 %s", "local n = 0 "
+                         "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+                         "if redis.call('HGET', k, 'status') ~= 'revoked' "
+                         "or redis.call('HGET', k, 'reason') ~= '5' then "
+                         "n = n + 1 end end return n", "logref*:cert:*");
+    ok(reply != NULL && reply->type == REDIS_REPLY_INTEGER
+       && reply->integer == 0, "  no record of it is left good (%lld)",
+       reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1);
+    freeReplyObject(reply);
+
+    rmdir(p1);
+    (void) rename(p2, p1);
+    pki_audit_set_default(NULL);
+    pki_audit_close(a);
+    pki_redis_free(r);
+    redisFree(c);
+}
+
+
 /*
  * A proxy between the store and Redis (unix sockets) that loses the
  * answer to one armed command: the first command whose bytes contain
@@ -2391,6 +2456,7 @@ main(void)
         test_batch_lost(subca, tdev, sock);
         test_revoke_lost(subca, tdev, sock);
         test_carry_lost(subca, tdev, sock);
+        test_log_refused(subca, tdev, sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: Redis tests skipped");
     }
