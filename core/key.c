@@ -127,6 +127,10 @@ struct pki_vault_s {
     char              *pin_file;
     char              *pin;
     size_t             pin_len;
+    struct stat        pin_st;       /* the PIN file when pin was read */
+    unsigned long      pin_refused;  /* CKR_PIN_* of the token's refusal of
+                                        pin, 0 if none: no C_Login until
+                                        the PIN file changes */
 
     pthread_rwlock_t   lock;
     pki_p11mod_t      *mod;
@@ -621,29 +625,32 @@ pki_vault_wipe_pin(pki_vault_t *v)
 }
 
 
-/* Reads the PIN file into v->pin.  Never puts the PIN into res. */
-static int
-pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
+/* Reads the PIN file: returns the PIN (malloc'ed, NUL-terminated, *plen
+ * bytes) and the file's stat in *pst, or NULL with res filled.  Never puts
+ * the PIN into res. */
+static char *
+pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
+    pki_result_t *res)
 {
-    unsigned char  buf[PKI_PIN_MAX + 2];
-    struct stat    st;
-    ssize_t        n;
-    size_t         len = 0;
-    int            fd, err;
+    char           *pin;
+    unsigned char   buf[PKI_PIN_MAX + 2];
+    ssize_t         n;
+    size_t          len = 0;
+    int             fd, err;
 
     fd = open(v->pin_file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd == -1) {
         err = errno;
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": cannot open PIN file "
                  "\"%s\": %s", v->name, v->pin_file, strerror(err));
-        return 0;
+        return NULL;
     }
 
-    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, pst) == -1 || !S_ISREG(pst->st_mode)) {
         close(fd);
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": PIN file \"%s\" is not "
                  "a regular file", v->name, v->pin_file);
-        return 0;
+        return NULL;
     }
 
     /* Read at most PKI_PIN_MAX + 1 bytes: one more tells it is too long
@@ -669,7 +676,7 @@ pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
         OPENSSL_cleanse(buf, sizeof(buf));
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": cannot read PIN file "
                  "\"%s\": %s", v->name, v->pin_file, strerror(err));
-        return 0;
+        return NULL;
     }
 
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) {
@@ -683,22 +690,123 @@ pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
                  len == 0 ? "is empty"
                  : len > PKI_PIN_MAX ? "is too long (at most 256 bytes)"
                  : "contains a NUL byte");
-        return 0;
+        return NULL;
     }
 
-    v->pin = malloc(len + 1);
-    if (v->pin == NULL) {
+    pin = malloc(len + 1);
+    if (pin == NULL) {
         OPENSSL_cleanse(buf, sizeof(buf));
         pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    memcpy(pin, buf, len);
+    pin[len] = '\0';
+    *plen = len;
+    OPENSSL_cleanse(buf, sizeof(buf));
+
+    return pin;
+}
+
+
+/* Reads the PIN file into v->pin. */
+static int
+pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
+{
+    char         *pin;
+    size_t        len;
+    struct stat   st;
+
+    pin = pki_pin_load(v, &len, &st, res);
+    if (pin == NULL) {
         return 0;
     }
 
-    memcpy(v->pin, buf, len);
-    v->pin[len] = '\0';
+    pki_vault_wipe_pin(v);
+
+    v->pin = pin;
     v->pin_len = len;
-    OPENSSL_cleanse(buf, sizeof(buf));
+    v->pin_st = st;
 
     return 1;
+}
+
+
+static const char *
+pki_pin_refusal(unsigned long ckr)
+{
+    switch (ckr) {
+    case PKI_CKR_PIN_LOCKED:
+        return "PIN locked";
+    case PKI_CKR_PIN_EXPIRED:
+        return "PIN expired";
+    case PKI_CKR_PIN_LEN_RANGE:
+        return "wrong PIN length";
+    default:
+        return "wrong PIN";
+    }
+}
+
+
+/*
+ * The token refused v->pin (v->pin_refused): no C_Login with it again, as
+ * an HSM locks the PIN after a few failures.  Only a PIN file that changed
+ * (another file, size, mtime or ctime) is read again, and only a PIN other
+ * than the refused one ends the refusal (a reload, i.e. a new vault, ends
+ * it too).  Returns 1 when there is a new PIN to try; otherwise 0 with res
+ * filled (PKI_UNAVAILABLE).  Write lock held.
+ */
+static int
+pki_vault_pin_retry(pki_vault_t *v, pki_result_t *res)
+{
+    char          *pin;
+    size_t         len;
+    struct stat    st;
+    pki_result_t   tmp;
+
+    if (stat(v->pin_file, &st) == 0
+        && st.st_dev == v->pin_st.st_dev && st.st_ino == v->pin_st.st_ino
+        && st.st_size == v->pin_st.st_size
+        && st.st_mtim.tv_sec == v->pin_st.st_mtim.tv_sec
+        && st.st_mtim.tv_nsec == v->pin_st.st_mtim.tv_nsec
+        && st.st_ctim.tv_sec == v->pin_st.st_ctim.tv_sec
+        && st.st_ctim.tv_nsec == v->pin_st.st_ctim.tv_nsec)
+    {
+        goto refused;
+    }
+
+    pki_result_init(&tmp);
+
+    pin = pki_pin_load(v, &len, &st, &tmp);
+    if (pin == NULL) {
+        /* read again next time: the file may be half written */
+        pki_fail(res, PKI_UNAVAILABLE, "%s", tmp.detail);
+        return 0;
+    }
+
+    if (len == v->pin_len && CRYPTO_memcmp(pin, v->pin, len) == 0) {
+        OPENSSL_cleanse(pin, len);
+        free(pin);
+        v->pin_st = st;
+        goto refused;
+    }
+
+    pki_vault_wipe_pin(v);
+
+    v->pin = pin;
+    v->pin_len = len;
+    v->pin_st = st;
+    v->pin_refused = 0;
+
+    return 1;
+
+refused:
+
+    pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": the token \"%s\" refused "
+             "the PIN (%s); fix the PIN file \"%s\", nothing is retried "
+             "until it changes", v->name, v->token,
+             pki_pin_refusal(v->pin_refused), v->pin_file);
+    return 0;
 }
 
 
@@ -943,13 +1051,14 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
                        || ckr == PKI_CKR_PIN_EXPIRED
                        || ckr == PKI_CKR_PIN_LOCKED)
             {
-                /* Never retried: a real HSM counts wrong PINs. */
-                pki_fail(res, PKI_INTERNAL, "vault \"%s\": login to token "
-                         "\"%s\" failed (%s; check the PIN file \"%s\")",
-                         v->name, v->token,
-                         ckr == PKI_CKR_PIN_LOCKED ? "PIN locked"
-                         : ckr == PKI_CKR_PIN_EXPIRED ? "PIN expired"
-                         : "wrong PIN?", v->pin_file);
+                /* Never retried: a real HSM counts wrong PINs and locks
+                 * the PIN after a few (pki_vault_pin_retry). */
+                v->pin_refused = ckr;
+                pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": the token "
+                         "\"%s\" refused the PIN (%s); fix the PIN file "
+                         "\"%s\", nothing is retried until it changes",
+                         v->name, v->token, pki_pin_refusal(ckr),
+                         v->pin_file);
                 goto failed;
 
             } else {
@@ -986,6 +1095,10 @@ pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
         res = &tmp;
     }
 
+    if (v->pin_refused && !pki_vault_pin_retry(v, res)) {
+        return res->status;
+    }
+
     for (i = 0; i < PKI_OPEN_TRIES; i++) {
         if (i > 0) {
             pki_jitter_sleep(20, 50);
@@ -1003,7 +1116,7 @@ pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
             return PKI_OK;
         }
 
-        if (st != PKI_UNAVAILABLE) {
+        if (st != PKI_UNAVAILABLE || v->pin_refused) {
             return st;
         }
 
