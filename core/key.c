@@ -53,6 +53,8 @@
 #define PKI_ID_MAX           128
 #define PKI_OPEN_TRIES       10
 #define PKI_SIGN_REOPENS     3
+#define PKI_BACKOFF_MIN      100     /* ms after a failed reopen */
+#define PKI_BACKOFF_MAX      5000    /* ms, doubling from PKI_BACKOFF_MIN */
 
 /* PKCS#11 return values (pkcs11.h is not installed with libp11). */
 #define PKI_CKR_PIN_INCORRECT          0xa0UL
@@ -141,6 +143,17 @@ struct pki_vault_s {
     unsigned long      gen;          /* bumped by each successful open */
 
     pki_key_t         *keys;         /* keys of this vault */
+
+    /* Shared recovery (pki_vault_recover): one thread reopens while the
+     * others wait for it; after a failed open nobody tries again before
+     * retry_after (pki_int_now()), backoff_ms doubling up to
+     * PKI_BACKOFF_MAX.  Under state_mutex. */
+    pthread_mutex_t    state_mutex;
+    pthread_cond_t     state_cond;
+    int                reopening;
+    long               backoff_ms;
+    double             retry_after;
+    char               last_error[256];
 };
 
 struct pki_key_s {
@@ -748,6 +761,26 @@ pki_pin_refusal(unsigned long ckr)
 }
 
 
+/* 1 when the file at path is still the one whose stat was taken (same
+ * device, inode, size, mtime and ctime), or when it cannot be looked at. */
+static int
+pki_pin_file_same(const char *path, const struct stat *was)
+{
+    struct stat  st;
+
+    if (stat(path, &st) == -1) {
+        return 1;
+    }
+
+    return st.st_dev == was->st_dev && st.st_ino == was->st_ino
+           && st.st_size == was->st_size
+           && st.st_mtim.tv_sec == was->st_mtim.tv_sec
+           && st.st_mtim.tv_nsec == was->st_mtim.tv_nsec
+           && st.st_ctim.tv_sec == was->st_ctim.tv_sec
+           && st.st_ctim.tv_nsec == was->st_ctim.tv_nsec;
+}
+
+
 /*
  * The token refused v->pin (v->pin_refused): no C_Login with it again, as
  * an HSM locks the PIN after a few failures.  Only a PIN file that changed
@@ -764,14 +797,7 @@ pki_vault_pin_retry(pki_vault_t *v, pki_result_t *res)
     struct stat    st;
     pki_result_t   tmp;
 
-    if (stat(v->pin_file, &st) == 0
-        && st.st_dev == v->pin_st.st_dev && st.st_ino == v->pin_st.st_ino
-        && st.st_size == v->pin_st.st_size
-        && st.st_mtim.tv_sec == v->pin_st.st_mtim.tv_sec
-        && st.st_mtim.tv_nsec == v->pin_st.st_mtim.tv_nsec
-        && st.st_ctim.tv_sec == v->pin_st.st_ctim.tv_sec
-        && st.st_ctim.tv_nsec == v->pin_st.st_ctim.tv_nsec)
-    {
+    if (pki_pin_file_same(v->pin_file, &v->pin_st)) {
         goto refused;
     }
 
@@ -866,7 +892,22 @@ pki_vault_new(const char *name, const char *module_path,
 
     pthread_rwlockattr_destroy(&attr);
 
+    if (pthread_mutex_init(&v->state_mutex, NULL) != 0) {
+        pthread_rwlock_destroy(&v->lock);
+        pki_fail(res, PKI_INTERNAL, "pthread_mutex_init() failed");
+        goto failed;
+    }
+
+    if (pthread_cond_init(&v->state_cond, NULL) != 0) {
+        pthread_mutex_destroy(&v->state_mutex);
+        pthread_rwlock_destroy(&v->lock);
+        pki_fail(res, PKI_INTERNAL, "pthread_cond_init() failed");
+        goto failed;
+    }
+
     if (!pki_vault_read_pin(v, res)) {
+        pthread_cond_destroy(&v->state_cond);
+        pthread_mutex_destroy(&v->state_mutex);
         pthread_rwlock_destroy(&v->lock);
         goto failed;
     }
@@ -1081,19 +1122,10 @@ failed:
 
 
 static pki_status_t
-pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
+pki_vault_open_locked_do(pki_vault_t *v, pki_result_t *res)
 {
-    pki_result_t  tmp;
     pki_status_t  st;
     int           i, login_failed = 0;
-
-    if (v->ctx != NULL) {
-        return PKI_OK;
-    }
-
-    if (res == NULL) {
-        res = &tmp;
-    }
 
     if (v->pin_refused && !pki_vault_pin_retry(v, res)) {
         return res->status;
@@ -1109,10 +1141,6 @@ pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
         st = pki_vault_try_open(v, &login_failed, res);
 
         if (st == PKI_OK) {
-            v->gen++;
-            if (v->gen == 0) {
-                v->gen = 1;
-            }
             return PKI_OK;
         }
 
@@ -1128,6 +1156,49 @@ pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
     }
 
     return res->status;
+}
+
+
+/* Opens the vault (write lock held): a new generation, or the backoff of
+ * pki_vault_recover grows. */
+static pki_status_t
+pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
+{
+    pki_result_t  tmp;
+    pki_status_t  st;
+
+    if (v->ctx != NULL) {
+        return PKI_OK;
+    }
+
+    if (res == NULL) {
+        res = &tmp;
+    }
+
+    st = pki_vault_open_locked_do(v, res);
+
+    pthread_mutex_lock(&v->state_mutex);
+
+    if (st == PKI_OK) {
+        v->gen++;
+        if (v->gen == 0) {
+            v->gen = 1;
+        }
+        v->backoff_ms = 0;
+        v->retry_after = 0;
+        v->last_error[0] = '\0';
+
+    } else {
+        v->backoff_ms = v->backoff_ms == 0 ? PKI_BACKOFF_MIN
+                        : v->backoff_ms * 2 > PKI_BACKOFF_MAX
+                          ? PKI_BACKOFF_MAX : v->backoff_ms * 2;
+        v->retry_after = pki_int_now() + v->backoff_ms / 1000.0;
+        snprintf(v->last_error, sizeof(v->last_error), "%s", res->detail);
+    }
+
+    pthread_mutex_unlock(&v->state_mutex);
+
+    return st;
 }
 
 
@@ -1178,6 +1249,8 @@ pki_vault_free(pki_vault_t *v)
         k->open = 0;
     }
 
+    pthread_cond_destroy(&v->state_cond);
+    pthread_mutex_destroy(&v->state_mutex);
     pthread_rwlock_destroy(&v->lock);
     pki_vault_wipe_pin(v);
     free(v->name);
@@ -2818,6 +2891,102 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 }
 
 
+/*
+ * A signer (or decrypter) of key k found no usable handle: failed when the
+ * handle it used did not work (or its lookup failed in this generation
+ * seen), otherwise the vault is closed or k's handle is from an older
+ * generation.  One thread at a time repairs (close, reopen, re-fetch under
+ * the write lock) while the others wait for it and then look again; after
+ * a failed reopen nobody tries before the vault's retry_after, and while
+ * the token refuses the PIN nobody tries before the PIN file changes: such
+ * callers fail at once, without the write lock.  Returns 1 to look again,
+ * 0 to give up (the reason is in res->log).
+ */
+static int
+pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
+    unsigned long seen, pki_result_t *res)
+{
+    double         wait;
+    struct stat    pst;
+    pki_result_t   tmp;
+    unsigned long  refused;
+
+    pthread_rwlock_rdlock(&v->lock);
+    refused = v->ctx == NULL ? v->pin_refused : 0;
+    pst = v->pin_st;
+    pthread_rwlock_unlock(&v->lock);
+
+    pthread_mutex_lock(&v->state_mutex);
+
+    if (v->reopening) {
+        while (v->reopening) {
+            pthread_cond_wait(&v->state_cond, &v->state_mutex);
+        }
+        pthread_mutex_unlock(&v->state_mutex);
+        return 1;
+    }
+
+    if (refused && pki_pin_file_same(v->pin_file, &pst)) {
+        pthread_mutex_unlock(&v->state_mutex);
+        pki_log(res, "%svault \"%s\": the token \"%s\" refused the PIN "
+                "(%s); fix the PIN file \"%s\", nothing is retried until "
+                "it changes", res->log[0] ? "; " : "", v->name, v->token,
+                pki_pin_refusal(refused), v->pin_file);
+        return 0;
+    }
+
+    wait = v->retry_after - pki_int_now();
+
+    if (!refused && !failed && wait > 0) {
+        pki_log(res, "%svault \"%s\" is unavailable, next try in %ld ms%s%s",
+                res->log[0] ? "; " : "", v->name, (long) (wait * 1000) + 1,
+                v->last_error[0] ? ": " : "", v->last_error);
+        pthread_mutex_unlock(&v->state_mutex);
+        return 0;
+    }
+
+    v->reopening = 1;
+    pthread_mutex_unlock(&v->state_mutex);
+
+    if (failed) {
+        pki_jitter_sleep(10, 20);
+    }
+
+    pki_result_init(&tmp);
+
+    pthread_rwlock_wrlock(&v->lock);
+
+    if (failed && v->gen == seen && v->ctx != NULL) {
+        /* Nobody reopened since our failure: do it. */
+        pki_vault_close_locked(v);
+    }
+
+    if (v->ctx == NULL) {
+        (void) pki_vault_open_locked(v, &tmp);
+    }
+
+    if (v->ctx != NULL && k->gen != v->gen) {
+        (void) pki_key_fetch_locked(k, &tmp);
+    }
+
+    pthread_rwlock_unlock(&v->lock);
+
+    pthread_mutex_lock(&v->state_mutex);
+    v->reopening = 0;
+    pthread_cond_broadcast(&v->state_cond);
+    pthread_mutex_unlock(&v->state_mutex);
+
+    if (tmp.status != PKI_OK && strstr(res->log, tmp.detail) == NULL) {
+        pki_log(res, "%s%s", res->log[0] ? "; " : "", tmp.detail);
+        if (tmp.log[0] != '\0') {
+            pki_log(res, " (%s)", tmp.log);
+        }
+    }
+
+    return 1;
+}
+
+
 static pki_status_t pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op,
     pki_result_t *res);
 
@@ -2843,7 +3012,6 @@ static pki_status_t
 pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 {
     pki_vault_t    *v;
-    pki_result_t    tmp;
     unsigned long   seen;
     int             attempt, rc, failed;
 
@@ -2891,38 +3059,10 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
             pthread_rwlock_unlock(&v->lock);
         }
 
-        if (attempt >= PKI_SIGN_REOPENS) {
+        if (attempt >= PKI_SIGN_REOPENS
+            || !pki_vault_recover(v, k, failed, seen, res))
+        {
             break;
-        }
-
-        if (failed) {
-            pki_jitter_sleep(10L * (attempt + 1), 20L * (attempt + 1));
-        }
-
-        pki_result_init(&tmp);
-
-        pthread_rwlock_wrlock(&v->lock);
-
-        if (failed && v->gen == seen) {
-            /* Nobody reopened since our failure: do it. */
-            pki_vault_close_locked(v);
-        }
-
-        if (v->ctx == NULL) {
-            (void) pki_vault_open_locked(v, &tmp);
-        }
-
-        if (v->ctx != NULL && k->gen != v->gen) {
-            (void) pki_key_fetch_locked(k, &tmp);
-        }
-
-        pthread_rwlock_unlock(&v->lock);
-
-        if (tmp.status != PKI_OK && strstr(res->log, tmp.detail) == NULL) {
-            pki_log(res, "%s%s", res->log[0] ? "; " : "", tmp.detail);
-            if (tmp.log[0] != '\0') {
-                pki_log(res, " (%s)", tmp.log);
-            }
         }
     }
 
@@ -3220,10 +3360,9 @@ PKI_API pki_status_t
 pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
     unsigned char **out, size_t *outlen, pki_result_t *res)
 {
-    int             attempt, rc;
+    int             attempt, rc, failed;
     size_t          cap, n;
     pki_vault_t    *v;
-    pki_result_t    tmp;
     unsigned char  *buf;
     unsigned long   seen;
 
@@ -3283,37 +3422,20 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
                 break;
             }
 
+            failed = 1;
+
         } else {
+            failed = v->ctx != NULL && k->bad_gen == v->gen;
             pthread_rwlock_unlock(&v->lock);
         }
 
-        if (attempt >= PKI_SIGN_REOPENS) {
+        rc = -1;
+
+        if (attempt >= PKI_SIGN_REOPENS
+            || !pki_vault_recover(v, k, failed, seen, res))
+        {
             break;
         }
-
-        pki_jitter_sleep(10L * (attempt + 1), 20L * (attempt + 1));
-
-        pki_result_init(&tmp);
-
-        pthread_rwlock_wrlock(&v->lock);
-
-        if (v->gen == seen && v->ctx != NULL
-            && ((rc < 0 && k->gen == v->gen) || k->bad_gen == v->gen))
-        {
-            pki_vault_close_locked(v);
-        }
-
-        if (v->ctx == NULL) {
-            (void) pki_vault_open_locked(v, &tmp);
-        }
-
-        if (v->ctx != NULL && k->gen != v->gen) {
-            (void) pki_key_fetch_locked(k, &tmp);
-        }
-
-        pthread_rwlock_unlock(&v->lock);
-
-        rc = -1;
     }
 
 result:
