@@ -1359,31 +1359,76 @@ pki_uri_text(const char *ref, const char *name, const char *v, size_t len,
 }
 
 
+/*
+ * ref as an error may show it: the value of every pin-value or pin-source
+ * attribute (any case, path or query) becomes "(hidden)", so that a URI
+ * refused for another reason does not carry its PIN into a log.
+ */
+static void
+pki_uri_redact(const char *ref, char *out, size_t size)
+{
+    size_t       n, nlen;
+    const char  *p;
+
+    n = 0;
+
+    for (p = ref; *p != '\0' && n + 1 < size; ) {
+
+        nlen = strncasecmp(p, "pin-value=", 10) == 0 ? 10
+               : strncasecmp(p, "pin-source=", 11) == 0 ? 11 : 0;
+
+        if (nlen == 0 || (p != ref && p[-1] != ';' && p[-1] != '?'
+                          && p[-1] != '&' && p[-1] != ':'))
+        {
+            out[n++] = *p++;
+            continue;
+        }
+
+        n += (size_t) snprintf(out + n, size - n, "%.*s(hidden)",
+                               (int) nlen, p);
+        if (n >= size) {
+            n = size - 1;
+            break;
+        }
+
+        p += nlen;
+        while (*p != '\0' && *p != ';' && *p != '&' && *p != '?') {
+            p++;
+        }
+    }
+
+    out[n] = '\0';
+}
+
+
 static int
-pki_uri_parse(const char *ref, pki_uri_t *u, pki_result_t *res)
+pki_uri_parse(const char *uri, pki_uri_t *u, pki_result_t *res)
 {
     const char  *p, *end, *q, *eq, *path_end;
     size_t       nlen, vlen, len;
     long         n;
-    char         tbuf[16];
+    char         tbuf[16], ref[PKI_URI_MAX + 1];
 
     memset(u, 0, sizeof(*u));
 
-    len = strlen(ref);
+    len = strlen(uri);
     if (len > PKI_URI_MAX) {
         pki_fail(res, PKI_MALFORMED, "key URI is too long");
         return 0;
     }
 
-    if (strncasecmp(ref, "pkcs11:", 7) != 0) {
+    /* errors show ref (PINs hidden); parsing reads uri */
+    pki_uri_redact(uri, ref, sizeof(ref));
+
+    if (strncasecmp(uri, "pkcs11:", 7) != 0) {
         pki_fail(res, PKI_MALFORMED, "key \"%s\" is not a pkcs11: URI", ref);
         return 0;
     }
 
-    p = ref + 7;
+    p = uri + 7;
     path_end = strchr(p, '?');
     if (path_end == NULL) {
-        path_end = ref + len;
+        path_end = uri + len;
     }
 
     /* Query attributes: only PINs and modules could appear; refuse all. */

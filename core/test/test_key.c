@@ -352,6 +352,21 @@ static const badref_t  badrefs[] = {
 };
 
 
+/* refused for something else than the PIN they carry (4321) */
+static const char  *pinrefs[] = {
+    "pkcs11:token=%zz;pin-value=4321",
+    "pkcs11:object=a;object=b;pin-value=4321",
+    "pkcs11:object=a;type=public;pin-value=4321",
+    "pkcs11:id=%zz;pin-value=4321;object=k",
+    "pkcs11:object;pin-value=4321",
+    "pkcs11:token=t;PIN-VALUE=4321;object=%zz",
+    "pkcs11:pin-value=4321;object=a%00b",
+    "pkcs11:token=t?pin-source=/x/4321&pin-value=4321",
+    "pkcs11:object=k;type=x?pin-value=4321",
+    "pkcs11:token=t;object=k;foo=1;pin-source=file:4321",
+};
+
+
 static void
 test_bad_refs(void)
 {
@@ -414,6 +429,17 @@ test_bad_refs(void)
            && strstr(res.log, enc_pass) == NULL,
            "%s refused by key_open [%s]", b->name, res.detail);
         ok(pki_key_public(k) == NULL, "%s: no public key", b->name);
+        pki_key_free(k);
+    }
+
+    /* A URI refused for another reason never shows its PIN. */
+    for (i = 0; i < sizeof(pinrefs) / sizeof(pinrefs[0]); i++) {
+        pki_result_init(&res);
+        k = pki_key_new(pinrefs[i], NULL, &res);
+        ok(k == NULL && res.status == PKI_MALFORMED
+           && strstr(res.detail, "4321") == NULL
+           && strstr(res.log, "4321") == NULL,
+           "PIN of a refused URI is not shown: %s", res.detail);
         pki_key_free(k);
     }
 
