@@ -143,6 +143,8 @@ static char *ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_pki_key_vault_line(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
+static void ngx_http_pki_pin_file_check(ngx_conf_t *cf, ngx_str_t *name,
+    u_char *file);
 static char *ngx_http_pki_template(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_pki_template_line(ngx_conf_t *cf, ngx_command_t *dummy,
@@ -888,6 +890,10 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_http_pki_pin_file_check(cf, &name,
+                                (u_char *) ngx_http_pki_cstr(cf->pool,
+                                                             &vc.pin_file));
+
     pki_result_init(&res);
 
     v = pki_vault_new(ngx_http_pki_cstr(cf->pool, &name),
@@ -971,6 +977,52 @@ ngx_http_pki_key_vault_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
                        "unknown directive \"%V\" in pki_key_vault",
                        &value[0]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * A PIN file that group or others may read or write, or that a user other
+ * than root and nginx's own owns, is warned about at "nginx -t", not
+ * refused: a refusal would stop a running fleet at its next reload.  The
+ * checks are on the file the PIN is read from (symbolic links followed:
+ * secret mounts such as Kubernetes' are links).
+ */
+
+static void
+ngx_http_pki_pin_file_check(ngx_conf_t *cf, ngx_str_t *name, u_char *file)
+{
+    ngx_uint_t       perm;
+    ngx_file_info_t  fi;
+
+    if (file == NULL || ngx_file_info(file, &fi) == NGX_FILE_ERROR) {
+        return;                 /* pki_vault_new() tells why */
+    }
+
+    perm = fi.st_mode & 07777;
+
+    if (perm & (S_IWGRP | S_IWOTH)) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "pki_key_vault \"%V\": PIN file \"%s\" is "
+                           "writable by group or others (mode 0%ui%ui%ui): "
+                           "anyone who can write it chooses the PIN nginx "
+                           "logs in with; make it 0600 or 0400", name, file,
+                           (perm >> 6) & 7, (perm >> 3) & 7, perm & 7);
+
+    } else if (perm & (S_IRGRP | S_IROTH)) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "pki_key_vault \"%V\": PIN file \"%s\" is "
+                           "readable by group or others (mode 0%ui%ui%ui); "
+                           "make it 0600 or 0400", name, file,
+                           (perm >> 6) & 7, (perm >> 3) & 7, perm & 7);
+    }
+
+    if (fi.st_uid != 0 && fi.st_uid != geteuid()) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "pki_key_vault \"%V\": PIN file \"%s\" is "
+                           "owned by uid %uL, neither root nor the user "
+                           "nginx reads it as (uid %uL)", name, file,
+                           (uint64_t) fi.st_uid, (uint64_t) geteuid());
+    }
 }
 
 

@@ -1,0 +1,74 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# The PIN file and the processes that log in to the token.
+#  - nginx -t warns (does not refuse) when the PIN file is readable or
+#    writable by group or others, or owned by another non-root user; a
+#    0600 file owned by root gets no warning;
+#  - only worker processes open the token: nginx's cache manager and cache
+#    loader (proxy_cache_path) run the modules' init_process too, and must
+#    not load the PKCS#11 module nor log in (checked in /proc/PID/maps).
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+my $dir = $t->dir;
+my $conf = $t->render_conf;
+my $pinfile = $t->pki . '/hsm/pin';
+my $pin = slurp($pinfile) // '';
+
+# --- PIN file warnings at nginx -t --------------------------------------------
+
+my $f = "$dir/pin.test";
+spew($f, $pin);
+(my $c = $conf) =~ s{pin_file \Q$pinfile\E;}{pin_file $f;}
+    or BAIL_OUT('pin_file not found in the config');
+my $file = $t->write_conf($c, 'pin.conf');
+
+sub check {
+    my ($mode, $uid) = @_;
+    chmod $mode, $f;
+    chown $uid, -1, $f;
+    return $t->nginx_test($file);
+}
+
+my ($ok, $out) = check(0600, 0);
+ok($ok, 'nginx -t: 0600 root PIN file accepted');
+unlike($out, qr/PIN file/, 'and no warning about it') or diag($out);
+
+($ok, $out) = check(0640, 0);
+ok($ok, 'nginx -t: group-readable PIN file accepted (not refused)');
+like($out, qr/\[warn\].*pki_key_vault "\S+": PIN file "\Q$f\E" is readable by group or others \(mode 0640\).* in \S+pin\.conf:\d+/,
+     'with a warning naming the mode, file and line') or diag($out);
+
+($ok, $out) = check(0604, 0);
+like($out, qr/\[warn\].*readable by group or others \(mode 0604\)/,
+     'world-readable: warned') or diag($out);
+
+($ok, $out) = check(0622, 0);
+ok($ok, 'nginx -t: group/other-writable PIN file accepted');
+like($out, qr/\[warn\].*PIN file "\Q$f\E" is writable by group or others \(mode 0622\)/,
+     'with a warning that it is writable') or diag($out);
+
+SKIP: {
+    skip 'chown needs root', 2 if $> != 0;
+    ($ok, $out) = check(0600, 65534);
+    ok($ok, 'nginx -t: PIN file owned by another user accepted');
+    like($out, qr/\[warn\].*PIN file "\Q$f\E" is owned by uid 65534, neither root nor/,
+         'with a warning about its owner') or diag($out);
+}
+chown 0, -1, $f;
+chmod 0600, $f;
+
+my $s = $pin =~ s/\s+//gr;
+unlike($out, qr/\Q$s\E/, 'the PIN is in no nginx -t output') if length $s;
+
+done_testing();
