@@ -463,6 +463,9 @@ ngx_http_pki_init_module(ngx_cycle_t *cycle)
  * Never fails: a failed init_process makes the worker exit for good and
  * its clients hang.  A vault or key that does not open is logged; signing
  * then answers "unavailable" (503) and the core reopens on the next use.
+ * Only workers (or a single process) serve requests: nginx's helpers (the
+ * cache manager and loader) run init_process too, and must not load the
+ * PKCS#11 module nor log in to the token.
  */
 
 static ngx_int_t
@@ -473,6 +476,12 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
     pki_result_t               res;
     ngx_http_pki_vault_t      *vault;
     ngx_http_pki_main_conf_t  *pmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
 
     pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_pki_module);
     if (pmcf == NULL) {

@@ -71,4 +71,55 @@ chmod 0600, $f;
 my $s = $pin =~ s/\s+//gr;
 unlike($out, qr/\Q$s\E/, 'the PIN is in no nginx -t output') if length $s;
 
+# --- only workers open the token -------------------------------------------------
+
+(my $cc = $conf) =~ s{^(\s*http\s*\{)}{$1\n    proxy_cache_path $dir/cache keys_zone=pkitest:1m;}m
+    or BAIL_OUT('no http block in the config');
+my $master = $t->start_nginx($cc);
+
+sub children {
+    my %p;
+    for (split /\n/, `ps -o pid=,args= --ppid $master 2>/dev/null`) {
+        $p{$1} = $2 if /^\s*(\d+)\s+(.*?)\s*$/;
+    }
+    return %p;
+}
+
+sub has_module {
+    my ($pid) = @_;
+    my $maps = slurp("/proc/$pid/maps") // '';
+    my $mod = $PKITest::P11 =~ s{.*/}{}r;
+    return $maps =~ /\Q$mod\E/ ? 1 : 0;
+}
+
+my %kids;
+my $deadline = time + 10;
+while (time < $deadline) {
+    %kids = children();
+    last if grep { /cache loader/ } values %kids;
+    sleep 0.1;
+}
+sleep 0.5;    # init_process of every child is done by then
+
+my @workers = grep { $kids{$_} =~ /worker process/ } keys %kids;
+my @helpers = grep { $kids{$_} =~ /cache (?:manager|loader)/ } keys %kids;
+ok(@workers >= 1, 'nginx runs ' . scalar(@workers) . ' worker(s)');
+is(scalar(@helpers), 2, 'and a cache manager and a cache loader')
+    or diag(explain(\%kids));
+is(scalar(grep { has_module($_) } @workers), scalar(@workers),
+   'every worker loaded the PKCS#11 module');
+is(scalar(grep { has_module($_) } @helpers), 0,
+   'no cache helper loaded it (no C_Initialize, no login)')
+    or diag(join "\n", map { "$_ $kids{$_}" } grep { has_module($_) } @helpers);
+
+my $r = $t->est_post('simpleenroll', ($t->make_csr('pin', subj => '/CN=pin-test'))[0],
+                     max_time => 15, quiet => 1);
+is($r->{code}, 200, 'the workers enroll');
+
+my $log = slurp($t->error_log) // '';
+unlike($log, qr/\[(?:emerg|alert|crit)\]/, 'no emerg/alert/crit in the error log')
+    or diag($log);
+
+$t->stop_nginx;
+
 done_testing();
