@@ -1018,24 +1018,38 @@ ngx_http_pki_key_vault_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
 
 
 /*
- * A PIN file that group or others may read or write, or that a user other
- * than root and nginx's own owns, is warned about at "nginx -t", not
- * refused: a refusal would stop a running fleet at its next reload.  The
- * checks are on the file the PIN is read from (symbolic links followed:
- * secret mounts such as Kubernetes' are links).
+ * A PIN file that group or others may write, that others (or a group
+ * other than that of nginx's "user") may read, or that a user other than
+ * root and nginx's own owns, is warned about at "nginx -t", not refused: a
+ * refusal would stop a running fleet at its next reload.  (The master
+ * reads the PIN; a worker reads it again only after the token refused it
+ * and the file changed, hence the group of the workers.)  The checks are
+ * on the file the PIN is read from (symbolic links followed: secret mounts
+ * such as Kubernetes' are links).
  */
 
 static void
 ngx_http_pki_pin_file_check(ngx_conf_t *cf, ngx_str_t *name, u_char *file)
 {
-    ngx_uint_t       perm;
-    ngx_file_info_t  fi;
+    ngx_uint_t        perm;
+    ngx_file_info_t   fi;
+    ngx_core_conf_t  *ccf;
 
     if (file == NULL || ngx_file_info(file, &fi) == NGX_FILE_ERROR) {
         return;                 /* pki_vault_new() tells why */
     }
 
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
+                                           ngx_core_module);
+
     perm = fi.st_mode & 07777;
+
+    if ((perm & S_IRGRP) && !(perm & (S_IROTH | S_IWGRP | S_IWOTH))
+        && ccf != NULL && ccf->group != (ngx_gid_t) NGX_CONF_UNSET_UINT
+        && fi.st_gid == ccf->group)
+    {
+        perm &= ~S_IRGRP;       /* readable by the workers' group only */
+    }
 
     if (perm & (S_IWGRP | S_IWOTH)) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
