@@ -57,6 +57,18 @@ static const char *spy;
 static const char *token;
 
 
+/* LeakSanitizer (./build.sh test --sanitize): pkcs11-spy itself leaks 16
+ * bytes at load (its interface list); not ours. */
+const char *__lsan_default_suppressions(void)
+    __attribute__((visibility("default")));
+
+const char *
+__lsan_default_suppressions(void)
+{
+    return "leak:pkcs11-spy.so\n";
+}
+
+
 static double
 now_s(void)
 {
@@ -458,6 +470,13 @@ main(void)
     setenv("PKCS11SPY", module, 1);
     setenv("PKCS11SPY_OUTPUT", spy_log, 1);
     pki_init();
+
+    /* The spy allocates its function lists once per load and never frees
+     * them; each unload of the module (the last vault closing) would leak
+     * them (LeakSanitizer).  Kept loaded, they stay reachable. */
+    if (dlopen(spy, RTLD_NOW | RTLD_LOCAL) == NULL) {
+        skip_all("cannot load pkcs11-spy");
+    }
 
     test_wrong_from_start(uri, good);
     test_changed_at_token(uri, good);
