@@ -860,6 +860,14 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
     pki_audit_conf_t             ac;
     ngx_http_pki_m_main_conf_t  *mmcf;
 
+    /* nginx's cache manager and loader run init_process too: they have
+     * no thread pool for the timers below to post to (they crashed) */
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
     mmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_pki_metrics_module);
     if (mmcf == NULL) {

@@ -149,4 +149,19 @@ unlike($log, qr/\[(?:emerg|alert|crit)\]/, 'no emerg/alert/crit in the error log
 
 $t->stop_nginx;
 
+# --- the same with the transaction log and the metrics zone -------------------
+
+# their timers used to run in the cache helpers too, which have no thread
+# pool: the helpers died (signal 11) a second or two after the start
+(my $full = $t->render_conf) =~
+    s{^(\s*http\s*\{)}{$1\n    proxy_cache_path $dir/cache2 keys_zone=pkitest2:1m;}m
+    or BAIL_OUT('no http block in the config');
+$t->start_nginx($full);
+sleep 3;
+$log = slurp($t->error_log) // '';
+unlike($log, qr/exited on signal|\[(?:emerg|alert|crit)\]/,
+       'with the transaction log and metrics: no helper dies, no '
+       . 'emerg/alert/crit') or diag($log);
+$t->stop_nginx;
+
 done_testing();
