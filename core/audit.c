@@ -216,6 +216,7 @@ static __thread unsigned long long  pki_ticket;
 static pki_event_sink_pt   pki_sink;
 static void               *pki_sink_arg;
 static pki_audit_t        *pki_default_log;
+static int                 pki_audit_required;
 static __thread pki_actor_t  pki_actor;
 
 
@@ -531,7 +532,15 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
 
     st = PKI_OK;
 
-    if (pki_default_log != NULL && e.type != PKI_EV_SIGN
+    if (pki_default_log == NULL && pki_audit_required
+        && (e.type == PKI_EV_ISSUE || e.type == PKI_EV_REVOKE))
+    {
+        /* a log is configured but did not open: fail closed, nothing is
+         * handed out that the log does not hold */
+        st = pki_fail(res, PKI_UNAVAILABLE, "the transaction log is not "
+                      "open");
+
+    } else if (pki_default_log != NULL && e.type != PKI_EV_SIGN
         && e.type != PKI_EV_REDIS)
     {
         unsigned long long  t;
@@ -575,6 +584,20 @@ void
 pki_audit_set_default(pki_audit_t *a)
 {
     pki_default_log = a;
+}
+
+
+void
+pki_audit_set_required(int on)
+{
+    pki_audit_required = on;
+}
+
+
+int
+pki_int_audit_ready(void)
+{
+    return pki_default_log != NULL || !pki_audit_required;
 }
 
 
@@ -963,12 +986,17 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
 
     if (a->key != NULL) {
         pub = pki_key_public(a->key);
-        if (pub == NULL || !pki_key_id(pub, a->key_id)) {
-            pki_fail(res, PKI_INTERNAL, "the audit key is not open");
-            goto failed;
-        }
 
-        pki_audit_write_pubkey(a, pub);
+        if (pub == NULL || !pki_key_id(pub, a->key_id)) {
+            /* the log goes on, its checkpoints unsigned: a token that is
+             * away must not stop issuance from being logged */
+            a->key = NULL;
+            pki_log(res, "%sthe audit key is not open: checkpoints are not "
+                    "signed", (res && res->log[0]) ? "; " : "");
+
+        } else {
+            pki_audit_write_pubkey(a, pub);
+        }
     }
 
     return a;
@@ -2667,6 +2695,92 @@ failed:
 }
 
 
+/* The 16 hex digits of the id file path into buf: 1, -1 when there is no
+ * such file, 0 with res filled when it cannot be read or is malformed. */
+static int
+pki_audit_read_id(const char *path, char *buf, pki_result_t *res)
+{
+    int      fd;
+    size_t   n, i;
+    ssize_t  got;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 && errno == ENOENT) {
+        return -1;
+    }
+
+    if (fd < 0) {
+        pki_fail(res, PKI_INTERNAL, "cannot open %s: %s", path,
+                 strerror(errno));
+        return 0;
+    }
+
+    /* one byte more than an id and its newline: a longer file is not one */
+    n = 0;
+    while (n < PKI_AUDIT_ID_LEN + 2) {
+        got = read(fd, buf + n, PKI_AUDIT_ID_LEN + 2 - n);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            pki_fail(res, PKI_INTERNAL, "cannot read %s: %s", path,
+                     strerror(errno));
+            close(fd);
+            return 0;
+        }
+        if (got == 0) {
+            break;
+        }
+        n += (size_t) got;
+    }
+
+    close(fd);
+
+    if (n == PKI_AUDIT_ID_LEN + 1 && buf[PKI_AUDIT_ID_LEN] == '\n') {
+        n--;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!((buf[i] >= '0' && buf[i] <= '9')
+              || (buf[i] >= 'a' && buf[i] <= 'f')))
+        {
+            break;
+        }
+    }
+
+    if (n != PKI_AUDIT_ID_LEN || i != n) {
+        pki_fail(res, PKI_INTERNAL, "%s is malformed (not 16 lowercase hex "
+                 "digits and a newline)", path);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+pki_status_t
+pki_audit_check_dir(const char *dir, pki_result_t *res)
+{
+    int    rc;
+    char  *path, buf[PKI_AUDIT_ID_LEN + 2];
+
+    path = pki_path(dir, "audit.id");
+    if (path == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    rc = pki_audit_read_id(path, buf, res);
+    free(path);
+
+    if (rc == 0) {
+        return res ? res->status : PKI_INTERNAL;
+    }
+
+    return PKI_OK;
+}
+
+
 /* This log's names in stream keys: "<host>-<id>", with the id of
  * DIR/audit.id (made when missing), and the previous version's
  * "<host>-<dir hash>" (the first 6 bytes of SHA-256 over the directory's
@@ -2677,10 +2791,8 @@ failed:
 static int
 pki_audit_logid(pki_audit_t *a, pki_result_t *res)
 {
-    int            fd;
+    int            rc;
     char           host[64], *real, *path, buf[PKI_AUDIT_ID_LEN + 2], *p;
-    size_t         n, i;
-    ssize_t        got;
     const char    *d;
     unsigned char  md[SHA256_DIGEST_LENGTH];
 
@@ -2709,58 +2821,21 @@ pki_audit_logid(pki_audit_t *a, pki_result_t *res)
         return 0;
     }
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    rc = pki_audit_read_id(path, buf, res);
 
-    if (fd < 0 && errno == ENOENT) {
+    if (rc < 0) {
         if (!pki_audit_make_id(a->dir, path, res)) {
             goto failed;
         }
 
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        rc = pki_audit_read_id(path, buf, res);
     }
 
-    if (fd < 0) {
-        pki_fail(res, PKI_INTERNAL, "cannot open %s: %s", path,
-                 strerror(errno));
-        goto failed;
-    }
-
-    /* one byte more than an id and its newline: a longer file is not one */
-    n = 0;
-    while (n < sizeof(buf)) {
-        got = read(fd, buf + n, sizeof(buf) - n);
-        if (got < 0 && errno == EINTR) {
-            continue;
+    if (rc <= 0) {
+        if (rc < 0) {
+            pki_fail(res, PKI_INTERNAL, "cannot open %s: %s", path,
+                     strerror(ENOENT));
         }
-        if (got < 0) {
-            pki_fail(res, PKI_INTERNAL, "cannot read %s: %s", path,
-                     strerror(errno));
-            close(fd);
-            goto failed;
-        }
-        if (got == 0) {
-            break;
-        }
-        n += (size_t) got;
-    }
-
-    close(fd);
-
-    if (n == PKI_AUDIT_ID_LEN + 1 && buf[PKI_AUDIT_ID_LEN] == '\n') {
-        n--;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (!((buf[i] >= '0' && buf[i] <= '9')
-              || (buf[i] >= 'a' && buf[i] <= 'f')))
-        {
-            break;
-        }
-    }
-
-    if (n != PKI_AUDIT_ID_LEN || i != n) {
-        pki_fail(res, PKI_INTERNAL, "%s is malformed (not 16 lowercase hex "
-                 "digits and a newline)", path);
         goto failed;
     }
 

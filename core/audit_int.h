@@ -47,6 +47,10 @@ pki_status_t pki_int_record_commit_carry(pki_redis_t *r,
     const char *body, size_t blen, char *rid, size_t ridsize,
     pki_result_t *res);
 
+/* audit.c, for issue.c: 0 when a log is required (pki_audit_set_required)
+ * and none is open: an issuance is refused before anything is signed. */
+int pki_int_audit_ready(void);
+
 /* audit.c, for issue.c: the stream key that carries the entries of CA
  * "ca" on store r to the default log, or NULL when they are written and
  * synced by the log itself (no log, no syncer, or not registered with

@@ -1929,7 +1929,20 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 
     pki_issue_carried = 0;
     link = pki_issue_link_next;
-    rc = pki_issue_do(ca, t, r, req, ictx, out, res);
+
+    if (pki_int_audit_ready()) {
+        rc = pki_issue_do(ca, t, r, req, ictx, out, res);
+
+    } else {
+        /* a transaction log is configured and not open: nothing is
+         * signed that it could not hold */
+        if (out != NULL) {
+            *out = NULL;
+        }
+        rc = pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");
+        pki_log(res, "transaction log: not open");
+    }
+
     pki_reserved_fn = NULL;         /* one call only, even when unused */
     pki_issue_link_next = NULL;
 

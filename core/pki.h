@@ -880,6 +880,14 @@ PKI_API pki_audit_t *pki_audit_open(const pki_audit_conf_t *conf,
 PKI_API void pki_audit_close(pki_audit_t *a);
 /* The log pki_event_emit writes to (NULL: none). */
 PKI_API void pki_audit_set_default(pki_audit_t *a);
+/* A log is configured (set once at start): while no default log is set
+ * (it did not open), pki_event_emit refuses issuance and revocation events
+ * with PKI_UNAVAILABLE and pki_issue refuses before it signs (fail
+ * closed).  The sink still gets the events. */
+PKI_API void pki_audit_set_required(int on);
+/* For a configuration test: DIR/audit.id, if there is one, is well formed
+ * (the log does not open otherwise). */
+PKI_API pki_status_t pki_audit_check_dir(const char *dir, pki_result_t *res);
 PKI_API pki_status_t pki_audit_append(pki_audit_t *a, const pki_event_t *ev,
     int durable, pki_result_t *res);
 /* Writes a signed checkpoint now if entries were added since the last. */

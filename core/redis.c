@@ -1536,8 +1536,16 @@ pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
     pki_status_t  st;
     pki_result_t  ares;
 
-    st = pki_record_revoke_do(r, ca, serial, reason, when, invalidity_date,
-                              out, res);
+    if (pki_int_audit_ready()) {
+        st = pki_record_revoke_do(r, ca, serial, reason, when,
+                                  invalidity_date, out, res);
+
+    } else {
+        /* a transaction log is configured and not open: no change that
+         * it could not hold */
+        st = pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");
+        pki_log(res, "transaction log: not open");
+    }
 
     if (st == PKI_NOT_FOUND) {
         return st;

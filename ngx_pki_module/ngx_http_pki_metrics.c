@@ -578,6 +578,14 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    pki_result_init(&res);
+
+    if (pki_audit_check_dir((char *) mmcf->dir.data, &res) != PKI_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "pki_audit_log: %s",
+                           res.detail);
+        return NGX_CONF_ERROR;
+    }
+
     if (mmcf->key_ref.len == 0) {
         return NGX_CONF_OK;
     }
@@ -886,19 +894,26 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
     }
 
     if (mmcf->dir.len) {
+        /* until the log is open (and if it does not open), issuance and
+         * revocation fail closed: no certificate leaves unlogged */
+        pki_audit_set_required(1);
+
+        ngx_memzero(&ac, sizeof(pki_audit_conf_t));
+        ac.key = mmcf->key;
+
         pki_result_init(&res);
 
         if (mmcf->key && pki_key_open(mmcf->key, &res) != PKI_OK) {
+            /* the log itself goes on */
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
                           "pki_audit_log: key did not open: %s (%s); "
                           "checkpoints are not signed", res.detail, res.log);
+            ac.key = NULL;
         }
 
-        ngx_memzero(&ac, sizeof(pki_audit_conf_t));
         ac.dir = (const char *) mmcf->dir.data;
         ac.max_size = mmcf->max_size == NGX_CONF_UNSET_SIZE ? 0
                                                             : mmcf->max_size;
-        ac.key = mmcf->key;
         ac.checkpoint_every = mmcf->checkpoint == NGX_CONF_UNSET_UINT
                               ? 0 : (unsigned) mmcf->checkpoint;
         ac.no_fsync = mmcf->fsync == 0;
@@ -910,12 +925,20 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
 
         mmcf->audit = pki_audit_open(&ac, &res);
         if (mmcf->audit == NULL) {
-            /* issuance then fails closed: nothing issued goes unlogged */
+            /* issuance and revocation then fail closed (503): nothing
+             * issued goes unlogged (pki_audit_set_required) */
             ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
-                          "pki_audit_log \"%V\": %s", &mmcf->dir,
-                          res.detail);
+                          "pki_audit_log \"%V\": %s%s%s; issuance and "
+                          "revocation are refused", &mmcf->dir, res.detail,
+                          res.log[0] ? ": " : "", res.log);
 
         } else {
+            if (res.log[0]) {
+                ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                              "pki_audit_log \"%V\": %s", &mmcf->dir,
+                              res.log);
+            }
+
             pki_audit_set_default(mmcf->audit);
             ngx_http_pki_m_audit = 1;
 

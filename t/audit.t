@@ -574,4 +574,75 @@ SKIP: {
     ok($rca == 0 && $rcb == 0, 'both logs verify') or diag("$outa$outb");
 }
 
+# --- a log that does not open: fail closed -----------------------------------
+
+# A worker whose log does not open (here audit.lock cannot be opened, which
+# nginx -t does not see) answers issuance and revocation with 503: no
+# certificate is signed or returned that the log does not hold.  A
+# malformed audit.id is refused by nginx -t already, and by a worker that
+# starts with one (respawned after it was spoiled) as above.
+{
+    my $fc = $t->dir . '/audit-closed';
+    mkdir $fc;
+    mkdir "$fc/audit.lock";
+    $t->start_nginx($t->render_conf('--workers', 1, '--audit', $fc));
+
+    my ($r, $s) = enroll('audit-closed1');
+    is($r->{code}, 503, 'log not open: enrollment answers 503');
+    ok(!$s, '  no certificate returned');
+    ok(!-e "$fc/audit.log" || !(grep { $_->{type} eq 'issue' }
+                                 map { eval { $json->decode($_) } || () }
+                                 split /\n/, slurp("$fc/audit.log") // ''),
+       '  nothing logged');
+    my $el = slurp($t->error_log) // '';
+    like($el, qr/\[alert\].*pki_audit_log .*audit\.lock.*refused/,
+         '  the worker said why at start');
+
+    $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                  . '/pki/admin/revoke', user => 'admin:admin',
+                  headers => ['Content-Type: application/json'],
+                  data => qq({"serial":"$serials[1]","reason":"superseded"}));
+    is($r->{code}, 503, '  revocation answers 503 too') or diag($r->{body});
+    $t->stop_nginx;
+
+    # nginx -t refuses a malformed audit.id
+    rmdir "$fc/audit.lock";
+    spew("$fc/audit.id", "not-an-id\n");
+    my ($tok, $tout) = $t->nginx_test($t->write_conf(
+        $t->render_conf('--workers', 1, '--audit', $fc), 'badid.conf'));
+    ok(!$tok, 'nginx -t refuses a malformed audit.id');
+    like($tout, qr/\[emerg\].*audit\.id is malformed/, '  and says so')
+        or diag($tout);
+
+    # a worker that starts with one (spoiled after nginx -t): 503
+    unlink "$fc/audit.id";
+    $t->start_nginx($t->render_conf('--workers', 1, '--audit', $fc));
+    ($r) = enroll('audit-closed2');
+    is($r->{code}, 200, 'a good log: enrollment works');
+    spew("$fc/audit.id", "not-an-id\n");
+    my $m = $t->{children}{nginx};
+    my @w = $t->workers_of($m);
+    kill 'KILL', @w;
+    my $up;
+    for (1 .. 100) {
+        my @n = $t->workers_of($m);
+        $up = @n && $n[0] != $w[0];
+        last if $up;
+        select(undef, undef, undef, 0.05);
+    }
+    ok($up, '  the worker is respawned');
+    my $before = scalar(grep { $_->{type} eq 'issue' }
+                        map { eval { $json->decode($_) } || () }
+                        split /\n/, slurp("$fc/audit.log") // '');
+    ($r, $s) = enroll('audit-closed3');
+    is($r->{code}, 503, 'malformed audit.id at worker start: 503');
+    ok(!$s, '  no certificate returned');
+    select(undef, undef, undef, 0.5);
+    is(scalar(grep { $_->{type} eq 'issue' }
+              map { eval { $json->decode($_) } || () }
+              split /\n/, slurp("$fc/audit.log") // ''), $before,
+       '  and nothing more in the log');
+    $t->stop_nginx;
+}
+
 done_testing();

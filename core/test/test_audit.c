@@ -671,6 +671,101 @@ main(void)
         pki_audit_close(y);
     }
 
+    /* a log that is configured but does not open fails closed: issuance
+     * and revocation events are refused, the sink still counts them */
+    {
+        int          before;
+        char         dir3[300], path[400];
+        FILE        *f;
+        pki_key_t   *shut;
+        pki_audit_t *z;
+        pki_audit_conf_t  c3;
+
+        snprintf(dir3, sizeof(dir3), "%s/log3", tdir);
+        mkdir(dir3, 0700);
+        snprintf(path, sizeof(path), "%s/audit.lock", dir3);
+        mkdir(path, 0700);
+
+        memset(&c3, 0, sizeof(c3));
+        c3.dir = dir3;
+        pki_result_init(&res);
+        z = pki_audit_open(&c3, &res);
+        ok(z == NULL, "audit.lock not openable: the log does not open (%s)",
+           res.detail);
+
+        pki_audit_set_required(1);
+        pki_event_set_sink(sink, NULL);
+        before = sink_issue;
+
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_ISSUE;
+        ev.status = PKI_OK;
+        ev.ca = "ca1";
+        ev.serial = "0DEAD1";
+        pki_result_init(&res);
+        st = pki_event_emit(&ev, 1, &res);
+        ok(st == PKI_UNAVAILABLE, "required log not open: issuance refused "
+           "(%s)", res.detail);
+        ok(sink_issue == before + 1, "  and still counted");
+
+        ev.type = PKI_EV_REVOKE;
+        pki_result_init(&res);
+        ok(pki_event_emit(&ev, 1, &res) == PKI_UNAVAILABLE,
+           "  revocation refused");
+
+        ev.type = PKI_EV_REQUEST;
+        ev.status = PKI_UNAUTHORIZED;
+        pki_result_init(&res);
+        ok(pki_event_emit(&ev, 1, &res) == PKI_OK,
+           "  a refused request is not");
+
+        pki_event_set_sink(NULL, NULL);
+        pki_audit_set_required(0);
+
+        ev.type = PKI_EV_ISSUE;
+        ev.status = PKI_OK;
+        pki_result_init(&res);
+        ok(pki_event_emit(&ev, 1, &res) == PKI_OK,
+           "no log required: nothing refused");
+
+        /* a checkpoint key that did not open: the log opens, unsigned */
+        rmdir(path);
+        pki_result_init(&res);
+        shut = pki_key_new(keyfile, NULL, &res);
+        c3.key = shut;
+        pki_result_init(&res);
+        z = pki_audit_open(&c3, &res);
+        ok(z != NULL && res.status == PKI_OK
+           && strstr(res.log, "not signed") != NULL,
+           "a checkpoint key not open: the log opens all the same (%s)",
+           res.log);
+        ok(z != NULL && append(z, "0C0FFE", 1) == PKI_OK
+           && pki_audit_checkpoint(z, &res) == PKI_OK,
+           "  appends, a checkpoint is no error");
+        st = verify(dir3, &rep);
+        ok(st == PKI_OK && rep.entries == 1 && rep.checkpoints == 0,
+           "  nothing signed (%s)", rep.bad);
+        pki_audit_close(z);
+        pki_key_free(shut);
+
+        /* audit.id checked without opening the log (nginx -t) */
+        pki_result_init(&res);
+        ok(pki_audit_check_dir(dir3, &res) == PKI_OK, "a good audit.id");
+        snprintf(path, sizeof(path), "%s/audit.id", dir3);
+        f = fopen(path, "w");
+        if (f != NULL) {
+            fputs("not-an-id\n", f);
+            fclose(f);
+        }
+        pki_result_init(&res);
+        ok(pki_audit_check_dir(dir3, &res) != PKI_OK
+           && strstr(res.detail, "malformed") != NULL,
+           "a malformed one: %s", res.detail);
+        unlink(path);
+        pki_result_init(&res);
+        ok(pki_audit_check_dir(dir3, &res) == PKI_OK, "none (made later)");
+    }
+
     a = shared_log;
     pki_audit_close(a);
     pki_audit_close(b);
