@@ -239,6 +239,7 @@ static long long pki_audit_ms(void);
 static int pki_audit_logid(pki_audit_t *a, pki_result_t *res);
 static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
     off_t size);
+static int pki_audit_recover(pki_audit_t *a, pki_result_t *res);
 
 
 /* ---- the hook -------------------------------------------------------------- */
@@ -915,6 +916,7 @@ pki_audit_write_pubkey(pki_audit_t *a, EVP_PKEY *pub)
 pki_audit_t *
 pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
 {
+    int             ok;
     char           *lockpath;
     EVP_PKEY       *pub;
     struct stat     st;
@@ -997,6 +999,22 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
         } else {
             pki_audit_write_pubkey(a, pub);
         }
+    }
+
+    /* the first look at audit.log: a crash may have left a damaged tail */
+    while (flock(a->lockfd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            pki_fail(res, PKI_INTERNAL, "flock(%s/audit.lock) failed: %s",
+                     conf->dir, strerror(errno));
+            goto failed;
+        }
+    }
+
+    ok = pki_audit_recover(a, res);
+    (void) flock(a->lockfd, LOCK_UN);
+
+    if (!ok) {
+        goto failed;
     }
 
     return a;
@@ -1914,6 +1932,212 @@ pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino, off_t size)
     }
 
     (void) pki_audit_gate(a, F_UNLCK);
+}
+
+
+/* One line of the log (p, len bytes, no newline): 1 when it is an entry
+ * whose hash matches its content; its seq, hash and prev. */
+static int
+pki_audit_line_ok(const char *p, size_t len, unsigned long long *seq,
+    char hash[65], char prev[65])
+{
+    size_t       plen;
+    const char  *tag;
+    char         calc[65], line[PKI_AUDIT_LINE_MAX + 1];
+    static const char  ptag[] = ",\"prev\":\"";
+
+    if (len == 0 || len > PKI_AUDIT_LINE_MAX || memchr(p, '\0', len) != NULL)
+    {
+        return 0;
+    }
+
+    memcpy(line, p, len);
+    line[len] = '\0';
+
+    if (!pki_line_seq_hash(line, seq, hash)) {
+        return 0;
+    }
+
+    /* ...,"prev":"<64>","hash":"<64>"} */
+    tag = line + len - 66 - (sizeof(PKI_AUDIT_HASH_TAG) - 1);
+    plen = sizeof(ptag) - 1;
+
+    if (tag < line + plen + 65
+        || memcmp(tag - 65 - plen, ptag, plen) != 0 || tag[-1] != '"')
+    {
+        return 0;
+    }
+
+    memcpy(prev, tag - 65, 64);
+    prev[64] = '\0';
+
+    pki_sha256_hex(line, (size_t) (tag - line), calc);
+
+    return strcmp(calc, hash) == 0;
+}
+
+
+/* With the flock held, once when the log is opened: a crash (a power loss
+ * with blocks allocated but never written) may have left audit.log ending
+ * in zeros, or in a fragment of a line that ends in a newline; a catch-up
+ * only cuts a tail without one, and this one made every append fail.  The
+ * file is cut back to the last line whose hash and prev check out.  What
+ * the last sync covered (the record in audit.lock) is not cut: damage
+ * there is no crash, and the log stays shut. */
+static int
+pki_audit_recover(pki_audit_t *a, pki_result_t *res)
+{
+    int                  fd, first, ok;
+    char                *map, hash[65], prev[65], last[65];
+    const char          *p, *nl, *end, *bad;
+    off_t                low, size, cut;
+    struct stat          st;
+    pki_audit_srec_t     r;
+    unsigned long long   seq, lseq;
+
+    fd = open(a->path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return 1;
+        }
+        pki_fail(res, PKI_INTERNAL, "cannot open %s: %s", a->path,
+                 strerror(errno));
+        return 0;
+    }
+
+    if (fstat(fd, &st) != 0) {
+        pki_fail(res, PKI_INTERNAL, "fstat(%s) failed", a->path);
+        close(fd);
+        return 0;
+    }
+
+    size = st.st_size;
+
+    if (size == 0) {
+        close(fd);
+        return 1;
+    }
+
+    map = mmap(NULL, (size_t) size, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        pki_fail(res, PKI_INTERNAL, "cannot map %s: %s", a->path,
+                 strerror(errno));
+        close(fd);
+        return 0;
+    }
+
+    end = map + size;
+
+    /* a tail without a newline: cut by the catch-up, as always */
+    while (end > map && end[-1] != '\n') {
+        end--;
+    }
+
+    /* the usual case: the last line and the one before it check out */
+    ok = 0;
+    if (end > map) {
+        nl = end - 1;
+        for (p = nl; p > map && p[-1] != '\n'; p--) {
+            /* void */
+        }
+
+        if (pki_audit_line_ok(p, (size_t) (nl - p), &seq, hash, prev)) {
+            if (p == map) {
+                ok = 1;
+
+            } else {
+                nl = p - 1;
+                for (p = nl; p > map && p[-1] != '\n'; p--) {
+                    /* void */
+                }
+                ok = pki_audit_line_ok(p, (size_t) (nl - p), &lseq, last,
+                                       hash)
+                     && lseq + 1 == seq && strcmp(last, prev) == 0;
+            }
+        }
+    }
+
+    if (ok || end == map) {
+        munmap(map, (size_t) size);
+        close(fd);
+        return 1;
+    }
+
+    /* from the start of the line holding the synced size, forward */
+    low = 0;
+
+    if (!a->no_fsync && pki_audit_gate(a, F_WRLCK)) {
+        if (pki_audit_srec_read(a, &r)
+            && r.dev == (unsigned long long) st.st_dev
+            && r.ino == (unsigned long long) st.st_ino
+            && r.size <= (unsigned long long) size)
+        {
+            low = (off_t) r.size;
+        }
+        (void) pki_audit_gate(a, F_UNLCK);
+    }
+
+    p = map + low;
+    while (p > map && p[-1] != '\n') {
+        p--;
+    }
+
+    bad = NULL;
+    first = 1;
+    lseq = 0;
+
+    while (p < end) {
+        nl = memchr(p, '\n', (size_t) (end - p));
+
+        if (!pki_audit_line_ok(p, (size_t) (nl - p), &seq, hash, prev)
+            || (!first && (seq != lseq + 1 || strcmp(prev, last) != 0)))
+        {
+            bad = p;
+            break;
+        }
+
+        first = 0;
+        lseq = seq;
+        memcpy(last, hash, 65);
+        p = nl + 1;
+    }
+
+    /* the damage the last lines showed is below where the scan began,
+     * or the first bad line ends there */
+    if (bad == NULL
+        || (nl = memchr(bad, '\n', (size_t) (end - bad))) + 1 <= map + low)
+    {
+        munmap(map, (size_t) size);
+        close(fd);
+        pki_fail(res, PKI_INTERNAL, "%s is damaged below what was synced "
+                 "(%lld bytes): not a crash, not cut", a->path,
+                 (long long) low);
+        return 0;
+    }
+
+    cut = (off_t) (bad - map);
+
+    munmap(map, (size_t) size);
+
+    if (ftruncate(fd, cut) != 0
+        || (!a->no_fsync && fdatasync(fd) != 0))
+    {
+        pki_fail(res, PKI_INTERNAL, "cannot cut the damaged tail off %s: "
+                 "%s", a->path, strerror(errno));
+        close(fd);
+        return 0;
+    }
+
+    close(fd);
+
+    pki_audit_srec_clamp(a, st.st_dev, st.st_ino, cut);
+
+    pki_log(res, "%s%s: cut %lld bytes of a damaged tail (a crash) at "
+            "offset %lld of %lld", (res && res->log[0]) ? "; " : "",
+            a->path, (long long) (size - cut), (long long) cut,
+            (long long) size);
+
+    return 1;
 }
 
 

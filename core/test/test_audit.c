@@ -671,6 +671,74 @@ main(void)
         pki_audit_close(y);
     }
 
+    /* a crash left zeros and a fragment that ends in a newline: the next
+     * open cuts back to the last good line and says so; damage below what
+     * was synced is not a crash and is not cut */
+    {
+        int           fd;
+        char          dir4[300], path[400], zeros[512], want[64];
+        struct stat   sb;
+        pki_audit_t  *x, *y;
+        pki_audit_conf_t  c4;
+        static const char  frag[] = "\"serial\":\"AB\",\"hash\":\"00\"}\n";
+
+        snprintf(dir4, sizeof(dir4), "%s/log4", tdir);
+        mkdir(dir4, 0700);
+        snprintf(path, sizeof(path), "%s/audit.log", dir4);
+        memset(&c4, 0, sizeof(c4));
+        c4.dir = dir4;
+
+        pki_result_init(&res);
+        x = pki_audit_open(&c4, &res);
+        ok(x != NULL && append(x, "7A01", 1) == PKI_OK
+           && append(x, "7A02", 1) == PKI_OK
+           && append(x, "7A03", 1) == PKI_OK, "three durable entries");
+        pki_audit_close(x);
+
+        memset(zeros, 0, sizeof(zeros));
+        fd = open(path, O_WRONLY | O_APPEND);
+        ok(fd >= 0 && write(fd, zeros, sizeof(zeros)) == sizeof(zeros)
+           && write(fd, frag, sizeof(frag) - 1) == sizeof(frag) - 1,
+           "a crash tail: zeros and a fragment ending in a newline");
+        if (fd >= 0) {
+            close(fd);
+        }
+
+        pki_result_init(&res);
+        y = pki_audit_open(&c4, &res);
+        snprintf(want, sizeof(want), "cut %zu bytes",
+                 sizeof(zeros) + sizeof(frag) - 1);
+        ok(y != NULL && strstr(res.log, want) != NULL,
+           "the next open cuts it off and says so: %s", res.log);
+        ok(y != NULL && append(y, "7A04", 1) == PKI_OK,
+           "appends work again");
+        st = verify(dir4, &rep);
+        ok(st == PKI_OK && rep.entries == 4, "the log verifies, 4 entries "
+           "(%s)", rep.bad);
+        pki_audit_close(y);
+
+        /* the last line spoiled in place, below the synced size */
+        memset(&sb, 0, sizeof(sb));
+        stat(path, &sb);
+        fd = open(path, O_WRONLY);
+        ok(fd >= 0 && pwrite(fd, "XX", 2, sb.st_size - 20) == 2,
+           "the last synced line spoiled");
+        if (fd >= 0) {
+            close(fd);
+        }
+        pki_result_init(&res);
+        y = pki_audit_open(&c4, &res);
+        ok(y == NULL && strstr(res.detail, "below what was synced") != NULL,
+           "damage below the synced size: not opened (%s)", res.detail);
+        pki_audit_close(y);
+        {
+            struct stat  sb2;
+
+            ok(stat(path, &sb2) == 0 && sb2.st_size == sb.st_size,
+               "  and nothing cut");
+        }
+    }
+
     /* a log that is configured but does not open fails closed: issuance
      * and revocation events are refused, the sink still counts them */
     {
