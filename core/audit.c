@@ -1345,7 +1345,7 @@ pki_audit_last_rotated(pki_audit_t *a, pki_result_t *res)
 static int
 pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
 {
-    int           fd;
+    int           fd, created;
     char          first[32], *end;
     off_t         size;
     struct stat   st, fst;
@@ -1368,11 +1368,25 @@ pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
             a->fd = -1;
         }
 
-        fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        /* a file made here: its name is durable only once the directory
+         * is synced (as after a rotation) */
+        created = 1;
+        fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC,
+                  0640);
+
+        if (fd < 0 && errno == EEXIST) {
+            created = 0;
+            fd = open(a->path, O_RDWR | O_APPEND | O_CLOEXEC);
+        }
+
         if (fd < 0) {
             pki_fail(res, PKI_UNAVAILABLE, "cannot open %s: %s", a->path,
                      strerror(errno));
             return 0;
+        }
+
+        if (created && !a->no_fsync) {
+            pki_fsync_dir(a->dir);
         }
 
         if (fstat(fd, &fst) != 0) {
