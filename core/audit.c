@@ -240,6 +240,8 @@ static int pki_audit_logid(pki_audit_t *a, pki_result_t *res);
 static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
     off_t size);
 static int pki_audit_recover(pki_audit_t *a, pki_result_t *res);
+static int pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev,
+    ino_t ino, off_t end);
 
 
 /* ---- the hook -------------------------------------------------------------- */
@@ -1794,13 +1796,21 @@ pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
     if (checkpoint) {
         a->since_ckpt = 0;
 
-        /* the head names a checkpoint the file holds */
+        /* the head names a checkpoint the file holds durably: after a
+         * power loss, a head ahead of the log is a false tamper alarm.
+         * One more sync per checkpoint (the head stays at the previous
+         * one when it fails; the line is written all the same) */
         if (!pki_audit_oflush(a)) {
             return pki_fail(res, PKI_UNAVAILABLE, "cannot write the audit "
                             "log: %s", strerror(errno));
         }
 
-        pki_audit_write_head(a, line, b.len);
+        if (a->no_fsync
+            || pki_audit_shared_sync(a, a->fd, a->dev, a->ino, a->end) == 0)
+        {
+            pki_audit_write_head(a, line, b.len);
+        }
+
     } else {
         a->since_ckpt++;
     }

@@ -40,6 +40,82 @@ fsync(int fd)
 }
 
 
+/* fdatasync() and rename() too: audit.head must not be put in place
+ * before the checkpoint it names is durable in audit.log (the file's
+ * whole size synced when the head is renamed into place) */
+#define NSYNCED  64
+
+static struct {
+    ino_t  ino;
+    off_t  size;
+}                    synced[NSYNCED];
+static pthread_mutex_t  synced_lock = PTHREAD_MUTEX_INITIALIZER;
+static int           heads, heads_early;
+
+
+__attribute__((visibility("default"))) int
+fdatasync(int fd)
+{
+    int          i, rc;
+    struct stat  sb;
+
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        return (int) syscall(SYS_fdatasync, fd);
+    }
+
+    rc = (int) syscall(SYS_fdatasync, fd);
+
+    if (rc == 0) {
+        pthread_mutex_lock(&synced_lock);
+        for (i = 0; i < NSYNCED - 1; i++) {
+            if (synced[i].ino == sb.st_ino || synced[i].ino == 0) {
+                break;
+            }
+        }
+        if (synced[i].ino != sb.st_ino || synced[i].size < sb.st_size) {
+            synced[i].ino = sb.st_ino;
+            synced[i].size = sb.st_size;
+        }
+        pthread_mutex_unlock(&synced_lock);
+    }
+
+    return rc;
+}
+
+
+__attribute__((visibility("default"))) int
+rename(const char *from, const char *to)
+{
+    int          i, early;
+    char         log[600];
+    size_t       n;
+    struct stat  sb;
+
+    n = strlen(to);
+
+    if (n > 11 && strcmp(to + n - 11, "/audit.head") == 0) {
+        snprintf(log, sizeof(log), "%.*s/audit.log", (int) (n - 11), to);
+        early = 1;
+
+        pthread_mutex_lock(&synced_lock);
+        if (stat(log, &sb) == 0) {
+            for (i = 0; i < NSYNCED; i++) {
+                if (synced[i].ino == sb.st_ino
+                    && synced[i].size >= sb.st_size)
+                {
+                    early = 0;
+                }
+            }
+        }
+        heads++;
+        heads_early += early;
+        pthread_mutex_unlock(&synced_lock);
+    }
+
+    return (int) syscall(SYS_rename, from, to);
+}
+
+
 #define NTHREADS   4
 #define PER_THREAD 25
 
@@ -303,6 +379,8 @@ main(void)
     ok(rep.checkpoints >= (NTHREADS * PER_THREAD + 10) / 7,
        "%llu signed checkpoints", rep.checkpoints);
     ok(rep.unsigned_tail == 0, "nothing after the last checkpoint");
+    ok(heads > 0 && heads_early == 0, "audit.head renamed into place %d "
+       "times, %d before its checkpoint was synced", heads, heads_early);
 
     snprintf(cmd, sizeof(cmd), "test $(ls %s/audit-0*.log | wc -l) -ge 3",
              logdir);
