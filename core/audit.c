@@ -58,6 +58,9 @@
 #define PKI_AUDIT_FIELD_MAX    1024
 #define PKI_AUDIT_TAIL         65536
 #define PKI_AUDIT_VERIFY_MAX   (1024 * 1024)
+#define PKI_AUDIT_VERIFY_TAIL  (16ULL * PKI_AUDIT_DEF_CKPT)
+#define PKI_AUDIT_VERIFY_SECS  120     /* a worker's checkpoint every 60 s,
+                                          and as much again */
 #define PKI_AUDIT_DEF_SIZE     (64UL * 1024 * 1024)
 #define PKI_AUDIT_DEF_CKPT     1000
 #define PKI_AUDIT_ACTOR_MAX    256
@@ -3973,8 +3976,43 @@ pki_check_sig(EVP_PKEY *pub, const char *tbs, const char *sig64)
     } while (0)
 
 
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" as seconds since the epoch, -1 if not */
+static long long
+pki_audit_time(const char *s)
+{
+    int        y, mo, d, h, mi, sec, n;
+    struct tm  tm;
+
+    n = 0;
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
+               &n) != 6 || n != 19)
+    {
+        return -1;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+
+    return (long long) timegm(&tm);
+}
+
+
 pki_status_t
 pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
+    pki_result_t *res)
+{
+    return pki_audit_verify_limits(dir, pub, NULL, rep, res);
+}
+
+
+pki_status_t
+pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
+    const pki_audit_limits_t *lim, pki_audit_report_t *rep,
     pki_result_t *res)
 {
     DIR                 *d;
@@ -3988,10 +4026,23 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
     pki_vfile_t         *files, *tmp;
     struct dirent       *de;
     char                 head_hash[65];
-    unsigned long long   first, expect, seq, head_seq;
+    long long            tm, ck_time, tail_time;
+    unsigned long long   first, expect, seq, head_seq, ck_seq, max_tail;
+    unsigned long long   max_secs;
     const char          *type, *pv, *sig, *kid;
 
     memset(rep, 0, sizeof(*rep));
+
+    /* with the auditor's key: entries after the last signed checkpoint
+     * are bounded in number and in time (a log cut back to an earlier
+     * checkpoint, audit.head replaced by it, with entries added) */
+    max_tail = (lim && lim->max_unsigned) ? lim->max_unsigned
+                                          : PKI_AUDIT_VERIFY_TAIL;
+    max_secs = (lim && lim->max_unsigned_seconds) ? lim->max_unsigned_seconds
+                                                  : PKI_AUDIT_VERIFY_SECS;
+    ck_time = -1;
+    tail_time = -1;
+    ck_seq = 0;
 
     d = opendir(dir);
     if (d == NULL) {
@@ -4127,6 +4178,8 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
             pv = cJSON_IsString(it) ? it->valuestring : "";
             it = cJSON_GetObjectItemCaseSensitive(j, "type");
             type = cJSON_IsString(it) ? it->valuestring : "";
+            it = cJSON_GetObjectItemCaseSensitive(j, "time");
+            tm = cJSON_IsString(it) ? pki_audit_time(it->valuestring) : -1;
 
             if (lineno == 1 && files[i].first != 0
                 && files[i].first != seq)
@@ -4187,6 +4240,9 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
 
                     rep->checkpoints++;
                     rep->unsigned_tail = 0;
+                    ck_time = tm;
+                    ck_seq = seq;
+                    tail_time = -1;
 
                 } else {
                     rep->unsigned_tail++;
@@ -4194,6 +4250,9 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
 
             } else {
                 rep->unsigned_tail++;
+                if (tm > tail_time) {
+                    tail_time = tm;
+                }
             }
 
             cJSON_Delete(j);
@@ -4219,6 +4278,32 @@ pki_audit_verify(const char *dir, EVP_PKEY *pub, pki_audit_report_t *rep,
     }
 
     free(line);
+    line = NULL;
+
+    if (pub != NULL && rep->entries > 0) {
+        if (rep->checkpoints == 0) {
+            pki_bad(rep, "no checkpoint signed with the given key in %llu "
+                    "entries: the log cannot be vouched for",
+                    rep->entries);
+        }
+
+        if (rep->unsigned_tail > max_tail) {
+            pki_bad(rep, "%llu entries after the last signed checkpoint "
+                    "(seq %llu), more than %llu: cut back to an earlier "
+                    "checkpoint and entries added?", rep->unsigned_tail,
+                    ck_seq, max_tail);
+        }
+
+        if (ck_time >= 0 && tail_time > ck_time
+            && (unsigned long long) (tail_time - ck_time) > max_secs)
+        {
+            pki_bad(rep, "entries after the last signed checkpoint (seq "
+                    "%llu) run %llu s past it, more than %llu s: cut back "
+                    "to an earlier checkpoint and entries added?", ck_seq,
+                    (unsigned long long) (tail_time - ck_time), max_secs);
+        }
+    }
+
     free(files);
 
     return PKI_OK;

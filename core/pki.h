@@ -924,6 +924,21 @@ typedef struct {
 PKI_API pki_status_t pki_audit_verify(const char *dir, EVP_PKEY *pub,
     pki_audit_report_t *rep, pki_result_t *res);
 
+/* The same; with pub given, a non-empty log must hold a checkpoint it
+ * signed, and the entries after the last one must be few enough and
+ * close enough in time to it (each process writes a checkpoint every
+ * checkpoint_every of its entries and within 60 s of an entry): a log cut
+ * back to an earlier checkpoint, audit.head replaced by that one and
+ * entries added, fails unless the added entries stay within both. */
+typedef struct {
+    unsigned long long  max_unsigned;          /* 0: 16000               */
+    unsigned long long  max_unsigned_seconds;  /* 0: 120                 */
+} pki_audit_limits_t;
+
+PKI_API pki_status_t pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
+    const pki_audit_limits_t *lim, pki_audit_report_t *rep,
+    pki_result_t *res);
+
 /* ---- metrics history in Redis (core/metrics.c) -----------------------------
  *
  *   <ns>{metrics}:m:<UNIX MINUTE>  hash FIELD -> count, TTL 48 h

@@ -77,7 +77,8 @@ usage(void)
         "  pkictl matter to-tlv|to-der|verify-attestation|"
         "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
-        "  pkictl audit verify DIR [--pubkey PEM]\n"
+        "  pkictl audit verify DIR [--pubkey PEM] [--max-unsigned N]\n"
+        "        [--max-unsigned-age SECONDS]\n"
         "  REF: a PEM key file or a pkcs11: URI; DN: \"/CN=a/O=b\"\n");
 }
 
@@ -763,18 +764,25 @@ done:
 
 
 /*
- * pkictl audit verify DIR [--pubkey PEM]: exit 0 for an intact transaction
- * log, 1 naming the first bad entry, 2 for a usage or I/O problem.
+ * pkictl audit verify DIR [--pubkey PEM] [--max-unsigned N]
+ *     [--max-unsigned-age SECONDS]: exit 0 for an intact transaction log,
+ * 1 naming the first bad entry, 2 for a usage or I/O problem.  With
+ * --pubkey, the entries after the last signed checkpoint are bounded
+ * (default 16000 entries, 120 s after it; pki_audit_verify_limits).
  */
 static int
 cmd_audit(int argc, char **argv)
 {
+    int                  i;
+    char                *end;
     FILE                *f;
     EVP_PKEY            *pub;
     pki_status_t         st;
     pki_result_t         res;
     const char          *dir, *pubfile;
+    pki_audit_limits_t   lim;
     pki_audit_report_t   rep;
+    unsigned long long   n;
 
     if (argc < 4 || strcmp(argv[2], "verify") != 0) {
         usage();
@@ -783,12 +791,37 @@ cmd_audit(int argc, char **argv)
 
     dir = argv[3];
     pubfile = NULL;
+    memset(&lim, 0, sizeof(lim));
 
-    if (argc == 6 && strcmp(argv[4], "--pubkey") == 0) {
-        pubfile = argv[5];
-    } else if (argc != 4) {
-        usage();
-        return 2;
+    for (i = 4; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            usage();
+            return 2;
+        }
+
+        if (strcmp(argv[i], "--pubkey") == 0) {
+            pubfile = argv[i + 1];
+            continue;
+        }
+
+        errno = 0;
+        n = strtoull(argv[i + 1], &end, 10);
+
+        if (errno != 0 || end == argv[i + 1] || *end != '\0' || n == 0) {
+            usage();
+            return 2;
+        }
+
+        if (strcmp(argv[i], "--max-unsigned") == 0) {
+            lim.max_unsigned = n;
+
+        } else if (strcmp(argv[i], "--max-unsigned-age") == 0) {
+            lim.max_unsigned_seconds = n;
+
+        } else {
+            usage();
+            return 2;
+        }
     }
 
     pub = NULL;
@@ -810,7 +843,7 @@ cmd_audit(int argc, char **argv)
     }
 
     pki_result_init(&res);
-    st = pki_audit_verify(dir, pub, &rep, &res);
+    st = pki_audit_verify_limits(dir, pub, &lim, &rep, &res);
     EVP_PKEY_free(pub);
 
     if (st == PKI_NOT_FOUND) {

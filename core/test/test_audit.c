@@ -774,6 +774,87 @@ main(void)
         pki_audit_close(y);
     }
 
+    /* with the auditor's key: entries after the last signed checkpoint
+     * are bounded (a log cut back to an earlier checkpoint with entries
+     * added, by a writer without the key); a log with none signed fails */
+    {
+        char          dir5[300];
+        EVP_PKEY     *pk;
+        pki_audit_t  *x;
+        pki_audit_limits_t  lim;
+        pki_audit_conf_t    c5;
+
+        f = fopen(keyfile, "r");
+        pk = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+        if (f) {
+            fclose(f);
+        }
+
+        snprintf(dir5, sizeof(dir5), "%s/log5", tdir);
+        mkdir(dir5, 0700);
+        memset(&c5, 0, sizeof(c5));
+        c5.dir = dir5;
+
+        /* no key: entries, no checkpoint */
+        pki_result_init(&res);
+        x = pki_audit_open(&c5, &res);
+        ok(x != NULL && append(x, "5101", 1) == PKI_OK
+           && append(x, "5102", 1) == PKI_OK, "two entries, unsigned");
+        pki_audit_close(x);
+
+        pki_result_init(&res);
+        ok(pki_audit_verify(dir5, NULL, &rep, &res) == PKI_OK,
+           "without the key: intact");
+        pki_result_init(&res);
+        st = pki_audit_verify(dir5, pk, &rep, &res);
+        ok(st == PKI_MALFORMED && strstr(rep.bad, "no checkpoint") != NULL,
+           "with it: nothing signed is refused (%s)", rep.bad);
+
+        /* a checkpoint, then three entries of a writer without the key */
+        c5.key = key;
+        pki_result_init(&res);
+        x = pki_audit_open(&c5, &res);
+        ok(x != NULL && append(x, "5103", 1) == PKI_OK
+           && pki_audit_checkpoint(x, &res) == PKI_OK, "a signed checkpoint");
+        pki_audit_close(x);
+
+        c5.key = NULL;
+        pki_result_init(&res);
+        x = pki_audit_open(&c5, &res);
+        ok(x != NULL && append(x, "F001", 1) == PKI_OK
+           && append(x, "F002", 1) == PKI_OK
+           && append(x, "F003", 1) == PKI_OK, "three entries after it");
+        pki_audit_close(x);
+
+        pki_result_init(&res);
+        ok(pki_audit_verify(dir5, pk, &rep, &res) == PKI_OK
+           && rep.unsigned_tail == 3, "within the default bounds (%s)",
+           rep.bad);
+
+        memset(&lim, 0, sizeof(lim));
+        lim.max_unsigned = 2;
+        pki_result_init(&res);
+        st = pki_audit_verify_limits(dir5, pk, &lim, &rep, &res);
+        ok(st == PKI_MALFORMED && strstr(rep.bad, "3 entries after the "
+                                         "last signed checkpoint") != NULL,
+           "more than allowed: refused (%s)", rep.bad);
+
+        lim.max_unsigned = 0;
+        lim.max_unsigned_seconds = 1;
+        sleep(2);
+        c5.key = NULL;
+        pki_result_init(&res);
+        x = pki_audit_open(&c5, &res);
+        ok(x != NULL && append(x, "F004", 1) == PKI_OK, "one more, 2 s on");
+        pki_audit_close(x);
+        pki_result_init(&res);
+        st = pki_audit_verify_limits(dir5, pk, &lim, &rep, &res);
+        ok(st == PKI_MALFORMED && strstr(rep.bad, "s past it") != NULL,
+           "past the period: refused (%s)", rep.bad);
+
+        EVP_PKEY_free(pk);
+    }
+
     /* a crash left zeros and a fragment that ends in a newline: the next
      * open cuts back to the last good line and says so; damage below what
      * was synced is not a crash and is not cut */
