@@ -197,6 +197,13 @@ struct pki_audit_qent_s {
     const pki_audit_carry_t  *carry;   /* carried: its stream, else NULL */
     int                   legacy;      /* carried: from carry->lkey */
     char                  rid[48];     /* carried: its id in that stream */
+    /* where its line went when last written (a batch that failed part
+     * way is retried without the lines that reached the file) */
+    dev_t                 wdev;
+    ino_t                 wino;
+    off_t                 wend;        /* 0: not written */
+    unsigned long long    wfirst;      /* first seq of that file */
+    char                  whash[65];
     size_t                blen;
     char                  time[40];
     char                  body[1];
@@ -226,7 +233,7 @@ static __thread pki_actor_t  pki_actor;
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
 static pki_status_t pki_audit_write_q(pki_audit_t *a,
-    const pki_audit_qent_t *q, const pki_event_t *ev, int checkpoint,
+    pki_audit_qent_t *q, const pki_event_t *ev, int checkpoint,
     pki_result_t *res);
 static int pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     unsigned long long *ticket, pki_status_t *st, pki_result_t *res);
@@ -1677,7 +1684,7 @@ pki_audit_oflush(pki_audit_t *a)
 /* With the locks held: one line (a queued entry q, an event ev, or a
  * checkpoint), rotating first when the file would grow over max_size. */
 static pki_status_t
-pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
+pki_audit_write_q(pki_audit_t *a, pki_audit_qent_t *q,
     const pki_event_t *ev, int checkpoint, pki_result_t *res)
 {
     char            tbs[128], ts[80], hash[65], *sig64;
@@ -1796,6 +1803,14 @@ pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
     memcpy(a->hash, hash, 65);
     a->written++;
 
+    if (q != NULL) {
+        q->wdev = a->dev;
+        q->wino = a->ino;
+        q->wend = a->end;
+        q->wfirst = a->first_seq;
+        memcpy(q->whash, hash, 65);
+    }
+
     if (checkpoint) {
         a->since_ckpt = 0;
 
@@ -1823,7 +1838,7 @@ pki_audit_write_q(pki_audit_t *a, const pki_audit_qent_t *q,
 
 
 static pki_status_t
-pki_audit_locked_op(pki_audit_t *a, const pki_audit_qent_t *q,
+pki_audit_locked_op(pki_audit_t *a, pki_audit_qent_t *q,
     const pki_event_t *ev, int checkpoint, unsigned long long *mine,
     pki_result_t *res)
 {
@@ -2338,6 +2353,7 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     q->next = NULL;
     q->carry = NULL;
     q->legacy = 0;
+    q->wend = 0;
     q->rid[0] = '\0';
 
     pki_time_text(q->time, sizeof(q->time));
@@ -2361,6 +2377,50 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     pthread_mutex_unlock(&a->qlock);
 
     return 1;
+}
+
+
+/* With the locks held, after the catch-up: whether the line q was last
+ * written as is in the log (the hash it had, where it ended, in that
+ * file: audit.log, or the file it was rotated to). */
+static int
+pki_audit_in_file(pki_audit_t *a, const pki_audit_qent_t *q)
+{
+    int          fd, in;
+    char         name[32], *path, buf[64];
+    struct stat  st;
+
+    if (q->wdev == a->dev && q->wino == a->ino && a->fd >= 0) {
+        return q->wend <= a->end && q->wend >= 67
+               && pread(a->fd, buf, 64, q->wend - 67) == 64
+               && memcmp(buf, q->whash, 64) == 0;
+    }
+
+    if (q->wfirst == 0) {
+        return 0;
+    }
+
+    snprintf(name, sizeof(name), "audit-%012llu.log", q->wfirst);
+    path = pki_path(a->dir, name);
+    if (path == NULL) {
+        return 0;
+    }
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+
+    if (fd < 0) {
+        return 0;
+    }
+
+    in = fstat(fd, &st) == 0 && st.st_dev == q->wdev && st.st_ino == q->wino
+         && q->wend <= st.st_size && q->wend >= 67
+         && pread(fd, buf, 64, q->wend - 67) == 64
+         && memcmp(buf, q->whash, 64) == 0;
+
+    close(fd);
+
+    return in;
 }
 
 
@@ -2421,6 +2481,12 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
                 a->olen = 0;
 
                 for (q = batch; q != NULL && st == PKI_OK; q = q->next) {
+                    if (q->wend > 0 && pki_audit_in_file(a, q)) {
+                        /* written by a batch that failed after it (the
+                         * catch-up cut off what was torn) */
+                        continue;
+                    }
+
                     st = pki_audit_write_q(a, q, NULL, 0, res);
 
                     if (st == PKI_OK && a->key != NULL
@@ -3250,6 +3316,7 @@ pki_int_audit_carried(const char *stream, const char *time,
     q->next = NULL;
     q->carry = NULL;
     q->legacy = 0;
+    q->wend = 0;
     for (i = 0; i < a->ncarry; i++) {
         if (a->carry[i].key == stream) {
             q->carry = &a->carry[i];
@@ -3704,6 +3771,7 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
             q->ticket = 0;
             q->carry = c;
             q->legacy = legacy;
+            q->wend = 0;
             memcpy(q->rid, e->element[0]->str, e->element[0]->len);
             q->rid[e->element[0]->len] = '\0';
             memcpy(q->time, tv, tl);

@@ -18,6 +18,9 @@
 
 #include <openssl/pem.h>
 
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #include "pki.h"
@@ -772,6 +775,112 @@ main(void)
 #undef READ_REC
         pki_audit_close(x);
         pki_audit_close(y);
+    }
+
+    /* a batch whose write fails part way (the disk fills: a file size
+     * limit) leaves its first lines in the file: the retry writes the
+     * rest only, each entry once */
+    {
+        int                  lfd, n, dups, missing;
+        char                 dir6[300], path[400], ser[64], *l, pad[200];
+        size_t               cap;
+        FILE                *lf;
+        struct stat          sb;
+        struct rlimit        rl, old;
+        pki_audit_t         *x;
+        pki_audit_conf_t     c6;
+        unsigned long long   last;
+        static unsigned char seen[1000];
+
+        signal(SIGXFSZ, SIG_IGN);
+        snprintf(dir6, sizeof(dir6), "%s/log6", tdir);
+        mkdir(dir6, 0700);
+        memset(&c6, 0, sizeof(c6));
+        c6.dir = dir6;
+        pki_result_init(&res);
+        x = pki_audit_open(&c6, &res);
+        pki_result_init(&res);
+        ok(x != NULL && pki_audit_syncer_start(x, NULL, NULL, &res)
+           == PKI_OK, "a log with its syncer");
+        pki_audit_set_default(x);
+        pki_audit_set_deferred(1);
+
+        memset(pad, 'p', sizeof(pad) - 1);
+        pad[sizeof(pad) - 1] = '\0';
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_REVOKE;
+        ev.status = PKI_OK;
+        ev.ca = "ca1";
+        ev.subject = pad;
+        ev.serial = "first";
+        pki_result_init(&res);
+        (void) pki_event_emit(&ev, 1, &res);
+        last = pki_audit_take_ticket();
+        for (n = 0; n < 500 && !pki_audit_ticket_done(x, last); n++) {
+            usleep(10000);
+        }
+
+        /* another process holds the log while 1000 entries queue */
+        snprintf(path, sizeof(path), "%s/audit.lock", dir6);
+        lfd = open(path, O_RDWR);
+        ok(lfd >= 0 && flock(lfd, LOCK_EX) == 0, "the log held");
+        for (n = 0; n < 1000; n++) {
+            snprintf(ser, sizeof(ser), "D%04d", n);
+            ev.serial = ser;
+            pki_result_init(&res);
+            (void) pki_event_emit(&ev, 1, &res);
+            last = pki_audit_take_ticket();
+        }
+        usleep(100000);
+
+        snprintf(path, sizeof(path), "%s/audit.log", dir6);
+        stat(path, &sb);
+        getrlimit(RLIMIT_FSIZE, &old);
+        rl = old;
+        rl.rlim_cur = (rlim_t) sb.st_size + 100000;
+        setrlimit(RLIMIT_FSIZE, &rl);
+        flock(lfd, LOCK_UN);
+        close(lfd);
+        usleep(500000);
+        ok(!pki_audit_ticket_done(x, last), "the disk is full: not done");
+
+        setrlimit(RLIMIT_FSIZE, &old);
+        for (n = 0; n < 500 && !pki_audit_ticket_done(x, last); n++) {
+            usleep(10000);
+        }
+        ok(pki_audit_ticket_done(x, last), "space again: done");
+
+        pki_audit_set_deferred(0);
+        pki_audit_set_default(NULL);
+        pki_audit_close(x);
+
+        memset(seen, 0, sizeof(seen));
+        dups = 0;
+        lf = fopen(path, "r");
+        l = NULL;
+        cap = 0;
+        while (lf != NULL && getline(&l, &cap, lf) > 0) {
+            char  *p = strstr(l, "\"serial\":\"D");
+
+            if (p != NULL) {
+                n = atoi(p + 11);
+                if (n >= 0 && n < 1000 && seen[n]++) {
+                    dups++;
+                }
+            }
+        }
+        free(l);
+        if (lf != NULL) {
+            fclose(lf);
+        }
+        for (missing = 0, n = 0; n < 1000; n++) {
+            missing += !seen[n];
+        }
+        ok(dups == 0 && missing == 0, "each entry once: %d written twice, "
+           "%d missing", dups, missing);
+        st = verify(dir6, &rep);
+        ok(st == PKI_OK && rep.entries == 1001,
+           "the log verifies, %llu entries (%s)", rep.entries, rep.bad);
     }
 
     /* with the auditor's key: entries after the last signed checkpoint
