@@ -2749,6 +2749,42 @@ static const char  pki_lua_pend_index[] =
 
 #define PKI_SCEP_PEND_MEMBER_LEN  (12 + 1 + 64)
 
+/* A command of C strings whose answer is an integer (*out).  Anything
+ * else drops the connection: PKI_UNAVAILABLE. */
+static pki_status_t
+pki_scep_int_cmd(pki_redis_t *r, int argc, const char **argv,
+    long long *out, pki_result_t *res)
+{
+    int          i;
+    size_t       lens[12];
+    redisReply  *reply;
+
+    if (argc > 12) {
+        return pki_fail(res, PKI_INTERNAL, "too many arguments");
+    }
+
+    for (i = 0; i < argc; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_int_redis_cmd(r, argc, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    *out = reply->integer;
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
 /*
  * Compare-and-set of a pending record.  A CertPoll that issues an
  * approved request claims it first ("issuing", with a random claim and
@@ -2908,11 +2944,11 @@ static pki_status_t
 pki_scep_pend_cas(pki_redis_t *r, const char *tid, const char *from[3],
     const char *to[4], int *done, pki_result_t *res)
 {
-    int          i;
-    char         key[PKI_SCEP_KEY_MAX];
-    size_t       lens[11];
-    redisReply  *reply;
-    const char  *argv[11];
+    int           i;
+    char          key[PKI_SCEP_KEY_MAX];
+    long long     v;
+    const char   *argv[11];
+    pki_status_t  st;
 
     *done = 0;
 
@@ -2933,25 +2969,10 @@ pki_scep_pend_cas(pki_redis_t *r, const char *tid, const char *from[3],
         argv[7 + i] = to[i];
     }
 
-    for (i = 0; i < 11; i++) {
-        lens[i] = strlen(argv[i]);
-    }
+    st = pki_scep_int_cmd(r, 11, argv, &v, res);
+    *done = st == PKI_OK && v == 1;
 
-    reply = pki_int_redis_cmd(r, 11, argv, lens, res);
-    if (reply == NULL) {
-        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
-    }
-
-    if (reply->type != REDIS_REPLY_INTEGER) {
-        freeReplyObject(reply);
-        pki_int_redis_drop(r);
-        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
-    }
-
-    *done = reply->integer == 1;
-    freeReplyObject(reply);
-
-    return PKI_OK;
+    return st;
 }
 
 
@@ -2974,11 +2995,10 @@ static pki_status_t
 pki_scep_pend_decide(pki_redis_t *r, const char *tid, const char *to,
     const char *created, int *done, pki_result_t *res)
 {
-    int          i;
-    char         key[PKI_SCEP_KEY_MAX];
-    size_t       lens[6];
-    redisReply  *reply;
-    const char  *argv[6];
+    char          key[PKI_SCEP_KEY_MAX];
+    long long     v;
+    const char   *argv[6];
+    pki_status_t  st;
 
     *done = 0;
 
@@ -2993,25 +3013,10 @@ pki_scep_pend_decide(pki_redis_t *r, const char *tid, const char *to,
     argv[4] = to;
     argv[5] = created != NULL ? created : "*";
 
-    for (i = 0; i < 6; i++) {
-        lens[i] = strlen(argv[i]);
-    }
+    st = pki_scep_int_cmd(r, 6, argv, &v, res);
+    *done = st == PKI_OK ? (int) v : 0;
 
-    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
-    if (reply == NULL) {
-        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
-    }
-
-    if (reply->type != REDIS_REPLY_INTEGER) {
-        freeReplyObject(reply);
-        pki_int_redis_drop(r);
-        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
-    }
-
-    *done = (int) reply->integer;
-    freeReplyObject(reply);
-
-    return PKI_OK;
+    return st;
 }
 
 
@@ -3019,11 +3024,10 @@ pki_scep_pend_decide(pki_redis_t *r, const char *tid, const char *to,
 static pki_status_t
 pki_scep_pend_index(pki_redis_t *r, const char *member, pki_result_t *res)
 {
-    char         key[PKI_SCEP_KEY_MAX], min[32];
-    size_t       lens[6];
-    redisReply  *reply;
-    const char  *argv[6];
     int          n;
+    char         key[PKI_SCEP_KEY_MAX], min[32];
+    long long    v;
+    const char  *argv[6];
 
     n = snprintf(key, sizeof(key), "%sscep:pending", pki_redis_ns(r));
     if (n <= 0 || (size_t) n >= sizeof(key)) {
@@ -3040,24 +3044,7 @@ pki_scep_pend_index(pki_redis_t *r, const char *member, pki_result_t *res)
     argv[4] = min;
     argv[5] = member;
 
-    for (n = 0; n < 6; n++) {
-        lens[n] = strlen(argv[n]);
-    }
-
-    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
-    if (reply == NULL) {
-        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
-    }
-
-    if (reply->type != REDIS_REPLY_INTEGER) {
-        freeReplyObject(reply);
-        pki_int_redis_drop(r);
-        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
-    }
-
-    freeReplyObject(reply);
-
-    return PKI_OK;
+    return pki_scep_int_cmd(r, 6, argv, &v, res);
 }
 
 
@@ -3592,10 +3579,8 @@ static const char  pki_lua_pend_stamp[] =
 static void
 pki_scep_pend_stamp(pki_redis_t *r, const char *tid, pki_result_t *res)
 {
-    int           i;
     char          key[PKI_SCEP_KEY_MAX], now[24];
-    size_t        lens[5];
-    redisReply   *reply;
+    long long     v;
     const char   *argv[5];
     pki_result_t  tmp;
 
@@ -3611,19 +3596,13 @@ pki_scep_pend_stamp(pki_redis_t *r, const char *tid, pki_result_t *res)
     argv[3] = key;
     argv[4] = now;
 
-    for (i = 0; i < 5; i++) {
-        lens[i] = strlen(argv[i]);
-    }
-
     pki_result_init(&tmp);
-    reply = pki_int_redis_cmd(r, 5, argv, lens, &tmp);
 
-    if (reply == NULL) {
+    if (pki_scep_int_cmd(r, 5, argv, &v, &tmp) != PKI_OK) {
         pki_log(res, "CertPoll: could not time the claim: %s", tmp.detail);
         return;
     }
 
-    freeReplyObject(reply);
     pki_log(res, "CertPoll: a claim of an earlier version, timed now");
 }
 
