@@ -58,9 +58,6 @@
 #define PKI_AUDIT_FIELD_MAX    1024
 #define PKI_AUDIT_TAIL         65536
 #define PKI_AUDIT_VERIFY_MAX   (1024 * 1024)
-#define PKI_AUDIT_VERIFY_TAIL  (16ULL * PKI_AUDIT_DEF_CKPT)
-#define PKI_AUDIT_VERIFY_SECS  120     /* a worker's checkpoint every 60 s,
-                                          and as much again */
 #define PKI_AUDIT_DEF_SIZE     (64UL * 1024 * 1024)
 #define PKI_AUDIT_DEF_CKPT     1000
 #define PKI_AUDIT_ACTOR_MAX    256
@@ -4101,13 +4098,14 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
 
     memset(rep, 0, sizeof(*rep));
 
-    /* with the auditor's key: entries after the last signed checkpoint
-     * are bounded in number and in time (a log cut back to an earlier
-     * checkpoint, audit.head replaced by it, with entries added) */
-    max_tail = (lim && lim->max_unsigned) ? lim->max_unsigned
-                                          : PKI_AUDIT_VERIFY_TAIL;
-    max_secs = (lim && lim->max_unsigned_seconds) ? lim->max_unsigned_seconds
-                                                  : PKI_AUDIT_VERIFY_SECS;
+    /* with the auditor's key and limits: entries after the last signed
+     * checkpoint are bounded in number and in time (a log cut back to an
+     * earlier checkpoint, audit.head replaced by it, with entries added).
+     * No default: a healthy log's tail depends on the workers, the
+     * checkpoint setting and how quiet the CA is (no checkpoint is
+     * written without entries), which only the operator knows. */
+    max_tail = lim != NULL ? lim->max_unsigned : 0;
+    max_secs = lim != NULL ? lim->max_unsigned_seconds : 0;
     ck_time = -1;
     tail_time = -1;
     ck_seq = 0;
@@ -4349,20 +4347,14 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     line = NULL;
 
     if (pub != NULL && rep->entries > 0) {
-        if (rep->checkpoints == 0) {
-            pki_bad(rep, "no checkpoint signed with the given key in %llu "
-                    "entries: the log cannot be vouched for",
-                    rep->entries);
-        }
-
-        if (rep->unsigned_tail > max_tail) {
+        if (max_tail > 0 && rep->unsigned_tail > max_tail) {
             pki_bad(rep, "%llu entries after the last signed checkpoint "
                     "(seq %llu), more than %llu: cut back to an earlier "
                     "checkpoint and entries added?", rep->unsigned_tail,
                     ck_seq, max_tail);
         }
 
-        if (ck_time >= 0 && tail_time > ck_time
+        if (max_secs > 0 && ck_time >= 0 && tail_time > ck_time
             && (unsigned long long) (tail_time - ck_time) > max_secs)
         {
             pki_bad(rep, "entries after the last signed checkpoint (seq "

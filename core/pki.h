@@ -924,15 +924,16 @@ typedef struct {
 PKI_API pki_status_t pki_audit_verify(const char *dir, EVP_PKEY *pub,
     pki_audit_report_t *rep, pki_result_t *res);
 
-/* The same; with pub given, a non-empty log must hold a checkpoint it
- * signed, and the entries after the last one must be few enough and
- * close enough in time to it (each process writes a checkpoint every
- * checkpoint_every of its entries and within 60 s of an entry): a log cut
- * back to an earlier checkpoint, audit.head replaced by that one and
- * entries added, fails unless the added entries stay within both. */
+/* The same; with pub given, the entries after the last checkpoint it
+ * signed (all of them if none) must be at most max_unsigned and, after a
+ * checkpoint, run at most max_unsigned_seconds past it (each 0: not
+ * bounded): a log cut back to an earlier checkpoint, audit.head replaced
+ * by that one and entries added, fails unless the added entries stay
+ * within both.  A healthy log's tail is up to workers x checkpoint_every
+ * entries, and a quiet CA writes no checkpoint until its next entry. */
 typedef struct {
-    unsigned long long  max_unsigned;          /* 0: 16000               */
-    unsigned long long  max_unsigned_seconds;  /* 0: 120                 */
+    unsigned long long  max_unsigned;          /* 0: no bound            */
+    unsigned long long  max_unsigned_seconds;  /* 0: no bound            */
 } pki_audit_limits_t;
 
 PKI_API pki_status_t pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,

@@ -767,8 +767,8 @@ done:
  * pkictl audit verify DIR [--pubkey PEM] [--max-unsigned N]
  *     [--max-unsigned-age SECONDS]: exit 0 for an intact transaction log,
  * 1 naming the first bad entry, 2 for a usage or I/O problem.  With
- * --pubkey, the entries after the last signed checkpoint are bounded
- * (default 16000 entries, 120 s after it; pki_audit_verify_limits).
+ * --pubkey, the options bound the entries after the last signed
+ * checkpoint (pki_audit_verify_limits; no bound by default).
  */
 static int
 cmd_audit(int argc, char **argv)
