@@ -358,12 +358,12 @@ fails('CertPoll without a pending request',
                                         created => 'yesterday' }));
     is($r->{code}, 400, '... a "created" not in the listing\'s form: 400');
     $lr = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
-    my ($now) = grep { ($_->{subject} // '') =~ /manual-2b/ }
+    my ($cur) = grep { ($_->{subject} // '') =~ /manual-2b/ }
                 @{ (eval { decode_json($lr->{body}) } || {})->{pending}
                    || [] };
     $r = $t->curl('POST', "$admin/scep/reject", user => 'admin:admin',
                   data => encode_json({ transaction_id => $tids[-1],
-                                        created => $now->{created} }));
+                                        created => $cur->{created} }));
     is($r->{code}, 200, '... and can be decided (rejected) again, naming '
        . 'its own "created"') or diag($r->{body});
     $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
