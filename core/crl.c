@@ -17,10 +17,14 @@
  * Building only: coalescing rebuilds and serving belong to the glue.
  */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include <openssl/asn1.h>
 #include <openssl/bn.h>
@@ -31,6 +35,7 @@
 #include <openssl/x509v3.h>
 
 #include "pki.h"
+#include "issue_int.h"
 
 
 /* Longest nextUpdate - thisUpdate accepted: one year. */
@@ -983,4 +988,226 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
         pki_crl_sleep_ms(PKI_CRL_WAIT_STEP_MS);
     }
+}
+
+
+/* ---- the local copy ------------------------------------------------------- */
+
+/*
+ * A worker keeps the CRLs it serves in memory; one that starts while Redis
+ * is down (a reload, a crashed worker replaced) has none.  A copy of each
+ * CA's current CRL on local disk serves it then: <dir>/<CA>.crl, written to
+ * a temporary file and renamed over the old one (a reader never sees half
+ * a file), and read back only when it is this CA's, whole and not expired.
+ */
+
+#define PKI_CRL_FILE_MAX  (256L * 1024 * 1024)
+
+
+static int
+pki_crl_file_name(char *buf, size_t size, const char *dir, const char *ca,
+    const char *suffix)
+{
+    int  n;
+
+    if (dir == NULL || dir[0] == '\0' || ca == NULL || ca[0] == '\0'
+        || strchr(ca, '/') != NULL)
+    {
+        return 0;
+    }
+
+    n = snprintf(buf, size, "%s/%s.crl%s", dir, ca, suffix);
+    return n > 0 && (size_t) n < size;
+}
+
+
+PKI_API pki_status_t
+pki_crl_file_save(const pki_ca_t *ca, const char *dir,
+    const pki_crl_info_t *crl, pki_result_t *res)
+{
+    int            fd, ok;
+    char           path[4096], tmp[4096], sfx[48];
+    size_t         off;
+    ssize_t        n;
+    unsigned char  rnd[6];
+
+    if (ca == NULL || crl == NULL || crl->der == NULL || crl->len == 0
+        || RAND_bytes(rnd, sizeof(rnd)) != 1)
+    {
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: bad arguments");
+    }
+
+    snprintf(sfx, sizeof(sfx), ".%ld.%02x%02x%02x%02x%02x%02x",
+             (long) getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
+             rnd[5]);
+
+    if (!pki_crl_file_name(path, sizeof(path), dir, pki_ca_name(ca), "")
+        || !pki_crl_file_name(tmp, sizeof(tmp), dir, pki_ca_name(ca), sfx))
+    {
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: bad file name");
+    }
+
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        pki_log(res, "open(\"%s\"): %s", tmp, strerror(errno));
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: cannot write");
+    }
+
+    ok = 1;
+
+    for (off = 0; ok && off < crl->len; off += (size_t) n) {
+        n = write(fd, crl->der + off, crl->len - off);
+        if (n < 0 && errno == EINTR) {
+            n = 0;
+        } else if (n <= 0) {
+            pki_log(res, "write(\"%s\"): %s", tmp,
+                    n < 0 ? strerror(errno) : "nothing written");
+            ok = 0;
+        }
+    }
+
+    /* the rename names only a whole file, also after a crash */
+    if (ok && fsync(fd) != 0) {
+        pki_log(res, "fsync(\"%s\"): %s", tmp, strerror(errno));
+        ok = 0;
+    }
+
+    if (close(fd) != 0 && ok) {
+        pki_log(res, "close(\"%s\"): %s", tmp, strerror(errno));
+        ok = 0;
+    }
+
+    if (ok && rename(tmp, path) != 0) {
+        pki_log(res, "rename(\"%s\", \"%s\"): %s", tmp, path,
+                strerror(errno));
+        ok = 0;
+    }
+
+    if (!ok) {
+        (void) unlink(tmp);
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: cannot write");
+    }
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_crl_file_load(const pki_ca_t *ca, const char *dir, pki_crl_info_t *out,
+    pki_result_t *res)
+{
+    int                   fd;
+    char                  path[4096];
+    size_t                off;
+    time_t                now;
+    ssize_t               n;
+    int64_t               n64;
+    X509_CRL             *crl;
+    struct stat           sb;
+    ASN1_INTEGER         *num;
+    const ASN1_TIME      *nu;
+    const unsigned char  *p;
+
+    if (ca == NULL || out == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: bad arguments");
+    }
+
+    memset(out, 0, sizeof(*out));
+
+    if (!pki_crl_file_name(path, sizeof(path), dir, pki_ca_name(ca), "")) {
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: bad file name");
+    }
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return pki_fail(res, PKI_NOT_FOUND, "no local CRL copy");
+        }
+        pki_log(res, "open(\"%s\"): %s", path, strerror(errno));
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: cannot read");
+    }
+
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0
+        || sb.st_size > PKI_CRL_FILE_MAX)
+    {
+        close(fd);
+        pki_log(res, "\"%s\": not a regular file of 1 to %ld bytes", path,
+                PKI_CRL_FILE_MAX);
+        return pki_fail(res, PKI_INTERNAL, "CRL copy: unusable");
+    }
+
+    out->len = (size_t) sb.st_size;
+    out->der = malloc(out->len);
+    if (out->der == NULL) {
+        close(fd);
+        memset(out, 0, sizeof(*out));
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    for (off = 0; off < out->len; off += (size_t) n) {
+        n = read(fd, out->der + off, out->len - off);
+        if (n < 0 && errno == EINTR) {
+            n = 0;
+        } else if (n <= 0) {
+            break;
+        }
+    }
+
+    close(fd);
+
+    if (off != out->len) {
+        pki_log(res, "\"%s\": short read", path);
+        goto unusable;
+    }
+
+    /* this CA's current certificate and key signed it, it is whole */
+    if (!pki_crl_signed_by(ca, out->der, out->len)) {
+        pki_log(res, "\"%s\" is not a CRL of this CA's current certificate "
+                "and key", path);
+        goto unusable;
+    }
+
+    p = out->der;
+    crl = d2i_X509_CRL(NULL, &p, (long) out->len);
+    if (crl == NULL) {
+        goto unusable;
+    }
+
+    nu = X509_CRL_get0_nextUpdate(crl);
+    num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+
+    out->this_update = pki_int_asn1_time(X509_CRL_get0_lastUpdate(crl));
+    out->next_update = nu != NULL ? pki_int_asn1_time(nu) : (time_t) -1;
+    if (num == NULL || !ASN1_INTEGER_get_int64(&n64, num)) {
+        n64 = -1;
+    }
+    out->number = (long long) n64;
+
+    ASN1_INTEGER_free(num);
+    X509_CRL_free(crl);
+    ERR_clear_error();
+
+    now = time(NULL);
+
+    if (out->number <= 0 || out->this_update == (time_t) -1
+        || out->next_update == (time_t) -1)
+    {
+        pki_log(res, "\"%s\": no CRL number or dates", path);
+        goto unusable;
+    }
+
+    if (out->next_update <= now) {
+        free(out->der);
+        memset(out, 0, sizeof(*out));
+        return pki_fail(res, PKI_NOT_FOUND, "the local CRL copy expired");
+    }
+
+    return PKI_OK;
+
+unusable:
+
+    ERR_clear_error();
+    free(out->der);
+    memset(out, 0, sizeof(*out));
+    return pki_fail(res, PKI_INTERNAL, "CRL copy: unusable");
 }

@@ -655,6 +655,17 @@ PKI_API pki_status_t pki_crl_current(pki_ca_t *ca, pki_redis_t *r,
     long next_update_secs, long long have_number, pki_crl_info_t *out,
     pki_result_t *res);
 
+/* A local copy of a CA's current CRL, for a process that starts while Redis
+ * is down: dir/<CA>.crl, written whole (temporary file, fsync, rename).
+ * Blocking (disk). */
+PKI_API pki_status_t pki_crl_file_save(const pki_ca_t *ca, const char *dir,
+    const pki_crl_info_t *crl, pki_result_t *res);
+/* Reads the copy back when this CA's current certificate and key signed it
+ * and it has not expired (out->der malloc'd, number and dates filled;
+ * revgen 0).  PKI_NOT_FOUND: no copy, or an expired one. */
+PKI_API pki_status_t pki_crl_file_load(const pki_ca_t *ca, const char *dir,
+    pki_crl_info_t *out, pki_result_t *res);
+
 /* ---- admin API (revocation; JSON) ------------------------------------------
  *
  * A stateless engine like pki_est_handle.  Paths are relative to the admin

@@ -72,6 +72,10 @@ typedef struct {
     time_t                     crl_refresh; /* shortest pki_crl_next_update
                                                of the pki_crl locations;
                                                0: no CRL is served */
+    ngx_path_t                *crl_cache;   /* pki_crl_cache: the CRLs'
+                                               local copies */
+    char                      *crl_cache_dir;
+    ngx_flag_t                 crl_cache_off;
     size_t                     body_memory; /* pki_body_memory */
 } ngx_http_pki_main_conf_t;
 
@@ -129,6 +133,9 @@ static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
 static void *ngx_http_pki_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_pki_crl_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_pki_crl_cache_init(ngx_conf_t *cf);
 static char *ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_pki_crl_handler(ngx_http_request_t *r);
@@ -283,6 +290,13 @@ static ngx_command_t  ngx_http_pki_commands[] = {
       0,
       NULL },
 
+    { ngx_string("pki_crl_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_pki_crl_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_pki_main_conf_t, crl_cache),
+      NULL },
+
     { ngx_string("pki_crl_next_update"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -409,6 +423,7 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
     }
 
     pmcf->body_memory = NGX_CONF_UNSET_SIZE;
+    pmcf->crl_cache_off = NGX_CONF_UNSET;
 
     return pmcf;
 }
@@ -2489,6 +2504,10 @@ ngx_http_pki_postconfiguration(ngx_conf_t *cf)
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_pki_body_filter;
 
+    if (ngx_http_pki_crl_cache_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
@@ -3475,6 +3494,9 @@ typedef struct {
     pki_status_t               status;
     pki_crl_info_t             info;
     pki_result_t               res;
+    const char                *cache_dir;   /* NULL: no local copy */
+    pki_status_t               fstatus;     /* reading the local copy */
+    pki_result_t               fres;
 } ngx_http_pki_crl_ctx_t;
 
 
@@ -3533,6 +3555,74 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * pki_crl_cache path | off: where each CA's current CRL is kept on disk
+ * (pki_crl_file_save), so that a worker that starts while Redis is down (a
+ * reload, a worker replaced after a crash) serves it instead of 503.
+ * Default: "pki_crl_cache" under the prefix when a CRL is served.  nginx
+ * creates the directory at start, owned by the workers' user.
+ */
+static char *
+ngx_http_pki_crl_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_main_conf_t *pmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (pmcf->crl_cache_off != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        pmcf->crl_cache_off = 1;
+        return NGX_CONF_OK;
+    }
+
+    pmcf->crl_cache_off = 0;
+
+    /* the path and its creation at start (ngx_add_path) */
+    return ngx_conf_set_path_slot(cf, cmd, conf);
+}
+
+
+static ngx_int_t
+ngx_http_pki_crl_cache_init(ngx_conf_t *cf)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    static ngx_path_init_t  dflt = { ngx_string("pki_crl_cache"),
+                                     { 0, 0, 0 } };
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    if (pmcf->crl_cache_off == 1) {
+        return NGX_OK;
+    }
+
+    if (pmcf->crl_cache == NULL) {
+        if (pmcf->crl_refresh == 0 || pmcf->redis == NULL) {
+            return NGX_OK;          /* no CRL served: no directory */
+        }
+
+        if (ngx_conf_merge_path_value(cf, &pmcf->crl_cache, NULL, &dflt)
+            != NGX_CONF_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    pmcf->crl_cache_dir = ngx_http_pki_cstr(cf->pool,
+                                            &pmcf->crl_cache->name);
+    if (pmcf->crl_cache_dir == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -3715,6 +3805,7 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     ctx->redis = pmcf->redis;
     ctx->next_update = (long) plcf->crl_next_update;
     ctx->have = fresh ? st->number : 0;
+    ctx->cache_dir = pmcf->crl_cache_dir;
     ctx->state = st;
     ctx->owner = !st->busy;
     pki_result_init(&ctx->res);
@@ -3752,6 +3843,16 @@ ngx_http_pki_crl_work(void *data)
 
     ctx->status = pki_crl_current(ctx->ca, ctx->redis, ctx->next_update,
                                   ctx->have, &ctx->info, &ctx->res);
+
+    ctx->fstatus = PKI_NOT_FOUND;
+
+    /* Redis down and no copy in memory (a worker that started during the
+     * outage): the copy on disk, while it is valid */
+    if (ctx->status != PKI_OK && ctx->have == 0 && ctx->cache_dir != NULL) {
+        pki_result_init(&ctx->fres);
+        ctx->fstatus = pki_crl_file_load(ctx->ca, ctx->cache_dir,
+                                         &ctx->info, &ctx->fres);
+    }
 }
 
 
@@ -3782,8 +3883,24 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
         /* Redis down: the copy, while valid; ask again in a second */
         st->checked = ngx_current_msec;
 
-    } else {
-        if (ctx->res.log[0]) {
+        if (ctx->fstatus == PKI_OK) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "pki crl: \"%V\": serving CRL %L from the local "
+                          "copy in \"%s\" until Redis answers", &ctx->name,
+                          info->number, ctx->cache_dir);
+
+        } else if (ctx->fstatus != PKI_NOT_FOUND
+                   || ctx->fres.log[0] != '\0')
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "pki crl: \"%V\": local copy: %s%s%s",
+                          &ctx->name, ctx->fres.detail,
+                          ctx->fres.log[0] ? ": " : "", ctx->fres.log);
+        }
+    }
+
+    if (ctx->status == PKI_OK || ctx->fstatus == PKI_OK) {
+        if (ctx->status == PKI_OK && ctx->res.log[0]) {
             ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                           "pki crl: \"%V\": %s", &ctx->name, ctx->res.log);
         }
@@ -3858,6 +3975,8 @@ typedef struct {
     pki_status_t              *due;      /* per CA: the last outcome     */
     pki_status_t              *due_logged;
     pki_result_t              *due_res;
+    pki_status_t              *fstatus;  /* per CA: saving the local copy */
+    pki_result_t              *fres;
     ngx_event_t                timer;
     ngx_thread_task_t         *task;
     ngx_thread_pool_t         *tp;
@@ -3904,11 +4023,14 @@ ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
     rf->due = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
     rf->due_logged = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
     rf->due_res = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
+    rf->fstatus = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->fres = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
     rf->task = ngx_thread_task_alloc(cycle->pool, 0);
 
     if (rf->have == NULL || rf->status == NULL || rf->logged == NULL
         || rf->res == NULL || rf->revoked == NULL || rf->due == NULL
-        || rf->due_logged == NULL || rf->due_res == NULL || rf->task == NULL)
+        || rf->due_logged == NULL || rf->due_res == NULL
+        || rf->fstatus == NULL || rf->fres == NULL || rf->task == NULL)
     {
         return;
     }
@@ -3993,8 +4115,22 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
                                         (long) rf->pmcf->crl_refresh,
                                         rf->have[i], &info, &rf->res[i]);
 
+        rf->fstatus[i] = PKI_OK;
+
         if (rf->status[i] == PKI_OK) {
             rf->have[i] = info.number;
+
+            /* a new CRL (or the first since start): the local copy */
+            if (info.der != NULL && rf->pmcf->crl_cache_dir != NULL) {
+                pki_result_init(&rf->fres[i]);
+                rf->fstatus[i] = pki_crl_file_save(cas[i].ca,
+                                                   rf->pmcf->crl_cache_dir,
+                                                   &info, &rf->fres[i]);
+                if (rf->fstatus[i] != PKI_OK) {
+                    rf->have[i] = 0;        /* written again next tick */
+                }
+            }
+
             free(info.der);
         }
     }
@@ -4031,6 +4167,14 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
                           rf->due[i] == PKI_OK ? "" : ": ",
                           rf->due[i] == PKI_OK ? "" : rf->due_res[i].detail);
             rf->due_logged[i] = rf->due[i];
+        }
+
+        if (rf->fstatus[i] != PKI_OK) {
+            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                          "pki crl: \"%V\": local copy in \"%s\" not "
+                          "written: %s%s%s", &cas[i].name,
+                          rf->pmcf->crl_cache_dir, rf->fres[i].detail,
+                          rf->fres[i].log[0] ? ": " : "", rf->fres[i].log);
         }
 
         if (rf->status[i] == PKI_OK) {

@@ -5,7 +5,8 @@
 # CRLs served by location /crl/ { pki_crl; } in the shared config: fetched
 # from each certificate's own CDP, verified with openssl crl -CAfile and
 # openssl verify -crl_check, refreshed after a revocation, coalesced
-# rebuilds, cache headers, 404s, and Redis down with a CRL in memory.
+# rebuilds, cache headers, 404s, and Redis down with a CRL in memory or
+# only in the local copy on disk (new workers).
 
 use strict;
 use warnings;
@@ -54,8 +55,9 @@ sub fetch {
 }
 
 sub crl_number {
+    my ($file) = @_;
     my ($rc, $out) = PKITest::run_cmd(['openssl', 'crl', '-inform', 'DER',
-        '-in', "$dir/crl.der", '-noout', '-crlnumber']);
+        '-in', $file // "$dir/crl.der", '-noout', '-crlnumber']);
     return $out =~ /crlNumber=(?:0x)?([0-9A-Fa-f]+)/ ? hex($1) : -1;
 }
 
@@ -188,6 +190,49 @@ for (1 .. 6) {
     sleep 0.3;
 }
 unlike($codes, qr/\b(?!200)\d{3}\b/, "Redis down: served from memory ($codes)");
+
+# Redis still down, and new workers with no CRL in memory (a reload; a
+# worker replaced after a crash alike): the copy that worker 0 keeps on
+# disk is served, checked first
+my $copy = $t->prefix . '/pki_crl_cache/issuing.crl';
+ok(-s $copy, 'worker 0 keeps a copy of the CRL on disk');
+is(crl_number($copy), $s1, '  the last one built');
+
+sub new_workers {
+    my $master = $t->{children}{nginx};
+    my %old = map { $_ => 1 } $t->workers_of($master);
+    my $n = () = (PKITest::slurp($t->error_log) // '') =~ /reconfiguring/g;
+    kill('HUP', $master);
+    my $t0 = time;
+    while (time - $t0 < 20) {
+        my @w = $t->workers_of($master);
+        my $log = PKITest::slurp($t->error_log) // '';
+        my $m = () = $log =~ /reconfiguring/g;
+        last if $m > $n && @w && !grep { $old{$_} } @w;
+        sleep 0.1;
+    }
+}
+
+new_workers();
+$codes = '';
+for (1 .. 4) {
+    $r = fetch($url, max_time => 10);
+    $codes .= "$r->{code} ";
+}
+unlike($codes, qr/\b(?!200)\d{3}\b/,
+       "Redis down, new workers: served from the local copy ($codes)");
+is(crl_number(), $s1, '  that CRL');
+like(PKITest::slurp($t->error_log) // '',
+     qr/serving CRL \d+ from the local copy/, '  logged');
+
+# a copy that is not this CA's (here: cut short) is not served
+my $der = PKITest::slurp($copy);
+PKITest::spew($copy, substr($der, 0, length($der) - 10));
+new_workers();
+$r = fetch($url, max_time => 10);
+is($r->{code}, 503, 'a damaged local copy: 503, not served');
+like(PKITest::slurp($t->error_log) // '',
+     qr/local copy: CRL copy: unusable/, '  logged');
 
 $t->stop_all;
 done_testing();

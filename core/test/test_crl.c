@@ -920,6 +920,84 @@ foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res)
 }
 
 
+/* The local copy: written whole, read back only when it is this CA's,
+ * whole and not expired. */
+static void
+test_file(pki_ca_t *ca, pki_ca_t *other)
+{
+    FILE            *f;
+    char             path[128];
+    size_t           len;
+    time_t           now;
+    pki_result_t     res;
+    pki_status_t     st;
+    unsigned char   *der;
+    pki_crl_info_t   a, b;
+
+    now = time(NULL);
+    der = NULL;
+    pki_result_init(&res);
+    st = pki_crl_build_list(ca, NULL, 0, 4711, now, 3600, &der, &len, &res);
+    if (!ok(st == PKI_OK, "local copy: a CRL to keep")) {
+        return;
+    }
+
+    memset(&a, 0, sizeof(a));
+    a.der = der;
+    a.len = len;
+
+    pki_result_init(&res);
+    st = pki_crl_file_load(ca, dir, &b, &res);
+    ok(st == PKI_NOT_FOUND && b.der == NULL, "  none yet: not found");
+
+    pki_result_init(&res);
+    st = pki_crl_file_save(ca, dir, &a, &res);
+    ok(st == PKI_OK, "  saved (%s %s)", res.detail, res.log);
+
+    pki_result_init(&res);
+    st = pki_crl_file_load(ca, dir, &b, &res);
+    ok(st == PKI_OK && b.len == len && memcmp(b.der, der, len) == 0
+       && b.number == 4711 && b.next_update > now + 3500
+       && b.this_update <= now + 1, "  read back with its number and dates");
+    free(b.der);
+
+    /* another CA's: same name on disk, here the root's file is ours */
+    snprintf(path, sizeof(path), "%s/%s.crl", dir, pki_ca_name(other));
+    run("cp %s/%s.crl %s", dir, pki_ca_name(ca), path);
+    pki_result_init(&res);
+    st = pki_crl_file_load(other, dir, &b, &res);
+    ok(st == PKI_INTERNAL && b.der == NULL,
+       "  another CA's CRL: refused (%s)", res.log);
+
+    /* cut short */
+    f = fopen(path, "wb");
+    if (f != NULL) {
+        fwrite(der, 1, len - 1, f);
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "%s/%s.crl", dir, pki_ca_name(ca));
+    run("cp %s/%s.crl %s", dir, pki_ca_name(other), path);
+    pki_result_init(&res);
+    st = pki_crl_file_load(ca, dir, &b, &res);
+    ok(st == PKI_INTERNAL && b.der == NULL, "  cut short: refused");
+    OPENSSL_free(der);
+
+    /* expired */
+    der = NULL;
+    pki_result_init(&res);
+    st = pki_crl_build_list(ca, NULL, 0, 4712, now - 7200, 3600, &der, &len,
+                            &res);
+    a.der = der;
+    a.len = len;
+    pki_result_init(&res);
+    st = st == PKI_OK ? pki_crl_file_save(ca, dir, &a, &res) : st;
+    pki_result_init(&res);
+    st = st == PKI_OK ? pki_crl_file_load(ca, dir, &b, &res) : PKI_INTERNAL;
+    ok(st == PKI_NOT_FOUND && b.der == NULL, "  expired: not served");
+    OPENSSL_free(der);
+}
+
+
 static void
 test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
 {
@@ -1226,6 +1304,7 @@ main(void)
     ca = make_ca("crlca", "ca.pem", subkey, tleaf);
 
     test_list(ca, sub);
+    test_file(ca, rootca);
     test_many(ca, sub);
     test_algs(tleaf);
     test_redis(ca, sub, tleaf, sock);
