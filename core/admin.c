@@ -1256,6 +1256,41 @@ pki_admin_scep_pending(const pki_admin_conf_t *conf,
 
 /* ---- dispatch ----------------------------------------------------------- */
 
+/* The methods an endpoint takes, for the Allow header of a 405 (RFC 9110
+ * 15.5.6); "" for a path that takes none. */
+static const char *
+pki_admin_allow(const char *path)
+{
+    if (strcmp(path, "revoke") == 0 || strcmp(path, "scep/challenges") == 0
+        || strcmp(path, "scep/approve") == 0
+        || strcmp(path, "scep/reject") == 0)
+    {
+        return "POST";
+    }
+
+    if (strcmp(path, "certificates") == 0
+        || strncmp(path, "certificates/", 13) == 0
+        || strcmp(path, "scep/pending") == 0)
+    {
+        return "GET, HEAD";
+    }
+
+    if (strcmp(path, "acme/eab") == 0 || strcmp(path, "acme/eab/") == 0) {
+        return "GET, HEAD, POST";
+    }
+
+    if (strncmp(path, "acme/eab/", 9) == 0) {
+        return "DELETE";
+    }
+
+    if (strncmp(path, "acme/accounts/", 14) == 0 && path[14] != '\0') {
+        return "GET, HEAD, POST";
+    }
+
+    return "";
+}
+
+
 PKI_API void
 pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_admin_resp_t *resp)
@@ -1266,6 +1301,7 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 
     memset(resp, 0, sizeof(*resp));
     pki_result_init(&resp->res);
+    path[0] = '\0';
 
     if (conf == NULL || req == NULL || conf->redis == NULL) {
         pki_fail(&resp->res, PKI_INTERNAL, "admin API not configured");
@@ -1381,6 +1417,10 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     }
 
 failed:
+
+    if (resp->res.status == PKI_UNSUPPORTED) {
+        resp->allow = pki_admin_allow(path);
+    }
 
     pki_admin_error(resp);
 }

@@ -712,6 +712,8 @@ typedef struct {
     size_t          body_len;
     pki_result_t    res;              /* what happened, for the log; on
                                          success res.log names the change */
+    const char     *allow;            /* 405: the methods the endpoint
+                                         takes (static), else NULL       */
 } pki_admin_resp_t;
 
 /* Handles one request.  Never fails to fill resp. */

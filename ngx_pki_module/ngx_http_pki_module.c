@@ -191,6 +191,8 @@ static char *ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_pki_admin_handler(ngx_http_request_t *r);
 static void ngx_http_pki_admin_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_pki_admin_body_error(ngx_http_request_t *r,
+    ngx_int_t rc);
 static void ngx_http_pki_admin_work(void *data);
 static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_pki_admin_send(ngx_http_request_t *r,
@@ -3051,7 +3053,8 @@ ngx_http_pki_secret_cleanup(void *data)
 
 /* ---- pki_admin: the revocation admin API (core/admin.c) ----------------- */
 
-#define NGX_HTTP_PKI_ADMIN_BODY_MAX  16384
+#define NGX_HTTP_PKI_ADMIN_BODY_MAX       16384
+#define NGX_HTTP_PKI_ADMIN_BODY_MAX_TEXT  "16384"
 
 
 /* the module's request context: begins with the body cap (read_body) */
@@ -3281,10 +3284,38 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
                                 ngx_http_pki_admin_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
+        return ngx_http_pki_admin_body_error(r, rc);
     }
 
     return NGX_DONE;
+}
+
+
+/* A body that could not be read: a JSON error like the API's own, not
+ * nginx's HTML page.  The rest of the body is not read: the connection
+ * closes after the answer. */
+static ngx_int_t
+ngx_http_pki_admin_body_error(ngx_http_request_t *r, ngx_int_t rc)
+{
+    static u_char  large[] = "{\"error\":\"request body too large (at "
+                             "most " NGX_HTTP_PKI_ADMIN_BODY_MAX_TEXT
+                             " bytes)\"}\n";
+    static u_char  bad[] = "{\"error\":\"the request body could not be "
+                           "read\"}\n";
+
+    if (rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE && rc != NGX_HTTP_BAD_REQUEST)
+    {
+        return rc;
+    }
+
+    r->keepalive = 0;
+    r->lingering_close = 1;
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return ngx_http_pki_admin_send(r, rc, large, sizeof(large) - 1);
+    }
+
+    return ngx_http_pki_admin_send(r, rc, bad, sizeof(bad) - 1);
 }
 
 
@@ -3299,7 +3330,7 @@ ngx_http_pki_admin_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_pki_request_body(r, NGX_HTTP_PKI_ADMIN_BODY_MAX, &body);
     if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, rc);
+        ngx_http_finalize_request(r, ngx_http_pki_admin_body_error(r, rc));
         return;
     }
 
@@ -3348,6 +3379,7 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
     u_char             *body;
     size_t              len;
     ngx_uint_t          level;
+    ngx_table_elt_t    *h;
     pki_admin_resp_t   *resp;
 
     resp = &ctx->resp;
@@ -3387,6 +3419,19 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
     }
 
     pki_admin_resp_free(resp);
+
+    if (resp->http_status == NGX_HTTP_NOT_ALLOWED && resp->allow != NULL) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Allow");
+        h->value.data = (u_char *) resp->allow;
+        h->value.len = ngx_strlen(resp->allow);
+    }
 
     ngx_http_finalize_request(r,
         ngx_http_pki_admin_send(r, resp->http_status ? resp->http_status

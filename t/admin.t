@@ -148,13 +148,26 @@ is($t->redis_hash("pki:{ca:issuing}:cert:$s3")->{status}, 'good',
    '  neither revoked anything');
 $r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 20000) . '"}');
 is($r->{code}, 413, 'body over 16 KiB: 413');
+like($r->{headers}{'content-type'} // '', qr{^application/json},
+     '  a JSON error, not an HTML page');
+like($r->{body} // '', qr/"error":"request body too large/, '  saying so');
 $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
               data => '{"serial":"' . ('0' x 20000) . '"}', quiet => 1,
               headers => ['Content-Type: application/json',
                           'Transfer-Encoding: chunked']);
 is($r->{code}, 413, 'chunked body over 16 KiB: 413');
+like($r->{headers}{'content-type'} // '', qr{^application/json},
+     '  a JSON error');
 $r = api('GET', 'revoke');
 is($r->{code}, 405, 'GET revoke: 405');
+is($r->{headers}{allow}, 'POST', '  Allow: POST (RFC 9110 15.5.6)');
+$r = api('DELETE', 'certificates');
+is($r->{code}, 405, 'DELETE certificates: 405');
+is($r->{headers}{allow}, 'GET, HEAD', '  Allow: GET, HEAD');
+$r = api('PUT', 'acme/eab');
+is($r->{headers}{allow}, 'GET, HEAD, POST', 'PUT acme/eab: Allow');
+$r = api('GET', 'scep/approve');
+is($r->{headers}{allow}, 'POST', 'GET scep/approve: Allow: POST');
 $r = api('GET', 'nothing');
 is($r->{code}, 404, 'unknown endpoint: 404');
 is($t->redis_hash("pki:{ca:issuing}:cert:$s3")->{status}, 'good',
