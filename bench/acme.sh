@@ -109,8 +109,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# N distinct free ports: all bound at once, so no two are the same (one at a
+# time, a port just handed out could come back for the next one)
+free_ports() {
+    python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 
 wait_url() {
@@ -129,15 +135,10 @@ cc -O2 -std=c99 -D_GNU_SOURCE -Wall -Wextra -o "$W/acme_bench" \
     $(pkg-config --cflags --libs libssl libcrypto libcjson) -lpthread \
     || die "cannot build bench/acme_bench.c"
 
-HTTPS=$(free_port)
-HTTP=$(free_port)
-HTTPS2=$(free_port)
-HTTP2=$(free_port)
-CHALL=$(free_port)              # http-01 responder of the load client
-PEB=$(free_port)
-PEBM=$(free_port)
-DNS=$(free_port)
-DNSM=$(free_port)
+# CHALL: the http-01 responder of the load client; PEBTLS: pebble's
+# tls-alpn-01 port (unused)
+read -r HTTPS HTTP HTTPS2 HTTP2 CHALL PEB PEBM DNS DNSM PEBTLS \
+    <<< "$(free_ports 10)"
 
 # --- ours ----------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ cat > "$C/pebble.json" <<EOF
 {"pebble": {"listenAddress": "127.0.0.1:$PEB",
             "managementListenAddress": "127.0.0.1:$PEBM",
             "certificate": "$C/tls.pem", "privateKey": "$C/tls.key",
-            "httpPort": $CHALL, "tlsPort": $(free_port),
+            "httpPort": $CHALL, "tlsPort": $PEBTLS,
             "ocspResponderURL": "", "externalAccountBindingRequired": false}}
 EOF
 
