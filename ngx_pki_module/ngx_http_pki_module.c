@@ -4021,6 +4021,7 @@ typedef struct {
     pki_status_t              *due_logged;
     pki_result_t              *due_res;
     pki_status_t              *fstatus;  /* per CA: saving the local copy */
+    pki_status_t              *flogged;
     pki_result_t              *fres;
     ngx_event_t                timer;
     ngx_thread_task_t         *task;
@@ -4070,12 +4071,14 @@ ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
     rf->due_res = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
     rf->fstatus = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
     rf->fres = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
+    rf->flogged = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
     rf->task = ngx_thread_task_alloc(cycle->pool, 0);
 
     if (rf->have == NULL || rf->status == NULL || rf->logged == NULL
         || rf->res == NULL || rf->revoked == NULL || rf->due == NULL
         || rf->due_logged == NULL || rf->due_res == NULL
-        || rf->fstatus == NULL || rf->fres == NULL || rf->task == NULL)
+        || rf->fstatus == NULL || rf->fres == NULL || rf->flogged == NULL
+        || rf->task == NULL)
     {
         return;
     }
@@ -4160,7 +4163,7 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
                                         (long) rf->pmcf->crl_refresh,
                                         rf->have[i], &info, &rf->res[i]);
 
-        rf->fstatus[i] = PKI_OK;
+        /* rf->fstatus[i]: the last save's, kept until the next save */
 
         if (rf->status[i] == PKI_OK) {
             rf->have[i] = info.number;
@@ -4214,12 +4217,23 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
             rf->due_logged[i] = rf->due[i];
         }
 
-        if (rf->fstatus[i] != PKI_OK) {
-            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                          "pki crl: \"%V\": local copy in \"%s\" not "
-                          "written: %s%s%s", &cas[i].name,
-                          rf->pmcf->crl_cache_dir, rf->fres[i].detail,
-                          rf->fres[i].log[0] ? ": " : "", rf->fres[i].log);
+        /* once per change of state: a failing disk is retried every
+         * tick */
+        if (rf->fstatus[i] != rf->flogged[i]) {
+            if (rf->fstatus[i] != PKI_OK) {
+                ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                              "pki crl: \"%V\": local copy in \"%s\" not "
+                              "written: %s%s%s", &cas[i].name,
+                              rf->pmcf->crl_cache_dir, rf->fres[i].detail,
+                              rf->fres[i].log[0] ? ": " : "",
+                              rf->fres[i].log);
+            } else {
+                ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                              "pki crl: \"%V\": local copy written again",
+                              &cas[i].name);
+            }
+
+            rf->flogged[i] = rf->fstatus[i];
         }
 
         if (rf->status[i] == PKI_OK) {
