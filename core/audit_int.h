@@ -47,8 +47,9 @@ pki_status_t pki_int_record_commit_carry(pki_redis_t *r,
     const char *body, size_t blen, char *rid, size_t ridsize,
     pki_result_t *res);
 
-/* audit.c, for issue.c: 0 when a log is required (pki_audit_set_required)
- * and none is open: an issuance is refused before anything is signed. */
+/* audit.c, for issue.c and matter_api.c: 0 when a log is required
+ * (pki_audit_set_required) and none is open: an issuance (one or a batch)
+ * is refused before anything is reserved or signed. */
 int pki_int_audit_ready(void);
 
 /* audit.c, for issue.c: the stream key that carries the entries of CA

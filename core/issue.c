@@ -2646,6 +2646,17 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
             pki_fail(&items[i].res, PKI_POLICY, "template \"%s\" is not "
                      "allowed for CA \"%s\"", t->name, ca->name);
         }
+
+    } else if (!pki_int_audit_ready()) {
+        /* a transaction log is configured and not open: as pki_issue,
+         * nothing is reserved or signed that it could not hold (else the
+         * whole batch would be recorded, then withheld and withdrawn) */
+        rc = PKI_UNAVAILABLE;
+        for (i = 0; i < n; i++) {
+            pki_fail(&items[i].res, PKI_UNAVAILABLE,
+                     "transaction log unavailable");
+            pki_log(&items[i].res, "transaction log: not open");
+        }
     }
 
     if (rc != PKI_OK) {

@@ -30,6 +30,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "audit_int.h"
 #include "matter_int.h"
 
 
@@ -509,6 +510,18 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
             pki_json_error(resp, 400, "\"csrs\" must hold 1..1000 CSRs");
             return;
         }
+    }
+
+    if (!pki_int_audit_ready()) {
+        /* a transaction log is configured and not open: refused as
+         * pki_issue refuses one DAC, before a key is made, a serial
+         * reserved or anything signed (pki_issue_batch would refuse it
+         * too, item by item) */
+        pki_fail(&resp->res, PKI_UNAVAILABLE, "transaction log unavailable");
+        pki_log(&resp->res, "transaction log: not open; batch of %zu "
+                "refused, nothing reserved or signed", n);
+        pki_fail_resp(resp, PKI_UNAVAILABLE, resp->res.detail);
+        return;
     }
 
     items = calloc(n, sizeof(pki_item_t));

@@ -467,6 +467,51 @@ $1} or die;
          '... and the error log says so');
 }
 
+# --- a transaction log that does not open: the batch is refused up front ----
+
+# A worker whose log does not open (audit.lock cannot be opened, as in
+# t/audit.t) refuses a batch as it refuses one DAC (503): nothing reserved,
+# signed or recorded, where the batch used to be signed and committed, then
+# withheld and revoked.
+{
+    $t->stop_nginx;
+    my $fc = "$dir/audit-closed";
+    mkdir $fc;
+    mkdir "$fc/audit.lock";
+    (my $c2 = $t->render_conf('--audit', $fc))
+        =~ s{ocsp_responder issuing;}{ocsp_responder issuing matter-pai;};
+    $t->start_nginx($c2);
+
+    my @csrs;
+    for my $i (1 .. 3) {
+        my ($csr) = $t->make_csr("closed$i", subj => "/CN=closed $i");
+        push @csrs, encode_base64($csr, '');
+    }
+    my @before = $t->state_keys;
+    my $r = post_json('/matter/dac/batch', { csrs => \@csrs });
+    is($r->{code}, 503, 'log not open: batch answers 503') or diag($r->{body});
+    is($r->{json}{error}, 'transaction log unavailable', '... saying why');
+    $r = post_json('/matter/dac/batch', { count => 2 });
+    is($r->{code}, 503, 'log not open: keygen batch answers 503');
+    is_deeply([ $t->state_keys ], \@before,
+              '... no serial reserved, no record written');
+
+    my ($csr) = $t->make_csr('closed-est', subj => '/CN=closed est');
+    $r = $t->est_post('simpleenroll', $csr, label => 'matter-dac',
+                      quiet => 1);
+    is($r->{code}, 503, 'one DAC through EST: 503 as well');
+
+    # (start_nginx began a new error log)
+    my $el = slurp($t->error_log) // '';
+    my $why = 'transaction log unavailable (transaction log: not open; '
+              . 'batch of 3 refused';
+    like($el, qr/\[error\].*matter: request from .* failed: \Q$why\E/,
+         '... and the error log says why') or diag($el);
+    unlike($el, qr/failed batch had issued|could not be revoked/,
+           '... nothing to withdraw');
+    $t->stop_nginx;
+}
+
 $t->stop_nginx;
 
 done_testing();

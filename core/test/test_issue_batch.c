@@ -29,6 +29,7 @@
 
 static char  dir[64];
 static int   issue_events;
+static int   sign_events;
 
 
 static void
@@ -38,6 +39,9 @@ sink(void *arg, const pki_event_t *ev)
 
     if (ev->type == PKI_EV_ISSUE) {
         __atomic_add_fetch(&issue_events, 1, __ATOMIC_SEQ_CST);
+    }
+    if (ev->type == PKI_EV_SIGN) {
+        __atomic_add_fetch(&sign_events, 1, __ATOMIC_SEQ_CST);
     }
 }
 
@@ -296,6 +300,60 @@ test_offline(pki_ca_t *ca, pki_template_t *tdev)
     ok(items[0].cert == NULL && items[1].cert == NULL, "  nothing issued");
     free_items(items, 2);
 
+    free_reqs(reqs, n);
+}
+
+
+/* A transaction log that is required and not open: the batch is refused
+ * as pki_issue refuses one certificate, before anything is reserved or
+ * signed (it used to be reserved, signed, committed, then withheld). */
+static void
+test_log_closed(pki_ca_t *ca, pki_template_t *tdev, pki_redis_t *r,
+    redisContext *c, const char *ns)
+{
+    int                 signs, events;
+    size_t              i, n = 4, keys, issued, committed;
+    char                pat[256];
+    pki_status_t        st;
+    pki_result_t        res;
+    pki_request_t      *reqs;
+    pki_issue_item_t   *items;
+
+    reqs = make_reqs(n, NULL);
+    items = make_items(reqs, n);
+
+    snprintf(pat, sizeof(pat), "%s{ca:batch}:*", ns ? ns : "");
+    keys = c != NULL ? count_keys(c, pat) : 0;
+    signs = sign_events;
+    events = issue_events;
+
+    pki_audit_set_required(1);
+    pki_result_init(&res);
+    st = pki_issue_batch(ca, tdev, r, items, n, NULL, 2, &res);
+    pki_audit_set_required(0);
+
+    ok(st == PKI_UNAVAILABLE, "required log not open: batch refused (%s)",
+       res.detail);
+
+    issued = committed = 0;
+    for (i = 0; i < n; i++) {
+        issued += items[i].cert != NULL;
+        committed += items[i].committed[0] != '\0';
+    }
+    ok(issued == 0 && committed == 0, "  nothing issued, nothing committed");
+    ok(items[0].status == PKI_UNAVAILABLE
+       && strcmp(items[0].res.detail, "transaction log unavailable") == 0
+       && strstr(items[0].res.log, "not open") != NULL,
+       "  each item says why (%s; %s)", items[0].res.detail,
+       items[0].res.log);
+    ok(sign_events == signs, "  nothing signed (%d signatures)",
+       sign_events - signs);
+    ok(issue_events - events == (int) n, "  each refusal counted");
+    if (c != NULL) {
+        ok(count_keys(c, pat) == keys, "  nothing written to Redis");
+    }
+
+    free_items(items, n);
     free_reqs(reqs, n);
 }
 
@@ -664,6 +722,7 @@ main(void)
     }
 
     test_offline(ca, tdev);
+    test_log_closed(ca, tdev, NULL, NULL, NULL);
 
     r = NULL;
     c = NULL;
@@ -684,6 +743,7 @@ main(void)
         if (ok(r != NULL && c != NULL && !c->err, "redis connections")) {
             test_records(r, c, ns);
             test_redis(ca, tdev, r, c, ns);
+            test_log_closed(ca, tdev, r, c, ns);
         }
     }
 
