@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -624,29 +625,127 @@ pki_p11mod_get(const char *vault, const char *path, pki_result_t *res)
 }
 
 
+/* ---- the PIN's memory ----------------------------------------------------
+ *
+ * The PIN stays in memory for the vault's life: a lost login is logged in
+ * again with it.  It has a mapping of its own, left out of core dumps
+ * (MADV_DONTDUMP, inherited by the workers) and locked out of swap (mlock,
+ * which a fork does not inherit: pki_vault_open locks it again; without the
+ * privilege or the RLIMIT_MEMLOCK for it the PIN stays unlocked, said once
+ * per process).  The PIN file is read straight into it, so no other copy
+ * is made, and it is wiped before it is unmapped.
+ */
+
+static int  pki_pin_mlock_warned;
+
+
+static size_t
+pki_pin_size(void)
+{
+    long    pg;
+    size_t  sz;
+
+    pg = sysconf(_SC_PAGESIZE);
+    sz = pg > 0 ? (size_t) pg : 4096;
+
+    return (PKI_PIN_MAX + 2 + sz - 1) / sz * sz;
+}
+
+
+/* Locks the PIN's pages; the first failure in a process goes to res->log
+ * (a warning, not an error). */
+static void
+pki_pin_lock(char *pin, pki_result_t *res)
+{
+    int  err;
+
+    if (mlock(pin, pki_pin_size()) == 0) {
+        return;
+    }
+
+    err = errno;
+
+    if (__atomic_exchange_n(&pki_pin_mlock_warned, 1, __ATOMIC_SEQ_CST)) {
+        return;
+    }
+
+    pki_log(res, "%sthe PIN's memory is not locked against swapping: "
+            "mlock() failed: %s (RLIMIT_MEMLOCK)",
+            res != NULL && res->log[0] ? "; " : "", strerror(err));
+}
+
+
+static char *
+pki_pin_alloc(pki_result_t *res)
+{
+    int     err;
+    void   *p;
+    size_t  sz;
+
+    sz = pki_pin_size();
+
+    p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+             -1, 0);
+    if (p == MAP_FAILED) {
+        err = errno;
+        pki_fail(res, PKI_INTERNAL, "mmap() for the PIN failed: %s",
+                 strerror(err));
+        return NULL;
+    }
+
+    if (madvise(p, sz, MADV_DONTDUMP) != 0) {
+        /* a PIN that a core dump would hold: refused */
+        err = errno;
+        (void) munmap(p, sz);
+        pki_fail(res, PKI_INTERNAL, "madvise(MADV_DONTDUMP) for the PIN "
+                 "failed: %s", strerror(err));
+        return NULL;
+    }
+
+    pki_pin_lock(p, res);
+
+    return p;
+}
+
+
+static void
+pki_pin_free(char *pin)
+{
+    size_t  sz;
+
+    if (pin == NULL) {
+        return;
+    }
+
+    sz = pki_pin_size();
+
+    OPENSSL_cleanse(pin, sz);
+    (void) munlock(pin, sz);
+    (void) munmap(pin, sz);
+}
+
+
 /* ---- vaults ------------------------------------------------------------- */
 
 static void
 pki_vault_wipe_pin(pki_vault_t *v)
 {
-    if (v->pin != NULL) {
-        OPENSSL_cleanse(v->pin, v->pin_len + 1);
-        free(v->pin);
-        v->pin = NULL;
-        v->pin_len = 0;
-    }
+    pki_pin_free(v->pin);
+    v->pin = NULL;
+    v->pin_len = 0;
 }
 
 
-/* Reads the PIN file: returns the PIN (malloc'ed, NUL-terminated, *plen
- * bytes) and the file's stat in *pst, or NULL with res filled.  Never puts
- * the PIN into res. */
+/* Reads the PIN file: returns the PIN (pki_pin_alloc'ed, NUL-terminated,
+ * *plen bytes) and the file's stat in *pst, or NULL with res filled.
+ * Never puts the PIN into res.  The file is read straight into the PIN's
+ * memory: no other buffer holds it. */
 static char *
 pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
     pki_result_t *res)
 {
     char           *pin;
-    unsigned char   buf[PKI_PIN_MAX + 2];
+    unsigned char  *buf;
     ssize_t         n;
     size_t          len = 0;
     int             fd, err;
@@ -666,10 +765,19 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
         return NULL;
     }
 
+    pin = pki_pin_alloc(res);
+    if (pin == NULL) {
+        close(fd);
+        return NULL;
+    }
+
+    buf = (unsigned char *) pin;
+
     /* Read at most PKI_PIN_MAX + 1 bytes: one more tells it is too long
      * (after a trailing newline is allowed for). */
-    for ( ;; ) {
-        n = read(fd, buf + len, sizeof(buf) - len);
+    n = 0;
+    while (len < PKI_PIN_MAX + 2) {
+        n = read(fd, buf + len, PKI_PIN_MAX + 2 - len);
         if (n == -1 && errno == EINTR) {
             continue;
         }
@@ -677,16 +785,13 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
             break;
         }
         len += (size_t) n;
-        if (len == sizeof(buf)) {
-            break;
-        }
     }
 
     err = (n == -1) ? errno : 0;
     close(fd);
 
     if (err != 0) {
-        OPENSSL_cleanse(buf, sizeof(buf));
+        pki_pin_free(pin);
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": cannot read PIN file "
                  "\"%s\": %s", v->name, v->pin_file, strerror(err));
         return NULL;
@@ -697,7 +802,7 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
     }
 
     if (len == 0 || len > PKI_PIN_MAX || memchr(buf, '\0', len) != NULL) {
-        OPENSSL_cleanse(buf, sizeof(buf));
+        pki_pin_free(pin);
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": PIN file \"%s\" %s",
                  v->name, v->pin_file,
                  len == 0 ? "is empty"
@@ -706,17 +811,9 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
         return NULL;
     }
 
-    pin = malloc(len + 1);
-    if (pin == NULL) {
-        OPENSSL_cleanse(buf, sizeof(buf));
-        pki_fail(res, PKI_INTERNAL, "out of memory");
-        return NULL;
-    }
-
-    memcpy(pin, buf, len);
-    pin[len] = '\0';
+    /* the line end read with it, gone: only the PIN and its NUL remain */
+    OPENSSL_cleanse(buf + len, PKI_PIN_MAX + 2 - len);
     *plen = len;
-    OPENSSL_cleanse(buf, sizeof(buf));
 
     return pin;
 }
@@ -811,8 +908,7 @@ pki_vault_pin_retry(pki_vault_t *v, pki_result_t *res)
     }
 
     if (len == v->pin_len && CRYPTO_memcmp(pin, v->pin, len) == 0) {
-        OPENSSL_cleanse(pin, len);
-        free(pin);
+        pki_pin_free(pin);
         v->pin_st = st;
         goto refused;
     }
@@ -1141,6 +1237,12 @@ pki_vault_open_locked_do(pki_vault_t *v, pki_result_t *res)
         st = pki_vault_try_open(v, &login_failed, res);
 
         if (st == PKI_OK) {
+            /* a worker's copy of the PIN's pages is not locked (fork does
+             * not inherit mlock): locked again, a failure said in
+             * res->log */
+            if (v->pin != NULL) {
+                pki_pin_lock(v->pin, res);
+            }
             return PKI_OK;
         }
 

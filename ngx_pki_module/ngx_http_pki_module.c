@@ -517,6 +517,12 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
                           "pki_key_vault \"%V\" did not open: %s (%s)",
                           &vault[i].name, res.detail, res.log);
+
+        } else if (res.log[0] != '\0') {
+            /* the PIN's memory could not be locked against swapping */
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "pki_key_vault \"%V\": %s", &vault[i].name,
+                          res.log);
         }
     }
 
@@ -930,6 +936,12 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (v == NULL) {
         ngx_http_pki_conf_error(cf, &res, "pki_key_vault \"%V\"", &name);
         return NGX_CONF_ERROR;
+    }
+
+    if (res.log[0] != '\0') {
+        /* the PIN's memory could not be locked against swapping */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0, "pki_key_vault \"%V\": %s",
+                           &name, res.log);
     }
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
