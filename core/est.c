@@ -729,6 +729,35 @@ pki_est_pop(const pki_est_req_t *req, X509_REQ *csr, pki_result_t *res)
 }
 
 
+/* 1 if the CSR asks for the server-generated key to be encrypted (RFC
+ * 7030 4.4.1.1 DecryptKeyIdentifier, 4.4.1.2
+ * AsymmetricDecryptKeyIdentifier), 0 if not, -1 on failure. */
+static int
+pki_est_wants_key_encrypted(const X509_REQ *csr)
+{
+    int                  i, found;
+    ASN1_OBJECT         *obj;
+    static const char   *oids[] = {
+        "1.2.840.113549.1.9.16.2.37",       /* id-aa-decryptKeyID */
+        "1.2.840.113549.1.9.16.2.54",       /* id-aa-asymmDecryptKeyID */
+    };
+
+    found = 0;
+
+    for (i = 0; i < (int) (sizeof(oids) / sizeof(oids[0])) && !found; i++) {
+        obj = OBJ_txt2obj(oids[i], 1);
+        if (obj == NULL) {
+            return -1;
+        }
+
+        found = X509_REQ_get_attr_by_OBJ(csr, obj, -1) >= 0;
+        ASN1_OBJECT_free(obj);
+    }
+
+    return found;
+}
+
+
 /* base64 with CRLF every 64 columns, for MIME parts. */
 static char *
 pki_est_b64_crlf(const unsigned char *in, size_t len, size_t *outlen)
@@ -858,7 +887,7 @@ static void
 pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     pki_est_resp_t *resp)
 {
-    int               status;
+    int               n, status;
     char             *who;
     X509             *cert;
     size_t            derlen, max, p7len;
@@ -964,6 +993,24 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     }
 
     if (pki_csr_parse(der, derlen, &csr, res) != PKI_OK) {
+        goto failed;
+    }
+
+    n = req->op == PKI_EST_SERVERKEYGEN ? pki_est_wants_key_encrypted(csr)
+                                        : 0;
+    if (n < 0) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    if (n) {
+        /* RFC 7030 4.4.1.1, 4.4.1.2: a request for a protected key that
+         * the server cannot honour MUST be terminated with an error;
+         * answering with the key in the clear would disregard it */
+        pki_fail(res, PKI_UNSUPPORTED, "encryption of the server-generated "
+                 "key (DecryptKeyIdentifier, AsymmetricDecryptKeyIdentifier)"
+                 " is not supported; ask without it, over TLS");
+        status = 501;
         goto failed;
     }
 

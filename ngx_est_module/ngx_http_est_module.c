@@ -541,7 +541,10 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
                               resp->res.status, resp->res.detail);
 
     if (status >= 400) {
-        level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
+        /* 501: the client asked for what EST offers and this server
+         * does not (an encrypted serverkeygen key), no server fault */
+        level = (status >= 500 && status != NGX_HTTP_NOT_IMPLEMENTED)
+                ? NGX_LOG_ERR : NGX_LOG_INFO;
 
         ngx_log_error(level, r->connection->log, 0,
                       "est: %V from %V failed: %s%s%s%s",

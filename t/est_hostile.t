@@ -83,6 +83,64 @@ my ($mail) = $t->make_csr('mail', subj => '/CN=dev',
 err_ok('email SAN', $t->est_post('simpleenroll', $mail), 400,
        qr/email|SAN|rfc822/i);
 
+# serverkeygen asking for its key encrypted (RFC 7030 4.4.1.1, 4.4.1.2):
+# the server cannot, so it MUST end the request with an error, before a
+# certificate is issued (the old answer was the key in the clear).  The
+# CSRs are built here (DER by hand, signed with CryptX), since openssl req
+# writes attributes as strings only.
+sub tlv {
+    my ($tag, $c) = @_;
+    my $n = length $c;
+    my $len = $n < 0x80 ? chr($n)
+            : $n < 0x100 ? "\x81" . chr($n) : "\x82" . pack('n', $n);
+    return chr($tag) . $len . $c;
+}
+
+sub csr_with_attr {
+    my ($cn, $oid) = @_;
+    require Crypt::PK::ECC;
+    my $k = Crypt::PK::ECC->new;
+    $k->generate_key('secp256r1');
+    my $name = tlv(0x30, tlv(0x31, tlv(0x30, "\x06\x03\x55\x04\x03"
+                                            . tlv(0x0c, $cn))));
+    # Attribute { OID, SET { OCTET STRING (a key identifier) } }
+    my $attr = tlv(0x30, $oid . tlv(0x31, tlv(0x04, 'kid-1')));
+    my $cri = tlv(0x30, "\x02\x01\x00" . $name
+                        . $k->export_key_der('public_short')
+                        . tlv(0xa0, $attr));
+    my $alg = tlv(0x30, "\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02");
+    return tlv(0x30, $cri . $alg
+                     . tlv(0x03, "\x00" . $k->sign_message($cri, 'SHA256')));
+}
+
+for my $case (
+    ['DecryptKeyIdentifier', '1.2.840.113549.1.9.16.2.37',
+     "\x06\x0b\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x02\x25"],
+    ['AsymmetricDecryptKeyIdentifier', '1.2.840.113549.1.9.16.2.54',
+     "\x06\x0b\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x02\x36"],
+) {
+    my ($name, $dotted, $oid) = @$case;
+    my $csr = csr_with_attr("skg-$name", $oid);
+    my ($rc, $out, $err) = run_cmd(['openssl', 'req', '-inform', 'DER',
+                                    '-verify', '-noout', '-text'],
+                                   stdin => $csr);
+    ok($rc == 0 && "$out$err" =~ /verify OK/ && $out =~ /\Q$dotted\E/,
+       "$name: the CSR verifies and carries $dotted") or diag("$out$err");
+    my @c0 = $t->redis_keys('pki:*cert:*');
+    $r = $t->est_post('serverkeygen', $csr);
+    is($r->{code}, 501, "serverkeygen with $name: 501")
+        or diag("$r->{head}\n$r->{body}");
+    like($r->{headers}{'content-type'} // '', qr{^text/plain}i,
+         "  text/plain");
+    like($r->{body}, qr/encrypt.*not supported/i, '  says why');
+    unlike($r->{body}, qr/PRIVATE|BEGIN|<html/i, '  no key, no HTML');
+    is_deeply([sort $t->redis_keys('pki:*cert:*')], [sort @c0],
+              '  no certificate recorded');
+}
+like(slurp($t->error_log) // '',
+     qr/\[info\].*est: serverkeygen from \S+ failed: encryption of the/,
+     'the refusal is logged (info)');
+
 # authentication
 $r = $t->est_post('simpleenroll', $good, user => undef);
 is($r->{code}, 401, 'no credentials: 401');

@@ -125,15 +125,17 @@ make_ca(const char *name, const char *cert, const char *chain,
 }
 
 
-/* Base64 of a DER CSR; challenge: challengePassword or NULL. */
+/* Base64 of a DER CSR; challenge: challengePassword or NULL; oid: an
+ * attribute with an OCTET STRING value (a key identifier), or NULL. */
 static char *
-make_csr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
-    const char *challenge)
+make_csr_attr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
+    const char *challenge, const char *oid)
 {
     int                        n;
     char                      *b64, san[256];
     X509_REQ                  *csr;
     X509_NAME                 *name;
+    ASN1_OBJECT               *obj;
     unsigned char             *der;
     X509_EXTENSION            *ext;
     STACK_OF(X509_EXTENSION)  *exts;
@@ -161,6 +163,13 @@ make_csr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
                                   (const unsigned char *) challenge, -1);
     }
 
+    if (oid) {
+        obj = OBJ_txt2obj(oid, 1);
+        X509_REQ_add1_attr_by_OBJ(csr, obj, V_ASN1_OCTET_STRING,
+                                  (const unsigned char *) "kid-1", 5);
+        ASN1_OBJECT_free(obj);
+    }
+
     X509_REQ_sign(csr, pk, EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519
                            ? NULL : EVP_sha256());
 
@@ -171,6 +180,14 @@ make_csr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
     OPENSSL_free(der);
 
     return b64;
+}
+
+
+static char *
+make_csr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
+    const char *challenge)
+{
+    return make_csr_attr_b64(pk, cn, dns, challenge, NULL);
 }
 
 
@@ -879,6 +896,31 @@ main(void)
                 "server-side key generation is not allowed by template "
                 "\"nokg\"");
     conf.tmpl = tdev;
+
+    {
+        /* serverkeygen asking for the key encrypted (RFC 7030 4.4.1.1,
+         * 4.4.1.2): refused right after the CSR is read (no Redis here:
+         * a request that went further would get a 500) */
+        int          i;
+        char        *kcsr;
+        const char  *oids[] = { "1.2.840.113549.1.9.16.2.37",
+                                "1.2.840.113549.1.9.16.2.54" };
+
+        for (i = 0; i < 2; i++) {
+            kcsr = make_csr_attr_b64(pk, "dev1", "dev1.example.com", NULL,
+                                     oids[i]);
+            est(PKI_EST_SERVERKEYGEN, "POST", "application/pkcs10", kcsr,
+                "alice", NULL, &resp);
+            check_error(oids[i], &resp, 501, "is not supported");
+
+            /* simpleenroll has no key to protect: the attribute is
+             * ignored there (refused here for want of Redis only) */
+            est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", kcsr,
+                "alice", NULL, &resp);
+            check_error("  simpleenroll with it", &resp, 500, NULL);
+            free(kcsr);
+        }
+    }
 
     est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, "alice",
         NULL, &resp);
