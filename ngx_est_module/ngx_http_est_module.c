@@ -70,6 +70,8 @@ static void ngx_http_est_work(void *data);
 static void ngx_http_est_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_est_send(ngx_http_request_t *r,
     ngx_http_est_ctx_t *ctx);
+static ngx_int_t ngx_http_est_too_large(ngx_http_request_t *r,
+    ngx_http_est_ctx_t *ctx);
 
 static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
 static void ngx_http_est_wipe(void *data);
@@ -280,6 +282,27 @@ ngx_http_est_handler(ngx_http_request_t *r)
     rc = ngx_http_pki_read_body(r, elcf->max_body_size,
                                 ngx_http_est_body_handler);
 
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+
+        if (r->request_body) {
+            /* a chunked body went over the cap while being read: the rest
+             * stays unread, so no more reading, and no keep-alive */
+            r->read_event_handler = ngx_http_block_reading;
+            r->keepalive = 0;
+            r->lingering_close = 1;
+
+        } else {
+            /* over the cap by Content-Length: nothing read yet, and no
+             * "100 Continue" for a body that is refused; the connection
+             * is closed after the answer, as nginx does for its 413 */
+            r->expect_tested = 1;
+            r->keepalive = 0;
+            (void) ngx_http_discard_request_body(r);
+        }
+
+        return ngx_http_est_too_large(r, ctx);
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
@@ -307,6 +330,15 @@ ngx_http_est_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_est_module);
 
     rc = ngx_http_pki_request_body(r, ctx->conf.max_body, &body);
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        /* a body without Content-Length that crossed the cap after the
+         * first read: the pki body filter ended it there, and the
+         * connection is not kept (HTTP/1.1) */
+        ngx_http_finalize_request(r, ngx_http_est_too_large(r, ctx));
+        return;
+    }
+
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
         return;
@@ -672,6 +704,35 @@ failed:
 }
 
 
+/* 413 in the module's own form (text/plain, as the engine's errors), not
+ * nginx's HTML page */
+
+static ngx_int_t
+ngx_http_est_too_large(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
+{
+    ngx_str_t  text;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "est: %V from %V failed: request body is larger than "
+                  "%uz bytes", &ctx->op_name, &r->connection->addr_text,
+                  ctx->conf.max_body);
+
+    text.data = ngx_pnalloc(r->pool, sizeof("request body is larger than "
+                                            " bytes\n") - 1
+                                     + NGX_SIZE_T_LEN);
+    if (text.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    text.len = ngx_sprintf(text.data, "request body is larger than %uz "
+                           "bytes\n", ctx->conf.max_body)
+               - text.data;
+
+    return ngx_http_pki_send_plain(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   &text, 0);
+}
+
+
 /*
  * RFC 7030 clients break on a 401 with a body: in EST locations every 401
  * (auth_basic, auth_request or ours) goes out with WWW-Authenticate, no
@@ -791,6 +852,17 @@ ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         if (clcf->handler == NULL) {
             clcf->handler = ngx_http_est_handler;
+        }
+
+        /* the module refuses a body over est_max_body_size itself (a
+         * text/plain 413, for a length and for chunked data alike);
+         * nginx's own check at a larger client_max_body_size would
+         * answer some of them first, with its HTML page.  A smaller one
+         * stays, and so does any where another module answers */
+        if (clcf->handler == ngx_http_est_handler
+            && clcf->client_max_body_size >= (off_t) conf->max_body_size)
+        {
+            clcf->client_max_body_size = 0;
         }
     }
 

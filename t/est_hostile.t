@@ -28,9 +28,11 @@ my @certs0 = $t->redis_keys('pki:*cert:*');
 sub err_ok {
     my ($name, $r, $code, $re) = @_;
     is($r->{code}, $code, "$name: $code") or diag("$r->{head}\n$r->{body}");
-    if ($code == 400 || $code == 415) {
+    if ($code == 400 || $code == 413 || $code == 415) {
         ok(length($r->{body}) > 0 && length($r->{body}) < 512,
            "$name: short text body") or diag($r->{body});
+        like($r->{headers}{'content-type'} // '', qr{^text/plain}i,
+             "$name: text/plain");
         unlike($r->{body}, qr/BEGIN|PRIVATE|<html/i, "$name: plain text");
     }
     unlike($r->{body}, qr/BEGIN|PRIVATE|pkcs11:|pin/i, "$name: no secrets");
@@ -50,9 +52,11 @@ my $bad = $good;
 substr($bad, -1, 1) = chr(ord(substr($bad, -1, 1)) ^ 0x01);
 err_ok('broken CSR signature', $t->est_post('simpleenroll', $bad), 400);
 
-# over 64 KiB
-err_ok('body over 64 KiB',
-       $t->est_post('simpleenroll', '', raw => ('QUFB' x 17000) . "\n"), 413);
+# over 64 KiB (Content-Length): the module's text error, not nginx's
+# HTML page, and the connection is not kept
+$r = $t->est_post('simpleenroll', '', raw => ('QUFB' x 17000) . "\n");
+err_ok('body over 64 KiB', $r, 413, qr/larger than 65536 bytes/);
+is(lc($r->{headers}{connection} // ''), 'close', '  Connection: close');
 
 my ($weak) = $t->make_csr('weak', type => 'rsa', bits => 1024,
                           subj => '/CN=weak');
