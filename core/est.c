@@ -305,6 +305,23 @@ pki_est_method(const pki_est_req_t *req, const char *want)
 }
 
 
+/* GET, or HEAD: the same answer, which the server sends without its body */
+static int
+pki_est_get(const pki_est_req_t *req)
+{
+    return pki_est_method(req, "GET") || pki_est_method(req, "HEAD");
+}
+
+
+static void
+pki_est_not_allowed(pki_est_resp_t *resp, const char *allow)
+{
+    pki_fail(&resp->res, PKI_UNSUPPORTED, "method not allowed");
+    pki_est_error(resp, 405);
+    resp->allow = allow;
+}
+
+
 /* ---- cacerts ----------------------------------------------------------- */
 
 static void
@@ -314,9 +331,8 @@ pki_est_cacerts(const pki_est_conf_t *conf, const pki_est_req_t *req,
     size_t          len;
     unsigned char  *der;
 
-    if (!pki_est_method(req, "GET")) {
-        pki_fail(&resp->res, PKI_UNSUPPORTED, "method not allowed");
-        pki_est_error(resp, 405);
+    if (!pki_est_get(req)) {
+        pki_est_not_allowed(resp, "GET, HEAD");
         return;
     }
 
@@ -447,9 +463,8 @@ pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
     const pki_template_t  *t;
     const pki_key_type_t  *kt;
 
-    if (!pki_est_method(req, "GET")) {
-        pki_fail(&resp->res, PKI_UNSUPPORTED, "method not allowed");
-        pki_est_error(resp, 405);
+    if (!pki_est_get(req)) {
+        pki_est_not_allowed(resp, "GET, HEAD");
         return;
     }
 
@@ -910,9 +925,8 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     memset(&preq, 0, sizeof(preq));
 
     if (!pki_est_method(req, "POST")) {
-        pki_fail(res, PKI_UNSUPPORTED, "method not allowed");
-        status = 405;
-        goto failed;
+        pki_est_not_allowed(resp, "POST");
+        return;
     }
 
     /* Identity. */

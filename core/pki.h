@@ -467,6 +467,7 @@ typedef struct {
     const char     *content_type;      /* static string, or NULL        */
     int             cte_base64;        /* send Content-Transfer-Encoding */
     const char     *www_authenticate;  /* static string, or NULL        */
+    const char     *allow;             /* Allow of a 405 (static), NULL */
     int             retry_after;       /* seconds, 0 for none           */
     unsigned char  *body;              /* malloc'd, may be NULL         */
     size_t          body_len;

@@ -654,6 +654,15 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         }
     }
 
+    if (resp->allow) {
+        if (ngx_http_pki_add_header(r, "Allow", (u_char *) resp->allow,
+                                    ngx_strlen(resp->allow))
+            == NULL)
+        {
+            goto failed;
+        }
+    }
+
     if (resp->retry_after > 0) {
         p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
         if (p == NULL) {
@@ -681,7 +690,9 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 
     pki_est_resp_free(resp);
 
-    if (b == NULL) {
+    /* HEAD (cacerts, csrattrs): the GET answer's header, Content-Length
+     * included, without the body */
+    if (b == NULL || r->method == NGX_HTTP_HEAD) {
         r->header_only = 1;
     }
 

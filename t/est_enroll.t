@@ -61,6 +61,47 @@ like($r->{headers}{'content-type'} // '', qr{^application/pkcs7-mime}i,
 my $ca_pem = $t->p7_to_pem($r->{body}) // '';
 like($ca_pem, qr/subject=.*nginx-pki Issuing CA/, 'cacerts: has the issuing CA');
 
+# HEAD: the GET answer's status and header, no body (RFC 9110 9.3.2)
+for my $op ('cacerts', 'csrattrs') {
+    my $g = $t->curl('GET', $t->est_url($op), user => 'demo:demo');
+    my $h = $t->curl('HEAD', $t->est_url($op), user => 'demo:demo',
+                     extra => ['--head']);
+    is($h->{code}, $g->{code}, "$op HEAD: $g->{code} as GET")
+        or diag("$h->{head}\n$h->{body}");
+    is($h->{headers}{'content-type'}, $g->{headers}{'content-type'},
+       "$op HEAD: the Content-Type of GET");
+    is($h->{headers}{'content-length'} // 0, length($g->{body}),
+       "$op HEAD: the Content-Length of GET");
+}
+
+# and no body on the wire: a HEAD then a GET on one connection, the GET's
+# status line right after the HEAD's header
+{
+    require IO::Socket::SSL;
+    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->https_port, SSL_ca_file => "$pki/root.pem",
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+    ok($s, 'raw TLS connection') or diag(IO::Socket::SSL::errstr());
+    if ($s) {
+        my $auth = 'Authorization: Basic '
+                   . MIME::Base64::encode_base64('demo:demo', '');
+        my $host = 'Host: 127.0.0.1:' . $t->https_port;
+        print $s "HEAD /.well-known/est/csrattrs HTTP/1.1\r\n$host\r\n"
+                 . "$auth\r\n\r\n"
+                 . "GET /.well-known/est/cacerts HTTP/1.1\r\n$host\r\n"
+                 . "Connection: close\r\n\r\n";
+        local $/;
+        my $all = <$s> // '';
+        close $s;
+        my @lines = split /\r\n/, $all;
+        like($lines[0] // '', qr{^HTTP/1\.1 20[04] }, 'HEAD csrattrs first');
+        my ($i) = grep { $lines[$_] eq '' } 0 .. $#lines;
+        like($lines[$i + 1] // '', qr{^HTTP/1\.1 200 },
+             '  the GET answer right after its header: no body sent')
+            or diag($all);
+    }
+}
+
 # --- simpleenroll P-256 ------------------------------------------------------
 
 my ($csr, $eckey) = $t->make_csr('ec1', subj => '/CN=device-ec',

@@ -160,6 +160,19 @@ is($r->{body}, '', 'wrong password: empty body');
 # methods, unknown operations and labels
 $r = $t->curl('GET', $t->est_url('simpleenroll'), user => 'demo:demo');
 is($r->{code}, 405, 'GET simpleenroll: 405');
+# RFC 9110 15.5.6: a 405 MUST name the methods the resource supports
+is($r->{headers}{allow}, 'POST', '  Allow: POST');
+like($r->{headers}{'content-type'} // '', qr{^text/plain}i, '  text/plain');
+for my $case (['POST', 'cacerts'], ['PUT', 'csrattrs']) {
+    my ($m, $op) = @$case;
+    $r = $t->curl($m, $t->est_url($op), user => 'demo:demo', data => 'x');
+    is($r->{code}, 405, "$m $op: 405");
+    is($r->{headers}{allow}, 'GET, HEAD', '  Allow: GET, HEAD');
+}
+$r = $t->curl('HEAD', $t->est_url('serverkeygen'), user => 'demo:demo',
+              extra => ['--head']);
+is($r->{code}, 405, 'HEAD serverkeygen: 405');
+is($r->{headers}{allow}, 'POST', '  Allow: POST');
 
 $r = $t->curl('GET', $t->est_url('nosuchop'), user => 'demo:demo');
 is($r->{code}, 404, 'unknown operation: 404');

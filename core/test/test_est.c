@@ -734,7 +734,15 @@ main(void)
     sk_X509_pop_free(certs, X509_free);
     pki_est_resp_free(&resp);
 
+    /* HEAD: the GET answer (the server sends it without the body) */
+    est(PKI_EST_CACERTS, "HEAD", NULL, NULL, NULL, NULL, &resp);
+    ok(resp.http_status == 200 && resp.cte_base64 && resp.body_len > 0
+       && resp.allow == NULL, "cacerts HEAD: 200 as GET");
+    pki_est_resp_free(&resp);
+
     est(PKI_EST_CACERTS, "POST", NULL, NULL, NULL, NULL, &resp);
+    ok(resp.allow && strcmp(resp.allow, "GET, HEAD") == 0,
+       "cacerts POST: Allow: GET, HEAD");
     check_error("cacerts POST", &resp, 405, NULL);
 
     /* csrattrs. */
@@ -788,7 +796,15 @@ main(void)
     pki_est_resp_free(&resp);
     conf.tmpl = tdev;
 
+    est(PKI_EST_CSRATTRS, "HEAD", NULL, NULL, NULL, NULL, &resp);
+    ok(resp.http_status == 200 && resp.content_type
+       && strcmp(resp.content_type, "application/csrattrs") == 0,
+       "csrattrs HEAD: 200 as GET");
+    pki_est_resp_free(&resp);
+
     est(PKI_EST_CSRATTRS, "PUT", NULL, NULL, NULL, NULL, &resp);
+    ok(resp.allow && strcmp(resp.allow, "GET, HEAD") == 0,
+       "csrattrs PUT: Allow: GET, HEAD");
     check_error("csrattrs PUT", &resp, 405, NULL);
 
     /* Enrollment errors (no state needed: all refused before issuing). */
@@ -796,7 +812,19 @@ main(void)
     csr = make_csr_b64(pk, "dev1", "dev1.example.com", NULL);
 
     est(PKI_EST_SIMPLEENROLL, "GET", NULL, NULL, "alice", NULL, &resp);
+    ok(resp.allow && strcmp(resp.allow, "POST") == 0,
+       "simpleenroll GET: Allow: POST");
     check_error("simpleenroll GET", &resp, 405, NULL);
+
+    est(PKI_EST_SERVERKEYGEN, "HEAD", NULL, NULL, "alice", NULL, &resp);
+    ok(resp.allow && strcmp(resp.allow, "POST") == 0,
+       "serverkeygen HEAD: Allow: POST");
+    check_error("serverkeygen HEAD", &resp, 405, NULL);
+
+    est(PKI_EST_SIMPLEENROLL, "POST", "text/plain", csr, "alice", NULL,
+        &resp);
+    ok(resp.allow == NULL, "no Allow but on a 405");
+    pki_est_resp_free(&resp);
 
     est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL, NULL,
         &resp);
