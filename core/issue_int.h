@@ -234,5 +234,21 @@ pki_status_t pki_int_link_serial(pki_redis_t *r, const char *key,
  * by pki_issue(), like the hook above). */
 void pki_int_issue_link(pki_int_link_t *link);
 
+/* redis.c, for ocsp.c: the records of n (CA, serial) pairs read in one
+ * round trip (the HGETALLs of pki_record_get(), pipelined).
+ * pki_int_records_fetch() returns PKI_OK with *out set, or the Redis
+ * failure (res; nothing read).  pki_int_records_get() then gives pair i
+ * as pki_record_get() would have: PKI_OK with rec filled (the caller
+ * clears it), PKI_NOT_FOUND, or that call's failure (res).  cas and
+ * serials are borrowed until pki_int_records_free(). */
+typedef struct pki_int_records_s  pki_int_records_t;
+
+pki_status_t pki_int_records_fetch(pki_redis_t *r, const char *const *cas,
+    const char *const *serials, size_t n, pki_int_records_t **out,
+    pki_result_t *res);
+pki_status_t pki_int_records_get(pki_int_records_t *b, size_t i,
+    pki_record_t *rec, pki_result_t *res);
+void pki_int_records_free(pki_int_records_t *b);
+
 
 #endif /* PKI_ISSUE_INT_H */

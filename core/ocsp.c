@@ -24,6 +24,7 @@
 #include <openssl/sha.h>
 
 #include "pki.h"
+#include "issue_int.h"
 
 
 #define PKI_OCSP_MAX_NONCE  32
@@ -579,69 +580,131 @@ pki_ocsp_add_extended_revoke(OCSP_BASICRESP *bs)
 }
 
 
-/* The status of one CertID: its serial looked up under every CA of conf,
- * from index first on, that the CertID names.  A revoked record wins over
- * a good one (the first revoked one found gives time and reason); unknown
- * only if no CA has a good or revoked record.  s->ca: the index of the CA
- * whose record decided, or -1.  PKI_OK, or the Redis failure (res). */
+/* The status of every CertID of the request: its serial looked up under
+ * every CA of conf, from index first on, that the CertID names.  A
+ * revoked record wins over a good one (the first revoked one found gives
+ * time and reason); unknown only if no CA has a good or revoked record.
+ * singles[k].ca: the index of the CA whose record decided, or -1.
+ *
+ * All the records are read in one round trip (pki_int_records_fetch),
+ * then taken in the order the CertIDs and CAs come, each as one
+ * pki_record_get would give it.  PKI_OK, or the Redis failure (res): no
+ * partial answer. */
 static pki_status_t
-pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_CERTID *cid, int first,
-    pki_ocsp_single_t *s, pki_result_t *res)
+pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
+    int first, pki_ocsp_single_t *singles, pki_result_t *res)
 {
-    int            i;
-    char           hex[41];
-    pki_status_t   rst;
-    pki_record_t   rec;
-    ASN1_INTEGER  *serial;
+    int                  k, i, *pca;
+    char               (*hex)[41];
+    size_t               j, np, max, *start;
+    const char         **cas, **serials;
+    OCSP_CERTID         *cid;
+    pki_status_t         st, rst;
+    pki_record_t         rec;
+    ASN1_INTEGER        *serial;
+    pki_ocsp_single_t   *s;
+    pki_int_records_t   *recs;
 
-    s->status = V_OCSP_CERTSTATUS_UNKNOWN;
-    s->reason = -1;
-    s->revoked_at = 0;
-    s->invalidity = 0;
-    s->ca = -1;
+    recs = NULL;
+    max = (size_t) n * (conf->ncas > 0 ? conf->ncas : 1);
 
-    serial = NULL;
-    OCSP_id_get0_info(NULL, NULL, NULL, &serial, cid);
-    if (serial == NULL || !pki_serial_to_hex(serial, hex)) {
-        return PKI_OK;
-    }
+    hex = malloc((size_t) n * sizeof(*hex));
+    start = malloc(((size_t) n + 1) * sizeof(*start));
+    pca = malloc(max * sizeof(*pca));
+    cas = malloc(max * sizeof(*cas));
+    serials = malloc(max * sizeof(*serials));
 
-    for (i = first; i >= 0; i = pki_ocsp_find_ca(conf, cid, (size_t) i + 1))
+    if (hex == NULL || start == NULL || pca == NULL || cas == NULL
+        || serials == NULL)
     {
-        memset(&rec, 0, sizeof(rec));
-        rst = pki_record_get(conf->redis, pki_ca_name(conf->cas[i]), hex,
-                             &rec, res);
-
-        if (rst != PKI_OK && rst != PKI_NOT_FOUND) {
-            pki_record_clear(&rec);
-            return rst;
-        }
-
-        pki_result_init(res);
-
-        if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
-            s->status = V_OCSP_CERTSTATUS_REVOKED;
-            /* unspecified (0), and a value RFC 5280 does not name, leave
-             * revocationReason out, as the CRL leaves reasonCode out (RFC
-             * 5280 5.3.1) */
-            s->reason = rec.reason > 0 && rec.reason <= 10
-                        && rec.reason != 7 ? rec.reason : -1;
-            s->revoked_at = rec.revoked_at;
-            s->invalidity = rec.invalidity_date;
-            s->ca = i;
-            pki_record_clear(&rec);
-            break;
-        }
-
-        if (rst == PKI_OK && rec.status == PKI_CERT_GOOD && s->ca < 0) {
-            s->status = V_OCSP_CERTSTATUS_GOOD;
-            s->ca = i;
-        }
-
-        pki_record_clear(&rec);
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto done;
     }
 
-    return PKI_OK;
+    np = 0;
+
+    for (k = 0; k < n; k++) {
+        s = &singles[k];
+        s->status = V_OCSP_CERTSTATUS_UNKNOWN;
+        s->reason = -1;
+        s->revoked_at = 0;
+        s->invalidity = 0;
+        s->ca = -1;
+        start[k] = np;
+
+        cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, k));
+        serial = NULL;
+        OCSP_id_get0_info(NULL, NULL, NULL, &serial, cid);
+        if (serial == NULL || !pki_serial_to_hex(serial, hex[k])) {
+            continue;                                   /* unknown */
+        }
+
+        for (i = first; i >= 0 && np < max;
+             i = pki_ocsp_find_ca(conf, cid, (size_t) i + 1))
+        {
+            pca[np] = i;
+            cas[np] = pki_ca_name(conf->cas[i]);
+            serials[np] = hex[k];
+            np++;
+        }
+    }
+
+    start[n] = np;
+
+    st = pki_int_records_fetch(conf->redis, cas, serials, np, &recs, res);
+    if (st != PKI_OK) {
+        goto done;
+    }
+
+    for (k = 0; k < n; k++) {
+        s = &singles[k];
+
+        for (j = start[k]; j < start[k + 1]; j++) {
+            rst = pki_int_records_get(recs, j, &rec, res);
+
+            if (rst != PKI_OK && rst != PKI_NOT_FOUND) {
+                pki_record_clear(&rec);
+                st = rst;
+                goto done;
+            }
+
+            pki_result_init(res);
+
+            if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
+                s->status = V_OCSP_CERTSTATUS_REVOKED;
+                /* unspecified (0), and a value RFC 5280 does not name,
+                 * leave revocationReason out, as the CRL leaves
+                 * reasonCode out (RFC 5280 5.3.1) */
+                s->reason = rec.reason > 0 && rec.reason <= 10
+                            && rec.reason != 7 ? rec.reason : -1;
+                s->revoked_at = rec.revoked_at;
+                s->invalidity = rec.invalidity_date;
+                s->ca = pca[j];
+                pki_record_clear(&rec);
+                break;
+            }
+
+            if (rst == PKI_OK && rec.status == PKI_CERT_GOOD && s->ca < 0) {
+                s->status = V_OCSP_CERTSTATUS_GOOD;
+                s->ca = pca[j];
+            }
+
+            pki_record_clear(&rec);
+        }
+    }
+
+    st = PKI_OK;
+
+done:
+
+    pki_int_records_free(recs);
+    free(hex);
+    free(start);
+    free(pca);
+    free(cas);
+    free(serials);
+
+    return st;
 }
 
 
@@ -775,22 +838,21 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         first = idx;
     }
 
-    /* the records; the CA whose record answered the first CertID that
-     * has one signs (any of them verifies: same name and key) */
+    /* the records, all in one round trip; the CA whose record answered
+     * the first CertID that has one signs (any of them verifies: same
+     * name and key) */
+    rst = pki_ocsp_lookup(conf, oreq, n, first, singles, &resp->res);
+    if (rst != PKI_OK) {
+        pki_ocsp_status_only(resp, rst == PKI_UNAVAILABLE
+                                   ? OCSP_RESPONSE_STATUS_TRYLATER
+                                   : OCSP_RESPONSE_STATUS_INTERNALERROR);
+        goto done;
+    }
+
     signer = -1;
 
-    for (i = 0; i < n; i++) {
-        cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, i));
-        rst = pki_ocsp_lookup(conf, cid, first, &singles[i], &resp->res);
-        if (rst != PKI_OK) {
-            pki_ocsp_status_only(resp, rst == PKI_UNAVAILABLE
-                                       ? OCSP_RESPONSE_STATUS_TRYLATER
-                                       : OCSP_RESPONSE_STATUS_INTERNALERROR);
-            goto done;
-        }
-        if (signer < 0) {
-            signer = singles[i].ca;
-        }
+    for (i = 0; i < n && signer < 0; i++) {
+        signer = singles[i].ca;
     }
 
     if (signer < 0) {

@@ -493,8 +493,9 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * certificate is within its validity, with the digest pki_key_sign_x509
  * uses for the key.  CertIDs with SHA-1 and SHA-256 hashes are matched
  * against the CAs of the configuration; a serial is looked up in the
- * Redis record (pki_record_get) of every CA the CertID names (several when
- * a CA was re-certified with the same subject and key): revoked (time,
+ * Redis record (as pki_record_get reads it) of every CA the CertID names
+ * (several when a CA was re-certified with the same subject and key), the
+ * records of all the CertIDs in one round trip: revoked (time,
  * reason) if any record says so, good if one does, otherwise unknown (or
  * the RFC 6960 section 2.2 "revoked, certificateHold, 1970-01-01" form
  * with unknown_revoked).  A serial is never good unless a record of a CA

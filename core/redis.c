@@ -2889,12 +2889,15 @@ pki_pcmd_num(pki_pcmd_t *c, long long v)
 
 
 /* Sends ncmd commands at once and reads their replies (caller frees each
- * reply).  Error replies and connection failures fail the whole pipeline
- * (every command of the batch steps is safe to repeat, as in
- * pki_redis_cmd: the retry on a reused connection that died is the same). */
+ * reply).  Connection failures fail the whole pipeline (every command of
+ * the batch steps and of the record reads is safe to repeat, as in
+ * pki_redis_cmd: the retry on a reused connection that died is the same).
+ * With arrays set, so do error replies and replies other than arrays;
+ * otherwise the caller checks each reply.  what names the commands in
+ * res. */
 static pki_status_t
 pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
-    redisReply **replies, pki_result_t *res)
+    redisReply **replies, const char *what, int arrays, pki_result_t *res)
 {
     int             reused, attempt, err, eno;
     size_t          i, got;
@@ -2964,7 +2967,7 @@ pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
         }
 
         err = c->err;
-        pki_redis_unavailable(res, "EVAL (batch)", c->errstr);
+        pki_redis_unavailable(res, what, c->errstr);
         pki_redis_drop(r);
 
         if (!reused || attempt > 0 || got > 0
@@ -2980,17 +2983,16 @@ pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
         }
     }
 
-    for (i = 0; i < ncmd; i++) {
+    for (i = 0; arrays && i < ncmd; i++) {
         reply = replies[i];
 
         if (reply->type == REDIS_REPLY_ERROR) {
-            pki_redis_unavailable(res, "EVAL (batch)", reply->str);
+            pki_redis_unavailable(res, what, reply->str);
             goto failed;
         }
 
         if (reply->type != REDIS_REPLY_ARRAY) {
-            pki_redis_unavailable(res, "EVAL (batch)",
-                                  "unexpected reply type");
+            pki_redis_unavailable(res, what, "unexpected reply type");
             pki_redis_drop(r);
             goto failed;
         }
@@ -3025,7 +3027,8 @@ pki_redis_batch_run(pki_redis_t *r, pki_pcmd_t *cmds, size_t nchunks,
         return pki_fail(res, PKI_INTERNAL, "out of memory");
     }
 
-    st = pki_redis_pipeline(r, cmds, nchunks, replies, res);
+    st = pki_redis_pipeline(r, cmds, nchunks, replies, "EVAL (batch)", 1,
+                            res);
     if (st != PKI_OK) {
         free(replies);
         return st;
@@ -3355,4 +3358,189 @@ pki_int_record_commit_batch(pki_redis_t *r, const pki_record_t *recs,
     free(out);
 
     return st;
+}
+
+
+/* ---- records read in one round trip (pki_ocsp_handle) ---------------------
+ *
+ * The HGETALLs of pki_record_get for many (CA, serial) pairs, pipelined:
+ * written at once, the replies read after, so that an OCSP request naming
+ * 100 certificates costs one round trip instead of 100 (a pool thread
+ * waits for each).  Every command is a single-key read, so the pairs may
+ * name several CAs (hash tags) and stay valid on a Redis Cluster.  Each
+ * record is then taken from its reply exactly as pki_record_get takes it.
+ */
+
+struct pki_int_records_s {
+    pki_redis_t         *r;
+    size_t               n;
+    const char *const   *cas;           /* borrowed */
+    const char *const   *serials;       /* borrowed */
+    redisReply         **replies;       /* NULL: bad key, not sent */
+};
+
+
+pki_status_t
+pki_int_records_fetch(pki_redis_t *r, const char *const *cas,
+    const char *const *serials, size_t n, pki_int_records_t **out,
+    pki_result_t *res)
+{
+    char                *keys, *key;
+    size_t               i, ncmd, *lens, *idx, m;
+    const char         **argv;
+    pki_status_t         st;
+    pki_result_t         kres;
+    pki_pcmd_t          *cmds;
+    redisReply         **replies;
+    pki_int_records_t   *b;
+
+    *out = NULL;
+
+    if (r == NULL || (n > 0 && (cas == NULL || serials == NULL))) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    m = n > 0 ? n : 1;
+    st = PKI_OK;
+
+    b = calloc(1, sizeof(*b));
+    cmds = calloc(m, sizeof(*cmds));
+    argv = malloc(2 * m * sizeof(*argv));
+    lens = malloc(2 * m * sizeof(*lens));
+    idx = malloc(m * sizeof(*idx));
+    keys = malloc(m * PKI_REDIS_KEY_MAX);
+    replies = calloc(m, sizeof(*replies));
+
+    if (b == NULL || cmds == NULL || argv == NULL || lens == NULL
+        || idx == NULL || keys == NULL || replies == NULL
+        || (b->replies = calloc(m, sizeof(*b->replies))) == NULL)
+    {
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    b->r = r;
+    b->n = n;
+    b->cas = cas;
+    b->serials = serials;
+
+    /* a pair whose key cannot be built is not sent: pki_int_records_get()
+     * builds it again and fails as pki_record_get() does */
+    ncmd = 0;
+
+    for (i = 0; i < n; i++) {
+        key = keys + ncmd * PKI_REDIS_KEY_MAX;
+        pki_result_init(&kres);
+
+        if (serials[i] == NULL
+            || !pki_redis_key(r, cas[i], "cert:", serials[i], key,
+                              PKI_REDIS_KEY_MAX, NULL, &kres))
+        {
+            continue;
+        }
+
+        argv[2 * ncmd] = "HGETALL";
+        lens[2 * ncmd] = 7;
+        argv[2 * ncmd + 1] = key;
+        lens[2 * ncmd + 1] = strlen(key);
+
+        cmds[ncmd].argc = 2;
+        cmds[ncmd].cap = 2;
+        cmds[ncmd].argv = &argv[2 * ncmd];
+        cmds[ncmd].lens = &lens[2 * ncmd];
+        idx[ncmd] = i;
+        ncmd++;
+    }
+
+    if (ncmd > 0) {
+        st = pki_redis_pipeline(r, cmds, ncmd, replies, "HGETALL", 0, res);
+        if (st != PKI_OK) {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < ncmd; i++) {
+        b->replies[idx[i]] = replies[i];
+    }
+
+    *out = b;
+    b = NULL;
+
+failed:
+
+    pki_int_records_free(b);
+    free(cmds);
+    free(argv);
+    free(lens);
+    free(idx);
+    free(keys);
+    free(replies);
+
+    return st;
+}
+
+
+pki_status_t
+pki_int_records_get(pki_int_records_t *b, size_t i, pki_record_t *rec,
+    pki_result_t *res)
+{
+    redisReply    *reply;
+    pki_status_t   st;
+    char           kcert[PKI_REDIS_KEY_MAX], canon[41];
+
+    if (rec == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no record");
+    }
+
+    memset(rec, 0, sizeof(*rec));
+
+    if (b == NULL || i >= b->n) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no such pair");
+    }
+
+    if (b->serials[i] == NULL
+        || !pki_redis_key(b->r, b->cas[i], "cert:", b->serials[i], kcert,
+                          sizeof(kcert), canon, res))
+    {
+        return res != NULL && res->status != PKI_OK ? res->status
+               : pki_fail(res, PKI_MALFORMED, "bad serial number");
+    }
+
+    reply = b->replies[i];
+    if (reply == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no reply");
+    }
+
+    /* what pki_redis_cmd and pki_record_get make of the reply */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        return pki_redis_unavailable(res, "HGETALL", reply->str);
+    }
+
+    st = pki_record_from_reply(reply, b->cas[i], canon, rec, res);
+
+    if (st == PKI_UNAVAILABLE) {
+        pki_redis_drop(b->r);
+    }
+
+    return st;
+}
+
+
+void
+pki_int_records_free(pki_int_records_t *b)
+{
+    size_t  i;
+
+    if (b == NULL) {
+        return;
+    }
+
+    for (i = 0; b->replies != NULL && i < b->n; i++) {
+        if (b->replies[i] != NULL) {
+            freeReplyObject(b->replies[i]);
+        }
+    }
+
+    free(b->replies);
+    free(b);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <hiredis.h>
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
 #include <openssl/pem.h>
@@ -24,7 +25,8 @@
 #include "test/fixture.h"
 
 
-static char  dir[64];
+static char           dir[64];
+static redisContext  *stats;        /* for INFO stats, or NULL */
 
 
 static EVP_PKEY *
@@ -384,6 +386,27 @@ static X509 *
 make_responder(X509 *issuer, EVP_PKEY *issuer_pk, EVP_PKEY *pk, int eku)
 {
     return make_responder_at(issuer, issuer_pk, pk, eku, -60, 86400);
+}
+
+
+/* Redis's count of the read events it served (INFO stats): commands sent
+ * one after another's answer take one each, a pipeline one (or a few, if
+ * long).  -1 if unknown. */
+static long long
+redis_reads(void)
+{
+    long long    n;
+    const char  *p;
+    redisReply  *reply;
+
+    reply = stats ? redisCommand(stats, "INFO stats") : NULL;
+    p = reply && reply->type == REDIS_REPLY_STRING
+        ? strstr(reply->str, "total_reads_processed:") : NULL;
+    n = p ? strtoll(p + sizeof("total_reads_processed:") - 1, NULL, 10) : -1;
+    if (reply) {
+        freeReplyObject(reply);
+    }
+    return n;
 }
 
 
@@ -935,6 +958,70 @@ test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         free(der);
     }
 
+    /* 99 CertIDs in one request, each naming both CAs: the second CA's
+     * certificate (good), the first's (revoked there), a serial of
+     * neither (unknown), in turn; all 198 records read in one round trip,
+     * each status as in the requests of one CertID above */
+    if (leaf && oldleaf) {
+        int          bad, want, reason;
+        char         hex[41];
+        long long    r0, r1;
+        id_spec_t    many[99];
+
+        pki_result_init(&res);
+        pki_serial_to_hex(X509_get0_serialNumber(oldleaf), hex);
+        is_status(pki_record_revoke(r, "same-old", hex, 1, time(NULL) - 10, 0,
+                                    NULL, &res),
+                  PKI_OK, "same-key CAs: the first CA's certificate revoked");
+
+        for (i = 0; i < 99; i++) {
+            many[i] = (id_spec_t) { i % 2 ? EVP_sha256() : EVP_sha1(), sub,
+                                    i % 3 == 0 ? leaf
+                                    : i % 3 == 1 ? oldleaf : NULL,
+                                    0x1000 + i };
+        }
+
+        der = make_req(many, 99, 8, &len, NULL);
+        r0 = redis_reads();
+        st = run(&conf, "POST", der, len, &resp);
+        r1 = redis_reads();
+        if (r0 < 0 || r1 < 0) {
+            diag("INFO stats unavailable: round trips not counted");
+        } else {
+            ok(r1 - r0 < 10, "99 CertIDs under two CAs: the records read in "
+               "one round trip (%lld Redis read events, one per record "
+               "would be 99 or more)", r1 - r0);
+        }
+
+        parse(&resp, root, sub, &bs);
+        ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs,
+           "99 CertIDs under two CAs: response verifies");
+        if (bs) {
+            bad = 0;
+            for (i = 0; i < 99; i++) {
+                want = i % 3 == 0 ? V_OCSP_CERTSTATUS_GOOD
+                       : i % 3 == 1 ? V_OCSP_CERTSTATUS_REVOKED
+                       : V_OCSP_CERTSTATUS_UNKNOWN;
+                if (find_status(bs, &many[i], &reason, NULL, NULL) != want
+                    || (want == V_OCSP_CERTSTATUS_REVOKED && reason != 1))
+                {
+                    bad++;
+                }
+            }
+            ok(bad == 0, "99 CertIDs under two CAs: good, revoked "
+               "(keyCompromise) and unknown as the records say (%d wrong)",
+               bad);
+            found = NULL;
+            OCSP_resp_get0_signer(bs, &found, NULL);
+            ok(found != NULL && X509_cmp(found, rcert) == 0,
+               "99 CertIDs under two CAs: the CA whose record answered the "
+               "first CertID signs (the second's delegated responder)");
+            OCSP_BASICRESP_free(bs);
+        }
+        pki_ocsp_resp_free(&resp);
+        free(der);
+    }
+
     X509_free(leaf);
     X509_free(oldleaf);
     X509_free(rcert);
@@ -1165,6 +1252,11 @@ main(void)
     if (!ok(r != NULL, "redis handle")) {
         return done_testing();
     }
+    stats = redisConnectUnix(sock);
+    if (stats != NULL && stats->err) {
+        redisFree(stats);
+        stats = NULL;
+    }
 
     test_ca("EC:P-256", root, rootca, tsub, tdev, r, 1);
     test_ca("EC:P-384", root, rootca, tsub, tdev, r, 0);
@@ -1176,6 +1268,9 @@ main(void)
     test_cache_key(root);
 
     pki_redis_free(r);
+    if (stats != NULL) {
+        redisFree(stats);
+    }
     pki_ca_free(rootca);
     pki_key_free(rootkey);
     EVP_PKEY_free(rootpk);
