@@ -374,8 +374,30 @@ pki_ocsp_signer_current(const pki_ocsp_signer_t *s, time_t now,
 }
 
 
+/* The delegated responder that signs for ca at now, or NULL: the CA key
+ * signs (none configured for ca, or the first one configured is not valid
+ * at now: a response signed by it would not verify, the CA's own
+ * signature always does, RFC 6960 4.2.2.2; res->log then names it). */
+static const pki_ocsp_signer_t *
+pki_ocsp_signer(const pki_ocsp_conf_t *conf, pki_ca_t *ca, time_t now,
+    pki_result_t *res)
+{
+    size_t  j;
+
+    for (j = 0; conf->signers != NULL && j < conf->nsigners; j++) {
+        if (conf->signers[j].ca == ca) {
+            return pki_ocsp_signer_current(&conf->signers[j], now, res)
+                   ? &conf->signers[j] : NULL;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* Signs the ResponseData of scratch with sg's key (NULL: the CA key). */
 static void
-pki_ocsp_sign_and_wrap(const pki_ocsp_conf_t *conf, pki_ca_t *ca,
+pki_ocsp_sign_and_wrap(pki_ca_t *ca, const pki_ocsp_signer_t *sg,
     OCSP_BASICRESP *scratch, time_t now, pki_ocsp_resp_t *resp)
 {
     int                   i, n;
@@ -391,7 +413,6 @@ pki_ocsp_sign_and_wrap(const pki_ocsp_conf_t *conf, pki_ca_t *ca,
     pki_basicresp_t       br;
     unsigned char         keyhash[SHA_DIGEST_LENGTH], *tbs, *sig, *der, *p;
     const unsigned char  *cp;
-    size_t                 j;
     pki_key_t             *skey;
     const ASN1_BIT_STRING  *key;
 
@@ -404,25 +425,13 @@ pki_ocsp_sign_and_wrap(const pki_ocsp_conf_t *conf, pki_ca_t *ca,
     cert = pki_ca_cert(ca);
     skey = pki_ca_key(ca);
 
-    for (j = 0; conf->signers != NULL && j < conf->nsigners; j++) {
-        if (conf->signers[j].ca != ca) {
-            continue;
-        }
-
-        /* a response signed by a responder certificate that is not valid
-         * now would not verify; the CA's own signature always does (RFC
-         * 6960 4.2.2.2) */
-        if (!pki_ocsp_signer_current(&conf->signers[j], now, &resp->res)) {
-            break;
-        }
-
-        cert = conf->signers[j].cert;
-        skey = conf->signers[j].key;
+    if (sg != NULL) {
+        cert = sg->cert;
+        skey = sg->key;
         br.certs = sk_X509_new_null();
         if (br.certs == NULL || !sk_X509_push(br.certs, cert)) {
             goto internal;
         }
-        break;
     }
 
     pub = skey ? pki_key_public(skey) : NULL;
@@ -715,7 +724,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     int                   i, n, nonce, st, reason, ext_revoke, added;
     int                   idx, first, signer;
     long                  len;
-    time_t                now, inval;
+    time_t                now, inval, next, na;
     size_t                derlen;
     OCSP_CERTID          *cid;
     pki_status_t          rst;
@@ -727,6 +736,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     ASN1_GENERALIZEDTIME *this_upd, *next_upd, *rev_time, *epoch;
     ASN1_GENERALIZEDTIME *inval_time;
     const unsigned char  *der, *p;
+    const pki_ocsp_signer_t  *sg;
 
     memset(resp, 0, sizeof(*resp));
     pki_result_init(&resp->res);
@@ -859,15 +869,32 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         signer = first;
     }
 
+    /* The signer comes before nextUpdate: an answer a delegated responder
+     * signs ends no later than its certificate (notAfter).  Otherwise the
+     * answer, and with it the response cache and HTTP caches that keep it
+     * until nextUpdate, would outlive the certificate, and verifiers would
+     * get an answer signed by an expired responder.  Once it expired, the
+     * CA key signs (pki_ocsp_signer). */
     now = time(NULL);
+    sg = pki_ocsp_signer(conf, conf->cas[signer], now, &resp->res);
+    next = conf->next_update > 0 ? now + conf->next_update : 0;
+
+    if (sg != NULL) {
+        na = pki_int_asn1_time(X509_get0_notAfter(sg->cert));
+        if (na <= now) {
+            sg = NULL;                  /* unreadable: the CA key signs */
+
+        } else if (next > 0 && na < next) {
+            next = na;
+        }
+    }
+
     bs = OCSP_BASICRESP_new();
     this_upd = ASN1_GENERALIZEDTIME_set(NULL, now);
-    if (conf->next_update > 0) {
-        next_upd = ASN1_GENERALIZEDTIME_set(NULL, now + conf->next_update);
+    if (next > 0) {
+        next_upd = ASN1_GENERALIZEDTIME_set(NULL, next);
     }
-    if (bs == NULL || this_upd == NULL
-        || (conf->next_update > 0 && next_upd == NULL))
-    {
+    if (bs == NULL || this_upd == NULL || (next > 0 && next_upd == NULL)) {
         pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_INTERNALERROR, PKI_INTERNAL,
                       "out of memory");
         goto done;
@@ -929,15 +956,14 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         goto done;
     }
 
-    pki_ocsp_sign_and_wrap(conf, conf->cas[signer], bs, now, resp);
+    pki_ocsp_sign_and_wrap(conf->cas[signer], sg, bs, now, resp);
 
     if (resp->ocsp_status == OCSP_RESPONSE_STATUS_SUCCESSFUL
         && resp->body != NULL)
     {
         resp->cacheable = !nonce;
         resp->this_update = now;
-        resp->next_update = conf->next_update > 0 ? now + conf->next_update
-                                                  : 0;
+        resp->next_update = next;
         SHA1(resp->body, resp->body_len, md);
         for (i = 0; i < SHA_DIGEST_LENGTH; i++) {
             snprintf(resp->etag + 2 * i, 3, "%02x", md[i]);

@@ -490,8 +490,9 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * A stateless engine: message in, message out, like pki_est_handle.  The
  * responses are signed by the CA key (ResponderID byKey, no certificates
  * included), or by the CA's delegated responder (below) while that
- * certificate is within its validity, with the digest pki_key_sign_x509
- * uses for the key.  CertIDs with SHA-1 and SHA-256 hashes are matched
+ * certificate is within its validity (its answers then end, nextUpdate,
+ * no later than its notAfter), with the digest pki_key_sign_x509 uses for
+ * the key.  CertIDs with SHA-1 and SHA-256 hashes are matched
  * against the CAs of the configuration; a serial is looked up in the
  * Redis record (as pki_record_get reads it) of every CA the CertID names
  * (several when a CA was re-certified with the same subject and key), the
@@ -556,7 +557,9 @@ typedef struct {
     int             cacheable;       /* successful, no nonce: may be
                                         cached (HTTP GET headers)        */
     time_t          this_update;     /* = producedAt                     */
-    time_t          next_update;     /* 0: none                          */
+    time_t          next_update;     /* 0: none; a delegated responder's
+                                        answer: no later than its
+                                        notAfter                         */
     char            etag[41];        /* hex SHA-1 of body                */
     pki_result_t    res;             /* what happened, for the log       */
 } pki_ocsp_resp_t;

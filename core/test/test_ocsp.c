@@ -850,6 +850,67 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
             X509_free(stale);
         }
 
+        /* a responder certificate that ends before nextUpdate would: the
+         * answer it signs ends with it (nextUpdate, and resp.next_update,
+         * which the response cache keeps the answer until); one that ends
+         * later leaves nextUpdate alone */
+        for (i = 0; i < 2; i++) {
+            X509                  *soon;
+            time_t                 na, nu;
+            struct tm              tm;
+            OCSP_CERTID           *cid;
+            ASN1_GENERALIZEDTIME  *thisupd, *nextupd;
+
+            soon = make_responder_at(sub, pk, rpk, 1, -60, i ? 7200 : 30);
+            memset(&tm, 0, sizeof(tm));
+            ASN1_TIME_to_tm(X509_get0_notAfter(soon), &tm);
+            na = timegm(&tm);
+            sg.cert = soon;
+            conf.next_update = 3600;
+
+            ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
+            der = make_req(ids, 1, 0, &len, NULL);
+            st = run(&conf, "POST", der, len, &resp);
+            parse(&resp, root, sub, &bs);
+            ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs,
+               "responder ending in %s: response verifies",
+               i ? "2 h" : "30 s");
+            nu = 0;
+            if (bs) {
+                found = NULL;
+                OCSP_resp_get0_signer(bs, &found, NULL);
+                ok(found != NULL && X509_cmp(found, soon) == 0,
+                   "... signed by the responder");
+                cid = make_id(&ids[0]);
+                nextupd = thisupd = NULL;
+                if (OCSP_resp_find_status(bs, cid, NULL, NULL, NULL,
+                                          &thisupd, &nextupd)
+                    && nextupd != NULL)
+                {
+                    memset(&tm, 0, sizeof(tm));
+                    ASN1_TIME_to_tm(nextupd, &tm);
+                    nu = timegm(&tm);
+                }
+                OCSP_CERTID_free(cid);
+                OCSP_BASICRESP_free(bs);
+            }
+            if (i == 0) {
+                ok(nu == na && resp.next_update == na && resp.cacheable,
+                   "responder ending in 30 s: nextUpdate and the cache "
+                   "lifetime end at its notAfter (%lld, %lld, notAfter "
+                   "%lld)", (long long) nu, (long long) resp.next_update,
+                   (long long) na);
+            } else {
+                ok(nu == resp.this_update + 3600
+                   && resp.next_update == nu,
+                   "responder ending in 2 h: nextUpdate 1 h after "
+                   "thisUpdate, as configured");
+            }
+            pki_ocsp_resp_free(&resp);
+            free(der);
+            X509_free(soon);
+        }
+
         conf.signers = NULL;
         conf.nsigners = 0;
 

@@ -1,0 +1,196 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# A delegated OCSP responder certificate that expires before the answer's
+# nextUpdate would otherwise come: the answer it signs ends (nextUpdate,
+# Cache-Control max-age, Expires) no later than the certificate's notAfter,
+# and the response cache does not serve it past then.  The responder
+# certificate is made with `openssl ca -enddate` some 30 s ahead; requests
+# keep the cache busy until it expired, and then the answer (for the same
+# cacheable GET request) is a new one, signed by the CA key, that `openssl
+# ocsp` verifies.  Before, the answer said nextUpdate = now + 1 h, and the
+# cache served it, signed by an expired responder, until then.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use MIME::Base64 qw(encode_base64);
+use POSIX qw(strftime);
+use Time::HiRes qw(sleep);
+use Time::Piece;
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx;
+my $pki = $t->pki;
+my $dir = $t->dir;
+my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
+my @trust = ('-CAfile', "$pki/root.pem", '-verify_other', "$pki/issuing.pem");
+
+sub ocsp {
+    my (@args) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', @args], timeout => 30);
+    return ($rc, "$out\n$err");
+}
+
+# "Dec  1 04:15:00 2026 GMT" as seconds since the epoch
+sub gmt {
+    my ($s) = @_;
+    $s =~ s/\s+/ /g;
+    return Time::Piece->strptime($s, '%b %d %H:%M:%S %Y GMT')->epoch;
+}
+
+# an HTTP date as seconds since the epoch
+sub http_date {
+    my ($s) = @_;
+    return Time::Piece->strptime($s, '%a, %d %b %Y %H:%M:%S GMT')->epoch;
+}
+
+my ($csr) = $t->make_csr('exp-a', subj => '/CN=exp-a');
+my $r = $t->est_post('simpleenroll', $csr);
+is($r->{code}, 200, 'enrolled') or diag($r->{body});
+my $a = $t->save_first_cert($t->p7_to_pem($r->{body}) // '', 'exp-a');
+BAIL_OUT('enrollment failed') if !$a;
+
+# --- the responder certificate: notAfter 30 s from now -----------------------
+
+my $tok = $t->token;
+my $pin = slurp("$pki/hsm/pin") // '';
+chomp $pin;
+my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-newkey', 'ec',
+    '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', "$dir/resp.key", '-subj', '/CN=OCSP responder soon expired',
+    '-out', "$dir/resp.csr"]);
+is($rc, 0, 'responder key and CSR') or diag($e);
+
+mkdir "$dir/tca";
+spew("$dir/tca/index.txt", '');
+spew("$dir/tca/serial", "4245\n");
+spew("$dir/tca.cnf", <<"EOF");
+[ ca ]
+default_ca = tca
+[ tca ]
+database = $dir/tca/index.txt
+new_certs_dir = $dir/tca
+serial = $dir/tca/serial
+default_md = sha256
+policy = pol
+unique_subject = no
+[ pol ]
+commonName = supplied
+[ ext ]
+extendedKeyUsage = critical,OCSPSigning
+keyUsage = critical,digitalSignature
+noCheck = ignored
+EOF
+
+my $na = time + 30;
+($rc, $o, $e) = run_cmd(['openssl', 'ca', '-batch', '-config', "$dir/tca.cnf",
+    '-engine', 'pkcs11', '-keyform', 'engine', '-keyfile',
+    "pkcs11:token=$tok;object=issuing;type=private;pin-value=$pin",
+    '-cert', "$pki/issuing.pem", '-in', "$dir/resp.csr",
+    '-startdate', strftime('%y%m%d%H%M%SZ', gmtime(time - 3600)),
+    '-enddate', strftime('%y%m%d%H%M%SZ', gmtime($na)),
+    '-extensions', 'ext', '-notext', '-out', "$dir/resp.pem"],
+    env => { SOFTHSM2_CONF => $t->softhsm_conf }, timeout => 60);
+is($rc, 0, 'responder certificate issued (openssl ca)') or diag("$o$e");
+my ($end) = $t->x509_text("$dir/resp.pem") =~ /Not After\s*:\s*(.*?GMT)/;
+is(gmt($end // ''), $na, "its notAfter: $end (30 s ahead)");
+
+my $conf = $t->render_conf;
+my $ind = ' ' x 12;
+my $add = "\n${ind}ocsp_responder_signer issuing $dir/resp.pem $dir/resp.key;"
+          . "\n${ind}ocsp_responder_cache_header on;";
+$conf =~ s{(ocsp_responder issuing;)}{$1$add}
+    or die 'no ocsp_responder in the config';
+$t->stop_nginx;
+$t->start_nginx($conf);
+
+# a cacheable GET request (no nonce)
+my $reqf = "$dir/req.der";
+($rc, $o) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-no_nonce',
+                 '-reqout', $reqf);
+is($rc, 0, 'request written') or diag($o);
+(my $enc = encode_base64(slurp($reqf), ''))
+    =~ s{([/+=])}{sprintf('%%%02X', ord($1))}ge;
+
+sub check {
+    my ($body) = @_;
+    my $f = "$dir/resp-" . int(rand(1e9)) . '.der';
+    spew($f, $body);
+    my ($rc, $out) = ocsp('-respin', $f, '-issuer', "$pki/issuing.pem",
+                          '-cert', $a, @trust, '-resp_text');
+    return $out;
+}
+
+# --- before notAfter: signed by the responder, ends at its notAfter ----------
+
+my $g1 = $t->curl('GET', "$url/$enc");
+my $g2 = $t->curl('GET', "$url/$enc");
+my $left = $na - time;
+ok($left > 5, "requests made ${left} s before the responder expires")
+    or BAIL_OUT('too slow to test: the responder expired already');
+is($g1->{code}, 200, 'GET: 200');
+my $out = check($g1->{body});
+like($out, qr/\Q$a\E: good/, 'good') or diag($out);
+like($out, qr/Response verify OK/, 'verifies');
+like($out, qr/CN\s*=\s*OCSP responder soon expired/,
+     'signed by the delegated responder (its certificate included)');
+my ($next) = $out =~ /Next Update: (.*?GMT)/;
+ok(defined $next && gmt($next) <= $na,
+   'nextUpdate no later than the responder\'s notAfter ('
+   . ($next // 'none') . " <= $end)") or diag($out);
+my ($age) = ($g1->{headers}{'cache-control'} // '') =~ /max-age=(\d+)/;
+ok(defined $age && time + $age <= $na + 1,
+   'Cache-Control max-age ends by the responder\'s notAfter ('
+   . ($age // 'none') . ' s)') or diag($g1->{head});
+ok(http_date($g1->{headers}{expires} // 'Thu, 01 Jan 1970 00:00:00 GMT')
+   <= $na, 'Expires no later than the responder\'s notAfter ('
+   . ($g1->{headers}{expires} // 'none') . ')') or diag($g1->{head});
+is($g2->{headers}{'x-ocsp-cache'}, 'HIT', 'the answer is cached meanwhile')
+    or diag($g2->{head});
+
+# --- after notAfter: not from the cache, signed by the CA key ----------------
+
+# requests keep coming until then, so the zone's view of the revocations
+# stays fresh (after an idle spell a request reads it anew and is answered
+# fresh anyway) and the entry would be served for as long as it lives
+my ($hits, @late) = (0);
+while (time <= $na + 3) {
+    my $t0 = time;
+    my $g = $t->curl('GET', "$url/$enc");
+    $hits++ if ($g->{headers}{'x-ocsp-cache'} // '') eq 'HIT';
+    push @late, $g if $t0 >= $na + 1;
+    sleep 0.3;
+}
+note("$hits answers from the cache while waiting; " . scalar(@late)
+     . ' requests after the responder expired');
+ok(@late >= 2, 'requests made after the responder expired');
+
+my $i = 0;
+for my $g (@late) {
+    $i++;
+    is($g->{code}, 200, "after the responder expired, $i: 200");
+    ok($g->{body} ne $g1->{body},
+       "after the responder expired, $i: not the answer it signed ("
+       . ($g->{headers}{'x-ocsp-cache'} // 'no cache header') . ')');
+    $out = check($g->{body});
+    like($out, qr/\Q$a\E: good/, "after the responder expired, $i: good")
+        or diag($out);
+    like($out, qr/Response verify OK/,
+         "after the responder expired, $i: the answer verifies (CA key)")
+        or diag($out);
+    unlike($out, qr/CN\s*=\s*OCSP responder soon expired/,
+           "after the responder expired, $i: its certificate left out");
+}
+
+$t->stop_nginx;
+my $log = slurp($t->error_log) // '';
+unlike($log, qr/\[(?:alert|crit|emerg)\]/, 'no alert/crit in the error log')
+    or diag($log);
+
+done_testing();
