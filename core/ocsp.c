@@ -69,6 +69,8 @@ typedef struct {
     int                            reason;     /* -1: none               */
     time_t                         revoked_at;
     time_t                         invalidity; /* 0: none                */
+    time_t                         planned;    /* good: its planned
+                                                  revocation, 0: none    */
     int                            ca;         /* conf->cas index, -1    */
 } pki_ocsp_single_t;
 
@@ -605,6 +607,7 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
 {
     int                  k, i, *pca;
     char               (*hex)[41];
+    time_t               now;
     size_t               j, np, max, *start;
     const char         **cas, **serials;
     OCSP_CERTID         *cid;
@@ -615,6 +618,7 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
     pki_int_records_t   *recs;
 
     recs = NULL;
+    now = time(NULL);
     max = (size_t) n * (conf->ncas > 0 ? conf->ncas : 1);
 
     hex = malloc((size_t) n * sizeof(*hex));
@@ -638,6 +642,7 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
         s->reason = -1;
         s->revoked_at = 0;
         s->invalidity = 0;
+        s->planned = 0;
         s->ca = -1;
         start[k] = np;
 
@@ -679,6 +684,18 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
 
             pki_result_init(res);
 
+            /* A planned revocation whose time has come is a revocation,
+             * at that time and for the planned reason, whether or not
+             * worker 0 (every few seconds) has carried it out yet */
+            if (rst == PKI_OK && rec.status == PKI_CERT_GOOD
+                && rec.revoke_planned != 0 && rec.revoke_planned <= now)
+            {
+                rec.status = PKI_CERT_REVOKED;
+                rec.reason = rec.planned_reason;
+                rec.revoked_at = rec.revoke_planned;
+                rec.invalidity_date = 0;
+            }
+
             if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
                 s->status = V_OCSP_CERTSTATUS_REVOKED;
                 /* unspecified (0), and a value RFC 5280 does not name,
@@ -695,6 +712,7 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
 
             if (rst == PKI_OK && rec.status == PKI_CERT_GOOD && s->ca < 0) {
                 s->status = V_OCSP_CERTSTATUS_GOOD;
+                s->planned = rec.revoke_planned;
                 s->ca = pca[j];
             }
 
@@ -886,6 +904,16 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
 
         } else if (next > 0 && na < next) {
             next = na;
+        }
+    }
+
+    /* a good answer ends when a planned revocation of its certificate
+     * takes effect: neither a cache nor a verifier keeps "good" past it */
+    for (i = 0; next > 0 && i < n; i++) {
+        if (singles[i].status == V_OCSP_CERTSTATUS_GOOD
+            && singles[i].planned > now && singles[i].planned < next)
+        {
+            next = singles[i].planned;
         }
     }
 

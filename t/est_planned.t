@@ -2,9 +2,11 @@
 # Copyright 2026 The nginx-pki developers
 # SPDX-License-Identifier: Apache-2.0
 #
-# EST authentication by a client certificate whose planned revocation
-# (admin API, "at") has come: refused at once, not only once the
-# refresher (every few seconds) has carried the revocation out.
+# A planned revocation (admin API, "at") counts from its time on, not only
+# once the refresher (every few seconds) has carried it out: EST
+# authentication by that client certificate is refused, and OCSP answers
+# revoked (superseded, at the planned time).  Before it, OCSP's good answer
+# ends (nextUpdate) no later than the planned time.
 
 use strict;
 use warnings;
@@ -13,6 +15,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
+use Time::Piece;
 use PKITest;
 
 my $t = PKITest->new;
@@ -40,6 +43,15 @@ $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
                                     reason => 'superseded', at => $at }));
 is($r->{code}, 200, "revocation planned at $at") or diag($r->{body});
 
+# before it is due: good, but only until then
+my ($orc, $oout) = $t->_ocsp($cert);
+like($oout, qr/: good/, 'before the planned time: OCSP good') or diag($oout);
+my ($nu) = $oout =~ /Next Update: (\w+ +\d+ [\d:]+ \d+) GMT/;
+my $nut = $nu ? Time::Piece->strptime($nu =~ s/ +/ /gr, '%b %d %H:%M:%S %Y')
+                              ->epoch : 0;
+ok($nut > 0 && $nut <= $due, "  its nextUpdate ($nu) is no later than the "
+   . 'planned time') or diag($oout);
+
 # before it is due the certificate still renews
 $r = $t->est_post('simplereenroll', $csr, user => undef,
                   cert => $cert, key => $key);
@@ -54,6 +66,12 @@ my $st = $t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status} // '';
 is($r->{code}, 403, "after the planned time: simplereenroll 403 "
    . "(record: $st)") or diag($r->{body});
 like($r->{body}, qr/revoked/, '  the body says revoked');
+
+($orc, $oout) = $t->_ocsp($cert);
+$st = $t->redis_hash("pki:{ca:issuing}:cert:$serial")->{status} // '';
+like($oout, qr/: revoked/, "after the planned time: OCSP revoked (record: "
+     . "$st)") or diag($oout);
+like($oout, qr/Reason: superseded/, '  for the planned reason');
 
 $t->stop_nginx;
 done_testing();
