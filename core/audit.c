@@ -227,6 +227,7 @@ static int                 pki_audit_required;
 static __thread pki_actor_t  pki_actor;
 
 
+static pki_audit_t *pki_audit_default(void);
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
 static pki_status_t pki_audit_write_q(pki_audit_t *a,
@@ -533,6 +534,7 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
 {
     pki_event_t   e;
     pki_status_t  st;
+    pki_audit_t  *a;
 
     if (ev == NULL) {
         return PKI_OK;
@@ -541,8 +543,9 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
     pki_event_fill(&e, ev);
 
     st = PKI_OK;
+    a = pki_audit_default();
 
-    if (pki_default_log == NULL && pki_audit_required
+    if (a == NULL && pki_audit_required
         && (e.type == PKI_EV_ISSUE || e.type == PKI_EV_REVOKE))
     {
         /* a log is configured but did not open: fail closed, nothing is
@@ -550,15 +553,14 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
         st = pki_fail(res, PKI_UNAVAILABLE, "the transaction log is not "
                       "open");
 
-    } else if (pki_default_log != NULL && e.type != PKI_EV_SIGN
-        && e.type != PKI_EV_REDIS)
-    {
+    } else if (a != NULL && e.type != PKI_EV_SIGN && e.type != PKI_EV_REDIS) {
+        int                 deferred;
         unsigned long long  t;
 
-        if (pki_deferred
-            && __atomic_load_n(&pki_default_log->qmode, __ATOMIC_ACQUIRE))
-        {
-            if (pki_audit_enqueue(pki_default_log, &e, &t, &st, res)) {
+        deferred = __atomic_load_n(&pki_deferred, __ATOMIC_ACQUIRE);
+
+        if (deferred && __atomic_load_n(&a->qmode, __ATOMIC_ACQUIRE)) {
+            if (pki_audit_enqueue(a, &e, &t, &st, res)) {
                 /* queued: the syncer thread writes and syncs it; the
                  * server answers once pki_audit_synced() reaches the
                  * ticket */
@@ -566,19 +568,19 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
 
             } else if (st == PKI_OK) {
                 /* no syncer (any more): written and synced right here */
-                st = pki_audit_append(pki_default_log, &e, durable, res);
+                st = pki_audit_append(a, &e, durable, res);
             }
 
-        } else if (durable && pki_deferred) {
+        } else if (durable && deferred) {
             /* written now, made durable by pki_audit_sync() before the
              * server answers (the thread does not wait) */
-            st = pki_audit_append(pki_default_log, &e, 0, res);
+            st = pki_audit_append(a, &e, 0, res);
             if (st == PKI_OK) {
-                pki_ticket = pki_audit_written(pki_default_log);
+                pki_ticket = pki_audit_written(a);
             }
 
         } else {
-            st = pki_audit_append(pki_default_log, &e, durable, res);
+            st = pki_audit_append(a, &e, durable, res);
         }
     }
 
@@ -590,10 +592,19 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
 }
 
 
+/* The default log, as published to every thread (it may open late: a
+ * server's retry sets it while pool threads issue). */
+static pki_audit_t *
+pki_audit_default(void)
+{
+    return __atomic_load_n(&pki_default_log, __ATOMIC_ACQUIRE);
+}
+
+
 void
 pki_audit_set_default(pki_audit_t *a)
 {
-    pki_default_log = a;
+    __atomic_store_n(&pki_default_log, a, __ATOMIC_RELEASE);
 }
 
 
@@ -607,14 +618,14 @@ pki_audit_set_required(int on)
 int
 pki_int_audit_ready(void)
 {
-    return pki_default_log != NULL || !pki_audit_required;
+    return pki_audit_default() != NULL || !pki_audit_required;
 }
 
 
 void
 pki_audit_set_deferred(int on)
 {
-    pki_deferred = on;
+    __atomic_store_n(&pki_deferred, on, __ATOMIC_RELEASE);
 }
 
 
@@ -667,14 +678,14 @@ pki_audit_sync(pki_audit_t *a, pki_result_t *res)
     unsigned long long   mine;
 
     if (a == NULL) {
-        a = pki_default_log;
+        a = pki_audit_default();
     }
 
     if (a == NULL || a->no_fsync) {
         return PKI_OK;
     }
 
-    if (a->qmode) {
+    if (__atomic_load_n(&a->qmode, __ATOMIC_ACQUIRE)) {
         return pki_audit_drain(a, 1, res);
     }
 
@@ -1042,8 +1053,13 @@ pki_audit_close(pki_audit_t *a)
         return;
     }
 
-    if (pki_default_log == a) {
-        pki_default_log = NULL;
+    {
+        pki_audit_t  *cur;
+
+        cur = a;
+        (void) __atomic_compare_exchange_n(&pki_default_log, &cur, NULL, 0,
+                                           __ATOMIC_ACQ_REL,
+                                           __ATOMIC_ACQUIRE);
     }
 
     pki_audit_syncer_stop(a);
@@ -3242,9 +3258,10 @@ pki_int_audit_stream(pki_redis_t *r, const char *ca)
     unsigned      i;
     pki_audit_t  *a;
 
-    a = pki_default_log;
+    a = pki_audit_default();
 
-    if (a == NULL || !pki_deferred || a->ncarry == 0 || r == NULL
+    if (a == NULL || !__atomic_load_n(&pki_deferred, __ATOMIC_ACQUIRE)
+        || a->ncarry == 0 || r == NULL
         || ca == NULL || !__atomic_load_n(&a->qmode, __ATOMIC_ACQUIRE))
     {
         return NULL;
@@ -3300,7 +3317,7 @@ pki_int_audit_carried(const char *stream, const char *time,
     pki_audit_qent_t    *q;
     unsigned long long   mine;
 
-    a = pki_default_log;
+    a = pki_audit_default();
     if (a == NULL) {
         return;
     }

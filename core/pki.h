@@ -896,7 +896,11 @@ typedef struct {
 PKI_API pki_audit_t *pki_audit_open(const pki_audit_conf_t *conf,
     pki_result_t *res);
 PKI_API void pki_audit_close(pki_audit_t *a);
-/* The log pki_event_emit writes to (NULL: none). */
+/* The log pki_event_emit writes to (NULL: none).  A log that opens late
+ * (a retry) may be set while other threads emit: it is published whole
+ * to them, so finish its setup (pki_audit_carry, the syncer,
+ * pki_audit_set_deferred) first.  A log once set is not closed while
+ * threads may still use it. */
 PKI_API void pki_audit_set_default(pki_audit_t *a);
 /* A log is configured (set once at start): while no default log is set
  * (it did not open), pki_event_emit refuses issuance and revocation events

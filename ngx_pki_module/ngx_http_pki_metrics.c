@@ -46,6 +46,8 @@
 #define NGX_HTTP_PKI_M_MAX_CAS     64
 #define NGX_HTTP_PKI_M_MAX_FIELDS  256
 #define NGX_HTTP_PKI_M_SYNC_RETRY  100     /* ms: sync task not queued */
+#define NGX_HTTP_PKI_M_REOPEN_MIN  1000    /* ms: a log that did not open */
+#define NGX_HTTP_PKI_M_REOPEN_MAX  30000
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -243,6 +245,13 @@ static void ngx_http_pki_m_sync_post(void);
 static void ngx_http_pki_m_sync_work(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_sync_done(ngx_event_t *ev);
 
+static void ngx_http_pki_m_audit_opened(ngx_cycle_t *cycle,
+    ngx_http_pki_m_main_conf_t *mmcf, int no_fsync);
+static void ngx_http_pki_m_reopen_timer(ngx_event_t *ev);
+static void ngx_http_pki_m_reopen_work(void *data);
+static void ngx_http_pki_m_reopen_done(void *data);
+
+static void ngx_http_pki_m_timer_start(ngx_cycle_t *cycle);
 static void ngx_http_pki_m_timer(ngx_event_t *ev);
 static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_task_done(ngx_event_t *ev);
@@ -358,6 +367,22 @@ static struct {
     int                           pipe[2];
     ngx_connection_t             *conn;
 } ngx_http_pki_m_sync;
+
+
+/* a log that did not open at start is opened again by a thread-pool task
+ * (pki_audit_open takes the log's lock and reads its tail: never on the
+ * event loop), one at a time, after a backoff that doubles up to
+ * NGX_HTTP_PKI_M_REOPEN_MAX; until then issuance and revocation are
+ * refused (pki_audit_set_required) */
+static struct {
+    ngx_event_t                   timer;
+    ngx_msec_t                    backoff;
+    ngx_uint_t                    busy;     /* a task in flight */
+    ngx_uint_t                    tries;
+    pki_audit_conf_t              conf;
+    pki_audit_t                  *audit;    /* the task opened it */
+    pki_result_t                  res;
+} ngx_http_pki_m_reopen;
 
 
 static void ngx_http_pki_m_syncer_start(ngx_cycle_t *cycle);
@@ -926,11 +951,23 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
         mmcf->audit = pki_audit_open(&ac, &res);
         if (mmcf->audit == NULL) {
             /* issuance and revocation then fail closed (503): nothing
-             * issued goes unlogged (pki_audit_set_required) */
+             * issued goes unlogged (pki_audit_set_required); a pool task
+             * tries again soon */
             ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
                           "pki_audit_log \"%V\": %s%s%s; issuance and "
                           "revocation are refused", &mmcf->dir, res.detail,
                           res.log[0] ? ": " : "", res.log);
+
+            ngx_http_pki_m_reopen.conf = ac;
+            ngx_http_pki_m_reopen.backoff = NGX_HTTP_PKI_M_REOPEN_MIN;
+            ngx_http_pki_m_reopen.timer.handler = ngx_http_pki_m_reopen_timer;
+            ngx_http_pki_m_reopen.timer.log = cycle->log;
+            ngx_http_pki_m_reopen.timer.data = &ngx_http_pki_m_dummy;
+            ngx_http_pki_m_reopen.timer.cancelable = 1;
+            ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
+
+            ngx_add_timer(&ngx_http_pki_m_reopen.timer,
+                          NGX_HTTP_PKI_M_REOPEN_MIN);
 
         } else {
             if (res.log[0]) {
@@ -939,51 +976,7 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
                               res.log);
             }
 
-            pki_audit_set_default(mmcf->audit);
-            ngx_http_pki_m_audit = 1;
-
-            ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
-            ngx_http_pki_m_aq.task = ngx_thread_task_alloc(cycle->pool, 0);
-
-            if (ngx_http_pki_m_aq.task != NULL) {
-                ngx_http_pki_m_aq.task->handler = ngx_http_pki_m_audit_write;
-                ngx_http_pki_m_aq.task->event.handler =
-                                                   ngx_http_pki_m_audit_done;
-                ngx_http_pki_m_aq.task->event.data = ngx_http_pki_m_aq.task;
-                ngx_http_pki_m_aq.task->event.log = cycle->log;
-            }
-
-            /* issuance and revocation: written by the pool thread, synced
-             * by one task for many answers (ngx_http_pki_audit_wait) */
-            ngx_http_pki_m_sync.audit = mmcf->audit;
-            ngx_http_pki_m_sync.task = ngx_thread_task_alloc(cycle->pool, 0);
-
-            if (ngx_http_pki_m_sync.task != NULL && !ac.no_fsync) {
-                ngx_http_pki_m_sync.task->handler = ngx_http_pki_m_sync_work;
-                ngx_http_pki_m_sync.task->event.handler =
-                                                   ngx_http_pki_m_sync_done;
-                ngx_http_pki_m_sync.task->event.data =
-                                                   ngx_http_pki_m_sync.task;
-                ngx_http_pki_m_sync.task->event.log = cycle->log;
-
-                ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
-                ngx_http_pki_m_sync.retry.handler = ngx_http_pki_m_sync_retry;
-                ngx_http_pki_m_sync.retry.log = cycle->log;
-                ngx_http_pki_m_sync.retry.data = &ngx_http_pki_m_dummy;
-                ngx_http_pki_m_sync.retry.cancelable = 1;
-
-                pki_audit_set_deferred(1);
-
-                /* issuance entries carried by the certificate store's
-                 * commit: no answer waits for the file's flush */
-                if (mmcf->carry != 0) {
-                    ngx_http_pki_m_carry(cycle, mmcf->audit);
-                }
-
-                /* better: a thread of its own, no pool thread waits for
-                 * the disk and no sync task queues behind requests */
-                ngx_http_pki_m_syncer_start(cycle);
-            }
+            ngx_http_pki_m_audit_opened(cycle, mmcf, ac.no_fsync);
         }
     }
 
@@ -991,10 +984,181 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_pki_m_timer_start(cycle);
+
+    return NGX_OK;
+}
+
+
+/* The log is open (at start, or by a retry): the default log of every
+ * thread from now on, the rest set up first. */
+static void
+ngx_http_pki_m_audit_opened(ngx_cycle_t *cycle,
+    ngx_http_pki_m_main_conf_t *mmcf, int no_fsync)
+{
+    ngx_http_pki_m_audit = 1;
+
+    ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
+    ngx_http_pki_m_aq.task = ngx_thread_task_alloc(cycle->pool, 0);
+
+    if (ngx_http_pki_m_aq.task != NULL) {
+        ngx_http_pki_m_aq.task->handler = ngx_http_pki_m_audit_write;
+        ngx_http_pki_m_aq.task->event.handler = ngx_http_pki_m_audit_done;
+        ngx_http_pki_m_aq.task->event.data = ngx_http_pki_m_aq.task;
+        ngx_http_pki_m_aq.task->event.log = cycle->log;
+    }
+
+    /* issuance and revocation: written by the pool thread, synced by one
+     * task for many answers (ngx_http_pki_audit_wait) */
+    ngx_http_pki_m_sync.audit = mmcf->audit;
+    ngx_http_pki_m_sync.task = ngx_thread_task_alloc(cycle->pool, 0);
+
+    if (ngx_http_pki_m_sync.task != NULL && !no_fsync) {
+        ngx_http_pki_m_sync.task->handler = ngx_http_pki_m_sync_work;
+        ngx_http_pki_m_sync.task->event.handler = ngx_http_pki_m_sync_done;
+        ngx_http_pki_m_sync.task->event.data = ngx_http_pki_m_sync.task;
+        ngx_http_pki_m_sync.task->event.log = cycle->log;
+
+        ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
+        ngx_http_pki_m_sync.retry.handler = ngx_http_pki_m_sync_retry;
+        ngx_http_pki_m_sync.retry.log = cycle->log;
+        ngx_http_pki_m_sync.retry.data = &ngx_http_pki_m_dummy;
+        ngx_http_pki_m_sync.retry.cancelable = 1;
+
+        pki_audit_set_deferred(1);
+
+        /* issuance entries carried by the certificate store's commit: no
+         * answer waits for the file's flush */
+        if (mmcf->carry != 0) {
+            ngx_http_pki_m_carry(cycle, mmcf->audit);
+        }
+
+        /* better: a thread of its own, no pool thread waits for the disk
+         * and no sync task queues behind requests */
+        ngx_http_pki_m_syncer_start(cycle);
+    }
+
+    /* last: pool threads may be issuing (a retry), they see it whole */
+    pki_audit_set_default(mmcf->audit);
+}
+
+
+static void
+ngx_http_pki_m_reopen_timer(ngx_event_t *ev)
+{
+    ngx_int_t           rc;
+    ngx_thread_pool_t  *tp;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit
+        || ngx_http_pki_m_reopen.busy)
+    {
+        return;
+    }
+
+    tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+
+    rc = NGX_DECLINED;
+
+    if (tp != NULL && !ngx_http_pki_pool_full()) {
+        rc = ngx_http_pki_post_detached_tp(tp, ev->log,
+                                           ngx_http_pki_m_reopen_work,
+                                           ngx_http_pki_m_reopen_done,
+                                           &ngx_http_pki_m_reopen);
+    }
+
+    if (rc != NGX_OK) {
+        /* the pool is busy: the same step again */
+        ngx_add_timer(ev, ngx_http_pki_m_reopen.backoff);
+        return;
+    }
+
+    ngx_http_pki_m_reopen.busy = 1;
+}
+
+
+/* a pool thread: no nginx calls */
+static void
+ngx_http_pki_m_reopen_work(void *data)
+{
+    (void) data;
+
+    pki_result_init(&ngx_http_pki_m_reopen.res);
+
+    ngx_http_pki_m_reopen.audit = pki_audit_open(&ngx_http_pki_m_reopen.conf,
+                                                 &ngx_http_pki_m_reopen.res);
+}
+
+
+static void
+ngx_http_pki_m_reopen_done(void *data)
+{
+    ngx_cycle_t                 *cycle;
+    pki_result_t                *res;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    (void) data;
+
+    ngx_http_pki_m_reopen.busy = 0;
+    ngx_http_pki_m_reopen.tries++;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;                 /* exit_process closes an opened one */
+    }
+
+    cycle = (ngx_cycle_t *) ngx_cycle;
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_pki_metrics_module);
+    res = &ngx_http_pki_m_reopen.res;
+
+    if (ngx_http_pki_m_reopen.audit == NULL) {
+        /* one line per try: one per step of the backoff */
+        ngx_http_pki_m_reopen.backoff = ngx_min(
+            ngx_http_pki_m_reopen.backoff * 2, NGX_HTTP_PKI_M_REOPEN_MAX);
+
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "pki_audit_log \"%V\": %s%s%s; issuance and "
+                      "revocation are still refused, next try in %M ms",
+                      &mmcf->dir, res->detail, res->log[0] ? ": " : "",
+                      res->log, ngx_http_pki_m_reopen.backoff);
+
+        ngx_add_timer(&ngx_http_pki_m_reopen.timer,
+                      ngx_http_pki_m_reopen.backoff);
+        return;
+    }
+
+    mmcf->audit = ngx_http_pki_m_reopen.audit;
+    ngx_http_pki_m_reopen.audit = NULL;
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "pki_audit_log \"%V\": opened (try %ui); issuance and "
+                  "revocation resume", &mmcf->dir,
+                  ngx_http_pki_m_reopen.tries);
+
+    if (res->log[0]) {
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0, "pki_audit_log \"%V\": %s",
+                      &mmcf->dir, res->log);
+    }
+
+    ngx_http_pki_m_audit_opened(cycle, mmcf,
+                                ngx_http_pki_m_reopen.conf.no_fsync);
+
+    /* the checkpoint timer, if the counters did not start it */
+    ngx_http_pki_m_timer_start(cycle);
+}
+
+
+/* the worker's timer: Redis history, certificate counts, checkpoint */
+static void
+ngx_http_pki_m_timer_start(ngx_cycle_t *cycle)
+{
+    if (ngx_http_pki_m_task != NULL) {
+        return;
+    }
+
     ngx_http_pki_m_task = ngx_thread_task_alloc(cycle->pool,
                                                sizeof(ngx_http_pki_m_task_t));
     if (ngx_http_pki_m_task == NULL) {
-        return NGX_OK;
+        return;
     }
 
     ngx_http_pki_m_task->handler = ngx_http_pki_m_task_handler;
@@ -1011,8 +1175,6 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
     /* a first look soon, so that certificate counts exist early */
     ngx_http_pki_m_ticks = NGX_HTTP_PKI_M_SLOW_TICKS - 1;
     ngx_add_timer(&ngx_http_pki_m_timer_ev, 1000 + ngx_random() % 1000);
-
-    return NGX_OK;
 }
 
 
@@ -1029,6 +1191,17 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
     }
 
     pki_event_set_sink(NULL, NULL);
+
+    if (ngx_http_pki_m_reopen.timer.timer_set) {
+        ngx_del_timer(&ngx_http_pki_m_reopen.timer);
+    }
+
+    if (ngx_http_pki_m_reopen.audit != NULL) {
+        /* opened by a task whose completion did not run: never the
+         * default, nothing written to it */
+        pki_audit_close(ngx_http_pki_m_reopen.audit);
+        ngx_http_pki_m_reopen.audit = NULL;
+    }
 
     if (mmcf->audit) {
         pki_audit_set_deferred(0);
