@@ -2506,7 +2506,18 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
                         && a->since_ckpt >= a->ckpt_every)
                     {
                         pki_result_init(&cres);
-                        (void) pki_audit_write_locked(a, NULL, 1, &cres);
+
+                        if (pki_audit_write_locked(a, NULL, 1, &cres)
+                            != PKI_OK && a->end < 0)
+                        {
+                            /* the checkpoint flushed the batch's lines
+                             * and the write failed: they are not in the
+                             * file either (taken for written, they were
+                             * synced and left their stream: lost) */
+                            st = pki_fail(res, PKI_UNAVAILABLE, "cannot "
+                                          "write the audit log: %s",
+                                          cres.detail);
+                        }
                     }
                 }
 

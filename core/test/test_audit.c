@@ -1133,6 +1133,93 @@ main(void)
         ok(pki_audit_check_dir(dir3, &res) == PKI_OK, "none (made later)");
     }
 
+    /* a checkpoint after every entry while the disk is full: the batch's
+     * checkpoint flushed its lines and failed, the batch was taken for
+     * written (nothing left to flush), synced, and its entries dropped;
+     * now the batch fails and every entry reaches the file once there is
+     * room again */
+    {
+        int                  n, lines;
+        char                 dir8[300], path8[400], ser8[16], *l;
+        FILE                *lf;
+        size_t               cap;
+        pki_audit_t         *y;
+        struct stat          sb8;
+        struct rlimit        rl8, old8;
+        pki_audit_conf_t     c8;
+        unsigned long long   last8;
+
+        signal(SIGXFSZ, SIG_IGN);
+        snprintf(dir8, sizeof(dir8), "%s/log8", tdir);
+        mkdir(dir8, 0700);
+        memset(&c8, 0, sizeof(c8));
+        c8.dir = dir8;
+        c8.key = key;
+        c8.checkpoint_every = 1;
+        pki_result_init(&res);
+        y = pki_audit_open(&c8, &res);
+        pki_result_init(&res);
+        ok(y != NULL && pki_audit_syncer_start(y, NULL, NULL, &res)
+           == PKI_OK, "a log with a checkpoint after every entry");
+        pki_audit_set_default(y);
+        pki_audit_set_deferred(1);
+
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_REVOKE;
+        ev.status = PKI_OK;
+        ev.ca = "ca1";
+        ev.serial = "C000";
+        pki_result_init(&res);
+        (void) pki_event_emit(&ev, 1, &res);
+        last8 = pki_audit_take_ticket();
+        for (n = 0; n < 500 && !pki_audit_ticket_done(y, last8); n++) {
+            usleep(10000);
+        }
+
+        /* the file may not grow: every write fails (EFBIG) */
+        snprintf(path8, sizeof(path8), "%s/audit.log", dir8);
+        stat(path8, &sb8);
+        getrlimit(RLIMIT_FSIZE, &old8);
+        rl8 = old8;
+        rl8.rlim_cur = (rlim_t) sb8.st_size;
+        setrlimit(RLIMIT_FSIZE, &rl8);
+
+        for (n = 1; n <= 5; n++) {
+            snprintf(ser8, sizeof(ser8), "C%03d", n);
+            ev.serial = ser8;
+            pki_result_init(&res);
+            (void) pki_event_emit(&ev, 1, &res);
+            last8 = pki_audit_take_ticket();
+        }
+        usleep(300000);
+        ok(!pki_audit_ticket_done(y, last8), "  the disk is full: not done");
+
+        setrlimit(RLIMIT_FSIZE, &old8);
+        for (n = 0; n < 500 && !pki_audit_ticket_done(y, last8); n++) {
+            usleep(10000);
+        }
+        ok(pki_audit_ticket_done(y, last8), "  room again: done");
+
+        pki_audit_set_deferred(0);
+        pki_audit_set_default(NULL);
+        pki_audit_close(y);
+
+        lf = fopen(path8, "r");
+        l = NULL;
+        cap = 0;
+        lines = 0;
+        while (lf != NULL && getline(&l, &cap, lf) > 0) {
+            lines += strstr(l, "\"serial\":\"C") != NULL;
+        }
+        free(l);
+        if (lf != NULL) {
+            fclose(lf);
+        }
+        ok(lines == 6, "  every entry is in the file (%d of 6)", lines);
+        st = verify(dir8, &rep);
+        ok(st == PKI_OK, "  and the chain holds (%s)", rep.bad);
+    }
+
     a = shared_log;
     pki_audit_close(a);
     pki_audit_close(b);
