@@ -59,6 +59,7 @@
 #define PKI_AUDIT_TAIL         65536
 #define PKI_AUDIT_VERIFY_MAX   (1024 * 1024)
 #define PKI_AUDIT_DEF_SIZE     (64UL * 1024 * 1024)
+#define PKI_AUDIT_DEF_BACKLOG  (64UL * 1024 * 1024)
 #define PKI_AUDIT_DEF_CKPT     1000
 #define PKI_AUDIT_ACTOR_MAX    256
 #define PKI_AUDIT_ZERO_HASH \
@@ -176,6 +177,12 @@ struct pki_audit_s {
     pki_audit_qent_t     *xdel;        /* synced, to delete (jlock) */
     long long             orphan_ms;   /* an entry this old is orphaned */
     int                   closing;     /* no XDEL: the store may be gone */
+
+    /* the queued, retried and unsynced entries held in memory (atomic):
+     * at max_backlog, issuance and revocation are refused */
+    size_t                qbytes;
+    size_t                max_backlog;
+    unsigned long long    refused;     /* by the cap (atomic) */
 };
 
 
@@ -228,6 +235,8 @@ static __thread pki_actor_t  pki_actor;
 
 
 static pki_audit_t *pki_audit_default(void);
+static void pki_audit_held(pki_audit_t *a, const pki_audit_qent_t *q,
+    int in);
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
 static pki_status_t pki_audit_write_q(pki_audit_t *a,
@@ -616,9 +625,73 @@ pki_audit_set_required(int on)
 
 
 int
-pki_int_audit_ready(void)
+pki_int_audit_ready(const char **why)
 {
-    return pki_audit_default() != NULL || !pki_audit_required;
+    pki_audit_t  *a;
+
+    a = pki_audit_default();
+
+    if (a == NULL) {
+        if (pki_audit_required) {
+            *why = "not open";
+            return 0;
+        }
+
+        return 1;
+    }
+
+    if (__atomic_load_n(&a->qbytes, __ATOMIC_ACQUIRE) >= a->max_backlog) {
+        /* the file has not taken what is held for it: no more */
+        (void) __atomic_fetch_add(&a->refused, 1, __ATOMIC_RELAXED);
+        *why = "the entries not yet written reached max_backlog";
+        return 0;
+    }
+
+    return 1;
+}
+
+
+int
+pki_audit_backlog(pki_audit_t *a, size_t *bytes, size_t *max,
+    unsigned long long *refused)
+{
+    size_t  n;
+
+    n = (a != NULL) ? __atomic_load_n(&a->qbytes, __ATOMIC_ACQUIRE) : 0;
+
+    if (bytes != NULL) {
+        *bytes = n;
+    }
+
+    if (max != NULL) {
+        *max = (a != NULL) ? a->max_backlog : 0;
+    }
+
+    if (refused != NULL) {
+        *refused = (a != NULL) ? __atomic_load_n(&a->refused,
+                                                 __ATOMIC_RELAXED)
+                               : 0;
+    }
+
+    return a != NULL && n >= a->max_backlog;
+}
+
+
+/* An entry comes into (in 1) or leaves (in 0) the memory that a holds
+ * for the file. */
+static void
+pki_audit_held(pki_audit_t *a, const pki_audit_qent_t *q, int in)
+{
+    size_t  n;
+
+    n = sizeof(pki_audit_qent_t) + q->blen;
+
+    if (in) {
+        (void) __atomic_fetch_add(&a->qbytes, n, __ATOMIC_RELEASE);
+
+    } else {
+        (void) __atomic_fetch_sub(&a->qbytes, n, __ATOMIC_RELEASE);
+    }
 }
 
 
@@ -966,6 +1039,8 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
                                            : PKI_AUDIT_DEF_CKPT;
     a->no_fsync = conf->no_fsync;
     a->orphan_ms = conf->orphan_ms ? conf->orphan_ms : PKI_AUDIT_ORPHAN_MS;
+    a->max_backlog = conf->max_backlog ? conf->max_backlog
+                                       : PKI_AUDIT_DEF_BACKLOG;
     a->key = conf->key;
     memcpy(a->hash, PKI_AUDIT_ZERO_HASH, 65);
 
@@ -2343,6 +2418,17 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     char                body[PKI_AUDIT_LINE_MAX];
 
     *st = PKI_OK;
+
+    if (ev->status != PKI_OK
+        && __atomic_load_n(&a->qbytes, __ATOMIC_ACQUIRE) >= a->max_backlog)
+    {
+        /* a refusal, while the file takes nothing: not held (what passed
+         * pki_int_audit_ready() is, a bounded few past the cap) */
+        *st = pki_fail(res, PKI_UNAVAILABLE, "the transaction log's "
+                       "entries not yet written reached max_backlog");
+        return 0;
+    }
+
     b.p = body;
     b.len = 0;
     b.cap = PKI_AUDIT_LINE_MAX - 80 - PKI_AUDIT_FRAME;
@@ -2385,6 +2471,7 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     *a->qtail = q;
     a->qtail = &q->next;
     a->qplain++;
+    pki_audit_held(a, q, 1);
     pthread_cond_signal(&a->scond);
 
     pthread_mutex_unlock(&a->qlock);
@@ -2552,6 +2639,7 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
 
             if (q->carry == NULL) {
                 need = 1;               /* its answer waits for the sync */
+                pki_audit_held(a, q, 0);
                 free(q);
                 continue;
             }
@@ -2596,6 +2684,10 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
         done = a->pend;
         a->pend = NULL;
         __atomic_store_n(&a->npend, 0, __ATOMIC_RELEASE);
+
+        for (q = done; q != NULL; q = q->next) {
+            pki_audit_held(a, q, 0);
+        }
     }
 
     pthread_mutex_unlock(&a->lock);
@@ -3361,6 +3453,7 @@ pki_int_audit_carried(const char *stream, const char *time,
         q->ticket = ++a->qnext;
         *a->qtail = q;
         a->qtail = &q->next;
+        pki_audit_held(a, q, 1);
 
         if (a->qcarried++ == 0) {
             a->qfirst_ms = pki_audit_ms();

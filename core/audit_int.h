@@ -47,10 +47,12 @@ pki_status_t pki_int_record_commit_carry(pki_redis_t *r,
     const char *body, size_t blen, char *rid, size_t ridsize,
     pki_result_t *res);
 
-/* audit.c, for issue.c and matter_api.c: 0 when a log is required
- * (pki_audit_set_required) and none is open: an issuance (one or a batch)
- * is refused before anything is reserved or signed. */
-int pki_int_audit_ready(void);
+/* audit.c, for issue.c, redis.c and matter_api.c: 0 when a log is required
+ * (pki_audit_set_required) and none is open, or when the entries it holds
+ * for the file reached max_backlog (pki_audit_backlog): an issuance or a
+ * revocation is refused before anything is signed or changed; *why says
+ * which. */
+int pki_int_audit_ready(const char **why);
 
 /* audit.c, for issue.c: the stream key that carries the entries of CA
  * "ca" on store r to the default log, or NULL when they are written and

@@ -1918,6 +1918,7 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_result_t *res)
 {
     char             hex[41], opbuf[32], *subject;
+    const char      *why;
     pki_event_t      ev;
     pki_status_t     rc, ast;
     pki_result_t     ares;
@@ -1930,17 +1931,18 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_issue_carried = 0;
     link = pki_issue_link_next;
 
-    if (pki_int_audit_ready()) {
+    if (pki_int_audit_ready(&why)) {
         rc = pki_issue_do(ca, t, r, req, ictx, out, res);
 
     } else {
-        /* a transaction log is configured and not open: nothing is
-         * signed that it could not hold */
+        /* a transaction log is configured and not open, or holds all it
+         * may for a file that takes nothing: nothing is signed that it
+         * could not hold */
         if (out != NULL) {
             *out = NULL;
         }
         rc = pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");
-        pki_log(res, "transaction log: not open");
+        pki_log(res, "transaction log: %s", why);
     }
 
     pki_reserved_fn = NULL;         /* one call only, even when unused */
@@ -2593,7 +2595,7 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 {
     size_t          i, first;
     char            hex[41], opbuf[32], *subject;
-    const char     *op;
+    const char     *op, *why;
     pki_event_t     ev;
     pki_status_t    rc, ast;
     pki_result_t    ares;
@@ -2647,15 +2649,13 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
                      "allowed for CA \"%s\"", t->name, ca->name);
         }
 
-    } else if (!pki_int_audit_ready()) {
-        /* a transaction log is configured and not open: as pki_issue,
-         * nothing is reserved or signed that it could not hold (else the
-         * whole batch would be recorded, then withheld and withdrawn) */
+    } else if (!pki_int_audit_ready(&why)) {
+        /* as pki_issue: nothing signed that the log could not hold */
         rc = PKI_UNAVAILABLE;
         for (i = 0; i < n; i++) {
-            pki_fail(&items[i].res, PKI_UNAVAILABLE,
-                     "transaction log unavailable");
-            pki_log(&items[i].res, "transaction log: not open");
+            pki_fail(&items[i].res, PKI_UNAVAILABLE, "transaction log "
+                     "unavailable");
+            pki_log(&items[i].res, "transaction log: %s", why);
         }
     }
 

@@ -469,6 +469,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     int              keygen;
     size_t           i, n;
     char             msg[PKI_DETAIL_LEN + 64];
+    const char      *why;
     const cJSON     *csrs, *count;
     pki_sb_t         b;
     pki_item_t      *items;
@@ -512,14 +513,15 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         }
     }
 
-    if (!pki_int_audit_ready()) {
-        /* a transaction log is configured and not open: refused as
-         * pki_issue refuses one DAC, before a key is made, a serial
-         * reserved or anything signed (pki_issue_batch would refuse it
-         * too, item by item) */
+    if (!pki_int_audit_ready(&why)) {
+        /* a transaction log is configured and not open (or holds all it
+         * may for a file that takes nothing): refused as pki_issue
+         * refuses one DAC, before a key is made, a serial reserved or
+         * anything signed (pki_issue_batch would refuse it too, item by
+         * item) */
         pki_fail(&resp->res, PKI_UNAVAILABLE, "transaction log unavailable");
-        pki_log(&resp->res, "transaction log: not open; batch of %zu "
-                "refused, nothing reserved or signed", n);
+        pki_log(&resp->res, "transaction log: %s; batch of %zu refused, "
+                "nothing reserved or signed", why, n);
         pki_fail_resp(resp, PKI_UNAVAILABLE, resp->res.detail);
         return;
     }

@@ -891,6 +891,7 @@ typedef struct {
     unsigned     checkpoint_every;  /* entries; 0: 1000                  */
     int          no_fsync;          /* 1: never fsync (benchmarks only)  */
     unsigned     orphan_ms;         /* carried entries: 0: 30000         */
+    size_t       max_backlog;       /* bytes held unwritten; 0: 64 MiB   */
 } pki_audit_conf_t;
 
 PKI_API pki_audit_t *pki_audit_open(const pki_audit_conf_t *conf,
@@ -907,6 +908,15 @@ PKI_API void pki_audit_set_default(pki_audit_t *a);
  * with PKI_UNAVAILABLE and pki_issue refuses before it signs (fail
  * closed).  The sink still gets the events. */
 PKI_API void pki_audit_set_required(int on);
+/* Entries that the syncer holds in memory because the file cannot take
+ * them yet (not written, or not synced) are capped at max_backlog bytes:
+ * from there on, until the file takes them, issuance and revocation are
+ * refused before anything is signed or changed (PKI_UNAVAILABLE: fail
+ * closed) and the entries of failed ones are not queued; nothing queued
+ * is dropped.  Fills the bytes held now, the cap, and the count of
+ * refusals since the log opened; returns 1 while the cap refuses. */
+PKI_API int pki_audit_backlog(pki_audit_t *a, size_t *bytes, size_t *max,
+    unsigned long long *refused);
 /* For a configuration test: DIR/audit.id, if there is one, is well formed
  * (the log does not open otherwise). */
 PKI_API pki_status_t pki_audit_check_dir(const char *dir, pki_result_t *res);

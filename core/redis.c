@@ -1532,19 +1532,20 @@ pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
     pki_result_t *res)
 {
     char          canon[41];
+    const char   *why;
     pki_event_t   ev;
     pki_status_t  st;
     pki_result_t  ares;
 
-    if (pki_int_audit_ready()) {
+    if (pki_int_audit_ready(&why)) {
         st = pki_record_revoke_do(r, ca, serial, reason, when,
                                   invalidity_date, out, res);
 
     } else {
-        /* a transaction log is configured and not open: no change that
-         * it could not hold */
+        /* a transaction log is configured and not open, or full (see
+         * pki_issue): no change that it could not hold */
         st = pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");
-        pki_log(res, "transaction log: not open");
+        pki_log(res, "transaction log: %s", why);
     }
 
     if (st == PKI_NOT_FOUND) {

@@ -103,6 +103,7 @@ typedef struct {
     ngx_str_t                  dir;
     ngx_str_t                  key_ref;
     size_t                     max_size;
+    size_t                     max_backlog;
     ngx_uint_t                 checkpoint;
     ngx_flag_t                 fsync;
     ngx_flag_t                 carry;
@@ -180,6 +181,8 @@ typedef struct {
     pki_audit_t               *audit;
     ngx_uint_t                 dropped;    /* since the last log line */
     ngx_msec_t                 dropped_at;
+    ngx_uint_t                 unwritten;  /* since the last log line */
+    ngx_msec_t                 unwritten_at;
 } ngx_http_pki_m_queue_t;
 
 
@@ -240,6 +243,7 @@ static void ngx_http_pki_m_audit_write(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_audit_done(ngx_event_t *ev);
 static void ngx_http_pki_m_audit_post(void);
 static void ngx_http_pki_m_audit_flush(pki_audit_t *audit);
+static void ngx_http_pki_m_backlog(pki_audit_t *audit);
 
 static void ngx_http_pki_m_sync_post(void);
 static void ngx_http_pki_m_sync_work(void *data, ngx_log_t *log);
@@ -346,6 +350,14 @@ static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
 
+/* the log's backlog cap (pki_audit_backlog): its refusals, said at most
+ * once a second */
+static struct {
+    ngx_uint_t                    full;
+    unsigned long long            refused;  /* said so far */
+    ngx_msec_t                    said;
+} ngx_http_pki_m_bl;
+
 
 /* answers waiting for the transaction log's sync (the waiters are the
  * callers' storage: ngx_http_pki_audit_wait) */
@@ -406,6 +418,7 @@ ngx_http_pki_m_create_main_conf(ngx_conf_t *cf)
     }
 
     mmcf->max_size = NGX_CONF_UNSET_SIZE;
+    mmcf->max_backlog = NGX_CONF_UNSET_SIZE;
     mmcf->checkpoint = NGX_CONF_UNSET_UINT;
     mmcf->fsync = NGX_CONF_UNSET;
     mmcf->carry = NGX_CONF_UNSET;
@@ -484,7 +497,8 @@ ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 /*
  * pki_audit_log DIR [key=FILE|pkcs11:URI] [max_size=SIZE] [checkpoint=N]
- *               [fsync=on|off] [carry=on|off] [orphan_after=TIME];
+ *               [fsync=on|off] [carry=on|off] [orphan_after=TIME]
+ *               [max_backlog=SIZE];
  *
  * carry=on (default): an issuance's entry travels in its record's Redis
  * commit (durable with the record); the file is written before the answer
@@ -492,6 +506,9 @@ ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
  * own fdatasync.  orphan_after (default 30s): a carried entry still in
  * its stream after this long is written by the janitor if the file lacks
  * it (its writer died between the record's commit and the file).
+ * max_backlog (default 64m): the entries a worker holds in memory for a
+ * file that cannot take them (disk full, I/O errors); at the cap,
+ * issuance and revocation are refused (503) until the file takes them.
  */
 
 static char *
@@ -537,6 +554,17 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
             mmcf->max_size = (size_t) size;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_backlog=", 12) == 0) {
+            v.data = value[i].data + 12;
+            v.len = value[i].len - 12;
+            size = ngx_parse_size(&v);
+            if (size < 4096) {
+                goto invalid;
+            }
+            mmcf->max_backlog = (size_t) size;
             continue;
         }
 
@@ -939,6 +967,8 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
         ac.dir = (const char *) mmcf->dir.data;
         ac.max_size = mmcf->max_size == NGX_CONF_UNSET_SIZE ? 0
                                                             : mmcf->max_size;
+        ac.max_backlog = mmcf->max_backlog == NGX_CONF_UNSET_SIZE
+                         ? 0 : mmcf->max_backlog;
         ac.checkpoint_every = mmcf->checkpoint == NGX_CONF_UNSET_UINT
                               ? 0 : (unsigned) mmcf->checkpoint;
         ac.no_fsync = mmcf->fsync == 0;
@@ -1851,6 +1881,12 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
 
     outcome = pki_outcome_class(status);
 
+    if (ngx_http_pki_m_sync.audit != NULL
+        && (status == PKI_UNAVAILABLE || ngx_http_pki_m_bl.full))
+    {
+        ngx_http_pki_m_backlog(ngx_http_pki_m_sync.audit);
+    }
+
     tp = ngx_timeofday();
     ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
                            + (tp->msec - r->start_msec));
@@ -2062,6 +2098,49 @@ ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
 }
 
 
+/* A file that takes nothing (disk full) while the worker holds
+ * max_backlog of its entries: issuance and revocation are refused (the
+ * core does, pki_int_audit_ready), and that is said once a second with
+ * the count, not once per request; the end of it once. */
+static void
+ngx_http_pki_m_backlog(pki_audit_t *audit)
+{
+    size_t              bytes, max;
+    ngx_uint_t          full;
+    unsigned long long  refused;
+
+    full = pki_audit_backlog(audit, &bytes, &max, &refused);
+
+    if (full) {
+        if (refused != ngx_http_pki_m_bl.refused
+            && (ngx_http_pki_m_bl.said == 0
+                || ngx_current_msec - ngx_http_pki_m_bl.said >= 1000))
+        {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "pki_audit_log: %uz bytes of entries wait for a "
+                          "log file that takes none (max_backlog %uz): "
+                          "%uL issuance(s) and revocation(s) refused",
+                          bytes, max,
+                          (uint64_t) (refused - ngx_http_pki_m_bl.refused));
+            ngx_http_pki_m_bl.refused = refused;
+            ngx_http_pki_m_bl.said = ngx_current_msec;
+        }
+
+        ngx_http_pki_m_bl.full = 1;
+        return;
+    }
+
+    if (ngx_http_pki_m_bl.full) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "pki_audit_log: the log file takes entries again "
+                      "(%uz bytes wait): issuance and revocation resume",
+                      bytes);
+        ngx_http_pki_m_bl.full = 0;
+        ngx_http_pki_m_bl.refused = refused;
+    }
+}
+
+
 /* the waiting entries become the batch of the (one) audit task */
 static void
 ngx_http_pki_m_audit_post(void)
@@ -2135,9 +2214,18 @@ ngx_http_pki_m_audit_done(ngx_event_t *ev)
     ngx_http_pki_m_aq.batch = NULL;
     ngx_http_pki_m_aq.busy = 0;
 
-    if (failed) {
+    /* a file that takes nothing fails every batch: a line a second */
+    ngx_http_pki_m_aq.unwritten += failed;
+
+    if (ngx_http_pki_m_aq.unwritten
+        && (ngx_http_pki_m_aq.unwritten_at == 0
+            || ngx_current_msec - ngx_http_pki_m_aq.unwritten_at >= 1000))
+    {
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                      "pki_audit_log: %ui entries not written", failed);
+                      "pki_audit_log: %ui entries not written",
+                      ngx_http_pki_m_aq.unwritten);
+        ngx_http_pki_m_aq.unwritten = 0;
+        ngx_http_pki_m_aq.unwritten_at = ngx_current_msec;
     }
 
     /* more came meanwhile: the next batch */
@@ -2931,6 +3019,10 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
     ngx_add_timer(ev, mmcf->interval);
 
     ngx_http_pki_m_audit_post();
+
+    if (mmcf->audit != NULL) {
+        ngx_http_pki_m_backlog(mmcf->audit);
+    }
 
     if (ngx_http_pki_m_busy) {
         return;

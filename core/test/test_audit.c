@@ -1220,6 +1220,96 @@ main(void)
         ok(st == PKI_OK, "  and the chain holds (%s)", rep.bad);
     }
 
+    /* the backlog cap: the entries held for a file that takes nothing
+     * (another process holds its lock) stop at max_backlog; a refusal's
+     * entry is not held past it; everything held reaches the file */
+    {
+        int                  n, k, lfd7, full, lines;
+        char                 dir7[300], path7[400], ser7[16], *l;
+        FILE                *lf;
+        size_t               bytes, held, max, cap;
+        pki_audit_t         *y;
+        pki_audit_conf_t     c7;
+        unsigned long long   refused, last7;
+
+        snprintf(dir7, sizeof(dir7), "%s/log7", tdir);
+        mkdir(dir7, 0700);
+        memset(&c7, 0, sizeof(c7));
+        c7.dir = dir7;
+        c7.max_backlog = 4096;
+        pki_result_init(&res);
+        y = pki_audit_open(&c7, &res);
+        pki_result_init(&res);
+        ok(y != NULL && pki_audit_syncer_start(y, NULL, NULL, &res)
+           == PKI_OK, "a log with a 4k backlog cap");
+        pki_audit_set_default(y);
+        pki_audit_set_deferred(1);
+
+        ok(!pki_audit_backlog(y, &bytes, &max, &refused) && bytes == 0
+           && max == 4096 && refused == 0, "  nothing held");
+
+        snprintf(path7, sizeof(path7), "%s/audit.lock", dir7);
+        lfd7 = open(path7, O_RDWR);
+        ok(lfd7 >= 0 && flock(lfd7, LOCK_EX) == 0, "  the log held");
+
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_REVOKE;
+        ev.status = PKI_OK;
+        ev.ca = "ca1";
+        last7 = 0;
+
+        for (n = 0; n < 100 && !pki_audit_backlog(y, NULL, NULL, NULL); n++)
+        {
+            snprintf(ser7, sizeof(ser7), "B%03d", n);
+            ev.serial = ser7;
+            pki_result_init(&res);
+            (void) pki_event_emit(&ev, 1, &res);
+            last7 = pki_audit_take_ticket();
+        }
+
+        full = pki_audit_backlog(y, &bytes, NULL, NULL);
+        ok(full && n < 100 && bytes >= 4096 && bytes < 4096 + 1024,
+           "  full after %d entries (%zu bytes held)", n, bytes);
+
+        ev.status = PKI_UNAVAILABLE;
+        ev.serial = "refused";
+        pki_result_init(&res);
+        st = pki_event_emit(&ev, 0, &res);
+        (void) pki_audit_backlog(y, &held, NULL, NULL);
+        ok(st == PKI_UNAVAILABLE && pki_audit_take_ticket() == 0
+           && held == bytes, "  a refusal's entry is not held (%s)",
+           res.detail);
+
+        flock(lfd7, LOCK_UN);
+        close(lfd7);
+
+        for (k = 0; k < 500 && !pki_audit_ticket_done(y, last7); k++) {
+            usleep(10000);
+        }
+        full = pki_audit_backlog(y, &bytes, NULL, NULL);
+        ok(pki_audit_ticket_done(y, last7) && !full && bytes == 0,
+           "the file took them: nothing held (%zu)", bytes);
+
+        pki_audit_set_deferred(0);
+        pki_audit_set_default(NULL);
+        pki_audit_close(y);
+
+        snprintf(path7, sizeof(path7), "%s/audit.log", dir7);
+        lf = fopen(path7, "r");
+        l = NULL;
+        cap = 0;
+        lines = 0;
+        while (lf != NULL && getline(&l, &cap, lf) > 0) {
+            lines += strstr(l, "\"serial\":\"B") != NULL;
+        }
+        free(l);
+        if (lf != NULL) {
+            fclose(lf);
+        }
+        ok(lines == n, "  every entry held is in the file (%d of %d)",
+           lines, n);
+    }
+
     a = shared_log;
     pki_audit_close(a);
     pki_audit_close(b);

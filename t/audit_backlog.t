@@ -1,0 +1,208 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# A transaction log file that cannot be written (every write() to
+# audit.log fails with ENOSPC, through an LD_PRELOAD shim switched by a
+# flag file): the entries wait in the worker's memory, up to max_backlog
+# (here 4k, the least) and no further.  At the cap, issuance and revocation answer
+# 503, said in the error log once a second at most (not once per
+# request); memory does not grow.  When the disk takes writes again the
+# entries held are written, none lost: every issuance answered during the
+# outage is in the log, issuance resumes (a [notice] says so) and the log
+# verifies.  A checkpoint is due after every entry (checkpoint=1): a
+# checkpoint whose write failed once made its batch pass for written, and
+# the batch's entries were dropped.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+
+my $pki = $t->pki;
+my $flag = $t->dir . '/disk-full';
+
+# write() to a file named audit.log fails while $flag exists
+my $shim = $t->dir . '/diskfull.so';
+spew($t->dir . '/diskfull.c', <<'C');
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+ssize_t
+write(int fd, const void *buf, size_t n)
+{
+    char         link[64], path[4096];
+    size_t       len;
+    ssize_t      l;
+    struct stat  st;
+
+    if (fd > 2 && stat(FLAG, &st) == 0) {
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        l = readlink(link, path, sizeof(path) - 1);
+        if (l > 0) {
+            path[l] = '\0';
+            len = strlen(path);
+            if (len >= 10 && strcmp(path + len - 10, "/audit.log") == 0) {
+                errno = ENOSPC;
+                return -1;
+            }
+        }
+    }
+
+    return (ssize_t) syscall(SYS_write, fd, buf, n);
+}
+C
+my ($crc, $cout, $cerr) = run_cmd(['gcc', '-shared', '-fPIC', "-DFLAG=\"$flag\"",
+                                   '-o', $shim, $t->dir . '/diskfull.c']);
+is($crc, 0, 'write() shim built') or diag($cerr);
+
+my $conf = $t->render_conf('--workers', 1, '--audit-params',
+                           'max_backlog=4k checkpoint=1');
+{
+    # after the sanitizer runtime, if any (it must come first)
+    my $san = \&PKITest::san_env;
+    no warnings 'redefine';
+    local *PKITest::san_env = sub {
+        my %e = $san->();
+        $e{LD_PRELOAD} = join ' ', grep { defined && length }
+                                   $e{LD_PRELOAD}, $shim;
+        return %e;
+    };
+    $t->start_nginx($conf);
+}
+my $master = $t->{children}{nginx};
+my @w0 = $t->workers_of($master);
+
+my ($csr) = $t->make_csr('backlog', subj => '/CN=backlog');
+
+sub enroll {
+    my ($name) = @_;
+    my $r = $t->est_post('simpleenroll', $csr, quiet => 1, max_time => 10);
+    return ($r, undef) if $r->{code} != 200;
+    my $pem = $t->p7_to_pem($r->{body});
+    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
+    return ($r, $f ? $t->x509_field($f, 'serial') : undef);
+}
+
+sub revoke {
+    my ($serial) = @_;
+    return $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                    . '/pki/admin/revoke', user => 'admin:admin',
+                    headers => ['Content-Type: application/json'],
+                    data => qq({"serial":"$serial","reason":"superseded"}),
+                    max_time => 10, quiet => 1);
+}
+
+my ($r, $s0) = enroll('before');
+is($r->{code}, 200, 'a healthy log: enrollment works');
+
+# --- the disk is full ---------------------------------------------------------
+
+spew($flag, '');
+my (@answered, @codes, $first503);
+my $t0 = time;
+for my $i (1 .. 300) {
+    my ($r, $s) = enroll("full-$i");
+    push @codes, $r->{code};
+    push @answered, $s if $r->{code} == 200 && $s;
+    if ($r->{code} == 503) {
+        $first503 = $i;
+        last;
+    }
+    last if $r->{code} != 200;
+}
+ok($first503, "at the cap: 503 (after " . scalar(@answered)
+   . " issuances held for the file)")
+    or diag("codes: @codes");
+ok(@answered >= 2, '  the entries below the cap were held, the answers '
+   . 'went out');
+is(scalar(grep { $_ != 200 && $_ != 503 } @codes), 0, '  nothing else');
+
+my @more;
+my $t1 = time;
+for my $i (1 .. 15) {
+    my ($r) = enroll("refused-$i");
+    push @more, $r->{code};
+}
+is(scalar(grep { $_ == 503 } @more), 15, 'every further enrollment: 503')
+    or diag("@more");
+$r = revoke($s0 // '00');
+is($r->{code}, 503, 'a revocation: 503 too') or diag($r->{body});
+
+my $log = slurp($t->error_log) // '';
+my $why = 'transaction log unavailable \(transaction log: the entries not '
+          . 'yet written reached max_backlog\)';
+like($log, qr/est: simpleenroll from \S+ failed: $why/,
+     'the refusal names the cause');
+my $full = 'pki_audit_log: (\d+) bytes of entries wait for a log file that '
+           . 'takes none \(max_backlog 4096\)';
+my @said = $log =~ /\[error\].*$full/g;
+ok(@said >= 1, 'the worker says the log is full: [error] line');
+my $secs = time - $t1 + 1;
+ok(@said <= $secs + 2, scalar(@said) . " such lines in about "
+   . sprintf('%.0f', $secs) . ' s: at most one a second, not one per '
+   . 'request');
+ok(!(grep { $_ > 4096 + 4096 } @said),
+   '  the bytes held stay near the cap (' . join(', ', @said) . ')');
+
+# --- the disk takes writes again -----------------------------------------------
+
+unlink $flag;
+my $ok;
+my $t2 = time;
+while (time - $t2 < 20) {
+    ($r) = enroll('after');
+    $ok = $r->{code} == 200;
+    last if $ok;
+    sleep 0.1;
+}
+ok($ok, sprintf('the file takes the entries: enrollment works again '
+                . '(%.1f s)', time - $t2));
+
+my $el;
+my $resumed = qr/\[notice\].*pki_audit_log: the log file takes entries.*resume/;
+for (1 .. 100) {
+    $el = slurp($t->error_log) // '';
+    last if $el =~ $resumed;
+    sleep 0.1;
+}
+my $n = () = $el =~ /$resumed/g;
+is($n, 1, '  and says so once: [notice]');
+
+# every issuance answered while the file took nothing is in it now (the
+# file has them, none dropped; the stream is not what the test reads)
+my %logged;
+for (1 .. 100) {
+    %logged = map { ($_->{serial} // '') => 1 }
+              grep { $_->{type} eq 'issue' && $_->{outcome} eq 'success' }
+              $t->audit_entries;
+    last if !grep { !$logged{$_} } @answered;
+    sleep 0.1;
+}
+my @lost = grep { !$logged{$_} } @answered;
+is(scalar @lost, 0, 'every issuance answered during the outage ('
+   . scalar(@answered) . ') is in the log') or diag("@lost");
+
+$r = revoke($s0 // '00');
+is($r->{code}, 200, 'revocation works again') or diag($r->{body});
+
+is_deeply([$t->workers_of($master)], \@w0, 'the worker survived');
+$t->stop_nginx;
+
+($crc, $cout, $cerr) = run_cmd(["$PKITest::BUILD/pkictl", 'audit', 'verify',
+                                "$pki/audit", '--pubkey',
+                                "$pki/audit-pub.pem"]);
+is($crc, 0, 'the log verifies') or diag("$cout$cerr");
+
+done_testing();
