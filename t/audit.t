@@ -154,11 +154,16 @@ my $orphan_body = ',"type":"issue","protocol":"est","operation":"issue",'
     . '"subject":"CN=audit-orphan","requester":"demo","client":"127.0.0.1",'
     . '"outcome":"success"';
 $t->redis_raw('DEL', $stream);
-$t->redis_raw('XADD', $stream, $had->{rid}, 't', $had->{time}, 'b', 'x');
+my $hid = $t->redis_raw('XADD', $stream, $had->{rid}, 't', $had->{time}, 'b',
+                        'x');
 my $oid = $t->redis_raw('XADD', $stream, '*', 't', '2026-11-29T00:00:00.000Z',
                         'b', $orphan_body);
+chomp $hid;
 chomp $oid;
-is(xlen(), 2, 'two entries put back into the stream');
+# what XADD answered, not XLEN: the janitor may take the first one out at
+# once (the file has it), before a count could see it
+is($hid, $had->{rid}, 'the entry the file has: back in the stream');
+like($oid, qr/^\d+-\d+$/, 'one the file lacks: in the stream');
 
 my @o;
 for (1 .. 100) {
