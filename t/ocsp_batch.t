@@ -27,20 +27,9 @@ my $dir = $t->dir;
 my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my @trust = ('-CAfile', "$pki/root.pem", '-verify_other', "$pki/issuing.pem");
 
-sub enroll {
-    my ($name) = @_;
-    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
-    my $r = $t->est_post('simpleenroll', $csr);
-    is($r->{code}, 200, "$name: enrolled") or diag($r->{body});
-    my $pem = $t->p7_to_pem($r->{body}) or return undef;
-    return $t->save_first_cert($pem, $name);
-}
+sub enroll { return $t->enroll_cn(@_) }
 
-sub ocsp {
-    my (@args) = @_;
-    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', @args], timeout => 60);
-    return ($rc, "$out\n$err");
-}
+sub ocsp { return $t->openssl_ocsp(@_) }
 
 sub stats {
     my %s = $t->redis_raw('INFO', 'stats') =~ /^(\w+):(\d+)\r?$/mg;

@@ -39,20 +39,9 @@ my $pki = $t->pki;
 my $dir = $t->dir;
 my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 
-sub enroll {
-    my ($name) = @_;
-    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
-    my $r = $t->est_post('simpleenroll', $csr);
-    is($r->{code}, 200, "$name: enrolled") or diag($r->{body});
-    my $pem = $t->p7_to_pem($r->{body}) or return undef;
-    return $t->save_first_cert($pem, $name);
-}
+sub enroll { return $t->enroll_cn(@_) }
 
-sub ocsp {
-    my (@args) = @_;
-    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', @args], timeout => 30);
-    return ($rc, "$out\n$err");
-}
+sub ocsp { return $t->openssl_ocsp(@_) }
 
 sub reqfile {
     my ($cert, $name, @extra) = @_;

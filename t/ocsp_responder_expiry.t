@@ -31,11 +31,7 @@ my $dir = $t->dir;
 my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my @trust = ('-CAfile', "$pki/root.pem", '-verify_other', "$pki/issuing.pem");
 
-sub ocsp {
-    my (@args) = @_;
-    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', @args], timeout => 30);
-    return ($rc, "$out\n$err");
-}
+sub ocsp { return $t->openssl_ocsp(@_) }
 
 # "Dec  1 04:15:00 2026 GMT" as seconds since the epoch
 sub gmt {

@@ -472,6 +472,24 @@ sub p7_to_pem {
 }
 
 # first certificate of a PEM text, written to a file; returns the path
+# simpleenroll of a fresh key for CN=NAME (one test: 200): the
+# certificate's file, or undef
+sub enroll_cn {
+    my ($self, $name) = @_;
+    my ($csr) = $self->make_csr($name, subj => "/CN=$name");
+    my $r = $self->est_post('simpleenroll', $csr);
+    is($r->{code}, 200, "$name: enrolled") or diag($r->{body});
+    my $pem = $self->p7_to_pem($r->{body}) or return undef;
+    return $self->save_first_cert($pem, $name);
+}
+
+# openssl ocsp ARGS: (exit code, its stdout and stderr together)
+sub openssl_ocsp {
+    my ($self, @args) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', @args], timeout => 60);
+    return ($rc, "$out\n$err");
+}
+
 sub save_first_cert {
     my ($self, $pem, $name) = @_;
     my ($c) = $pem =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?)/s;
