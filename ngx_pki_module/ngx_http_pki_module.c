@@ -3587,7 +3587,19 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_pki_loc_conf_t *prev = parent;
     ngx_http_pki_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
     ngx_http_pki_main_conf_t  *pmcf;
+
+    /* the admin API refuses a body over its cap itself, in JSON; nginx's
+     * own check at a larger client_max_body_size would answer some first
+     * with its HTML page (a smaller one stays) */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_http_pki_admin_handler
+        && clcf->client_max_body_size >= NGX_HTTP_PKI_ADMIN_BODY_MAX)
+    {
+        clcf->client_max_body_size = 0;
+    }
 
     ngx_conf_merge_value(conf->crl, prev->crl, 0);
     ngx_conf_merge_sec_value(conf->crl_next_update, prev->crl_next_update,
@@ -3619,8 +3631,9 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
  * pki_crl_cache path | off: where each CA's current CRL is kept on disk
  * (pki_crl_file_save), so that a worker that starts while Redis is down (a
  * reload, a worker replaced after a crash) serves it instead of 503.
- * Default: "pki_crl_cache" under the prefix when a CRL is served.  nginx
- * creates the directory at start, owned by the workers' user.
+ * nginx creates the directory at start, owned by the workers' user.
+ * Default off: a default under the prefix would be /usr/share/nginx on
+ * Debian, read-only on many hosts, where nginx would not start.
  */
 static char *
 ngx_http_pki_crl_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -3652,25 +3665,10 @@ ngx_http_pki_crl_cache_init(ngx_conf_t *cf)
 {
     ngx_http_pki_main_conf_t  *pmcf;
 
-    static ngx_path_init_t  dflt = { ngx_string("pki_crl_cache"),
-                                     { 0, 0, 0 } };
-
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
 
-    if (pmcf->crl_cache_off == 1) {
+    if (pmcf->crl_cache_off == 1 || pmcf->crl_cache == NULL) {
         return NGX_OK;
-    }
-
-    if (pmcf->crl_cache == NULL) {
-        if (pmcf->crl_refresh == 0 || pmcf->redis == NULL) {
-            return NGX_OK;          /* no CRL served: no directory */
-        }
-
-        if (ngx_conf_merge_path_value(cf, &pmcf->crl_cache, NULL, &dflt)
-            != NGX_CONF_OK)
-        {
-            return NGX_ERROR;
-        }
     }
 
     pmcf->crl_cache_dir = ngx_http_pki_cstr(cf->pool,

@@ -131,6 +131,7 @@ http {
 
     pki_redis unix:$REDIS timeout=$RTIMEOUT;
     pki_thread_pool pki;
+    pki_crl_cache $PREFIX/pki_crl_cache;
     $AUDIT_CONF
     $METRICS_CONF
 

@@ -158,6 +158,11 @@ $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
 is($r->{code}, 413, 'chunked body over 16 KiB: 413');
 like($r->{headers}{'content-type'} // '', qr{^application/json},
      '  a JSON error');
+# over nginx's client_max_body_size (1m) too: still the API's own answer
+$r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 1100000) . '"}');
+is($r->{code}, 413, 'body over 1 MiB: 413');
+like($r->{headers}{'content-type'} // '', qr{^application/json},
+     '  a JSON error, not nginx\'s page');
 $r = api('GET', 'revoke');
 is($r->{code}, 405, 'GET revoke: 405');
 is($r->{headers}{allow}, 'POST', '  Allow: POST (RFC 9110 15.5.6)');
