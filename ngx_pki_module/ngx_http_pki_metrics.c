@@ -256,6 +256,7 @@ static void ngx_http_pki_m_reopen_work(void *data);
 static void ngx_http_pki_m_reopen_done(void *data);
 
 static void ngx_http_pki_m_timer_start(ngx_cycle_t *cycle);
+static void ngx_http_pki_m_unwritten_log(ngx_log_t *log);
 static void ngx_http_pki_m_timer(ngx_event_t *ev);
 static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_task_done(ngx_event_t *ev);
@@ -2216,20 +2217,29 @@ ngx_http_pki_m_audit_done(ngx_event_t *ev)
 
     /* a file that takes nothing fails every batch: a line a second */
     ngx_http_pki_m_aq.unwritten += failed;
+    ngx_http_pki_m_unwritten_log(ev->log);
 
+    /* more came meanwhile: the next batch */
+    ngx_http_pki_m_audit_post();
+}
+
+
+/* The entries not written since the last line, at most a line a second;
+ * also from the worker's timer, so that the count of the last failures is
+ * said even when no batch follows them. */
+static void
+ngx_http_pki_m_unwritten_log(ngx_log_t *log)
+{
     if (ngx_http_pki_m_aq.unwritten
         && (ngx_http_pki_m_aq.unwritten_at == 0
             || ngx_current_msec - ngx_http_pki_m_aq.unwritten_at >= 1000))
     {
-        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "pki_audit_log: %ui entries not written",
                       ngx_http_pki_m_aq.unwritten);
         ngx_http_pki_m_aq.unwritten = 0;
         ngx_http_pki_m_aq.unwritten_at = ngx_current_msec;
     }
-
-    /* more came meanwhile: the next batch */
-    ngx_http_pki_m_audit_post();
 }
 
 
@@ -3018,6 +3028,7 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
 
     ngx_add_timer(ev, mmcf->interval);
 
+    ngx_http_pki_m_unwritten_log(ev->log);
     ngx_http_pki_m_audit_post();
 
     if (mmcf->audit != NULL) {
