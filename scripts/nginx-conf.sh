@@ -240,7 +240,7 @@ $( [ -n "$MATTER" ] && echo "            est_label matter-dac matter-pai matter-
             est_pop_linking $POP;
             est_max_body_size 64k;
 
-            location ~ ^/\.well-known/est/(?:[^/]+/)?(?:simpleenroll|serverkeygen)\$ {
+            location ~ ^/\.well-known/est/(?:[^/]+/)?(?:simpleenroll|csrattrs|serverkeygen)\$ {
                 auth_basic "EST";
                 auth_basic_user_file $PKI/htpasswd;
             }

@@ -147,11 +147,6 @@ SKIP: {
 
 # --- csrattrs --------------------------------------------------------------
 
-# RFC 7030 4.5.1: csrattrs SHOULD NOT need authentication (the shipped
-# configuration protects only simpleenroll and serverkeygen)
-$r = $t->curl('GET', $t->est_url('csrattrs'));
-ok($r->{code} == 204 || $r->{code} == 200,
-   "csrattrs without credentials: $r->{code}");
 $r = $t->curl('GET', $t->est_url('csrattrs'), user => 'demo:demo');
 ok($r->{code} == 204 || $r->{code} == 200, "csrattrs: $r->{code}");
 if ($r->{code} == 200) {
