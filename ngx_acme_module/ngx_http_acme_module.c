@@ -540,23 +540,8 @@ based:
                                 ngx_http_acme_body_handler);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-
-        if (r->request_body) {
-            /* a chunked body went over the cap while being read: the rest
-             * stays unread, so no more reading, and no keep-alive */
-            r->read_event_handler = ngx_http_block_reading;
-            r->keepalive = 0;
-            r->lingering_close = 1;
-
-        } else {
-            /* over the cap by Content-Length: nothing read yet, and no
-             * "100 Continue" for a body that is refused */
-            r->expect_tested = 1;
-            if (ngx_http_discard_request_body(r) != NGX_OK) {
-                r->keepalive = 0;
-            }
-        }
-
+        /* the connection stays when the announced body can be dropped */
+        ngx_http_pki_body_refused(r, 1);
         return ngx_http_acme_refuse(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                     "malformed", "request body too large");
     }
@@ -1582,15 +1567,9 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     /* the module refuses a body over acme_max_body_size itself (a 413
-     * problem with a nonce, for a length and for chunked data alike);
-     * nginx's own check at a larger client_max_body_size would answer
-     * some of them first, with an HTML page.  A smaller one stays, and so
-     * does any where another module answers (a nested location's proxy) */
-    if (clcf->handler == ngx_http_acme_handler
-        && clcf->client_max_body_size >= (off_t) conf->max_body_size)
-    {
-        clcf->client_max_body_size = 0;
-    }
+     * problem with a nonce, for a length and for chunked data alike) */
+    ngx_http_pki_own_body_cap(cf, ngx_http_acme_handler,
+                              conf->max_body_size);
 
     return NGX_CONF_OK;
 }

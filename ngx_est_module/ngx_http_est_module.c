@@ -283,23 +283,8 @@ ngx_http_est_handler(ngx_http_request_t *r)
                                 ngx_http_est_body_handler);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-
-        if (r->request_body) {
-            /* a chunked body went over the cap while being read: the rest
-             * stays unread, so no more reading, and no keep-alive */
-            r->read_event_handler = ngx_http_block_reading;
-            r->keepalive = 0;
-            r->lingering_close = 1;
-
-        } else {
-            /* over the cap by Content-Length: nothing read yet, and no
-             * "100 Continue" for a body that is refused; the connection
-             * is closed after the answer, as nginx does for its 413 */
-            r->expect_tested = 1;
-            r->keepalive = 0;
-            (void) ngx_http_discard_request_body(r);
-        }
-
+        /* closed after the answer, as nginx does after its own 413 */
+        ngx_http_pki_body_refused(r, 0);
         return ngx_http_est_too_large(r, ctx);
     }
 
@@ -866,15 +851,9 @@ ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
 
         /* the module refuses a body over est_max_body_size itself (a
-         * text/plain 413, for a length and for chunked data alike);
-         * nginx's own check at a larger client_max_body_size would
-         * answer some of them first, with its HTML page.  A smaller one
-         * stays, and so does any where another module answers */
-        if (clcf->handler == ngx_http_est_handler
-            && clcf->client_max_body_size >= (off_t) conf->max_body_size)
-        {
-            clcf->client_max_body_size = 0;
-        }
+         * text/plain 413, for a length and for chunked data alike) */
+        ngx_http_pki_own_body_cap(cf, ngx_http_est_handler,
+                                  conf->max_body_size);
     }
 
     return NGX_CONF_OK;

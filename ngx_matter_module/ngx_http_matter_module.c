@@ -58,6 +58,9 @@ static ngx_int_t ngx_http_matter_fill_request(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_work(void *data);
 static void ngx_http_matter_done(ngx_http_request_t *r, void *data);
+static size_t ngx_http_matter_body_max(ngx_http_matter_loc_conf_t *mlcf);
+static ngx_int_t ngx_http_matter_too_large(ngx_http_request_t *r,
+    ngx_http_matter_ctx_t *ctx);
 static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_wipe(void *data);
@@ -149,6 +152,20 @@ ngx_module_t  ngx_http_matter_module = {
 };
 
 
+/* matter_max_body_size, or the operation's default */
+
+static size_t
+ngx_http_matter_body_max(ngx_http_matter_loc_conf_t *mlcf)
+{
+    if (mlcf->max_body_size) {
+        return mlcf->max_body_size;
+    }
+
+    return mlcf->op == PKI_MATTER_OP_NOC ? NGX_HTTP_MATTER_NOC_BODY
+                                         : NGX_HTTP_MATTER_BATCH_BODY;
+}
+
+
 static ngx_int_t
 ngx_http_matter_handler(ngx_http_request_t *r)
 {
@@ -170,11 +187,7 @@ ngx_http_matter_handler(ngx_http_request_t *r)
     ctx->conf.ca = mlcf->ca;
     ctx->conf.tmpl = mlcf->tmpl;
     ctx->conf.redis = ngx_http_pki_redis(r);
-    ctx->conf.max_body = mlcf->max_body_size
-                         ? mlcf->max_body_size
-                         : mlcf->op == PKI_MATTER_OP_NOC
-                           ? NGX_HTTP_MATTER_NOC_BODY
-                           : NGX_HTTP_MATTER_BATCH_BODY;
+    ctx->conf.max_body = ngx_http_matter_body_max(mlcf);
     ctx->conf.threads = (int) mlcf->threads;
 
     ctx->req.op = mlcf->op;
@@ -183,6 +196,11 @@ ngx_http_matter_handler(ngx_http_request_t *r)
 
     rc = ngx_http_pki_read_body(r, ctx->conf.max_body,
                                 ngx_http_matter_body_handler);
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        ngx_http_pki_body_refused(r, 0);
+        return ngx_http_matter_too_large(r, ctx);
+    }
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
@@ -202,6 +220,13 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_matter_module);
 
     rc = ngx_http_pki_request_body(r, ctx->conf.max_body, &body);
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        /* over the cap after the first read: the body filter ended it and
+         * the connection is not kept */
+        ngx_http_finalize_request(r, ngx_http_matter_too_large(r, ctx));
+        return;
+    }
+
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
         return;
@@ -306,6 +331,36 @@ ngx_http_matter_done(ngx_http_request_t *r, void *data)
     ngx_http_matter_ctx_t *ctx = data;
 
     ngx_http_finalize_request(r, ngx_http_matter_send(r, ctx));
+}
+
+
+/* 413 as the API's other errors: JSON, not nginx's HTML page */
+
+static ngx_int_t
+ngx_http_matter_too_large(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
+{
+    u_char  *p;
+    size_t   len;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "matter: request from %V failed: request body is larger "
+                  "than %uz bytes", &r->connection->addr_text,
+                  ctx->conf.max_body);
+
+    len = sizeof("{\"error\":\"request body is larger than  bytes\"}\n")
+          - 1 + NGX_SIZE_T_LEN;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_sprintf(p, "{\"error\":\"request body is larger than %uz "
+                      "bytes\"}\n", ctx->conf.max_body)
+          - p;
+
+    return ngx_http_pki_send_json(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, p,
+                                  len);
 }
 
 
@@ -481,6 +536,10 @@ ngx_http_matter_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->identity == NULL) {
         conf->identity = prev->identity;
     }
+
+    /* the module refuses a body over its cap itself, in JSON */
+    ngx_http_pki_own_body_cap(cf, ngx_http_matter_handler,
+                              ngx_http_matter_body_max(conf));
 
     return NGX_CONF_OK;
 }

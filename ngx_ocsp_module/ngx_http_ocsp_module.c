@@ -214,6 +214,8 @@ static ngx_int_t ngx_http_ocsp_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ocsp_get_arg(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ocsp_too_large(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_run(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_work(void *data);
@@ -425,6 +427,11 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
     rc = ngx_http_pki_read_body(r, PKI_OCSP_MAX_BODY,
                                 ngx_http_ocsp_body_handler);
 
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        ngx_http_pki_body_refused(r, 0);
+        return ngx_http_ocsp_too_large(r, ctx);
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
@@ -530,6 +537,13 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_ocsp_module);
 
     rc = ngx_http_pki_request_body(r, PKI_OCSP_MAX_BODY, &body);
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        /* over the cap after the first read: the body filter ended it and
+         * the connection is not kept */
+        ngx_http_finalize_request(r, ngx_http_ocsp_too_large(r, ctx));
+        return;
+    }
+
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
         return;
@@ -552,6 +566,25 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
     }
 
     ngx_http_ocsp_run(r, ctx);
+}
+
+
+/* A body over the cap is not a request: the OCSP status malformedRequest
+ * (RFC 6960 4.2.1), as for any other request that cannot be parsed, not
+ * nginx's HTML 413. */
+
+static ngx_int_t
+ngx_http_ocsp_too_large(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
+{
+    /* OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED (1) } */
+    static u_char  malformed[] = { 0x30, 0x03, 0x0a, 0x01, 0x01 };
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ocsp: request from %V refused: body larger than %d "
+                  "bytes", &r->connection->addr_text, PKI_OCSP_MAX_BODY);
+
+    return ngx_http_ocsp_output(r, ctx, malformed, sizeof(malformed), 0,
+                                NULL);
 }
 
 
@@ -1588,6 +1621,9 @@ ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->revgen_check, prev->revgen_check, 1000);
     ngx_conf_merge_msec_value(conf->revgen_stale, prev->revgen_stale, 3000);
     ngx_conf_merge_value(conf->cache_header, prev->cache_header, 0);
+
+    /* the module answers a body over its cap itself (malformedRequest) */
+    ngx_http_pki_own_body_cap(cf, ngx_http_ocsp_handler, PKI_OCSP_MAX_BODY);
 
     /* the zone's view covers every CA of every location using it */
 

@@ -195,8 +195,6 @@ static ngx_int_t ngx_http_pki_admin_body_error(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_pki_admin_work(void *data);
 static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
-static ngx_int_t ngx_http_pki_admin_send(ngx_http_request_t *r,
-    ngx_uint_t status, u_char *body, size_t len);
 static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 
@@ -2128,6 +2126,48 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
 }
 
 
+void
+ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
+    size_t max)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == handler
+        && clcf->client_max_body_size >= (off_t) max)
+    {
+        clcf->client_max_body_size = 0;
+    }
+}
+
+
+void
+ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep)
+{
+    r->expect_tested = 1;
+
+    if (r->request_body) {
+        /* over the cap while being read (no Content-Length): the rest
+         * stays unread, so the connection cannot carry another request */
+        r->read_event_handler = ngx_http_block_reading;
+        r->keepalive = 0;
+        r->lingering_close = 1;
+        return;
+    }
+
+    /* over the cap by Content-Length: nothing read yet; nginx drops the
+     * announced bytes as they come */
+    if (!keep) {
+        r->keepalive = 0;
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+}
+
+
 /*
  * Counts a body without Content-Length as it arrives and stops it at the
  * cap.  Within the caller's ngx_http_read_client_request_body() the 413
@@ -3295,6 +3335,10 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
     rc = ngx_http_pki_read_body(r, NGX_HTTP_PKI_ADMIN_BODY_MAX,
                                 ngx_http_pki_admin_body_handler);
 
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        ngx_http_pki_body_refused(r, 0);
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return ngx_http_pki_admin_body_error(r, rc);
     }
@@ -3324,10 +3368,10 @@ ngx_http_pki_admin_body_error(ngx_http_request_t *r, ngx_int_t rc)
     r->lingering_close = 1;
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        return ngx_http_pki_admin_send(r, rc, large, sizeof(large) - 1);
+        return ngx_http_pki_send_json(r, rc, large, sizeof(large) - 1);
     }
 
-    return ngx_http_pki_admin_send(r, rc, bad, sizeof(bad) - 1);
+    return ngx_http_pki_send_json(r, rc, bad, sizeof(bad) - 1);
 }
 
 
@@ -3362,7 +3406,7 @@ ngx_http_pki_admin_body_handler(ngx_http_request_t *r)
     case NGX_DECLINED:
         /* logged (rate-limited) by ngx_http_pki_post() */
         ngx_http_finalize_request(r,
-            ngx_http_pki_admin_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+            ngx_http_pki_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     ngx_http_pki_admin_busy.data,
                                     ngx_http_pki_admin_busy.len));
         return;
@@ -3446,14 +3490,14 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
     }
 
     ngx_http_finalize_request(r,
-        ngx_http_pki_admin_send(r, resp->http_status ? resp->http_status
+        ngx_http_pki_send_json(r, resp->http_status ? resp->http_status
                                    : NGX_HTTP_INTERNAL_SERVER_ERROR,
                                 body, body ? len : 0));
 }
 
 
-static ngx_int_t
-ngx_http_pki_admin_send(ngx_http_request_t *r, ngx_uint_t status,
+ngx_int_t
+ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
     ngx_int_t         rc;
@@ -3587,19 +3631,11 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_pki_loc_conf_t *prev = parent;
     ngx_http_pki_loc_conf_t *conf = child;
 
-    ngx_http_core_loc_conf_t  *clcf;
     ngx_http_pki_main_conf_t  *pmcf;
 
-    /* the admin API refuses a body over its cap itself, in JSON; nginx's
-     * own check at a larger client_max_body_size would answer some first
-     * with its HTML page (a smaller one stays) */
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler == ngx_http_pki_admin_handler
-        && clcf->client_max_body_size >= NGX_HTTP_PKI_ADMIN_BODY_MAX)
-    {
-        clcf->client_max_body_size = 0;
-    }
+    /* the admin API refuses a body over its cap itself, in JSON */
+    ngx_http_pki_own_body_cap(cf, ngx_http_pki_admin_handler,
+                              NGX_HTTP_PKI_ADMIN_BODY_MAX);
 
     ngx_conf_merge_value(conf->crl, prev->crl, 0);
     ngx_conf_merge_sec_value(conf->crl_next_update, prev->crl_next_update,

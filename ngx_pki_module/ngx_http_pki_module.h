@@ -138,6 +138,31 @@ ngx_int_t ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
 ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
     ngx_str_t *body);
 
+/*
+ * Before a module answers 413 for a body that ngx_http_pki_read_body()
+ * refused (its own error form, not nginx's HTML page): no "100 Continue"
+ * is sent for it, and the rest of a body that was being read is never
+ * read (no more reading, no keep-alive).  A body refused by its
+ * Content-Length is discarded by nginx; with keep, the connection stays
+ * open when that works, else it closes after the answer.
+ */
+void ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep);
+
+/*
+ * In a location's merge: where handler answers and refuses a body over max
+ * itself (in its protocol's form), nginx's own check at a larger
+ * client_max_body_size would answer some of those first with its HTML
+ * page, so it is turned off there.  A smaller one (the operator's) stays,
+ * and so does any where another handler answers (a nested proxy).
+ */
+void ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
+    size_t max);
+
+/* A complete application/json answer (Cache-Control: no-store); len 0
+ * sends the header only.  body must live as long as r->pool. */
+ngx_int_t ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len);
+
 
 
 /* ---- metrics, dashboard, transaction log (ngx_http_pki_metrics.c) ------

@@ -315,6 +315,19 @@ ngx_http_scep_handler(ngx_http_request_t *r)
         rc = ngx_http_pki_read_body(r, slcf->max_body_size,
                                     ngx_http_scep_body_handler);
 
+        if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "scep: %V from %V: body over %uz bytes",
+                          &ctx->op_name, &r->connection->addr_text,
+                          slcf->max_body_size);
+
+            ngx_http_pki_body_refused(r, 0);
+
+            return ngx_http_pki_send_plain(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        &ngx_http_scep_too_large, 0);
+        }
+
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
             return rc;
         }
@@ -392,14 +405,22 @@ ngx_http_scep_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_scep_module);
 
     rc = ngx_http_pki_request_body(r, ctx->conf.max_body, &body);
-    if (rc != NGX_OK) {
-        if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "scep: %V from %V: body over %uz bytes",
-                          &ctx->op_name, &r->connection->addr_text,
-                          ctx->conf.max_body);
-        }
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        /* over the cap after the first read: the body filter ended it and
+         * the connection is not kept */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "scep: %V from %V: body over %uz bytes",
+                      &ctx->op_name, &r->connection->addr_text,
+                      ctx->conf.max_body);
 
+        ngx_http_finalize_request(r,
+                          ngx_http_pki_send_plain(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        &ngx_http_scep_too_large, 0));
+        return;
+    }
+
+    if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
         return;
     }
@@ -738,6 +759,10 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (clcf->handler == NULL) {
         clcf->handler = ngx_http_scep_handler;
     }
+
+    /* the module refuses a body over scep_max_body_size itself */
+    ngx_http_pki_own_body_cap(cf, ngx_http_scep_handler,
+                              conf->max_body_size);
 
     return NGX_CONF_OK;
 }

@@ -116,76 +116,10 @@ like($log, qr/client sent too large body: more than 65536 bytes/,
 
 # each way of going over the cap gets the module's text/plain 413, not
 # nginx's HTML page, and the connection ends after it
-# A raw TLS simpleenroll POST over the cap: length => N announces N bytes
-# and sends none; pause => S sends a first chunk under the cap, then after
-# S seconds the rest (the cap is crossed in a later read); neither sends
-# it all at once (crossed in the first read, as a rule).  Returns the
-# answer and, for chunked bodies, whether the server closed after it.
 sub raw_413 {
-    my (%o) = @_;
-    require IO::Socket::SSL;
-    require MIME::Base64;
-    require Time::HiRes;
-    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
-        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
-        SSL_verifycn_name => '127.0.0.1', Timeout => 20)
-        or return { status => 0, err => IO::Socket::SSL::errstr() };
-    my $host = '127.0.0.1:' . $t->https_port;
-    my %a = (status => 0, headers => {}, body => '', closed => 0);
-    local $SIG{PIPE} = 'IGNORE';
-    local $SIG{ALRM} = sub { die "timeout\n" };
-    alarm 30;
-    eval {
-        my $head = "POST /.well-known/est/simpleenroll HTTP/1.1\r\n"
-            . "Host: $host\r\n"
-            . 'Authorization: Basic '
-            . MIME::Base64::encode_base64('demo:demo', '') . "\r\n"
-            . "Content-Type: application/pkcs10\r\n";
-        my $chunk = sub { sprintf("%x\r\n%s\r\n", length $_[0], $_[0]) };
-        if ($o{length}) {
-            print $s $head . "Content-Length: $o{length}\r\n\r\n";
-        } elsif ($o{pause}) {
-            # a first chunk under the cap, then the rest once nginx has
-            # started reading: the cap is crossed in a later read
-            print $s $head . "Transfer-Encoding: chunked\r\n\r\n"
-                . $chunk->('QUFB' x 256);
-            Time::HiRes::sleep($o{pause});
-            print $s $chunk->('QUFB' x 4096) for 1 .. 6;
-            print $s "0\r\n\r\n";
-        } else {
-            # all of it at once: the cap is crossed in the first read
-            print $s $head . "Transfer-Encoding: chunked\r\n\r\n"
-                . join('', map { $chunk->('QUFB' x 4096) } 1 .. 6)
-                . "0\r\n\r\n";
-        }
-        my $line = $s->getline // '';
-        ($a{status}) = $line =~ m{^HTTP/1\.1 (\d+)};
-        while (defined(my $l = $s->getline)) {
-            last if $l =~ /^\r?\n$/;
-            $a{headers}{lc $1} = $2 if $l =~ /^([^:]+):\s*(.*?)\r?\n$/;
-        }
-        my $want = $a{headers}{'content-length'} // 0;
-        while (length($a{body}) < $want) {
-            $s->read(my $buf, $want - length($a{body})) or last;
-            $a{body} .= $buf;
-        }
-        # then the server closes (lingering close reads what still
-        # comes); with a Content-Length, only after lingering_timeout
-        # (5 s) of waiting for the body, so not waited for here
-        return if $o{length};
-        my $rest = '';
-        while (1) {
-            my $n = $s->sysread(my $buf, 65536);
-            last if !$n;
-            $rest .= $buf;
-        }
-        $a{closed} = 1;
-        $a{after} = $rest;
-    };
-    alarm 0;
-    $a{err} = $@ if $@;
-    close $s;
-    return \%a;
+    return $t->over_cap_post(path => '/.well-known/est/simpleenroll',
+        user => 'demo:demo', headers => ['Content-Type: application/pkcs10'],
+        @_);
 }
 
 for my $case (

@@ -288,6 +288,9 @@ sub record_good {
     is($r->{code}, 405, 'GET batch: 405');
     $r = post_json('/matter/dac/batch', 'x' x (3 * 1024 * 1024));
     is($r->{code}, 413, 'batch body over 2 MiB: 413');
+    like($r->{json}{error} // '', qr/^request body is larger than 2097152 /,
+         '  the API\'s JSON error, not nginx\'s HTML page')
+        or diag($r->{body});
 }
 
 # --- NOC -------------------------------------------------------------------
@@ -381,6 +384,26 @@ sub record_good {
     is($r->{code}, 401, 'NOC without credentials: 401');
     $r = post_json('/matter/noc', 'x' x 20000);
     is($r->{code}, 413, 'NOC body over 16 KiB: 413');
+    like($r->{json}{error} // '', qr/^request body is larger than 16384 /,
+         '  the API\'s JSON error');
+
+    # chunked, over the cap in the first read and in a later one: the
+    # same JSON error, and the connection ends with it
+    for my $case (['at once'], ['in a later read', pause => 0.5]) {
+        my ($name, %o) = @$case;
+        my $a = $t->over_cap_post(path => '/matter/noc', user => 'demo:demo',
+            headers => ['Content-Type: application/json'],
+            after => "GET /matter/noc HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            %o);
+        is($a->{status}, 413, "NOC chunked body over the cap $name: 413")
+            or diag(explain($a));
+        like($a->{headers}{'content-type'} // '', qr{^application/json},
+             '  application/json');
+        like($a->{body}, qr/^\{"error":"request body is larger than 16384 /,
+             '  the JSON error');
+        ok($a->{closed}, '  the server closed the connection');
+        unlike($a->{after} // '', qr{HTTP/1\.1}, '  nothing after it answered');
+    }
 }
 
 # --- a DAC template's CN rule ---------------------------------------------------

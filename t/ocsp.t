@@ -240,8 +240,23 @@ like(resp_text($r->{body}), qr/malformedrequest/i,
      'wrong content type: malformedRequest');
 
 $r = post_der('x' x 70000);
-ok($r->{code} == 413
-   || resp_text($r->{body}) =~ /malformedrequest/i, 'oversized body refused');
+is($r->{code}, 200, 'oversized body: an OCSP answer, not an HTTP error');
+like(resp_text($r->{body}), qr/malformedrequest/i,
+     '  malformedRequest');
+
+# chunked over the cap, at once and in a later read: the same, and the
+# connection ends with it
+for my $case (['at once'], ['in a later read', pause => 0.5]) {
+    my ($name, %o) = @$case;
+    my $a = $t->over_cap_post(tls => 0, path => '/ocsp',
+        headers => ['Content-Type: application/ocsp-request'],
+        after => "GET /ocsp/MAA= HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", %o);
+    is($a->{status}, 200, "chunked body over the cap $name: 200")
+        or diag(explain($a));
+    is(unpack('H*', $a->{body}), '30030a0101', '  malformedRequest');
+    ok($a->{closed}, '  the server closed the connection');
+    unlike($a->{after} // '', qr{HTTP/1\.1}, '  nothing after it answered');
+}
 
 # hundreds of CertIDs
 {

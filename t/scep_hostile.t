@@ -97,6 +97,27 @@ http_fails('garbage body', undef, 400, data => 'not a pkcs7 at all');
     spew($big, 'x' x (257 * 1024));
     http_fails('body over 256 KiB', $big, 413);
 }
+
+# over the cap each way: SCEP's own text/plain 413, never nginx's HTML
+# page, and the connection ends with it (what follows the body is never
+# taken for a request)
+for my $case (['chunked, over the cap in a later read', pause => 0.5],
+              ['chunked, over the cap at once'],
+              ['Content-Length over the cap', length => 300 * 1024]) {
+    my ($name, %o) = @$case;
+    my $a = $t->over_cap_post(tls => 0, path => '/scep?operation=PKIOperation',
+        headers => ['Content-Type: application/x-pki-message'], chunks => 20,
+        after => "GET /scep?operation=GetCACaps HTTP/1.1\r\n"
+                 . "Host: 127.0.0.1\r\n\r\n", %o);
+    is($a->{status}, 413, "$name: 413") or diag(explain($a));
+    like($a->{headers}{'content-type'} // '', qr{^text/plain}i,
+         '  text/plain');
+    is($a->{body}, "message too large\n", '  the SCEP text error');
+    is(lc($a->{headers}{connection} // ''), 'close', '  Connection: close');
+    next if $o{length};
+    ok($a->{closed}, '  the server closed the connection');
+    unlike($a->{after} // '', qr{HTTP/1\.1}, '  nothing after it answered');
+}
 http_fails('no transactionID', req(challenge => 'demo', flags => ['no-tid']),
            400);
 http_fails('no senderNonce', req(challenge => 'demo', flags => ['no-nonce']),

@@ -417,6 +417,90 @@ sub curl {
              head => $last, body => $body, err => $err, rc => $rc };
 }
 
+# over_cap_post(%o): a raw HTTP/1.1 POST whose body goes over a cap, to
+# see the module's own 413 (or protocol error) and what happens to the
+# connection.  o = path, tls (default 1: the HTTPS port, else the HTTP
+# one), headers => [...], user => 'u:p'; length => N announces N bytes and
+# sends none; pause => S sends a first chunk under the cap, then after S
+# seconds the rest (the cap is crossed in a later read); otherwise the
+# whole chunked body at once (crossed in the first read, as a rule).
+# chunk (default 'QUFB' x 4096) and chunks (default 6) shape the body;
+# after => a request sent right behind the body on the same connection
+# (a server that kept the connection would answer it).  Returns
+# { status, headers => {lc name => value}, body, closed, after => bytes
+# that came after the answer (chunked cases: read until the close), err }.
+sub over_cap_post {
+    my ($self, %o) = @_;
+    require IO::Socket::SSL;
+    require IO::Socket::INET;
+    require MIME::Base64;
+    require Time::HiRes;
+    my $tls = $o{tls} // 1;
+    my $port = $tls ? $self->https_port : $self->http_port;
+    my $s = $tls
+        ? IO::Socket::SSL->new(PeerHost => '127.0.0.1', PeerPort => $port,
+              SSL_ca_file => "$self->{pki}/root.pem",
+              SSL_verifycn_name => '127.0.0.1', Timeout => 20)
+        : IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+              Timeout => 20);
+    return { status => 0, err => "connect: $!" } if !$s;
+    my %a = (status => 0, headers => {}, body => '', closed => 0);
+    my $piece = $o{chunk} // ('QUFB' x 4096);
+    my $n = $o{chunks} // 6;
+    local $SIG{PIPE} = 'IGNORE';
+    local $SIG{ALRM} = sub { die "timeout\n" };
+    alarm 30;
+    eval {
+        my $head = "POST $o{path} HTTP/1.1\r\nHost: 127.0.0.1:$port\r\n";
+        $head .= 'Authorization: Basic '
+            . MIME::Base64::encode_base64($o{user}, '') . "\r\n"
+            if $o{user};
+        $head .= "$_\r\n" for @{ $o{headers} || [] };
+        my $chunk = sub { sprintf("%x\r\n%s\r\n", length $_[0], $_[0]) };
+        my $after = $o{after} // '';
+        if ($o{length}) {
+            print $s $head . "Content-Length: $o{length}\r\n\r\n";
+        } elsif ($o{pause}) {
+            print $s $head . "Transfer-Encoding: chunked\r\n\r\n"
+                . $chunk->(substr($piece, 0, 1024));
+            Time::HiRes::sleep($o{pause});
+            print $s $chunk->($piece) for 1 .. $n;
+            print $s "0\r\n\r\n" . $after;
+        } else {
+            print $s $head . "Transfer-Encoding: chunked\r\n\r\n"
+                . join('', map { $chunk->($piece) } 1 .. $n)
+                . "0\r\n\r\n" . $after;
+        }
+        my $line = $s->getline // '';
+        ($a{status}) = $line =~ m{^HTTP/1\.1 (\d+)};
+        while (defined(my $l = $s->getline)) {
+            last if $l =~ /^\r?\n$/;
+            $a{headers}{lc $1} = $2 if $l =~ /^([^:]+):\s*(.*?)\r?\n$/;
+        }
+        my $want = $a{headers}{'content-length'} // 0;
+        while (length($a{body}) < $want) {
+            $s->read(my $buf, $want - length($a{body})) or last;
+            $a{body} .= $buf;
+        }
+        # then the server closes (a lingering close reads what still
+        # comes); with a Content-Length, only after lingering_timeout of
+        # waiting for the body, so not waited for here
+        return if $o{length};
+        my $rest = '';
+        while (1) {
+            my $got = $s->sysread(my $buf, 65536);
+            last if !$got;
+            $rest .= $buf;
+        }
+        $a{closed} = 1;
+        $a{after} = $rest;
+    };
+    alarm 0;
+    $a{err} = $@ if $@;
+    close $s;
+    return \%a;
+}
+
 sub est_url {
     my ($self, $op, $label) = @_;
     return "https://127.0.0.1:$self->{https}/.well-known/est/"
