@@ -8415,9 +8415,10 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
     end = rec.not_after - life / 6;
     early = 1;
 
-    if (rec.status == PKI_CERT_REVOKED
-        || (rec.revoke_planned != 0 && rec.revoke_planned <= a->now))
-    {
+    /* a due plan is a revocation, carried out by worker 0 or not */
+    (void) pki_record_at(&rec, a->now);
+
+    if (rec.status == PKI_CERT_REVOKED) {
         /* renew now: a window in the past (RFC 9773 4.2) */
         end = a->now - 1;
         start = end - 3600;

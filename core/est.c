@@ -619,15 +619,9 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
                         "unknown to this CA");
     }
 
+    /* a due plan is a revocation, carried out by worker 0 or not */
+    (void) pki_record_at(&rec, time(NULL));
     st = rec.status;
-
-    /* A planned revocation that is due is a revocation, whether or not
-     * the refresher (worker 0, every few seconds) carried it out yet. */
-    if (st == PKI_CERT_GOOD && rec.revoke_planned != 0
-        && rec.revoke_planned <= time(NULL))
-    {
-        st = PKI_CERT_REVOKED;
-    }
 
     /* A certificate stays in its profile: one issued under another
      * template (another label of the same CA) neither renews into this

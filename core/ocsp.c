@@ -684,16 +684,9 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
 
             pki_result_init(res);
 
-            /* A planned revocation whose time has come is a revocation,
-             * at that time and for the planned reason, whether or not
-             * worker 0 (every few seconds) has carried it out yet */
-            if (rst == PKI_OK && rec.status == PKI_CERT_GOOD
-                && rec.revoke_planned != 0 && rec.revoke_planned <= now)
-            {
-                rec.status = PKI_CERT_REVOKED;
-                rec.reason = rec.planned_reason;
-                rec.revoked_at = rec.revoke_planned;
-                rec.invalidity_date = 0;
+            /* a due plan is a revocation, carried out or not */
+            if (rst == PKI_OK) {
+                (void) pki_record_at(&rec, now);
             }
 
             if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {

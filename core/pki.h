@@ -276,10 +276,20 @@ PKI_API pki_status_t pki_record_plan_revoke(pki_redis_t *r, const char *ca,
     pki_record_t *out, pki_result_t *res);
 /* Revokes (pki_record_revoke: logged like any revocation) every planned
  * revocation of the CA due at now, at most max (0: 256) per call, and
- * takes them off the plan; *done (may be NULL) counts the revocations.  A
- * plan whose certificate was revoked or removed meanwhile is dropped. */
+ * takes them off the plan; *done (may be NULL) counts the revocations.
+ * The revocation is dated at the planned time, as every reader saw it
+ * from then on (pki_record_at).  A plan whose certificate was revoked or
+ * removed meanwhile is dropped. */
 PKI_API pki_status_t pki_record_revoke_due(pki_redis_t *r, const char *ca,
     time_t now, unsigned max, unsigned *done, pki_result_t *res);
+
+/* rec as it stands at now: a good certificate whose planned revocation
+ * time has come is revoked, since the planned time and for the planned
+ * reason (no invalidity date, no plan left), whether or not the plan was
+ * carried out yet.  Every reader of a record's status goes through this
+ * (OCSP, EST and SCEP renewal, ACME renewalInfo, the CRL's plans).
+ * Returns 1 when it changed rec. */
+PKI_API int pki_record_at(pki_record_t *rec, time_t now);
 
 /* Calls cb for every entry of the CA's revoked hash (HSCAN, in batches).
  * cb returns 0 to stop early. */

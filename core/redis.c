@@ -1774,15 +1774,15 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
 
 
 /* One due serial: KEYS[1] plan, KEYS[2] cert record; ARGV[1] serial,
- * ARGV[2] now.  "REASON WHO" (who planned it) when the record is good
- * with a plan due by now; else "" and the serial leaves the plan unless a
- * later plan replaced this one. */
+ * ARGV[2] now.  "REASON AT WHO" (the planned time, who planned it) when
+ * the record is good with a plan due by now; else "" and the serial leaves
+ * the plan unless a later plan replaced this one. */
 static const char  pki_lua_plan_due[] =
     "local f = redis.call('HMGET', KEYS[2], 'status', 'plan_at', "
     "                     'plan_reason', 'plan_by') "
     "if f[1] == 'good' and f[2] and f[3] then "
     "  if tonumber(f[2]) <= tonumber(ARGV[2]) then "
-    "    return f[3] .. ' ' .. (f[4] or '') "
+    "    return f[3] .. ' ' .. f[2] .. ' ' .. (f[4] or '') "
     "  end "
     "  redis.call('ZADD', KEYS[1], f[2], ARGV[1]) "
     "  return '' "
@@ -1799,6 +1799,7 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
     char          kplan[PKI_REDIS_KEY_MAX], kcert[PKI_REDIS_KEY_MAX];
     char          canon[41], num[24], lim[24], *end, by[160];
     long          reason;
+    long long     at;
     redisReply   *due, *take;
     const char   *argv[8];
     size_t        lens[8];
@@ -1875,9 +1876,13 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
         }
 
         reason = -1;
+        at = 0;
         if (take->type == REDIS_REPLY_STRING && take->len > 0) {
             reason = strtol(take->str, &end, 10);
             if (*end == ' ') {
+                at = strtoll(end + 1, &end, 10);
+            }
+            if (*end == ' ' && at > 0 && at <= (long long) now) {
                 /* audited as a revocation by who planned it */
                 snprintf(by, sizeof(by), "planned by %s", end + 1);
             } else {
@@ -1890,10 +1895,12 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
             continue;         /* revoked, gone or planned later meanwhile */
         }
 
+        /* dated at the planned time: OCSP and the CRL have said so since
+         * then (pki_record_at), and the date must not move now */
         pki_result_init(&one);
         pki_event_set_actor("admin", by, NULL);
-        one.status = pki_record_revoke(r, ca, canon, (int) reason, now, 0,
-                                       NULL, &one);
+        one.status = pki_record_revoke(r, ca, canon, (int) reason,
+                                       (time_t) at, 0, NULL, &one);
         pki_event_set_actor(NULL, NULL, NULL);
 
         if (one.status == PKI_UNAVAILABLE || one.status == PKI_INTERNAL) {
@@ -1925,6 +1932,27 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
     freeReplyObject(due);
 
     return st;
+}
+
+
+PKI_API int
+pki_record_at(pki_record_t *rec, time_t now)
+{
+    if (rec == NULL || rec->status != PKI_CERT_GOOD
+        || rec->revoke_planned <= 0 || rec->revoke_planned > now)
+    {
+        return 0;
+    }
+
+    /* the record as pki_record_revoke_due() leaves it */
+    rec->status = PKI_CERT_REVOKED;
+    rec->reason = rec->planned_reason;
+    rec->revoked_at = rec->revoke_planned;
+    rec->invalidity_date = 0;
+    rec->revoke_planned = 0;
+    rec->planned_reason = 0;
+
+    return 1;
 }
 
 

@@ -3387,6 +3387,9 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             goto done;
         }
 
+        /* a due plan is a revocation, carried out by worker 0 or not */
+        (void) pki_record_at(&rec, time(NULL));
+
         if (rec.status != PKI_CERT_GOOD) {
             pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is %s",
                      rec.status == PKI_CERT_REVOKED ? "revoked"
