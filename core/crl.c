@@ -14,6 +14,11 @@
  * nextUpdate, and the result is signed with the same digest through
  * pki_key_sign(), which verifies the signature before it is released.
  *
+ * A planned revocation whose time has come is listed (at the planned time,
+ * for the planned reason) before worker 0 carries it out, and one still to
+ * come cuts the CRL's nextUpdate short: a relying party that keeps the CRL
+ * until its nextUpdate never calls the certificate good past the plan.
+ *
  * Building only: coalescing rebuilds and serving belong to the glue.
  */
 
@@ -61,6 +66,7 @@ typedef struct {
     signed char    reason;
     unsigned char  len;
     unsigned char  serial[21];
+    unsigned char  planned;            /* from a plan not carried out */
 } pki_crl_rev_t;
 
 
@@ -73,6 +79,7 @@ typedef struct {
     size_t          skipped_remove;
     size_t          bad_reason;
     size_t          bad_time;
+    int             planned;      /* adding the plans due */
     int             failed;       /* sticky: allocation failure or cap */
 } pki_crl_builder_t;
 
@@ -177,6 +184,7 @@ pki_crl_add(void *arg, const char *serial, int reason, time_t revoked_at,
         invalidity_date = 0;
     }
     rev->invalidity_date = invalidity_date;
+    rev->planned = (unsigned char) b->planned;
 
     b->n++;
 
@@ -184,9 +192,11 @@ pki_crl_add(void *arg, const char *serial, int reason, time_t revoked_at,
 }
 
 
+/* By serial; of one serial twice, the revoked hash's entry first. */
 static int
 pki_crl_rev_cmp(const void *a, const void *b)
 {
+    int                   c;
     const pki_crl_rev_t  *x, *y;
 
     x = a;
@@ -196,7 +206,42 @@ pki_crl_rev_cmp(const void *a, const void *b)
         return x->len < y->len ? -1 : 1;
     }
 
-    return memcmp(x->serial, y->serial, x->len);
+    c = memcmp(x->serial, y->serial, x->len);
+    if (c != 0) {
+        return c;
+    }
+
+    return (int) x->planned - (int) y->planned;
+}
+
+
+/* Sorts the entries and keeps one per serial.  A plan carried out while
+ * the CRL was read is both in the plan and in the revoked hash; the hash's
+ * entry is the record's (the same date and reason, unless the certificate
+ * was revoked by hand meanwhile). */
+static void
+pki_crl_sort(pki_crl_builder_t *b)
+{
+    size_t  i, n;
+
+    if (b->n == 0) {
+        return;
+    }
+
+    qsort(b->revs, b->n, sizeof(pki_crl_rev_t), pki_crl_rev_cmp);
+
+    for (i = 1, n = 1; i < b->n; i++) {
+        if (b->revs[i].len == b->revs[n - 1].len
+            && memcmp(b->revs[i].serial, b->revs[n - 1].serial,
+                      b->revs[i].len) == 0)
+        {
+            continue;
+        }
+
+        b->revs[n++] = b->revs[i];
+    }
+
+    b->n = n;
 }
 
 
@@ -538,6 +583,8 @@ pki_crl_finish(pki_ca_t *ca, pki_crl_builder_t *b, long long number,
         return res->status != PKI_OK ? res->status : PKI_INTERNAL;
     }
 
+    pki_crl_sort(b);
+
     if (b->n == 0) {
         /* No revokedCertificates field at all (RFC 5280 5.1.2.6). */
         st = pki_crl_i2d(crl, der, len, res);
@@ -578,8 +625,6 @@ pki_crl_finish(pki_ca_t *ca, pki_crl_builder_t *b, long long number,
         st = pki_fail(res, PKI_INTERNAL, "cannot encode the CRL");
         goto done;
     }
-
-    qsort(b->revs, b->n, sizeof(pki_crl_rev_t), pki_crl_rev_cmp);
 
     revlen = 0;
     for (i = 0; i < b->n; i++) {
@@ -731,23 +776,24 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
 
 static pki_status_t pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r,
     long next_update_secs, unsigned char **der, size_t *len,
-    long long *number_out, time_t *now_out, pki_result_t *res);
+    pki_crl_info_t *info, pki_result_t *res);
 
 
 PKI_API pki_status_t
 pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     unsigned char **der, size_t *len, pki_result_t *res)
 {
-    return pki_crl_build_info(ca, r, next_update_secs, der, len, NULL, NULL,
-                              res);
+    return pki_crl_build_info(ca, r, next_update_secs, der, len, NULL, res);
 }
 
 
+/* info (may be NULL) receives the number and the dates. */
 static pki_status_t
 pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
-    unsigned char **der, size_t *len, long long *number_out, time_t *now_out,
+    unsigned char **der, size_t *len, pki_crl_info_t *info,
     pki_result_t *res)
 {
+    time_t             plan;
     long long          number;
     pki_status_t       st;
     pki_crl_builder_t  b;
@@ -761,12 +807,24 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         return pki_fail(res, PKI_INTERNAL, "CRL: no Redis");
     }
 
+    plan = 0;
     memset(&b, 0, sizeof(b));
     b.now = time(NULL);
 
     /* The entries first, then the number: a higher number never carries
-     * an older snapshot of the revoked set. */
-    st = pki_record_revoked_each(r, pki_ca_name(ca), pki_crl_add, &b, res);
+     * an older snapshot of the revoked set.  The plans before the revoked
+     * hash: one carried out in between is then in the hash (or in both,
+     * listed once), never in neither. */
+    b.planned = 1;
+    st = pki_record_plans_due(r, pki_ca_name(ca), b.now, pki_crl_add, &b,
+                              &plan, res);
+    b.planned = 0;
+
+    if (st == PKI_OK && !b.failed) {
+        st = pki_record_revoked_each(r, pki_ca_name(ca), pki_crl_add, &b,
+                                     res);
+    }
+
     if (st != PKI_OK) {
         goto done;
     }
@@ -781,13 +839,17 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         goto done;
     }
 
+    /* no later than the next plan: the CRL that lists it is due then */
+    if (plan > b.now && plan - b.now < next_update_secs) {
+        next_update_secs = (long) (plan - b.now);
+    }
+
     st = pki_crl_finish(ca, &b, number, next_update_secs, der, len, res);
 
-    if (number_out != NULL) {
-        *number_out = number;
-    }
-    if (now_out != NULL) {
-        *now_out = b.now;
+    if (info != NULL) {
+        info->number = number;
+        info->this_update = b.now;
+        info->next_update = b.now + next_update_secs;
     }
 
 done:
@@ -826,28 +888,24 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     pki_result_t *res)
 {
     int            stored;
-    time_t         now;
-    long long      number;
     pki_status_t   st;
     pki_result_t   ures;
 
     memset(out, 0, sizeof(*out));
 
     st = pki_crl_build_info(ca, r, next_update_secs, &out->der, &out->len,
-                            &number, &now, res);
+                            out, res);
 
     if (st == PKI_OK) {
         out->revgen = revgen;
-        out->number = number;
-        out->this_update = now;
-        out->next_update = now + next_update_secs;
 
         st = pki_crl_store_put(r, pki_ca_name(ca), out, &stored, res);
         if (st == PKI_OK && !stored) {
             /* a newer snapshot is stored (this build outlived its lock):
              * that one is the answer, not this one, which may lack its
              * revocations yet has the higher number */
-            pki_log(res, "CRL %lld not stored: a newer one is", number);
+            pki_log(res, "CRL %lld not stored: a newer one is",
+                    out->number);
             free(out->der);
             memset(out, 0, sizeof(*out));
             st = pki_crl_store_read(r, pki_ca_name(ca), 0, &revgen, out,
@@ -903,6 +961,37 @@ pki_crl_signed_by(const pki_ca_t *ca, const unsigned char *der, size_t len)
 }
 
 
+/* Whether the stored CRL is still the one to serve at now. */
+static int
+pki_crl_fresh(const pki_crl_info_t *c, long long revgen, time_t now,
+    long next_update_secs)
+{
+    if (c->number <= 0 || c->revgen != revgen || c->next_update <= now) {
+        return 0;
+    }
+
+    /* A plan after its thisUpdate and before its nextUpdate was made
+     * after it was built (or came due since: the time has passed); the
+     * CRL built now cuts nextUpdate to it, or lists it. */
+    if (c->planned != 0 && c->planned < c->next_update) {
+        return 0;
+    }
+
+    /* Cut to a plan: until the plan is due, a new CRL would end then too
+     * (the last quarter of a short lifetime would rebuild it ever more
+     * often). */
+    if (c->planned != 0 && c->planned == c->next_update) {
+        return 1;
+    }
+
+    /* Until the last quarter of its own lifetime: a caller that asks for
+     * another lifetime does not replace a good one. */
+    return c->next_update - now
+           > (c->next_update > c->this_update
+              ? c->next_update - c->this_update : next_update_secs) / 4;
+}
+
+
 PKI_API pki_status_t
 pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     long long have_number, pki_crl_info_t *out, pki_result_t *res)
@@ -948,15 +1037,8 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
         now = time(NULL);
 
-        /* fresh until the last quarter of its own lifetime: a caller
-         * that asks for another lifetime does not replace a good one */
-        if (out->number > 0 && out->revgen == revgen
-            && out->next_update - now
-               > (out->next_update > out->this_update
-                  ? out->next_update - out->this_update : next_update_secs)
-                 / 4)
-        {
-            return PKI_OK;                      /* fresh */
+        if (pki_crl_fresh(out, revgen, now, next_update_secs)) {
+            return PKI_OK;
         }
 
         st = pki_crl_lock(r, pki_ca_name(ca), token, PKI_CRL_LOCK_TTL_MS,

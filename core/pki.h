@@ -297,6 +297,13 @@ typedef int (*pki_revoked_cb)(void *arg, const char *serial, int reason,
     time_t revoked_at, time_t invalidity_date);
 PKI_API pki_status_t pki_record_revoked_each(pki_redis_t *r, const char *ca,
     pki_revoked_cb cb, void *arg, pki_result_t *res);
+/* Calls cb for every certificate of the CA that pki_record_at() finds
+ * revoked at now by a plan not carried out yet (the CA's plan, then each
+ * record: pipelined single-key reads).  *next (may be NULL) receives the
+ * earliest planned time after now, 0 for none. */
+PKI_API pki_status_t pki_record_plans_due(pki_redis_t *r, const char *ca,
+    time_t now, pki_revoked_cb cb, void *arg, time_t *next,
+    pki_result_t *res);
 
 /* Current value of <ns>{ca:CA}:revgen (0 when absent). */
 PKI_API pki_status_t pki_record_revgen(pki_redis_t *r, const char *ca,
@@ -615,8 +622,13 @@ typedef struct {
     time_t       invalidity_date;  /* 0: none */
 } pki_crl_entry_t;
 
-/* Reads the revoked hash (pki_record_revoked_each), then takes the next
- * CRL number (pki_record_next_crlnumber), then signs. */
+/* Reads the plans due (pki_record_plans_due: a due plan is a revocation
+ * even before worker 0 carries it out), then the revoked hash
+ * (pki_record_revoked_each; a serial in both is listed once, as the hash
+ * has it), then takes the next CRL number (pki_record_next_crlnumber),
+ * then signs.  nextUpdate is next_update_secs away, or the earliest
+ * planned revocation still to come when that is sooner: no relying party
+ * keeps the CRL past the time a certificate it calls good is revoked. */
 PKI_API pki_status_t pki_crl_build(pki_ca_t *ca, pki_redis_t *r,
     long next_update_secs, unsigned char **der, size_t *len,
     pki_result_t *res);
@@ -640,10 +652,14 @@ typedef struct {
     long long       number;
     time_t          this_update;
     time_t          next_update;
+    time_t          planned;       /* pki_crl_store_read: the earliest
+                                      planned revocation after
+                                      this_update (0: none) */
 } pki_crl_info_t;
 
-/* Redis only: in one step the current revgen, the stored meta and (when the
- * stored number differs from have_number) the stored DER.  No CRL stored:
+/* Redis only: in one step the current revgen, the stored meta, the
+ * earliest planned revocation after its thisUpdate and (when the stored
+ * number differs from have_number) the stored DER.  No CRL stored:
  * out->number 0.  *revgen receives the current revgen. */
 PKI_API pki_status_t pki_crl_store_read(pki_redis_t *r, const char *ca,
     long long have_number, long long *revgen, pki_crl_info_t *out,
@@ -660,8 +676,10 @@ PKI_API pki_status_t pki_crl_unlock(pki_redis_t *r, const char *ca,
     const char *token, pki_result_t *res);
 
 /* The current CRL, built at most once across the fleet per change: the
- * stored one when its revgen is the current one and its nextUpdate is more
- * than a quarter of next_update_secs away; else whoever wins crl_lock
+ * stored one when its revgen is the current one, no plan falls due before
+ * its nextUpdate (but the one it was cut to) and its nextUpdate is more
+ * than a quarter of its lifetime away (a CRL cut to a plan: until that
+ * plan is due); else whoever wins crl_lock
  * builds (pki_crl_build) and stores it, the others return the stored one
  * while it is still valid or wait for the builder (up to about 3 s).
  * have_number: the number of the caller's copy (0: none); when the

@@ -2435,18 +2435,26 @@ failed:
 
 /* ---- the shared CRL ------------------------------------------------------ */
 
-/* KEYS: revgen, crl_meta, crl.  ARGV: the caller's CRL number.  Returns
- * {revgen, meta or nil, DER or nil}: the DER only when the stored number
- * differs from the caller's. */
+/* KEYS: revgen, crl_meta, crl, revplan.  ARGV: the caller's CRL number.
+ * Returns {revgen, meta or nil, DER or nil, plan or nil}: the DER only
+ * when the stored number differs from the caller's; plan, the time of the
+ * earliest planned revocation after the stored CRL's thisUpdate (those up
+ * to it are in it). */
 static const char  pki_lua_crl_read[] =
     "local g = redis.call('GET', KEYS[1]) or '0' "
     "local m = redis.call('GET', KEYS[2]) "
-    "local d = false "
+    "local d, p = false, false "
     "if m then "
     "  local n = string.match(m, '^%S+ %S+ (%S+)') "
+    "  local t = string.match(m, '^%S+ %S+ %S+ (%d+)$') "
     "  if n ~= ARGV[1] then d = redis.call('GET', KEYS[3]) end "
+    "  if t then "
+    "    local z = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. t, '+inf', "
+    "                         'WITHSCORES', 'LIMIT', 0, 1) "
+    "    if z[2] then p = z[2] end "
+    "  end "
     "end "
-    "return {g, m or false, d}";
+    "return {g, m or false, d, p}";
 
 /* KEYS: crl_meta, crl.  ARGV: meta, DER, number.  1 stored, 0 older:
  * a lower number, or a snapshot of an older revocation generation (a
@@ -2503,12 +2511,38 @@ pki_crl_meta_parse(const redisReply *v, pki_crl_info_t *out)
 }
 
 
+/* A plan's score that ZRANGEBYSCORE found after t: a time in whole
+ * seconds (a fraction is dropped, the time stays after t).  One naming no
+ * time (only a broken or hostile store has one) is left out (0): a CRL it
+ * made stale would be rebuilt on every look. */
+static time_t
+pki_plan_time(const redisReply *v, time_t t)
+{
+    char    buf[32], *end;
+    double  d;
+
+    if (v->len == 0 || v->len >= sizeof(buf)) {
+        return 0;
+    }
+
+    memcpy(buf, v->str, v->len);
+    buf[v->len] = '\0';
+    d = strtod(buf, &end);
+
+    if (*end != '\0' || !(d > (double) t) || d >= 253402300800.0) {
+        return 0;
+    }
+
+    return (time_t) d > t ? (time_t) d : t + 1;
+}
+
+
 PKI_API pki_status_t
 pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
     long long *revgen, pki_crl_info_t *out, pki_result_t *res)
 {
     char         kg[PKI_REDIS_KEY_MAX], km[PKI_REDIS_KEY_MAX],
-                 kd[PKI_REDIS_KEY_MAX], *end;
+                 kd[PKI_REDIS_KEY_MAX], kp[PKI_REDIS_KEY_MAX], *end;
     redisReply  *reply, *e;
     pki_args_t   a;
     int          good;
@@ -2521,7 +2555,8 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
 
     if (!pki_redis_key(r, ca, "revgen", NULL, kg, sizeof(kg), NULL, res)
         || !pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
-        || !pki_redis_key(r, ca, "crl", NULL, kd, sizeof(kd), NULL, res))
+        || !pki_redis_key(r, ca, "crl", NULL, kd, sizeof(kd), NULL, res)
+        || !pki_redis_key(r, ca, "revplan", NULL, kp, sizeof(kp), NULL, res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
     }
@@ -2529,10 +2564,11 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
     pki_args_str(&a, pki_lua_crl_read);
-    pki_args_str(&a, "3");
+    pki_args_str(&a, "4");
     pki_args_str(&a, kg);
     pki_args_str(&a, km);
     pki_args_str(&a, kd);
+    pki_args_str(&a, kp);
     pki_args_num(&a, have_number);
 
     reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
@@ -2540,7 +2576,7 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
         return res != NULL ? res->status : PKI_UNAVAILABLE;
     }
 
-    good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 3;
+    good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 4;
 
     if (good) {
         e = reply->element[0];
@@ -2579,6 +2615,13 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
             } else if (out->number != have_number) {
                 /* meta without its DER: as if nothing were stored */
                 memset(out, 0, sizeof(*out));
+            }
+
+            /* pki_crl_current: whether a plan ends it before its
+             * nextUpdate */
+            e = reply->element[3];
+            if (out->number > 0 && e->type == REDIS_REPLY_STRING) {
+                out->planned = pki_plan_time(e, out->this_update);
             }
         }
     }
@@ -3572,4 +3615,255 @@ pki_int_records_free(pki_int_records_t *b)
 
     free(b->replies);
     free(b);
+}
+
+
+/* ---- plans due, for the CRL (pki_record_plans_due) ------------------------
+ *
+ * Worker 0 carries due plans out every few seconds, 256 at a time, so a
+ * CRL built meanwhile finds them in the plan, not in the revoked hash.
+ * The plan (one key) names the serials; their records are read in chunks
+ * of pipelined HMGETs, each a single-key read as on a Redis Cluster.
+ */
+
+#define PKI_PLANS_CHUNK  512
+
+
+/* The record's status and plan from an HMGET status plan_at plan_reason
+ * reply; 0 when it is not a good record with a plan. */
+static int
+pki_plan_reply(const redisReply *reply, pki_record_t *rec)
+{
+    time_t             t;
+    const redisReply  *f;
+
+    memset(rec, 0, sizeof(*rec));
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+        return 0;
+    }
+
+    f = reply->element[0];
+    if (f->type != REDIS_REPLY_STRING || f->len != 4
+        || memcmp(f->str, "good", 4) != 0)
+    {
+        return 0;
+    }
+    rec->status = PKI_CERT_GOOD;
+
+    f = reply->element[1];
+    if (f->type != REDIS_REPLY_STRING
+        || !pki_parse_time(f, &rec->revoke_planned))
+    {
+        return 0;
+    }
+
+    f = reply->element[2];
+    if (f->type != REDIS_REPLY_STRING || !pki_parse_time(f, &t) || t > 10) {
+        return 0;
+    }
+    rec->planned_reason = (int) t;
+
+    return 1;
+}
+
+
+/* The time of the earliest plan after now (0: none). */
+static pki_status_t
+pki_plan_next(pki_redis_t *r, const char *kplan, time_t now, time_t *next,
+    pki_result_t *res)
+{
+    char         after[32];
+    size_t       i, lens[8];
+    const char  *argv[8];
+    redisReply  *reply;
+
+    *next = 0;
+
+    snprintf(after, sizeof(after), "(%lld", (long long) now);
+
+    argv[0] = "ZRANGEBYSCORE";
+    argv[1] = kplan;
+    argv[2] = after;
+    argv[3] = "+inf";
+    argv[4] = "WITHSCORES";
+    argv[5] = "LIMIT";
+    argv[6] = "0";
+    argv[7] = "1";
+    for (i = 0; i < 8; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_redis_cmd(r, 8, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || (reply->elements != 0 && reply->elements != 2))
+    {
+        freeReplyObject(reply);
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "ZRANGEBYSCORE",
+                                     "unexpected reply");
+    }
+
+    if (reply->elements == 2
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        *next = pki_plan_time(reply->element[1], now);
+    }
+
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_record_plans_due(pki_redis_t *r, const char *ca, time_t now,
+    pki_revoked_cb cb, void *arg, time_t *next, pki_result_t *res)
+{
+    int            stop;
+    char           kplan[PKI_REDIS_KEY_MAX], num[24], serial[41];
+    char          *keys, *canons;
+    size_t         i, j, k, n, lens[4], *alens;
+    const char    *argv[4], **aargv;
+    redisReply    *due, **replies;
+    pki_pcmd_t    *cmds;
+    pki_record_t   rec;
+    pki_status_t   st;
+    pki_result_t   kres;
+
+    if (next != NULL) {
+        *next = 0;
+    }
+
+    if (r == NULL || cb == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store or callback");
+    }
+
+    if (!pki_redis_key(r, ca, "revplan", NULL, kplan, sizeof(kplan), NULL,
+                       res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    if (next != NULL) {
+        st = pki_plan_next(r, kplan, now, next, res);
+        if (st != PKI_OK) {
+            return st;
+        }
+    }
+
+    snprintf(num, sizeof(num), "%lld", (long long) now);
+
+    argv[0] = "ZRANGEBYSCORE";
+    argv[1] = kplan;
+    argv[2] = "-inf";
+    argv[3] = num;
+    for (i = 0; i < 4; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    due = pki_redis_cmd(r, 4, argv, lens, res);
+    if (due == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (due->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(due);
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "ZRANGEBYSCORE",
+                                     "unexpected reply");
+    }
+
+    if (due->elements == 0) {
+        freeReplyObject(due);
+        return PKI_OK;
+    }
+
+    cmds = calloc(PKI_PLANS_CHUNK, sizeof(*cmds));
+    aargv = malloc(5 * PKI_PLANS_CHUNK * sizeof(*aargv));
+    alens = malloc(5 * PKI_PLANS_CHUNK * sizeof(*alens));
+    keys = malloc(PKI_PLANS_CHUNK * PKI_REDIS_KEY_MAX);
+    canons = malloc(PKI_PLANS_CHUNK * 41);
+    replies = calloc(PKI_PLANS_CHUNK, sizeof(*replies));
+
+    if (cmds == NULL || aargv == NULL || alens == NULL || keys == NULL
+        || canons == NULL || replies == NULL)
+    {
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    st = PKI_OK;
+    stop = 0;
+
+    for (i = 0; i < due->elements && !stop; i += PKI_PLANS_CHUNK) {
+
+        /* a member that names no serial is no plan of a certificate */
+        n = 0;
+
+        for (j = i; j < due->elements && j < i + PKI_PLANS_CHUNK; j++) {
+            pki_result_init(&kres);
+
+            if (due->element[j]->type != REDIS_REPLY_STRING
+                || !pki_reply_copy(due->element[j], serial, sizeof(serial))
+                || !pki_redis_key(r, ca, "cert:", serial,
+                                  keys + n * PKI_REDIS_KEY_MAX,
+                                  PKI_REDIS_KEY_MAX, canons + n * 41, &kres))
+            {
+                continue;
+            }
+
+            aargv[5 * n] = "HMGET";
+            aargv[5 * n + 1] = keys + n * PKI_REDIS_KEY_MAX;
+            aargv[5 * n + 2] = "status";
+            aargv[5 * n + 3] = "plan_at";
+            aargv[5 * n + 4] = "plan_reason";
+            for (k = 0; k < 5; k++) {
+                alens[5 * n + k] = strlen(aargv[5 * n + k]);
+            }
+
+            cmds[n].argc = 5;
+            cmds[n].cap = 5;
+            cmds[n].argv = &aargv[5 * n];
+            cmds[n].lens = &alens[5 * n];
+            n++;
+        }
+
+        if (n == 0) {
+            continue;
+        }
+
+        st = pki_redis_pipeline(r, cmds, n, replies, "HMGET", 1, res);
+        if (st != PKI_OK) {
+            break;
+        }
+
+        for (k = 0; k < n; k++) {
+            if (!stop && pki_plan_reply(replies[k], &rec)
+                && pki_record_at(&rec, now))
+            {
+                stop = !cb(arg, canons + k * 41, rec.reason, rec.revoked_at,
+                           rec.invalidity_date);
+            }
+
+            freeReplyObject(replies[k]);
+            replies[k] = NULL;
+        }
+    }
+
+done:
+
+    freeReplyObject(due);
+    free(cmds);
+    free(aargv);
+    free(alens);
+    free(keys);
+    free(canons);
+    free(replies);
+
+    return st;
 }

@@ -10,8 +10,9 @@
  * The key space is restored from a snapshot before each input
  * (pki_fuzz_kv_reset), so every input sees the same state and a crash
  * reproduces.  Strings, hashes, sets and sorted sets (scores kept as text,
- * ranges in insertion order); TTLs are ignored.  EVAL runs the core's Lua
- * scripts with Lua 5.1 (Redis's version) and redis.call bound to the same
+ * ranges, also by score, in insertion order); TTLs are ignored.  EVAL
+ * runs the core's Lua scripts with Lua 5.1 (Redis's version) and
+ * redis.call bound to the same
  * key space, with Redis's conversion rules between RESP and Lua values
  * (and cjson.decode of Redis's libraries),
  * so reservations, commits, compare-and-set and the ACME account scripts
@@ -696,6 +697,51 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
             kv_bulk(o, e->p[idx].f, e->p[idx].flen);
             if (scores) {
                 kv_bulk(o, e->p[idx].v, e->p[idx].vlen);
+            }
+        }
+
+    } else if (IS(0, "ZRANGEBYSCORE")) {
+        /* in insertion order, as ZRANGE here: the CRL's plan reads */
+        long long  off, cnt, k, m;
+        int        scores;
+        size_t     j;
+
+        if (argc < 4) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_get(arg[1], len[1], KV_ZSET, 0, &wt);
+        if (wt) {
+            kv_wrong(o);
+            return;
+        }
+        scores = 0;
+        off = 0;
+        cnt = -1;
+        for (i = 4; i < argc; i++) {
+            if (IS(i, "WITHSCORES")) {
+                scores = 1;
+            } else if (IS(i, "LIMIT") && i + 2 < argc) {
+                off = strtoll(arg[i + 1], NULL, 10);
+                cnt = strtoll(arg[i + 2], NULL, 10);
+                i += 2;
+            }
+        }
+        for (m = 0, k = 0, j = 0; e != NULL && j < e->n; j++) {
+            if (kv_score_in(e->p[j].v, arg[2], arg[3])
+                && k++ >= off && (cnt < 0 || m < cnt))
+            {
+                m++;
+            }
+        }
+        kv_fmt(o, "*%lld\r\n", m * (scores ? 2 : 1));
+        for (n = 0, k = 0, j = 0; e != NULL && j < e->n && n < m; j++) {
+            if (kv_score_in(e->p[j].v, arg[2], arg[3]) && k++ >= off) {
+                kv_bulk(o, e->p[j].f, e->p[j].flen);
+                if (scores) {
+                    kv_bulk(o, e->p[j].v, e->p[j].vlen);
+                }
+                n++;
             }
         }
 

@@ -4050,9 +4050,13 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
  * off the event loop (one Redis round trip per CA when nothing changed);
  * pki_crl_current() rebuilds when the stored CRL is in the last quarter of
  * its validity or older than the last revocation, once across the fleet.
+ * A CRL whose nextUpdate comes sooner (cut to a planned revocation) is
+ * checked again right then, so that the CRL listing that revocation is
+ * out within a second of its time, not only at the next regular check.
  */
 
 #define NGX_HTTP_PKI_CRL_REFRESH_MSEC  10000
+#define NGX_HTTP_PKI_CRL_REFRESH_MIN   100      /* msec */
 
 
 typedef struct {
@@ -4069,6 +4073,8 @@ typedef struct {
     pki_status_t              *fstatus;  /* per CA: saving the local copy */
     pki_status_t              *flogged;
     pki_result_t              *fres;
+    time_t                    *next;     /* per CA: the CRL's nextUpdate
+                                            (0: none known) */
     ngx_event_t                timer;
     ngx_thread_task_t         *task;
     ngx_thread_pool_t         *tp;
@@ -4118,13 +4124,14 @@ ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
     rf->fstatus = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
     rf->fres = ngx_pcalloc(cycle->pool, n * sizeof(pki_result_t));
     rf->flogged = ngx_pcalloc(cycle->pool, n * sizeof(pki_status_t));
+    rf->next = ngx_pcalloc(cycle->pool, n * sizeof(time_t));
     rf->task = ngx_thread_task_alloc(cycle->pool, 0);
 
     if (rf->have == NULL || rf->status == NULL || rf->logged == NULL
         || rf->res == NULL || rf->revoked == NULL || rf->due == NULL
         || rf->due_logged == NULL || rf->due_res == NULL
         || rf->fstatus == NULL || rf->fres == NULL || rf->flogged == NULL
-        || rf->task == NULL)
+        || rf->next == NULL || rf->task == NULL)
     {
         return;
     }
@@ -4199,6 +4206,7 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
                                            &rf->due_res[i]);
 
         pki_result_init(&rf->res[i]);
+        rf->next[i] = 0;
 
         if (rf->pmcf->crl_refresh == 0) {
             rf->status[i] = PKI_OK;
@@ -4213,6 +4221,7 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
 
         if (rf->status[i] == PKI_OK) {
             rf->have[i] = info.number;
+            rf->next[i] = info.next_update;
 
             /* a new CRL (or the first since start): the local copy */
             if (info.der != NULL && rf->pmcf->crl_cache_dir != NULL) {
@@ -4236,11 +4245,16 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
 {
     ngx_http_pki_crl_refresher_t *rf = ev->data;
 
+    ngx_msec_t          delay;
     ngx_uint_t          i, level;
+    ngx_time_t         *tp;
+    ngx_msec_int_t      left;
     ngx_http_pki_ca_t  *cas;
 
     rf->busy = 0;
     cas = rf->pmcf->cas.elts;
+    tp = ngx_timeofday();
+    delay = NGX_HTTP_PKI_CRL_REFRESH_MSEC;
 
     for (i = 0; i < rf->pmcf->cas.nelts; i++) {
 
@@ -4306,13 +4320,31 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
         }
 
         rf->logged[i] = rf->status[i];
+
+        /* the next check when the CRL ends before the regular one: a
+         * nextUpdate already past (Redis down, say) waits for it */
+        if (rf->next[i] > tp->sec
+            && rf->next[i] - tp->sec
+               <= NGX_HTTP_PKI_CRL_REFRESH_MSEC / 1000)
+        {
+            left = (ngx_msec_int_t) (rf->next[i] - tp->sec) * 1000
+                   - (ngx_msec_int_t) tp->msec;
+
+            if (left < NGX_HTTP_PKI_CRL_REFRESH_MIN) {
+                left = NGX_HTTP_PKI_CRL_REFRESH_MIN;
+            }
+
+            if ((ngx_msec_t) left < delay) {
+                delay = (ngx_msec_t) left;
+            }
+        }
     }
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;
     }
 
-    ngx_add_timer(&rf->timer, NGX_HTTP_PKI_CRL_REFRESH_MSEC);
+    ngx_add_timer(&rf->timer, delay);
 }
 
 

@@ -920,6 +920,212 @@ foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res)
 }
 
 
+/* The record as of a time: a due plan is a revocation (pki_record_at). */
+static void
+test_record_at(void)
+{
+    pki_record_t  rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.status = PKI_CERT_GOOD;
+    ok(pki_record_at(&rec, 1000) == 0 && rec.status == PKI_CERT_GOOD,
+       "record at: no plan, good");
+
+    rec.revoke_planned = 1001;
+    rec.planned_reason = 4;
+    ok(pki_record_at(&rec, 1000) == 0 && rec.status == PKI_CERT_GOOD
+       && rec.revoke_planned == 1001, "  a plan not due yet: good");
+
+    ok(pki_record_at(&rec, 1001) == 1 && rec.status == PKI_CERT_REVOKED
+       && rec.reason == 4 && rec.revoked_at == 1001
+       && rec.invalidity_date == 0 && rec.revoke_planned == 0,
+       "  due at its time: revoked then, for the planned reason");
+
+    memset(&rec, 0, sizeof(rec));
+    rec.status = PKI_CERT_REVOKED;
+    rec.reason = 1;
+    rec.revoked_at = 900;
+    rec.revoke_planned = 950;
+    rec.planned_reason = 4;
+    ok(pki_record_at(&rec, 1000) == 0 && rec.reason == 1
+       && rec.revoked_at == 900, "  revoked before: its own reason and "
+       "time stay");
+
+    memset(&rec, 0, sizeof(rec));
+    rec.status = PKI_CERT_PENDING;
+    rec.revoke_planned = 950;
+    ok(pki_record_at(&rec, 1000) == 0 && rec.status == PKI_CERT_PENDING,
+       "  pending: no change");
+    ok(pki_record_at(NULL, 1000) == 0, "  NULL: no change");
+}
+
+
+/* One serial given twice (in other spellings): listed once. */
+static void
+test_dupes(pki_ca_t *ca)
+{
+    size_t          len;
+    X509_CRL       *crl;
+    pki_status_t    st;
+    pki_result_t    res;
+    unsigned char  *der;
+
+    static const pki_crl_entry_t  entries[] = {
+        { "0a", 1, 1700000000, 0 },
+        { "2b", 4, 1700000001, 0 },
+        { "0A", 1, 1700000000, 0 },
+        { "000a", 1, 1700000000, 0 },
+    };
+
+    pki_result_init(&res);
+    der = NULL;
+    st = pki_crl_build_list(ca, entries, 4, 5, 0, 3600, &der, &len, &res);
+    crl = der ? parse_crl(der, len) : NULL;
+    ok(st == PKI_OK && crl != NULL
+       && sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) == 2,
+       "a serial given three times is listed once (%d entries)",
+       crl ? sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) : -1);
+    X509_CRL_free(crl);
+    free(der);
+}
+
+
+static int
+count_revoked(X509_CRL *crl, X509 *x)
+{
+    int            i, n;
+    X509_REVOKED  *rev;
+
+    n = 0;
+    for (i = 0; i < sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)); i++) {
+        rev = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl), i);
+        if (ASN1_INTEGER_cmp(X509_REVOKED_get0_serialNumber(rev),
+                             X509_get0_serialNumber(x)) == 0)
+        {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+/* A planned revocation: before its time it cuts the CRL's nextUpdate to
+ * it; from its time on the CRL lists it (planned time and reason), before
+ * pki_record_revoke_due() carries it out and after, once. */
+static void
+test_planned(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, X509 *x)
+{
+    char             hex[41];
+    time_t           at, now;
+    size_t           len;
+    unsigned         done;
+    X509_CRL        *crl;
+    redisReply      *rep;
+    pki_status_t     st;
+    pki_result_t     res;
+    X509_REVOKED    *rev;
+    unsigned char   *der;
+    pki_crl_info_t   a, b;
+
+    pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, 0, &a, &res);
+    if (!ok(st == PKI_OK && a.der != NULL, "planned: a current CRL first")) {
+        diag("%s %s", res.detail, res.log);
+        return;
+    }
+    free(a.der);
+    ok(a.next_update - a.this_update == 3600 && a.planned == 0,
+       "  nextUpdate 1h away, no plan");
+
+    /* whole seconds: the plan is due at the start of second at */
+    now = time(NULL);
+    at = now + 2;
+    pki_result_init(&res);
+    st = pki_record_plan_revoke(r, pki_ca_name(ca), hex, 4, at, "test",
+                                NULL, &res);
+    if (!is_status(st, PKI_OK, "  planned superseded at now + 2")) {
+        diag("%s %s", res.detail, res.log);
+        return;
+    }
+
+    /* made after the stored CRL was built, before its nextUpdate */
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, a.number, &b, &res);
+    crl = b.der ? parse_crl(b.der, b.len) : NULL;
+    ok(st == PKI_OK && b.number > a.number && crl != NULL,
+       "  the stored CRL is rebuilt (%lld -> %lld)", a.number, b.number);
+    ok(b.next_update == at && crl != NULL
+       && asn1_time(X509_CRL_get0_nextUpdate(crl)) == at,
+       "  its nextUpdate is the planned time (%lld, plan %lld)",
+       (long long) (b.next_update - now), (long long) (at - now));
+    ok(crl != NULL && find_revoked(crl, x) == NULL, "  not listed yet");
+    X509_CRL_free(crl);
+    free(b.der);
+
+    /* cut to the plan, it stays until the plan is due */
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, b.number, &a, &res);
+    ok(st == PKI_OK && a.number == b.number && a.der == NULL
+       && a.planned == at, "  asked again before then: the same CRL");
+    free(a.der);
+
+    pki_result_init(&res);
+    der = NULL;
+    st = pki_crl_build(ca, r, 7200, &der, &len, &res);
+    crl = der ? parse_crl(der, len) : NULL;
+    ok(st == PKI_OK && crl != NULL
+       && asn1_time(X509_CRL_get0_nextUpdate(crl)) == at,
+       "  pki_crl_build: nextUpdate the planned time, not + 2h");
+    X509_CRL_free(crl);
+    free(der);
+
+    while (time(NULL) < at) {
+        usleep(50000);
+    }
+
+    /* due, not carried out: the record still says good */
+    rep = redisCommand(rc, "HGET %s{ca:%s}:cert:%s status", pki_redis_ns(r),
+                       pki_ca_name(ca), hex);
+    ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+       && strcmp(rep->str, "good") == 0, "  due; the record still good");
+    freeReplyObject(rep);
+
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, b.number, &a, &res);
+    crl = a.der ? parse_crl(a.der, a.len) : NULL;
+    rev = crl ? find_revoked(crl, x) : NULL;
+    ok(st == PKI_OK && a.number > b.number && rev != NULL,
+       "  a new CRL lists it (%lld)", a.number);
+    ok(rev != NULL && rev_reason(rev) == 4 && rev_invalidity(rev) == 0
+       && asn1_time(X509_REVOKED_get0_revocationDate(rev)) == at,
+       "  superseded, revoked at the planned time");
+    ok(a.next_update - a.this_update == 3600, "  nextUpdate 1h away again");
+    X509_CRL_free(crl);
+    free(a.der);
+
+    /* carried out: dated at the planned time too, listed once */
+    pki_result_init(&res);
+    st = pki_record_revoke_due(r, pki_ca_name(ca), time(NULL), 0, &done,
+                               &res);
+    ok(st == PKI_OK && done == 1, "  carried out (%u)", done);
+
+    pki_result_init(&res);
+    der = NULL;
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    crl = der ? parse_crl(der, len) : NULL;
+    rev = crl ? find_revoked(crl, x) : NULL;
+    ok(st == PKI_OK && rev != NULL && count_revoked(crl, x) == 1
+       && rev_reason(rev) == 4
+       && asn1_time(X509_REVOKED_get0_revocationDate(rev)) == at,
+       "  then listed once, with the same date and reason");
+    X509_CRL_free(crl);
+    free(der);
+}
+
+
 /* The local copy: written whole, read back only when it is this CA's,
  * whole and not expired. */
 static void
@@ -1007,7 +1213,7 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     size_t              len;
     time_t              now;
     FILE               *f;
-    X509               *leaf[NLEAVES];
+    X509               *leaf[NLEAVES], *planned;
     X509_CRL           *crl;
     EVP_PKEY           *pk;
     pki_redis_t        *r, *down;
@@ -1207,6 +1413,14 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
 
     test_current(ca, r, rc, ns, leaf[4]);
 
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    planned = issue(ca, t, r, "planned", pk);
+    EVP_PKEY_free(pk);
+    if (ok(planned != NULL, "issued one to plan a revocation of")) {
+        test_planned(ca, r, rc, planned);
+        X509_free(planned);
+    }
+
     /* Redis down. */
     down = fx_redis("/nonexistent/redis.sock", ns, 200, &res);
     if (down) {
@@ -1304,6 +1518,8 @@ main(void)
     ca = make_ca("crlca", "ca.pem", subkey, tleaf);
 
     test_list(ca, sub);
+    test_dupes(ca);
+    test_record_at();
     test_file(ca, rootca);
     test_many(ca, sub);
     test_algs(tleaf);
