@@ -1687,7 +1687,7 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
 
 
 /* Planned revocation.  KEYS[1] cert record, KEYS[2] the CA's plan (sorted
- * set: serial by time); ARGV[1] serial, ARGV[2] reason, ARGV[3] time,
+ * set: serial by time), KEYS[3] revgen; ARGV[1] serial, ARGV[2] reason, ARGV[3] time,
  * ARGV[4] who planned it.  1 planned, 0 no record, -1 not good. */
 static const char  pki_lua_plan[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
@@ -1696,6 +1696,7 @@ static const char  pki_lua_plan[] =
     "redis.call('HSET', KEYS[1], 'plan_at', ARGV[3], 'plan_reason', "
     "           ARGV[2], 'plan_by', ARGV[4]) "
     "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) "
+    "redis.call('INCR', KEYS[3]) "
     "return 1";
 
 
@@ -1708,7 +1709,7 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
     pki_status_t  st;
     long long     rc;
     char          kcert[PKI_REDIS_KEY_MAX], kplan[PKI_REDIS_KEY_MAX];
-    char          canon[41];
+    char          kgen[PKI_REDIS_KEY_MAX], canon[41];
 
     if (out != NULL) {
         memset(out, 0, sizeof(*out));
@@ -1734,18 +1735,25 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
         || !pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert),
                           canon, res)
         || !pki_redis_key(r, ca, "revplan", NULL, kplan, sizeof(kplan), NULL,
+                          res)
+        || !pki_redis_key(r, ca, "revgen", NULL, kgen, sizeof(kgen), NULL,
                           res))
     {
         return res != NULL && res->status != PKI_OK ? res->status
                : pki_fail(res, PKI_MALFORMED, "bad serial number");
     }
 
+    /* a plan changes what a status answer says (its nextUpdate ends at
+     * the plan), so it bumps the revocation generation: cached OCSP
+     * answers made before it are dropped fleet-wide, not served "good"
+     * with a lifetime that runs past the planned time */
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
     pki_args_str(&a, pki_lua_plan);
-    pki_args_str(&a, "2");
+    pki_args_str(&a, "3");
     pki_args_str(&a, kcert);
     pki_args_str(&a, kplan);
+    pki_args_str(&a, kgen);
     pki_args_str(&a, canon);
     pki_args_num(&a, reason);
     pki_args_num(&a, (long long) at);
