@@ -178,9 +178,14 @@ struct pki_audit_s {
     long long             orphan_ms;   /* an entry this old is orphaned */
     int                   closing;     /* no XDEL: the store may be gone */
 
-    /* the queued, retried and unsynced entries held in memory (atomic):
-     * at max_backlog, issuance and revocation are refused */
+    /* memory held for the file (atomic).  qbytes: the entries not
+     * written yet (queued, or in a batch to retry), which only a file
+     * that takes nothing makes grow: at max_backlog, issuance and
+     * revocation are refused.  pbytes: the carried entries written and
+     * waiting for their sync (pend); they are not refused for, they get
+     * synced early (pki_audit_drain) */
     size_t                qbytes;
+    size_t                pbytes;
     size_t                max_backlog;
     unsigned long long    refused;     /* by the cap (atomic) */
 };
@@ -235,7 +240,7 @@ static __thread pki_actor_t  pki_actor;
 
 
 static pki_audit_t *pki_audit_default(void);
-static void pki_audit_held(pki_audit_t *a, const pki_audit_qent_t *q,
+static void pki_audit_held(size_t *bytes, const pki_audit_qent_t *q,
     int in);
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
@@ -253,6 +258,7 @@ static void pki_audit_xdel(pki_audit_qent_t *list);
 static void pki_audit_janitor(pki_audit_t *a);
 static void pki_audit_xdel_later(pki_audit_t *a, pki_audit_qent_t *done);
 static long long pki_audit_ms(void);
+static int pki_audit_gathered(pki_audit_t *a);
 static int pki_audit_logid(pki_audit_t *a, pki_result_t *res);
 static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
     off_t size);
@@ -677,20 +683,20 @@ pki_audit_backlog(pki_audit_t *a, size_t *bytes, size_t *max,
 }
 
 
-/* An entry comes into (in 1) or leaves (in 0) the memory that a holds
- * for the file. */
+/* An entry comes into (in 1) or leaves (in 0) one of the counts of the
+ * memory held for the file (a->qbytes or a->pbytes). */
 static void
-pki_audit_held(pki_audit_t *a, const pki_audit_qent_t *q, int in)
+pki_audit_held(size_t *bytes, const pki_audit_qent_t *q, int in)
 {
     size_t  n;
 
     n = sizeof(pki_audit_qent_t) + q->blen;
 
     if (in) {
-        (void) __atomic_fetch_add(&a->qbytes, n, __ATOMIC_RELEASE);
+        (void) __atomic_fetch_add(bytes, n, __ATOMIC_RELEASE);
 
     } else {
-        (void) __atomic_fetch_sub(&a->qbytes, n, __ATOMIC_RELEASE);
+        (void) __atomic_fetch_sub(bytes, n, __ATOMIC_RELEASE);
     }
 }
 
@@ -2471,7 +2477,7 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     *a->qtail = q;
     a->qtail = &q->next;
     a->qplain++;
-    pki_audit_held(a, q, 1);
+    pki_audit_held(&a->qbytes, q, 1);
     pthread_cond_signal(&a->scond);
 
     pthread_mutex_unlock(&a->qlock);
@@ -2524,9 +2530,59 @@ pki_audit_in_file(pki_audit_t *a, const pki_audit_qent_t *q)
 }
 
 
+/* a->lock held: makes durable every line this process wrote until now;
+ * then the queue tickets written by then are done, and the carried
+ * entries among them leave pend for the end of *done (their streams
+ * lose them next).  The tickets are taken before the sync: the lock is
+ * let go during it, and a batch another thread writes meanwhile may be
+ * after what the sync covers. */
+static pki_status_t
+pki_audit_sync_pend(pki_audit_t *a, pki_audit_qent_t **done,
+    pki_result_t *res)
+{
+    unsigned             n;
+    pki_status_t         st;
+    pki_audit_qent_t    *q, **last;
+    unsigned long long   hi;
+
+    hi = a->qhi;
+
+    st = pki_audit_commit(a, a->written, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (hi > a->qdone) {
+        __atomic_store_n(&a->qdone, hi, __ATOMIC_RELEASE);
+    }
+
+    for (last = done; *last != NULL; last = &(*last)->next) {
+        /* void */
+    }
+
+    /* pend is in ticket order */
+    n = 0;
+
+    while ((q = a->pend) != NULL && q->ticket <= hi) {
+        a->pend = q->next;
+        q->next = NULL;
+        pki_audit_held(&a->pbytes, q, 0);
+        *last = q;
+        last = &q->next;
+        n++;
+    }
+
+    __atomic_store_n(&a->npend, a->npend - n, __ATOMIC_RELEASE);
+
+    return PKI_OK;
+}
+
+
 /* Writes what is queued (after a batch that failed before) with one
  * flock and one write(), then makes everything this process wrote
- * durable; the queue tickets written advance qdone. */
+ * durable when it is due: an answer waits for it, or the carried
+ * entries written are old enough (PKI_AUDIT_PEND_MS) or many enough; the
+ * queue tickets written advance qdone. */
 static pki_status_t
 pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
 {
@@ -2534,10 +2590,32 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
     long long            now;
     pki_status_t         st;
     pki_result_t         cres;
-    pki_audit_qent_t    *batch, *q, **last, *done;
+    pki_audit_qent_t    *batch, *q, **last, *durable;
     unsigned long long   hi;
 
+    durable = NULL;
+
     pthread_mutex_lock(&a->lock);
+
+    /* The carried entries written and not yet synced are bounded on
+     * their own, at max_backlog bytes as the unwritten ones are: a disk
+     * that writes but syncs slowly, or not at all, must not make them
+     * grow without end, yet they are no reason to refuse issuance while
+     * it syncs well.  Past the bound they are synced now, before more is
+     * written, by the thread that writes (the syncer, or a pool thread
+     * that asked for a sync; never the event loop).  While that sync
+     * fails nothing more is written: what comes waits as not written,
+     * where max_backlog refuses.  (The queued bytes count entries that
+     * never go to pend too; their write needs a sync anyway.) */
+    if (a->pend != NULL
+        && __atomic_load_n(&a->pbytes, __ATOMIC_ACQUIRE)
+           + __atomic_load_n(&a->qbytes, __ATOMIC_ACQUIRE) > a->max_backlog)
+    {
+        st = pki_audit_sync_pend(a, &durable, res);
+        if (st != PKI_OK) {
+            goto unlock;
+        }
+    }
 
     /* taken under lock: batches are written in ticket order */
     pthread_mutex_lock(&a->qlock);
@@ -2629,17 +2707,16 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
         if (st != PKI_OK) {
             /* fail closed: its answers wait; written first next time */
             __atomic_store_n(&a->retry, batch, __ATOMIC_RELEASE);
-            pthread_mutex_unlock(&a->lock);
-            return st;
+            goto unlock;
         }
 
         while ((q = batch) != NULL) {
             batch = q->next;
             hi = q->ticket;
+            pki_audit_held(&a->qbytes, q, 0);
 
             if (q->carry == NULL) {
                 need = 1;               /* its answer waits for the sync */
-                pki_audit_held(a, q, 0);
                 free(q);
                 continue;
             }
@@ -2653,6 +2730,7 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
             }
             *a->pendtail = q;
             a->pendtail = &q->next;
+            pki_audit_held(&a->pbytes, q, 1);
             __atomic_store_n(&a->npend, a->npend + 1, __ATOMIC_RELEASE);
         }
 
@@ -2664,31 +2742,16 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
     if (a->pend != NULL && !need) {
         now = pki_audit_ms();
         need = a->npend >= PKI_AUDIT_PEND_MAX
+               || __atomic_load_n(&a->pbytes, __ATOMIC_ACQUIRE)
+                  >= a->max_backlog
                || now - a->pend_ms >= PKI_AUDIT_PEND_MS;
     }
 
-    if (!need) {
-        pthread_mutex_unlock(&a->lock);
-        return PKI_OK;
+    if (need) {
+        st = pki_audit_sync_pend(a, &durable, res);
     }
 
-    st = pki_audit_commit(a, a->written, res);
-
-    done = NULL;
-
-    if (st == PKI_OK) {
-        if (a->qhi > a->qdone) {
-            __atomic_store_n(&a->qdone, a->qhi, __ATOMIC_RELEASE);
-        }
-
-        done = a->pend;
-        a->pend = NULL;
-        __atomic_store_n(&a->npend, 0, __ATOMIC_RELEASE);
-
-        for (q = done; q != NULL; q = q->next) {
-            pki_audit_held(a, q, 0);
-        }
-    }
+unlock:
 
     pthread_mutex_unlock(&a->lock);
 
@@ -2696,13 +2759,13 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
      * them to the janitor, which finds them in the file; so does a log
      * closed after its store) */
     if (a->closing) {
-        while ((q = done) != NULL) {
-            done = q->next;
+        while ((q = durable) != NULL) {
+            durable = q->next;
             free(q);
         }
     }
 
-    pki_audit_xdel_later(a, done);
+    pki_audit_xdel_later(a, durable);
 
     return st;
 }
@@ -2723,6 +2786,18 @@ pki_audit_timedwait(pthread_cond_t *c, pthread_mutex_t *m, long long ms)
     }
 
     (void) pthread_cond_timedwait(c, m, &ts);
+}
+
+
+/* Whether the carried entries gathered for a batch hold half of
+ * max_backlog: they are written now, not after PKI_AUDIT_BATCH_MS (what
+ * waits for a batch is not written, and a small max_backlog would refuse
+ * issuance for it under load). */
+static int
+pki_audit_gathered(pki_audit_t *a)
+{
+    return __atomic_load_n(&a->qbytes, __ATOMIC_ACQUIRE)
+           >= a->max_backlog / 2;
 }
 
 
@@ -2759,7 +2834,8 @@ pki_audit_syncer(void *arg)
         due = 0;
 
         if (a->qhead != NULL && a->qplain == 0 && !a->qsync && !retry
-            && !a->syncer_stop && a->qcarried < PKI_AUDIT_BATCH_MAX)
+            && !a->syncer_stop && a->qcarried < PKI_AUDIT_BATCH_MAX
+            && !pki_audit_gathered(a))
         {
             /* carried entries only: nobody waits, gather a batch */
             now = pki_audit_ms();
@@ -3453,13 +3529,15 @@ pki_int_audit_carried(const char *stream, const char *time,
         q->ticket = ++a->qnext;
         *a->qtail = q;
         a->qtail = &q->next;
-        pki_audit_held(a, q, 1);
+        pki_audit_held(&a->qbytes, q, 1);
 
         if (a->qcarried++ == 0) {
             a->qfirst_ms = pki_audit_ms();
             pthread_cond_signal(&a->scond);
 
-        } else if (a->qcarried == PKI_AUDIT_BATCH_MAX) {
+        } else if (a->qcarried == PKI_AUDIT_BATCH_MAX
+                   || pki_audit_gathered(a))
+        {
             pthread_cond_signal(&a->scond);
         }
 

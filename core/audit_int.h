@@ -49,7 +49,7 @@ pki_status_t pki_int_record_commit_carry(pki_redis_t *r,
 
 /* audit.c, for issue.c, redis.c and matter_api.c: 0 when a log is required
  * (pki_audit_set_required) and none is open, or when the entries it holds
- * for the file reached max_backlog (pki_audit_backlog): an issuance or a
+ * not yet written reached max_backlog (pki_audit_backlog): an issuance or a
  * revocation is refused before anything is signed or changed; *why says
  * which. */
 int pki_int_audit_ready(const char **why);

@@ -936,13 +936,16 @@ PKI_API void pki_audit_set_default(pki_audit_t *a);
  * with PKI_UNAVAILABLE and pki_issue refuses before it signs (fail
  * closed).  The sink still gets the events. */
 PKI_API void pki_audit_set_required(int on);
-/* Entries that the syncer holds in memory because the file cannot take
- * them yet (not written, or not synced) are capped at max_backlog bytes:
- * from there on, until the file takes them, issuance and revocation are
+/* Entries that the syncer holds in memory because the file has not
+ * taken them yet (not written) are capped at max_backlog bytes: from
+ * there on, until the file takes them, issuance and revocation are
  * refused before anything is signed or changed (PKI_UNAVAILABLE: fail
  * closed) and the entries of failed ones are not queued; nothing queued
- * is dropped.  Fills the bytes held now, the cap, and the count of
- * refusals since the log opened; returns 1 while the cap refuses. */
+ * is dropped.  Entries written and waiting for their sync are not
+ * counted: they are bounded apart, synced at once past max_backlog bytes
+ * (and nothing more is written while that sync fails).  Fills the bytes
+ * not written now, the cap, and the count of refusals since the log
+ * opened; returns 1 while the cap refuses. */
 PKI_API int pki_audit_backlog(pki_audit_t *a, size_t *bytes, size_t *max,
     unsigned long long *refused);
 /* For a configuration test: DIR/audit.id, if there is one, is well formed

@@ -510,6 +510,8 @@ ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
  * max_backlog (default 64m): the entries a worker holds in memory for a
  * file that cannot take them (disk full, I/O errors); at the cap,
  * issuance and revocation are refused (503) until the file takes them.
+ * Entries written and waiting for their sync do not count; past as many
+ * bytes they are synced at once.
  */
 
 static char *

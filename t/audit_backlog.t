@@ -2,10 +2,19 @@
 # Copyright 2026 The nginx-pki developers
 # SPDX-License-Identifier: Apache-2.0
 #
+# max_backlog (here 4k, the least) counts what the file has not taken:
+# on a healthy disk a burst of issuances whose entries are far more than
+# 4k within the second they wait for their sync is answered in full (the
+# entries written and not yet synced are bounded on their own: synced at
+# once past 4k).  A file that writes but does not sync (fdatasync() fails
+# with EIO through an LD_PRELOAD shim switched by a flag file) stops at
+# both bounds: 503, memory does not grow, and once it syncs again every
+# answered issuance is in the log.
+#
 # A transaction log file that cannot be written (every write() to
-# audit.log fails with ENOSPC, through an LD_PRELOAD shim switched by a
-# flag file): the entries wait in the worker's memory, up to max_backlog
-# (here 4k, the least) and no further.  At the cap, issuance and revocation answer
+# audit.log fails with ENOSPC, through the same shim and another flag
+# file): the entries wait in the worker's memory, up to max_backlog
+# and no further.  At the cap, issuance and revocation answer
 # 503, said in the error log once a second at most (not once per
 # request); memory does not grow.  When the disk takes writes again the
 # entries held are written, none lost: every issuance answered during the
@@ -27,8 +36,10 @@ $t->start_redis;
 
 my $pki = $t->pki;
 my $flag = $t->dir . '/disk-full';
+my $sflag = $t->dir . '/no-sync';
 
-# write() to a file named audit.log fails while $flag exists
+# write() to a file named audit.log fails while $flag exists, fdatasync()
+# of it while $sflag does
 my $shim = $t->dir . '/diskfull.so';
 spew($t->dir . '/diskfull.c', <<'C');
 #define _GNU_SOURCE
@@ -39,33 +50,56 @@ spew($t->dir . '/diskfull.c', <<'C');
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-ssize_t
-write(int fd, const void *buf, size_t n)
+static int
+is_log(int fd, const char *flag)
 {
     char         link[64], path[4096];
     size_t       len;
     ssize_t      l;
     struct stat  st;
 
-    if (fd > 2 && stat(FLAG, &st) == 0) {
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-        l = readlink(link, path, sizeof(path) - 1);
-        if (l > 0) {
-            path[l] = '\0';
-            len = strlen(path);
-            if (len >= 10 && strcmp(path + len - 10, "/audit.log") == 0) {
-                errno = ENOSPC;
-                return -1;
-            }
-        }
+    if (fd <= 2 || stat(flag, &st) != 0) {
+        return 0;
+    }
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    l = readlink(link, path, sizeof(path) - 1);
+    if (l <= 0) {
+        return 0;
+    }
+
+    path[l] = '\0';
+    len = strlen(path);
+
+    return len >= 10 && strcmp(path + len - 10, "/audit.log") == 0;
+}
+
+ssize_t
+write(int fd, const void *buf, size_t n)
+{
+    if (is_log(fd, FLAG)) {
+        errno = ENOSPC;
+        return -1;
     }
 
     return (ssize_t) syscall(SYS_write, fd, buf, n);
 }
+
+int
+fdatasync(int fd)
+{
+    if (is_log(fd, SFLAG)) {
+        errno = EIO;
+        return -1;
+    }
+
+    return (int) syscall(SYS_fdatasync, fd);
+}
 C
 my ($crc, $cout, $cerr) = run_cmd(['gcc', '-shared', '-fPIC', "-DFLAG=\"$flag\"",
-                                   '-o', $shim, $t->dir . '/diskfull.c']);
-is($crc, 0, 'write() shim built') or diag($cerr);
+                                   "-DSFLAG=\"$sflag\"", '-o', $shim,
+                                   $t->dir . '/diskfull.c']);
+is($crc, 0, 'write() and fdatasync() shim built') or diag($cerr);
 
 my $conf = $t->render_conf('--workers', 1, '--audit-params',
                            'max_backlog=4k checkpoint=1');
@@ -107,6 +141,89 @@ sub revoke {
 my ($r, $s0) = enroll('before');
 is($r->{code}, 200, 'a healthy log: enrollment works');
 
+# --- a healthy disk under load ------------------------------------------------
+
+# each issuance's entry (about 450 bytes held) is written at once and
+# synced with the others about once a second: 40 of them, 20 a second
+# from one curl, are twice 4k within that second, and none of them is
+# refused for it.  (Paced: with a signed checkpoint after every entry
+# the file takes a few hundred entries a second, and what it has not
+# taken yet is what max_backlog counts.)
+my $nburst = 40;
+require MIME::Base64;
+my $b64 = $t->dir . '/burst.b64';
+spew($b64, MIME::Base64::encode_base64($csr));
+my @targets = map { ('-o', $t->dir . "/burst-$_.p7",
+                      $t->est_url('simpleenroll')) } 1 .. $nburst;
+my $tb = time;
+my ($brc, $bout, $berr) = run_cmd(
+    ['curl', '-sS', '--rate', '20/s', '--max-time', '20',
+     '--cacert', $t->pki . '/root.pem', '-u', 'demo:demo',
+     '-H', 'Content-Type: application/pkcs10', '--data-binary', "\@$b64",
+     '-w', '%{http_code}\n', @targets], timeout => 60);
+my $bsecs = time - $tb;
+my @burst = $bout =~ /^(\d{3})$/mg;
+my @bserials;
+for my $i (1 .. $nburst) {
+    my $pem = $t->p7_to_pem(slurp($t->dir . "/burst-$i.p7"));
+    my $f = $pem ? $t->save_first_cert($pem, "burst-$i") : undef;
+    push @bserials, $t->x509_field($f, 'serial') if $f;
+}
+ok(@burst == $nburst && !(grep { $_ != 200 } @burst)
+   && @bserials == $nburst,
+   sprintf('a healthy disk: %d enrollments in %.1f s under '
+           . 'max_backlog=4k, every one answered', $nburst, $bsecs))
+    or diag("curl $brc: @burst $berr");
+my $elog = slurp($t->error_log) // '';
+unlike($elog, qr/wait for a log file that takes none/,
+       '  and no backlog is said');
+
+# --- the disk writes, but does not sync ---------------------------------------
+
+# the entries written wait for a sync that fails: past 4k no more are
+# written, the rest wait unwritten up to 4k, and then 503 (memory stays
+# bounded); when the file syncs again every answered issuance is in it
+spew($sflag, '');
+my (@nosync, @scodes, $s503);
+for my $i (1 .. 300) {
+    my ($r, $s) = enroll("nosync-$i");
+    push @scodes, $r->{code};
+    push @nosync, $s if $r->{code} == 200 && $s;
+    if ($r->{code} == 503) {
+        $s503 = $i;
+        last;
+    }
+    last if $r->{code} != 200;
+}
+ok($s503, 'fdatasync() failing: 503 after ' . scalar(@nosync)
+   . ' issuances (the entries written and not synced are bounded too)')
+    or diag("codes: @scodes");
+ok(@nosync >= 2 && @nosync <= 24,
+   '  up to about 4k written and 4k unwritten were held ('
+   . scalar(@nosync) . ' entries of about 450 bytes)');
+
+unlink $sflag;
+my $sok;
+my $ts = time;
+while (time - $ts < 20) {
+    ($r) = enroll('synced');
+    $sok = $r->{code} == 200;
+    last if $sok;
+    sleep 0.1;
+}
+ok($sok, sprintf('the file syncs again: enrollment works (%.1f s)',
+                 time - $ts));
+# the worker's timer says the end of it; what follows is another outage's
+my $resumed = qr/\[notice\].*pki_audit_log: the log file takes entries.*resume/;
+my $elog2;
+for (1 .. 100) {
+    $elog2 = slurp($t->error_log) // '';
+    last if $elog2 =~ $resumed;
+    sleep 0.1;
+}
+like($elog2, $resumed, '  and says so: [notice]');
+my $elen = length($elog2);
+
 # --- the disk is full ---------------------------------------------------------
 
 spew($flag, '');
@@ -140,7 +257,7 @@ is(scalar(grep { $_ == 503 } @more), 15, 'every further enrollment: 503')
 $r = revoke($s0 // '00');
 is($r->{code}, 503, 'a revocation: 503 too') or diag($r->{body});
 
-my $log = slurp($t->error_log) // '';
+my $log = substr(slurp($t->error_log) // '', $elen);
 my $why = 'transaction log unavailable \(transaction log: the entries not '
           . 'yet written reached max_backlog\)';
 like($log, qr/est: simpleenroll from \S+ failed: $why/,
@@ -171,9 +288,8 @@ ok($ok, sprintf('the file takes the entries: enrollment works again '
                 . '(%.1f s)', time - $t2));
 
 my $el;
-my $resumed = qr/\[notice\].*pki_audit_log: the log file takes entries.*resume/;
 for (1 .. 100) {
-    $el = slurp($t->error_log) // '';
+    $el = substr(slurp($t->error_log) // '', $elen);
     last if $el =~ $resumed;
     sleep 0.1;
 }
@@ -193,6 +309,9 @@ for (1 .. 100) {
 my @lost = grep { !$logged{$_} } @answered;
 is(scalar @lost, 0, 'every issuance answered during the outage ('
    . scalar(@answered) . ') is in the log') or diag("@lost");
+@lost = grep { !$logged{$_} } @bserials, @nosync;
+is(scalar @lost, 0, '  and every one of the burst and of the sync outage ('
+   . scalar(@bserials) . ' + ' . scalar(@nosync) . ')') or diag("@lost");
 
 $r = revoke($s0 // '00');
 is($r->{code}, 200, 'revocation works again') or diag($r->{body});

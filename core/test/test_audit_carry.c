@@ -25,6 +25,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1219,6 +1220,121 @@ main(void)
         write_file(dir, "audit.id", "0123456789abcdef", 16);
         ok(open_dir(dir, &res), "audit.id without its newline: taken: %s",
            res.detail);
+    }
+
+    /* max_backlog counts what the file has not taken: the carried
+     * entries written and waiting (up to a second) for their sync are no
+     * reason to refuse issuance, however many come in that second (paced
+     * at 200 a second: during a sync nothing is written, and issuing
+     * flat out in process would fill 4k unwritten while it lasts).  They
+     * are bounded on their own: past max_backlog bytes they are synced
+     * at once, and while that sync cannot happen (here another process
+     * holds the sync lock, the OFD lock on audit.lock's first byte)
+     * nothing more is written, so what comes next waits unwritten and is
+     * refused at max_backlog.  Nothing answered is lost. */
+    {
+        int                  k, m, refused, full, before, during, lfd;
+        char                 dird[300], keyd[400], idd[17], cn[32];
+        char                 hexd[120][41], lpath[400];
+        size_t               bytes;
+        struct flock         fl;
+        pki_audit_t         *ld;
+        pki_audit_conf_t     cd;
+
+        snprintf(dird, sizeof(dird), "%s/logd", tdir);
+        mkdir(dird, 0700);
+        memset(&cd, 0, sizeof(cd));
+        cd.dir = dird;
+        cd.max_backlog = 4096;
+        pki_result_init(&res);
+        ld = pki_audit_open(&cd, &res);
+        ok(ld != NULL && pki_audit_carry(ld, r, "c1", &res) == PKI_OK
+           && pki_audit_syncer_start(ld, NULL, NULL, &res) == PKI_OK
+           && read_id(dird, idd), "a log with max_backlog=4k carries c1: %s",
+           res.detail);
+        snprintf(keyd, sizeof(keyd), "%s{ca:c1}:audit:%s-%s", ns, host, idd);
+        pki_audit_set_default(ld);
+        pki_audit_set_deferred(1);
+
+        refused = 0;
+        full = 0;
+        m = 0;
+        for (k = 0; k < 60; k++) {
+            snprintf(cn, sizeof(cn), "dev-burst-%d", k);
+            if (issue(ca, tdev, r, cn, hexd[m], &res) == PKI_OK) {
+                m++;
+            } else {
+                refused++;
+            }
+            full |= pki_audit_backlog(ld, &bytes, NULL, NULL);
+            sleep_ms(5);
+        }
+        ok(refused == 0 && !full, "60 issuances in half a second (about "
+           "28k of entries, synced once a second or every 4k): none "
+           "refused (%s)", refused ? res.detail : "");
+
+        /* the burst's entries are synced first (the timer's sync; they
+         * leave the stream after it) */
+        for (k = 0; k < 300; k++) {
+            (void) pki_audit_backlog(ld, &bytes, NULL, NULL);
+            if (bytes == 0 && xlen(keyd) == 0) {
+                break;
+            }
+            sleep_ms(10);
+        }
+
+        snprintf(lpath, sizeof(lpath), "%s/audit.lock", dird);
+        lfd = open(lpath, O_RDWR | O_CLOEXEC);
+        memset(&fl, 0, sizeof(fl));
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = 0;
+        fl.l_len = 1;
+        ok(bytes == 0 && lfd >= 0 && fcntl(lfd, F_OFD_SETLKW, &fl) == 0,
+           "the sync lock held from outside");
+        before = count_in(dird, "\"type\":\"issue\"");
+
+        for (k = 0; k < 60; k++) {
+            snprintf(cn, sizeof(cn), "dev-stall-%d", k);
+            if (issue(ca, tdev, r, cn, hexd[m], &res) != PKI_OK) {
+                break;
+            }
+            m++;
+            sleep_ms(2);
+        }
+        sleep_ms(100);
+        during = count_in(dird, "\"type\":\"issue\"") - before;
+        full = pki_audit_backlog(ld, &bytes, NULL, NULL);
+        ok(k < 60 && full && bytes >= 4096 && bytes < 4096 + 1024,
+           "  no sync: refused after %d issuances, %zu bytes unwritten (%s)",
+           k, bytes, res.detail);
+        ok(during >= 1 && during <= 4096 / 300 + 1,
+           "  %d of them written before the sync they wait for", during);
+
+        close(lfd);
+
+        for (k = 0; k < 100; k++) {
+            if (!pki_audit_backlog(ld, &bytes, NULL, NULL) && bytes == 0) {
+                break;
+            }
+            sleep_ms(10);
+        }
+        pki_result_init(&res);
+        ok(bytes == 0 && issue(ca, tdev, r, "dev-after", hexd[m], &res)
+           == PKI_OK, "  the lock let go: issuance works again: %s",
+           res.detail);
+        m++;
+
+        pki_audit_set_deferred(0);
+        pki_audit_set_default(NULL);
+        pki_audit_close(ld);
+
+        n = 0;
+        for (k = 0; k < m; k++) {
+            n += count_in(dird, hexd[k]) == 1;
+        }
+        ok(n == m && xlen(keyd) == 0, "  every answered issuance is in "
+           "the file once (%d of %d), the stream emptied", n, m);
     }
 
     /* processes opening one new directory at once agree on its id (8
