@@ -165,105 +165,6 @@ pki_rfc3339(time_t t, char buf[32])
 }
 
 
-/* n decimal digits at s (no sign, no space); -1 when they are not. */
-static int
-pki_digits(const char *s, int n)
-{
-    int  v;
-
-    for (v = 0; n > 0; n--, s++) {
-        if (*s < '0' || *s > '9') {
-            return -1;
-        }
-        v = v * 10 + (*s - '0');
-    }
-
-    return v;
-}
-
-
-/* An RFC 3339 date-time (section 5.6): YYYY-MM-DDTHH:MM:SS, an optional
- * fraction (dropped), then Z or a numeric offset such as +04:00, which
- * lego and Go's x/crypto/acme send from a host that is not on UTC. */
-static int
-pki_parse_time3339(const char *s, time_t *out)
-{
-    int          y, mo, d, h, mi, sec, oh, om, mdays;
-    long         off;
-    struct tm    tm;
-    const char  *p;
-
-    static const int  days[12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31,
-                                   30, 31 };
-
-    if (s == NULL || strlen(s) < 20
-        || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't')
-        || s[13] != ':' || s[16] != ':')
-    {
-        return 0;
-    }
-
-    y = pki_digits(s, 4);
-    mo = pki_digits(s + 5, 2);
-    d = pki_digits(s + 8, 2);
-    h = pki_digits(s + 11, 2);
-    mi = pki_digits(s + 14, 2);
-    sec = pki_digits(s + 17, 2);
-
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23
-        || mi < 0 || mi > 59 || sec < 0 || sec > 60)
-    {
-        return 0;
-    }
-
-    mdays = days[mo - 1];
-    if (mo == 2 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) {
-        mdays = 28;
-    }
-    if (d > mdays) {
-        return 0;
-    }
-
-    p = s + 19;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9') {
-            return 0;
-        }
-        while (*p >= '0' && *p <= '9') {
-            p++;
-        }
-    }
-
-    off = 0;
-    if ((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0') {
-        /* UTC */
-
-    } else if ((p[0] == '+' || p[0] == '-') && strlen(p) == 6 && p[3] == ':'
-               && (oh = pki_digits(p + 1, 2)) >= 0 && oh <= 23
-               && (om = pki_digits(p + 4, 2)) >= 0 && om <= 59)
-    {
-        off = (p[0] == '+' ? 1 : -1) * (oh * 3600L + om * 60L);
-
-    } else {
-        return 0;
-    }
-
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-
-    /* the local time at offset off is off ahead of UTC */
-    *out = timegm(&tm) - off;
-
-    return 1;
-}
-
-
 static int
 pki_random_id(char *buf, size_t size, size_t nbytes)
 {
@@ -5501,11 +5402,13 @@ pki_acme_new_order(pki_acme_t *a)
     na = 0;
     validity = pki_template_validity(tmpl);
 
+    /* a numeric offset is taken on purpose (flags 0): lego and Go's
+     * x/crypto/acme send one such as +04:00 from a host not on UTC */
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "notBefore");
     has_nb = item != NULL;
     if (item != NULL
         && (!cJSON_IsString(item)
-            || !pki_parse_time3339(item->valuestring, &nb)))
+            || !pki_parse_rfc3339(item->valuestring, 0, &nb)))
     {
         pki_acme_problem(a, 400, "malformed", "notBefore is not an RFC 3339 "
                          "date-time");
@@ -5516,7 +5419,7 @@ pki_acme_new_order(pki_acme_t *a)
     has_na = item != NULL;
     if (item != NULL
         && (!cJSON_IsString(item)
-            || !pki_parse_time3339(item->valuestring, &na)))
+            || !pki_parse_rfc3339(item->valuestring, 0, &na)))
     {
         pki_acme_problem(a, 400, "malformed", "notAfter is not an RFC 3339 "
                          "date-time");

@@ -4240,29 +4240,19 @@ pki_check_sig(EVP_PKEY *pub, const char *tbs, const char *sig64)
     } while (0)
 
 
-/* "YYYY-MM-DDTHH:MM:SS.mmmZ" as seconds since the epoch, -1 if not */
+/* An entry's "time" as seconds since the epoch, -1 if it is none.  The
+ * log writes UTC only ("...ss.mmmZ", pki_time_text()): a numeric offset
+ * is not what the writer wrote, so it is refused as any other text. */
 static long long
 pki_audit_time(const char *s)
 {
-    int        y, mo, d, h, mi, sec, n;
-    struct tm  tm;
+    time_t  t;
 
-    n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
-               &n) != 6 || n != 19)
-    {
+    if (!pki_parse_rfc3339(s, PKI_RFC3339_UTC, &t)) {
         return -1;
     }
 
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-
-    return (long long) timegm(&tm);
+    return (long long) t;
 }
 
 

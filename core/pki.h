@@ -97,6 +97,21 @@ PKI_API int pki_serial_new(ASN1_INTEGER **out);
 PKI_API int pki_serial_to_hex(const ASN1_INTEGER *serial, char out[41]);
 PKI_API int pki_serial_normalize(const char *in, char out[41]);
 
+/* RFC 3339 date-time (section 5.6): YYYY-MM-DD "T" hh:mm:ss, an optional
+ * fraction of 1 to PKI_RFC3339_FRAC_MAX digits (dropped), then "Z" or a
+ * numeric offset +hh:mm / -hh:mm; "t" and "z" as RFC 3339 allows.  A field
+ * out of range (February 29 outside a leap year too), anything after the
+ * zone, or a time before 1970 is refused.  A leap second (:60) counts as
+ * :59.  The flags widen or narrow that for one caller:
+ *   PKI_RFC3339_SPACE  a space may stand for the "T" (RFC 3339 5.6 NOTE)
+ *   PKI_RFC3339_UTC    "Z" only, no numeric offset
+ * Returns 1 and the seconds since the epoch in *out, else 0. */
+#define PKI_RFC3339_SPACE     0x01
+#define PKI_RFC3339_UTC       0x02
+#define PKI_RFC3339_FRAC_MAX  9
+
+PKI_API int pki_parse_rfc3339(const char *s, unsigned flags, time_t *out);
+
 
 /* ---- keys ------------------------------------------------------------------
  *

@@ -4819,10 +4819,9 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
     pki_result_t *res)
 {
     int            done;
-    char          *end, created[24];
+    char           created[24];
     cJSON         *root, *o;
     time_t         t;
-    struct tm      tm;
     const char    *tid, *when;
     pki_status_t   st;
 
@@ -4846,12 +4845,12 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
         return pki_fail(res, PKI_MALFORMED, "\"created\" must be a string");
     }
 
+    /* the listing writes UTC to the second (pki_scep_time_text()): no
+     * offset (the flag) and no fraction (the length of that form) */
     if (when != NULL) {
-        memset(&tm, 0, sizeof(tm));
-        end = strptime(when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        t = end != NULL && *end == '\0' ? timegm(&tm) : (time_t) -1;
-
-        if (t < 0) {
+        if (strlen(when) != sizeof("YYYY-MM-DDThh:mm:ssZ") - 1
+            || !pki_parse_rfc3339(when, PKI_RFC3339_UTC, &t))
+        {
             cJSON_Delete(root);
             return pki_fail(res, PKI_MALFORMED, "\"created\" must be the "
                             "time the listing gave, as "

@@ -2,7 +2,8 @@
  * Copyright 2026 The nginx-pki developers
  * SPDX-License-Identifier: Apache-2.0
  *
- * Results, base64 and serial numbers: small pieces every core part uses.
+ * Results, base64, serial numbers and RFC 3339 times: small pieces every
+ * core part uses.
  */
 
 #include <ctype.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -456,4 +458,162 @@ pki_serial_normalize(const char *in, char out[41])
     BN_free(bn);
 
     return rc;
+}
+
+
+/* ---- RFC 3339 times ----------------------------------------------------- */
+
+/* n decimal digits at *p into *out, *p moved past them; 0 at anything
+ * else (isdigit() alone: no sign and no space, which sscanf() and
+ * strtol() would let through). */
+static int
+pki_time_digits(const char **p, int n, int *out)
+{
+    int  v;
+
+    for (v = 0; n > 0; n--, (*p)++) {
+        if (!isdigit((unsigned char) **p)) {
+            return 0;
+        }
+        v = v * 10 + (**p - '0');
+    }
+
+    *out = v;
+    return 1;
+}
+
+
+int
+pki_parse_rfc3339(const char *s, unsigned flags, time_t *out)
+{
+    int          y, mo, d, h, mi, sec, oh, om, sign, nfrac;
+    time_t       t;
+    struct tm    tm;
+    const char  *p;
+
+    static const int  mdays[12] = {
+        31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
+
+    if (s == NULL) {
+        return 0;
+    }
+
+    p = s;
+
+    /* each separator is tested before p moves past it: p never passes
+     * the string's end */
+
+    if (!pki_time_digits(&p, 4, &y) || *p != '-') {
+        return 0;
+    }
+    p++;
+
+    if (!pki_time_digits(&p, 2, &mo) || *p != '-') {
+        return 0;
+    }
+    p++;
+
+    if (!pki_time_digits(&p, 2, &d)) {
+        return 0;
+    }
+
+    if (*p != 'T' && *p != 't'
+        && !(*p == ' ' && (flags & PKI_RFC3339_SPACE)))
+    {
+        return 0;
+    }
+    p++;
+
+    if (!pki_time_digits(&p, 2, &h) || *p != ':') {
+        return 0;
+    }
+    p++;
+
+    if (!pki_time_digits(&p, 2, &mi) || *p != ':') {
+        return 0;
+    }
+    p++;
+
+    if (!pki_time_digits(&p, 2, &sec)) {
+        return 0;
+    }
+
+    if (*p == '.') {
+        p++;
+        for (nfrac = 0; isdigit((unsigned char) *p); nfrac++) {
+            p++;
+        }
+
+        /* nanoseconds are the finest any client sends (Go's
+         * RFC3339Nano); a longer run of digits is no clock's */
+        if (nfrac == 0 || nfrac > PKI_RFC3339_FRAC_MAX) {
+            return 0;
+        }
+    }
+
+    oh = 0;
+    om = 0;
+    sign = 0;
+
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+
+    } else if ((*p == '+' || *p == '-') && !(flags & PKI_RFC3339_UTC)) {
+        sign = (*p == '+') ? 1 : -1;
+        p++;
+
+        if (!pki_time_digits(&p, 2, &oh) || *p != ':') {
+            return 0;
+        }
+        p++;
+
+        if (!pki_time_digits(&p, 2, &om)) {
+            return 0;
+        }
+
+    } else {
+        return 0;
+    }
+
+    if (*p != '\0') {
+        return 0;
+    }
+
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1]
+        || h > 23 || mi > 59 || sec > 60 || oh > 23 || om > 59)
+    {
+        return 0;
+    }
+
+    if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+    {
+        return 0;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+
+    /* a leap second (hh:mm:60) has no time_t of its own: it counts as
+     * the minute's last second that has one, so it never lands in the
+     * next minute, hour or day */
+    tm.tm_sec = (sec == 60) ? 59 : sec;
+
+    t = timegm(&tm);
+    if (t == (time_t) -1) {
+        return 0;
+    }
+
+    /* the local time at offset +hh:mm is that much ahead of UTC */
+    t -= (time_t) sign * (oh * 3600 + om * 60);
+    if (t < 0) {
+        return 0;
+    }
+
+    *out = t;
+    return 1;
 }
