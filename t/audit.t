@@ -63,15 +63,7 @@ sub verify {
     return run_cmd([$pkictl, 'audit', 'verify', $d, @extra]);
 }
 
-sub enroll {
-    my ($name, %o) = @_;
-    my ($csr) = $t->make_csr($name, subj => "/CN=$name", %o);
-    my $r = $t->est_post('simpleenroll', $csr, quiet => 1);
-    return ($r, undef) if $r->{code} != 200;
-    my $pem = $t->p7_to_pem($r->{body});
-    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
-    return ($r, $f ? $t->x509_field($f, 'serial') : undef);
-}
+sub enroll { return $t->enroll_serial(@_) }
 
 # --- issuance, refusals, revocation ---------------------------------------
 
@@ -387,8 +379,7 @@ $t->stop_nginx;
 
 # pipe2(O_NONBLOCK|O_CLOEXEC) fails in nginx (only the syncer's pipe asks
 # for it): the worker syncs with thread-pool tasks
-my $shim = $t->dir . '/nopipe2.so';
-spew($t->dir . '/nopipe2.c', <<'C');
+my ($shim, $cerr) = $t->build_shim('nopipe2', <<'C');
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -406,27 +397,13 @@ pipe2(int fd[2], int flags)
     return (int) syscall(SYS_pipe2, fd, flags);
 }
 C
-my ($crc, $cout, $cerr) = run_cmd(['gcc', '-shared', '-fPIC', '-o', $shim,
-                                   $t->dir . '/nopipe2.c']);
-is($crc, 0, 'pipe2() shim built') or diag($cerr);
+ok($shim, 'pipe2() shim built') or diag($cerr);
 
 # one thread, a queue of one: the sync task often finds it full
 my $conf = $t->render_conf('--workers', 1, '--threads', 1);
 $conf =~ s/(thread_pool pki threads=1) max_queue=\d+;/$1 max_queue=1;/
     or die 'no thread_pool line';
-{
-    # after the sanitizer runtime, if any (it must come first)
-    my $san = \&PKITest::san_env;
-    no warnings 'redefine';
-    local *PKITest::san_env = sub {
-        my %e = $san->();
-        $e{LD_PRELOAD} = join ' ', grep { defined && length }
-                                   $e{LD_PRELOAD}, $shim;
-        return %e;
-    };
-    $t->start_nginx($conf);
-}
-$master = $t->{children}{nginx};
+$master = $t->start_nginx($conf, preload => [$shim]);
 my @w0 = $t->workers_of($master);
 like(slurp($t->error_log) // '', qr/pipe2\(\) failed, syncing in the pool/,
      'no syncer thread: synced by pool tasks');

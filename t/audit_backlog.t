@@ -40,8 +40,8 @@ my $sflag = $t->dir . '/no-sync';
 
 # write() to a file named audit.log fails while $flag exists, fdatasync()
 # of it while $sflag does
-my $shim = $t->dir . '/diskfull.so';
-spew($t->dir . '/diskfull.c', <<'C');
+my @defs = ("-DFLAG=\"$flag\"", "-DSFLAG=\"$sflag\"");
+my ($shim, $cerr) = $t->build_shim('diskfull', <<'C', @defs);
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -96,47 +96,22 @@ fdatasync(int fd)
     return (int) syscall(SYS_fdatasync, fd);
 }
 C
-my ($crc, $cout, $cerr) = run_cmd(['gcc', '-shared', '-fPIC', "-DFLAG=\"$flag\"",
-                                   "-DSFLAG=\"$sflag\"", '-o', $shim,
-                                   $t->dir . '/diskfull.c']);
-is($crc, 0, 'write() and fdatasync() shim built') or diag($cerr);
+ok($shim, 'write() and fdatasync() shim built') or diag($cerr);
 
-my $conf = $t->render_conf('--workers', 1, '--audit-params',
-                           'max_backlog=4k checkpoint=1');
-{
-    # after the sanitizer runtime, if any (it must come first)
-    my $san = \&PKITest::san_env;
-    no warnings 'redefine';
-    local *PKITest::san_env = sub {
-        my %e = $san->();
-        $e{LD_PRELOAD} = join ' ', grep { defined && length }
-                                   $e{LD_PRELOAD}, $shim;
-        return %e;
-    };
-    $t->start_nginx($conf);
-}
-my $master = $t->{children}{nginx};
+my $master = $t->start_nginx($t->render_conf('--workers', 1, '--audit-params',
+                                             'max_backlog=4k checkpoint=1'),
+                             preload => [$shim]);
 my @w0 = $t->workers_of($master);
 
+# one CSR for every enrollment: up to 300 of them, no key made for each
 my ($csr) = $t->make_csr('backlog', subj => '/CN=backlog');
 
 sub enroll {
     my ($name) = @_;
-    my $r = $t->est_post('simpleenroll', $csr, quiet => 1, max_time => 10);
-    return ($r, undef) if $r->{code} != 200;
-    my $pem = $t->p7_to_pem($r->{body});
-    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
-    return ($r, $f ? $t->x509_field($f, 'serial') : undef);
+    return $t->enroll_serial($name, csr => $csr, max_time => 10);
 }
 
-sub revoke {
-    my ($serial) = @_;
-    return $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
-                    . '/pki/admin/revoke', user => 'admin:admin',
-                    headers => ['Content-Type: application/json'],
-                    data => qq({"serial":"$serial","reason":"superseded"}),
-                    max_time => 10, quiet => 1);
-}
+sub revoke { return $t->admin_revoke($_[0], quiet => 1) }
 
 my ($r, $s0) = enroll('before');
 is($r->{code}, 200, 'a healthy log: enrollment works');
@@ -319,9 +294,9 @@ is($r->{code}, 200, 'revocation works again') or diag($r->{body});
 is_deeply([$t->workers_of($master)], \@w0, 'the worker survived');
 $t->stop_nginx;
 
-($crc, $cout, $cerr) = run_cmd(["$PKITest::BUILD/pkictl", 'audit', 'verify',
-                                "$pki/audit", '--pubkey',
-                                "$pki/audit-pub.pem"]);
-is($crc, 0, 'the log verifies') or diag("$cout$cerr");
+my ($vrc, $vout, $verr) = run_cmd(["$PKITest::BUILD/pkictl", 'audit',
+                                   'verify', "$pki/audit", '--pubkey',
+                                   "$pki/audit-pub.pem"]);
+is($vrc, 0, 'the log verifies') or diag("$vout$verr");
 
 done_testing();

@@ -16,7 +16,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use JSON::PP;
 use Time::HiRes qw(time sleep);
 use PKITest;
 
@@ -24,66 +23,23 @@ my $t = PKITest->new;
 $t->start_redis;
 
 my $pki = $t->pki;
-my $json = JSON::PP->new;
 my $dir = $t->dir . '/audit-late';
 mkdir $dir or die "mkdir $dir: $!";
 mkdir "$dir/audit.lock" or die "mkdir $dir/audit.lock: $!";
 
-sub entries {
-    my @e;
-    for my $f (sort(glob("$dir/audit-0*.log")), "$dir/audit.log") {
-        for my $l (split /\n/, slurp($f) // '') {
-            my $j = eval { $json->decode($l) } or next;
-            push @e, $j;
-        }
-    }
-    return @e;
-}
+sub entries { return $t->audit_entries($dir) }
 
-sub enroll {
-    my ($name) = @_;
-    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
-    my $r = $t->est_post('simpleenroll', $csr, quiet => 1);
-    return ($r, undef) if $r->{code} != 200;
-    my $pem = $t->p7_to_pem($r->{body});
-    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
-    return ($r, $f ? $t->x509_field($f, 'serial') : undef);
-}
+sub enroll { return $t->enroll_serial(@_) }
 
-sub revoke {
-    my ($serial) = @_;
-    return $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
-                    . '/pki/admin/revoke', user => 'admin:admin',
-                    headers => ['Content-Type: application/json'],
-                    data => qq({"serial":"$serial","reason":"superseded"}),
-                    max_time => 10);
-}
-
-# the worker processes of the master (not the cache manager and loader,
-# and the loader exits a minute after the start)
-sub workers {
-    my ($master) = @_;
-    return sort { $a <=> $b }
-           map { /^\s*(\d+)\s+.*worker process/ ? $1 : () }
-           split /\n/, `ps -o pid=,args= --ppid $master 2>/dev/null`;
-}
-
-sub wait_log {
-    my ($re, $secs) = @_;
-    my $deadline = time + $secs;
-    while (time < $deadline) {
-        my $l = slurp($t->error_log) // '';
-        return $l if $l =~ $re;
-        sleep 0.1;
-    }
-    return undef;
-}
+sub revoke { return $t->admin_revoke(@_) }
 
 (my $conf = $t->render_conf('--workers', 1, '--audit', $dir)) =~
     s{^(\s*http\s*\{)}{$1\n    proxy_cache_path $dir/../cache keys_zone=pkiaudit:1m;}m
     or BAIL_OUT('no http block in the config');
 my $master = $t->start_nginx($conf);
-my @w0 = workers($master);
+# the worker processes only, not proxy_cache_path's cache manager and
+# loader
+my @w0 = $t->workers_of($master, 'worker');
 
 my ($r, $s) = enroll('late-1');
 is($r->{code}, 503, 'log not open: enrollment answers 503');
@@ -94,20 +50,20 @@ like(slurp($t->error_log) // '',
 
 # the retries (1 s after the start, then 2 s after that) fail the same
 # way, one [error] line each
-my $el = wait_log(qr/\[error\].*pki_audit_log .*audit\.lock.*still\ refused
-                     .*next\ try\ in\ 2000\ ms/x, 15);
+my $el = $t->wait_log(qr/\[error\].*pki_audit_log .*audit\.lock
+                         .*still\ refused .*next\ try\ in\ 2000\ ms/x, 15);
 ok($el, 'a retry failed: one [error] line') or diag(slurp($t->error_log));
 ($r, $s) = enroll('late-2');
 is($r->{code}, 503, '  still 503 meanwhile');
-$el = wait_log(qr/next try in 4000 ms/, 15);
+$el = $t->wait_log(qr/next try in 4000 ms/, 15);
 ok($el, 'the next one 2 s later, then the wait doubles')
     or diag(slurp($t->error_log));
 
 # the directory becomes usable: the worker opens the log by itself
 rmdir "$dir/audit.lock" or die "rmdir: $!";
 my $t0 = time;
-$el = wait_log(qr/\[notice\].*pki_audit_log .*opened \(try \d+\).*resume/,
-               40);
+$el = $t->wait_log(
+    qr/\[notice\].*pki_audit_log .*opened \(try \d+\).*resume/, 40);
 ok($el, sprintf('the log opened without a reload (%.1f s): [notice] line',
                 time - $t0)) or diag(slurp($t->error_log));
 
@@ -142,7 +98,8 @@ ok($iss, '  the issuance is in the log');
 ok($rev, '  the revocation is in the log');
 
 ok(@w0 == 1, 'one worker');
-is_deeply([workers($master)], \@w0, 'the same worker, no respawn');
+is_deeply([$t->workers_of($master, 'worker')], \@w0,
+          'the same worker, no respawn');
 unlike(slurp($t->error_log) // '', qr/exited on signal/,
        'no process died (cache manager, loader)');
 

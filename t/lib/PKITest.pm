@@ -243,20 +243,36 @@ sub write_conf {
     return $f;
 }
 
+# san_env() with the shims of start_nginx(CONF, preload => [...]) added to
+# LD_PRELOAD after the sanitizer runtime, which must be loaded first
+sub _nginx_env {
+    my ($self) = @_;
+    my %e = san_env();
+    my @so = @{ $self->{preload} || [] };
+    $e{LD_PRELOAD} = join ' ', grep { defined && length } $e{LD_PRELOAD}, @so
+        if @so;
+    return %e;
+}
+
 # nginx -t on a config file; returns (ok, output)
 sub nginx_test {
     my ($self, $file) = @_;
     my ($rc, $out, $err) = run_cmd(
         ['nginx', '-p', $self->prefix . '/', '-c', $file, '-t'],
-        env => { SOFTHSM2_CONF => $self->softhsm_conf, san_env() },
+        env => { SOFTHSM2_CONF => $self->softhsm_conf, $self->_nginx_env },
         timeout => 60);
     my $all = $out . $err;
     $self->check_sanitizer_text($all, 'nginx -t');
     return ($rc == 0, $all);
 }
 
+# start_nginx(CONF, preload => [SO, ...]): nginx -t, then nginx as a child
+# of the test, on CONF (default: render_conf); the shared objects
+# (build_shim) are preloaded into these two only, not into a later
+# nginx -t.  Returns the master's pid.
 sub start_nginx {
-    my ($self, $conf) = @_;
+    my ($self, $conf, %o) = @_;
+    local $self->{preload} = $o{preload};
     $conf //= $self->render_conf;
     my $file = $self->write_conf($conf);
     unlink $self->error_log;
@@ -270,7 +286,8 @@ sub start_nginx {
     my $stderr = $self->prefix . '/logs/stderr.log';
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
-        %ENV = (%ENV, SOFTHSM2_CONF => $self->softhsm_conf, san_env());
+        %ENV = (%ENV, SOFTHSM2_CONF => $self->softhsm_conf,
+                $self->_nginx_env);
         open(STDOUT, '>>', $stderr);
         open(STDERR, '>&', \*STDOUT);
         exec('nginx', '-p', $self->prefix . '/', '-c', $file)
@@ -555,7 +572,6 @@ sub p7_to_pem {
     return $out;
 }
 
-# first certificate of a PEM text, written to a file; returns the path
 # simpleenroll of a fresh key for CN=NAME (one test: 200): the
 # certificate's file, or undef
 sub enroll_cn {
@@ -567,6 +583,36 @@ sub enroll_cn {
     return $self->save_first_cert($pem, $name);
 }
 
+# enroll_serial(NAME, csr => DER, max_time => S, make_csr options): a
+# quiet simpleenroll (demo:demo) of DER, or else of a fresh key for
+# CN=NAME; no test of its own, the caller judges the answer.  Returns (the
+# curl result, the certificate's serial or undef); the certificate is
+# saved as DIR/NAME.pem.
+sub enroll_serial {
+    my ($self, $name, %o) = @_;
+    my $csr = delete $o{csr};
+    my $max_time = delete $o{max_time};
+    ($csr) = $self->make_csr($name, subj => "/CN=$name", %o)
+        if !defined $csr;
+    my $r = $self->est_post('simpleenroll', $csr, quiet => 1,
+                            max_time => $max_time);
+    return ($r, undef) if $r->{code} != 200;
+    my $pem = $self->p7_to_pem($r->{body});
+    my $f = $pem ? $self->save_first_cert($pem, $name) : undef;
+    return ($r, $f ? $self->x509_field($f, 'serial') : undef);
+}
+
+# admin_revoke(SERIAL, quiet => 1): revocation (superseded) through the
+# admin API as admin:admin, 10 s at most; the curl result
+sub admin_revoke {
+    my ($self, $serial, %o) = @_;
+    return $self->curl('POST', "https://127.0.0.1:$self->{https}"
+                       . '/pki/admin/revoke', user => 'admin:admin',
+                       headers => ['Content-Type: application/json'],
+                       data => qq({"serial":"$serial","reason":"superseded"}),
+                       max_time => 10, quiet => $o{quiet});
+}
+
 # openssl ocsp ARGS: (exit code, its stdout and stderr together)
 sub openssl_ocsp {
     my ($self, @args) = @_;
@@ -574,6 +620,7 @@ sub openssl_ocsp {
     return ($rc, "$out\n$err");
 }
 
+# first certificate of a PEM text, written to a file; returns the path
 sub save_first_cert {
     my ($self, $pem, $name) = @_;
     my ($c) = $pem =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?)/s;
@@ -630,6 +677,21 @@ sub pubkey_of_cert {
 
 
 # --- fault injection (t/fault_*.t) -----------------------------------------
+
+# build_shim(NAME, C_SOURCE, CC_ARGS): C_SOURCE (a libc call that fails on
+# demand, say) written to DIR/NAME.c and built into DIR/NAME.so for
+# start_nginx(CONF, preload => [...]); CC_ARGS go before the file names
+# ('-DFLAG="..."').  Returns (the .so's path, undef if gcc failed; gcc's
+# stderr).
+sub build_shim {
+    my ($self, $name, $src, @cc) = @_;
+    my $c = "$self->{dir}/$name.c";
+    my $so = "$self->{dir}/$name.so";
+    spew($c, $src);
+    my ($rc, $out, $err) = run_cmd(['gcc', '-shared', '-fPIC', @cc,
+                                    '-o', $so, $c]);
+    return ($rc == 0 ? $so : undef, $err);
+}
 
 # start_redis_with(@extra): start_redis with extra redis-server arguments,
 # e.g. ('--enable-debug-command', 'local') for DEBUG SLEEP (Redis 7 refuses
@@ -734,12 +796,35 @@ sub stop_load {
     return $ok;
 }
 
-# the worker pids of an nginx master, sorted
+# the pids of an nginx master's children, sorted; workers_of(MASTER,
+# 'worker') only its worker processes, not the cache manager and loader
+# of a proxy_cache_path (the loader exits a minute after the start)
 sub workers_of {
-    my ($self, $master) = @_;
-    my $out = `ps -o pid= --ppid $master 2>/dev/null`;
-    my @w = sort { $a <=> $b } map { /(\d+)/ ? $1 : () } split /\n/, $out;
+    my ($self, $master, $only) = @_;
+    my @w;
+    if (($only // '') eq 'worker') {
+        my $out = `ps -o pid=,args= --ppid $master 2>/dev/null`;
+        @w = map { /^\s*(\d+)\s+.*worker process/ ? $1 : () }
+             split /\n/, $out;
+    } else {
+        my $out = `ps -o pid= --ppid $master 2>/dev/null`;
+        @w = map { /(\d+)/ ? $1 : () } split /\n/, $out;
+    }
+    @w = sort { $a <=> $b } @w;
     return wantarray ? @w : scalar @w;
+}
+
+# wait_log(RE, SECS): the error log's text once it matches RE, polled every
+# 0.1 s; undef if it did not within SECS
+sub wait_log {
+    my ($self, $re, $secs) = @_;
+    my $deadline = time + $secs;
+    while (time < $deadline) {
+        my $l = slurp($self->error_log) // '';
+        return $l if $l =~ $re;
+        sleep 0.1;
+    }
+    return undef;
 }
 
 # resident set size (kB) and its high-water mark of a process
@@ -840,7 +925,6 @@ sub check_held {
     return (\@norec, \@notgood);
 }
 
-# the transaction log's entries (pki_audit_log of nginx-conf.sh: PKI/audit)
 # RFC 9773 certID of a certificate file: base64url(AKI keyIdentifier) "."
 # base64url(DER serial content octets)
 sub cert_id {
@@ -857,10 +941,12 @@ sub cert_id {
         . MIME::Base64::encode_base64url($sbin);
 }
 
+# the transaction log's entries, oldest first, from DIR (default: PKI/audit,
+# the pki_audit_log of nginx-conf.sh); lines that are not JSON are skipped
 sub audit_entries {
-    my ($self) = @_;
+    my ($self, $dir) = @_;
     require JSON::PP;
-    my $d = "$self->{pki}/audit";
+    my $d = $dir // "$self->{pki}/audit";
     my @e;
     for my $f (sort(glob("$d/audit-0*.log")), "$d/audit.log") {
         for my $l (split /\n/, (slurp($f) // '')) {
