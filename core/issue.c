@@ -2355,6 +2355,37 @@ pki_batch_phase(pki_bslice_t *proto, int threads, int phase)
 }
 
 
+/* After step 1: one item refused refuses the batch.  A batch is delivered
+ * whole or not at all, so any item issued beside a refused one would be
+ * a record and a signature for nothing, then a revocation: the others are
+ * stopped before a serial is reserved. */
+static void
+pki_batch_refused(pki_bstate_t *st, size_t n)
+{
+    size_t  i, bad;
+
+    for (bad = 0; bad < n; bad++) {
+        if (st[bad].stage != 1) {
+            break;
+        }
+    }
+
+    if (bad == n) {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (st[i].stage == 1) {
+            st[i].item->stopped = 1;
+            pki_batch_fail(&st[i], pki_fail(&st[i].item->res,
+                                            st[bad].item->status,
+                                            "not issued: item %zu of the "
+                                            "batch was refused", bad));
+        }
+    }
+}
+
+
 /* Step 2: serials for every built item, reserved with their intents in one
  * round trip per try; the items whose serial collided draw again. */
 static void
@@ -2610,6 +2641,7 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     for (i = 0; i < n; i++) {
         items[i].cert = NULL;
         items[i].status = PKI_INTERNAL;
+        items[i].stopped = 0;
         items[i].committed[0] = '\0';
         pki_result_init(&items[i].res);
     }
@@ -2679,6 +2711,7 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         memset(&rsv, 0, sizeof(rsv));
 
         pki_batch_phase(&proto, threads, 1);     /* build */
+        pki_batch_refused(st, n);
         pki_batch_reserve(r, st, n, &rsv);       /* one round trip */
         pki_batch_phase(&proto, threads, 3);     /* sign + verify */
         pki_batch_commit(r, st, n, &rsv);        /* one round trip */
@@ -2777,8 +2810,9 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         free(st);
     }
 
+    /* the item that failed on its own, not one stopped because of it */
     for (i = 0; i < n; i++) {
-        if (items[i].status != PKI_OK) {
+        if (items[i].status != PKI_OK && !items[i].stopped) {
             if (res != NULL) {
                 *res = items[i].res;
             }

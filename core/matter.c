@@ -1528,20 +1528,49 @@ pki_matter_template_type(const pki_template_t *t)
 
 /* ---- issuance hooks ----------------------------------------------------------------- */
 
-/* Whether a request's public key is EC P-256 on the named curve. */
-static int
-pki_req_key_p256(EVP_PKEY *pk)
+/* NULL when a request's public key can go into a Matter certificate as it
+ * is, else what is wrong with it.  The certificate carries the point in
+ * the form the CSR gave it (OpenSSL keeps a key's point conversion form),
+ * and Matter takes only the uncompressed one: a compressed or hybrid point
+ * is refused here, with the request, rather than converted behind the
+ * requester's back or found out by the profile check of the built
+ * certificate, when a batch may already be under way. */
+const char *
+pki_int_matter_req_key(EVP_PKEY *pk)
 {
-    int   exp = 0;
-    char  group[64];
+    int                   ok, len, exp = 0;
+    char                  group[64];
+    X509_PUBKEY          *spki;
+    const unsigned char  *pt;
 
-    return pk != NULL && EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC
-           && EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
-                                             group, sizeof(group), NULL)
-           && OBJ_txt2nid(group) == NID_X9_62_prime256v1
-           && !(EVP_PKEY_get_int_param(pk,
-                    OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
-                && exp);
+    if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC
+        || !EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
+                                           group, sizeof(group), NULL)
+        || OBJ_txt2nid(group) != NID_X9_62_prime256v1
+        || (EVP_PKEY_get_int_param(pk,
+                OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
+            && exp))
+    {
+        ERR_clear_error();
+        return "must be EC P-256 (named curve prime256v1)";
+    }
+
+    /* the point as X509_set_pubkey() will encode it: the key's own
+     * parameters do not tell (OpenSSL 3.0 gives the encoded public key
+     * uncompressed whatever the key's form) */
+    spki = NULL;
+    ok = X509_PUBKEY_set(&spki, pk)
+         && X509_PUBKEY_get0_param(NULL, &pt, &len, NULL, spki)
+         && len == 65 && pt[0] == 0x04;
+    X509_PUBKEY_free(spki);
+
+    if (!ok) {
+        ERR_clear_error();
+        return "must be an uncompressed point (65 bytes starting 04), "
+               "not a compressed or hybrid one";
+    }
+
+    return NULL;
 }
 
 
@@ -1553,6 +1582,7 @@ pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
 {
     int                 i, n, len, have;
     X509_NAME          *name;
+    const char         *why;
     const ASN1_STRING  *d;
     const unsigned char *s;
     const X509_NAME_ENTRY *e;
@@ -1561,11 +1591,10 @@ pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
 
     memset(req, 0, sizeof(pki_request_t));
 
-    if (!pki_req_key_p256(pk)) {
-        ERR_clear_error();
-        return pki_fail(res, PKI_POLICY, "Matter %s public key: must be EC "
-                        "P-256 (named curve prime256v1)",
-                        pki_matter_type_name(t->matter));
+    why = pki_int_matter_req_key(pk);
+    if (why != NULL) {
+        return pki_fail(res, PKI_POLICY, "Matter %s public key: %s",
+                        pki_matter_type_name(t->matter), why);
     }
 
     if (signid != NID_ecdsa_with_SHA256) {
@@ -1652,6 +1681,14 @@ pki_status_t
 pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
     pki_request_t *req, pki_result_t *res)
 {
+    /* pki_csr_parse() also takes version 2 for ACME clients that write
+     * it; the Matter SDK writes and reads only version 1 (0) */
+    if (X509_REQ_get_version(csr) != X509_REQ_VERSION_1) {
+        memset(req, 0, sizeof(pki_request_t));
+        return pki_fail(res, PKI_POLICY, "Matter %s CSR: must be PKCS#10 "
+                        "version 1 (0)", pki_matter_type_name(t->matter));
+    }
+
     return pki_matter_request(t, X509_REQ_get0_pubkey(csr),
                               X509_REQ_get_signature_nid(csr),
                               X509_REQ_get_subject_name(csr), req, res);

@@ -26,10 +26,10 @@
 #include <strings.h>
 
 #include <cjson/cJSON.h>
-#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "acme_int.h"
 #include "audit_int.h"
 #include "matter_int.h"
 
@@ -49,6 +49,7 @@ typedef struct {
     X509            *cert;
     pki_result_t     res;
     pki_status_t     rc;
+    int              stopped;        /* not tried: another item refused */
     char             committed[41];  /* its record's serial, once committed */
 } pki_item_t;
 
@@ -87,10 +88,18 @@ sb_put(pki_sb_t *b, const char *s, size_t n)
         while (cap < b->len + n + 1) {
             cap *= 2;
         }
-        np = realloc(b->p, cap);
+
+        /* not realloc(): the answer of a keygen batch holds private keys,
+         * and realloc() may move it and free the old block unwiped */
+        np = malloc(cap);
         if (np == NULL) {
             b->err = 1;
             return;
+        }
+        if (b->p != NULL) {
+            memcpy(np, b->p, b->len);
+            OPENSSL_cleanse(b->p, b->cap);
+            free(b->p);
         }
         b->p = np;
         b->cap = cap;
@@ -124,6 +133,9 @@ sb_b64(pki_sb_t *b, const unsigned char *d, size_t n)
     sb_put(b, "\"", 1);
     sb_put(b, s, len);
     sb_put(b, "\"", 1);
+
+    /* it may be a private key (PKCS#8) */
+    OPENSSL_cleanse(s, len);
     free(s);
 }
 
@@ -406,6 +418,7 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     for (i = 0; i < n; i++) {
         items[i].cert = bi[i].cert;
+        items[i].stopped = bi[i].stopped;
         items[i].rc = bi[i].status;
         items[i].res = bi[i].res;
         memcpy(items[i].committed, bi[i].committed,
@@ -416,41 +429,53 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 }
 
 
+/* Revokes (cessationOfOperation) a certificate that was issued, its record
+ * committed good, and that will not be delivered: whoever asked for it
+ * never gets it, and a retry issues another.  1 done, 0 (logged in res)
+ * when the record could not be revoked. */
+static int
+pki_withdraw(const pki_matter_conf_t *conf, const char *hex,
+    pki_result_t *res)
+{
+    pki_result_t  tmp;
+
+    pki_result_init(&tmp);
+    if (pki_record_revoke(conf->redis, pki_ca_name(conf->ca), hex,
+                          PKI_MATTER_WITHDRAWN, time(NULL), 0, NULL, &tmp)
+        == PKI_OK)
+    {
+        return 1;
+    }
+
+    pki_log(res, "%sissued serial %s could not be revoked: %s",
+            res->log[0] ? "; " : "", hex, tmp.detail);
+
+    return 0;
+}
+
+
 /* A batch answers all or nothing: when an item failed after others were
  * issued (a check that only the signed certificate can make, Redis or the
  * key failing midway), those are recorded, good, and would never reach
  * the client, whose retry issues its devices a second DAC each.  They are
- * revoked (cessationOfOperation) before the error is answered, and the
- * log counts them. */
+ * revoked before the error is answered, and the log counts them.  (An
+ * item refused before that stopped the batch before anything was
+ * reserved: nothing to withdraw.) */
 static void
 pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
     size_t n, pki_result_t *res)
 {
-    size_t        i, done;
-    const char   *hex;
-    pki_result_t  tmp;
+    size_t  i, done;
 
     done = 0;
 
     /* every committed record, delivered to no one: those whose
      * certificate was dropped after the commit too */
     for (i = 0; i < n; i++) {
-        hex = items[i].committed;
-        if (hex[0] == '\0') {
-            continue;
-        }
-
-        pki_result_init(&tmp);
-        if (pki_record_revoke(conf->redis, pki_ca_name(conf->ca), hex,
-                              PKI_MATTER_WITHDRAWN, time(NULL), 0, NULL,
-                              &tmp) == PKI_OK)
+        if (items[i].committed[0] != '\0'
+            && pki_withdraw(conf, items[i].committed, res))
         {
             done++;
-
-        } else {
-            pki_log(res, "%sissued serial %s of the failed batch could not "
-                    "be revoked: %s", res->log[0] ? "; " : "", hex,
-                    tmp.detail);
         }
     }
 
@@ -469,7 +494,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     int              keygen;
     size_t           i, n;
     char             msg[PKI_DETAIL_LEN + 64];
-    const char      *why;
+    const char      *why, *what;
     const cJSON     *csrs, *count;
     pki_sb_t         b;
     pki_item_t      *items;
@@ -544,12 +569,16 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         }
     }
 
+    /* an item is named by its place in what the client sent: "csrs[i]",
+     * or "certificates[i]" (and keys[i]) of a keygen batch */
+    what = keygen ? "certificates" : "csrs";
+
     /* 1. every CSR checked before anything is signed */
     pki_run_phase(conf, req, items, n, 0);
 
     for (i = 0; i < n; i++) {
         if (items[i].rc != PKI_OK) {
-            snprintf(msg, sizeof(msg), "csrs[%zu]: %s", i,
+            snprintf(msg, sizeof(msg), "%s[%zu]: %s", what, i,
                      items[i].res.detail);
             pki_fail_resp(resp, items[i].rc, msg);
             resp->res = items[i].res;
@@ -557,27 +586,35 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         }
     }
 
-    /* 2. issue: serials and intents of the whole batch reserved in one
-     *    Redis round trip, signed by conf->threads threads, committed in
-     *    one round trip (pki_issue_batch) */
+    /* 2. issue: every certificate built, and the batch refused whole if
+     *    one cannot be, before anything is reserved; then serials and
+     *    intents of the whole batch reserved in one Redis round trip,
+     *    signed by conf->threads threads, committed in one round trip
+     *    (pki_issue_batch) */
     pki_issue_all(conf, req, items, n);
 
     for (i = 0; i < n; i++) {
-        if (items[i].cert == NULL) {
-            rc = items[i].rc != PKI_OK ? items[i].rc : PKI_UNAVAILABLE;
-            snprintf(msg, sizeof(msg), "item %zu: %s", i,
-                     items[i].rc != PKI_OK ? items[i].res.detail
-                                           : "not issued (batch stopped)");
-            pki_fail_resp(resp, rc, msg);
-            for (i = 0; i < n; i++) {
-                if (items[i].rc != PKI_OK) {
-                    resp->res = items[i].res;
-                    break;
-                }
-            }
-            pki_batch_withdraw(conf, items, n, &resp->res);
-            goto done;
+        /* the item at fault, not one stopped because of another */
+        if (items[i].cert == NULL && !items[i].stopped) {
+            break;
         }
+    }
+
+    if (i == n) {
+        for (i = 0; i < n && items[i].cert != NULL; i++) {
+            /* void */
+        }
+    }
+
+    if (i < n) {
+        rc = items[i].rc != PKI_OK ? items[i].rc : PKI_UNAVAILABLE;
+        snprintf(msg, sizeof(msg), "%s[%zu]: %s", what, i,
+                 items[i].rc != PKI_OK ? items[i].res.detail
+                                       : "not issued (batch stopped)");
+        pki_fail_resp(resp, rc, msg);
+        resp->res = items[i].res;
+        pki_batch_withdraw(conf, items, n, &resp->res);
+        goto done;
     }
 
     sb_str(&b, "{\"certificates\":[");
@@ -616,7 +653,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     if (b.err) {
         if (b.p) {
-            OPENSSL_cleanse(b.p, b.len);
+            OPENSSL_cleanse(b.p, b.cap);
         }
         free(b.p);
         pki_json_error(resp, 500, "out of memory");
@@ -721,9 +758,54 @@ pki_root_of(pki_ca_t *ca)
 }
 
 
+/* Each NOC answer carries the ICAC and RCAC in DER and Matter TLV: one
+ * that breaks the profile or has no TLV form would make every NOC issued
+ * and committed, then not deliverable.  Found at configuration instead. */
+static pki_status_t
+pki_noc_chain_ok(X509 *x, pki_matter_type_t type, X509 *issuer,
+    pki_result_t *res)
+{
+    int             n;
+    size_t          tlen;
+    pki_result_t    tmp;
+    unsigned char  *der, *tlv;
+
+    pki_result_init(&tmp);
+    if (pki_matter_check(x, type, issuer, &tmp) != PKI_OK) {
+        return pki_fail(res, PKI_MALFORMED, "the %s does not pass the "
+                        "Matter profile: %s",
+                        type == PKI_MATTER_RCAC ? "RCAC" : "ICAC",
+                        tmp.detail);
+    }
+
+    /* (pki_matter_check converts it too; the answer's own path, again,
+     * in case the two ever part) */
+    der = NULL;
+    n = i2d_X509(x, &der);
+    if (n <= 0) {
+        return pki_fail(res, PKI_INTERNAL, "i2d_X509() failed");
+    }
+
+    if (pki_matter_der_to_tlv(der, (size_t) n, &tlv, &tlen, &tmp) != PKI_OK)
+    {
+        OPENSSL_free(der);
+        return pki_fail(res, PKI_MALFORMED, "the %s cannot be encoded as "
+                        "Matter TLV: %s",
+                        type == PKI_MATTER_RCAC ? "RCAC" : "ICAC",
+                        tmp.detail);
+    }
+
+    free(tlv);
+    OPENSSL_free(der);
+
+    return PKI_OK;
+}
+
+
 /* A CA that issues NOCs is an RCAC, or an ICAC issued by the RCAC in its
  * chain: the answer hands the commissioner that RCAC as the root to
- * trust, and the fabric-id is checked along it. */
+ * trust, and the fabric-id is checked along it.  Both must convert to
+ * Matter TLV, as every answer converts them (pki_noc_chain_ok). */
 PKI_API pki_status_t
 pki_matter_noc_ca_check(pki_ca_t *ca, pki_result_t *res)
 {
@@ -737,7 +819,7 @@ pki_matter_noc_ca_check(pki_ca_t *ca, pki_result_t *res)
     if (X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x))
         == 0)
     {
-        return PKI_OK;          /* an RCAC */
+        return pki_noc_chain_ok(x, PKI_MATTER_RCAC, x, res);
     }
 
     root = pki_root_of(ca);
@@ -747,7 +829,11 @@ pki_matter_noc_ca_check(pki_ca_t *ca, pki_result_t *res)
                         "names it as the root to trust)");
     }
 
-    return PKI_OK;
+    if (pki_noc_chain_ok(x, PKI_MATTER_ICAC, root, res) != PKI_OK) {
+        return PKI_MALFORMED;
+    }
+
+    return pki_noc_chain_ok(root, PKI_MATTER_RCAC, root, res);
 }
 
 
@@ -767,7 +853,8 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     pki_request_t     preq;
     pki_issue_ctx_t   ictx;
     unsigned char    *der;
-    char              hex[17], msg[PKI_DETAIL_LEN + 16];
+    const char       *why;
+    char              hex[17], hex40[41], msg[PKI_DETAIL_LEN + 16];
 
     noc = NULL;
     csr = NULL;
@@ -854,6 +941,23 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         return;
     }
 
+    /* pki_csr_parse() takes version 2 for ACME clients; a NOCSR is
+     * version 1 (0) */
+    if (X509_REQ_get_version(csr) != X509_REQ_VERSION_1) {
+        X509_REQ_free(csr);
+        pki_json_error(resp, 400, "csr must be PKCS#10 version 1 (0)");
+        return;
+    }
+
+    /* refused here rather than by the profile check of the built NOC */
+    why = pki_int_matter_req_key(X509_REQ_get0_pubkey(csr));
+    if (why != NULL) {
+        X509_REQ_free(csr);
+        snprintf(msg, sizeof(msg), "csr key %s", why);
+        pki_json_error(resp, 400, msg);
+        return;
+    }
+
     /* only the public key of the NOCSR is used */
     name = X509_NAME_new();
     snprintf(hex, sizeof(hex), "%016llX", (unsigned long long) node);
@@ -874,26 +978,6 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         return;
     }
 
-    {
-        char  group[64];
-        int   exp = 0;
-
-        if (EVP_PKEY_get_base_id(preq.pubkey) != EVP_PKEY_EC
-            || !EVP_PKEY_get_utf8_string_param(preq.pubkey,
-                   OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL)
-            || OBJ_txt2nid(group) != NID_X9_62_prime256v1
-            || (EVP_PKEY_get_int_param(preq.pubkey,
-                   OSSL_PKEY_PARAM_EC_DECODED_FROM_EXPLICIT_PARAMS, &exp)
-                && exp))
-        {
-            ERR_clear_error();
-            X509_NAME_free(name);
-            X509_REQ_free(csr);
-            pki_json_error(resp, 400, "csr key must be EC P-256");
-            return;
-        }
-    }
-
     ictx.protocol = "matter";
     ictx.requester = req->user;
     ictx.client = req->client;
@@ -910,6 +994,8 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         return;
     }
 
+    /* From here on the NOC is issued: its record is good and its audit
+     * entry written.  One that cannot be answered is withdrawn. */
     root = pki_root_of(conf->ca);
     icac = root ? pki_ca_cert(conf->ca) : NULL;
     if (root == NULL) {
@@ -918,9 +1004,8 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
                           X509_get_issuer_name(root)) != 0)
         {
             /* (refused at configuration: pki_matter_noc_ca_check) */
-            X509_free(noc);
-            pki_json_error(resp, 500, "the CA's RCAC is unknown");
-            return;
+            pki_fail(&resp->res, PKI_INTERNAL, "the CA's RCAC is unknown");
+            goto withdraw;
         }
     }
 
@@ -942,13 +1027,15 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     i = i && sb_cert(&b, root, 1, &resp->res);
     sb_str(&b, "}");
 
-    X509_free(noc);
-
     if (!i || b.err) {
+        if (i) {
+            pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        }
         free(b.p);
-        pki_json_error(resp, 500, "internal error");
-        return;
+        goto withdraw;
     }
+
+    X509_free(noc);
 
     resp->http_status = 200;
     resp->content_type = PKI_MATTER_JSON;
@@ -956,6 +1043,25 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     resp->body_len = b.len;
     pki_log(&resp->res, "issued a NOC for node %016llX fabric %016llX",
             (unsigned long long) node, (unsigned long long) fabric);
+
+    return;
+
+withdraw:
+
+    /* the record stays good, the audit log says issued, and the client,
+     * answered 500, asks again: revoked like a failed batch's DACs */
+    if (!pki_serial_to_hex(X509_get0_serialNumber(noc), hex40)) {
+        pki_log(&resp->res, "%sthe issued NOC could not be withdrawn: its "
+                "serial cannot be read", resp->res.log[0] ? "; " : "");
+
+    } else if (pki_withdraw(conf, hex40, &resp->res)) {
+        pki_log(&resp->res, "%sissued NOC serial %s withdrawn, not "
+                "delivered: revoked (cessationOfOperation)",
+                resp->res.log[0] ? "; " : "", hex40);
+    }
+
+    X509_free(noc);
+    pki_json_error(resp, 500, "internal error");
 }
 
 
@@ -1022,8 +1128,23 @@ pki_matter_handle(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         return;
     }
 
-    json = cJSON_ParseWithLength((const char *) req->body, req->body_len);
-    if (json == NULL || !cJSON_IsObject(json)) {
+    /* strict: a member given twice ({"node_id": A, "node_id": B}) is
+     * read as B here and maybe as A by a proxy or a log in front; a NUL
+     * would cut a string short */
+    json = pki_int_json_strict(req->body, req->body_len);
+    if (json == NULL) {
+        /* parsed again only to say which refusal it is */
+        json = cJSON_ParseWithLength((const char *) req->body,
+                                     req->body_len);
+        pki_json_error(resp, 400, cJSON_IsObject(json)
+                       ? "body repeats a member, holds a NUL or a control "
+                         "character, or nests too deep"
+                       : "body is not a JSON object");
+        cJSON_Delete(json);
+        return;
+    }
+
+    if (!cJSON_IsObject(json)) {
         cJSON_Delete(json);
         pki_json_error(resp, 400, "body is not a JSON object");
         return;

@@ -53,7 +53,11 @@ pki_status_t pki_int_matter_issued(const pki_template_t *t,
  * not trusted: only a commonName is taken, for a DAC). */
 pki_status_t pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,
     pki_request_t *req, pki_result_t *res);
-/* matter.c: the same from the pieces pki_int_csr_parts() returns. */
+/* matter.c: NULL when a requested public key fits a Matter certificate
+ * (EC P-256, named curve, uncompressed point), else the rule it breaks. */
+const char *pki_int_matter_req_key(EVP_PKEY *pk);
+/* matter.c: the same from the pieces pki_int_csr_parts() returns (the
+ * lean reader takes only version 1 CSRs). */
 pki_status_t pki_int_matter_dac_request(const pki_template_t *t,
     EVP_PKEY *pk, int signid, const X509_NAME *subject, pki_request_t *req,
     pki_result_t *res);

@@ -1548,16 +1548,22 @@ PKI_API void pki_matter_resp_free(pki_matter_resp_t *resp);
  *   3. each item: signed, verified, profile-checked       (threads)
  *   4. all records committed in one pipelined round trip
  *   5. events emitted in the calling thread (its audit ticket covers all)
- * Items are independent: one failing does not stop the others.  threads:
+ * An item refused in step 1 refuses the batch: the others are not
+ * reserved, signed or recorded (status: that item's, stopped = 1).  Later
+ * failures (Redis, the key, the profile of the signed certificate) are the
+ * item's own: the others go on, and the caller withdraws what it will not
+ * deliver (items[i].committed).  threads:
  * worker threads for steps 1 and 3 (<= 1: the calling thread only; at most
- * 64).  Returns PKI_OK when every item was issued, otherwise the first
- * failing item's status (res gets its detail). */
+ * 64).  Returns PKI_OK when every item was issued, otherwise the status
+ * of the first item that failed on its own (res gets its detail). */
 
 typedef struct {
     const pki_request_t  *req;      /* in                                 */
     X509                 *cert;     /* out: the certificate, or NULL      */
     pki_status_t          status;   /* out                                */
     pki_result_t          res;      /* out                                */
+    int                   stopped;  /* out: 1: not tried, another item of
+                                       the batch was refused in step 1    */
     char                  committed[41]; /* out: the serial (hex) once its
                                             record is committed, even when
                                             cert is dropped after (its

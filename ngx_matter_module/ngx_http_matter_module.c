@@ -61,6 +61,8 @@ static void ngx_http_matter_done(ngx_http_request_t *r, void *data);
 static size_t ngx_http_matter_body_max(ngx_http_matter_loc_conf_t *mlcf);
 static ngx_int_t ngx_http_matter_too_large(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
+static ngx_int_t ngx_http_matter_busy(ngx_http_request_t *r,
+    ngx_http_matter_ctx_t *ctx);
 static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_wipe(void *data);
@@ -251,10 +253,7 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
         return;
 
     case NGX_DECLINED:
-        /* logged (rate-limited) by ngx_http_pki_post() */
-        ctx->resp.http_status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        ctx->resp.retry_after = NGX_HTTP_MATTER_RETRY_AFTER;
-        ngx_http_finalize_request(r, ngx_http_matter_send(r, ctx));
+        ngx_http_finalize_request(r, ngx_http_matter_busy(r, ctx));
         return;
 
     default:
@@ -361,6 +360,47 @@ ngx_http_matter_too_large(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
 
     return ngx_http_pki_send_json(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, p,
                                   len);
+}
+
+
+/*
+ * 503 when the thread pool's queue is full, as the API's other errors:
+ * JSON, with Retry-After.  The warn line of ngx_http_pki_post() counts
+ * the shed requests once a second; the line for each is at info level, so
+ * that a storm does not write one error line per request.
+ */
+
+static ngx_int_t
+ngx_http_matter_busy(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
+{
+    u_char  *p;
+
+    static u_char  busy[] = "{\"error\":\"busy, retry later\"}\n";
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "matter: request from %V failed: busy, retry later "
+                  "(thread pool queue full)", &r->connection->addr_text);
+
+    ngx_http_pki_metrics_mark(r, "matter", pki_ca_name(ctx->conf.ca),
+                              pki_template_name(ctx->conf.tmpl),
+                              PKI_UNAVAILABLE, "busy, retry later");
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_pki_add_header(r, "Retry-After", p,
+                                ngx_sprintf(p, "%d",
+                                            NGX_HTTP_MATTER_RETRY_AFTER)
+                                - p)
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_pki_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, busy,
+                                  sizeof(busy) - 1);
 }
 
 

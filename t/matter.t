@@ -227,6 +227,42 @@ sub record_good {
     is($r->{code}, 400, 'batch with a bad CSR: 400');
     like($r->{json}{error} // '', qr/csrs\[1\]/, 'bad CSR: its index named');
 
+    # a compressed P-256 point (Matter wants it uncompressed): refused
+    # with the whole batch before anything is reserved, signed or logged,
+    # where the three others used to be issued, recorded, then revoked
+    {
+        my $k = "$dir/cpoint";
+        my ($rc, $out, $err) = run_cmd(['sh', '-c',
+            "openssl ecparam -name prime256v1 -genkey -noout -out $k.pem"
+            . " && openssl ec -in $k.pem -conv_form compressed"
+            . " -out $k.c.pem 2>/dev/null"
+            . " && openssl req -new -key $k.c.pem -subj /CN=cpoint"
+            . " -outform DER -out $k.csr"]);
+        die "compressed CSR: $err" if $rc != 0;
+        my $cp = encode_base64(slurp("$k.csr"), '');
+        my @keys0 = $t->state_keys;
+        my $issues = sub {
+            scalar grep { ($_->{type} // '') eq 'issue' } $t->audit_entries;
+        };
+        my $iss0 = $issues->();
+        $r = post_json('/matter/dac/batch',
+                       { csrs => [ @csrs[0 .. 2], $cp, $csrs[3] ] });
+        select(undef, undef, undef, 0.5);   # carried audit entries
+        is($r->{code}, 400, 'batch with a compressed-point CSR: 400');
+        like($r->{json}{error} // '',
+             qr/^csrs\[3\]: .*must be an uncompressed point/,
+             '... naming csrs[3] and the rule') or diag($r->{body});
+        is_deeply([ $t->state_keys ], \@keys0,
+                  '... no serial reserved, no record written');
+        is($issues->(), $iss0, '... no issue entry in the transaction log');
+
+        $r = post_json('/matter/noc', { csr => $cp,
+            node_id => 'DEDEDEDE00010001', fabric_id => 'FAB000000000001D' });
+        is($r->{code}, 400, 'NOC from a compressed-point NOCSR: 400');
+        like($r->{json}{error} // '', qr/uncompressed point/,
+             '... the rule named');
+    }
+
     my ($c384) = $t->make_csr('b384', curve => 'P-384');
     $r = post_json('/matter/dac/batch',
                    { csrs => [ encode_base64($c384, '') ] });
@@ -370,6 +406,14 @@ sub record_good {
             or diag($r->{body});
     }
 
+    # a member twice: the engine and a proxy in front could read two
+    # different node IDs
+    $r = post_json('/matter/noc', '{"csr":"' . $b64 . '","node_id":'
+                   . '"DEDEDEDE00010001","node_id":"DEDEDEDE00010002",'
+                   . '"fabric_id":"FAB000000000001D"}');
+    is($r->{code}, 400, 'NOC with node_id given twice: 400');
+    like($r->{json}{error} // '', qr/repeats a member/, '... saying why');
+
     my ($c384) = $t->make_csr('noc384', curve => 'P-384');
     $r = post_json('/matter/noc', { %req, csr => encode_base64($c384, '') });
     is($r->{code}, 400, 'NOC with a P-384 NOCSR: 400');
@@ -440,6 +484,57 @@ $1} or die;
     ok(!$ok && $out =~ /needs the RCAC that issued it/,
        'matter_noc under an ICAC without its RCAC: refused by nginx -t')
         or diag($out);
+    # matter_noc under an ICAC whose RCAC has an emailAddress (no Matter
+    # TLV form): every NOC would be issued, then not deliverable
+    {
+        my $d = "$dir/mailrcac";
+        mkdir $d;
+        PKITest::spew("$d/ca.cnf", "[v3_ca]\n"
+            . "basicConstraints=critical,CA:TRUE\n"
+            . "keyUsage=critical,keyCertSign,cRLSign\n"
+            . "subjectKeyIdentifier=hash\n"
+            . "authorityKeyIdentifier=keyid:always\n");
+        my ($rc, $out, $err) = run_cmd(['sh', '-c', "cd $d"
+            . ' && openssl ecparam -name prime256v1 -genkey -noout -out r.key'
+            . ' && openssl ecparam -name prime256v1 -genkey -noout -out i.key'
+            . ' && openssl req -new -x509 -utf8 -key r.key -sha256 -days 365'
+            . " -subj '/1.3.6.1.4.1.37244.1.4=CACACACA00000042"
+            . "/emailAddress=pki\@example.com'"
+            . ' -config ca.cnf -extensions v3_ca -out r.pem'
+            . " && openssl req -new -utf8 -key i.key -subj"
+            . " '/1.3.6.1.4.1.37244.1.3=CACACACA00000043' -out i.csr"
+            . ' && openssl x509 -req -in i.csr -CA r.pem -CAkey r.key'
+            . ' -sha256 -days 300 -set_serial 9 -extfile ca.cnf'
+            . ' -extensions v3_ca -out i.pem'
+            . ' && cat i.pem r.pem > chain.pem']);
+        die "mail RCAC: $err" if $rc != 0;
+        ($bad = $c2) =~ s{(\n\s*pki_ca matter-pai \{)}{
+    pki_ca mail-icac {
+        certificate $d/i.pem;
+        chain $d/chain.pem;
+        key $d/i.key;
+        templates matter-noc;
+    }
+$1} or die;
+        $bad =~ s{(\n(\s*)location = /matter/noc \{)}{
+$2location = /matter/noc-mail {
+$2    matter_noc mail-icac matter-noc;
+$2}
+$1} or die;
+        ($ok, $out) = $t->nginx_test($t->write_conf($bad,
+                                                    'matter-bad3.conf'));
+        ok(!$ok && $out =~ /\[emerg\].*CA "mail-icac": the (?:ICAC|RCAC) /,
+           'matter_noc under an RCAC with an emailAddress: refused by '
+           . 'nginx -t') or diag($out);
+        # and that RCAC as the CA itself
+        $bad =~ s{certificate $d/i\.pem;\s*chain \S+\s*key $d/i\.key;}
+                 {certificate $d/r.pem;\n        key $d/r.key;} or die;
+        ($ok, $out) = $t->nginx_test($t->write_conf($bad,
+                                                    'matter-bad4.conf'));
+        ok(!$ok && $out =~ /\[emerg\].*CA "mail-icac": the RCAC does not /,
+           'matter_noc under that RCAC itself: refused by nginx -t')
+            or diag($out);
+    }
     $t->start_nginx($c2);
     my ($csr) = $t->make_csr('fixedcn', subj => '/CN=attacker chosen name');
     my $r = post_json('/matter/dac/fixed',
@@ -535,6 +630,41 @@ $1} or die;
     $t->stop_nginx;
 }
 
-$t->stop_nginx;
+# --- the thread pool's queue full: 503 in the API's form --------------------
+
+# One thread and a queue of one: of several batches sent at once, those
+# that find the queue full are answered at once with the JSON error and
+# Retry-After (they used to get an empty body and an empty log detail).
+{
+    (my $c2 = $conf) =~ s{thread_pool pki threads=\d+ max_queue=\d+;}
+                         {thread_pool pki threads=1 max_queue=1;}
+        or die 'no thread_pool';
+    $t->start_nginx($c2);
+    my $u = url('/matter/dac/batch');
+    my $n = 8;
+    my $cmd = join(' ', map {
+        "curl -sk -m 120 -u demo:demo -H 'Content-Type: application/json'"
+        . " --data-binary '{\"count\":300}' -o $dir/busy$_.body"
+        . " -D $dir/busy$_.hdr $u &" } 1 .. $n) . ' wait';
+    my ($rc, $out, $err) = run_cmd(['sh', '-c', $cmd], timeout => 300);
+    my ($shed, $good, $form) = (0, 0, 0);
+    for my $i (1 .. $n) {
+        my $hdr = slurp("$dir/busy$i.hdr") // '';
+        my $body = slurp("$dir/busy$i.body") // '';
+        my ($code) = $hdr =~ m{^HTTP/\S+ (\d+)};
+        $good++ if ($code // 0) == 200;
+        next if ($code // 0) != 503;
+        $shed++;
+        $form++ if $hdr =~ m{^content-type: application/json}mi
+                   && $hdr =~ /^retry-after: \d+/mi
+                   && $body eq qq({"error":"busy, retry later"}\n);
+    }
+    ok($shed > 0 && $good > 0, "queue full: $shed of $n shed, $good issued");
+    is($form, $shed, '... every 503 with the JSON error and Retry-After');
+    like(slurp($t->error_log) // '',
+         qr/matter: request from \S+ failed: busy, retry later \(thread /,
+         '... and the error log says why');
+    $t->stop_nginx;
+}
 
 done_testing();

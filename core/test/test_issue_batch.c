@@ -289,9 +289,10 @@ test_offline(pki_ca_t *ca, pki_template_t *tdev)
     items[1].req = NULL;
     st = pki_issue_batch(ca, tdev, NULL, items, 2, NULL, 1, &res);
     is_status(st, PKI_INTERNAL, "a NULL request fails");
-    ok(items[0].cert != NULL && items[0].status == PKI_OK
-       && items[1].cert == NULL && items[1].status == PKI_INTERNAL,
-       "  only that item");
+    ok(items[0].cert == NULL && items[0].stopped
+       && items[1].cert == NULL && items[1].status == PKI_INTERNAL
+       && !items[1].stopped,
+       "  that item, and the batch with it");
     free_items(items, 2);
 
     items = make_items(reqs, 2);
@@ -540,22 +541,33 @@ test_redis(pki_ca_t *ca, pki_template_t *tdev, pki_redis_t *r,
     free_items(items, n);
     free_reqs(reqs, n);
 
-    /* one refused item among others: independent */
+    /* one item refused while the batch is built refuses the batch: the
+     * others were issued, recorded, then revoked by the caller */
     memset(bad, 0, sizeof(bad));
-    bad[3] = 1;
+    bad[7] = 1;
     n = 12;
     reqs = make_reqs(n, bad);
     items = make_items(reqs, n);
+    before = issue_events;
     st = pki_issue_batch(ca, tdev, r, items, n, &ictx, 2, &res);
     is_status(st, PKI_POLICY, "batch with a P-384 key: its status");
     ok(strstr(res.detail, "P-384") != NULL, "  detail names the key: %s",
        res.detail);
-    ok(items[3].cert == NULL && items[3].status == PKI_POLICY,
-       "  that item refused");
-    good = check_issued(ca, items, n, "mixed batch");
-    ok(good == n - 1, "  the 11 others issued");
+    ok(items[7].cert == NULL && items[7].status == PKI_POLICY
+       && !items[7].stopped, "  that item refused");
+    for (i = 0, good = 0; i < n; i++) {
+        good += i != 7 && items[i].cert == NULL && items[i].stopped
+                && items[i].status == PKI_POLICY
+                && items[i].committed[0] == '\0'
+                && strstr(items[i].res.detail, "item 7 ") != NULL;
+    }
+    ok(good == n - 1, "  the 11 others stopped, naming item 7 (%zu)", good);
     snprintf(pat, sizeof(pat), "%s{ca:%s}:cert:*", ns, pki_ca_name(ca));
-    ok(count_keys(c, pat) == 300 + n - 1, "  no record for the refused one");
+    ok(count_keys(c, pat) == 300, "  no record of the batch");
+    snprintf(pat, sizeof(pat), "%s{ca:%s}:serial:*", ns, pki_ca_name(ca));
+    ok(count_keys(c, pat) == 300, "  no serial reserved");
+    ok(issue_events - before == (int) n, "  each refusal counted (%d)",
+       issue_events - before);
     free_items(items, n);
     free_reqs(reqs, n);
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -24,6 +25,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/fixture.h"
 
 
 static char  vec[PATH_MAX];
@@ -671,7 +673,18 @@ static const noc_case_t  noc_cases[] = {
 /* ---- the JSON engine (no Redis: nothing is recorded) ----------------------- */
 
 static char *
+csr_b64_v(EVP_PKEY *pk, const char *cn, long version);
+
+
+static char *
 csr_b64(EVP_PKEY *pk, const char *cn)
+{
+    return csr_b64_v(pk, cn, X509_REQ_VERSION_1);
+}
+
+
+static char *
+csr_b64_v(EVP_PKEY *pk, const char *cn, long version)
 {
     int             len;
     char           *b64;
@@ -686,6 +699,7 @@ csr_b64(EVP_PKEY *pk, const char *cn)
                                (const unsigned char *) cn, -1, -1, 0);
     X509_REQ_set_subject_name(req, n);
     X509_NAME_free(n);
+    X509_REQ_set_version(req, version);
     X509_REQ_set_pubkey(req, pk);
     X509_REQ_sign(req, pk, EVP_sha256());
     der = NULL;
@@ -875,12 +889,240 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
        "engine: NOC from a P-384 NOCSR -> 400");
     pki_matter_resp_free(&r);
 
+    /* a compressed or hybrid P-256 point: refused with the request (the
+     * batch's check, before anything is built), not by the profile check
+     * of the certificate */
+    {
+        static const char  *forms[] = { "compressed", "hybrid", NULL };
+
+        for (i = 0; forms[i]; i++) {
+            EVP_PKEY  *kc;
+
+            kc = ec_key("P-256");
+            EVP_PKEY_set_utf8_string_param(kc,
+                OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, forms[i]);
+            free(c2);
+            c2 = csr_b64(kc, "point");
+            snprintf(body, len, "{\"csrs\": [\"%s\", \"%s\", \"%s\"]}", c1,
+                     c1, c2);
+            st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, body,
+                        "application/json", "POST", "u", &r);
+            ok(st == 400 && r.body
+               && strstr((char *) r.body, "csrs[2]: Matter dac public key: "
+                                          "must be an uncompressed point"),
+               "engine: a %s point in a batch -> 400 %.*s", forms[i],
+               (int) r.body_len, r.body ? (char *) r.body : "");
+            pki_matter_resp_free(&r);
+
+            snprintf(body, len, "{\"csr\": \"%s\", \"node_id\": "
+                     "\"0000000000000007\", \"fabric_id\": "
+                     "\"FAB000000000001D\"}", c2);
+            st = engine(caic, tnoc, PKI_MATTER_OP_NOC, body,
+                        "application/json", "POST", "u", &r);
+            ok(st == 400 && r.body
+               && strstr((char *) r.body, "uncompressed point"),
+               "engine: NOC from a %s point -> 400 %.*s", forms[i],
+               (int) r.body_len, r.body ? (char *) r.body : "");
+            pki_matter_resp_free(&r);
+            EVP_PKEY_free(kc);
+        }
+    }
+
+    /* PKCS#10 version 2: taken for ACME, not for Matter */
+    free(c2);
+    c2 = csr_b64_v(k2, "v2", 2);
+    snprintf(body, len, "{\"csrs\": [\"%s\", \"%s\"]}", c1, c2);
+    st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, body,
+                "application/json", "POST", "u", &r);
+    ok(st == 400 && r.body && strstr((char *) r.body, "csrs[1]: Matter dac "
+                                     "CSR: must be PKCS#10 version 1"),
+       "engine: a version 2 CSR in a batch -> 400 %.*s", (int) r.body_len,
+       r.body ? (char *) r.body : "");
+    pki_matter_resp_free(&r);
+    snprintf(body, len, "{\"csr\": \"%s\", \"node_id\": \"0000000000000007\","
+             " \"fabric_id\": \"FAB000000000001D\"}", c2);
+    st = engine(caic, tnoc, PKI_MATTER_OP_NOC, body, "application/json",
+                "POST", "u", &r);
+    ok(st == 400 && r.body && strstr((char *) r.body, "version 1"),
+       "engine: NOC from a version 2 NOCSR -> 400 %.*s", (int) r.body_len,
+       r.body ? (char *) r.body : "");
+    pki_matter_resp_free(&r);
+
+    /* a member given twice: one reader's node_id is not another's */
+    snprintf(body, len, "{\"csr\": \"%s\", \"node_id\": \"0000000000000007\","
+             " \"node_id\": \"0000000000000008\", \"fabric_id\": "
+             "\"FAB000000000001D\"}", c1);
+    st = engine(caic, tnoc, PKI_MATTER_OP_NOC, body, "application/json",
+                "POST", "u", &r);
+    ok(st == 400 && r.body && strstr((char *) r.body, "repeats a member"),
+       "engine: NOC with node_id twice -> 400 %.*s", (int) r.body_len,
+       r.body ? (char *) r.body : "");
+    pki_matter_resp_free(&r);
+    st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH,
+                "{\"count\": 1, \"count\": 2}", "application/json", "POST",
+                "u", &r);
+    ok(st == 400 && r.body && strstr((char *) r.body, "repeats a member"),
+       "engine: batch with count twice -> 400");
+    pki_matter_resp_free(&r);
+
     free(body);
     free(c1);
     free(c2);
     EVP_PKEY_free(k1);
     EVP_PKEY_free(k2);
     EVP_PKEY_free(k3);
+}
+
+
+/* A CA certificate made with OpenSSL alone (the CA's own rules would not
+ * issue these): subject CN-less, with an emailAddress when mail. */
+static X509 *
+raw_ca_cert(const char *oid, const char *id, const char *mail,
+    EVP_PKEY *pub, X509 *issuer, EVP_PKEY *signer, long serial)
+{
+    X509            *x;
+    X509_NAME       *n;
+    X509V3_CTX       v3;
+    X509_EXTENSION  *e;
+    int              i;
+
+    static const char  *ext[][2] = {
+        { "basicConstraints", "critical,CA:TRUE" },
+        { "keyUsage", "critical,keyCertSign,cRLSign" },
+        { "subjectKeyIdentifier", "hash" },
+        { "authorityKeyIdentifier", "keyid:always" },
+        { NULL, NULL }
+    };
+
+    x = X509_new();
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, oid, MBSTRING_UTF8,
+                               (const unsigned char *) id, -1, -1, 0);
+    if (mail) {
+        X509_NAME_add_entry_by_txt(n, "emailAddress", MBSTRING_ASC,
+                                   (const unsigned char *) mail, -1, -1, 0);
+    }
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+    X509_NAME_free(n);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
+    X509_set_pubkey(x, pub);
+
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+    for (i = 0; ext[i][0]; i++) {
+        e = X509V3_EXT_conf(NULL, &v3, ext[i][0], ext[i][1]);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+
+    X509_sign(x, signer, EVP_sha256());
+
+    return x;
+}
+
+
+/* A NOC issued and committed, then not deliverable (its RCAC has no TLV
+ * form: refused at configuration, so only the engine sees it): 500, and
+ * the record is revoked, not left good. */
+static void
+test_noc_withdraw(pki_template_t *tnoc, EVP_PKEY *kic, pki_key_t *fic)
+{
+    int                 st;
+    char                ns[64], serial[41], chain[PATH_MAX * 2], *c, *p;
+    char                body[2048];
+    X509               *rcac, *icac;
+    FILE               *f;
+    EVP_PKEY           *krc, *kn;
+    pki_ca_t           *ca;
+    const char         *sock;
+    pki_redis_t        *r;
+    pki_record_t        rec;
+    pki_result_t        res;
+    pki_matter_req_t    req;
+    pki_matter_resp_t   resp;
+    pki_matter_conf_t   conf;
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL) {
+        diag("NOC withdrawal: no PKI_TEST_REDIS_SOCK, skipped");
+        return;
+    }
+
+    krc = ec_key("P-256");
+    kn = ec_key("P-256");
+    rcac = raw_ca_cert(RCACID, "CACACACA00000009", "pki@example.com", krc,
+                       NULL, krc, 1);
+    icac = raw_ca_cert(ICACID, "CACACACA0000000A", NULL, kic, rcac, krc, 2);
+
+    snprintf(chain, sizeof(chain), "%s/mail-rcac.pem", tmpdir);
+    f = fopen(chain, "w");
+    if (f) {
+        PEM_write_X509(f, rcac);
+        fclose(f);
+    }
+    ca = make_ca(icac, fic, "mail-icac", tnoc, NULL, chain);
+
+    pki_result_init(&res);
+    ok(ca && pki_matter_noc_ca_check(ca, &res) == PKI_MALFORMED,
+       "NOC CA under an RCAC with an emailAddress refused by the "
+       "configuration check: %s", res.detail);
+
+    snprintf(ns, sizeof(ns), "mwd%d:", (int) getpid());
+    r = fx_redis(sock, ns, 1000, &res);
+
+    c = csr_b64(kn, "nocsr");
+    snprintf(body, sizeof(body), "{\"csr\": \"%s\", \"node_id\": "
+             "\"0000000000000007\", \"fabric_id\": \"FAB000000000001D\"}",
+             c);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.ca = ca;
+    conf.tmpl = tnoc;
+    conf.redis = r;
+    memset(&req, 0, sizeof(req));
+    req.op = PKI_MATTER_OP_NOC;
+    req.method = "POST";
+    req.content_type = "application/json";
+    req.body = (const unsigned char *) body;
+    req.body_len = strlen(body);
+    req.user = "u";
+    req.client = "127.0.0.1";
+
+    st = 0;
+    memset(&resp, 0, sizeof(resp));
+    if (ca && r) {
+        pki_matter_handle(&conf, &req, &resp);
+        st = resp.http_status;
+    }
+
+    p = strstr(resp.res.log, "issued NOC serial ");
+    serial[0] = '\0';
+    if (p && sscanf(p, "issued NOC serial %40[0-9A-F]", serial) != 1) {
+        serial[0] = '\0';
+    }
+    ok(st == 500 && serial[0], "NOC not deliverable: 500, withdrawn (%s; %s)",
+       resp.res.detail, resp.res.log);
+
+    memset(&rec, 0, sizeof(rec));
+    pki_result_init(&res);
+    ok(serial[0] && pki_record_get(r, "mail-icac", serial, &rec, &res)
+                    == PKI_OK
+       && rec.status == PKI_CERT_REVOKED && rec.reason == 5,
+       "  its record %s is revoked (cessationOfOperation) %s", serial,
+       res.detail);
+    pki_record_clear(&rec);
+
+    pki_matter_resp_free(&resp);
+    free(c);
+    pki_redis_free(r);
+    pki_ca_free(ca);
+    X509_free(rcac);
+    X509_free(icac);
+    EVP_PKEY_free(krc);
+    EVP_PKEY_free(kn);
 }
 
 
@@ -1215,6 +1457,8 @@ test_issuance(void)
     if (capai && caic) {
         test_engine(capai, tdac2, caic, tnoc);
     }
+
+    test_noc_withdraw(tnoc, kic, fic);
 
     /* a DAC template cannot issue from a NOC CA's plain CSR path */
     csr = make_csr(kdev, "x", NULL, EVP_sha256());
