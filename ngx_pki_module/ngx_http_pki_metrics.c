@@ -502,11 +502,12 @@ ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
  *               [max_backlog=SIZE];
  *
  * carry=on (default): an issuance's entry travels in its record's Redis
- * commit (durable with the record); the file is written before the answer
- * and synced every 100 ms.  carry=off: every answer waits for the file's
- * own fdatasync.  orphan_after (default 30s): a carried entry still in
- * its stream after this long is written by the janitor if the file lacks
- * it (its writer died between the record's commit and the file).
+ * commit (durable with the record), and the answer waits for nothing
+ * more; a thread writes such entries to the file in batches (within
+ * 20 ms) and syncs it every second.  carry=off: every answer waits for the
+ * file's own fdatasync.  orphan_after (default 30s): a carried entry still
+ * in its stream after this long is written by the janitor if the file
+ * lacks it (its writer died between the record's commit and the file).
  * max_backlog (default 64m): the entries a worker holds in memory for a
  * file that cannot take them (disk full, I/O errors); at the cap,
  * issuance and revocation are refused (503) until the file takes them.
