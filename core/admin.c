@@ -192,14 +192,20 @@ pki_cert_status_text(const pki_record_t *rec)
 }
 
 
-/* The record as JSON; with_der adds the certificate (base64). */
+/* The record as JSON; with_der adds the certificate (base64).  A due
+ * planned revocation shows as the revocation it is (pki_record_at). */
 static cJSON *
-pki_record_json(const pki_record_t *rec, int with_der)
+pki_record_json(const pki_record_t *in, int with_der)
 {
-    cJSON   *o;
-    char     t[32], *b64;
-    size_t   len;
-    int      good;
+    cJSON         *o;
+    char           t[32], *b64;
+    size_t         len;
+    int            good;
+    pki_record_t   now, *rec;
+
+    now = *in;
+    rec = &now;
+    (void) pki_record_at(rec, time(NULL));
 
     o = cJSON_CreateObject();
     if (o == NULL) {
@@ -841,6 +847,9 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     for (i = 0; i < n; i++) {
         if (good) {
             want = 1;
+
+            /* a due plan is a revocation, for the filter as for the JSON */
+            (void) pki_record_at(&recs[i], time(NULL));
 
             if (strcmp(status, "good") == 0) {
                 want = recs[i].status == PKI_CERT_GOOD;

@@ -1468,7 +1468,14 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
 /*
  * KEYS[1] record, KEYS[2] revoked hash, KEYS[3] revgen; ARGV[1] serial,
  * ARGV[2] reason, ARGV[3] revocation time, ARGV[4] invalidity date,
- * ARGV[5] the request's id (random).
+ * ARGV[5] the request's id (random), ARGV[6] now.
+ * A good record whose planned revocation is due (plan_at <= now) is
+ * revoked already, as every reader has said since the planned time
+ * (pki_record_at): only the plan's own carry-out (that reason at that
+ * time, by worker 0, which also logs it) writes it; any other request is
+ * one on a revoked certificate (-1, nothing written: a hold, another
+ * reason or time must not undo or move a revocation that OCSP and the
+ * CRL have published).
  * Returns 1 revoked (or hold changed), 2 hold released, 0 no record (or
  * pending), -1 already revoked, -2 removeFromCRL without a hold, -3 hold on
  * a hold.  Changing a hold into a final reason keeps the time the hold was
@@ -1488,6 +1495,13 @@ static const char  pki_lua_revoke[] =
     "  return 1 "
     "end "
     "local at, inv = ARGV[3], ARGV[4] "
+    "if st == 'good' then "
+    "  local pa = redis.call('HGET', KEYS[1], 'plan_at') "
+    "  if pa and tonumber(pa) <= tonumber(ARGV[6]) and (pa ~= ARGV[3] "
+    "     or redis.call('HGET', KEYS[1], 'plan_reason') ~= ARGV[2]) then "
+    "    return -1 "
+    "  end "
+    "end "
     "if st == 'revoked' then "
     "  if redis.call('HGET', KEYS[1], 'reason') ~= '6' then return -1 end "
     "  if ARGV[2] == '8' then "
@@ -1639,6 +1653,7 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     pki_args_num(&a, (long long) when);
     pki_args_num(&a, (long long) invalidity_date);
     pki_args_str(&a, rid);
+    pki_args_num(&a, (long long) time(NULL));
 
     st = pki_redis_eval(r, &a, &rc, res);
     if (st != PKI_OK) {
@@ -1687,12 +1702,16 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
 
 
 /* Planned revocation.  KEYS[1] cert record, KEYS[2] the CA's plan (sorted
- * set: serial by time), KEYS[3] revgen; ARGV[1] serial, ARGV[2] reason, ARGV[3] time,
- * ARGV[4] who planned it.  1 planned, 0 no record, -1 not good. */
+ * set: serial by time), KEYS[3] revgen; ARGV[1] serial, ARGV[2] reason,
+ * ARGV[3] time, ARGV[4] who planned it, ARGV[5] now.  1 planned, 0 no
+ * record, -1 not good (also: a plan of it is due, so it is revoked for
+ * every reader; a new plan must not undo that). */
 static const char  pki_lua_plan[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
     "if st ~= 'good' then return -1 end "
+    "local pa = redis.call('HGET', KEYS[1], 'plan_at') "
+    "if pa and tonumber(pa) <= tonumber(ARGV[5]) then return -1 end "
     "redis.call('HSET', KEYS[1], 'plan_at', ARGV[3], 'plan_reason', "
     "           ARGV[2], 'plan_by', ARGV[4]) "
     "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) "
@@ -1758,6 +1777,7 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
     pki_args_num(&a, reason);
     pki_args_num(&a, (long long) at);
     pki_args_str(&a, by != NULL ? by : "");
+    pki_args_num(&a, (long long) time(NULL));
 
     st = pki_redis_eval(r, &a, &rc, res);
     if (st != PKI_OK) {

@@ -555,6 +555,30 @@ main(void)
         ok(strcmp(jstr(j, "reason"), "keyCompromise") == 0,
            "its own reason stays (%s)", jstr(j, "reason"));
         cJSON_Delete(j);
+
+        /* due, not carried out yet: shown as the revocation it is */
+        ok(issue(cas[0], tdev, "dev6", s4), "issued dev6 by CA one");
+        at = time(NULL) + 1;
+        gmtime_r(&at, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"superseded\",\"at\":\"%s\"}", s4, when);
+        revoke_expect(body, 200, "planned dev6 a second ahead");
+        while (time(NULL) < at) {
+            usleep(50000);
+        }
+        snprintf(q, sizeof(q), "certificates/%s", s4);
+        j = call("GET", q, NULL, NULL, &st);
+        ok(strcmp(jstr(j, "status"), "revoked") == 0
+           && strcmp(jstr(j, "reason"), "superseded") == 0
+           && strcmp(jstr(j, "revoked_at"), when) == 0
+           && jstr(j, "revocation_planned")[0] == '\0',
+           "due, not carried out: revoked at the planned time (%s %s %s)",
+           jstr(j, "status"), jstr(j, "reason"), jstr(j, "revoked_at"));
+        cJSON_Delete(j);
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"certificateHold\"}", s4);
+        revoke_expect(body, 409, "a hold on a due plan: 409");
     }
 
     /* Redis down: 503 */

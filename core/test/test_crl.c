@@ -1106,6 +1106,27 @@ test_planned(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, X509 *x)
     X509_CRL_free(crl);
     free(a.der);
 
+    /* due, not carried out: nothing undoes or moves it (every reader
+     * has called it revoked since the planned time) */
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), hex, 6, time(NULL), 0, NULL,
+                           &res);
+    is_status(st, PKI_CONFLICT, "  a hold on it: conflict");
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), hex, 1, time(NULL), 0, NULL,
+                           &res);
+    is_status(st, PKI_CONFLICT, "  keyCompromise now: conflict");
+    pki_result_init(&res);
+    st = pki_record_plan_revoke(r, pki_ca_name(ca), hex, 4,
+                                time(NULL) + 3600, "test", NULL, &res);
+    is_status(st, PKI_CONFLICT, "  a new plan an hour ahead: conflict");
+    rep = redisCommand(rc, "HGET %s{ca:%s}:cert:%s plan_at", pki_redis_ns(r),
+                       pki_ca_name(ca), hex);
+    ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+       && strtoll(rep->str, NULL, 10) == (long long) at,
+       "  the plan is unchanged");
+    freeReplyObject(rep);
+
     /* carried out: dated at the planned time too, listed once */
     pki_result_init(&res);
     st = pki_record_revoke_due(r, pki_ca_name(ca), time(NULL), 0, &done,
