@@ -1283,6 +1283,18 @@ main(void)
             sleep_ms(10);
         }
 
+        /* Not under Valgrind (3.19): it runs fcntl(F_OFD_SETLKW) without
+         * letting go of its own lock on the process's threads, so the
+         * syncer waiting for the sync lock held here stalls every thread
+         * of the test, this one too (a tool's artefact: without it, the
+         * other threads run on, as this checks) */
+        if (getenv("PKI_TEST_VALGRIND") != NULL) {
+            pki_audit_set_deferred(0);
+            pki_audit_set_default(NULL);
+            pki_audit_close(ld);
+            goto skip_stall;
+        }
+
         snprintf(lpath, sizeof(lpath), "%s/audit.lock", dird);
         lfd = open(lpath, O_RDWR | O_CLOEXEC);
         memset(&fl, 0, sizeof(fl));
@@ -1336,6 +1348,8 @@ main(void)
         ok(n == m && xlen(keyd) == 0, "  every answered issuance is in "
            "the file once (%d of %d), the stream emptied", n, m);
     }
+
+skip_stall:
 
     /* processes opening one new directory at once agree on its id (8
      * threads at once here, 25 times) */
