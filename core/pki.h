@@ -293,8 +293,10 @@ PKI_API pki_status_t pki_record_plan_revoke(pki_redis_t *r, const char *ca,
  * revocation of the CA due at now, at most max (0: 256) per call, and
  * takes them off the plan; *done (may be NULL) counts the revocations.
  * The revocation is dated at the planned time, as every reader saw it
- * from then on (pki_record_at).  A plan whose certificate was revoked or
- * removed meanwhile is dropped. */
+ * from then on (pki_record_at), so it changes no answer and leaves the
+ * revocation generation (revgen) alone: the CRL listing the plan stays
+ * current.  A plan whose certificate was revoked or removed meanwhile is
+ * dropped. */
 PKI_API pki_status_t pki_record_revoke_due(pki_redis_t *r, const char *ca,
     time_t now, unsigned max, unsigned *done, pki_result_t *res);
 

@@ -1475,7 +1475,10 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
  * time, by worker 0, which also logs it) writes it; any other request is
  * one on a revoked certificate (-1, nothing written: a hold, another
  * reason or time must not undo or move a revocation that OCSP and the
- * CRL have published).
+ * CRL have published).  The carry-out leaves revgen alone: it changes no
+ * answer (a good OCSP answer ends at the plan, the CRLs built since list
+ * it, with this date and reason), and a bump would rebuild the CRL after
+ * every batch of carry-outs, each build reading all the plans still due.
  * Returns 1 revoked (or hold changed), 2 hold released, 0 no record (or
  * pending), -1 already revoked, -2 removeFromCRL without a hold, -3 hold on
  * a hold.  Changing a hold into a final reason keeps the time the hold was
@@ -1494,12 +1497,15 @@ static const char  pki_lua_revoke[] =
     "  if ARGV[2] == '8' then return 2 end "
     "  return 1 "
     "end "
-    "local at, inv = ARGV[3], ARGV[4] "
+    "local at, inv, carry = ARGV[3], ARGV[4], false "
     "if st == 'good' then "
     "  local pa = redis.call('HGET', KEYS[1], 'plan_at') "
-    "  if pa and tonumber(pa) <= tonumber(ARGV[6]) and (pa ~= ARGV[3] "
-    "     or redis.call('HGET', KEYS[1], 'plan_reason') ~= ARGV[2]) then "
-    "    return -1 "
+    "  if pa and tonumber(pa) <= tonumber(ARGV[6]) then "
+    "    if pa ~= ARGV[3] "
+    "       or redis.call('HGET', KEYS[1], 'plan_reason') ~= ARGV[2] then "
+    "      return -1 "
+    "    end "
+    "    carry = true "
     "  end "
     "end "
     "if st == 'revoked' then "
@@ -1527,7 +1533,7 @@ static const char  pki_lua_revoke[] =
     "redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason') "
     "redis.call('HSET', KEYS[2], ARGV[1], "
     "           ARGV[2] .. ' ' .. at .. ' ' .. inv) "
-    "redis.call('INCR', KEYS[3]) "
+    "if not carry then redis.call('INCR', KEYS[3]) end "
     "return 1";
 
 

@@ -1020,6 +1020,7 @@ test_planned(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, X509 *x)
     time_t           at, now;
     size_t           len;
     unsigned         done;
+    long long        gen, gen2;
     X509_CRL        *crl;
     redisReply      *rep;
     pki_status_t     st;
@@ -1129,9 +1130,25 @@ test_planned(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, X509 *x)
 
     /* carried out: dated at the planned time too, listed once */
     pki_result_init(&res);
+    pki_record_revgen(r, pki_ca_name(ca), &gen, &res);
+    pki_result_init(&res);
     st = pki_record_revoke_due(r, pki_ca_name(ca), time(NULL), 0, &done,
                                &res);
     ok(st == PKI_OK && done == 1, "  carried out (%u)", done);
+
+    /* which changes no answer: no new revocation generation, so the CRL
+     * that lists the plan is not rebuilt (with many plans due at once,
+     * a rebuild after each batch read all the plans still due) */
+    pki_result_init(&res);
+    pki_record_revgen(r, pki_ca_name(ca), &gen2, &res);
+    ok(gen2 == gen, "  the revocation generation is unchanged (%lld %lld)",
+       gen, gen2);
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, a.number, &b, &res);
+    ok(st == PKI_OK && b.number == a.number && b.der == NULL,
+       "  the CRL that lists it stays current (%lld %lld)", a.number,
+       b.number);
+    free(b.der);
 
     pki_result_init(&res);
     der = NULL;
