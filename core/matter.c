@@ -1728,6 +1728,69 @@ pki_add_hex_attr(X509_NAME *name, const ASN1_OBJECT *obj, const char *hex)
 }
 
 
+/* The octets of a DER element whose content has n octets. */
+static long
+pki_der_len(long n)
+{
+    return 1 + (n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 4) + n;
+}
+
+
+/* The largest DER the unsigned certificate x can have once signed with
+ * the key of signer (EC: ecdsa-with-SHA*, 12 octets, in the TBS and after
+ * it) and given the serial pki_serial_new() makes (16 octets, no leading
+ * zero).  -1 when it cannot tell (another key type): the check of the
+ * signed certificate still holds. */
+static long
+pki_der_bound(X509 *x, EVP_PKEY *signer)
+{
+    int             tbs, hdr, ser, alg, sig;
+    long            content;
+    X509_ALGOR     *a;
+    unsigned char  *der;
+    const ASN1_OBJECT  *obj;
+
+    if (signer == NULL || EVP_PKEY_get_base_id(signer) != EVP_PKEY_EC) {
+        return -1;
+    }
+
+    /* no algorithm yet (the TBS does not encode without one): the one
+     * Matter signs with, which signing sets again */
+    a = (X509_ALGOR *) X509_get0_tbs_sigalg(x);
+    X509_ALGOR_get0(&obj, NULL, NULL, a);
+    if (OBJ_obj2nid(obj) == NID_undef
+        && !X509_ALGOR_set0(a, OBJ_nid2obj(NID_ecdsa_with_SHA256),
+                            V_ASN1_UNDEF, NULL))
+    {
+        ERR_clear_error();
+        return -1;
+    }
+
+    der = NULL;
+    tbs = i2d_re_X509_tbs(x, &der);
+    ser = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), NULL);
+    alg = i2d_X509_ALGOR(a, NULL);
+    sig = EVP_PKEY_get_size(signer);
+
+    if (tbs < 2 || ser <= 0 || alg <= 0 || sig <= 0) {
+        OPENSSL_free(der);
+        ERR_clear_error();
+        return -1;
+    }
+
+    hdr = der[1] < 0x80 ? 2 : 2 + (der[1] & 0x7f);
+    OPENSSL_free(der);
+
+    /* the TBS with its serial and algorithm as signing sets them */
+    content = pki_der_len((long) tbs - hdr + (18 - ser) + (12 - alg));
+
+    /* then the algorithm again and the signature in a BIT STRING */
+    content += 12 + pki_der_len(1 + (long) sig);
+
+    return pki_der_len(content);
+}
+
+
 pki_status_t
 pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
     pki_result_t *res)
@@ -1738,6 +1801,7 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
     X509_NAME         *name;
     pki_vidpid_t       ivp;
     X509_NAME_ENTRY   *e;
+    long               size;
     time_t             nb, canb;
     ASN1_TIME         *tm;
     pki_status_t       rc;
@@ -1821,6 +1885,21 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
                    ca ? ca->cert : NULL, CHK_PRESIGN | CHK_EMIT, res);
     if (rc != PKI_OK) {
         return rc;
+    }
+
+    /* the DER size, before a serial is reserved or anything signed: the
+     * largest the signed certificate can be.  Found only once signed, a
+     * certificate over it was recorded and then revoked, and in a batch
+     * every DAC signed before it too.  Judged by the longest signature,
+     * not the one a signing happens to give, so that one request is not
+     * taken or refused by chance. */
+    size = pki_der_bound(x, ca ? X509_get0_pubkey(ca->cert)
+                               : X509_get0_pubkey(x));
+    if (size > PKI_MATTER_DER_MAX) {
+        return pki_fail(res, PKI_POLICY, "Matter %s size: DER larger than "
+                        "%d bytes once signed (up to %ld)",
+                        pki_matter_type_name(t->matter), PKI_MATTER_DER_MAX,
+                        size);
     }
 
     /* fabric-id consistency along the whole chain (RCAC included) */

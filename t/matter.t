@@ -549,12 +549,13 @@ $1} or die;
     $t->start_nginx($conf);
 }
 
-# --- a batch that fails after some of it was issued --------------------------
+# --- a DAC over the DER size: the batch is refused before anything is signed
 
-# The DER size (600 bytes) can only be judged once signed: with a CRL URL
-# in the DACs, a 64-character CN goes over it, a short one does not.  A
-# batch of three short CNs and a long one: 400, and the three DACs it had
-# issued (recorded, never delivered) are revoked, not left good.
+# The DER size limit (600 bytes) is judged before signing, by the longest
+# signature the PAI key can make: with a CRL URL in the DACs, a 64-character
+# CN goes over it, a short one does not.  A batch of three short CNs and a
+# long one: 400 naming the rule, no serial reserved, nothing signed or
+# recorded (the DACs before it used to be signed, recorded and revoked).
 {
     $t->stop_nginx;
     (my $c2 = $conf) =~ s{(templates matter-dac;)}
@@ -565,24 +566,28 @@ $1} or die;
         my ($csr) = $t->make_csr('w' . scalar @csrs, subj => "/CN=$cn");
         push @csrs, encode_base64($csr, '');
     }
-    my $status = sub {
-        my %n;
-        for my $k ($t->redis_keys('pki:{ca:matter-pai}:cert:*')) {
-            $n{ $t->redis_hash($k)->{status} // '' }++;
-        }
-        return \%n;
-    };
-    my $before = $status->();
+    my @before = $t->state_keys;
     my $r = post_json('/matter/dac/batch', { csrs => \@csrs });
-    is($r->{code}, 400, 'batch failing at its last DAC (DER size): 400');
-    like($r->{body}, qr/larger than 600 bytes/, '... naming the rule');
-    my $after = $status->();
-    is(($after->{good} // 0) - ($before->{good} // 0), 0,
-       '... no DAC of it left good');
-    is(($after->{revoked} // 0) - ($before->{revoked} // 0), 3,
-       '... the three it had issued are revoked');
-    like(slurp($t->error_log) // '', qr/3 certificate\(s\) the failed batch /,
-         '... and the error log says so');
+    is($r->{code}, 400, 'batch with a DAC over the DER size: 400');
+    like($r->{body}, qr/larger than 600 bytes once signed/,
+         '... naming the rule, judged before signing');
+    is_deeply([ $t->state_keys ], \@before,
+              '... no serial reserved, no record written');
+    unlike(slurp($t->error_log) // '', qr/the failed batch had issued/,
+           '... nothing issued to withdraw');
+
+    # one DAC alone, through EST: refused alike, before signing
+    my ($long) = $t->make_csr('w-est', subj => '/CN=' . ('y' x 64));
+    $r = $t->est_post('simpleenroll', $long, label => 'matter-dac',
+                      quiet => 1);
+    isnt($r->{code}, 200, "one DAC over the DER size through EST: $r->{code}");
+    is_deeply([ $t->state_keys ], \@before, '... nothing recorded');
+    like(slurp($t->error_log) // '', qr/larger than 600 bytes once signed/,
+         '... the error log names the rule');
+    my ($short) = $t->make_csr('w-est2', subj => '/CN=short-4');
+    $r = $t->est_post('simpleenroll', $short, label => 'matter-dac',
+                      quiet => 1);
+    is($r->{code}, 200, 'a short CN under the same CA: issued');
 }
 
 # --- a transaction log that does not open: the batch is refused up front ----

@@ -1024,6 +1024,106 @@ raw_ca_cert(const char *oid, const char *id, const char *mail,
 }
 
 
+/* The 600-byte DER limit is judged before anything is signed, by the
+ * longest signature the key can make: with a CRL URL in the DACs, every
+ * CN up to some length is issued and fits, every longer one is refused
+ * saying so, and the longest issued comes within the few octets an ECDSA
+ * signature's length varies by. */
+static void
+test_der_bound(X509 *pai, pki_key_t *fpai, pki_template_t *tdac,
+    EVP_PKEY *kdev)
+{
+    int             len, n, last_ok, first_no, others, max_size;
+    char            cn[80], path[PATH_MAX * 2];
+    X509           *dac;
+    FILE           *f;
+    pki_ca_t       *ca;
+    X509_REQ       *csr;
+    const char     *argv[1];
+    pki_result_t    res;
+    pki_request_t   req;
+
+    snprintf(path, sizeof(path), "%s/pai-crl.pem", tmpdir);
+    f = fopen(path, "w");
+    if (f == NULL || !PEM_write_X509(f, pai)) {
+        if (f) {
+            fclose(f);
+        }
+        ok(0, "DER bound: PAI written");
+        return;
+    }
+    fclose(f);
+
+    pki_result_init(&res);
+    ca = pki_ca_new("pai-crl");
+    argv[0] = path;
+    if (ca == NULL || pki_ca_set(ca, "certificate", 1, argv, &res) != PKI_OK
+        || (argv[0] = "http://crl.example.com/pppppppppppppppppppppppppp"
+                      "pppppppppppppppppppppppppppppppppp.crl",
+            pki_ca_set(ca, "crl_url", 1, argv, &res) != PKI_OK)
+        || pki_ca_set_key(ca, fpai, &res) != PKI_OK
+        || pki_ca_add_template(ca, tdac, &res) != PKI_OK
+        || pki_ca_finish(ca, &res) != PKI_OK)
+    {
+        ok(0, "DER bound: a PAI with a CRL URL (%s %s)", res.detail,
+           res.log);
+        pki_ca_free(ca);
+        return;
+    }
+
+    last_ok = first_no = 0;
+    others = max_size = 0;
+
+    for (len = 1; len <= 64; len++) {
+        memset(cn, 'x', (size_t) len);
+        cn[len] = '\0';
+        csr = make_csr(kdev, cn, NULL, EVP_sha256());
+        pki_result_init(&res);
+        dac = NULL;
+        if (csr == NULL
+            || pki_request_from_csr(tdac, csr, &req, &res) != PKI_OK)
+        {
+            X509_REQ_free(csr);
+            others++;
+            continue;
+        }
+        pki_result_init(&res);
+        switch (pki_issue(ca, tdac, NULL, &req, NULL, &dac, &res)) {
+        case PKI_OK:
+            n = i2d_X509(dac, NULL);
+            if (first_no || n > 600) {
+                others++;
+                diag("CN of %d: issued, %d bytes", len, n);
+            }
+            last_ok = len;
+            max_size = n > max_size ? n : max_size;
+            break;
+        case PKI_POLICY:
+            if (strstr(res.detail, "larger than 600 bytes once signed")) {
+                first_no = first_no ? first_no : len;
+                break;
+            }
+            /* fall through */
+        default:
+            others++;
+            diag("CN of %d: %s", len, res.detail);
+        }
+        X509_free(dac);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+    }
+
+    ok(others == 0 && last_ok > 0 && first_no == last_ok + 1,
+       "DER bound: CNs up to %d characters issued, longer ones refused "
+       "before signing (%d)", last_ok, first_no);
+    ok(max_size > 596 && max_size <= 600,
+       "  the longest issued is %d bytes (at most 600, the bound tight)",
+       max_size);
+
+    pki_ca_free(ca);
+}
+
+
 /* A NOC issued and committed, then not deliverable (its RCAC has no TLV
  * form: refused at configuration, so only the engine sees it): 500, and
  * the record is revoked, not left good. */
@@ -1459,6 +1559,10 @@ test_issuance(void)
     }
 
     test_noc_withdraw(tnoc, kic, fic);
+
+    if (pai) {
+        test_der_bound(pai, fpai, tdac2, kdev);
+    }
 
     /* a DAC template cannot issue from a NOC CA's plain CSR path */
     csr = make_csr(kdev, "x", NULL, EVP_sha256());
