@@ -28,13 +28,9 @@ my $json = JSON::PP->new->canonical;
 
 sub enroll {
     my ($name) = @_;
-    my ($csr) = $t->make_csr($name, subj => "/CN=$name");
-    my $r = $t->est_post('simpleenroll', $csr);
+    my ($r, $serial, $f) = $t->enroll_serial($name);
     is($r->{code}, 200, "enrolled $name") or diag($r->{body});
-    my $pem = $t->p7_to_pem($r->{body});
-    my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
-    my $serial = $f ? $t->x509_field($f, 'serial') : '';
-    return ($f, $serial);
+    return ($f, $serial // '');
 }
 
 sub revoke {

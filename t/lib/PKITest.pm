@@ -586,8 +586,8 @@ sub enroll_cn {
 # enroll_serial(NAME, csr => DER, max_time => S, make_csr options): a
 # quiet simpleenroll (demo:demo) of DER, or else of a fresh key for
 # CN=NAME; no test of its own, the caller judges the answer.  Returns (the
-# curl result, the certificate's serial or undef); the certificate is
-# saved as DIR/NAME.pem.
+# curl result, the certificate's serial or undef, its file or undef); the
+# certificate is saved as DIR/NAME.pem.
 sub enroll_serial {
     my ($self, $name, %o) = @_;
     my $csr = delete $o{csr};
@@ -599,7 +599,7 @@ sub enroll_serial {
     return ($r, undef) if $r->{code} != 200;
     my $pem = $self->p7_to_pem($r->{body});
     my $f = $pem ? $self->save_first_cert($pem, $name) : undef;
-    return ($r, $f ? $self->x509_field($f, 'serial') : undef);
+    return ($r, $f ? $self->x509_field($f, 'serial') : undef, $f);
 }
 
 # admin_revoke(SERIAL, quiet => 1): revocation (superseded) through the
