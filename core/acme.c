@@ -155,16 +155,6 @@ static void pki_acme_vproblem(pki_acme_t *a, int status, const char *type,
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static void
-pki_rfc3339(time_t t, char buf[32])
-{
-    struct tm  tm;
-
-    gmtime_r(&t, &tm);
-    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-
 static int
 pki_random_id(char *buf, size_t size, size_t nbytes)
 {
@@ -328,7 +318,7 @@ pki_json_time(cJSON *obj, const char *name, time_t t)
 {
     char  buf[32];
 
-    pki_rfc3339(t, buf);
+    (void) pki_format_rfc3339(t, buf);
     cJSON_AddStringToObject(obj, name, buf);
 }
 
@@ -4451,7 +4441,8 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
 
     if (pki_json_num(order, "expires") < (double) a->now) {
         if (error != NULL) {
-            pki_rfc3339((time_t) pki_json_num(order, "expires"), at);
+            (void) pki_format_rfc3339(
+                       (time_t) pki_json_num(order, "expires"), at);
             snprintf(detail, sizeof(detail), "the order expired at %s", at);
             *error = pki_acme_problem_new("unauthorized", detail, 403);
         }
@@ -9470,7 +9461,7 @@ pki_acme_eab_list(pki_redis_t *r, char **json, pki_result_t *res)
             } else if (strcmp(f, "created") == 0) {
                 char  t[32];
 
-                pki_rfc3339((time_t) atoll(v), t);
+                (void) pki_format_rfc3339((time_t) atoll(v), t);
                 cJSON_AddStringToObject(o, "created", t);
             }
         }
@@ -9924,7 +9915,7 @@ pki_acme_account_view(const char *id, const cJSON *acct)
 
     c = cJSON_GetObjectItemCaseSensitive(acct, "created");
     if (cJSON_IsNumber(c) && c->valuedouble > 0) {
-        pki_rfc3339((time_t) c->valuedouble, t);
+        (void) pki_format_rfc3339((time_t) c->valuedouble, t);
         cJSON_AddStringToObject(out, "createdAt", t);
     }
 

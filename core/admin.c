@@ -117,19 +117,6 @@ pki_admin_http_status(pki_status_t st)
 
 /* ---- time --------------------------------------------------------------- */
 
-static void
-pki_rfc3339(time_t t, char buf[32])
-{
-    struct tm  tm;
-
-    if (gmtime_r(&t, &tm) == NULL
-        || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-    {
-        snprintf(buf, 32, "1970-01-01T00:00:00Z");
-    }
-}
-
-
 
 
 /* ---- responses ---------------------------------------------------------- */
@@ -218,7 +205,7 @@ pki_record_json(const pki_record_t *in, int with_der)
               != NULL;
 
     if (good && rec->status == PKI_CERT_REVOKED) {
-        pki_rfc3339(rec->revoked_at, t);
+        (void) pki_format_rfc3339(rec->revoked_at, t);
         good = cJSON_AddStringToObject(o, "reason",
                    rec->reason >= 0 && rec->reason <= 10
                    && pki_reason_names[rec->reason] != NULL
@@ -228,13 +215,13 @@ pki_record_json(const pki_record_t *in, int with_der)
                && cJSON_AddStringToObject(o, "revoked_at", t) != NULL;
 
         if (good && rec->invalidity_date != 0) {
-            pki_rfc3339(rec->invalidity_date, t);
+            (void) pki_format_rfc3339(rec->invalidity_date, t);
             good = cJSON_AddStringToObject(o, "invalidity_date", t) != NULL;
         }
     }
 
     if (good && rec->status == PKI_CERT_GOOD && rec->revoke_planned != 0) {
-        pki_rfc3339(rec->revoke_planned, t);
+        (void) pki_format_rfc3339(rec->revoke_planned, t);
         good = cJSON_AddStringToObject(o, "revocation_planned", t) != NULL
                && cJSON_AddStringToObject(o, "planned_reason",
                       rec->planned_reason >= 0 && rec->planned_reason <= 10
@@ -251,17 +238,17 @@ pki_record_json(const pki_record_t *in, int with_der)
     }
 
     if (good) {
-        pki_rfc3339(rec->not_before, t);
+        (void) pki_format_rfc3339(rec->not_before, t);
         good = cJSON_AddStringToObject(o, "not_before", t) != NULL;
     }
 
     if (good) {
-        pki_rfc3339(rec->not_after, t);
+        (void) pki_format_rfc3339(rec->not_after, t);
         good = cJSON_AddStringToObject(o, "not_after", t) != NULL;
     }
 
     if (good && rec->created != 0) {
-        pki_rfc3339(rec->created, t);
+        (void) pki_format_rfc3339(rec->created, t);
         good = cJSON_AddStringToObject(o, "created", t) != NULL;
     }
 

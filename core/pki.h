@@ -112,6 +112,13 @@ PKI_API int pki_serial_normalize(const char *in, char out[41]);
 
 PKI_API int pki_parse_rfc3339(const char *s, unsigned flags, time_t *out);
 
+/* t as RFC 3339 UTC, whole seconds ("2026-12-01T09:42:59Z"), into buf of
+ * PKI_RFC3339_LEN bytes.  Returns 1; 0 for a time with no such form
+ * (before 1970 or after 9999), and buf is "1970-01-01T00:00:00Z". */
+#define PKI_RFC3339_LEN       32
+
+PKI_API int pki_format_rfc3339(time_t t, char buf[PKI_RFC3339_LEN]);
+
 
 /* ---- keys ------------------------------------------------------------------
  *

@@ -4343,8 +4343,7 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     pki_status_t    st;
     unsigned char   rnd[16];
     time_t          exp;
-    struct tm       tm;
-    char            when[32];
+    char            when[PKI_RFC3339_LEN];
 
     st = pki_scep_admin_json(body, len, &root, res);
     if (st != PKI_OK) {
@@ -4428,8 +4427,7 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     }
 
     exp = time(NULL) + ttl;
-    gmtime_r(&exp, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    (void) pki_format_rfc3339(exp, when);
 
     o = cJSON_CreateObject();
     if (o == NULL
@@ -4524,23 +4522,17 @@ pki_scep_member_ok(const char *s, size_t len)
 
 
 static void
-pki_scep_time_text(const char *epoch, char *buf, size_t size)
+pki_scep_time_text(const char *epoch, char buf[PKI_RFC3339_LEN])
 {
     char       *end;
-    time_t      t;
-    struct tm   tm;
     long long   v;
 
-    buf[0] = '\0';
     v = strtoll(epoch, &end, 10);
 
-    if (end == epoch || *end != '\0' || v < 0 || v > 253402300799LL) {
-        return;
-    }
-
-    t = (time_t) v;
-    if (gmtime_r(&t, &tm) != NULL) {
-        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (end == epoch || *end != '\0'
+        || !pki_format_rfc3339((time_t) v, buf))
+    {
+        buf[0] = '\0';
     }
 }
 
@@ -4622,7 +4614,7 @@ pki_scep_pend_json(redisReply *v)
     }
 
     if (f[7] != NULL) {
-        pki_scep_time_text(f[7]->str, when, sizeof(when));
+        pki_scep_time_text(f[7]->str, when);
         if (when[0] && cJSON_AddStringToObject(o, "created", when) == NULL) {
             cJSON_Delete(o);
             return NULL;
@@ -4630,7 +4622,7 @@ pki_scep_pend_json(redisReply *v)
     }
 
     if (f[8] != NULL) {
-        pki_scep_time_text(f[8]->str, when, sizeof(when));
+        pki_scep_time_text(f[8]->str, when);
         if (when[0] && cJSON_AddStringToObject(o, "expires", when) == NULL) {
             cJSON_Delete(o);
             return NULL;

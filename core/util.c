@@ -484,6 +484,22 @@ pki_time_digits(const char **p, int n, int *out)
 
 
 int
+pki_format_rfc3339(time_t t, char buf[PKI_RFC3339_LEN])
+{
+    struct tm  tm;
+
+    if (t < 0 || (long long) t > 253402300799LL || gmtime_r(&t, &tm) == NULL
+        || strftime(buf, PKI_RFC3339_LEN, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    {
+        snprintf(buf, PKI_RFC3339_LEN, "1970-01-01T00:00:00Z");
+        return 0;
+    }
+
+    return 1;
+}
+
+
+int
 pki_parse_rfc3339(const char *s, unsigned flags, time_t *out)
 {
     int          y, mo, d, h, mi, sec, oh, om, sign, nfrac;

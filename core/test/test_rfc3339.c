@@ -192,5 +192,32 @@ main(void)
 
     free(big);
 
+    /* the writer: whole seconds, UTC; every form it writes reads back */
+    {
+        static const struct {
+            long long    t;
+            int          rc;
+            const char  *out;
+        } w[] = {
+            { 0, 1, "1970-01-01T00:00:00Z" },
+            { 951782400LL, 1, "2000-02-29T00:00:00Z" },
+            { 1796118239LL, 1, "2026-12-01T09:43:59Z" },
+            { 253402300799LL, 1, "9999-12-31T23:59:59Z" },
+            { 253402300800LL, 0, "1970-01-01T00:00:00Z" },
+            { -1, 0, "1970-01-01T00:00:00Z" },
+        };
+        char  out[PKI_RFC3339_LEN];
+
+        for (i = 0; i < (int) (sizeof(w) / sizeof(w[0])); i++) {
+            memset(out, 'x', sizeof(out));
+            rc = pki_format_rfc3339((time_t) w[i].t, out);
+            t = 0;
+            ok(rc == w[i].rc && strcmp(out, w[i].out) == 0
+               && (rc == 0 || (pki_parse_rfc3339(out, PKI_RFC3339_UTC, &t)
+                               && (long long) t == w[i].t)),
+               "%lld written as %s (%d)", w[i].t, out, rc);
+        }
+    }
+
     return done_testing();
 }
