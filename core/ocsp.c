@@ -603,11 +603,10 @@ pki_ocsp_add_extended_revoke(OCSP_BASICRESP *bs)
  * partial answer. */
 static pki_status_t
 pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
-    int first, pki_ocsp_single_t *singles, pki_result_t *res)
+    int first, time_t now, pki_ocsp_single_t *singles, pki_result_t *res)
 {
     int                  k, i, *pca;
     char               (*hex)[41];
-    time_t               now;
     size_t               j, np, max, *start;
     const char         **cas, **serials;
     OCSP_CERTID         *cid;
@@ -618,7 +617,6 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
     pki_int_records_t   *recs;
 
     recs = NULL;
-    now = time(NULL);
     max = (size_t) n * (conf->ncas > 0 ? conf->ncas : 1);
 
     hex = malloc((size_t) n * sizeof(*hex));
@@ -859,10 +857,17 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         first = idx;
     }
 
+    /* One time for the whole answer: the records are judged at the time
+     * the answer states (thisUpdate).  Read again after the lookup, a
+     * planned revocation that came due in between left a "good" judged
+     * a second before with a nextUpdate an hour past the plan, which the
+     * response cache then served (a carry-out drops no cached answer). */
+    now = time(NULL);
+
     /* the records, all in one round trip; the CA whose record answered
      * the first CertID that has one signs (any of them verifies: same
      * name and key) */
-    rst = pki_ocsp_lookup(conf, oreq, n, first, singles, &resp->res);
+    rst = pki_ocsp_lookup(conf, oreq, n, first, now, singles, &resp->res);
     if (rst != PKI_OK) {
         pki_ocsp_status_only(resp, rst == PKI_UNAVAILABLE
                                    ? OCSP_RESPONSE_STATUS_TRYLATER
@@ -886,7 +891,6 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
      * until nextUpdate, would outlive the certificate, and verifiers would
      * get an answer signed by an expired responder.  Once it expired, the
      * CA key signs (pki_ocsp_signer). */
-    now = time(NULL);
     sg = pki_ocsp_signer(conf, conf->cas[signer], now, &resp->res);
     next = conf->next_update > 0 ? now + conf->next_update : 0;
 

@@ -1656,6 +1656,14 @@ ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->unknown, prev->unknown, 0);
     ngx_conf_merge_value(conf->next_update, prev->next_update, 3600);
 
+    /* as pki_crl_next_update: far beyond it the time has no ASN.1 form
+     * (after 9999) and every answer would be internalError */
+    if (conf->next_update > 366L * 24 * 3600) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "ocsp_responder_next_update "
+                           "must be 366d at most, or 0 for none");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->cas != NULL && ngx_http_ocsp_conf_digest(conf) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "ocsp_responder: cannot "
                            "hash the configuration");

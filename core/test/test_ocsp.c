@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 
 #include <hiredis.h>
 #include <openssl/err.h>
@@ -1096,6 +1097,125 @@ test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
 }
 
 
+/* time() as the library sees it (exported: it comes before libc's): the
+ * real clock, or with clock_step set the second before clock_step on the
+ * first call and clock_step on every later one, a clock that ticks over
+ * to clock_step while a request is answered. */
+static time_t  clock_step;
+static int     clock_calls;
+
+__attribute__((visibility("default"))) time_t
+time(time_t *t)
+{
+    time_t           v;
+    struct timespec  ts;
+
+    if (clock_step != 0) {
+        v = clock_calls++ == 0 ? clock_step - 1 : clock_step;
+
+    } else {
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = ts.tv_sec;
+    }
+
+    if (t != NULL) {
+        *t = v;
+    }
+
+    return v;
+}
+
+
+/* A planned revocation whose time comes while the answer is made: the
+ * record is judged at the time the answer states, so the answer is good
+ * and ends at the plan, or revoked; never good with a nextUpdate an hour
+ * past the plan (the response cache would serve that for the hour). */
+static void
+test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
+    pki_template_t *tdev, pki_redis_t *r)
+{
+    int               st, reason, has_next;
+    char              hex[41];
+    size_t            len;
+    time_t            at, revtime;
+    X509             *sub, *leaf;
+    EVP_PKEY         *pk;
+    pki_ca_t         *ca, *cas[1];
+    pki_key_t        *key;
+    id_spec_t         id;
+    pki_result_t      res;
+    pki_request_t     req;
+    unsigned char    *der;
+    OCSP_BASICRESP   *bs;
+    pki_ocsp_conf_t   conf;
+    pki_ocsp_resp_t   resp;
+
+    pk = keygen("EC:P-256");
+    key = fx_key_file(dir, "plan-clock.key", pk);
+    memset(&req, 0, sizeof(req));
+    req.subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "plan-clock", -1, -1,
+                               0);
+    req.pubkey = pk;
+    pki_result_init(&res);
+    sub = NULL;
+    st = pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res);
+    X509_NAME_free(req.subject);
+    if (!is_status(st, PKI_OK, "plan at the clock's tick: a CA")) {
+        pki_key_free(key);
+        EVP_PKEY_free(pk);
+        return;
+    }
+    write_cert(sub, "plan-clock.pem");
+    ca = make_ca("plan-clock", "plan-clock.pem", key, tdev);
+    leaf = issue_leaf(ca, tdev, r, "planned");
+
+    at = time(NULL) + 100;
+    pki_result_init(&res);
+    st = leaf && pki_serial_to_hex(X509_get0_serialNumber(leaf), hex)
+         ? pki_record_plan_revoke(r, "plan-clock", hex, 1, at, "test", NULL,
+                                  &res)
+         : PKI_INTERNAL;
+    if (!is_status(st, PKI_OK, "  a leaf planned for revocation")) {
+        goto done;
+    }
+
+    memset(&conf, 0, sizeof(conf));
+    cas[0] = ca;
+    conf.cas = cas;
+    conf.ncas = 1;
+    conf.redis = r;
+    conf.next_update = 3600;
+
+    id = (id_spec_t) { EVP_sha1(), sub, leaf, 0 };
+    der = make_req(&id, 1, 0, &len, NULL);
+    clock_step = at;
+    clock_calls = 0;
+    run(&conf, "POST", der, len, &resp);
+    clock_step = 0;
+    free(der);
+
+    st = parse(&resp, root, sub, &bs);
+    st = bs ? find_status(bs, &id, &reason, &revtime, &has_next) : -1;
+    ok(st == V_OCSP_CERTSTATUS_REVOKED
+       || (st == V_OCSP_CERTSTATUS_GOOD && resp.next_update <= at),
+       "  answered as the clock ticks to the plan: %s, nextUpdate "
+       "plan%+lld", st == V_OCSP_CERTSTATUS_GOOD ? "good" : "revoked",
+       (long long) (resp.next_update - at));
+    OCSP_BASICRESP_free(bs);
+    pki_ocsp_resp_free(&resp);
+
+done:
+
+    X509_free(leaf);
+    X509_free(sub);
+    pki_ca_free(ca);
+    pki_key_free(key);
+    EVP_PKEY_free(pk);
+}
+
+
 static void
 test_redis_down(X509 *root, pki_ca_t *rootca)
 {
@@ -1325,6 +1445,7 @@ main(void)
     test_ca("RSA:2048", root, rootca, tsub, tdev, r, 0);
     test_ca("ED25519", root, rootca, tsub, tdev, r, 0);
     test_same_key(root, rootca, tsub, tdev, r);
+    test_plan_clock(root, rootca, tsub, tdev, r);
     test_redis_down(root, rootca);
     test_cache_key(root);
 
