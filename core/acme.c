@@ -9020,6 +9020,37 @@ pki_acme_job_free(pki_acme_job_t *job)
 }
 
 
+/* The challenge of *authz this job validates, if it is still the attempt
+ * the job was started for: the authorization pending, the challenge
+ * processing since job->started (a poll that restarts a stale challenge
+ * gives it a new "started" and a new job); NULL otherwise. */
+static cJSON *
+pki_acme_job_current(const cJSON *authz, const pki_acme_job_t *job)
+{
+    cJSON       *ch;
+    const char  *st;
+
+    ch = pki_acme_challenge_find(authz, job->type);
+    if (ch == NULL) {
+        return NULL;
+    }
+
+    st = pki_json_str(authz, "status");
+    if (st == NULL || strcmp(st, "pending") != 0) {
+        return NULL;
+    }
+
+    st = pki_json_str(ch, "status");
+    if (st == NULL || strcmp(st, "processing") != 0
+        || pki_json_num(ch, "started") != (double) job->started)
+    {
+        return NULL;
+    }
+
+    return ch;
+}
+
+
 /* The validator's store when it starts from the challenge's text: the
  * authorization and (when valid) its "valid" index, only if the stored
  * authorization is still exactly that text.  KEYS[1] authorization,
@@ -9072,7 +9103,7 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
     long                     keep;
     char                     key[PKI_ACME_KEY_MAX], idx[300], *reread;
     const char              *expected;
-    cJSON                   *authz = NULL, *chs, *ch, *found, *err;
+    cJSON                   *authz = NULL, *ch, *found, *err;
     time_t                   now;
     const char              *ptype;
     pki_result_t             local;
@@ -9105,13 +9136,7 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
         reread = NULL;
         rc = pki_acme_load_text(PKI_ACME_ST(conf), key, &authz, &reread,
                                 res);
-        ch = rc == PKI_OK ? pki_acme_challenge_find(authz, job->type) : NULL;
-        v = ch != NULL
-            && pki_json_str(authz, "status") != NULL
-            && strcmp(pki_json_str(authz, "status"), "pending") == 0
-            && pki_json_str(ch, "status") != NULL
-            && strcmp(pki_json_str(ch, "status"), "processing") == 0
-            && pki_json_num(ch, "started") == (double) job->started;
+        v = rc == PKI_OK && pki_acme_job_current(authz, job) != NULL;
         cJSON_Delete(authz);
         authz = NULL;
         free(reread);
@@ -9183,23 +9208,29 @@ again:
         expected = reread;
     }
 
-    found = NULL;
-    chs = cJSON_GetObjectItemCaseSensitive(authz, "challenges");
-    cJSON_ArrayForEach(ch, chs) {
-        if (strcmp(pki_json_str(ch, "type"), job->type) == 0) {
-            found = ch;
-            break;
-        }
-    }
+    /* the same test as the one before the validation, on what is stored
+     * now: a poll that took this job for lost restarted the challenge
+     * (a new "started", a new job) while it ran, so its result, older
+     * than the attempt that is running now, is not stored over it */
+    found = pki_acme_job_current(authz, job);
 
-    if (found == NULL
-        || strcmp(pki_json_str(found, "status"), "processing") != 0
-        || strcmp(pki_json_str(authz, "status"), "pending") != 0)
-    {
+    if (found == NULL) {
+        ch = pki_acme_challenge_find(authz, job->type);
+        if (ch != NULL
+            && pki_json_num(ch, "started") != (double) job->started)
+        {
+            pki_fail(res, PKI_CONFLICT, "validation of %s %s: not stored, "
+                     "its challenge was restarted (started %.0f, the "
+                     "job's %lld)", job->type, job->identifier,
+                     pki_json_num(ch, "started"), (long long) job->started);
+
+        } else {
+            pki_fail(res, PKI_CONFLICT, "validation of %s %s: no longer "
+                     "processing", job->type, job->identifier);
+        }
+
         cJSON_Delete(authz);
         free(reread);
-        pki_fail(res, PKI_CONFLICT, "validation of %s %s: no longer "
-                 "processing", job->type, job->identifier);
         return;
     }
 

@@ -2800,9 +2800,12 @@ test_stale_restart(const char *sock)
 /* A one-shot http-01 responder: answers the first request with body,
  * after touching the authorization stored at key (a field added: its
  * text changes while the validation runs, as when another challenge of
- * it is posted). */
+ * it is posted) and, with restart, moving its http-01 challenge's
+ * "started" 31 s on (what a poll does that finds the challenge stale and
+ * starts it again while the first job still runs). */
 typedef struct {
     int          fd;
+    int          restart;
     const char  *sock;
     char         key[512];
     char         body[256];
@@ -2813,7 +2816,8 @@ static void *
 touch_srv(void *arg)
 {
     int            c;
-    char           buf[2048], out[512], *text, *p;
+    char           buf[2048], out[512], *text;
+    cJSON         *o, *ch;
     ssize_t        n;
     size_t         got;
     touch_srv_t   *t = arg;
@@ -2838,19 +2842,29 @@ touch_srv(void *arg)
 
     rc = redisConnectUnix(t->sock);
     g = rc != NULL ? redisCommand(rc, "GET %s", t->key) : NULL;
-    if (g != NULL && g->type == REDIS_REPLY_STRING
-        && (p = strrchr(g->str, '}')) != NULL)
-    {
-        text = malloc(g->len + 16);
+    o = g != NULL && g->type == REDIS_REPLY_STRING ? cJSON_Parse(g->str)
+                                                    : NULL;
+    freeReplyObject(g);
+    if (o != NULL) {
+        cJSON_AddNumberToObject(o, "touch", 1);
+        cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(o,
+                                                          "challenges"))
+        {
+            if (t->restart && strcmp(jstr(ch, "type"), "http-01") == 0) {
+                cJSON_ReplaceItemInObjectCaseSensitive(ch, "started",
+                    cJSON_CreateNumber(cJSON_GetNumberValue(
+                        cJSON_GetObjectItemCaseSensitive(ch, "started"))
+                        + 31));
+            }
+        }
+        text = cJSON_PrintUnformatted(o);
         if (text != NULL) {
-            memcpy(text, g->str, (size_t) (p - g->str));
-            strcpy(text + (p - g->str), ",\"touch\":1}");
             freeReplyObject(redisCommand(rc, "SET %s %s KEEPTTL", t->key,
                                          text));
-            free(text);
         }
+        cJSON_free(text);
+        cJSON_Delete(o);
     }
-    freeReplyObject(g);
     redisFree(rc);
 
     n = snprintf(out, sizeof(out), "HTTP/1.1 200 OK\r\nContent-Length: %zu"
@@ -2865,63 +2879,28 @@ touch_srv(void *arg)
 }
 
 
-/* The validation job once its challenge is posted: one that waited for a
- * thread and finds its challenge restarted since (a poll took it for lost)
- * fetches nothing; one whose authorization changes while it validates (a
- * compare-and-set that fails) reads the authorization again and stores
- * its result there. */
+/* A new order for name whose http-01 challenge is posted and its job run
+ * against touch_srv (restart as there), which answers right: the job's
+ * result in *res, the authorization's URL in az. */
 static void
-test_job_store(const char *sock)
+touch_validate(const char *sock, EVP_PKEY *pk, const char *kid,
+    const char *name, int restart, char az[1][256], pki_result_t *res)
 {
-    char                kid[256], ourl[256], az[1][256], url[256];
+    char                ids[128], ourl[256], url[256];
     char                acct[64], aid[64], thumb[PKI_JWK_THUMB_LEN];
     cJSON              *authz, *ch;
-    EVP_PKEY           *pk;
     pthread_t           th;
     socklen_t           slen;
-    pki_redis_t        *r;
     touch_srv_t         srv;
-    pki_result_t        res;
-    redisContext       *rc;
-    pki_acme_job_t     *job;
     pki_acme_resp_t     resp;
     struct sockaddr_in  sin;
-    pki_acme_validate_conf_t  saved;
 
-    r = store_open(sock, "acmestale:", &rc);
-    saved = conf.validate;
-
-    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    account_kid(pk, kid, sizeof(kid));
-
-    /* a job that waited while a poll restarted its challenge */
-    job = http01_posted(pk, kid, "waited.example", az);
-    ok(job != NULL, "job: http-01 started");
-    /* restarted meanwhile: a start the job cannot have (its own is at
-     * most now; "now - 1" equals it when a second turns in between) */
-    chall_started(rc, az[0], -5);
-    sleep(2);                                   /* waited for a thread */
-    conf.validate.http_port = 9;                /* nothing is fetched */
-    conf.validate.resolve_to = "127.0.0.1";
-    conf.validate.allow_private = 1;
-    pki_result_init(&res);
-    if (job != NULL) {
-        pki_acme_job_run(&conf, job, &res);
-    }
-    pki_acme_job_free(job);
-    ok(res.status == PKI_CONFLICT && strstr(res.detail, "skipped") != NULL,
-       "job: a job that waited, its challenge restarted since: skipped (%s)",
-       res.detail);
-    authz = authz_get(pk, kid, az[0]);
-    ok(strcmp(jstr(authz, "status"), "pending") == 0,
-       "job: ... the authorization stays pending");
-    cJSON_Delete(authz);
-
-    /* the authorization changes while the validation runs */
-    order_new(pk, kid, "[{\"type\":\"dns\",\"value\":\"touch.example\"}]",
-              ourl, az, 1);
+    snprintf(ids, sizeof(ids), "[{\"type\":\"dns\",\"value\":\"%s\"}]",
+             name);
+    order_new(pk, kid, ids, ourl, az, 1);
     authz = authz_get(pk, kid, az[0]);
     memset(&srv, 0, sizeof(srv));
+    srv.restart = restart;
     url[0] = '\0';
     cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
                                                           "challenges"))
@@ -2957,9 +2936,9 @@ test_job_store(const char *sock)
     conf.validate.http_port = ntohs(sin.sin_port);
 
     post(pk, kid, url[0] ? rel(url) : "x", "{}", NULL, &resp);
-    pki_result_init(&res);
+    pki_result_init(res);
     if (resp.job != NULL) {
-        pki_acme_job_run(&conf, resp.job, &res);
+        pki_acme_job_run(&conf, resp.job, res);
     }
     pki_acme_job_free(resp.job);
     resp.job = NULL;
@@ -2967,13 +2946,89 @@ test_job_store(const char *sock)
     if (th != 0) {
         pthread_join(th, NULL);
     }
-    close(srv.fd);
+    if (srv.fd >= 0) {
+        close(srv.fd);
+    }
+}
 
+
+/* The validation job once its challenge is posted: one that waited for a
+ * thread and finds its challenge restarted since (a poll took it for lost)
+ * fetches nothing; one whose authorization changes while it validates (a
+ * compare-and-set that fails) reads the authorization again and stores
+ * its result there, unless a poll restarted the challenge meanwhile (the
+ * newer attempt's job decides). */
+static void
+test_job_store(const char *sock)
+{
+    char                kid[256], az[1][256];
+    cJSON              *authz, *ch;
+    EVP_PKEY           *pk;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    redisContext       *rc;
+    pki_acme_job_t     *job;
+    pki_acme_validate_conf_t  saved;
+
+    r = store_open(sock, "acmestale:", &rc);
+    saved = conf.validate;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+
+    /* a job that waited while a poll restarted its challenge */
+    job = http01_posted(pk, kid, "waited.example", az);
+    ok(job != NULL, "job: http-01 started");
+    /* restarted meanwhile: a start the job cannot have (its own is at
+     * most now; "now - 1" equals it when a second turns in between) */
+    chall_started(rc, az[0], -5);
+    sleep(2);                                   /* waited for a thread */
+    conf.validate.http_port = 9;                /* nothing is fetched */
+    conf.validate.resolve_to = "127.0.0.1";
+    conf.validate.allow_private = 1;
+    pki_result_init(&res);
+    if (job != NULL) {
+        pki_acme_job_run(&conf, job, &res);
+    }
+    pki_acme_job_free(job);
+    ok(res.status == PKI_CONFLICT && strstr(res.detail, "skipped") != NULL,
+       "job: a job that waited, its challenge restarted since: skipped (%s)",
+       res.detail);
+    authz = authz_get(pk, kid, az[0]);
+    ok(strcmp(jstr(authz, "status"), "pending") == 0,
+       "job: ... the authorization stays pending");
+    cJSON_Delete(authz);
+
+    /* the authorization changes while the validation runs */
+    touch_validate(sock, pk, kid, "touch.example", 0, az, &res);
     ok(res.status == PKI_OK, "job: the authorization changed during the "
        "validation: stored after reading it again (%s)", res.detail);
     authz = authz_get(pk, kid, az[0]);
     ok(strcmp(jstr(authz, "status"), "valid") == 0,
        "job: ... the authorization is valid");
+    cJSON_Delete(authz);
+
+    /* a poll restarts the challenge while its first job still runs (that
+     * job waited in the worker, then validation and CAA took it past the
+     * stale time): the first job's result is older than the attempt now
+     * running, whose job stores its own */
+    touch_validate(sock, pk, kid, "restart.example", 1, az, &res);
+    ok(res.status == PKI_CONFLICT && strstr(res.detail, "restarted"),
+       "job: the challenge restarted during the validation: nothing "
+       "stored (%s)", res.detail);
+    authz = authz_get(pk, kid, az[0]);
+    ok(strcmp(jstr(authz, "status"), "pending") == 0,
+       "job: ... the authorization stays pending");
+    ch = NULL;
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
+            break;
+        }
+    }
+    ok(ch != NULL && strcmp(jstr(ch, "status"), "processing") == 0,
+       "job: ... its challenge still processing (the newer attempt)");
     cJSON_Delete(authz);
 
     conf.validate = saved;
