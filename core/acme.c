@@ -2363,16 +2363,68 @@ pki_acme_eab_bind(pki_acme_t *a, const char *id, cJSON **acct,
 }
 
 
+/* newAccount for a key whose account is id (RFC 8555 7.3.1), found by the
+ * key index or by losing the race to create one: the account is answered
+ * only if it may be used here.  1 answered (or refused), 0 the account is
+ * gone and nothing is answered. */
+static int
+pki_acme_account_existing(pki_acme_t *a, const char *id, int only)
+{
+    char          *text;
+    cJSON         *acct;
+    const char    *st;
+    pki_status_t   rc;
+
+    text = NULL;
+    rc = pki_acme_account_load(a, id, &acct, &text);
+    if (rc == PKI_NOT_FOUND) {
+        return 0;
+    }
+    if (rc != PKI_OK) {
+        pki_acme_fail(a, rc, "account");
+        return 1;
+    }
+
+    /* RFC 8555 7.3.6: a deactivated account's key is refused, here as on
+     * every other resource */
+    st = pki_json_str(acct, "status");
+    if (st != NULL && strcmp(st, "valid") != 0) {
+        pki_acme_problem(a, 401, "unauthorized", "the account of this key "
+                         "%s", pki_acme_not_valid(st));
+        goto done;
+    }
+
+    if (a->conf->eab_required && pki_json_str(acct, "eab") == NULL
+        && !only && !pki_acme_eab_bind(a, id, &acct, text))
+    {
+        goto done;
+    }
+
+    if (a->conf->eab_required && pki_json_str(acct, "eab") == NULL) {
+        pki_acme_problem(a, 403, "externalAccountRequired", "the account of "
+                         "this key has no external account binding, which "
+                         "this location requires");
+        goto done;
+    }
+
+    pki_acme_account_reply(a, 200, id, acct);
+
+done:
+
+    cJSON_Delete(acct);
+    free(text);
+
+    return 1;
+}
+
+
 static void
 pki_acme_new_account(pki_acme_t *a)
 {
-    int           only;
-    char          key[PKI_ACME_KEY_MAX], id[PKI_ACME_ID_MAX], eab_kid[64];
-    char         *text;
-    cJSON        *acct, *c, *tos, *eab;
-    const char   *st;
-    redisReply   *reply;
-    pki_status_t  rc;
+    int          only;
+    char         key[PKI_ACME_KEY_MAX], id[PKI_ACME_ID_MAX], eab_kid[64];
+    cJSON       *acct, *c, *tos, *eab;
+    redisReply  *reply;
 
     if (a->payload == NULL) {
         pki_acme_problem(a, 400, "malformed", "newAccount needs a payload");
@@ -2402,52 +2454,16 @@ pki_acme_new_account(pki_acme_t *a)
         freeReplyObject(reply);
         reply = NULL;
 
-        rc = pki_acme_account_load(a, id, &acct, &text);
-        if (rc == PKI_NOT_FOUND) {
-            /* an index whose account is gone: the key has no account,
-             * and creating one replaces the index (pki_lua_new_account) */
-            pki_result_init(a->res);
-            pki_log(a->res, "acme: the key index names account %s, which "
-                    "is gone", id);
-            goto absent;
-        }
-        if (rc != PKI_OK) {
-            pki_acme_fail(a, rc, "account");
+        if (pki_acme_account_existing(a, id, only)) {
             return;
         }
 
-        /* RFC 8555 7.3.6: a deactivated account's key is refused, here
-         * as on every other resource */
-        st = pki_json_str(acct, "status");
-        if (st != NULL && strcmp(st, "valid") != 0) {
-            pki_acme_problem(a, 401, "unauthorized", "the account of this "
-                             "key %s", pki_acme_not_valid(st));
-            cJSON_Delete(acct);
-            free(text);
-            return;
-        }
-
-        if (a->conf->eab_required && pki_json_str(acct, "eab") == NULL
-            && !only && !pki_acme_eab_bind(a, id, &acct, text))
-        {
-            cJSON_Delete(acct);
-            free(text);
-            return;
-        }
-
-        if (a->conf->eab_required && pki_json_str(acct, "eab") == NULL) {
-            pki_acme_problem(a, 403, "externalAccountRequired", "the "
-                             "account of this key has no external account "
-                             "binding, which this location requires");
-            cJSON_Delete(acct);
-            free(text);
-            return;
-        }
-
-        pki_acme_account_reply(a, 200, id, acct);
-        cJSON_Delete(acct);
-        free(text);
-        return;
+        /* an index whose account is gone: the key has no account, and
+         * creating one replaces the index (pki_lua_new_account) */
+        pki_result_init(a->res);
+        pki_log(a->res, "acme: the key index names account %s, which is "
+                "gone", id);
+        goto absent;
     }
 
     freeReplyObject(reply);
@@ -2613,19 +2629,18 @@ absent:
         }
 
         if (strcmp(reply->str, id) != 0) {
-            /* lost a race against the same key: answer with the winner */
+            /* lost a race against the same key: the winner is answered
+             * as if the index had named it at the start, with the same
+             * refusals (deactivated since, or made without the binding
+             * this location requires) */
             snprintf(id, sizeof(id), "%s", reply->str);
             freeReplyObject(reply);
             cJSON_Delete(acct);
 
-            rc = pki_acme_account_load(a, id, &acct, NULL);
-            if (rc != PKI_OK) {
-                pki_acme_fail(a, rc, "account");
-                return;
+            if (!pki_acme_account_existing(a, id, 0)) {
+                /* the script saw it a moment ago */
+                pki_acme_fail(a, PKI_NOT_FOUND, "account");
             }
-
-            pki_acme_account_reply(a, 200, id, acct);
-            cJSON_Delete(acct);
             return;
         }
 

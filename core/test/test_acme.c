@@ -21,8 +21,10 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cJSON.h>
 #include <hiredis/hiredis.h>
@@ -3037,6 +3039,307 @@ test_job_store(const char *sock)
 }
 
 
+/* A Redis proxy on a unix socket that runs hook once armed, just before
+ * the first command whose bytes hold mark goes on to Redis (disarming
+ * it): what another request does between two commands of this one, made
+ * to order. */
+typedef struct {
+    int            lfd;
+    volatile int   stop;
+    volatile int   armed;
+    const char    *up;
+    const char    *mark;
+    void         (*hook)(void *data);
+    void          *data;
+} hook_proxy_t;
+
+
+#define HOOK_PAIRS  8
+
+
+static void *
+hook_proxy(void *arg)
+{
+    int            i, n, fd[HOOK_PAIRS][2], from, to;
+    char           buf[65536];
+    ssize_t        got;
+    struct pollfd  pfd[1 + 2 * HOOK_PAIRS];
+    hook_proxy_t  *p = arg;
+    struct sockaddr_un  sun;
+
+    for (i = 0; i < HOOK_PAIRS; i++) {
+        fd[i][0] = -1;
+        fd[i][1] = -1;
+    }
+
+    while (!p->stop) {
+        pfd[0].fd = p->lfd;
+        pfd[0].events = POLLIN;
+        for (i = 0; i < HOOK_PAIRS; i++) {
+            pfd[1 + 2 * i].fd = fd[i][0];
+            pfd[1 + 2 * i].events = POLLIN;
+            pfd[2 + 2 * i].fd = fd[i][1];
+            pfd[2 + 2 * i].events = POLLIN;
+        }
+        if (poll(pfd, 1 + 2 * HOOK_PAIRS, 100) <= 0) {
+            continue;
+        }
+
+        if (pfd[0].revents & POLLIN) {
+            for (i = 0; i < HOOK_PAIRS && fd[i][0] >= 0; i++) { /* void */ }
+            n = accept(p->lfd, NULL, NULL);
+            if (n >= 0 && i == HOOK_PAIRS) {
+                close(n);
+
+            } else if (n >= 0) {
+                fd[i][0] = n;
+                fd[i][1] = socket(AF_UNIX, SOCK_STREAM, 0);
+                memset(&sun, 0, sizeof(sun));
+                sun.sun_family = AF_UNIX;
+                snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", p->up);
+                if (fd[i][1] < 0
+                    || connect(fd[i][1], (struct sockaddr *) &sun,
+                               sizeof(sun)) != 0)
+                {
+                    diag("hook_proxy: no upstream");
+                }
+            }
+        }
+
+        for (i = 0; i < HOOK_PAIRS; i++) {
+            for (from = 0; from < 2; from++) {
+                if (fd[i][from] < 0
+                    || !(pfd[1 + 2 * i + from].revents
+                         & (POLLIN | POLLHUP | POLLERR)))
+                {
+                    continue;
+                }
+                to = 1 - from;
+                got = read(fd[i][from], buf, sizeof(buf));
+                if (got <= 0) {
+                    close(fd[i][0]);
+                    close(fd[i][1]);
+                    fd[i][0] = -1;
+                    fd[i][1] = -1;
+                    break;
+                }
+                /* hiredis writes a command in one go, read here whole */
+                if (from == 0 && p->armed
+                    && memmem(buf, (size_t) got, p->mark, strlen(p->mark))
+                       != NULL)
+                {
+                    p->armed = 0;
+                    p->hook(p->data);
+                }
+                if (write(fd[i][to], buf, (size_t) got) != got) {
+                    diag("hook_proxy: short write");
+                }
+            }
+        }
+    }
+
+    for (i = 0; i < HOOK_PAIRS; i++) {
+        if (fd[i][0] >= 0) {
+            close(fd[i][0]);
+            close(fd[i][1]);
+        }
+    }
+
+    return NULL;
+}
+
+
+/* The other request of a newAccount race, which made an account for the
+ * key first: its key index and account (status, eab as given). */
+typedef struct {
+    const char  *sock;
+    const char  *ns;
+    const char  *status;
+    EVP_PKEY    *pk;
+    char         id[32];
+} race_winner_t;
+
+
+static void
+race_winner(void *data)
+{
+    char            key[512], thumb[PKI_JWK_THUMB_LEN], *jwk, *text;
+    cJSON          *o;
+    redisContext   *rc;
+    race_winner_t  *w = data;
+
+    jwk = pki_jwk_json(w->pk);
+    if (jwk == NULL || !pki_jwk_thumbprint(w->pk, thumb)) {
+        free(jwk);
+        return;
+    }
+
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", w->status);
+    cJSON_AddStringToObject(o, "key", jwk);
+    cJSON_AddStringToObject(o, "thumb", thumb);
+    cJSON_AddBoolToObject(o, "tos", 1);
+    cJSON_AddNumberToObject(o, "created", (double) time(NULL));
+    text = cJSON_PrintUnformatted(o);
+
+    rc = redisConnectUnix(w->sock);
+    snprintf(key, sizeof(key), "%s{acme:%s}:acct", w->ns, w->id);
+    freeReplyObject(redisCommand(rc, "SET %s %s", key, text));
+    snprintf(key, sizeof(key), "%sacme:jwk:%s", w->ns, thumb);
+    freeReplyObject(redisCommand(rc, "SET %s %s", key, w->id));
+    redisFree(rc);
+
+    cJSON_free(text);
+    cJSON_Delete(o);
+    free(jwk);
+}
+
+
+/* An EAB newAccount payload (RFC 8555 7.3.4, HS256) binding pk's JWK to
+ * EAB key ckid with HMAC key hkey (base64url); malloc'd. */
+static char *
+eab_payload(EVP_PKEY *pk, const char *ckid, const char *hkey)
+{
+    char           *jwk, h[256], *ph, *pp, *ps, *in, *payload;
+    size_t          klen;
+    unsigned int    maclen;
+    unsigned char  *k, mac[32];
+
+    payload = NULL;
+    jwk = pki_jwk_json(pk);
+    snprintf(h, sizeof(h), "{\"alg\":\"HS256\",\"kid\":\"%s\","
+             "\"url\":\"" BASE "/new-account\"}", ckid);
+    ph = b64u(h, strlen(h));
+    pp = b64u(jwk, strlen(jwk));
+    k = NULL;
+    if (asprintf(&in, "%s.%s", ph, pp) > 0) {
+        pki_b64url_decode(hkey, strlen(hkey), &k, &klen);
+        HMAC(EVP_sha256(), k, (int) klen, (unsigned char *) in, strlen(in),
+             mac, &maclen);
+        ps = b64u(mac, maclen);
+        if (asprintf(&payload, "{\"externalAccountBinding\":{\"protected\":"
+                     "\"%s\",\"payload\":\"%s\",\"signature\":\"%s\"}}",
+                     ph, pp, ps) < 0)
+        {
+            payload = NULL;
+        }
+        free(ps);
+        free(in);
+    }
+
+    free(k);
+    free(ph);
+    free(pp);
+    free(jwk);
+
+    return payload;
+}
+
+
+/* newAccount that loses the race to create the key's account (the other
+ * request's script ran between this one's index read and its own): the
+ * winner is answered with the same refusals as a key found in the index,
+ * a deactivated one 401, one made without the binding this location
+ * requires bound in place by this request's binding. */
+static void
+test_account_race(const char *sock)
+{
+    char              psock[100], key[512], ckid[32];
+    char              hkey[PKI_ACME_EAB_KEY_BUF], *payload;
+    cJSON            *o;
+    pthread_t         th;
+    redisReply       *g;
+    pki_redis_t      *r;
+    hook_proxy_t      px;
+    pki_result_t      res;
+    redisContext     *rc;
+    race_winner_t     w;
+    pki_acme_resp_t   resp;
+    struct sockaddr_un  sun;
+
+    snprintf(psock, sizeof(psock), "%s/race.sock", dir);
+    memset(&px, 0, sizeof(px));
+    px.up = sock;
+    px.mark = "if cur and redis.call('EXISTS', ARGV[3]";
+    px.hook = race_winner;
+    px.data = &w;
+    px.lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", psock);
+    if (px.lfd < 0
+        || bind(px.lfd, (struct sockaddr *) &sun, sizeof(sun)) != 0
+        || listen(px.lfd, 8) != 0
+        || pthread_create(&th, NULL, hook_proxy, &px) != 0)
+    {
+        ok(0, "race: no proxy");
+        if (px.lfd >= 0) {
+            close(px.lfd);
+        }
+        return;
+    }
+
+    r = state_open(psock, "acmerace:");
+    conf.redis = r;
+    rc = redisConnectUnix(sock);
+
+    memset(&w, 0, sizeof(w));
+    w.sock = sock;
+    w.ns = "acmerace:";
+
+    /* the winner was deactivated (RFC 8555 7.3.6) before this answer */
+    w.status = "deactivated";
+    w.pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    snprintf(w.id, sizeof(w.id), "racewinner1");
+    px.armed = 1;
+    post(w.pk, NULL, "new-account", "{\"termsOfServiceAgreed\":true}", NULL,
+         &resp);
+    check_problem("race: the winner deactivated", &resp, 401,
+                  "unauthorized");
+    EVP_PKEY_free(w.pk);
+
+    /* the winner made at a location that needs no binding, this one
+     * needs it: this request's binding binds it in place */
+    pki_result_init(&res);
+    ok(pki_acme_eab_new(r, ckid, hkey, &res) == PKI_OK, "race: EAB key");
+    conf.eab_required = 1;
+    w.status = "valid";
+    w.pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    snprintf(w.id, sizeof(w.id), "racewinner2");
+    payload = eab_payload(w.pk, ckid, hkey);
+    px.armed = 1;
+    post(w.pk, NULL, "new-account", payload ? payload : "{}", NULL, &resp);
+    ok(resp.http_status == 200 && resp.location != NULL
+       && strstr(resp.location, "/acct/racewinner2") != NULL,
+       "race: the winner without the binding this location needs: 200 "
+       "(%d)", resp.http_status);
+    pki_acme_resp_free(&resp);
+    free(payload);
+    conf.eab_required = 0;
+    EVP_PKEY_free(w.pk);
+
+    g = redisCommand(rc, "GET acmerace:{acme:racewinner2}:acct");
+    o = g != NULL && g->type == REDIS_REPLY_STRING ? cJSON_Parse(g->str)
+                                                    : NULL;
+    ok(strcmp(jstr(o, "eab"), ckid) == 0, "race: ... bound to the "
+       "request's EAB key in place");
+    cJSON_Delete(o);
+    freeReplyObject(g);
+    snprintf(key, sizeof(key), "acmerace:acme:eab:%s", ckid);
+    g = redisCommand(rc, "HGET %s account", key);
+    ok(g != NULL && g->type == REDIS_REPLY_STRING
+       && strcmp(g->str, "racewinner2") == 0,
+       "race: ... the EAB key names the winner");
+    freeReplyObject(g);
+
+    px.stop = 1;
+    pthread_join(th, NULL);
+    close(px.lfd);
+    unlink(psock);
+    store_close(r, rc, "acmerace:*");
+}
+
+
 /* RFC 8555 7.3.6 across locations: one account orders through a location
  * without acme_redis (pki_redis), one with state store B and one with
  * state store A, then deactivates through A.  Its pending authorizations
@@ -3537,6 +3840,7 @@ main(void)
         test_profiles(sock);
         test_stale_restart(sock);
         test_job_store(sock);
+        test_account_race(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }
