@@ -4674,24 +4674,35 @@ static const char  pki_lua_mset[] =
     "end "
     "return 1";
 
-#define PKI_ACME_MSET_MAX  8       /* SETs per script call */
+/* Up to PKI_ACME_MAX_IDS authorizations and the order */
+#define PKI_ACME_MSET_MAX  (PKI_ACME_MAX_IDS + 1)
 
 
-/* Up to PKI_ACME_MSET_MAX SETs (keys, texts, TTLs) and optionally the
- * zset update; PKI_OK or PKI_UNAVAILABLE. */
+/* n SETs (keys, texts, TTLs) and optionally the zset update, all in one
+ * script call; PKI_OK, PKI_UNAVAILABLE or PKI_INTERNAL. */
 static pki_status_t
 pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
     char **texts, char (*ttls)[24], const char *zkey, const char *zscore,
     const char *zmember, const char *zmin)
 {
-    int          i, nk, na;
-    char         num[16];
-    size_t       lens[4 + 4 * PKI_ACME_MSET_MAX + 8];
-    const char  *argv[4 + 4 * PKI_ACME_MSET_MAX + 8];
-    redisReply  *reply;
+    int           i, nk, na;
+    char          num[16], nks[16];
+    size_t       *lens;
+    const char  **argv;
+    redisReply   *reply;
 
     if (n < 0 || n > PKI_ACME_MSET_MAX) {
         return pki_fail(res, PKI_INTERNAL, "redis: too many objects");
+    }
+
+    /* EVAL, script, nkeys, n keys, zset, n, 2n, 3 zset arguments: more
+     * than pki_int_redis_cmd() takes, so the uncapped call below */
+    argv = calloc((size_t) (3 * n + 8), sizeof(*argv));
+    lens = calloc((size_t) (3 * n + 8), sizeof(*lens));
+    if (argv == NULL || lens == NULL) {
+        free(argv);
+        free(lens);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
     }
 
     snprintf(num, sizeof(num), "%d", n);
@@ -4699,7 +4710,8 @@ pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
     argv[0] = "EVAL";
     argv[1] = pki_lua_mset;
     nk = n + (zkey != NULL);
-    argv[2] = NULL;                         /* nkeys, below */
+    snprintf(nks, sizeof(nks), "%d", nk);
+    argv[2] = nks;
     na = 3;
 
     for (i = 0; i < n; i++) {
@@ -4719,18 +4731,14 @@ pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
         argv[na++] = zmin;
     }
 
-    {
-        char  nks[16];
-
-        snprintf(nks, sizeof(nks), "%d", nk);
-        argv[2] = nks;
-
-        for (i = 0; i < na; i++) {
-            lens[i] = strlen(argv[i]);
-        }
-
-        reply = pki_int_redis_cmd(r, na, argv, lens, res);
+    for (i = 0; i < na; i++) {
+        lens[i] = strlen(argv[i]);
     }
+
+    reply = pki_int_redis_command(r, na, argv, lens, res);
+
+    free(argv);
+    free(lens);
 
     if (reply == NULL) {
         return PKI_UNAVAILABLE;
@@ -4743,89 +4751,85 @@ pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
 
 
 /* Stores the new authorizations (newauthz: objects with their "id"), the
- * order and its entry in the account's order list. */
+ * order and its entry in the account's order list, in one script call:
+ * when Redis fails, no authorization is left without its order (they
+ * used to go in batches of 8 before it). */
 static pki_status_t
 pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
     cJSON *newauthz, const char *score, const char *zmin)
 {
-    int           n, i;
+    int           n, i, total;
     long          ttl;
-    char         *keys[PKI_ACME_MSET_MAX], *texts[PKI_ACME_MSET_MAX];
-    char          ttls[PKI_ACME_MSET_MAX][24], zkey[PKI_ACME_KEY_MAX];
+    char        **keys, **texts, (*ttls)[24], zkey[PKI_ACME_KEY_MAX];
     cJSON        *az, *id;
     pki_redis_t  *st;
     pki_status_t  rc;
 
     st = PKI_ACME_ST(a->conf);
     rc = PKI_OK;
+
+    total = (newauthz != NULL ? cJSON_GetArraySize(newauthz) : 0) + 1;
+    if (total > PKI_ACME_MSET_MAX) {
+        return pki_fail(a->res, PKI_INTERNAL, "too many authorizations");
+    }
+
+    keys = calloc((size_t) total, sizeof(*keys));
+    texts = calloc((size_t) total, sizeof(*texts));
+    ttls = calloc((size_t) total, sizeof(*ttls));
+    if (keys == NULL || texts == NULL || ttls == NULL) {
+        rc = pki_fail(a->res, PKI_INTERNAL, "out of memory");
+        goto done;
+    }
+
     n = 0;
 
-    memset(keys, 0, sizeof(keys));
-    memset(texts, 0, sizeof(texts));
-
-    /* authorizations first, in batches; the order and the list last */
-    az = newauthz != NULL ? newauthz->child : NULL;
-
-    for ( ;; ) {
-        int  last;
-
-        last = (az == NULL);
-
-        if (!last) {
-            id = cJSON_DetachItemFromObjectCaseSensitive(az, "id");
-            keys[n] = malloc(PKI_ACME_KEY_MAX);
-            if (keys[n] != NULL && cJSON_IsString(id)) {
-                pki_key_name(keys[n], PKI_ACME_KEY_MAX, st, a->acct, "authz",
-                             id->valuestring);
-            }
-            cJSON_Delete(id);
-            texts[n] = cJSON_PrintUnformatted(az);
-            ttl = (long) (pki_json_num(az, "expires") - (double) a->now)
-                  + 86400;
-            snprintf(ttls[n], sizeof(ttls[n]), "%ld", ttl > 0 ? ttl : 1);
-            n++;
-            az = az->next;
-
-        } else {
-            keys[n] = malloc(PKI_ACME_KEY_MAX);
-            if (keys[n] != NULL) {
-                pki_key_name(keys[n], PKI_ACME_KEY_MAX, st, a->acct, "order",
-                             oid);
-            }
-            texts[n] = cJSON_PrintUnformatted(order);
-            snprintf(ttls[n], sizeof(ttls[n]), "%ld",
-                     pki_acme_order_ttl(a, order));
-            n++;
+    cJSON_ArrayForEach(az, newauthz) {
+        id = cJSON_DetachItemFromObjectCaseSensitive(az, "id");
+        keys[n] = malloc(PKI_ACME_KEY_MAX);
+        if (keys[n] != NULL && cJSON_IsString(id)) {
+            pki_key_name(keys[n], PKI_ACME_KEY_MAX, st, a->acct, "authz",
+                         id->valuestring);
         }
+        cJSON_Delete(id);
+        texts[n] = cJSON_PrintUnformatted(az);
+        ttl = (long) (pki_json_num(az, "expires") - (double) a->now)
+              + 86400;
+        snprintf(ttls[n], sizeof(ttls[n]), "%ld", ttl > 0 ? ttl : 1);
+        n++;
+    }
 
-        for (i = 0; i < n; i++) {
-            if (keys[i] == NULL || texts[i] == NULL) {
-                rc = pki_fail(a->res, PKI_INTERNAL, "out of memory");
-            }
-        }
+    keys[n] = malloc(PKI_ACME_KEY_MAX);
+    if (keys[n] != NULL) {
+        pki_key_name(keys[n], PKI_ACME_KEY_MAX, st, a->acct, "order", oid);
+    }
+    texts[n] = cJSON_PrintUnformatted(order);
+    snprintf(ttls[n], sizeof(ttls[n]), "%ld", pki_acme_order_ttl(a, order));
+    n++;
 
-        if (rc == PKI_OK && (last || n == PKI_ACME_MSET_MAX)) {
-            if (last) {
-                pki_key_name(zkey, sizeof(zkey), st, a->acct, "orders", NULL);
-            }
-            rc = pki_acme_mset(st, a->res, n, keys, texts, ttls,
-                               last ? zkey : NULL, score, oid, zmin);
-        }
-
-        if (rc != PKI_OK || last || n == PKI_ACME_MSET_MAX) {
-            for (i = 0; i < n; i++) {
-                free(keys[i]);
-                cJSON_free(texts[i]);
-                keys[i] = NULL;
-                texts[i] = NULL;
-            }
-            n = 0;
-        }
-
-        if (rc != PKI_OK || last) {
-            break;
+    for (i = 0; i < n; i++) {
+        if (keys[i] == NULL || texts[i] == NULL) {
+            rc = pki_fail(a->res, PKI_INTERNAL, "out of memory");
+            goto done;
         }
     }
+
+    pki_key_name(zkey, sizeof(zkey), st, a->acct, "orders", NULL);
+    rc = pki_acme_mset(st, a->res, n, keys, texts, ttls, zkey, score, oid,
+                       zmin);
+
+done:
+
+    for (i = 0; i < total; i++) {
+        if (keys != NULL) {
+            free(keys[i]);
+        }
+        if (texts != NULL) {
+            cJSON_free(texts[i]);
+        }
+    }
+    free(keys);
+    free(texts);
+    free(ttls);
 
     return rc;
 }

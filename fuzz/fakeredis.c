@@ -59,7 +59,8 @@
 
 #define PKI_KV_MAX_KEYS    512
 #define PKI_KV_MAX_FIELDS  1024
-#define PKI_KV_MAX_ARGS    256
+/* newOrder's one EVAL for 100 authorizations and the order: 311 */
+#define PKI_KV_MAX_ARGS    512
 #define PKI_KV_MAX_REQ     (4 * 1024 * 1024)
 #define PKI_KV_MAX_CONNS   8
 

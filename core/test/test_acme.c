@@ -3039,18 +3039,21 @@ test_job_store(const char *sock)
 }
 
 
-/* A Redis proxy on a unix socket that runs hook once armed, just before
- * the first command whose bytes hold mark goes on to Redis (disarming
- * it): what another request does between two commands of this one, made
- * to order. */
+/* A Redis proxy on a unix socket that, while armed, runs hook before a
+ * command whose bytes hold mark goes on to Redis: what another request
+ * does between two commands of this one, or a failure, made to order.
+ * The hook returns 0 to pass the command on and disarm, -1 to pass it on
+ * (still armed), 1 to answer it with an error instead (still armed). */
 typedef struct {
     int            lfd;
     volatile int   stop;
     volatile int   armed;
     const char    *up;
     const char    *mark;
-    void         (*hook)(void *data);
+    int          (*hook)(void *data, const char *cmd, size_t len);
     void          *data;
+    pthread_t      th;
+    char           path[100];
 } hook_proxy_t;
 
 
@@ -3060,7 +3063,7 @@ typedef struct {
 static void *
 hook_proxy(void *arg)
 {
-    int            i, n, fd[HOOK_PAIRS][2], from, to;
+    int            i, n, fd[HOOK_PAIRS][2], from, to, v;
     char           buf[65536];
     ssize_t        got;
     struct pollfd  pfd[1 + 2 * HOOK_PAIRS];
@@ -3124,14 +3127,24 @@ hook_proxy(void *arg)
                     break;
                 }
                 /* hiredis writes a command in one go, read here whole */
+                v = -1;
                 if (from == 0 && p->armed
                     && memmem(buf, (size_t) got, p->mark, strlen(p->mark))
                        != NULL)
                 {
-                    p->armed = 0;
-                    p->hook(p->data);
+                    v = p->hook(p->data, buf, (size_t) got);
+                    p->armed = v != 0;
                 }
-                if (write(fd[i][to], buf, (size_t) got) != got) {
+                if (v == 1) {
+                    static const char  e[] = "-ERR hook_proxy: refused\r\n";
+
+                    if (write(fd[i][0], e, sizeof(e) - 1)
+                        != (ssize_t) sizeof(e) - 1)
+                    {
+                        diag("hook_proxy: short write");
+                    }
+
+                } else if (write(fd[i][to], buf, (size_t) got) != got) {
                     diag("hook_proxy: short write");
                 }
             }
@@ -3149,6 +3162,47 @@ hook_proxy(void *arg)
 }
 
 
+/* Starts proxy p in front of the Redis at sock, on "race.sock" in the
+ * test's directory; 1 done. */
+static int
+hook_proxy_start(hook_proxy_t *p, const char *sock)
+{
+    struct sockaddr_un  sun;
+
+    p->up = sock;
+    p->stop = 0;
+    p->armed = 0;
+    snprintf(p->path, sizeof(p->path), "%s/race.sock", dir);
+    p->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", p->path);
+    if (p->lfd < 0
+        || bind(p->lfd, (struct sockaddr *) &sun, sizeof(sun)) != 0
+        || listen(p->lfd, 8) != 0
+        || pthread_create(&p->th, NULL, hook_proxy, p) != 0)
+    {
+        if (p->lfd >= 0) {
+            close(p->lfd);
+        }
+        unlink(p->path);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static void
+hook_proxy_stop(hook_proxy_t *p)
+{
+    p->stop = 1;
+    pthread_join(p->th, NULL);
+    close(p->lfd);
+    unlink(p->path);
+}
+
+
 /* The other request of a newAccount race, which made an account for the
  * key first: its key index and account (status, eab as given). */
 typedef struct {
@@ -3160,18 +3214,21 @@ typedef struct {
 } race_winner_t;
 
 
-static void
-race_winner(void *data)
+static int
+race_winner(void *data, const char *cmd, size_t len)
 {
     char            key[512], thumb[PKI_JWK_THUMB_LEN], *jwk, *text;
     cJSON          *o;
     redisContext   *rc;
     race_winner_t  *w = data;
 
+    (void) cmd;
+    (void) len;
+
     jwk = pki_jwk_json(w->pk);
     if (jwk == NULL || !pki_jwk_thumbprint(w->pk, thumb)) {
         free(jwk);
-        return;
+        return 0;
     }
 
     o = cJSON_CreateObject();
@@ -3192,6 +3249,8 @@ race_winner(void *data)
     cJSON_free(text);
     cJSON_Delete(o);
     free(jwk);
+
+    return 0;
 }
 
 
@@ -3244,10 +3303,9 @@ eab_payload(EVP_PKEY *pk, const char *ckid, const char *hkey)
 static void
 test_account_race(const char *sock)
 {
-    char              psock[100], key[512], ckid[32];
+    char              key[512], ckid[32];
     char              hkey[PKI_ACME_EAB_KEY_BUF], *payload;
     cJSON            *o;
-    pthread_t         th;
     redisReply       *g;
     pki_redis_t      *r;
     hook_proxy_t      px;
@@ -3255,31 +3313,17 @@ test_account_race(const char *sock)
     redisContext     *rc;
     race_winner_t     w;
     pki_acme_resp_t   resp;
-    struct sockaddr_un  sun;
 
-    snprintf(psock, sizeof(psock), "%s/race.sock", dir);
     memset(&px, 0, sizeof(px));
-    px.up = sock;
     px.mark = "if cur and redis.call('EXISTS', ARGV[3]";
     px.hook = race_winner;
     px.data = &w;
-    px.lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", psock);
-    if (px.lfd < 0
-        || bind(px.lfd, (struct sockaddr *) &sun, sizeof(sun)) != 0
-        || listen(px.lfd, 8) != 0
-        || pthread_create(&th, NULL, hook_proxy, &px) != 0)
-    {
+    if (!hook_proxy_start(&px, sock)) {
         ok(0, "race: no proxy");
-        if (px.lfd >= 0) {
-            close(px.lfd);
-        }
         return;
     }
 
-    r = state_open(psock, "acmerace:");
+    r = state_open(px.path, "acmerace:");
     conf.redis = r;
     rc = redisConnectUnix(sock);
 
@@ -3332,11 +3376,100 @@ test_account_race(const char *sock)
        "race: ... the EAB key names the winner");
     freeReplyObject(g);
 
-    px.stop = 1;
-    pthread_join(th, NULL);
-    close(px.lfd);
-    unlink(psock);
+    hook_proxy_stop(&px);
     store_close(r, rc, "acmerace:*");
+}
+
+
+/* The store command that holds the order fails (hook_proxy). */
+static int
+order_refuse(void *data, const char *cmd, size_t len)
+{
+    (void) data;
+
+    return memmem(cmd, len, "}:order:", 8) != NULL ? 1 : -1;
+}
+
+
+/* The number of keys matching pattern. */
+static long long
+keys_count(redisContext *rc, const char *pattern)
+{
+    long long    n;
+    redisReply  *g;
+
+    g = redisCommand(rc, "EVAL %s 0 %s", "return #redis.call('KEYS', "
+                     "ARGV[1])", pattern);
+    n = g != NULL && g->type == REDIS_REPLY_INTEGER ? g->integer : -1;
+    freeReplyObject(g);
+
+    return n;
+}
+
+
+/* newOrder stores its new authorizations, the order and the list in one
+ * script call: with more identifiers than fit in one batch of 8 the
+ * authorizations went first in calls of their own, and a failure at the
+ * order's call left them without any order. */
+static void
+test_order_atomic(const char *sock)
+{
+    int               i;
+    char              kid[256], ids[2048], pattern[128], acct[64];
+    size_t            len;
+    EVP_PKEY         *pk;
+    pki_redis_t      *r;
+    hook_proxy_t      px;
+    redisContext     *rc;
+    pki_acme_resp_t   resp;
+
+    memset(&px, 0, sizeof(px));
+    px.mark = "local n = tonumber(ARGV[1])";     /* pki_lua_mset */
+    px.hook = order_refuse;
+    if (!hook_proxy_start(&px, sock)) {
+        ok(0, "atomic: no proxy");
+        return;
+    }
+
+    r = state_open(px.path, "acmeatomic:");
+    conf.redis = r;
+    rc = redisConnectUnix(sock);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    acct[0] = '\0';
+    if (sscanf(kid, BASE "/acct/%63s", acct) != 1) {
+        diag("atomic: no account");
+    }
+    snprintf(pattern, sizeof(pattern), "acmeatomic:{acme:%s}:authz:*", acct);
+
+    len = (size_t) snprintf(ids, sizeof(ids), "{\"identifiers\":[");
+    for (i = 0; i < 20; i++) {
+        len += (size_t) snprintf(ids + len, sizeof(ids) - len,
+                                 "%s{\"type\":\"dns\",\"value\":"
+                                 "\"n%d.atomic.example\"}", i ? "," : "", i);
+    }
+    snprintf(ids + len, sizeof(ids) - len, "]}");
+
+    px.armed = 1;
+    post(pk, kid, "new-order", ids, NULL, &resp);
+    ok(resp.http_status == 503, "atomic: 20 identifiers, the order's store "
+       "fails: 503 (%d)", resp.http_status);
+    pki_acme_resp_free(&resp);
+    ok(keys_count(rc, pattern) == 0, "atomic: ... no authorization left "
+       "without its order (%lld)", keys_count(rc, pattern));
+
+    px.armed = 0;
+    post(pk, kid, "new-order", ids, NULL, &resp);
+    ok(resp.http_status == 201, "atomic: then made: 201 (%d)",
+       resp.http_status);
+    pki_acme_resp_free(&resp);
+    ok(keys_count(rc, pattern) == 20, "atomic: ... its 20 authorizations "
+       "(%lld)", keys_count(rc, pattern));
+
+    EVP_PKEY_free(pk);
+    hook_proxy_stop(&px);
+    store_close(r, rc, "acmeatomic:*");
 }
 
 
@@ -3841,6 +3974,7 @@ main(void)
         test_stale_restart(sock);
         test_job_store(sock);
         test_account_race(sock);
+        test_order_atomic(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }
