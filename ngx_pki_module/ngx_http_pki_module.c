@@ -4057,6 +4057,11 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
 
 #define NGX_HTTP_PKI_CRL_REFRESH_MSEC  10000
 #define NGX_HTTP_PKI_CRL_REFRESH_MIN   100      /* msec */
+/* after the second a CRL ends: the core reads time(), a coarse clock
+ * that can lag the event loop's by a kernel tick, and a check a few
+ * milliseconds into that second took the CRL for current (the next one
+ * came 10 s late) */
+#define NGX_HTTP_PKI_CRL_REFRESH_SLACK 50       /* msec */
 
 
 typedef struct {
@@ -4328,7 +4333,8 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
                <= NGX_HTTP_PKI_CRL_REFRESH_MSEC / 1000)
         {
             left = (ngx_msec_int_t) (rf->next[i] - tp->sec) * 1000
-                   - (ngx_msec_int_t) tp->msec;
+                   - (ngx_msec_int_t) tp->msec
+                   + NGX_HTTP_PKI_CRL_REFRESH_SLACK;
 
             if (left < NGX_HTTP_PKI_CRL_REFRESH_MIN) {
                 left = NGX_HTTP_PKI_CRL_REFRESH_MIN;
