@@ -280,7 +280,11 @@ PKI_API void pki_record_clear(pki_record_t *rec);
  * revoked hash, revgen.  PKI_NOT_FOUND: no record (or only pending);
  * PKI_CONFLICT: already revoked (only a hold may change: to another reason
  * or released with 8); 8 on a certificate not on hold; PKI_MALFORMED: bad
- * reason.  out (may be NULL) receives the updated record. */
+ * reason.  A hold keeps a planned revocation (pki_record_plan_revoke) and
+ * its release keeps it too, or, once its time has come, revokes the
+ * certificate as planned (that reason, dated at the planned time; audited
+ * as "planned REASON, due").  out (may be NULL) receives the updated
+ * record. */
 PKI_API pki_status_t pki_record_revoke(pki_redis_t *r, const char *ca,
     const char *serial, int reason, time_t when, time_t invalidity_date,
     pki_record_t *out, pki_result_t *res);

@@ -1466,9 +1466,9 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
 /* ---- revocation --------------------------------------------------------- */
 
 /*
- * KEYS[1] record, KEYS[2] revoked hash, KEYS[3] revgen; ARGV[1] serial,
- * ARGV[2] reason, ARGV[3] revocation time, ARGV[4] invalidity date,
- * ARGV[5] the request's id (random), ARGV[6] now.
+ * KEYS[1] record, KEYS[2] revoked hash, KEYS[3] revgen, KEYS[4] the CA's
+ * plan; ARGV[1] serial, ARGV[2] reason, ARGV[3] revocation time, ARGV[4]
+ * invalidity date, ARGV[5] the request's id (random), ARGV[6] now.
  * A good record whose planned revocation is due (plan_at <= now) is
  * revoked already, as every reader has said since the planned time
  * (pki_record_at): only the plan's own carry-out (that reason at that
@@ -1481,9 +1481,20 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
  * every batch of carry-outs, each build reading all the plans still due.
  * Returns 1 revoked (or hold changed), 2 hold released, 0 no record (or
  * pending), -1 already revoked, -2 removeFromCRL without a hold, -3 hold on
- * a hold.  Changing a hold into a final reason keeps the time the hold was
- * placed (the certificate has been unusable since then), and the hold's
- * invalidity date unless the change brings one.
+ * a hold, 16 * AT + R a hold released after the time AT of its planned
+ * revocation (reason R), which is carried out instead.  Changing a hold
+ * into a final reason keeps the time the hold was placed (the certificate
+ * has been unusable since then), and the hold's invalidity date unless
+ * the change brings one.
+ *
+ * A hold is temporary: it keeps a plan (plan_at, plan_reason stay in the
+ * record; pki_lua_plan_due drops the serial from the CA's plan if the
+ * plan comes due during the hold), and its release puts the plan back,
+ * or, when the plan's time has come, revokes the certificate as the
+ * plan's carry-out would have (that reason, dated at the planned time)
+ * rather than make it good: a hold and a release must not cancel a
+ * planned revocation.  That release bumps revgen (the hold's entry
+ * changes).  A final revocation drops the plan.
  *
  * The change stores the request's id (rev_req): the same request run
  * again (its answer was lost, hiredis sent it anew) finds it and answers
@@ -1494,29 +1505,44 @@ static const char  pki_lua_revoke[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
     "if redis.call('HGET', KEYS[1], 'rev_req') == ARGV[5] then "
-    "  if ARGV[2] == '8' then return 2 end "
-    "  return 1 "
+    "  if ARGV[2] ~= '8' then return 1 end "
+    "  if st == 'good' then return 2 end "
+    "  local f = redis.call('HMGET', KEYS[1], 'revoked_at', 'reason') "
+    "  return tonumber(f[1]) * 16 + tonumber(f[2]) "
     "end "
     "local at, inv, carry = ARGV[3], ARGV[4], false "
+    "local p = redis.call('HMGET', KEYS[1], 'plan_at', 'plan_reason') "
     "if st == 'good' then "
-    "  local pa = redis.call('HGET', KEYS[1], 'plan_at') "
-    "  if pa and tonumber(pa) <= tonumber(ARGV[6]) then "
-    "    if pa ~= ARGV[3] "
-    "       or redis.call('HGET', KEYS[1], 'plan_reason') ~= ARGV[2] then "
-    "      return -1 "
-    "    end "
+    "  if p[1] and tonumber(p[1]) <= tonumber(ARGV[6]) then "
+    "    if p[1] ~= ARGV[3] or p[2] ~= ARGV[2] then return -1 end "
     "    carry = true "
     "  end "
     "end "
     "if st == 'revoked' then "
     "  if redis.call('HGET', KEYS[1], 'reason') ~= '6' then return -1 end "
     "  if ARGV[2] == '8' then "
-    "    redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
-    "               'revoked_at', '0', 'invalidity_date', '0', "
-    "               'rev_req', ARGV[5]) "
     "    redis.call('HDEL', KEYS[2], ARGV[1]) "
     "    redis.call('INCR', KEYS[3]) "
-    "    return 2 "
+    "    if not (p[1] and p[2]) then "
+    "      redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
+    "                 'revoked_at', '0', 'invalidity_date', '0', "
+    "                 'rev_req', ARGV[5]) "
+    "      return 2 "
+    "    end "
+    "    if tonumber(p[1]) > tonumber(ARGV[6]) then "
+    "      redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
+    "                 'revoked_at', '0', 'invalidity_date', '0', "
+    "                 'rev_req', ARGV[5]) "
+    "      redis.call('ZADD', KEYS[4], p[1], ARGV[1]) "
+    "      return 2 "
+    "    end "
+    "    redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', p[2], "
+    "               'revoked_at', p[1], 'invalidity_date', '0', "
+    "               'rev_req', ARGV[5]) "
+    "    redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason', 'plan_by') "
+    "    redis.call('HSET', KEYS[2], ARGV[1], p[2] .. ' ' .. p[1] .. ' 0') "
+    "    redis.call('ZREM', KEYS[4], ARGV[1]) "
+    "    return tonumber(p[1]) * 16 + tonumber(p[2]) "
     "  end "
     "  if ARGV[2] == '6' then return -3 end "
     "  at = redis.call('HGET', KEYS[1], 'revoked_at') or ARGV[3] "
@@ -1530,7 +1556,10 @@ static const char  pki_lua_revoke[] =
     "end "
     "redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[2], "
     "           'revoked_at', at, 'invalidity_date', inv, 'rev_req', ARGV[5]) "
-    "redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason') "
+    "if ARGV[2] ~= '6' then "
+    "  redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason', 'plan_by') "
+    "  redis.call('ZREM', KEYS[4], ARGV[1]) "
+    "end "
     "redis.call('HSET', KEYS[2], ARGV[1], "
     "           ARGV[2] .. ' ' .. at .. ' ' .. inv) "
     "if not carry then redis.call('INCR', KEYS[3]) end "
@@ -1540,7 +1569,7 @@ static const char  pki_lua_revoke[] =
 static pki_status_t
 pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
-    pki_result_t *res);
+    int *done, pki_result_t *res);
 
 
 /* The audit hook (core/audit.c): every revocation change is logged and
@@ -1551,15 +1580,18 @@ pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
     pki_result_t *res)
 {
-    char          canon[41];
+    int           done;
+    char          canon[41], why_buf[64];
     const char   *why;
     pki_event_t   ev;
     pki_status_t  st;
     pki_result_t  ares;
 
+    done = reason;
+
     if (pki_int_audit_ready(&why)) {
         st = pki_record_revoke_do(r, ca, serial, reason, when,
-                                  invalidity_date, out, res);
+                                  invalidity_date, out, &done, res);
 
     } else {
         /* a transaction log is configured and not open, or full (see
@@ -1582,6 +1614,14 @@ pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
     ev.reason = st == PKI_OK ? pki_int_reason_name(reason)
                              : (res ? res->detail : NULL);
 
+    if (st == PKI_OK && done != reason) {
+        /* a release after the time of the certificate's planned
+         * revocation revoked it (pki_lua_revoke): said as what it did */
+        snprintf(why_buf, sizeof(why_buf), "planned %s, due",
+                 pki_int_reason_name(done));
+        ev.reason = why_buf;
+    }
+
     pki_result_init(&ares);
 
     if (pki_event_emit(&ev, st == PKI_OK, &ares) != PKI_OK && st == PKI_OK) {
@@ -1596,7 +1636,7 @@ pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
 static pki_status_t
 pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
-    pki_result_t *res)
+    int *done, pki_result_t *res)
 {
     size_t         i;
     pki_args_t     a;
@@ -1605,7 +1645,8 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     pki_result_t   gres;
     unsigned char  rnd[16];
     char           kcert[PKI_REDIS_KEY_MAX], krev[PKI_REDIS_KEY_MAX];
-    char           kgen[PKI_REDIS_KEY_MAX], canon[41], rid[33];
+    char           kgen[PKI_REDIS_KEY_MAX], kplan[PKI_REDIS_KEY_MAX];
+    char           canon[41], rid[33];
 
     if (out != NULL) {
         memset(out, 0, sizeof(*out));
@@ -1629,6 +1670,8 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
         || !pki_redis_key(r, ca, "revoked", NULL, krev, sizeof(krev), NULL,
                           res)
         || !pki_redis_key(r, ca, "revgen", NULL, kgen, sizeof(kgen), NULL,
+                          res)
+        || !pki_redis_key(r, ca, "revplan", NULL, kplan, sizeof(kplan), NULL,
                           res))
     {
         return res != NULL && res->status != PKI_OK ? res->status
@@ -1650,10 +1693,11 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
     pki_args_str(&a, pki_lua_revoke);
-    pki_args_str(&a, "3");
+    pki_args_str(&a, "4");
     pki_args_str(&a, kcert);
     pki_args_str(&a, krev);
     pki_args_str(&a, kgen);
+    pki_args_str(&a, kplan);
     pki_args_str(&a, canon);
     pki_args_num(&a, reason);
     pki_args_num(&a, (long long) when);
@@ -1664,6 +1708,21 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     st = pki_redis_eval(r, &a, &rc, res);
     if (st != PKI_OK) {
         return st;
+    }
+
+    if (rc >= 16) {
+        /* released after its plan's time: revoked by the plan instead */
+        reason = (int) (rc % 16);
+        when = (time_t) (rc / 16);
+        invalidity_date = 0;
+        rc = 1;
+
+    } else if (rc == 2) {
+        reason = 8;
+    }
+
+    if (done != NULL) {
+        *done = reason;
     }
 
     switch (rc) {
@@ -1810,7 +1869,10 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
 /* One due serial: KEYS[1] plan, KEYS[2] cert record; ARGV[1] serial,
  * ARGV[2] now.  "REASON AT WHO" (the planned time, who planned it) when
  * the record is good with a plan due by now; else "" and the serial leaves
- * the plan unless a later plan replaced this one. */
+ * the plan unless a later plan replaced this one.  A certificate on hold
+ * keeps its plan in its record: the release of the hold puts it back, or
+ * carries it out when due (pki_lua_revoke); kept here, such serials would
+ * fill the batches of due plans. */
 static const char  pki_lua_plan_due[] =
     "local f = redis.call('HMGET', KEYS[2], 'status', 'plan_at', "
     "                     'plan_reason', 'plan_by') "

@@ -1164,6 +1164,182 @@ test_planned(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, X509 *x)
 }
 
 
+/* The record field of x (malloc'd, NULL when none). */
+static char *
+rec_field(pki_redis_t *r, redisContext *rc, pki_ca_t *ca, const char *hex,
+    const char *field)
+{
+    char        *v;
+    redisReply  *rep;
+
+    rep = redisCommand(rc, "HGET %s{ca:%s}:cert:%s %s", pki_redis_ns(r),
+                       pki_ca_name(ca), hex, field);
+    v = rep != NULL && rep->type == REDIS_REPLY_STRING ? strdup(rep->str)
+                                                        : NULL;
+    freeReplyObject(rep);
+
+    return v;
+}
+
+
+/* x's time in the CA's plan (the sorted set), -1 when not in it. */
+static long long
+plan_score(pki_redis_t *r, redisContext *rc, pki_ca_t *ca, const char *hex)
+{
+    long long    v;
+    redisReply  *rep;
+
+    rep = redisCommand(rc, "ZSCORE %s{ca:%s}:revplan %s", pki_redis_ns(r),
+                       pki_ca_name(ca), hex);
+    v = rep != NULL && rep->type == REDIS_REPLY_STRING
+        ? strtoll(rep->str, NULL, 10) : -1;
+    freeReplyObject(rep);
+
+    return v;
+}
+
+
+/* x's reason and date in a CRL built now; -1 when not listed. */
+static int
+crl_lists(pki_ca_t *ca, pki_redis_t *r, X509 *x, time_t *at)
+{
+    int             reason;
+    size_t          len;
+    X509_CRL       *crl;
+    pki_result_t    res;
+    X509_REVOKED   *rev;
+    unsigned char  *der;
+
+    pki_result_init(&res);
+    der = NULL;
+    (void) pki_crl_build(ca, r, 3600, &der, &len, &res);
+    crl = der ? parse_crl(der, len) : NULL;
+    rev = crl ? find_revoked(crl, x) : NULL;
+    reason = rev != NULL && count_revoked(crl, x) == 1 ? rev_reason(rev) : -1;
+    *at = rev != NULL ? asn1_time(X509_REVOKED_get0_revocationDate(rev)) : 0;
+    X509_CRL_free(crl);
+    free(der);
+
+    return reason;
+}
+
+
+/* A hold is temporary: it must not lose a planned revocation.  x is held
+ * and released before its plan's time, y held over it and released after
+ * it, z held and then revoked for good. */
+static void
+test_planned_hold(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, X509 *x,
+    X509 *y, X509 *z)
+{
+    int            i;
+    char           hx[41], hy[41], hz[41], *v;
+    time_t         at, when;
+    unsigned       done;
+    long long      gen, gen2;
+    pki_record_t   rec;
+    pki_status_t   st;
+    pki_result_t   res;
+
+    pki_serial_to_hex(X509_get0_serialNumber(x), hx);
+    pki_serial_to_hex(X509_get0_serialNumber(y), hy);
+    pki_serial_to_hex(X509_get0_serialNumber(z), hz);
+
+    at = time(NULL) + 2;
+
+    for (i = 0; i < 3; i++) {
+        pki_result_init(&res);
+        st = pki_record_plan_revoke(r, pki_ca_name(ca),
+                                    i == 0 ? hx : i == 1 ? hy : hz, 5, at,
+                                    "test", NULL, &res);
+        pki_result_init(&res);
+        if (st == PKI_OK) {
+            st = pki_record_revoke(r, pki_ca_name(ca),
+                                   i == 0 ? hx : i == 1 ? hy : hz, 6,
+                                   time(NULL), 0, NULL, &res);
+        }
+        if (!is_status(st, PKI_OK, "planned at now + 2, then held")) {
+            diag("%s %s", res.detail, res.log);
+            return;
+        }
+    }
+
+    v = rec_field(r, rc, ca, hx, "plan_at");
+    ok(v != NULL && strtoll(v, NULL, 10) == (long long) at
+       && plan_score(r, rc, ca, hx) == (long long) at,
+       "  the hold keeps the plan: in the record and the CA's plan");
+    free(v);
+    ok(crl_lists(ca, r, x, &when) == 6, "  the CRL lists it on hold");
+
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), hz, 1, time(NULL), 0, NULL,
+                           &res);
+    v = rec_field(r, rc, ca, hz, "plan_at");
+    ok(st == PKI_OK && v == NULL && plan_score(r, rc, ca, hz) == -1,
+       "  a hold turned into keyCompromise drops the plan");
+    free(v);
+
+    /* released before its time: good with its plan */
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), hx, 8, time(NULL), 0, &rec,
+                           &res);
+    ok(st == PKI_OK && rec.status == PKI_CERT_GOOD
+       && rec.revoke_planned == at && rec.planned_reason == 5
+       && plan_score(r, rc, ca, hx) == (long long) at,
+       "  released before its plan's time: good, the plan kept (%s)",
+       pki_status_name(st));
+    pki_record_clear(&rec);
+    ok(crl_lists(ca, r, x, &when) == -1, "  the CRL does not list it");
+
+    while (time(NULL) < at) {
+        usleep(50000);
+    }
+
+    ok(crl_lists(ca, r, x, &when) == 5 && when == at,
+       "  due: the CRL lists the released one from its plan, "
+       "cessationOfOperation at the planned time");
+    ok(crl_lists(ca, r, y, &when) == 6, "  due: the held one still on hold");
+
+    /* worker 0 passes while y is held: x carried out, y's plan kept in
+     * its record (off the CA's plan, which its release answers for) */
+    pki_result_init(&res);
+    st = pki_record_revoke_due(r, pki_ca_name(ca), time(NULL), 0, &done,
+                               &res);
+    ok(st == PKI_OK && done == 1, "  worker 0 carries out the released one "
+       "(%u)", done);
+    v = rec_field(r, rc, ca, hy, "plan_at");
+    ok(v != NULL && strtoll(v, NULL, 10) == (long long) at,
+       "  the held one keeps its plan in its record");
+    free(v);
+
+    /* released after its time: revoked as planned, not good */
+    pki_result_init(&res);
+    pki_record_revgen(r, pki_ca_name(ca), &gen, &res);
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), hy, 8, time(NULL), 0, &rec,
+                           &res);
+    ok(st == PKI_OK && rec.status == PKI_CERT_REVOKED && rec.reason == 5
+       && rec.revoked_at == at && rec.invalidity_date == 0
+       && rec.revoke_planned == 0,
+       "  released after its plan's time: revoked, cessationOfOperation, "
+       "at the planned time (%s %d)", pki_status_name(st), rec.reason);
+    pki_record_clear(&rec);
+    pki_result_init(&res);
+    pki_record_revgen(r, pki_ca_name(ca), &gen2, &res);
+    ok(gen2 > gen, "  the revocation generation moves (%lld %lld)", gen,
+       gen2);
+    v = rec_field(r, rc, ca, hy, "plan_at");
+    ok(v == NULL && plan_score(r, rc, ca, hy) == -1, "  the plan is done");
+    free(v);
+    ok(crl_lists(ca, r, y, &when) == 5 && when == at,
+       "  the CRL lists it, cessationOfOperation at the planned time");
+
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), hy, 8, time(NULL), 0, NULL,
+                           &res);
+    is_status(st, PKI_CONFLICT, "  released again: not on hold");
+}
+
+
 /* The local copy: written whole, read back only when it is this CA's,
  * whole and not expired. */
 static void
@@ -1457,6 +1633,24 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     if (ok(planned != NULL, "issued one to plan a revocation of")) {
         test_planned(ca, r, rc, planned);
         X509_free(planned);
+    }
+
+    {
+        X509  *h[3];
+
+        for (int i = 0; i < 3; i++) {
+            pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+            h[i] = issue(ca, t, r, "held", pk);
+            EVP_PKEY_free(pk);
+        }
+        if (ok(h[0] != NULL && h[1] != NULL && h[2] != NULL,
+               "issued three to plan, hold and release"))
+        {
+            test_planned_hold(ca, r, rc, h[0], h[1], h[2]);
+        }
+        for (int i = 0; i < 3; i++) {
+            X509_free(h[i]);
+        }
     }
 
     /* Redis down. */
