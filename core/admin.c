@@ -220,7 +220,12 @@ pki_record_json(const pki_record_t *in, int with_der)
         }
     }
 
-    if (good && rec->status == PKI_CERT_GOOD && rec->revoke_planned != 0) {
+    /* a hold keeps its plan (pki_record_revoke): shown, since its
+     * release brings it back */
+    if (good && rec->revoke_planned != 0
+        && (rec->status == PKI_CERT_GOOD
+            || (rec->status == PKI_CERT_REVOKED && rec->reason == 6)))
+    {
         (void) pki_format_rfc3339(rec->revoke_planned, t);
         good = cJSON_AddStringToObject(o, "revocation_planned", t) != NULL
                && cJSON_AddStringToObject(o, "planned_reason",
@@ -602,9 +607,22 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_event_set_actor(NULL, NULL, NULL);
 
     if (st == PKI_OK) {
-        pki_log(&resp->res, "admin \"%s\": %s of CA \"%s\": %s%s",
-                req->identity, canon, pki_ca_name(ca), reason_name,
-                at != 0 ? " (planned)" : "");
+        if (reason == 8 && rec.status == PKI_CERT_REVOKED) {
+            /* released after the time of its planned revocation, which
+             * revoked it instead (pki_record_revoke) */
+            pki_log(&resp->res, "admin \"%s\": %s of CA \"%s\": %s "
+                    "after its planned revocation: revoked, %s",
+                    req->identity, canon, pki_ca_name(ca), reason_name,
+                    rec.reason >= 0 && rec.reason <= 10
+                    && pki_reason_names[rec.reason] != NULL
+                    ? pki_reason_names[rec.reason] : "unspecified");
+
+        } else {
+            pki_log(&resp->res, "admin \"%s\": %s of CA \"%s\": %s%s",
+                    req->identity, canon, pki_ca_name(ca), reason_name,
+                    at != 0 ? " (planned)" : "");
+        }
+
         pki_admin_record(resp, &rec);
         pki_record_clear(&rec);
     }

@@ -224,6 +224,37 @@ revoke_expect(const char *body, int want, const char *name)
 }
 
 
+/* The last revocation event (the transaction log's entry). */
+static char  ev_op[32], ev_reason[80];
+
+
+static void
+rev_sink(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->type == PKI_EV_REVOKE) {
+        snprintf(ev_op, sizeof(ev_op), "%s",
+                 ev->operation ? ev->operation : "");
+        snprintf(ev_reason, sizeof(ev_reason), "%s",
+                 ev->reason ? ev->reason : "");
+    }
+}
+
+
+/* POST revoke of serial with reason; the answer (caller deletes). */
+static cJSON *
+revoke_as(const char *serial, const char *reason, int *status)
+{
+    char  body[160];
+
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":\"%s\"}",
+             serial, reason);
+
+    return call("POST", "revoke", NULL, body, status);
+}
+
+
 static void
 lower_pad(const char *in, char *out, size_t size)
 {
@@ -579,6 +610,79 @@ main(void)
         snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
                  "\"certificateHold\"}", s4);
         revoke_expect(body, 409, "a hold on a due plan: 409");
+
+        /* a hold and its release keep a plan: dev7 released before its
+         * time (good, the plan kept), dev8 after it (revoked as planned) */
+        {
+            char  s7[41], s8[41];
+
+            ok(issue(cas[0], tdev, "dev7", s7)
+               && issue(cas[0], tdev, "dev8", s8), "issued dev7, dev8");
+            at = time(NULL) + 2;
+            gmtime_r(&at, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                     "\"cessationOfOperation\",\"at\":\"%s\"}", s7, when);
+            revoke_expect(body, 200, "planned dev7 2 s ahead");
+            snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                     "\"cessationOfOperation\",\"at\":\"%s\"}", s8, when);
+            revoke_expect(body, 200, "planned dev8 2 s ahead");
+
+            j = revoke_as(s7, "certificateHold", &st);
+            ok(st == 200 && strcmp(jstr(j, "reason"), "certificateHold") == 0
+               && strcmp(jstr(j, "revocation_planned"), when) == 0,
+               "dev7 held: the record shows the plan kept (%d %s)", st,
+               jstr(j, "revocation_planned"));
+            cJSON_Delete(j);
+            j = revoke_as(s8, "certificateHold", &st);
+            cJSON_Delete(j);
+
+            j = revoke_as(s7, "removeFromCRL", &st);
+            ok(st == 200 && strcmp(jstr(j, "status"), "good") == 0
+               && strcmp(jstr(j, "revocation_planned"), when) == 0
+               && strcmp(jstr(j, "planned_reason"), "cessationOfOperation")
+                  == 0,
+               "dev7 released before its time: good, with its plan (%d %s "
+               "%s)", st, jstr(j, "status"), jstr(j, "revocation_planned"));
+            cJSON_Delete(j);
+
+            while (time(NULL) < at) {
+                usleep(50000);
+            }
+
+            snprintf(q, sizeof(q), "certificates/%s", s7);
+            j = call("GET", q, NULL, NULL, &st);
+            ok(strcmp(jstr(j, "status"), "revoked") == 0
+               && strcmp(jstr(j, "reason"), "cessationOfOperation") == 0
+               && strcmp(jstr(j, "revoked_at"), when) == 0,
+               "dev7 at its time: revoked as planned (%s %s)",
+               jstr(j, "status"), jstr(j, "reason"));
+            cJSON_Delete(j);
+
+            ev_op[0] = '\0';
+            pki_event_set_sink(rev_sink, NULL);
+            j = revoke_as(s8, "removeFromCRL", &st);
+            pki_event_set_sink(NULL, NULL);
+            ok(st == 200 && strcmp(jstr(j, "status"), "revoked") == 0
+               && strcmp(jstr(j, "reason"), "cessationOfOperation") == 0
+               && strcmp(jstr(j, "revoked_at"), when) == 0
+               && jstr(j, "revocation_planned")[0] == '\0',
+               "dev8 released after its time: 200, revoked as planned, at "
+               "the planned time (%d %s %s)", st, jstr(j, "status"),
+               jstr(j, "reason"));
+            cJSON_Delete(j);
+            ok(strcmp(ev_op, "release") == 0
+               && strcmp(ev_reason, "planned cessationOfOperation, due")
+                  == 0,
+               "  audited as what it did (%s, %s)", ev_op, ev_reason);
+
+            pki_result_init(&res);
+            ok(pki_record_revoke_due(conf.redis, "one", time(NULL), 0,
+                                     &done, &res) == PKI_OK,
+               "worker 0 passes");
+            ok(done == 2, "  it carries out dev6's and dev7's plans, dev8's "
+               "is done (%u)", done);
+        }
     }
 
     /* Redis down: 503 */
