@@ -208,7 +208,10 @@ is($r->{code}, 409, 'removeFromCRL on a good certificate: 409');
 # --- a planned revocation is carried out by nginx when due -----------------
 
 my $s4 = enroll('adm4');
-# far enough ahead that the request (TLS, a loaded machine) lands before it
+# a hold keeps a plan: adm5 is released before its time, adm6 after it
+my $s5 = enroll('adm5');
+my $s6 = enroll('adm6');
+# far enough ahead that the requests (TLS, a loaded machine) land before it
 my @at = gmtime(time + 8);
 my $at = sprintf('%04d-%02d-%02dT%02d:%02d:%02dZ', $at[5] + 1900, $at[4] + 1,
                  @at[3, 2, 1, 0]);
@@ -216,6 +219,16 @@ $r = revoke(serial => $s4, reason => 'superseded', at => $at);
 is($r->{code}, 200, 'planned revocation: 200') or diag($r->{body});
 is($r->{json}{status}, 'good', '  still good');
 is($r->{json}{revocation_planned}, $at, '  the planned time');
+for my $s ($s5, $s6) {
+    $r = revoke(serial => $s, reason => 'cessationOfOperation', at => $at);
+    is($r->{code}, 200, "planned $s") or diag($r->{body});
+    $r = revoke(serial => $s, reason => 'certificateHold');
+    is($r->{code}, 200, '  then held') or diag($r->{body});
+    is($r->{json}{revocation_planned}, $at, '  the hold keeps the plan');
+}
+$r = revoke(serial => $s5, reason => 'removeFromCRL');
+is($r->{json}{status}, 'good', 'adm5 released before its plan: good');
+is($r->{json}{revocation_planned}, $at, '  with its plan');
 # the API shows it revoked from its time on; the record in Redis, once
 # worker 0 carries it out
 my $st = '';
@@ -229,12 +242,30 @@ $r = api('GET', "certificates/$s4");
 is($r->{json}{status}, 'revoked', '  the API says revoked');
 is($r->{json}{reason}, 'superseded', '  with the planned reason');
 like(PKITest::slurp($t->error_log) // '',
-     qr/1 planned revocations carried out/, '  and said in the error log');
+     qr/2 planned revocations carried out/,
+     '  and said in the error log (adm4 and adm5)');
 my @rev = grep { ($_->{type} // '') eq 'revoke' && ($_->{serial} // '') eq $s4 }
           $t->audit_entries;
 is(scalar(@rev), 1, '  one revocation in the transaction log');
 is($rev[0]{requester} // '', 'planned by admin',
    '  by the admin who planned it') or diag(explain(\@rev));
+$h = $t->redis_hash("pki:{ca:issuing}:cert:$s5");
+is("$h->{status} $h->{reason}", 'revoked 5',
+   'adm5 (released before its time) carried out as planned');
+$h = $t->redis_hash("pki:{ca:issuing}:cert:$s6");
+is("$h->{status} $h->{reason}", 'revoked 6', 'adm6 still on hold');
+$r = revoke(serial => $s6, reason => 'removeFromCRL');
+is($r->{code}, 200, 'adm6 released after its plan') or diag($r->{body});
+is(join(' ', map { $_ // '' } @{ $r->{json} }{qw(status reason revoked_at)}),
+   "revoked cessationOfOperation $at", '  revoked as planned, at its time');
+like($t->redis_raw('HGET', 'pki:{ca:issuing}:revoked', $s6) // '',
+     qr/^5 \d+ 0$/, '  in the revoked hash');
+@rev = grep { ($_->{type} // '') eq 'revoke' && ($_->{serial} // '') eq $s6 }
+       $t->audit_entries;
+is(join(', ', map { ($_->{operation} // '') . ' ' . ($_->{reason} // '') }
+                  @rev[1 .. $#rev]),
+   'release planned cessationOfOperation, due', '  audited as such')
+    or diag(explain(\@rev));
 
 # paging: every record appears once over small pages
 my (%all, $pages);
