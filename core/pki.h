@@ -1089,6 +1089,12 @@ PKI_API pki_status_t pki_key_decrypt(pki_key_t *k, const unsigned char *in,
  *                                         csr, key, ca, template, serial,
  *                                         subject, sans, client, created,
  *                                         expires), with a TTL
+ *   <ns>scep:seen:<SHA256HEX(signer SPKI || signed attributes DER)>
+ *                                         string "1": a PKCSReq or
+ *                                         RenewalReq taken (SET NX), so a
+ *                                         copy of it is refused; TTL: while
+ *                                         its signingTime passes + 300 s,
+ *                                         without one 2 * skew + 300 s
  *   <ns>scep:pending                      zset (scores 0) of
  *                                         "<expires 12 digits>:<SHA256HEX
  *                                         (transactionID)>": the pending

@@ -128,6 +128,8 @@ typedef struct {
     char                  tid[PKI_SCEP_TID_MAX + 1];
     unsigned char         nonce[PKI_SCEP_NONCE_MAX];
     size_t                nonce_len;
+    time_t                signed_at;       /* the checked signingTime, or
+                                              0 (none, or not checked) */
     const EVP_CIPHER     *reply_cipher;
     unsigned char        *data;            /* decrypted messageData */
     size_t                data_len;
@@ -1515,6 +1517,8 @@ pki_scep_verify(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
                      conf->max_skew);
             return PKI_SCEP_BAD_TIME;
         }
+
+        m->signed_at = when;
     }
 
     return -1;
@@ -2718,10 +2722,14 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
 
 /* ---- pending requests (manual approval) ------------------------------------ */
 
-/* 1: created; a resend gets the stored "expires" (0 for a record of an
+/*
+ * 1: created; a resend gets the stored "expires" (0 for a record of an
  * older version without one).  A request whose key already had one
  * decided (rejected, or issued: CertPoll has given out its certificate)
- * is a new request, not a resend: it replaces that record. */
+ * is a new request, not a resend: it replaces that record, unless ARGV[2]
+ * is not "1" (a copy of a message taken before: -2, it may only find its
+ * own request still waiting).  ARGV[1]: the TTL; ARGV[3..]: the fields.
+ */
 static const char  pki_lua_pend_new[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "local s = redis.call('HGET', KEYS[1], 'status') "
@@ -2729,8 +2737,9 @@ static const char  pki_lua_pend_new[] =
     "local e = redis.call('HGET', KEYS[1], 'expires') "
     "if e then return e end "
     "return 0 end "
+    "if ARGV[2] ~= '1' then return -2 end "
     "redis.call('DEL', KEYS[1]) end "
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 3)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "return 1";
 
@@ -3079,19 +3088,21 @@ pki_scep_sans_json(const GENERAL_NAMES *sans)
 }
 
 
+/* pki_lua_pend_new; *created: 1 made, 0 a resend, -2 (only when
+ * !replace) its request was decided */
 static pki_status_t
 pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     const char *keyhex, const char *subject, const char *sans,
-    const char *client, int *created, pki_result_t *res)
+    const char *client, int replace, int *created, pki_result_t *res)
 {
     int           i;
     long          ttlv;
     char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], exp[24];
     char          tidhex[65], member[PKI_SCEP_PEND_MEMBER_LEN + 1];
-    size_t        lens[28];
+    size_t        lens[32];
     time_t        t;
     redisReply   *reply;
-    const char   *argv[28];
+    const char   *argv[32];
     pki_status_t  st;
 
     *created = 0;
@@ -3115,6 +3126,7 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = "1";
     argv[i++] = key;
     argv[i++] = ttl;
+    argv[i++] = replace ? "1" : "0";
     argv[i++] = "status";
     argv[i++] = "pending";
     argv[i++] = "key";
@@ -3149,7 +3161,12 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
 
-    if (reply->type == REDIS_REPLY_INTEGER) {
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
+        *created = -2;
+        freeReplyObject(reply);
+        return PKI_OK;
+
+    } else if (reply->type == REDIS_REPLY_INTEGER) {
         *created = reply->integer == 1;
         if (!*created) {
             exp[0] = '\0';            /* an older record: not indexed */
@@ -3198,6 +3215,172 @@ pki_scep_key_hex(EVP_PKEY *pk, char out[65])
     OPENSSL_free(der);
 
     return n;
+}
+
+
+/* ---- replayed enrollment messages ------------------------------------- */
+
+/*
+ * A PKCSReq or RenewalReq is taken once.  Its record is
+ * "<ns>scep:seen:<SHA256HEX(signer's SubjectPublicKeyInfo || signed
+ * attributes)>", the attributes in the DER the signature was verified
+ * over: they hold the senderNonce, the transactionID, the signingTime and
+ * the messageDigest of the envelope, and nobody but the signer can make
+ * another set that verifies.  So a copy, however re-wrapped, names the
+ * same record, while a client's own new try (a fresh senderNonce) is a
+ * new message.  The record lives as long as the message could still pass
+ * the signingTime check; see pki_scep_seen_ttl().
+ */
+
+/* slack for the clocks of the other hosts that check signingTime */
+#define PKI_SCEP_SEEN_SLACK  300L
+
+/* the window taken for messages whose signingTime is not checked */
+#define PKI_SCEP_SEEN_SKEW   86400L
+
+
+static int
+pki_scep_seen_key(pki_redis_t *r, pki_scep_msg_t *m, char *buf,
+    size_t size)
+{
+    int             n, k, ok;
+    unsigned char  *attrs, *spki, *id;
+
+    attrs = NULL;
+    spki = NULL;
+    ok = 0;
+
+    n = ASN1_item_i2d((ASN1_VALUE *) m->si->auth_attr, &attrs,
+                      ASN1_ITEM_rptr(PKCS7_ATTR_VERIFY));
+    k = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(m->signer), &spki);
+
+    if (n > 0 && k > 0) {
+        id = malloc((size_t) n + (size_t) k);
+        if (id != NULL) {
+            memcpy(id, spki, (size_t) k);
+            memcpy(id + k, attrs, (size_t) n);
+            ok = pki_scep_rkey(r, "seen", id, (size_t) n + (size_t) k, buf,
+                               size);
+            free(id);
+        }
+    }
+
+    OPENSSL_free(attrs);
+    OPENSSL_free(spki);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
+/*
+ * Seconds to remember a message: until its signingTime leaves the window
+ * (a copy is refused as badTime from then on), plus the slack.  Without a
+ * checked signingTime (none in the message, or scep_clock_skew off)
+ * nothing ends the message's life: it is remembered for twice the window,
+ * the longest any timed message can pass; a copy sent after that would be
+ * taken again (README, SCEP).
+ */
+static long
+pki_scep_seen_ttl(const pki_scep_conf_t *conf, const pki_scep_msg_t *m)
+{
+    long    skew, ttl;
+    time_t  now;
+
+    skew = conf->max_skew > 0 ? conf->max_skew : PKI_SCEP_SEEN_SKEW;
+
+    if (m->signed_at == 0) {
+        return 2 * skew + PKI_SCEP_SEEN_SLACK;
+    }
+
+    now = time(NULL);
+    ttl = (long) (m->signed_at + skew - now) + PKI_SCEP_SEEN_SLACK;
+
+    if (ttl < PKI_SCEP_SEEN_SLACK) {
+        ttl = PKI_SCEP_SEEN_SLACK;
+    }
+
+    if (ttl > 2 * skew + PKI_SCEP_SEEN_SLACK) {
+        ttl = 2 * skew + PKI_SCEP_SEEN_SLACK;
+    }
+
+    return ttl;
+}
+
+
+/* Records the message (SET NX).  PKI_OK the first time, PKI_CONFLICT for
+ * a copy of a recorded one, else PKI_UNAVAILABLE or PKI_INTERNAL. */
+static pki_status_t
+pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
+    const char *key, pki_result_t *res)
+{
+    char          ttl[24];
+    size_t        lens[6];
+    redisReply   *reply;
+    const char   *argv[6];
+    pki_status_t  st;
+
+    snprintf(ttl, sizeof(ttl), "%ld", pki_scep_seen_ttl(conf, m));
+
+    argv[0] = "SET";
+    argv[1] = key;
+    argv[2] = "1";
+    argv[3] = "NX";
+    argv[4] = "EX";
+    argv[5] = ttl;
+
+    for (int i = 0; i < 6; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_int_redis_cmd(conf->redis, 6, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type == REDIS_REPLY_STATUS) {
+        st = PKI_OK;
+
+    } else if (reply->type == REDIS_REPLY_NIL) {
+        st = PKI_CONFLICT;
+
+    } else {
+        pki_int_redis_drop(conf->redis);
+        st = pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    freeReplyObject(reply);
+
+    return st;
+}
+
+
+/* A message that then changed nothing (refused, or Redis or the token
+ * failed before anything was sent to be written) is forgotten, so that
+ * the client's resend of it is taken.  Best effort: a record left behind
+ * only refuses that resend until it expires. */
+static void
+pki_scep_seen_release(pki_redis_t *r, const char *key, pki_result_t *res)
+{
+    size_t        lens[2];
+    redisReply   *reply;
+    const char   *argv[2];
+    pki_result_t  tmp;
+
+    argv[0] = "DEL";
+    argv[1] = key;
+    lens[0] = 3;
+    lens[1] = strlen(key);
+
+    pki_result_init(&tmp);
+    reply = pki_int_redis_cmd(r, 2, argv, lens, &tmp);
+    if (reply == NULL) {
+        pki_log(res, "%sthe message's replay record could not be dropped",
+                res->log[0] ? "; " : "");
+        return;
+    }
+
+    freeReplyObject(reply);
 }
 
 
@@ -3251,8 +3434,8 @@ static void
 pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_msg_t *m, pki_scep_resp_t *resp)
 {
-    int                    rc, created, taken, granted;
-    char                  *who, keyhex[65];
+    int                    rc, created, taken, granted, seen, replay;
+    char                  *who, keyhex[65], seenkey[PKI_SCEP_KEY_MAX];
     X509                  *cert;
     size_t                 pwlen;
     X509_REQ              *csr;
@@ -3267,6 +3450,8 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     res = &resp->res;
     taken = 0;
     granted = 0;
+    seen = 0;
+    replay = 0;
     who = NULL;
     cert = NULL;
     csr = NULL;
@@ -3436,7 +3621,38 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
-    /* Every check passed: only now is any state written. */
+    /* Every check passed: only now is any state written.  First the
+     * message itself, so that a copy of it changes nothing: without this
+     * a captured RenewalReq, or a PKCSReq with the static challenge,
+     * would get a certificate every time it is sent again. */
+
+    if (!pki_scep_seen_key(conf->redis, m, seenkey, sizeof(seenkey))) {
+        pki_fail(res, PKI_INTERNAL, "cannot build the message's key");
+        pki_scep_http_error(resp, 500);
+        goto done;
+    }
+
+    st = pki_scep_seen_add(conf, m, seenkey, res);
+
+    if (st == PKI_CONFLICT) {
+        replay = 1;
+
+        /* under manual approval the client's resend of its request may be
+         * the same message: it finds its request still waiting (below) */
+        if (m->type != PKI_SCEP_PKCSREQ || !conf->manual) {
+            pki_fail(res, PKI_FORBIDDEN, "replayed message: this signed "
+                     "message was taken before");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+
+    } else if (st != PKI_OK) {
+        pki_scep_http_error(resp, 0);
+        goto done;
+
+    } else {
+        seen = 1;
+    }
 
     if (chal.raw != NULL) {
         st = pki_scep_chal_take(conf->redis, &chal, res);
@@ -3463,7 +3679,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             char  *sans = pki_scep_sans_json(preq.sans);
 
             st = pki_scep_pend_new(conf, m, keyhex, subj, sans, req->client,
-                                   &created, res);
+                                   !replay, &created, res);
             free(subj);
             cJSON_free(sans);
         }
@@ -3473,6 +3689,13 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
              * failed after it): the challenge stays used */
             granted = 1;
             pki_scep_http_error(resp, 0);
+            goto done;
+        }
+
+        if (created == -2) {
+            pki_fail(res, PKI_FORBIDDEN, "replayed message: this signed "
+                     "message was taken before and its request decided");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
             goto done;
         }
 
@@ -3506,6 +3729,9 @@ done:
 
     if (taken && !granted) {
         pki_scep_chal_give_back(conf->redis, &chal, res);
+    }
+    if (seen && !granted) {
+        pki_scep_seen_release(conf->redis, seenkey, res);
     }
     pki_scep_chal_clear(&chal);
     X509_free(cert);

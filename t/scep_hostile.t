@@ -85,6 +85,56 @@ $f = "$dir/get.b64";
     is($h->{status}, 0, 'GET PKIOperation: SUCCESS') or diag($h->{raw});
 }
 
+# --- replays: a copy of a message taken once changes nothing -----------------
+
+# the keys of the messages' replay records, and the TTL of the one added
+my %seen = map { $_ => 1 } $t->redis_keys('pki:scep:seen:*');
+sub new_seen_ttl {
+    my @new = grep { !$seen{$_}++ } $t->redis_keys('pki:scep:seen:*');
+    return @new == 1 ? $t->redis_raw('TTL', $new[0]) =~ s/\s+//r : "@new";
+}
+{
+    $f = req(cn => 'replay-1', challenge => 'demo');
+    $h = rep(send_msg($f), $f);
+    is($h->{status}, 0, 'replay: a PKCSReq (static challenge) enrolls');
+    my $ttl = new_seen_ttl();
+    ok($ttl > 86400 && $ttl <= 86400 + 300, 'replay: the message is '
+       . 'remembered while its signingTime passes (1 d + 300 s)')
+        or diag($ttl);
+    fails('replay: the same PKCSReq sent again', $f, 2,
+          log => qr/badRequest.*replayed message/);
+    my $rf = req(type => 17, key => $k2, cn => 'replay-1',
+                 cert => $h->{file}, signkey => $k1);
+    my $rh = rep(send_msg($rf), $rf, $k1, $h->{file});
+    is($rh->{status}, 0, 'replay: a RenewalReq renews') or diag($rh->{raw});
+    $ttl = new_seen_ttl();
+    ok($ttl > 86400 && $ttl <= 86400 + 300, 'replay: ... remembered too')
+        or diag($ttl);
+    fails('replay: the same RenewalReq sent again', $rf, 2, key => $k1,
+          cert => $h->{file});
+    # the GET form of a message taken by POST is the same message
+    my $b = "$dir/replay.b64";
+    spew($b, MIME::Base64::encode_base64(slurp($f), ''));
+    my $before = records();
+    $r = $t->curl('GET', "$base/scep?operation=PKIOperation",
+                  extra => ['-G', '--data-urlencode', "message\@$b"]);
+    is(rep($r, $f)->{failinfo}, 2, 'replay: the PKCSReq again by GET: '
+       . 'badRequest');
+    is(records(), $before, '... nothing issued');
+
+    # no signingTime: nothing ends the message's life, it is remembered
+    # for twice the window
+    $f = req(cn => 'replay-2', challenge => 'demo',
+             flags => ['no-signing-time']);
+    $h = rep(send_msg($f), $f);
+    is($h->{status}, 0, 'replay: a PKCSReq without signingTime enrolls');
+    $ttl = new_seen_ttl();
+    ok($ttl > 2 * 86400 && $ttl <= 2 * 86400 + 300, 'replay: ... '
+       . 'remembered for twice scep_clock_skew') or diag($ttl);
+    fails('replay: the same PKCSReq without signingTime again', $f, 2,
+          log => qr/replayed message/);
+}
+
 # --- HTTP-level refusals (no CertRep can be built) ---------------------------
 
 http_fails('garbage body', undef, 400, data => 'not a pkcs7 at all');

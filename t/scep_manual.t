@@ -251,6 +251,15 @@ fails('CertPoll without a pending request',
     use Digest::SHA qw(sha256_hex);
     my $pkey = 'pki:scep:pend:' . sha256_hex($tid);
     my $serial = $t->x509_field($p2->{file}, 'serial');
+
+    # a copy of the PKCSReq once its request is issued: refused, and no
+    # new request to approve (it used to replace the issued one)
+    fails("manual: the issued request's PKCSReq sent again", $mreq, 2,
+          path => '/scep-manual', key => $mk,
+          log => qr/replayed message: .* its request decided/);
+    is($t->redis_raw('HGET', $pkey, 'status'), "issued\n",
+       '... the request stays issued');
+
     my $now = time;
     $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'dead',
               'since', $now, 'serial', $serial);

@@ -733,6 +733,30 @@ main(void)
         ok(s == 0 && issued != NULL, "RA mode: PKCSReq SUCCESS");
         ok(issued && pki_ca_issued(eca, issued), "issued by the EC CA");
 
+        /* a copy of a message taken once changes nothing */
+        {
+            int              n2, f1, f2;
+            X509            *c1 = NULL, *c2 = NULL;
+            pki_scep_resp_t  r1, r2;
+
+            m.cn = "replayed";
+            n2 = build(&m, &der);
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r1);
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r2);
+            OPENSSL_free(der);
+            ok(certrep(&r1, ra_x, dev_k, &f1, &c1) == 0 && c1 != NULL,
+               "replay: the message enrolls once");
+            ok(certrep(&r2, ra_x, dev_k, &f2, &c2) == 2 && f2 == 2
+               && c2 == NULL && strstr(r2.res.detail, "replayed") != NULL,
+               "replay: its copy gets FAILURE badRequest [%s]",
+               r2.res.detail);
+            pki_scep_resp_free(&r1);
+            pki_scep_resp_free(&r2);
+            X509_free(c1);
+            X509_free(c2);
+            m.cn = "dev";
+        }
+
         /* RenewalReq signed by the issued certificate */
         m.type = 17;
         m.signer = issued;

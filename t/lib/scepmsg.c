@@ -25,6 +25,8 @@
  *       --no-tid | --no-nonce | --no-msgtype
  *       --msgtype-str S   messageType as this string
  *       --signing-time T  signingTime as seconds from now (may be < 0)
+ *       --no-signing-time no signingTime (PKCS7_dataFinal adds one: it
+ *                         is taken out and the attributes signed again)
  *       --corrupt WHAT    sig | content | digest: break the message
  *       --b64             write base64 (for the GET form)
  *   scepmsg rep  --in REP.der --rcpt RA.pem --key KEY.pem --req MSG.der
@@ -241,7 +243,7 @@ typedef struct {
     const EVP_MD   *md;
     const char     *tid;
     int             no_tid, no_nonce, no_msgtype;
-    int             have_time;
+    int             have_time, no_time;
     long            time_off;
     const char     *corrupt;
 } req_opts_t;
@@ -354,6 +356,18 @@ build_req(req_opts_t *o, unsigned char **out)
         BIO_free_all(b);
     }
     OPENSSL_free(envder);
+
+    if (o->no_time) {
+        int  i = X509at_get_attr_by_NID(si->auth_attr,
+                                        NID_pkcs9_signingTime, -1);
+
+        if (i >= 0) {
+            X509_ATTRIBUTE_free(X509at_delete_attr(si->auth_attr, i));
+        }
+        if (PKCS7_SIGNER_INFO_sign(si) != 1) {
+            die("PKCS7_SIGNER_INFO_sign");
+        }
+    }
 
     if (o->corrupt && strcmp(o->corrupt, "sig") == 0) {
         si->enc_digest->data[10] ^= 0x01;
@@ -1023,6 +1037,7 @@ main(int argc, char **argv)
         if (strcmp(a, "--no-tid") == 0) { o.no_tid = 1; continue; }
         if (strcmp(a, "--no-nonce") == 0) { o.no_nonce = 1; continue; }
         if (strcmp(a, "--no-msgtype") == 0) { o.no_msgtype = 1; continue; }
+        if (strcmp(a, "--no-signing-time") == 0) { o.no_time = 1; continue; }
         if (strcmp(a, "--certpoll") == 0) { certpoll = 1; continue; }
         if (strcmp(a, "--b64") == 0) { b64out = 1; continue; }
         fprintf(stderr, "scepmsg: unknown argument %s\n", a);
