@@ -2724,22 +2724,30 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
 
 /*
  * 1: created; a resend gets the stored "expires" (0 for a record of an
- * older version without one).  A request whose key already had one
- * decided (rejected, or issued: CertPoll has given out its certificate)
- * is a new request, not a resend: it replaces that record, unless ARGV[2]
- * is not "1" (a copy of a message taken before: -2, it may only find its
- * own request still waiting).  ARGV[1]: the TTL; ARGV[3..]: the fields.
+ * older version without one).  A resend is a request of the same key, CA
+ * and template (ARGV[3..5]) while the record is undecided; a request with
+ * another one while it waits is not (-1: nothing written), since one
+ * transactionID names one request to approve, poll and issue.  A request
+ * whose key already had one decided (rejected, or issued: CertPoll has
+ * given out its certificate) is a new request, not a resend: it replaces
+ * that record, unless ARGV[2] is not "1" (a copy of a message taken
+ * before: -2, it may only find its own request still waiting).
+ * ARGV[1]: the TTL; ARGV[6..]: the fields.
  */
 static const char  pki_lua_pend_new[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "local s = redis.call('HGET', KEYS[1], 'status') "
     "if s ~= 'rejected' and s ~= 'issued' then "
+    "if redis.call('HGET', KEYS[1], 'key') ~= ARGV[3] "
+    "or redis.call('HGET', KEYS[1], 'ca') ~= ARGV[4] "
+    "or redis.call('HGET', KEYS[1], 'template') ~= ARGV[5] then "
+    "return -1 end "
     "local e = redis.call('HGET', KEYS[1], 'expires') "
     "if e then return e end "
     "return 0 end "
     "if ARGV[2] ~= '1' then return -2 end "
     "redis.call('DEL', KEYS[1]) end "
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 3)) "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 6)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "return 1";
 
@@ -3088,8 +3096,8 @@ pki_scep_sans_json(const GENERAL_NAMES *sans)
 }
 
 
-/* pki_lua_pend_new; *created: 1 made, 0 a resend, -2 (only when
- * !replace) its request was decided */
+/* pki_lua_pend_new; *created: 1 made, 0 a resend, -1 the transactionID
+ * is another request's, -2 (only when !replace) its request was decided */
 static pki_status_t
 pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     const char *keyhex, const char *subject, const char *sans,
@@ -3127,6 +3135,9 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = key;
     argv[i++] = ttl;
     argv[i++] = replace ? "1" : "0";
+    argv[i++] = keyhex;
+    argv[i++] = pki_ca_name(conf->ca);
+    argv[i++] = pki_template_name(conf->tmpl);
     argv[i++] = "status";
     argv[i++] = "pending";
     argv[i++] = "key";
@@ -3162,7 +3173,7 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     }
 
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
-        *created = -2;
+        *created = reply->integer == -1 ? -1 : -2;
         freeReplyObject(reply);
         return PKI_OK;
 
@@ -3689,6 +3700,16 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
              * failed after it): the challenge stays used */
             granted = 1;
             pki_scep_http_error(resp, 0);
+            goto done;
+        }
+
+        if (created == -1) {
+            /* not this request's record: answering PENDING would leave
+             * it waiting for nothing, with its challenge used up */
+            pki_fail(res, PKI_FORBIDDEN, "transactionID \"%s\" is taken by "
+                     "a pending request of another key, CA or template",
+                     m->tid);
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
             goto done;
         }
 

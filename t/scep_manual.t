@@ -57,6 +57,21 @@ $conf =~ s{(\n\s*location /scep-manual \{)}{
             scep_challenge file=$pki/scep-challenge;
             scep_next_ca $next;
         }
+
+        location /scep-any {
+            scep issuing scep;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_dynamic_challenges on;
+            scep_manual_approval on;
+            scep_transaction_id any;
+        }
+
+        location /scep-manual-dev {
+            scep issuing device;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_challenge file=$pki/scep-challenge;
+            scep_manual_approval on;
+        }
 $1} or BAIL_OUT('no /scep-manual location to put /scep-next before');
 my ($base, $admin, $k1, $k2, $tool) = scep_setup($t, $conf);
 my $ra = "$pki/ra.pem";
@@ -487,6 +502,55 @@ fails('CertPoll without a pending request',
     $r = $t->curl('POST', "$admin/scep/pending", user => 'admin:admin',
                   data => '{}');
     is($r->{code}, 405, 'pending list: POST 405');
+}
+
+# --- one transactionID, one request -------------------------------------------
+
+{
+    my $logged = sub {
+        return scalar(() = (slurp($t->error_log) // '')
+                      =~ /is taken by a pending request of another key/g);
+    };
+    my $n = $logged->();
+
+    # scep_transaction_id any: a request with another key cannot join
+    # (or be dropped into) the one pending under its transactionID, and
+    # its one-time challenge is not used up
+    my $ca = challenge('{"ttl": 120}');
+    my $fa = req(key => $k2, cn => 'squatter', challenge => $ca,
+                 tid => 'DEVICE-42');
+    $h = rep(send_msg($fa, '/scep-any'), $fa, $k2);
+    is($h->{status}, 3, 'tid any: a request PENDING') or diag($h->{raw});
+    my $cv = challenge('{"ttl": 120}');
+    fails('tid any: its transactionID with another key',
+          req(key => $k1, cn => 'victim', challenge => $cv,
+              tid => 'DEVICE-42'), 2, path => '/scep-any');
+    is($logged->(), $n + 1, '... logged: taken by another key\'s request');
+    my $fv = req(key => $k1, cn => 'victim', challenge => $cv,
+                 tid => 'DEVICE-43');
+    $h = rep(send_msg($fv, '/scep-any'), $fv);
+    is($h->{status}, 3, '... its one-time challenge was given back: '
+       . 'PENDING under another transactionID') or diag($h->{raw});
+    my $l = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
+    my ($e) = grep { ($_->{transaction_id} // '') eq 'DEVICE-42' }
+              @{ (eval { decode_json($l->{body}) } || {})->{pending} || [] };
+    like($e->{subject} // '', qr/CN=squatter/,
+         '... DEVICE-42 is still the first request');
+
+    # the same key (so the same transactionID) at two manual locations
+    # with other templates: the second is not a resend of the first
+    my $dk = key('twoloc');
+    my $f1 = req(key => $dk, cn => 'two-loc', challenge => 'demo');
+    $h = rep(send_msg($f1, '/scep-manual'), $f1, $dk);
+    is($h->{status}, 3, 'two locations: PENDING at the first');
+    fails('two locations: the same key under another template',
+          req(key => $dk, cn => 'two-loc', challenge => 'demo'), 2,
+          path => '/scep-manual-dev', key => $dk);
+    is($logged->(), $n + 2, '... logged: taken by another template\'s');
+    my $f2 = req(key => $dk, cn => 'two-loc', challenge => 'demo');
+    $h = rep(send_msg($f2, '/scep-manual'), $f2, $dk);
+    is($h->{status}, 3, 'two locations: a new message to the first: a '
+       . 'resend, PENDING');
 }
 
 $t->stop_all;

@@ -846,6 +846,22 @@ main(void)
             m.cn = "pending-dev";
             s = pkiop(&conf, &m, &f, NULL, &h);
             ok(s == 3, "manual: PKCSReq PENDING (%d)", s);
+
+            /* one transactionID, one request: another key's is refused,
+             * not answered PENDING as a resend of the first */
+            conf.tid_any = 1;
+            m.tid = "shared-tid";
+            s = pkiop(&conf, &m, &f, NULL, &h);
+            ok(s == 3, "manual, tid any: PKCSReq PENDING (%d)", s);
+            m.key = other_k;
+            EXPECT_FAIL("manual, tid any: the same transactionID, another "
+                        "key", &conf, &m, 2);
+            m.key = dev_k;
+            s = pkiop(&conf, &m, &f, NULL, &h);
+            ok(s == 3, "manual, tid any: a resend of the first key: PENDING "
+               "(%d)", s);
+            m.tid = NULL;
+            conf.tid_any = 0;
             conf.manual = 0;
 
             ar.method = "GET";
