@@ -35,6 +35,13 @@ my $strict = <<"EOF";
             scep_dynamic_challenges on;
         }
 
+        location /scep-small {
+            scep issuing scep;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_challenge file=$pki/scep-challenge;
+            scep_max_body_size 3000;
+        }
+
         location /scep {
 EOF
 $conf =~ s/        location \/scep \{\n/$strict/ or die 'no /scep location';
@@ -83,6 +90,36 @@ $f = "$dir/get.b64";
     spew($reqder, MIME::Base64::decode_base64(slurp($f)));
     $h = rep($r, $reqder);
     is($h->{status}, 0, 'GET PKIOperation: SUCCESS') or diag($h->{raw});
+}
+
+# GET: scep_max_body_size caps the message's DER, as for POST, not its
+# base64 (4/3 of it): a 2.3k message passes a 3000-byte cap by GET too
+{
+    my $m = "$dir/cap.der";
+    run_cmd([$tool, 'req', '--rcpt', $ra, '--key', $k1, '--out', $m,
+             '--cn', 'c', '--challenge', 'demo']);
+    my $len = -s $m;
+    ok($len > 3000 * 3 / 4 && $len <= 3000, "GET cap: a $len-byte message, "
+       . 'between 3/4 of the cap and the cap');
+    my $b = "$dir/cap.b64";
+    spew($b, MIME::Base64::encode_base64(slurp($m), ''));
+    $r = $t->curl('GET', "$base/scep-small?operation=PKIOperation",
+                  extra => ['-G', '--data-urlencode', "message\@$b"]);
+    is($r->{code}, 200, 'GET cap: 200') or diag($r->{body});
+    is(rep($r, $m)->{status}, 0, 'GET cap: SUCCESS');
+    my $k4 = key('k4096', 4096);
+    run_cmd([$tool, 'req', '--rcpt', $ra, '--key', $k4, '--out', $m,
+             '--cn', 'c', '--challenge', 'demo']);
+    spew($b, MIME::Base64::encode_base64(slurp($m), ''));
+    ok(-s $m > 3000, 'GET cap: a message over the cap (' . (-s $m) . ')');
+    my $before = records();
+    $r = $t->curl('GET', "$base/scep-small?operation=PKIOperation",
+                  extra => ['-G', '--data-urlencode', "message\@$b"]);
+    is($r->{code}, 413, '... by GET: 413');
+    is($r->{body}, "message too large\n", '... the SCEP text error');
+    $r = send_msg($m, '/scep-small');
+    is($r->{code}, 413, '... by POST: 413');
+    is(records(), $before, '... nothing issued');
 }
 
 # --- replays: a copy of a message taken once changes nothing -----------------

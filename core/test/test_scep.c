@@ -658,6 +658,36 @@ main(void)
     pki_scep_resp_free(&resp);
     OPENSSL_free(der);
 
+    /* GET: the cap is on the DER, as for POST, not on its base64 */
+    m.no_nonce = 0;
+    m.challenge = "wrong";
+    n = (size_t) build(&m, &der);
+    {
+        unsigned char  *b64 = malloc(n / 3 * 4 + 8);
+        size_t          blen;
+
+        blen = (size_t) EVP_EncodeBlock(b64, der, (int) n);
+        conf.max_body = n;
+        op(&conf, PKI_SCEP_PKIOPERATION, "GET", b64, blen, &resp);
+        ok(resp.http_status == 200, "GET: a message of exactly the cap "
+           "(its base64 4/3 of it): a CertRep, not 413 (%d)",
+           resp.http_status);
+        pki_scep_resp_free(&resp);
+        conf.max_body = n - 1;
+        op(&conf, PKI_SCEP_PKIOPERATION, "GET", b64, blen, &resp);
+        ok(resp.http_status == 413, "GET: a message one byte over the cap: "
+           "413 (%d)", resp.http_status);
+        pki_scep_resp_free(&resp);
+        op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, n, &resp);
+        ok(resp.http_status == 413, "POST: the same: 413 (%d)",
+           resp.http_status);
+        pki_scep_resp_free(&resp);
+        conf.max_body = 0;
+        free(b64);
+    }
+    OPENSSL_free(der);
+    m.challenge = "s3cret";
+
     /* ---- CertRep failures (no Redis needed: refused before) ---- */
     m.no_nonce = 0;
     m.corrupt_sig = 1;
