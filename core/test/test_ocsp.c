@@ -137,6 +137,31 @@ issue_leaf(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn)
 }
 
 
+/* A CA certificate for pk (CN=cn) under rootca; NULL (said) if refused. */
+static X509 *
+issue_sub(pki_ca_t *rootca, pki_template_t *tsub, const char *cn,
+    EVP_PKEY *pk)
+{
+    X509           *sub;
+    pki_result_t    res;
+    pki_request_t   req;
+
+    memset(&req, 0, sizeof(req));
+    req.subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    req.pubkey = pk;
+    pki_result_init(&res);
+    sub = NULL;
+    if (pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res) != PKI_OK) {
+        diag("issue %s: %s %s", cn, res.detail, res.log);
+    }
+    X509_NAME_free(req.subject);
+
+    return sub;
+}
+
+
 /* DER of a request for (issuer, cert or serial) pairs. */
 typedef struct {
     const EVP_MD  *md;
@@ -429,7 +454,6 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_key_t        *key;
     id_spec_t         ids[PKI_OCSP_MAX_IDS + 1];
     pki_result_t      res;
-    pki_request_t     req;
     unsigned char    *der, *b64, *bad;
     OCSP_REQUEST     *oreq;
     OCSP_BASICRESP   *bs;
@@ -447,17 +471,8 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     snprintf(file, sizeof(file), "%s.key", name);
     key = fx_key_file(dir, file, pk);
 
-    memset(&req, 0, sizeof(req));
-    req.subject = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
-                               (const unsigned char *) name, -1, -1, 0);
-    req.pubkey = pk;
-    pki_result_init(&res);
-    sub = NULL;
-    st = pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res);
-    X509_NAME_free(req.subject);
-    if (!is_status(st, PKI_OK, "issuing CA certificate")) {
-        diag("%s %s", res.detail, res.log);
+    sub = issue_sub(rootca, tsub, name, pk);
+    if (!ok(sub != NULL, "issuing CA certificate")) {
         pki_key_free(key);
         EVP_PKEY_free(pk);
         return;
@@ -947,7 +962,6 @@ test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_key_t          *key;
     id_spec_t           id;
     pki_result_t        res;
-    pki_request_t       req;
     unsigned char      *der;
     OCSP_BASICRESP     *bs;
     pki_ocsp_conf_t     conf;
@@ -957,17 +971,8 @@ test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pk = keygen("EC:P-256");
     key = fx_key_file(dir, "same.key", pk);
 
-    memset(&req, 0, sizeof(req));
-    req.subject = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
-                               (const unsigned char *) "same-key CA", -1, -1,
-                               0);
-    req.pubkey = pk;
-    pki_result_init(&res);
-    sub = NULL;
-    st = pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res);
-    X509_NAME_free(req.subject);
-    if (!is_status(st, PKI_OK, "same-key CA certificate")) {
+    sub = issue_sub(rootca, tsub, "same-key CA", pk);
+    if (!ok(sub != NULL, "same-key CA certificate")) {
         pki_key_free(key);
         EVP_PKEY_free(pk);
         return;
@@ -1144,7 +1149,6 @@ test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_key_t        *key;
     id_spec_t         id;
     pki_result_t      res;
-    pki_request_t     req;
     unsigned char    *der;
     OCSP_BASICRESP   *bs;
     pki_ocsp_conf_t   conf;
@@ -1152,17 +1156,8 @@ test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
 
     pk = keygen("EC:P-256");
     key = fx_key_file(dir, "plan-clock.key", pk);
-    memset(&req, 0, sizeof(req));
-    req.subject = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
-                               (const unsigned char *) "plan-clock", -1, -1,
-                               0);
-    req.pubkey = pk;
-    pki_result_init(&res);
-    sub = NULL;
-    st = pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res);
-    X509_NAME_free(req.subject);
-    if (!is_status(st, PKI_OK, "plan at the clock's tick: a CA")) {
+    sub = issue_sub(rootca, tsub, "plan-clock", pk);
+    if (!ok(sub != NULL, "plan at the clock's tick: a CA")) {
         pki_key_free(key);
         EVP_PKEY_free(pk);
         return;
