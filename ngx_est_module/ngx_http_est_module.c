@@ -833,6 +833,14 @@ ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               64 * 1024);
 
+    /* 0 would refuse every POST; a CSR, even RSA-8192 with many names,
+     * is far below 1m (as acme_max_body_size) */
+    if (conf->max_body_size < 1024 || conf->max_body_size > 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "est_max_body_size must be 1k..1m");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->identity == NULL) {
         conf->identity = prev->identity;
     }

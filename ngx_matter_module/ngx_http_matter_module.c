@@ -571,6 +571,18 @@ ngx_http_matter_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* 0: the operation's default (2m for a batch, 16k for a NOC) */
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size, 0);
+
+    /* a batch of 1000 CSRs is under 2m; far above, one request could
+     * take a worker's whole pki_body_memory */
+    if (conf->max_body_size != 0
+        && (conf->max_body_size < 1024
+            || conf->max_body_size > 16 * 1024 * 1024))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "matter_max_body_size must be 1k..16m (or 0 "
+                           "for the default)");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_value(conf->threads, prev->threads, 32);
 
     if (conf->identity == NULL) {

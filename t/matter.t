@@ -479,6 +479,13 @@ $1} or die;
         or diag($out);
     # matter_noc under an ICAC whose chain does not hold its RCAC: the
     # answer would name the ICAC as the root to trust
+    # a body cap far over a batch of 1000 CSRs: one request could take
+    # a worker's whole pki_body_memory
+    ($bad = $c2) =~ s{matter_max_body_size 2m;}{matter_max_body_size 100m;}
+        or die 'no matter_max_body_size';
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-big.conf'));
+    ok(!$ok && $out =~ /matter_max_body_size must be 1k\.\.16m/,
+       'matter_max_body_size 100m: refused by nginx -t') or diag($out);
     ($bad = $c2) =~ s{\n\s*chain \S+icac-chain\.pem;}{} or die 'no ICAC chain';
     ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-bad2.conf'));
     ok(!$ok && $out =~ /needs the RCAC that issued it/,
