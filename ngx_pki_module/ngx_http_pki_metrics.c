@@ -2659,7 +2659,7 @@ ngx_http_pki_metrics_handler(ngx_http_request_t *r)
     ngx_http_pki_m_series_t  **list, *s, *prev;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
+        return ngx_http_pki_read_only(r);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -2832,7 +2832,7 @@ ngx_http_pki_dashboard_handler(ngx_http_request_t *r)
     ngx_http_pki_m_hist_ctx_t  *ctx;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
+        return ngx_http_pki_read_only(r);
     }
 
     rc = ngx_http_discard_request_body(r);

@@ -3497,6 +3497,24 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
 
 
 ngx_int_t
+ngx_http_pki_read_only(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    ngx_str_set(&h->value, "GET, HEAD");
+
+    return NGX_HTTP_NOT_ALLOWED;
+}
+
+
+ngx_int_t
 ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
@@ -3816,7 +3834,7 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     ngx_http_pki_main_conf_t  *pmcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
+        return ngx_http_pki_read_only(r);
     }
 
     rc = ngx_http_discard_request_body(r);

@@ -158,6 +158,10 @@ void ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep);
 void ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
     size_t max);
 
+/* 405 for a resource that is read only: nginx's page, with the Allow
+ * header RFC 9110 15.5.6 requires (GET, HEAD). */
+ngx_int_t ngx_http_pki_read_only(ngx_http_request_t *r);
+
 /* A complete application/json answer (Cache-Control: no-store); len 0
  * sends the header only.  body must live as long as r->pool. */
 ngx_int_t ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,

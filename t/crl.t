@@ -124,8 +124,9 @@ is(fetch('http://127.0.0.1:' . $t->http_port . '/crl/nosuch.crl')->{code},
    404, 'unknown CA: 404');
 is(fetch('http://127.0.0.1:' . $t->http_port . '/crl/issuing')->{code},
    404, 'no .crl suffix: 404');
-is($t->curl('POST', $url, data => 'x', quiet => 1)->{code}, 405,
-   'POST: 405');
+$r = $t->curl('POST', $url, data => 'x', quiet => 1);
+is($r->{code}, 405, 'POST: 405');
+is($r->{headers}{allow}, 'GET, HEAD', '  with Allow (RFC 9110 15.5.6)');
 
 # coalescing: 10 quick revocations, then fetches
 my @serials;

@@ -78,6 +78,14 @@ sub sum_match {
 my $r = $t->curl('GET', "$base/pki/metrics", quiet => 1);
 is($r->{code}, 401, 'metrics need the admin credentials');
 
+# read only: 405 with Allow (RFC 9110 15.5.6)
+for my $p ('/pki/metrics', '/pki/dashboard') {
+    $r = $t->curl('POST', "$base$p", user => 'admin:admin', data => 'x',
+                  quiet => 1);
+    is($r->{code}, 405, "POST $p: 405");
+    is($r->{headers}{allow}, 'GET, HEAD', '  with Allow');
+}
+
 my ($m0, $r0) = scrape();
 like($r0->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
      'Prometheus text format');
