@@ -1880,13 +1880,14 @@ failed:
  * be written to the transaction log is not handed out. */
 /*
  * A certificate recorded as good but withheld (the transaction log
- * refused its entry) is revoked, cessationOfOperation, so that nothing
- * calls good a certificate nobody holds, and a protocol that settles an
- * interrupted issuance from the store (SCEP CertPoll, an ACME order) does
- * not hand it out later.  Best effort: the log line says when it failed.
+ * refused its entry, or SCEP could not build its CertRep) is revoked,
+ * cessationOfOperation, so that nothing calls good a certificate nobody
+ * holds, and a protocol that settles an interrupted issuance from the
+ * store (SCEP CertPoll, an ACME order) does not hand it out later.  Best
+ * effort: 0 and the log line say when it failed.
  */
-static void
-pki_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
+int
+pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
     pki_result_t *res)
 {
     char          hex[41];
@@ -1895,7 +1896,7 @@ pki_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
     if (r == NULL || x == NULL
         || !pki_serial_to_hex(X509_get0_serialNumber(x), hex))
     {
-        return;
+        return 0;
     }
 
     pki_result_init(&wres);
@@ -1905,10 +1906,12 @@ pki_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
     {
         pki_log(res, "; serial %s withdrawn (revoked, cessationOfOperation)",
                 hex);
-    } else {
-        pki_log(res, "; serial %s could not be withdrawn: %s", hex,
-                wres.detail);
+        return 1;
     }
+
+    pki_log(res, "; serial %s could not be withdrawn: %s", hex, wres.detail);
+
+    return 0;
 }
 
 
@@ -2005,7 +2008,7 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     if (ast != PKI_OK && rc == PKI_OK) {
         pki_log(res, "%stransaction log: %s %s", res && res->log[0] ? "; "
                 : "", ares.detail, ares.log);
-        pki_issue_withdraw(r, ca, *out, res);
+        (void) pki_int_issue_withdraw(r, ca, *out, res);
         X509_free(*out);
         *out = NULL;
         return pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");

@@ -160,6 +160,11 @@ char *pki_int_name_text(const X509_NAME *name);
 pki_status_t pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca,
     X509 *cert, pki_record_t *rec, pki_result_t *res);
 
+/* issue.c: revokes (cessationOfOperation) a certificate recorded good that
+ * will not be delivered; 1 done, 0 not (said in res's log). */
+int pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
+    pki_result_t *res);
+
 /* csr.c: the hot-path PKCS#10 reader (see there). */
 int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     pki_status_t *st, pki_result_t *res);

@@ -2180,8 +2180,9 @@ pki_scep_fail(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int fail,
 
 
 /* Success: the certificate (and optionally a CRL) in a degenerate PKCS#7,
- * encrypted to the requester. */
-static void
+ * encrypted to the requester.  1 when that is the answer, 0 when another
+ * one is (an HTTP error, a FAILURE CertRep): nothing was delivered. */
+static int
 pki_scep_success(const pki_scep_conf_t *conf, pki_scep_msg_t *m, X509 *cert,
     X509_CRL *crl, pki_scep_resp_t *resp)
 {
@@ -2191,7 +2192,7 @@ pki_scep_success(const pki_scep_conf_t *conf, pki_scep_msg_t *m, X509 *cert,
     if (!pki_scep_degenerate(cert, NULL, NULL, crl, &der, &len)) {
         pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the reply");
         pki_scep_http_error(resp, 500);
-        return;
+        return 0;
     }
 
     if (!pki_scep_certrep(conf, m, PKI_SCEP_SUCCESS, 0, der, len, resp)) {
@@ -2199,13 +2200,15 @@ pki_scep_success(const pki_scep_conf_t *conf, pki_scep_msg_t *m, X509 *cert,
         if (resp->res.status == PKI_UNSUPPORTED) {
             /* cannot encrypt to the requester's key */
             pki_scep_fail(conf, m, PKI_SCEP_BAD_ALG, resp);
-            return;
+            return 0;
         }
         pki_scep_http_error(resp, 0);
-        return;
+        return 0;
     }
 
     OPENSSL_free(der);
+
+    return 1;
 }
 
 
@@ -3744,7 +3747,17 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     granted = 1;
 
     pki_scep_log_serial(res, cert);
-    pki_scep_success(conf, m, cert, NULL, resp);
+
+    if (!pki_scep_success(conf, m, cert, NULL, resp)
+        && pki_int_issue_withdraw(conf->redis, conf->ca, cert, res))
+    {
+        /* Issued and recorded, but no CertRep carries it (the RA key's
+         * token gone, say): revoked, so that nothing calls good a
+         * certificate nobody holds, and the message and its challenge
+         * are released, so that the client's resend of this request
+         * gets one.  Not withdrawn (Redis gone too), they stay taken. */
+        granted = 0;
+    }
 
 done:
 

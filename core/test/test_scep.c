@@ -10,6 +10,7 @@
  * the token.
  */
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,33 @@ typedef struct {
 
 
 static unsigned char  last_nonce[16];
+
+
+/* pki_key_sign as the library sees it (exported: it comes before the
+ * library's own): fails for the key fail_sign names, as a token that is
+ * gone would, and signs as usual with every other key. */
+typedef pki_status_t (*sign_pt)(pki_key_t *k, const EVP_MD *md,
+    const unsigned char *tbs, size_t tbslen, unsigned char **sig,
+    size_t *siglen, pki_result_t *res);
+
+static pki_key_t  *fail_sign;
+
+__attribute__((visibility("default"))) pki_status_t
+pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
+    size_t tbslen, unsigned char **sig, size_t *siglen, pki_result_t *res)
+{
+    static sign_pt  real;
+
+    if (k != NULL && k == fail_sign) {
+        return pki_fail(res, PKI_UNAVAILABLE, "test: the token is gone");
+    }
+
+    if (real == NULL) {
+        real = (sign_pt) dlsym(RTLD_NEXT, "pki_key_sign");
+    }
+
+    return real(k, md, tbs, tbslen, sig, siglen, res);
+}
 
 
 static int
@@ -784,6 +812,50 @@ main(void)
             pki_scep_resp_free(&r2);
             X509_free(c1);
             X509_free(c2);
+            m.cn = "dev";
+        }
+
+        /* issued, but no CertRep can carry it (the RA key fails after
+         * the CA key signed): withdrawn, and the message released, so
+         * that its resend enrolls */
+        {
+            int              n2, f1;
+            char             hex[41], *sp;
+            X509            *c1 = NULL;
+            pki_record_t     rec;
+            pki_scep_resp_t  r1, r2;
+
+            m.cn = "undelivered";
+            n2 = build(&m, &der);
+            fail_sign = conf.ra_key;
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r1);
+            fail_sign = NULL;
+            ok(r1.http_status == 503, "undelivered: 503, not a CertRep "
+               "(%d) [%s]", r1.http_status, r1.res.detail);
+            sp = strstr(r1.res.log, "issued serial ");
+            hex[0] = '\0';
+            ok(sp != NULL && sscanf(sp + 14, "%40[0-9A-F]", hex) == 1,
+               "undelivered: it was issued [%s]", r1.res.log);
+            ok(strstr(r1.res.log, "withdrawn") != NULL,
+               "undelivered: the log says withdrawn [%s]", r1.res.log);
+            memset(&rec, 0, sizeof(rec));
+            pki_result_init(&res);
+            s = hex[0] ? pki_record_get(redis, pki_ca_name(eca), hex, &rec,
+                                        &res)
+                       : PKI_NOT_FOUND;
+            ok(s == PKI_OK && rec.status == PKI_CERT_REVOKED
+               && rec.reason == 5,
+               "undelivered: its record is revoked, cessationOfOperation "
+               "(status %d reason %d)", (int) rec.status, rec.reason);
+            pki_record_clear(&rec);
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r2);
+            OPENSSL_free(der);
+            ok(certrep(&r2, ra_x, dev_k, &f1, &c1) == 0 && c1 != NULL,
+               "undelivered: the resent message enrolls [%s]",
+               r2.res.detail);
+            pki_scep_resp_free(&r1);
+            pki_scep_resp_free(&r2);
+            X509_free(c1);
             m.cn = "dev";
         }
 
