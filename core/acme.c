@@ -65,6 +65,7 @@
 #define PKI_ACME_CAA_REUSE     (8 * 3600)  /* CAA checks on: reuse window cap */
 #define PKI_ACME_MAX_ORDERS    1000
 #define PKI_ACME_NB_AHEAD      (30L * 86400)  /* latest notBefore asked for */
+#define PKI_ACME_NB_BACK       86400          /* earliest: a day back       */
 /* one answer whether an EAB key id is unknown, disabled, bound to
  * another account, or its MAC wrong: the answer tells nothing of a key's
  * state to whoever knows its id (the log says which) */
@@ -5444,7 +5445,8 @@ pki_acme_new_order(pki_acme_t *a)
      * must also be after now (a certificate expired when issued is
      * none).  A date of 0 (1970) is a date, refused as any other.
      */
-    if ((has_nb && (nb < a->now - 86400 || nb > a->now + PKI_ACME_NB_AHEAD))
+    if ((has_nb && (nb < a->now - PKI_ACME_NB_BACK
+                    || nb > a->now + PKI_ACME_NB_AHEAD))
         || (has_na && na <= a->now)
         || pki_acme_dates_why(has_nb ? nb : 0, has_na ? na : 0, validity,
                               a->now) != NULL)
@@ -7373,6 +7375,15 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         dwhy = pki_acme_dates_why((time_t) pki_json_num(order, "notBefore"),
                                   (time_t) pki_json_num(order, "notAfter"),
                                   pki_template_validity(tmpl), a->now);
+
+        /* the day back newOrder allows counts from the issuance: an
+         * order finalized days after it was made backdates no further */
+        if (dwhy == NULL && pki_json_num(order, "notBefore") > 0
+            && pki_json_num(order, "notBefore")
+               < (double) (a->now - PKI_ACME_NB_BACK))
+        {
+            dwhy = "its notBefore is now more than a day back";
+        }
 
         if (dwhy != NULL) {
             snprintf(why, sizeof(why), "%s: nothing was issued; make a "

@@ -754,6 +754,22 @@ problem_is($r, 400, 'malformed', 'notAfter in the past');
     my $oget = post($A, $r->{headers}{location} // '', '');
     is($oget->{json}{status} // '', 'invalid', '... and the order is invalid');
 
+    # a notBefore a day back, less 3 s, is taken by newOrder; finalized
+    # 4 s later it would be more than a day back: refused, nothing issued
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => 'soon.example.test' }],
+              notBefore => $iso->(time - 86400 + 3) });
+    is($r->{status}, 201, 'an order from a day back less 3 s')
+        or diag($r->{content});
+    sleep 4;
+    $n = cert_records();
+    ($der) = csr_der('soon1', subj => '/', san => 'DNS:soon.example.test');
+    $f = post($A, $r->{json}{finalize} // '', { csr => b64u($der) });
+    problem_is($f, 403, 'orderNotReady', 'finalized when its notBefore is '
+               . 'more than a day back');
+    like($f->{json}{detail} // '', qr/more than a day back/, '... says why');
+    is(cert_records(), $n, '... nothing is issued');
+
     my $end = int(time) + 7 * 86400 + 123;
     $r = post($A, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => 'soon.example.test' }],
