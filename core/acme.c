@@ -400,6 +400,27 @@ pki_key_name(char *buf, size_t size, const pki_redis_t *r, const char *acct,
 }
 
 
+/* The "valid" index key of one identifier (idx "dns:NAME", "ip:ADDR")
+ * for the authorizations of one policy (realm; NULL or "": none, an
+ * authorization older than realms): locations of other policies sharing
+ * the store keep their own entries, so that neither replaces the other's
+ * (reuse, revocation by authorization). */
+static void
+pki_acme_valid_key(char *buf, size_t size, const pki_redis_t *r,
+    const char *acct, const char *realm, const char *idx)
+{
+    char  id[PKI_ACME_KEY_MAX];
+
+    if (realm != NULL && realm[0] != '\0') {
+        snprintf(id, sizeof(id), "%s:%s", realm, idx);
+        pki_key_name(buf, size, r, acct, "valid", id);
+
+    } else {
+        pki_key_name(buf, size, r, acct, "valid", idx);
+    }
+}
+
+
 /* GET a JSON document: PKI_OK, PKI_NOT_FOUND or PKI_UNAVAILABLE.  text
  * (may be NULL) receives the stored text, malloc'd, for a compare-and-set
  * (pki_acme_cas). */
@@ -1471,8 +1492,8 @@ pki_acme_reuse_keys(pki_acme_t *a, char keys[][PKI_ACME_KEY_MAX])
             continue;
         }
         snprintf(idx, sizeof(idx), "%s:%s", type, value);
-        pki_key_name(keys[n++], PKI_ACME_KEY_MAX, PKI_ACME_ST(a->conf),
-                     a->acct, "valid", idx);
+        pki_acme_valid_key(keys[n++], PKI_ACME_KEY_MAX, PKI_ACME_ST(a->conf),
+                           a->acct, a->conf->realm, idx);
     }
 
     cJSON_Delete(pl);
@@ -3899,7 +3920,8 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     snprintf(idx, sizeof(idx), "%s:%s", type, value);
 
     if (a->conf->authz_reuse > 0) {
-        pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "valid", idx);
+        pki_acme_valid_key(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct,
+                           a->conf->realm, idx);
 
         aid[0] = '\0';
         pre = pki_acme_prefetched_raw(a, key, &text);
@@ -4014,8 +4036,8 @@ pki_acme_authz_deactivate(pki_acme_t *a, const char *acct, const char *aid,
              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz, "wildcard"))
              ? "*." : "", pki_json_str(authz, "value"));
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", aid);
-    pki_key_name(vkey, sizeof(vkey), PKI_ACME_ST(a->conf), acct, "valid",
-                 idx);
+    pki_acme_valid_key(vkey, sizeof(vkey), PKI_ACME_ST(a->conf), acct,
+                       pki_json_str(authz, "realm"), idx);
     snprintf(ttl, sizeof(ttl), "%ld",
              (long) (pki_json_num(authz, "expires") - (double) a->now)
              + 86400);
@@ -7977,39 +7999,50 @@ static int
 pki_acme_holds_authz(pki_acme_t *a, const char *idx)
 {
     int           ok;
-    char          key[PKI_ACME_KEY_MAX], aid[PKI_ACME_ID_MAX];
+    char          key[2][PKI_ACME_KEY_MAX], aid[PKI_ACME_ID_MAX];
     cJSON        *authz;
-    redisReply   *reply;
+    size_t        i;
+    redisReply   *reply, *e;
     pki_status_t  rc;
 
-    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), a->acct, "valid",
-                 idx);
+    /* this policy's entry, then one written before the index was kept
+     * per policy (its authorization counts if it is this policy's) */
+    pki_acme_valid_key(key[0], sizeof(key[0]), PKI_ACME_ST(a->conf), a->acct,
+                       a->conf->realm, idx);
+    pki_acme_valid_key(key[1], sizeof(key[1]), PKI_ACME_ST(a->conf), a->acct,
+                       NULL, idx);
 
-    reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 2, "GET", key);
+    reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 3, "MGET", key[0],
+                         key[1]);
     if (reply == NULL) {
         return -1;
     }
 
-    aid[0] = '\0';
-    if (reply->type == REDIS_REPLY_STRING && pki_id_ok(reply->str)) {
-        snprintf(aid, sizeof(aid), "%s", reply->str);
+    ok = 0;
+
+    for (i = 0; ok == 0 && reply->type == REDIS_REPLY_ARRAY
+                && i < reply->elements; i++)
+    {
+        e = reply->element[i];
+        if (e->type != REDIS_REPLY_STRING || !pki_id_ok(e->str)) {
+            continue;
+        }
+        snprintf(aid, sizeof(aid), "%s", e->str);
+
+        rc = pki_acme_authz_load(a, a->acct, aid, &authz);
+        if (rc == PKI_NOT_FOUND) {
+            continue;
+        }
+        if (rc != PKI_OK) {
+            ok = -1;
+            break;
+        }
+
+        ok = strcmp(pki_acme_authz_status(a, authz), "valid") == 0;
+        cJSON_Delete(authz);
     }
+
     freeReplyObject(reply);
-
-    if (aid[0] == '\0') {
-        return 0;
-    }
-
-    rc = pki_acme_authz_load(a, a->acct, aid, &authz);
-    if (rc == PKI_NOT_FOUND) {
-        return 0;
-    }
-    if (rc != PKI_OK) {
-        return -1;
-    }
-
-    ok = strcmp(pki_acme_authz_status(a, authz), "valid") == 0;
-    cJSON_Delete(authz);
 
     return ok;
 }
@@ -9319,8 +9352,8 @@ again:
         pki_key_name(akey, sizeof(akey), PKI_ACME_ST(conf), job->acct,
                      "authz", job->authz);
         /* not in key: a retry below reads the authorization again */
-        pki_key_name(vkey, sizeof(vkey), PKI_ACME_ST(conf), job->acct,
-                     "valid", idx);
+        pki_acme_valid_key(vkey, sizeof(vkey), PKI_ACME_ST(conf), job->acct,
+                           pki_json_str(authz, "realm"), idx);
 
         ttl = (long) (pki_json_num(authz, "expires") - (double) now) + 86400;
         keys[0] = akey;

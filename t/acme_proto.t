@@ -1513,6 +1513,11 @@ sub raw_tls {
                   [sort($o1->{json}{authorizations}[0],
                         $o2->{json}{authorizations}[0])],
                   'reuse: the same two authorizations');
+        # an index entry of www3b as the version before kept it (not per
+        # policy) still counts
+        my $vk = valid_key($o2->{json}{authorizations}[0] // '',
+                           'www3b.example.test');
+        $t->redis('RENAME', $vk, $vk =~ s/:valid:[^:]+:/:valid:/r);
         $r = post($C, "$BASE/revoke-cert", { certificate => b64u($d3),
                                              reason => 5 });
         is($r->{status}, 200, 'revocation by an account holding valid '
@@ -1725,6 +1730,15 @@ sub authz_key {
     my ($url) = @_;
     my ($acct, $aid) = $url =~ m{/authz/([\w-]+)/([\w-]+)$};
     return "pki:{acme:$acct}:authz:$aid";
+}
+
+# the "valid" index key of a name for the policy (realm) of the
+# authorization at $url, whose account it names
+sub valid_key {
+    my ($url, $name) = @_;
+    my ($acct) = $url =~ m{/authz/([\w-]+)/[\w-]+$};
+    my $o = decode_json($t->redis_raw('GET', authz_key($url)) =~ s/\n\z//r);
+    return "pki:{acme:$acct}:valid:$o->{realm}:dns:$name";
 }
 
 sub authz_edit {
@@ -2508,7 +2522,12 @@ sub to_renew {
     my $c = account();
     my ($acct) = ($c->{kid} // '') =~ m{/acct/([\w-]+)$};
     my @five = map { "rate$_.example.test" } 1 .. 5;
-    my $bad = "pki:{acme:$acct}:valid:dns:$five[4]";
+    # this location's policy, from an authorization of another account
+    my $c0 = account();
+    my $r0 = post($c0, "$BASE/new-order", { identifiers => [
+                  { type => 'dns', value => 'rate0.example.test' } ] });
+    my $bad = valid_key($r0->{json}{authorizations}[0] // '', $five[4])
+              =~ s/\{acme:[\w-]+\}/{acme:$acct}/r;
     $t->redis('HSET', $bad, 'x', '1');
     for my $try (1, 2) {
         my $r = post($c, "$BASE/new-order", { identifiers => [
@@ -2543,7 +2562,7 @@ sub to_renew {
     my $a1 = $o1->{json}{authorizations}[0] // '';
     isnt($a1, $a0, 'reuse: past its window, a new authorization');
     my ($acct, $aid1) = $a1 =~ m{/authz/([\w-]+)/([\w-]+)$};
-    my $vkey = "pki:{acme:$acct}:valid:dns:twice.example.test";
+    my $vkey = valid_key($a1, 'twice.example.test');
     is($t->redis_raw('GET', $vkey) =~ s/\n\z//r, $aid1,
        'reuse: the index names the new one');
     my $r = post($c, $a0, { status => 'deactivated' });
@@ -2674,6 +2693,42 @@ SKIP: {
                     @{ $a->{json}{challenges} || [] };
         is($got->{error}{type} // '', 'urn:ietf:params:acme:error:caa',
            '... with a caa error');
+    }
+
+    # the reuse index is kept per policy: one name validated by one
+    # account at /acme/ (a lab) and at /acme-nest/c/ (CAA on): each
+    # location reuses its own authorization, neither replaces the other's
+    {
+        my $NEST = 'https://127.0.0.1:' . $t->https_port . '/acme-nest/c';
+        my $c = account();
+        my $c2 = { key => $c->{key},
+                   kid => ($c->{kid} // '') =~ s{^\Q$BASE\E/}{$NEST/}r };
+        my $name = 'reuse-realm.example.com';
+        my $neworder = sub {
+            my ($cc, $base) = @_;
+            return post($cc, "$base/new-order", { identifiers => [
+                        { type => 'dns', value => $name }] });
+        };
+        my (undef, undef, $o) = order_ready($c, $name);
+        is($o->{json}{status} // '', 'ready', 'reuse per policy: ready at '
+           . '/acme/');
+        {
+            local $BASE = $NEST;
+            (undef, undef, $o) = order_ready($c2, $name);
+            is($o->{json}{status} // '', 'ready', 'reuse per policy: '
+               . 'validated again at /acme-nest/c/');
+        }
+        my $r = $neworder->($c, $BASE);
+        is($r->{json}{status} // '', 'ready', 'reuse per policy: /acme/ '
+           . 'still reuses its own authorization') or diag($r->{content});
+        $r = $neworder->($c2, $NEST);
+        is($r->{json}{status} // '', 'ready', 'reuse per policy: so does '
+           . '/acme-nest/c/') or diag($r->{content});
+        my ($acct) = ($c->{kid} // '') =~ m{/acct/([\w-]+)$};
+        my @keys = grep { /:valid:/ } split /\n/,
+                   $t->redis_raw('KEYS', "pki:{acme:$acct}:valid:*");
+        is(scalar(@keys), 2, 'reuse per policy: two index entries, one '
+           . 'per policy') or diag(join(' ', @keys));
     }
 
     local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-caa';
