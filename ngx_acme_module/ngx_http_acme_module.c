@@ -546,6 +546,14 @@ based:
                                     "malformed", "request body too large");
     }
 
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* pki_body_memory is used up: nothing read; counted and logged
+         * (rate-limited) by the pki module */
+        ngx_http_pki_body_refused(r, 0);
+        return ngx_http_acme_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "serverInternal", "busy, retry later");
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
@@ -598,6 +606,16 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
         ngx_http_finalize_request(r,
             ngx_http_acme_refuse(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                  "malformed", "request body too large"));
+        return;
+    }
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* the body would have gone over pki_body_memory: ended there,
+         * as above; a problem with a nonce and Retry-After, as the
+         * core's other 503s */
+        ngx_http_finalize_request(r,
+            ngx_http_acme_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "serverInternal", "busy, retry later"));
         return;
     }
 

@@ -25,6 +25,7 @@
 
 
 #define NGX_HTTP_MATTER_RETRY_AFTER  5
+#define NGX_HTTP_MATTER_BODY_BUSY    "request bodies over pki_body_memory"
 #define NGX_HTTP_MATTER_BATCH_BODY   (2 * 1024 * 1024)
 #define NGX_HTTP_MATTER_NOC_BODY     (16 * 1024)
 
@@ -62,7 +63,7 @@ static size_t ngx_http_matter_body_max(ngx_http_matter_loc_conf_t *mlcf);
 static ngx_int_t ngx_http_matter_too_large(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static ngx_int_t ngx_http_matter_busy(ngx_http_request_t *r,
-    ngx_http_matter_ctx_t *ctx);
+    ngx_http_matter_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_wipe(void *data);
@@ -204,6 +205,12 @@ ngx_http_matter_handler(ngx_http_request_t *r)
         return ngx_http_matter_too_large(r, ctx);
     }
 
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* pki_body_memory is used up: nothing read */
+        ngx_http_pki_body_refused(r, 0);
+        return ngx_http_matter_busy(r, ctx, NGX_HTTP_MATTER_BODY_BUSY);
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
@@ -226,6 +233,13 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
         /* over the cap after the first read: the body filter ended it and
          * the connection is not kept */
         ngx_http_finalize_request(r, ngx_http_matter_too_large(r, ctx));
+        return;
+    }
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* the body would have gone over pki_body_memory: ended there */
+        ngx_http_finalize_request(r,
+            ngx_http_matter_busy(r, ctx, NGX_HTTP_MATTER_BODY_BUSY));
         return;
     }
 
@@ -253,7 +267,8 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
         return;
 
     case NGX_DECLINED:
-        ngx_http_finalize_request(r, ngx_http_matter_busy(r, ctx));
+        ngx_http_finalize_request(r,
+            ngx_http_matter_busy(r, ctx, "thread pool queue full"));
         return;
 
     default:
@@ -364,14 +379,16 @@ ngx_http_matter_too_large(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
 
 
 /*
- * 503 when the thread pool's queue is full, as the API's other errors:
- * JSON, with Retry-After.  The warn line of ngx_http_pki_post() counts
- * the shed requests once a second; the line for each is at info level, so
+ * 503 when the thread pool's queue is full or the body would go over
+ * pki_body_memory, as the API's other errors: JSON, with Retry-After.
+ * The warn lines of ngx_http_pki_post() and of the body budget count the
+ * shed requests once a second; the line for each is at info level, so
  * that a storm does not write one error line per request.
  */
 
 static ngx_int_t
-ngx_http_matter_busy(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
+ngx_http_matter_busy(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx,
+    const char *why)
 {
     u_char  *p;
 
@@ -379,7 +396,7 @@ ngx_http_matter_busy(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "matter: request from %V failed: busy, retry later "
-                  "(thread pool queue full)", &r->connection->addr_text);
+                  "(%s)", &r->connection->addr_text, why);
 
     ngx_http_pki_metrics_mark(r, "matter", pki_ca_name(ctx->conf.ca),
                               pki_template_name(ctx->conf.tmpl),

@@ -432,6 +432,15 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
         return ngx_http_ocsp_too_large(r, ctx);
     }
 
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* pki_body_memory is used up: nothing read; counted and logged
+         * (rate-limited) by the pki module */
+        ngx_http_pki_body_refused(r, 0);
+        return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       &ngx_http_ocsp_busy,
+                                       NGX_HTTP_OCSP_RETRY_AFTER);
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
@@ -541,6 +550,15 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
         /* over the cap after the first read: the body filter ended it and
          * the connection is not kept */
         ngx_http_finalize_request(r, ngx_http_ocsp_too_large(r, ctx));
+        return;
+    }
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* the body would have gone over pki_body_memory: ended there */
+        ngx_http_finalize_request(r,
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_ocsp_busy,
+                                    NGX_HTTP_OCSP_RETRY_AFTER));
         return;
     }
 

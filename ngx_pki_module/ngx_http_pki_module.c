@@ -193,6 +193,7 @@ static ngx_int_t ngx_http_pki_admin_handler(ngx_http_request_t *r);
 static void ngx_http_pki_admin_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_pki_admin_body_error(ngx_http_request_t *r,
     ngx_int_t rc);
+static ngx_int_t ngx_http_pki_admin_unavailable(ngx_http_request_t *r);
 static void ngx_http_pki_admin_work(void *data);
 static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
@@ -211,7 +212,9 @@ typedef struct {
     size_t                     size;
     unsigned                   first_read:1;
     unsigned                   over:1;
-    size_t                     held;        /* of the budget */
+    unsigned                   busy:1;      /* over the budget: 503 */
+    size_t                     held;        /* of the budget: size */
+    unsigned                   release:1;   /* its cleanup is set */
     unsigned                   gathering:1;
 } ngx_http_pki_body_ctx_t;
 
@@ -220,12 +223,21 @@ typedef struct {
  * (pki_body_memory; see ngx_http_pki_body_hold()) */
 #define NGX_HTTP_PKI_BODY_BUDGET  (64 * 1024 * 1024)
 
+/* the first buffer of a body: a page, then doubled as bytes arrive */
+#define NGX_HTTP_PKI_BODY_FIRST   4096
+
 static size_t  ngx_http_pki_body_budget = NGX_HTTP_PKI_BODY_BUDGET;
 
 
 static ngx_int_t ngx_http_pki_body_gather(ngx_http_request_t *r,
     ngx_http_pki_body_ctx_t *bctx, ngx_chain_t *in);
+static size_t ngx_http_pki_body_size(ngx_http_request_t *r,
+    ngx_http_pki_body_ctx_t *bctx, size_t need);
+static ngx_uint_t ngx_http_pki_body_fits(size_t n);
+static void ngx_http_pki_body_busy(ngx_http_request_t *r);
 static ngx_int_t ngx_http_pki_body_hold(ngx_http_request_t *r,
+    ngx_http_pki_body_ctx_t *bctx, size_t size);
+static void ngx_http_pki_body_free(ngx_http_request_t *r,
     ngx_http_pki_body_ctx_t *bctx);
 
 
@@ -2102,20 +2114,27 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
         ngx_http_set_ctx(r, bctx, ngx_http_pki_module);
     }
 
+    ngx_http_pki_body_free(r, bctx);
+
     bctx->max = max;
     bctx->received = 0;
     bctx->over = 0;
-    bctx->data = NULL;
-    bctx->len = 0;
-    bctx->size = 0;
+    bctx->busy = 0;
     /* a body another module read already is in r->request_body */
     bctx->gathering = (r->request_body == NULL);
 
-    if (bctx->gathering && bctx->held == 0) {
-        rc = ngx_http_pki_body_hold(r, bctx);
-        if (rc != NGX_OK) {
-            return rc;
-        }
+    /*
+     * Nothing is booked before bytes arrive (ngx_http_pki_body_gather());
+     * but a body that could not even have its first buffer is refused
+     * now, unread.  No body (neither chunked, which HTTP/2 and 3 mark a
+     * body of unknown length, nor with a length) needs none.
+     */
+    if (bctx->gathering
+        && (r->headers_in.chunked || r->headers_in.content_length_n > 0)
+        && !ngx_http_pki_body_fits(ngx_http_pki_body_size(r, bctx, 1)))
+    {
+        ngx_http_pki_body_busy(r);
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
     bctx->first_read = 1;
@@ -2170,17 +2189,19 @@ ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep)
 
 /*
  * Counts a body without Content-Length as it arrives and stops it at the
- * cap.  Within the caller's ngx_http_read_client_request_body() the 413
- * goes back to the caller, which answers in its protocol.  Later, the
- * filter runs in nginx's own read handler (HTTP/1.1) or DATA frame
- * handler (HTTP/2), which would finalize a 413 by itself with its HTML
+ * cap (413), and one whose next buffer would go over pki_body_memory
+ * (503).  Within the caller's ngx_http_read_client_request_body() the 413
+ * or 503 goes back to the caller, which answers in its protocol.  Later,
+ * the filter runs in nginx's own read handler (HTTP/1.1) or DATA frame
+ * handler (HTTP/2), which would finalize it by itself with its HTML
  * page; so there the body is ended instead: the data so far is marked
- * consumed, a last buffer ends the body for the save filter, and nginx
- * calls the caller's body handler once, where ngx_http_pki_request_body()
- * returns the 413 and the protocol answers as in the first case.  The
- * rest is never read: HTTP/1.1 closes the connection (lingering close),
- * HTTP/2 skips the stream's further DATA frames, with the connection's
- * flow control going on, and resets the stream once answered.
+ * consumed and its memory freed, a last buffer ends the body for the save
+ * filter, and nginx calls the caller's body handler once, where
+ * ngx_http_pki_request_body() returns the 413 or 503 and the protocol
+ * answers as in the first case.  The rest is never read: HTTP/1.1 closes
+ * the connection (lingering close), HTTP/2 skips the stream's further
+ * DATA frames, with the connection's flow control going on, and resets
+ * the stream once answered.
  */
 
 static ngx_int_t
@@ -2197,7 +2218,7 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_request_body_filter(r, in);
     }
 
-    if (bctx->over) {
+    if (bctx->over || bctx->busy) {
         /* what still comes after the end: dropped */
         for (cl = in; cl; cl = cl->next) {
             cl->buf->pos = cl->buf->last;
@@ -2211,19 +2232,38 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     if (bctx->received <= (off_t) bctx->max) {
-        return bctx->gathering ? ngx_http_pki_body_gather(r, bctx, in)
-                               : ngx_http_next_request_body_filter(r, in);
+        if (!bctx->gathering) {
+            return ngx_http_next_request_body_filter(r, in);
+        }
+
+        rc = ngx_http_pki_body_gather(r, bctx, in);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        /* its next buffer would go over pki_body_memory: 503, counted
+         * and logged by ngx_http_pki_body_busy() */
+
+        if (bctx->first_read) {
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        bctx->busy = 1;
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "client sent too large body: more than %uz bytes",
+                      bctx->max);
+
+        if (bctx->first_read) {
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        bctx->over = 1;
     }
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "client sent too large body: more than %uz bytes",
-                  bctx->max);
-
-    if (bctx->first_read) {
-        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-    }
-
-    bctx->over = 1;
+    /* the bytes so far serve nothing now: their memory goes back */
+    ngx_http_pki_body_free(r, bctx);
 
     r->keepalive = 0;
     r->lingering_close = 1;
@@ -2273,72 +2313,69 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
  * save filter writes what it holds to a temp file once its read buffer is
  * full and more is to come; the read buffer holds client_body_buffer_size
  * bytes, and a chunked body its framing too.  Holding nothing until the
- * end, it never writes one, so no body within the cap touches the disk on
- * the event loop, whatever the buffer size and the framing.  The read
- * buffer is reused as it empties.
+ * end, it never writes one, so no body touches the disk on the event
+ * loop, whatever the buffer size and the framing.  The read buffer is
+ * reused as it empties.  NGX_DECLINED: the buffer would have to grow over
+ * pki_body_memory (nothing of these bytes taken).
  */
 
 static ngx_int_t
 ngx_http_pki_body_gather(ngx_http_request_t *r,
     ngx_http_pki_body_ctx_t *bctx, ngx_chain_t *in)
 {
-    size_t        n, size;
+    size_t        n, len, size;
     u_char       *p;
+    ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t  *cl, *ln, *out, **ll;
 
-    out = NULL;
-    ll = &out;
+    n = 0;
 
     for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (b->in_file) {
+        if (cl->buf->in_file) {
             /* the filters before this one never write files */
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           "pki: request body buffer in a file");
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        n = b->last - b->pos;
+        n += cl->buf->last - cl->buf->pos;
+    }
 
-        if (n > bctx->size - bctx->len) {
-            /*
-             * The announced length, else doubling from 4k; never over the
-             * cap, which bctx->received (counting these bytes) is within.
-             */
-            size = bctx->size;
+    if (n > bctx->size - bctx->len) {
+        /* bctx->received, counting these bytes, is within the cap */
+        size = ngx_http_pki_body_size(r, bctx, bctx->len + n);
 
-            if (size == 0 && !r->headers_in.chunked
-                && r->headers_in.content_length_n > 0)
-            {
-                size = (size_t) r->headers_in.content_length_n;
-            }
-
-            size = ngx_max(size, 4096);
-
-            while (size - bctx->len < n) {
-                size *= 2;
-            }
-
-            size = ngx_min(size, bctx->max);
-
-            p = ngx_pnalloc(r->pool, size);
-            if (p == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            if (bctx->len) {
-                ngx_memcpy(p, bctx->data, bctx->len);
-            }
-
-            if (bctx->data) {
-                ngx_pfree(r->pool, bctx->data);
-            }
-
-            bctx->data = p;
-            bctx->size = size;
+        rc = ngx_http_pki_body_hold(r, bctx, size);
+        if (rc != NGX_OK) {
+            return rc == NGX_DECLINED ? NGX_DECLINED
+                                      : NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+
+        p = ngx_pnalloc(r->pool, size);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        len = bctx->len;
+
+        if (len) {
+            ngx_memcpy(p, bctx->data, len);
+        }
+
+        ngx_http_pki_body_free(r, bctx);
+
+        bctx->data = p;
+        bctx->len = len;
+        bctx->size = size;
+    }
+
+    out = NULL;
+    ll = &out;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+        n = b->last - b->pos;
 
         if (n) {
             ngx_memcpy(bctx->data + bctx->len, b->pos, n);
@@ -2381,16 +2418,79 @@ ngx_http_pki_body_gather(ngx_http_request_t *r,
 
 
 /*
- * Bodies gathered in memory count against a budget per worker: the
- * announced length, else the cap, from the start of the read to the end
- * of the request.  Over the budget (many slow bodies without a length at
- * once, e.g. HTTP/2 streams stalled near a large cap) a body is read as
- * nginx reads any, spooled to a temp file past client_body_buffer_size.
+ * The size of a body's next buffer, to hold need bytes: a page, doubled
+ * as the bytes arrive, never over the cap nor over the announced length
+ * (both at least need).  The announcement only bounds it: a body that
+ * announces 1m and sends 10 bytes gets a page.
+ */
+
+static size_t
+ngx_http_pki_body_size(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx,
+    size_t need)
+{
+    size_t  size;
+
+    size = ngx_max(bctx->size * 2, NGX_HTTP_PKI_BODY_FIRST);
+
+    while (size < need) {
+        size *= 2;
+    }
+
+    size = ngx_min(size, bctx->max);
+
+    if (!r->headers_in.chunked && r->headers_in.content_length_n > 0) {
+        size = ngx_min(size, (size_t) r->headers_in.content_length_n);
+    }
+
+    return size;
+}
+
+
+/*
+ * Bodies gathered in memory count against a budget per worker: what
+ * their buffers hold allocated, booked as they grow with the bytes that
+ * arrive, not what a body announces nor its cap (a stalled body that sent
+ * little holds little), and returned when the body's memory is freed or
+ * the request ends.  A body whose buffer would grow over the budget is
+ * ended and answered 503 with Retry-After, as is one that comes when not
+ * even a first buffer fits: never spooled to a temp file and read back on
+ * the event loop.
  */
 
 static size_t      ngx_http_pki_body_held_total;
-static ngx_uint_t  ngx_http_pki_body_over;
-static ngx_msec_t  ngx_http_pki_body_over_logged;
+static ngx_uint_t  ngx_http_pki_body_refused_n;
+static ngx_msec_t  ngx_http_pki_body_refused_logged;
+static ngx_uint_t  ngx_http_pki_body_file_logged;
+
+
+static ngx_uint_t
+ngx_http_pki_body_fits(size_t n)
+{
+    return ngx_http_pki_body_held_total <= ngx_http_pki_body_budget
+           && n <= ngx_http_pki_body_budget - ngx_http_pki_body_held_total;
+}
+
+
+static void
+ngx_http_pki_body_busy(ngx_http_request_t *r)
+{
+    /* at most one line a second: this is what a flood looks like */
+    ngx_http_pki_body_refused_n++;
+
+    if (ngx_current_msec - ngx_http_pki_body_refused_logged < 1000) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "pki: request bodies over the budget (pki_body_memory "
+                  "%uz, %uz bytes held): %ui request(s) refused with 503 "
+                  "since the last such line",
+                  ngx_http_pki_body_budget, ngx_http_pki_body_held_total,
+                  ngx_http_pki_body_refused_n);
+
+    ngx_http_pki_body_refused_n = 0;
+    ngx_http_pki_body_refused_logged = ngx_current_msec;
+}
 
 
 static void
@@ -2403,62 +2503,59 @@ ngx_http_pki_body_release(void *data)
 }
 
 
+/*
+ * Books a body's new buffer of size bytes, if the budget takes what it
+ * adds to the one it replaces (freed once copied: a transient copy is not
+ * counted); NGX_DECLINED, counted and logged, over the budget.
+ */
+
 static ngx_int_t
-ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
+ngx_http_pki_body_hold(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx,
+    size_t size)
 {
-    size_t               n;
     ngx_pool_cleanup_t  *cln;
 
-    /* neither chunked (HTTP/2 and 3 mark a body of unknown length so)
-     * nor with a length: no body, nothing held (a GET waiting for Redis
-     * must not take a POST's room) */
-    if (!r->headers_in.chunked && r->headers_in.content_length_n <= 0) {
-        return NGX_OK;
+    if (!ngx_http_pki_body_fits(size - bctx->size)) {
+        ngx_http_pki_body_busy(r);
+        return NGX_DECLINED;
     }
 
-    n = !r->headers_in.chunked ? (size_t) r->headers_in.content_length_n
-                               : bctx->max;
-
-    if (n == 0) {
-        return NGX_OK;
-    }
-
-    if (ngx_http_pki_body_held_total > ngx_http_pki_body_budget
-        || n > ngx_http_pki_body_budget - ngx_http_pki_body_held_total)
-    {
-        /* at most one line a second: this is what a flood looks like */
-        ngx_http_pki_body_over++;
-
-        if (ngx_current_msec - ngx_http_pki_body_over_logged >= 1000) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "pki: %uz bytes of request bodies held in "
-                          "memory (the budget is %uz): %ui body(ies) "
-                          "since the last such line read as nginx reads "
-                          "any (to a temp file past "
-                          "client_body_buffer_size)",
-                          ngx_http_pki_body_held_total,
-                          ngx_http_pki_body_budget,
-                          ngx_http_pki_body_over);
-            ngx_http_pki_body_over = 0;
-            ngx_http_pki_body_over_logged = ngx_current_msec;
+    if (!bctx->release) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
         }
 
-        bctx->gathering = 0;
-        return NGX_OK;
+        cln->handler = ngx_http_pki_body_release;
+        cln->data = bctx;
+        bctx->release = 1;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_pki_body_release;
-    cln->data = bctx;
-
-    bctx->held = n;
-    ngx_http_pki_body_held_total += n;
+    bctx->held += size;
+    ngx_http_pki_body_held_total += size;
 
     return NGX_OK;
+}
+
+
+/*
+ * A body's buffer back to the pool, and its booking to the budget.  A
+ * buffer of a page or more is a large allocation, which ngx_pfree()
+ * frees; a smaller one (a cap or an announced length under a page: it
+ * never grows) stays in the pool, and booked, until the request ends.
+ */
+
+static void
+ngx_http_pki_body_free(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx)
+{
+    if (bctx->data && ngx_pfree(r->pool, bctx->data) == NGX_OK) {
+        bctx->held -= bctx->size;
+        ngx_http_pki_body_held_total -= bctx->size;
+    }
+
+    bctx->data = NULL;
+    bctx->len = 0;
+    bctx->size = 0;
 }
 
 
@@ -2603,6 +2700,11 @@ ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
         return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
+    if (bctx != NULL && bctx->busy) {
+        /* ended by the body filter over pki_body_memory, counted */
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
     if (bctx != NULL && bctx->gathering) {
         if (bctx->len) {
             body->data = bctx->data;
@@ -2612,7 +2714,21 @@ ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
         return NGX_OK;
     }
 
-    /* a body read before this module's handler ran (another module) */
+    /*
+     * A body read before this module's handler ran, by another module of
+     * the location (mirror with mirror_request_body, a Lua or njs handler
+     * that reads it): nginx read it as it reads any, in memory up to
+     * client_body_buffer_size, past that (or with client_body_in_file_only)
+     * to a temp file, which is read back here, on the event loop.  It is
+     * read rather than refused: the operator's configuration chose that
+     * module and nginx's own way of reading, which wrote the file on the
+     * event loop just before (this read, of at most the cap, costs no
+     * more), and a refusal would turn a working configuration into errors
+     * for the larger bodies only.  Only such a configuration brings it:
+     * without such a module every body is gathered in memory (above).  A
+     * warning once per worker tells the operator how to keep these bodies
+     * in memory too.
+     */
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
         return NGX_OK;
@@ -2654,6 +2770,17 @@ ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
         }
 
         if (b->in_file && b->file) {
+            if (!ngx_http_pki_body_file_logged) {
+                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                              "pki: a request body that another module "
+                              "read first is in a temp file, read back on "
+                              "the event loop: a client_body_buffer_size "
+                              "over the cap (%uz bytes) keeps such bodies "
+                              "in memory (logged once per worker)",
+                              max);
+                ngx_http_pki_body_file_logged = 1;
+            }
+
             size = b->file_last - b->file_pos;
 
             n = ngx_read_file(b->file, p, (size_t) size, b->file_pos);
@@ -3107,6 +3234,7 @@ ngx_http_pki_secret_cleanup(void *data)
 
 #define NGX_HTTP_PKI_ADMIN_BODY_MAX       16384
 #define NGX_HTTP_PKI_ADMIN_BODY_MAX_TEXT  "16384"
+#define NGX_HTTP_PKI_ADMIN_RETRY_AFTER    "5"
 
 
 /* the module's request context: begins with the body cap (read_body) */
@@ -3335,7 +3463,10 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
     rc = ngx_http_pki_read_body(r, NGX_HTTP_PKI_ADMIN_BODY_MAX,
                                 ngx_http_pki_admin_body_handler);
 
-    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        || rc == NGX_HTTP_SERVICE_UNAVAILABLE)
+    {
+        /* over the cap, or pki_body_memory used up (nothing read) */
         ngx_http_pki_body_refused(r, 0);
     }
 
@@ -3348,8 +3479,8 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
 
 
 /* A body that could not be read: a JSON error like the API's own, not
- * nginx's HTML page.  The rest of the body is not read: the connection
- * closes after the answer. */
+ * nginx's HTML page (503 with Retry-After: over pki_body_memory).  The
+ * rest of the body is not read: the connection closes after the answer. */
 static ngx_int_t
 ngx_http_pki_admin_body_error(ngx_http_request_t *r, ngx_int_t rc)
 {
@@ -3359,7 +3490,8 @@ ngx_http_pki_admin_body_error(ngx_http_request_t *r, ngx_int_t rc)
     static u_char  bad[] = "{\"error\":\"the request body could not be "
                            "read\"}\n";
 
-    if (rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE && rc != NGX_HTTP_BAD_REQUEST)
+    if (rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE && rc != NGX_HTTP_BAD_REQUEST
+        && rc != NGX_HTTP_SERVICE_UNAVAILABLE)
     {
         return rc;
     }
@@ -3371,7 +3503,31 @@ ngx_http_pki_admin_body_error(ngx_http_request_t *r, ngx_int_t rc)
         return ngx_http_pki_send_json(r, rc, large, sizeof(large) - 1);
     }
 
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        return ngx_http_pki_admin_unavailable(r);
+    }
+
     return ngx_http_pki_send_json(r, rc, bad, sizeof(bad) - 1);
+}
+
+
+/* 503 with Retry-After: the thread pool's queue is full, or the body
+ * would go over pki_body_memory; each is logged (rate-limited) where it
+ * is found */
+static ngx_int_t
+ngx_http_pki_admin_unavailable(ngx_http_request_t *r)
+{
+    if (ngx_http_pki_add_header(r, "Retry-After",
+                                (u_char *) NGX_HTTP_PKI_ADMIN_RETRY_AFTER,
+                                sizeof(NGX_HTTP_PKI_ADMIN_RETRY_AFTER) - 1)
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_pki_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  ngx_http_pki_admin_busy.data,
+                                  ngx_http_pki_admin_busy.len);
 }
 
 
@@ -3405,10 +3561,7 @@ ngx_http_pki_admin_body_handler(ngx_http_request_t *r)
 
     case NGX_DECLINED:
         /* logged (rate-limited) by ngx_http_pki_post() */
-        ngx_http_finalize_request(r,
-            ngx_http_pki_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    ngx_http_pki_admin_busy.data,
-                                    ngx_http_pki_admin_busy.len));
+        ngx_http_finalize_request(r, ngx_http_pki_admin_unavailable(r));
         return;
 
     default:

@@ -121,17 +121,20 @@ ngx_int_t ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     ngx_http_pki_done_pt done, void *data);
 
 /*
- * Request body with a cap.  ngx_http_pki_read_body() answers 413 at once
- * when Content-Length is over max, else starts
- * ngx_http_read_client_request_body(r, handler) and returns its result:
- * 413 too when a body without Content-Length is over max in what that
- * first read finds.  One over max only in data read later ends there, and
- * the handler is called, the connection not kept alive (HTTP/1.1) or the
- * stream's further DATA skipped (HTTP/2).  In the handler,
- * ngx_http_pki_request_body() flattens the body (memory buffers and temp
- * file) into one buffer from r->pool: NGX_OK,
- * NGX_HTTP_REQUEST_ENTITY_TOO_LARGE (body over max) or
- * NGX_HTTP_INTERNAL_SERVER_ERROR.  An absent body gives len 0.
+ * Request body with a cap, gathered in memory against the worker's
+ * pki_body_memory.  ngx_http_pki_read_body() answers 413 at once when
+ * Content-Length is over max, 503 when the budget has no room left for a
+ * body's first buffer, else starts ngx_http_read_client_request_body(r,
+ * handler) and returns its result: 413 too when a body without
+ * Content-Length is over max in what that first read finds, 503 when it
+ * would go over the budget there.  One over max or the budget only in data
+ * read later ends there, and the handler is called, the connection not
+ * kept alive (HTTP/1.1) or the stream's further DATA skipped (HTTP/2).  In
+ * the handler, ngx_http_pki_request_body() returns the body in one buffer
+ * from r->pool: NGX_OK, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE (body over max),
+ * NGX_HTTP_SERVICE_UNAVAILABLE (over the budget: the module answers 503
+ * with Retry-After) or NGX_HTTP_INTERNAL_SERVER_ERROR.  An absent body
+ * gives len 0.
  */
 ngx_int_t ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     ngx_http_client_body_handler_pt handler);
@@ -139,12 +142,13 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
     ngx_str_t *body);
 
 /*
- * Before a module answers 413 for a body that ngx_http_pki_read_body()
- * refused (its own error form, not nginx's HTML page): no "100 Continue"
- * is sent for it, and the rest of a body that was being read is never
- * read (no more reading, no keep-alive).  A body refused by its
- * Content-Length is discarded by nginx; with keep, the connection stays
- * open when that works, else it closes after the answer.
+ * Before a module answers 413 or 503 for a body that
+ * ngx_http_pki_read_body() refused (its own error form, not nginx's HTML
+ * page): no "100 Continue" is sent for it, and the rest of a body that
+ * was being read is never read (no more reading, no keep-alive).  A body
+ * refused by its Content-Length, or before it is read (503), is discarded
+ * by nginx; with keep, the connection stays open when that works, else it
+ * closes after the answer.
  */
 void ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep);
 

@@ -328,6 +328,15 @@ ngx_http_scep_handler(ngx_http_request_t *r)
                                         &ngx_http_scep_too_large, 0);
         }
 
+        if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+            /* pki_body_memory is used up: nothing read; counted and
+             * logged (rate-limited) by the pki module */
+            ngx_http_pki_body_refused(r, 0);
+            return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           &ngx_http_scep_busy,
+                                           NGX_HTTP_SCEP_RETRY_AFTER);
+        }
+
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
             return rc;
         }
@@ -417,6 +426,15 @@ ngx_http_scep_body_handler(ngx_http_request_t *r)
                           ngx_http_pki_send_plain(r,
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                         &ngx_http_scep_too_large, 0));
+        return;
+    }
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* the body would have gone over pki_body_memory: ended there */
+        ngx_http_finalize_request(r,
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_scep_busy,
+                                    NGX_HTTP_SCEP_RETRY_AFTER));
         return;
     }
 
