@@ -1385,19 +1385,21 @@ sub raw_tls {
          '$request_body holds the whole 48k body');
 }
 
-# pki_body_memory 100k (this test's config): a chunked body holds the cap
-# (64k) of that budget while it is read.  Three bodies stalled half way on
-# two workers: two of them share a worker, so one is over the budget there.
-# It is read as nginx reads any (to a temp file past
-# client_body_buffer_size, read back), still served, and the error log says
-# so.  Then every body ends and is served.
+# pki_body_memory 100k (this test's config): a chunked body holds what its
+# buffer holds of that budget while it is read, not the cap (64k).  Three
+# bodies of 30k stalled half way on two workers: two of them at least
+# share a worker, 16k of buffer each (2 x 64k of caps went over the
+# budget, and one body was spooled to a temp file on the event loop).
+# Within the budget (32k each when whole, even all on one worker), no temp
+# file, no warning; then every body ends and is served.  t/body_budget.t
+# drives the budget itself.
 {
     my $logpos = length(slurp($t->error_log) // '');
     my @body;
     for my $i (0 .. 2) {
         my $j = jws(key => $A->{key}, url => $A->{kid}, nonce => nonce(),
                     kid => $A->{kid}, payload => undef);
-        (my $b = $JSON->encode($j)) =~ s/^\{/'{' . (' ' x (40 * 1024))/e;
+        (my $b = $JSON->encode($j)) =~ s/^\{/'{' . (' ' x (30 * 1024))/e;
         push @body, $b;
     }
     (my $path = $A->{kid}) =~ s{^https://[^/]+}{};
@@ -1429,10 +1431,10 @@ sub raw_tls {
         close $s;
     }
     my $log = substr(slurp($t->error_log) // '', $logpos);
-    like($log, qr/pki: \d+ bytes of request bodies held in memory \(the budget is 102400\): \d+ bod(y|ies)/,
-         'budget: the error log says a body went over it');
-    like($log, qr/buffered to a temporary file/,
-         'budget: that body went the way nginx reads any');
+    unlike($log, qr/over the budget|held in memory/,
+           'budget: the stalled bodies stay within it');
+    unlike($log, qr/buffered to a temporary file/,
+           'budget: no body went to a temp file');
 }
 
 # A request without a body holds none of the budget: three GETs wait in the
@@ -1474,7 +1476,7 @@ sub raw_tls {
         close $s;
     }
     unlike(substr(slurp($t->error_log) // '', $logpos),
-           qr/bytes of request bodies held in memory/,
+           qr/over the budget|held in memory/,
            'no-body budget: the GETs held none of it');
 }
 
