@@ -56,6 +56,20 @@
  * the view is older than ocsp_responder_revgen_check (default 1 s), the
  * first request claims the refresh.
  *
+ * The view is tagged with the CA set it sums over (a 64-bit digest of the
+ * CAs, sorted by name, and of the Redis namespace), and the zone survives
+ * reloads: the workers of the old configuration still finishing their
+ * requests share it with the new ones.  Sums over different sets are not
+ * comparable (after a CA is added, the old set's sum can equal an entry's
+ * tag while a certificate of the new CA was revoked since), so a worker
+ * whose set differs from the view's neither uses the view nor refreshes
+ * it: its requests read the revgens in the pool (as misses).  When such a
+ * read comes back, the worker takes the view over (set and sum) only if
+ * its configuration is newer than the newest one seen over the view's set
+ * (the zone's epoch, counted per cycle): the new workers take the view
+ * from the old ones, never the other way round.  The entries need no such
+ * tag: their keys are salted with the set (below).
+ *
  * Stale-while-revalidate (ocsp_responder_revgen_stale, default 3 s): the
  * refresh is claimed ahead, by the first request that sees the view older
  * than half of revgen_check; that request posts a detached refresh task
@@ -126,6 +140,8 @@ typedef struct {
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                lru;
     uint64_t                   gen;          /* the view               */
+    uint64_t                   set;          /* its CA set, see run()  */
+    ngx_uint_t                 set_epoch;    /* newest cycle over set  */
     ngx_msec_t                 checked;      /* view confirmed at      */
     ngx_msec_t                 refreshing;   /* refresh claimed at, 0  */
     ngx_msec_t                 active;       /* a refresh claimed or   */
@@ -138,8 +154,10 @@ typedef struct {
     ngx_http_ocsp_shctx_t     *sh;
     ngx_slab_pool_t           *shpool;
     ngx_array_t               *cas;          /* pki_ca_t *, all users' */
-    ngx_uint_t                 epoch;
+    ngx_cycle_t               *cycle;        /* its pki_redis          */
+    ngx_uint_t                 epoch;        /* grows with each cycle  */
     u_char                     cas_digest[32];  /* of cas, see run() */
+    uint64_t                   set;          /* from cas_digest        */
 } ngx_http_ocsp_zone_t;
 
 
@@ -224,6 +242,8 @@ static void ngx_http_ocsp_refresh(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ocsp_zone_digest(ngx_http_ocsp_zone_t *zone);
 static ngx_uint_t ngx_http_ocsp_read_gen(ngx_http_ocsp_zone_t *zone,
     pki_redis_t *redis, uint64_t *gen);
+static void ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone,
+    ngx_uint_t ok, uint64_t gen, ngx_msec_t at, ngx_uint_t confirm);
 static void ngx_http_ocsp_refresh_work(void *data);
 static void ngx_http_ocsp_refresh_done(void *data);
 static void ngx_http_ocsp_done(ngx_http_request_t *r, void *data);
@@ -652,7 +672,12 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
             use = 1;
             claimed = 0;
 
-            if (olcf->revgen_stale) {
+            if (sh->set != zone->set) {
+                /* another configuration's view (see above): a miss,
+                 * which may take the view over in ngx_http_ocsp_done() */
+                use = 0;
+
+            } else if (olcf->revgen_stale) {
                 /* stale-while-revalidate, bounded (see above) */
 
                 if (age >= olcf->revgen_check
@@ -830,6 +855,51 @@ ngx_http_ocsp_read_gen(ngx_http_ocsp_zone_t *zone, pki_redis_t *redis,
 }
 
 
+/*
+ * Called with the zone locked, after a read of the revgens that started at
+ * "at" (ok: it succeeded, the sum is gen; confirm: keep and confirm the
+ * view when it failed).  Over the view's CA set, a read never replaces a
+ * newer one.  Over another set, the view is taken over by a successful
+ * read of a newer configuration only (see the comment at the top).
+ */
+
+static void
+ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone, ngx_uint_t ok,
+    uint64_t gen, ngx_msec_t at, ngx_uint_t confirm)
+{
+    ngx_http_ocsp_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    if (sh->set != zone->set) {
+        if (ok && zone->epoch > sh->set_epoch) {
+            sh->set = zone->set;
+            sh->set_epoch = zone->epoch;
+            sh->gen = gen;
+            sh->checked = at;
+        }
+
+        return;
+    }
+
+    if (zone->epoch > sh->set_epoch) {
+        sh->set_epoch = zone->epoch;
+    }
+
+    if ((ngx_msec_int_t) (at - sh->checked) < 0) {
+        return;
+    }
+
+    if (ok) {
+        sh->gen = gen;
+        sh->checked = at;
+
+    } else if (confirm) {
+        sh->checked = at;
+    }
+}
+
+
 static void
 ngx_http_ocsp_refresh_work(void *data)
 {
@@ -850,15 +920,9 @@ ngx_http_ocsp_refresh_done(void *data)
 
     ngx_shmtx_lock(&rf->zone->shpool->mutex);
 
-    /* the revgens were read after the claim: the view is as new as that */
-    if ((ngx_msec_int_t) (rf->claimed - sh->checked) >= 0) {
-        if (rf->ok) {
-            sh->gen = rf->gen;
-        }
-
-        /* Redis failing: keep (and confirm) the view, see above */
-        sh->checked = rf->claimed;
-    }
+    /* the revgens were read after the claim: the view is as new as that;
+     * Redis failing: keep (and confirm) the view, see above */
+    ngx_http_ocsp_view_update(rf->zone, rf->ok, rf->gen, rf->claimed, 1);
 
     if (sh->refreshing == rf->claimed) {
         sh->refreshing = 0;
@@ -901,16 +965,9 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
 
         ngx_shmtx_lock(&ctx->zone->shpool->mutex);
 
-        if ((ngx_msec_int_t) (ctx->started - sh->checked) >= 0) {
-            if (ctx->gen_ok) {
-                sh->gen = ctx->read_gen;
-                sh->checked = ctx->started;
-
-            } else if (ctx->refresh) {
-                /* Redis down: keep (and confirm) the view, see above */
-                sh->checked = ctx->started;
-            }
-        }
+        /* Redis down: a refresh keeps (and confirms) the view, see above */
+        ngx_http_ocsp_view_update(ctx->zone, ctx->gen_ok, ctx->read_gen,
+                                  ctx->started, ctx->refresh);
 
         if (ctx->refresh) {
             /* unless the claim was taken over as stuck meanwhile */
@@ -1170,8 +1227,8 @@ ngx_http_ocsp_cache_find(ngx_http_ocsp_zone_t *zone, u_char *key)
 
 /* strict: a hit needs now < valid_until (nextUpdate - margin); otherwise
  * (Redis down, the fresh answer was tryLater) now < nextUpdate.  Either
- * way the entry's generation must equal the view.  NGX_OK: ctx->body etc.
- * hold a copy. */
+ * way the view must be over this configuration's CA set and the entry's
+ * generation must equal it.  NGX_OK: ctx->body etc. hold a copy. */
 
 static ngx_int_t
 ngx_http_ocsp_cache_lookup(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
@@ -1191,6 +1248,11 @@ ngx_http_ocsp_cache_lookup(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
     rc = NGX_DECLINED;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (zone->sh->set != zone->set) {
+        /* the view is another configuration's: no way to judge */
+        goto done;
+    }
 
     n = ngx_http_ocsp_cache_find(zone, ctx->key);
 
@@ -1402,6 +1464,8 @@ ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&zone->sh->lru);
 
     zone->sh->gen = 0;
+    zone->sh->set = zone->set;
+    zone->sh->set_epoch = 1;
     zone->sh->checked = ngx_current_msec - 3600000;  /* stale: refresh */
     zone->sh->refreshing = 0;
     zone->sh->active = 0;
@@ -1489,6 +1553,8 @@ ngx_http_ocsp_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
+        zone->cycle = cf->cycle;
+
         olcf->cache->init = ngx_http_ocsp_init_zone;
         olcf->cache->data = zone;
     }
@@ -1554,14 +1620,39 @@ ngx_http_ocsp_digest_cert(EVP_MD_CTX *md, u_char kind, const char *name,
 }
 
 
-/* The zone's CA set (every location using it), for the keys' salt. */
+static ngx_int_t
+ngx_http_ocsp_ca_cmp(const void *one, const void *two)
+{
+    pki_ca_t * const  *a = one;
+    pki_ca_t * const  *b = two;
+
+    return ngx_strcmp(pki_ca_name(*a), pki_ca_name(*b));
+}
+
+
+/* The zone's CA set (every location using it; sorted by name, so that
+ * the order of the locations does not matter) and the Redis namespace of
+ * their revgens: the keys' salt, and the view's set (its first 8 bytes,
+ * see the comment at the top). */
 static ngx_int_t
 ngx_http_ocsp_zone_digest(ngx_http_ocsp_zone_t *zone)
 {
-    int           ok;
-    ngx_uint_t    i;
-    pki_ca_t    **ca;
-    EVP_MD_CTX   *md;
+    int            ok;
+    u_char         kind;
+    ngx_uint_t     i;
+    pki_ca_t     **ca;
+    EVP_MD_CTX    *md;
+    const char    *ns;
+    pki_redis_t   *redis;
+
+    redis = ngx_http_pki_cycle_redis(zone->cycle);
+    ns = redis ? pki_redis_ns(redis) : NULL;
+    if (ns == NULL) {
+        ns = "";
+    }
+
+    ngx_sort(zone->cas->elts, zone->cas->nelts, sizeof(pki_ca_t *),
+             ngx_http_ocsp_ca_cmp);
 
     md = EVP_MD_CTX_new();
     ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
@@ -1572,7 +1663,15 @@ ngx_http_ocsp_zone_digest(ngx_http_ocsp_zone_t *zone)
                                        pki_ca_cert(ca[i]));
     }
 
-    ok = ok && EVP_DigestFinal_ex(md, zone->cas_digest, NULL) == 1;
+    kind = 'N';
+
+    ok = ok && EVP_DigestUpdate(md, &kind, 1) == 1
+         && EVP_DigestUpdate(md, ns, ngx_strlen(ns) + 1) == 1
+         && EVP_DigestFinal_ex(md, zone->cas_digest, NULL) == 1;
+
+    if (ok) {
+        ngx_memcpy(&zone->set, zone->cas_digest, sizeof(uint64_t));
+    }
 
     EVP_MD_CTX_free(md);
     ERR_clear_error();

@@ -10,12 +10,19 @@
 # bring it back to an old entry's generation: a cached "good" for a
 # certificate revoked since.  So the zone's CA set salts the keys too, and
 # such a reload drops the zone's entries.
+#
+# The view itself is tagged with the CA set it sums over: after a reload
+# that adds a CA, an old worker still finishing a request (its body held
+# back across the reload) reads the old set's sum, which here equals the
+# new workers' tag of a cached good revoked since; it must not become their
+# view.
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
 use PKITest;
 
 my $t = PKITest->new;
@@ -61,11 +68,11 @@ run_cmd(['openssl', 'ocsp', '-issuer', "$pki/issuing.pem", '-cert', $a,
 sub post { $t->curl('POST', $url, data => PKITest::slurp($_[0] // $f),
                     headers => ['Content-Type: application/ocsp-request']) }
 sub status_of {
-    my ($body) = @_;
+    my ($body, $cert) = @_;
     my $rf = "$dir/resp-" . int(rand(1e9)) . '.der';
     PKITest::spew($rf, $body);
     my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-respin', $rf,
-        '-issuer', "$pki/issuing.pem", '-cert', $a, '-CAfile',
+        '-issuer', "$pki/issuing.pem", '-cert', $cert // $a, '-CAfile',
         "$pki/root.pem", '-verify_other', "$pki/issuing.pem"], timeout => 30);
     return "$out\n$err";
 }
@@ -97,6 +104,80 @@ like(status_of($last->{body}), qr/: revoked/,
      'a certificate revoked after a reload that removed a CA from the '
      . 'zone: revoked, not the old cached good')
     or diag(status_of($last->{body}));
+is($last->{headers}{'x-ocsp-cache'} // '', 'MISS', '... not from the cache');
+$t->stop_nginx;
+
+# --- an old worker finishing a request after a reload that added a CA -----
+# The view is a sum over the zone's CAs: after a reload the old workers
+# still answering their requests sum over the old set.  Here the new set
+# is {issuing, other} with other's revgen at 1, so the new workers tag an
+# entry issuing + 1; a revocation under issuing later makes the old sum
+# (issuing alone) equal that tag.  An old worker's refresh must not become
+# the view of the new workers: they would serve the cached good.
+$t->start_nginx(base());
+like($t->redis('GET', 'pki:{ca:other}:revgen'), qr/^"?1"?$/, 'other: revgen 1');
+my ($csrc) = $t->make_csr('vf-c', subj => '/CN=vf-c');
+my $rc3 = $t->est_post('simpleenroll', $csrc);
+is($rc3->{code}, 200, 'enrolled c') or diag($rc3->{body});
+my $cc = $t->save_first_cert($t->p7_to_pem($rc3->{body}), 'vf-c');
+my $cserial = $t->x509_field($cc, 'serial');
+my $fc = "$dir/reqc.der";
+run_cmd(['openssl', 'ocsp', '-issuer', "$pki/issuing.pem", '-cert', $cc,
+         '-no_nonce', '-reqout', $fc], timeout => 30);
+
+# a request an old worker is still reading when the reload comes: all of
+# its body but the last byte
+my $slow = PKITest::slurp($fb);
+my $hc = IO::Socket::INET->new(PeerHost => '127.0.0.1',
+                               PeerPort => $t->http_port, Timeout => 5)
+    or BAIL_OUT("connect: $!");
+$hc->autoflush(1);
+print $hc "POST /ocsp HTTP/1.1\r\nHost: localhost\r\n"
+    . "Content-Type: application/ocsp-request\r\n"
+    . 'Content-Length: ' . length($slow) . "\r\nConnection: close\r\n\r\n"
+    . substr($slow, 0, -1);
+sleep 0.3;
+
+$t->write_conf($two);
+$n = () = (PKITest::slurp($t->error_log) // '') =~ /reconfiguring/g;
+kill('HUP', $t->{children}{nginx});
+$t0 = time;
+sleep 0.05 while time - $t0 < 15
+    && (() = (PKITest::slurp($t->error_log) // '') =~ /reconfiguring/g) <= $n;
+sleep 1.5;
+
+# the new workers cache c's good, tagged issuing + other
+my $c1 = post($fc);
+my $c2 = post($fc);
+like(status_of($c1->{body}, $cc), qr/: good/, 'new workers: c good');
+is($c2->{headers}{'x-ocsp-cache'}, 'HIT', 'new workers: c cached');
+
+$rv = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+               . '/pki/admin/revoke', user => 'admin:admin',
+               data => qq({"serial":"$cserial","reason":"keyCompromise"}),
+               headers => ['Content-Type: application/json']);
+is($rv->{code}, 200, 'c revoked') or diag($rv->{body});
+sleep 1.3;                   # past revgen_check: the new view is due
+
+# the old worker gets its last byte: it reads issuing's revgen (the old
+# set's sum, now equal to c's tag) and goes back to the view
+print $hc substr($slow, -1);
+my $old = '';
+my $deadline = time + 10;
+while (time < $deadline && $old !~ /\r\n\r\n/) {
+    my $got = sysread($hc, my $buf, 65536);
+    last if !$got;
+    $old .= $buf;
+}
+like($old, qr{^HTTP/1\.1 200}, 'the old worker answered its request')
+    or diag($old);
+close $hc;
+
+$last = post($fc);
+like(status_of($last->{body}, $cc), qr/: revoked/,
+     'an old worker finishing a request after a reload that added a CA: '
+     . 'the new workers answer c revoked, not the cached good')
+    or diag(status_of($last->{body}, $cc));
 is($last->{headers}{'x-ocsp-cache'} // '', 'MISS', '... not from the cache');
 $t->stop_nginx;
 done_testing();
