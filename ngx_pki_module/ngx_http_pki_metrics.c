@@ -48,6 +48,8 @@
 #define NGX_HTTP_PKI_M_SYNC_RETRY  100     /* ms: sync task not queued */
 #define NGX_HTTP_PKI_M_REOPEN_MIN  1000    /* ms: a log that did not open */
 #define NGX_HTTP_PKI_M_REOPEN_MAX  30000
+#define NGX_HTTP_PKI_M_RETRY       5       /* s: pool full, Redis failing */
+#define NGX_HTTP_PKI_M_OFF_RETRY   3600    /* s: counting off (config)   */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -234,6 +236,7 @@ static ngx_int_t ngx_http_pki_metrics_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_pki_dashboard_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_pki_m_send(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, u_char *body, size_t len);
+static ngx_int_t ngx_http_pki_m_unavailable(ngx_http_request_t *r);
 static void ngx_http_pki_m_hist_work(void *data);
 static void ngx_http_pki_m_hist_done(ngx_http_request_t *r, void *data);
 
@@ -350,6 +353,13 @@ static ngx_atomic_uint_t     *ngx_http_pki_m_flushed;  /* per series */
 static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
+
+static ngx_str_t  ngx_http_pki_m_off_text =
+    ngx_string("metrics are off (pki_metrics_zone off)\n");
+static ngx_str_t  ngx_http_pki_m_busy_text =
+    ngx_string("busy, retry later\n");
+static ngx_str_t  ngx_http_pki_m_history_text =
+    ngx_string("history unavailable (Redis), retry later\n");
 
 /* the log's backlog cap (pki_audit_backlog): its refusals, said at most
  * once a second */
@@ -2668,7 +2678,7 @@ ngx_http_pki_metrics_handler(ngx_http_request_t *r)
     }
 
     if (ngx_http_pki_m_shm == NULL) {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+        return ngx_http_pki_m_unavailable(r);
     }
 
     ngx_http_pki_m_live_gauges();
@@ -2841,7 +2851,7 @@ ngx_http_pki_dashboard_handler(ngx_http_request_t *r)
     }
 
     if (ngx_http_pki_m_shm == NULL) {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+        return ngx_http_pki_m_unavailable(r);
     }
 
     if (ngx_http_arg(r, (u_char *) "format", 6, &arg) == NGX_OK
@@ -2891,8 +2901,14 @@ ngx_http_pki_dashboard_handler(ngx_http_request_t *r)
             return NGX_DONE;
         }
 
-        return rc == NGX_DECLINED ? NGX_HTTP_SERVICE_UNAVAILABLE
-                                  : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (rc == NGX_DECLINED) {
+            /* logged (rate-limited) by ngx_http_pki_post() */
+            return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           &ngx_http_pki_m_busy_text,
+                                           NGX_HTTP_PKI_M_RETRY);
+        }
+
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return ngx_http_pki_m_send(r, NGX_HTTP_OK, "text/html; charset=utf-8",
@@ -2924,7 +2940,10 @@ ngx_http_pki_m_hist_done(ngx_http_request_t *r, void *data)
                       "pki dashboard: history: %s %s", ctx->res.detail,
                       ctx->res.log);
         free(ctx->json);
-        ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE);
+        ngx_http_finalize_request(r,
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_pki_m_history_text,
+                                    NGX_HTTP_PKI_M_RETRY));
         return;
     }
 
@@ -2942,6 +2961,17 @@ ngx_http_pki_m_hist_done(ngx_http_request_t *r, void *data)
 
     ngx_http_finalize_request(r,
         ngx_http_pki_m_send(r, NGX_HTTP_OK, "application/json", p, len));
+}
+
+
+/* pki_metrics_zone off: no counters until a reload turns them on */
+
+static ngx_int_t
+ngx_http_pki_m_unavailable(ngx_http_request_t *r)
+{
+    return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   &ngx_http_pki_m_off_text,
+                                   NGX_HTTP_PKI_M_OFF_RETRY);
 }
 
 

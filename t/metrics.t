@@ -7,6 +7,8 @@
 # malformed, backend), histogram buckets are cumulative and monotonic, the
 # certificate gauges and the Redis history buckets follow, and the
 # dashboard page, loaded in headless Chromium, shows the same numbers.
+# Every 503 (history with Redis down, pki_metrics_zone off) carries
+# Retry-After.
 
 use strict;
 use warnings;
@@ -97,6 +99,11 @@ my ($csr) = $t->make_csr('mauth', subj => '/CN=metrics-auth');
 $t->stop_redis;
 $r = $t->est_post('simpleenroll', $csr, quiet => 1, max_time => 10);
 is($r->{code}, 503, 'Redis down: 503');
+# the dashboard's history reads Redis: 503 with Retry-After, as every 503
+$r = $t->curl('GET', "$base/pki/dashboard?history=minute&n=10",
+              user => 'admin:admin', quiet => 1, max_time => 10);
+is($r->{code}, 503, 'Redis down: history 503');
+is($r->{headers}{'retry-after'}, 5, '  with Retry-After: 5');
 $t->start_redis;
 
 my @serials;
@@ -500,5 +507,15 @@ SKIP: {
     }
 }
 
+$t->stop_nginx;
+
+# --- counting off (pki_metrics_zone off): 503 until a reload turns it on --
+
+$t->start_nginx($t->render_conf('--metrics', 'off'));
+for my $p ('/pki/metrics', '/pki/dashboard', '/pki/dashboard?history=hour') {
+    $r = $t->curl('GET', "$base$p", user => 'admin:admin', quiet => 1);
+    is($r->{code}, 503, "metrics off: $p 503");
+    is($r->{headers}{'retry-after'}, 3600, '  with Retry-After: 3600');
+}
 $t->stop_nginx;
 done_testing();
