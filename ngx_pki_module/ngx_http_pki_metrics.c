@@ -945,12 +945,13 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
 
     mmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_pki_metrics_module);
+
+    /* this cycle's zone, or none: after a reload that turned counting off
+     * the master still holds the old cycle's, unmapped since */
+    ngx_http_pki_m_shm = (mmcf && mmcf->zone) ? mmcf->zone->data : NULL;
+
     if (mmcf == NULL) {
         return NGX_OK;
-    }
-
-    if (mmcf->zone) {
-        ngx_http_pki_m_shm = mmcf->zone->data;
     }
 
     if (ngx_http_pki_m_shm != NULL) {

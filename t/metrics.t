@@ -8,7 +8,8 @@
 # certificate gauges and the Redis history buckets follow, and the
 # dashboard page, loaded in headless Chromium, shows the same numbers.
 # Every 503 (history with Redis down, pki_metrics_zone off) carries
-# Retry-After.
+# Retry-After; a reload that turns counting off leaves no worker using the
+# old cycle's zone.
 
 use strict;
 use warnings;
@@ -511,11 +512,35 @@ $t->stop_nginx;
 
 # --- counting off (pki_metrics_zone off): 503 until a reload turns it on --
 
-$t->start_nginx($t->render_conf('--metrics', 'off'));
-for my $p ('/pki/metrics', '/pki/dashboard', '/pki/dashboard?history=hour') {
-    $r = $t->curl('GET', "$base$p", user => 'admin:admin', quiet => 1);
-    is($r->{code}, 503, "metrics off: $p 503");
-    is($r->{headers}{'retry-after'}, 3600, '  with Retry-After: 3600');
+sub metrics_off {
+    my ($how) = @_;
+    for my $p ('/pki/metrics', '/pki/dashboard',
+               '/pki/dashboard?history=hour') {
+        $r = $t->curl('GET', "$base$p", user => 'admin:admin', quiet => 1,
+                      max_time => 10);
+        is($r->{code}, 503, "metrics off ($how): $p 503");
+        is($r->{headers}{'retry-after'}, 3600, '  with Retry-After: 3600');
+    }
 }
+
+$t->start_nginx($t->render_conf('--metrics', 'off'));
+metrics_off('from the start');
+$t->stop_nginx;
+
+# on, then a reload turns counting off: the new workers must not use the
+# old cycle's zone (unmapped by the master at the reload)
+$t->start_nginx($conf);
+$t->write_conf($t->render_conf('--metrics', 'off'));
+my $nre = () = (slurp($t->error_log) // '') =~ /reconfiguring/g;
+kill('HUP', $t->{children}{nginx});
+my $t0 = time;
+sleep 0.05 while time - $t0 < 15
+    && (() = (slurp($t->error_log) // '') =~ /reconfiguring/g) <= $nre;
+sleep 1.5;
+metrics_off('by a reload');
+$r = $t->curl('GET', $t->est_url('cacerts'), quiet => 1, max_time => 10);
+is($r->{code}, 200, 'metrics off by a reload: cacerts 200');
+unlike(slurp($t->error_log) // '', qr/exited on signal/,
+       'metrics off by a reload: no worker died');
 $t->stop_nginx;
 done_testing();
