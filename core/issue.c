@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -143,6 +144,23 @@ pki_check_key(const pki_template_t *t, EVP_PKEY *pk, pki_result_t *res)
         {
             return pki_fail(res, PKI_POLICY, "EC keys with explicit curve "
                             "parameters are not allowed (RFC 5480)");
+        }
+    }
+
+    /* an odd public exponent of at least 3: with e = 1 a signature is a
+     * copy of its message, so the CSR's own proves nothing, and an even
+     * one is no RSA key */
+    if (kt.type == PKI_KT_RSA) {
+        int      bad;
+        BIGNUM  *e = NULL;
+
+        bad = EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &e) != 1
+              || BN_is_negative(e) || !BN_is_odd(e) || BN_is_one(e);
+        BN_free(e);
+
+        if (bad) {
+            return pki_fail(res, PKI_POLICY, "RSA public exponent must be "
+                            "odd and at least 3");
         }
     }
 

@@ -19,7 +19,9 @@
 
 #include <hiredis/hiredis.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -60,6 +62,11 @@ static const policy_case_t  policy_cases[] = {
     { "RSA 1024 refused", "RSA:1024", "/CN=dev1", NULL, PKI_POLICY,
       "key type RSA 1024 is not allowed by template \"device\" (allowed: "
       "ec:P-256 rsa:2048-4096 ed25519)", NULL },
+    /* a key whose signatures anyone can make (e = 1: s = m) or that
+     * is no RSA key (e even): the CSR's own signature proves nothing */
+    { "RSA e=1 refused", "RSA-E:1", "/CN=dev1", NULL, PKI_POLICY,
+      "RSA public exponent must be odd and at least 3", NULL },
+    { "RSA e=3 ok", "RSA-E:3", "/CN=dev1", NULL, PKI_OK, NULL, NULL },
     { "P-384 refused", "EC:P-384", "/CN=dev1", NULL, PKI_POLICY,
       "key type EC P-384 is not allowed", NULL },
     { "forbidden OU", "EC:P-256", "/CN=dev1/OU=x", NULL, PKI_POLICY,
@@ -115,13 +122,77 @@ run(const char *fmt, const char *a, const char *b)
 }
 
 
+/* A 2048-bit RSA key with public exponent e: a real one for an odd e
+ * OpenSSL generates with; for e = 1 the modulus of a real key with
+ * d = 1 (signing and verifying are then the identity, so its CSR's
+ * signature verifies) */
+static EVP_PKEY *
+rsa_with_e(int e)
+{
+    BIGNUM          *n, *be, *bd;
+    EVP_PKEY        *pk, *real;
+    EVP_PKEY_CTX    *ctx;
+    OSSL_PARAM_BLD  *bld;
+    OSSL_PARAM      *params;
+
+    if (e != 1) {
+        pk = NULL;
+        ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+        be = BN_new();
+        if (ctx && be && BN_set_word(be, (BN_ULONG) e)
+            && EVP_PKEY_keygen_init(ctx) == 1
+            && EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048) == 1
+            && EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, be) == 1)
+        {
+            (void) EVP_PKEY_keygen(ctx, &pk);
+        }
+        BN_free(be);
+        EVP_PKEY_CTX_free(ctx);
+        return pk;
+    }
+
+    real = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
+    n = NULL;
+    pk = NULL;
+    be = BN_new();
+    bd = BN_new();
+    bld = OSSL_PARAM_BLD_new();
+    params = NULL;
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+
+    if (real && be && bd && bld && ctx
+        && EVP_PKEY_get_bn_param(real, OSSL_PKEY_PARAM_RSA_N, &n) == 1
+        && BN_set_word(be, 1) && BN_set_word(bd, 1)
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be)
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_D, bd)
+        && (params = OSSL_PARAM_BLD_to_param(bld)) != NULL
+        && EVP_PKEY_fromdata_init(ctx) == 1)
+    {
+        (void) EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_KEYPAIR, params);
+    }
+
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(ctx);
+    BN_free(n);
+    BN_free(be);
+    BN_free(bd);
+    EVP_PKEY_free(real);
+
+    return pk;
+}
+
+
 static EVP_PKEY *
 keygen(const char *alg)
 {
     int        bits;
     EVP_PKEY  *pk;
 
-    if (strncmp(alg, "EC:", 3) == 0) {
+    if (strncmp(alg, "RSA-E:", 6) == 0) {
+        pk = rsa_with_e(atoi(alg + 6));
+    } else if (strncmp(alg, "EC:", 3) == 0) {
         pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg + 3);
     } else if (strncmp(alg, "RSA:", 4) == 0) {
         bits = atoi(alg + 4);
