@@ -4035,7 +4035,7 @@ pki_audit_drop_queued(pki_audit_t *a, pki_audit_qent_t **list)
 static void
 pki_audit_janitor(pki_audit_t *a)
 {
-    int                  ok;
+    int                  ok, held;
     char                *cur;
     size_t               clen;
     unsigned             i;
@@ -4077,8 +4077,14 @@ pki_audit_janitor(pki_audit_t *a)
              * ones written to since the oldest orphan was added */
             cur = ok ? pki_audit_map(a->dir, "audit.log", &clen) : NULL;
 
+            held = 0;
+
             if (cur != NULL) {
                 pki_audit_mark_held(cur, clen, a->logid, list);
+
+                for (q = list; q != NULL; q = q->next) {
+                    held |= q->ticket;
+                }
             }
             if (ok) {
                 pki_audit_mark_rotated(a->dir, a->logid, list);
@@ -4095,6 +4101,18 @@ pki_audit_janitor(pki_audit_t *a)
                     pki_result_init(&cres);
                     (void) pki_audit_write_locked(a, NULL, 1, &cres);
                 }
+            }
+
+            /* lines the file has that another process wrote and did not
+             * live to sync (killed within its group commit): durable
+             * before their stream entries go, as this process's own */
+            if (ok && held && !a->no_fsync
+                && pki_audit_shared_sync(a, a->fd, a->dev, a->ino,
+                                         (off_t) clen) != 0)
+            {
+                pki_fail(&res, PKI_UNAVAILABLE, "fdatasync(audit.log) "
+                         "failed: %s", strerror(errno));
+                ok = 0;
             }
 
             if (cur != NULL) {
