@@ -44,12 +44,7 @@ my $t = PKITest->new;
 my $pki = $t->pki;
 
 if ($MATTER) {
-    my ($rc, $out, $err) = run_cmd(["$PKITest::TOP/scripts/mkpki-matter.sh",
-                                    $pki],
-        env => { PKI_BUILD => $PKITest::BUILD, PKI_TOKEN => $t->token,
-                 PKI_MKPKI_QUIET => 1 },
-        timeout => 60);
-    BAIL_OUT("scripts/mkpki-matter.sh failed: $err") if $rc != 0;
+    $t->make_matter_pki($pki);
 }
 
 $t->start_redis;
@@ -143,17 +138,7 @@ sub read_answer {
     local $SIG{ALRM} = sub { die "timeout\n" };
     alarm 20;
     eval {
-        my $line = $s->getline // '';
-        ($a{status}) = $line =~ m{^HTTP/1\.1 (\d+)};
-        while (defined(my $l = $s->getline)) {
-            last if $l =~ /^\r?\n$/;
-            $a{headers}{lc $1} = $2 if $l =~ /^([^:]+):\s*(.*?)\r?\n$/;
-        }
-        my $want = $a{headers}{'content-length'} // 0;
-        while (length($a{body}) < $want) {
-            $s->read(my $buf, $want - length($a{body})) or last;
-            $a{body} .= $buf;
-        }
+        PKITest::read_http_answer($s, \%a);
         1;
     };
     alarm 0;

@@ -27,12 +27,7 @@ my $t = PKITest->new;
 # the Matter hierarchies (PAI, ICAC in the token) when the module is built
 my $matter = -f "$PKITest::BUILD/ngx_http_matter_module.so";
 if ($matter) {
-    my ($rc, $out, $err) = run_cmd(["$PKITest::TOP/scripts/mkpki-matter.sh",
-                                    $t->pki],
-        env => { PKI_BUILD => $PKITest::BUILD, PKI_TOKEN => $t->token,
-                 PKI_MKPKI_QUIET => 1 },
-        timeout => 60);
-    BAIL_OUT("scripts/mkpki-matter.sh failed: $err") if $rc != 0;
+    $t->make_matter_pki($t->pki);
 }
 my $acme = eval { require Crypt::PK::ECC; 1 };
 

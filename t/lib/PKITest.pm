@@ -434,6 +434,37 @@ sub curl {
              head => $last, body => $body, err => $err, rc => $rc };
 }
 
+# The demo's Matter hierarchies (scripts/mkpki-matter.sh: PAA, PAI,
+# RCAC, ICAC, their keys in this test's token) under the PKI dir $pki;
+# bails out when the script fails.
+sub make_matter_pki {
+    my ($self, $pki) = @_;
+    my ($rc, $out, $err) = run_cmd(["$TOP/scripts/mkpki-matter.sh", $pki],
+        env => { PKI_BUILD => $BUILD, PKI_TOKEN => $self->token,
+                 PKI_MKPKI_QUIET => 1 },
+        timeout => 60);
+    Test::More::BAIL_OUT("scripts/mkpki-matter.sh failed: $err")
+        if $rc != 0;
+}
+
+# The status line, headers and Content-Length body of an HTTP/1.1 answer
+# read from socket $s into the hash %$a (status, headers => {lc name =>
+# value}, body).
+sub read_http_answer {
+    my ($s, $a) = @_;
+    my $line = $s->getline // '';
+    ($a->{status}) = $line =~ m{^HTTP/1\.1 (\d+)};
+    while (defined(my $l = $s->getline)) {
+        last if $l =~ /^\r?\n$/;
+        $a->{headers}{lc $1} = $2 if $l =~ /^([^:]+):\s*(.*?)\r?\n$/;
+    }
+    my $want = $a->{headers}{'content-length'} // 0;
+    while (length($a->{body}) < $want) {
+        $s->read(my $buf, $want - length($a->{body})) or last;
+        $a->{body} .= $buf;
+    }
+}
+
 # over_cap_post(%o): a raw HTTP/1.1 POST whose body goes over a cap, to
 # see the module's own 413 (or protocol error) and what happens to the
 # connection.  o = path, tls (default 1: the HTTPS port, else the HTTP
@@ -488,17 +519,7 @@ sub over_cap_post {
                 . join('', map { $chunk->($piece) } 1 .. $n)
                 . "0\r\n\r\n" . $after;
         }
-        my $line = $s->getline // '';
-        ($a{status}) = $line =~ m{^HTTP/1\.1 (\d+)};
-        while (defined(my $l = $s->getline)) {
-            last if $l =~ /^\r?\n$/;
-            $a{headers}{lc $1} = $2 if $l =~ /^([^:]+):\s*(.*?)\r?\n$/;
-        }
-        my $want = $a{headers}{'content-length'} // 0;
-        while (length($a{body}) < $want) {
-            $s->read(my $buf, $want - length($a{body})) or last;
-            $a{body} .= $buf;
-        }
+        read_http_answer($s, \%a);
         # then the server closes (a lingering close reads what still
         # comes); with a Content-Length, only after lingering_timeout of
         # waiting for the body, so not waited for here
