@@ -35,6 +35,8 @@ typedef struct {
     int        vid;          /* -1: none */
     int        pid;          /* -1: none */
     int        from_oid;     /* VID/PID OID attribute present */
+    int        cn_vid;       /* the CN's Mvid: (-1: none) */
+    int        cn_pid;       /* the CN's Mpid: (-1: none) */
 } pki_vidpid_t;
 
 typedef struct {
@@ -159,22 +161,89 @@ pki_uphex(const unsigned char *s, int len, int n, uint64_t *out)
 
 /* ---- DN rules ---------------------------------------------------------------- */
 
-/* VID/PID (OID attributes first, else the CN "Mvid:XXXX Mpid:YYYY" form).
+/* The SDK's Find16BitUpperCaseHexAfterPrefix() on the CN's octets: the
+ * leftmost prefix followed by 4 uppercase hex digits gives *v (1); no
+ * prefix at all: 0; a prefix, but never followed so: -1, which the SDK
+ * fails with CHIP_ERROR_WRONG_CERT_DN. */
+static int
+pki_cn_hex(const unsigned char *s, size_t len, const char *prefix, int *v)
+{
+    int       seen;
+    size_t    i, n;
+    uint64_t  u;
+
+    seen = 0;
+    n = strlen(prefix);
+
+    for (i = 0; i + n <= len; i++) {
+        if (memcmp(s + i, prefix, n) != 0) {
+            continue;
+        }
+        seen = 1;
+        if (i + n + 4 > len) {
+            break;
+        }
+        if (pki_uphex(s + i + n, 4, 4, &u)) {
+            *v = (int) u;
+            return 1;
+        }
+    }
+
+    return seen ? -1 : 0;
+}
+
+
+/* The CN's "Mvid:XXXX" / "Mpid:YYYY" (the SDK's
+ * ExtractVIDPIDFromAttributeString(): the first 64 octets; each value -1
+ * when absent).  NULL or the broken rule. */
+static const char *
+pki_cn_vidpid(const unsigned char *s, size_t len, int *vid, int *pid)
+{
+    int  k, v;
+
+    *vid = -1;
+    *pid = -1;
+
+    if (len > 64) {
+        len = 64;       /* the SDK truncates the CN to 64 */
+    }
+
+    for (k = 0; k < 2; k++) {
+        switch (pki_cn_hex(s, len, k ? "Mpid:" : "Mvid:", &v)) {
+        case 1:
+            *(k ? pid : vid) = v;
+            break;
+        case -1:
+            return k ? "Mpid: in the CN not followed by 4 uppercase hex "
+                       "digits (CHIP_ERROR_WRONG_CERT_DN)"
+                     : "Mvid: in the CN not followed by 4 uppercase hex "
+                       "digits (CHIP_ERROR_WRONG_CERT_DN)";
+        }
+    }
+
+    return NULL;
+}
+
+
+/* VID/PID (OID attributes first, else the CN "Mvid:XXXX Mpid:YYYY" form),
+ * as the SDK's ExtractVIDPIDFromX509Cert(): every attribute is parsed, so
+ * a CN whose Mvid:/Mpid: is malformed fails even beside the attributes
+ * (whose values then win; a CN is read until one gives a value).
  * Returns NULL or the broken rule. */
 static const char *
 pki_vidpid(const X509_NAME *name, pki_vidpid_t *vp)
 {
-    int                   i, n, a, len, k;
+    int                   i, n, a, cv, cp;
     uint64_t              v;
-    const char           *p;
+    const char           *why;
     const ASN1_STRING    *d;
     const X509_NAME_ENTRY *e;
-    char                  cn[65];
 
     vp->vid = -1;
     vp->pid = -1;
     vp->from_oid = 0;
-    cn[0] = '\0';
+    vp->cn_vid = -1;
+    vp->cn_pid = -1;
 
     n = X509_NAME_entry_count(name);
 
@@ -205,43 +274,21 @@ pki_vidpid(const X509_NAME *name, pki_vidpid_t *vp)
             }
 
         } else if (OBJ_obj2nid(X509_NAME_ENTRY_get_object(e))
-                   == NID_commonName && cn[0] == '\0')
+                   == NID_commonName && vp->cn_vid < 0 && vp->cn_pid < 0)
         {
-            len = ASN1_STRING_length(d);
-            if (len > 64) {
-                len = 64;       /* the SDK truncates the CN to 64 */
+            why = pki_cn_vidpid(ASN1_STRING_get0_data(d),
+                                (size_t) ASN1_STRING_length(d), &cv, &cp);
+            if (why) {
+                return why;
             }
-            memcpy(cn, ASN1_STRING_get0_data(d), (size_t) len);
-            cn[len] = '\0';
-            for (k = 0; k < len; k++) {
-                if (cn[k] == '\0') {
-                    cn[k] = '?';
-                }
-            }
+            vp->cn_vid = cv;
+            vp->cn_pid = cp;
         }
     }
 
-    if (vp->from_oid) {
-        return NULL;
-    }
-
-    /* fallback: leftmost valid "Mvid:XXXX" / "Mpid:XXXX" in the CN */
-    for (k = 0; k < 2; k++) {
-        p = cn;
-        while ((p = strstr(p, k ? "Mpid:" : "Mvid:")) != NULL) {
-            if (!pki_uphex((const unsigned char *) p + 5,
-                           (int) strnlen(p + 5, 4), 4, &v))
-            {
-                return "Mvid:/Mpid: in the CN not followed by 4 uppercase "
-                       "hex digits (CHIP_ERROR_WRONG_CERT_DN)";
-            }
-            if (k) {
-                vp->pid = (int) v;
-            } else {
-                vp->vid = (int) v;
-            }
-            break;
-        }
+    if (!vp->from_oid) {
+        vp->vid = vp->cn_vid;
+        vp->pid = vp->cn_pid;
     }
 
     return NULL;
@@ -751,6 +798,15 @@ pki_check(X509 *x, pki_matter_type_t type, X509 *issuer, int flags,
         {
             return pki_rule(res, type, "subject", "VID/PID must be OID "
                             "attributes, never only the CN fallback");
+        }
+        /* the SDK takes the attributes and ignores the CN's values: one
+         * that says otherwise is a mistake the CA does not sign */
+        if ((flags & CHK_EMIT) && svp.from_oid
+            && ((svp.cn_vid >= 0 && svp.cn_vid != svp.vid)
+                || (svp.cn_pid >= 0 && svp.cn_pid != svp.pid)))
+        {
+            return pki_rule(res, type, "subject", "the CN's Mvid:/Mpid: "
+                            "differs from the VID/PID attribute");
         }
         if (type == PKI_MATTER_PAA && svp.pid >= 0) {
             return pki_rule(res, type, "subject", "a PAA must not have a "
@@ -1320,12 +1376,12 @@ pki_int_matter_tmpl_set(pki_template_t *t, const char *name, int argc,
 pki_status_t
 pki_int_matter_tmpl_finish(pki_template_t *t, pki_result_t *res)
 {
-    int                type, ca, i;
+    int                type, ca, i, cv, cp;
     size_t             k;
     unsigned           want;
     pki_key_type_t     kt;
     ASN1_OBJECT       *o;
-    const char        *v;
+    const char        *v, *why;
 
     type = t->matter;
 
@@ -1352,6 +1408,12 @@ pki_int_matter_tmpl_finish(pki_template_t *t, pki_result_t *res)
                 return pki_fail(res, PKI_MALFORMED, "template \"%s\": a "
                                 "fixed Matter DAC CN is 1..64 printable "
                                 "characters", t->name);
+            }
+            why = pki_cn_vidpid((const unsigned char *) v, (size_t) k, &cv,
+                                &cp);
+            if (why != NULL) {
+                return pki_fail(res, PKI_MALFORMED, "template \"%s\": the "
+                                "fixed CN: %s", t->name, why);
             }
         }
     }
@@ -1580,7 +1642,7 @@ static pki_status_t
 pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
     const X509_NAME *in, pki_request_t *req, pki_result_t *res)
 {
-    int                 i, n, len, have;
+    int                 i, n, len, have, vv, pv;
     X509_NAME          *name;
     const char         *why;
     const ASN1_STRING  *d;
@@ -1658,6 +1720,14 @@ pki_matter_request(const pki_template_t *t, EVP_PKEY *pk, int signid,
     } else if (rule != NULL && rule->rule == PKI_RULE_REQUIRED && !have) {
         return pki_fail(res, PKI_POLICY, "subject attribute CN is required "
                         "by template \"%s\"", t->name);
+    }
+
+    /* a malformed Mvid:/Mpid: fails the SDK's VID/PID extraction
+     * (CHIP_ERROR_WRONG_CERT_DN) whatever the attributes say: refused
+     * with the request, before a batch reserves or signs anything */
+    why = pki_cn_vidpid((const unsigned char *) cn, strlen(cn), &vv, &pv);
+    if (why != NULL) {
+        return pki_fail(res, PKI_POLICY, "Matter dac subject: %s", why);
     }
 
     name = X509_NAME_new();

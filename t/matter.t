@@ -307,6 +307,33 @@ sub record_good {
         attest_ok($f, 'batch DAC with a claimed VID');
     }
 
+    # a CN whose Mvid: is not 4 uppercase hex digits: the SDK fails such
+    # a DAC (CHIP_ERROR_WRONG_CERT_DN) even beside the VID/PID attributes,
+    # so the batch answers 400 before anything is reserved, signed or
+    # logged (it used to be issued and recorded good), as does EST
+    {
+        my ($c) = $t->make_csr('badmvid', subj => '/CN=Widget Mvid:fff1');
+        my @keys0 = $t->state_keys;
+        my $issues = sub {
+            scalar grep { ($_->{type} // '') eq 'issue' } $t->audit_entries;
+        };
+        my $iss0 = $issues->();
+        $r = post_json('/matter/dac/batch',
+                       { csrs => [ $csrs[0], encode_base64($c, '') ] });
+        select(undef, undef, undef, 0.5);   # carried audit entries
+        is($r->{code}, 400, 'batch with CN "Widget Mvid:fff1": 400');
+        like($r->{json}{error} // '',
+             qr/^csrs\[1\]: .*Mvid: in the CN not followed by 4 uppercase /,
+             '... naming csrs[1] and the rule') or diag($r->{body});
+        is_deeply([ $t->state_keys ], \@keys0,
+                  '... no serial reserved, no record written');
+        is($issues->(), $iss0, '... no issue entry in the transaction log');
+        $r = $t->est_post('simpleenroll', $c, label => 'matter-dac',
+                          quiet => 1);
+        is($r->{code}, 400, 'EST with CN "Widget Mvid:fff1": 400');
+        is_deeply([ $t->state_keys ], \@keys0, '... nothing recorded');
+    }
+
     $r = post_json('/matter/dac/batch', { csrs => [ ($csrs[0]) x 1001 ] });
     is($r->{code}, 400, 'batch of 1001: 400');
     like($r->{json}{error} // '', qr/1\.\.1000/, '1001: the cap named');
@@ -554,6 +581,66 @@ $1} or die;
          '... with the fixed CN, not the CSR\'s');
     $t->stop_nginx;
     $t->start_nginx($conf);
+}
+
+# --- pkictl matter verify-attestation: a malformed Mvid: beside the VID ------
+
+# PAA -> PAI -> DAC made with openssl alone, the DACs with VID and PID
+# attributes and a CN: "Widget" passes; "Widget Mvid:fff1" fails, as the
+# SDK fails it (CHIP_ERROR_WRONG_CERT_DN), where it used to pass since the
+# attributes are there; both pass openssl verify -x509_strict
+{
+    my $d = "$dir/cnvid";
+    mkdir $d;
+    my $ext = "basicConstraints=critical,CA:%s\n"
+              . "keyUsage=critical,%s\n"
+              . "subjectKeyIdentifier=hash\n"
+              . "authorityKeyIdentifier=keyid:always\n";
+    # (openssl req skips a dotted OID in -subj: the names come from here)
+    PKITest::spew("$d/x.cnf", "oid_section = oids\n[oids]\n"
+        . "matterVID = 1.3.6.1.4.1.37244.2.1\n"
+        . "matterPID = 1.3.6.1.4.1.37244.2.2\n"
+        . "[req]\ndistinguished_name = dn\n[dn]\n"
+        . "[paa]\n" . sprintf($ext, 'TRUE,pathlen:1', 'keyCertSign,cRLSign')
+        . "[pai]\n" . sprintf($ext, 'TRUE,pathlen:0', 'keyCertSign,cRLSign')
+        . "[dac]\n" . sprintf($ext, 'FALSE', 'digitalSignature'));
+    my ($vid, $pid) = ('matterVID', 'matterPID');
+    my $sign = sub {
+        my ($name, $subj, $ca, $ext, $serial) = @_;
+        return " && openssl req -new -utf8 -config x.cnf -key $name.key"
+            . " -subj '$subj'"
+            . " -out $name.csr && openssl x509 -req -in $name.csr"
+            . " -CA $ca.pem -CAkey $ca.key -sha256 -days 300"
+            . " -set_serial $serial -extfile x.cnf -extensions $ext"
+            . " -out $name.pem";
+    };
+    my ($rc, $out, $err) = run_cmd(['sh', '-c', "cd $d"
+        . ' && for k in paa pai good bad; do openssl ecparam -name'
+        . ' prime256v1 -genkey -noout -out $k.key || exit 1; done'
+        . ' && openssl req -new -x509 -utf8 -key paa.key -sha256 -days 365'
+        . " -subj '/CN=Test PAA/$vid=FFF1' -config x.cnf -extensions paa"
+        . ' -set_serial 1 -out paa.pem'
+        . $sign->('pai', "/CN=Test PAI/$vid=FFF1", 'paa', 'pai', 2)
+        . $sign->('good', "/CN=Widget/$vid=FFF1/$pid=8000", 'pai', 'dac', 3)
+        . $sign->('bad', "/CN=Widget Mvid:fff1/$vid=FFF1/$pid=8000", 'pai',
+                  'dac', 4)]);
+    die "openssl chain: $err" if $rc != 0;
+    for my $c (['good', 0], ['bad', 1]) {
+        my ($name, $fails) = @$c;
+        ($rc, $out, $err) = run_cmd([$pkictl, 'matter', 'verify-attestation',
+                                     '--dac', "$d/$name.pem", '--pai',
+                                     "$d/pai.pem", '--paa', "$d/paa.pem"]);
+        if ($fails) {
+            ok($rc != 0 && "$out$err" =~ /Mvid: in the CN not followed by 4 /,
+               'verify-attestation: CN "Widget Mvid:fff1" beside the VID/PID '
+               . 'attributes fails') or diag("$rc $out$err");
+        } else {
+            is($rc, 0, 'verify-attestation: CN "Widget" beside the VID/PID '
+               . 'attributes passes') or diag("$out$err");
+        }
+        strict_ok("$d/$name.pem", "$d/paa.pem", "$d/pai.pem",
+                  "CN test DAC $name");
+    }
 }
 
 # --- a DAC over the DER size: the batch is refused before anything is signed

@@ -5,7 +5,8 @@
  * Matter: TLV <-> DER on every vector pair (byte-exact both ways), corrupt
  * and truncated TLV, every attestation vector classified as
  * t/vectors/matter/README.md says, operational chains, and issuance under
- * the built-in profiles with each refusal rule.
+ * the built-in profiles with each refusal rule (a CN's Mvid:/Mpid: beside
+ * the VID/PID attributes).
  */
 
 #include <dirent.h>
@@ -974,6 +975,177 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
 }
 
 
+/* ---- a CN's Mvid:/Mpid: beside the VID/PID attributes ---------------------- */
+
+/* A DAC made with OpenSSL alone (the CA's own rules would not sign some of
+ * these): subject CN, VID, PID; issued by pai with kpai, within its
+ * validity. */
+static X509 *
+raw_dac(const char *cn, EVP_PKEY *pub, X509 *pai, EVP_PKEY *kpai)
+{
+    int              i;
+    X509            *x;
+    X509_NAME       *n;
+    X509V3_CTX       v3;
+    X509_EXTENSION  *e;
+
+    static const char  *ext[][2] = {
+        { "basicConstraints", "critical,CA:FALSE" },
+        { "keyUsage", "critical,digitalSignature" },
+        { "subjectKeyIdentifier", "hash" },
+        { "authorityKeyIdentifier", "keyid:always" },
+        { NULL, NULL }
+    };
+
+    x = X509_new();
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_NAME_add_entry_by_txt(n, VID, MBSTRING_UTF8,
+                               (const unsigned char *) "FFF1", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(n, PID, MBSTRING_UTF8,
+                               (const unsigned char *) "8000", -1, -1, 0);
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 4242);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, X509_get_subject_name(pai));
+    X509_NAME_free(n);
+    X509_set1_notBefore(x, X509_get0_notBefore(pai));
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
+    X509_set_pubkey(x, pub);
+
+    X509V3_set_ctx(&v3, pai, x, NULL, NULL, 0);
+    for (i = 0; ext[i][0]; i++) {
+        e = X509V3_EXT_conf(NULL, &v3, ext[i][0], ext[i][1]);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+
+    X509_sign(x, kpai, EVP_sha256());
+
+    return x;
+}
+
+
+/* The SDK parses every subject attribute: a CN whose Mvid:/Mpid: is not
+ * followed by 4 uppercase hex digits fails (CHIP_ERROR_WRONG_CERT_DN) even
+ * beside the VID/PID attributes, whose values then win over the CN's.
+ * verify-attestation follows it; the CA signs neither such a CN nor one
+ * whose value contradicts the attributes, and refuses the first with the
+ * request. */
+static void
+test_cn_vidpid(X509 *paa, X509 *pai, EVP_PKEY *kpai, pki_ca_t *capai,
+    pki_template_t *tdac, EVP_PKEY *kdev)
+{
+    int             i;
+    X509           *dac;
+    X509_REQ       *csr;
+    const char     *a[3];
+    pki_result_t    res;
+    pki_request_t   req;
+    pki_template_t *t;
+
+    static const struct {
+        const char  *cn;
+        int          attest;    /* verify-attestation accepts it */
+        int          emit;      /* the CA issues it */
+        const char  *reason;    /* why not (the request for !emit) */
+    } cases[] = {
+        { "Widget", 1, 1, NULL },
+        { "Widget Mvid:FFF1 Mpid:8000", 1, 1, NULL },
+        { "Widget Mvid:fff1", 0, 0, "Mvid: in the CN" },
+        { "Widget Mpid:80", 0, 0, "Mpid: in the CN" },
+        { "Widget Mvid:", 0, 0, "Mvid: in the CN" },
+        { "Widget Mvid:FFF1 Mpid:x8000", 0, 0, "Mpid: in the CN" },
+        /* the leftmost valid one wins */
+        { "Widget Mvid:?? Mvid:FFF1", 1, 1, NULL },
+        /* the SDK takes the attributes; the CA does not sign a CN that
+         * says otherwise */
+        { "Widget Mvid:FFF2", 1, 0, "differs from the VID/PID attribute" },
+        { "Widget Mpid:8001", 1, 0, "differs from the VID/PID attribute" },
+        { NULL, 0, 0, NULL }
+    };
+
+    for (i = 0; cases[i].cn; i++) {
+        dac = raw_dac(cases[i].cn, kdev, pai, kpai);
+        pki_result_init(&res);
+        if (cases[i].attest) {
+            ok(pki_matter_verify_attestation(dac, pai, paa, 0, &res)
+               == PKI_OK, "CN \"%s\" with VID/PID attributes: "
+               "verify-attestation accepts it %s", cases[i].cn, res.detail);
+        } else {
+            ok(pki_matter_verify_attestation(dac, pai, paa, 0, &res)
+               == PKI_POLICY && strstr(res.detail, cases[i].reason),
+               "CN \"%s\" with VID/PID attributes: verify-attestation "
+               "refuses it: %s", cases[i].cn, res.detail);
+        }
+        pki_result_init(&res);
+        if (cases[i].emit) {
+            ok(pki_matter_check(dac, PKI_MATTER_DAC, pai, &res) == PKI_OK,
+               "  and the DAC profile check takes it %s", res.detail);
+        } else {
+            ok(pki_matter_check(dac, PKI_MATTER_DAC, pai, &res)
+               == PKI_POLICY && strstr(res.detail, cases[i].reason),
+               "  and the DAC profile check refuses it: %s", res.detail);
+        }
+        X509_free(dac);
+
+        /* the same CN through the CA */
+        csr = make_csr(kdev, cases[i].cn, NULL, EVP_sha256());
+        pki_result_init(&res);
+        if (csr == NULL) {
+            ok(0, "  CSR with CN \"%s\"", cases[i].cn);
+            continue;
+        }
+        if (pki_request_from_csr(tdac, csr, &req, &res) != PKI_OK) {
+            ok(!cases[i].emit && !cases[i].attest
+               && strstr(res.detail, cases[i].reason),
+               "  refused with the request: %s", res.detail);
+            X509_REQ_free(csr);
+            continue;
+        }
+        ok(cases[i].emit || cases[i].attest, "  a request is made (its "
+           "value is judged against the PAI's at issuance)");
+        dac = NULL;
+        pki_result_init(&res);
+        if (cases[i].emit) {
+            ok(pki_issue(capai, tdac, NULL, &req, NULL, &dac, &res) == PKI_OK
+               && pki_matter_verify_attestation(dac, pai, paa, 0, &res)
+                  == PKI_OK,
+               "  issued, and passes verify-attestation %s %s", res.detail,
+               res.log);
+        } else {
+            ok(pki_issue(capai, tdac, NULL, &req, NULL, &dac, &res)
+               == PKI_POLICY && dac == NULL
+               && strstr(res.detail, cases[i].reason)
+               && !strstr(res.log, "issued certificate failed"),
+               "  refused before signing: %s", res.detail);
+        }
+        X509_free(dac);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+    }
+
+    /* a fixed CN that no commissioner takes: refused with the template */
+    t = pki_template_new("dac-badcn");
+    a[0] = "dac";
+    pki_template_set(t, "matter", 1, a, &res);
+    a[0] = "CN";
+    a[1] = "fixed";
+    a[2] = "Widget Mvid:fff1";
+    pki_result_init(&res);
+    pki_template_set(t, "subject", 3, a, &res);
+    pki_result_init(&res);
+    ok(pki_template_finish(t, &res) == PKI_MALFORMED
+       && strstr(res.detail, "Mvid: in the CN"),
+       "template with subject CN fixed \"Widget Mvid:fff1\" refused: %s",
+       res.detail);
+    pki_template_free(t);
+}
+
+
+
+
 /* A CA certificate made with OpenSSL alone (the CA's own rules would not
  * issue these): subject CN-less, with an emailAddress when mail. */
 static X509 *
@@ -1562,6 +1734,10 @@ test_issuance(void)
 
     if (pai) {
         test_der_bound(pai, fpai, tdac2, kdev);
+    }
+
+    if (paa && pai && capai) {
+        test_cn_vidpid(paa, pai, kpai, capai, tdac2, kdev);
     }
 
     /* a DAC template cannot issue from a NOC CA's plain CSR path */
