@@ -245,24 +245,21 @@ pki_item_check(const pki_matter_conf_t *conf, const cJSON *csr,
     X509_NAME      *name, *subject;
 
     if (csr == NULL) {
-        /* server keygen */
+        /* server keygen: the request of a CSR without a subject, so that
+         * the template's CN rule applies as it does to a CSR's (a fixed
+         * CN, else "Matter DAC"; "required" finds none) */
         it->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
         name = X509_NAME_new();
-        if (it->key == NULL || name == NULL
-            || !X509_NAME_add_entry_by_NID(name, NID_commonName,
-                                           MBSTRING_UTF8,
-                                           (unsigned char *) "Matter DAC",
-                                           -1, -1, 0)
-            || !EVP_PKEY_up_ref(it->key))
-        {
+        if (it->key == NULL || name == NULL) {
             X509_NAME_free(name);
             it->rc = pki_fail(&it->res, PKI_INTERNAL, "key generation "
                               "failed");
             return;
         }
-        it->req.subject = name;
-        it->req.pubkey = it->key;
-        it->rc = PKI_OK;
+        it->rc = pki_int_matter_dac_request(conf->tmpl, it->key,
+                                            NID_ecdsa_with_SHA256, name,
+                                            &it->req, &it->res);
+        X509_NAME_free(name);
         return;
     }
 

@@ -579,6 +579,15 @@ $1} or die;
                      'fixedcn');
     like($t->x509_field($f, 'subject') // '', qr/CN\s*=\s*Acme Widget DAC/,
          '... with the fixed CN, not the CSR\'s');
+    # server keygen: the same rule (it used to give "Matter DAC")
+    $r = post_json('/matter/dac/fixed', { count => 1 });
+    is($r->{code}, 200, 'keygen DAC under "subject CN fixed": 200')
+        or diag($r->{body});
+    $f = der_file(decode_base64($r->{json}{certificates}[0] // ''),
+                  'fixedkg');
+    like($t->x509_field($f, 'subject') // '', qr/CN\s*=\s*Acme Widget DAC/,
+         '... with the fixed CN');
+    attest_ok($f, 'keygen DAC with the fixed CN');
     $t->stop_nginx;
     $t->start_nginx($conf);
 }

@@ -6,7 +6,7 @@
  * and truncated TLV, every attestation vector classified as
  * t/vectors/matter/README.md says, operational chains, and issuance under
  * the built-in profiles with each refusal rule (a CN's Mvid:/Mpid: beside
- * the VID/PID attributes).
+ * the VID/PID attributes, the CN rule of server keygen).
  */
 
 #include <dirent.h>
@@ -975,7 +975,7 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
 }
 
 
-/* ---- a CN's Mvid:/Mpid: beside the VID/PID attributes ---------------------- */
+/* ---- a CN's Mvid:/Mpid:, keygen CN rules --------------------------------- */
 
 /* A DAC made with OpenSSL alone (the CA's own rules would not sign some of
  * these): subject CN, VID, PID; issued by pai with kpai, within its
@@ -1141,6 +1141,90 @@ test_cn_vidpid(X509 *paa, X509 *pai, EVP_PKEY *kpai, pki_ca_t *capai,
        "template with subject CN fixed \"Widget Mvid:fff1\" refused: %s",
        res.detail);
     pki_template_free(t);
+}
+
+
+/* Server keygen ({"count": N}) takes the template's CN rule as a CSR's
+ * request does: "fixed" gives every DAC that CN; "required" finds none. */
+static void
+test_keygen_cn(X509 *pai, pki_key_t *fpai)
+{
+    int               i, st;
+    char              buf[256];
+    X509             *x;
+    cJSON            *j, *c;
+    size_t            len;
+    pki_ca_t         *ca;
+    const char       *a[3];
+    pki_result_t      res;
+    unsigned char    *der;
+    const unsigned char  *p;
+    pki_template_t   *t[2];
+    pki_matter_resp_t r;
+
+    static const char  *rules[] = { "fixed", "required" };
+
+    for (i = 0; i < 2; i++) {
+        t[i] = pki_template_new(i ? "dac-required" : "dac-fixed");
+        a[0] = "dac";
+        pki_template_set(t[i], "matter", 1, a, &res);
+        a[0] = "8000";
+        pki_template_set(t[i], "matter_pid", 1, a, &res);
+        a[0] = "CN";
+        a[1] = rules[i];
+        a[2] = "Acme Widget DAC";
+        pki_result_init(&res);
+        pki_template_set(t[i], "subject", i ? 2 : 3, a, &res);
+        pki_result_init(&res);
+        ok(pki_template_finish(t[i], &res) == PKI_OK,
+           "template with subject CN %s %s", rules[i], res.detail);
+    }
+
+    ca = make_ca(pai, fpai, "pai-cn", t[0], t[1], NULL);
+    ok(ca != NULL, "a PAI CA for the CN rules");
+
+    if (ca) {
+        st = engine(ca, t[0], PKI_MATTER_OP_DAC_BATCH, "{\"count\": 2}",
+                    "application/json", "POST", "u", &r);
+        j = cJSON_ParseWithLength((char *) r.body, r.body_len);
+        c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "certificates"), 1);
+        x = NULL;
+        buf[0] = '\0';
+        if (cJSON_IsString(c)) {
+            pki_result_init(&res);
+            if (pki_base64_decode((const unsigned char *) c->valuestring,
+                                  strlen(c->valuestring), &der, &len, &res)
+                == PKI_OK)
+            {
+                p = der;
+                x = d2i_X509(NULL, &p, (long) len);
+                free(der);
+            }
+        }
+        if (x) {
+            X509_NAME_get_text_by_NID(X509_get_subject_name(x),
+                                      NID_commonName, buf, sizeof(buf));
+        }
+        ok(st == 200 && strcmp(buf, "Acme Widget DAC") == 0,
+           "engine: count 2 under subject CN fixed -> CN \"%s\" (%d)", buf,
+           st);
+        X509_free(x);
+        cJSON_Delete(j);
+        pki_matter_resp_free(&r);
+
+        st = engine(ca, t[1], PKI_MATTER_OP_DAC_BATCH, "{\"count\": 1}",
+                    "application/json", "POST", "u", &r);
+        ok(st == 400 && r.body
+           && strstr((char *) r.body, "certificates[0]: subject attribute "
+                                      "CN is required"),
+           "engine: count 1 under subject CN required -> 400 %.*s",
+           (int) r.body_len, r.body ? (char *) r.body : "");
+        pki_matter_resp_free(&r);
+    }
+
+    pki_ca_free(ca);
+    pki_template_free(t[0]);
+    pki_template_free(t[1]);
 }
 
 
@@ -1738,6 +1822,7 @@ test_issuance(void)
 
     if (paa && pai && capai) {
         test_cn_vidpid(paa, pai, kpai, capai, tdac2, kdev);
+        test_keygen_cn(pai, fpai);
     }
 
     /* a DAC template cannot issue from a NOC CA's plain CSR path */
