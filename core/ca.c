@@ -12,7 +12,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
-#include "issue_int.h"
+#include "matter_int.h"
 
 
 static pki_status_t pki_ca_check_template(pki_ca_t *ca,
@@ -367,6 +367,10 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
                         t->name, t->pathlen < 0 ? "unlimited " : "",
                         t->pathlen < 0 ? 0 : t->pathlen, ca->name,
                         ca->pathlen);
+    }
+
+    if (t->matter) {
+        return pki_int_matter_ca_template(t, ca, res);
     }
 
     return PKI_OK;

@@ -1175,14 +1175,44 @@ pki_add_keyid(X509 *x, int nid, const unsigned char *id, unsigned int len)
 }
 
 
+/* A notAfter as the CA caps it: its max_validity, its own notAfter
+ * (unless the template goes beyond_ca_expiry), 99991231235959Z. */
+time_t
+pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
+    time_t nb, time_t na)
+{
+    long    max;
+    time_t  ca_na;
+
+    if (ca) {
+        max = ca->max_validity;
+        if (max && na > nb + max) {
+            na = nb + max;
+        }
+
+        if (!t->beyond_ca_expiry) {
+            ca_na = pki_int_asn1_time(X509_get0_notAfter(ca->cert));
+            if (ca_na != (time_t) -1 && na > ca_na) {
+                na = ca_na;
+            }
+        }
+    }
+
+    if (na > PKI_TIME_MAX) {
+        na = PKI_TIME_MAX;
+    }
+
+    return na;
+}
+
+
 static pki_status_t
 pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const pki_request_t *req, X509 **out, pki_result_t *res)
 {
     int                      i, bit, empty;
-    long                     max;
     X509                    *x;
-    time_t                   now, nb, na, ca_na;
+    time_t                   now, nb, na;
     unsigned int             ku, mdlen, aklen;
     ASN1_TIME               *tm;
     pki_key_type_t           kt;
@@ -1227,23 +1257,7 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         na = req->not_after;
     }
 
-    if (ca) {
-        max = ca->max_validity;
-        if (max && na > nb + max) {
-            na = nb + max;
-        }
-
-        if (!t->beyond_ca_expiry) {
-            ca_na = pki_int_asn1_time(X509_get0_notAfter(ca->cert));
-            if (ca_na != (time_t) -1 && na > ca_na) {
-                na = ca_na;
-            }
-        }
-    }
-
-    if (na > PKI_TIME_MAX) {
-        na = PKI_TIME_MAX;
-    }
+    na = pki_int_cap_not_after(t, ca, nb, na);
 
     if (na <= nb) {
         X509_free(x);

@@ -152,6 +152,10 @@ int pki_int_template_san_ok(const pki_template_t *t, int type, int wildcard,
 
 /* ca.c */
 time_t pki_int_asn1_time(const ASN1_TIME *t);
+/* issue.c: notAfter na of a certificate starting at nb, capped as the
+ * CA caps it (max_validity, the CA's notAfter, 99991231235959Z). */
+time_t pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
+    time_t nb, time_t na);
 
 /* issue.c: RFC 2253 text of a name, malloc'd; NULL on failure. */
 char *pki_int_name_text(const X509_NAME *name);

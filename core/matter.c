@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/cms.h>
 #include <openssl/core_names.h>
@@ -25,6 +26,7 @@
 #define PKI_MATTER_MAX_RDNS    5
 #define PKI_MATTER_DN_MAX      200
 #define PKI_MATTER_VALIDITY    (10000L * 366 * 86400)
+#define PKI_MATTER_EPOCH       ((time_t) 946684800)  /* 2000-01-01 */
 
 /* check flags */
 #define CHK_PRESIGN            0x01   /* TBS only: no signature yet       */
@@ -97,6 +99,18 @@ pki_is_operational(pki_matter_type_t type)
 {
     return type == PKI_MATTER_RCAC || type == PKI_MATTER_ICAC
            || type == PKI_MATTER_NOC;
+}
+
+
+/* 1 when a time has a Matter TLV form: 32-bit seconds since
+ * 2000-01-01T00:00:00Z, not 0 (which stands for 99991231235959Z, the
+ * one time past 2136-02-07T06:28:15Z that can be given). */
+int
+pki_int_matter_tlv_time(time_t t)
+{
+    return t == PKI_TIME_MAX
+           || (t > PKI_MATTER_EPOCH
+               && (int64_t) t - PKI_MATTER_EPOCH <= 0xffffffffLL);
 }
 
 
@@ -931,12 +945,24 @@ pki_check(X509 *x, pki_matter_type_t type, X509 *issuer, int flags,
                         "certificate's subject");
     }
 
-    /* validity: notBefore 2000-01-01T00:00:00Z means "none" in TLV */
-    if (pki_is_operational(type)
-        && pki_int_asn1_time(X509_get0_notBefore(x)) == 946684800)
-    {
-        return pki_rule(res, type, "validity", "notBefore 2000-01-01T00:00:00Z "
-                        "cannot be encoded");
+    /* validity: TLV holds 32-bit seconds since 2000-01-01T00:00:00Z, 0
+     * meaning 99991231235959Z; judged here, before anything is reserved
+     * or signed, not found by the TLV conversion of the signed one */
+    if (pki_is_operational(type)) {
+        if (!pki_int_matter_tlv_time(
+                 pki_int_asn1_time(X509_get0_notBefore(x))))
+        {
+            return pki_rule(res, type, "validity", "notBefore cannot be "
+                            "encoded in Matter TLV (2000-01-01T00:00:01Z.."
+                            "2136-02-07T06:28:15Z)");
+        }
+        if (!pki_int_matter_tlv_time(
+                 pki_int_asn1_time(X509_get0_notAfter(x))))
+        {
+            return pki_rule(res, type, "validity", "notAfter cannot be "
+                            "encoded in Matter TLV (2000-01-01T00:00:01Z.."
+                            "2136-02-07T06:28:15Z, or 99991231235959Z)");
+        }
     }
 
     if (flags & CHK_PRESIGN) {
@@ -1994,6 +2020,43 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
     }
 
     return PKI_OK;
+}
+
+
+/* Configuration: operational certificates of t issued by ca now end when
+ * no TLV time can say (past 2136-02-07T06:28:15Z, not 99991231235959Z);
+ * that end only moves later with time, so every request would be refused
+ * (by pki_check() before signing).  Refused with the CA's templates. */
+pki_status_t
+pki_int_matter_ca_template(const pki_template_t *t, const pki_ca_t *ca,
+    pki_result_t *res)
+{
+    char       when[32];
+    time_t     nb, na;
+    struct tm  tm;
+
+    if (!pki_is_operational(t->matter)) {
+        return PKI_OK;
+    }
+
+    nb = time(NULL) - 60;
+    na = pki_int_cap_not_after(t, ca, nb, nb + pki_template_validity(t));
+
+    if (pki_int_matter_tlv_time(na)) {
+        return PKI_OK;
+    }
+
+    if (gmtime_r(&na, &tm) == NULL
+        || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    {
+        snprintf(when, sizeof(when), "%lld", (long long) na);
+    }
+
+    return pki_fail(res, PKI_MALFORMED, "template \"%s\": a Matter %s of CA "
+                    "\"%s\" would end %s, which Matter TLV cannot encode "
+                    "(after 2136-02-07T06:28:15Z, other than "
+                    "99991231235959Z): shorten its validity", t->name,
+                    pki_matter_type_name(t->matter), ca->name, when);
 }
 
 

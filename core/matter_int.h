@@ -49,6 +49,13 @@ pki_status_t pki_int_matter_prepare(const pki_template_t *t,
     const pki_ca_t *ca, X509 *x, pki_result_t *res);
 pki_status_t pki_int_matter_issued(const pki_template_t *t,
     const pki_ca_t *ca, X509 *x, pki_result_t *res);
+/* matter.c: 1 when time t has a Matter TLV form (32-bit seconds since
+ * 2000-01-01T00:00:00Z, or 99991231235959Z). */
+int pki_int_matter_tlv_time(time_t t);
+/* matter.c: the configuration check of template t under CA ca (an
+ * operational certificate whose notAfter has no TLV form). */
+pki_status_t pki_int_matter_ca_template(const pki_template_t *t,
+    const pki_ca_t *ca, pki_result_t *res);
 /* matter.c: request from a CSR for a Matter template (the CSR subject is
  * not trusted: only a commonName is taken, for a DAC). */
 pki_status_t pki_int_matter_request(const pki_template_t *t, X509_REQ *csr,

@@ -504,6 +504,33 @@ $1} or die;
     ok(!$ok && $out =~ /takes no "subject O" rule/,
        'a Matter template with a subject O rule: refused by nginx -t')
         or diag($out);
+    # a NOC template of 200 years under the ICAC (valid to 9999): every
+    # NOC would end about 2226, which Matter TLV cannot encode (32-bit
+    # seconds since 2000), and be refused; it used to be signed first
+    my (undef, $end) = run_cmd(['openssl', 'x509', '-in', "$m/icac.pem",
+                                '-noout', '-enddate']);
+    like($end, qr/notAfter=Dec 31 23:59:59 9999 GMT/, 'the ICAC ends 9999');
+    ($bad = $c2) =~ s{(\n\s*pki_ca matter-pai \{)}{
+    pki_template noc-200y {
+        matter noc;
+        validity 73000d;
+    }
+$1} or die;
+    $bad =~ s{templates matter-noc;}{templates matter-noc noc-200y;} or die;
+    $bad =~ s{matter_noc matter-icac matter-noc;}
+             {matter_noc matter-icac noc-200y;} or die;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-200y.conf'));
+    ok(!$ok && $out =~ /\[emerg\].*template "noc-200y": a Matter noc/
+       && $out =~ /of CA "matter-icac" would end 22\d\d-.* Matter TLV cannot/,
+       'a NOC template of 73000d under an ICAC to 9999: refused by '
+       . 'nginx -t') or diag($out);
+    # a fixed CN that no commissioner takes (Mvid: not 4 uppercase hex)
+    ($bad = $c2) =~ s{subject CN fixed "Acme Widget DAC";}
+        {subject CN fixed "Widget Mvid:fff1";} or die;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-mvid.conf'));
+    ok(!$ok && $out =~ /\[emerg\].*the fixed CN: Mvid: in the CN not /,
+       'subject CN fixed "Widget Mvid:fff1": refused by nginx -t')
+        or diag($out);
     # matter_noc under an ICAC whose chain does not hold its RCAC: the
     # answer would name the ICAC as the root to trust
     # a body cap far over a batch of 1000 CSRs: one request could take

@@ -6,7 +6,8 @@
  * and truncated TLV, every attestation vector classified as
  * t/vectors/matter/README.md says, operational chains, and issuance under
  * the built-in profiles with each refusal rule (a CN's Mvid:/Mpid: beside
- * the VID/PID attributes, the CN rule of server keygen).
+ * the VID/PID attributes, the CN rule of server keygen, validity beyond
+ * what Matter TLV can encode).
  */
 
 #include <dirent.h>
@@ -975,7 +976,7 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
 }
 
 
-/* ---- a CN's Mvid:/Mpid:, keygen CN rules --------------------------------- */
+/* ---- a CN's Mvid:/Mpid:, keygen CN rules, TLV validity ------------------ */
 
 /* A DAC made with OpenSSL alone (the CA's own rules would not sign some of
  * these): subject CN, VID, PID; issued by pai with kpai, within its
@@ -1228,6 +1229,125 @@ test_keygen_cn(X509 *pai, pki_key_t *fpai)
 }
 
 
+/* Matter TLV time is 32-bit seconds since 2000: an operational
+ * certificate ending after 2136-02-07T06:28:15Z, other than 9999, has no
+ * TLV form.  A template that would always end there is refused with the
+ * CA; one that gets there from a requested notBefore is refused before
+ * signing, not by the TLV conversion of the signed certificate. */
+static void
+test_tlv_validity(X509 *icac, pki_key_t *fic, EVP_PKEY *knoc)
+{
+    int              i;
+    X509            *noc;
+    FILE            *f;
+    pki_ca_t        *ca;
+    const char      *a[1];
+    char             path[PATH_MAX * 2], chain[PATH_MAX * 2];
+    pki_result_t     res;
+    pki_request_t    req;
+    pki_template_t  *t[2];
+
+    static const char  *days[] = { "73000d", "3650d" };
+
+    if (!ok(ASN1_TIME_cmp_time_t(X509_get0_notAfter(icac),
+                                 (time_t) 253402300799LL) == 0,
+            "the ICAC ends 99991231235959Z"))
+    {
+        return;
+    }
+
+    for (i = 0; i < 2; i++) {
+        t[i] = pki_template_new(i ? "noc-10y" : "noc-200y");
+        a[0] = "noc";
+        pki_template_set(t[i], "matter", 1, a, &res);
+        a[0] = days[i];
+        pki_result_init(&res);
+        pki_template_set(t[i], "validity", 1, a, &res);
+        pki_result_init(&res);
+        ok(pki_template_finish(t[i], &res) == PKI_OK, "template noc "
+           "validity %s %s", days[i], res.detail);
+    }
+
+    /* the configuration: a NOC would end about 2226 */
+    snprintf(path, sizeof(path), "%s/icac-tlv.pem", tmpdir);
+    snprintf(chain, sizeof(chain), "%s/rcac-chain.pem", tmpdir);
+    f = fopen(path, "w");
+    if (f == NULL || !PEM_write_X509(f, icac)) {
+        ok(0, "ICAC written");
+    }
+    if (f) {
+        fclose(f);
+    }
+    pki_result_init(&res);
+    ca = pki_ca_new("icac-200y");
+    a[0] = path;
+    ok(ca != NULL && pki_ca_set(ca, "certificate", 1, a, &res) == PKI_OK
+       && (a[0] = chain, pki_ca_set(ca, "chain", 1, a, &res) == PKI_OK)
+       && pki_ca_set_key(ca, fic, &res) == PKI_OK
+       && pki_ca_add_template(ca, t[0], &res) == PKI_OK
+       && pki_ca_finish(ca, &res) == PKI_MALFORMED
+       && strstr(res.detail, "template \"noc-200y\": a Matter noc of CA "
+                             "\"icac-200y\" would end 22")
+       && strstr(res.detail, "Matter TLV cannot encode"),
+       "NOC template validity 73000d under an ICAC to 9999: refused with "
+       "the CA: %s", res.detail);
+    pki_ca_free(ca);
+
+    /* 10 years from a notBefore of 2135 */
+    ca = make_ca(icac, fic, "icac-10y", t[1], NULL, chain);
+    ok(ca != NULL, "NOC template validity 3650d under that ICAC: taken");
+
+    for (i = 0; ca && i < 2; i++) {
+        memset(&req, 0, sizeof(req));
+        req.subject = opname(noc_cases[0].attrs);
+        req.pubkey = knoc;
+        req.not_before = i ? (time_t) 5256835200LL : 0;   /* 2136-08-01 */
+        noc = NULL;
+        pki_result_init(&res);
+        if (i == 0) {
+            ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res) == PKI_OK,
+               "a NOC of 10 years from now: issued %s", res.detail);
+        } else {
+            ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res)
+               == PKI_POLICY && noc == NULL
+               && strstr(res.detail, "Matter noc validity: notBefore "
+                                     "cannot be encoded")
+               && !strstr(res.log, "issued certificate failed"),
+               "a NOC from 2136-08-01: refused before signing: %s",
+               res.detail);
+        }
+        X509_free(noc);
+        X509_NAME_free(req.subject);
+    }
+
+    for (i = 0; ca && i < 2; i++) {
+        memset(&req, 0, sizeof(req));
+        req.subject = opname(noc_cases[0].attrs);
+        req.pubkey = knoc;
+        req.not_before = (time_t) 4954435200LL;         /* 2127-01-01 */
+        req.not_after = i ? 0 : (time_t) 5206896000LL;  /* 2135-01-01 */
+        noc = NULL;
+        pki_result_init(&res);
+        if (i == 0) {
+            ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res) == PKI_OK,
+               "a NOC from 2127 to 2135: issued %s", res.detail);
+        } else {
+            ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res)
+               == PKI_POLICY && noc == NULL
+               && strstr(res.detail, "Matter noc validity: notAfter "
+                                     "cannot be encoded")
+               && !strstr(res.log, "issued certificate failed"),
+               "a NOC from 2127 for 10 years: refused before signing: %s",
+               res.detail);
+        }
+        X509_free(noc);
+        X509_NAME_free(req.subject);
+    }
+
+    pki_ca_free(ca);
+    pki_template_free(t[0]);
+    pki_template_free(t[1]);
+}
 
 
 /* A CA certificate made with OpenSSL alone (the CA's own rules would not
@@ -1823,6 +1943,10 @@ test_issuance(void)
     if (paa && pai && capai) {
         test_cn_vidpid(paa, pai, kpai, capai, tdac2, kdev);
         test_keygen_cn(pai, fpai);
+    }
+
+    if (icac && caic) {
+        test_tlv_validity(icac, fic, knoc);
     }
 
     /* a DAC template cannot issue from a NOC CA's plain CSR path */
