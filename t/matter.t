@@ -26,14 +26,7 @@ my $pki = $t->pki;
 my $m = "$pki/matter";
 
 # the demo's Matter hierarchies in this test's token
-{
-    my ($rc, $out, $err) = run_cmd(["$PKITest::TOP/scripts/mkpki-matter.sh",
-                                    $pki],
-        env => { PKI_BUILD => $PKITest::BUILD, PKI_TOKEN => $t->token,
-                 PKI_MKPKI_QUIET => 1 },
-        timeout => 60);
-    BAIL_OUT("scripts/mkpki-matter.sh failed: $err") if $rc != 0;
-}
+$t->make_matter_pki($pki);
 
 $t->start_redis;
 # OCSP for the PAI too: the batch check below asks it about every serial
