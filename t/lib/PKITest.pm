@@ -563,7 +563,7 @@ sub est_post {
 # --- openssl oracle --------------------------------------------------------
 
 # make_csr(name, type => 'ec'|'rsa', bits => 2048, curve => 'P-256',
-#          subj => '/CN=x', san => 'DNS:a,IP:1.2.3.4')
+#          subj => '/CN=x/1.2.3.4=y', san => 'DNS:a,IP:1.2.3.4')
 #   returns (der bytes, key file)
 sub make_csr {
     my ($self, $name, %o) = @_;
@@ -573,9 +573,21 @@ sub make_csr {
         ? ('-newkey', 'rsa:' . ($o{bits} || 2048))
         : ('-newkey', 'ec', '-pkeyopt',
            'ec_paramgen_curve:' . ($o{curve} || 'P-256'));
-    my @a = ('openssl', 'req', '-new', @new, '-nodes', '-keyout', $key,
-             '-subj', $o{subj} || "/CN=$name", '-outform', 'DER',
-             '-out', $csr);
+    my $subj = $o{subj} || "/CN=$name";
+    # openssl req skips an attribute given by a dotted OID in -subj (with
+    # a warning): such attributes get names from an oid_section
+    my (%oid, @cfg);
+    $subj =~ s{(?<=/)(\d+(?:\.\d+)+)=}
+              {($oid{$1} //= 'pkiAttr' . scalar(keys %oid)) . '='}ge;
+    if (%oid) {
+        my $cnf = "$self->{dir}/$name.req.cnf";
+        spew($cnf, "oid_section = oids\n[oids]\n"
+             . join('', map { "$oid{$_} = $_\n" } sort keys %oid)
+             . "[req]\ndistinguished_name = dn\n[dn]\n");
+        @cfg = ('-config', $cnf);
+    }
+    my @a = ('openssl', 'req', '-new', @cfg, @new, '-nodes', '-keyout',
+             $key, '-subj', $subj, '-outform', 'DER', '-out', $csr);
     push @a, '-addext', "subjectAltName=$o{san}" if $o{san};
     my ($rc, $out, $err) = run_cmd(\@a);
     die "openssl req failed: $err" if $rc != 0;
