@@ -207,7 +207,7 @@ pki_cn_hex(const unsigned char *s, size_t len, const char *prefix, int *v)
 }
 
 
-/* The CN's "Mvid:XXXX" / "Mpid:YYYY" (the SDK's
+/* The CN's "Mvid:" / "Mpid:" values, four uppercase hex digits (the SDK's
  * ExtractVIDPIDFromAttributeString(): the first 64 octets; each value -1
  * when absent).  NULL or the broken rule. */
 static const char *
@@ -239,7 +239,7 @@ pki_cn_vidpid(const unsigned char *s, size_t len, int *vid, int *pid)
 }
 
 
-/* VID/PID (OID attributes first, else the CN "Mvid:XXXX Mpid:YYYY" form),
+/* VID/PID (OID attributes first, else the CN's "Mvid:" and "Mpid:" values),
  * as the SDK's ExtractVIDPIDFromX509Cert(): every attribute is parsed, so
  * a CN whose Mvid:/Mpid: is malformed fails even beside the attributes
  * (whose values then win; a CN is read until one gives a value).

@@ -142,21 +142,14 @@ static X509 *
 issue_sub(pki_ca_t *rootca, pki_template_t *tsub, const char *cn,
     EVP_PKEY *pk)
 {
-    X509           *sub;
-    pki_result_t    res;
-    pki_request_t   req;
+    X509       *sub;
+    X509_NAME  *name;
 
-    memset(&req, 0, sizeof(req));
-    req.subject = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
                                (const unsigned char *) cn, -1, -1, 0);
-    req.pubkey = pk;
-    pki_result_init(&res);
-    sub = NULL;
-    if (pki_issue(rootca, tsub, NULL, &req, NULL, &sub, &res) != PKI_OK) {
-        diag("issue %s: %s %s", cn, res.detail, res.log);
-    }
-    X509_NAME_free(req.subject);
+    sub = fx_issue(rootca, tsub, NULL, name, pk, 0);
+    X509_NAME_free(name);
 
     return sub;
 }
