@@ -4965,7 +4965,7 @@ pki_acme_order_replaces(pki_acme_t *a, const cJSON *order, char serial[41])
 
 
 /* Whether the order ids (normalised by pki_acme_identifiers) share one
- * with a record's SANs ("DNS:a,IP:1.2.3.4,..."). */
+ * with a record's SANs ("DNS:a,IP:1.2.3.4,URI:x\,y,...").  */
 static int
 pki_acme_ids_shared(const cJSON *ids, const char *sans)
 {
@@ -4984,9 +4984,11 @@ pki_acme_ids_shared(const cJSON *ids, const char *sans)
         n = strlen(value);
 
         for (p = sans; *p != '\0'; p = (*e == ',') ? e + 1 : e) {
-            e = strchr(p, ',');
-            if (e == NULL) {
-                e = p + strlen(p);
+            /* to the next comma that is not escaped (pki_sans_text) */
+            for (e = p; *e != '\0' && *e != ','; e++) {
+                if (*e == '\\' && e[1] != '\0') {
+                    e++;
+                }
             }
 
             if ((size_t) (e - p) == plen + n && strncmp(p, pfx, plen) == 0

@@ -1475,6 +1475,28 @@ pki_int_name_text(const X509_NAME *name)
 }
 
 
+/* A SAN value in the record's text: the text separates values with
+ * commas, so a comma (or backslash) inside one, which a URI or an email
+ * address may hold, is written with a backslash before it. */
+static void
+pki_sans_put(BIO *bio, const char *type, const unsigned char *d, int len)
+{
+    int  i, from;
+
+    BIO_puts(bio, type);
+
+    for (from = 0, i = 0; i < len; i++) {
+        if (d[i] == ',' || d[i] == '\\') {
+            BIO_write(bio, d + from, i - from);
+            BIO_write(bio, "\\", 1);
+            from = i;
+        }
+    }
+
+    BIO_write(bio, d + from, len - from);
+}
+
+
 static char *
 pki_sans_text(const GENERAL_NAMES *gens)
 {
@@ -1508,12 +1530,12 @@ pki_sans_text(const GENERAL_NAMES *gens)
         case GEN_EMAIL:
             d = ASN1_STRING_get0_data(g->d.rfc822Name);
             len = ASN1_STRING_length(g->d.rfc822Name);
-            BIO_printf(bio, "email:%.*s", len, d);
+            pki_sans_put(bio, "email:", d, len);
             break;
         case GEN_URI:
             d = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
             len = ASN1_STRING_length(g->d.uniformResourceIdentifier);
-            BIO_printf(bio, "URI:%.*s", len, d);
+            pki_sans_put(bio, "URI:", d, len);
             break;
         case GEN_IPADD:
             d = ASN1_STRING_get0_data(g->d.iPAddress);

@@ -751,6 +751,49 @@ test_redis(pki_ca_t *ca, pki_template_t *t, const char *sock)
         X509_free(x);
     }
 
+    /* A comma or backslash inside a URI or email SAN is escaped in the
+     * record's comma-separated text. */
+    {
+        static const char  *const want =
+            "DNS:rec2.example.com,URI:urn:a\\,b\\\\c,email:x\\,y@e.example";
+        GENERAL_NAMES      *gens;
+        pki_request_t       req;
+        EVP_PKEY           *pk;
+
+        gens = sk_GENERAL_NAME_new_null();
+        sk_GENERAL_NAME_push(gens, a2i_GENERAL_NAME(NULL, NULL, NULL, GEN_DNS,
+                                                   "rec2.example.com", 0));
+        sk_GENERAL_NAME_push(gens, a2i_GENERAL_NAME(NULL, NULL, NULL, GEN_URI,
+                                                   "urn:a,b\\c", 0));
+        sk_GENERAL_NAME_push(gens, a2i_GENERAL_NAME(NULL, NULL, NULL,
+                                                   GEN_EMAIL, "x,y@e.example",
+                                                   0));
+        pk = keygen("EC:P-256");
+        memset(&req, 0, sizeof(req));
+        req.subject = parse_name("/CN=rec2");
+        req.pubkey = pk;
+        req.sans = gens;
+        pki_result_init(&res);
+        x = NULL;
+        st = pki_issue(ca, t, r, &req, NULL, &x, &res);
+        ok(st == PKI_OK, "issued with a comma in a URI SAN: %s",
+           res.detail);
+
+        memset(&rec, 0, sizeof(rec));
+        if (x != NULL) {
+            pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+            (void) pki_record_get(r, pki_ca_name(ca), hex, &rec, &res);
+        }
+        ok(rec.sans != NULL && strcmp(rec.sans, want) == 0,
+           "  record sans escape commas and backslashes: %s",
+           rec.sans != NULL ? rec.sans : "(null)");
+        pki_record_clear(&rec);
+        X509_free(x);
+        X509_NAME_free(req.subject);
+        GENERAL_NAMES_free(gens);
+        EVP_PKEY_free(pk);
+    }
+
     /* 10,000 issuances, no duplicate serial (300 under Valgrind, which
      * t/valgrind_core.t runs to check memory, not serials: 10,000 take
      * about 6 minutes there). */
@@ -791,7 +834,7 @@ test_redis(pki_ca_t *ca, pki_template_t *t, const char *sock)
                              "until c == '0'; return n",
                              "h2test*:*cert:*");
         ok(reply && reply->type == REDIS_REPLY_INTEGER
-           && reply->integer == n + 1, "%lld cert:* keys in Redis",
+           && reply->integer == n + 2, "%lld cert:* keys in Redis",
            reply ? reply->integer : -1);
         freeReplyObject(reply);
 
