@@ -77,6 +77,11 @@ typedef struct {
     u_char                     key[NGX_HTTP_PKI_M_KEY];
     u_char                     field[NGX_HTTP_PKI_M_FIELD];  /* history */
     ngx_atomic_t               v[NGX_HTTP_PKI_M_SLOTS][NGX_HTTP_PKI_M_VALS];
+    /* per slot, the count the history has from it (v[slot][0] as last
+     * claimed): kept here, not per worker, so that a reload's new workers,
+     * which find the counts of the old ones, and workers sharing a slot
+     * (more than NGX_HTTP_PKI_M_SLOTS), add each increment once */
+    ngx_atomic_t               flushed[NGX_HTTP_PKI_M_SLOTS];
 } ngx_http_pki_m_series_t;
 
 
@@ -146,6 +151,8 @@ typedef struct {
     long long                  deltas[NGX_HTTP_PKI_M_MAX_FIELDS];
     ngx_uint_t                 series[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
     ngx_atomic_uint_t          values[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
+                                           /* claimed, given back on
+                                              failure */
     ngx_uint_t                 nseries;
     pki_status_t               flushed;
 
@@ -349,7 +356,6 @@ static ngx_event_t            ngx_http_pki_m_timer_ev;
 static ngx_thread_task_t     *ngx_http_pki_m_task;
 static ngx_uint_t             ngx_http_pki_m_busy;
 static ngx_uint_t             ngx_http_pki_m_ticks;
-static ngx_atomic_uint_t     *ngx_http_pki_m_flushed;  /* per series */
 static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
@@ -955,9 +961,6 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_http_pki_m_shm != NULL) {
-        ngx_http_pki_m_flushed = ngx_pcalloc(cycle->pool,
-                                     ngx_http_pki_m_shm->max
-                                     * sizeof(ngx_atomic_uint_t));
         pki_event_set_sink(ngx_http_pki_m_sink, NULL);
     }
 
@@ -3045,10 +3048,10 @@ static void
 ngx_http_pki_m_timer(ngx_event_t *ev)
 {
     char                        *f;
-    ngx_uint_t                   i, j, k;
+    ngx_uint_t                   i, j, k, slot;
     ngx_thread_pool_t           *tp;
     ngx_http_pki_m_shm_t        *sh;
-    ngx_atomic_uint_t            cur;
+    ngx_atomic_uint_t            cur, base;
     ngx_http_pki_m_task_t       *t;
     ngx_http_pki_m_series_t     *s;
     ngx_http_pki_m_main_conf_t  *mmcf;
@@ -3089,11 +3092,12 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
 
     sh = ngx_http_pki_m_shm;
 
-    /* this worker's deltas since the last flush, summed by field */
+    /* the deltas of this worker's slot since the history last took
+     * them, summed by field, each claimed (s->flushed) before it is sent */
 
-    if (sh != NULL && t->redis != NULL && mmcf->history
-        && ngx_http_pki_m_flushed != NULL)
-    {
+    if (sh != NULL && t->redis != NULL && mmcf->history) {
+        slot = ngx_http_pki_m_slot();
+
         for (i = 0; i < sh->max; i++) {
             s = &sh->series[i];
 
@@ -3101,11 +3105,10 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
                 continue;
             }
 
-            cur = s->v[ngx_http_pki_m_slot()][0];
+            cur = s->v[slot][0];
+            base = s->flushed[slot];
 
-            if (cur == ngx_http_pki_m_flushed[i]
-                || t->nseries == NGX_HTTP_PKI_M_MAX_FIELDS * 4)
-            {
+            if (cur == base || t->nseries == NGX_HTTP_PKI_M_MAX_FIELDS * 4) {
                 continue;
             }
 
@@ -3117,17 +3120,21 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
                 }
             }
 
+            if (k == NGX_HTTP_PKI_M_MAX_FIELDS
+                /* another worker of the slot took it meanwhile: next time */
+                || !ngx_atomic_cmp_set(&s->flushed[slot], base, cur))
+            {
+                continue;
+            }
+
             if (k == t->n) {
-                if (t->n == NGX_HTTP_PKI_M_MAX_FIELDS) {
-                    continue;
-                }
                 t->fields[k] = f;      /* stable: shm, never removed */
                 t->n++;
             }
 
-            t->deltas[k] += (long long) (cur - ngx_http_pki_m_flushed[i]);
+            t->deltas[k] += (long long) (cur - base);
             t->series[t->nseries] = i;
-            t->values[t->nseries] = cur;
+            t->values[t->nseries] = cur - base;
             t->nseries++;
         }
     }
@@ -3206,9 +3213,14 @@ ngx_http_pki_m_task_done(ngx_event_t *ev)
 
     ngx_http_pki_m_busy = 0;
 
-    if (t->n && t->flushed == PKI_OK) {
+    if (t->n && t->flushed != PKI_OK && ngx_http_pki_m_shm != NULL) {
+        /* not in the history: given back, for the next flush */
+        k = ngx_http_pki_m_slot();
+
         for (i = 0; i < t->nseries; i++) {
-            ngx_http_pki_m_flushed[t->series[i]] = t->values[i];
+            s = &ngx_http_pki_m_shm->series[t->series[i]];
+            (void) ngx_atomic_fetch_add(&s->flushed[k],
+                                        -(ngx_atomic_int_t) t->values[i]);
         }
     }
 

@@ -426,6 +426,28 @@ while (time < $deadline) {
     sleep 0.5;
 }
 is($sum, 4, 'history (Redis minute buckets): 4 issued (3 EST + 1 SCEP)');
+
+# A reload keeps the zone's counts; the new workers must not add them to
+# the history a second time (each reload did, before the history's share
+# of each count was kept in the zone)
+sub history_sum {
+    my $rr = $t->curl('GET', "$base/pki/dashboard?history=minute&n=10",
+                      user => 'admin:admin', quiet => 1);
+    my $hh = $rr->{code} == 200 ? eval { $json->decode($rr->{body}) } : undef;
+    return undef if !$hh;
+    my $n = 0;
+    $n += $_->{v}{'iss:issuing:success'} // 0 for @{ $hh->{buckets} || [] };
+    return $n;
+}
+for my $round (1, 2) {
+    my $nre = () = (slurp($t->error_log) // '') =~ /reconfiguring/g;
+    kill('HUP', $t->{children}{nginx});
+    my $t0 = time;
+    sleep 0.05 while time - $t0 < 15
+        && (() = (slurp($t->error_log) // '') =~ /reconfiguring/g) <= $nre;
+    sleep 3.5;                      # three flushes of the new workers
+    is(history_sum(), 4, "history after reload $round: still 4");
+}
 is($hist->{step}, 60, 'minute buckets');
 my @mk = $t->redis_keys('pki:{metrics}:m:*');
 ok(@mk >= 1, 'minute bucket keys in Redis');
@@ -504,6 +526,31 @@ SKIP: {
 }
 
 $t->stop_nginx;
+
+# --- more workers than the zone's 8 slots: two workers share each slot,
+# and each count still reaches the history once -------------------------
+
+{
+    (my $many = $conf) =~ s/worker_processes \S+;/worker_processes 16;/
+        or die "no worker_processes in the config";
+    $t->start_nginx($many);
+    my $before = history_sum() // -1;
+    for my $i (1 .. 4) {
+        my ($csr) = $t->make_csr("w$i", subj => "/CN=workers-$i");
+        my $rr = $t->est_post('simpleenroll', $csr, quiet => 1);
+        is($rr->{code}, 200, "16 workers: enroll w$i");
+    }
+    my ($got, $t0) = (undef, time);
+    while (time - $t0 < 10) {
+        $got = history_sum();
+        last if defined $got && $got >= $before + 4;
+        sleep 0.5;
+    }
+    sleep 3;                        # more flushes, by every worker
+    is(history_sum(), $before + 4,
+       '16 workers: 4 issuances add 4 to the history');
+    $t->stop_nginx;
+}
 
 # --- counting off (pki_metrics_zone off): 503 until a reload turns it on --
 
