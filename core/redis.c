@@ -213,6 +213,37 @@ pki_redis_drop(pki_redis_t *r)
 }
 
 
+/*
+ * An error reply: PKI_UNAVAILABLE with res filled.  An error that speaks of
+ * the node rather than the command (a replica since a failover, a node
+ * loading its data or without a master, a Cluster redirect) also drops the
+ * thread's connection, whose reply is read in full: the next command
+ * connects afresh, and reaches the new master behind a proxy or a name.
+ * Redis keeps a demoted node's clients connected, so a kept connection
+ * would fail every write until nginx restarts.
+ */
+static pki_status_t
+pki_redis_error(pki_redis_t *r, const char *what, const char *err,
+    pki_result_t *res)
+{
+    size_t              i, n;
+    static const char  *node[] = {
+        "READONLY", "MASTERDOWN", "LOADING", "MOVED", "ASK", "CLUSTERDOWN",
+        "TRYAGAIN", "NOAUTH"
+    };
+
+    for (i = 0; err != NULL && i < sizeof(node) / sizeof(node[0]); i++) {
+        n = strlen(node[i]);
+        if (strncmp(err, node[i], n) == 0 && (err[n] == ' ' || !err[n])) {
+            pki_redis_drop(r);
+            break;
+        }
+    }
+
+    return pki_redis_unavailable(res, what, err);
+}
+
+
 static struct timeval
 pki_redis_tv(const pki_redis_t *r)
 {
@@ -454,7 +485,7 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        pki_redis_unavailable(res, argv[0], reply->str);
+        pki_redis_error(r, argv[0], reply->str, res);
         freeReplyObject(reply);
         return NULL;
     }
@@ -708,7 +739,7 @@ pki_args_num(pki_args_t *a, long long v)
     char  *p;
 
     if (a->nnums >= (int) (sizeof(a->nums) / sizeof(a->nums[0]))) {
-        pki_args_str(a, "0");
+        a->argc = PKI_REDIS_ARGS_MAX;   /* broken: never sent */
         return;
     }
 
@@ -3155,7 +3186,7 @@ pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
         reply = replies[i];
 
         if (reply->type == REDIS_REPLY_ERROR) {
-            pki_redis_unavailable(res, what, reply->str);
+            pki_redis_error(r, what, reply->str, res);
             goto failed;
         }
 
@@ -3681,7 +3712,7 @@ pki_int_records_get(pki_int_records_t *b, size_t i, pki_record_t *rec,
 
     /* what pki_redis_cmd and pki_record_get make of the reply */
     if (reply->type == REDIS_REPLY_ERROR) {
-        return pki_redis_unavailable(res, "HGETALL", reply->str);
+        return pki_redis_error(b->r, "HGETALL", reply->str, res);
     }
 
     st = pki_record_from_reply(reply, b->cas[i], canon, rec, res);

@@ -760,6 +760,61 @@ test_revoke(pki_redis_t *r, redisContext *c)
 }
 
 
+/* Connections the server has accepted so far. */
+static long long
+accepted(redisContext *c)
+{
+    long long    n;
+    const char  *p;
+    redisReply  *reply;
+
+    n = -1;
+    reply = raw(c, "INFO", "stats", NULL);
+    if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
+        p = strstr(reply->str, "total_connections_received:");
+        if (p != NULL) {
+            n = atoll(p + sizeof("total_connections_received:") - 1);
+        }
+    }
+    freeReplyObject(reply);
+
+    return n;
+}
+
+
+/* A node demoted to a replica (a failover) answers writes READONLY but
+ * keeps its clients: the store drops that connection, so that its next
+ * command connects afresh (behind a proxy or a name: to the new master). */
+static void
+test_readonly(pki_redis_t *r, redisContext *c)
+{
+    long long     n0, n1;
+    pki_record_t  rec;
+    pki_result_t  res;
+
+    pki_result_init(&res);
+    is_st(pki_redis_ping(r, &res), PKI_OK, "readonly: ping");
+
+    freeReplyObject(raw(c, "REPLICAOF", "127.0.0.1", "1"));
+
+    fill(&rec, "ro", "7e57");
+    pki_result_init(&res);
+    is_st(pki_record_reserve(r, &rec, &res), PKI_UNAVAILABLE,
+          "readonly: a write to a replica is unavailable");
+    ok(strstr(res.log, "READONLY") != NULL, "  the log says why: %s",
+       res.log);
+
+    freeReplyObject(raw(c, "REPLICAOF", "NO", "ONE"));
+
+    n0 = accepted(c);
+    pki_result_init(&res);
+    is_st(pki_redis_ping(r, &res), PKI_OK, "readonly: next command works");
+    n1 = accepted(c);
+    ok(n0 >= 0 && n1 == n0 + 1, "  on a new connection (%lld, %lld)",
+       n0, n1);
+}
+
+
 int
 main(void)
 {
@@ -836,6 +891,7 @@ main(void)
     test_unreachable();
     test_threads(r, c);
     test_revoke(r, c);
+    test_readonly(r, c);
 
     /* Clean up our namespace. */
     {
