@@ -1488,6 +1488,38 @@ ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
  * the first quote to the last one goes, so no client text makes a label
  * value (the series would be theirs to multiply).  Non-ASCII bytes
  * become "?". */
+/* 1 (and *end at its last character) when in starts a word of at least
+ * 8 hex digits with a digit among them: a serial number, a key id, a
+ * transaction id, which a reason label must not hold (one series each) */
+static ngx_uint_t
+ngx_http_pki_m_hexword(const char *in, char before, const char **end)
+{
+    size_t       n;
+    ngx_uint_t   digit;
+    const char  *p;
+
+    if (isalnum((u_char) before)) {
+        return 0;
+    }
+
+    digit = 0;
+
+    for (p = in; isxdigit((u_char) *p); p++) {
+        digit |= isdigit((u_char) *p) != 0;
+    }
+
+    n = (size_t) (p - in);
+
+    if (n < 8 || !digit || isalnum((u_char) *p)) {
+        return 0;
+    }
+
+    *end = p - 1;
+
+    return 1;
+}
+
+
 static void
 ngx_http_pki_m_reason(char *out, size_t size, const char *in)
 {
@@ -1505,6 +1537,11 @@ ngx_http_pki_m_reason(char *out, size_t size, const char *in)
             }
             in = last;
             last = NULL;
+            continue;
+        }
+
+        if (ngx_http_pki_m_hexword(in, n > 0 ? out[n - 1] : ' ', &in)) {
+            out[n++] = '#';
             continue;
         }
 

@@ -127,6 +127,20 @@ is($t->x509_field($h->{file}, 'serial'), $issued_serial,
 fails('GetCert unknown serial',
       req(type => 21, getcert => '0123456789ABCDEF',
           issuer => "$pki/issuing.pem"), 4);
+fails('GetCert another unknown serial',
+      req(type => 21, getcert => '00FEDCBA98765432',
+          issuer => "$pki/issuing.pem"), 4);
+{
+    # the failure's reason label names no serial: a series per serial
+    # would let a client fill the metrics table
+    my $m = $t->curl('GET', 'https://127.0.0.1:' . $t->https_port
+                     . '/pki/metrics', user => 'admin:admin', quiet => 1);
+    my @labels = grep { /^pki_failures_total\{protocol="scep"/ }
+                 split /\n/, $m->{body} // '';
+    ok(@labels, 'SCEP failures counted') or diag($m->{body});
+    ok(!(grep { /0123456789ABCDEF|FEDCBA98765432/i } @labels),
+       'no serial in a failure reason label') or diag(join "\n", @labels);
+}
 fails('GetCert of another issuer',
       req(type => 21, getcert => $issued_serial, issuer => "$pki/root.pem"),
       4);
