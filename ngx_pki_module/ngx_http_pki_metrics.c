@@ -1294,6 +1294,7 @@ ngx_http_pki_m_series(u_char *key, size_t len, ngx_uint_t kind,
 {
     uint32_t                  h;
     ngx_uint_t                i, n, tries;
+    ngx_atomic_uint_t         owner;
     ngx_http_pki_m_shm_t     *sh;
     ngx_http_pki_m_series_t  *s;
 
@@ -1321,9 +1322,20 @@ ngx_http_pki_m_series(u_char *key, size_t len, ngx_uint_t kind,
         }
     }
 
-    /* insert under the zone's spin lock (pool threads come here too) */
+    /* insert under the zone's spin lock (pool threads come here too),
+     * which holds its owner's pid: a worker killed while it held it
+     * (SIGKILL, the OOM killer) would stop every worker here for good */
 
-    while (!ngx_atomic_cmp_set(&sh->lock, 0, 1)) {
+    while (!ngx_atomic_cmp_set(&sh->lock, 0, (ngx_atomic_uint_t) ngx_pid)) {
+        owner = sh->lock;
+
+        if (owner != 0 && owner != (ngx_atomic_uint_t) ngx_pid
+            && kill((ngx_pid_t) owner, 0) == -1 && ngx_errno == NGX_ESRCH)
+        {
+            (void) ngx_atomic_cmp_set(&sh->lock, owner, 0);
+            continue;
+        }
+
         ngx_sched_yield();
     }
 
