@@ -193,20 +193,86 @@ pki_attr_text(const ASN1_OBJECT *obj, char *buf, int size)
 }
 
 
+/* The upper bound, in characters, of an attribute's value (RFC 5280's
+ * ub-* values; 256 for the others). */
+static int
+pki_name_ub(int nid)
+{
+    switch (nid) {
+    case NID_countryName:
+        return 2;
+    case NID_commonName:
+    case NID_organizationName:
+    case NID_organizationalUnitName:
+    case NID_title:
+    case NID_serialNumber:
+        return 64;
+    case NID_localityName:
+    case NID_stateOrProvinceName:
+    case NID_pseudonym:
+        return 128;
+    case NID_pkcs9_emailAddress:
+        return 255;
+    }
+
+    return 256;
+}
+
+
+#define pki_ascii_letter(c)  (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'z')
+
+
+/* 1 when s is of PrintableString's alphabet (X.680). */
+static int
+pki_printable(const unsigned char *s, int len)
+{
+    int  i;
+
+    for (i = 0; i < len; i++) {
+        if (!pki_ascii_letter(s[i]) && !(s[i] >= '0' && s[i] <= '9')
+            && (s[i] == '\0' || strchr(" '()+,-./:=?", s[i]) == NULL))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * A subject value from a request: a directory string type whose bytes are
+ * of its own alphabet (a PrintableString of printable characters, an
+ * IA5String of ASCII), no control character, at most the attribute's upper
+ * bound, and a country of two letters.
+ */
 static int
 pki_name_value_ok(const X509_NAME_ENTRY *e)
 {
-    int                 len, type, i;
-    const ASN1_STRING  *d;
-    unsigned char      *utf8;
+    int                   len, type, i, chars, nid;
+    const ASN1_STRING    *d;
+    unsigned char        *utf8;
+    const unsigned char  *raw;
 
     d = X509_NAME_ENTRY_get_data(e);
     type = ASN1_STRING_type(d);
+    raw = ASN1_STRING_get0_data(d);
+    len = ASN1_STRING_length(d);
 
     switch (type) {
-    case V_ASN1_UTF8STRING:
     case V_ASN1_PRINTABLESTRING:
+        if (!pki_printable(raw, len)) {
+            return 0;
+        }
+        break;
     case V_ASN1_IA5STRING:
+        for (i = 0; i < len; i++) {
+            if (raw[i] >= 0x80) {
+                return 0;
+            }
+        }
+        break;
+    case V_ASN1_UTF8STRING:
     case V_ASN1_T61STRING:
     case V_ASN1_BMPSTRING:
         break;
@@ -216,22 +282,64 @@ pki_name_value_ok(const X509_NAME_ENTRY *e)
 
     utf8 = NULL;
     len = ASN1_STRING_to_UTF8(&utf8, d);
-    if (len <= 0 || len > 256) {
+    if (len <= 0 || len > 1024) {
         OPENSSL_free(utf8);
         ERR_clear_error();
         return 0;
     }
 
+    chars = 0;
     for (i = 0; i < len; i++) {
         if (utf8[i] < 0x20 || utf8[i] == 0x7f) {
             OPENSSL_free(utf8);
             return 0;
         }
+        chars += (utf8[i] & 0xc0) != 0x80;
     }
+
+    nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
+
+    i = chars <= pki_name_ub(nid)
+        && (nid != NID_countryName
+            || (len == 2 && pki_ascii_letter(utf8[0])
+                && pki_ascii_letter(utf8[1])));
 
     OPENSSL_free(utf8);
 
-    return 1;
+    return i;
+}
+
+
+/* Appends a request's subject value to name: as it came, or, for a
+ * T61String or BMPString (which RFC 5280 leaves to old certificates) and a
+ * country that is not a PrintableString, as the UTF-8 text OpenSSL encodes
+ * in the attribute's own type. */
+static int
+pki_name_copy(X509_NAME *name, const X509_NAME_ENTRY *e)
+{
+    int                 len, ok, type, nid;
+    const ASN1_STRING  *d;
+    unsigned char      *utf8;
+
+    d = X509_NAME_ENTRY_get_data(e);
+    type = ASN1_STRING_type(d);
+    nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
+
+    if (type != V_ASN1_T61STRING && type != V_ASN1_BMPSTRING
+        && (nid != NID_countryName || type == V_ASN1_PRINTABLESTRING))
+    {
+        return X509_NAME_add_entry(name, e, -1, 0);
+    }
+
+    utf8 = NULL;
+    len = ASN1_STRING_to_UTF8(&utf8, d);
+    ok = len > 0
+         && X509_NAME_add_entry_by_OBJ(name,
+                                       X509_NAME_ENTRY_get_object(e),
+                                       MBSTRING_UTF8, utf8, len, -1, 0);
+    OPENSSL_free(utf8);
+
+    return ok;
 }
 
 
@@ -239,7 +347,7 @@ static pki_status_t
 pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
     X509_NAME **out, pki_result_t *res)
 {
-    int                        i, j, n, found;
+    int                        i, j, n, found, cns;
     char                       an[80];
     X509_NAME                 *name;
     const ASN1_OBJECT         *obj;
@@ -247,6 +355,7 @@ pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
     const pki_subject_rule_t  *rule;
 
     n = X509_NAME_entry_count(in);
+    cns = 0;
 
     if (n > 64) {
         return pki_fail(res, PKI_POLICY, "subject has too many attributes");
@@ -287,6 +396,12 @@ pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
             return pki_fail(res, PKI_POLICY, "subject attribute %s has an "
                             "invalid value", rule->name);
         }
+
+        /* one name: verifiers that read one CN differ on which */
+        if (OBJ_obj2nid(obj) == NID_commonName && ++cns > 1) {
+            return pki_fail(res, PKI_POLICY, "the subject has more than one "
+                            "CN");
+        }
     }
 
     name = X509_NAME_new();
@@ -319,9 +434,10 @@ pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
                     continue;
                 }
 
-                if (!X509_NAME_add_entry(name, e, -1, 0)) {
+                if (!pki_name_copy(name, e)) {
                     X509_NAME_free(name);
-                    return pki_fail(res, PKI_INTERNAL, "out of memory");
+                    return pki_fail(res, PKI_INTERNAL, "cannot copy subject "
+                                    "attribute %s", rule->name);
                 }
                 found++;
             }

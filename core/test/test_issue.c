@@ -79,6 +79,21 @@ static const policy_case_t  policy_cases[] = {
       "subject attribute CN is required by template \"device\"", NULL },
     { "multi-valued RDN", "EC:P-256", "/CN=dev1+O=Acme", NULL, PKI_POLICY,
       "multi-valued", NULL },
+    { "two CNs", "EC:P-256", "/CN=dev1/CN=admin", NULL, PKI_POLICY,
+      "the subject has more than one CN", NULL },
+    { "CN of 64 characters", "EC:P-256",
+      "/CN=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+      NULL, PKI_OK, NULL, NULL },
+    { "CN of 64 two-byte characters", "EC:P-256",
+      "/CN=\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+      "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9",
+      NULL, PKI_OK, NULL, NULL },
     { "email SAN without rule", "EC:P-256", "/CN=dev1",
       "email:a@example.com", PKI_POLICY,
       "SAN type email is not allowed by template \"device\"", NULL },
@@ -657,6 +672,124 @@ test_policy(pki_template_t *t)
         free(der);
         EVP_PKEY_free(pk);
     }
+}
+
+
+/* A request whose subject holds one attribute of the given ASN.1 string
+ * type and raw bytes (no conversion), through the template's subject
+ * rules: the status, and the request's value as type and UTF-8 text. */
+static pki_status_t
+typed_subject(pki_template_t *t, int nid, int type, const char *bytes,
+    int len, int *out_type, char *out, size_t size)
+{
+    int                 i;
+    X509_REQ           *csr;
+    EVP_PKEY           *pk;
+    X509_NAME          *nm;
+    pki_status_t        st;
+    pki_result_t        res;
+    pki_request_t       req;
+    unsigned char      *utf8;
+    const ASN1_STRING  *d;
+
+    pk = keygen("EC:P-256");
+    csr = X509_REQ_new();
+    nm = X509_NAME_new();
+    X509_NAME_add_entry_by_NID(nm, NID_commonName, MBSTRING_UTF8,
+                               (unsigned char *) "typed", -1, -1, 0);
+    if (nid != NID_commonName || type >= 0) {
+        X509_NAME_add_entry_by_NID(nm, nid, type, (unsigned char *) bytes,
+                                   len, -1, 0);
+    }
+    if (nid == NID_commonName) {
+        X509_NAME_delete_entry(nm, 0);
+    }
+    X509_REQ_set_subject_name(csr, nm);
+    X509_NAME_free(nm);
+    X509_REQ_set_pubkey(csr, pk);
+    X509_REQ_sign(csr, pk, EVP_sha256());
+
+    *out_type = -1;
+    out[0] = '\0';
+    pki_result_init(&res);
+    st = pki_request_from_csr(t, csr, &req, &res);
+
+    if (st == PKI_OK) {
+        i = X509_NAME_get_index_by_NID(req.subject, nid, -1);
+        d = i >= 0 ? X509_NAME_ENTRY_get_data(
+                         X509_NAME_get_entry(req.subject, i)) : NULL;
+        utf8 = NULL;
+        if (d != NULL && ASN1_STRING_to_UTF8(&utf8, d) >= 0) {
+            *out_type = ASN1_STRING_type(d);
+            snprintf(out, size, "%s", utf8);
+        }
+        OPENSSL_free(utf8);
+        pki_request_clear(&req);
+    }
+
+    X509_REQ_free(csr);
+    EVP_PKEY_free(pk);
+
+    return st;
+}
+
+
+/* Subject values are judged by their own string type: a PrintableString
+ * or IA5String of another alphabet is refused (it was copied as it came),
+ * a BMPString or T61String is copied as UTF8String, a country is two
+ * letters in a PrintableString. */
+static void
+test_subject_types(void)
+{
+    int              type;
+    char             v[128];
+    pki_template_t  *t;
+    static const char *const lines[] = {
+        "key_types ec:P-256", "subject CN copy", "subject C copy",
+        "subject emailAddress copy", "validity 30d", NULL
+    };
+
+    t = make_template("typed", lines);
+
+    is_status(typed_subject(t, NID_commonName, V_ASN1_PRINTABLESTRING,
+                            "@a\xe9", 3, &type, v, sizeof(v)),
+              PKI_POLICY, "PrintableString CN with '@' and 0xE9 refused");
+    is_status(typed_subject(t, NID_commonName, V_ASN1_PRINTABLESTRING,
+                            "dev-1 (lab)", 11, &type, v, sizeof(v)),
+              PKI_OK, "PrintableString CN of its alphabet taken");
+    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "dev-1 (lab)") == 0,
+       "  kept as it came (%d %s)", type, v);
+    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_IA5STRING,
+                            "A\xff" "B@x.example", 12, &type, v, sizeof(v)),
+              PKI_POLICY, "IA5String with 0xFF refused");
+    is_status(typed_subject(t, NID_commonName, V_ASN1_BMPSTRING,
+                            "\0d\0e\0v", 6, &type, v, sizeof(v)),
+              PKI_OK, "BMPString CN taken");
+    ok(type == V_ASN1_UTF8STRING && strcmp(v, "dev") == 0,
+       "  copied as UTF8String (%d %s)", type, v);
+    /* a raw 0 byte within a valid BMP character is no end of the text */
+    is_status(typed_subject(t, NID_commonName, V_ASN1_BMPSTRING,
+                            "\0d\0e\0v\0\0", 8, &type, v, sizeof(v)),
+              PKI_POLICY, "BMPString CN with a U+0000 refused");
+    /* (OpenSSL's own name builder stops at 64: raw bytes here) */
+    is_status(typed_subject(t, NID_commonName, V_ASN1_UTF8STRING,
+                            "0123456789abcdef0123456789abcdef"
+                            "0123456789abcdef0123456789abcdefX", 65, &type,
+                            v, sizeof(v)),
+              PKI_POLICY, "CN of 65 characters refused");
+    is_status(typed_subject(t, NID_countryName, V_ASN1_PRINTABLESTRING,
+                            "DEU", 3, &type, v, sizeof(v)),
+              PKI_POLICY, "country of three letters refused");
+    is_status(typed_subject(t, NID_countryName, V_ASN1_PRINTABLESTRING,
+                            "D1", 2, &type, v, sizeof(v)),
+              PKI_POLICY, "country with a digit refused");
+    is_status(typed_subject(t, NID_countryName, V_ASN1_UTF8STRING,
+                            "DE", 2, &type, v, sizeof(v)),
+              PKI_OK, "UTF8String country taken");
+    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "DE") == 0,
+       "  copied as PrintableString (%d %s)", type, v);
+
+    pki_template_free(t);
 }
 
 
@@ -1957,6 +2090,7 @@ main(void)
     tother = make_template("other", long_lines);
 
     test_policy(tdev);
+    test_subject_types();
 
     /* Root: self-signed with our own builder. */
     rootpk = keygen("EC:P-256");
