@@ -24,10 +24,13 @@
  *                                revoked: 200, no change; deactivated by
  *                                its client: 409
  *
- * A list page is one walk of the store's SCAN (limit keys), filtered
- * afterwards: a page may hold fewer records than the limit, even none, while
- * next_cursor is not "0".  The cursor is opaque ("I.C": CA index and SCAN
- * cursor); "0" or none starts.
+ * A list page is limit serials of one CA's expiry index, soonest expiry
+ * first (pki_record_list: the work is the page's, whatever else the store
+ * holds), filtered afterwards: a page may hold fewer records than the
+ * limit, even none, while next_cursor is not "0".  The cursor is opaque
+ * ("I.C": CA index and the CA's list cursor; "I.0" starts CA I); "0" or
+ * none starts.  The keyspace SCAN cursors of older versions are refused
+ * (400): the listing starts again from "0".
  *
  * Access control is the server's: the glue passes the authenticated
  * identity, and a request without one is refused (403).
@@ -713,8 +716,9 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     size_t         n, i, limit, ca_idx, ca_lo, ca_hi;
     long           l;
     char           status[32], subject[PKI_ADMIN_VALUE_MAX];
-    char           date[64], cursor[64], ca_name[PKI_ADMIN_VALUE_MAX];
-    char           limit_s[16], next[32], out_cursor[64], *dot, *endp;
+    char           date[64], cursor[96], ca_name[PKI_ADMIN_VALUE_MAX];
+    char           limit_s[16], next[PKI_RECORD_CURSOR_MAX];
+    char           out_cursor[96], *dot, *endp;
     int            rc, want, good;
 
     status[0] = '\0';
@@ -819,9 +823,8 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         memmove(cursor, dot + 1, strlen(dot + 1) + 1);
     }
 
-    if (cursor[0] == '\0' || strlen(cursor) >= sizeof(next)
-        || strspn(cursor, "0123456789") != strlen(cursor))
-    {
+    /* the rest is pki_record_list's to check */
+    if (cursor[0] == '\0' || strlen(cursor) >= sizeof(next)) {
         pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
         return;
     }

@@ -340,9 +340,16 @@ PKI_API pki_status_t pki_record_revgen(pki_redis_t *r, const char *ca,
 PKI_API pki_status_t pki_record_next_crlnumber(pki_redis_t *r,
     const char *ca, long long *number, pki_result_t *res);
 
-/* A page of records (SCAN over <ns>{ca:CA}:cert:*): cursor "0" starts,
- * *next is "0" when done (buffer of 32).  Up to max records are returned
- * in *out (malloc'd array; pki_record_clear each, then free the array). */
+/* A page of the CA's records, soonest expiry first: up to max (1..1000)
+ * serials of the CA's expiry index, read one by one (pending, vanished or
+ * corrupt records are left out, so a page may hold fewer).  The work is the
+ * page's, never the keyspace's.  cursor "0" (or NULL, "") starts, else the
+ * *next of the page before; *next (PKI_RECORD_CURSOR_MAX bytes) is
+ * "<notAfter>_<SERIAL>", "0" when done.  A cursor of any other form
+ * (among them the SCAN cursors of older versions): PKI_MALFORMED.  *out is
+ * a malloc'd array (pki_record_clear each, then free the array). */
+#define PKI_RECORD_CURSOR_MAX  64
+
 PKI_API pki_status_t pki_record_list(pki_redis_t *r, const char *ca,
     const char *cursor, size_t max, pki_record_t **out, size_t *n,
     char *next, pki_result_t *res);
@@ -737,10 +744,11 @@ PKI_API pki_status_t pki_crl_file_load(const pki_ca_t *ca, const char *dir,
  * GET "certificates" ?status=good|revoked|hold &subject= (substring, any
  * case) &expires_before= (RFC 3339) &ca= &cursor= &limit= (1..1000, 100)
  * -> {"certificates": [...], "next_cursor": "..." ("0": done)}.  A page is
- * one SCAN step filtered afterwards: it may hold fewer records than the
- * limit (even none) before the end.  Errors: {"error": "..."} with 400 (bad
- * JSON, reason, date, serial), 403 (no identity), 404, 405, 409 (revoked
- * certificate, only a hold may change), 413 (body over max_body), 503.
+ * limit serials of one CA's expiry index (pki_record_list), filtered
+ * afterwards: it may hold fewer records than the limit (even none) before
+ * the end.  Errors: {"error": "..."} with 400 (bad JSON, reason, date,
+ * serial, cursor), 403 (no identity), 404, 405, 409 (revoked certificate,
+ * only a hold may change), 413 (body over max_body), 503.
  * Blocking (Redis): run it off the event loop.  Thread safe.
  */
 

@@ -2344,54 +2344,91 @@ pki_record_next_crlnumber(pki_redis_t *r, const char *ca,
 }
 
 
-/* Copies s into buf escaping the glob characters of SCAN MATCH. */
-static int
-pki_glob_escape(const char *s, char *buf, size_t size)
-{
-    size_t  n;
+#define PKI_LIST_MAX  1000
 
-    for (n = 0; *s != '\0'; s++) {
-        if (strchr("*?[]\\", *s) != NULL) {
-            if (n + 1 >= size) {
-                return 0;
-            }
-            buf[n++] = '\\';
-        }
-        if (n + 1 >= size) {
-            return 0;
-        }
-        buf[n++] = *s;
+/*
+ * A page of the CA's records walks the CA's own expiry index (a sorted
+ * set of its committed serials by notAfter), never the keyspace: a page
+ * costs one script and one HGETALL per serial whatever else the database
+ * holds.  The cursor is "<notAfter>_<SERIAL>" of the page's last member;
+ * the next page starts after that member's rank (exactly once, however
+ * many members share its score), or, if it was removed meanwhile, at the
+ * first member of its score (a repeat, never a gap).
+ *
+ * KEYS[1] expiry index; ARGV[1] score ("" to start), ARGV[2] member,
+ * ARGV[3] count.  Members and scores, as ZRANGE WITHSCORES.
+ */
+static const char  pki_lua_list[] =
+    "local start = 0 "
+    "if ARGV[1] ~= '' then "
+    "  local r = redis.call('ZRANK', KEYS[1], ARGV[2]) "
+    "  if r then "
+    "    start = r + 1 "
+    "  else "
+    "    start = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1]) "
+    "  end "
+    "end "
+    "return redis.call('ZRANGE', KEYS[1], start, "
+    "start + tonumber(ARGV[3]) - 1, 'WITHSCORES')";
+
+
+/* Splits a list cursor "<notAfter>_<SERIAL>" ("0": the start). */
+static int
+pki_list_cursor(const char *cursor, char *score, size_t size, char *serial)
+{
+    const char  *us, *p;
+    char         canon[41];
+    size_t       len;
+
+    score[0] = '\0';
+    serial[0] = '\0';
+
+    if (strcmp(cursor, "0") == 0) {
+        return 1;
     }
 
-    buf[n] = '\0';
+    us = strchr(cursor, '_');
+    if (us == NULL) {
+        return 0;          /* a keyspace SCAN cursor of older versions */
+    }
+
+    p = cursor + (*cursor == '-');
+    len = (size_t) (us - p);
+
+    if (len == 0 || len > 19 || strspn(p, "0123456789") != len
+        || (size_t) (us - cursor) >= size
+        || strlen(us + 1) >= sizeof(canon)
+        || !pki_serial_normalize(us + 1, canon)
+        || strcmp(us + 1, canon) != 0)
+    {
+        return 0;
+    }
+
+    memcpy(score, cursor, (size_t) (us - cursor));
+    score[us - cursor] = '\0';
+    strcpy(serial, canon);
+
     return 1;
 }
 
 
-#define PKI_LIST_MAX  1000
-
-/*
- * SCAN gives no exact page size: COUNT is a hint of how many slots to
- * visit.  The page is filled from successive SCAN calls until it holds max
- * keys or the scan ends; one SCAN call may return a few more keys than
- * asked, and they are kept (dropping them would skip records), so a page may
- * exceed max slightly.  Records that vanish between SCAN and HGETALL (an
- * expired pending record) and pending records are skipped.
- */
 PKI_API pki_status_t
 pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
     size_t max, pki_record_t **out, size_t *n, char *next,
     pki_result_t *res)
 {
     redisReply        *reply, *rec_reply;
-    const redisReply  *items, *k;
-    pki_record_t      *recs, *tmp;
+    const redisReply  *m, *s;
+    pki_record_t      *recs;
     pki_status_t       st;
-    const char        *argv[6];
-    size_t             lens[6], i, cap, prefix_len;
-    char               prefix[PKI_REDIS_KEY_MAX], pat[2 * PKI_REDIS_KEY_MAX];
-    char               cur[32], count[24], serial[41], canon[41];
-    char               key[PKI_REDIS_KEY_MAX];
+    const char        *argv[2];
+    size_t             lens[2], i, count;
+    double             score;
+    long long          whole;
+    char               kexp[PKI_REDIS_KEY_MAX], key[PKI_REDIS_KEY_MAX];
+    char               cur_score[24], cur_serial[41], num[24];
+    char               serial[41], canon[41], sc[64], *endp;
+    pki_args_t         a;
 
     if (out == NULL || n == NULL || next == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: bad list arguments");
@@ -2409,8 +2446,9 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
         cursor = "0";
     }
 
-    if (strlen(cursor) >= sizeof(cur) || strspn(cursor, "0123456789")
-                                         != strlen(cursor))
+    if (strlen(cursor) >= PKI_RECORD_CURSOR_MAX
+        || !pki_list_cursor(cursor, cur_score, sizeof(cur_score),
+                            cur_serial))
     {
         return pki_fail(res, PKI_MALFORMED, "bad cursor");
     }
@@ -2421,123 +2459,129 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
         max = PKI_LIST_MAX;
     }
 
-    if (!pki_redis_key(r, ca, "cert:", NULL, prefix, sizeof(prefix), NULL,
+    if (!pki_redis_key(r, ca, "expiry", NULL, kexp, sizeof(kexp), NULL,
                        res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
     }
 
-    prefix_len = strlen(prefix);
+    snprintf(num, sizeof(num), "%zu", max);
 
-    if (!pki_glob_escape(prefix, pat, sizeof(pat) - 1)) {
-        return pki_fail(res, PKI_INTERNAL, "redis: key too long");
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_list);
+    pki_args_str(&a, "1");
+    pki_args_str(&a, kexp);
+    pki_args_str(&a, cur_score);
+    pki_args_str(&a, cur_serial);
+    pki_args_str(&a, num);
+
+    reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
     }
 
-    strcat(pat, "*");
-    strcpy(cur, cursor);
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0
+        || reply->elements / 2 > max)
+    {
+        freeReplyObject(reply);
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "EVAL", "unexpected reply");
+    }
 
+    count = reply->elements / 2;
     recs = NULL;
-    cap = 0;
 
-    do {
-        snprintf(count, sizeof(count), "%zu", max - *n);
+    if (count > 0) {
+        recs = calloc(count, sizeof(*recs));
+        if (recs == NULL) {
+            freeReplyObject(reply);
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+    }
 
-        argv[0] = "SCAN";
-        argv[1] = cur;
-        argv[2] = "MATCH";
-        argv[3] = pat;
-        argv[4] = "COUNT";
-        argv[5] = count;
-        for (i = 0; i < 6; i++) {
-            lens[i] = strlen(argv[i]);
+    for (i = 0; i < count; i++) {
+        m = reply->element[2 * i];
+        s = reply->element[2 * i + 1];
+
+        if (m->type != REDIS_REPLY_STRING || s->type != REDIS_REPLY_STRING
+            || !pki_reply_copy(s, sc, sizeof(sc)))
+        {
+            freeReplyObject(reply);
+            pki_redis_drop(r);
+            st = pki_redis_unavailable(res, "EVAL", "unexpected reply");
+            goto failed;
         }
 
-        reply = pki_redis_cmd(r, 6, argv, lens, res);
-        if (reply == NULL) {
+        /* the next page starts after the last member, listed or not */
+        score = strtod(sc, &endp);
+        if (endp == sc || *endp != '\0' || score != score) {
+            score = 0;
+        } else if (score < -9e18) {
+            score = -9e18;
+        } else if (score > 9e18) {
+            score = 9e18;
+        }
+
+        if (!pki_reply_copy(m, serial, sizeof(serial))
+            || !pki_serial_normalize(serial, canon)
+            || strcmp(serial, canon) != 0)
+        {
+            continue;      /* not a serial of ours: never a cursor */
+        }
+
+        if (count == max) {
+            /* rounded down: a vanished member's page restarts early */
+            whole = (long long) score;
+            whole -= (double) whole > score;
+            snprintf(next, PKI_RECORD_CURSOR_MAX, "%lld_%s", whole, canon);
+        }
+
+        if (!pki_redis_key(r, ca, "cert:", canon, key, sizeof(key), NULL,
+                           res))
+        {
+            freeReplyObject(reply);
+            st = res != NULL ? res->status : PKI_INTERNAL;
+            goto failed;
+        }
+
+        argv[0] = "HGETALL";
+        argv[1] = key;
+        lens[0] = 7;
+        lens[1] = strlen(key);
+
+        rec_reply = pki_redis_cmd(r, 2, argv, lens, res);
+        if (rec_reply == NULL) {
+            freeReplyObject(reply);
             st = res != NULL ? res->status : PKI_UNAVAILABLE;
             goto failed;
         }
 
-        items = pki_scan_reply(reply, cur, sizeof(cur));
-        if (items == NULL) {
+        st = pki_record_from_reply(rec_reply, ca, canon, &recs[*n], res);
+        freeReplyObject(rec_reply);
+
+        if (st == PKI_OK && recs[*n].status == PKI_CERT_PENDING) {
+            pki_record_clear(&recs[*n]);
+            continue;
+        }
+
+        if (st == PKI_NOT_FOUND || st == PKI_INTERNAL) {
+            /* gone meanwhile, or corrupt: not this page's business */
+            if (res != NULL) {
+                pki_result_init(res);
+            }
+            continue;
+        }
+
+        if (st != PKI_OK) {
             freeReplyObject(reply);
-            pki_redis_drop(r);
-            st = pki_redis_unavailable(res, "SCAN", "unexpected reply");
             goto failed;
         }
 
-        if (*n + items->elements > cap) {
-            cap = *n + items->elements;
-            tmp = realloc(recs, cap * sizeof(*recs));
-            if (tmp == NULL) {
-                freeReplyObject(reply);
-                st = pki_fail(res, PKI_INTERNAL, "out of memory");
-                goto failed;
-            }
-            recs = tmp;
-        }
+        (*n)++;
+    }
 
-        for (i = 0; i < items->elements; i++) {
-            k = items->element[i];
-
-            if (k->type != REDIS_REPLY_STRING || k->len <= prefix_len
-                || k->len >= sizeof(key)
-                || !pki_reply_copy(k, key, sizeof(key))
-                || strncmp(key, prefix, prefix_len) != 0
-                || strlen(key + prefix_len) >= sizeof(serial))
-            {
-                continue;
-            }
-
-            strcpy(serial, key + prefix_len);
-
-            if (!pki_serial_normalize(serial, canon)
-                || strcmp(serial, canon) != 0)
-            {
-                continue;
-            }
-
-            argv[0] = "HGETALL";
-            argv[1] = key;
-            lens[0] = 7;
-            lens[1] = strlen(key);
-
-            rec_reply = pki_redis_cmd(r, 2, argv, lens, res);
-            if (rec_reply == NULL) {
-                freeReplyObject(reply);
-                st = res != NULL ? res->status : PKI_UNAVAILABLE;
-                goto failed;
-            }
-
-            st = pki_record_from_reply(rec_reply, ca, canon, &recs[*n], res);
-            freeReplyObject(rec_reply);
-
-            if (st == PKI_OK && recs[*n].status == PKI_CERT_PENDING) {
-                pki_record_clear(&recs[*n]);
-                continue;
-            }
-
-            if (st == PKI_NOT_FOUND || st == PKI_INTERNAL) {
-                /* gone meanwhile, or corrupt: not this page's business */
-                if (res != NULL) {
-                    pki_result_init(res);
-                }
-                continue;
-            }
-
-            if (st != PKI_OK) {
-                freeReplyObject(reply);
-                goto failed;
-            }
-
-            (*n)++;
-        }
-
-        freeReplyObject(reply);
-
-    } while (*n < max && strcmp(cur, "0") != 0);
-
-    strcpy(next, cur);
+    freeReplyObject(reply);
 
     if (*n == 0) {
         free(recs);

@@ -194,7 +194,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int                 fd, won, stored;
-    char                next[32];
+    char                next[PKI_RECORD_CURSOR_MAX];
     size_t              i, n;
     uint8_t             op;
     long long           v;
@@ -252,7 +252,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 4:
         list = NULL;
         n = 0;
-        if (pki_record_list(hostile, "issuing", (op & 0x10) ? "17" : "0",
+        if (pki_record_list(hostile, "issuing",
+                            (op & 0x10) ? "1800000000_1F" : "0",
                             (op & 0x20) ? 1 : 100, &list, &n, next, &res)
             == PKI_OK)
         {

@@ -456,6 +456,12 @@ main(void)
     j = call("GET", "certificates", "cursor=abc", NULL, &st);
     ok(st == 400, "bad cursor: 400 (%d)", st);
     cJSON_Delete(j);
+    j = call("GET", "certificates", "cursor=0.17", NULL, &st);
+    ok(st == 400, "an older version's SCAN cursor: 400 (%d)", st);
+    cJSON_Delete(j);
+    j = call("GET", "certificates", "cursor=1.0&limit=1", NULL, &st);
+    ok(st == 200, "\"I.0\" still starts CA I (%d)", st);
+    cJSON_Delete(j);
     j = call("GET", "certificates", "expires_before=yesterday", NULL, &st);
     ok(st == 400, "bad expires_before: 400 (%d)", st);
     cJSON_Delete(j);

@@ -505,14 +505,14 @@ test_threads(pki_redis_t *r, redisContext *c)
 
 /* A committed record of CA "rv" with a fresh serial. */
 static int
-make_good(pki_redis_t *r, char serial[41])
+make_good_in(pki_redis_t *r, const char *ca, char serial[41])
 {
     static const unsigned char  der[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
     pki_result_t                res;
     pki_record_t                rec;
 
     random_serial(serial);
-    fill(&rec, "rv", serial);
+    fill(&rec, ca, serial);
     pki_result_init(&res);
     if (pki_record_reserve(r, &rec, &res) != PKI_OK) {
         return 0;
@@ -521,6 +521,13 @@ make_good(pki_redis_t *r, char serial[41])
     rec.der_len = sizeof(der);
     pki_result_init(&res);
     return pki_record_commit(r, &rec, &res) == PKI_OK;
+}
+
+
+static int
+make_good(pki_redis_t *r, char serial[41])
+{
+    return make_good_in(r, "rv", serial);
 }
 
 
@@ -568,8 +575,13 @@ test_revoke(pki_redis_t *r, redisContext *c)
     each_t         e;
     long long      g0, g, crl1, crl2;
     size_t         n, i, total;
-    char           serial[41], s2[41], key[256], next[32], cur[32], lower[48];
-    int            found, j, pending_seen;
+    char           serial[41], s2[41], key[256], lower[48];
+    char           next[PKI_RECORD_CURSOR_MAX], cur[PKI_RECORD_CURSOR_MAX];
+    size_t         k;
+    int            found, j, pending_seen, dup;
+    char           seen[64][41];
+
+    dup = 0;
 
     pki_result_init(&res);
     is_st(pki_record_revgen(r, "rv", &g0, &res), PKI_OK, "revgen absent");
@@ -729,6 +741,12 @@ test_revoke(pki_redis_t *r, redisContext *c)
             break;
         }
         for (i = 0; i < n; i++) {
+            for (k = 0; k < total + i && k < 64; k++) {
+                dup += strcmp(seen[k], list[i].serial) == 0;
+            }
+            if (total + i < 64) {
+                strcpy(seen[total + i], list[i].serial);
+            }
             if (strcmp(list[i].serial, serial) == 0
                 && list[i].status == PKI_CERT_REVOKED)
             {
@@ -746,13 +764,36 @@ test_revoke(pki_redis_t *r, redisContext *c)
             break;
         }
     }
-    ok(strcmp(cur, "0") == 0 && total == 27,
-       "list pages through all 27 committed records (got %zu)", total);
+    ok(strcmp(cur, "0") == 0 && total == 27 && dup == 0,
+       "list pages through all 27 committed records once (got %zu, %d "
+       "repeated)", total, dup);
     ok(found, "list returns the revoked record");
     ok(!pending_seen, "list skips pending records");
     pki_result_init(&res);
     ok(pki_record_list(r, "rv", "12x", 5, &list, &n, next, &res)
        == PKI_MALFORMED, "bad cursor");
+    pki_result_init(&res);
+    ok(pki_record_list(r, "rv", "17", 5, &list, &n, next, &res)
+       == PKI_MALFORMED, "an older version's SCAN cursor: bad cursor");
+    pki_result_init(&res);
+    ok(pki_record_list(r, "rv", "1800000000_1a", 5, &list, &n, next, &res)
+       == PKI_MALFORMED, "a cursor with a non-canonical serial: bad cursor");
+    pki_result_init(&res);
+    ok(pki_record_list(r, "rv", "x_1A", 5, &list, &n, next, &res)
+       == PKI_MALFORMED, "a cursor with a bad notAfter: bad cursor");
+
+    /* a cursor whose serial left the index restarts at its notAfter: a
+     * repeat, never a gap */
+    pki_result_init(&res);
+    is_st(pki_record_list(r, "rv", "1800000000_10", 5, &list, &n, next,
+                          &res),
+          PKI_OK, "a cursor naming no member");
+    ok(n == 5 && strcmp(next, "0") != 0,
+       "  restarts at the first record of its notAfter (%zu)", n);
+    for (i = 0; i < n; i++) {
+        pki_record_clear(&list[i]);
+    }
+    free(list);
     pki_result_init(&res);
     is_st(pki_record_list(r, "nothing", "0", 5, &list, &n, next, &res),
           PKI_OK, "list of an empty CA");
@@ -812,6 +853,126 @@ test_readonly(pki_redis_t *r, redisContext *c)
     n1 = accepted(c);
     ok(n0 >= 0 && n1 == n0 + 1, "  on a new connection (%lld, %lld)",
        n0, n1);
+}
+
+
+/* Commands the server has run so far (INFO stats). */
+static long long
+commands_run(redisContext *c)
+{
+    redisReply  *rep;
+    long long    v;
+    char        *p;
+
+    v = -1;
+    rep = raw(c, "INFO", "stats", NULL);
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING) {
+        p = strstr(rep->str, "total_commands_processed:");
+        if (p != NULL) {
+            v = strtoll(p + 25, NULL, 10);
+        }
+    }
+    freeReplyObject(rep);
+    return v;
+}
+
+
+/* One page: its records and how many commands it cost the server (the
+ * INFO calls around it excluded; a script's own commands count). */
+static long long
+list_page(pki_redis_t *r, redisContext *c, const char *ca,
+    const char *cursor, size_t limit, size_t *n, char *next, double *secs)
+{
+    pki_result_t   res;
+    pki_record_t  *list;
+    long long      before, after;
+    double         t0;
+    size_t         i;
+
+    before = commands_run(c);
+    t0 = now_s();
+    pki_result_init(&res);
+    if (pki_record_list(r, ca, cursor, limit, &list, n, next, &res)
+        != PKI_OK)
+    {
+        diag("list: %s", res.detail);
+        return -1;
+    }
+    *secs = now_s() - t0;
+    after = commands_run(c);
+
+    for (i = 0; i < *n; i++) {
+        pki_record_clear(&list[i]);
+    }
+    free(list);
+
+    return after - before - 1;
+}
+
+
+/*
+ * A page's work is the page's: 200000 keys that are not the CA's (other
+ * objects, other CAs) cost a page of a CA with 0 or 1 certificates
+ * nothing.  The listing used to SCAN the keyspace until the page was full
+ * or the scan ended: one limit=1 page ran a SCAN per key or so.
+ */
+static void
+test_list_bounded(pki_redis_t *r, redisContext *c)
+{
+    redisReply  *rep;
+    long long    cmds;
+    double       secs;
+    size_t       n;
+    char         serial[41], next[PKI_RECORD_CURSOR_MAX], pfx[96];
+    char         cur[PKI_RECORD_CURSOR_MAX];
+    char         script[] = "for i = 1, tonumber(ARGV[2]) do "
+                            "redis.call('SET', ARGV[1] .. i, 'x') end "
+                            "return 1";
+    const char  *argv[5];
+    size_t       lens[5];
+
+    snprintf(pfx, sizeof(pfx), "%s{ca:noise}:cert:", ns);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "0";
+    argv[3] = pfx;
+    argv[4] = "200000";
+    for (n = 0; n < 5; n++) {
+        lens[n] = strlen(argv[n]);
+    }
+    rep = redisCommandArgv(c, 5, argv, lens);
+    ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER,
+       "200000 keys of no listed CA");
+    freeReplyObject(rep);
+
+    ok(make_good_in(r, "lone", serial), "a CA with one certificate");
+
+    cmds = list_page(r, c, "lone", "0", 1, &n, next, &secs);
+    ok(cmds >= 0 && cmds <= 6 && n == 1,
+       "limit=1 over 1 certificate: %lld commands, %.3f s, %zu record",
+       cmds, secs, n);
+
+    snprintf(cur, sizeof(cur), "%s", next);
+    cmds = list_page(r, c, "lone", cur, 1, &n, next, &secs);
+    ok(cmds >= 0 && cmds <= 6 && n == 0 && strcmp(next, "0") == 0,
+       "  its next page: %lld commands, %.3f s, done", cmds, secs);
+
+    cmds = list_page(r, c, "lone", "0", 2, &n, next, &secs);
+    ok(cmds >= 0 && cmds <= 6 && n == 1 && strcmp(next, "0") == 0,
+       "limit=2 over 1 certificate: %lld commands, %.3f s, done", cmds,
+       secs);
+
+    cmds = list_page(r, c, "void", "0", 1, &n, next, &secs);
+    ok(cmds >= 0 && cmds <= 6 && n == 0 && strcmp(next, "0") == 0,
+       "limit=1 over no certificate: %lld commands, %.3f s, done", cmds,
+       secs);
+
+    /* the noise out again */
+    rep = redisCommand(c, "EVAL %s 0 %s %s",
+                       "for i = 1, tonumber(ARGV[2]) do "
+                       "redis.call('DEL', ARGV[1] .. i) end return 1",
+                       pfx, "200000");
+    freeReplyObject(rep);
 }
 
 
@@ -892,6 +1053,7 @@ main(void)
     test_threads(r, c);
     test_revoke(r, c);
     test_readonly(r, c);
+    test_list_bounded(r, c);
 
     /* Clean up our namespace. */
     {
