@@ -130,8 +130,30 @@ pki_csr_ec_key(int nid)
 }
 
 
+/* An EC key that is the point at infinity (the single octet 0, which
+ * o2i_ECPublicKey() takes): no key at all, and one for which a forged
+ * signature verifies. */
+int
+pki_int_key_at_infinity(const EVP_PKEY *pk)
+{
+    const EC_KEY  *ec;
+
+    if (EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC) {
+        return 0;
+    }
+
+    ec = EVP_PKEY_get0_EC_KEY(pk);
+
+    return ec == NULL || EC_KEY_get0_public_key(ec) == NULL
+           || EC_POINT_is_at_infinity(EC_KEY_get0_group(ec),
+                                      EC_KEY_get0_public_key(ec));
+}
+
+
+/* The request's key, or NULL: then *infinity tells a key at infinity
+ * (refused) from one this reader leaves to OpenSSL's. */
 static EVP_PKEY *
-pki_csr_key(const PKI_SPKI *spki)
+pki_csr_key(const PKI_SPKI *spki, int *infinity)
 {
     int                   ptype, nid, len;
     RSA                  *rsa;
@@ -175,9 +197,21 @@ pki_csr_key(const PKI_SPKI *spki)
         }
 
         if (o2i_ECPublicKey(&ec, &p, len) == NULL
-            || p != ASN1_STRING_get0_data(spki->bits) + len
-            || !EVP_PKEY_assign_EC_KEY(pk, ec))
+            || p != ASN1_STRING_get0_data(spki->bits) + len)
         {
+            EC_KEY_free(ec);
+            goto fallback;
+        }
+
+        if (EC_POINT_is_at_infinity(EC_KEY_get0_group(ec),
+                                    EC_KEY_get0_public_key(ec)))
+        {
+            EC_KEY_free(ec);
+            *infinity = 1;
+            goto fallback;
+        }
+
+        if (!EVP_PKEY_assign_EC_KEY(pk, ec)) {
             EC_KEY_free(ec);
             goto fallback;
         }
@@ -300,7 +334,7 @@ static int
 pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
     EVP_PKEY **outpk, pki_status_t *st, pki_result_t *res)
 {
-    int                   n, i;
+    int                   n, i, infinity;
     PKI_REQ              *pr;
     EVP_PKEY             *pk;
     unsigned char        *enc;
@@ -318,6 +352,7 @@ pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
     }
 
     pk = NULL;
+    infinity = 0;
 
     if ((size_t) (p - der) != len) {
         goto fallback;
@@ -337,9 +372,17 @@ pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
         goto fallback;
     }
 
-    pk = pki_csr_key(pr->info->spki);
+    pk = pki_csr_key(pr->info->spki, &infinity);
     if (pk == NULL) {
-        goto fallback;
+        if (!infinity) {
+            goto fallback;
+        }
+
+        ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
+        ERR_clear_error();
+        *st = pki_fail(res, PKI_MALFORMED, "the CSR's public key is the "
+                       "point at infinity");
+        return 1;
     }
 
     i = pki_csr_ecdsa_pop(der, len, pr, pk);

@@ -106,6 +106,13 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
                         "decoded");
     }
 
+    if (pki_int_key_at_infinity(pk)) {
+        X509_REQ_free(csr);
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "the CSR's public key is the "
+                        "point at infinity");
+    }
+
     if (X509_REQ_verify(csr, pk) != 1) {
         X509_REQ_free(csr);
         return pki_fail(res, PKI_BAD_SIGNATURE, "CSR signature does not "

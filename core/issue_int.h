@@ -174,6 +174,8 @@ int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     pki_status_t *st, pki_result_t *res);
 int pki_int_csr_parts(const unsigned char *der, size_t len, EVP_PKEY **pk,
     X509_NAME **subject, int *signid, pki_status_t *st, pki_result_t *res);
+/* csr.c: 1 when pk is an EC key at the point at infinity (no key). */
+int pki_int_key_at_infinity(const EVP_PKEY *pk);
 
 /* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).
  * fn runs right after the serial was reserved with its intent and before

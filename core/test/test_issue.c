@@ -20,9 +20,12 @@
 #include <hiredis/hiredis.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "pki.h"
@@ -507,6 +510,103 @@ cmp_str(const void *a, const void *b)
 }
 
 
+/*
+ * A P-256 request whose public key is the point at infinity (the single
+ * octet 0) with a signature that verifies for it: for Q = infinity,
+ * u1*G + u2*Q = u1*G, so r = x(kG) mod n and s = e/k pass.  version 0
+ * takes the fast reader, 2 OpenSSL's.
+ */
+static unsigned char *
+inf_csr(long version, size_t *len)
+{
+    int                  tlen, slen, n;
+    BIGNUM              *k, *r, *s, *e, *x, *ki;
+    BN_CTX              *ctx;
+    EC_POINT            *R;
+    EC_GROUP            *g;
+    X509_REQ            *req;
+    EVP_PKEY            *tmp;
+    X509_NAME           *nm;
+    ECDSA_SIG           *sig;
+    X509_ALGOR          *alg;
+    const BIGNUM        *order;
+    X509_PUBKEY         *xp;
+    ASN1_BIT_STRING     *bs;
+    unsigned char       *penc, *tbs, *sder, *out, md[32];
+
+    tmp = keygen("EC:P-256");
+    req = X509_REQ_new();
+    nm = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC,
+                               (const unsigned char *) "inf", -1, -1, 0);
+    X509_REQ_set_version(req, version);
+    X509_REQ_set_subject_name(req, nm);
+    X509_NAME_free(nm);
+    X509_REQ_set_pubkey(req, tmp);
+    EVP_PKEY_free(tmp);
+    xp = X509_REQ_get_X509_PUBKEY(req);
+    penc = OPENSSL_malloc(1);
+    penc[0] = 0;
+    X509_PUBKEY_set0_param(xp, OBJ_nid2obj(NID_X9_62_id_ecPublicKey),
+                           V_ASN1_OBJECT,
+                           OBJ_nid2obj(NID_X9_62_prime256v1), penc, 1);
+
+    tbs = NULL;
+    tlen = i2d_re_X509_REQ_tbs(req, &tbs);
+    SHA256(tbs, tlen, md);
+    OPENSSL_free(tbs);
+
+    g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    order = EC_GROUP_get0_order(g);
+    ctx = BN_CTX_new();
+    k = BN_new();
+    r = BN_new();
+    s = BN_new();
+    x = BN_new();
+    ki = BN_new();
+    e = BN_bin2bn(md, 32, NULL);
+    R = EC_POINT_new(g);
+    BN_rand_range(k, order);
+    EC_POINT_mul(g, R, k, NULL, NULL, ctx);
+    EC_POINT_get_affine_coordinates(g, R, x, NULL, ctx);
+    BN_nnmod(r, x, order, ctx);
+    BN_mod_inverse(ki, k, order, ctx);
+    BN_mod_mul(s, e, ki, order, ctx);
+    sig = ECDSA_SIG_new();
+    ECDSA_SIG_set0(sig, r, s);
+    sder = NULL;
+    slen = i2d_ECDSA_SIG(sig, &sder);
+    ECDSA_SIG_free(sig);
+
+    alg = X509_ALGOR_new();
+    X509_ALGOR_set0(alg, OBJ_nid2obj(NID_ecdsa_with_SHA256), V_ASN1_UNDEF,
+                    NULL);
+    X509_REQ_set1_signature_algo(req, alg);
+    X509_ALGOR_free(alg);
+    bs = ASN1_BIT_STRING_new();
+    ASN1_BIT_STRING_set(bs, sder, slen);
+    bs->flags &= ~0x07;
+    bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    X509_REQ_set0_signature(req, bs);
+    OPENSSL_free(sder);
+
+    out = NULL;
+    n = i2d_X509_REQ(req, &out);
+    *len = n > 0 ? (size_t) n : 0;
+
+    X509_REQ_free(req);
+    EC_POINT_free(R);
+    EC_GROUP_free(g);
+    BN_free(k);
+    BN_free(x);
+    BN_free(ki);
+    BN_free(e);
+    BN_CTX_free(ctx);
+
+    return out;
+}
+
+
 static void
 test_csr_parse(void)
 {
@@ -602,6 +702,23 @@ test_csr_parse(void)
             }
             free(vder);
         }
+    }
+
+    /* an EC key at the point at infinity, whose "signature" verifies:
+     * the input's fault, by either reader (not a 500 later on) */
+    for (n = 0; n <= 2; n += 2) {
+        size_t          ilen;
+        unsigned char  *inf = inf_csr(n, &ilen);
+
+        pki_result_init(&res);
+        csr = NULL;
+        st = pki_csr_parse(inf, ilen, &csr, &res);
+        ok(st == PKI_MALFORMED, "CSR version %d: EC key at infinity "
+           "refused as malformed (%s)", n, pki_status_name(st));
+        ok(csr == NULL && strstr(res.detail, "infinity") != NULL,
+           "  detail: %s", res.detail);
+        X509_REQ_free(csr);
+        OPENSSL_free(inf);
     }
 
     st = pki_csr_parse(buf, 65537, &csr, &res);
