@@ -2627,9 +2627,9 @@ static int
 pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
     const pki_request_t *preq, pki_result_t *res)
 {
-    int            i, j, lastpos, found;
-    char           cn[256], want[512], have[512], *tok, *save;
-    unsigned char  marked[PKI_SCEP_BOUND_SANS];
+    int            i, j, n, lastpos, found, same;
+    char           want[512], have[512], *tok, *save;
+    unsigned char  marked[PKI_SCEP_BOUND_SANS], *utf8;
     X509_NAME_ENTRY  *e;
     ASN1_STRING   *s;
 
@@ -2642,22 +2642,30 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
     }
 
     if (c->cn[0] != '\0') {
-        cn[0] = '\0';
+
+        /* the CN's characters, not its bytes: a BMPString whose octets
+         * spell "dev\0..." is another name; the whole of it, so an
+         * embedded NUL does not cut it short */
+        n = -1;
+        utf8 = NULL;
         lastpos = X509_NAME_get_index_by_NID(preq->subject, NID_commonName,
                                              -1);
         if (lastpos >= 0) {
             e = X509_NAME_get_entry(preq->subject, lastpos);
             s = X509_NAME_ENTRY_get_data(e);
-            if (s != NULL && s->length > 0 && (size_t) s->length < sizeof(cn))
-            {
-                memcpy(cn, s->data, s->length);
-                cn[s->length] = '\0';
-            }
+            n = s != NULL ? ASN1_STRING_to_UTF8(&utf8, s) : -1;
+        }
+
+        same = n > 0 && (size_t) n == strlen(c->cn)
+               && memcmp(utf8, c->cn, (size_t) n) == 0;
+        OPENSSL_free(utf8);
+        if (n < 0) {
+            ERR_clear_error();
         }
 
         /* that CN and no other: a second CN would be in the certificate
          * too, and some verifiers read the last one */
-        if (strcmp(cn, c->cn) != 0
+        if (!same
             || X509_NAME_get_index_by_NID(preq->subject, NID_commonName,
                                           lastpos) >= 0)
         {

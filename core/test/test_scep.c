@@ -162,6 +162,10 @@ typedef struct {
     X509              *signer;      /* NULL: self-signed from key */
     EVP_PKEY          *signkey;     /* NULL: key */
     const char        *cn;
+    const unsigned char  *cn_raw;   /* non-NULL: the CN's octets, */
+    int                cn_rawlen;   /* of this length, */
+    int                cn_type;     /* as this ASN.1 string type */
+    const char        *san;         /* NULL, or "URI:...,DNS:..." */
     const char        *challenge;
     X509              *rcpt;
     const EVP_CIPHER  *cipher;
@@ -220,10 +224,26 @@ build(msg_t *m, unsigned char **out)
 
     csr = X509_REQ_new();
     nm = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_UTF8,
-                               (const unsigned char *) m->cn, -1, -1, 0);
+    if (m->cn_raw != NULL) {
+        X509_NAME_add_entry_by_NID(nm, NID_commonName, m->cn_type,
+                                   m->cn_raw, m->cn_rawlen, -1, 0);
+    } else {
+        X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_UTF8,
+                                   (const unsigned char *) m->cn, -1, -1,
+                                   0);
+    }
     X509_REQ_set_subject_name(csr, nm);
     X509_NAME_free(nm);
+    if (m->san != NULL) {
+        STACK_OF(X509_EXTENSION)  *exts = sk_X509_EXTENSION_new_null();
+
+        sk_X509_EXTENSION_push(exts,
+                               X509V3_EXT_conf_nid(NULL, NULL,
+                                                   NID_subject_alt_name,
+                                                   m->san));
+        X509_REQ_add_extensions(csr, exts);
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    }
     X509_REQ_set_pubkey(csr, m->key);
     if (m->challenge) {
         X509_REQ_add1_attr_by_NID(csr, NID_pkcs9_challengePassword,
@@ -422,6 +442,41 @@ pkiop(const pki_scep_conf_t *conf, msg_t *m, int *fail, X509 **issued,
     }
     pki_scep_resp_free(&resp);
     return st;
+}
+
+
+/* A one-time challenge from the admin API with this JSON body: 1 made
+ * (its 32 hex digits in chal), 0 not. */
+static int
+new_chal(pki_redis_t *redis, pki_ca_t *ca, const char *body, char *chal)
+{
+    int                st;
+    char              *q;
+    pki_admin_conf_t   ac;
+    pki_admin_req_t    ar;
+    pki_admin_resp_t   aresp;
+
+    memset(&ac, 0, sizeof(ac));
+    ac.redis = redis;
+    ac.cas = &ca;
+    ac.ncas = 1;
+    memset(&ar, 0, sizeof(ar));
+    ar.method = "POST";
+    ar.path = "scep/challenges";
+    ar.path_len = strlen(ar.path);
+    ar.body = (const unsigned char *) body;
+    ar.body_len = strlen(body);
+    ar.identity = "admin";
+    pki_admin_handle(&ac, &ar, &aresp);
+    chal[0] = '\0';
+    q = aresp.body ? strstr((char *) aresp.body, "\"challenge\":\"") : NULL;
+    if (q) {
+        snprintf(chal, 33, "%s", q + 13);
+    }
+    st = aresp.http_status;
+    pki_admin_resp_free(&aresp);
+
+    return st == 201 && strlen(chal) == 32;
 }
 
 
@@ -929,6 +984,34 @@ main(void)
         s = pkiop(&conf, &m, &f, NULL, &h);
         ok(s == 0, "one-time challenge: used once");
         EXPECT_FAIL("one-time challenge: reuse", &conf, &m, 2);
+
+        /* a CN binding compares characters: a BMPString whose octets are
+         * "dev\0\0a\0d\0m\0i\0n" is "\u6465\u7600admin", not "dev";
+         * a BMPString "dev" is "dev" */
+        {
+            static const unsigned char  bmp_nul[] = {
+                'd', 'e', 'v', 0, 0, 'a', 0, 'd', 0, 'm', 0, 'i', 0, 'n'
+            };
+            static const unsigned char  bmp_dev[] = {
+                0, 'd', 0, 'e', 0, 'v'
+            };
+
+            ok(new_chal(redis, eca, "{\"ttl\": 60, \"cn\": \"dev\"}",
+                        chal), "admin: a challenge bound to CN dev");
+            m.challenge = chal;
+            m.cn_type = V_ASN1_BMPSTRING;
+            m.cn_raw = bmp_nul;
+            m.cn_rawlen = sizeof(bmp_nul);
+            EXPECT_FAIL("one-time challenge bound to CN dev: a BMPString "
+                        "CN whose octets start with dev\\0", &conf, &m, 2);
+            m.cn_raw = bmp_dev;
+            m.cn_rawlen = sizeof(bmp_dev);
+            s = pkiop(&conf, &m, &f, NULL, &h);
+            ok(s == 0, "one-time challenge bound to CN dev: a BMPString "
+               "CN dev enrolls (%d)", s);
+            m.cn_raw = NULL;
+            m.cn_type = 0;
+        }
 
         ar.body = (const unsigned char *) "{\"ttl\": 0}";
         ar.body_len = strlen((const char *) ar.body);
