@@ -2620,6 +2620,102 @@ pki_scep_san_text(const GENERAL_NAME *gn, char *buf, size_t size)
 }
 
 
+/* n octets alike, ASCII letters in either case. */
+static int
+pki_scep_same_nocase(const unsigned char *a, const char *b, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (tolower(a[i]) != tolower((unsigned char) b[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * A SAN of the request is the bound one tok: "DNS:", "email:", "URI:" or
+ * "IP:" (in any case) and its value.  A DNS name, and an email address's
+ * domain, match in any case; a URI and an email address's local part
+ * only as they are (both are case-sensitive: spiffe://td/ns/prod is not
+ * spiffe://td/NS/PROD); an IP address by its octets.  The whole value:
+ * no NUL inside the SAN cuts it short.
+ */
+static int
+pki_scep_san_match(const GENERAL_NAME *gn, const char *tok)
+{
+    int                   type, af;
+    size_t                n, at;
+    const char           *v;
+    unsigned char         ip[16];
+    const ASN1_STRING    *s;
+    const unsigned char  *d;
+
+    v = strchr(tok, ':');
+    if (v == NULL) {
+        return 0;
+    }
+
+    n = (size_t) (v - tok);
+    v++;
+
+    if (n == 3 && strncasecmp(tok, "DNS", 3) == 0) {
+        type = GEN_DNS;
+        s = gn->d.dNSName;
+    } else if (n == 5 && strncasecmp(tok, "email", 5) == 0) {
+        type = GEN_EMAIL;
+        s = gn->d.rfc822Name;
+    } else if (n == 3 && strncasecmp(tok, "URI", 3) == 0) {
+        type = GEN_URI;
+        s = gn->d.uniformResourceIdentifier;
+    } else if (n == 2 && strncasecmp(tok, "IP", 2) == 0) {
+        type = GEN_IPADD;
+        s = gn->d.iPAddress;
+    } else {
+        return 0;
+    }
+
+    if (gn->type != type || s == NULL) {
+        return 0;
+    }
+
+    d = ASN1_STRING_get0_data(s);
+
+    if (type == GEN_IPADD) {
+        n = (size_t) ASN1_STRING_length(s);
+        af = n == 4 ? AF_INET : (n == 16 ? AF_INET6 : -1);
+
+        return af != -1 && inet_pton(af, v, ip) == 1
+               && memcmp(ip, d, n) == 0;
+    }
+
+    n = strlen(v);
+    if ((size_t) ASN1_STRING_length(s) != n) {
+        return 0;
+    }
+
+    switch (type) {
+
+    case GEN_URI:
+        return memcmp(d, v, n) == 0;
+
+    case GEN_EMAIL:
+        /* the local part (up to the last '@') as it is, the domain in
+         * any case */
+        at = strrchr(v, '@') != NULL ? (size_t) (strrchr(v, '@') - v) : n;
+
+        return memcmp(d, v, at) == 0
+               && pki_scep_same_nocase(d + at, v + at, n - at);
+
+    default:
+        return pki_scep_same_nocase(d, v, n);
+    }
+}
+
+
 /* The request matches what the challenge is bound to. */
 
 #define PKI_SCEP_BOUND_SANS  64     /* SANs of a request under a binding */
@@ -2628,7 +2724,7 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
     const pki_request_t *preq, pki_result_t *res)
 {
     int            i, j, n, lastpos, found, same;
-    char           want[512], have[512], *tok, *save;
+    char           want[512], *tok, *save;
     unsigned char  marked[PKI_SCEP_BOUND_SANS], *utf8;
     X509_NAME_ENTRY  *e;
     ASN1_STRING   *s;
@@ -2702,9 +2798,8 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
             found = 0;
 
             for (i = 0; i < j; i++) {
-                if (pki_scep_san_text(sk_GENERAL_NAME_value(preq->sans, i),
-                                      have, sizeof(have))
-                    && strcasecmp(have, tok) == 0)
+                if (pki_scep_san_match(sk_GENERAL_NAME_value(preq->sans, i),
+                                       tok))
                 {
                     marked[i] = 1;
                     found = 1;

@@ -120,8 +120,16 @@ scep_template(void)
     const char      *cn[] = { "CN", "copy" };
     const char      *v[] = { "30d" };
     const char      *ku[] = { "digitalSignature", "keyEncipherment" };
+    const char      *san[][2] = {
+        { "dns", "copy" }, { "ip", "copy" }, { "email", "copy" },
+        { "uri", "copy" }
+    };
+    size_t           i;
 
     pki_result_init(&res);
+    for (i = 0; i < sizeof(san) / sizeof(san[0]); i++) {
+        pki_template_set(t, "san", 2, san[i], &res);
+    }
     pki_template_set(t, "key_types", 2, kt, &res);
     pki_template_set(t, "subject", 2, cn, &res);
     pki_template_set(t, "validity", 1, v, &res);
@@ -1011,6 +1019,45 @@ main(void)
                "CN dev enrolls (%d)", s);
             m.cn_raw = NULL;
             m.cn_type = 0;
+        }
+
+        /* a SAN binding: a URI and an email local part as they are, DNS
+         * names and email domains in any case, IP addresses by value */
+        {
+            static const struct {
+                const char  *bound;
+                const char  *san;
+                int          want;      /* 0 SUCCESS, 2 FAILURE */
+            } sc[] = {
+                { "URI:spiffe://td/ns/prod/sa/web",
+                  "URI:spiffe://td/NS/PROD/SA/WEB", 2 },
+                { "URI:spiffe://td/ns/prod/sa/web",
+                  "URI:spiffe://td/ns/prod/sa/web", 0 },
+                { "email:Dev.Ops@Example.com",
+                  "email:dev.ops@example.com", 2 },
+                { "email:Dev.Ops@Example.com",
+                  "email:Dev.Ops@EXAMPLE.COM", 0 },
+                { "DNS:Dev.Example.com, IP:2001:DB8::1",
+                  "DNS:dev.example.COM,IP:2001:db8:0:0::1", 0 },
+                { "IP:192.0.2.1", "IP:192.0.2.10", 2 },
+            };
+            char    body[160];
+            size_t  k;
+
+            for (k = 0; k < sizeof(sc) / sizeof(sc[0]); k++) {
+                snprintf(body, sizeof(body), "{\"ttl\": 60, \"san\": "
+                         "\"%s\"}", sc[k].bound);
+                new_chal(redis, eca, body, chal);
+                m.challenge = chal;
+                m.san = sc[k].san;
+                s = pkiop(&conf, &m, &f, NULL, &h);
+                ok(h == 200 && s == sc[k].want
+                   && (s == 0 || f == 2),
+                   "one-time challenge bound to %s, request with %s: %s "
+                   "(http %d status %d fail %d)", sc[k].bound, sc[k].san,
+                   sc[k].want ? "FAILURE badRequest" : "SUCCESS", h, s, f);
+            }
+            m.san = NULL;
         }
 
         ar.body = (const unsigned char *) "{\"ttl\": 0}";
