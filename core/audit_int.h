@@ -38,6 +38,10 @@ const char *pki_int_reason_name(int reason);
 void *pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 
+/* redis.c: drops this thread's connection after an unexpected reply (also
+ * in scep_int.h). */
+void pki_int_redis_drop(pki_redis_t *r);
+
 /* redis.c: pki_record_commit() that also appends a transaction-log entry
  * (time, fields) to the stream named by the full key "stream" in the same
  * script; rid (ridsize bytes) receives the entry's stream id.  With

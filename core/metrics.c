@@ -4,9 +4,12 @@
  *
  * Metrics history and certificate counts in Redis (see pki.h): per-minute
  * and per-hour buckets every host adds its deltas to, read back for the
- * dashboard's history charts.  Each call is one round trip (a Lua script).
+ * dashboard's history charts.  The history calls are one round trip each
+ * (a Lua script); the certificate counts are a walk of bounded steps, done
+ * once per interval for the whole fleet (the others read its result).
  */
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,10 @@
 #define PKI_METRICS_HOUR_TTL     (90L * 86400 + 7200)
 #define PKI_METRICS_MAX_MINUTES  2880
 #define PKI_METRICS_MAX_HOURS    2160
+#define PKI_METRICS_SCAN_COUNT   "1000"  /* HSCAN page of the revoked hash */
+#define PKI_METRICS_SCORES_MAX   1000    /* members per ZMSCORE            */
+#define PKI_METRICS_SCAN_ROUNDS  100000  /* HSCAN pages per count: a cap   */
+#define PKI_METRICS_COUNTS_LEN   128
 
 
 static const char  pki_flush_lua[] =
@@ -40,18 +47,24 @@ static const char  pki_history_lua[] =
     "for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end "
     "return out";
 
+/* KEYS[1] the expiry index; ARGV[1] now, ARGV[2] now + 7 d, ARGV[3] now
+ * + 30 d.  Three ZCOUNTs: O(log n) each. */
 static const char  pki_counts_lua[] =
-    "local now = tonumber(ARGV[1]) "
-    "local u = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') "
-    "local e7 = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], ARGV[2]) "
-    "local e30 = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], ARGV[3]) "
-    "local rv = 0 "
-    "local ks = redis.call('HKEYS', KEYS[2]) "
-    "for i = 1, #ks do "
-    "  local s = redis.call('ZSCORE', KEYS[1], ks[i]) "
-    "  if s and tonumber(s) > now then rv = rv + 1 end "
-    "end "
-    "return {u, rv, e7, e30}";
+    "return {redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf'), "
+    "redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], ARGV[2]), "
+    "redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], ARGV[3])}";
+
+/* KEYS[1] <ns>{ca:CA}:counts; ARGV[1] its TTL in milliseconds.  Returns the
+ * string there (a result, or "counting" while another caller counts), 1
+ * when this caller took the lease (SET ... PX: gone after the TTL even if
+ * the caller dies), 0 when the key is of another type (counted, not
+ * cached). */
+static const char  pki_counts_lease_lua[] =
+    "local t = redis.call('TYPE', KEYS[1]).ok "
+    "if t == 'string' then return redis.call('GET', KEYS[1]) end "
+    "if t ~= 'none' then return 0 end "
+    "redis.call('SET', KEYS[1], 'counting', 'PX', ARGV[1]) "
+    "return 1";
 
 
 static int
@@ -274,33 +287,206 @@ done:
 }
 
 
-pki_status_t
-pki_metrics_cert_counts(pki_redis_t *r, const char *ca, time_t now,
-    long long out[4], pki_result_t *res)
+/* "<ns>{ca:CA}:<what>", the CA's keys as core/redis.c names them. */
+static int
+pki_counts_key(pki_redis_t *r, const char *ca, const char *what, char *buf,
+    size_t size)
 {
-    int           n, i;
-    char          kexp[PKI_METRICS_KEY_MAX], krev[PKI_METRICS_KEY_MAX];
+    int  n;
+
+    n = snprintf(buf, size, "%s{ca:%s}:%s", pki_redis_ns(r), ca, what);
+
+    return n > 0 && (size_t) n < size;
+}
+
+
+/* One ZMSCORE of argv[2] .. argv[n + 1] (serials) in the expiry index:
+ * adds those whose notAfter is after now to *count.  A member that is not
+ * there (nil) or a score that is not a number is not counted. */
+static pki_status_t
+pki_counts_scores(pki_redis_t *r, const char *kexp, const char **argv,
+    size_t *lens, size_t n, time_t now, long long *count, pki_result_t *res)
+{
+    char               *end;
+    double              score;
+    size_t              i;
+    redisReply         *reply;
+    const redisReply   *v;
+
+    argv[0] = "ZMSCORE";
+    argv[1] = kexp;
+    lens[0] = sizeof("ZMSCORE") - 1;
+    lens[1] = strlen(kexp);
+
+    reply = pki_int_redis_command(r, (int) (n + 2), argv, lens, res);
+    if (reply == NULL) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "unexpected reply to ZMSCORE");
+    }
+
+    for (i = 0; i < n; i++) {
+        v = reply->element[i];
+
+        if (v->type != REDIS_REPLY_STRING || v->len == 0
+            || memchr(v->str, '\0', v->len) != NULL)
+        {
+            continue;
+        }
+
+        score = strtod(v->str, &end);
+
+        if (end == v->str + v->len && score > (double) now) {
+            (*count)++;
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+/* The revoked (or on hold) certificates of the CA still unexpired at now.
+ * The revoked hash is walked with HSCAN a page at a time and each page's
+ * serials are looked up in the expiry index with ZMSCORE, up to
+ * PKI_METRICS_SCORES_MAX at a time: no command does work in proportion to
+ * the revoked hash, and Redis serves its other clients in between.  An
+ * entry revoked or expiring meanwhile may be counted either way, and SCAN
+ * may return an entry twice while the hash is being resized: a gauge, not
+ * a ledger.  At most PKI_METRICS_SCAN_ROUNDS pages (a cursor that never
+ * comes back to 0 ends too). */
+static pki_status_t
+pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
+    time_t now, long long *count, pki_result_t *res)
+{
+    char               cursor[32];
+    size_t             i, n, *lens;
+    unsigned           rounds;
+    redisReply        *page;
+    const char       **argv;
+    pki_status_t       st;
+    const redisReply  *c, *items, *f;
+
+    *count = 0;
+    page = NULL;
+
+    argv = calloc(PKI_METRICS_SCORES_MAX + 2, sizeof(char *));
+    lens = calloc(PKI_METRICS_SCORES_MAX + 2, sizeof(size_t));
+
+    if (argv == NULL || lens == NULL) {
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    strcpy(cursor, "0");
+
+    for (rounds = 0; rounds < PKI_METRICS_SCAN_ROUNDS; rounds++) {
+        argv[0] = "HSCAN";
+        argv[1] = krev;
+        argv[2] = cursor;
+        argv[3] = "COUNT";
+        argv[4] = PKI_METRICS_SCAN_COUNT;
+
+        for (i = 0; i < 5; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+
+        page = pki_int_redis_command(r, 5, argv, lens, res);
+        if (page == NULL) {
+            st = PKI_UNAVAILABLE;
+            goto failed;
+        }
+
+        if (page->type != REDIS_REPLY_ARRAY || page->elements != 2
+            || page->element[0]->type != REDIS_REPLY_STRING
+            || page->element[0]->len == 0
+            || page->element[0]->len >= sizeof(cursor)
+            || page->element[1]->type != REDIS_REPLY_ARRAY
+            || page->element[1]->elements % 2 != 0)
+        {
+            pki_int_redis_drop(r);
+            st = pki_fail(res, PKI_UNAVAILABLE, "unexpected reply to HSCAN");
+            goto failed;
+        }
+
+        c = page->element[0];
+        items = page->element[1];
+
+        memcpy(cursor, c->str, c->len);
+        cursor[c->len] = '\0';
+
+        /* the serials (even elements; odd ones are the entries) */
+
+        n = 0;
+
+        for (i = 0; i < items->elements; i += 2) {
+            f = items->element[i];
+
+            if (f->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+
+            argv[2 + n] = f->str;
+            lens[2 + n] = f->len;
+            n++;
+
+            if (n == PKI_METRICS_SCORES_MAX) {
+                st = pki_counts_scores(r, kexp, argv, lens, n, now, count,
+                                       res);
+                if (st != PKI_OK) {
+                    goto failed;
+                }
+                n = 0;
+            }
+        }
+
+        if (n > 0) {
+            st = pki_counts_scores(r, kexp, argv, lens, n, now, count, res);
+            if (st != PKI_OK) {
+                goto failed;
+            }
+        }
+
+        freeReplyObject(page);
+        page = NULL;
+
+        if (strcmp(cursor, "0") == 0) {
+            st = PKI_OK;
+            goto failed;
+        }
+    }
+
+    st = pki_fail(res, PKI_TOO_LARGE, "revoked hash: over %u HSCAN pages",
+                  (unsigned) PKI_METRICS_SCAN_ROUNDS);
+
+failed:
+
+    if (page != NULL) {
+        freeReplyObject(page);
+    }
+    free(argv);
+    free(lens);
+
+    return st;
+}
+
+
+/* Counts: the ZCOUNTs (one script), then the revoked ones. */
+static pki_status_t
+pki_counts_compute(pki_redis_t *r, const char *kexp, const char *krev,
+    time_t now, long long out[4], pki_result_t *res)
+{
+    int           i;
     char          a1[24], a2[24], a3[24];
-    size_t        lens[8];
+    size_t        lens[7];
     redisReply   *reply;
-    const char   *argv[8];
-
-    memset(out, 0, 4 * sizeof(long long));
-
-    if (r == NULL || ca == NULL) {
-        return pki_fail(res, PKI_UNAVAILABLE, "no Redis");
-    }
-
-    n = snprintf(kexp, sizeof(kexp), "%s{ca:%s}:expiry", pki_redis_ns(r), ca);
-    if (n <= 0 || (size_t) n >= sizeof(kexp)) {
-        return pki_fail(res, PKI_INTERNAL, "key too long");
-    }
-
-    n = snprintf(krev, sizeof(krev), "%s{ca:%s}:revoked", pki_redis_ns(r),
-                 ca);
-    if (n <= 0 || (size_t) n >= sizeof(krev)) {
-        return pki_fail(res, PKI_INTERNAL, "key too long");
-    }
+    const char   *argv[7];
+    pki_status_t  st;
 
     snprintf(a1, sizeof(a1), "%lld", (long long) now);
     snprintf(a2, sizeof(a2), "%lld", (long long) now + 7 * 86400);
@@ -308,35 +494,189 @@ pki_metrics_cert_counts(pki_redis_t *r, const char *ca, time_t now,
 
     argv[0] = "EVAL";
     argv[1] = pki_counts_lua;
-    argv[2] = "2";
+    argv[2] = "1";
     argv[3] = kexp;
-    argv[4] = krev;
-    argv[5] = a1;
-    argv[6] = a2;
-    argv[7] = a3;
+    argv[4] = a1;
+    argv[5] = a2;
+    argv[6] = a3;
 
-    for (i = 0; i < 8; i++) {
+    for (i = 0; i < 7; i++) {
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_command(r, 8, argv, lens, res);
+    reply = pki_int_redis_command(r, 7, argv, lens, res);
     if (reply == NULL) {
         return PKI_UNAVAILABLE;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
         freeReplyObject(reply);
         return pki_fail(res, PKI_UNAVAILABLE, "unexpected reply to the "
                         "certificate count script");
     }
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 3; i++) {
         if (reply->element[i]->type == REDIS_REPLY_INTEGER) {
-            out[i] = reply->element[i]->integer;
+            out[i == 0 ? 0 : i + 1] = reply->element[i]->integer;
         }
     }
 
     freeReplyObject(reply);
+
+    st = pki_counts_revoked(r, kexp, krev, now, &out[1], res);
+    if (st != PKI_OK) {
+        memset(out, 0, 4 * sizeof(long long));
+    }
+
+    return st;
+}
+
+
+/* A result as pki_metrics_cert_counts stores it: "U R E7 E30". */
+static int
+pki_counts_parse(const redisReply *v, long long out[4])
+{
+    int    i;
+    char   buf[PKI_METRICS_COUNTS_LEN], *p, *end;
+
+    if (v->len == 0 || v->len >= sizeof(buf)
+        || memchr(v->str, '\0', v->len) != NULL)
+    {
+        return 0;
+    }
+
+    memcpy(buf, v->str, v->len);
+    buf[v->len] = '\0';
+    p = buf;
+
+    for (i = 0; i < 4; i++) {
+        if (*p < '0' || *p > '9') {
+            return 0;
+        }
+
+        errno = 0;
+        out[i] = strtoll(p, &end, 10);
+
+        if (errno != 0 || *end != (i < 3 ? ' ' : '\0')) {
+            return 0;
+        }
+
+        p = end + 1;
+    }
+
+    return 1;
+}
+
+
+pki_status_t
+pki_metrics_cert_counts(pki_redis_t *r, const char *ca, time_t now,
+    unsigned long ttl_ms, long long out[4], pki_result_t *res)
+{
+    int            i, lease;
+    char           kexp[PKI_METRICS_KEY_MAX], krev[PKI_METRICS_KEY_MAX];
+    char           kcnt[PKI_METRICS_KEY_MAX], ttl[24];
+    char           val[PKI_METRICS_COUNTS_LEN];
+    size_t         lens[6];
+    long long      c[4];
+    redisReply    *reply;
+    const char    *argv[6];
+    pki_result_t   scratch;
+    pki_status_t   st;
+
+    memset(out, 0, 4 * sizeof(long long));
+
+    if (r == NULL || ca == NULL) {
+        return pki_fail(res, PKI_UNAVAILABLE, "no Redis");
+    }
+
+    if (!pki_counts_key(r, ca, "expiry", kexp, sizeof(kexp))
+        || !pki_counts_key(r, ca, "revoked", krev, sizeof(krev))
+        || !pki_counts_key(r, ca, "counts", kcnt, sizeof(kcnt)))
+    {
+        return pki_fail(res, PKI_INTERNAL, "key too long");
+    }
+
+    lease = 0;
+
+    if (ttl_ms > 0) {
+        snprintf(ttl, sizeof(ttl), "%lu", ttl_ms);
+
+        argv[0] = "EVAL";
+        argv[1] = pki_counts_lease_lua;
+        argv[2] = "1";
+        argv[3] = kcnt;
+        argv[4] = ttl;
+
+        for (i = 0; i < 5; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+
+        reply = pki_int_redis_command(r, 5, argv, lens, res);
+        if (reply == NULL) {
+            return PKI_UNAVAILABLE;
+        }
+
+        if (reply->type == REDIS_REPLY_INTEGER) {
+            lease = reply->integer == 1;
+
+        } else if (reply->type == REDIS_REPLY_STRING) {
+
+            if (pki_counts_parse(reply, out)) {
+                freeReplyObject(reply);
+                return PKI_OK;
+            }
+
+            if (reply->len == sizeof("counting") - 1
+                && memcmp(reply->str, "counting", reply->len) == 0)
+            {
+                freeReplyObject(reply);
+                return pki_fail(res, PKI_CONFLICT, "another worker is "
+                                "counting the certificates");
+            }
+
+            /* anything else there: counted, not cached */
+
+        } else {
+            freeReplyObject(reply);
+            pki_int_redis_drop(r);
+            return pki_fail(res, PKI_UNAVAILABLE, "unexpected reply to the "
+                            "certificate count lease script");
+        }
+
+        freeReplyObject(reply);
+    }
+
+    memset(c, 0, sizeof(c));
+
+    st = pki_counts_compute(r, kexp, krev, now, c, res);
+    if (st != PKI_OK) {
+        /* the lease stays: nobody counts again before it expires */
+        return st;
+    }
+
+    if (lease) {
+        snprintf(val, sizeof(val), "%lld %lld %lld %lld", c[0], c[1], c[2],
+                 c[3]);
+
+        /* the lease's TTL stays; gone meanwhile: not cached */
+        argv[0] = "SET";
+        argv[1] = kcnt;
+        argv[2] = val;
+        argv[3] = "XX";
+        argv[4] = "KEEPTTL";
+
+        for (i = 0; i < 5; i++) {
+            lens[i] = strlen(argv[i]);
+        }
+
+        pki_result_init(&scratch);
+        reply = pki_int_redis_command(r, 5, argv, lens, &scratch);
+        if (reply != NULL) {
+            freeReplyObject(reply);
+        }
+    }
+
+    memcpy(out, c, sizeof(c));
 
     return PKI_OK;
 }

@@ -1061,9 +1061,18 @@ PKI_API pki_status_t pki_metrics_history(pki_redis_t *r, int hourly,
     time_t now, unsigned count, char **json, pki_result_t *res);
 
 /* Certificates of a CA at now: out[0] unexpired, out[1] of those revoked
- * or on hold, out[2] expiring within 7 days, out[3] within 30 days. */
+ * or on hold, out[2] expiring within 7 days, out[3] within 30 days.  No
+ * Redis command does work in proportion to the CA's certificates: ZCOUNTs,
+ * then the revoked hash a page at a time (HSCAN, ZMSCORE of the page in the
+ * expiry index; Redis 6.2 or later).
+ *
+ * With ttl_ms > 0 the fleet counts once per ttl_ms: the caller that finds
+ * no <ns>{ca:CA}:counts takes it as a lease (PX ttl_ms), counts and stores
+ * "U R E7 E30" there; the others answer that (counted at the counter's
+ * now), or PKI_CONFLICT while it is being counted.  A key of another type
+ * or content: counted, not cached.  ttl_ms 0: counted, the key unused. */
 PKI_API pki_status_t pki_metrics_cert_counts(pki_redis_t *r, const char *ca,
-    time_t now, long long out[4], pki_result_t *res);
+    time_t now, unsigned long ttl_ms, long long out[4], pki_result_t *res);
 
 /* ---- key decryption (added for SCEP) ----------------------------------------
  *

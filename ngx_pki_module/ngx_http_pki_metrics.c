@@ -14,7 +14,8 @@
  * talks to Redis: a timer in each worker posts one thread-pool task every
  * pki_metrics_interval (10 s) that adds this worker's deltas to the
  * per-minute and per-hour buckets in Redis (pki_metrics_flush), and every
- * 6th time counts each CA's certificates (pki_metrics_cert_counts) and
+ * 6th time counts each CA's certificates (pki_metrics_cert_counts: one
+ * worker of the fleet counts per period, the others read its result) and
  * writes an audit checkpoint.
  *
  * Events come from two places: the core's event hook (pki_event_set_sink:
@@ -161,6 +162,7 @@ typedef struct {
     pki_ca_t                  *cas[NGX_HTTP_PKI_M_MAX_CAS];
     long long                  counts[NGX_HTTP_PKI_M_MAX_CAS][4];
     pki_status_t               counted[NGX_HTTP_PKI_M_MAX_CAS];
+    ngx_msec_t                 counts_ttl; /* the fleet counts once per */
 
     pki_redis_t               *redis;
     pki_audit_t               *audit;
@@ -3137,6 +3139,14 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
     if (ngx_http_pki_m_ticks >= NGX_HTTP_PKI_M_SLOW_TICKS) {
         ngx_http_pki_m_ticks = 0;
         t->certs = 1;
+
+        /*
+         * one count per CA and period for every worker of every host: the
+         * result serves the others for a tick less than the period, so
+         * each worker's next turn finds it expired and the gauges lag
+         * at most a period
+         */
+        t->counts_ttl = mmcf->interval * (NGX_HTTP_PKI_M_SLOW_TICKS - 1);
     }
 
     sh = ngx_http_pki_m_shm;
@@ -3236,7 +3246,8 @@ ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
         pki_result_init(&res);
         t->counted[i] = pki_metrics_cert_counts(t->redis,
                                                 pki_ca_name(t->cas[i]),
-                                                t->now, t->counts[i], &res);
+                                                t->now, t->counts_ttl,
+                                                t->counts[i], &res);
     }
 
     if (t->certs && t->audit) {
