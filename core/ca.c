@@ -340,6 +340,55 @@ pki_int_asn1_time(const ASN1_TIME *t)
 }
 
 
+/* A template's extendedKeyUsage within that of the CA certificate, where
+ * it has one: verifiers that nest purposes (most do) refuse a certificate
+ * for a purpose its CA may not serve. */
+static pki_status_t
+pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
+    pki_result_t *res)
+{
+    int                  i, j, crit, found;
+    char                 name[80];
+    ASN1_OBJECT         *o;
+    EXTENDED_KEY_USAGE  *eku;
+
+    eku = X509_get_ext_d2i(ca->cert, NID_ext_key_usage, &crit, NULL);
+    if (eku == NULL) {
+        ERR_clear_error();
+        return PKI_OK;
+    }
+
+    for (i = 0; i < sk_ASN1_OBJECT_num(eku); i++) {
+        o = sk_ASN1_OBJECT_value(eku, i);
+        if (OBJ_obj2nid(o) == NID_anyExtendedKeyUsage) {
+            sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+            return PKI_OK;
+        }
+    }
+
+    for (i = 0; i < sk_ASN1_OBJECT_num(t->eku); i++) {
+        o = sk_ASN1_OBJECT_value(t->eku, i);
+
+        for (found = 0, j = 0; !found && j < sk_ASN1_OBJECT_num(eku); j++) {
+            found = OBJ_cmp(o, sk_ASN1_OBJECT_value(eku, j)) == 0;
+        }
+
+        if (!found) {
+            sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+            OBJ_obj2txt(name, sizeof(name), o, 0);
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues "
+                            "certificates for %s, which the "
+                            "extendedKeyUsage of CA \"%s\" does not allow",
+                            t->name, name, ca->name);
+        }
+    }
+
+    sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+
+    return PKI_OK;
+}
+
+
 static pki_status_t
 pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
     pki_result_t *res)
@@ -373,7 +422,7 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
         return pki_int_matter_ca_template(t, ca, res);
     }
 
-    return PKI_OK;
+    return pki_ca_check_eku(ca, t, res);
 }
 
 

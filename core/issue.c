@@ -1329,6 +1329,81 @@ pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
 }
 
 
+/*
+ * The names of a request against the name constraints (RFC 5280 4.2.1.10)
+ * of the issuing CA and of the chain above it, as a verifier judges them: a
+ * certificate outside them is one no verifier accepts, so it is refused
+ * before anything is reserved or signed.  The names go into a scratch
+ * certificate: OpenSSL's check reads a certificate's extension cache, and
+ * filling that of the certificate being built would keep its digest of the
+ * unsigned form.
+ */
+static pki_status_t
+pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
+    pki_result_t *res)
+{
+    int                 i, n, crit, dns, rv;
+    X509               *tmp, *c;
+    NAME_CONSTRAINTS   *nc;
+    const GENERAL_NAME *g;
+
+    tmp = NULL;
+    rv = X509_V_OK;
+    n = 1 + sk_X509_num(ca->chain);
+
+    for (dns = 0, i = 0; i < sk_GENERAL_NAME_num(req->sans); i++) {
+        g = sk_GENERAL_NAME_value(req->sans, i);
+        dns |= g->type == GEN_DNS;
+    }
+
+    for (i = 0; i < n && rv == X509_V_OK; i++) {
+        c = i == 0 ? ca->cert : sk_X509_value(ca->chain, i - 1);
+
+        nc = X509_get_ext_d2i(c, NID_name_constraints, &crit, NULL);
+        if (nc == NULL) {
+            ERR_clear_error();
+            continue;
+        }
+
+        if (tmp == NULL) {
+            tmp = X509_new();
+            if (tmp == NULL
+                || !X509_set_subject_name(tmp, req->subject)
+                || (req->sans != NULL && sk_GENERAL_NAME_num(req->sans) > 0
+                    && !X509_add1_ext_i2d(tmp, NID_subject_alt_name,
+                                          req->sans, 0, 0)))
+            {
+                NAME_CONSTRAINTS_free(nc);
+                X509_free(tmp);
+                return pki_fail(res, PKI_INTERNAL, "out of memory");
+            }
+            (void) X509_check_purpose(tmp, -1, 0);    /* fills the cache */
+            ERR_clear_error();
+        }
+
+        rv = NAME_CONSTRAINTS_check(tmp, nc);
+
+        /* a host name in the CN counts where no dNSName SAN is */
+        if (rv == X509_V_OK && !dns) {
+            rv = NAME_CONSTRAINTS_check_CN(tmp, nc);
+        }
+
+        NAME_CONSTRAINTS_free(nc);
+    }
+
+    X509_free(tmp);
+    ERR_clear_error();
+
+    if (rv != X509_V_OK) {
+        return pki_fail(res, PKI_POLICY, "a name of the request is outside "
+                        "the name constraints of CA \"%s\" (%s)", ca->name,
+                        X509_verify_cert_error_string(rv));
+    }
+
+    return PKI_OK;
+}
+
+
 static pki_status_t
 pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const pki_request_t *req, X509 **out, pki_result_t *res)
@@ -1345,6 +1420,14 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const ASN1_OCTET_STRING *caskid;
 
     *out = NULL;
+
+    if (ca != NULL) {
+        pki_status_t  nrc = pki_name_constraints(ca, req, res);
+
+        if (nrc != PKI_OK) {
+            return nrc;
+        }
+    }
 
     x = X509_new();
     if (x == NULL) {

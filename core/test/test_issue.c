@@ -2310,6 +2310,82 @@ main(void)
         pki_template_free(texp);
     }
 
+    /* A CA restricted to serverAuth and to names under example.com: a
+     * template for another purpose is refused at configuration, a name
+     * outside the constraints at issuance, before anything is signed. */
+    {
+        pki_ca_t        *cc;
+        pki_template_t  *tcons, *tsrv, *tcli;
+        static const char *const cons_lines[] = {
+            "subject CN copy", "basic_constraints ca:true", "validity 30d",
+            "extended_key_usage serverAuth",
+            "extension 2.5.29.30 critical "
+            "3011a00f300d820b6578616d706c652e636f6d", NULL
+        };
+        static const char *const srv_lines[] = {
+            "subject CN copy", "san dns copy", "validity 10d",
+            "extended_key_usage serverAuth", NULL
+        };
+        static const char *const cli_lines[] = {
+            "subject CN copy", "san dns copy", "validity 10d",
+            "extended_key_usage clientAuth", NULL
+        };
+
+        tcons = make_template("cons", cons_lines);
+        tsrv = make_template("srv", srv_lines);
+        tcli = make_template("cli", cli_lines);
+        name = parse_name("/CN=Constrained Root");
+        st = pki_selfsign(otherkey, tcons, name, &x, &res);
+        X509_NAME_free(name);
+        ok(st == PKI_OK, "constrained root: %s", res.detail);
+        write_cert(x, "cons.pem");
+        X509_free(x);
+
+        tmpls[0] = tcli;
+        tmpls[1] = NULL;
+        cc = make_ca("cons", "cons.pem", NULL, otherkey, tmpls, NULL, &res);
+        ok(res.status == PKI_MALFORMED
+           && strstr(res.detail, "extendedKeyUsage") != NULL
+           && strstr(res.detail, "\"cli\"") != NULL,
+           "clientAuth template under a serverAuth CA refused: %s",
+           res.detail);
+        pki_ca_free(cc);
+
+        tmpls[0] = tsrv;
+        cc = make_ca("cons", "cons.pem", NULL, otherkey, tmpls, NULL, &res);
+        is_status(res.status, PKI_OK, "serverAuth template taken");
+
+        x = issue_one(cc, tsrv, NULL, "/CN=a", "DNS:a.example.com", NULL,
+                      &res);
+        ok(x != NULL, "a name within the constraints issued: %s",
+           res.detail);
+        X509_free(x);
+
+        x = issue_one(cc, tsrv, NULL, "/CN=b", "DNS:b.example.org", NULL,
+                      &res);
+        ok(x == NULL && res.status == PKI_POLICY
+           && strstr(res.detail, "name constraints") != NULL,
+           "a SAN outside the constraints refused: %s", res.detail);
+        X509_free(x);
+
+        x = issue_one(cc, tsrv, NULL, "/CN=c.example.org", NULL, NULL, &res);
+        ok(x == NULL && res.status == PKI_POLICY,
+           "a host name in the CN outside them, no SAN, refused: %s",
+           res.detail);
+        X509_free(x);
+
+        x = issue_one(cc, tsrv, NULL, "/CN=device 7", "DNS:d.example.com",
+                      NULL, &res);
+        ok(x != NULL, "a CN that is no host name beside a SAN within: %s",
+           res.detail);
+        X509_free(x);
+
+        pki_ca_free(cc);
+        pki_template_free(tcons);
+        pki_template_free(tsrv);
+        pki_template_free(tcli);
+    }
+
     /* A leaf is not a CA. */
     tmpls[0] = tlong;
     tmpls[1] = NULL;
