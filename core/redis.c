@@ -425,6 +425,87 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
  * the thread (pki_int_sigpipe_block(), a no-op where it is ignored). */
 
 
+/*
+ * redisGetReply() with a deadline (pki_int_now()'s clock) for the whole
+ * answer.  The socket's timeout bounds each read, so an answer that came a
+ * few bytes at a time (a degraded link, a proxy) held the pool thread for
+ * as long as bytes kept coming; here a read after one that left the answer
+ * incomplete waits only for the time left.  REDIS_ERR with c->err set and
+ * errno kept from the failing read (the caller's retry looks at it).
+ */
+static int
+pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
+    redisReply **out)
+{
+    int             done, shrunk, rc, eno;
+    void           *aux;
+    double          left;
+    struct timeval  tv;
+
+    *out = NULL;
+    aux = NULL;
+    shrunk = 0;
+    rc = REDIS_ERR;
+
+    if (redisGetReplyFromReader(c, &aux) == REDIS_ERR) {
+        return REDIS_ERR;
+    }
+
+    if (aux == NULL) {
+        do {
+            if (redisBufferWrite(c, &done) == REDIS_ERR) {
+                return REDIS_ERR;
+            }
+        } while (!done);
+
+        for ( ;; ) {
+            if (redisBufferRead(c) == REDIS_ERR
+                || redisGetReplyFromReader(c, &aux) == REDIS_ERR)
+            {
+                goto done;
+            }
+
+            if (aux != NULL) {
+                break;
+            }
+
+            left = deadline - pki_int_now();
+            if (left <= 0) {
+                c->err = REDIS_ERR_IO;
+                snprintf(c->errstr, sizeof(c->errstr), "the answer did not "
+                         "come whole within the timeout");
+                errno = ETIMEDOUT;
+                goto done;
+            }
+
+            tv.tv_sec = (time_t) left;
+            tv.tv_usec = (suseconds_t) ((left - (double) tv.tv_sec) * 1e6);
+            if (tv.tv_sec == 0 && tv.tv_usec == 0) {
+                tv.tv_usec = 1;
+            }
+
+            if (redisSetTimeout(c, tv) != REDIS_OK) {
+                goto done;
+            }
+            shrunk = 1;
+        }
+    }
+
+    *out = aux;
+    rc = REDIS_OK;
+
+done:
+
+    if (shrunk) {
+        eno = errno;
+        (void) redisSetTimeout(c, pki_redis_tv(r));
+        errno = eno;
+    }
+
+    return rc;
+}
+
+
 /* Runs one command.  Returns the reply (caller frees), or NULL with res
  * filled; an error reply is turned into NULL too.
  *
@@ -453,7 +534,11 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
 
         pki_int_sigpipe_block(&sp);
         t0 = pki_int_now();
-        reply = redisCommandArgv(c, argc, argv, lens);
+        reply = NULL;
+        if (redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK) {
+            (void) pki_redis_get_reply(r, c, t0 + r->timeout_ms / 1000.0,
+                                       &reply);
+        }
         eno = errno;
         pki_int_observe(PKI_EV_REDIS, pki_int_now() - t0,
                         reply ? PKI_OK : PKI_UNAVAILABLE, NULL);
@@ -3177,9 +3262,12 @@ pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
         eno = 0;
 
         if (err == REDIS_OK) {
+            /* the whole batch within the timeout: Redis answers one in
+             * a few milliseconds */
             for (got = 0; got < ncmd; got++) {
                 reply = NULL;
-                if (redisGetReply(c, (void **) &reply) != REDIS_OK
+                if (pki_redis_get_reply(r, c, t0 + r->timeout_ms / 1000.0,
+                                        &reply) != REDIS_OK
                     || reply == NULL)
                 {
                     eno = errno;

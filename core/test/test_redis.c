@@ -418,6 +418,77 @@ test_huge_array(void)
 
 
 
+/* A server that answers PING with "+PONG\r\n" one byte every 100 ms: each
+ * read gets a byte within the socket's timeout, the whole answer takes
+ * 0.7 s. */
+static void *
+trickle_server(void *arg)
+{
+    int          fd, lfd = *(int *) arg;
+    char         buf[512];
+    const char  *p;
+
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0) {
+        (void) !read(fd, buf, sizeof(buf));
+        for (p = "+PONG\r\n"; *p; p++) {
+            usleep(100000);
+            if (send(fd, p, 1, MSG_NOSIGNAL) != 1) {
+                break;
+            }
+        }
+        (void) !read(fd, buf, sizeof(buf));         /* until the client closes */
+        close(fd);
+    }
+
+    return NULL;
+}
+
+
+/* The store's timeout bounds the whole answer, not each read. */
+static void
+test_trickle(void)
+{
+    int                  lfd;
+    pthread_t            th;
+    pki_redis_t         *r;
+    pki_result_t         res;
+    struct sockaddr_un   sa;
+    double               t0, dt;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-trickle-%ld"
+             ".sock", (long) getpid());
+    unlink(sa.sun_path);
+
+    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
+            && listen(lfd, 1) == 0, "trickling server listens"))
+    {
+        return;
+    }
+
+    pthread_create(&th, NULL, trickle_server, &lfd);
+
+    r = new_store(sa.sun_path, 250);
+    if (ok(r != NULL, "store for the trickling server")) {
+        t0 = now_s();
+        pki_result_init(&res);
+        ok(pki_redis_ping(r, &res) == PKI_UNAVAILABLE,
+           "an answer a byte at a time is given up [%s]", res.log);
+        dt = now_s() - t0;
+        ok(dt < 0.5, "within the 250 ms timeout, not the answer's 0.7 s "
+           "(%.3f s)", dt);
+        pki_redis_free(r);
+    }
+
+    pthread_join(th, NULL);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
+
 typedef struct {
     pki_redis_t  *r;
     int           n;
@@ -1015,6 +1086,7 @@ main(void)
     pki_redis_free(r);
 
     test_huge_array();
+    test_trickle();
 
     r = new_store(sock, 1000);
     if (!ok(r != NULL, "pki_redis_new")) {
