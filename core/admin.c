@@ -47,6 +47,7 @@
 #include <cJSON.h>
 
 #include "pki.h"
+#include "audit_int.h"
 #include "scep_int.h"
 
 
@@ -1045,6 +1046,7 @@ pki_admin_acme_account(const pki_admin_conf_t *conf,
     int           changed;
     char         *json;
     cJSON        *obj;
+    const char   *why;
     pki_event_t   ev;
     pki_status_t  rc;
     pki_result_t  ares;
@@ -1062,6 +1064,15 @@ pki_admin_acme_account(const pki_admin_conf_t *conf,
 
     } else if (strcmp(method, "POST") == 0) {
         if (!pki_admin_acct_body(conf, req, &resp->res)) {
+            return;
+        }
+
+        /* audited as every admin action: not without the log (as a
+         * certificate's revocation) */
+        if (!pki_int_audit_ready(&why)) {
+            pki_fail(&resp->res, PKI_UNAVAILABLE, "transaction log "
+                     "unavailable");
+            pki_log(&resp->res, "transaction log: %s", why);
             return;
         }
 

@@ -691,6 +691,39 @@ main(void)
         }
     }
 
+    /* The admin's revocation of an ACME account is audited like every
+     * admin action: with a transaction log required and none open it is
+     * refused (503) and the account stays as it was. */
+    {
+        int            status;
+        char           key[160];
+        cJSON         *j;
+        redisContext  *c;
+        redisReply    *rep;
+
+        snprintf(key, sizeof(key), "%s{acme:gatetest}:acct", ns);
+        c = redisConnectUnix(sock);
+        rep = redisCommand(c, "SET %s %s", key,
+                           "{\"status\":\"valid\",\"contact\":[]}");
+        freeReplyObject(rep);
+
+        pki_audit_set_required(1);
+        j = call("POST", "acme/accounts/gatetest", NULL,
+                 "{\"status\": \"revoked\"}", &status);
+        pki_audit_set_required(0);
+        ok(status == 503, "account revocation without the log: 503 (%d)",
+           status);
+        cJSON_Delete(j);
+
+        rep = redisCommand(c, "GET %s", key);
+        ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+           && strstr(rep->str, "\"valid\"") != NULL,
+           "  the account unchanged: %s",
+           rep != NULL && rep->type == REDIS_REPLY_STRING ? rep->str : "-");
+        freeReplyObject(rep);
+        redisFree(c);
+    }
+
     /* Redis down: 503 */
     {
         pki_redis_conf_t  bad;
