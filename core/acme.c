@@ -9591,18 +9591,17 @@ pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
 
     pki_key_name(rkey, sizeof(rkey), r, NULL, "eab", kid);
 
-    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 2, "EXISTS", rkey));
+    /* in one step: a key deleted between a look and a write would come
+     * back as a hash holding only its status */
+    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 4, "EVAL",
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+            "redis.call('HSET', KEYS[1], 'status', 'disabled') return 1",
+            "1", rkey));
     if (v < 0) {
         return PKI_UNAVAILABLE;
     }
     if (v == 0) {
         return pki_fail(res, PKI_NOT_FOUND, "no such EAB key");
-    }
-
-    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 4, "HSET", rkey,
-                                              "status", "disabled"));
-    if (v < 0) {
-        return PKI_UNAVAILABLE;
     }
 
     return PKI_OK;

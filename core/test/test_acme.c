@@ -1489,6 +1489,9 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
 
         pki_result_init(&res);
         ok(pki_acme_eab_disable(r, ckid, &res) == PKI_OK, "EAB disabled");
+        pki_result_init(&res);
+        ok(pki_acme_eab_disable(r, "nosuchkid1", &res) == PKI_NOT_FOUND,
+           "disabling an unknown EAB key: not found");
         {
             char  *list = NULL;
 
