@@ -872,9 +872,10 @@ test_revoke(pki_redis_t *r, redisContext *c)
 }
 
 
-/* Connections the server has accepted so far. */
+/* A counter of the server's INFO stats ("total_connections_received"),
+ * -1 when it cannot be read. */
 static long long
-accepted(redisContext *c)
+info_stat(redisContext *c, const char *name)
 {
     long long    n;
     const char  *p;
@@ -883,9 +884,9 @@ accepted(redisContext *c)
     n = -1;
     reply = raw(c, "INFO", "stats", NULL);
     if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
-        p = strstr(reply->str, "total_connections_received:");
-        if (p != NULL) {
-            n = atoll(p + sizeof("total_connections_received:") - 1);
+        p = strstr(reply->str, name);
+        if (p != NULL && p[strlen(name)] == ':') {
+            n = atoll(p + strlen(name) + 1);
         }
     }
     freeReplyObject(reply);
@@ -918,33 +919,12 @@ test_readonly(pki_redis_t *r, redisContext *c)
 
     freeReplyObject(raw(c, "REPLICAOF", "NO", "ONE"));
 
-    n0 = accepted(c);
+    n0 = info_stat(c, "total_connections_received");
     pki_result_init(&res);
     is_st(pki_redis_ping(r, &res), PKI_OK, "readonly: next command works");
-    n1 = accepted(c);
+    n1 = info_stat(c, "total_connections_received");
     ok(n0 >= 0 && n1 == n0 + 1, "  on a new connection (%lld, %lld)",
        n0, n1);
-}
-
-
-/* Commands the server has run so far (INFO stats). */
-static long long
-commands_run(redisContext *c)
-{
-    redisReply  *rep;
-    long long    v;
-    char        *p;
-
-    v = -1;
-    rep = raw(c, "INFO", "stats", NULL);
-    if (rep != NULL && rep->type == REDIS_REPLY_STRING) {
-        p = strstr(rep->str, "total_commands_processed:");
-        if (p != NULL) {
-            v = strtoll(p + 25, NULL, 10);
-        }
-    }
-    freeReplyObject(rep);
-    return v;
 }
 
 
@@ -960,7 +940,7 @@ list_page(pki_redis_t *r, redisContext *c, const char *ca,
     double         t0;
     size_t         i;
 
-    before = commands_run(c);
+    before = info_stat(c, "total_commands_processed");
     t0 = now_s();
     pki_result_init(&res);
     if (pki_record_list(r, ca, cursor, limit, &list, n, next, &res)
@@ -970,7 +950,7 @@ list_page(pki_redis_t *r, redisContext *c, const char *ca,
         return -1;
     }
     *secs = now_s() - t0;
-    after = commands_run(c);
+    after = info_stat(c, "total_commands_processed");
 
     for (i = 0; i < *n; i++) {
         pki_record_clear(&list[i]);
