@@ -437,7 +437,7 @@ trickle_server(void *arg)
                 break;
             }
         }
-        (void) !read(fd, buf, sizeof(buf));         /* until the client closes */
+        (void) !read(fd, buf, sizeof(buf));     /* until the client closes */
         close(fd);
     }
 
