@@ -6877,22 +6877,27 @@ pki_acme_fin_unmove(pki_acme_t *a, const char *acct, const char *oid,
 /* The key of an order's link in the certificate store
  * (pki_int_link_t): only with a state store of its own (acme_redis),
  * which may lose its last second of writes; 0 without one (or for an id
- * that names no order). */
+ * that names no order).  It carries the CA's hash tag: the reservation's
+ * script writes it with the CA's record keys, in one slot of a Redis
+ * Cluster.  (Versions before kept it under the account's tag; such a link
+ * only mattered for an order finalized just before the upgrade whose state
+ * store then lost its last second: that order is finalized again.) */
 static int
 pki_acme_link_key(pki_acme_t *a, const char *acct, const char *oid,
     char key[PKI_ACME_KEY_MAX])
 {
-    char  id[PKI_ACME_ID_MAX + sizeof(a->conf->realm) + 1];
+    int  n;
 
     if (PKI_ACME_ST(a->conf) == a->conf->redis || !pki_id_ok(oid)) {
         return 0;
     }
 
     /* under the location's policy, as the order (pki_acme_foreign) */
-    snprintf(id, sizeof(id), "%s:%s", a->conf->realm, oid);
-    pki_key_name(key, PKI_ACME_KEY_MAX, a->conf->redis, acct, "fin", id);
+    n = snprintf(key, PKI_ACME_KEY_MAX, "%s{ca:%s}:acmefin:%s:%s:%s",
+                 pki_redis_ns(a->conf->redis), pki_ca_name(a->conf->ca),
+                 acct, a->conf->realm, oid);
 
-    return 1;
+    return n > 0 && n < PKI_ACME_KEY_MAX;
 }
 
 

@@ -107,7 +107,7 @@ my ($serial, $link);
     $serial = serial_of($cr->{content}, 'lost-1');
     ok($serial, '... serial ' . $serial);
 
-    my @links = grep { /:\Q$oid\E$/ } $t->redis_keys('pki:{acme:*}:fin:*');
+    my @links = grep { /:\Q$oid\E$/ } $t->redis_keys('pki:{ca:*}:acmefin:*');
     is(scalar @links, 1, 'the order has a link in the certificate store');
     $link = $links[0] // '';
     my $h = $t->redis_hash($link);
@@ -282,12 +282,12 @@ $t->start_nginx($t->render_conf('--acme-http-port', $hport,
     $c = ACMELoad->new(t => $t, base => $base, www => $www, timeout => 30);
     ok($c->account->{ok}, 'one store: an account');
     ($acct) = ($c->{kid} // '') =~ m{/([^/]+)$};
-    my $n = scalar $t->redis_keys('pki:{acme:*}:fin:*');
+    my $n = scalar $t->redis_keys('pki:{ca:*}:acmefin:*');
     my ($der) = $t->make_csr('one.example.test', subj => '/',
                              san => 'DNS:one.example.test');
     my $res = $c->issue('one.example.test', $der);
     ok($res->{ok}, '... a certificate') or diag(explain($res));
-    is(scalar $t->redis_keys('pki:{acme:*}:fin:*'), $n, '... no link written');
+    is(scalar $t->redis_keys('pki:{ca:*}:acmefin:*'), $n, '... no link written');
 }
 
 $t->stop_all;

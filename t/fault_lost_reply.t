@@ -122,7 +122,7 @@ sub fired {
        '... one more certificate, the retry\'s');
 }
 
-is(scalar $t->redis_keys('pki:{acme:*}:fin:*'), 0,
+is(scalar $t->redis_keys('pki:{ca:*}:acmefin:*'), 0,
    'one store for everything: no order links');
 
 # --- the reservation, with a state store of its own (acme_redis) -----------------
