@@ -342,7 +342,7 @@ pki_int_asn1_time(const ASN1_TIME *t)
 
 /* A template's extendedKeyUsage within that of the CA certificate, where
  * it has one: verifiers that nest purposes (most do) refuse a certificate
- * for a purpose its CA may not serve. */
+ * for a purpose its CA may not serve.  OCSPSigning is left out (below). */
 static pki_status_t
 pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
     pki_result_t *res)
@@ -368,6 +368,12 @@ pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
 
     for (i = 0; i < sk_ASN1_OBJECT_num(t->eku); i++) {
         o = sk_ASN1_OBJECT_value(t->eku, i);
+
+        /* a delegated OCSP responder is judged by the CA that names it,
+         * not by nesting (a TLS CA's may not list OCSPSigning) */
+        if (OBJ_obj2nid(o) == NID_OCSP_sign) {
+            continue;
+        }
 
         for (found = 0, j = 0; !found && j < sk_ASN1_OBJECT_num(eku); j++) {
             found = OBJ_cmp(o, sk_ASN1_OBJECT_value(eku, j)) == 0;

@@ -404,8 +404,11 @@ pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
                             "invalid value", rule->name);
         }
 
-        /* one name: verifiers that read one CN differ on which */
-        if (OBJ_obj2nid(obj) == NID_commonName && ++cns > 1) {
+        /* one name: verifiers that read one CN differ on which (a fixed
+         * CN replaces the request's) */
+        if (OBJ_obj2nid(obj) == NID_commonName
+            && rule->rule != PKI_RULE_FIXED && ++cns > 1)
+        {
             return pki_fail(res, PKI_POLICY, "the subject has more than one "
                             "CN");
         }

@@ -227,14 +227,23 @@ pki_redis_error(pki_redis_t *r, const char *what, const char *err,
     pki_result_t *res)
 {
     size_t              i, n;
+    const char         *inner;
     static const char  *node[] = {
         "READONLY", "MASTERDOWN", "LOADING", "MOVED", "ASK", "CLUSTERDOWN",
         "TRYAGAIN", "NOAUTH"
     };
 
+    /* before Redis 7 a script's error came wrapped: "ERR Error running
+     * script (call to f_...): @user_script:1: -READONLY You can't ..." */
+    inner = err != NULL && strncmp(err, "ERR Error running script", 24) == 0
+            ? strstr(err, ": -") : NULL;
+
     for (i = 0; err != NULL && i < sizeof(node) / sizeof(node[0]); i++) {
         n = strlen(node[i]);
-        if (strncmp(err, node[i], n) == 0 && (err[n] == ' ' || !err[n])) {
+        if ((strncmp(err, node[i], n) == 0 && (err[n] == ' ' || !err[n]))
+            || (inner != NULL && strncmp(inner + 3, node[i], n) == 0
+                && (inner[3 + n] == ' ' || !inner[3 + n])))
+        {
             pki_redis_drop(r);
             break;
         }
@@ -459,16 +468,9 @@ pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
         } while (!done);
 
         for ( ;; ) {
-            if (redisBufferRead(c) == REDIS_ERR
-                || redisGetReplyFromReader(c, &aux) == REDIS_ERR)
-            {
-                goto done;
-            }
-
-            if (aux != NULL) {
-                break;
-            }
-
+            /* each read waits at most for the time left (a tenth of the
+             * timeout's slack spares a command's first read the system
+             * call) */
             left = deadline - pki_int_now();
             if (left <= 0) {
                 c->err = REDIS_ERR_IO;
@@ -478,16 +480,29 @@ pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
                 goto done;
             }
 
-            tv.tv_sec = (time_t) left;
-            tv.tv_usec = (suseconds_t) ((left - (double) tv.tv_sec) * 1e6);
-            if (tv.tv_sec == 0 && tv.tv_usec == 0) {
-                tv.tv_usec = 1;
+            if (left < r->timeout_ms / 1000.0 * 0.9) {
+                tv.tv_sec = (time_t) left;
+                tv.tv_usec = (suseconds_t) ((left - (double) tv.tv_sec)
+                                            * 1e6);
+                if (tv.tv_sec == 0 && tv.tv_usec == 0) {
+                    tv.tv_usec = 1;
+                }
+
+                if (redisSetTimeout(c, tv) != REDIS_OK) {
+                    goto done;
+                }
+                shrunk = 1;
             }
 
-            if (redisSetTimeout(c, tv) != REDIS_OK) {
+            if (redisBufferRead(c) == REDIS_ERR
+                || redisGetReplyFromReader(c, &aux) == REDIS_ERR)
+            {
                 goto done;
             }
-            shrunk = 1;
+
+            if (aux != NULL) {
+                break;
+            }
         }
     }
 

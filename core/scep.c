@@ -4409,7 +4409,7 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 
     if (st != PKI_OK || rec.der == NULL) {
         pki_record_clear(&rec);
-        pki_fail(res, PKI_NOT_FOUND, "no certificate with serial %s", hex);
+        pki_fail(res, PKI_NOT_FOUND, "no certificate with serial \"%s\"", hex);
         pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
         return;
     }

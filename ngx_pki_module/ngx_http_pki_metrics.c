@@ -272,6 +272,7 @@ static void ngx_http_pki_m_unwritten_log(ngx_log_t *log);
 static void ngx_http_pki_m_timer(ngx_event_t *ev);
 static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_task_done(ngx_event_t *ev);
+static void ngx_http_pki_m_give_back(ngx_http_pki_m_task_t *t);
 
 
 static ngx_command_t  ngx_http_pki_m_commands[] = {
@@ -1496,12 +1497,6 @@ ngx_http_pki_m_key(u_char *buf, size_t size, const char *name,
 }
 
 
-/* A failure reason as a bounded label: quoted parts dropped, numbers (a
- * digit run not glued to a letter, as in "base64") become "#".  Quoted
- * text is the client's, and may hold quotes of its own: everything from
- * the first quote to the last one goes, so no client text makes a label
- * value (the series would be theirs to multiply).  Non-ASCII bytes
- * become "?". */
 /* 1 (and *end at its last character) when in starts a word of at least
  * 8 hex digits with a digit among them: a serial number, a key id, a
  * transaction id, which a reason label must not hold (one series each) */
@@ -1534,6 +1529,12 @@ ngx_http_pki_m_hexword(const char *in, char before, const char **end)
 }
 
 
+/* A failure reason as a bounded label: quoted parts dropped, numbers (a
+ * digit run not glued to a letter, as in "base64") and words of 8 hex
+ * digits or more become "#".  Quoted text is the client's, and may hold
+ * quotes of its own: everything from the first quote to the last one
+ * goes, so no client text makes a label value (the series would be theirs
+ * to multiply).  Non-ASCII bytes become "?". */
 static void
 ngx_http_pki_m_reason(char *out, size_t size, const char *in)
 {
@@ -3213,13 +3214,40 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
     }
 
     tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
-    if (tp == NULL) {
+
+    if (tp != NULL && ngx_thread_task_post(tp, ngx_http_pki_m_task) == NGX_OK)
+    {
+        ngx_http_pki_m_busy = 1;
         return;
     }
 
-    if (ngx_thread_task_post(tp, ngx_http_pki_m_task) == NGX_OK) {
-        ngx_http_pki_m_busy = 1;
+    /* the pool's queue is full: what was claimed goes back, for the next
+     * tick */
+    ngx_http_pki_m_give_back(t);
+}
+
+
+/* The deltas a task claimed (s->flushed) and did not put into the
+ * history, given back to the next flush of the slot. */
+static void
+ngx_http_pki_m_give_back(ngx_http_pki_m_task_t *t)
+{
+    ngx_uint_t                i, k;
+    ngx_http_pki_m_series_t  *s;
+
+    if (ngx_http_pki_m_shm == NULL) {
+        return;
     }
+
+    k = ngx_http_pki_m_slot();
+
+    for (i = 0; i < t->nseries; i++) {
+        s = &ngx_http_pki_m_shm->series[t->series[i]];
+        (void) ngx_atomic_fetch_add(&s->flushed[k],
+                                    -(ngx_atomic_int_t) t->values[i]);
+    }
+
+    t->nseries = 0;
 }
 
 
@@ -3273,15 +3301,9 @@ ngx_http_pki_m_task_done(ngx_event_t *ev)
 
     ngx_http_pki_m_busy = 0;
 
-    if (t->n && t->flushed != PKI_OK && ngx_http_pki_m_shm != NULL) {
+    if (t->n && t->flushed != PKI_OK) {
         /* not in the history: given back, for the next flush */
-        k = ngx_http_pki_m_slot();
-
-        for (i = 0; i < t->nseries; i++) {
-            s = &ngx_http_pki_m_shm->series[t->series[i]];
-            (void) ngx_atomic_fetch_add(&s->flushed[k],
-                                        -(ngx_atomic_int_t) t->values[i]);
-        }
+        ngx_http_pki_m_give_back(t);
     }
 
     if (t->n && t->flushed != PKI_OK) {

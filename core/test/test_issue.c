@@ -2315,7 +2315,7 @@ main(void)
      * outside the constraints at issuance, before anything is signed. */
     {
         pki_ca_t        *cc;
-        pki_template_t  *tcons, *tsrv, *tcli;
+        pki_template_t  *tcons, *tsrv, *tcli, *tocsp;
         static const char *const cons_lines[] = {
             "subject CN copy", "basic_constraints ca:true", "validity 30d",
             "extended_key_usage serverAuth",
@@ -2330,10 +2330,15 @@ main(void)
             "subject CN copy", "san dns copy", "validity 10d",
             "extended_key_usage clientAuth", NULL
         };
+        static const char *const ocsp_lines[] = {
+            "subject CN copy", "validity 10d",
+            "extended_key_usage OCSPSigning", NULL
+        };
 
         tcons = make_template("cons", cons_lines);
         tsrv = make_template("srv", srv_lines);
         tcli = make_template("cli", cli_lines);
+        tocsp = make_template("responder", ocsp_lines);
         name = parse_name("/CN=Constrained Root");
         st = pki_selfsign(otherkey, tcons, name, &x, &res);
         X509_NAME_free(name);
@@ -2351,9 +2356,15 @@ main(void)
            res.detail);
         pki_ca_free(cc);
 
+        /* a delegated OCSP responder's template beside it: verifiers do
+         * not nest OCSPSigning */
         tmpls[0] = tsrv;
+        tmpls[1] = tocsp;
+        tmpls[2] = NULL;
         cc = make_ca("cons", "cons.pem", NULL, otherkey, tmpls, NULL, &res);
-        is_status(res.status, PKI_OK, "serverAuth template taken");
+        is_status(res.status, PKI_OK, "serverAuth and OCSPSigning templates "
+                  "taken");
+        tmpls[1] = NULL;
 
         x = issue_one(cc, tsrv, NULL, "/CN=a", "DNS:a.example.com", NULL,
                       &res);
@@ -2384,6 +2395,7 @@ main(void)
         pki_template_free(tcons);
         pki_template_free(tsrv);
         pki_template_free(tcli);
+        pki_template_free(tocsp);
     }
 
     /* A leaf is not a CA. */

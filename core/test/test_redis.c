@@ -445,7 +445,56 @@ trickle_server(void *arg)
 }
 
 
-/* The store's timeout bounds the whole answer, not each read. */
+/* A server that answers the due plans' ZRANGEBYSCORE with 8 serials, then
+ * the 8 pipelined HMGETs one every 100 ms: each answer within the socket's
+ * timeout, the batch in 0.8 s. */
+static void *
+trickle_pipe_server(void *arg)
+{
+    int          i, n, fd, lfd = *(int *) arg;
+    char         buf[4096], out[512];
+    const char  *one = "*3\r\n$-1\r\n$-1\r\n$-1\r\n";
+
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0) {
+        (void) !read(fd, buf, sizeof(buf));
+        n = snprintf(out, sizeof(out), "*8\r\n");
+        for (i = 0; i < 8; i++) {
+            n += snprintf(out + n, sizeof(out) - (size_t) n,
+                          "$2\r\n%02X\r\n", i + 1);
+        }
+        (void) !send(fd, out, (size_t) n, MSG_NOSIGNAL);
+        usleep(50000);
+        (void) !read(fd, buf, sizeof(buf));
+        for (i = 0; i < 8; i++) {
+            usleep(100000);
+            if (send(fd, one, strlen(one), MSG_NOSIGNAL) < 0) {
+                break;
+            }
+        }
+        (void) !read(fd, buf, sizeof(buf));     /* until the client closes */
+        close(fd);
+    }
+
+    return NULL;
+}
+
+
+static int
+plan_cb(void *arg, const char *serial, int reason, time_t at, time_t inv)
+{
+    (void) arg;
+    (void) serial;
+    (void) reason;
+    (void) at;
+    (void) inv;
+
+    return 1;
+}
+
+
+/* The store's timeout bounds the whole answer, not each read, and a
+ * pipelined batch as a whole. */
 static void
 test_trickle(void)
 {
@@ -480,6 +529,23 @@ test_trickle(void)
         dt = now_s() - t0;
         ok(dt < 0.5, "within the 250 ms timeout, not the answer's 0.7 s "
            "(%.3f s)", dt);
+        pki_redis_free(r);
+    }
+
+    pthread_join(th, NULL);
+
+    pthread_create(&th, NULL, trickle_pipe_server, &lfd);
+
+    r = new_store(sa.sun_path, 250);
+    if (r != NULL) {
+        t0 = now_s();
+        pki_result_init(&res);
+        ok(pki_record_plans_due(r, "x", time(NULL), plan_cb, NULL, NULL,
+                                &res) == PKI_UNAVAILABLE,
+           "a batch answered 100 ms apart is given up [%s]", res.log);
+        dt = now_s() - t0;
+        ok(dt < 0.6, "within the timeout after the first answer, not the "
+           "batch's 0.8 s (%.3f s)", dt);
         pki_redis_free(r);
     }
 

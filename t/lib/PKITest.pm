@@ -208,9 +208,12 @@ sub redis_keys {
 # crlnumber).  A hostile request must leave this list as it was.
 sub state_keys {
     my ($self) = @_;
-    # without the CRL keys worker 0 rebuilds and the metrics history
-    # buckets (pki:{metrics}:..., written by a timer for any traffic)
-    return sort grep { !/\}:crl/ && !/\{metrics\}/ } $self->redis_keys('*');
+    # without the CRL keys worker 0 rebuilds, the metrics history buckets
+    # (pki:{metrics}:..., written by a timer for any traffic) and the
+    # certificate counts a metrics timer keeps for the fleet
+    # (pki:{ca:CA}:counts)
+    return sort grep { !/\}:crl/ && !/\{metrics\}/ && !/\}:counts$/ }
+        $self->redis_keys('*');
 }
 
 # --- nginx -------------------------------------------------------------------
