@@ -44,6 +44,7 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
     int                   n;
     X509_REQ             *csr;
     EVP_PKEY             *pk;
+    const char           *why;
     pki_status_t          st;
     unsigned char        *enc;
     const unsigned char  *p;
@@ -111,6 +112,12 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
         ERR_clear_error();
         return pki_fail(res, PKI_MALFORMED, "the CSR's public key is the "
                         "point at infinity");
+    }
+
+    why = pki_int_csr_key_refused(pk);
+    if (why != NULL) {
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_POLICY, "the CSR's key: %s", why);
     }
 
     if (X509_REQ_verify(csr, pk) != 1) {

@@ -176,6 +176,10 @@ int pki_int_csr_parts(const unsigned char *der, size_t len, EVP_PKEY **pk,
     X509_NAME **subject, int *signid, pki_status_t *st, pki_result_t *res);
 /* csr.c: 1 when pk is an EC key at the point at infinity (no key). */
 int pki_int_key_at_infinity(const EVP_PKEY *pk);
+/* csr.c: why a request's key is not worth checking its signature (no
+ * template could issue it, and the check would cost more than a request
+ * should), or NULL. */
+const char *pki_int_csr_key_refused(const EVP_PKEY *pk);
 
 /* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).
  * fn runs right after the serial was reserved with its intent and before
