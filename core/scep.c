@@ -1425,7 +1425,10 @@ pki_scep_sig_ok(pki_scep_msg_t *m, const EVP_MD *md)
     pk = X509_get0_pubkey(m->signer);
     want = PKCS7_digest_from_attributes(m->si->auth_attr);
 
-    if (pk == NULL || want == NULL || m->si->enc_digest == NULL
+    /* a key whose check costs more than a message should (a long RSA
+     * exponent) is not checked, as a CSR's is not */
+    if (pk == NULL || pki_int_csr_key_refused(pk) != NULL
+        || want == NULL || m->si->enc_digest == NULL
         || EVP_Digest(m->content->data, (size_t) m->content->length, dig,
                       &mdlen, md, NULL) != 1
         || (unsigned int) want->length != mdlen
