@@ -946,6 +946,71 @@ pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
 }
 
 
+pki_status_t
+pki_request_build(const pki_template_t *t, const X509_NAME *subject,
+    const GENERAL_NAMES *sans, EVP_PKEY *pub, pki_request_t *req,
+    pki_result_t *res)
+{
+    pki_status_t    rc;
+    GENERAL_NAMES  *gens = NULL;
+    X509_NAME      *name = NULL;
+
+    if (t == NULL || subject == NULL || pub == NULL || req == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    if (t->matter) {
+        return pki_fail(res, PKI_INTERNAL, "a Matter template takes its "
+                        "request from a CSR");
+    }
+
+    memset(req, 0, sizeof(pki_request_t));
+
+    rc = pki_check_key(t, pub, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    rc = pki_apply_subject(t, subject, &name, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    rc = pki_check_sans(t, sans, res);
+    if (rc != PKI_OK) {
+        X509_NAME_free(name);
+        return rc;
+    }
+
+    if (X509_NAME_entry_count(name) == 0 && sk_GENERAL_NAME_num(sans) <= 0) {
+        X509_NAME_free(name);
+        return pki_fail(res, PKI_POLICY, "the request has neither a subject "
+                        "nor a SAN");
+    }
+
+    if (sans != NULL) {
+        gens = sk_GENERAL_NAME_deep_copy(sans, GENERAL_NAME_dup,
+                                         GENERAL_NAME_free);
+        if (gens == NULL) {
+            X509_NAME_free(name);
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+    }
+
+    if (!EVP_PKEY_up_ref(pub)) {
+        GENERAL_NAMES_free(gens);
+        X509_NAME_free(name);
+        return pki_fail(res, PKI_INTERNAL, "EVP_PKEY_up_ref() failed");
+    }
+
+    req->subject = name;
+    req->sans = gens;
+    req->pubkey = pub;
+
+    return PKI_OK;
+}
+
+
 static int
 pki_sans_equal(const GENERAL_NAMES *a, const GENERAL_NAMES *b)
 {

@@ -442,6 +442,12 @@ typedef struct {
  * rules.  PKI_POLICY with the rule named in the detail. */
 PKI_API pki_status_t pki_request_from_csr(const pki_template_t *t,
     X509_REQ *csr, pki_request_t *req, pki_result_t *res);
+/* The same rules for a request given in parts (an offline tool's command
+ * line): key, subject and SAN rules.  The request gets copies of subject
+ * and sans and a reference to pub. */
+PKI_API pki_status_t pki_request_build(const pki_template_t *t,
+    const X509_NAME *subject, const GENERAL_NAMES *sans, EVP_PKEY *pub,
+    pki_request_t *req, pki_result_t *res);
 /* Renewal (EST simplereenroll): the CSR's subject and SANs must equal the
  * old certificate's (PKI_FORBIDDEN otherwise); the request copies them. */
 PKI_API pki_status_t pki_request_renewal(const pki_template_t *t,

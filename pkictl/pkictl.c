@@ -429,9 +429,12 @@ tmpl_line(pki_template_t *t, const char *name, int argc,
 }
 
 
-/* Builds the certificate template of a profile. */
+/* Builds the certificate template of a profile.  The subject rules
+ * follow the order of the attributes in order (the request's subject, when
+ * known), so that an issued subject keeps the order it was asked in. */
 static pki_template_t *
-make_template(const char *profile, long pathlen, long days, int rsa)
+make_template(const char *profile, long pathlen, long days, int rsa,
+    const X509_NAME *order)
 {
     pki_template_t  *t;
     pki_result_t     res;
@@ -447,8 +450,10 @@ make_template(const char *profile, long pathlen, long days, int rsa)
     const char      *sdns[] = { "dns", "copy" };
     const char      *sip[] = { "ip", "copy" };
     const char      *v[1];
-    int              ok;
+    const char      *sn;
+    int              ok, k, n;
     size_t           i;
+    unsigned char    seen[sizeof(attrs) / sizeof(attrs[0])];
 
     t = pki_template_new(profile);
     if (t == NULL) {
@@ -462,11 +467,28 @@ make_template(const char *profile, long pathlen, long days, int rsa)
     ok = tmpl_line(t, "key_types", 3, kt)
          && tmpl_line(t, "validity", 1, v);
 
-    /* the subject comes from the command line or the CSR: copy it */
+    /* the subject comes from the command line or the CSR: copy it; an
+     * attribute without a rule is refused */
+    memset(seen, 0, sizeof(seen));
     subj[1] = "copy";
-    for (i = 0; ok && i < sizeof(attrs) / sizeof(attrs[0]); i++) {
-        subj[0] = attrs[i];
-        ok = tmpl_line(t, "subject", 2, subj);
+    n = order ? X509_NAME_entry_count(order) : 0;
+
+    for (k = 0; ok && k <= n; k++) {
+        sn = NULL;
+        if (k < n) {
+            sn = OBJ_nid2sn(OBJ_obj2nid(X509_NAME_ENTRY_get_object(
+                                X509_NAME_get_entry(order, k))));
+        }
+
+        for (i = 0; ok && i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+            if (seen[i] || (k < n && (sn == NULL || strcmp(sn, attrs[i]) != 0)))
+            {
+                continue;
+            }
+            seen[i] = 1;
+            subj[0] = attrs[i];
+            ok = tmpl_line(t, "subject", 2, subj);
+        }
     }
 
     if (strcmp(profile, "ca") == 0) {
@@ -523,7 +545,7 @@ cmd_selfsign(pkictl_opts_t *o)
     if (subject == NULL) {
         goto done;
     }
-    t = make_template("ca", o->pathlen, o->days, 0);
+    t = make_template("ca", o->pathlen, o->days, 0, NULL);
     if (t == NULL) {
         goto done;
     }
@@ -570,6 +592,8 @@ cmd_issue(pkictl_opts_t *o)
     pki_redis_conf_t      rc_conf;
     X509_REQ             *csr = NULL;
     X509                 *x = NULL;
+    X509_NAME            *subject = NULL;
+    const X509_NAME      *name;
     EVP_PKEY             *pub = NULL;
     GENERAL_NAMES        *gens = NULL;
     STACK_OF(X509_EXTENSION) *exts = NULL;
@@ -578,7 +602,7 @@ cmd_issue(pkictl_opts_t *o)
     pki_result_t          res;
     char                  maxv[32];
     const char           *argv[1];
-    int                   rc = 1, i;
+    int                   rc = 1, i, crit;
 
     memset(&req, 0, sizeof(req));
 
@@ -625,13 +649,18 @@ cmd_issue(pkictl_opts_t *o)
         }
     }
 
+    /* the request goes through the template's key, subject and SAN rules,
+     * as a network request does: a CSR as it is, or with the subject or
+     * the SANs of the command line in its place */
+
     if (o->subject) {
-        req.subject = parse_dn(o->subject);
+        subject = parse_dn(o->subject);
+        if (subject == NULL) {
+            goto done;
+        }
+        name = subject;
     } else {
-        req.subject = X509_NAME_dup(X509_REQ_get_subject_name(csr));
-    }
-    if (req.subject == NULL) {
-        goto done;
+        name = X509_REQ_get_subject_name(csr);
     }
 
     if (o->ndns > 0 || o->nip > 0) {
@@ -650,23 +679,35 @@ cmd_issue(pkictl_opts_t *o)
             }
         }
 
-    } else if (csr != NULL) {
+    } else if (csr != NULL && o->subject != NULL) {
         exts = X509_REQ_get_extensions(csr);
-        gens = exts ? X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL)
+        crit = -1;
+        gens = exts ? X509V3_get_d2i(exts, NID_subject_alt_name, &crit, NULL)
                     : NULL;
+        if (gens == NULL && crit != -1) {
+            fail("bad or repeated subjectAltName in \"%s\"", o->csr);
+            goto done;
+        }
     }
 
     /* keyEncipherment only for RSA subject keys */
     t = make_template(o->profile, o->pathlen, o->days,
-                      EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA);
+                      EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA, name);
     if (t == NULL) {
         goto done;
     }
 
-    req.sans = gens;
-    gens = NULL;
-    req.pubkey = pub;
-    pub = NULL;
+    pki_result_init(&res);
+    if (csr != NULL && o->subject == NULL && gens == NULL) {
+        if (pki_request_from_csr(t, csr, &req, &res) != PKI_OK) {
+            fail_res("issue", &res);
+            goto done;
+        }
+
+    } else if (pki_request_build(t, name, gens, pub, &req, &res) != PKI_OK) {
+        fail_res("issue", &res);
+        goto done;
+    }
 
     /* the CA */
 
@@ -737,6 +778,7 @@ cmd_issue(pkictl_opts_t *o)
 done:
 
     X509_free(x);
+    X509_NAME_free(subject);
     pki_request_clear(&req);
     EVP_PKEY_free(pub);
     GENERAL_NAMES_free(gens);
