@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/types.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -41,6 +42,12 @@
 
 
 #define MATTER_MAX_FILE  (64 * 1024)
+
+
+/* pkictl/pkictl.c */
+int pkictl_write_file(const char *path, const void *data, size_t len,
+    mode_t mode);
+int pkictl_write_cert(const char *path, X509 *x);
 
 
 typedef struct {
@@ -91,24 +98,6 @@ mread(const char *path, size_t *len)
     *len = n;
 
     return buf;
-}
-
-
-static int
-mwrite(const char *path, const unsigned char *d, size_t n)
-{
-    FILE  *f;
-
-    f = fopen(path, "wb");
-    if (f == NULL || fwrite(d, 1, n, f) != n) {
-        if (f) {
-            fclose(f);
-        }
-        fprintf(stderr, "pkictl matter: cannot write \"%s\"\n", path);
-        return 0;
-    }
-
-    return fclose(f) == 0;
 }
 
 
@@ -209,7 +198,7 @@ cmd_convert(int to_tlv, int argc, char **argv)
         return mfail(pki_status_name(res.status), res.detail);
     }
 
-    rc = mwrite(argv[1], out, olen) ? 0 : 1;
+    rc = pkictl_write_file(argv[1], out, olen, 0644) ? 0 : 1;
     free(out);
 
     return rc;
@@ -465,20 +454,16 @@ add_attr(X509_NAME *name, const char *oid, const char *value)
 static int
 write_pem(const char *dir, const char *file, X509 *x)
 {
-    char   path[4096];
-    FILE  *f;
+    char  path[4096];
+    int   n;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, file);
-    f = fopen(path, "w");
-    if (f == NULL || !PEM_write_X509(f, x)) {
-        if (f) {
-            fclose(f);
-        }
-        fprintf(stderr, "pkictl matter: cannot write \"%s\"\n", path);
+    n = snprintf(path, sizeof(path), "%s/%s", dir, file);
+    if (n < 0 || (size_t) n >= sizeof(path)) {
+        fprintf(stderr, "pkictl matter: path too long: \"%s\"\n", dir);
         return 0;
     }
 
-    return fclose(f) == 0;
+    return pkictl_write_cert(path, x);
 }
 
 

@@ -17,11 +17,13 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -37,6 +39,10 @@
 
 /* pkictl/matter.c */
 int pkictl_matter(int argc, char **argv);
+
+int pkictl_write_file(const char *path, const void *data, size_t len,
+    mode_t mode);
+int pkictl_write_cert(const char *path, X509 *x);
 
 
 typedef struct {
@@ -319,35 +325,118 @@ done:
 }
 
 
-static int
-write_cert(const char *path, X509 *x)
+/*
+ * Writes path whole or not at all: a fresh file beside it from mkstemp()
+ * (never a file or a symlink that is in the way), fsync(), rename() over
+ * path, fsync() of the directory.  mode is narrowed by the umask.  Also
+ * used by pkictl/matter.c.
+ */
+int
+pkictl_write_file(const char *path, const void *data, size_t len,
+    mode_t mode)
 {
-    char   tmp[PATH_MAX];
-    FILE  *f;
-    int    n;
+    int           fd, n;
+    char          tmp[PATH_MAX], dir[PATH_MAX];
+    mode_t        mask;
+    size_t        off;
+    ssize_t       w;
+    const char   *slash;
 
-    n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    n = snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
     if (n < 0 || (size_t) n >= sizeof(tmp)) {
         return fail("output path too long: \"%s\"", path);
     }
 
-    f = fopen(tmp, "w");
-    if (f == NULL) {
-        fprintf(stderr, "pkictl: cannot create \"%s\": %s\n", tmp,
-                strerror(errno));
+    slash = strrchr(path, '/');
+    if (slash == NULL) {
+        strcpy(dir, ".");
+    } else {
+        n = slash == path ? 1 : (int) (slash - path);
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+
+    fd = mkstemp(tmp);
+    if (fd == -1) {
+        fprintf(stderr, "pkictl: cannot create a temporary file for "
+                "\"%s\": %s\n", path, strerror(errno));
         return 0;
     }
 
-    if (!PEM_write_X509(f, x) || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        fclose(f);
-        unlink(tmp);
-        return fail("cannot write \"%s\"", tmp);
+    mask = umask(0);
+    umask(mask);
+
+    if (fchmod(fd, mode & ~mask) == -1) {
+        goto failed;
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return fail("cannot write \"%s\"", path);
+
+    for (off = 0; off < len; off += w) {
+        w = write(fd, (const char *) data + off, len - off);
+        if (w == -1 && errno == EINTR) {
+            w = 0;
+        } else if (w <= 0) {
+            goto failed;
+        }
     }
+
+    if (fsync(fd) == -1) {
+        goto failed;
+    }
+    if (close(fd) == -1) {
+        fd = -1;
+        goto failed;
+    }
+    fd = -1;
+
+    if (rename(tmp, path) == -1) {
+        goto failed;
+    }
+
+    fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd == -1 || fsync(fd) == -1) {
+        fprintf(stderr, "pkictl: cannot sync the directory of \"%s\": %s\n",
+                path, strerror(errno));
+        if (fd != -1) {
+            close(fd);
+        }
+        return 0;
+    }
+    close(fd);
+
     return 1;
+
+failed:
+
+    fprintf(stderr, "pkictl: cannot write \"%s\": %s\n", path,
+            strerror(errno));
+    if (fd != -1) {
+        close(fd);
+    }
+    unlink(tmp);
+    return 0;
+}
+
+
+/* A certificate in PEM, mode 0644.  Also used by pkictl/matter.c. */
+int
+pkictl_write_cert(const char *path, X509 *x)
+{
+    int    ok;
+    BIO   *bio;
+    long   len;
+    char  *pem;
+
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL || !PEM_write_bio_X509(bio, x)) {
+        BIO_free(bio);
+        return fail("cannot encode the certificate for \"%s\"", path);
+    }
+
+    len = BIO_get_mem_data(bio, &pem);
+    ok = pkictl_write_file(path, pem, (size_t) len, 0644);
+    BIO_free(bio);
+
+    return ok;
 }
 
 
@@ -560,7 +649,7 @@ cmd_selfsign(pkictl_opts_t *o)
         goto done;
     }
 
-    if (write_cert(o->out, x)) {
+    if (pkictl_write_cert(o->out, x)) {
         rc = 0;
     }
 
@@ -771,7 +860,7 @@ cmd_issue(pkictl_opts_t *o)
         goto done;
     }
 
-    if (write_cert(o->out, x)) {
+    if (pkictl_write_cert(o->out, x)) {
         rc = 0;
     }
 

@@ -155,4 +155,47 @@ is($rc, 0, '--pubkey-of, CA profile: issued') or diag($err);
 $out = -e "$d/sub.pem" ? text("$d/sub.pem") : '';
 like($out, qr{subject=/O=t/CN=t sub CA}, 'CA: the subject as asked');
 
+# --- outputs: a fresh temporary file beside the target, renamed over it -
+
+spew("$d/victim", "victim\n");
+symlink("$d/victim", "$d/out.pem.tmp") or die "symlink: $!";
+($rc, undef, $err) = issue("$d/out.pem", '--profile', 'server',
+                           '--csr', csr('plain', '/CN=ok'));
+is($rc, 0, 'issue with a symlink at OUT.tmp') or diag($err);
+is(slurp("$d/victim"), "victim\n", 'OUT.tmp symlink: its target untouched');
+ok(-f "$d/out.pem" && !-l "$d/out.pem"
+   && slurp("$d/out.pem") =~ /^-----BEGIN CERTIFICATE-----/,
+   'OUT.tmp symlink: the certificate in OUT');
+is((stat("$d/out.pem"))[2] & 07777, 0644 & ~umask(), 'OUT: mode 0644');
+
+unlink("$d/out.pem", "$d/out.pem.tmp");
+spew("$d/victim", "victim\n");
+symlink("$d/victim", "$d/out.pem") or die "symlink: $!";
+($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key', "$d/ca.key", '--subject',
+               '/CN=x', '--days', '1', '--out', "$d/out.pem"]);
+is($rc, 0, 'selfsign with a symlink at OUT') or diag($err);
+is(slurp("$d/victim"), "victim\n", 'OUT symlink: its target untouched');
+ok(-f "$d/out.pem" && !-l "$d/out.pem", 'OUT symlink: replaced by a file');
+
+my $vec = "$FindBin::Bin/vectors/matter/operational";
+for my $c (['to-tlv', 'Chip-Test-Root01-Cert.der', 'root.chip'],
+           ['to-der', 'Chip-Test-Root01-Cert.chip', 'root.der'])
+{
+    my ($cmd, $in, $o) = @$c;
+    spew("$d/victim-$cmd", "victim\n");
+    symlink("$d/victim-$cmd", "$d/$o") or die "symlink: $!";
+    ($rc, undef, $err) = run_cmd([$pkictl, 'matter', $cmd, "$vec/$in",
+                                  "$d/$o"]);
+    is($rc, 0, "matter $cmd with a symlink at OUT") or diag($err);
+    is(slurp("$d/victim-$cmd"), "victim\n",
+       "matter $cmd: the symlink's target untouched");
+    ok(-f "$d/$o" && !-l "$d/$o", "matter $cmd: OUT replaced by a file");
+    my $want = $cmd eq 'to-tlv' ? 'Chip-Test-Root01-Cert.chip'
+                                : 'Chip-Test-Root01-Cert.der';
+    ok(slurp("$d/$o") eq slurp("$vec/$want"), "matter $cmd: the output");
+}
+
+my @left = grep { !/\.(csr|key|pem|chip|der)$/ && !/victim/ } glob("$d/*");
+is("@left", '', 'no temporary file left');
+
 done_testing();
