@@ -20,8 +20,10 @@
  * "hierarchy" generates two EC P-256 key pairs inside the PKCS#11 token
  * (C_GenerateKeyPair; labels matter-paa + matter-pai, or matter-rcac +
  * matter-icac; sensitive, not extractable) and writes DIR/paa.pem
- * + DIR/pai.pem or DIR/rcac.pem + DIR/icac.pem.  Exit status 0 on success;
- * otherwise 1 with the failed rule on stderr.
+ * + DIR/pai.pem or DIR/rcac.pem + DIR/icac.pem.  A token that already
+ * holds an object with one of the labels (or ids) is refused before any key
+ * is made; --keygen off signs with the keys there.  Exit status 0 on
+ * success; otherwise 1 with the failed rule on stderr.
  */
 
 #include <dlfcn.h>
@@ -296,12 +298,38 @@ cmd_verify_operational(const matter_opts_t *o)
 
 /* ---- hierarchy ---------------------------------------------------------------- */
 
-/* An EC P-256 key pair generated inside the token (C_GenerateKeyPair):
- * private, sensitive, not extractable.  The PIN comes from the PIN file. */
+/* 1 if the token holds an object with the attribute a, -1 on an error. */
 static int
-keygen(const matter_opts_t *o, const char *label, unsigned char id)
+token_has(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_ATTRIBUTE *a)
 {
-    int                  ok;
+    CK_RV             rv;
+    CK_ULONG          count;
+    CK_OBJECT_HANDLE  obj;
+
+    if (fl->C_FindObjectsInit(s, a, 1) != CKR_OK) {
+        return -1;
+    }
+
+    count = 0;
+    rv = fl->C_FindObjects(s, &obj, 1, &count);
+    fl->C_FindObjectsFinal(s);
+
+    return rv != CKR_OK ? -1 : count > 0;
+}
+
+
+/* Two EC P-256 key pairs generated inside the token (C_GenerateKeyPair):
+ * private, sensitive, not extractable.  The PIN comes from the PIN file.
+ * An object that already has one of the labels or ids is refused before
+ * any key is made: a second key of a label makes every reference to it
+ * ambiguous ("--keygen off" signs with the keys already there). */
+static int
+keygen(const matter_opts_t *o, const char *const *labels,
+    const unsigned char *ids)
+{
+    int                  ok, k, has;
+    const char          *label;
+    unsigned char        id;
     FILE                *f;
     char                 pin[256];
     void                *h;
@@ -319,11 +347,13 @@ keygen(const matter_opts_t *o, const char *label, unsigned char id)
     unsigned char        curve[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
                                      0x3d, 0x03, 0x01, 0x07 };
 
+    CK_ATTRIBUTE  by_label = { CKA_LABEL, NULL, 0 };
+    CK_ATTRIBUTE  by_id = { CKA_ID, &id, 1 };
     CK_ATTRIBUTE  pub[] = {
         { CKA_TOKEN, &yes, sizeof(yes) },
         { CKA_VERIFY, &yes, sizeof(yes) },
         { CKA_EC_PARAMS, curve, sizeof(curve) },
-        { CKA_LABEL, (void *) label, strlen(label) },
+        { CKA_LABEL, NULL, 0 },
         { CKA_ID, &id, 1 },
     };
     CK_ATTRIBUTE  priv[] = {
@@ -332,7 +362,7 @@ keygen(const matter_opts_t *o, const char *label, unsigned char id)
         { CKA_SENSITIVE, &yes, sizeof(yes) },
         { CKA_EXTRACTABLE, &no, sizeof(no) },
         { CKA_SIGN, &yes, sizeof(yes) },
-        { CKA_LABEL, (void *) label, strlen(label) },
+        { CKA_LABEL, NULL, 0 },
         { CKA_ID, &id, 1 },
     };
 
@@ -407,15 +437,52 @@ keygen(const matter_opts_t *o, const char *label, unsigned char id)
         goto done;
     }
 
-    rv = fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]),
-                               priv, sizeof(priv) / sizeof(priv[0]), &hpub,
-                               &hpriv);
-    if (rv != CKR_OK) {
-        fprintf(stderr, "pkictl matter: C_GenerateKeyPair(%s) failed: "
-                "0x%lx\n", label, (unsigned long) rv);
-    } else {
-        ok = 1;
+    for (k = 0; k < 2; k++) {
+        label = labels[k];
+        id = ids[k];
+        by_label.pValue = (void *) label;
+        by_label.ulValueLen = strlen(label);
+
+        has = token_has(fl, s, &by_label);
+        if (has == 0) {
+            has = token_has(fl, s, &by_id);
+        }
+
+        if (has < 0) {
+            fprintf(stderr, "pkictl matter: cannot search token \"%s\" for "
+                    "\"%s\"\n", o->token, label);
+            goto close;
+        }
+
+        if (has) {
+            fprintf(stderr, "pkictl matter: token \"%s\" already holds an "
+                    "object labelled \"%s\" or with id %02x: use --keygen "
+                    "off to sign with the keys there, or delete them "
+                    "first\n", o->token, label, id);
+            goto close;
+        }
     }
+
+    for (k = 0; k < 2; k++) {
+        label = labels[k];
+        id = ids[k];
+        pub[3].pValue = priv[5].pValue = (void *) label;
+        pub[3].ulValueLen = priv[5].ulValueLen = strlen(label);
+
+        rv = fl->C_GenerateKeyPair(s, &mech, pub,
+                                   sizeof(pub) / sizeof(pub[0]), priv,
+                                   sizeof(priv) / sizeof(priv[0]), &hpub,
+                                   &hpriv);
+        if (rv != CKR_OK) {
+            fprintf(stderr, "pkictl matter: C_GenerateKeyPair(%s) failed: "
+                    "0x%lx\n", label, (unsigned long) rv);
+            goto close;
+        }
+    }
+
+    ok = 1;
+
+close:
 
     fl->C_Logout(s);
     fl->C_CloseSession(s);
@@ -472,7 +539,8 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
 {
     int              att, rc;
     char             root_ref[512], ca_ref[512], path[4096];
-    const char      *rlabel, *clabel, *argv1[1];
+    const char      *rlabel, *clabel, *argv1[1], *labels[2];
+    unsigned char    ids[2];
     X509            *root, *ca;
     X509_NAME       *rname, *cname;
     pki_key_t       *rkey, *ckey;
@@ -498,9 +566,11 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     clabel = att ? "matter-pai" : "matter-icac";
 
     if (o->keygen == NULL || strcmp(o->keygen, "on") == 0) {
-        if (!keygen(o, rlabel, att ? 0xa1 : 0xc1)
-            || !keygen(o, clabel, att ? 0xa2 : 0xc2))
-        {
+        labels[0] = rlabel;
+        labels[1] = clabel;
+        ids[0] = att ? 0xa1 : 0xc1;
+        ids[1] = att ? 0xa2 : 0xc2;
+        if (!keygen(o, labels, ids)) {
             return 1;
         }
     }

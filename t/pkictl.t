@@ -6,7 +6,9 @@
 # --ip of the command line, go through the template's subject and SAN
 # rules as a network request does; a refusal exits nonzero with the rule
 # on stderr and writes nothing.  The output file is written through a
-# fresh temporary file, never through a symlink in its way.
+# fresh temporary file, never through a symlink in its way.  `pkictl matter
+# hierarchy` on a token that holds its keys already refuses to make a
+# second key of a label.
 
 use strict;
 use warnings;
@@ -197,5 +199,44 @@ for my $c (['to-tlv', 'Chip-Test-Root01-Cert.der', 'root.chip'],
 
 my @left = grep { !/\.(csr|key|pem|chip|der)$/ && !/victim/ } glob("$d/*");
 is("@left", '', 'no temporary file left');
+
+# --- matter hierarchy on a token that holds its keys already --------------
+
+SKIP: {
+    skip("no SoftHSM2 module at $PKITest::P11", 8) if !-e $PKITest::P11;
+
+    # a token with the root and issuing keys (scripts/mkpki.sh, through
+    # pkictl issue) and the Matter hierarchies (scripts/mkpki-matter.sh)
+    my $t = PKITest->new(no_nginx_needed => 1);
+    my $pki = $t->pki;
+    $t->make_matter_pki($pki);
+
+    my @vault = ('--module', $PKITest::P11, '--token', $t->token,
+                 '--pin-file', "$pki/hsm/pin");
+    my %env = (env => { SOFTHSM2_CONF => $t->softhsm_conf });
+    my %args = (attestation => [ '--vid', 'FFF1', '--pid', '8000' ],
+                operational => [ '--rcac-id', 'CACACACA00000001',
+                                 '--icac-id', 'CACACACA00000002' ]);
+
+    for my $kind (qw(attestation operational)) {
+        my $root = $kind eq 'attestation' ? 'paa' : 'rcac';
+        my $o = $t->dir . "/again-$kind";
+        mkdir $o;
+        ($rc, undef, $err) = run_cmd([$pkictl, 'matter', 'hierarchy', $kind,
+                                      '--dir', $o, @{ $args{$kind} },
+                                      @vault], %env);
+        isnt($rc, 0, "hierarchy $kind again: refused");
+        like($err, qr/already holds an object labelled "matter-$root"/,
+             "hierarchy $kind again: the label on stderr");
+        ok(!-e "$o/$root.pem", "hierarchy $kind again: nothing written");
+
+        # one key per label still: the keys there sign
+        ($rc, undef, $err) = run_cmd([$pkictl, 'matter', 'hierarchy', $kind,
+                                      '--dir', $o, '--keygen', 'off',
+                                      @{ $args{$kind} }, @vault], %env);
+        is($rc, 0, "hierarchy $kind --keygen off: the keys there sign")
+            or diag($err);
+    }
+}
 
 done_testing();
