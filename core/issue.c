@@ -881,7 +881,6 @@ pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
     EVP_PKEY       *pk;
     pki_status_t    rc;
     GENERAL_NAMES  *gens;
-    X509_NAME      *subject = NULL;
 
     if (t == NULL || csr == NULL || req == NULL) {
         return pki_fail(res, PKI_INTERNAL, "bad arguments");
@@ -899,53 +898,33 @@ pki_request_from_csr(const pki_template_t *t, X509_REQ *csr,
                         "decoded");
     }
 
+    gens = NULL;
+    staple = 0;
+
     rc = pki_check_key(t, pk, res);
-    if (rc != PKI_OK) {
-        return rc;
-    }
-
-    rc = pki_apply_subject(t, X509_REQ_get_subject_name(csr), &subject, res);
-    if (rc != PKI_OK) {
-        return rc;
-    }
-
-    rc = pki_csr_sans(csr, &gens, res);
     if (rc == PKI_OK) {
-        rc = pki_check_sans(t, gens, res);
+        rc = pki_csr_sans(csr, &gens, res);
     }
     if (rc == PKI_OK) {
         rc = pki_csr_must_staple(t, csr, &staple, res);
     }
-
-    if (rc != PKI_OK) {
-        GENERAL_NAMES_free(gens);
-        X509_NAME_free(subject);
-        return rc;
+    if (rc == PKI_OK) {
+        rc = pki_request_build(t, X509_REQ_get_subject_name(csr), gens, pk,
+                               req, res);
     }
 
-    if (X509_NAME_entry_count(subject) == 0 && sk_GENERAL_NAME_num(gens) <= 0)
-    {
-        GENERAL_NAMES_free(gens);
-        X509_NAME_free(subject);
-        return pki_fail(res, PKI_POLICY, "the request has neither a subject "
-                        "nor a SAN");
+    GENERAL_NAMES_free(gens);
+
+    if (rc == PKI_OK) {
+        req->must_staple = staple;
     }
 
-    if (!EVP_PKEY_up_ref(pk)) {
-        GENERAL_NAMES_free(gens);
-        X509_NAME_free(subject);
-        return pki_fail(res, PKI_INTERNAL, "EVP_PKEY_up_ref() failed");
-    }
-
-    req->subject = subject;
-    req->sans = gens;
-    req->pubkey = pk;
-    req->must_staple = staple;
-
-    return PKI_OK;
+    return rc;
 }
 
 
+/* The request of a subject, SANs and key given in parts (pkictl's command
+ * line), through the checks of a CSR's. */
 pki_status_t
 pki_request_build(const pki_template_t *t, const X509_NAME *subject,
     const GENERAL_NAMES *sans, EVP_PKEY *pub, pki_request_t *req,
