@@ -826,7 +826,7 @@ typed_subject(pki_template_t *t, int nid, int type, const char *bytes,
                                    len, -1, 0);
     }
     if (nid == NID_commonName) {
-        X509_NAME_delete_entry(nm, 0);
+        X509_NAME_ENTRY_free(X509_NAME_delete_entry(nm, 0));
     }
     X509_REQ_set_subject_name(csr, nm);
     X509_NAME_free(nm);
