@@ -19,6 +19,7 @@
 
 #include "pki.h"
 #include "audit_int.h"
+#include "redis_int.h"
 
 
 #define PKI_METRICS_MAX_FIELDS   256
@@ -532,42 +533,6 @@ pki_counts_compute(pki_redis_t *r, const char *kexp, const char *krev,
 }
 
 
-/* A result as pki_metrics_cert_counts stores it: "U R E7 E30". */
-static int
-pki_counts_parse(const redisReply *v, long long out[4])
-{
-    int    i;
-    char   buf[PKI_METRICS_COUNTS_LEN], *p, *end;
-
-    if (v->len == 0 || v->len >= sizeof(buf)
-        || memchr(v->str, '\0', v->len) != NULL)
-    {
-        return 0;
-    }
-
-    memcpy(buf, v->str, v->len);
-    buf[v->len] = '\0';
-    p = buf;
-
-    for (i = 0; i < 4; i++) {
-        if (*p < '0' || *p > '9') {
-            return 0;
-        }
-
-        errno = 0;
-        out[i] = strtoll(p, &end, 10);
-
-        if (errno != 0 || *end != (i < 3 ? ' ' : '\0')) {
-            return 0;
-        }
-
-        p = end + 1;
-    }
-
-    return 1;
-}
-
-
 pki_status_t
 pki_metrics_cert_counts(pki_redis_t *r, const char *ca, time_t now,
     unsigned long ttl_ms, long long out[4], pki_result_t *res)
@@ -621,7 +586,7 @@ pki_metrics_cert_counts(pki_redis_t *r, const char *ca, time_t now,
 
         } else if (reply->type == REDIS_REPLY_STRING) {
 
-            if (pki_counts_parse(reply, out)) {
+            if (pki_int_redis_numbers(reply, out, 4)) {
                 freeReplyObject(reply);
                 return PKI_OK;
             }

@@ -2183,17 +2183,15 @@ pki_record_at(pki_record_t *rec, time_t now)
 }
 
 
-/* Parses "REASON REVOKED_AT INVALIDITY_DATE". */
-static int
-pki_revoked_parse(const redisReply *v, int *reason, time_t *at,
-    time_t *inv)
+int
+pki_int_redis_numbers(const redisReply *v, long long *out, size_t n)
 {
-    char       buf[80], *p, *end;
-    long long  n[3];
-    int        i;
+    char    buf[128], *p, *end;
+    size_t  i;
 
-    if (v->type != REDIS_REPLY_STRING || v->len == 0
-        || v->len >= sizeof(buf))
+    if (v == NULL || v->type != REDIS_REPLY_STRING || n == 0
+        || v->len == 0 || v->len >= sizeof(buf)
+        || memchr(v->str, '\0', v->len) != NULL)
     {
         return 0;
     }
@@ -2202,26 +2200,35 @@ pki_revoked_parse(const redisReply *v, int *reason, time_t *at,
     buf[v->len] = '\0';
     p = buf;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < n; i++) {
         if (*p < '0' || *p > '9') {
             return 0;
         }
+
         errno = 0;
-        n[i] = strtoll(p, &end, 10);
-        if (errno != 0 || n[i] < 0) {
+        out[i] = strtoll(p, &end, 10);
+
+        if (errno != 0 || *end != (i + 1 < n ? ' ' : '\0')) {
             return 0;
         }
-        if (i < 2) {
-            if (*end != ' ') {
-                return 0;
-            }
-            p = end + 1;
-        } else if (*end != '\0') {
-            return 0;
-        }
+
+        p = end + 1;
     }
 
-    if (n[0] > 10 || n[0] == 7 || n[0] == 8) {
+    return 1;
+}
+
+
+/* Parses "REASON REVOKED_AT INVALIDITY_DATE". */
+static int
+pki_revoked_parse(const redisReply *v, int *reason, time_t *at,
+    time_t *inv)
+{
+    long long  n[3];
+
+    if (!pki_int_redis_numbers(v, n, 3)
+        || n[0] > 10 || n[0] == 7 || n[0] == 8)
+    {
         return 0;
     }
 

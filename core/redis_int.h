@@ -23,5 +23,11 @@
  * command then fails as a protocol error of that connection). */
 void pki_int_redis_limit_reader(redisContext *c);
 
+/* Reads a string reply of exactly n non-negative decimal numbers
+ * separated by one space each ("3 1700000000 0") into out[0..n-1].
+ * Returns 0 for anything else: another type, an empty or overlong
+ * string, a sign, a NUL byte, extra text, a value past LLONG_MAX. */
+int pki_int_redis_numbers(const redisReply *v, long long *out, size_t n);
+
 
 #endif /* PKI_REDIS_INT_H */
