@@ -3846,6 +3846,93 @@ pki_audit_orphaned(long long pid, long long ms, long long now, long long age)
 }
 
 
+/* A carried entry's body as pki_audit_body() writes it: members of a JSON
+ * object (",\"type\":\"issue\",..."), strings or numbers, printable, none
+ * named as a field of the line's own frame, not a checkpoint.  What else
+ * a stream holds (written by another program, or by hand) would change
+ * the line it goes into: a newline makes two lines, a "hash" member a
+ * second hash, "}" ends the object early. */
+static int
+pki_audit_carried_ok(const char *p, size_t len)
+{
+    static const char *const  frame[] = {
+        "seq", "time", "rid", "stream", "pid", "prev", "hash", "sig", "key",
+        NULL
+    };
+
+    int            good;
+    char           text[PKI_AUDIT_LINE_MAX];
+    size_t         i;
+    cJSON         *o, *e;
+    const char    *end;
+
+    if (len < 2 || len + 2 > sizeof(text) || p[0] != ',') {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) p[i] < 0x20 || p[i] == 0x7f) {
+            return 0;
+        }
+    }
+
+    text[0] = '{';
+    memcpy(text + 1, p + 1, len - 1);
+    text[len] = '}';
+    text[len + 1] = '\0';
+
+    end = NULL;
+    o = cJSON_ParseWithOpts(text, &end, 1);
+    if (o == NULL) {
+        return 0;
+    }
+
+    good = cJSON_IsObject(o) && o->child != NULL;
+
+    for (e = o->child; good && e != NULL; e = e->next) {
+        good = e->string != NULL
+               && (cJSON_IsString(e) || cJSON_IsNumber(e));
+
+        for (i = 0; good && frame[i] != NULL; i++) {
+            good = strcmp(e->string, frame[i]) != 0;
+        }
+
+        if (good && strcmp(e->string, "type") == 0) {
+            good = cJSON_IsString(e)
+                   && strcmp(e->valuestring, "checkpoint") != 0;
+        }
+    }
+
+    cJSON_Delete(o);
+
+    return good;
+}
+
+
+/* The body that stands for one pki_audit_carried_ok() refuses: the line
+ * records that the stream held an entry under this id, its size and its
+ * SHA-256, and nothing of its text. */
+static size_t
+pki_audit_unreadable(char *out, size_t size, const char *p, size_t len)
+{
+    char        hash[65];
+    pki_jbuf_t  b;
+
+    pki_sha256_hex(p, len, hash);
+
+    b.p = out;
+    b.len = 0;
+    b.cap = size;
+    b.err = 0;
+
+    pki_jstr(&b, "type", "unreadable");
+    pki_jnum(&b, "body_bytes", (long long) len);
+    pki_jstr(&b, "body_sha256", hash);
+
+    return b.err ? 0 : b.len;
+}
+
+
 /* The orphaned entries of one stream, c's own or (legacy) the previous
  * version's (pki_audit_orphaned; only those PKI_AUDIT_LOOK_MS old at
  * least), as queue entries (NULL: none, or Redis did not answer). */
@@ -3855,6 +3942,7 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
     size_t               i, j, tl, bl;
     long long            now, pid;
     char                 upto[32];
+    char                 mark[256];
     const char          *argv[6], *tv, *bv;
     size_t               lens[6];
     redisReply          *reply, *e, *f;
@@ -3956,6 +4044,14 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
                                 : PKI_AUDIT_CARRIED_MAX))
             {
                 continue;
+            }
+
+            if (!pki_audit_carried_ok(bv, bl)) {
+                bl = pki_audit_unreadable(mark, sizeof(mark), bv, bl);
+                bv = mark;
+                if (bl == 0) {
+                    continue;
+                }
             }
 
             q = malloc(sizeof(pki_audit_qent_t) + bl);

@@ -945,6 +945,33 @@ main(void)
     put_back_held(key2, oid, pid, b, "0BADC0DE02", 1,
                   "an orphan the file holds already");
 
+    /* orphans whose fields are not an entry's: a line of type
+     * "unreadable" each (none of their text), and the log still verifies
+     * (checked below) */
+    {
+        static const char *const  bad[] = {
+            ",\"type\":\"issue\",\"serial\":\"0BADC0DE05\"}\n{\"seq\":1",
+            ",\"type\":\"issue\",\"hash\":\"0BADC0DE06\"",
+            ",\"type\":\"checkpoint\",\"serial\":\"0BADC0DE07\"",
+            "\"serial\":\"0BADC0DE08\"",
+            ",\"serial\":{\"x\":\"0BADC0DE09\"}",
+        };
+
+        char  bid[64], tag[128];
+
+        for (i = 0; i < (int) (sizeof(bad) / sizeof(bad[0])); i++) {
+            freeReplyObject(redisCommand(rc, "DEL %s", key2));
+            now = redis_ms();
+            snprintf(bid, sizeof(bid), "%lld-%d", now - 5000, 20 + i);
+            ok(xadd(key2, bid, bad[i], pid), "a foreign orphan (%d)", i);
+            ok(wait_written(key2, bid, 1, 6000), "  written and deleted");
+            snprintf(tag, sizeof(tag), "0BADC0DE%02d", 5 + i);
+            ok(log_count(tag) == 0, "  none of its text in the file");
+            ok(log_count("\"type\":\"unreadable\"") == i + 1,
+               "  a line of type \"unreadable\" for it");
+        }
+    }
+
     /* the same orphan once more after two rotations: the file that holds
      * it is neither audit.log nor the newest rotated one */
     for (i = 0; i < 40; i++) {
