@@ -24,6 +24,32 @@ static pki_status_t pki_ca_check_alt(pki_ca_t *ca, int n, time_t now,
 static int pki_set_str(char **dst, const char *src);
 
 
+int
+pki_name_valid(const char *s, size_t len)
+{
+    size_t  i;
+    char    c;
+
+    if (s == NULL || len == 0 || len > PKI_NAME_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = s[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.')
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    return 1;
+}
+
+
 pki_ca_t *
 pki_ca_new(const char *name)
 {

@@ -381,6 +381,13 @@ PKI_API long pki_template_validity(const pki_template_t *t);  /* seconds */
 typedef struct pki_ca_s  pki_ca_t;
 
 #define PKI_CA_MAX_ALT_CHAINS  4     /* "alternate_chain" lines of a CA */
+#define PKI_NAME_MAX           63    /* bytes of a configured name */
+
+/* 1 when the len bytes at s are a name as the configuration gives a CA, a
+ * template or a vault (pki_ca NAME, ...; a CA's name is the NAME of its
+ * Redis keys' {ca:NAME}): 1 to PKI_NAME_MAX of A-Z a-z 0-9 . _ -; else 0.
+ * The glue and pkictl check names with it before they use them. */
+PKI_API int pki_name_valid(const char *s, size_t len);
 
 PKI_API pki_ca_t *pki_ca_new(const char *name);
 PKI_API void pki_ca_free(pki_ca_t *ca);

@@ -30,7 +30,7 @@
 
 
 #define NGX_HTTP_PKI_CRL_DEFAULT      3600    /* pki_crl_next_update */
-#define NGX_HTTP_PKI_NAME_MAX      63
+#define NGX_HTTP_PKI_NAME_MAX      PKI_NAME_MAX
 #define NGX_HTTP_PKI_PASSWORD_MAX  1024
 
 
@@ -2805,28 +2805,9 @@ ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
 static ngx_int_t
 ngx_http_pki_check_name(ngx_conf_t *cf, const char *what, ngx_str_t *name)
 {
-    u_char      c;
-    ngx_uint_t  i;
-
-    if (name->len == 0 || name->len > NGX_HTTP_PKI_NAME_MAX) {
-        goto invalid;
+    if (pki_name_valid((const char *) name->data, name->len)) {
+        return NGX_OK;
     }
-
-    for (i = 0; i < name->len; i++) {
-        c = name->data[i];
-
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-            || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.')
-        {
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    return NGX_OK;
-
-invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid %s name \"%V\" (1-%d of A-Z a-z 0-9 . _ -)",

@@ -44,6 +44,13 @@ my @cases = (
      sub { s/(    pki_ca issuing \{)/$extra_tmpl\n$1/;
            s/est issuing device;/est issuing other;/ },
      qr/other/, [qr{location /\.well-known/est/}]],
+    ['pki_ca name with a character outside the name alphabet',
+     sub { s/pki_ca issuing \{/pki_ca "is:suing" {/ },
+     qr/invalid pki_ca name "is:suing" \(1-63 of A-Z a-z 0-9 \. _ -\)/,
+     [qr{^http}]],
+    ['pki_ca name of 64 bytes',
+     sub { my $n = 'c' x 64; s/pki_ca issuing \{/pki_ca $n {/ },
+     qr/invalid pki_ca name "c{64}"/, [qr{^http}]],
     ['template validity beyond the CA max_validity',
      sub { s/max_validity 365d;/max_validity 1d;/ },
      qr/exceeds the max_validity/, [qr{pki_ca issuing}, qr{^http}]],

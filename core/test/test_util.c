@@ -2,7 +2,7 @@
  * Copyright 2026 The nginx-pki developers
  * SPDX-License-Identifier: Apache-2.0
  *
- * Unit tests: results, base64, serial numbers.
+ * Unit tests: results, base64, serial numbers, configured names.
  */
 
 #include <string.h>
@@ -65,6 +65,32 @@ static const serial_case_t  serial_cases[] = {
     { "zz", NULL },
     { "12 34", NULL },
     { "0x", NULL },
+};
+
+
+typedef struct {
+    const char  *in;
+    size_t       len;       /* 0: strlen(in) */
+    int          valid;
+} name_case_t;
+
+
+static const name_case_t  name_cases[] = {
+    { "issuing", 0, 1 },
+    { "Matter-PAI_2.v1", 0, 1 },
+    { "a", 0, 1 },
+    { "012345678901234567890123456789012345678901234567890123456789012",
+      0, 1 },                                               /* 63 bytes */
+    { "0123456789012345678901234567890123456789012345678901234567890123",
+      0, 0 },                                               /* 64 bytes */
+    { "", 0, 0 },
+    { "a b", 0, 0 },
+    { "{ca:x}", 0, 0 },             /* would break the keys' hash tag */
+    { "a:b", 0, 0 },
+    { "a/b", 0, 0 },
+    { "caf\xc3\xa9", 0, 0 },
+    { "ab\0cd", 5, 0 },             /* a NUL inside */
+    { "ab\n", 0, 0 },
 };
 
 
@@ -147,6 +173,17 @@ main(void)
         }
     }
     ok(dup == 0, "64 new serials: 16 octets, positive, distinct (%d)", dup);
+
+    for (i = 0; i < (int) (sizeof(name_cases) / sizeof(name_cases[0]));
+         i++)
+    {
+        const name_case_t  *c = &name_cases[i];
+
+        len = c->len ? c->len : strlen(c->in);
+        ok(pki_name_valid(c->in, len) == c->valid, "name case %d %s", i,
+           c->valid ? "valid" : "refused");
+    }
+    ok(!pki_name_valid(NULL, 3), "name NULL refused");
 
     pki_result_init(&res);
     ERR_put_error(ERR_LIB_X509, 0, ERR_R_MALLOC_FAILURE, __FILE__, __LINE__);
