@@ -8,12 +8,19 @@
  *   pkictl issue --ca-cert F --ca-key REF (--csr F | --pubkey-of REF)
  *                --profile ca|server|client [--pathlen N] [--subject DN]
  *                [--dns NAME]... [--ip ADDR]... --days N --out FILE
- *                [vault] [--redis unix:PATH]
+ *                [vault] [--redis unix:PATH --ca-name NAME [--namespace NS]
+ *                [--db N]]
  *
  *   vault: --module PATH --token LABEL --pin-file F
  *
  * REF is a PEM key file or a "pkcs11:" URI.  The PIN is read only from the
  * PIN file.  Errors go to stderr; the exit status is 1 on any failure.
+ *
+ * With --redis, issue records the certificate where nginx looks for the
+ * certificates of "pki_ca NAME" (OCSP, CRLs, the admin API): the keys
+ * <NS>{ca:NAME}:... of database N, NS and N as in pki_redis (namespace=,
+ * db=; default "pki:" and 0).  --ca-name has no default: a record under a
+ * name no pki_ca block has is one nginx never reads.
  */
 
 #include <errno.h>
@@ -59,12 +66,15 @@ typedef struct {
     const char  *token;
     const char  *pin_file;
     const char  *redis;
+    const char  *ca_name;
+    const char  *ns;
     const char  *dns[PKICTL_MAX_NAMES];
     const char  *ip[PKICTL_MAX_NAMES];
     int          ndns;
     int          nip;
     long         days;
     long         pathlen;
+    long         db;
 } pkictl_opts_t;
 
 
@@ -79,7 +89,14 @@ usage(void)
         "               --profile ca|server|client [--pathlen N]"
         " [--subject DN]\n"
         "               [--dns NAME]... [--ip ADDR]... --days N --out FILE\n"
-        "               [vault] [--redis unix:PATH]\n"
+        "               [vault] [--redis unix:PATH --ca-name NAME"
+        " [--namespace NS]\n"
+        "               [--db N]]\n"
+        "    --redis: the record goes where nginx finds the certificates of"
+        "\n"
+        "    \"pki_ca NAME\" (OCSP, CRLs, admin API); NS and N as in"
+        " pki_redis\n"
+        "    namespace= and db= (default \"pki:\" and 0)\n"
         "  pkictl matter to-tlv|to-der|verify-attestation|"
         "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
@@ -713,6 +730,46 @@ cmd_issue(pkictl_opts_t *o)
         return 1;
     }
 
+    /* the Redis record: checked before the keys are opened */
+
+    if (o->redis == NULL) {
+        if (o->ca_name != NULL || o->ns != NULL || o->db >= 0) {
+            fprintf(stderr, "pkictl: --ca-name, --namespace and --db go "
+                    "with --redis\n");
+            return 1;
+        }
+
+    } else {
+        if (o->ca_name == NULL) {
+            fail("--redis needs --ca-name NAME: %s", "the NAME of the "
+                 "\"pki_ca NAME\" block in nginx.conf that has this CA");
+            return 1;
+        }
+        if (!pki_name_valid(o->ca_name, strlen(o->ca_name))) {
+            fail("bad --ca-name \"%s\": 1-63 of A-Z a-z 0-9 . _ -, as in "
+                 "\"pki_ca NAME\"", o->ca_name);
+            return 1;
+        }
+        if (strncmp(o->redis, "unix:", 5) != 0 || o->redis[5] == '\0') {
+            fail("--redis \"%s\": use unix:/path/to/redis.sock", o->redis);
+            return 1;
+        }
+
+        /* as pki_redis unix:PATH [namespace=NS] [db=N] does it */
+        memset(&rc_conf, 0, sizeof(rc_conf));
+        rc_conf.unix_path = o->redis + 5;
+        rc_conf.ns = o->ns != NULL ? o->ns : "pki:";
+        rc_conf.db = o->db >= 0 ? (int) o->db : 0;
+        rc_conf.timeout_ms = 2000;
+
+        pki_result_init(&res);
+        redis = pki_redis_new(&rc_conf, &res);
+        if (redis == NULL) {
+            fail_res("redis", &res);
+            return 1;
+        }
+    }
+
     /* the request: subject, SANs, public key */
 
     if (o->csr) {
@@ -805,7 +862,7 @@ cmd_issue(pkictl_opts_t *o)
         goto done;
     }
 
-    ca = pki_ca_new("pkictl");
+    ca = pki_ca_new(o->ca_name != NULL ? o->ca_name : "pkictl");
     if (ca == NULL) {
         goto done;
     }
@@ -833,22 +890,6 @@ cmd_issue(pkictl_opts_t *o)
     if (pki_ca_finish(ca, &res) != PKI_OK) {
         fail_res("CA", &res);
         goto done;
-    }
-
-    if (o->redis) {
-        memset(&rc_conf, 0, sizeof(rc_conf));
-        if (strncmp(o->redis, "unix:", 5) != 0 || o->redis[5] == '\0') {
-            fail("--redis \"%s\": use unix:/path/to/redis.sock", o->redis);
-            goto done;
-        }
-        rc_conf.unix_path = o->redis + 5;
-        rc_conf.ns = "pki:";
-        rc_conf.timeout_ms = 2000;
-        redis = pki_redis_new(&rc_conf, &res);
-        if (redis == NULL) {
-            fail_res("redis", &res);
-            goto done;
-        }
     }
 
     memset(&ictx, 0, sizeof(ictx));
@@ -1004,6 +1045,7 @@ main(int argc, char **argv)
 
     memset(&o, 0, sizeof(o));
     o.pathlen = -1;
+    o.db = -1;
 
     if (argc >= 2 && strcmp(argv[1], "audit") == 0) {
         if (!pki_init()) {
@@ -1062,6 +1104,15 @@ main(int argc, char **argv)
             o.pin_file = v;
         } else if (strcmp(a, "--redis") == 0) {
             o.redis = v;
+        } else if (strcmp(a, "--ca-name") == 0) {
+            o.ca_name = v;
+        } else if (strcmp(a, "--namespace") == 0) {
+            o.ns = v;
+        } else if (strcmp(a, "--db") == 0) {
+            if (!parse_long(v, 0, 65535, &o.db)) {
+                fprintf(stderr, "pkictl: bad --db \"%s\"\n", v);
+                return 1;
+            }
         } else if (strcmp(a, "--days") == 0) {
             if (!parse_long(v, 1, 36500, &o.days)) {
                 fprintf(stderr, "pkictl: bad --days \"%s\"\n", v);

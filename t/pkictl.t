@@ -6,9 +6,12 @@
 # --ip of the command line, go through the template's subject and SAN
 # rules as a network request does; a refusal exits nonzero with the rule
 # on stderr and writes nothing.  The output file is written through a
-# fresh temporary file, never through a symlink in its way.  `pkictl matter
-# hierarchy` on a token that holds its keys already refuses to make a
-# second key of a label.
+# fresh temporary file, never through a symlink in its way.  `pkictl issue
+# --redis --ca-name NAME --namespace NS --db N` records the certificate
+# where an nginx with "pki_ca NAME" and "pki_redis ... namespace=NS db=N"
+# finds it: redis-cli reads the keys, openssl ocsp gets good from nginx,
+# the admin API shows and revokes it.  `pkictl matter hierarchy` on a token
+# that holds its keys already refuses to make a second key of a label.
 
 use strict;
 use warnings;
@@ -42,6 +45,22 @@ sub csr {
     ossl('req', '-new', '-key', "$d/ee.key", '-subj', $subj,
          (map { ('-addext', $_) } @ext), '-out', $f);
     return $f;
+}
+
+# redis-cli on database DB of the test's Redis: its answer, one line
+sub redis_n {
+    my ($t, $db, @cmd) = @_;
+    my $out = $t->redis_raw('-n', $db, @cmd);
+    chomp $out;
+    return $out;
+}
+
+# the certificate records and serial reservations in database DB (nginx
+# itself writes CRL and metrics keys)
+sub records {
+    my ($t, $db) = @_;
+    return join ' ', sort grep { /:(?:cert|serial):/ }
+        split /\n/, redis_n($t, $db, '--scan', '--pattern', '*');
 }
 
 key("$d/ca.key");
@@ -199,6 +218,111 @@ for my $c (['to-tlv', 'Chip-Test-Root01-Cert.der', 'root.chip'],
 
 my @left = grep { !/\.(csr|key|pem|chip|der)$/ && !/victim/ } glob("$d/*");
 is("@left", '', 'no temporary file left');
+
+# --- issue --redis: the record where the nginx of "pki_ca NAME" finds it --
+
+SKIP: {
+    skip("no SoftHSM2 module at $PKITest::P11", 28) if !-e $PKITest::P11;
+    skip('nginx modules not built', 28)
+        if !-e "$PKITest::BUILD/ngx_http_pki_module.so";
+
+    # the shared config with the issuing CA named fleet-ca and its keys in
+    # database 3 under the namespace fleet7: (not the defaults pkictl had)
+    my $t = PKITest->new;
+    my $pki = $t->pki;
+    my $conf = $t->render_conf;
+    my $renamed = ($conf =~ s/(?<=\s)issuing(?=[\s;{])/fleet-ca/g);
+    $conf =~ s{/crl/issuing\.crl}{/crl/fleet-ca.crl}g;
+    $conf =~ s/(pki_redis unix:\S+)/$1 namespace=fleet7: db=3/
+        or die 'no pki_redis line in the config';
+    ok($renamed >= 3 && $conf =~ /pki_ca fleet-ca \{/
+       && $conf =~ /ocsp_responder fleet-ca;/,
+       "nginx.conf: pki_ca fleet-ca ($renamed lines), namespace fleet7:, "
+       . 'db 3');
+    $t->start_redis;
+    $t->start_nginx($conf);
+
+    my $sock = $t->redis_sock;
+    my @ca = ('--ca-cert', "$pki/issuing.pem", '--ca-key',
+              'pkcs11:token=' . $t->token . ';object=issuing;type=private',
+              '--module', $PKITest::P11, '--pin-file', "$pki/hsm/pin");
+    my %env = (env => { SOFTHSM2_CONF => $t->softhsm_conf });
+    my $fleet = $t->dir . '/fleet.pem';
+
+    # refused before anything is signed or written
+    for my $c (['--redis without --ca-name',
+                qr/--redis needs --ca-name NAME: the NAME of the "pki_ca NAME"/,
+                '--redis', "unix:$sock"],
+               ['--ca-name outside the pki_ca name rule',
+                qr/bad --ca-name "fleet ca": 1-63 of A-Z a-z 0-9 \. _ -/,
+                '--redis', "unix:$sock", '--ca-name', 'fleet ca'],
+               ['--ca-name that would break the hash tag',
+                qr/bad --ca-name "x\}:y"/,
+                '--redis', "unix:$sock", '--ca-name', 'x}:y'],
+               ['--namespace with a brace',
+                qr/namespace "fleet\{7" is too long or contains/,
+                '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
+                '--namespace', 'fleet{7'],
+               ['--db out of range', qr/bad --db "65536"/,
+                '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
+                '--db', '65536'],
+               ['--ca-name without --redis',
+                qr/--ca-name, --namespace and --db go with --redis/,
+                '--ca-name', 'fleet-ca'])
+    {
+        my ($name, $re, @a) = @$c;
+        unlink($fleet);
+        ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
+                                      'client', '--csr', csr('plain', '/CN=ok'),
+                                      '--days', '5', '--out', $fleet, @a],
+                                     %env);
+        isnt($rc, 0, "$name: refused");
+        like($err, $re, "$name: the rule on stderr");
+    }
+    ok(!-e $fleet, 'refused: no certificate written');
+    is(records($t, 0) . records($t, 3), '', 'refused: no record in Redis');
+
+    ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
+                                  'client', '--csr',
+                                  csr('fleet', '/CN=fleet device'),
+                                  '--days', '5', '--out', $fleet,
+                                  '--redis', "unix:$sock",
+                                  '--ca-name', 'fleet-ca',
+                                  '--namespace', 'fleet7:', '--db', '3'],
+                                 %env);
+    is($rc, 0, 'issue --redis --ca-name --namespace --db') or diag($err);
+    my ($serial) = (-e $fleet ? ossl('x509', '-in', $fleet, '-noout',
+                                     '-serial') : '') =~ /serial=(\w+)/;
+    $serial //= 'none';
+
+    # the keys, as redis-cli reads them
+    my $key = "fleet7:{ca:fleet-ca}:cert:$serial";
+    is(redis_n($t, 3, 'HGET', $key, 'status'), 'good',
+       "the record is $key in database 3");
+    is(redis_n($t, 3, 'ZSCORE', 'fleet7:{ca:fleet-ca}:expiry', $serial)
+       ne '' ? 1 : 0, 1, 'and the serial is in its CA\'s expiry index');
+    is(records($t, 0), '', 'no record in database 0');
+
+    # the nginx side: OCSP and the admin API know the certificate (and
+    # OCSP does not know one issued without a record)
+    my $none = $t->dir . '/norecord.pem';
+    ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
+                                  'client', '--csr', csr('plain', '/CN=ok'),
+                                  '--days', '5', '--out', $none], %env);
+    is($rc, 0, 'issue without --redis') or diag($err);
+    is($t->ocsp_status($none), 'unknown', 'OCSP of it: unknown');
+    is($t->ocsp_status($fleet), 'good', 'OCSP of pki_ca fleet-ca: good');
+    my $r = $t->curl('GET', 'https://127.0.0.1:' . $t->https_port
+                     . "/pki/admin/certificates/$serial",
+                     user => 'admin:admin');
+    is($r->{code}, 200, 'admin API: the certificate is known');
+    like($r->{body}, qr/"ca"\s*:\s*"fleet-ca"/, 'admin API: of CA fleet-ca');
+    $r = $t->admin_revoke($serial);
+    is($r->{code}, 200, 'admin API: revoked');
+    is($t->ocsp_revoked($fleet), 'revoked', 'OCSP then says revoked');
+
+    $t->stop_nginx;
+}
 
 # --- matter hierarchy on a token that holds its keys already --------------
 
