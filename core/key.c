@@ -708,7 +708,7 @@ pki_pin_alloc(pki_result_t *res)
 }
 
 
-static void
+void
 pki_pin_free(char *pin)
 {
     size_t  sz;
@@ -736,13 +736,13 @@ pki_vault_wipe_pin(pki_vault_t *v)
 }
 
 
-/* Reads the PIN file: returns the PIN (pki_pin_alloc'ed, NUL-terminated,
- * *plen bytes) and the file's stat in *pst, or NULL with res filled.
- * Never puts the PIN into res.  The file is read straight into the PIN's
- * memory: no other buffer holds it. */
+/* Reads the PIN file path of the vault name: returns the PIN
+ * (pki_pin_alloc'ed, NUL-terminated, *plen bytes) and the file's stat in
+ * *pst, or NULL with res filled.  Never puts the PIN into res.  The file is
+ * read straight into the PIN's memory: no other buffer holds it. */
 static char *
-pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
-    pki_result_t *res)
+pki_pin_load(const char *name, const char *path, size_t *plen,
+    struct stat *pst, pki_result_t *res)
 {
     char           *pin;
     unsigned char  *buf;
@@ -750,18 +750,18 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
     size_t          len = 0;
     int             fd, err;
 
-    fd = open(v->pin_file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd == -1) {
         err = errno;
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": cannot open PIN file "
-                 "\"%s\": %s", v->name, v->pin_file, strerror(err));
+                 "\"%s\": %s", name, path, strerror(err));
         return NULL;
     }
 
     if (fstat(fd, pst) == -1 || !S_ISREG(pst->st_mode)) {
         close(fd);
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": PIN file \"%s\" is not "
-                 "a regular file", v->name, v->pin_file);
+                 "a regular file", name, path);
         return NULL;
     }
 
@@ -793,7 +793,7 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
     if (err != 0) {
         pki_pin_free(pin);
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": cannot read PIN file "
-                 "\"%s\": %s", v->name, v->pin_file, strerror(err));
+                 "\"%s\": %s", name, path, strerror(err));
         return NULL;
     }
 
@@ -804,7 +804,7 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
     if (len == 0 || len > PKI_PIN_MAX || memchr(buf, '\0', len) != NULL) {
         pki_pin_free(pin);
         pki_fail(res, PKI_INTERNAL, "vault \"%s\": PIN file \"%s\" %s",
-                 v->name, v->pin_file,
+                 name, path,
                  len == 0 ? "is empty"
                  : len > PKI_PIN_MAX ? "is too long (at most 256 bytes)"
                  : "contains a NUL byte");
@@ -819,6 +819,21 @@ pki_pin_load(const pki_vault_t *v, size_t *plen, struct stat *pst,
 }
 
 
+char *
+pki_pin_read(const char *name, const char *path, size_t *len,
+    pki_result_t *res)
+{
+    struct stat  st;
+
+    if (name == NULL || path == NULL || len == NULL) {
+        pki_fail(res, PKI_INTERNAL, "pki_pin_read: no name, path or length");
+        return NULL;
+    }
+
+    return pki_pin_load(name, path, len, &st, res);
+}
+
+
 /* Reads the PIN file into v->pin. */
 static int
 pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
@@ -827,7 +842,7 @@ pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
     size_t        len;
     struct stat   st;
 
-    pin = pki_pin_load(v, &len, &st, res);
+    pin = pki_pin_load(v->name, v->pin_file, &len, &st, res);
     if (pin == NULL) {
         return 0;
     }
@@ -900,7 +915,7 @@ pki_vault_pin_retry(pki_vault_t *v, pki_result_t *res)
 
     pki_result_init(&tmp);
 
-    pin = pki_pin_load(v, &len, &st, &tmp);
+    pin = pki_pin_load(v->name, v->pin_file, &len, &st, &tmp);
     if (pin == NULL) {
         /* read again next time: the file may be half written */
         pki_fail(res, PKI_UNAVAILABLE, "%s", tmp.detail);

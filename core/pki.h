@@ -145,6 +145,19 @@ PKI_API pki_status_t pki_vault_open(pki_vault_t *v, pki_result_t *res);
 PKI_API void pki_vault_close(pki_vault_t *v);
 PKI_API void pki_vault_free(pki_vault_t *v);
 
+/* The PIN file path read as a vault reads its pin_file, for a tool that
+ * logs in to a token itself (pkictl matter hierarchy): a regular file, read
+ * with read(2) straight into memory of its own (left out of core dumps,
+ * locked against swap where allowed: no stdio buffer, no other copy);
+ * trailing CR and LF are dropped and wiped; an empty PIN, one over 256
+ * bytes or one with a NUL byte is refused.  Returns the PIN, NUL-terminated,
+ * its length in *len; NULL with res filled (the detail names "vault NAME"
+ * and the file, never holds the PIN).  Free it with pki_pin_free(), which
+ * wipes it; NULL is a no-op. */
+PKI_API char *pki_pin_read(const char *name, const char *path, size_t *len,
+    pki_result_t *res);
+PKI_API void pki_pin_free(char *pin);
+
 /* Returns 1 and the token label of a pkcs11: URI (into buf), 0 if ref is
  * not a pkcs11: URI or has no token attribute. */
 PKI_API int pki_key_uri_token(const char *ref, char *buf, size_t size);

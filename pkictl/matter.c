@@ -319,7 +319,10 @@ token_has(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_ATTRIBUTE *a)
 
 
 /* Two EC P-256 key pairs generated inside the token (C_GenerateKeyPair):
- * private, sensitive, not extractable.  The PIN comes from the PIN file.
+ * private, sensitive, not extractable.  The PIN comes from the PIN file,
+ * read by the core as the vault reads it afterwards (pki_pin_read: no
+ * stdio buffer, the same rules, wiped by pki_pin_free on every path); a
+ * PIN file the vault would refuse is refused before any C_Login.
  * An object that already has one of the labels or ids is refused before
  * any key is made: a second key of a label makes every reference to it
  * ambiguous ("--keygen off" signs with the keys already there). */
@@ -330,10 +333,10 @@ keygen(const matter_opts_t *o, const char *const *labels,
     int                  ok, k, has;
     const char          *label;
     unsigned char        id;
-    FILE                *f;
-    char                 pin[256];
+    char                *pin;
     void                *h;
-    size_t               n, llen;
+    size_t               n, llen, pinlen;
+    pki_result_t         res;
     CK_RV                rv;
     CK_ULONG             nslots, i;
     CK_SLOT_ID          *slots, slot;
@@ -366,17 +369,12 @@ keygen(const matter_opts_t *o, const char *const *labels,
         { CKA_ID, &id, 1 },
     };
 
-    f = fopen(o->pin_file, "r");
-    if (f == NULL || fgets(pin, sizeof(pin), f) == NULL) {
-        if (f) {
-            fclose(f);
-        }
-        mfail("cannot read the PIN file", NULL);
+    pki_result_init(&res);
+    pin = pki_pin_read("pkictl", o->pin_file, &pinlen, &res);
+    if (pin == NULL) {
+        mfail("cannot open the token", res.detail);
         return 0;
     }
-    fclose(f);
-    n = strcspn(pin, "\r\n");
-    pin[n] = '\0';
 
     ok = 0;
     slots = NULL;
@@ -430,7 +428,7 @@ keygen(const matter_opts_t *o, const char *const *labels,
         goto done;
     }
 
-    rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) pin, strlen(pin));
+    rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) pin, pinlen);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
         mfail("C_Login failed", NULL);
         fl->C_CloseSession(s);
@@ -489,7 +487,7 @@ close:
 
 done:
 
-    OPENSSL_cleanse(pin, sizeof(pin));
+    pki_pin_free(pin);
     free(slots);
     if (fl) {
         fl->C_Finalize(NULL);

@@ -11,7 +11,10 @@
 # where an nginx with "pki_ca NAME" and "pki_redis ... namespace=NS db=N"
 # finds it: redis-cli reads the keys, openssl ocsp gets good from nginx,
 # the admin API shows and revokes it.  `pkictl matter hierarchy` on a token
-# that holds its keys already refuses to make a second key of a label.
+# that holds its keys already refuses to make a second key of a label.  A
+# PIN file with or without its line end works for hierarchy (which logs in
+# itself) as for issue (through the vault); an empty or too long one is
+# refused by both with the vault's message, hierarchy before any C_Login.
 
 use strict;
 use warnings;
@@ -327,7 +330,7 @@ SKIP: {
 # --- matter hierarchy on a token that holds its keys already --------------
 
 SKIP: {
-    skip("no SoftHSM2 module at $PKITest::P11", 8) if !-e $PKITest::P11;
+    skip("no SoftHSM2 module at $PKITest::P11", 29) if !-e $PKITest::P11;
 
     # a token with the root and issuing keys (scripts/mkpki.sh, through
     # pkictl issue) and the Matter hierarchies (scripts/mkpki-matter.sh)
@@ -360,6 +363,61 @@ SKIP: {
                                       @{ $args{$kind} }, @vault], %env);
         is($rc, 0, "hierarchy $kind --keygen off: the keys there sign")
             or diag($err);
+    }
+
+    # --- the PIN file, read as the vault reads it ------------------------
+    #
+    # hierarchy (keygen on) logs in itself: past a good login it stops at
+    # the keys already there; a PIN file the vault would refuse is refused
+    # before any C_Login, with the vault's message, as pkictl issue does
+
+    my $pin = slurp("$pki/hsm/pin") =~ s/\r?\n\z//r;
+    my $pinf = $t->dir . '/pin-case';
+    my @ca = ('--ca-cert', "$pki/issuing.pem", '--ca-key',
+              'pkcs11:token=' . $t->token . ';object=issuing;type=private',
+              '--module', $PKITest::P11, '--pin-file', $pinf);
+
+    for my $c (['no line end', $pin, undef],
+               ['CRLF', "$pin\r\n", undef],
+               ['empty', '', qr/PIN file "\Q$pinf\E" is empty/],
+               ['only a line end', "\n", qr/PIN file "\Q$pinf\E" is empty/],
+               ['257 bytes', $pin . ('0' x (257 - length $pin)) . "\n",
+                qr/PIN file "\Q$pinf\E" is too long \(at most 256 bytes\)/])
+    {
+        my ($name, $data, $re) = @$c;
+        spew($pinf, $data);
+        chmod 0600, $pinf;
+
+        my $o = $t->dir . '/pin-hierarchy';
+        mkdir $o;
+        ($rc, undef, $err) = run_cmd([$pkictl, 'matter', 'hierarchy',
+                                      'attestation', '--dir', $o,
+                                      @{ $args{attestation} }, '--module',
+                                      $PKITest::P11, '--token', $t->token,
+                                      '--pin-file', $pinf], %env);
+        isnt($rc, 0, "PIN file $name: hierarchy stops");
+        if ($re) {
+            like($err, qr/cannot open the token: vault "pkictl": $re/,
+                 "PIN file $name: hierarchy refuses it");
+            unlike($err, qr/C_Login/,
+                   "PIN file $name: no login tried (no C_Login failure)");
+        } else {
+            like($err, qr/already holds an object labelled "matter-paa"/,
+                 "PIN file $name: hierarchy logs in");
+        }
+
+        ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
+                                      'client', '--pubkey-of', "$d/ee.key",
+                                      '--subject', '/CN=pin case',
+                                      '--days', '1', '--out',
+                                      $t->dir . '/pin-case.pem'], %env);
+        if ($re) {
+            isnt($rc, 0, "PIN file $name: issue refuses it");
+            like($err, qr/vault "pkictl": $re/,
+                 "PIN file $name: issue says the same");
+        } else {
+            is($rc, 0, "PIN file $name: issue signs with it") or diag($err);
+        }
     }
 }
 

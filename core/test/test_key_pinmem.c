@@ -9,6 +9,9 @@
  * file was read with wiped; after pki_vault_free, and after a PIN file
  * that is refused (too long), it holds it nowhere.  The PIN is random and
  * the test keeps it only masked, so that its own copy is not found.
+ * pki_pin_read (the same reader, for pkictl matter hierarchy, which logs
+ * in itself) keeps the same one copy and applies the same rules: with and
+ * without a line end, empty, too long, a NUL byte, not a regular file.
  * No token needed: pki_vault_new reads the PIN, a login is later.
  * Skipped under Valgrind (the scan would read Valgrind's own memory).
  */
@@ -208,6 +211,144 @@ under_valgrind(void)
 }
 
 
+typedef struct {
+    const char  *desc;
+    const char  *data;
+    size_t       len;
+    const char  *pin;       /* NULL: refused */
+    const char  *detail;    /* refused: a part of the detail, which never
+                               holds "~^", the refused PINs' bytes */
+} pin_case_t;
+
+
+static const pin_case_t  pin_cases[] = {
+    { "no line end", "1234", 4, "1234", NULL },
+    { "LF", "1234\n", 5, "1234", NULL },
+    { "CRLF", "1234\r\n", 6, "1234", NULL },
+    { "spaces are the PIN's", " 12 34 \n", 8, " 12 34 ", NULL },
+    { "empty", "", 0, NULL, "is empty" },
+    { "only a line end", "\r\n", 2, NULL, "is empty" },
+    { "a NUL byte", "~^\0~^\n", 6, NULL, "contains a NUL byte" },
+};
+
+
+static int
+write_raw(const char *path, const char *data, size_t len)
+{
+    int  fd, ok_;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ok_ = fd != -1 && write(fd, data, len) == (ssize_t) len;
+    if (fd != -1) {
+        close(fd);
+    }
+
+    return ok_;
+}
+
+
+/* pki_pin_read: the rules of a vault's PIN file, and one copy of the PIN,
+ * in a "dd" mapping, gone after pki_pin_free. */
+static void
+pin_read(const char *path)
+{
+    int            i;
+    char          *pin, flags[256], big[300];
+    size_t         len;
+    hits_t         h;
+    pki_result_t   res;
+    const volatile unsigned char  *p;
+
+    for (i = 0; i < (int) (sizeof(pin_cases) / sizeof(pin_cases[0])); i++) {
+        const pin_case_t  *c = &pin_cases[i];
+
+        if (!ok(write_raw(path, c->data, c->len), "%s: PIN file written",
+                c->desc))
+        {
+            continue;
+        }
+
+        pki_result_init(&res);
+        len = 0;
+        pin = pki_pin_read("tool", path, &len, &res);
+
+        if (c->pin != NULL) {
+            ok(pin != NULL && len == strlen(c->pin)
+               && strcmp(pin, c->pin) == 0,
+               "pki_pin_read, %s: the PIN (%s)", c->desc, res.detail);
+        } else {
+            ok(pin == NULL && strstr(res.detail, c->detail) != NULL
+               && strstr(res.detail, "vault \"tool\"") != NULL
+               && strstr(res.detail, "~^") == NULL,
+               "pki_pin_read, %s: refused (%s)", c->desc, res.detail);
+        }
+
+        pki_pin_free(pin);
+    }
+
+    /* 256 bytes and a line end: the longest PIN; 257: too long */
+    memset(big, '~', sizeof(big));
+    big[256] = '\n';
+    pki_result_init(&res);
+    pin = write_raw(path, big, 257)
+          ? pki_pin_read("tool", path, &len, &res) : NULL;
+    ok(pin != NULL && len == 256 && pin[256] == '\0',
+       "pki_pin_read: 256 bytes and LF: the PIN (%s)", res.detail);
+    pki_pin_free(pin);
+
+    pki_result_init(&res);
+    pin = write_raw(path, big, 257 + 10)
+          ? pki_pin_read("tool", path, &len, &res) : NULL;
+    ok(pin == NULL
+       && strstr(res.detail, "is too long (at most 256 bytes)") != NULL
+       && strstr(res.detail, "~~") == NULL,
+       "pki_pin_read: 257 bytes: refused (%s)", res.detail);
+    pki_pin_free(pin);
+
+    pki_result_init(&res);
+    ok(pki_pin_read("tool", dir, &len, &res) == NULL
+       && strstr(res.detail, "is not a regular file") != NULL,
+       "pki_pin_read: a directory: refused (%s)", res.detail);
+
+    unlink(path);
+    pki_result_init(&res);
+    ok(pki_pin_read("tool", path, &len, &res) == NULL
+       && strstr(res.detail, "cannot open PIN file") != NULL,
+       "pki_pin_read: no file: refused (%s)", res.detail);
+
+    pki_result_init(&res);
+    ok(pki_pin_read("tool", NULL, &len, &res) == NULL
+       && res.status != PKI_OK, "pki_pin_read: no path: refused");
+    pki_pin_free(NULL);
+
+    /* the random PIN: one copy, out of core dumps, line end wiped */
+    ok(write_pin(path, 1, "\n"), "PIN file written for pki_pin_read");
+    pki_result_init(&res);
+    pin = pki_pin_read("tool", path, &len, &res);
+    ok(pin != NULL && len == PIN_LEN, "pki_pin_read: the PIN read (%s)",
+       res.detail);
+
+    scan(&h);
+    ok(h.n == 1, "pki_pin_read: the PIN is in memory once (%d copies)",
+       h.n);
+    if (h.n >= 1) {
+        vmflags(h.start[0], flags, sizeof(flags));
+        ok(flag(flags, "dd"), "pki_pin_read: its mapping is left out of "
+           "core dumps (VmFlags:%s)", flags[0] ? flags : " none found");
+        p = (const volatile unsigned char *) h.addr[0];
+        ok(p[PIN_LEN] == '\0' && p[PIN_LEN + 1] == '\0',
+           "pki_pin_read: the line end read with it is wiped");
+    }
+
+    pki_pin_free(pin);
+
+    scan(&h);
+    ok(h.n == 0, "pki_pin_free: the PIN is nowhere in memory (%d)", h.n);
+
+    unlink(path);
+}
+
+
 /* With the test token (t/00-core.t): after the login the vault's copy is
  * still the one in the "dd" mapping.  libp11 (PKCS11_login) keeps a heap
  * copy of its own for its relogin after fork, which this cannot reach:
@@ -368,6 +509,8 @@ main(void)
 
     scan(&h);
     ok(h.n == 0, "  and its content is nowhere in memory (%d)", h.n);
+
+    pin_read(path);
 
     unlink(path);
     rmdir(dir);
