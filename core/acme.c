@@ -9506,13 +9506,66 @@ pki_acme_eab_new(pki_redis_t *r, char kid[32],
 }
 
 
+/* The list shows the first 10,000 kids of the set, read 1,000 to a
+ * pipeline: at most 11 round trips, however many keys there are. */
+#define PKI_ACME_EAB_LIST_MAX   10000
+#define PKI_ACME_EAB_CHUNK      1000
+
+/* One key's entry from its HMGET status created account (a nil: no
+ * member; a key gone meanwhile: the kid alone).  0: out of memory. */
+static int
+pki_acme_eab_entry(cJSON *arr, const char *kid, const redisReply *h)
+{
+    char                t[32];
+    cJSON              *o;
+    const redisReply   *v;
+
+    o = cJSON_CreateObject();
+    if (o == NULL) {
+        return 0;
+    }
+
+    if (!cJSON_AddItemToArray(arr, o)
+        || cJSON_AddStringToObject(o, "kid", kid) == NULL)
+    {
+        return 0;
+    }
+
+    v = h->elements > 0 ? h->element[0] : NULL;
+    if (v != NULL && v->type == REDIS_REPLY_STRING
+        && cJSON_AddStringToObject(o, "status", v->str) == NULL)
+    {
+        return 0;
+    }
+
+    v = h->elements > 1 ? h->element[1] : NULL;
+    if (v != NULL && v->type == REDIS_REPLY_STRING) {
+        (void) pki_format_rfc3339((time_t) atoll(v->str), t);
+        if (cJSON_AddStringToObject(o, "created", t) == NULL) {
+            return 0;
+        }
+    }
+
+    v = h->elements > 2 ? h->element[2] : NULL;
+    if (v != NULL && v->type == REDIS_REPLY_STRING
+        && cJSON_AddStringToObject(o, "account", v->str) == NULL)
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
 PKI_API pki_status_t
 pki_acme_eab_list(pki_redis_t *r, char **json, pki_result_t *res)
 {
-    size_t       i, j;
-    char         set[PKI_ACME_KEY_MAX], rkey[PKI_ACME_KEY_MAX];
-    cJSON       *arr, *o;
-    redisReply  *kids, *h;
+    size_t         i, j, k, n, total, *lens, *idx;
+    char           set[PKI_ACME_KEY_MAX], *keys, *key;
+    const char   **argv, **a;
+    cJSON         *arr;
+    redisReply    *kids, **replies;
+    pki_status_t   st;
 
     *json = NULL;
 
@@ -9527,60 +9580,97 @@ pki_acme_eab_list(pki_redis_t *r, char **json, pki_result_t *res)
                         "unavailable");
     }
 
-    arr = cJSON_CreateArray();
+    total = kids->elements < PKI_ACME_EAB_LIST_MAX ? kids->elements
+                                                   : PKI_ACME_EAB_LIST_MAX;
 
-    for (i = 0; arr != NULL && i < kids->elements && i < 10000; i++) {
-        if (kids->element[i]->type != REDIS_REPLY_STRING
-            || !pki_id_ok(kids->element[i]->str))
-        {
+    /* the keys' fields but their HMAC keys, a chunk of HMGETs at a time
+     * (single-key reads, as on a Redis Cluster) */
+    arr = cJSON_CreateArray();
+    argv = malloc(5 * PKI_ACME_EAB_CHUNK * sizeof(*argv));
+    lens = malloc(5 * PKI_ACME_EAB_CHUNK * sizeof(*lens));
+    keys = malloc(PKI_ACME_EAB_CHUNK * PKI_ACME_KEY_MAX);
+    idx = malloc(PKI_ACME_EAB_CHUNK * sizeof(*idx));
+    replies = calloc(PKI_ACME_EAB_CHUNK, sizeof(*replies));
+
+    st = PKI_OK;
+
+    if (arr == NULL || argv == NULL || lens == NULL || keys == NULL
+        || idx == NULL || replies == NULL)
+    {
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        goto failed;
+    }
+
+    for (i = 0; i < total; i += PKI_ACME_EAB_CHUNK) {
+        n = 0;
+
+        for (j = i; j < total && j < i + PKI_ACME_EAB_CHUNK; j++) {
+            if (kids->element[j]->type != REDIS_REPLY_STRING
+                || !pki_id_ok(kids->element[j]->str))
+            {
+                continue;
+            }
+
+            key = keys + n * PKI_ACME_KEY_MAX;
+            pki_key_name(key, PKI_ACME_KEY_MAX, r, NULL, "eab",
+                         kids->element[j]->str);
+
+            a = &argv[5 * n];
+            a[0] = "HMGET";
+            a[1] = key;
+            a[2] = "status";
+            a[3] = "created";
+            a[4] = "account";
+            for (k = 0; k < 5; k++) {
+                lens[5 * n + k] = strlen(a[k]);
+            }
+
+            idx[n++] = j;
+        }
+
+        if (n == 0) {
             continue;
         }
 
-        pki_key_name(rkey, sizeof(rkey), r, NULL, "eab",
-                     kids->element[i]->str);
-        h = pki_acme_cmd(r, res, 2, "HGETALL", rkey);
-        if (h == NULL) {
-            cJSON_Delete(arr);
-            freeReplyObject(kids);
-            return PKI_UNAVAILABLE;
+        st = pki_int_redis_pipeline(r, n, 5, argv, lens, replies, "HMGET",
+                                    1, res);
+        if (st != PKI_OK) {
+            goto failed;
         }
 
-        o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "kid", kids->element[i]->str);
-
-        for (j = 0; h->type == REDIS_REPLY_ARRAY && j + 1 < h->elements;
-             j += 2)
-        {
-            const char  *f = h->element[j]->str;
-            const char  *v = h->element[j + 1]->str;
-
-            if (f == NULL || v == NULL) {
-                continue;
+        for (k = 0; k < n; k++) {
+            if (st == PKI_OK
+                && !pki_acme_eab_entry(arr, kids->element[idx[k]]->str,
+                                       replies[k]))
+            {
+                st = pki_fail(res, PKI_INTERNAL, "out of memory");
             }
-            if (strcmp(f, "status") == 0 || strcmp(f, "account") == 0) {
-                cJSON_AddStringToObject(o, f, v);
-            } else if (strcmp(f, "created") == 0) {
-                char  t[32];
 
-                (void) pki_format_rfc3339((time_t) atoll(v), t);
-                cJSON_AddStringToObject(o, "created", t);
-            }
+            freeReplyObject(replies[k]);
+            replies[k] = NULL;
         }
 
-        freeReplyObject(h);
-        cJSON_AddItemToArray(arr, o);
+        if (st != PKI_OK) {
+            goto failed;
+        }
     }
+
+    *json = cJSON_PrintUnformatted(arr);
+    if (*json == NULL) {
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+failed:
 
     freeReplyObject(kids);
-
-    *json = arr != NULL ? cJSON_PrintUnformatted(arr) : NULL;
     cJSON_Delete(arr);
+    free(argv);
+    free(lens);
+    free(keys);
+    free(idx);
+    free(replies);
 
-    if (*json == NULL) {
-        return pki_fail(res, PKI_INTERNAL, "out of memory");
-    }
-
-    return PKI_OK;
+    return st;
 }
 
 

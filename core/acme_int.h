@@ -30,6 +30,16 @@ redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
 void *pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 
+/* ncmd commands of argc arguments each, written at once and their
+ * replies read after: one round trip.  argv and lens hold ncmd * argc
+ * entries, one command after the other; replies[i] receives the reply of
+ * command i (the caller frees each).  With arrays set, an error reply or
+ * a reply other than an array fails the whole (PKI_UNAVAILABLE, no reply
+ * kept); what names the commands in res. */
+pki_status_t pki_int_redis_pipeline(pki_redis_t *r, size_t ncmd, int argc,
+    const char **argv, size_t *lens, redisReply **replies, const char *what,
+    int arrays, pki_result_t *res);
+
 
 /* pki_jwk_parse() through a bounded per-process cache keyed by the exact
  * JWK text (jws.c): the same key, a reference the caller frees. */

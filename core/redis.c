@@ -3899,6 +3899,44 @@ pki_int_records_free(pki_int_records_t *b)
 }
 
 
+/* ---- pipelined commands for the protocol engines (acme.c) --------------- */
+
+/* ncmd commands of argc arguments each (argv and lens: ncmd * argc
+ * entries, command after command) through pki_redis_pipeline: one round
+ * trip, replies[i] the reply of command i (acme_int.h). */
+pki_status_t
+pki_int_redis_pipeline(pki_redis_t *r, size_t ncmd, int argc,
+    const char **argv, size_t *lens, redisReply **replies, const char *what,
+    int arrays, pki_result_t *res)
+{
+    size_t         i;
+    pki_pcmd_t    *cmds;
+    pki_status_t   st;
+
+    if (r == NULL || ncmd == 0 || argc <= 0 || argc > PKI_REDIS_ARGS_MAX) {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad command");
+    }
+
+    cmds = calloc(ncmd, sizeof(*cmds));
+    if (cmds == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    for (i = 0; i < ncmd; i++) {
+        cmds[i].argc = argc;
+        cmds[i].cap = argc;
+        cmds[i].argv = &argv[i * (size_t) argc];
+        cmds[i].lens = &lens[i * (size_t) argc];
+    }
+
+    st = pki_redis_pipeline(r, cmds, ncmd, replies, what, arrays, res);
+
+    free(cmds);
+
+    return st;
+}
+
+
 /* ---- plans due, for the CRL (pki_record_plans_due) ------------------------
  *
  * Worker 0 carries due plans out every few seconds, 256 at a time, so a
