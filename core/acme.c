@@ -9480,6 +9480,7 @@ pki_acme_eab_new(pki_redis_t *r, char kid[32],
         || !pki_acme_eab_random(key, PKI_ACME_EAB_KEY_BUF,
                                 PKI_ACME_EAB_KEY_BYTES))
     {
+        OPENSSL_cleanse(key, PKI_ACME_EAB_KEY_BUF);
         return pki_fail(res, PKI_INTERNAL, "no randomness");
     }
 
@@ -9498,6 +9499,7 @@ pki_acme_eab_new(pki_redis_t *r, char kid[32],
     v = pki_acme_cmd_int(r, res, pki_acme_eval(r, res, pki_lua_eab_new, 2, 5,
                                                args));
     if (v != 1) {
+        OPENSSL_cleanse(key, PKI_ACME_EAB_KEY_BUF);
         return v < 0 ? PKI_UNAVAILABLE
                      : pki_fail(res, PKI_INTERNAL, "unexpected reply");
     }

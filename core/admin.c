@@ -906,6 +906,58 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 
 /* ---- ACME External Account Binding keys (kept by core/acme.c) ------------ */
 
+/* The answer to POST acme/eab, the one place a new key's HMAC key is
+ * shown.  Written straight into the body, the pieces copied with memcpy
+ * (kid and key are base64url: nothing to escape): no cJSON node, print
+ * buffer or formatting buffer holds a copy that is freed without being
+ * wiped.  The body is wiped when it is freed (pki_admin_resp_free), and
+ * resp->secret asks the server to wipe its own copies. */
+static void
+pki_admin_eab_created(const pki_admin_conf_t *conf, const char *kid,
+    const char *key, pki_admin_resp_t *resp)
+{
+    char          *body, *p;
+    size_t         klen, hlen;
+    pki_result_t   tmp;
+
+    static const char  a[] = "{\"kid\":\"";
+    static const char  b[] = "\",\"hmac_key\":\"";
+    static const char  c[] = "\"}";
+
+    klen = strlen(kid);
+    hlen = strlen(key);
+
+    body = malloc(sizeof(a) - 1 + klen + sizeof(b) - 1 + hlen + sizeof(c));
+    if (body == NULL) {
+        /* a key nobody was shown is of no use: disabled */
+        pki_result_init(&tmp);
+        (void) pki_acme_eab_disable(conf->redis, kid, &tmp);
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+        return;
+    }
+
+    p = body;
+    memcpy(p, a, sizeof(a) - 1);
+    p += sizeof(a) - 1;
+    memcpy(p, kid, klen);
+    p += klen;
+    memcpy(p, b, sizeof(b) - 1);
+    p += sizeof(b) - 1;
+    memcpy(p, key, hlen);
+    p += hlen;
+    memcpy(p, c, sizeof(c));            /* with the NUL */
+    p += sizeof(c) - 1;
+
+    resp->http_status = 201;
+    resp->content_type = "application/json";
+    resp->body = (unsigned char *) body;
+    resp->body_len = (size_t) (p - body);
+    resp->secret = 1;
+
+    pki_log(&resp->res, "acme eab key %s created", kid);
+}
+
+
 static void
 pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
     const char *kid, pki_admin_resp_t *resp)
@@ -913,33 +965,14 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
     char          newkid[32], key[PKI_ACME_EAB_KEY_BUF], *json;
     cJSON        *obj, *keys;
     pki_status_t  rc;
-    pki_result_t  tmp;
 
     if (kid == NULL && strcmp(method, "POST") == 0) {
         rc = pki_acme_eab_new(conf->redis, newkid, key, &resp->res);
-        if (rc != PKI_OK) {
-            return;
+        if (rc == PKI_OK) {
+            pki_admin_eab_created(conf, newkid, key, resp);
         }
 
-        obj = cJSON_CreateObject();
-        if (obj == NULL
-            || cJSON_AddStringToObject(obj, "kid", newkid) == NULL
-            || cJSON_AddStringToObject(obj, "hmac_key", key) == NULL)
-        {
-            /* a key nobody was shown is of no use: disabled */
-            OPENSSL_cleanse(key, sizeof(key));
-            cJSON_Delete(obj);
-            pki_result_init(&tmp);
-            (void) pki_acme_eab_disable(conf->redis, newkid, &tmp);
-            pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
-            return;
-        }
         OPENSSL_cleanse(key, sizeof(key));
-
-        pki_admin_json(resp, 201, obj);
-        cJSON_Delete(obj);
-
-        pki_log(&resp->res, "acme eab key %s created", newkid);
         return;
     }
 
@@ -1354,6 +1387,10 @@ PKI_API void
 pki_admin_resp_free(pki_admin_resp_t *resp)
 {
     if (resp != NULL) {
+        if (resp->body != NULL) {
+            /* a new EAB key's answer holds its HMAC key */
+            OPENSSL_cleanse(resp->body, resp->body_len);
+        }
         free(resp->body);
         resp->body = NULL;
         resp->body_len = 0;

@@ -809,11 +809,16 @@ typedef struct {
                                          success res.log names the change */
     const char     *allow;            /* 405: the methods the endpoint
                                          takes (static), else NULL       */
+    int             secret;           /* the body holds a secret (a new
+                                         EAB key): wipe every copy of it
+                                         (pki_admin_resp_free wipes the
+                                         body)                          */
 } pki_admin_resp_t;
 
 /* Handles one request.  Never fails to fill resp. */
 PKI_API void pki_admin_handle(const pki_admin_conf_t *conf,
     const pki_admin_req_t *req, pki_admin_resp_t *resp);
+/* Wipes the body, then frees it. */
 PKI_API void pki_admin_resp_free(pki_admin_resp_t *resp);
 
 
@@ -1448,7 +1453,8 @@ PKI_API char *pki_acme_cert_id(X509 *cert);
 
 /* EAB keys (the admin API's "acme/eab" section).  pki_acme_eab_new makes
  * a kid and a 64-byte HMAC key (both base64url): long enough for HS512,
- * as RFC 7518 3.2 asks of a key for each HMAC algorithm. */
+ * as RFC 7518 3.2 asks of a key for each HMAC algorithm.  The caller wipes
+ * key after use; on failure it is wiped already. */
 #define PKI_ACME_EAB_KEY_BYTES  64
 #define PKI_ACME_EAB_KEY_BUF    96      /* its base64url text and NUL */
 PKI_API pki_status_t pki_acme_eab_new(pki_redis_t *r, char kid[32],

@@ -196,6 +196,7 @@ static ngx_int_t ngx_http_pki_admin_body_error(ngx_http_request_t *r,
 static ngx_int_t ngx_http_pki_admin_unavailable(ngx_http_request_t *r);
 static void ngx_http_pki_admin_work(void *data);
 static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
+static void ngx_http_pki_admin_wipe(void *data);
 static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 
@@ -3566,11 +3567,13 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
 {
     ngx_http_pki_admin_ctx_t *ctx = data;
 
-    u_char             *body;
-    size_t              len;
-    ngx_uint_t          level;
-    ngx_table_elt_t    *h;
-    pki_admin_resp_t   *resp;
+    u_char              *body;
+    size_t               len;
+    ngx_str_t           *wipe;
+    ngx_uint_t           level;
+    ngx_table_elt_t     *h;
+    pki_admin_resp_t    *resp;
+    ngx_pool_cleanup_t  *cln;
 
     resp = &ctx->resp;
 
@@ -3599,15 +3602,31 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
 
     if (resp->body != NULL && len > 0) {
         body = ngx_pnalloc(r->pool, len);
-        if (body == NULL) {
+
+        /* a body holding a secret (a new EAB key) is wiped with the pool,
+         * after it was sent */
+        cln = NULL;
+        if (resp->secret) {
+            cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_str_t));
+        }
+
+        if (body == NULL || (resp->secret && cln == NULL)) {
             pki_admin_resp_free(resp);
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
 
         ngx_memcpy(body, resp->body, len);
+
+        if (cln != NULL) {
+            wipe = cln->data;
+            wipe->data = body;
+            wipe->len = len;
+            cln->handler = ngx_http_pki_admin_wipe;
+        }
     }
 
+    /* wipes its copy */
     pki_admin_resp_free(resp);
 
     if (resp->http_status == NGX_HTTP_NOT_ALLOWED && resp->allow != NULL) {
@@ -3627,6 +3646,15 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
         ngx_http_pki_send_json(r, resp->http_status ? resp->http_status
                                    : NGX_HTTP_INTERNAL_SERVER_ERROR,
                                 body, body ? len : 0));
+}
+
+
+static void
+ngx_http_pki_admin_wipe(void *data)
+{
+    ngx_str_t  *wipe = data;
+
+    ngx_explicit_memzero(wipe->data, wipe->len);
 }
 
 

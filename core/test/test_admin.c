@@ -392,6 +392,33 @@ test_eab_list(const char *sock)
        seen, bad);
     cJSON_Delete(j);
 
+    /* the answer holding the key asks the server to wipe its copies */
+    {
+        pki_admin_req_t   req;
+        pki_admin_resp_t  resp;
+        char              kid[32], key[100];
+
+        memset(&req, 0, sizeof(req));
+        req.method = "POST";
+        req.path = "acme/eab";
+        req.path_len = 8;
+        req.identity = "admin";
+        pki_admin_handle(&conf, &req, &resp);
+        ok(resp.http_status == 201 && resp.secret
+           && resp.body_len == strlen((char *) resp.body)
+           && sscanf((char *) resp.body, "{\"kid\":\"%31[A-Za-z0-9_-]\","
+                     "\"hmac_key\":\"%99[A-Za-z0-9_-]\"}", kid, key) == 2
+           && strlen(key) == 86 && resp.body[resp.body_len - 1] == '}',
+           "eab: a new key, marked secret: %.*s...", 30,
+           (char *) resp.body);
+        pki_admin_resp_free(&resp);
+
+        req.method = "GET";
+        pki_admin_handle(&conf, &req, &resp);
+        ok(resp.http_status == 200 && !resp.secret, "  the list is not");
+        pki_admin_resp_free(&resp);
+    }
+
     redisFree(c);
 }
 
