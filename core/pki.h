@@ -354,13 +354,15 @@ PKI_API pki_status_t pki_record_next_crlnumber(pki_redis_t *r,
     const char *ca, long long *number, pki_result_t *res);
 
 /* A page of the CA's records, soonest expiry first: up to max (1..1000)
- * serials of the CA's expiry index, read one by one (pending, vanished or
- * corrupt records are left out, so a page may hold fewer).  The work is the
- * page's, never the keyspace's.  cursor "0" (or NULL, "") starts, else the
- * *next of the page before; *next (PKI_RECORD_CURSOR_MAX bytes) is
- * "<notAfter>_<SERIAL>", "0" when done.  A cursor of any other form
- * (among them the SCAN cursors of older versions): PKI_MALFORMED.  *out is
- * a malloc'd array (pki_record_clear each, then free the array). */
+ * members of the CA's expiry index, read one by one (pending, vanished or
+ * corrupt records and members that are no serials are left out, so a page
+ * may hold fewer, even none, before the end).  The work is the page's,
+ * never the keyspace's.  cursor "0" (or NULL, "") starts, else the *next
+ * of the page before; *next (PKI_RECORD_CURSOR_MAX bytes) is
+ * "<notAfter>_<SERIAL>" or, after a page that held no serial,
+ * "<notAfter>~<N>"; "0" when done.  A cursor of any other form (among
+ * them the SCAN cursors of older versions): PKI_MALFORMED.  *out is a
+ * malloc'd array (pki_record_clear each, then free the array). */
 #define PKI_RECORD_CURSOR_MAX  64
 
 PKI_API pki_status_t pki_record_list(pki_redis_t *r, const char *ca,

@@ -2451,69 +2451,113 @@ pki_record_next_crlnumber(pki_redis_t *r, const char *ca,
 }
 
 
-#define PKI_LIST_MAX  1000
+#define PKI_LIST_MAX        1000
+#define PKI_LIST_SCORE_MAX  9000000000000000000LL
+#define PKI_LIST_SKIP_MAX   999999999999999999LL     /* 18 digits */
 
 /*
  * A page of the CA's records walks the CA's own expiry index (a sorted
  * set of its committed serials by notAfter), never the keyspace: a page
  * costs one script and one HGETALL per serial whatever else the database
- * holds.  The cursor is "<notAfter>_<SERIAL>" of the page's last member;
+ * holds.  The cursor is "<notAfter>_<SERIAL>" of the page's last serial;
  * the next page starts after that member's rank (exactly once, however
  * many members share its score), or, if it was removed meanwhile, at the
  * first member of its score (a repeat, never a gap).
  *
- * KEYS[1] expiry index; ARGV[1] score ("" to start), ARGV[2] member,
- * ARGV[3] count.  Members and scores, as ZRANGE WITHSCORES.
+ * A member that is no serial of ours (data of something else) can never
+ * be a cursor.  A full page of them ends with "<W>~<K>" instead: W the
+ * last member's score rounded down, K how many members from the first of
+ * score W on the page went up to, itself included; the next page starts
+ * K members past the first of score W.  A change among the members of
+ * that one second meanwhile may repeat or pass over as many as changed.
+ *
+ * KEYS[1] expiry index; ARGV[1] score ("" to start), ARGV[2] member (""
+ * for none), ARGV[3] count, ARGV[4] K (when ARGV[2] names no member).
+ * Members and scores, as ZRANGE WITHSCORES, then W and K of the last
+ * member of a full page (0 and 0 for a page that is not full).
  */
 static const char  pki_lua_list[] =
     "local start = 0 "
     "if ARGV[1] ~= '' then "
-    "  local r = redis.call('ZRANK', KEYS[1], ARGV[2]) "
+    "  local r = ARGV[2] ~= '' and redis.call('ZRANK', KEYS[1], ARGV[2]) "
     "  if r then "
     "    start = r + 1 "
     "  else "
     "    start = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1]) "
+    "            + tonumber(ARGV[4]) "
     "  end "
     "end "
-    "return redis.call('ZRANGE', KEYS[1], start, "
-    "start + tonumber(ARGV[3]) - 1, 'WITHSCORES')";
+    "local n = tonumber(ARGV[3]) "
+    "local page = redis.call('ZRANGE', KEYS[1], start, start + n - 1, "
+    "                        'WITHSCORES') "
+    "local w, k = 0, 0 "
+    "if #page == 2 * n then "
+    "  w = math.floor(math.max(-9e18, "
+    "                          math.min(9e18, tonumber(page[#page])))) "
+    "  k = start + n - redis.call('ZCOUNT', KEYS[1], '-inf', "
+    "                             '(' .. string.format('%.17g', w)) "
+    "end "
+    "page[#page + 1] = w "
+    "page[#page + 1] = k "
+    "return page";
 
 
-/* Splits a list cursor "<notAfter>_<SERIAL>" ("0": the start). */
+/* Splits a list cursor: "0" (the start), "<notAfter>_<SERIAL>" (after
+ * that serial) or "<W>~<K>" (K members past the first of score W). */
 static int
-pki_list_cursor(const char *cursor, char *score, size_t size, char *serial)
+pki_list_cursor(const char *cursor, char *score, size_t size, char *serial,
+    char *skip, size_t skip_size)
 {
-    const char  *us, *p;
+    const char  *sep, *p;
     char         canon[41];
     size_t       len;
 
     score[0] = '\0';
     serial[0] = '\0';
+    strcpy(skip, "0");
 
     if (strcmp(cursor, "0") == 0) {
         return 1;
     }
 
-    us = strchr(cursor, '_');
-    if (us == NULL) {
+    sep = cursor + strcspn(cursor, "_~");
+    if (*sep == '\0') {
         return 0;          /* a keyspace SCAN cursor of older versions */
     }
 
     p = cursor + (*cursor == '-');
-    len = (size_t) (us - p);
+    len = (size_t) (sep - p);
 
     if (len == 0 || len > 19 || strspn(p, "0123456789") != len
-        || (size_t) (us - cursor) >= size
-        || strlen(us + 1) >= sizeof(canon)
-        || !pki_serial_normalize(us + 1, canon)
-        || strcmp(us + 1, canon) != 0)
+        || (size_t) (sep - cursor) >= size)
     {
         return 0;
     }
 
-    memcpy(score, cursor, (size_t) (us - cursor));
-    score[us - cursor] = '\0';
-    strcpy(serial, canon);
+    if (*sep == '~') {
+        len = strlen(sep + 1);
+
+        if (len == 0 || len > 18 || len >= skip_size
+            || strspn(sep + 1, "0123456789") != len)
+        {
+            return 0;
+        }
+
+        strcpy(skip, sep + 1);
+
+    } else {
+        if (strlen(sep + 1) >= sizeof(canon)
+            || !pki_serial_normalize(sep + 1, canon)
+            || strcmp(sep + 1, canon) != 0)
+        {
+            return 0;
+        }
+
+        strcpy(serial, canon);
+    }
+
+    memcpy(score, cursor, (size_t) (sep - cursor));
+    score[sep - cursor] = '\0';
 
     return 1;
 }
@@ -2529,12 +2573,12 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
     pki_record_t      *recs;
     pki_status_t       st;
     const char        *argv[2];
-    size_t             lens[2], i, count;
+    size_t             lens[2], i, count, serials;
     double             score;
-    long long          whole;
+    long long          whole, last_w, last_k;
     char               kexp[PKI_REDIS_KEY_MAX], key[PKI_REDIS_KEY_MAX];
-    char               cur_score[24], cur_serial[41], num[24];
-    char               serial[41], canon[41], sc[64], *endp;
+    char               cur_score[24], cur_serial[41], cur_skip[24];
+    char               num[24], serial[41], canon[41], sc[64], *endp;
     pki_args_t         a;
 
     if (out == NULL || n == NULL || next == NULL) {
@@ -2555,7 +2599,7 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
 
     if (strlen(cursor) >= PKI_RECORD_CURSOR_MAX
         || !pki_list_cursor(cursor, cur_score, sizeof(cur_score),
-                            cur_serial))
+                            cur_serial, cur_skip, sizeof(cur_skip)))
     {
         return pki_fail(res, PKI_MALFORMED, "bad cursor");
     }
@@ -2582,21 +2626,37 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
     pki_args_str(&a, cur_score);
     pki_args_str(&a, cur_serial);
     pki_args_str(&a, num);
+    pki_args_str(&a, cur_skip);
 
     reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
     if (reply == NULL) {
         return res != NULL ? res->status : PKI_UNAVAILABLE;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0
-        || reply->elements / 2 > max)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
+        || reply->elements % 2 != 0 || (reply->elements - 2) / 2 > max
+        || reply->element[reply->elements - 2]->type != REDIS_REPLY_INTEGER
+        || reply->element[reply->elements - 1]->type != REDIS_REPLY_INTEGER)
     {
         freeReplyObject(reply);
         pki_redis_drop(r);
         return pki_redis_unavailable(res, "EVAL", "unexpected reply");
     }
 
-    count = reply->elements / 2;
+    count = (reply->elements - 2) / 2;
+    last_w = reply->element[reply->elements - 2]->integer;
+    last_k = reply->element[reply->elements - 1]->integer;
+
+    if (count == max
+        && (last_w < -PKI_LIST_SCORE_MAX || last_w > PKI_LIST_SCORE_MAX
+            || last_k < 1 || last_k > PKI_LIST_SKIP_MAX))
+    {
+        freeReplyObject(reply);
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "EVAL", "unexpected reply");
+    }
+
+    serials = 0;
     recs = NULL;
 
     if (count > 0) {
@@ -2636,6 +2696,8 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
         {
             continue;      /* not a serial of ours: never a cursor */
         }
+
+        serials++;
 
         if (count == max) {
             /* rounded down: a vanished member's page restarts early */
@@ -2689,6 +2751,11 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
     }
 
     freeReplyObject(reply);
+
+    if (count == max && serials == 0) {
+        /* a page of members that are no serials is not the end */
+        snprintf(next, PKI_RECORD_CURSOR_MAX, "%lld~%lld", last_w, last_k);
+    }
 
     if (*n == 0) {
         free(recs);

@@ -918,6 +918,29 @@ test_revoke(pki_redis_t *r, redisContext *c)
     pki_result_init(&res);
     ok(pki_record_list(r, "rv", "x_1A", 5, &list, &n, next, &res)
        == PKI_MALFORMED, "a cursor with a bad notAfter: bad cursor");
+    {
+        /* the cursor after a page of members that are no serials */
+        static const char *const  bad[] = {
+            "1800000000~", "~5", "1800000000~-1", "1800000000~5x",
+            "1800000000~+5", "1800000000~1234567890123456789",
+            "1800000000~5_1A", "1800000000_1A~5", "x~5"
+        };
+
+        for (j = 0; j < (int) (sizeof(bad) / sizeof(bad[0])); j++) {
+            pki_result_init(&res);
+            ok(pki_record_list(r, "rv", bad[j], 5, &list, &n, next, &res)
+               == PKI_MALFORMED, "cursor \"%s\": bad cursor", bad[j]);
+        }
+
+        pki_result_init(&res);
+        is_st(pki_record_list(r, "rv", "1800000000~3", 5, &list, &n, next,
+                              &res),
+              PKI_OK, "cursor \"<notAfter>~<N>\" taken");
+        for (i = 0; i < n; i++) {
+            pki_record_clear(&list[i]);
+        }
+        free(list);
+    }
 
     /* a cursor whose serial left the index restarts at its notAfter: a
      * repeat, never a gap */
