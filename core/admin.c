@@ -27,10 +27,13 @@
  * A list page is limit serials of one CA's expiry index, soonest expiry
  * first (pki_record_list: the work is the page's, whatever else the store
  * holds), filtered afterwards: a page may hold fewer records than the
- * limit, even none, while next_cursor is not "0".  The cursor is opaque
- * ("I.C": CA index and the CA's list cursor; "I.0" starts CA I); "0" or
- * none starts.  The keyspace SCAN cursors of older versions are refused
- * (400): the listing starts again from "0".
+ * limit, even none, while next_cursor is not "0".  A page of the index
+ * that yields no record at all (members that are no serials, pending or
+ * vanished records) is passed over for the next one, of this CA or the
+ * next, up to PKI_ADMIN_LIST_PAGES index pages a request.  The cursor is
+ * opaque ("I.C": CA index and the CA's list cursor; "I.0" starts CA I);
+ * "0" or none starts.  The keyspace SCAN cursors of older versions are
+ * refused (400): the listing starts again from "0".
  *
  * Access control is the server's: the glue passes the authenticated
  * identity, and a request without one is refused (403).
@@ -62,6 +65,7 @@
 #define PKI_ADMIN_VALUE_MAX    512
 #define PKI_ADMIN_LIMIT_DEF    100
 #define PKI_ADMIN_LIMIT_MAX    1000
+#define PKI_ADMIN_LIST_PAGES   10      /* index pages a listing reads */
 #define PKI_ADMIN_FUTURE_SKEW  300
 
 
@@ -714,7 +718,7 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     cJSON         *root, *arr, *o;
     pki_status_t   st;
     time_t         before;
-    size_t         n, i, limit, ca_idx, ca_lo, ca_hi;
+    size_t         n, i, limit, ca_idx, ca_lo, ca_hi, pages;
     long           l;
     char           status[32], subject[PKI_ADMIN_VALUE_MAX];
     char           date[64], cursor[96], ca_name[PKI_ADMIN_VALUE_MAX];
@@ -835,10 +839,30 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         return;
     }
 
-    st = pki_record_list(conf->redis, pki_ca_name(conf->cas[ca_idx]),
-                         cursor, limit, &recs, &n, next, &resp->res);
-    if (st != PKI_OK) {
-        return;
+    /* a page that finds nothing to list (members of the index that are
+     * no serials of ours, pending or vanished records) is not the end:
+     * the next one is read, up to PKI_ADMIN_LIST_PAGES of them */
+    for (pages = 1; ; pages++) {
+        st = pki_record_list(conf->redis, pki_ca_name(conf->cas[ca_idx]),
+                             cursor, limit, &recs, &n, next, &resp->res);
+        if (st != PKI_OK) {
+            return;
+        }
+
+        if (n > 0 || pages == PKI_ADMIN_LIST_PAGES) {
+            break;
+        }
+
+        if (strcmp(next, "0") != 0) {
+            strcpy(cursor, next);
+
+        } else if (ca_idx + 1 < ca_hi) {
+            ca_idx++;
+            strcpy(cursor, "0");
+
+        } else {
+            break;
+        }
     }
 
     if (strcmp(next, "0") != 0) {

@@ -774,9 +774,10 @@ PKI_API pki_status_t pki_crl_file_load(const pki_ca_t *ca, const char *dir,
  * -> {"certificates": [...], "next_cursor": "..." ("0": done)}.  A page is
  * limit serials of one CA's expiry index (pki_record_list), filtered
  * afterwards: it may hold fewer records than the limit (even none) before
- * the end.  Errors: {"error": "..."} with 400 (bad JSON, reason, date,
- * serial, cursor), 403 (no identity), 404, 405, 409 (revoked certificate,
- * only a hold may change), 413 (body over max_body), 503.
+ * the end; an index page that yields no record is passed over, up to 10
+ * index pages a request.  Errors: {"error": "..."} with 400 (bad JSON,
+ * reason, date, serial, cursor), 403 (no identity), 404, 405, 409 (revoked
+ * certificate, only a hold may change), 413 (body over max_body), 503.
  * Blocking (Redis): run it off the event loop.  Thread safe.
  */
 

@@ -423,6 +423,216 @@ test_eab_list(const char *sock)
 }
 
 
+/* Calls of EVAL so far (INFO commandstats), -1 when it cannot be read. */
+static long long
+eval_calls(redisContext *c)
+{
+    long long    n;
+    const char  *p;
+    redisReply  *rep;
+
+    n = -1;
+    rep = redisCommand(c, "INFO commandstats");
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING) {
+        p = strstr(rep->str, "cmdstat_eval:calls=");
+        n = p != NULL ? atoll(p + 19) : 0;
+    }
+    freeReplyObject(rep);
+
+    return n;
+}
+
+
+/* Pages through GET certificates with query q (without cursor=) until the
+ * cursor is "0"; counts the serials of want[] seen (each once), the
+ * others, and the requests.  first_n and first_cursor: the first answer. */
+static int
+list_all(const char *q, char want[][41], int nwant, int *seen, int *others,
+    int *first_n, char *first_cursor, size_t size)
+{
+    int     st, req, i, hit[64];
+    char    query[256], cursor[128];
+    cJSON  *j, *arr, *it;
+
+    memset(hit, 0, sizeof(hit));
+    *others = 0;
+    strcpy(cursor, "0");
+
+    for (req = 1; req <= 200; req++) {
+        snprintf(query, sizeof(query), "%s&cursor=%s", q, cursor);
+        j = call("GET", "certificates", query, NULL, &st);
+        if (st != 200) {
+            diag("page: %d", st);
+            cJSON_Delete(j);
+            break;
+        }
+
+        arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+        if (req == 1) {
+            *first_n = cJSON_GetArraySize(arr);
+            snprintf(first_cursor, size, "%s", jstr(j, "next_cursor"));
+        }
+
+        cJSON_ArrayForEach(it, arr) {
+            for (i = 0; i < nwant && i < 64; i++) {
+                if (strcmp(want[i], jstr(it, "serial")) == 0) {
+                    hit[i]++;
+                    break;
+                }
+            }
+            *others += i == nwant;
+        }
+
+        snprintf(cursor, sizeof(cursor), "%s", jstr(j, "next_cursor"));
+        cJSON_Delete(j);
+
+        if (strcmp(cursor, "0") == 0) {
+            break;
+        }
+    }
+
+    *seen = 0;
+    for (i = 0; i < nwant && i < 64; i++) {
+        *seen += hit[i] == 1;
+    }
+
+    return req;
+}
+
+
+/*
+ * Members of a CA's expiry index that are no serials of ours (another
+ * program's data, a hand-made entry, a serial not in canonical form): a
+ * whole page of them used to end the listing there (next_cursor "0", or
+ * the next CA), hiding every certificate after them.  Now such a page is
+ * passed over, up to 10 index pages a request, and a request that read
+ * its 10 returns what it has with a cursor to go on.  Pages of members
+ * that share one score (the cursor after them counts its way into that
+ * score), scores that are no whole seconds, and a tail of foreign members
+ * after the certificates.
+ */
+static void
+test_list_foreign(const char *sock)
+{
+    int            st, n, nwant, seen, others, first_n, reqs, i;
+    long long      e0, e1;
+    char           want[64][41], key[128], m[32], sc[32], cur[128];
+    cJSON         *j, *arr, *it;
+    redisContext  *c;
+    redisReply    *rep;
+
+    static const char *const  odd[] = {
+        "00", "abcd", "0A1B", "-1", "1A:2B", "", "G1"
+    };
+
+    c = redisConnectUnix(sock);
+    if (!ok(c != NULL && c->err == 0, "foreign: a connection of its own")) {
+        return;
+    }
+
+    /* CA two's certificates, read before the foreign data comes */
+    j = call("GET", "certificates", "ca=two&limit=1000", NULL, &st);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    nwant = 0;
+    cJSON_ArrayForEach(it, arr) {
+        if (nwant < 64) {
+            snprintf(want[nwant++], sizeof(want[0]), "%s",
+                     jstr(it, "serial"));
+        }
+    }
+    ok(st == 200 && nwant >= 7 && strcmp(jstr(j, "next_cursor"), "0") == 0,
+       "foreign: CA two has %d certificates, one page", nwant);
+    cJSON_Delete(j);
+
+    snprintf(key, sizeof(key), "%s{ca:two}:expiry", ns);
+
+    /* 270 members before every certificate, 50 after them */
+    for (i = 0; i < 120; i++) {
+        snprintf(m, sizeof(m), "foreign:%d", i);
+        snprintf(sc, sizeof(sc), "%d", 1000 + i);
+        rep = redisCommand(c, "ZADD %s %s %s", key, sc, m);
+        freeReplyObject(rep);
+    }
+    for (i = 0; i < 143; i++) {
+        snprintf(m, sizeof(m), "same:%03d", i);
+        rep = redisCommand(c, "ZADD %s 5000 %s", key, m);
+        freeReplyObject(rep);
+    }
+    for (i = 0; i < 7; i++) {
+        rep = redisCommand(c, "ZADD %s 6000.5 %s", key, odd[i]);
+        freeReplyObject(rep);
+    }
+    for (i = 0; i < 50; i++) {
+        snprintf(m, sizeof(m), "tail:%d", i);
+        rep = redisCommand(c, "ZADD %s +inf %s", key, m);
+        freeReplyObject(rep);
+    }
+    rep = redisCommand(c, "ZCARD %s", key);
+    ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER
+       && rep->integer == nwant + 320, "  320 foreign members added");
+    freeReplyObject(rep);
+
+    /* one request: three index pages of 100 to the first certificates */
+    e0 = eval_calls(c);
+    j = call("GET", "certificates", "ca=two&limit=100", NULL, &st);
+    e1 = eval_calls(c);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    n = cJSON_GetArraySize(arr);
+    ok(st == 200 && n == nwant, "limit=100: the certificates after 270 "
+       "foreign members (%d of %d), next_cursor %s", n, nwant,
+       jstr(j, "next_cursor"));
+    ok(e0 < 0 || e1 - e0 == 3, "  3 index pages read (%lld scripts)",
+       e1 - e0);
+    cJSON_Delete(j);
+
+    /* pages of 10: at most 10 index pages a request */
+    e0 = eval_calls(c);
+    j = call("GET", "certificates", "ca=two&limit=10", NULL, &st);
+    e1 = eval_calls(c);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    snprintf(cur, sizeof(cur), "%s", jstr(j, "next_cursor"));
+    ok(st == 200 && cJSON_GetArraySize(arr) == 0 && strcmp(cur, "0") != 0,
+       "limit=10: the first request returns nothing yet, with a cursor "
+       "(%s)", cur);
+    ok(e0 < 0 || e1 - e0 == 10, "  after 10 index pages (%lld scripts)",
+       e1 - e0);
+    cJSON_Delete(j);
+
+    reqs = list_all("ca=two&limit=10", want, nwant, &seen, &others,
+                    &first_n, cur, sizeof(cur));
+    ok(seen == nwant && others == 0, "limit=10: every certificate once "
+       "(%d of %d, %d others) in %d requests", seen, nwant, others, reqs);
+    ok(reqs >= 4 && reqs < 200, "  and the listing ends (%d requests)",
+       reqs);
+
+    /* a page size that ends pages inside the 143 members of score 5000 */
+    reqs = list_all("ca=two&limit=7", want, nwant, &seen, &others,
+                    &first_n, cur, sizeof(cur));
+    ok(seen == nwant && others == 0, "limit=7: every certificate once "
+       "(%d of %d, %d others) in %d requests", seen, nwant, others, reqs);
+
+    reqs = list_all("ca=two&limit=1", want, nwant, &seen, &others,
+                    &first_n, cur, sizeof(cur));
+    ok(seen == nwant && others == 0, "limit=1: every certificate once "
+       "(%d of %d, %d others) in %d requests", seen, nwant, others, reqs);
+
+    /* without ca=: CA one's certificates first, then CA two's */
+    reqs = list_all("limit=50", want, nwant, &seen, &others, &first_n,
+                    cur, sizeof(cur));
+    ok(seen == nwant && others > 0, "all CAs, limit=50: CA two's "
+       "certificates once each, and CA one's (%d of %d, %d others)",
+       seen, nwant, others);
+
+    snprintf(key, sizeof(key), "%s{ca:two}:expiry", ns);
+    rep = redisCommand(c, "ZREMRANGEBYSCORE %s -inf 6000.5", key);
+    freeReplyObject(rep);
+    rep = redisCommand(c, "ZREMRANGEBYSCORE %s +inf +inf", key);
+    freeReplyObject(rep);
+
+    redisFree(c);
+}
+
+
 int
 main(void)
 {
@@ -879,6 +1089,7 @@ main(void)
     }
 
     test_eab_list(sock);
+    test_list_foreign(sock);
 
     /* Redis down: 503 */
     {
