@@ -306,47 +306,22 @@ pki_counts_key(pki_redis_t *r, const char *ca, const char *what, char *buf,
  * there (nil) or a score that is not a number is not counted. */
 static pki_status_t
 pki_counts_scores(pki_redis_t *r, const char *kexp, const char **argv,
-    size_t *lens, size_t n, time_t now, long long *count, pki_result_t *res)
+    size_t *lens, size_t n, time_t now, long long *count, double *scores,
+    pki_result_t *res)
 {
-    char               *end;
-    double              score;
-    size_t              i;
-    redisReply         *reply;
-    const redisReply   *v;
+    size_t        i;
+    pki_status_t  st;
 
-    argv[0] = "ZMSCORE";
-    argv[1] = kexp;
-    lens[0] = sizeof("ZMSCORE") - 1;
-    lens[1] = strlen(kexp);
-
-    reply = pki_int_redis_command(r, (int) (n + 2), argv, lens, res);
-    if (reply == NULL) {
-        return PKI_UNAVAILABLE;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
-        freeReplyObject(reply);
-        pki_int_redis_drop(r);
-        return pki_fail(res, PKI_UNAVAILABLE, "unexpected reply to ZMSCORE");
+    st = pki_int_redis_zmscore(r, kexp, argv, lens, n, scores, res);
+    if (st != PKI_OK) {
+        return st;
     }
 
     for (i = 0; i < n; i++) {
-        v = reply->element[i];
-
-        if (v->type != REDIS_REPLY_STRING || v->len == 0
-            || memchr(v->str, '\0', v->len) != NULL)
-        {
-            continue;
-        }
-
-        score = strtod(v->str, &end);
-
-        if (end == v->str + v->len && score > (double) now) {
+        if (scores[i] > (double) now) {
             (*count)++;
         }
     }
-
-    freeReplyObject(reply);
 
     return PKI_OK;
 }
@@ -366,6 +341,7 @@ pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
     time_t now, long long *count, pki_result_t *res)
 {
     char               cursor[32];
+    double            *scores;
     size_t             i, n, *lens;
     unsigned           rounds;
     redisReply        *page;
@@ -378,8 +354,9 @@ pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
 
     argv = calloc(PKI_METRICS_SCORES_MAX + 2, sizeof(char *));
     lens = calloc(PKI_METRICS_SCORES_MAX + 2, sizeof(size_t));
+    scores = calloc(PKI_METRICS_SCORES_MAX, sizeof(double));
 
-    if (argv == NULL || lens == NULL) {
+    if (argv == NULL || lens == NULL || scores == NULL) {
         st = pki_fail(res, PKI_INTERNAL, "out of memory");
         goto failed;
     }
@@ -438,7 +415,7 @@ pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
 
             if (n == PKI_METRICS_SCORES_MAX) {
                 st = pki_counts_scores(r, kexp, argv, lens, n, now, count,
-                                       res);
+                                       scores, res);
                 if (st != PKI_OK) {
                     goto failed;
                 }
@@ -447,7 +424,8 @@ pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
         }
 
         if (n > 0) {
-            st = pki_counts_scores(r, kexp, argv, lens, n, now, count, res);
+            st = pki_counts_scores(r, kexp, argv, lens, n, now, count, scores,
+                                   res);
             if (st != PKI_OK) {
                 goto failed;
             }
@@ -472,6 +450,7 @@ failed:
     }
     free(argv);
     free(lens);
+    free(scores);
 
     return st;
 }

@@ -338,6 +338,13 @@ typedef int (*pki_revoked_cb)(void *arg, const char *serial, int reason,
     time_t revoked_at, time_t invalidity_date);
 PKI_API pki_status_t pki_record_revoked_each(pki_redis_t *r, const char *ca,
     pki_revoked_cb cb, void *arg, pki_result_t *res);
+/* As pki_record_revoked_each, with each certificate's notAfter from the
+ * CA's expiry index (0 when it is not there), looked up a page at a time
+ * (ZMSCORE, Redis 6.2 and later). */
+typedef int (*pki_revoked_exp_cb)(void *arg, const char *serial, int reason,
+    time_t revoked_at, time_t invalidity_date, time_t not_after);
+PKI_API pki_status_t pki_record_revoked_walk(pki_redis_t *r, const char *ca,
+    pki_revoked_exp_cb cb, void *arg, pki_result_t *res);
 /* Calls cb for every certificate of the CA that pki_record_at() finds
  * revoked at now by a plan not carried out yet (the CA's plan, then each
  * record: pipelined single-key reads).  *next (may be NULL) receives the

@@ -2262,25 +2262,143 @@ pki_scan_reply(const redisReply *reply, char *cursor, size_t size)
 }
 
 
-PKI_API pki_status_t
-pki_record_revoked_each(pki_redis_t *r, const char *ca, pki_revoked_cb cb,
-    void *arg, pki_result_t *res)
+pki_status_t
+pki_int_redis_zmscore(pki_redis_t *r, const char *key, const char **argv,
+    size_t *lens, size_t n, double *out, pki_result_t *res)
 {
+    char              *end;
+    size_t             i;
     redisReply        *reply;
-    const redisReply  *items, *k;
-    const char        *argv[5];
+    const redisReply  *v;
+
+    argv[0] = "ZMSCORE";
+    argv[1] = key;
+    lens[0] = sizeof("ZMSCORE") - 1;
+    lens[1] = strlen(key);
+
+    reply = pki_redis_cmd(r, (int) (n + 2), argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
+        freeReplyObject(reply);
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "ZMSCORE", "unexpected reply");
+    }
+
+    for (i = 0; i < n; i++) {
+        v = reply->element[i];
+        out[i] = -1;
+
+        if (v->type != REDIS_REPLY_STRING || v->len == 0
+            || memchr(v->str, '\0', v->len) != NULL)
+        {
+            continue;
+        }
+
+        out[i] = strtod(v->str, &end);
+
+        if (end != v->str + v->len || !(out[i] >= 0)) {
+            out[i] = -1;
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return PKI_OK;
+}
+
+
+#define PKI_REVOKED_PAGE  1000      /* HSCAN COUNT, members per ZMSCORE */
+
+
+/* A page of the revoked hash (items: serial, entry, ...): each entry to
+ * cb, with its certificate's notAfter when kexp is given (else 0). */
+static pki_status_t
+pki_revoked_page(pki_redis_t *r, const char *kexp, const redisReply *items,
+    pki_revoked_exp_cb cb, void *arg, int *stop, pki_result_t *res)
+{
+    int                reason;
+    char               serial[41], canon[41];
+    time_t             at, inv, na;
+    size_t             i, j, n, lens[PKI_REVOKED_PAGE + 2];
+    double             exp[PKI_REVOKED_PAGE];
+    const char        *argv[PKI_REVOKED_PAGE + 2];
+    pki_status_t       st;
+    const redisReply  *k;
+
+    for (i = 0; i < items->elements && !*stop; i += 2 * n) {
+        n = (items->elements - i) / 2;
+        if (n > PKI_REVOKED_PAGE) {
+            n = PKI_REVOKED_PAGE;
+        }
+
+        for (j = 0; j < n; j++) {
+            k = items->element[i + 2 * j];
+
+            if (k->type != REDIS_REPLY_STRING) {
+                return pki_fail(res, PKI_INTERNAL,
+                                "corrupt revocation entry");
+            }
+
+            argv[2 + j] = k->str;
+            lens[2 + j] = k->len;
+        }
+
+        if (kexp != NULL) {
+            st = pki_int_redis_zmscore(r, kexp, argv, lens, n, exp, res);
+            if (st != PKI_OK) {
+                return st;
+            }
+        }
+
+        for (j = 0; j < n && !*stop; j++) {
+            k = items->element[i + 2 * j];
+
+            if (!pki_reply_copy(k, serial, sizeof(serial))
+                || !pki_serial_normalize(serial, canon)
+                || !pki_revoked_parse(items->element[i + 2 * j + 1],
+                                      &reason, &at, &inv))
+            {
+                return pki_fail(res, PKI_INTERNAL,
+                                "corrupt revocation entry");
+            }
+
+            na = 0;
+            if (kexp != NULL && exp[j] >= 0 && exp[j] < 1e15) {
+                na = (time_t) exp[j];
+            }
+
+            *stop = !cb(arg, canon, reason, at, inv, na);
+        }
+    }
+
+    return PKI_OK;
+}
+
+
+static pki_status_t
+pki_revoked_walk(pki_redis_t *r, const char *ca, int with_exp,
+    pki_revoked_exp_cb cb, void *arg, pki_result_t *res)
+{
+    int                stop;
+    char               krev[PKI_REDIS_KEY_MAX], kexp[PKI_REDIS_KEY_MAX];
+    char               cursor[32];
     size_t             lens[5], i;
-    char               krev[PKI_REDIS_KEY_MAX], cursor[32], serial[41];
-    char               canon[41];
-    int                reason, stop;
-    time_t             at, inv;
+    redisReply        *reply;
+    const char        *argv[5];
+    pki_status_t       st;
+    const redisReply  *items;
 
     if (r == NULL || cb == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: no store or callback");
     }
 
     if (!pki_redis_key(r, ca, "revoked", NULL, krev, sizeof(krev), NULL,
-                       res))
+                       res)
+        || !pki_redis_key(r, ca, "expiry", NULL, kexp, sizeof(kexp), NULL,
+                          res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
     }
@@ -2310,28 +2428,61 @@ pki_record_revoked_each(pki_redis_t *r, const char *ca, pki_revoked_cb cb,
             return pki_redis_unavailable(res, "HSCAN", "unexpected reply");
         }
 
-        for (i = 0; i < items->elements && !stop; i += 2) {
-            k = items->element[i];
-
-            if (k->type != REDIS_REPLY_STRING
-                || !pki_reply_copy(k, serial, sizeof(serial))
-                || !pki_serial_normalize(serial, canon)
-                || !pki_revoked_parse(items->element[i + 1], &reason, &at,
-                                      &inv))
-            {
-                freeReplyObject(reply);
-                return pki_fail(res, PKI_INTERNAL,
-                                "corrupt revocation entry");
-            }
-
-            stop = !cb(arg, canon, reason, at, inv);
-        }
+        st = pki_revoked_page(r, with_exp ? kexp : NULL, items, cb, arg,
+                              &stop, res);
 
         freeReplyObject(reply);
+
+        if (st != PKI_OK) {
+            return st;
+        }
 
     } while (!stop && strcmp(cursor, "0") != 0);
 
     return PKI_OK;
+}
+
+
+typedef struct {
+    pki_revoked_cb   cb;
+    void            *arg;
+} pki_revoked_each_t;
+
+
+static int
+pki_revoked_each_cb(void *arg, const char *serial, int reason,
+    time_t revoked_at, time_t invalidity_date, time_t not_after)
+{
+    pki_revoked_each_t  *e = arg;
+
+    (void) not_after;
+
+    return e->cb(e->arg, serial, reason, revoked_at, invalidity_date);
+}
+
+
+PKI_API pki_status_t
+pki_record_revoked_each(pki_redis_t *r, const char *ca, pki_revoked_cb cb,
+    void *arg, pki_result_t *res)
+{
+    pki_revoked_each_t  e;
+
+    if (cb == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store or callback");
+    }
+
+    e.cb = cb;
+    e.arg = arg;
+
+    return pki_revoked_walk(r, ca, 0, pki_revoked_each_cb, &e, res);
+}
+
+
+PKI_API pki_status_t
+pki_record_revoked_walk(pki_redis_t *r, const char *ca,
+    pki_revoked_exp_cb cb, void *arg, pki_result_t *res)
+{
+    return pki_revoked_walk(r, ca, 1, cb, arg, res);
 }
 
 

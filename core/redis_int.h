@@ -11,6 +11,8 @@
 
 #include <hiredis.h>
 
+#include "pki.h"
+
 
 /* Most array elements a reply may announce, all its arrays together.
  * hiredis allocates the element vector as soon as it reads "*N", so
@@ -28,6 +30,14 @@ void pki_int_redis_limit_reader(redisContext *c);
  * Returns 0 for anything else: another type, an empty or overlong
  * string, a sign, a NUL byte, extra text, a value past LLONG_MAX. */
 int pki_int_redis_numbers(const redisReply *v, long long *out, size_t n);
+
+/* One ZMSCORE of the n members argv[2] .. argv[n + 1] (lengths in lens)
+ * in the sorted set key; argv[0], argv[1] and their lengths are set here.
+ * out[i]: member i's score, or -1 when it is not there or its score is
+ * not a number.  Drops the connection on an unexpected reply. */
+pki_status_t pki_int_redis_zmscore(pki_redis_t *r, const char *key,
+    const char **argv, size_t *lens, size_t n, double *out,
+    pki_result_t *res);
 
 
 #endif /* PKI_REDIS_INT_H */
