@@ -58,6 +58,10 @@
 #define PKI_CRL_TIME_MAX         ((time_t) 253402300799LL)
 
 
+/* An entry stays a day longer than RFC 5280 needs (pki_crl_add_live). */
+#define PKI_CRL_EXPIRED_MARGIN  86400
+
+
 /* One entry, ready to encode: the INTEGER's content octets (a leading zero
  * octet when the top bit is set), reason -1 for none. */
 typedef struct {
@@ -81,6 +85,9 @@ typedef struct {
     size_t          bad_time;
     int             planned;      /* adding the plans due */
     int             failed;       /* sticky: allocation failure or cap */
+    time_t          expired_before;   /* leave out certificates that
+                                         expired before: 0 keeps all */
+    size_t          expired;
 } pki_crl_builder_t;
 
 
@@ -189,6 +196,32 @@ pki_crl_add(void *arg, const char *serial, int reason, time_t revoked_at,
     b->n++;
 
     return 1;
+}
+
+
+/* An entry of the revoked hash with its certificate's notAfter (0: not
+ * known).  RFC 5280 (3.3) lets an entry go once it has been on one CRL
+ * issued after the certificate expired: one that expired a margin
+ * (PKI_CRL_EXPIRED_MARGIN: a revocation written late, hosts' clocks)
+ * before the previous CRL's thisUpdate was on that CRL (the previous build
+ * kept everything that expired after the one before it), so it is left
+ * out.  (A certificate revoked only after it expired need not be listed
+ * at all: a CRL lists the unexpired ones.)  Without this a CA's CRL only
+ * grows, every build reading and signing entries nobody can use. */
+static int
+pki_crl_add_live(void *arg, const char *serial, int reason,
+    time_t revoked_at, time_t invalidity_date, time_t not_after)
+{
+    pki_crl_builder_t  *b;
+
+    b = arg;
+
+    if (not_after > 0 && not_after < b->expired_before) {
+        b->expired++;
+        return 1;
+    }
+
+    return pki_crl_add(arg, serial, reason, revoked_at, invalidity_date);
 }
 
 
@@ -565,6 +598,12 @@ pki_crl_finish(pki_ca_t *ca, pki_crl_builder_t *b, long long number,
     unsigned char       *tbs0, *tbs, *p, *sig, *alg, *out;
     const X509_ALGOR    *sigalg;
 
+    if (b->expired) {
+        pki_log(res, "CRL of CA \"%s\": %zu entries of certificates "
+                "expired before the previous CRL left out; ",
+                pki_ca_name(ca), b->expired);
+    }
+
     if (b->skipped_serial || b->skipped_remove || b->bad_reason
         || b->bad_time)
     {
@@ -775,23 +814,26 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
 
 
 static pki_status_t pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r,
-    long next_update_secs, unsigned char **der, size_t *len,
-    pki_crl_info_t *info, pki_result_t *res);
+    long next_update_secs, time_t prev_this_update, unsigned char **der,
+    size_t *len, pki_crl_info_t *info, pki_result_t *res);
 
 
 PKI_API pki_status_t
 pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     unsigned char **der, size_t *len, pki_result_t *res)
 {
-    return pki_crl_build_info(ca, r, next_update_secs, der, len, NULL, res);
+    return pki_crl_build_info(ca, r, next_update_secs, 0, der, len, NULL,
+                              res);
 }
 
 
-/* info (may be NULL) receives the number and the dates. */
+/* info (may be NULL) receives the number and the dates; prev_this_update:
+ * the thisUpdate of the CA's CRL before this one (0: none known, every
+ * entry is listed). */
 static pki_status_t
 pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
-    unsigned char **der, size_t *len, pki_crl_info_t *info,
-    pki_result_t *res)
+    time_t prev_this_update, unsigned char **der, size_t *len,
+    pki_crl_info_t *info, pki_result_t *res)
 {
     time_t             plan;
     long long          number;
@@ -821,8 +863,13 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     b.planned = 0;
 
     if (st == PKI_OK && !b.failed) {
-        st = pki_record_revoked_each(r, pki_ca_name(ca), pki_crl_add, &b,
-                                     res);
+        if (prev_this_update > PKI_CRL_EXPIRED_MARGIN
+            && prev_this_update <= b.now)
+        {
+            b.expired_before = prev_this_update - PKI_CRL_EXPIRED_MARGIN;
+        }
+        st = pki_record_revoked_walk(r, pki_ca_name(ca), pki_crl_add_live,
+                                     &b, res);
     }
 
     if (st != PKI_OK) {
@@ -888,13 +935,17 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     pki_result_t *res)
 {
     int            stored;
+    time_t         prev;
     pki_status_t   st;
     pki_result_t   ures;
 
+    /* what the caller read of the stored CRL: the one before this */
+    prev = out->number > 0 ? out->this_update : 0;
+
     memset(out, 0, sizeof(*out));
 
-    st = pki_crl_build_info(ca, r, next_update_secs, &out->der, &out->len,
-                            out, res);
+    st = pki_crl_build_info(ca, r, next_update_secs, prev, &out->der,
+                            &out->len, out, res);
 
     if (st == PKI_OK) {
         out->revgen = revgen;

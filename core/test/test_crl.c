@@ -691,6 +691,8 @@ revoke_leaf(pki_redis_t *r, const char *ca, X509 *x, int reason, time_t at,
 
 
 static void foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res);
+static void expired_entries(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
+    const char *ns);
 static void late_builder(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
     const char *ns, pki_result_t *res);
 
@@ -805,6 +807,109 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     ok(st == PKI_OK && b.der != NULL && b.number > 0,
        "  garbage meta: rebuilt");
     free(b.der);
+
+    expired_entries(ca, r, rc, ns);
+}
+
+
+/* 1 when the CRL lists the serial given in hex. */
+static int
+lists_hex(X509_CRL *crl, const char *hex)
+{
+    int            found;
+    BIGNUM        *bn;
+    ASN1_INTEGER  *ai;
+    X509_REVOKED  *rev;
+
+    bn = NULL;
+    if (BN_hex2bn(&bn, hex) == 0) {
+        return -1;
+    }
+    ai = BN_to_ASN1_INTEGER(bn, NULL);
+    BN_free(bn);
+    if (ai == NULL) {
+        return -1;
+    }
+
+    found = X509_CRL_get0_by_serial(crl, &rev, ai) == 1;
+    ASN1_INTEGER_free(ai);
+
+    return found;
+}
+
+
+/* Entries of certificates that expired (a day or more) before the stored
+ * CRL's thisUpdate are left out of the fleet's next CRL; those that
+ * expired later, unexpired ones and those the expiry index lacks stay;
+ * pki_crl_build (no previous CRL) lists them all. */
+static void
+expired_entries(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
+    const char *ns)
+{
+    size_t          len;
+    time_t          now;
+    X509_CRL       *crl;
+    pki_status_t    st;
+    pki_result_t    res;
+    unsigned char  *der;
+    pki_crl_info_t  b;
+
+    static const char *const  hex[] = {
+        "7E57E0000001", "7E57E0000002", "7E57E0000003", "7E57E0000004"
+    };
+
+    now = time(NULL);
+    pki_result_init(&res);
+
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.this_update > 0, "a stored CRL (thisUpdate %lld)",
+       (long long) b.this_update);
+    free(b.der);
+
+    /* expired 2 d before it, 1 h before it, unexpired, not indexed */
+    freeReplyObject(redisCommand(rc, "HSET %s{ca:%s}:revoked %s %s %s %s "
+                                 "%s %s %s %s", ns, pki_ca_name(ca),
+                                 hex[0], "1 1700000000 0",
+                                 hex[1], "1 1700000000 0",
+                                 hex[2], "1 1700000000 0",
+                                 hex[3], "1 1700000000 0"));
+    freeReplyObject(redisCommand(rc, "ZADD %s{ca:%s}:expiry %lld %s %lld %s "
+                                 "%lld %s", ns, pki_ca_name(ca),
+                                 (long long) b.this_update - 2 * 86400,
+                                 hex[0],
+                                 (long long) b.this_update - 3600, hex[1],
+                                 (long long) now + 86400, hex[2]));
+    freeReplyObject(redisCommand(rc, "INCR %s{ca:%s}:revgen", ns,
+                                 pki_ca_name(ca)));
+
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    crl = st == PKI_OK && b.der != NULL ? parse_crl(b.der, b.len) : NULL;
+    ok(crl != NULL, "rebuilt after the entries were added");
+    ok(crl != NULL && lists_hex(crl, hex[0]) == 0,
+       "  expired 2 d before the last CRL: left out");
+    ok(crl != NULL && lists_hex(crl, hex[1]) == 1
+       && lists_hex(crl, hex[2]) == 1 && lists_hex(crl, hex[3]) == 1,
+       "  expired 1 h before it, unexpired, not indexed: listed");
+    ok(strstr(res.log, "1 entries of certificates expired") != NULL,
+       "  logged: %s", res.log);
+    X509_CRL_free(crl);
+    free(b.der);
+
+    der = NULL;
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    crl = st == PKI_OK && der != NULL ? parse_crl(der, len) : NULL;
+    ok(crl != NULL && lists_hex(crl, hex[0]) == 1
+       && lists_hex(crl, hex[1]) == 1, "pki_crl_build lists them all");
+    X509_CRL_free(crl);
+    free(der);
+
+    freeReplyObject(redisCommand(rc, "HDEL %s{ca:%s}:revoked %s %s %s %s",
+                                 ns, pki_ca_name(ca), hex[0], hex[1], hex[2],
+                                 hex[3]));
+    freeReplyObject(redisCommand(rc, "ZREM %s{ca:%s}:expiry %s %s %s", ns,
+                                 pki_ca_name(ca), hex[0], hex[1], hex[2]));
+    freeReplyObject(redisCommand(rc, "INCR %s{ca:%s}:revgen", ns,
+                                 pki_ca_name(ca)));
 }
 
 
