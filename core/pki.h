@@ -710,7 +710,8 @@ PKI_API pki_status_t pki_crl_build_list(pki_ca_t *ca,
     pki_result_t *res);
 
 /* The CRL of a CA as the fleet shares it in Redis:
- *   <ns>{ca:<CA>}:crl        string, the DER
+ *   <ns>{ca:<CA>}:crl:<N>    string, the DER of CRL number N (plain
+ *                            SET, read in GETRANGE chunks)
  *   <ns>{ca:<CA>}:crl_meta   string "REVGEN NEXTUPDATE NUMBER THISUPDATE"
  *   <ns>{ca:<CA>}:crl_lock   SET NX PX 10000: the one builder
  * REVGEN is the revgen read before the revoked hash was. */

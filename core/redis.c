@@ -2931,41 +2931,66 @@ failed:
 
 /* ---- the shared CRL ------------------------------------------------------ */
 
-/* KEYS: revgen, crl_meta, crl, revplan.  ARGV: the caller's CRL number.
- * Returns {revgen, meta or nil, DER or nil, plan or nil}: the DER only
- * when the stored number differs from the caller's; plan, the time of the
- * earliest planned revocation after the stored CRL's thisUpdate (those up
- * to it are in it). */
+/*
+ * A CRL's DER is stored under its own number, <ns>{ca:CA}:crl:<NUMBER>,
+ * written with a plain SET and read back in GETRANGE chunks: a CA with
+ * hundreds of thousands of revocations has a CRL of tens of megabytes, and
+ * such a value passed into or out of a Lua script held Redis for most of a
+ * second (every other client of the fleet waiting).  A stored DER never
+ * changes, so a reader that reads it in pieces reads one CRL; the one it
+ * replaces expires a minute later (readers still at it finish).  The
+ * legacy key <ns>{ca:CA}:crl (one DER for all numbers) is deleted when a
+ * CRL is stored: an older version's reader then finds none and builds.
+ */
+
+#define PKI_CRL_CHUNK        (1024L * 1024)
+#define PKI_CRL_NEW_TTL_MS   "600000"   /* a DER whose meta never came */
+#define PKI_CRL_OLD_TTL_MS   "60000"    /* the replaced DER, for readers */
+
+/* KEYS: revgen, crl_meta, revplan.  ARGV: the caller's CRL number, the
+ * DER keys' prefix ("<ns>{ca:CA}:crl:").  Returns {revgen, meta or nil,
+ * the stored DER's length (0: none, or the number is the caller's), plan
+ * or nil}: plan, the time of the earliest planned revocation after the
+ * stored CRL's thisUpdate (those up to it are in it). */
 static const char  pki_lua_crl_read[] =
     "local g = redis.call('GET', KEYS[1]) or '0' "
     "local m = redis.call('GET', KEYS[2]) "
-    "local d, p = false, false "
+    "local d, p = 0, false "
     "if m then "
-    "  local n = string.match(m, '^%S+ %S+ (%S+)') "
+    "  local n = string.match(m, '^%S+ %S+ (%d+)') "
     "  local t = string.match(m, '^%S+ %S+ %S+ (%d+)$') "
-    "  if n ~= ARGV[1] then d = redis.call('GET', KEYS[3]) end "
+    "  if n and n ~= ARGV[1] then "
+    "    d = redis.call('STRLEN', ARGV[2] .. n) end "
     "  if t then "
-    "    local z = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. t, '+inf', "
+    "    local z = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. t, '+inf', "
     "                         'WITHSCORES', 'LIMIT', 0, 1) "
     "    if z[2] then p = z[2] end "
     "  end "
     "end "
     "return {g, m or false, d, p}";
 
-/* KEYS: crl_meta, crl.  ARGV: meta, DER, number.  1 stored, 0 older:
- * a lower number, or a snapshot of an older revocation generation (a
- * builder that outlived its lock took its number after a newer build:
- * its CRL would drop the revocations the stored one lists). */
+/* KEYS: crl_meta, crl:<NUMBER> (the DER, written just before), the legacy
+ * crl.  ARGV: meta, number, the DER keys' prefix, the replaced DER's TTL.
+ * 1 stored, 0 older: a lower number, or a snapshot of an older revocation
+ * generation (a builder that outlived its lock took its number after a
+ * newer build: its CRL would drop the revocations the stored one lists);
+ * an older one's DER is deleted. */
 static const char  pki_lua_crl_put[] =
     "local m = redis.call('GET', KEYS[1]) "
     "if m then "
     "  local g, n = string.match(m, '^(%S+) %S+ (%S+)') "
-    "  if tonumber(n) and tonumber(n) >= tonumber(ARGV[3]) then "
-    "    return 0 end "
     "  local mine = tonumber(string.match(ARGV[1], '^(%S+)')) "
-    "  if tonumber(g) and mine and tonumber(g) > mine then return 0 end "
+    "  if (tonumber(n) and tonumber(n) >= tonumber(ARGV[2])) "
+    "     or (tonumber(g) and mine and tonumber(g) > mine) then "
+    "    if tonumber(n) ~= tonumber(ARGV[2]) then "
+    "      redis.call('DEL', KEYS[2]) end "
+    "    return 0 "
+    "  end "
+    "  if tonumber(n) then "
+    "    redis.call('PEXPIRE', ARGV[3] .. n, ARGV[4]) end "
     "end "
-    "redis.call('SET', KEYS[2], ARGV[2]) "
+    "redis.call('PERSIST', KEYS[2]) "
+    "redis.call('DEL', KEYS[3]) "
     "redis.call('SET', KEYS[1], ARGV[1]) "
     "return 1";
 
@@ -3033,103 +3058,204 @@ pki_plan_time(const redisReply *v, time_t t)
 }
 
 
+/* The DER keys' prefix "<ns>{ca:CA}:crl:" into buf. */
+static int
+pki_crl_der_prefix(pki_redis_t *r, const char *ca, char *buf, size_t size,
+    pki_result_t *res)
+{
+    size_t  n;
+
+    if (!pki_redis_key(r, ca, "crl:", NULL, buf, size, NULL, res)) {
+        return 0;
+    }
+
+    n = strlen(buf);
+
+    return n + 24 < size ? 1 : (pki_fail(res, PKI_INTERNAL,
+                                         "redis: key too long"), 0);
+}
+
+
+/* Reads len bytes of the DER key in PKI_CRL_CHUNK pieces into out->der.
+ * 1 read; 0 the key changed length or went (replaced meanwhile and its
+ * grace over: the caller reads again), with res unset; -1 failed. */
+static int
+pki_crl_der_read(pki_redis_t *r, const char *key, size_t len,
+    pki_crl_info_t *out, pki_result_t *res)
+{
+    char          from[24], to[24];
+    size_t        off, n, lens[4];
+    redisReply   *reply;
+    const char   *argv[4];
+
+    out->der = malloc(len);
+    if (out->der == NULL) {
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return -1;
+    }
+
+    for (off = 0; off < len; off += n) {
+        n = len - off < (size_t) PKI_CRL_CHUNK ? len - off
+                                               : (size_t) PKI_CRL_CHUNK;
+
+        snprintf(from, sizeof(from), "%zu", off);
+        snprintf(to, sizeof(to), "%zu", off + n - 1);
+
+        argv[0] = "GETRANGE";
+        argv[1] = key;
+        argv[2] = from;
+        argv[3] = to;
+        lens[0] = sizeof("GETRANGE") - 1;
+        lens[1] = strlen(key);
+        lens[2] = strlen(from);
+        lens[3] = strlen(to);
+
+        reply = pki_redis_cmd(r, 4, argv, lens, res);
+        if (reply == NULL) {
+            free(out->der);
+            out->der = NULL;
+            return -1;
+        }
+
+        if (reply->type != REDIS_REPLY_STRING || reply->len != n) {
+            freeReplyObject(reply);
+            free(out->der);
+            out->der = NULL;
+            return 0;
+        }
+
+        memcpy(out->der + off, reply->str, n);
+        freeReplyObject(reply);
+    }
+
+    out->len = len;
+
+    return 1;
+}
+
+
 PKI_API pki_status_t
 pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
     long long *revgen, pki_crl_info_t *out, pki_result_t *res)
 {
     char         kg[PKI_REDIS_KEY_MAX], km[PKI_REDIS_KEY_MAX],
-                 kd[PKI_REDIS_KEY_MAX], kp[PKI_REDIS_KEY_MAX], *end;
+                 kd[PKI_REDIS_KEY_MAX + 24], kp[PKI_REDIS_KEY_MAX], *end;
+    size_t       plen;
+    long long    dlen;
     redisReply  *reply, *e;
     pki_args_t   a;
-    int          good;
+    int          good, tries, got;
 
     if (r == NULL || revgen == NULL || out == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: no store");
     }
 
-    memset(out, 0, sizeof(*out));
-
     if (!pki_redis_key(r, ca, "revgen", NULL, kg, sizeof(kg), NULL, res)
         || !pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
-        || !pki_redis_key(r, ca, "crl", NULL, kd, sizeof(kd), NULL, res)
-        || !pki_redis_key(r, ca, "revplan", NULL, kp, sizeof(kp), NULL, res))
+        || !pki_redis_key(r, ca, "revplan", NULL, kp, sizeof(kp), NULL, res)
+        || !pki_crl_der_prefix(r, ca, kd, sizeof(kd), res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
     }
 
-    memset(&a, 0, sizeof(a));
-    pki_args_str(&a, "EVAL");
-    pki_args_str(&a, pki_lua_crl_read);
-    pki_args_str(&a, "4");
-    pki_args_str(&a, kg);
-    pki_args_str(&a, km);
-    pki_args_str(&a, kd);
-    pki_args_str(&a, kp);
-    pki_args_num(&a, have_number);
+    plen = strlen(kd);
 
-    reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
-    if (reply == NULL) {
-        return res != NULL ? res->status : PKI_UNAVAILABLE;
-    }
+    for (tries = 0; ; tries++) {
+        memset(out, 0, sizeof(*out));
+        kd[plen] = '\0';
 
-    good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 4;
+        memset(&a, 0, sizeof(a));
+        pki_args_str(&a, "EVAL");
+        pki_args_str(&a, pki_lua_crl_read);
+        pki_args_str(&a, "3");
+        pki_args_str(&a, kg);
+        pki_args_str(&a, km);
+        pki_args_str(&a, kp);
+        pki_args_num(&a, have_number);
+        pki_args_str(&a, kd);
 
-    if (good) {
-        e = reply->element[0];
-        *revgen = 0;
-
-        if (e->type == REDIS_REPLY_STRING && e->len > 0 && e->len < 24) {
-            errno = 0;
-            *revgen = strtoll(e->str, &end, 10);
-            good = errno == 0 && end == e->str + e->len;
-
-        } else {
-            good = 0;
+        reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
+        if (reply == NULL) {
+            return res != NULL ? res->status : PKI_UNAVAILABLE;
         }
-    }
 
-    if (good && reply->element[1]->type == REDIS_REPLY_STRING) {
-        if (!pki_crl_meta_parse(reply->element[1], out)) {
-            /* a damaged meta: as if nothing were stored, it is rebuilt */
-            memset(out, 0, sizeof(*out));
-            pki_log(res, "CRL: bad crl_meta in Redis ignored");
+        good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 4
+               && reply->element[2]->type == REDIS_REPLY_INTEGER;
+        dlen = 0;
 
-        } else {
-            e = reply->element[2];
+        if (good) {
+            e = reply->element[0];
+            *revgen = 0;
+            dlen = reply->element[2]->integer;
 
-            if (e->type == REDIS_REPLY_STRING && e->len > 0
-                && (long) e->len <= PKI_CRL_DER_MAX)
-            {
-                out->der = malloc(e->len);
-                if (out->der == NULL) {
-                    freeReplyObject(reply);
-                    return pki_fail(res, PKI_INTERNAL, "out of memory");
-                }
-                memcpy(out->der, e->str, e->len);
-                out->len = e->len;
+            if (e->type == REDIS_REPLY_STRING && e->len > 0 && e->len < 24) {
+                errno = 0;
+                *revgen = strtoll(e->str, &end, 10);
+                good = errno == 0 && end == e->str + e->len;
 
-            } else if (out->number != have_number) {
-                /* meta without its DER: as if nothing were stored */
+            } else {
+                good = 0;
+            }
+        }
+
+        if (good && reply->element[1]->type == REDIS_REPLY_STRING) {
+            if (!pki_crl_meta_parse(reply->element[1], out)) {
+                /* a damaged meta: as if nothing were stored, it is
+                 * rebuilt */
                 memset(out, 0, sizeof(*out));
-            }
+                pki_log(res, "CRL: bad crl_meta in Redis ignored");
+                dlen = 0;
 
-            /* pki_crl_current: whether a plan ends it before its
-             * nextUpdate */
-            e = reply->element[3];
-            if (out->number > 0 && e->type == REDIS_REPLY_STRING) {
-                out->planned = pki_plan_time(e, out->this_update);
+            } else {
+                /* pki_crl_current: whether a plan ends it before its
+                 * nextUpdate */
+                e = reply->element[3];
+                if (e->type == REDIS_REPLY_STRING) {
+                    out->planned = pki_plan_time(e, out->this_update);
+                }
             }
         }
+
+        freeReplyObject(reply);
+
+        if (!good) {
+            pki_redis_drop(r);
+            return pki_redis_unavailable(res, "EVAL", "unexpected reply");
+        }
+
+        if (out->number == 0 || out->number == have_number) {
+            return PKI_OK;
+        }
+
+        if (dlen <= 0 || dlen > PKI_CRL_DER_MAX) {
+            /* meta without its DER: as if nothing were stored */
+            if (dlen > PKI_CRL_DER_MAX) {
+                pki_log(res, "CRL: the stored CRL is over %ld bytes",
+                        (long) PKI_CRL_DER_MAX);
+            }
+            memset(out, 0, sizeof(*out));
+            return PKI_OK;
+        }
+
+        snprintf(kd + plen, sizeof(kd) - plen, "%lld", out->number);
+
+        got = pki_crl_der_read(r, kd, (size_t) dlen, out, res);
+        if (got == 1) {
+            return PKI_OK;
+        }
+
+        if (got < 0) {
+            memset(out, 0, sizeof(*out));
+            return res != NULL ? res->status : PKI_UNAVAILABLE;
+        }
+
+        if (tries == 2) {
+            /* replaced three times while being read: none for now */
+            memset(out, 0, sizeof(*out));
+            return pki_fail(res, PKI_UNAVAILABLE, "CRL: the stored CRL "
+                            "kept changing while it was read");
+        }
     }
-
-    freeReplyObject(reply);
-
-    if (!good) {
-        pki_redis_drop(r);
-        return pki_redis_unavailable(res, "EVAL", "unexpected reply");
-    }
-
-    return PKI_OK;
 }
 
 
@@ -3137,9 +3263,13 @@ PKI_API pki_status_t
 pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     int *stored, pki_result_t *res)
 {
-    char          km[PKI_REDIS_KEY_MAX], kd[PKI_REDIS_KEY_MAX], meta[128];
+    char          km[PKI_REDIS_KEY_MAX], kl[PKI_REDIS_KEY_MAX], meta[128];
+    char          kd[PKI_REDIS_KEY_MAX + 24], prefix[PKI_REDIS_KEY_MAX];
+    size_t        lens[5];
     long long     v;
     pki_args_t    a;
+    redisReply   *reply;
+    const char   *argv[5];
     pki_status_t  st;
 
     if (r == NULL || crl == NULL || crl->der == NULL || crl->len == 0
@@ -3149,9 +3279,38 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     }
 
     if (!pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
-        || !pki_redis_key(r, ca, "crl", NULL, kd, sizeof(kd), NULL, res))
+        || !pki_redis_key(r, ca, "crl", NULL, kl, sizeof(kl), NULL, res)
+        || !pki_crl_der_prefix(r, ca, prefix, sizeof(prefix), res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    snprintf(kd, sizeof(kd), "%s%lld", prefix, crl->number);
+
+    /* the DER first, plainly (no script holds Redis while it is copied),
+     * expiring unless the meta names it */
+    argv[0] = "SET";
+    argv[1] = kd;
+    argv[2] = (const char *) crl->der;
+    argv[3] = "PX";
+    argv[4] = PKI_CRL_NEW_TTL_MS;
+    lens[0] = 3;
+    lens[1] = strlen(kd);
+    lens[2] = crl->len;
+    lens[3] = 2;
+    lens[4] = strlen(argv[4]);
+
+    reply = pki_redis_cmd(r, 5, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    v = reply->type == REDIS_REPLY_STATUS;
+    freeReplyObject(reply);
+
+    if (!v) {
+        pki_redis_drop(r);
+        return pki_redis_unavailable(res, "SET", "unexpected reply");
     }
 
     snprintf(meta, sizeof(meta), "%lld %lld %lld %lld", crl->revgen,
@@ -3161,12 +3320,14 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
     pki_args_str(&a, pki_lua_crl_put);
-    pki_args_str(&a, "2");
+    pki_args_str(&a, "3");
     pki_args_str(&a, km);
     pki_args_str(&a, kd);
+    pki_args_str(&a, kl);
     pki_args_str(&a, meta);
-    pki_args_add(&a, (const char *) crl->der, crl->len);
     pki_args_num(&a, crl->number);
+    pki_args_str(&a, prefix);
+    pki_args_str(&a, PKI_CRL_OLD_TTL_MS);
 
     st = pki_redis_eval(r, &a, &v, res);
     if (st == PKI_OK && stored != NULL) {

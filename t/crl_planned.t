@@ -106,7 +106,10 @@ sub entry {
 sub stored_der {
     require Redis;
     my $r = Redis->new(sock => $t->redis_sock, reconnect => 0);
-    my $der = $r->get('pki:{ca:issuing}:crl');
+    # the meta "REVGEN NEXTUPDATE NUMBER THISUPDATE" names the DER's key
+    my $meta = $r->get('pki:{ca:issuing}:crl_meta') // '';
+    my (undef, undef, $n) = split / /, $meta;
+    my $der = defined $n ? $r->get("pki:{ca:issuing}:crl:$n") : undef;
     $r->quit;
     return $der // '';
 }

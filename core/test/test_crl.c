@@ -693,6 +693,8 @@ revoke_leaf(pki_redis_t *r, const char *ca, X509 *x, int reason, time_t at,
 static void foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res);
 static void expired_entries(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
     const char *ns);
+static void big_der(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
+    const char *ns);
 static void late_builder(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
     const char *ns, pki_result_t *res);
 
@@ -809,6 +811,91 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     free(b.der);
 
     expired_entries(ca, r, rc, ns);
+    big_der(ca, r, rc, ns);
+}
+
+
+/* A DER of 2.5 MB (three GETRANGE chunks) is stored under its number and
+ * read back byte for byte; the legacy key goes, the replaced DER expires. */
+static void
+big_der(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns)
+{
+    int             won;
+    size_t          i;
+    long long       gen, ttl;
+    redisReply     *reply;
+    pki_status_t    st;
+    pki_result_t    res;
+    pki_crl_info_t  a, b;
+
+    pki_result_init(&res);
+    memset(&a, 0, sizeof(a));
+
+    st = pki_crl_store_read(r, pki_ca_name(ca), 0, &gen, &b, &res);
+    ok(st == PKI_OK && b.number > 0, "the stored CRL %lld", b.number);
+    free(b.der);
+
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crl legacy", ns,
+                                 pki_ca_name(ca)));
+
+    a.len = 2621440;
+    a.der = malloc(a.len);
+    if (a.der == NULL) {
+        return;
+    }
+    for (i = 0; i < a.len; i++) {
+        a.der[i] = (unsigned char) (i * 7 + i / 251);
+    }
+    a.number = b.number + 10;
+    a.revgen = gen;
+    a.this_update = time(NULL);
+    a.next_update = a.this_update + 3600;
+
+    won = 0;
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    ok(st == PKI_OK && won, "a DER of %zu bytes stored", a.len);
+
+    memset(&b, 0, sizeof(b));
+    st = pki_crl_store_read(r, pki_ca_name(ca), 0, &gen, &b, &res);
+    ok(st == PKI_OK && b.number == a.number && b.len == a.len
+       && b.der != NULL && memcmp(a.der, b.der, a.len) == 0,
+       "  read back whole (%zu bytes)", b.len);
+    free(b.der);
+
+    reply = redisCommand(rc, "EXISTS %s{ca:%s}:crl", ns, pki_ca_name(ca));
+    ok(reply != NULL && reply->type == REDIS_REPLY_INTEGER
+       && reply->integer == 0, "  the legacy key is gone");
+    freeReplyObject(reply);
+
+    reply = redisCommand(rc, "PTTL %s{ca:%s}:crl:%lld", ns, pki_ca_name(ca),
+                         a.number - 10);
+    ttl = reply != NULL && reply->type == REDIS_REPLY_INTEGER
+          ? reply->integer : -3;
+    freeReplyObject(reply);
+    ok(ttl > 0 && ttl <= 60000, "  the replaced DER expires (%lld ms)", ttl);
+
+    reply = redisCommand(rc, "PTTL %s{ca:%s}:crl:%lld", ns, pki_ca_name(ca),
+                         a.number);
+    ok(reply != NULL && reply->type == REDIS_REPLY_INTEGER
+       && reply->integer == -1, "  the stored one does not");
+    freeReplyObject(reply);
+
+    /* an older one is not stored and leaves no DER */
+    a.number -= 5;
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    reply = redisCommand(rc, "EXISTS %s{ca:%s}:crl:%lld", ns,
+                         pki_ca_name(ca), a.number);
+    ok(st == PKI_OK && !won && reply != NULL
+       && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0,
+       "  an older number: not stored, its DER deleted");
+    freeReplyObject(reply);
+    free(a.der);
+
+    /* not this CA's signature: the next pki_crl_current rebuilds */
+    st = pki_crl_current(ca, r, 3600, 0, &b, &res);
+    ok(st == PKI_OK && b.der != NULL && b.number > a.number + 5,
+       "  then rebuilt (%lld)", b.number);
+    free(b.der);
 }
 
 
