@@ -587,7 +587,10 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * reason) if any record says so, good if one does, otherwise unknown (or
  * the RFC 6960 section 2.2 "revoked, certificateHold, 1970-01-01" form
  * with unknown_revoked).  A serial is never good unless a record of a CA
- * it names says so.  An issuer none of the CAs matches makes the whole
+ * it names says so, and a record counts only when that CA issued its
+ * certificate (issuer name and key identifier, or the signature): one
+ * that another CA, or the CA's former key, issued under the same name
+ * counts as none (logged in res.log).  An issuer none of the CAs matches makes the whole
  * response "unauthorized" (so do CertIDs of two different CAs in one
  * request: one signer per response); Redis unreachable gives "tryLater";
  * garbage, trailing bytes, more than PKI_OCSP_MAX_IDS CertIDs, a nonce

@@ -1,0 +1,111 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# OCSP never answers good for a serial the CA did not issue (DESIGN.md
+# invariant 3), even when a record of it sits under the CA's name: `pkictl
+# issue --redis --ca-name issuing` with another CA's certificate and key,
+# and with a key that replaced the CA's under the same subject (a re-key).
+# The CertID names the configured "issuing" CA and the serial of such a
+# record: the answer is unknown, as for a serial never issued, from the
+# signer and from the response cache alike, and the error log names it.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use PKITest;
+
+my $t = PKITest->new;
+my $pkictl = "$PKITest::BUILD/pkictl";
+$t->start_redis;
+$t->start_nginx;
+my $pki = $t->pki;
+my $dir = $t->dir;
+my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
+my $sock = $t->redis_sock;
+
+sub ossl {
+    my ($rc, $out, $err) = run_cmd(['openssl', @_]);
+    die "openssl @_: $err" if $rc != 0;
+    return $out;
+}
+
+sub key {
+    my ($f) = @_;
+    ossl('genpkey', '-algorithm', 'EC', '-pkeyopt',
+         'ec_paramgen_curve:P-256', '-out', $f);
+    return $f;
+}
+
+# the OCSP status of SERIAL (hex) for the configured issuing CA
+sub status_of {
+    my ($serial) = @_;
+    my ($rc, $out, $err) = run_cmd(['openssl', 'ocsp', '-issuer',
+        "$pki/issuing.pem", '-serial', "0x$serial", '-url', $url,
+        '-CAfile', "$pki/root.pem", '-verify_other', "$pki/issuing.pem",
+        '-no_nonce', '-timeout', '10'], timeout => 20);
+    return $1 if $out =~ /0x\Q$serial\E:\s*(good|revoked|unknown)\b/i;
+    return "error: $out $err";
+}
+
+# a certificate CA (cert, key) issues and records under "issuing"
+sub issue_as_issuing {
+    my ($name, $cacert, $cakey) = @_;
+    my $k = key("$dir/$name-ee.key");
+    ossl('req', '-new', '-key', $k, '-subj', "/CN=$name", '-out',
+         "$dir/$name.csr");
+    my ($rc, undef, $err) = run_cmd([$pkictl, 'issue', '--ca-cert', $cacert,
+        '--ca-key', $cakey, '--profile', 'client', '--csr', "$dir/$name.csr",
+        '--days', '5', '--out', "$dir/$name.pem", '--redis', "unix:$sock",
+        '--ca-name', 'issuing']);
+    is($rc, 0, "$name: pkictl issue --redis --ca-name issuing") or diag($err);
+    my ($serial) = ossl('x509', '-in', "$dir/$name.pem", '-noout', '-serial')
+        =~ /serial=(\w+)/;
+    like($t->redis('HGET', "pki:{ca:issuing}:cert:$serial", 'status'), qr/good/,
+       "$name: its record is good under {ca:issuing}");
+    return $serial;
+}
+
+# control: a certificate the issuing CA did issue is good
+my $own = $t->enroll_cn('ocsp-own');
+BAIL_OUT('enrollment failed') if !$own;
+is($t->ocsp_status($own), 'good', 'certificate of the issuing CA: good');
+
+# another CA
+key("$dir/alt.key");
+my ($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key',
+    "$dir/alt.key", '--subject', '/O=t/CN=alt root', '--days', '30',
+    '--out', "$dir/alt.pem"]);
+is($rc, 0, 'another CA') or diag($err);
+
+my $alt = issue_as_issuing('alt-leaf', "$dir/alt.pem", "$dir/alt.key");
+is(status_of($alt), 'unknown', 'another CA\'s certificate: unknown');
+is(status_of($alt), 'unknown', 'asked again (response cache): unknown');
+
+# the issuing CA's subject with a new key: a re-key under the same name
+my ($subj) = ossl('x509', '-in', "$pki/issuing.pem", '-noout', '-subject',
+                  '-nameopt', 'compat') =~ /^subject=(\S.*?)\s*$/m;
+key("$dir/rekey.key");
+($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key',
+    "$dir/rekey.key", '--subject', $subj, '--days', '30',
+    '--out', "$dir/rekey.pem"]);
+is($rc, 0, "the issuing CA's subject ($subj) with a new key") or diag($err);
+
+my $rk = issue_as_issuing('rekey-leaf', "$dir/rekey.pem", "$dir/rekey.key");
+is(status_of($rk), 'unknown', 'same issuer name, other key: unknown');
+
+# revoked under the same name: still not this CA's serial
+my $r = $t->admin_revoke($alt);
+is($r->{code}, 200, 'the other CA\'s record revoked through the admin API');
+select(undef, undef, undef, 1.5);
+is(status_of($alt), 'unknown', 'its revoked record: unknown, not revoked');
+
+ok($t->wait_log(qr/under CA "issuing" holds a certificate that CA did not /
+                . qr/issue/, 10), 'the error log names the record');
+
+is($t->ocsp_status($own), 'good', 'the issuing CA\'s own: still good');
+
+$t->stop_nginx;
+done_testing();
