@@ -27,7 +27,11 @@
 #include "issue_int.h"
 
 
-#define PKI_OCSP_MAX_NONCE  32
+/* RFC 9654 2.1 (which obsoletes RFC 8954 and its 32-octet limit): a
+ * nonce is 1 to 128 octets and is echoed; 0 or more than 128 octets is
+ * malformedRequest.  Responders MAY ignore one under 16 octets: it is
+ * echoed all the same, as older RFC 6960 clients expect. */
+#define PKI_OCSP_MAX_NONCE  128
 
 static const char  pki_ocsp_type[] = "application/ocsp-response";
 
@@ -239,7 +243,7 @@ pki_ocsp_nonce_ok(OCSP_REQUEST *req, int *has)
         return 0;
     }
 
-    /* extnValue holds a DER OCTET STRING (RFC 6960 4.4.1, RFC 8954). */
+    /* extnValue holds a DER OCTET STRING (RFC 6960 4.4.1, RFC 9654). */
     p = ASN1_STRING_get0_data(data);
     inner = d2i_ASN1_OCTET_STRING(NULL, &p, ASN1_STRING_length(data));
     ok = inner != NULL
@@ -904,7 +908,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
 
     if (!pki_ocsp_nonce_ok(oreq, &nonce)) {
         pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
-                      PKI_MALFORMED, "bad nonce (1 to 32 octets)");
+                      PKI_MALFORMED, "bad nonce (1 to 128 octets)");
         goto done;
     }
 

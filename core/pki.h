@@ -590,11 +590,12 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * it names says so, and a record counts only when that CA issued its
  * certificate (issuer name and key identifier, or the signature): one
  * that another CA, or the CA's former key, issued under the same name
- * counts as none (logged in res.log).  An issuer none of the CAs matches makes the whole
- * response "unauthorized" (so do CertIDs of two different CAs in one
- * request: one signer per response); Redis unreachable gives "tryLater";
- * garbage, trailing bytes, more than PKI_OCSP_MAX_IDS CertIDs, a nonce
- * longer than 32 octets or a critical extension other than the nonce give
+ * counts as none (logged in res.log).  An issuer none of the CAs matches
+ * makes the whole response "unauthorized" (so do CertIDs of two
+ * different CAs in one request: one signer per response); Redis
+ * unreachable gives "tryLater"; garbage, trailing bytes, more than
+ * PKI_OCSP_MAX_IDS CertIDs, a nonce empty or longer than 128 octets (RFC
+ * 9654) or a critical extension other than the nonce give
  * "malformedRequest" (pki_ocsp_cache_key gives no key for them).  The
  * nonce is echoed.
  */

@@ -638,18 +638,55 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_ocsp_resp_free(&resp);
     free(der);
 
-    /* nonce 32 ok, 33 malformed */
-    ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
-    der = make_req(ids, 1, 32, &len, NULL);
-    st = run(&conf, "POST", der, len, &resp);
-    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL, "32-byte nonce: ok");
-    pki_ocsp_resp_free(&resp);
-    free(der);
-    der = make_req(ids, 1, 33, &len, NULL);
-    st = run(&conf, "POST", der, len, &resp);
-    ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "33-byte nonce: "
-       "malformedRequest");
-    pki_ocsp_resp_free(&resp);
+    /* RFC 9654 2.1 (obsoletes RFC 8954): a nonce of 1 to 128 octets is
+     * answered and echoed, none of them cached; 0 (OpenSSL cannot build
+     * it) or over 128 octets is malformedRequest */
+    {
+        int                   nl, want;
+        size_t                j;
+        pki_ocsp_req_t        creq;
+        OCSP_REQUEST         *kreq;
+        unsigned char         ck[PKI_OCSP_KEY_LEN];
+        static const int      lens[] = { 1, 16, 32, 33, 64, 128, 129, 200 };
+
+        ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
+
+        for (j = 0; j < sizeof(lens) / sizeof(lens[0]); j++) {
+            nl = lens[j];
+            want = nl <= 128;
+            der = make_req(ids, 1, nl, &len, &kreq);
+            st = run(&conf, "POST", der, len, &resp);
+
+            if (!want) {
+                ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+                   "%d-octet nonce: malformedRequest (%d)", nl, st);
+
+            } else {
+                ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL
+                   && resp.cacheable == 0,
+                   "%d-octet nonce: successful, not cacheable (%d)", nl,
+                   st);
+                parse(&resp, root, sub, &bs);
+                ok(bs != NULL && OCSP_check_nonce(kreq, bs) == 1,
+                   "%d-octet nonce: echoed", nl);
+                OCSP_BASICRESP_free(bs);
+            }
+
+            memset(&creq, 0, sizeof(creq));
+            creq.method = "POST";
+            creq.body = der;
+            creq.body_len = len;
+            ok(pki_ocsp_cache_key(&creq, NULL, 0, ck, NULL)
+               == PKI_UNSUPPORTED, "%d-octet nonce: no cache key", nl);
+
+            pki_ocsp_resp_free(&resp);
+            OCSP_REQUEST_free(kreq);
+            free(der);
+        }
+
+        /* the request the truncations and mutations below start from */
+        der = make_req(ids, 1, 129, &len, NULL);
+    }
 
     /* RFC 6960 4.4: a critical extension not understood is malformed,
      * a non-critical one is ignored; the nonce is understood */
