@@ -1140,6 +1140,22 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
         r->headers_out.etag = h;
         r->headers_out.last_modified_time = ctx->this_update;
 
+        /*
+         * Last-Modified is thisUpdate to the second: a "good" and a
+         * "revoked" answer for one CertID produced in the same second
+         * share it, and nginx answers an equal If-Modified-Since with
+         * 304, so a client would keep "good".  Only the ETag (a hash of
+         * the DER) tells two answers apart, and with If-None-Match
+         * nginx gives 304 only when it matches too.  A request that
+         * validates with If-Modified-Since alone gets the whole answer
+         * (a few hundred bytes): no state across workers and hosts to
+         * order the answers of one second is needed.
+         */
+
+        if (r->headers_in.if_none_match == NULL) {
+            r->disable_not_modified = 1;
+        }
+
         /* RFC 5019 6.2: Expires = nextUpdate (none without one) */
 
         if (ctx->next_update > 0) {
