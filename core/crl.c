@@ -827,6 +827,75 @@ pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 }
 
 
+#define PKI_CRL_LOCK_TTL_MS   10000
+#define PKI_CRL_WAIT_STEP_MS  50
+#define PKI_CRL_WAIT_STEPS    60
+
+
+static void
+pki_crl_sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+
+    while (nanosleep(&ts, &ts) != 0) {
+        /* interrupted: sleep the rest */
+    }
+}
+
+
+/*
+ * The thisUpdate of a new CRL of ca: strictly after the stored CRL's.
+ * thisUpdate has one-second granularity and is the CRL's Last-Modified,
+ * and an HTTP cache that revalidates with If-Modified-Since gets 304 for
+ * an equal one: a CRL built in the same second as the one before (two
+ * revocations in a row) would never reach it.  The next second is waited
+ * for (at most about 2 s, in the builder, under crl_lock), not stated
+ * ahead of the clock: verifiers reject a CRL whose thisUpdate is in the
+ * future.  A stored thisUpdate further ahead (another host's clock) is
+ * followed by one second, with a log line.
+ */
+static pki_status_t
+pki_crl_next_time(pki_ca_t *ca, pki_redis_t *r, time_t *now,
+    pki_result_t *res)
+{
+    time_t          t;
+    long long       revgen;
+    pki_status_t    st;
+    pki_crl_info_t  prev;
+
+    st = pki_crl_store_read(r, pki_ca_name(ca), -1, &revgen, &prev, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    free(prev.der);
+    t = time(NULL);
+
+    if (prev.number > 0 && prev.this_update >= t) {
+        if (prev.this_update - t < 2) {
+            while ((t = time(NULL)) <= prev.this_update) {
+                pki_crl_sleep_ms(PKI_CRL_WAIT_STEP_MS);
+            }
+
+        } else {
+            pki_log(res, "%sCRL: the stored CRL %lld has thisUpdate %lld, "
+                    "%lld s ahead of this host's clock; the new one "
+                    "follows it", res->log[0] ? "; " : "", prev.number,
+                    (long long) prev.this_update,
+                    (long long) (prev.this_update - t));
+            t = prev.this_update + 1;
+        }
+    }
+
+    *now = t;
+
+    return PKI_OK;
+}
+
+
 /* info (may be NULL) receives the number and the dates; prev_this_update:
  * the thisUpdate of the CA's CRL before this one (0: none known, every
  * entry is listed). */
@@ -851,7 +920,11 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
     plan = 0;
     memset(&b, 0, sizeof(b));
-    b.now = time(NULL);
+
+    st = pki_crl_next_time(ca, r, &b.now, res);
+    if (st != PKI_OK) {
+        return st;
+    }
 
     /* The entries first, then the number: a higher number never carries
      * an older snapshot of the revoked set.  The plans before the revoked
@@ -908,25 +981,6 @@ done:
 
 
 /* ---- the fleet's current CRL --------------------------------------------- */
-
-#define PKI_CRL_LOCK_TTL_MS   10000
-#define PKI_CRL_WAIT_STEP_MS  50
-#define PKI_CRL_WAIT_STEPS    60
-
-
-static void
-pki_crl_sleep_ms(long ms)
-{
-    struct timespec  ts;
-
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-
-    while (nanosleep(&ts, &ts) != 0) {
-        /* interrupted: sleep the rest */
-    }
-}
-
 
 /* Builds, stores and releases the lock; the lock is held by the caller. */
 static pki_status_t

@@ -734,7 +734,8 @@ typedef struct {
 
 /* Redis only: in one step the current revgen, the stored meta, the
  * earliest planned revocation after its thisUpdate and (when the stored
- * number differs from have_number) the stored DER.  No CRL stored:
+ * number differs from have_number, and have_number is not negative: the
+ * meta alone) the stored DER.  No CRL stored:
  * out->number 0.  *revgen receives the current revgen. */
 PKI_API pki_status_t pki_crl_store_read(pki_redis_t *r, const char *ca,
     long long have_number, long long *revgen, pki_crl_info_t *out,

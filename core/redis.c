@@ -3223,7 +3223,9 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
             return pki_redis_unavailable(res, "EVAL", "unexpected reply");
         }
 
-        if (out->number == 0 || out->number == have_number) {
+        if (out->number == 0 || out->number == have_number
+            || have_number < 0)
+        {
             return PKI_OK;
         }
 

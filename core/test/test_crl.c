@@ -1000,6 +1000,54 @@ expired_entries(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
 }
 
 
+/* Two CRLs built within one second (a revocation each): the second's
+ * thisUpdate is strictly later, in meta and DER, so an HTTP cache that
+ * revalidates with If-Modified-Since (Last-Modified = thisUpdate, to the
+ * second) sees the change; and it is never in the future. */
+static void
+test_this_update(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
+    const char *ns)
+{
+    int               i, lu[2];
+    X509_CRL         *crl;
+    pki_status_t      st;
+    pki_result_t      res;
+    pki_crl_info_t    c[2];
+    struct timespec   ts;
+
+    /* at the start of a second: both builds fall within it */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec = 0;
+    ts.tv_nsec = 1000000000L - ts.tv_nsec + 10000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec -= 1000000000L;
+    }
+    nanosleep(&ts, NULL);
+
+    for (i = 0; i < 2; i++) {
+        freeReplyObject(redisCommand(rc, "INCR %s{ca:%s}:revgen", ns,
+                                     pki_ca_name(ca)));
+        pki_result_init(&res);
+        st = pki_crl_current(ca, r, 3600, 0, &c[i], &res);
+        is_status(st, PKI_OK, "same second: a CRL built");
+        crl = c[i].der ? parse_crl(c[i].der, c[i].len) : NULL;
+        lu[i] = crl != NULL
+                && ASN1_TIME_cmp_time_t(X509_CRL_get0_lastUpdate(crl),
+                                        c[i].this_update) == 0;
+        X509_CRL_free(crl);
+    }
+
+    ok(c[1].number > c[0].number && c[1].this_update > c[0].this_update,
+       "  the second's thisUpdate is later (%lld, %lld)",
+       (long long) c[0].this_update, (long long) c[1].this_update);
+    ok(lu[0] && lu[1], "  and so is the DER's (lastUpdate)");
+    ok(c[1].this_update <= time(NULL), "  not in the future");
+
+    free(c[0].der);
+    free(c[1].der);
+}
+
+
 /* A builder that outlived its lock: a newer snapshot (a higher revgen)
  * was stored meanwhile, so its own CRL is not stored, and it answers the
  * stored one, not its own (which has the higher number and may lack a
@@ -1233,13 +1281,14 @@ test_planned(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, X509 *x)
     ok(a.next_update - a.this_update == 3600 && a.planned == 0,
        "  nextUpdate 1h away, no plan");
 
-    /* whole seconds: the plan is due at the start of second at */
+    /* whole seconds: the plan is due at the start of second at (each
+     * CRL built below may wait for the second after the one before) */
     now = time(NULL);
-    at = now + 2;
+    at = now + 4;
     pki_result_init(&res);
     st = pki_record_plan_revoke(r, pki_ca_name(ca), hex, 4, at, "test",
                                 NULL, &res);
-    if (!is_status(st, PKI_OK, "  planned superseded at now + 2")) {
+    if (!is_status(st, PKI_OK, "  planned superseded at now + 4")) {
         diag("%s %s", res.detail, res.log);
         return;
     }
@@ -1818,6 +1867,7 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
                                  pki_ca_name(ca), prev + 1000));
 
     test_current(ca, r, rc, ns, leaf[4]);
+    test_this_update(ca, r, rc, ns);
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     planned = issue(ca, t, r, "planned", pk);
