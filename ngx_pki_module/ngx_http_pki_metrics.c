@@ -221,6 +221,7 @@ static void ngx_http_pki_m_exit_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void ngx_http_pki_m_key_cleanup(void *data);
 static char *ngx_http_pki_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_pki_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -539,14 +540,15 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_m_main_conf_t *mmcf = conf;
 
-    char          *ref, token[256];
-    ssize_t        size;
-    ngx_int_t      n;
-    ngx_str_t     *value, v;
-    ngx_uint_t     i;
-    pki_vault_t   *vault;
-    pki_result_t   res;
-    ngx_file_info_t  fi;
+    char                *ref, token[256];
+    ssize_t              size;
+    ngx_int_t            n;
+    ngx_str_t           *value, v;
+    ngx_uint_t           i;
+    pki_vault_t         *vault;
+    pki_result_t         res;
+    ngx_file_info_t      fi;
+    ngx_pool_cleanup_t  *cln;
 
     (void) cmd;
 
@@ -703,12 +705,25 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     pki_result_init(&res);
 
     mmcf->key = pki_key_new(ref, vault, &res);
+    if (mmcf->key == NULL) {
+        goto key_failed;
+    }
 
-    if (mmcf->key == NULL || pki_key_open(mmcf->key, &res) != PKI_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "pki_audit_log: key: %s%s%s", res.detail,
-                           res.log[0] ? ": " : "", res.log);
+    /* freed with the configuration, of which the master makes one per
+     * reload (this cleanup runs before the vault's, registered before:
+     * the key is in its vault's list) */
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        pki_key_free(mmcf->key);
+        mmcf->key = NULL;
         return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_pki_m_key_cleanup;
+    cln->data = mmcf->key;
+
+    if (pki_key_open(mmcf->key, &res) != PKI_OK) {
+        goto key_failed;
     }
 
     /* file keys hold no PKCS#11 state; a vault key is dropped with its
@@ -716,12 +731,26 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return NGX_CONF_OK;
 
+key_failed:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "pki_audit_log: key: %s%s%s", res.detail,
+                       res.log[0] ? ": " : "", res.log);
+    return NGX_CONF_ERROR;
+
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\" in pki_audit_log",
                        &value[i]);
     return NGX_CONF_ERROR;
+}
+
+
+static void
+ngx_http_pki_m_key_cleanup(void *data)
+{
+    pki_key_free(data);
 }
 
 

@@ -247,10 +247,14 @@ sub write_conf {
 }
 
 # san_env() with the shims of start_nginx(CONF, preload => [...]) added to
-# LD_PRELOAD after the sanitizer runtime, which must be loaded first
+# LD_PRELOAD after the sanitizer runtime, which must be loaded first; a
+# test that sets $t->{asan_options} runs nginx (and nginx -t) with those
+# ASAN_OPTIONS instead (e.g. LeakSanitizer on, reports to files)
 sub _nginx_env {
     my ($self) = @_;
     my %e = san_env();
+    $e{ASAN_OPTIONS} = $self->{asan_options}
+        if $SANITIZE && $self->{asan_options};
     my @so = @{ $self->{preload} || [] };
     $e{LD_PRELOAD} = join ' ', grep { defined && length } $e{LD_PRELOAD}, @so
         if @so;
