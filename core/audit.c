@@ -93,6 +93,8 @@ typedef struct {
 #define PKI_AUDIT_LOOK_MS      1000    /* the janitor's period, and the
                                           age of a dead writer's orphan */
 #define PKI_AUDIT_ID_LEN       16      /* hex digits of DIR/audit.id */
+#define PKI_AUDIT_OPEN_WAIT_MS 1000    /* a log still opening: waited for
+                                          until this long after its start */
 
 struct pki_audit_s {
     char                 *dir;
@@ -235,11 +237,17 @@ static __thread unsigned long long  pki_ticket;
 static pki_event_sink_pt   pki_sink;
 static void               *pki_sink_arg;
 static pki_audit_t        *pki_default_log;
-static int                 pki_audit_required;
+static int                 pki_audit_required;  /* 2: the first open is
+                                                   under way */
+static pthread_mutex_t     pki_audit_open_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t      pki_audit_open_cond = PTHREAD_COND_INITIALIZER;
+static struct timespec     pki_audit_open_until;
 static __thread pki_actor_t  pki_actor;
 
 
 static pki_audit_t *pki_audit_default(void);
+static pki_audit_t *pki_audit_default_wait(void);
+static void pki_audit_open_changed(void);
 static void pki_audit_held(size_t *bytes, const pki_audit_qent_t *q,
     int in);
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
@@ -560,7 +568,12 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
     st = PKI_OK;
     a = pki_audit_default();
 
-    if (a == NULL && pki_audit_required
+    if (a == NULL && (e.type == PKI_EV_ISSUE || e.type == PKI_EV_REVOKE)) {
+        a = pki_audit_default_wait();
+    }
+
+    if (a == NULL
+        && __atomic_load_n(&pki_audit_required, __ATOMIC_ACQUIRE)
         && (e.type == PKI_EV_ISSUE || e.type == PKI_EV_REVOKE))
     {
         /* a log is configured but did not open: fail closed, nothing is
@@ -616,17 +629,88 @@ pki_audit_default(void)
 }
 
 
+/*
+ * The default log, waiting for it while a server's first open of it is
+ * under way (pki_audit_set_required(2)): that open takes the log's lock
+ * and reads its tail, in a thread of the server's pool, which normally
+ * takes milliseconds.  A request that comes in meanwhile waits for it
+ * rather than being refused, until PKI_AUDIT_OPEN_WAIT_MS after the open
+ * began; past that (the lock is held elsewhere) nothing waits, the caller
+ * refuses at once, so a stuck open holds no pool thread for long.  Pool
+ * threads only: this blocks.
+ */
+static pki_audit_t *
+pki_audit_default_wait(void)
+{
+    pki_audit_t  *a;
+
+    a = pki_audit_default();
+
+    if (a != NULL
+        || __atomic_load_n(&pki_audit_required, __ATOMIC_ACQUIRE) != 2)
+    {
+        return a;
+    }
+
+    pthread_mutex_lock(&pki_audit_open_mutex);
+
+    while ((a = pki_audit_default()) == NULL
+           && __atomic_load_n(&pki_audit_required, __ATOMIC_ACQUIRE) == 2)
+    {
+        if (pthread_cond_timedwait(&pki_audit_open_cond, &pki_audit_open_mutex,
+                                   &pki_audit_open_until)
+            == ETIMEDOUT)
+        {
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&pki_audit_open_mutex);
+
+    return a;
+}
+
+
+/* the default log or the required state changed: wake the waiters */
+static void
+pki_audit_open_changed(void)
+{
+    pthread_mutex_lock(&pki_audit_open_mutex);
+    pthread_cond_broadcast(&pki_audit_open_cond);
+    pthread_mutex_unlock(&pki_audit_open_mutex);
+}
+
+
 void
 pki_audit_set_default(pki_audit_t *a)
 {
     __atomic_store_n(&pki_default_log, a, __ATOMIC_RELEASE);
+    pki_audit_open_changed();
 }
 
 
 void
 pki_audit_set_required(int on)
 {
-    pki_audit_required = on;
+    struct timespec  until;
+
+    if (on == 2) {
+        (void) clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += PKI_AUDIT_OPEN_WAIT_MS / 1000;
+        until.tv_nsec += (long) (PKI_AUDIT_OPEN_WAIT_MS % 1000) * 1000000L;
+
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+
+        pthread_mutex_lock(&pki_audit_open_mutex);
+        pki_audit_open_until = until;
+        pthread_mutex_unlock(&pki_audit_open_mutex);
+    }
+
+    __atomic_store_n(&pki_audit_required, on, __ATOMIC_RELEASE);
+    pki_audit_open_changed();
 }
 
 
@@ -635,10 +719,10 @@ pki_int_audit_ready(const char **why)
 {
     pki_audit_t  *a;
 
-    a = pki_audit_default();
+    a = pki_audit_default_wait();
 
     if (a == NULL) {
-        if (pki_audit_required) {
+        if (__atomic_load_n(&pki_audit_required, __ATOMIC_ACQUIRE)) {
             *why = "not open";
             return 0;
         }

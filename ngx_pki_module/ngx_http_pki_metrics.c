@@ -402,19 +402,22 @@ static struct {
 } ngx_http_pki_m_sync;
 
 
-/* a log that did not open at start is opened again by a thread-pool task
- * (pki_audit_open takes the log's lock and reads its tail: never on the
- * event loop), one at a time, after a backoff that doubles up to
+/* the log is opened by a thread-pool task (pki_audit_open takes the log's
+ * lock and reads its tail: never on the event loop), at start and, if it
+ * did not open, again, one at a time, after a backoff that doubles up to
  * NGX_HTTP_PKI_M_REOPEN_MAX; until then issuance and revocation are
  * refused (pki_audit_set_required) */
 static struct {
     ngx_event_t                   timer;
     ngx_msec_t                    backoff;
     ngx_uint_t                    busy;     /* a task in flight */
-    ngx_uint_t                    tries;
+    ngx_uint_t                    first;    /* no open done yet */
+    ngx_uint_t                    tries;    /* after the first */
     pki_audit_conf_t              conf;
     pki_audit_t                  *audit;    /* the task opened it */
     pki_result_t                  res;
+    ngx_uint_t                    key_failed;
+    pki_result_t                  key_res;
 } ngx_http_pki_m_reopen;
 
 
@@ -969,7 +972,6 @@ ngx_http_pki_m_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 static ngx_int_t
 ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
 {
-    pki_result_t                 res;
     pki_audit_conf_t             ac;
     ngx_http_pki_m_main_conf_t  *mmcf;
 
@@ -998,22 +1000,12 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
 
     if (mmcf->dir.len) {
         /* until the log is open (and if it does not open), issuance and
-         * revocation fail closed: no certificate leaves unlogged */
-        pki_audit_set_required(1);
+         * revocation fail closed: no certificate leaves unlogged; while
+         * the first open is under way (2) they wait for it a little */
+        pki_audit_set_required(2);
 
         ngx_memzero(&ac, sizeof(pki_audit_conf_t));
         ac.key = mmcf->key;
-
-        pki_result_init(&res);
-
-        if (mmcf->key && pki_key_open(mmcf->key, &res) != PKI_OK) {
-            /* the log itself goes on */
-            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "pki_audit_log: key did not open: %s (%s); "
-                          "checkpoints are not signed", res.detail, res.log);
-            ac.key = NULL;
-        }
-
         ac.dir = (const char *) mmcf->dir.data;
         ac.max_size = mmcf->max_size == NGX_CONF_UNSET_SIZE ? 0
                                                             : mmcf->max_size;
@@ -1026,42 +1018,24 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
             ac.orphan_ms = (unsigned) mmcf->orphan;
         }
 
-        pki_result_init(&res);
+        ngx_http_pki_m_reopen.conf = ac;
+        ngx_http_pki_m_reopen.first = 1;
+        ngx_http_pki_m_reopen.backoff = NGX_HTTP_PKI_M_REOPEN_MIN;
+        ngx_http_pki_m_reopen.timer.handler = ngx_http_pki_m_reopen_timer;
+        ngx_http_pki_m_reopen.timer.log = cycle->log;
+        ngx_http_pki_m_reopen.timer.data = &ngx_http_pki_m_dummy;
+        ngx_http_pki_m_reopen.timer.cancelable = 1;
+        ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
 
-        mmcf->audit = pki_audit_open(&ac, &res);
-        if (mmcf->audit == NULL) {
-            /* issuance and revocation then fail closed (503): nothing
-             * issued goes unlogged (pki_audit_set_required); a pool task
-             * tries again soon */
-            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
-                          "pki_audit_log \"%V\": %s%s%s; issuance and "
-                          "revocation are refused", &mmcf->dir, res.detail,
-                          res.log[0] ? ": " : "", res.log);
-
-            ngx_http_pki_m_reopen.conf = ac;
-            ngx_http_pki_m_reopen.backoff = NGX_HTTP_PKI_M_REOPEN_MIN;
-            ngx_http_pki_m_reopen.timer.handler = ngx_http_pki_m_reopen_timer;
-            ngx_http_pki_m_reopen.timer.log = cycle->log;
-            ngx_http_pki_m_reopen.timer.data = &ngx_http_pki_m_dummy;
-            ngx_http_pki_m_reopen.timer.cancelable = 1;
-            ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
-
-            ngx_add_timer(&ngx_http_pki_m_reopen.timer,
-                          NGX_HTTP_PKI_M_REOPEN_MIN);
-
-        } else {
-            if (res.log[0]) {
-                ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                              "pki_audit_log \"%V\": %s", &mmcf->dir,
-                              res.log);
-            }
-
-            ngx_http_pki_m_audit_opened(cycle, mmcf, ac.no_fsync);
-        }
+        /* the first open too is a pool task: it waits for the log's lock,
+         * which another process may hold (an appender, the janitor across
+         * its sync, a checkpoint, an old worker's exit), and reads the
+         * file's tail; the worker serves meanwhile */
+        ngx_http_pki_m_reopen_timer(&ngx_http_pki_m_reopen.timer);
     }
 
-    if (ngx_http_pki_m_shm == NULL && mmcf->audit == NULL) {
-        return NGX_OK;
+    if (ngx_http_pki_m_shm == NULL) {
+        return NGX_OK;          /* the open starts the timer */
     }
 
     ngx_http_pki_m_timer_start(cycle);
@@ -1162,6 +1136,20 @@ ngx_http_pki_m_reopen_work(void *data)
 {
     (void) data;
 
+    if (ngx_http_pki_m_reopen.first && ngx_http_pki_m_reopen.conf.key) {
+        /* a token's key may be slow to fetch too; one that does not open
+         * leaves the log going, its checkpoints unsigned */
+        pki_result_init(&ngx_http_pki_m_reopen.key_res);
+
+        if (pki_key_open(ngx_http_pki_m_reopen.conf.key,
+                         &ngx_http_pki_m_reopen.key_res)
+            != PKI_OK)
+        {
+            ngx_http_pki_m_reopen.conf.key = NULL;
+            ngx_http_pki_m_reopen.key_failed = 1;
+        }
+    }
+
     pki_result_init(&ngx_http_pki_m_reopen.res);
 
     ngx_http_pki_m_reopen.audit = pki_audit_open(&ngx_http_pki_m_reopen.conf,
@@ -1172,14 +1160,21 @@ ngx_http_pki_m_reopen_work(void *data)
 static void
 ngx_http_pki_m_reopen_done(void *data)
 {
+    ngx_uint_t                   first;
     ngx_cycle_t                 *cycle;
     pki_result_t                *res;
     ngx_http_pki_m_main_conf_t  *mmcf;
 
     (void) data;
 
+    first = ngx_http_pki_m_reopen.first;
+
     ngx_http_pki_m_reopen.busy = 0;
-    ngx_http_pki_m_reopen.tries++;
+    ngx_http_pki_m_reopen.first = 0;
+
+    if (!first) {
+        ngx_http_pki_m_reopen.tries++;
+    }
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;                 /* exit_process closes an opened one */
@@ -1189,6 +1184,31 @@ ngx_http_pki_m_reopen_done(void *data)
     mmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_pki_metrics_module);
     res = &ngx_http_pki_m_reopen.res;
+
+    if (ngx_http_pki_m_reopen.key_failed) {
+        ngx_http_pki_m_reopen.key_failed = 0;
+
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "pki_audit_log: key did not open: %s (%s); "
+                      "checkpoints are not signed",
+                      ngx_http_pki_m_reopen.key_res.detail,
+                      ngx_http_pki_m_reopen.key_res.log);
+    }
+
+    if (ngx_http_pki_m_reopen.audit == NULL && first) {
+        /* issuance and revocation then fail closed (503), without
+         * waiting: nothing issued goes unlogged; tried again soon */
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "pki_audit_log \"%V\": %s%s%s; issuance and "
+                      "revocation are refused", &mmcf->dir, res->detail,
+                      res->log[0] ? ": " : "", res->log);
+
+        pki_audit_set_required(1);
+
+        ngx_add_timer(&ngx_http_pki_m_reopen.timer,
+                      ngx_http_pki_m_reopen.backoff);
+        return;
+    }
 
     if (ngx_http_pki_m_reopen.audit == NULL) {
         /* one line per try: one per step of the backoff */
@@ -1209,10 +1229,12 @@ ngx_http_pki_m_reopen_done(void *data)
     mmcf->audit = ngx_http_pki_m_reopen.audit;
     ngx_http_pki_m_reopen.audit = NULL;
 
-    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                  "pki_audit_log \"%V\": opened (try %ui); issuance and "
-                  "revocation resume", &mmcf->dir,
-                  ngx_http_pki_m_reopen.tries);
+    if (!first) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "pki_audit_log \"%V\": opened (try %ui); issuance and "
+                      "revocation resume", &mmcf->dir,
+                      ngx_http_pki_m_reopen.tries);
+    }
 
     if (res->log[0]) {
         ngx_log_error(NGX_LOG_ERR, cycle->log, 0, "pki_audit_log \"%V\": %s",
@@ -1221,6 +1243,8 @@ ngx_http_pki_m_reopen_done(void *data)
 
     ngx_http_pki_m_audit_opened(cycle, mmcf,
                                 ngx_http_pki_m_reopen.conf.no_fsync);
+
+    pki_audit_set_required(1);
 
     /* the checkpoint timer, if the counters did not start it */
     ngx_http_pki_m_timer_start(cycle);
