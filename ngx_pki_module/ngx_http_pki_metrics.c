@@ -23,6 +23,14 @@
  * log-phase handler, which counts the requests of the locations that a
  * protocol module registered (ngx_http_pki_metrics_location) with the
  * detail the protocol module gave (ngx_http_pki_metrics_mark).
+ *
+ * The same handler writes refused requests to the transaction log: each
+ * one that reached the CA with an authenticated identity, and the others
+ * (nginx's own 4xx, anonymous and malformed requests) within a token
+ * bucket per worker (pki_audit_log refusal_rate, refusal_burst); past it
+ * they are counted, and said in one summary entry per protocol, CA and
+ * status every NGX_HTTP_PKI_M_QUIET_MSEC, so that no anonymous client
+ * fills the log's disk (issuance fails closed when it is full).
  */
 
 
@@ -51,6 +59,9 @@
 #define NGX_HTTP_PKI_M_REOPEN_MAX  30000
 #define NGX_HTTP_PKI_M_RETRY       5       /* s: pool full, Redis failing */
 #define NGX_HTTP_PKI_M_OFF_RETRY   3600    /* s: counting off (config)   */
+#define NGX_HTTP_PKI_M_QUIET_KEYS  32      /* protocol, CA, status        */
+#define NGX_HTTP_PKI_M_QUIET_MSEC  10000   /* a summary at most this often */
+#define NGX_HTTP_PKI_M_TOKEN       1000000 /* an entry, in bucket units   */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -116,6 +127,8 @@ typedef struct {
     ngx_flag_t                 fsync;
     ngx_flag_t                 carry;
     ngx_msec_t                 orphan;
+    ngx_uint_t                 refusal_rate;   /* entries/1000 s */
+    ngx_uint_t                 refusal_burst;
     pki_key_t                 *key;
     pki_audit_t               *audit;
 
@@ -200,6 +213,17 @@ typedef struct {
 #define NGX_HTTP_PKI_M_AUDIT_QUEUE  4096
 
 
+/* refusals not logged one by one (past the bucket), by protocol, CA and
+ * status, until their summary entry */
+typedef struct {
+    char                       proto[32];
+    char                       ca[128];
+    pki_status_t               status;
+    ngx_uint_t                 count;
+    time_t                     since;
+} ngx_http_pki_m_quiet_t;
+
+
 typedef struct {
     int                        hourly;
     unsigned                   count;
@@ -252,6 +276,12 @@ static void ngx_http_pki_m_hist_done(ngx_http_request_t *r, void *data);
 
 static void ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
     const pki_event_t *ev, ngx_log_t *log);
+static ngx_uint_t ngx_http_pki_m_quiet_take(ngx_http_pki_m_main_conf_t *mmcf);
+static void ngx_http_pki_m_quiet_count(const char *proto, const char *ca,
+    pki_status_t status);
+static void ngx_http_pki_m_quiet_timer(ngx_event_t *ev);
+static void ngx_http_pki_m_quiet_flush(ngx_http_pki_m_main_conf_t *mmcf,
+    ngx_log_t *log);
 static void ngx_http_pki_m_audit_write(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_audit_done(ngx_event_t *ev);
 static void ngx_http_pki_m_audit_post(void);
@@ -364,6 +394,18 @@ static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
 
+/* the bucket of the refusals that carry no authenticated identity (per
+ * worker), and those it did not let through */
+static struct {
+    uint64_t                      tokens;   /* NGX_HTTP_PKI_M_TOKEN each */
+    ngx_msec_t                    last;
+    ngx_uint_t                    init;
+    ngx_uint_t                    n;        /* keys[] in use */
+    ngx_event_t                   timer;
+    /* keys[NGX_HTTP_PKI_M_QUIET_KEYS]: all the others, when full */
+    ngx_http_pki_m_quiet_t        keys[NGX_HTTP_PKI_M_QUIET_KEYS + 1];
+} ngx_http_pki_m_quiet;
+
 static ngx_str_t  ngx_http_pki_m_off_text =
     ngx_string("metrics are off (pki_metrics_zone off)\n");
 static ngx_str_t  ngx_http_pki_m_busy_text =
@@ -447,6 +489,8 @@ ngx_http_pki_m_create_main_conf(ngx_conf_t *cf)
     mmcf->fsync = NGX_CONF_UNSET;
     mmcf->carry = NGX_CONF_UNSET;
     mmcf->orphan = NGX_CONF_UNSET_MSEC;
+    mmcf->refusal_rate = NGX_CONF_UNSET_UINT;
+    mmcf->refusal_burst = NGX_CONF_UNSET_UINT;
     mmcf->zone_size = NGX_CONF_UNSET_SIZE;
     mmcf->history = NGX_CONF_UNSET;
     mmcf->interval = NGX_CONF_UNSET_MSEC;
@@ -465,6 +509,12 @@ ngx_http_pki_m_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(mmcf->zone_size, 2 * 1024 * 1024);
     ngx_conf_init_value(mmcf->history, 1);
     ngx_conf_init_msec_value(mmcf->interval, NGX_HTTP_PKI_M_FLUSH_MSEC);
+
+    /* anonymous refusals, per worker: 1 a second after a burst of 100 is
+     * about 35 MB of log a day at most, less than the access log writes
+     * for such a client in minutes */
+    ngx_conf_init_uint_value(mmcf->refusal_rate, 1000);
+    ngx_conf_init_uint_value(mmcf->refusal_burst, 100);
 
     if (mmcf->interval < 100) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -522,7 +572,7 @@ ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 /*
  * pki_audit_log DIR [key=FILE|pkcs11:URI] [max_size=SIZE] [checkpoint=N]
  *               [fsync=on|off] [carry=on|off] [orphan_after=TIME]
- *               [max_backlog=SIZE];
+ *               [max_backlog=SIZE] [refusal_rate=RATE] [refusal_burst=N];
  *
  * carry=on (default): an issuance's entry travels in its record's Redis
  * commit (durable with the record), and the answer waits for nothing
@@ -535,7 +585,10 @@ ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
  * file that cannot take them (disk full, I/O errors); at the cap,
  * issuance and revocation are refused (503) until the file takes them.
  * Entries written and waiting for their sync do not count; past as many
- * bytes they are synced at once.
+ * bytes they are synced at once.  refusal_rate (Nr/s or Nr/m, default
+ * 1r/s) and refusal_burst (default 100): the token bucket, per worker, of
+ * the refusals logged one by one that did not reach the CA with an
+ * authenticated identity; the others are counted into summary entries.
  */
 
 static char *
@@ -547,7 +600,7 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ssize_t              size;
     ngx_int_t            n;
     ngx_str_t           *value, v;
-    ngx_uint_t           i;
+    ngx_uint_t           i, scale;
     pki_vault_t         *vault;
     pki_result_t         res;
     ngx_file_info_t      fi;
@@ -593,6 +646,44 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
             mmcf->max_backlog = (size_t) size;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "refusal_rate=", 13) == 0) {
+            v.data = value[i].data + 13;
+            v.len = value[i].len - 13;
+
+            if (v.len < 4 || v.data[v.len - 2] != '/'
+                || v.data[v.len - 3] != 'r')
+            {
+                goto invalid;
+            }
+
+            if (v.data[v.len - 1] == 's') {
+                scale = 1;
+
+            } else if (v.data[v.len - 1] == 'm') {
+                scale = 60;
+
+            } else {
+                goto invalid;
+            }
+
+            n = ngx_atoi(v.data, v.len - 3);
+            if (n == NGX_ERROR || n > (ngx_int_t) (1000 * scale)) {
+                goto invalid;
+            }
+
+            mmcf->refusal_rate = (ngx_uint_t) n * 1000 / scale;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "refusal_burst=", 14) == 0) {
+            n = ngx_atoi(value[i].data + 14, value[i].len - 14);
+            if (n == NGX_ERROR || n > 100000) {
+                goto invalid;
+            }
+            mmcf->refusal_burst = (ngx_uint_t) n;
             continue;
         }
 
@@ -1027,6 +1118,11 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
         ngx_http_pki_m_reopen.timer.cancelable = 1;
         ngx_http_pki_m_dummy.fd = (ngx_socket_t) -1;
 
+        ngx_http_pki_m_quiet.timer.handler = ngx_http_pki_m_quiet_timer;
+        ngx_http_pki_m_quiet.timer.log = cycle->log;
+        ngx_http_pki_m_quiet.timer.data = &ngx_http_pki_m_dummy;
+        ngx_http_pki_m_quiet.timer.cancelable = 1;
+
         /* the first open too is a pool task: it waits for the log's lock,
          * which another process may hold (an appender, the janitor across
          * its sync, a checkpoint, an old worker's exit), and reads the
@@ -1300,6 +1396,10 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
         ngx_del_timer(&ngx_http_pki_m_reopen.timer);
     }
 
+    if (ngx_http_pki_m_quiet.timer.timer_set) {
+        ngx_del_timer(&ngx_http_pki_m_quiet.timer);
+    }
+
     if (ngx_http_pki_m_reopen.audit != NULL) {
         /* opened by a task whose completion did not run: never the
          * default, nothing written to it */
@@ -1314,7 +1414,10 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
         ngx_http_pki_m_sync.audit = NULL;
 
         /* the pool threads are gone (ngx_http_pki_module waited for
-         * them): what is still queued is written now */
+         * them): the last summary is queued (posted to no task), and what
+         * is queued is written now */
+        ngx_http_pki_m_aq.task = NULL;
+        ngx_http_pki_m_quiet_flush(mmcf, cycle->log);
         ngx_http_pki_m_audit_flush(mmcf->audit);
 
         pki_result_init(&res);
@@ -2103,6 +2206,17 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     }
 #endif
 
+    /* one entry each for admin actions and for the refusals that reached
+     * the CA (marked) with an authenticated identity; the others within
+     * the bucket, counted past it (the counters above have them all) */
+
+    if (status != PKI_OK && (ctx == NULL || who[0] == '\0')
+        && !ngx_http_pki_m_quiet_take(mmcf))
+    {
+        ngx_http_pki_m_quiet_count(proto, ctx ? ctx->ca : NULL, status);
+        return NGX_OK;
+    }
+
     len = ngx_min(r->connection->addr_text.len, sizeof(client) - 1);
     ngx_memcpy(client, r->connection->addr_text.data, len);
     client[len] = '\0';
@@ -2218,6 +2332,183 @@ ngx_http_pki_m_audit_queue(ngx_http_pki_m_main_conf_t *mmcf,
     ngx_http_pki_m_aq.audit = mmcf->audit;
 
     ngx_http_pki_m_audit_post();
+}
+
+
+/*
+ * The bucket of the refusals that carry no authenticated identity: up to
+ * refusal_burst entries at once, refusal_rate a second after that (the
+ * rate is in thousandths of an entry a second, so in millionths a
+ * millisecond: the bucket's units).  1 takes one entry's worth.
+ */
+static ngx_uint_t
+ngx_http_pki_m_quiet_take(ngx_http_pki_m_main_conf_t *mmcf)
+{
+    uint64_t    cap, add;
+    ngx_msec_t  ms;
+
+    cap = (uint64_t) mmcf->refusal_burst * NGX_HTTP_PKI_M_TOKEN;
+
+    if (!ngx_http_pki_m_quiet.init) {
+        ngx_http_pki_m_quiet.init = 1;
+        ngx_http_pki_m_quiet.tokens = cap;
+        ngx_http_pki_m_quiet.last = ngx_current_msec;
+    }
+
+    ms = ngx_current_msec - ngx_http_pki_m_quiet.last;
+    ngx_http_pki_m_quiet.last = ngx_current_msec;
+
+    /* (a day of milliseconds fills any bucket) */
+    add = (uint64_t) ngx_min(ms, 86400000) * mmcf->refusal_rate;
+
+    ngx_http_pki_m_quiet.tokens = ngx_min(ngx_http_pki_m_quiet.tokens + add,
+                                          cap);
+
+    if (ngx_http_pki_m_quiet.tokens < NGX_HTTP_PKI_M_TOKEN) {
+        return 0;
+    }
+
+    ngx_http_pki_m_quiet.tokens -= NGX_HTTP_PKI_M_TOKEN;
+
+    return 1;
+}
+
+
+/* one more refusal past the bucket: counted for its summary entry */
+static void
+ngx_http_pki_m_quiet_count(const char *proto, const char *ca,
+    pki_status_t status)
+{
+    size_t                   len;
+    u_char                   key[NGX_HTTP_PKI_M_KEY];
+    ngx_uint_t               i;
+    const char              *labels[4];
+    ngx_http_pki_m_quiet_t  *q;
+
+    if (ca == NULL) {
+        ca = "";
+    }
+
+    for (i = 0; i < ngx_http_pki_m_quiet.n; i++) {
+        q = &ngx_http_pki_m_quiet.keys[i];
+
+        if (q->status == status && ngx_strcmp(q->proto, proto) == 0
+            && ngx_strcmp(q->ca, ca) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == ngx_http_pki_m_quiet.n && i < NGX_HTTP_PKI_M_QUIET_KEYS) {
+        q = &ngx_http_pki_m_quiet.keys[i];
+
+        ngx_cpystrn((u_char *) q->proto, (u_char *) proto, sizeof(q->proto));
+        ngx_cpystrn((u_char *) q->ca, (u_char *) ca, sizeof(q->ca));
+        q->status = status;
+        q->count = 0;
+
+        ngx_http_pki_m_quiet.n++;
+    }
+
+    if (i == NGX_HTTP_PKI_M_QUIET_KEYS) {
+        /* more kinds than the table holds: one count for the rest, said
+         * with the status of the first of them */
+        q = &ngx_http_pki_m_quiet.keys[i];
+
+        if (q->count == 0) {
+            q->status = status;
+        }
+    }
+
+    if (q->count++ == 0) {
+        q->since = ngx_time();
+    }
+
+    if (!ngx_http_pki_m_quiet.timer.timer_set) {
+        ngx_add_timer(&ngx_http_pki_m_quiet.timer, NGX_HTTP_PKI_M_QUIET_MSEC);
+    }
+
+    labels[0] = "protocol";
+    labels[1] = proto;
+    labels[2] = NULL;
+
+    len = ngx_http_pki_m_key(key, sizeof(key),
+                             "pki_audit_refusals_unlogged_total", labels);
+    ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
+                                             NGX_HTTP_PKI_M_COUNTER, NULL),
+                       0, 1);
+}
+
+
+static void
+ngx_http_pki_m_quiet_timer(ngx_event_t *ev)
+{
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;                 /* exit_process writes them */
+    }
+
+    mmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_pki_metrics_module);
+
+    ngx_http_pki_m_quiet_flush(mmcf, ev->log);
+}
+
+
+/* The summary entries of the refusals counted since the last ones, into
+ * the log's queue; the counts start again. */
+static void
+ngx_http_pki_m_quiet_flush(ngx_http_pki_m_main_conf_t *mmcf, ngx_log_t *log)
+{
+    char                     reason[160];
+    ngx_tm_t                 tm;
+    ngx_uint_t               i;
+    pki_event_t              ev;
+    ngx_http_pki_m_quiet_t  *q;
+
+    for (i = 0; i <= NGX_HTTP_PKI_M_QUIET_KEYS; i++) {
+        q = &ngx_http_pki_m_quiet.keys[i];
+
+        if (q->count == 0) {
+            continue;
+        }
+
+        if (mmcf == NULL || mmcf->audit == NULL) {
+            q->count = 0;
+            continue;
+        }
+
+        ngx_gmtime(q->since, &tm);
+
+        ngx_snprintf((u_char *) reason, sizeof(reason) - 1,
+                     "%ui refusals not logged individually since "
+                     "%4d-%02d-%02dT%02d:%02d:%02dZ%s%Z",
+                     q->count, tm.ngx_tm_year, tm.ngx_tm_mon,
+                     tm.ngx_tm_mday, tm.ngx_tm_hour, tm.ngx_tm_min,
+                     tm.ngx_tm_sec,
+                     i == NGX_HTTP_PKI_M_QUIET_KEYS
+                     ? " (several protocols and CAs)" : "");
+
+        ngx_memzero(&ev, sizeof(pki_event_t));
+        ev.type = PKI_EV_REQUEST;
+        ev.status = q->status;
+        ev.operation = "summary";
+
+        if (i < NGX_HTTP_PKI_M_QUIET_KEYS) {
+            ev.protocol = q->proto;
+            ev.ca = q->ca[0] ? q->ca : NULL;
+        }
+
+        ev.reason = reason;
+
+        ngx_http_pki_m_audit_queue(mmcf, &ev, log);
+        ngx_http_pki_m_sink(NULL, &ev);
+
+        q->count = 0;
+    }
+
+    ngx_http_pki_m_quiet.n = 0;
 }
 
 
