@@ -37,6 +37,7 @@ typedef struct {
     pki_template_t            *tmpl;
     ngx_array_t               *labels;      /* ngx_http_est_label_t */
     ngx_flag_t                 pop_linking;
+    ngx_flag_t                 plain_http;
     size_t                     max_body_size;
     ngx_http_complex_value_t  *identity;    /* est_identity, or NULL */
 } ngx_http_est_loc_conf_t;
@@ -72,6 +73,7 @@ static ngx_int_t ngx_http_est_send(ngx_http_request_t *r,
     ngx_http_est_ctx_t *ctx);
 static ngx_int_t ngx_http_est_too_large(ngx_http_request_t *r,
     ngx_http_est_ctx_t *ctx);
+static ngx_int_t ngx_http_est_no_tls(ngx_http_request_t *r, ngx_str_t *op);
 
 static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
 static void ngx_http_est_wipe(void *data);
@@ -108,6 +110,13 @@ static ngx_command_t  ngx_http_est_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_est_loc_conf_t, pop_linking),
+      NULL },
+
+    { ngx_string("est_plain_http"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_est_loc_conf_t, plain_http),
       NULL },
 
     { ngx_string("est_max_body_size"),
@@ -164,6 +173,7 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_str_t  ngx_http_est_not_found = ngx_string("not found\n");
 static ngx_str_t  ngx_http_est_busy = ngx_string("busy, retry later\n");
+static ngx_str_t  ngx_http_est_https = ngx_string("EST requires HTTPS\n");
 
 
 static ngx_int_t
@@ -257,6 +267,16 @@ ngx_http_est_handler(ngx_http_request_t *r)
     if (est_op == PKI_EST_UNKNOWN) {
         goto not_found;
     }
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl == NULL && !elcf->plain_http) {
+        return ngx_http_est_no_tls(r, &op);
+    }
+#else
+    if (!elcf->plain_http) {
+        return ngx_http_est_no_tls(r, &op);
+    }
+#endif
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_est_ctx_t));
     if (ctx == NULL) {
@@ -748,6 +768,32 @@ ngx_http_est_too_large(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 
 
 /*
+ * RFC 7030 3.3: EST MUST run over HTTPS.  In a server without TLS,
+ * serverkeygen would send the new private key, and every enrollment the
+ * Basic password, in the clear, so a request on a connection without TLS
+ * is refused before its body is read or anything is written, unless
+ * est_plain_http says that TLS ends in front of nginx.
+ */
+
+static ngx_int_t
+ngx_http_est_no_tls(ngx_http_request_t *r, ngx_str_t *op)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "est: %V from %V refused: the connection has no TLS "
+                  "(RFC 7030 3.3: EST needs HTTPS); serve EST in an ssl "
+                  "server, or set \"est_plain_http on\" where TLS ends in "
+                  "front of nginx", op, &r->connection->addr_text);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    return ngx_http_pki_send_plain(r, NGX_HTTP_FORBIDDEN,
+                                   &ngx_http_est_https, 0);
+}
+
+
+/*
  * RFC 7030 clients break on a 401 with a body: in EST locations every 401
  * (auth_basic, auth_request or ours) goes out with WWW-Authenticate, no
  * body and Content-Length: 0.  Setting header_only makes
@@ -829,6 +875,7 @@ ngx_http_est_create_loc_conf(ngx_conf_t *cf)
     conf->tmpl = NGX_CONF_UNSET_PTR;
     conf->labels = NGX_CONF_UNSET_PTR;
     conf->pop_linking = NGX_CONF_UNSET;
+    conf->plain_http = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
 
     return conf;
@@ -848,6 +895,7 @@ ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->tmpl, prev->tmpl, NULL);
     ngx_conf_merge_ptr_value(conf->labels, prev->labels, NULL);
     ngx_conf_merge_value(conf->pop_linking, prev->pop_linking, 0);
+    ngx_conf_merge_value(conf->plain_http, prev->plain_http, 0);
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               64 * 1024);
 
