@@ -74,6 +74,8 @@ static ngx_int_t ngx_http_est_send(ngx_http_request_t *r,
 static ngx_int_t ngx_http_est_too_large(ngx_http_request_t *r,
     ngx_http_est_ctx_t *ctx);
 static ngx_int_t ngx_http_est_no_tls(ngx_http_request_t *r, ngx_str_t *op);
+static ngx_int_t ngx_http_est_too_early(ngx_http_request_t *r,
+    ngx_http_est_ctx_t *ctx);
 
 static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
 static void ngx_http_est_wipe(void *data);
@@ -174,6 +176,8 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_str_t  ngx_http_est_not_found = ngx_string("not found\n");
 static ngx_str_t  ngx_http_est_busy = ngx_string("busy, retry later\n");
 static ngx_str_t  ngx_http_est_https = ngx_string("EST requires HTTPS\n");
+static ngx_str_t  ngx_http_est_early = ngx_string(
+    "too early: send the request again after the TLS handshake\n");
 
 
 static ngx_int_t
@@ -364,6 +368,13 @@ ngx_http_est_body_handler(ngx_http_request_t *r)
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    /* an enrollment sent in TLS 1.3 early data can be replayed: each
+     * copy would issue a certificate */
+    if (pki_est_op_blocking(ctx->req.op) && ngx_http_pki_too_early(r)) {
+        ngx_http_finalize_request(r, ngx_http_est_too_early(r, ctx));
         return;
     }
 
@@ -790,6 +801,19 @@ ngx_http_est_no_tls(ngx_http_request_t *r, ngx_str_t *op)
 
     return ngx_http_pki_send_plain(r, NGX_HTTP_FORBIDDEN,
                                    &ngx_http_est_https, 0);
+}
+
+
+static ngx_int_t
+ngx_http_est_too_early(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "est: %V from %V refused: sent in TLS 1.3 early data, "
+                  "which can be replayed (425)", &ctx->op_name,
+                  &r->connection->addr_text);
+
+    return ngx_http_pki_send_plain(r, NGX_HTTP_PKI_TOO_EARLY,
+                                   &ngx_http_est_early, 0);
 }
 
 

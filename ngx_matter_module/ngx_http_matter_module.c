@@ -64,6 +64,7 @@ static ngx_int_t ngx_http_matter_too_large(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static ngx_int_t ngx_http_matter_busy(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx, const char *why);
+static ngx_int_t ngx_http_matter_too_early(ngx_http_request_t *r);
 static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_wipe(void *data);
@@ -248,6 +249,15 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    /* a POST sent in TLS 1.3 early data can be replayed: each copy
+     * would issue its certificates */
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+        && ngx_http_pki_too_early(r))
+    {
+        ngx_http_finalize_request(r, ngx_http_matter_too_early(r));
+        return;
+    }
+
     ctx->req.body = body.data;
     ctx->req.body_len = body.len;
 
@@ -418,6 +428,24 @@ ngx_http_matter_busy(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx,
 
     return ngx_http_pki_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, busy,
                                   sizeof(busy) - 1);
+}
+
+
+/* 425 for a POST in TLS 1.3 early data (ngx_http_pki_too_early()) */
+
+static ngx_int_t
+ngx_http_matter_too_early(ngx_http_request_t *r)
+{
+    static u_char  early[] = "{\"error\":\"too early: send the request "
+                             "again after the TLS handshake\"}\n";
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "matter: request from %V refused: sent in TLS 1.3 early "
+                  "data, which can be replayed (425)",
+                  &r->connection->addr_text);
+
+    return ngx_http_pki_send_json(r, NGX_HTTP_PKI_TOO_EARLY, early,
+                                  sizeof(early) - 1);
 }
 
 

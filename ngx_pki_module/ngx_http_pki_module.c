@@ -3004,6 +3004,60 @@ ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* 425 Too Early: see ngx_http_pki_module.h */
+
+ngx_int_t
+ngx_http_pki_too_early(ngx_http_request_t *r)
+{
+#if (NGX_HTTP_SSL)
+
+    ngx_ssl_connection_t  *sc;
+
+    /* an HTTP/2 stream's connection shares the TLS connection's */
+    sc = r->connection->ssl;
+
+    if (sc == NULL) {
+        return 0;
+    }
+
+    if (sc->in_early) {
+        goto early;
+    }
+
+#if defined SSL_ERROR_EARLY_DATA_REJECTED
+
+    /* BoringSSL */
+    if (SSL_in_early_data(sc->connection)) {
+        goto early;
+    }
+
+#elif defined SSL_READ_EARLY_DATA_SUCCESS
+
+    /* OpenSSL: the early data was read to its end (in_early is off then),
+     * the client's Finished not yet */
+    if (!SSL_is_init_finished(sc->connection)) {
+        goto early;
+    }
+
+#endif
+
+    return 0;
+
+early:
+
+    /* nginx 1.22 has no reason phrase for 425 */
+    ngx_str_set(&r->headers_out.status_line, "425 Too Early");
+
+    return 1;
+
+#else
+
+    return 0;
+
+#endif
+}
+
+
 /* NUL-terminated copies of cf->args from index "from" on */
 
 static const char **

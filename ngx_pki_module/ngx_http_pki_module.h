@@ -42,6 +42,20 @@ ngx_table_elt_t *ngx_http_pki_add_header(ngx_http_request_t *r,
 ngx_int_t ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *text, ngx_uint_t retry_after);
 
+/*
+ * TLS 1.3 early data (0-RTT, RFC 8446 2.3 and 8): what a client sends with
+ * its ClientHello can be replayed, by anyone who saw it, as often as the
+ * server accepts it (ssl_early_data on).  ngx_http_pki_too_early() is 1
+ * when r may have come in early data: the handshake is not complete yet,
+ * as $ssl_early_data tells.  r's status line is then "425 Too Early", and
+ * a request that changes state is answered NGX_HTTP_PKI_TOO_EARLY before
+ * anything is done (RFC 8470 5.2): the client sends it again once the
+ * handshake is complete.  0 otherwise, and without TLS.
+ */
+#define NGX_HTTP_PKI_TOO_EARLY  425
+
+ngx_int_t ngx_http_pki_too_early(ngx_http_request_t *r);
+
 
 /* runs in a pool thread: may block, must not touch nginx objects */
 typedef void (*ngx_http_pki_work_pt)(void *data);
