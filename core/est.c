@@ -1074,22 +1074,6 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         goto failed;
     }
 
-    if (!pki_certs_only(cert, NULL, &p7, &p7len)) {
-        pki_fail(res, PKI_INTERNAL, "cannot encode the certificate");
-        goto failed;
-    }
-
-    if (req->op == PKI_EST_SERVERKEYGEN) {
-        if (!pki_est_multipart(resp, newkey, p7, p7len)) {
-            pki_est_resp_free(resp);
-            pki_fail(res, PKI_INTERNAL, "cannot encode the response");
-            goto failed;
-        }
-
-    } else if (!pki_est_body_base64(resp, p7, p7len, PKI_EST_CT_CERTS)) {
-        goto failed;
-    }
-
     pki_log(res, "%sissued serial ", res->log[0] ? "; " : "");
     {
         char  hex[41];
@@ -1097,6 +1081,27 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         if (pki_serial_to_hex(X509_get0_serialNumber(cert), hex)) {
             pki_log(res, "%s", hex);
         }
+    }
+
+    /* From here on the certificate is issued, recorded good: one that no
+     * answer can carry is withdrawn, as SCEP and Matter do, so that
+     * nothing calls good a certificate nobody holds (for serverkeygen,
+     * one whose key is gone with this call) */
+
+    if (!pki_certs_only(cert, NULL, &p7, &p7len)) {
+        pki_fail(res, PKI_INTERNAL, "cannot encode the certificate");
+        goto withdraw;
+    }
+
+    if (req->op == PKI_EST_SERVERKEYGEN) {
+        if (!pki_est_multipart(resp, newkey, p7, p7len)) {
+            pki_est_resp_free(resp);
+            pki_fail(res, PKI_INTERNAL, "cannot encode the response");
+            goto withdraw;
+        }
+
+    } else if (!pki_est_body_base64(resp, p7, p7len, PKI_EST_CT_CERTS)) {
+        goto withdraw;
     }
 
     OPENSSL_free(p7);
@@ -1108,6 +1113,10 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     free(who);
 
     return;
+
+withdraw:
+
+    (void) pki_int_issue_withdraw(conf->redis, conf->ca, cert, res);
 
 failed:
 

@@ -7,6 +7,7 @@
  * PKI_TEST_REDIS_SOCK to the unix socket of a running redis-server.
  */
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,50 @@
 static char             dir[64];
 static pki_est_conf_t   conf;
 static pki_template_t  *other_tmpl;   /* a second template of the CA */
+
+
+/* i2d_PKCS7() and EVP_PKEY2PKCS8() as the library sees them (exported:
+ * they come before libcrypto's): they fail while fail_p7 or fail_p8 is
+ * set, as when memory runs out, and work as usual otherwise.  The engine
+ * calls them once the certificate is issued (certs-only PKCS#7, the
+ * serverkeygen key part). */
+typedef int (*i2d_p7_pt)(const PKCS7 *p7, unsigned char **out);
+typedef PKCS8_PRIV_KEY_INFO *(*p8_pt)(const EVP_PKEY *pk);
+
+static int  fail_p7, fail_p8;
+
+__attribute__((visibility("default"))) int
+i2d_PKCS7(const PKCS7 *p7, unsigned char **out)
+{
+    static i2d_p7_pt  real;
+
+    if (fail_p7) {
+        return -1;
+    }
+
+    if (real == NULL) {
+        real = (i2d_p7_pt) dlsym(RTLD_NEXT, "i2d_PKCS7");
+    }
+
+    return real(p7, out);
+}
+
+
+__attribute__((visibility("default"))) PKCS8_PRIV_KEY_INFO *
+EVP_PKEY2PKCS8(const EVP_PKEY *pk)
+{
+    static p8_pt  real;
+
+    if (fail_p8) {
+        return NULL;
+    }
+
+    if (real == NULL) {
+        real = (p8_pt) dlsym(RTLD_NEXT, "EVP_PKEY2PKCS8");
+    }
+
+    return real(pk);
+}
 
 
 static EVP_PKEY *
@@ -336,6 +381,46 @@ split_multipart(const pki_est_resp_t *resp, char parts[2][8192],
 }
 
 
+/* The certificate records of namespace ns in Redis: how many are good,
+ * how many revoked (-1 each when Redis cannot be asked). */
+static void
+count_records(const char *sock, const char *ns, int *good, int *revoked)
+{
+    char           pattern[160];
+    redisReply    *reply;
+    redisContext  *rc;
+
+    *good = -1;
+    *revoked = -1;
+
+    snprintf(pattern, sizeof(pattern), "%s{ca:*}:cert:*", ns);
+
+    rc = redisConnectUnix(sock);
+    reply = (rc && !rc->err)
+            ? redisCommand(rc, "EVAL %s 0 %s",
+                           "local c, g, r = '0', 0, 0; repeat "
+                           "local s = redis.call('SCAN', c, 'MATCH', "
+                           "ARGV[1], 'COUNT', 1000); c = s[1]; "
+                           "for _, k in ipairs(s[2]) do "
+                           "if redis.call('TYPE', k).ok == 'hash' then "
+                           "local st = redis.call('HGET', k, 'status'); "
+                           "if st == 'good' then g = g + 1 end; "
+                           "if st == 'revoked' then r = r + 1 end end end "
+                           "until c == '0'; return {g, r}", pattern)
+            : NULL;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+        *good = (int) reply->element[0]->integer;
+        *revoked = (int) reply->element[1]->integer;
+    }
+
+    freeReplyObject(reply);
+    if (rc) {
+        redisFree(rc);
+    }
+}
+
+
 static void
 test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
 {
@@ -487,6 +572,60 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     }
     pki_est_resp_free(&resp);
     free(csr);
+
+    /* Issued, then no answer can carry the certificate (its PKCS#7, or
+     * the serverkeygen key part, cannot be made): 500, and the record
+     * withdrawn (revoked, cessationOfOperation), not left good. */
+    {
+        int            i, g0, r0, g1, r1;
+        char           hex[41], *sp;
+        pki_record_t   rec;
+        pki_status_t   st;
+        static const struct {
+            const char    *name;
+            pki_est_op_t   op;
+            int           *fail;
+        } faults[] = {
+            { "simpleenroll, no PKCS#7", PKI_EST_SIMPLEENROLL, &fail_p7 },
+            { "serverkeygen, no PKCS#7", PKI_EST_SERVERKEYGEN, &fail_p7 },
+            { "serverkeygen, no PKCS#8", PKI_EST_SERVERKEYGEN, &fail_p8 },
+        };
+
+        for (i = 0; i < (int) (sizeof(faults) / sizeof(faults[0])); i++) {
+            count_records(sock, ns, &g0, &r0);
+            csr = make_csr_b64(pk, "undelivered", NULL, NULL);
+            *faults[i].fail = 1;
+            est(faults[i].op, "POST", "application/pkcs10", csr, "alice",
+                NULL, &resp);
+            *faults[i].fail = 0;
+            free(csr);
+            count_records(sock, ns, &g1, &r1);
+
+            ok(resp.http_status == 500 && !body_has(&resp, "PRIVATE"),
+               "%s: 500 (%d %s)", faults[i].name, resp.http_status,
+               resp.res.detail);
+            ok(g1 == g0 && r1 == r0 + 1, "  no record left good, one more "
+               "revoked (good %d -> %d, revoked %d -> %d)", g0, g1, r0, r1);
+
+            sp = strstr(resp.res.log, "issued serial ");
+            hex[0] = '\0';
+            ok(sp != NULL && sscanf(sp + 14, "%40[0-9A-F]", hex) == 1
+               && strstr(resp.res.log, "withdrawn") != NULL,
+               "  the log names the serial, withdrawn [%s]", resp.res.log);
+
+            memset(&rec, 0, sizeof(rec));
+            pki_result_init(&res);
+            st = hex[0] ? pki_record_get(r, pki_ca_name(conf.ca), hex, &rec,
+                                         &res)
+                        : PKI_NOT_FOUND;
+            ok(st == PKI_OK && rec.status == PKI_CERT_REVOKED
+               && rec.reason == 5, "  its record: revoked, "
+               "cessationOfOperation (status %d reason %d)",
+               (int) rec.status, rec.reason);
+            pki_record_clear(&rec);
+            pki_est_resp_free(&resp);
+        }
+    }
 
     /* Proof-of-possession linking. */
     conf.pop_linking = 1;
