@@ -1,0 +1,76 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# serverkeygen leaves no copy of the private key it sent in the worker's
+# memory: after each answer (HTTP/1.1 over TLS), no 64-column base64 line
+# of the key part is found in the writable memory of any worker.  nginx's
+# TLS send buffer (c->ssl->buf), freed without wiping, held one until the
+# module sent that answer unbuffered.  Reads /proc/PID/mem of the workers
+# (children of a child of this test: root, or ptrace allowed).
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(sleep);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+$t->start_nginx;
+
+my @workers = $t->workers_of($t->{children}{nginx}, 'worker');
+ok(@workers > 0, 'nginx has workers');
+
+# how often the strings of @$needles are found in the writable mappings
+# of process $pid; undef if its memory cannot be read
+sub hits {
+    my ($pid, $needles) = @_;
+    no warnings 'portable';              # 64-bit addresses with hex()
+    open(my $maps, '<', "/proc/$pid/maps") or return undef;
+    open(my $mem, '<:raw', "/proc/$pid/mem") or return undef;
+    my ($n, $read) = (0, 0);
+    while (my $l = <$maps>) {
+        my ($from, $to, $perm) = $l =~ /^([0-9a-f]+)-([0-9a-f]+) (\S+)/
+            or next;
+        next if $perm !~ /^rw/;
+        my ($s, $e) = (hex $from, hex $to);
+        next if $e - $s > 1 << 30;       # the sanitizers' shadow memory
+        sysseek($mem, $s, 0) or next;
+        my $got = sysread($mem, my $buf, $e - $s) or next;
+        $read += $got;
+        for my $x (@$needles) {
+            my $pos = 0;
+            while (($pos = index($buf, $x, $pos)) >= 0) {
+                $n++;
+                $pos++;
+            }
+        }
+    }
+    return $read ? $n : undef;
+}
+
+SKIP: {
+    skip "cannot read the workers' memory (/proc/PID/mem)", 9
+        if !defined hits($workers[0], ['x']);
+
+    for my $i (1 .. 3) {
+        my ($csr) = $t->make_csr("kg$i", subj => "/CN=kg$i");
+        my $r = $t->est_post('serverkeygen', $csr);
+        is($r->{code}, 200, "serverkeygen $i: 200") or diag($r->{body});
+        my ($part) = $r->{body}
+            =~ m{application/pkcs8\r\n[^\r]*base64\r\n\r\n(.*?)\r\n--}s;
+        my @lines = grep { length == 64 } split /\r\n/, $part // '';
+        ok(@lines >= 2, "  the key part has full lines");
+        # the answer was sent and its request freed (curl has closed)
+        sleep 0.5;
+        my $n = 0;
+        $n += hits($_, \@lines) // 0 for @workers;
+        is($n, 0, '  no line of the key in any worker\'s memory');
+    }
+}
+
+$t->stop_nginx;
+done_testing;
