@@ -424,6 +424,10 @@ pki_keygen_like(const EVP_PKEY *like, pki_result_t *res)
         pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
         break;
 
+    case EVP_PKEY_ED448:
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED448");
+        break;
+
     default:
         pki_fail(res, PKI_UNSUPPORTED, "cannot generate keys of this type");
         return NULL;

@@ -215,7 +215,8 @@ make_csr_attr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
         ASN1_OBJECT_free(obj);
     }
 
-    X509_REQ_sign(csr, pk, EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519
+    X509_REQ_sign(csr, pk, (EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519
+                            || EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED448)
                            ? NULL : EVP_sha256());
 
     der = NULL;
@@ -573,6 +574,41 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     pki_est_resp_free(&resp);
     free(csr);
 
+    /* serverkeygen of an Ed448 key: the template allows it, and csrattrs
+     * offers it with server_keygen on */
+    pk2 = keygen("ED448");
+    csr = make_csr_b64(pk2, "kg448", NULL, NULL);
+    est(PKI_EST_SERVERKEYGEN, "POST", "application/pkcs10", csr, "alice", NULL,
+        &resp);
+    ok(resp.http_status == 200, "serverkeygen Ed448: %d %s",
+       resp.http_status, resp.res.detail);
+    n = resp.http_status == 200 ? (size_t) split_multipart(&resp, parts, types)
+                                : 0;
+    gen = NULL;
+    cert2 = NULL;
+    certs = NULL;
+    if (n == 2) {
+        pki_base64_decode((unsigned char *) parts[0], strlen(parts[0]), &der,
+                          &n, &res);
+        p = der;
+        p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long) n);
+        gen = p8 ? EVP_PKCS82PKEY(p8) : NULL;
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        OPENSSL_clear_free(der, n);
+        OPENSSL_cleanse(parts[0], sizeof(parts[0]));
+        certs = certs_from_b64((unsigned char *) parts[1], strlen(parts[1]));
+        cert2 = certs ? sk_X509_value(certs, 0) : NULL;
+    }
+    ok(gen && EVP_PKEY_get_base_id(gen) == EVP_PKEY_ED448
+       && EVP_PKEY_eq(gen, pk2) != 1, "  a new Ed448 key");
+    ok(gen && cert2 && EVP_PKEY_eq(X509_get0_pubkey(cert2), gen) == 1,
+       "  the certificate holds it");
+    EVP_PKEY_free(gen);
+    sk_X509_pop_free(certs, X509_free);
+    pki_est_resp_free(&resp);
+    free(csr);
+    EVP_PKEY_free(pk2);
+
     /* Issued, then no answer can carry the certificate (its PKCS#7, or
      * the serverkeygen key part, cannot be made): 500, and the record
      * withdrawn (revoked, cessationOfOperation), not left good. */
@@ -750,7 +786,7 @@ main(void)
         "validity 365d", NULL
     };
     static const char *const dev_lines[] = {
-        "key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519",
+        "key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519 ed448",
         "subject CN required", "san dns copy", "validity 7d",
         "server_keygen on", "extended_key_usage clientAuth", NULL
     };
@@ -896,7 +932,7 @@ main(void)
     attrs = d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long) n);
     ok(attrs && (size_t) (p - der) == n, "  one DER SEQUENCE");
     if (attrs) {
-        int  i, cp = 0, ec = 0, rsa = 0, ed = 0, sig = 0, cn = 0;
+        int  i, cp = 0, ec = 0, rsa = 0, ed = 0, ed448 = 0, sig = 0, cn = 0;
 
         for (i = 0; i < sk_ASN1_TYPE_num(attrs); i++) {
             ASN1_TYPE  *at = sk_ASN1_TYPE_value(attrs, i);
@@ -906,6 +942,7 @@ main(void)
                 cp |= nid == NID_pkcs9_challengePassword;
                 rsa |= nid == NID_rsaEncryption;
                 ed |= nid == NID_ED25519;
+                ed448 |= nid == NID_ED448;
                 sig |= nid == NID_ecdsa_with_SHA256;
                 cn |= nid == NID_commonName;
             } else if (at->type == V_ASN1_SEQUENCE) {
@@ -915,9 +952,9 @@ main(void)
                       != NULL;
             }
         }
-        ok(cp && ec && rsa && ed && sig && cn, "  challengePassword %d, EC %d,"
-           " RSA %d, Ed25519 %d, ecdsa-with-SHA256 %d, CN %d", cp, ec, rsa,
-           ed, sig, cn);
+        ok(cp && ec && rsa && ed && ed448 && sig && cn, "  challengePassword"
+           " %d, EC %d, RSA %d, Ed25519 %d, Ed448 %d, ecdsa-with-SHA256 %d, "
+           "CN %d", cp, ec, rsa, ed, ed448, sig, cn);
         sk_ASN1_TYPE_pop_free(attrs, ASN1_TYPE_free);
     }
     free(der);

@@ -297,6 +297,17 @@ test_file_keys(void)
     pki_result_init(&res);
     ok(pki_keygen_like(NULL, &res) == NULL, "keygen_like NULL");
 
+    /* Ed448: a template may allow it with server_keygen on (csrattrs
+     * offers it), so serverkeygen must be able to make one */
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED448");
+    pki_result_init(&res);
+    gk = pki_keygen_like(pk, &res);
+    ok(gk != NULL && EVP_PKEY_get_base_id(gk) == EVP_PKEY_ED448
+       && EVP_PKEY_eq(gk, pk) != 1, "keygen_like Ed448: a new Ed448 key (%s)",
+       res.detail);
+    EVP_PKEY_free(gk);
+    EVP_PKEY_free(pk);
+
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
     pki_pkey_describe(pk, desc, sizeof(desc));
     ok(strcmp(desc, "unsupported") == 0, "describe X25519: %s", desc);
