@@ -685,6 +685,17 @@ pki_est_pop(const pki_est_req_t *req, X509_REQ *csr, pki_result_t *res)
     X509_ATTRIBUTE      *attr;
     const ASN1_STRING   *s;
 
+    if (req->binding_no_ems) {
+        /* the triple handshake (RFC 7627): without the Extended Master
+         * Secret, a man in the middle can make the tls-unique of its
+         * connection to the client equal to that of its connection to
+         * this server, and forward the client's linked CSR as its own */
+        return pki_fail(res, PKI_MALFORMED, "proof-of-possession linking "
+                        "needs TLS 1.3, or TLS 1.2 with the Extended Master "
+                        "Secret (RFC 7627): without it tls-unique does not "
+                        "bind the CSR to this connection");
+    }
+
     if (req->channel_binding == NULL || req->channel_binding_len == 0) {
         return pki_fail(res, PKI_MALFORMED, "proof-of-possession linking is "
                         "required but no TLS channel binding is available "

@@ -546,6 +546,10 @@ typedef struct {
     const unsigned char  *channel_binding;  /* tls-unique (TLS 1.2) or
                                                tls-exporter (TLS 1.3)   */
     size_t                channel_binding_len;
+    int                   binding_no_ems;   /* TLS 1.2 without the
+                                               Extended Master Secret:
+                                               tls-unique does not bind
+                                               (RFC 7627), none given   */
     const char           *client;        /* client address              */
 } pki_est_req_t;
 

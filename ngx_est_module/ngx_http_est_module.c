@@ -535,7 +535,14 @@ ngx_http_est_tls(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
     }
 
     /* RFC 5929 tls-unique: the first Finished message of the handshake,
-     * the client's in a full handshake, the server's when resumed */
+     * the client's in a full handshake, the server's when resumed.  It
+     * binds only with the Extended Master Secret (RFC 7627; the triple
+     * handshake): without it the core refuses linking. */
+
+    if (SSL_get_extms_support(ssl) != 1) {
+        ctx->req.binding_no_ems = 1;
+        return NGX_OK;
+    }
 
     if (SSL_session_reused(ssl)) {
         n = SSL_get_finished(ssl, ctx->binding, sizeof(ctx->binding));

@@ -214,6 +214,9 @@ is($a->get_sslversion, 'TLSv1_2', 'connection A is TLS 1.2');
 ok(!$a->get_session_reused, 'A: full handshake');
 my $ba = binding($a);
 is(length $ba, 12, 'tls-unique of A is 12 bytes');
+# SSL_get_extms_support (SSL_CTRL_GET_EXTMS_SUPPORT 122)
+is(Net::SSLeay::ctrl($a->_get_ssl_object, 122, 0, 0), 1,
+   'A has the Extended Master Secret');
 
 # correct binding
 my $r = enroll($a, csr_with_cp('pop-tls12', encode_base64($ba, '')));
@@ -247,6 +250,27 @@ $r = enroll($a, csr_with_cp('pop-sfin', encode_base64(substr($sfin, 0, $l), ''))
 is($r->{code}, 400, 'TLS 1.2, the server Finished instead of the client one: 400');
 close $a;
 close $b;
+
+# --- TLS 1.2 without the Extended Master Secret -------------------------------
+
+# tls-unique binds only with EMS (RFC 7627, the triple handshake): a
+# client that turns it off (SSL_OP_NO_EXTENDED_MASTER_SECRET) is refused
+# linking, even with the right binding; the connections above had it
+{
+    my $ne = tls_connect('TLSv1_2', SSL_create_ctx_callback => sub {
+        Net::SSLeay::CTX_set_options($_[0], 1);     # NO_EXTENDED_MASTER_SECRET
+    });
+    is(Net::SSLeay::ctrl($ne->_get_ssl_object, 122, 0, 0), 0,
+       'TLS 1.2 connection without the Extended Master Secret');
+    $r = enroll($ne, csr_with_cp('pop-noems', encode_base64(binding($ne), '')));
+    is($r->{code}, 400, 'TLS 1.2 without EMS, its own tls-unique: 400')
+        or diag($r->{body});
+    like($r->{body}, qr/Extended Master Secret/, 'the error says why');
+    $r = enroll($ne, csr_with_cp('nopop-noems', undef),
+                '/nopop/.well-known/est/simpleenroll');
+    is($r->{code}, 200, 'without EMS where linking is off: 200');
+    close $ne;
+}
 
 # --- TLS 1.2 resumed session: tls-unique is the server's Finished ------------
 

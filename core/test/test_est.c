@@ -685,6 +685,14 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
            resp.http_status, resp.res.detail);
         pki_est_resp_free(&resp);
 
+        /* the right tls-unique, but TLS 1.2 without the Extended Master
+         * Secret (RFC 7627): it does not bind */
+        req.binding_no_ems = 1;
+        pki_est_handle(&conf, &req, &resp);
+        check_error("pop linking: TLS 1.2 without EMS", &resp, 400,
+                    "Extended Master Secret");
+        req.binding_no_ems = 0;
+
         req.channel_binding = (const unsigned char *) "another binding!";
         pki_est_handle(&conf, &req, &resp);
         check_error("pop linking: other binding", &resp, 400,
