@@ -1021,7 +1021,9 @@ PKI_API void pki_audit_set_default(pki_audit_t *a);
 /* A log is configured (set once at start): while no default log is set
  * (it did not open), pki_event_emit refuses issuance and revocation events
  * with PKI_UNAVAILABLE and pki_issue refuses before it signs (fail
- * closed).  The sink still gets the events. */
+ * closed).  The sink still gets the events.  2: the same, but the first
+ * open is under way in another thread: a refusal first waits for it a
+ * short while (see core/audit.c). */
 PKI_API void pki_audit_set_required(int on);
 /* Entries that the syncer holds in memory because the file has not
  * taken them yet (not written) are capped at max_backlog bytes: from

@@ -3284,6 +3284,9 @@ typedef struct {
 
 static ngx_str_t  ngx_http_pki_admin_busy =
     ngx_string("{\"error\":\"busy, retry later\"}");
+static ngx_str_t  ngx_http_pki_admin_early =
+    ngx_string("{\"error\":\"sent in TLS early data: send it again "
+               "after the handshake\"}");
 
 
 static char *
@@ -3579,6 +3582,22 @@ ngx_http_pki_admin_body_handler(ngx_http_request_t *r)
     rc = ngx_http_pki_request_body(r, NGX_HTTP_PKI_ADMIN_BODY_MAX, &body);
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, ngx_http_pki_admin_body_error(r, rc));
+        return;
+    }
+
+    /* a change (revocation, EAB key, ...) sent in TLS 1.3 early data can
+     * be replayed by anyone who saw it: RFC 8470's 425, the client sends
+     * it again after the handshake */
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD
+        && ngx_http_pki_too_early(r))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "pki admin: %V in TLS early data refused (425)",
+                      &r->method_name);
+        ngx_http_finalize_request(r, ngx_http_pki_send_json(r,
+                                      NGX_HTTP_PKI_TOO_EARLY,
+                                      ngx_http_pki_admin_early.data,
+                                      ngx_http_pki_admin_early.len));
         return;
     }
 

@@ -213,8 +213,10 @@ ngx_int_t ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
  *    success, auth, policy, malformed, backend) and the public reason
  *    (quoted parts dropped, numbers made "#", to bound the label set).  A
  *    refused request (status != PKI_OK) is also appended to the
- *    transaction log with the client's address and identity.  ca, tmpl and
- *    reason may be NULL; the strings are copied.
+ *    transaction log with the client's address and identity (one without
+ *    an authenticated identity through the log's refusal bucket, past it
+ *    counted into a summary entry).  ca, tmpl and reason may be NULL; the
+ *    strings are copied.
  */
 void ngx_http_pki_metrics_location(ngx_conf_t *cf, const char *proto);
 void ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,

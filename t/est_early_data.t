@@ -122,7 +122,8 @@ sub http_req {
     my $body = $o{body} // '';
     my $h = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
             . "Connection: close\r\n";
-    $h .= 'Authorization: Basic ' . encode_base64('demo:demo', '') . "\r\n";
+    $h .= 'Authorization: Basic '
+          . encode_base64($o{user} // 'demo:demo', '') . "\r\n";
     $h .= "Content-Type: $o{ctype}\r\n" if $o{ctype};
     $h .= 'Content-Length: ' . length($body) . "\r\n" if length $body;
     return "$h\r\n$body";
@@ -240,6 +241,29 @@ SKIP: {
     is($r->{code}, 200, 'the same NOC request, no early data: 200')
         or diag($r->{body});
     is(cert_count('matter-icac'), $m0 + 1, '  and recorded');
+}
+
+# an admin revocation in early data: 425, the record stays good (nor do
+# replays of its first flight revoke it); after the handshake: 200
+{
+    my ($key) = $t->redis_keys('pki:{ca:issuing}:cert:*');
+    my ($serial) = ($key // '') =~ /:cert:([0-9A-F]+)$/;
+    ok($serial, "a certificate to revoke ($serial)");
+    my $rev = http_req('POST', '/pki/admin/revoke', user => 'admin:admin',
+                       ctype => 'application/json',
+                       body => qq({"serial":"$serial","reason":"superseded"}));
+    ($acc, $code, $all) = early($rev);
+    ok($acc, 'admin revoke in early data: accepted by TLS') or diag($all);
+    is($code, 425, '  425 Too Early') or diag($all);
+    like($all, qr/"error":"sent in TLS early data/, '  a JSON error');
+    replay() for 1 .. 2;
+    is($t->redis_hash($key)->{status}, 'good', '  the record stays good');
+    is(log_count(qr/\[info\].*pki admin: POST in TLS early data refused/),
+       3, '  the refusals are logged');
+    $r = $t->admin_revoke($serial);
+    is($r->{code}, 200, 'the same revocation after the handshake: 200')
+        or diag($r->{body});
+    is($t->redis_hash($key)->{status}, 'revoked', '  revoked');
 }
 
 $t->stop_nginx;
