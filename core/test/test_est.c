@@ -382,6 +382,34 @@ split_multipart(const pki_est_resp_t *resp, char parts[2][8192],
 }
 
 
+/* The two parts of a serverkeygen answer: the key (PKCS#8, base64; its
+ * part text and DER are wiped) and the certificates; NULLs if a part does
+ * not parse. */
+static void
+keygen_parts(char parts[2][8192], EVP_PKEY **key, STACK_OF(X509) **certs)
+{
+    size_t                 n;
+    unsigned char         *der;
+    pki_result_t           res;
+    const unsigned char   *p;
+    PKCS8_PRIV_KEY_INFO   *p8;
+
+    der = NULL;
+    n = 0;
+    pki_result_init(&res);
+    pki_base64_decode((unsigned char *) parts[0], strlen(parts[0]), &der, &n,
+                      &res);
+    p = der;
+    p8 = der != NULL ? d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long) n) : NULL;
+    *key = p8 ? EVP_PKCS82PKEY(p8) : NULL;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    OPENSSL_clear_free(der, n);
+    OPENSSL_cleanse(parts[0], sizeof(parts[0]));
+
+    *certs = certs_from_b64((unsigned char *) parts[1], strlen(parts[1]));
+}
+
+
 /* The certificate records of namespace ns in Redis: how many are good,
  * how many revoked (-1 each when Redis cannot be asked). */
 static void
@@ -431,11 +459,8 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     EVP_PKEY              *pk, *pk2, *gen;
     pki_redis_t           *r;
     pki_result_t           res;
-    unsigned char         *der;
     pki_est_resp_t         resp;
     STACK_OF(X509)        *certs;
-    const unsigned char   *p;
-    PKCS8_PRIV_KEY_INFO   *p8;
     static const unsigned char  binding[] = "0123456789abcdef";
 
     (void) other_ca;
@@ -550,16 +575,7 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
         ok(body_has(&resp, "Content-Transfer-Encoding: base64\r\n"),
            "  parts carry Content-Transfer-Encoding");
 
-        pki_base64_decode((unsigned char *) parts[0], strlen(parts[0]), &der,
-                          &n, &res);
-        p = der;
-        p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long) n);
-        gen = p8 ? EVP_PKCS82PKEY(p8) : NULL;
-        PKCS8_PRIV_KEY_INFO_free(p8);
-        OPENSSL_clear_free(der, n);
-        OPENSSL_cleanse(parts[0], sizeof(parts[0]));
-
-        certs = certs_from_b64((unsigned char *) parts[1], strlen(parts[1]));
+        keygen_parts(parts, &gen, &certs);
         cert2 = certs ? sk_X509_value(certs, 0) : NULL;
         ok(gen && cert2 && EVP_PKEY_eq(X509_get0_pubkey(cert2), gen) == 1,
            "  PKCS#8 key matches the certificate");
@@ -588,15 +604,7 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     cert2 = NULL;
     certs = NULL;
     if (n == 2) {
-        pki_base64_decode((unsigned char *) parts[0], strlen(parts[0]), &der,
-                          &n, &res);
-        p = der;
-        p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long) n);
-        gen = p8 ? EVP_PKCS82PKEY(p8) : NULL;
-        PKCS8_PRIV_KEY_INFO_free(p8);
-        OPENSSL_clear_free(der, n);
-        OPENSSL_cleanse(parts[0], sizeof(parts[0]));
-        certs = certs_from_b64((unsigned char *) parts[1], strlen(parts[1]));
+        keygen_parts(parts, &gen, &certs);
         cert2 = certs ? sk_X509_value(certs, 0) : NULL;
     }
     ok(gen && EVP_PKEY_get_base_id(gen) == EVP_PKEY_ED448
