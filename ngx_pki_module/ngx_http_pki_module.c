@@ -3812,11 +3812,21 @@ ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
  * meanwhile get the copy in memory.  Rebuilds are coalesced across the
  * fleet by the core (crl_lock in Redis).  Redis down: the copy is served
  * until its nextUpdate, then 503.
+ *
+ * Without a valid copy (a new worker, a CRL past its nextUpdate) there is
+ * nothing to serve meanwhile: the requests wait for that one task's answer
+ * on the CA's list, holding no thread, and are answered from the new copy
+ * or with 503 when the task brought none.  A task per request would fill
+ * the pool with tasks that each wait for the same lock (up to 3 s while
+ * another host builds) or Redis timeout, and starve every other protocol
+ * of the worker.  Up to NGX_HTTP_PKI_CRL_WAITERS wait per CA; the requests
+ * beyond get 503 with Retry-After at once.
  */
 
 #define NGX_HTTP_PKI_CRL_CHECK_MSEC   1000
 #define NGX_HTTP_PKI_CRL_MAX_AGE      60
 #define NGX_HTTP_PKI_CRL_RETRY_AFTER  "5"
+#define NGX_HTTP_PKI_CRL_WAITERS      256
 
 
 /* a CRL shared by the worker's copy and the responses still sending it */
@@ -3827,13 +3837,25 @@ typedef struct {
 } ngx_http_pki_crl_blob_t;
 
 
+/* a request waiting for its worker's task for the CRL (in its r->pool) */
+typedef struct ngx_http_pki_crl_waiter_s  ngx_http_pki_crl_waiter_t;
+
+struct ngx_http_pki_crl_waiter_s {
+    ngx_http_pki_crl_waiter_t  *next;
+    ngx_http_request_t         *request;
+};
+
+
 typedef struct {
-    ngx_http_pki_crl_blob_t   *blob;
-    long long                  number;
-    time_t                     this_update;
-    time_t                     next_update;
-    ngx_msec_t                 checked;
-    unsigned                   busy:1;
+    ngx_http_pki_crl_blob_t    *blob;
+    long long                   number;
+    time_t                      this_update;
+    time_t                      next_update;
+    ngx_msec_t                  checked;
+    ngx_http_pki_crl_waiter_t  *waiters;   /* while busy, without a copy */
+    ngx_uint_t                  nwaiters;
+    ngx_uint_t                  refused;   /* over the cap, this task */
+    unsigned                    busy:1;    /* the worker's task is out */
 } ngx_http_pki_crl_state_t;
 
 
@@ -3844,7 +3866,6 @@ typedef struct {
     long                       next_update;
     long long                  have;
     ngx_http_pki_crl_state_t  *state;
-    unsigned                   owner:1;
     pki_status_t               status;
     pki_crl_info_t             info;
     pki_result_t               res;
@@ -3857,6 +3878,12 @@ typedef struct {
 static void ngx_http_pki_crl_work(void *data);
 static void ngx_http_pki_crl_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_pki_crl_send(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_http_pki_crl_state_t *st);
+static ngx_int_t ngx_http_pki_crl_wait(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_http_pki_crl_state_t *st);
+static void ngx_http_pki_crl_wake(ngx_http_pki_crl_waiter_t *w,
+    ngx_str_t *name, ngx_http_pki_crl_state_t *st);
+static ngx_int_t ngx_http_pki_crl_answer(ngx_http_request_t *r,
     ngx_str_t *name, ngx_http_pki_crl_state_t *st);
 static void ngx_http_pki_crl_unref(void *data);
 
@@ -4136,8 +4163,13 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
         return ngx_http_pki_crl_send(r, &cas[i].name, st);
     }
 
-    /* the first request after the second checks; without a copy, each
-     * request asks (the core coalesces the builds) */
+    if (st->busy) {
+        /* no copy to serve, and the worker's task for one is out */
+        return ngx_http_pki_crl_wait(r, &cas[i].name, st);
+    }
+
+    /* the first request after the second checks, or the first without a
+     * copy: one task, whose answer the others without a copy wait for */
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_crl_ctx_t));
     if (ctx == NULL) {
@@ -4151,7 +4183,6 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     ctx->have = fresh ? st->number : 0;
     ctx->cache_dir = pmcf->crl_cache_dir;
     ctx->state = st;
-    ctx->owner = !st->busy;
     pki_result_init(&ctx->res);
 
     rc = ngx_http_pki_post(r, ngx_http_pki_crl_work, ngx_http_pki_crl_done,
@@ -4160,9 +4191,8 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     switch (rc) {
 
     case NGX_OK:
-        if (ctx->owner) {
-            st->busy = 1;
-        }
+        st->busy = 1;
+        st->refused = 0;
         return NGX_DONE;
 
     case NGX_DECLINED:
@@ -4205,17 +4235,30 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
 {
     ngx_http_pki_crl_ctx_t *ctx = data;
 
-    time_t                     now;
-    pki_crl_info_t            *info;
-    ngx_http_pki_crl_blob_t   *blob;
-    ngx_http_pki_crl_state_t  *st;
+    time_t                      now;
+    ngx_str_t                   name;
+    pki_crl_info_t             *info;
+    ngx_http_pki_crl_blob_t    *blob;
+    ngx_http_pki_crl_state_t   *st;
+    ngx_http_pki_crl_waiter_t  *waiters;
 
     st = ctx->state;
     info = &ctx->info;
     now = ngx_time();
 
-    if (ctx->owner) {
-        st->busy = 0;
+    /* the requests that waited for this answer; from now on a request
+     * without a copy posts the next task */
+    st->busy = 0;
+    waiters = st->waiters;
+    st->waiters = NULL;
+    st->nwaiters = 0;
+
+    if (st->refused) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "pki crl: \"%V\": %ui request(s) answered 503 at once "
+                      "while %d waited for the CRL", &ctx->name,
+                      st->refused, NGX_HTTP_PKI_CRL_WAITERS);
+        st->refused = 0;
     }
 
     if (ctx->status != PKI_OK) {
@@ -4285,14 +4328,102 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
     free(info->der);
     info->der = NULL;
 
-    if (st->blob == NULL || st->next_update <= now) {
-        ngx_http_finalize_request(r,
-            ngx_http_pki_crl_simple(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    NGX_HTTP_PKI_CRL_RETRY_AFTER));
-        return;
+    /* the CA's name lives in the configuration; ctx goes with r->pool,
+     * which finalizing r may free */
+    name = ctx->name;
+
+    ngx_http_finalize_request(r, ngx_http_pki_crl_answer(r, &name, st));
+
+    ngx_http_pki_crl_wake(waiters, &name, st);
+}
+
+
+/* the copy in memory while valid, else 503 */
+static ngx_int_t
+ngx_http_pki_crl_answer(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_http_pki_crl_state_t *st)
+{
+    if (st->blob == NULL || st->next_update <= ngx_time()) {
+        return ngx_http_pki_crl_simple(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       NGX_HTTP_PKI_CRL_RETRY_AFTER);
     }
 
-    ngx_http_finalize_request(r, ngx_http_pki_crl_send(r, &ctx->name, st));
+    return ngx_http_pki_crl_send(r, name, st);
+}
+
+
+/*
+ * A request without a copy to serve waits for the answer of the task that
+ * is out, as a request waits for its own task: blocked, with a reference
+ * (r->main->blocked, r->main->count), so that nginx defers a termination
+ * meanwhile (a client gone, a worker's shutdown timeout) until it is woken
+ * and its pool, which holds its place on the list, lives until then.  The
+ * owner's task keeps the worker up (its guard timer) and always comes back.
+ */
+static ngx_int_t
+ngx_http_pki_crl_wait(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_http_pki_crl_state_t *st)
+{
+    ngx_http_pki_crl_waiter_t  *w;
+
+    if (st->nwaiters >= NGX_HTTP_PKI_CRL_WAITERS) {
+        /* counted, and logged once when the task is back */
+        st->refused++;
+        return ngx_http_pki_crl_simple(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       NGX_HTTP_PKI_CRL_RETRY_AFTER);
+    }
+
+    w = ngx_palloc(r->pool, sizeof(ngx_http_pki_crl_waiter_t));
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    w->request = r;
+    w->next = st->waiters;
+    st->waiters = w;
+    st->nwaiters++;
+
+    r->main->blocked++;
+    r->main->count++;
+    r->aio = 1;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "pki crl: \"%V\": waiting for the worker's task", name);
+
+    return NGX_DONE;
+}
+
+
+/* the task's answer to the requests that waited for it */
+static void
+ngx_http_pki_crl_wake(ngx_http_pki_crl_waiter_t *w, ngx_str_t *name,
+    ngx_http_pki_crl_state_t *st)
+{
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_pki_crl_waiter_t  *next;
+
+    for ( /* void */ ; w; w = next) {
+        next = w->next;         /* w goes with r->pool */
+        r = w->request;
+        c = r->connection;
+
+        ngx_http_set_log_request(c->log, r);
+
+        r->main->blocked--;
+        r->aio = 0;
+
+        if (c->error) {
+            /* terminated while it waited: nginx closes it now */
+            ngx_http_finalize_request(r, NGX_ERROR);
+
+        } else {
+            ngx_http_finalize_request(r,
+                                      ngx_http_pki_crl_answer(r, name, st));
+        }
+
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 
