@@ -199,6 +199,7 @@ static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
 static void ngx_http_pki_admin_wipe(void *data);
 static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_str_t ngx_http_pki_log_value(ngx_pool_t *pool, ngx_str_t *value);
 
 
 /*
@@ -2834,6 +2835,48 @@ ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s)
 }
 
 
+/*
+ * A client's value (a header) for the error log, quoted "\"%V\"": its
+ * control bytes and DEL as '?', as the core does with a client's text.
+ * nginx refuses only CR, LF and NUL in a header value, so an ESC would
+ * write terminal escapes into the log.  The value itself when it has
+ * none, else a copy from pool.
+ */
+static ngx_str_t
+ngx_http_pki_log_value(ngx_pool_t *pool, ngx_str_t *value)
+{
+    u_char     *p;
+    size_t      i;
+    ngx_str_t   s;
+
+    for (i = 0; i < value->len; i++) {
+        if (value->data[i] < 0x20 || value->data[i] == 0x7f) {
+            break;
+        }
+    }
+
+    if (i == value->len) {
+        return *value;
+    }
+
+    p = ngx_pnalloc(pool, value->len);
+    if (p == NULL) {
+        ngx_str_set(&s, "?");
+        return s;
+    }
+
+    for (i = 0; i < value->len; i++) {
+        p[i] = (value->data[i] < 0x20 || value->data[i] == 0x7f)
+               ? '?' : value->data[i];
+    }
+
+    s.data = p;
+    s.len = value->len;
+
+    return s;
+}
+
+
 /* pki_ca and pki_template blocks come before the directives using them */
 
 ngx_int_t
@@ -3337,6 +3380,7 @@ ngx_http_pki_cross_site(ngx_http_request_t *r)
 {
     size_t            n;
     u_char            own[300], *p;
+    ngx_str_t         value;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -3401,9 +3445,11 @@ ngx_http_pki_cross_site(ngx_http_request_t *r)
 
 refused:
 
+    value = ngx_http_pki_log_value(r->pool, &h[i].value);
+
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "pki admin: refused a request made by another site "
-                  "(%V: \"%V\")", &h[i].key, &h[i].value);
+                  "(%V: \"%V\")", &h[i].key, &value);
     return 1;
 }
 

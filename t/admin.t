@@ -320,6 +320,30 @@ like(PKITest::slurp($t->error_log) // '',
      qr/pki admin: refused a request made by another site \(Origin: "https:\/\/evil\.example"\)/,
      '  and the error log says why');
 is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, 0, '  no EAB key made');
+
+# nginx lets control bytes other than CR, LF and NUL through in a header
+# value: the error log quotes them as '?', so that an ESC sequence in a
+# refused Origin (clear screen, set title) does not reach a terminal
+{
+    my $pos = length(PKITest::slurp($t->error_log) // '');
+    for my $h ("Origin: \x1b[2J\x1b]0;owned\x07https://evil.example",
+               "Sec-Fetch-Site: cross\tsite\x7f") {
+        my $x = $t->curl('POST', "$admin/acme/eab", user => 'admin:admin',
+                         headers => [$h], quiet => 1);
+        is($x->{code}, 403, 'a header with control bytes: 403');
+    }
+    my @l = grep { /refused a request made by another site/ }
+            split /\n/, substr(PKITest::slurp($t->error_log) // '', $pos);
+    is(scalar(@l), 2, '  both logged');
+    is(scalar(grep { /[\x00-\x1f\x7f]/ } @l), 0,
+       '  with no control byte in the line');
+    like($l[0] // '',
+         qr/\(Origin: "\?\[2J\?\]0;owned\?https:\/\/evil\.example"\)/,
+         '  each one as ?');
+    like($l[1] // '', qr/\(Sec-Fetch-Site: "cross\?site\?"\)/,
+         '  (tab and DEL too)');
+}
+
 $r = $t->curl('GET', "$admin/certificates/$s1", user => 'admin:admin',
               headers => ["Origin: https://127.0.0.1:$port",
                           'Sec-Fetch-Site: same-origin'], quiet => 1);
