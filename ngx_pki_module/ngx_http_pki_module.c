@@ -83,6 +83,11 @@ typedef struct {
 typedef struct {
     ngx_flag_t                 crl;
     time_t                     crl_next_update;
+    off_t                      body_limit;  /* the client_max_body_size
+                                               that ngx_http_pki_own_body_
+                                               cap() turned off here, for
+                                               other modules' reads;
+                                               0: none turned off */
 } ngx_http_pki_loc_conf_t;
 
 
@@ -218,6 +223,7 @@ typedef struct {
     size_t                     held;        /* of the budget: size */
     unsigned                   release:1;   /* its cleanup is set */
     unsigned                   gathering:1;
+    unsigned                   other:1;     /* another module reads it */
 } ngx_http_pki_body_ctx_t;
 
 
@@ -231,6 +237,8 @@ typedef struct {
 static size_t  ngx_http_pki_body_budget = NGX_HTTP_PKI_BODY_BUDGET;
 
 
+static ngx_int_t ngx_http_pki_body_other(ngx_http_request_t *r,
+    ngx_http_pki_body_ctx_t *bctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_pki_body_gather(ngx_http_request_t *r,
     ngx_http_pki_body_ctx_t *bctx, ngx_chain_t *in);
 static size_t ngx_http_pki_body_size(ngx_http_request_t *r,
@@ -2122,6 +2130,7 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     bctx->received = 0;
     bctx->over = 0;
     bctx->busy = 0;
+    bctx->other = 0;
     /* a body another module read already is in r->request_body */
     bctx->gathering = (r->request_body == NULL);
 
@@ -2151,6 +2160,7 @@ void
 ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
     size_t max)
 {
+    ngx_http_pki_loc_conf_t   *plcf;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -2158,6 +2168,11 @@ ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
     if (clcf->handler == handler
         && clcf->client_max_body_size >= (off_t) max)
     {
+        /* still in force for another module's read of the body (mirror,
+         * Lua, njs): ngx_http_pki_body_other() */
+        plcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_pki_module);
+        plcf->body_limit = clcf->client_max_body_size;
+
         clcf->client_max_body_size = 0;
     }
 }
@@ -2216,7 +2231,12 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
 
-    if (bctx == NULL || r->request_body == NULL) {
+    if (bctx == NULL || bctx->other) {
+        /* not this module's read */
+        return ngx_http_pki_body_other(r, bctx, in);
+    }
+
+    if (r->request_body == NULL) {
         return ngx_http_next_request_body_filter(r, in);
     }
 
@@ -2306,6 +2326,66 @@ ngx_http_pki_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     return rc;
+}
+
+
+/*
+ * A body that another module of the location reads before this module's
+ * handler runs (mirror, whose mirror_request_body is on by default, a Lua
+ * or njs handler).  Where ngx_http_pki_own_body_cap() turned nginx's
+ * client_max_body_size check off, so that the protocol answers a body over
+ * its cap in its own form, the limit it turned off is checked here
+ * instead, as nginx checks it: an announced length over it before the
+ * body is read, the bytes as they come, 413 with nginx's page.  Without
+ * it such a reader took a body of any size to a temp file before the
+ * protocol's cap refused it.
+ */
+
+static ngx_int_t
+ngx_http_pki_body_other(ngx_http_request_t *r, ngx_http_pki_body_ctx_t *bctx,
+    ngx_chain_t *in)
+{
+    ngx_chain_t              *cl;
+    ngx_http_pki_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
+
+    if (plcf == NULL || plcf->body_limit == 0) {
+        /* nginx's own check is in force */
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    if (bctx == NULL) {
+        if (!r->headers_in.chunked
+            && r->headers_in.content_length_n > plcf->body_limit)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "client intended to send too large body: "
+                          "%O bytes", r->headers_in.content_length_n);
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        bctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_body_ctx_t));
+        if (bctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        bctx->other = 1;
+        ngx_http_set_ctx(r, bctx, ngx_http_pki_module);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        bctx->received += ngx_buf_size(cl->buf);
+    }
+
+    if (bctx->received > plcf->body_limit) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "client intended to send too large body: "
+                      "more than %O bytes", plcf->body_limit);
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    return ngx_http_next_request_body_filter(r, in);
 }
 
 

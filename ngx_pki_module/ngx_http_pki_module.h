@@ -171,7 +171,9 @@ void ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep);
  * itself (in its protocol's form), nginx's own check at a larger
  * client_max_body_size would answer some of those first with its HTML
  * page, so it is turned off there.  A smaller one (the operator's) stays,
- * and so does any where another handler answers (a nested proxy).
+ * and so does any where another handler answers (a nested proxy).  The
+ * limit turned off still holds another module that reads the body before
+ * handler (mirror, Lua, njs): the shared module's body filter checks it.
  */
 void ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
     size_t max);
