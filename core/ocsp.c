@@ -615,7 +615,7 @@ pki_ocsp_add_extended_revoke(OCSP_BASICRESP *bs)
 static int
 pki_ocsp_issued(pki_ca_t *ca, const pki_record_t *rec, pki_result_t *res)
 {
-    int                     ok;
+    int                     ok, rc;
     X509                   *cert, *cacert;
     char                    issuer[256];
     const unsigned char    *p;
@@ -628,12 +628,21 @@ pki_ocsp_issued(pki_ca_t *ca, const pki_record_t *rec, pki_result_t *res)
                             : NULL;
     ok = 0;
 
-    if (cert != NULL && cacert != NULL && p == rec->der + rec->der_len
-        && X509_check_issued(cacert, cert) == X509_V_OK)
-    {
-        akid = X509_get0_authority_key_id(cert);
-        skid = X509_get0_subject_key_id(cacert);
-        ok = (akid != NULL && skid != NULL) || pki_ca_issued(ca, cert);
+    if (cert != NULL && cacert != NULL && p == rec->der + rec->der_len) {
+        rc = X509_check_issued(cacert, cert);
+
+        if (rc == X509_V_OK) {
+            akid = X509_get0_authority_key_id(cert);
+            skid = X509_get0_subject_key_id(cacert);
+            ok = (akid != NULL && skid != NULL) || pki_ca_issued(ca, cert);
+
+        } else if (rc == X509_V_ERR_AKID_SKID_MISMATCH) {
+            /* the names match; the CA certificate was issued again for
+             * the same key with another subjectKeyIdentifier (another
+             * tool's method, RFC 7093's): the signature decides */
+            ok = X509_get0_pubkey(cacert) != NULL
+                 && X509_verify(cert, X509_get0_pubkey(cacert)) == 1;
+        }
     }
 
     if (!ok) {
