@@ -2688,7 +2688,7 @@ pki_list_cursor(const char *cursor, char *score, size_t size, char *serial,
     if (*sep == '~') {
         len = strlen(sep + 1);
 
-        if (len == 0 || len > 18 || len >= skip_size
+        if (len == 0 || len > 9 || len >= skip_size
             || strspn(sep + 1, "0123456789") != len)
         {
             return 0;
@@ -2947,11 +2947,15 @@ failed:
 #define PKI_CRL_NEW_TTL_MS   "600000"   /* a DER whose meta never came */
 #define PKI_CRL_OLD_TTL_MS   "60000"    /* the replaced DER, for readers */
 
-/* KEYS: revgen, crl_meta, revplan.  ARGV: the caller's CRL number, the
- * DER keys' prefix ("<ns>{ca:CA}:crl:").  Returns {revgen, meta or nil,
- * the stored DER's length (0: none, or the number is the caller's), plan
- * or nil}: plan, the time of the earliest planned revocation after the
- * stored CRL's thisUpdate (those up to it are in it). */
+/* KEYS: revgen, crl_meta, revplan, the legacy crl.  ARGV: the caller's
+ * CRL number, the DER keys' prefix ("<ns>{ca:CA}:crl:").  Returns {revgen,
+ * meta or nil, the stored DER's length (0: none, or the number is the
+ * caller's; negative: only the legacy key holds a DER, of that length),
+ * plan or nil}: plan, the time of the earliest planned revocation after
+ * the stored CRL's thisUpdate (those up to it are in it).  An older
+ * version stores meta and DER in one script, its DER under the legacy
+ * key: a meta without crl:<N> was written by it, with its DER there (in
+ * a fleet being upgraded this reads it instead of building again). */
 static const char  pki_lua_crl_read[] =
     "local g = redis.call('GET', KEYS[1]) or '0' "
     "local m = redis.call('GET', KEYS[2]) "
@@ -2960,7 +2964,9 @@ static const char  pki_lua_crl_read[] =
     "  local n = string.match(m, '^%S+ %S+ (%d+)') "
     "  local t = string.match(m, '^%S+ %S+ %S+ (%d+)$') "
     "  if n and n ~= ARGV[1] then "
-    "    d = redis.call('STRLEN', ARGV[2] .. n) end "
+    "    d = redis.call('STRLEN', ARGV[2] .. n) "
+    "    if d == 0 then d = -redis.call('STRLEN', KEYS[4]) end "
+    "  end "
     "  if t then "
     "    local z = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. t, '+inf', "
     "                         'WITHSCORES', 'LIMIT', 0, 1) "
@@ -3139,12 +3145,13 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
     long long *revgen, pki_crl_info_t *out, pki_result_t *res)
 {
     char         kg[PKI_REDIS_KEY_MAX], km[PKI_REDIS_KEY_MAX],
-                 kd[PKI_REDIS_KEY_MAX + 24], kp[PKI_REDIS_KEY_MAX], *end;
+                 kd[PKI_REDIS_KEY_MAX + 24], kp[PKI_REDIS_KEY_MAX],
+                 kl[PKI_REDIS_KEY_MAX], *end;
     size_t       plen;
     long long    dlen;
     redisReply  *reply, *e;
     pki_args_t   a;
-    int          good, tries, got;
+    int          good, tries, got, legacy;
 
     if (r == NULL || revgen == NULL || out == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: no store");
@@ -3153,6 +3160,7 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
     if (!pki_redis_key(r, ca, "revgen", NULL, kg, sizeof(kg), NULL, res)
         || !pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
         || !pki_redis_key(r, ca, "revplan", NULL, kp, sizeof(kp), NULL, res)
+        || !pki_redis_key(r, ca, "crl", NULL, kl, sizeof(kl), NULL, res)
         || !pki_crl_der_prefix(r, ca, kd, sizeof(kd), res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
@@ -3167,10 +3175,11 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
         memset(&a, 0, sizeof(a));
         pki_args_str(&a, "EVAL");
         pki_args_str(&a, pki_lua_crl_read);
-        pki_args_str(&a, "3");
+        pki_args_str(&a, "4");
         pki_args_str(&a, kg);
         pki_args_str(&a, km);
         pki_args_str(&a, kp);
+        pki_args_str(&a, kl);
         pki_args_num(&a, have_number);
         pki_args_str(&a, kd);
 
@@ -3229,7 +3238,12 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
             return PKI_OK;
         }
 
-        if (dlen <= 0 || dlen > PKI_CRL_DER_MAX) {
+        legacy = dlen < 0;
+        if (legacy) {
+            dlen = -dlen;
+        }
+
+        if (dlen == 0 || dlen > PKI_CRL_DER_MAX) {
             /* meta without its DER: as if nothing were stored */
             if (dlen > PKI_CRL_DER_MAX) {
                 pki_log(res, "CRL: the stored CRL is over %ld bytes",
@@ -3241,7 +3255,10 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
 
         snprintf(kd + plen, sizeof(kd) - plen, "%lld", out->number);
 
-        got = pki_crl_der_read(r, kd, (size_t) dlen, out, res);
+        /* (the legacy key may change while it is read: a mixed DER fails
+         * the caller's signature check, and the CRL is built again) */
+        got = pki_crl_der_read(r, legacy ? kl : kd, (size_t) dlen, out,
+                               res);
         if (got == 1) {
             return PKI_OK;
         }

@@ -821,6 +821,7 @@ static void
 big_der(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns)
 {
     int             won;
+    char            meta[128];
     size_t          i;
     long long       gen, ttl;
     redisReply     *reply;
@@ -879,6 +880,23 @@ big_der(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns)
     ok(reply != NULL && reply->type == REDIS_REPLY_INTEGER
        && reply->integer == -1, "  the stored one does not");
     freeReplyObject(reply);
+
+    /* what an older version stores: the meta, and the DER under the
+     * legacy key (in one script): read from there */
+    snprintf(meta, sizeof(meta), "%lld %lld %lld %lld", gen,
+             (long long) a.next_update, a.number + 1,
+             (long long) a.this_update);
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crl_meta %s", ns,
+                                 pki_ca_name(ca), meta));
+    freeReplyObject(redisCommand(rc, "SET %s{ca:%s}:crl %b", ns,
+                                 pki_ca_name(ca), a.der, (size_t) 3000));
+    memset(&b, 0, sizeof(b));
+    st = pki_crl_store_read(r, pki_ca_name(ca), 0, &gen, &b, &res);
+    ok(st == PKI_OK && b.number == a.number + 1 && b.len == 3000
+       && b.der != NULL && memcmp(a.der, b.der, 3000) == 0,
+       "  an older version's CRL: read from the legacy key (%zu bytes)",
+       b.len);
+    free(b.der);
 
     /* an older one is not stored and leaves no DER */
     a.number -= 5;
