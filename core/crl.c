@@ -828,6 +828,7 @@ pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
 
 #define PKI_CRL_LOCK_TTL_MS   10000
+#define PKI_CRL_AHEAD_MAX     300     /* s: a stored thisUpdate followed */
 #define PKI_CRL_WAIT_STEP_MS  50
 #define PKI_CRL_WAIT_STEPS    60
 
@@ -880,13 +881,23 @@ pki_crl_next_time(pki_ca_t *ca, pki_redis_t *r, time_t *now,
                 pki_crl_sleep_ms(PKI_CRL_WAIT_STEP_MS);
             }
 
-        } else {
+        } else if (prev.this_update - t <= PKI_CRL_AHEAD_MAX) {
             pki_log(res, "%sCRL: the stored CRL %lld has thisUpdate %lld, "
                     "%lld s ahead of this host's clock; the new one "
                     "follows it", res->log[0] ? "; " : "", prev.number,
                     (long long) prev.this_update,
                     (long long) (prev.this_update - t));
             t = prev.this_update + 1;
+
+        } else {
+            /* a clock that jumped (or a damaged meta): following it would
+             * date every CRL of the fleet in the future, which relying
+             * parties reject, until real time caught up */
+            pki_log(res, "%sCRL: the stored CRL %lld has thisUpdate %lld, "
+                    "%lld s ahead of this host's clock (over %d s): not "
+                    "followed", res->log[0] ? "; " : "", prev.number,
+                    (long long) prev.this_update,
+                    (long long) (prev.this_update - t), PKI_CRL_AHEAD_MAX);
         }
     }
 
