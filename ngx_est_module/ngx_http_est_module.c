@@ -747,8 +747,10 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
      * body goes from b (wiped with r->pool) straight to SSL_write(), which
      * encrypts each record in place in its own buffer.  Nothing of this
      * response is in c->ssl->buf yet (an earlier response on the
-     * connection was flushed before this request was read), and the
-     * connection stays unbuffered for what follows on it.  HTTP/2: the
+     * connection was flushed before this request was read).  The
+     * connection then closes after the answer: nginx's unbuffered send
+     * skips limit_rate and cannot send file buffers (kTLS sendfile), so
+     * it must not carry other requests.  HTTP/2: the
      * stream's DATA frames go through the connection's buffer, shared by
      * all its streams, which this does not change.
      */
@@ -761,6 +763,7 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
        )
     {
         r->connection->ssl->buffer = 0;
+        r->keepalive = 0;
     }
 
 #endif

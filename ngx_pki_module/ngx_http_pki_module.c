@@ -3822,6 +3822,22 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
             wipe->data = body;
             wipe->len = len;
             cln->handler = ngx_http_pki_admin_wipe;
+
+#if (NGX_HTTP_SSL)
+            /* nor a copy in the connection's TLS buffer, which nginx
+             * frees without wiping: sent unbuffered, then the connection
+             * closes (as EST's serverkeygen answer; HTTP/2 frames go
+             * through the connection's shared buffer regardless) */
+            if (r->connection->ssl
+#if (NGX_HTTP_V2)
+                && r->stream == NULL
+#endif
+               )
+            {
+                r->connection->ssl->buffer = 0;
+                r->keepalive = 0;
+            }
+#endif
         }
     }
 
