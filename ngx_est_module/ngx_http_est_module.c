@@ -737,36 +737,12 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         r->header_only = 1;
     }
 
-#if (NGX_HTTP_SSL)
-
-    /*
-     * Over TLS nginx gathers what it sends in c->ssl->buf (NGX_SSL_BUFFER,
-     * 16k from the connection's pool), and frees or reuses that buffer
-     * without wiping it: the serverkeygen answer would leave a plaintext
-     * copy of the private key in the worker's heap.  Sent unbuffered, the
-     * body goes from b (wiped with r->pool) straight to SSL_write(), which
-     * encrypts each record in place in its own buffer.  Nothing of this
-     * response is in c->ssl->buf yet (an earlier response on the
-     * connection was flushed before this request was read).  The
-     * connection then closes after the answer: nginx's unbuffered send
-     * skips limit_rate and cannot send file buffers (kTLS sendfile), so
-     * it must not carry other requests.  HTTP/2: the
-     * stream's DATA frames go through the connection's buffer, shared by
-     * all its streams, which this does not change.
-     */
-
-    if (ctx->req.op == PKI_EST_SERVERKEYGEN && b != NULL
-        && r->connection->ssl
-#if (NGX_HTTP_V2)
-        && r->stream == NULL
-#endif
-       )
-    {
-        r->connection->ssl->buffer = 0;
-        r->keepalive = 0;
+    /* the answer holds the new private key: no copy in the TLS buffer
+     * (nothing of it is there yet: an earlier response on the connection
+     * was flushed before this request was read) */
+    if (ctx->req.op == PKI_EST_SERVERKEYGEN && b != NULL) {
+        ngx_http_pki_send_unbuffered(r);
     }
-
-#endif
 
     rc = ngx_http_send_header(r);
 

@@ -3127,6 +3127,30 @@ ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* see ngx_http_pki_module.h */
+
+void
+ngx_http_pki_send_unbuffered(ngx_http_request_t *r)
+{
+#if (NGX_HTTP_SSL)
+
+    if (r->connection->ssl == NULL) {
+        return;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream != NULL) {
+        return;
+    }
+#endif
+
+    r->connection->ssl->buffer = 0;
+    r->keepalive = 0;
+
+#endif
+}
+
+
 /* 425 Too Early: see ngx_http_pki_module.h */
 
 ngx_int_t
@@ -3823,21 +3847,8 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
             wipe->len = len;
             cln->handler = ngx_http_pki_admin_wipe;
 
-#if (NGX_HTTP_SSL)
-            /* nor a copy in the connection's TLS buffer, which nginx
-             * frees without wiping: sent unbuffered, then the connection
-             * closes (as EST's serverkeygen answer; HTTP/2 frames go
-             * through the connection's shared buffer regardless) */
-            if (r->connection->ssl
-#if (NGX_HTTP_V2)
-                && r->stream == NULL
-#endif
-               )
-            {
-                r->connection->ssl->buffer = 0;
-                r->keepalive = 0;
-            }
-#endif
+            /* nor a copy in the connection's TLS buffer */
+            ngx_http_pki_send_unbuffered(r);
         }
     }
 

@@ -56,6 +56,20 @@ ngx_int_t ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
 
 ngx_int_t ngx_http_pki_too_early(ngx_http_request_t *r);
 
+/*
+ * For an answer that carries a secret (a server-generated private key, a
+ * new EAB key): over TLS nginx gathers what it sends in c->ssl->buf
+ * (NGX_SSL_BUFFER) and frees or reuses that buffer without wiping it.
+ * ngx_http_pki_send_unbuffered() makes r's answer go from its own buffer
+ * straight to SSL_write() (which encrypts in place in its own record
+ * buffer) over HTTP/1.x, and closes the connection after it: nginx's
+ * unbuffered send skips limit_rate and cannot send file buffers (kTLS
+ * sendfile), so it must not carry other requests.  Call it before the
+ * header is sent.  HTTP/2: DATA frames go through the connection's
+ * buffer, shared by its streams, which this does not change.
+ */
+void ngx_http_pki_send_unbuffered(ngx_http_request_t *r);
+
 
 /* runs in a pool thread: may block, must not touch nginx objects */
 typedef void (*ngx_http_pki_work_pt)(void *data);
