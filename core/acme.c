@@ -7423,23 +7423,6 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         }
     }
 
-    v = pki_acme_caa_recheck(a, acct, oid, order, &fin.text);
-    if (v != 1) {
-        goto done;
-    }
-
-    /* RFC 9773: an order that lost what it replaces to another order
-     * fails before a serial is reserved (checked again once it is) */
-    v = pki_acme_replaced_hold(a, acct, oid, order);
-    if (v < 0) {
-        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
-        goto done;
-    }
-    if (v == 0) {
-        pki_acme_order_lost(a, acct, oid, order, &fin.text);
-        goto done;
-    }
-
     b64 = pki_json_str(a->payload, "csr");
     if (b64 == NULL
         || !pki_b64url_decode(b64, strlen(b64), &der, &derlen))
@@ -7497,6 +7480,26 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         } else {
             pki_acme_fail(a, rc, "finalize");
         }
+        goto done;
+    }
+
+    /* Only a request whose CSR passed the checks above acts on the
+     * order: a malformed one leaves it as it was (no CAA lookup, no
+     * replaces mark, not failed for CAA) */
+    v = pki_acme_caa_recheck(a, acct, oid, order, &fin.text);
+    if (v != 1) {
+        goto done;
+    }
+
+    /* RFC 9773: an order that lost what it replaces to another order
+     * fails before a serial is reserved (checked again once it is) */
+    v = pki_acme_replaced_hold(a, acct, oid, order);
+    if (v < 0) {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+        goto done;
+    }
+    if (v == 0) {
+        pki_acme_order_lost(a, acct, oid, order, &fin.text);
         goto done;
     }
 
@@ -8490,8 +8493,10 @@ pki_acme_methods(pki_acme_t *a)
 
     if (pki_acme_is(a, "new-account", 1) || pki_acme_is(a, "new-order", 1)
         || pki_acme_is(a, "revoke-cert", 1) || pki_acme_is(a, "key-change", 1)
-        || pki_acme_is(a, "acct", 2) || pki_acme_is(a, "acct", 3)
-        || pki_acme_is(a, "acct", 4) || pki_acme_is(a, "order", 3)
+        || pki_acme_is(a, "acct", 2)
+        || ((pki_acme_is(a, "acct", 3) || pki_acme_is(a, "acct", 4))
+            && strcmp(a->seg[2], "orders") == 0)
+        || pki_acme_is(a, "order", 3)
         || pki_acme_is(a, "authz", 3) || pki_acme_is(a, "chall", 4)
         || pki_acme_is(a, "finalize", 3) || pki_acme_is(a, "cert", 3)
         || pki_acme_is(a, "cert", 4))
@@ -8564,6 +8569,26 @@ undecided:
 }
 
 
+/* 1 when a Content-Type header is application/jose+json: the media type
+ * alone, then parameters if any (RFC 9110 8.3.1), so that
+ * "application/jose+json x" or "application/jose+jsonx" is another type. */
+static int
+pki_acme_jose_type(const char *ct)
+{
+    if (ct == NULL
+        || strncasecmp(ct, PKI_ACME_CT_JOSE, sizeof(PKI_ACME_CT_JOSE) - 1)
+           != 0)
+    {
+        return 0;
+    }
+
+    ct += sizeof(PKI_ACME_CT_JOSE) - 1;
+    ct += strspn(ct, " \t");
+
+    return *ct == '\0' || *ct == ';';
+}
+
+
 /* The JWS checks of RFC 8555 6.2-6.5 for a POST.  Returns 1 when the
  * request may proceed (a->payload, a->key, a->acct set). */
 static int
@@ -8572,17 +8597,11 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
     int           v, reloads;
     char         *url, *prefix;
     size_t        plen;
-    const char   *ct, *st, *keytext;
+    const char   *st, *keytext;
     pki_status_t  rc;
 
     reloads = 0;
-    ct = a->req->content_type;
-    if (ct == NULL || strncasecmp(ct, PKI_ACME_CT_JOSE,
-                                  sizeof(PKI_ACME_CT_JOSE) - 1) != 0
-        || (ct[sizeof(PKI_ACME_CT_JOSE) - 1] != '\0'
-            && ct[sizeof(PKI_ACME_CT_JOSE) - 1] != ';'
-            && ct[sizeof(PKI_ACME_CT_JOSE) - 1] != ' '))
-    {
+    if (!pki_acme_jose_type(a->req->content_type)) {
         pki_acme_problem(a, 415, "malformed", "Content-Type must be "
                          PKI_ACME_CT_JOSE);
         return 0;
