@@ -554,6 +554,18 @@ based:
                                     "serverInternal", "busy, retry later");
     }
 
+    if (rc == NGX_HTTP_BAD_REQUEST) {
+        /* the first bytes of the body are not HTTP (broken chunked
+         * encoding, logged by nginx): a problem document, as every ACME
+         * error (RFC 8555 6.7); the rest stays unread, the connection is
+         * not kept.  A later part broken the same way is nginx's to
+         * answer: its read ends the request. */
+        ngx_http_pki_body_refused(r, 0);
+        return ngx_http_acme_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                    "malformed",
+                                    "the request body cannot be read");
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
@@ -620,7 +632,12 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
     }
 
     if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, rc);
+        /* out of memory, or a temp file another module wrote that
+         * cannot be read back (logged) */
+        ngx_http_finalize_request(r,
+            ngx_http_acme_refuse(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                 "serverInternal",
+                                 "cannot read the request body"));
         return;
     }
 
@@ -650,7 +667,13 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
         return;
 
     default:
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        /* the post itself failed (out of memory, logged): answered here,
+         * without Redis, so without a nonce */
+        ctx->shed = 1;
+        ngx_http_finalize_request(r,
+            ngx_http_acme_refuse(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                 "serverInternal", "cannot start the "
+                                 "request, retry later"));
         return;
     }
 }

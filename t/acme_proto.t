@@ -567,6 +567,42 @@ problem_is($r, 400, 'malformed', 'jwk where kid is required');
     is($r->{json}{type} // '', 'urn:ietf:params:acme:error:malformed',
        'wrong content type: malformed');
     nonce_usable($r, 'wrong content type');
+    # the media type is compared whole: parameters may follow, nothing else
+    for my $ct ('application/jose+json x', 'application/jose+jsonx') {
+        $j = jws(key => $A->{key}, url => "$BASE/new-order",
+                 nonce => nonce(), kid => $A->{kid}, payload => '{}');
+        $r = post_raw("$BASE/new-order", $JSON->encode($j), ctype => $ct);
+        is($r->{status}, 415, "Content-Type \"$ct\": 415");
+    }
+    $j = jws(key => $A->{key}, url => "$BASE/new-order", nonce => nonce(),
+             kid => $A->{kid}, payload => '{}');
+    $r = post_raw("$BASE/new-order", $JSON->encode($j),
+                  ctype => 'application/jose+json ; charset=utf-8');
+    isnt($r->{status}, 415, '... with a parameter after a space: accepted');
+}
+
+{
+    # a chunked body whose first chunk size is not hex: a problem
+    # document, not nginx's HTML page (RFC 8555 6.7)
+    require IO::Socket::SSL;
+    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->https_port, SSL_ca_file => $t->pki . '/root.pem',
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+    ok($s, 'broken chunked body: connected');
+    my $resp = '';
+    if ($s) {
+        print $s "POST /acme/new-order HTTP/1.1\r\n"
+            . "Host: 127.0.0.1:" . $t->https_port . "\r\n"
+            . "Content-Type: application/jose+json\r\n"
+            . "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";
+        local $/;
+        $resp = <$s> // '';
+    }
+    like($resp, qr{^HTTP/1\.1 400 }, 'broken chunked body: 400');
+    like($resp, qr{\r\nContent-Type: application/problem\+json}i,
+         '... as a problem document');
+    like($resp, qr{"urn:ietf:params:acme:error:malformed"},
+         '... malformed');
 }
 
 {
@@ -2342,6 +2378,13 @@ sub to_renew {
     my $o3 = $r->{json};
     my $o3url = $r->{headers}{location};
     $t->redis('SET', $mk1, 'someotherorder', 'KEEPTTL');
+    # a finalize whose CSR is malformed acts on nothing: the order is not
+    # failed for the mark it lost before its CSR is read
+    $r = post($R, $o3->{finalize}, { csr => 'AAAA' });
+    problem_is($r, 400, 'badCSR', 'replaces: a malformed finalize of an '
+               . 'order that lost the mark');
+    is(post($R, $o3url, '')->{json}{status} // '', 'ready',
+       '... leaves it ready');
     my $before = cert_records();
     $r = finalize_ready($R, $o3, 'rp1r', 'rp1.example.test');
     problem_is($r, 409, 'alreadyReplaced', 'replaces: finalize of an order '
@@ -2928,6 +2971,17 @@ is($r->{status}, 405, 'POST directory: 405');
 is($r->{headers}{allow}, 'GET, HEAD', '... with Allow: GET, HEAD');
 $r = $http->get("$BASE/nothing-here");
 is($r->{status}, 404, 'unknown resource: 404');
+# under an account only "orders" is a resource (GET is 405 there)
+for my $p ('acct/x/foo', 'acct/x/foo/1', 'acct/x/orders/1/2') {
+    $r = $http->get("$BASE/$p");
+    is($r->{status}, 404, "GET $p: 404");
+    $r = $http->request('OPTIONS', "$BASE/$p");
+    is($r->{status}, 404, "OPTIONS $p: 404");
+}
+for my $p ('acct/x/orders', 'acct/x/orders/1') {
+    $r = $http->get("$BASE/$p");
+    is($r->{status}, 405, "GET $p: 405");
+}
 
 # --- revokeCert of a certificate on hold; who revoked, in the audit log ----------------
 
