@@ -26,19 +26,6 @@ my $dir = $t->dir;
 my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my $sock = $t->redis_sock;
 
-sub ossl {
-    my ($rc, $out, $err) = run_cmd(['openssl', @_]);
-    die "openssl @_: $err" if $rc != 0;
-    return $out;
-}
-
-sub key {
-    my ($f) = @_;
-    ossl('genpkey', '-algorithm', 'EC', '-pkeyopt',
-         'ec_paramgen_curve:P-256', '-out', $f);
-    return $f;
-}
-
 # the OCSP status of SERIAL (hex) for the configured issuing CA
 sub status_of {
     my ($serial) = @_;
@@ -53,16 +40,16 @@ sub status_of {
 # a certificate CA (cert, key) issues and records under "issuing"
 sub issue_as_issuing {
     my ($name, $cacert, $cakey) = @_;
-    my $k = key("$dir/$name-ee.key");
-    ossl('req', '-new', '-key', $k, '-subj', "/CN=$name", '-out',
-         "$dir/$name.csr");
+    my $k = new_p256_key("$dir/$name-ee.key");
+    openssl_or_die('req', '-new', '-key', $k, '-subj', "/CN=$name",
+                   '-out', "$dir/$name.csr");
     my ($rc, undef, $err) = run_cmd([$pkictl, 'issue', '--ca-cert', $cacert,
         '--ca-key', $cakey, '--profile', 'client', '--csr', "$dir/$name.csr",
         '--days', '5', '--out', "$dir/$name.pem", '--redis', "unix:$sock",
         '--ca-name', 'issuing']);
     is($rc, 0, "$name: pkictl issue --redis --ca-name issuing") or diag($err);
-    my ($serial) = ossl('x509', '-in', "$dir/$name.pem", '-noout', '-serial')
-        =~ /serial=(\w+)/;
+    my ($serial) = openssl_or_die('x509', '-in', "$dir/$name.pem", '-noout',
+                                  '-serial') =~ /serial=(\w+)/;
     like($t->redis('HGET', "pki:{ca:issuing}:cert:$serial", 'status'), qr/good/,
        "$name: its record is good under {ca:issuing}");
     return $serial;
@@ -74,7 +61,7 @@ BAIL_OUT('enrollment failed') if !$own;
 is($t->ocsp_status($own), 'good', 'certificate of the issuing CA: good');
 
 # another CA
-key("$dir/alt.key");
+new_p256_key("$dir/alt.key");
 my ($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key',
     "$dir/alt.key", '--subject', '/O=t/CN=alt root', '--days', '30',
     '--out', "$dir/alt.pem"]);
@@ -85,9 +72,10 @@ is(status_of($alt), 'unknown', 'another CA\'s certificate: unknown');
 is(status_of($alt), 'unknown', 'asked again (response cache): unknown');
 
 # the issuing CA's subject with a new key: a re-key under the same name
-my ($subj) = ossl('x509', '-in', "$pki/issuing.pem", '-noout', '-subject',
-                  '-nameopt', 'compat') =~ /^subject=(\S.*?)\s*$/m;
-key("$dir/rekey.key");
+my ($subj) = openssl_or_die('x509', '-in', "$pki/issuing.pem", '-noout',
+                            '-subject', '-nameopt', 'compat')
+    =~ /^subject=(\S.*?)\s*$/m;
+new_p256_key("$dir/rekey.key");
 ($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key',
     "$dir/rekey.key", '--subject', $subj, '--days', '30',
     '--out', "$dir/rekey.pem"]);

@@ -29,24 +29,11 @@ plan(skip_all => 'pkictl not built') if !-x $pkictl;
 
 my $d = tempdir(CLEANUP => 1);
 
-sub ossl {
-    my ($rc, $out, $err) = run_cmd(['openssl', @_]);
-    die "openssl @_: $err" if $rc != 0;
-    return $out;
-}
-
-sub key {
-    my ($f) = @_;
-    ossl('genpkey', '-algorithm', 'EC', '-pkeyopt',
-         'ec_paramgen_curve:P-256', '-out', $f);
-    return $f;
-}
-
 sub csr {
     my ($name, $subj, @ext) = @_;
     my $f = "$d/$name.csr";
-    ossl('req', '-new', '-key', "$d/ee.key", '-subj', $subj,
-         (map { ('-addext', $_) } @ext), '-out', $f);
+    openssl_or_die('req', '-new', '-key', "$d/ee.key", '-subj', $subj,
+                   (map { ('-addext', $_) } @ext), '-out', $f);
     return $f;
 }
 
@@ -66,8 +53,8 @@ sub records {
         split /\n/, redis_n($t, $db, '--scan', '--pattern', '*');
 }
 
-key("$d/ca.key");
-key("$d/ee.key");
+new_p256_key("$d/ca.key");
+new_p256_key("$d/ee.key");
 
 my ($rc, $out, $err) = run_cmd([$pkictl, 'selfsign', '--key', "$d/ca.key",
                                 '--subject', '/O=t/CN=t root', '--days', '30',
@@ -150,8 +137,8 @@ refused('--pubkey-of --subject DC', qr/subject attribute DC is not allowed/,
 
 sub text {
     my ($f) = @_;
-    return ossl('x509', '-in', $f, '-noout', '-subject', '-ext',
-                'subjectAltName', '-nameopt', 'compat');
+    return openssl_or_die('x509', '-in', $f, '-noout', '-subject', '-ext',
+                          'subjectAltName', '-nameopt', 'compat');
 }
 
 ($rc, undef, $err) = issue("$d/srv.pem", '--profile', 'server',
@@ -294,8 +281,9 @@ SKIP: {
                                   '--namespace', 'fleet7:', '--db', '3'],
                                  %env);
     is($rc, 0, 'issue --redis --ca-name --namespace --db') or diag($err);
-    my ($serial) = (-e $fleet ? ossl('x509', '-in', $fleet, '-noout',
-                                     '-serial') : '') =~ /serial=(\w+)/;
+    my ($serial) = (-e $fleet ? openssl_or_die('x509', '-in', $fleet,
+                                               '-noout', '-serial') : '')
+        =~ /serial=(\w+)/;
     $serial //= 'none';
 
     # the keys, as redis-cli reads them

@@ -25,7 +25,8 @@ use Time::HiRes qw(sleep time);
 use Test::More;
 use Exporter 'import';
 
-our @EXPORT = qw(run_cmd slurp spew which wait_port);
+our @EXPORT = qw(run_cmd slurp spew which wait_port openssl_or_die
+                 new_p256_key);
 
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 our $BUILD = abs_path($ENV{PKI_BUILD} || "$TOP/build");
@@ -66,6 +67,23 @@ sub run_cmd {
         return (255, $out, "$err\n$@");
     }
     return ($? >> 8, $out, $err);
+}
+
+# openssl_or_die(ARGS): `openssl ARGS`, its stdout; dies with its stderr if
+# it exits nonzero (a test's own setup step, not a check)
+sub openssl_or_die {
+    my ($rc, $out, $err) = run_cmd(['openssl', @_]);
+    die "openssl @_: $err" if $rc != 0;
+    return $out;
+}
+
+# new_p256_key(FILE): a new EC P-256 private key written to FILE (PEM);
+# returns FILE
+sub new_p256_key {
+    my ($f) = @_;
+    openssl_or_die('genpkey', '-algorithm', 'EC', '-pkeyopt',
+                   'ec_paramgen_curve:P-256', '-out', $f);
+    return $f;
 }
 
 # A port nobody listens on now, never one this process handed out before:
