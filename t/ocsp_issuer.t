@@ -9,12 +9,17 @@
 # The CertID names the configured "issuing" CA and the serial of such a
 # record: the answer is unknown, as for a serial never issued, from the
 # signer and from the response cache alike, and the error log names it.
+# A certificate of the issuing CA's own key is the CA's, though, even when
+# its authorityKeyIdentifier is not the subjectKeyIdentifier of the
+# configured issuing.pem: issued under a certificate of the same subject
+# and key with another SKI method (RFC 7093's), it is good, then revoked.
 
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Digest::SHA qw(sha256);
 use PKITest;
 
 my $t = PKITest->new;
@@ -37,16 +42,18 @@ sub status_of {
     return "error: $out $err";
 }
 
-# a certificate CA (cert, key) issues and records under "issuing"
+# a certificate CA (cert, key) issues and records under "issuing"; ARGS
+# go to pkictl issue (the vault of a token key)
 sub issue_as_issuing {
-    my ($name, $cacert, $cakey) = @_;
+    my ($name, $cacert, $cakey, @args) = @_;
     my $k = new_p256_key("$dir/$name-ee.key");
     openssl_or_die('req', '-new', '-key', $k, '-subj', "/CN=$name",
                    '-out', "$dir/$name.csr");
     my ($rc, undef, $err) = run_cmd([$pkictl, 'issue', '--ca-cert', $cacert,
         '--ca-key', $cakey, '--profile', 'client', '--csr', "$dir/$name.csr",
         '--days', '5', '--out', "$dir/$name.pem", '--redis', "unix:$sock",
-        '--ca-name', 'issuing']);
+        '--ca-name', 'issuing', @args],
+        env => { SOFTHSM2_CONF => $t->softhsm_conf });
     is($rc, 0, "$name: pkictl issue --redis --ca-name issuing") or diag($err);
     my ($serial) = openssl_or_die('x509', '-in', "$dir/$name.pem", '-noout',
                                   '-serial') =~ /serial=(\w+)/;
@@ -83,6 +90,63 @@ is($rc, 0, "the issuing CA's subject ($subj) with a new key") or diag($err);
 
 my $rk = issue_as_issuing('rekey-leaf', "$dir/rekey.pem", "$dir/rekey.key");
 is(status_of($rk), 'unknown', 'same issuer name, other key: unknown');
+
+# the issuing CA's subject and token key certified again with another
+# subjectKeyIdentifier: RFC 7093 method 1 (SHA-256 of the key, leftmost 160
+# bits) where pkictl's is SHA-1.  A certificate issued under it by the
+# issuing key carries that identifier as its AKI, which the configured
+# issuing.pem's SKI is not: the signature decides, and it is the CA's own
+sub ski_of {
+    my ($cert) = @_;
+    my ($hex) = openssl_or_die('x509', '-in', $cert, '-noout', '-ext',
+                               'subjectKeyIdentifier')
+        =~ /Identifier:\s*\n\s*([0-9A-F:]+)/;
+    return $hex // 'none';
+}
+
+sub aki_of {
+    my ($cert) = @_;
+    my ($hex) = openssl_or_die('x509', '-in', $cert, '-noout', '-ext',
+                               'authorityKeyIdentifier')
+        =~ /Identifier:\s*\n\s*(?:keyid:)?([0-9A-F:]+)/;
+    return $hex // 'none';
+}
+
+spew("$dir/issuing.pub", openssl_or_die('x509', '-in', "$pki/issuing.pem",
+                                        '-noout', '-pubkey'));
+my $spki = openssl_or_die('pkey', '-pubin', '-in', "$dir/issuing.pub",
+                          '-outform', 'DER');
+# the subjectPublicKey BIT STRING's value: a P-256 point, 65 octets, last
+my $ski = join ':', map { sprintf('%02X', $_) }
+    unpack('C20', sha256(substr($spki, -65)));
+spew("$dir/ski.ext", "basicConstraints = critical, CA:TRUE, pathlen:0\n"
+     . "keyUsage = critical, keyCertSign, cRLSign\n"
+     . "subjectKeyIdentifier = $ski\n");
+openssl_or_die('x509', '-new', '-subj', $subj, '-force_pubkey',
+               "$dir/issuing.pub", '-CA', "$dir/alt.pem", '-CAkey',
+               "$dir/alt.key", '-days', '30', '-extfile', "$dir/ski.ext",
+               '-out', "$dir/ski.pem");
+is(ski_of("$dir/ski.pem"), $ski, 'the issuing CA\'s key with another SKI');
+isnt($ski, ski_of("$pki/issuing.pem"), '  not the SKI of issuing.pem');
+
+my @vault = ('--module', $PKITest::P11, '--token', $t->token,
+             '--pin-file', "$pki/hsm/pin");
+my $ca_key = 'pkcs11:token=' . $t->token . ';object=issuing;type=private';
+my @ski = map { issue_as_issuing("ski-leaf$_", "$dir/ski.pem", $ca_key,
+                                 @vault) } (1, 2);
+is(aki_of("$dir/ski-leaf1.pem"), $ski, 'its certificate\'s AKI: that SKI');
+is(status_of($ski[0]), 'good', 'AKI not the CA\'s SKI, the CA\'s key: good');
+is(status_of($ski[0]), 'good', 'asked again (response cache): good');
+
+my $rv = $t->admin_revoke($ski[1]);
+is($rv->{code}, 200, 'another one revoked through the admin API');
+my $st;
+for (1 .. 20) {
+    $st = status_of($ski[1]);
+    last if $st eq 'revoked';
+    select(undef, undef, undef, 0.25);
+}
+is($st, 'revoked', 'AKI not the CA\'s SKI, the CA\'s key, revoked: revoked');
 
 # revoked under the same name: still not this CA's serial
 my $r = $t->admin_revoke($alt);
