@@ -1037,6 +1037,21 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         goto failed;
     }
 
+    /*
+     * est_bind_names: a client that shows a certificate enrolls for that
+     * certificate's names only, whether the certificate or a password
+     * authenticated it (RFC 7030 3.3.2, 4.2.1: the server may check that
+     * the identity is authorized for the names asked).  A renewal
+     * already asks for the names of the certificate it renews.
+     */
+    if (conf->bind_names && req->client_cert != NULL
+        && req->op != PKI_EST_SIMPLEREENROLL
+        && pki_request_names_bound(conf->tmpl, csr, req->client_cert, res)
+           != PKI_OK)
+    {
+        goto failed;
+    }
+
     if (req->op == PKI_EST_SIMPLEREENROLL) {
         rc = pki_request_renewal(conf->tmpl, csr, req->client_cert, &preq,
                                  res);

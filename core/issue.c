@@ -1155,6 +1155,138 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
 }
 
 
+/* The first name of a that b lacks, as SAN text (malloc'd), or NULL. */
+static char *
+pki_san_missing(const GENERAL_NAMES *a, const GENERAL_NAMES *b)
+{
+    int             i, j, na, nb, found;
+    char           *s;
+    GENERAL_NAMES  *one;
+
+    na = a ? sk_GENERAL_NAME_num(a) : 0;
+    nb = b ? sk_GENERAL_NAME_num(b) : 0;
+
+    for (i = 0; i < na; i++) {
+        found = 0;
+        for (j = 0; j < nb && !found; j++) {
+            found = GENERAL_NAME_cmp(sk_GENERAL_NAME_value(a, i),
+                                     sk_GENERAL_NAME_value(b, j)) == 0;
+        }
+
+        if (found) {
+            continue;
+        }
+
+        /* a stack that borrows the name, for its text */
+        one = sk_GENERAL_NAME_new_null();
+        if (one == NULL
+            || !sk_GENERAL_NAME_push(one, sk_GENERAL_NAME_value(a, i)))
+        {
+            sk_GENERAL_NAME_free(one);
+            return NULL;
+        }
+
+        s = pki_sans_text(one);
+        sk_GENERAL_NAME_free(one);
+
+        return s;
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Names bound to a certificate (EST est_bind_names): the CSR asks for the
+ * subject and SANs of cert, compared as a renewal compares them.  The
+ * detail says which of the two differs; the log names the first name
+ * that differs, not the whole request.
+ */
+pki_status_t
+pki_request_names_bound(const pki_template_t *t, X509_REQ *csr, X509 *cert,
+    pki_result_t *res)
+{
+    int             crit, subject_same, sans_same;
+    char           *a, *b;
+    pki_status_t    rc;
+    GENERAL_NAMES  *csr_sans, *cert_sans;
+
+    if (t == NULL || csr == NULL || cert == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "bad arguments");
+    }
+
+    rc = pki_csr_sans(csr, &csr_sans, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
+
+    cert_sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    if (cert_sans == NULL && crit != -1) {
+        GENERAL_NAMES_free(csr_sans);
+        return pki_fail(res, PKI_FORBIDDEN, "the client certificate has a "
+                        "malformed subjectAltName");
+    }
+
+    sans_same = pki_sans_equal(csr_sans, cert_sans);
+    subject_same = pki_renewal_subject_same(t,
+                                            X509_REQ_get_subject_name(csr),
+                                            X509_get_subject_name(cert));
+
+    if (sans_same && subject_same) {
+        GENERAL_NAMES_free(csr_sans);
+        GENERAL_NAMES_free(cert_sans);
+        return PKI_OK;
+    }
+
+    pki_fail(res, PKI_FORBIDDEN, "the CSR's %s the client certificate's",
+             sans_same ? "subject differs from"
+             : subject_same ? "subjectAltName differs from"
+             : "subject and subjectAltName differ from");
+
+    if (!subject_same) {
+        a = pki_int_name_text(X509_REQ_get_subject_name(csr));
+        b = pki_int_name_text(X509_get_subject_name(cert));
+
+        pki_log(res, "%sCSR subject \"%s\", client certificate subject "
+                "\"%s\"", res->log[0] ? "; " : "", a ? a : "?",
+                b ? b : "?");
+
+        free(a);
+        free(b);
+    }
+
+    if (!sans_same) {
+        a = pki_san_missing(csr_sans, cert_sans);
+        b = pki_san_missing(cert_sans, csr_sans);
+
+        pki_log(res, "%sCSR subjectAltName: ", res->log[0] ? "; " : "");
+
+        if (a) {
+            pki_log(res, "\"%s\" not in the client certificate%s", a,
+                    b ? ", " : "");
+        }
+
+        if (b) {
+            pki_log(res, "\"%s\" of the client certificate left out", b);
+        }
+
+        if (a == NULL && b == NULL) {
+            pki_log(res, "%d names, the client certificate %d",
+                    csr_sans ? sk_GENERAL_NAME_num(csr_sans) : 0,
+                    cert_sans ? sk_GENERAL_NAME_num(cert_sans) : 0);
+        }
+
+        free(a);
+        free(b);
+    }
+
+    GENERAL_NAMES_free(csr_sans);
+    GENERAL_NAMES_free(cert_sans);
+
+    return PKI_FORBIDDEN;
+}
+
+
 void
 pki_request_set_pubkey(pki_request_t *req, EVP_PKEY *pub)
 {

@@ -481,6 +481,11 @@ PKI_API pki_status_t pki_request_build(const pki_template_t *t,
  * old certificate's (PKI_FORBIDDEN otherwise); the request copies them. */
 PKI_API pki_status_t pki_request_renewal(const pki_template_t *t,
     X509_REQ *csr, X509 *old, pki_request_t *req, pki_result_t *res);
+/* Names bound to a certificate (EST est_bind_names): the CSR's subject and
+ * SANs must equal cert's, compared as pki_request_renewal compares them
+ * (PKI_FORBIDDEN otherwise, the detail saying which differs). */
+PKI_API pki_status_t pki_request_names_bound(const pki_template_t *t,
+    X509_REQ *csr, X509 *cert, pki_result_t *res);
 /* Replaces the request's public key (server-side key generation). */
 PKI_API void pki_request_set_pubkey(pki_request_t *req, EVP_PKEY *pub);
 PKI_API void pki_request_clear(pki_request_t *req);
@@ -533,6 +538,9 @@ typedef struct {
     int                pop_linking;  /* require channel binding in the
                                         CSR's challengePassword */
     size_t             max_body;     /* default 65536 */
+    int                bind_names;   /* a client certificate's names only:
+                                        simpleenroll and serverkeygen with
+                                        one ask for its subject and SANs */
 } pki_est_conf_t;
 
 typedef struct {
