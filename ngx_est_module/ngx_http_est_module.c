@@ -38,6 +38,7 @@ typedef struct {
     ngx_array_t               *labels;      /* ngx_http_est_label_t */
     ngx_flag_t                 pop_linking;
     ngx_flag_t                 plain_http;
+    ngx_flag_t                 bind_names;
     size_t                     max_body_size;
     ngx_http_complex_value_t  *identity;    /* est_identity, or NULL */
 } ngx_http_est_loc_conf_t;
@@ -119,6 +120,13 @@ static ngx_command_t  ngx_http_est_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_est_loc_conf_t, plain_http),
+      NULL },
+
+    { ngx_string("est_bind_names"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_est_loc_conf_t, bind_names),
       NULL },
 
     { ngx_string("est_max_body_size"),
@@ -293,6 +301,7 @@ ngx_http_est_handler(ngx_http_request_t *r)
     ctx->conf.tmpl = tmpl;
     ctx->conf.redis = ngx_http_pki_redis(r);
     ctx->conf.pop_linking = elcf->pop_linking ? 1 : 0;
+    ctx->conf.bind_names = elcf->bind_names ? 1 : 0;
     ctx->conf.max_body = elcf->max_body_size;
 
     ctx->req.op = est_op;
@@ -914,6 +923,7 @@ ngx_http_est_create_loc_conf(ngx_conf_t *cf)
     conf->labels = NGX_CONF_UNSET_PTR;
     conf->pop_linking = NGX_CONF_UNSET;
     conf->plain_http = NGX_CONF_UNSET;
+    conf->bind_names = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
 
     return conf;
@@ -934,6 +944,7 @@ ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->labels, prev->labels, NULL);
     ngx_conf_merge_value(conf->pop_linking, prev->pop_linking, 0);
     ngx_conf_merge_value(conf->plain_http, prev->plain_http, 0);
+    ngx_conf_merge_value(conf->bind_names, prev->bind_names, 0);
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               64 * 1024);
 
