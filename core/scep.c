@@ -1221,9 +1221,13 @@ pki_scep_lean_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m)
 
     /* the self-signature, over the TBS as re-encoded (DER); a certificate
      * that only verifies over its original BER is left to X509_verify()
-     * on the d2i_PKCS7() path */
+     * on the d2i_PKCS7() path.  Not checked for a key whose check costs
+     * more than a message should (a public exponent of thousands of bits:
+     * milliseconds of a pool thread for any anonymous sender): the other
+     * path refuses it before any signature (pki_scep_sig_ok) */
     m->self_signed =
         X509_NAME_cmp(found->tbs->subject, found->tbs->issuer) == 0
+        && pki_int_csr_key_refused(pk) == NULL
         && ASN1_item_verify(ASN1_ITEM_rptr(PKI_SCEP_TBS), found->sig_alg,
                             found->sig, found->tbs, pk) == 1;
 
@@ -1681,6 +1685,10 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     if (st == PKI_OK && cekl == (size_t) klen) {
         memcpy(key, cek, klen);
     } else if (RAND_bytes(key, klen) != 1) {
+        if (cek != NULL) {
+            OPENSSL_cleanse(cek, cekl);
+            free(cek);
+        }
         PKCS7_free(env);
         pki_fail(res, PKI_INTERNAL, "RAND_bytes() failed");
         return -2;
