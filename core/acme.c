@@ -8790,6 +8790,12 @@ redeemed:
                              "location requires");
             return 0;
         }
+
+        /* who asked, for the log: a valid account of this location
+         * signed it and spent a fresh nonce, so naming a kid, or
+         * replaying a signed request, is not enough to be named */
+        snprintf(a->resp->requester, sizeof(a->resp->requester),
+                 "acme:%s", a->acct);
     }
 
     if (a->jws.payload_len > 0) {

@@ -1239,6 +1239,13 @@ typedef struct {
     int                    fail_info;      /* -1: none                   */
     char                   tid[72];        /* transactionID (printable)  */
     pki_result_t           res;            /* what happened, for the log */
+    char                   requester[256]; /* PKCSReq, RenewalReq: who
+                                              the records name, once the
+                                              challenge or the renewal
+                                              signer verified ("static
+                                              challenge", the signer's
+                                              subject, ...); "" for none
+                                              and for a replayed message */
 } pki_scep_resp_t;
 
 /* "GetCACaps" ... "PKIOperation" (case-sensitive, as RFC 8894 spells). */
@@ -1453,6 +1460,13 @@ typedef struct {
     pki_acme_job_t  *job;              /* run pki_acme_job_run() in a
                                           pool thread, then free it     */
     pki_result_t     res;              /* what happened, for the log    */
+    char             requester[80];    /* "acme:ID", the records'
+                                          requester: the request was
+                                          signed by valid account ID of
+                                          this location, with a fresh
+                                          nonce; "" for none (a bad
+                                          signature or nonce, no such
+                                          account, jwk-signed)          */
 } pki_acme_resp_t;
 
 /* Handles one request; blocking (Redis, key).  Never fails to fill resp. */

@@ -1087,6 +1087,7 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
         pki_template_name(ctx->conf.tmpl),
         ngx_http_pki_metrics_acme_status(resp->res.status, resp->res.detail),
         resp->res.detail);
+    ngx_http_pki_metrics_requester(r, resp->requester);
 
     if (status >= 400 && !ctx->shed) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;

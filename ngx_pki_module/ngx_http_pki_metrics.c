@@ -154,6 +154,7 @@ typedef struct {
     const char                *reason;
     pki_status_t               status;
     ngx_str_t                  user;       /* auth_basic verified it */
+    const char                *requester;  /* the protocol verified it */
     unsigned                   marked:1;   /* by a protocol handler */
 } ngx_http_pki_m_ctx_t;
 
@@ -1996,6 +1997,24 @@ ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
 }
 
 
+void
+ngx_http_pki_metrics_requester(ngx_http_request_t *r, const char *who)
+{
+    ngx_http_pki_m_ctx_t  *ctx;
+
+    if (who == NULL || who[0] == '\0') {
+        return;
+    }
+
+    ctx = ngx_http_pki_m_ctx(r);
+    if (ctx == NULL) {
+        return;
+    }
+
+    ctx->requester = ngx_http_pki_m_strdup(r->pool, who);
+}
+
+
 /*
  * The ACME engine reports every 4xx problem as PKI_MALFORMED; the problem
  * type at the start of the detail ("type: text") tells the class.
@@ -2185,7 +2204,10 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     who[0] = '\0';
     ngx_http_pki_verified_user(r, &vuser);
 
-    if (vuser.len) {
+    if (ctx != NULL && ctx->requester != NULL) {
+        ngx_cpystrn((u_char *) who, (u_char *) ctx->requester, sizeof(who));
+
+    } else if (vuser.len) {
         len = ngx_min(vuser.len, sizeof(user) - 1);
         ngx_memcpy(user, vuser.data, len);
         user[len] = '\0';

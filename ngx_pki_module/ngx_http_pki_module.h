@@ -240,6 +240,18 @@ void ngx_http_pki_metrics_mark(ngx_http_request_t *r, const char *proto,
     const char *reason);
 
 /*
+ * The identity the protocol itself verified for r, besides nginx's own
+ * (auth_basic, a client certificate): an ACME account whose signature
+ * and fresh nonce verified, a SCEP requester whose challenge or renewal
+ * signer did (the core's resp.requester).  A refusal with one is logged
+ * as the requester's own entry, not through the refusal bucket; it comes
+ * before nginx's identity.  Only a verified one may be given: a name the
+ * client merely claimed would let anyone flood the log.  who NULL or "":
+ * none; copied (out of memory: none).
+ */
+void ngx_http_pki_metrics_requester(ngx_http_request_t *r, const char *who);
+
+/*
  * ACME: the engine answers every 4xx problem with PKI_MALFORMED; this gives
  * the outcome class from the problem type that starts res.detail
  * (unauthorized, accountDoesNotExist, ... -> auth; rejectedIdentifier,

@@ -1,0 +1,219 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# ACME and SCEP refusals of a requester the protocol authenticated are
+# each logged with that identity, as EST's of an auth_basic user are;
+# anonymous ones go through the refusal bucket (t/audit_refusals.t).
+# Before, the ACME and SCEP glue gave the log no identity: every refusal
+# of theirs was anonymous, and past the bucket only counted in a summary,
+# even that of an account whose signature verified.  Here, under
+# refusal_burst=3 and refusal_rate=1r/m, with anonymous garbage POSTs
+# keeping the bucket empty: 6 newOrders of an ACME account the policy
+# refuses are 6 entries with requester "acme:ID"; the same newOrders signed
+# with another key under the account's kid, or naming an account that
+# does not exist, carry no identity; 5 SCEP PKCSReqs with the right
+# challenge and a key the template refuses are 5 entries with requester
+# "static challenge"; a wrong challenge and a replayed message carry
+# none; the garbage is summarized.  The log verifies.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(time sleep);
+use PKITest;
+use SCEPMsg;
+use ACMELoad;
+
+BEGIN {
+    for my $m (qw(Crypt::PK::ECC HTTP::Tiny)) {
+        eval "require $m; 1" or plan(skip_all => "$m not installed");
+    }
+}
+
+my $t = PKITest->new;
+my $pki = $t->pki;
+my $dir = "$pki/audit";
+
+my $conf = $t->render_conf('--workers', 1, '--audit-params',
+                           'refusal_rate=1r/m refusal_burst=3');
+my ($sbase) = scep_setup($t, $conf);
+my $base = 'https://127.0.0.1:' . $t->https_port;
+my $n_flood = 0;
+
+sub entries { return $t->audit_entries($dir) }
+
+sub last_seq {
+    my $s = 0;
+    for (entries()) {
+        $s = $_->{seq} if ($_->{seq} // 0) > $s;
+    }
+    return $s;
+}
+
+# N garbage POSTs through one curl: their status codes
+sub flood {
+    my ($n, $url, $ctype) = @_;
+    my $cfg = $t->dir . '/flood-' . ++$n_flood . '.cfg';
+    my $body = $t->dir . "/flood-$n_flood.body";
+    spew($body, 'abc');
+    my $c = "silent\nwrite-out = \"%{http_code}\\n\"\n"
+          . "cacert = \"$pki/root.pem\"\n"
+          . "header = \"Content-Type: $ctype\"\n"
+          . "data-binary = \"\@$body\"\n";
+    $c .= "url = \"$url\"\noutput = \"/dev/null\"\n" x $n;
+    spew($cfg, $c);
+    my ($rc, $out, $err) = run_cmd(['curl', '-K', $cfg], timeout => 120);
+    diag("curl: $err") if $rc != 0;
+    return split /\n/, $out;
+}
+
+sub acme_garbage {
+    return scalar flood($_[0], "$base/acme/new-order",
+                        'application/jose+json');
+}
+
+sub scep_garbage {
+    return scalar flood($_[0], "$sbase/scep?operation=PKIOperation",
+                        'application/x-pki-message');
+}
+
+sub summary_count {
+    my ($e) = @_;
+    return ($e->{reason} // '')
+           =~ /^(\d+) refusals not logged individually since / ? $1 : 0;
+}
+
+# entries after seq $from of protocol $p: (one by one, summaries)
+sub split_entries {
+    my ($from, $p) = @_;
+    my @e = grep { ($_->{seq} // 0) > $from && $_->{type} eq 'request'
+                   && ($_->{protocol} // '') eq $p } entries();
+    return ([grep { ($_->{operation} // '') ne 'summary' } @e],
+            [grep { ($_->{operation} // '') eq 'summary' } @e]);
+}
+
+# waits until the entries and summaries of $p after $from count $n
+sub wait_count {
+    my ($from, $p, $n) = @_;
+    my $deadline = time + 30;
+    while (time < $deadline) {
+        my ($one, $sum) = split_entries($from, $p);
+        my $k = @$one;
+        $k += summary_count($_) for @$sum;
+        return 1 if $k >= $n;
+        sleep 0.25;
+    }
+    return 0;
+}
+
+my ($r) = $t->enroll_serial('identity-0');
+is($r->{code}, 200, 'enrolled: the log is open');
+
+# the bucket's 3 go to garbage first
+my $seq0 = last_seq();
+is(acme_garbage(10), 10, '10 garbage ACME POSTs: the bucket is empty');
+
+# --- ACME ----------------------------------------------------------------
+
+my $c = ACMELoad->new(t => $t, base => "$base/acme", timeout => 30);
+ok($c->account->{ok}, 'an ACME account');
+my ($id) = ($c->{kid} // '') =~ m{/acct/([\w-]+)$};
+ok($id, "its id: $id");
+
+# another key under the account's kid: the signature does not verify
+my $forger = ACMELoad->new(t => $t, base => "$base/acme", timeout => 30);
+$forger->{kid} = $c->{kid};
+# an account that does not exist
+my $ghost = ACMELoad->new(t => $t, base => "$base/acme", timeout => 30);
+$ghost->{kid} = "$base/acme/acct/nosuchaccount0000";
+
+my $order = { identifiers => [{ type => 'dns', value => 'bad_name.example' }] };
+for my $i (1 .. 6) {
+    my $a = $c->_post("$base/acme/new-order", $order);
+    ok($a->{status} >= 400 && $a->{status} < 500,
+       "newOrder $i of the account refused: $a->{status} $a->{problem}");
+    $a = $forger->_post("$base/acme/new-order", $order);
+    ok($a->{status} >= 400 && $a->{status} < 500,
+       "  signed with another key under its kid: $a->{status} "
+       . $a->{problem});
+    $a = $ghost->_post("$base/acme/new-order", $order);
+    is($a->{problem}, 'accountDoesNotExist', '  no such account');
+    acme_garbage(5);
+}
+
+ok(wait_count($seq0, 'acme', 10 + 6 * 8), 'ACME: every refusal accounted '
+   . 'for (entries and summaries)');
+my ($one, $sum) = split_entries($seq0, 'acme');
+my @mine = grep { ($_->{requester} // '') eq "acme:$id" } @$one;
+is(scalar @mine, 6, "the 6 refusals of the account: 6 entries with "
+   . "requester acme:$id") or diag(explain($one));
+is(scalar(grep { ($_->{operation} // '') eq 'POST /acme/new-order'
+                 && ($_->{client} // '') eq '127.0.0.1'
+                 && ($_->{ca} // '') eq 'issuing' } @mine), 6,
+   '  with what was asked, the client and the CA');
+is(scalar(grep { defined $_->{requester} && $_->{requester} ne ''
+                 && $_->{requester} ne "acme:$id" } @$one), 0,
+   '  no other requester (not the forged kid, not the missing account)');
+my $anon_one = @$one - @mine;
+my $anon_sum = 0;
+$anon_sum += summary_count($_) for @$sum;
+ok(@$sum >= 1, sprintf('the anonymous ones summarized: %d one by one, %d '
+                       . 'in summaries', $anon_one, $anon_sum));
+is($anon_one + $anon_sum, 10 + 6 * 7, '  every anonymous ACME refusal');
+cmp_ok($anon_one, '<=', 5, '  one by one: the burst (3), and 1 a minute');
+
+# --- SCEP ----------------------------------------------------------------
+
+my $seq1 = last_seq();
+my $k1024 = key('k1024', 1024);
+my $n_scep = 0;
+for my $i (1 .. 5) {
+    my $f = req(key => $k1024, challenge => 'demo', cn => "small-$i");
+    my $s = send_msg($f);
+    my $h = rep($s, $f, $k1024);
+    is($h->{status}, 2, "PKCSReq $i, a key the template refuses: FAILURE")
+        or diag($h->{raw});
+    $f = req(challenge => 'nope', cn => "wrong-$i");
+    $h = rep(send_msg($f), $f);
+    is($h->{status}, 2, '  a wrong challenge: FAILURE');
+    scep_garbage(5);
+    $n_scep += 7;
+}
+
+# a copy of a message taken before
+my $f = req(challenge => 'demo', cn => 'replayed');
+my $h = rep(send_msg($f), $f);
+is($h->{status}, 0, 'PKCSReq: SUCCESS') or diag($h->{raw});
+$h = rep(send_msg($f), $f);
+is($h->{status}, 2, '  the same message again: FAILURE');
+$n_scep += 1;
+
+ok(wait_count($seq1, 'scep', $n_scep), 'SCEP: every refusal accounted for');
+($one, $sum) = split_entries($seq1, 'scep');
+@mine = grep { ($_->{requester} // '') eq 'static challenge' } @$one;
+is(scalar @mine, 5, 'the 5 refusals with the right challenge: 5 entries '
+   . 'with requester "static challenge"') or diag(explain($one));
+is(scalar(grep { ($_->{outcome} // '') eq 'policy'
+                 && ($_->{client} // '') eq '127.0.0.1' } @mine), 5,
+   '  outcome policy, with the client');
+is(scalar(grep { defined $_->{requester} && $_->{requester} ne ''
+                 && $_->{requester} ne 'static challenge' } @$one), 0,
+   '  no other requester');
+$anon_one = @$one - @mine;
+$anon_sum = 0;
+$anon_sum += summary_count($_) for @$sum;
+ok(@$sum >= 1, sprintf('the anonymous ones summarized: %d one by one, %d '
+                       . 'in summaries', $anon_one, $anon_sum));
+cmp_ok($anon_one, '<=', 2, '  one by one: 1 a minute at most');
+is($anon_one + $anon_sum, $n_scep - 5, '  every anonymous SCEP refusal '
+   . '(the wrong challenges, the replay, the garbage)');
+
+$t->stop_nginx;
+my ($rc, $out, $err) = run_cmd(["$PKITest::BUILD/pkictl", 'audit', 'verify',
+                                $dir, '--pubkey', "$pki/audit-pub.pem"]);
+is($rc, 0, 'the log verifies') or diag("$out$err");
+
+done_testing();
