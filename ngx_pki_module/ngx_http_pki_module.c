@@ -202,6 +202,8 @@ static ngx_int_t ngx_http_pki_admin_unavailable(ngx_http_request_t *r);
 static void ngx_http_pki_admin_work(void *data);
 static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
 static void ngx_http_pki_admin_wipe(void *data);
+static void ngx_http_pki_admin_withdraw_work(void *data);
+static void ngx_http_pki_admin_withdrawn(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_pki_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_str_t ngx_http_pki_log_value(ngx_pool_t *pool, ngx_str_t *value);
@@ -3426,7 +3428,17 @@ typedef struct {
     pki_admin_conf_t           conf;
     pki_admin_req_t            req;
     pki_admin_resp_t           resp;
+
+    /* a new EAB key whose answer could not be built or sent */
+    char                       kid[32];
+    ngx_int_t                  rc;        /* the answer then */
+    pki_result_t               res;       /* of its disabling */
 } ngx_http_pki_admin_ctx_t;
+
+
+static void ngx_http_pki_admin_eab_kid(ngx_http_pki_admin_ctx_t *ctx);
+static void ngx_http_pki_admin_withdraw(ngx_http_request_t *r,
+    ngx_http_pki_admin_ctx_t *ctx, ngx_int_t rc);
 
 
 static ngx_str_t  ngx_http_pki_admin_busy =
@@ -3792,6 +3804,7 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
 
     u_char              *body;
     size_t               len;
+    ngx_int_t            rc;
     ngx_str_t           *wipe;
     ngx_uint_t           level;
     ngx_table_elt_t     *h;
@@ -3799,6 +3812,11 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
     ngx_pool_cleanup_t  *cln;
 
     resp = &ctx->resp;
+
+    if (resp->secret) {
+        /* its id, before anything can fail */
+        ngx_http_pki_admin_eab_kid(ctx);
+    }
 
     ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, resp->res.status,
                               resp->res.detail);
@@ -3834,7 +3852,15 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
         }
 
         if (body == NULL || (resp->secret && cln == NULL)) {
+            /* wipes its copy; none was made in r->pool */
             pki_admin_resp_free(resp);
+
+            if (resp->secret) {
+                ngx_http_pki_admin_withdraw(r, ctx,
+                                            NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
@@ -3868,10 +3894,135 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
         h->value.len = ngx_strlen(resp->allow);
     }
 
-    ngx_http_finalize_request(r,
-        ngx_http_pki_send_json(r, resp->http_status ? resp->http_status
-                                   : NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                body, body ? len : 0));
+    rc = ngx_http_pki_send_json(r, resp->http_status ? resp->http_status
+                                     : NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                body, body ? len : 0);
+
+    if (resp->secret && (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE))
+    {
+        /* the key did not leave whole (no header, no buffer, a broken
+         * connection) */
+        ngx_http_pki_admin_withdraw(r, ctx, rc);
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* The id of the new EAB key a secret answer carries: core/admin.c writes
+ * it first ({"kid":"ID","hmac_key":...}, ID base64url); "" if it does not.
+ * Nothing past the id is read. */
+static void
+ngx_http_pki_admin_eab_kid(ngx_http_pki_admin_ctx_t *ctx)
+{
+    u_char            *p, *last;
+    size_t             n;
+    pki_admin_resp_t  *resp;
+
+    static const char  prefix[] = "{\"kid\":\"";
+
+    resp = &ctx->resp;
+    ctx->kid[0] = '\0';
+
+    n = sizeof(prefix) - 1;
+
+    if (resp->body == NULL || resp->body_len <= n
+        || ngx_memcmp(resp->body, prefix, n) != 0)
+    {
+        return;
+    }
+
+    p = resp->body + n;
+    last = p + ngx_min(resp->body_len - n, sizeof(ctx->kid) - 1);
+
+    for (n = 0; p + n < last; n++) {
+        if (p[n] == '"') {
+            ngx_memcpy(ctx->kid, p, n);
+            ctx->kid[n] = '\0';
+            return;
+        }
+
+        if (!((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z')
+              || (p[n] >= '0' && p[n] <= '9') || p[n] == '-' || p[n] == '_'))
+        {
+            return;
+        }
+    }
+}
+
+
+/*
+ * A new EAB key whose answer could not be built or sent (out of memory, a
+ * broken connection): nobody saw its HMAC key, yet the key is enabled in
+ * Redis.  It is disabled in a pool task (Redis blocks), then r is
+ * finalized with rc; where even that cannot be done, the error log names
+ * the key for the operator to disable (DELETE acme/eab/ID).
+ */
+static void
+ngx_http_pki_admin_withdraw(ngx_http_request_t *r,
+    ngx_http_pki_admin_ctx_t *ctx, ngx_int_t rc)
+{
+    ctx->rc = rc;
+
+    ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, PKI_INTERNAL,
+                              "the answer with a new EAB key could not be "
+                              "sent: the key stays enabled");
+
+    if (ctx->kid[0] != '\0'
+        && ngx_http_pki_post(r, ngx_http_pki_admin_withdraw_work,
+                             ngx_http_pki_admin_withdrawn, ctx)
+           == NGX_OK)
+    {
+        /* drops the reference of this task; the new one holds one */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "pki admin: the answer with new EAB key \"%s\" could not "
+                  "be sent, nor the key disabled: it stays enabled, unseen; "
+                  "disable it (DELETE acme/eab/%s)", ctx->kid, ctx->kid);
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static void
+ngx_http_pki_admin_withdraw_work(void *data)
+{
+    ngx_http_pki_admin_ctx_t *ctx = data;
+
+    pki_result_init(&ctx->res);
+
+    (void) pki_acme_eab_disable(ctx->conf.redis, ctx->kid, &ctx->res);
+}
+
+
+static void
+ngx_http_pki_admin_withdrawn(ngx_http_request_t *r, void *data)
+{
+    ngx_http_pki_admin_ctx_t *ctx = data;
+
+    if (ctx->res.status == PKI_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "pki admin: the answer with new EAB key \"%s\" could "
+                      "not be sent: the key is disabled", ctx->kid);
+
+        ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, PKI_INTERNAL,
+                                  "the answer with a new EAB key could not "
+                                  "be sent: the key is disabled");
+
+    } else {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "pki admin: the answer with new EAB key \"%s\" could "
+                      "not be sent, nor the key disabled (%s%s%s): it stays "
+                      "enabled, unseen; disable it (DELETE acme/eab/%s)",
+                      ctx->kid, ctx->res.detail, ctx->res.log[0] ? ": " : "",
+                      ctx->res.log, ctx->kid);
+    }
+
+    ngx_http_finalize_request(r, ctx->rc);
 }
 
 
