@@ -8793,9 +8793,14 @@ redeemed:
 
         /* who asked, for the log: a valid account of this location
          * signed it and spent a fresh nonce, so naming a kid, or
-         * replaying a signed request, is not enough to be named */
-        snprintf(a->resp->requester, sizeof(a->resp->requester),
-                 "acme:%s", a->acct);
+         * replaying a signed request, is not enough to be named; and
+         * the account is bound to an External Account Binding key the
+         * operator issued: an account anyone can make is no identity
+         * (its refusals would pass the log's refusal bucket) */
+        if (pki_json_str(a->account, "eab") != NULL) {
+            snprintf(a->resp->requester, sizeof(a->resp->requester),
+                     "acme:%s", a->acct);
+        }
     }
 
     if (a->jws.payload_len > 0) {

@@ -1239,13 +1239,6 @@ typedef struct {
     int                    fail_info;      /* -1: none                   */
     char                   tid[72];        /* transactionID (printable)  */
     pki_result_t           res;            /* what happened, for the log */
-    char                   requester[256]; /* PKCSReq, RenewalReq: who
-                                              the records name, once the
-                                              challenge or the renewal
-                                              signer verified ("static
-                                              challenge", the signer's
-                                              subject, ...); "" for none
-                                              and for a replayed message */
 } pki_scep_resp_t;
 
 /* "GetCACaps" ... "PKIOperation" (case-sensitive, as RFC 8894 spells). */

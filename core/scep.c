@@ -3875,13 +3875,6 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
 done:
 
-    /* who asked, for the log of a refusal: set once the challenge or the
-     * renewal signer verified; not for a copy of a message taken before,
-     * which anyone who saw it can send again */
-    if (who != NULL && !replay) {
-        snprintf(resp->requester, sizeof(resp->requester), "%s", who);
-    }
-
     if (taken && !granted) {
         pki_scep_chal_give_back(conf->redis, &chal, res);
     }

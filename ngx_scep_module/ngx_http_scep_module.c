@@ -551,7 +551,6 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
     ngx_http_pki_metrics_mark(r, "scep", pki_ca_name(ctx->conf.ca),
                               pki_template_name(ctx->conf.tmpl),
                               resp->res.status, resp->res.detail);
-    ngx_http_pki_metrics_requester(r, resp->requester);
 
     if (status >= 400 || resp->pki_status == 2) {
         level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;

@@ -19,7 +19,7 @@ use strict;
 use warnings;
 use IO::Socket::IP;
 use JSON::PP;
-use MIME::Base64 qw(encode_base64url);
+use MIME::Base64 qw(encode_base64url decode_base64url);
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use PKITest;
@@ -200,10 +200,23 @@ sub _fail {
              err => substr($c, 0, 200) };
 }
 
+# account([EAB_KID, HMAC_KEY]): newAccount; with an External Account
+# Binding (RFC 8555 7.3.4, HS256) when given a key of the admin API
+# (PKITest::eab_key)
 sub account {
-    my ($self) = @_;
-    my $r = $self->_post("$self->{base}/new-account",
-                         { termsOfServiceAgreed => JSON::PP::true });
+    my ($self, $ekid, $hkey) = @_;
+    my $pl = { termsOfServiceAgreed => JSON::PP::true };
+    if (defined $ekid) {
+        require Crypt::Mac::HMAC;
+        my $p64 = encode_base64url($JSON->encode({ alg => 'HS256',
+            kid => $ekid, url => "$self->{base}/new-account" }));
+        my $pl64 = encode_base64url($JSON->encode($self->_jwk));
+        my $mac = Crypt::Mac::HMAC::hmac('SHA256', decode_base64url($hkey),
+                                         "$p64.$pl64");
+        $pl->{externalAccountBinding} = { protected => $p64,
+            payload => $pl64, signature => encode_base64url($mac) };
+    }
+    my $r = $self->_post("$self->{base}/new-account", $pl);
     return $self->_fail('newAccount', $r)
         if $r->{status} != 201 && $r->{status} != 200;
     $self->{kid} = $r->{headers}{location};
