@@ -73,6 +73,29 @@ struct pki_redis_s {
     "local tm = redis.call('TIME') "                                          \
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000) "
 
+/*
+ * A script that writes more than one key first checks that none of them
+ * holds another type (another application, or an operator, writing under
+ * the namespace): a command refused half-way through a script keeps the
+ * writes before it (Lua scripts are not rolled back), e.g. a revocation
+ * in the record but not in the hash CRLs are built from, or a record good
+ * but missing from the expiry index.  k is a key (Lua), t the type TYPE
+ * names; an absent key is fine.
+ */
+#define PKI_LUA_WANT(k, t)                                                    \
+    "do local ty = redis.call('TYPE', " k ").ok "                             \
+    "if ty ~= 'none' and ty ~= '" t "' then "                                 \
+    "return redis.error_reply('WRONGTYPE ' .. " k " .. ' holds a ' .. ty "    \
+    ".. ', not a " t "') end end "
+
+/* k, a counter INCR moves on: absent, or a decimal integer */
+#define PKI_LUA_WANT_COUNT(k)                                                 \
+    PKI_LUA_WANT(k, "string")                                                 \
+    "do local c = redis.call('GET', " k ") "                                  \
+    "if c and (not string.match(c, '^%-?%d+$') or #c > 18) then "             \
+    "return redis.error_reply('ERR ' .. " k " .. ' is not a counter') "       \
+    "end end "
+
 /* Answers the reservation's time (Redis's milliseconds), 0: serial taken. */
 static const char  pki_lua_reserve[] =
     PKI_LUA_NOW
@@ -137,6 +160,7 @@ static const char  pki_lua_reserve_link[] =
     "end "
 
 static const char  pki_lua_commit[] =
+    PKI_LUA_WANT("KEYS[2]", "zset")
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st then return 0 end "
     "if st ~= 'pending' then return -1 end "
@@ -156,6 +180,8 @@ static const char  pki_lua_commit[] =
  * (a key of the wrong type) left a record committed as good for an
  * issuance reported as failed, with no log entry. */
 static const char  pki_lua_commit_carry[] =
+    PKI_LUA_WANT("KEYS[2]", "zset")
+    PKI_LUA_WANT("KEYS[3]", "stream")
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st then return 0 end "
     "if st ~= 'pending' then return -1 end "
@@ -1633,6 +1659,9 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
  * for a change that it made itself.
  */
 static const char  pki_lua_revoke[] =
+    PKI_LUA_WANT("KEYS[2]", "hash")
+    PKI_LUA_WANT_COUNT("KEYS[3]")
+    PKI_LUA_WANT("KEYS[4]", "zset")
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
     "if redis.call('HGET', KEYS[1], 'rev_req') == ARGV[5] then "
@@ -1903,6 +1932,8 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
  * record, -1 not good (also: a plan of it is due, so it is revoked for
  * every reader; a new plan must not undo that). */
 static const char  pki_lua_plan[] =
+    PKI_LUA_WANT("KEYS[2]", "zset")
+    PKI_LUA_WANT_COUNT("KEYS[3]")
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
     "if st ~= 'good' then return -1 end "
@@ -3518,6 +3549,7 @@ static const char  pki_lua_reserve_batch[] =
  * notAfter, serial, field/value pairs.  Per record 1, 0: no record, -1:
  * not pending, -2: too late (not written). */
 static const char  pki_lua_commit_batch[] =
+    PKI_LUA_WANT("KEYS[1]", "zset")
     "local f = tonumber(ARGV[1]) "
     "local late = false "
     "if tonumber(ARGV[2]) > 0 then "

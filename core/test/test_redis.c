@@ -988,6 +988,91 @@ info_stat(redisContext *c, const char *name)
 /* A node demoted to a replica (a failover) answers writes READONLY but
  * keeps its clients: the store drops that connection, so that its next
  * command connects afresh (behind a proxy or a name: to the new master). */
+/* A key of another type under the namespace (another application, an
+ * operator): a script that writes several keys writes none of them,
+ * rather than stop half-way (Lua scripts are not rolled back). */
+static int
+wt_status(redisContext *c, const char *serial, const char *want)
+{
+    int          ok;
+    char         key[256];
+    redisReply  *rep;
+
+    snprintf(key, sizeof(key), "%s{ca:wt}:cert:%s", ns, serial);
+    rep = raw(c, "HGET", key, "status");
+    ok = rep != NULL && rep->type == REDIS_REPLY_STRING
+         && strcmp(rep->str, want) == 0;
+    freeReplyObject(rep);
+
+    return ok;
+}
+
+
+static void
+wt_set(redisContext *c, const char *what, const char *value)
+{
+    char         key[256];
+    redisReply  *rep;
+
+    snprintf(key, sizeof(key), "%s{ca:wt}:%s", ns, what);
+    rep = raw(c, value != NULL ? "SET" : "DEL", key, value);
+    freeReplyObject(rep);
+}
+
+
+static void
+test_wrongtype(pki_redis_t *r, redisContext *c)
+{
+    char           serial[41], s2[41], key[256];
+    redisReply    *rep;
+    pki_result_t   res;
+
+    ok(make_good_in(r, "wt", serial), "wrongtype: a good record");
+
+    /* the plan: a string, not a sorted set */
+    wt_set(c, "revplan", "x");
+    pki_result_init(&res);
+    ok(pki_record_revoke(r, "wt", serial, 1, 1750000000, 0, NULL, &res)
+       != PKI_OK, "wrongtype: revoke refused, the plan holds a string");
+    ok(strstr(res.log, "WRONGTYPE") != NULL || strstr(res.detail,
+       "WRONGTYPE") != NULL, "... saying so [%s / %s]", res.detail,
+       res.log);
+    ok(wt_status(c, serial, "good"), "... the record is still good");
+    snprintf(key, sizeof(key), "%s{ca:wt}:revoked", ns);
+    rep = raw(c, "HEXISTS", key, serial);
+    ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0,
+       "... and not in the revoked hash");
+    freeReplyObject(rep);
+    pki_result_init(&res);
+    ok(pki_record_plan_revoke(r, "wt", serial, 1, time(NULL) + 3600, "t",
+                              NULL, &res) != PKI_OK,
+       "wrongtype: a plan refused too");
+    ok(wt_status(c, serial, "good"), "... the record is untouched");
+    wt_set(c, "revplan", NULL);
+
+    /* the generation: not a counter */
+    wt_set(c, "revgen", "1.5");
+    pki_result_init(&res);
+    ok(pki_record_revoke(r, "wt", serial, 1, 1750000000, 0, NULL, &res)
+       != PKI_OK, "wrongtype: revoke refused, revgen is no counter");
+    ok(wt_status(c, serial, "good"), "... the record is still good");
+    wt_set(c, "revgen", NULL);
+
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "wt", serial, 1, 1750000000, 0, NULL, &res),
+          PKI_OK, "wrongtype: revoked once the keys are right");
+    ok(wt_status(c, serial, "revoked"), "... revoked");
+
+    /* the expiry index: a string, not a sorted set */
+    wt_set(c, "expiry", "x");
+    ok(!make_good_in(r, "wt", s2), "wrongtype: commit refused, the expiry "
+       "index holds a string");
+    ok(wt_status(c, s2, "pending"), "... the record stays pending (for "
+       "the abandon), not good outside the index");
+    wt_set(c, "expiry", NULL);
+}
+
+
 static void
 test_readonly(pki_redis_t *r, redisContext *c)
 {
@@ -1194,6 +1279,7 @@ main(void)
     test_unreachable();
     test_threads(r, c);
     test_revoke(r, c);
+    test_wrongtype(r, c);
     test_readonly(r, c);
     test_list_bounded(r, c);
 
