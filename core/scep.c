@@ -159,6 +159,8 @@ static void pki_scep_getcacert(const pki_scep_conf_t *conf,
     pki_scep_resp_t *resp);
 static void pki_scep_getnextcacert(const pki_scep_conf_t *conf,
     pki_scep_resp_t *resp);
+static int pki_scep_resend(const pki_scep_conf_t *conf,
+    const pki_scep_req_t *req, pki_scep_msg_t *m, pki_scep_resp_t *resp);
 static void pki_scep_pkioperation(const pki_scep_conf_t *conf,
     const pki_scep_req_t *req, pki_scep_resp_t *resp);
 static void pki_scep_http_error(pki_scep_resp_t *resp, int status);
@@ -3630,6 +3632,14 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             goto done;
         }
 
+        /* a resend of a request under manual approval: answered from its
+         * record, its challenge not judged again */
+        if (conf->manual && conf->redis != NULL
+            && !pki_scep_resend(conf, req, m, resp))
+        {
+            goto done;
+        }
+
         /* the challenge */
         rc = pki_scep_csr_challenge(csr, &pw, &pwlen);
         if (rc <= 0) {
@@ -4160,14 +4170,19 @@ pki_scep_claim_serial(void *arg, const char *serial, pki_result_t *res)
 }
 
 
-/* CertPoll / GetCertInitial (20): IssuerAndSubject; the transactionID
- * names the pending request, the signer must hold its key. */
+/*
+ * What the pending record tells a CertPoll of its request, or a resend of
+ * its PKCSReq (the caller has checked that the signer holds the request's
+ * key, under this CA and template): PENDING while undecided or being
+ * issued, FAILURE after a rejection, the certificate once issued; an
+ * approved request is issued here, by the one caller that claims it.
+ */
 static void
-pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
-    pki_scep_msg_t *m, pki_scep_resp_t *resp)
+pki_scep_pend_answer(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
+    pki_scep_msg_t *m, pki_scep_pend_t *pend, pki_scep_resp_t *resp)
 {
     int                    done, committed;
-    char                   keyhex[65], claim[17], since[24], hex[41];
+    char                   claim[17], since[24], hex[41];
     X509                  *cert;
     X509_REQ              *csr;
     const char            *from[3], *to[4];
@@ -4175,91 +4190,39 @@ pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_result_t          *res;
     pki_request_t          preq;
     unsigned char          rnd[8];
-    pki_scep_pend_t        pend;
     pki_scep_claim_t       cl;
-    STACK_OF(ASN1_TYPE)   *seq;
-    const unsigned char   *p;
 
     res = &resp->res;
     cert = NULL;
     csr = NULL;
     memset(&preq, 0, sizeof(preq));
-    memset(&pend, 0, sizeof(pend));
 
-    /* IssuerAndSubject ::= SEQUENCE { issuer Name, subject Name } */
-    p = m->data;
-    seq = d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long) m->data_len);
-    if (seq == NULL || p != m->data + m->data_len
-        || sk_ASN1_TYPE_num(seq) != 2
-        || sk_ASN1_TYPE_value(seq, 0)->type != V_ASN1_SEQUENCE
-        || sk_ASN1_TYPE_value(seq, 1)->type != V_ASN1_SEQUENCE)
-    {
-        sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
-        ERR_clear_error();
-        pki_fail(res, PKI_MALFORMED, "CertPoll: bad IssuerAndSubject");
-        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
-        return;
-    }
-
-    sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
-
-    if (conf->redis == NULL) {
-        pki_fail(res, PKI_INTERNAL, "no certificate store");
-        pki_scep_http_error(resp, 500);
-        return;
-    }
-
-    st = pki_scep_pend_get(conf->redis, m->tid, &pend, res);
-
-    if (st == PKI_NOT_FOUND) {
-        pki_fail(res, PKI_NOT_FOUND, "CertPoll: no pending request with "
-                 "transactionID \"%s\"", m->tid);
-        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
-        return;
-    }
-
-    if (st != PKI_OK) {
-        pki_scep_http_error(resp, 0);
-        return;
-    }
-
-    if (!pki_scep_key_hex(X509_get0_pubkey(m->signer), keyhex)
-        || strcmp(keyhex, pend.key) != 0
-        || strcmp(pend.ca, pki_ca_name(conf->ca)) != 0
-        || strcmp(pend.tmpl, pki_template_name(conf->tmpl)) != 0)
-    {
-        pki_fail(res, PKI_FORBIDDEN, "CertPoll: the signer does not hold the "
-                 "key of the pending request (or another CA or template)");
-        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
-        goto done;
-    }
-
-    if (strcmp(pend.status, "pending") == 0) {
+    if (strcmp(pend->status, "pending") == 0) {
         pki_scep_poll_pending(conf, m, resp);
         goto done;
     }
 
-    if (strcmp(pend.status, "rejected") == 0) {
+    if (strcmp(pend->status, "rejected") == 0) {
         pki_fail(res, PKI_FORBIDDEN, "the request was rejected");
         pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
         goto done;
     }
 
-    if (strcmp(pend.status, "issued") == 0) {
-        pki_scep_poll_issued(conf, m, pend.serial, resp);
+    if (strcmp(pend->status, "issued") == 0) {
+        pki_scep_poll_issued(conf, m, pend->serial, resp);
         goto done;
     }
 
-    if (strcmp(pend.status, "issuing") == 0) {
+    if (strcmp(pend->status, "issuing") == 0) {
         /* a claim: running, or left by a poller that died or failed */
-        if (!pki_scep_poll_settle(conf, m, &pend, resp)) {
+        if (!pki_scep_poll_settle(conf, m, pend, resp)) {
             goto done;
         }
         from[0] = "issuing";
-        from[1] = pend.claim[0] ? pend.claim : "-";
-        from[2] = pend.serial[0] ? pend.serial : "-";
+        from[1] = pend->claim[0] ? pend->claim : "-";
+        from[2] = pend->serial[0] ? pend->serial : "-";
 
-    } else if (strcmp(pend.status, "approved") == 0) {
+    } else if (strcmp(pend->status, "approved") == 0) {
         from[0] = "approved";
         from[1] = "*";
         from[2] = "*";
@@ -4303,7 +4266,7 @@ pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     from[1] = claim;
     from[2] = "*";
 
-    st = pki_csr_parse(pend.csr, pend.csr_len, &csr, res);
+    st = pki_csr_parse(pend->csr, pend->csr_len, &csr, res);
     if (st == PKI_OK) {
         st = pki_request_from_csr(conf->tmpl, csr, &preq, res);
     }
@@ -4360,6 +4323,151 @@ done:
     X509_free(cert);
     X509_REQ_free(csr);
     pki_request_clear(&preq);
+}
+
+
+/*
+ * A PKCSReq at a manual-approval location whose transactionID names a
+ * request of the signer's key, CA and template is answered from that
+ * request's record, before any challenge is judged (the first send used
+ * a one-time challenge up) and with nothing consumed: the client's
+ * resend of a request stands for its CertPoll (micromdm scepclient sends
+ * the same message again and never polls).  While undecided, approved
+ * or being issued any PKCSReq of that key is a resend; once issued or
+ * rejected only one with the same CSR is (it gets that certificate, or
+ * FAILURE), another is a new request.  1: not a resend, go on; 0:
+ * answered.  A record of another key, CA or template is left to
+ * pki_lua_pend_new, which refuses the request.
+ */
+static int
+pki_scep_resend(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
+    pki_scep_msg_t *m, pki_scep_resp_t *resp)
+{
+    int              rc, same, closed;
+    char             keyhex[65];
+    pki_status_t     st;
+    pki_scep_pend_t  pend;
+
+    st = pki_scep_pend_get(conf->redis, m->tid, &pend, &resp->res);
+
+    if (st == PKI_NOT_FOUND) {
+        return 1;
+    }
+
+    if (st != PKI_OK) {
+        pki_scep_http_error(resp, 0);
+        return 0;
+    }
+
+    rc = 1;
+
+    if (!pki_scep_key_hex(X509_get0_pubkey(m->signer), keyhex)
+        || strcmp(keyhex, pend.key) != 0
+        || strcmp(pend.ca, pki_ca_name(conf->ca)) != 0
+        || strcmp(pend.tmpl, pki_template_name(conf->tmpl)) != 0)
+    {
+        goto done;
+    }
+
+    same = pend.csr_len == m->data_len
+           && memcmp(pend.csr, m->data, m->data_len) == 0;
+    closed = strcmp(pend.status, "issued") == 0
+             || strcmp(pend.status, "rejected") == 0;
+
+    if (closed && !same) {
+        goto done;
+    }
+
+    rc = 0;
+
+    if (strcmp(pend.status, "pending") == 0) {
+        pki_log(&resp->res, "already pending (resent)");
+        if (!pki_scep_certrep(conf, m, PKI_SCEP_PENDING, 0, NULL, 0, resp)) {
+            pki_scep_http_error(resp, 0);
+        }
+        goto done;
+    }
+
+    pki_scep_pend_answer(conf, req, m, &pend, resp);
+    pki_log(&resp->res, "%s(resent: the request is %s)",
+            resp->res.log[0] ? "; " : "", pend.status);
+
+done:
+
+    pki_scep_pend_clear(&pend);
+
+    return rc;
+}
+
+
+/* CertPoll / GetCertInitial (20): IssuerAndSubject; the transactionID
+ * names the pending request, the signer must hold its key. */
+static void
+pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
+    pki_scep_msg_t *m, pki_scep_resp_t *resp)
+{
+    char                   keyhex[65];
+    pki_status_t           st;
+    pki_result_t          *res;
+    pki_scep_pend_t        pend;
+    STACK_OF(ASN1_TYPE)   *seq;
+    const unsigned char   *p;
+
+    res = &resp->res;
+    memset(&pend, 0, sizeof(pend));
+
+    /* IssuerAndSubject ::= SEQUENCE { issuer Name, subject Name } */
+    p = m->data;
+    seq = d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long) m->data_len);
+    if (seq == NULL || p != m->data + m->data_len
+        || sk_ASN1_TYPE_num(seq) != 2
+        || sk_ASN1_TYPE_value(seq, 0)->type != V_ASN1_SEQUENCE
+        || sk_ASN1_TYPE_value(seq, 1)->type != V_ASN1_SEQUENCE)
+    {
+        sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+        ERR_clear_error();
+        pki_fail(res, PKI_MALFORMED, "CertPoll: bad IssuerAndSubject");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        return;
+    }
+
+    sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+
+    if (conf->redis == NULL) {
+        pki_fail(res, PKI_INTERNAL, "no certificate store");
+        pki_scep_http_error(resp, 500);
+        return;
+    }
+
+    st = pki_scep_pend_get(conf->redis, m->tid, &pend, res);
+
+    if (st == PKI_NOT_FOUND) {
+        pki_fail(res, PKI_NOT_FOUND, "CertPoll: no pending request with "
+                 "transactionID \"%s\"", m->tid);
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+        return;
+    }
+
+    if (st != PKI_OK) {
+        pki_scep_http_error(resp, 0);
+        return;
+    }
+
+    if (!pki_scep_key_hex(X509_get0_pubkey(m->signer), keyhex)
+        || strcmp(keyhex, pend.key) != 0
+        || strcmp(pend.ca, pki_ca_name(conf->ca)) != 0
+        || strcmp(pend.tmpl, pki_template_name(conf->tmpl)) != 0)
+    {
+        pki_fail(res, PKI_FORBIDDEN, "CertPoll: the signer does not hold the "
+                 "key of the pending request (or another CA or template)");
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+        goto done;
+    }
+
+    pki_scep_pend_answer(conf, req, m, &pend, resp);
+
+done:
+
     pki_scep_pend_clear(&pend);
 }
 

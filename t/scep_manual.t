@@ -8,7 +8,8 @@
 # CertPoll returns the certificate (the same one on every poll); rejection;
 # a poll by another key; GetNextCACert during a rollover, checked with
 # openssl cms / smime against the current root; the admin listing of
-# pending requests (fields, paging, decided ones gone, hostile queries).
+# pending requests (fields, paging, decided ones gone, hostile queries);
+# a PKCSReq sent again instead of CertPoll (our client and scepclient).
 
 use strict;
 use warnings;
@@ -17,6 +18,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
 use MIME::Base64 ();
+use POSIX ();
 use PKITest;
 use SCEPMsg;
 
@@ -64,6 +66,14 @@ $conf =~ s{(\n\s*location /scep-manual \{)}{
             scep_dynamic_challenges on;
             scep_manual_approval on;
             scep_transaction_id any;
+        }
+
+        location /scep-manual-otc {
+            scep issuing scep;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_dynamic_challenges on;
+            scep_manual_approval on;
+            scep_accept_des on;
         }
 
         location /scep-manual-dev {
@@ -283,11 +293,15 @@ fails('CertPoll without a pending request',
     my $pkey = 'pki:scep:pend:' . sha256_hex($tid);
     my $serial = $t->x509_field($p2->{file}, 'serial');
 
-    # a copy of the PKCSReq once its request is issued: refused, and no
-    # new request to approve (it used to replace the issued one)
-    fails("manual: the issued request's PKCSReq sent again", $mreq, 2,
-          path => '/scep-manual', key => $mk,
-          log => qr/replayed message: .* its request decided/);
+    # a copy of the PKCSReq once its request is issued: its certificate
+    # again, and no new request to approve (it used to replace the
+    # issued one)
+    my $p4c = rep(send_msg($mreq, '/scep-manual'), $mreq, $mk);
+    is($p4c->{status}, 0, "manual: the issued request's PKCSReq sent "
+       . 'again: SUCCESS') or diag($p4c->{raw});
+    is($t->x509_field($p4c->{file}, 'serial'),
+       $t->x509_field($p2->{file}, 'serial'), '... the same certificate');
+    is(records(), $before + 1, '... and no second one');
     is($t->redis_raw('HGET', $pkey, 'status'), "issued\n",
        '... the request stays issued');
 
@@ -567,6 +581,167 @@ fails('CertPoll without a pending request',
     $h = rep(send_msg($f2, '/scep-manual'), $f2, $dk);
     is($h->{status}, 3, 'two locations: a new message to the first: a '
        . 'resend, PENDING');
+}
+
+# --- manual approval: the client's resend of its PKCSReq ----------------------
+
+# RFC 8894 3.3.3: a client may send its PKCSReq again instead of polling
+# (micromdm scepclient does, every 30 s): the same message, with its
+# one-time challenge used by the first send, is PENDING until decided,
+# then gets the certificate
+
+my $approve = sub {
+    my ($tid) = @_;
+    return $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                    data => encode_json({ transaction_id => $tid }));
+};
+my $spki = sub {
+    my ($rc, $o) = run_cmd(['openssl', 'pkey', '-in', $_[0], '-pubout']);
+    return $rc ? 'none' : $o;
+};
+my $cert_spki = sub {
+    my ($rc, $o) = run_cmd(['openssl', 'x509', '-in', $_[0], '-noout',
+                            '-pubkey']);
+    return $rc ? 'no certificate' : $o;
+};
+
+{
+    my $ok = key('resend');
+    my $ch = challenge('{"ttl": 300}');
+    my $oreq = req(key => $ok, cn => 'resend-1', challenge => $ch);
+    my $before = records();
+    $h = rep(send_msg($oreq, '/scep-manual-otc'), $oreq, $ok);
+    is($h->{status}, 3, 'resend: PKCSReq with a one-time challenge: '
+       . 'PENDING') or diag($h->{raw});
+    my @all = slurp($t->error_log) =~
+        /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/g;
+    my $tid = $all[-1];
+    my $pkey = 'pki:scep:pend:' . sha256_hex($tid // '');
+
+    $h = rep(send_msg($oreq, '/scep-manual-otc'), $oreq, $ok);
+    is($h->{status}, 3, 'resend: the same message before approval: PENDING')
+        or diag($h->{raw});
+    is(records(), $before, '... nothing issued');
+
+    $r = $approve->($tid);
+    is($r->{code}, 200, 'resend: approve') or diag($r->{body});
+
+    my $s1 = rep(send_msg($oreq, '/scep-manual-otc'), $oreq, $ok);
+    is($s1->{status}, 0, 'resend: the same message after approval: SUCCESS')
+        or diag($s1->{raw});
+    is($cert_spki->($s1->{file} // '/nonexistent'), $spki->($ok),
+       '... a certificate of the request\'s key');
+    like($t->x509_field($s1->{file} // '/nonexistent', 'subject') // '',
+         qr/resend-1/, '... with its subject');
+    is(records(), $before + 1, '... one certificate issued');
+    is($t->redis_raw('HGET', $pkey, 'status'), "issued\n",
+       '... the request is issued');
+    my $serial = $t->x509_field($s1->{file} // '/nonexistent', 'serial');
+    is($t->redis_raw('HGET', $pkey, 'serial'), ($serial // 'none') . "\n",
+       '... with that serial');
+
+    my $s2 = rep(send_msg($oreq, '/scep-manual-otc'), $oreq, $ok);
+    is($s2->{status}, 0, 'resend: a third copy: SUCCESS') or diag($s2->{raw});
+    is($t->x509_field($s2->{file} // '/nonexistent', 'serial'), $serial,
+       '... the same certificate');
+    is(records(), $before + 1, '... no second one');
+
+    # a rejected request's copy: FAILURE, as its CertPoll gets
+    my $jk = key('resend-rej');
+    my $jch = challenge('{"ttl": 300}');
+    my $jreq = req(key => $jk, cn => 'resend-2', challenge => $jch);
+    $h = rep(send_msg($jreq, '/scep-manual-otc'), $jreq, $jk);
+    is($h->{status}, 3, 'resend: another request PENDING');
+    @all = slurp($t->error_log) =~
+        /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/g;
+    $r = $t->curl('POST', "$admin/scep/reject", user => 'admin:admin',
+                  data => encode_json({ transaction_id => $all[-1] }));
+    is($r->{code}, 200, 'resend: reject it');
+    fails('resend: the rejected request\'s copy', $jreq, 2,
+          path => '/scep-manual-otc', key => $jk,
+          log => qr/the request was rejected/);
+
+    # a copy by another key cannot take the waiting request over
+    my $sk = key('resend-squat');
+    my $qk = key('resend-victim');
+    my $qch = challenge('{"ttl": 300}');
+    my $qreq = req(key => $qk, cn => 'resend-3', challenge => $qch,
+                   tid => 'RESEND-3');
+    $h = rep(send_msg($qreq, '/scep-any'), $qreq, $qk);
+    is($h->{status}, 3, 'resend: a request under tid any PENDING');
+    $r = $approve->('RESEND-3');
+    is($r->{code}, 200, 'resend: approve it');
+    my $sch = challenge('{"ttl": 300}');
+    fails('resend: its transactionID with another key, once approved',
+          req(key => $sk, cn => 'resend-3', challenge => $sch,
+              tid => 'RESEND-3'), 2, path => '/scep-any', key => $sk,
+          log => qr/is taken by a pending request of another key/);
+    is($t->redis_raw('HGET', 'pki:scep:pend:' . sha256_hex('RESEND-3'),
+                     'status'), "approved\n", '... the request waits still');
+}
+
+# --- micromdm scepclient at a manual location ---------------------------------
+
+SKIP: {
+    skip 'scepclient not installed (package scep)', 5
+        if !-x '/usr/bin/scepclient';
+
+    my $ra_fp = do {
+        my ($rc, $o) = run_cmd(['openssl', 'x509', '-in', $ra, '-noout',
+                                '-fingerprint', '-sha256']);
+        $o =~ /=([0-9A-F:]+)/ ? lc($1 =~ s/://gr) : '';
+    };
+    my $ch = challenge('{"ttl": 300}');
+    my $d = "$dir/sc-manual";
+    mkdir $d;
+    my $before = records();
+    my $pid = fork;
+    die "fork: $!" if !defined $pid;
+    if (!$pid) {
+        chdir $d or exit 99;
+        open STDOUT, '>', "$d/out.log";
+        open STDERR, '>&', \*STDOUT;
+        exec 'scepclient', '-server-url', "$base/scep-manual-otc",
+             '-private-key', "$d/key.pem", '-certificate', "$d/cert.pem",
+             '-cn', 'sc-manual', '-ca-fingerprint', $ra_fp,
+             '-challenge', $ch;
+        exit 99;
+    }
+
+    # its request, once listed
+    my $tid;
+    for (1 .. 100) {
+        my $l = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin',
+                         quiet => 1);
+        ($tid) = map { $_->{transaction_id} }
+                 grep { ($_->{subject} // '') =~ /CN=sc-manual\b/ }
+                 @{ (eval { decode_json($l->{body}) } || {})->{pending}
+                    || [] };
+        last if $tid;
+        select(undef, undef, undef, 0.2);
+    }
+    ok($tid, 'scepclient: its request waits for approval');
+    $r = $approve->($tid // 'none');
+    is($r->{code}, 200, 'scepclient: approve it') or diag($r->{body});
+
+    # it sends its PKCSReq again after 30 s
+    my $rc;
+    for (1 .. 600) {
+        if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
+            $rc = $?;
+            last;
+        }
+        select(undef, undef, undef, 0.1);
+    }
+    if (!defined $rc) {
+        kill 'TERM', $pid;
+        waitpid($pid, 0);
+    }
+    is($rc, 0, 'scepclient: exits 0 within 60 s')
+        or diag(slurp("$d/out.log"));
+    is($cert_spki->("$d/cert.pem"), $spki->("$d/key.pem"),
+       'scepclient: got a certificate of its key');
+    is(records(), $before + 1, 'scepclient: one certificate issued');
 }
 
 $t->stop_all;
