@@ -21,6 +21,7 @@
 #include "issue_int.h"
 #include "audit_int.h"
 #include "matter_int.h"
+#include "scep_int.h"           /* pki_int_record_withdrawn */
 
 
 #define PKI_SERIAL_TRIES  5
@@ -2336,6 +2337,7 @@ int
 pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
     pki_result_t *res)
 {
+    int           marked;
     char          hex[41];
     pki_result_t  wres;
 
@@ -2352,6 +2354,13 @@ pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
     {
         pki_log(res, "; serial %s withdrawn (revoked, cessationOfOperation)",
                 hex);
+        /* told apart from an operator's revocation (SCEP CertPoll
+         * issues anew only after this); unmarked, it counts as one */
+        if (pki_int_record_withdrawn(r, ca->name, hex, 1, &marked, &wres)
+            != PKI_OK || !marked)
+        {
+            pki_log(res, " (not marked withdrawn)");
+        }
         return 1;
     }
 

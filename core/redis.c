@@ -3508,6 +3508,63 @@ pki_int_redis_drop(pki_redis_t *r)
 }
 
 
+/* ---- the withdrawal marker (issue.c writes it, scep.c reads it) ---------- */
+
+/* pki_int_issue_withdraw marks the record of the certificate it revoked
+ * ("withdrawn" 1): SCEP CertPoll issues the request of an interrupted
+ * issuance anew after a withdrawal, never after an operator revoked its
+ * certificate (whatever the reason).  ARGV[1] "1" marks a revoked record
+ * (0: not revoked); else 1 if it is marked, 0 if not. */
+static const char  pki_lua_withdrawn[] =
+    "if ARGV[1] == '1' then "
+    "if redis.call('HGET', KEYS[1], 'status') ~= 'revoked' then "
+    "return 0 end "
+    "redis.call('HSET', KEYS[1], 'withdrawn', '1') "
+    "return 1 end "
+    "if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 1 end "
+    "return 0";
+
+
+/* mark: marks serial's record; else reads the mark.  *yes: 1 marked. */
+pki_status_t
+pki_int_record_withdrawn(pki_redis_t *r, const char *ca, const char *serial,
+    int mark, int *yes, pki_result_t *res)
+{
+    long long     v;
+    pki_args_t    a;
+    pki_status_t  st;
+    char          kcert[PKI_REDIS_KEY_MAX];
+
+    *yes = 0;
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (serial == NULL
+        || !pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert),
+                          NULL, res))
+    {
+        return res != NULL && res->status != PKI_OK ? res->status
+               : pki_fail(res, PKI_MALFORMED, "bad serial number");
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_withdrawn);
+    pki_args_str(&a, "1");
+    pki_args_str(&a, kcert);
+    pki_args_str(&a, mark ? "1" : "0");
+
+    st = pki_redis_eval(r, &a, &v, res);
+    if (st == PKI_OK) {
+        *yes = v == 1;
+    }
+
+    return st;
+}
+
+
 /* ---- batch reservation and commit (pki_issue_batch) -----------------------
  *
  * The same two steps as pki_record_reserve/pki_record_commit, for many

@@ -3995,8 +3995,8 @@ pki_scep_pend_stamp(pki_redis_t *r, const char *tid, pki_result_t *res)
 
 
 /* 1: the serial's record is committed and good, 2: committed and revoked
- * (withdrawn, pki_issue_withdraw, or revoked by an admin: never handed
- * out here), 0: not committed (pending or gone), -1: no answer. */
+ * (withdrawn, pki_int_issue_withdraw, or revoked by an admin: never
+ * handed out here), 0: not committed (pending or gone), -1: no answer. */
 static int
 pki_scep_poll_recorded(const pki_scep_conf_t *conf, const char *serial,
     pki_result_t *res)
@@ -4041,7 +4041,7 @@ static int
 pki_scep_poll_settle(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     pki_scep_pend_t *pend, pki_scep_resp_t *resp)
 {
-    int           stale, got, done;
+    int           stale, got, done, withdrawn;
     long long     since;
     const char   *from[3], *to[4];
     pki_result_t *res;
@@ -4089,11 +4089,43 @@ pki_scep_poll_settle(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     }
 
     if (got == 2) {
-        /* recorded, then withdrawn (the transaction log refused it) or
-         * revoked before anyone was known to have it: issued anew */
-        pki_log(res, "CertPoll: serial %s of an interrupted issuance is "
-                "revoked; issuing anew", pend->serial);
-        return 1;
+        /* recorded, then revoked: withdrawn (the transaction log refused
+         * it, pki_int_issue_withdraw) is issued anew; revoked by an
+         * operator (or withdrawn but not marked so) is the request's
+         * end, as a rejection: no certificate for its key again */
+        if (pki_int_record_withdrawn(conf->redis, pki_ca_name(conf->ca),
+                                     pend->serial, 0, &withdrawn, res)
+            != PKI_OK)
+        {
+            pki_scep_http_error(resp, 0);
+            return 0;
+        }
+
+        if (withdrawn) {
+            pki_log(res, "CertPoll: serial %s of an interrupted issuance "
+                    "was withdrawn; issuing anew", pend->serial);
+            return 1;
+        }
+
+        from[0] = "issuing";
+        from[1] = pend->claim[0] ? pend->claim : "-";
+        from[2] = pend->serial;
+        to[0] = "rejected";
+        to[1] = "";
+        to[2] = "";
+        to[3] = "";
+
+        if (pki_scep_pend_cas(conf->redis, m->tid, from, to, &done, res)
+            != PKI_OK)
+        {
+            pki_log(res, "CertPoll: could not mark the request rejected");
+        }
+
+        pki_fail(res, PKI_FORBIDDEN, "serial %s of the request's "
+                 "interrupted issuance was revoked: not issued anew",
+                 pend->serial);
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        return 0;
     }
 
     if (got == 0) {

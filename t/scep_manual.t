@@ -680,6 +680,71 @@ my $cert_spki = sub {
                      'status'), "approved\n", '... the request waits still');
 }
 
+# --- CertPoll after an interrupted issuance whose certificate is revoked ------
+
+# A claim left with a committed serial, whose certificate an operator
+# then revoked: the request ends there (FAILURE, rejected), whatever
+# the reason; only a withdrawal (pki_int_issue_withdraw marks the
+# record) is issued anew.
+{
+    my $issue_one = sub {
+        my ($name) = @_;
+        my $k = key($name);
+        my $q = req(key => $k, cn => $name, challenge => 'demo');
+        my $x = rep(send_msg($q, '/scep-manual'), $q, $k);
+        my @all = slurp($t->error_log) =~
+            /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/g;
+        $approve->($all[-1]);
+        my $p = req(type => 20, key => $k, cn => $name,
+                    issuer => "$pki/issuing.pem", flags => ['certpoll']);
+        my $y = rep(send_msg($p, '/scep-manual'), $p, $k);
+        return ($k, $p, $all[-1],
+                $t->x509_field($y->{file} // '/nonexistent', 'serial'));
+    };
+    my $interrupt = sub {
+        my ($tid, $serial) = @_;
+        $t->redis('HSET', 'pki:scep:pend:' . sha256_hex($tid), 'status',
+                  'issuing', 'claim', 'dead', 'since', 0, 'serial', $serial);
+    };
+
+    for my $reason (qw(keyCompromise cessationOfOperation)) {
+        my ($k, $p, $tid, $serial) = $issue_one->("revoked-$reason");
+        ok($serial, "revoked ($reason): issued");
+        $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
+                      data => qq({"serial": "$serial", "reason": "$reason"}));
+        is($r->{code}, 200, "revoked ($reason): the operator revokes it")
+            or diag($r->{body});
+        $interrupt->($tid, $serial);
+        my $n = records();
+        my $x = rep(send_msg($p, '/scep-manual'), $p, $k);
+        is($x->{status}, 2, "revoked ($reason): CertPoll of the interrupted "
+           . 'issuance: FAILURE') or diag($x->{raw});
+        is($x->{failinfo}, 2, '... badRequest');
+        is(records(), $n, '... no new certificate');
+        is($t->redis_raw('HGET', 'pki:scep:pend:' . sha256_hex($tid),
+                         'status'), "rejected\n", '... the request rejected');
+        $x = rep(send_msg($p, '/scep-manual'), $p, $k);
+        is($x->{status}, 2, '... and so it stays');
+        is(records(), $n, '... still no new certificate');
+    }
+
+    # a withdrawal: issued anew, once
+    my ($k, $p, $tid, $serial) = $issue_one->('withdrawn-1');
+    $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
+                  data => qq({"serial": "$serial", "reason": )
+                          . '"cessationOfOperation"}');
+    is($r->{code}, 200, 'withdrawn: revoked');
+    $t->redis('HSET', "pki:{ca:issuing}:cert:$serial", 'withdrawn', '1');
+    $interrupt->($tid, $serial);
+    my $n = records();
+    my $x = rep(send_msg($p, '/scep-manual'), $p, $k);
+    is($x->{status}, 0, 'withdrawn: CertPoll of the interrupted issuance: '
+       . 'issued anew') or diag($x->{raw});
+    isnt($t->x509_field($x->{file} // '/nonexistent', 'serial') // '',
+         $serial, '... a new certificate');
+    is(records(), $n + 1, '... one');
+}
+
 # --- micromdm scepclient at a manual location ---------------------------------
 
 SKIP: {

@@ -21,6 +21,8 @@
 #include <openssl/pkcs7.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+
+#include <hiredis/hiredis.h>
 #include <openssl/x509v3.h>
 
 #include "pki.h"
@@ -911,6 +913,27 @@ main(void)
                "undelivered: its record is revoked, cessationOfOperation "
                "(status %d reason %d)", (int) rec.status, rec.reason);
             pki_record_clear(&rec);
+            {
+                /* marked as a withdrawal: SCEP CertPoll issues a
+                 * request anew only after one, never after an
+                 * operator's revocation */
+                redisContext  *rcx = redisConnectUnix(redis_sock);
+                redisReply    *rr = NULL;
+
+                if (rcx != NULL && rcx->err == 0) {
+                    rr = redisCommand(rcx, "HGET scep-test:{ca:%s}:cert:%s "
+                                      "withdrawn", pki_ca_name(eca), hex);
+                }
+                ok(rr != NULL && rr->type == REDIS_REPLY_STRING
+                   && strcmp(rr->str, "1") == 0,
+                   "undelivered: its record is marked withdrawn");
+                if (rr != NULL) {
+                    freeReplyObject(rr);
+                }
+                if (rcx != NULL) {
+                    redisFree(rcx);
+                }
+            }
             op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r2);
             OPENSSL_free(der);
             ok(certrep(&r2, ra_x, dev_k, &f1, &c1) == 0 && c1 != NULL,
