@@ -21,7 +21,6 @@
 #include "issue_int.h"
 #include "audit_int.h"
 #include "matter_int.h"
-#include "scep_int.h"           /* pki_int_record_withdrawn */
 
 
 #define PKI_SERIAL_TRIES  5

@@ -219,6 +219,12 @@ typedef struct {
     int          late;      /* out: the commit ran past its deadline */
 } pki_int_rsv_t;
 
+/* redis.c: the mark of a withdrawn certificate on its record (mark 1:
+ * set by pki_int_issue_withdraw; 0: read, *yes 1 when set).  A record
+ * revoked otherwise has none. */
+pki_status_t pki_int_record_withdrawn(pki_redis_t *r, const char *ca,
+    const char *serial, int mark, int *yes, pki_result_t *res);
+
 /* rsv (may be NULL) receives the reservation's time. */
 pki_status_t pki_int_record_reserve_link(pki_redis_t *r,
     const pki_record_t *rec, pki_int_link_t *link, pki_int_rsv_t *rsv,

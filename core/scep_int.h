@@ -21,12 +21,6 @@ redisReply *pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res);
 void pki_int_redis_drop(pki_redis_t *r);
 
-/* redis.c: the mark of a withdrawn certificate on its record (mark 1:
- * set by pki_int_issue_withdraw; 0: read, *yes 1 when set).  A record
- * revoked otherwise has none. */
-pki_status_t pki_int_record_withdrawn(pki_redis_t *r, const char *ca,
-    const char *serial, int mark, int *yes, pki_result_t *res);
-
 /* An admin body's NUL in a string or member given twice: 1, res filled
  * (core/scep.c; the admin API's parser uses it too). */
 int pki_int_json_hidden(const unsigned char *body, size_t len,
