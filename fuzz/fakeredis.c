@@ -544,6 +544,24 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
         }
         kv_int(o, n);
 
+    } else if (IS(0, "TYPE")) {
+        if (argc != 2) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_find(arg[1], len[1]);
+        if (e == NULL) {
+            kv_str(o, "+none\r\n");
+        } else if (e->type == KV_STRING) {
+            kv_str(o, "+string\r\n");
+        } else if (e->type == KV_HASH) {
+            kv_str(o, "+hash\r\n");
+        } else if (e->type == KV_SET) {
+            kv_str(o, "+set\r\n");
+        } else {
+            kv_str(o, "+zset\r\n");
+        }
+
     } else if (IS(0, "EXISTS")) {
         for (n = 0, i = 1; i < argc; i++) {
             n += kv_find(arg[i], len[i]) != NULL;
@@ -879,6 +897,20 @@ kv_lua_call(lua_State *L)
 }
 
 
+/* redis.error_reply(msg): the table {err = msg}, which a script returns
+ * as its error */
+static int
+kv_lua_error_reply(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "err");
+
+    return 1;
+}
+
+
 static int
 kv_lua_pcall(lua_State *L)
 {
@@ -1078,6 +1110,8 @@ kv_eval(int argc, char **arg, size_t *len, kv_out_t *o)
         lua_setfield(kv_lua, -2, "call");
         lua_pushcfunction(kv_lua, kv_lua_pcall);
         lua_setfield(kv_lua, -2, "pcall");
+        lua_pushcfunction(kv_lua, kv_lua_error_reply);
+        lua_setfield(kv_lua, -2, "error_reply");
         lua_setglobal(kv_lua, "redis");
         lua_newtable(kv_lua);
         lua_pushcfunction(kv_lua, kv_lua_json_decode);
