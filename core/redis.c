@@ -88,11 +88,13 @@ struct pki_redis_s {
     "return redis.error_reply('WRONGTYPE ' .. " k " .. ' holds a ' .. ty "    \
     ".. ', not a " t "') end end "
 
-/* k, a counter INCR moves on: absent, or a decimal integer */
+/* k, a counter INCR moves on: absent, or an integer as Redis writes one
+ * (no leading zero, no "-0": INCR refuses "01") */
 #define PKI_LUA_WANT_COUNT(k)                                                 \
     PKI_LUA_WANT(k, "string")                                                 \
     "do local c = redis.call('GET', " k ") "                                  \
-    "if c and (not string.match(c, '^%-?%d+$') or #c > 18) then "             \
+    "if c and c ~= '0' and (not string.match(c, '^%-?[1-9]%d*$') "            \
+    "or #c > 18) then "                                                       \
     "return redis.error_reply('ERR ' .. " k " .. ' is not a counter') "       \
     "end end "
 

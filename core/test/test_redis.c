@@ -1023,7 +1023,9 @@ wt_set(redisContext *c, const char *what, const char *value)
 static void
 test_wrongtype(pki_redis_t *r, redisContext *c)
 {
+    int            i;
     char           serial[41], s2[41], key[256];
+    const char    *bad[] = { "1.5", "01", "-0" };
     redisReply    *rep;
     pki_result_t   res;
 
@@ -1050,13 +1052,16 @@ test_wrongtype(pki_redis_t *r, redisContext *c)
     ok(wt_status(c, serial, "good"), "... the record is untouched");
     wt_set(c, "revplan", NULL);
 
-    /* the generation: not a counter */
-    wt_set(c, "revgen", "1.5");
-    pki_result_init(&res);
-    ok(pki_record_revoke(r, "wt", serial, 1, 1750000000, 0, NULL, &res)
-       != PKI_OK, "wrongtype: revoke refused, revgen is no counter");
-    ok(wt_status(c, serial, "good"), "... the record is still good");
-    wt_set(c, "revgen", NULL);
+    /* the generation: not a counter INCR takes */
+    for (i = 0; i < 3; i++) {
+        wt_set(c, "revgen", bad[i]);
+        pki_result_init(&res);
+        ok(pki_record_revoke(r, "wt", serial, 1, 1750000000, 0, NULL, &res)
+           != PKI_OK, "wrongtype: revoke refused, revgen \"%s\" is no "
+           "counter", bad[i]);
+        ok(wt_status(c, serial, "good"), "... the record is still good");
+    }
+    wt_set(c, "revgen", "0");
 
     pki_result_init(&res);
     is_st(pki_record_revoke(r, "wt", serial, 1, 1750000000, 0, NULL, &res),
