@@ -3939,6 +3939,16 @@ pki_scep_poll_issued(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return;
     }
 
+    if (rec.status != PKI_CERT_GOOD) {
+        /* revoked since (by the operator, or withdrawn): the request
+         * ended; a revoked certificate is no answer to it */
+        pki_record_clear(&rec);
+        pki_fail(res, PKI_FORBIDDEN, "the request's certificate (serial "
+                 "%s) was revoked", serial);
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        return;
+    }
+
     p = rec.der;
     cert = d2i_X509(NULL, &p, (long) rec.der_len);
     pki_record_clear(&rec);

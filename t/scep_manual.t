@@ -646,6 +646,15 @@ my $cert_spki = sub {
        '... the same certificate');
     is(records(), $before + 1, '... no second one');
 
+    # its certificate revoked by the operator since: a copy gets FAILURE,
+    # not the revoked certificate
+    $r = $t->admin_revoke($serial // 'none');
+    is($r->{code}, 200, 'resend: the certificate revoked by the operator')
+        or diag($r->{body});
+    fails('resend: a copy once its certificate is revoked', $oreq, 2,
+          path => '/scep-manual-otc', key => $ok, log => qr/was revoked/);
+    is(records(), $before + 1, '... nothing issued');
+
     # a rejected request's copy: FAILURE, as its CertPoll gets
     my $jk = key('resend-rej');
     my $jch = challenge('{"ttl": 300}');
