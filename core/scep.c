@@ -4117,6 +4117,13 @@ pki_scep_poll_settle(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
             return 1;
         }
 
+        if (!stale) {
+            /* a live claimer may be between its withdrawal's revocation
+             * and its mark: it settles the request itself */
+            pki_scep_poll_pending(conf, m, resp);
+            return 0;
+        }
+
         from[0] = "issuing";
         from[1] = pend->claim[0] ? pend->claim : "-";
         from[2] = pend->serial;

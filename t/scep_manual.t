@@ -737,6 +737,24 @@ my $cert_spki = sub {
         is(records(), $n, '... still no new certificate');
     }
 
+    # a live claim whose certificate is revoked but not marked withdrawn:
+    # its claimer may be between the two; PENDING, the request left to it
+    {
+        my ($k2, $p2, $tid2, $serial2) = $issue_one->('revoked-live');
+        $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
+                      data => qq({"serial": "$serial2", )
+                              . '"reason": "keyCompromise"}');
+        is($r->{code}, 200, 'revoked, live claim: revoked');
+        $t->redis('HSET', 'pki:scep:pend:' . sha256_hex($tid2), 'status',
+                  'issuing', 'claim', 'live', 'since', time,
+                  'serial', $serial2);
+        my $x2 = rep(send_msg($p2, '/scep-manual'), $p2, $k2);
+        is($x2->{status}, 3, 'revoked, live claim: CertPoll PENDING')
+            or diag($x2->{raw});
+        is($t->redis_raw('HGET', 'pki:scep:pend:' . sha256_hex($tid2),
+                         'status'), "issuing\n", '... left to its claimer');
+    }
+
     # a withdrawal: issued anew, once
     my ($k, $p, $tid, $serial) = $issue_one->('withdrawn-1');
     $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
