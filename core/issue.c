@@ -2348,9 +2348,7 @@ pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
 
     pki_result_init(&wres);
 
-    if (pki_record_revoke(r, ca->name, hex, 5, 0, 0, NULL, &wres)
-        == PKI_OK)
-    {
+    if (pki_int_record_withdraw(r, ca->name, hex, &wres) == PKI_OK) {
         pki_log(res, "; serial %s withdrawn (revoked, cessationOfOperation)",
                 hex);
         /* told apart from an operator's revocation (SCEP CertPoll

@@ -219,6 +219,12 @@ typedef struct {
     int          late;      /* out: the commit ran past its deadline */
 } pki_int_rsv_t;
 
+/* redis.c: revokes (cessationOfOperation) a certificate recorded good
+ * but not handed out, whether or not the transaction log can take the
+ * entry now (pki_int_issue_withdraw). */
+pki_status_t pki_int_record_withdraw(pki_redis_t *r, const char *ca,
+    const char *serial, pki_result_t *res);
+
 /* redis.c: the mark of a withdrawn certificate on its record (mark 1:
  * set by pki_int_issue_withdraw; 0: read, *yes 1 when set).  A record
  * revoked otherwise has none. */

@@ -1737,10 +1737,41 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
 /* The audit hook (core/audit.c): every revocation change is logged and
  * counted here, whoever asked (admin API, ACME revokeCert, ...).  A miss
  * (PKI_NOT_FOUND: callers probe CA after CA) is not an event. */
+static pki_status_t pki_record_revoke_gated(pki_redis_t *r, const char *ca,
+    const char *serial, int reason, time_t when, time_t invalidity_date,
+    pki_record_t *out, int gate, pki_result_t *res);
+
+
 PKI_API pki_status_t
 pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
     pki_result_t *res)
+{
+    return pki_record_revoke_gated(r, ca, serial, reason, when,
+                                   invalidity_date, out, 1, res);
+}
+
+
+/*
+ * The withdrawal of a certificate recorded good but not handed out
+ * (pki_int_issue_withdraw): revoked, cessationOfOperation, also while the
+ * transaction log takes nothing, which is often why it is withdrawn (its
+ * issuance entry was refused, the backlog is full).  It only lowers
+ * trust, so it does not wait for the log; its entry is logged when the
+ * log can take it, else the refusal is said in res.
+ */
+pki_status_t
+pki_int_record_withdraw(pki_redis_t *r, const char *ca, const char *serial,
+    pki_result_t *res)
+{
+    return pki_record_revoke_gated(r, ca, serial, 5, 0, 0, NULL, 0, res);
+}
+
+
+static pki_status_t
+pki_record_revoke_gated(pki_redis_t *r, const char *ca, const char *serial,
+    int reason, time_t when, time_t invalidity_date, pki_record_t *out,
+    int gate, pki_result_t *res)
 {
     int           done;
     char          canon[41], why_buf[64];
@@ -1751,7 +1782,7 @@ pki_record_revoke(pki_redis_t *r, const char *ca, const char *serial,
 
     done = reason;
 
-    if (pki_int_audit_ready(&why)) {
+    if (!gate || pki_int_audit_ready(&why)) {
         st = pki_record_revoke_do(r, ca, serial, reason, when,
                                   invalidity_date, out, &done, res);
 
