@@ -60,7 +60,6 @@ my $base = 'https://127.0.0.1:' . $t->https_port;
 my $ocsp = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my $n_flood = 0;
 
-sub entries { return $t->audit_entries($dir) }
 
 sub log_bytes {
     my $n = 0;
@@ -85,16 +84,6 @@ sub flood {
     return split /\n/, $out;
 }
 
-sub scrape {
-    my $r = $t->curl('GET', "$base/pki/metrics", user => 'admin:admin',
-                     quiet => 1);
-    my %m;
-    for (split /\n/, $r->{body}) {
-        next if /^#/ || !/\S/;
-        $m{$1} = $2 if /^(\S.*) (\S+)$/;
-    }
-    return \%m;
-}
 
 sub sum_match {
     my ($m, $re) = @_;
@@ -111,22 +100,6 @@ sub summary_count {
         ? ($1, timegm($7, $6, $5, $4, $3 - 1, $2)) : ();
 }
 
-# entries after seq $from: (one by one, summaries) of protocol $p
-sub split_entries {
-    my ($from, $p) = @_;
-    my @e = grep { ($_->{seq} // 0) > $from && $_->{type} eq 'request'
-                   && ($_->{protocol} // '') eq $p } entries();
-    return ([grep { ($_->{operation} // '') ne 'summary' } @e],
-            [grep { ($_->{operation} // '') eq 'summary' } @e]);
-}
-
-sub last_seq {
-    my $s = 0;
-    for (entries()) {
-        $s = $_->{seq} if ($_->{seq} // 0) > $s;
-    }
-    return $s;
-}
 
 # the summaries come within 10 s of the first refusal counted
 sub wait_summaries {
@@ -135,7 +108,7 @@ sub wait_summaries {
     while (time < $deadline) {
         my $ok = 1;
         for my $p (keys %want) {
-            my ($one, $sum) = split_entries($from, $p);
+            my ($one, $sum) = $t->audit_requests($dir, $from, $p);
             my $n = @$one;
             $n += (summary_count($_))[0] // 0 for @$sum;
             $ok = 0 if $n < $want{$p};
@@ -152,9 +125,9 @@ is($r->{code}, 200, 'enrolled: the log is open');
 # --- a flood of anonymous refusals -------------------------------------
 
 sleep 0.5;
-my $seq0 = last_seq();
+my $seq0 = $t->audit_last_seq($dir);
 my $b0 = log_bytes();
-my $m0 = scrape();
+my $m0 = $t->metrics_scrape;
 
 my $t0 = time;
 my @c = flood(3000, $ocsp, data => 'abc',
@@ -173,8 +146,8 @@ note(sprintf('the flood took %.1f s', $secs));
 ok(wait_summaries($seq0, ocsp => 3000, est => 500),
    'the summary entries came');
 
-my ($one_o, $sum_o) = split_entries($seq0, 'ocsp');
-my ($one_e, $sum_e) = split_entries($seq0, 'est');
+my ($one_o, $sum_o) = $t->audit_requests($dir, $seq0, 'ocsp');
+my ($one_e, $sum_e) = $t->audit_requests($dir, $seq0, 'est');
 my $s_o = 0;
 $s_o += (summary_count($_))[0] // 0 for @$sum_o;
 my $s_e = 0;
@@ -206,7 +179,7 @@ cmp_ok($grown, '<', 100_000, "the log grew by $grown bytes (3500 entries "
        . 'would be about 1.3 MB)');
 
 # the metrics count every refusal, and the ones not logged
-my $m1 = scrape();
+my $m1 = $t->metrics_scrape;
 is(sum_match($m1, qr/^pki_requests_total\{protocol="ocsp"/)
    - sum_match($m0, qr/^pki_requests_total\{protocol="ocsp"/), 3000,
    'pki_requests_total: every OCSP refusal');
@@ -221,7 +194,7 @@ is(($m1->{'pki_audit_refusals_unlogged_total{protocol="ocsp"}'} // 0)
 
 # the bucket is empty; each refused enrollment of demo comes between more
 # anonymous refusals, which keep it so
-my $seq1 = last_seq();
+my $seq1 = $t->audit_last_seq($dir);
 my ($csr) = $t->make_csr('refused-p521', subj => '/CN=refused-p521',
                          curve => 'P-521');
 my $n_anon = 0;
@@ -236,23 +209,23 @@ $n_anon += flood(50, $ocsp, data => 'abc',
                  ctype => 'application/ocsp-request');
 
 ok(wait_summaries($seq1, ocsp => $n_anon), 'its summary came');
-($one_e) = split_entries($seq1, 'est');
+($one_e) = $t->audit_requests($dir, $seq1, 'est');
 my @pol = grep { $_->{outcome} eq 'policy' && ($_->{requester} // '') eq 'demo'
                  && ($_->{client} // '') eq '127.0.0.1' } @$one_e;
 is(scalar @pol, 5, 'the 5 refusals of the authenticated client: 5 entries')
     or diag(explain($one_e));
 is($pol[0]{ca} // '', 'issuing', '  with the CA');
-($one_o, $sum_o) = split_entries($seq1, 'ocsp');
+($one_o, $sum_o) = $t->audit_requests($dir, $seq1, 'ocsp');
 ok(@$sum_o >= 1 && @$one_o < $n_anon,
    sprintf('  while anonymous ones went to a summary (%d of %d one by one)',
            scalar @$one_o, $n_anon));
 
 # the counts of a worker that exits are written as it exits
-my $seq2 = last_seq();
+my $seq2 = $t->audit_last_seq($dir);
 my $n_last = flood(40, $ocsp, data => 'abc',
                    ctype => 'application/ocsp-request');
 $t->stop_nginx;
-($one_o, $sum_o) = split_entries($seq2, 'ocsp');
+($one_o, $sum_o) = $t->audit_requests($dir, $seq2, 'ocsp');
 my $s_last = 0;
 $s_last += (summary_count($_))[0] // 0 for @$sum_o;
 ok(@$sum_o == 1 && $s_last > 0, "stop: the last summary ($s_last) written "

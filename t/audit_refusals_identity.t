@@ -44,15 +44,6 @@ my ($sbase) = scep_setup($t, $conf);
 my $base = 'https://127.0.0.1:' . $t->https_port;
 my $n_flood = 0;
 
-sub entries { return $t->audit_entries($dir) }
-
-sub last_seq {
-    my $s = 0;
-    for (entries()) {
-        $s = $_->{seq} if ($_->{seq} // 0) > $s;
-    }
-    return $s;
-}
 
 # N garbage POSTs through one curl: their status codes
 sub flood {
@@ -87,21 +78,13 @@ sub summary_count {
            =~ /^(\d+) refusals not logged individually since / ? $1 : 0;
 }
 
-# entries after seq $from of protocol $p: (one by one, summaries)
-sub split_entries {
-    my ($from, $p) = @_;
-    my @e = grep { ($_->{seq} // 0) > $from && $_->{type} eq 'request'
-                   && ($_->{protocol} // '') eq $p } entries();
-    return ([grep { ($_->{operation} // '') ne 'summary' } @e],
-            [grep { ($_->{operation} // '') eq 'summary' } @e]);
-}
 
 # waits until the entries and summaries of $p after $from count $n
 sub wait_count {
     my ($from, $p, $n) = @_;
     my $deadline = time + 30;
     while (time < $deadline) {
-        my ($one, $sum) = split_entries($from, $p);
+        my ($one, $sum) = $t->audit_requests($dir, $from, $p);
         my $k = @$one;
         $k += summary_count($_) for @$sum;
         return 1 if $k >= $n;
@@ -114,7 +97,7 @@ my ($r) = $t->enroll_serial('identity-0');
 is($r->{code}, 200, 'enrolled: the log is open');
 
 # the bucket's 3 go to garbage first
-my $seq0 = last_seq();
+my $seq0 = $t->audit_last_seq($dir);
 is(acme_garbage(10), 10, '10 garbage ACME POSTs: the bucket is empty');
 
 # --- ACME ----------------------------------------------------------------
@@ -153,7 +136,7 @@ for my $i (1 .. 6) {
 
 ok(wait_count($seq0, 'acme', 10 + 6 * 9), 'ACME: every refusal accounted '
    . 'for (entries and summaries)');
-my ($one, $sum) = split_entries($seq0, 'acme');
+my ($one, $sum) = $t->audit_requests($dir, $seq0, 'acme');
 my @mine = grep { ($_->{requester} // '') eq "acme:$id" } @$one;
 is(scalar @mine, 6, "the 6 refusals of the account: 6 entries with "
    . "requester acme:$id") or diag(explain($one));
@@ -175,7 +158,7 @@ cmp_ok($anon_one, '<=', 5, '  one by one: the burst (3), and 1 a minute');
 
 # --- SCEP ----------------------------------------------------------------
 
-my $seq1 = last_seq();
+my $seq1 = $t->audit_last_seq($dir);
 my $k1024 = key('k1024', 1024);
 my $n_scep = 0;
 for my $i (1 .. 5) {
@@ -200,7 +183,7 @@ is($h->{status}, 2, '  the same message again: FAILURE');
 $n_scep += 1;
 
 ok(wait_count($seq1, 'scep', $n_scep), 'SCEP: every refusal accounted for');
-($one, $sum) = split_entries($seq1, 'scep');
+($one, $sum) = $t->audit_requests($dir, $seq1, 'scep');
 is(scalar(grep { defined $_->{requester} && $_->{requester} ne '' } @$one),
    0, 'no SCEP refusal names a requester (not the right challenge either)')
     or diag(explain($one));

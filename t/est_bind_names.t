@@ -116,16 +116,6 @@ sub log_since {
 
 sub log_size { return length(slurp($t->error_log) // '') }
 
-sub scrape {
-    my $r = $t->curl('GET', "$base/pki/metrics", user => 'admin:admin',
-                     quiet => 1);
-    my %m;
-    for (split /\n/, $r->{body}) {
-        next if /^#/ || !/\S/;
-        $m{$1} = $2 if /^(\S.*) (\S+)$/;
-    }
-    return \%m;
-}
 
 my $DEV = 'pki_requests_total{protocol="est",ca="issuing",template="device"';
 
@@ -168,7 +158,7 @@ names_ok('bound serverkeygen', keygen_cert('skg-same', $r), 'dev-1',
 
 my @keys0 = $t->state_keys;
 my $certs0 = scalar(my @k = $t->redis_keys('pki:{ca:issuing}:cert:*'));
-my $m0 = scrape();
+my $m0 = $t->metrics_scrape;
 my $from = log_size();
 my $refused = 0;
 
@@ -228,7 +218,7 @@ is_deeply(\@named, [], '  no hash in Redis names a refused name');
 # --- the refusals counted and in the transaction log -------------------------
 
 sleep 0.5;
-my $m1 = scrape();
+my $m1 = $t->metrics_scrape;
 is(($m1->{"$DEV,outcome=\"auth\"}"} // 0) - ($m0->{"$DEV,outcome=\"auth\"}"}
                                              // 0),
    $refused, "metrics: $refused est auth refusals");

@@ -48,19 +48,6 @@ my $json = JSON::PP->new;
        'ngx_http_pki_dashboard.h is current (scripts/embed-dashboard.pl)');
 }
 
-sub scrape {
-    my $r = $t->curl('GET', "$base/pki/metrics", user => 'admin:admin',
-                     quiet => 1);
-    die "metrics: $r->{code}" if $r->{code} != 200;
-    my %m;
-    for (split /\n/, $r->{body}) {
-        next if /^#/ || !/\S/;
-        /^(\S.*) (\S+)$/ or die "bad line: $_";
-        $m{$1} = $2;
-    }
-    return (\%m, $r);
-}
-
 sub delta {
     my ($a, $b, $k) = @_;
     return ($b->{$k} // 0) - ($a->{$k} // 0);
@@ -84,7 +71,7 @@ for my $p ('/pki/metrics', '/pki/dashboard') {
     is($r->{headers}{allow}, 'GET, HEAD', '  with Allow');
 }
 
-my ($m0, $r0) = scrape();
+my ($m0, $r0) = $t->metrics_scrape;
 like($r0->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
      'Prometheus text format');
 
@@ -292,7 +279,7 @@ SKIP: {
 }
 
 sleep 0.3;
-my ($m1) = scrape();
+my ($m1) = $t->metrics_scrape;
 
 # --- counters ------------------------------------------------------------------
 
@@ -394,7 +381,7 @@ is(delta($m0, $m1, 'pki_request_duration_seconds_count{protocol="est"}'), 9,
 my $m2;
 my $deadline = time + 15;
 while (time < $deadline) {
-    ($m2) = scrape();
+    ($m2) = $t->metrics_scrape;
     # the gauges are refreshed by a timer: wait for one refresh that has
     # seen all of this test's issuances and the revocation, not just a
     # valid count that an older refresh can show too
@@ -494,7 +481,7 @@ SKIP: {
     my $chromium = -x '/usr/bin/chromium' ? '/usr/bin/chromium' : undef;
     skip 'no chromium', 12 if !$chromium;
 
-    my ($m3) = scrape();
+    my ($m3) = $t->metrics_scrape;
     my $ud = $t->dir . '/chromium';
     mkdir $ud;
     my ($rc, $dom, $err) = run_cmd([$chromium, '--headless', '--no-sandbox',

@@ -1016,6 +1016,45 @@ sub audit_entries {
 }
 
 
+# the highest seq of the transaction log in DIR (0: none)
+sub audit_last_seq {
+    my ($self, $dir) = @_;
+    my $s = 0;
+    for ($self->audit_entries($dir)) {
+        $s = $_->{seq} if ($_->{seq} // 0) > $s;
+    }
+    return $s;
+}
+
+# the request entries of protocol P after seq FROM in DIR: (those logged
+# one by one, the summaries of the refusal bucket), array refs
+sub audit_requests {
+    my ($self, $dir, $from, $p) = @_;
+    my @e = grep { ($_->{seq} // 0) > $from && $_->{type} eq 'request'
+                   && ($_->{protocol} // '') eq $p }
+            $self->audit_entries($dir);
+    return ([grep { ($_->{operation} // '') ne 'summary' } @e],
+            [grep { ($_->{operation} // '') eq 'summary' } @e]);
+}
+
+# GET /pki/metrics (the admin login of nginx-conf.sh): { series => value },
+# and in list context the answer too; dies unless 200 with only
+# "series value" lines
+sub metrics_scrape {
+    my ($self) = @_;
+    my $r = $self->curl('GET', "https://127.0.0.1:$self->{https}"
+                        . '/pki/metrics', user => 'admin:admin',
+                        quiet => 1);
+    die "metrics: $r->{code}" if $r->{code} != 200;
+    my %m;
+    for (split /\n/, $r->{body}) {
+        next if /^#/ || !/\S/;
+        /^(\S.*) (\S+)$/ or die "bad line: $_";
+        $m{$1} = $2;
+    }
+    return wantarray ? (\%m, $r) : \%m;
+}
+
 # --- the ACME lab (t/acme_clients.t, t/acme_clients2.t, t/acme_go.t,
 # t/acme_proto.t) ---------------------------------------------------------------
 
