@@ -2112,7 +2112,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
     pki_result_t *res)
 {
-    int              tries, len, carried;
+    int              tries, len, carried, yes;
     X509            *x;
     pki_status_t     rc;
     pki_record_t     rec;
@@ -2276,9 +2276,21 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 
         /* a commit run too late wrote nothing: the record is pending, for
          * the abandon (or its expiry) */
-        if ((rc == PKI_UNAVAILABLE || rc == PKI_CONFLICT) && !rsv.late
-            && pki_issue_committed(r, &rec, res) > 0)
-        {
+        yes = 0;
+        if ((rc == PKI_UNAVAILABLE || rc == PKI_CONFLICT) && !rsv.late) {
+            yes = pki_issue_committed(r, &rec, res);
+        }
+
+        if (yes < 0) {
+            /* maybe committed, and nobody will hold the certificate: as a
+             * batch does, it is withdrawn (revoked, cessationOfOperation;
+             * a pending record is abandoned below), or a protocol that
+             * settles its request from the store (an ACME order, SCEP
+             * CertPoll) could hand it out later, unlogged with carry=off */
+            (void) pki_int_issue_withdraw(r, ca, x, res);
+        }
+
+        if (yes > 0) {
             rc = PKI_OK;
 
             /* the carried entry went in with the record (the script adds

@@ -10,6 +10,10 @@
 #    certificate is committed, so finalize answers 200 and the order is
 #    valid with that certificate (it was 500 and the order invalid, while
 #    OCSP called the certificate good);
+#  - the commit's answer lost and its read-back's too (twice: the retry
+#    on a new connection): the record is committed but nobody will hold
+#    it, so it is withdrawn (revoked, cessationOfOperation, marked);
+#    finalize 500, the order invalid;
 #  - the order's move from ready to processing (the script that answers 2
 #    for a lost authorization): nothing is signed, the order is ready
 #    again at once and the client gets 503 (it was 403 "being finalized",
@@ -100,6 +104,35 @@ sub fired {
        '... the only certificate issued');
     like(PKITest::slurp($t->error_log) // '', qr/yet it is committed/,
          '... and the error log says what happened');
+}
+
+# --- the commit's answer lost, and its read-back's twice --------------------------
+
+# Nothing tells whether the commit ran (it did): the certificate, which
+# nobody will hold, is withdrawn, or the order's recovery could hand it
+# out later.
+{
+    my ($order, $fin) = ready_order('unsure.example.test');
+    my %before = map { $_ => 1 } $t->redis_keys('pki:{ca:issuing}:cert:*');
+    PKITest::spew($arm, "SEQ\nPERSIST\n"
+                . '\r\nHGETALL\r\n' . "\n" . '\r\nHGETALL\r\n');
+    my $f = $c->_post($fin, csr_for('unsure.example.test'));
+    ok(!-e $arm, 'unsure commit: the proxy dropped the three answers');
+    is($f->{status}, 500, '... finalize answers 500') or diag($f->{content});
+    like($f->{content} // '', qr/serverInternal/, '... serverInternal');
+    my @new = grep { !$before{$_} } $t->redis_keys('pki:{ca:issuing}:cert:*');
+    is(scalar @new, 1, '... one record written') or diag("@new");
+    my $h = @new ? $t->redis_hash($new[0]) : {};
+    is($h->{status} // '', 'revoked', '... revoked');
+    is($h->{reason} // '', '5', '... cessationOfOperation');
+    is($h->{withdrawn} // '', '1', '... marked withdrawn');
+    like(PKITest::slurp($t->error_log) // '',
+         qr/read-back failed.*withdrawn \(revoked, cessationOfOperation\)/,
+         '... and the error log says so');
+    my $o = $c->_post($order, undef);
+    is($o->{json}{status} // '', 'invalid', '... the order is invalid')
+        or diag($o->{content});
+    ok(!$o->{json}{certificate}, '... with no certificate to download');
 }
 
 # --- the order's move to processing ----------------------------------------------

@@ -14,6 +14,12 @@
 # connection with it, others go on) until the file ARM.release exists,
 # and then reaches Redis; its answer is not dropped.  A late writer, made
 # to order.
+#
+# Or it loses several answers in turn: when ARM's first line is "SEQ",
+# each further line is a pattern (the text \r\n in it stands for CR LF,
+# to match a command's name in the protocol and not in a script's text);
+# the first command containing the first pattern loses its answer as
+# above, then the next pattern is armed, and so on.
 
 import os
 import socket
@@ -64,9 +70,22 @@ def serve(client):
                 lines = pattern.split(b'\n')
                 hold = lines[0] == b'HOLD' and len(lines) > 1 \
                     and all(p in data for p in lines[1:] if p)
+                seq = [p.replace(b'\\r\\n', b'\r\n')
+                       for p in lines[1:]] if lines[0] == b'SEQ' else []
                 if hold:
                     os.unlink(ARM)
-                elif pattern and lines[0] != b'HOLD' and pattern in data:
+                elif seq and seq[0] in data:
+                    if len(lines) > 2:
+                        with open(ARM + '.tmp', 'wb') as f:
+                            f.write(b'\n'.join([b'SEQ'] + lines[2:]))
+                        os.rename(ARM + '.tmp', ARM)
+                    else:
+                        os.unlink(ARM)
+                    state['drop'] = True
+                    print('proxy: armed command seen: %r' % seq[0],
+                          flush=True)
+                elif pattern and lines[0] not in (b'HOLD', b'SEQ') \
+                        and pattern in data:
                     os.unlink(ARM)
                     state['drop'] = True
                     print('proxy: armed command seen: %r' % pattern,
