@@ -574,10 +574,7 @@ based:
 
 not_found:
 
-    r->expect_tested = 1;
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
+    ngx_http_pki_body_unwanted(r);
 
     return ngx_http_acme_refuse(r, ctx, NGX_HTTP_NOT_FOUND, "malformed",
                                 "no such resource");
@@ -588,10 +585,7 @@ bad_host:
                   "acme: refused Host header \"%V\": a name or an address, "
                   "and a port, make the URLs of the answers", &host);
 
-    r->expect_tested = 1;
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
+    ngx_http_pki_body_unwanted(r);
 
     return ngx_http_acme_refuse(r, ctx, NGX_HTTP_BAD_REQUEST, "malformed",
                                 "bad Host header");

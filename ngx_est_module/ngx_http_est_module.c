@@ -338,9 +338,7 @@ ngx_http_est_handler(ngx_http_request_t *r)
 
 not_found:
 
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
+    ngx_http_pki_body_unwanted(r);
 
     return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_FOUND,
                                    &ngx_http_est_not_found, 0);
@@ -818,9 +816,7 @@ ngx_http_est_no_tls(ngx_http_request_t *r, ngx_str_t *op)
                   "server, or set \"est_plain_http on\" where TLS ends in "
                   "front of nginx", op, &r->connection->addr_text);
 
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
+    ngx_http_pki_body_unwanted(r);
 
     return ngx_http_pki_send_plain(r, NGX_HTTP_FORBIDDEN,
                                    &ngx_http_est_https, 0);

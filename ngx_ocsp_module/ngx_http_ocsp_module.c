@@ -392,9 +392,7 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_ocsp_module);
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_POST))) {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            r->keepalive = 0;
-        }
+        ngx_http_pki_body_unwanted(r);
 
         if (ngx_http_pki_add_header(r, "Allow", (u_char *) "GET, POST", 9)
             == NULL)
@@ -428,9 +426,7 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
         ctx->get = 1;
         ctx->req.method = "GET";
 
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+        ngx_http_pki_body_unwanted(r);
 
         rc = ngx_http_ocsp_get_arg(r, ctx);
         if (rc != NGX_OK) {

@@ -2180,6 +2180,23 @@ ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
 }
 
 
+/*
+ * A request answered without its body (a refusal, a GET): no "100
+ * Continue" invites the body (RFC 9110 10.1.1: the final status may come
+ * instead); what the client sends anyway is read and dropped, or the
+ * connection closes when even that cannot be set up.
+ */
+void
+ngx_http_pki_body_unwanted(ngx_http_request_t *r)
+{
+    r->expect_tested = 1;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+}
+
+
 void
 ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep)
 {

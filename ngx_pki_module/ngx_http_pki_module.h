@@ -179,6 +179,7 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
  * closes after the answer.
  */
 void ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep);
+void ngx_http_pki_body_unwanted(ngx_http_request_t *r);
 
 /*
  * In a location's merge: where handler answers and refuses a body over max

@@ -251,9 +251,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     }
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            r->keepalive = 0;
-        }
+        ngx_http_pki_body_unwanted(r);
 
         return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED,
                                        &ngx_http_scep_bad_method, 0);
@@ -269,9 +267,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     if (scep_op == PKI_SCEP_UNKNOWN
         || (r->method == NGX_HTTP_POST && scep_op != PKI_SCEP_PKIOPERATION))
     {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            r->keepalive = 0;
-        }
+        ngx_http_pki_body_unwanted(r);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "scep: unknown operation \"%V\" from %V",
@@ -284,9 +280,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     /* a PKIOperation may issue or consume a challenge: not for a method
      * that is safe and whose answer has no body */
     if (r->method == NGX_HTTP_HEAD && scep_op == PKI_SCEP_PKIOPERATION) {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            r->keepalive = 0;
-        }
+        ngx_http_pki_body_unwanted(r);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "scep: HEAD of PKIOperation from %V refused",
@@ -353,9 +347,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
 
     ctx->req.method = "GET";
 
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
+    ngx_http_pki_body_unwanted(r);
 
     if (scep_op == PKI_SCEP_PKIOPERATION) {
         if (ngx_http_arg(r, (u_char *) "message", 7, &msg) != NGX_OK) {

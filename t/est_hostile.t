@@ -176,6 +176,8 @@ is($r->{headers}{allow}, 'POST', '  Allow: POST');
 
 $r = $t->curl('GET', $t->est_url('nosuchop'), user => 'demo:demo');
 is($r->{code}, 404, 'unknown operation: 404');
+$t->no_continue('POST', $t->est_url('nosuchop'), 404,
+                'a body to an unknown operation', user => 'demo:demo');
 $r = $t->est_post('simpleenroll', $good, label => 'nosuchlabel');
 is($r->{code}, 404, 'unknown label: 404');
 

@@ -78,6 +78,9 @@ unlike($r->{body}, qr/PRIVATE|pkcs8|multipart/i, '  no key in the answer');
 
 $r = $t->curl('GET', "$http/.well-known/est/cacerts");
 is($r->{code}, 403, 'cacerts over plain HTTP: 403');
+$t->no_continue('POST', "$http/.well-known/est/simpleenroll", 403,
+                'simpleenroll over plain HTTP (its body not read)',
+                user => 'demo:demo');
 
 is_deeply([$t->state_keys], \@keys0, 'Redis unchanged');
 is_deeply([sort $t->redis_keys('pki:*cert:*')], [sort @certs0],

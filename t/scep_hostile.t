@@ -217,6 +217,9 @@ $r = $t->curl('PUT', "$base/scep?operation=PKIOperation", data => 'x');
 is($r->{code}, 405, 'PUT: 405');
 $r = $t->curl('POST', "$base/scep?operation=GetCACert", data => 'x');
 is($r->{code}, 400, 'POST GetCACert: 400');
+$t->no_continue('PUT', "$base/scep?operation=PKIOperation", 405, 'PUT');
+$t->no_continue('POST', "$base/scep?operation=GetCACert", 400,
+                'POST GetCACert');
 
 # --- CertRep FAILUREs --------------------------------------------------------
 

@@ -456,7 +456,24 @@ sub curl {
         $h{lc $1} = $2 if $l =~ /^([^:\s]+):\s*(.*?)\s*$/;
     }
     return { code => ($out =~ /(\d{3})/ ? $1 + 0 : 0), headers => \%h,
-             head => $last, body => $body, err => $err, rc => $rc };
+             head => $last, heads => $head, body => $body, err => $err,
+             rc => $rc };
+}
+
+# no_continue(METHOD, URL, WANT, WHAT, %o): a 20 KB body sent with
+# "Expect: 100-continue" (curl waits up to 5 s for the 100) to a request
+# the server answers without its body: WANT at once, and no "100
+# Continue" before it (RFC 9110 10.1.1); o as for curl.  Returns the answer.
+sub no_continue {
+    my ($self, $method, $url, $want, $what, %o) = @_;
+    my $f = "$self->{dir}/continue.body";
+    spew($f, 'x' x 20000) if !-e $f;
+    my $r = $self->curl($method, $url, %o, data_file => $f,
+        headers => [@{ $o{headers} || [] }, 'Expect: 100-continue'],
+        extra => [@{ $o{extra} || [] }, '--expect100-timeout', '5']);
+    is($r->{code}, $want, "$what, Expect: 100-continue: $want");
+    unlike($r->{heads}, qr{^HTTP/\S+ 100}m, '  no 100 Continue before it');
+    return $r;
 }
 
 # The demo's Matter hierarchies (scripts/mkpki-matter.sh: PAA, PAI,
