@@ -1055,6 +1055,28 @@ pki_renewal_subject_same(const pki_template_t *t, X509_NAME *csr,
 }
 
 
+/*
+ * A request whose subject is name in canonical form (X509_NAME_cmp():
+ * ASCII case, spaces and string types folded) gets name as it was
+ * encoded: a renewal, or an enrollment bound to a certificate's names,
+ * keeps that certificate's subject byte for byte, not the CSR's "DEV-1"
+ * for "dev-1" (a relying party may compare the bytes).  -1 out of memory
+ * (req->subject is then NULL).
+ */
+int
+pki_int_request_keep_subject(pki_request_t *req, X509_NAME *name)
+{
+    if (req->subject == NULL || X509_NAME_cmp(req->subject, name) != 0) {
+        return req->subject == NULL ? -1 : 0;
+    }
+
+    X509_NAME_free(req->subject);
+    req->subject = X509_NAME_dup(name);
+
+    return req->subject == NULL ? -1 : 0;
+}
+
+
 pki_status_t
 pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
     pki_request_t *req, pki_result_t *res)
@@ -1132,18 +1154,13 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
     /*
      * The template's subject rules, applied to the old names, decide the
      * new subject: a value the template now fixes (O fixed NewCorp over
-     * an old O=OldCorp) wins, as it would for a new enrollment.  When
-     * they give the old subject back (X509_NAME_cmp() compares canonical
-     * forms), the old one is kept as it was encoded.
+     * an old O=OldCorp) wins, as it would for a new enrollment.
      */
-    if (X509_NAME_cmp(req->subject, X509_get_subject_name(old)) == 0) {
-        X509_NAME_free(req->subject);
-        req->subject = X509_NAME_dup(X509_get_subject_name(old));
-    }
-
     req->sans = old_sans;
 
-    if (req->subject == NULL || !EVP_PKEY_up_ref(pk)) {
+    if (pki_int_request_keep_subject(req, X509_get_subject_name(old)) != 0
+        || !EVP_PKEY_up_ref(pk))
+    {
         pki_request_clear(req);
         return pki_fail(res, PKI_INTERNAL, "out of memory");
     }

@@ -166,6 +166,9 @@ pki_status_t pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca,
 
 /* issue.c: revokes (cessationOfOperation) a certificate recorded good that
  * will not be delivered; 1 done, 0 not (said in res's log). */
+/* req's subject, when equal to name in canonical form, replaced by name's
+ * own encoding (core/issue.c); -1 out of memory. */
+int pki_int_request_keep_subject(pki_request_t *req, X509_NAME *name);
 int pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
     pki_result_t *res);
 

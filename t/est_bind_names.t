@@ -6,7 +6,9 @@
 # gets simpleenroll and serverkeygen only for that certificate's subject
 # and subjectAltNames (RFC 7030 3.3.2, 4.2.1).  Other names: 403 with an
 # error-log line naming what differs, nothing in Redis, counted as an auth
-# refusal in the metrics and logged in the transaction log.  Off (the
+# refusal in the metrics and logged in the transaction log.  A subject
+# spelt otherwise (ASCII case) is the same name: the certificate's own
+# spelling is issued.  Off (the
 # default): other names as before.  A request without a client
 # certificate (password only) is not bound.  The oracle is the openssl
 # CLI; Redis is read with redis-cli.
@@ -153,6 +155,19 @@ is($r->{code}, 200, 'bound serverkeygen: the same names: 200')
     or diag($r->{body});
 names_ok('bound serverkeygen', keygen_cert('skg-same', $r), 'dev-1',
          'DNS:dev-1.example', 'IP Address:10.0.0.1');
+
+# the subject compares as X509_NAME_cmp() does (ASCII case folded), and
+# the certificate's own spelling is issued, not the CSR's
+for my $spell ('DEV-1', 'Dev-1') {
+    $r = post('/bound', 'simpleenroll', csr("/CN=$spell", $SANS), %tls);
+    is($r->{code}, 200, "bound: CN=$spell: 200") or diag($r->{body});
+    names_ok("bound, CN=$spell", cert_of("spell-$spell", $r), 'dev-1',
+             'DNS:dev-1.example');
+}
+$r = post('/bound', 'serverkeygen', csr('/CN=DEV-1', $SANS), %tls);
+is($r->{code}, 200, 'bound serverkeygen: CN=DEV-1: 200') or diag($r->{body});
+names_ok('bound serverkeygen, CN=DEV-1', keygen_cert('skg-spell', $r),
+         'dev-1', 'DNS:dev-1.example');
 
 # --- bound: other names refused, nothing written -----------------------------
 
