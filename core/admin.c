@@ -393,6 +393,62 @@ pki_query_param(const char *q, size_t qlen, const char *name, char *buf,
 }
 
 
+/* ---- the transaction log of admin actions ------------------------------- */
+
+/* README: admin actions are in the transaction log, made durable before
+ * the answer.  So none is done while the log cannot take its entry: it
+ * is refused (503) before anything changes, as a certificate's
+ * revocation is (pki_record_revoke). */
+int
+pki_int_admin_ready(pki_result_t *res)
+{
+    const char  *why;
+
+    if (pki_int_audit_ready(&why)) {
+        return 1;
+    }
+
+    pki_fail(res, PKI_UNAVAILABLE, "transaction log unavailable");
+    pki_log(res, "transaction log: %s", why);
+
+    return 0;
+}
+
+
+/* The action's own entry, durable before the server answers (its ticket:
+ * pki_audit_take_ticket), rather than the server's note of the request
+ * after the answer, which names no object and is not waited for. */
+pki_status_t
+pki_int_admin_audit(const char *operation, const char *ca,
+    const char *serial, const char *subject, const char *reason,
+    pki_result_t *res)
+{
+    pki_event_t   ev;
+    pki_status_t  st;
+    pki_result_t  ares;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_REQUEST;
+    ev.status = PKI_OK;
+    ev.operation = operation;
+    ev.ca = ca;
+    ev.serial = serial;
+    ev.subject = subject;
+    ev.reason = reason;
+
+    pki_result_init(&ares);
+
+    st = pki_event_emit(&ev, 1, &ares);
+    if (st != PKI_OK) {
+        pki_log(res, "%stransaction log: %s %s",
+                res != NULL && res->log[0] != '\0' ? "; " : "",
+                ares.detail, ares.log);
+    }
+
+    return st;
+}
+
+
 /* ---- POST revoke -------------------------------------------------------- */
 
 /* One CA's revocation now, or planned for at (0: now). */
@@ -983,17 +1039,40 @@ pki_admin_eab_created(const pki_admin_conf_t *conf, const char *kid,
 
 
 static void
-pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
-    const char *kid, pki_admin_resp_t *resp)
+pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    const char *method, const char *kid, pki_admin_resp_t *resp)
 {
     char          newkid[32], key[PKI_ACME_EAB_KEY_BUF], *json;
     cJSON        *obj, *keys;
     pki_status_t  rc;
+    pki_result_t  tmp;
 
     if (kid == NULL && strcmp(method, "POST") == 0) {
+        if (!pki_int_admin_ready(&resp->res)) {
+            return;
+        }
+
         rc = pki_acme_eab_new(conf->redis, newkid, key, &resp->res);
+
         if (rc == PKI_OK) {
-            pki_admin_eab_created(conf, newkid, key, resp);
+            /* the key's id, never its HMAC key */
+            pki_event_set_actor("admin", req->identity, req->client);
+            rc = pki_int_admin_audit("acme-eab-create", NULL, NULL, newkid,
+                                     "acme eab key created", &resp->res);
+            pki_event_set_actor(NULL, NULL, NULL);
+
+            if (rc != PKI_OK) {
+                /* not in the log: not handed out, and disabled as a key
+                 * nobody was shown (pki_admin_eab_created) */
+                pki_result_init(&tmp);
+                (void) pki_acme_eab_disable(conf->redis, newkid, &tmp);
+                pki_fail(&resp->res, PKI_UNAVAILABLE, "transaction log "
+                         "unavailable");
+                pki_log(&resp->res, "; acme eab key %s disabled", newkid);
+
+            } else {
+                pki_admin_eab_created(conf, newkid, key, resp);
+            }
         }
 
         OPENSSL_cleanse(key, sizeof(key));
@@ -1024,10 +1103,24 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
     }
 
     if (kid != NULL && strcmp(method, "DELETE") == 0) {
+        if (!pki_int_admin_ready(&resp->res)) {
+            return;
+        }
+
         rc = pki_acme_eab_disable(conf->redis, kid, &resp->res);
         if (rc != PKI_OK) {
             return;
         }
+
+        pki_log(&resp->res, "acme eab key %s disabled", kid);
+
+        /* an entry that could not be written is said in the error log,
+         * as a revocation's (pki_record_revoke): the key stays disabled,
+         * which only takes trust away */
+        pki_event_set_actor("admin", req->identity, req->client);
+        (void) pki_int_admin_audit("acme-eab-disable", NULL, NULL, kid,
+                                   "acme eab key disabled", &resp->res);
+        pki_event_set_actor(NULL, NULL, NULL);
 
         obj = cJSON_CreateObject();
         if (obj != NULL) {
@@ -1037,8 +1130,6 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const char *method,
 
         pki_admin_json(resp, 200, obj);
         cJSON_Delete(obj);
-
-        pki_log(&resp->res, "acme eab key %s disabled", kid);
         return;
     }
 
@@ -1345,12 +1436,12 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     } else if (strcmp(path, "acme/eab") == 0
                || strcmp(path, "acme/eab/") == 0)
     {
-        pki_admin_acme_eab(conf, method, NULL, resp);
+        pki_admin_acme_eab(conf, req, method, NULL, resp);
 
     } else if (strncmp(path, "acme/eab/", 9) == 0
                && strchr(path + 9, '/') == NULL)
     {
-        pki_admin_acme_eab(conf, method, path + 9, resp);
+        pki_admin_acme_eab(conf, req, method, path + 9, resp);
 
     } else if (strcmp(path, "acme/accounts") == 0
                || strcmp(path, "acme/accounts/") == 0)
@@ -1375,6 +1466,9 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         cJSON  *obj = NULL;
         int     status = 0;
 
+        /* its changes are audited as this identity (pki_int_admin_audit) */
+        pki_event_set_actor("admin", req->identity, req->client);
+
         if (pki_int_scep_admin(conf->redis, method, path + 5, req->body,
                                req->body_len, req->identity, &status, &obj,
                                &resp->res)
@@ -1382,6 +1476,8 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         {
             pki_admin_json(resp, status, obj);
         }
+
+        pki_event_set_actor(NULL, NULL, NULL);
 
         cJSON_Delete(obj);
 

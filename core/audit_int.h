@@ -58,6 +58,20 @@ pki_status_t pki_int_record_commit_carry(pki_redis_t *r,
  * which. */
 int pki_int_audit_ready(const char **why);
 
+/* admin.c, for admin.c, scep.c and redis.c: the transaction log of an
+ * admin action (an EAB key, a SCEP challenge or decision, a planned
+ * revocation).  pki_int_admin_ready(): 0 with res failed (PKI_UNAVAILABLE)
+ * while the log cannot take an entry (pki_int_audit_ready): the action
+ * is refused before it changes anything.  pki_int_admin_audit(): the
+ * durable entry of the action just done, a "request" entry of the
+ * thread's actor (pki_event_set_actor: "admin", the identity, the
+ * client); nothing secret goes into it.  Not PKI_OK: it was not written,
+ * said in res->log. */
+int pki_int_admin_ready(pki_result_t *res);
+pki_status_t pki_int_admin_audit(const char *operation, const char *ca,
+    const char *serial, const char *subject, const char *reason,
+    pki_result_t *res);
+
 /* audit.c, for issue.c: the stream key that carries the entries of CA
  * "ca" on store r to the default log, or NULL when they are written and
  * synced by the log itself (no log, no syncer, or not registered with

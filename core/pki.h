@@ -308,8 +308,12 @@ PKI_API pki_status_t pki_record_revoke(pki_redis_t *r, const char *ca,
  * certificate's renewal window before it) and in the CA's plan (a sorted
  * set by time) that pki_record_revoke_due() works through, which logs the
  * revocation as the admin "planned by BY".  A second plan replaces the
- * first.  PKI_NOT_FOUND: no such certificate; PKI_CONFLICT:
- * not good (revoked, pending).  out (may be NULL): the updated record. */
+ * first.  The plan itself is audited (a "revoke-plan" request entry of
+ * the thread's actor, pki_event_set_actor), and refused (PKI_UNAVAILABLE,
+ * nothing planned) while the transaction log cannot take the entry, as
+ * pki_record_revoke is.  PKI_NOT_FOUND: no such certificate;
+ * PKI_CONFLICT: not good (revoked, pending).  out (may be NULL): the
+ * updated record. */
 PKI_API pki_status_t pki_record_plan_revoke(pki_redis_t *r, const char *ca,
     const char *serial, int reason, time_t at, const char *by,
     pki_record_t *out, pki_result_t *res);

@@ -1989,6 +1989,7 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
     long long     rc;
     char          kcert[PKI_REDIS_KEY_MAX], kplan[PKI_REDIS_KEY_MAX];
     char          kgen[PKI_REDIS_KEY_MAX], canon[41];
+    char          when[PKI_RFC3339_LEN], why[96];
 
     if (out != NULL) {
         memset(out, 0, sizeof(*out));
@@ -1996,6 +1997,14 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
 
     if (r == NULL) {
         return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    /* audited as a revocation is, by the thread's actor (the admin API
+     * sets it): not while the log cannot take the entry; a plan is a
+     * revocation that needs no later write to take effect (OCSP and the
+     * CRL say revoked from its time on, pki_record_at) */
+    if (!pki_int_admin_ready(res)) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
     }
 
     /* a hold is not planned; a release has nothing to release */
@@ -2052,6 +2061,15 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
         return pki_fail(res, PKI_CONFLICT, "certificate is not good (a "
                         "revocation is planned only for a good one)");
     }
+
+    /* an entry that could not be written is said in res->log, as a
+     * revocation's (pki_record_revoke_gated): the plan stands */
+    if (!pki_format_rfc3339(at, when)) {
+        snprintf(when, sizeof(when), "%lld", (long long) at);
+    }
+    snprintf(why, sizeof(why), "%s, planned for %s",
+             pki_int_reason_name(reason), when);
+    (void) pki_int_admin_audit("revoke-plan", ca, canon, NULL, why, res);
 
     if (out != NULL) {
         return pki_record_get(r, ca, canon, out, res);

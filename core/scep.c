@@ -61,6 +61,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "audit_int.h"
 #include "issue_int.h"
 #include "scep_int.h"
 
@@ -77,6 +78,7 @@
 #define PKI_SCEP_PENDING_TTL    (7L * 86400)
 #define PKI_SCEP_CHAL_TTL       3600L
 #define PKI_SCEP_CHAL_TTL_MAX   (30L * 86400)
+#define PKI_SCEP_CHAL_ID_LEN    16      /* hex digits: the id in the log */
 #define PKI_SCEP_ADMIN_BODY     16384
 #define PKI_SCEP_KEY_MAX        256
 
@@ -4874,6 +4876,30 @@ pki_scep_json_str(cJSON *root, const char *name, size_t max,
 }
 
 
+/* A challenge just made is taken back (its entry was not written);
+ * best effort: unused, it expires with its ttl. */
+static void
+pki_scep_chal_drop(pki_redis_t *r, const char *key)
+{
+    size_t         lens[2];
+    redisReply    *reply;
+    const char    *argv[2];
+    pki_result_t   tmp;
+
+    pki_result_init(&tmp);
+
+    argv[0] = "DEL";
+    argv[1] = key;
+    lens[0] = 3;
+    lens[1] = strlen(key);
+
+    reply = pki_int_redis_cmd(r, 2, argv, lens, &tmp);
+    if (reply != NULL) {
+        freeReplyObject(reply);
+    }
+}
+
+
 static pki_status_t
 pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     size_t len, int *status, cJSON **out, pki_result_t *res)
@@ -4887,7 +4913,7 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     pki_status_t    st;
     unsigned char   rnd[16];
     time_t          exp;
-    char            when[PKI_RFC3339_LEN];
+    char            when[PKI_RFC3339_LEN], id[65], why[160];
 
     st = pki_scep_admin_json(body, len, &root, res);
     if (st != PKI_OK) {
@@ -4914,6 +4940,13 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
         cJSON_Delete(root);
         return pki_fail(res, PKI_MALFORMED, "\"cn\", \"san\" and "
                         "\"template\" must be short strings");
+    }
+
+    /* audited (the caller set the actor): not while the log cannot take
+     * the entry */
+    if (!pki_int_admin_ready(res)) {
+        cJSON_Delete(root);
+        return res->status;
     }
 
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
@@ -4973,9 +5006,34 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     exp = time(NULL) + ttl;
     (void) pki_format_rfc3339(exp, when);
 
+    /* the log names the challenge by an id, the start of the SHA-256 of
+     * the password (as its Redis key, scep:chal:HASH), never by the
+     * password; the answer gives the same id */
+    if (!pki_sha256_hex(pw, strlen(pw), id)) {
+        pki_scep_chal_drop(r, key);
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_INTERNAL, "SHA-256 failed");
+    }
+    id[PKI_SCEP_CHAL_ID_LEN] = '\0';
+
+    snprintf(why, sizeof(why), "one-time SCEP challenge %s created, "
+             "expires %s", id, when);
+
+    if (pki_int_admin_audit("scep-challenge-create", NULL, NULL, cn, why,
+                            res)
+        != PKI_OK)
+    {
+        /* not in the log: not handed out, and removed */
+        pki_scep_chal_drop(r, key);
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_UNAVAILABLE, "transaction log "
+                        "unavailable");
+    }
+
     o = cJSON_CreateObject();
     if (o == NULL
         || cJSON_AddStringToObject(o, "challenge", pw) == NULL
+        || cJSON_AddStringToObject(o, "id", id) == NULL
         || cJSON_AddNumberToObject(o, "ttl", (double) ttl) == NULL
         || cJSON_AddStringToObject(o, "expires", when) == NULL
         || (cn && cJSON_AddStringToObject(o, "cn", cn) == NULL)
@@ -5355,7 +5413,7 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
     pki_result_t *res)
 {
     int            done;
-    char           created[24];
+    char           created[24], why[PKI_SCEP_TID_MAX + 32];
     cJSON         *root, *o;
     time_t         t;
     const char    *tid, *when;
@@ -5396,6 +5454,13 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
         snprintf(created, sizeof(created), "%lld", (long long) t);
     }
 
+    /* audited (the caller set the actor): not while the log cannot take
+     * the entry */
+    if (!pki_int_admin_ready(res)) {
+        cJSON_Delete(root);
+        return res->status;
+    }
+
     st = pki_scep_pend_decide(r, tid, to, when != NULL ? created : NULL,
                               &done, res);
     if (st != PKI_OK) {
@@ -5431,6 +5496,15 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
 
     /* no longer listed (the listing would drop it anyway) */
     pki_scep_pend_unindex(r, tid);
+
+    /* an entry that could not be written is said in the error log, as a
+     * revocation's (pki_record_revoke): the decision stands, the device
+     * may have fetched its answer already */
+    snprintf(why, sizeof(why), "SCEP request %.*s %s", PKI_SCEP_TID_MAX,
+             tid, to);
+    (void) pki_int_admin_audit(to[0] == 'a' ? "scep-approve"
+                                            : "scep-reject",
+                               NULL, NULL, NULL, why, res);
 
     o = cJSON_CreateObject();
     if (o == NULL
