@@ -1632,12 +1632,26 @@ pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
 static int
 pki_audit_rotate(pki_audit_t *a, pki_result_t *res)
 {
-    int    fd;
-    char   name[32], *path;
+    int           fd;
+    char          name[32], *path;
+    pki_result_t  cres;
 
     if (a->key != NULL && a->since_ckpt > 0) {
-        if (pki_audit_write_locked(a, NULL, 1, res) != PKI_OK) {
-            return 0;
+        pki_result_init(&cres);
+
+        if (pki_audit_write_locked(a, NULL, 1, &cres) != PKI_OK) {
+            if (a->end < 0) {
+                /* the write failed: the file's end is not known */
+                pki_fail(res, cres.status, "%s", cres.detail);
+                return 0;
+            }
+
+            /* not signed (a token away): the file rotates all the same,
+             * ending in an unsigned stretch as a missing key leaves
+             * one; refusing would refuse every later entry, each time
+             * asking the key again */
+            pki_log(res, "%sthe checkpoint at rotation is not signed: "
+                    "%s", (res && res->log[0]) ? "; " : "", cres.detail);
         }
     }
 

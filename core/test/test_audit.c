@@ -1310,6 +1310,80 @@ main(void)
            lines, n);
     }
 
+    /* the checkpoint key fails after a signed checkpoint (a token away):
+     * the checkpoint at rotation is not signed, the file rotates all the
+     * same and every later entry is written (each was refused, the size
+     * asking for a rotation again) */
+    {
+        int                n, fails9, said9;
+        char               dir9[300], key9[300], ser9[16];
+        pki_key_t         *k9;
+        pki_audit_t       *x;
+        pki_audit_conf_t   c9;
+
+        snprintf(dir9, sizeof(dir9), "%s/log9", tdir);
+        snprintf(key9, sizeof(key9), "%s/audit9.key", tdir);
+        mkdir(dir9, 0700);
+        k9 = make_key(key9);
+
+        memset(&c9, 0, sizeof(c9));
+        c9.dir = dir9;
+        c9.key = k9;
+        c9.max_size = 4096;
+        pki_result_init(&res);
+        x = (k9 != NULL) ? pki_audit_open(&c9, &res) : NULL;
+        ok(x != NULL, "a log of 4096-byte files (%s)", res.detail);
+
+        for (n = 0; x != NULL && n < 3; n++) {
+            snprintf(ser9, sizeof(ser9), "D%04X", n);
+            (void) append(x, ser9, 1);
+        }
+
+        pki_result_init(&res);
+        ok(x != NULL && pki_audit_checkpoint(x, &res) == PKI_OK,
+           "  3 entries and a signed checkpoint");
+
+        pki_key_close(k9);
+
+        fails9 = 0;
+        said9 = 0;
+        for (n = 3; x != NULL && n < 40; n++) {
+            snprintf(ser9, sizeof(ser9), "D%04X", n);
+            memset(&ev, 0, sizeof(ev));
+            ev.type = PKI_EV_ISSUE;
+            ev.status = PKI_OK;
+            ev.protocol = "est";
+            ev.operation = "enroll";
+            ev.ca = "ca1";
+            ev.serial = ser9;
+            ev.subject = "CN=device-1,O=Example";
+            ev.requester = "alice";
+            pki_result_init(&res);
+            if (pki_audit_append(x, &ev, 1, &res) != PKI_OK) {
+                fails9++;
+                diag("entry %d: %s", n + 1, res.detail);
+            }
+            said9 += strstr(res.log, "not signed") != NULL;
+        }
+
+        ok(fails9 == 0, "  the key closed: 37 more entries, %d refused",
+           fails9);
+        ok(said9 > 0, "  the unsigned rotation said so (%d times)", said9);
+        pki_audit_close(x);
+
+        snprintf(cmd, sizeof(cmd), "test $(ls %s/audit-0*.log | wc -l) "
+                 "-ge 2", dir9);
+        ok(run(cmd) == 0, "  the log rotated");
+
+        st = verify(dir9, &rep);
+        ok(st == PKI_OK && rep.entries == 41 && rep.checkpoints == 1
+           && rep.unsigned_tail == 37,
+           "  it verifies: %llu entries, %llu signed checkpoint(s), "
+           "%llu after it (%s)", rep.entries, rep.checkpoints,
+           rep.unsigned_tail, rep.bad);
+        pki_key_free(k9);
+    }
+
     a = shared_log;
     pki_audit_close(a);
     pki_audit_close(b);
