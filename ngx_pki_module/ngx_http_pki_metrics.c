@@ -1382,6 +1382,17 @@ ngx_http_pki_m_timer_start(ngx_cycle_t *cycle)
 static void
 ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
 {
+    /* done already by the shared module, before its vaults closed */
+    ngx_http_pki_audit_exit(cycle);
+}
+
+
+/* worker exit: the shared module calls this once its pool threads are
+ * gone and before it closes the key vaults, which the exit checkpoint's
+ * key (key=pkcs11:...) signs in; a second call does nothing */
+void
+ngx_http_pki_audit_exit(ngx_cycle_t *cycle)
+{
     pki_result_t                 res;
     ngx_http_pki_m_main_conf_t  *mmcf;
 
@@ -1422,7 +1433,11 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
         ngx_http_pki_m_audit_flush(mmcf->audit);
 
         pki_result_init(&res);
-        (void) pki_audit_checkpoint(mmcf->audit, &res);
+        if (pki_audit_checkpoint(mmcf->audit, &res) != PKI_OK) {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "pki_audit_log: no checkpoint at exit: %s",
+                          res.detail);
+        }
         pki_audit_close(mmcf->audit);
 
         mmcf->audit = NULL;

@@ -583,6 +583,9 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
     ngx_http_pki_audit_exit_threads();
     ngx_http_pki_wait_threads(cycle);
 
+    /* the exit checkpoint is signed while its key's vault is open */
+    ngx_http_pki_audit_exit(cycle);
+
     ngx_http_pki_crl_free_all(pmcf);
     ngx_http_pki_close_all(pmcf);
 }

@@ -284,6 +284,9 @@ ngx_int_t ngx_http_pki_audit_wait(ngx_http_pki_audit_waiter_t *w,
 /* Worker exit: stops the transaction log's syncer thread (called before
  * the shared module waits for the process to be down to one thread). */
 void ngx_http_pki_audit_exit_threads(void);
+/* Worker exit, once the pool threads are gone and before the key vaults
+ * close: writes what is held and the exit checkpoint, closes the log. */
+void ngx_http_pki_audit_exit(ngx_cycle_t *cycle);
 
 /* helpers the metrics module takes from the shared module */
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
