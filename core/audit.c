@@ -250,6 +250,7 @@ static pki_audit_t *pki_audit_default_wait(void);
 static void pki_audit_open_changed(void);
 static void pki_audit_held(size_t *bytes, const pki_audit_qent_t *q,
     int in);
+static long long pki_audit_time(const char *s);
 static pki_status_t pki_audit_write_locked(pki_audit_t *a,
     const pki_event_t *ev, int checkpoint, pki_result_t *res);
 static pki_status_t pki_audit_write_q(pki_audit_t *a,
@@ -4166,6 +4167,12 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
             q->rid[e->element[0]->len] = '\0';
             memcpy(q->time, tv, tl);
             q->time[tl] = '\0';
+
+            if (pki_audit_time(q->time) < 0) {
+                /* not the writer's text (an edited stream): the file
+                 * takes only its own, or it would not verify */
+                pki_time_text(q->time, sizeof(q->time));
+            }
             memcpy(q->body, bv, bl);
             q->body[bl] = '\0';
             q->blen = bl;
@@ -4452,15 +4459,24 @@ pki_check_sig(EVP_PKEY *pub, const char *tbs, const char *sig64)
     } while (0)
 
 
-/* An entry's "time" as seconds since the epoch, -1 if it is none.  The
- * log writes UTC only ("...ss.mmmZ", pki_time_text()): a numeric offset
- * is not what the writer wrote, so it is refused as any other text. */
+/* An entry's "time" as seconds since the epoch, -1 if it is not exactly
+ * what the writer writes (pki_time_text(): UTC to the millisecond): an
+ * offset, another precision or a lower-case letter is not its text. */
 static long long
 pki_audit_time(const char *s)
 {
+    size_t  i;
     time_t  t;
 
-    if (!pki_parse_rfc3339(s, PKI_RFC3339_UTC, &t)) {
+    static const char  form[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+
+    for (i = 0; form[i] != '\0'; i++) {
+        if (form[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != form[i]) {
+            return -1;
+        }
+    }
+
+    if (s[i] != '\0' || !pki_parse_rfc3339(s, PKI_RFC3339_UTC, &t)) {
         return -1;
     }
 
@@ -4673,6 +4689,13 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
                 pki_bad(rep, "%s line %zu: entry seq %llu does not chain to "
                         "entry seq %llu (that one was edited or replaced)",
                         files[i].name, lineno, seq, seq - 1);
+            }
+
+            if (tm < 0) {
+                /* the age bound (--max-unsigned-age) cannot skip it */
+                pki_bad(rep, "%s line %zu: entry seq %llu: its time is not "
+                        "the log's own (YYYY-MM-DDThh:mm:ss.mmmZ): edited",
+                        files[i].name, lineno, seq);
             }
 
             if (seq == head_seq && strcmp(hash, head_hash) != 0) {

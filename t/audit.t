@@ -258,6 +258,7 @@ like($out, qr/removed from the end/, '  names the missing tail') or diag($out);
 # the last one) with entries added by someone without the key: refused
 # when they run past the period given (--max-unsigned-age) or number more
 # than allowed (--max-unsigned); a few, close to it, pass (README)
+our $ts_form = '%04d-%02d-%02dT%02d:%02d:%02d.000Z';
 sub forged {
     my ($secs, $count, @extra) = @_;
     my $d = $t->dir . "/tamper" . ++$n;
@@ -271,7 +272,7 @@ sub forged {
     my ($seq, $prev) = ($last->{seq}, $last->{hash});
     for my $k (1 .. $count) {
         my @g = gmtime($t0 + $secs);
-        my $ts = sprintf('%04d-%02d-%02dT%02d:%02d:%02d.000Z', $g[5] + 1900,
+        my $ts = sprintf($ts_form, $g[5] + 1900,
                          $g[4] + 1, @g[3, 2, 1, 0]);
         $seq++;
         my $pre = qq({"seq":$seq,"time":"$ts","type":"issue","protocol":)
@@ -299,6 +300,17 @@ like($out, qr/3 entries after the last signed checkpoint/, '  says so')
 ($rc, $out) = forged(1, 3, '--max-unsigned', 5, '--max-unsigned-age', 120);
 is($rc, 0, 'three added within the bounds pass (the documented limit)')
     or diag($out);
+
+# an added entry whose time the writer never writes (an offset, another
+# precision) was left out of the age bound: it fails verification, named
+for my $form ('%04d-%02d-%02dT%02d:%02d:%02d.000+00:00',
+              '%04d-%02d-%02dT%02d:%02d:%02dZ') {
+    local $ts_form = $form;
+    ($rc, $out) = forged(600, 1, '--max-unsigned-age', 120);
+    isnt($rc, 0, "an added entry's time in another form ($form): refused");
+    like($out, qr/audit\.log line \d+: entry seq \d+: its time is not the /,
+         '  names the entry') or diag($out);
+}
 
 # --- kill -9 right after a response ------------------------------------------
 
