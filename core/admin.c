@@ -668,8 +668,6 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         }
     }
 
-    pki_event_set_actor(NULL, NULL, NULL);
-
     if (st == PKI_OK) {
         if (reason == 8 && rec.status == PKI_CERT_REVOKED) {
             /* released after the time of its planned revocation, which
@@ -692,6 +690,10 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     }
 
 done:
+
+    /* every way out: an unknown CA left the actor to the thread's next
+     * event, which has no requester of its own */
+    pki_event_set_actor(NULL, NULL, NULL);
 
     cJSON_Delete(root);
 }

@@ -242,6 +242,22 @@ rev_sink(void *arg, const pki_event_t *ev)
 }
 
 
+/* The requester of the last request event. */
+static char  ev_requester[80];
+
+
+static void
+req_sink(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->type == PKI_EV_REQUEST) {
+        snprintf(ev_requester, sizeof(ev_requester), "%s",
+                 ev->requester ? ev->requester : "");
+    }
+}
+
+
 /* POST revoke of serial with reason; the answer (caller deletes). */
 static cJSON *
 revoke_as(const char *serial, const char *reason, int *status)
@@ -688,6 +704,28 @@ main(void)
     ok(issue(cas[0], tdev, "dev1", s1), "issued dev1 by CA one");
     ok(issue(cas[0], tdev, "dev2", s2), "issued dev2 by CA one");
     ok(issue(cas[1], tdev, "dev3", s3), "issued dev3 by CA two");
+
+    /* a revocation for an unknown CA leaves no actor to the thread's
+     * next event, which names no requester of its own */
+    {
+        pki_event_t   rev;
+        pki_result_t  rres;
+
+        snprintf(body, sizeof(body), "{\"serial\":\"01\",\"ca\":\"nope\"}");
+        revoke_expect(body, 404, "revoke for an unknown CA: 404");
+
+        pki_event_set_sink(req_sink, NULL);
+        memset(&rev, 0, sizeof(rev));
+        rev.type = PKI_EV_REQUEST;
+        rev.status = PKI_UNAUTHORIZED;
+        rev.protocol = "est";
+        snprintf(ev_requester, sizeof(ev_requester), "unset");
+        pki_result_init(&rres);
+        (void) pki_event_emit(&rev, 0, &rres);
+        pki_event_set_sink(NULL, NULL);
+        ok(ev_requester[0] == '\0', "  the next event of the thread has "
+           "no requester (\"%s\")", ev_requester);
+    }
 
     /* revoke with lowercase + leading zeros, CA found by search */
     lower_pad(s1, lower, sizeof(lower));
