@@ -1887,15 +1887,58 @@ pki_der_bound(X509 *x, EVP_PKEY *signer)
 }
 
 
+/* The VID and PID (4 uppercase hex digits) of the DACs that template t
+ * has the PAI pai issue: the PAI's VID, and its PID or else the
+ * template's; the template's values must agree with the PAI's (DAC VID =
+ * PAI VID, DAC PID = PAI PID when the PAI has one).  PKI_POLICY naming
+ * what does not agree. */
+static pki_status_t
+pki_dac_vidpid(const pki_template_t *t, X509 *pai, char vid[9], char pid[9],
+    pki_result_t *res)
+{
+    const char    *why;
+    pki_vidpid_t   ivp;
+
+    why = pki_vidpid(X509_get_subject_name(pai), &ivp);
+    if (why || ivp.vid < 0) {
+        return pki_fail(res, PKI_POLICY, "Matter dac: the PAI has no "
+                        "usable VID%s%s", why ? ": " : "", why ? why : "");
+    }
+
+    snprintf(vid, 9, "%04X", (unsigned) ivp.vid);
+    if (t->matter_vid[0] && strcmp(t->matter_vid, vid) != 0) {
+        return pki_fail(res, PKI_POLICY, "Matter dac: template VID %s "
+                        "differs from the PAI VID %s (DAC VID = PAI VID)",
+                        t->matter_vid, vid);
+    }
+
+    if (ivp.pid >= 0) {
+        snprintf(pid, 9, "%04X", (unsigned) ivp.pid);
+        if (t->matter_pid[0] && strcmp(t->matter_pid, pid) != 0) {
+            return pki_fail(res, PKI_POLICY, "Matter dac: template PID %s "
+                            "differs from the PAI PID %s (DAC PID = PAI "
+                            "PID)", t->matter_pid, pid);
+        }
+
+    } else if (t->matter_pid[0]) {
+        memcpy(pid, t->matter_pid, sizeof(t->matter_pid));
+
+    } else {
+        return pki_fail(res, PKI_POLICY, "Matter dac: the PAI has no PID "
+                        "and template \"%s\" sets no matter_pid", t->name);
+    }
+
+    return PKI_OK;
+}
+
+
 pki_status_t
 pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
     pki_result_t *res)
 {
     int                i, a;
     char               vid[9], pid[9];
-    const char        *why;
     X509_NAME         *name;
-    pki_vidpid_t       ivp;
     X509_NAME_ENTRY   *e;
     long               size;
     time_t             nb, canb;
@@ -1908,33 +1951,11 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
                             "a PAI");
         }
 
-        why = pki_vidpid(X509_get_subject_name(ca->cert), &ivp);
-        if (why || ivp.vid < 0) {
-            return pki_fail(res, PKI_POLICY, "Matter dac: the PAI has no "
-                            "usable VID%s%s", why ? ": " : "", why ? why : "");
-        }
-
-        snprintf(vid, sizeof(vid), "%04X", (unsigned) ivp.vid);
-        if (t->matter_vid[0] && strcmp(t->matter_vid, vid) != 0) {
-            return pki_fail(res, PKI_POLICY, "Matter dac: template VID %s "
-                            "differs from the PAI VID %s (DAC VID = PAI VID)",
-                            t->matter_vid, vid);
-        }
-
-        if (ivp.pid >= 0) {
-            snprintf(pid, sizeof(pid), "%04X", (unsigned) ivp.pid);
-            if (t->matter_pid[0] && strcmp(t->matter_pid, pid) != 0) {
-                return pki_fail(res, PKI_POLICY, "Matter dac: template PID "
-                                "%s differs from the PAI PID %s (DAC PID = "
-                                "PAI PID)", t->matter_pid, pid);
-            }
-
-        } else if (t->matter_pid[0]) {
-            memcpy(pid, t->matter_pid, sizeof(t->matter_pid));
-
-        } else {
-            return pki_fail(res, PKI_POLICY, "Matter dac: the PAI has no PID "
-                            "and template \"%s\" sets no matter_pid", t->name);
+        /* (the CA was found a PAI agreeing with the template at
+         * configuration: pki_dac_ca_check) */
+        rc = pki_dac_vidpid(t, ca->cert, vid, pid, res);
+        if (rc != PKI_OK) {
+            return rc;
         }
 
         /* the subject: what policy allowed (no VID/PID), then VID, PID,
@@ -2023,10 +2044,105 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
 }
 
 
+/* Configuration: a CA that issues DACs of t is a PAI as a commissioner
+ * checks one (kPaiFormatInvalid: P-256, pathLen 0, a VID...), issued by
+ * the PAA of its chain when its chain holds others than itself, and the
+ * template agrees with it on the VID and PID (pki_dac_vidpid).  Found
+ * only per request, a PAA as the CA had DACs issued and recorded that no
+ * commissioner takes, and the other cases refused every request, or
+ * signed every DAC of a batch before its profile check refused it. */
+static pki_status_t
+pki_dac_ca_check(const pki_template_t *t, const pki_ca_t *ca,
+    pki_result_t *res)
+{
+    int            i, others, cv, cp;
+    X509          *x, *paa;
+    char           vid[9], pid[9];
+    const char    *v;
+    pki_result_t   tmp;
+
+    paa = NULL;
+    others = 0;
+
+    for (i = 0; i < sk_X509_num(ca->chain); i++) {
+        x = sk_X509_value(ca->chain, i);
+        if (X509_cmp(x, ca->cert) == 0) {
+            continue;
+        }
+        others++;
+        if (X509_check_issued(x, ca->cert) == X509_V_OK) {
+            paa = x;
+            break;
+        }
+    }
+    ERR_clear_error();
+
+    pki_result_init(&tmp);
+
+    if (pki_check(ca->cert, PKI_MATTER_PAI, paa, 0, &tmp) != PKI_OK) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\": CA \"%s\" "
+                        "issues Matter DACs but its certificate is not a "
+                        "PAI: %s", t->name, ca->name, tmp.detail);
+    }
+
+    if (others && paa == NULL) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\": the chain of "
+                        "CA \"%s\" (a Matter PAI) does not hold the PAA "
+                        "that issued it", t->name, ca->name);
+    }
+
+    if (paa != NULL) {
+        if (pki_check(paa, PKI_MATTER_PAA, paa, 0, &tmp) != PKI_OK) {
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\": the PAA "
+                            "in the chain of CA \"%s\": %s", t->name,
+                            ca->name, tmp.detail);
+        }
+
+        if (X509_verify(ca->cert, X509_get0_pubkey(paa)) != 1) {
+            ERR_clear_error();
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\": the "
+                            "certificate of CA \"%s\" (a Matter PAI) is not "
+                            "signed by the PAA in its chain", t->name,
+                            ca->name);
+        }
+    }
+
+    if (pki_dac_vidpid(t, ca->cert, vid, pid, &tmp) != PKI_OK) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\" under CA "
+                        "\"%s\": %s", t->name, ca->name, tmp.detail);
+    }
+
+    /* a fixed CN's Mvid:/Mpid: must say what the attributes say (the CA
+     * does not sign a DAC whose CN says otherwise) */
+    for (i = 0; i < t->nsubject; i++) {
+        v = t->subject[i].value;
+        if (t->subject[i].rule != PKI_RULE_FIXED || v == NULL
+            || OBJ_obj2nid(t->subject[i].obj) != NID_commonName
+            || pki_cn_vidpid((const unsigned char *) v, strlen(v), &cv, &cp)
+               != NULL)
+        {
+            continue;
+        }
+        if ((cv >= 0 && cv != (int) strtol(vid, NULL, 16))
+            || (cp >= 0 && cp != (int) strtol(pid, NULL, 16)))
+        {
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\" under CA "
+                            "\"%s\": the fixed CN's Mvid:/Mpid: differs "
+                            "from the DAC VID %s / PID %s", t->name,
+                            ca->name, vid, pid);
+        }
+    }
+
+    return PKI_OK;
+}
+
+
 /* Configuration: operational certificates of t issued by ca now end when
  * no TLV time can say (past 2136-02-07T06:28:15Z, not 99991231235959Z);
  * that end only moves later with time, so every request would be refused
- * (by pki_check() before signing).  Refused with the CA's templates. */
+ * (by pki_check() before signing).  Refused with the CA's templates, as
+ * is a DAC template whose CA is not a PAI agreeing with it
+ * (pki_dac_ca_check). */
 pki_status_t
 pki_int_matter_ca_template(const pki_template_t *t, const pki_ca_t *ca,
     pki_result_t *res)
@@ -2034,6 +2150,10 @@ pki_int_matter_ca_template(const pki_template_t *t, const pki_ca_t *ca,
     char       when[32];
     time_t     nb, na;
     struct tm  tm;
+
+    if (t->matter == PKI_MATTER_DAC) {
+        return pki_dac_ca_check(t, ca, res);
+    }
 
     if (!pki_is_operational(t->matter)) {
         return PKI_OK;

@@ -53,7 +53,8 @@ pki_status_t pki_int_matter_issued(const pki_template_t *t,
  * 2000-01-01T00:00:00Z, or 99991231235959Z). */
 int pki_int_matter_tlv_time(time_t t);
 /* matter.c: the configuration check of template t under CA ca (an
- * operational certificate whose notAfter has no TLV form). */
+ * operational certificate whose notAfter has no TLV form; a DAC template
+ * whose CA is not a PAI, or disagrees with it on the VID/PID). */
 pki_status_t pki_int_matter_ca_template(const pki_template_t *t,
     const pki_ca_t *ca, pki_result_t *res);
 /* matter.c: request from a CSR for a Matter template (the CSR subject is

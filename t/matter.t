@@ -589,6 +589,146 @@ $1} or die;
            'matter_noc under that RCAC itself: refused by nginx -t')
             or diag($out);
     }
+    # a CA that issues DACs is a PAI agreeing with its DAC templates, or
+    # nginx -t refuses it; these were all taken and found out request by
+    # request: the PAA as the CA issued and recorded DACs no commissioner
+    # takes, the others answered 400 to every request, or (a P-384 PAI)
+    # signed every DAC of a batch before refusing it
+    {
+        my $d = "$dir/daccas";
+        mkdir $d;
+        my $ext = "basicConstraints=critical,CA:TRUE,pathlen:%d\n"
+                  . "keyUsage=critical,keyCertSign,cRLSign\n"
+                  . "subjectKeyIdentifier=hash\n"
+                  . "authorityKeyIdentifier=keyid:always\n";
+        PKITest::spew("$d/x.cnf", "oid_section = oids\n[oids]\n"
+            . "matterVID = 1.3.6.1.4.1.37244.2.1\n"
+            . "matterPID = 1.3.6.1.4.1.37244.2.2\n"
+            . "[req]\ndistinguished_name = dn\n[dn]\n"
+            . "[paa]\n" . sprintf($ext, 1) . "[pai]\n" . sprintf($ext, 0));
+        my $pai = sub {
+            my ($name, $subj, $curve) = @_;
+            return " && openssl ecparam -name $curve -genkey -noout"
+                . " -out $name.key && openssl req -new -utf8 -config x.cnf"
+                . " -key $name.key -subj '$subj' -out $name.csr"
+                . " && openssl x509 -req -in $name.csr -CA paa.pem"
+                . ' -CAkey paa.key -sha256 -days 300 -set_serial 7'
+                . " -extfile x.cnf -extensions pai -out $name.pem"
+                . " && cat $name.pem paa.pem > $name-chain.pem";
+        };
+        my ($rc, $out, $err) = run_cmd(['sh', '-c', "cd $d"
+            . ' && openssl ecparam -name prime256v1 -genkey -noout'
+            . ' -out paa.key && openssl req -new -x509 -utf8 -key paa.key'
+            . " -sha256 -days 365 -subj '/CN=Other PAA/matterVID=FFF1'"
+            . ' -config x.cnf -extensions paa -set_serial 1 -out paa.pem'
+            . $pai->('nopid', '/CN=PAI without PID/matterVID=FFF1',
+                     'prime256v1')
+            . $pai->('p384', '/CN=P-384 PAI/matterVID=FFF1/matterPID=8000',
+                     'secp384r1')]);
+        die "PAIs: $err" if $rc != 0;
+        (my $paakey) = $c2 =~ m{pki_ca matter-pai \{.*?\n\s*key ("[^"]*");}s
+            or die 'no matter-pai key';
+        $paakey =~ s/object=matter-pai;/object=matter-paa;/ or die;
+        my $tmpl = "
+    pki_template dac-8000 {
+        matter dac;
+        matter_pid 8000;
+    }
+    pki_template dac-fff2 {
+        matter dac;
+        matter_vid FFF2;
+    }
+    pki_template dac-cn {
+        matter dac;
+        subject CN fixed \"Widget Mvid:FFF2\";
+    }
+";
+        my $ca = sub {
+            my ($name, $cert, $chain, $key, $tmpls) = @_;
+            return "
+    pki_ca $name {
+        certificate $cert;" . ($chain ? "
+        chain $chain;" : '') . "
+        key $key;
+        templates $tmpls;
+    }
+";
+        };
+        my @cases = (
+            ['the PAA as the CA of DACs (matter_pid 8000)',
+             $ca->('paa-dac', "$m/paa.pem", undef, $paakey, 'dac-8000'),
+             'paa-dac',
+             'template "dac-8000": CA "paa-dac" issues Matter DACs but its '
+             . 'certificate is not a PAI: Matter pai basicConstraints: PAI '
+             . 'pathLenConstraint must be present and 0'],
+            ['matter_vid FFF2 under the PAI of VID FFF1',
+             $ca->('pai-fff2', "$m/pai.pem", "$m/pai-chain.pem",
+                   $paakey =~ s/matter-paa/matter-pai/r, 'dac-fff2'),
+             'pai-fff2',
+             'template "dac-fff2" under CA "pai-fff2": Matter dac: '
+             . 'template VID FFF2 differs from the PAI VID FFF1'],
+            ['a fixed CN whose Mvid: is not the PAI VID',
+             $ca->('pai-cn', "$m/pai.pem", "$m/pai-chain.pem",
+                   $paakey =~ s/matter-paa/matter-pai/r, 'dac-cn'),
+             'pai-cn',
+             'template "dac-cn" under CA "pai-cn": the fixed CN\'s '
+             . 'Mvid:/Mpid: differs from the DAC VID FFF1 / PID 8000'],
+            ['a PAI without a PID and no matter_pid',
+             $ca->('nopid', "$d/nopid.pem", "$d/nopid-chain.pem",
+                   "$d/nopid.key", 'matter-dac'),
+             'nopid',
+             'template "matter-dac" under CA "nopid": Matter dac: the PAI '
+             . 'has no PID and template "matter-dac" sets no matter_pid'],
+            ['a PAI with a P-384 key',
+             $ca->('p384', "$d/p384.pem", "$d/p384-chain.pem",
+                   "$d/p384.key", 'dac-8000'),
+             'p384',
+             'CA "p384" issues Matter DACs but its certificate is not a '
+             . 'PAI: Matter pai public key: must be EC P-256'],
+            ['a PAI whose chain holds another PAA',
+             $ca->('otherpaa', "$d/nopid.pem", "$m/pai-chain.pem",
+                   "$d/nopid.key", 'dac-8000'),
+             'otherpaa',
+             'the chain of CA "otherpaa" (a Matter PAI) does not hold '
+             . 'the PAA that issued it'],
+        );
+        for my $c (@cases) {
+            my ($name, $block, $caname, $want) = @$c;
+            ($bad = $c2) =~ s{(\n\s*pki_ca matter-pai \{)}{$tmpl$block$1}
+                or die;
+            my $file = $t->write_conf($bad, 'matter-dacca.conf');
+            ($ok, $out) = $t->nginx_test($file);
+            my ($emerg) = $out =~ /^(.*\[emerg\].*)$/m;
+            ok(!$ok && index($emerg // '', $want) >= 0,
+               "$name: refused by nginx -t")
+                or diag($out);
+            my ($f, $line) = ($emerg // '') =~ / in (\S+):(\d+)\s*$/;
+            my @l = split /\n/, $bad;
+            my ($from) = grep { $l[$_] =~ /^\s*pki_ca \Q$caname\E \{/ }
+                         0 .. $#l;
+            ok(defined $line && ($f // '') eq $file && defined $from
+               && $line > $from && $line <= $from + 7,
+               "$name: names the file and the pki_ca block's line")
+                or diag($emerg // $out);
+        }
+        # a PAI without a PID under a template that sets one, and the
+        # demo's own: taken
+        ($bad = $c2) =~ s{(\n\s*pki_ca matter-pai \{)}{$tmpl
+    pki_ca nopid {
+        certificate $d/nopid.pem;
+        chain $d/nopid-chain.pem;
+        key $d/nopid.key;
+        templates dac-8000;
+    }
+$1} or die;
+        ($ok, $out) = $t->nginx_test($t->write_conf($bad,
+                                                    'matter-dacok.conf'));
+        ok($ok, 'a PAI without a PID, template matter_pid 8000: nginx -t '
+           . 'passes') or diag($out);
+        ($ok, $out) = $t->nginx_test($t->write_conf($conf,
+                                                    'matter-demo.conf'));
+        ok($ok, 'the demo configuration passes nginx -t') or diag($out);
+    }
     $t->start_nginx($c2);
     my ($csr) = $t->make_csr('fixedcn', subj => '/CN=attacker chosen name');
     my $r = post_json('/matter/dac/fixed',

@@ -1683,8 +1683,15 @@ test_issuance(void)
        res.detail);
     tdac2 = t;
 
-    capai = pai ? make_ca(pai, fpai, "pai", tdac, tdac2, NULL) : NULL;
+    capai = pai ? make_ca(pai, fpai, "pai", tdac2, NULL, NULL) : NULL;
     ok(capai != NULL, "PAI as a CA");
+
+    /* a DAC template under a CA that is not a PAI, or disagreeing with
+     * it: refused with the configuration, not request by request */
+    pki_result_init(&res);
+    ok(capaa && pki_ca_add_template(capaa, tdac2, &res) == PKI_MALFORMED
+       && strstr(res.detail, "is not a PAI: Matter pai basicConstraints"),
+       "DAC template under the PAA refused: %s", res.detail);
 
     if (capai) {
         /* the CSR claims VID FFF2: ignored, the DAC gets the PAI's VID */
@@ -1715,11 +1722,10 @@ test_issuance(void)
 
         /* no PID anywhere */
         pki_result_init(&res);
-        ok(pki_request_from_csr(tdac, csr, &req, &res) == PKI_OK
-           && pki_issue(capai, tdac, NULL, &req, NULL, &dac, &res)
-              == PKI_POLICY && strstr(res.detail, "no PID"),
-           "DAC without any PID refused: %s", res.detail);
-        pki_request_clear(&req);
+        ok(pki_ca_add_template(capai, tdac, &res) == PKI_MALFORMED
+           && strstr(res.detail, "the PAI has no PID and template "
+                                 "\"matter-dac\" sets no matter_pid"),
+           "DAC template without any PID refused: %s", res.detail);
         X509_REQ_free(csr);
 
         /* P-384 */
@@ -1748,18 +1754,11 @@ test_issuance(void)
     a[0] = "8000";
     pki_template_set(t, "matter_pid", 1, a, &res);
     pki_template_finish(t, &res);
-    if (capaa) {
-        pki_ca_t  *c2 = make_ca(pai, fpai, "pai2", t, NULL, NULL);
-
-        csr = make_csr(kdev, "device", NULL, EVP_sha256());
+    if (capai) {
         pki_result_init(&res);
-        ok(c2 && csr && pki_request_from_csr(t, csr, &req, &res) == PKI_OK
-           && pki_issue(c2, t, NULL, &req, NULL, &dac, &res) == PKI_POLICY
+        ok(pki_ca_add_template(capai, t, &res) == PKI_MALFORMED
            && strstr(res.detail, "DAC VID = PAI VID"),
            "template VID FFF2 under a FFF1 PAI refused: %s", res.detail);
-        pki_request_clear(&req);
-        X509_REQ_free(csr);
-        pki_ca_free(c2);
     }
     pki_template_free(t);
 
