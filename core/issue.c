@@ -1092,6 +1092,27 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
 
     memset(req, 0, sizeof(pki_request_t));
 
+    /*
+     * A Matter certificate is not renewed from a CSR.  A DAC is the
+     * device's identity for its life (notAfter 99991231235959Z): a
+     * renewal would be a second DAC for another key, got by whoever holds
+     * the first, and the old subject (its VID/PID the PAI's, not the
+     * CSR's) never passed the template's rules here, which only
+     * pki_int_matter_request applies.  Operational certificates come from
+     * the Matter endpoints only.
+     */
+    if (t->matter == PKI_MATTER_DAC) {
+        return pki_fail(res, PKI_POLICY, "template \"%s\": a Matter DAC is "
+                        "issued once for the device's life and is not "
+                        "renewed", t->name);
+    }
+
+    if (t->matter) {
+        return pki_fail(res, PKI_POLICY, "template \"%s\": Matter "
+                        "certificates are not renewed from a CSR (use the "
+                        "Matter endpoints or pkictl matter)", t->name);
+    }
+
     pk = X509_REQ_get0_pubkey(csr);
     if (pk == NULL) {
         return pki_fail(res, PKI_MALFORMED, "CSR public key cannot be "

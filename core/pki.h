@@ -482,7 +482,8 @@ PKI_API pki_status_t pki_request_build(const pki_template_t *t,
     const X509_NAME *subject, const GENERAL_NAMES *sans, EVP_PKEY *pub,
     pki_request_t *req, pki_result_t *res);
 /* Renewal (EST simplereenroll): the CSR's subject and SANs must equal the
- * old certificate's (PKI_FORBIDDEN otherwise); the request copies them. */
+ * old certificate's (PKI_FORBIDDEN otherwise); the request copies them.
+ * A Matter template renews nothing (PKI_POLICY). */
 PKI_API pki_status_t pki_request_renewal(const pki_template_t *t,
     X509_REQ *csr, X509 *old, pki_request_t *req, pki_result_t *res);
 /* Names bound to a certificate (EST est_bind_names): the CSR's subject and

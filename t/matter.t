@@ -131,6 +131,56 @@ sub record_good {
     like($r->{body}, qr/P-256/, 'EST P-384: the rule is named');
 }
 
+# --- no renewal of a DAC ----------------------------------------------------
+
+# EST simplereenroll with a DAC of the label as the client certificate:
+# refused as such (400 saying a DAC is not renewed), nothing reserved,
+# recorded or logged; it used to be refused for a reason that said nothing
+# of it (a CSR with the DAC's subject: its VID "not allowed by template";
+# one with the CN alone: 403 "subject/SANs differ")
+{
+    my ($csr, $key) = $t->make_csr('renewdac', subj => '/CN=renew 0001');
+    my $r = $t->est_post('simpleenroll', $csr, label => 'matter-dac');
+    my $pem = $r->{code} == 200 ? $t->p7_to_pem($r->{body}) : undef;
+    my $dac = $pem ? $t->save_first_cert($pem, 'renew-dac') : undef;
+    ok($dac, 'a DAC to renew') or diag($r->{body});
+    # nginx verifies the DAC as a client certificate
+    my $cas = "$dir/clientcas.pem";
+    PKITest::spew($cas, join('', map { slurp($_) } "$pki/chain.pem",
+                                                    "$m/pai.pem",
+                                                    "$m/paa.pem"));
+    (my $c2 = $conf) =~ s{ssl_client_certificate \S+;}
+                         {ssl_client_certificate $cas;} or die;
+    $t->stop_nginx;
+    $t->start_nginx($c2);
+    my $issues = sub {
+        scalar grep { ($_->{type} // '') eq 'issue' } $t->audit_entries;
+    };
+    my $why = 'template "matter-dac": a Matter DAC is issued once for the '
+              . "device's life and is not renewed";
+    for my $c (['the DAC subject', '/CN=renew 0001'
+                . '/1.3.6.1.4.1.37244.2.1=FFF1/1.3.6.1.4.1.37244.2.2=8000'],
+               ['the CN alone', '/CN=renew 0001'])
+    {
+        my ($name, $subj) = @$c;
+        my ($csr2) = $t->make_csr('renew2', subj => $subj);
+        my @keys0 = $t->state_keys;
+        my $iss0 = $issues->();
+        $r = $t->est_post('simplereenroll', $csr2, label => 'matter-dac',
+                          user => undef, cert => $dac, key => $key,
+                          quiet => 1);
+        select(undef, undef, undef, 0.5);   # carried audit entries
+        is($r->{code}, 400, "DAC simplereenroll, $name: 400");
+        like($r->{body}, qr/\Q$why\E/,
+             '... saying a DAC is not renewed') or diag($r->{body});
+        is_deeply([ $t->state_keys ], \@keys0,
+                  '... no serial reserved, no record written');
+        is($issues->(), $iss0, '... no issue entry in the transaction log');
+    }
+    $t->stop_nginx;
+    $t->start_nginx($conf);
+}
+
 # --- DAC batch -------------------------------------------------------------
 
 {
