@@ -2211,7 +2211,8 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     rec.not_before = pki_int_asn1_time(X509_get0_notBefore(x));
     rec.not_after = pki_int_asn1_time(X509_get0_notAfter(x));
     rec.created = time(NULL);
-    rec.subject = pki_int_name_text(req->subject);
+    /* the certificate's: a DAC's VID and PID are added by pki_build */
+    rec.subject = pki_int_name_text(X509_get_subject_name(x));
     rec.sans = pki_sans_text(req->sans);
 
     if (rec.subject == NULL || rec.sans == NULL) {
@@ -2741,7 +2742,8 @@ pki_batch_build(pki_bslice_t *s, pki_bstate_t *b)
     b->rec.not_before = pki_int_asn1_time(X509_get0_notBefore(b->x));
     b->rec.not_after = pki_int_asn1_time(X509_get0_notAfter(b->x));
     b->rec.created = time(NULL);
-    b->rec.subject = pki_int_name_text(req->subject);
+    /* the certificate's: a DAC's VID and PID are added by pki_build */
+    b->rec.subject = pki_int_name_text(X509_get_subject_name(b->x));
     b->rec.sans = pki_sans_text(req->sans);
 
     if (b->rec.subject == NULL || b->rec.sans == NULL) {

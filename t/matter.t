@@ -95,6 +95,20 @@ sub record_good {
     is($h->{status}, 'good', "$name: Redis record of $serial is good");
 }
 
+# the record's subject is the DAC's, VID and PID included (it used to be
+# the request's, before they were added: "CN=...")
+sub record_vidpid {
+    my ($ca, $cert, $cn, $name) = @_;
+    my $serial = $t->x509_field($cert, 'serial');
+    my $h = $t->redis_hash("pki:{ca:$ca}:cert:$serial");
+    like($h->{subject} // '', qr/^1\.3\.6\.1\.4\.1\.37244\.2\.2=
+                                 (?:8000|\#0C0438303030),
+                                 1\.3\.6\.1\.4\.1\.37244\.2\.1=
+                                 (?:FFF1|\#0C0446464631),CN=\Q$cn\E$/x,
+         "$name: the record's subject names the VID and PID")
+        or diag($h->{subject});
+}
+
 # --- DAC through the EST label -------------------------------------------
 
 {
@@ -121,6 +135,7 @@ sub record_good {
              'EST DAC: notAfter 99991231235959Z');
         attest_ok($dac, 'EST DAC');
         record_good('matter-pai', $dac, 'EST DAC');
+        record_vidpid('matter-pai', $dac, 'device 0001', 'EST DAC');
         is(pub_of($dac), pub_of($key, 1), 'EST DAC: the CSR key');
     }
 
@@ -199,6 +214,8 @@ sub record_good {
         is(pub_of($f), pub_of($keys[$i], 1), "batch[$i]: same order");
         attest_ok($f, "batch[$i]") if $i < 2;
         record_good('matter-pai', $f, "batch[$i]") if $i == 4;
+        record_vidpid('matter-pai', $f, 'line-1 unit ' . ($i + 1),
+                      "batch[$i]") if $i == 4;
     }
     like($r->{headers}{'content-type'} // '', qr{^application/json},
          'batch: application/json');
