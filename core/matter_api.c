@@ -488,7 +488,7 @@ static void
 pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     const cJSON *json, pki_matter_resp_t *resp)
 {
-    int              keygen;
+    int              keygen, encoded;
     size_t           i, n;
     char             msg[PKI_DETAIL_LEN + 64];
     const char      *why, *what;
@@ -556,6 +556,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     memset(&b, 0, sizeof(b));
     rc = PKI_OK;
+    encoded = 1;
 
     if (!keygen) {
         const cJSON  *c;
@@ -614,16 +615,21 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         goto done;
     }
 
+    /* a certificate that does not encode is an error of the batch, as
+     * any other: its DACs are withdrawn, not answered 200 in broken JSON */
     sb_str(&b, "{\"certificates\":[");
     for (i = 0; i < n; i++) {
         if (i) {
             sb_put(&b, ",", 1);
         }
-        sb_cert(&b, items[i].cert, 0, &resp->res);
+        if (!sb_cert(&b, items[i].cert, 0, &resp->res)) {
+            encoded = 0;
+            break;
+        }
     }
     sb_str(&b, "]");
 
-    if (keygen) {
+    if (keygen && encoded) {
         sb_str(&b, ",\"keys\":[");
         for (i = 0; i < n; i++) {
             PKCS8_PRIV_KEY_INFO  *p8;
@@ -648,12 +654,14 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     sb_str(&b, "}");
 
-    if (b.err) {
+    if (b.err || !encoded) {
         if (b.p) {
             OPENSSL_cleanse(b.p, b.cap);
         }
         free(b.p);
-        pki_json_error(resp, 500, "out of memory");
+        /* (sb_cert() said why in resp->res) */
+        pki_json_error(resp, 500, encoded ? "out of memory"
+                                          : "cannot encode a certificate");
         pki_batch_withdraw(conf, items, n, &resp->res);
         goto done;
     }
