@@ -210,8 +210,11 @@ PKI_API EVP_PKEY *pki_keygen_like(const EVP_PKEY *like, pki_result_t *res);
  *                                  INVALIDITY_DATE" (decimal, 0 = none):
  *                                  every revoked or on-hold serial, read
  *                                  whole (HGETALL/HSCAN) to build a CRL
- *   <ns>{ca:<CA>}:revgen           integer, INCR'd by every revocation
- *                                  change (caches and CRL builders compare)
+ *   <ns>{ca:<CA>}:revgen           integer, moved on by every revocation
+ *                                  change to a value it never held
+ *                                  (Redis's clock in microseconds, or + 1:
+ *                                  a restored store repeats none); caches
+ *                                  and CRL builders compare it
  *   <ns>{ca:<CA>}:crlnumber        integer, INCR'd per CRL built
  * <ns> is the configured namespace (default "pki:").
  */

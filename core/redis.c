@@ -98,6 +98,26 @@ struct pki_redis_s {
     "return redis.error_reply('ERR ' .. " k " .. ' is not a counter') "       \
     "end end "
 
+/*
+ * Moves the counter k (checked by PKI_LUA_WANT_COUNT) on to a value it
+ * never held: one more, or Redis's clock in microseconds when that is
+ * greater.  A plain INCR repeats values after the store goes back (a
+ * restore from a backup, a failover that lost writes, pki_redis pointed at
+ * another server), and a reader comparing a value it saw before with the
+ * current one (the OCSP cache's view, a stored CRL's revgen) takes a
+ * changed store for an unchanged one; the clock does not go back with the
+ * store.  As crlNumber does (pki_lua_crlnumber).  The clock is written
+ * as its digits (seconds, then 6 of microseconds), 16 of the counter's
+ * 18; Lua compares it exactly with the counter until the year 2255.  A
+ * value at or past the clock (only one set by hand) is INCR'd, exact too.
+ */
+#define PKI_LUA_BUMP(k)                                                       \
+    "do local tb = redis.call('TIME') "                                       \
+    "local us = tb[1] .. string.format('%06d', tonumber(tb[2])) "             \
+    "local c = tonumber(redis.call('GET', " k ") or '0') "                    \
+    "if c < tonumber(us) then redis.call('SET', " k ", us) "                  \
+    "else redis.call('INCR', " k ") end end "
+
 /* Answers the reservation's time (Redis's milliseconds), 0: serial taken. */
 static const char  pki_lua_reserve[] =
     PKI_LUA_NOW
@@ -1684,7 +1704,7 @@ static const char  pki_lua_revoke[] =
     "  if redis.call('HGET', KEYS[1], 'reason') ~= '6' then return -1 end "
     "  if ARGV[2] == '8' then "
     "    redis.call('HDEL', KEYS[2], ARGV[1]) "
-    "    redis.call('INCR', KEYS[3]) "
+    "    " PKI_LUA_BUMP("KEYS[3]")
     "    if not (p[1] and p[2]) then "
     "      redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
     "                 'revoked_at', '0', 'invalidity_date', '0', "
@@ -1724,7 +1744,7 @@ static const char  pki_lua_revoke[] =
     "end "
     "redis.call('HSET', KEYS[2], ARGV[1], "
     "           ARGV[2] .. ' ' .. at .. ' ' .. inv) "
-    "if not carry then redis.call('INCR', KEYS[3]) end "
+    "if not carry then " PKI_LUA_BUMP("KEYS[3]") "end "
     "return 1";
 
 
@@ -1975,7 +1995,7 @@ static const char  pki_lua_plan[] =
     "redis.call('HSET', KEYS[1], 'plan_at', ARGV[3], 'plan_reason', "
     "           ARGV[2], 'plan_by', ARGV[4]) "
     "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) "
-    "redis.call('INCR', KEYS[3]) "
+    PKI_LUA_BUMP("KEYS[3]")
     "return 1";
 
 

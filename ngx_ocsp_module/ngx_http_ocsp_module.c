@@ -47,10 +47,16 @@
  * with a critical extension the engine does not understand get no key
  * (they are answered malformedRequest).
  *
- * Revocation generation.  Every revocation INCRs <ns>{ca:CA}:revgen.  The
- * zone keeps one "view": the sum of the revgens of all the CAs of the
- * locations using the zone (each only grows, so an equal sum means nothing
- * was revoked), and when it was last confirmed (shared by every worker).
+ * Revocation generation.  Every revocation moves <ns>{ca:CA}:revgen on
+ * to a value it never held (Redis's clock in microseconds, or one more:
+ * PKI_LUA_BUMP in core/redis.c).  The zone keeps one "view": the sum of
+ * the revgens of all the CAs of the locations using the zone (each only
+ * grows, so an equal sum means nothing was revoked), and when it was last
+ * confirmed (shared by every worker).  A view that goes down means the
+ * store went back (a restore from a backup, a failover that lost writes,
+ * pki_redis pointed at another server): every entry is dropped, and an
+ * answer read before that is not stored, so none comes back to life when
+ * later revocations bring the sum up to its generation again.
  * An entry is served only while its generation equals the view and now <
  * nextUpdate - margin (margin: a tenth of the validity, at most 60 s).  When
  * the view is older than ocsp_responder_revgen_check (default 1 s), the
@@ -257,6 +263,7 @@ static ngx_int_t ngx_http_ocsp_cache_lookup(ngx_http_request_t *r,
 static void ngx_http_ocsp_cache_store(ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_cache_delete(ngx_http_ocsp_zone_t *zone,
     ngx_http_ocsp_node_t *n);
+static void ngx_http_ocsp_cache_drop(ngx_http_ocsp_zone_t *zone);
 static void ngx_http_ocsp_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_int_t ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone,
@@ -887,6 +894,12 @@ ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone, ngx_uint_t ok,
     }
 
     if (ok) {
+        if ((int64_t) (gen - sh->gen) < 0) {
+            /* the view went down: the store went back (see the comment
+             * at the top); no entry made before is trusted again */
+            ngx_http_ocsp_cache_drop(zone);
+        }
+
         sh->gen = gen;
         sh->checked = at;
 
@@ -1317,6 +1330,21 @@ ngx_http_ocsp_cache_delete(ngx_http_ocsp_zone_t *zone,
 }
 
 
+/* Called with the zone locked: every entry. */
+
+static void
+ngx_http_ocsp_cache_drop(ngx_http_ocsp_zone_t *zone)
+{
+    ngx_queue_t  *q;
+
+    while (!ngx_queue_empty(&zone->sh->lru)) {
+        q = ngx_queue_head(&zone->sh->lru);
+        ngx_http_ocsp_cache_delete(zone,
+            ngx_queue_data(q, ngx_http_ocsp_node_t, queue));
+    }
+}
+
+
 static void
 ngx_http_ocsp_cache_store(ngx_http_ocsp_ctx_t *ctx)
 {
@@ -1349,6 +1377,13 @@ ngx_http_ocsp_cache_store(ngx_http_ocsp_ctx_t *ctx)
     size = offsetof(ngx_http_ocsp_node_t, data) + resp->body_len;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if ((int64_t) (ctx->read_gen - zone->sh->gen) > 0) {
+        /* read before the view went down (a newer read saw it lower):
+         * the entries of that time were dropped, not this one either */
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
 
     n = ngx_http_ocsp_cache_find(zone, ctx->key);
     if (n) {
