@@ -1077,6 +1077,50 @@ pki_crl_signed_by(const pki_ca_t *ca, const unsigned char *der, size_t len)
 }
 
 
+/*
+ * The lock won: rebuilds; out holds the stored CRL as read (and its DER
+ * unless it is the caller's number).  When the build fails (the token or
+ * HSM down, an entry cap, Redis gone mid-way), the stored CRL is still
+ * the answer while it is valid, as for a caller that lost the lock: not
+ * an error that leaves a new worker, or SCEP's GetCRL, nothing to serve
+ * until the signer is back.  out->rebuild_failed and res->log say so.
+ */
+static pki_status_t
+pki_crl_rebuild_or_keep(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
+    long long revgen, const char *token, time_t now, pki_crl_info_t *out,
+    pki_result_t *res)
+{
+    pki_status_t    st;
+    pki_crl_info_t  stored;
+
+    stored = *out;
+    out->der = NULL;
+    out->len = 0;
+
+    st = pki_crl_rebuild(ca, r, next_update_secs, revgen, token, out, res);
+
+    if (st == PKI_OK || stored.number <= 0 || stored.next_update <= now
+        || res == NULL)
+    {
+        free(stored.der);
+        return st;
+    }
+
+    pki_log(res, "%sCRL: rebuilding failed (%s: %s); the stored CRL %lld "
+            "is served until it is rebuilt or its nextUpdate %lld",
+            res->log[0] ? "; " : "", pki_status_name(st), res->detail,
+            stored.number, (long long) stored.next_update);
+
+    res->status = PKI_OK;
+    res->detail[0] = '\0';
+
+    *out = stored;
+    out->rebuild_failed = 1;
+
+    return PKI_OK;
+}
+
+
 /* Whether the stored CRL is still the one to serve at now. */
 static int
 pki_crl_fresh(const pki_crl_info_t *c, long long revgen, time_t now,
@@ -1166,9 +1210,8 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         }
 
         if (won) {
-            free(out->der);
-            return pki_crl_rebuild(ca, r, next_update_secs, revgen, token,
-                                   out, res);
+            return pki_crl_rebuild_or_keep(ca, r, next_update_secs, revgen,
+                                           token, now, out, res);
         }
 
         /* someone else builds: the stored one meanwhile, while valid */

@@ -750,6 +750,9 @@ typedef struct {
     time_t          planned;       /* pki_crl_store_read: the earliest
                                       planned revocation after
                                       this_update (0: none) */
+    int             rebuild_failed;  /* pki_crl_current: due for a
+                                        rebuild that failed; the stored
+                                        CRL, still valid (res->log) */
 } pki_crl_info_t;
 
 /* Redis only: in one step the current revgen, the stored meta, the
@@ -777,7 +780,9 @@ PKI_API pki_status_t pki_crl_unlock(pki_redis_t *r, const char *ca,
  * than a quarter of its lifetime away (a CRL cut to a plan: until that
  * plan is due); else whoever wins crl_lock
  * builds (pki_crl_build) and stores it, the others return the stored one
- * while it is still valid or wait for the builder (up to about 3 s).
+ * while it is still valid or wait for the builder (up to about 3 s).  A
+ * build that fails (token down) returns the stored one too while it is
+ * valid, with out->rebuild_failed set and res->log saying why.
  * have_number: the number of the caller's copy (0: none); when the
  * current CRL has that number out->der is NULL.  Blocking. */
 PKI_API pki_status_t pki_crl_current(pki_ca_t *ca, pki_redis_t *r,

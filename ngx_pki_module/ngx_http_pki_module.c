@@ -4561,6 +4561,7 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
 
     time_t                      now;
     ngx_str_t                   name;
+    ngx_uint_t                  level;
     pki_crl_info_t             *info;
     ngx_http_pki_crl_blob_t    *blob;
     ngx_http_pki_crl_state_t   *st;
@@ -4612,7 +4613,9 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
 
     if (ctx->status == PKI_OK || ctx->fstatus == PKI_OK) {
         if (ctx->status == PKI_OK && ctx->res.log[0]) {
-            ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+            /* a failed rebuild (the stored CRL served) is an error */
+            level = info->rebuild_failed ? NGX_LOG_ERR : NGX_LOG_NOTICE;
+            ngx_log_error(level, r->connection->log, 0,
                           "pki crl: \"%V\": %s", &ctx->name, ctx->res.log);
         }
 
@@ -4931,6 +4934,18 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
                                         rf->have[i], &info, &rf->res[i]);
 
         /* rf->fstatus[i]: the last save's, kept until the next save */
+
+        if (rf->status[i] == PKI_OK && info.rebuild_failed) {
+            /* the stored CRL is still served, but this refresh failed:
+             * logged as a failure, once per change of state; res.log
+             * says why */
+            rf->status[i] = PKI_UNAVAILABLE;
+            ngx_cpystrn((u_char *) rf->res[i].detail,
+                        (u_char *) "the CRL could not be rebuilt",
+                        sizeof(rf->res[i].detail));
+            free(info.der);
+            continue;
+        }
 
         if (rf->status[i] == PKI_OK) {
             rf->have[i] = info.number;
