@@ -629,6 +629,20 @@ ngx_http_ocsp_too_large(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 }
 
 
+/*
+ * now - then for a time another worker wrote (sh->checked, refreshing,
+ * active): its ngx_current_msec may be a few ms ahead of this worker's, and
+ * the unsigned difference would then wrap to ~2^64, a fresh view taken
+ * for a stale one (a miss, a new refresh claimed).  Ahead counts as 0.
+ */
+
+static ngx_inline ngx_msec_t
+ngx_http_ocsp_age(ngx_msec_t now, ngx_msec_t then)
+{
+    return (ngx_msec_int_t) (now - then) > 0 ? now - then : 0;
+}
+
+
 /* Posts the work; always ends with one ngx_http_finalize_request(). */
 
 static void
@@ -671,7 +685,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
             ngx_shmtx_lock(&zone->shpool->mutex);
 
-            age = now - sh->checked;
+            age = ngx_http_ocsp_age(now, sh->checked);
             use = 1;
             claimed = 0;
 
@@ -686,8 +700,10 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
                 if (age >= olcf->revgen_check
                     && (age >= olcf->revgen_check + olcf->revgen_stale
                         || ((sh->refreshing == 0
-                             || now - sh->refreshing > NGX_HTTP_OCSP_STUCK)
-                            && now - sh->active >= olcf->revgen_check)))
+                             || ngx_http_ocsp_age(now, sh->refreshing)
+                       > NGX_HTTP_OCSP_STUCK)
+                            && ngx_http_ocsp_age(now, sh->active)
+                               >= olcf->revgen_check)))
                 {
                     /* too stale, or no refresh going on (idle spell) */
                     use = 0;
@@ -695,7 +711,8 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
                 if (age >= olcf->revgen_check / 2
                     && (sh->refreshing == 0
-                        || now - sh->refreshing > NGX_HTTP_OCSP_STUCK))
+                        || ngx_http_ocsp_age(now, sh->refreshing)
+                           > NGX_HTTP_OCSP_STUCK))
                 {
                     sh->refreshing = now ? now : 1;
                     sh->active = now;
@@ -704,7 +721,8 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
             } else if (age >= olcf->revgen_check) {
                 if (sh->refreshing == 0
-                    || now - sh->refreshing > NGX_HTTP_OCSP_STUCK)
+                    || ngx_http_ocsp_age(now, sh->refreshing)
+                       > NGX_HTTP_OCSP_STUCK)
                 {
                     sh->refreshing = now ? now : 1;
                     claimed = sh->refreshing;
