@@ -358,6 +358,10 @@ pki_ocsp_signer_current(const pki_ocsp_signer_t *s, time_t now,
 
     ERR_clear_error();
 
+    if (res == NULL) {
+        return 0;
+    }
+
     if (X509_NAME_oneline(X509_get_subject_name(s->cert), name,
                           sizeof(name))
         == NULL)
@@ -381,20 +385,37 @@ pki_ocsp_signer_current(const pki_ocsp_signer_t *s, time_t now,
 
 
 /* The delegated responder that signs for ca at now, or NULL: the CA key
- * signs (none configured for ca, or the first one configured is not valid
- * at now: a response signed by it would not verify, the CA's own
- * signature always does, RFC 6960 4.2.2.2; res->log then names it). */
+ * signs.  Of several configured for ca, the first one valid at now (an
+ * expiring responder certificate and its replacement, configured side by
+ * side, take over from each other without a reload).  NULL when none is
+ * configured for ca, or none is valid at now: a response signed by it
+ * would not verify, the CA's own signature always does, RFC 6960
+ * 4.2.2.2; res->log then names the first one. */
 static const pki_ocsp_signer_t *
 pki_ocsp_signer(const pki_ocsp_conf_t *conf, pki_ca_t *ca, time_t now,
     pki_result_t *res)
 {
-    size_t  j;
+    size_t                    j;
+    const pki_ocsp_signer_t  *first;
+
+    first = NULL;
 
     for (j = 0; conf->signers != NULL && j < conf->nsigners; j++) {
-        if (conf->signers[j].ca == ca) {
-            return pki_ocsp_signer_current(&conf->signers[j], now, res)
-                   ? &conf->signers[j] : NULL;
+        if (conf->signers[j].ca != ca) {
+            continue;
         }
+
+        if (pki_ocsp_signer_current(&conf->signers[j], now, NULL)) {
+            return &conf->signers[j];
+        }
+
+        if (first == NULL) {
+            first = &conf->signers[j];
+        }
+    }
+
+    if (first != NULL) {
+        (void) pki_ocsp_signer_current(first, now, res);
     }
 
     return NULL;

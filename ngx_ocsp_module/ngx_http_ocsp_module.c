@@ -19,7 +19,8 @@
  * ocsp_responder_signer CA CERT KEY (KEY: a PEM file or a pkcs11: URI in a
  * pki_key_vault token) names a delegated responder for one of
  * the CAs (id-kp-OCSPSigning certificate issued by that CA; checked at
- * configuration time).
+ * configuration time).  Several for one CA: the first one valid at the
+ * time of the answer signs (an expiring one and its replacement).
  *
  * POST <location> with an application/ocsp-request body (another content
  * type is answered with the OCSP status malformedRequest, not an HTTP
