@@ -810,10 +810,20 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
                 break;
             }
 
-            if (rst == PKI_OK && rec.status == PKI_CERT_GOOD && s->ca < 0) {
-                s->status = V_OCSP_CERTSTATUS_GOOD;
-                s->planned = rec.revoke_planned;
-                s->ca = pca[j];
+            if (rst == PKI_OK && rec.status == PKI_CERT_GOOD) {
+                /* the earliest plan of every good record the CertID
+                 * names (two CAs of one key): the answer says good for
+                 * all of them, so it ends at the first to take effect */
+                if (rec.revoke_planned > 0
+                    && (s->planned <= 0 || rec.revoke_planned < s->planned))
+                {
+                    s->planned = rec.revoke_planned;
+                }
+
+                if (s->ca < 0) {
+                    s->status = V_OCSP_CERTSTATUS_GOOD;
+                    s->ca = pca[j];
+                }
             }
 
             pki_record_clear(&rec);

@@ -15,6 +15,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use MIME::Base64 qw(encode_base64);
+use Time::Piece;
 use PKITest;
 
 my $t = PKITest->new;
@@ -465,6 +466,34 @@ SKIP: {
     like($out, qr/Reason: certificateHold/,
          'same-key CAs: a serial neither has: unknown (certificateHold)');
     like($out, qr/Response verify OK/, 'same-key CAs: verifies');
+
+    # $a good under both, a revocation planned under one of them only
+    # (first the one looked up second, then the other): the answer ends
+    # at the plan either way, not an hour later (nonce requests: the
+    # records are changed behind the cache's back)
+    my ($akey) = grep { /:cert:0*\Q$aserial\E$/i }
+        $t->redis_keys('pki:{ca:issuing}:cert:*');
+    ok($akey, 'record of a found') or diag($aserial);
+    (my $aold = $akey) =~ s/\{ca:issuing\}/{ca:issuing-old}/;
+    my $rd = Redis->new(sock => $t->redis_sock, reconnect => 0);
+    $rd->hset($aold, %{ $t->redis_hash($akey) });
+    for my $k ($akey, $aold) {
+        my $plan = time + 600;
+        $rd->hset($k, plan_at => $plan, plan_reason => 1);
+        ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a,
+                           '-url', $url, @trust, '-resp_text');
+        my ($nu) = $out =~ /Next Update: (.*?GMT)/;
+        my $nut = defined $nu
+            ? Time::Piece->strptime($nu =~ s/\s+/ /gr,
+                                    '%b %d %H:%M:%S %Y GMT')->epoch
+            : 0;
+        like($out, qr/\Q$a\E: good/, "same-key CAs, plan under $k: good")
+            or diag($out);
+        ok($nut > 0 && $nut <= $plan,
+           "same-key CAs, plan under $k: nextUpdate ("
+           . ($nu // 'none') . ') no later than the plan') or diag($out);
+        $rd->hdel($k, 'plan_at', 'plan_reason');
+    }
 }
 
 # --- GET after a rewrite; a regex location ---------------------------------------------
