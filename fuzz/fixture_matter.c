@@ -132,6 +132,32 @@ builtin(const char *name)
 }
 
 
+/* a DAC template with its own matter_pid */
+static pki_template_t *
+dac_template(const char *name, const char *pid)
+{
+    const char      *a[1];
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    pki_result_init(&res);
+    t = pki_template_new(name);
+    a[0] = "dac";
+    if (t == NULL || pki_template_set(t, "matter", 1, a, &res) != PKI_OK) {
+        die(name, &res);
+    }
+
+    a[0] = pid;
+    if (pki_template_set(t, "matter_pid", 1, a, &res) != PKI_OK
+        || pki_template_finish(t, &res) != PKI_OK)
+    {
+        die(name, &res);
+    }
+
+    return t;
+}
+
+
 static pki_ca_t *
 ca(const char *name, X509 *cert, const char *chain, pki_key_t *key,
     pki_template_t *t1, pki_template_t *t2)
@@ -230,7 +256,6 @@ const pki_fuzz_matter_t *
 pki_fuzz_matter(void)
 {
     X509           *paa, *rcac;
-    const char     *a[1];
     pki_key_t      *kpaa, *kpai, *krc, *kic;
     pki_result_t    res;
     pki_template_t *tpaa, *tpai, *trc, *tic;
@@ -252,24 +277,12 @@ pki_fuzz_matter(void)
     tpai = builtin("matter-pai");
     trc = mx.trc = builtin("matter-rcac");
     tic = builtin("matter-icac");
-    mx.tdac_nopid = builtin("matter-dac");
     mx.tnoc = builtin("matter-noc");
 
-    /* a DAC template with a PID (the PAI has none) */
-    mx.tdac = pki_template_new("dac-8000");
-    pki_result_init(&res);
-    a[0] = "dac";
-    if (mx.tdac == NULL
-        || pki_template_set(mx.tdac, "matter", 1, a, &res) != PKI_OK)
-    {
-        die("dac-8000", &res);
-    }
-    a[0] = "8000";
-    if (pki_template_set(mx.tdac, "matter_pid", 1, a, &res) != PKI_OK
-        || pki_template_finish(mx.tdac, &res) != PKI_OK)
-    {
-        die("dac-8000", &res);
-    }
+    /* two DAC templates with a PID of their own (the PAI has none, and
+     * a DAC template under it without one is refused) */
+    mx.tdac = dac_template("dac-8000", "8000");
+    mx.tdac2 = dac_template("dac-8001", "8001");
 
     /* attestation: PAA -> PAI -> DAC */
     pki_result_init(&res);
@@ -292,7 +305,7 @@ pki_fuzz_matter(void)
         pai = issue(mx.capaa, tpai, name2("CN", "Fuzz PAI", OID_VID, "FFF1"),
                     pk);
         EVP_PKEY_free(pk);
-        mx.capai = ca("pai", pai, NULL, kpai, mx.tdac, mx.tdac_nopid);
+        mx.capai = ca("pai", pai, NULL, kpai, mx.tdac, mx.tdac2);
         X509_free(pai);
         mx.pai = pki_ca_cert(mx.capai);
     }

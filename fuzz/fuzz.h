@@ -85,7 +85,7 @@ typedef struct {
     pki_ca_t        *capaa, *capai, *carc, *caic;
     X509            *paa, *pai, *dac, *rcac, *icac;
     pki_template_t  *tdac;        /* matter dac, matter_pid 8000          */
-    pki_template_t  *tdac_nopid;  /* matter-dac (the PAI has no PID)       */
+    pki_template_t  *tdac2;       /* dac-8001: a second PID                */
     pki_template_t  *tnoc;        /* matter-noc (under RCAC and ICAC)      */
     pki_template_t  *tpaa, *trc;  /* the self-signed profiles              */
     EVP_PKEY        *dev_key;     /* the DAC's key                         */

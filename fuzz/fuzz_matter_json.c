@@ -260,7 +260,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         conf.tmpl = mx->tnoc;
     } else {
         conf.ca = mx->capai;
-        conf.tmpl = rcac ? mx->tdac_nopid : mx->tdac;
+        conf.tmpl = rcac ? mx->tdac2 : mx->tdac;
     }
     conf.threads = 2;
     if (sel & 4) {
