@@ -125,15 +125,7 @@ unlike($out, qr/nonce/i, 'fresh nonce echoed');
 
 # --- second nginx: same Redis, same PKI ---------------------------------------
 
-my $t2 = bless { %$t, dir => "$dir/n2", children => {}, https => undef,
-                 http => undef, curl_n => 1000 }, 'PKITest';
-mkdir "$dir/n2";
-mkdir "$dir/n2/nginx";
-mkdir "$dir/n2/nginx/$_" for qw(conf logs tmp);
-my $sock = $t->redis_sock;
-my $conf2 = with_cache($t2->render_conf);
-$conf2 =~ s{\Q$dir/n2/redis.sock\E}{$sock}g;
-$t2->start_nginx($conf2);
+my $t2 = $t->second_nginx(\&with_cache);
 my $url2 = 'http://127.0.0.1:' . $t2->http_port . '/ocsp';
 
 my $reqb = reqfile(['-cert', $b], 'req-b', '-no_nonce');

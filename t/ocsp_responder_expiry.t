@@ -18,7 +18,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use MIME::Base64 qw(encode_base64);
-use POSIX qw(strftime);
 use Time::HiRes qw(sleep);
 use Time::Piece;
 use PKITest;
@@ -54,46 +53,9 @@ BAIL_OUT('enrollment failed') if !$a;
 
 # --- the responder certificate: notAfter 30 s from now -----------------------
 
-my $tok = $t->token;
-my $pin = slurp("$pki/hsm/pin") // '';
-chomp $pin;
-my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-newkey', 'ec',
-    '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', "$dir/resp.key", '-subj', '/CN=OCSP responder soon expired',
-    '-out', "$dir/resp.csr"]);
-is($rc, 0, 'responder key and CSR') or diag($e);
-
-mkdir "$dir/tca";
-spew("$dir/tca/index.txt", '');
-spew("$dir/tca/serial", "4245\n");
-spew("$dir/tca.cnf", <<"EOF");
-[ ca ]
-default_ca = tca
-[ tca ]
-database = $dir/tca/index.txt
-new_certs_dir = $dir/tca
-serial = $dir/tca/serial
-default_md = sha256
-policy = pol
-unique_subject = no
-[ pol ]
-commonName = supplied
-[ ext ]
-extendedKeyUsage = critical,OCSPSigning
-keyUsage = critical,digitalSignature
-noCheck = ignored
-EOF
-
 my $na = time + 30;
-($rc, $o, $e) = run_cmd(['openssl', 'ca', '-batch', '-config', "$dir/tca.cnf",
-    '-engine', 'pkcs11', '-keyform', 'engine', '-keyfile',
-    "pkcs11:token=$tok;object=issuing;type=private;pin-value=$pin",
-    '-cert', "$pki/issuing.pem", '-in', "$dir/resp.csr",
-    '-startdate', strftime('%y%m%d%H%M%SZ', gmtime(time - 3600)),
-    '-enddate', strftime('%y%m%d%H%M%SZ', gmtime($na)),
-    '-extensions', 'ext', '-notext', '-out', "$dir/resp.pem"],
-    env => { SOFTHSM2_CONF => $t->softhsm_conf }, timeout => 60);
-is($rc, 0, 'responder certificate issued (openssl ca)') or diag("$o$e");
+$t->responder_cert('resp', 'OCSP responder soon expired', time - 3600,
+                   $na);
 my ($end) = $t->x509_text("$dir/resp.pem") =~ /Not After\s*:\s*(.*?GMT)/;
 is(gmt($end // ''), $na, "its notAfter: $end (30 s ahead)");
 
@@ -108,8 +70,8 @@ $t->start_nginx($conf);
 
 # a cacheable GET request (no nonce)
 my $reqf = "$dir/req.der";
-($rc, $o) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-no_nonce',
-                 '-reqout', $reqf);
+my ($rc, $o) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-no_nonce',
+                    '-reqout', $reqf);
 is($rc, 0, 'request written') or diag($o);
 (my $enc = encode_base64(slurp($reqf), ''))
     =~ s{([/+=])}{sprintf('%%%02X', ord($1))}ge;

@@ -16,7 +16,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX qw(strftime);
 use PKITest;
 
 my $t = PKITest->new;
@@ -29,53 +28,10 @@ my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my $a = $t->enroll_cn('repl-a');
 BAIL_OUT('enrollment failed') if !$a;
 
-my $tok = $t->token;
-my $pin = slurp("$pki/hsm/pin") // '';
-chomp $pin;
-
-mkdir "$dir/tca";
-spew("$dir/tca/index.txt", '');
-spew("$dir/tca/serial", "4245\n");
-spew("$dir/tca.cnf", <<"EOF");
-[ ca ]
-default_ca = tca
-[ tca ]
-database = $dir/tca/index.txt
-new_certs_dir = $dir/tca
-serial = $dir/tca/serial
-default_md = sha256
-policy = pol
-unique_subject = no
-[ pol ]
-commonName = supplied
-[ ext ]
-extendedKeyUsage = critical,OCSPSigning
-keyUsage = critical,digitalSignature
-noCheck = ignored
-EOF
-
-# a responder certificate valid from $from to $to (seconds from now)
-sub responder {
-    my ($name, $cn, $from, $to) = @_;
-    my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-newkey', 'ec',
-        '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-        '-keyout', "$dir/$name.key", '-subj', "/CN=$cn",
-        '-out', "$dir/$name.csr"]);
-    is($rc, 0, "$name: key and CSR") or diag($e);
-    ($rc, $o, $e) = run_cmd(['openssl', 'ca', '-batch', '-config',
-        "$dir/tca.cnf", '-engine', 'pkcs11', '-keyform', 'engine',
-        '-keyfile',
-        "pkcs11:token=$tok;object=issuing;type=private;pin-value=$pin",
-        '-cert', "$pki/issuing.pem", '-in', "$dir/$name.csr",
-        '-startdate', strftime('%y%m%d%H%M%SZ', gmtime(time + $from)),
-        '-enddate', strftime('%y%m%d%H%M%SZ', gmtime(time + $to)),
-        '-extensions', 'ext', '-notext', '-out', "$dir/$name.pem"],
-        env => { SOFTHSM2_CONF => $t->softhsm_conf }, timeout => 60);
-    is($rc, 0, "$name: certificate issued (openssl ca)") or diag("$o$e");
-}
-
-responder('old', 'OCSP responder expired', -7200, -3600);
-responder('new', 'OCSP responder replacement', -3600, 86400);
+$t->responder_cert('old', 'OCSP responder expired', time - 7200,
+                   time - 3600);
+$t->responder_cert('new', 'OCSP responder replacement', time - 3600,
+                   time + 86400);
 
 my $conf = $t->render_conf;
 my $ind = ' ' x 12;

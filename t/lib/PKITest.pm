@@ -460,6 +460,77 @@ sub curl {
              rc => $rc };
 }
 
+# second_nginx(FILTER): another nginx on this test's Redis and PKI, in
+# DIR/n2 with ports of its own; FILTER (may be undef) edits its rendered
+# config.  Returns its PKITest object (error_log, http_port, ...).
+sub second_nginx {
+    my ($self, $filter) = @_;
+    my $dir = $self->{dir};
+    my $t2 = bless { %$self, dir => "$dir/n2", children => {},
+                     https => undef, http => undef, curl_n => 1000 },
+                   'PKITest';
+    mkdir "$dir/n2";
+    mkdir "$dir/n2/nginx";
+    mkdir "$dir/n2/nginx/$_" for qw(conf logs tmp);
+    my $sock = $self->redis_sock;
+    my $conf = $t2->render_conf;
+    $conf = $filter->($conf) if $filter;
+    $conf =~ s{\Q$dir/n2/redis.sock\E}{$sock}g;
+    $t2->start_nginx($conf);
+    return $t2;
+}
+
+# responder_cert(NAME, CN, FROM, TO): an OCSP responder's P-256 key and
+# certificate (EKU OCSPSigning, id-pkix-ocsp-nocheck) signed with the
+# issuing CA's key on this test's token by `openssl ca`, valid from FROM to
+# TO (seconds since the epoch); DIR/NAME.key and DIR/NAME.pem.  Two checks.
+sub responder_cert {
+    my ($self, $name, $cn, $from, $to) = @_;
+    my ($dir, $pki) = ($self->{dir}, $self->pki);
+    if (!-e "$dir/tca.cnf") {
+        mkdir "$dir/tca";
+        spew("$dir/tca/index.txt", '');
+        spew("$dir/tca/serial", "4245\n");
+        spew("$dir/tca.cnf", <<"EOF");
+[ ca ]
+default_ca = tca
+[ tca ]
+database = $dir/tca/index.txt
+new_certs_dir = $dir/tca
+serial = $dir/tca/serial
+default_md = sha256
+policy = pol
+unique_subject = no
+[ pol ]
+commonName = supplied
+[ ext ]
+extendedKeyUsage = critical,OCSPSigning
+keyUsage = critical,digitalSignature
+noCheck = ignored
+EOF
+    }
+    my $pin = slurp("$pki/hsm/pin") // '';
+    chomp $pin;
+    my $tok = $self->token;
+    my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-newkey', 'ec',
+        '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-keyout', "$dir/$name.key", '-subj', "/CN=$cn",
+        '-out', "$dir/$name.csr"]);
+    is($rc, 0, "$name: responder key and CSR") or diag($e);
+    my $fmt = sub { POSIX::strftime('%y%m%d%H%M%SZ', gmtime($_[0])) };
+    ($rc, $o, $e) = run_cmd(['openssl', 'ca', '-batch', '-config',
+        "$dir/tca.cnf", '-engine', 'pkcs11', '-keyform', 'engine',
+        '-keyfile',
+        "pkcs11:token=$tok;object=issuing;type=private;pin-value=$pin",
+        '-cert', "$pki/issuing.pem", '-in', "$dir/$name.csr",
+        '-startdate', $fmt->($from), '-enddate', $fmt->($to),
+        '-extensions', 'ext', '-notext', '-out', "$dir/$name.pem"],
+        env => { SOFTHSM2_CONF => $self->softhsm_conf }, timeout => 60);
+    is($rc, 0, "$name: responder certificate issued (openssl ca)")
+        or diag("$o$e");
+    return ("$dir/$name.pem", "$dir/$name.key");
+}
+
 # no_continue(METHOD, URL, WANT, WHAT, %o): a 20 KB body sent with
 # "Expect: 100-continue" (curl waits up to 5 s for the 100) to a request
 # the server answers without its body: WANT at once, and no "100
