@@ -1522,6 +1522,24 @@ pki_add_keyid(X509 *x, int nid, const unsigned char *id, unsigned int len)
 }
 
 
+/* Serials of 16 octets, but 9 (over 70 random bits) for the Matter
+ * operational certificates: the SDK's are 8, and with 16 a NOC with 3
+ * CATs under an ICAC whose subject has a fabric-id was over 600 bytes of
+ * DER (pki_der_bound in matter.c counts with this). */
+size_t
+pki_int_serial_octets(const pki_template_t *t)
+{
+    if (t != NULL && (t->matter == PKI_MATTER_RCAC
+                      || t->matter == PKI_MATTER_ICAC
+                      || t->matter == PKI_MATTER_NOC))
+    {
+        return 9;
+    }
+
+    return 16;
+}
+
+
 /* A notAfter as the CA caps it: its max_validity, its own notAfter
  * (unless the template goes beyond_ca_expiry), 99991231235959Z. */
 time_t
@@ -2225,7 +2243,8 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         ASN1_INTEGER_free(serial);
         serial = NULL;
 
-        if (!pki_serial_new(&serial) || !pki_serial_to_hex(serial, rec.serial))
+        if (!pki_serial_new_octets(&serial, pki_int_serial_octets(t))
+            || !pki_serial_to_hex(serial, rec.serial))
         {
             rc = pki_fail(res, PKI_INTERNAL, "cannot make a serial number");
             goto failed;
@@ -2567,7 +2586,9 @@ pki_selfsign(pki_key_t *key, const pki_template_t *t, X509_NAME *subject,
     }
 
     serial = NULL;
-    if (!pki_serial_new(&serial) || !X509_set_serialNumber(x, serial)) {
+    if (!pki_serial_new_octets(&serial, pki_int_serial_octets(t))
+        || !X509_set_serialNumber(x, serial))
+    {
         ASN1_INTEGER_free(serial);
         X509_free(x);
         return pki_fail(res, PKI_INTERNAL, "cannot make a serial number");
@@ -2893,11 +2914,12 @@ pki_batch_refused(pki_bstate_t *st, size_t n)
 }
 
 
-/* Step 2: serials for every built item, reserved with their intents in one
- * round trip per try; the items whose serial collided draw again. */
+/* Step 2: serials for every built item (of octets octets), reserved with
+ * their intents in one round trip per try; the items whose serial collided
+ * draw again. */
 static void
 pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n,
-    pki_int_rsv_t *rsv)
+    size_t octets, pki_int_rsv_t *rsv)
 {
     int            *taken;
     size_t          i, m, *idx;
@@ -2932,7 +2954,7 @@ pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n,
             ASN1_INTEGER_free(st[i].serial);
             st[i].serial = NULL;
 
-            if (!pki_serial_new(&st[i].serial)
+            if (!pki_serial_new_octets(&st[i].serial, octets)
                 || !pki_serial_to_hex(st[i].serial, st[i].rec.serial))
             {
                 pki_batch_fail(&st[i], pki_fail(&st[i].item->res,
@@ -3219,7 +3241,8 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 
         pki_batch_phase(&proto, threads, 1);     /* build */
         pki_batch_refused(st, n);
-        pki_batch_reserve(r, st, n, &rsv);       /* one round trip */
+        pki_batch_reserve(r, st, n, pki_int_serial_octets(t),
+                          &rsv);                  /* one round trip */
         pki_batch_phase(&proto, threads, 3);     /* sign + verify */
         pki_batch_commit(r, st, n, &rsv);        /* one round trip */
 

@@ -156,6 +156,11 @@ time_t pki_int_asn1_time(const ASN1_TIME *t);
  * CA caps it (max_validity, the CA's notAfter, 99991231235959Z). */
 time_t pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
     time_t nb, time_t na);
+/* issue.c: the octets of the serials of template t's certificates
+ * (pki_serial_new_octets): 9 for a Matter operational certificate (RCAC,
+ * ICAC, NOC), whose DER must fit 600 bytes: with 16, a NOC with 3 CATs
+ * under an ICAC with a fabric-id never did; 16 for the others. */
+size_t pki_int_serial_octets(const pki_template_t *t);
 
 /* issue.c: RFC 2253 text of a name, malloc'd; NULL on failure. */
 char *pki_int_name_text(const X509_NAME *name);

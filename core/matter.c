@@ -1834,11 +1834,11 @@ pki_der_len(long n)
 
 /* The largest DER the unsigned certificate x can have once signed with
  * the key of signer (EC: ecdsa-with-SHA*, 12 octets, in the TBS and after
- * it) and given the serial pki_serial_new() makes (16 octets, no leading
- * zero).  -1 when it cannot tell (another key type): the check of the
- * signed certificate still holds. */
+ * it) and given a serial of octets octets, no leading zero, as
+ * pki_serial_new_octets() makes it.  -1 when it cannot tell (another key
+ * type): the check of the signed certificate still holds. */
 static long
-pki_der_bound(X509 *x, EVP_PKEY *signer)
+pki_der_bound(X509 *x, EVP_PKEY *signer, size_t octets)
 {
     int             tbs, hdr, ser, alg, sig;
     long            content;
@@ -1878,7 +1878,8 @@ pki_der_bound(X509 *x, EVP_PKEY *signer)
     OPENSSL_free(der);
 
     /* the TBS with its serial and algorithm as signing sets them */
-    content = pki_der_len((long) tbs - hdr + (18 - ser) + (12 - alg));
+    content = pki_der_len((long) tbs - hdr + (2 + (long) octets - ser)
+                          + (12 - alg));
 
     /* then the algorithm again and the signature in a BIT STRING */
     content += 12 + pki_der_len(1 + (long) sig);
@@ -2011,7 +2012,8 @@ pki_int_matter_prepare(const pki_template_t *t, const pki_ca_t *ca, X509 *x,
      * not the one a signing happens to give, so that one request is not
      * taken or refused by chance. */
     size = pki_der_bound(x, ca ? X509_get0_pubkey(ca->cert)
-                               : X509_get0_pubkey(x));
+                               : X509_get0_pubkey(x),
+                         pki_int_serial_octets(t));
     if (size > PKI_MATTER_DER_MAX) {
         return pki_fail(res, PKI_POLICY, "Matter %s size: DER larger than "
                         "%d bytes once signed (up to %ld)",

@@ -88,12 +88,17 @@ PKI_API char *pki_base64_encode(const unsigned char *in, size_t len,
     size_t wrap, size_t *outlen);
 
 /* Serial numbers.  A new serial is 16 bytes from the CSPRNG with the top bit
- * cleared (positive, 127 bits of entropy).  The canonical text form is
+ * cleared (positive, 127 bits of entropy).  pki_serial_new_octets makes one
+ * of 9..20 octets alike (9: over 70 bits; DESIGN.md asks at least 64), 0
+ * for another width: Matter operational certificates take 9 (issue_int.h,
+ * pki_int_serial_octets).  The first octet is never 0: the DER INTEGER has
+ * exactly that many content octets.  The canonical text form is
  * uppercase hex without leading zero bytes, as `openssl x509 -serial`
  * prints it (even number of digits).  pki_serial_normalize accepts any case,
  * an optional leading "0x" and leading zeros; returns 1 if valid (1..20
  * octets, positive) and writes the canonical form into out[41]. */
 PKI_API int pki_serial_new(ASN1_INTEGER **out);
+PKI_API int pki_serial_new_octets(ASN1_INTEGER **out, size_t octets);
 PKI_API int pki_serial_to_hex(const ASN1_INTEGER *serial, char out[41]);
 PKI_API int pki_serial_normalize(const char *in, char out[41]);
 

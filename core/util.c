@@ -22,6 +22,8 @@
 
 
 #define PKI_SERIAL_BYTES  16
+#define PKI_SERIAL_MIN    9         /* 71 random bits: 64 at least */
+#define PKI_SERIAL_MAX    20        /* RFC 5280 4.1.2.2 */
 
 
 static void pki_vappend(char *buf, size_t size, const char *fmt, va_list ap);
@@ -347,20 +349,31 @@ pki_base64_encode(const unsigned char *in, size_t len, size_t wrap,
 int
 pki_serial_new(ASN1_INTEGER **out)
 {
+    return pki_serial_new_octets(out, PKI_SERIAL_BYTES);
+}
+
+
+int
+pki_serial_new_octets(ASN1_INTEGER **out, size_t octets)
+{
     BIGNUM         *bn;
     ASN1_INTEGER   *ai;
-    unsigned char   buf[PKI_SERIAL_BYTES];
+    unsigned char   buf[PKI_SERIAL_MAX];
 
     *out = NULL;
 
+    if (octets < PKI_SERIAL_MIN || octets > PKI_SERIAL_MAX) {
+        return 0;
+    }
+
     do {
-        if (RAND_priv_bytes(buf, sizeof(buf)) != 1) {
+        if (RAND_priv_bytes(buf, octets) != 1) {
             return 0;
         }
         buf[0] &= 0x7f;             /* positive in two's complement */
-    } while (buf[0] == 0);          /* keep the full 16-octet width */
+    } while (buf[0] == 0);          /* keep the full width */
 
-    bn = BN_bin2bn(buf, sizeof(buf), NULL);
+    bn = BN_bin2bn(buf, (int) octets, NULL);
     OPENSSL_cleanse(buf, sizeof(buf));
     if (bn == NULL) {
         return 0;

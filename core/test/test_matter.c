@@ -1885,11 +1885,25 @@ test_issuance(void)
         X509_NAME_free(n);
     }
 
-    /* an ICAC with a fabric-id too: then 3 CATs no longer fit 600 B */
+    /* an ICAC with a fabric-id too (the SDK's ICA02 has that shape): a
+     * NOC with 3 CATs ending before 2050 (UTCTime) fits 600 B of DER
+     * with its 9-octet serial; with 16 octets it was always refused ("up
+     * to 606").  Ending 99991231235959Z (GeneralizedTime, 2 octets more)
+     * it is still judged up to 601: refused before signing. */
     if (carc) {
-        X509      *icac2 = NULL;
-        pki_ca_t  *caic2;
-        char       cpath[PATH_MAX * 2];
+        X509            *icac2 = NULL;
+        pki_ca_t        *caic2;
+        pki_template_t  *t10;
+        char             cpath[PATH_MAX * 2], hex[41];
+
+        t10 = pki_template_new("noc-10y");
+        a[0] = "noc";
+        pki_result_init(&res);
+        pki_template_set(t10, "matter", 1, a, &res);
+        a[0] = "3650d";
+        pki_template_set(t10, "validity", 1, a, &res);
+        ok(pki_template_finish(t10, &res) == PKI_OK, "template noc-10y %s",
+           res.detail);
 
         n = opname(ic2_attrs);
         memset(&req, 0, sizeof(req));
@@ -1900,18 +1914,53 @@ test_issuance(void)
            "ICAC with fabric-id issued %s", res.detail);
         X509_NAME_free(n);
         snprintf(cpath, sizeof(cpath), "%s/rcac-chain.pem", tmpdir);
-        caic2 = icac2 ? make_ca(icac2, fic, "icac2", tnoc, NULL, cpath)
+        caic2 = icac2 ? make_ca(icac2, fic, "icac2", tnoc, t10, cpath)
                       : NULL;
         n = opname(noc_cases[1].attrs);
         req.subject = n;
         req.pubkey = knoc;
         noc = NULL;
         pki_result_init(&res);
+        ok(caic2 && pki_issue(caic2, t10, NULL, &req, NULL, &noc, &res)
+                    == PKI_OK,
+           "NOC with 3 CATs for 10 years under an ICAC with a fabric-id "
+           "issued %s", res.detail);
+        pki_result_init(&res);
+        ok(noc && icac2 && rcac
+           && pki_matter_verify_operational(noc, icac2, rcac, &res)
+              == PKI_OK,
+           "  passes the operational checks %s", res.detail);
+        ok(noc && pki_serial_to_hex(X509_get0_serialNumber(noc), hex)
+           && strlen(hex) == 18 && hex[0] <= '7',
+           "  its serial has 9 octets, positive (%s)", noc ? hex : "");
+        der = NULL;
+        dlen = noc ? i2d_X509(noc, &der) : 0;
+        tlv = back = NULL;
+        tlvlen = 0;
+        pki_result_init(&res);
+        st = dlen > 0 && dlen <= 600
+             && pki_matter_der_to_tlv(der, (size_t) dlen, &tlv, &tlvlen,
+                                      &res) == PKI_OK
+             && tlvlen <= 400
+             && pki_matter_tlv_to_der(tlv, tlvlen, &back, &blen, &res)
+                == PKI_OK
+             && blen == (size_t) dlen && memcmp(back, der, blen) == 0;
+        ok(st, "  DER %d B (<= 600), TLV %zu B (<= 400) round-trips %s",
+           dlen, tlvlen, res.detail);
+        OPENSSL_free(der);
+        free(tlv);
+        free(back);
+        X509_free(noc);
+
+        noc = NULL;
+        pki_result_init(&res);
         ok(caic2 && pki_issue(caic2, tnoc, NULL, &req, NULL, &noc, &res)
-                    == PKI_POLICY && strstr(res.detail, "600"),
-           "NOC over 600 B DER refused: %s", res.detail);
+                    == PKI_POLICY && noc == NULL
+           && strstr(res.detail, "600 bytes once signed (up to 601)"),
+           "the same NOC to 9999: refused before signing: %s", res.detail);
         X509_free(noc);
         X509_NAME_free(n);
+        pki_template_free(t10);
         pki_ca_free(caic2);
         X509_free(icac2);
     }

@@ -174,6 +174,29 @@ main(void)
     }
     ok(dup == 0, "64 new serials: 16 octets, positive, distinct (%d)", dup);
 
+    dup = 0;
+    for (i = 0; i < 64; i++) {
+        if (!pki_serial_new_octets(&ai, 9) || !pki_serial_to_hex(ai, seen[i]))
+        {
+            dup = -1;
+            break;
+        }
+        if (strlen(seen[i]) != 18 || seen[i][0] > '7') {
+            dup = -2;
+        }
+        ASN1_INTEGER_free(ai);
+        for (j = 0; j < i; j++) {
+            if (strcmp(seen[i], seen[j]) == 0) {
+                dup = 1;
+            }
+        }
+    }
+    ok(dup == 0, "64 new 9-octet serials: positive, distinct (%d)", dup);
+    ai = NULL;
+    ok(!pki_serial_new_octets(&ai, 8) && ai == NULL
+       && !pki_serial_new_octets(&ai, 21) && ai == NULL,
+       "serials of 8 octets (under 64 random bits) or 21 refused");
+
     for (i = 0; i < (int) (sizeof(name_cases) / sizeof(name_cases[0]));
          i++)
     {
