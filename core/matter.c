@@ -1087,7 +1087,10 @@ pki_matter_verify_attestation(X509 *dac, X509 *pai, X509 *paa, time_t now,
     if (why) {
         return pki_fail(res, PKI_POLICY, "kPaaFormatInvalid: %s", why);
     }
-    if (avp.from_oid && avp.vid >= 0 && avp.vid != ivp.vid) {
+    /* the PAA's VID wherever it is, the attribute or else the CN's
+     * Mvid: (spec 6.2.2.2; the SDK's ExtractVIDPIDFromX509Cert), as
+     * pki_check() judges a PAI against its PAA when issuing */
+    if (avp.vid >= 0 && avp.vid != ivp.vid) {
         return pki_fail(res, PKI_POLICY, "kPaiVendorIdMismatch: PAA VID "
                         "%04X != PAI VID %04X", avp.vid, ivp.vid);
     }

@@ -877,6 +877,28 @@ $1} or die;
         strict_ok("$d/$name.pem", "$d/paa.pem", "$d/pai.pem",
                   "CN test DAC $name");
     }
+
+    # a PAA whose VID FFF2 is only in its CN (Mvid:) over a PAI of VID
+    # FFF1: kPaiVendorIdMismatch, as the issuing side judges that PAI; it
+    # used to pass (the PAA's VID was taken only from the attribute)
+    ($rc, $out, $err) = run_cmd(['sh', '-c', "cd $d"
+        . ' && for k in paa2 pai2 dac2; do openssl ecparam -name'
+        . ' prime256v1 -genkey -noout -out $k.key || exit 1; done'
+        . ' && openssl req -new -x509 -utf8 -key paa2.key -sha256'
+        . " -days 365 -subj '/CN=Test PAA Mvid:FFF2' -config x.cnf"
+        . ' -extensions paa -set_serial 5 -out paa2.pem'
+        . $sign->('pai2', "/CN=Test PAI/$vid=FFF1", 'paa2', 'pai', 6)
+        . $sign->('dac2', "/CN=Widget/$vid=FFF1/$pid=8000", 'pai2', 'dac',
+                  7)]);
+    die "openssl CN-VID PAA: $err" if $rc != 0;
+    strict_ok("$d/dac2.pem", "$d/paa2.pem", "$d/pai2.pem",
+              'DAC under the CN-VID PAA');
+    ($rc, $out, $err) = run_cmd([$pkictl, 'matter', 'verify-attestation',
+                                 '--dac', "$d/dac2.pem", '--pai',
+                                 "$d/pai2.pem", '--paa', "$d/paa2.pem"]);
+    ok($rc != 0 && "$out$err" =~ /kPaiVendorIdMismatch: PAA VID FFF2 != PAI /,
+       'verify-attestation: a PAA with CN "Mvid:FFF2" (no VID attribute) '
+       . 'over a PAI of VID FFF1 fails') or diag("$rc $out$err");
 }
 
 # --- a DAC over the DER size: the batch is refused before anything is signed
