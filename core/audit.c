@@ -4038,6 +4038,7 @@ pki_audit_unreadable(char *out, size_t size, const char *p, size_t len)
 static pki_audit_qent_t *
 pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
 {
+    int                  bad;
     size_t               i, j, tl, bl;
     long long            now, pid;
     char                 upto[32];
@@ -4138,15 +4139,23 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
                 continue;
             }
 
-            if (tv == NULL || bv == NULL || tl >= sizeof(q->time)
-                || bl > (legacy ? PKI_AUDIT_LEGACY_MAX
-                                : PKI_AUDIT_CARRIED_MAX))
-            {
-                continue;
+            /* an entry this code did not write (no "t" or no "b", a "t"
+             * too long for the field, a body over the size a line takes)
+             * is an unreadable line as any other: skipped, it stayed in
+             * the stream for good, and 512 of them at its head hid every
+             * entry behind them from XRANGE ... COUNT 512 */
+            bad = tv == NULL || bv == NULL || tl >= sizeof(q->time)
+                  || bl > (legacy ? PKI_AUDIT_LEGACY_MAX
+                                  : PKI_AUDIT_CARRIED_MAX);
+
+            if (tv == NULL || tl >= sizeof(q->time)) {
+                tv = "";                /* the writer's clock, below */
+                tl = 0;
             }
 
-            if (!pki_audit_carried_ok(bv, bl)) {
-                bl = pki_audit_unreadable(mark, sizeof(mark), bv, bl);
+            if (bad || !pki_audit_carried_ok(bv, bl)) {
+                bl = pki_audit_unreadable(mark, sizeof(mark),
+                                          bv != NULL ? bv : "", bl);
                 bv = mark;
                 if (bl == 0) {
                     continue;
