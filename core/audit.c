@@ -274,6 +274,8 @@ static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
 static int pki_audit_recover(pki_audit_t *a, pki_result_t *res);
 static int pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev,
     ino_t ino, off_t end);
+static int pki_audit_catch_up(pki_audit_t *a, pki_result_t *res);
+static int pki_audit_in_file(pki_audit_t *a, const pki_audit_qent_t *q);
 
 
 /* ---- the hook -------------------------------------------------------------- */
@@ -1212,11 +1214,79 @@ failed:
 }
 
 
+static void
+pki_audit_report_stderr(void *arg, int lost, const char *msg)
+{
+    (void) arg;
+    (void) lost;
+
+    fprintf(stderr, "pki_audit_log: %s\n", msg);
+}
+
+
+/* pki_audit_close(): the entries still in *list after the last try were
+ * never written.  A carried one is in its stream (the janitor writes it
+ * later); a plain one is nowhere else (its revocation is committed):
+ * freed silently, it was lost without a word.  checked: a->lock and the
+ * flock held, the file caught up with: a line that a write which failed
+ * part way left whole in it is not reported. */
+static void
+pki_audit_report_lost(pki_audit_t *a, pki_audit_qent_t *list, int checked,
+    unsigned *carried, pki_audit_report_pt report, void *arg)
+{
+    char               *msg;
+    size_t              size;
+    pki_audit_qent_t   *q;
+
+    for (q = list; q != NULL; q = q->next) {
+        if (q->carry != NULL) {
+            (*carried)++;
+            continue;
+        }
+
+        if (checked && q->wend > 0 && pki_audit_in_file(a, q)) {
+            continue;
+        }
+
+        size = q->blen + 512;
+        msg = malloc(size);
+        if (msg == NULL) {
+            report(arg, 1, "an entry the log could not take is lost "
+                   "(out of memory to report it)");
+            continue;
+        }
+
+        /* the body holds what the file would have (nothing secret) */
+        snprintf(msg, size, "entry not written to %s%s, kept nowhere "
+                 "else, restore it by hand: {\"time\":\"%s\"%.*s,"
+                 "\"pid\":%ld}",
+                 a->path != NULL ? a->path : "audit.log",
+                 !checked && q->wend > 0 ? " (unless a write that failed "
+                                           "part way left it whole)" : "",
+                 q->time, (int) q->blen, q->body, (long) pki_int_pid());
+        report(arg, 1, msg);
+        free(msg);
+    }
+}
+
+
 void
 pki_audit_close(pki_audit_t *a)
 {
+    pki_audit_close_report(a, pki_audit_report_stderr, NULL);
+}
+
+
+void
+pki_audit_close_report(pki_audit_t *a, pki_audit_report_pt report,
+    void *arg)
+{
     if (a == NULL) {
         return;
+    }
+
+    if (report == NULL) {
+        report = pki_audit_report_stderr;
     }
 
     {
@@ -1240,6 +1310,44 @@ pki_audit_close(pki_audit_t *a)
         if (a->qhead != NULL || a->retry != NULL || a->pend != NULL) {
             pki_result_init(&r);
             (void) pki_audit_drain(a, 1, &r);
+        }
+
+        /* not written after that last try (the file fails to the
+         * end): said, the plain ones one by one */
+        if (a->retry != NULL || a->qhead != NULL) {
+            int       checked;
+            char      msg[600];
+            unsigned  carried;
+
+            checked = 0;
+            carried = 0;
+
+            pthread_mutex_lock(&a->lock);
+
+            if (a->fd >= 0 && flock(a->lockfd, LOCK_EX) == 0) {
+                pki_result_init(&r);
+                checked = pki_audit_catch_up(a, &r);
+
+                pki_audit_report_lost(a, a->retry, checked, &carried,
+                                      report, arg);
+                (void) flock(a->lockfd, LOCK_UN);
+
+            } else {
+                pki_audit_report_lost(a, a->retry, 0, &carried, report,
+                                      arg);
+            }
+
+            pthread_mutex_unlock(&a->lock);
+
+            pki_audit_report_lost(a, a->qhead, 0, &carried, report, arg);
+
+            if (carried > 0) {
+                snprintf(msg, sizeof(msg), "%u issuance entries not "
+                         "written to %s: left in their Redis streams, "
+                         "for a janitor to write", carried,
+                         a->path != NULL ? a->path : "audit.log");
+                report(arg, 0, msg);
+            }
         }
 
         /* not synced: still in their stream, for the janitor */

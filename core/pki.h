@@ -1038,6 +1038,17 @@ typedef struct {
 PKI_API pki_audit_t *pki_audit_open(const pki_audit_conf_t *conf,
     pki_result_t *res);
 PKI_API void pki_audit_close(pki_audit_t *a);
+/* pki_audit_close() that tells report(arg, lost, msg) what the file
+ * never took (it failed to the end: ENOSPC, EIO) after a last try to
+ * write and sync it: each entry that is nowhere else (a revocation, an
+ * admin action, an issuance with carry=off) with lost 1, in a message
+ * ending in its JSON text (time, fields, pid: no seq nor hash, the chain
+ * goes on without it), for the operator to restore; the carried ones
+ * (still in their Redis streams, for the janitor) counted in one message
+ * with lost 0.  pki_audit_close() writes these messages to stderr. */
+typedef void (*pki_audit_report_pt)(void *arg, int lost, const char *msg);
+PKI_API void pki_audit_close_report(pki_audit_t *a,
+    pki_audit_report_pt report, void *arg);
 /* The log pki_event_emit writes to (NULL: none).  A log that opens late
  * (a retry) may be set while other threads emit: it is published whole
  * to them, so finish its setup (pki_audit_carry, the syncer,

@@ -1379,6 +1379,36 @@ ngx_http_pki_m_timer_start(ngx_cycle_t *cycle)
 }
 
 
+/* pki_audit_close_report(): what the log never took at exit (the file
+ * failed to the end).  An entry kept nowhere else (an alert) comes with
+ * its text, for the operator to restore: in parts under the error log's
+ * line size (NGX_MAX_ERROR_STR), a Matter batch's entry is longer. */
+static void
+ngx_http_pki_m_audit_lost(void *arg, int lost, const char *msg)
+{
+    ngx_log_t  *log = arg;
+
+    size_t      len, off, part;
+    ngx_uint_t  i, n, level;
+
+    level = lost ? NGX_LOG_ALERT : NGX_LOG_WARN;
+    len = ngx_strlen(msg);
+    n = (len + 1499) / 1500;
+
+    if (n <= 1) {
+        ngx_log_error(level, log, 0, "pki_audit_log: %s", msg);
+        return;
+    }
+
+    for (i = 0, off = 0; off < len; i++, off += part) {
+        part = ngx_min(len - off, 1500);
+        ngx_log_error(level, log, 0,
+                      "pki_audit_log: (part %ui of %ui) %*s",
+                      i + 1, n, part, msg + off);
+    }
+}
+
+
 static void
 ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
 {
@@ -1438,7 +1468,8 @@ ngx_http_pki_audit_exit(ngx_cycle_t *cycle)
                           "pki_audit_log: no checkpoint at exit: %s",
                           res.detail);
         }
-        pki_audit_close(mmcf->audit);
+        pki_audit_close_report(mmcf->audit, ngx_http_pki_m_audit_lost,
+                               cycle->log);
 
         mmcf->audit = NULL;
         ngx_http_pki_m_aq.audit = NULL;

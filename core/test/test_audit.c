@@ -5,7 +5,8 @@
  * Unit tests: the transaction log (core/audit.c): chain, group commit from
  * many threads, two writers on one directory, rotation, checkpoints, the
  * verifier against edited, removed, reordered and torn entries, hostile
- * field values, and the event hook (sink).
+ * field values, the event hook (sink), and what a close while the file
+ * takes nothing reports of the entries it never wrote.
  */
 
 #include <pthread.h>
@@ -116,6 +117,33 @@ rename(const char *from, const char *to)
     }
 
     return (int) syscall(SYS_rename, from, to);
+}
+
+
+/* the messages of pki_audit_close(_report): what the file never took */
+static char          reported[8192];
+static int           reported_n;
+
+
+static void
+reported_add(const char *msg)
+{
+    size_t  n;
+
+    n = strlen(reported);
+    snprintf(reported + n, sizeof(reported) - n, "%s\n", msg);
+    reported_n++;
+}
+
+
+static void
+reported_add_cb(void *arg, int lost, const char *msg)
+{
+    (void) arg;
+
+    if (lost) {
+        reported_add(msg);
+    }
 }
 
 
@@ -1382,6 +1410,160 @@ main(void)
            "%llu after it (%s)", rep.entries, rep.checkpoints,
            rep.unsigned_tail, rep.bad);
         pki_key_free(k9);
+    }
+
+    /* a worker that exits while the file takes nothing (disk full):
+     * its revocations' entries, in no Redis stream, were freed at close
+     * without a word (their revocations committed); now each is told,
+     * with its text, on stderr (pki_audit_close) or to the caller's
+     * report (pki_audit_close_report); with room for a line and a part
+     * (a write that fails part way), the line the file has whole is not
+     * told, the others are */
+    {
+        int                  n, k, efd, pfd[2], said, whole, infile;
+        char                 dir10[300], path10[400], ser10[32], *l, *p;
+        char                 buf[4096];
+        FILE                *lf;
+        size_t               cap;
+        ssize_t              got;
+        pki_audit_t         *y;
+        struct stat          sb10;
+        struct rlimit        rl10, old10;
+        pki_audit_conf_t     c10;
+        unsigned long long   last10;
+
+        static const char  *how[] = { "stderr", "report", "part written" };
+
+        signal(SIGXFSZ, SIG_IGN);
+
+        for (k = 0; k < 3; k++) {
+            snprintf(dir10, sizeof(dir10), "%s/log10-%d", tdir, k);
+            mkdir(dir10, 0700);
+            memset(&c10, 0, sizeof(c10));
+            c10.dir = dir10;
+            pki_result_init(&res);
+            y = pki_audit_open(&c10, &res);
+            pki_result_init(&res);
+            ok(y != NULL && pki_audit_syncer_start(y, NULL, NULL, &res)
+               == PKI_OK, "exit with a full disk (%s)", how[k]);
+            pki_audit_set_default(y);
+            pki_audit_set_deferred(1);
+
+            memset(&ev, 0, sizeof(ev));
+            ev.type = PKI_EV_REVOKE;
+            ev.status = PKI_OK;
+            ev.ca = "ca1";
+            ev.serial = "E000";
+            pki_result_init(&res);
+            (void) pki_event_emit(&ev, 1, &res);
+            last10 = pki_audit_take_ticket();
+            for (n = 0; n < 500 && !pki_audit_ticket_done(y, last10); n++) {
+                usleep(10000);
+            }
+
+            snprintf(path10, sizeof(path10), "%s/audit.log", dir10);
+            stat(path10, &sb10);
+            getrlimit(RLIMIT_FSIZE, &old10);
+            rl10 = old10;
+            /* a line is about 300 bytes */
+            rl10.rlim_cur = (rlim_t) sb10.st_size + (k == 2 ? 450 : 0);
+            setrlimit(RLIMIT_FSIZE, &rl10);
+
+            for (n = 1; n <= 3; n++) {
+                snprintf(ser10, sizeof(ser10), "E%03d", n);
+                ev.serial = ser10;
+                pki_result_init(&res);
+                (void) pki_event_emit(&ev, 1, &res);
+                last10 = pki_audit_take_ticket();
+            }
+            usleep(200000);
+            ok(!pki_audit_ticket_done(y, last10), "  not written");
+
+            pki_audit_set_deferred(0);
+            pki_audit_set_default(NULL);
+
+            reported_n = 0;
+            reported[0] = '\0';
+            if (k == 0) {
+                /* a pipe: a file would not grow either (RLIMIT_FSIZE) */
+                fflush(stderr);
+                efd = dup(2);
+                if (pipe(pfd) != 0) {
+                    pfd[0] = pfd[1] = -1;
+                }
+                dup2(pfd[1], 2);
+                close(pfd[1]);
+                pki_audit_close(y);
+                fflush(stderr);
+                dup2(efd, 2);
+                close(efd);
+
+                got = read(pfd[0], buf, sizeof(buf) - 1);
+                buf[got > 0 ? got : 0] = '\0';
+                close(pfd[0]);
+                for (l = strtok(buf, "\n"); l != NULL;
+                     l = strtok(NULL, "\n"))
+                {
+                    reported_add(l);
+                }
+
+            } else {
+                pki_audit_close_report(y, reported_add_cb, NULL);
+            }
+            setrlimit(RLIMIT_FSIZE, &old10);
+
+            /* the file as it is now */
+            lf = fopen(path10, "r");
+            l = NULL;
+            cap = 0;
+            buf[0] = '\0';
+            while (lf != NULL && getline(&l, &cap, lf) > 0) {
+                if (strlen(buf) + strlen(l) < sizeof(buf)) {
+                    strcat(buf, l);
+                }
+            }
+            free(l);
+            if (lf != NULL) {
+                fclose(lf);
+            }
+
+            said = 0;
+            whole = 0;
+            infile = 0;
+            for (n = 1; n <= 3; n++) {
+                snprintf(ser10, sizeof(ser10), "\"serial\":\"E%03d\"", n);
+                p = strstr(reported, ser10);
+                said += p != NULL;
+                infile += strstr(buf, ser10) != NULL;
+                if (p != NULL && strstr(buf, ser10) != NULL) {
+                    said += 100;        /* both */
+                }
+            }
+            for (p = reported; (p = strstr(p, "{\"time\":\"")) != NULL;
+                 p++)
+            {
+                whole += strstr(p, "\"type\":\"revoke\"") != NULL
+                         && strstr(p, ",\"pid\":") != NULL;
+            }
+            if (k < 2) {
+                ok(said == 3 && reported_n == 3 && whole == 3,
+                   "  close told each unwritten revocation with its text "
+                   "(%d of 3, %d messages): %.200s", said, reported_n,
+                   reported);
+            } else {
+                ok(infile >= 1 && said == 3 - infile
+                   && reported_n == said && whole == said,
+                   "  %d in the file, the %d others told, none twice "
+                   "(%d messages)", infile, said, reported_n);
+            }
+            ok(strstr(reported, "E000") == NULL,
+               "  not the one the file had");
+
+            st = verify(dir10, &rep);
+            ok(st == PKI_OK && rep.entries == (unsigned) (1 + infile),
+               "  the log verifies: %llu entries (%s)", rep.entries,
+               rep.bad);
+        }
     }
 
     a = shared_log;
