@@ -5049,9 +5049,12 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
 
         rf->logged[i] = rf->status[i];
 
-        /* the next check when the CRL ends before the regular one: a
-         * nextUpdate already past (Redis down, say) waits for it */
-        if (rf->next[i] > tp->sec
+        /* the next check when the CRL ends before the regular one (a
+         * failed check leaves next 0: Redis down waits for the regular
+         * one).  A nextUpdate passed since this check found the CRL
+         * fresh (the check ran just before it, its answer came just
+         * after) is checked again soon: it waited 10 s for that */
+        if (rf->next[i] != 0
             && rf->next[i] - tp->sec
                <= NGX_HTTP_PKI_CRL_REFRESH_MSEC / 1000)
         {
