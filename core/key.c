@@ -2040,6 +2040,196 @@ pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
 }
 
 
+/* ---- low-S ECDSA ------------------------------------------------------------
+ *
+ * (r, s) and (r, n - s) are both valid ECDSA signatures.  Every EC signature
+ * the CA releases carries the smaller s (s <= n/2), as the token's or
+ * OpenSSL's signing gives either: for P-256 and P-384 s then never needs the
+ * DER sign octet, so a certificate's largest size is one octet less and
+ * known before signing (a Matter certificate must fit 600 octets of DER).
+ * Done before the signature is verified (invariant 4 holds on what goes
+ * out).  Curves other than P-256, P-384 and P-521 are left as signed. */
+
+static pthread_once_t  pki_half_once = PTHREAD_ONCE_INIT;
+static const int       pki_half_nid[3] = {
+    NID_X9_62_prime256v1, NID_secp384r1, NID_secp521r1
+};
+static BIGNUM         *pki_order[3], *pki_half[3];
+
+
+static void
+pki_half_init(void)
+{
+    int        i;
+    EC_GROUP  *g;
+
+    for (i = 0; i < 3; i++) {
+        g = EC_GROUP_new_by_curve_name(pki_half_nid[i]);
+        if (g != NULL) {
+            pki_order[i] = BN_dup(EC_GROUP_get0_order(g));
+            pki_half[i] = pki_order[i] ? BN_dup(pki_order[i]) : NULL;
+            if (pki_half[i] == NULL || !BN_rshift1(pki_half[i], pki_half[i]))
+            {
+                BN_free(pki_order[i]);
+                BN_free(pki_half[i]);
+                pki_order[i] = pki_half[i] = NULL;
+            }
+            EC_GROUP_free(g);
+        }
+    }
+
+    ERR_clear_error();
+}
+
+
+/* Index of pub's curve in pki_half_nid, -1 for another key or curve. */
+static int
+pki_half_index(const EVP_PKEY *pub)
+{
+    int   i, nid;
+    char  name[64];
+
+    if (pub == NULL || EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC
+        || !EVP_PKEY_get_group_name(pub, name, sizeof(name), NULL))
+    {
+        ERR_clear_error();
+        return -1;
+    }
+
+    nid = OBJ_sn2nid(name);
+    if (nid == NID_undef) {
+        nid = EC_curve_nist2nid(name);
+    }
+
+    pthread_once(&pki_half_once, pki_half_init);
+
+    for (i = 0; i < 3; i++) {
+        if (nid == pki_half_nid[i] && pki_half[i] != NULL) {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/* The DER ECDSA-Sig-Value in *der (OPENSSL_malloc'd, *len octets) with a
+ * low s, re-encoded in place when it had a high one.  1 done (or nothing
+ * to do: not an EC key of the three curves), 0 the signature does not
+ * decode or cannot be re-encoded (a failed signing). */
+static int
+pki_ecdsa_low_s(const EVP_PKEY *pub, unsigned char **der, int *len)
+{
+    int                   i, n, ok;
+    BIGNUM               *ns;
+    ECDSA_SIG            *es;
+    unsigned char        *out;
+    const BIGNUM         *r, *s;
+    const unsigned char  *p;
+
+    i = pki_half_index(pub);
+    if (i < 0) {
+        return 1;
+    }
+
+    p = *der;
+    es = d2i_ECDSA_SIG(NULL, &p, *len);
+    if (es == NULL || p != *der + *len) {
+        ECDSA_SIG_free(es);
+        ERR_clear_error();
+        return 0;
+    }
+
+    ECDSA_SIG_get0(es, &r, &s);
+
+    if (BN_cmp(s, pki_half[i]) <= 0) {
+        ECDSA_SIG_free(es);
+        return 1;
+    }
+
+    ok = 0;
+    out = NULL;
+    ns = BN_new();
+
+    if (ns != NULL && BN_sub(ns, pki_order[i], s)) {
+        r = BN_dup(r);
+        if (r != NULL && ECDSA_SIG_set0(es, (BIGNUM *) r, ns)) {
+            ns = NULL;
+            n = i2d_ECDSA_SIG(es, &out);
+            if (n > 0) {
+                OPENSSL_free(*der);
+                *der = out;
+                *len = n;
+                ok = 1;
+            }
+        } else {
+            BN_free((BIGNUM *) r);
+        }
+    }
+
+    BN_free(ns);
+    ECDSA_SIG_free(es);
+    ERR_clear_error();
+
+    return ok;
+}
+
+
+/* The largest DER signature pub's key releases: a high s of P-256 or P-384
+ * would take the sign octet.  0 when not an EC key. */
+int
+pki_int_ecdsa_sig_max(const EVP_PKEY *pub)
+{
+    int  n;
+
+    if (pub == NULL || EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC) {
+        return 0;
+    }
+
+    n = EVP_PKEY_get_size(pub);
+
+    if (n > 0 && pki_half_index(pub) >= 0 && EVP_PKEY_get_bits(pub) % 8 == 0)
+    {
+        n--;
+    }
+
+    return n;
+}
+
+
+/* The same on a certificate's signature BIT STRING. */
+static int
+pki_x509_low_s(X509 *x, const EVP_PKEY *pub)
+{
+    int                     len;
+    unsigned char          *der;
+    ASN1_BIT_STRING        *bs;
+    const ASN1_BIT_STRING  *cbs;
+
+    if (pki_half_index(pub) < 0) {
+        return 1;
+    }
+
+    X509_get0_signature(&cbs, NULL, x);
+    bs = (ASN1_BIT_STRING *) cbs;
+    len = ASN1_STRING_length(bs);
+    der = len > 0 ? OPENSSL_memdup(ASN1_STRING_get0_data(bs), len) : NULL;
+
+    if (der == NULL || !pki_ecdsa_low_s(pub, &der, &len)
+        || !ASN1_BIT_STRING_set(bs, der, len))
+    {
+        OPENSSL_free(der);
+        return 0;
+    }
+
+    OPENSSL_free(der);
+    bs->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+    bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+
+    return 1;
+}
+
+
 /* ---- signing ------------------------------------------------------------ */
 
 typedef struct {
@@ -2065,7 +2255,7 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
     EVP_MD_CTX     *mctx;
     unsigned char  *sig;
     size_t          siglen;
-    int             rc;
+    int             rc, n;
 
     md = op->md_given ? op->md : pki_default_md(pub);
 
@@ -2074,6 +2264,10 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
     case 1:
         if (X509_sign(op->x509, priv, md) <= 0) {
             pki_log(res, "X509_sign() failed");
+            return 0;
+        }
+        if (!pki_x509_low_s(op->x509, pub)) {
+            pki_log(res, "the ECDSA signature does not decode");
             return 0;
         }
         if (X509_verify(op->x509, pub) != 1) {
@@ -2119,6 +2313,13 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
         pki_log(res, "EVP_DigestSign() failed");
         goto done;
     }
+
+    n = (int) siglen;
+    if (!pki_ecdsa_low_s(pub, &sig, &n)) {
+        pki_log(res, "the ECDSA signature does not decode");
+        goto done;
+    }
+    siglen = (size_t) n;
 
     EVP_MD_CTX_reset(mctx);
 
@@ -2394,6 +2595,12 @@ pki_p11_ecdsa(pki_key_t *k, const unsigned char *dig, size_t dlen,
     *der = NULL;
     *derlen = i2d_ECDSA_SIG(es, der);
     ECDSA_SIG_free(es);
+
+    if (*derlen > 0 && !pki_ecdsa_low_s(k->pub, der, derlen)) {
+        OPENSSL_free(*der);
+        *der = NULL;
+        *derlen = 0;
+    }
 
     return *derlen > 0;
 }

@@ -38,5 +38,10 @@ int pki_int_p256_verify(const EC_GROUP *gq, const unsigned char *sig,
 int pki_int_p256_verify_raw(const EC_GROUP *gq, const unsigned char *rs,
     size_t len, const unsigned char *dig, size_t dlen);
 
+/* The largest DER ECDSA-Sig-Value the signing functions release for the EC
+ * key pub (its s is always the low one, so for P-256 and P-384 one octet
+ * under EVP_PKEY_get_size()); 0 when pub is not an EC key. */
+int pki_int_ecdsa_sig_max(const EVP_PKEY *pub);
+
 
 #endif /* PKI_KEY_INT_H */

@@ -19,6 +19,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
+#include "key_int.h"
 #include "matter_int.h"
 
 
@@ -1837,7 +1838,8 @@ pki_der_len(long n)
 
 /* The largest DER the unsigned certificate x can have once signed with
  * the key of signer (EC: ecdsa-with-SHA*, 12 octets, in the TBS and after
- * it) and given a serial of octets octets, no leading zero, as
+ * it; the signature with a low s, as key.c releases every EC signature)
+ * and given a serial of octets octets, no leading zero, as
  * pki_serial_new_octets() makes it.  -1 when it cannot tell (another key
  * type): the check of the signed certificate still holds. */
 static long
@@ -1869,7 +1871,7 @@ pki_der_bound(X509 *x, EVP_PKEY *signer, size_t octets)
     tbs = i2d_re_X509_tbs(x, &der);
     ser = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), NULL);
     alg = i2d_X509_ALGOR(a, NULL);
-    sig = EVP_PKEY_get_size(signer);
+    sig = pki_int_ecdsa_sig_max(signer);
 
     if (tbs < 2 || ser <= 0 || alg <= 0 || sig <= 0) {
         OPENSSL_free(der);

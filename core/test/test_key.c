@@ -22,7 +22,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -192,6 +194,85 @@ check_signing(pki_key_t *k, const char *what, const EVP_MD *md)
 }
 
 
+/* 1 when the DER ECDSA signature sig has s <= n/2 for pub's curve. */
+static int
+low_s(EVP_PKEY *pub, const unsigned char *sig, size_t siglen)
+{
+    int             ok;
+    char            name[64];
+    BIGNUM         *half;
+    EC_GROUP       *g;
+    ECDSA_SIG      *es;
+    const BIGNUM   *r, *s;
+
+    es = d2i_ECDSA_SIG(NULL, &sig, (long) siglen);
+    g = EVP_PKEY_get_group_name(pub, name, sizeof(name), NULL)
+        ? EC_GROUP_new_by_curve_name(OBJ_sn2nid(name)) : NULL;
+    half = g ? BN_dup(EC_GROUP_get0_order(g)) : NULL;
+    ok = es != NULL && half != NULL && BN_rshift1(half, half);
+    if (ok) {
+        ECDSA_SIG_get0(es, &r, &s);
+        ok = BN_cmp(s, half) <= 0;
+    }
+    BN_free(half);
+    EC_GROUP_free(g);
+    ECDSA_SIG_free(es);
+    return ok;
+}
+
+
+/* Every EC signature released has the low s (key.c): certificates and raw
+ * messages, 24 each (a high s comes with probability 1/2 per signature). */
+static void
+check_low_s(pki_key_t *k, const char *what)
+{
+    int                     i, bad, maxlen;
+    size_t                  siglen;
+    X509                   *x;
+    EVP_PKEY               *pub = pki_key_public(k);
+    pki_result_t            res;
+    unsigned char           m[32], *sig;
+    const ASN1_BIT_STRING  *bs;
+
+    for (bad = 0, maxlen = 0, i = 0; i < 24; i++) {
+        pki_result_init(&res);
+        x = make_tbs(pub);
+        if (pki_key_sign_x509(k, x, &res) != PKI_OK) {
+            bad++;
+        } else {
+            X509_get0_signature(&bs, NULL, x);
+            if (!low_s(pub, ASN1_STRING_get0_data(bs),
+                       (size_t) ASN1_STRING_length(bs))
+                || X509_verify(x, pub) != 1)
+            {
+                bad++;
+            }
+            if (ASN1_STRING_length(bs) > maxlen) {
+                maxlen = ASN1_STRING_length(bs);
+            }
+        }
+        X509_free(x);
+
+        memset(m, i, sizeof(m));
+        sig = NULL;
+        pki_result_init(&res);
+        if (pki_key_sign(k, EVP_sha256(), m, sizeof(m), &sig, &siglen, &res)
+            != PKI_OK || !low_s(pub, sig, siglen)
+            || !verify_raw(pub, EVP_sha256(), m, sizeof(m), sig, siglen))
+        {
+            bad++;
+        }
+        free(sig);
+    }
+
+    ok(bad == 0, "%s: 24 certificate and 24 raw signatures have a low s",
+       what);
+    ok(maxlen < EVP_PKEY_get_size(pub) || EVP_PKEY_get_bits(pub) % 8 != 0,
+       "%s: the longest certificate signature is %d octets (the key's "
+       "size %d)", what, maxlen, EVP_PKEY_get_size(pub));
+}
+
+
 /* ---- file keys ------------------------------------------------------------ */
 
 typedef struct {
@@ -267,6 +348,9 @@ test_file_keys(void)
 
         check_signing(k, kc->desc,
                       kc->md != NULL ? EVP_get_digestbyname(kc->md) : NULL);
+        if (kc->param != NULL) {
+            check_low_s(k, kc->desc);
+        }
 
         if (kc->bits > 2048 && pki_test_vg(0, 1)) {
             /* RSA 3072 prime search under memcheck: minutes, no code of
@@ -655,6 +739,9 @@ test_p11_key(pki_vault_t *v, const char *uri, const char *what)
     ok(strncmp(desc, what, strlen(what)) == 0, "%s: describe %s", what, desc);
 
     check_signing(k, what, EVP_sha256());
+    if (EVP_PKEY_get_base_id(pki_key_public(k)) == EVP_PKEY_EC) {
+        check_low_s(k, what);
+    }
 
     ok(sign_threads(k, 4, pki_test_vg(50, 5)) == 0, "%s: 4 threads x %d "
        "signatures", what, pki_test_vg(50, 5));
