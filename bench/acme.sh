@@ -36,10 +36,10 @@
 # pebble, ours, pebble, ...) in BENCH_ROUNDS rounds of BENCH_SECONDS each,
 # so a change in the load of a shared machine hits both alike.
 # BENCH_WORKERS (default "1 2 4") is the client's concurrency (one keep-alive
-# connection per worker; pebble 2.4 stalls at 6 and more); a list such as
-# "1 2 4" runs the rounds at each in turn (same servers, same Redis) and
-# ends with the median ratios side by side: on a small machine shared by
-# the client and the server, the ratio depends on the concurrency.
+# connection per worker; from 3 on, pebble 2.4 can deadlock: see broken());
+# a list such as "1 2 4" runs the rounds at each in turn (same servers, same
+# Redis) and ends with the median ratios side by side: on a small machine
+# shared by the client and the server, the ratio depends on the concurrency.
 # BENCH_CONF_SED='sed script' edits both of our nginx.conf files before the
 # start (A/B runs of nginx settings, e.g. worker_cpu_affinity).
 #
@@ -284,9 +284,16 @@ rss_mb() {
 nginx_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 
 # A run is broken when requests failed or it lasted well past BENCH_SECONDS
-# (a request hit the client's 10 s I/O timeout: pebble 2.4 sometimes stalls
-# under concurrent orders).  Its rate says nothing about the server's speed,
-# so it is flagged and left out of the medians.
+# (a request hit the client's 10 s I/O timeout).  Its rate says nothing about
+# the server's speed, so it is flagged and left out of the medians.  Pebble
+# 2.4 deadlocks for good under concurrent orders (seen in its goroutine dump,
+# SIGQUIT): a newOrder scans every authorization (FindValidAuthorization,
+# whatever PEBBLE_AUTHZREUSE says) holding its store's read lock and waits
+# for the lock of an authorization that an authz poll holds for writing; the
+# poll waits for the store's read lock, which Go's RWMutex holds back behind
+# a third request waiting to write (another newOrder adding its challenges,
+# a finalize adding its certificate); every request then waits on the store.
+# It takes 3 workers or more; at 8, 6 to 15 s of load often hit it.
 # res line: ROUND RESULT LABEL issued=N failed=F seconds=S rate=R
 #           requests=Q workers=W cpu_ms=C
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }

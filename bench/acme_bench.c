@@ -96,7 +96,8 @@ static unsigned long  errors_shown;
 static pthread_mutex_t  err_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* a server that stops answering (pebble 2.4 can deadlock under concurrent
- * orders) fails the request instead of hanging the run */
+ * orders: see broken() in acme.sh) fails the request instead of hanging the
+ * run */
 static const struct timeval  io_timeout = { 10, 0 };
 
 
