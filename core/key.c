@@ -2197,21 +2197,17 @@ pki_int_ecdsa_sig_max(const EVP_PKEY *pub)
 }
 
 
-/* The same on a certificate's signature BIT STRING. */
+/* The same on the signature BIT STRING of a certificate or a CRL. */
 static int
-pki_x509_low_s(X509 *x, const EVP_PKEY *pub)
+pki_bits_low_s(ASN1_BIT_STRING *bs, const EVP_PKEY *pub)
 {
     int                     len;
     unsigned char          *der;
-    ASN1_BIT_STRING        *bs;
-    const ASN1_BIT_STRING  *cbs;
 
     if (pki_half_index(pub) < 0) {
         return 1;
     }
 
-    X509_get0_signature(&cbs, NULL, x);
-    bs = (ASN1_BIT_STRING *) cbs;
     len = ASN1_STRING_length(bs);
     der = len > 0 ? OPENSSL_memdup(ASN1_STRING_get0_data(bs), len) : NULL;
 
@@ -2227,6 +2223,28 @@ pki_x509_low_s(X509 *x, const EVP_PKEY *pub)
     bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
 
     return 1;
+}
+
+
+static int
+pki_x509_low_s(X509 *x, const EVP_PKEY *pub)
+{
+    const ASN1_BIT_STRING  *bs;
+
+    X509_get0_signature(&bs, NULL, x);
+
+    return bs != NULL && pki_bits_low_s((ASN1_BIT_STRING *) bs, pub);
+}
+
+
+static int
+pki_crl_low_s(X509_CRL *crl, const EVP_PKEY *pub)
+{
+    const ASN1_BIT_STRING  *bs;
+
+    X509_CRL_get0_signature(crl, &bs, NULL);
+
+    return bs != NULL && pki_bits_low_s((ASN1_BIT_STRING *) bs, pub);
 }
 
 
@@ -2279,6 +2297,10 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
     case 2:
         if (X509_CRL_sign(op->crl, priv, md) <= 0) {
             pki_log(res, "X509_CRL_sign() failed");
+            return 0;
+        }
+        if (!pki_crl_low_s(op->crl, pub)) {
+            pki_log(res, "the ECDSA signature does not decode");
             return 0;
         }
         if (X509_CRL_verify(op->crl, pub) != 1) {

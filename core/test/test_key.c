@@ -221,14 +221,16 @@ low_s(EVP_PKEY *pub, const unsigned char *sig, size_t siglen)
 }
 
 
-/* Every EC signature released has the low s (key.c): certificates and raw
- * messages, 24 each (a high s comes with probability 1/2 per signature). */
+/* Every EC signature released has the low s (key.c): certificates, CRLs
+ * (empty: X509_CRL_sign) and raw messages, 24 each (a high s comes with
+ * probability 1/2 per signature). */
 static void
 check_low_s(pki_key_t *k, const char *what)
 {
     int                     i, bad, maxlen;
     size_t                  siglen;
     X509                   *x;
+    X509_CRL               *crl;
     EVP_PKEY               *pub = pki_key_public(k);
     pki_result_t            res;
     unsigned char           m[32], *sig;
@@ -253,6 +255,21 @@ check_low_s(pki_key_t *k, const char *what)
         }
         X509_free(x);
 
+        pki_result_init(&res);
+        crl = make_crl();
+        if (pki_key_sign_crl(k, crl, &res) != PKI_OK) {
+            bad++;
+        } else {
+            X509_CRL_get0_signature(crl, &bs, NULL);
+            if (!low_s(pub, ASN1_STRING_get0_data(bs),
+                       (size_t) ASN1_STRING_length(bs))
+                || X509_CRL_verify(crl, pub) != 1)
+            {
+                bad++;
+            }
+        }
+        X509_CRL_free(crl);
+
         memset(m, i, sizeof(m));
         sig = NULL;
         pki_result_init(&res);
@@ -265,8 +282,8 @@ check_low_s(pki_key_t *k, const char *what)
         free(sig);
     }
 
-    ok(bad == 0, "%s: 24 certificate and 24 raw signatures have a low s",
-       what);
+    ok(bad == 0, "%s: 24 certificate, 24 CRL and 24 raw signatures have a "
+       "low s", what);
     ok(maxlen < EVP_PKEY_get_size(pub) || EVP_PKEY_get_bits(pub) % 8 != 0,
        "%s: the longest certificate signature is %d octets (the key's "
        "size %d)", what, maxlen, EVP_PKEY_get_size(pub));
