@@ -94,6 +94,10 @@ pki_ca_free(pki_ca_t *ca)
         sk_X509_pop_free(ca->alt[i], X509_free);
     }
 
+    for (i = 0; i < ca->nsame; i++) {
+        free(ca->same[i]);
+    }
+
     X509_free(ca->cert);
     sk_X509_pop_free(ca->chain, X509_free);
     free(ca->name);
@@ -827,6 +831,76 @@ X509 *
 pki_ca_cert(const pki_ca_t *ca)
 {
     return ca->cert;
+}
+
+
+pki_status_t
+pki_ca_link_same(pki_ca_t *a, pki_ca_t *b, int *linked, pki_result_t *res)
+{
+    int        i;
+    char      *na, *nb;
+    EVP_PKEY  *ka, *kb;
+
+    *linked = 0;
+
+    if (a == NULL || b == NULL || a == b || !a->finished || !b->finished
+        || strcmp(a->name, b->name) == 0)
+    {
+        return PKI_OK;
+    }
+
+    ka = X509_get0_pubkey(a->cert);
+    kb = X509_get0_pubkey(b->cert);
+
+    if (ka == NULL || kb == NULL
+        || X509_NAME_cmp(X509_get_subject_name(a->cert),
+                         X509_get_subject_name(b->cert)) != 0
+        || EVP_PKEY_eq(ka, kb) != 1)
+    {
+        ERR_clear_error();
+        return PKI_OK;
+    }
+
+    for (i = 0; i < a->nsame; i++) {
+        if (strcmp(a->same[i], b->name) == 0) {
+            *linked = 1;
+            return PKI_OK;
+        }
+    }
+
+    if (a->nsame >= PKI_CA_MAX_SAME || b->nsame >= PKI_CA_MAX_SAME) {
+        return pki_fail(res, PKI_MALFORMED, "CAs \"%s\" and \"%s\": more "
+                        "than %d other CAs with the same subject and key",
+                        a->name, b->name, PKI_CA_MAX_SAME);
+    }
+
+    na = strdup(a->name);
+    nb = strdup(b->name);
+    if (na == NULL || nb == NULL) {
+        free(na);
+        free(nb);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    a->same[a->nsame++] = nb;
+    b->same[b->nsame++] = na;
+    *linked = 1;
+
+    return PKI_OK;
+}
+
+
+int
+pki_ca_same_count(const pki_ca_t *ca)
+{
+    return ca != NULL ? ca->nsame : 0;
+}
+
+
+const char *
+pki_ca_same_name(const pki_ca_t *ca, int i)
+{
+    return ca != NULL && i >= 0 && i < ca->nsame ? ca->same[i] : NULL;
 }
 
 

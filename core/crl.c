@@ -915,8 +915,10 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     time_t prev_this_update, unsigned char **der, size_t *len,
     pki_crl_info_t *info, pki_result_t *res)
 {
-    time_t             plan;
+    int                i, n;
+    time_t             plan, p;
     long long          number;
+    const char        *name;
     pki_status_t       st;
     pki_crl_builder_t  b;
 
@@ -941,19 +943,32 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
      * an older snapshot of the revoked set.  The plans before the revoked
      * hash: one carried out in between is then in the hash (or in both,
      * listed once), never in neither. */
-    b.planned = 1;
-    st = pki_record_plans_due(r, pki_ca_name(ca), b.now, pki_crl_add, &b,
-                              &plan, res);
-    b.planned = 0;
+    if (prev_this_update > PKI_CRL_EXPIRED_MARGIN
+        && prev_this_update <= b.now)
+    {
+        b.expired_before = prev_this_update - PKI_CRL_EXPIRED_MARGIN;
+    }
 
-    if (st == PKI_OK && !b.failed) {
-        if (prev_this_update > PKI_CRL_EXPIRED_MARGIN
-            && prev_this_update <= b.now)
-        {
-            b.expired_before = prev_this_update - PKI_CRL_EXPIRED_MARGIN;
+    /* this CA's revocations, then those of the CAs with its subject and
+     * key (pki_ca_link_same): relying parties take one CRL of an issuer as
+     * all its revocations */
+    n = pki_ca_same_count(ca);
+
+    for (i = -1; i < n && st == PKI_OK && !b.failed; i++) {
+        name = i < 0 ? pki_ca_name(ca) : pki_ca_same_name(ca, i);
+        p = 0;
+
+        b.planned = 1;
+        st = pki_record_plans_due(r, name, b.now, pki_crl_add, &b, &p, res);
+        b.planned = 0;
+
+        if (p > 0 && (plan == 0 || p < plan)) {
+            plan = p;
         }
-        st = pki_record_revoked_walk(r, pki_ca_name(ca), pki_crl_add_live,
-                                     &b, res);
+
+        if (st == PKI_OK && !b.failed) {
+            st = pki_record_revoked_walk(r, name, pki_crl_add_live, &b, res);
+        }
     }
 
     if (st != PKI_OK) {
@@ -1121,6 +1136,42 @@ pki_crl_rebuild_or_keep(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 }
 
 
+/* The stored CRL's view of the CAs with this one's subject and key: their
+ * revgens added to *revgen (the stored CRL's is the same sum, taken
+ * before it was built) and their earliest plan after its thisUpdate into
+ * c->planned when sooner.  One round trip per such CA, none without. */
+static pki_status_t
+pki_crl_same_state(pki_ca_t *ca, pki_redis_t *r, pki_crl_info_t *c,
+    long long *revgen, pki_result_t *res)
+{
+    int           i, n;
+    time_t        plan;
+    long long     g;
+    pki_status_t  st;
+
+    n = pki_ca_same_count(ca);
+
+    for (i = 0; i < n; i++) {
+        st = pki_record_revgen_plan(r, pki_ca_same_name(ca, i),
+                                    c->number > 0 ? c->this_update : 0, &g,
+                                    &plan, res);
+        if (st != PKI_OK) {
+            return st;
+        }
+
+        *revgen += g;
+
+        if (c->number > 0 && plan > 0
+            && (c->planned == 0 || plan < c->planned))
+        {
+            c->planned = plan;
+        }
+    }
+
+    return PKI_OK;
+}
+
+
 /* Whether the stored CRL is still the one to serve at now. */
 static int
 pki_crl_fresh(const pki_crl_info_t *c, long long revgen, time_t now,
@@ -1182,7 +1233,12 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     for (i = 0; ; i++) {
         st = pki_crl_store_read(r, pki_ca_name(ca), have_number, &revgen, out,
                                 res);
+        if (st == PKI_OK) {
+            st = pki_crl_same_state(ca, r, out, &revgen, res);
+        }
         if (st != PKI_OK) {
+            free(out->der);
+            memset(out, 0, sizeof(*out));
             return st;
         }
 

@@ -120,6 +120,11 @@ struct pki_ca_s {
     STACK_OF(X509)           *alt[PKI_CA_MAX_ALT_CHAINS];
     long                      pathlen;         /* -1: unlimited */
     int                       finished;
+
+    /* the other CAs of the configuration with this one's subject and key
+     * (pki_ca_link_same): one CRL issuer, one CRL's worth of revocations */
+    char                     *same[PKI_CA_MAX_SAME];
+    int                       nsame;
 };
 
 

@@ -368,6 +368,10 @@ PKI_API pki_status_t pki_record_plans_due(pki_redis_t *r, const char *ca,
 /* Current value of <ns>{ca:CA}:revgen (0 when absent). */
 PKI_API pki_status_t pki_record_revgen(pki_redis_t *r, const char *ca,
     long long *gen, pki_result_t *res);
+/* The revgen and the time of the CA's earliest planned revocation after
+ * after (*plan 0: none), in one step. */
+PKI_API pki_status_t pki_record_revgen_plan(pki_redis_t *r, const char *ca,
+    time_t after, long long *gen, time_t *plan, pki_result_t *res);
 /* INCR of <ns>{ca:CA}:crlnumber. */
 PKI_API pki_status_t pki_record_next_crlnumber(pki_redis_t *r,
     const char *ca, long long *number, pki_result_t *res);
@@ -415,6 +419,7 @@ PKI_API long pki_template_validity(const pki_template_t *t);  /* seconds */
 typedef struct pki_ca_s  pki_ca_t;
 
 #define PKI_CA_MAX_ALT_CHAINS  4     /* "alternate_chain" lines of a CA */
+#define PKI_CA_MAX_SAME        8     /* other CAs with its subject and key */
 #define PKI_NAME_MAX           63    /* bytes of a configured name */
 
 /* 1 when the len bytes at s are a name as the configuration gives a CA, a
@@ -459,6 +464,17 @@ PKI_API pki_key_t *pki_ca_key(const pki_ca_t *ca);
 /* 1 if cert names this CA as issuer and its signature verifies with the
  * CA's public key. */
 PKI_API int pki_ca_issued(const pki_ca_t *ca, X509 *cert);
+/* Two finished CAs of one configuration with the same subject and key (a
+ * CA re-certified, its old and new certificate both declared) are one CRL
+ * issuer to relying parties, which take the newest CRL of an issuer as
+ * the whole of its revocations: each CA's CRL then lists the other's too
+ * (pki_crl_build, pki_crl_current).  Links a and b when they are such a
+ * pair (*linked 1), else nothing (*linked 0); PKI_MALFORMED when a CA
+ * would have more than PKI_CA_MAX_SAME others. */
+PKI_API pki_status_t pki_ca_link_same(pki_ca_t *a, pki_ca_t *b, int *linked,
+    pki_result_t *res);
+PKI_API int pki_ca_same_count(const pki_ca_t *ca);
+PKI_API const char *pki_ca_same_name(const pki_ca_t *ca, int i);
 
 
 /* ---- issuance --------------------------------------------------------------- */

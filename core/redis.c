@@ -3166,6 +3166,77 @@ pki_plan_time(const redisReply *v, time_t t)
 }
 
 
+/* KEYS: revgen, revplan; ARGV: a time.  Returns {revgen, the time of the
+ * earliest plan after it or nil}. */
+static const char  pki_lua_revgen_plan[] =
+    "local g = redis.call('GET', KEYS[1]) or '0' "
+    "local z = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], "
+    "                     '+inf', 'WITHSCORES', 'LIMIT', 0, 1) "
+    "return {g, z[2] or false}";
+
+
+PKI_API pki_status_t
+pki_record_revgen_plan(pki_redis_t *r, const char *ca, time_t after,
+    long long *gen, time_t *plan, pki_result_t *res)
+{
+    char         kg[PKI_REDIS_KEY_MAX], kp[PKI_REDIS_KEY_MAX], *end;
+    redisReply  *reply, *e;
+    pki_args_t   a;
+    int          good;
+
+    if (r == NULL || gen == NULL || plan == NULL || after < 0) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (!pki_redis_key(r, ca, "revgen", NULL, kg, sizeof(kg), NULL, res)
+        || !pki_redis_key(r, ca, "revplan", NULL, kp, sizeof(kp), NULL, res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_revgen_plan);
+    pki_args_str(&a, "2");
+    pki_args_str(&a, kg);
+    pki_args_str(&a, kp);
+    pki_args_num(&a, (long long) after);
+
+    reply = pki_redis_cmd(r, a.argc, a.argv, a.lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    *gen = 0;
+    *plan = 0;
+    good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2;
+
+    if (good) {
+        e = reply->element[0];
+        good = e->type == REDIS_REPLY_STRING && e->len > 0 && e->len < 24;
+        if (good) {
+            errno = 0;
+            *gen = strtoll(e->str, &end, 10);
+            good = errno == 0 && end == e->str + e->len && *gen >= 0;
+        }
+    }
+
+    if (good && reply->element[1]->type == REDIS_REPLY_STRING) {
+        *plan = pki_plan_time(reply->element[1], after);
+    }
+
+    freeReplyObject(reply);
+
+    if (!good) {
+        *gen = 0;
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: bad revgen of CA "
+                        "\"%s\"", ca);
+    }
+
+    return PKI_OK;
+}
+
+
 /* The DER keys' prefix "<ns>{ca:CA}:crl:" into buf. */
 static int
 pki_crl_der_prefix(pki_redis_t *r, const char *ca, char *buf, size_t size,

@@ -1482,8 +1482,9 @@ static char *
 ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
     ngx_str_t *name, pki_ca_t *ca)
 {
-    int                  i, n;
+    int                  i, n, linked;
     u_char              *what;
+    ngx_uint_t           j;
     ngx_str_t            tname, kref;
     pki_key_t           *key;
     const char          *ref, *tn;
@@ -1548,6 +1549,24 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
     if (pki_ca_finish(ca, &res) != PKI_OK) {
         ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
         return NGX_CONF_ERROR;
+    }
+
+    /* a CA re-certified with its subject and key, both declared: each
+     * one's CRL lists the other's revocations too */
+    pca = pmcf->cas.elts;
+
+    for (j = 0; j < pmcf->cas.nelts; j++) {
+        if (pki_ca_link_same(ca, pca[j].ca, &linked, &res) != PKI_OK) {
+            ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (linked) {
+            ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0, "pki_ca \"%V\" has "
+                               "the subject and key of pki_ca \"%V\": the "
+                               "CRL of each lists the revocations of both",
+                               name, &pca[j].name);
+        }
     }
 
     pca = ngx_array_push(&pmcf->cas);

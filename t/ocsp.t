@@ -459,6 +459,22 @@ SKIP: {
          . 'under the other: revoked') or diag($out);
     like($out, qr/Reason: keyCompromise/, 'same-key CAs: its reason');
 
+    # one CRL issuer to relying parties: the CRL of each lists $b, revoked
+    # under issuing only
+    for my $name (qw(issuing-old issuing)) {
+        my $g = $t->curl('GET', "http://127.0.0.1:$port/crl/$name.crl");
+        my $f = $t->prefix . "/same-$name.crl";
+        open(my $fh, '>:raw', $f) or die "$f: $!";
+        print $fh $g->{body};
+        close $fh;
+        my $text = `openssl crl -inform DER -in $f -noout -text 2>&1`;
+        (my $bs = $bserial) =~ s/^0+//;
+        is($g->{code}, 200, "same-key CAs: $name.crl served");
+        like($text, qr/Serial Number: 0*\Q$bs\E\s/i,
+             "same-key CAs: $name.crl lists the revocation under issuing")
+            or diag($text);
+    }
+
     ($rc, $out) = ocsp('-issuer', "$pki/issuing.pem", '-cert', $a, '-cert',
                        $b, '-serial', '0x1234', '-url', $url, @trust);
     like($out, qr/\Q$a\E: good.*\Q$b\E: revoked.*0x1234: revoked/s,

@@ -1936,6 +1936,174 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
 }
 
 
+/* A CA re-certified with its subject and key, old and new certificate both
+ * declared (pki_ca_link_same): one CRL issuer to relying parties, so the
+ * CRL of each lists the revocations of both, and a revocation or a plan of
+ * either makes both CRLs new.  Another key or another subject is not
+ * linked. */
+static void
+test_same(pki_ca_t *ca, pki_ca_t *rootca, pki_template_t *tsub,
+    pki_template_t *t, pki_key_t *subkey, EVP_PKEY *subpk, const char *sock)
+{
+    int              linked, i;
+    char             ns[64], hex[41];
+    time_t           at, plan;
+    X509            *sub2, *sub3, *x[4];
+    EVP_PKEY        *pk, *otherpk;
+    pki_ca_t        *ca2, *ca3, *ca4;
+    pki_key_t       *otherkey;
+    pki_redis_t     *r;
+    pki_status_t     st;
+    pki_result_t     res;
+    pki_request_t    req;
+    redisContext    *rc;
+    pki_crl_info_t   a, b;
+
+    snprintf(ns, sizeof(ns), "crlsame%d:", (int) getpid());
+    pki_result_init(&res);
+    r = fx_redis(sock, ns, 1000, &res);
+    rc = redisConnectUnix(sock);
+    if (!ok(r != NULL && rc != NULL && rc->err == 0, "same: redis handles")) {
+        return;
+    }
+
+    /* re-certified: the same subject and key */
+    memset(&req, 0, sizeof(req));
+    req.subject = cn_name("CRL Test Issuing CA");
+    req.pubkey = subpk;
+    sub2 = NULL;
+    pki_result_init(&res);
+    (void) pki_issue(rootca, tsub, NULL, &req, NULL, &sub2, &res);
+    X509_NAME_free(req.subject);
+    write_cert(sub2, "ca2.pem");
+    ca2 = make_ca("crlca2", "ca2.pem", subkey, t);
+
+    /* the same subject, another key; the same key, another subject */
+    otherpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    otherkey = fx_key_file(dir, "other.key", otherpk);
+    req.subject = cn_name("CRL Test Issuing CA");
+    req.pubkey = otherpk;
+    sub3 = NULL;
+    pki_result_init(&res);
+    (void) pki_issue(rootca, tsub, NULL, &req, NULL, &sub3, &res);
+    X509_NAME_free(req.subject);
+    write_cert(sub3, "ca3.pem");
+    ca3 = make_ca("crlca3", "ca3.pem", otherkey, t);
+    X509_free(sub3);
+    req.subject = cn_name("CRL Test Issuing CA 2");
+    req.pubkey = subpk;
+    sub3 = NULL;
+    pki_result_init(&res);
+    (void) pki_issue(rootca, tsub, NULL, &req, NULL, &sub3, &res);
+    X509_NAME_free(req.subject);
+    write_cert(sub3, "ca4.pem");
+    ca4 = make_ca("crlca4", "ca4.pem", subkey, t);
+    X509_free(sub3);
+
+    pki_result_init(&res);
+    st = pki_ca_link_same(ca, ca2, &linked, &res);
+    ok(sub2 != NULL && st == PKI_OK && linked == 1
+       && pki_ca_same_count(ca) == 1 && pki_ca_same_count(ca2) == 1
+       && strcmp(pki_ca_same_name(ca, 0), "crlca2") == 0
+       && strcmp(pki_ca_same_name(ca2, 0), "crlca") == 0,
+       "the CA re-certified with its subject and key is linked to it");
+    st = pki_ca_link_same(ca2, ca, &linked, &res);
+    ok(st == PKI_OK && linked == 1 && pki_ca_same_count(ca) == 1,
+       "  linking twice adds nothing");
+    st = pki_ca_link_same(ca, ca3, &linked, &res);
+    ok(st == PKI_OK && linked == 0 && pki_ca_same_count(ca3) == 0,
+       "another key under the subject is not linked");
+    st = pki_ca_link_same(ca, ca4, &linked, &res);
+    ok(st == PKI_OK && linked == 0 && pki_ca_same_count(ca4) == 0,
+       "the key under another subject is not linked");
+
+    for (i = 0; i < 4; i++) {
+        pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        x[i] = issue(i % 2 ? ca2 : ca, t, r, "same", pk);
+        EVP_PKEY_free(pk);
+    }
+
+    if (!ok(x[0] && x[1] && x[2] && x[3], "one leaf each of the two, twice")) {
+        goto done;
+    }
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    st = pki_crl_current(ca2, r, 3600, 0, &a, &res);
+    ok(st == PKI_OK && a.number > 0, "the new certificate's CRL");
+
+    /* a revocation of each: both CRLs list both */
+    revoke_leaf(r, "crlca", x[0], 1, time(NULL) - 10, 0);
+    revoke_leaf(r, "crlca2", x[1], 4, time(NULL) - 10, 0);
+    ok(crl_lists(ca, r, x[0], &at) == 1 && crl_lists(ca, r, x[1], &at) == 4,
+       "the old certificate's CRL lists the revocations of both");
+    ok(crl_lists(ca2, r, x[0], &at) == 1 && crl_lists(ca2, r, x[1], &at) == 4,
+       "the new certificate's CRL lists the revocations of both");
+    ok(crl_lists(ca3, r, x[0], &at) == -1 && crl_lists(ca4, r, x[1], &at)
+       == -1, "the others list neither");
+
+    /* the stored CRL of the new one is stale after the old one's
+     * revocation */
+    pki_result_init(&res);
+    st = pki_crl_current(ca2, r, 3600, a.number, &b, &res);
+    ok(st == PKI_OK && b.number > a.number && b.der != NULL,
+       "a revocation by the old one makes the new one's CRL new (%lld, "
+       "%lld)", a.number, b.number);
+    free(a.der);
+    a = b;
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    st = pki_crl_current(ca2, r, 3600, a.number, &b, &res);
+    ok(st == PKI_OK && b.number == a.number && b.der == NULL,
+       "  then stays until the next change");
+
+    /* a plan of the old one cuts the new one's nextUpdate to it */
+    plan = time(NULL) + 600;
+    pki_serial_to_hex(X509_get0_serialNumber(x[2]), hex);
+    pki_result_init(&res);
+    st = pki_record_plan_revoke(r, "crlca", hex, 5, plan, "test", NULL,
+                                &res);
+    is_status(st, PKI_OK, "a plan of the old one's leaf");
+    free(b.der);
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    st = pki_crl_current(ca2, r, 3600, a.number, &b, &res);
+    ok(st == PKI_OK && b.number > a.number && b.next_update == plan,
+       "  the new one's CRL is rebuilt, its nextUpdate the plan (%lld, "
+       "%lld)", (long long) b.next_update, (long long) plan);
+    free(a.der);
+    a = b;
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    st = pki_crl_current(ca2, r, 3600, a.number, &b, &res);
+    ok(st == PKI_OK && b.number == a.number,
+       "  and is kept until the plan is due");
+
+    /* Redis gone: the sibling's state cannot be read, nothing is served
+     * as if it were current */
+    free(a.der);
+    free(b.der);
+
+done:
+
+    for (i = 0; i < 4; i++) {
+        X509_free(x[i]);
+    }
+    freeReplyObject(redisCommand(rc, "EVAL %s 0 %s*", "for _, k in ipairs("
+                                 "redis.call('KEYS', ARGV[1])) do "
+                                 "redis.call('DEL', k) end", ns));
+    redisFree(rc);
+    pki_redis_free(r);
+    pki_ca_free(ca2);
+    pki_ca_free(ca3);
+    pki_ca_free(ca4);
+    pki_key_free(otherkey);
+    EVP_PKEY_free(otherpk);
+    X509_free(sub2);
+}
+
+
 int
 main(void)
 {
@@ -2016,6 +2184,7 @@ main(void)
     test_many(ca, sub);
     test_algs(tleaf);
     test_redis(ca, sub, tleaf, sock);
+    test_same(ca, rootca, tsub, tleaf, subkey, subpk, sock);
 
     pki_ca_free(ca);
     pki_ca_free(rootca);
