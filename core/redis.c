@@ -397,14 +397,52 @@ pki_int_redis_limit_reader(redisContext *c)
 }
 
 
+/* AUTH and SELECT on a new connection: 1 done, 0 failed (res says why). */
+static int
+pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
+{
+    const char  *argv[2];
+    size_t       lens[2];
+    char         db[16];
+
+    if (r->password != NULL) {
+        argv[0] = "AUTH";
+        argv[1] = r->password;
+        lens[0] = 4;
+        lens[1] = strlen(r->password);
+
+        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
+                                "AUTH", res))
+        {
+            return 0;
+        }
+    }
+
+    if (r->db != 0) {
+        snprintf(db, sizeof(db), "%d", r->db);
+        argv[0] = "SELECT";
+        argv[1] = db;
+        lens[0] = 6;
+        lens[1] = strlen(db);
+
+        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
+                                "SELECT", res))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static redisContext *
 pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
 {
+    int              ok;
     redisContext    *c;
+    pki_sigpipe_t    sp;
     struct timeval   tv;
-    const char      *argv[2];
-    size_t           lens[2];
-    char             db[16];
 
     c = pthread_getspecific(r->tkey);
     *reused = (c != NULL);
@@ -439,33 +477,15 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
         return NULL;
     }
 
-    if (r->password != NULL) {
-        argv[0] = "AUTH";
-        argv[1] = r->password;
-        lens[0] = 4;
-        lens[1] = strlen(r->password);
+    /* a server that closes at once (maxclients, a restart) must not kill
+     * a process that does not ignore SIGPIPE (pkictl) */
+    pki_int_sigpipe_block(&sp);
+    ok = pki_redis_setup(r, c, res);
+    pki_int_sigpipe_restore(&sp);
 
-        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
-                                "AUTH", res))
-        {
-            redisFree(c);
-            return NULL;
-        }
-    }
-
-    if (r->db != 0) {
-        snprintf(db, sizeof(db), "%d", r->db);
-        argv[0] = "SELECT";
-        argv[1] = db;
-        lens[0] = 6;
-        lens[1] = strlen(db);
-
-        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
-                                "SELECT", res))
-        {
-            redisFree(c);
-            return NULL;
-        }
+    if (!ok) {
+        redisFree(c);
+        return NULL;
     }
 
     if (pthread_setspecific(r->tkey, c) != 0) {

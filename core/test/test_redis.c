@@ -8,12 +8,14 @@
  */
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hiredis.h>
@@ -548,6 +550,87 @@ test_trickle(void)
            "batch's 0.8 s (%.3f s)", dt);
         pki_redis_free(r);
     }
+
+    pthread_join(th, NULL);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
+
+/* A server that takes AUTH, stops reading (shutdown) and answers +OK: the
+ * client's SELECT is then written to a socket nobody reads (EPIPE). */
+static void *
+closing_server(void *arg)
+{
+    int   fd, lfd = *(int *) arg;
+    char  buf[512];
+
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0) {
+        (void) !read(fd, buf, sizeof(buf));
+        shutdown(fd, SHUT_RD);
+        (void) !send(fd, "+OK\r\n", 5, MSG_NOSIGNAL);
+        usleep(500000);
+        close(fd);
+    }
+
+    return NULL;
+}
+
+
+/* The setup of a new connection (AUTH, SELECT) to a server that goes away
+ * fails as any command does, in a process that does not ignore SIGPIPE
+ * (pkictl): run in a child, which SIGPIPE would kill. */
+static void
+test_setup_sigpipe(void)
+{
+    int                  lfd, status;
+    pid_t                pid;
+    pthread_t            th;
+    pki_redis_t         *r;
+    pki_result_t         res;
+    pki_redis_conf_t     conf;
+    struct sockaddr_un   sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-close-%ld"
+             ".sock", (long) getpid());
+    unlink(sa.sun_path);
+
+    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
+            && listen(lfd, 1) == 0, "closing server listens"))
+    {
+        return;
+    }
+
+    pthread_create(&th, NULL, closing_server, &lfd);
+
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        memset(&conf, 0, sizeof(conf));
+        conf.unix_path = sa.sun_path;
+        conf.ns = ns;
+        conf.timeout_ms = 1000;
+        conf.password = "secret";
+        conf.db = 1;
+        pki_result_init(&res);
+        r = pki_redis_new(&conf, &res);
+        pki_result_init(&res);
+        status = r != NULL && pki_redis_ping(r, &res) == PKI_UNAVAILABLE;
+        pki_redis_free(r);
+        _exit(status ? 0 : 1);
+    }
+
+    status = -1;
+    waitpid(pid, &status, 0);
+    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a server that stops "
+       "reading after AUTH: SELECT fails, no SIGPIPE (status %d%s)",
+       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+       WIFSIGNALED(status) ? ", killed by a signal" : "");
 
     pthread_join(th, NULL);
     close(lfd);
@@ -1276,6 +1359,7 @@ main(void)
 
     test_huge_array();
     test_trickle();
+    test_setup_sigpipe();
 
     r = new_store(sock, 1000);
     if (!ok(r != NULL, "pki_redis_new")) {
