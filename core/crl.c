@@ -910,15 +910,88 @@ pki_crl_next_time(pki_ca_t *ca, pki_redis_t *r, time_t *now,
 /* info (may be NULL) receives the number and the dates; prev_this_update:
  * the thisUpdate of the CA's CRL before this one (0: none known, every
  * entry is listed). */
+/* The revgens of this CA and of those with its subject and key, added. */
+static pki_status_t
+pki_crl_group_gen(pki_ca_t *ca, pki_redis_t *r, long long *sum,
+    pki_result_t *res)
+{
+    int           i, n;
+    long long     g;
+    pki_status_t  st;
+
+    *sum = 0;
+    n = pki_ca_same_count(ca);
+
+    for (i = -1; i < n; i++) {
+        st = pki_record_revgen(r, i < 0 ? pki_ca_name(ca)
+                                        : pki_ca_same_name(ca, i), &g, res);
+        if (st != PKI_OK) {
+            return st;
+        }
+        *sum += g;
+    }
+
+    return PKI_OK;
+}
+
+
+/* The entries of a CRL built now into b, the earliest plan still to come
+ * into *plan: the plans due, then the revoked hash, of this CA and then of
+ * each with its subject and key (pki_ca_link_same: relying parties take
+ * one CRL of an issuer as all its revocations).  The plans before the
+ * revoked hash: one carried out in between is then in the hash (or in
+ * both, listed once), never in neither. */
+static pki_status_t
+pki_crl_snapshot(pki_ca_t *ca, pki_redis_t *r, time_t prev_this_update,
+    pki_crl_builder_t *b, time_t *plan, pki_result_t *res)
+{
+    int            i, n;
+    time_t         p;
+    const char    *name;
+    pki_status_t   st;
+
+    st = pki_crl_next_time(ca, r, &b->now, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    if (prev_this_update > PKI_CRL_EXPIRED_MARGIN
+        && prev_this_update <= b->now)
+    {
+        b->expired_before = prev_this_update - PKI_CRL_EXPIRED_MARGIN;
+    }
+
+    n = pki_ca_same_count(ca);
+
+    for (i = -1; i < n && st == PKI_OK && !b->failed; i++) {
+        name = i < 0 ? pki_ca_name(ca) : pki_ca_same_name(ca, i);
+        p = 0;
+
+        b->planned = 1;
+        st = pki_record_plans_due(r, name, b->now, pki_crl_add, b, &p, res);
+        b->planned = 0;
+
+        if (p > 0 && (*plan == 0 || p < *plan)) {
+            *plan = p;
+        }
+
+        if (st == PKI_OK && !b->failed) {
+            st = pki_record_revoked_walk(r, name, pki_crl_add_live, b, res);
+        }
+    }
+
+    return st;
+}
+
+
 static pki_status_t
 pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     time_t prev_this_update, unsigned char **der, size_t *len,
     pki_crl_info_t *info, pki_result_t *res)
 {
-    int                i, n;
-    time_t             plan, p;
-    long long          number;
-    const char        *name;
+    int                n, attempt;
+    time_t             plan;
+    long long          number, g0, g1;
     pki_status_t       st;
     pki_crl_builder_t  b;
 
@@ -931,56 +1004,48 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         return pki_fail(res, PKI_INTERNAL, "CRL: no Redis");
     }
 
-    plan = 0;
-    memset(&b, 0, sizeof(b));
-
-    st = pki_crl_next_time(ca, r, &b.now, res);
-    if (st != PKI_OK) {
-        return st;
-    }
-
     /* The entries first, then the number: a higher number never carries
-     * an older snapshot of the revoked set.  The plans before the revoked
-     * hash: one carried out in between is then in the hash (or in both,
-     * listed once), never in neither. */
-    if (prev_this_update > PKI_CRL_EXPIRED_MARGIN
-        && prev_this_update <= b.now)
-    {
-        b.expired_before = prev_this_update - PKI_CRL_EXPIRED_MARGIN;
-    }
-
-    /* this CA's revocations, then those of the CAs with its subject and
-     * key (pki_ca_link_same): relying parties take one CRL of an issuer as
-     * all its revocations */
+     * an older snapshot of the revoked set.  With CAs of this one's
+     * subject and key (one CRL issuer), each takes
+     * its numbers from its own counter: a snapshot is numbered only when
+     * no revgen of the group moved between its read and its number, so
+     * that no CRL of the issuer lists less than one numbered below it. */
     n = pki_ca_same_count(ca);
 
-    for (i = -1; i < n && st == PKI_OK && !b.failed; i++) {
-        name = i < 0 ? pki_ca_name(ca) : pki_ca_same_name(ca, i);
-        p = 0;
+    for (attempt = 0; ; attempt++) {
+        memset(&b, 0, sizeof(b));
+        plan = 0;
+        g0 = g1 = 0;
 
-        b.planned = 1;
-        st = pki_record_plans_due(r, name, b.now, pki_crl_add, &b, &p, res);
-        b.planned = 0;
-
-        if (p > 0 && (plan == 0 || p < plan)) {
-            plan = p;
+        st = n > 0 ? pki_crl_group_gen(ca, r, &g0, res) : PKI_OK;
+        if (st == PKI_OK) {
+            st = pki_crl_snapshot(ca, r, prev_this_update, &b, &plan, res);
+        }
+        if (st == PKI_OK && b.failed) {
+            st = pki_crl_failed(&b, res);
+        }
+        if (st == PKI_OK) {
+            st = pki_record_next_crlnumber(r, pki_ca_name(ca), &number, res);
+        }
+        if (st == PKI_OK && n > 0) {
+            st = pki_crl_group_gen(ca, r, &g1, res);
         }
 
-        if (st == PKI_OK && !b.failed) {
-            st = pki_record_revoked_walk(r, name, pki_crl_add_live, &b, res);
+        if (st != PKI_OK || g1 == g0) {
+            break;
+        }
+
+        free(b.revs);
+        b.revs = NULL;
+
+        if (attempt == 2) {
+            st = pki_fail(res, PKI_UNAVAILABLE, "CRL: the revocations of "
+                          "the CAs with this subject and key kept changing "
+                          "while it was built");
+            break;
         }
     }
 
-    if (st != PKI_OK) {
-        goto done;
-    }
-
-    if (b.failed) {
-        st = pki_crl_failed(&b, res);
-        goto done;
-    }
-
-    st = pki_record_next_crlnumber(r, pki_ca_name(ca), &number, res);
     if (st != PKI_OK) {
         goto done;
     }
@@ -1011,8 +1076,8 @@ done:
 /* Builds, stores and releases the lock; the lock is held by the caller. */
 static pki_status_t
 pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
-    long long revgen, const char *token, pki_crl_info_t *out,
-    pki_result_t *res)
+    long long revgen, long long group, const char *token,
+    pki_crl_info_t *out, pki_result_t *res)
 {
     int            stored;
     time_t         prev;
@@ -1029,6 +1094,7 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
     if (st == PKI_OK) {
         out->revgen = revgen;
+        out->group = group;
 
         st = pki_crl_store_put(r, pki_ca_name(ca), out, &stored, res);
         if (st == PKI_OK && !stored) {
@@ -1102,8 +1168,8 @@ pki_crl_signed_by(const pki_ca_t *ca, const unsigned char *der, size_t len)
  */
 static pki_status_t
 pki_crl_rebuild_or_keep(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
-    long long revgen, const char *token, time_t now, pki_crl_info_t *out,
-    pki_result_t *res)
+    long long revgen, long long group, const char *token, time_t now,
+    pki_crl_info_t *out, pki_result_t *res)
 {
     pki_status_t    st;
     pki_crl_info_t  stored;
@@ -1112,7 +1178,8 @@ pki_crl_rebuild_or_keep(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     out->der = NULL;
     out->len = 0;
 
-    st = pki_crl_rebuild(ca, r, next_update_secs, revgen, token, out, res);
+    st = pki_crl_rebuild(ca, r, next_update_secs, revgen, group, token, out,
+                         res);
 
     if (st == PKI_OK || stored.number <= 0 || stored.next_update <= now
         || res == NULL)
@@ -1136,19 +1203,20 @@ pki_crl_rebuild_or_keep(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 }
 
 
-/* The stored CRL's view of the CAs with this one's subject and key: their
- * revgens added to *revgen (the stored CRL's is the same sum, taken
- * before it was built) and their earliest plan after its thisUpdate into
- * c->planned when sooner.  One round trip per such CA, none without. */
+/* The CAs with this one's subject and key now: the sum of their revgens
+ * into *group (the stored CRL's group is the sum it was built from) and
+ * their earliest plan after the stored CRL's thisUpdate into c->planned
+ * when sooner.  One round trip per such CA, none without. */
 static pki_status_t
 pki_crl_same_state(pki_ca_t *ca, pki_redis_t *r, pki_crl_info_t *c,
-    long long *revgen, pki_result_t *res)
+    long long *group, pki_result_t *res)
 {
     int           i, n;
     time_t        plan;
     long long     g;
     pki_status_t  st;
 
+    *group = 0;
     n = pki_ca_same_count(ca);
 
     for (i = 0; i < n; i++) {
@@ -1159,7 +1227,7 @@ pki_crl_same_state(pki_ca_t *ca, pki_redis_t *r, pki_crl_info_t *c,
             return st;
         }
 
-        *revgen += g;
+        *group += g;
 
         if (c->number > 0 && plan > 0
             && (c->planned == 0 || plan < c->planned))
@@ -1174,10 +1242,12 @@ pki_crl_same_state(pki_ca_t *ca, pki_redis_t *r, pki_crl_info_t *c,
 
 /* Whether the stored CRL is still the one to serve at now. */
 static int
-pki_crl_fresh(const pki_crl_info_t *c, long long revgen, time_t now,
-    long next_update_secs)
+pki_crl_fresh(const pki_crl_info_t *c, long long revgen, long long group,
+    time_t now, long next_update_secs)
 {
-    if (c->number <= 0 || c->revgen != revgen || c->next_update <= now) {
+    if (c->number <= 0 || c->revgen != revgen || c->group != group
+        || c->next_update <= now)
+    {
         return 0;
     }
 
@@ -1210,7 +1280,7 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     int             i, won;
     char            token[40];
     time_t          now;
-    long long       revgen;
+    long long       revgen, group;
     pki_status_t    st;
     unsigned char   rnd[12];
 
@@ -1234,7 +1304,7 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         st = pki_crl_store_read(r, pki_ca_name(ca), have_number, &revgen, out,
                                 res);
         if (st == PKI_OK) {
-            st = pki_crl_same_state(ca, r, out, &revgen, res);
+            st = pki_crl_same_state(ca, r, out, &group, res);
         }
         if (st != PKI_OK) {
             free(out->der);
@@ -1253,7 +1323,7 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
         now = time(NULL);
 
-        if (pki_crl_fresh(out, revgen, now, next_update_secs)) {
+        if (pki_crl_fresh(out, revgen, group, now, next_update_secs)) {
             return PKI_OK;
         }
 
@@ -1266,8 +1336,9 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         }
 
         if (won) {
-            return pki_crl_rebuild_or_keep(ca, r, next_update_secs, revgen,
-                                           token, now, out, res);
+            return pki_crl_rebuild_or_keep(ca, r, next_update_secs,
+                                           revgen, group, token, now, out,
+                                           res);
         }
 
         /* someone else builds: the stored one meanwhile, while valid */

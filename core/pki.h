@@ -765,6 +765,11 @@ typedef struct {
                                       have_number) */
     size_t          len;
     long long       revgen;
+    long long       group;         /* the sum of the revgens of the CAs
+                                      with this one's subject and key
+                                      (pki_ca_link_same) it was built
+                                      from, 0: none; <ns>{ca:<CA>}:
+                                      crl_group */
     long long       number;
     time_t          this_update;
     time_t          next_update;

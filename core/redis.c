@@ -3069,12 +3069,14 @@ failed:
 #define PKI_CRL_NEW_TTL_MS   "600000"   /* a DER whose meta never came */
 #define PKI_CRL_OLD_TTL_MS   "60000"    /* the replaced DER, for readers */
 
-/* KEYS: revgen, crl_meta, revplan, the legacy crl.  ARGV: the caller's
- * CRL number, the DER keys' prefix ("<ns>{ca:CA}:crl:").  Returns {revgen,
- * meta or nil, the stored DER's length (0: none, or the number is the
- * caller's; negative: only the legacy key holds a DER, of that length),
- * plan or nil}: plan, the time of the earliest planned revocation after
- * the stored CRL's thisUpdate (those up to it are in it).  An older
+/* KEYS: revgen, crl_meta, revplan, the legacy crl, crl_group.  ARGV: the
+ * caller's CRL number, the DER keys' prefix ("<ns>{ca:CA}:crl:").  Returns
+ * {revgen, meta or nil, the stored DER's length (0: none, or the number is
+ * the caller's; negative: only the legacy key holds a DER, of that
+ * length), plan or nil, group or nil}: plan, the time of the earliest
+ * planned revocation after the stored CRL's thisUpdate (those up to it
+ * are in it); group, the stored CRL's sum of the revgens of the CAs with
+ * this one's subject and key (pki_crl_info_t.group).  An older
  * version stores meta and DER in one script, its DER under the legacy
  * key: a meta without crl:<N> was written by it, with its DER there (in
  * a fleet being upgraded this reads it instead of building again). */
@@ -3095,10 +3097,11 @@ static const char  pki_lua_crl_read[] =
     "    if z[2] then p = z[2] end "
     "  end "
     "end "
-    "return {g, m or false, d, p}";
+    "return {g, m or false, d, p, redis.call('GET', KEYS[5]) or false}";
 
 /* KEYS: crl_meta, crl:<NUMBER> (the DER, written just before), the legacy
- * crl.  ARGV: meta, number, the DER keys' prefix, the replaced DER's TTL.
+ * crl, crl_group.  ARGV: meta, number, the DER keys' prefix, the replaced
+ * DER's TTL, the group value (0: none, the key is deleted).
  * 1 stored, 0 older: a lower number, or a snapshot of an older revocation
  * generation (a builder that outlived its lock took its number after a
  * newer build: its CRL would drop the revocations the stored one lists);
@@ -3120,6 +3123,8 @@ static const char  pki_lua_crl_put[] =
     "redis.call('PERSIST', KEYS[2]) "
     "redis.call('DEL', KEYS[3]) "
     "redis.call('SET', KEYS[1], ARGV[1]) "
+    "if ARGV[5] == '0' then redis.call('DEL', KEYS[4]) "
+    "else redis.call('SET', KEYS[4], ARGV[5]) end "
     "return 1";
 
 /* KEYS: crl_lock.  ARGV: token. */
@@ -3339,7 +3344,7 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
 {
     char         kg[PKI_REDIS_KEY_MAX], km[PKI_REDIS_KEY_MAX],
                  kd[PKI_REDIS_KEY_MAX + 24], kp[PKI_REDIS_KEY_MAX],
-                 kl[PKI_REDIS_KEY_MAX], *end;
+                 kl[PKI_REDIS_KEY_MAX], kq[PKI_REDIS_KEY_MAX], *end;
     size_t       plen;
     long long    dlen;
     redisReply  *reply, *e;
@@ -3354,6 +3359,8 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
         || !pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
         || !pki_redis_key(r, ca, "revplan", NULL, kp, sizeof(kp), NULL, res)
         || !pki_redis_key(r, ca, "crl", NULL, kl, sizeof(kl), NULL, res)
+        || !pki_redis_key(r, ca, "crl_group", NULL, kq, sizeof(kq), NULL,
+                          res)
         || !pki_crl_der_prefix(r, ca, kd, sizeof(kd), res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
@@ -3368,11 +3375,12 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
         memset(&a, 0, sizeof(a));
         pki_args_str(&a, "EVAL");
         pki_args_str(&a, pki_lua_crl_read);
-        pki_args_str(&a, "4");
+        pki_args_str(&a, "5");
         pki_args_str(&a, kg);
         pki_args_str(&a, km);
         pki_args_str(&a, kp);
         pki_args_str(&a, kl);
+        pki_args_str(&a, kq);
         pki_args_num(&a, have_number);
         pki_args_str(&a, kd);
 
@@ -3381,7 +3389,7 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
             return res != NULL ? res->status : PKI_UNAVAILABLE;
         }
 
-        good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 4
+        good = reply->type == REDIS_REPLY_ARRAY && reply->elements == 5
                && reply->element[2]->type == REDIS_REPLY_INTEGER;
         dlen = 0;
 
@@ -3414,6 +3422,21 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
                 e = reply->element[3];
                 if (e->type == REDIS_REPLY_STRING) {
                     out->planned = pki_plan_time(e, out->this_update);
+                }
+
+                /* a group value that does not parse: none, so the CRL of
+                 * a CA with others is built again */
+                e = reply->element[4];
+                if (e->type == REDIS_REPLY_STRING && e->len > 0
+                    && e->len < 24)
+                {
+                    errno = 0;
+                    out->group = strtoll(e->str, &end, 10);
+                    if (errno != 0 || end != e->str + e->len
+                        || out->group < 0)
+                    {
+                        out->group = 0;
+                    }
                 }
             }
         }
@@ -3477,6 +3500,7 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
 {
     char          km[PKI_REDIS_KEY_MAX], kl[PKI_REDIS_KEY_MAX], meta[128];
     char          kd[PKI_REDIS_KEY_MAX + 24], prefix[PKI_REDIS_KEY_MAX];
+    char          kq[PKI_REDIS_KEY_MAX];
     size_t        lens[5];
     long long     v;
     pki_args_t    a;
@@ -3492,6 +3516,8 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
 
     if (!pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
         || !pki_redis_key(r, ca, "crl", NULL, kl, sizeof(kl), NULL, res)
+        || !pki_redis_key(r, ca, "crl_group", NULL, kq, sizeof(kq), NULL,
+                          res)
         || !pki_crl_der_prefix(r, ca, prefix, sizeof(prefix), res))
     {
         return res != NULL ? res->status : PKI_INTERNAL;
@@ -3532,14 +3558,16 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
     pki_args_str(&a, pki_lua_crl_put);
-    pki_args_str(&a, "3");
+    pki_args_str(&a, "4");
     pki_args_str(&a, km);
     pki_args_str(&a, kd);
     pki_args_str(&a, kl);
+    pki_args_str(&a, kq);
     pki_args_str(&a, meta);
     pki_args_num(&a, crl->number);
     pki_args_str(&a, prefix);
     pki_args_str(&a, PKI_CRL_OLD_TTL_MS);
+    pki_args_num(&a, crl->group > 0 ? crl->group : 0);
 
     st = pki_redis_eval(r, &a, &v, res);
     if (st == PKI_OK && stored != NULL) {

@@ -1950,7 +1950,7 @@ test_same(pki_ca_t *ca, pki_ca_t *rootca, pki_template_t *tsub,
     time_t           at, plan;
     X509            *sub2, *sub3, *x[4];
     EVP_PKEY        *pk, *otherpk;
-    pki_ca_t        *ca2, *ca3, *ca4;
+    pki_ca_t        *ca2, *ca3, *ca4, *ca5;
     pki_key_t       *otherkey;
     pki_redis_t     *r;
     pki_status_t     st;
@@ -2080,10 +2080,30 @@ test_same(pki_ca_t *ca, pki_ca_t *rootca, pki_template_t *tsub,
     ok(st == PKI_OK && b.number == a.number,
        "  and is kept until the plan is due");
 
-    /* Redis gone: the sibling's state cannot be read, nothing is served
-     * as if it were current */
+    /* the old certificate dropped from the configuration (a reload): the
+     * new one alone again, its CRL is rebuilt, stored and then follows its
+     * own revocations (the stored one was built from both) */
     free(a.der);
     free(b.der);
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    ca5 = make_ca("crlca2", "ca2.pem", subkey, t);
+    pki_result_init(&res);
+    st = pki_crl_current(ca5, r, 3600, 0, &a, &res);
+    ok(st == PKI_OK && a.number > 0 && a.group == 0
+       && strstr(res.log, "not stored") == NULL,
+       "alone again: a CRL of its own is built and stored (%s)", res.log);
+    revoke_leaf(r, "crlca2", x[3], 1, time(NULL) - 5, 0);
+    pki_result_init(&res);
+    st = pki_crl_current(ca5, r, 3600, a.number, &b, &res);
+    ok(st == PKI_OK && b.number > a.number && b.der != NULL
+       && strstr(res.log, "not stored") == NULL,
+       "  its next revocation makes a new one, stored (%s)", res.log);
+    ok(crl_lists(ca5, r, x[3], &at) == 1 && crl_lists(ca5, r, x[0], &at)
+       == -1, "  which lists its own revocations only");
+    free(a.der);
+    free(b.der);
+    pki_ca_free(ca5);
 
 done:
 
