@@ -8,8 +8,9 @@
  * Blocking code for a thread-pool thread.  Every socket is non-blocking and
  * every wait is a poll() bounded by what is left of the overall deadline
  * (conf->timeout_ms), so one validation never takes longer than that, no
- * matter how slow or hostile the other side is.  Everything read is capped:
- * HTTP headers and body, redirects, DNS messages, CNAME chains.
+ * matter how slow or hostile the other side is; OpenSSL reads nothing past
+ * it either (av_tls_bio_cb).  Everything read is capped: HTTP headers and
+ * body, redirects, DNS messages, CNAME chains.
  *
  * Names resolve through a small DNS client of our own (UDP, TCP when the
  * answer is truncated) talking to conf->resolver or the servers of
@@ -656,6 +657,39 @@ av_write(av_t *av, av_conn_t *c, const void *buf, size_t len)
 }
 
 
+/* A read callback on the TLS socket BIO: a read past the deadline (or
+ * once the process stops) "would block", so the caller's av_wait()
+ * reports the timeout.  Some loops inside OpenSSL read on for as long as
+ * the target sends and never come back to our own checks: SSL_connect()
+ * skips any number of HelloRequest messages while it waits for the
+ * ServerHello. */
+static long
+av_tls_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi,
+    long argl, int ret, size_t *processed)
+{
+    av_t  *av;
+
+    (void) argp;
+    (void) len;
+    (void) argi;
+    (void) argl;
+    (void) processed;
+
+    if (oper != BIO_CB_READ) {
+        return ret;
+    }
+
+    av = (av_t *) BIO_get_callback_arg(b);
+    if (av_left(av->deadline) > 0 && !pki_acme_validate_stopping()) {
+        return ret;
+    }
+
+    BIO_clear_retry_flags(b);
+    BIO_set_retry_read(b);
+    return -1;
+}
+
+
 /* TLS ≥ 1.2 over c->fd, certificate not verified (RFC 8737 section 3 and
  * the https redirects of http-01 do not need a trusted chain).  sni may be
  * NULL; alpn is in wire format or NULL. */
@@ -679,12 +713,20 @@ av_tls_start(av_t *av, av_conn_t *c, const char *host, const char *sni,
      * within the deadline, no second one in the middle of a read */
     SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF
                                 | SSL_OP_NO_RENEGOTIATION);
+    /* SSL_read() returns after a record without data (a TLS 1.3
+     * NewSessionTicket or KeyUpdate) as "want read", to av_read() and its
+     * deadline, instead of reading on while the target sends more */
+    SSL_CTX_clear_mode(c->ctx, SSL_MODE_AUTO_RETRY);
 
     c->ssl = SSL_new(c->ctx);
     if (c->ssl == NULL || !SSL_set_fd(c->ssl, c->fd)) {
         return av_fail(av, PKI_INTERNAL, "serverInternal",
                        "SSL_new() failed");
     }
+
+    /* SSL_set_fd() made one socket BIO for both directions */
+    BIO_set_callback_ex(SSL_get_rbio(c->ssl), av_tls_bio_cb);
+    BIO_set_callback_arg(SSL_get_rbio(c->ssl), (char *) av);
 
     if (sni != NULL && !SSL_set_tlsext_host_name(c->ssl, sni)) {
         return av_fail(av, PKI_INTERNAL, "serverInternal",

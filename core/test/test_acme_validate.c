@@ -8,6 +8,8 @@
  * whose acme-tls/1 certificates are built here with OpenSSL (tls-alpn-01,
  * and https for redirects), and a DNS responder thread on UDP and TCP
  * (dns-01, A/AAAA, CNAME, truncation, NXDOMAIN, SERVFAIL, garbage).
+ * The TLS server also plays hostile: endless HelloRequests in the
+ * handshake, endless NewSessionTickets after it.
  * Addresses that must be refused (10/8, 224/4, 0.0.0.0) are refused
  * before any connect(), so nothing leaves the loopback interface.
  */
@@ -27,6 +29,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
@@ -51,6 +54,9 @@ static char          tls_sni_seen[256];
 enum {
     CERT_GOOD = 0, CERT_WRONGHASH, CERT_NOEXT, CERT_NONCRIT, CERT_TWOSAN,
     CERT_WRONGSAN, CERT_BADEXT, CERT_IPSAN, CERT_NOALPN, CERT_HANG,
+    /* server behaviours, with a good certificate */
+    SRV_HELLOREQ,       /* HelloRequests instead of a ServerHello     */
+    SRV_TICKETS,        /* NewSessionTickets instead of an answer     */
     CERT_MAX
 };
 static volatile int  tls_mode;
@@ -175,7 +181,7 @@ accept_wait(int lfd)
 }
 
 
-static void
+static int
 send_all(int fd, const char *s, size_t len)
 {
     ssize_t  n;
@@ -183,11 +189,12 @@ send_all(int fd, const char *s, size_t len)
     while (len > 0) {
         n = send(fd, s, len, MSG_NOSIGNAL);
         if (n <= 0) {
-            return;
+            return 0;
         }
         s += n;
         len -= (size_t) n;
     }
+    return 1;
 }
 
 
@@ -401,6 +408,7 @@ http_thread(void *arg)
 
 static EVP_PKEY  *tls_key;
 static X509      *tls_certs[CERT_MAX];
+static char       tls_secret[2 * EVP_MAX_MD_SIZE + 1];    /* hex         */
 
 
 static X509 *
@@ -493,6 +501,174 @@ alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 }
 
 
+/* The server's first application traffic secret, for stream_tickets(). */
+static void
+keylog_cb(const SSL *ssl, const char *line)
+{
+    (void) ssl;
+
+    if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) {
+        snprintf(tls_secret, sizeof(tls_secret), "%s", strrchr(line, ' ') + 1);
+    }
+}
+
+
+/* HKDF-Expand-Label(secret, label, "", len) with SHA-256 (RFC 8446 7.1) */
+static int
+expand_label(const unsigned char *secret, size_t slen, const char *label,
+    unsigned char *out, size_t len)
+{
+    int            rc;
+    size_t         n, l;
+    EVP_PKEY_CTX  *pc;
+    unsigned char  info[64];
+
+    l = strlen(label);
+    info[0] = 0;
+    info[1] = (unsigned char) len;
+    info[2] = (unsigned char) (6 + l);
+    memcpy(info + 3, "tls13 ", 6);
+    memcpy(info + 9, label, l);
+    n = 9 + l;
+    info[n++] = 0;                              /* empty context        */
+
+    pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+    rc = pc != NULL && EVP_PKEY_derive_init(pc) > 0
+         && EVP_PKEY_CTX_set_hkdf_mode(pc, EVP_PKEY_HKDEF_MODE_EXPAND_ONLY) > 0
+         && EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) > 0
+         && EVP_PKEY_CTX_set1_hkdf_key(pc, secret, (int) slen) > 0
+         && EVP_PKEY_CTX_add1_hkdf_info(pc, info, (int) n) > 0
+         && EVP_PKEY_derive(pc, out, &len) > 0;
+    EVP_PKEY_CTX_free(pc);
+    return rc;
+}
+
+
+/* After a TLS 1.3 handshake (TLS_AES_128_GCM_SHA256, no ticket sent yet):
+ * NewSessionTicket messages as fast as the client takes them, until it
+ * goes away or 6 s pass.  The records are built here, 842 small tickets
+ * to a record: OpenSSL's own server makes one record per ticket and is
+ * not faster at making them than a client at reading them, so the client
+ * would find the socket empty now and then. */
+static void
+stream_tickets(int fd)
+{
+    int              n, len;
+    long             slen;
+    uint64_t         seq;
+    long long        end;
+    unsigned char   *secret, key[16], iv[12], nonce[12];
+    unsigned char    pt[16001], rec[5 + sizeof(pt) + 16];
+    EVP_CIPHER_CTX  *cc;
+    static const unsigned char  nst[19] = {
+        4, 0, 0, 15,                            /* NewSessionTicket     */
+        0, 0, 0x1c, 0x20,                       /* lifetime 7200 s      */
+        0, 0, 0, 0,                             /* age_add              */
+        1, 'n',                                 /* nonce                */
+        0, 1, 't',                              /* ticket               */
+        0, 0                                    /* no extensions        */
+    };
+
+    secret = OPENSSL_hexstr2buf(tls_secret, &slen);
+    if (secret == NULL || slen != 32
+        || !expand_label(secret, 32, "key", key, sizeof(key))
+        || !expand_label(secret, 32, "iv", iv, sizeof(iv)))
+    {
+        fprintf(stderr, "stream_tickets: no traffic secret\n");
+        OPENSSL_free(secret);
+        return;
+    }
+    OPENSSL_free(secret);
+
+    for (n = 0; n + (int) sizeof(nst) < (int) sizeof(pt); n += sizeof(nst)) {
+        memcpy(pt + n, nst, sizeof(nst));
+    }
+    pt[n++] = 22;                               /* inner type handshake */
+
+    rec[0] = 23;                                /* application_data     */
+    rec[1] = 3;
+    rec[2] = 3;
+    rec[3] = (unsigned char) ((n + 16) >> 8);
+    rec[4] = (unsigned char) (n + 16);
+
+    cc = EVP_CIPHER_CTX_new();
+    end = now_ms() + 6000;
+
+    for (seq = 0; now_ms() < end; seq++) {
+        memcpy(nonce, iv, sizeof(iv));
+        for (len = 0; len < 8; len++) {
+            nonce[11 - len] ^= (unsigned char) (seq >> (8 * len));
+        }
+        if (!EVP_EncryptInit_ex(cc, EVP_aes_128_gcm(), NULL, key, nonce)
+            || !EVP_EncryptUpdate(cc, NULL, &len, rec, 5)
+            || !EVP_EncryptUpdate(cc, rec + 5, &len, pt, n)
+            || !EVP_EncryptFinal_ex(cc, rec + 5 + len, &len)
+            || !EVP_CIPHER_CTX_ctrl(cc, EVP_CTRL_GCM_GET_TAG, 16, rec + 5 + n)
+            || !send_all(fd, (char *) rec, 5 + (size_t) n + 16))
+        {
+            break;
+        }
+    }
+
+    EVP_CIPHER_CTX_free(cc);
+}
+
+
+/* Answers a ClientHello with HelloRequest messages only, as fast as the
+ * client takes them, until it goes away or 6 s pass: a client skips them
+ * while it waits for the ServerHello.  One to a record: the client reads
+ * each record with two read()s, so it is far slower at taking them than
+ * we are at sending, and the socket never runs dry (with 4096 to a
+ * record it did, now and then, on a loaded machine). */
+static void
+hello_flood(int fd)
+{
+    char           buf[4096];
+    size_t         i;
+    long long      end;
+    unsigned char  recs[9 * 1820];
+
+    (void) recv(fd, buf, sizeof(buf), 0);       /* the ClientHello      */
+
+    memset(recs, 0, sizeof(recs));
+    for (i = 0; i < sizeof(recs); i += 9) {
+        recs[i] = 22;                           /* handshake            */
+        recs[i + 1] = 3;
+        recs[i + 2] = 3;
+        recs[i + 4] = 4;                        /* 0 0 0 0: HelloRequest */
+    }
+
+    end = now_ms() + 6000;
+    while (now_ms() < end && send_all(fd, (char *) recs, sizeof(recs))) {
+        /* void */
+    }
+}
+
+
+static SSL_CTX *
+tls_ctx(int mode)
+{
+    SSL_CTX  *ctx;
+
+    ctx = SSL_CTX_new(TLS_server_method());
+
+    SSL_CTX_use_certificate(ctx, tls_certs[mode < CERT_NOALPN
+                                           ? mode : CERT_GOOD]);
+    SSL_CTX_use_PrivateKey(ctx, tls_key);
+
+    if (mode == SRV_TICKETS) {
+        SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+        SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256");
+        SSL_CTX_set_num_tickets(ctx, 0);
+        SSL_CTX_set_keylog_callback(ctx, keylog_cb);
+    }
+
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+    return ctx;
+}
+
+
 static void *
 tls_thread(void *arg)
 {
@@ -515,22 +691,29 @@ tls_thread(void *arg)
             close(fd);
             continue;
         }
+        if (mode == SRV_HELLOREQ) {
+            hello_flood(fd);
+            close(fd);
+            continue;
+        }
 
-        ctx = SSL_CTX_new(TLS_server_method());
-        SSL_CTX_use_certificate(ctx, tls_certs[mode == CERT_NOALPN
-                                               ? CERT_GOOD : mode]);
-        SSL_CTX_use_PrivateKey(ctx, tls_key);
-        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-        SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+        ctx = tls_ctx(mode);
         tls_sni_seen[0] = '\0';
         ssl = SSL_new(ctx);
         SSL_set_fd(ssl, fd);
 
         if (SSL_accept(ssl) == 1) {
             SSL_get0_alpn_selected(ssl, &alpn, &alen);
-            if (alen == 0
+            if (alen == 0 && mode == SRV_TICKETS
                 && read_request(fd, ssl, path, sizeof(path), host,
                                 sizeof(host)))
+            {
+                stream_tickets(fd);
+                SSL_set_quiet_shutdown(ssl, 1);     /* its sequence is off */
+
+            } else if (alen == 0
+                       && read_request(fd, ssl, path, sizeof(path), host,
+                                       sizeof(host)))
             {
                 char  k[256], resp[512];
                 int   n;
@@ -1321,6 +1504,27 @@ main(void)
     check("tls-alpn-01 handshake stalls", &c, PKI_ACME_TLSALPN01, "dns",
           "tls.test", "tlstok", "connection", "timeout");
     ok(now_ms() - t0 < 1000 * VG_SLOW, "timeout honoured (%lld ms)", now_ms() - t0);
+
+    /* a server that never stops sending cannot hold a validation past its
+     * timeout: OpenSSL would read on inside one SSL_connect() or
+     * SSL_read() for as long as data comes */
+    c = lab();
+    c.timeout_ms = 1000;
+    tls_mode = SRV_HELLOREQ;
+    t0 = now_ms();
+    check("tls-alpn-01 endless HelloRequests in the handshake", &c,
+          PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok", "connection",
+          "timeout");
+    ok(now_ms() - t0 < 3000 * VG_SLOW, "timeout honoured (%lld ms)",
+       now_ms() - t0);
+    tls_mode = SRV_TICKETS;
+    t0 = now_ms();
+    check("http-01 via https, endless NewSessionTickets", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "tohttps", "connection",
+          "timeout");
+    ok(now_ms() - t0 < 3000 * VG_SLOW, "timeout honoured (%lld ms)",
+       now_ms() - t0);
+
     tls_mode = CERT_GOOD;
     c = lab();
     c.allow_private = 0;
