@@ -10,7 +10,8 @@
  * (conf->timeout_ms), so one validation never takes longer than that, no
  * matter how slow or hostile the other side is; OpenSSL reads nothing past
  * it either (av_tls_bio_cb).  Everything read is capped: HTTP headers and
- * body, redirects, DNS messages, CNAME chains.
+ * body, redirects, DNS messages, CNAME chains.  What TLS costs is bounded
+ * too: no finite-field DH, whose size the other side picks.
  *
  * Names resolve through a small DNS client of our own (UDP, TCP when the
  * answer is truncated) talking to conf->resolver or the servers of
@@ -717,6 +718,17 @@ av_tls_start(av_t *av, av_conn_t *c, const char *host, const char *sni,
      * NewSessionTicket or KeyUpdate) as "want read", to av_read() and its
      * deadline, instead of reading on while the target sends more */
     SSL_CTX_clear_mode(c->ctx, SSL_MODE_AUTO_RETRY);
+
+    /* no finite-field DH: its cost is the target's choice (DHE with a
+     * 10000-bit odd modulus of its own takes most of a second of CPU per
+     * handshake, and http-01 may follow 10 redirects to https); real
+     * servers speak ECDHE, on these curves */
+    if (!SSL_CTX_set_cipher_list(c->ctx, "DEFAULT:!kDHE")
+        || !SSL_CTX_set1_groups_list(c->ctx, "X25519:P-256:P-384"))
+    {
+        return av_fail(av, PKI_INTERNAL, "serverInternal",
+                       "cannot set the TLS ciphers or groups");
+    }
 
     c->ssl = SSL_new(c->ctx);
     if (c->ssl == NULL || !SSL_set_fd(c->ssl, c->fd)) {

@@ -8,8 +8,9 @@
  * whose acme-tls/1 certificates are built here with OpenSSL (tls-alpn-01,
  * and https for redirects), and a DNS responder thread on UDP and TCP
  * (dns-01, A/AAAA, CNAME, truncation, NXDOMAIN, SERVFAIL, garbage).
- * The TLS server also plays hostile: endless HelloRequests in the
- * handshake, endless NewSessionTickets after it.
+ * The TLS server also plays hostile: DHE or ffdhe only (a key exchange
+ * whose cost it picks), endless HelloRequests in the handshake, endless
+ * NewSessionTickets after it.
  * Addresses that must be refused (10/8, 224/4, 0.0.0.0) are refused
  * before any connect(), so nothing leaves the loopback interface.
  */
@@ -27,9 +28,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
@@ -37,6 +40,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/testkeys.h"
 
 /* the time bounds are 20x under Valgrind (t/valgrind_core.t) */
 #define VG_SLOW  (getenv("PKI_TEST_VALGRIND") != NULL ? 20 : 1)
@@ -55,6 +59,9 @@ enum {
     CERT_GOOD = 0, CERT_WRONGHASH, CERT_NOEXT, CERT_NONCRIT, CERT_TWOSAN,
     CERT_WRONGSAN, CERT_BADEXT, CERT_IPSAN, CERT_NOALPN, CERT_HANG,
     /* server behaviours, with a good certificate */
+    SRV_TLS12,          /* TLS 1.2, ECDHE-RSA on P-256 only           */
+    SRV_DHE,            /* TLS 1.2, DHE only, 10000-bit odd modulus   */
+    SRV_FFDHE,          /* TLS 1.3, group ffdhe2048 only              */
     SRV_HELLOREQ,       /* HelloRequests instead of a ServerHello     */
     SRV_TICKETS,        /* NewSessionTickets instead of an answer     */
     CERT_MAX
@@ -101,6 +108,18 @@ now_ms(void)
     struct timespec  ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* CPU time of the calling thread: what a validation costs, whatever the
+ * load of the machine */
+static long long
+cpu_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -408,11 +427,14 @@ http_thread(void *arg)
 
 static EVP_PKEY  *tls_key;
 static X509      *tls_certs[CERT_MAX];
+static EVP_PKEY  *tls_rsa_key;              /* for the RSA cipher suites */
+static X509      *tls_rsa_cert;
+static EVP_PKEY  *tls_dh;                   /* 10000-bit odd modulus     */
 static char       tls_secret[2 * EVP_MAX_MD_SIZE + 1];    /* hex         */
 
 
 static X509 *
-make_cert(int mode)
+make_cert(int mode, EVP_PKEY *key)
 {
     int                 crit;
     char                k[256];
@@ -432,7 +454,7 @@ make_cert(int mode)
     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
                                (unsigned char *) "acme-tls", -1, -1, 0);
     X509_set_issuer_name(x, X509_get_subject_name(x));
-    X509_set_pubkey(x, tls_key);
+    X509_set_pubkey(x, key);
 
     san = mode == CERT_TWOSAN ? "DNS:tls.test,DNS:other.test"
         : mode == CERT_WRONGSAN ? "DNS:other.test"
@@ -463,7 +485,7 @@ make_cert(int mode)
         ASN1_OCTET_STRING_free(os);
     }
 
-    X509_sign(x, tls_key, EVP_sha256());
+    X509_sign(x, key, EVP_sha256());
     return x;
 }
 
@@ -498,6 +520,44 @@ alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
         return SSL_TLSEXT_ERR_OK;
     }
     return SSL_TLSEXT_ERR_NOACK;
+}
+
+
+/* DH parameters no real server uses and a client should not accept: a
+ * 10000-bit modulus (OpenSSL's limit), odd, random, no subgroup; a short
+ * private value on our side, so that only the client pays. */
+static EVP_PKEY *
+make_dh(void)
+{
+    BIGNUM          *p, *g;
+    EVP_PKEY        *dh;
+    OSSL_PARAM      *params;
+    EVP_PKEY_CTX    *pc;
+    OSSL_PARAM_BLD  *bld;
+
+    dh = NULL;
+    p = BN_new();
+    g = BN_new();
+    bld = OSSL_PARAM_BLD_new();
+    BN_rand(p, 10000, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ODD);
+    BN_set_word(g, 2);
+    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_FFC_P, p);
+    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_FFC_G, g);
+    OSSL_PARAM_BLD_push_int(bld, OSSL_PKEY_PARAM_DH_PRIV_LEN, 160);
+    params = OSSL_PARAM_BLD_to_param(bld);
+    pc = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    if (params == NULL || pc == NULL || EVP_PKEY_fromdata_init(pc) <= 0
+        || EVP_PKEY_fromdata(pc, &dh, EVP_PKEY_KEY_PARAMETERS, params) <= 0)
+    {
+        fprintf(stderr, "cannot build the DH parameters\n");
+        exit(1);
+    }
+    EVP_PKEY_CTX_free(pc);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(p);
+    BN_free(g);
+    return dh;
 }
 
 
@@ -652,11 +712,31 @@ tls_ctx(int mode)
 
     ctx = SSL_CTX_new(TLS_server_method());
 
-    SSL_CTX_use_certificate(ctx, tls_certs[mode < CERT_NOALPN
-                                           ? mode : CERT_GOOD]);
-    SSL_CTX_use_PrivateKey(ctx, tls_key);
+    if (mode == SRV_TLS12 || mode == SRV_DHE) {
+        SSL_CTX_use_certificate(ctx, tls_rsa_cert);
+        SSL_CTX_use_PrivateKey(ctx, tls_rsa_key);
+        SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    } else {
+        SSL_CTX_use_certificate(ctx, tls_certs[mode < CERT_NOALPN
+                                               ? mode : CERT_GOOD]);
+        SSL_CTX_use_PrivateKey(ctx, tls_key);
+    }
 
-    if (mode == SRV_TICKETS) {
+    if (mode == SRV_TLS12) {
+        SSL_CTX_set_cipher_list(ctx, "ECDHE-RSA-AES128-GCM-SHA256");
+        SSL_CTX_set1_groups_list(ctx, "P-256");
+
+    } else if (mode == SRV_DHE) {
+        SSL_CTX_set_cipher_list(ctx, "DHE-RSA-AES128-GCM-SHA256");
+        SSL_CTX_set_security_level(ctx, 0);     /* for its 160-bit exponent */
+        EVP_PKEY_up_ref(tls_dh);
+        SSL_CTX_set0_tmp_dh_pkey(ctx, tls_dh);
+
+    } else if (mode == SRV_FFDHE) {
+        SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+        SSL_CTX_set1_groups_list(ctx, "ffdhe2048");
+
+    } else if (mode == SRV_TICKETS) {
         SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
         SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256");
         SSL_CTX_set_num_tickets(ctx, 0);
@@ -1281,8 +1361,11 @@ main(void)
 
     tls_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     for (i = 0; i < CERT_NOALPN; i++) {
-        tls_certs[i] = make_cert(i);
+        tls_certs[i] = make_cert(i, tls_key);
     }
+    tls_rsa_key = pki_test_rsa(2048, 1);
+    tls_rsa_cert = make_cert(CERT_GOOD, tls_rsa_key);
+    tls_dh = make_dh();
 
     pthread_create(&th, NULL, http_thread, &hfd);
     pthread_create(&tt, NULL, tls_thread, &tfd);
@@ -1505,6 +1588,25 @@ main(void)
           "tls.test", "tlstok", "connection", "timeout");
     ok(now_ms() - t0 < 1000 * VG_SLOW, "timeout honoured (%lld ms)", now_ms() - t0);
 
+    /* the key exchange: elliptic curves, as real servers use; no
+     * finite-field DH, whose cost the server picks (DHE with a 10000-bit
+     * odd modulus: most of a second of CPU per handshake) */
+    c = lab();
+    tls_mode = SRV_TLS12;
+    check("tls-alpn-01 over TLS 1.2, ECDHE-RSA on P-256", &c,
+          PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok", NULL, NULL);
+    tls_mode = SRV_DHE;
+    t0 = cpu_ms();
+    check("tls-alpn-01 server with DHE only (10000-bit modulus) refused", &c,
+          PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok", "tls",
+          "handshake");
+    ok(cpu_ms() - t0 < 200 * VG_SLOW, "no DH computed (%lld ms of CPU)",
+       cpu_ms() - t0);
+    tls_mode = SRV_FFDHE;
+    check("tls-alpn-01 TLS 1.3 server with ffdhe2048 only refused", &c,
+          PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok", "tls",
+          "handshake");
+
     /* a server that never stops sending cannot hold a validation past its
      * timeout: OpenSSL would read on inside one SSL_connect() or
      * SSL_read() for as long as data comes */
@@ -1726,6 +1828,9 @@ main(void)
         X509_free(tls_certs[i]);
     }
     EVP_PKEY_free(tls_key);
+    X509_free(tls_rsa_cert);
+    EVP_PKEY_free(tls_rsa_key);
+    EVP_PKEY_free(tls_dh);
 
     return done_testing();
 }
