@@ -1936,6 +1936,39 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
 }
 
 
+/* A CA certified by rootca (template tsub) for the subject CN cn and the
+ * key pk (signing with key), its certificate written to file; *cert (may
+ * be NULL) receives the certificate. */
+static pki_ca_t *
+sub_ca(pki_ca_t *rootca, pki_template_t *tsub, pki_template_t *t,
+    const char *cn, EVP_PKEY *pk, pki_key_t *key, const char *file,
+    const char *name, X509 **cert)
+{
+    X509           *x;
+    pki_ca_t       *ca;
+    pki_result_t    res;
+    pki_request_t   req;
+
+    memset(&req, 0, sizeof(req));
+    req.subject = cn_name(cn);
+    req.pubkey = pk;
+    x = NULL;
+    pki_result_init(&res);
+    (void) pki_issue(rootca, tsub, NULL, &req, NULL, &x, &res);
+    X509_NAME_free(req.subject);
+    write_cert(x, file);
+    ca = make_ca(name, file, key, t);
+
+    if (cert != NULL) {
+        *cert = x;
+    } else {
+        X509_free(x);
+    }
+
+    return ca;
+}
+
+
 /* A CA re-certified with its subject and key, old and new certificate both
  * declared (pki_ca_link_same): one CRL issuer to relying parties, so the
  * CRL of each lists the revocations of both, and a revocation or a plan of
@@ -1948,14 +1981,13 @@ test_same(pki_ca_t *ca, pki_ca_t *rootca, pki_template_t *tsub,
     int              linked, i;
     char             ns[64], hex[41];
     time_t           at, plan;
-    X509            *sub2, *sub3, *x[4];
+    X509            *sub2, *x[4];
     EVP_PKEY        *pk, *otherpk;
     pki_ca_t        *ca2, *ca3, *ca4, *ca5;
     pki_key_t       *otherkey;
     pki_redis_t     *r;
     pki_status_t     st;
     pki_result_t     res;
-    pki_request_t    req;
     redisContext    *rc;
     pki_crl_info_t   a, b;
 
@@ -1968,37 +2000,17 @@ test_same(pki_ca_t *ca, pki_ca_t *rootca, pki_template_t *tsub,
     }
 
     /* re-certified: the same subject and key */
-    memset(&req, 0, sizeof(req));
-    req.subject = cn_name("CRL Test Issuing CA");
-    req.pubkey = subpk;
     sub2 = NULL;
-    pki_result_init(&res);
-    (void) pki_issue(rootca, tsub, NULL, &req, NULL, &sub2, &res);
-    X509_NAME_free(req.subject);
-    write_cert(sub2, "ca2.pem");
-    ca2 = make_ca("crlca2", "ca2.pem", subkey, t);
+    ca2 = sub_ca(rootca, tsub, t, "CRL Test Issuing CA", subpk, subkey,
+                 "ca2.pem", "crlca2", &sub2);
 
     /* the same subject, another key; the same key, another subject */
     otherpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     otherkey = fx_key_file(dir, "other.key", otherpk);
-    req.subject = cn_name("CRL Test Issuing CA");
-    req.pubkey = otherpk;
-    sub3 = NULL;
-    pki_result_init(&res);
-    (void) pki_issue(rootca, tsub, NULL, &req, NULL, &sub3, &res);
-    X509_NAME_free(req.subject);
-    write_cert(sub3, "ca3.pem");
-    ca3 = make_ca("crlca3", "ca3.pem", otherkey, t);
-    X509_free(sub3);
-    req.subject = cn_name("CRL Test Issuing CA 2");
-    req.pubkey = subpk;
-    sub3 = NULL;
-    pki_result_init(&res);
-    (void) pki_issue(rootca, tsub, NULL, &req, NULL, &sub3, &res);
-    X509_NAME_free(req.subject);
-    write_cert(sub3, "ca4.pem");
-    ca4 = make_ca("crlca4", "ca4.pem", subkey, t);
-    X509_free(sub3);
+    ca3 = sub_ca(rootca, tsub, t, "CRL Test Issuing CA", otherpk, otherkey,
+                 "ca3.pem", "crlca3", NULL);
+    ca4 = sub_ca(rootca, tsub, t, "CRL Test Issuing CA 2", subpk, subkey,
+                 "ca4.pem", "crlca4", NULL);
 
     pki_result_init(&res);
     st = pki_ca_link_same(ca, ca2, &linked, &res);
