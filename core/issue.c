@@ -2418,22 +2418,42 @@ pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
 
     pki_result_init(&wres);
 
-    if (pki_int_record_withdraw(r, ca->name, hex, &wres) == PKI_OK) {
-        pki_log(res, "; serial %s withdrawn (revoked, cessationOfOperation)",
-                hex);
-        /* told apart from an operator's revocation (SCEP CertPoll
-         * issues anew only after this); unmarked, it counts as one */
-        if (pki_int_record_withdrawn(r, ca->name, hex, 1, &marked, &wres)
-            != PKI_OK || !marked)
-        {
-            pki_log(res, " (not marked withdrawn)");
-        }
+    if (pki_int_issue_withdraw_serial(r, ca->name, hex, &marked, &wres)
+        == PKI_OK)
+    {
+        pki_log(res, "; serial %s withdrawn (revoked, cessationOfOperation)"
+                "%s", hex, marked ? "" : " (not marked withdrawn)");
         return 1;
     }
 
     pki_log(res, "; serial %s could not be withdrawn: %s", hex, wres.detail);
 
     return 0;
+}
+
+
+/* pki_int_issue_withdraw's steps, for a serial (a Matter batch's DACs, a
+ * NOC: issue_int.h). */
+pki_status_t
+pki_int_issue_withdraw_serial(pki_redis_t *r, const char *ca,
+    const char *hex, int *marked, pki_result_t *wres)
+{
+    pki_status_t  st;
+
+    *marked = 0;
+
+    st = pki_int_record_withdraw(r, ca, hex, wres);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    /* told apart from an operator's revocation (SCEP CertPoll issues
+     * anew only after this); unmarked, it counts as one */
+    if (pki_int_record_withdrawn(r, ca, hex, 1, marked, wres) != PKI_OK) {
+        *marked = 0;
+    }
+
+    return PKI_OK;
 }
 
 

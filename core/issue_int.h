@@ -174,13 +174,22 @@ char *pki_int_name_text(const X509_NAME *name);
 pki_status_t pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca,
     X509 *cert, pki_record_t *rec, pki_result_t *res);
 
-/* issue.c: revokes (cessationOfOperation) a certificate recorded good that
- * will not be delivered; 1 done, 0 not (said in res's log). */
 /* req's subject, when equal to name in canonical form, replaced by name's
  * own encoding (core/issue.c); -1 out of memory. */
 int pki_int_request_keep_subject(pki_request_t *req, X509_NAME *name);
+
+/* issue.c: revokes (cessationOfOperation) a certificate recorded good that
+ * will not be delivered; 1 done, 0 not (said in res's log). */
 int pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
     pki_result_t *res);
+
+/* issue.c: the same for the serial hex (any form) of CA ca: revoked,
+ * cessationOfOperation, whether or not the transaction log can take the
+ * entry now, then marked withdrawn.  Returns the revocation's status;
+ * *marked 1 when the mark is set too.  wres says why either failed (its
+ * status PKI_UNAVAILABLE: Redis did not answer one of the two). */
+pki_status_t pki_int_issue_withdraw_serial(pki_redis_t *r, const char *ca,
+    const char *hex, int *marked, pki_result_t *wres);
 
 /* csr.c: the hot-path PKCS#10 reader (see there). */
 int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,

@@ -37,7 +37,6 @@
 #define PKI_MATTER_BATCH_BODY   (2 * 1024 * 1024)
 #define PKI_MATTER_NOC_BODY     16384
 #define PKI_MATTER_MAX_THREADS  64
-#define PKI_MATTER_WITHDRAWN    5     /* cessationOfOperation (RFC 5280) */
 #define PKI_MATTER_JSON         "application/json"
 
 
@@ -426,43 +425,54 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 }
 
 
-/* Revokes (cessationOfOperation) a certificate that was issued, its record
- * committed good, and that will not be delivered: whoever asked for it
- * never gets it, and a retry issues another.  1 done, 0 (logged in res)
- * when the record could not be revoked. */
-static int
+/* Withdraws a certificate that was issued, its record committed good, and
+ * that will not be delivered: whoever asked for it never gets it, and a
+ * retry issues another.  As pki_issue withdraws one (revoked,
+ * cessationOfOperation, marked withdrawn), also while the transaction log
+ * takes nothing: often why it is not delivered (a batch whose entries
+ * pushed the log's backlog past max_backlog), and a revocation that
+ * waited for the log left it good in OCSP.  PKI_OK done; otherwise
+ * logged in res, wres the status (PKI_UNAVAILABLE: Redis did not answer,
+ * the revocation or the mark). */
+static pki_status_t
 pki_withdraw(const pki_matter_conf_t *conf, const char *hex,
-    pki_result_t *res)
+    pki_result_t *wres, pki_result_t *res)
 {
-    pki_result_t  tmp;
+    int           marked;
+    pki_status_t  st;
 
-    pki_result_init(&tmp);
-    if (pki_record_revoke(conf->redis, pki_ca_name(conf->ca), hex,
-                          PKI_MATTER_WITHDRAWN, time(NULL), 0, NULL, &tmp)
-        == PKI_OK)
-    {
-        return 1;
+    pki_result_init(wres);
+
+    st = pki_int_issue_withdraw_serial(conf->redis, pki_ca_name(conf->ca),
+                                       hex, &marked, wres);
+
+    if (st != PKI_OK) {
+        pki_log(res, "%sissued serial %s could not be revoked: %s",
+                res->log[0] ? "; " : "", hex, wres->detail);
+
+    } else if (!marked) {
+        pki_log(res, "%sissued serial %s revoked, not marked withdrawn",
+                res->log[0] ? "; " : "", hex);
     }
 
-    pki_log(res, "%sissued serial %s could not be revoked: %s",
-            res->log[0] ? "; " : "", hex, tmp.detail);
-
-    return 0;
+    return st;
 }
 
 
 /* A batch answers all or nothing: when an item failed after others were
  * issued (a check that only the signed certificate can make, Redis or the
- * key failing midway), those are recorded, good, and would never reach
- * the client, whose retry issues its devices a second DAC each.  They are
- * revoked before the error is answered, and the log counts them.  (An
- * item refused before that stopped the batch before anything was
- * reserved: nothing to withdraw.) */
+ * key failing midway, the transaction log refusing their entries), those
+ * are recorded, good, and would never reach the client, whose retry
+ * issues its devices a second DAC each.  They are withdrawn before the
+ * error is answered, and the log counts them.  (An item refused before
+ * that stopped the batch before anything was reserved: nothing to
+ * withdraw.) */
 static void
 pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
     size_t n, pki_result_t *res)
 {
-    size_t  i, done;
+    size_t        i, done;
+    pki_result_t  wres;
 
     done = 0;
 
@@ -470,7 +480,7 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
      * certificate was dropped after the commit too */
     for (i = 0; i < n; i++) {
         if (items[i].committed[0] != '\0'
-            && pki_withdraw(conf, items[i].committed, res))
+            && pki_withdraw(conf, items[i].committed, &wres, res) == PKI_OK)
         {
             done++;
         }
@@ -478,8 +488,8 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
 
     if (done) {
         pki_log(res, "%s%zu certificate(s) the failed batch had issued "
-                "revoked (cessationOfOperation)", res->log[0] ? "; " : "",
-                done);
+                "withdrawn (revoked, cessationOfOperation)",
+                res->log[0] ? "; " : "", done);
     }
 }
 
@@ -855,6 +865,7 @@ pki_noc(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     const cJSON      *v, *c;
     pki_sb_t          b;
     pki_status_t      rc;
+    pki_result_t      wres;
     pki_request_t     preq;
     pki_issue_ctx_t   ictx;
     unsigned char    *der;
@@ -1059,7 +1070,7 @@ withdraw:
         pki_log(&resp->res, "%sthe issued NOC could not be withdrawn: its "
                 "serial cannot be read", resp->res.log[0] ? "; " : "");
 
-    } else if (pki_withdraw(conf, hex40, &resp->res)) {
+    } else if (pki_withdraw(conf, hex40, &wres, &resp->res) == PKI_OK) {
         pki_log(&resp->res, "%sissued NOC serial %s withdrawn, not "
                 "delivered: revoked (cessationOfOperation)",
                 resp->res.log[0] ? "; " : "", hex40);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -1602,6 +1603,205 @@ test_noc_withdraw(pki_template_t *tnoc, EVP_PKEY *kic, pki_key_t *fic)
 }
 
 
+/* The records of CA ca under namespace ns: how many (their serials into
+ * serial[], up to max), of them good (their serials into gserial[]), and
+ * revoked cessationOfOperation with the withdrawn mark. */
+static int
+batch_records(redisContext *c, const char *ns, const char *ca,
+    char serial[][41], char gserial[][41], int max, int *good,
+    int *withdrawn)
+{
+    int          n, g;
+    size_t       i;
+    const char  *p;
+    redisReply  *keys, *f;
+
+    *good = 0;
+    *withdrawn = 0;
+    n = 0;
+
+    keys = redisCommand(c, "KEYS %s{ca:%s}:cert:*", ns, ca);
+    if (keys == NULL || keys->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(keys);
+        return -1;
+    }
+
+    for (i = 0; i < keys->elements; i++) {
+        p = strstr(keys->element[i]->str, ":cert:");
+        if (p == NULL) {
+            continue;
+        }
+
+        if (n >= max || strlen(p + 6) > 40) {
+            continue;
+        }
+
+        memcpy(serial[n], p + 6, strlen(p + 6) + 1);
+        n++;
+
+        f = redisCommand(c, "HMGET %s status reason withdrawn",
+                         keys->element[i]->str);
+        if (f != NULL && f->type == REDIS_REPLY_ARRAY && f->elements == 3
+            && f->element[0]->type == REDIS_REPLY_STRING)
+        {
+            g = strcmp(f->element[0]->str, "good") == 0;
+            if (g) {
+                memcpy(gserial[*good], serial[n - 1], 41);
+            }
+            *good += g;
+            *withdrawn += strcmp(f->element[0]->str, "revoked") == 0
+                          && f->element[1]->type == REDIS_REPLY_STRING
+                          && strcmp(f->element[1]->str, "5") == 0
+                          && f->element[2]->type == REDIS_REPLY_STRING
+                          && strcmp(f->element[2]->str, "1") == 0;
+        }
+        freeReplyObject(f);
+    }
+
+    freeReplyObject(keys);
+
+    return n;
+}
+
+
+/* The sink that closes the transaction log (a required one, not open) at
+ * the first issuance event of a batch: its other entries are refused, as
+ * when the batch pushes the log's backlog past max_backlog. */
+static int  log_closer_on;
+
+static void
+log_closer(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (log_closer_on && ev->type == PKI_EV_ISSUE) {
+        pki_audit_set_required(1);
+    }
+}
+
+
+static double
+mono_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+
+/* A DAC batch of n CSRs (two keys in turn) through the engine on store
+ * r; *dt its time. */
+static int
+batch_run(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, int n,
+    pki_matter_resp_t *resp, double *dt)
+{
+    int                 i;
+    char               *c1, *c2, *body;
+    double              t0;
+    EVP_PKEY           *k1, *k2;
+    pki_matter_req_t    req;
+    pki_matter_conf_t   conf;
+
+    k1 = ec_key("P-256");
+    k2 = ec_key("P-256");
+    c1 = csr_b64(k1, "unit 1");
+    c2 = csr_b64(k2, "unit 2");
+    body = malloc(strlen(c1) * (n + 1) + 64);
+
+    strcpy(body, "{\"csrs\": [");
+    for (i = 0; i < n; i++) {
+        strcat(body, i ? ",\"" : "\"");
+        strcat(body, i % 2 ? c2 : c1);
+        strcat(body, "\"");
+    }
+    strcat(body, "]}");
+
+    memset(&conf, 0, sizeof(conf));
+    conf.ca = ca;
+    conf.tmpl = t;
+    conf.redis = r;
+    conf.threads = 2;
+
+    memset(&req, 0, sizeof(req));
+    req.op = PKI_MATTER_OP_DAC_BATCH;
+    req.method = "POST";
+    req.content_type = "application/json";
+    req.body = (const unsigned char *) body;
+    req.body_len = strlen(body);
+    req.user = "u";
+    req.client = "127.0.0.1";
+
+    t0 = mono_now();
+    pki_matter_handle(&conf, &req, resp);
+    *dt = mono_now() - t0;
+
+    free(body);
+    free(c1);
+    free(c2);
+    EVP_PKEY_free(k1);
+    EVP_PKEY_free(k2);
+
+    return resp->http_status;
+}
+
+
+/* A DAC batch whose transaction log refuses its entries (the backlog past
+ * max_backlog; here a required log gone at the batch's first entry) fails
+ * after its records were committed good: each is withdrawn, although the
+ * log takes nothing.  They were revoked through the gate that waits for
+ * the log, and each was refused: up to 999 DACs good in OCSP, delivered
+ * to no one. */
+static void
+test_batch_log_refused(pki_ca_t *ca, pki_template_t *t)
+{
+    int                 st, n, good, wd;
+    char                ns[64], serial[64][41], gs[64][41];
+    double              dt;
+    const char         *sock;
+    redisContext       *c;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    pki_matter_resp_t   resp;
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL) {
+        diag("batch withdrawal: no PKI_TEST_REDIS_SOCK, skipped");
+        return;
+    }
+
+    c = redisConnectUnix(sock);
+    if (!ok(c != NULL && !c->err, "batch withdrawal: Redis")) {
+        redisFree(c);
+        return;
+    }
+
+    pki_event_set_sink(log_closer, NULL);
+
+    snprintf(ns, sizeof(ns), "mbw%d:", (int) getpid());
+    r = fx_redis(sock, ns, 1000, &res);
+    memset(&resp, 0, sizeof(resp));
+    log_closer_on = 1;
+    st = r ? batch_run(ca, t, r, 6, &resp, &dt) : 0;
+    log_closer_on = 0;
+    pki_audit_set_required(0);
+
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good,
+                      &wd);
+    ok(st == 503 && n == 6, "log refusing the batch's entries: 503, 6 "
+       "records (%d) %s", n, resp.res.detail);
+    ok(wd == 6 && good == 0, "  each withdrawn: revoked, "
+       "cessationOfOperation, marked (%d withdrawn, %d good) %s", wd,
+       good, resp.res.log);
+    pki_matter_resp_free(&resp);
+    pki_redis_free(r);
+
+    pki_event_set_sink(NULL, NULL);
+    redisFree(c);
+}
+
+
 static void
 test_issuance(void)
 {
@@ -1996,6 +2196,7 @@ test_issuance(void)
 
     if (capai && caic) {
         test_engine(capai, tdac2, caic, tnoc);
+        test_batch_log_refused(capai, tdac2);
     }
 
     test_noc_withdraw(tnoc, kic, fic);
