@@ -2457,6 +2457,21 @@ pki_int_issue_withdraw_serial(pki_redis_t *r, const char *ca,
 }
 
 
+/* Generous for a store that answers (a withdrawal costs two round trips
+ * of a millisecond or less), short of the timeout per item a stalled one
+ * costs: a 1000-item batch's cleanup stops after 11 s at the default 1 s,
+ * where it took over half an hour (pki_batch_abandon, pki_batch_withdraw). */
+double
+pki_int_cleanup_deadline(const pki_redis_t *r, size_t n)
+{
+    double  t;
+
+    t = pki_int_redis_timeout_ms(r) / 1000.0;
+
+    return pki_int_now() + t + t * (double) n / 100.0;
+}
+
+
 pki_status_t
 pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
@@ -3168,6 +3183,89 @@ done:
 }
 
 
+/*
+ * The pending records of the reserved items that failed (stage -1)
+ * deleted, one round trip each, until Redis leaves one unanswered or the
+ * cleanup's deadline (pki_int_cleanup_deadline) passes: a stalled Redis
+ * held the thread a timeout per item (a 1000-DAC batch, over 16 minutes
+ * at the default 1 s).  What is left is only tidying: a pending record
+ * expires by itself (PKI_PENDING_TTL), never reaches OCSP as good, and no
+ * commit of it can still land (one run past the commit's deadline writes
+ * nothing).  An item whose commit may have landed all the same (unsure)
+ * is the caller's to withdraw, abandoned or not (an abandon deletes only
+ * a pending record).
+ */
+static void
+pki_batch_abandon(pki_redis_t *r, const pki_ca_t *ca, pki_bstate_t *st,
+    size_t n)
+{
+    size_t          i, m, left;
+    double          until;
+    const char     *stop;
+    pki_result_t    ar, *res, *first;
+
+    m = 0;
+    first = NULL;
+
+    for (i = 0; i < n; i++) {
+        if (st[i].stage == -1) {
+            m++;
+            if (first == NULL) {
+                first = &st[i].item->res;
+            }
+        }
+    }
+
+    if (r == NULL || m == 0) {
+        return;
+    }
+
+    until = pki_int_cleanup_deadline(r, m);
+    stop = NULL;
+    left = 0;
+
+    for (i = 0; i < n; i++) {
+        if (st[i].stage != -1) {
+            continue;
+        }
+
+        res = &st[i].item->res;
+
+        if (stop == NULL && pki_int_now() > until) {
+            stop = "the cleanup ran out of time";
+        }
+
+        if (stop != NULL) {
+            pki_log(res, "%sserial %s not abandoned (%s): a pending "
+                    "record expires by itself", res->log[0] ? "; " : "",
+                    st[i].rec.serial, stop);
+            left++;
+            continue;
+        }
+
+        pki_result_init(&ar);
+
+        if (pki_record_abandon(r, ca->name, st[i].rec.serial, &ar)
+            != PKI_OK)
+        {
+            pki_log(res, "%sabandoning serial %s failed: %s %s",
+                    res->log[0] ? "; " : "", st[i].rec.serial, ar.detail,
+                    ar.log);
+
+            if (ar.status == PKI_UNAVAILABLE) {
+                stop = "Redis did not answer an earlier abandon";
+            }
+        }
+    }
+
+    if (left) {
+        pki_log(first, "%s%zu reservation(s) of the batch left, not "
+                "abandoned (%s): a record still pending expires by itself",
+                first->log[0] ? "; " : "", left, stop);
+    }
+}
+
+
 PKI_API pki_status_t
 pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_issue_item_t *items, size_t n, const pki_issue_ctx_t *ictx,
@@ -3266,11 +3364,9 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         pki_batch_phase(&proto, threads, 3);     /* sign + verify */
         pki_batch_commit(r, st, n, &rsv);        /* one round trip */
 
-        for (i = 0; i < n; i++) {
-            if (st[i].stage == -1 && r != NULL) {
-                pki_abandon(r, ca, st[i].rec.serial, &items[i].res);
-            }
+        pki_batch_abandon(r, ca, st, n);
 
+        for (i = 0; i < n; i++) {
             if (st[i].unsure) {
                 /* maybe committed: the caller's withdraw tries it */
                 snprintf(items[i].committed, sizeof(items[i].committed),

@@ -191,6 +191,14 @@ int pki_int_issue_withdraw(pki_redis_t *r, const pki_ca_t *ca, X509 *x,
 pki_status_t pki_int_issue_withdraw_serial(pki_redis_t *r, const char *ca,
     const char *hex, int *marked, pki_result_t *wres);
 
+/* issue.c: when the cleanup of n items of a failed batch (abandons,
+ * withdrawals; one Redis round trip or two each) stops, in pki_int_now()'s
+ * clock: the store's timeout, and a hundredth of it per item. */
+double pki_int_cleanup_deadline(const pki_redis_t *r, size_t n);
+
+/* redis.c: the store's command timeout (milliseconds). */
+int pki_int_redis_timeout_ms(const pki_redis_t *r);
+
 /* csr.c: the hot-path PKCS#10 reader (see there). */
 int pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
     pki_status_t *st, pki_result_t *res);

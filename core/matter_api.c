@@ -459,31 +459,89 @@ pki_withdraw(const pki_matter_conf_t *conf, const char *hex,
 }
 
 
-/* A batch answers all or nothing: when an item failed after others were
+/*
+ * A batch answers all or nothing: when an item failed after others were
  * issued (a check that only the signed certificate can make, Redis or the
  * key failing midway, the transaction log refusing their entries), those
  * are recorded, good, and would never reach the client, whose retry
  * issues its devices a second DAC each.  They are withdrawn before the
  * error is answered, and the log counts them.  (An item refused before
  * that stopped the batch before anything was reserved: nothing to
- * withdraw.) */
+ * withdraw.)
+ *
+ * One round trip or two per item, so the cleanup stops at the first that
+ * Redis leaves unanswered (a stalled Redis held the thread two timeouts
+ * per item: a 1000-DAC batch, over half an hour at the default 1 s, the
+ * batch's abandons included) or at its deadline (pki_int_cleanup_deadline:
+ * a Redis that answers each just in time).  The serials left are those of
+ * certificates that may be good and are delivered to no one: listed in
+ * resp->unsettled, which the server logs at error, for the operator to
+ * revoke.
+ */
 static void
 pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
-    size_t n, pki_result_t *res)
+    size_t n, pki_matter_resp_t *resp)
 {
-    size_t        i, done;
-    pki_result_t  wres;
+    char          num[32], why[PKI_DETAIL_LEN];
+    size_t        i, m, done, left;
+    double        until;
+    pki_sb_t      b, t;
+    const char   *stop;
+    pki_status_t  st;
+    pki_result_t  wres, *res;
 
+    if (conf->redis == NULL) {
+        return;                     /* nothing recorded */
+    }
+
+    res = &resp->res;
     done = 0;
+    left = 0;
+    stop = NULL;
+    why[0] = '\0';
+    memset(&b, 0, sizeof(b));
+
+    m = 0;
+    for (i = 0; i < n; i++) {
+        m += items[i].committed[0] != '\0';
+    }
+
+    until = pki_int_cleanup_deadline(conf->redis, m);
 
     /* every committed record, delivered to no one: those whose
      * certificate was dropped after the commit too */
     for (i = 0; i < n; i++) {
-        if (items[i].committed[0] != '\0'
-            && pki_withdraw(conf, items[i].committed, &wres, res) == PKI_OK)
-        {
-            done++;
+        if (items[i].committed[0] == '\0') {
+            continue;
         }
+
+        if (stop == NULL && pki_int_now() > until) {
+            stop = "the cleanup ran out of time";
+        }
+
+        if (stop == NULL) {
+            st = pki_withdraw(conf, items[i].committed, &wres, res);
+
+            if (st == PKI_OK) {
+                done++;
+            }
+
+            if (wres.status == PKI_UNAVAILABLE) {
+                stop = "Redis did not answer one";
+            }
+
+            if (st == PKI_OK || st == PKI_NOT_FOUND || st == PKI_CONFLICT) {
+                /* withdrawn, revoked already, or nothing good to
+                 * withdraw (a pending record: its commit did not land) */
+                continue;
+            }
+
+            snprintf(why, sizeof(why), "%s", wres.detail);
+        }
+
+        sb_str(&b, " ");
+        sb_str(&b, items[i].committed);
+        left++;
     }
 
     if (done) {
@@ -491,6 +549,49 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
                 "withdrawn (revoked, cessationOfOperation)",
                 res->log[0] ? "; " : "", done);
     }
+
+    if (left == 0) {
+        free(b.p);
+        return;
+    }
+
+    if (stop == NULL) {
+        stop = why[0] ? why : "the revocation failed";
+    }
+
+    pki_log(res, "%s%zu certificate(s) the failed batch had issued not "
+            "withdrawn (%s): their serials follow, to revoke",
+            res->log[0] ? "; " : "", left, stop);
+
+    /* the list apart (a 1000-DAC batch's is 33 kB): resp->unsettled */
+    memset(&t, 0, sizeof(t));
+    snprintf(num, sizeof(num), "%zu", left);
+    sb_str(&t, "CA \"");
+    sb_str(&t, pki_ca_name(conf->ca));
+    sb_str(&t, "\": ");
+    sb_str(&t, num);
+    sb_str(&t, " certificate(s) issued, maybe recorded good, delivered to "
+           "no one and not withdrawn (");
+    sb_str(&t, stop);
+    sb_str(&t, "): revoke each, cessationOfOperation (admin API POST "
+           "revoke), once Redis answers (404: it was never recorded, "
+           "nothing to do); serials:");
+    sb_put(&t, b.p != NULL ? b.p : "", b.len);
+
+    if (b.err) {
+        sb_str(&t, " (out of memory: the list is cut short)");
+    }
+
+    free(b.p);
+
+    if (t.err) {
+        free(t.p);
+        pki_log(res, "; out of memory: the serials cannot be listed");
+        return;
+    }
+
+    free(resp->unsettled);
+    resp->unsettled = t.p;
 }
 
 
@@ -621,7 +722,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
                                        : "not issued (batch stopped)");
         pki_fail_resp(resp, rc, msg);
         resp->res = items[i].res;
-        pki_batch_withdraw(conf, items, n, &resp->res);
+        pki_batch_withdraw(conf, items, n, resp);
         goto done;
     }
 
@@ -672,7 +773,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         /* (sb_cert() said why in resp->res) */
         pki_json_error(resp, 500, encoded ? "out of memory"
                                           : "cannot encode a certificate");
-        pki_batch_withdraw(conf, items, n, &resp->res);
+        pki_batch_withdraw(conf, items, n, resp);
         goto done;
     }
 
@@ -1189,4 +1290,6 @@ pki_matter_resp_free(pki_matter_resp_t *resp)
     free(resp->body);
     resp->body = NULL;
     resp->body_len = 0;
+    free(resp->unsettled);
+    resp->unsettled = NULL;
 }

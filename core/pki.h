@@ -1681,6 +1681,10 @@ typedef struct {
     unsigned char  *body;            /* malloc'd JSON */
     size_t          body_len;
     pki_result_t    res;
+    char           *unsettled;       /* malloc'd, or NULL: the serials a
+                                        failed batch issued and could not
+                                        withdraw, for the error log (at
+                                        error: to revoke by hand) */
 } pki_matter_resp_t;
 
 PKI_API void pki_matter_handle(const pki_matter_conf_t *conf,

@@ -807,6 +807,15 @@ pki_redis_ns(const pki_redis_t *r)
 }
 
 
+/* The store's command timeout in milliseconds (issue.c: the deadline of a
+ * failed batch's cleanup). */
+int
+pki_int_redis_timeout_ms(const pki_redis_t *r)
+{
+    return r != NULL ? r->timeout_ms : 0;
+}
+
+
 PKI_API pki_status_t
 pki_redis_ping(pki_redis_t *r, pki_result_t *res)
 {

@@ -68,6 +68,8 @@ static ngx_int_t ngx_http_matter_too_early(ngx_http_request_t *r);
 static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_wipe(void *data);
+static void ngx_http_matter_log_unsettled(ngx_http_request_t *r,
+    const char *msg);
 
 static void *ngx_http_matter_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_matter_create_loc_conf(ngx_conf_t *cf);
@@ -488,6 +490,10 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
                       &r->connection->addr_text);
     }
 
+    if (resp->unsettled != NULL) {
+        ngx_http_matter_log_unsettled(r, resp->unsettled);
+    }
+
     b = NULL;
 
     if (resp->body && resp->body_len) {
@@ -572,6 +578,36 @@ ngx_http_matter_wipe(void *data)
     ngx_buf_t *b = data;
 
     ngx_explicit_memzero(b->start, b->end - b->start);
+}
+
+
+/* The serials a failed DAC batch issued and could not withdraw
+ * (pki_matter_resp_t), for the operator to revoke: at error, in lines
+ * under the error log's size (NGX_MAX_ERROR_STR), cut between serials, as
+ * a 1000-DAC batch's list is longer. */
+static void
+ngx_http_matter_log_unsettled(ngx_http_request_t *r, const char *msg)
+{
+    size_t  len, off, part, k;
+
+    len = ngx_strlen(msg);
+
+    for (off = 0; off < len; off += part) {
+        part = ngx_min(len - off, 1500);
+
+        if (off + part < len) {
+            for (k = part; k > 0 && msg[off + k] != ' '; k--) {
+                /* void */
+            }
+
+            if (k > 0) {
+                part = k;
+            }
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "matter: %s%*s",
+                      off ? "(continued)" : "", part, msg + off);
+    }
 }
 
 

@@ -31,6 +31,7 @@
 #include "pki.h"
 #include "test/unit.h"
 #include "test/fixture.h"
+#include "test/proxy.h"
 
 
 #define MAX_ARGS  16
@@ -1401,223 +1402,6 @@ test_log_refused(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
-/*
- * A proxy between the store and Redis (unix sockets) that loses the
- * answer to one armed command: the first command whose bytes contain
- * marker reaches Redis (which runs it), then its answer is swallowed and
- * the client's connection closed.  PX_DROP closes at once (hiredis sees
- * EOF and sends the command again on a new connection), PX_HOLD after
- * hold_ms (the client times out first), PX_CUT at once and refuses every
- * later connection (Redis is gone for the client).
- */
-
-enum { PX_DROP = 1, PX_HOLD, PX_CUT };
-
-typedef struct {
-    char             path[108];
-    const char      *up;
-    int              lfd;
-    pthread_mutex_t  lock;
-    char             marker[64];
-    int              mode;
-    int              hold_ms;
-    int              fired;
-    int              down;
-} proxy_t;
-
-typedef struct {
-    proxy_t  *p;
-    int       cfd;
-} proxy_conn_t;
-
-
-static int
-unix_connect(const char *path)
-{
-    int                 fd;
-    struct sockaddr_un  sa;
-
-    fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0) {
-        return -1;
-    }
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-
-    if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-
-    return fd;
-}
-
-
-static void *
-proxy_conn(void *arg)
-{
-    int            ufd, cfd, armed;
-    char           buf[65536];
-    ssize_t        n;
-    proxy_t       *p;
-    struct pollfd  pf[2];
-
-    p = ((proxy_conn_t *) arg)->p;
-    cfd = ((proxy_conn_t *) arg)->cfd;
-    free(arg);
-    armed = 0;
-
-    ufd = unix_connect(p->up);
-    if (ufd < 0) {
-        close(cfd);
-        return NULL;
-    }
-
-    for ( ;; ) {
-        pf[0].fd = cfd;
-        pf[0].events = POLLIN;
-        pf[1].fd = ufd;
-        pf[1].events = POLLIN;
-
-        if (poll(pf, 2, -1) < 0) {
-            break;
-        }
-
-        if (pf[0].revents) {
-            n = read(cfd, buf, sizeof(buf));
-            if (n <= 0) {
-                break;
-            }
-
-            pthread_mutex_lock(&p->lock);
-            if (p->marker[0] != '\0'
-                && memmem(buf, (size_t) n, p->marker, strlen(p->marker))
-                   != NULL)
-            {
-                p->marker[0] = '\0';
-                p->fired = 1;
-                armed = p->mode;
-            }
-            pthread_mutex_unlock(&p->lock);
-
-            if (write(ufd, buf, (size_t) n) != n) {
-                break;
-            }
-        }
-
-        if (pf[1].revents) {
-            n = read(ufd, buf, sizeof(buf));
-            if (n <= 0) {
-                break;
-            }
-
-            if (armed) {
-                if (armed == PX_HOLD) {
-                    usleep(p->hold_ms * 1000);
-                }
-                if (armed == PX_CUT) {
-                    p->down = 1;
-                }
-                break;
-            }
-
-            if (write(cfd, buf, (size_t) n) != n) {
-                break;
-            }
-        }
-    }
-
-    close(ufd);
-    close(cfd);
-
-    return NULL;
-}
-
-
-static void *
-proxy_main(void *arg)
-{
-    int            fd;
-    proxy_t       *p = arg;
-    pthread_t      tid;
-    proxy_conn_t  *c;
-
-    for ( ;; ) {
-        fd = accept(p->lfd, NULL, NULL);
-        if (fd < 0) {
-            return NULL;
-        }
-
-        if (p->down) {
-            close(fd);
-            continue;
-        }
-
-        c = malloc(sizeof(*c));
-        if (c == NULL) {
-            close(fd);
-            continue;
-        }
-        c->p = p;
-        c->cfd = fd;
-
-        if (pthread_create(&tid, NULL, proxy_conn, c) != 0) {
-            free(c);
-            close(fd);
-            continue;
-        }
-        pthread_detach(tid);
-    }
-}
-
-
-/* Starts a proxy to the Redis at up, listening at DIR/name. */
-static int
-proxy_start(proxy_t *p, const char *up, const char *name)
-{
-    pthread_t           tid;
-    struct sockaddr_un  sa;
-
-    memset(p, 0, sizeof(*p));
-    p->up = up;
-    pthread_mutex_init(&p->lock, NULL);
-    snprintf(p->path, sizeof(p->path), "%s/%s", dir, name);
-
-    p->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p->path);
-    unlink(p->path);
-
-    if (p->lfd < 0
-        || bind(p->lfd, (struct sockaddr *) &sa, sizeof(sa)) != 0
-        || listen(p->lfd, 64) != 0
-        || pthread_create(&tid, NULL, proxy_main, p) != 0)
-    {
-        return 0;
-    }
-
-    pthread_detach(tid);
-
-    return 1;
-}
-
-
-static void
-proxy_arm(proxy_t *p, const char *marker, int mode, int hold_ms)
-{
-    pthread_mutex_lock(&p->lock);
-    snprintf(p->marker, sizeof(p->marker), "%s", marker);
-    p->mode = mode;
-    p->hold_ms = hold_ms;
-    p->fired = 0;
-    p->down = 0;
-    pthread_mutex_unlock(&p->lock);
-}
-
-
 /* The status of record serial under namespace ns of CA ca, "" if none. */
 static void
 record_status(redisContext *c, const char *ns, const char *ca,
@@ -1662,8 +1446,8 @@ test_batch_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
     };
 
     c = redisConnectUnix(sock);
-    if (!ok(proxy_start(&px, sock, "px-batch.sock") && c != NULL && !c->err,
-            "batch commit lost: a proxy to Redis"))
+    if (!ok(proxy_start(&px, sock, dir, "px-batch.sock") && c != NULL
+            && !c->err, "batch commit lost: a proxy to Redis"))
     {
         redisFree(c);
         return;
@@ -1729,6 +1513,93 @@ test_batch_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
+/* Issue: a batch whose Redis stalls right after its commit ran (nothing
+ * answered after it, nothing else reaches it): the commit and the first
+ * read-back get no answer, and the abandons of its pending records stop at
+ * the first that gets none.  Each waited the whole timeout: 30 items at
+ * 100 ms, over 3 s (a 1000-DAC batch, over 16 minutes at the default
+ * 1 s).  Every serial is still reported committed, for the caller to
+ * withdraw: its record is good. */
+static void
+test_batch_stalled(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    int                 i, n, good, said;
+    char                ns[64], stat[16];
+    double              t0, dt;
+    proxy_t             px;
+    redisContext       *c;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    pki_request_t       reqs[30];
+    pki_issue_item_t    items[30];
+    struct timespec     ts;
+
+    c = redisConnectUnix(sock);
+    if (!ok(proxy_start(&px, sock, dir, "px-stall.sock") && c != NULL
+            && !c->err, "batch, Redis stalled after its commit: a proxy"))
+    {
+        redisFree(c);
+        return;
+    }
+
+    snprintf(ns, sizeof(ns), "bstall%d:", (int) getpid());
+    r = fx_redis(px.path, ns, 100, &res);
+
+    memset(items, 0, sizeof(items));
+    for (i = 0; i < 30; i++) {
+        memset(&reqs[i], 0, sizeof(reqs[i]));
+        reqs[i].subject = parse_name("/CN=stalled-batch");
+        reqs[i].pubkey = keygen("EC:P-256");
+        items[i].req = &reqs[i];
+    }
+
+    (void) pki_redis_ping(r, &res);
+    proxy_arm(&px, "PERSIST", PX_STALL, 0);
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t0 = ts.tv_sec + ts.tv_nsec / 1e9;
+    pki_result_init(&res);
+    (void) pki_issue_batch(ca, t, r, items, 30, NULL, 2, &res);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    dt = ts.tv_sec + ts.tv_nsec / 1e9 - t0;
+
+    ok(px.fired, "  the proxy stalled Redis after the commit");
+    ok(dt < 1.5, "  the batch returns in %.2f s (< 1.5; a timeout per "
+       "abandon: over 3)", dt);
+
+    /* Redis answers again: what the stall left */
+    proxy_arm(&px, "", 0, 0);
+
+    n = 0;
+    good = 0;
+    said = 0;
+    for (i = 0; i < 30; i++) {
+        n += items[i].committed[0] != '\0' && items[i].cert == NULL;
+        if (items[i].committed[0] != '\0') {
+            record_status(c, ns, pki_ca_name(ca), items[i].committed, stat,
+                          sizeof(stat));
+            good += strcmp(stat, "good") == 0;
+        }
+        said += strstr(items[i].res.log, "not abandoned (") != NULL;
+    }
+
+    ok(n == 30 && good == 30, "  none issued, every serial reported "
+       "committed (%d), its record good (%d)", n, good);
+    ok(said >= 29 && strstr(items[0].res.log, "left, not abandoned")
+       != NULL, "  the abandons left are said (%d): %s", said,
+       items[0].res.log);
+
+    for (i = 0; i < 30; i++) {
+        X509_free(items[i].cert);
+        X509_NAME_free(reqs[i].subject);
+        EVP_PKEY_free(reqs[i].pubkey);
+    }
+
+    pki_redis_free(r);
+    redisFree(c);
+}
+
+
 /* Lines of file path that contain s (-1: no file). */
 static int
 count_lines(const char *path, const char *s)
@@ -1771,7 +1642,7 @@ test_carry_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
     pki_audit_conf_t   ac;
 
     c = redisConnectUnix(sock);
-    if (!ok(proxy_start(&px, sock, "px-carry.sock") && c != NULL
+    if (!ok(proxy_start(&px, sock, dir, "px-carry.sock") && c != NULL
             && !c->err, "carried commit lost: a proxy to Redis"))
     {
         redisFree(c);
@@ -1898,7 +1769,7 @@ test_revoke_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
     };
 
     c = redisConnectUnix(sock);
-    if (!ok(proxy_start(&px, sock, "px-revoke.sock") && c != NULL
+    if (!ok(proxy_start(&px, sock, dir, "px-revoke.sock") && c != NULL
             && !c->err, "revoke lost: a proxy to Redis"))
     {
         redisFree(c);
@@ -2914,6 +2785,7 @@ main(void)
         test_redis(subca, tdev, sock);
         test_late_commit(subca, tdev, sock);
         test_batch_lost(subca, tdev, sock);
+        test_batch_stalled(subca, tdev, sock);
         test_revoke_lost(subca, tdev, sock);
         test_carry_lost(subca, tdev, sock);
         test_log_refused(subca, tdev, sock);

@@ -29,6 +29,7 @@
 #include "pki.h"
 #include "test/unit.h"
 #include "test/fixture.h"
+#include "test/proxy.h"
 
 
 static char  vec[PATH_MAX];
@@ -1802,6 +1803,126 @@ test_batch_log_refused(pki_ca_t *ca, pki_template_t *t)
 }
 
 
+/* Every serial of serial[0..n-1] in the list s. */
+static int
+all_listed(const char *s, char serial[][41], int n)
+{
+    int  i;
+
+    for (i = 0; i < n; i++) {
+        if (s == NULL || strstr(s, serial[i]) == NULL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The cleanup of a DAC batch that fails after its records were committed
+ * good is bounded:
+ *  - Redis stalled after the commit: the abandons and withdrawals stop at
+ *    the first with no answer (each waited the whole timeout: 24 DACs at
+ *    100 ms, over 4.8 s; 1000 at the default 1 s, over half an hour), the
+ *    serials left listed for the operator;
+ *  - Redis answering each just in time: the withdrawals stop at the
+ *    cleanup's deadline, the rest listed.
+ */
+static void
+test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
+{
+    int                 st, n, good, wd, fired;
+    char                ns[64], pdir[64], serial[64][41], gs[64][41];
+    double              dt;
+    proxy_t             px;
+    const char         *sock;
+    redisContext       *c;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    pki_matter_resp_t   resp;
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL) {
+        diag("batch cleanup: no PKI_TEST_REDIS_SOCK, skipped");
+        return;
+    }
+
+    snprintf(pdir, sizeof(pdir), "/tmp/mpx-XXXXXX");
+    c = redisConnectUnix(sock);
+    if (!ok(c != NULL && !c->err && mkdtemp(pdir) != NULL
+            && proxy_start(&px, sock, pdir, "px.sock"),
+            "batch cleanup: Redis and a proxy to it"))
+    {
+        redisFree(c);
+        return;
+    }
+
+    pki_event_set_sink(log_closer, NULL);
+
+    /* Redis stalled after the commit */
+    snprintf(ns, sizeof(ns), "mbs%d:", (int) getpid());
+    r = fx_redis(px.path, ns, 100, &res);
+    (void) pki_redis_ping(r, &res);
+    proxy_arm(&px, "PERSIST", PX_STALL, 0);
+    memset(&resp, 0, sizeof(resp));
+    st = r ? batch_run(ca, t, r, 24, &resp, &dt) : 0;
+    ok(px.fired && st == 503, "Redis stalled after the commit: 503 (%d) %s",
+       st, resp.res.detail);
+    ok(dt < 2.5, "  answered in %.2f s (< 2.5; a timeout per abandon and "
+       "per withdrawal: over 4.8)", dt);
+    proxy_arm(&px, "", 0, 0);
+
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good,
+                      &wd);
+    ok(n == 24 && good == 24, "  the commit ran: 24 records good (%d, %d)",
+       n, good);
+    ok(resp.unsettled != NULL && all_listed(resp.unsettled, serial, n)
+       && strstr(resp.unsettled, "revoke each") != NULL
+       && strstr(resp.res.log, "24 certificate(s) the failed batch had "
+                 "issued not withdrawn (Redis did not answer one)") != NULL,
+       "  every serial listed for the operator to revoke: %.160s; %s",
+       resp.unsettled ? resp.unsettled : "(none)", resp.res.log);
+    pki_matter_resp_free(&resp);
+    pki_redis_free(r);
+
+    /* Redis answering each command 70 ms late (timeout 400 ms), the log
+     * refusing the entries (the batch fails after its commit): the
+     * withdrawals stop at the cleanup's deadline */
+    snprintf(ns, sizeof(ns), "mbd%d:", (int) getpid());
+    r = fx_redis(px.path, ns, 400, &res);
+    (void) pki_redis_ping(r, &res);
+    proxy_arm(&px, "PERSIST", PX_SLOW, 70);
+    memset(&resp, 0, sizeof(resp));
+    log_closer_on = 1;
+    st = r ? batch_run(ca, t, r, 24, &resp, &dt) : 0;
+    log_closer_on = 0;
+    pki_audit_set_required(0);
+    fired = px.fired;
+    proxy_arm(&px, "", 0, 0);
+
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good,
+                      &wd);
+    ok(fired && st == 503 && n == 24, "Redis slow: 503 (%d), 24 records "
+       "(%d) %s", st, n, resp.res.detail);
+    ok(dt < 2.0, "  answered in %.2f s (< 2; 24 withdrawals at 140 ms: "
+       "over 3.3)", dt);
+    ok(wd >= 1 && good >= 1 && wd + good == 24, "  withdrawn until the "
+       "cleanup's deadline: %d withdrawn, %d left good", wd, good);
+    ok(resp.unsettled != NULL && all_listed(resp.unsettled, gs, good)
+       && strstr(resp.unsettled, "ran out of time") != NULL,
+       "  the %d left good listed for the operator: %.160s", good,
+       resp.unsettled ? resp.unsettled : "(none)");
+    pki_matter_resp_free(&resp);
+    pki_redis_free(r);
+
+    pki_event_set_sink(NULL, NULL);
+    redisFree(c);
+    unlink(px.path);
+    rmdir(pdir);
+}
+
+
 static void
 test_issuance(void)
 {
@@ -2197,6 +2318,7 @@ test_issuance(void)
     if (capai && caic) {
         test_engine(capai, tdac2, caic, tnoc);
         test_batch_log_refused(capai, tdac2);
+        test_batch_cleanup(capai, tdac2);
     }
 
     test_noc_withdraw(tnoc, kic, fic);

@@ -20,6 +20,12 @@
 # to match a command's name in the protocol and not in a script's text);
 # the first command containing the first pattern loses its answer as
 # above, then the next pattern is armed, and so on.
+#
+# Or Redis stalls: when ARM's first line is "STALL", the first command
+# that contains its second line reaches Redis (which runs it), and from
+# then on nothing is answered and no other command reaches Redis, on any
+# connection (old or new, which are accepted), until the file ARM.release
+# exists.
 
 import os
 import socket
@@ -29,12 +35,17 @@ import time
 
 LISTEN, UP, ARM = sys.argv[1], sys.argv[2], sys.argv[3]
 lock = threading.Lock()
+stall = {'on': False}
+
+
+def stalled():
+    return stall['on'] and not os.path.exists(ARM + '.release')
 
 
 def serve(client):
     up = socket.socket(socket.AF_UNIX)
     up.connect(UP)
-    state = {'drop': False}
+    state = {'drop': False, 'mine': False}
 
     def replies():
         try:
@@ -45,6 +56,8 @@ def serve(client):
                         print('proxy: answer dropped, connection closed',
                               flush=True)
                     break
+                if stalled():
+                    continue
                 client.sendall(data)
         except OSError:
             pass
@@ -70,6 +83,13 @@ def serve(client):
                 lines = pattern.split(b'\n')
                 hold = lines[0] == b'HOLD' and len(lines) > 1 \
                     and all(p in data for p in lines[1:] if p)
+                if lines[0] == b'STALL' and len(lines) > 1 \
+                        and lines[1] in data:
+                    os.unlink(ARM)
+                    stall['on'] = True
+                    state['mine'] = True
+                    print('proxy: Redis stalled after %r' % lines[1],
+                          flush=True)
                 seq = [p.replace(b'\\r\\n', b'\r\n')
                        for p in lines[1:]] if lines[0] == b'SEQ' else []
                 if hold:
@@ -84,7 +104,7 @@ def serve(client):
                     state['drop'] = True
                     print('proxy: armed command seen: %r' % seq[0],
                           flush=True)
-                elif pattern and lines[0] not in (b'HOLD', b'SEQ') \
+                elif pattern and lines[0] not in (b'HOLD', b'SEQ', b'STALL') \
                         and pattern in data:
                     os.unlink(ARM)
                     state['drop'] = True
@@ -95,6 +115,8 @@ def serve(client):
                 while not os.path.exists(ARM + '.release'):
                     time.sleep(0.05)
                 print('proxy: command released', flush=True)
+            if stalled() and not state['mine']:
+                continue                # never reaches Redis
             up.sendall(data)
     except OSError:
         pass
