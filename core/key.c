@@ -57,6 +57,12 @@
 #define PKI_BACKOFF_MIN      100     /* ms after a failed reopen */
 #define PKI_BACKOFF_MAX      5000    /* ms, doubling from PKI_BACKOFF_MIN */
 
+/* pki_key_t.state */
+#define PKI_KEY_CLOSED       0
+#define PKI_KEY_OPEN         1       /* fetched and self-tested once */
+#define PKI_KEY_OPENING      2       /* a token key whose open failed:
+                                        fetched and tested on its next use */
+
 /* PKCS#11 return values (pkcs11.h is not installed with libp11). */
 #define PKI_CKR_PIN_INCORRECT          0xa0UL
 #define PKI_CKR_PIN_INVALID            0xa1UL
@@ -167,12 +173,16 @@ struct pki_key_s {
     unsigned char     *id;
     size_t             id_len;
 
-    int                open;
+    int                state;        /* PKI_KEY_*, atomic: pool threads
+                                        read it without a lock */
     unsigned long      gen;          /* vault generation of priv */
     unsigned long      bad_gen;      /* vault generation whose lookup of
                                         this key failed (0: none) */
     EVP_PKEY          *priv;
-    EVP_PKEY          *pub;          /* standalone copy, survives reopen */
+    EVP_PKEY          *pub;          /* standalone copy, survives reopen;
+                                        for a token key also close and
+                                        open (pki_key_close); set once,
+                                        atomic (pki_key_public) */
 
     /* lean EC signing (pki_p11_sign): the private key object and a pool of
      * idle sessions, valid for vault generation p11_gen; under p11_mutex */
@@ -190,6 +200,9 @@ struct pki_key_s {
     unsigned long      fv_count;
     EC_GROUP          *fv_group;
 };
+
+
+static pki_status_t pki_key_test_locked(pki_key_t *k, pki_result_t *res);
 
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -1367,7 +1380,7 @@ pki_vault_free(pki_vault_t *v)
     /* Keys that outlive their vault become unusable, not dangling. */
     for (k = v->keys; k != NULL; k = k->next) {
         k->vault = NULL;
-        k->open = 0;
+        __atomic_store_n(&k->state, PKI_KEY_CLOSED, __ATOMIC_RELEASE);
     }
 
     pthread_cond_destroy(&v->state_cond);
@@ -1824,10 +1837,18 @@ pki_key_ref(const pki_key_t *k)
 }
 
 
+/* Read without the vault lock: a token key that did not open (state
+ * PKI_KEY_OPENING) gets its public key from the signer that fetches it. */
 PKI_API EVP_PKEY *
 pki_key_public(const pki_key_t *k)
 {
-    return (k != NULL && k->open) ? k->pub : NULL;
+    if (k == NULL
+        || __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == PKI_KEY_CLOSED)
+    {
+        return NULL;
+    }
+
+    return __atomic_load_n(&k->pub, __ATOMIC_ACQUIRE);
 }
 
 
@@ -2008,7 +2029,8 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
             return res->status;
         }
 
-        k->pub = pub;
+        /* published for pki_key_public(), which takes no lock */
+        __atomic_store_n(&k->pub, pub, __ATOMIC_RELEASE);
     }
 
     ERR_clear_error();
@@ -2027,13 +2049,37 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
  * no private key at all: such a lookup keeps failing until the vault is
  * closed (slots released, list forgotten) and opened again (login).  The
  * sign and decrypt loops reopen when they see bad_gen == gen.
+ *
+ * A key that is not open yet (pki_key_open, or a token key whose open
+ * failed) signs its test message before its handles are kept, here under
+ * the write lock, so that no signer uses them untested.
  */
 static pki_status_t
 pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
 {
+    int           opening;
     pki_status_t  st;
 
     st = pki_key_fetch_locked_do(k, res);
+
+    if (st == PKI_OK
+        && __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) != PKI_KEY_OPEN)
+    {
+        st = pki_key_test_locked(k, res);
+
+        if (st == PKI_OK) {
+            /* a key closed meanwhile stays closed */
+            opening = PKI_KEY_OPENING;
+            (void) __atomic_compare_exchange_n(&k->state, &opening,
+                                               PKI_KEY_OPEN, 0,
+                                               __ATOMIC_ACQ_REL,
+                                               __ATOMIC_ACQUIRE);
+
+        } else {
+            pki_key_drop_handles(k);
+        }
+    }
+
     k->bad_gen = st == PKI_OK ? 0 : k->vault->gen;
 
     return st;
@@ -3403,6 +3449,12 @@ pki_key_do_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 }
 
 
+/*
+ * A token key that is not open (its open failed: the token was away when
+ * the worker started) is not refused: it goes through the recovery above
+ * like any key without a handle, and its first fetch tests it
+ * (pki_key_fetch_locked) before any signature is released.
+ */
 static pki_status_t
 pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 {
@@ -3410,7 +3462,9 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
     unsigned long   seen;
     int             attempt, rc, failed;
 
-    if (k == NULL || !k->open) {
+    if (k == NULL
+        || __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == PKI_KEY_CLOSED)
+    {
         return pki_fail(res, PKI_INTERNAL, "signing key is not open");
     }
 
@@ -3465,16 +3519,19 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 }
 
 
+static const unsigned char  pki_selftest_msg[] = "nginx-pki key self test";
+
+
+/* A file key's test signature. */
 static pki_status_t
 pki_key_selftest(pki_key_t *k, pki_result_t *res)
 {
-    static const unsigned char  msg[] = "nginx-pki key self test";
-    pki_sign_op_t               op;
-    pki_status_t                st;
+    pki_sign_op_t  op;
+    pki_status_t   st;
 
     memset(&op, 0, sizeof(op));
-    op.tbs = msg;
-    op.tbslen = sizeof(msg) - 1;
+    op.tbs = pki_selftest_msg;
+    op.tbslen = sizeof(pki_selftest_msg) - 1;
 
     st = pki_key_do_sign(k, &op, res);
     OPENSSL_free(op.sig);
@@ -3488,6 +3545,51 @@ pki_key_selftest(pki_key_t *k, pki_result_t *res)
 }
 
 
+/* A token key's test signature with the handles just fetched (the vault's
+ * write lock held): PKI_BAD_SIGNATURE when it does not verify with pub. */
+static pki_status_t
+pki_key_test_locked(pki_key_t *k, pki_result_t *res)
+{
+    int            rc;
+    pki_sign_op_t  op;
+
+    memset(&op, 0, sizeof(op));
+    op.tbs = pki_selftest_msg;
+    op.tbslen = sizeof(pki_selftest_msg) - 1;
+
+    rc = pki_p11_sign(k, &op, res);
+    if (rc == 2) {
+        rc = pki_sign_once(&op, k->priv, k->pub, res);
+    }
+
+    OPENSSL_free(op.sig);
+
+    if (rc == 1) {
+        ERR_clear_error();
+        return PKI_OK;
+    }
+
+    pki_drain_errors(res);
+
+    if (rc < 0) {
+        return pki_fail(res, PKI_BAD_SIGNATURE, "key \"%s\" failed its test "
+                        "signature: the key on the token does not match its "
+                        "public key", k->ref);
+    }
+
+    return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\" failed its test "
+                    "signature", k->ref);
+}
+
+
+/*
+ * A token key whose open fails stays PKI_KEY_OPENING, not closed: in a
+ * worker the token may be away for longer than the vault's open retries
+ * (an HSM blip during a reload or a respawn), and nothing would open the
+ * key again before the next reload.  Its signers recover it as they
+ * recover a lost handle.  A file key that does not open is a
+ * configuration error and stays closed.
+ */
 PKI_API pki_status_t
 pki_key_open(pki_key_t *k, pki_result_t *res)
 {
@@ -3498,7 +3600,7 @@ pki_key_open(pki_key_t *k, pki_result_t *res)
         return pki_fail(res, PKI_INTERNAL, "no key");
     }
 
-    if (k->open) {
+    if (__atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == PKI_KEY_OPEN) {
         return PKI_OK;
     }
 
@@ -3515,26 +3617,37 @@ pki_key_open(pki_key_t *k, pki_result_t *res)
             return st;
         }
 
-    } else {
-        pthread_rwlock_wrlock(&v->lock);
+        __atomic_store_n(&k->state, PKI_KEY_OPEN, __ATOMIC_RELEASE);
 
-        st = pki_vault_open_locked(v, res);
-        if (st == PKI_OK) {
-            st = pki_key_fetch_locked(k, res);
-        }
-
-        pthread_rwlock_unlock(&v->lock);
-
+        st = pki_key_selftest(k, res);
         if (st != PKI_OK) {
+            pki_key_close(k);
             return st;
         }
+
+        return PKI_OK;
     }
 
-    k->open = 1;
+    /* not open until its test signature (pki_key_fetch_locked) */
+    __atomic_store_n(&k->state, PKI_KEY_OPENING, __ATOMIC_RELEASE);
 
-    st = pki_key_selftest(k, res);
+    pthread_rwlock_wrlock(&v->lock);
+
+    st = pki_vault_open_locked(v, res);
+    if (st == PKI_OK) {
+        st = pki_key_fetch_locked(k, res);
+    }
+
+    pthread_rwlock_unlock(&v->lock);
+
     if (st != PKI_OK) {
-        pki_key_close(k);
+        if (st == PKI_BAD_SIGNATURE) {
+            /* a key's status, not one of the input's */
+            res->status = st = PKI_UNAVAILABLE;
+        }
+
+        pki_log(res, "%sits signers will fetch it again", res->log[0]
+                ? "; " : "");
         return st;
     }
 
@@ -3542,6 +3655,9 @@ pki_key_open(pki_key_t *k, pki_result_t *res)
 }
 
 
+/* A token key keeps its public key: the next open (a worker's, after
+ * fork) must find the key that the opener checked (against the CA
+ * certificate), and its test signature says whether it did. */
 PKI_API void
 pki_key_close(pki_key_t *k)
 {
@@ -3549,9 +3665,12 @@ pki_key_close(pki_key_t *k)
         return;
     }
 
+    __atomic_store_n(&k->state, PKI_KEY_CLOSED, __ATOMIC_RELEASE);
+
     if (k->vault != NULL) {
         pthread_rwlock_wrlock(&k->vault->lock);
         pki_key_drop_handles(k);
+        k->bad_gen = 0;
         pthread_rwlock_unlock(&k->vault->lock);
 
     } else {
@@ -3565,9 +3684,10 @@ pki_key_close(pki_key_t *k)
     k->fv_count = 0;
     pthread_mutex_unlock(&k->p11_mutex);
 
-    EVP_PKEY_free(k->pub);
-    k->pub = NULL;
-    k->open = 0;
+    if (k->vault == NULL) {
+        EVP_PKEY_free(k->pub);
+        k->pub = NULL;
+    }
 }
 
 
@@ -3581,6 +3701,9 @@ pki_key_free(pki_key_t *k)
     }
 
     pki_key_close(k);
+
+    EVP_PKEY_free(k->pub);
+    k->pub = NULL;
 
     if (k->vault != NULL) {
         pthread_rwlock_wrlock(&k->vault->lock);
@@ -3757,6 +3880,7 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
 {
     int             attempt, rc, failed;
     size_t          cap, n;
+    EVP_PKEY       *pub;
     pki_vault_t    *v;
     unsigned char  *buf;
     unsigned long   seen;
@@ -3768,11 +3892,35 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
     *out = NULL;
     *outlen = 0;
 
-    if (k == NULL || !k->open || k->pub == NULL) {
+    if (k == NULL
+        || __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == PKI_KEY_CLOSED)
+    {
         return pki_fail(res, PKI_INTERNAL, "decryption key is not open");
     }
 
-    if (EVP_PKEY_get_base_id(k->pub) != EVP_PKEY_RSA) {
+    pub = pki_key_public(k);
+
+    if (pub == NULL && k->vault != NULL) {
+        /* a token key whose open failed before its public key was ever
+         * known: fetched first (pki_vault_recover), once */
+        pthread_rwlock_rdlock(&k->vault->lock);
+        seen = k->vault->gen;
+        pthread_rwlock_unlock(&k->vault->lock);
+
+        (void) pki_vault_recover(k->vault, k, 0, seen, res);
+
+        pub = pki_key_public(k);
+        if (pub == NULL) {
+            return pki_fail(res, PKI_UNAVAILABLE, "decryption key "
+                            "unavailable");
+        }
+    }
+
+    if (pub == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "decryption key is not open");
+    }
+
+    if (EVP_PKEY_get_base_id(pub) != EVP_PKEY_RSA) {
         return pki_fail(res, PKI_UNSUPPORTED, "key \"%s\" is not an RSA key",
                         k->ref);
     }
@@ -3781,7 +3929,7 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
      * never reaches the token: SoftHSM answers a short one with
      * CKR_BUFFER_TOO_SMALL and leaves the decryption active in the
      * session, which then refuses the next, good one. */
-    cap = (size_t) EVP_PKEY_get_size(k->pub);
+    cap = (size_t) EVP_PKEY_get_size(pub);
     if (cap == 0 || inlen != cap) {
         return pki_fail(res, PKI_MALFORMED, "ciphertext length does not "
                         "match the key");

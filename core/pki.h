@@ -136,7 +136,11 @@ PKI_API int pki_format_rfc3339(time_t t, char buf[PKI_RFC3339_LEN]);
  * the master before fork, and *_open again in each worker after fork.
  * Opening a vault retries with C_Finalize (unload) and 20-50 ms jitter up to
  * 10 times: SoftHSM's file store fails spuriously when several processes
- * initialise at once.
+ * initialise at once.  A token key whose open fails (the token away when
+ * the worker starts) is not closed: signing and decrypting with it answer
+ * PKI_UNAVAILABLE until they have fetched it, and test-signed it, by
+ * themselves.  A token key keeps its public key across close and open, so
+ * the worker's key must be the one the master opened.
  */
 
 typedef struct pki_vault_s  pki_vault_t;
@@ -174,7 +178,9 @@ PKI_API pki_status_t pki_key_open(pki_key_t *k, pki_result_t *res);
 PKI_API void pki_key_close(pki_key_t *k);
 PKI_API void pki_key_free(pki_key_t *k);
 PKI_API const char *pki_key_ref(const pki_key_t *k);  /* file or URI */
-/* The public key (borrowed; valid while the key is open). */
+/* The public key (borrowed; valid until the key is closed).  NULL for a
+ * closed key, and for a token key that has not opened yet and never had
+ * its public key fetched. */
 PKI_API EVP_PKEY *pki_key_public(const pki_key_t *k);
 
 /* Signs x (X509 or X509_CRL via the functions below) with the default

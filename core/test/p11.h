@@ -1,0 +1,353 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * What the token tests do to the token behind the core's back, through the
+ * PKCS#11 module the vault has loaded and initialised (dlopen returns the
+ * same copy): sessions of their own, key pairs made, renamed and destroyed,
+ * the login dropped.  A session's login is the process's: once the vault
+ * has logged in, a session of the test may use the private objects.
+ *
+ * A probe tells whether the module was finalised (the vault reopened)
+ * since it was armed: a session of the test with a find operation left
+ * open answers the next C_FindObjectsInit with CKR_OPERATION_ACTIVE; after
+ * C_Finalize the session is gone, and its number either refused or given
+ * to a new session that has no operation open.
+ *
+ * The few PKCS#11 types used are declared by hand: pkcs11.h is not
+ * installed with libp11.  Every PKCS#11 integer type is a CK_ULONG.
+ */
+
+#ifndef PKI_TEST_P11_H
+#define PKI_TEST_P11_H
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+
+typedef unsigned long  p11_ulong;
+
+typedef struct {
+    p11_ulong   type;
+    void       *value;
+    p11_ulong   len;
+} p11_attr_t;
+
+typedef struct {
+    p11_ulong   mechanism;
+    void       *param;
+    p11_ulong   param_len;
+} p11_mech_t;
+
+typedef p11_ulong (*p11_slot_list_pt)(unsigned char present, p11_ulong *slots,
+    p11_ulong *count);
+typedef p11_ulong (*p11_token_info_pt)(p11_ulong slot, void *info);
+typedef p11_ulong (*p11_open_pt)(p11_ulong slot, p11_ulong flags, void *app,
+    void *notify, p11_ulong *session);
+typedef p11_ulong (*p11_session_pt)(p11_ulong session);
+typedef p11_ulong (*p11_find_init_pt)(p11_ulong session, p11_attr_t *t,
+    p11_ulong n);
+typedef p11_ulong (*p11_find_pt)(p11_ulong session, p11_ulong *objs,
+    p11_ulong max, p11_ulong *n);
+typedef p11_ulong (*p11_set_attr_pt)(p11_ulong session, p11_ulong obj,
+    p11_attr_t *t, p11_ulong n);
+typedef p11_ulong (*p11_destroy_pt)(p11_ulong session, p11_ulong obj);
+typedef p11_ulong (*p11_keygen_pt)(p11_ulong session, p11_mech_t *mech,
+    p11_attr_t *pub, p11_ulong npub, p11_attr_t *priv, p11_ulong npriv,
+    p11_ulong *hpub, p11_ulong *hpriv);
+
+#define P11_CKF_RW_SESSION          0x2UL
+#define P11_CKF_SERIAL_SESSION      0x4UL
+#define P11_CKR_OK                  0x0UL
+#define P11_CKR_OPERATION_ACTIVE    0x90UL
+#define P11_CKA_CLASS               0x0UL
+#define P11_CKA_TOKEN               0x1UL
+#define P11_CKA_PRIVATE             0x2UL
+#define P11_CKA_LABEL               0x3UL
+#define P11_CKA_ID                  0x102UL
+#define P11_CKA_SENSITIVE           0x103UL
+#define P11_CKA_SIGN                0x108UL
+#define P11_CKA_VERIFY              0x10aUL
+#define P11_CKA_EC_PARAMS           0x180UL
+#define P11_CKM_EC_KEY_PAIR_GEN     0x1040UL
+
+typedef struct {
+    void               *dl;
+    p11_ulong           slot;
+    p11_slot_list_pt    slot_list;
+    p11_token_info_pt   token_info;
+    p11_open_pt         open;
+    p11_session_pt      close;
+    p11_session_pt      logout;
+    p11_find_init_pt    find_init;
+    p11_find_pt         find;
+    p11_session_pt      find_final;
+    p11_set_attr_pt     set_attr;
+    p11_destroy_pt      destroy;
+    p11_keygen_pt       keygen;
+} p11_t;
+
+
+/* The slot of token (again after the module was finalised). */
+static __attribute__((unused)) int
+p11_find_slot(p11_t *p, const char *token)
+{
+    size_t          len = strlen(token);
+    p11_ulong       slots[64], n = 64, i;
+    unsigned char   info[1024];
+
+    if (p->slot_list(1, slots, &n) != P11_CKR_OK) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        memset(info, 0, sizeof(info));
+        if (p->token_info(slots[i], info) == P11_CKR_OK
+            && memcmp(info, token, len) == 0
+            && (len == 32 || info[len] == ' '))
+        {
+            p->slot = slots[i];
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* The module (already initialised by a vault) and the slot of token. */
+static __attribute__((unused)) int
+p11_load(p11_t *p, const char *module, const char *token)
+{
+    memset(p, 0, sizeof(*p));
+
+    p->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+    if (p->dl == NULL) {
+        return 0;
+    }
+
+    p->slot_list = (p11_slot_list_pt) dlsym(p->dl, "C_GetSlotList");
+    p->token_info = (p11_token_info_pt) dlsym(p->dl, "C_GetTokenInfo");
+    p->open = (p11_open_pt) dlsym(p->dl, "C_OpenSession");
+    p->close = (p11_session_pt) dlsym(p->dl, "C_CloseSession");
+    p->logout = (p11_session_pt) dlsym(p->dl, "C_Logout");
+    p->find_init = (p11_find_init_pt) dlsym(p->dl, "C_FindObjectsInit");
+    p->find = (p11_find_pt) dlsym(p->dl, "C_FindObjects");
+    p->find_final = (p11_session_pt) dlsym(p->dl, "C_FindObjectsFinal");
+    p->set_attr = (p11_set_attr_pt) dlsym(p->dl, "C_SetAttributeValue");
+    p->destroy = (p11_destroy_pt) dlsym(p->dl, "C_DestroyObject");
+    p->keygen = (p11_keygen_pt) dlsym(p->dl, "C_GenerateKeyPair");
+
+    if (p->slot_list == NULL || p->token_info == NULL || p->open == NULL
+        || p->close == NULL || p->logout == NULL || p->find_init == NULL
+        || p->find == NULL || p->find_final == NULL || p->set_attr == NULL
+        || p->destroy == NULL || p->keygen == NULL)
+    {
+        return 0;
+    }
+
+    return p11_find_slot(p, token);
+}
+
+
+/* A read/write session of the test's own, 0 on failure. */
+static __attribute__((unused)) p11_ulong
+p11_session(p11_t *p)
+{
+    p11_ulong  s;
+
+    if (p->open(p->slot, P11_CKF_SERIAL_SESSION | P11_CKF_RW_SESSION, NULL,
+                NULL, &s)
+        != P11_CKR_OK)
+    {
+        return 0;
+    }
+
+    return s;
+}
+
+
+/* C_Logout: logs the whole process out (the vault's next use fails). */
+static __attribute__((unused)) int
+p11_logout(p11_t *p)
+{
+    p11_ulong  s, rv;
+
+    s = p11_session(p);
+    if (s == 0) {
+        return 0;
+    }
+
+    rv = p->logout(s);
+    p->close(s);
+
+    return rv == P11_CKR_OK;
+}
+
+
+/* The objects (keys of both halves) labelled label; returns how many. */
+static __attribute__((unused)) p11_ulong
+p11_find_label(p11_t *p, p11_ulong s, const char *label, p11_ulong *objs,
+    p11_ulong max)
+{
+    p11_ulong   n = 0;
+    p11_attr_t  t;
+
+    t.type = P11_CKA_LABEL;
+    t.value = (void *) label;
+    t.len = strlen(label);
+
+    if (p->find_init(s, &t, 1) != P11_CKR_OK) {
+        return 0;
+    }
+
+    if (p->find(s, objs, max, &n) != P11_CKR_OK) {
+        n = 0;
+    }
+
+    (void) p->find_final(s);
+
+    return n;
+}
+
+
+/* Renames both halves of the key pair labelled from. */
+static __attribute__((unused)) int
+p11_relabel(p11_t *p, const char *from, const char *to)
+{
+    p11_ulong   s, objs[8], n, i;
+    p11_attr_t  t;
+    int         rc;
+
+    s = p11_session(p);
+    if (s == 0) {
+        return 0;
+    }
+
+    n = p11_find_label(p, s, from, objs, 8);
+    rc = n > 0;
+
+    t.type = P11_CKA_LABEL;
+    t.value = (void *) to;
+    t.len = strlen(to);
+
+    for (i = 0; i < n; i++) {
+        rc &= p->set_attr(s, objs[i], &t, 1) == P11_CKR_OK;
+    }
+
+    p->close(s);
+    return rc;
+}
+
+
+/* Destroys every object labelled label; returns how many went. */
+static __attribute__((unused)) int
+p11_destroy_label(p11_t *p, const char *label)
+{
+    p11_ulong   s, objs[8], n, i;
+    int         gone = 0;
+
+    s = p11_session(p);
+    if (s == 0) {
+        return 0;
+    }
+
+    n = p11_find_label(p, s, label, objs, 8);
+
+    for (i = 0; i < n; i++) {
+        gone += p->destroy(s, objs[i]) == P11_CKR_OK;
+    }
+
+    p->close(s);
+    return gone;
+}
+
+
+/* A P-256 key pair on the token, both halves labelled label, CKA_ID id. */
+static __attribute__((unused)) int
+p11_ec_keygen(p11_t *p, const char *label, unsigned char id)
+{
+    static unsigned char  p256[] = {
+        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07
+    };
+    unsigned char         yes = 1;
+    p11_ulong             s, hpub, hpriv, rv;
+    p11_mech_t            mech = { P11_CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+    p11_attr_t            pub[5], priv[6];
+
+    pub[0] = (p11_attr_t) { P11_CKA_EC_PARAMS, p256, sizeof(p256) };
+    pub[1] = (p11_attr_t) { P11_CKA_TOKEN, &yes, 1 };
+    pub[2] = (p11_attr_t) { P11_CKA_VERIFY, &yes, 1 };
+    pub[3] = (p11_attr_t) { P11_CKA_LABEL, (void *) label, strlen(label) };
+    pub[4] = (p11_attr_t) { P11_CKA_ID, &id, 1 };
+
+    priv[0] = (p11_attr_t) { P11_CKA_TOKEN, &yes, 1 };
+    priv[1] = (p11_attr_t) { P11_CKA_PRIVATE, &yes, 1 };
+    priv[2] = (p11_attr_t) { P11_CKA_SENSITIVE, &yes, 1 };
+    priv[3] = (p11_attr_t) { P11_CKA_SIGN, &yes, 1 };
+    priv[4] = (p11_attr_t) { P11_CKA_LABEL, (void *) label, strlen(label) };
+    priv[5] = (p11_attr_t) { P11_CKA_ID, &id, 1 };
+
+    s = p11_session(p);
+    if (s == 0) {
+        return 0;
+    }
+
+    rv = p->keygen(s, &mech, pub, 5, priv, 6, &hpub, &hpriv);
+    p->close(s);
+
+    return rv == P11_CKR_OK;
+}
+
+
+/* A probe (see above): a session with a find operation left open. */
+static __attribute__((unused)) p11_ulong
+p11_probe_arm(p11_t *p)
+{
+    p11_ulong   s;
+    p11_attr_t  t;
+    char        label[] = "no object has this label";
+
+    s = p11_session(p);
+    if (s == 0) {
+        return 0;
+    }
+
+    t.type = P11_CKA_LABEL;
+    t.value = label;
+    t.len = sizeof(label) - 1;
+
+    if (p->find_init(s, &t, 1) != P11_CKR_OK) {
+        p->close(s);
+        return 0;
+    }
+
+    return s;
+}
+
+
+/* 1 while the module has not been finalised since the probe was armed. */
+static __attribute__((unused)) int
+p11_probe_alive(p11_t *p, p11_ulong s)
+{
+    p11_ulong   rv;
+    p11_attr_t  t;
+    char        label[] = "no object has this label";
+
+    t.type = P11_CKA_LABEL;
+    t.value = label;
+    t.len = sizeof(label) - 1;
+
+    rv = p->find_init(s, &t, 1);
+
+    if (rv == P11_CKR_OK) {
+        /* the number went to a new session (the vault's): leave it as
+         * it was */
+        (void) p->find_final(s);
+    }
+
+    return rv == P11_CKR_OPERATION_ACTIVE;
+}
+
+#endif /* PKI_TEST_P11_H */
