@@ -56,6 +56,7 @@
 #define PKI_SIGN_REOPENS     3
 #define PKI_BACKOFF_MIN      100     /* ms after a failed reopen */
 #define PKI_BACKOFF_MAX      5000    /* ms, doubling from PKI_BACKOFF_MIN */
+#define PKI_KEY_BACKOFF_MAX  30000   /* ms, a key's own (pki_key_gate) */
 
 /* pki_key_t.state */
 #define PKI_KEY_CLOSED       0
@@ -184,6 +185,25 @@ struct pki_key_s {
                                         open (pki_key_close); set once,
                                         atomic (pki_key_public) */
 
+    /* The key's own backoff (pki_key_gate), for what fails with this key
+     * alone: not found or ambiguous on the token, a signature that does
+     * not verify with pub, or a token error that a reopen of the vault for
+     * this key did not cure.  Such a key fails at once until kb_until and
+     * takes no lock but the state mutex; the first try after that reopens
+     * the vault once for it and fetches it again (kb_retry set meanwhile);
+     * kb_ms doubles from PKI_BACKOFF_MIN up to PKI_KEY_BACKOFF_MAX when
+     * that try fails with the key again (not when the vault is in its own
+     * backoff), and a success clears it all.  kb_gen: the vault generation
+     * a reopen for this key made, 0 if none since its last success.  Under
+     * the vault's state_mutex; kb_set (atomic) is 0 when all of it is
+     * clear, so that a healthy key's signature takes no mutex for it. */
+    int                kb_set;
+    int                kb_retry;
+    long               kb_ms;
+    double             kb_until;
+    unsigned long      kb_gen;
+    char               kb_error[200];
+
     /* lean EC signing (pki_p11_sign): the private key object and a pool of
      * idle sessions, valid for vault generation p11_gen; under p11_mutex */
     pthread_mutex_t    p11_mutex;
@@ -203,6 +223,8 @@ struct pki_key_s {
 
 
 static pki_status_t pki_key_test_locked(pki_key_t *k, pki_result_t *res);
+static int pki_key_fault(pki_status_t st);
+static void pki_key_failed(pki_key_t *k, const char *why, pki_result_t *res);
 
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -2052,7 +2074,8 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
  *
  * A key that is not open yet (pki_key_open, or a token key whose open
  * failed) signs its test message before its handles are kept, here under
- * the write lock, so that no signer uses them untested.
+ * the write lock, so that no signer uses them untested.  A failure of the
+ * key itself (pki_key_fault) starts its backoff.
  */
 static pki_status_t
 pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
@@ -2081,6 +2104,10 @@ pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
     }
 
     k->bad_gen = st == PKI_OK ? 0 : k->vault->gen;
+
+    if (pki_key_fault(st)) {
+        pki_key_failed(k, res->detail, NULL);
+    }
 
     return st;
 }
@@ -3333,24 +3360,160 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 
 
 /*
- * A signer (or decrypter) of key k found no usable handle: failed when the
- * handle it used did not work (or its lookup failed in this generation
- * seen), otherwise the vault is closed or k's handle is from an older
- * generation.  One thread at a time repairs (close, reopen, re-fetch under
- * the write lock) while the others wait for it and then look again; after
- * a failed reopen nobody tries before the vault's retry_after, and while
- * the token refuses the PIN nobody tries before the PIN file changes: such
- * callers fail at once, without the write lock.  Returns 1 to look again,
- * 0 to give up (the reason is in res->log).
+ * A key's own backoff (pki_key_t.kb_*).  A failure that only this key has
+ * -- it is not on the token (deleted, or missing on one HSM of a cluster),
+ * matches several objects, or its signature does not verify (another key
+ * under its label) -- is not cured by closing the vault, which drops every
+ * other key's handles and holds the write lock through C_Finalize,
+ * C_Initialize and the login: while one client asked for a broken key,
+ * another key of its vault fell from 5,275 to 440 signatures per second.
+ * Such a key answers "unavailable" at once for its backoff, and then one
+ * caller reopens the vault once for it (libp11 keeps the labels it listed
+ * until then, so a key put back is seen only after a reopen) and looks
+ * again.
+ */
+
+/* 1 for a failure of the key itself rather than of the token. */
+static int
+pki_key_fault(pki_status_t st)
+{
+    return st == PKI_NOT_FOUND || st == PKI_MALFORMED
+           || st == PKI_UNSUPPORTED || st == PKI_BAD_SIGNATURE;
+}
+
+
+/* The key's backoff starts, or goes on (state_mutex held).  It doubles
+ * once per backoff, when the try after it (pki_key_gate) fails with the
+ * key again; a failure within it (another signer's, at the same moment)
+ * does not double it. */
+static void
+pki_key_failed_locked(pki_key_t *k, const char *why, pki_result_t *res)
+{
+    double  now;
+
+    now = pki_int_now();
+
+    if (k->kb_ms == 0) {
+        k->kb_ms = PKI_BACKOFF_MIN;
+
+    } else if (k->kb_retry) {
+        k->kb_ms = k->kb_ms * 2 > PKI_KEY_BACKOFF_MAX ? PKI_KEY_BACKOFF_MAX
+                   : k->kb_ms * 2;
+    }
+
+    k->kb_retry = 0;
+
+    if (k->kb_until < now + k->kb_ms / 1000.0) {
+        k->kb_until = now + k->kb_ms / 1000.0;
+    }
+
+    if (why != NULL) {
+        snprintf(k->kb_error, sizeof(k->kb_error), "%s", why);
+    }
+
+    __atomic_store_n(&k->kb_set, 1, __ATOMIC_RELEASE);
+
+    if (res != NULL) {
+        pki_log(res, "%skey \"%s\" is not used for %ld ms: %s",
+                res->log[0] ? "; " : "", k->ref, k->kb_ms, k->kb_error);
+    }
+}
+
+
+static void
+pki_key_failed(pki_key_t *k, const char *why, pki_result_t *res)
+{
+    pthread_mutex_lock(&k->vault->state_mutex);
+    pki_key_failed_locked(k, why, res);
+    pthread_mutex_unlock(&k->vault->state_mutex);
+}
+
+
+/* The key worked: its backoff, if any, ends. */
+static void
+pki_key_good(pki_key_t *k)
+{
+    if (!__atomic_load_n(&k->kb_set, __ATOMIC_ACQUIRE)) {
+        return;
+    }
+
+    pthread_mutex_lock(&k->vault->state_mutex);
+    k->kb_ms = 0;
+    k->kb_retry = 0;
+    k->kb_until = 0;
+    k->kb_gen = 0;
+    k->kb_error[0] = '\0';
+    __atomic_store_n(&k->kb_set, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&k->vault->state_mutex);
+}
+
+
+/* Before each try with the key: 0 go on, 1 give up (the key is in its
+ * backoff; res->log says why and for how long), 2 the backoff is over and
+ * this caller tries again, with a reopen for the key (pki_vault_recover,
+ * failed 2), while the same backoff again holds the others off. */
+static int
+pki_key_gate(pki_key_t *k, pki_result_t *res)
+{
+    double  now, wait;
+
+    if (!__atomic_load_n(&k->kb_set, __ATOMIC_ACQUIRE)) {
+        return 0;
+    }
+
+    pthread_mutex_lock(&k->vault->state_mutex);
+
+    if (k->kb_ms == 0) {
+        pthread_mutex_unlock(&k->vault->state_mutex);
+        return 0;
+    }
+
+    now = pki_int_now();
+    wait = k->kb_until - now;
+
+    if (wait > 0) {
+        pki_log(res, "%skey \"%s\" is unavailable, next try in %ld ms: %s",
+                res->log[0] ? "; " : "", k->ref, (long) (wait * 1000) + 1,
+                k->kb_error);
+        pthread_mutex_unlock(&k->vault->state_mutex);
+        return 1;
+    }
+
+    k->kb_retry = 1;
+    k->kb_until = now + k->kb_ms / 1000.0;
+
+    pthread_mutex_unlock(&k->vault->state_mutex);
+
+    return 2;
+}
+
+
+/*
+ * A signer (or decrypter) of key k found no usable handle: failed 1 when
+ * the handle it used did not work (or its lookup failed in this generation
+ * seen), 2 when the key's own backoff is over (pki_key_gate) and the vault
+ * is to be reopened once for it, 0 otherwise: the vault is closed, k's
+ * handle is from an older generation, or k was never fetched (a token key
+ * whose open failed).  One thread at a time repairs (close, reopen,
+ * re-fetch under the write lock) while the others wait for it and then
+ * look again; after a failed reopen nobody tries before the vault's
+ * retry_after, and while the token refuses the PIN nobody tries before the
+ * PIN file changes: such callers fail at once, without the write lock.
+ * A handle that fails again in the generation a reopen for k made is k's
+ * own failure: k's backoff, no second reopen.  Returns 1 to look again, 0
+ * to give up (the reason is in res->log).
  */
 static int
 pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     unsigned long seen, pki_result_t *res)
 {
+    int            reopened;
     double         wait;
     struct stat    pst;
+    pki_status_t   st;
     pki_result_t   tmp;
     unsigned long  refused;
+    char           why[200];
 
     pthread_rwlock_rdlock(&v->lock);
     refused = v->ctx == NULL ? v->pin_refused : 0;
@@ -3378,7 +3541,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
 
     wait = v->retry_after - pki_int_now();
 
-    if (!refused && !failed && wait > 0) {
+    if (!refused && failed != 1 && wait > 0) {
         pki_log(res, "%svault \"%s\" is unavailable, next try in %ld ms%s%s",
                 res->log[0] ? "; " : "", v->name, (long) (wait * 1000) + 1,
                 v->last_error[0] ? ": " : "", v->last_error);
@@ -3386,14 +3549,24 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
         return 0;
     }
 
+    if (failed == 1 && seen != 0 && v->gen == seen && k->kb_gen == seen) {
+        snprintf(why, sizeof(why), "the token fails with it after a reopen "
+                 "of the vault for it (%.100s)", res->log);
+        pki_key_failed_locked(k, why, res);
+        pthread_mutex_unlock(&v->state_mutex);
+        return 0;
+    }
+
     v->reopening = 1;
     pthread_mutex_unlock(&v->state_mutex);
 
-    if (failed) {
+    if (failed == 1) {
         pki_jitter_sleep(10, 20);
     }
 
     pki_result_init(&tmp);
+    reopened = 0;
+    st = PKI_OK;
 
     pthread_rwlock_wrlock(&v->lock);
 
@@ -3403,18 +3576,25 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     }
 
     if (v->ctx == NULL) {
-        (void) pki_vault_open_locked(v, &tmp);
+        reopened = pki_vault_open_locked(v, &tmp) == PKI_OK;
     }
 
     if (v->ctx != NULL && k->gen != v->gen) {
-        (void) pki_key_fetch_locked(k, &tmp);
+        st = pki_key_fetch_locked(k, &tmp);
     }
 
     pthread_rwlock_unlock(&v->lock);
 
     pthread_mutex_lock(&v->state_mutex);
+
     v->reopening = 0;
     pthread_cond_broadcast(&v->state_cond);
+
+    if (reopened) {
+        k->kb_gen = v->gen;
+        __atomic_store_n(&k->kb_set, 1, __ATOMIC_RELEASE);
+    }
+
     pthread_mutex_unlock(&v->state_mutex);
 
     if (tmp.status != PKI_OK && strstr(res->log, tmp.detail) == NULL) {
@@ -3424,7 +3604,8 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
         }
     }
 
-    return 1;
+    /* a key not found, or not the key it was: its backoff has begun */
+    return !pki_key_fault(st);
 }
 
 
@@ -3460,7 +3641,7 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 {
     pki_vault_t    *v;
     unsigned long   seen;
-    int             attempt, rc, failed;
+    int             attempt, rc, failed, gate, retry;
 
     if (k == NULL
         || __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == PKI_KEY_CLOSED)
@@ -3480,14 +3661,25 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
                         k->ref, rc < 0 ? " (signature does not verify)" : "");
     }
 
+    retry = 0;
+
     for (attempt = 0; ; attempt++) {
+        /* the caller that retries after the key's backoff is past it */
+        gate = retry ? 0 : pki_key_gate(k, res);
+        if (gate == 1) {
+            break;
+        }
+        retry |= gate == 2;
+
         failed = 0;
 
         pthread_rwlock_rdlock(&v->lock);
 
         seen = v->gen;
 
-        if (v->ctx != NULL && k->priv != NULL && k->gen == v->gen) {
+        if (gate == 0 && v->ctx != NULL && k->priv != NULL
+            && k->gen == v->gen)
+        {
             rc = pki_p11_sign(k, op, res);
             if (rc == 2) {
                 rc = pki_sign_once(op, k->priv, k->pub, res);
@@ -3496,11 +3688,26 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 
             if (rc == 1) {
                 ERR_clear_error();
+                pki_key_good(k);
                 return PKI_OK;
             }
 
             pki_drain_errors(res);
+
+            if (rc < 0) {
+                /* the token signs, with another key than this one's:
+                 * reopening will not change that */
+                pki_key_failed(k, "its signature does not verify with its "
+                               "public key (another key under its label "
+                               "on the token?)", res);
+                break;
+            }
+
             failed = 1;
+
+        } else if (gate == 2) {
+            pthread_rwlock_unlock(&v->lock);
+            failed = 2;
 
         } else {
             /* a lookup that failed in this generation needs a reopen */
@@ -3672,6 +3879,15 @@ pki_key_close(pki_key_t *k)
         pki_key_drop_handles(k);
         k->bad_gen = 0;
         pthread_rwlock_unlock(&k->vault->lock);
+
+        pthread_mutex_lock(&k->vault->state_mutex);
+        k->kb_ms = 0;
+        k->kb_retry = 0;
+        k->kb_until = 0;
+        k->kb_gen = 0;
+        k->kb_error[0] = '\0';
+        __atomic_store_n(&k->kb_set, 0, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&k->vault->state_mutex);
 
     } else {
         pki_key_drop_handles(k);
@@ -3878,7 +4094,7 @@ PKI_API pki_status_t
 pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
     unsigned char **out, size_t *outlen, pki_result_t *res)
 {
-    int             attempt, rc, failed;
+    int             attempt, rc, failed, gate, retry;
     size_t          cap, n;
     EVP_PKEY       *pub;
     pki_vault_t    *v;
@@ -3907,7 +4123,11 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
         seen = k->vault->gen;
         pthread_rwlock_unlock(&k->vault->lock);
 
-        (void) pki_vault_recover(k->vault, k, 0, seen, res);
+        gate = pki_key_gate(k, res);
+        if (gate != 1) {
+            (void) pki_vault_recover(k->vault, k, gate == 2 ? 2 : 0, seen,
+                                     res);
+        }
 
         pub = pki_key_public(k);
         if (pub == NULL) {
@@ -3950,22 +4170,40 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
 
     rc = -1;
     n = cap;
+    retry = 0;
 
+    /* as pki_key_do_sign_once */
     for (attempt = 0; ; attempt++) {
+        gate = retry ? 0 : pki_key_gate(k, res);
+        if (gate == 1) {
+            rc = -1;
+            break;
+        }
+        retry |= gate == 2;
+
         pthread_rwlock_rdlock(&v->lock);
 
         seen = v->gen;
 
-        if (v->ctx != NULL && k->priv != NULL && k->gen == v->gen) {
+        if (gate == 0 && v->ctx != NULL && k->priv != NULL
+            && k->gen == v->gen)
+        {
             n = cap;
             rc = pki_decrypt_once(k, k->priv, in, inlen, buf, &n, res);
             pthread_rwlock_unlock(&v->lock);
 
             if (rc >= 0) {
+                if (rc == 1) {
+                    pki_key_good(k);
+                }
                 break;
             }
 
             failed = 1;
+
+        } else if (gate == 2) {
+            pthread_rwlock_unlock(&v->lock);
+            failed = 2;
 
         } else {
             failed = v->ctx != NULL && k->bad_gen == v->gen;

@@ -188,7 +188,11 @@ PKI_API EVP_PKEY *pki_key_public(const pki_key_t *k);
  * none for Ed25519), then verifies the signature with the public key before
  * returning PKI_OK.  A token error closes and reopens the vault (bounded
  * retries) and tries again; a persistent failure gives PKI_UNAVAILABLE.
- * Thread safe. */
+ * A failure of the key alone (not found or ambiguous on the token, a
+ * signature that does not verify, a token error that a reopen for it did
+ * not cure) gives PKI_UNAVAILABLE at once for the key's backoff (100 ms
+ * doubling up to 30 s), after which one caller reopens the vault for it
+ * once.  Thread safe. */
 PKI_API pki_status_t pki_key_sign_x509(pki_key_t *k, X509 *x,
     pki_result_t *res);
 PKI_API pki_status_t pki_key_sign_crl(pki_key_t *k, X509_CRL *crl,

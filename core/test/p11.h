@@ -241,6 +241,41 @@ p11_relabel(p11_t *p, const char *from, const char *to)
 }
 
 
+/* Sets CKA_SIGN of the private key labelled label. */
+static __attribute__((unused)) int
+p11_set_sign(p11_t *p, const char *label, unsigned char on)
+{
+    p11_ulong   s, objs[8], n, i, cls = 3;     /* CKO_PRIVATE_KEY */
+    p11_attr_t  t[2];
+    int         rc = 0;
+
+    s = p11_session(p);
+    if (s == 0) {
+        return 0;
+    }
+
+    t[0] = (p11_attr_t) { P11_CKA_CLASS, &cls, sizeof(cls) };
+    t[1] = (p11_attr_t) { P11_CKA_LABEL, (void *) label, strlen(label) };
+
+    n = 0;
+    if (p->find_init(s, t, 2) == P11_CKR_OK) {
+        if (p->find(s, objs, 8, &n) != P11_CKR_OK) {
+            n = 0;
+        }
+        (void) p->find_final(s);
+    }
+
+    t[0] = (p11_attr_t) { P11_CKA_SIGN, &on, 1 };
+
+    for (i = 0; i < n; i++) {
+        rc = p->set_attr(s, objs[i], t, 1) == P11_CKR_OK;
+    }
+
+    p->close(s);
+    return n == 1 && rc;
+}
+
+
 /* Destroys every object labelled label; returns how many went. */
 static __attribute__((unused)) int
 p11_destroy_label(p11_t *p, const char *label)
