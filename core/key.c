@@ -265,6 +265,14 @@ pki_jitter_sleep(long lo, long hi)
 
 
 /* Appends the OpenSSL error queue to the log and clears it. */
+/* Between two entries of res->log. */
+static const char *
+pki_sep(const pki_result_t *res)
+{
+    return res != NULL && res->log[0] ? "; " : "";
+}
+
+
 static void
 pki_drain_errors(pki_result_t *res)
 {
@@ -2354,30 +2362,32 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
 
     case 1:
         if (X509_sign(op->x509, priv, md) <= 0) {
-            pki_log(res, "X509_sign() failed");
+            pki_log(res, "%sX509_sign() failed", pki_sep(res));
             return 0;
         }
         if (!pki_x509_low_s(op->x509, pub)) {
-            pki_log(res, "the ECDSA signature does not decode");
+            pki_log(res, "%sthe ECDSA signature does not decode",
+                    pki_sep(res));
             return 0;
         }
         if (X509_verify(op->x509, pub) != 1) {
-            pki_log(res, "X509_verify() failed");
+            pki_log(res, "%sX509_verify() failed", pki_sep(res));
             return -1;
         }
         return 1;
 
     case 2:
         if (X509_CRL_sign(op->crl, priv, md) <= 0) {
-            pki_log(res, "X509_CRL_sign() failed");
+            pki_log(res, "%sX509_CRL_sign() failed", pki_sep(res));
             return 0;
         }
         if (!pki_crl_low_s(op->crl, pub)) {
-            pki_log(res, "the ECDSA signature does not decode");
+            pki_log(res, "%sthe ECDSA signature does not decode",
+                    pki_sep(res));
             return 0;
         }
         if (X509_CRL_verify(op->crl, pub) != 1) {
-            pki_log(res, "X509_CRL_verify() failed");
+            pki_log(res, "%sX509_CRL_verify() failed", pki_sep(res));
             return -1;
         }
         return 1;
@@ -2397,7 +2407,7 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
     if (EVP_DigestSignInit(mctx, NULL, md, NULL, priv) != 1
         || EVP_DigestSign(mctx, NULL, &siglen, op->tbs, op->tbslen) != 1)
     {
-        pki_log(res, "EVP_DigestSignInit() failed");
+        pki_log(res, "%sEVP_DigestSignInit() failed", pki_sep(res));
         goto done;
     }
 
@@ -2405,13 +2415,13 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
     if (sig == NULL
         || EVP_DigestSign(mctx, sig, &siglen, op->tbs, op->tbslen) != 1)
     {
-        pki_log(res, "EVP_DigestSign() failed");
+        pki_log(res, "%sEVP_DigestSign() failed", pki_sep(res));
         goto done;
     }
 
     n = (int) siglen;
     if (!pki_ecdsa_low_s(pub, &sig, &n)) {
-        pki_log(res, "the ECDSA signature does not decode");
+        pki_log(res, "%sthe ECDSA signature does not decode", pki_sep(res));
         goto done;
     }
     siglen = (size_t) n;
@@ -2421,7 +2431,7 @@ pki_sign_once(pki_sign_op_t *op, EVP_PKEY *priv, EVP_PKEY *pub,
     if (EVP_DigestVerifyInit(mctx, NULL, md, NULL, pub) != 1
         || EVP_DigestVerify(mctx, sig, siglen, op->tbs, op->tbslen) != 1)
     {
-        pki_log(res, "EVP_DigestVerify() failed");
+        pki_log(res, "%sEVP_DigestVerify() failed", pki_sep(res));
         rc = -1;
         goto done;
     }
@@ -2647,7 +2657,7 @@ pki_p11_ecdsa(pki_key_t *k, const unsigned char *dig, size_t dlen,
     rc = pki_p11_session_get(k, m, &s);
     if (rc != 1) {
         if (rc == 0) {
-            pki_log(res, "C_OpenSession() failed");
+            pki_log(res, "%sC_OpenSession() failed", pki_sep(res));
         }
         return rc;
     }
@@ -2666,12 +2676,12 @@ pki_p11_ecdsa(pki_key_t *k, const unsigned char *dig, size_t dlen,
     pki_p11_session_put(k, m, s, ck == PKI_CKR_OK);
 
     if (ck != PKI_CKR_OK) {
-        pki_log(res, "C_Sign() failed: CKR 0x%lx", ck);
+        pki_log(res, "%sC_Sign() failed: CKR 0x%lx", pki_sep(res), ck);
         return 0;
     }
 
     if (rawlen < 2 || rawlen > sizeof(raw) || rawlen % 2 != 0) {
-        pki_log(res, "C_Sign() returned %lu bytes", rawlen);
+        pki_log(res, "%sC_Sign() returned %lu bytes", pki_sep(res), rawlen);
         return 0;
     }
 
@@ -3295,7 +3305,8 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 
         tbslen = i2d_re_X509_tbs(op->x509, &tbs);
         if (tbslen <= 0) {
-            pki_log(res, "cannot encode the TBS certificate");
+            pki_log(res, "%scannot encode the TBS certificate",
+                    pki_sep(res));
             return 0;
         }
 
@@ -3332,7 +3343,7 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
             pthread_mutex_unlock(&k->p11_mutex);
         }
         OPENSSL_free(der);
-        pki_log(res, "the token's signature does not verify");
+        pki_log(res, "%sthe token's signature does not verify", pki_sep(res));
         return -1;
     }
 
@@ -3513,7 +3524,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     pki_status_t   st;
     pki_result_t   tmp;
     unsigned long  refused;
-    char           why[200];
+    char           why[200], *p, *q;
 
     pthread_rwlock_rdlock(&v->lock);
     refused = v->ctx == NULL ? v->pin_refused : 0;
@@ -3550,8 +3561,14 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     }
 
     if (failed == 1 && seen != 0 && v->gen == seen && k->kb_gen == seen) {
+        /* the last entry of the log: the token's error */
+        p = res->log;
+        while ((q = strstr(p, "; ")) != NULL) {
+            p = q + 2;
+        }
+
         snprintf(why, sizeof(why), "the token fails with it after a reopen "
-                 "of the vault for it (%.100s)", res->log);
+                 "of the vault for it (%.100s)", p);
         pki_key_failed_locked(k, why, res);
         pthread_mutex_unlock(&v->state_mutex);
         return 0;
@@ -4046,7 +4063,7 @@ pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const unsigned char *in,
     if (EVP_PKEY_decrypt_init(pctx) != 1
         || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
     {
-        pki_log(res, "EVP_PKEY_decrypt_init() failed");
+        pki_log(res, "%sEVP_PKEY_decrypt_init() failed", pki_sep(res));
         rc = -1;
         goto done;
     }
@@ -4074,7 +4091,8 @@ pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const unsigned char *in,
         case 0xE0UL:   /* CKR_TOKEN_NOT_PRESENT */
         case 0x101UL:  /* CKR_USER_NOT_LOGGED_IN */
         case 0x190UL:  /* CKR_CRYPTOKI_NOT_INITIALIZED */
-            pki_log(res, "token decryption failed (CKR 0x%lx)", ckr);
+            pki_log(res, "%stoken decryption failed (CKR 0x%lx)",
+                    pki_sep(res), ckr);
             rc = -1;
             break;
         default:
