@@ -19,6 +19,10 @@ static pki_status_t pki_ca_check_template(pki_ca_t *ca,
     const pki_template_t *t, pki_result_t *res);
 static pki_status_t pki_ca_read_certs(const char *what, const char *file,
     STACK_OF(X509) **out, pki_result_t *res);
+static const char *pki_ca_time_error(X509 *x, time_t now);
+static pki_status_t pki_ca_check_path(const char *what, const char *file,
+    STACK_OF(X509) *sk, int from, X509 *below, time_t now,
+    pki_result_t *res);
 static pki_status_t pki_ca_check_alt(pki_ca_t *ca, int n, time_t now,
     pki_result_t *res);
 static int pki_set_str(char **dst, const char *src);
@@ -549,21 +553,131 @@ pki_ca_same_certs(STACK_OF(X509) *a, STACK_OF(X509) *b)
 }
 
 
+/* NULL when x is valid at now, else how it is not. */
+static const char *
+pki_ca_time_error(X509 *x, time_t now)
+{
+    if (pki_int_asn1_time(X509_get0_notAfter(x)) <= now) {
+        return "has expired";
+    }
+
+    if (pki_int_asn1_time(X509_get0_notBefore(x)) > now) {
+        return "is not valid yet (notBefore in the future)";
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The certificates of a chain file (what: "CA chain", "alternate chain"),
+ * loaded in sk, from index from on, as a verifier meets them above a leaf
+ * of the CA: each issued the one before it (its name, key identifier and
+ * keyUsage as X509_check_issued() takes them, and the signature), the
+ * first one below when below is not NULL; each is a CA certificate valid
+ * at now, whose pathLenConstraint, where it has one, allows the CA
+ * certificates under it in this path (below included; self-issued ones
+ * do not count, RFC 5280 6.1.4).  Certificates are numbered from 1 in the
+ * file's order.
+ */
+static pki_status_t
+pki_ca_check_path(const char *what, const char *file, STACK_OF(X509) *sk,
+    int from, X509 *below, time_t now, pki_result_t *res)
+{
+    int                 i, rv, ca, under;
+    long                pl;
+    X509               *x, *up;
+    EVP_PKEY           *pub;
+    const char         *err;
+    BASIC_CONSTRAINTS  *bc;
+
+    under = 0;
+    x = below;
+
+    for (i = from; i < sk_X509_num(sk); x = up, i++) {
+        up = sk_X509_value(sk, i);
+
+        if (x != NULL) {
+            rv = X509_check_issued(up, x);
+            pub = X509_get0_pubkey(up);
+
+            if (rv == X509_V_OK && (pub == NULL || X509_verify(x, pub) != 1))
+            {
+                rv = X509_V_ERR_CERT_SIGNATURE_FAILURE;
+            }
+
+            ERR_clear_error();
+
+            if (rv != X509_V_OK && x == below) {
+                return pki_fail(res, PKI_MALFORMED, "certificate %d of %s "
+                                "\"%.128s\" did not issue the CA "
+                                "certificate (%s)", i + 1, what, file,
+                                X509_verify_cert_error_string(rv));
+            }
+
+            if (rv != X509_V_OK) {
+                return pki_fail(res, PKI_MALFORMED, "in %s \"%.128s\", "
+                                "certificate %d did not issue certificate "
+                                "%d (%s)", what, file, i + 1, i,
+                                X509_verify_cert_error_string(rv));
+            }
+
+            if (!(X509_get_extension_flags(x) & EXFLAG_SI)) {
+                under++;
+            }
+        }
+
+        bc = X509_get_ext_d2i(up, NID_basic_constraints, NULL, NULL);
+        ca = bc != NULL && bc->ca;
+        pl = ca && bc->pathlen != NULL ? ASN1_INTEGER_get(bc->pathlen) : -1;
+        rv = ca && bc->pathlen != NULL && pl < 0;
+        BASIC_CONSTRAINTS_free(bc);
+        ERR_clear_error();
+
+        if (!ca) {
+            return pki_fail(res, PKI_MALFORMED, "certificate %d of %s "
+                            "\"%.128s\" is not a CA certificate (no "
+                            "basicConstraints CA:TRUE)", i + 1, what, file);
+        }
+
+        if (rv) {
+            return pki_fail(res, PKI_MALFORMED, "certificate %d of %s "
+                            "\"%.128s\" has an invalid path length", i + 1,
+                            what, file);
+        }
+
+        err = pki_ca_time_error(up, now);
+        if (err != NULL) {
+            return pki_fail(res, PKI_MALFORMED, "certificate %d of %s "
+                            "\"%.128s\" %s", i + 1, what, file, err);
+        }
+
+        if (pl >= 0 && under > pl) {
+            return pki_fail(res, PKI_MALFORMED, "certificate %d of %s "
+                            "\"%.128s\" has pathlen:%ld, too short for the "
+                            "CA certificates under it (%d)", i + 1, what,
+                            file, pl, under);
+        }
+    }
+
+    return PKI_OK;
+}
+
+
 /*
  * Alternate chain n (loaded): its first certificate certifies what the CA
  * signs (the CA's subject and key, and its subjectKeyIdentifier when both
- * have one, so that a leaf's authorityKeyIdentifier finds it), is a CA and
- * has not expired; each next one issued the one before.
+ * have one, so that a leaf's authorityKeyIdentifier finds it); from there
+ * the path as pki_ca_check_path() checks it.
  */
 static pki_status_t
 pki_ca_check_alt(pki_ca_t *ca, int n, time_t now, pki_result_t *res)
 {
     int                       i;
-    X509                     *first, *x, *up;
+    X509                     *first;
     EVP_PKEY                 *pub;
     const char               *file;
     STACK_OF(X509)           *sk;
-    BASIC_CONSTRAINTS        *bc;
     const ASN1_OCTET_STRING  *fkid, *ckid;
 
     file = ca->alt_files[n];
@@ -616,37 +730,7 @@ pki_ca_check_alt(pki_ca_t *ca, int n, time_t now, pki_result_t *res)
                         "subjectKeyIdentifier than the CA certificate", file);
     }
 
-    bc = X509_get_ext_d2i(first, NID_basic_constraints, NULL, NULL);
-    i = bc != NULL && bc->ca;
-    BASIC_CONSTRAINTS_free(bc);
-    if (!i) {
-        ERR_clear_error();
-        return pki_fail(res, PKI_MALFORMED, "the first certificate of "
-                        "alternate chain \"%.128s\" is not a CA certificate "
-                        "(no basicConstraints CA:TRUE)", file);
-    }
-
-    if (pki_int_asn1_time(X509_get0_notAfter(first)) <= now) {
-        return pki_fail(res, PKI_MALFORMED, "the first certificate of "
-                        "alternate chain \"%.128s\" has expired", file);
-    }
-
-    for (i = 1; i < sk_X509_num(sk); i++) {
-        x = sk_X509_value(sk, i - 1);
-        up = sk_X509_value(sk, i);
-        pub = X509_get0_pubkey(up);
-
-        if (X509_check_issued(up, x) != X509_V_OK || pub == NULL
-            || X509_verify(x, pub) != 1)
-        {
-            ERR_clear_error();
-            return pki_fail(res, PKI_MALFORMED, "in alternate chain "
-                            "\"%.128s\", certificate %d did not issue "
-                            "certificate %d", file, i + 1, i);
-        }
-    }
-
-    return PKI_OK;
+    return pki_ca_check_path("alternate chain", file, sk, 0, NULL, now, res);
 }
 
 
@@ -658,6 +742,7 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
     BIO              *bio;
     time_t            now;
     EVP_PKEY         *pub, *cpub;
+    const char       *err;
     pki_status_t      rc;
     ASN1_BIT_STRING  *ku;
     BASIC_CONSTRAINTS *bc;
@@ -751,9 +836,10 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
     }
 
     now = time(NULL);
-    if (pki_int_asn1_time(X509_get0_notAfter(ca->cert)) <= now) {
-        return pki_fail(res, PKI_MALFORMED, "CA certificate \"%.128s\" has "
-                        "expired", ca->cert_file);
+    err = pki_ca_time_error(ca->cert, now);
+    if (err != NULL) {
+        return pki_fail(res, PKI_MALFORMED, "CA certificate \"%.128s\" %s",
+                        ca->cert_file, err);
     }
 
     rc = pki_key_open(ca->key, res);
@@ -772,6 +858,18 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
 
     for (i = 0; i < ca->ntmpls; i++) {
         rc = pki_ca_check_template(ca, ca->tmpls[i], res);
+        if (rc != PKI_OK) {
+            return rc;
+        }
+    }
+
+    /* the chain above the CA, as ACME, EST and SCEP serve it; its file
+     * may begin with the CA certificate itself */
+    if (sk_X509_num(ca->chain) > 0) {
+        rc = pki_ca_check_path("CA chain", ca->chain_file, ca->chain,
+                               X509_cmp(sk_X509_value(ca->chain, 0),
+                                        ca->cert) == 0,
+                               ca->cert, now, res);
         if (rc != PKI_OK) {
             return rc;
         }

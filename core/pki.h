@@ -455,11 +455,16 @@ PKI_API const char *pki_ca_template_name(const pki_ca_t *ca, int i);
 PKI_API pki_status_t pki_ca_add_template(pki_ca_t *ca, pki_template_t *t,
     pki_result_t *res);
 /* Loads certificate and chain, checks the key matches the certificate, the
- * certificate is a CA, and every template is compatible with the CA.
- * Each alternate chain must hold 1 to 16 certificates, the first with the
- * CA certificate's subject and public key, a CA and not expired, each
- * next one the issuer of the one before (signature checked); it may not
- * be the "chain" file nor hold the same certificates as another chain. */
+ * certificate is a CA valid now, and every template is compatible with
+ * the CA.
+ * The chain (1 to 16 certificates, after the CA certificate itself when
+ * the file begins with it) is the path above the CA: the first the
+ * issuer of the CA certificate, each next one the issuer of the one
+ * before (signature checked), each a CA valid now whose pathlen allows
+ * the CAs below it.  Each alternate chain must hold 1 to 16 certificates,
+ * the first with the CA certificate's subject and public key, then the
+ * same path checks; it may not be the "chain" file nor hold the same
+ * certificates as another chain. */
 PKI_API pki_status_t pki_ca_finish(pki_ca_t *ca, pki_result_t *res);
 PKI_API int pki_ca_allows(const pki_ca_t *ca, const pki_template_t *t);
 PKI_API X509 *pki_ca_cert(const pki_ca_t *ca);                 /* borrowed */

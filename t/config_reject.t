@@ -23,6 +23,11 @@ my $wrongpin = $t->dir . '/wrong.pin';
 spew($wrongpin, "99999999\n");
 chmod 0600, $wrongpin;
 
+# the shared chain in the wrong order (the root first)
+my $dir = $t->dir;
+spew("$dir/chain-reversed.pem",
+     slurp("$pki/root.pem") . slurp("$pki/issuing.pem"));
+
 my $extra_tmpl = <<'T';
     pki_template other {
         key_types ec:P-256;
@@ -69,6 +74,14 @@ my @cases = (
     ['alternate_chain whose first certificate is not the CA',
      sub { s/alternate_chain \S+;/alternate_chain $pki\/root.pem;/ },
      qr/alternate chain "\Q$pki\E\/root\.pem" does not have the subject/,
+     [qr{pki_ca issuing}]],
+    ['chain holding a root that did not issue the CA certificate',
+     sub { s/\bchain \S+chain\.pem;/chain $pki\/altroot.pem;/ },
+     qr/certificate 1 of CA chain "\Q$pki\E\/altroot\.pem" did not issue the CA certificate/,
+     [qr{pki_ca issuing}]],
+    ['chain in the wrong order (the root first)',
+     sub { s/\bchain \S+chain\.pem;/chain $dir\/chain-reversed.pem;/ },
+     qr/in CA chain "\Q$dir\E\/chain-reversed\.pem", certificate 2 did not issue certificate 1/,
      [qr{pki_ca issuing}]],
     ['missing PIN file',
      sub { s/pin_file \S+;/pin_file $pki\/no-pin-file;/ },

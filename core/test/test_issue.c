@@ -2025,6 +2025,279 @@ done:
 }
 
 
+/* A certificate of /CN=cn and key pub, issued by issuer (key ikey), or
+ * self-signed by ikey when issuer is NULL, valid from now + nb to now +
+ * na seconds: CA:TRUE when ca (pathLenConstraint pathlen when >= 0), else
+ * CA:FALSE; keyUsage ku (OpenSSL conf syntax) unless NULL. */
+static X509 *
+raw_cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey,
+    int ca, int pathlen, const char *ku, long nb, long na)
+{
+    int              i, nid[4];
+    char             bc[64];
+    X509            *x;
+    X509_NAME       *n;
+    X509V3_CTX       v3;
+    const char      *val[4];
+    X509_EXTENSION  *e;
+    static long      serial = 1000;
+
+    x = X509_new();
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+    X509_gmtime_adj(X509_getm_notBefore(x), nb);
+    X509_gmtime_adj(X509_getm_notAfter(x), na);
+    X509_set_pubkey(x, pub);
+    X509_NAME_free(n);
+
+    if (!ca) {
+        snprintf(bc, sizeof(bc), "critical,CA:FALSE");
+    } else if (pathlen >= 0) {
+        snprintf(bc, sizeof(bc), "critical,CA:TRUE,pathlen:%d", pathlen);
+    } else {
+        snprintf(bc, sizeof(bc), "critical,CA:TRUE");
+    }
+
+    nid[0] = NID_basic_constraints;
+    val[0] = bc;
+    nid[1] = NID_subject_key_identifier;
+    val[1] = "hash";
+    nid[2] = ku ? NID_key_usage : NID_undef;
+    val[2] = ku;
+    nid[3] = issuer ? NID_authority_key_identifier : NID_undef;
+    val[3] = "keyid:always";
+
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+
+    for (i = 0; i < 4; i++) {
+        if (nid[i] == NID_undef) {
+            continue;
+        }
+        e = X509V3_EXT_conf_nid(NULL, &v3, nid[i], val[i]);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+
+    X509_sign(x, ikey, EVP_sha256());
+
+    return x;
+}
+
+
+/* DIR/name: the certificates of xs (NULL-terminated), in that order. */
+static void
+write_certs(const char *name, X509 *const *xs)
+{
+    FILE  *f;
+    char   path[128];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    for (; *xs; xs++) {
+        PEM_write_X509(f, *xs);
+    }
+    fclose(f);
+}
+
+
+/* CA "chk" of DIR/cert (key key), "chain DIR/chain" unless chain is NULL,
+ * a crl_url when crl; res says how pki_ca_finish went. */
+static pki_ca_t *
+chain_ca(const char *cert, const char *chain, int crl, pki_key_t *key,
+    pki_result_t *res)
+{
+    char       path[128];
+    pki_ca_t  *ca;
+
+    pki_result_init(res);
+    ca = pki_ca_new("chk");
+    snprintf(path, sizeof(path), "%s/%s", dir, cert);
+    ca_line(ca, "certificate", path, res);
+    if (chain) {
+        snprintf(path, sizeof(path), "%s/%s", dir, chain);
+        ca_line(ca, "chain", path, res);
+    }
+    if (crl) {
+        ca_line(ca, "crl_url", "http://pki.example/crl/chk.crl", res);
+    }
+    pki_ca_set_key(ca, key, res);
+    pki_ca_finish(ca, res);
+
+    return ca;
+}
+
+
+/*
+ * The CA's own "chain" (what ACME, EST and SCEP hand out above the CA
+ * certificate) is the path a verifier takes: pki_ca_finish refuses a first
+ * certificate that did not issue the CA (an unrelated root), a link that
+ * does not issue the one before, a certificate that is not a CA, expired
+ * or not yet valid, one whose pathlen the CAs under it exceed; it takes
+ * the path with or without the CA certificate first, and a self-signed
+ * root at the top.  The CA certificate itself must be valid now.
+ */
+static void
+test_primary_chain(void)
+{
+    int           i;
+    X509         *r, *in, *in0, *inx, *inf, *n, *xr, *c, *c0, *cx, *cf, *cn;
+    X509         *cfut;
+    EVP_PKEY     *kr, *ki, *kc, *kx;
+    pki_ca_t     *ca;
+    pki_key_t    *key;
+    pki_result_t  res;
+    static const char  *ku = "critical,keyCertSign,cRLSign";
+    static const struct {
+        const char  *cert;
+        const char  *chain;
+        const char  *detail;     /* NULL: taken */
+    } cases[] = {
+        { "c.pem", "c-chain.pem", NULL },
+        { "c.pem", "c-full.pem", NULL },
+        { "c.pem", "c-int.pem", NULL },
+        { "c.pem", "c-unrelated.pem", "certificate 1 of CA chain \"" },
+        { "c.pem", "c-unrelated.pem", "did not issue the CA certificate" },
+        { "c.pem", "c-full-unrelated.pem",
+          "certificate 2 of CA chain \"" },
+        { "c.pem", "c-broken.pem", "certificate 2 did not issue "
+          "certificate 1" },
+        { "c.pem", "c-reversed.pem", "did not issue the CA certificate" },
+        { "cn.pem", "cn-chain.pem", "certificate 1 of CA chain \"" },
+        { "cn.pem", "cn-chain.pem", "is not a CA certificate" },
+        { "cx.pem", "cx-chain.pem", "has expired" },
+        { "cf.pem", "cf-chain.pem", "is not valid yet" },
+        { "c0.pem", "c0-chain.pem", "has pathlen:0" },
+        { "c.pem", "c-root-expired.pem", "certificate 2 of CA chain \"" },
+        { "c.pem", "c-root-expired.pem", "has expired" },
+        { "cfut.pem", NULL, "is not valid yet" },
+    };
+
+    kr = keygen("EC:P-256");
+    ki = keygen("EC:P-256");
+    kc = keygen("EC:P-256");
+    kx = keygen("EC:P-256");
+    key = open_key(write_key(kc, "chk.key"));
+
+    /* root (pathlen:2) -> int -> the CA; the others beside them */
+    r = raw_cert("Chain Root", kr, NULL, kr, 1, 2, ku, -3600, 86400 * 30);
+    in = raw_cert("Chain Int", ki, r, kr, 1, -1, ku, -3600, 86400 * 30);
+    in0 = raw_cert("Chain Int P0", ki, r, kr, 1, 0, ku, -3600, 86400 * 30);
+    inx = raw_cert("Chain Int Old", ki, r, kr, 1, -1, ku, -86400 * 2,
+                   -86400);
+    inf = raw_cert("Chain Int New", ki, r, kr, 1, -1, ku, 86400,
+                   86400 * 30);
+    n = raw_cert("Chain Not CA", ki, r, kr, 0, -1, NULL, -3600, 86400 * 30);
+    xr = raw_cert("Chain Unrelated Root", kx, NULL, kx, 1, -1, ku, -3600,
+                  86400 * 30);
+    c = raw_cert("Chain CA", kc, in, ki, 1, 0, ku, -3600, 86400 * 10);
+    c0 = raw_cert("Chain CA", kc, in0, ki, 1, 0, ku, -3600, 86400 * 10);
+    cx = raw_cert("Chain CA", kc, inx, ki, 1, 0, ku, -3600, 86400 * 10);
+    cf = raw_cert("Chain CA", kc, inf, ki, 1, 0, ku, -3600, 86400 * 10);
+    cn = raw_cert("Chain CA", kc, n, ki, 1, 0, ku, -3600, 86400 * 10);
+    cfut = raw_cert("Chain CA Future", kc, NULL, kc, 1, -1, ku, 3600,
+                    86400 * 10);
+
+    {
+        X509 *const  cc[] = { c, NULL };
+        X509 *const  c_chain[] = { in, r, NULL };
+        X509 *const  c_full[] = { c, in, r, NULL };
+        X509 *const  c_int[] = { in, NULL };
+        X509 *const  c_unrel[] = { xr, NULL };
+        X509 *const  c_full_unrel[] = { c, xr, NULL };
+        X509 *const  c_broken[] = { in, xr, NULL };
+        X509 *const  c_rev[] = { r, in, NULL };
+        X509 *const  cn_c[] = { cn, NULL };
+        X509 *const  cn_chain[] = { n, r, NULL };
+        X509 *const  cx_c[] = { cx, NULL };
+        X509 *const  cx_chain[] = { inx, r, NULL };
+        X509 *const  cf_c[] = { cf, NULL };
+        X509 *const  cf_chain[] = { inf, r, NULL };
+        X509 *const  c0_c[] = { c0, NULL };
+        X509 *const  c0_chain[] = { in0, r, NULL };
+        X509 *const  cfut_c[] = { cfut, NULL };
+        X509        *rx, *rootx[3];
+
+        write_certs("c.pem", cc);
+        write_certs("c-chain.pem", c_chain);
+        write_certs("c-full.pem", c_full);
+        write_certs("c-int.pem", c_int);
+        write_certs("c-unrelated.pem", c_unrel);
+        write_certs("c-full-unrelated.pem", c_full_unrel);
+        write_certs("c-broken.pem", c_broken);
+        write_certs("c-reversed.pem", c_rev);
+        write_certs("cn.pem", cn_c);
+        write_certs("cn-chain.pem", cn_chain);
+        write_certs("cx.pem", cx_c);
+        write_certs("cx-chain.pem", cx_chain);
+        write_certs("cf.pem", cf_c);
+        write_certs("cf-chain.pem", cf_chain);
+        write_certs("c0.pem", c0_c);
+        write_certs("c0-chain.pem", c0_chain);
+        write_certs("cfut.pem", cfut_c);
+
+        /* the root again, its validity over: the same name and key */
+        rx = raw_cert("Chain Root", kr, NULL, kr, 1, 2, ku, -86400 * 2,
+                      -86400);
+        rootx[0] = in;
+        rootx[1] = rx;
+        rootx[2] = NULL;
+        write_certs("c-root-expired.pem", rootx);
+        X509_free(rx);
+    }
+
+    for (i = 0; i < (int) (sizeof(cases) / sizeof(cases[0])); i++) {
+        ca = chain_ca(cases[i].cert, cases[i].chain, 0, key, &res);
+
+        if (cases[i].detail == NULL) {
+            ok(res.status == PKI_OK, "chain %s under %s taken: %s",
+               cases[i].chain, cases[i].cert, res.detail);
+
+        } else {
+            ok(res.status == PKI_MALFORMED
+               && strstr(res.detail, cases[i].detail) != NULL
+               && (cases[i].chain == NULL
+                   || strstr(res.detail, cases[i].chain) != NULL),
+               "%s under %s refused (%s): %s",
+               cases[i].chain ? cases[i].chain : "no chain", cases[i].cert,
+               cases[i].detail, res.detail);
+        }
+
+        pki_ca_free(ca);
+    }
+
+    /* the chain above a CA taken: what is served, in file order */
+    ca = chain_ca("c.pem", "c-chain.pem", 1, key, &res);
+    ok(res.status == PKI_OK && sk_X509_num(pki_ca_chain(ca)) == 2
+       && X509_cmp(sk_X509_value(pki_ca_chain(ca), 0), in) == 0,
+       "chain int + root kept as given: %s", res.detail);
+    pki_ca_free(ca);
+
+    X509_free(r);
+    X509_free(in);
+    X509_free(in0);
+    X509_free(inx);
+    X509_free(inf);
+    X509_free(n);
+    X509_free(xr);
+    X509_free(c);
+    X509_free(c0);
+    X509_free(cx);
+    X509_free(cf);
+    X509_free(cn);
+    X509_free(cfut);
+    pki_key_free(key);
+    EVP_PKEY_free(kr);
+    EVP_PKEY_free(ki);
+    EVP_PKEY_free(kc);
+    EVP_PKEY_free(kx);
+}
+
+
 int
 main(void)
 {
@@ -2311,6 +2584,7 @@ main(void)
        "no alternate chain configured");
 
     test_alt_chains(subpk, subkey, otherpk, troot, tsub);
+    test_primary_chain();
 
     x = issue_one(subca, tother, NULL, "/CN=dev1", NULL, NULL, &res);
     ok(x == NULL && res.status == PKI_POLICY
