@@ -797,7 +797,8 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
         }
     }
 
-    /* A CA: basicConstraints CA:TRUE, keyCertSign if keyUsage present. */
+    /* A CA: basicConstraints CA:TRUE; keyCertSign if keyUsage present,
+     * and cRLSign too with a crl_url. */
     bc = X509_get_ext_d2i(ca->cert, NID_basic_constraints, &crit, NULL);
     if (bc == NULL || !bc->ca) {
         BASIC_CONSTRAINTS_free(bc);
@@ -825,13 +826,26 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
                         ca->cert_file);
     }
 
+    ca->crl_sign = 1;
+
     if (ku != NULL) {
         i = ASN1_BIT_STRING_get_bit(ku, PKI_KU_KEY_CERT_SIGN);
+        j = ASN1_BIT_STRING_get_bit(ku, PKI_KU_CRL_SIGN);
         ASN1_BIT_STRING_free(ku);
+        ca->crl_sign = j;
         if (!i) {
             return pki_fail(res, PKI_MALFORMED, "\"%.128s\" is not a CA "
                             "certificate (keyUsage without keyCertSign)",
                             ca->cert_file);
+        }
+
+        /* the CRL every certificate names would fail RFC 5280 6.3.3 (f)
+         * at each relying party (OpenSSL: KEYUSAGE_NO_CRL_SIGN) */
+        if (!j && ca->crl_url != NULL) {
+            return pki_fail(res, PKI_MALFORMED, "\"%.128s\" may not sign "
+                            "CRLs (keyUsage without cRLSign): relying "
+                            "parties would refuse every CRL at its "
+                            "\"crl_url\"", ca->cert_file);
         }
     }
 
@@ -903,6 +917,13 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
     ca->finished = 1;
 
     return PKI_OK;
+}
+
+
+int
+pki_ca_signs_crls(const pki_ca_t *ca)
+{
+    return ca != NULL && ca->finished && ca->crl_sign;
 }
 
 

@@ -114,6 +114,7 @@ struct pki_ca_s {
     X509                     *cert;
     STACK_OF(X509)           *chain;
     pki_key_t                *key;             /* not owned */
+    int                       crl_sign;        /* keyUsage allows CRLs */
 
     char                     *alt_files[PKI_CA_MAX_ALT_CHAINS];
     int                       nalt;

@@ -455,8 +455,8 @@ PKI_API const char *pki_ca_template_name(const pki_ca_t *ca, int i);
 PKI_API pki_status_t pki_ca_add_template(pki_ca_t *ca, pki_template_t *t,
     pki_result_t *res);
 /* Loads certificate and chain, checks the key matches the certificate, the
- * certificate is a CA valid now, and every template is compatible with
- * the CA.
+ * certificate is a CA valid now (with cRLSign, if it has a keyUsage, when
+ * the CA has a crl_url), and every template is compatible with the CA.
  * The chain (1 to 16 certificates, after the CA certificate itself when
  * the file begins with it) is the path above the CA: the first the
  * issuer of the CA certificate, each next one the issuer of the one
@@ -466,6 +466,9 @@ PKI_API pki_status_t pki_ca_add_template(pki_ca_t *ca, pki_template_t *t,
  * same path checks; it may not be the "chain" file nor hold the same
  * certificates as another chain. */
 PKI_API pki_status_t pki_ca_finish(pki_ca_t *ca, pki_result_t *res);
+/* 1 when the (finished) CA certificate may sign CRLs: no keyUsage, or one
+ * with cRLSign; else the CA publishes no CRL. */
+PKI_API int pki_ca_signs_crls(const pki_ca_t *ca);
 PKI_API int pki_ca_allows(const pki_ca_t *ca, const pki_template_t *t);
 PKI_API X509 *pki_ca_cert(const pki_ca_t *ca);                 /* borrowed */
 PKI_API STACK_OF(X509) *pki_ca_chain(const pki_ca_t *ca);      /* borrowed */

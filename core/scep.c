@@ -4603,6 +4603,14 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 
     X509_free(cert);
 
+    /* no CRL any relying party would take: none is signed */
+    if (!pki_ca_signs_crls(conf->ca)) {
+        pki_fail(res, PKI_UNSUPPORTED, "CA \"%s\" publishes no CRL (its "
+                 "keyUsage lacks cRLSign)", pki_ca_name(conf->ca));
+        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        return;
+    }
+
     memset(&info, 0, sizeof(info));
     st = pki_crl_current(conf->ca, conf->redis,
                          conf->crl_next_update > 0 ? conf->crl_next_update

@@ -4481,7 +4481,8 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
         }
     }
 
-    if (i == pmcf->cas.nelts) {
+    /* a CA whose certificate may not sign CRLs publishes none */
+    if (i == pmcf->cas.nelts || !pki_ca_signs_crls(cas[i].ca)) {
         return NGX_HTTP_NOT_FOUND;
     }
 
@@ -4943,7 +4944,7 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
         pki_result_init(&rf->res[i]);
         rf->next[i] = 0;
 
-        if (rf->pmcf->crl_refresh == 0) {
+        if (rf->pmcf->crl_refresh == 0 || !pki_ca_signs_crls(cas[i].ca)) {
             rf->status[i] = PKI_OK;
             continue;
         }

@@ -23,10 +23,33 @@ my $wrongpin = $t->dir . '/wrong.pin';
 spew($wrongpin, "99999999\n");
 chmod 0600, $wrongpin;
 
-# the shared chain in the wrong order (the root first)
+# a CA certificate whose keyUsage has keyCertSign but not cRLSign (key in
+# a file), and the shared chain in the wrong order (the root first)
 my $dir = $t->dir;
+openssl_or_die('req', '-x509', '-newkey', 'ec', '-pkeyopt',
+    'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$dir/nocrl.key",
+    '-subj', '/CN=CA without cRLSign', '-days', '30',
+    '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign',
+    '-out', "$dir/nocrl.pem");
 spew("$dir/chain-reversed.pem",
      slurp("$pki/root.pem") . slurp("$pki/issuing.pem"));
+my $nocrl_ca = <<"T";
+    pki_ca nocrl {
+        certificate $dir/nocrl.pem;
+        key $dir/nocrl.key;
+        crl_url http://127.0.0.1/crl/nocrl.crl;
+    }
+T
+
+{
+    # without a crl_url that CA is taken (it publishes no CRL)
+    (my $conf = $base) =~ s/(    pki_ca issuing \{)/$nocrl_ca\n$1/;
+    $conf =~ s/\n\s*crl_url \S+nocrl\.crl;//;
+    my ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'nocrl.conf'));
+    ok($ok, 'a CA without cRLSign and without crl_url passes nginx -t')
+        or diag($out);
+}
 
 my $extra_tmpl = <<'T';
     pki_template other {
@@ -83,6 +106,10 @@ my @cases = (
      sub { s/\bchain \S+chain\.pem;/chain $dir\/chain-reversed.pem;/ },
      qr/in CA chain "\Q$dir\E\/chain-reversed\.pem", certificate 2 did not issue certificate 1/,
      [qr{pki_ca issuing}]],
+    ['crl_url for a CA certificate whose keyUsage lacks cRLSign',
+     sub { s/(    pki_ca issuing \{)/$nocrl_ca\n$1/ },
+     qr/"\Q$dir\E\/nocrl\.pem" may not sign CRLs \(keyUsage without cRLSign\).*"crl_url"/,
+     [qr{pki_ca nocrl}]],
     ['missing PIN file',
      sub { s/pin_file \S+;/pin_file $pki\/no-pin-file;/ },
      qr/no-pin-file/, [qr{pki_key_vault}, qr{pki_ca issuing}]],

@@ -5,7 +5,8 @@
 # CRLs served by location /crl/ { pki_crl; } in the shared config: fetched
 # from each certificate's own CDP, verified with openssl crl -CAfile and
 # openssl verify -crl_check, refreshed after a revocation, coalesced
-# rebuilds, cache headers, 404s, and Redis down with a CRL in memory or
+# rebuilds, cache headers, 404s (also for a CA whose keyUsage lacks
+# cRLSign: it has no CRL), and Redis down with a CRL in memory or
 # only in the local copy on disk (new workers).
 
 use strict;
@@ -19,7 +20,23 @@ use PKITest;
 
 my $t = PKITest->new;
 $t->start_redis;
-$t->start_nginx($t->render_conf);
+
+# beside the issuing CA, one whose keyUsage lacks cRLSign (no crl_url, as
+# nginx -t requires): a CRL it signed would verify nowhere, so it has none
+my $nd = $t->dir;
+openssl_or_die('req', '-x509', '-newkey', 'ec', '-pkeyopt',
+    'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$nd/nocrl.key",
+    '-subj', '/CN=CA without cRLSign', '-days', '30',
+    '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign',
+    '-out', "$nd/nocrl.pem");
+(my $conf = $t->render_conf) =~ s/(\n    pki_ca issuing \{)/
+    pki_ca nocrl {
+        certificate $nd\/nocrl.pem;
+        key $nd\/nocrl.key;
+    }
+$1/ or die 'no pki_ca issuing';
+$t->start_nginx($conf);
 
 my $admin = 'https://127.0.0.1:' . $t->https_port . '/pki/admin';
 my $pki = $t->pki;
@@ -124,6 +141,8 @@ is(fetch('http://127.0.0.1:' . $t->http_port . '/crl/nosuch.crl')->{code},
    404, 'unknown CA: 404');
 is(fetch('http://127.0.0.1:' . $t->http_port . '/crl/issuing')->{code},
    404, 'no .crl suffix: 404');
+$r = fetch('http://127.0.0.1:' . $t->http_port . '/crl/nocrl.crl');
+is($r->{code}, 404, 'a CA whose keyUsage lacks cRLSign: 404, no CRL');
 $r = $t->curl('POST', $url, data => 'x', quiet => 1);
 is($r->{code}, 405, 'POST: 405');
 is($r->{headers}{allow}, 'GET, HEAD', '  with Allow (RFC 9110 15.5.6)');
@@ -178,6 +197,9 @@ for (1 .. 70) {
     last if $s1 > $s0;
 }
 ok($s1 > $s0, "the refresher rebuilt the CRL by itself ($s0 -> $s1)");
+ok(!$t->redis_keys('*{ca:nocrl}:crl*')
+   && !-e $t->prefix . '/pki_crl_cache/nocrl.crl',
+   '  and built none for the CA without cRLSign');
 
 # Redis down with a CRL in memory: still served
 $t->stop_redis;

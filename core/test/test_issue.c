@@ -2139,14 +2139,15 @@ chain_ca(const char *cert, const char *chain, int crl, pki_key_t *key,
  * does not issue the one before, a certificate that is not a CA, expired
  * or not yet valid, one whose pathlen the CAs under it exceed; it takes
  * the path with or without the CA certificate first, and a self-signed
- * root at the top.  The CA certificate itself must be valid now.
+ * root at the top.  The CA certificate itself must be valid now, and may
+ * lack cRLSign only without a crl_url (pki_ca_signs_crls says which).
  */
 static void
 test_primary_chain(void)
 {
     int           i;
     X509         *r, *in, *in0, *inx, *inf, *n, *xr, *c, *c0, *cx, *cf, *cn;
-    X509         *cfut;
+    X509         *cfut, *cnocrl, *cnoku;
     EVP_PKEY     *kr, *ki, *kc, *kx;
     pki_ca_t     *ca;
     pki_key_t    *key;
@@ -2201,6 +2202,10 @@ test_primary_chain(void)
     cn = raw_cert("Chain CA", kc, n, ki, 1, 0, ku, -3600, 86400 * 10);
     cfut = raw_cert("Chain CA Future", kc, NULL, kc, 1, -1, ku, 3600,
                     86400 * 10);
+    cnocrl = raw_cert("Chain CA No CRL", kc, NULL, kc, 1, -1,
+                      "critical,keyCertSign", -3600, 86400 * 10);
+    cnoku = raw_cert("Chain CA No KU", kc, NULL, kc, 1, -1, NULL, -3600,
+                     86400 * 10);
 
     {
         X509 *const  cc[] = { c, NULL };
@@ -2220,6 +2225,8 @@ test_primary_chain(void)
         X509 *const  c0_c[] = { c0, NULL };
         X509 *const  c0_chain[] = { in0, r, NULL };
         X509 *const  cfut_c[] = { cfut, NULL };
+        X509 *const  cnocrl_c[] = { cnocrl, NULL };
+        X509 *const  cnoku_c[] = { cnoku, NULL };
         X509        *rx, *rootx[3];
 
         write_certs("c.pem", cc);
@@ -2239,6 +2246,8 @@ test_primary_chain(void)
         write_certs("c0.pem", c0_c);
         write_certs("c0-chain.pem", c0_chain);
         write_certs("cfut.pem", cfut_c);
+        write_certs("cnocrl.pem", cnocrl_c);
+        write_certs("cnoku.pem", cnoku_c);
 
         /* the root again, its validity over: the same name and key */
         rx = raw_cert("Chain Root", kr, NULL, kr, 1, 2, ku, -86400 * 2,
@@ -2275,6 +2284,27 @@ test_primary_chain(void)
     ok(res.status == PKI_OK && sk_X509_num(pki_ca_chain(ca)) == 2
        && X509_cmp(sk_X509_value(pki_ca_chain(ca), 0), in) == 0,
        "chain int + root kept as given: %s", res.detail);
+    ok(pki_ca_signs_crls(ca), "  a CA with cRLSign signs CRLs");
+    pki_ca_free(ca);
+
+    /* cRLSign: needed with a crl_url, else the CA publishes no CRL */
+    ca = chain_ca("cnocrl.pem", NULL, 1, key, &res);
+    ok(res.status == PKI_MALFORMED && strstr(res.detail, "cnocrl.pem")
+       && strstr(res.detail, "without cRLSign")
+       && strstr(res.detail, "crl_url"),
+       "keyUsage without cRLSign and a crl_url refused: %s", res.detail);
+    pki_ca_free(ca);
+
+    ca = chain_ca("cnocrl.pem", NULL, 0, key, &res);
+    ok(res.status == PKI_OK, "keyUsage without cRLSign, no crl_url: "
+       "taken: %s", res.detail);
+    ok(!pki_ca_signs_crls(ca), "  it signs no CRL");
+    pki_ca_free(ca);
+
+    ca = chain_ca("cnoku.pem", NULL, 1, key, &res);
+    ok(res.status == PKI_OK, "no keyUsage, a crl_url: taken: %s",
+       res.detail);
+    ok(pki_ca_signs_crls(ca), "  it signs CRLs");
     pki_ca_free(ca);
 
     X509_free(r);
@@ -2290,6 +2320,8 @@ test_primary_chain(void)
     X509_free(cf);
     X509_free(cn);
     X509_free(cfut);
+    X509_free(cnocrl);
+    X509_free(cnoku);
     pki_key_free(key);
     EVP_PKEY_free(kr);
     EVP_PKEY_free(ki);

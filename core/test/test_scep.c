@@ -43,6 +43,7 @@ rsa(int bits, int n)
 }
 
 
+/* ca: 0 an end entity, 1 a CA, 2 a CA without cRLSign */
 static X509 *
 cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey, int ca)
 {
@@ -66,9 +67,10 @@ cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey, int ca)
     X509_add_ext(x, e, -1);
     X509_EXTENSION_free(e);
     e = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage,
-                            ca ? "critical,keyCertSign,cRLSign,"
-                                 "digitalSignature"
-                               : "digitalSignature,keyEncipherment");
+                            ca == 2 ? "critical,keyCertSign,digitalSignature"
+                            : ca ? "critical,keyCertSign,cRLSign,"
+                                   "digitalSignature"
+                            : "digitalSignature,keyEncipherment");
     X509_add_ext(x, e, -1);
     X509_EXTENSION_free(e);
     e = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier, "hash");
@@ -184,6 +186,8 @@ typedef struct {
     int                corrupt_sig;
     int                no_nonce;
     int                des;
+    const unsigned char  *inner;    /* non-NULL: the messageData, not a */
+    int                inner_len;   /* CSR (GetCert, GetCRL) */
 } msg_t;
 
 
@@ -263,6 +267,11 @@ build(msg_t *m, unsigned char **out)
     X509_REQ_sign(csr, m->key, EVP_sha256());
     ilen = i2d_X509_REQ(csr, &inner);
     X509_REQ_free(csr);
+    if (m->inner != NULL) {
+        OPENSSL_free(inner);
+        inner = OPENSSL_memdup(m->inner, m->inner_len);
+        ilen = m->inner_len;
+    }
 
     rc = sk_X509_new_null();
     sk_X509_push(rc, m->rcpt);
@@ -451,6 +460,38 @@ pkiop(const pki_scep_conf_t *conf, msg_t *m, int *fail, X509 **issued,
         diag("  -> %s (%s)", resp.res.detail, resp.res.log);
     }
     pki_scep_resp_free(&resp);
+    return st;
+}
+
+
+/* GetCRL (22) for the IssuerAndSerialNumber of x, signed by key: the
+ * pkiStatus, *fail the failInfo. */
+static int
+getcrl(const pki_scep_conf_t *conf, X509 *x, EVP_PKEY *key, int *fail)
+{
+    int                       st, h;
+    msg_t                     m;
+    unsigned char            *der;
+    PKCS7_ISSUER_AND_SERIAL  *ias;
+
+    ias = PKCS7_ISSUER_AND_SERIAL_new();
+    X509_NAME_set(&ias->issuer, X509_get_issuer_name(x));
+    ASN1_INTEGER_free(ias->serial);
+    ias->serial = ASN1_INTEGER_dup(X509_get0_serialNumber(x));
+    der = NULL;
+
+    memset(&m, 0, sizeof(m));
+    m.type = 22;
+    m.key = key;
+    m.cn = "getcrl";
+    m.rcpt = conf->ra_cert ? conf->ra_cert : pki_ca_cert(conf->ca);
+    m.inner_len = i2d_PKCS7_ISSUER_AND_SERIAL(ias, &der);
+    m.inner = der;
+    PKCS7_ISSUER_AND_SERIAL_free(ias);
+
+    st = pkiop(conf, &m, fail, NULL, &h);
+    OPENSSL_free(der);
+
     return st;
 }
 
@@ -980,7 +1021,37 @@ main(void)
         m.rcpt = ra_x;
         ok(s == 0 && issued && pki_ca_issued(ca, issued), "CA mode: PKCSReq "
            "SUCCESS");
+        s = issued ? getcrl(&cmode, issued, dev_k, &f) : -1;
+        ok(s == 0, "GetCRL: SUCCESS (the CA has cRLSign) %d %d", s, f);
         X509_free(issued);
+
+        /* a CA whose keyUsage lacks cRLSign: its CRL would verify
+         * nowhere, none is signed */
+        {
+            X509             *nx;
+            pki_ca_t         *nca;
+            pki_scep_conf_t   nconf;
+
+            nx = cert("SCEP Test RSA CA without cRLSign", ca_k, NULL, ca_k,
+                      2);
+            nca = make_ca("nocrl", nx, ca_key, t);
+            ok(!pki_ca_signs_crls(nca) && pki_ca_signs_crls(ca),
+               "pki_ca_signs_crls: not without cRLSign");
+            nconf = cmode;
+            nconf.ca = nca;
+            issued = NULL;
+            m.rcpt = nx;
+            s = pkiop(&nconf, &m, &f, &issued, &h);
+            m.rcpt = ra_x;
+            ok(s == 0 && issued && pki_ca_issued(nca, issued),
+               "CA without cRLSign: PKCSReq SUCCESS");
+            s = issued ? getcrl(&nconf, issued, dev_k, &f) : -1;
+            ok(s == 2 && f == 2, "CA without cRLSign: GetCRL FAILURE "
+               "badRequest, no CRL signed (%d %d)", s, f);
+            X509_free(issued);
+            pki_ca_free(nca);
+            X509_free(nx);
+        }
 
         /* one-time challenge through the admin API */
         memset(&ac, 0, sizeof(ac));
