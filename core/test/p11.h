@@ -23,7 +23,12 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
+
+#include "pki.h"
 
 
 typedef unsigned long  p11_ulong;
@@ -383,6 +388,38 @@ p11_probe_alive(p11_t *p, p11_ulong s)
     }
 
     return rv == P11_CKR_OPERATION_ACTIVE;
+}
+
+
+/* pki_key_sign of a fixed message with SHA-256 (the lean PKCS#11 path for
+ * EC keys); with pub, the signature is checked here too, with OpenSSL. */
+static __attribute__((unused)) pki_status_t
+p11_sign(pki_key_t *k, EVP_PKEY *pub, int *verified, pki_result_t *res)
+{
+    static const unsigned char  tbs[] = "nginx-pki p11 test";
+    size_t                      siglen = 0;
+    EVP_MD_CTX                 *ctx;
+    pki_status_t                st;
+    unsigned char              *sig = NULL;
+
+    pki_result_init(res);
+    st = pki_key_sign(k, EVP_sha256(), tbs, sizeof(tbs) - 1, &sig, &siglen,
+                      res);
+
+    if (verified != NULL) {
+        *verified = 0;
+        ctx = EVP_MD_CTX_new();
+        if (st == PKI_OK && pub != NULL && ctx != NULL
+            && EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pub) == 1
+            && EVP_DigestVerify(ctx, sig, siglen, tbs, sizeof(tbs) - 1) == 1)
+        {
+            *verified = 1;
+        }
+        EVP_MD_CTX_free(ctx);
+    }
+
+    free(sig);
+    return st;
 }
 
 #endif /* PKI_TEST_P11_H */

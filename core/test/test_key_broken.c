@@ -45,7 +45,6 @@
 #include "test/p11.h"
 
 
-static const unsigned char  tbs[] = "test_key_broken";
 
 static int          vg;
 static p11_t        p;
@@ -58,37 +57,6 @@ now_s(void)
 
     gettimeofday(&tv, NULL);
     return tv.tv_sec + tv.tv_usec / 1e6;
-}
-
-
-/* pki_key_sign with SHA-256 (the lean PKCS#11 path for EC keys); with pub,
- * the signature is checked here too, with OpenSSL. */
-static pki_status_t
-sign(pki_key_t *k, EVP_PKEY *pub, int *verified, pki_result_t *res)
-{
-    size_t          siglen = 0;
-    EVP_MD_CTX     *ctx;
-    pki_status_t    st;
-    unsigned char  *sig = NULL;
-
-    pki_result_init(res);
-    st = pki_key_sign(k, EVP_sha256(), tbs, sizeof(tbs) - 1, &sig, &siglen,
-                      res);
-
-    if (verified != NULL) {
-        *verified = 0;
-        ctx = EVP_MD_CTX_new();
-        if (st == PKI_OK && pub != NULL && ctx != NULL
-            && EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pub) == 1
-            && EVP_DigestVerify(ctx, sig, siglen, tbs, sizeof(tbs) - 1) == 1)
-        {
-            *verified = 1;
-        }
-        EVP_MD_CTX_free(ctx);
-    }
-
-    free(sig);
-    return st;
 }
 
 
@@ -120,7 +88,7 @@ hammer(pki_key_t *k, double secs, hammer_t *h)
 
     while (now_s() - t0 < secs) {
         t1 = now_s();
-        st = sign(k, NULL, NULL, &res);
+        st = p11_sign(k, NULL, NULL, &res);
         h->fast += now_s() - t1 < (vg ? 0.05 : 0.005);
         h->n++;
         h->unavailable += st == PKI_UNAVAILABLE;
@@ -160,7 +128,7 @@ bg_requests(void *arg)
     pki_result_t   res;
 
     while (!*b->stop) {
-        (void) sign(b->key, NULL, NULL, &res);
+        (void) p11_sign(b->key, NULL, NULL, &res);
         b->n++;
         usleep(1000);
     }
@@ -196,7 +164,7 @@ pace(pki_key_t *g, pki_key_t *bad, double secs, int *fails, double *worst)
 
     while (now_s() - t0 < secs) {
         t1 = now_s();
-        *fails += sign(g, NULL, NULL, &res) != PKI_OK;
+        *fails += p11_sign(g, NULL, NULL, &res) != PKI_OK;
         took = now_s() - t1;
         if (took > *worst) {
             *worst = took;
@@ -226,7 +194,7 @@ broken(const char *what, const char *why, pki_key_t *a, pki_key_t *g,
     pki_result_t   res;
 
     t0 = now_s();
-    st = sign(a, NULL, NULL, &res);
+    st = p11_sign(a, NULL, NULL, &res);
     ok(st == PKI_UNAVAILABLE && strstr(res.log, why) != NULL,
        "%s: unavailable, saying why (%s, %.3f s) [%s]", what,
        pki_status_name(st), now_s() - t0, res.log);
@@ -261,13 +229,13 @@ back(const char *what, pki_key_t *a, EVP_PKEY *pub)
     pki_result_t   res;
 
     t0 = now_s();
-    for (i = 0; sign(a, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
+    for (i = 0; p11_sign(a, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
          i++)
     {
         usleep(20000);
     }
 
-    ok(sign(a, pub, &verified, &res) == PKI_OK && verified,
+    ok(p11_sign(a, pub, &verified, &res) == PKI_OK && verified,
        "%s: back, it signs by itself in %.3f s (%d tries), verified [%s]",
        what, now_s() - t0, i, res.log);
     ok(now_s() - t0 < (vg ? 60.0 : 10.0), "%s: within its backoff", what);
@@ -340,8 +308,8 @@ main(void)
     }
 
     pub_a = EVP_PKEY_dup(pki_key_public(a));
-    ok(sign(a, pub_a, &verified, &res) == PKI_OK && verified
-       && sign(g, NULL, NULL, &res) == PKI_OK, "both keys sign");
+    ok(p11_sign(a, pub_a, &verified, &res) == PKI_OK && verified
+       && p11_sign(g, NULL, NULL, &res) == PKI_OK, "both keys sign");
 
     alone = pace(g, NULL, 1.0, &gfails, &worst);
     diag("the other key alone: %d signatures in 1 s, slowest %.3f s", alone,

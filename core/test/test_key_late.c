@@ -43,7 +43,6 @@
 
 #define NSIGNERS  32
 
-static const unsigned char  tbs[] = "test_key_late";
 
 static char         tokendir[1024], away[1100];
 static int          moved, vg;
@@ -75,37 +74,6 @@ token_back(void)
 }
 
 
-/* pki_key_sign with SHA-256 (the lean PKCS#11 path for EC keys); with pub,
- * the signature is checked here too, with OpenSSL. */
-static pki_status_t
-sign(pki_key_t *k, EVP_PKEY *pub, int *verified, pki_result_t *res)
-{
-    size_t          siglen = 0;
-    EVP_MD_CTX     *ctx;
-    pki_status_t    st;
-    unsigned char  *sig = NULL;
-
-    pki_result_init(res);
-    st = pki_key_sign(k, EVP_sha256(), tbs, sizeof(tbs) - 1, &sig, &siglen,
-                      res);
-
-    if (verified != NULL) {
-        *verified = 0;
-        ctx = EVP_MD_CTX_new();
-        if (st == PKI_OK && pub != NULL && ctx != NULL
-            && EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pub) == 1
-            && EVP_DigestVerify(ctx, sig, siglen, tbs, sizeof(tbs) - 1) == 1)
-        {
-            *verified = 1;
-        }
-        EVP_MD_CTX_free(ctx);
-    }
-
-    free(sig);
-    return st;
-}
-
-
 typedef struct {
     pki_key_t          *key;
     pthread_barrier_t  *go;
@@ -124,7 +92,7 @@ signer(void *arg)
     pthread_barrier_wait(s->go);
 
     t0 = now_s();
-    s->st = sign(s->key, NULL, NULL, &res);
+    s->st = p11_sign(s->key, NULL, NULL, &res);
     s->took = now_s() - t0;
 
     return NULL;
@@ -303,7 +271,7 @@ main(void)
     pub_l = EVP_PKEY_dup(pki_key_public(l));
     pub_r = r != NULL ? EVP_PKEY_dup(pki_key_public(r)) : NULL;
 
-    ok(sign(k, pub_k, &verified, &res) == PKI_OK && verified,
+    ok(p11_sign(k, pub_k, &verified, &res) == PKI_OK && verified,
        "and signs [%s]", res.detail);
 
     /* another key goes under the label of l (the master's l still has
@@ -344,7 +312,7 @@ main(void)
     diag("the worker's opens took %.3f s", now_s() - t0);
 
     t0 = now_s();
-    st = sign(k, NULL, NULL, &res);
+    st = p11_sign(k, NULL, NULL, &res);
     ok(st == PKI_UNAVAILABLE, "a key that did not open answers "
        "unavailable, not \"not open\" (%s) [%s] [%s]", pki_status_name(st),
        res.detail, res.log);
@@ -374,18 +342,18 @@ main(void)
     ok(!moved, "token directory back");
 
     t0 = now_s();
-    for (i = 0; sign(k, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
+    for (i = 0; p11_sign(k, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
          i++)
     {
         usleep(50000);
     }
-    ok(sign(k, pub_k, &verified, &res) == PKI_OK && verified,
+    ok(p11_sign(k, pub_k, &verified, &res) == PKI_OK && verified,
        "the key signs by itself in %.3f s (%d failed tries), verified with "
        "the master's public key [%s]", now_s() - t0, i, res.log);
     ok(now_s() - t0 < (vg ? 60.0 : 8.0),
        "within the vault's backoff (5 s at most) and a reopen");
 
-    ok(sign(k2, pub_k, &verified, &res) == PKI_OK && verified
+    ok(p11_sign(k2, pub_k, &verified, &res) == PKI_OK && verified
        && pki_key_public(k2) != NULL
        && EVP_PKEY_eq(pki_key_public(k2), pub_k) == 1,
        "a key first opened in the worker signs, its public key from its "
@@ -414,10 +382,10 @@ main(void)
     n = 0;
     t0 = now_s();
     while (now_s() - t0 < 0.5) {
-        n += sign(l, NULL, NULL, &res) == PKI_OK;
+        n += p11_sign(l, NULL, NULL, &res) == PKI_OK;
         usleep(10000);
     }
-    ok(n == 0 && sign(l, NULL, NULL, &res) == PKI_UNAVAILABLE,
+    ok(n == 0 && p11_sign(l, NULL, NULL, &res) == PKI_UNAVAILABLE,
        "and never signs (%d signatures) [%s]", n, res.log);
 
     ok(p11_find_slot(&p, token)
@@ -426,12 +394,12 @@ main(void)
        "its own key back under its label");
 
     t0 = now_s();
-    for (i = 0; sign(l, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
+    for (i = 0; p11_sign(l, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
          i++)
     {
         usleep(50000);
     }
-    ok(sign(l, pub_l, &verified, &res) == PKI_OK && verified,
+    ok(p11_sign(l, pub_l, &verified, &res) == PKI_OK && verified,
        "then it signs by itself in %.3f s (%d failed tries), verified with "
        "the master's public key [%s]", now_s() - t0, i, res.log);
 
