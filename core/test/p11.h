@@ -422,4 +422,28 @@ p11_sign(pki_key_t *k, EVP_PKEY *pub, int *verified, pki_result_t *res)
     return st;
 }
 
+
+/* The token directory of a SoftHSM configuration file into dir: 1 found,
+ * 0 not. */
+static __attribute__((unused)) int
+p11_tokendir(const char *conf, char *dir, size_t size)
+{
+    int    found;
+    char   line[1200], d[1024];
+    FILE  *f;
+
+    found = 0;
+    f = fopen(conf, "r");
+
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+        found = sscanf(line, " directories.tokendir = %1023s", d) == 1;
+    }
+
+    if (f != NULL) {
+        fclose(f);
+    }
+
+    return found && snprintf(dir, size, "%s", d) < (int) size;
+}
+
 #endif /* PKI_TEST_P11_H */

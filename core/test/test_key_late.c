@@ -183,8 +183,7 @@ int
 main(void)
 {
     int            i, n, verified;
-    char           line[1200], uri_l[512];
-    FILE          *f;
+    char           uri_l[512];
     p11_t          p;
     double         t0, max;
     EVP_PKEY      *pub_k, *pub_r, *pub_l;
@@ -210,16 +209,7 @@ main(void)
                  "PKI_TEST_KEY_URI_EC)");
     }
 
-    f = fopen(conf, "r");
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        if (sscanf(line, " directories.tokendir = %1023s", tokendir) == 1) {
-            break;
-        }
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (tokendir[0] == '\0') {
+    if (!p11_tokendir(conf, tokendir, sizeof(tokendir))) {
         skip_all("no directories.tokendir in the SoftHSM configuration");
     }
     snprintf(away, sizeof(away), "%s.away", tokendir);

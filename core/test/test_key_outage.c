@@ -27,6 +27,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/p11.h"
 
 
 typedef unsigned long  ck_ulong;
@@ -200,8 +201,7 @@ int
 main(void)
 {
     int            i, unav, vg;
-    char           line[1200], first[300];
-    FILE          *f;
+    char           first[300];
     double         t0, max;
     const char    *conf, *module, *token, *pinf, *uri;
     pki_vault_t   *v;
@@ -222,16 +222,7 @@ main(void)
                  "PKI_TEST_KEY_URI_EC)");
     }
 
-    f = fopen(conf, "r");
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        if (sscanf(line, " directories.tokendir = %1023s", tokendir) == 1) {
-            break;
-        }
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (tokendir[0] == '\0') {
+    if (!p11_tokendir(conf, tokendir, sizeof(tokendir))) {
         skip_all("no directories.tokendir in the SoftHSM configuration");
     }
     snprintf(away, sizeof(away), "%s.away", tokendir);
