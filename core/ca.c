@@ -20,6 +20,8 @@ static pki_status_t pki_ca_check_template(pki_ca_t *ca,
 static pki_status_t pki_ca_read_certs(const char *what, const char *file,
     STACK_OF(X509) **out, pki_result_t *res);
 static const char *pki_ca_time_error(X509 *x, time_t now);
+static pki_status_t pki_ca_check_chain(pki_ca_t *ca, time_t now,
+    pki_result_t *res);
 static pki_status_t pki_ca_check_path(const char *what, const char *file,
     STACK_OF(X509) *sk, int from, X509 *below, time_t now,
     pki_result_t *res);
@@ -553,7 +555,10 @@ pki_ca_same_certs(STACK_OF(X509) *a, STACK_OF(X509) *b)
 }
 
 
-/* NULL when x is valid at now, else how it is not. */
+/* NULL when x is valid at now, else how it is not.  A notBefore up to 5
+ * minutes ahead is taken: a certificate made on a host whose clock runs a
+ * little fast, installed at once (what the CA issues never starts before
+ * its issuer's notBefore). */
 static const char *
 pki_ca_time_error(X509 *x, time_t now)
 {
@@ -561,7 +566,7 @@ pki_ca_time_error(X509 *x, time_t now)
         return "has expired";
     }
 
-    if (pki_int_asn1_time(X509_get0_notBefore(x)) > now) {
+    if (pki_int_asn1_time(X509_get0_notBefore(x)) > now + 300) {
         return "is not valid yet (notBefore in the future)";
     }
 
@@ -570,15 +575,15 @@ pki_ca_time_error(X509 *x, time_t now)
 
 
 /*
- * The certificates of a chain file (what: "CA chain", "alternate chain"),
- * loaded in sk, from index from on, as a verifier meets them above a leaf
- * of the CA: each issued the one before it (its name, key identifier and
- * keyUsage as X509_check_issued() takes them, and the signature), the
- * first one below when below is not NULL; each is a CA certificate valid
- * at now, whose pathLenConstraint, where it has one, allows the CA
- * certificates under it in this path (below included; self-issued ones
- * do not count, RFC 5280 6.1.4).  Certificates are numbered from 1 in the
- * file's order.
+ * The certificates of an alternate chain file, loaded in sk, from index
+ * from on, as a verifier meets them above a leaf of the CA: each issued
+ * the one before it (its name, key identifier and keyUsage as
+ * X509_check_issued() takes them, and the signature), the first one below
+ * when below is not NULL; each is a CA certificate (a v1 self-signed root
+ * on top too), the first valid at now, each whose pathLenConstraint,
+ * where it has one, allows the CA certificates under it in this path
+ * (below included; self-issued ones do not count, RFC 5280 6.1.4).
+ * Certificates are numbered from 1 in the file's order.
  */
 static pki_status_t
 pki_ca_check_path(const char *what, const char *file, STACK_OF(X509) *sk,
@@ -634,6 +639,15 @@ pki_ca_check_path(const char *what, const char *file, STACK_OF(X509) *sk,
         BASIC_CONSTRAINTS_free(bc);
         ERR_clear_error();
 
+        /* a v1 self-signed root on top counts, as for OpenSSL */
+        if (!ca && i == sk_X509_num(sk) - 1
+            && (X509_get_extension_flags(up) & EXFLAG_SS)
+            && X509_check_ca(up) != 0)
+        {
+            ca = 1;
+        }
+        ERR_clear_error();
+
         if (!ca) {
             return pki_fail(res, PKI_MALFORMED, "certificate %d of %s "
                             "\"%.128s\" is not a CA certificate (no "
@@ -646,7 +660,9 @@ pki_ca_check_path(const char *what, const char *file, STACK_OF(X509) *sk,
                             what, file);
         }
 
-        err = pki_ca_time_error(up, now);
+        /* the first only: an expired certificate above it (an old root
+         * kept for old clients) must not stop the next start */
+        err = i == from ? pki_ca_time_error(up, now) : NULL;
         if (err != NULL) {
             return pki_fail(res, PKI_MALFORMED, "certificate %d of %s "
                             "\"%.128s\" %s", i + 1, what, file, err);
@@ -658,6 +674,104 @@ pki_ca_check_path(const char *what, const char *file, STACK_OF(X509) *sk,
                             "CA certificates under it (%d)", i + 1, what,
                             file, pl, under);
         }
+    }
+
+    return PKI_OK;
+}
+
+
+/*
+ * The "chain" file, which EST and SCEP serve as a set and ACME in its
+ * order, leaving out self-signed certificates and copies of the CA's: in
+ * any order, with more trust anchors than one (a root rollover) or an old
+ * copy of a root, as relying parties take it.  What it must hold is the
+ * CA certificate's issuer, when it holds anything but copies of the CA
+ * certificate: a chain file left from another CA or an older hierarchy
+ * gives every client a chain that does not verify.  That issuer must be
+ * a CA (a v1 self-signed root counts, as for OpenSSL), valid now, and
+ * allow a CA certificate under it (pathLenConstraint).  The rest of the
+ * file is not judged: an expired extra root would otherwise stop the next
+ * start of the whole server.
+ */
+static pki_status_t
+pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
+{
+    int                 i, n, others, rv, at;
+    long                pl;
+    X509               *x, *up;
+    EVP_PKEY           *pub;
+    const char         *err;
+    BASIC_CONSTRAINTS  *bc;
+    char                name[256];
+
+    up = NULL;
+    at = 0;
+    others = 0;
+    n = sk_X509_num(ca->chain);
+
+    for (i = 0; i < n && up == NULL; i++) {
+        x = sk_X509_value(ca->chain, i);
+
+        if (X509_cmp(x, ca->cert) == 0) {
+            continue;
+        }
+
+        others++;
+        rv = X509_check_issued(x, ca->cert);
+        pub = X509_get0_pubkey(x);
+
+        if (rv == X509_V_OK && pub != NULL && X509_verify(ca->cert, pub) == 1)
+        {
+            up = x;
+            at = i + 1;
+        }
+
+        ERR_clear_error();
+    }
+
+    if (others == 0) {
+        return PKI_OK;
+    }
+
+    if (up == NULL) {
+        if (X509_NAME_oneline(X509_get_issuer_name(ca->cert), name,
+                              sizeof(name)) == NULL)
+        {
+            name[0] = '\0';
+        }
+        ERR_clear_error();
+
+        return pki_fail(res, PKI_MALFORMED, "no certificate of CA chain "
+                        "\"%.128s\" issued the CA certificate \"%.128s\" "
+                        "(its issuer %.200s is not in it: a chain file of "
+                        "another CA?)", ca->chain_file, ca->cert_file, name);
+    }
+
+    if (X509_check_ca(up) == 0) {
+        ERR_clear_error();
+        return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
+                        "\"%.128s\", the CA certificate's issuer, is not a "
+                        "CA certificate", at, ca->chain_file);
+    }
+
+    err = pki_ca_time_error(up, now);
+    if (err != NULL) {
+        return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
+                        "\"%.128s\", the CA certificate's issuer, %s", at,
+                        ca->chain_file, err);
+    }
+
+    bc = X509_get_ext_d2i(up, NID_basic_constraints, NULL, NULL);
+    pl = bc != NULL && bc->ca && bc->pathlen != NULL
+         ? ASN1_INTEGER_get(bc->pathlen) : -1;
+    BASIC_CONSTRAINTS_free(bc);
+    ERR_clear_error();
+
+    if (pl == 0 && !(X509_get_extension_flags(ca->cert) & EXFLAG_SI)) {
+        return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
+                        "\"%.128s\", the CA certificate's issuer, has "
+                        "pathlen:0: no CA certificate may follow it", at,
+                        ca->chain_file);
     }
 
     return PKI_OK;
@@ -877,16 +991,9 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
         }
     }
 
-    /* the chain above the CA, as ACME, EST and SCEP serve it; its file
-     * may begin with the CA certificate itself */
-    if (sk_X509_num(ca->chain) > 0) {
-        rc = pki_ca_check_path("CA chain", ca->chain_file, ca->chain,
-                               X509_cmp(sk_X509_value(ca->chain, 0),
-                                        ca->cert) == 0,
-                               ca->cert, now, res);
-        if (rc != PKI_OK) {
-            return rc;
-        }
+    rc = pki_ca_check_chain(ca, now, res);
+    if (rc != PKI_OK) {
+        return rc;
     }
 
     for (i = 0; i < ca->nalt; i++) {

@@ -24,7 +24,7 @@ spew($wrongpin, "99999999\n");
 chmod 0600, $wrongpin;
 
 # a CA certificate whose keyUsage has keyCertSign but not cRLSign (key in
-# a file), and the shared chain in the wrong order (the root first)
+# a file), and the shared chain in another order (the root first)
 my $dir = $t->dir;
 openssl_or_die('req', '-x509', '-newkey', 'ec', '-pkeyopt',
     'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$dir/nocrl.key",
@@ -49,6 +49,15 @@ T
     my ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'nocrl.conf'));
     ok($ok, 'a CA without cRLSign and without crl_url passes nginx -t')
         or diag($out);
+}
+
+{
+    # EST and SCEP serve the chain as a set, ACME leaves the roots out:
+    # the root first is taken
+    (my $conf = $base) =~
+        s/\bchain \S+chain\.pem;/chain $dir\/chain-reversed.pem;/;
+    my ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'rev.conf'));
+    ok($ok, 'a chain with the root first passes nginx -t') or diag($out);
 }
 
 my $extra_tmpl = <<'T';
@@ -100,11 +109,7 @@ my @cases = (
      [qr{pki_ca issuing}]],
     ['chain holding a root that did not issue the CA certificate',
      sub { s/\bchain \S+chain\.pem;/chain $pki\/altroot.pem;/ },
-     qr/certificate 1 of CA chain "\Q$pki\E\/altroot\.pem" did not issue the CA certificate/,
-     [qr{pki_ca issuing}]],
-    ['chain in the wrong order (the root first)',
-     sub { s/\bchain \S+chain\.pem;/chain $dir\/chain-reversed.pem;/ },
-     qr/in CA chain "\Q$dir\E\/chain-reversed\.pem", certificate 2 did not issue certificate 1/,
+     qr/no certificate of CA chain "\Q$pki\E\/altroot\.pem" issued the CA certificate/,
      [qr{pki_ca issuing}]],
     ['crl_url for a CA certificate whose keyUsage lacks cRLSign',
      sub { s/(    pki_ca issuing \{)/$nocrl_ca\n$1/ },

@@ -2147,7 +2147,7 @@ test_primary_chain(void)
 {
     int           i;
     X509         *r, *in, *in0, *inx, *inf, *n, *xr, *c, *c0, *cx, *cf, *cn;
-    X509         *cfut, *cnocrl, *cnoku;
+    X509         *cfut, *cnocrl, *cnoku, *v1, *cv1, *cskew;
     EVP_PKEY     *kr, *ki, *kc, *kx;
     pki_ca_t     *ca;
     pki_key_t    *key;
@@ -2161,21 +2161,22 @@ test_primary_chain(void)
         { "c.pem", "c-chain.pem", NULL },
         { "c.pem", "c-full.pem", NULL },
         { "c.pem", "c-int.pem", NULL },
-        { "c.pem", "c-unrelated.pem", "certificate 1 of CA chain \"" },
-        { "c.pem", "c-unrelated.pem", "did not issue the CA certificate" },
-        { "c.pem", "c-full-unrelated.pem",
-          "certificate 2 of CA chain \"" },
-        { "c.pem", "c-broken.pem", "certificate 2 did not issue "
-          "certificate 1" },
-        { "c.pem", "c-reversed.pem", "did not issue the CA certificate" },
+        { "c.pem", "c-unrelated.pem", "no certificate of CA chain \"" },
+        { "c.pem", "c-unrelated.pem", "issued the CA certificate" },
+        { "c.pem", "c-full-unrelated.pem", "no certificate of CA chain \"" },
+        /* EST and SCEP serve the chain as a set, ACME skips the roots:
+         * another order, another root, an expired old root are taken */
+        { "c.pem", "c-broken.pem", NULL },
+        { "c.pem", "c-reversed.pem", NULL },
         { "cn.pem", "cn-chain.pem", "certificate 1 of CA chain \"" },
         { "cn.pem", "cn-chain.pem", "is not a CA certificate" },
         { "cx.pem", "cx-chain.pem", "has expired" },
         { "cf.pem", "cf-chain.pem", "is not valid yet" },
         { "c0.pem", "c0-chain.pem", "has pathlen:0" },
-        { "c.pem", "c-root-expired.pem", "certificate 2 of CA chain \"" },
-        { "c.pem", "c-root-expired.pem", "has expired" },
+        { "c.pem", "c-root-expired.pem", NULL },
+        { "cv1.pem", "cv1-chain.pem", NULL },
         { "cfut.pem", NULL, "is not valid yet" },
+        { "cskew.pem", NULL, NULL },
     };
 
     kr = keygen("EC:P-256");
@@ -2200,6 +2201,29 @@ test_primary_chain(void)
     cx = raw_cert("Chain CA", kc, inx, ki, 1, 0, ku, -3600, 86400 * 10);
     cf = raw_cert("Chain CA", kc, inf, ki, 1, 0, ku, -3600, 86400 * 10);
     cn = raw_cert("Chain CA", kc, n, ki, 1, 0, ku, -3600, 86400 * 10);
+    /* a v1 root (no extensions), as openssl x509 -req -signkey makes one,
+     * and a CA it issued */
+    v1 = X509_new();
+    {
+        X509_NAME  *vn = X509_NAME_new();
+
+        X509_NAME_add_entry_by_txt(vn, "CN", MBSTRING_UTF8,
+                                   (const unsigned char *) "Chain V1 Root",
+                                   -1, -1, 0);
+        X509_set_version(v1, X509_VERSION_1);
+        ASN1_INTEGER_set(X509_get_serialNumber(v1), 77);
+        X509_set_subject_name(v1, vn);
+        X509_set_issuer_name(v1, vn);
+        X509_gmtime_adj(X509_getm_notBefore(v1), -3600);
+        X509_gmtime_adj(X509_getm_notAfter(v1), 86400 * 30);
+        X509_set_pubkey(v1, kx);
+        X509_sign(v1, kx, EVP_sha256());
+        X509_NAME_free(vn);
+    }
+    cv1 = raw_cert("Chain CA", kc, v1, kx, 1, 0, ku, -3600, 86400 * 10);
+    /* made on a host whose clock runs 2 minutes fast */
+    cskew = raw_cert("Chain CA Skew", kc, NULL, kc, 1, -1, ku, 120,
+                     86400 * 10);
     cfut = raw_cert("Chain CA Future", kc, NULL, kc, 1, -1, ku, 3600,
                     86400 * 10);
     cnocrl = raw_cert("Chain CA No CRL", kc, NULL, kc, 1, -1,
@@ -2225,6 +2249,9 @@ test_primary_chain(void)
         X509 *const  c0_c[] = { c0, NULL };
         X509 *const  c0_chain[] = { in0, r, NULL };
         X509 *const  cfut_c[] = { cfut, NULL };
+        X509 *const  cv1_c[] = { cv1, NULL };
+        X509 *const  v1_chain[] = { v1, NULL };
+        X509 *const  cskew_c[] = { cskew, NULL };
         X509 *const  cnocrl_c[] = { cnocrl, NULL };
         X509 *const  cnoku_c[] = { cnoku, NULL };
         X509        *rx, *rootx[3];
@@ -2246,6 +2273,9 @@ test_primary_chain(void)
         write_certs("c0.pem", c0_c);
         write_certs("c0-chain.pem", c0_chain);
         write_certs("cfut.pem", cfut_c);
+        write_certs("cv1.pem", cv1_c);
+        write_certs("cv1-chain.pem", v1_chain);
+        write_certs("cskew.pem", cskew_c);
         write_certs("cnocrl.pem", cnocrl_c);
         write_certs("cnoku.pem", cnoku_c);
 
@@ -2320,6 +2350,9 @@ test_primary_chain(void)
     X509_free(cf);
     X509_free(cn);
     X509_free(cfut);
+    X509_free(v1);
+    X509_free(cv1);
+    X509_free(cskew);
     X509_free(cnocrl);
     X509_free(cnoku);
     pki_key_free(key);
