@@ -722,9 +722,11 @@ av_tls_start(av_t *av, av_conn_t *c, const char *host, const char *sni,
     /* no finite-field DH: its cost is the target's choice (DHE with a
      * 10000-bit odd modulus of its own takes most of a second of CPU per
      * handshake, and http-01 may follow 10 redirects to https); real
-     * servers speak ECDHE, on these curves */
+     * servers speak ECDHE, on these named curves, whose cost is fixed (in
+     * TLS 1.2 the list also bounds the server's ECDSA certificate curve:
+     * P-521 stays) */
     if (!SSL_CTX_set_cipher_list(c->ctx, "DEFAULT:!kDHE")
-        || !SSL_CTX_set1_groups_list(c->ctx, "X25519:P-256:P-384"))
+        || !SSL_CTX_set1_groups_list(c->ctx, "X25519:P-256:P-384:P-521"))
     {
         return av_fail(av, PKI_INTERNAL, "serverInternal",
                        "cannot set the TLS ciphers or groups");
