@@ -2457,10 +2457,14 @@ pki_int_issue_withdraw_serial(pki_redis_t *r, const char *ca,
 }
 
 
-/* Generous for a store that answers (a withdrawal costs two round trips
- * of a millisecond or less), short of the timeout per item a stalled one
- * costs: a 1000-item batch's cleanup stops after 11 s at the default 1 s,
- * where it took over half an hour (pki_batch_abandon, pki_batch_withdraw). */
+/* The time a batch's cleanup may take (pki_batch_abandon,
+ * pki_batch_withdraw): the store's timeout, and per item a hundredth of it
+ * but at least 50 ms, room for a withdrawal's two durable writes (each
+ * waiting for an fsync under appendfsync always, milliseconds on a slow
+ * disk).  A stalled store stops the cleanup sooner (a command left
+ * unanswered twice); this bounds one that answers each command just
+ * within the timeout, which held a thread over half an hour for 1000
+ * items at the default 1 s (now at most 51 s). */
 double
 pki_int_cleanup_deadline(const pki_redis_t *r, size_t n)
 {
@@ -2468,7 +2472,8 @@ pki_int_cleanup_deadline(const pki_redis_t *r, size_t n)
 
     t = pki_int_redis_timeout_ms(r) / 1000.0;
 
-    return pki_int_now() + t + t * (double) n / 100.0;
+    return pki_int_now() + t + (double) n * (t / 100.0 > 0.05 ? t / 100.0
+                                                               : 0.05);
 }
 
 
@@ -3200,6 +3205,7 @@ pki_batch_abandon(pki_redis_t *r, const pki_ca_t *ca, pki_bstate_t *st,
     size_t n)
 {
     size_t          i, m, left;
+    pki_status_t    rc;
     double          until;
     const char     *stop;
     pki_result_t    ar, *res, *first;
@@ -3244,16 +3250,23 @@ pki_batch_abandon(pki_redis_t *r, const pki_ca_t *ca, pki_bstate_t *st,
         }
 
         pki_result_init(&ar);
+        rc = pki_record_abandon(r, ca->name, st[i].rec.serial, &ar);
 
-        if (pki_record_abandon(r, ca->name, st[i].rec.serial, &ar)
-            != PKI_OK)
-        {
+        if (rc == PKI_UNAVAILABLE) {
+            /* a node that cannot serve (READONLY after a failover)
+             * answers at once and drops the connection: once more, on a
+             * new one; a second failure is a store that does not answer */
+            pki_result_init(&ar);
+            rc = pki_record_abandon(r, ca->name, st[i].rec.serial, &ar);
+        }
+
+        if (rc != PKI_OK) {
             pki_log(res, "%sabandoning serial %s failed: %s %s",
                     res->log[0] ? "; " : "", st[i].rec.serial, ar.detail,
                     ar.log);
 
-            if (ar.status == PKI_UNAVAILABLE) {
-                stop = "Redis did not answer an earlier abandon";
+            if (rc == PKI_UNAVAILABLE) {
+                stop = "Redis did not answer an earlier abandon, twice";
             }
         }
     }

@@ -470,7 +470,7 @@ pki_withdraw(const pki_matter_conf_t *conf, const char *hex,
  * withdraw.)
  *
  * One round trip or two per item, so the cleanup stops at the first that
- * Redis leaves unanswered (a stalled Redis held the thread two timeouts
+ * Redis leaves unanswered, tried twice (a stalled Redis held the thread two timeouts
  * per item: a 1000-DAC batch, over half an hour at the default 1 s, the
  * batch's abandons included) or at its deadline (pki_int_cleanup_deadline:
  * a Redis that answers each just in time).  The serials left are those of
@@ -522,12 +522,20 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
         if (stop == NULL) {
             st = pki_withdraw(conf, items[i].committed, &wres, res);
 
+            if (wres.status == PKI_UNAVAILABLE) {
+                /* a node that cannot serve (READONLY after a failover)
+                 * answers at once and drops the connection: once more, on
+                 * a new one (a withdrawal that landed unanswered is then
+                 * revoked already: PKI_CONFLICT) */
+                st = pki_withdraw(conf, items[i].committed, &wres, res);
+            }
+
             if (st == PKI_OK) {
                 done++;
             }
 
             if (wres.status == PKI_UNAVAILABLE) {
-                stop = "Redis did not answer one";
+                stop = "Redis did not answer one, twice";
             }
 
             if (st == PKI_OK || st == PKI_NOT_FOUND || st == PKI_CONFLICT) {

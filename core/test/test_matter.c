@@ -1880,19 +1880,19 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
     ok(resp.unsettled != NULL && all_listed(resp.unsettled, serial, n)
        && strstr(resp.unsettled, "revoke each") != NULL
        && strstr(resp.res.log, "24 certificate(s) the failed batch had "
-                 "issued not withdrawn (Redis did not answer one)") != NULL,
+                 "issued not withdrawn (Redis did not answer one, twice)") != NULL,
        "  every serial listed for the operator to revoke: %.160s; %s",
        resp.unsettled ? resp.unsettled : "(none)", resp.res.log);
     pki_matter_resp_free(&resp);
     pki_redis_free(r);
 
-    /* Redis answering each command 70 ms late (timeout 400 ms), the log
+    /* Redis answering each command 150 ms late (timeout 400 ms), the log
      * refusing the entries (the batch fails after its commit): the
-     * withdrawals stop at the cleanup's deadline */
+     * withdrawals stop at the cleanup's deadline (0.4 s + 24 x 50 ms) */
     snprintf(ns, sizeof(ns), "mbd%d:", (int) getpid());
     r = fx_redis(px.path, ns, 400, &res);
     (void) pki_redis_ping(r, &res);
-    proxy_arm(&px, "PERSIST", PX_SLOW, 70);
+    proxy_arm(&px, "PERSIST", PX_SLOW, 150);
     memset(&resp, 0, sizeof(resp));
     log_closer_on = 1;
     st = r ? batch_run(ca, t, r, 24, &resp, &dt) : 0;
@@ -1905,8 +1905,8 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
                       &wd);
     ok(fired && st == 503 && n == 24, "Redis slow: 503 (%d), 24 records "
        "(%d) %s", st, n, resp.res.detail);
-    ok(dt < 2.0, "  answered in %.2f s (< 2; 24 withdrawals at 140 ms: "
-       "over 3.3)", dt);
+    ok(dt < 4.0, "  answered in %.2f s (< 4; 24 withdrawals at 300 ms: "
+       "over 7.2)", dt);
     ok(wd >= 1 && good >= 1 && wd + good == 24, "  withdrawn until the "
        "cleanup's deadline: %d withdrawn, %d left good", wd, good);
     ok(resp.unsettled != NULL && all_listed(resp.unsettled, gs, good)
