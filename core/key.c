@@ -4211,9 +4211,10 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
             pthread_rwlock_unlock(&v->lock);
 
             if (rc >= 0) {
-                if (rc == 1) {
-                    pki_key_good(k);
-                }
+                /* a bad padding too: the token did the private-key
+                 * operation, the key works (its backoff ends, else every
+                 * try after it reopened the vault) */
+                pki_key_good(k);
                 break;
             }
 
