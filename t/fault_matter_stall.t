@@ -76,7 +76,7 @@ my @lines = grep { /matter: (?:CA "matter-pai": |\(continued\))/ }
             split /\n/, $el;
 my $head = 'matter: CA "matter-pai": 60 certificate(s) issued, maybe recorded '
            . 'good, delivered to no one and not withdrawn (Redis did not '
-           . 'answer one): revoke each';
+           . 'answer one, twice): revoke each';
 ok(($lines[0] // '') =~ /\[error\]/ && index($lines[0], $head) >= 0,
    'the error log lists them for the operator, at error')
     or diag($lines[0] // '(none)');
