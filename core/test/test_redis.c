@@ -605,6 +605,16 @@ test_setup_sigpipe(void)
         return;
     }
 
+    if (getenv("PKI_TEST_VALGRIND") != NULL) {
+        /* the child inherits the parent's connections and leaves by
+         * _exit: memcheck counts them lost in it (a signal, not memory,
+         * is what this checks; the plain and sanitizer runs do) */
+        diag("SIGPIPE in the connection's setup: not under Valgrind");
+        close(lfd);
+        unlink(sa.sun_path);
+        return;
+    }
+
     pthread_create(&th, NULL, closing_server, &lfd);
 
     fflush(stdout);
