@@ -691,7 +691,9 @@ pki_ca_check_path(const char *what, const char *file, STACK_OF(X509) *sk,
  * a CA (a v1 self-signed root counts, as for OpenSSL), valid now, and
  * allow a CA certificate under it (pathLenConstraint).  The rest of the
  * file is not judged: an expired extra root would otherwise stop the next
- * start of the whole server.
+ * start of the whole server.  A self-signed CA (a root that issues) needs
+ * no issuer: its file may hold cross certificates of it (same subject and
+ * key, issued by another root), which are not judged either.
  */
 static pki_status_t
 pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
@@ -703,6 +705,15 @@ pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
     const char         *err;
     BASIC_CONSTRAINTS  *bc;
     char                name[256];
+
+    pub = X509_get0_pubkey(ca->cert);
+    rv = X509_check_issued(ca->cert, ca->cert) == X509_V_OK && pub != NULL
+         && X509_verify(ca->cert, pub) == 1;
+    ERR_clear_error();
+
+    if (rv) {
+        return PKI_OK;
+    }
 
     up = NULL;
     at = 0;

@@ -2177,6 +2177,8 @@ test_primary_chain(void)
         { "cv1.pem", "cv1-chain.pem", NULL },
         { "cfut.pem", NULL, "is not valid yet" },
         { "cskew.pem", NULL, NULL },
+        /* a root that issues, with an expired cross certificate of it */
+        { "croot.pem", "croot-cross.pem", NULL },
     };
 
     kr = keygen("EC:P-256");
@@ -2286,6 +2288,20 @@ test_primary_chain(void)
         rootx[1] = rx;
         rootx[2] = NULL;
         write_certs("c-root-expired.pem", rootx);
+        X509_free(rx);
+
+        /* a self-signed CA, and its cross certificate from the chain
+         * root, expired: the file of a root needs no issuer */
+        rx = raw_cert("Chain CA Root", kc, NULL, kc, 1, -1, ku, -3600,
+                      86400 * 10);
+        rootx[0] = rx;
+        rootx[1] = NULL;
+        write_certs("croot.pem", rootx);
+        X509_free(rx);
+        rx = raw_cert("Chain CA Root", kc, r, kr, 1, -1, ku, -86400 * 2,
+                      -86400);
+        rootx[0] = rx;
+        write_certs("croot-cross.pem", rootx);
         X509_free(rx);
     }
 
