@@ -174,7 +174,7 @@ run_tests() {
     build_all "$bdir" "$san"
 
     note "running tests (PKI_BUILD=$bdir, PKI_SANITIZE=$san)"
-    PKI_BUILD="$bdir" PKI_SANITIZE="$san" prove "${files[@]}" \
+    PKI_BUILD="$bdir" PKI_SANITIZE="$san" prove --timer "${files[@]}" \
         || die "test suite failed"
 }
 
