@@ -4,9 +4,12 @@
  *
  * Metrics history and certificate counts in Redis (see pki.h): per-minute
  * and per-hour buckets every host adds its deltas to, read back for the
- * dashboard's history charts.  The history calls are one round trip each
- * (a Lua script); the certificate counts are a walk of bounded steps, done
- * once per interval for the whole fleet (the others read its result).
+ * dashboard's history charts.  A flush is one round trip (a Lua script)
+ * that a sender may repeat: it is added once.  The history is read a page
+ * of buckets per script, so that no single command keeps Redis from its
+ * other clients for long; the certificate counts are a walk of bounded
+ * steps, done once per interval for the whole fleet (the others read its
+ * result).
  */
 
 #include <errno.h>
@@ -28,14 +31,40 @@
 #define PKI_METRICS_HOUR_TTL     (90L * 86400 + 7200)
 #define PKI_METRICS_MAX_MINUTES  2880
 #define PKI_METRICS_MAX_HOURS    2160
+#define PKI_METRICS_HISTORY_PAGE 60      /* buckets per history script */
+#define PKI_METRICS_SOURCE_MAX   64
+#define PKI_METRICS_MARK_TTL     "900000" /* ms: a sender's last batch */
 #define PKI_METRICS_SCAN_COUNT   "1000"  /* HSCAN page of the revoked hash */
 #define PKI_METRICS_SCORES_MAX   1000    /* members per ZMSCORE            */
 #define PKI_METRICS_SCAN_ROUNDS  100000  /* HSCAN pages per count: a cap   */
 #define PKI_METRICS_COUNTS_LEN   128
 
 
+/*
+ * KEYS[1] the minute bucket, KEYS[2] the hour bucket, KEYS[3] the sender's
+ * mark <ns>{metrics}:f:<source>; ARGV[1], ARGV[2] the buckets' TTLs in
+ * seconds, ARGV[3] the batch's sequence number, ARGV[4] the mark's TTL in
+ * milliseconds, ARGV[5..] field/delta pairs.
+ *
+ * The mark holds the sequence number of the sender's last batch added: a
+ * batch sent again (its answer was lost, or the connection retry of
+ * pki_redis_cmd ran it twice) finds its own number or a later one there
+ * and adds nothing (0).  A sender has one batch in flight at a time and
+ * numbers its batches upwards, so one key per sender (not per batch)
+ * tells them apart.  Buckets of another type are refused before anything
+ * is written: an error reply leaves no trace.
+ */
 static const char  pki_flush_lua[] =
-    "for i = 3, #ARGV, 2 do "
+    "for k = 1, 2 do "
+    "  local t = redis.call('TYPE', KEYS[k]).ok "
+    "  if t ~= 'none' and t ~= 'hash' then "
+    "    return redis.error_reply('WRONGTYPE metrics bucket is a ' .. t) "
+    "  end "
+    "end "
+    "local last = tonumber(redis.call('GET', KEYS[3]) or '') "
+    "if last and last >= tonumber(ARGV[3]) then return 0 end "
+    "redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) "
+    "for i = 5, #ARGV, 2 do "
     "  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) "
     "  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) "
     "end "
@@ -80,36 +109,70 @@ pki_mkey(pki_redis_t *r, const char *kind, long long t, char *buf,
 }
 
 
+static int
+pki_metrics_source_ok(const char *src)
+{
+    size_t  i;
+
+    for (i = 0; src[i] != '\0'; i++) {
+        if (i == PKI_METRICS_SOURCE_MAX
+            || !((src[i] >= '0' && src[i] <= '9')
+                 || (src[i] >= 'a' && src[i] <= 'z')
+                 || (src[i] >= 'A' && src[i] <= 'Z')
+                 || src[i] == '-' || src[i] == '_' || src[i] == '.'))
+        {
+            return 0;
+        }
+    }
+
+    return i > 0;
+}
+
+
 pki_status_t
-pki_metrics_flush(pki_redis_t *r, time_t now, const char *const *fields,
-    const long long *deltas, size_t n, pki_result_t *res)
+pki_metrics_flush(pki_redis_t *r, const pki_metrics_batch_t *b, int *unknown,
+    pki_result_t *res)
 {
     int           argc;
     char          km[PKI_METRICS_KEY_MAX], kh[PKI_METRICS_KEY_MAX];
-    char          ttl_m[24], ttl_h[24], *nums;
+    char          kf[PKI_METRICS_KEY_MAX], ttl_m[24], ttl_h[24], seq[24];
+    char         *nums;
     size_t        i, *lens;
     redisReply   *reply;
     const char  **argv;
     pki_status_t  st;
 
-    if (r == NULL || n == 0) {
+    if (unknown != NULL) {
+        *unknown = 0;
+    }
+
+    if (r == NULL || b == NULL || b->n == 0) {
         return PKI_OK;
     }
 
-    if (n > PKI_METRICS_MAX_FIELDS) {
+    if (b->n > PKI_METRICS_MAX_FIELDS) {
         return pki_fail(res, PKI_TOO_LARGE, "too many metrics fields");
     }
 
-    if (!pki_mkey(r, "m", (long long) now / 60, km, sizeof(km))
-        || !pki_mkey(r, "h", (long long) now / 3600, kh, sizeof(kh)))
+    if (b->source == NULL || !pki_metrics_source_ok(b->source)
+        || b->seq == 0)
+    {
+        return pki_fail(res, PKI_INTERNAL, "bad metrics batch source or "
+                        "sequence number");
+    }
+
+    if (!pki_mkey(r, "m", (long long) b->now / 60, km, sizeof(km))
+        || !pki_mkey(r, "h", (long long) b->now / 3600, kh, sizeof(kh))
+        || snprintf(kf, sizeof(kf), "%s{metrics}:f:%s", pki_redis_ns(r),
+                    b->source) >= (int) sizeof(kf))
     {
         return pki_fail(res, PKI_INTERNAL, "metrics key too long");
     }
 
-    argc = 7 + 2 * (int) n;
+    argc = 10 + 2 * (int) b->n;
     argv = calloc((size_t) argc, sizeof(char *));
     lens = calloc((size_t) argc, sizeof(size_t));
-    nums = calloc(n, 24);
+    nums = calloc(b->n, 24);
 
     if (argv == NULL || lens == NULL || nums == NULL) {
         st = pki_fail(res, PKI_INTERNAL, "out of memory");
@@ -118,26 +181,30 @@ pki_metrics_flush(pki_redis_t *r, time_t now, const char *const *fields,
 
     snprintf(ttl_m, sizeof(ttl_m), "%ld", PKI_METRICS_MINUTE_TTL);
     snprintf(ttl_h, sizeof(ttl_h), "%ld", PKI_METRICS_HOUR_TTL);
+    snprintf(seq, sizeof(seq), "%llu", b->seq);
 
     argv[0] = "EVAL";
     argv[1] = pki_flush_lua;
-    argv[2] = "2";
+    argv[2] = "3";
     argv[3] = km;
     argv[4] = kh;
-    argv[5] = ttl_m;
-    argv[6] = ttl_h;
+    argv[5] = kf;
+    argv[6] = ttl_m;
+    argv[7] = ttl_h;
+    argv[8] = seq;
+    argv[9] = PKI_METRICS_MARK_TTL;
 
-    for (i = 0; i < n; i++) {
-        snprintf(nums + 24 * i, 24, "%lld", deltas[i]);
-        argv[7 + 2 * i] = fields[i];
-        argv[8 + 2 * i] = nums + 24 * i;
+    for (i = 0; i < b->n; i++) {
+        snprintf(nums + 24 * i, 24, "%lld", b->deltas[i]);
+        argv[10 + 2 * i] = b->fields[i];
+        argv[11 + 2 * i] = nums + 24 * i;
     }
 
     for (i = 0; i < (size_t) argc; i++) {
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_command(r, argc, argv, lens, res);
+    reply = pki_int_redis_command_sent(r, argc, argv, lens, unknown, res);
     st = reply ? PKI_OK : PKI_UNAVAILABLE;
     if (reply) {
         freeReplyObject(reply);
@@ -153,16 +220,106 @@ done:
 }
 
 
+/* The count buckets from first on, one page (a script of up to
+ * PKI_METRICS_HISTORY_PAGE HGETALLs), each non-empty one appended to arr
+ * as {"t":T,"v":{...}}. */
+static pki_status_t
+pki_metrics_history_page(pki_redis_t *r, int hourly, long long first,
+    long long step, size_t count, const char **argv, size_t *lens,
+    char *keys, cJSON *arr, pki_result_t *res)
+{
+    int            argc;
+    char           ncount[16];
+    size_t         i, j;
+    cJSON         *b, *v;
+    redisReply    *reply, *h;
+    pki_status_t   st;
+
+    argc = 3 + (int) count;
+
+    snprintf(ncount, sizeof(ncount), "%zu", count);
+    argv[0] = "EVAL";
+    argv[1] = pki_history_lua;
+    argv[2] = ncount;
+
+    for (i = 0; i < count; i++) {
+        if (!pki_mkey(r, hourly ? "h" : "m", first + (long long) i,
+                      keys + i * PKI_METRICS_KEY_MAX, PKI_METRICS_KEY_MAX))
+        {
+            return pki_fail(res, PKI_INTERNAL, "metrics key too long");
+        }
+        argv[3 + i] = keys + i * PKI_METRICS_KEY_MAX;
+    }
+
+    for (i = 0; i < (size_t) argc; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    reply = pki_int_redis_command(r, argc, argv, lens, res);
+    if (reply == NULL) {
+        return PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != count) {
+        st = pki_fail(res, PKI_UNAVAILABLE, "unexpected reply to the "
+                      "metrics history script");
+        goto done;
+    }
+
+    for (i = 0; i < count; i++) {
+        h = reply->element[i];
+
+        if (h->type != REDIS_REPLY_ARRAY || h->elements < 2) {
+            continue;
+        }
+
+        b = cJSON_CreateObject();
+        v = cJSON_CreateObject();
+        if (b == NULL || v == NULL) {
+            cJSON_Delete(b);
+            cJSON_Delete(v);
+            continue;
+        }
+
+        cJSON_AddNumberToObject(b, "t",
+                                (double) ((first + (long long) i) * step));
+        cJSON_AddItemToObject(b, "v", v);
+
+        for (j = 0; j + 1 < h->elements; j += 2) {
+            if (h->element[j]->type == REDIS_REPLY_STRING
+                && h->element[j + 1]->type == REDIS_REPLY_STRING)
+            {
+                cJSON_AddNumberToObject(v, h->element[j]->str,
+                                        strtod(h->element[j + 1]->str, NULL));
+            }
+        }
+
+        cJSON_AddItemToArray(arr, b);
+    }
+
+    st = PKI_OK;
+
+done:
+
+    freeReplyObject(reply);
+
+    return st;
+}
+
+
+/* The buckets a page at a time: each script reads at most
+ * PKI_METRICS_HISTORY_PAGE hashes, and Redis serves its other clients
+ * between pages (one script of 2,880 HGETALLs of 200 fields each held
+ * Redis ~300 ms).  Pages read at different moments may see a flush either
+ * way: a chart, not a ledger. */
 pki_status_t
 pki_metrics_history(pki_redis_t *r, int hourly, time_t now, unsigned count,
     char **json, pki_result_t *res)
 {
-    int            argc;
-    char          *keys, ncount[16];
-    long long      step, last, t;
-    size_t         i, j, *lens;
-    cJSON         *root, *arr, *b, *v;
-    redisReply    *reply, *h;
+    char          *keys;
+    size_t         i, n, *lens;
+    cJSON         *root, *arr;
+    long long      step, last, first;
     const char   **argv;
     pki_status_t   st;
 
@@ -181,94 +338,38 @@ pki_metrics_history(pki_redis_t *r, int hourly, time_t now, unsigned count,
     }
 
     last = (long long) now / step;
-    argc = 3 + (int) count;
+    first = last - (long long) count + 1;
 
-    argv = calloc((size_t) argc, sizeof(char *));
-    lens = calloc((size_t) argc, sizeof(size_t));
-    keys = calloc(count, PKI_METRICS_KEY_MAX);
-    root = NULL;
-    reply = NULL;
-
-    if (argv == NULL || lens == NULL || keys == NULL) {
-        st = pki_fail(res, PKI_INTERNAL, "out of memory");
-        goto done;
-    }
-
-    snprintf(ncount, sizeof(ncount), "%u", count);
-    argv[0] = "EVAL";
-    argv[1] = pki_history_lua;
-    argv[2] = ncount;
-
-    for (i = 0; i < count; i++) {
-        t = last - (long long) (count - 1 - i);
-        if (!pki_mkey(r, hourly ? "h" : "m", t, keys + i * PKI_METRICS_KEY_MAX,
-                      PKI_METRICS_KEY_MAX))
-        {
-            st = pki_fail(res, PKI_INTERNAL, "metrics key too long");
-            goto done;
-        }
-        argv[3 + i] = keys + i * PKI_METRICS_KEY_MAX;
-    }
-
-    for (i = 0; i < (size_t) argc; i++) {
-        lens[i] = strlen(argv[i]);
-    }
-
-    reply = pki_int_redis_command(r, argc, argv, lens, res);
-    if (reply == NULL) {
-        st = PKI_UNAVAILABLE;
-        goto done;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != count) {
-        st = pki_fail(res, PKI_UNAVAILABLE, "unexpected reply to the "
-                      "metrics history script");
-        goto done;
-    }
-
+    argv = calloc(3 + PKI_METRICS_HISTORY_PAGE, sizeof(char *));
+    lens = calloc(3 + PKI_METRICS_HISTORY_PAGE, sizeof(size_t));
+    keys = calloc(PKI_METRICS_HISTORY_PAGE, PKI_METRICS_KEY_MAX);
     root = cJSON_CreateObject();
     arr = cJSON_CreateArray();
-    if (root == NULL || arr == NULL) {
+
+    if (argv == NULL || lens == NULL || keys == NULL || root == NULL
+        || arr == NULL)
+    {
         cJSON_Delete(arr);
         st = pki_fail(res, PKI_INTERNAL, "out of memory");
         goto done;
     }
 
     cJSON_AddNumberToObject(root, "step", (double) step);
-    cJSON_AddNumberToObject(root, "from",
-                            (double) ((last - (long long) count + 1) * step));
+    cJSON_AddNumberToObject(root, "from", (double) (first * step));
     cJSON_AddNumberToObject(root, "to", (double) (last * step));
     cJSON_AddItemToObject(root, "buckets", arr);
 
-    for (i = 0; i < count; i++) {
-        h = reply->element[i];
-
-        if (h->type != REDIS_REPLY_ARRAY || h->elements < 2) {
-            continue;
+    for (i = 0; i < count; i += n) {
+        n = count - i;
+        if (n > PKI_METRICS_HISTORY_PAGE) {
+            n = PKI_METRICS_HISTORY_PAGE;
         }
 
-        b = cJSON_CreateObject();
-        v = cJSON_CreateObject();
-        if (b == NULL || v == NULL) {
-            cJSON_Delete(b);
-            cJSON_Delete(v);
-            continue;
+        st = pki_metrics_history_page(r, hourly, first + (long long) i, step,
+                                      n, argv, lens, keys, arr, res);
+        if (st != PKI_OK) {
+            goto done;
         }
-
-        t = (last - (long long) (count - 1 - i)) * step;
-        cJSON_AddNumberToObject(b, "t", (double) t);
-        cJSON_AddItemToObject(b, "v", v);
-
-        for (j = 0; j + 1 < h->elements; j += 2) {
-            if (h->element[j]->type == REDIS_REPLY_STRING
-                && h->element[j + 1]->type == REDIS_REPLY_STRING)
-            {
-                cJSON_AddNumberToObject(v, h->element[j]->str,
-                                        strtod(h->element[j + 1]->str, NULL));
-            }
-        }
-
-        cJSON_AddItemToArray(arr, b);
     }
 
     *json = cJSON_PrintUnformatted(root);
@@ -276,9 +377,6 @@ pki_metrics_history(pki_redis_t *r, int hourly, time_t now, unsigned count,
 
 done:
 
-    if (reply) {
-        freeReplyObject(reply);
-    }
     cJSON_Delete(root);
     free(argv);
     free(lens);

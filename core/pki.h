@@ -1172,20 +1172,42 @@ PKI_API pki_status_t pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
  *
  *   <ns>{metrics}:m:<UNIX MINUTE>  hash FIELD -> count, TTL 48 h
  *   <ns>{metrics}:h:<UNIX HOUR>    hash FIELD -> count, TTL 90 days
+ *   <ns>{metrics}:f:<SOURCE>       the sequence number of the sender's
+ *                                  last batch added, TTL 15 min
  * Every host of a fleet adds its own deltas, so the buckets hold the
  * fleet's totals.  Fields are short names such as "req:est:success" or
  * "iss:CA:success".  All three calls are blocking (thread pool).
  */
 
-/* Adds deltas[i] to fields[i] of the minute and hour buckets of now: one
- * round trip.  n up to 256. */
-PKI_API pki_status_t pki_metrics_flush(pki_redis_t *r, time_t now,
-    const char *const *fields, const long long *deltas, size_t n,
-    pki_result_t *res);
+/* One sender's batch of deltas.  source names the sender, unique in the
+ * fleet for its lifetime (a worker: random bytes in hex), up to 64 of
+ * [0-9A-Za-z_.-]; seq (1, 2, ...) grows with each new batch of the
+ * source, and a sender has at most one batch in flight. */
+typedef struct {
+    const char                *source;
+    unsigned long long         seq;
+    time_t                     now;       /* picks the buckets */
+    const char *const         *fields;
+    const long long           *deltas;
+    size_t                     n;         /* up to 256 */
+} pki_metrics_batch_t;
+
+/* Adds deltas[i] to fields[i] of the minute and hour buckets of b->now:
+ * one round trip, once per source and seq.  PKI_OK when added, now or
+ * before (the same batch sent again adds nothing).  On failure *unknown
+ * (if not NULL) tells whether Redis may have added it: 1 when it was sent
+ * and no answer came (a timeout, a connection lost), and then the sender
+ * sends the same batch again (same source, seq, now and deltas) within 5
+ * minutes of its first sending, holding any new deltas back meanwhile; 0
+ * when it surely was not added (no connection, an error reply), and then
+ * its deltas may go into the sender's next batch. */
+PKI_API pki_status_t pki_metrics_flush(pki_redis_t *r,
+    const pki_metrics_batch_t *b, int *unknown, pki_result_t *res);
 
 /* The last count buckets up to now (minute: up to 2880; hourly: up to
  * 2160) as malloc'd JSON: {"step":60|3600,"from":T,"to":T,
- * "buckets":[{"t":T,"v":{"FIELD":N,...}},...]} (empty buckets left out). */
+ * "buckets":[{"t":T,"v":{"FIELD":N,...}},...]} (empty buckets left out).
+ * Read 60 buckets per Redis script: no single command keeps Redis long. */
 PKI_API pki_status_t pki_metrics_history(pki_redis_t *r, int hourly,
     time_t now, unsigned count, char **json, pki_result_t *res);
 

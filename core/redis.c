@@ -509,10 +509,11 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
  * as long as bytes kept coming; here a read after one that left the answer
  * incomplete waits only for the time left.  REDIS_ERR with c->err set and
  * errno kept from the failing read (the caller's retry looks at it).
+ * *written (if not NULL) is set to 1 once the commands were written whole.
  */
 static int
 pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
-    redisReply **out)
+    redisReply **out, int *written)
 {
     int             done, shrunk, rc, eno;
     void           *aux;
@@ -534,6 +535,12 @@ pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
                 return REDIS_ERR;
             }
         } while (!done);
+
+        /* the command is whole in the socket: Redis may run it even if
+         * its answer never comes */
+        if (written != NULL) {
+            *written = 1;
+        }
 
         for ( ;; ) {
             /* each read waits at most for the time left (a tenth of the
@@ -590,19 +597,26 @@ done:
 
 
 /* Runs one command.  Returns the reply (caller frees), or NULL with res
- * filled; an error reply is turned into NULL too.
+ * filled; an error reply is turned into NULL too.  *sent (if not NULL) is
+ * set to 1 when a failed command was written whole on some attempt, so
+ * that Redis may have run it (a timeout, a connection lost before the
+ * answer); it stays 0 when no attempt reached Redis whole (no connection,
+ * a failed write) and for an error reply on the only attempt.
  *
  * A thread's connection can sit idle for a long time; when Redis restarted
  * meanwhile, the first write or read on it finds the peer gone.  Such a
- * failure on a reused connection is retried once on a fresh one.  Every
- * command the core sends is safe to repeat: a reservation that did land the
- * first time answers "taken" and the caller draws a new serial, a commit
- * that landed answers "not pending" and the caller fails closed. */
+ * failure on a reused connection is retried once on a fresh one, although
+ * the first attempt may have run (Redis ran it and closed before its
+ * answer came): every command the core sends is safe to repeat.  A
+ * reservation that did land the first time answers "taken" and the caller
+ * draws a new serial, a commit that landed answers "not pending" and the
+ * caller fails closed, a metrics history batch carries its sender and
+ * sequence number and is added once (core/metrics.c); reads are reads. */
 static redisReply *
-pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
-    const size_t *lens, pki_result_t *res)
+pki_redis_cmd_sent(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, int *sent, pki_result_t *res)
 {
-    int             reused, attempt, err, eno;
+    int             reused, attempt, err, eno, written;
     double          t0;
     redisContext   *c;
     redisReply     *reply;
@@ -618,11 +632,16 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
         pki_int_sigpipe_block(&sp);
         t0 = pki_int_now();
         reply = NULL;
+        written = 0;
         if (redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK) {
             (void) pki_redis_get_reply(r, c, t0 + r->timeout_ms / 1000.0,
-                                       &reply);
+                                       &reply, &written);
         }
         eno = errno;
+
+        if (reply == NULL && written && sent != NULL) {
+            *sent = 1;
+        }
         pki_int_observe(PKI_EV_REDIS, pki_int_now() - t0,
                         reply ? PKI_OK : PKI_UNAVAILABLE, NULL);
         pki_int_sigpipe_restore(&sp);
@@ -659,6 +678,14 @@ pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
     }
 
     return reply;
+}
+
+
+static redisReply *
+pki_redis_cmd(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, pki_result_t *res)
+{
+    return pki_redis_cmd_sent(r, argc, argv, lens, NULL, res);
 }
 
 
@@ -3681,19 +3708,29 @@ pki_int_redis_cmd(pki_redis_t *r, int argc, const char **argv,
 
 /* ---- for core/metrics.c ----------------------------------------------------- */
 
-/* The command wrapper above without an argument cap (the metrics history
- * reads up to 2,880 buckets in one EVAL); a redisReply *, the caller frees
- * it with freeReplyObject. */
+/* The command wrapper above without an argument cap (a metrics flush
+ * carries up to 256 fields); a redisReply *, the caller frees it with
+ * freeReplyObject. */
 void *
 pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, pki_result_t *res)
+{
+    return pki_int_redis_command_sent(r, argc, argv, lens, NULL, res);
+}
+
+
+/* The same, telling a command that may have run without an answer
+ * (*sent, see pki_redis_cmd_sent) from one that surely did not. */
+void *
+pki_int_redis_command_sent(pki_redis_t *r, int argc, const char **argv,
+    const size_t *lens, int *sent, pki_result_t *res)
 {
     if (r == NULL || argc <= 0) {
         pki_fail(res, PKI_INTERNAL, "redis: bad command");
         return NULL;
     }
 
-    return pki_redis_cmd(r, argc, argv, lens, res);
+    return pki_redis_cmd_sent(r, argc, argv, lens, sent, res);
 }
 
 
@@ -3975,7 +4012,7 @@ pki_redis_pipeline(pki_redis_t *r, pki_pcmd_t *cmds, size_t ncmd,
             for (got = 0; got < ncmd; got++) {
                 reply = NULL;
                 if (pki_redis_get_reply(r, c, t0 + r->timeout_ms / 1000.0,
-                                        &reply) != REDIS_OK
+                                        &reply, NULL) != REDIS_OK
                     || reply == NULL)
                 {
                     eno = errno;

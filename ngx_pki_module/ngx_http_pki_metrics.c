@@ -38,6 +38,9 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <openssl/err.h>
+#include <openssl/rand.h>
+
 #include "ngx_http_pki_module.h"
 #include "ngx_http_pki_dashboard.h"
 
@@ -62,6 +65,8 @@
 #define NGX_HTTP_PKI_M_QUIET_KEYS  32      /* protocol, CA, status        */
 #define NGX_HTTP_PKI_M_QUIET_MSEC  10000   /* a summary at most this often */
 #define NGX_HTTP_PKI_M_TOKEN       1000000 /* an entry, in bucket units   */
+#define NGX_HTTP_PKI_M_PENDING     300     /* s: a batch sent again, at most
+                                              (pki_metrics_flush) */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -167,8 +172,12 @@ typedef struct {
     ngx_uint_t                 series[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
     ngx_atomic_uint_t          values[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
                                            /* claimed, given back on
-                                              failure */
+                                              a refusal */
     ngx_uint_t                 nseries;
+    unsigned long long         seq;        /* the batch's number */
+    ngx_uint_t                 pending;    /* sent, outcome unknown: the
+                                              same batch goes again */
+    int                        unknown;
     pki_status_t               flushed;
 
     ngx_uint_t                 certs;      /* count certificates too */
@@ -240,6 +249,7 @@ static char *ngx_http_pki_m_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_pki_m_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_pki_m_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static void ngx_http_pki_m_cas_left_out(ngx_conf_t *cf);
 static ngx_int_t ngx_http_pki_m_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_pki_m_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_m_exit_process(ngx_cycle_t *cycle);
@@ -391,6 +401,8 @@ static ngx_event_t            ngx_http_pki_m_timer_ev;
 static ngx_thread_task_t     *ngx_http_pki_m_task;
 static ngx_uint_t             ngx_http_pki_m_busy;
 static ngx_uint_t             ngx_http_pki_m_ticks;
+static unsigned long long     ngx_http_pki_m_seq;
+static u_char                 ngx_http_pki_m_source[48];
 static ngx_connection_t       ngx_http_pki_m_dummy;
 static ngx_uint_t             ngx_http_pki_m_audit;    /* log open */
 static ngx_http_pki_m_queue_t  ngx_http_pki_m_aq;
@@ -972,6 +984,42 @@ ngx_http_pki_metrics_location(ngx_conf_t *cf, const char *proto)
 }
 
 
+/* The certificate gauges cover the first NGX_HTTP_PKI_M_MAX_CAS CAs: the
+ * others are named at nginx -t, not left out silently. */
+static void
+ngx_http_pki_m_cas_left_out(ngx_conf_t *cf)
+{
+    u_char      *p, *last, buf[1024];
+    pki_ca_t    *ca;
+    ngx_uint_t   i;
+
+    p = buf;
+    last = buf + sizeof(buf) - sizeof("...");
+
+    for (i = NGX_HTTP_PKI_M_MAX_CAS; ; i++) {
+        ca = ngx_http_pki_cycle_ca(cf->cycle, i);
+        if (ca == NULL) {
+            break;
+        }
+
+        if (p + ngx_strlen(pki_ca_name(ca)) + 4 >= last) {
+            p = ngx_cpymem(p, "...", 3);
+            break;
+        }
+
+        p = ngx_sprintf(p, "%s\"%s\"", p == buf ? "" : ", ",
+                        pki_ca_name(ca));
+    }
+
+    if (p != buf) {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "pki metrics: pki_certificates gauges for the first "
+                      "%d CAs only, not for %*s", NGX_HTTP_PKI_M_MAX_CAS,
+                      p - buf, buf);
+    }
+}
+
+
 static ngx_int_t
 ngx_http_pki_m_postconfiguration(ngx_conf_t *cf)
 {
@@ -992,6 +1040,8 @@ ngx_http_pki_m_postconfiguration(ngx_conf_t *cf)
         }
 
         mmcf->zone->shm.size = mmcf->zone_size;
+
+        ngx_http_pki_m_cas_left_out(cf);
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -1352,6 +1402,9 @@ ngx_http_pki_m_reopen_done(void *data)
 static void
 ngx_http_pki_m_timer_start(ngx_cycle_t *cycle)
 {
+    size_t   i;
+    u_char  *p, rnd[12];
+
     if (ngx_http_pki_m_task != NULL) {
         return;
     }
@@ -1361,6 +1414,19 @@ ngx_http_pki_m_timer_start(ngx_cycle_t *cycle)
     if (ngx_http_pki_m_task == NULL) {
         return;
     }
+
+    /* the worker's name for its history batches, unique in the fleet:
+     * a pid and a start time repeat across containers */
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        ERR_clear_error();
+
+        for (i = 0; i < sizeof(rnd); i++) {
+            rnd[i] = (u_char) ngx_random();
+        }
+    }
+
+    p = ngx_hex_dump(ngx_http_pki_m_source, rnd, sizeof(rnd));
+    *ngx_sprintf(p, "-%P", ngx_pid) = '\0';
 
     ngx_http_pki_m_task->handler = ngx_http_pki_m_task_handler;
     ngx_http_pki_m_task->event.handler = ngx_http_pki_m_task_done;
@@ -1526,6 +1592,14 @@ ngx_http_pki_m_series(u_char *key, size_t len, ngx_uint_t kind,
         {
             return s;
         }
+    }
+
+    /* a full table stays full (series are never removed): a missed event
+     * is dropped at once, not after a second walk under the lock */
+
+    if (sh->nseries >= n) {
+        (void) ngx_atomic_fetch_add(&sh->dropped, 1);
+        return NULL;
     }
 
     /* insert under the zone's spin lock (pool threads come here too),
@@ -3111,7 +3185,9 @@ ngx_http_pki_m_total(ngx_http_pki_m_series_t *s, ngx_uint_t i)
 }
 
 
-/* the live gauges of this worker, set just before output */
+/* the live gauges of this worker's slot, set just before output and by
+ * the worker's metrics timer (a worker that serves no scrape still brings
+ * its slot back to 0 within an interval once its tasks are done) */
 static void
 ngx_http_pki_m_live_gauges(void)
 {
@@ -3529,6 +3605,8 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
 
     ngx_add_timer(ev, mmcf->interval);
 
+    ngx_http_pki_m_live_gauges();
+
     ngx_http_pki_m_unwritten_log(ev->log);
     ngx_http_pki_m_audit_post();
 
@@ -3541,11 +3619,30 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
     }
 
     t = ngx_http_pki_m_task->ctx;
-    ngx_memzero(t, sizeof(ngx_http_pki_m_task_t));
+
+    if (t->pending && ngx_time() - t->now > NGX_HTTP_PKI_M_PENDING) {
+        /* Redis may have added it: neither sent again nor given back */
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "pki metrics: history batch %uL of %ui fields "
+                      "unanswered since %T s: dropped, it may be in the "
+                      "history or not", (uint64_t) t->seq, t->n, ngx_time() - t->now);
+        t->pending = 0;
+    }
+
+    if (t->pending) {
+        /* sent, outcome unknown: the same batch (number, deltas, buckets)
+         * again, which Redis adds once; new deltas wait in the zone */
+        t->certs = 0;
+        t->ncas = 0;
+        t->counts_ttl = 0;
+
+    } else {
+        ngx_memzero(t, sizeof(ngx_http_pki_m_task_t));
+        t->now = ngx_time();
+    }
 
     t->redis = ngx_http_pki_cycle_redis((ngx_cycle_t *) ngx_cycle);
     t->audit = mmcf->audit;
-    t->now = ngx_time();
 
     ngx_http_pki_m_ticks++;
 
@@ -3567,7 +3664,7 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
     /* the deltas of this worker's slot since the history last took
      * them, summed by field, each claimed (s->flushed) before it is sent */
 
-    if (sh != NULL && t->redis != NULL && mmcf->history) {
+    if (sh != NULL && t->redis != NULL && mmcf->history && !t->pending) {
         slot = ngx_http_pki_m_slot();
 
         for (i = 0; i < sh->max; i++) {
@@ -3611,6 +3708,10 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         }
     }
 
+    if (t->n && !t->pending) {
+        t->seq = ++ngx_http_pki_m_seq;
+    }
+
     if (t->certs && t->redis != NULL) {
         for (j = 0; j < NGX_HTTP_PKI_M_MAX_CAS; j++) {
             t->cas[j] = ngx_http_pki_cycle_ca((ngx_cycle_t *) ngx_cycle, j);
@@ -3634,8 +3735,10 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
     }
 
     /* the pool's queue is full: what was claimed goes back, for the next
-     * tick */
-    ngx_http_pki_m_give_back(t);
+     * tick, unless it was sent before (it stays pending) */
+    if (!t->pending) {
+        ngx_http_pki_m_give_back(t);
+    }
 }
 
 
@@ -3668,18 +3771,25 @@ ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
 {
     ngx_http_pki_m_task_t *t = data;
 
-    ngx_uint_t    i;
-    pki_result_t  res;
+    ngx_uint_t           i;
+    pki_result_t         res;
+    pki_metrics_batch_t  b;
 
     (void) log;
 
     t->flushed = PKI_OK;
+    t->unknown = 0;
 
     if (t->n) {
+        b.source = (const char *) ngx_http_pki_m_source;
+        b.seq = t->seq;
+        b.now = t->now;
+        b.fields = (const char *const *) t->fields;
+        b.deltas = t->deltas;
+        b.n = t->n;
+
         pki_result_init(&res);
-        t->flushed = pki_metrics_flush(t->redis, t->now,
-                                       (const char *const *) t->fields,
-                                       t->deltas, t->n, &res);
+        t->flushed = pki_metrics_flush(t->redis, &b, &t->unknown, &res);
     }
 
     for (i = 0; i < t->ncas; i++) {
@@ -3701,6 +3811,7 @@ static void
 ngx_http_pki_m_task_done(ngx_event_t *ev)
 {
     size_t                    len;
+    long long                 v;
     ngx_uint_t                i, k;
     const char               *labels[6], *state[4];
     u_char                    key[NGX_HTTP_PKI_M_KEY];
@@ -3713,8 +3824,16 @@ ngx_http_pki_m_task_done(ngx_event_t *ev)
 
     ngx_http_pki_m_busy = 0;
 
-    if (t->n && t->flushed != PKI_OK) {
-        /* not in the history: given back, for the next flush */
+    if (t->n && t->flushed == PKI_OK) {
+        t->pending = 0;
+
+    } else if (t->n && (t->unknown || t->pending)) {
+        /* Redis may have added it (this time or an earlier one): the same
+         * batch goes again next tick, added once (pki_metrics_flush) */
+        t->pending = 1;
+
+    } else if (t->n) {
+        /* surely not in the history: given back, for the next flush */
         ngx_http_pki_m_give_back(t);
     }
 
@@ -3746,10 +3865,19 @@ ngx_http_pki_m_task_done(ngx_event_t *ev)
                                      labels);
             s = ngx_http_pki_m_series(key, len, NGX_HTTP_PKI_M_GAUGE, NULL);
 
-            /* valid: unexpired and not revoked */
-            ngx_http_pki_m_set(s, 0, k == 0 ? t->counts[i][0]
-                                              - t->counts[i][1]
-                                            : t->counts[i][k]);
+            /* valid: unexpired and not revoked; never below 0 in an
+             * unsigned gauge (the counts are not taken at one instant:
+             * HSCAN may see a serial twice, a revocation may come
+             * between the ZCOUNT and the walk) */
+            if (k == 0) {
+                v = t->counts[i][0] > t->counts[i][1]
+                    ? t->counts[i][0] - t->counts[i][1] : 0;
+
+            } else {
+                v = t->counts[i][k] > 0 ? t->counts[i][k] : 0;
+            }
+
+            ngx_http_pki_m_set(s, 0, (ngx_atomic_int_t) v);
         }
     }
 }

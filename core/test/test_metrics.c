@@ -14,7 +14,13 @@
  *   - with a TTL the count is made once: a second call within it reads
  *     <ns>{ca:CA}:counts (no HSCAN, the old numbers), "counting" there is
  *     PKI_CONFLICT, and odd keys (other types, garbage) neither crash nor
- *     get cached.
+ *     get cached;
+ *   - a history batch is added once per sender and sequence number (sent
+ *     again after a lost answer, late), a failure says whether Redis may
+ *     have run it, and an error reply writes nothing;
+ *   - the history is read a page of buckets per script (INFO
+ *     commandstats: the old code read 2,880 buckets in one) and answers
+ *     the buckets written.
  * The oracle is the data the test wrote and the server's own statistics.
  */
 
@@ -24,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cJSON.h>
 #include <hiredis.h>
 
 #include "pki.h"
@@ -376,6 +383,254 @@ test_cache(pki_redis_t *r, redisContext *c)
 }
 
 
+/* field's value in hash key as a number (-1: none) */
+static long long
+hnum(redisContext *c, const char *key, const char *field)
+{
+    long long    n;
+    redisReply  *rep;
+
+    n = -1;
+    rep = redisCommand(c, "HGET %s %s", key, field);
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING) {
+        n = atoll(rep->str);
+    }
+    freeReplyObject(rep);
+
+    return n;
+}
+
+
+static pki_status_t
+flush(pki_redis_t *r, const char *src, unsigned long long seq, time_t now,
+    long long d1, long long d2, int *unknown)
+{
+    pki_result_t               res;
+    pki_metrics_batch_t        b;
+    static const char *const   fields[] = { "req:est:success", "iss:a:ok" };
+    long long                  deltas[2];
+
+    deltas[0] = d1;
+    deltas[1] = d2;
+
+    memset(&b, 0, sizeof(b));
+    b.source = src;
+    b.seq = seq;
+    b.now = now;
+    b.fields = fields;
+    b.deltas = deltas;
+    b.n = 2;
+
+    pki_result_init(&res);
+    return pki_metrics_flush(r, &b, unknown, &res);
+}
+
+
+/* A batch is added once per sender and sequence number, whether it comes
+ * again after a lost answer or from pki_redis_cmd's connection retry; a
+ * failure tells "may have run" (sent, no answer) from "surely not". */
+static void
+test_flush(pki_redis_t *r, redisContext *c)
+{
+    int                done, unknown;
+    char               km[128], kh[128], kf[128], km2[128];
+    void              *reply;
+    long long          pttl;
+    redisReply        *rep;
+    pki_result_t       res;
+    redisContext      *busy;
+    pki_redis_t       *r2, *gone;
+    pki_redis_conf_t   conf;
+    struct timeval     tv = { 5, 0 };
+
+    snprintf(km, sizeof(km), "%s{metrics}:m:%lld", ns, NOW / 60);
+    snprintf(kh, sizeof(kh), "%s{metrics}:h:%lld", ns, NOW / 3600);
+    snprintf(kf, sizeof(kf), "%s{metrics}:f:tsrc-1", ns);
+
+    unknown = 7;
+    ok(is_st(flush(r, "tsrc-1", 1, NOW, 2, 5, &unknown), PKI_OK,
+             "flush 1") && unknown == 0, "flush 1: added");
+    ok(hnum(c, km, "req:est:success") == 2 && hnum(c, km, "iss:a:ok") == 5
+       && hnum(c, kh, "req:est:success") == 2 && hnum(c, kh, "iss:a:ok") == 5,
+       "flush 1: in the minute and the hour bucket");
+
+    is_st(flush(r, "tsrc-1", 1, NOW, 2, 5, NULL), PKI_OK, "flush 1 again");
+    ok(hnum(c, km, "req:est:success") == 2 && hnum(c, kh, "iss:a:ok") == 5,
+       "flush 1 again: added once");
+
+    is_st(flush(r, "tsrc-1", 2, NOW, 2, 5, NULL), PKI_OK, "flush 2");
+    ok(hnum(c, km, "req:est:success") == 4 && hnum(c, kh, "iss:a:ok") == 10,
+       "flush 2: added");
+
+    is_st(flush(r, "tsrc-1", 1, NOW, 2, 5, NULL), PKI_OK, "flush 1, late");
+    ok(hnum(c, km, "req:est:success") == 4, "flush 1, late: not added");
+
+    is_st(flush(r, "tsrc-2", 1, NOW, 1, 1, NULL), PKI_OK,
+          "another sender's flush 1");
+    ok(hnum(c, km, "req:est:success") == 5, "... added");
+
+    rep = redisCommand(c, "PTTL %s", kf);
+    pttl = rep != NULL && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -9;
+    freeReplyObject(rep);
+    ok(pttl > 0 && pttl <= 900000, "the sender's mark expires (%lld ms)",
+       pttl);
+
+    ok(is_st(flush(r, "a b", 3, NOW, 1, 1, NULL), PKI_INTERNAL,
+             "a source with a space") && hnum(c, km, "iss:a:ok") == 11,
+       "a source with a space: refused, nothing added");
+    is_st(flush(r, "tsrc-1", 0, NOW, 1, 1, NULL), PKI_INTERNAL,
+          "sequence number 0: refused");
+
+    /* an error reply: surely not run, nothing written, the number unused */
+    snprintf(km2, sizeof(km2), "%s{metrics}:m:%lld", ns, NOW / 60 + 1);
+    cmd(c, "SET %s x", km2);
+    unknown = 7;
+    ok(is_st(flush(r, "tsrc-1", 3, NOW + 60, 1, 1, &unknown),
+             PKI_UNAVAILABLE, "a bucket of another type") && unknown == 0,
+       "a bucket of another type: an error reply, outcome known");
+    ok(hnum(c, kh, "iss:a:ok") == 11, "... nothing added to the hour");
+    cmd(c, "DEL %s", km2);
+    is_st(flush(r, "tsrc-1", 3, NOW + 60, 1, 1, NULL), PKI_OK,
+          "its number still adds afterwards");
+    ok(hnum(c, kh, "iss:a:ok") == 12, "... once");
+
+    /* no Redis: surely not run */
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = "/nonexistent/redis.sock";
+    conf.ns = ns;
+    pki_result_init(&res);
+    gone = pki_redis_new(&conf, &res);
+    unknown = 7;
+    ok(gone != NULL
+       && flush(gone, "tsrc-1", 4, NOW, 1, 1, &unknown) == PKI_UNAVAILABLE
+       && unknown == 0, "no connection: outcome known");
+    pki_redis_free(gone);
+
+    /* Redis busy past the timeout: sent, no answer, outcome unknown; the
+     * same batch again is added once, whether Redis ran the first */
+    conf.unix_path = sock;
+    conf.timeout_ms = 300;
+    pki_result_init(&res);
+    r2 = pki_redis_new(&conf, &res);
+    busy = redisConnectUnixWithTimeout(sock, tv);
+    if (!ok(r2 != NULL && busy != NULL && !busy->err, "a second client")) {
+        pki_redis_free(r2);
+        redisFree(busy);
+        return;
+    }
+
+    redisAppendCommand(busy, "EVAL %s 0",
+                       "local s = redis.call('TIME') "
+                       "local t0 = s[1] * 1000000 + s[2] "
+                       "repeat local n = redis.call('TIME') "
+                       "until n[1] * 1000000 + n[2] - t0 > 1200000 "
+                       "return 1");
+    do {
+        if (redisBufferWrite(busy, &done) == REDIS_ERR) {
+            break;
+        }
+    } while (!done);
+    usleep(100000);
+
+    unknown = 0;
+    ok(is_st(flush(r2, "tsrc-1", 4, NOW, 1, 1, &unknown), PKI_UNAVAILABLE,
+             "flush 4 while Redis is busy") && unknown == 1,
+       "flush 4 while Redis is busy: outcome unknown");
+
+    if (redisGetReply(busy, &reply) == REDIS_OK) {
+        freeReplyObject(reply);
+    }
+    redisFree(busy);
+    usleep(100000);
+
+    is_st(flush(r, "tsrc-1", 4, NOW, 1, 1, NULL), PKI_OK,
+          "flush 4 again");
+    ok(hnum(c, kh, "iss:a:ok") == 13, "flush 4: added once (%lld)",
+       hnum(c, kh, "iss:a:ok"));
+
+    pki_redis_free(r2);
+}
+
+
+/* The history is read a page of buckets per script: no one command reads
+ * them all (INFO commandstats: the old code ran one EVAL), and the answer
+ * is the buckets as written. */
+static void
+test_history(pki_redis_t *r, redisContext *c)
+{
+    int            good, i, nb;
+    char           k[128], *json;
+    cJSON         *root, *arr, *b, *v;
+    long long      first, evals, t;
+    pki_result_t   res;
+    pki_status_t   st;
+
+    first = NOW / 60 - 299;
+
+    for (i = 0; i < 300; i++) {
+        snprintf(k, sizeof(k), "%s{metrics}:m:%lld", ns, first + i);
+        cmd(c, "DEL %s", k);
+        if (i % 3 == 0) {
+            cmd(c, "HSET %s req:est:success %d iss:x:ok %d", k, i,
+                2 * i + 1);
+        }
+    }
+
+    evals = calls(c, "eval");
+    json = NULL;
+    pki_result_init(&res);
+    st = pki_metrics_history(r, 0, (time_t) NOW, 300, &json, &res);
+    evals = calls(c, "eval") - evals;
+
+    is_st(st, PKI_OK, "history of 300 minutes");
+    ok(evals >= 5, "read in pages: %lld scripts for 300 buckets", evals);
+
+    root = json ? cJSON_Parse(json) : NULL;
+    arr = cJSON_GetObjectItem(root, "buckets");
+    ok(root != NULL
+       && cJSON_GetObjectItem(root, "step")->valuedouble == 60
+       && cJSON_GetObjectItem(root, "from")->valuedouble
+          == (double) (first * 60)
+       && cJSON_GetObjectItem(root, "to")->valuedouble
+          == (double) ((NOW / 60) * 60),
+       "history: step, from, to");
+
+    nb = cJSON_GetArraySize(arr);
+    good = 0;
+
+    for (i = 0; i < nb; i++) {
+        b = cJSON_GetArrayItem(arr, i);
+        v = cJSON_GetObjectItem(b, "v");
+        t = (first + 3 * i) * 60;
+        if (cJSON_GetObjectItem(b, "t")->valuedouble == (double) t
+            && cJSON_GetArraySize(v) == 2
+            && cJSON_GetObjectItem(v, "req:est:success")->valuedouble
+               == 3 * i
+            && cJSON_GetObjectItem(v, "iss:x:ok")->valuedouble
+               == 6 * i + 1)
+        {
+            good++;
+        }
+    }
+
+    ok(nb == 100 && good == 100, "history: the 100 buckets written, in "
+       "order, empty ones left out (%d of %d right)", good, nb);
+
+    cJSON_Delete(root);
+    free(json);
+
+    /* the default count: 2160 hours */
+    evals = calls(c, "eval");
+    json = NULL;
+    pki_result_init(&res);
+    st = pki_metrics_history(r, 1, (time_t) NOW, 0, &json, &res);
+    evals = calls(c, "eval") - evals;
+    ok(st == PKI_OK && json != NULL && evals >= 36,
+       "history of 2160 hours: %lld scripts", evals);
+    free(json);
+}
+
+
 /* Other types where the indexes belong: an answer, no crash. */
 static void
 test_hostile(pki_redis_t *r, redisContext *c)
@@ -448,6 +703,8 @@ main(void)
     test_large(r, c);
     test_cache(r, c);
     test_hostile(r, c);
+    test_flush(r, c);
+    test_history(r, c);
 
     freeReplyObject(redisCommand(c, "EVAL %s 1 %s*",
                                  "for _, k in ipairs(redis.call('KEYS', "
