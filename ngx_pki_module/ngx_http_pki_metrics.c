@@ -3625,7 +3625,8 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                       "pki metrics: history batch %uL of %ui fields "
                       "unanswered since %T s: dropped, it may be in the "
-                      "history or not", (uint64_t) t->seq, t->n, ngx_time() - t->now);
+                      "history or not", (uint64_t) t->seq, t->n,
+                      ngx_time() - t->now);
         t->pending = 0;
     }
 
