@@ -22,6 +22,7 @@
 #define PKI_TEST_P11_H
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include <openssl/evp.h>
 
 #include "pki.h"
+#include "test/unit.h"
 
 
 typedef unsigned long  p11_ulong;
@@ -444,6 +446,58 @@ p11_tokendir(const char *conf, char *dir, size_t size)
     }
 
     return found && snprintf(dir, size, "%s", d) < (int) size;
+}
+
+
+/* The SoftHSM token t/00-core.t sets up for the key tests. */
+typedef struct {
+    const char  *conf;              /* PKI_TEST_SOFTHSM_CONF */
+    const char  *module;            /* PKI_TEST_P11_MODULE */
+    const char  *token;             /* PKI_TEST_TOKEN */
+    const char  *pin_file;          /* PKI_TEST_PIN_FILE */
+    const char  *uri_ec;            /* PKI_TEST_KEY_URI_EC */
+    const char  *uri_rsa;           /* PKI_TEST_KEY_URI_RSA, or NULL */
+    int          vg;                /* under Valgrind (PKI_TEST_VALGRIND) */
+    char         tokendir[1024];    /* with tokendir asked for: SoftHSM's */
+    char         away[1100];        /* token directory, and a name to move
+                                       it to ("<tokendir>.away") */
+} p11_env_t;
+
+
+/* Reads the token's environment, and with tokendir set SoftHSM's token
+ * directory; the test skips (exits) without them.  Then points SoftHSM at
+ * the configuration and initialises the core. */
+static __attribute__((unused)) void
+p11_env(p11_env_t *e, int tokendir)
+{
+    memset(e, 0, sizeof(*e));
+
+    e->conf = getenv("PKI_TEST_SOFTHSM_CONF");
+    e->module = getenv("PKI_TEST_P11_MODULE");
+    e->token = getenv("PKI_TEST_TOKEN");
+    e->pin_file = getenv("PKI_TEST_PIN_FILE");
+    e->uri_ec = getenv("PKI_TEST_KEY_URI_EC");
+    e->uri_rsa = getenv("PKI_TEST_KEY_URI_RSA");
+    e->vg = getenv("PKI_TEST_VALGRIND") != NULL;
+
+    if (e->conf == NULL || e->module == NULL || e->token == NULL
+        || e->pin_file == NULL || e->uri_ec == NULL)
+    {
+        skip_all("no SoftHSM token (PKI_TEST_SOFTHSM_CONF, "
+                 "PKI_TEST_P11_MODULE, PKI_TEST_TOKEN, PKI_TEST_PIN_FILE, "
+                 "PKI_TEST_KEY_URI_EC)");
+    }
+
+    if (tokendir) {
+        if (!p11_tokendir(e->conf, e->tokendir, sizeof(e->tokendir))) {
+            skip_all("no directories.tokendir in the SoftHSM "
+                     "configuration");
+        }
+        snprintf(e->away, sizeof(e->away), "%s.away", e->tokendir);
+    }
+
+    setenv("SOFTHSM2_CONF", e->conf, 1);
+    pki_init();
 }
 
 #endif /* PKI_TEST_P11_H */

@@ -46,8 +46,8 @@
 
 
 
-static int          vg;
 static p11_t        p;
+static p11_env_t    env;
 
 
 static double
@@ -89,7 +89,7 @@ hammer(pki_key_t *k, double secs, hammer_t *h)
     while (now_s() - t0 < secs) {
         t1 = now_s();
         st = p11_sign(k, NULL, NULL, &res);
-        h->fast += now_s() - t1 < (vg ? 0.05 : 0.005);
+        h->fast += now_s() - t1 < (env.vg ? 0.05 : 0.005);
         h->n++;
         h->unavailable += st == PKI_UNAVAILABLE;
         if (strstr(res.log, "next try in") != NULL) {
@@ -204,9 +204,9 @@ broken(const char *what, const char *why, pki_key_t *a, pki_key_t *g,
          "vault", what, h.n, h.fast, h.reopens);
     ok(h.unavailable == h.n, "%s: every request unavailable (%d of %d)",
        what, h.unavailable, h.n);
-    ok(h.n >= (vg ? 20 : 200) && h.fast * 10 >= h.n * 9,
+    ok(h.n >= (env.vg ? 20 : 200) && h.fast * 10 >= h.n * 9,
        "%s: at once in its backoff (%d of %d within %d ms)", what, h.fast,
-       h.n, vg ? 50 : 5);
+       h.n, env.vg ? 50 : 5);
     ok(h.reopens <= 5, "%s: the vault reopened at most once per backoff "
        "(%d reopens for %d requests)", what, h.reopens, h.n);
     ok(strstr(h.log, "next try in") != NULL && strstr(h.log, why) != NULL,
@@ -238,7 +238,7 @@ back(const char *what, pki_key_t *a, EVP_PKEY *pub)
     ok(p11_sign(a, pub, &verified, &res) == PKI_OK && verified,
        "%s: back, it signs by itself in %.3f s (%d tries), verified [%s]",
        what, now_s() - t0, i, res.log);
-    ok(now_s() - t0 < (vg ? 60.0 : 10.0), "%s: within its backoff", what);
+    ok(now_s() - t0 < (env.vg ? 60.0 : 10.0), "%s: within its backoff", what);
 }
 
 
@@ -250,30 +250,14 @@ main(void)
     double         worst;
     EVP_PKEY      *pub_a;
     pki_key_t     *a, *g;
-    const char    *conf, *module, *token, *pinf, *uri_ec;
     pki_vault_t   *v;
     pki_result_t   res;
 
-    conf = getenv("PKI_TEST_SOFTHSM_CONF");
-    module = getenv("PKI_TEST_P11_MODULE");
-    token = getenv("PKI_TEST_TOKEN");
-    pinf = getenv("PKI_TEST_PIN_FILE");
-    uri_ec = getenv("PKI_TEST_KEY_URI_EC");
-    vg = getenv("PKI_TEST_VALGRIND") != NULL;
-
-    if (conf == NULL || module == NULL || token == NULL || pinf == NULL
-        || uri_ec == NULL)
-    {
-        skip_all("no SoftHSM token (PKI_TEST_SOFTHSM_CONF, "
-                 "PKI_TEST_P11_MODULE, PKI_TEST_TOKEN, PKI_TEST_PIN_FILE, "
-                 "PKI_TEST_KEY_URI_EC)");
-    }
-
-    setenv("SOFTHSM2_CONF", conf, 1);
-    pki_init();
+    p11_env(&env, 0);
 
     pki_result_init(&res);
-    v = pki_vault_new("broken", module, token, pinf, &res);
+    v = pki_vault_new("broken", env.module, env.token, env.pin_file,
+                      &res);
     if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
             "vault opens [%s]", res.detail))
     {
@@ -282,7 +266,9 @@ main(void)
 
     /* two key pairs of this test's own, made before any key is listed
      * (libp11 keeps the list of its first look) */
-    if (!ok(p11_load(&p, module, token), "the token's module, directly")) {
+    if (!ok(p11_load(&p, env.module, env.token),
+            "the token's module, directly"))
+    {
         return done_testing();
     }
     (void) p11_destroy_label(&p, "broken-a");
@@ -294,10 +280,10 @@ main(void)
        "two P-256 key pairs made on the token");
 
     snprintf(uri_a, sizeof(uri_a), "pkcs11:token=%s;object=broken-a;"
-             "type=private", token);
+             "type=private", env.token);
 
     pki_result_init(&res);
-    g = pki_key_new(uri_ec, v, &res);
+    g = pki_key_new(env.uri_ec, v, &res);
     a = pki_key_new(uri_a, v, &res);
     pki_result_init(&res);
     if (!ok(g != NULL && a != NULL && pki_key_open(g, &res) == PKI_OK
@@ -319,25 +305,25 @@ main(void)
     ok(p11_relabel(&p, "broken-a", "broken-a-away") && p11_logout(&p),
        "A: the key's label gone from the token, the login dropped");
     broken("A (missing)", "not found", a, g, alone);
-    ok(p11_find_slot(&p, token)
+    ok(p11_find_slot(&p, env.token)
        && p11_relabel(&p, "broken-a-away", "broken-a"), "A: label back");
     back("A (missing)", a, pub_a);
 
     /* B. replaced: another key under its label */
-    ok(p11_find_slot(&p, token)
+    ok(p11_find_slot(&p, env.token)
        && p11_relabel(&p, "broken-a", "broken-a-old")
        && p11_relabel(&p, "broken-b", "broken-a") && p11_logout(&p),
        "B: another key under the key's label, the login dropped");
     broken("B (replaced)", "does not verify", a, g, alone);
-    ok(p11_find_slot(&p, token)
+    ok(p11_find_slot(&p, env.token)
        && p11_relabel(&p, "broken-a", "broken-b")
        && p11_relabel(&p, "broken-a-old", "broken-a"), "B: its key back");
     back("B (replaced)", a, pub_a);
 
     /* C. refused: the token does not sign with it */
-    if (p11_find_slot(&p, token) && p11_set_sign(&p, "broken-a", 0)) {
+    if (p11_find_slot(&p, env.token) && p11_set_sign(&p, "broken-a", 0)) {
         broken("C (refused)", "after a reopen", a, g, alone);
-        ok(p11_find_slot(&p, token) && p11_set_sign(&p, "broken-a", 1),
+        ok(p11_find_slot(&p, env.token) && p11_set_sign(&p, "broken-a", 1),
            "C: signing allowed again");
         back("C (refused)", a, pub_a);
 
@@ -345,7 +331,7 @@ main(void)
         diag("C: the token does not let CKA_SIGN change: not tested");
     }
 
-    ok(p11_find_slot(&p, token)
+    ok(p11_find_slot(&p, env.token)
        && p11_destroy_label(&p, "broken-a") == 2
        && p11_destroy_label(&p, "broken-b") == 2,
        "the test's key pairs removed");

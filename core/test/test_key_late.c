@@ -44,8 +44,8 @@
 #define NSIGNERS  32
 
 
-static char         tokendir[1024], away[1100];
-static int          moved, vg;
+static int          moved;
+static p11_env_t    env;
 
 
 static double
@@ -61,14 +61,14 @@ now_s(void)
 static void
 token_away(void)
 {
-    moved = rename(tokendir, away) == 0;
+    moved = rename(env.tokendir, env.away) == 0;
 }
 
 
 static void
 token_back(void)
 {
-    if (moved && rename(away, tokendir) == 0) {
+    if (moved && rename(env.away, env.tokendir) == 0) {
         moved = 0;
     }
 }
@@ -188,40 +188,18 @@ main(void)
     double         t0, max;
     EVP_PKEY      *pub_k, *pub_r, *pub_l;
     pki_key_t     *k, *k2, *r, *l;
-    const char    *conf, *module, *token, *pinf, *uri_ec, *uri_rsa;
     pki_status_t   st;
     pki_vault_t   *v;
     pki_result_t   res;
 
-    conf = getenv("PKI_TEST_SOFTHSM_CONF");
-    module = getenv("PKI_TEST_P11_MODULE");
-    token = getenv("PKI_TEST_TOKEN");
-    pinf = getenv("PKI_TEST_PIN_FILE");
-    uri_ec = getenv("PKI_TEST_KEY_URI_EC");
-    uri_rsa = getenv("PKI_TEST_KEY_URI_RSA");
-    vg = getenv("PKI_TEST_VALGRIND") != NULL;
-
-    if (conf == NULL || module == NULL || token == NULL || pinf == NULL
-        || uri_ec == NULL)
-    {
-        skip_all("no SoftHSM token (PKI_TEST_SOFTHSM_CONF, "
-                 "PKI_TEST_P11_MODULE, PKI_TEST_TOKEN, PKI_TEST_PIN_FILE, "
-                 "PKI_TEST_KEY_URI_EC)");
-    }
-
-    if (!p11_tokendir(conf, tokendir, sizeof(tokendir))) {
-        skip_all("no directories.tokendir in the SoftHSM configuration");
-    }
-    snprintf(away, sizeof(away), "%s.away", tokendir);
+    p11_env(&env, 1);
     atexit(token_back);
-
-    setenv("SOFTHSM2_CONF", conf, 1);
-    pki_init();
 
     /* ---- the master: configuration ---- */
 
     pki_result_init(&res);
-    v = pki_vault_new("late", module, token, pinf, &res);
+    v = pki_vault_new("late", env.module, env.token, env.pin_file,
+                      &res);
     if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
             "vault opens [%s]", res.detail))
     {
@@ -230,7 +208,9 @@ main(void)
 
     /* two key pairs of this test's own, made before any key is listed
      * (libp11 keeps the list of its first look) */
-    if (!ok(p11_load(&p, module, token), "the token's module, directly")) {
+    if (!ok(p11_load(&p, env.module, env.token),
+            "the token's module, directly"))
+    {
         return done_testing();
     }
     (void) p11_destroy_label(&p, "late-a");
@@ -240,12 +220,12 @@ main(void)
        "two P-256 key pairs made on the token");
 
     snprintf(uri_l, sizeof(uri_l), "pkcs11:token=%s;object=late-a;"
-             "type=private", token);
+             "type=private", env.token);
 
-    k = key_new(uri_ec, v);
-    k2 = key_new(uri_ec, v);
+    k = key_new(env.uri_ec, v);
+    k2 = key_new(env.uri_ec, v);
     l = key_new(uri_l, v);
-    r = uri_rsa != NULL ? key_new(uri_rsa, v) : NULL;
+    r = env.uri_rsa != NULL ? key_new(env.uri_rsa, v) : NULL;
 
     pki_result_init(&res);
     if (!ok(k != NULL && k2 != NULL && l != NULL
@@ -307,7 +287,7 @@ main(void)
        "unavailable, not \"not open\" (%s) [%s] [%s]", pki_status_name(st),
        res.detail, res.log);
     ok(strstr(res.log, "next try in") != NULL
-       && (vg || now_s() - t0 < 0.05),
+       && (env.vg || now_s() - t0 < 0.05),
        "at once, in the vault's backoff (%.3f s)", now_s() - t0);
 
     ok(pki_key_public(k) != NULL
@@ -322,7 +302,7 @@ main(void)
     }
 
     n = wave(k, PKI_UNAVAILABLE, &max);
-    ok(n == NSIGNERS && max < (vg ? 60.0 : 3.0),
+    ok(n == NSIGNERS && max < (env.vg ? 60.0 : 3.0),
        "%d signers at once: %d unavailable, slowest %.3f s", NSIGNERS, n,
        max);
 
@@ -340,7 +320,7 @@ main(void)
     ok(p11_sign(k, pub_k, &verified, &res) == PKI_OK && verified,
        "the key signs by itself in %.3f s (%d failed tries), verified with "
        "the master's public key [%s]", now_s() - t0, i, res.log);
-    ok(now_s() - t0 < (vg ? 60.0 : 8.0),
+    ok(now_s() - t0 < (env.vg ? 60.0 : 8.0),
        "within the vault's backoff (5 s at most) and a reopen");
 
     ok(p11_sign(k2, pub_k, &verified, &res) == PKI_OK && verified
@@ -378,7 +358,7 @@ main(void)
     ok(n == 0 && p11_sign(l, NULL, NULL, &res) == PKI_UNAVAILABLE,
        "and never signs (%d signatures) [%s]", n, res.log);
 
-    ok(p11_find_slot(&p, token)
+    ok(p11_find_slot(&p, env.token)
        && p11_relabel(&p, "late-a", "late-b")
        && p11_relabel(&p, "late-a-old", "late-a"),
        "its own key back under its label");

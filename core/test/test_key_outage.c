@@ -45,9 +45,9 @@ typedef ck_ulong (*ck_session_pt)(ck_ulong session);
 #define NSIGNERS  32
 
 
-static char         tokendir[1024], away[1100];
 static int          moved;
 static pki_key_t   *key;
+static p11_env_t    env;
 
 
 static double
@@ -63,7 +63,7 @@ now_s(void)
 static void
 token_back(void)
 {
-    if (moved && rename(away, tokendir) == 0) {
+    if (moved && rename(env.away, env.tokendir) == 0) {
         moved = 0;
     }
 }
@@ -200,40 +200,19 @@ wave(int *unav, char *first, size_t size)
 int
 main(void)
 {
-    int            i, unav, vg;
+    int            i, unav;
     char           first[300];
     double         t0, max;
-    const char    *conf, *module, *token, *pinf, *uri;
     pki_vault_t   *v;
     pki_result_t   res;
 
-    conf = getenv("PKI_TEST_SOFTHSM_CONF");
-    module = getenv("PKI_TEST_P11_MODULE");
-    token = getenv("PKI_TEST_TOKEN");
-    pinf = getenv("PKI_TEST_PIN_FILE");
-    uri = getenv("PKI_TEST_KEY_URI_EC");
-    vg = getenv("PKI_TEST_VALGRIND") != NULL;
-
-    if (conf == NULL || module == NULL || token == NULL || pinf == NULL
-        || uri == NULL)
-    {
-        skip_all("no SoftHSM token (PKI_TEST_SOFTHSM_CONF, "
-                 "PKI_TEST_P11_MODULE, PKI_TEST_TOKEN, PKI_TEST_PIN_FILE, "
-                 "PKI_TEST_KEY_URI_EC)");
-    }
-
-    if (!p11_tokendir(conf, tokendir, sizeof(tokendir))) {
-        skip_all("no directories.tokendir in the SoftHSM configuration");
-    }
-    snprintf(away, sizeof(away), "%s.away", tokendir);
+    p11_env(&env, 1);
     atexit(token_back);
 
-    setenv("SOFTHSM2_CONF", conf, 1);
-    pki_init();
-
     pki_result_init(&res);
-    v = pki_vault_new("outage", module, token, pinf, &res);
-    key = v != NULL ? pki_key_new(uri, v, &res) : NULL;
+    v = pki_vault_new("outage", env.module, env.token, env.pin_file,
+                      &res);
+    key = v != NULL ? pki_key_new(env.uri_ec, v, &res) : NULL;
     pki_result_init(&res);
     if (!ok(key != NULL && pki_key_open(key, &res) == PKI_OK
             && sign(&res) == PKI_OK, "key opens and signs [%s]", res.detail))
@@ -243,8 +222,8 @@ main(void)
 
     /* the token goes away: the login is dropped (the next signature
      * reopens), then the token directory is moved */
-    ok(drop_login(module, token), "login dropped");
-    moved = rename(tokendir, away) == 0;
+    ok(drop_login(env.module, env.token), "login dropped");
+    moved = rename(env.tokendir, env.away) == 0;
     if (!ok(moved, "token directory moved away")) {
         return done_testing();
     }
@@ -255,7 +234,7 @@ main(void)
          now_s() - t0, first);
     ok(unav == NSIGNERS, "%d signers during the outage: %d PKI_UNAVAILABLE",
        NSIGNERS, unav);
-    ok(max < (vg ? 60.0 : 3.0),
+    ok(max < (env.vg ? 60.0 : 3.0),
        "each within about one reopen of the vault (slowest %.3f s)", max);
 
     /* right after a failed reopen: the backoff, no wait */
@@ -264,10 +243,10 @@ main(void)
        && strstr(res.log, "unavailable, next try in") != NULL,
        "a signer in the backoff fails at once (%.3f s) [%s]",
        now_s() - t0, res.log);
-    ok(vg || now_s() - t0 < 0.05, "without waiting (%.3f s)", now_s() - t0);
+    ok(env.vg || now_s() - t0 < 0.05, "without waiting (%.3f s)", now_s() - t0);
 
     max = wave(&unav, first, sizeof(first));
-    ok(unav == NSIGNERS && max < (vg ? 60.0 : 3.0),
+    ok(unav == NSIGNERS && max < (env.vg ? 60.0 : 3.0),
        "a second wave (%d PKI_UNAVAILABLE, slowest %.3f s) [%s]",
        unav, max, first);
 
@@ -281,7 +260,7 @@ main(void)
     }
     ok(sign(&res) == PKI_OK, "signing recovers by itself in %.3f s "
        "(%d failed tries) [%s]", now_s() - t0, i, res.log);
-    ok(now_s() - t0 < (vg ? 60.0 : 8.0),
+    ok(now_s() - t0 < (env.vg ? 60.0 : 8.0),
        "within the backoff (5 s at most) and a reopen");
 
     max = wave(&unav, first, sizeof(first));
