@@ -3817,6 +3817,7 @@ pki_key_test_locked(pki_key_t *k, pki_result_t *res)
 PKI_API pki_status_t
 pki_key_open(pki_key_t *k, pki_result_t *res)
 {
+    int            opened;
     pki_vault_t   *v;
     pki_status_t   st;
 
@@ -3858,11 +3859,28 @@ pki_key_open(pki_key_t *k, pki_result_t *res)
     pthread_rwlock_wrlock(&v->lock);
 
     st = pki_vault_open_locked(v, res);
-    if (st == PKI_OK) {
+    opened = st == PKI_OK;
+    if (opened) {
         st = pki_key_fetch_locked(k, res);
     }
 
     pthread_rwlock_unlock(&v->lock);
+
+    if (opened && st != PKI_OK && !pki_key_fault(st)) {
+        /* A token error with the vault open (the lookup or the test
+         * signature: a session closed, a login lost, a device error) is
+         * retried as a signer's is, with at most PKI_SIGN_REOPENS reopens
+         * of the vault; one transient error would fail nginx -t or the
+         * reload.  The key's own failure (pki_key_fault) is not: its
+         * backoff has begun. */
+        st = pki_key_selftest(k, res);
+
+        if (st == PKI_OK) {
+            /* what failed first stays in res->log */
+            res->status = PKI_OK;
+            res->detail[0] = '\0';
+        }
+    }
 
     if (st != PKI_OK) {
         if (st == PKI_BAD_SIGNATURE) {

@@ -500,4 +500,173 @@ p11_env(p11_env_t *e, int tokendir)
     pki_init();
 }
 
+
+/*
+ * Token faults on demand.  libp11 calls the module through the function
+ * list that C_GetFunctionList returns (SoftHSM's is writable static data
+ * that stays in place while the test holds the module open): its C_Sign
+ * and C_Initialize entries are replaced.  The next fail calls of C_Sign
+ * answer ckr (the real C_Sign runs first, so that the token's operation
+ * ends as after a real failure); after them the next hold calls wait until
+ * p11_fault_release().  C_Initialize calls are counted: one per open of
+ * the vault.  The core's lean path for EC keys calls the module's own
+ * C_Sign, not the list: these faults reach RSA keys (and libp11's
+ * signatures).
+ */
+typedef p11_ulong (*p11_sign_pt)(p11_ulong session, unsigned char *data,
+    p11_ulong len, unsigned char *sig, p11_ulong *siglen);
+typedef p11_ulong (*p11_init_pt)(void *args);
+
+typedef struct {
+    pthread_mutex_t   mutex;
+    pthread_cond_t    cond;
+    p11_sign_pt       sign;
+    p11_init_pt       init;
+    int               fail;
+    p11_ulong         ckr;
+    int               hold;
+    int               held;         /* calls waiting */
+    int               released;
+    int               inits;
+} p11_fault_t;
+
+static __attribute__((unused)) p11_fault_t  p11_fault = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+    NULL, NULL, 0, 0, 0, 0, 0, 0
+};
+
+#define P11_CKR_DEVICE_ERROR        0x30UL
+
+
+static __attribute__((unused)) p11_ulong
+p11_fault_sign(p11_ulong session, unsigned char *data, p11_ulong len,
+    unsigned char *sig, p11_ulong *siglen)
+{
+    p11_ulong  rv, ckr;
+
+    pthread_mutex_lock(&p11_fault.mutex);
+
+    ckr = 0;
+
+    if (p11_fault.fail > 0) {
+        p11_fault.fail--;
+        ckr = p11_fault.ckr;
+
+    } else if (p11_fault.hold > 0) {
+        p11_fault.hold--;
+        p11_fault.held++;
+        pthread_cond_broadcast(&p11_fault.cond);
+
+        while (!p11_fault.released) {
+            pthread_cond_wait(&p11_fault.cond, &p11_fault.mutex);
+        }
+
+        p11_fault.held--;
+    }
+
+    pthread_mutex_unlock(&p11_fault.mutex);
+
+    rv = p11_fault.sign(session, data, len, sig, siglen);
+
+    return ckr != 0 ? ckr : rv;
+}
+
+
+static __attribute__((unused)) p11_ulong
+p11_fault_init(void *args)
+{
+    pthread_mutex_lock(&p11_fault.mutex);
+    p11_fault.inits++;
+    pthread_mutex_unlock(&p11_fault.mutex);
+
+    return p11_fault.init(args);
+}
+
+
+/* Puts the two entries into the module's function list (p11_load first):
+ * 1 done. */
+static __attribute__((unused)) int
+p11_fault_install(p11_t *p)
+{
+    void         *sign, *init, **fl;
+    size_t        i;
+    p11_ulong   (*get)(void ***list);
+
+    get = (p11_ulong (*)(void ***)) dlsym(p->dl, "C_GetFunctionList");
+    sign = dlsym(p->dl, "C_Sign");
+    init = dlsym(p->dl, "C_Initialize");
+
+    if (get == NULL || sign == NULL || init == NULL || get(&fl) != 0) {
+        return 0;
+    }
+
+    /* the version (two bytes) is padded to a pointer; the entries follow
+     * in the order of the standard */
+    fl = (void **) ((char *) fl + sizeof(void *));
+
+    for (i = 0; i < 70; i++) {
+        if (fl[i] == sign) {
+            p11_fault.sign = (p11_sign_pt) sign;
+            fl[i] = (void *) p11_fault_sign;
+        }
+        if (fl[i] == init) {
+            p11_fault.init = (p11_init_pt) init;
+            fl[i] = (void *) p11_fault_init;
+        }
+    }
+
+    return p11_fault.sign != NULL && p11_fault.init != NULL;
+}
+
+
+/* The next fail signatures through the list answer ckr, and after them
+ * the next hold wait for p11_fault_release(). */
+static __attribute__((unused)) void
+p11_fault_set(int fail, p11_ulong ckr, int hold)
+{
+    pthread_mutex_lock(&p11_fault.mutex);
+    p11_fault.fail = fail;
+    p11_fault.ckr = ckr;
+    p11_fault.hold = hold;
+    p11_fault.released = 0;
+    pthread_mutex_unlock(&p11_fault.mutex);
+}
+
+
+/* Waits until n signatures are held. */
+static __attribute__((unused)) void
+p11_fault_wait_held(int n)
+{
+    pthread_mutex_lock(&p11_fault.mutex);
+    while (p11_fault.held < n) {
+        pthread_cond_wait(&p11_fault.cond, &p11_fault.mutex);
+    }
+    pthread_mutex_unlock(&p11_fault.mutex);
+}
+
+
+static __attribute__((unused)) void
+p11_fault_release(void)
+{
+    pthread_mutex_lock(&p11_fault.mutex);
+    p11_fault.released = 1;
+    p11_fault.hold = 0;
+    pthread_cond_broadcast(&p11_fault.cond);
+    pthread_mutex_unlock(&p11_fault.mutex);
+}
+
+
+/* Opens of the vault (C_Initialize) so far. */
+static __attribute__((unused)) int
+p11_fault_inits(void)
+{
+    int  n;
+
+    pthread_mutex_lock(&p11_fault.mutex);
+    n = p11_fault.inits;
+    pthread_mutex_unlock(&p11_fault.mutex);
+
+    return n;
+}
+
 #endif /* PKI_TEST_P11_H */

@@ -1,0 +1,149 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * The test signature of a token key when the configuration is loaded (the
+ * master's pki_key_open, so that nginx -t catches a broken key) meets a
+ * token error that one reopen of the vault cures.  Before, that signature
+ * was tried once, and one transient error failed nginx -t and the reload.
+ * What must hold:
+ *   A. the token lost its login (a C_Logout from elsewhere) after the
+ *      vault opened: a key opened then is opened all the same;
+ *   B. the token answers its test signature once with CKR_DEVICE_ERROR
+ *      (test/p11.h's faults, on the RSA key that libp11 signs with): the
+ *      key opens;
+ *   C. the token fails every signature: the open fails, saying which key,
+ *      after a bounded number of reopens of the vault (at most three, as
+ *      a signer's) and within two seconds.
+ * Environment as for test_key.c; without it the test skips.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <openssl/evp.h>
+
+#include "pki.h"
+#include "test/unit.h"
+#include "test/p11.h"
+
+
+static p11_t      p;
+static p11_env_t  env;
+
+
+static double
+now_s(void)
+{
+    struct timeval  tv;
+
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+
+static pki_key_t *
+key_new(const char *uri, pki_vault_t *v)
+{
+    pki_result_t  res;
+
+    pki_result_init(&res);
+    return pki_key_new(uri, v, &res);
+}
+
+
+int
+main(void)
+{
+    int            inits;
+    double         t0;
+    pki_key_t     *g, *a, *b, *c;
+    pki_status_t   st;
+    pki_vault_t   *v;
+    pki_result_t   res;
+
+    p11_env(&env, 0);
+
+    if (env.uri_rsa == NULL) {
+        skip_all("no RSA key on the token (PKI_TEST_KEY_URI_RSA)");
+    }
+
+    pki_result_init(&res);
+    v = pki_vault_new("master", env.module, env.token, env.pin_file, &res);
+    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
+            "vault opens [%s]", res.detail))
+    {
+        return done_testing();
+    }
+
+    if (!ok(p11_load(&p, env.module, env.token)
+            && p11_fault_install(&p), "the token's module, with faults"))
+    {
+        return done_testing();
+    }
+
+    g = key_new(env.uri_ec, v);
+    a = key_new(env.uri_ec, v);
+    b = key_new(env.uri_rsa, v);
+    c = key_new(env.uri_rsa, v);
+
+    pki_result_init(&res);
+    if (!ok(g != NULL && a != NULL && b != NULL && c != NULL
+            && pki_key_open(g, &res) == PKI_OK,
+            "a first key opens [%s]", res.detail))
+    {
+        return done_testing();
+    }
+
+    /* A. the login lost after the vault opened */
+    ok(p11_logout(&p), "A: the token's login dropped");
+    pki_result_init(&res);
+    st = pki_key_open(a, &res);
+    ok(st == PKI_OK, "A: the next key opens all the same (%s) [%s] [%s]",
+       pki_status_name(st), res.detail, res.log);
+    ok(st == PKI_OK && p11_sign(a, NULL, NULL, &res) == PKI_OK,
+       "A: and signs [%s]", res.log);
+
+    /* the vault as a configuration finds it, whatever A left */
+    pki_vault_close(v);
+    pki_result_init(&res);
+    ok(pki_vault_open(v, &res) == PKI_OK && p11_find_slot(&p, env.token),
+       "the vault reopened [%s]", res.detail);
+
+    /* B. one device error in its test signature */
+    p11_fault_set(1, P11_CKR_DEVICE_ERROR, 0);
+    pki_result_init(&res);
+    st = pki_key_open(b, &res);
+    ok(st == PKI_OK, "B: a key whose test signature meets one device error "
+       "opens (%s) [%s] [%s]", pki_status_name(st), res.detail, res.log);
+    ok(st == PKI_OK && p11_sign(b, NULL, NULL, &res) == PKI_OK,
+       "B: and signs [%s]", res.log);
+    p11_fault_set(0, 0, 0);
+
+    /* C. every signature fails */
+    p11_fault_set(1000000, P11_CKR_DEVICE_ERROR, 0);
+    inits = p11_fault_inits();
+    t0 = now_s();
+    pki_result_init(&res);
+    st = pki_key_open(c, &res);
+    inits = p11_fault_inits() - inits;
+    ok(st == PKI_UNAVAILABLE && strstr(res.detail, env.uri_rsa) != NULL
+       && strstr(res.detail, "test signature") != NULL,
+       "C: a key the token never signs with does not open, and says which "
+       "(%s) [%s] [%s]", pki_status_name(st), res.detail, res.log);
+    ok(inits >= 1 && inits <= 3 && now_s() - t0 < (env.vg ? 30.0 : 2.0),
+       "C: after %d reopens of the vault (1 to 3), in %.3f s", inits,
+       now_s() - t0);
+    p11_fault_set(0, 0, 0);
+
+    pki_key_free(c);
+    pki_key_free(b);
+    pki_key_free(a);
+    pki_key_free(g);
+    pki_vault_free(v);
+    dlclose(p.dl);
+
+    return done_testing();
+}
