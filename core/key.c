@@ -194,7 +194,9 @@ struct pki_key_s {
      * kb_ms doubles from PKI_BACKOFF_MIN up to PKI_KEY_BACKOFF_MAX when
      * that try fails with the key again (not when the vault is in its own
      * backoff), and a success clears it all.  kb_gen: the vault generation
-     * a reopen for this key made, 0 if none since its last success.  Under
+     * a reopen for this key made (pki_vault_recover closed the vault after
+     * this key failed in it, or retried after its backoff; not an open of
+     * a vault closed already), 0 if none since its last success.  Under
      * the vault's state_mutex; kb_set (atomic) is 0 when all of it is
      * clear, so that a healthy key's signature takes no mutex for it. */
     int                kb_set;
@@ -3510,15 +3512,16 @@ pki_key_gate(pki_key_t *k, pki_result_t *res)
  * look again; after a failed reopen nobody tries before the vault's
  * retry_after, and while the token refuses the PIN nobody tries before the
  * PIN file changes: such callers fail at once, without the write lock.
- * A handle that fails again in the generation a reopen for k made is k's
- * own failure: k's backoff, no second reopen.  Returns 1 to look again, 0
- * to give up (the reason is in res->log).
+ * A handle that fails again in the generation a reopen for k made (one
+ * that closed the vault after k failed in it, or the retry after k's
+ * backoff) is k's own failure: k's backoff, no second reopen.  Returns 1
+ * to look again, 0 to give up (the reason is in res->log).
  */
 static int
 pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     unsigned long seen, pki_result_t *res)
 {
-    int            reopened;
+    int            reopened, closed;
     double         wait;
     struct stat    pst;
     pki_status_t   st;
@@ -3583,6 +3586,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
 
     pki_result_init(&tmp);
     reopened = 0;
+    closed = 0;
     st = PKI_OK;
 
     pthread_rwlock_wrlock(&v->lock);
@@ -3590,6 +3594,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     if (failed && v->gen == seen && v->ctx != NULL) {
         /* Nobody reopened since our failure: do it. */
         pki_vault_close_locked(v);
+        closed = 1;
     }
 
     if (v->ctx == NULL) {
@@ -3607,7 +3612,11 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     v->reopening = 0;
     pthread_cond_broadcast(&v->state_cond);
 
-    if (reopened) {
+    if (reopened && (closed || failed == 2)) {
+        /* a reopen for k: k failing again in this generation is k's own
+         * failure.  Not so an open of a vault that was closed already (a
+         * token fault, a failed reopen, anyone's close) which k's signer
+         * merely came first to: that cured nothing of k's. */
         k->kb_gen = v->gen;
         __atomic_store_n(&k->kb_set, 1, __ATOMIC_RELEASE);
     }

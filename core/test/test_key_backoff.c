@@ -1,0 +1,139 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * A token key's own backoff (key.c, pki_key_gate) starts only for what is
+ * the key's.  With the
+ * RSA key of the token and test/p11.h's faults (libp11's C_Sign answers
+ * CKR_DEVICE_ERROR, or waits):
+ *   A. the vault is closed (by a token fault, or anyone), and the next
+ *      signer of the key happens to be the one that opens it again; its
+ *      signature then meets one device error.  That open was not made for
+ *      the key: the error gets a reopen of its own, and the key signs.
+ *      Before, the key went into its own backoff for 100 ms;
+ *   B. a key that fails again after a reopen made for it still goes into
+ *      its backoff, saying so.
+ * Environment as for test_key.c; without it the test skips.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "pki.h"
+#include "test/unit.h"
+#include "test/p11.h"
+
+
+static p11_t      p;
+static p11_env_t  env;
+
+
+static double
+now_s(void)
+{
+    struct timeval  tv;
+
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+
+/* Signs with k until it works again (its backoff over), at most 5 s. */
+static int
+recovers(pki_key_t *k)
+{
+    double        t0;
+    pki_result_t  res;
+
+    t0 = now_s();
+    while (p11_sign(k, NULL, NULL, &res) != PKI_OK) {
+        if (now_s() - t0 > 5) {
+            return 0;
+        }
+        usleep(20000);
+    }
+
+    return 1;
+}
+
+
+int
+main(void)
+{
+    int            inits;
+    pki_key_t     *k;
+    pki_status_t   st;
+    pki_vault_t   *v;
+    pki_result_t   res;
+
+    p11_env(&env, 0);
+
+    if (env.uri_rsa == NULL) {
+        skip_all("no RSA key on the token (PKI_TEST_KEY_URI_RSA)");
+    }
+
+    pki_result_init(&res);
+    v = pki_vault_new("backoff", env.module, env.token, env.pin_file, &res);
+    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
+            "vault opens [%s]", res.detail))
+    {
+        return done_testing();
+    }
+
+    if (!ok(p11_load(&p, env.module, env.token)
+            && p11_fault_install(&p), "the token's module, with faults"))
+    {
+        return done_testing();
+    }
+
+    pki_result_init(&res);
+    k = pki_key_new(env.uri_rsa, v, &res);
+    if (!ok(k != NULL && pki_key_open(k, &res) == PKI_OK
+            && p11_sign(k, NULL, NULL, &res) == PKI_OK,
+            "the RSA key opens and signs [%s]", res.detail))
+    {
+        return done_testing();
+    }
+
+    /* A. the open was not for the key */
+    pki_vault_close(v);
+    p11_fault_set(1, P11_CKR_DEVICE_ERROR, 0);
+    inits = p11_fault_inits();
+    st = p11_sign(k, NULL, NULL, &res);
+    inits = p11_fault_inits() - inits;
+    ok(st == PKI_OK, "A: after an open of the vault that was not for the "
+       "key, one device error: it signs (%s, %d opens) [%s]",
+       pki_status_name(st), inits, res.log);
+    ok(strstr(res.log, "is not used for") == NULL,
+       "A: no backoff of its own");
+    st = p11_sign(k, NULL, NULL, &res);
+    ok(st == PKI_OK, "A: and signs next (%s) [%s]", pki_status_name(st),
+       res.log);
+    p11_fault_set(0, 0, 0);
+    ok(recovers(k), "A: the key works");
+
+    /* B. it fails again after a reopen for it */
+    p11_fault_set(1000000, P11_CKR_DEVICE_ERROR, 0);
+    inits = p11_fault_inits();
+    st = p11_sign(k, NULL, NULL, &res);
+    inits = p11_fault_inits() - inits;
+    ok(st == PKI_UNAVAILABLE
+       && strstr(res.log, "is not used for 100 ms") != NULL
+       && strstr(res.log, "after a reopen of the vault for it") != NULL,
+       "B: failing again after a reopen for it, the key's backoff (%s, %d "
+       "reopens) [%s]", pki_status_name(st), inits, res.log);
+    ok(inits == 1, "B: one reopen (%d)", inits);
+    p11_fault_set(0, 0, 0);
+    ok(recovers(k), "B: back after its backoff");
+
+    pki_key_free(k);
+    pki_vault_free(v);
+    dlclose(p.dl);
+
+    return done_testing();
+}
