@@ -198,8 +198,12 @@ struct pki_key_s {
      * this key failed in it, or retried after its backoff; not an open of
      * a vault closed already), 0 if none since its last success.  Under
      * the vault's state_mutex; kb_set (atomic) is 0 when all of it is
-     * clear, so that a healthy key's signature takes no mutex for it. */
+     * clear, so that a healthy key's signature takes no mutex for it.
+     * kb_seq (atomic, written under the mutex) counts what set any of it:
+     * a success clears only what was there when its operation began, not
+     * a backoff another signer started meanwhile (pki_key_good). */
     int                kb_set;
+    unsigned long      kb_seq;
     int                kb_retry;
     long               kb_ms;
     double             kb_until;
@@ -3386,6 +3390,25 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
  * again.
  */
 
+/* The key's backoff state changed (state_mutex held): a success whose
+ * operation began before leaves it standing (pki_key_good). */
+static void
+pki_key_kb_changed(pki_key_t *k)
+{
+    __atomic_store_n(&k->kb_seq, k->kb_seq + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&k->kb_set, 1, __ATOMIC_RELEASE);
+}
+
+
+/* What a success will compare (pki_key_good), read before the operation
+ * it ends. */
+static unsigned long
+pki_key_kb_seq(pki_key_t *k)
+{
+    return __atomic_load_n(&k->kb_seq, __ATOMIC_ACQUIRE);
+}
+
+
 /* 1 for a failure of the key itself rather than of the token. */
 static int
 pki_key_fault(pki_status_t st)
@@ -3424,7 +3447,7 @@ pki_key_failed_locked(pki_key_t *k, const char *why, pki_result_t *res)
         snprintf(k->kb_error, sizeof(k->kb_error), "%s", why);
     }
 
-    __atomic_store_n(&k->kb_set, 1, __ATOMIC_RELEASE);
+    pki_key_kb_changed(k);
 
     if (res != NULL) {
         pki_log(res, "%skey \"%s\" is not used for %ld ms: %s",
@@ -3442,15 +3465,24 @@ pki_key_failed(pki_key_t *k, const char *why, pki_result_t *res)
 }
 
 
-/* The key worked: its backoff, if any, ends. */
+/* The key worked: its backoff, if any, ends, unless it changed after
+ * the operation began (seq, pki_key_kb_seq() then): a backoff another
+ * signer started meanwhile stands, with its doubling, and the try after
+ * it reopens once, as for any backoff. */
 static void
-pki_key_good(pki_key_t *k)
+pki_key_good(pki_key_t *k, unsigned long seq)
 {
     if (!__atomic_load_n(&k->kb_set, __ATOMIC_ACQUIRE)) {
         return;
     }
 
     pthread_mutex_lock(&k->vault->state_mutex);
+
+    if (k->kb_seq != seq) {
+        pthread_mutex_unlock(&k->vault->state_mutex);
+        return;
+    }
+
     k->kb_ms = 0;
     k->kb_retry = 0;
     k->kb_until = 0;
@@ -3494,6 +3526,7 @@ pki_key_gate(pki_key_t *k, pki_result_t *res)
 
     k->kb_retry = 1;
     k->kb_until = now + k->kb_ms / 1000.0;
+    pki_key_kb_changed(k);
 
     pthread_mutex_unlock(&k->vault->state_mutex);
 
@@ -3618,7 +3651,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
          * token fault, a failed reopen, anyone's close) which k's signer
          * merely came first to: that cured nothing of k's. */
         k->kb_gen = v->gen;
-        __atomic_store_n(&k->kb_set, 1, __ATOMIC_RELEASE);
+        pki_key_kb_changed(k);
     }
 
     pthread_mutex_unlock(&v->state_mutex);
@@ -3666,7 +3699,7 @@ static pki_status_t
 pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 {
     pki_vault_t    *v;
-    unsigned long   seen;
+    unsigned long   seen, kseq;
     int             attempt, rc, failed, gate, retry;
 
     if (k == NULL
@@ -3706,6 +3739,7 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
         if (gate == 0 && v->ctx != NULL && k->priv != NULL
             && k->gen == v->gen)
         {
+            kseq = pki_key_kb_seq(k);
             rc = pki_p11_sign(k, op, res);
             if (rc == 2) {
                 rc = pki_sign_once(op, k->priv, k->pub, res);
@@ -3714,7 +3748,7 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 
             if (rc == 1) {
                 ERR_clear_error();
-                pki_key_good(k);
+                pki_key_good(k, kseq);
                 return PKI_OK;
             }
 
@@ -4144,7 +4178,7 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
     EVP_PKEY       *pub;
     pki_vault_t    *v;
     unsigned char  *buf;
-    unsigned long   seen;
+    unsigned long   seen, kseq;
 
     if (out == NULL || outlen == NULL || in == NULL || inlen == 0) {
         return pki_fail(res, PKI_INTERNAL, "bad pki_key_decrypt() arguments");
@@ -4234,6 +4268,7 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
             && k->gen == v->gen)
         {
             n = cap;
+            kseq = pki_key_kb_seq(k);
             rc = pki_decrypt_once(k, k->priv, in, inlen, buf, &n, res);
             pthread_rwlock_unlock(&v->lock);
 
@@ -4241,7 +4276,7 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
                 /* a bad padding too: the token did the private-key
                  * operation, the key works (its backoff ends, else every
                  * try after it reopened the vault) */
-                pki_key_good(k);
+                pki_key_good(k, kseq);
                 break;
             }
 

@@ -3,7 +3,7 @@
  * SPDX-License-Identifier: Apache-2.0
  *
  * A token key's own backoff (key.c, pki_key_gate) starts only for what is
- * the key's.  With the
+ * the key's, and only a success that began after it ends it.  With the
  * RSA key of the token and test/p11.h's faults (libp11's C_Sign answers
  * CKR_DEVICE_ERROR, or waits):
  *   A. the vault is closed (by a token fault, or anyone), and the next
@@ -12,10 +12,16 @@
  *      the key: the error gets a reopen of its own, and the key signs.
  *      Before, the key went into its own backoff for 100 ms;
  *   B. a key that fails again after a reopen made for it still goes into
- *      its backoff, saying so.
+ *      its backoff, saying so;
+ *   C. a signature in flight when another signer's failure starts the
+ *      key's backoff succeeds: the backoff stands (the next signer is
+ *      answered at once), and the try after it that fails again doubles
+ *      it to 200 ms.  Before, the late success ended the backoff: the
+ *      doubling was lost and the next failure reopened the vault again.
  * Environment as for test_key.c; without it the test skips.
  */
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +49,26 @@ now_s(void)
 }
 
 
+typedef struct {
+    pki_key_t     *key;
+    pki_status_t   st;
+    char           log[PKI_LOG_LEN];
+} late_t;
+
+
+static void *
+late_signer(void *arg)
+{
+    late_t        *l = arg;
+    pki_result_t   res;
+
+    l->st = p11_sign(l->key, NULL, NULL, &res);
+    snprintf(l->log, sizeof(l->log), "%s", res.log);
+
+    return NULL;
+}
+
+
 /* Signs with k until it works again (its backoff over), at most 5 s. */
 static int
 recovers(pki_key_t *k)
@@ -66,6 +92,9 @@ int
 main(void)
 {
     int            inits;
+    double         t0, took;
+    late_t         l;
+    pthread_t      t;
     pki_key_t     *k;
     pki_status_t   st;
     pki_vault_t   *v;
@@ -130,6 +159,51 @@ main(void)
     ok(inits == 1, "B: one reopen (%d)", inits);
     p11_fault_set(0, 0, 0);
     ok(recovers(k), "B: back after its backoff");
+
+    /* C. a success that began before the backoff */
+    p11_fault_set(1, P11_CKR_DEVICE_ERROR, 1);
+    memset(&l, 0, sizeof(l));
+    l.key = k;
+    pthread_create(&t, NULL, late_signer, &l);
+    p11_fault_wait_held(1);
+
+    /* the late signer failed once, reopened the vault for the key, and
+     * now signs in the new generation (held): this signer fails there */
+    p11_fault_set(1, P11_CKR_DEVICE_ERROR, 0);
+    st = p11_sign(k, NULL, NULL, &res);
+    t0 = now_s();
+    ok(st == PKI_UNAVAILABLE
+       && strstr(res.log, "is not used for 100 ms") != NULL,
+       "C: a failure after the reopen for the key: its backoff (%s) [%s]",
+       pki_status_name(st), res.log);
+
+    p11_fault_release();
+    pthread_join(t, NULL);
+    ok(l.st == PKI_OK, "C: the signature in flight succeeds (%s) [%s]",
+       pki_status_name(l.st), l.log);
+
+    st = p11_sign(k, NULL, NULL, &res);
+    took = now_s() - t0;
+    if (took < 0.08) {
+        ok(st == PKI_UNAVAILABLE && strstr(res.log, "next try in") != NULL,
+           "C: the backoff stands after that success (%s, %.3f s after it "
+           "began) [%s]", pki_status_name(st), took, res.log);
+
+    } else {
+        diag("C: %.3f s after the backoff began: whether it stands is not "
+             "judged", took);
+    }
+
+    /* the try after the backoff fails again: it doubles */
+    usleep(150000);
+    p11_fault_set(1000000, P11_CKR_DEVICE_ERROR, 0);
+    st = p11_sign(k, NULL, NULL, &res);
+    ok(st == PKI_UNAVAILABLE
+       && strstr(res.log, "is not used for 200 ms") != NULL,
+       "C: the next failing try doubles the backoff (%s) [%s]",
+       pki_status_name(st), res.log);
+    p11_fault_set(0, 0, 0);
+    ok(recovers(k), "C: back after its backoff");
 
     pki_key_free(k);
     pki_vault_free(v);
