@@ -182,16 +182,18 @@ main(void)
     ok(l.st == PKI_OK, "C: the signature in flight succeeds (%s) [%s]",
        pki_status_name(l.st), l.log);
 
-    st = p11_sign(k, NULL, NULL, &res);
+    /* asked only well within the backoff: a try after it (Valgrind is
+     * slow) would reopen, sign and end it */
     took = now_s() - t0;
-    if (took < 0.08) {
+    if (took < 0.05) {
+        st = p11_sign(k, NULL, NULL, &res);
         ok(st == PKI_UNAVAILABLE && strstr(res.log, "next try in") != NULL,
            "C: the backoff stands after that success (%s, %.3f s after it "
            "began) [%s]", pki_status_name(st), took, res.log);
 
     } else {
         diag("C: %.3f s after the backoff began: whether it stands is not "
-             "judged", took);
+             "asked", took);
     }
 
     /* the try after the backoff fails again: it doubles */
