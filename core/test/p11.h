@@ -449,6 +449,17 @@ p11_tokendir(const char *conf, char *dir, size_t size)
 }
 
 
+/* pki_key_new without its result: NULL on failure. */
+static __attribute__((unused)) pki_key_t *
+p11_key_new(const char *uri, pki_vault_t *v)
+{
+    pki_result_t  res;
+
+    pki_result_init(&res);
+    return pki_key_new(uri, v, &res);
+}
+
+
 /* The SoftHSM token t/00-core.t sets up for the key tests. */
 typedef struct {
     const char  *conf;              /* PKI_TEST_SOFTHSM_CONF */
@@ -653,6 +664,38 @@ p11_fault_release(void)
     p11_fault.hold = 0;
     pthread_cond_broadcast(&p11_fault.cond);
     pthread_mutex_unlock(&p11_fault.mutex);
+}
+
+
+/* The tests with faults: a vault name of the token, open, and p's module
+ * with the faults in place; NULL when that fails (said with ok()).  They
+ * need the RSA key (faults reach libp11's signatures): skips without. */
+static __attribute__((unused)) pki_vault_t *
+p11_fault_vault(p11_env_t *e, p11_t *p, const char *name)
+{
+    pki_vault_t   *v;
+    pki_result_t   res;
+
+    if (e->uri_rsa == NULL) {
+        skip_all("no RSA key on the token (PKI_TEST_KEY_URI_RSA)");
+    }
+
+    pki_result_init(&res);
+    v = pki_vault_new(name, e->module, e->token, e->pin_file, &res);
+    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
+            "vault opens [%s]", res.detail))
+    {
+        return NULL;
+    }
+
+    if (!ok(p11_load(p, e->module, e->token) && p11_fault_install(p),
+            "the token's module, with faults"))
+    {
+        pki_vault_free(v);
+        return NULL;
+    }
+
+    return v;
 }
 
 

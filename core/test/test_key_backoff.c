@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -37,16 +36,6 @@
 
 static p11_t      p;
 static p11_env_t  env;
-
-
-static double
-now_s(void)
-{
-    struct timeval  tv;
-
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 
 typedef struct {
@@ -76,9 +65,9 @@ recovers(pki_key_t *k)
     double        t0;
     pki_result_t  res;
 
-    t0 = now_s();
+    t0 = unit_now();
     while (p11_sign(k, NULL, NULL, &res) != PKI_OK) {
-        if (now_s() - t0 > 5) {
+        if (unit_now() - t0 > 5) {
             return 0;
         }
         usleep(20000);
@@ -102,21 +91,8 @@ main(void)
 
     p11_env(&env, 0);
 
-    if (env.uri_rsa == NULL) {
-        skip_all("no RSA key on the token (PKI_TEST_KEY_URI_RSA)");
-    }
-
-    pki_result_init(&res);
-    v = pki_vault_new("backoff", env.module, env.token, env.pin_file, &res);
-    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
-            "vault opens [%s]", res.detail))
-    {
-        return done_testing();
-    }
-
-    if (!ok(p11_load(&p, env.module, env.token)
-            && p11_fault_install(&p), "the token's module, with faults"))
-    {
+    v = p11_fault_vault(&env, &p, "backoff");
+    if (v == NULL) {
         return done_testing();
     }
 
@@ -171,7 +147,7 @@ main(void)
      * now signs in the new generation (held): this signer fails there */
     p11_fault_set(1, P11_CKR_DEVICE_ERROR, 0);
     st = p11_sign(k, NULL, NULL, &res);
-    t0 = now_s();
+    t0 = unit_now();
     ok(st == PKI_UNAVAILABLE
        && strstr(res.log, "is not used for 100 ms") != NULL,
        "C: a failure after the reopen for the key: its backoff (%s) [%s]",
@@ -184,7 +160,7 @@ main(void)
 
     /* asked only well within the backoff: a try after it (Valgrind is
      * slow) would reopen, sign and end it */
-    took = now_s() - t0;
+    took = unit_now() - t0;
     if (took < 0.05) {
         st = p11_sign(k, NULL, NULL, &res);
         ok(st == PKI_UNAVAILABLE && strstr(res.log, "next try in") != NULL,

@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -48,16 +47,6 @@
 
 static p11_t        p;
 static p11_env_t    env;
-
-
-static double
-now_s(void)
-{
-    struct timeval  tv;
-
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 
 /* Requests for k, one a millisecond for secs, each followed by a look at
@@ -84,12 +73,12 @@ hammer(pki_key_t *k, double secs, hammer_t *h)
     memset(h, 0, sizeof(*h));
     probe = p11_probe_arm(&p);
 
-    t0 = now_s();
+    t0 = unit_now();
 
-    while (now_s() - t0 < secs) {
-        t1 = now_s();
+    while (unit_now() - t0 < secs) {
+        t1 = unit_now();
         st = p11_sign(k, NULL, NULL, &res);
-        h->fast += now_s() - t1 < (env.vg ? 0.05 : 0.005);
+        h->fast += unit_now() - t1 < (env.vg ? 0.05 : 0.005);
         h->n++;
         h->unavailable += st == PKI_UNAVAILABLE;
         if (strstr(res.log, "next try in") != NULL) {
@@ -160,12 +149,12 @@ pace(pki_key_t *g, pki_key_t *bad, double secs, int *fails, double *worst)
     n = 0;
     *fails = 0;
     *worst = 0;
-    t0 = now_s();
+    t0 = unit_now();
 
-    while (now_s() - t0 < secs) {
-        t1 = now_s();
+    while (unit_now() - t0 < secs) {
+        t1 = unit_now();
         *fails += p11_sign(g, NULL, NULL, &res) != PKI_OK;
-        took = now_s() - t1;
+        took = unit_now() - t1;
         if (took > *worst) {
             *worst = took;
         }
@@ -193,11 +182,11 @@ broken(const char *what, const char *why, pki_key_t *a, pki_key_t *g,
     pki_status_t   st;
     pki_result_t   res;
 
-    t0 = now_s();
+    t0 = unit_now();
     st = p11_sign(a, NULL, NULL, &res);
     ok(st == PKI_UNAVAILABLE && strstr(res.log, why) != NULL,
        "%s: unavailable, saying why (%s, %.3f s) [%s]", what,
-       pki_status_name(st), now_s() - t0, res.log);
+       pki_status_name(st), unit_now() - t0, res.log);
 
     hammer(a, 2.0, &h);
     diag("%s: %d requests in 2 s, %d answered at once, %d reopens of the "
@@ -228,8 +217,8 @@ back(const char *what, pki_key_t *a, EVP_PKEY *pub)
     double         t0;
     pki_result_t   res;
 
-    t0 = now_s();
-    for (i = 0; p11_sign(a, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
+    t0 = unit_now();
+    for (i = 0; p11_sign(a, NULL, NULL, &res) != PKI_OK && unit_now() - t0 < 15;
          i++)
     {
         usleep(20000);
@@ -237,8 +226,9 @@ back(const char *what, pki_key_t *a, EVP_PKEY *pub)
 
     ok(p11_sign(a, pub, &verified, &res) == PKI_OK && verified,
        "%s: back, it signs by itself in %.3f s (%d tries), verified [%s]",
-       what, now_s() - t0, i, res.log);
-    ok(now_s() - t0 < (env.vg ? 60.0 : 10.0), "%s: within its backoff", what);
+       what, unit_now() - t0, i, res.log);
+    ok(unit_now() - t0 < (env.vg ? 60.0 : 10.0), "%s: within its backoff",
+       what);
 }
 
 

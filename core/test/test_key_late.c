@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -46,16 +45,6 @@
 
 static int          moved;
 static p11_env_t    env;
-
-
-static double
-now_s(void)
-{
-    struct timeval  tv;
-
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 
 static void
@@ -91,9 +80,9 @@ signer(void *arg)
 
     pthread_barrier_wait(s->go);
 
-    t0 = now_s();
+    t0 = unit_now();
     s->st = p11_sign(s->key, NULL, NULL, &res);
-    s->took = now_s() - t0;
+    s->took = unit_now() - t0;
 
     return NULL;
 }
@@ -169,16 +158,6 @@ decrypt_round(pki_key_t *k, EVP_PKEY *pub, pki_status_t *st,
 }
 
 
-static pki_key_t *
-key_new(const char *uri, pki_vault_t *v)
-{
-    pki_result_t  res;
-
-    pki_result_init(&res);
-    return pki_key_new(uri, v, &res);
-}
-
-
 int
 main(void)
 {
@@ -222,10 +201,10 @@ main(void)
     snprintf(uri_l, sizeof(uri_l), "pkcs11:token=%s;object=late-a;"
              "type=private", env.token);
 
-    k = key_new(env.uri_ec, v);
-    k2 = key_new(env.uri_ec, v);
-    l = key_new(uri_l, v);
-    r = env.uri_rsa != NULL ? key_new(env.uri_rsa, v) : NULL;
+    k = p11_key_new(env.uri_ec, v);
+    k2 = p11_key_new(env.uri_ec, v);
+    l = p11_key_new(uri_l, v);
+    r = env.uri_rsa != NULL ? p11_key_new(env.uri_rsa, v) : NULL;
 
     pki_result_init(&res);
     if (!ok(k != NULL && k2 != NULL && l != NULL
@@ -264,7 +243,7 @@ main(void)
         return done_testing();
     }
 
-    t0 = now_s();
+    t0 = unit_now();
     pki_result_init(&res);
     ok(pki_vault_open(v, &res) != PKI_OK, "worker: the vault does not open "
        "[%s]", res.detail);
@@ -279,16 +258,16 @@ main(void)
         ok(pki_key_open(r, &res) == PKI_UNAVAILABLE, "worker: nor the RSA "
            "key [%s]", res.detail);
     }
-    diag("the worker's opens took %.3f s", now_s() - t0);
+    diag("the worker's opens took %.3f s", unit_now() - t0);
 
-    t0 = now_s();
+    t0 = unit_now();
     st = p11_sign(k, NULL, NULL, &res);
     ok(st == PKI_UNAVAILABLE, "a key that did not open answers "
        "unavailable, not \"not open\" (%s) [%s] [%s]", pki_status_name(st),
        res.detail, res.log);
     ok(strstr(res.log, "next try in") != NULL
-       && (env.vg || now_s() - t0 < 0.05),
-       "at once, in the vault's backoff (%.3f s)", now_s() - t0);
+       && (env.vg || unit_now() - t0 < 0.05),
+       "at once, in the vault's backoff (%.3f s)", unit_now() - t0);
 
     ok(pki_key_public(k) != NULL
        && EVP_PKEY_eq(pki_key_public(k), pub_k) == 1,
@@ -311,16 +290,16 @@ main(void)
     token_back();
     ok(!moved, "token directory back");
 
-    t0 = now_s();
-    for (i = 0; p11_sign(k, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
+    t0 = unit_now();
+    for (i = 0; p11_sign(k, NULL, NULL, &res) != PKI_OK && unit_now() - t0 < 15;
          i++)
     {
         usleep(50000);
     }
     ok(p11_sign(k, pub_k, &verified, &res) == PKI_OK && verified,
        "the key signs by itself in %.3f s (%d failed tries), verified with "
-       "the master's public key [%s]", now_s() - t0, i, res.log);
-    ok(now_s() - t0 < (env.vg ? 60.0 : 8.0),
+       "the master's public key [%s]", unit_now() - t0, i, res.log);
+    ok(unit_now() - t0 < (env.vg ? 60.0 : 8.0),
        "within the vault's backoff (5 s at most) and a reopen");
 
     ok(p11_sign(k2, pub_k, &verified, &res) == PKI_OK && verified
@@ -350,8 +329,8 @@ main(void)
        "its public key stays the master's");
 
     n = 0;
-    t0 = now_s();
-    while (now_s() - t0 < 0.5) {
+    t0 = unit_now();
+    while (unit_now() - t0 < 0.5) {
         n += p11_sign(l, NULL, NULL, &res) == PKI_OK;
         usleep(10000);
     }
@@ -363,15 +342,15 @@ main(void)
        && p11_relabel(&p, "late-a-old", "late-a"),
        "its own key back under its label");
 
-    t0 = now_s();
-    for (i = 0; p11_sign(l, NULL, NULL, &res) != PKI_OK && now_s() - t0 < 15;
+    t0 = unit_now();
+    for (i = 0; p11_sign(l, NULL, NULL, &res) != PKI_OK && unit_now() - t0 < 15;
          i++)
     {
         usleep(50000);
     }
     ok(p11_sign(l, pub_l, &verified, &res) == PKI_OK && verified,
        "then it signs by itself in %.3f s (%d failed tries), verified with "
-       "the master's public key [%s]", now_s() - t0, i, res.log);
+       "the master's public key [%s]", unit_now() - t0, i, res.log);
 
     ok(p11_destroy_label(&p, "late-a") == 2
        && p11_destroy_label(&p, "late-b") == 2,

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include <openssl/evp.h>
 
@@ -32,26 +31,6 @@
 
 static p11_t      p;
 static p11_env_t  env;
-
-
-static double
-now_s(void)
-{
-    struct timeval  tv;
-
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec / 1e6;
-}
-
-
-static pki_key_t *
-key_new(const char *uri, pki_vault_t *v)
-{
-    pki_result_t  res;
-
-    pki_result_init(&res);
-    return pki_key_new(uri, v, &res);
-}
 
 
 int
@@ -66,28 +45,15 @@ main(void)
 
     p11_env(&env, 0);
 
-    if (env.uri_rsa == NULL) {
-        skip_all("no RSA key on the token (PKI_TEST_KEY_URI_RSA)");
-    }
-
-    pki_result_init(&res);
-    v = pki_vault_new("master", env.module, env.token, env.pin_file, &res);
-    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
-            "vault opens [%s]", res.detail))
-    {
+    v = p11_fault_vault(&env, &p, "master");
+    if (v == NULL) {
         return done_testing();
     }
 
-    if (!ok(p11_load(&p, env.module, env.token)
-            && p11_fault_install(&p), "the token's module, with faults"))
-    {
-        return done_testing();
-    }
-
-    g = key_new(env.uri_ec, v);
-    a = key_new(env.uri_ec, v);
-    b = key_new(env.uri_rsa, v);
-    c = key_new(env.uri_rsa, v);
+    g = p11_key_new(env.uri_ec, v);
+    a = p11_key_new(env.uri_ec, v);
+    b = p11_key_new(env.uri_rsa, v);
+    c = p11_key_new(env.uri_rsa, v);
 
     pki_result_init(&res);
     if (!ok(g != NULL && a != NULL && b != NULL && c != NULL
@@ -125,7 +91,7 @@ main(void)
     /* C. every signature fails */
     p11_fault_set(1000000, P11_CKR_DEVICE_ERROR, 0);
     inits = p11_fault_inits();
-    t0 = now_s();
+    t0 = unit_now();
     pki_result_init(&res);
     st = pki_key_open(c, &res);
     inits = p11_fault_inits() - inits;
@@ -133,9 +99,9 @@ main(void)
        && strstr(res.detail, "test signature") != NULL,
        "C: a key the token never signs with does not open, and says which "
        "(%s) [%s] [%s]", pki_status_name(st), res.detail, res.log);
-    ok(inits >= 1 && inits <= 3 && now_s() - t0 < (env.vg ? 30.0 : 2.0),
+    ok(inits >= 1 && inits <= 3 && unit_now() - t0 < (env.vg ? 30.0 : 2.0),
        "C: after %d reopens of the vault (1 to 3), in %.3f s", inits,
-       now_s() - t0);
+       unit_now() - t0);
     p11_fault_set(0, 0, 0);
 
     pki_key_free(c);

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -48,16 +47,6 @@ typedef ck_ulong (*ck_session_pt)(ck_ulong session);
 static int          moved;
 static pki_key_t   *key;
 static p11_env_t    env;
-
-
-static double
-now_s(void)
-{
-    struct timeval  tv;
-
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 
 static void
@@ -151,9 +140,9 @@ signer(void *arg)
 
     pthread_barrier_wait(s->go);
 
-    t0 = now_s();
+    t0 = unit_now();
     s->st = sign(&res);
-    s->took = now_s() - t0;
+    s->took = unit_now() - t0;
     snprintf(s->log, sizeof(s->log), "%.290s", res.log);
 
     return NULL;
@@ -228,22 +217,23 @@ main(void)
         return done_testing();
     }
 
-    t0 = now_s();
+    t0 = unit_now();
     max = wave(&unav, first, sizeof(first));
     diag("first wave: slowest %.3f s, all done in %.3f s [%s]", max,
-         now_s() - t0, first);
+         unit_now() - t0, first);
     ok(unav == NSIGNERS, "%d signers during the outage: %d PKI_UNAVAILABLE",
        NSIGNERS, unav);
     ok(max < (env.vg ? 60.0 : 3.0),
        "each within about one reopen of the vault (slowest %.3f s)", max);
 
     /* right after a failed reopen: the backoff, no wait */
-    t0 = now_s();
+    t0 = unit_now();
     ok(sign(&res) == PKI_UNAVAILABLE
        && strstr(res.log, "unavailable, next try in") != NULL,
        "a signer in the backoff fails at once (%.3f s) [%s]",
-       now_s() - t0, res.log);
-    ok(env.vg || now_s() - t0 < 0.05, "without waiting (%.3f s)", now_s() - t0);
+       unit_now() - t0, res.log);
+    ok(env.vg || unit_now() - t0 < 0.05, "without waiting (%.3f s)",
+       unit_now() - t0);
 
     max = wave(&unav, first, sizeof(first));
     ok(unav == NSIGNERS && max < (env.vg ? 60.0 : 3.0),
@@ -254,13 +244,13 @@ main(void)
     token_back();
     ok(!moved, "token directory back");
 
-    t0 = now_s();
-    for (i = 0; sign(&res) != PKI_OK && now_s() - t0 < 15; i++) {
+    t0 = unit_now();
+    for (i = 0; sign(&res) != PKI_OK && unit_now() - t0 < 15; i++) {
         usleep(50000);
     }
     ok(sign(&res) == PKI_OK, "signing recovers by itself in %.3f s "
-       "(%d failed tries) [%s]", now_s() - t0, i, res.log);
-    ok(now_s() - t0 < (env.vg ? 60.0 : 8.0),
+       "(%d failed tries) [%s]", unit_now() - t0, i, res.log);
+    ok(unit_now() - t0 < (env.vg ? 60.0 : 8.0),
        "within the backoff (5 s at most) and a reopen");
 
     max = wave(&unav, first, sizeof(first));
