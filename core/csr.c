@@ -93,6 +93,9 @@ static const int        pki_csr_curve_nids[] = {
 static EC_GROUP        *pki_csr_curves[3];
 static pthread_once_t   pki_csr_curves_once = PTHREAD_ONCE_INIT;
 
+static const char  pki_csr_hybrid[] = "the CSR's public key is an EC point "
+    "in hybrid form (RFC 5480 2.2: uncompressed or compressed only)";
+
 
 static void
 pki_csr_curves_init(void)
@@ -193,10 +196,95 @@ pki_int_key_at_infinity(const EVP_PKEY *pk)
 }
 
 
-/* The request's key, or NULL: then *infinity tells a key at infinity
- * (refused) from one this reader leaves to OpenSSL's. */
+/* The detail of a request whose EC key is a point in hybrid form (first
+ * octet 06 or 07: 04 || x || y with the parity of y in the octet), or
+ * NULL.  RFC 5480 2.2: the hybrid form MUST NOT be used; Go's crypto/x509
+ * and BoringSSL refuse a certificate carrying one, and OpenSSL would copy
+ * it into the certificate as it came. */
+const char *
+pki_int_csr_point_refused(const X509_PUBKEY *xpk)
+{
+    int                   len;
+    ASN1_OBJECT          *aobj;
+    const unsigned char  *pt;
+
+    if (xpk == NULL
+        || !X509_PUBKEY_get0_param(&aobj, &pt, &len, NULL, xpk)
+        || OBJ_obj2nid(aobj) != NID_X9_62_id_ecPublicKey
+        || len <= 0 || (pt[0] != 0x06 && pt[0] != 0x07))
+    {
+        return NULL;
+    }
+
+    return pki_csr_hybrid;
+}
+
+
+/*
+ * A certificate's subject key as it is to be carried: an EC point in
+ * compressed form (02, 03), which a request may send (RFC 5480 2.2 allows
+ * it) but Go's crypto/x509 refuses in a certificate, is set again
+ * uncompressed (04 || x || y); any other key is left as it is.  Returns 1,
+ * or 0 when the key cannot be re-encoded.  The cost (a decompression) is
+ * paid only for a compressed point.
+ */
+int
+pki_int_cert_point_uncompressed(X509 *x)
+{
+    int                   len, ptype, ok;
+    EC_KEY               *ec;
+    EVP_PKEY             *pk;
+    X509_PUBKEY          *xpk;
+    X509_ALGOR           *alg;
+    const void           *pval;
+    ASN1_OBJECT          *aobj;
+    const unsigned char  *pt;
+
+    xpk = X509_get_X509_PUBKEY(x);
+    if (xpk == NULL
+        || !X509_PUBKEY_get0_param(&aobj, &pt, &len, &alg, xpk))
+    {
+        return 0;
+    }
+
+    if (OBJ_obj2nid(aobj) != NID_X9_62_id_ecPublicKey
+        || len <= 0 || (pt[0] != 0x02 && pt[0] != 0x03))
+    {
+        return 1;
+    }
+
+    X509_ALGOR_get0(NULL, &ptype, &pval, alg);
+    if (ptype != V_ASN1_OBJECT) {
+        return 0;                   /* explicit parameters: refused before */
+    }
+
+    ec = pki_csr_ec_key(OBJ_obj2nid(pval));
+    if (ec == NULL || o2i_ECPublicKey(&ec, &pt, len) == NULL) {
+        EC_KEY_free(ec);
+        return 0;
+    }
+
+    EC_KEY_set_conv_form(ec, POINT_CONVERSION_UNCOMPRESSED);
+
+    pk = EVP_PKEY_new();
+    if (pk == NULL || !EVP_PKEY_assign_EC_KEY(pk, ec)) {
+        EC_KEY_free(ec);
+        EVP_PKEY_free(pk);
+        return 0;
+    }
+
+    ok = X509_set_pubkey(x, pk);
+    EVP_PKEY_free(pk);
+
+    return ok;
+}
+
+
+/* The request's key, or NULL: then *refused tells why a key is refused
+ * (at infinity, a hybrid point) from one this reader leaves to OpenSSL's
+ * (NULL). */
 static EVP_PKEY *
-pki_csr_key(const PKI_SPKI *spki, int *infinity)
+pki_csr_key(const PKI_SPKI *spki, const char **refused)
 {
     int                   ptype, nid, len;
     RSA                  *rsa;
@@ -234,6 +322,11 @@ pki_csr_key(const PKI_SPKI *spki, int *infinity)
             goto fallback;
         }
 
+        if (p[0] == 0x06 || p[0] == 0x07) {
+            *refused = pki_csr_hybrid;
+            goto fallback;
+        }
+
         ec = pki_csr_ec_key(nid);
         if (ec == NULL) {
             goto fallback;
@@ -250,7 +343,7 @@ pki_csr_key(const PKI_SPKI *spki, int *infinity)
                                     EC_KEY_get0_public_key(ec)))
         {
             EC_KEY_free(ec);
-            *infinity = 1;
+            *refused = "the CSR's public key is the point at infinity";
             goto fallback;
         }
 
@@ -377,10 +470,10 @@ static int
 pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
     EVP_PKEY **outpk, pki_status_t *st, pki_result_t *res)
 {
-    int                   n, i, infinity;
+    int                   n, i;
     PKI_REQ              *pr;
     EVP_PKEY             *pk;
-    const char           *why;
+    const char           *why, *refused;
     unsigned char        *enc;
     const unsigned char  *p;
 
@@ -396,7 +489,7 @@ pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
     }
 
     pk = NULL;
-    infinity = 0;
+    refused = NULL;
 
     if ((size_t) (p - der) != len) {
         goto fallback;
@@ -416,16 +509,15 @@ pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
         goto fallback;
     }
 
-    pk = pki_csr_key(pr->info->spki, &infinity);
+    pk = pki_csr_key(pr->info->spki, &refused);
     if (pk == NULL) {
-        if (!infinity) {
+        if (refused == NULL) {
             goto fallback;
         }
 
         ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
         ERR_clear_error();
-        *st = pki_fail(res, PKI_MALFORMED, "the CSR's public key is the "
-                       "point at infinity");
+        *st = pki_fail(res, PKI_MALFORMED, "%s", refused);
         return 1;
     }
 

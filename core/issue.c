@@ -114,6 +114,12 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
                         "point at infinity");
     }
 
+    why = pki_int_csr_point_refused(X509_REQ_get_X509_PUBKEY(csr));
+    if (why != NULL) {
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_MALFORMED, "%s", why);
+    }
+
     why = pki_int_csr_key_refused(pk);
     if (why != NULL) {
         X509_REQ_free(csr);
@@ -1680,7 +1686,8 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         || !X509_set_subject_name(x, req->subject)
         || !X509_set_issuer_name(x, ca ? X509_get_subject_name(ca->cert)
                                         : req->subject)
-        || !X509_set_pubkey(x, req->pubkey))
+        || !X509_set_pubkey(x, req->pubkey)
+        || !pki_int_cert_point_uncompressed(x))
     {
         X509_free(x);
         return pki_fail(res, PKI_INTERNAL, "cannot build the certificate");

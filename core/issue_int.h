@@ -207,6 +207,12 @@ int pki_int_csr_parts(const unsigned char *der, size_t len, EVP_PKEY **pk,
     X509_NAME **subject, int *signid, pki_status_t *st, pki_result_t *res);
 /* csr.c: 1 when pk is an EC key at the point at infinity (no key). */
 int pki_int_key_at_infinity(const EVP_PKEY *pk);
+/* csr.c: the detail of a request whose EC key is a hybrid point (RFC 5480
+ * 2.2 forbids the form), or NULL. */
+const char *pki_int_csr_point_refused(const X509_PUBKEY *xpk);
+/* csr.c: a certificate's compressed EC point set again uncompressed (the
+ * form every verifier takes); 1, or 0 on failure. */
+int pki_int_cert_point_uncompressed(X509 *x);
 /* csr.c: why a request's key is not worth checking its signature (no
  * template could issue it, and the check would cost more than a request
  * should), or NULL. */

@@ -1621,12 +1621,12 @@ pki_matter_template_type(const pki_template_t *t)
 /* ---- issuance hooks ----------------------------------------------------------------- */
 
 /* NULL when a request's public key can go into a Matter certificate as it
- * is, else what is wrong with it.  The certificate carries the point in
- * the form the CSR gave it (OpenSSL keeps a key's point conversion form),
- * and Matter takes only the uncompressed one: a compressed or hybrid point
- * is refused here, with the request, rather than converted behind the
- * requester's back or found out by the profile check of the built
- * certificate, when a batch may already be under way. */
+ * is, else what is wrong with it.  Matter takes only the uncompressed
+ * point: a compressed one (which other templates take, and the builder
+ * sets uncompressed) is refused here, with the request, rather than
+ * converted behind the requester's back; a hybrid one the CSR reader
+ * already refuses (RFC 5480 2.2).  Either is refused before a batch is
+ * under way. */
 const char *
 pki_int_matter_req_key(EVP_PKEY *pk)
 {

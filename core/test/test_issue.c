@@ -373,6 +373,63 @@ make_csr_ext(EVP_PKEY *pk, const char *subject, const char *sans,
 }
 
 
+/* A P-256 request of the given version whose key is in point form form
+ * ("compressed", "hybrid"): version 0 takes the fast reader, 2 OpenSSL's
+ * (the key also in *key). */
+static unsigned char *
+form_csr(const char *form, long version, EVP_PKEY **key, size_t *len)
+{
+    int                   n;
+    X509_REQ             *rq;
+    EVP_PKEY             *pk;
+    unsigned char        *der, *p;
+    const unsigned char  *q;
+
+    pk = keygen("EC:P-256");
+    EVP_PKEY_set_utf8_string_param(pk,
+        OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form);
+    der = make_csr(pk, "/CN=dev1", NULL, len);
+
+    if (version != 0) {
+        q = der;
+        rq = d2i_X509_REQ(NULL, &q, (long) *len);
+        X509_REQ_set_version(rq, version);
+        X509_REQ_sign(rq, pk, EVP_sha256());
+        free(der);
+        n = i2d_X509_REQ(rq, NULL);
+        der = malloc((size_t) n);
+        p = der;
+        i2d_X509_REQ(rq, &p);
+        X509_REQ_free(rq);
+        *len = (size_t) n;
+    }
+
+    *key = pk;
+
+    return der;
+}
+
+
+/* The first octet of the request's encoded point, as sent. */
+static int
+csr_point_form(const unsigned char *der, size_t len)
+{
+    int                   n, form;
+    X509_REQ             *rq;
+    const unsigned char  *q, *pt;
+
+    q = der;
+    rq = d2i_X509_REQ(NULL, &q, (long) len);
+    form = rq != NULL
+           && X509_PUBKEY_get0_param(NULL, &pt, &n, NULL,
+                                     X509_REQ_get_X509_PUBKEY(rq)) == 1
+           && n > 0 ? pt[0] : -1;
+    X509_REQ_free(rq);
+
+    return form;
+}
+
+
 static pki_status_t
 tset(pki_template_t *t, const char *line)
 {
@@ -725,6 +782,44 @@ test_csr_parse(void)
         OPENSSL_free(inf);
     }
 
+    /* RFC 5480 2.2: a point in hybrid form (04 with the parity of y in
+     * the first octet: 06, 07) must not be used, and Go and BoringSSL
+     * refuse a certificate carrying one: the request's fault, by either
+     * reader.  A compressed point (02, 03) is allowed: taken. */
+    for (n = 0; n <= 2; n += 2) {
+        size_t          flen;
+        EVP_PKEY       *fk;
+        unsigned char  *f;
+
+        f = form_csr("hybrid", n, &fk, &flen);
+        ok(csr_point_form(f, flen) == 6 || csr_point_form(f, flen) == 7,
+           "CSR version %d: a hybrid point (%02x)", n,
+           csr_point_form(f, flen));
+        pki_result_init(&res);
+        csr = NULL;
+        st = pki_csr_parse(f, flen, &csr, &res);
+        ok(st == PKI_MALFORMED, "  refused as malformed (%s)",
+           pki_status_name(st));
+        ok(csr == NULL && strstr(res.detail, "hybrid") != NULL,
+           "  detail: %s", res.detail);
+        X509_REQ_free(csr);
+        free(f);
+        EVP_PKEY_free(fk);
+
+        f = form_csr("compressed", n, &fk, &flen);
+        pki_result_init(&res);
+        csr = NULL;
+        st = pki_csr_parse(f, flen, &csr, &res);
+        ok(st == PKI_OK, "CSR version %d: a compressed point (%02x) taken "
+           "(%s %s)", n, csr_point_form(f, flen), pki_status_name(st),
+           res.detail);
+        ok(csr != NULL && EVP_PKEY_eq(X509_REQ_get0_pubkey(csr), fk) == 1,
+           "  the request's key");
+        X509_REQ_free(csr);
+        free(f);
+        EVP_PKEY_free(fk);
+    }
+
     st = pki_csr_parse(buf, 65537, &csr, &res);
     is_status(st, PKI_TOO_LARGE, "CSR over 64 KiB");
     ok(csr == NULL, "  no CSR returned");
@@ -953,6 +1048,69 @@ issue_one(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r,
     }
 
     return x;
+}
+
+
+/* A compressed point is taken, but the certificate carries it uncompressed
+ * (04 || x || y): Go's crypto/x509 refuses a certificate with a compressed
+ * one.  Its key identifier is that of the point as carried. */
+static void
+test_point_forms(pki_ca_t *ca, pki_template_t *t)
+{
+    int                   n, len;
+    X509                 *x;
+    size_t                dlen;
+    X509_REQ             *csr;
+    EVP_PKEY             *pk;
+    pki_status_t          st;
+    pki_result_t          res;
+    pki_request_t         req;
+    unsigned int          mdlen;
+    unsigned char        *der, md[EVP_MAX_MD_SIZE];
+    const unsigned char  *pt;
+    ASN1_OCTET_STRING    *skid;
+
+    for (n = 0; n <= 2; n += 2) {
+        der = form_csr("compressed", n, &pk, &dlen);
+        x = NULL;
+        pki_result_init(&res);
+        st = pki_csr_parse(der, dlen, &csr, &res);
+        if (st == PKI_OK) {
+            st = pki_request_from_csr(t, csr, &req, &res);
+            if (st == PKI_OK) {
+                st = pki_issue(ca, t, NULL, &req, NULL, &x, &res);
+                pki_request_clear(&req);
+            }
+            X509_REQ_free(csr);
+        }
+        ok(st == PKI_OK && x != NULL, "CSR version %d with a compressed "
+           "point (%02x): issued (%s)", n, csr_point_form(der, dlen),
+           res.detail);
+
+        len = 0;
+        pt = NULL;
+        if (x != NULL) {
+            X509_PUBKEY_get0_param(NULL, &pt, &len, NULL,
+                                   X509_get_X509_PUBKEY(x));
+        }
+        ok(len == 65 && pt[0] == 0x04, "  the certificate's point is "
+           "uncompressed (%d bytes, %02x)", len, len > 0 ? pt[0] : 0);
+        ok(x != NULL && EVP_PKEY_eq(X509_get0_pubkey(x), pk) == 1,
+           "  the request's key");
+
+        skid = x ? X509_get_ext_d2i(x, NID_subject_key_identifier, NULL,
+                                    NULL) : NULL;
+        ok(len > 0 && skid != NULL
+           && EVP_Digest(pt, (size_t) len, md, &mdlen, EVP_sha1(), NULL)
+           && ASN1_STRING_length(skid) == (int) mdlen
+           && memcmp(ASN1_STRING_get0_data(skid), md, mdlen) == 0,
+           "  subjectKeyIdentifier of the uncompressed point");
+        ASN1_OCTET_STRING_free(skid);
+
+        X509_free(x);
+        free(der);
+        EVP_PKEY_free(pk);
+    }
 }
 
 
@@ -2666,6 +2824,7 @@ main(void)
 
     test_alt_chains(subpk, subkey, otherpk, troot, tsub);
     test_primary_chain();
+    test_point_forms(subca, tdev);
 
     x = issue_one(subca, tother, NULL, "/CN=dev1", NULL, NULL, &res);
     ok(x == NULL && res.status == PKI_POLICY
