@@ -185,7 +185,9 @@ pki_check_key(const pki_template_t *t, EVP_PKEY *pk, pki_result_t *res)
     }
 
     if (pki_int_key_allowed(t, pk)) {
-        return PKI_OK;
+        return pki_int_ed_key_usage_ok(t, kt.type) ? PKI_OK
+               : pki_fail(res, PKI_POLICY, "template \"%s\": "
+                          PKI_ED_KU_RULE, t->name);
     }
 
     pki_int_key_types(t, &n, &allowed);

@@ -150,6 +150,13 @@ const pki_key_type_t *pki_int_key_types(const pki_template_t *t, int *n,
 int pki_int_classify_key(const EVP_PKEY *pk, pki_key_type_t *kt);
 int pki_int_key_allowed(const pki_template_t *t, const EVP_PKEY *pk);
 void pki_int_describe_key(const pki_key_type_t *kt, char *buf, size_t size);
+/* Whether a key of type (PKI_KT_*) may take the key usage of template t:
+ * RFC 8410 5 wants one of digitalSignature, nonRepudiation, keyCertSign,
+ * cRLSign for an Ed25519 or Ed448 key (PKI_ED_KU_RULE why not). */
+int pki_int_ed_key_usage_ok(const pki_template_t *t, int type);
+#define PKI_ED_KU_RULE                                                       \
+    "an Ed25519 or Ed448 key needs digitalSignature, nonRepudiation, "       \
+    "keyCertSign or cRLSign in \"key_usage\" (RFC 8410 5)"
 /* Whether a certificate of template t may carry a SAN of type (PKI_SAN_*),
  * wildcard: a "*." DNS name.  0 with why filled (for a protocol that
  * refuses an identifier before it is validated: ACME newOrder). */

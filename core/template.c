@@ -1015,10 +1015,22 @@ pki_tmpl_must_staple(pki_template_t *t, int argc, const char *const *argv,
 }
 
 
+int
+pki_int_ed_key_usage_ok(const pki_template_t *t, int type)
+{
+    return (type != PKI_KT_ED25519 && type != PKI_KT_ED448)
+           || !t->key_usage_set
+           || (t->key_usage & ((1u << PKI_KU_DIGITAL_SIGNATURE)
+                               | (1u << PKI_KU_NON_REPUDIATION)
+                               | (1u << PKI_KU_KEY_CERT_SIGN)
+                               | (1u << PKI_KU_CRL_SIGN)));
+}
+
+
 pki_status_t
 pki_template_finish(pki_template_t *t, pki_result_t *res)
 {
-    int                    i, n, rsa, named;
+    int                    i, n, ed, rsa, named;
     const pki_key_type_t  *kt;
 
     if (t->finished) {
@@ -1031,10 +1043,23 @@ pki_template_finish(pki_template_t *t, pki_result_t *res)
 
     kt = pki_int_key_types(t, &n, NULL);
     rsa = 0;
+    ed = 0;
     for (i = 0; i < n; i++) {
         if (kt[i].type == PKI_KT_RSA) {
             rsa = 1;
         }
+
+        if (!pki_int_ed_key_usage_ok(t, kt[i].type)) {
+            ed++;
+        }
+    }
+
+    /* only Ed keys, none of which the key usage suits: nothing could be
+     * issued (with other key types too, an Ed key is refused with its
+     * request, as an EC key is for a key usage that needs RSA) */
+    if (n > 0 && ed == n) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\": "
+                        PKI_ED_KU_RULE, t->name);
     }
 
     if (!t->ca && t->key_usage_set

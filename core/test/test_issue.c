@@ -360,6 +360,7 @@ make_csr_ext(EVP_PKEY *pk, const char *subject, const char *sans,
     }
 
     X509_REQ_sign(csr, pk, EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519
+                           || EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED448
                            ? NULL : EVP_sha256());
 
     n = i2d_X509_REQ(csr, NULL);
@@ -827,6 +828,62 @@ test_csr_parse(void)
     free(buf);
     free(der);
     EVP_PKEY_free(pk);
+}
+
+
+/* RFC 8410 5: a template whose key_usage has none of digitalSignature,
+ * nonRepudiation, keyCertSign, cRLSign but that allows EC keys beside
+ * Ed25519 and Ed448 ones (taken by pki_template_finish) refuses an Ed key
+ * with the request; an EC key is taken. */
+static void
+test_ed_key_usage(void)
+{
+    size_t           i, len;
+    X509_REQ        *csr;
+    EVP_PKEY        *pk;
+    pki_status_t     st;
+    pki_result_t     res;
+    pki_request_t    req;
+    pki_template_t  *t;
+    unsigned char   *der;
+
+    static const char *const lines[] = {
+        "subject CN copy", "key_types ec:P-256 ed25519 ed448",
+        "key_usage keyAgreement", NULL
+    };
+    static const struct {
+        const char    *alg;
+        pki_status_t   want;
+    } cases[] = {
+        { "EC:P-256", PKI_OK },
+        { "ED25519", PKI_POLICY },
+        { "ED448", PKI_POLICY },
+    };
+
+    t = make_template("agree", lines);
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pk = keygen(cases[i].alg);
+        der = make_csr(pk, "/CN=agree", NULL, &len);
+        pki_result_init(&res);
+        st = pki_csr_parse(der, len, &csr, &res);
+        if (st == PKI_OK) {
+            st = pki_request_from_csr(t, csr, &req, &res);
+            pki_request_clear(&req);
+            X509_REQ_free(csr);
+        }
+        ok(st == cases[i].want, "keyAgreement-only template, %s key: %s "
+           "(%s)", cases[i].alg, pki_status_name(st), res.detail);
+        if (cases[i].want != PKI_OK) {
+            ok(strstr(res.detail, "RFC 8410") != NULL
+               && strstr(res.detail, "\"agree\"") != NULL,
+               "  detail: %s", res.detail);
+        }
+        free(der);
+        EVP_PKEY_free(pk);
+    }
+
+    pki_template_free(t);
 }
 
 
@@ -2598,6 +2655,7 @@ main(void)
 
     test_policy(tdev);
     test_subject_types();
+    test_ed_key_usage();
 
     /* Root: self-signed with our own builder. */
     rootpk = keygen("EC:P-256");
