@@ -343,38 +343,54 @@ done:
 
 
 /*
- * Writes path whole or not at all: a fresh file beside it from mkstemp()
- * (never a file or a symlink that is in the way), fsync(), rename() over
- * path, fsync() of the directory.  mode is narrowed by the umask.  Also
- * used by pkictl/matter.c.
+ * An output file written whole or not at all: a fresh file beside it from
+ * mkstemp() (never a file or a symlink that is in the way), fsync(),
+ * rename() over path, fsync() of the directory.  Opened before the work
+ * whose result it takes (pkictl issue opens it before anything is signed
+ * or recorded, so that a bad path costs no certificate), committed or
+ * aborted after.
  */
-int
-pkictl_write_file(const char *path, const void *data, size_t len,
-    mode_t mode)
+typedef struct {
+    int          fd;
+    const char  *path;
+    char         tmp[PATH_MAX];
+    char         dir[PATH_MAX];
+} pkictl_out_t;
+
+
+/* mode is narrowed by the umask. */
+static int
+pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode)
 {
-    int           fd, n;
-    char          tmp[PATH_MAX], dir[PATH_MAX];
+    int           n;
     mode_t        mask;
-    size_t        off;
-    ssize_t       w;
+    struct stat   st;
     const char   *slash;
 
-    n = snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
-    if (n < 0 || (size_t) n >= sizeof(tmp)) {
+    out->fd = -1;
+    out->path = path;
+
+    n = snprintf(out->tmp, sizeof(out->tmp), "%s.XXXXXX", path);
+    if (n < 0 || (size_t) n >= sizeof(out->tmp)) {
         return fail("output path too long: \"%s\"", path);
     }
 
     slash = strrchr(path, '/');
     if (slash == NULL) {
-        strcpy(dir, ".");
+        strcpy(out->dir, ".");
     } else {
         n = slash == path ? 1 : (int) (slash - path);
-        memcpy(dir, path, n);
-        dir[n] = '\0';
+        memcpy(out->dir, path, n);
+        out->dir[n] = '\0';
     }
 
-    fd = mkstemp(tmp);
-    if (fd == -1) {
+    /* rename() cannot replace a directory: found out now, not after */
+    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return fail("cannot write \"%s\": it is a directory", path);
+    }
+
+    out->fd = mkstemp(out->tmp);
+    if (out->fd == -1) {
         fprintf(stderr, "pkictl: cannot create a temporary file for "
                 "\"%s\": %s\n", path, strerror(errno));
         return 0;
@@ -383,12 +399,41 @@ pkictl_write_file(const char *path, const void *data, size_t len,
     mask = umask(0);
     umask(mask);
 
-    if (fchmod(fd, mode & ~mask) == -1) {
-        goto failed;
+    if (fchmod(out->fd, mode & ~mask) == -1) {
+        fprintf(stderr, "pkictl: cannot write \"%s\": %s\n", path,
+                strerror(errno));
+        close(out->fd);
+        out->fd = -1;
+        unlink(out->tmp);
+        return 0;
     }
 
+    return 1;
+}
+
+
+/* Removes the temporary file of an output not committed (no-op after a
+ * commit, or when none was opened). */
+static void
+pkictl_out_abort(pkictl_out_t *out)
+{
+    if (out->fd != -1) {
+        close(out->fd);
+        out->fd = -1;
+        unlink(out->tmp);
+    }
+}
+
+
+static int
+pkictl_out_commit(pkictl_out_t *out, const void *data, size_t len)
+{
+    int       fd;
+    size_t    off;
+    ssize_t   w;
+
     for (off = 0; off < len; off += w) {
-        w = write(fd, (const char *) data + off, len - off);
+        w = write(out->fd, (const char *) data + off, len - off);
         if (w == -1 && errno == EINTR) {
             w = 0;
         } else if (w <= 0) {
@@ -396,23 +441,26 @@ pkictl_write_file(const char *path, const void *data, size_t len,
         }
     }
 
-    if (fsync(fd) == -1) {
+    if (fsync(out->fd) == -1) {
         goto failed;
     }
+
+    fd = out->fd;
+    out->fd = -1;
     if (close(fd) == -1) {
-        fd = -1;
-        goto failed;
-    }
-    fd = -1;
-
-    if (rename(tmp, path) == -1) {
+        unlink(out->tmp);
         goto failed;
     }
 
-    fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (rename(out->tmp, out->path) == -1) {
+        unlink(out->tmp);
+        goto failed;
+    }
+
+    fd = open(out->dir, O_RDONLY | O_DIRECTORY);
     if (fd == -1 || fsync(fd) == -1) {
         fprintf(stderr, "pkictl: cannot sync the directory of \"%s\": %s\n",
-                path, strerror(errno));
+                out->path, strerror(errno));
         if (fd != -1) {
             close(fd);
         }
@@ -424,13 +472,42 @@ pkictl_write_file(const char *path, const void *data, size_t len,
 
 failed:
 
-    fprintf(stderr, "pkictl: cannot write \"%s\": %s\n", path,
+    fprintf(stderr, "pkictl: cannot write \"%s\": %s\n", out->path,
             strerror(errno));
-    if (fd != -1) {
-        close(fd);
-    }
-    unlink(tmp);
+    pkictl_out_abort(out);
     return 0;
+}
+
+
+/* Writes path whole or not at all (see pkictl_out_t).  Also used by
+ * pkictl/matter.c. */
+int
+pkictl_write_file(const char *path, const void *data, size_t len,
+    mode_t mode)
+{
+    pkictl_out_t  out;
+
+    return pkictl_out_open(&out, path, mode)
+           && pkictl_out_commit(&out, data, len);
+}
+
+
+/* The PEM of a certificate (*pem in the BIO's memory, *len bytes): the
+ * BIO, which the caller frees, or NULL. */
+static BIO *
+pkictl_cert_pem(X509 *x, char **pem, long *len)
+{
+    BIO  *bio;
+
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL || !PEM_write_bio_X509(bio, x)) {
+        BIO_free(bio);
+        return NULL;
+    }
+
+    *len = BIO_get_mem_data(bio, pem);
+
+    return bio;
 }
 
 
@@ -443,17 +520,62 @@ pkictl_write_cert(const char *path, X509 *x)
     long   len;
     char  *pem;
 
-    bio = BIO_new(BIO_s_mem());
-    if (bio == NULL || !PEM_write_bio_X509(bio, x)) {
-        BIO_free(bio);
+    bio = pkictl_cert_pem(x, &pem, &len);
+    if (bio == NULL) {
         return fail("cannot encode the certificate for \"%s\"", path);
     }
 
-    len = BIO_get_mem_data(bio, &pem);
     ok = pkictl_write_file(path, pem, (size_t) len, 0644);
     BIO_free(bio);
 
     return ok;
+}
+
+
+/*
+ * pkictl issue signed (and, with --redis, recorded: OCSP answers good for
+ * it) a certificate that could not be written to --out: what the operator
+ * needs to name it, the certificate itself, and what to do, on stderr.
+ * Run again, the command would issue a second certificate.
+ */
+static void
+pkictl_issued_unwritten(const pkictl_opts_t *o, X509 *x, const char *pem,
+    long len)
+{
+    char  hex[41], issuer[256];
+
+    if (!pki_serial_to_hex(X509_get0_serialNumber(x), hex)) {
+        strcpy(hex, "?");
+    }
+
+    if (X509_NAME_oneline(X509_get_issuer_name(x), issuer, sizeof(issuer))
+        == NULL)
+    {
+        strcpy(issuer, "?");
+    }
+
+    fprintf(stderr, "pkictl: certificate serial %s issued by \"%s\"",
+            hex, issuer);
+
+    if (o->redis != NULL) {
+        fprintf(stderr, " is recorded good for CA \"%s\" (namespace "
+                "\"%s\", db %ld) but was not written to \"%s\"; it "
+                "follows.  Do not run the command again (that issues a "
+                "second certificate): keep the certificate below, or "
+                "revoke serial %s of CA \"%s\" (admin API: POST "
+                "/pki/admin/revoke)\n", o->ca_name,
+                o->ns != NULL ? o->ns : "pki:", o->db >= 0 ? o->db : 0,
+                o->out, hex, o->ca_name);
+    } else {
+        fprintf(stderr, " (recorded nowhere) was not written to \"%s\"; "
+                "it follows.  Keep the certificate below rather than run "
+                "the command again (that issues a second certificate)\n",
+                o->out);
+    }
+
+    if (pem != NULL) {
+        fwrite(pem, 1, (size_t) len, stderr);
+    }
 }
 
 
@@ -706,11 +828,15 @@ cmd_issue(pkictl_opts_t *o)
     pki_request_t         req;
     pki_issue_ctx_t       ictx;
     pki_result_t          res;
-    char                  maxv[32];
+    pkictl_out_t          out;
+    BIO                  *bio = NULL;
+    char                  maxv[32], *pem = NULL;
     const char           *argv[1];
+    long                  len = 0;
     int                   rc = 1, i, crit;
 
     memset(&req, 0, sizeof(req));
+    out.fd = -1;
 
     if (o->ca_cert == NULL || o->ca_key == NULL || o->profile == NULL
         || o->out == NULL || o->days <= 0
@@ -768,6 +894,13 @@ cmd_issue(pkictl_opts_t *o)
             fail_res("redis", &res);
             return 1;
         }
+    }
+
+    /* the output file, before anything is signed or recorded: a path it
+     * cannot be written to costs no certificate */
+
+    if (!pkictl_out_open(&out, o->out, 0644)) {
+        goto done;
     }
 
     /* the request: subject, SANs, public key */
@@ -901,12 +1034,24 @@ cmd_issue(pkictl_opts_t *o)
         goto done;
     }
 
-    if (pkictl_write_cert(o->out, x)) {
-        rc = 0;
+    bio = pkictl_cert_pem(x, &pem, &len);
+    if (bio == NULL) {
+        fail("cannot encode the certificate for \"%s\"", o->out);
+        pkictl_issued_unwritten(o, x, NULL, 0);
+        goto done;
     }
+
+    if (!pkictl_out_commit(&out, pem, (size_t) len)) {
+        pkictl_issued_unwritten(o, x, pem, len);
+        goto done;
+    }
+
+    rc = 0;
 
 done:
 
+    pkictl_out_abort(&out);
+    BIO_free(bio);
     X509_free(x);
     X509_NAME_free(subject);
     pki_request_clear(&req);

@@ -212,8 +212,8 @@ is("@left", '', 'no temporary file left');
 # --- issue --redis: the record where the nginx of "pki_ca NAME" finds it --
 
 SKIP: {
-    skip("no SoftHSM2 module at $PKITest::P11", 28) if !-e $PKITest::P11;
-    skip('nginx modules not built', 28)
+    skip("no SoftHSM2 module at $PKITest::P11", 40) if !-e $PKITest::P11;
+    skip('nginx modules not built', 40)
         if !-e "$PKITest::BUILD/ngx_http_pki_module.so";
 
     # the shared config with the issuing CA named fleet-ca and its keys in
@@ -311,6 +311,64 @@ SKIP: {
     $r = $t->admin_revoke($serial);
     is($r->{code}, 200, 'admin API: revoked');
     is($t->ocsp_revoked($fleet), 'revoked', 'OCSP then says revoked');
+
+    # an --out that cannot be written: refused before anything is signed
+    # or recorded (it was found out after: a good certificate recorded and
+    # no serial said, and a retry issued a second one)
+    my $before = records($t, 3);
+    my @fleet = ('--redis', "unix:$sock", '--ca-name', 'fleet-ca',
+                 '--namespace', 'fleet7:', '--db', '3');
+    my $nodir = $t->dir . '/nodir/fleet.pem';
+    for my $c (['--out in a missing directory', $nodir,
+                qr/cannot create a temporary file for "\Q$nodir\E": No such/],
+               ['--out a directory', $t->dir,
+                qr/cannot write "\Q${\ $t->dir}\E": it is a directory/])
+    {
+        my ($name, $o, $re) = @$c;
+        ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
+                                      'client', '--csr', csr('plain', '/CN=ok'),
+                                      '--days', '5', '--out', $o, @fleet],
+                                     %env);
+        isnt($rc, 0, "$name: refused");
+        like($err, $re, "$name: said on stderr");
+        is(records($t, 3), $before, "$name: nothing recorded");
+    }
+
+    # the write failing after the signature (a file size limit of 0, its
+    # signal ignored: write() fails with EFBIG): the serial, the CA and the
+    # certificate on stderr, and the record is that serial's
+    my $late = $t->dir . '/late.pem';
+    {
+        local $SIG{XFSZ} = 'IGNORE';
+        ($rc, undef, $err) = run_cmd(['sh', '-c', 'ulimit -f 0 && exec "$@"',
+                                      'sh', $pkictl, 'issue', @ca,
+                                      '--profile', 'client', '--csr',
+                                      csr('late', '/CN=late'), '--days', '5',
+                                      '--out', $late, @fleet], %env);
+    }
+    isnt($rc, 0, 'write failing after issuance: exit nonzero');
+    my ($lserial) = $err =~ /certificate serial (\w+) issued by "[^"]+"/;
+    $lserial //= 'none';
+    my $said = 'is recorded good for CA "fleet-ca" (namespace "fleet7:", '
+               . qq{db 3) but was not written to "$late"};
+    like($err, qr/\Q$said\E/,
+         'the serial and the CA on stderr') or diag($err);
+    like($err, qr/Do not run the command again .* revoke serial \Q$lserial\E/,
+         'and what to do');
+    my ($pem) = $err =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n)/s;
+    my $pemf = $t->dir . '/late-stderr.pem';
+    if (defined $pem) {
+        open(my $fh, '>', $pemf) or die "$pemf: $!";
+        print $fh $pem;
+        close($fh);
+    }
+    my ($pserial) = (defined $pem ? openssl_or_die('x509', '-in', $pemf,
+                                                   '-noout', '-serial') : '')
+        =~ /serial=(\w+)/;
+    is($pserial // '', $lserial, 'the certificate on stderr has that serial');
+    is(redis_n($t, 3, 'HGET', "fleet7:{ca:fleet-ca}:cert:$lserial", 'status'),
+       'good', 'the serial named is the one recorded');
+    ok(!-e $late && !glob("$late.*"), 'no file and no temporary file left');
 
     $t->stop_nginx;
 }
