@@ -4575,6 +4575,15 @@ pki_check_sig(EVP_PKEY *pub, const char *tbs, const char *sig64)
         goto bad;                                                            \
     } while (0)
 
+/* A file of the log that cannot be opened or read: an I/O problem (the
+ * status is PKI_UNAVAILABLE), which the operator must not take for
+ * tampering.  io is pki_audit_verify_limits()'s. */
+#define pki_bad_io(rep, ...)                                                 \
+    do {                                                                     \
+        io = 1;                                                              \
+        pki_bad(rep, __VA_ARGS__);                                           \
+    } while (0)
+
 
 /* An entry's "time" as seconds since the epoch, -1 if it is not exactly
  * what the writer writes (pki_time_text(): UTC to the millisecond): an
@@ -4614,6 +4623,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     const pki_audit_limits_t *lim, pki_audit_report_t *rep,
     pki_result_t *res)
 {
+    int                  io;
     DIR                 *d;
     FILE                *f;
     char                *line, *path, hash[65], prev[65], calc[65], *tag;
@@ -4631,6 +4641,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     const char          *type, *pv, *sig, *kid;
 
     memset(rep, 0, sizeof(*rep));
+    io = 0;
 
     /* with the auditor's key and limits: entries after the last signed
      * checkpoint are bounded in number and in time (a log cut back to an
@@ -4688,14 +4699,24 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
 
     /* the signed head, if any: the log must still hold it */
     head_seq = 0;
+    line = NULL;
+    j = NULL;
     path = pki_path(dir, "audit.head");
     f = path ? fopen(path, "r") : NULL;
     free(path);
 
+    if (f == NULL && errno != ENOENT) {
+        pki_bad_io(rep, "audit.head: cannot open: %s", strerror(errno));
+    }
+
     if (f != NULL) {
-        line = NULL;
         cap = 0;
         n = getline(&line, &cap, f);
+
+        if (n < 0 && ferror(f)) {
+            pki_bad_io(rep, "audit.head: cannot read: %s", strerror(errno));
+        }
+
         fclose(f);
         f = NULL;
 
@@ -4712,6 +4733,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
         }
 
         free(line);
+        line = NULL;
     }
 
     memcpy(prev, PKI_AUDIT_ZERO_HASH, 65);
@@ -4729,12 +4751,18 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
         free(path);
 
         if (f == NULL) {
-            pki_bad(rep, "%s: cannot open", files[i].name);
+            pki_bad_io(rep, "%s: cannot open: %s", files[i].name,
+                       strerror(errno));
         }
 
         lineno = 0;
 
-        while ((n = getline(&line, &cap, f)) >= 0) {
+        while ((n = getline(&line, &cap, f)) >= 0 || ferror(f)) {
+            if (n < 0) {
+                pki_bad_io(rep, "%s: cannot read after line %zu: %s",
+                           files[i].name, lineno, strerror(errno));
+            }
+
             lineno++;
             len = (size_t) n;
 
@@ -4918,5 +4946,6 @@ bad:
     free(line);
     free(files);
 
-    return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
+    return pki_fail(res, io ? PKI_UNAVAILABLE : PKI_MALFORMED, "%s",
+                    rep->bad);
 }

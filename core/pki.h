@@ -1148,7 +1148,9 @@ typedef struct {
  * seq without gaps, checkpoint signatures with pub (NULL: the directory's
  * audit-key.pem; none there: signatures are not checked).  PKI_OK when
  * intact; PKI_MALFORMED with rep->bad naming file, line and seq of the
- * first bad entry. */
+ * first bad entry; PKI_UNAVAILABLE with rep->bad naming a file that
+ * cannot be opened or read (an I/O problem, not tampering); PKI_NOT_FOUND
+ * for a directory that cannot be opened or holds no log. */
 PKI_API pki_status_t pki_audit_verify(const char *dir, EVP_PKEY *pub,
     pki_audit_report_t *rep, pki_result_t *res);
 

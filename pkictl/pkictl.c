@@ -1083,7 +1083,8 @@ done:
 /*
  * pkictl audit verify DIR [--pubkey PEM] [--max-unsigned N]
  *     [--max-unsigned-age SECONDS]: exit 0 for an intact transaction log,
- * 1 naming the first bad entry, 2 for a usage or I/O problem.  With
+ * 1 naming the first bad entry, 2 for a usage or I/O problem (a file of
+ * the log that cannot be opened or read).  With
  * --pubkey, the options bound the entries after the last signed
  * checkpoint (pki_audit_verify_limits; no bound by default).
  */
@@ -1165,6 +1166,13 @@ cmd_audit(int argc, char **argv)
 
     if (st == PKI_NOT_FOUND) {
         fprintf(stderr, "pkictl: audit verify: %s\n", res.detail);
+        return 2;
+    }
+
+    /* a file that cannot be opened or read: not a verdict on the log */
+    if (st == PKI_UNAVAILABLE) {
+        fprintf(stderr, "pkictl: audit verify: not verified after %llu "
+                "good entries: %s\n", rep.entries, res.detail);
         return 2;
     }
 

@@ -467,4 +467,26 @@ SKIP: {
     }
 }
 
+# --- audit verify: a log file that cannot be read is an I/O problem --------
+
+# exit 2 (as for a missing directory), not 1 and "FAILED" (which says the
+# log was tampered with): as root modes do not stop a read, so audit.log is
+# a dangling symlink (cannot open) or a directory (cannot read)
+for my $c (['audit.log a dangling symlink',
+            qr/audit\.log: cannot open: No such/,
+            sub { symlink('/nonexistent/audit.log', "$_[0]/audit.log")
+                      or die "symlink: $!" }],
+           ['audit.log a directory', qr/audit\.log: cannot read .*Is a dir/,
+            sub { mkdir("$_[0]/audit.log") or die "mkdir: $!" }])
+{
+    my ($name, $re, $make) = @$c;
+    my $ad = tempdir(DIR => $d);
+    $make->($ad);
+    ($rc, $out, $err) = run_cmd([$pkictl, 'audit', 'verify', $ad]);
+    is($rc, 2, "audit verify, $name: exit 2 (I/O), not 1 (tampering)");
+    like($err, qr/audit verify: not verified after 0 good entries: .*$re/,
+         "audit verify, $name: said on stderr");
+    unlike($out, qr/FAILED/, "audit verify, $name: no FAILED verdict");
+}
+
 done_testing();

@@ -322,6 +322,62 @@ tamper(const char *name, const char *sh, pki_audit_report_t *rep)
 }
 
 
+/*
+ * A log that cannot be read is no log that fails verification: the status
+ * is PKI_UNAVAILABLE (pkictl: exit 2, an I/O problem), not PKI_MALFORMED
+ * (exit 1, tampering).  As root, modes do not stop a read: audit.log a
+ * dangling symlink (fopen() fails), a directory (getline() fails: it
+ * read as an empty, intact log), audit.head a directory.
+ */
+static void
+test_verify_io(void)
+{
+    int                  i;
+    char                 d[300], p[400];
+    FILE                *f;
+    pki_status_t         st;
+    pki_result_t         res;
+    pki_audit_report_t   rep;
+
+    static const struct {
+        const char  *name;
+        const char  *bad;
+    } cases[] = {
+        { "audit.log a dangling symlink", "audit.log: cannot open" },
+        { "audit.log a directory", "audit.log: cannot read" },
+        { "audit.head a directory", "audit.head: cannot read" },
+    };
+
+    for (i = 0; i < 3; i++) {
+        snprintf(d, sizeof(d), "%s/io%d", tdir, i);
+        mkdir(d, 0700);
+        snprintf(p, sizeof(p), "%s/audit.log", d);
+
+        if (i == 0) {
+            if (symlink("/nonexistent/audit.log", p) != 0) {
+                diag("symlink %s failed", p);
+            }
+        } else if (i == 1) {
+            mkdir(p, 0700);
+        } else {
+            f = fopen(p, "w");
+            if (f != NULL) {
+                fclose(f);
+            }
+            snprintf(p, sizeof(p), "%s/audit.head", d);
+            mkdir(p, 0700);
+        }
+
+        pki_result_init(&res);
+        st = pki_audit_verify(d, NULL, &rep, &res);
+        ok(st == PKI_UNAVAILABLE, "verify, %s: %s (not malformed)",
+           cases[i].name, pki_status_name(st));
+        ok(strstr(rep.bad, cases[i].bad) != NULL
+           && strcmp(res.detail, rep.bad) == 0, "  says \"%s\"", rep.bad);
+    }
+}
+
+
 int
 main(void)
 {
@@ -363,6 +419,8 @@ main(void)
     pki_result_init(&res);
     ok(pki_audit_verify(logdir, NULL, &rep, &res) == PKI_NOT_FOUND,
        "verify of an empty directory: not found");
+
+    test_verify_io();
 
     /* many threads, group commit, rotation, checkpoints */
     memset(&conf, 0, sizeof(conf));
