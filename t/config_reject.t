@@ -69,6 +69,15 @@ my $extra_tmpl = <<'T';
     }
 T
 
+# RFC 8410 5: an Ed25519 key's keyUsage needs a signing bit
+my $ed_tmpl = <<'T';
+    pki_template edonly {
+        key_types ed25519;
+        subject CN copy;
+        key_usage keyAgreement;
+    }
+T
+
 # name, edit, expected message regex, the block(s) the line must lie in
 my @cases = (
     ['unknown CA in est',
@@ -121,6 +130,10 @@ my @cases = (
     ['bad template line (key_types ec:P-999)',
      sub { s/key_types ec:P-256 ec:P-384 rsa:2048-4096;/key_types ec:P-999;/ },
      qr/P-999/, [qr{pki_template device}]],
+    ['Ed25519-only template whose key_usage has no signing bit (RFC 8410)',
+     sub { s/(    pki_ca issuing \{)/$ed_tmpl\n$1/ },
+     qr/template "edonly": an Ed25519 or Ed448 key needs digitalSignature/,
+     [qr{pki_template edonly}]],
     ['unknown template directive',
      sub { s/(server_keygen on;)/$1\n        frobnicate yes;/ },
      qr/frobnicate/, [qr{pki_template device}]],
