@@ -1061,7 +1061,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         /* bound: the certificate's subject as it is encoded, not the
          * CSR's spelling of it ("DEV-1" for "dev-1" compares equal) */
         if (rc == PKI_OK && conf->bind_names && req->client_cert != NULL
-            && pki_int_request_keep_subject(&preq,
+            && pki_int_request_keep_subject(conf->tmpl, &preq,
                    X509_get_subject_name(req->client_cert)) != 0)
         {
             rc = pki_fail(res, PKI_INTERNAL, "out of memory");

@@ -33,6 +33,9 @@ static pki_status_t pki_csr_sans(X509_REQ *csr, GENERAL_NAMES **out,
 static pki_status_t pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const pki_request_t *req, X509 **out, pki_result_t *res);
 static char *pki_sans_text(const GENERAL_NAMES *gens);
+static int pki_dns_ok(const unsigned char *s, int len, int wildcard);
+static int pki_dns_name_ok(const pki_template_t *t, const unsigned char *s,
+    int len);
 
 
 /* ---- CSR ----------------------------------------------------------------- */
@@ -262,26 +265,77 @@ pki_printable(const unsigned char *s, int len)
 }
 
 
+/* The string type a subject attribute's value is issued in (RFC 5280
+ * appendix A): an IA5String for emailAddress and domainComponent, a
+ * PrintableString for countryName, serialNumber and dnQualifier, 0 for
+ * the DirectoryString attributes (CN, O, OU, L, ST, title, ...), issued
+ * as a PrintableString or UTF8String (RFC 5280 4.1.2.4). */
+static int
+pki_name_type(int nid)
+{
+    switch (nid) {
+    case NID_pkcs9_emailAddress:
+    case NID_domainComponent:
+        return V_ASN1_IA5STRING;
+    case NID_countryName:
+    case NID_serialNumber:
+    case NID_dnQualifier:
+        return V_ASN1_PRINTABLESTRING;
+    }
+
+    return 0;
+}
+
+
+/* 1 for a code point no subject value may hold: a C0 or C1 control,
+ * DEL, a bidi control, a zero-width character, the word joiner or the
+ * BOM, which reorder or hide what a person reads ("dev\u202e1gpj.exe"
+ * shows as "dev1exe.jpg"), or a surrogate. */
+static int
+pki_name_char_refused(unsigned long c)
+{
+    return c < 0x20 || (c >= 0x7f && c <= 0x9f)
+           || (c >= 0x200b && c <= 0x200f)
+           || (c >= 0x202a && c <= 0x202e)
+           || c == 0x2060 || (c >= 0x2066 && c <= 0x2069)
+           || c == 0xfeff || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff;
+}
+
+
 /*
- * A subject value from a request: a directory string type whose bytes are
- * of its own alphabet (a PrintableString of printable characters, an
- * IA5String of ASCII), no control character, at most the attribute's upper
- * bound, and a country of two letters.
+ * A subject value from a request as it is issued: its UTF-8 text in
+ * *utf8 (OPENSSL_free) and its string type in *type; returns the text's
+ * length, or 0 for a value refused, with why said.
+ *
+ * The request's type must be a directory string type whose bytes are of
+ * its own alphabet (a PrintableString of printable characters, an
+ * IA5String of ASCII); the text holds no control, bidi or invisible
+ * character (pki_name_char_refused) and at most the attribute's upper
+ * bound of characters; the attribute's own type must hold it (ASCII for
+ * an IA5String, PrintableString's alphabet, a country of two letters).
+ * A DirectoryString attribute keeps a PrintableString or UTF8String and
+ * takes an IA5String, T61String or BMPString as UTF8String.
  */
 static int
-pki_name_value_ok(const X509_NAME_ENTRY *e)
+pki_name_value(const X509_NAME_ENTRY *e, int *type, unsigned char **utf8,
+    const char **why)
 {
-    int                   len, type, i, chars, nid;
+    int                   len, in, i, n, chars, nid;
+    unsigned long         c;
     const ASN1_STRING    *d;
-    unsigned char        *utf8;
     const unsigned char  *raw;
 
+    *utf8 = NULL;
+
     d = X509_NAME_ENTRY_get_data(e);
-    type = ASN1_STRING_type(d);
+    in = ASN1_STRING_type(d);
     raw = ASN1_STRING_get0_data(d);
     len = ASN1_STRING_length(d);
+    nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
 
-    switch (type) {
+    *why = "a character outside its string type's alphabet";
+
+    switch (in) {
     case V_ASN1_PRINTABLESTRING:
         if (!pki_printable(raw, len)) {
             return 0;
@@ -299,69 +353,225 @@ pki_name_value_ok(const X509_NAME_ENTRY *e)
     case V_ASN1_BMPSTRING:
         break;
     default:
+        *why = "a string type other than a directory string's";
         return 0;
     }
 
-    utf8 = NULL;
-    len = ASN1_STRING_to_UTF8(&utf8, d);
+    *why = "no text or more than 1024 bytes of it";
+
+    len = ASN1_STRING_to_UTF8(utf8, d);
     if (len <= 0 || len > 1024) {
-        OPENSSL_free(utf8);
+        OPENSSL_free(*utf8);
+        *utf8 = NULL;
         ERR_clear_error();
         return 0;
     }
 
+    *why = "a control, bidi or invisible character";
+
     chars = 0;
-    for (i = 0; i < len; i++) {
-        if (utf8[i] < 0x20 || utf8[i] == 0x7f) {
-            OPENSSL_free(utf8);
-            return 0;
+    for (i = 0; i < len; i += n) {
+        n = UTF8_getc(*utf8 + i, len - i, &c);
+        if (n <= 0 || pki_name_char_refused(c)) {
+            goto refused;
         }
-        chars += (utf8[i] & 0xc0) != 0x80;
+        chars++;
     }
 
-    nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
+    if (chars > pki_name_ub(nid)) {
+        *why = "more characters than its attribute's upper bound";
+        goto refused;
+    }
 
-    i = chars <= pki_name_ub(nid)
-        && (nid != NID_countryName
-            || (len == 2 && pki_ascii_letter(utf8[0])
-                && pki_ascii_letter(utf8[1])));
+    *type = pki_name_type(nid);
 
-    OPENSSL_free(utf8);
+    switch (*type) {
+    case V_ASN1_IA5STRING:
+        *why = "a character an IA5String cannot hold (ASCII only)";
+        if (chars != len) {
+            goto refused;
+        }
+        break;
+    case V_ASN1_PRINTABLESTRING:
+        *why = "a character a PrintableString cannot hold";
+        if (!pki_printable(*utf8, len)) {
+            goto refused;
+        }
+        break;
+    default:
+        *type = in == V_ASN1_PRINTABLESTRING ? in : V_ASN1_UTF8STRING;
+    }
 
-    return i;
+    if (nid == NID_countryName
+        && (len != 2 || !pki_ascii_letter((*utf8)[0])
+            || !pki_ascii_letter((*utf8)[1])))
+    {
+        *why = "a country that is not two letters";
+        goto refused;
+    }
+
+    return len;
+
+refused:
+
+    OPENSSL_free(*utf8);
+    *utf8 = NULL;
+    ERR_clear_error();
+
+    return 0;
 }
 
 
-/* Appends a request's subject value to name: as it came, or, for a
- * T61String or BMPString (which RFC 5280 leaves to old certificates) and a
- * country that is not a PrintableString, as the UTF-8 text OpenSSL encodes
- * in the attribute's own type. */
+/* Appends a request's subject value to name in the type it is issued in
+ * (pki_name_value). */
 static int
 pki_name_copy(X509_NAME *name, const X509_NAME_ENTRY *e)
 {
-    int                 len, ok, type, nid;
-    const ASN1_STRING  *d;
-    unsigned char      *utf8;
+    int             len, ok, type;
+    const char     *why;
+    unsigned char  *utf8;
 
-    d = X509_NAME_ENTRY_get_data(e);
-    type = ASN1_STRING_type(d);
-    nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
-
-    if (type != V_ASN1_T61STRING && type != V_ASN1_BMPSTRING
-        && (nid != NID_countryName || type == V_ASN1_PRINTABLESTRING))
-    {
-        return X509_NAME_add_entry(name, e, -1, 0);
-    }
-
-    utf8 = NULL;
-    len = ASN1_STRING_to_UTF8(&utf8, d);
+    len = pki_name_value(e, &type, &utf8, &why);
     ok = len > 0
-         && X509_NAME_add_entry_by_OBJ(name,
-                                       X509_NAME_ENTRY_get_object(e),
-                                       MBSTRING_UTF8, utf8, len, -1, 0);
+         && X509_NAME_add_entry_by_OBJ(name, X509_NAME_ENTRY_get_object(e),
+                                       type, utf8, len, -1, 0);
     OPENSSL_free(utf8);
 
     return ok;
+}
+
+
+/* A name's text for a message and the log: printable ASCII, '?' for
+ * the other bytes, at most 64 of them. */
+static const char *
+pki_shown(const unsigned char *s, int len, char *buf)
+{
+    int  k;
+
+    for (k = 0; k < len && k < 64; k++) {
+        buf[k] = (s[k] > 0x20 && s[k] < 0x7f) ? (char) s[k] : '?';
+    }
+    buf[k] = '\0';
+
+    return buf;
+}
+
+
+/* 1 when a certificate of template t can serve as a TLS server's: its
+ * extendedKeyUsage has serverAuth or anyExtendedKeyUsage, or it has
+ * none. */
+static int
+pki_tls_server(const pki_template_t *t)
+{
+    int  i, nid;
+
+    if (t->eku == NULL) {
+        return 1;
+    }
+
+    for (i = 0; i < sk_ASN1_OBJECT_num(t->eku); i++) {
+        nid = OBJ_obj2nid(sk_ASN1_OBJECT_value(t->eku, i));
+        if (nid == NID_server_auth || nid == NID_anyExtendedKeyUsage) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A CN from a request (UTF-8 text) as a TLS client may read it: OpenSSL's
+ * X509_check_host, curl, Python's ssl and mbedTLS take the CN for the
+ * host name when a certificate has no dNSName, so a CN would otherwise
+ * get past the template's DNS rules.  A CN with a '*' needs a template
+ * that allows wildcards and then passes as a wildcard dNSName would; a
+ * CN that is a DNS name of two labels or more, in a certificate a TLS
+ * server can use, passes as a dNSName would (the template must issue DNS
+ * names).  Others (device serials, client certificates' CNs) pass.
+ */
+static pki_status_t
+pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
+    pki_result_t *res)
+{
+    int   wild;
+    char  shown[65];
+
+    wild = memchr(cn, '*', (size_t) len) != NULL;
+
+    if (!wild
+        && (memchr(cn, '.', (size_t) len) == NULL || !pki_dns_ok(cn, len, 0)
+            || !pki_tls_server(t)))
+    {
+        return PKI_OK;
+    }
+
+    pki_shown(cn, len, shown);
+
+    if (wild && !t->san_wildcard) {
+        return pki_fail(res, PKI_POLICY, "CN \"%s\": template \"%s\" does "
+                        "not allow wildcards (san dns ... wildcard)", shown,
+                        t->name);
+    }
+
+    if (t->san[PKI_SAN_DNS] == PKI_RULE_NONE) {
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is a DNS name a TLS "
+                        "client would accept, and template \"%s\" does not "
+                        "issue DNS names (no san dns)", shown, t->name);
+    }
+
+    if (t->san[PKI_SAN_DNS] == PKI_RULE_FORBIDDEN) {
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is a DNS name a TLS "
+                        "client would accept, and template \"%s\" forbids "
+                        "DNS names (san dns forbidden)", shown, t->name);
+    }
+
+    if (!pki_dns_name_ok(t, cn, len)) {
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is not a DNS name "
+                        "template \"%s\" issues (as a dNSName SAN)", shown,
+                        t->name);
+    }
+
+    return PKI_OK;
+}
+
+
+/* 1 when name holds only values as pki_apply_subject issues them under
+ * t: each of its type and bytes, and a CN that passes pki_check_cn. */
+static int
+pki_subject_as_issued(const pki_template_t *t, const X509_NAME *name)
+{
+    int                 i, len, type, good;
+    const char         *why;
+    pki_result_t        tmp;
+    unsigned char      *utf8;
+    X509_NAME_ENTRY    *e;
+    const ASN1_STRING  *d;
+
+    for (i = 0; i < X509_NAME_entry_count(name); i++) {
+        e = X509_NAME_get_entry(name, i);
+        d = X509_NAME_ENTRY_get_data(e);
+
+        len = pki_name_value(e, &type, &utf8, &why);
+        good = len > 0 && type == ASN1_STRING_type(d)
+               && len == ASN1_STRING_length(d)
+               && memcmp(utf8, ASN1_STRING_get0_data(d), (size_t) len) == 0;
+
+        if (good
+            && OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)) == NID_commonName)
+        {
+            pki_result_init(&tmp);
+            good = pki_check_cn(t, utf8, len, &tmp) == PKI_OK;
+        }
+
+        OPENSSL_free(utf8);
+
+        if (!good) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -369,9 +579,12 @@ static pki_status_t
 pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
     X509_NAME **out, pki_result_t *res)
 {
-    int                        i, j, n, found, cns;
+    int                        i, j, n, found, cns, len, type;
     char                       an[80];
     X509_NAME                 *name;
+    const char                *why;
+    pki_status_t               rc;
+    unsigned char             *utf8;
     const ASN1_OBJECT         *obj;
     X509_NAME_ENTRY           *e;
     const pki_subject_rule_t  *rule;
@@ -414,9 +627,20 @@ pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
                             t->name);
         }
 
-        if (rule->rule != PKI_RULE_FIXED && !pki_name_value_ok(e)) {
-            return pki_fail(res, PKI_POLICY, "subject attribute %s has an "
-                            "invalid value", rule->name);
+        if (rule->rule != PKI_RULE_FIXED) {
+            len = pki_name_value(e, &type, &utf8, &why);
+            if (len <= 0) {
+                return pki_fail(res, PKI_POLICY, "subject attribute %s has "
+                                "an invalid value (%s)", rule->name, why);
+            }
+
+            rc = OBJ_obj2nid(obj) == NID_commonName
+                 ? pki_check_cn(t, utf8, len, res) : PKI_OK;
+            OPENSSL_free(utf8);
+
+            if (rc != PKI_OK) {
+                return rc;
+            }
         }
 
         /* one name: verifiers that read one CN differ on which (a fixed
@@ -550,6 +774,16 @@ pki_dns_ok(const unsigned char *s, int len, int wildcard)
 
     /* "*.com" is not a useful wildcard. */
     return start == 0 || labels >= 2;
+}
+
+
+/* A dNSName under template t's rules, a SAN's or a CN's a TLS client
+ * takes for one (pki_check_cn): its syntax, a "*." only where t allows
+ * wildcards. */
+static int
+pki_dns_name_ok(const pki_template_t *t, const unsigned char *s, int len)
+{
+    return pki_dns_ok(s, len, t->san_wildcard);
 }
 
 
@@ -706,20 +940,13 @@ pki_check_sans(const pki_template_t *t, const GENERAL_NAMES *gens,
 
         switch (type) {
         case PKI_SAN_DNS:
-            if (!pki_dns_ok(d, len, t->san_wildcard)) {
+            if (!pki_dns_name_ok(t, d, len)) {
                 char  shown[65];
-                int   k;
 
                 /* the client's bytes, printable ASCII only, for the
                  * message and the log */
-                for (k = 0; k < len && k < 64; k++) {
-                    shown[k] = (d[k] > 0x20 && d[k] < 0x7f) ? (char) d[k]
-                                                            : '?';
-                }
-                shown[k] = '\0';
-
                 return pki_fail(res, PKI_POLICY, "invalid DNS name in SAN "
-                                "\"%s\"", shown);
+                                "\"%s\"", pki_shown(d, len, shown));
             }
             break;
         case PKI_SAN_IP:
@@ -1068,13 +1295,20 @@ pki_renewal_subject_same(const pki_template_t *t, X509_NAME *csr,
  * ASCII case, spaces and string types folded) gets name as it was
  * encoded: a renewal, or an enrollment bound to a certificate's names,
  * keeps that certificate's subject byte for byte, not the CSR's "DEV-1"
- * for "dev-1" (a relying party may compare the bytes).  -1 out of memory
- * (req->subject is then NULL).
+ * for "dev-1" (a relying party may compare the bytes).  Only when each
+ * of name's values is as template t issues it, though: "dev\t1" folds to
+ * the CSR's "dev 1", an IA5String CN to its UTF8String, and the bytes
+ * issued must pass the checks the CSR's passed; otherwise the request
+ * keeps the subject the template built.  -1 out of memory (req->subject
+ * is then NULL).
  */
 int
-pki_int_request_keep_subject(pki_request_t *req, X509_NAME *name)
+pki_int_request_keep_subject(const pki_template_t *t, pki_request_t *req,
+    X509_NAME *name)
 {
-    if (req->subject == NULL || X509_NAME_cmp(req->subject, name) != 0) {
+    if (req->subject == NULL || X509_NAME_cmp(req->subject, name) != 0
+        || !pki_subject_as_issued(t, name))
+    {
         return req->subject == NULL ? -1 : 0;
     }
 
@@ -1187,7 +1421,7 @@ pki_request_renewal(const pki_template_t *t, X509_REQ *csr, X509 *old,
      */
     req->sans = old_sans;
 
-    if (pki_int_request_keep_subject(req, X509_get_subject_name(old)) != 0
+    if (pki_int_request_keep_subject(t, req, X509_get_subject_name(old)) != 0
         || !EVP_PKEY_up_ref(pk))
     {
         pki_request_clear(req);

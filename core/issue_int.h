@@ -182,9 +182,11 @@ char *pki_int_name_text(const X509_NAME *name);
 pki_status_t pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca,
     X509 *cert, pki_record_t *rec, pki_result_t *res);
 
-/* req's subject, when equal to name in canonical form, replaced by name's
- * own encoding (core/issue.c); -1 out of memory. */
-int pki_int_request_keep_subject(pki_request_t *req, X509_NAME *name);
+/* req's subject, when equal to name in canonical form and each of
+ * name's values as template t issues it, replaced by name's own encoding
+ * (core/issue.c); -1 out of memory. */
+int pki_int_request_keep_subject(const pki_template_t *t,
+    pki_request_t *req, X509_NAME *name);
 
 /* issue.c: revokes (cessationOfOperation) a certificate recorded good that
  * will not be delivered; 1 done, 0 not (said in res's log). */

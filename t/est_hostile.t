@@ -181,6 +181,42 @@ $t->no_continue('POST', $t->est_url('nosuchop'), 404,
 $r = $t->est_post('simpleenroll', $good, label => 'nosuchlabel');
 is($r->{code}, 404, 'unknown label: 404');
 
+# A CN is what TLS clients match when there is no dNSName: a wildcard CN
+# under a template without "san dns ... wildcard", and a DNS-name CN of a
+# server certificate, go through the template's DNS rules
+my ($wcn) = $t->make_csr('wildcn', subj => '/CN=*.example.com');
+err_ok('wildcard CN, no SAN, server label',
+       $t->est_post('simpleenroll', $wcn, label => 'server'), 400,
+       qr/CN "\*\.example\.com".*wildcard/);
+err_ok('wildcard CN, no SAN, device template',
+       $t->est_post('simpleenroll', $wcn), 400, qr/wildcard/);
+
+# a CSR whose subject is the RDNs given, [OID content, string tag, bytes]
+# each (DER by hand: openssl req picks the string types itself)
+sub csr_with_subject {
+    my @rdn = @_;
+    require Crypt::PK::ECC;
+    my $k = Crypt::PK::ECC->new;
+    $k->generate_key('secp256r1');
+    my $name = tlv(0x30, join('', map {
+        tlv(0x31, tlv(0x30, tlv(0x06, $_->[0]) . tlv($_->[1], $_->[2])))
+    } @rdn));
+    my $cri = tlv(0x30, "\x02\x01\x00" . $name
+                        . $k->export_key_der('public_short') . "\xa0\x00");
+    my $alg = tlv(0x30, "\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02");
+    return tlv(0x30, $cri . $alg
+                     . tlv(0x03, "\x00" . $k->sign_message($cri, 'SHA256')));
+}
+
+my $CN = "\x55\x04\x03";
+my $EMAIL = "\x2a\x86\x48\x86\xf7\x0d\x01\x09\x01";
+
+# a CN that shows as "dev1exe.jpg" (U+202E reverses what follows)
+err_ok('CN with U+202E',
+       $t->est_post('simpleenroll', csr_with_subject(
+           [$CN, 0x0c, "dev\xe2\x80\xae1gpj.exe"])),
+       400, qr/CN has an invalid value/);
+
 # nothing was written
 is(join(' ', $t->state_keys), join(' ', @keys0),
    'no Redis key added or removed');
@@ -190,6 +226,47 @@ is_deeply([sort $t->redis_keys('pki:*cert:*')], [sort @certs0],
 # nginx still serves
 $r = $t->est_post('simpleenroll', $good);
 is($r->{code}, 200, 'still enrolls after the hostile requests');
+
+# a template that copies emailAddress: a BMPString or T61String one that
+# an IA5String cannot hold is the client's error (400), not the server's
+# (it was a 500, "cannot copy subject attribute")
+{
+    require Encode;
+    my $conf = $t->render_conf;
+    $conf =~ s{(pki_template device \{\n)}
+              {$1        subject emailAddress copy;\n}
+        or die 'no device template';
+    $t->stop_nginx;
+    $t->start_nginx($conf);
+    my @k0 = $t->state_keys;
+    my @c0 = $t->redis_keys('pki:*cert:*');
+    my $cn = [$CN, 0x0c, 'mail-dev'];
+    for my $c (['BMPString', 0x1e,
+                Encode::encode('UTF-16BE', "d\x{e9}\@x.example")],
+               ['T61String', 0x14, "d\xe9\@x.example"]) {
+        err_ok("$c->[0] emailAddress with U+00E9",
+               $t->est_post('simpleenroll',
+                            csr_with_subject($cn, [$EMAIL, $c->[1], $c->[2]])),
+               400, qr/emailAddress has an invalid value/);
+    }
+    is(join(' ', $t->state_keys), join(' ', @k0), '  no Redis key added');
+    is_deeply([sort $t->redis_keys('pki:*cert:*')], [sort @c0],
+              '  no certificate recorded');
+    unlike(slurp($t->error_log) // '', qr/cannot copy subject attribute/,
+           '  no internal error logged');
+
+    # ASCII in a BMPString: issued as an IA5String (RFC 5280)
+    $r = $t->est_post('simpleenroll', csr_with_subject(
+        $cn, [$EMAIL, 0x1e, Encode::encode('UTF-16BE', 'dev@x.example')]));
+    is($r->{code}, 200, 'BMPString emailAddress of ASCII: 200')
+        or diag($r->{body});
+    my $pem = $t->p7_to_pem($r->{body});
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-noout', '-subject',
+                              '-nameopt', 'RFC2253,show_type'],
+                             stdin => $pem // '');
+    like($out, qr/emailAddress=IA5STRING:dev\@x\.example/,
+         '  issued as an IA5String') or diag($out);
+}
 
 $t->stop_nginx;
 done_testing();

@@ -450,6 +450,100 @@ count_records(const char *sock, const char *ns, int *good, int *revoked)
 }
 
 
+/*
+ * est_bind_names: an enrollment bound to the client certificate's names
+ * is issued that certificate's subject as it is encoded (its "DEV-9" for
+ * the CSR's "dev-9"), but only when each value is as the template issues
+ * one: X509_NAME_cmp() folds "dev\t7" to the CSR's "dev 7" and an
+ * IA5String CN to a UTF8String, and those bytes never passed the checks
+ * the CSR's did; such an enrollment gets the subject the template built.
+ */
+static void
+test_bound_subject(void)
+{
+    int                 i, idx;
+    char                name[96];
+    X509               *client, *issued;
+    EVP_PKEY           *ck, *pk;
+    pki_result_t        res;
+    pki_request_t       req;
+    pki_est_resp_t      resp;
+    STACK_OF(X509)     *certs;
+    const ASN1_STRING  *d;
+    char               *csr;
+    pki_issue_ctx_t     ictx = { "est", "tester", "127.0.0.1", NULL, NULL };
+    static const struct {
+        int          type;       /* the client certificate's CN */
+        const char  *cn;
+        const char  *csr_cn;
+        int          want_type;  /* the issued CN */
+        const char  *want;
+    } cases[] = {
+        { V_ASN1_UTF8STRING, "dev\t7", "dev 7", V_ASN1_UTF8STRING, "dev 7" },
+        { V_ASN1_UTF8STRING, "dev\n7b", "dev 7b", V_ASN1_UTF8STRING,
+          "dev 7b" },
+        { V_ASN1_IA5STRING, "dev-8", "dev-8", V_ASN1_UTF8STRING, "dev-8" },
+        { V_ASN1_UTF8STRING, "DEV-9", "dev-9", V_ASN1_UTF8STRING, "DEV-9" },
+    };
+
+    conf.bind_names = 1;
+
+    for (i = 0; i < (int) (sizeof(cases) / sizeof(cases[0])); i++) {
+        ck = keygen("EC:P-256");
+        memset(&req, 0, sizeof(req));
+        req.subject = X509_NAME_new();
+        X509_NAME_add_entry_by_NID(req.subject, NID_commonName,
+                                   cases[i].type,
+                                   (unsigned char *) cases[i].cn, -1, -1, 0);
+        req.pubkey = ck;
+        client = NULL;
+        pki_result_init(&res);
+        if (pki_issue(conf.ca, conf.tmpl, conf.redis, &req, &ictx, &client,
+                      &res) != PKI_OK)
+        {
+            diag("client certificate: %s %s", res.detail, res.log);
+        }
+        X509_NAME_free(req.subject);
+
+        pk = keygen("EC:P-256");
+        csr = make_csr_b64(pk, cases[i].csr_cn, NULL, NULL);
+        est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL,
+            client, &resp);
+        snprintf(name, sizeof(name), "bound simpleenroll, client CN type %d "
+                 "\"%s\": %%d %%s", cases[i].type, cases[i].csr_cn);
+        ok(resp.http_status == 200, name, resp.http_status,
+           resp.res.detail);
+
+        certs = resp.http_status == 200
+                ? certs_from_b64(resp.body, resp.body_len) : NULL;
+        issued = certs ? sk_X509_value(certs, 0) : NULL;
+        idx = issued ? X509_NAME_get_index_by_NID(
+                           X509_get_subject_name(issued), NID_commonName, -1)
+                     : -1;
+        d = idx >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(
+                           X509_get_subject_name(issued), idx))
+                     : NULL;
+        ok(d != NULL && ASN1_STRING_type(d) == cases[i].want_type
+           && ASN1_STRING_length(d) == (int) strlen(cases[i].want)
+           && memcmp(ASN1_STRING_get0_data(d), cases[i].want,
+                     strlen(cases[i].want)) == 0,
+           "  issued CN \"%s\" (type %d), got type %d \"%.*s\"",
+           cases[i].want, cases[i].want_type, d ? ASN1_STRING_type(d) : -1,
+           d ? ASN1_STRING_length(d) : 0,
+           d ? (const char *) ASN1_STRING_get0_data(d) : "");
+
+        sk_X509_pop_free(certs, X509_free);
+        pki_est_resp_free(&resp);
+        free(csr);
+        EVP_PKEY_free(pk);
+        EVP_PKEY_free(ck);
+        X509_free(client);
+    }
+
+    conf.bind_names = 0;
+}
+
+
 static void
 test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
 {
@@ -725,6 +819,8 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
         free(cb64);
     }
     conf.pop_linking = 0;
+
+    test_bound_subject();
 
     /* A revoked client certificate (status set through the documented
      * record layout). */

@@ -1070,6 +1070,324 @@ test_subject_types(void)
 }
 
 
+/* Each attribute's value is issued in its attribute's own string type
+ * (RFC 5280 4.1.2.4, appendix A): emailAddress and DC an IA5String of
+ * ASCII, serialNumber, C and dnQualifier a PrintableString, the
+ * DirectoryString attributes a PrintableString or UTF8String (an
+ * IA5String, T61String or BMPString becomes a UTF8String).  A value its
+ * attribute's type cannot hold is a refusal of the request (PKI_POLICY),
+ * never an internal error, whatever type it came in. */
+static void
+test_subject_attr_types(void)
+{
+    int              type;
+    char             v[128];
+    pki_template_t  *t;
+    static const char *const lines[] = {
+        "key_types ec:P-256", "subject CN copy", "subject O copy",
+        "subject OU copy", "subject emailAddress copy", "subject DC copy",
+        "subject serialNumber copy", "subject 2.5.4.46 copy",
+        "validity 30d", NULL
+    };
+
+    t = make_template("attrtypes", lines);
+
+    is_status(typed_subject(t, NID_commonName, V_ASN1_IA5STRING, "dev", 3,
+                            &type, v, sizeof(v)),
+              PKI_OK, "IA5String CN taken");
+    ok(type == V_ASN1_UTF8STRING && strcmp(v, "dev") == 0,
+       "  issued as UTF8String, a DirectoryString (%d %s)", type, v);
+    is_status(typed_subject(t, NID_organizationName, V_ASN1_IA5STRING,
+                            "Acme@x", 6, &type, v, sizeof(v)),
+              PKI_OK, "IA5String O taken");
+    ok(type == V_ASN1_UTF8STRING && strcmp(v, "Acme@x") == 0,
+       "  issued as UTF8String (%d %s)", type, v);
+    is_status(typed_subject(t, NID_organizationalUnitName, V_ASN1_T61STRING,
+                            "Caf\xe9", 4, &type, v, sizeof(v)),
+              PKI_OK, "T61String OU taken");
+    ok(type == V_ASN1_UTF8STRING && strcmp(v, "Caf\xc3\xa9") == 0,
+       "  issued as UTF8String (%d %s)", type, v);
+
+    /* emailAddress and DC: IA5String, ASCII only */
+    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_UTF8STRING,
+                            "dev@x.example", 13, &type, v, sizeof(v)),
+              PKI_OK, "UTF8String emailAddress of ASCII taken");
+    ok(type == V_ASN1_IA5STRING && strcmp(v, "dev@x.example") == 0,
+       "  issued as IA5String (%d %s)", type, v);
+    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_UTF8STRING,
+                            "d\xc3\xa9v@x.example", 14, &type, v, sizeof(v)),
+              PKI_POLICY, "UTF8String emailAddress with U+00E9 refused");
+    is_status(typed_subject(t, NID_domainComponent, V_ASN1_UTF8STRING,
+                            "example", 7, &type, v, sizeof(v)),
+              PKI_OK, "UTF8String DC of ASCII taken");
+    ok(type == V_ASN1_IA5STRING && strcmp(v, "example") == 0,
+       "  issued as IA5String (%d %s)", type, v);
+    is_status(typed_subject(t, NID_domainComponent, V_ASN1_UTF8STRING,
+                            "caf\xc3\xa9", 5, &type, v, sizeof(v)),
+              PKI_POLICY, "UTF8String DC with U+00E9 refused");
+
+    /* serialNumber and dnQualifier: PrintableString */
+    is_status(typed_subject(t, NID_serialNumber, V_ASN1_UTF8STRING,
+                            "SN-0001", 7, &type, v, sizeof(v)),
+              PKI_OK, "UTF8String serialNumber taken");
+    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "SN-0001") == 0,
+       "  issued as PrintableString (%d %s)", type, v);
+    is_status(typed_subject(t, NID_serialNumber, V_ASN1_UTF8STRING,
+                            "SN_0001", 7, &type, v, sizeof(v)),
+              PKI_POLICY, "serialNumber with '_' refused");
+    is_status(typed_subject(t, NID_serialNumber, V_ASN1_IA5STRING,
+                            "SN@1", 4, &type, v, sizeof(v)),
+              PKI_POLICY, "IA5String serialNumber with '@' refused");
+    is_status(typed_subject(t, NID_dnQualifier, V_ASN1_UTF8STRING,
+                            "q1", 2, &type, v, sizeof(v)),
+              PKI_OK, "UTF8String dnQualifier taken");
+    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "q1") == 0,
+       "  issued as PrintableString (%d %s)", type, v);
+
+    /* a BMPString or T61String its attribute's type cannot hold: a
+     * refusal, not "cannot copy subject attribute" (PKI_INTERNAL) */
+    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_BMPSTRING,
+                            "\0d\0\xe9\0@\0x\0.\0e\0x", 14, &type, v,
+                            sizeof(v)),
+              PKI_POLICY, "BMPString emailAddress with U+00E9 refused");
+    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_T61STRING,
+                            "d\xe9@x.ex", 7, &type, v, sizeof(v)),
+              PKI_POLICY, "T61String emailAddress with 0xE9 refused");
+    is_status(typed_subject(t, NID_domainComponent, V_ASN1_BMPSTRING,
+                            "\x04\x10\0b", 4, &type, v, sizeof(v)),
+              PKI_POLICY, "BMPString DC with U+0410 refused");
+    is_status(typed_subject(t, NID_serialNumber, V_ASN1_T61STRING,
+                            "SN@1", 4, &type, v, sizeof(v)),
+              PKI_POLICY, "T61String serialNumber with '@' refused");
+    is_status(typed_subject(t, NID_serialNumber, V_ASN1_BMPSTRING,
+                            "\0S\0N\0\xe9", 6, &type, v, sizeof(v)),
+              PKI_POLICY, "BMPString serialNumber with U+00E9 refused");
+    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_BMPSTRING,
+                            "\0d\0@\0x\0.\0e\0x", 12, &type, v, sizeof(v)),
+              PKI_OK, "BMPString emailAddress of ASCII taken");
+    ok(type == V_ASN1_IA5STRING && strcmp(v, "d@x.ex") == 0,
+       "  issued as IA5String (%d %s)", type, v);
+    is_status(typed_subject(t, NID_serialNumber, V_ASN1_T61STRING,
+                            "SN-1", 4, &type, v, sizeof(v)),
+              PKI_OK, "T61String serialNumber of printable characters taken");
+    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "SN-1") == 0,
+       "  issued as PrintableString (%d %s)", type, v);
+
+    pki_template_free(t);
+}
+
+
+/* Characters that reorder or hide text (a "dev\u202e1gpj.exe" shows as
+ * "dev1exe.jpg"): C1 controls, bidi controls, zero-width characters and
+ * the BOM are refused in any subject value, after decoding. */
+static void
+test_subject_invisible(void)
+{
+    int              type;
+    size_t           i;
+    char             v[128];
+    pki_template_t  *t;
+    static const char *const lines[] = {
+        "key_types ec:P-256", "subject CN copy", "subject O copy",
+        "validity 30d", NULL
+    };
+    static const struct {
+        const char  *name;
+        const char  *utf8;
+    } bad[] = {
+        { "U+202E (RLO)", "dev\xe2\x80\xae" "1gpj.exe" },
+        { "U+0085 (NEL, C1)", "dev\xc2\x85" "1" },
+        { "U+009F (C1)", "dev\xc2\x9f" "1" },
+        { "U+200B (zero width space)", "dev\xe2\x80\x8b" "1" },
+        { "U+200D (zero width joiner)", "dev\xe2\x80\x8d" "1" },
+        { "U+200E (LRM)", "dev\xe2\x80\x8e" "1" },
+        { "U+200F (RLM)", "dev\xe2\x80\x8f" "1" },
+        { "U+202A (LRE)", "dev\xe2\x80\xaa" "1" },
+        { "U+2060 (word joiner)", "dev\xe2\x81\xa0" "1" },
+        { "U+2066 (LRI)", "dev\xe2\x81\xa6" "1" },
+        { "U+2069 (PDI)", "dev\xe2\x81\xa9" "1" },
+        { "U+FEFF (BOM)", "\xef\xbb\xbf" "dev1" },
+    };
+
+    t = make_template("invisible", lines);
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char  name[96];
+
+        snprintf(name, sizeof(name), "UTF8String CN with %s refused",
+                 bad[i].name);
+        is_status(typed_subject(t, NID_commonName, V_ASN1_UTF8STRING,
+                                bad[i].utf8, (int) strlen(bad[i].utf8),
+                                &type, v, sizeof(v)),
+                  PKI_POLICY, name);
+    }
+
+    is_status(typed_subject(t, NID_commonName, V_ASN1_BMPSTRING,
+                            "\0d\0e\0v\x20\x2e\0" "1", 8, &type, v,
+                            sizeof(v)),
+              PKI_POLICY, "BMPString CN with U+202E refused");
+    is_status(typed_subject(t, NID_organizationName, V_ASN1_BMPSTRING,
+                            "\xfe\xff\0A", 4, &type, v, sizeof(v)),
+              PKI_POLICY, "BMPString O with U+FEFF refused");
+    is_status(typed_subject(t, NID_organizationName, V_ASN1_T61STRING,
+                            "Ac\x85me", 5, &type, v, sizeof(v)),
+              PKI_POLICY, "T61String O with 0x85 (C1 after decoding) "
+              "refused");
+    is_status(typed_subject(t, NID_commonName, V_ASN1_UTF8STRING,
+                            "d\xc3\xa9v \xe2\x80\x94 1", 10, &type, v,
+                            sizeof(v)),
+              PKI_OK, "UTF8String CN with U+00E9 and U+2014 taken");
+    ok(type == V_ASN1_UTF8STRING, "  issued as UTF8String (%d)", type);
+
+    pki_template_free(t);
+}
+
+
+/* The status of a request for subject and SANs (NULL: none) under t; the
+ * detail of a refusal in detail. */
+static pki_status_t
+name_request(pki_template_t *t, const char *subject, const char *sans,
+    char *detail, size_t size)
+{
+    size_t          len;
+    X509_REQ       *csr;
+    EVP_PKEY       *pk;
+    pki_status_t    st;
+    pki_result_t    res;
+    pki_request_t   req;
+    unsigned char  *der;
+
+    pk = keygen("EC:P-256");
+    der = make_csr(pk, subject, sans, &len);
+    pki_result_init(&res);
+
+    st = pki_csr_parse(der, len, &csr, &res);
+    if (st == PKI_OK) {
+        st = pki_request_from_csr(t, csr, &req, &res);
+        if (st == PKI_OK) {
+            pki_request_clear(&req);
+        }
+        X509_REQ_free(csr);
+    }
+
+    snprintf(detail, size, "%s", st == PKI_OK ? "" : res.detail);
+    free(der);
+    EVP_PKEY_free(pk);
+
+    return st;
+}
+
+
+/*
+ * A CN is what a TLS client checks when a certificate has no dNSName
+ * (OpenSSL's X509_check_host, curl, Python, mbedTLS fall back to it): a
+ * copied CN with a '*' needs a template that allows wildcards, and then
+ * passes the checks of a wildcard dNSName; a CN that is a DNS name of two
+ * labels or more, in a certificate that can serve TLS (EKU serverAuth or
+ * anyExtendedKeyUsage, or no EKU), passes the template's dNSName rules.
+ */
+static void
+test_cn_dns(void)
+{
+    size_t           i;
+    char             d[512], name[160];
+    pki_template_t  *t[7];
+    static const char *const lines[7][8] = {
+        { "key_types ec:P-256", "subject CN copy", "san dns copy", NULL },
+        { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
+          "extended_key_usage serverAuth", NULL },
+        { "key_types ec:P-256", "subject CN copy", NULL },
+        { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
+          "extended_key_usage clientAuth", NULL },
+        { "key_types ec:P-256", "subject CN required",
+          "san dns copy wildcard", "extended_key_usage serverAuth", NULL },
+        { "key_types ec:P-256", "subject CN copy", "san dns copy",
+          "extended_key_usage 2.5.29.37.0", "san ip copy", NULL },
+        { "key_types ec:P-256", "subject CN required", "san dns forbidden",
+          "extended_key_usage clientAuth serverAuth", NULL },
+    };
+    static const char *const names[7] = {
+        "dnscopy", "dnsforbidden", "nodns", "client", "wild", "any",
+        "clientserver"
+    };
+    static const struct {
+        int            tmpl;
+        const char    *subject;
+        const char    *sans;
+        pki_status_t   want;
+        const char    *detail;
+    } cases[] = {
+        /* a: wildcards */
+        { 0, "/CN=*.example.com", NULL, PKI_POLICY,
+          "CN \"*.example.com\"" },
+        { 0, "/CN=*.example.com", NULL, PKI_POLICY,
+          "does not allow wildcards" },
+        { 0, "/CN=*.example.com", "DNS:a.example.com", PKI_POLICY,
+          "wildcard" },
+        { 0, "/CN=my*device", NULL, PKI_POLICY, "wildcard" },
+        { 3, "/CN=*.example.com", NULL, PKI_POLICY, "wildcard" },
+        { 4, "/CN=*.example.com", NULL, PKI_OK, NULL },
+        { 4, "/CN=*.com", NULL, PKI_POLICY, "CN \"*.com\"" },
+        { 4, "/CN=a.*.example.com", NULL, PKI_POLICY, "DNS name" },
+        { 4, "/CN=*.*.example.com", NULL, PKI_POLICY, "DNS name" },
+        { 4, "/CN=*", NULL, PKI_POLICY, "DNS name" },
+        /* b: a DNS name, in a certificate a TLS server can use */
+        { 1, "/CN=login.bank.example", NULL, PKI_POLICY,
+          "CN \"login.bank.example\"" },
+        { 1, "/CN=login.bank.example", NULL, PKI_POLICY,
+          "forbids DNS names" },
+        { 1, "/CN=LOGIN.Bank.Example", NULL, PKI_POLICY, "DNS" },
+        { 2, "/CN=login.bank.example", NULL, PKI_POLICY,
+          "does not issue DNS names" },
+        { 5, "/CN=login.bank.example", NULL, PKI_OK, NULL },
+        { 5, "/CN=bad_name.example", NULL, PKI_OK, NULL },
+        { 6, "/CN=login.bank.example", NULL, PKI_POLICY, "DNS" },
+        { 0, "/CN=srv.example.com", "DNS:srv.example.com", PKI_OK, NULL },
+        { 0, "/CN=srv.example.com", NULL, PKI_OK, NULL },
+        { 4, "/CN=srv.example.com", NULL, PKI_OK, NULL },
+        /* as today: single labels, non-names, client certificates */
+        { 1, "/CN=device-33", NULL, PKI_OK, NULL },
+        { 2, "/CN=device-33", NULL, PKI_OK, NULL },
+        { 1, "/CN=10.0.0.1", NULL, PKI_OK, NULL },
+        { 1, "/CN=Device 33.1", NULL, PKI_OK, NULL },
+        { 3, "/CN=login.bank.example", NULL, PKI_OK, NULL },
+    };
+
+    for (i = 0; i < 7; i++) {
+        t[i] = make_template(names[i], lines[i]);
+    }
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(name, sizeof(name), "template %s, %s%s%s",
+                 names[cases[i].tmpl], cases[i].subject,
+                 cases[i].sans ? " " : "",
+                 cases[i].sans ? cases[i].sans : "");
+        is_status(name_request(t[cases[i].tmpl], cases[i].subject,
+                               cases[i].sans, d, sizeof(d)),
+                  cases[i].want, name);
+        if (cases[i].detail) {
+            ok(strstr(d, cases[i].detail) != NULL, "  detail \"%s\"", d);
+        }
+    }
+
+    /* the CN as the client reads it, whatever its string type */
+    {
+        int   type;
+        char  v[128];
+
+        is_status(typed_subject(t[1], NID_commonName, V_ASN1_BMPSTRING,
+                                "\0a\0.\0b\0.\0e\0x", 12, &type, v,
+                                sizeof(v)),
+                  PKI_POLICY, "BMPString CN a.b.ex under san dns forbidden "
+                  "refused");
+    }
+
+    for (i = 0; i < 7; i++) {
+        pki_template_free(t[i]);
+    }
+}
+
+
 static X509 *
 issue_one(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r,
     const char *subject, const char *sans, EVP_PKEY **key,
@@ -2656,6 +2974,9 @@ main(void)
     test_policy(tdev);
     test_subject_types();
     test_ed_key_usage();
+    test_subject_attr_types();
+    test_subject_invisible();
+    test_cn_dns();
 
     /* Root: self-signed with our own builder. */
     rootpk = keygen("EC:P-256");
