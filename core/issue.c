@@ -393,9 +393,16 @@ pki_name_value(const X509_NAME_ENTRY *e, int *type, unsigned char **utf8,
         }
         break;
     case V_ASN1_PRINTABLESTRING:
-        *why = "a character a PrintableString cannot hold";
         if (!pki_printable(*utf8, len)) {
-            goto refused;
+            if (nid == NID_countryName) {
+                *why = "a character a PrintableString cannot hold";
+                goto refused;
+            }
+
+            /* a serialNumber such as "SN_0001", which devices send as a
+             * UTF8String: X.520 wants a PrintableString, but refusing it
+             * would lock such devices out; issued as it was before */
+            *type = V_ASN1_UTF8STRING;
         }
         break;
     default:
@@ -486,9 +493,14 @@ pki_tls_server(const pki_template_t *t)
  * host name when a certificate has no dNSName, so a CN would otherwise
  * get past the template's DNS rules.  A CN with a '*' needs a template
  * that allows wildcards and then passes as a wildcard dNSName would; a
- * CN that is a DNS name of two labels or more, in a certificate a TLS
- * server can use, passes as a dNSName would (the template must issue DNS
- * names).  Others (device serials, client certificates' CNs) pass.
+ * CN that is a DNS name of two labels or more, in an end entity's
+ * certificate a TLS server can use, passes as a dNSName would where the
+ * template issues DNS names, and is refused where it forbids them or has
+ * no DNS rule but names serverAuth (or anyExtendedKeyUsage).  Others pass
+ * as before: device serials, client certificates' CNs, a CA's name, and
+ * a dotted CN under a template with neither a DNS rule nor an
+ * extendedKeyUsage (fleets renew such certificates; the operator never
+ * said whether the CN is a host name).
  */
 static pki_status_t
 pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
@@ -501,7 +513,8 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
 
     if (!wild
         && (memchr(cn, '.', (size_t) len) == NULL || !pki_dns_ok(cn, len, 0)
-            || !pki_tls_server(t)))
+            || t->ca || !pki_tls_server(t)
+            || (t->san[PKI_SAN_DNS] == PKI_RULE_NONE && t->eku == NULL)))
     {
         return PKI_OK;
     }

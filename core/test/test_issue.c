@@ -1072,7 +1072,8 @@ test_subject_types(void)
 
 /* Each attribute's value is issued in its attribute's own string type
  * (RFC 5280 4.1.2.4, appendix A): emailAddress and DC an IA5String of
- * ASCII, serialNumber, C and dnQualifier a PrintableString, the
+ * ASCII, C a PrintableString, serialNumber and dnQualifier one where
+ * they fit it (else a UTF8String, as devices send them), the
  * DirectoryString attributes a PrintableString or UTF8String (an
  * IA5String, T61String or BMPString becomes a UTF8String).  A value its
  * attribute's type cannot hold is a refusal of the request (PKI_POLICY),
@@ -1132,12 +1133,18 @@ test_subject_attr_types(void)
               PKI_OK, "UTF8String serialNumber taken");
     ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "SN-0001") == 0,
        "  issued as PrintableString (%d %s)", type, v);
+    /* outside PrintableString's alphabet: devices send serials such as
+     * "SN_0001" as a UTF8String; issued so, as before (not locked out) */
     is_status(typed_subject(t, NID_serialNumber, V_ASN1_UTF8STRING,
                             "SN_0001", 7, &type, v, sizeof(v)),
-              PKI_POLICY, "serialNumber with '_' refused");
+              PKI_OK, "serialNumber with '_' taken");
+    ok(type == V_ASN1_UTF8STRING && strcmp(v, "SN_0001") == 0,
+       "  issued as UTF8String (%d %s)", type, v);
     is_status(typed_subject(t, NID_serialNumber, V_ASN1_IA5STRING,
                             "SN@1", 4, &type, v, sizeof(v)),
-              PKI_POLICY, "IA5String serialNumber with '@' refused");
+              PKI_OK, "IA5String serialNumber with '@' taken");
+    ok(type == V_ASN1_UTF8STRING && strcmp(v, "SN@1") == 0,
+       "  issued as UTF8String (%d %s)", type, v);
     is_status(typed_subject(t, NID_dnQualifier, V_ASN1_UTF8STRING,
                             "q1", 2, &type, v, sizeof(v)),
               PKI_OK, "UTF8String dnQualifier taken");
@@ -1158,10 +1165,13 @@ test_subject_attr_types(void)
               PKI_POLICY, "BMPString DC with U+0410 refused");
     is_status(typed_subject(t, NID_serialNumber, V_ASN1_T61STRING,
                             "SN@1", 4, &type, v, sizeof(v)),
-              PKI_POLICY, "T61String serialNumber with '@' refused");
+              PKI_OK, "T61String serialNumber with '@' taken");
+    ok(type == V_ASN1_UTF8STRING, "  issued as UTF8String (%d)", type);
     is_status(typed_subject(t, NID_serialNumber, V_ASN1_BMPSTRING,
                             "\0S\0N\0\xe9", 6, &type, v, sizeof(v)),
-              PKI_POLICY, "BMPString serialNumber with U+00E9 refused");
+              PKI_OK, "BMPString serialNumber with U+00E9 taken");
+    ok(type == V_ASN1_UTF8STRING && strcmp(v, "SN\xc3\xa9") == 0,
+       "  issued as UTF8String (%d %s)", type, v);
     is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_BMPSTRING,
                             "\0d\0@\0x\0.\0e\0x", 12, &type, v, sizeof(v)),
               PKI_OK, "BMPString emailAddress of ASCII taken");
@@ -1283,16 +1293,17 @@ name_request(pki_template_t *t, const char *subject, const char *sans,
  * (OpenSSL's X509_check_host, curl, Python, mbedTLS fall back to it): a
  * copied CN with a '*' needs a template that allows wildcards, and then
  * passes the checks of a wildcard dNSName; a CN that is a DNS name of two
- * labels or more, in a certificate that can serve TLS (EKU serverAuth or
- * anyExtendedKeyUsage, or no EKU), passes the template's dNSName rules.
+ * labels or more, in an end entity's certificate that can serve TLS (EKU
+ * serverAuth or anyExtendedKeyUsage, or no EKU where the template has a
+ * DNS rule), passes the template's dNSName rules.
  */
 static void
 test_cn_dns(void)
 {
     size_t           i;
     char             d[512], name[160];
-    pki_template_t  *t[7];
-    static const char *const lines[7][8] = {
+    pki_template_t  *t[9];
+    static const char *const lines[9][8] = {
         { "key_types ec:P-256", "subject CN copy", "san dns copy", NULL },
         { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
           "extended_key_usage serverAuth", NULL },
@@ -1305,10 +1316,14 @@ test_cn_dns(void)
           "extended_key_usage 2.5.29.37.0", "san ip copy", NULL },
         { "key_types ec:P-256", "subject CN required", "san dns forbidden",
           "extended_key_usage clientAuth serverAuth", NULL },
+        { "key_types ec:P-256", "subject CN copy",
+          "extended_key_usage serverAuth", NULL },
+        { "key_types ec:P-256", "subject CN copy",
+          "basic_constraints ca:true", NULL },
     };
-    static const char *const names[7] = {
+    static const char *const names[9] = {
         "dnscopy", "dnsforbidden", "nodns", "client", "wild", "any",
-        "clientserver"
+        "clientserver", "server", "ca"
     };
     static const struct {
         int            tmpl;
@@ -1337,7 +1352,7 @@ test_cn_dns(void)
         { 1, "/CN=login.bank.example", NULL, PKI_POLICY,
           "forbids DNS names" },
         { 1, "/CN=LOGIN.Bank.Example", NULL, PKI_POLICY, "DNS" },
-        { 2, "/CN=login.bank.example", NULL, PKI_POLICY,
+        { 7, "/CN=login.bank.example", NULL, PKI_POLICY,
           "does not issue DNS names" },
         { 5, "/CN=login.bank.example", NULL, PKI_OK, NULL },
         { 5, "/CN=bad_name.example", NULL, PKI_OK, NULL },
@@ -1351,9 +1366,16 @@ test_cn_dns(void)
         { 1, "/CN=10.0.0.1", NULL, PKI_OK, NULL },
         { 1, "/CN=Device 33.1", NULL, PKI_OK, NULL },
         { 3, "/CN=login.bank.example", NULL, PKI_OK, NULL },
+        /* neither a DNS rule nor an EKU: the operator never said the CN
+         * is a host name, and fleets renew such certificates; a CA's
+         * name is no host name either */
+        { 2, "/CN=sensor-01.plant.example", NULL, PKI_OK, NULL },
+        { 8, "/CN=issuing.ca.example.com", NULL, PKI_OK, NULL },
+        { 2, "/CN=*.plant.example", NULL, PKI_POLICY, "wildcard" },
+        { 8, "/CN=*.ca.example.com", NULL, PKI_POLICY, "wildcard" },
     };
 
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < 9; i++) {
         t[i] = make_template(names[i], lines[i]);
     }
 
@@ -1382,7 +1404,7 @@ test_cn_dns(void)
                   "refused");
     }
 
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < 9; i++) {
         pki_template_free(t[i]);
     }
 }
