@@ -693,8 +693,57 @@ pki_ca_check_path(const char *what, const char *file, STACK_OF(X509) *sk,
  * file is not judged: an expired extra root would otherwise stop the next
  * start of the whole server.  A self-signed CA (a root that issues) needs
  * no issuer: its file may hold cross certificates of it (same subject and
- * key, issued by another root), which are not judged either.
+ * key, issued by another root) and the path above them, which are not
+ * judged either (pki_ca_check_root_chain); a file with certificates of
+ * neither kind, nor any root, is another CA's.
  */
+static pki_status_t
+pki_ca_check_root_chain(pki_ca_t *ca, pki_result_t *res)
+{
+    int        i, n, cross, foreign;
+    X509      *x;
+    EVP_PKEY  *pub;
+
+    cross = 0;
+    foreign = 0;
+    n = sk_X509_num(ca->chain);
+
+    for (i = 0; i < n; i++) {
+        x = sk_X509_value(ca->chain, i);
+
+        if (X509_cmp(x, ca->cert) == 0
+            || X509_check_issued(x, x) == X509_V_OK)
+        {
+            continue;                       /* a copy, another root */
+        }
+
+        pub = X509_get0_pubkey(x);
+        if (X509_NAME_cmp(X509_get_subject_name(x),
+                          X509_get_subject_name(ca->cert)) == 0
+            && pub != NULL
+            && EVP_PKEY_eq(pub, X509_get0_pubkey(ca->cert)) == 1)
+        {
+            cross++;
+        } else if (foreign == 0) {
+            foreign = i + 1;
+        }
+    }
+
+    ERR_clear_error();
+
+    if (foreign != 0 && cross == 0) {
+        return pki_fail(res, PKI_MALFORMED, "CA certificate \"%.128s\" is "
+                        "self-signed, and certificate %d of CA chain "
+                        "\"%.128s\" is neither a root nor a cross "
+                        "certificate of it (same subject and key): a chain "
+                        "file of another CA?", ca->cert_file, foreign,
+                        ca->chain_file);
+    }
+
+    return PKI_OK;
+}
+
+
 static pki_status_t
 pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
 {
@@ -712,7 +761,7 @@ pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
     ERR_clear_error();
 
     if (rv) {
-        return PKI_OK;
+        return pki_ca_check_root_chain(ca, res);
     }
 
     up = NULL;

@@ -2734,6 +2734,10 @@ test_primary_chain(void)
         { "cskew.pem", NULL, NULL },
         /* a root that issues, with an expired cross certificate of it */
         { "croot.pem", "croot-cross.pem", NULL },
+        { "croot.pem", "c-int.pem", "neither a root nor a cross" },
+        { "croot.pem", "c-chain.pem", "certificate 1 of CA chain \"" },
+        { "croot.pem", "c-reversed.pem", "certificate 2 of CA chain \"" },
+        { "croot.pem", "c-unrelated.pem", NULL },
     };
 
     kr = keygen("EC:P-256");
