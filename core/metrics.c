@@ -52,7 +52,10 @@
  * and adds nothing (0).  A sender has one batch in flight at a time and
  * numbers its batches upwards, so one key per sender (not per batch)
  * tells them apart.  Buckets of another type are refused before anything
- * is written: an error reply leaves no trace.
+ * is written: an error reply leaves no trace.  After the mark nothing may
+ * fail (Lua's writes are not rolled back, and the deltas given back after
+ * an error reply would be added twice): a field that holds no integer, or
+ * would overflow, is left as it is (redis.pcall) and the others added.
  */
 static const char  pki_flush_lua[] =
     "for k = 1, 2 do "
@@ -65,8 +68,8 @@ static const char  pki_flush_lua[] =
     "if last and last >= tonumber(ARGV[3]) then return 0 end "
     "redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) "
     "for i = 5, #ARGV, 2 do "
-    "  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) "
-    "  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) "
+    "  redis.pcall('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) "
+    "  redis.pcall('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) "
     "end "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "redis.call('EXPIRE', KEYS[2], ARGV[2]) "

@@ -189,7 +189,8 @@ typedef struct {
 
     pki_redis_t               *redis;
     pki_audit_t               *audit;
-    time_t                     now;
+    time_t                     now;        /* the batch's buckets */
+    time_t                     tick;       /* this tick's, for counts */
 } ngx_http_pki_m_task_t;
 
 
@@ -3642,6 +3643,10 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         t->now = ngx_time();
     }
 
+    /* the certificate counts are the fleet's, read by every host: this
+     * tick's clock, not that of a batch sent again (up to 5 minutes old) */
+    t->tick = ngx_time();
+
     t->redis = ngx_http_pki_cycle_redis((ngx_cycle_t *) ngx_cycle);
     t->audit = mmcf->audit;
 
@@ -3797,7 +3802,7 @@ ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
         pki_result_init(&res);
         t->counted[i] = pki_metrics_cert_counts(t->redis,
                                                 pki_ca_name(t->cas[i]),
-                                                t->now, t->counts_ttl,
+                                                t->tick, t->counts_ttl,
                                                 t->counts[i], &res);
     }
 

@@ -548,6 +548,22 @@ test_flush(pki_redis_t *r, redisContext *c)
     ok(hnum(c, kh, "iss:a:ok") == 13, "flush 4: added once (%lld)",
        hnum(c, kh, "iss:a:ok"));
 
+    /* a field holding no integer: the script must not fail after the
+     * mark (its writes stay, and the deltas given back after an error
+     * reply would be added twice); the field is left, the others added */
+    snprintf(km2, sizeof(km2), "%s{metrics}:m:%lld", ns, NOW / 60 + 2);
+    cmd(c, "HSET %s req:est:success abc", km2);
+    unknown = 7;
+    ok(is_st(flush(r, "tsrc-1", 5, NOW + 120, 1, 1, &unknown), PKI_OK,
+             "a field holding no integer") && unknown == 0,
+       "a field holding no integer: no error reply");
+    ok(hnum(c, km2, "iss:a:ok") == 1 && hnum(c, kh, "iss:a:ok") == 14
+       && hnum(c, kh, "req:est:success") == 8,
+       "  the other fields added once (%lld %lld %lld)",
+       hnum(c, km2, "iss:a:ok"), hnum(c, kh, "iss:a:ok"),
+       hnum(c, kh, "req:est:success"));
+    cmd(c, "DEL %s", km2);
+
     pki_redis_free(r2);
 }
 
