@@ -1070,6 +1070,42 @@ test_subject_types(void)
 }
 
 
+/* One subject value sent as type in with raw bytes: the status wanted
+ * and, when taken, the type and UTF-8 text it is issued as (text NULL:
+ * not compared). */
+typedef struct {
+    int            nid;
+    int            in;
+    const char    *bytes;
+    int            len;
+    pki_status_t   want;
+    int            type;
+    const char    *text;
+    const char    *name;
+} typed_case_t;
+
+
+static void
+run_typed(pki_template_t *t, const typed_case_t *c, size_t n)
+{
+    int     type;
+    char    v[128];
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        is_status(typed_subject(t, c[i].nid, c[i].in, c[i].bytes, c[i].len,
+                                &type, v, sizeof(v)),
+                  c[i].want, c[i].name);
+        if (c[i].want == PKI_OK) {
+            ok(type == c[i].type
+               && (c[i].text == NULL || strcmp(v, c[i].text) == 0),
+               "  issued as type %d \"%s\" (%d \"%s\")", c[i].type,
+               c[i].text ? c[i].text : "", type, v);
+        }
+    }
+}
+
+
 /* Each attribute's value is issued in its attribute's own string type
  * (RFC 5280 4.1.2.4, appendix A): emailAddress and DC an IA5String of
  * ASCII, C a PrintableString, serialNumber and dnQualifier one where
@@ -1081,8 +1117,6 @@ test_subject_types(void)
 static void
 test_subject_attr_types(void)
 {
-    int              type;
-    char             v[128];
     pki_template_t  *t;
     static const char *const lines[] = {
         "key_types ec:P-256", "subject CN copy", "subject O copy",
@@ -1090,99 +1124,60 @@ test_subject_attr_types(void)
         "subject serialNumber copy", "subject 2.5.4.46 copy",
         "validity 30d", NULL
     };
+#define U8  V_ASN1_UTF8STRING
+#define PS  V_ASN1_PRINTABLESTRING
+#define IA  V_ASN1_IA5STRING
+#define BMP V_ASN1_BMPSTRING
+#define T61 V_ASN1_T61STRING
+    static const typed_case_t  cases[] = {
+        { NID_commonName, IA, "dev", 3, PKI_OK, U8, "dev",
+          "IA5String CN taken (a DirectoryString)" },
+        { NID_organizationName, IA, "Acme@x", 6, PKI_OK, U8, "Acme@x",
+          "IA5String O taken" },
+        { NID_organizationalUnitName, T61, "Caf\xe9", 4, PKI_OK, U8,
+          "Caf\xc3\xa9", "T61String OU taken" },
+        /* emailAddress and DC: IA5String, ASCII only */
+        { NID_pkcs9_emailAddress, U8, "dev@x.example", 13, PKI_OK, IA,
+          "dev@x.example", "UTF8String emailAddress of ASCII taken" },
+        { NID_pkcs9_emailAddress, U8, "d\xc3\xa9v@x.example", 14,
+          PKI_POLICY, 0, NULL, "UTF8String emailAddress with U+00E9 "
+          "refused" },
+        { NID_domainComponent, U8, "example", 7, PKI_OK, IA, "example",
+          "UTF8String DC of ASCII taken" },
+        { NID_domainComponent, U8, "caf\xc3\xa9", 5, PKI_POLICY, 0, NULL,
+          "UTF8String DC with U+00E9 refused" },
+        /* serialNumber and dnQualifier: PrintableString where they fit;
+         * devices send serials such as "SN_0001" as a UTF8String, issued
+         * so, as before (not locked out) */
+        { NID_serialNumber, U8, "SN-0001", 7, PKI_OK, PS, "SN-0001",
+          "UTF8String serialNumber taken" },
+        { NID_serialNumber, U8, "SN_0001", 7, PKI_OK, U8, "SN_0001",
+          "serialNumber with '_' taken" },
+        { NID_serialNumber, IA, "SN@1", 4, PKI_OK, U8, "SN@1",
+          "IA5String serialNumber with '@' taken" },
+        { NID_dnQualifier, U8, "q1", 2, PKI_OK, PS, "q1",
+          "UTF8String dnQualifier taken" },
+        /* a BMPString or T61String its attribute's type cannot hold: a
+         * refusal, not "cannot copy subject attribute" (PKI_INTERNAL) */
+        { NID_pkcs9_emailAddress, BMP, "\0d\0\xe9\0@\0x\0.\0e\0x", 14,
+          PKI_POLICY, 0, NULL, "BMPString emailAddress with U+00E9 "
+          "refused" },
+        { NID_pkcs9_emailAddress, T61, "d\xe9@x.ex", 7, PKI_POLICY, 0,
+          NULL, "T61String emailAddress with 0xE9 refused" },
+        { NID_domainComponent, BMP, "\x04\x10\0b", 4, PKI_POLICY, 0, NULL,
+          "BMPString DC with U+0410 refused" },
+        { NID_serialNumber, T61, "SN@1", 4, PKI_OK, U8, NULL,
+          "T61String serialNumber with '@' taken" },
+        { NID_serialNumber, BMP, "\0S\0N\0\xe9", 6, PKI_OK, U8,
+          "SN\xc3\xa9", "BMPString serialNumber with U+00E9 taken" },
+        { NID_pkcs9_emailAddress, BMP, "\0d\0@\0x\0.\0e\0x", 12, PKI_OK,
+          IA, "d@x.ex", "BMPString emailAddress of ASCII taken" },
+        { NID_serialNumber, T61, "SN-1", 4, PKI_OK, PS, "SN-1",
+          "T61String serialNumber of printable characters taken" },
+    };
 
     t = make_template("attrtypes", lines);
-
-    is_status(typed_subject(t, NID_commonName, V_ASN1_IA5STRING, "dev", 3,
-                            &type, v, sizeof(v)),
-              PKI_OK, "IA5String CN taken");
-    ok(type == V_ASN1_UTF8STRING && strcmp(v, "dev") == 0,
-       "  issued as UTF8String, a DirectoryString (%d %s)", type, v);
-    is_status(typed_subject(t, NID_organizationName, V_ASN1_IA5STRING,
-                            "Acme@x", 6, &type, v, sizeof(v)),
-              PKI_OK, "IA5String O taken");
-    ok(type == V_ASN1_UTF8STRING && strcmp(v, "Acme@x") == 0,
-       "  issued as UTF8String (%d %s)", type, v);
-    is_status(typed_subject(t, NID_organizationalUnitName, V_ASN1_T61STRING,
-                            "Caf\xe9", 4, &type, v, sizeof(v)),
-              PKI_OK, "T61String OU taken");
-    ok(type == V_ASN1_UTF8STRING && strcmp(v, "Caf\xc3\xa9") == 0,
-       "  issued as UTF8String (%d %s)", type, v);
-
-    /* emailAddress and DC: IA5String, ASCII only */
-    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_UTF8STRING,
-                            "dev@x.example", 13, &type, v, sizeof(v)),
-              PKI_OK, "UTF8String emailAddress of ASCII taken");
-    ok(type == V_ASN1_IA5STRING && strcmp(v, "dev@x.example") == 0,
-       "  issued as IA5String (%d %s)", type, v);
-    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_UTF8STRING,
-                            "d\xc3\xa9v@x.example", 14, &type, v, sizeof(v)),
-              PKI_POLICY, "UTF8String emailAddress with U+00E9 refused");
-    is_status(typed_subject(t, NID_domainComponent, V_ASN1_UTF8STRING,
-                            "example", 7, &type, v, sizeof(v)),
-              PKI_OK, "UTF8String DC of ASCII taken");
-    ok(type == V_ASN1_IA5STRING && strcmp(v, "example") == 0,
-       "  issued as IA5String (%d %s)", type, v);
-    is_status(typed_subject(t, NID_domainComponent, V_ASN1_UTF8STRING,
-                            "caf\xc3\xa9", 5, &type, v, sizeof(v)),
-              PKI_POLICY, "UTF8String DC with U+00E9 refused");
-
-    /* serialNumber and dnQualifier: PrintableString */
-    is_status(typed_subject(t, NID_serialNumber, V_ASN1_UTF8STRING,
-                            "SN-0001", 7, &type, v, sizeof(v)),
-              PKI_OK, "UTF8String serialNumber taken");
-    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "SN-0001") == 0,
-       "  issued as PrintableString (%d %s)", type, v);
-    /* outside PrintableString's alphabet: devices send serials such as
-     * "SN_0001" as a UTF8String; issued so, as before (not locked out) */
-    is_status(typed_subject(t, NID_serialNumber, V_ASN1_UTF8STRING,
-                            "SN_0001", 7, &type, v, sizeof(v)),
-              PKI_OK, "serialNumber with '_' taken");
-    ok(type == V_ASN1_UTF8STRING && strcmp(v, "SN_0001") == 0,
-       "  issued as UTF8String (%d %s)", type, v);
-    is_status(typed_subject(t, NID_serialNumber, V_ASN1_IA5STRING,
-                            "SN@1", 4, &type, v, sizeof(v)),
-              PKI_OK, "IA5String serialNumber with '@' taken");
-    ok(type == V_ASN1_UTF8STRING && strcmp(v, "SN@1") == 0,
-       "  issued as UTF8String (%d %s)", type, v);
-    is_status(typed_subject(t, NID_dnQualifier, V_ASN1_UTF8STRING,
-                            "q1", 2, &type, v, sizeof(v)),
-              PKI_OK, "UTF8String dnQualifier taken");
-    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "q1") == 0,
-       "  issued as PrintableString (%d %s)", type, v);
-
-    /* a BMPString or T61String its attribute's type cannot hold: a
-     * refusal, not "cannot copy subject attribute" (PKI_INTERNAL) */
-    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_BMPSTRING,
-                            "\0d\0\xe9\0@\0x\0.\0e\0x", 14, &type, v,
-                            sizeof(v)),
-              PKI_POLICY, "BMPString emailAddress with U+00E9 refused");
-    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_T61STRING,
-                            "d\xe9@x.ex", 7, &type, v, sizeof(v)),
-              PKI_POLICY, "T61String emailAddress with 0xE9 refused");
-    is_status(typed_subject(t, NID_domainComponent, V_ASN1_BMPSTRING,
-                            "\x04\x10\0b", 4, &type, v, sizeof(v)),
-              PKI_POLICY, "BMPString DC with U+0410 refused");
-    is_status(typed_subject(t, NID_serialNumber, V_ASN1_T61STRING,
-                            "SN@1", 4, &type, v, sizeof(v)),
-              PKI_OK, "T61String serialNumber with '@' taken");
-    ok(type == V_ASN1_UTF8STRING, "  issued as UTF8String (%d)", type);
-    is_status(typed_subject(t, NID_serialNumber, V_ASN1_BMPSTRING,
-                            "\0S\0N\0\xe9", 6, &type, v, sizeof(v)),
-              PKI_OK, "BMPString serialNumber with U+00E9 taken");
-    ok(type == V_ASN1_UTF8STRING && strcmp(v, "SN\xc3\xa9") == 0,
-       "  issued as UTF8String (%d %s)", type, v);
-    is_status(typed_subject(t, NID_pkcs9_emailAddress, V_ASN1_BMPSTRING,
-                            "\0d\0@\0x\0.\0e\0x", 12, &type, v, sizeof(v)),
-              PKI_OK, "BMPString emailAddress of ASCII taken");
-    ok(type == V_ASN1_IA5STRING && strcmp(v, "d@x.ex") == 0,
-       "  issued as IA5String (%d %s)", type, v);
-    is_status(typed_subject(t, NID_serialNumber, V_ASN1_T61STRING,
-                            "SN-1", 4, &type, v, sizeof(v)),
-              PKI_OK, "T61String serialNumber of printable characters taken");
-    ok(type == V_ASN1_PRINTABLESTRING && strcmp(v, "SN-1") == 0,
-       "  issued as PrintableString (%d %s)", type, v);
-
+    run_typed(t, cases, sizeof(cases) / sizeof(cases[0]));
     pki_template_free(t);
 }
 
@@ -1193,62 +1188,45 @@ test_subject_attr_types(void)
 static void
 test_subject_invisible(void)
 {
-    int              type;
-    size_t           i;
-    char             v[128];
     pki_template_t  *t;
     static const char *const lines[] = {
         "key_types ec:P-256", "subject CN copy", "subject O copy",
         "validity 30d", NULL
     };
-    static const struct {
-        const char  *name;
-        const char  *utf8;
-    } bad[] = {
-        { "U+202E (RLO)", "dev\xe2\x80\xae" "1gpj.exe" },
-        { "U+0085 (NEL, C1)", "dev\xc2\x85" "1" },
-        { "U+009F (C1)", "dev\xc2\x9f" "1" },
-        { "U+200B (zero width space)", "dev\xe2\x80\x8b" "1" },
-        { "U+200D (zero width joiner)", "dev\xe2\x80\x8d" "1" },
-        { "U+200E (LRM)", "dev\xe2\x80\x8e" "1" },
-        { "U+200F (RLM)", "dev\xe2\x80\x8f" "1" },
-        { "U+202A (LRE)", "dev\xe2\x80\xaa" "1" },
-        { "U+2060 (word joiner)", "dev\xe2\x81\xa0" "1" },
-        { "U+2066 (LRI)", "dev\xe2\x81\xa6" "1" },
-        { "U+2069 (PDI)", "dev\xe2\x81\xa9" "1" },
-        { "U+FEFF (BOM)", "\xef\xbb\xbf" "dev1" },
+#define BAD_CN(s, what) \
+    { NID_commonName, U8, s, (int) sizeof(s) - 1, PKI_POLICY, 0, NULL, \
+      "UTF8String CN with " what " refused" }
+    static const typed_case_t  cases[] = {
+        BAD_CN("dev\xe2\x80\xae" "1gpj.exe", "U+202E (RLO)"),
+        BAD_CN("dev\xc2\x85" "1", "U+0085 (NEL, C1)"),
+        BAD_CN("dev\xc2\x9f" "1", "U+009F (C1)"),
+        BAD_CN("dev\xe2\x80\x8b" "1", "U+200B (zero width space)"),
+        BAD_CN("dev\xe2\x80\x8d" "1", "U+200D (zero width joiner)"),
+        BAD_CN("dev\xe2\x80\x8e" "1", "U+200E (LRM)"),
+        BAD_CN("dev\xe2\x80\x8f" "1", "U+200F (RLM)"),
+        BAD_CN("dev\xe2\x80\xaa" "1", "U+202A (LRE)"),
+        BAD_CN("dev\xe2\x81\xa0" "1", "U+2060 (word joiner)"),
+        BAD_CN("dev\xe2\x81\xa6" "1", "U+2066 (LRI)"),
+        BAD_CN("dev\xe2\x81\xa9" "1", "U+2069 (PDI)"),
+        BAD_CN("\xef\xbb\xbf" "dev1", "U+FEFF (BOM)"),
+        { NID_commonName, BMP, "\0d\0e\0v\x20\x2e\0" "1", 8, PKI_POLICY, 0,
+          NULL, "BMPString CN with U+202E refused" },
+        { NID_organizationName, BMP, "\xfe\xff\0A", 4, PKI_POLICY, 0, NULL,
+          "BMPString O with U+FEFF refused" },
+        { NID_organizationName, T61, "Ac\x85me", 5, PKI_POLICY, 0, NULL,
+          "T61String O with 0x85 (C1 after decoding) refused" },
+        { NID_commonName, U8, "d\xc3\xa9v \xe2\x80\x94 1", 10, PKI_OK, U8,
+          NULL, "UTF8String CN with U+00E9 and U+2014 taken" },
     };
+#undef BAD_CN
+#undef U8
+#undef PS
+#undef IA
+#undef BMP
+#undef T61
 
     t = make_template("invisible", lines);
-
-    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char  name[96];
-
-        snprintf(name, sizeof(name), "UTF8String CN with %s refused",
-                 bad[i].name);
-        is_status(typed_subject(t, NID_commonName, V_ASN1_UTF8STRING,
-                                bad[i].utf8, (int) strlen(bad[i].utf8),
-                                &type, v, sizeof(v)),
-                  PKI_POLICY, name);
-    }
-
-    is_status(typed_subject(t, NID_commonName, V_ASN1_BMPSTRING,
-                            "\0d\0e\0v\x20\x2e\0" "1", 8, &type, v,
-                            sizeof(v)),
-              PKI_POLICY, "BMPString CN with U+202E refused");
-    is_status(typed_subject(t, NID_organizationName, V_ASN1_BMPSTRING,
-                            "\xfe\xff\0A", 4, &type, v, sizeof(v)),
-              PKI_POLICY, "BMPString O with U+FEFF refused");
-    is_status(typed_subject(t, NID_organizationName, V_ASN1_T61STRING,
-                            "Ac\x85me", 5, &type, v, sizeof(v)),
-              PKI_POLICY, "T61String O with 0x85 (C1 after decoding) "
-              "refused");
-    is_status(typed_subject(t, NID_commonName, V_ASN1_UTF8STRING,
-                            "d\xc3\xa9v \xe2\x80\x94 1", 10, &type, v,
-                            sizeof(v)),
-              PKI_OK, "UTF8String CN with U+00E9 and U+2014 taken");
-    ok(type == V_ASN1_UTF8STRING, "  issued as UTF8String (%d)", type);
-
+    run_typed(t, cases, sizeof(cases) / sizeof(cases[0]));
     pki_template_free(t);
 }
 
