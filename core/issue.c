@@ -500,19 +500,23 @@ pki_tls_server(const pki_template_t *t)
  * as before: device serials, client certificates' CNs, a CA's name, and
  * a dotted CN under a template with neither a DNS rule nor an
  * extendedKeyUsage (fleets renew such certificates; the operator never
- * said whether the CN is a host name).
+ * said whether the CN is a host name).  The CN is judged without one
+ * trailing dot: curl strips it from the CN as from the host name
+ * (lib/vtls/hostcheck.c), so it takes "login.bank.example." for
+ * login.bank.example.
  */
 static pki_status_t
 pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     pki_result_t *res)
 {
-    int   wild;
+    int   wild, n;
     char  shown[65];
 
+    n = (len > 1 && cn[len - 1] == '.') ? len - 1 : len;
     wild = memchr(cn, '*', (size_t) len) != NULL;
 
     if (!wild
-        && (memchr(cn, '.', (size_t) len) == NULL || !pki_dns_ok(cn, len, 0)
+        && (memchr(cn, '.', (size_t) n) == NULL || !pki_dns_ok(cn, n, 0)
             || t->ca || !pki_tls_server(t)
             || (t->san[PKI_SAN_DNS] == PKI_RULE_NONE && t->eku == NULL)))
     {
@@ -539,7 +543,7 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
                         "DNS names (san dns forbidden)", shown, t->name);
     }
 
-    if (!pki_dns_name_ok(t, cn, len)) {
+    if (!pki_dns_name_ok(t, cn, n)) {
         return pki_fail(res, PKI_POLICY, "CN \"%s\" is not a DNS name "
                         "template \"%s\" issues (as a dNSName SAN)", shown,
                         t->name);

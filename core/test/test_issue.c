@@ -1338,6 +1338,19 @@ test_cn_dns(void)
         { 0, "/CN=srv.example.com", "DNS:srv.example.com", PKI_OK, NULL },
         { 0, "/CN=srv.example.com", NULL, PKI_OK, NULL },
         { 4, "/CN=srv.example.com", NULL, PKI_OK, NULL },
+        /* c: a trailing dot, which curl strips from the CN as from the
+         * host name (lib/vtls/hostcheck.c) */
+        { 1, "/CN=login.bank.example.", NULL, PKI_POLICY,
+          "forbids DNS names" },
+        { 7, "/CN=login.bank.example.", NULL, PKI_POLICY,
+          "does not issue DNS names" },
+        { 1, "/CN=*.bank.example.", NULL, PKI_POLICY, "wildcard" },
+        { 0, "/CN=srv.example.com.", NULL, PKI_OK, NULL },
+        { 4, "/CN=*.example.com.", NULL, PKI_OK, NULL },
+        { 4, "/CN=*.com.", NULL, PKI_POLICY, "DNS name" },
+        { 1, "/CN=device-33.", NULL, PKI_OK, NULL },
+        { 1, "/CN=.", NULL, PKI_OK, NULL },
+        { 3, "/CN=login.bank.example.", NULL, PKI_OK, NULL },
         /* as today: single labels, non-names, client certificates */
         { 1, "/CN=device-33", NULL, PKI_OK, NULL },
         { 2, "/CN=device-33", NULL, PKI_OK, NULL },
