@@ -34,6 +34,12 @@ typedef struct {
     pki_template_t  *keygen;      /* ec + ed25519 only, server_keygen on   */
     pki_template_t  *strict;      /* every rule kind: required, forbidden,
                                      fixed, several SAN types             */
+    pki_template_t  *wide;        /* copies most subject attributes (each
+                                     string type rule of pki_name_type),
+                                     san dns copy wildcard, serverAuth    */
+    pki_template_t  *nodns;       /* san dns forbidden, no EKU: a dotted
+                                     CN is judged as a dNSName            */
+    pki_template_t  *client;      /* clientAuth only: a dotted CN passes  */
     pki_redis_t     *dead_redis;  /* unix socket that does not exist       */
     pki_template_t  *root_tmpl;   /* the CA profiles (kept reachable)      */
     pki_template_t  *sub_tmpl;

@@ -382,7 +382,7 @@ pki_fuzz_fixture(void)
     EVP_PKEY          *rootpk, *subpk;
     X509_NAME         *name;
     pki_result_t       res;
-    pki_template_t    *troot, *tsub, *tmpls[4];
+    pki_template_t    *troot, *tsub, *tmpls[7];
     pki_redis_conf_t   rconf;
 
     static const char *const root_lines[] = {
@@ -412,6 +412,34 @@ pki_fuzz_fixture(void)
         "extended_key_usage clientAuth serverAuth",
         "extension 1.3.6.1.4.1.99999.1 noncritical 0500", NULL
     };
+    /* the subject attributes of each string type pki_name_value issues:
+     * DirectoryString (CN, O, OU, L, ST, title 2.5.4.12, pseudonym
+     * 2.5.4.65), IA5String (emailAddress, DC), PrintableString (C,
+     * serialNumber, dnQualifier 2.5.4.46); the CN judged as a dNSName
+     * that may be a wildcard */
+    static const char *const wide_lines[] = {
+        "key_types ec:P-256 ec:P-384 ec:P-521 rsa:2048-4096 ed25519 ed448",
+        "subject CN copy", "subject O copy", "subject OU copy",
+        "subject L copy", "subject ST copy", "subject C copy",
+        "subject emailAddress copy", "subject DC copy",
+        "subject serialNumber copy", "subject UID copy",
+        "subject 2.5.4.46 copy", "subject 2.5.4.12 copy",
+        "subject 2.5.4.65 copy", "san dns copy wildcard", "san ip copy",
+        "validity 1d", "extended_key_usage serverAuth", NULL
+    };
+    /* no EKU: a TLS server's certificate, and no DNS name may be issued */
+    static const char *const nodns_lines[] = {
+        "key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519",
+        "subject CN copy", "subject O copy", "subject OU copy",
+        "subject C copy", "san dns forbidden", "validity 1d", NULL
+    };
+    /* not a TLS server's: a dotted CN is not a host name here */
+    static const char *const client_lines[] = {
+        "key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519",
+        "subject CN required", "subject O copy", "subject DC copy",
+        "san email copy", "validity 1d", "extended_key_usage clientAuth",
+        NULL
+    };
 
     if (fx_done) {
         return &fx;
@@ -433,7 +461,12 @@ pki_fuzz_fixture(void)
     fx.device = pki_fuzz_template("device", device_lines);
     fx.keygen = pki_fuzz_template("keygen", keygen_lines);
     fx.strict = pki_fuzz_template("strict", strict_lines);
-    if (!troot || !tsub || !fx.device || !fx.keygen || !fx.strict) {
+    fx.wide = pki_fuzz_template("wide", wide_lines);
+    fx.nodns = pki_fuzz_template("nodns", nodns_lines);
+    fx.client = pki_fuzz_template("client", client_lines);
+    if (!troot || !tsub || !fx.device || !fx.keygen || !fx.strict
+        || !fx.wide || !fx.nodns || !fx.client)
+    {
         pki_fuzz_die("a fixture template does not parse", NULL);
     }
 
@@ -469,7 +502,10 @@ pki_fuzz_fixture(void)
     tmpls[0] = fx.device;
     tmpls[1] = fx.keygen;
     tmpls[2] = fx.strict;
-    tmpls[3] = NULL;
+    tmpls[3] = fx.wide;
+    tmpls[4] = fx.nodns;
+    tmpls[5] = fx.client;
+    tmpls[6] = NULL;
     fx.ca = pki_fuzz_ca("issuing", ca_pem, root_pem, fx_keys[1], tmpls);
 
     fx.root_cert = pki_ca_cert(fx.root);

@@ -74,6 +74,11 @@ csr empty p256 "/"
 for n in p256 p384 rsa ed explicit strict forbidden pop exts empty; do
     seed "$T/$n.csr" csr "$n"
 done
+# subject values of each string type, CNs read as host names, a U+202E
+# CN, compressed and hybrid P-256 points (gen_csr_seeds.c: the CLI makes
+# none of them)
+cc -o "$T/gen_csr_seeds" gen_csr_seeds.c -lcrypto
+"$T/gen_csr_seeds" "$C/csr"
 # near-valid: truncated, one trailing byte, a flipped signature byte
 head -c 100 "$T/p256.csr" > "$T/trunc.csr"; seed "$T/trunc.csr" csr truncated
 { cat "$T/p256.csr"; printf '\0'; } > "$T/trail.csr"; seed "$T/trail.csr" csr trailing
