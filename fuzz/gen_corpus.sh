@@ -173,6 +173,8 @@ adm raw-head 02 'certificates\nlimit=5\n'
 cnf() { printf '%b' "$2" > "$T/cnf"; seed "$T/cnf" conf "$1"; }
 cnf device 'key_types ec:P-256 ec:P-384 rsa:2048-4096 ed25519\nsubject CN required\nsan dns copy\nvalidity 7d\nserver_keygen on\nextended_key_usage clientAuth\n'
 cnf strict 'key_types ec:P-256\nsubject CN required\nsubject O fixed Example\nsubject C forbidden\nsan dns copy wildcard\nsan ip copy\nsan email required\nsan uri forbidden\nvalidity 1d\nkey_usage digitalSignature keyAgreement\n'
+cnf wide 'key_types ec:P-256 ec:P-521 ed448\nsubject CN copy\nsubject DC copy\nsubject serialNumber copy\nsubject UID copy\nsubject 2.5.4.46 copy\nsubject 2.5.4.12 copy\nsubject 2.5.4.65 copy\nsan dns copy wildcard\nextended_key_usage serverAuth\n'
+cnf nodns 'subject CN copy\nsubject C copy\nsan dns forbidden\nsan dns copy wildcard\nvalidity 1d\n'
 cnf ca-tmpl 'subject CN copy\nbasic_constraints ca:true pathlen:0\nvalidity 3650d\nbeyond_ca_expiry off\n'
 cnf extension 'extension 1.3.6.1.4.1.99999.1 critical 0403010203\nextension 2.5.29.19 noncritical 3000\n'
 cnf bad 'key_types ec:P-999 rsa:4096-2048\nvalidity 0d\nvalidity 99999999999d\nsubject XX copy\nsan dns\n'
