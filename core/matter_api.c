@@ -789,6 +789,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     resp->content_type = PKI_MATTER_JSON;
     resp->body = (unsigned char *) b.p;
     resp->body_len = b.len;
+    resp->secret = keygen;
     pki_log(&resp->res, "issued %zu DACs", n);
 
 done:

@@ -1723,6 +1723,9 @@ typedef struct {
     unsigned char  *body;            /* malloc'd JSON */
     size_t          body_len;
     pki_result_t    res;
+    int             secret;          /* the body holds private keys (a
+                                        keygen batch): no copy of it may
+                                        stay in a buffer */
     char           *unsettled;       /* malloc'd, or NULL: the serials a
                                         failed batch issued and could not
                                         withdraw, for the error log (at

@@ -458,7 +458,7 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
     size_t               len;
     ngx_int_t            rc;
     ngx_buf_t           *b;
-    ngx_uint_t           level, status;
+    ngx_uint_t           level, status, secret;
     ngx_chain_t          out;
     pki_matter_resp_t   *resp;
     ngx_pool_cleanup_t  *cln;
@@ -547,10 +547,17 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         goto failed;
     }
 
+    secret = resp->secret;
+
     pki_matter_resp_free(resp);
 
     if (b == NULL) {
         r->header_only = 1;
+
+    } else if (secret) {
+        /* the answer holds the new private keys: no copy in the TLS
+         * buffer, which nginx frees without wiping */
+        ngx_http_pki_send_unbuffered(r);
     }
 
     rc = ngx_http_send_header(r);

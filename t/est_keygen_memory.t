@@ -6,8 +6,10 @@
 # memory: after each answer (HTTP/1.1 over TLS), no 64-column base64 line
 # of the key part is found in the writable memory of any worker.  nginx's
 # TLS send buffer (c->ssl->buf), freed without wiping, held one until the
-# module sent that answer unbuffered.  Reads /proc/PID/mem of the workers
-# (children of a child of this test: root, or ptrace allowed).
+# module sent that answer unbuffered.  The same for a Matter keygen batch
+# (three DACs with their PKCS#8 keys in one JSON answer).  Reads
+# /proc/PID/mem of the workers (children of a child of this test: root, or
+# ptrace allowed).
 
 use strict;
 use warnings;
@@ -15,9 +17,11 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(sleep);
+use JSON::PP;
 use PKITest;
 
 my $t = PKITest->new;
+$t->make_matter_pki($t->pki);
 $t->start_redis;
 $t->start_nginx;
 
@@ -53,7 +57,7 @@ sub hits {
 }
 
 SKIP: {
-    skip "cannot read the workers' memory (/proc/PID/mem)", 9
+    skip "cannot read the workers' memory (/proc/PID/mem)", 15
         if !defined hits($workers[0], ['x']);
 
     for my $i (1 .. 3) {
@@ -69,6 +73,24 @@ SKIP: {
         my $n = 0;
         $n += hits($_, \@lines) // 0 for @workers;
         is($n, 0, '  no line of the key in any worker\'s memory');
+    }
+
+    for my $i (1 .. 2) {
+        my $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                         . '/matter/dac/batch', data => '{"count":3}',
+                         user => 'demo:demo',
+                         headers => ['Content-Type: application/json'],
+                         max_time => 60);
+        is($r->{code}, 200, "Matter keygen batch $i: 200")
+            or diag($r->{body});
+        my $keys = eval { decode_json($r->{body})->{keys} } || [];
+        is(scalar @$keys, 3, '  three keys');
+        # one 64-character run from inside each key's base64
+        my @runs = map { substr($_, 40, 64) } @$keys;
+        sleep 0.5;
+        my $n = 0;
+        $n += hits($_, \@runs) // 0 for @workers;
+        is($n, 0, '  no part of a key in any worker\'s memory');
     }
 }
 
