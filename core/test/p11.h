@@ -699,6 +699,40 @@ p11_fault_vault(p11_env_t *e, p11_t *p, const char *name)
 }
 
 
+/* How the tests with faults begin: the token's environment (p11_env; it
+ * skips without one), vault name with the faults (p11_fault_vault) in *v,
+ * and on it the RSA key (rsa) or the EC key, opened: that key, or NULL
+ * when any of it fails (said with ok(); the vault then freed). */
+static __attribute__((unused)) pki_key_t *
+p11_fault_start(p11_env_t *e, p11_t *p, const char *name, int rsa,
+    pki_vault_t **v)
+{
+    pki_key_t     *k;
+    pki_result_t   res;
+
+    p11_env(e, 0);
+
+    *v = p11_fault_vault(e, p, name);
+    if (*v == NULL) {
+        return NULL;
+    }
+
+    pki_result_init(&res);
+    k = pki_key_new(rsa ? e->uri_rsa : e->uri_ec, *v, &res);
+
+    if (!ok(k != NULL && pki_key_open(k, &res) == PKI_OK,
+            "the %s key opens [%s]", rsa ? "RSA" : "EC", res.detail))
+    {
+        pki_key_free(k);
+        pki_vault_free(*v);
+        *v = NULL;
+        return NULL;
+    }
+
+    return k;
+}
+
+
 /* Opens of the vault (C_Initialize) so far. */
 static __attribute__((unused)) int
 p11_fault_inits(void)

@@ -89,18 +89,9 @@ main(void)
     pki_vault_t   *v;
     pki_result_t   res;
 
-    p11_env(&env, 0);
-
-    v = p11_fault_vault(&env, &p, "backoff");
-    if (v == NULL) {
-        return done_testing();
-    }
-
-    pki_result_init(&res);
-    k = pki_key_new(env.uri_rsa, v, &res);
-    if (!ok(k != NULL && pki_key_open(k, &res) == PKI_OK
-            && p11_sign(k, NULL, NULL, &res) == PKI_OK,
-            "the RSA key opens and signs [%s]", res.detail))
+    k = p11_fault_start(&env, &p, "backoff", 1, &v);
+    if (k == NULL || !ok(p11_sign(k, NULL, NULL, &res) == PKI_OK,
+                         "the RSA key signs [%s]", res.log))
     {
         return done_testing();
     }
