@@ -3850,6 +3850,61 @@ pki_key_test_locked(pki_key_t *k, pki_result_t *res)
 
 
 /*
+ * The lookup of key k found nothing (PKI_NOT_FOUND).  A token that lost
+ * its login (a C_Logout anywhere in the process, the token's own timeout,
+ * a session closed under libp11) lists no private key at all, and a key
+ * never listed before is not in libp11's list either: such a key looks
+ * missing until the vault is opened again.  One close and open of the
+ * vault (a new login, the keys listed again) and one more lookup tell the
+ * two apart before nginx -t or a reload fails; a key that is not there
+ * costs that one reopen, and its open fails as before.  A second answer
+ * that is not the key's own (the key found, or the vault not opening)
+ * ends the backoff the first one started.  Write lock held, vault open.
+ */
+static pki_status_t
+pki_key_refetch_locked(pki_key_t *k, pki_result_t *res)
+{
+    pki_vault_t    *v = k->vault;
+    pki_result_t    tmp;
+    pki_status_t    st;
+    unsigned long   seq;
+
+    seq = pki_key_kb_seq(k);
+
+    pki_log(res, "%s%s; the vault reopened for it (a new login)",
+            res->log[0] ? "; " : "", res->detail);
+
+    pki_vault_close_locked(v);
+
+    pki_result_init(&tmp);
+    st = pki_vault_open_locked(v, &tmp);
+
+    if (st != PKI_OK) {
+        /* the vault's failure, as a first open's */
+        pki_fail(res, st, "%s", tmp.detail);
+        if (tmp.log[0] != '\0') {
+            pki_log(res, "; %s", tmp.log);
+        }
+
+    } else {
+        st = pki_key_fetch_locked(k, res);
+
+        if (st == PKI_OK) {
+            /* what failed first stays in res->log */
+            res->status = PKI_OK;
+            res->detail[0] = '\0';
+        }
+    }
+
+    if (!pki_key_fault(st)) {
+        pki_key_good(k, seq);
+    }
+
+    return st;
+}
+
+
+/*
  * A token key whose open fails stays PKI_KEY_OPENING, not closed: in a
  * worker the token may be away for longer than the vault's open retries
  * (an HSM blip during a reload or a respawn), and nothing would open the
@@ -3905,6 +3960,11 @@ pki_key_open(pki_key_t *k, pki_result_t *res)
     opened = st == PKI_OK;
     if (opened) {
         st = pki_key_fetch_locked(k, res);
+
+        if (st == PKI_NOT_FOUND) {
+            st = pki_key_refetch_locked(k, res);
+            opened = v->ctx != NULL;
+        }
     }
 
     pthread_rwlock_unlock(&v->lock);

@@ -190,6 +190,12 @@ my @cases = (
     ['unknown vault in key URI',
      sub { s/token=nginx-pki;object=issuing/token=nosuchtoken;object=issuing/ },
      qr/nosuchtoken/, [qr{pki_ca issuing}, qr{pki_key_vault}]],
+    # looked up again after one reopen of the vault (a lost login lists no
+    # private key), and still refused, naming the key and the token
+    ['key not on its token',
+     sub { s/token=nginx-pki;object=issuing/token=nginx-pki;object=nosuchkey/ },
+     qr/key "pkcs11:token=nginx-pki;object=nosuchkey[^"]*" not found on token "nginx-pki"/,
+     [qr{pki_ca issuing}]],
     ['ocsp_responder_next_update past 366 days',
      sub { s/(ocsp_responder issuing;)/$1\n            ocsp_responder_next_update 367d;/ },
      qr/ocsp_responder_next_update must be 366d at most/,

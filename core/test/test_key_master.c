@@ -14,7 +14,15 @@
  *      key opens;
  *   C. the token fails every signature: the open fails, saying which key,
  *      after a bounded number of reopens of the vault (at most three, as
- *      a signer's) and within two seconds.
+ *      a signer's) and within two seconds;
+ *   D. the token lost its login before the key was ever looked up: libp11
+ *      then lists no private key, and the lookup finds nothing
+ *      (PKI_NOT_FOUND).  The key opens after one reopen of the vault (a
+ *      new login), signs, and has no backoff of its own.  Before, the
+ *      lookup's answer was final: a key on the token failed nginx -t;
+ *   E. a key that is not on the token, with or without a lost login: the
+ *      open fails with PKI_NOT_FOUND, naming the key, after that one
+ *      reopen and within two seconds.
  * Environment as for test_key.c; without it the test skips.
  */
 
@@ -33,11 +41,84 @@ static p11_t      p;
 static p11_env_t  env;
 
 
+/* D and E: the lookup finds nothing when the key is opened */
+typedef struct {
+    const char    *name;
+    int            key;         /* 0 the EC key, 1 the RSA key, 2 none */
+    int            logout;      /* the login lost before the open */
+    pki_status_t   want;
+} lookup_case_t;
+
+static const lookup_case_t  lookups[] = {
+    { "D: login lost, the EC key", 0, 1, PKI_OK },
+    { "D: login lost, the RSA key", 1, 1, PKI_OK },
+    { "E: a key not on the token", 2, 0, PKI_NOT_FOUND },
+    { "E: a key not on the token, login lost", 2, 1, PKI_NOT_FOUND },
+};
+
+#define NOKEY_URI  "pkcs11:object=no-such-key;type=private"
+
+
+static void
+lookup_case(pki_vault_t *v, const lookup_case_t *lc)
+{
+    int            inits;
+    double         t0, took;
+    pki_key_t     *k;
+    const char    *uri;
+    pki_status_t   st;
+    pki_result_t   res;
+
+    uri = lc->key == 0 ? env.uri_ec : lc->key == 1 ? env.uri_rsa : NOKEY_URI;
+
+    /* a vault just opened: libp11 has listed no key of it yet */
+    pki_vault_close(v);
+    pki_result_init(&res);
+    if (!ok(pki_vault_open(v, &res) == PKI_OK
+            && p11_find_slot(&p, env.token)
+            && (!lc->logout || p11_logout(&p)),
+            "%s: the vault reopened%s [%s]", lc->name,
+            lc->logout ? ", then its login dropped" : "", res.detail))
+    {
+        return;
+    }
+
+    k = p11_key_new(uri, v);
+    inits = p11_fault_inits();
+    t0 = unit_now();
+    pki_result_init(&res);
+    st = k != NULL ? pki_key_open(k, &res) : PKI_INTERNAL;
+    took = unit_now() - t0;
+    inits = p11_fault_inits() - inits;
+
+    ok(st == lc->want
+       && (st == PKI_OK || (strstr(res.detail, uri) != NULL
+                            && strstr(res.detail, "not found on token")
+                               != NULL)),
+       "%s: %s (%s) [%s] [%s]", lc->name,
+       lc->want == PKI_OK ? "the key opens" : "not found, naming the key",
+       pki_status_name(st), res.detail, res.log);
+    ok(inits == 1 && took < (env.vg ? 30.0 : 2.0),
+       "%s: after one reopen of the vault (%d), in %.3f s", lc->name,
+       inits, took);
+
+    if (lc->want == PKI_OK) {
+        st = p11_sign(k, NULL, NULL, &res);
+        ok(st == PKI_OK && strstr(res.log, "is not used for") == NULL,
+           "%s: it signs, no backoff of its own (%s) [%s]", lc->name,
+           pki_status_name(st), res.log);
+    }
+
+    pki_key_free(k);
+}
+
+
 int
 main(void)
 {
     int            inits;
     double         t0;
+    size_t         i;
     pki_key_t     *g, *a, *b, *c;
     pki_status_t   st;
     pki_vault_t   *v;
@@ -96,6 +177,11 @@ main(void)
        "C: after %d reopens of the vault (1 to 3), in %.3f s", inits,
        unit_now() - t0);
     p11_fault_set(0, 0, 0);
+
+    /* D, E. the lookup finds nothing */
+    for (i = 0; i < sizeof(lookups) / sizeof(lookups[0]); i++) {
+        lookup_case(v, &lookups[i]);
+    }
 
     pki_key_free(c);
     pki_key_free(b);
