@@ -22,7 +22,8 @@
  * matter-icac; sensitive, not extractable) and writes DIR/paa.pem
  * + DIR/pai.pem or DIR/rcac.pem + DIR/icac.pem.  A token that already
  * holds an object with one of the labels (or ids) is refused before any key
- * is made; --keygen off signs with the keys there.  Exit status 0 on
+ * is made; --keygen off signs with the keys there.  Both output files are
+ * created before any key is made or anything signed.  Exit status 0 on
  * success; otherwise 1 with the failed rule on stderr.
  */
 
@@ -41,15 +42,10 @@
 #include <openssl/x509.h>
 
 #include "pki.h"
+#include "pkictl.h"
 
 
 #define MATTER_MAX_FILE  (64 * 1024)
-
-
-/* pkictl/pkictl.c */
-int pkictl_write_file(const char *path, const void *data, size_t len,
-    mode_t mode);
-int pkictl_write_cert(const char *path, X509 *x);
 
 
 typedef struct {
@@ -516,27 +512,37 @@ add_attr(X509_NAME *name, const char *oid, const char *value)
 }
 
 
+/* dir/file into path: 1, or 0 said. */
 static int
-write_pem(const char *dir, const char *file, X509 *x)
+out_path(char *path, size_t size, const char *dir, const char *file)
 {
-    char  path[4096];
-    int   n;
+    int  n;
 
-    n = snprintf(path, sizeof(path), "%s/%s", dir, file);
-    if (n < 0 || (size_t) n >= sizeof(path)) {
+    n = snprintf(path, size, "%s/%s", dir, file);
+    if (n < 0 || (size_t) n >= size) {
         fprintf(stderr, "pkictl matter: path too long: \"%s\"\n", dir);
         return 0;
     }
 
-    return pkictl_write_cert(path, x);
+    return 1;
 }
 
 
+/*
+ * The root and the CA under it: PAA and PAI, or RCAC and ICAC.  The names,
+ * the templates and both output files are checked and opened before any
+ * key is made or opened and anything signed: a --dir they cannot be
+ * written to costs no key pair on the token and no certificate.  The
+ * root's file is committed before the CA is issued, which reads it back
+ * as its CA certificate.  A certificate signed and then not written is
+ * said on stderr with its serial, its issuer and its PEM.
+ */
 static int
 cmd_hierarchy(const char *kind, const matter_opts_t *o)
 {
-    int              att, rc;
-    char             root_ref[512], ca_ref[512], path[4096];
+    int              att, rc, made;
+    char             root_ref[512], ca_ref[512], rpath[4096], cpath[4096];
+    char             advice[9000];
     const char      *rlabel, *clabel, *argv1[1], *labels[2];
     unsigned char    ids[2];
     X509            *root, *ca;
@@ -547,6 +553,7 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     pki_ca_t        *rca;
     pki_request_t    req;
     pki_result_t     res;
+    pkictl_out_t     rout, cout;
 
     att = strcmp(kind, "attestation") == 0;
     if ((!att && strcmp(kind, "operational") != 0) || o->dir == NULL
@@ -563,45 +570,18 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     rlabel = att ? "matter-paa" : "matter-rcac";
     clabel = att ? "matter-pai" : "matter-icac";
 
-    if (o->keygen == NULL || strcmp(o->keygen, "on") == 0) {
-        labels[0] = rlabel;
-        labels[1] = clabel;
-        ids[0] = att ? 0xa1 : 0xc1;
-        ids[1] = att ? 0xa2 : 0xc2;
-        if (!keygen(o, labels, ids)) {
-            return 1;
-        }
-    }
-
-    snprintf(root_ref, sizeof(root_ref), "pkcs11:token=%s;object=%s;"
-             "type=private", o->token, rlabel);
-    snprintf(ca_ref, sizeof(ca_ref), "pkcs11:token=%s;object=%s;"
-             "type=private", o->token, clabel);
-
     rc = 1;
     root = ca = NULL;
     rname = X509_NAME_new();
     cname = X509_NAME_new();
     rkey = ckey = NULL;
-    rt = ct = NULL;
+    vault = NULL;
     rca = NULL;
+    rout.fd = cout.fd = -1;
     memset(&req, 0, sizeof(req));
     pki_result_init(&res);
 
-    vault = pki_vault_new("pkictl", o->module, o->token, o->pin_file, &res);
-    if (vault == NULL || pki_vault_open(vault, &res) != PKI_OK) {
-        mfail("cannot open the token", res.detail);
-        goto done;
-    }
-
-    rkey = pki_key_new(root_ref, vault, &res);
-    ckey = rkey ? pki_key_new(ca_ref, vault, &res) : NULL;
-    if (ckey == NULL || pki_key_open(rkey, &res) != PKI_OK
-        || pki_key_open(ckey, &res) != PKI_OK)
-    {
-        mfail("cannot open the keys", res.detail);
-        goto done;
-    }
+    /* the names and the templates: no token needed */
 
     rt = pki_matter_template_new(att ? "matter-paa" : "matter-rcac", &res);
     ct = pki_matter_template_new(att ? "matter-pai" : "matter-icac", &res);
@@ -643,17 +623,70 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
         }
     }
 
+    /* both outputs, before any key is made or opened */
+
+    if (!out_path(rpath, sizeof(rpath), o->dir, att ? "paa.pem" : "rcac.pem")
+        || !out_path(cpath, sizeof(cpath), o->dir,
+                     att ? "pai.pem" : "icac.pem")
+        || !pkictl_out_open(&rout, rpath, 0644)
+        || !pkictl_out_open(&cout, cpath, 0644))
+    {
+        goto done;
+    }
+
+    made = 0;
+
+    if (o->keygen == NULL || strcmp(o->keygen, "on") == 0) {
+        labels[0] = rlabel;
+        labels[1] = clabel;
+        ids[0] = att ? 0xa1 : 0xc1;
+        ids[1] = att ? 0xa2 : 0xc2;
+        if (!keygen(o, labels, ids)) {
+            goto done;
+        }
+        made = 1;
+    }
+
+    snprintf(root_ref, sizeof(root_ref), "pkcs11:token=%s;object=%s;"
+             "type=private", o->token, rlabel);
+    snprintf(ca_ref, sizeof(ca_ref), "pkcs11:token=%s;object=%s;"
+             "type=private", o->token, clabel);
+
+    vault = pki_vault_new("pkictl", o->module, o->token, o->pin_file, &res);
+    if (vault == NULL || pki_vault_open(vault, &res) != PKI_OK) {
+        mfail("cannot open the token", res.detail);
+        goto done;
+    }
+
+    rkey = pki_key_new(root_ref, vault, &res);
+    ckey = rkey ? pki_key_new(ca_ref, vault, &res) : NULL;
+    if (ckey == NULL || pki_key_open(rkey, &res) != PKI_OK
+        || pki_key_open(ckey, &res) != PKI_OK)
+    {
+        mfail("cannot open the keys", res.detail);
+        goto done;
+    }
+
     if (pki_selfsign(rkey, rt, rname, &root, &res) != PKI_OK) {
         mfail(att ? "PAA refused" : "RCAC refused", res.detail);
         goto done;
     }
-    if (!write_pem(o->dir, att ? "paa.pem" : "rcac.pem", root)) {
+
+    if (made) {
+        snprintf(advice, sizeof(advice), "Its key and the %s's stay on "
+                 "token \"%s\" as \"%s\" and \"%s\": keep the certificate "
+                 "below, or run the command again with --keygen off",
+                 att ? "PAI" : "ICAC", o->token, rlabel, clabel);
+    } else {
+        snprintf(advice, sizeof(advice), "Keep the certificate below, or "
+                 "run the command again (that signs a second one)");
+    }
+
+    if (!pkictl_out_cert(&rout, root, advice)) {
         goto done;
     }
 
-    snprintf(path, sizeof(path), "%s/%s", o->dir, att ? "paa.pem"
-                                                       : "rcac.pem");
-    argv1[0] = path;
+    argv1[0] = rpath;
     rca = pki_ca_new(rlabel);
     if (rca == NULL || pki_ca_set(rca, "certificate", 1, argv1, &res) != PKI_OK
         || pki_ca_set_key(rca, rkey, &res) != PKI_OK
@@ -670,7 +703,13 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
         mfail(att ? "PAI refused" : "ICAC refused", res.detail);
         goto done;
     }
-    if (!write_pem(o->dir, att ? "pai.pem" : "icac.pem", ca)) {
+
+    snprintf(advice, sizeof(advice), "Its issuer is in \"%s\": keep the "
+             "certificate below as \"%s\", or run the command again with "
+             "--keygen off (that signs both again with the keys on token "
+             "\"%s\")", rpath, cpath, o->token);
+
+    if (!pkictl_out_cert(&cout, ca, advice)) {
         goto done;
     }
 
@@ -678,6 +717,8 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
 
 done:
 
+    pkictl_out_abort(&rout);
+    pkictl_out_abort(&cout);
     X509_free(root);
     X509_free(ca);
     X509_NAME_free(rname);

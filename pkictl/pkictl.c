@@ -15,6 +15,9 @@
  *
  * REF is a PEM key file or a "pkcs11:" URI.  The PIN is read only from the
  * PIN file.  Errors go to stderr; the exit status is 1 on any failure.
+ * --out is created (a temporary file beside it, pkictl.h) before any key
+ * is opened, anything signed or recorded; a write that fails after the
+ * signature prints the certificate's serial, its issuer and its PEM.
  *
  * With --redis, issue records the certificate where nginx looks for the
  * certificates of "pki_ca NAME" (OCSP, CRLs, the admin API): the keys
@@ -37,6 +40,7 @@
 #include <openssl/x509v3.h>
 
 #include "pki.h"
+#include "pkictl.h"
 
 
 #define PKICTL_MAX_NAMES    64
@@ -46,10 +50,6 @@
 
 /* pkictl/matter.c */
 int pkictl_matter(int argc, char **argv);
-
-int pkictl_write_file(const char *path, const void *data, size_t len,
-    mode_t mode);
-int pkictl_write_cert(const char *path, X509 *x);
 
 
 typedef struct {
@@ -342,24 +342,8 @@ done:
 }
 
 
-/*
- * An output file written whole or not at all: a fresh file beside it from
- * mkstemp() (never a file or a symlink that is in the way), fsync(),
- * rename() over path, fsync() of the directory.  Opened before the work
- * whose result it takes (pkictl issue opens it before anything is signed
- * or recorded, so that a bad path costs no certificate), committed or
- * aborted after.
- */
-typedef struct {
-    int          fd;
-    const char  *path;
-    char         tmp[PATH_MAX];
-    char         dir[PATH_MAX];
-} pkictl_out_t;
-
-
-/* mode is narrowed by the umask. */
-static int
+/* Output files: see pkictl.h. */
+int
 pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode)
 {
     int           n;
@@ -412,9 +396,7 @@ pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode)
 }
 
 
-/* Removes the temporary file of an output not committed (no-op after a
- * commit, or when none was opened). */
-static void
+void
 pkictl_out_abort(pkictl_out_t *out)
 {
     if (out->fd != -1) {
@@ -425,7 +407,7 @@ pkictl_out_abort(pkictl_out_t *out)
 }
 
 
-static int
+int
 pkictl_out_commit(pkictl_out_t *out, const void *data, size_t len)
 {
     int       fd;
@@ -479,8 +461,6 @@ failed:
 }
 
 
-/* Writes path whole or not at all (see pkictl_out_t).  Also used by
- * pkictl/matter.c. */
 int
 pkictl_write_file(const char *path, const void *data, size_t len,
     mode_t mode)
@@ -511,9 +491,50 @@ pkictl_cert_pem(X509 *x, char **pem, long *len)
 }
 
 
-/* A certificate in PEM, mode 0644.  Also used by pkictl/matter.c. */
+/* The start of what is said of a certificate signed but not written:
+ * its serial (into hex) and its issuer. */
+static void
+pkictl_unwritten_start(X509 *x, char hex[41])
+{
+    char  issuer[256];
+
+    if (!pki_serial_to_hex(X509_get0_serialNumber(x), hex)) {
+        strcpy(hex, "?");
+    }
+
+    if (X509_NAME_oneline(X509_get_issuer_name(x), issuer, sizeof(issuer))
+        == NULL)
+    {
+        strcpy(issuer, "?");
+    }
+
+    fprintf(stderr, "pkictl: certificate serial %s issued by \"%s\"",
+            hex, issuer);
+}
+
+
+/* A certificate signed, recorded nowhere, and not written to path: its
+ * serial and issuer, the advice, and its PEM (pem NULL: it could not be
+ * encoded) on stderr. */
+static void
+pkictl_unwritten(X509 *x, const char *path, const char *pem, long len,
+    const char *advice)
+{
+    char  hex[41];
+
+    pkictl_unwritten_start(x, hex);
+
+    fprintf(stderr, " (recorded nowhere) was not written to \"%s\"%s.  "
+            "%s\n", path, pem != NULL ? "; it follows" : "", advice);
+
+    if (pem != NULL) {
+        fwrite(pem, 1, (size_t) len, stderr);
+    }
+}
+
+
 int
-pkictl_write_cert(const char *path, X509 *x)
+pkictl_out_cert(pkictl_out_t *out, X509 *x, const char *advice)
 {
     int    ok;
     BIO   *bio;
@@ -522,10 +543,16 @@ pkictl_write_cert(const char *path, X509 *x)
 
     bio = pkictl_cert_pem(x, &pem, &len);
     if (bio == NULL) {
-        return fail("cannot encode the certificate for \"%s\"", path);
+        fail("cannot encode the certificate for \"%s\"", out->path);
+        pkictl_unwritten(x, out->path, NULL, 0, advice);
+        return 0;
     }
 
-    ok = pkictl_write_file(path, pem, (size_t) len, 0644);
+    ok = pkictl_out_commit(out, pem, (size_t) len);
+    if (!ok) {
+        pkictl_unwritten(x, out->path, pem, len, advice);
+    }
+
     BIO_free(bio);
 
     return ok;
@@ -542,36 +569,24 @@ static void
 pkictl_issued_unwritten(const pkictl_opts_t *o, X509 *x, const char *pem,
     long len)
 {
-    char  hex[41], issuer[256];
+    char  hex[41];
 
-    if (!pki_serial_to_hex(X509_get0_serialNumber(x), hex)) {
-        strcpy(hex, "?");
+    if (o->redis == NULL) {
+        pkictl_unwritten(x, o->out, pem, len, "Keep the certificate below "
+                         "rather than run the command again (that issues "
+                         "a second certificate)");
+        return;
     }
 
-    if (X509_NAME_oneline(X509_get_issuer_name(x), issuer, sizeof(issuer))
-        == NULL)
-    {
-        strcpy(issuer, "?");
-    }
+    pkictl_unwritten_start(x, hex);
 
-    fprintf(stderr, "pkictl: certificate serial %s issued by \"%s\"",
-            hex, issuer);
-
-    if (o->redis != NULL) {
-        fprintf(stderr, " is recorded good for CA \"%s\" (namespace "
-                "\"%s\", db %ld) but was not written to \"%s\"; it "
-                "follows.  Do not run the command again (that issues a "
-                "second certificate): keep the certificate below, or "
-                "revoke serial %s of CA \"%s\" (admin API: POST "
-                "/pki/admin/revoke)\n", o->ca_name,
-                o->ns != NULL ? o->ns : "pki:", o->db >= 0 ? o->db : 0,
-                o->out, hex, o->ca_name);
-    } else {
-        fprintf(stderr, " (recorded nowhere) was not written to \"%s\"; "
-                "it follows.  Keep the certificate below rather than run "
-                "the command again (that issues a second certificate)\n",
-                o->out);
-    }
+    fprintf(stderr, " is recorded good for CA \"%s\" (namespace \"%s\", "
+            "db %ld) but was not written to \"%s\"%s.  Do not run the "
+            "command again (that issues a second certificate): keep the "
+            "certificate below, or revoke serial %s of CA \"%s\" (admin "
+            "API: POST /pki/admin/revoke)\n", o->ca_name,
+            o->ns != NULL ? o->ns : "pki:", o->db >= 0 ? o->db : 0, o->out,
+            pem != NULL ? "; it follows" : "", hex, o->ca_name);
 
     if (pem != NULL) {
         fwrite(pem, 1, (size_t) len, stderr);
@@ -760,7 +775,10 @@ cmd_selfsign(pkictl_opts_t *o)
     X509_NAME       *subject = NULL;
     X509            *x = NULL;
     pki_result_t     res;
+    pkictl_out_t     out;
     int              rc = 1;
+
+    out.fd = -1;
 
     if (o->key == NULL || o->subject == NULL || o->out == NULL
         || o->days <= 0)
@@ -777,6 +795,15 @@ cmd_selfsign(pkictl_opts_t *o)
     if (t == NULL) {
         goto done;
     }
+
+    /* the output file, before the key is opened (a token's login) and
+     * anything signed: a path it cannot be written to costs no
+     * certificate and no signature of the key */
+
+    if (!pkictl_out_open(&out, o->out, 0644)) {
+        goto done;
+    }
+
     key = open_key(o, o->key, &vault);
     if (key == NULL) {
         goto done;
@@ -788,12 +815,15 @@ cmd_selfsign(pkictl_opts_t *o)
         goto done;
     }
 
-    if (pkictl_write_cert(o->out, x)) {
+    if (pkictl_out_cert(&out, x, "Keep the certificate below rather than "
+                        "run the command again (that signs a second one)"))
+    {
         rc = 0;
     }
 
 done:
 
+    pkictl_out_abort(&out);
     X509_free(x);
     X509_NAME_free(subject);
     pki_template_free(t);

@@ -10,7 +10,11 @@
 # --redis --ca-name NAME --namespace NS --db N` records the certificate
 # where an nginx with "pki_ca NAME" and "pki_redis ... namespace=NS db=N"
 # finds it: redis-cli reads the keys, openssl ocsp gets good from nginx,
-# the admin API shows and revokes it.  `pkictl matter hierarchy` on a token
+# the admin API shows and revokes it.  An output that cannot be written
+# (a missing directory, a directory) is found out before anything is
+# signed, recorded or made on the token (issue, selfsign, matter
+# hierarchy); a write that fails after a signature prints the serial and
+# the certificate.  `pkictl matter hierarchy` on a token
 # that holds its keys already refuses to make a second key of a label.  A
 # PIN file with or without its line end works for hierarchy (which logs in
 # itself) as for issue (through the vault); an empty or too long one is
@@ -51,6 +55,57 @@ sub records {
     my ($t, $db) = @_;
     return join ' ', sort grep { /:(?:cert|serial):/ }
         split /\n/, redis_n($t, $db, '--scan', '--pattern', '*');
+}
+
+# the serial of the first certificate in PEM in $text (stderr), or undef
+sub pem_serial {
+    my ($text) = @_;
+    my ($pem) = $text
+        =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n)/s;
+    return undef if !defined $pem;
+    my $f = "$d/stderr-cert.pem";
+    spew($f, $pem);
+    my ($serial) = openssl_or_die('x509', '-in', $f, '-noout', '-serial')
+        =~ /serial=(\w+)/;
+    unlink($f);
+    return $serial;
+}
+
+# stderr $err of a run whose write to $path failed after the signature:
+# the serial and the issuer (matching $issuer), recorded nowhere, and the
+# certificate with that serial in PEM; the checks are named after $what
+sub says_unwritten {
+    my ($err, $issuer, $path, $what) = @_;
+    my $re = qr{certificate serial (\w+) issued by "$issuer" }
+        . qr{\(recorded nowhere\) was not written to "\Q$path\E"; }
+        . qr{it follows\.  Keep the certificate below};
+    my ($serial) = $err =~ $re;
+    ok(defined $serial, "$what: the serial and issuer on stderr")
+        or diag($err);
+    is(pem_serial($err), $serial // 'none',
+       "$what: the certificate on stderr");
+}
+
+# pkictl ARGS with a file size limit of 0, its signal ignored: a write to
+# a file fails with EFBIG after whatever comes before it
+sub run_nowrite {
+    my ($argv, %o) = @_;
+    local $SIG{XFSZ} = 'IGNORE';
+    return run_cmd(['sh', '-c', 'ulimit -f 0 && exec "$@"', 'sh', @$argv],
+                   %o);
+}
+
+# For run_nowrite with a token key: SoftHSM rewrites its token.object
+# under the same limit and leaves it empty (the token gone), so such a run
+# gets a copy of the test's token: run_cmd's env for it.
+sub token_copy {
+    my ($t, $name) = @_;
+    my $copy = $t->dir . "/$name";
+    system('cp', '-a', $t->pki . '/hsm', $copy) == 0
+        or die "cp -a hsm $copy failed";
+    spew("$copy/softhsm2.conf", slurp("$copy/softhsm2.conf")
+         =~ s{^(\s*directories\.tokendir\s*=\s*)\S+}{$1$copy/tokens}mr);
+    return (env => { SOFTHSM2_CONF => "$copy/softhsm2.conf" });
 }
 
 new_p256_key("$d/ca.key");
@@ -187,6 +242,34 @@ symlink("$d/victim", "$d/out.pem") or die "symlink: $!";
 is($rc, 0, 'selfsign with a symlink at OUT') or diag($err);
 is(slurp("$d/victim"), "victim\n", 'OUT symlink: its target untouched');
 ok(-f "$d/out.pem" && !-l "$d/out.pem", 'OUT symlink: replaced by a file');
+
+# selfsign: an --out that cannot be written is found out before the key is
+# opened (a token's login) and anything signed; it was found out after,
+# with a certificate (and a signature by the key) that nobody got.  The
+# key does not exist: only a check made first is said.
+for my $c (['in a missing directory', "$d/nodir/self.pem",
+            qr/cannot create a temporary file for "\Q$d\E\/nodir\/self\.pem": No such/],
+           ['a directory', $d, qr/cannot write "\Q$d\E": it is a directory/])
+{
+    my ($name, $o, $re) = @$c;
+    ($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key',
+                                  "$d/no-such.key", '--subject', '/CN=x',
+                                  '--days', '1', '--out', $o]);
+    isnt($rc, 0, "selfsign --out $name: refused");
+    like($err, $re, "selfsign --out $name: said on stderr");
+    unlike($err, qr/no-such\.key/,
+           "selfsign --out $name: before the key is opened");
+}
+
+# the write failing after the signature: the serial, the issuer and the
+# certificate on stderr
+($rc, undef, $err) = run_nowrite([$pkictl, 'selfsign', '--key', "$d/ca.key",
+                                  '--subject', '/CN=late self', '--days', '1',
+                                  '--out', "$d/late-self.pem"]);
+isnt($rc, 0, 'selfsign, the write failing after the signature: exit nonzero');
+says_unwritten($err, '/CN=late self', "$d/late-self.pem", 'selfsign');
+ok(!-e "$d/late-self.pem" && !glob("$d/late-self.pem.*"),
+   'selfsign: no file and no temporary file left');
 
 my $vec = "$FindBin::Bin/vectors/matter/operational";
 for my $c (['to-tlv', 'Chip-Test-Root01-Cert.der', 'root.chip'],
@@ -338,14 +421,11 @@ SKIP: {
     # signal ignored: write() fails with EFBIG): the serial, the CA and the
     # certificate on stderr, and the record is that serial's
     my $late = $t->dir . '/late.pem';
-    {
-        local $SIG{XFSZ} = 'IGNORE';
-        ($rc, undef, $err) = run_cmd(['sh', '-c', 'ulimit -f 0 && exec "$@"',
-                                      'sh', $pkictl, 'issue', @ca,
-                                      '--profile', 'client', '--csr',
+    ($rc, undef, $err) = run_nowrite([$pkictl, 'issue', @ca, '--profile',
+                                      'client', '--csr',
                                       csr('late', '/CN=late'), '--days', '5',
-                                      '--out', $late, @fleet], %env);
-    }
+                                      '--out', $late, @fleet],
+                                     token_copy($t, 'late-hsm'));
     isnt($rc, 0, 'write failing after issuance: exit nonzero');
     my ($lserial) = $err =~ /certificate serial (\w+) issued by "[^"]+"/;
     $lserial //= 'none';
@@ -355,17 +435,7 @@ SKIP: {
          'the serial and the CA on stderr') or diag($err);
     like($err, qr/Do not run the command again .* revoke serial \Q$lserial\E/,
          'and what to do');
-    my ($pem) = $err =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n)/s;
-    my $pemf = $t->dir . '/late-stderr.pem';
-    if (defined $pem) {
-        open(my $fh, '>', $pemf) or die "$pemf: $!";
-        print $fh $pem;
-        close($fh);
-    }
-    my ($pserial) = (defined $pem ? openssl_or_die('x509', '-in', $pemf,
-                                                   '-noout', '-serial') : '')
-        =~ /serial=(\w+)/;
-    is($pserial // '', $lserial, 'the certificate on stderr has that serial');
+    is(pem_serial($err), $lserial, 'the certificate on stderr has that serial');
     is(redis_n($t, 3, 'HGET', "fleet7:{ca:fleet-ca}:cert:$lserial", 'status'),
        'good', 'the serial named is the one recorded');
     ok(!-e $late && !glob("$late.*"), 'no file and no temporary file left');
@@ -376,13 +446,12 @@ SKIP: {
 # --- matter hierarchy on a token that holds its keys already --------------
 
 SKIP: {
-    skip("no SoftHSM2 module at $PKITest::P11", 29) if !-e $PKITest::P11;
+    skip("no SoftHSM2 module at $PKITest::P11", 42) if !-e $PKITest::P11;
 
     # a token with the root and issuing keys (scripts/mkpki.sh, through
-    # pkictl issue) and the Matter hierarchies (scripts/mkpki-matter.sh)
+    # pkictl issue)
     my $t = PKITest->new(no_nginx_needed => 1);
     my $pki = $t->pki;
-    $t->make_matter_pki($pki);
 
     my @vault = ('--module', $PKITest::P11, '--token', $t->token,
                  '--pin-file', "$pki/hsm/pin");
@@ -390,6 +459,37 @@ SKIP: {
     my %args = (attestation => [ '--vid', 'FFF1', '--pid', '8000' ],
                 operational => [ '--rcac-id', 'CACACACA00000001',
                                  '--icac-id', 'CACACACA00000002' ]);
+
+    # outputs that cannot be written (either of the two): refused before
+    # any key is made or anything signed.  They were found out after: two
+    # key pairs left on the token (a second run refused to make them
+    # again) and a root certificate nobody got.
+    my $dir = $t->dir;
+    for my $c (['attestation', '--dir a missing directory', "$dir/nodir",
+                qr/cannot create a temporary file for "\Q$dir\E\/nodir\/paa\.pem": No such/],
+               ['operational', 'icac.pem a directory', "$dir/icacdir",
+                qr/cannot write "\Q$dir\E\/icacdir\/icac\.pem": it is a directory/])
+    {
+        my ($kind, $name, $o, $re) = @$c;
+        mkdir($o), mkdir("$o/icac.pem") if $name =~ /icac/;
+        ($rc, undef, $err) = run_cmd([$pkictl, 'matter', 'hierarchy', $kind,
+                                      '--dir', $o, @{ $args{$kind} },
+                                      @vault], %env);
+        isnt($rc, 0, "hierarchy $kind, $name: refused");
+        like($err, $re, "hierarchy $kind, $name: said on stderr");
+        ok(!grep({ !/icac\.pem$/ } glob("$o/*")),
+           "hierarchy $kind, $name: nothing written, no temporary file");
+    }
+    my $pin = slurp("$pki/hsm/pin") =~ s/\r?\n\z//r;
+    (undef, $out, $err) = run_cmd(['pkcs11-tool', '--module', $PKITest::P11,
+                                   '--token-label', $t->token, '--login',
+                                   '--pin', $pin, '--list-objects'], %env);
+    like($out, qr/label:\s+issuing/, 'the token lists its keys')
+        or diag($err);
+    unlike($out, qr/matter-/, 'no Matter key was made on the token');
+
+    # the Matter hierarchies (scripts/mkpki-matter.sh)
+    $t->make_matter_pki($pki);
 
     for my $kind (qw(attestation operational)) {
         my $root = $kind eq 'attestation' ? 'paa' : 'rcac';
@@ -411,13 +511,29 @@ SKIP: {
             or diag($err);
     }
 
+    # the write failing after the root is signed (--keygen off: the keys
+    # there): its serial, issuer and certificate on stderr, the CA under
+    # it never signed, nothing left in DIR
+    my $lo = "$dir/late-matter";
+    mkdir $lo;
+    ($rc, undef, $err) = run_nowrite([$pkictl, 'matter', 'hierarchy',
+                                      'attestation', '--dir', $lo,
+                                      '--keygen', 'off',
+                                      @{ $args{attestation} }, @vault],
+                                     token_copy($t, 'late-hsm'));
+    isnt($rc, 0, 'hierarchy, the write failing after the PAA: exit nonzero');
+    says_unwritten($err, '/CN=Matter PAA/[^"]*', "$lo/paa.pem",
+                   'hierarchy, the PAA');
+    is(scalar(() = $err =~ /BEGIN CERTIFICATE/g), 1,
+       'hierarchy: one certificate, no PAI signed after it');
+    ok(!glob("$lo/*"), 'hierarchy: no file and no temporary file left');
+
     # --- the PIN file, read as the vault reads it ------------------------
     #
     # hierarchy (keygen on) logs in itself: past a good login it stops at
     # the keys already there; a PIN file the vault would refuse is refused
     # before any C_Login, with the vault's message, as pkictl issue does
 
-    my $pin = slurp("$pki/hsm/pin") =~ s/\r?\n\z//r;
     my $pinf = $t->dir . '/pin-case';
     my @ca = ('--ca-cert', "$pki/issuing.pem", '--ca-key',
               'pkcs11:token=' . $t->token . ';object=issuing;type=private',
