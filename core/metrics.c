@@ -223,6 +223,37 @@ done:
 }
 
 
+/* The batch on a connection of its own with a short timeout (a copy of
+ * the store): the connect, AUTH, SELECT and the script each wait at most
+ * timeout_ms, and a fresh connection is never retried. */
+pki_status_t
+pki_metrics_flush_within(pki_redis_t *r, const pki_metrics_batch_t *b,
+    int timeout_ms, int *unknown, pki_result_t *res)
+{
+    pki_redis_t   *d;
+    pki_status_t   st;
+
+    if (unknown != NULL) {
+        *unknown = 0;
+    }
+
+    if (r == NULL || b == NULL || b->n == 0) {
+        return PKI_OK;
+    }
+
+    d = pki_int_redis_dup(r, timeout_ms, res);
+    if (d == NULL) {
+        return PKI_INTERNAL;
+    }
+
+    st = pki_metrics_flush(d, b, unknown, res);
+
+    pki_redis_free(d);
+
+    return st;
+}
+
+
 /* The count buckets from first on, one page (a script of up to
  * PKI_METRICS_HISTORY_PAGE HGETALLs), each non-empty one appended to arr
  * as {"t":T,"v":{...}}. */

@@ -1206,6 +1206,14 @@ typedef struct {
 PKI_API pki_status_t pki_metrics_flush(pki_redis_t *r,
     const pki_metrics_batch_t *b, int *unknown, pki_result_t *res);
 
+/* pki_metrics_flush() on a connection of its own whose connect and each
+ * command (AUTH, SELECT, the script) wait at most timeout_ms, whatever the
+ * store's timeout: a worker's last flush at exit, which nginx must not
+ * wait for long.  The same outcomes; blocking. */
+PKI_API pki_status_t pki_metrics_flush_within(pki_redis_t *r,
+    const pki_metrics_batch_t *b, int timeout_ms, int *unknown,
+    pki_result_t *res);
+
 /* The last count buckets up to now (minute: up to 2880; hourly: up to
  * 2160) as malloc'd JSON: {"step":60|3600,"from":T,"to":T,
  * "buckets":[{"t":T,"v":{"FIELD":N,...}},...]} (empty buckets left out).

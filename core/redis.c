@@ -3734,6 +3734,33 @@ pki_int_redis_command_sent(pki_redis_t *r, int argc, const char **argv,
 }
 
 
+/* A store like r (server, password, database, namespace) whose connect
+ * and each command wait at most timeout_ms: a worker's last history flush
+ * at exit, which must not hold the exit up for the store's own timeout.
+ * Its connections are its own; pki_redis_free() it. */
+pki_redis_t *
+pki_int_redis_dup(const pki_redis_t *r, int timeout_ms, pki_result_t *res)
+{
+    pki_redis_conf_t  conf;
+
+    if (r == NULL || timeout_ms <= 0) {
+        pki_fail(res, PKI_INTERNAL, "redis: nothing to copy");
+        return NULL;
+    }
+
+    memset(&conf, 0, sizeof(conf));
+    conf.host = r->host;
+    conf.port = r->port;
+    conf.unix_path = r->unix_path;
+    conf.password = r->password;
+    conf.db = r->db;
+    conf.ns = r->ns;
+    conf.timeout_ms = timeout_ms;
+
+    return pki_redis_new(&conf, res);
+}
+
+
 /* Drops this thread's connection after a reply it did not expect. */
 void
 pki_int_redis_drop(pki_redis_t *r)

@@ -46,5 +46,9 @@ pki_status_t pki_int_redis_zmscore(pki_redis_t *r, const char *key,
 void *pki_int_redis_command_sent(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, int *sent, pki_result_t *res);
 
+/* A copy of r with its own connections, whose connect and each command
+ * wait at most timeout_ms (pki_redis_free() it).  For core/metrics.c. */
+pki_redis_t *pki_int_redis_dup(const pki_redis_t *r, int timeout_ms,
+    pki_result_t *res);
 
 #endif /* PKI_REDIS_INT_H */

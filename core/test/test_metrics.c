@@ -18,6 +18,8 @@
  *   - a history batch is added once per sender and sequence number (sent
  *     again after a lost answer, late), a failure says whether Redis may
  *     have run it, and an error reply writes nothing;
+ *   - a flush with a timeout of its own (a worker's exit) gives up after
+ *     it, not after the store's, and leaves the store's connection be;
  *   - the history is read a page of buckets per script (INFO
  *     commandstats: the old code read 2,880 buckets in one) and answers
  *     the buckets written.
@@ -402,8 +404,8 @@ hnum(redisContext *c, const char *key, const char *field)
 
 
 static pki_status_t
-flush(pki_redis_t *r, const char *src, unsigned long long seq, time_t now,
-    long long d1, long long d2, int *unknown)
+flush_ms(pki_redis_t *r, const char *src, unsigned long long seq, time_t now,
+    long long d1, long long d2, int *unknown, int within)
 {
     pki_result_t               res;
     pki_metrics_batch_t        b;
@@ -422,7 +424,68 @@ flush(pki_redis_t *r, const char *src, unsigned long long seq, time_t now,
     b.n = 2;
 
     pki_result_init(&res);
+    if (within != 0) {
+        return pki_metrics_flush_within(r, &b, within, unknown, &res);
+    }
+
     return pki_metrics_flush(r, &b, unknown, &res);
+}
+
+
+/* pki_metrics_flush(), or pki_metrics_flush_within(within ms) */
+static pki_status_t
+flush(pki_redis_t *r, const char *src, unsigned long long seq, time_t now,
+    long long d1, long long d2, int *unknown)
+{
+    return flush_ms(r, src, seq, now, d1, d2, unknown, 0);
+}
+
+
+/* Redis busy for about usec (a script of another client), from about
+ * 100 ms after the call on: busy_end() waits for its end. */
+static redisContext *
+busy_start(long long usec)
+{
+    int              done;
+    char             lua[256];
+    redisContext    *busy;
+    struct timeval   tv = { 5, 0 };
+
+    busy = redisConnectUnixWithTimeout(sock, tv);
+    if (busy == NULL || busy->err) {
+        redisFree(busy);
+        return NULL;
+    }
+
+    snprintf(lua, sizeof(lua),
+             "local s = redis.call('TIME') "
+             "local t0 = s[1] * 1000000 + s[2] "
+             "repeat local n = redis.call('TIME') "
+             "until n[1] * 1000000 + n[2] - t0 > %lld "
+             "return 1", usec);
+
+    redisAppendCommand(busy, "EVAL %s 0", lua);
+    do {
+        if (redisBufferWrite(busy, &done) == REDIS_ERR) {
+            break;
+        }
+    } while (!done);
+    usleep(100000);
+
+    return busy;
+}
+
+
+static void
+busy_end(redisContext *busy)
+{
+    void  *reply;
+
+    if (redisGetReply(busy, &reply) == REDIS_OK) {
+        freeReplyObject(reply);
+    }
+    redisFree(busy);
+    usleep(100000);
 }
 
 
@@ -432,16 +495,14 @@ flush(pki_redis_t *r, const char *src, unsigned long long seq, time_t now,
 static void
 test_flush(pki_redis_t *r, redisContext *c)
 {
-    int                done, unknown;
+    int                unknown;
     char               km[128], kh[128], kf[128], km2[128];
-    void              *reply;
     long long          pttl;
     redisReply        *rep;
     pki_result_t       res;
     redisContext      *busy;
     pki_redis_t       *r2, *gone;
     pki_redis_conf_t   conf;
-    struct timeval     tv = { 5, 0 };
 
     snprintf(km, sizeof(km), "%s{metrics}:m:%lld", ns, NOW / 60);
     snprintf(kh, sizeof(kh), "%s{metrics}:h:%lld", ns, NOW / 3600);
@@ -512,36 +573,19 @@ test_flush(pki_redis_t *r, redisContext *c)
     conf.timeout_ms = 300;
     pki_result_init(&res);
     r2 = pki_redis_new(&conf, &res);
-    busy = redisConnectUnixWithTimeout(sock, tv);
-    if (!ok(r2 != NULL && busy != NULL && !busy->err, "a second client")) {
+    busy = r2 != NULL ? busy_start(1200000) : NULL;
+    if (!ok(r2 != NULL && busy != NULL, "a second client")) {
         pki_redis_free(r2);
         redisFree(busy);
         return;
     }
-
-    redisAppendCommand(busy, "EVAL %s 0",
-                       "local s = redis.call('TIME') "
-                       "local t0 = s[1] * 1000000 + s[2] "
-                       "repeat local n = redis.call('TIME') "
-                       "until n[1] * 1000000 + n[2] - t0 > 1200000 "
-                       "return 1");
-    do {
-        if (redisBufferWrite(busy, &done) == REDIS_ERR) {
-            break;
-        }
-    } while (!done);
-    usleep(100000);
 
     unknown = 0;
     ok(is_st(flush(r2, "tsrc-1", 4, NOW, 1, 1, &unknown), PKI_UNAVAILABLE,
              "flush 4 while Redis is busy") && unknown == 1,
        "flush 4 while Redis is busy: outcome unknown");
 
-    if (redisGetReply(busy, &reply) == REDIS_OK) {
-        freeReplyObject(reply);
-    }
-    redisFree(busy);
-    usleep(100000);
+    busy_end(busy);
 
     is_st(flush(r, "tsrc-1", 4, NOW, 1, 1, NULL), PKI_OK,
           "flush 4 again");
@@ -565,6 +609,79 @@ test_flush(pki_redis_t *r, redisContext *c)
     cmd(c, "DEL %s", km2);
 
     pki_redis_free(r2);
+}
+
+
+/* A worker's last flush at exit waits at most the short timeout it is
+ * given, not the store's (5 s here): Redis busy for 1.2 s, the flush
+ * gives up after about 200 ms, outcome unknown, and the same batch later
+ * is added once; no server: outcome known, at once.  The store's own
+ * connection is not touched. */
+static void
+test_flush_within(pki_redis_t *r, redisContext *c)
+{
+    int                unknown;
+    char               kh[128];
+    double             t0, dt;
+    pki_result_t       res;
+    pki_redis_t       *gone;
+    redisContext      *busy;
+    pki_redis_conf_t   conf;
+
+    snprintf(kh, sizeof(kh), "%s{metrics}:h:%lld", ns, NOW / 3600);
+    cmd(c, "DEL %s", kh);
+
+    unknown = 7;
+    ok(is_st(flush_ms(r, "tsrc-w", 1, NOW, 1, 2, &unknown, 200), PKI_OK,
+             "within 200 ms: flush 1") && unknown == 0
+       && hnum(c, kh, "req:est:success") == 1
+       && hnum(c, kh, "iss:a:ok") == 2, "within 200 ms: flush 1 added");
+
+    busy = busy_start(1200000);
+    if (!ok(busy != NULL, "a client keeps Redis busy for 1.2 s")) {
+        return;
+    }
+
+    unknown = 0;
+    t0 = unit_now();
+    ok(is_st(flush_ms(r, "tsrc-w", 2, NOW, 1, 2, &unknown, 200),
+             PKI_UNAVAILABLE, "within 200 ms: flush 2 while Redis is busy")
+       && unknown == 1, "flush 2 while Redis is busy: outcome unknown");
+    dt = unit_now() - t0;
+    ok(dt < 0.7, "... given up after %.3f s, not at the store's 5 s nor "
+       "when Redis is free again", dt);
+
+    busy_end(busy);
+
+    is_st(flush(r, "tsrc-w", 2, NOW, 1, 2, NULL), PKI_OK,
+          "flush 2 again, on the store's connection");
+    ok(hnum(c, kh, "req:est:success") == 2 && hnum(c, kh, "iss:a:ok") == 4,
+       "flush 2: added once (%lld %lld)", hnum(c, kh, "req:est:success"),
+       hnum(c, kh, "iss:a:ok"));
+
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = "/nonexistent/redis.sock";
+    conf.ns = ns;
+    pki_result_init(&res);
+    gone = pki_redis_new(&conf, &res);
+    unknown = 7;
+    t0 = unit_now();
+    ok(gone != NULL
+       && flush_ms(gone, "tsrc-w", 3, NOW, 1, 1, &unknown, 200)
+          == PKI_UNAVAILABLE
+       && unknown == 0 && unit_now() - t0 < 0.5,
+       "within 200 ms, no server: outcome known, at once");
+    pki_redis_free(gone);
+
+    unknown = 7;
+    ok(flush_ms(r, "tsrc-w", 3, NOW, 1, 1, &unknown, -1) == PKI_INTERNAL
+       && unknown == 0 && hnum(c, kh, "iss:a:ok") == 4,
+       "a timeout below 1 ms: refused, nothing sent");
+    ok(flush_ms(r, "tsrc-w", 3, NOW, 1, 1, NULL, 200) == PKI_OK
+       && hnum(c, kh, "iss:a:ok") == 5, "... its number still adds");
+    unknown = 7;
+    ok(pki_metrics_flush_within(NULL, NULL, 200, &unknown, NULL) == PKI_OK
+       && unknown == 0, "no store, no batch: nothing to do");
 }
 
 
@@ -720,6 +837,7 @@ main(void)
     test_cache(r, c);
     test_hostile(r, c);
     test_flush(r, c);
+    test_flush_within(r, c);
     test_history(r, c);
 
     freeReplyObject(redisCommand(c, "EVAL %s 1 %s*",
