@@ -170,9 +170,11 @@ typedef struct {
     char                      *fields[NGX_HTTP_PKI_M_MAX_FIELDS];
     long long                  deltas[NGX_HTTP_PKI_M_MAX_FIELDS];
     ngx_uint_t                 series[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
+    u_char                     slots[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
     ngx_atomic_uint_t          values[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
-                                           /* claimed, given back on
-                                              a refusal */
+                                           /* claimed from series[i]'s
+                                              slots[i], given back on a
+                                              refusal */
     ngx_uint_t                 nseries;
     unsigned long long         seq;        /* the batch's number */
     ngx_uint_t                 pending;    /* sent, outcome unknown: the
@@ -316,6 +318,8 @@ static void ngx_http_pki_m_timer(ngx_event_t *ev);
 static void ngx_http_pki_m_task_handler(void *data, ngx_log_t *log);
 static void ngx_http_pki_m_task_done(ngx_event_t *ev);
 static void ngx_http_pki_m_give_back(ngx_http_pki_m_task_t *t);
+static ngx_uint_t ngx_http_pki_m_claims(void);
+static void ngx_http_pki_m_claim(ngx_http_pki_m_task_t *t);
 
 
 static ngx_command_t  ngx_http_pki_m_commands[] = {
@@ -3588,13 +3592,9 @@ ngx_http_pki_m_send(ngx_http_request_t *r, ngx_uint_t status,
 static void
 ngx_http_pki_m_timer(ngx_event_t *ev)
 {
-    char                        *f;
-    ngx_uint_t                   i, j, k, slot;
+    ngx_uint_t                   j;
     ngx_thread_pool_t           *tp;
-    ngx_http_pki_m_shm_t        *sh;
-    ngx_atomic_uint_t            cur, base;
     ngx_http_pki_m_task_t       *t;
-    ngx_http_pki_m_series_t     *s;
     ngx_http_pki_m_main_conf_t  *mmcf;
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
@@ -3665,53 +3665,10 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         t->counts_ttl = mmcf->interval * (NGX_HTTP_PKI_M_SLOW_TICKS - 1);
     }
 
-    sh = ngx_http_pki_m_shm;
-
-    /* the deltas of this worker's slot since the history last took
-     * them, summed by field, each claimed (s->flushed) before it is sent */
-
-    if (sh != NULL && t->redis != NULL && mmcf->history && !t->pending) {
-        slot = ngx_http_pki_m_slot();
-
-        for (i = 0; i < sh->max; i++) {
-            s = &sh->series[i];
-
-            if (s->state != 1 || s->field[0] == '\0') {
-                continue;
-            }
-
-            cur = s->v[slot][0];
-            base = s->flushed[slot];
-
-            if (cur == base || t->nseries == NGX_HTTP_PKI_M_MAX_FIELDS * 4) {
-                continue;
-            }
-
-            f = (char *) s->field;
-
-            for (k = 0; k < t->n; k++) {
-                if (ngx_strcmp(t->fields[k], f) == 0) {
-                    break;
-                }
-            }
-
-            if (k == NGX_HTTP_PKI_M_MAX_FIELDS
-                /* another worker of the slot took it meanwhile: next time */
-                || !ngx_atomic_cmp_set(&s->flushed[slot], base, cur))
-            {
-                continue;
-            }
-
-            if (k == t->n) {
-                t->fields[k] = f;      /* stable: shm, never removed */
-                t->n++;
-            }
-
-            t->deltas[k] += (long long) (cur - base);
-            t->series[t->nseries] = i;
-            t->values[t->nseries] = cur - base;
-            t->nseries++;
-        }
+    if (ngx_http_pki_m_shm != NULL && t->redis != NULL && mmcf->history
+        && !t->pending)
+    {
+        ngx_http_pki_m_claim(t);
     }
 
     if (t->n && !t->pending) {
@@ -3748,23 +3705,126 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
 }
 
 
+/* The slots whose deltas this worker sends to the history (a bit each):
+ * its own, and while there are fewer workers than slots every slot j
+ * with j % workers equal to its number.  After a reload to fewer workers
+ * (4 -> 2) the slots of the workers gone (2, 3: their counts stay in the
+ * kept zone, their old workers may still be finishing requests) are taken
+ * by those left (0, 1); a single process takes them all.  Deltas are
+ * claimed with a compare-and-set (ngx_http_pki_m_claim): each is taken
+ * once, whichever process takes it. */
+static ngx_uint_t
+ngx_http_pki_m_claims(void)
+{
+    ngx_uint_t        j, n, mask;
+    ngx_core_conf_t  *ccf;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                           ngx_core_module);
+
+    n = 1;
+
+    if (ngx_process == NGX_PROCESS_WORKER && ccf != NULL
+        && ccf->worker_processes > 0)
+    {
+        n = (ngx_uint_t) ccf->worker_processes;
+    }
+
+    if (n >= NGX_HTTP_PKI_M_SLOTS) {
+        return (ngx_uint_t) 1 << ngx_http_pki_m_slot();
+    }
+
+    mask = 0;
+
+    for (j = 0; j < NGX_HTTP_PKI_M_SLOTS; j++) {
+        if (j % n == ngx_worker % n) {
+            mask |= (ngx_uint_t) 1 << j;
+        }
+    }
+
+    return mask;
+}
+
+
+/* The deltas of this worker's slots (ngx_http_pki_m_claims) since the
+ * history last took them, summed by field into t, each claimed
+ * (s->flushed) before it is sent. */
+static void
+ngx_http_pki_m_claim(ngx_http_pki_m_task_t *t)
+{
+    char                     *f;
+    ngx_uint_t                i, j, k, mask;
+    ngx_atomic_uint_t         cur, base;
+    ngx_http_pki_m_shm_t     *sh;
+    ngx_http_pki_m_series_t  *s;
+
+    sh = ngx_http_pki_m_shm;
+    mask = ngx_http_pki_m_claims();
+
+    for (i = 0; i < sh->max; i++) {
+        s = &sh->series[i];
+
+        if (s->state != 1 || s->field[0] == '\0') {
+            continue;
+        }
+
+        f = (char *) s->field;
+
+        for (j = 0; j < NGX_HTTP_PKI_M_SLOTS; j++) {
+            if (!(mask & ((ngx_uint_t) 1 << j))) {
+                continue;
+            }
+
+            cur = s->v[j][0];
+            base = s->flushed[j];
+
+            if (cur == base || t->nseries == NGX_HTTP_PKI_M_MAX_FIELDS * 4) {
+                continue;
+            }
+
+            for (k = 0; k < t->n; k++) {
+                if (ngx_strcmp(t->fields[k], f) == 0) {
+                    break;
+                }
+            }
+
+            if (k == NGX_HTTP_PKI_M_MAX_FIELDS
+                /* another process took it meanwhile: next time */
+                || !ngx_atomic_cmp_set(&s->flushed[j], base, cur))
+            {
+                continue;
+            }
+
+            if (k == t->n) {
+                t->fields[k] = f;      /* stable: shm, never removed */
+                t->n++;
+            }
+
+            t->deltas[k] += (long long) (cur - base);
+            t->series[t->nseries] = i;
+            t->slots[t->nseries] = (u_char) j;
+            t->values[t->nseries] = cur - base;
+            t->nseries++;
+        }
+    }
+}
+
+
 /* The deltas a task claimed (s->flushed) and did not put into the
- * history, given back to the next flush of the slot. */
+ * history, given back to the next flush of their slots. */
 static void
 ngx_http_pki_m_give_back(ngx_http_pki_m_task_t *t)
 {
-    ngx_uint_t                i, k;
+    ngx_uint_t                i;
     ngx_http_pki_m_series_t  *s;
 
     if (ngx_http_pki_m_shm == NULL) {
         return;
     }
 
-    k = ngx_http_pki_m_slot();
-
     for (i = 0; i < t->nseries; i++) {
         s = &ngx_http_pki_m_shm->series[t->series[i]];
-        (void) ngx_atomic_fetch_add(&s->flushed[k],
+        (void) ngx_atomic_fetch_add(&s->flushed[t->slots[i]],
                                     -(ngx_atomic_int_t) t->values[i]);
     }
 
