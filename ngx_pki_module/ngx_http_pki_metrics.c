@@ -67,6 +67,9 @@
 #define NGX_HTTP_PKI_M_TOKEN       1000000 /* an entry, in bucket units   */
 #define NGX_HTTP_PKI_M_PENDING     300     /* s: a batch sent again, at most
                                               (pki_metrics_flush) */
+#define NGX_HTTP_PKI_M_PARKED      8       /* batches left by exited workers */
+#define NGX_HTTP_PKI_M_HELD        ((ngx_atomic_uint_t) -1)  /* parked */
+#define NGX_HTTP_PKI_M_EXIT_MSEC   100     /* ms: each wait of an exit flush */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -112,6 +115,27 @@ typedef struct {
 } ngx_http_pki_m_second_t;
 
 
+/*
+ * A history batch a worker sent at exit without an answer (Redis may have
+ * added it): the next worker to look sends it again, under the exited
+ * worker's name and number, so that Redis still adds it once.  owner: 0
+ * free, NGX_HTTP_PKI_M_HELD parked, else the pid of the process filling
+ * or sending it (every change a compare-and-set: a process found dead
+ * gives it up).  The fields are series indexes (series[i].field names
+ * one): series are never removed, and a reload keeps the zone.
+ */
+typedef struct {
+    ngx_atomic_t               owner;
+    ngx_atomic_t               filled;     /* whole: may be sent */
+    unsigned long long         seq;
+    time_t                     now;
+    ngx_uint_t                 n;
+    u_char                     source[48];
+    uint32_t                   field[NGX_HTTP_PKI_M_MAX_FIELDS];
+    long long                  delta[NGX_HTTP_PKI_M_MAX_FIELDS];
+} ngx_http_pki_m_parked_t;
+
+
 typedef struct {
     ngx_atomic_t               lock;
     ngx_atomic_t               nseries;
@@ -119,6 +143,7 @@ typedef struct {
     time_t                     start;
     ngx_uint_t                 max;
     ngx_http_pki_m_second_t    recent[NGX_HTTP_PKI_M_RECENT];
+    ngx_http_pki_m_parked_t    parked[NGX_HTTP_PKI_M_PARKED];
     ngx_http_pki_m_series_t    series[1];
 } ngx_http_pki_m_shm_t;
 
@@ -169,6 +194,8 @@ typedef struct {
     ngx_uint_t                 n;
     char                      *fields[NGX_HTTP_PKI_M_MAX_FIELDS];
     long long                  deltas[NGX_HTTP_PKI_M_MAX_FIELDS];
+    uint32_t                   fidx[NGX_HTTP_PKI_M_MAX_FIELDS];
+                                           /* the series naming fields[k] */
     ngx_uint_t                 series[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
     u_char                     slots[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
     ngx_atomic_uint_t          values[NGX_HTTP_PKI_M_MAX_FIELDS * 4];
@@ -181,6 +208,14 @@ typedef struct {
                                               same batch goes again */
     int                        unknown;
     pki_status_t               flushed;
+
+    /* a batch an exited worker parked, sent again by this task */
+    ngx_http_pki_m_parked_t   *adopt;
+    char                      *afields[NGX_HTTP_PKI_M_MAX_FIELDS];
+    int                        aunknown;
+    pki_status_t               aflushed;
+
+    ngx_atomic_t               done;       /* the handler returned */
 
     ngx_uint_t                 certs;      /* count certificates too */
     ngx_uint_t                 ncas;
@@ -320,6 +355,16 @@ static void ngx_http_pki_m_task_done(ngx_event_t *ev);
 static void ngx_http_pki_m_give_back(ngx_http_pki_m_task_t *t);
 static ngx_uint_t ngx_http_pki_m_claims(void);
 static void ngx_http_pki_m_claim(ngx_http_pki_m_task_t *t);
+static void ngx_http_pki_m_batch(ngx_http_pki_m_task_t *t,
+    pki_metrics_batch_t *b);
+static ngx_uint_t ngx_http_pki_m_outcome(ngx_http_pki_m_task_t *t,
+    ngx_log_t *log);
+static void ngx_http_pki_m_park(ngx_http_pki_m_task_t *t, ngx_log_t *log);
+static ngx_http_pki_m_parked_t *ngx_http_pki_m_adopt(
+    ngx_http_pki_m_task_t *t, ngx_log_t *log);
+static void ngx_http_pki_m_unpark(ngx_http_pki_m_parked_t *e,
+    ngx_uint_t keep);
+static void ngx_http_pki_m_history_exit(ngx_cycle_t *cycle);
 
 
 static ngx_command_t  ngx_http_pki_m_commands[] = {
@@ -1490,12 +1535,15 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
 
 /* worker exit: the shared module calls this once its pool threads are
  * gone and before it closes the key vaults, which the exit checkpoint's
- * key (key=pkcs11:...) signs in; a second call does nothing */
+ * key (key=pkcs11:...) signs in; the history's last batches go first; a
+ * second call does nothing */
 void
 ngx_http_pki_audit_exit(ngx_cycle_t *cycle)
 {
     pki_result_t                 res;
     ngx_http_pki_m_main_conf_t  *mmcf;
+
+    ngx_http_pki_m_history_exit(cycle);
 
     mmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_pki_metrics_module);
@@ -3592,7 +3640,7 @@ ngx_http_pki_m_send(ngx_http_request_t *r, ngx_uint_t status,
 static void
 ngx_http_pki_m_timer(ngx_event_t *ev)
 {
-    ngx_uint_t                   j;
+    ngx_uint_t                   j, history;
     ngx_thread_pool_t           *tp;
     ngx_http_pki_m_task_t       *t;
     ngx_http_pki_m_main_conf_t  *mmcf;
@@ -3637,11 +3685,14 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         t->certs = 0;
         t->ncas = 0;
         t->counts_ttl = 0;
+        t->adopt = NULL;
 
     } else {
         ngx_memzero(t, sizeof(ngx_http_pki_m_task_t));
         t->now = ngx_time();
     }
+
+    t->done = 0;
 
     /* the certificate counts are the fleet's, read by every host: this
      * tick's clock, not that of a batch sent again (up to 5 minutes old) */
@@ -3665,14 +3716,20 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         t->counts_ttl = mmcf->interval * (NGX_HTTP_PKI_M_SLOW_TICKS - 1);
     }
 
-    if (ngx_http_pki_m_shm != NULL && t->redis != NULL && mmcf->history
-        && !t->pending)
-    {
+    history = ngx_http_pki_m_shm != NULL && t->redis != NULL
+              && mmcf->history;
+
+    if (history && !t->pending) {
         ngx_http_pki_m_claim(t);
     }
 
     if (t->n && !t->pending) {
         t->seq = ++ngx_http_pki_m_seq;
+    }
+
+    /* a batch an exited worker left unanswered: sent again too */
+    if (history) {
+        t->adopt = ngx_http_pki_m_adopt(t, ev->log);
     }
 
     if (t->certs && t->redis != NULL) {
@@ -3685,7 +3742,9 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
         t->ncas = j;
     }
 
-    if (t->n == 0 && t->ncas == 0 && !(t->certs && t->audit)) {
+    if (t->n == 0 && t->ncas == 0 && !(t->certs && t->audit)
+        && t->adopt == NULL)
+    {
         return;
     }
 
@@ -3698,9 +3757,15 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
     }
 
     /* the pool's queue is full: what was claimed goes back, for the next
-     * tick, unless it was sent before (it stays pending) */
+     * tick, unless it was sent before (it stays pending); an adopted
+     * batch is parked again */
     if (!t->pending) {
         ngx_http_pki_m_give_back(t);
+    }
+
+    if (t->adopt != NULL) {
+        ngx_http_pki_m_unpark(t->adopt, 1);
+        t->adopt = NULL;
     }
 }
 
@@ -3797,6 +3862,7 @@ ngx_http_pki_m_claim(ngx_http_pki_m_task_t *t)
 
             if (k == t->n) {
                 t->fields[k] = f;      /* stable: shm, never removed */
+                t->fidx[k] = (uint32_t) i;
                 t->n++;
             }
 
@@ -3833,6 +3899,330 @@ ngx_http_pki_m_give_back(ngx_http_pki_m_task_t *t)
 
 
 static void
+ngx_http_pki_m_batch(ngx_http_pki_m_task_t *t, pki_metrics_batch_t *b)
+{
+    b->source = (const char *) ngx_http_pki_m_source;
+    b->seq = t->seq;
+    b->now = t->now;
+    b->fields = (const char *const *) t->fields;
+    b->deltas = t->deltas;
+    b->n = t->n;
+}
+
+
+/* What a task's answers mean for its batches; 1 if one failed. */
+static ngx_uint_t
+ngx_http_pki_m_outcome(ngx_http_pki_m_task_t *t, ngx_log_t *log)
+{
+    ngx_uint_t                failed;
+    ngx_http_pki_m_parked_t  *e;
+
+    failed = 0;
+
+    if (t->n && t->flushed == PKI_OK) {
+        t->pending = 0;
+
+    } else if (t->n && (t->unknown || t->pending)) {
+        /* Redis may have added it (this time or an earlier one): the same
+         * batch goes again next tick, added once (pki_metrics_flush) */
+        t->pending = 1;
+        failed = 1;
+
+    } else if (t->n) {
+        /* surely not in the history: given back, for the next flush */
+        ngx_http_pki_m_give_back(t);
+        failed = 1;
+    }
+
+    e = t->adopt;
+    t->adopt = NULL;
+
+    if (e == NULL) {
+        return failed;
+    }
+
+    if (t->aflushed == PKI_OK) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "pki metrics: history batch %uL of the exited worker "
+                      "%s in Redis", (uint64_t) e->seq, e->source);
+        ngx_http_pki_m_unpark(e, 0);
+        return failed;
+    }
+
+    /* parked again, whatever the answer (an earlier sending may have
+     * been added): the next look sends it again */
+    ngx_http_pki_m_unpark(e, 1);
+
+    return 1;
+}
+
+
+/* Exit: the batch t (sent, no answer) handed to the other workers. */
+static void
+ngx_http_pki_m_park(ngx_http_pki_m_task_t *t, ngx_log_t *log)
+{
+    ngx_uint_t                i, k;
+    ngx_atomic_uint_t         pid;
+    ngx_http_pki_m_parked_t  *e;
+
+    pid = (ngx_atomic_uint_t) ngx_pid;
+
+    for (i = 0; i < NGX_HTTP_PKI_M_PARKED; i++) {
+        e = &ngx_http_pki_m_shm->parked[i];
+
+        if (!ngx_atomic_cmp_set(&e->owner, 0, pid)) {
+            continue;
+        }
+
+        e->filled = 0;
+        ngx_cpystrn(e->source, ngx_http_pki_m_source, sizeof(e->source));
+        e->seq = t->seq;
+        e->now = t->now;
+        e->n = t->n;
+
+        for (k = 0; k < t->n; k++) {
+            e->field[k] = t->fidx[k];
+            e->delta[k] = t->deltas[k];
+        }
+
+        ngx_memory_barrier();
+        e->filled = 1;
+        ngx_http_pki_m_unpark(e, 1);
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "pki metrics: history batch %uL of %ui fields "
+                      "unanswered at exit: left in the zone for the next "
+                      "worker to send again",
+                      (uint64_t) t->seq, t->n);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "pki metrics: history batch %uL of %ui fields "
+                  "unanswered at exit and %d others waiting: dropped, it "
+                  "may be in the history or not", (uint64_t) t->seq, t->n,
+                  NGX_HTTP_PKI_M_PARKED);
+}
+
+
+/* A parked batch for this worker's task to send, taken from the zone (or
+ * from a process that died holding it); NULL if there is none. */
+static ngx_http_pki_m_parked_t *
+ngx_http_pki_m_adopt(ngx_http_pki_m_task_t *t, ngx_log_t *log)
+{
+    uint32_t                  f;
+    ngx_uint_t                i, k;
+    ngx_atomic_uint_t         owner, pid;
+    ngx_http_pki_m_shm_t     *sh;
+    ngx_http_pki_m_parked_t  *e;
+
+    sh = ngx_http_pki_m_shm;
+    pid = (ngx_atomic_uint_t) ngx_pid;
+
+    for (i = 0; i < NGX_HTTP_PKI_M_PARKED; i++) {
+        e = &sh->parked[i];
+        owner = e->owner;
+
+        if (owner == 0 || owner == pid) {
+            continue;
+        }
+
+        if (owner != NGX_HTTP_PKI_M_HELD
+            && (kill((ngx_pid_t) owner, 0) == 0 || ngx_errno != NGX_ESRCH))
+        {
+            continue;           /* being filled or sent */
+        }
+
+        if (!ngx_atomic_cmp_set(&e->owner, owner, pid)) {
+            continue;
+        }
+
+        if (!e->filled || e->n == 0 || e->n > NGX_HTTP_PKI_M_MAX_FIELDS) {
+            ngx_http_pki_m_unpark(e, 0);    /* its filler died */
+            continue;
+        }
+
+        if (ngx_time() - e->now > NGX_HTTP_PKI_M_PENDING) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "pki metrics: history batch %uL of the exited "
+                          "worker %s unanswered since %T s: dropped, it may "
+                          "be in the history or not", (uint64_t) e->seq,
+                          e->source, ngx_time() - e->now);
+            ngx_http_pki_m_unpark(e, 0);
+            continue;
+        }
+
+        for (k = 0; k < e->n; k++) {
+            f = e->field[k];
+
+            if (f >= sh->max || sh->series[f].state != 1
+                || sh->series[f].field[0] == '\0')
+            {
+                break;
+            }
+
+            t->afields[k] = (char *) sh->series[f].field;
+        }
+
+        if (k < e->n) {
+            ngx_http_pki_m_unpark(e, 0);    /* not of this zone's making */
+            continue;
+        }
+
+        return e;
+    }
+
+    return NULL;
+}
+
+
+/* A parked batch this process holds: freed (keep 0), or parked again for
+ * whichever worker looks next (keep 1). */
+static void
+ngx_http_pki_m_unpark(ngx_http_pki_m_parked_t *e, ngx_uint_t keep)
+{
+    ngx_atomic_uint_t  pid;
+
+    pid = (ngx_atomic_uint_t) ngx_pid;
+
+    if (!keep) {
+        e->filled = 0;
+    }
+
+    ngx_memory_barrier();
+    (void) ngx_atomic_cmp_set(&e->owner, pid,
+                              keep ? NGX_HTTP_PKI_M_HELD : 0);
+}
+
+
+/*
+ * Worker exit (after the pool threads are gone: nothing runs the task
+ * meanwhile).  The ticks stopped when the worker began to exit, so the
+ * batch still unanswered and the deltas since the last tick would be lost
+ * with it.  They go now, each on a connection of its own whose every wait
+ * is NGX_HTTP_PKI_M_EXIT_MSEC (nginx waits for the exit: half a second at
+ * most, and a quick Redis takes a millisecond).  What may be in Redis
+ * already and did not go is parked in the zone, sent again under this
+ * worker's name and number by the next worker to look (a reload's new
+ * worker, another one): Redis still adds it once.  What surely is not in
+ * Redis stays in the slot, for the next worker that takes the slot; the
+ * deltas after a batch that did not go stay there too (its number is
+ * this worker's last: one parked batch per name, sent in any order).
+ * With nginx stopped, the zone goes too: only what went now is kept.
+ */
+static void
+ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
+{
+    int                          unknown;
+    ngx_msec_t                   start;
+    pki_redis_t                 *redis;
+    pki_result_t                 res;
+    pki_status_t                 st;
+    pki_metrics_batch_t          b;
+    ngx_http_pki_m_task_t       *t;
+    ngx_http_pki_m_main_conf_t  *mmcf;
+
+    if (ngx_http_pki_m_task == NULL) {
+        return;
+    }
+
+    t = ngx_http_pki_m_task->ctx;
+    ngx_http_pki_m_task = NULL;             /* once */
+
+    if (ngx_http_pki_m_busy) {
+        ngx_http_pki_m_busy = 0;
+
+        ngx_memory_barrier();
+
+        if (t->done) {
+            (void) ngx_http_pki_m_outcome(t, cycle->log);
+
+        } else {
+            /* the task did not come back (a thread still running it, or
+             * it never ran): its batch may be in Redis or not, and sending
+             * it again is safe */
+            if (t->n) {
+                t->pending = 1;
+            }
+
+            if (t->adopt != NULL) {
+                ngx_http_pki_m_unpark(t->adopt, 1);
+                t->adopt = NULL;
+            }
+        }
+    }
+
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_pki_metrics_module);
+    redis = ngx_http_pki_cycle_redis(cycle);
+
+    if (ngx_http_pki_m_shm == NULL || mmcf == NULL || !mmcf->history
+        || redis == NULL)
+    {
+        return;
+    }
+
+    ngx_time_update();
+    start = ngx_current_msec;
+
+    if (t->pending && ngx_time() - t->now > NGX_HTTP_PKI_M_PENDING) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "pki metrics: history batch %uL of %ui fields "
+                      "unanswered since %T s: dropped, it may be in the "
+                      "history or not", (uint64_t) t->seq, t->n,
+                      ngx_time() - t->now);
+        t->pending = 0;
+    }
+
+    if (t->pending) {
+        ngx_http_pki_m_batch(t, &b);
+        pki_result_init(&res);
+
+        if (pki_metrics_flush_within(redis, &b, NGX_HTTP_PKI_M_EXIT_MSEC,
+                                     NULL, &res)
+            != PKI_OK)
+        {
+            ngx_http_pki_m_park(t, cycle->log);
+            return;
+        }
+
+        ngx_time_update();
+
+        if (ngx_current_msec - start >= NGX_HTTP_PKI_M_EXIT_MSEC) {
+            return;             /* a slow Redis: the slots keep the rest */
+        }
+    }
+
+    ngx_memzero(t, sizeof(ngx_http_pki_m_task_t));
+    t->now = ngx_time();
+
+    ngx_http_pki_m_claim(t);
+
+    if (t->n == 0) {
+        return;
+    }
+
+    t->seq = ++ngx_http_pki_m_seq;
+
+    ngx_http_pki_m_batch(t, &b);
+    pki_result_init(&res);
+    st = pki_metrics_flush_within(redis, &b, NGX_HTTP_PKI_M_EXIT_MSEC,
+                                  &unknown, &res);
+
+    if (st == PKI_OK) {
+        return;
+    }
+
+    if (unknown) {
+        ngx_http_pki_m_park(t, cycle->log);
+
+    } else {
+        ngx_http_pki_m_give_back(t);
+    }
+}
+
+
+static void
 ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
 {
     ngx_http_pki_m_task_t *t = data;
@@ -3847,15 +4237,22 @@ ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
     t->unknown = 0;
 
     if (t->n) {
-        b.source = (const char *) ngx_http_pki_m_source;
-        b.seq = t->seq;
-        b.now = t->now;
-        b.fields = (const char *const *) t->fields;
-        b.deltas = t->deltas;
-        b.n = t->n;
+        ngx_http_pki_m_batch(t, &b);
 
         pki_result_init(&res);
         t->flushed = pki_metrics_flush(t->redis, &b, &t->unknown, &res);
+    }
+
+    if (t->adopt != NULL) {
+        b.source = (const char *) t->adopt->source;
+        b.seq = t->adopt->seq;
+        b.now = t->adopt->now;
+        b.fields = (const char *const *) t->afields;
+        b.deltas = t->adopt->delta;
+        b.n = t->adopt->n;
+
+        pki_result_init(&res);
+        t->aflushed = pki_metrics_flush(t->redis, &b, &t->aunknown, &res);
     }
 
     for (i = 0; i < t->ncas; i++) {
@@ -3870,6 +4267,9 @@ ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
         pki_result_init(&res);
         (void) pki_audit_checkpoint(t->audit, &res);
     }
+
+    ngx_memory_barrier();
+    t->done = 1;
 }
 
 
@@ -3890,20 +4290,7 @@ ngx_http_pki_m_task_done(ngx_event_t *ev)
 
     ngx_http_pki_m_busy = 0;
 
-    if (t->n && t->flushed == PKI_OK) {
-        t->pending = 0;
-
-    } else if (t->n && (t->unknown || t->pending)) {
-        /* Redis may have added it (this time or an earlier one): the same
-         * batch goes again next tick, added once (pki_metrics_flush) */
-        t->pending = 1;
-
-    } else if (t->n) {
-        /* surely not in the history: given back, for the next flush */
-        ngx_http_pki_m_give_back(t);
-    }
-
-    if (t->n && t->flushed != PKI_OK) {
+    if (ngx_http_pki_m_outcome(t, ev->log)) {
         s = ngx_http_pki_m_series((u_char *) "pki_metrics_flush_errors_total",
                                   sizeof("pki_metrics_flush_errors_total")
                                   - 1, NGX_HTTP_PKI_M_COUNTER, NULL);

@@ -2,14 +2,23 @@
 # Copyright 2026 The nginx-pki developers
 # SPDX-License-Identifier: Apache-2.0
 #
-# No count of the Redis history is lost when workers go, and none is added
-# twice.  The oracle: the requests sent (each cacerts 200 is one
+# No count of the Redis history is lost when a worker exits, and none is
+# added twice.  The oracle: the requests sent (each cacerts 200 is one
 # req:est:success), which Prometheus counts too; the history is the sum of
 # the minute buckets in Redis.
-#  - a reload from 4 workers to 2 while Redis is down (every flush
-#    refused, the deltas kept in the zone per worker slot): the new
-#    workers take the slots of workers 2 and 3 too (those deltas never
-#    reached the history).
+#  1. nginx stopped (QUIT) between two ticks: the deltas since the last
+#     tick reach the history (they were lost with the worker).
+#  2. a reload while Redis answers nothing (stopped, then replaced by a
+#     new one that never got those writes): the old workers' batches
+#     sent without an answer, at their last tick and again at exit, are
+#     left in the zone and the new workers send them again under the old
+#     names, added once (they were lost with the old workers).
+#  3. a reload from 4 workers to 2 while Redis is down (every flush
+#     refused, the deltas kept in the zone per worker slot): the new
+#     workers take the slots of workers 2 and 3 too (those deltas never
+#     reached the history).
+#  4. nginx stopped while Redis answers nothing: the workers' last flush
+#     gives up after its own short timeout, and the stop is quick.
 
 use strict;
 use warnings;
@@ -78,8 +87,57 @@ sub settle {
     return ($h, $p);
 }
 
-# --- a reload from 4 workers to 2 while Redis is down ----------------------
+# --- 1. stopped between two ticks -------------------------------------------
 
+# a tick 1-2 s after the start, then none for a minute
+$t->start_nginx(conf('60s'));
+sleep 2.5;
+is(cacerts(7), 7, 'stop: 7 cacerts after the first tick');
+my $t0 = time;
+$t->stop_nginx;
+my $dt = time - $t0;
+is(history(), 7, 'stop: the history has the 7 (the workers sent them at '
+   . 'exit)');
+cmp_ok($dt, '<', 5, sprintf('stop: nginx stopped in %.1f s', $dt));
+
+# --- 2. a reload while Redis answers nothing ------------------------------
+
+# Redis stopped (SIGSTOP: connections accepted, no answer), pki_redis
+# timeout 300 ms: the workers' flushes time out, and so do the old
+# workers' last ones at exit.  Then that Redis dies before it ran them (a
+# failover losing the unanswered writes) and a new one starts: what was
+# sent without an answer must be sent again.
+$t->redis('FLUSHALL');
+my $c1 = conf('1s', '--redis-timeout', '300ms');
+$t->start_nginx($c1);
+sleep 2.5;
+is(history(), 0, 'silent reload: an empty history to start with');
+
+my $rpid = $t->{children}{redis};
+kill('STOP', $rpid);
+is(cacerts(10), 10, 'silent reload: 10 cacerts while Redis is silent');
+sleep 2.5;                  # a tick claims them and gets no answer
+reload($c1, 'silent reload');
+like(slurp($t->error_log) // '',
+     qr/history batch \d+ of \d+ fields unanswered at exit: left in/,
+     'silent reload: an unanswered batch left in the zone at exit');
+kill('KILL', $rpid);
+$t->stop_redis;
+$t->start_redis;
+
+my ($h, $p) = settle(10);
+is($p, 10, 'silent reload: Prometheus counts 10');
+is($h, 10, 'silent reload: the history has the 10, each once');
+sleep 2.5;
+is(history(), 10, 'silent reload: nothing comes late');
+like(slurp($t->error_log) // '',
+     qr/history batch \d+ of the exited worker \S+ in Redis/,
+     'silent reload: a new worker sent it again');
+$t->stop_nginx;
+
+# --- 3. a reload from 4 workers to 2 while Redis is down --------------------
+
+$t->redis('FLUSHALL');
 # one listening socket per worker, so that the kernel spreads the
 # connections over all four (else one worker may take them all)
 my $c4 = conf('1s', '--workers', 4);
@@ -99,12 +157,32 @@ reload($c2, 'fewer workers');
 is(scalar($t->workers_of($t->{children}{nginx}, 'worker')), 2,
    'fewer workers: 2 after the reload');
 $t->start_redis;
-my ($h, $p) = settle(40);
+($h, $p) = settle(40);
 is($p, 40, 'fewer workers: Prometheus counts 40');
 is($h, 40, 'fewer workers: the history has the 40 (the slots of workers '
    . '2 and 3 too)');
 sleep 2.5;
 is(history(), 40, 'fewer workers: nothing comes late');
 $t->stop_nginx;
+
+# --- 4. stopped while Redis does not answer --------------------------------
+
+# Redis stopped (SIGSTOP: connections accepted, no answer) right before
+# nginx is: the workers' last flush gives up after its own 100 ms, not
+# after the pki_redis timeout (3 s here); nothing else was waiting on Redis
+$t->start_nginx(conf('60s', '--redis-timeout', '3s'));
+sleep 2.5;
+is(cacerts(3), 3, 'silent stop: 3 cacerts');
+$rpid = $t->{children}{redis};
+kill('STOP', $rpid);
+my $t1 = time;
+$t->stop_nginx;
+my $dt1 = time - $t1;
+kill('CONT', $rpid);
+cmp_ok($dt1, '<', 1.5, sprintf('silent stop: nginx stopped in %.2f s, not '
+       . 'held for the 3 s Redis timeout', $dt1))
+    or diag(slurp($t->error_log));
+like(slurp($t->error_log) // '', qr/unanswered at exit/,
+     'silent stop: the last flush gave up');
 
 done_testing();
