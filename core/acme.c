@@ -30,7 +30,6 @@
 #include <time.h>
 
 #include <cJSON.h>
-#include <idn2.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
@@ -3022,37 +3021,6 @@ done:
 
 /* ---- identifiers ------------------------------------------------------------------- */
 
-/* A label of the reserved "??--" form (RFC 5891 4.2.3.1) must be an
- * IDNA2008 A-label, "xn--" and the Punycode of a valid U-label (RFC 8555
- * 7.1.4); label is len lowercased LDH characters.  NULL: fine, else why
- * not. */
-static const char *
-pki_acme_label_ok(const char *label, size_t len)
-{
-    int       rc;
-    char      buf[64];
-    uint8_t  *out;
-
-    if (len < 4 || label[2] != '-' || label[3] != '-') {
-        return NULL;
-    }
-
-    if (label[0] != 'x' || label[1] != 'n') {
-        return "a label of the reserved \"\?\?--\" form";
-    }
-
-    memcpy(buf, label, len);           /* len <= 63: checked before */
-    buf[len] = '\0';
-
-    out = NULL;
-    rc = idn2_register_u8(NULL, (const uint8_t *) buf, &out, 0);
-    idn2_free(out);
-
-    return rc == IDN2_OK ? NULL : "an \"xn--\" label that is not a valid "
-                                  "IDNA2008 A-label";
-}
-
-
 /* Lowercases and checks a DNS name (optional "*." prefix).  Returns 1;
  * 0 with *why (static text) when the name is LDH but a label is not
  * allowed, else with *why NULL. */
@@ -3085,7 +3053,7 @@ pki_acme_dns_ok(char *s, const char **why)
             if (label == 0 || p[i - 1] == '-') {
                 return 0;
             }
-            *why = pki_acme_label_ok(p + i - label, label);
+            *why = pki_int_dns_label_refused(p + i - label, label);
             if (*why != NULL) {
                 return 0;
             }
@@ -3114,7 +3082,7 @@ pki_acme_dns_ok(char *s, const char **why)
         return 0;
     }
 
-    *why = pki_acme_label_ok(p + i - label, label);
+    *why = pki_int_dns_label_refused(p + i - label, label);
     if (*why != NULL) {
         return 0;
     }

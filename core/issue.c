@@ -8,10 +8,12 @@
  */
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <idn2.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -35,7 +37,7 @@ static pki_status_t pki_build(const pki_template_t *t, const pki_ca_t *ca,
 static char *pki_sans_text(const GENERAL_NAMES *gens);
 static int pki_dns_ok(const unsigned char *s, int len, int wildcard);
 static int pki_dns_name_ok(const pki_template_t *t, const unsigned char *s,
-    int len);
+    int len, const char **why);
 
 
 /* ---- CSR ----------------------------------------------------------------- */
@@ -509,8 +511,9 @@ static pki_status_t
 pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     pki_result_t *res)
 {
-    int   wild, n;
-    char  shown[65];
+    int          wild, n;
+    char         shown[65];
+    const char  *why;
 
     n = (len > 1 && cn[len - 1] == '.') ? len - 1 : len;
     wild = memchr(cn, '*', (size_t) len) != NULL;
@@ -543,10 +546,10 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
                         "DNS names (san dns forbidden)", shown, t->name);
     }
 
-    if (!pki_dns_name_ok(t, cn, n)) {
+    if (!pki_dns_name_ok(t, cn, n, &why)) {
         return pki_fail(res, PKI_POLICY, "CN \"%s\" is not a DNS name "
-                        "template \"%s\" issues (as a dNSName SAN)", shown,
-                        t->name);
+                        "template \"%s\" issues (as a dNSName SAN)%s%s",
+                        shown, t->name, why ? ": " : "", why ? why : "");
     }
 
     return PKI_OK;
@@ -794,13 +797,84 @@ pki_dns_ok(const unsigned char *s, int len, int wildcard)
 }
 
 
+/* A label of the reserved "??--" form (an R-LDH label, RFC 5890 2.3.1)
+ * must be an IDNA2008 A-label: "xn--" and the Punycode of a valid U-label
+ * (RFC 5891 4.2.3.1, 5.4; RFC 8555 7.1.4; the CA/B Forum's Baseline
+ * Requirements take only such P-Labels and non-reserved LDH labels).
+ * label is len LDH characters in any case: A-labels compare as
+ * case-insensitive ASCII, so it is judged lowercased (RFC 5891 5.3).
+ * NULL: fine, else why not (static text). */
+const char *
+pki_int_dns_label_refused(const char *label, size_t len)
+{
+    char    buf[64];
+    size_t  i;
+
+    if (len < 4 || label[2] != '-' || label[3] != '-') {
+        return NULL;
+    }
+
+    if (len >= sizeof(buf)) {
+        return "a label of more than 63 characters";
+    }
+
+    for (i = 0; i < len; i++) {
+        buf[i] = (char) tolower((unsigned char) label[i]);
+    }
+    buf[len] = '\0';
+
+    if (buf[0] != 'x' || buf[1] != 'n') {
+        return "a label of the reserved \"\?\?--\" form";
+    }
+
+    if (idn2_register_u8(NULL, (const uint8_t *) buf, NULL, 0) != IDN2_OK) {
+        return "an \"xn--\" label that is not a valid IDNA2008 A-label";
+    }
+
+    return NULL;
+}
+
+
+/* The first of the labels of DNS name s (len bytes, LDH and dots) that
+ * pki_int_dns_label_refused refuses: NULL, else why not. */
+static const char *
+pki_dns_labels_refused(const unsigned char *s, int len)
+{
+    int          i, b;
+    const char  *why;
+
+    for (b = 0, i = 0; i <= len; i++) {
+        if (i == len || s[i] == '.') {
+            why = pki_int_dns_label_refused((const char *) s + b,
+                                            (size_t) (i - b));
+            if (why != NULL) {
+                return why;
+            }
+            b = i + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
 /* A dNSName under template t's rules, a SAN's or a CN's a TLS client
  * takes for one (pki_check_cn): its syntax, a "*." only where t allows
- * wildcards. */
+ * wildcards, and each "??--" label an A-label.  0 with *why set when
+ * the syntax is fine but a label is not (else NULL). */
 static int
-pki_dns_name_ok(const pki_template_t *t, const unsigned char *s, int len)
+pki_dns_name_ok(const pki_template_t *t, const unsigned char *s, int len,
+    const char **why)
 {
-    return pki_dns_ok(s, len, t->san_wildcard);
+    *why = NULL;
+
+    if (!pki_dns_ok(s, len, t->san_wildcard)) {
+        return 0;
+    }
+
+    *why = pki_dns_labels_refused(s, len);
+
+    return *why == NULL;
 }
 
 
@@ -831,7 +905,8 @@ pki_email_ok(const unsigned char *s, int len)
         return 0;
     }
 
-    return pki_dns_ok(s + at + 1, len - at - 1, 0);
+    return pki_dns_ok(s + at + 1, len - at - 1, 0)
+           && pki_dns_labels_refused(s + at + 1, len - at - 1) == NULL;
 }
 
 
@@ -902,6 +977,7 @@ pki_check_sans(const pki_template_t *t, const GENERAL_NAMES *gens,
     pki_result_t *res)
 {
     int                  i, n, type, len, count[PKI_SAN_NTYPES];
+    const char          *why;
     const GENERAL_NAME  *g;
     const ASN1_STRING   *s;
     const unsigned char *d;
@@ -957,13 +1033,14 @@ pki_check_sans(const pki_template_t *t, const GENERAL_NAMES *gens,
 
         switch (type) {
         case PKI_SAN_DNS:
-            if (!pki_dns_name_ok(t, d, len)) {
+            if (!pki_dns_name_ok(t, d, len, &why)) {
                 char  shown[65];
 
                 /* the client's bytes, printable ASCII only, for the
                  * message and the log */
                 return pki_fail(res, PKI_POLICY, "invalid DNS name in SAN "
-                                "\"%s\"", pki_shown(d, len, shown));
+                                "\"%s\"%s%s", pki_shown(d, len, shown),
+                                why ? ": " : "", why ? why : "");
             }
             break;
         case PKI_SAN_IP:

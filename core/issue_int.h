@@ -175,6 +175,13 @@ time_t pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
  * under an ICAC with a fabric-id never did; 16 for the others. */
 size_t pki_int_serial_octets(const pki_template_t *t);
 
+/* issue.c: why a DNS label (len LDH characters, any case) may not be
+ * issued: one of the reserved "??--" form that is no IDNA2008 A-label
+ * (RFC 5891 4.2.3.1); NULL when it may.  ACME newOrder refuses such an
+ * identifier with it, the CSR policy a dNSName, an email domain or a CN
+ * judged as a DNS name. */
+const char *pki_int_dns_label_refused(const char *label, size_t len);
+
 /* issue.c: RFC 2253 text of a name, malloc'd; NULL on failure. */
 char *pki_int_name_text(const X509_NAME *name);
 

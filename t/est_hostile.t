@@ -217,6 +217,23 @@ err_ok('CN with U+202E',
            [$CN, 0x0c, "dev\xe2\x80\xae1gpj.exe"])),
        400, qr/CN has an invalid value/);
 
+# a dNSName, or a server certificate's CN, with an "xn--" label that is
+# no IDNA2008 A-label (RFC 5891 4.2.3.1) or a reserved "??--" label, as
+# ACME newOrder refuses them
+my ($idn) = $t->make_csr('idnsan', subj => '/CN=idn-dev',
+                         san => 'DNS:xn--zz.example.com');
+err_ok('dNSName with a bogus xn-- label',
+       $t->est_post('simpleenroll', $idn), 400,
+       qr/"xn--zz\.example\.com": an "xn--" label that is not a valid/);
+($idn) = $t->make_csr('idnres', subj => '/CN=idn-dev',
+                      san => 'DNS:ok.example,DNS:ab--cd.example');
+err_ok('dNSName with a reserved ??-- label',
+       $t->est_post('simpleenroll', $idn), 400, qr/reserved/);
+($idn) = $t->make_csr('idncn', subj => '/CN=www.XN--ZZ.example');
+err_ok('server CN with a bogus xn-- label',
+       $t->est_post('simpleenroll', $idn, label => 'server'), 400,
+       qr/CN "www\.XN--ZZ\.example".*IDNA2008/);
+
 # nothing was written
 is(join(' ', $t->state_keys), join(' ', @keys0),
    'no Redis key added or removed');
@@ -226,6 +243,21 @@ is_deeply([sort $t->redis_keys('pki:*cert:*')], [sort @certs0],
 # nginx still serves
 $r = $t->est_post('simpleenroll', $good);
 is($r->{code}, 200, 'still enrolls after the hostile requests');
+
+# a valid A-label, in any case, is issued as it came
+{
+    my ($ok) = $t->make_csr('idnok', subj => '/CN=idn-ok',
+                            san => 'DNS:xn--bcher-kva.example,'
+                                   . 'DNS:XN--80AK6AA92E.example');
+    $r = $t->est_post('simpleenroll', $ok);
+    is($r->{code}, 200, 'dNSNames with valid A-labels: 200')
+        or diag($r->{body});
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-noout', '-ext',
+                              'subjectAltName'],
+                             stdin => $t->p7_to_pem($r->{body}) // '');
+    like($out, qr/DNS:xn--bcher-kva\.example, DNS:XN--80AK6AA92E\.example/,
+         '  issued with them') or diag($out);
+}
 
 # a template that copies emailAddress: a BMPString or T61String one that
 # an IA5String cannot hold is the client's error (400), not the server's

@@ -328,6 +328,21 @@ sub csr_file {
     is($h->{status}, 0, '... with exactly the bound SAN: enrolled');
 }
 
+# a dNSName with an "xn--" label that is no IDNA2008 A-label (RFC 5891
+# 4.2.3.1), as ACME newOrder and EST refuse it: badRequest; a valid
+# A-label enrolls
+{
+    my $ki = key('kidna');
+    fails('dNSName with a bogus xn-- label',
+          req(key => $ki, csr => csr_file('idna', $ki, 'CN=idn-dev', 'demo',
+              'DNS:xn--zz.example.com')), 2,
+          key => $ki, log => qr/"xn--zz\.example\.com": an "xn--" label that/);
+    $f = req(key => $ki, csr => csr_file('idnaok', $ki, 'CN=idn-dev',
+                                         'demo', 'DNS:xn--bcher-kva.example'));
+    $h = rep(send_msg($f), $f, $ki);
+    is($h->{status}, 0, '... a valid A-label: enrolled') or diag($h->{raw});
+}
+
 # a one-time challenge taken by a request that then issues nothing (the
 # issuing key's token is away: 503) is given back, so the client's retry
 # enrolls with it

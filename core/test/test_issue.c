@@ -1401,6 +1401,113 @@ test_cn_dns(void)
 }
 
 
+/*
+ * A label of the reserved "??--" form must be an IDNA2008 A-label ("xn--"
+ * and the Punycode of a valid U-label, RFC 5891 4.2.3.1) wherever a DNS
+ * name is issued: a dNSName, an email address's domain, a CN judged as a
+ * DNS name; the label is judged lowercased (A-labels compare as
+ * case-insensitive ASCII).  ACME newOrder refuses the same labels with
+ * the same helper (test_acme).
+ */
+static void
+test_idna(void)
+{
+    size_t           i;
+    char             d[512], name[160];
+    pki_template_t  *t[3];
+    static const char *const lines[3][8] = {
+        { "key_types ec:P-256", "subject CN copy", "san dns copy",
+          "san email copy", "extended_key_usage serverAuth", NULL },
+        { "key_types ec:P-256", "subject CN copy", "san dns copy wildcard",
+          "extended_key_usage serverAuth", NULL },
+        { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
+          "extended_key_usage clientAuth", NULL },
+    };
+    static const char *const names[3] = { "idna", "idnawild", "client" };
+    static const struct {
+        int            tmpl;
+        const char    *subject;
+        const char    *sans;
+        pki_status_t   want;
+        const char    *detail;
+    } cases[] = {
+        /* A-labels: issued */
+        { 0, "/CN=dev1", "DNS:xn--bcher-kva.example", PKI_OK, NULL },
+        { 0, "/CN=dev1", "DNS:shop.xn--bcher-kva.example", PKI_OK, NULL },
+        { 0, "/CN=dev1", "DNS:XN--BCHER-KVA.example", PKI_OK, NULL },
+        { 0, "/CN=dev1", "DNS:Xn--Bcher-Kva.example", PKI_OK, NULL },
+        { 0, "/CN=dev1", "DNS:xn--nxasmq6b.example", PKI_OK, NULL },
+        { 0, "/CN=dev1", "DNS:www.example.xn--4ca", PKI_OK, NULL },
+        { 0, "/CN=dev1", "DNS:a-b--c.example", PKI_OK, NULL },
+        { 0, "/CN=dev1", "DNS:abc-.example", PKI_POLICY, "invalid DNS" },
+        { 0, "/CN=dev1", "email:ops@xn--bcher-kva.example", PKI_OK, NULL },
+        { 0, "/CN=xn--bcher-kva.example", NULL, PKI_OK, NULL },
+        { 1, "/CN=dev1", "DNS:*.xn--bcher-kva.example", PKI_OK, NULL },
+        { 1, "/CN=*.xn--bcher-kva.example", NULL, PKI_OK, NULL },
+        /* no A-label: refused */
+        { 0, "/CN=dev1", "DNS:xn--zz.example.com", PKI_POLICY,
+          "invalid DNS name in SAN \"xn--zz.example.com\": an \"xn--\" "
+          "label that is not a valid IDNA2008 A-label" },
+        { 0, "/CN=dev1", "DNS:XN--ZZ.example.com", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "DNS:www.xn--zz.example.com", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "DNS:example.xn--zz", PKI_POLICY, "IDNA2008" },
+        { 0, "/CN=dev1", "DNS:xn--.example", PKI_POLICY, "invalid DNS" },
+        { 0, "/CN=dev1", "DNS:xn---.example", PKI_POLICY, "invalid DNS" },
+        { 0, "/CN=dev1", "DNS:xn--a.example", PKI_POLICY, "IDNA2008" },
+        { 0, "/CN=dev1", "DNS:xn--ls8h.example", PKI_POLICY,
+          "IDNA2008" },                         /* U+1F4A9: DISALLOWED */
+        { 0, "/CN=dev1", "DNS:xn--bcher-kva-.example", PKI_POLICY,
+          "invalid DNS" },
+        { 0, "/CN=dev1", "DNS:xn--abc.example", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "DNS:ok.example,DNS:xn--zz.example", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "DNS:ab--cd.example.com", PKI_POLICY,
+          "reserved" },
+        { 0, "/CN=dev1", "DNS:XY--cd.example.com", PKI_POLICY,
+          "reserved" },
+        { 0, "/CN=dev1", "email:ops@xn--zz.example", PKI_POLICY,
+          "invalid email address" },
+        { 1, "/CN=dev1", "DNS:*.xn--zz.example.com", PKI_POLICY,
+          "IDNA2008" },
+        /* a CN judged as a DNS name */
+        { 0, "/CN=xn--zz.example.com", NULL, PKI_POLICY,
+          "CN \"xn--zz.example.com\" is not a DNS name template \"idna\" "
+          "issues (as a dNSName SAN): an \"xn--\" label that is not a "
+          "valid IDNA2008 A-label" },
+        { 0, "/CN=xn--zz.example.com.", NULL, PKI_POLICY, "IDNA2008" },
+        { 0, "/CN=www.XN--ZZ.example", NULL, PKI_POLICY, "IDNA2008" },
+        { 0, "/CN=ab--cd.example", NULL, PKI_POLICY, "reserved" },
+        { 1, "/CN=*.xn--zz.example.com", NULL, PKI_POLICY, "IDNA2008" },
+        /* a CN no TLS server certificate carries: as before */
+        { 0, "/CN=xn--zz", NULL, PKI_OK, NULL },
+        { 2, "/CN=xn--zz.example.com", NULL, PKI_OK, NULL },
+    };
+    for (i = 0; i < 3; i++) {
+        t[i] = make_template(names[i], lines[i]);
+    }
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(name, sizeof(name), "template %s, %s%s%s",
+                 names[cases[i].tmpl], cases[i].subject,
+                 cases[i].sans ? " " : "",
+                 cases[i].sans ? cases[i].sans : "");
+        is_status(name_request(t[cases[i].tmpl], cases[i].subject,
+                               cases[i].sans, d, sizeof(d)),
+                  cases[i].want, name);
+        if (cases[i].detail) {
+            ok(strstr(d, cases[i].detail) != NULL, "  detail \"%s\"", d);
+        }
+    }
+
+    for (i = 0; i < 3; i++) {
+        pki_template_free(t[i]);
+    }
+}
+
+
 static X509 *
 issue_one(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r,
     const char *subject, const char *sans, EVP_PKEY **key,
@@ -2994,6 +3101,7 @@ main(void)
     test_subject_attr_types();
     test_subject_invisible();
     test_cn_dns();
+    test_idna();
 
     /* Root: self-signed with our own builder. */
     rootpk = keygen("EC:P-256");
