@@ -489,6 +489,53 @@ pki_tls_server(const pki_template_t *t)
 }
 
 
+/* The bytes of the white space character s (UTF-8, len bytes) starts
+ * with, 0 for none: SPACE or another space separator (Zs), which name
+ * comparison maps to SPACE and drops at either end of a value (RFC 4518
+ * 2.2, 2.6.1; RFC 5280 7.1).  The other white space (TAB, LF, NEL) is a
+ * control, refused in any value (pki_name_char_refused). */
+static int
+pki_space_len(const unsigned char *s, int len)
+{
+    if (len >= 1 && s[0] == ' ') {
+        return 1;
+    }
+
+    if (len >= 2 && s[0] == 0xc2 && s[1] == 0xa0) {
+        return 2;                               /* U+00A0 */
+    }
+
+    if (len >= 3
+        && ((s[0] == 0xe1 && s[1] == 0x9a && s[2] == 0x80)   /* U+1680 */
+            || (s[0] == 0xe2 && s[1] == 0x80
+                && (s[2] <= 0x8a || s[2] == 0xaf))  /* U+2000-200A, 202F */
+            || (s[0] == 0xe2 && s[1] == 0x81 && s[2] == 0x9f) /* U+205F */
+            || (s[0] == 0xe3 && s[1] == 0x80 && s[2] == 0x80)))
+    {                                           /* U+3000 */
+        return 3;
+    }
+
+    return 0;
+}
+
+
+/* The bytes of the white space character s (UTF-8, len bytes) ends
+ * with, 0 for none (pki_space_len). */
+static int
+pki_space_end(const unsigned char *s, int len)
+{
+    int  k;
+
+    for (k = 1; k <= 3 && k <= len; k++) {
+        if (pki_space_len(s + len - k, k) == k) {
+            return k;
+        }
+    }
+
+    return 0;
+}
+
+
 /*
  * A CN from a request (UTF-8 text) as a TLS client may read it: OpenSSL's
  * X509_check_host, curl, Python's ssl and mbedTLS take the CN for the
@@ -505,21 +552,43 @@ pki_tls_server(const pki_template_t *t)
  * said whether the CN is a host name).  The CN is judged without one
  * trailing dot: curl strips it from the CN as from the host name
  * (lib/vtls/hostcheck.c), so it takes "login.bank.example." for
- * login.bank.example.
+ * login.bank.example.  It is judged without the white space at either
+ * end too, which name comparison drops (RFC 4518 2.6.1), and a CN so
+ * judged that has any is refused: " login.bank.example" is that name to
+ * a verifier that folds it and no name to one that does not, and no
+ * requester needs the padding.  White space inside ("Device 33.1") makes
+ * no DNS name either way.
  */
 static pki_status_t
 pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     pki_result_t *res)
 {
-    int          wild, n;
-    char         shown[65];
-    const char  *why;
+    int                   wild, b, e, k, m, n;
+    char                  shown[65];
+    const char           *why;
+    const unsigned char  *s;
 
-    n = (len > 1 && cn[len - 1] == '.') ? len - 1 : len;
-    wild = memchr(cn, '*', (size_t) len) != NULL;
+    if (len < 1) {
+        return PKI_OK;
+    }
+
+    for (b = 0; b < len && (k = pki_space_len(cn + b, len - b)) > 0;
+         b += k)
+    {
+        /* void */
+    }
+
+    for (e = len; e > b && (k = pki_space_end(cn + b, e - b)) > 0; e -= k) {
+        /* void */
+    }
+
+    s = cn + b;
+    m = e - b;
+    n = (m > 1 && s[m - 1] == '.') ? m - 1 : m;
+    wild = memchr(s, '*', (size_t) m) != NULL;
 
     if (!wild
-        && (memchr(cn, '.', (size_t) n) == NULL || !pki_dns_ok(cn, n, 0)
+        && (memchr(s, '.', (size_t) n) == NULL || !pki_dns_ok(s, n, 0)
             || t->ca || !pki_tls_server(t)
             || (t->san[PKI_SAN_DNS] == PKI_RULE_NONE && t->eku == NULL)))
     {
@@ -527,6 +596,13 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     }
 
     pki_shown(cn, len, shown);
+
+    if (m != len) {
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is a DNS name with "
+                        "white space at its start or end, which name "
+                        "comparison drops (template \"%s\")", shown,
+                        t->name);
+    }
 
     if (wild && !t->san_wildcard) {
         return pki_fail(res, PKI_POLICY, "CN \"%s\": template \"%s\" does "

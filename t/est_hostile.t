@@ -219,7 +219,8 @@ err_ok('CN with U+202E',
 
 # a dNSName, or a server certificate's CN, with an "xn--" label that is
 # no IDNA2008 A-label (RFC 5891 4.2.3.1) or a reserved "??--" label, as
-# ACME newOrder refuses them
+# ACME newOrder refuses them; a DNS-name CN with white space at an end,
+# which name comparison drops (RFC 4518 2.6.1)
 my ($idn) = $t->make_csr('idnsan', subj => '/CN=idn-dev',
                          san => 'DNS:xn--zz.example.com');
 err_ok('dNSName with a bogus xn-- label',
@@ -233,6 +234,14 @@ err_ok('dNSName with a reserved ??-- label',
 err_ok('server CN with a bogus xn-- label',
        $t->est_post('simpleenroll', $idn, label => 'server'), 400,
        qr/CN "www\.XN--ZZ\.example".*IDNA2008/);
+err_ok('server CN with a trailing space',
+       $t->est_post('simpleenroll', csr_with_subject(
+           [$CN, 0x0c, 'login.bank.example ']), label => 'server'),
+       400, qr/white space/);
+err_ok('server CN with a leading U+00A0',
+       $t->est_post('simpleenroll', csr_with_subject(
+           [$CN, 0x0c, "\xc2\xa0login.bank.example"]), label => 'server'),
+       400, qr/white space/);
 
 # nothing was written
 is(join(' ', $t->state_keys), join(' ', @keys0),

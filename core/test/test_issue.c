@@ -1364,6 +1364,49 @@ test_cn_dns(void)
         { 8, "/CN=issuing.ca.example.com", NULL, PKI_OK, NULL },
         { 2, "/CN=*.plant.example", NULL, PKI_POLICY, "wildcard" },
         { 8, "/CN=*.ca.example.com", NULL, PKI_POLICY, "wildcard" },
+        /* d: white space at either end, which name comparison drops
+         * (RFC 4518 2.6.1): a CN judged as a DNS name with any is
+         * refused, not passed as no name or issued padded */
+        { 1, "/CN=login.bank.example ", NULL, PKI_POLICY, "white space" },
+        { 1, "/CN= login.bank.example", NULL, PKI_POLICY, "white space" },
+        { 1, "/CN=  login.bank.example  ", NULL, PKI_POLICY,
+          "white space" },
+        { 1, "/CN=login.bank.example. ", NULL, PKI_POLICY, "white space" },
+        { 7, "/CN=login.bank.example ", NULL, PKI_POLICY, "white space" },
+        { 6, "/CN= login.bank.example", NULL, PKI_POLICY, "white space" },
+        { 1, "/CN=login.bank.example\xc2\xa0", NULL, PKI_POLICY,
+          "white space" },                              /* U+00A0 */
+        { 1, "/CN=\xe3\x80\x80login.bank.example", NULL, PKI_POLICY,
+          "white space" },                              /* U+3000 */
+        { 1, "/CN=login.bank.example\xe2\x80\x8a", NULL, PKI_POLICY,
+          "white space" },                              /* U+200A */
+        { 1, "/CN=\xe2\x80\xaflogin.bank.example", NULL, PKI_POLICY,
+          "white space" },                              /* U+202F */
+        { 1, "/CN=login.bank.example\xe2\x81\x9f", NULL, PKI_POLICY,
+          "white space" },                              /* U+205F */
+        { 1, "/CN=\xe1\x9a\x80login.bank.example", NULL, PKI_POLICY,
+          "white space" },                              /* U+1680 */
+        { 0, "/CN= srv.example.com", NULL, PKI_POLICY, "white space" },
+        { 0, "/CN=srv.example.com ", "DNS:srv.example.com", PKI_POLICY,
+          "white space" },
+        { 5, "/CN=login.bank.example ", NULL, PKI_POLICY, "white space" },
+        { 1, "/CN= *.bank.example", NULL, PKI_POLICY, "white space" },
+        { 0, "/CN=*.example.com ", NULL, PKI_POLICY, "white space" },
+        { 4, "/CN= *.example.com", NULL, PKI_POLICY, "white space" },
+        { 4, "/CN=*.example.com\xc2\xa0", NULL, PKI_POLICY,
+          "white space" },
+        { 2, "/CN= *.plant.example", NULL, PKI_POLICY, "white space" },
+        /* no DNS name however it is folded, or under a template that
+         * judges none: as before */
+        { 1, "/CN= device-33 ", NULL, PKI_OK, NULL },
+        { 1, "/CN=Device 33.1 ", NULL, PKI_OK, NULL },
+        { 1, "/CN=login. bank.example", NULL, PKI_OK, NULL },
+        { 1, "/CN=login.bank.example\xc2\xa0x", NULL, PKI_OK, NULL },
+        { 1, "/CN=   ", NULL, PKI_OK, NULL },
+        { 1, "/CN=\xc2\xa0", NULL, PKI_OK, NULL },
+        { 3, "/CN=login.bank.example ", NULL, PKI_OK, NULL },
+        { 2, "/CN= sensor-01.plant.example", NULL, PKI_OK, NULL },
+        { 8, "/CN=issuing.ca.example.com ", NULL, PKI_OK, NULL },
     };
 
     for (i = 0; i < 9; i++) {
