@@ -42,6 +42,7 @@
 #include "pki.h"
 #include "test/unit.h"
 #include "test/p11.h"
+#include "test/p11_key.h"
 
 
 
@@ -245,36 +246,14 @@ main(void)
 
     p11_env(&env, 0);
 
-    pki_result_init(&res);
-    v = pki_vault_new("broken", env.module, env.token, env.pin_file,
-                      &res);
-    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
-            "vault opens [%s]", res.detail))
-    {
+    /* key pairs broken-a (0xb1) and broken-b (0xb2) */
+    v = p11_key_pairs(&env, &p, "broken", 0xb1, uri_a, sizeof(uri_a));
+    if (v == NULL) {
         return done_testing();
     }
 
-    /* two key pairs of this test's own, made before any key is listed
-     * (libp11 keeps the list of its first look) */
-    if (!ok(p11_load(&p, env.module, env.token),
-            "the token's module, directly"))
-    {
-        return done_testing();
-    }
-    (void) p11_destroy_label(&p, "broken-a");
-    (void) p11_destroy_label(&p, "broken-b");
-    (void) p11_destroy_label(&p, "broken-a-old");
-    (void) p11_destroy_label(&p, "broken-a-away");
-    ok(p11_ec_keygen(&p, "broken-a", 0xb1)
-       && p11_ec_keygen(&p, "broken-b", 0xb2),
-       "two P-256 key pairs made on the token");
-
-    snprintf(uri_a, sizeof(uri_a), "pkcs11:token=%s;object=broken-a;"
-             "type=private", env.token);
-
-    pki_result_init(&res);
-    g = pki_key_new(env.uri_ec, v, &res);
-    a = pki_key_new(uri_a, v, &res);
+    g = p11_key_new(env.uri_ec, v);
+    a = p11_key_new(uri_a, v);
     pki_result_init(&res);
     if (!ok(g != NULL && a != NULL && pki_key_open(g, &res) == PKI_OK
             && pki_key_open(a, &res) == PKI_OK,

@@ -38,6 +38,7 @@
 #include "pki.h"
 #include "test/unit.h"
 #include "test/p11.h"
+#include "test/p11_key.h"
 
 
 #define NSIGNERS  32
@@ -176,30 +177,11 @@ main(void)
 
     /* ---- the master: configuration ---- */
 
-    pki_result_init(&res);
-    v = pki_vault_new("late", env.module, env.token, env.pin_file,
-                      &res);
-    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
-            "vault opens [%s]", res.detail))
-    {
+    /* key pairs late-a (0xa1) and late-b (0xa2) */
+    v = p11_key_pairs(&env, &p, "late", 0xa1, uri_l, sizeof(uri_l));
+    if (v == NULL) {
         return done_testing();
     }
-
-    /* two key pairs of this test's own, made before any key is listed
-     * (libp11 keeps the list of its first look) */
-    if (!ok(p11_load(&p, env.module, env.token),
-            "the token's module, directly"))
-    {
-        return done_testing();
-    }
-    (void) p11_destroy_label(&p, "late-a");
-    (void) p11_destroy_label(&p, "late-b");
-    (void) p11_destroy_label(&p, "late-a-old");
-    ok(p11_ec_keygen(&p, "late-a", 0xa1) && p11_ec_keygen(&p, "late-b", 0xa2),
-       "two P-256 key pairs made on the token");
-
-    snprintf(uri_l, sizeof(uri_l), "pkcs11:token=%s;object=late-a;"
-             "type=private", env.token);
 
     k = p11_key_new(env.uri_ec, v);
     k2 = p11_key_new(env.uri_ec, v);
