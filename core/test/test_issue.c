@@ -292,6 +292,23 @@ parse_name(const char *s)
 }
 
 
+/* The DER of rq (malloc'd), its length in *len. */
+static unsigned char *
+req_der(X509_REQ *rq, size_t *len)
+{
+    int             n;
+    unsigned char  *der, *p;
+
+    n = i2d_X509_REQ(rq, NULL);
+    der = malloc((size_t) n);
+    p = der;
+    i2d_X509_REQ(rq, &p);
+    *len = (size_t) n;
+
+    return der;
+}
+
+
 static unsigned char *make_csr_ext(EVP_PKEY *pk, const char *subject,
     const char *sans, const char *feature, int nfeature, size_t *len);
 
@@ -317,7 +334,7 @@ make_csr_ext(EVP_PKEY *pk, const char *subject, const char *sans,
     long                       eline;
     BIO                       *bio;
     X509_EXTENSION            *ext;
-    unsigned char             *der, *p;
+    unsigned char             *der;
     STACK_OF(X509_EXTENSION)  *exts;
     static const char          cnf[] = "[dirsect]\nCN=other\n";
 
@@ -363,12 +380,8 @@ make_csr_ext(EVP_PKEY *pk, const char *subject, const char *sans,
                            || EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED448
                            ? NULL : EVP_sha256());
 
-    n = i2d_X509_REQ(csr, NULL);
-    der = malloc((size_t) n);
-    p = der;
-    i2d_X509_REQ(csr, &p);
+    der = req_der(csr, len);
     X509_REQ_free(csr);
-    *len = (size_t) n;
 
     return der;
 }
@@ -380,10 +393,9 @@ make_csr_ext(EVP_PKEY *pk, const char *subject, const char *sans,
 static unsigned char *
 form_csr(const char *form, long version, EVP_PKEY **key, size_t *len)
 {
-    int                   n;
     X509_REQ             *rq;
     EVP_PKEY             *pk;
-    unsigned char        *der, *p;
+    unsigned char        *der;
     const unsigned char  *q;
 
     pk = keygen("EC:P-256");
@@ -397,12 +409,8 @@ form_csr(const char *form, long version, EVP_PKEY **key, size_t *len)
         X509_REQ_set_version(rq, version);
         X509_REQ_sign(rq, pk, EVP_sha256());
         free(der);
-        n = i2d_X509_REQ(rq, NULL);
-        der = malloc((size_t) n);
-        p = der;
-        i2d_X509_REQ(rq, &p);
+        der = req_der(rq, len);
         X509_REQ_free(rq);
-        *len = (size_t) n;
     }
 
     *key = pk;
@@ -738,8 +746,9 @@ test_csr_parse(void)
      * 1 and 3 are not versions anyone writes */
     {
         long            v;
+        size_t          vlen;
         X509_REQ       *rq;
-        unsigned char  *vder, *p;
+        unsigned char  *vder;
         const unsigned char  *q;
 
         for (v = 1; v <= 3; v++) {
@@ -747,11 +756,9 @@ test_csr_parse(void)
             rq = d2i_X509_REQ(NULL, &q, (long) len);
             X509_REQ_set_version(rq, v);
             X509_REQ_sign(rq, pk, EVP_sha256());
-            vder = malloc((size_t) i2d_X509_REQ(rq, NULL));
-            p = vder;
-            n = i2d_X509_REQ(rq, &p);
+            vder = req_der(rq, &vlen);
             X509_REQ_free(rq);
-            st = pki_csr_parse(vder, (size_t) n, &csr, &res);
+            st = pki_csr_parse(vder, vlen, &csr, &res);
             if (v == 2) {
                 is_status(st, PKI_OK, "CSR version 2 (old certbot, "
                           "acme-client gem) taken");
