@@ -715,6 +715,22 @@ csr_b64_v(EVP_PKEY *pk, const char *cn, long version)
 }
 
 
+/* A request from 127.0.0.1 with the body (a string) and the rest given. */
+static void
+matter_req(pki_matter_req_t *req, pki_matter_op_t op, const char *body,
+    const char *ctype, const char *method, const char *user)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = op;
+    req->method = method;
+    req->content_type = ctype;
+    req->body = (const unsigned char *) body;
+    req->body_len = strlen(body);
+    req->user = user;
+    req->client = "127.0.0.1";
+}
+
+
 static int
 engine(pki_ca_t *ca, pki_template_t *t, pki_matter_op_t op, const char *body,
     const char *ctype, const char *method, const char *user,
@@ -728,14 +744,7 @@ engine(pki_ca_t *ca, pki_template_t *t, pki_matter_op_t op, const char *body,
     conf.tmpl = t;
     conf.threads = 4;
 
-    memset(&req, 0, sizeof(req));
-    req.op = op;
-    req.method = method;
-    req.content_type = ctype;
-    req.body = (const unsigned char *) body;
-    req.body_len = strlen(body);
-    req.user = user;
-    req.client = "127.0.0.1";
+    matter_req(&req, op, body, ctype, method, user);
 
     pki_matter_handle(&conf, &req, resp);
 
@@ -1506,6 +1515,44 @@ test_der_bound(X509 *pai, pki_key_t *fpai, pki_template_t *tdac,
 }
 
 
+/* The test Redis's socket, and with c a raw connection to it (the test's
+ * own look at the store), NULL when that does not connect; NULL without
+ * PKI_TEST_REDIS_SOCK (the test what said skipped). */
+static const char *
+redis_sock(const char *what, redisContext **c)
+{
+    const char  *sock;
+
+    sock = getenv("PKI_TEST_REDIS_SOCK");
+    if (sock == NULL) {
+        diag("%s: no PKI_TEST_REDIS_SOCK, skipped", what);
+        return NULL;
+    }
+
+    if (c != NULL) {
+        *c = redisConnectUnix(sock);
+        if (*c != NULL && (*c)->err) {
+            redisFree(*c);
+            *c = NULL;
+        }
+    }
+
+    return sock;
+}
+
+
+/* A store on the Redis at path (or a proxy in front of it), its keys
+ * under a namespace of its own (tag and the pid, into ns), commands timing
+ * out after ms; NULL with res filled. */
+static pki_redis_t *
+ns_redis(const char *path, const char *tag, char *ns, size_t size, int ms,
+    pki_result_t *res)
+{
+    snprintf(ns, size, "%s%d:", tag, (int) getpid());
+    return fx_redis(path, ns, ms, res);
+}
+
+
 /* A NOC issued and committed, then not deliverable (its RCAC has no TLV
  * form: refused at configuration, so only the engine sees it): 500, and
  * the record is revoked, not left good. */
@@ -1527,9 +1574,8 @@ test_noc_withdraw(pki_template_t *tnoc, EVP_PKEY *kic, pki_key_t *fic)
     pki_matter_resp_t   resp;
     pki_matter_conf_t   conf;
 
-    sock = getenv("PKI_TEST_REDIS_SOCK");
+    sock = redis_sock("NOC withdrawal", NULL);
     if (sock == NULL) {
-        diag("NOC withdrawal: no PKI_TEST_REDIS_SOCK, skipped");
         return;
     }
 
@@ -1552,8 +1598,7 @@ test_noc_withdraw(pki_template_t *tnoc, EVP_PKEY *kic, pki_key_t *fic)
        "NOC CA under an RCAC with an emailAddress refused by the "
        "configuration check: %s", res.detail);
 
-    snprintf(ns, sizeof(ns), "mwd%d:", (int) getpid());
-    r = fx_redis(sock, ns, 1000, &res);
+    r = ns_redis(sock, "mwd", ns, sizeof(ns), 1000, &res);
 
     c = csr_b64(kn, "nocsr");
     snprintf(body, sizeof(body), "{\"csr\": \"%s\", \"node_id\": "
@@ -1564,14 +1609,8 @@ test_noc_withdraw(pki_template_t *tnoc, EVP_PKEY *kic, pki_key_t *fic)
     conf.ca = ca;
     conf.tmpl = tnoc;
     conf.redis = r;
-    memset(&req, 0, sizeof(req));
-    req.op = PKI_MATTER_OP_NOC;
-    req.method = "POST";
-    req.content_type = "application/json";
-    req.body = (const unsigned char *) body;
-    req.body_len = strlen(body);
-    req.user = "u";
-    req.client = "127.0.0.1";
+    matter_req(&req, PKI_MATTER_OP_NOC, body, "application/json", "POST",
+               "u");
 
     st = 0;
     memset(&resp, 0, sizeof(resp));
@@ -1729,14 +1768,8 @@ batch_run(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, int n,
     conf.redis = r;
     conf.threads = 2;
 
-    memset(&req, 0, sizeof(req));
-    req.op = PKI_MATTER_OP_DAC_BATCH;
-    req.method = "POST";
-    req.content_type = "application/json";
-    req.body = (const unsigned char *) body;
-    req.body_len = strlen(body);
-    req.user = "u";
-    req.client = "127.0.0.1";
+    matter_req(&req, PKI_MATTER_OP_DAC_BATCH, body, "application/json",
+               "POST", "u");
 
     t0 = mono_now();
     pki_matter_handle(&conf, &req, resp);
@@ -1770,22 +1803,14 @@ test_batch_log_refused(pki_ca_t *ca, pki_template_t *t)
     pki_result_t        res;
     pki_matter_resp_t   resp;
 
-    sock = getenv("PKI_TEST_REDIS_SOCK");
-    if (sock == NULL) {
-        diag("batch withdrawal: no PKI_TEST_REDIS_SOCK, skipped");
-        return;
-    }
-
-    c = redisConnectUnix(sock);
-    if (!ok(c != NULL && !c->err, "batch withdrawal: Redis")) {
-        redisFree(c);
+    sock = redis_sock("batch withdrawal", &c);
+    if (sock == NULL || !ok(c != NULL, "batch withdrawal: Redis")) {
         return;
     }
 
     pki_event_set_sink(log_closer, NULL);
 
-    snprintf(ns, sizeof(ns), "mbw%d:", (int) getpid());
-    r = fx_redis(sock, ns, 1000, &res);
+    r = ns_redis(sock, "mbw", ns, sizeof(ns), 1000, &res);
     memset(&resp, 0, sizeof(resp));
     log_closer_on = 1;
     st = r ? batch_run(ca, t, r, 6, &resp, &dt) : 0;
@@ -1846,15 +1871,13 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
     pki_result_t        res;
     pki_matter_resp_t   resp;
 
-    sock = getenv("PKI_TEST_REDIS_SOCK");
+    sock = redis_sock("batch cleanup", &c);
     if (sock == NULL) {
-        diag("batch cleanup: no PKI_TEST_REDIS_SOCK, skipped");
         return;
     }
 
     snprintf(pdir, sizeof(pdir), "/tmp/mpx-XXXXXX");
-    c = redisConnectUnix(sock);
-    if (!ok(c != NULL && !c->err && mkdtemp(pdir) != NULL
+    if (!ok(c != NULL && mkdtemp(pdir) != NULL
             && proxy_start(&px, sock, pdir, "px.sock"),
             "batch cleanup: Redis and a proxy to it"))
     {
@@ -1865,8 +1888,7 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
     pki_event_set_sink(log_closer, NULL);
 
     /* Redis stalled after the commit */
-    snprintf(ns, sizeof(ns), "mbs%d:", (int) getpid());
-    r = fx_redis(px.path, ns, 100, &res);
+    r = ns_redis(px.path, "mbs", ns, sizeof(ns), 100, &res);
     (void) pki_redis_ping(r, &res);
     proxy_arm(&px, "PERSIST", PX_STALL, 0);
     memset(&resp, 0, sizeof(resp));
@@ -1893,8 +1915,7 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
     /* Redis answering each command 150 ms late (timeout 400 ms), the log
      * refusing the entries (the batch fails after its commit): the
      * withdrawals stop at the cleanup's deadline (0.4 s + 24 x 50 ms) */
-    snprintf(ns, sizeof(ns), "mbd%d:", (int) getpid());
-    r = fx_redis(px.path, ns, 400, &res);
+    r = ns_redis(px.path, "mbd", ns, sizeof(ns), 400, &res);
     (void) pki_redis_ping(r, &res);
     proxy_arm(&px, "PERSIST", PX_SLOW, 150);
     memset(&resp, 0, sizeof(resp));
