@@ -993,17 +993,46 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
 
 /* ---- a CN's Mvid:/Mpid:, keygen CN rules, TLV validity ------------------ */
 
+/* x (its validity set) made with OpenSSL alone: version 3, serial, subject
+ * n (freed), issued by issuer (NULL: x itself), key pub, the extensions
+ * ext (up to a NULL name) made against the issuer, signed by signer with
+ * SHA-256. */
+static X509 *
+raw_cert(X509 *x, long serial, X509_NAME *n, X509 *issuer, EVP_PKEY *pub,
+    const char *(*ext)[2], EVP_PKEY *signer)
+{
+    int              i;
+    X509V3_CTX       v3;
+    X509_EXTENSION  *e;
+
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_set_subject_name(x, n);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+    X509_NAME_free(n);
+    X509_set_pubkey(x, pub);
+
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+    for (i = 0; ext[i][0]; i++) {
+        e = X509V3_EXT_conf(NULL, &v3, ext[i][0], ext[i][1]);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+
+    X509_sign(x, signer, EVP_sha256());
+
+    return x;
+}
+
+
 /* A DAC made with OpenSSL alone (the CA's own rules would not sign some of
  * these): subject CN, VID, PID; issued by pai with kpai, within its
  * validity. */
 static X509 *
 raw_dac(const char *cn, EVP_PKEY *pub, X509 *pai, EVP_PKEY *kpai)
 {
-    int              i;
-    X509            *x;
-    X509_NAME       *n;
-    X509V3_CTX       v3;
-    X509_EXTENSION  *e;
+    X509       *x;
+    X509_NAME  *n;
 
     static const char  *ext[][2] = {
         { "basicConstraints", "critical,CA:FALSE" },
@@ -1021,25 +1050,10 @@ raw_dac(const char *cn, EVP_PKEY *pub, X509 *pai, EVP_PKEY *kpai)
                                (const unsigned char *) "FFF1", -1, -1, 0);
     X509_NAME_add_entry_by_txt(n, PID, MBSTRING_UTF8,
                                (const unsigned char *) "8000", -1, -1, 0);
-    X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 4242);
-    X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, X509_get_subject_name(pai));
-    X509_NAME_free(n);
     X509_set1_notBefore(x, X509_get0_notBefore(pai));
     X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
-    X509_set_pubkey(x, pub);
 
-    X509V3_set_ctx(&v3, pai, x, NULL, NULL, 0);
-    for (i = 0; ext[i][0]; i++) {
-        e = X509V3_EXT_conf(NULL, &v3, ext[i][0], ext[i][1]);
-        X509_add_ext(x, e, -1);
-        X509_EXTENSION_free(e);
-    }
-
-    X509_sign(x, kpai, EVP_sha256());
-
-    return x;
+    return raw_cert(x, 4242, n, pai, pub, ext, kpai);
 }
 
 
@@ -1257,12 +1271,26 @@ test_tlv_validity(X509 *icac, pki_key_t *fic, EVP_PKEY *knoc)
     FILE            *f;
     pki_ca_t        *ca;
     const char      *a[1];
-    char             path[PATH_MAX * 2], chain[PATH_MAX * 2];
+    char             path[PATH_MAX * 2], chain[PATH_MAX * 2], why[80];
     pki_result_t     res;
     pki_request_t    req;
     pki_template_t  *t[2];
 
     static const char  *days[] = { "73000d", "3650d" };
+
+    /* the requested windows under the 10-year template (0: none), and the
+     * end of the window whose TLV form is refused, or NULL: issued */
+    static const struct {
+        long long    not_before;
+        long long    not_after;
+        const char  *what;
+        const char  *refused;
+    } window[] = {
+        { 0, 0, "a NOC of 10 years from now", NULL },
+        { 5256835200LL, 0, "a NOC from 2136-08-01", "notBefore" },
+        { 4954435200LL, 5206896000LL, "a NOC from 2127 to 2135", NULL },
+        { 4954435200LL, 0, "a NOC from 2127 for 10 years", "notAfter" }
+    };
 
     if (!ok(ASN1_TIME_cmp_time_t(X509_get0_notAfter(icac),
                                  (time_t) 253402300799LL) == 0,
@@ -1312,47 +1340,24 @@ test_tlv_validity(X509 *icac, pki_key_t *fic, EVP_PKEY *knoc)
     ca = make_ca(icac, fic, "icac-10y", t[1], NULL, chain);
     ok(ca != NULL, "NOC template validity 3650d under that ICAC: taken");
 
-    for (i = 0; ca && i < 2; i++) {
+    for (i = 0; ca && i < 4; i++) {
         memset(&req, 0, sizeof(req));
         req.subject = opname(noc_cases[0].attrs);
         req.pubkey = knoc;
-        req.not_before = i ? (time_t) 5256835200LL : 0;   /* 2136-08-01 */
+        req.not_before = (time_t) window[i].not_before;
+        req.not_after = (time_t) window[i].not_after;
         noc = NULL;
         pki_result_init(&res);
-        if (i == 0) {
+        if (window[i].refused == NULL) {
             ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res) == PKI_OK,
-               "a NOC of 10 years from now: issued %s", res.detail);
+               "%s: issued %s", window[i].what, res.detail);
         } else {
+            snprintf(why, sizeof(why), "Matter noc validity: %s cannot be "
+                     "encoded", window[i].refused);
             ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res)
-               == PKI_POLICY && noc == NULL
-               && strstr(res.detail, "Matter noc validity: notBefore "
-                                     "cannot be encoded")
+               == PKI_POLICY && noc == NULL && strstr(res.detail, why)
                && !strstr(res.log, "issued certificate failed"),
-               "a NOC from 2136-08-01: refused before signing: %s",
-               res.detail);
-        }
-        X509_free(noc);
-        X509_NAME_free(req.subject);
-    }
-
-    for (i = 0; ca && i < 2; i++) {
-        memset(&req, 0, sizeof(req));
-        req.subject = opname(noc_cases[0].attrs);
-        req.pubkey = knoc;
-        req.not_before = (time_t) 4954435200LL;         /* 2127-01-01 */
-        req.not_after = i ? 0 : (time_t) 5206896000LL;  /* 2135-01-01 */
-        noc = NULL;
-        pki_result_init(&res);
-        if (i == 0) {
-            ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res) == PKI_OK,
-               "a NOC from 2127 to 2135: issued %s", res.detail);
-        } else {
-            ok(pki_issue(ca, t[1], NULL, &req, NULL, &noc, &res)
-               == PKI_POLICY && noc == NULL
-               && strstr(res.detail, "Matter noc validity: notAfter "
-                                     "cannot be encoded")
-               && !strstr(res.log, "issued certificate failed"),
-               "a NOC from 2127 for 10 years: refused before signing: %s",
+               "%s: refused before signing: %s", window[i].what,
                res.detail);
         }
         X509_free(noc);
@@ -1371,11 +1376,8 @@ static X509 *
 raw_ca_cert(const char *oid, const char *id, const char *mail,
     EVP_PKEY *pub, X509 *issuer, EVP_PKEY *signer, long serial)
 {
-    X509            *x;
-    X509_NAME       *n;
-    X509V3_CTX       v3;
-    X509_EXTENSION  *e;
-    int              i;
+    X509       *x;
+    X509_NAME  *n;
 
     static const char  *ext[][2] = {
         { "basicConstraints", "critical,CA:TRUE" },
@@ -1393,25 +1395,10 @@ raw_ca_cert(const char *oid, const char *id, const char *mail,
         X509_NAME_add_entry_by_txt(n, "emailAddress", MBSTRING_ASC,
                                    (const unsigned char *) mail, -1, -1, 0);
     }
-    X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
-    X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
-    X509_NAME_free(n);
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
     X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
-    X509_set_pubkey(x, pub);
 
-    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
-    for (i = 0; ext[i][0]; i++) {
-        e = X509V3_EXT_conf(NULL, &v3, ext[i][0], ext[i][1]);
-        X509_add_ext(x, e, -1);
-        X509_EXTENSION_free(e);
-    }
-
-    X509_sign(x, signer, EVP_sha256());
-
-    return x;
+    return raw_cert(x, serial, n, issuer, pub, ext, signer);
 }
 
 
