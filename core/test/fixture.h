@@ -2,8 +2,9 @@
  * Copyright 2026 The nginx-pki developers
  * SPDX-License-Identifier: Apache-2.0
  *
- * Fixtures shared by the core unit tests: a CA key in a file, a handle on
- * the test Redis.  Include after pki.h and test/unit.h.
+ * Fixtures shared by the core unit tests: a CA key in a file, a template
+ * from its lines, a handle on the test Redis, a certificate issued and
+ * written.  Include after pki.h and test/unit.h.
  */
 
 #ifndef PKI_TEST_FIXTURE_H
@@ -15,6 +16,51 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+
+
+#define FX_TEMPLATE_WORDS  32
+
+
+/* A template name set from lines (up to NULL), each a directive and its
+ * arguments split at spaces, then finished; what it refuses is said with
+ * diag(). */
+static __attribute__((unused)) pki_template_t *
+fx_template(const char *name, const char *const *lines)
+{
+    int              argc;
+    char             buf[512], *p, *words[FX_TEMPLATE_WORDS];
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    t = pki_template_new(name);
+
+    for (; *lines != NULL; lines++) {
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        argc = 0;
+        for (p = strtok(buf, " "); p != NULL && argc < FX_TEMPLATE_WORDS;
+             p = strtok(NULL, " "))
+        {
+            words[argc++] = p;
+        }
+        if (argc == 0) {
+            continue;
+        }
+        pki_result_init(&res);
+        if (pki_template_set(t, words[0], argc - 1,
+                             (const char *const *) words + 1, &res)
+            != PKI_OK)
+        {
+            diag("template %s: \"%s\": %s", name, *lines, res.detail);
+        }
+    }
+
+    pki_result_init(&res);
+    if (pki_template_finish(t, &res) != PKI_OK) {
+        diag("template %s: %s", name, res.detail);
+    }
+
+    return t;
+}
 
 
 /* pk written to DIR/NAME (PEM, unencrypted) and opened as a file key;

@@ -264,40 +264,6 @@ check_problem(const char *name, pki_acme_resp_t *resp, int status,
 
 /* ---- CA setup -------------------------------------------------------------- */
 
-static pki_template_t *
-make_template(const char *name, const char *const *lines)
-{
-    int              argc;
-    char             buf[512], *p, *words[17];
-    const char      *argv[16];
-    pki_result_t     res;
-    pki_template_t  *t;
-
-    t = pki_template_new(name);
-    pki_result_init(&res);
-
-    for (; *lines; lines++) {
-        snprintf(buf, sizeof(buf), "%s", *lines);
-        argc = 0;
-        for (p = strtok(buf, " "); p && argc < 16; p = strtok(NULL, " ")) {
-            words[argc++] = p;
-        }
-        for (int i = 1; i < argc; i++) {
-            argv[i - 1] = words[i];
-        }
-        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
-            diag("template %s: %s", name, res.detail);
-        }
-    }
-
-    if (pki_template_finish(t, &res) != PKI_OK) {
-        diag("template %s: %s", name, res.detail);
-    }
-
-    return t;
-}
-
-
 /* "CN=cn" self-signed with key under template troot, in DIR/file. */
 static void
 self_signed(pki_key_t *key, pki_template_t *troot, const char *cn,
@@ -1738,7 +1704,7 @@ test_policy(const char *sock)
 
     /* the template's names, at newOrder */
     saved = conf.tmpl;
-    tnarrow = make_template("narrow", narrow_lines);
+    tnarrow = fx_template("narrow", narrow_lines);
     conf.tmpl = tnarrow;
 
     post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"ip\","
@@ -2340,7 +2306,7 @@ test_profiles(const char *sock)
     r = store_open(sock, "acmeprof:", &rc);
     pki_result_init(&res);
 
-    tshort = make_template("short", short_lines);
+    tshort = fx_template("short", short_lines);
     ok(pki_ca_add_template(conf.ca, tshort, &res) == PKI_OK,
        "the CA issues with template short too");
 
@@ -3941,8 +3907,8 @@ main(void)
         skip_all("mkdtemp failed");
     }
 
-    troot = make_template("root", root_lines + 0);
-    tacme = make_template("acme", acme_lines);
+    troot = fx_template("root", root_lines + 0);
+    tacme = fx_template("acme", acme_lines);
     capk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 

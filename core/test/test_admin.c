@@ -29,43 +29,6 @@ static pki_key_t         *keys[2];
 static int                nkeys;
 
 
-static pki_template_t *
-make_template(const char *name, const char *const *lines)
-{
-    pki_template_t  *t;
-    pki_result_t     res;
-    char             buf[256], *words[16], *p;
-    const char      *argv[16];
-    int              argc, i;
-
-    t = pki_template_new(name);
-
-    for (; *lines != NULL; lines++) {
-        snprintf(buf, sizeof(buf), "%s", *lines);
-        argc = 0;
-        for (p = strtok(buf, " "); p != NULL && argc < 16;
-             p = strtok(NULL, " "))
-        {
-            words[argc++] = p;
-        }
-        for (i = 1; i < argc; i++) {
-            argv[i - 1] = words[i];
-        }
-        pki_result_init(&res);
-        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
-            diag("template line %s: %s", *lines, res.detail);
-        }
-    }
-
-    pki_result_init(&res);
-    if (pki_template_finish(t, &res) != PKI_OK) {
-        diag("template %s: %s", name, res.detail);
-    }
-
-    return t;
-}
-
-
 static X509_NAME *
 cn(const char *s)
 {
@@ -694,8 +657,8 @@ main(void)
         return done_testing();
     }
 
-    tca = make_template("ca", ca_lines);
-    tdev = make_template("device", dev_lines);
+    tca = fx_template("ca", ca_lines);
+    tdev = fx_template("device", dev_lines);
     cas[0] = make_ca("one", tca, tdev);
     cas[1] = make_ca("two", tca, tdev);
     conf.cas = cas;

@@ -486,41 +486,6 @@ good_count(void)
 }
 
 
-static pki_template_t *
-make_template(const char *name, const char *const *lines)
-{
-    int              argc;
-    char             buf[256], *words[8], *p;
-    pki_result_t     res;
-    pki_template_t  *t;
-
-    t = pki_template_new(name);
-
-    for (; *lines != NULL; lines++) {
-        snprintf(buf, sizeof(buf), "%s", *lines);
-        argc = 0;
-        for (p = strtok(buf, " "); p != NULL && argc < 8;
-             p = strtok(NULL, " "))
-        {
-            words[argc++] = p;
-        }
-        pki_result_init(&res);
-        if (pki_template_set(t, words[0], argc - 1,
-                             (const char **) words + 1, &res) != PKI_OK)
-        {
-            diag("template %s: %s", *lines, res.detail);
-        }
-    }
-
-    pki_result_init(&res);
-    if (pki_template_finish(t, &res) != PKI_OK) {
-        diag("template %s: %s", name, res.detail);
-    }
-
-    return t;
-}
-
-
 static pki_status_t
 issue(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn,
     char hex[41], pki_result_t *res)
@@ -749,8 +714,8 @@ main(void)
         return done_testing();
     }
 
-    troot = make_template("root", root_lines);
-    tdev = make_template("dev", dev_lines);
+    troot = fx_template("root", root_lines);
+    tdev = fx_template("dev", dev_lines);
 
     name = X509_NAME_new();
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,

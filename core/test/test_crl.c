@@ -49,40 +49,6 @@ run(const char *fmt, ...)
 }
 
 
-static pki_template_t *
-make_template(const char *name, const char *const *lines)
-{
-    int              argc;
-    char             buf[256], *p, *words[16];
-    const char      *argv[16];
-    pki_result_t     res;
-    pki_template_t  *t;
-
-    t = pki_template_new(name);
-    pki_result_init(&res);
-
-    for (; *lines; lines++) {
-        snprintf(buf, sizeof(buf), "%s", *lines);
-        argc = 0;
-        for (p = strtok(buf, " "); p && argc < 16; p = strtok(NULL, " ")) {
-            words[argc++] = p;
-        }
-        for (int i = 1; i < argc; i++) {
-            argv[i - 1] = words[i];
-        }
-        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
-            diag("template line \"%s\": %s", *lines, res.detail);
-        }
-    }
-
-    if (pki_template_finish(t, &res) != PKI_OK) {
-        diag("template %s: %s", name, res.detail);
-    }
-
-    return t;
-}
-
-
 static char *
 path(const char *name)
 {
@@ -615,7 +581,7 @@ test_algs(pki_template_t *tleaf)
         { "01", 1, 1700000000, 0 }, { "0203", 0, 1700000001, 1690000000 },
     };
 
-    t = make_template("algroot", lines);
+    t = fx_template("algroot", lines);
 
     for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
         char  file[32];
@@ -2174,9 +2140,9 @@ main(void)
         skip_all("mkdtemp failed");
     }
 
-    troot = make_template("root", root_lines);
-    tsub = make_template("sub", sub_lines);
-    tleaf = make_template("leaf", leaf_lines);
+    troot = fx_template("root", root_lines);
+    tsub = fx_template("sub", sub_lines);
+    tleaf = fx_template("leaf", leaf_lines);
 
     rootpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     subpk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");

@@ -24,9 +24,6 @@
 #include "test/fixture.h"
 
 
-#define MAX_ARGS  16
-
-
 static char             dir[64];
 static pki_est_conf_t   conf;
 static pki_template_t  *other_tmpl;   /* a second template of the CA */
@@ -101,42 +98,6 @@ write_cert(X509 *x, const char *name)
     f = fopen(path, "w");
     PEM_write_X509(f, x);
     fclose(f);
-}
-
-
-static pki_template_t *
-make_template(const char *name, const char *const *lines)
-{
-    int              argc;
-    char             buf[512], *p, *words[MAX_ARGS + 1];
-    const char      *argv[MAX_ARGS];
-    pki_result_t     res;
-    pki_template_t  *t;
-
-    t = pki_template_new(name);
-    pki_result_init(&res);
-
-    for (; *lines; lines++) {
-        snprintf(buf, sizeof(buf), "%s", *lines);
-        argc = 0;
-        for (p = strtok(buf, " "); p && argc <= MAX_ARGS;
-             p = strtok(NULL, " "))
-        {
-            words[argc++] = p;
-        }
-        for (int i = 1; i < argc; i++) {
-            argv[i - 1] = words[i];
-        }
-        if (pki_template_set(t, words[0], argc - 1, argv, &res) != PKI_OK) {
-            diag("template %s: %s", name, res.detail);
-        }
-    }
-
-    if (pki_template_finish(t, &res) != PKI_OK) {
-        diag("template %s: %s", name, res.detail);
-    }
-
-    return t;
 }
 
 
@@ -913,10 +874,10 @@ main(void)
         skip_all("mkdtemp failed");
     }
 
-    troot = make_template("root", root_lines);
-    tsub = make_template("sub", sub_lines);
-    tdev = make_template("device", dev_lines);
-    tnokg = make_template("nokg", nokg_lines);
+    troot = fx_template("root", root_lines);
+    tsub = fx_template("sub", sub_lines);
+    tdev = fx_template("device", dev_lines);
+    tnokg = fx_template("nokg", nokg_lines);
     other_tmpl = tnokg;
 
     rootpk = keygen("EC:P-256");

@@ -46,38 +46,6 @@ sink(void *arg, const pki_event_t *ev)
 }
 
 
-static pki_template_t *
-make_template(const char *name, const char *const *lines)
-{
-    char             buf[256], *argv[8], *p;
-    int              argc;
-    pki_result_t     res;
-    pki_template_t  *t;
-
-    t = pki_template_new(name);
-    pki_result_init(&res);
-
-    for (; *lines; lines++) {
-        snprintf(buf, sizeof(buf), "%s", *lines);
-        argc = 0;
-        for (p = strtok(buf, " "); p && argc < 8; p = strtok(NULL, " ")) {
-            argv[argc++] = p;
-        }
-        if (pki_template_set(t, argv[0], argc - 1,
-                             (const char *const *) argv + 1, &res) != PKI_OK)
-        {
-            diag("template %s: %s: %s", name, *lines, res.detail);
-        }
-    }
-
-    if (pki_template_finish(t, &res) != PKI_OK) {
-        diag("template %s: %s", name, res.detail);
-    }
-
-    return t;
-}
-
-
 static X509_NAME *
 cn(const char *s)
 {
@@ -718,8 +686,8 @@ main(void)
         skip_all("mkdtemp failed");
     }
 
-    troot = make_template("root", root_lines);
-    tdev = make_template("device", dev_lines);
+    troot = fx_template("root", root_lines);
+    tdev = fx_template("device", dev_lines);
 
     pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     key = fx_key_file(dir, "ca.key", pk);

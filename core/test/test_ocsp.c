@@ -56,36 +56,6 @@ write_cert(X509 *x, const char *name)
 }
 
 
-static pki_template_t *
-make_template(const char *name, const char *const *lines)
-{
-    int           argc;
-    char          buf[256], *p;
-    const char   *argv[16], *cmd;
-    pki_result_t  res;
-    pki_template_t  *t;
-
-    t = pki_template_new(name);
-    for (; *lines; lines++) {
-        snprintf(buf, sizeof(buf), "%s", *lines);
-        cmd = strtok(buf, " ");
-        argc = 0;
-        while ((p = strtok(NULL, " ")) != NULL && argc < 16) {
-            argv[argc++] = p;
-        }
-        pki_result_init(&res);
-        if (pki_template_set(t, cmd, argc, argv, &res) != PKI_OK) {
-            diag("template %s: %s", *lines, res.detail);
-        }
-    }
-    pki_result_init(&res);
-    if (pki_template_finish(t, &res) != PKI_OK) {
-        diag("template %s: %s", name, res.detail);
-    }
-    return t;
-}
-
-
 static pki_ca_t *
 make_ca(const char *name, const char *cert, pki_key_t *key,
     pki_template_t *t)
@@ -1432,9 +1402,9 @@ main(void)
         skip_all("mkdtemp failed");
     }
 
-    troot = make_template("root", root_lines);
-    tsub = make_template("sub", sub_lines);
-    tdev = make_template("device", dev_lines);
+    troot = fx_template("root", root_lines);
+    tsub = fx_template("sub", sub_lines);
+    tdev = fx_template("device", dev_lines);
 
     rootpk = keygen("EC:P-256");
     rootkey = fx_key_file(dir, "root.key", rootpk);
