@@ -2,15 +2,16 @@
  * Copyright 2026 The nginx-pki developers
  * SPDX-License-Identifier: Apache-2.0
  *
- * Fixtures shared by the core unit tests: a CA key in a file, a template
- * from its lines, a handle on the test Redis, a certificate issued and
- * written.  Include after pki.h and test/unit.h.
+ * Fixtures shared by the core unit tests: a key, a CA key in a file, a
+ * template from its lines, a handle on the test Redis, a certificate
+ * issued and written.  Include after pki.h and test/unit.h.
  */
 
 #ifndef PKI_TEST_FIXTURE_H
 #define PKI_TEST_FIXTURE_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +20,22 @@
 
 
 #define FX_TEMPLATE_WORDS  32
+
+
+/* A new key: "EC:<curve>", "RSA:<bits>" or an algorithm name ("ED25519"). */
+static __attribute__((unused)) EVP_PKEY *
+fx_keygen(const char *alg)
+{
+    if (strncmp(alg, "EC:", 3) == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg + 3);
+    }
+
+    if (strncmp(alg, "RSA:", 4) == 0) {
+        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) atoi(alg + 4));
+    }
+
+    return EVP_PKEY_Q_keygen(NULL, NULL, alg);
+}
 
 
 /* A template name set from lines (up to NULL), each a directive and its

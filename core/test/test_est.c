@@ -73,34 +73,6 @@ EVP_PKEY2PKCS8(const EVP_PKEY *pk)
 }
 
 
-static EVP_PKEY *
-keygen(const char *alg)
-{
-    if (strncmp(alg, "EC:", 3) == 0) {
-        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg + 3);
-    }
-
-    if (strncmp(alg, "RSA:", 4) == 0) {
-        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) atoi(alg + 4));
-    }
-
-    return EVP_PKEY_Q_keygen(NULL, NULL, alg);
-}
-
-
-static void
-write_cert(X509 *x, const char *name)
-{
-    FILE  *f;
-    char   path[128];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    PEM_write_X509(f, x);
-    fclose(f);
-}
-
-
 static pki_ca_t *
 make_ca(const char *name, const char *cert, const char *chain,
     pki_key_t *key, pki_template_t **tmpls)
@@ -450,7 +422,7 @@ test_bound_subject(void)
     conf.bind_names = 1;
 
     for (i = 0; i < (int) (sizeof(cases) / sizeof(cases[0])); i++) {
-        ck = keygen("EC:P-256");
+        ck = fx_keygen("EC:P-256");
         memset(&req, 0, sizeof(req));
         req.subject = X509_NAME_new();
         X509_NAME_add_entry_by_NID(req.subject, NID_commonName,
@@ -466,7 +438,7 @@ test_bound_subject(void)
         }
         X509_NAME_free(req.subject);
 
-        pk = keygen("EC:P-256");
+        pk = fx_keygen("EC:P-256");
         csr = make_csr_b64(pk, cases[i].csr_cn, NULL, NULL);
         est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL,
             client, &resp);
@@ -525,7 +497,7 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     conf.redis = r;
 
     /* simpleenroll with Basic auth. */
-    pk = keygen("EC:P-256");
+    pk = fx_keygen("EC:P-256");
     csr = make_csr_b64(pk, "dev1", "dev1.example.com", NULL);
     est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "alice",
         NULL, &resp);
@@ -545,7 +517,7 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     free(csr);
 
     /* simpleenroll with the client certificate as identity. */
-    pk2 = keygen("EC:P-256");
+    pk2 = fx_keygen("EC:P-256");
     csr = make_csr_b64(pk2, "dev2", NULL, NULL);
     est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL, cert,
         &resp);
@@ -561,7 +533,7 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     EVP_PKEY_free(pk2);
 
     /* simplereenroll: same names, new key. */
-    pk2 = keygen("EC:P-384");
+    pk2 = fx_keygen("EC:P-384");
     csr = make_csr_b64(pk2, "dev1", "dev1.example.com", NULL);
     est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL, cert,
         &resp);
@@ -647,7 +619,7 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
 
     /* serverkeygen of an Ed448 key: the template allows it, and csrattrs
      * offers it with server_keygen on */
-    pk2 = keygen("ED448");
+    pk2 = fx_keygen("ED448");
     csr = make_csr_b64(pk2, "kg448", NULL, NULL);
     est(PKI_EST_SERVERKEYGEN, "POST", "application/pkcs10", csr, "alice", NULL,
         &resp);
@@ -880,9 +852,9 @@ main(void)
     tnokg = fx_template("nokg", nokg_lines);
     other_tmpl = tnokg;
 
-    rootpk = keygen("EC:P-256");
-    subpk = keygen("EC:P-256");
-    otherpk = keygen("EC:P-256");
+    rootpk = fx_keygen("EC:P-256");
+    subpk = fx_keygen("EC:P-256");
+    otherpk = fx_keygen("EC:P-256");
     rootkey = fx_key_file(dir, "root.key", rootpk);
     subkey = fx_key_file(dir, "sub.key", subpk);
     otherkey = fx_key_file(dir, "other.key", otherpk);
@@ -896,7 +868,7 @@ main(void)
         return done_testing();
     }
     X509_NAME_free(name);
-    write_cert(root, "root.pem");
+    fx_write_cert(dir, "root.pem", root);
 
     tmpls[0] = tsub;
     tmpls[1] = NULL;
@@ -912,7 +884,7 @@ main(void)
         return done_testing();
     }
     X509_NAME_free(req.subject);
-    write_cert(sub, "sub.pem");
+    fx_write_cert(dir, "sub.pem", sub);
 
     tmpls[0] = tdev;
     tmpls[1] = tnokg;
@@ -925,7 +897,7 @@ main(void)
                                (const unsigned char *) "Other", -1, -1, 0);
     pki_selfsign(otherkey, troot, name, &x, &res);
     X509_NAME_free(name);
-    write_cert(x, "other.pem");
+    fx_write_cert(dir, "other.pem", x);
     X509_free(x);
     tmpls[0] = tdev;
     tmpls[1] = NULL;
@@ -937,7 +909,7 @@ main(void)
         fr.subject = X509_NAME_new();
         X509_NAME_add_entry_by_txt(fr.subject, "CN", MBSTRING_UTF8,
                                    (const unsigned char *) "dev1", -1, -1, 0);
-        pk = keygen("EC:P-256");
+        pk = fx_keygen("EC:P-256");
         fr.pubkey = pk;
         pki_issue(otherca, tdev, NULL, &fr, NULL, &x, &res);
         X509_NAME_free(fr.subject);
@@ -1057,7 +1029,7 @@ main(void)
     check_error("csrattrs PUT", &resp, 405, NULL);
 
     /* Enrollment errors (no state needed: all refused before issuing). */
-    pk = keygen("EC:P-256");
+    pk = fx_keygen("EC:P-256");
     csr = make_csr_b64(pk, "dev1", "dev1.example.com", NULL);
 
     est(PKI_EST_SIMPLEENROLL, "GET", NULL, NULL, "alice", NULL, &resp);
@@ -1149,7 +1121,7 @@ main(void)
     }
 
     {
-        EVP_PKEY  *weak = keygen("RSA:1024");
+        EVP_PKEY  *weak = fx_keygen("RSA:1024");
         char      *wcsr = make_csr_b64(weak, "dev1", NULL, NULL);
 
         est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", wcsr, "alice",

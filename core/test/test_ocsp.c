@@ -30,32 +30,6 @@ static char           dir[64];
 static redisContext  *stats;        /* for INFO stats, or NULL */
 
 
-static EVP_PKEY *
-keygen(const char *alg)
-{
-    if (strncmp(alg, "EC:", 3) == 0) {
-        return EVP_PKEY_Q_keygen(NULL, NULL, "EC", alg + 3);
-    }
-    if (strncmp(alg, "RSA:", 4) == 0) {
-        return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) atoi(alg + 4));
-    }
-    return EVP_PKEY_Q_keygen(NULL, NULL, alg);
-}
-
-
-static void
-write_cert(X509 *x, const char *name)
-{
-    FILE  *f;
-    char   path[128];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    PEM_write_X509(f, x);
-    fclose(f);
-}
-
-
 static pki_ca_t *
 make_ca(const char *name, const char *cert, pki_key_t *key,
     pki_template_t *t)
@@ -90,7 +64,7 @@ issue_leaf(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, const char *cn)
     pki_request_t    req;
     pki_issue_ctx_t  ictx = { "est", "tester", "127.0.0.1", NULL, NULL };
 
-    pk = keygen("EC:P-256");
+    pk = fx_keygen("EC:P-256");
     memset(&req, 0, sizeof(req));
     req.subject = X509_NAME_new();
     X509_NAME_add_entry_by_txt(req.subject, "CN", MBSTRING_UTF8,
@@ -430,7 +404,7 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         }
     }
 
-    pk = keygen(alg);
+    pk = fx_keygen(alg);
     snprintf(file, sizeof(file), "%s.key", name);
     key = fx_key_file(dir, file, pk);
 
@@ -441,7 +415,7 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         return;
     }
     snprintf(file, sizeof(file), "%s.pem", name);
-    write_cert(sub, file);
+    fx_write_cert(dir, file, sub);
     ca = make_ca(name, file, key, tdev);
 
     good = issue_leaf(ca, tdev, r, "good");
@@ -777,7 +751,7 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         EVP_PKEY           *rpk;
         pki_ocsp_signer_t   sg;
 
-        rpk = keygen("EC:P-256");
+        rpk = fx_keygen("EC:P-256");
         sg.ca = ca;
         sg.key = fx_key_file(dir, "responder.key", rpk);
         rcert = make_responder(sub, pk, rpk, 1);
@@ -968,7 +942,7 @@ test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_ocsp_resp_t     resp;
     pki_ocsp_signer_t   sg;
 
-    pk = keygen("EC:P-256");
+    pk = fx_keygen("EC:P-256");
     key = fx_key_file(dir, "same.key", pk);
 
     sub = issue_sub(rootca, tsub, "same-key CA", pk);
@@ -977,14 +951,14 @@ test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         EVP_PKEY_free(pk);
         return;
     }
-    write_cert(sub, "same.pem");
+    fx_write_cert(dir, "same.pem", sub);
     cas[0] = make_ca("same-old", "same.pem", key, tdev);
     cas[1] = make_ca("same-new", "same.pem", key, tdev);
 
     leaf = issue_leaf(cas[1], tdev, r, "same-new leaf");
     oldleaf = issue_leaf(cas[0], tdev, r, "same-old leaf");
 
-    rpk = keygen("EC:P-256");
+    rpk = fx_keygen("EC:P-256");
     rcert = make_responder(sub, pk, rpk, 1);
     sg.ca = cas[1];
     sg.cert = rcert;
@@ -1154,7 +1128,7 @@ test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_ocsp_conf_t   conf;
     pki_ocsp_resp_t   resp;
 
-    pk = keygen("EC:P-256");
+    pk = fx_keygen("EC:P-256");
     key = fx_key_file(dir, "plan-clock.key", pk);
     sub = issue_sub(rootca, tsub, "plan-clock", pk);
     if (!ok(sub != NULL, "plan at the clock's tick: a CA")) {
@@ -1162,7 +1136,7 @@ test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         EVP_PKEY_free(pk);
         return;
     }
-    write_cert(sub, "plan-clock.pem");
+    fx_write_cert(dir, "plan-clock.pem", sub);
     ca = make_ca("plan-clock", "plan-clock.pem", key, tdev);
     leaf = issue_leaf(ca, tdev, r, "planned");
 
@@ -1406,7 +1380,7 @@ main(void)
     tsub = fx_template("sub", sub_lines);
     tdev = fx_template("device", dev_lines);
 
-    rootpk = keygen("EC:P-256");
+    rootpk = fx_keygen("EC:P-256");
     rootkey = fx_key_file(dir, "root.key", rootpk);
     name = X509_NAME_new();
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
@@ -1420,7 +1394,7 @@ main(void)
         return done_testing();
     }
     X509_NAME_free(name);
-    write_cert(root, "root.pem");
+    fx_write_cert(dir, "root.pem", root);
     rootca = make_ca("root", "root.pem", rootkey, tsub);
 
     snprintf(ns, sizeof(ns), "ocsptest%d:", (int) getpid());
