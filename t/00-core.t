@@ -26,19 +26,7 @@ my $t = PKITest->new(rsa_key => 1, token => 'pki-core-test',
                      no_nginx_needed => 1);
 $t->start_redis;
 
-my $tok = $t->token;
-my %env = (
-    PKI_TEST_REDIS_SOCK   => $t->redis_sock,
-    PKI_TEST_SOFTHSM_CONF => $t->softhsm_conf,
-    SOFTHSM2_CONF         => $t->softhsm_conf,
-    PKI_TEST_P11_MODULE   => $PKITest::P11,
-    PKI_TEST_TOKEN        => $tok,
-    PKI_TEST_PIN_FILE     => $t->pki . '/hsm/pin',
-    PKI_TEST_KEY_URI_EC   => "pkcs11:token=$tok;object=issuing;type=private",
-    PKI_TEST_KEY_URI_RSA  => "pkcs11:token=$tok;object=rsa;type=private",
-    PKI_TEST_PKI_DIR      => $t->pki,
-    PKI_TEST_TMPDIR       => $t->dir,
-);
+my %env = $t->core_test_env;
 
 for my $bin (@bins) {
     my $name = $bin =~ s{.*/}{}r;

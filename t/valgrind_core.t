@@ -85,18 +85,8 @@ for my $l (0, 1) {
     $t->start_redis;
     push @t, $t;
 
-    my $tok = $t->token;
     my %env = (
-        PKI_TEST_REDIS_SOCK   => $t->redis_sock,
-        PKI_TEST_SOFTHSM_CONF => $t->softhsm_conf,
-        SOFTHSM2_CONF         => $t->softhsm_conf,
-        PKI_TEST_P11_MODULE   => $PKITest::P11,
-        PKI_TEST_TOKEN        => $tok,
-        PKI_TEST_PIN_FILE     => $t->pki . '/hsm/pin',
-        PKI_TEST_KEY_URI_EC   => "pkcs11:token=$tok;object=issuing;type=private",
-        PKI_TEST_KEY_URI_RSA  => "pkcs11:token=$tok;object=rsa;type=private",
-        PKI_TEST_PKI_DIR      => $t->pki,
-        PKI_TEST_TMPDIR       => $t->dir,
+        $t->core_test_env,
         # the few time bounds of the unit tests are not Valgrind's business
         PKI_TEST_VALGRIND     => 1,
         PKI_TEST_KEYS         => "$FindBin::Bin/../core/test/keys",

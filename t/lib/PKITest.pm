@@ -171,6 +171,27 @@ sub mkpki {
 
 sub softhsm_conf { "$_[0]{pki}/hsm/softhsm2.conf" }
 
+# The environment of the core unit-test binaries (core/test): this test's
+# Redis (start_redis first), its SoftHSM token with the EC key "issuing"
+# and the RSA key "rsa" (new with rsa_key), its PKI and temp directories.
+sub core_test_env {
+    my ($self) = @_;
+    my $tok = $self->token;
+    return (
+        PKI_TEST_REDIS_SOCK   => $self->redis_sock,
+        PKI_TEST_SOFTHSM_CONF => $self->softhsm_conf,
+        SOFTHSM2_CONF         => $self->softhsm_conf,
+        PKI_TEST_P11_MODULE   => $P11,
+        PKI_TEST_TOKEN        => $tok,
+        PKI_TEST_PIN_FILE     => $self->pki . '/hsm/pin',
+        PKI_TEST_KEY_URI_EC   =>
+            "pkcs11:token=$tok;object=issuing;type=private",
+        PKI_TEST_KEY_URI_RSA  => "pkcs11:token=$tok;object=rsa;type=private",
+        PKI_TEST_PKI_DIR      => $self->pki,
+        PKI_TEST_TMPDIR       => $self->dir,
+    );
+}
+
 # --- redis ------------------------------------------------------------------
 
 sub redis_sock { "$_[0]{dir}/redis.sock" }
