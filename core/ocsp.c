@@ -294,6 +294,162 @@ pki_ocsp_exts_understood(OCSP_REQUEST *req)
     return 1;
 }
 
+/* The next TLV at *p, before end: 1 if it has tag and class, is
+ * constructed or not as asked, has a definite length and fits; *p then
+ * points at its contents and *len is their length. */
+static int
+pki_ocsp_tlv(const unsigned char **p, const unsigned char *end, int tag,
+    int cls, int constructed, long *len)
+{
+    int                   r, t, c;
+    const unsigned char  *q;
+
+    if (*p >= end) {
+        return 0;
+    }
+
+    q = *p;
+    r = ASN1_get_object(&q, len, &t, &c, (long) (end - *p));
+
+    if (r != (constructed ? V_ASN1_CONSTRUCTED : 0) || t != tag || c != cls
+        || *len < 0 || *len > end - q)
+    {
+        return 0;
+    }
+
+    *p = q;
+    return 1;
+}
+
+
+/*
+ * Decodes an OCSPRequest (RFC 6960 4.1.1) without its optionalSignature.
+ * The responder does not verify request signatures (RFC 6960 4.1.2 lets
+ * it ignore them), yet d2i_OCSP_REQUEST() decodes every certificate of
+ * one, and with it each public key: a 64 KB request holds some 240 of
+ * them, many milliseconds of work for an anonymous client, and
+ * pki_ocsp_cache_key() runs on the event loop.  So the DER is walked
+ * shallowly: the outer SEQUENCE, tbsRequest, and the shape of the
+ * Signature (SEQUENCE of an AlgorithmIdentifier SEQUENCE, a BIT STRING
+ * and an optional [0] SEQUENCE OF SEQUENCE), whose contents, the
+ * certificates included, are not looked at.  A signed request is then
+ * decoded from its tbsRequest alone, wrapped in a SEQUENCE of its own.
+ * Definite lengths only; nothing may follow.  NULL: malformed (or out of
+ * memory).
+ */
+static OCSP_REQUEST *
+pki_ocsp_decode(const unsigned char *der, size_t derlen)
+{
+    int                   n;
+    long                  len, tbs_len;
+    unsigned char        *buf, *q;
+    OCSP_REQUEST         *oreq;
+    const unsigned char  *p, *end, *tbs;
+
+    if (derlen == 0 || derlen > PKI_OCSP_MAX_BODY) {
+        return NULL;
+    }
+
+    p = der;
+    end = der + derlen;
+    oreq = NULL;
+    buf = NULL;
+
+    /* OCSPRequest ::= SEQUENCE { tbsRequest, optionalSignature [0] } */
+    if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len)
+        || p + len != end)
+    {
+        goto done;
+    }
+
+    tbs = p;
+    if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len)) {
+        goto done;
+    }
+    p += len;
+    tbs_len = (long) (p - tbs);
+
+    if (p == end) {
+        /* not signed: as it is */
+        p = der;
+        oreq = d2i_OCSP_REQUEST(NULL, &p, (long) derlen);
+        if (oreq != NULL && p != end) {
+            OCSP_REQUEST_free(oreq);
+            oreq = NULL;
+        }
+        goto done;
+    }
+
+    /* [0] EXPLICIT Signature ::= SEQUENCE { signatureAlgorithm,
+     * signature BIT STRING, certs [0] EXPLICIT SEQUENCE OF Certificate
+     * OPTIONAL } */
+    if (!pki_ocsp_tlv(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, 1, &len)
+        || p + len != end
+        || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len)
+        || p + len != end)
+    {
+        goto done;
+    }
+
+    if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len))
+    {
+        goto done;
+    }
+    p += len;
+
+    if (!pki_ocsp_tlv(&p, end, V_ASN1_BIT_STRING, V_ASN1_UNIVERSAL, 0,
+                      &len)
+        || len < 1)
+    {
+        goto done;
+    }
+    p += len;
+
+    if (p != end) {
+        if (!pki_ocsp_tlv(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, 1, &len)
+            || p + len != end
+            || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
+                             &len)
+            || p + len != end)
+        {
+            goto done;
+        }
+
+        /* each certificate: a SEQUENCE, not decoded */
+        while (p < end) {
+            if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
+                              &len))
+            {
+                goto done;
+            }
+            p += len;
+        }
+    }
+
+    /* tbsRequest alone, as an unsigned OCSPRequest */
+    n = ASN1_object_size(1, tbs_len, V_ASN1_SEQUENCE);
+    if (n <= 0 || (buf = malloc((size_t) n)) == NULL) {
+        goto done;
+    }
+
+    q = buf;
+    ASN1_put_object(&q, 1, tbs_len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(q, tbs, (size_t) tbs_len);
+
+    p = buf;
+    oreq = d2i_OCSP_REQUEST(NULL, &p, (long) n);
+    if (oreq != NULL && p != buf + n) {
+        OCSP_REQUEST_free(oreq);
+        oreq = NULL;
+    }
+
+done:
+
+    free(buf);
+
+    return oreq;
+}
+
 
 /* Signature algorithm and digest for the CA key: the rule of
  * pki_default_md() in key.c, which certificates and CRLs are signed with
@@ -851,7 +1007,6 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
 {
     int                   i, n, nonce, st, reason, ext_revoke, added;
     int                   idx, first, signer;
-    long                  len;
     time_t                now, inval, next, na;
     size_t                derlen;
     OCSP_CERTID          *cid;
@@ -863,7 +1018,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     pki_ocsp_single_t     singles[PKI_OCSP_MAX_IDS];
     ASN1_GENERALIZEDTIME *this_upd, *next_upd, *rev_time, *epoch;
     ASN1_GENERALIZEDTIME *inval_time;
-    const unsigned char  *der, *p;
+    const unsigned char  *der;
     const pki_ocsp_signer_t  *sg;
 
     memset(resp, 0, sizeof(*resp));
@@ -929,10 +1084,9 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         der = decoded;
     }
 
-    p = der;
-    len = (long) derlen;
-    oreq = d2i_OCSP_REQUEST(NULL, &p, len);
-    if (oreq == NULL || p != der + derlen) {
+    /* the signature's certificates are not decoded (pki_ocsp_decode) */
+    oreq = pki_ocsp_decode(der, derlen);
+    if (oreq == NULL) {
         pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
                       PKI_MALFORMED, "malformed OCSP request");
         goto done;
@@ -1204,7 +1358,7 @@ pki_ocsp_cache_key(const pki_ocsp_req_t *req, const unsigned char *salt,
     OCSP_REQUEST         *oreq;
     OCSP_CERTID          *cid;
     unsigned char        *decoded, *cder, buf[512], *bp;
-    const unsigned char  *der, *p;
+    const unsigned char  *der;
 
     if (res == NULL) {
         res = &local;
@@ -1246,9 +1400,10 @@ pki_ocsp_cache_key(const pki_ocsp_req_t *req, const unsigned char *salt,
 
     st = PKI_MALFORMED;
 
-    p = der;
-    oreq = d2i_OCSP_REQUEST(NULL, &p, (long) derlen);
-    if (oreq == NULL || p != der + derlen) {
+    /* on the event loop: a request signature's certificates are not
+     * decoded (pki_ocsp_decode) */
+    oreq = pki_ocsp_decode(der, derlen);
+    if (oreq == NULL) {
         pki_fail(res, PKI_MALFORMED, "malformed OCSP request");
         goto done;
     }

@@ -656,7 +656,10 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * PKI_OCSP_MAX_IDS CertIDs, a nonce empty or longer than 128 octets (RFC
  * 9654) or a critical extension other than the nonce give
  * "malformedRequest" (pki_ocsp_cache_key gives no key for them).  The
- * nonce is echoed.
+ * nonce is echoed.  A request signature is not verified (RFC 6960 4.1.2
+ * lets a responder ignore it): only its shape is checked, its
+ * certificates are never decoded, and the answer is the one of the
+ * CertIDs.  Requests are DER (definite lengths).
  */
 
 #define PKI_OCSP_MAX_IDS    100

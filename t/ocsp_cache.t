@@ -4,7 +4,8 @@
 #
 # OCSP response cache (ocsp_responder_cache): a repeated request without a
 # nonce is served from the shared-memory cache (identical bytes, X-OCSP-Cache
-# HIT), POST and GET share the entry, nonce requests are never cached, a
+# HIT), POST and GET share the entry, a signed request stuffed with
+# certificates gets its answer and a key, nonce requests are never cached, a
 # revocation through the admin API invalidates it within 1.5 s on this
 # nginx and on a second nginx sharing the Redis and the PKI, and with Redis
 # down a cached good is still served while an uncached request gets
@@ -107,6 +108,37 @@ ok($hit->{body} eq $first->{body}, 'GET and POST forms: identical bytes');
 like($g->{headers}{'cache-control'} // '', qr/^max-age=\d+, public/,
      'GET hit: Cache-Control');
 like($g->{headers}{etag} // '', qr/^"[0-9a-f]{40}"$/, 'GET hit: ETag');
+
+# --- a signed request stuffed with certificates ------------------------------
+#
+# The responder ignores request signatures (RFC 6960 4.1.2); the cache key
+# is computed on the event loop, and the certificates of the signature are
+# not decoded there (core/test/test_ocsp.c shows that structurally).  Such
+# a request, near the 64 KB cap, gets the proper answer of its CertID and
+# a cache key (the X-OCSP-Cache header is only set for a request that has
+# one).
+
+my ($src) = PKITest::run_cmd(['openssl', 'req', '-x509', '-newkey', 'ec',
+    '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+    '-subj', '/CN=ocsp request signer', '-keyout', "$dir/rsign.key",
+    '-out', "$dir/rsign.pem"]);
+is($src, 0, 'request signer made');
+PKITest::spew("$dir/rsign-others.pem",
+              PKITest::slurp("$dir/rsign.pem") x 120);
+my $reqs = reqfile(['-cert', $a], 'req-signed', '-no_nonce', '-signer',
+                   "$dir/rsign.pem", '-signkey', "$dir/rsign.key",
+                   '-sign_other', "$dir/rsign-others.pem");
+my $slen = -s $reqs;
+ok($slen > 40000 && $slen <= 65536,
+   "signed request with 121 certificates: $slen bytes");
+my $sr = post($url, $reqs);
+is($sr->{code}, 200, 'signed request: 200');
+like($sr->{headers}{'x-ocsp-cache'} // '', qr/^(HIT|MISS)$/,
+     'signed request: has a cache key (X-OCSP-Cache '
+     . ($sr->{headers}{'x-ocsp-cache'} // 'none') . ')');
+my $sst = status_of($sr->{body}, ['-cert', $a]);
+like($sst, qr/: good/, 'signed request: good');
+like($sst, qr/Response verify OK/, 'signed request: response verifies');
 
 # --- nonce: never from the cache ----------------------------------------------
 

@@ -212,6 +212,152 @@ make_req_ext(const id_spec_t *id, int kind, int crit, size_t *len)
 }
 
 
+/* DER builder for hand-made requests: prefixes buf (len bytes) with a
+ * definite length header of tag and class. */
+static void
+der_wrap(unsigned char **buf, size_t *len, int tag, int cls)
+{
+    int             n;
+    unsigned char  *out, *p;
+
+    n = ASN1_object_size(1, (int) *len, tag);
+    out = malloc((size_t) n);
+    p = out;
+    ASN1_put_object(&p, 1, (int) *len, tag, cls);
+    memcpy(p, *buf, *len);
+    free(*buf);
+    *buf = out;
+    *len = (size_t) n;
+}
+
+
+static void
+der_cat(unsigned char **buf, size_t *len, const unsigned char *d,
+    size_t dlen)
+{
+    *buf = realloc(*buf, *len + dlen + 1);
+    memcpy(*buf + *len, d, dlen);
+    *len += dlen;
+}
+
+
+/* The request der (unsigned) with an optionalSignature holding ncerts
+ * copies of cert (any DER: a real certificate, or a SEQUENCE that is
+ * none) in its certs.  kind 0: well formed; 1: a BIT STRING where the
+ * last certificate goes; 2: the signature tagged [1]; 3: no BIT STRING;
+ * 4: a byte after the certs, inside the Signature. */
+static unsigned char *
+make_signed(const unsigned char *der, size_t len, const unsigned char *cert,
+    size_t cert_len, int ncerts, int kind, size_t *out_len)
+{
+    int                   i, tag, cls;
+    long                  tlen;
+    size_t                slen, clen, olen;
+    unsigned char        *sig, *certs, *out;
+    const unsigned char  *p;
+
+    static const unsigned char  alg[] = {      /* ecdsa-with-SHA256 */
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03,
+        0x02
+    };
+    static const unsigned char  bits[] = { 0x03, 0x03, 0x00, 0xab, 0xcd };
+
+    certs = NULL;
+    clen = 0;
+    for (i = 0; i < ncerts; i++) {
+        if (kind == 1 && i == ncerts - 1) {
+            der_cat(&certs, &clen, bits, sizeof(bits));
+        } else {
+            der_cat(&certs, &clen, cert, cert_len);
+        }
+    }
+    der_wrap(&certs, &clen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    der_wrap(&certs, &clen, 0, V_ASN1_CONTEXT_SPECIFIC);
+    if (kind == 4) {
+        der_cat(&certs, &clen, (const unsigned char *) "", 1);
+    }
+
+    sig = NULL;
+    slen = 0;
+    der_cat(&sig, &slen, alg, sizeof(alg));
+    if (kind != 3) {
+        der_cat(&sig, &slen, bits, sizeof(bits));
+    }
+    der_cat(&sig, &slen, certs, clen);
+    free(certs);
+    der_wrap(&sig, &slen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    der_wrap(&sig, &slen, kind == 2 ? 1 : 0, V_ASN1_CONTEXT_SPECIFIC);
+
+    /* tbsRequest: the contents of the unsigned request's SEQUENCE */
+    p = der;
+    ASN1_get_object(&p, &tlen, &tag, &cls, (long) len);
+    out = NULL;
+    olen = 0;
+    der_cat(&out, &olen, p, (size_t) tlen);
+    der_cat(&out, &olen, sig, slen);
+    free(sig);
+    der_wrap(&out, &olen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+
+    *out_len = olen;
+    return out;
+}
+
+
+/* The request of ids signed with key and signer, ncerts copies of extra
+ * in its certs (OpenSSL's OCSP_request_sign: requestorName set). */
+static unsigned char *
+make_req_signed(const id_spec_t *ids, int n, X509 *signer, EVP_PKEY *key,
+    X509 *extra, int ncerts, size_t *len)
+{
+    int              i, l;
+    unsigned char   *der, *p;
+    OCSP_REQUEST    *req;
+    STACK_OF(X509)  *certs;
+
+    req = OCSP_REQUEST_new();
+    for (i = 0; i < n; i++) {
+        OCSP_request_add0_id(req, make_id(&ids[i]));
+    }
+
+    certs = sk_X509_new_null();
+    for (i = 0; i < ncerts; i++) {
+        sk_X509_push(certs, extra);
+    }
+
+    der = NULL;
+    if (OCSP_request_sign(req, signer, key, EVP_sha256(), certs, 0) == 1) {
+        l = i2d_OCSP_REQUEST(req, NULL);
+        der = malloc((size_t) l + 1);
+        p = der;
+        i2d_OCSP_REQUEST(req, &p);
+        *len = (size_t) l;
+    }
+
+    sk_X509_free(certs);
+    OCSP_REQUEST_free(req);
+    return der;
+}
+
+
+/* A SEQUENCE that is no certificate: an OCTET STRING of 240 bytes. */
+static unsigned char *
+make_junk_cert(size_t *len)
+{
+    size_t          l;
+    unsigned char  *d;
+
+    d = malloc(243);
+    d[0] = V_ASN1_OCTET_STRING;
+    d[1] = 0x81;
+    d[2] = 240;
+    memset(d + 3, 0x41, 240);
+    l = 243;
+    der_wrap(&d, &l, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    *len = l;
+    return d;
+}
+
+
 static int
 run(const pki_ocsp_conf_t *conf, const char *method,
     const unsigned char *body, size_t len, pki_ocsp_resp_t *resp)
@@ -571,6 +717,77 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         } else {
             ok(0, "%s: a leaf to revoke as unspecified", alg);
         }
+    }
+
+    /* signed requests: the signature is not verified (RFC 6960 4.1.2)
+     * and its certificates are not decoded (non-certificates pass); the
+     * answer is the one of the CertIDs.  Every mutation of one is
+     * malformedRequest or a verifiable answer. */
+    {
+        int             ncerts, fails;
+        size_t          slen, jlen, ulen;
+        unsigned char  *sder, *junk, *uder;
+
+        ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
+        jlen = (size_t) i2d_X509(sub, NULL);
+        ncerts = (int) ((PKI_OCSP_MAX_BODY - 1024) / (jlen + 4));
+        sder = make_req_signed(ids, 1, sub, pk, sub, ncerts, &slen);
+        st = sder ? run(&conf, "POST", sder, slen, &resp) : -1;
+        parse(&resp, root, sub, &bs);
+        ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs
+           && find_status(bs, &ids[0], NULL, NULL, NULL)
+              == V_OCSP_CERTSTATUS_GOOD,
+           "signed, %d certificates (%zu bytes): good (%d)", ncerts, slen,
+           st);
+        OCSP_BASICRESP_free(bs);
+        pki_ocsp_resp_free(&resp);
+        free(sder);
+
+        uder = make_req(ids, 1, 0, &ulen, NULL);
+        junk = make_junk_cert(&jlen);
+        sder = make_signed(uder, ulen, junk, jlen, 200, 0, &slen);
+        st = run(&conf, "POST", sder, slen, &resp);
+        parse(&resp, root, sub, &bs);
+        ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs
+           && find_status(bs, &ids[0], NULL, NULL, NULL)
+              == V_OCSP_CERTSTATUS_GOOD && resp.cacheable,
+           "signed, 200 non-certificates in the signature: not decoded, "
+           "good (%d)", st);
+        OCSP_BASICRESP_free(bs);
+        pki_ocsp_resp_free(&resp);
+        free(sder);
+
+        sder = make_signed(uder, ulen, junk, jlen, 3, 1, &slen);
+        st = run(&conf, "POST", sder, slen, &resp);
+        ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
+           "signed, a BIT STRING among the certificates: malformedRequest "
+           "(%d)", st);
+        pki_ocsp_resp_free(&resp);
+        free(sder);
+
+        sder = make_signed(uder, ulen, junk, jlen, 2, 0, &slen);
+        bad = malloc(slen);
+        fails = 0;
+        for (i = 0; i < 500; i++) {
+            memcpy(bad, sder, slen);
+            bad[(size_t) rand() % slen] ^= (unsigned char) (1 + rand() % 255);
+            st = run(&conf, "POST", bad, slen, &resp);
+            if (st == OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+                parse(&resp, root, sub, &bs);
+                fails += bs == NULL;
+                OCSP_BASICRESP_free(bs);
+
+            } else {
+                fails += resp.body == NULL || resp.http_status != 200;
+            }
+            pki_ocsp_resp_free(&resp);
+        }
+        ok(fails == 0, "signed, 500 mutations: each an OCSP answer (%d "
+           "not)", fails);
+        free(bad);
+        free(sder);
+        free(junk);
+        free(uder);
     }
 
     /* unknown issuer: the root */
@@ -1229,7 +1446,7 @@ test_redis_down(X509 *root, pki_ca_t *rootca)
 
 
 static void
-test_cache_key(X509 *root)
+test_cache_key(X509 *root, EVP_PKEY *rootpk)
 {
     size_t           len1, len2, len3, b64len;
     id_spec_t        ids[2];
@@ -1327,6 +1544,99 @@ test_cache_key(X509 *root)
         free(eder);
     }
 
+    /* A signed request (RFC 6960 4.1.2; the responder ignores request
+     * signatures) gives the key of its CertIDs, as before, however many
+     * certificates its signature carries: they are not decoded, on the
+     * event loop least of all.  Shown structurally: "certificates" that
+     * are SEQUENCEs but no certificates (d2i_X509 fails on them, so a
+     * decoder of them refuses the request) give the key too. */
+    {
+        int             ncerts, kind;
+        size_t          slen, jlen;
+        unsigned char  *sder, *junk;
+
+        req.method = "POST";
+        req.content_type = "application/ocsp-request";
+
+        jlen = (size_t) i2d_X509(root, NULL);
+        ncerts = (int) ((PKI_OCSP_MAX_BODY - 1024) / (jlen + 4));
+        sder = make_req_signed(ids, 1, root, rootpk, root, ncerts, &slen);
+        req.body = sder;
+        req.body_len = slen;
+        ok(sder != NULL && slen <= PKI_OCSP_MAX_BODY
+           && pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3,
+                                 NULL) == PKI_OK
+           && memcmp(k1, k3, sizeof(k1)) == 0,
+           "cache key: signed with %d certificates (%zu bytes): the key of "
+           "its CertIDs", ncerts, slen);
+        free(sder);
+
+        sder = make_req_signed(ids, 1, root, rootpk, root, 0, &slen);
+        req.body = sder;
+        req.body_len = slen;
+        ok(sder != NULL
+           && pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3,
+                                 NULL) == PKI_OK
+           && memcmp(k1, k3, sizeof(k1)) == 0,
+           "cache key: signed without certificates: the key of its "
+           "CertIDs");
+        free(sder);
+
+        junk = make_junk_cert(&jlen);
+        sder = make_signed(d1, len1, junk, jlen, 200, 0, &slen);
+        req.body = sder;
+        req.body_len = slen;
+        ok(slen <= PKI_OCSP_MAX_BODY
+           && pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3,
+                                 NULL) == PKI_OK
+           && memcmp(k1, k3, sizeof(k1)) == 0,
+           "cache key: 200 signature certificates not decoded (%zu bytes "
+           "of non-certificates: same key)", slen);
+        free(sder);
+
+        /* the Signature's shape is checked all the same */
+        for (kind = 1; kind <= 4; kind++) {
+            sder = make_signed(d1, len1, junk, jlen, 3, kind, &slen);
+            req.body = sder;
+            req.body_len = slen;
+            ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) == PKI_MALFORMED,
+               "cache key: misshapen signature %d: malformed", kind);
+            free(sder);
+        }
+
+        sder = make_signed(d1, len1, junk, jlen, 3, 0, &slen);
+        sder[slen] = 0;
+        req.body = sder;
+        req.body_len = slen + 1;
+        ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) == PKI_MALFORMED,
+           "cache key: signed, a trailing byte: malformed");
+
+        /* the outer SEQUENCE with an indefinite length (BER, RFC 6960
+         * wants DER): 30 80 contents 00 00 */
+        {
+            int                   tag, cls;
+            long                  clen;
+            unsigned char        *ber;
+            const unsigned char  *cp;
+
+            cp = sder;
+            ASN1_get_object(&cp, &clen, &tag, &cls, (long) slen);
+            ber = malloc((size_t) clen + 4);
+            ber[0] = 0x30;
+            ber[1] = 0x80;
+            memcpy(ber + 2, cp, (size_t) clen);
+            ber[clen + 2] = 0;
+            ber[clen + 3] = 0;
+            req.body = ber;
+            req.body_len = (size_t) clen + 4;
+            ok(pki_ocsp_cache_key(&req, NULL, 0, k3, NULL) == PKI_MALFORMED,
+               "cache key: indefinite length: malformed");
+            free(ber);
+        }
+        free(sder);
+        free(junk);
+    }
+
     free(b64);
     free(d1);
     free(d2);
@@ -1416,7 +1726,7 @@ main(void)
     test_same_key(root, rootca, tsub, tdev, r);
     test_plan_clock(root, rootca, tsub, tdev, r);
     test_redis_down(root, rootca);
-    test_cache_key(root);
+    test_cache_key(root, rootpk);
 
     pki_redis_free(r);
     if (stats != NULL) {
