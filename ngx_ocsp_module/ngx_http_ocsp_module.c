@@ -13,6 +13,7 @@
  *       ocsp_responder_cache zone=ocsp:16m;           # default off
  *       ocsp_responder_revgen_check 1s;
  *       ocsp_responder_revgen_stale 3s;               # 0: no stale answers
+ *       ocsp_responder_revgen_outage 60s;
  *       ocsp_responder_cache_header off;              # X-OCSP-Cache
  *   }
  *
@@ -106,13 +107,21 @@
  * carries the refresh); under load the refresh is one Redis round trip per
  * revgen_check per zone.
  *
- * Redis down or stalled past its timeout: the refresh fails, the view is
- * kept and confirmed (no revocation can be written meanwhile), so cached
- * responses are served
- * until nextUpdate - margin; a request whose task answers tryLater is given
- * the cached response instead while now < nextUpdate (never a good beyond
- * it); an uncached request gets tryLater.  Requests with a nonce never read
- * or fill the cache.
+ * Redis down or stalled past its timeout: the refresh fails and the view
+ * is kept and confirmed, so cached responses are served until nextUpdate -
+ * margin; a request whose task answers tryLater is given the cached
+ * response instead while now < nextUpdate (never a good beyond it); an
+ * uncached request gets tryLater.  But only for a while: no revocation
+ * can be written through this host meanwhile, but other hosts sharing the
+ * Redis (the ones that still reach it) can revoke, and this host cannot
+ * see it.  So no cached response is served, by either path, once the last
+ * successful read of the revgens (sh->read_ok, when it started) is
+ * ocsp_responder_revgen_outage (default 60 s, at least revgen_check) or
+ * more ago: such requests go to the pool, and with Redis still out of
+ * reach they get tryLater (RFC 6960 2.3), not a good that may be stale.
+ * The first successful read serves the entries again (the view's
+ * generation unchanged) or outdates them.  Requests with a nonce never
+ * read or fill the cache.
  *
  * Memory is bounded by the zone: when the slab is full, the least recently
  * used entries are evicted (expired or outdated ones are removed on
@@ -153,6 +162,7 @@ typedef struct {
     ngx_msec_t                 refreshing;   /* refresh claimed at, 0  */
     ngx_msec_t                 active;       /* a refresh claimed or   */
                                              /* back at (stale mode)   */
+    ngx_msec_t                 read_ok;      /* last good read from    */
     ngx_uint_t                 epoch;
 } ngx_http_ocsp_shctx_t;
 
@@ -190,6 +200,7 @@ typedef struct {
     ngx_shm_zone_t            *cache;
     ngx_msec_t                 revgen_check;
     ngx_msec_t                 revgen_stale;
+    ngx_msec_t                 revgen_outage;
     ngx_flag_t                 cache_header;
     u_char                     digest[32];   /* what answers depend on */
 } ngx_http_ocsp_loc_conf_t;
@@ -340,6 +351,13 @@ static ngx_command_t  ngx_http_ocsp_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ocsp_loc_conf_t, revgen_stale),
+      NULL },
+
+    { ngx_string("ocsp_responder_revgen_outage"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ocsp_loc_conf_t, revgen_outage),
       NULL },
 
     { ngx_string("ocsp_responder_cache_header"),
@@ -899,6 +917,7 @@ ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone, ngx_uint_t ok,
             sh->set_epoch = zone->epoch;
             sh->gen = gen;
             sh->checked = at;
+            sh->read_ok = at;
         }
 
         return;
@@ -921,8 +940,11 @@ ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone, ngx_uint_t ok,
 
         sh->gen = gen;
         sh->checked = at;
+        sh->read_ok = at;
 
     } else if (confirm) {
+        /* a failed refresh keeps the view, but cached answers are
+         * served only within revgen_outage of sh->read_ok (lookup) */
         sh->checked = at;
     }
 }
@@ -1271,23 +1293,27 @@ ngx_http_ocsp_cache_find(ngx_http_ocsp_zone_t *zone, u_char *key)
 
 /* strict: a hit needs now < valid_until (nextUpdate - margin); otherwise
  * (Redis down, the fresh answer was tryLater) now < nextUpdate.  Either
- * way the view must be over this configuration's CA set and the entry's
- * generation must equal it.  NGX_OK: ctx->body etc. hold a copy. */
+ * way the view must be over this configuration's CA set, the entry's
+ * generation must equal it, and the revgens must have been read less than
+ * revgen_outage ago (see the comment at the top).  NGX_OK: ctx->body etc.
+ * hold a copy. */
 
 static ngx_int_t
 ngx_http_ocsp_cache_lookup(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
     ngx_uint_t strict)
 {
     time_t                  now;
-    ngx_int_t               rc;
-    ngx_http_ocsp_node_t   *n;
-    ngx_http_ocsp_zone_t   *zone;
+    ngx_int_t                  rc;
+    ngx_http_ocsp_node_t      *n;
+    ngx_http_ocsp_zone_t      *zone;
+    ngx_http_ocsp_loc_conf_t  *olcf;
 
     zone = ctx->zone;
     if (zone == NULL) {
         return NGX_DECLINED;
     }
 
+    olcf = ngx_http_get_module_loc_conf(r, ngx_http_ocsp_module);
     now = ngx_time();
     rc = NGX_DECLINED;
 
@@ -1295,6 +1321,15 @@ ngx_http_ocsp_cache_lookup(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
 
     if (zone->sh->set != zone->set) {
         /* the view is another configuration's: no way to judge */
+        goto done;
+    }
+
+    if (ngx_http_ocsp_age(ngx_current_msec, zone->sh->read_ok)
+        >= olcf->revgen_outage)
+    {
+        /* the revgens unread for too long: another host may have
+         * revoked meanwhile (the entries are kept for when they are
+         * read again) */
         goto done;
     }
 
@@ -1533,6 +1568,7 @@ ngx_http_ocsp_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh->set = zone->set;
     zone->sh->set_epoch = 1;
     zone->sh->checked = ngx_current_msec - 3600000;  /* stale: refresh */
+    zone->sh->read_ok = zone->sh->checked;
     zone->sh->refreshing = 0;
     zone->sh->active = 0;
     zone->sh->epoch = 1;
@@ -1653,6 +1689,7 @@ ngx_http_ocsp_create_loc_conf(ngx_conf_t *cf)
     conf->cache = NGX_CONF_UNSET_PTR;
     conf->revgen_check = NGX_CONF_UNSET_MSEC;
     conf->revgen_stale = NGX_CONF_UNSET_MSEC;
+    conf->revgen_outage = NGX_CONF_UNSET_MSEC;
     conf->cache_header = NGX_CONF_UNSET;
 
     return conf;
@@ -1803,6 +1840,15 @@ ngx_http_ocsp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->cache, prev->cache, NULL);
     ngx_conf_merge_msec_value(conf->revgen_check, prev->revgen_check, 1000);
     ngx_conf_merge_msec_value(conf->revgen_stale, prev->revgen_stale, 3000);
+    ngx_conf_merge_msec_value(conf->revgen_outage, prev->revgen_outage,
+                              60000);
+
+    if (conf->revgen_outage < conf->revgen_check) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ocsp_responder_revgen_outage must not be "
+                           "shorter than ocsp_responder_revgen_check");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_value(conf->cache_header, prev->cache_header, 0);
 
     /* the module answers a body over its cap itself (malformedRequest) */
