@@ -322,29 +322,88 @@ pki_ocsp_tlv(const unsigned char **p, const unsigned char *end, int tag,
 }
 
 
+/* 1 if [p, end) is an optionalSignature of the right shape (see
+ * pki_ocsp_decode), its contents not looked at. */
+static int
+pki_ocsp_sig_shape(const unsigned char *p, const unsigned char *end)
+{
+    long  len;
+
+    /* [0] EXPLICIT Signature ::= SEQUENCE { signatureAlgorithm,
+     * signature BIT STRING, certs [0] EXPLICIT SEQUENCE OF Certificate
+     * OPTIONAL } */
+    if (!pki_ocsp_tlv(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, 1, &len)
+        || p + len != end
+        || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len)
+        || p + len != end)
+    {
+        return 0;
+    }
+
+    if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len))
+    {
+        return 0;
+    }
+    p += len;
+
+    if (!pki_ocsp_tlv(&p, end, V_ASN1_BIT_STRING, V_ASN1_UNIVERSAL, 0,
+                      &len)
+        || len < 1)
+    {
+        return 0;
+    }
+    p += len;
+
+    if (p != end) {
+        if (!pki_ocsp_tlv(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, 1, &len)
+            || p + len != end
+            || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
+                             &len)
+            || p + len != end)
+        {
+            return 0;
+        }
+
+        /* each certificate: a SEQUENCE, not decoded */
+        while (p < end) {
+            if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
+                              &len))
+            {
+                return 0;
+            }
+            p += len;
+        }
+    }
+
+    return 1;
+}
+
+
 /*
- * Decodes an OCSPRequest (RFC 6960 4.1.1) without its optionalSignature.
- * The responder does not verify request signatures (RFC 6960 4.1.2 lets
- * it ignore them), yet d2i_OCSP_REQUEST() decodes every certificate of
- * one, and with it each public key: a 64 KB request holds some 240 of
- * them, many milliseconds of work for an anonymous client, and
- * pki_ocsp_cache_key() runs on the event loop.  So the DER is walked
- * shallowly: the outer SEQUENCE, tbsRequest, and the shape of the
+ * Decodes an OCSPRequest (RFC 6960 4.1.1) without its optionalSignature
+ * and requestorName.  The responder does not verify request signatures
+ * (RFC 6960 4.1.2 lets it ignore them) nor use the requestor's name, yet
+ * d2i_OCSP_REQUEST() decodes every certificate of a signature, and with
+ * it each public key (a 64 KB request holds some 240 of them: ~180 ms),
+ * and canonicalises a name of thousands of RDNs (~40 ms), for an
+ * anonymous client, and pki_ocsp_cache_key() runs on the event loop.  So
+ * the DER is walked shallowly: the outer SEQUENCE, tbsRequest (its
+ * requestorName [1] skipped, its requestList counted: more than
+ * PKI_OCSP_MAX_IDS Requests are refused undecoded), and the shape of the
  * Signature (SEQUENCE of an AlgorithmIdentifier SEQUENCE, a BIT STRING
  * and an optional [0] SEQUENCE OF SEQUENCE), whose contents, the
- * certificates included, are not looked at.  A signed request is then
- * decoded from its tbsRequest alone, wrapped in a SEQUENCE of its own.
- * Definite lengths only; nothing may follow.  NULL: malformed (or out of
- * memory).
+ * certificates included, are not looked at.  A request with either is
+ * then decoded from the rest of its tbsRequest, wrapped anew.  Definite
+ * lengths only; nothing may follow.  NULL: malformed (or out of memory).
  */
 static OCSP_REQUEST *
 pki_ocsp_decode(const unsigned char *der, size_t derlen)
 {
-    int                   n;
-    long                  len, tbs_len;
+    int                   n, ids, tbs_n;
+    long                  len, body_len, name_len;
     unsigned char        *buf, *q;
     OCSP_REQUEST         *oreq;
-    const unsigned char  *p, *end, *tbs;
+    const unsigned char  *p, *end, *body, *tend, *name, *lend;
 
     if (derlen == 0 || derlen > PKI_OCSP_MAX_BODY) {
         return NULL;
@@ -362,15 +421,48 @@ pki_ocsp_decode(const unsigned char *der, size_t derlen)
         goto done;
     }
 
-    tbs = p;
+    /* TBSRequest ::= SEQUENCE { version [0] DEFAULT v1, requestorName
+     * [1] OPTIONAL, requestList SEQUENCE OF Request, requestExtensions
+     * [2] OPTIONAL } */
     if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len)) {
         goto done;
     }
-    p += len;
-    tbs_len = (long) (p - tbs);
+    body = p;
+    tend = p + len;
 
-    if (p == end) {
-        /* not signed: as it is */
+    if (pki_ocsp_tlv(&p, tend, 0, V_ASN1_CONTEXT_SPECIFIC, 1, &len)) {
+        p += len;
+    }
+
+    name = p;
+    name_len = 0;
+    if (pki_ocsp_tlv(&p, tend, 1, V_ASN1_CONTEXT_SPECIFIC, 1, &len)) {
+        p += len;
+        name_len = (long) (p - name);
+    }
+
+    if (!pki_ocsp_tlv(&p, tend, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len))
+    {
+        goto done;
+    }
+
+    lend = p + len;
+    for (ids = 0; p < lend; ids++) {
+        if (ids == PKI_OCSP_MAX_IDS
+            || !pki_ocsp_tlv(&p, lend, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
+                             &len))
+        {
+            goto done;
+        }
+        p += len;
+    }
+
+    /* the rest (requestExtensions) is d2i_OCSP_REQUEST()'s to judge */
+    p = tend;
+    body_len = (long) (tend - body) - name_len;
+
+    if (p == end && name_len == 0) {
+        /* neither signed nor named: as it is */
         p = der;
         oreq = d2i_OCSP_REQUEST(NULL, &p, (long) derlen);
         if (oreq != NULL && p != end) {
@@ -380,61 +472,24 @@ pki_ocsp_decode(const unsigned char *der, size_t derlen)
         goto done;
     }
 
-    /* [0] EXPLICIT Signature ::= SEQUENCE { signatureAlgorithm,
-     * signature BIT STRING, certs [0] EXPLICIT SEQUENCE OF Certificate
-     * OPTIONAL } */
-    if (!pki_ocsp_tlv(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, 1, &len)
-        || p + len != end
-        || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len)
-        || p + len != end)
-    {
+    if (p != end && !pki_ocsp_sig_shape(p, end)) {
         goto done;
     }
 
-    if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len))
-    {
-        goto done;
-    }
-    p += len;
-
-    if (!pki_ocsp_tlv(&p, end, V_ASN1_BIT_STRING, V_ASN1_UNIVERSAL, 0,
-                      &len)
-        || len < 1)
-    {
-        goto done;
-    }
-    p += len;
-
-    if (p != end) {
-        if (!pki_ocsp_tlv(&p, end, 0, V_ASN1_CONTEXT_SPECIFIC, 1, &len)
-            || p + len != end
-            || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
-                             &len)
-            || p + len != end)
-        {
-            goto done;
-        }
-
-        /* each certificate: a SEQUENCE, not decoded */
-        while (p < end) {
-            if (!pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
-                              &len))
-            {
-                goto done;
-            }
-            p += len;
-        }
-    }
-
-    /* tbsRequest alone, as an unsigned OCSPRequest */
-    n = ASN1_object_size(1, tbs_len, V_ASN1_SEQUENCE);
+    /* tbsRequest alone, without requestorName, as an unsigned
+     * OCSPRequest */
+    tbs_n = ASN1_object_size(1, body_len, V_ASN1_SEQUENCE);
+    n = tbs_n > 0 ? ASN1_object_size(1, tbs_n, V_ASN1_SEQUENCE) : -1;
     if (n <= 0 || (buf = malloc((size_t) n)) == NULL) {
         goto done;
     }
 
     q = buf;
-    ASN1_put_object(&q, 1, tbs_len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-    memcpy(q, tbs, (size_t) tbs_len);
+    ASN1_put_object(&q, 1, tbs_n, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    ASN1_put_object(&q, 1, body_len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(q, body, (size_t) (name - body));
+    q += name - body;
+    memcpy(q, name + name_len, (size_t) (tend - name - name_len));
 
     p = buf;
     oreq = d2i_OCSP_REQUEST(NULL, &p, (long) n);

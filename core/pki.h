@@ -659,7 +659,8 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * nonce is echoed.  A request signature is not verified (RFC 6960 4.1.2
  * lets a responder ignore it): only its shape is checked, its
  * certificates are never decoded, and the answer is the one of the
- * CertIDs.  Requests are DER (definite lengths).
+ * CertIDs; nor is the requestorName, which nothing uses.  Requests are
+ * DER (definite lengths).
  */
 
 #define PKI_OCSP_MAX_IDS    100

@@ -20,6 +20,7 @@
 #include <openssl/ocsp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509v3.h>
 
 #include "pki.h"
 #include "test/unit.h"
@@ -336,6 +337,36 @@ make_req_signed(const id_spec_t *ids, int n, X509 *signer, EVP_PKEY *key,
     sk_X509_free(certs);
     OCSP_REQUEST_free(req);
     return der;
+}
+
+
+/* The request der (unsigned, no version, no requestorName) with the TLV
+ * name as its requestorName ([1] EXPLICIT). */
+static unsigned char *
+make_named(const unsigned char *der, size_t len, const unsigned char *name,
+    size_t name_len, size_t *out_len)
+{
+    int                   tag, cls;
+    long                  tlen;
+    size_t                olen;
+    unsigned char        *out;
+    const unsigned char  *p;
+
+    out = NULL;
+    olen = 0;
+    der_cat(&out, &olen, name, name_len);
+    der_wrap(&out, &olen, 1, V_ASN1_CONTEXT_SPECIFIC);
+
+    /* the contents of tbsRequest, after the name */
+    p = der;
+    ASN1_get_object(&p, &tlen, &tag, &cls, (long) len);
+    ASN1_get_object(&p, &tlen, &tag, &cls, (long) len);
+    der_cat(&out, &olen, p, (size_t) tlen);
+    der_wrap(&out, &olen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    der_wrap(&out, &olen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+
+    *out_len = olen;
+    return out;
 }
 
 
@@ -1635,6 +1666,55 @@ test_cache_key(X509 *root, EVP_PKEY *rootpk)
         }
         free(sder);
         free(junk);
+    }
+
+    /* requestorName (unused by the responder) is not decoded either: a
+     * name of 3000 RDNs gives the key of the CertIDs, and so does an
+     * OCTET STRING where the GeneralName goes (no GeneralName at all:
+     * a decoder of it refuses the request) */
+    {
+        int             i;
+        size_t          nlen, rlen;
+        unsigned char  *nder, *rder;
+        X509_NAME      *big;
+        GENERAL_NAME   *gn;
+        static const unsigned char  os[] = { 0x04, 0x02, 0x68, 0x69 };
+
+        big = X509_NAME_new();
+        for (i = 0; i < 3000; i++) {
+            X509_NAME_add_entry_by_txt(big, "CN", MBSTRING_ASC,
+                                       (const unsigned char *) "AbCd", -1,
+                                       -1, 0);
+        }
+        gn = GENERAL_NAME_new();
+        GENERAL_NAME_set0_value(gn, GEN_DIRNAME, big);
+        nder = NULL;
+        nlen = (size_t) i2d_GENERAL_NAME(gn, &nder);
+        GENERAL_NAME_free(gn);
+
+        rder = make_named(d1, len1, nder, nlen, &rlen);
+        req.method = "POST";
+        req.content_type = "application/ocsp-request";
+        req.body = rder;
+        req.body_len = rlen;
+        ok(rlen <= PKI_OCSP_MAX_BODY
+           && pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3,
+                                 NULL) == PKI_OK
+           && memcmp(k1, k3, sizeof(k1)) == 0,
+           "cache key: requestorName of 3000 RDNs (%zu bytes): the key of "
+           "its CertIDs", rlen);
+        free(rder);
+        OPENSSL_free(nder);
+
+        rder = make_named(d1, len1, os, sizeof(os), &rlen);
+        req.body = rder;
+        req.body_len = rlen;
+        ok(pki_ocsp_cache_key(&req, (const unsigned char *) "s", 1, k3,
+                              NULL) == PKI_OK
+           && memcmp(k1, k3, sizeof(k1)) == 0,
+           "cache key: requestorName not decoded (no GeneralName: same "
+           "key)");
+        free(rder);
     }
 
     free(b64);
