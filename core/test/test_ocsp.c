@@ -214,7 +214,8 @@ make_req_ext(const id_spec_t *id, int kind, int crit, size_t *len)
 
 
 /* DER builder for hand-made requests: prefixes buf (len bytes) with a
- * definite length header of tag and class. */
+ * definite length header of tag and class (one spare byte after it, for
+ * a trailing-byte test). */
 static void
 der_wrap(unsigned char **buf, size_t *len, int tag, int cls)
 {
@@ -222,7 +223,7 @@ der_wrap(unsigned char **buf, size_t *len, int tag, int cls)
     unsigned char  *out, *p;
 
     n = ASN1_object_size(1, (int) *len, tag);
-    out = malloc((size_t) n);
+    out = malloc((size_t) n + 1);
     p = out;
     ASN1_put_object(&p, 1, (int) *len, tag, cls);
     memcpy(p, *buf, *len);
