@@ -911,8 +911,12 @@ pki_int_dns_label_refused(const char *label, size_t len)
 }
 
 
-/* The first of the labels of DNS name s (len bytes, LDH and dots) that
- * pki_int_dns_label_refused refuses: NULL, else why not. */
+/* The first "xn--" label of DNS name s (len bytes, LDH and dots) that is
+ * no A-label (pki_int_dns_label_refused): NULL, else why not.  Other
+ * labels of the reserved "??--" form pass here: private names such as
+ * "db--primary" are common, and a renewal checks the names it renews
+ * against the template; ACME's newOrder still refuses them, as public
+ * CAs do. */
 static const char *
 pki_dns_labels_refused(const unsigned char *s, int len)
 {
@@ -921,8 +925,11 @@ pki_dns_labels_refused(const unsigned char *s, int len)
 
     for (b = 0, i = 0; i <= len; i++) {
         if (i == len || s[i] == '.') {
-            why = pki_int_dns_label_refused((const char *) s + b,
-                                            (size_t) (i - b));
+            why = (i - b >= 4 && (s[b] | 0x20) == 'x'
+                   && (s[b + 1] | 0x20) == 'n')
+                  ? pki_int_dns_label_refused((const char *) s + b,
+                                              (size_t) (i - b))
+                  : NULL;
             if (why != NULL) {
                 return why;
             }
@@ -936,7 +943,7 @@ pki_dns_labels_refused(const unsigned char *s, int len)
 
 /* A dNSName under template t's rules, a SAN's or a CN's a TLS client
  * takes for one (pki_check_cn): its syntax, a "*." only where t allows
- * wildcards, and each "??--" label an A-label.  0 with *why set when
+ * wildcards, and each "xn--" label an A-label.  0 with *why set when
  * the syntax is fine but a label is not (else NULL). */
 static int
 pki_dns_name_ok(const pki_template_t *t, const unsigned char *s, int len,
