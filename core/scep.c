@@ -9,6 +9,8 @@
  *   1. parse: DER PKCS#7 SignedData, one SignerInfo, the signer's
  *      certificate, messageType, transactionID and senderNonce among the
  *      signed attributes.  Without these no CertRep can be addressed: 400.
+ *      More than PKI_SCEP_BAG_MAX certificates and CRLs, counted before
+ *      anything is decoded, get 400 too.
  *   2. verify: digest algorithm (badAlg), signature and messageDigest
  *      (badMessageCheck), signingTime when present (badTime).
  *   3. dispatch on messageType; anything but PKCSReq, RenewalReq, CertPoll,
@@ -1266,6 +1268,204 @@ pki_scep_msg_free(pki_scep_msg_t *m)
 }
 
 
+/* ---- what a pkiMessage carries, counted before it is read ------------- */
+
+/*
+ * d2i_PKCS7() and the lean reader decode every certificate and CRL of a
+ * SignedData before anything else of the message is looked at; d2i_PKCS7()
+ * decodes each certificate's key too (about half a millisecond for an EC
+ * key), so a 256 KB body of a thousand certificates and no SCEP attribute
+ * cost a pool thread most of a second before its 400.  A SCEP client sends
+ * its signer's certificate, perhaps with that certificate's chain: more
+ * than PKI_SCEP_BAG_MAX certificates and CRLs together are refused (400,
+ * as any message no CertRep can answer), counted here by their headers
+ * alone (BER, indefinite lengths included; nothing inside them is read).
+ * The content of a SignedData is an EnvelopedData for every message type,
+ * and its type is checked the same way before d2i_PKCS7() reads it.
+ */
+
+#define PKI_SCEP_BAG_MAX        10
+#define PKI_SCEP_BER_NEST       30      /* as OpenSSL's own reader */
+
+typedef struct {
+    const unsigned char  *p;
+    const unsigned char  *end;
+    int                   indef;        /* ends at an end-of-contents */
+} pki_ber_t;
+
+
+/* One header at c->p: 1 with its tag, class, constructed flag and body
+ * (the body's end is c->end for an indefinite length), c->p past it. */
+static int
+pki_ber_hdr(pki_ber_t *c, int *tag, int *cls, pki_ber_t *body)
+{
+    int                   inf;
+    long                  len;
+    const unsigned char  *p;
+
+    if (c->p >= c->end) {
+        return 0;
+    }
+
+    p = c->p;
+    inf = ASN1_get_object(&p, &len, tag, cls, (long) (c->end - c->p));
+    if (inf & 0x80) {
+        ERR_clear_error();
+        return 0;
+    }
+
+    body->p = p;
+    body->indef = inf & 1;
+
+    if (body->indef) {
+        body->end = c->end;
+
+    } else {
+        if (len < 0 || len > c->end - p) {
+            return 0;
+        }
+
+        body->end = p + len;
+    }
+
+    /* constructed: the caller may enter it */
+    c->p = p;
+    return (inf & V_ASN1_CONSTRUCTED) ? 2 : 1;
+}
+
+
+static int
+pki_ber_at_end(const pki_ber_t *c)
+{
+    if (!c->indef) {
+        return c->p >= c->end;
+    }
+
+    return c->end - c->p >= 2 && c->p[0] == 0 && c->p[1] == 0;
+}
+
+
+/* Steps over one element (an indefinite one element by element). */
+static int
+pki_ber_skip(pki_ber_t *c, int depth)
+{
+    int        tag, cls;
+    pki_ber_t  b;
+
+    if (pki_ber_hdr(c, &tag, &cls, &b) == 0) {
+        return 0;
+    }
+
+    if (!b.indef) {
+        c->p = b.end;
+        return 1;
+    }
+
+    if (depth >= PKI_SCEP_BER_NEST) {
+        return 0;
+    }
+
+    while (!pki_ber_at_end(&b)) {
+        if (!pki_ber_skip(&b, depth + 1)) {
+            return 0;
+        }
+    }
+
+    c->p = b.p + 2;
+    return 1;
+}
+
+
+/* Enters a constructed element of this tag and class. */
+static int
+pki_ber_enter(pki_ber_t *c, int want, int want_cls, pki_ber_t *in)
+{
+    int  tag, cls;
+
+    return pki_ber_hdr(c, &tag, &cls, in) == 2 && tag == want
+           && cls == want_cls;
+}
+
+
+/*
+ * A ContentInfo: 1 of type nid, 0 of another type, -1 not BER.  For a
+ * SignedData *certs and *crls count what it carries.
+ */
+static int
+pki_scep_p7_peek(const unsigned char *der, size_t len, int nid,
+    size_t *certs, size_t *crls)
+{
+    int                  i, tag, cls;
+    size_t              *n;
+    pki_ber_t            c, ci, ex, sd, oid, bag;
+    const ASN1_OBJECT   *obj;
+
+    *certs = 0;
+    *crls = 0;
+
+    c.p = der;
+    c.end = der + len;
+    c.indef = 0;
+
+    if (!pki_ber_enter(&c, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &ci)
+        || pki_ber_hdr(&ci, &tag, &cls, &oid) != 1
+        || tag != V_ASN1_OBJECT || cls != V_ASN1_UNIVERSAL || oid.indef)
+    {
+        return -1;
+    }
+
+    obj = OBJ_nid2obj(nid);
+    if (obj == NULL || (size_t) (oid.end - oid.p) != OBJ_length(obj)
+        || memcmp(oid.p, OBJ_get0_data(obj), OBJ_length(obj)) != 0)
+    {
+        return 0;
+    }
+
+    if (nid != NID_pkcs7_signed) {
+        return 1;
+    }
+
+    ci.p = oid.end;
+
+    /* [0] EXPLICIT SignedData: version, digestAlgorithms, contentInfo,
+     * then [0] certificates and [1] crls */
+    if (!pki_ber_enter(&ci, 0, V_ASN1_CONTEXT_SPECIFIC, &ex)
+        || !pki_ber_enter(&ex, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &sd))
+    {
+        return -1;
+    }
+
+    for (i = 0; i < 3; i++) {
+        if (pki_ber_at_end(&sd) || !pki_ber_skip(&sd, 4)) {
+            return -1;
+        }
+    }
+
+    while (!pki_ber_at_end(&sd)) {
+        ex = sd;
+        if (pki_ber_hdr(&ex, &tag, &cls, &bag) != 2
+            || cls != V_ASN1_CONTEXT_SPECIFIC || (tag != 0 && tag != 1))
+        {
+            break;
+        }
+
+        n = tag == 0 ? certs : crls;
+
+        while (!pki_ber_at_end(&bag)) {
+            if (!pki_ber_skip(&bag, 5)) {
+                return -1;
+            }
+
+            (*n)++;
+        }
+
+        sd.p = bag.indef ? bag.p + 2 : bag.end;
+    }
+
+    return 1;
+}
+
+
 /* The SCEP attributes of the SignerInfo.  Returns 1, or 0 with res
  * filled. */
 static int
@@ -1348,10 +1548,29 @@ static int
 pki_scep_parse(const unsigned char *der, size_t len, pki_scep_msg_t *m,
     pki_result_t *res)
 {
+    size_t                        certs, crls;
     STACK_OF(X509)               *signers;
     pki_result_t                  tmp;
     const unsigned char          *p;
     STACK_OF(PKCS7_SIGNER_INFO)  *sis;
+
+    /* what it carries, before either reader decodes any of it */
+    switch (pki_scep_p7_peek(der, len, NID_pkcs7_signed, &certs, &crls)) {
+    case -1:
+        pki_fail(res, PKI_MALFORMED, "the message is not a DER PKCS#7");
+        return 0;
+    case 0:
+        pki_fail(res, PKI_MALFORMED, "the message is not a SignedData with "
+                 "content");
+        return 0;
+    }
+
+    if (certs + crls > PKI_SCEP_BAG_MAX) {
+        pki_fail(res, PKI_MALFORMED, "the message carries %zu certificates "
+                 "and %zu CRLs, more than %d", certs, crls,
+                 PKI_SCEP_BAG_MAX);
+        return 0;
+    }
 
     /* the hot path: a PKCSReq signed by a self-signed RSA certificate */
     if (pki_scep_lean_parse(der, len, m)) {
@@ -1552,7 +1771,7 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     int                           i, nid, klen, ivlen, outl, fin, found;
     X509                         *ra;
     PKCS7                        *env;
-    size_t                        cekl, clen;
+    size_t                        cekl, clen, certs, crls;
     pki_status_t                  st;
     unsigned char                 key[32], iv[16], *cek, *out;
     X509_ALGOR                   *alg;
@@ -1569,6 +1788,16 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     ctx = NULL;
     out = NULL;
     cek = NULL;
+
+    /* its type before d2i_PKCS7() reads it (a SignedData would have
+     * every certificate in it decoded) */
+    if (data->length <= 0
+        || pki_scep_p7_peek(data->data, (size_t) data->length,
+                            NID_pkcs7_enveloped, &certs, &crls) != 1)
+    {
+        pki_fail(res, PKI_MALFORMED, "messageData is not an EnvelopedData");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
 
     p = data->data;
     env = d2i_PKCS7(NULL, &p, data->length);

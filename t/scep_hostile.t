@@ -213,6 +213,24 @@ http_fails('no messageType', req(challenge => 'demo',
                                  flags => ['no-msgtype']), 400);
 http_fails('messageType not a number', req(challenge => 'demo',
                                            'msgtype-str' => '1x'), 400);
+
+# certificates in the message: counted before it is read (every one of
+# them would have its key decoded); the signer's with a chain is read
+$f = req(cn => 'chain9', challenge => 'demo', 'extra-certs' => 9);
+$h = rep(send_msg($f), $f);
+is($h->{status}, 0, 'PKCSReq with 9 more certificates: SUCCESS')
+    or diag($h->{raw});
+for my $case ([19, 10, 'PKCSReq'], [20, 500, 'CertPoll']) {
+    my ($type, $n, $name) = @$case;
+    my $before = records();
+    $f = req(challenge => 'demo', type => $type, 'extra-certs' => $n);
+    $r = send_msg($f);
+    is($r->{code}, 400, "$name with $n more certificates: 400");
+    like($r->{body}, qr/carries ${\($n + 1)} certificates and 0 CRLs/,
+         "$name with $n more certificates: refused by their count");
+    is(records(), $before, "$name with $n more certificates: nothing "
+       . 'issued');
+}
 $r = $t->curl('PUT', "$base/scep?operation=PKIOperation", data => 'x');
 is($r->{code}, 405, 'PUT: 405');
 $r = $t->curl('POST', "$base/scep?operation=GetCACert", data => 'x');

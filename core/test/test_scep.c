@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -188,6 +189,12 @@ typedef struct {
     int                des;
     const unsigned char  *inner;    /* non-NULL: the messageData, not a */
     int                inner_len;   /* CSR (GetCert, GetCRL) */
+    X509              *extra;       /* carried besides the signer's, */
+    int                nextra;      /* this many times */
+    X509_CRL          *crl;         /* carried ncrl times */
+    int                ncrl;
+    const unsigned char  *content;  /* non-NULL: the signed content as */
+    int                content_len; /* is, no EnvelopedData */
 } msg_t;
 
 
@@ -218,6 +225,26 @@ pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
     }
 
     return real(k, md, tbs, tbslen, sig, siglen, res);
+}
+
+
+/* d2i_PKCS7 as the library sees it (exported, as pki_key_sign): counts
+ * its calls, so that a test sees whether a message was read by it. */
+typedef PKCS7 *(*d2i_p7_pt)(PKCS7 **a, const unsigned char **pp, long len);
+
+static int  d2i_p7_calls;
+
+__attribute__((visibility("default"))) PKCS7 *
+d2i_PKCS7(PKCS7 **a, const unsigned char **pp, long len)
+{
+    static d2i_p7_pt  real;
+
+    if (real == NULL) {
+        real = (d2i_p7_pt) dlsym(RTLD_NEXT, "d2i_PKCS7");
+    }
+
+    d2i_p7_calls++;
+    return real(a, pp, len);
 }
 
 
@@ -299,6 +326,12 @@ build(msg_t *m, unsigned char **out)
     PKCS7_set_type(p7, NID_pkcs7_signed);
     PKCS7_content_new(p7, NID_pkcs7_data);
     PKCS7_add_certificate(p7, m->signer ? m->signer : self);
+    for (ilen = 0; ilen < m->nextra; ilen++) {
+        PKCS7_add_certificate(p7, m->extra);
+    }
+    for (ilen = 0; ilen < m->ncrl; ilen++) {
+        PKCS7_add_crl(p7, m->crl);
+    }
     si = PKCS7_add_signature(p7, m->signer ? m->signer : self, sk,
                              m->md ? m->md : EVP_sha256());
     PKCS7_add_signed_attribute(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
@@ -324,7 +357,11 @@ build(msg_t *m, unsigned char **out)
     }
 
     b = PKCS7_dataInit(p7, NULL);
-    BIO_write(b, envder, n);
+    if (m->content != NULL) {
+        BIO_write(b, m->content, m->content_len);
+    } else {
+        BIO_write(b, envder, n);
+    }
     BIO_flush(b);
     PKCS7_dataFinal(p7, b);
     BIO_free_all(b);
@@ -339,6 +376,42 @@ build(msg_t *m, unsigned char **out)
     PKCS7_free(p7);
     X509_free(self);
     return n;
+}
+
+
+/* DER re-encoded with indefinite lengths down to depth levels (the
+ * rest copied as it is): the length written to out. */
+static size_t
+ber_indef(const unsigned char *in, size_t len, int depth, unsigned char *out)
+{
+    int                   inf, tag, cls;
+    long                  l;
+    size_t                o, hl;
+    const unsigned char  *p;
+
+    o = 0;
+    while (len > 0) {
+        p = in;
+        inf = ASN1_get_object(&p, &l, &tag, &cls, (long) len);
+        if (inf & 0x80) {
+            break;
+        }
+        hl = (size_t) (p - in);
+        if (depth > 0 && (inf & V_ASN1_CONSTRUCTED)) {
+            out[o++] = in[0];
+            out[o++] = 0x80;
+            o += ber_indef(p, (size_t) l, depth - 1, out + o);
+            out[o++] = 0;
+            out[o++] = 0;
+        } else {
+            memcpy(out + o, in, hl + (size_t) l);
+            o += hl + (size_t) l;
+        }
+        in += hl + (size_t) l;
+        len -= hl + (size_t) l;
+    }
+
+    return o;
 }
 
 
@@ -461,6 +534,37 @@ pkiop(const pki_scep_conf_t *conf, msg_t *m, int *fail, X509 **issued,
     }
     pki_scep_resp_free(&resp);
     return st;
+}
+
+
+/* PKIOperation with message m as it is built: the HTTP status, the
+ * reason in why, the calls of d2i_PKCS7 it made in *d2i.  indef: the
+ * message's outer four levels re-encoded with indefinite lengths. */
+static int
+rawop(const pki_scep_conf_t *conf, msg_t *m, int indef, char *why,
+    size_t size, int *d2i)
+{
+    int               n, h;
+    size_t            len;
+    unsigned char    *der, *ber;
+    pki_scep_resp_t   resp;
+
+    n = build(m, &der);
+    ber = NULL;
+    len = (size_t) n;
+    if (indef) {
+        ber = malloc(len + 64);
+        len = ber_indef(der, len, 4, ber);
+    }
+    d2i_p7_calls = 0;
+    op(conf, PKI_SCEP_PKIOPERATION, "POST", ber ? ber : der, len, &resp);
+    *d2i = d2i_p7_calls;
+    h = resp.http_status;
+    snprintf(why, size, "%s", resp.res.detail);
+    pki_scep_resp_free(&resp);
+    OPENSSL_free(der);
+    free(ber);
+    return h;
 }
 
 
@@ -872,6 +976,91 @@ main(void)
        "not badAlg (http %d status %d fail %d)", h, s, f);
     m.des = 0;
     conf.accept_des = 0;
+
+    /* ---- certificates and CRLs: counted before the message is read ---- */
+    {
+        int             d2i;
+        char            why[256];
+        X509           *fill;
+        X509_CRL       *crl;
+        ASN1_TIME      *now;
+        unsigned char  *inner;
+
+        fill = cert("filler", ec_k, NULL, ec_k, 0);
+        crl = X509_CRL_new();
+        now = ASN1_TIME_set(NULL, time(NULL));
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(fill));
+        X509_CRL_set1_lastUpdate(crl, now);
+        X509_CRL_sign(crl, ec_k, EVP_sha256());
+        ASN1_TIME_free(now);
+        m.extra = fill;
+        m.crl = crl;
+        m.challenge = "wrong";
+
+        /* the signer's certificate with a chain of 9: read as before, by
+         * either reader, DER or BER */
+        m.nextra = 9;
+        EXPECT_FAIL("signer + 9 certificates: read (wrong challenge)",
+                    &conf, &m, 2);
+        m.type = 99;
+        EXPECT_FAIL("messageType 99, signer + 9 certificates: read", &conf,
+                    &m, 2);
+        m.type = 0;
+        h = rawop(&conf, &m, 1, why, sizeof(why), &d2i);
+        ok(h == 200, "the same with indefinite lengths: read (%d %s)", h,
+           why);
+        m.nextra = 0;
+        m.ncrl = 1;
+        EXPECT_FAIL("a CRL: read (wrong challenge)", &conf, &m, 2);
+
+        /* one more: refused before any reader, which names the count */
+        m.nextra = 10;
+        m.ncrl = 0;
+        h = rawop(&conf, &m, 0, why, sizeof(why), &d2i);
+        ok(h == 400 && strstr(why, "carries 11 certificates and 0 CRLs")
+           && d2i == 0, "signer + 10 certificates: 400 before reading "
+           "(%d %s, d2i_PKCS7 %d)", h, why, d2i);
+        h = rawop(&conf, &m, 1, why, sizeof(why), &d2i);
+        ok(h == 400 && strstr(why, "carries 11 certificates and 0 CRLs")
+           && d2i == 0, "the same with indefinite lengths: 400 (%d %s, "
+           "d2i_PKCS7 %d)", h, why, d2i);
+        m.nextra = 5;
+        m.ncrl = 6;
+        h = rawop(&conf, &m, 0, why, sizeof(why), &d2i);
+        ok(h == 400 && strstr(why, "carries 6 certificates and 6 CRLs")
+           && d2i == 0, "5 certificates and 6 CRLs: 400 (%d %s, d2i_PKCS7 "
+           "%d)", h, why, d2i);
+        m.type = 20;
+        m.nextra = 500;
+        m.ncrl = 0;
+        h = rawop(&conf, &m, 0, why, sizeof(why), &d2i);
+        ok(h == 400 && strstr(why, "carries 501 certificates") && d2i == 0,
+           "CertPoll with 501 certificates: 400, d2i_PKCS7 not called "
+           "(%d %s, %d)", h, why, d2i);
+
+        /* a SignedData of 200 certificates as the signed content: its
+         * type is seen before d2i_PKCS7() would read it */
+        m.type = 0;
+        m.nextra = 200;
+        n = (size_t) build(&m, &inner);
+        m.nextra = 0;
+        m.content = inner;
+        m.content_len = (int) n;
+        h = rawop(&conf, &m, 0, why, sizeof(why), &d2i);
+        ok(h == 200 && strstr(why, "not an EnvelopedData") && d2i == 0,
+           "content a SignedData of 200 certificates: not read (%d %s, "
+           "d2i_PKCS7 %d)", h, why, d2i);
+        EXPECT_FAIL("... badMessageCheck", &conf, &m, 1);
+        m.content = NULL;
+        m.content_len = 0;
+        OPENSSL_free(inner);
+
+        m.extra = NULL;
+        m.crl = NULL;
+        m.challenge = "s3cret";
+        X509_CRL_free(crl);
+        X509_free(fill);
+    }
 
     /* ---- with Redis ---- */
     redis_sock = getenv("PKI_TEST_REDIS_SOCK");

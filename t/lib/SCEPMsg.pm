@@ -56,7 +56,8 @@ sub req {
     my @a = ($tool, 'req', '--rcpt', $o{rcpt} || $ra, '--key', $o{key} || $k1,
              '--out', $f);
     for my $k (qw(type cn challenge cert signkey inner cipher digest tid
-                  corrupt issuer getcert signing-time msgtype-str csr)) {
+                  corrupt issuer getcert signing-time msgtype-str csr
+                  extra-certs)) {
         push @a, "--$k", $o{$k} if defined $o{$k};
     }
     push @a, "--$_" for @{ $o{flags} || [] };

@@ -246,6 +246,7 @@ typedef struct {
     int             have_time, no_time;
     long            time_off;
     const char     *corrupt;
+    int             extra;          /* EC certificates besides the signer */
 } req_opts_t;
 
 
@@ -313,6 +314,16 @@ build_req(req_opts_t *o, unsigned char **out)
     PKCS7_set_type(p7, NID_pkcs7_signed);
     PKCS7_content_new(p7, NID_pkcs7_data);
     PKCS7_add_certificate(p7, o->signer);
+    if (o->extra > 0) {
+        EVP_PKEY  *ek = EVP_EC_gen("P-256");
+        X509      *ex = make_self(ek, "chain");
+
+        for (int k = 0; k < o->extra; k++) {
+            PKCS7_add_certificate(p7, ex);
+        }
+        X509_free(ex);
+        EVP_PKEY_free(ek);
+    }
     si = PKCS7_add_signature(p7, o->signer, o->signkey, o->md);
     if (si == NULL) {
         die("PKCS7_add_signature");
@@ -1027,6 +1038,9 @@ main(int argc, char **argv)
         ARG("--tag", tag)
         if (strcmp(a, "--tid") == 0 && v) { o.tid = v; i++; continue; }
         if (strcmp(a, "--type") == 0 && v) { o.type = atoi(v); i++; continue; }
+        if (strcmp(a, "--extra-certs") == 0 && v) {
+            o.extra = atoi(v); i++; continue;
+        }
         if (strcmp(a, "--n") == 0 && v) { count = atoi(v); i++; continue; }
         if (strcmp(a, "--conc") == 0 && v) { conc = atoi(v); i++; continue; }
         if (strcmp(a, "--keys") == 0 && v) { nkeys = atoi(v); i++; continue; }
