@@ -3745,6 +3745,95 @@ pki_scep_seen_release(pki_redis_t *r, const char *key, pki_result_t *res)
 }
 
 
+/*
+ * The record of a request enrolled at once (no approval), so that the
+ * client's resend of it after a lost CertRep gets that certificate again
+ * (pki_scep_resend) instead of a refusal: the shape of a manual request's
+ * record once issued, kept as long as the message's replay record.  A
+ * record of a request still waiting or being issued is left alone.
+ * ARGV[1]: the TTL; ARGV[2..]: the fields.
+ */
+static const char  pki_lua_pend_done[] =
+    "local s = redis.call('HGET', KEYS[1], 'status') "
+    "if s and s ~= 'issued' and s ~= 'rejected' then return 0 end "
+    "redis.call('DEL', KEYS[1]) "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
+    "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
+    "return 1";
+
+
+/* Best effort: without it a resend is refused as before. */
+static void
+pki_scep_pend_done(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
+    EVP_PKEY *csrkey, X509 *cert, pki_result_t *res)
+{
+    int           i, j;
+    char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], keyhex[65];
+    char          hex[41];
+    size_t        lens[24];
+    redisReply   *reply;
+    const char   *argv[24];
+    pki_result_t  tmp;
+
+    if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
+                       sizeof(key))
+        || !pki_scep_key_hex(csrkey, keyhex)
+        || !pki_serial_to_hex(X509_get0_serialNumber(cert), hex))
+    {
+        pki_log(res, "%sno record for a resend", res->log[0] ? "; " : "");
+        return;
+    }
+
+    snprintf(ttl, sizeof(ttl), "%ld", pki_scep_seen_ttl(conf, m));
+    snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
+
+    i = 0;
+    argv[i++] = "EVAL";
+    argv[i++] = pki_lua_pend_done;
+    argv[i++] = "1";
+    argv[i++] = key;
+    argv[i++] = ttl;
+    argv[i++] = "status";
+    argv[i++] = "issued";
+    argv[i++] = "key";
+    argv[i++] = keyhex;
+    argv[i++] = "tid";
+    argv[i++] = m->tid;
+    argv[i++] = "ca";
+    argv[i++] = pki_ca_name(conf->ca);
+    argv[i++] = "template";
+    argv[i++] = pki_template_name(conf->tmpl);
+    argv[i++] = "serial";
+    argv[i++] = hex;
+    argv[i++] = "created";
+    argv[i++] = now;
+    argv[i++] = "csr";
+    argv[i++] = (const char *) m->data;
+
+    /* the last one is the CSR's DER: binary, with its own length */
+    for (j = 0; j < i - 1; j++) {
+        lens[j] = strlen(argv[j]);
+    }
+    lens[i - 1] = m->data_len;
+
+    pki_result_init(&tmp);
+    reply = pki_int_redis_cmd(conf->redis, i, argv, lens, &tmp);
+    if (reply == NULL) {
+        pki_log(res, "%sno record for a resend: %s", res->log[0] ? "; " : "",
+                tmp.detail);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        pki_int_redis_drop(conf->redis);
+        pki_log(res, "%sno record for a resend: unexpected reply",
+                res->log[0] ? "; " : "");
+    }
+
+    freeReplyObject(reply);
+}
+
+
 /* ---- PKIOperation ---------------------------------------------------------------- */
 
 /* pki_issue and the mapping of its failure: 1 issued, 0 answered. */
@@ -3863,10 +3952,10 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             goto done;
         }
 
-        /* a resend of a request under manual approval: answered from its
+        /* a resend of a request under manual approval, or of one
+         * enrolled at once whose CertRep was lost: answered from its
          * record, its challenge not judged again */
-        if (conf->manual && conf->redis != NULL
-            && !pki_scep_resend(conf, req, m, resp))
+        if (conf->redis != NULL && !pki_scep_resend(conf, req, m, resp))
         {
             goto done;
         }
@@ -4103,9 +4192,12 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
     pki_scep_log_serial(res, cert);
 
-    if (!pki_scep_success(conf, m, cert, NULL, resp)
-        && pki_int_issue_withdraw(conf->redis, conf->ca, cert, res))
-    {
+    if (pki_scep_success(conf, m, cert, NULL, resp)) {
+        if (m->type == PKI_SCEP_PKCSREQ) {
+            pki_scep_pend_done(conf, m, csrkey, cert, res);
+        }
+
+    } else if (pki_int_issue_withdraw(conf->redis, conf->ca, cert, res)) {
         /* Issued and recorded, but no CertRep carries it (the RA key's
          * token gone, say): revoked, so that nothing calls good a
          * certificate nobody holds, and the message and its challenge
@@ -4623,9 +4715,11 @@ static int
 pki_scep_resend(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_msg_t *m, pki_scep_resp_t *resp)
 {
-    int              rc, same, closed;
+    int              rc, same, closed, good;
     char             keyhex[65];
     pki_status_t     st;
+    pki_record_t     rec;
+    pki_result_t     tmp;
     pki_scep_pend_t  pend;
 
     st = pki_scep_pend_get(conf->redis, m->tid, &pend, &resp->res);
@@ -4656,6 +4750,32 @@ pki_scep_resend(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
     if (closed && !same) {
         goto done;
+    }
+
+    /* where requests are enrolled at once only an issued one is resent,
+     * and only while its certificate is good: else it is a new request */
+    if (!conf->manual) {
+        if (strcmp(pend.status, "issued") != 0) {
+            goto done;
+        }
+
+        pki_result_init(&tmp);
+        st = pki_record_get(conf->redis, pki_ca_name(conf->ca), pend.serial,
+                            &rec, &tmp);
+        good = st == PKI_OK && rec.der != NULL
+               && rec.status == PKI_CERT_GOOD;
+        pki_record_clear(&rec);
+
+        if (st == PKI_UNAVAILABLE) {
+            pki_fail(&resp->res, PKI_UNAVAILABLE, "%s", tmp.detail);
+            pki_scep_http_error(resp, 0);
+            rc = 0;
+            goto done;
+        }
+
+        if (!good) {
+            goto done;
+        }
     }
 
     rc = 0;

@@ -177,9 +177,21 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
     is(($u{nextUpdate} // 0) - ($u{lastUpdate} // 0), 3600,
        'GetCRL: the published CRL still lives 1 h (pki_crl_next_update)');
 }
-fails('CertPoll without a pending request',
-      req(type => 20, certpoll => 1, issuer => "$pki/issuing.pem",
-          flags => ['certpoll']), 4);
+{
+    my $nk = key('nopoll');
+    fails('CertPoll without a pending request',
+          req(type => 20, key => $nk, certpoll => 1,
+              issuer => "$pki/issuing.pem", flags => ['certpoll']), 4,
+          key => $nk);
+    # a request enrolled at once (its CertRep lost) may be polled too
+    my $before = records();
+    my $pf = req(type => 20, certpoll => 1, issuer => "$pki/issuing.pem",
+                 flags => ['certpoll']);
+    my $ph = rep(send_msg($pf), $pf);
+    is($ph->{status}, 0, 'CertPoll of a request enrolled at once: SUCCESS')
+        or diag($ph->{raw});
+    is(records(), $before, '... nothing issued');
+}
 
 # --- GetNextCACert: signed by the current CA (key in SoftHSM) ----------------
 
