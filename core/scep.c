@@ -150,6 +150,7 @@ typedef struct {
     const char           *tmpl;
     const char           *cn;
     const char           *san;
+    const char           *ca;
 } pki_scep_chal_t;
 
 
@@ -2699,12 +2700,13 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
     c->raw[reply->len] = '\0';
     freeReplyObject(reply);
 
-    /* "TEMPLATE\nCN\nSAN" */
+    /* "TEMPLATE\nCN\nSAN\nCA" (without CA from an older version) */
     c->tmpl = c->raw;
+    c->cn = "";
+    c->san = "";
+    c->ca = "";
     nl = strchr(c->raw, '\n');
     if (nl == NULL) {
-        c->cn = "";
-        c->san = "";
         return PKI_OK;
     }
 
@@ -2712,12 +2714,18 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
     c->cn = nl + 1;
     nl = strchr(nl + 1, '\n');
     if (nl == NULL) {
-        c->san = "";
         return PKI_OK;
     }
 
     *nl = '\0';
     c->san = nl + 1;
+    nl = strchr(nl + 1, '\n');
+    if (nl == NULL) {
+        return PKI_OK;
+    }
+
+    *nl = '\0';
+    c->ca = nl + 1;
 
     return PKI_OK;
 }
@@ -2978,6 +2986,12 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
     {
         pki_fail(res, PKI_FORBIDDEN, "the challenge is bound to another "
                  "template");
+        return 0;
+    }
+
+    if (c->ca[0] != '\0' && strcmp(c->ca, pki_ca_name(conf->ca)) != 0) {
+        pki_fail(res, PKI_FORBIDDEN, "the challenge is bound to another "
+                 "CA");
         return 0;
     }
 
@@ -5266,7 +5280,7 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     cJSON          *root, *it, *o;
     size_t          vlen, lens[7];
     redisReply     *reply;
-    const char     *cn, *san, *tmpl, *argv[7];
+    const char     *cn, *san, *tmpl, *ca, *argv[7];
     pki_status_t    st;
     unsigned char   rnd[16];
     time_t          exp;
@@ -5292,11 +5306,12 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
 
     if (!pki_scep_json_str(root, "cn", 255, &cn)
         || !pki_scep_json_str(root, "san", 400, &san)
-        || !pki_scep_json_str(root, "template", 63, &tmpl))
+        || !pki_scep_json_str(root, "template", 63, &tmpl)
+        || !pki_scep_json_str(root, "ca", 63, &ca))
     {
         cJSON_Delete(root);
-        return pki_fail(res, PKI_MALFORMED, "\"cn\", \"san\" and "
-                        "\"template\" must be short strings");
+        return pki_fail(res, PKI_MALFORMED, "\"cn\", \"san\", "
+                        "\"template\" and \"ca\" must be short strings");
     }
 
     /* audited (the caller set the actor): not while the log cannot take
@@ -5315,15 +5330,15 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     OPENSSL_cleanse(rnd, sizeof(rnd));
 
     vlen = strlen(tmpl ? tmpl : "") + strlen(cn ? cn : "")
-           + strlen(san ? san : "") + 3;
+           + strlen(san ? san : "") + strlen(ca ? ca : "") + 4;
     val = malloc(vlen);
     if (val == NULL) {
         cJSON_Delete(root);
         return pki_fail(res, PKI_INTERNAL, "out of memory");
     }
 
-    snprintf(val, vlen, "%s\n%s\n%s", tmpl ? tmpl : "", cn ? cn : "",
-             san ? san : "");
+    snprintf(val, vlen, "%s\n%s\n%s\n%s", tmpl ? tmpl : "", cn ? cn : "",
+             san ? san : "", ca ? ca : "");
 
     if (!pki_scep_rkey(r, "chal", pw, strlen(pw), key, sizeof(key))) {
         free(val);
@@ -5395,7 +5410,8 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
         || cJSON_AddStringToObject(o, "expires", when) == NULL
         || (cn && cJSON_AddStringToObject(o, "cn", cn) == NULL)
         || (san && cJSON_AddStringToObject(o, "san", san) == NULL)
-        || (tmpl && cJSON_AddStringToObject(o, "template", tmpl) == NULL))
+        || (tmpl && cJSON_AddStringToObject(o, "template", tmpl) == NULL)
+        || (ca && cJSON_AddStringToObject(o, "ca", ca) == NULL))
     {
         cJSON_Delete(o);
         cJSON_Delete(root);

@@ -1313,6 +1313,16 @@ main(void)
            "lost) gets its certificate");
         m.key = other_k;
         EXPECT_FAIL("one-time challenge: reuse by another key", &conf, &m, 2);
+
+        /* bound to a CA: taken only where that CA issues */
+        ok(new_chal(redis, eca, "{\"ca\": \"rsaca\"}", chal),
+           "admin: a challenge bound to CA rsaca");
+        m.challenge = chal;
+        EXPECT_FAIL("one-time challenge bound to another CA", &conf, &m, 2);
+        ok(new_chal(redis, eca, "{\"ca\": \"ecca\"}", chal),
+           "admin: a challenge bound to CA ecca");
+        s = pkiop(&conf, &m, &f, NULL, &h);
+        ok(s == 0, "one-time challenge bound to this CA: used");
         m.key = dev_k;
 
         /* a CN binding compares characters: a BMPString whose octets are
