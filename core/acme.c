@@ -52,6 +52,7 @@
  * its certificate expires) */
 #define PKI_ACME_ORDER_PAGE    100
 #define PKI_ACME_ORDER_PAGES   100000
+#define PKI_ACME_LIST_AUTHZ    300     /* read for a page of orders */
 
 #define PKI_ACME_MAX_BODY      65536
 #define PKI_ACME_MAX_IDS       100
@@ -420,6 +421,50 @@ pki_acme_valid_key(char *buf, size_t size, const pki_redis_t *r,
 }
 
 
+/* A JSON document as one value of a reply (GET, an element of MGET):
+ * PKI_OK, PKI_NOT_FOUND (nil), PKI_INTERNAL (not a JSON object) or
+ * PKI_UNAVAILABLE (another reply).  text as for pki_acme_load_text. */
+static pki_status_t
+pki_acme_value_json(const redisReply *v, const char *key, cJSON **out,
+    char **text, pki_result_t *res)
+{
+    *out = NULL;
+    if (text != NULL) {
+        *text = NULL;
+    }
+
+    if (v->type == REDIS_REPLY_NIL) {
+        return PKI_NOT_FOUND;
+    }
+
+    if (v->type != REDIS_REPLY_STRING) {
+        return pki_fail(res, PKI_UNAVAILABLE, "certificate store "
+                        "unavailable");
+    }
+
+    *out = cJSON_ParseWithLength(v->str, v->len);
+
+    if (!cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        pki_fail(res, PKI_INTERNAL, "corrupt ACME object");
+        pki_log(res, "acme: %s does not hold a JSON object", key);
+        return PKI_INTERNAL;
+    }
+
+    if (text != NULL) {
+        *text = strndup(v->str, v->len);
+        if (*text == NULL) {
+            cJSON_Delete(*out);
+            *out = NULL;
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+    }
+
+    return PKI_OK;
+}
+
+
 /* GET a JSON document: PKI_OK, PKI_NOT_FOUND or PKI_UNAVAILABLE.  text
  * (may be NULL) receives the stored text, malloc'd, for a compare-and-set
  * (pki_acme_cas). */
@@ -427,7 +472,8 @@ static pki_status_t
 pki_acme_load_text(pki_redis_t *r, const char *key, cJSON **out,
     char **text, pki_result_t *res)
 {
-    redisReply  *reply;
+    pki_status_t   rc;
+    redisReply    *reply;
 
     *out = NULL;
     if (text != NULL) {
@@ -439,41 +485,10 @@ pki_acme_load_text(pki_redis_t *r, const char *key, cJSON **out,
         return PKI_UNAVAILABLE;
     }
 
-    if (reply->type == REDIS_REPLY_NIL) {
-        freeReplyObject(reply);
-        return PKI_NOT_FOUND;
-    }
-
-    if (reply->type != REDIS_REPLY_STRING) {
-        freeReplyObject(reply);
-        return pki_fail(res, PKI_UNAVAILABLE, "certificate store "
-                        "unavailable");
-    }
-
-    *out = cJSON_ParseWithLength(reply->str, reply->len);
-
-    if (!cJSON_IsObject(*out)) {
-        freeReplyObject(reply);
-        cJSON_Delete(*out);
-        *out = NULL;
-        pki_fail(res, PKI_INTERNAL, "corrupt ACME object");
-        pki_log(res, "acme: %s does not hold a JSON object", key);
-        return PKI_INTERNAL;
-    }
-
-    if (text != NULL) {
-        *text = strndup(reply->str, reply->len);
-        if (*text == NULL) {
-            freeReplyObject(reply);
-            cJSON_Delete(*out);
-            *out = NULL;
-            return pki_fail(res, PKI_INTERNAL, "out of memory");
-        }
-    }
-
+    rc = pki_acme_value_json(reply, key, out, text, res);
     freeReplyObject(reply);
 
-    return PKI_OK;
+    return rc;
 }
 
 
@@ -3520,6 +3535,168 @@ pki_acme_authz_load(pki_acme_t *a, const char *acct, const char *id,
 }
 
 
+/* 1 when key was read along with the nonce and not used yet. */
+static int
+pki_acme_is_prefetched(const pki_acme_t *a, const char *key)
+{
+    int  i;
+
+    for (i = 0; i < a->npre; i++) {
+        if (!a->pre[i].used && strcmp(a->pre[i].key, key) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* The authorizations of an order read in one MGET (pki_acme_authz_batch):
+ * slot[i] is where the i-th of the order's list is in reply, or -1 when it
+ * is read otherwise; n items have a slot. */
+typedef struct {
+    redisReply  *reply;
+    int         *slot;
+    int          n;
+} pki_acme_batch_t;
+
+
+/*
+ * The authorizations of an order that were not read along with the nonce,
+ * in one MGET (they share the account's hash tag): a poll of an order of
+ * 100 names costs one round trip for them, not 96.  The first
+ * PKI_ACME_MAX_IDS only (an order has no more; a corrupt one reads the
+ * rest one at a time), and none when memory is short.  PKI_OK or
+ * PKI_UNAVAILABLE (nothing kept).
+ */
+static pki_status_t
+pki_acme_authz_batch(pki_acme_t *a, const char *acct, const cJSON *authzs,
+    pki_acme_batch_t *b)
+{
+    int            n, i, nk;
+    char         (*keys)[PKI_ACME_KEY_MAX];
+    size_t        *lens;
+    cJSON         *item;
+    const char   **argv;
+    pki_status_t   rc;
+
+    memset(b, 0, sizeof(*b));
+
+    n = cJSON_GetArraySize(authzs);
+    n = n < PKI_ACME_MAX_IDS ? n : PKI_ACME_MAX_IDS;
+    if (n <= 0) {
+        return PKI_OK;
+    }
+
+    rc = PKI_OK;
+    keys = calloc(n, sizeof(*keys));
+    argv = calloc(n + 1, sizeof(*argv));
+    lens = calloc(n + 1, sizeof(*lens));
+    b->slot = malloc(n * sizeof(int));
+
+    if (keys == NULL || argv == NULL || lens == NULL || b->slot == NULL) {
+        goto failed;
+    }
+
+    argv[0] = "MGET";
+    lens[0] = 4;
+    i = 0;
+    nk = 0;
+
+    cJSON_ArrayForEach(item, authzs) {
+        if (i == n) {
+            break;
+        }
+
+        b->slot[i] = -1;
+
+        if (cJSON_IsString(item) && pki_id_ok(item->valuestring)) {
+            pki_key_name(keys[nk], sizeof(keys[nk]), PKI_ACME_ST(a->conf),
+                         acct, "authz", item->valuestring);
+
+            if (!pki_acme_is_prefetched(a, keys[nk])) {
+                argv[nk + 1] = keys[nk];
+                lens[nk + 1] = strlen(keys[nk]);
+                b->slot[i] = nk++;
+            }
+        }
+
+        i++;
+    }
+
+    if (nk > 0) {
+        b->reply = pki_int_redis_command(PKI_ACME_ST(a->conf), nk + 1, argv,
+                                         lens, a->res);
+
+        if (b->reply == NULL || b->reply->type != REDIS_REPLY_ARRAY
+            || b->reply->elements != (size_t) nk)
+        {
+            if (b->reply != NULL) {
+                freeReplyObject(b->reply);
+                b->reply = NULL;
+                pki_fail(a->res, PKI_UNAVAILABLE, "certificate store "
+                         "unavailable");
+            }
+            rc = PKI_UNAVAILABLE;
+            goto failed;
+        }
+    }
+
+    b->n = n;
+
+    free(keys);
+    free(argv);
+    free(lens);
+
+    return PKI_OK;
+
+failed:
+
+    /* out of memory: each read one at a time (b->n 0) */
+    free(b->slot);
+    b->slot = NULL;
+    free(keys);
+    free(argv);
+    free(lens);
+
+    return rc;
+}
+
+
+static void
+pki_acme_batch_free(pki_acme_batch_t *b)
+{
+    if (b->reply != NULL) {
+        freeReplyObject(b->reply);
+    }
+    free(b->slot);
+    memset(b, 0, sizeof(*b));
+}
+
+
+/* The i-th authorization of an order (id), from what
+ * pki_acme_authz_batch() read, else as pki_acme_authz_load(). */
+static pki_status_t
+pki_acme_authz_take(pki_acme_t *a, const char *acct, const char *id,
+    const pki_acme_batch_t *b, int i, cJSON **out)
+{
+    char          key[PKI_ACME_KEY_MAX];
+    pki_status_t  rc;
+
+    if (i >= b->n || b->slot[i] < 0) {
+        return pki_acme_authz_load(a, acct, id, out);
+    }
+
+    /* slot[i] >= 0: the id is one (pki_id_ok) */
+    pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "authz", id);
+
+    rc = pki_acme_value_json(b->reply->element[b->slot[i]], key, out, NULL,
+                             a->res);
+
+    return pki_acme_own(a, rc, key, out, NULL);
+}
+
+
 /* Compare-and-set of an authorization read as *text: on success *text is
  * the new text.  1, 0 (changed meanwhile) or -1 (Redis failed). */
 static int
@@ -4422,11 +4599,12 @@ static const char *
 pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
     cJSON **error)
 {
-    int           all_valid, nfailed;
-    char          at[32], detail[80];
-    cJSON        *authzs, *item, *authz, *id, *subs;
-    const char   *st, *ast;
-    pki_status_t  rc;
+    int               all_valid, nfailed, i;
+    char              at[32], detail[80];
+    cJSON            *authzs, *item, *authz, *id, *subs;
+    const char       *st, *ast;
+    pki_status_t      rc;
+    pki_acme_batch_t  batch;
 
     if (error != NULL) {
         *error = NULL;
@@ -4464,17 +4642,26 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
     id = cJSON_GetObjectItemCaseSensitive(order, "identifiers");
     id = cJSON_IsArray(id) ? id->child : NULL;
 
+    if (pki_acme_authz_batch(a, acct, authzs, &batch) != PKI_OK) {
+        return NULL;
+    }
+
+    i = 0;
     cJSON_ArrayForEach(item, authzs) {
         authz = NULL;
         ast = NULL;
 
         if (cJSON_IsString(item)) {
-            rc = pki_acme_authz_load(a, acct, item->valuestring, &authz);
+            rc = pki_acme_authz_take(a, acct, item->valuestring, &batch, i,
+                                     &authz);
             if (rc != PKI_OK && rc != PKI_NOT_FOUND) {
                 cJSON_Delete(subs);
+                pki_acme_batch_free(&batch);
                 return NULL;
             }
         }
+
+        i++;
 
         if (authz != NULL) {
             ast = pki_acme_authz_status(a, authz);
@@ -4483,6 +4670,7 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
         if (pki_acme_authz_fails(ast)) {
             if (error == NULL) {
                 cJSON_Delete(authz);
+                pki_acme_batch_free(&batch);
                 return "invalid";
             }
 
@@ -4501,6 +4689,8 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
         cJSON_Delete(authz);
         id = id != NULL ? id->next : NULL;
     }
+
+    pki_acme_batch_free(&batch);
 
     if (nfailed > 0) {
         *error = pki_acme_order_error(subs, nfailed);
@@ -5791,21 +5981,21 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
 }
 
 
-/* 1 when an order belongs in its account's orders list (RFC 8555
- * 7.1.2.1: pending orders SHOULD be listed, invalid ones SHOULD NOT): its
- * stored status decides, else its expiry and its authorizations, read in
- * one MGET (they share the account's hash tag).  0: not listed (also a
- * corrupt one), -1: Redis failed. */
+/* How an order of the orders list is judged (RFC 8555 7.1.2.1: pending
+ * orders SHOULD be listed, invalid ones SHOULD NOT): by its stored status
+ * and expiry, else by its authorizations, whose keys it adds to keys (at
+ * most room of them, *added).  0: not listed (also a corrupt one), 1:
+ * listed, 2: listed unless one of the authorizations added fails. */
 static int
-pki_acme_order_listed(pki_acme_t *a, const char *acct,
-    const redisReply *text)
+pki_acme_order_listing(pki_acme_t *a, const char *acct,
+    const redisReply *text, char (*keys)[PKI_ACME_KEY_MAX], size_t room,
+    size_t *added)
 {
-    int          n, i, listed;
-    char       (*keys)[PKI_ACME_KEY_MAX];
-    cJSON       *order, *item, *authz;
-    size_t       lens[PKI_ACME_MAX_IDS + 1];
-    const char  *st, *argv[PKI_ACME_MAX_IDS + 1];
-    redisReply  *reply;
+    int          n, listed;
+    cJSON       *order, *item;
+    const char  *st;
+
+    *added = 0;
 
     if (text->type != REDIS_REPLY_STRING) {
         return 0;                   /* gone since the list was read */
@@ -5833,74 +6023,56 @@ pki_acme_order_listed(pki_acme_t *a, const char *acct,
 
     n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(order,
                                                             "authzs"));
-    keys = n > 0 && n <= PKI_ACME_MAX_IDS ? calloc(n, sizeof(*keys)) : NULL;
-    if (keys == NULL) {
+    if (n <= 0 || n > PKI_ACME_MAX_IDS) {
         cJSON_Delete(order);
         return 0;
     }
 
-    argv[0] = "MGET";
-    lens[0] = 4;
-    i = 0;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(order,
                                                               "authzs"))
     {
+        if (*added == room) {
+            break;
+        }
+
         /* an id that is not one can name no key: it reads as gone */
-        pki_key_name(keys[i], sizeof(keys[i]), PKI_ACME_ST(a->conf), acct,
-                     "authz", cJSON_IsString(item)
-                              && pki_id_ok(item->valuestring)
-                              ? item->valuestring : "-");
-        argv[i + 1] = keys[i];
-        lens[i + 1] = strlen(keys[i]);
-        i++;
+        pki_key_name(keys[*added], sizeof(keys[0]), PKI_ACME_ST(a->conf),
+                     acct, "authz", cJSON_IsString(item)
+                                    && pki_id_ok(item->valuestring)
+                                    ? item->valuestring : "-");
+        (*added)++;
     }
+
     cJSON_Delete(order);
 
-    reply = pki_int_redis_command(PKI_ACME_ST(a->conf), n + 1, argv, lens,
-                                  a->res);
-    free(keys);
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != (size_t) n)
-    {
-        if (reply != NULL) {
-            freeReplyObject(reply);
-        }
-        return -1;
-    }
-
-    listed = 1;
-    for (i = 0; listed && i < n; i++) {
-        authz = reply->element[i]->type == REDIS_REPLY_STRING
-                ? cJSON_ParseWithLength(reply->element[i]->str,
-                                        reply->element[i]->len)
-                : NULL;
-        listed = cJSON_IsObject(authz)
-                 && !pki_acme_authz_fails(pki_acme_authz_status(a, authz));
-        cJSON_Delete(authz);
-    }
-
-    freeReplyObject(reply);
-
-    return listed;
+    return 2;
 }
 
 
-/* The account's orders, newest first, PKI_ACME_ORDER_PAGE of the index
+/*
+ * The account's orders, newest first, PKI_ACME_ORDER_PAGE of the index
  * per page: a page shows fewer when some of its orders are invalid or
- * gone, and "next" is there while the index holds more. */
+ * gone, and "next" is there while the index holds more.  Three round
+ * trips whatever the page holds: the index, its orders (one MGET), and the
+ * authorizations of its pending orders (one MGET), of which at most
+ * PKI_ACME_LIST_AUTHZ are read and parsed, newest order first: an order
+ * past them is listed as its stored status and expiry say (pending), so a
+ * page of 100 orders of 100 names costs what one of 3 names each does.
+ */
 static void
 pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
 {
-    int           v;
+    int           verdict[PKI_ACME_ORDER_PAGE];
     long          n;
-    size_t        i, shown, nk;
-    char          key[PKI_ACME_KEY_MAX], first[24], last[24], *url, *end;
-    char        (*okeys)[PKI_ACME_KEY_MAX];
-    cJSON        *o, *arr;
-    size_t        lens[PKI_ACME_ORDER_PAGE + 1];
-    const char   *argv[PKI_ACME_ORDER_PAGE + 1], *id;
-    redisReply   *reply, *orders;
+    size_t        i, k, shown, nk, na;
+    size_t        first[PKI_ACME_ORDER_PAGE], count[PKI_ACME_ORDER_PAGE];
+    char          key[PKI_ACME_KEY_MAX], last[24], *url, *end;
+    char          start[24];
+    char        (*okeys)[PKI_ACME_KEY_MAX], (*akeys)[PKI_ACME_KEY_MAX];
+    cJSON        *o, *arr, *authz;
+    size_t        lens[PKI_ACME_LIST_AUTHZ + 1];
+    const char   *argv[PKI_ACME_LIST_AUTHZ + 1], *id;
+    redisReply   *reply, *orders, *authzs, *v;
 
     /* page 1 is acct/ID/orders, page N > 1 acct/ID/orders/N: decimal,
      * no sign, no leading zero */
@@ -5924,11 +6096,11 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
     pki_key_name(key, sizeof(key), PKI_ACME_ST(a->conf), acct, "orders", NULL);
 
     /* newest first; one more than a page tells whether there is a next */
-    snprintf(first, sizeof(first), "%ld", (n - 1) * PKI_ACME_ORDER_PAGE);
+    snprintf(start, sizeof(start), "%ld", (n - 1) * PKI_ACME_ORDER_PAGE);
     snprintf(last, sizeof(last), "%ld", n * PKI_ACME_ORDER_PAGE);
 
     reply = pki_acme_cmd(PKI_ACME_ST(a->conf), a->res, 4, "ZREVRANGE", key,
-                         first, last);
+                         start, last);
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL) {
             freeReplyObject(reply);
@@ -5942,11 +6114,14 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
 
     /* the page's orders in one MGET */
     orders = NULL;
+    authzs = NULL;
+    o = NULL;
     okeys = calloc(shown + 1, sizeof(*okeys));
-    if (okeys == NULL) {
-        freeReplyObject(reply);
-        pki_acme_fail(a, PKI_INTERNAL, "orders");
-        return;
+    akeys = calloc(PKI_ACME_LIST_AUTHZ, sizeof(*akeys));
+    if (okeys == NULL || akeys == NULL) {
+        pki_fail(a->res, PKI_INTERNAL, "out of memory");
+        free(okeys);
+        goto failed;
     }
 
     argv[0] = "MGET";
@@ -5971,12 +6146,44 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
     if (nk > 0 && (orders == NULL || orders->type != REDIS_REPLY_ARRAY
                    || orders->elements != nk))
     {
-        if (orders != NULL) {
-            freeReplyObject(orders);
+        goto failed;
+    }
+
+    /* each order by what it stores; the authorizations of the pending
+     * ones, up to PKI_ACME_LIST_AUTHZ, in one MGET */
+    na = 0;
+    for (i = 0; i < shown; i++) {
+        first[i] = na;
+        count[i] = 0;
+
+        if (reply->element[i]->type != REDIS_REPLY_STRING
+            || !pki_id_ok(reply->element[i]->str))
+        {
+            verdict[i] = 0;
+            continue;
         }
-        freeReplyObject(reply);
-        pki_acme_fail(a, PKI_UNAVAILABLE, "orders");
-        return;
+
+        verdict[i] = pki_acme_order_listing(a, acct, orders->element[i],
+                                            akeys + na,
+                                            PKI_ACME_LIST_AUTHZ - na,
+                                            &count[i]);
+        na += count[i];
+    }
+
+    if (na > 0) {
+        for (k = 0; k < na; k++) {
+            argv[k + 1] = akeys[k];
+            lens[k + 1] = strlen(akeys[k]);
+        }
+
+        authzs = pki_int_redis_command(PKI_ACME_ST(a->conf), (int) na + 1,
+                                       argv, lens, a->res);
+
+        if (authzs == NULL || authzs->type != REDIS_REPLY_ARRAY
+            || authzs->elements != na)
+        {
+            goto failed;
+        }
     }
 
     o = cJSON_CreateObject();
@@ -5991,21 +6198,21 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
     }
 
     for (i = 0; arr != NULL && i < shown; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_STRING
-            || !pki_id_ok(reply->element[i]->str))
-        {
-            continue;
+        if (verdict[i] == 2) {
+            /* the authorizations read for it (none past the budget) */
+            verdict[i] = 1;
+            for (k = first[i]; verdict[i] && k < first[i] + count[i]; k++) {
+                v = authzs->element[k];
+                authz = v->type == REDIS_REPLY_STRING
+                        ? cJSON_ParseWithLength(v->str, v->len) : NULL;
+                verdict[i] = cJSON_IsObject(authz)
+                             && !pki_acme_authz_fails(
+                                    pki_acme_authz_status(a, authz));
+                cJSON_Delete(authz);
+            }
         }
 
-        v = pki_acme_order_listed(a, acct, orders->element[i]);
-        if (v < 0) {
-            cJSON_Delete(o);
-            freeReplyObject(orders);
-            freeReplyObject(reply);
-            pki_acme_fail(a, PKI_UNAVAILABLE, "orders");
-            return;
-        }
-        if (v == 0) {
+        if (verdict[i] == 0) {
             continue;
         }
 
@@ -6016,13 +6223,33 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
         free(url);
     }
 
+    pki_acme_json(a, 200, o);
+    cJSON_Delete(o);
+
+    free(akeys);
+    if (authzs != NULL) {
+        freeReplyObject(authzs);
+    }
     if (orders != NULL) {
         freeReplyObject(orders);
     }
     freeReplyObject(reply);
 
-    pki_acme_json(a, 200, o);
-    cJSON_Delete(o);
+    return;
+
+failed:
+
+    free(akeys);
+    if (authzs != NULL) {
+        freeReplyObject(authzs);
+    }
+    if (orders != NULL) {
+        freeReplyObject(orders);
+    }
+    freeReplyObject(reply);
+    pki_acme_fail(a, a->res->status == PKI_INTERNAL ? PKI_INTERNAL
+                                                    : PKI_UNAVAILABLE,
+                  "orders");
 }
 
 
@@ -7000,13 +7227,14 @@ static int
 pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
     cJSON *order, char **text)
 {
-    int                       ok;
+    int                       ok, i;
     char                     *account_url;
     cJSON                    *item, *authz, *ch;
     long long                 t0, left, limit;
     const char               *method, *value;
     pki_status_t              rc;
     struct timespec           ts;
+    pki_acme_batch_t          batch;
     pki_acme_validate_out_t   out;
     pki_acme_validate_conf_t  vc;
 
@@ -7016,7 +7244,19 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
         return 1;
     }
 
+    /* the order's authorizations again, in one round trip */
+    if (pki_acme_authz_batch(a, acct,
+                             cJSON_GetObjectItemCaseSensitive(order,
+                                                              "authzs"),
+                             &batch)
+        != PKI_OK)
+    {
+        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+        return -1;
+    }
+
     ok = 1;
+    i = 0;
     account_url = NULL;
     vc = a->conf->validate;
     limit = vc.timeout_ms ? vc.timeout_ms : PKI_ACME_VALIDATE_TIMEOUT;
@@ -7027,14 +7267,17 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
                                                               "authzs"))
     {
         if (!cJSON_IsString(item)) {
+            i++;
             continue;
         }
 
-        rc = pki_acme_authz_load(a, acct, item->valuestring, &authz);
+        rc = pki_acme_authz_take(a, acct, item->valuestring, &batch, i++,
+                                 &authz);
         if (rc != PKI_OK) {
             /* the order was ready a moment ago: only Redis failing (or
              * the authorization expiring just now) gets here */
             free(account_url);
+            pki_acme_batch_free(&batch);
             pki_acme_fail(a, rc == PKI_NOT_FOUND ? PKI_UNAVAILABLE : rc,
                           "finalize");
             return -1;
@@ -7063,6 +7306,7 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
             account_url = pki_acme_url(a, "acct/%s", acct);
             if (account_url == NULL) {
                 cJSON_Delete(authz);
+                pki_acme_batch_free(&batch);
                 pki_acme_problem(a, 500, "serverInternal", "out of memory");
                 return -1;
             }
@@ -7094,6 +7338,7 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
              * on the order */
             cJSON_Delete(authz);
             free(account_url);
+            pki_acme_batch_free(&batch);
             pki_acme_problem(a, 503, "serverInternal", "the server is "
                              "stopping; try again");
             a->resp->retry_after = 1;
@@ -7128,6 +7373,7 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
     }
 
     free(account_url);
+    pki_acme_batch_free(&batch);
 
     return ok;
 }

@@ -441,6 +441,18 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
             kv_bulk(o, e->p[0].v, e->p[0].vlen);
         }
 
+    } else if (IS(0, "MGET")) {
+        /* a key of another type reads as nil, as in Redis */
+        kv_fmt(o, "*%lld\r\n", (long long) (argc - 1));
+        for (i = 1; i < argc; i++) {
+            e = kv_get(arg[i], len[i], KV_STRING, 0, &wt);
+            if (wt || e == NULL || e->n == 0) {
+                kv_nil(o);
+            } else {
+                kv_bulk(o, e->p[0].v, e->p[0].vlen);
+            }
+        }
+
     } else if (IS(0, "GETDEL")) {
         e = kv_get(arg[1], len[1], KV_STRING, 0, &wt);
         if (wt) {

@@ -3878,6 +3878,170 @@ test_order_errors(const char *sock)
 }
 
 
+/* ---- what finalize and reads cost -------------------------------------- */
+
+/* A JSON list of n dns identifiers "nI.tag.example". */
+static char *
+ids_json(const char *tag, int n)
+{
+    int     i;
+    char   *buf;
+    size_t  len, size;
+
+    size = (size_t) n * 64 + 64;
+    buf = malloc(size);
+    if (buf == NULL) {
+        return NULL;
+    }
+    len = (size_t) snprintf(buf, size, "[");
+    for (i = 0; i < n; i++) {
+        len += (size_t) snprintf(buf + len, size - len, "%s{\"type\":\"dns\","
+                                 "\"value\":\"n%d.%s.example\"}",
+                                 i ? "," : "", i, tag);
+    }
+    snprintf(buf + len, size - len, "]");
+
+    return buf;
+}
+
+
+/* A newOrder of n names (tag as for ids_json): its URL into ourl, its
+ * first authorization's URL into az. */
+static void
+order_of(EVP_PKEY *pk, const char *kid, const char *tag, int n, char *ourl,
+    char az[1][256])
+{
+    char             *ids, *body;
+    cJSON            *o;
+    const char       *v;
+    pki_acme_resp_t   resp;
+
+    ids = ids_json(tag, n);
+    if (ids == NULL
+        || asprintf(&body, "{\"identifiers\":%s}", ids) < 0)
+    {
+        body = NULL;
+    }
+    free(ids);
+    post(pk, kid, "new-order", body != NULL ? body : "{}", NULL, &resp);
+    free(body);
+    if (resp.http_status != 201) {
+        diag("newOrder %s: %d", tag, resp.http_status);
+    }
+    snprintf(ourl, 256, "%s", resp.location ? resp.location : BASE "/x");
+    o = body_json(&resp);
+    v = cJSON_GetStringValue(cJSON_GetArrayItem(
+            cJSON_GetObjectItemCaseSensitive(o, "authorizations"), 0));
+    snprintf(az[0], 256, "%s", v != NULL ? v : BASE "/x");
+    cJSON_Delete(o);
+    pki_acme_resp_free(&resp);
+}
+
+
+/* 1 when the orders list (first page) of acct holds URL ourl. */
+static int
+listed(EVP_PKEY *pk, const char *kid, const char *acct, const char *ourl)
+{
+    int              in;
+    char             path[128];
+    pki_acme_resp_t  resp;
+
+    snprintf(path, sizeof(path), "acct/%s/orders", acct);
+    post(pk, kid, path, "", NULL, &resp);
+    in = resp.http_status == 200 && has(&resp, ourl);
+    pki_acme_resp_free(&resp);
+
+    return in;
+}
+
+
+/*
+ * What reads cost in Redis, whatever an order holds:
+ *  - a poll of a pending order reads its authorizations in one MGET (4 of
+ *    them come with the nonce): an order of 40 names costs what one of 12
+ *    does (each authorization was a GET of its own);
+ *  - a page of the orders list reads the authorizations of all its
+ *    pending orders in one MGET (it was one per order): 20 more pending
+ *    orders cost nothing more; an order whose authorization was
+ *    deactivated is left out (RFC 8555 7.1.2.1), while the page reads at
+ *    most 300 authorizations: past them, newest first, an order is listed
+ *    as it is stored (pending).
+ */
+static void
+test_read_costs(const char *sock)
+{
+    int                 i, st1, st2;
+    char                kid[256], acct[64], path[128], tag[16];
+    char                o12[256], o40[256], old[256], ourl[256];
+    char                az[1][256], oldaz[1][256];
+    long long           c12, c40, l1, l2;
+    EVP_PKEY           *pk;
+    pki_redis_t        *r;
+    redisContext       *rc;
+    pki_acme_resp_t     resp;
+
+    r = store_open(sock, "acmecost:", &rc);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    acct[0] = '\0';
+    if (sscanf(kid, BASE "/acct/%63s", acct) != 1) {
+        diag("read costs: no account");
+    }
+    snprintf(path, sizeof(path), "acct/%s/orders", acct);
+
+    /* the oldest order: one name, its authorization deactivated below;
+     * an hour older in the list (orders made in one second are listed in
+     * any order) */
+    order_of(pk, kid, "old", 1, old, oldaz);
+    freeReplyObject(redisCommand(rc, "ZINCRBY acmecost:{acme:%s}:orders "
+                                 "-3600 %s", acct, strrchr(old, '/') + 1));
+    order_of(pk, kid, "twelve", 12, o12, az);
+    order_of(pk, kid, "forty", 40, o40, az);
+
+    c12 = download_cost(rc, pk, kid, rel(o12), &st1);
+    c40 = download_cost(rc, pk, kid, rel(o40), &st2);
+    ok(st1 == 200 && st2 == 200 && c12 > 0 && c40 == c12,
+       "poll of a pending order: 40 names cost %lld Redis commands, 12 "
+       "names %lld", c40, c12);
+
+    post(pk, kid, rel(oldaz[0]), "{\"status\":\"deactivated\"}", NULL,
+         &resp);
+    ok(resp.http_status == 200, "the oldest order's authorization "
+       "deactivated (%d)", resp.http_status);
+    pki_acme_resp_free(&resp);
+
+    l1 = download_cost(rc, pk, kid, path, &st1);
+    for (i = 0; i < 20; i++) {
+        snprintf(tag, sizeof(tag), "two%d", i);
+        order_of(pk, kid, tag, 2, ourl, az);
+    }
+    l2 = download_cost(rc, pk, kid, path, &st2);
+    ok(st1 == 200 && st2 == 200 && l1 > 0 && l2 == l1,
+       "orders list: 3 pending orders cost %lld Redis commands, 23 cost "
+       "%lld", l1, l2);
+    ok(listed(pk, kid, acct, o40) && listed(pk, kid, acct, ourl)
+       && !listed(pk, kid, acct, old),
+       "... pending orders listed, the one whose authorization was "
+       "deactivated left out (93 authorizations read)");
+
+    /* 240 more names: the oldest order is past the 300 read */
+    for (i = 0; i < 6; i++) {
+        snprintf(tag, sizeof(tag), "more%d", i);
+        order_of(pk, kid, tag, 40, ourl, az);
+    }
+    l2 = download_cost(rc, pk, kid, path, &st2);
+    ok(st2 == 200 && l2 == l1, "... 29 pending orders of 333 names: still "
+       "%lld Redis commands", l2);
+    ok(listed(pk, kid, acct, ourl) && listed(pk, kid, acct, old),
+       "... past the 300 authorizations a page reads, the oldest order is "
+       "listed as it is stored");
+
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmecost:*");
+}
+
+
 int
 main(void)
 {
@@ -3944,6 +4108,7 @@ main(void)
         test_job_store(sock);
         test_account_race(sock);
         test_order_atomic(sock);
+        test_read_costs(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
     }
