@@ -7224,7 +7224,7 @@ pki_acme_order_relink(pki_acme_t *a, const char *acct, const char *oid,
  * names with slow DNS holds the thread no longer than one validation.
  */
 static int
-pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
+pki_acme_caa_reread(pki_acme_t *a, const char *acct, const char *oid,
     cJSON *order, char **text)
 {
     int                       ok, i;
@@ -7237,12 +7237,6 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
     pki_acme_batch_t          batch;
     pki_acme_validate_out_t   out;
     pki_acme_validate_conf_t  vc;
-
-    /* only when the order's status (read just before) saw one: the
-     * authorizations are read again only then */
-    if (!a->caa_stale) {
-        return 1;
-    }
 
     /* the order's authorizations again, in one round trip */
     if (pki_acme_authz_batch(a, acct,
@@ -7376,6 +7370,48 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
     pki_acme_batch_free(&batch);
 
     return ok;
+}
+
+
+/*
+ * Finalize's CAA re-check holds its pool thread up to
+ * acme_validation_timeout when name servers stall, so it takes one of the
+ * slots the validation jobs take (pki_acme_outbound_take): however many
+ * orders are finalized at once, lookups never hold more threads than that
+ * budget, and enrollment, OCSP and ACME requests keep the rest.  With
+ * every slot held the answer is 503 rateLimited with Retry-After (RFC 8555
+ * 6.6: a request refused by a limit gets rateLimited, and Retry-After says
+ * when to come back; nothing failed, so not serverInternal), and the order
+ * stays ready: the client finalizes it again.
+ */
+static int
+pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
+    cJSON *order, char **text)
+{
+    int  v;
+
+    /* only when the order's status (read just before) saw one: the
+     * authorizations are read again only then */
+    if (!a->caa_stale) {
+        return 1;
+    }
+
+    if (!pki_acme_outbound_take()) {
+        pki_acme_problem(a, 503, "rateLimited", "too many CAA lookups "
+                         "under way on this server; finalize again "
+                         "later");
+        a->resp->retry_after = PKI_ACME_RETRY_AFTER;
+        pki_log(a->res, "acme: account %s order %s: finalize refused, "
+                "every outbound lookup slot is held (acme_validation_jobs)",
+                acct, oid);
+        return -1;
+    }
+
+    v = pki_acme_caa_reread(a, acct, oid, order, text);
+
+    pki_acme_outbound_give();
+
+    return v;
 }
 
 

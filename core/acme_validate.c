@@ -223,6 +223,53 @@ pki_acme_validate_stopping(void)
 }
 
 
+/*
+ * Slots for outbound lookups on threads of the pool every request of the
+ * process shares: the server's validation jobs take one each, and so does
+ * finalize's CAA re-check (pki_acme_caa_recheck).  The threads of one
+ * process share this count; each process (nginx worker) has its own.
+ */
+static pthread_mutex_t  av_slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned         av_slots_max = PKI_ACME_OUTBOUND_DEFAULT;
+static unsigned         av_slots_held;
+
+
+PKI_API void
+pki_acme_outbound_max(unsigned n)
+{
+    pthread_mutex_lock(&av_slots_lock);
+    av_slots_max = n > 0 ? n : 1;
+    pthread_mutex_unlock(&av_slots_lock);
+}
+
+
+PKI_API int
+pki_acme_outbound_take(void)
+{
+    int  ok;
+
+    pthread_mutex_lock(&av_slots_lock);
+    ok = av_slots_held < av_slots_max;
+    if (ok) {
+        av_slots_held++;
+    }
+    pthread_mutex_unlock(&av_slots_lock);
+
+    return ok;
+}
+
+
+PKI_API void
+pki_acme_outbound_give(void)
+{
+    pthread_mutex_lock(&av_slots_lock);
+    if (av_slots_held > 0) {
+        av_slots_held--;
+    }
+    pthread_mutex_unlock(&av_slots_lock);
+}
+
+
 /* 1: fd ready (or in error), 0: deadline passed (or the process stops),
  * -1: poll failed.  With a stop flag, each poll lasts at most
  * PKI_ACME_STOP_SLICE_MS: a server stopping at once must not wait (nginx

@@ -969,6 +969,20 @@ PKI_API pki_status_t pki_acme_validate(const pki_acme_validate_conf_t *conf,
 PKI_API void pki_acme_validate_stop_on(const volatile sig_atomic_t *flag);
 PKI_API int pki_acme_validate_stopping(void);
 
+/* Outbound lookups that may hold threads of the shared pool at once in
+ * this process: a server's validation jobs and finalize's CAA re-checks
+ * draw from one budget (nginx: acme_validation_jobs per worker; default
+ * PKI_ACME_OUTBOUND_DEFAULT), so that lookups a target or a name server
+ * stalls never take every thread.  pki_acme_outbound_take() takes a slot
+ * (1) or finds them all held (0); pki_acme_outbound_give() returns one.
+ * Thread-safe.  pki_acme_handle() takes one for a CAA re-check and
+ * answers 503 rateLimited with Retry-After, the order unchanged, when
+ * none is free; the caller of pki_acme_job_run() holds one per job. */
+#define PKI_ACME_OUTBOUND_DEFAULT  4
+PKI_API void pki_acme_outbound_max(unsigned n);
+PKI_API int pki_acme_outbound_take(void);
+PKI_API void pki_acme_outbound_give(void);
+
 /* The configuration's addresses, checked once at startup: NULL when they
  * parse (resolver "IP" or "IP:PORT", "[IPv6]:PORT"; resolve_to an IP
  * address) or are unset, else a static text saying which one does not. */

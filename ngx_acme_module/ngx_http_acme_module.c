@@ -124,12 +124,14 @@ typedef struct {
  * A validation job holds a thread of the pool every PKI request of the
  * worker shares for up to twice acme_validation_timeout (a target that
  * accepts and stalls).  Each worker runs at most acme_validation_jobs of
- * them at once; the others wait here, not in the pool's queue, so
- * challenges posted in bulk never starve enrollment, OCSP or ACME
- * requests.  They wait per account, in order, and the accounts take turns
- * (ngx_http_acme_jobs_drain), so one account's bulk of challenges against
- * targets that stall does not hold up the others'.  A job that waited long
- * checks first whether its challenge still wants it (pki_acme_job_run).
+ * them at once, fewer while finalizes re-check CAA (the core counts both
+ * against that budget: pki_acme_outbound_take); the others wait here, not
+ * in the pool's queue, so challenges posted in bulk never starve
+ * enrollment, OCSP or ACME requests.  They wait per account, in order,
+ * and the accounts take turns (ngx_http_acme_jobs_drain), so one
+ * account's bulk of challenges against targets that stall does not hold
+ * up the others'.  A job that waited long checks first whether its
+ * challenge still wants it (pki_acme_job_run).
  */
 static ngx_uint_t         ngx_http_acme_jobs_max = NGX_HTTP_ACME_JOBS;
 static ngx_uint_t         ngx_http_acme_jobs_running;
@@ -706,6 +708,10 @@ ngx_http_acme_done(ngx_http_request_t *r, void *data)
      * done by the client's first poll */
     if (ctx->resp.job) {
         ngx_http_acme_post_job(r, ctx);
+
+    } else if (ngx_http_acme_jobs_nwaiting > 0) {
+        /* a finalize's CAA re-check may have given a slot back */
+        ngx_http_acme_jobs_drain(r->connection->log);
     }
 
     rc = ngx_http_acme_send(r, ctx);
@@ -811,7 +817,9 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 }
 
 
-/* Starts waiting jobs while fewer than acme_validation_jobs run.  The
+/* Starts waiting jobs while a slot of acme_validation_jobs is free
+ * (finalizes re-checking CAA hold the others; each ACME answer drains
+ * again, so a slot a re-check gives back is used at once).  The
  * accounts with jobs waiting take turns, each its oldest job: the first in
  * turn with fewer than half the slots running (its fair share), else the
  * first in turn (no slot stays idle while jobs wait); an account that
@@ -839,8 +847,9 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
 
     share = ngx_http_acme_jobs_max / 2 > 0 ? ngx_http_acme_jobs_max / 2 : 1;
 
-    while (ngx_http_acme_jobs_running < ngx_http_acme_jobs_max
-           && !ngx_queue_empty(&ngx_http_acme_jobs_accts))
+    /* a slot of the budget finalize's CAA re-checks share */
+    while (!ngx_queue_empty(&ngx_http_acme_jobs_accts)
+           && pki_acme_outbound_take())
     {
         for (q = ngx_queue_head(&ngx_http_acme_jobs_accts);
              q != ngx_queue_sentinel(&ngx_http_acme_jobs_accts);
@@ -865,6 +874,7 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
                                            ngx_http_acme_job_done, jctx);
 
         if (rc == NGX_DECLINED) {
+            pki_acme_outbound_give();
             if (!ngx_http_acme_jobs_retry.timer_set) {
                 ngx_add_timer(&ngx_http_acme_jobs_retry, 1000);
             }
@@ -880,6 +890,8 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
         }
 
         if (rc != NGX_OK) {
+            pki_acme_outbound_give();
+
             /* the challenge stays "processing": a poll of its
              * authorization or challenge once it is stale starts it
              * again */
@@ -954,6 +966,7 @@ ngx_http_acme_job_done(void *data)
     pki_acme_job_free(jctx->job);
     ngx_free(jctx);
 
+    pki_acme_outbound_give();
     ngx_http_acme_jobs_running--;
 
     if (ngx_http_acme_jobs_running == 0
@@ -982,6 +995,8 @@ ngx_http_acme_init_process(ngx_cycle_t *cycle)
     if (amcf != NULL && amcf->jobs > 0) {
         ngx_http_acme_jobs_max = (ngx_uint_t) amcf->jobs;
     }
+
+    pki_acme_outbound_max((unsigned) ngx_http_acme_jobs_max);
 
     ngx_http_acme_jobs_retry.handler = ngx_http_acme_jobs_retry_handler;
     ngx_http_acme_jobs_retry.log = cycle->log;

@@ -29,6 +29,9 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
 use POSIX ();
+use IO::Socket::IP;
+use JSON::PP ();
+use MIME::Base64 ();
 use PKITest;
 use ACMELoad;
 
@@ -38,11 +41,25 @@ plan(skip_all => 'CryptX / HTTP::Tiny not installed')
 my $t = PKITest->new;
 $t->start_redis;
 my $hport = PKITest::free_port();
+# the name server of /acme-caa/: this test's (below)
+my $dport = PKITest::free_port();
 my $conf = $t->render_conf('--acme-http-port', $hport,
                            '--acme-tls-port', PKITest::free_port(),
                            '--workers', 1, '--threads', 2);
 $conf =~ s{(\nhttp \{\n)}{$1    acme_validation_jobs 1;\n}
     or die 'no http block';
+$conf =~ s{(\n(\s*)location /acme/ \{)}{
+$2location /acme-caa/ {
+$2    acme issuing acme;
+$2    acme_caa_identities nginx-pki.test;
+$2    acme_caa_check on;
+$2    acme_validation_resolver 127.0.0.1:$dport;
+$2    acme_validation_resolve_to 127.0.0.1;
+$2    acme_validation_allow_private on;
+$2    acme_validation_http_port $hport;
+$2    acme_validation_timeout 3s;
+$2}
+$1} or die 'no ACME location in the config';
 $t->start_nginx($conf);
 my $www = $t->dir . '/www';
 mkdir $www;
@@ -176,6 +193,161 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
     is($order[2] // '', 'fair-b1.example.test',
        "turns: the other account's validation is the third ("
        . join(', ', map { s/\.example\.test//r } @order) . ')');
+}
+
+# --- finalize's CAA re-check takes a slot of acme_validation_jobs -----------------
+
+# A name server that logs each query's name (dns.log) and answers it with
+# no records (no CAA: any CA may issue), or, while the file "mute" exists,
+# leaves those for stall.example.test unanswered.
+my $dnslog = $t->dir . '/dns.log';
+my $mute = $t->dir . '/mute';
+{
+    my $u = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => $dport,
+                                Proto => 'udp') or die "udp $dport: $!";
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{TERM} = sub { POSIX::_exit(0) };
+        while (1) {
+            my $peer = $u->recv(my $q, 512) // next;
+            next if length($q) < 17;
+            my ($i, @l) = (12);
+            while ((my $n = ord(substr($q, $i, 1) // "\0")) > 0) {
+                push @l, substr($q, $i + 1, $n);
+                $i += $n + 1;
+            }
+            my $name = join('.', @l);
+            my $m = -e $mute && $name =~ /^stall\.example\.test$/i;
+            if (open(my $h, '>>', $dnslog)) {
+                print $h ($m ? 'muted ' : 'answered ') . "$name\n";
+                close $h;
+            }
+            next if $m;
+            # the header with QR, RD, RA and NOERROR, one question (its
+            # name, type and class), no answer
+            $u->send(pack('n6', unpack('n', $q), 0x8180, 1, 0, 0, 0)
+                     . substr($q, 12, $i + 5 - 12), 0, $peer);
+        }
+    }
+    close $u;
+    $t->{children}{dns} = $pid;
+}
+
+# One worker, 2 pool threads, acme_validation_jobs 1.  Two orders of one
+# name are ready (the second by reuse), their authorization validated 9
+# hours ago, so finalize reads CAA again; the name server stops answering
+# for that name.
+# The first finalize's re-check holds the worker's one slot for the 3 s
+# timeout.  Meanwhile: a challenge posted waits for the slot (it is not
+# fetched), a second finalize is refused at once with 503 rateLimited and
+# Retry-After and its order stays ready, and the directory is served at
+# once (before, each finalize took a pool thread for the timeout: the
+# second one too, and requests waited behind them).  Then the name server
+# answers again: the waiting validation runs, and the second order is
+# finalized.
+{
+    my $cbase = 'https://127.0.0.1:' . $t->https_port . '/acme-caa';
+    my $cc = ACMELoad->new(t => $t, base => $cbase, www => $www,
+                           timeout => 30);
+    ok($cc->account->{ok}, 'CAA: an account');
+    my $cthumb = $cc->{key}->export_key_jwk_thumbprint('SHA256');
+    my $r1 = $cc->ready('stall.example.test');
+    is($r1->{ready}{json}{status} // '', 'ready', 'CAA: an order ready')
+        or diag($r1->{ready}{content});
+    my $r2 = $cc->_post("$cbase/new-order", { identifiers => [
+        { type => 'dns', value => 'stall.example.test' } ] });
+    is($r2->{json}{status} // '', 'ready', 'CAA: a second order of the '
+       . 'name, ready by reuse') or diag($r2->{content});
+
+    my ($acct, $aid) = ($r1->{json}{authorizations}[0] // '')
+                       =~ m{/authz/([\w-]+)/([\w-]+)$};
+    my $akey = "pki:{acme:$acct}:authz:$aid";
+    my $az = JSON::PP::decode_json($t->redis_raw('GET', $akey));
+    $az->{validated} -= 9 * 3600;
+    $t->redis('SET', $akey, JSON::PP::encode_json($az), 'KEEPTTL');
+
+    my $r3 = $cc->_post("$cbase/new-order", { identifiers => [
+        { type => 'dns', value => 'waits.example.test' } ] });
+    my $az3 = $r3->{json}{authorizations}[0] // '';
+    my ($h3) = grep { $_->{type} eq 'http-01' }
+               @{ $cc->_post($az3, undef)->{json}{challenges} || [] };
+    spew("$www/$h3->{token}", "$h3->{token}.$cthumb");
+
+    my ($der1) = $t->make_csr('stall1', subj => '/',
+                              san => 'DNS:stall.example.test');
+    my ($der2) = $t->make_csr('stall2', subj => '/',
+                              san => 'DNS:stall.example.test');
+    # a finalize on a connection of its own, in a process of its own: its
+    # status, problem type, Retry-After and time taken go to FILE
+    my $bg_finalize = sub {
+        my ($url, $der, $file) = @_;
+        my $pid = fork() // die "fork: $!";
+        return $pid if $pid;
+        $cc->{http} = HTTP::Tiny->new(verify_SSL => 1, timeout => 30,
+            SSL_options => { SSL_ca_file => $t->pki . '/root.pem' });
+        delete $cc->{nonce};
+        my $t0 = time;
+        my $f = $cc->_post($url,
+                           { csr => MIME::Base64::encode_base64url($der) });
+        spew($file, sprintf("%s %s %s %.2f", $f->{status}, $f->{problem},
+                            $f->{headers}{'retry-after'} // '-',
+                            time - $t0));
+        POSIX::_exit(0);
+    };
+
+    spew($mute, '');
+    my ($fin1, $fin2) = map { $t->dir . "/fin$_" } 1, 2;
+    my $pid1 = $bg_finalize->($r1->{ready}{json}{finalize}, $der1, $fin1);
+    my $asked = 0;
+    for (1 .. 100) {
+        $asked = (slurp($dnslog) // '') =~ /^muted .*stall\.example\.test/m
+            and last;
+        sleep 0.05;
+    }
+    ok($asked, 'CAA: the first finalize reads CAA, the name server holds '
+       . 'it');
+
+    my $r = $cc->_post($h3->{url}, {});
+    is($r->{json}{status} // '', 'processing', 'CAA: a challenge posted '
+       . 'meanwhile: processing');
+
+    # the second finalize, and the directory while it is under way
+    my $pid2 = $bg_finalize->($r2->{json}{finalize}, $der2, $fin2);
+    sleep 0.3;
+    my $t0 = time;
+    my $d = HTTP::Tiny->new(verify_SSL => 1, timeout => 30,
+        SSL_options => { SSL_ca_file => $t->pki . '/root.pem' })
+        ->get("$base/directory");
+    my $dt = time - $t0;
+    ok($d->{status} == 200 && $dt < 1,
+       sprintf('CAA: the directory is served meanwhile (%d, %.2f s)',
+               $d->{status}, $dt));
+    waitpid($pid2, 0);
+    my ($st, $prob, $ra, $took) = split ' ', (slurp($fin2) // '');
+    is($st, 503, 'CAA: a second finalize while the slot is held: 503');
+    is($prob, 'rateLimited', '... rateLimited');
+    like($ra, qr/^[1-9]\d*$/, '... with Retry-After');
+    ok(defined $took && $took < 1, sprintf('... at once (%s s; the re-check '
+       . 'holds its thread 3 s)', $took // '?'));
+    my $o2 = $cc->_post($r2->{headers}{location}, undef);
+    is($o2->{json}{status} // '', 'ready', '... and its order stays ready');
+
+    is(hits($h3->{token}), 0, 'CAA: the challenge is not fetched while the '
+       . 're-check holds the one slot');
+
+    waitpid($pid1, 0);
+    unlink $mute;
+    like(slurp($fin1) // '', qr/^400 dns /, 'CAA: the first finalize fails '
+         . 'with dns after the timeout');
+
+    my $v = $cc->_poll($az3, 'valid', 20);
+    is($v->{json}{status} // '', 'valid', 'CAA: then the waiting validation '
+       . 'runs, and its name validates');
+    my $f3 = $cc->_post($r2->{json}{finalize},
+                        { csr => MIME::Base64::encode_base64url($der2) });
+    is($f3->{status}, 200, 'CAA: the second order finalized again, the '
+       . 'name server answering: 200') or diag($f3->{content});
+    is($f3->{json}{status} // '', 'valid', '... valid');
 }
 
 # --- a reload while a validation runs ----------------------------------------------

@@ -3880,6 +3880,141 @@ test_order_errors(const char *sock)
 
 /* ---- what finalize and reads cost -------------------------------------- */
 
+/* A new order for dns name, its authorization made valid in the store
+ * (namespace ns): its URL and finalize URL. */
+static void
+order_ready_store(redisContext *rc, const char *ns, EVP_PKEY *pk,
+    const char *kid, const char *acct, const char *name, char *ourl,
+    char *fin)
+{
+    char              body[300];
+    pki_acme_resp_t   resp;
+
+    snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":\"dns\","
+             "\"value\":\"%s\"}]}", name);
+    post(pk, kid, "new-order", body, NULL, &resp);
+    snprintf(ourl, 256, "%s", resp.location ? resp.location : BASE "/x");
+    json_str(&resp, "finalize", fin, 256);
+    pki_acme_resp_free(&resp);
+
+    authz_all_valid(rc, ns, acct);
+}
+
+
+/* The status of the order at ourl, into buf. */
+static const char *
+order_status_of(EVP_PKEY *pk, const char *kid, const char *ourl, char *buf,
+    size_t size)
+{
+    cJSON  *o, *err;
+
+    o = order_get(pk, kid, ourl, &err);
+    snprintf(buf, size, "%s", jstr(o, "status"));
+    cJSON_Delete(o);
+
+    return buf;
+}
+
+
+/*
+ * Finalize's CAA re-check holds no pool thread past the outbound budget.
+ * Every slot held (validation jobs, other re-checks): a finalize that must
+ * read CAA again gets 503 rateLimited with Retry-After at once, and its
+ * order stays ready.  With a slot free it reads CAA (a resolver that never
+ * answers: the order fails with dns) and gives the slot back.
+ */
+static void
+test_caa_budget(const char *sock)
+{
+    int                 fd, took;
+    char                kid[256], acct[64], ourl[256], fin[256], st[32];
+    char                resolver[64], *csr;
+    long long           ms;
+    EVP_PKEY           *pk;
+    socklen_t           slen;
+    pki_redis_t        *r;
+    redisContext       *rc;
+    pki_acme_resp_t     resp;
+    struct timespec     t0, t1;
+    struct sockaddr_in  sin;
+
+    r = store_open(sock, "acmefin:", &rc);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    acct[0] = '\0';
+    if (sscanf(kid, BASE "/acct/%63s", acct) != 1) {
+        diag("CAA budget: no account");
+    }
+
+    /* a resolver that never answers: a UDP socket nobody reads */
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    slen = sizeof(sin);
+    if (fd < 0 || bind(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0
+        || getsockname(fd, (struct sockaddr *) &sin, &slen) != 0)
+    {
+        diag("no UDP port for a silent resolver");
+    }
+    snprintf(resolver, sizeof(resolver), "127.0.0.1:%u",
+             (unsigned) ntohs(sin.sin_port));
+
+    /* validated before CAA checks were on: no "validated" time, so CAA is
+     * read again at finalization */
+    order_ready_store(rc, "acmefin:", pk, kid, acct, "caa.example", ourl,
+                      fin);
+    conf.validate.caa = 1;
+    conf.validate.caa_ids = conf.caa;
+    conf.validate.resolver = resolver;
+    conf.validate.timeout_ms = 400;
+
+    pki_acme_outbound_max(1);
+    ok(pki_acme_outbound_take() == 1, "budget 1: a slot taken (a "
+       "validation job runs)");
+    ok(pki_acme_outbound_take() == 0, "... and no other");
+
+    csr = csr_body("caa.example");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000LL
+         + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    took = resp.retry_after;
+    ok(resp.http_status == 503 && took > 0 && ms < 300,
+       "every slot held: a finalize that must read CAA again gets 503 at "
+       "once (%lld ms), Retry-After %d", ms, took);
+    check_problem("finalize past the outbound budget", &resp, 503,
+                  "rateLimited");
+    ok(strcmp(order_status_of(pk, kid, ourl, st, sizeof(st)), "ready") == 0,
+       "... the order stays ready (%s)", st);
+
+    pki_acme_outbound_give();
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000LL
+         + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    ok(ms >= 350 && has(&resp, ":dns\""),
+       "a slot free: the re-check asks the resolver, which never answers: "
+       "dns after %lld ms (%d)", ms, resp.http_status);
+    pki_acme_resp_free(&resp);
+    free(csr);
+    ok(pki_acme_outbound_take() == 1, "... and it gave its slot back");
+    pki_acme_outbound_give();
+
+    pki_acme_outbound_max(PKI_ACME_OUTBOUND_DEFAULT);
+    memset(&conf.validate, 0, sizeof(conf.validate));
+    if (fd >= 0) {
+        close(fd);
+    }
+
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmefin:*");
+}
+
+
 /* A JSON list of n dns identifiers "nI.tag.example". */
 static char *
 ids_json(const char *tag, int n)
@@ -4108,6 +4243,7 @@ main(void)
         test_job_store(sock);
         test_account_race(sock);
         test_order_atomic(sock);
+        test_caa_budget(sock);
         test_read_costs(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
