@@ -6255,6 +6255,69 @@ failed:
 
 /* ---- finalize and certificates ------------------------------------------------------------ */
 
+/* The first subject attribute other than CN that template t copies from
+ * the request (copy or required), as the template names it, or NULL.  No
+ * ACME challenge validates any of them, so a template for ACME copies
+ * none: nginx -t refuses one (ngx_http_acme_module), and finalize refuses
+ * a CSR that has one (pki_acme_csr_subject_ok), should a template that
+ * does ever get here. */
+PKI_API const char *
+pki_acme_template_copies(const pki_template_t *t)
+{
+    int  i;
+
+    for (i = 0; i < t->nsubject; i++) {
+        if ((t->subject[i].rule == PKI_RULE_COPY
+             || t->subject[i].rule == PKI_RULE_REQUIRED)
+            && OBJ_obj2nid(t->subject[i].obj) != NID_commonName)
+        {
+            return t->subject[i].name;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* 1 when the CSR's subject holds no attribute other than CN that t would
+ * copy into the certificate; else 0 with why set.  Attributes t fixes
+ * (the template's value replaces the request's) or refuses are t's to
+ * judge (pki_request_from_csr). */
+static int
+pki_acme_csr_subject_ok(X509_REQ *csr, const pki_template_t *t, char *why,
+    size_t size)
+{
+    int                 i, j, n;
+    const X509_NAME    *subj;
+    const ASN1_OBJECT  *obj;
+
+    subj = X509_REQ_get_subject_name(csr);
+    n = subj != NULL ? X509_NAME_entry_count(subj) : 0;
+
+    for (i = 0; i < n; i++) {
+        obj = X509_NAME_ENTRY_get_object(X509_NAME_get_entry(subj, i));
+        if (OBJ_obj2nid(obj) == NID_commonName) {
+            continue;
+        }
+
+        for (j = 0; j < t->nsubject; j++) {
+            if (OBJ_cmp(t->subject[j].obj, obj) == 0
+                && (t->subject[j].rule == PKI_RULE_COPY
+                    || t->subject[j].rule == PKI_RULE_REQUIRED))
+            {
+                snprintf(why, size, "the CSR's subject has %.64s: an ACME "
+                         "certificate names what the challenges validated, "
+                         "so a subject may hold only the CN",
+                         t->subject[j].name);
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
 /* 1 when the CSR names (SANs and CN) are exactly the order's identifiers;
  * *in_sans then says whether every identifier is among the SANs (RFC 8555
  * 7.4 lets a dns one be in the CN alone). */
@@ -7706,7 +7769,9 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     }
 
     ids = cJSON_GetObjectItemCaseSensitive(order, "identifiers");
-    if (!pki_acme_csr_names_ok(csr, ids, why, sizeof(why), &in_sans)) {
+    if (!pki_acme_csr_names_ok(csr, ids, why, sizeof(why), &in_sans)
+        || !pki_acme_csr_subject_ok(csr, tmpl, why, sizeof(why)))
+    {
         pki_acme_problem(a, 400, "badCSR", "%s", why);
         goto done;
     }

@@ -1581,6 +1581,12 @@ typedef struct {
 } pki_acme_resp_t;
 
 /* Handles one request; blocking (Redis, key).  Never fails to fill resp. */
+/* The first subject attribute other than CN that template t copies from
+ * a request ("copy" or "required"), as the template names it, or NULL: an
+ * ACME location's templates must copy none (no challenge validates them;
+ * fixed values are the template's own). */
+PKI_API const char *pki_acme_template_copies(const pki_template_t *t);
+
 PKI_API void pki_acme_handle(const pki_acme_conf_t *conf,
     const pki_acme_req_t *req, pki_acme_resp_t *resp);
 PKI_API void pki_acme_resp_free(pki_acme_resp_t *resp);

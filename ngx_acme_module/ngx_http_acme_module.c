@@ -181,6 +181,8 @@ static ngx_int_t ngx_http_acme_init(ngx_conf_t *cf);
 static char *ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_acme_profile(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_acme_template_check(ngx_conf_t *cf,
+    pki_template_t *tmpl);
 static char *ngx_http_acme_merge_profiles(ngx_conf_t *cf,
     ngx_http_acme_loc_conf_t *conf, pki_acme_conf_t *ac);
 static char *ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1679,6 +1681,10 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
+    if (ngx_http_acme_template_check(cf, alcf->tmpl) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
 #if (NGX_PCRE)
@@ -1698,6 +1704,31 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     alcf->prefix = clcf->name;
 
     return NGX_CONF_OK;
+}
+
+
+/* A template an ACME location issues with copies no subject attribute but
+ * CN from the request: a client proves control of names, nothing else, so
+ * an O, OU or C it chose must not reach a certificate (fixed values are
+ * the template's own and stay allowed). */
+static ngx_int_t
+ngx_http_acme_template_check(ngx_conf_t *cf, pki_template_t *tmpl)
+{
+    const char  *attr;
+
+    attr = tmpl != NULL ? pki_acme_template_copies(tmpl) : NULL;
+    if (attr == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "template \"%s\" copies subject attribute \"%s\" "
+                       "from the request, which no ACME challenge "
+                       "validates: a template for ACME may copy only CN "
+                       "(\"subject %s fixed VALUE\" sets it for every "
+                       "certificate)", pki_template_name(tmpl), attr, attr);
+
+    return NGX_ERROR;
 }
 
 
@@ -1775,6 +1806,10 @@ ngx_http_acme_profile(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown template \"%V\" "
                            "(declare pki_template before use)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_acme_template_check(cf, pr->tmpl) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

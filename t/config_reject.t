@@ -78,6 +78,37 @@ my $ed_tmpl = <<'T';
     }
 T
 
+# ACME validates names only: a template an ACME location issues with may
+# copy no subject attribute but CN from the request (a fixed one is the
+# template's own)
+my $ou_tmpl = <<'T';
+    pki_template ourequired {
+        key_types ec:P-256;
+        subject CN copy;
+        subject OU required;
+        san dns copy;
+        validity 1d;
+    }
+T
+my $org_tmpl = <<'T';
+    pki_template orgfixed {
+        key_types ec:P-256;
+        subject O fixed "Example Inc";
+        subject CN copy;
+        san dns copy;
+        validity 1d;
+    }
+T
+
+{
+    (my $conf = $base) =~ s/(    pki_ca issuing \{)/$org_tmpl\n$1/;
+    $conf =~ s/(templates acme;)/$1\n        templates orgfixed;/;
+    $conf =~ s/(acme_profile shortlived [^;]*;)/$1\n            acme_profile org orgfixed;/;
+    my ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'orgfixed.conf'));
+    ok($ok, 'an ACME profile whose template fixes O (and copies CN) passes '
+       . 'nginx -t') or diag($out);
+}
+
 # name, edit, expected message regex, the block(s) the line must lie in
 my @cases = (
     ['unknown CA in est',
@@ -166,6 +197,16 @@ my @cases = (
     ['acme_profile twice with one name',
      sub { s/(acme_profile shortlived [^;]*;)/$1\n            acme_profile shortlived acme;/ },
      qr/duplicate acme_profile "shortlived"/, [qr{location /acme/}]],
+    ['acme with a template that copies C, O, OU ... (the scep template)',
+     sub { s/acme issuing acme;/acme issuing scep;/ },
+     qr/template "scep" copies subject attribute "C" from the request, which no ACME challenge validates: a template for ACME may copy only CN/,
+     [qr{location /acme/}]],
+    ['acme_profile with a template that requires OU',
+     sub { s/(    pki_ca issuing \{)/$ou_tmpl\n$1/;
+           s/(templates acme;)/$1\n        templates ourequired;/;
+           s/(acme_profile shortlived [^;]*;)/$1\n            acme_profile ou ourequired;/ },
+     qr/template "ourequired" copies subject attribute "OU" from the request/,
+     [qr{location /acme/}]],
     ['acme_profile where acme is not on',
      sub { s/(est issuing device;)/$1\n            acme_profile short server;/ },
      qr/"acme_profile" needs "acme CA TEMPLATE" in the same location/,

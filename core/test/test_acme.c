@@ -3880,6 +3880,63 @@ test_order_errors(const char *sock)
 
 /* ---- what finalize and reads cost -------------------------------------- */
 
+static pki_template_t  *tcopy;      /* "subject O copy" as well as CN */
+
+
+static const char *
+or_empty(const char *s)
+{
+    return s != NULL ? s : "";
+}
+
+
+/* A CSR by a fresh P-256 key with subject "O=org, CN=cn" (org NULL: none)
+ * and the dNSName cn: {"csr": ...}, malloc'd. */
+static char *
+csr_body_subject(const char *org, const char *cn)
+{
+    int                        len;
+    char                      *b, *out, san[300];
+    EVP_PKEY                  *k;
+    X509_REQ                  *q;
+    X509_NAME                 *name;
+    unsigned char             *der;
+    X509_EXTENSION            *ext;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    q = X509_REQ_new();
+    X509_REQ_set_pubkey(q, k);
+    name = X509_REQ_get_subject_name(q);
+    if (org != NULL) {
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                   (const unsigned char *) org, -1, -1, 0);
+    }
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    snprintf(san, sizeof(san), "DNS:%s", cn);
+    exts = sk_X509_EXTENSION_new_null();
+    ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
+    sk_X509_EXTENSION_push(exts, ext);
+    X509_REQ_add_extensions(q, exts);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_sign(q, k, EVP_sha256());
+    der = NULL;
+    len = i2d_X509_REQ(q, &der);
+    b = b64u(der, (size_t) len);
+    OPENSSL_free(der);
+    X509_REQ_free(q);
+    EVP_PKEY_free(k);
+
+    if (b == NULL || asprintf(&out, "{\"csr\":\"%s\"}", b) < 0) {
+        out = NULL;
+    }
+    free(b);
+
+    return out;
+}
+
+
 /* A new order for dns name, its authorization made valid in the store
  * (namespace ns): its URL and finalize URL. */
 static void
@@ -3913,6 +3970,98 @@ order_status_of(EVP_PKEY *pk, const char *kid, const char *ourl, char *buf,
     cJSON_Delete(o);
 
     return buf;
+}
+
+
+/*
+ * Finalize issues for what the challenges validated: under a template that
+ * copies O from the request (nginx -t refuses it for ACME; here it is set
+ * all the same), a CSR with an O is badCSR and the order stays ready, then
+ * the same order issues for one with a CN alone.  And
+ * pki_acme_template_copies() names what the glue refuses.
+ */
+static void
+test_subject_copies(const char *sock)
+{
+    char              kid[256], acct[64], ourl[256], fin[256], st[32];
+    char             *csr;
+    EVP_PKEY         *pk;
+    pki_redis_t      *r;
+    pki_result_t      res;
+    redisContext     *rc;
+    pki_template_t   *t, *saved;
+    pki_acme_resp_t   resp;
+    static const char *const copy_lines[] = {
+        "key_types ec:P-256", "subject O copy", "subject CN copy",
+        "san dns copy", "validity 30d", "extended_key_usage serverAuth",
+        NULL
+    };
+    static const char *const fixed_lines[] = {
+        "key_types ec:P-256", "subject O fixed Example", "subject CN copy",
+        "san dns copy", "validity 30d", NULL
+    };
+    static const char *const req_lines[] = {
+        "key_types ec:P-256", "subject CN required", "subject OU required",
+        "san dns copy", "validity 30d", NULL
+    };
+    static const char *const oid_lines[] = {
+        "key_types ec:P-256", "subject CN copy", "subject 2.5.4.10 copy",
+        "san dns copy", "validity 30d", NULL
+    };
+
+    r = store_open(sock, "acmesubj:", &rc);
+    pki_result_init(&res);
+    saved = conf.tmpl;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    acct[0] = '\0';
+    if (sscanf(kid, BASE "/acct/%63s", acct) != 1) {
+        diag("subject copies: no account");
+    }
+
+    /* what the glue refuses at nginx -t */
+    ok(pki_acme_template_copies(conf.tmpl) == NULL,
+       "template acme (CN copy) copies nothing else");
+    tcopy = make_template("copy-o", copy_lines);
+    ok(strcmp(or_empty(pki_acme_template_copies(tcopy)), "O") == 0,
+       "a template with \"subject O copy\": O");
+    t = make_template("fixed-o", fixed_lines);
+    ok(pki_acme_template_copies(t) == NULL, "\"subject O fixed\": nothing");
+    pki_template_free(t);
+    t = make_template("req-ou", req_lines);
+    ok(strcmp(or_empty(pki_acme_template_copies(t)), "OU") == 0,
+       "\"subject CN required\" and \"subject OU required\": OU");
+    pki_template_free(t);
+    t = make_template("oid-o", oid_lines);
+    ok(strcmp(or_empty(pki_acme_template_copies(t)), "2.5.4.10") == 0,
+       "\"subject 2.5.4.10 copy\": 2.5.4.10");
+    pki_template_free(t);
+
+    /* finalize under a template that copies O */
+    ok(pki_ca_add_template(conf.ca, tcopy, &res) == PKI_OK,
+       "the CA issues with template copy-o");
+    conf.tmpl = tcopy;
+    order_ready_store(rc, "acmesubj:", pk, kid, acct, "ov.example", ourl,
+                      fin);
+    csr = csr_body_subject("Big Bank Inc", "ov.example");
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    free(csr);
+    ok(has(&resp, "subject has O"), "a CSR with O: the detail names it");
+    check_problem("finalize, a CSR with O under a template that copies O",
+                  &resp, 400, "badCSR");
+    ok(strcmp(order_status_of(pk, kid, ourl, st, sizeof(st)), "ready") == 0,
+       "... the order stays ready (%s)", st);
+    csr = csr_body_subject(NULL, "ov.example");
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    free(csr);
+    ok(resp.http_status == 200 && has(&resp, "\"status\":\"valid\""),
+       "then a CSR with the CN alone: issued (%d)", resp.http_status);
+    pki_acme_resp_free(&resp);
+    conf.tmpl = saved;
+
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmesubj:*");
 }
 
 
@@ -4243,6 +4392,7 @@ main(void)
         test_job_store(sock);
         test_account_race(sock);
         test_order_atomic(sock);
+        test_subject_copies(sock);
         test_caa_budget(sock);
         test_read_costs(sock);
     } else {
@@ -4256,6 +4406,7 @@ main(void)
     pki_template_free(troot);
     pki_template_free(tacme);
     pki_template_free(tshort);
+    pki_template_free(tcopy);
     EVP_PKEY_free(capk);
     EVP_PKEY_free(pk);
 
