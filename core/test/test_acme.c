@@ -4023,17 +4023,17 @@ test_subject_copies(const char *sock)
     /* what the glue refuses at nginx -t */
     ok(pki_acme_template_copies(conf.tmpl) == NULL,
        "template acme (CN copy) copies nothing else");
-    tcopy = make_template("copy-o", copy_lines);
+    tcopy = fx_template("copy-o", copy_lines);
     ok(strcmp(or_empty(pki_acme_template_copies(tcopy)), "O") == 0,
        "a template with \"subject O copy\": O");
-    t = make_template("fixed-o", fixed_lines);
+    t = fx_template("fixed-o", fixed_lines);
     ok(pki_acme_template_copies(t) == NULL, "\"subject O fixed\": nothing");
     pki_template_free(t);
-    t = make_template("req-ou", req_lines);
+    t = fx_template("req-ou", req_lines);
     ok(strcmp(or_empty(pki_acme_template_copies(t)), "OU") == 0,
        "\"subject CN required\" and \"subject OU required\": OU");
     pki_template_free(t);
-    t = make_template("oid-o", oid_lines);
+    t = fx_template("oid-o", oid_lines);
     ok(strcmp(or_empty(pki_acme_template_copies(t)), "2.5.4.10") == 0,
        "\"subject 2.5.4.10 copy\": 2.5.4.10");
     pki_template_free(t);
