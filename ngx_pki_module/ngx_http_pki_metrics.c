@@ -1089,7 +1089,13 @@ ngx_http_pki_m_postconfiguration(ngx_conf_t *cf)
             return NGX_ERROR;
         }
 
-        mmcf->zone->shm.size = mmcf->zone_size;
+        /* the parked batches on top of the configured size (with a page
+         * for the slab's page table and rounding), so that the series a
+         * size holds stay what they were without them */
+        mmcf->zone->shm.size = mmcf->zone_size
+            + ngx_align(sizeof(ngx_http_pki_m_parked_t)
+                        * NGX_HTTP_PKI_M_PARKED, ngx_pagesize)
+            + ngx_pagesize;
 
         ngx_http_pki_m_cas_left_out(cf);
     }

@@ -19,6 +19,9 @@
 #     reached the history).
 #  4. nginx stopped while Redis answers nothing: the workers' last flush
 #     gives up after its own short timeout, and the stop is quick.
+#  5. the room for parked batches comes on top of pki_metrics_zone: the
+#     smallest zone (64k) still holds the series of a request to each
+#     protocol, none dropped (the parked batches took half of it).
 
 use strict;
 use warnings;
@@ -184,5 +187,39 @@ cmp_ok($dt1, '<', 1.5, sprintf('silent stop: nginx stopped in %.2f s, not '
     or diag(slurp($t->error_log));
 like(slurp($t->error_log) // '', qr/unanswered at exit/,
      'silent stop: the last flush gave up');
+
+# --- 5. the smallest zone holds a request to each protocol ------------------
+
+my $cz = conf('1s');
+$cz =~ s/(pki_thread_pool pki;)/$1\n    pki_metrics_zone 64k;/
+    or die 'no pki_thread_pool line';
+$t->start_nginx($cz);
+sleep 2.5;
+my $https = 'https://127.0.0.1:' . $t->https_port;
+my $http = 'http://127.0.0.1:' . $t->{http};
+for my $r (['GET', $t->est_url('cacerts')], ['GET', $t->est_url('nosuch')],
+           ['POST', $t->est_url('simpleenroll')],
+           ['GET', $t->est_url('csrattrs')],
+           ['GET', "$https/acme/directory"],
+           ['HEAD', "$https/acme/new-nonce"],
+           ['POST', "$https/acme/new-account"],
+           ['GET', "$http/ocsp/garbage"], ['POST', "$http/ocsp"],
+           ['GET', "$http/scep?operation=GetCACaps"],
+           ['GET', "$http/scep?operation=GetCACert"],
+           ['GET', "$http/scep?operation=Bogus"],
+           ['GET', "$http/crl/issuing.crl"],
+           ['POST', "$https/matter/noc"],
+           ['POST', "$https/matter/dac/batch"],
+           ['GET', "$https/pki/admin/certs"])
+{
+    $t->curl($r->[0], $r->[1], quiet => 1, user => 'demo:demo');
+}
+sleep 1.5;
+my $m = $t->metrics_scrape;
+ok(scalar(grep { /^pki_requests_total\{protocol="scep"/ } keys %$m),
+   'zone 64k: the SCEP requests counted');
+is($m->{pki_metrics_series_dropped_total} // 0, 0,
+   'zone 64k: no series dropped');
+$t->stop_nginx;
 
 done_testing();
