@@ -241,6 +241,11 @@ pki_metrics_flush_within(pki_redis_t *r, const pki_metrics_batch_t *b,
         return PKI_OK;
     }
 
+    if (!pki_redis_literal(r)) {
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: a host name, not "
+                        "looked up for a flush that must not wait");
+    }
+
     d = pki_int_redis_dup(r, timeout_ms, res);
     if (d == NULL) {
         return PKI_INTERNAL;

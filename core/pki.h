@@ -253,6 +253,10 @@ PKI_API void pki_redis_free(pki_redis_t *r);
 PKI_API void pki_redis_disconnect(pki_redis_t *r);
 PKI_API pki_status_t pki_redis_ping(pki_redis_t *r, pki_result_t *res);
 PKI_API const char *pki_redis_ns(const pki_redis_t *r);
+/* 1 if r is reached without a name lookup (a unix socket, a literal IPv4
+ * or IPv6 address): its connect is bounded by its timeout, a lookup
+ * (getaddrinfo) is not. */
+PKI_API int pki_redis_literal(const pki_redis_t *r);
 
 typedef enum {
     PKI_CERT_PENDING = 0,   /* intent recorded, not yet signed          */
@@ -1227,7 +1231,9 @@ PKI_API pki_status_t pki_metrics_flush(pki_redis_t *r,
 /* pki_metrics_flush() on a connection of its own whose connect and each
  * command (AUTH, SELECT, the script) wait at most timeout_ms, whatever the
  * store's timeout: a worker's last flush at exit, which nginx must not
- * wait for long.  The same outcomes; blocking. */
+ * wait for long.  The same outcomes; blocking.  A store named by a host
+ * name (not pki_redis_literal()) is not looked up, its wait unbounded:
+ * PKI_UNAVAILABLE, nothing sent (*unknown 0). */
 PKI_API pki_status_t pki_metrics_flush_within(pki_redis_t *r,
     const pki_metrics_batch_t *b, int timeout_ms, int *unknown,
     pki_result_t *res);

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include <hiredis.h>
 #include <openssl/rand.h>
@@ -824,6 +825,25 @@ pki_int_redis_id(const pki_redis_t *r, char *buf, size_t size)
         snprintf(buf, size, "%s:%d %d %s", r->host ? r->host : "", r->port,
                  r->db, r->ns ? r->ns : "");
     }
+}
+
+
+PKI_API int
+pki_redis_literal(const pki_redis_t *r)
+{
+    unsigned char  addr[16];
+
+    if (r == NULL) {
+        return 0;
+    }
+
+    if (r->unix_path != NULL) {
+        return 1;
+    }
+
+    return r->host != NULL
+           && (inet_pton(AF_INET, r->host, addr) == 1
+               || inet_pton(AF_INET6, r->host, addr) == 1);
 }
 
 

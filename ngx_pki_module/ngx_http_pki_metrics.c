@@ -70,6 +70,8 @@
 #define NGX_HTTP_PKI_M_PARKED      8       /* batches left by exited workers */
 #define NGX_HTTP_PKI_M_HELD        ((ngx_atomic_uint_t) -1)  /* parked */
 #define NGX_HTTP_PKI_M_EXIT_MSEC   100     /* ms: each wait of an exit flush */
+#define NGX_HTTP_PKI_M_EXIT_TOTAL  250     /* ms: both exit flushes */
+#define NGX_HTTP_PKI_M_EXIT_MIN    5       /* ms: a wait worth a flush */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -365,6 +367,8 @@ static ngx_http_pki_m_parked_t *ngx_http_pki_m_adopt(
 static void ngx_http_pki_m_unpark(ngx_http_pki_m_parked_t *e,
     ngx_uint_t keep);
 static void ngx_http_pki_m_history_exit(ngx_cycle_t *cycle);
+static int ngx_http_pki_m_exit_wait(ngx_msec_t start);
+static void ngx_http_pki_m_audit_close(ngx_cycle_t *cycle);
 
 
 static ngx_command_t  ngx_http_pki_m_commands[] = {
@@ -1541,15 +1545,23 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
 
 /* worker exit: the shared module calls this once its pool threads are
  * gone and before it closes the key vaults, which the exit checkpoint's
- * key (key=pkcs11:...) signs in; the history's last batches go first; a
- * second call does nothing */
+ * key (key=pkcs11:...) signs in.  The audit log's queued entries and its
+ * checkpoint go first, the history's last batches after them (the
+ * master kills a worker slow to exit on nginx -s stop: a slow Redis
+ * must not cost the audit log); a second call does nothing. */
 void
 ngx_http_pki_audit_exit(ngx_cycle_t *cycle)
 {
+    ngx_http_pki_m_audit_close(cycle);
+    ngx_http_pki_m_history_exit(cycle);
+}
+
+
+static void
+ngx_http_pki_m_audit_close(ngx_cycle_t *cycle)
+{
     pki_result_t                 res;
     ngx_http_pki_m_main_conf_t  *mmcf;
-
-    ngx_http_pki_m_history_exit(cycle);
 
     mmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_pki_metrics_module);
@@ -4115,11 +4127,14 @@ ngx_http_pki_m_unpark(ngx_http_pki_m_parked_t *e, ngx_uint_t keep)
  * deltas after a batch that did not go stay there too (its number is
  * this worker's last: one parked batch per name, sent in any order).
  * With nginx stopped, the zone goes too: only what went now is kept.
+ * Both flushes together take NGX_HTTP_PKI_M_EXIT_TOTAL at most (the
+ * audit log's exit went before them), and a Redis named by a host name
+ * gets neither (its lookup has no timeout): as if it did not answer.
  */
 static void
 ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
 {
-    int                          unknown;
+    int                          unknown, wait;
     ngx_msec_t                   start;
     pki_redis_t                 *redis;
     pki_result_t                 res;
@@ -4171,6 +4186,16 @@ ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
     ngx_time_update();
     start = ngx_current_msec;
 
+    if (!pki_redis_literal(redis)) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "pki metrics: pki_redis names a host, not looked up "
+                      "at exit: the history's last counts not sent");
+        if (t->pending) {
+            ngx_http_pki_m_park(t, cycle->log);
+        }
+        return;
+    }
+
     if (t->pending && ngx_time() - t->now > NGX_HTTP_PKI_M_PENDING) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
                       "pki metrics: history batch %uL of %ui fields "
@@ -4184,19 +4209,20 @@ ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
         ngx_http_pki_m_batch(t, &b);
         pki_result_init(&res);
 
-        if (pki_metrics_flush_within(redis, &b, NGX_HTTP_PKI_M_EXIT_MSEC,
-                                     NULL, &res)
+        if (pki_metrics_flush_within(redis, &b,
+                                     ngx_http_pki_m_exit_wait(start), NULL,
+                                     &res)
             != PKI_OK)
         {
             ngx_http_pki_m_park(t, cycle->log);
             return;
         }
+    }
 
-        ngx_time_update();
+    wait = ngx_http_pki_m_exit_wait(start);
 
-        if (ngx_current_msec - start >= NGX_HTTP_PKI_M_EXIT_MSEC) {
-            return;             /* a slow Redis: the slots keep the rest */
-        }
+    if (wait < NGX_HTTP_PKI_M_EXIT_MIN) {
+        return;                 /* a slow Redis: the slots keep the rest */
     }
 
     ngx_memzero(t, sizeof(ngx_http_pki_m_task_t));
@@ -4212,8 +4238,7 @@ ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
 
     ngx_http_pki_m_batch(t, &b);
     pki_result_init(&res);
-    st = pki_metrics_flush_within(redis, &b, NGX_HTTP_PKI_M_EXIT_MSEC,
-                                  &unknown, &res);
+    st = pki_metrics_flush_within(redis, &b, wait, &unknown, &res);
 
     if (st == PKI_OK) {
         return;
@@ -4225,6 +4250,26 @@ ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
     } else {
         ngx_http_pki_m_give_back(t);
     }
+}
+
+
+/* An exit flush's every wait (connect, AUTH, SELECT, the script: four
+ * at most): a quarter of what is left of NGX_HTTP_PKI_M_EXIT_TOTAL since
+ * start, NGX_HTTP_PKI_M_EXIT_MSEC at most. */
+static int
+ngx_http_pki_m_exit_wait(ngx_msec_t start)
+{
+    ngx_msec_t  spent;
+
+    ngx_time_update();
+    spent = ngx_current_msec - start;
+
+    if (spent >= NGX_HTTP_PKI_M_EXIT_TOTAL) {
+        return 0;
+    }
+
+    return (int) ngx_min(NGX_HTTP_PKI_M_EXIT_MSEC,
+                         (NGX_HTTP_PKI_M_EXIT_TOTAL - spent) / 4);
 }
 
 

@@ -171,7 +171,7 @@ $t->stop_nginx;
 # --- 4. stopped while Redis does not answer --------------------------------
 
 # Redis stopped (SIGSTOP: connections accepted, no answer) right before
-# nginx is: the workers' last flush gives up after its own 100 ms, not
+# nginx is: the workers' last flush gives up within its own 250 ms, not
 # after the pki_redis timeout (3 s here); nothing else was waiting on Redis
 $t->start_nginx(conf('60s', '--redis-timeout', '3s'));
 sleep 2.5;

@@ -620,13 +620,24 @@ test_flush(pki_redis_t *r, redisContext *c)
 static void
 test_flush_within(pki_redis_t *r, redisContext *c)
 {
-    int                unknown;
-    char               kh[128];
-    double             t0, dt;
-    pki_result_t       res;
-    pki_redis_t       *gone;
-    redisContext      *busy;
-    pki_redis_conf_t   conf;
+    int                         i, unknown;
+    char                        kh[128];
+    double                      t0, dt;
+    pki_result_t                res;
+    pki_redis_t                *gone;
+    redisContext               *busy;
+    pki_redis_conf_t            conf;
+    pki_metrics_batch_t         one;
+    static const char *const    onef[] = { "iss:a:ok" };
+    static const long long      oned[] = { 1 };
+
+    memset(&one, 0, sizeof(one));
+    one.source = "tsrc-w";
+    one.seq = 9;
+    one.now = NOW;
+    one.fields = onef;
+    one.deltas = oned;
+    one.n = 1;
 
     snprintf(kh, sizeof(kh), "%s{metrics}:h:%lld", ns, NOW / 3600);
     cmd(c, "DEL %s", kh);
@@ -672,6 +683,38 @@ test_flush_within(pki_redis_t *r, redisContext *c)
        && unknown == 0 && unit_now() - t0 < 0.5,
        "within 200 ms, no server: outcome known, at once");
     pki_redis_free(gone);
+
+    /* a host name: getaddrinfo would wait as long as it likes */
+    memset(&conf, 0, sizeof(conf));
+    conf.host = "localhost";
+    conf.port = 1;
+    conf.ns = ns;
+    pki_result_init(&res);
+    gone = pki_redis_new(&conf, &res);
+    ok(pki_redis_literal(r) && gone != NULL && !pki_redis_literal(gone),
+       "a unix socket is literal, localhost is not");
+    unknown = 7;
+    pki_result_init(&res);
+    ok(gone != NULL && flush_ms(gone, "tsrc-w", 3, NOW, 1, 1, &unknown, 200)
+          == PKI_UNAVAILABLE && unknown == 0,
+       "within 200 ms, a host name: outcome known, nothing sent");
+    ok(gone != NULL
+       && pki_metrics_flush_within(gone, &one, 200, NULL, &res)
+          == PKI_UNAVAILABLE && strstr(res.detail, "host name") != NULL,
+       "... not looked up (%s)", res.detail);
+    pki_redis_free(gone);
+
+    for (i = 0; i < 2; i++) {
+        memset(&conf, 0, sizeof(conf));
+        conf.host = i == 0 ? "127.0.0.1" : "::1";
+        conf.port = 1;
+        conf.ns = ns;
+        pki_result_init(&res);
+        gone = pki_redis_new(&conf, &res);
+        ok(gone != NULL && pki_redis_literal(gone), "%s is literal",
+           conf.host);
+        pki_redis_free(gone);
+    }
 
     unknown = 7;
     ok(flush_ms(r, "tsrc-w", 3, NOW, 1, 1, &unknown, -1) == PKI_INTERNAL
