@@ -72,6 +72,7 @@
 #define NGX_HTTP_PKI_M_EXIT_MSEC   100     /* ms: each wait of an exit flush */
 #define NGX_HTTP_PKI_M_EXIT_TOTAL  250     /* ms: both exit flushes */
 #define NGX_HTTP_PKI_M_EXIT_MIN    5       /* ms: a wait worth a flush */
+#define NGX_HTTP_PKI_M_LEASE       60      /* s: a parked batch's holder */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -122,13 +123,16 @@ typedef struct {
  * added it): the next worker to look sends it again, under the exited
  * worker's name and number, so that Redis still adds it once.  owner: 0
  * free, NGX_HTTP_PKI_M_HELD parked, else the pid of the process filling
- * or sending it (every change a compare-and-set: a process found dead
- * gives it up).  The fields are series indexes (series[i].field names
- * one): series are never removed, and a reload keeps the zone.
+ * or sending it (every change a compare-and-set: a process found dead,
+ * or holding it for NGX_HTTP_PKI_M_LEASE since taken, gives it up: a pid
+ * reused, or one kill() may not probe, pins no batch).  The fields are
+ * series indexes (series[i].field names one): series are never removed,
+ * and a reload keeps the zone.
  */
 typedef struct {
     ngx_atomic_t               owner;
     ngx_atomic_t               filled;     /* whole: may be sent */
+    ngx_atomic_t               taken;      /* when owner took it */
     unsigned long long         seq;
     time_t                     now;
     ngx_uint_t                 n;
@@ -3992,6 +3996,7 @@ ngx_http_pki_m_park(ngx_http_pki_m_task_t *t, ngx_log_t *log)
             continue;
         }
 
+        e->taken = (ngx_atomic_uint_t) ngx_time();
         e->filled = 0;
         ngx_cpystrn(e->source, ngx_http_pki_m_source, sizeof(e->source));
         e->seq = t->seq;
@@ -4046,7 +4051,8 @@ ngx_http_pki_m_adopt(ngx_http_pki_m_task_t *t, ngx_log_t *log)
         }
 
         if (owner != NGX_HTTP_PKI_M_HELD
-            && (kill((ngx_pid_t) owner, 0) == 0 || ngx_errno != NGX_ESRCH))
+            && (kill((ngx_pid_t) owner, 0) == 0 || ngx_errno != NGX_ESRCH)
+            && ngx_time() - (time_t) e->taken < NGX_HTTP_PKI_M_LEASE)
         {
             continue;           /* being filled or sent */
         }
@@ -4054,6 +4060,8 @@ ngx_http_pki_m_adopt(ngx_http_pki_m_task_t *t, ngx_log_t *log)
         if (!ngx_atomic_cmp_set(&e->owner, owner, pid)) {
             continue;
         }
+
+        e->taken = (ngx_atomic_uint_t) ngx_time();
 
         if (!e->filled || e->n == 0 || e->n > NGX_HTTP_PKI_M_MAX_FIELDS) {
             ngx_http_pki_m_unpark(e, 0);    /* its filler died */
