@@ -4195,9 +4195,10 @@ ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
     start = ngx_current_msec;
 
     if (!pki_redis_literal(redis)) {
-        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                       "pki metrics: pki_redis names a host, not looked up "
-                      "at exit: the history's last counts not sent");
+                      "at exit: the history's last counts left in the "
+                      "zone for the next worker");
         if (t->pending) {
             ngx_http_pki_m_park(t, cycle->log);
         }
