@@ -365,7 +365,7 @@ sub wait_nginx {
             }
             return 1;
         }
-        sleep 0.05;
+        sleep 0.02;
     }
     diag(slurp($self->error_log) // '');
     die "nginx did not answer on port $self->{http}";
@@ -405,7 +405,7 @@ sub _reap {
     my $deadline = time + $secs;
     while (time < $deadline) {
         return 1 if waitpid($pid, WNOHANG) == $pid;
-        sleep 0.05;
+        sleep 0.02;
     }
     kill 'KILL', $pid;
     waitpid($pid, 0);
@@ -878,11 +878,15 @@ sub start_redis_with {
              '--logfile', "$d/redis.log", @extra) or POSIX::_exit(127);
     }
     $self->{children}{redis} = $pid;
-    for (1 .. 100) {
-        my ($rc, $out) = run_cmd(['redis-cli', '-s', $sock, 'ping'],
-                                 timeout => 5);
-        return $pid if $rc == 0 && $out =~ /PONG/;
-        sleep 0.05;
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        # the socket first (no redis-cli to start while it is not there)
+        if (-S $sock) {
+            my ($rc, $out) = run_cmd(['redis-cli', '-s', $sock, 'ping'],
+                                     timeout => 5);
+            return $pid if $rc == 0 && $out =~ /PONG/;
+        }
+        sleep 0.02;
     }
     die "redis did not start on $sock";
 }
@@ -981,15 +985,46 @@ sub workers_of {
     return wantarray ? @w : scalar @w;
 }
 
+# reload_nginx(keep_old => 1, workers => N): SIGHUP to the master, then
+# polls (every 20 ms, 30 s at most, then dies) until the reload took
+# effect: N (default: as many as before) new worker processes run and
+# every old one is gone, or with keep_old (an old worker still finishing
+# a request) at least shutting down, its listening sockets closed, so
+# that new connections go to the new workers.  Instead of a fixed sleep
+# after the signal.
+sub reload_nginx {
+    my ($self, %o) = @_;
+    my $master = $self->{children}{nginx} or die 'nginx is not running';
+    my %old = map { $_ => 1 } $self->workers_of($master, 'worker');
+    my $want = $o{workers} // scalar(keys %old);
+    kill 'HUP', $master or die "SIGHUP: $!";
+    my $deadline = time + 30;
+    while (time < $deadline) {
+        my ($new, $left) = (0, 0);
+        for (split /\n/, `ps -o pid=,args= --ppid $master 2>/dev/null`) {
+            /^\s*(\d+)\s+.*worker process(.*)$/ or next;
+            if (!$old{$1}) {
+                $new++;
+            } elsif (!$o{keep_old} || $2 !~ /shutting down/) {
+                $left++;
+            }
+        }
+        return 1 if $new >= $want && !$left;
+        sleep 0.02;
+    }
+    diag(slurp($self->error_log) // '');
+    die 'nginx did not reload within 30 s';
+}
+
 # wait_log(RE, SECS): the error log's text once it matches RE, polled every
-# 0.1 s; undef if it did not within SECS
+# 0.05 s; undef if it did not within SECS
 sub wait_log {
     my ($self, $re, $secs) = @_;
     my $deadline = time + $secs;
     while (time < $deadline) {
         my $l = slurp($self->error_log) // '';
         return $l if $l =~ $re;
-        sleep 0.1;
+        sleep 0.05;
     }
     return undef;
 }
@@ -1033,16 +1068,17 @@ sub ocsp_reason {
 }
 
 # ocsp_status once the responder sees a revocation, which it does within
-# ocsp_responder_revgen_check (1 s): 'revoked' or the last status
+# ocsp_responder_revgen_check (1 s): 'revoked' or the last status (asked
+# every 0.1 s, for 8 s at most)
 sub ocsp_revoked {
     my ($self, $cert) = @_;
     my $st;
-    for (1 .. 15) {
+    my $deadline = time + 8;
+    while (1) {
         $st = $self->ocsp_status($cert);
-        return $st if $st eq 'revoked';
-        sleep 0.25;
+        return $st if $st eq 'revoked' || time > $deadline;
+        sleep 0.1;
     }
-    return $st;
 }
 
 # check_reserved(CA, \%held): every reserved serial of CA (the serial:
