@@ -7,7 +7,7 @@
 # acme_validation_timeout), and every PKI request of the worker needs the
 # same pool.  With one worker, a pool of 2 threads and
 # acme_validation_jobs 1, against an http-01 responder that holds each
-# answer 2 s (one process per connection):
+# answer until the test lets it go (one process per connection):
 #  - four challenges posted at once run one after the other: the second
 #    one is not fetched while the first is;
 #  - a newOrder sent meanwhile is answered at once (it does not wait
@@ -65,12 +65,33 @@ my $www = $t->dir . '/www';
 mkdir $www;
 
 # the http-01 responder: a process per connection; each fetch is counted
-# (TOKEN.hits) and answered after TOKEN.delay seconds
+# (TOKEN.hits) and held until release() when hold() came before it
 ACMELoad::start_http01($t, $hport, $www, concurrent => 1);
 
 sub hits {
     my @l = (slurp("$www/$_[0].hits") // '') =~ /\n/g;
     return scalar @l;
+}
+
+# the time of TOKEN's first fetch, 0 if none
+sub fetched_at {
+    return (slurp("$www/$_[0].hits") // '') =~ /^([\d.]+)/ ? $1 : 0;
+}
+
+sub hold { ACMELoad::hold_http01($www, $_[0]) }
+
+# the held answer for TOKEN goes out; returns the time
+sub release {
+    my $t0 = time;
+    ACMELoad::release_http01($www, $_[0]);
+    return $t0;
+}
+
+# 1 once TOKEN was fetched (10 s at most)
+sub wait_fetched {
+    my ($tok) = @_;
+    for (1 .. 200) { return 1 if hits($tok); sleep 0.05 }
+    return 0;
 }
 
 my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
@@ -89,7 +110,7 @@ for my $url (@{ $r->{json}{authorizations} || [] }) {
     my ($h) = grep { $_->{type} eq 'http-01' }
               @{ $a->{json}{challenges} || [] };
     spew("$www/$h->{token}", "$h->{token}.$thumb");
-    spew("$www/$h->{token}.delay", '2');
+    hold($h->{token});
     push @az, $url;
     push @ch, $h;
 }
@@ -98,9 +119,8 @@ is(scalar @ch, 4, 'four http-01 challenges');
 # the first job runs; the responder holds its answer
 $r = $c->_post($ch[0]{url}, {});
 is($r->{status}, 200, 'challenge 1 posted');
-my $ok = 0;
-for (1 .. 100) { $ok = hits($ch[0]{token}) and last; sleep 0.05 }
-ok($ok, '... and fetched');
+ok(wait_fetched($ch[0]{token}), '... and fetched');
+my $held = time;
 
 # three more while it runs: they wait for the job slot, not in the pool
 for my $i (1 .. 3) {
@@ -108,13 +128,15 @@ for my $i (1 .. 3) {
     is($r->{status}, 200, 'challenge ' . ($i + 1) . ' posted');
     is($r->{json}{status} // '', 'processing', '... processing');
 }
+my $posted4 = time;
 
 my $t0 = time;
 $r = $c->_post("$base/new-order", { identifiers => [
     { type => 'dns', value => 'other.example.test' } ] });
 my $dt = time - $t0;
 is($r->{status}, 201, 'a newOrder while validations are held');
-# a validation holds its thread 2 s: this answer did not wait for one
+# a validation holds its thread until its answer: this one did not wait
+# for a thread
 ok($dt < 1.5, sprintf('... answered at once (%.2f s)', $dt));
 is(hits($ch[1]{token}), 0, 'challenge 2 is not fetched while challenge 1 '
    . 'is (acme_validation_jobs 1)');
@@ -124,18 +146,36 @@ $r = $c->_post($az[3], { status => 'deactivated' });
 is($r->{json}{status} // '', 'deactivated', 'authorization 4 deactivated '
    . 'while its validation waits');
 
+# in turn: each held at least 0.5 s, the next one not fetched meanwhile;
+# each fetch starts once the one before is answered.  The third is held
+# until the fourth job has waited 2 s: a job that waited that long for
+# its turn reads its authorization again before it fetches anything
+# (PKI_ACME_JOB_WAITED in core/acme.c); one that did not fetches, and
+# its result is not stored.
+my @rel;
+for my $i (0 .. 2) {
+    sleep($held + 0.5 - time) if time < $held + 0.5;
+    sleep($posted4 + 2.2 - time) if $i == 2 && time < $posted4 + 2.2;
+    is(hits($ch[$i + 1]{token}), 0, 'challenge ' . ($i + 2) . ' is not '
+       . 'fetched while challenge ' . ($i + 1) . ' is held') if $i < 2;
+    $rel[$i] = release($ch[$i]{token});
+    next if $i == 2;
+    ok(wait_fetched($ch[$i + 1]{token}), 'then challenge ' . ($i + 2)
+       . ' is fetched');
+    $held = time;
+}
+
 for my $i (0 .. 2) {
     my $a = $c->_poll($az[$i], 'valid', 20);
     is($a->{json}{status} // '', 'valid', 'authorization ' . ($i + 1)
        . ' valid') or diag($a->{content});
 }
 
-# in turn: each fetch starts once the one before is answered
-my @at = map { (slurp("$www/$ch[$_]{token}.hits") // '') =~ /^([\d.]+)/
-               ? $1 : 0 } 0 .. 2;
-ok($at[1] >= $at[0] + 1.9 && $at[2] >= $at[1] + 1.9,
-   sprintf('one validation at a time (fetches at +%.1f s, +%.1f s)',
-           $at[1] - $at[0], $at[2] - $at[1]));
+my @at = map { fetched_at($ch[$_]{token}) } 0 .. 2;
+ok($at[1] >= $rel[0] && $at[2] >= $rel[1],
+   sprintf('one validation at a time (fetches %.2f s, %.2f s after the '
+           . 'answer before)', $at[1] - $rel[0], $at[2] - $rel[1]));
+release($ch[3]{token});
 
 # the fourth job's turn: its line in the error log
 my $log = '';
@@ -153,9 +193,10 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
 
 # --- accounts take turns ------------------------------------------------------------
 
-# Account A posts four challenges (each answer held 1 s), then account B
-# one: B's is fetched third (after A's first, which runs, and A's second,
-# whose turn came first), not after all of A's.
+# Account A posts four challenges (each answer held until all five are
+# posted, then let go as it comes), then account B one: B's is fetched
+# third (after A's first, which runs, and A's second, whose turn came
+# first), not after all of A's.
 {
     my $post_all = sub {
         my ($cl, $tag, $n) = @_;
@@ -168,7 +209,7 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
             my ($h) = grep { $_->{type} eq 'http-01' }
                       @{ $a->{json}{challenges} || [] };
             spew("$www/$h->{token}", "$h->{token}.$th");
-            spew("$www/$h->{token}.delay", '1');
+            hold($h->{token});
             push @c, [$h, $a->{json}{identifier}{value}];
         }
         return @c;
@@ -182,11 +223,12 @@ unlike($log, qr/exited on signal|\[alert\]/, 'no crash in the log');
     $c2->_post($_->[0]{url}, {}) for @bc;
     my @all = (@a, @bc);
     my %at;
-    for (1 .. 200) {
-        %at = map { my $h = slurp("$www/$_->[0]{token}.hits") // '';
-                    $h =~ /^([\d.]+)/ ? ($_->[1] => $1) : () } @all;
+    for (1 .. 400) {
+        %at = map { my $f = fetched_at($_->[0]{token});
+                    $f ? ($_->[1] => $f) : () } @all;
+        release($_->[0]{token}) for grep { hits($_->[0]{token}) } @all;
         last if keys %at == @all;
-        sleep 0.1;
+        sleep 0.05;
     }
     is(scalar keys %at, 5, 'turns: all five fetched');
     my @order = sort { $at{$a} <=> $at{$b} } keys %at;
@@ -352,8 +394,9 @@ my $mute = $t->dir . '/mute';
 
 # --- a reload while a validation runs ----------------------------------------------
 
-# A validation of NAME under way, its target holding the answer 4 s:
-# returns (authorization URL, 1 when the target was reached).
+# A validation of NAME under way, its target holding the answer until
+# release(): returns (authorization URL, 1 when the target was reached,
+# the token).
 sub held_validation {
     my ($name) = @_;
     my $o = $c->_post("$base/new-order", { identifiers => [
@@ -363,11 +406,9 @@ sub held_validation {
     my ($h) = grep { $_->{type} eq 'http-01' }
               @{ $a->{json}{challenges} || [] };
     spew("$www/$h->{token}", "$h->{token}.$thumb");
-    spew("$www/$h->{token}.delay", '4');
+    hold($h->{token});
     $c->_post($h->{url}, {});
-    my $ok = 0;
-    for (1 .. 100) { $ok = hits($h->{token}) and last; sleep 0.05 }
-    return ($az, $ok);
+    return ($az, wait_fetched($h->{token}), $h->{token});
 }
 
 # 1 once process PID is gone (or a zombie), within SECS seconds
@@ -388,7 +429,7 @@ sub gone {
 {
     my $master = $t->{children}{nginx};
     my @old = $t->workers_of($master);
-    my ($az, $ok) = held_validation('reload.example.test');
+    my ($az, $ok, $tok) = held_validation('reload.example.test');
     ok($ok, 'reload: the validation is under way');
     kill 'HUP', $master;
     sleep 1;
@@ -402,6 +443,7 @@ sub gone {
     my $hz = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
     ok(-e "/proc/$old[0]" && $ticks < 0.2 * $hz * (time - $t0),
        "reload: the old worker waits idle ($ticks ticks in 1.5 s)");
+    release($tok);
     my $v = $c->_poll($az, 'valid', 20);
     is($v->{json}{status} // '', 'valid', 'reload: the validation ends '
        . 'valid');
@@ -421,7 +463,7 @@ sub gone {
     my $master = $t->{children}{nginx};
     my @w;
     for (1 .. 100) { @w = $t->workers_of($master); last if @w == 1; sleep 0.1 }
-    my ($az, $ok) = held_validation('stop.example.test');
+    my ($az, $ok, $tok) = held_validation('stop.example.test');
     ok($ok, 'stop: the validation is under way');
     my $t0 = time;
     kill 'TERM', $w[0];
@@ -429,7 +471,7 @@ sub gone {
     my $dt = time - $t0;
     ok($gone && $dt < 1.5,
        sprintf('stop: the worker exits at once (%.2f s; the target holds '
-               . 'its answer 4 s)', $dt));
+               . 'its answer)', $dt));
     like(slurp($t->error_log) // '',
          qr/acme: the worker stops: 1 running validation\(s\) cut short/,
          'stop: the error log says the validation was cut short');
@@ -441,6 +483,7 @@ sub gone {
                @{ $a->{json}{challenges} || [] };
     is($h2->{status} // '', 'processing',
        'stop: its challenge is still processing');
+    release($tok);
 }
 
 # --- configuration --------------------------------------------------------------

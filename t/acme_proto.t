@@ -140,8 +140,9 @@ my $www = $t->dir . '/www';
 mkdir $www;
 
 # it serves TOKEN from $www, counts each fetch in TOKEN.hits and, for a
-# validation held in flight while the test acts, answers after
-# TOKEN.delay seconds and then writes TOKEN.answered
+# validation held in flight while the test acts, holds its answer until
+# the test lets it go (ACMELoad::hold_http01, release_http01) and then
+# writes TOKEN.answered
 ACMELoad::start_http01($t, $hport, $www);
 
 # --- a tiny ACME client ------------------------------------------------------
@@ -2045,28 +2046,36 @@ sub open_orders {
     return \%o;
 }
 
-# A validation held by the responder (right answer, after DELAY s) for a
-# new account's order of NAME: (account, authorization URL, challenge),
-# once the validation is in flight; held_validation_end waits for its end
+# A validation held by the responder (the right answer, held until
+# held_validation_end) for a new account's order of NAME: (account,
+# authorization URL, challenge), once the validation is in flight;
+# held_validation_end lets the answer go and waits for the validation's
+# end
 sub held_validation {
-    my ($name, $delay, $what) = @_;
+    my ($name, $what) = @_;
     my $c = account();
     my ($az, $ch) = http01_for($c, $name);
-    spew("$www/$ch->{token}.delay", $delay);
+    ACMELoad::hold_http01($www, $ch->{token});
     my $x = post($c, $ch->{url}, '{}');
     is($x->{status}, 200, "$what: challenge posted");
-    for (1 .. 50) { last if hits($ch->{token}); sleep 0.05 }
+    for (1 .. 100) { last if hits($ch->{token}); sleep 0.05 }
     is(hits($ch->{token}), 1, '... the validation is in flight');
+    $ch->{name} = $name;
     return ($c, $az, $ch);
 }
 
 sub held_validation_end {
     my ($ch) = @_;
-    # the responder has answered; the validation's store follows at once
+    my $pos = length(slurp($t->error_log) // '');
+    ACMELoad::release_http01($www, $ch->{token});
     for (1 .. 200) { last if -e "$www/$ch->{token}.answered"; sleep 0.05 }
     ok(-e "$www/$ch->{token}.answered", '... the responder answered');
-    sleep 0.5;
-    unlink "$www/$ch->{token}.delay";
+    # the job is done (result stored or not) once it logged its end
+    for (1 .. 200) {
+        last if substr(slurp($t->error_log) // '', $pos)
+                =~ /acme: validation: .*\Q$ch->{name}\E/;
+        sleep 0.05;
+    }
 }
 
 # An authorization deactivated by its client while its challenge
@@ -2074,7 +2083,7 @@ sub held_validation_end {
 # changed), and the challenge is shown invalid with an error instead of
 # "processing" with Retry-After for ever
 {
-    my ($c, $az, $ch) = held_validation('deact-val.example.test', 2,
+    my ($c, $az, $ch) = held_validation('deact-val.example.test',
                                         'authorization deactivated '
                                         . 'mid-validation');
     my $d = post($c, $az, { status => 'deactivated' });
@@ -2095,11 +2104,11 @@ sub held_validation_end {
 
 # A validation in flight when its account is deactivated: the cancel
 # deactivates the pending authorization, and the validation that ends
-# after it (the responder holds its answer 3 s) finds the text changed
+# after it (the responder holds its answer until then) finds the text changed
 # (compare-and-set) and leaves it so, although the answer is the right
 # key authorization
 {
-    my ($D, $az, $ch) = held_validation('race-deact.example.test', 3,
+    my ($D, $az, $ch) = held_validation('race-deact.example.test',
                                         'deactivation mid-validation');
     $r = post($D, $D->{kid}, { status => 'deactivated' });
     is($r->{json}{status}, 'deactivated', '... the account deactivated '
@@ -2117,7 +2126,7 @@ sub held_validation_end {
 # (RFC 8555 7.1.6: a final state), although the answer is right: nothing
 # is stored, and no later order reuses it
 {
-    my ($X, $az, $ch) = held_validation('race-exp.example.test', 2,
+    my ($X, $az, $ch) = held_validation('race-exp.example.test',
                                         'expiry mid-validation');
     authz_edit($az, sub { $_[0]{expires} = time - 1 });
     held_validation_end($ch);

@@ -37,7 +37,10 @@ sub available {
 # responder; it is stopped with the test's other children.  It serves
 # TOKEN from $www, appends the time of each fetch to TOKEN.hits, and
 # answers after TOKEN.delay seconds when that file exists (then writes
-# TOKEN.answered); with concurrent, each connection gets a process of its
+# TOKEN.answered); a TOKEN.delay that says "hold" holds the answer until
+# the test removes that file (release_http01; 60 s at most), so that a
+# test acts while a validation is under way and ends it when done, with
+# no fixed wait.  With concurrent, each connection gets a process of its
 # own (one held answer holds no other).
 sub start_http01 {
     my ($t, $port, $www, %o) = @_;
@@ -59,6 +62,10 @@ sub start_http01 {
         }
         my $d = defined $tok ? slurp("$www/$tok.delay") : undef;
         sleep($d) if defined $d && $d =~ /^[\d.]+$/;
+        if (defined $d && $d =~ /^hold/) {
+            my $until = time + 60;
+            sleep 0.02 while -e "$www/$tok.delay" && time < $until;
+        }
         if (defined $body) {
             print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                 . "Content-Length: " . length($body)
@@ -94,6 +101,11 @@ sub start_http01 {
     $t->{children}{"http01-$port"} = $pid;
     return $pid;
 }
+
+# hold_http01($www, TOKEN) / release_http01($www, TOKEN): the responder
+# holds its answer for TOKEN from then on / answers it now
+sub hold_http01 { PKITest::spew("$_[0]/$_[1].delay", 'hold') }
+sub release_http01 { unlink "$_[0]/$_[1].delay" }
 
 # new(t => PKITest, base => https://.../acme, www => dir, timeout => s,
 #     http => an object with HTTP::Tiny's request(), e.g. one that speaks
