@@ -126,7 +126,7 @@ ok($n0 ne '', "a CRL first ($n0), nextUpdate "
    . (next_update($text) - this_update($text)) . ' s after thisUpdate');
 
 # far enough ahead for the checks before it on a loaded machine
-my $due = int(time) + 8;
+my $due = int(time) + 6;
 plan_revocation($serial, 'cessationOfOperation', $due);
 
 # the next CRL fetched: rebuilt, cut to the planned time (a worker asks

@@ -123,8 +123,9 @@ my $deadline = time + 10;
 while (time < $deadline) {
     %kids = children();
     last if grep { /cache loader/ } values %kids;
-    sleep 0.1;
+    sleep 0.05;
 }
+my $helpers_up = time;
 sleep 0.5;    # init_process of every child is done by then
 
 my @workers = grep { $kids{$_} =~ /worker process/ } keys %kids;
@@ -142,7 +143,8 @@ my $r = $t->est_post('simpleenroll', ($t->make_csr('pin', subj => '/CN=pin-test'
                      max_time => 15, quiet => 1);
 is($r->{code}, 200, 'the workers enroll');
 
-sleep 2.5;    # past the helpers' first timers
+# past the helpers' first timers: 3 s of their life
+sleep($helpers_up + 3 - time) if time < $helpers_up + 3;
 my $log = slurp($t->error_log) // '';
 unlike($log, qr/\[(?:emerg|alert|crit)\]/, 'no emerg/alert/crit in the error log')
     or diag($log);
