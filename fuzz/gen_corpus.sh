@@ -310,7 +310,7 @@ scep bad-content 00 --challenge s3cret --cn device-1 --corrupt content
 scep bad-digest 00 --challenge s3cret --cn device-1 --corrupt digest
 scep no-tid 00 --challenge s3cret --cn device-1 --no-tid
 scep msgtype-99 00 --challenge s3cret --cn device-1 --msgtype-str 99
-scep stale 00 --challenge s3cret --cn device-1 --signing-time -1000000
+scep stale 40 --challenge s3cret --cn device-1 --signing-time -1000000
 scep md5 00 --challenge s3cret --cn device-1 --digest md5
 printf '' > "$T/e"; seed "$T/e" scep getcacaps 10; seed "$T/e" scep getcacert 20
 
