@@ -907,6 +907,7 @@ pki_acme_vproblem(pki_acme_t *a, int status, const char *type, cJSON *subs,
     a->resp->location = NULL;
 
     a->resp->http_status = status;
+    a->resp->busy = 0;
 
     if (status == 503 || status == 429) {
         a->resp->retry_after = PKI_ACME_RETRY_AFTER;
@@ -7464,6 +7465,7 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
                          "under way on this server; finalize again "
                          "later");
         a->resp->retry_after = PKI_ACME_RETRY_AFTER;
+        a->resp->busy = 1;
         pki_log(a->res, "acme: account %s order %s: finalize refused, "
                 "every outbound lookup slot is held (acme_validation_jobs)",
                 acct, oid);

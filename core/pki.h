@@ -1569,6 +1569,9 @@ typedef struct {
     char            *links[PKI_ACME_MAX_LINKS];  /* malloc'd Link values */
     char             nonce[32];        /* Replay-Nonce, "" for none     */
     int              retry_after;      /* seconds, 0 for none           */
+    int              busy;             /* refused for load (a limit of
+                                          this server, nothing failed):
+                                          the log line is a warning     */
     int              no_store;         /* Cache-Control: no-store       */
     int              max_age;          /* > 0: cacheable, "public,
                                           max-age=N" instead of no-store */

@@ -1101,7 +1101,13 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
     ngx_http_pki_metrics_requester(r, resp->requester);
 
     if (status >= 400 && !ctx->shed) {
-        level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
+        if (resp->busy) {
+            /* back-pressure, as the pki module logs a shed request */
+            level = NGX_LOG_WARN;
+
+        } else {
+            level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
+        }
 
         ngx_log_error(level, r->connection->log, 0,
                       "acme: %V from %V failed: %s%s%s%s",

@@ -373,6 +373,9 @@ my $mute = $t->dir . '/mute';
        . 'holds its thread 3 s)', $took // '?'));
     my $o2 = $cc->_post($r2->{headers}{location}, undef);
     is($o2->{json}{status} // '', 'ready', '... and its order stays ready');
+    like(slurp($t->error_log) // '',
+         qr/\[warn\] .*too many CAA lookups.*outbound lookup slot is held/,
+         '... logged as a warning (load, not a failure)');
 
     is(hits($h3->{token}), 0, 'CAA: the challenge is not fetched while the '
        . 're-check holds the one slot');

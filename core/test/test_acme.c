@@ -4134,6 +4134,8 @@ test_caa_budget(const char *sock)
     ok(resp.http_status == 503 && took > 0 && ms < 300,
        "every slot held: a finalize that must read CAA again gets 503 at "
        "once (%lld ms), Retry-After %d", ms, took);
+    ok(resp.busy == 1, "... marked a refusal for load (logged as a "
+       "warning, not an error)");
     check_problem("finalize past the outbound budget", &resp, 503,
                   "rateLimited");
     ok(strcmp(order_status_of(pk, kid, ourl, st, sizeof(st)), "ready") == 0,
@@ -4148,6 +4150,7 @@ test_caa_budget(const char *sock)
     ok(ms >= 350 && has(&resp, ":dns\""),
        "a slot free: the re-check asks the resolver, which never answers: "
        "dns after %lld ms (%d)", ms, resp.http_status);
+    ok(resp.busy == 0, "... not marked a refusal for load");
     pki_acme_resp_free(&resp);
     free(csr);
     ok(pki_acme_outbound_take() == 1, "... and it gave its slot back");
