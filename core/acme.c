@@ -129,8 +129,6 @@ typedef struct {
     int                     nseg;
     char                    pathbuf[512];
     time_t                  now;
-    int                     caa_stale;  /* pki_acme_order_status saw a
-                                           pki_acme_caa_stale() one */
     const char             *instance;   /* the next problem's "instance" */
 
     /* objects read by the nonce redeem script (one round trip), each
@@ -4573,12 +4571,6 @@ pki_acme_authz_fails(const char *ast)
 }
 
 
-/* The status of an order: stored for processing, valid and invalid; else
- * derived from the authorizations.  NULL: Redis failed.  When the order
- * is derived invalid and error is not NULL, *error gets the problem that
- * says why (RFC 8555 7.1.3; NULL when out of memory): only then are the
- * authorizations after the first failed one read, so a pending or ready
- * order costs what it did. */
 /* 1 for a valid dns authorization whose CAA was read (when it validated)
  * more than PKI_ACME_CAA_REUSE ago: finalize reads CAA again for it. */
 static int
@@ -4596,13 +4588,23 @@ pki_acme_caa_stale(const pki_acme_t *a, const cJSON *authz)
 }
 
 
+/* The status of an order: stored for processing, valid and invalid; else
+ * derived from the authorizations.  NULL: Redis failed.  When the order
+ * is derived invalid and error is not NULL, *error gets the problem that
+ * says why (RFC 8555 7.1.3; NULL when out of memory): only then are the
+ * authorizations after the first failed one read, so a pending or ready
+ * order costs what it did.  When the order is derived ready and stale is
+ * not NULL, *stale gets its authorizations that pki_acme_caa_stale()
+ * takes, in the order's order (an array, NULL for none): finalize reads
+ * CAA again for them without reading them from Redis again.  NULL too
+ * when memory for them is short: a CAA re-check is never skipped. */
 static const char *
 pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
-    cJSON **error)
+    cJSON **error, cJSON **stale)
 {
     int               all_valid, nfailed, i;
     char              at[32], detail[80];
-    cJSON            *authzs, *item, *authz, *id, *subs;
+    cJSON            *authzs, *item, *authz, *id, *subs, *keep;
     const char       *st, *ast;
     pki_status_t      rc;
     pki_acme_batch_t  batch;
@@ -4611,7 +4613,9 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
         *error = NULL;
     }
 
-    a->caa_stale = 0;
+    if (stale != NULL) {
+        *stale = NULL;
+    }
 
     st = pki_json_str(order, "status");
     if (st == NULL) {
@@ -4637,6 +4641,7 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
     all_valid = 1;
     nfailed = 0;
     subs = NULL;
+    keep = NULL;
     authzs = cJSON_GetObjectItemCaseSensitive(order, "authzs");
 
     /* the order's identifiers, one for each authorization in turn */
@@ -4657,6 +4662,7 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
                                      &authz);
             if (rc != PKI_OK && rc != PKI_NOT_FOUND) {
                 cJSON_Delete(subs);
+                cJSON_Delete(keep);
                 pki_acme_batch_free(&batch);
                 return NULL;
             }
@@ -4671,6 +4677,7 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
         if (pki_acme_authz_fails(ast)) {
             if (error == NULL) {
                 cJSON_Delete(authz);
+                cJSON_Delete(keep);
                 pki_acme_batch_free(&batch);
                 return "invalid";
             }
@@ -4683,8 +4690,18 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
         } else if (strcmp(ast, "valid") != 0) {
             all_valid = 0;
 
-        } else if (pki_acme_caa_stale(a, authz)) {
-            a->caa_stale = 1;
+        } else if (stale != NULL && pki_acme_caa_stale(a, authz)) {
+            if (keep == NULL) {
+                keep = cJSON_CreateArray();
+            }
+            if (keep == NULL || !cJSON_AddItemToArray(keep, authz)) {
+                cJSON_Delete(authz);
+                cJSON_Delete(subs);
+                cJSON_Delete(keep);
+                pki_acme_batch_free(&batch);
+                return NULL;
+            }
+            authz = NULL;
         }
 
         cJSON_Delete(authz);
@@ -4694,11 +4711,21 @@ pki_acme_order_status(pki_acme_t *a, const char *acct, const cJSON *order,
     pki_acme_batch_free(&batch);
 
     if (nfailed > 0) {
+        cJSON_Delete(keep);
         *error = pki_acme_order_error(subs, nfailed);
         return "invalid";
     }
 
-    return all_valid ? "ready" : "pending";
+    if (!all_valid) {
+        cJSON_Delete(keep);
+        return "pending";
+    }
+
+    if (stale != NULL) {
+        *stale = keep;
+    }
+
+    return "ready";
 }
 
 
@@ -5210,7 +5237,7 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
         v = -1;
 
     } else {
-        st = pki_acme_order_status(a, a->acct, order, NULL);
+        st = pki_acme_order_status(a, a->acct, order, NULL, NULL);
 
         if (st == NULL) {
             v = -1;
@@ -5960,7 +5987,7 @@ pki_acme_order(pki_acme_t *a, const char *acct, const char *oid)
         return;
     }
 
-    st = pki_acme_order_status(a, acct, order, &err);
+    st = pki_acme_order_status(a, acct, order, &err, NULL);
     if (st == NULL) {
         cJSON_Delete(order);
         pki_acme_fail(a, PKI_UNAVAILABLE, "order");
@@ -7280,72 +7307,41 @@ pki_acme_order_relink(pki_acme_t *a, const char *acct, const char *oid,
  * CAA checks on, each dns authorization of the order validated more than
  * PKI_ACME_CAA_REUSE ago has its CAA records read again here, right before
  * issuance (the CA/Browser Forum's eight hours; Boulder does the same).
- * Returns 1 when issuance may go on, 0 when a record set forbids it or
- * cannot be read (the order is failed with that problem and the answer
- * set), -1 when Redis fails (the answer set).  Runs on the pool thread,
- * like the finalization: the DNS queries never hold the event loop.  All
- * the names of the order share one validation timeout, so an order of 100
- * names with slow DNS holds the thread no longer than one validation.
+ * stale holds those authorizations as the order's status read them just
+ * before (pki_acme_order_status): they are not read from Redis again.
+ * Nothing here needs a fresher copy: a client may change one while the
+ * lookups run, whichever copy they started from, and the move to
+ * processing (pki_lua_order_move) checks every authorization again, in
+ * Redis, after the lookups.  Returns 1 when issuance may go on, 0 when a
+ * record set forbids it or cannot be read (the order is failed with that
+ * problem and the answer set), -1 when the lookups could not run (the
+ * answer set).  Runs on the pool thread, like the finalization: the DNS
+ * queries never hold the event loop.  All the names of the order share
+ * one validation timeout, so an order of 100 names with slow DNS holds
+ * the thread no longer than one validation.
  */
 static int
 pki_acme_caa_reread(pki_acme_t *a, const char *acct, const char *oid,
-    cJSON *order, char **text)
+    cJSON *order, const cJSON *stale, char **text)
 {
-    int                       ok, i;
+    int                       ok;
     char                     *account_url;
-    cJSON                    *item, *authz, *ch;
+    cJSON                    *authz, *ch;
     long long                 t0, left, limit;
     const char               *method, *value;
     pki_status_t              rc;
     struct timespec           ts;
-    pki_acme_batch_t          batch;
     pki_acme_validate_out_t   out;
     pki_acme_validate_conf_t  vc;
 
-    /* the order's authorizations again, in one round trip */
-    if (pki_acme_authz_batch(a, acct,
-                             cJSON_GetObjectItemCaseSensitive(order,
-                                                              "authzs"),
-                             &batch)
-        != PKI_OK)
-    {
-        pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
-        return -1;
-    }
-
     ok = 1;
-    i = 0;
     account_url = NULL;
     vc = a->conf->validate;
     limit = vc.timeout_ms ? vc.timeout_ms : PKI_ACME_VALIDATE_TIMEOUT;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     t0 = (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 
-    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(order,
-                                                              "authzs"))
-    {
-        if (!cJSON_IsString(item)) {
-            i++;
-            continue;
-        }
-
-        rc = pki_acme_authz_take(a, acct, item->valuestring, &batch, i++,
-                                 &authz);
-        if (rc != PKI_OK) {
-            /* the order was ready a moment ago: only Redis failing (or
-             * the authorization expiring just now) gets here */
-            free(account_url);
-            pki_acme_batch_free(&batch);
-            pki_acme_fail(a, rc == PKI_NOT_FOUND ? PKI_UNAVAILABLE : rc,
-                          "finalize");
-            return -1;
-        }
-
-        if (!pki_acme_caa_stale(a, authz)) {
-            cJSON_Delete(authz);
-            continue;
-        }
-
+    cJSON_ArrayForEach(authz, stale) {
         value = pki_json_str(authz, "value");
 
         /* the method that validated it, for RFC 8657 validationmethods */
@@ -7363,8 +7359,6 @@ pki_acme_caa_reread(pki_acme_t *a, const char *acct, const char *oid,
         if (account_url == NULL) {
             account_url = pki_acme_url(a, "acct/%s", acct);
             if (account_url == NULL) {
-                cJSON_Delete(authz);
-                pki_acme_batch_free(&batch);
                 pki_acme_problem(a, 500, "serverInternal", "out of memory");
                 return -1;
             }
@@ -7394,9 +7388,7 @@ pki_acme_caa_reread(pki_acme_t *a, const char *acct, const char *oid,
         if (rc != PKI_OK && pki_acme_validate_stopping()) {
             /* cut short by a fast stop: no answer from DNS, no verdict
              * on the order */
-            cJSON_Delete(authz);
             free(account_url);
-            pki_acme_batch_free(&batch);
             pki_acme_problem(a, 503, "serverInternal", "the server is "
                              "stopping; try again");
             a->resp->retry_after = 1;
@@ -7421,17 +7413,11 @@ pki_acme_caa_reread(pki_acme_t *a, const char *acct, const char *oid,
             pki_acme_order_refuse(a, acct, oid, text, order, type, status,
                                   why);
             ok = 0;
-        }
-
-        cJSON_Delete(authz);
-
-        if (!ok) {
             break;
         }
     }
 
     free(account_url);
-    pki_acme_batch_free(&batch);
 
     return ok;
 }
@@ -7450,13 +7436,12 @@ pki_acme_caa_reread(pki_acme_t *a, const char *acct, const char *oid,
  */
 static int
 pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
-    cJSON *order, char **text)
+    cJSON *order, const cJSON *stale, char **text)
 {
     int  v;
 
-    /* only when the order's status (read just before) saw one: the
-     * authorizations are read again only then */
-    if (!a->caa_stale) {
+    /* only when the order's status (read just before) saw one */
+    if (stale == NULL) {
         return 1;
     }
 
@@ -7472,7 +7457,7 @@ pki_acme_caa_recheck(pki_acme_t *a, const char *acct, const char *oid,
         return -1;
     }
 
-    v = pki_acme_caa_reread(a, acct, oid, order, text);
+    v = pki_acme_caa_reread(a, acct, oid, order, stale, text);
 
     pki_acme_outbound_give();
 
@@ -7627,7 +7612,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     int              v, in_sans;
     char             why[PKI_DETAIL_LEN], requester[80];
     char             serial[41], thumb[PKI_JWK_THUMB_LEN];
-    cJSON           *order, *o, *ids, *err;
+    cJSON           *order, *o, *ids, *err, *stale = NULL;
     X509            *cert = NULL;
     size_t           derlen;
     X509_REQ        *csr = NULL;
@@ -7665,7 +7650,8 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    st = pki_acme_order_status(a, acct, order, &err);
+    /* the authorizations due a CAA re-check kept: read once */
+    st = pki_acme_order_status(a, acct, order, &err, &stale);
     if (st == NULL) {
         pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
         goto done;
@@ -7803,7 +7789,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     /* Only a request whose CSR passed the checks above acts on the
      * order: a malformed one leaves it as it was (no CAA lookup, no
      * replaces mark, not failed for CAA) */
-    v = pki_acme_caa_recheck(a, acct, oid, order, &fin.text);
+    v = pki_acme_caa_recheck(a, acct, oid, order, stale, &fin.text);
     if (v != 1) {
         goto done;
     }
@@ -8090,6 +8076,7 @@ done:
     free(der);
     free(fin.text);
     free(fin.ready_text);
+    cJSON_Delete(stale);
     cJSON_Delete(order);
 }
 
