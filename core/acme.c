@@ -6090,7 +6090,7 @@ pki_acme_order_listing(pki_acme_t *a, const char *acct,
 static void
 pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
 {
-    int           verdict[PKI_ACME_ORDER_PAGE];
+    int           verdict[PKI_ACME_ORDER_PAGE], listed;
     long          n;
     size_t        i, k, shown, nk, na;
     size_t        first[PKI_ACME_ORDER_PAGE], count[PKI_ACME_ORDER_PAGE];
@@ -6141,6 +6141,7 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
                                                   : PKI_ACME_ORDER_PAGE;
 
     /* the page's orders in one MGET */
+    listed = 0;
     orders = NULL;
     authzs = NULL;
     o = NULL;
@@ -6149,7 +6150,7 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
     if (okeys == NULL || akeys == NULL) {
         pki_fail(a->res, PKI_INTERNAL, "out of memory");
         free(okeys);
-        goto failed;
+        goto done;
     }
 
     argv[0] = "MGET";
@@ -6174,7 +6175,7 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
     if (nk > 0 && (orders == NULL || orders->type != REDIS_REPLY_ARRAY
                    || orders->elements != nk))
     {
-        goto failed;
+        goto done;
     }
 
     /* each order by what it stores; the authorizations of the pending
@@ -6210,7 +6211,7 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
         if (authzs == NULL || authzs->type != REDIS_REPLY_ARRAY
             || authzs->elements != na)
         {
-            goto failed;
+            goto done;
         }
     }
 
@@ -6253,6 +6254,9 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
 
     pki_acme_json(a, 200, o);
     cJSON_Delete(o);
+    listed = 1;
+
+done:
 
     free(akeys);
     if (authzs != NULL) {
@@ -6263,21 +6267,11 @@ pki_acme_orders_list(pki_acme_t *a, const char *acct, const char *page)
     }
     freeReplyObject(reply);
 
-    return;
-
-failed:
-
-    free(akeys);
-    if (authzs != NULL) {
-        freeReplyObject(authzs);
+    if (!listed) {
+        pki_acme_fail(a, a->res->status == PKI_INTERNAL ? PKI_INTERNAL
+                                                        : PKI_UNAVAILABLE,
+                      "orders");
     }
-    if (orders != NULL) {
-        freeReplyObject(orders);
-    }
-    freeReplyObject(reply);
-    pki_acme_fail(a, a->res->status == PKI_INTERNAL ? PKI_INTERNAL
-                                                    : PKI_UNAVAILABLE,
-                  "orders");
 }
 
 
