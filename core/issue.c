@@ -536,6 +536,25 @@ pki_space_end(const unsigned char *s, int len)
 }
 
 
+/* The bytes of the full stop s (UTF-8, len bytes) starts with that IDNA
+ * takes for a label separator as it takes '.', 0 for none: U+3002
+ * (ideographic), U+FF0E (fullwidth) or U+FF61 (halfwidth ideographic),
+ * RFC 3490 3.1; UTS #46 maps them to '.'. */
+static int
+pki_full_stop_len(const unsigned char *s, int len)
+{
+    if (len >= 3
+        && ((s[0] == 0xe3 && s[1] == 0x80 && s[2] == 0x82)   /* U+3002 */
+            || (s[0] == 0xef && s[1] == 0xbc && s[2] == 0x8e) /* U+FF0E */
+            || (s[0] == 0xef && s[1] == 0xbd && s[2] == 0xa1)))
+    {                                                      /* U+FF61 */
+        return 3;
+    }
+
+    return 0;
+}
+
+
 /*
  * A CN from a request (UTF-8 text) as a TLS client may read it: OpenSSL's
  * X509_check_host, curl, Python's ssl and mbedTLS take the CN for the
@@ -557,15 +576,23 @@ pki_space_end(const unsigned char *s, int len)
  * judged that has any is refused: " login.bank.example" is that name to
  * a verifier that folds it and no name to one that does not, and no
  * requester needs the padding.  White space inside ("Device 33.1") makes
- * no DNS name either way.
+ * no DNS name either way.  A full stop IDNA takes for '.'
+ * (pki_full_stop_len) is judged as '.', and a CN so judged to be a DNS
+ * name is refused wherever such a CN is judged, whatever the template's
+ * DNS rules: a client or resolver that maps it reads
+ * "login\u3002bank.example" as login.bank.example, one that does not
+ * reads no name, and no host name needs one.  Refusing is safer than
+ * issuing it where a dNSName of the name would pass: the bytes issued
+ * would not be the name judged, nor a name all verifiers agree on.
  */
 static pki_status_t
 pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     pki_result_t *res)
 {
-    int                   wild, b, e, k, m, n;
+    int                   wild, b, e, i, k, m, n, dm;
     char                  shown[65];
     const char           *why;
+    unsigned char         dots[1024];
     const unsigned char  *s;
 
     if (len < 1) {
@@ -584,8 +611,24 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
 
     s = cn + b;
     m = e - b;
-    n = (m > 1 && s[m - 1] == '.') ? m - 1 : m;
-    wild = memchr(s, '*', (size_t) m) != NULL;
+
+    /* a longer CN (pki_name_value takes up to 1024 bytes) is no DNS name
+     * with its full stops as '.' either: at least 342 bytes */
+    dm = m;
+    if (m <= (int) sizeof(dots)) {
+        for (dm = 0, i = 0; i < m; dm++) {
+            k = pki_full_stop_len(s + i, m - i);
+            dots[dm] = k ? '.' : s[i];
+            i += k ? k : 1;
+        }
+
+        if (dm != m) {
+            s = dots;
+        }
+    }
+
+    n = (dm > 1 && s[dm - 1] == '.') ? dm - 1 : dm;
+    wild = memchr(s, '*', (size_t) dm) != NULL;
 
     if (!wild
         && (memchr(s, '.', (size_t) n) == NULL || !pki_dns_ok(s, n, 0)
@@ -608,6 +651,13 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
         return pki_fail(res, PKI_POLICY, "CN \"%s\": template \"%s\" does "
                         "not allow wildcards (san dns ... wildcard)", shown,
                         t->name);
+    }
+
+    /* a wildcard's is refused below: its bytes are no DNS name */
+    if (dm != m && !wild) {
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is a DNS name with a "
+                        "full stop IDNA takes for '.' (U+3002, U+FF0E or "
+                        "U+FF61) (template \"%s\")", shown, t->name);
     }
 
     if (t->san[PKI_SAN_DNS] == PKI_RULE_NONE) {

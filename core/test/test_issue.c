@@ -1414,6 +1414,44 @@ test_cn_dns(void)
         { 3, "/CN=login.bank.example ", NULL, PKI_OK, NULL },
         { 2, "/CN= sensor-01.plant.example", NULL, PKI_OK, NULL },
         { 8, "/CN=issuing.ca.example.com ", NULL, PKI_OK, NULL },
+        /* e: the full stops IDNA takes for '.' (U+3002, U+FF0E, U+FF61):
+         * a CN that is a DNS name with them as '.' is refused wherever
+         * such a CN is judged */
+        { 1, "/CN=login\xe3\x80\x82" "bank\xe3\x80\x82" "example", NULL,
+          PKI_POLICY, "full stop IDNA takes for '.'" },
+        { 1, "/CN=login\xef\xbc\x8e" "bank.example", NULL, PKI_POLICY,
+          "full stop" },
+        { 1, "/CN=login.bank\xef\xbd\xa1" "example", NULL, PKI_POLICY,
+          "full stop" },
+        { 1, "/CN=login.bank.example\xe3\x80\x82", NULL, PKI_POLICY,
+          "full stop" },
+        { 7, "/CN=login\xe3\x80\x82" "bank.example", NULL, PKI_POLICY,
+          "full stop" },
+        { 6, "/CN=login\xef\xbc\x8e" "bank.example", NULL, PKI_POLICY,
+          "full stop" },
+        { 0, "/CN=srv\xef\xbc\x8e" "example.com", NULL, PKI_POLICY,
+          "full stop" },
+        { 0, "/CN=srv\xef\xbc\x8e" "example.com", "DNS:srv.example.com",
+          PKI_POLICY, "full stop" },
+        { 5, "/CN=xn--zz\xef\xbd\xa1" "example.com", NULL, PKI_POLICY,
+          "full stop" },
+        { 1, "/CN= login\xe3\x80\x82" "bank.example", NULL, PKI_POLICY,
+          "white space" },
+        { 1, "/CN=*\xe3\x80\x82" "bank.example", NULL, PKI_POLICY,
+          "wildcard" },
+        { 4, "/CN=*\xef\xbc\x8e" "example.com", NULL, PKI_POLICY,
+          "DNS name" },
+        /* no DNS name with them as '.', or a template that judges no
+         * CN: as before */
+        { 1, "/CN=device\xe3\x80\x82" "33", NULL, PKI_OK, NULL },
+        { 1, "/CN=Device 33\xef\xbd\xa1" "1", NULL, PKI_OK, NULL },
+        { 1, "/CN=\xe6\x9d\xb1\xe4\xba\xac\xe3\x80\x82"
+          "\xe6\x94\xaf\xe5\xba\x97", NULL, PKI_OK, NULL },
+        { 1, "/CN=\xe3\x80\x82", NULL, PKI_OK, NULL },
+        { 1, "/CN=a\xe3\x80\x82\xe3\x80\x82" "b", NULL, PKI_OK, NULL },
+        { 3, "/CN=login\xe3\x80\x82" "bank.example", NULL, PKI_OK, NULL },
+        { 2, "/CN=sensor\xe3\x80\x82" "plant.example", NULL, PKI_OK, NULL },
+        { 8, "/CN=issuing\xef\xbc\x8e" "ca.example", NULL, PKI_OK, NULL },
     };
 
     for (i = 0; i < 9; i++) {
@@ -1443,6 +1481,11 @@ test_cn_dns(void)
                                 sizeof(v)),
                   PKI_POLICY, "BMPString CN a.b.ex under san dns forbidden "
                   "refused");
+        is_status(typed_subject(t[1], NID_commonName, V_ASN1_BMPSTRING,
+                                "\0a\xff\x0e\0b\x30\x02\0e\0x", 12,
+                                &type, v, sizeof(v)),
+                  PKI_POLICY, "BMPString CN a\\uff0eb\\u3002ex under san "
+                  "dns forbidden refused");
     }
 
     for (i = 0; i < 9; i++) {
