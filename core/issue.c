@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <idn2.h>
 #include <openssl/bio.h>
@@ -961,30 +962,45 @@ pki_int_dns_label_refused(const char *label, size_t len)
 }
 
 
-/* The first "xn--" label of DNS name s (len bytes, LDH and dots) that is
- * no A-label (pki_int_dns_label_refused): NULL, else why not.  Other
- * labels of the reserved "??--" form pass here: private names such as
- * "db--primary" are common, and a renewal checks the names it renews
- * against the template; ACME's newOrder still refuses them, as public
- * CAs do. */
+/* The first "xn--" label of DNS name s (len bytes) that is no A-label
+ * (pki_int_dns_label_refused): NULL, else why not.  Labels end at '.'
+ * and at the full stops IDNA takes for one (pki_full_stop_len), which a
+ * percent-decoded URI host may hold; an "xn--" label with a byte other
+ * than a letter, digit or '-' is no A-label (a dNSName's labels are LDH
+ * already).  Other labels of the reserved "??--" form pass here:
+ * private names such as "db--primary" are common, and a renewal checks
+ * the names it renews against the template; ACME's newOrder still
+ * refuses them, as public CAs do. */
 static const char *
 pki_dns_labels_refused(const unsigned char *s, int len)
 {
-    int          i, b;
+    int          i, j, b, k;
     const char  *why;
 
     for (b = 0, i = 0; i <= len; i++) {
-        if (i == len || s[i] == '.') {
-            why = (i - b >= 4 && (s[b] | 0x20) == 'x'
-                   && (s[b + 1] | 0x20) == 'n')
-                  ? pki_int_dns_label_refused((const char *) s + b,
-                                              (size_t) (i - b))
-                  : NULL;
+        k = (i == len || s[i] == '.') ? 1 : pki_full_stop_len(s + i, len - i);
+        if (k == 0) {
+            continue;
+        }
+
+        if (i - b >= 4 && (s[b] | 0x20) == 'x' && (s[b + 1] | 0x20) == 'n'
+            && s[b + 2] == '-' && s[b + 3] == '-')
+        {
+            for (j = b; j < i && pki_ldh(s[j]); j++) {
+                /* void */
+            }
+
+            why = j < i ? "an \"xn--\" label that is not a valid IDNA2008 "
+                          "A-label"
+                        : pki_int_dns_label_refused((const char *) s + b,
+                                                    (size_t) (i - b));
             if (why != NULL) {
                 return why;
             }
-            b = i + 1;
         }
+
+        b = i + k;
+        i = b - 1;
     }
 
     return NULL;
@@ -1074,6 +1090,132 @@ pki_uri_ok(const unsigned char *s, int len)
     }
 
     return colon > 0 && colon < len - 1;
+}
+
+
+/* 1 when scheme s (len bytes) is one the WHATWG URL Standard parses a
+ * host from without "//" (a special scheme's; file's needs "//"). */
+static int
+pki_uri_web_scheme(const unsigned char *s, int len)
+{
+    size_t              i;
+    static const char  *web[] = { "http", "https", "ws", "wss", "ftp" };
+
+    for (i = 0; i < sizeof(web) / sizeof(web[0]); i++) {
+        if ((size_t) len == strlen(web[i])
+            && strncasecmp((const char *) s, web[i], (size_t) len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* The value of hex digit c, -1 for none. */
+static int
+pki_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+}
+
+
+/*
+ * The first "xn--" label of URI s's host that is no A-label (s, len as
+ * pki_uri_ok takes them): NULL, else why not.  A reg-name host (RFC 3986
+ * 3.2.2) is a DNS name to most who read it, so its labels are judged as
+ * a dNSName's are (pki_dns_labels_refused); an IP literal, a URI with no
+ * authority ("urn:...") and other "??--" labels pass as before.
+ * Parsers differ on where the host is, so two readings are judged: RFC
+ * 3986's, an authority after "scheme://" up to '/', '?' or '#', and for
+ * http(s), ws(s) and ftp a browser's (the WHATWG URL Standard), which
+ * skips any '/' and '\' after the ':' and ends the authority at '\' too.
+ * Either way the host follows the authority's last '@' and ends at a
+ * ':' (the port); it is judged as written and percent-decoded, as
+ * browsers take it.
+ */
+static const char *
+pki_uri_host_refused(const unsigned char *s, int len)
+{
+    int                   c, i, a, e, h, p, n, hi, lo, web, browser;
+    const char           *why;
+    unsigned char         buf[2048];
+
+    for (c = 0; s[c] != ':'; c++) {
+        /* void: pki_uri_ok found one */
+    }
+
+    web = pki_uri_web_scheme(s, c);
+
+    for (browser = 0; browser <= web; browser++) {
+        a = c + 1;
+
+        if (browser) {
+            while (a < len && (s[a] == '/' || s[a] == '\\')) {
+                a++;
+            }
+
+        } else if (len - a >= 2 && s[a] == '/' && s[a + 1] == '/') {
+            a += 2;
+
+        } else {
+            continue;
+        }
+
+        for (e = a; e < len && s[e] != '/' && s[e] != '?' && s[e] != '#'
+                    && !(browser && s[e] == '\\'); e++)
+        {
+            /* void */
+        }
+
+        for (h = e; h > a && s[h - 1] != '@'; h--) {
+            /* void */
+        }
+
+        if (h < e && s[h] == '[') {
+            continue;                           /* an IP literal */
+        }
+
+        for (p = h; p < e && s[p] != ':'; p++) {
+            /* void */
+        }
+
+        why = pki_dns_labels_refused(s + h, p - h);
+        if (why != NULL) {
+            return why;
+        }
+
+        /* into buf: p - h <= 2048 (pki_uri_ok); a '%' without two hex
+         * digits after it stays a '%' */
+        for (n = 0, i = h; i < p; n++) {
+            hi = i + 2 < p ? pki_hex_digit(s[i + 1]) : -1;
+            lo = i + 2 < p ? pki_hex_digit(s[i + 2]) : -1;
+
+            if (s[i] == '%' && hi >= 0 && lo >= 0) {
+                buf[n] = (unsigned char) (hi << 4 | lo);
+                i += 3;
+
+            } else {
+                buf[n] = s[i++];
+            }
+        }
+
+        if (n != p - h) {
+            why = pki_dns_labels_refused(buf, n);
+            if (why != NULL) {
+                return why;
+            }
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -1191,6 +1333,15 @@ pki_check_sans(const pki_template_t *t, const GENERAL_NAMES *gens,
         case PKI_SAN_URI:
             if (!pki_uri_ok(d, len)) {
                 return pki_fail(res, PKI_POLICY, "invalid URI in SAN");
+            }
+
+            why = pki_uri_host_refused(d, len);
+            if (why != NULL) {
+                char  shown[65];
+
+                return pki_fail(res, PKI_POLICY, "invalid URI in SAN "
+                                "\"%s\": its host has %s",
+                                pki_shown(d, len, shown), why);
             }
             break;
         }

@@ -1510,7 +1510,8 @@ test_idna(void)
     pki_template_t  *t[3];
     static const char *const lines[3][8] = {
         { "key_types ec:P-256", "subject CN copy", "san dns copy",
-          "san email copy", "extended_key_usage serverAuth", NULL },
+          "san email copy", "san uri copy", "extended_key_usage serverAuth",
+          NULL },
         { "key_types ec:P-256", "subject CN copy", "san dns copy wildcard",
           "extended_key_usage serverAuth", NULL },
         { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
@@ -1576,6 +1577,56 @@ test_idna(void)
         /* a CN no TLS server certificate carries: as before */
         { 0, "/CN=xn--zz", NULL, PKI_OK, NULL },
         { 2, "/CN=xn--zz.example.com", NULL, PKI_OK, NULL },
+        /* a URI's host when it is a reg-name, as RFC 3986 and, for
+         * http(s), ws(s) and ftp, browsers find it; as written and
+         * percent-decoded */
+        { 0, "/CN=dev1", "URI:https://xn--zz.example.com/", PKI_POLICY,
+          "invalid URI in SAN \"https://xn--zz.example.com/\": its host "
+          "has an \"xn--\" label that is not a valid IDNA2008 A-label" },
+        { 0, "/CN=dev1", "URI:https://www.XN--ZZ.example", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:https://u:pw@xn--zz.example:8443/x",
+          PKI_POLICY, "IDNA2008" },
+        { 0, "/CN=dev1", "URI:https://shop.example.xn--zz?q", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:spiffe://xn--zz.example/ns/a", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:ldap://xn--a.example:389#x", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:https://%78n--zz.example/", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:https://xn--zz%2Eexample/", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:https://%78n--bcher-kva%00.example/",
+          PKI_POLICY, "IDNA2008" },
+        { 0, "/CN=dev1", "URI:https://ok.example%E3%80%82xn--zz/",
+          PKI_POLICY, "IDNA2008" },                     /* U+3002 */
+        { 0, "/CN=dev1", "URI:https:xn--zz.example/", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:HTTPS:/\\xn--zz.example", PKI_POLICY,
+          "IDNA2008" },
+        { 0, "/CN=dev1", "URI:https://xn--zz.example\\@ok.example/",
+          PKI_POLICY, "IDNA2008" },
+        { 0, "/CN=dev1", "URI:urn:a,URI:wss://xn--zz.example", PKI_POLICY,
+          "IDNA2008" },
+        /* A-labels, other "??--" labels, IP literals, no authority, or
+         * not the host: as before */
+        { 0, "/CN=dev1", "URI:https://xn--bcher-kva.example/", PKI_OK,
+          NULL },
+        { 0, "/CN=dev1", "URI:https://u@XN--BCHER-KVA.example:8443/a",
+          PKI_OK, NULL },
+        { 0, "/CN=dev1", "URI:https://%78n--bcher-kva.example/", PKI_OK,
+          NULL },
+        { 0, "/CN=dev1", "URI:https://db--primary.example/", PKI_OK, NULL },
+        { 0, "/CN=dev1", "URI:https://[2001:db8::1]:443/", PKI_OK, NULL },
+        { 0, "/CN=dev1", "URI:https://192.0.2.1/", PKI_OK, NULL },
+        { 0, "/CN=dev1", "URI:spiffe://example.org/ns/xn--zz", PKI_OK,
+          NULL },
+        { 0, "/CN=dev1", "URI:https://xn--zz@ok.example/?q=xn--zz#xn--zz",
+          PKI_OK, NULL },
+        { 0, "/CN=dev1", "URI:urn:xn--zz:thing", PKI_OK, NULL },
+        { 0, "/CN=dev1", "URI:mailto:ops@xn--zz.example", PKI_OK, NULL },
+        { 0, "/CN=dev1", "URI:https:", PKI_POLICY, "invalid URI" },
     };
     for (i = 0; i < 3; i++) {
         t[i] = make_template(names[i], lines[i]);
