@@ -220,7 +220,8 @@ err_ok('CN with U+202E',
 # a dNSName, or a server certificate's CN, with an "xn--" label that is
 # no IDNA2008 A-label (RFC 5891 4.2.3.1), as ACME newOrder refuses them;
 # a DNS-name CN with white space at an end,
-# which name comparison drops (RFC 4518 2.6.1)
+# which name comparison drops (RFC 4518 2.6.1), or with U+FF0E for a dot,
+# which IDNA takes for one
 my ($idn) = $t->make_csr('idnsan', subj => '/CN=idn-dev',
                          san => 'DNS:xn--zz.example.com');
 err_ok('dNSName with a bogus xn-- label',
@@ -238,6 +239,11 @@ err_ok('server CN with a leading U+00A0',
        $t->est_post('simpleenroll', csr_with_subject(
            [$CN, 0x0c, "\xc2\xa0login.bank.example"]), label => 'server'),
        400, qr/white space/);
+err_ok('server CN with U+FF0E for its dots',
+       $t->est_post('simpleenroll', csr_with_subject(
+           [$CN, 0x0c, "login\xef\xbc\x8ebank\xef\xbc\x8eexample"]),
+           label => 'server'),
+       400, qr/full stop IDNA takes for '\.'/);
 
 # nothing was written
 is(join(' ', $t->state_keys), join(' ', @keys0),
@@ -270,12 +276,13 @@ is($r->{code}, 200, 'still enrolls after the hostile requests');
 
 # a template that copies emailAddress: a BMPString or T61String one that
 # an IA5String cannot hold is the client's error (400), not the server's
-# (it was a 500, "cannot copy subject attribute")
+# (it was a 500, "cannot copy subject attribute"); and URI SANs: an
+# "xn--" label in a URI's host must be an IDNA2008 A-label
 {
     require Encode;
     my $conf = $t->render_conf;
     $conf =~ s{(pki_template device \{\n)}
-              {$1        subject emailAddress copy;\n}
+              {$1        subject emailAddress copy;\n        san uri copy;\n}
         or die 'no device template';
     $t->stop_nginx;
     $t->start_nginx($conf);
@@ -290,6 +297,11 @@ is($r->{code}, 200, 'still enrolls after the hostile requests');
                             csr_with_subject($cn, [$EMAIL, $c->[1], $c->[2]])),
                400, qr/emailAddress has an invalid value/);
     }
+    my ($uri) = $t->make_csr('urisan', subj => '/CN=uri-dev',
+                             san => 'URI:https://api.xn--zz.example/v1');
+    err_ok('URI SAN whose host has a bogus xn-- label',
+           $t->est_post('simpleenroll', $uri), 400,
+           qr/"https:\/\/api\.xn--zz\.example\/v1": its host has an "xn--"/);
     is(join(' ', $t->state_keys), join(' ', @k0), '  no Redis key added');
     is_deeply([sort $t->redis_keys('pki:*cert:*')], [sort @c0],
               '  no certificate recorded');
@@ -307,6 +319,19 @@ is($r->{code}, 200, 'still enrolls after the hostile requests');
                              stdin => $pem // '');
     like($out, qr/emailAddress=IA5STRING:dev\@x\.example/,
          '  issued as an IA5String') or diag($out);
+
+    # a valid A-label in a URI's host, and one only in its path: issued
+    ($uri) = $t->make_csr('uriok', subj => '/CN=uri-ok',
+                          san => 'URI:https://api.xn--bcher-kva.example'
+                                 . '/xn--zz');
+    $r = $t->est_post('simpleenroll', $uri);
+    is($r->{code}, 200, 'URI SAN with a valid A-label: 200')
+        or diag($r->{body});
+    ($rc, $out) = run_cmd(['openssl', 'x509', '-noout', '-ext',
+                           'subjectAltName'],
+                          stdin => $t->p7_to_pem($r->{body}) // '');
+    like($out, qr{URI:https://api\.xn--bcher-kva\.example/xn--zz},
+         '  issued with it') or diag($out);
 }
 
 $t->stop_nginx;
