@@ -3262,16 +3262,36 @@ ngx_http_pki_m_total(ngx_http_pki_m_series_t *s, ngx_uint_t i)
 
 /* the live gauges of this worker's slot, set just before output and by
  * the worker's metrics timer (a worker that serves no scrape still brings
- * its slot back to 0 within an interval once its tasks are done) */
+ * its slot back to 0 within an interval once its tasks are done).  The
+ * other slots this worker takes over (ngx_http_pki_m_claims) belong to
+ * no worker of this cycle, only to old ones that exit after a reload to
+ * fewer workers, whose tasks end or are cut then: they read 0, or the
+ * count such a worker last wrote would stay in the sum for ever.  (After
+ * a reload to more workers, an old worker not yet told to exit may zero
+ * a new one's slot: until that one's next tick.) */
 static void
 ngx_http_pki_m_live_gauges(void)
 {
+    ngx_uint_t                j, own, mask;
     ngx_http_pki_m_series_t  *s;
 
     s = ngx_http_pki_m_series((u_char *) "pki_thread_tasks_in_flight",
                               sizeof("pki_thread_tasks_in_flight") - 1,
                               NGX_HTTP_PKI_M_GAUGE_SUM, NULL);
-    ngx_http_pki_m_set(s, ngx_http_pki_m_slot(),
+    if (s == NULL) {
+        return;
+    }
+
+    own = ngx_http_pki_m_slot();
+    mask = ngx_http_pki_m_claims();
+
+    for (j = 0; j < NGX_HTTP_PKI_M_SLOTS; j++) {
+        if (j != own && (mask & ((ngx_uint_t) 1 << j))) {
+            ngx_http_pki_m_set(s, j, 0);
+        }
+    }
+
+    ngx_http_pki_m_set(s, own,
                        (ngx_atomic_int_t) ngx_http_pki_tasks_in_flight);
 }
 
@@ -3799,7 +3819,8 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
  * kept zone, their old workers may still be finishing requests) are taken
  * by those left (0, 1); a single process takes them all.  Deltas are
  * claimed with a compare-and-set (ngx_http_pki_m_claim): each is taken
- * once, whichever process takes it. */
+ * once, whichever process takes it.  The in-flight gauge of each slot but
+ * its own reads 0 (ngx_http_pki_m_live_gauges). */
 static ngx_uint_t
 ngx_http_pki_m_claims(void)
 {

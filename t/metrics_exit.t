@@ -22,6 +22,9 @@
 #  5. the room for parked batches comes on top of pki_metrics_zone: the
 #     smallest zone (64k) still holds the series of a request to each
 #     protocol, none dropped (the parked batches took half of it).
+#  6. a reload from 4 workers to 2 while requests wait on Redis: once
+#     idle, pki_thread_tasks_in_flight is 0 again (the slots of workers 2
+#     and 3 kept the count they last wrote, in flight, for ever).
 
 use strict;
 use warnings;
@@ -220,6 +223,55 @@ ok(scalar(grep { /^pki_requests_total\{protocol="scep"/ } keys %$m),
    'zone 64k: the SCEP requests counted');
 is($m->{pki_metrics_series_dropped_total} // 0, 0,
    'zone 64k: no series dropped');
+$t->stop_nginx;
+
+# --- 6. the in-flight gauge after a reload to fewer workers -----------------
+
+# Redis stopped (SIGSTOP), pki_redis timeout 2 s: each ACME request holds
+# a thread task until then.  16 connections over 4 workers (reuseport):
+# workers 2 and 3 get some, their timers count them in flight, then the
+# reload to 2 workers stops those timers before the tasks end.
+sub in_flight {
+    return $t->metrics_scrape->{pki_thread_tasks_in_flight} // -1;
+}
+
+$t->redis('FLUSHALL');
+my $cf4 = conf('1s', '--workers', 4, '--redis-timeout', '2s');
+$cf4 =~ s/(listen 127\.0\.0\.1:\d+(?: ssl)?);/$1 reuseport;/g
+    or die 'no listen line';
+my $cf2 = conf('1s', '--workers', 2, '--redis-timeout', '2s');
+$cf2 =~ s/(listen 127\.0\.0\.1:\d+(?: ssl)?);/$1 reuseport;/g;
+$t->start_nginx($cf4);
+sleep 1.5;
+is(in_flight(), 0, 'in flight: 0 to start with');
+
+$rpid = $t->{children}{redis};
+kill('STOP', $rpid);
+my @curls;
+for (1 .. 16) {
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        open(STDOUT, '>', '/dev/null');
+        open(STDERR, '>&', \*STDOUT);
+        exec('curl', '-sS', '--max-time', '30', '--cacert',
+             $t->pki . '/root.pem', '-I', "$https/acme/new-nonce")
+            or POSIX::_exit(127);
+    }
+    push @curls, $pid;
+}
+sleep 1.5;                  # a tick of each worker counts its tasks
+cmp_ok(in_flight(), '>', 0, 'in flight: requests waiting on Redis');
+reload($cf2, 'in flight');
+kill('CONT', $rpid);
+waitpid($_, 0) for @curls;
+
+my $n = -1;
+for (1 .. 20) {
+    $n = in_flight();
+    last if $n == 0;
+    sleep 0.25;
+}
+is($n, 0, 'in flight: 0 once idle after the reload to 2 workers');
 $t->stop_nginx;
 
 done_testing();
