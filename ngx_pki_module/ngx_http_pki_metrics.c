@@ -363,6 +363,8 @@ static ngx_uint_t ngx_http_pki_m_claims(void);
 static void ngx_http_pki_m_claim(ngx_http_pki_m_task_t *t);
 static void ngx_http_pki_m_batch(ngx_http_pki_m_task_t *t,
     pki_metrics_batch_t *b);
+static void ngx_http_pki_m_dropped_log(ngx_log_t *log, unsigned long long seq,
+    ngx_uint_t n, const u_char *source, time_t sent);
 static ngx_uint_t ngx_http_pki_m_outcome(ngx_http_pki_m_task_t *t,
     ngx_log_t *log);
 static void ngx_http_pki_m_park(ngx_http_pki_m_task_t *t, ngx_log_t *log);
@@ -3713,11 +3715,7 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
 
     if (t->pending && ngx_time() - t->now > NGX_HTTP_PKI_M_PENDING) {
         /* Redis may have added it: neither sent again nor given back */
-        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                      "pki metrics: history batch %uL of %ui fields "
-                      "unanswered since %T s: dropped, it may be in the "
-                      "history or not", (uint64_t) t->seq, t->n,
-                      ngx_time() - t->now);
+        ngx_http_pki_m_dropped_log(ev->log, t->seq, t->n, NULL, t->now);
         t->pending = 0;
     }
 
@@ -3953,6 +3951,31 @@ ngx_http_pki_m_batch(ngx_http_pki_m_task_t *t, pki_metrics_batch_t *b)
 }
 
 
+/* A history batch first sent at time sent, unanswered since and given up
+ * after NGX_HTTP_PKI_M_PENDING (Redis may have added it or not): one text
+ * for this worker's own batch of n fields (source NULL) and for a batch
+ * that the exited worker source parked. */
+static void
+ngx_http_pki_m_dropped_log(ngx_log_t *log, unsigned long long seq,
+    ngx_uint_t n, const u_char *source, time_t sent)
+{
+    u_char  *p, whose[80];
+
+    if (source != NULL) {
+        p = ngx_snprintf(whose, sizeof(whose), "the exited worker %s",
+                         source);
+    } else {
+        p = ngx_snprintf(whose, sizeof(whose), "%ui fields", n);
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "pki metrics: history batch %uL of %*s unanswered since "
+                  "%T s: dropped, it may be in the history or not",
+                  (uint64_t) seq, (size_t) (p - whose), whose,
+                  ngx_time() - sent);
+}
+
+
 /* What a task's answers mean for its batches; 1 if one failed. */
 static ngx_uint_t
 ngx_http_pki_m_outcome(ngx_http_pki_m_task_t *t, ngx_log_t *log)
@@ -4090,11 +4113,7 @@ ngx_http_pki_m_adopt(ngx_http_pki_m_task_t *t, ngx_log_t *log)
         }
 
         if (ngx_time() - e->now > NGX_HTTP_PKI_M_PENDING) {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "pki metrics: history batch %uL of the exited "
-                          "worker %s unanswered since %T s: dropped, it may "
-                          "be in the history or not", (uint64_t) e->seq,
-                          e->source, ngx_time() - e->now);
+            ngx_http_pki_m_dropped_log(log, e->seq, 0, e->source, e->now);
             ngx_http_pki_m_unpark(e, 0);
             continue;
         }
@@ -4227,11 +4246,7 @@ ngx_http_pki_m_history_exit(ngx_cycle_t *cycle)
     }
 
     if (t->pending && ngx_time() - t->now > NGX_HTTP_PKI_M_PENDING) {
-        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                      "pki metrics: history batch %uL of %ui fields "
-                      "unanswered since %T s: dropped, it may be in the "
-                      "history or not", (uint64_t) t->seq, t->n,
-                      ngx_time() - t->now);
+        ngx_http_pki_m_dropped_log(cycle->log, t->seq, t->n, NULL, t->now);
         t->pending = 0;
     }
 
