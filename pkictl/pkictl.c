@@ -352,6 +352,7 @@ pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode)
     const char   *slash;
 
     out->fd = -1;
+    out->placed = 0;
     out->path = path;
 
     n = snprintf(out->tmp, sizeof(out->tmp), "%s.XXXXXX", path);
@@ -439,10 +440,17 @@ pkictl_out_commit(pkictl_out_t *out, const void *data, size_t len)
         goto failed;
     }
 
+    out->placed = 1;
+
+    /* the file is whole and in place, only its name may be lost in a
+     * crash: not "not written", which would have the callers print the
+     * certificate as lost (they look at placed) */
     fd = open(out->dir, O_RDONLY | O_DIRECTORY);
     if (fd == -1 || fsync(fd) == -1) {
-        fprintf(stderr, "pkictl: cannot sync the directory of \"%s\": %s\n",
-                out->path, strerror(errno));
+        fprintf(stderr, "pkictl: \"%s\" was written and renamed into place, "
+                "but its directory \"%s\" could not be synced (%s): it may "
+                "not survive a crash\n", out->path, out->dir,
+                strerror(errno));
         if (fd != -1) {
             close(fd);
         }
@@ -549,7 +557,7 @@ pkictl_out_cert(pkictl_out_t *out, X509 *x, const char *advice)
     }
 
     ok = pkictl_out_commit(out, pem, (size_t) len);
-    if (!ok) {
+    if (!ok && !out->placed) {
         pkictl_unwritten(x, out->path, pem, len, advice);
     }
 
@@ -1072,7 +1080,9 @@ cmd_issue(pkictl_opts_t *o)
     }
 
     if (!pkictl_out_commit(&out, pem, (size_t) len)) {
-        pkictl_issued_unwritten(o, x, pem, len);
+        if (!out.placed) {
+            pkictl_issued_unwritten(o, x, pem, len);
+        }
         goto done;
     }
 

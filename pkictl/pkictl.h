@@ -27,6 +27,7 @@
  */
 typedef struct {
     int          fd;
+    int          placed;       /* renamed into place by the commit */
     const char  *path;
     char         tmp[PATH_MAX];
     char         dir[PATH_MAX];
@@ -37,8 +38,10 @@ typedef struct {
  * stderr. */
 int pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode);
 
-/* Writes data, renames it into place: 1, or 0 said on stderr (the
- * temporary file removed). */
+/* Writes data, renames it into place, syncs the directory: 1, or 0 said
+ * on stderr: the temporary file removed (nothing written), or, with
+ * out->placed set, the file in place but its directory not synced (it
+ * may be lost in a crash). */
 int pkictl_out_commit(pkictl_out_t *out, const void *data, size_t len);
 
 /* Removes the temporary file of an output not committed (a no-op after a

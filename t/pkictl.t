@@ -14,7 +14,9 @@
 # (a missing directory, a directory) is found out before anything is
 # signed, recorded or made on the token (issue, selfsign, matter
 # hierarchy); a write that fails after a signature prints the serial and
-# the certificate.  `pkictl matter hierarchy` on a token
+# the certificate.  An output renamed into place in a directory that
+# cannot be synced is said to be that, not to be unwritten, and the exit
+# is nonzero.  `pkictl matter hierarchy` on a token
 # that holds its keys already refuses to make a second key of a label.  A
 # PIN file with or without its line end works for hierarchy (which logs in
 # itself) as for issue (through the vault); an empty or too long one is
@@ -270,6 +272,52 @@ isnt($rc, 0, 'selfsign, the write failing after the signature: exit nonzero');
 says_unwritten($err, '/CN=late self', "$d/late-self.pem", 'selfsign');
 ok(!-e "$d/late-self.pem" && !glob("$d/late-self.pem.*"),
    'selfsign: no file and no temporary file left');
+
+# the directory of --out can be written but not read (mode 0300): the
+# file is made and renamed into place, then the directory cannot be
+# opened to be synced.  pkictl runs as nobody (root would open it).
+SKIP: {
+    my @as;
+    if ($> == 0) {
+        my $sp = PKITest::which('setpriv');
+        skip('no setpriv to run pkictl as nobody', 8) if !$sp;
+        @as = ($sp, '--reuid', 65534, '--regid', 65534, '--clear-groups');
+    }
+    ($rc) = run_cmd([@as, $pkictl, '--help']);
+    skip("pkictl cannot run as uid $> or nobody", 8) if $rc != 0;
+
+    my $w = tempdir(CLEANUP => 1);
+    chmod(0755, $w);
+    for my $f ('ca.key', 'ca.pem', 'ee.key') {
+        spew("$w/$f", slurp("$d/$f"));
+        chmod(0644, "$w/$f");
+    }
+    mkdir("$w/wo") or die "mkdir: $!";
+    chown(65534, 65534, "$w/wo") if $> == 0;
+    chmod(0300, "$w/wo");
+
+    for my $c (['selfsign', '--key', "$w/ca.key", '--subject', '/CN=wo'],
+               ['issue', '--ca-cert', "$w/ca.pem", '--ca-key', "$w/ca.key",
+                '--pubkey-of', "$w/ee.key", '--profile', 'client',
+                '--subject', '/CN=wo'])
+    {
+        my $cmd = $c->[0];
+        my $o = "$w/wo/$cmd.pem";
+        ($rc, undef, $err) = run_cmd([@as, $pkictl, @$c, '--days', '1',
+                                      '--out', $o]);
+        isnt($rc, 0, "$cmd, directory not synced: exit nonzero");
+        my $said = qq{"$o" was written and renamed into place, but its }
+                   . qq{directory "$w/wo" could not be synced (Permission }
+                   . 'denied): it may not survive a crash';
+        like($err, qr/\Q$said\E/, "$cmd, directory not synced: said");
+        unlike($err, qr/not written|BEGIN CERTIFICATE/,
+               "$cmd, directory not synced: not said to be unwritten");
+        my ($xrc, $xout) = run_cmd(['openssl', 'x509', '-in', $o, '-noout',
+                                    '-subject']);
+        like($xout, qr{CN\s*=\s*wo}, "$cmd, directory not synced: the "
+             . 'certificate is in place');
+    }
+}
 
 my $vec = "$FindBin::Bin/vectors/matter/operational";
 for my $c (['to-tlv', 'Chip-Test-Root01-Cert.der', 'root.chip'],
