@@ -322,6 +322,45 @@ pki_ocsp_tlv(const unsigned char **p, const unsigned char *end, int tag,
 }
 
 
+/* 1 if [p, end) is empty or one Extensions list (SEQUENCE OF SEQUENCE)
+ * of at most PKI_OCSP_MAX_EXTS entries in an EXPLICIT [tag], nothing
+ * after it; the entries are not decoded.  A client needs a few (RFC 6960
+ * defines eight); thousands in a 64 KB request cost milliseconds of
+ * d2i_OCSP_REQUEST() and of the critical-extension scan on the event
+ * loop. */
+static int
+pki_ocsp_exts_shape(const unsigned char *p, const unsigned char *end,
+    int tag)
+{
+    int   n;
+    long  len;
+
+    if (p == end) {
+        return 1;
+    }
+
+    if (!pki_ocsp_tlv(&p, end, tag, V_ASN1_CONTEXT_SPECIFIC, 1, &len)
+        || p + len != end
+        || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1, &len)
+        || p + len != end)
+    {
+        return 0;
+    }
+
+    for (n = 0; p < end; n++) {
+        if (n == PKI_OCSP_MAX_EXTS
+            || !pki_ocsp_tlv(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
+                             &len))
+        {
+            return 0;
+        }
+        p += len;
+    }
+
+    return 1;
+}
+
+
 /* 1 if [p, end) is an optionalSignature of the right shape (see
  * pki_ocsp_decode), its contents not looked at. */
 static int
@@ -389,7 +428,8 @@ pki_ocsp_sig_shape(const unsigned char *p, const unsigned char *end)
  * anonymous client, and pki_ocsp_cache_key() runs on the event loop.  So
  * the DER is walked shallowly: the outer SEQUENCE, tbsRequest (its
  * requestorName [1] skipped, its requestList counted: more than
- * PKI_OCSP_MAX_IDS Requests are refused undecoded), and the shape of the
+ * PKI_OCSP_MAX_IDS Requests are refused undecoded, and so are more than
+ * PKI_OCSP_MAX_EXTS extensions in a list), and the shape of the
  * Signature (SEQUENCE of an AlgorithmIdentifier SEQUENCE, a BIT STRING
  * and an optional [0] SEQUENCE OF SEQUENCE), whose contents, the
  * certificates included, are not looked at.  A request with either is
@@ -403,7 +443,7 @@ pki_ocsp_decode(const unsigned char *der, size_t derlen)
     long                  len, body_len, name_len;
     unsigned char        *buf, *q;
     OCSP_REQUEST         *oreq;
-    const unsigned char  *p, *end, *body, *tend, *name, *lend;
+    const unsigned char  *p, *end, *body, *tend, *name, *lend, *rend;
 
     if (derlen == 0 || derlen > PKI_OCSP_MAX_BODY) {
         return NULL;
@@ -448,16 +488,29 @@ pki_ocsp_decode(const unsigned char *der, size_t derlen)
 
     lend = p + len;
     for (ids = 0; p < lend; ids++) {
+        /* Request ::= SEQUENCE { reqCert CertID,
+         * singleRequestExtensions [0] EXPLICIT Extensions OPTIONAL } */
         if (ids == PKI_OCSP_MAX_IDS
             || !pki_ocsp_tlv(&p, lend, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
                              &len))
         {
             goto done;
         }
-        p += len;
+        rend = p + len;
+
+        if (!pki_ocsp_tlv(&p, rend, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, 1,
+                          &len)
+            || !pki_ocsp_exts_shape(p + len, rend, 0))
+        {
+            goto done;
+        }
+        p = rend;
     }
 
-    /* the rest (requestExtensions) is d2i_OCSP_REQUEST()'s to judge */
+    /* requestExtensions [2]: counted here, judged by d2i_OCSP_REQUEST() */
+    if (!pki_ocsp_exts_shape(lend, tend, 2)) {
+        goto done;
+    }
     p = tend;
     body_len = (long) (tend - body) - name_len;
 

@@ -657,8 +657,10 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  * makes the whole response "unauthorized" (so do CertIDs of two
  * different CAs in one request: one signer per response); Redis
  * unreachable gives "tryLater"; garbage, trailing bytes, more than
- * PKI_OCSP_MAX_IDS CertIDs, a nonce empty or longer than 128 octets (RFC
- * 9654) or a critical extension other than the nonce give
+ * PKI_OCSP_MAX_IDS CertIDs, more than PKI_OCSP_MAX_EXTS extensions in
+ * the requestExtensions or in one Request's singleRequestExtensions, a
+ * nonce empty or longer than 128 octets (RFC 9654) or a critical
+ * extension other than the nonce give
  * "malformedRequest" (pki_ocsp_cache_key gives no key for them).  The
  * nonce is echoed.  A request signature is not verified (RFC 6960 4.1.2
  * lets a responder ignore it): only its shape is checked, its
@@ -668,6 +670,7 @@ PKI_API void pki_est_resp_free(pki_est_resp_t *resp);
  */
 
 #define PKI_OCSP_MAX_IDS    100
+#define PKI_OCSP_MAX_EXTS   16      /* RFC 6960 defines eight */
 #define PKI_OCSP_MAX_BODY   65536
 
 /* A delegated responder (RFC 6960 4.2.2.2) for one CA: a certificate the

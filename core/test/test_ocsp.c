@@ -158,13 +158,28 @@ make_req(const id_spec_t *ids, int n, int nonce_len, size_t *len,
 }
 
 
+static unsigned char *make_req_exts(const id_spec_t *id, int kind,
+    int crit, int count, size_t *len);
+
+
 /* A request for one CertID with an extension: kind 0 an unknown one (OID
  * 1.2.3.4.5, NULL value) among the requestExtensions, 1 the same among the
  * singleRequestExtensions, 2 a 16-octet nonce. */
 static unsigned char *
 make_req_ext(const id_spec_t *id, int kind, int crit, size_t *len)
 {
-    int                  l;
+    return make_req_exts(id, kind, crit, 1, len);
+}
+
+
+/* make_req_ext() with count extensions of kind 0 or 1 (OIDs 1.2.3.4.5,
+ * 1.2.3.4.6, ...). */
+static unsigned char *
+make_req_exts(const id_spec_t *id, int kind, int crit, int count,
+    size_t *len)
+{
+    int                  i, l;
+    char                 oid[32];
     ASN1_OBJECT         *obj;
     OCSP_ONEREQ         *one;
     OCSP_REQUEST        *req;
@@ -189,16 +204,19 @@ make_req_ext(const id_spec_t *id, int kind, int crit, size_t *len)
         X509_EXTENSION_free(ext);
 
     } else {
-        obj = OBJ_txt2obj("1.2.3.4.5", 1);
         ASN1_OCTET_STRING_set(val, null_der, sizeof(null_der));
-        ext = X509_EXTENSION_create_by_OBJ(NULL, obj, crit, val);
-        if (kind == 0) {
-            OCSP_REQUEST_add_ext(req, ext, -1);
-        } else {
-            OCSP_ONEREQ_add_ext(one, ext, -1);
+        for (i = 0; i < count; i++) {
+            snprintf(oid, sizeof(oid), "1.2.3.4.%d", 5 + i);
+            obj = OBJ_txt2obj(oid, 1);
+            ext = X509_EXTENSION_create_by_OBJ(NULL, obj, crit, val);
+            if (kind == 0) {
+                OCSP_REQUEST_add_ext(req, ext, -1);
+            } else {
+                OCSP_ONEREQ_add_ext(one, ext, -1);
+            }
+            X509_EXTENSION_free(ext);
+            ASN1_OBJECT_free(obj);
         }
-        X509_EXTENSION_free(ext);
-        ASN1_OBJECT_free(obj);
     }
     ASN1_OCTET_STRING_free(val);
 
@@ -973,6 +991,27 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "%d CertIDs: "
        "malformedRequest", PKI_OCSP_MAX_IDS + 1);
     pki_ocsp_resp_free(&resp);
+
+    /* extension cap, in either list */
+    for (i = 0; i < 2; i++) {
+        unsigned char  *eder;
+        size_t          elen;
+
+        eder = make_req_exts(&ids[0], i, 0, PKI_OCSP_MAX_EXTS, &elen);
+        st = run(&conf, "POST", eder, elen, &resp);
+        ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL, "%d non-critical %s "
+           "extensions: ok", PKI_OCSP_MAX_EXTS, i ? "single" : "request");
+        pki_ocsp_resp_free(&resp);
+        free(eder);
+
+        eder = make_req_exts(&ids[0], i, 0, PKI_OCSP_MAX_EXTS + 1, &elen);
+        st = run(&conf, "POST", eder, elen, &resp);
+        ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, "%d %s extensions: "
+           "malformedRequest", PKI_OCSP_MAX_EXTS + 1,
+           i ? "single" : "request");
+        pki_ocsp_resp_free(&resp);
+        free(eder);
+    }
 
     /* wrong content type, bad method */
     {
