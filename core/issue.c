@@ -1138,8 +1138,8 @@ pki_hex_digit(int c)
  * http(s), ws(s) and ftp a browser's (the WHATWG URL Standard), which
  * skips any '/' and '\' after the ':' and ends the authority at '\' too.
  * Either way the host follows the authority's last '@' and ends at a
- * ':' (the port); it is judged as written and percent-decoded, as
- * browsers take it.
+ * ':' (the port); it is judged percent-decoded, as browsers take
+ * it.
  */
 static const char *
 pki_uri_host_refused(const unsigned char *s, int len)
@@ -1187,13 +1187,9 @@ pki_uri_host_refused(const unsigned char *s, int len)
             /* void */
         }
 
-        why = pki_dns_labels_refused(s + h, p - h);
-        if (why != NULL) {
-            return why;
-        }
-
         /* into buf: p - h <= 2048 (pki_uri_ok); a '%' without two hex
-         * digits after it stays a '%' */
+         * digits after it stays a '%'.  Only the decoded host is judged:
+         * "xn--bcher-k%76a" is the valid A-label it decodes to */
         for (n = 0, i = h; i < p; n++) {
             hi = i + 2 < p ? pki_hex_digit(s[i + 1]) : -1;
             lo = i + 2 < p ? pki_hex_digit(s[i + 2]) : -1;
@@ -1207,11 +1203,9 @@ pki_uri_host_refused(const unsigned char *s, int len)
             }
         }
 
-        if (n != p - h) {
-            why = pki_dns_labels_refused(buf, n);
-            if (why != NULL) {
-                return why;
-            }
+        why = pki_dns_labels_refused(buf, n);
+        if (why != NULL) {
+            return why;
         }
     }
 

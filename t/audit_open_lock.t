@@ -8,7 +8,7 @@
 # checkpoint) and reads the file's tail.  It did the first open in
 # init_process, so a new worker served nothing while another process held
 # the lock: after a reload a CRL waited for the lock (6 s).  Here a shell
-# holds audit.lock for 5 s (flock(1)) across a reload: the new worker
+# holds audit.lock for 7 s (flock(1)) across a reload: the new worker
 # answers a CRL GET at once, refuses an enrollment meanwhile (503: nothing
 # is issued unlogged), and once the lock is free opens the log by itself
 # and issues, with the entry in a log that verifies.
@@ -29,7 +29,7 @@ my $master = $t->start_nginx($t->render_conf('--workers', 1));
 
 my $pki = $t->pki;
 my $dir = "$pki/audit";
-my $hold = 5;
+my $hold = 7;
 
 sub enroll { return $t->enroll_serial(@_) }
 

@@ -1578,8 +1578,7 @@ test_idna(void)
         { 0, "/CN=xn--zz", NULL, PKI_OK, NULL },
         { 2, "/CN=xn--zz.example.com", NULL, PKI_OK, NULL },
         /* a URI's host when it is a reg-name, as RFC 3986 and, for
-         * http(s), ws(s) and ftp, browsers find it; as written and
-         * percent-decoded */
+         * http(s), ws(s) and ftp, browsers find it; percent-decoded */
         { 0, "/CN=dev1", "URI:https://xn--zz.example.com/", PKI_POLICY,
           "invalid URI in SAN \"https://xn--zz.example.com/\": its host "
           "has an \"xn--\" label that is not a valid IDNA2008 A-label" },
@@ -1617,6 +1616,12 @@ test_idna(void)
           PKI_OK, NULL },
         { 0, "/CN=dev1", "URI:https://%78n--bcher-kva.example/", PKI_OK,
           NULL },
+        { 0, "/CN=dev1", "URI:https://xn--bcher-k%76a.example/", PKI_OK,
+          NULL },
+        { 0, "/CN=dev1", "URI:https://xn--bcher-kva%2Eexample/", PKI_OK,
+          NULL },
+        { 0, "/CN=dev1", "URI:https://xn--zz%zz.example/", PKI_POLICY,
+          "IDNA2008" },
         { 0, "/CN=dev1", "URI:https://db--primary.example/", PKI_OK, NULL },
         { 0, "/CN=dev1", "URI:https://[2001:db8::1]:443/", PKI_OK, NULL },
         { 0, "/CN=dev1", "URI:https://192.0.2.1/", PKI_OK, NULL },
