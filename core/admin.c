@@ -1230,9 +1230,14 @@ pki_admin_acme_account(const pki_admin_conf_t *conf,
                                      conf->nacme_state, id, &changed, &json,
                                      &resp->res);
 
-        if (rc == PKI_OK && changed) {
-            pki_log(&resp->res, "acme account %s revoked by admin \"%s\"",
-                    id, req->identity);
+        /* changed: the durable account is revoked, also when an ACME
+         * state store could not be told after it (PKI_UNAVAILABLE, to be
+         * retried); the retry finds it revoked already and changes
+         * nothing, so this is the revocation's only entry */
+        if (changed) {
+            pki_log(&resp->res, "%sacme account %s revoked by admin "
+                    "\"%s\"", rc != PKI_OK && resp->res.log[0] != '\0'
+                    ? "; " : "", id, req->identity);
 
             /* the transaction log, as admin actions are audited */
             memset(&ev, 0, sizeof(ev));

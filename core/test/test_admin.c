@@ -221,6 +221,23 @@ req_sink(void *arg, const pki_event_t *ev)
 }
 
 
+/* The operation and subject of the last admin request event. */
+static char  acct_op[40], acct_subject[80];
+
+
+static void
+acct_sink(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->type == PKI_EV_REQUEST && ev->operation != NULL) {
+        snprintf(acct_op, sizeof(acct_op), "%s", ev->operation);
+        snprintf(acct_subject, sizeof(acct_subject), "%s",
+                 ev->subject ? ev->subject : "");
+    }
+}
+
+
 /* POST revoke of serial with reason; the answer (caller deletes). */
 static cJSON *
 revoke_as(const char *serial, const char *reason, int *status)
@@ -1086,6 +1103,71 @@ main(void)
            "  the account unchanged: %s",
            rep != NULL && rep->type == REDIS_REPLY_STRING ? rep->str : "-");
         freeReplyObject(rep);
+        redisFree(c);
+    }
+
+    /* An ACME state store (acme_redis) that cannot be told after the
+     * account is revoked in the certificate store: 503, to be retried,
+     * but the revocation is made and is in the transaction log; the
+     * retry finds it done and changes nothing, so it used to have no
+     * entry at all. */
+    {
+        int                status;
+        char               key[160];
+        cJSON             *j;
+        redisContext      *c;
+        redisReply        *rep;
+        pki_redis_t       *state[1];
+        pki_redis_conf_t   bad;
+
+        snprintf(key, sizeof(key), "%s{acme:statelost}:acct", ns);
+        c = redisConnectUnix(sock);
+        rep = redisCommand(c, "SET %s %s", key,
+                           "{\"status\":\"valid\",\"contact\":[]}");
+        freeReplyObject(rep);
+
+        memset(&bad, 0, sizeof(bad));
+        bad.unix_path = "/nonexistent/redis.sock";
+        bad.timeout_ms = 200;
+        pki_result_init(&res);
+        state[0] = pki_redis_new(&bad, &res);
+        conf.acme_state = state;
+        conf.nacme_state = 1;
+
+        acct_op[0] = '\0';
+        acct_subject[0] = '\0';
+        pki_event_set_sink(acct_sink, NULL);
+        j = call("POST", "acme/accounts/statelost", NULL,
+                 "{\"status\": \"revoked\"}", &status);
+        pki_event_set_sink(NULL, NULL);
+        ok(status == 503, "account revocation, state store down: 503 (%d)",
+           status);
+        cJSON_Delete(j);
+
+        rep = redisCommand(c, "GET %s", key);
+        ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+           && strstr(rep->str, "\"revoked\"") != NULL,
+           "  the account is revoked in the certificate store");
+        freeReplyObject(rep);
+
+        ok(strcmp(acct_op, "acme-account-revoke") == 0
+           && strcmp(acct_subject, "statelost") == 0,
+           "  and the revocation is audited (\"%s\" \"%s\")", acct_op,
+           acct_subject);
+
+        conf.acme_state = NULL;
+        conf.nacme_state = 0;
+        pki_redis_free(state[0]);
+
+        acct_op[0] = '\0';
+        pki_event_set_sink(acct_sink, NULL);
+        j = call("POST", "acme/accounts/statelost", NULL,
+                 "{\"status\": \"revoked\"}", &status);
+        pki_event_set_sink(NULL, NULL);
+        ok(status == 200 && acct_op[0] == '\0', "  the retry: 200, no "
+           "second entry (%d \"%s\")", status, acct_op);
+        cJSON_Delete(j);
+
         redisFree(c);
     }
 
