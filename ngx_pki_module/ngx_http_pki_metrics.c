@@ -2770,6 +2770,9 @@ ngx_http_pki_m_backlog(pki_audit_t *audit)
                       bytes);
         ngx_http_pki_m_bl.full = 0;
         ngx_http_pki_m_bl.refused = refused;
+        /* the next outage is said at its first refusal, even within a
+         * second of this one's last line */
+        ngx_http_pki_m_bl.said = 0;
     }
 }
 

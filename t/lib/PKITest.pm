@@ -340,12 +340,16 @@ sub start_nginx {
             or POSIX::_exit(127);
     }
     $self->{children}{nginx} = $pid;
-    $self->wait_nginx;
+    my ($nw) = $conf =~ /^\s*worker_processes\s+(\d+)\s*;/m;
+    $self->wait_nginx(workers => $nw);
     return $pid;
 }
 
+# wait_nginx(workers => N): until nginx answers on the plain port and,
+# with N, all N worker processes run (the first may answer before the
+# master has forked the last)
 sub wait_nginx {
-    my ($self) = @_;
+    my ($self, %o) = @_;
     my $deadline = time + 30;
     while (time < $deadline) {
         my $pid = $self->{children}{nginx};
@@ -363,7 +367,8 @@ sub wait_nginx {
                 diag($log);
                 die "an nginx worker failed at startup";
             }
-            return 1;
+            return 1 if !$o{workers}
+                        || $self->workers_of($pid, 'worker') >= $o{workers};
         }
         sleep 0.02;
     }
