@@ -497,13 +497,8 @@ pki_admin_json_body(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     }
 
     last = (const char *) req->body + req->body_len;
-    while (end < last
-           && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-    {
-        end++;
-    }
 
-    if (end != last) {
+    if (!pki_int_json_rest_blank(end, last)) {
         pki_fail(res, PKI_MALFORMED, "trailing data after the JSON object");
         cJSON_Delete(root);
         return NULL;

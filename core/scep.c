@@ -5172,6 +5172,14 @@ pki_scep_admin_json(const unsigned char *body, size_t len, cJSON **root,
         return pki_fail(res, PKI_MALFORMED, "body is not a JSON object");
     }
 
+    if (!pki_int_json_rest_blank(end, (const char *) body + len)) {
+        /* what a proxy or a log may read as a second request */
+        cJSON_Delete(*root);
+        *root = NULL;
+        return pki_fail(res, PKI_MALFORMED, "trailing data after the JSON "
+                        "object");
+    }
+
     if (pki_int_json_hidden(body, len, *root, res)) {
         cJSON_Delete(*root);
         *root = NULL;
@@ -5179,6 +5187,19 @@ pki_scep_admin_json(const unsigned char *body, size_t len, cJSON **root,
     }
 
     return PKI_OK;
+}
+
+
+int
+pki_int_json_rest_blank(const char *end, const char *last)
+{
+    while (end < last
+           && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+    {
+        end++;
+    }
+
+    return end == last;
 }
 
 

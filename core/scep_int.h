@@ -26,6 +26,10 @@ void pki_int_redis_drop(pki_redis_t *r);
 int pki_int_json_hidden(const unsigned char *body, size_t len,
     const cJSON *root, pki_result_t *res);
 
+/* 1 when nothing but JSON whitespace lies from end to last (what follows
+ * the object cJSON parsed in an admin body; core/scep.c). */
+int pki_int_json_rest_blank(const char *end, const char *last);
+
 /* scep.c: the admin API's "scep/..." endpoints.  path is below "scep/".
  * On success returns PKI_OK with *status (200, 201) and *out (a JSON
  * object the caller deletes); otherwise a status with res filled. */

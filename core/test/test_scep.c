@@ -1397,6 +1397,24 @@ main(void)
         pki_admin_handle(&ac, &ar, &aresp);
         ok(aresp.http_status == 400, "admin: ttl 0 refused");
         pki_admin_resp_free(&aresp);
+
+        /* a second object after the first: refused, as everywhere in
+         * the admin API; whitespace after it is not */
+        ar.body = (const unsigned char *) "{\"ttl\": 60} {\"ttl\": 1}";
+        ar.body_len = strlen((const char *) ar.body);
+        pki_admin_handle(&ac, &ar, &aresp);
+        ok(aresp.http_status == 400 && aresp.body != NULL
+           && strstr((char *) aresp.body, "trailing data") != NULL,
+           "admin: scep/challenges with trailing data refused (%d)",
+           aresp.http_status);
+        pki_admin_resp_free(&aresp);
+        ar.body = (const unsigned char *) "{\"ttl\": 60} \r\n";
+        ar.body_len = strlen((const char *) ar.body);
+        pki_admin_handle(&ac, &ar, &aresp);
+        ok(aresp.http_status == 201,
+           "admin: scep/challenges with whitespace after it: 201 (%d)",
+           aresp.http_status);
+        pki_admin_resp_free(&aresp);
         conf.dynamic = 0;
         conf.challenge = (const unsigned char *) "s3cret";
         conf.challenge_len = 6;
