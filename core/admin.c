@@ -320,6 +320,56 @@ pki_admin_find_ca(const pki_admin_conf_t *conf, const char *name)
 }
 
 
+/* The CA whose records hold the serial (a pending one too), for a
+ * request that names none.  Serials are unique per CA only: when two
+ * CAs hold it, PKI_CONFLICT, and nothing is done to either. */
+static pki_status_t
+pki_admin_holder(const pki_admin_conf_t *conf, const char *canon,
+    pki_ca_t **out, pki_result_t *res)
+{
+    pki_record_t   rec;
+    pki_status_t   st;
+    pki_ca_t      *first;
+    size_t         i;
+
+    first = NULL;
+
+    for (i = 0; i < conf->ncas; i++) {
+        pki_result_init(res);
+        st = pki_record_get(conf->redis, pki_ca_name(conf->cas[i]), canon,
+                            &rec, res);
+        if (st == PKI_NOT_FOUND) {
+            continue;
+        }
+
+        if (st != PKI_OK) {
+            return st;
+        }
+
+        pki_record_clear(&rec);
+
+        if (first != NULL) {
+            pki_result_init(res);
+            return pki_fail(res, PKI_CONFLICT, "serial %s is held by CA "
+                            "\"%s\" and CA \"%s\": name one with \"ca\"",
+                            canon, pki_ca_name(first),
+                            pki_ca_name(conf->cas[i]));
+        }
+
+        first = conf->cas[i];
+    }
+
+    pki_result_init(res);
+
+    if (first == NULL) {
+        return pki_fail(res, PKI_NOT_FOUND, "no such certificate");
+    }
+
+    *out = first;
+    return PKI_OK;
+}
+
+
 static int
 pki_hexval(int c)
 {
@@ -529,7 +579,6 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_record_t   rec;
     pki_status_t   st;
     time_t         now, inv, at;
-    size_t         i;
     int            reason;
     char           canon[41];
 
@@ -643,23 +692,12 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                                   &resp->res);
 
     } else {
-        st = PKI_NOT_FOUND;
-        ca = NULL;
+        st = pki_admin_holder(conf, canon, &ca, &resp->res);
 
-        for (i = 0; i < conf->ncas; i++) {
-            pki_result_init(&resp->res);
-            st = pki_admin_revoke_one(conf->redis,
-                                      pki_ca_name(conf->cas[i]), canon,
-                                      reason, now, inv, at,
-                                      req->identity, &rec, &resp->res);
-            if (st != PKI_NOT_FOUND) {
-                ca = conf->cas[i];
-                break;
-            }
-        }
-
-        if (st == PKI_NOT_FOUND) {
-            pki_fail(&resp->res, PKI_NOT_FOUND, "no such certificate");
+        if (st == PKI_OK) {
+            st = pki_admin_revoke_one(conf->redis, pki_ca_name(ca), canon,
+                                      reason, now, inv, at, req->identity,
+                                      &rec, &resp->res);
         }
     }
 
@@ -719,12 +757,23 @@ pki_admin_get(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         return;
     }
 
+    if (rc != 1) {
+        /* without "ca": the one CA that holds it */
+        st = pki_admin_holder(conf, canon, &ca, &resp->res);
+        if (st != PKI_OK) {
+            return;
+        }
+
+        snprintf(ca_name, sizeof(ca_name), "%s", pki_ca_name(ca));
+        rc = 1;
+    }
+
     st = PKI_NOT_FOUND;
 
     for (i = 0; i < conf->ncas; i++) {
         ca = conf->cas[i];
 
-        if (rc == 1 && strcmp(pki_ca_name(ca), ca_name) != 0) {
+        if (strcmp(pki_ca_name(ca), ca_name) != 0) {
             continue;
         }
 

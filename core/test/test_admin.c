@@ -124,6 +124,10 @@ issue(pki_ca_t *ca, pki_template_t *t, const char *name, char serial[41])
 }
 
 
+static void test_same_serial(const char *sock, pki_ca_t *one,
+    pki_template_t *t);
+
+
 /* Runs one request; returns the parsed body (caller deletes). */
 static cJSON *
 call(const char *method, const char *path, const char *query,
@@ -1173,6 +1177,7 @@ main(void)
 
     test_eab_list(sock);
     test_list_foreign(sock);
+    test_same_serial(sock, cas[0], tdev);
 
     /* Redis down: 503 */
     {
@@ -1234,4 +1239,73 @@ main(void)
     }
 
     return done_testing();
+}
+
+
+/* Serials are unique per CA only: a serial both CAs hold (CA one's record
+ * copied to CA two) is revoked or read only where "ca" names the CA; a
+ * request without it gets 409 and changes neither (it acted on the first
+ * CA in the list). */
+static void
+test_same_serial(const char *sock, pki_ca_t *one, pki_template_t *t)
+{
+    int            st;
+    cJSON         *j;
+    redisContext  *c;
+    redisReply    *rep;
+    char           serial[41], canon[41], body[160], path[80];
+    char           from[160], to[160];
+
+    if (!ok(issue(one, t, "twin", serial), "same serial: issued by CA one")
+        || !pki_serial_normalize(serial, canon))
+    {
+        return;
+    }
+
+    c = redisConnectUnix(sock);
+    snprintf(from, sizeof(from), "%s{ca:one}:cert:%s", ns, canon);
+    snprintf(to, sizeof(to), "%s{ca:two}:cert:%s", ns, canon);
+    rep = redisCommand(c, "COPY %s %s", from, to);
+    ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
+       "  and held by CA two too");
+    freeReplyObject(rep);
+
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+             "\"keyCompromise\"}", serial);
+    j = call("POST", "revoke", NULL, body, &st);
+    ok(st == 409 && strstr(jstr(j, "error"), "name one with") != NULL,
+       "  a revocation without \"ca\": 409 (%d %s)", st, jstr(j, "error"));
+    cJSON_Delete(j);
+
+    rep = redisCommand(c, "HGET %s status", from);
+    ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+       && strcmp(rep->str, "good") == 0,
+       "  CA one's record is still good (%s)",
+       rep != NULL && rep->type == REDIS_REPLY_STRING ? rep->str : "-");
+    freeReplyObject(rep);
+
+    snprintf(path, sizeof(path), "certificates/%s", serial);
+    j = call("GET", path, NULL, NULL, &st);
+    ok(st == 409, "  a read without ?ca=: 409 (%d)", st);
+    cJSON_Delete(j);
+    j = call("GET", path, "ca=two", NULL, &st);
+    ok(st == 200 && strcmp(jstr(j, "status"), "good") == 0,
+       "  with ?ca=two: 200 (%d)", st);
+    cJSON_Delete(j);
+
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+             "\"keyCompromise\",\"ca\":\"one\"}", serial);
+    j = call("POST", "revoke", NULL, body, &st);
+    ok(st == 200 && strcmp(jstr(j, "status"), "revoked") == 0,
+       "  with \"ca\": \"one\": 200 revoked (%d)", st);
+    cJSON_Delete(j);
+
+    rep = redisCommand(c, "HGET %s status", to);
+    ok(rep != NULL && rep->type == REDIS_REPLY_STRING
+       && strcmp(rep->str, "good") == 0, "  CA two's stays good");
+    freeReplyObject(rep);
+
+    rep = redisCommand(c, "DEL %s", to);
+    freeReplyObject(rep);
+    redisFree(c);
 }
