@@ -635,6 +635,13 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             pki_fail(&resp->res, PKI_MALFORMED, "invalidity_date is not an "
                      "RFC 3339 date-time");
             goto done;
+
+        } else if (inv <= 0) {
+            /* the record and the CRL read 0 as none: it would be dropped
+             * unsaid */
+            pki_fail(&resp->res, PKI_MALFORMED, "invalidity_date must be "
+                     "after 1970-01-01T00:00:00Z");
+            goto done;
         }
     }
 

@@ -805,6 +805,12 @@ main(void)
     snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"invalidity_date\":"
              "\"2999-01-01T00:00:00Z\"}", s3);
     revoke_expect(body, 400, "future date");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"invalidity_date\":"
+             "\"1970-01-01T00:00:00Z\"}", s3);
+    revoke_expect(body, 400, "the epoch as invalidity date (read as none)");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"invalidity_date\":"
+             "\"1969-12-31T23:59:59Z\"}", s3);
+    revoke_expect(body, 400, "a date before the epoch");
     snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"ca\":\"nope\"}", s3);
     revoke_expect(body, 404, "unknown CA");
     snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"extra\":1}", s3);
