@@ -556,6 +556,104 @@ pki_full_stop_len(const unsigned char *s, int len)
 }
 
 
+/* The label of name (len bytes; labels end at '.' and the full stops of
+ * pki_full_stop_len) that equals label (llen LDH bytes, ASCII case
+ * folded): 1 found, 0 not. */
+static int
+pki_has_label(const unsigned char *name, int len, const char *label,
+    size_t llen)
+{
+    int  i, b, k;
+
+    for (b = 0, i = 0; i <= len; i++) {
+        k = (i == len || name[i] == '.') ? 1
+                                         : pki_full_stop_len(name + i, len - i);
+        if (k == 0) {
+            continue;
+        }
+
+        if ((size_t) (i - b) == llen
+            && strncasecmp((const char *) name + b, label, llen) == 0)
+        {
+            return 1;
+        }
+
+        i += k - 1;
+        b = i + 1;
+    }
+
+    return 0;
+}
+
+
+/* A non-ASCII CN (s, len bytes, no '*') that IDNA's mapping (UTS #46:
+ * fullwidth and circled letters, a soft hyphen dropped)
+ * turns into a DNS name with an ASCII label the CN does not hold: that
+ * name into out (at most size bytes), 1; else 0.  "ｌｏｇｉｎ.bank.example"
+ * is login.bank.example to a verifier that maps its host names, and to
+ * none a name of its own.  A genuine IDN ("東京.example", "Bücher.de")
+ * maps to A-labels and its ASCII labels as they are: 0. */
+static int
+pki_cn_idna_ascii(const unsigned char *s, int len, char *out, size_t size)
+{
+    int          rc, found, n;
+    char        *a, *p, *dot, buf[1024];
+    size_t       alen;
+
+    if (len < 1 || len >= (int) sizeof(buf)) {
+        return 0;
+    }
+
+    for (n = 0; n < len && s[n] < 0x80; n++) {
+        /* void */
+    }
+
+    if (n == len) {
+        return 0;                       /* ASCII: judged as it is */
+    }
+
+    memcpy(buf, s, (size_t) len);
+    buf[len] = '\0';
+
+    a = NULL;
+    rc = idn2_to_ascii_8z(buf, &a, IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK || a == NULL) {
+        idn2_free(a);
+        return 0;                       /* no name IDNA reads */
+    }
+
+    alen = strlen(a);
+    if (alen > 1 && a[alen - 1] == '.') {
+        a[--alen] = '\0';
+    }
+
+    found = 0;
+
+    if (memchr(a, '.', alen) != NULL
+        && pki_dns_ok((const unsigned char *) a, (int) alen, 0))
+    {
+        for (p = a; p != NULL && !found; p = dot != NULL ? dot + 1 : NULL) {
+            dot = strchr(p, '.');
+            n = dot != NULL ? (int) (dot - p) : (int) strlen(p);
+
+            if (n >= 4 && strncasecmp(p, "xn--", 4) == 0) {
+                continue;               /* from an IDN label */
+            }
+
+            found = !pki_has_label(s, len, p, (size_t) n);
+        }
+    }
+
+    if (found) {
+        snprintf(out, size, "%s", a);
+    }
+
+    idn2_free(a);
+
+    return found;
+}
+
+
 /*
  * A CN from a request (UTF-8 text) as a TLS client may read it: OpenSSL's
  * X509_check_host, curl, Python's ssl and mbedTLS take the CN for the
@@ -590,8 +688,8 @@ static pki_status_t
 pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     pki_result_t *res)
 {
-    int                   wild, b, e, i, k, m, n, dm;
-    char                  shown[65];
+    int                   wild, b, e, i, k, m, n, dm, mapped;
+    char                  shown[65], ascii[256];
     const char           *why;
     unsigned char         dots[1024];
     const unsigned char  *s;
@@ -631,10 +729,20 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     n = (dm > 1 && s[dm - 1] == '.') ? dm - 1 : dm;
     wild = memchr(s, '*', (size_t) dm) != NULL;
 
-    if (!wild
-        && (memchr(s, '.', (size_t) n) == NULL || !pki_dns_ok(s, n, 0)
-            || t->ca || !pki_tls_server(t)
-            || (t->san[PKI_SAN_DNS] == PKI_RULE_NONE && t->eku == NULL)))
+    if (t->ca || !pki_tls_server(t)
+        || (t->san[PKI_SAN_DNS] == PKI_RULE_NONE && t->eku == NULL))
+    {
+        mapped = 0;
+        if (!wild) {
+            return PKI_OK;
+        }
+
+    } else {
+        mapped = !wild && pki_cn_idna_ascii(cn + b, m, ascii, sizeof(ascii));
+    }
+
+    if (!wild && !mapped
+        && (memchr(s, '.', (size_t) n) == NULL || !pki_dns_ok(s, n, 0)))
     {
         return PKI_OK;
     }
@@ -652,6 +760,13 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
         return pki_fail(res, PKI_POLICY, "CN \"%s\": template \"%s\" does "
                         "not allow wildcards (san dns ... wildcard)", shown,
                         t->name);
+    }
+
+    if (mapped && (dm == m || !pki_dns_ok(s, n, 0))) {
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is the DNS name "
+                        "\"%.80s\" once IDNA maps its characters (UTS #46), "
+                        "a name it does not spell (template \"%s\")", shown,
+                        ascii, t->name);
     }
 
     /* a wildcard's is refused below: its bytes are no DNS name */

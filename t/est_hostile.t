@@ -221,7 +221,7 @@ err_ok('CN with U+202E',
 # no IDNA2008 A-label (RFC 5891 4.2.3.1), as ACME newOrder refuses them;
 # a DNS-name CN with white space at an end,
 # which name comparison drops (RFC 4518 2.6.1), or with U+FF0E for a dot,
-# which IDNA takes for one
+# which IDNA takes for one, or with letters IDNA maps to ASCII ones
 my ($idn) = $t->make_csr('idnsan', subj => '/CN=idn-dev',
                          san => 'DNS:xn--zz.example.com');
 err_ok('dNSName with a bogus xn-- label',
@@ -244,6 +244,11 @@ err_ok('server CN with U+FF0E for its dots',
            [$CN, 0x0c, "login\xef\xbc\x8ebank\xef\xbc\x8eexample"]),
            label => 'server'),
        400, qr/full stop IDNA takes for '\.'/);
+err_ok('server CN with fullwidth letters (UTS #46 maps them to ASCII)',
+       $t->est_post('simpleenroll', csr_with_subject(
+           [$CN, 0x0c, "\xef\xbd\x8c\xef\xbd\x8f\xef\xbd\x87\xef\xbd\x89"
+                       . "\xef\xbd\x8e.bank.example"]), label => 'server'),
+       400, qr/is the DNS name "login\.bank\.example" once IDNA maps/);
 
 # nothing was written
 is(join(' ', $t->state_keys), join(' ', @keys0),

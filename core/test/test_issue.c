@@ -1452,6 +1452,41 @@ test_cn_dns(void)
         { 3, "/CN=login\xe3\x80\x82" "bank.example", NULL, PKI_OK, NULL },
         { 2, "/CN=sensor\xe3\x80\x82" "plant.example", NULL, PKI_OK, NULL },
         { 8, "/CN=issuing\xef\xbc\x8e" "ca.example", NULL, PKI_OK, NULL },
+        /* f: characters IDNA maps to ASCII (UTS #46): a CN that is then a
+         * DNS name with a label it does not spell is refused wherever
+         * such a CN is judged; a genuine IDN, or one that maps to no DNS
+         * name, as before */
+        { 1, "/CN=\xef\xbd\x8c\xef\xbd\x8f\xef\xbd\x87\xef\xbd\x89"
+          "\xef\xbd\x8e.bank.example", NULL, PKI_POLICY,
+          "is the DNS name \"login.bank.example\" once IDNA maps" },
+        { 1, "/CN=\xef\xbc\xac\xef\xbc\xaf\xef\xbc\xa7\xef\xbc\xa9"
+          "\xef\xbc\xae\xef\xbc\x8e" "bank\xef\xbc\x8e" "example", NULL,
+          PKI_POLICY, "once IDNA maps" },          /* all fullwidth */
+        { 1, "/CN=log\xc2\xadin.bank.example", NULL, PKI_POLICY,
+          "\"login.bank.example\" once IDNA maps" },  /* soft hyphen */
+        { 1, "/CN=\xe2\x93\x81ogin.bank.example", NULL, PKI_POLICY,
+          "once IDNA maps" },                      /* circled L */
+        { 1, "/CN=a\xe2\x92\x88" "example", NULL, PKI_OK,
+          NULL },                 /* U+2488: disallowed, no name at all */
+        { 1, "/CN=\xef\xbd\x8c\xef\xbd\x8f\xef\xbd\x87\xef\xbd\x89"
+          "\xef\xbd\x8e.\xe6\x9d\xb1\xe4\xba\xac.example", NULL,
+          PKI_POLICY, "once IDNA maps" },          /* and an IDN label */
+        { 7, "/CN=log\xc2\xadin.bank.example", NULL, PKI_POLICY,
+          "once IDNA maps" },
+        { 0, "/CN=log\xc2\xadin.bank.example", "DNS:login.bank.example",
+          PKI_POLICY, "once IDNA maps" },
+        { 5, "/CN=log\xc2\xadin.bank.example", NULL, PKI_POLICY,
+          "once IDNA maps" },
+        { 1, "/CN=b\xc3\xbc" "cher.example", NULL, PKI_OK, NULL },
+        { 1, "/CN=B\xc3\xbc" "cher.Example", NULL, PKI_OK, NULL },
+        { 1, "/CN=\xe6\x9d\xb1\xe4\xba\xac.example", NULL, PKI_OK, NULL },
+        { 1, "/CN=\xef\xbc\xa4\xef\xbd\x85\xef\xbd\x96 33.1", NULL,
+          PKI_OK, NULL },                          /* a space: no name */
+        { 1, "/CN=\xef\xbd\x84\xef\xbd\x85\xef\xbd\x96-33", NULL,
+          PKI_OK, NULL },                          /* one label */
+        { 3, "/CN=log\xc2\xadin.bank.example", NULL, PKI_OK, NULL },
+        { 2, "/CN=log\xc2\xadin.bank.example", NULL, PKI_OK, NULL },
+        { 8, "/CN=log\xc2\xadin.ca.example", NULL, PKI_OK, NULL },
     };
 
     for (i = 0; i < 9; i++) {
