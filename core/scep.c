@@ -3207,6 +3207,7 @@ typedef struct {
     char           expires[16];
     char           claim[33];
     char           since[24];
+    char           csrhash[65];    /* SHA-256 hex of an issued one's CSR */
     unsigned char *csr;
     size_t         csr_len;
 } pki_scep_pend_t;
@@ -3297,6 +3298,8 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
             pki_copy_reply(p->claim, sizeof(p->claim), v);
         } else if (strcmp(k->str, "since") == 0) {
             pki_copy_reply(p->since, sizeof(p->since), v);
+        } else if (strcmp(k->str, "csrsha256") == 0 && v->len == 64) {
+            pki_copy_reply(p->csrhash, sizeof(p->csrhash), v);
         } else if (strcmp(k->str, "csr") == 0 && v->len > 0
                    && v->len <= PKI_CSR_MAX && p->csr == NULL)
         {
@@ -3310,7 +3313,12 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
 
     freeReplyObject(reply);
 
-    if (p->status[0] == '\0' || p->key[0] == '\0' || p->csr == NULL) {
+    /* an issued request enrolled at once keeps its CSR's hash alone (the
+     * CSR holds the challengePassword, a static one too: pki_scep_pend_done) */
+    if (p->status[0] == '\0' || p->key[0] == '\0'
+        || (p->csr == NULL
+            && (p->csrhash[0] == '\0' || strcmp(p->status, "issued") != 0)))
+    {
         pki_scep_pend_clear(p);
         return pki_fail(res, PKI_UNAVAILABLE, "incomplete pending record");
     }
@@ -3776,14 +3784,17 @@ static const char  pki_lua_pend_done[] =
     "return 1";
 
 
-/* Best effort: without it a resend is refused as before. */
+/* Best effort: without it a resend is refused as before.  The record
+ * keeps the SHA-256 of the CSR, which is all a resend is compared by,
+ * not the CSR: its challengePassword, where the challenge is static,
+ * opens enrollment to whoever reads the store or a copy of it. */
 static void
 pki_scep_pend_done(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     EVP_PKEY *csrkey, X509 *cert, pki_result_t *res)
 {
     int           i, j;
     char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], keyhex[65];
-    char          hex[41];
+    char          hex[41], csrhash[65];
     size_t        lens[24];
     redisReply   *reply;
     const char   *argv[24];
@@ -3792,7 +3803,8 @@ pki_scep_pend_done(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
                        sizeof(key))
         || !pki_scep_key_hex(csrkey, keyhex)
-        || !pki_serial_to_hex(X509_get0_serialNumber(cert), hex))
+        || !pki_serial_to_hex(X509_get0_serialNumber(cert), hex)
+        || !pki_sha256_hex(m->data, m->data_len, csrhash))
     {
         pki_log(res, "%sno record for a resend", res->log[0] ? "; " : "");
         return;
@@ -3821,14 +3833,12 @@ pki_scep_pend_done(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = hex;
     argv[i++] = "created";
     argv[i++] = now;
-    argv[i++] = "csr";
-    argv[i++] = (const char *) m->data;
+    argv[i++] = "csrsha256";
+    argv[i++] = csrhash;
 
-    /* the last one is the CSR's DER: binary, with its own length */
-    for (j = 0; j < i - 1; j++) {
+    for (j = 0; j < i; j++) {
         lens[j] = strlen(argv[j]);
     }
-    lens[i - 1] = m->data_len;
 
     pki_result_init(&tmp);
     reply = pki_int_redis_cmd(conf->redis, i, argv, lens, &tmp);
@@ -4730,7 +4740,7 @@ pki_scep_resend(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_msg_t *m, pki_scep_resp_t *resp)
 {
     int              rc, same, closed, good;
-    char             keyhex[65];
+    char             keyhex[65], csrhex[65];
     pki_status_t     st;
     pki_record_t     rec;
     pki_result_t     tmp;
@@ -4757,8 +4767,13 @@ pki_scep_resend(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
-    same = pend.csr_len == m->data_len
-           && memcmp(pend.csr, m->data, m->data_len) == 0;
+    if (pend.csr != NULL) {
+        same = pend.csr_len == m->data_len
+               && memcmp(pend.csr, m->data, m->data_len) == 0;
+    } else {
+        same = pki_sha256_hex(m->data, m->data_len, csrhex)
+               && strcmp(csrhex, pend.csrhash) == 0;
+    }
     closed = strcmp(pend.status, "issued") == 0
              || strcmp(pend.status, "rejected") == 0;
 

@@ -148,6 +148,13 @@ sub new_seen_ttl {
     is($t->x509_field($ch->{file} // '/nonexistent', 'serial'), $serial,
        '... with the same certificate');
     is(records(), $before, '... nothing issued');
+    # what a resend is compared by is the CSR's hash: no record keeps the
+    # CSR, whose challengePassword is the static challenge
+    my @pend = map { $t->redis_hash($_) } $t->redis_keys('pki:scep:pend:*');
+    ok(@pend && !(grep { exists $_->{csr} } @pend)
+       && !(grep { ($_->{csrsha256} // '') !~ /^[0-9a-f]{64}\z/ } @pend),
+       'replay: the record keeps the CSR\'s SHA-256, not the CSR with the '
+       . 'static challenge (' . scalar(@pend) . ' records)');
     my $rf = req(type => 17, key => $k2, cn => 'replay-1',
                  cert => $h->{file}, signkey => $k1);
     my $rh = rep(send_msg($rf), $rf, $k1, $h->{file});
