@@ -3175,7 +3175,8 @@ pki_scep_int_cmd(pki_redis_t *r, int argc, const char **argv,
  * certificate store, so a request never gets two certificates.
  * ARGV[1..3]: the expected status, claim and serial ("*" any, "-" none);
  * ARGV[4]: the new status; ARGV[5], ARGV[6]: the new claim and since
- * ("" drops both); ARGV[7]: the serial ("" kept, "-" dropped).
+ * ("" drops both); ARGV[7]: the serial ("" kept, "-" dropped).  A
+ * request decided (issued, rejected) keeps its CSR's hash, not the CSR.
  */
 static const char  pki_lua_pend_cas[] =
     "if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then "
@@ -3185,6 +3186,9 @@ static const char  pki_lua_pend_cas[] =
     "local n = redis.call('HGET', KEYS[1], 'serial') or '-' "
     "if ARGV[3] ~= '*' and n ~= ARGV[3] then return 0 end "
     "redis.call('HSET', KEYS[1], 'status', ARGV[4]) "
+    "if (ARGV[4] == 'issued' or ARGV[4] == 'rejected') "
+    "and redis.call('HEXISTS', KEYS[1], 'csrsha256') == 1 then "
+    "redis.call('HDEL', KEYS[1], 'csr') end "
     "if ARGV[5] ~= '' then "
     "redis.call('HSET', KEYS[1], 'claim', ARGV[5], 'since', ARGV[6]) "
     "else redis.call('HDEL', KEYS[1], 'claim', 'since') end "
@@ -3313,11 +3317,11 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
 
     freeReplyObject(reply);
 
-    /* an issued request enrolled at once keeps its CSR's hash alone (the
-     * CSR holds the challengePassword, a static one too: pki_scep_pend_done) */
+    /* a decided request keeps its CSR's hash alone (the CSR holds the
+     * challengePassword, a static one too: pki_scep_pend_done,
+     * pki_lua_pend_cas) */
     if (p->status[0] == '\0' || p->key[0] == '\0'
-        || (p->csr == NULL
-            && (p->csrhash[0] == '\0' || strcmp(p->status, "issued") != 0)))
+        || (p->csr == NULL && p->csrhash[0] == '\0'))
     {
         pki_scep_pend_clear(p);
         return pki_fail(res, PKI_UNAVAILABLE, "incomplete pending record");
@@ -3369,7 +3373,8 @@ pki_scep_pend_cas(pki_redis_t *r, const char *tid, const char *from[3],
  * while the record is the request the admin saw: created (epoch seconds)
  * ARGV[2], or "*" when the admin did not say.  1 decided, 0 not pending,
  * 2 another request (a new one with the same transactionID replaced the
- * decided one since it was listed). */
+ * decided one since it was listed).  A rejected request keeps its CSR's
+ * hash, not the CSR (pki_lua_pend_cas). */
 static const char  pki_lua_pend_decide[] =
     "if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then "
     "return 0 end "
@@ -3377,6 +3382,9 @@ static const char  pki_lua_pend_decide[] =
     "~= ARGV[2] then return 2 end "
     "redis.call('HSET', KEYS[1], 'status', ARGV[1]) "
     "redis.call('HDEL', KEYS[1], 'claim', 'since') "
+    "if ARGV[1] == 'rejected' "
+    "and redis.call('HEXISTS', KEYS[1], 'csrsha256') == 1 then "
+    "redis.call('HDEL', KEYS[1], 'csr') end "
     "return 1";
 
 
@@ -3479,17 +3487,19 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     long          ttlv;
     char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], exp[24];
     char          tidhex[65], member[PKI_SCEP_PEND_MEMBER_LEN + 1];
-    size_t        lens[32];
+    char          csrhash[65];
+    size_t        lens[34];
     time_t        t;
     redisReply   *reply;
-    const char   *argv[32];
+    const char   *argv[34];
     pki_status_t  st;
 
     *created = 0;
 
     if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
                        sizeof(key))
-        || !pki_sha256_hex(m->tid, strlen(m->tid), tidhex))
+        || !pki_sha256_hex(m->tid, strlen(m->tid), tidhex)
+        || !pki_sha256_hex(m->data, m->data_len, csrhash))
     {
         return pki_fail(res, PKI_INTERNAL, "cannot build the key");
     }
@@ -3530,6 +3540,8 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = now;
     argv[i++] = "expires";
     argv[i++] = exp;
+    argv[i++] = "csrsha256";
+    argv[i++] = csrhash;
     argv[i++] = "csr";
     argv[i++] = (const char *) m->data;
 
@@ -4625,6 +4637,14 @@ pki_scep_pend_answer(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
     } else {
         pki_fail(res, PKI_INTERNAL, "unknown pending status");
+        pki_scep_http_error(resp, 500);
+        goto done;
+    }
+
+    if (pend->csr == NULL) {
+        /* a decided request's record (its CSR's hash alone) set back by
+         * hand: nothing to issue from */
+        pki_fail(res, PKI_INTERNAL, "the pending record has no CSR");
         pki_scep_http_error(resp, 500);
         goto done;
     }

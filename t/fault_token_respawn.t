@@ -132,7 +132,16 @@ while (time < $deadline) {
 is($got, 200, sprintf('the same workers enroll again by themselves '
    . '(%.1f s)', time - $back));
 ok($verified, 'its certificate verifies');
-is(ocsp($cert), 'good', 'OCSP good again');
+# each worker reopens the key by itself: the one that answers OCSP may not
+# be the one that enrolled, so it gets the same time to come back
+my $st;
+$deadline = $back + 15;
+while (time < $deadline) {
+    $st = ocsp($cert);
+    last if $st eq 'good';
+    sleep 0.2;
+}
+is($st, 'good', sprintf('OCSP good again (%.1f s)', time - $back));
 
 my @w2 = $t->workers_of($master, 'worker');
 is("@w2", "@w1", 'no worker restarted');

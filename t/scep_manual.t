@@ -100,6 +100,24 @@ sub sc_records {
         $_[0]->redis_keys('pki:{ca:issuing}:cert:*');
 }
 
+# A decided request's record keeps its CSR's hash, not the CSR.  The
+# checks that set one back to "issuing" (a poller that died while issuing)
+# give it the CSR it held until then: read it with one argument, put it
+# back with two.
+sub pend_csr {
+    my ($t, $tid, $csr) = @_;
+    require Redis;
+    my $r = Redis->new(sock => $t->redis_sock, reconnect => 0);
+    my $k = 'pki:scep:pend:' . Digest::SHA::sha256_hex($tid);
+    if (defined $csr) {
+        $r->hset($k, 'csr', $csr);
+    } else {
+        $csr = $r->hget($k, 'csr');
+    }
+    $r->quit;
+    return $csr;
+}
+
 # it sends its PKCSReq again 30 s after the first, and gets the
 # certificate: it exits 0 within 60 s of the approval
 sub scepclient_end {
@@ -391,6 +409,9 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
     my ($tid) = slurp($t->error_log) =~
         /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/;
     ok($tid, "manual: transactionID from the log");
+    my $mcsr = pend_csr($t, $tid);
+    ok(defined $mcsr && length $mcsr > 100,
+       'manual: the waiting request keeps its CSR');
     $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
                   data => encode_json({ transaction_id => $tid }));
     is($r->{code}, 200, 'manual: approve') or diag($r->{body});
@@ -429,10 +450,16 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
     is(records(), $before + 1, '... and no second one');
     is($t->redis_raw('HGET', $pkey, 'status'), "issued\n",
        '... the request stays issued');
+    # decided, it keeps its CSR's hash (what a copy is compared by), not
+    # the CSR, whose challengePassword is the static challenge here
+    my $ph = $t->redis_hash($pkey);
+    ok(!exists $ph->{csr} && ($ph->{csrsha256} // '') =~ /^[0-9a-f]{64}\z/,
+       'manual: the issued request keeps no CSR, its SHA-256 only');
 
     my $now = time;
     $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'dead',
               'since', $now, 'serial', $serial);
+    pend_csr($t, $tid, $mcsr);
     my $p5 = $poll->();
     is($p5->{status}, 0, 'manual: a claim whose serial is recorded: '
        . 'SUCCESS at once') or diag($p5->{raw});
@@ -445,6 +472,7 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
     # a claim of the previous version (no claim, time or serial): its
     # poller may still be issuing: PENDING, and the claim is timed now
     $t->redis('HSET', $pkey, 'status', 'issuing');
+    pend_csr($t, $tid, $mcsr);
     $t->redis('HDEL', $pkey, 'claim', 'since', 'serial');
     my $po = $poll->();
     is($po->{status}, 3, 'manual: a claim of the previous version: PENDING');
@@ -455,6 +483,7 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
     # a fresh claim without a serial is running: PENDING, nothing issued
     $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'live',
               'since', $now);
+    pend_csr($t, $tid, $mcsr);
     $t->redis('HDEL', $pkey, 'serial');
     my $p6 = $poll->();
     is($p6->{status}, 3, 'manual: a running claim: PENDING');
@@ -479,6 +508,7 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
     $t->redis('HSET', $gkey, 'status', 'pending');
     $t->redis('HSET', $pkey, 'status', 'issuing', 'claim', 'gone',
               'since', time, 'serial', $ghost);
+    pend_csr($t, $tid, $mcsr);
     my $n = records();
     my $p8 = $poll->();
     is($p8->{status}, 3, 'manual: a fresh claim with a reserved serial: '
@@ -514,6 +544,9 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
     is($r->{code}, 200, 'manual: reject');
     my $p4 = $poll->($rk);
     is($p4->{status}, 2, 'manual: CertPoll after rejection: FAILURE');
+    my $rh = $t->redis_hash('pki:scep:pend:' . sha256_hex($tids[-1]));
+    ok(!exists $rh->{csr} && ($rh->{csrsha256} // '') =~ /^[0-9a-f]{64}\z/,
+       'manual: the rejected request keeps no CSR, its SHA-256 only');
 
     # the device corrects its request (same key, so the same
     # transactionID): a new request, not a resend of the rejected one
@@ -821,6 +854,7 @@ my $cert_spki = sub {
 # the reason; only a withdrawal (pki_int_issue_withdraw marks the
 # record) is issued anew.
 {
+    my %csr_of;
     my $issue_one = sub {
         my ($name) = @_;
         my $k = key($name);
@@ -828,6 +862,7 @@ my $cert_spki = sub {
         my $x = rep(send_msg($q, '/scep-manual'), $q, $k);
         my @all = slurp($t->error_log) =~
             /messageType 19 transactionID "([^"]+)"[^\n]*PENDING/g;
+        $csr_of{$all[-1]} = pend_csr($t, $all[-1]);
         $approve->($all[-1]);
         my $p = req(type => 20, key => $k, cn => $name,
                     issuer => "$pki/issuing.pem", flags => ['certpoll']);
@@ -839,6 +874,7 @@ my $cert_spki = sub {
         my ($tid, $serial) = @_;
         $t->redis('HSET', 'pki:scep:pend:' . sha256_hex($tid), 'status',
                   'issuing', 'claim', 'dead', 'since', 0, 'serial', $serial);
+        pend_csr($t, $tid, $csr_of{$tid});
     };
 
     for my $reason (qw(keyCompromise cessationOfOperation)) {
@@ -873,6 +909,7 @@ my $cert_spki = sub {
         $t->redis('HSET', 'pki:scep:pend:' . sha256_hex($tid2), 'status',
                   'issuing', 'claim', 'live', 'since', time,
                   'serial', $serial2);
+        pend_csr($t, $tid2, $csr_of{$tid2});
         my $x2 = rep(send_msg($p2, '/scep-manual'), $p2, $k2);
         is($x2->{status}, 3, 'revoked, live claim: CertPoll PENDING')
             or diag($x2->{raw});
