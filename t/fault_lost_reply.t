@@ -83,11 +83,16 @@ sub fired {
          "$what: ... and says so");
 }
 
+# Each pattern is a piece of one script's text only: the CRL the worker
+# builds meanwhile runs scripts too (its store script PERSISTs the DER,
+# and a bare 'PERSIST' once dropped its answer instead of the commit's)
+my $commit = "redis.call('PERSIST', KEYS[1])";
+
 # --- the record's commit ---------------------------------------------------------
 
 {
     my ($order, $fin) = ready_order('commit.example.test');
-    PKITest::spew($arm, 'PERSIST');
+    PKITest::spew($arm, $commit);
     my $f = $c->_post($fin, csr_for('commit.example.test'));
     fired('commit');
     is($f->{status}, 200, 'commit answer lost: finalize 200')
@@ -114,7 +119,7 @@ sub fired {
 {
     my ($order, $fin) = ready_order('unsure.example.test');
     my %before = map { $_ => 1 } $t->redis_keys('pki:{ca:issuing}:cert:*');
-    PKITest::spew($arm, "SEQ\nPERSIST\n"
+    PKITest::spew($arm, "SEQ\n$commit\n"
                 . '\r\nHGETALL\r\n' . "\n" . '\r\nHGETALL\r\n');
     my $f = $c->_post($fin, csr_for('unsure.example.test'));
     ok(!-e $arm, 'unsure commit: the proxy dropped the three answers');
@@ -140,7 +145,7 @@ sub fired {
 {
     my ($order, $fin) = ready_order('move.example.test');
     my $n = scalar $t->redis_keys('pki:{ca:issuing}:cert:*');
-    PKITest::spew($arm, 'return 2');
+    PKITest::spew($arm, "az.status ~= 'valid'");
     my $f = $c->_post($fin, csr_for('move.example.test'));
     fired('move');
     is($f->{status}, 503, 'move answer lost: finalize 503 (retry)')
@@ -171,7 +176,7 @@ $t->stop_nginx;
     $t->start_nginx($split);
     my ($order, $fin) = ready_order('reserve.example.test');
     my $n = scalar $t->redis_keys('pki:{ca:issuing}:serial:*');
-    PKITest::spew($arm, 'HMGET');
+    PKITest::spew($arm, "'HMGET', KEYS[3], 's', 't', 'a'");
     my $f = $c->_post($fin, csr_for('reserve.example.test'));
     fired('reservation');
     is($f->{status}, 200, 'reservation answer lost: finalize 200')
