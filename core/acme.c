@@ -9248,7 +9248,7 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         if (resp->nonce[0] == '\0') {
             pki_acme_problem(&a, 503, "serverInternal", "no nonce: service "
                              "unavailable");
-            return;
+            goto index;
         }
 
         resp->http_status = strcmp(m, "HEAD") == 0 ? 200 : 204;

@@ -114,6 +114,8 @@ jws_es256(EVP_PKEY *pk, const char *url, const char *nonce, const char *kid,
 /* the client address the engine sees (acme_accounts_per_hour) */
 static const char  *client_addr = "127.0.0.1";
 
+static int has_link(const pki_acme_resp_t *resp, const char *link);
+
 
 static void
 acme(const char *method, const char *path, const char *ct, const char *body,
@@ -530,6 +532,8 @@ test_dead_store(EVP_PKEY *pk)
     acme("HEAD", "new-nonce", NULL, NULL, &resp);
     ok(resp.http_status == 503 && resp.retry_after > 0,
        "newNonce with Redis down: 503 with Retry-After");
+    ok(has_link(&resp, "<" BASE "/directory>;rel=\"index\""),
+       "newNonce with Redis down: Link rel=\"index\" (RFC 8555 7.1)");
     pki_acme_resp_free(&resp);
 
     j = jws_es256(pk, BASE "/new-account", "nn", NULL,
