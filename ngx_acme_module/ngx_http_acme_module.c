@@ -570,6 +570,15 @@ based:
                                     "the request body cannot be read");
     }
 
+    if (rc == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        /* no memory for the body's buffers or state (nginx or the pki
+         * module logged why): a problem document all the same */
+        ngx_http_pki_body_refused(r, 0);
+        return ngx_http_acme_refuse(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                    "serverInternal",
+                                    "the request body cannot be read");
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
