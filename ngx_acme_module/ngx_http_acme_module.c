@@ -558,24 +558,17 @@ based:
                                     "serverInternal", "busy, retry later");
     }
 
-    if (rc == NGX_HTTP_BAD_REQUEST) {
-        /* the first bytes of the body are not HTTP (broken chunked
-         * encoding, logged by nginx): a problem document, as every ACME
-         * error (RFC 8555 6.7); the rest stays unread, the connection is
-         * not kept.  A later part broken the same way is nginx's to
+    if (rc == NGX_HTTP_BAD_REQUEST || rc == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        /* 400: the first bytes of the body are not HTTP (broken chunked
+         * encoding); 500: no memory for the body's buffers or state.
+         * Logged by nginx or the pki module; a problem document, as every
+         * ACME error (RFC 8555 6.7); the rest stays unread, the connection
+         * is not kept.  A later part broken the same way is nginx's to
          * answer: its read ends the request. */
         ngx_http_pki_body_refused(r, 0);
-        return ngx_http_acme_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                    "malformed",
-                                    "the request body cannot be read");
-    }
-
-    if (rc == NGX_HTTP_INTERNAL_SERVER_ERROR) {
-        /* no memory for the body's buffers or state (nginx or the pki
-         * module logged why): a problem document all the same */
-        ngx_http_pki_body_refused(r, 0);
-        return ngx_http_acme_refuse(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                    "serverInternal",
+        return ngx_http_acme_refuse(r, ctx, (int) rc,
+                                    rc == NGX_HTTP_BAD_REQUEST
+                                    ? "malformed" : "serverInternal",
                                     "the request body cannot be read");
     }
 
