@@ -582,10 +582,10 @@ pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
 
 /* ---- enrollment ---------------------------------------------------------- */
 
-/* The client certificate: issued by this CA under this template, current,
- * recorded as good. */
+/* The client certificate: issued by this CA under this template (under
+ * any template of the CA when any_template), current, recorded as good. */
 static pki_status_t
-pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
+pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int any_template,
     pki_result_t *res)
 {
     pki_status_t       rc;
@@ -627,7 +627,7 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert,
      * template (another label of the same CA) neither renews into this
      * one nor authenticates an enrollment under it (a device certificate
      * would otherwise get server certificates for any name). */
-    if (st == PKI_CERT_GOOD
+    if (st == PKI_CERT_GOOD && !any_template
         && strcmp(rec.template_name, pki_template_name(conf->tmpl)) != 0)
     {
         rc = pki_fail(res, PKI_FORBIDDEN, "the client certificate was issued "
@@ -942,7 +942,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
             goto failed;
         }
 
-        rc = pki_est_client_cert(conf, req->client_cert, res);
+        rc = pki_est_client_cert(conf, req->client_cert, 0, res);
         if (rc != PKI_OK) {
             goto failed;
         }
@@ -950,10 +950,37 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         who = pki_int_name_text(X509_get_subject_name(req->client_cert));
 
     } else if (req->user && req->user[0]) {
+        /*
+         * A certificate of this CA shown beside the password must still be
+         * good, under whichever template: with ssl_verify_client on it is
+         * the second factor (nginx knows nothing of our revocations), and
+         * est_bind_names issues its names.  A revoked device that kept its
+         * key and the fleet's password gets nothing for its identity.
+         */
+        if (req->client_cert != NULL
+            && pki_ca_issued(conf->ca, req->client_cert))
+        {
+            rc = pki_est_client_cert(conf, req->client_cert, 1, res);
+            if (rc != PKI_OK) {
+                goto failed;
+            }
+        }
+
         who = strdup(req->user);
 
     } else if (req->client_cert) {
-        rc = pki_est_client_cert(conf, req->client_cert, res);
+        /* A Matter certificate is issued once per device (see
+         * pki_request_renewal): a DAC shown alone would get its holder a
+         * second DAC, for another key and any name the template allows */
+        if (conf->tmpl->matter) {
+            pki_fail(res, PKI_FORBIDDEN, "template \"%s\" issues Matter "
+                     "certificates: a client certificate alone does not "
+                     "authenticate an enrollment under it",
+                     pki_template_name(conf->tmpl));
+            goto failed;
+        }
+
+        rc = pki_est_client_cert(conf, req->client_cert, 0, res);
         if (rc == PKI_UNAVAILABLE) {
             goto failed;
         }

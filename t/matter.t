@@ -166,6 +166,8 @@ sub record_vidpid {
                                                     "$m/paa.pem"));
     (my $c2 = $conf) =~ s{ssl_client_certificate \S+;}
                          {ssl_client_certificate $cas;} or die;
+    # simpleenroll without Basic auth too: a client certificate alone
+    $c2 =~ s{auth_basic "EST";}{auth_basic off;} or die;
     $t->stop_nginx;
     $t->start_nginx($c2);
     my $issues = sub {
@@ -191,6 +193,27 @@ sub record_vidpid {
         is_deeply([ $t->state_keys ], \@keys0,
                   '... no serial reserved, no record written');
         is($issues->(), $iss0, '... no issue entry in the transaction log');
+    }
+    # the DAC alone authenticates no simpleenroll under its template:
+    # its holder would get a second DAC, for another key and any name
+    {
+        my ($csr3) = $t->make_csr('second-dac', subj => '/CN=second 0001');
+        my @keys0 = $t->state_keys;
+        my $iss0 = $issues->();
+        $r = $t->est_post('simpleenroll', $csr3, label => 'matter-dac',
+                          user => undef, cert => $dac, key => $key,
+                          quiet => 1);
+        select(undef, undef, undef, 0.5);   # carried audit entries
+        is($r->{code}, 403, 'simpleenroll by a DAC alone: 403')
+            or diag("$r->{code} $r->{body}");
+        like($r->{body}, qr/a client certificate alone does not authenticate/,
+             '... saying why') or diag($r->{body});
+        is_deeply([ $t->state_keys ], \@keys0,
+                  '... no serial reserved, no record written');
+        is($issues->(), $iss0, '... no issue entry in the transaction log');
+        like(slurp($t->error_log) // '',
+             qr/issues Matter certificates: a client certificate alone/,
+             '... and the error log says why');
     }
     $t->stop_nginx;
     $t->start_nginx($conf);

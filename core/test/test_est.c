@@ -525,6 +525,19 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
        resp.http_status, resp.res.detail);
     pki_est_resp_free(&resp);
 
+    /* a password beside a good certificate of the CA, or beside another
+     * CA's (a manufacturer's IDevID): the password authenticates */
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "alice",
+        cert, &resp);
+    ok(resp.http_status == 200, "simpleenroll by a password beside a good "
+       "certificate: %d %s", resp.http_status, resp.res.detail);
+    pki_est_resp_free(&resp);
+    est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "alice",
+        foreign, &resp);
+    ok(resp.http_status == 200, "simpleenroll by a password beside another "
+       "CA's certificate: %d %s", resp.http_status, resp.res.detail);
+    pki_est_resp_free(&resp);
+
     est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, NULL,
         foreign, &resp);
     check_error("simpleenroll with a foreign client certificate", &resp, 401,
@@ -780,6 +793,12 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
             cert, &resp);
         check_error("simpleenroll by a revoked certificate", &resp, 401,
                     NULL);
+        /* a password does not make a revoked certificate beside it good:
+         * with ssl_verify_client on it is the second factor */
+        est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr, "alice",
+            cert, &resp);
+        check_error("simpleenroll by a password beside a revoked "
+                    "certificate", &resp, 403, "revoked");
         free(csr);
 
         if (rc) {
