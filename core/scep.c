@@ -3915,6 +3915,23 @@ pki_scep_log_serial(pki_result_t *res, X509 *cert)
 }
 
 
+/*
+ * The decrypted messageData does not decode (a CSR, IssuerAndSubject or
+ * IssuerAndSerialNumber), or the CSR's own signature fails: badMessageCheck,
+ * as for a content whose CBC padding failed (pki_scep_open).  Two failInfos
+ * would be a padding oracle: anyone may sign a message around a captured
+ * request's RecipientInfo with a chosen IV and ciphertext block, and read
+ * from the failInfo whether the padding held, recovering the plaintext (its
+ * challengePassword) block by block.  The reason stays in the error log.
+ */
+static void
+pki_scep_content_bad(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
+    pki_scep_resp_t *resp)
+{
+    pki_scep_fail(conf, m, PKI_SCEP_BAD_MSG_CHECK, resp);
+}
+
+
 /* PKCSReq (19) and RenewalReq (17). */
 static void
 pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
@@ -3944,11 +3961,11 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     memset(&preq, 0, sizeof(preq));
     memset(&chal, 0, sizeof(chal));
 
+    /* whatever is wrong with the decrypted content, one failInfo
+     * (pki_scep_content_bad) */
     st = pki_csr_parse(m->data, m->data_len, &csr, res);
     if (st != PKI_OK) {
-        pki_scep_fail(conf, m, st == PKI_BAD_SIGNATURE
-                               ? PKI_SCEP_BAD_MSG_CHECK : PKI_SCEP_BAD_REQUEST,
-                      resp);
+        pki_scep_content_bad(conf, m, resp);
         goto done;
     }
 
@@ -4876,7 +4893,7 @@ pki_scep_certpoll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
         ERR_clear_error();
         pki_fail(res, PKI_MALFORMED, "CertPoll: bad IssuerAndSubject");
-        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        pki_scep_content_bad(conf, m, resp);
         return;
     }
 
@@ -4946,7 +4963,7 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         PKCS7_ISSUER_AND_SERIAL_free(ias);
         ERR_clear_error();
         pki_fail(res, PKI_MALFORMED, "bad IssuerAndSerialNumber");
-        pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+        pki_scep_content_bad(conf, m, resp);
         return;
     }
 
