@@ -1389,8 +1389,9 @@ pki_ber_enter(pki_ber_t *c, int want, int want_cls, pki_ber_t *in)
 
 
 /*
- * A ContentInfo: 1 of type nid, 0 of another type, -1 not BER.  For a
- * SignedData *certs and *crls count what it carries.
+ * A ContentInfo: 1 of type nid, 0 of another type (or a SignedData whose
+ * content is not id-data), -1 not BER.  For a SignedData *certs and *crls
+ * count what it carries.
  */
 static int
 pki_scep_p7_peek(const unsigned char *der, size_t len, int nid,
@@ -1437,6 +1438,24 @@ pki_scep_p7_peek(const unsigned char *der, size_t len, int nid,
     }
 
     for (i = 0; i < 3; i++) {
+        if (i == 2) {
+            /* contentInfo: of type id-data, checked before either reader
+             * decodes any of it; another, such as a SignedData of its
+             * own, would be decoded with every certificate it carries,
+             * uncounted, before its type is looked at */
+            ex = sd;
+            obj = OBJ_nid2obj(NID_pkcs7_data);
+            if (!pki_ber_enter(&ex, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &bag)
+                || pki_ber_hdr(&bag, &tag, &cls, &oid) != 1
+                || tag != V_ASN1_OBJECT || cls != V_ASN1_UNIVERSAL
+                || oid.indef || obj == NULL
+                || (size_t) (oid.end - oid.p) != OBJ_length(obj)
+                || memcmp(oid.p, OBJ_get0_data(obj), OBJ_length(obj)) != 0)
+            {
+                return 0;
+            }
+        }
+
         if (pki_ber_at_end(&sd) || !pki_ber_skip(&sd, 4)) {
             return -1;
         }

@@ -1074,6 +1074,42 @@ main(void)
         EXPECT_FAIL("... badMessageCheck", &conf, &m, 1);
         m.content = NULL;
         m.content_len = 0;
+
+        /* that SignedData as the contentInfo itself (of type signedData,
+         * not id-data): refused by its type before either reader would
+         * decode it with its 200 certificates */
+        {
+            int                   dl;
+            PKCS7                *outer, *nested;
+            unsigned char        *der;
+            pki_scep_resp_t       resp;
+            const unsigned char  *q;
+
+            q = inner;
+            nested = d2i_PKCS7(NULL, &q, (long) n);
+            outer = PKCS7_new();
+            der = NULL;
+            dl = nested != NULL && outer != NULL
+                 && PKCS7_set_type(outer, NID_pkcs7_signed) == 1
+                 && PKCS7_set_content(outer, nested) == 1
+                 ? i2d_PKCS7(outer, &der) : -1;
+            if (dl < 0 || outer == NULL || outer->d.sign->contents != nested) {
+                PKCS7_free(nested);
+            }
+            PKCS7_free(outer);
+            ok(dl > 50000, "a SignedData nesting one of 200 certificates "
+               "built (%d octets)", dl);
+            d2i_p7_calls = 0;
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", der,
+               dl > 0 ? (size_t) dl : 0, &resp);
+            ok(resp.http_status == 400 && d2i_p7_calls == 0
+               && strstr(resp.res.detail, "not a SignedData with content"),
+               "... refused by its content type, not read (%d %s, "
+               "d2i_PKCS7 %d)", resp.http_status, resp.res.detail,
+               d2i_p7_calls);
+            pki_scep_resp_free(&resp);
+            OPENSSL_free(der);
+        }
         OPENSSL_free(inner);
 
         m.extra = NULL;
