@@ -12,6 +12,7 @@
  * keys all carry the CA's hash tag, so they stay valid on a Redis Cluster.
  */
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -47,7 +48,13 @@ struct pki_redis_s {
     char           *ns;
     int             timeout_ms;
     pthread_key_t   tkey;
+    long long       policy_at;      /* ms: the last good policy check */
 };
+
+
+/* A new connection asks the maxmemory-policy at most this often per store
+ * (pki_redis_policy_ok): connections live long, a check is one INFO. */
+#define PKI_REDIS_POLICY_MS  60000
 
 
 /*
@@ -398,13 +405,95 @@ pki_int_redis_limit_reader(redisContext *c)
 }
 
 
-/* AUTH and SELECT on a new connection: 1 done, 0 failed (res says why). */
+/*
+ * The server's maxmemory-policy, from INFO memory (which managed services
+ * that disable CONFIG still answer): 1 fine or unknown (INFO refused or
+ * renamed away), 0 an allkeys-* policy (res says why), -1 no answer.  Such
+ * a policy evicts any key once Redis is full: certificate records, serial
+ * reservations, revocations, with nothing written anywhere.  A volatile-*
+ * policy evicts only keys with a TTL (nonces, orders, replay records,
+ * reservations not yet committed), each of which ends in a refusal the
+ * client can retry, never a lost certificate.
+ */
+static int pki_redis_get_reply(pki_redis_t *r, redisContext *c,
+    double deadline, redisReply **out, int *written);
+
+static int
+pki_redis_policy_ok(pki_redis_t *r, redisContext *c, pki_result_t *res)
+{
+    int          rc;
+    char         pol[32];
+    size_t       i, n, lens[2];
+    const char  *argv[2], *p, *e;
+    redisReply  *reply;
+
+    argv[0] = "INFO";
+    argv[1] = "memory";
+    lens[0] = 4;
+    lens[1] = 6;
+
+    /* within the store's timeout, as any command (an answer of about a
+     * kilobyte a few bytes at a time would otherwise hold the thread) */
+    reply = NULL;
+    if (redisAppendCommandArgv(c, 2, argv, lens) == REDIS_OK) {
+        (void) pki_redis_get_reply(r, c,
+                                   pki_int_now() + r->timeout_ms / 1000.0,
+                                   &reply, NULL);
+    }
+
+    if (reply == NULL) {
+        pki_redis_unavailable(res, "INFO", c->err ? c->errstr
+                                                  : "no answer in time");
+        return -1;
+    }
+
+    rc = 1;
+    p = NULL;
+
+    if (reply->type == REDIS_REPLY_STRING && reply->str != NULL) {
+        p = strstr(reply->str, "\nmaxmemory_policy:");
+    }
+
+    if (p != NULL) {
+        p += sizeof("\nmaxmemory_policy:") - 1;
+        e = p + strcspn(p, "\r\n");
+        n = (size_t) (e - p) < sizeof(pol) - 1 ? (size_t) (e - p)
+                                               : sizeof(pol) - 1;
+        memcpy(pol, p, n);
+        pol[n] = '\0';
+        for (i = 0; i < n; i++) {
+            if (!(isalnum((unsigned char) pol[i]) || pol[i] == '-')) {
+                pol[i] = '?';
+            }
+        }
+
+        if (strncmp(pol, "allkeys-", 8) == 0) {
+            pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+            pki_log(res, "%sredis: maxmemory-policy %s evicts any key once "
+                    "Redis is full, certificate records and serial "
+                    "reservations too: not used; set maxmemory-policy "
+                    "noeviction (or a volatile-* policy)",
+                    res != NULL && res->log[0] != '\0' ? "; " : "", pol);
+            rc = 0;
+        }
+    }
+
+    freeReplyObject(reply);
+    return rc;
+}
+
+
+/* AUTH and SELECT on a new connection, and the server's maxmemory-policy
+ * (pki_redis_policy_ok) unless checked good in the last
+ * PKI_REDIS_POLICY_MS: 1 done, 0 failed (res says why). */
 static int
 pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
 {
-    const char  *argv[2];
-    size_t       lens[2];
+    int          ok;
     char         db[16];
+    size_t       lens[2];
+    long long    now, at;
+    const char  *argv[2];
 
     if (r->password != NULL) {
         argv[0] = "AUTH";
@@ -433,7 +522,18 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
         }
     }
 
-    return 1;
+    now = (long long) (pki_int_now() * 1000);
+    at = __atomic_load_n(&r->policy_at, __ATOMIC_RELAXED);
+    if (at != 0 && now - at >= 0 && now - at < PKI_REDIS_POLICY_MS) {
+        return 1;
+    }
+
+    ok = pki_redis_policy_ok(r, c, res);
+
+    /* a bad policy is asked again by every new connection */
+    __atomic_store_n(&r->policy_at, ok == 1 ? now : 0, __ATOMIC_RELAXED);
+
+    return ok == 1;
 }
 
 
@@ -809,6 +909,8 @@ pki_redis_disconnect(pki_redis_t *r)
 {
     if (r != NULL) {
         pki_redis_drop(r);
+        /* afresh: the next connection asks the policy again */
+        __atomic_store_n(&r->policy_at, 0, __ATOMIC_RELAXED);
     }
 }
 
@@ -3761,6 +3863,7 @@ pki_int_redis_command_sent(pki_redis_t *r, int argc, const char **argv,
 pki_redis_t *
 pki_int_redis_dup(const pki_redis_t *r, int timeout_ms, pki_result_t *res)
 {
+    pki_redis_t      *d;
     pki_redis_conf_t  conf;
 
     if (r == NULL || timeout_ms <= 0) {
@@ -3777,7 +3880,13 @@ pki_int_redis_dup(const pki_redis_t *r, int timeout_ms, pki_result_t *res)
     conf.ns = r->ns;
     conf.timeout_ms = timeout_ms;
 
-    return pki_redis_new(&conf, res);
+    d = pki_redis_new(&conf, res);
+    if (d != NULL) {
+        /* the same server: a policy found good is not asked again */
+        d->policy_at = __atomic_load_n(&r->policy_at, __ATOMIC_RELAXED);
+    }
+
+    return d;
 }
 
 

@@ -357,6 +357,20 @@ test_unreachable(void)
 }
 
 
+/* A fake server's part of a new connection's setup: the INFO memory that
+ * asks the maxmemory-policy, answered as by a server without INFO (the
+ * policy is then not known, and the connection taken). */
+static void
+fake_info(int fd)
+{
+    char        buf[512];
+    const char *err = "-ERR unknown command 'INFO'\r\n";
+
+    (void) !read(fd, buf, sizeof(buf));
+    (void) !send(fd, err, strlen(err), MSG_NOSIGNAL);
+}
+
+
 /* A server that answers any command with an array header announcing a
  * billion elements: the reader must refuse it before allocating. */
 static void *
@@ -368,6 +382,7 @@ huge_array_server(void *arg)
 
     fd = accept(lfd, NULL, NULL);
     if (fd >= 0) {
+        fake_info(fd);
         (void) !read(fd, buf, sizeof(buf));
         (void) !write(fd, reply, strlen(reply));
         (void) !read(fd, buf, sizeof(buf));         /* until the client closes */
@@ -432,6 +447,7 @@ trickle_server(void *arg)
 
     fd = accept(lfd, NULL, NULL);
     if (fd >= 0) {
+        fake_info(fd);
         (void) !read(fd, buf, sizeof(buf));
         for (p = "+PONG\r\n"; *p; p++) {
             usleep(100000);
@@ -459,6 +475,7 @@ trickle_pipe_server(void *arg)
 
     fd = accept(lfd, NULL, NULL);
     if (fd >= 0) {
+        fake_info(fd);
         (void) !read(fd, buf, sizeof(buf));
         n = snprintf(out, sizeof(out), "*8\r\n");
         for (i = 0; i < 8; i++) {
@@ -1384,6 +1401,59 @@ main(void)
     pki_redis_disconnect(r);
     pki_result_init(&res);
     is_st(pki_redis_ping(r, &res), PKI_OK, "ping after disconnect");
+
+    /* A server that evicts any key once full (allkeys-*) is not used: a
+     * new connection asks its policy; volatile-* evicts only keys with a
+     * TTL and is taken */
+    {
+        static const char  *pol[] = { "allkeys-lru", "allkeys-random",
+                                      "volatile-lru", "noeviction" };
+        size_t               i;
+        redisReply          *rp;
+
+        for (i = 0; i < sizeof(pol) / sizeof(pol[0]); i++) {
+            const char  *argv[4] = { "CONFIG", "SET", "maxmemory-policy",
+                                     "noeviction" };
+            size_t       lens[4] = { 6, 3, 16, 10 };
+            int          evicts = strncmp(pol[i], "allkeys-", 8) == 0;
+
+            /* a connection opened under noeviction */
+            freeReplyObject(redisCommandArgv(c, 4, argv, lens));
+            pki_redis_disconnect(r);
+            pki_result_init(&res);
+            (void) pki_redis_ping(r, &res);
+
+            argv[3] = pol[i];
+            lens[3] = strlen(pol[i]);
+            rp = redisCommandArgv(c, 4, argv, lens);
+            ok(rp != NULL && rp->type == REDIS_REPLY_STATUS,
+               "CONFIG SET maxmemory-policy %s", pol[i]);
+            freeReplyObject(rp);
+
+            /* the open connection is not asked again */
+            pki_result_init(&res);
+            is_st(pki_redis_ping(r, &res), PKI_OK, "  ping on the open "
+                  "connection");
+            pki_redis_disconnect(r);
+            pki_result_init(&res);
+            {
+                pki_status_t  st = pki_redis_ping(r, &res);
+
+                ok(st == (evicts ? PKI_UNAVAILABLE : PKI_OK), "  a new "
+                   "connection: %s (status %d, %s)",
+                   evicts ? "refused" : "taken", (int) st, res.log);
+            }
+            if (evicts) {
+                char  want[64];
+
+                snprintf(want, sizeof(want), "maxmemory-policy %s evicts",
+                         pol[i]);
+                ok(strstr(res.log, want) != NULL
+                   && strstr(res.log, "noeviction") != NULL,
+                   "  the log names the policy and what to set");
+            }
+        }
+    }
 
     /* The server drops us: the next call fails or reconnects, never
      * hangs, and the one after works. */
