@@ -538,6 +538,12 @@ ngx_http_ocsp_get_arg(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
         return NGX_OK;
     }
 
+    /* "/ocsp//MEow...": a client that appends a slash to an AIA URL that
+     * ends in one; a DER OCSPRequest's base64 starts with 'M', never '/' */
+    while (p < end && *p == '/') {
+        p++;
+    }
+
     if ((size_t) (end - p) > 4 * PKI_OCSP_MAX_BODY) {
         return NGX_HTTP_REQUEST_URI_TOO_LARGE;
     }

@@ -184,6 +184,12 @@ $r = $t->curl('GET', "$url/$b64");
 is($r->{code}, 200, 'GET unescaped: 200');
 like(resp_text($r->{body}), qr/Cert Status: good/, 'GET unescaped: good');
 
+# a client that appends '/' to an AIA URL ending in one: "/ocsp//MEow..."
+$r = $t->curl('GET', "$url//$enc");
+is($r->{code}, 200, 'GET after a doubled slash: 200');
+like(resp_text($r->{body}), qr/Cert Status: good/,
+     'GET after a doubled slash: good') or diag(resp_text($r->{body}));
+
 # a critical request extension this responder does not understand (RFC
 # 6960 4.4): malformedRequest, POST and GET, also while the same CertID's
 # answer is in the response cache; a non-critical one is ignored
