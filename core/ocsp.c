@@ -188,8 +188,13 @@ pki_ocsp_cid_md(OCSP_CERTID *cid, ASN1_OCTET_STRING **name_hash,
 
     nid = OBJ_obj2nid(alg);
 
+    /* SHA-1 (RFC 5019 clients) and the SHA-2 family: a verifier that
+     * hashes its CertIDs with SHA-384 or SHA-512 is answered too */
     return nid == NID_sha1 ? EVP_sha1()
-           : nid == NID_sha256 ? EVP_sha256() : NULL;
+           : nid == NID_sha256 ? EVP_sha256()
+           : nid == NID_sha384 ? EVP_sha384()
+           : nid == NID_sha512 ? EVP_sha512()
+           : nid == NID_sha224 ? EVP_sha224() : NULL;
 }
 
 

@@ -102,6 +102,11 @@ like($out, qr/Next Update:/, 'nextUpdate present');
                    '-url', $url, @trust);
 like($out, qr/\Q$a\E: good/, 'SHA-256 CertID: good') or diag($out);
 like($out, qr/Response verify OK/, 'SHA-256 CertID: verifies');
+for my $md (qw(sha384 sha512 sha224)) {
+    ($rc, $out) = ocsp("-$md", '-issuer', "$pki/issuing.pem", '-cert', $a,
+                       '-url', $url, @trust);
+    like($out, qr/\Q$a\E: good/, "\U$md\E CertID: good") or diag($out);
+}
 
 # --- two CertIDs -------------------------------------------------------------------
 
