@@ -913,14 +913,144 @@ static int pki_scep_signed(pki_key_t *key, X509 *signer,
     size_t *outlen, pki_result_t *res);
 
 
+/*
+ * GetNextCACert answers are signed once and served for
+ * PKI_SCEP_NEXTCA_TTL seconds: the request is anonymous and the answer
+ * changes only with the configuration, so a flood of GETs must not cost a
+ * signature of the CA key (on the CA's token) each.  An answer is found by
+ * the SHA-256 of everything it is made of (the content, the CA
+ * certificate, its chain), so one configuration never gets another's, a
+ * reload's included.  Per process, a few slots.
+ */
+#define PKI_SCEP_NEXTCA_SLOTS  8
+#define PKI_SCEP_NEXTCA_TTL    300
+
+typedef struct {
+    unsigned char   id[32];
+    time_t          at;
+    unsigned char  *der;            /* malloc'd */
+    size_t          len;
+} pki_scep_nextca_t;
+
+static pki_scep_nextca_t  pki_scep_nextca[PKI_SCEP_NEXTCA_SLOTS];
+static pthread_mutex_t    pki_scep_nextca_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+/* The cache's key for an answer: 1, or 0 (nothing is cached then). */
+static int
+pki_scep_nextca_id(X509 *ca, STACK_OF(X509) *chain,
+    const unsigned char *inner, size_t len, unsigned char id[32])
+{
+    int             i, n, ok;
+    EVP_MD_CTX     *md;
+    unsigned char  *der;
+
+    md = EVP_MD_CTX_new();
+    ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1
+         && EVP_DigestUpdate(md, inner, len) == 1;
+
+    for (i = -1; ok && i < sk_X509_num(chain); i++) {
+        der = NULL;
+        n = i2d_X509(i < 0 ? ca : sk_X509_value(chain, i), &der);
+        ok = n > 0 && EVP_DigestUpdate(md, der, (size_t) n) == 1;
+        OPENSSL_free(der);
+    }
+
+    ok = ok && EVP_DigestFinal_ex(md, id, NULL) == 1;
+    EVP_MD_CTX_free(md);
+
+    return ok;
+}
+
+
+/* A copy of the cached answer of this id, if fresh: 1 (*out malloc'd). */
+static int
+pki_scep_nextca_get(const unsigned char id[32], unsigned char **out,
+    size_t *len)
+{
+    int                 i, found;
+    time_t              now;
+    pki_scep_nextca_t  *e;
+
+    now = time(NULL);
+    found = 0;
+
+    pthread_mutex_lock(&pki_scep_nextca_lock);
+
+    for (i = 0; i < PKI_SCEP_NEXTCA_SLOTS; i++) {
+        e = &pki_scep_nextca[i];
+
+        if (e->der != NULL && memcmp(e->id, id, 32) == 0
+            && now >= e->at && now - e->at < PKI_SCEP_NEXTCA_TTL)
+        {
+            *out = malloc(e->len);
+            if (*out != NULL) {
+                memcpy(*out, e->der, e->len);
+                *len = e->len;
+                found = 1;
+            }
+
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&pki_scep_nextca_lock);
+
+    return found;
+}
+
+
+/* Keeps a copy of a fresh answer, in the slot of its id or the oldest. */
+static void
+pki_scep_nextca_put(const unsigned char id[32], const unsigned char *der,
+    size_t len)
+{
+    int                 i;
+    unsigned char      *copy;
+    pki_scep_nextca_t  *e, *old;
+
+    copy = malloc(len);
+    if (copy == NULL) {
+        return;
+    }
+
+    memcpy(copy, der, len);
+
+    pthread_mutex_lock(&pki_scep_nextca_lock);
+
+    old = &pki_scep_nextca[0];
+
+    for (i = 0; i < PKI_SCEP_NEXTCA_SLOTS; i++) {
+        e = &pki_scep_nextca[i];
+
+        if (e->der != NULL && memcmp(e->id, id, 32) == 0) {
+            old = e;
+            break;
+        }
+
+        if (e->der == NULL || (old->der != NULL && e->at < old->at)) {
+            old = e;
+        }
+    }
+
+    free(old->der);
+    memcpy(old->id, id, 32);
+    old->at = time(NULL);
+    old->der = copy;
+    old->len = len;
+
+    pthread_mutex_unlock(&pki_scep_nextca_lock);
+}
+
+
 static void
 pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 {
-    int             i;
+    int             i, have_id;
     X509           *ca;
     size_t          len, bodylen;
     pki_der_t       attr[3];
-    unsigned char  *inner, *body;
+    unsigned char  *inner, *body, id[32];
     const EVP_MD   *dgst;
 
     if (conf->next_ca == NULL) {
@@ -947,6 +1077,20 @@ pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
         return;
     }
 
+    have_id = pki_scep_nextca_id(ca, pki_ca_chain(conf->ca), inner, len,
+                                 id);
+    ERR_clear_error();
+
+    if (have_id && pki_scep_nextca_get(id, &body, &bodylen)) {
+        OPENSSL_free(inner);
+        pki_scep_resp_free(resp);
+        resp->body = body;
+        resp->body_len = bodylen;
+        resp->http_status = 200;
+        resp->content_type = PKI_SCEP_CT_NEXTCA;
+        return;
+    }
+
     /* the current CA's certificate and chain, once each; signed by the CA
      * key (verified) */
     memset(attr, 0, sizeof(attr));
@@ -955,6 +1099,10 @@ pki_scep_getnextcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
                         dgst, inner, len, attr, 0, &body, &bodylen,
                         &resp->res);
     OPENSSL_free(inner);
+
+    if (i && have_id) {
+        pki_scep_nextca_put(id, body, bodylen);
+    }
 
     free(attr[0].d);
     free(attr[1].d);

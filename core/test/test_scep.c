@@ -209,12 +209,15 @@ typedef pki_status_t (*sign_pt)(pki_key_t *k, const EVP_MD *md,
     size_t *siglen, pki_result_t *res);
 
 static pki_key_t  *fail_sign;
+static int         sign_calls;
 
 __attribute__((visibility("default"))) pki_status_t
 pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
     size_t tbslen, unsigned char **sig, size_t *siglen, pki_result_t *res)
 {
     static sign_pt  real;
+
+    sign_calls++;
 
     if (k != NULL && k == fail_sign) {
         return pki_fail(res, PKI_UNAVAILABLE, "test: the token is gone");
@@ -810,6 +813,35 @@ main(void)
         PKCS7_free(p7);
         X509_STORE_free(st);
         BIO_free(out);
+    }
+
+    /* the answer again: the same bytes, no signature (anonymous GETs do
+     * not make the CA key sign each); other content: signed anew */
+    {
+        size_t            l1 = resp.body_len;
+        unsigned char    *b1 = OPENSSL_memdup(resp.body, resp.body_len);
+        pki_scep_resp_t   r2;
+        STACK_OF(X509)   *more = sk_X509_new_null();
+
+        sign_calls = 0;
+        op(&conf, PKI_SCEP_GETNEXTCACERT, "GET", NULL, 0, &r2);
+        ok(r2.http_status == 200 && b1 != NULL && r2.body_len == l1
+           && memcmp(r2.body, b1, l1) == 0 && sign_calls == 0,
+           "GetNextCACert again: the same answer, no signature (%d)",
+           sign_calls);
+        pki_scep_resp_free(&r2);
+
+        sk_X509_push(more, ra_x);
+        conf.next_chain = more;
+        sign_calls = 0;
+        op(&conf, PKI_SCEP_GETNEXTCACERT, "GET", NULL, 0, &r2);
+        ok(r2.http_status == 200 && sign_calls == 1
+           && (r2.body_len != l1 || memcmp(r2.body, b1, l1) != 0),
+           "GetNextCACert with more content: signed anew (%d)", sign_calls);
+        pki_scep_resp_free(&r2);
+        conf.next_chain = NULL;
+        sk_X509_free(more);
+        OPENSSL_free(b1);
     }
     pki_scep_resp_free(&resp);
 
