@@ -5531,15 +5531,47 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
         return st;
     }
 
+    /* Every member is one of these, none null or empty: a binding spelt
+     * otherwise ("CA", "common_name") or left null would make a challenge
+     * bound to nothing, good for any name at any CA */
+    cJSON_ArrayForEach(it, root) {
+        if (it->string == NULL
+            || (strcmp(it->string, "ttl") != 0
+                && strcmp(it->string, "cn") != 0
+                && strcmp(it->string, "san") != 0
+                && strcmp(it->string, "template") != 0
+                && strcmp(it->string, "ca") != 0))
+        {
+            st = pki_fail(res, PKI_MALFORMED, "unknown member \"%.40s\" "
+                          "(a challenge takes \"ttl\", \"cn\", \"san\", "
+                          "\"template\" and \"ca\")",
+                          it->string != NULL ? it->string : "");
+            cJSON_Delete(root);
+            return st;
+        }
+
+        if (cJSON_IsNull(it)
+            || (cJSON_IsString(it) && it->valuestring != NULL
+                && it->valuestring[0] == '\0'))
+        {
+            st = pki_fail(res, PKI_MALFORMED, "\"%s\" is null or empty: "
+                          "leave it out for no binding", it->string);
+            cJSON_Delete(root);
+            return st;
+        }
+    }
+
     ttl = PKI_SCEP_CHAL_TTL;
     it = cJSON_GetObjectItemCaseSensitive(root, "ttl");
     if (it != NULL) {
         if (!cJSON_IsNumber(it) || it->valuedouble < 1
-            || it->valuedouble > (double) PKI_SCEP_CHAL_TTL_MAX)
+            || it->valuedouble > (double) PKI_SCEP_CHAL_TTL_MAX
+            || it->valuedouble != (double) (long) it->valuedouble)
         {
             cJSON_Delete(root);
-            return pki_fail(res, PKI_MALFORMED, "\"ttl\" must be 1..%ld "
-                            "seconds", PKI_SCEP_CHAL_TTL_MAX);
+            return pki_fail(res, PKI_MALFORMED, "\"ttl\" must be a whole "
+                            "number of seconds, 1..%ld",
+                            PKI_SCEP_CHAL_TTL_MAX);
         }
         ttl = (long) it->valuedouble;
     }

@@ -1487,6 +1487,29 @@ main(void)
         ok(aresp.http_status == 400, "admin: ttl 0 refused");
         pki_admin_resp_free(&aresp);
 
+        /* a binding spelt otherwise, or null or empty, would make a
+         * challenge bound to nothing: refused, nothing stored */
+        {
+            static const char  *bad[] = {
+                "{\"CA\": \"factory-a\", \"common_name\": \"dev1\"}",
+                "{\"ttl\": 60, \"Cn\": \"dev1\"}",
+                "{\"cn\": null}",
+                "{\"ca\": \"\"}",
+                "{\"ttl\": 1.9}",
+            };
+            size_t               i;
+
+            for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                ar.body = (const unsigned char *) bad[i];
+                ar.body_len = strlen(bad[i]);
+                pki_admin_handle(&ac, &ar, &aresp);
+                ok(aresp.http_status == 400,
+                   "admin: scep/challenges %s refused (%d)",
+                   bad[i], aresp.http_status);
+                pki_admin_resp_free(&aresp);
+            }
+        }
+
         /* a second object after the first: refused, as everywhere in
          * the admin API; whitespace after it is not */
         ar.body = (const unsigned char *) "{\"ttl\": 60} {\"ttl\": 1}";
