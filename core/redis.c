@@ -2185,6 +2185,7 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
     pki_args_t    a;
     pki_status_t  st;
     long long     rc;
+    pki_result_t  gres;
     char          kcert[PKI_REDIS_KEY_MAX], kplan[PKI_REDIS_KEY_MAX];
     char          kgen[PKI_REDIS_KEY_MAX], canon[41];
     char          when[PKI_RFC3339_LEN], why[96];
@@ -2269,8 +2270,23 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
              pki_int_reason_name(reason), when);
     (void) pki_int_admin_audit("revoke-plan", ca, canon, NULL, why, res);
 
-    if (out != NULL) {
-        return pki_record_get(r, ca, canon, out, res);
+    /* The plan is made (and logged): a record that cannot be read now
+     * does not make it a failure, which a retry would plan and log
+     * again.  The caller gets what the plan set. */
+    pki_result_init(&gres);
+    if (out != NULL && pki_record_get(r, ca, canon, out, &gres) != PKI_OK) {
+        pki_log(res, "%sredis: %s of CA \"%s\" is planned for revocation, "
+                "but its record could not be read: %s %s",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", canon, ca,
+                gres.detail, gres.log);
+
+        pki_record_clear(out);
+        memset(out, 0, sizeof(*out));
+        snprintf(out->serial, sizeof(out->serial), "%s", canon);
+        snprintf(out->ca, sizeof(out->ca), "%s", ca);
+        out->status = PKI_CERT_GOOD;
+        out->revoke_planned = at;
+        out->planned_reason = reason;
     }
 
     return PKI_OK;

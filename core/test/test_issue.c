@@ -2655,6 +2655,31 @@ test_revoke_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
         }
     }
 
+    /* a planned revocation made (and logged) whose record's read then
+     * times out: a success with what the plan set, not a 503 that a
+     * retry would answer by planning and logging it again */
+    x = issue_one(ca, t, r, "/CN=rlost-plan", NULL, NULL, &res);
+    if (ok(x != NULL, "plan: issued: %s", res.detail)) {
+        time_t  at = time(NULL) + 3600;
+
+        pki_serial_to_hex(X509_get0_serialNumber(x), hex);
+        X509_free(x);
+        (void) pki_redis_ping(r, &res);
+        proxy_arm(&px, "HGETALL", PX_HOLD, 700);
+        pki_result_init(&res);
+        memset(&out, 0, sizeof(out));
+        st = pki_record_plan_revoke(r, pki_ca_name(ca), hex, 4, at, "t",
+                                    &out, &res);
+        ok(px.fired, "plan whose record's read times out: the proxy lost "
+           "it");
+        ok(st == PKI_OK && strcmp(out.serial, hex) == 0
+           && out.status == PKI_CERT_GOOD && out.revoke_planned == at
+           && out.planned_reason == 4, "  success, the record returned "
+           "says planned (%d %s %lld %s)", st, res.detail,
+           (long long) out.revoke_planned, res.log);
+        pki_record_clear(&out);
+    }
+
     pki_event_set_sink(NULL, NULL);
     pki_redis_free(r);
     redisFree(c);
