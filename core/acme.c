@@ -9836,8 +9836,8 @@ pki_acme_eab_new(pki_redis_t *r, char kid[32],
 }
 
 
-/* The list shows the first 10,000 kids of the set, read 1,000 to a
- * pipeline: at most 11 round trips, however many keys there are. */
+/* A page of the list holds at most 10,000 kids of the set (the SSCAN
+ * COUNT the caller asks, at most this), read 1,000 to a pipeline. */
 #define PKI_ACME_EAB_LIST_MAX   10000
 #define PKI_ACME_EAB_CHUNK      1000
 
@@ -9888,27 +9888,54 @@ pki_acme_eab_entry(cJSON *arr, const char *kid, const redisReply *h)
 
 
 PKI_API pki_status_t
-pki_acme_eab_list(pki_redis_t *r, char **json, pki_result_t *res)
+pki_acme_eab_list(pki_redis_t *r, const char *cursor, size_t limit,
+    char **json, char next[24], pki_result_t *res)
 {
     size_t         i, j, k, n, total, *lens, *idx;
-    char           set[PKI_ACME_KEY_MAX], *keys, *key;
+    char           set[PKI_ACME_KEY_MAX], *keys, *key, count[24];
     const char   **argv, **a;
     cJSON         *arr;
-    redisReply    *kids, **replies;
+    redisReply    *page, *kids, **replies;
     pki_status_t   st;
 
     *json = NULL;
+    snprintf(next, 24, "0");
+
+    if (cursor == NULL || cursor[0] == '\0') {
+        cursor = "0";
+    }
+
+    if (strlen(cursor) > 20 || strspn(cursor, "0123456789")
+                               != strlen(cursor))
+    {
+        return pki_fail(res, PKI_MALFORMED, "bad cursor");
+    }
+
+    if (limit == 0 || limit > PKI_ACME_EAB_LIST_MAX) {
+        limit = PKI_ACME_EAB_LIST_MAX;
+    }
 
     pki_key_name(set, sizeof(set), r, NULL, "eabs", NULL);
+    snprintf(count, sizeof(count), "%zu", limit);
 
-    kids = pki_acme_cmd(r, res, 2, "SMEMBERS", set);
-    if (kids == NULL || kids->type != REDIS_REPLY_ARRAY) {
-        if (kids != NULL) {
-            freeReplyObject(kids);
+    /* a page of the set (SSCAN: no O(N) SMEMBERS of every key ever made;
+     * COUNT is a hint, a small set comes whole) */
+    page = pki_acme_cmd(r, res, 5, "SSCAN", set, cursor, "COUNT", count);
+    if (page == NULL || page->type != REDIS_REPLY_ARRAY
+        || page->elements != 2
+        || page->element[0]->type != REDIS_REPLY_STRING
+        || page->element[0]->len >= 24
+        || page->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        if (page != NULL) {
+            freeReplyObject(page);
         }
         return pki_fail(res, PKI_UNAVAILABLE, "certificate store "
                         "unavailable");
     }
+
+    snprintf(next, 24, "%s", page->element[0]->str);
+    kids = page->element[1];
 
     total = kids->elements < PKI_ACME_EAB_LIST_MAX ? kids->elements
                                                    : PKI_ACME_EAB_LIST_MAX;
@@ -9992,7 +10019,7 @@ pki_acme_eab_list(pki_redis_t *r, char **json, pki_result_t *res)
 
 failed:
 
-    freeReplyObject(kids);
+    freeReplyObject(page);
     cJSON_Delete(arr);
     free(argv);
     free(lens);

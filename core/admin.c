@@ -1135,7 +1135,42 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     if (kid == NULL && (strcmp(method, "GET") == 0
                         || strcmp(method, "HEAD") == 0))
     {
-        rc = pki_acme_eab_list(conf->redis, &json, &resp->res);
+        long    l;
+        char    limit_s[16], cursor[32], next[24], *endp;
+        size_t  limit;
+
+        limit = PKI_ADMIN_LIMIT_MAX;
+        rc = pki_query_param(req->query, req->query_len, "limit", limit_s,
+                             sizeof(limit_s));
+        if (rc == 1) {
+            errno = 0;
+            l = strtol(limit_s, &endp, 10);
+            if (errno != 0 || endp == limit_s || *endp != '\0' || l < 1
+                || l > PKI_ADMIN_LIMIT_MAX
+                || !isdigit((unsigned char) limit_s[0]))
+            {
+                pki_fail(&resp->res, PKI_MALFORMED, "limit must be 1..%d",
+                         PKI_ADMIN_LIMIT_MAX);
+                return;
+            }
+            limit = (size_t) l;
+
+        } else if (rc < 0) {
+            pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter "
+                     "\"limit\"");
+            return;
+        }
+
+        /* the cursor's form is checked by acme.c */
+        rc = pki_query_param(req->query, req->query_len, "cursor", cursor,
+                             sizeof(cursor));
+        if (rc < 0 || (rc == 1 && cursor[0] == '\0')) {
+            pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+            return;
+        }
+
+        rc = pki_acme_eab_list(conf->redis, rc == 1 ? cursor : NULL, limit,
+                               &json, next, &resp->res);
         if (rc != PKI_OK) {
             return;
         }
@@ -1147,6 +1182,10 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         if (obj != NULL && keys != NULL) {
             cJSON_AddItemToObject(obj, "keys", keys);
             keys = NULL;
+            if (cJSON_AddStringToObject(obj, "next_cursor", next) == NULL) {
+                cJSON_Delete(obj);
+                obj = NULL;
+            }
         }
         cJSON_Delete(keys);
 

@@ -1632,9 +1632,12 @@ PKI_API char *pki_acme_cert_id(X509 *cert);
 #define PKI_ACME_EAB_KEY_BUF    96      /* its base64url text and NUL */
 PKI_API pki_status_t pki_acme_eab_new(pki_redis_t *r, char kid[32],
     char key[PKI_ACME_EAB_KEY_BUF], pki_result_t *res);
-/* JSON array of {"kid","status","created","account"} (malloc'd). */
-PKI_API pki_status_t pki_acme_eab_list(pki_redis_t *r, char **json,
-    pki_result_t *res);
+/* One page of the EAB keys: JSON array of {"kid","status","created",
+ * "account"} (malloc'd), from cursor ("0" or NULL starts; digits only),
+ * about limit keys (an SSCAN page: a few more or fewer); next gets the
+ * cursor of the next page, "0" when done. */
+PKI_API pki_status_t pki_acme_eab_list(pki_redis_t *r, const char *cursor,
+    size_t limit, char **json, char next[24], pki_result_t *res);
 PKI_API pki_status_t pki_acme_eab_disable(pki_redis_t *r, const char *kid,
     pki_result_t *res);
 

@@ -1463,12 +1463,78 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         ok(pki_acme_eab_disable(r, "nosuchkid1", &res) == PKI_NOT_FOUND,
            "disabling an unknown EAB key: not found");
         {
-            char  *list = NULL;
+            int    found = 0, n = 0;
+            char  *list = NULL, next[24], cur[24];
 
-            pki_acme_eab_list(r, &list, &res);
-            ok(list && strstr(list, ckid) && strstr(list, "disabled"),
-               "EAB list shows the disabled key");
-            free(list);
+            /* paged: an SSCAN page of a hashtable set may hold fewer */
+            strcpy(cur, "0");
+            do {
+                list = NULL;
+                if (pki_acme_eab_list(r, cur, 100, &list, next, &res)
+                    != PKI_OK)
+                {
+                    break;
+                }
+                found += list && strstr(list, ckid)
+                         && strstr(list, "disabled");
+                free(list);
+                strcpy(cur, next);
+            } while (strcmp(cur, "0") != 0 && ++n < 100);
+            list = NULL;
+            ok(found == 1, "EAB list shows the disabled key (%d)", found);
+            ok(pki_acme_eab_list(r, "12x", 100, &list, next, &res)
+               == PKI_MALFORMED && list == NULL, "EAB list: a cursor of "
+               "other than digits refused");
+
+            /* 300 more keys: paged 50 at a time, every key seen */
+            {
+                int     i, made, seen, pages;
+                char    kids[300][32], key[PKI_ACME_EAB_KEY_BUF];
+                char    cur[24];
+                cJSON  *arr, *it;
+
+                made = 0;
+                for (i = 0; i < 300; i++) {
+                    pki_result_init(&res);
+                    made += pki_acme_eab_new(r, kids[i], key, &res)
+                            == PKI_OK;
+                    OPENSSL_cleanse(key, sizeof(key));
+                }
+                ok(made == 300, "300 EAB keys made (%d)", made);
+
+                seen = 0;
+                pages = 0;
+                strcpy(cur, "0");
+                do {
+                    list = NULL;
+                    pki_result_init(&res);
+                    if (pki_acme_eab_list(r, cur, 50, &list, next, &res)
+                        != PKI_OK)
+                    {
+                        break;
+                    }
+                    pages++;
+                    arr = cJSON_Parse(list);
+                    cJSON_ArrayForEach(it, arr) {
+                        cJSON       *kj = cJSON_GetObjectItem(it, "kid");
+                        const char  *k = cJSON_IsString(kj)
+                                         ? kj->valuestring : NULL;
+
+                        for (i = 0; k != NULL && i < 300; i++) {
+                            if (kids[i][0] && strcmp(kids[i], k) == 0) {
+                                kids[i][0] = '\0';
+                                seen++;
+                            }
+                        }
+                    }
+                    cJSON_Delete(arr);
+                    free(list);
+                    strcpy(cur, next);
+                } while (strcmp(cur, "0") != 0 && pages < 100);
+                list = NULL;
+                ok(seen == 300 && pages > 2, "paged through them: all 300 "
+                   "seen (%d) in %d pages", seen, pages);
+            }
         }
 
         free(ph);
