@@ -431,6 +431,31 @@ pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
 }
 
 
+/* 1 when the CA certificate's subject has a Matter attribute (VID, PID,
+ * node, fabric, RCAC or ICAC id, CAT: OIDs under 1.3.6.1.4.1.37244). */
+static int
+pki_ca_is_matter(pki_ca_t *ca)
+{
+    int         i, n;
+    char        oid[64];
+    X509_NAME  *name;
+
+    name = ca->cert != NULL ? X509_get_subject_name(ca->cert) : NULL;
+    n = name != NULL ? X509_NAME_entry_count(name) : 0;
+
+    for (i = 0; i < n; i++) {
+        if (OBJ_obj2txt(oid, sizeof(oid), X509_NAME_ENTRY_get_object(
+                            X509_NAME_get_entry(name, i)), 1) > 0
+            && strncmp(oid, "1.3.6.1.4.1.37244.", 18) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static pki_status_t
 pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
     pki_result_t *res)
@@ -462,6 +487,18 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
 
     if (t->matter) {
         return pki_int_matter_ca_template(t, ca, res);
+    }
+
+    /* A Matter CA (PAA, PAI, RCAC, ICAC) issues through Matter templates
+     * only: an ordinary one would sign what the Matter profile checks
+     * never saw, such as a DAC for any PID (a CN "Widget Mvid:FFF1
+     * Mpid:9999" copied verifies as attestation under a PAI) */
+    if (pki_ca_is_matter(ca)) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\" is not a "
+                        "Matter template, but CA \"%s\" is a Matter CA (its "
+                        "subject has Matter attributes, OID "
+                        "1.3.6.1.4.1.37244.*): it issues through Matter "
+                        "templates only", t->name, ca->name);
     }
 
     return pki_ca_check_eku(ca, t, res);

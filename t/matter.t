@@ -614,6 +614,15 @@ $1} or die;
     ok(!$ok && $out =~ /\[emerg\].*the fixed CN: Mvid: in the CN not /,
        'subject CN fixed "Widget Mvid:fff1": refused by nginx -t')
         or diag($out);
+    # an ordinary template on the PAI: it would sign what the Matter
+    # checks never saw (a DAC for any PID, from a CN "... Mpid:9999")
+    ($bad = $c2) =~ s{templates matter-dac matter-fixed;}
+                     {templates matter-dac matter-fixed device;} or die;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-plain.conf'));
+    ok(!$ok && $out =~ /\[emerg\].*template "device" is not a Matter/
+       && $out =~ /but CA "matter-pai" is a Matter CA/,
+       'an ordinary template on the PAI: refused by nginx -t')
+        or diag($out);
     # matter_noc under an ICAC whose chain does not hold its RCAC: the
     # answer would name the ICAC as the root to trust
     # a body cap far over a batch of 1000 CSRs: one request could take
