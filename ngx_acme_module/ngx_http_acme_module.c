@@ -1724,6 +1724,16 @@ ngx_http_acme_template_check(ngx_conf_t *cf, pki_template_t *tmpl)
 {
     const char  *attr;
 
+    /* a DAC or NOC is no certificate for a validated name */
+    if (tmpl != NULL && pki_matter_template_type(tmpl) != PKI_MATTER_NONE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "template \"%s\" issues Matter certificates, "
+                           "which ACME does not: Matter certificates come "
+                           "from the Matter endpoints and EST",
+                           pki_template_name(tmpl));
+        return NGX_ERROR;
+    }
+
     attr = tmpl != NULL ? pki_acme_template_copies(tmpl) : NULL;
     if (attr == NULL) {
         return NGX_OK;

@@ -623,6 +623,13 @@ $1} or die;
        && $out =~ /but CA "matter-pai" is a Matter CA/,
        'an ordinary template on the PAI: refused by nginx -t')
         or diag($out);
+    # ACME with a DAC template: no DAC is a certificate for a name
+    ($bad = $c2) =~ s{acme issuing acme;}{acme matter-pai matter-dac;}
+        or die 'no acme directive';
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'matter-acme.conf'));
+    ok(!$ok && $out =~ /template "matter-dac" issues Matter certificates/
+       && $out =~ /which ACME does not/,
+       'acme with a Matter template: refused by nginx -t') or diag($out);
     # matter_noc under an ICAC whose chain does not hold its RCAC: the
     # answer would name the ICAC as the root to trust
     # a body cap far over a batch of 1000 CSRs: one request could take
