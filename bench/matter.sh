@@ -78,10 +78,10 @@ export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
 cc -O2 -I/usr/include/p11-kit-1 -o "$W/p11sign" "$TOP/bench/p11sign.c" \
     -ldl -lpthread || die "cannot build bench/p11sign.c"
 
-# The batch body: BATCH CSRs (64 distinct keys, repeated; each is parsed
-# and its signature verified anyway).
+# The batch body: BATCH CSRs, each of its own key (a batch with two CSRs of
+# one key is refused: one DAC per device key).
 echo "making the batch of $BATCH CSRs ..." >&2
-for i in $(seq 64); do
+for i in $(seq "$BATCH"); do
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -keyout /dev/null -subj "/CN=line-1 unit $i" -outform DER 2>/dev/null \
         | base64 -w 0

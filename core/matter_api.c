@@ -603,12 +603,63 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
 }
 
 
+/* 1 when two items' requests hold the same public key (their SPKI DER),
+ * *a < *b their places; 0 when none do (or a key does not encode: the
+ * issuance refuses that one). */
+static int
+pki_batch_dup_key(pki_item_t *items, size_t n, size_t *a, size_t *b)
+{
+    int             len;
+    char           *have;
+    size_t          i, j, found;
+    unsigned char  *der, (*md)[32];
+
+    md = calloc(n, sizeof(*md));
+    have = calloc(n, 1);
+    if (md == NULL || have == NULL) {
+        free(md);
+        free(have);
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        der = NULL;
+        len = items[i].req.pubkey != NULL
+              ? i2d_PUBKEY(items[i].req.pubkey, &der) : -1;
+        have[i] = len > 0 && EVP_Digest(der, (size_t) len, md[i], NULL,
+                                        EVP_sha256(), NULL) == 1;
+        OPENSSL_free(der);
+    }
+
+    ERR_clear_error();
+    found = 0;
+
+    /* n is at most a batch's 1000 items: a pairwise look, 500k compares
+     * of 32 octets, about a millisecond */
+    for (i = 0; i < n && !found; i++) {
+        for (j = i + 1; have[i] && j < n; j++) {
+            if (have[j] && memcmp(md[i], md[j], 32) == 0) {
+                *a = i;
+                *b = j;
+                found = 1;
+                break;
+            }
+        }
+    }
+
+    free(md);
+    free(have);
+
+    return (int) found;
+}
+
+
 static void
 pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     const cJSON *json, pki_matter_resp_t *resp)
 {
     int              keygen, encoded;
-    size_t           i, n;
+    size_t           i, j, n;
     char             msg[PKI_DETAIL_LEN + 64];
     const char      *why, *what;
     const cJSON     *csrs, *count;
@@ -701,6 +752,16 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
             resp->res = items[i].res;
             goto done;
         }
+    }
+
+    /* one key, one DAC: a batch whose CSRs share a key (a station that
+     * replays or reuses keys) is refused whole, naming both places */
+    if (!keygen && pki_batch_dup_key(items, n, &i, &j)) {
+        snprintf(msg, sizeof(msg), "%s[%zu] has the key of %s[%zu]: one "
+                 "DAC per device key", what, j, what, i);
+        pki_fail(&resp->res, PKI_POLICY, "%s", msg);
+        pki_fail_resp(resp, PKI_POLICY, msg);
+        goto done;
     }
 
     /* 2. issue: every certificate built, and the batch refused whole if

@@ -247,8 +247,11 @@ sub record_vidpid {
     # one to commit): every record is in Redis, good, holding its DER, and
     # OCSP answers "good" for every serial
     my $nb = 24;
-    $r = post_json('/matter/dac/batch', { csrs => [ map { $csrs[$_ % 5] }
-                                                    0 .. $nb - 1 ] });
+    my @more = map {
+        encode_base64(($t->make_csr("bb$_", subj => "/CN=line-1 unit $_"))[0],
+                      '')
+    } 6 .. $nb;
+    $r = post_json('/matter/dac/batch', { csrs => [ @csrs, @more ] });
     is($r->{code}, 200, "batch of $nb: 200") or diag($r->{body});
     $certs = $r->{json}{certificates} || [];
     is(scalar @$certs, $nb, "batch of $nb: $nb certificates");
@@ -414,6 +417,23 @@ sub record_vidpid {
         $r = $t->est_post('simpleenroll', $c, label => 'matter-dac',
                           quiet => 1);
         is($r->{code}, 400, 'EST with CN "Widget Mvid:fff1": 400');
+        is_deeply([ $t->state_keys ], \@keys0, '... nothing recorded');
+    }
+
+    # one DAC per device key: a batch with two CSRs of one key is refused
+    # whole, naming both places, nothing recorded
+    {
+        my @keys0 = $t->state_keys;
+        my ($rc) = run_cmd(['openssl', 'req', '-new', '-key', $keys[0],
+                            '-subj', '/CN=line-1 unit 1b', '-outform', 'DER',
+                            '-out', "$dir/b1again.der"]);
+        my $again = $rc == 0 ? slurp("$dir/b1again.der") : '';
+        $r = post_json('/matter/dac/batch',
+                       { csrs => [ @csrs[0 .. 2], encode_base64($again, '') ] });
+        is($r->{code}, 400, 'batch with two CSRs of one key: 400')
+            or diag($r->{body});
+        like($r->{json}{error} // '', qr/csrs\[3\] has the key of csrs\[0\]/,
+             '... naming both places');
         is_deeply([ $t->state_keys ], \@keys0, '... nothing recorded');
     }
 

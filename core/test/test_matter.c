@@ -792,12 +792,17 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
     len = strlen(c1) * 20 + 64;
     body = malloc(len);
 
-    /* a batch of 12 (split across threads) */
+    /* a batch of 12 (split across threads), each CSR of its own key */
     strcpy(body, "{\"csrs\": [");
     for (i = 0; i < 12; i++) {
+        EVP_PKEY  *ki = i < 2 ? NULL : ec_key("P-256");
+        char      *ci = ki != NULL ? csr_b64(ki, "unit n") : NULL;
+
         strcat(body, i ? ",\"" : "\"");
-        strcat(body, i % 2 ? c2 : c1);
+        strcat(body, i == 0 ? c1 : i == 1 ? c2 : ci != NULL ? ci : "");
         strcat(body, "\"");
+        free(ci);
+        EVP_PKEY_free(ki);
     }
     strcat(body, "]}");
     st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, body,
@@ -808,6 +813,23 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
        r.res.detail);
     cJSON_Delete(j);
     pki_matter_resp_free(&r);
+
+    /* two CSRs of one key (unit 1's key under another CN): one DAC per
+     * device key, the batch refused whole, naming both places */
+    {
+        char  *c1b = csr_b64(k1, "unit 1 again");
+
+        snprintf(body, len, "{\"csrs\": [\"%s\", \"%s\", \"%s\"]}", c1,
+                 c2, c1b);
+        st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, body,
+                    "application/json", "POST", "u", &r);
+        ok(st == 400 && r.body != NULL
+           && strstr((char *) r.body, "csrs[2] has the key of csrs[0]"),
+           "engine: two CSRs of one key in a batch -> 400 %.*s",
+           (int) r.body_len, r.body ? (char *) r.body : "");
+        pki_matter_resp_free(&r);
+        free(c1b);
+    }
 
     st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{\"count\": 2}",
                 "application/json; charset=utf-8", "POST", "u", &r);
@@ -1722,8 +1744,8 @@ mono_now(void)
 }
 
 
-/* A DAC batch of n CSRs (two keys in turn) through the engine on store
- * r; *dt its time. */
+/* A DAC batch of n CSRs (each of its own key) through the engine on
+ * store r; *dt its time. */
 static int
 batch_run(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, int n,
     pki_matter_resp_t *resp, double *dt)
@@ -1736,15 +1758,20 @@ batch_run(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, int n,
     pki_matter_conf_t   conf;
 
     k1 = ec_key("P-256");
-    k2 = ec_key("P-256");
+    k2 = NULL;
     c1 = csr_b64(k1, "unit 1");
-    c2 = csr_b64(k2, "unit 2");
-    body = malloc(strlen(c1) * (n + 1) + 64);
+    c2 = NULL;
+    body = malloc((strlen(c1) + 16) * (n + 1) + 64);
 
     strcpy(body, "{\"csrs\": [");
     for (i = 0; i < n; i++) {
+        /* one DAC per device key: a key of its own for each */
+        EVP_PKEY_free(k2);
+        free(c2);
+        k2 = i == 0 ? NULL : ec_key("P-256");
+        c2 = k2 != NULL ? csr_b64(k2, "unit n") : NULL;
         strcat(body, i ? ",\"" : "\"");
-        strcat(body, i % 2 ? c2 : c1);
+        strcat(body, i == 0 ? c1 : c2 != NULL ? c2 : "");
         strcat(body, "\"");
     }
     strcat(body, "]}");
