@@ -417,10 +417,11 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
 
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_ocsp_module);
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_POST))) {
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
         ngx_http_pki_body_unwanted(r);
 
-        if (ngx_http_pki_add_header(r, "Allow", (u_char *) "GET, POST", 9)
+        if (ngx_http_pki_add_header(r, "Allow",
+                                    (u_char *) "GET, HEAD, POST", 15)
             == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -448,7 +449,9 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_ocsp_module);
 
-    if (r->method == NGX_HTTP_GET) {
+    /* HEAD: the GET's answer without its body (RFC 9110 9.3.2; nginx
+     * leaves the body out), for caches and monitors probing the URL */
+    if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
         ctx->get = 1;
         ctx->req.method = "GET";
 

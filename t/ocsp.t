@@ -189,6 +189,19 @@ $r = $t->curl('GET', "$url/$b64");
 is($r->{code}, 200, 'GET unescaped: 200');
 like(resp_text($r->{body}), qr/Cert Status: good/, 'GET unescaped: good');
 
+# HEAD of a GET URL: the GET's status and header, no body (RFC 9110 9.3.2)
+{
+    my $g = $t->curl('GET', "$url/$enc");
+    my $h = $t->curl('HEAD', "$url/$enc", extra => ['--head']);
+    is($h->{code}, 200, 'HEAD: 200');
+    is($h->{headers}{'content-length'} // '', length($g->{body}),
+       'HEAD: the GET answer\'s Content-Length');
+    is($h->{headers}{'content-type'} // '', 'application/ocsp-response',
+       'HEAD: its content type');
+    # (with --head curl writes the header where the body would go)
+    ok(index($h->{body} // '', $g->{body}) < 0, 'HEAD: no body');
+}
+
 # a client that appends '/' to an AIA URL ending in one: "/ocsp//MEow..."
 $r = $t->curl('GET', "$url//$enc");
 is($r->{code}, 200, 'GET after a doubled slash: 200');
