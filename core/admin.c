@@ -819,6 +819,41 @@ pki_strcasestr_ok(const char *hay, const char *needle)
 }
 
 
+/* The "limit" query parameter of a listing into *limit (left as it is
+ * when absent): digits, 1..PKI_ADMIN_LIMIT_MAX.  0 with resp failed. */
+static int
+pki_admin_limit(const pki_admin_req_t *req, pki_admin_resp_t *resp,
+    size_t *limit)
+{
+    int    rc;
+    long   l;
+    char   s[16], *endp;
+
+    rc = pki_query_param(req->query, req->query_len, "limit", s, sizeof(s));
+    if (rc < 0) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter \"limit\"");
+        return 0;
+    }
+
+    if (rc == 0) {
+        return 1;
+    }
+
+    errno = 0;
+    l = strtol(s, &endp, 10);
+    if (errno != 0 || endp == s || *endp != '\0' || l < 1
+        || l > PKI_ADMIN_LIMIT_MAX || !isdigit((unsigned char) s[0]))
+    {
+        pki_fail(&resp->res, PKI_MALFORMED, "limit must be 1..%d",
+                 PKI_ADMIN_LIMIT_MAX);
+        return 0;
+    }
+
+    *limit = (size_t) l;
+    return 1;
+}
+
+
 static void
 pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_admin_resp_t *resp)
@@ -831,7 +866,7 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     long           l;
     char           status[32], subject[PKI_ADMIN_VALUE_MAX];
     char           date[64], cursor[96], ca_name[PKI_ADMIN_VALUE_MAX];
-    char           limit_s[16], next[PKI_RECORD_CURSOR_MAX];
+    char           next[PKI_RECORD_CURSOR_MAX];
     char           out_cursor[96], *dot, *endp;
     int            rc, want, good;
 
@@ -868,22 +903,7 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         return;
     }
 
-    rc = pki_query_param(req->query, req->query_len, "limit", limit_s,
-                         sizeof(limit_s));
-    if (rc == 1) {
-        errno = 0;
-        l = strtol(limit_s, &endp, 10);
-        if (errno != 0 || endp == limit_s || *endp != '\0' || l < 1
-            || l > PKI_ADMIN_LIMIT_MAX)
-        {
-            pki_fail(&resp->res, PKI_MALFORMED, "limit must be 1..%d",
-                     PKI_ADMIN_LIMIT_MAX);
-            return;
-        }
-        limit = (size_t) l;
-
-    } else if (rc < 0) {
-        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter \"limit\"");
+    if (!pki_admin_limit(req, resp, &limit)) {
         return;
     }
 
@@ -1135,29 +1155,11 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     if (kid == NULL && (strcmp(method, "GET") == 0
                         || strcmp(method, "HEAD") == 0))
     {
-        long    l;
-        char    limit_s[16], cursor[32], next[24], *endp;
+        char    cursor[32], next[24];
         size_t  limit;
 
         limit = PKI_ADMIN_LIMIT_MAX;
-        rc = pki_query_param(req->query, req->query_len, "limit", limit_s,
-                             sizeof(limit_s));
-        if (rc == 1) {
-            errno = 0;
-            l = strtol(limit_s, &endp, 10);
-            if (errno != 0 || endp == limit_s || *endp != '\0' || l < 1
-                || l > PKI_ADMIN_LIMIT_MAX
-                || !isdigit((unsigned char) limit_s[0]))
-            {
-                pki_fail(&resp->res, PKI_MALFORMED, "limit must be 1..%d",
-                         PKI_ADMIN_LIMIT_MAX);
-                return;
-            }
-            limit = (size_t) l;
-
-        } else if (rc < 0) {
-            pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter "
-                     "\"limit\"");
+        if (!pki_admin_limit(req, resp, &limit)) {
             return;
         }
 
@@ -1378,29 +1380,13 @@ pki_admin_scep_pending(const pki_admin_conf_t *conf,
     const pki_admin_req_t *req, pki_admin_resp_t *resp)
 {
     int      rc;
-    long     l;
-    char     limit_s[16], cursor[96], *endp;
+    char     cursor[96];
     cJSON   *obj;
     size_t   limit;
 
     limit = PKI_ADMIN_LIMIT_DEF;
 
-    rc = pki_query_param(req->query, req->query_len, "limit", limit_s,
-                         sizeof(limit_s));
-    if (rc == 1) {
-        errno = 0;
-        l = strtol(limit_s, &endp, 10);
-        if (errno != 0 || endp == limit_s || *endp != '\0' || l < 1
-            || l > PKI_ADMIN_LIMIT_MAX || !isdigit((unsigned char) limit_s[0]))
-        {
-            pki_fail(&resp->res, PKI_MALFORMED, "limit must be 1..%d",
-                     PKI_ADMIN_LIMIT_MAX);
-            return;
-        }
-        limit = (size_t) l;
-
-    } else if (rc < 0) {
-        pki_fail(&resp->res, PKI_MALFORMED, "bad query parameter \"limit\"");
+    if (!pki_admin_limit(req, resp, &limit)) {
         return;
     }
 
