@@ -31,7 +31,8 @@ my %env = $t->core_test_env;
 for my $bin (@bins) {
     my $name = $bin =~ s{.*/}{}r;
     subtest $name => sub {
-        my ($rc, $out, $err) = run_cmd([$bin], env => \%env, timeout => 300);
+        my ($rc, $out, $err, $status) = run_cmd([$bin], env => \%env,
+                                                timeout => 300);
         my $n = 0;
         for my $line (split /\n/, $out) {
             if ($line =~ /^1\.\.0\s*#\s*SKIP\s*(.*)/i) {
@@ -45,6 +46,9 @@ for my $bin (@bins) {
         }
         ok($n > 0, "$name ran tests");
         is($rc, 0, "$name exit status") or diag($err);
+        # a binary killed by a signal (SIGSEGV, SIGPIPE) exits "0": the
+        # checks it never reached would go unseen
+        is($status & 127, 0, "$name: not killed by a signal") or diag($err);
         unlike($err, qr/AddressSanitizer|LeakSanitizer|runtime error:/,
                "$name: no sanitizer report") or diag($err);
         done_testing();

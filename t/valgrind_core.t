@@ -97,8 +97,10 @@ for my $l (0, 1) {
         for my $bin (@{ $lanes[$l] }) {
             my $name = $bin =~ s{.*/}{}r;
             my $t0 = time;
-            my ($rc, $out, $err) = run_cmd([@vg, $bin], env => \%env,
-                                           timeout => 900);
+            my ($rc, $out, $err, $st) = run_cmd([@vg, $bin], env => \%env,
+                                                timeout => 900);
+            # killed by a signal (valgrind passes its guest's on): not 0
+            $rc = 128 + ($st & 127) if $st & 127;
             open(my $f, '>', $t->dir . "/vg-$name.res") or die;
             print $f join("\0", $rc, time - $t0, $out, $err);
             close $f;

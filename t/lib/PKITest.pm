@@ -52,7 +52,8 @@ sub spew {
 }
 
 # run_cmd(\@argv, stdin => DATA, env => {...}, timeout => S)
-#   returns (exit code, stdout, stderr)
+#   returns (exit code, stdout, stderr, wait status); the exit code of a
+#   command killed by a signal is 0: look at the wait status's low bits
 sub run_cmd {
     my ($argv, %o) = @_;
     require IPC::Run;
@@ -64,9 +65,9 @@ sub run_cmd {
         1;
     };
     if (!$ok) {
-        return (255, $out, "$err\n$@");
+        return (255, $out, "$err\n$@", 255 << 8);
     }
-    return ($? >> 8, $out, $err);
+    return ($? >> 8, $out, $err, $?);
 }
 
 # openssl_or_die(ARGS): `openssl ARGS`, its stdout; dies with its stderr if
