@@ -33,9 +33,11 @@ for my $bin (@bins) {
     subtest $name => sub {
         my ($rc, $out, $err, $status) = run_cmd([$bin], env => \%env,
                                                 timeout => 300);
-        my $n = 0;
+        my ($n, $plan) = (0, undef);
         for my $line (split /\n/, $out) {
-            if ($line =~ /^1\.\.0\s*#\s*SKIP\s*(.*)/i) {
+            if ($line =~ /^1\.\.(\d+)\s*$/) {
+                $plan = $1;
+            } elsif ($line =~ /^1\.\.0\s*#\s*SKIP\s*(.*)/i) {
                 plan(skip_all => $1);
             } elsif ($line =~ /^(not )?ok \d+\s*-?\s*(.*)$/) {
                 ok(!$1, $2);
@@ -45,6 +47,10 @@ for my $bin (@bins) {
             }
         }
         ok($n > 0, "$name ran tests");
+        # done_testing() prints the plan last: a binary that stopped early
+        # (an exit() on the way) has none, or one its checks do not reach
+        ok(defined $plan && $plan == $n, "$name: ran to its end ("
+           . ($plan // 'no plan') . " planned, $n run)");
         is($rc, 0, "$name exit status") or diag($err);
         # a binary killed by a signal (SIGSEGV, SIGPIPE) exits "0": the
         # checks it never reached would go unseen
