@@ -854,6 +854,30 @@ pki_admin_limit(const pki_admin_req_t *req, pki_admin_resp_t *resp,
 }
 
 
+/* A paged listing's query: "limit" as pki_admin_limit, and "cursor" into
+ * cursor (its form is the lister's to check), *have 0 when absent.  0 with
+ * resp failed. */
+static int
+pki_admin_page(const pki_admin_req_t *req, pki_admin_resp_t *resp,
+    size_t *limit, char *cursor, size_t size, int *have)
+{
+    int  rc;
+
+    if (!pki_admin_limit(req, resp, limit)) {
+        return 0;
+    }
+
+    rc = pki_query_param(req->query, req->query_len, "cursor", cursor, size);
+    if (rc < 0 || (rc == 1 && cursor[0] == '\0')) {
+        pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+        return 0;
+    }
+
+    *have = rc == 1;
+    return 1;
+}
+
+
 static void
 pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_admin_resp_t *resp)
@@ -1155,23 +1179,19 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     if (kid == NULL && (strcmp(method, "GET") == 0
                         || strcmp(method, "HEAD") == 0))
     {
+        int     have;
         char    cursor[32], next[24];
         size_t  limit;
 
-        limit = PKI_ADMIN_LIMIT_MAX;
-        if (!pki_admin_limit(req, resp, &limit)) {
-            return;
-        }
-
         /* the cursor's form is checked by acme.c */
-        rc = pki_query_param(req->query, req->query_len, "cursor", cursor,
-                             sizeof(cursor));
-        if (rc < 0 || (rc == 1 && cursor[0] == '\0')) {
-            pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+        limit = PKI_ADMIN_LIMIT_MAX;
+        if (!pki_admin_page(req, resp, &limit, cursor, sizeof(cursor),
+                            &have))
+        {
             return;
         }
 
-        rc = pki_acme_eab_list(conf->redis, rc == 1 ? cursor : NULL, limit,
+        rc = pki_acme_eab_list(conf->redis, have ? cursor : NULL, limit,
                                &json, next, &resp->res);
         if (rc != PKI_OK) {
             return;
@@ -1386,19 +1406,12 @@ pki_admin_scep_pending(const pki_admin_conf_t *conf,
 
     limit = PKI_ADMIN_LIMIT_DEF;
 
-    if (!pki_admin_limit(req, resp, &limit)) {
-        return;
-    }
-
     /* the cursor's form is checked by scep.c */
-    rc = pki_query_param(req->query, req->query_len, "cursor", cursor,
-                         sizeof(cursor));
-    if (rc < 0 || (rc == 1 && cursor[0] == '\0')) {
-        pki_fail(&resp->res, PKI_MALFORMED, "bad cursor");
+    if (!pki_admin_page(req, resp, &limit, cursor, sizeof(cursor), &rc)) {
         return;
     }
 
-    if (pki_int_scep_pending(conf->redis, rc == 1 ? cursor : NULL, limit,
+    if (pki_int_scep_pending(conf->redis, rc ? cursor : NULL, limit,
                              &obj, &resp->res)
         == PKI_OK)
     {
