@@ -151,6 +151,68 @@ pki_admin_json(pki_admin_resp_t *resp, int status, cJSON *obj)
 }
 
 
+/* The room an object's printed form can take: each string byte may be
+ * escaped as \uXXXX (6), a number takes at most 26; wipe: its strings
+ * are wiped as well. */
+static size_t
+pki_admin_json_walk(cJSON *n, int wipe)
+{
+    size_t  room;
+
+    room = 8;
+    for (; n != NULL; n = n->next) {
+        room += 16 + (n->string != NULL ? 6 * strlen(n->string) : 0);
+        if (cJSON_IsString(n) && n->valuestring != NULL) {
+            room += 6 * strlen(n->valuestring);
+            if (wipe) {
+                OPENSSL_cleanse(n->valuestring, strlen(n->valuestring));
+            }
+        } else if (cJSON_IsNumber(n)) {
+            room += 32;
+        }
+        room += pki_admin_json_walk(n->child, wipe);
+    }
+
+    return room;
+}
+
+
+/* An answer that holds a secret (a new one-time SCEP challenge):
+ * printed into one buffer of its size, not by cJSON's printer, which
+ * grows its buffer with realloc and leaves the old copies behind
+ * unwiped.  Then the tree's strings are wiped (the caller deletes it);
+ * the body is wiped when it is freed (pki_admin_resp_free), and
+ * resp->secret asks the server to wipe its own copies. */
+static void
+pki_admin_json_secret(pki_admin_resp_t *resp, int status, cJSON *obj)
+{
+    char    *s;
+    size_t   room;
+
+    room = pki_admin_json_walk(obj, 0) + 8;
+    s = malloc(room);
+
+    if (s != NULL
+        && cJSON_PrintPreallocated(obj, s, (int) room, 0))
+    {
+        resp->http_status = status;
+        resp->content_type = "application/json";
+        resp->body = (unsigned char *) s;
+        resp->body_len = strlen(s);
+        resp->secret = 1;
+
+    } else {
+        if (s != NULL) {
+            OPENSSL_cleanse(s, room);
+            free(s);
+        }
+        pki_fail(&resp->res, PKI_INTERNAL, "out of memory");
+    }
+
+    (void) pki_admin_json_walk(obj, 1);
+}
+
+
 /* An error answer from resp->res. */
 static void
 pki_admin_error(pki_admin_resp_t *resp)
@@ -1570,7 +1632,11 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                                &resp->res)
             == PKI_OK)
         {
-            pki_admin_json(resp, status, obj);
+            if (strcmp(path + 5, "challenges") == 0) {
+                pki_admin_json_secret(resp, status, obj);
+            } else {
+                pki_admin_json(resp, status, obj);
+            }
         }
 
         pki_event_set_actor(NULL, NULL, NULL);

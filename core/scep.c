@@ -5512,11 +5512,11 @@ pki_scep_chal_drop(pki_redis_t *r, const char *key)
 
 
 static pki_status_t
-pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
-    size_t len, int *status, cJSON **out, pki_result_t *res)
+pki_scep_admin_challenge_in(pki_redis_t *r, const unsigned char *body,
+    size_t len, char *pw, int *status, cJSON **out, pki_result_t *res)
 {
     long            ttl;
-    char            pw[33], key[PKI_SCEP_KEY_MAX], ttls[24], *val;
+    char            key[PKI_SCEP_KEY_MAX], ttls[24], *val;
     cJSON          *root, *it, *o;
     size_t          vlen, lens[7];
     redisReply     *reply;
@@ -5701,6 +5701,23 @@ pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
     *out = o;
 
     return PKI_OK;
+}
+
+
+/* A one-time challenge: the password is wiped from the stack here, on
+ * every path (the answer's copy is the admin API's to wipe) */
+static pki_status_t
+pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
+    size_t len, int *status, cJSON **out, pki_result_t *res)
+{
+    char          pw[33];
+    pki_status_t  st;
+
+    pw[0] = '\0';
+    st = pki_scep_admin_challenge_in(r, body, len, pw, status, out, res);
+    OPENSSL_cleanse(pw, sizeof(pw));
+
+    return st;
 }
 
 

@@ -23,6 +23,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <cJSON.h>
 #include <hiredis/hiredis.h>
 #include <openssl/x509v3.h>
 
@@ -1386,6 +1387,29 @@ main(void)
         }
         ok(aresp.http_status == 201 && strlen(chal) == 32,
            "admin: one-time challenge [%s]", chal);
+        {
+            /* printed whole into a body of its own, marked secret (the
+             * server wipes its copies), every member there */
+            cJSON  *j = aresp.body ? cJSON_ParseWithLength(
+                            (const char *) aresp.body, aresp.body_len)
+                                   : NULL;
+            cJSON  *c = cJSON_GetObjectItemCaseSensitive(j, "challenge");
+            cJSON  *t = cJSON_GetObjectItemCaseSensitive(j, "ttl");
+            cJSON  *n = cJSON_GetObjectItemCaseSensitive(j, "cn");
+
+            ok(aresp.secret == 1 && cJSON_IsString(c)
+               && strcmp(c->valuestring, chal) == 0
+               && cJSON_IsNumber(t) && t->valuedouble == 60
+               && cJSON_IsString(n) && strcmp(n->valuestring, "dev") == 0
+               && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "id"))
+               && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j,
+                                                            "expires"))
+               && strlen((const char *) aresp.body) == aresp.body_len,
+               "admin: the challenge's answer is whole and marked secret "
+               "(secret %d, %.*s)", aresp.secret, (int) aresp.body_len,
+               aresp.body ? (const char *) aresp.body : "");
+            cJSON_Delete(j);
+        }
         pki_admin_resp_free(&aresp);
 
         conf.challenge = NULL;
