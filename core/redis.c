@@ -23,6 +23,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 
 #include <hiredis.h>
 #include <openssl/rand.h>
@@ -55,6 +56,9 @@ struct pki_redis_s {
 /* A new connection asks the maxmemory-policy at most this often per store
  * (pki_redis_policy_ok): connections live long, a check is one INFO. */
 #define PKI_REDIS_POLICY_MS  60000
+
+/* the addresses of a host name tried in turn when connecting */
+#define PKI_REDIS_ADDRS      4
 
 
 /*
@@ -537,6 +541,162 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
 }
 
 
+/*
+ * The host's addresses, looked up within the store's timeout.  hiredis
+ * calls getaddrinfo() itself, which waits as long as the resolver is told
+ * to (resolv.conf: 5 s per try, two tries, A and AAAA): a pool thread
+ * opening a connection while DNS is out held on for 10 s or more whatever
+ * the timeout.  The lookup runs in glibc's getaddrinfo_a() helper thread;
+ * this thread waits for it at most timeout_ms.  A lookup given up on is
+ * left to finish there: the request and its answer are freed by whoever
+ * lets go of them last, this thread or the completion (refs).
+ */
+typedef struct {
+    struct gaicb      cb;
+    struct addrinfo   hints;
+    int               refs;
+    char              port[8];
+    char              host[];
+} pki_redis_lookup_t;
+
+
+static void
+pki_redis_lookup_put(pki_redis_lookup_t *l, int n)
+{
+    if (__atomic_sub_fetch(&l->refs, n, __ATOMIC_ACQ_REL) == 0) {
+        if (l->cb.ar_result != NULL) {
+            freeaddrinfo(l->cb.ar_result);
+        }
+        free(l);
+    }
+}
+
+
+static void
+pki_redis_lookup_done(union sigval v)
+{
+    pki_redis_lookup_put(v.sival_ptr, 1);
+}
+
+
+/* Fills addrs with up to n numeric addresses of r->host; their number,
+ * or -1 (res set). */
+static int
+pki_redis_lookup(pki_redis_t *r, char (*addrs)[INET6_ADDRSTRLEN], int n,
+    pki_result_t *res)
+{
+    int                  i, rc;
+    double               deadline, left;
+    size_t               hlen;
+    struct timespec      ts;
+    struct sigevent      sev;
+    struct addrinfo     *ai;
+    struct gaicb        *list[1];
+    pki_redis_lookup_t  *l;
+    unsigned char        bin[16];
+
+    if (inet_pton(AF_INET, r->host, bin) == 1
+        || inet_pton(AF_INET6, r->host, bin) == 1)
+    {
+        snprintf(addrs[0], INET6_ADDRSTRLEN, "%s", r->host);
+        return 1;
+    }
+
+    hlen = strlen(r->host);
+    l = calloc(1, sizeof(pki_redis_lookup_t) + hlen + 1);
+    if (l == NULL) {
+        pki_redis_unavailable(res, "connect", "out of memory");
+        return -1;
+    }
+
+    memcpy(l->host, r->host, hlen + 1);
+    snprintf(l->port, sizeof(l->port), "%d", r->port);
+    l->hints.ai_family = AF_UNSPEC;
+    l->hints.ai_socktype = SOCK_STREAM;
+    l->cb.ar_name = l->host;
+    l->cb.ar_service = l->port;
+    l->cb.ar_request = &l->hints;
+    l->refs = 2;                        /* this thread, the completion */
+
+    memset(&sev, 0, sizeof(sev));
+    sev.sigev_notify = SIGEV_THREAD;
+    sev.sigev_notify_function = pki_redis_lookup_done;
+    sev.sigev_value.sival_ptr = l;
+
+    list[0] = &l->cb;
+    rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
+    if (rc != 0) {
+        /* not queued: no completion will come */
+        pki_redis_lookup_put(l, 2);
+        pki_redis_unavailable(res, "host lookup", gai_strerror(rc));
+        return -1;
+    }
+
+    deadline = pki_int_now() + r->timeout_ms / 1000.0;
+
+    for ( ;; ) {
+        rc = gai_error(&l->cb);
+        if (rc != EAI_INPROGRESS) {
+            break;
+        }
+
+        left = deadline - pki_int_now();
+        if (left <= 0) {
+            break;
+        }
+
+        ts.tv_sec = (time_t) left;
+        ts.tv_nsec = (long) ((left - (double) ts.tv_sec) * 1e9);
+        (void) gai_suspend((const struct gaicb * const *) list, 1, &ts);
+    }
+
+    if (rc == EAI_INPROGRESS) {
+        /* taken off the queue before it started: no completion comes */
+        if (gai_cancel(&l->cb) == EAI_CANCELED) {
+            pki_redis_lookup_put(l, 2);
+        } else {
+            pki_redis_lookup_put(l, 1);
+        }
+
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(res, "%sredis: the lookup of \"%s\" took more than the "
+                "timeout (%d ms): is DNS reachable?",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", r->host, r->timeout_ms);
+        return -1;
+    }
+
+    if (rc != 0) {
+        pki_redis_lookup_put(l, 1);
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(res, "%sredis: cannot look up \"%s\": %s",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", r->host,
+                gai_strerror(rc));
+        return -1;
+    }
+
+    i = 0;
+    for (ai = l->cb.ar_result; ai != NULL && i < n; ai = ai->ai_next) {
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addrs[i],
+                        INET6_ADDRSTRLEN, NULL, 0, NI_NUMERICHOST)
+            == 0)
+        {
+            i++;
+        }
+    }
+
+    pki_redis_lookup_put(l, 1);
+
+    if (i == 0) {
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(res, "%sredis: \"%s\" has no address",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", r->host);
+        return -1;
+    }
+
+    return i;
+}
+
+
 static redisContext *
 pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
 {
@@ -555,8 +715,28 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
 
     if (r->unix_path != NULL) {
         c = redisConnectUnixWithTimeout(r->unix_path, tv);
+
     } else {
-        c = redisConnectWithTimeout(r->host, r->port, tv);
+        /* each address in turn (hiredis's own lookup of a numeric one
+         * asks no resolver), as hiredis would have tried them */
+        char  addrs[PKI_REDIS_ADDRS][INET6_ADDRSTRLEN];
+        int   i, n;
+
+        n = pki_redis_lookup(r, addrs, PKI_REDIS_ADDRS, res);
+        if (n < 0) {
+            return NULL;
+        }
+
+        c = NULL;
+        for (i = 0; i < n; i++) {
+            if (c != NULL) {
+                redisFree(c);
+            }
+            c = redisConnectWithTimeout(addrs[i], r->port, tv);
+            if (c == NULL || !c->err) {
+                break;
+            }
+        }
     }
 
     if (c == NULL) {
