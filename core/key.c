@@ -516,6 +516,17 @@ struct pki_p11mod_s {
 static pthread_mutex_t   pki_p11_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pki_p11mod_t     *pki_p11_mods;
 
+/*
+ * libp11's per-module state (the slots, each token's cached key list, its
+ * login flag) is shared by every vault on the module, and libp11 does not
+ * lock it: two vaults of one token listing its keys at once each appended
+ * the token's keys to the one cached list, and every later lookup found
+ * the key twice ("matches more than one key") until the module was
+ * unloaded.  The calls that read or fill that state (login, key lookup)
+ * hold this lock; a vault's write lock is always taken before it.
+ */
+static pthread_mutex_t   pki_p11_lib_mutex = PTHREAD_MUTEX_INITIALIZER;
+
 
 static void
 pki_p11mod_put(pki_p11mod_t *m)
@@ -536,8 +547,10 @@ pki_p11mod_put(pki_p11mod_t *m)
         }
     }
 
-    pthread_mutex_unlock(&pki_p11_mutex);
-
+    /* Finalised with the lock held: a vault opening meanwhile would load
+     * the module anew and call into it (C_Initialize, C_GetSlotList)
+     * while this C_Finalize tears down its process-wide state; SoftHSM
+     * crashed (test_key_shared). */
     if (m->slots != NULL) {
         PKCS11_release_all_slots(m->ctx, m->slots, m->nslots);
     }
@@ -548,6 +561,8 @@ pki_p11mod_put(pki_p11mod_t *m)
     if (m->dl != NULL) {
         dlclose(m->dl);
     }
+
+    pthread_mutex_unlock(&pki_p11_mutex);
 
     free(m->path);
     free(m);
@@ -1236,43 +1251,50 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
 
     v->slot = slot;
 
+    pthread_mutex_lock(&pki_p11_lib_mutex);
+
     logged_in = 0;
     if (PKCS11_is_logged_in(slot, 0, &logged_in) != 0) {
         logged_in = 0;
     }
 
+    ckr = 0;
     if (!logged_in) {
         ERR_clear_error();
 
         if (PKCS11_login(slot, 0, v->pin) != 0) {
             ckr = pki_p11_last_ckr();
-
-            if (ckr == PKI_CKR_USER_ALREADY_LOGGED_IN) {
-                ERR_clear_error();
-
-            } else if (ckr == PKI_CKR_PIN_INCORRECT
-                       || ckr == PKI_CKR_PIN_INVALID
-                       || ckr == PKI_CKR_PIN_LEN_RANGE
-                       || ckr == PKI_CKR_PIN_EXPIRED
-                       || ckr == PKI_CKR_PIN_LOCKED)
-            {
-                /* Never retried: a real HSM counts wrong PINs and locks
-                 * the PIN after a few (pki_vault_pin_retry). */
-                v->pin_refused = ckr;
-                pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": the token "
-                         "\"%s\" refused the PIN (%s); fix the PIN file "
-                         "\"%s\", nothing is retried until it changes",
-                         v->name, v->token, pki_pin_refusal(ckr),
-                         v->pin_file);
-                goto failed;
-
-            } else {
-                (*login_failed)++;
-                pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": login to token "
-                         "\"%s\" failed (wrong PIN?)", v->name, v->token);
-                goto failed;
+            if (ckr == 0) {
+                ckr = ~0UL;
             }
         }
+    }
+
+    pthread_mutex_unlock(&pki_p11_lib_mutex);
+
+    if (ckr == PKI_CKR_USER_ALREADY_LOGGED_IN) {
+        ERR_clear_error();
+
+    } else if (ckr == PKI_CKR_PIN_INCORRECT
+               || ckr == PKI_CKR_PIN_INVALID
+               || ckr == PKI_CKR_PIN_LEN_RANGE
+               || ckr == PKI_CKR_PIN_EXPIRED
+               || ckr == PKI_CKR_PIN_LOCKED)
+    {
+        /* Never retried: a real HSM counts wrong PINs and locks the PIN
+         * after a few (pki_vault_pin_retry). */
+        v->pin_refused = ckr;
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": the token \"%s\" "
+                 "refused the PIN (%s); fix the PIN file \"%s\", nothing "
+                 "is retried until it changes", v->name, v->token,
+                 pki_pin_refusal(ckr), v->pin_file);
+        goto failed;
+
+    } else if (ckr != 0) {
+        (*login_failed)++;
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": login to token \"%s\" "
+                 "failed (wrong PIN?)", v->name, v->token);
+        goto failed;
     }
 
     ERR_clear_error();
@@ -2097,7 +2119,9 @@ pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
     int           opening;
     pki_status_t  st;
 
+    pthread_mutex_lock(&pki_p11_lib_mutex);
     st = pki_key_fetch_locked_do(k, res);
+    pthread_mutex_unlock(&pki_p11_lib_mutex);
 
     if (st == PKI_OK
         && __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) != PKI_KEY_OPEN)
