@@ -184,6 +184,12 @@ struct pki_key_s {
                                         for a token key also close and
                                         open (pki_key_close); set once,
                                         atomic (pki_key_public) */
+    EVP_PKEY          *was_pub;      /* a file key's public key when it
+                                        was closed: the file must hold
+                                        the same key when it is opened
+                                        again (a worker's open after the
+                                        master checked it against the CA
+                                        certificate) */
 
     /* The key's own backoff (pki_key_gate), for what fails with this key
      * alone: not found or ambiguous on the token, a signature that does
@@ -1979,6 +1985,20 @@ pki_key_load_file(pki_key_t *k, pki_result_t *res)
                         "the public key", k->ref);
     }
 
+    if (k->was_pub != NULL && EVP_PKEY_eq(k->was_pub, k->pub) != 1) {
+        /* replaced since it was checked (against the CA certificate, in
+         * the master): it would sign certificates nobody can verify */
+        EVP_PKEY_free(k->pub);
+        k->pub = NULL;
+        EVP_PKEY_free(pk);
+        ERR_clear_error();
+        return pki_fail(res, PKI_INTERNAL, "key file \"%s\" now holds "
+                        "another key than when it was opened before (it was "
+                        "replaced): reload nginx, which checks the key "
+                        "against its certificate", k->ref);
+    }
+
+    ERR_clear_error();
     k->priv = pk;
     return PKI_OK;
 }
@@ -4062,8 +4082,9 @@ pki_key_close(pki_key_t *k)
     k->fv_count = 0;
     pthread_mutex_unlock(&k->p11_mutex);
 
-    if (k->vault == NULL) {
-        EVP_PKEY_free(k->pub);
+    if (k->vault == NULL && k->pub != NULL) {
+        EVP_PKEY_free(k->was_pub);
+        k->was_pub = k->pub;
         k->pub = NULL;
     }
 }
@@ -4082,6 +4103,8 @@ pki_key_free(pki_key_t *k)
 
     EVP_PKEY_free(k->pub);
     k->pub = NULL;
+    EVP_PKEY_free(k->was_pub);
+    k->was_pub = NULL;
 
     if (k->vault != NULL) {
         pthread_rwlock_wrlock(&k->vault->lock);

@@ -393,6 +393,31 @@ test_file_keys(void)
         pki_key_free(k);
     }
 
+    /* a file replaced between close and open (the master checked the
+     * key against the CA certificate, then a worker opens the file
+     * again): refused, as long as it holds another key */
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    write_key(tpath("swap.pem"), pk, NULL);
+    pki_result_init(&res);
+    k = pki_key_new(tpath("swap.pem"), NULL, &res);
+    ok(k != NULL && pki_key_open(k, &res) == PKI_OK, "swap.pem opens");
+    pki_key_close(k);
+    gk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    write_key(tpath("swap.pem"), gk, NULL);
+    pki_result_init(&res);
+    ok(pki_key_open(k, &res) != PKI_OK && pki_key_public(k) == NULL
+       && strstr(res.detail, "now holds another key") != NULL,
+       "a key file replaced by another key is refused on reopen [%s]",
+       res.detail);
+    write_key(tpath("swap.pem"), pk, NULL);
+    pki_result_init(&res);
+    ok(pki_key_open(k, &res) == PKI_OK
+       && EVP_PKEY_eq(pki_key_public(k), pk) == 1,
+       "the same key written back opens [%s]", res.detail);
+    pki_key_free(k);
+    EVP_PKEY_free(gk);
+    EVP_PKEY_free(pk);
+
     pki_pkey_describe(NULL, desc, sizeof(desc));
     ok(strcmp(desc, "unsupported") == 0, "describe NULL");
     pki_result_init(&res);
