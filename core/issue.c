@@ -654,6 +654,33 @@ pki_cn_idna_ascii(const unsigned char *s, int len, char *out, size_t size)
 }
 
 
+/* The address the text s (len bytes) spells, in addr as an iPAddress
+ * SAN carries it: 4 or 16 octets, 0 when it spells none.  inet_pton()
+ * takes the dotted quad and the IPv6 text forms only, no octal, hex or
+ * shortened IPv4 and no zone: curl compares the CN with an IP host as
+ * text, and such a host is written in those forms. */
+static int
+pki_cn_ip(const unsigned char *s, int len, unsigned char *addr)
+{
+    char  buf[INET6_ADDRSTRLEN];
+
+    if (len < 2 || len >= (int) sizeof(buf)
+        || memchr(s, '\0', (size_t) len) != NULL)
+    {
+        return 0;
+    }
+
+    memcpy(buf, s, (size_t) len);
+    buf[len] = '\0';
+
+    if (inet_pton(AF_INET, buf, addr) == 1) {
+        return 4;
+    }
+
+    return inet_pton(AF_INET6, buf, addr) == 1 ? 16 : 0;
+}
+
+
 /*
  * A CN from a request (UTF-8 text) as a TLS client may read it: OpenSSL's
  * X509_check_host, curl, Python's ssl and mbedTLS take the CN for the
@@ -683,15 +710,21 @@ pki_cn_idna_ascii(const unsigned char *s, int len, char *out, size_t size)
  * reads no name, and no host name needs one.  Refusing is safer than
  * issuing it where a dNSName of the name would pass: the bytes issued
  * would not be the name judged, nor a name all verifiers agree on.
+ * A CN that is an IP address (pki_cn_ip) is judged where a DNS name is,
+ * and also where the template has an IP rule: curl takes the CN for an
+ * IP host too when a certificate has no SAN, so such a CN passes where
+ * the template issues iPAddress SANs and is refused where it forbids them
+ * or has no IP rule (pki_dns_ok, which refuses an all-digit last label,
+ * let it through as no host name).
  */
 static pki_status_t
 pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
     pki_result_t *res)
 {
-    int                   wild, b, e, i, k, m, n, dm, mapped;
+    int                   wild, b, e, i, k, m, n, dm, mapped, ip;
     char                  shown[65], ascii[256];
-    const char           *why;
-    unsigned char         dots[1024];
+    const char           *why, *what;
+    unsigned char         dots[1024], addr[16];
     const unsigned char  *s;
 
     if (len < 1) {
@@ -728,9 +761,13 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
 
     n = (dm > 1 && s[dm - 1] == '.') ? dm - 1 : dm;
     wild = memchr(s, '*', (size_t) dm) != NULL;
+    ip = !wild && pki_cn_ip(s, n, addr) != 0;
 
+    /* an IP rule says the template's certificates name hosts, as a DNS
+     * rule does */
     if (t->ca || !pki_tls_server(t)
-        || (t->san[PKI_SAN_DNS] == PKI_RULE_NONE && t->eku == NULL))
+        || (t->san[PKI_SAN_DNS] == PKI_RULE_NONE && t->eku == NULL
+            && (!ip || t->san[PKI_SAN_IP] == PKI_RULE_NONE)))
     {
         mapped = 0;
         if (!wild) {
@@ -738,22 +775,23 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
         }
 
     } else {
-        mapped = !wild && pki_cn_idna_ascii(cn + b, m, ascii, sizeof(ascii));
+        mapped = !wild && !ip
+                 && pki_cn_idna_ascii(cn + b, m, ascii, sizeof(ascii));
     }
 
-    if (!wild && !mapped
+    if (!wild && !mapped && !ip
         && (memchr(s, '.', (size_t) n) == NULL || !pki_dns_ok(s, n, 0)))
     {
         return PKI_OK;
     }
 
     pki_shown(cn, len, shown);
+    what = ip ? "an IP address" : "a DNS name";
 
     if (m != len) {
-        return pki_fail(res, PKI_POLICY, "CN \"%s\" is a DNS name with "
-                        "white space at its start or end, which name "
-                        "comparison drops (template \"%s\")", shown,
-                        t->name);
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is %s with white "
+                        "space at its start or end, which name comparison "
+                        "drops (template \"%s\")", shown, what, t->name);
     }
 
     if (wild && !t->san_wildcard) {
@@ -771,9 +809,27 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
 
     /* a wildcard's is refused below: its bytes are no DNS name */
     if (dm != m && !wild) {
-        return pki_fail(res, PKI_POLICY, "CN \"%s\" is a DNS name with a "
-                        "full stop IDNA takes for '.' (U+3002, U+FF0E or "
-                        "U+FF61) (template \"%s\")", shown, t->name);
+        return pki_fail(res, PKI_POLICY, "CN \"%s\" is %s with a full "
+                        "stop IDNA takes for '.' (U+3002, U+FF0E or "
+                        "U+FF61) (template \"%s\")", shown, what, t->name);
+    }
+
+    if (ip) {
+        if (t->san[PKI_SAN_IP] == PKI_RULE_NONE) {
+            return pki_fail(res, PKI_POLICY, "CN \"%s\" is an IP address a "
+                            "TLS client would accept, and template \"%s\" "
+                            "does not issue IP addresses (no san ip)", shown,
+                            t->name);
+        }
+
+        if (t->san[PKI_SAN_IP] == PKI_RULE_FORBIDDEN) {
+            return pki_fail(res, PKI_POLICY, "CN \"%s\" is an IP address a "
+                            "TLS client would accept, and template \"%s\" "
+                            "forbids IP addresses (san ip forbidden)", shown,
+                            t->name);
+        }
+
+        return PKI_OK;
     }
 
     if (t->san[PKI_SAN_DNS] == PKI_RULE_NONE) {
@@ -2300,6 +2356,96 @@ pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
 }
 
 
+/* The request's SANs (req->sans itself) or, where it has no iPAddress SAN
+ * (ipadd 0) and a CN that is an IP address, a new list of them and that
+ * address, to be freed with pki_names_free().  The CN is read as
+ * pki_check_cn reads it, without one trailing dot.  1, or 0 out of
+ * memory. */
+static int
+pki_names_with_cn_ip(const pki_request_t *req, int ipadd,
+    GENERAL_NAMES **out)
+{
+    int                 i, len, alen;
+    GENERAL_NAME       *g;
+    GENERAL_NAMES      *names;
+    unsigned char      *utf8, addr[16];
+    ASN1_OCTET_STRING  *os;
+
+    *out = req->sans;
+    names = NULL;
+
+    if (ipadd) {
+        return 1;
+    }
+
+    for (i = X509_NAME_get_index_by_NID(req->subject, NID_commonName, -1);
+         i >= 0;
+         i = X509_NAME_get_index_by_NID(req->subject, NID_commonName, i))
+    {
+        utf8 = NULL;
+        len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(
+                                      X509_NAME_get_entry(req->subject, i)));
+        if (len > 1 && utf8[len - 1] == '.') {
+            len--;
+        }
+
+        alen = len > 0 ? pki_cn_ip(utf8, len, addr) : 0;
+        OPENSSL_free(utf8);
+
+        if (alen == 0) {
+            continue;
+        }
+
+        if (names == NULL) {
+            names = req->sans != NULL ? sk_GENERAL_NAME_dup(req->sans)
+                                      : sk_GENERAL_NAME_new_null();
+            if (names == NULL) {
+                return 0;
+            }
+            *out = names;
+        }
+
+        g = GENERAL_NAME_new();
+        os = ASN1_OCTET_STRING_new();
+        if (g == NULL || os == NULL || !ASN1_OCTET_STRING_set(os, addr, alen))
+        {
+            GENERAL_NAME_free(g);
+            ASN1_OCTET_STRING_free(os);
+            return 0;
+        }
+
+        GENERAL_NAME_set0_value(g, GEN_IPADD, os);
+
+        if (!sk_GENERAL_NAME_push(names, g)) {
+            GENERAL_NAME_free(g);
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* Frees what pki_names_with_cn_ip() made: its own names only. */
+static void
+pki_names_free(const pki_request_t *req, GENERAL_NAMES *names)
+{
+    int  i;
+
+    if (names == NULL || names == req->sans) {
+        return;
+    }
+
+    for (i = sk_GENERAL_NAME_num(req->sans); i < sk_GENERAL_NAME_num(names);
+         i++)
+    {
+        GENERAL_NAME_free(sk_GENERAL_NAME_value(names, i));
+    }
+
+    sk_GENERAL_NAME_free(names);
+}
+
+
 /*
  * The names of a request against the name constraints (RFC 5280 4.2.1.10)
  * of the issuing CA and of the chain above it, as a verifier judges them: a
@@ -2313,18 +2459,22 @@ static pki_status_t
 pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
     pki_result_t *res)
 {
-    int                 i, n, crit, dns, rv;
+    int                 i, n, crit, dns, ipadd, rv;
     X509               *tmp, *c;
+    GENERAL_NAMES      *names;
     NAME_CONSTRAINTS   *nc;
     const GENERAL_NAME *g;
 
     tmp = NULL;
+    names = NULL;
     rv = X509_V_OK;
     n = 1 + sk_X509_num(ca->chain);
 
-    for (dns = 0, i = 0; i < sk_GENERAL_NAME_num(req->sans); i++) {
+    for (dns = 0, ipadd = 0, i = 0; i < sk_GENERAL_NAME_num(req->sans); i++)
+    {
         g = sk_GENERAL_NAME_value(req->sans, i);
         dns |= g->type == GEN_DNS;
+        ipadd |= g->type == GEN_IPADD;
     }
 
     for (i = 0; i < n && rv == X509_V_OK; i++) {
@@ -2336,16 +2486,23 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
             continue;
         }
 
+        /* an IP address in the CN counts where no iPAddress SAN is, as a
+         * host name in it does where no dNSName is (pki_check_cn): the
+         * scratch certificate carries it as an iPAddress SAN, which
+         * NAME_CONSTRAINTS_check() judges (its CN check reads DNS names
+         * only) */
         if (tmp == NULL) {
             tmp = X509_new();
             if (tmp == NULL
                 || !X509_set_subject_name(tmp, req->subject)
-                || (req->sans != NULL && sk_GENERAL_NAME_num(req->sans) > 0
+                || !pki_names_with_cn_ip(req, ipadd, &names)
+                || (sk_GENERAL_NAME_num(names) > 0
                     && !X509_add1_ext_i2d(tmp, NID_subject_alt_name,
-                                          req->sans, 0, 0)))
+                                          names, 0, 0)))
             {
                 NAME_CONSTRAINTS_free(nc);
                 X509_free(tmp);
+                pki_names_free(req, names);
                 return pki_fail(res, PKI_INTERNAL, "out of memory");
             }
             (void) X509_check_purpose(tmp, -1, 0);    /* fills the cache */
@@ -2363,6 +2520,7 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
     }
 
     X509_free(tmp);
+    pki_names_free(req, names);
     ERR_clear_error();
 
     if (rv != X509_V_OK) {

@@ -1287,8 +1287,8 @@ test_cn_dns(void)
 {
     size_t           i;
     char             d[512], name[160];
-    pki_template_t  *t[9];
-    static const char *const lines[9][8] = {
+    pki_template_t  *t[11];
+    static const char *const lines[11][8] = {
         { "key_types ec:P-256", "subject CN copy", "san dns copy", NULL },
         { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
           "extended_key_usage serverAuth", NULL },
@@ -1305,10 +1305,14 @@ test_cn_dns(void)
           "extended_key_usage serverAuth", NULL },
         { "key_types ec:P-256", "subject CN copy",
           "basic_constraints ca:true", NULL },
+        { "key_types ec:P-256", "subject CN copy", "san ip forbidden",
+          NULL },
+        { "key_types ec:P-256", "subject CN copy", "san ip copy",
+          "extended_key_usage serverAuth", NULL },
     };
-    static const char *const names[9] = {
+    static const char *const names[11] = {
         "dnscopy", "dnsforbidden", "nodns", "client", "wild", "any",
-        "clientserver", "server", "ca"
+        "clientserver", "server", "ca", "ipforbidden", "ipcopy"
     };
     static const struct {
         int            tmpl;
@@ -1361,7 +1365,6 @@ test_cn_dns(void)
         /* as today: single labels, non-names, client certificates */
         { 1, "/CN=device-33", NULL, PKI_OK, NULL },
         { 2, "/CN=device-33", NULL, PKI_OK, NULL },
-        { 1, "/CN=10.0.0.1", NULL, PKI_OK, NULL },
         { 1, "/CN=Device 33.1", NULL, PKI_OK, NULL },
         { 3, "/CN=login.bank.example", NULL, PKI_OK, NULL },
         /* neither a DNS rule nor an EKU: the operator never said the CN
@@ -1487,9 +1490,38 @@ test_cn_dns(void)
         { 3, "/CN=log\xc2\xadin.bank.example", NULL, PKI_OK, NULL },
         { 2, "/CN=log\xc2\xadin.bank.example", NULL, PKI_OK, NULL },
         { 8, "/CN=log\xc2\xadin.ca.example", NULL, PKI_OK, NULL },
+        /* g: an IP address, which curl matches against the CN of a
+         * certificate without SANs as it does a host name: judged as an
+         * iPAddress SAN wherever a host name is, and where an IP rule
+         * says the certificates name hosts */
+        { 9, "/CN=127.0.0.1", NULL, PKI_POLICY,
+          "CN \"127.0.0.1\" is an IP address" },
+        { 9, "/CN=127.0.0.1", NULL, PKI_POLICY, "san ip forbidden" },
+        { 9, "/CN=::1", NULL, PKI_POLICY, "forbids IP addresses" },
+        { 9, "/CN=2001:db8::1.", NULL, PKI_POLICY, "forbids IP" },
+        { 9, "/CN=10.0.0.1.", NULL, PKI_POLICY, "forbids IP" },
+        { 1, "/CN=10.0.0.1", NULL, PKI_POLICY,
+          "does not issue IP addresses (no san ip)" },
+        { 0, "/CN=192.0.2.7", NULL, PKI_POLICY, "no san ip" },
+        { 7, "/CN=::ffff:192.0.2.7", NULL, PKI_POLICY, "no san ip" },
+        { 1, "/CN=10.0.0.1 ", NULL, PKI_POLICY, "white space" },
+        { 1, "/CN=10\xe3\x80\x82" "0.0.1", NULL, PKI_POLICY,
+          "an IP address with a full stop" },
+        { 5, "/CN=192.0.2.7", NULL, PKI_OK, NULL },
+        { 10, "/CN=192.0.2.7", NULL, PKI_OK, NULL },
+        { 10, "/CN=2001:db8::7", NULL, PKI_OK, NULL },
+        /* no address (inet_pton's forms only), or a template that judges
+         * no CN: as before */
+        { 9, "/CN=device-10.0.0.1", NULL, PKI_OK, NULL },
+        { 9, "/CN=10.1", NULL, PKI_OK, NULL },
+        { 9, "/CN=0x7f.0.0.1", NULL, PKI_OK, NULL },
+        { 1, "/CN=fe80::1%eth0", NULL, PKI_OK, NULL },
+        { 2, "/CN=10.0.0.1", NULL, PKI_OK, NULL },
+        { 3, "/CN=10.0.0.1", NULL, PKI_OK, NULL },
+        { 8, "/CN=10.0.0.1", NULL, PKI_OK, NULL },
     };
 
-    for (i = 0; i < 9; i++) {
+    for (i = 0; i < 11; i++) {
         t[i] = make_template(names[i], lines[i]);
     }
 
@@ -1523,7 +1555,7 @@ test_cn_dns(void)
                   "dns forbidden refused");
     }
 
-    for (i = 0; i < 9; i++) {
+    for (i = 0; i < 11; i++) {
         pki_template_free(t[i]);
     }
 }
@@ -3498,6 +3530,80 @@ main(void)
         pki_template_free(tsrv);
         pki_template_free(tcli);
         pki_template_free(tocsp);
+    }
+
+    /* A CA restricted to addresses in 10.0.0.0/8 and 2001:db8::/32: an
+     * address in the CN of a request without an iPAddress SAN is judged
+     * against them as one in such a SAN is (curl matches an IP host
+     * against that CN), as a host name in the CN is against dNSName
+     * constraints. */
+    {
+        size_t           k;
+        pki_ca_t        *cc;
+        pki_template_t  *tcons, *tip;
+        static const char *const cons_lines[] = {
+            "subject CN copy", "basic_constraints ca:true", "validity 30d",
+            "extension 2.5.29.30 critical "
+            "3032a030300a87080a000000ff0000003022872020010db8000000000000"
+            "000000000000ffffffff000000000000000000000000", NULL
+        };
+        static const char *const ip_lines[] = {
+            "subject CN copy", "san ip copy", "validity 10d",
+            "extended_key_usage serverAuth", NULL
+        };
+        static const struct {
+            const char  *subject;
+            const char  *sans;
+            int          issued;
+        } ipcases[] = {
+            { "/CN=10.1.2.3", NULL, 1 },
+            { "/CN=2001:db8::5", NULL, 1 },
+            { "/CN=192.0.2.1", NULL, 0 },
+            { "/CN=192.0.2.1.", NULL, 0 },
+            { "/CN=2001:db9::1", NULL, 0 },
+            { "/CN=::ffff:192.0.2.1", NULL, 0 },
+            { "/CN=192.0.2.1", "IP:10.0.0.9", 1 },
+            { "/CN=device 7", "IP:10.0.0.9", 1 },
+            { "/CN=device 7", "IP:192.0.2.1", 0 },
+        };
+
+        tcons = make_template("ipcons", cons_lines);
+        tip = make_template("ipsrv", ip_lines);
+        name = parse_name("/CN=Address Constrained Root");
+        st = pki_selfsign(otherkey, tcons, name, &x, &res);
+        X509_NAME_free(name);
+        ok(st == PKI_OK, "address-constrained root: %s", res.detail);
+        write_cert(x, "ipcons.pem");
+        X509_free(x);
+
+        tmpls[0] = tip;
+        tmpls[1] = NULL;
+        cc = make_ca("ipcons", "ipcons.pem", NULL, otherkey, tmpls, NULL,
+                     &res);
+        is_status(res.status, PKI_OK, "address-constrained CA");
+
+        for (k = 0; k < sizeof(ipcases) / sizeof(ipcases[0]); k++) {
+            x = issue_one(cc, tip, NULL, ipcases[k].subject,
+                          ipcases[k].sans, NULL, &res);
+            if (ipcases[k].issued) {
+                ok(x != NULL, "address constraints, %s %s: issued (%s)",
+                   ipcases[k].subject,
+                   ipcases[k].sans ? ipcases[k].sans : "no SAN",
+                   res.detail);
+            } else {
+                ok(x == NULL && res.status == PKI_POLICY
+                   && strstr(res.detail, "name constraints") != NULL,
+                   "address constraints, %s %s: refused (%s)",
+                   ipcases[k].subject,
+                   ipcases[k].sans ? ipcases[k].sans : "no SAN",
+                   res.detail);
+            }
+            X509_free(x);
+        }
+
+        pki_ca_free(cc);
+        pki_template_free(tcons);
+        pki_template_free(tip);
     }
 
     /* A leaf is not a CA. */
