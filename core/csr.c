@@ -95,6 +95,8 @@ static pthread_once_t   pki_csr_curves_once = PTHREAD_ONCE_INIT;
 
 static const char  pki_csr_hybrid[] = "the CSR's public key is an EC point "
     "in hybrid form (RFC 5480 2.2: uncompressed or compressed only)";
+static const char  pki_small_order[] = "the public key is a small-order "
+    "point: anyone can sign for it";
 
 
 static void
@@ -135,6 +137,143 @@ pki_csr_ec_key(int nid)
 
 
 /*
+ * The encodings of the Ed25519 points of small order, the sign bit of x
+ * (the top bit of the last octet) left out: y = 0 (two points of order
+ * 4), 1 (the identity), the two y of the four points of order 8, p - 1
+ * (order 2), and the non-canonical p and p + 1 (0 and 1 again), which
+ * OpenSSL decodes.  libsodium's list (ge25519_has_small_order).  A
+ * signature verifies for such a key whatever the message: with A the
+ * identity, R = B and S = 1 pass [S]B = R + [k]A.
+ */
+static const unsigned char  pki_ed25519_small[][32] = {
+    { 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 },
+    { 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 },
+    { 0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0,
+      0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
+      0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39,
+      0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05 },
+    { 0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f,
+      0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
+      0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6,
+      0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a },
+    { 0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f },
+    { 0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f },
+    { 0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f }
+};
+
+
+/*
+ * 1 when the 57-octet Ed448 encoding pub is of a point of small order,
+ * the sign bit of x (the top bit of the last octet, whose other bits are
+ * 0) left out.  The cofactor is 4, so these are all four: y = 0 ((1, 0)
+ * and (-1, 0), order 4), y = 1 (the identity) and y = p - 1 ((0, -1),
+ * order 2), with p = 2^448 - 2^224 - 1; and the non-canonical y = p and
+ * p + 1 (0 and 1 again).  Octets 0..27 and 29..55 of each are all one
+ * value: only octets 0 and 28 differ.
+ */
+static int
+pki_ed448_small(const unsigned char *pub)
+{
+    size_t  i, k;
+    static const unsigned char  small[5][4] = {
+        /* octet 0, 1..27, 28, 29..55 */
+        { 0x00, 0x00, 0x00, 0x00 },                 /* 0 */
+        { 0x01, 0x00, 0x00, 0x00 },                 /* 1 */
+        { 0xfe, 0xff, 0xfe, 0xff },                 /* p - 1 */
+        { 0xff, 0xff, 0xfe, 0xff },                 /* p */
+        { 0x00, 0x00, 0xff, 0xff }                  /* p + 1 */
+    };
+
+    if ((pub[56] & 0x7f) != 0) {
+        return 0;                   /* no point OpenSSL decodes */
+    }
+
+    for (k = 0; k < 5; k++) {
+        if (pub[0] != small[k][0] || pub[28] != small[k][2]) {
+            continue;
+        }
+
+        for (i = 1; i < 56; i++) {
+            if (i != 28 && pub[i] != small[k][i < 28 ? 1 : 3]) {
+                break;
+            }
+        }
+
+        if (i == 56) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Why a well-formed public key is still no key to certify, or NULL: an
+ * Ed25519 or Ed448 key of small order (RFC 8032 does not refuse one, nor
+ * does OpenSSL), for which a forged signature verifies over any message,
+ * so a request's own proves nothing and a certificate would let anyone
+ * sign as its subject.  Checked for a request's key before its signature
+ * and by pki_check_key for every key issued for.
+ */
+const char *
+pki_int_key_weak(const EVP_PKEY *pk)
+{
+    size_t         i, k, len;
+    unsigned char  pub[57];
+
+    switch (EVP_PKEY_get_base_id(pk)) {
+
+    case EVP_PKEY_ED25519:
+        len = sizeof(pub);
+        if (EVP_PKEY_get_raw_public_key(pk, pub, &len) != 1 || len != 32) {
+            ERR_clear_error();
+            return "the Ed25519 public key cannot be read";
+        }
+
+        for (k = 0; k < sizeof(pki_ed25519_small) / 32; k++) {
+            for (i = 0; i < 31 && pub[i] == pki_ed25519_small[k][i]; i++) {
+                /* void */
+            }
+
+            if (i == 31 && (pub[31] & 0x7f) == pki_ed25519_small[k][31]) {
+                return pki_small_order;
+            }
+        }
+
+        return NULL;
+
+    case EVP_PKEY_ED448:
+        len = sizeof(pub);
+        if (EVP_PKEY_get_raw_public_key(pk, pub, &len) != 1 || len != 57) {
+            ERR_clear_error();
+            return "the Ed448 public key cannot be read";
+        }
+
+        return pki_ed448_small(pub) ? pki_small_order : NULL;
+
+    default:
+        return NULL;
+    }
+}
+
+
+/*
  * Why a request's key is refused before its signature is checked, or NULL.
  * The check's cost is the key's: an RSA modulus of 16384 bits, or a public
  * exponent of thousands of bits (3070 bits: 44 ms a request, against
@@ -153,9 +292,11 @@ pki_int_csr_key_refused(const EVP_PKEY *pk)
     switch (EVP_PKEY_get_base_id(pk)) {
 
     case EVP_PKEY_EC:
+        return NULL;
+
     case EVP_PKEY_ED25519:
     case EVP_PKEY_ED448:
-        return NULL;
+        return pki_int_key_weak(pk);
 
     case EVP_PKEY_RSA:
         if (EVP_PKEY_get_bits(pk) > 16384) {

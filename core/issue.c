@@ -152,11 +152,18 @@ pki_check_key(const pki_template_t *t, EVP_PKEY *pk, pki_result_t *res)
 {
     int             n;
     char            desc[64];
-    const char     *allowed;
+    const char     *allowed, *why;
     pki_key_type_t  kt;
 
     if (!pki_int_classify_key(pk, &kt)) {
         return pki_fail(res, PKI_POLICY, "unsupported public key type");
+    }
+
+    /* a CSR's key was checked by its reader, but pkictl's and a server
+     * keygen's were not */
+    why = pki_int_key_weak(pk);
+    if (why != NULL) {
+        return pki_fail(res, PKI_POLICY, "%s", why);
     }
 
     /* RFC 5480 2.1.1: named curves only, never specifiedCurve. */

@@ -233,6 +233,9 @@ int pki_int_cert_point_uncompressed(X509 *x);
  * template could issue it, and the check would cost more than a request
  * should), or NULL. */
 const char *pki_int_csr_key_refused(const EVP_PKEY *pk);
+/* csr.c: why a well-formed public key is no key to certify, or NULL (an
+ * EdDSA key of small order). */
+const char *pki_int_key_weak(const EVP_PKEY *pk);
 
 /* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).
  * fn runs right after the serial was reserved with its intent and before

@@ -894,6 +894,211 @@ test_ed_key_usage(void)
 }
 
 
+/*
+ * A request of an Ed25519 (nid NID_ED25519) or Ed448 key given as its raw
+ * encoding pub, self-signed with the forgery a key of small order admits:
+ * for the identity, R = B and S = 1 pass [S]B = R + [k]A for any message.
+ * OpenSSL cannot sign with no private key, so the signature is set as
+ * made here.
+ */
+static unsigned char *
+ed_forged_csr(int nid, const unsigned char *pub, size_t *len)
+{
+    int               n;
+    size_t            plen, half;
+    X509_REQ         *req;
+    EVP_PKEY         *tmp;
+    X509_NAME        *nm;
+    X509_ALGOR       *alg;
+    X509_PUBKEY      *xp;
+    ASN1_BIT_STRING  *bs;
+    unsigned char    *penc, *out, sig[114];
+    static const unsigned char  b25519[32] = {
+        0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66
+    };
+    static const unsigned char  b448[57] =
+        "\x14\xfa\x30\xf2\x5b\x79\x08\x98\xad\xc8\xd7\x4e\x2c\x13\xbd\xfd"
+        "\xc4\x39\x7c\xe6\x1c\xff\xd3\x3a\xd7\xc2\xa0\x05\x1e\x9c\x78\x87"
+        "\x40\x98\xa3\x6c\x73\x73\xea\x4b\x62\xc7\xc9\x56\x37\x20\x76\x88"
+        "\x24\xbc\xb6\x6e\x71\x46\x3f\x69\x00";
+
+    half = nid == NID_ED25519 ? 32 : 57;
+    plen = half;
+
+    tmp = keygen(nid == NID_ED25519 ? "ED25519" : "ED448");
+    req = X509_REQ_new();
+    nm = parse_name("/CN=small");
+    X509_REQ_set_version(req, 0);
+    X509_REQ_set_subject_name(req, nm);
+    X509_NAME_free(nm);
+    X509_REQ_set_pubkey(req, tmp);
+    EVP_PKEY_free(tmp);
+
+    xp = X509_REQ_get_X509_PUBKEY(req);
+    penc = OPENSSL_malloc(plen);
+    memcpy(penc, pub, plen);
+    X509_PUBKEY_set0_param(xp, OBJ_nid2obj(nid), V_ASN1_UNDEF, NULL, penc,
+                           (int) plen);
+
+    memset(sig, 0, sizeof(sig));
+    memcpy(sig, nid == NID_ED25519 ? b25519 : b448, half);
+    sig[half] = 1;
+
+    alg = X509_ALGOR_new();
+    X509_ALGOR_set0(alg, OBJ_nid2obj(nid), V_ASN1_UNDEF, NULL);
+    X509_REQ_set1_signature_algo(req, alg);
+    X509_ALGOR_free(alg);
+    bs = ASN1_BIT_STRING_new();
+    ASN1_BIT_STRING_set(bs, sig, (int) (2 * half));
+    bs->flags &= ~0x07;
+    bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    X509_REQ_set0_signature(req, bs);
+
+    out = NULL;
+    n = i2d_X509_REQ(req, &out);
+    *len = n > 0 ? (size_t) n : 0;
+    X509_REQ_free(req);
+
+    return out;
+}
+
+
+/*
+ * EdDSA keys of small order, for which a forged signature verifies over
+ * any message: refused in a CSR (by the reader, before its signature) and
+ * by pki_check_key for a key given as it is (pkictl, server keygen); the
+ * sign bit of x and the non-canonical encodings make no difference.  A
+ * key of full order next to them is taken.
+ */
+static void
+test_small_order(void)
+{
+    size_t              i, len;
+    X509_REQ           *csr, *rq;
+    EVP_PKEY           *pk;
+    X509_NAME          *nm;
+    pki_status_t        st;
+    pki_result_t        res;
+    pki_request_t       req;
+    pki_template_t     *t;
+    unsigned char      *der, pub[57];
+    const unsigned char  *q;
+
+    static const char *const lines[] = {
+        "subject CN copy", "key_types ed25519 ed448", NULL
+    };
+    static const struct {
+        int          nid;
+        const char  *name;
+        const char  *hex;       /* the first octets; the others 00 or ff */
+        int          fill;
+        int          last;      /* the last octet */
+    } keys[] = {
+        { NID_ED25519, "Ed25519 identity (1)", "01", 0x00, 0x00 },
+        { NID_ED25519, "Ed25519 identity, x sign bit set", "01", 0x00,
+          0x80 },
+        { NID_ED25519, "Ed25519 y = 0 (order 4)", "00", 0x00, 0x00 },
+        { NID_ED25519, "Ed25519 y = p - 1 (order 2)", "ec", 0xff, 0x7f },
+        { NID_ED25519, "Ed25519 y = p + 1 (identity, non-canonical)", "ee",
+          0xff, 0x7f },
+        { NID_ED25519, "Ed25519 order 8", "26e8958fc2b227b045c3f489f2ef98f0"
+          "d5dfac05d3c63339b13802886d53fc", 0x00, 0x05 },
+        { NID_ED25519, "Ed25519 order 8, x sign bit set",
+          "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03",
+          0x00, 0xfa },
+        { NID_ED448, "Ed448 identity (1)", "01", 0x00, 0x00 },
+        { NID_ED448, "Ed448 (0, -1) (order 2)",
+          "feffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+          "fe", 0xff, 0x00 },
+        { NID_ED448, "Ed448 y = 0 (order 4), x sign bit set", "00", 0x00,
+          0x80 },
+    };
+
+    t = make_template("edsmall", lines);
+
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        size_t  n, plen, k;
+
+        plen = keys[i].nid == NID_ED25519 ? 32 : 57;
+        memset(pub, keys[i].fill, sizeof(pub));
+        n = strlen(keys[i].hex) / 2;
+        for (k = 0; k < n; k++) {
+            unsigned int  b;
+
+            sscanf(keys[i].hex + 2 * k, "%2x", &b);
+            pub[k] = (unsigned char) b;
+        }
+        pub[plen - 1] = (unsigned char) keys[i].last;
+        if (keys[i].nid == NID_ED448 && n <= 29) {
+            /* octets 29..55 follow octet 28's value, 0 or ff */
+            memset(pub + n, keys[i].fill, 56 - n);
+        }
+
+        /* the CSR, whose forged self-signature OpenSSL verifies where
+         * the key is the Ed25519 identity (its Ed448 code refused the
+         * Ed448 forgery here, which is refused by the reader all the
+         * same) */
+        der = ed_forged_csr(keys[i].nid, pub, &len);
+        if (i == 0) {
+            q = der;
+            rq = d2i_X509_REQ(NULL, &q, (long) len);
+            ok(rq != NULL && X509_REQ_verify(rq, X509_REQ_get0_pubkey(rq))
+                             == 1,
+               "%s: its forged CSR signature verifies (OpenSSL)",
+               keys[i].name);
+            X509_REQ_free(rq);
+            ERR_clear_error();
+        }
+
+        pki_result_init(&res);
+        csr = NULL;
+        st = pki_csr_parse(der, len, &csr, &res);
+        ok(st == PKI_POLICY && csr == NULL
+           && strstr(res.detail, "small-order point") != NULL,
+           "%s: CSR refused (%s: %s)", keys[i].name, pki_status_name(st),
+           res.detail);
+        X509_REQ_free(csr);
+        OPENSSL_free(der);
+
+        /* the key as it is, through pki_check_key (pkictl, keygen) */
+        pk = EVP_PKEY_new_raw_public_key(keys[i].nid, NULL, pub, plen);
+        ok(pk != NULL, "%s: OpenSSL takes the key", keys[i].name);
+        nm = parse_name("/CN=small");
+        pki_result_init(&res);
+        st = pk == NULL ? PKI_INTERNAL
+             : pki_request_build(t, nm, NULL, pk, &req, &res);
+        ok(st == PKI_POLICY && strstr(res.detail, "anyone can sign") != NULL,
+           "%s: refused by the policy (%s: %s)", keys[i].name,
+           pki_status_name(st), res.detail);
+        if (st == PKI_OK) {
+            pki_request_clear(&req);
+        }
+        X509_NAME_free(nm);
+        EVP_PKEY_free(pk);
+    }
+
+    /* keys of full order: taken */
+    for (i = 0; i < 2; i++) {
+        pk = keygen(i == 0 ? "ED25519" : "ED448");
+        nm = parse_name("/CN=small");
+        pki_result_init(&res);
+        st = pki_request_build(t, nm, NULL, pk, &req, &res);
+        is_status(st, PKI_OK, i == 0 ? "Ed25519 key of full order taken"
+                                     : "Ed448 key of full order taken");
+        if (st == PKI_OK) {
+            pki_request_clear(&req);
+        }
+        X509_NAME_free(nm);
+        EVP_PKEY_free(pk);
+    }
+
+    pki_template_free(t);
+}
+
+
 static void
 test_policy(pki_template_t *t)
 {
@@ -3338,6 +3543,7 @@ main(void)
     test_policy(tdev);
     test_subject_types();
     test_ed_key_usage();
+    test_small_order();
     test_subject_attr_types();
     test_subject_invisible();
     test_cn_dns();
