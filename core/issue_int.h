@@ -234,7 +234,7 @@ int pki_int_cert_point_uncompressed(X509 *x);
  * should), or NULL. */
 const char *pki_int_csr_key_refused(const EVP_PKEY *pk);
 /* csr.c: why a well-formed public key is no key to certify, or NULL (an
- * EdDSA key of small order). */
+ * EdDSA key of small order, an RSA modulus even or with a small factor). */
 const char *pki_int_key_weak(const EVP_PKEY *pk);
 
 /* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).

@@ -1099,6 +1099,139 @@ test_small_order(void)
 }
 
 
+/* An RSA key whose modulus is factor * p, p a prime of 2047 bits, e =
+ * 65537: with d where the modulus is odd (OpenSSL signs with it; its
+ * Montgomery code takes no even modulus), public only where it is even. */
+static EVP_PKEY *
+rsa_small_factor(unsigned long factor)
+{
+    BIGNUM          *p, *n, *e, *d, *phi;
+    BN_CTX          *ctx;
+    EVP_PKEY        *pk;
+    EVP_PKEY_CTX    *pctx;
+    OSSL_PARAM_BLD  *bld;
+    OSSL_PARAM      *params;
+
+    pk = NULL;
+    params = NULL;
+    ctx = BN_CTX_new();
+    p = BN_new();
+    n = BN_new();
+    e = BN_new();
+    d = BN_new();
+    phi = BN_new();
+    bld = OSSL_PARAM_BLD_new();
+    pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+
+    if (ctx && p && n && e && d && phi && bld && pctx
+        && BN_generate_prime_ex(p, 2047, 0, NULL, NULL, NULL)
+        && BN_copy(n, p) && BN_mul_word(n, factor)
+        && BN_set_word(e, 65537)
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+    {
+        /* phi = (factor - 1)(p - 1) for a prime factor */
+        if (factor % 2 == 1) {
+            BN_copy(phi, p);
+            BN_sub_word(phi, 1);
+            BN_mul_word(phi, factor - 1);
+            if (BN_mod_inverse(d, e, phi, ctx) != NULL) {
+                OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_D, d);
+            }
+        }
+
+        params = OSSL_PARAM_BLD_to_param(bld);
+        if (params != NULL && EVP_PKEY_fromdata_init(pctx) == 1) {
+            (void) EVP_PKEY_fromdata(pctx, &pk, factor % 2 == 1
+                                                ? EVP_PKEY_KEYPAIR
+                                                : EVP_PKEY_PUBLIC_KEY,
+                                     params);
+        }
+    }
+
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(pctx);
+    BN_free(p);
+    BN_free(n);
+    BN_free(e);
+    BN_free(d);
+    BN_free(phi);
+    BN_CTX_free(ctx);
+
+    return pk;
+}
+
+
+/*
+ * RSA moduli that are even or have a prime factor under 752 (CA/Browser
+ * Forum BR 6.1.6) are refused: in a CSR, signed with such a key (the
+ * reader refuses it before its signature), and given as a key
+ * (pki_check_key: pkictl, server keygen).  t allows rsa:2048-4096.
+ */
+static void
+test_rsa_modulus(pki_template_t *t)
+{
+    size_t          i, len;
+    X509_REQ       *csr;
+    EVP_PKEY       *pk;
+    X509_NAME      *nm;
+    pki_status_t    st;
+    pki_result_t    res;
+    pki_request_t   req;
+    unsigned char  *der;
+    static const struct {
+        unsigned long   factor;
+        const char     *detail;
+    } cases[] = {
+        { 3, "prime factor under 752" },
+        { 751, "prime factor under 752" },
+        { 2, "RSA modulus is even" },
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pk = rsa_small_factor(cases[i].factor);
+        ok(pk != NULL && EVP_PKEY_get_bits(pk) >= 2048,
+           "RSA modulus %lu * p: %d bits", cases[i].factor,
+           pk ? EVP_PKEY_get_bits(pk) : 0);
+        if (pk == NULL) {
+            continue;
+        }
+
+        if (cases[i].factor % 2 == 1) {
+            der = make_csr(pk, "/CN=dev1", NULL, &len);
+            pki_result_init(&res);
+            csr = NULL;
+            st = pki_csr_parse(der, len, &csr, &res);
+            if (st == PKI_OK) {
+                st = pki_request_from_csr(t, csr, &req, &res);
+                if (st == PKI_OK) {
+                    pki_request_clear(&req);
+                }
+            }
+            ok(st == PKI_POLICY
+               && strstr(res.detail, cases[i].detail) != NULL,
+               "  its CSR refused (%s: %s)", pki_status_name(st),
+               res.detail);
+            X509_REQ_free(csr);
+            free(der);
+        }
+
+        nm = parse_name("/CN=dev1");
+        pki_result_init(&res);
+        st = pki_request_build(t, nm, NULL, pk, &req, &res);
+        ok(st == PKI_POLICY && strstr(res.detail, cases[i].detail) != NULL,
+           "  the key refused by the policy (%s: %s)", pki_status_name(st),
+           res.detail);
+        if (st == PKI_OK) {
+            pki_request_clear(&req);
+        }
+        X509_NAME_free(nm);
+        EVP_PKEY_free(pk);
+    }
+}
+
+
 static void
 test_policy(pki_template_t *t)
 {
@@ -3541,6 +3674,7 @@ main(void)
     tother = make_template("other", long_lines);
 
     test_policy(tdev);
+    test_rsa_modulus(tdev);
     test_subject_types();
     test_ed_key_usage();
     test_small_order();
