@@ -351,6 +351,55 @@ pki_int_key_weak(const EVP_PKEY *pk)
 
 
 /*
+ * Why a request's signature algorithm is refused, or NULL: a self-
+ * signature with MD2, MD4 or MD5 (RSA PKCS#1 v1.5, or RSASSA-PSS with that
+ * hash) proves nothing, since anyone can make a second request with the
+ * same digest (RFC 6151; MD5 collisions are computed in seconds).  SHA-1
+ * stays allowed: old device fleets sign their requests with it, and a
+ * chosen-prefix collision costs far more than forging proof of
+ * possession is worth to anyone.
+ */
+const char *
+pki_int_csr_sig_refused(const X509_ALGOR *alg)
+{
+    int                 nid, mdnid, pknid, ptype;
+    const void         *pval;
+    RSA_PSS_PARAMS     *pss;
+    const ASN1_OBJECT  *aobj;
+
+    X509_ALGOR_get0(&aobj, &ptype, &pval, alg);
+    nid = OBJ_obj2nid(aobj);
+
+    if (nid == NID_rsassaPss) {
+        pss = ptype == V_ASN1_SEQUENCE
+              ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_PSS_PARAMS),
+                                          (const ASN1_TYPE *) pval)
+              : NULL;
+        mdnid = NID_undef;
+        if (pss != NULL && pss->hashAlgorithm != NULL) {
+            X509_ALGOR_get0(&aobj, NULL, NULL, pss->hashAlgorithm);
+            mdnid = OBJ_obj2nid(aobj);
+        }
+        RSA_PSS_PARAMS_free(pss);
+        ERR_clear_error();
+
+    } else if (!OBJ_find_sigid_algs(nid, &mdnid, &pknid)) {
+        return NULL;                /* OpenSSL's verification decides */
+    }
+
+    switch (mdnid) {
+    case NID_md2:
+    case NID_md4:
+    case NID_md5:
+        return "the CSR is signed with MD2, MD4 or MD5, whose collisions "
+               "make its signature no proof of possession";
+    }
+
+    return NULL;
+}
+
+
+/*
  * Why a request's key is refused before its signature is checked, or NULL.
  * The check's cost is the key's: an RSA modulus of 16384 bits, or a public
  * exponent of thousands of bits (3070 bits: 44 ms a request, against
@@ -744,6 +793,14 @@ pki_csr_fast_check(const unsigned char *der, size_t len, PKI_REQ **out,
         EVP_PKEY_free(pk);
         ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
         *st = pki_fail(res, PKI_POLICY, "the CSR's key: %s", why);
+        return 1;
+    }
+
+    why = pki_int_csr_sig_refused(pr->sig_alg);
+    if (why != NULL) {
+        EVP_PKEY_free(pk);
+        ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
+        *st = pki_fail(res, PKI_POLICY, "%s", why);
         return 1;
     }
 

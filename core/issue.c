@@ -132,6 +132,17 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
         return pki_fail(res, PKI_POLICY, "the CSR's key: %s", why);
     }
 
+    {
+        const X509_ALGOR  *alg;
+
+        X509_REQ_get0_signature(csr, NULL, &alg);
+        why = pki_int_csr_sig_refused(alg);
+        if (why != NULL) {
+            X509_REQ_free(csr);
+            return pki_fail(res, PKI_POLICY, "%s", why);
+        }
+    }
+
     if (X509_REQ_verify(csr, pk) != 1) {
         X509_REQ_free(csr);
         return pki_fail(res, PKI_BAD_SIGNATURE, "CSR signature does not "

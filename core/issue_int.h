@@ -236,6 +236,9 @@ const char *pki_int_csr_key_refused(const EVP_PKEY *pk);
 /* csr.c: why a well-formed public key is no key to certify, or NULL (an
  * EdDSA key of small order, an RSA modulus even or with a small factor). */
 const char *pki_int_key_weak(const EVP_PKEY *pk);
+/* csr.c: why a request's signature algorithm is refused (MD2, MD4, MD5),
+ * or NULL. */
+const char *pki_int_csr_sig_refused(const X509_ALGOR *alg);
 
 /* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).
  * fn runs right after the serial was reserved with its intent and before

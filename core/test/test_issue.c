@@ -838,6 +838,66 @@ test_csr_parse(void)
 }
 
 
+/*
+ * A CSR self-signed with MD5 is refused by either reader (version 0 takes
+ * the fast one, 2 OpenSSL's), with RSA and with the key checks passed; one
+ * with SHA-1 (old device fleets) is taken.
+ */
+static void
+test_csr_digest(void)
+{
+    int             i, v;
+    size_t          len;
+    X509_REQ       *rq, *csr;
+    EVP_PKEY       *pk;
+    X509_NAME      *nm;
+    pki_status_t    st;
+    pki_result_t    res;
+    unsigned char  *der;
+    static const struct {
+        const char    *name;
+        const EVP_MD  *(*md)(void);
+        pki_status_t   want;
+    } cases[] = {
+        { "md5WithRSAEncryption", EVP_md5, PKI_POLICY },
+        { "sha1WithRSAEncryption", EVP_sha1, PKI_OK },
+        { "sha256WithRSAEncryption", EVP_sha256, PKI_OK },
+    };
+
+    pk = keygen("RSA:2048");
+
+    for (i = 0; i < 3; i++) {
+        for (v = 0; v <= 2; v += 2) {
+            rq = X509_REQ_new();
+            nm = parse_name("/CN=dev1");
+            X509_REQ_set_version(rq, v);
+            X509_REQ_set_subject_name(rq, nm);
+            X509_NAME_free(nm);
+            X509_REQ_set_pubkey(rq, pk);
+            if (X509_REQ_sign(rq, pk, cases[i].md()) <= 0) {
+                diag("X509_REQ_sign with %s failed", cases[i].name);
+                ERR_print_errors_fp(stdout);
+            }
+            der = req_der(rq, &len);
+            X509_REQ_free(rq);
+
+            pki_result_init(&res);
+            csr = NULL;
+            st = pki_csr_parse(der, len, &csr, &res);
+            ok(st == cases[i].want
+               && (st == PKI_OK || (csr == NULL
+                                    && strstr(res.detail, "MD5") != NULL)),
+               "CSR version %d signed with %s: %s (%s)", v, cases[i].name,
+               pki_status_name(st), res.detail);
+            X509_REQ_free(csr);
+            free(der);
+        }
+    }
+
+    EVP_PKEY_free(pk);
+}
+
+
 /* RFC 8410 5: a template whose key_usage has none of digitalSignature,
  * nonRepudiation, keyCertSign, cRLSign but that allows EC keys beside
  * Ed25519 and Ed448 ones (taken by pki_template_finish) refuses an Ed key
@@ -3665,6 +3725,7 @@ main(void)
     }
 
     test_csr_parse();
+    test_csr_digest();
 
     troot = make_template("root", root_lines);
     tsub = make_template("sub", sub_lines);
