@@ -57,6 +57,11 @@ struct pki_redis_s {
  * (pki_redis_policy_ok): connections live long, a check is one INFO. */
 #define PKI_REDIS_POLICY_MS  60000
 
+/* The most a reply may take before it is whole (bytes read and not yet
+ * parsed into a reply): the largest legitimate ones are CRL pieces of
+ * 1 MiB and pipelined batches of a few MiB. */
+#define PKI_REDIS_REPLY_MAX  (32 << 20)
+
 /* the addresses of a host name tried in turn when connecting */
 #define PKI_REDIS_ADDRS      4
 
@@ -858,6 +863,18 @@ pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
 
             if (aux != NULL) {
                 break;
+            }
+
+            /* hiredis holds a bulk string whole before it hands it on:
+             * one huge value (a record's der set to 300 MB by anyone who
+             * can write under the namespace, or a hostile server) cost
+             * every thread that read it as much memory */
+            if (c->reader->len - c->reader->pos > PKI_REDIS_REPLY_MAX) {
+                c->err = REDIS_ERR_PROTOCOL;
+                snprintf(c->errstr, sizeof(c->errstr), "an answer of more "
+                         "than %d MiB", PKI_REDIS_REPLY_MAX >> 20);
+                errno = EMSGSIZE;
+                goto done;
             }
         }
     }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -434,6 +435,99 @@ test_huge_array(void)
 }
 
 
+
+/* A server that answers any command with a bulk string announced as
+ * 300 MB, and sends it for as long as the client reads. */
+static void *
+huge_string_server(void *arg)
+{
+    int          fd, lfd = *(int *) arg;
+    char         buf[512], *chunk;
+    size_t       sent;
+    const char  *head = "$300000000\r\n";
+
+    chunk = malloc(1 << 20);
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0 && chunk != NULL) {
+        memset(chunk, 'a', 1 << 20);
+        fake_info(fd);
+        (void) !read(fd, buf, sizeof(buf));
+        (void) !send(fd, head, strlen(head), MSG_NOSIGNAL);
+        for (sent = 0; sent < 300; sent++) {
+            if (send(fd, chunk, 1 << 20, MSG_NOSIGNAL) != 1 << 20) {
+                break;
+            }
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(chunk);
+
+    return NULL;
+}
+
+
+static long
+max_rss_mb(void)
+{
+    struct rusage  ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024;
+}
+
+
+static void
+test_huge_string(void)
+{
+    int                  lfd;
+    long                 rss0;
+    pthread_t            th;
+    pki_redis_t         *r;
+    pki_result_t         res;
+    struct sockaddr_un   sa;
+    double               t0;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-str-%ld.sock",
+             (long) getpid());
+    unlink(sa.sun_path);
+
+    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
+            && listen(lfd, 1) == 0, "fake server listens"))
+    {
+        return;
+    }
+
+    pthread_create(&th, NULL, huge_string_server, &lfd);
+
+    r = new_store(sa.sun_path, 5000);
+    if (ok(r != NULL, "store for the fake server")) {
+        rss0 = max_rss_mb();
+        t0 = now_s();
+        pki_result_init(&res);
+        ok(pki_redis_ping(r, &res) == PKI_UNAVAILABLE
+           && strstr(res.log, "an answer of more than 32 MiB") != NULL,
+           "a 300 MB string in an answer is refused [%s]", res.log);
+#if defined(__SANITIZE_ADDRESS__)
+        /* ASan's quarantine keeps each buffer hiredis grew out of */
+        diag("peak RSS %ld MB (%ld MB before, %.3f s): not judged under "
+             "AddressSanitizer", max_rss_mb(), rss0, now_s() - t0);
+#else
+        ok(max_rss_mb() - rss0 < 100, "having held at most about 32 MiB "
+           "of it (peak RSS %ld MB, %ld MB before, %.3f s)", max_rss_mb(),
+           rss0, now_s() - t0);
+#endif
+        pki_redis_free(r);
+    }
+
+    pthread_join(th, NULL);
+    close(lfd);
+    unlink(sa.sun_path);
+}
 
 /* A server that answers PING with "+PONG\r\n" one byte every 100 ms: each
  * read gets a byte within the socket's timeout, the whole answer takes
@@ -1385,6 +1479,7 @@ main(void)
     pki_redis_free(r);
 
     test_huge_array();
+    test_huge_string();
     test_trickle();
     test_setup_sigpipe();
 
