@@ -517,9 +517,15 @@ test_huge_string(void)
         diag("peak RSS %ld MB (%ld MB before, %.3f s): not judged under "
              "AddressSanitizer", max_rss_mb(), rss0, now_s() - t0);
 #else
-        ok(max_rss_mb() - rss0 < 100, "having held at most about 32 MiB "
-           "of it (peak RSS %ld MB, %ld MB before, %.3f s)", max_rss_mb(),
-           rss0, now_s() - t0);
+        if (getenv("PKI_TEST_VALGRIND") != NULL) {
+            /* memcheck keeps shadow memory and freed blocks of its own */
+            diag("peak RSS %ld MB (%ld MB before, %.3f s): not judged "
+                 "under Valgrind", max_rss_mb(), rss0, now_s() - t0);
+        } else {
+            ok(max_rss_mb() - rss0 < 100, "having held at most about "
+               "32 MiB of it (peak RSS %ld MB, %ld MB before, %.3f s)",
+               max_rss_mb(), rss0, now_s() - t0);
+        }
 #endif
         pki_redis_free(r);
     }
