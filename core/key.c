@@ -109,6 +109,18 @@ typedef pki_ck_ulong (*pki_ck_sign_pt)(pki_ck_ulong session,
     pki_ck_ulong *siglen);
 
 typedef struct {
+    pki_ck_ulong   slot;
+    pki_ck_ulong   state;
+    pki_ck_ulong   flags;
+    pki_ck_ulong   device_error;
+} pki_ck_session_info_t;
+
+typedef pki_ck_ulong (*pki_ck_login_pt)(pki_ck_ulong session,
+    pki_ck_ulong user, unsigned char *pin, pki_ck_ulong len);
+typedef pki_ck_ulong (*pki_ck_session_info_pt)(pki_ck_ulong session,
+    pki_ck_session_info_t *info);
+
+typedef struct {
     pki_ck_open_pt        open;
     pki_ck_close_pt       close;
     pki_ck_find_init_pt   find_init;
@@ -116,6 +128,8 @@ typedef struct {
     pki_ck_find_final_pt  find_final;
     pki_ck_sign_init_pt   sign_init;
     pki_ck_sign_pt        sign;
+    pki_ck_login_pt       login;
+    pki_ck_session_info_pt  session_info;
 } pki_p11fn_t;
 
 #define PKI_CKR_OK              0x0UL
@@ -125,6 +139,9 @@ typedef struct {
 #define PKI_CKA_ID              0x102UL
 #define PKI_CKO_PRIVATE_KEY     0x3UL
 #define PKI_CKM_ECDSA           0x1041UL
+#define PKI_CKU_USER            0x1UL
+#define PKI_CKS_RO_USER_FUNCTIONS  0x1UL
+#define PKI_CKS_RW_USER_FUNCTIONS  0x3UL
 #define PKI_P11_SESSIONS_MAX    256
 
 
@@ -149,6 +166,9 @@ struct pki_vault_s {
     unsigned int       nslots;
     PKCS11_SLOT       *slot;
     unsigned long      gen;          /* bumped by each successful open */
+    int                login_open;   /* login_sess is open */
+    pki_ck_ulong       login_sess;   /* the session of our C_Login, kept
+                                        while open (pki_vault_login) */
 
     pki_key_t         *keys;         /* keys of this vault */
 
@@ -516,6 +536,11 @@ struct pki_p11mod_s {
 
     void          *dl;               /* our reference to libp11's dlopen */
     int            fn_ok;            /* fn usable (lean signing path) */
+    int            login_ok;         /* fn.login, session_info, open and
+                                        close usable (pki_vault_login) */
+    unsigned int  *stale;            /* per slot: libp11's private keys
+                                        listed before our last C_Login
+                                        (pki_vault_login); nslots long */
     pki_p11fn_t    fn;
 };
 
@@ -570,6 +595,7 @@ pki_p11mod_put(pki_p11mod_t *m)
 
     pthread_mutex_unlock(&pki_p11_mutex);
 
+    free(m->stale);
     free(m->path);
     free(m);
 }
@@ -599,6 +625,9 @@ pki_p11mod_fn(pki_p11mod_t *m)
                                                     "C_FindObjectsFinal");
     m->fn.sign_init = (pki_ck_sign_init_pt) dlsym(dl, "C_SignInit");
     m->fn.sign = (pki_ck_sign_pt) dlsym(dl, "C_Sign");
+    m->fn.login = (pki_ck_login_pt) dlsym(dl, "C_Login");
+    m->fn.session_info = (pki_ck_session_info_pt) dlsym(dl,
+                                                        "C_GetSessionInfo");
     (void) dlerror();
 
     m->dl = dl;
@@ -606,6 +635,8 @@ pki_p11mod_fn(pki_p11mod_t *m)
                && m->fn.find_init != NULL && m->fn.find != NULL
                && m->fn.find_final != NULL && m->fn.sign_init != NULL
                && m->fn.sign != NULL;
+    m->login_ok = m->fn.open != NULL && m->fn.close != NULL
+                  && m->fn.login != NULL && m->fn.session_info != NULL;
 }
 
 
@@ -688,6 +719,21 @@ pki_p11mod_get(const char *vault, const char *path, pki_result_t *res)
     }
 
     pki_p11mod_fn(m);
+
+    m->stale = calloc(m->nslots > 0 ? m->nslots : 1, sizeof(unsigned int));
+    if (m->stale == NULL) {
+        PKCS11_release_all_slots(m->ctx, m->slots, m->nslots);
+        PKCS11_CTX_unload(m->ctx);
+        PKCS11_CTX_free(m->ctx);
+        if (m->dl != NULL) {
+            dlclose(m->dl);
+        }
+        free(m->path);
+        free(m);
+        pthread_mutex_unlock(&pki_p11_mutex);
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
 
     m->refs = 1;
     m->next = pki_p11_mods;
@@ -1175,6 +1221,11 @@ pki_vault_close_locked(pki_vault_t *v)
         return;
     }
 
+    if (v->login_open) {
+        (void) v->mod->fn.close(v->login_sess);
+        v->login_open = 0;
+    }
+
     /* No explicit C_Logout and no slot release here: the login and the
      * slots belong to every vault of this module; C_Finalize by the last
      * user of the module ends them. */
@@ -1209,6 +1260,73 @@ pki_p11_last_ckr(void)
     }
 
     return 0;
+}
+
+
+/*
+ * Logs the process in to v's token, unless it is already, through the
+ * module's own C_Login in a session the vault keeps while it is open (a
+ * token's login lasts while any session of the process is open on it).
+ * Not libp11's PKCS11_login: that trusts a logged-in flag of its own,
+ * shared by every vault of the module and never cleared by a C_Logout
+ * from elsewhere, so a vault reopened while another held the module never
+ * logged in again; and it keeps a strdup of the PIN in ordinary heap (for
+ * its relogin after fork) until the module is finalised.  Here the token's
+ * own session state decides, and the PIN is read from v's locked copy
+ * only.  Returns the CKR value, 0 when logged in.  Under
+ * pki_p11_lib_mutex.
+ */
+static unsigned long
+pki_vault_login(pki_vault_t *v)
+{
+    unsigned int            n;
+    pki_ck_ulong            s, rv;
+    PKCS11_KEY             *keys;
+    pki_p11mod_t           *m;
+    pki_ck_session_info_t   info;
+
+    m = v->mod;
+
+    rv = m->fn.open(PKCS11_get_slotid_from_slot(v->slot),
+                    PKI_CKF_SERIAL_SESSION, NULL, NULL, &s);
+    if (rv != PKI_CKR_OK) {
+        return rv;
+    }
+
+    memset(&info, 0, sizeof(info));
+    rv = m->fn.session_info(s, &info);
+
+    if (rv != PKI_CKR_OK
+        || (info.state != PKI_CKS_RO_USER_FUNCTIONS
+            && info.state != PKI_CKS_RW_USER_FUNCTIONS))
+    {
+        /* Every private key libp11 listed so far is stale once the
+         * login was lost: PKCS#11 invalidates a process's handles to
+         * private objects at logout, for good, and after the login the
+         * token hands out new ones, which libp11 appends to its list
+         * (it drops an entry only if the handle is the same).  The key
+         * lookup prefers what is listed after this mark. */
+        if (PKCS11_enumerate_keys(v->slot->token, &keys, &n) == 0) {
+            m->stale[v->slot - m->slots] = n;
+        }
+        ERR_clear_error();
+
+        rv = m->fn.login(s, PKI_CKU_USER, (unsigned char *) v->pin,
+                         (pki_ck_ulong) v->pin_len);
+        if (rv == PKI_CKR_USER_ALREADY_LOGGED_IN) {
+            rv = PKI_CKR_OK;
+        }
+    }
+
+    if (rv != PKI_CKR_OK) {
+        (void) m->fn.close(s);
+        return rv;
+    }
+
+    v->login_sess = s;
+    v->login_open = 1;
+
+    return PKI_CKR_OK;
 }
 
 
@@ -1259,19 +1377,24 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
 
     pthread_mutex_lock(&pki_p11_lib_mutex);
 
-    logged_in = 0;
-    if (PKCS11_is_logged_in(slot, 0, &logged_in) != 0) {
+    if (v->mod->login_ok) {
+        ckr = pki_vault_login(v);
+
+    } else {
         logged_in = 0;
-    }
+        if (PKCS11_is_logged_in(slot, 0, &logged_in) != 0) {
+            logged_in = 0;
+        }
 
-    ckr = 0;
-    if (!logged_in) {
-        ERR_clear_error();
+        ckr = 0;
+        if (!logged_in) {
+            ERR_clear_error();
 
-        if (PKCS11_login(slot, 0, v->pin) != 0) {
-            ckr = pki_p11_last_ckr();
-            if (ckr == 0) {
-                ckr = ~0UL;
+            if (PKCS11_login(slot, 0, v->pin) != 0) {
+                ckr = pki_p11_last_ckr();
+                if (ckr == 0) {
+                    ckr = ~0UL;
+                }
             }
         }
     }
@@ -1296,10 +1419,16 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
                  pki_pin_refusal(ckr), v->pin_file);
         goto failed;
 
-    } else if (ckr != 0) {
+    } else if (ckr == ~0UL) {
         (*login_failed)++;
         pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": login to token \"%s\" "
                  "failed (wrong PIN?)", v->name, v->token);
+        goto failed;
+
+    } else if (ckr != 0) {
+        (*login_failed)++;
+        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": login to token \"%s\" "
+                 "failed (CKR 0x%lx)", v->name, v->token, ckr);
         goto failed;
     }
 
@@ -2010,10 +2139,10 @@ static pki_status_t
 pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
 {
     pki_vault_t   *v = k->vault;
-    PKCS11_KEY    *keys, *key = NULL;
+    PKCS11_KEY    *keys, *key = NULL, *old = NULL;
     PKCS11_CERT   *cert;
     EVP_PKEY      *pk, *pub = NULL, *cpub;
-    unsigned int   n, i;
+    unsigned int   n, i, stale;
     int            type;
 
     pki_key_drop_handles(k);
@@ -2021,6 +2150,14 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
     if (PKCS11_enumerate_keys(v->slot->token, &keys, &n) != 0) {
         return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": cannot list the "
                         "keys of token \"%s\"", k->ref, v->token);
+    }
+
+    /* Entries listed before the last C_Login (pki_vault_login) have lost
+     * their handles: a key listed again after it is taken, and only a
+     * key that was not (its handle survived) from before it. */
+    stale = v->mod->stale[v->slot - v->mod->slots];
+    if (stale > n) {
+        stale = 0;          /* libp11 dropped its list and began anew */
     }
 
     for (i = 0; i < n; i++) {
@@ -2041,12 +2178,21 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
             continue;
         }
 
+        if (i < stale) {
+            old = &keys[i];
+            continue;
+        }
+
         if (key != NULL) {
             return pki_fail(res, PKI_MALFORMED, "key \"%s\" matches more than "
                             "one key on token \"%s\"", k->ref, v->token);
         }
 
         key = &keys[i];
+    }
+
+    if (key == NULL) {
+        key = old;
     }
 
     if (key == NULL) {
@@ -2122,11 +2268,11 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
 
 /*
  * A failed lookup is remembered with the vault generation it failed in.
- * libp11 caches a token's key list, and a token that lost its login (a
- * C_Logout from anywhere in the process, or the token's own timeout) lists
- * no private key at all: such a lookup keeps failing until the vault is
- * closed (slots released, list forgotten) and opened again (login).  The
- * sign and decrypt loops reopen when they see bad_gen == gen.
+ * A token that lost its login (a C_Logout from anywhere in the process, or
+ * the token's own timeout) lists no private key at all: such a lookup
+ * keeps failing until the vault is closed and opened again (login, which
+ * marks what libp11's cached list held before it as stale).  The sign and
+ * decrypt loops reopen when they see bad_gen == gen.
  *
  * A key that is not open yet (pki_key_open, or a token key whose open
  * failed) signs its test message before its handles are kept, here under

@@ -985,32 +985,6 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /*
-     * Vaults of one PKCS#11 module share its initialisation and its login
-     * (key.c "PKCS#11 modules"), and the module is finalised only when the
-     * last of them closes it: a lost login (token reset, C_Logout, session
-     * timeout) is recovered by itself with one vault per module, but with
-     * several only by a reload.
-     */
-
-    vault = pmcf->vaults.elts;
-
-    for (i = 0; i < pmcf->vaults.nelts; i++) {
-        if (vault[i].module.len == vc.module.len
-            && ngx_strncmp(vault[i].module.data, vc.module.data,
-                           vc.module.len) == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                               "pki_key_vault \"%V\" uses the PKCS#11 "
-                               "module \"%V\" of pki_key_vault \"%V\": "
-                               "vaults of one module share its login, and "
-                               "after a lost login they recover only on a "
-                               "reload; use one vault per module",
-                               &name, &vc.module, &vault[i].name);
-            break;
-        }
-    }
-
     vault = ngx_array_push(&pmcf->vaults);
     if (vault == NULL) {
         return NGX_CONF_ERROR;

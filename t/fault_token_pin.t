@@ -10,8 +10,8 @@
 #  - only worker processes open the token: nginx's cache manager and cache
 #    loader (proxy_cache_path) run the modules' init_process too, and must
 #    not load the PKCS#11 module nor log in (checked in /proc/PID/maps);
-#  - two vaults on one PKCS#11 module get a warning: they share its login,
-#    and a lost login is then recovered only by a reload.
+#  - two vaults on one PKCS#11 module are accepted without a warning: each
+#    logs in again by itself after a lost login (core test_key_relogin).
 
 use strict;
 use warnings;
@@ -89,9 +89,9 @@ my $second = "\n\n    pki_key_vault second {\n        module $PKITest::P11;\n"
 (my $two = $conf) =~ s/(pki_key_vault\s+\S+\s*\{[^}]*\})/$1$second/
     or BAIL_OUT('no pki_key_vault block in the config');
 ($ok, $out) = $t->nginx_test($t->write_conf($two, 'two.conf'));
-ok($ok, 'nginx -t: two vaults on one module accepted');
-like($out, qr/\[warn\].*pki_key_vault "second" uses the PKCS#11 module "\Q$PKITest::P11\E" of pki_key_vault "\S+":.*recover only on a reload.* in \S+two\.conf:\d+/,
-     'with a warning that a lost login is then recovered only by a reload')
+ok($ok, 'nginx -t: two vaults on one module accepted') or diag($out);
+unlike($out, qr/\[(?:warn|emerg)\]/,
+       'without a warning: each vault recovers a lost login by itself')
     or diag($out);
 
 my $s = $pin =~ s/\s+//gr;
