@@ -2605,6 +2605,18 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         nb = req->not_after - pki_template_validity(t);
     }
 
+    /* and not before the CA's own start: a CA made a moment ago, or on a
+     * host whose clock runs ahead (pki_ca_finish allows some skew), would
+     * otherwise certify a span it did not cover yet (RFC 5280 path
+     * validation does not mind, stricter verifiers do) */
+    if (!req->not_before && ca != NULL) {
+        time_t  canb = pki_int_asn1_time(X509_get0_notBefore(ca->cert));
+
+        if (canb > nb) {
+            nb = canb;
+        }
+    }
+
     na = nb + pki_template_validity(t);
 
     if (req->not_after && req->not_after < na) {

@@ -3620,6 +3620,49 @@ test_primary_chain(void)
         pki_ca_free(ca);
     }
 
+    /* a leaf of a CA that starts ahead of the clock starts with it, not
+     * 60 s before the clock, and lasts its template's validity */
+    {
+        size_t            dlen;
+        time_t            canb, lnb;
+        X509             *x = NULL;
+        X509_REQ         *csr = NULL;
+        EVP_PKEY         *pk = keygen("EC:P-256");
+        pki_request_t     req;
+        pki_template_t   *t, *tl[2];
+        unsigned char    *der;
+        static const char *const lines[] = {
+            "key_types ec:P-256", "subject CN copy", "validity 5d", NULL
+        };
+
+        t = make_template("skew", lines);     /* the CA lasts 10 days */
+        tl[0] = t;
+        tl[1] = NULL;
+        ca = make_ca("chk", "cskew.pem", NULL, key, tl, NULL, &res);
+        der = make_csr(pk, "/CN=skew-leaf", NULL, &dlen);
+        canb = asn1_to_time(X509_get0_notBefore(cskew));
+
+        if (res.status == PKI_OK
+            && pki_csr_parse(der, dlen, &csr, &res) == PKI_OK
+            && pki_request_from_csr(t, csr, &req, &res) == PKI_OK)
+        {
+            (void) pki_issue(ca, t, NULL, &req, NULL, &x, &res);
+            pki_request_clear(&req);
+        }
+        lnb = x != NULL ? asn1_to_time(X509_get0_notBefore(x)) : 0;
+        ok(x != NULL && lnb == canb
+           && asn1_to_time(X509_get0_notAfter(x)) == canb + 5L * 86400,
+           "a leaf of a CA 120 s ahead starts with the CA (%+ld s) and "
+           "lasts its validity: %s", (long) (lnb - canb), res.detail);
+
+        X509_free(x);
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
+        pki_ca_free(ca);
+        pki_template_free(t);
+    }
+
     /* the chain above a CA taken: what is served, in file order */
     ca = chain_ca("c.pem", "c-chain.pem", 1, key, &res);
     ok(res.status == PKI_OK && sk_X509_num(pki_ca_chain(ca)) == 2
