@@ -2804,6 +2804,9 @@ pki_int_redis_zmscore(pki_redis_t *r, const char *key, const char **argv,
 
 
 #define PKI_REVOKED_PAGE  1000      /* HSCAN COUNT, members per ZMSCORE */
+#define PKI_REVOKED_ROUNDS 100000   /* HSCAN pages of one walk at most: a
+                                       store whose cursor never comes back
+                                       to 0 holds no pool thread forever */
 
 
 /* A page of the revoked hash (items: serial, entry, ...): each entry to
@@ -2878,6 +2881,7 @@ pki_revoked_walk(pki_redis_t *r, const char *ca, int with_exp,
     int                stop;
     char               krev[PKI_REDIS_KEY_MAX], kexp[PKI_REDIS_KEY_MAX];
     char               cursor[32];
+    unsigned long      rounds;
     size_t             lens[5], i;
     redisReply        *reply;
     const char        *argv[5];
@@ -2898,8 +2902,15 @@ pki_revoked_walk(pki_redis_t *r, const char *ca, int with_exp,
 
     strcpy(cursor, "0");
     stop = 0;
+    rounds = 0;
 
     do {
+        if (rounds++ == PKI_REVOKED_ROUNDS) {
+            return pki_fail(res, PKI_TOO_LARGE, "revoked hash: over %u HSCAN "
+                            "pages, the scan did not end",
+                            (unsigned) PKI_REVOKED_ROUNDS);
+        }
+
         argv[0] = "HSCAN";
         argv[1] = krev;
         argv[2] = cursor;

@@ -535,6 +535,93 @@ test_huge_string(void)
     unlink(sa.sun_path);
 }
 
+/* A server that answers every command with a scan page that is empty and
+ * not the last (cursor 1), until the client closes. */
+static void *
+endless_scan_server(void *arg)
+{
+    int          fd, lfd = *(int *) arg;
+    char         buf[4096];
+    const char  *page = "*2\r\n$1\r\n1\r\n*0\r\n";
+
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0) {
+        fake_info(fd);
+        while (read(fd, buf, sizeof(buf)) > 0
+               && send(fd, page, strlen(page), MSG_NOSIGNAL) > 0)
+        {
+            /* void */
+        }
+        close(fd);
+    }
+
+    return NULL;
+}
+
+
+static int
+scan_cb(void *arg, const char *serial, int reason, time_t at, time_t inv)
+{
+    (void) arg;
+    (void) serial;
+    (void) reason;
+    (void) at;
+    (void) inv;
+
+    return 1;
+}
+
+
+static void
+test_endless_scan(void)
+{
+    int                  lfd;
+    pthread_t            th;
+    pki_redis_t         *r;
+    pki_result_t         res;
+    struct sockaddr_un   sa;
+    double               t0, took;
+    pki_status_t         st;
+
+    if (getenv("PKI_TEST_VALGRIND") != NULL) {
+        diag("endless HSCAN: skipped under Valgrind (100000 round trips)");
+        return;
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-scan-%ld.sock",
+             (long) getpid());
+    unlink(sa.sun_path);
+
+    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
+            && listen(lfd, 1) == 0, "fake server listens"))
+    {
+        return;
+    }
+
+    pthread_create(&th, NULL, endless_scan_server, &lfd);
+
+    r = new_store(sa.sun_path, 2000);
+    if (ok(r != NULL, "store for the fake server")) {
+        t0 = now_s();
+        pki_result_init(&res);
+        st = pki_record_revoked_each(r, "ca", scan_cb, NULL, &res);
+        took = now_s() - t0;
+        ok(st == PKI_TOO_LARGE
+           && strstr(res.detail, "over 100000 HSCAN pages") != NULL,
+           "a revoked hash whose scan never ends is given up (%.2f s) [%s]",
+           took, res.detail);
+        pki_redis_free(r);
+    }
+
+    pthread_join(th, NULL);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
+
 /* A server that answers PING with "+PONG\r\n" one byte every 100 ms: each
  * read gets a byte within the socket's timeout, the whole answer takes
  * 0.7 s. */
@@ -1486,6 +1573,7 @@ main(void)
 
     test_huge_array();
     test_huge_string();
+    test_endless_scan();
     test_trickle();
     test_setup_sigpipe();
 
