@@ -922,6 +922,18 @@ pki_jstr(pki_jbuf_t *b, const char *key, const char *v)
         }
     }
 
+    if (s[n] != '\0') {
+        /* a reader must see that the value goes on */
+        char  tail[80];
+        int   m;
+
+        m = snprintf(tail, sizeof(tail), "...[cut at %d of %zu bytes]",
+                     PKI_AUDIT_FIELD_MAX, strlen(v));
+        if (m > 0 && (size_t) m < sizeof(tail)) {
+            pki_jraw(b, tail, (size_t) m);
+        }
+    }
+
     pki_jraw(b, "\"", 1);
 }
 

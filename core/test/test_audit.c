@@ -1624,6 +1624,64 @@ main(void)
         }
     }
 
+    /* a field over 1024 bytes: cut, and the cut said in the value */
+    {
+        char          dir11[320], path11[340], *big, *l = NULL, *want;
+        size_t        cap = 0;
+        FILE         *lf;
+        pki_audit_t  *z;
+        int           found = 0;
+
+        snprintf(dir11, sizeof(dir11), "%s/log11", tdir);
+        mkdir(dir11, 0700);
+        snprintf(path11, sizeof(path11), "%s/audit.log", dir11);
+
+        memset(&conf, 0, sizeof(conf));
+        conf.dir = dir11;
+        pki_result_init(&res);
+        z = pki_audit_open(&conf, &res);
+
+        big = malloc(2001);
+        want = malloc(1100);
+        memset(big, 'A', 2000);
+        big[2000] = '\0';
+        memset(want, 'A', 1024);
+        snprintf(want + 1024, 76, "...[cut at 1024 of 2000 bytes]\",");
+
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_ISSUE;
+        ev.status = PKI_OK;
+        ev.protocol = "est";
+        ev.operation = "enroll";
+        ev.ca = "ca1";
+        ev.serial = "CC11";
+        ev.subject = big;
+        pki_result_init(&res);
+        ok(z != NULL && pki_audit_append(z, &ev, 1, &res) == PKI_OK,
+           "an entry with a subject of 2000 bytes appended (%s)",
+           res.detail);
+        pki_audit_close(z);
+
+        lf = fopen(path11, "r");
+        while (lf != NULL && getline(&l, &cap, lf) > 0) {
+            found |= strstr(l, "\"CC11\"") != NULL
+                     && strstr(l, want) != NULL
+                     && strstr(l, "AAAAA...[cut") - strstr(l, "AAAAA")
+                        == 1024 - 5;
+        }
+        if (lf != NULL) {
+            fclose(lf);
+        }
+        ok(found, "  its first 1024 bytes are logged, then \"...[cut at "
+           "1024 of 2000 bytes]\"");
+        st = verify(dir11, &rep);
+        ok(st == PKI_OK, "  the log verifies (%s)", rep.bad);
+
+        free(l);
+        free(big);
+        free(want);
+    }
+
     a = shared_log;
     pki_audit_close(a);
     pki_audit_close(b);
