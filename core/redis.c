@@ -427,8 +427,26 @@ pki_int_redis_limit_reader(redisContext *c)
 static int pki_redis_get_reply(pki_redis_t *r, redisContext *c,
     double deadline, redisReply **out, int *written);
 
+
+/* One command of a new connection's setup, answered by deadline: the
+ * reply, or NULL (c->errstr says why). */
+static redisReply *
+pki_redis_setup_cmd(pki_redis_t *r, redisContext *c, int argc,
+    const char **argv, const size_t *lens, double deadline)
+{
+    redisReply  *reply;
+
+    reply = NULL;
+    if (redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK) {
+        (void) pki_redis_get_reply(r, c, deadline, &reply, NULL);
+    }
+
+    return reply;
+}
+
 static int
-pki_redis_policy_ok(pki_redis_t *r, redisContext *c, pki_result_t *res)
+pki_redis_policy_ok(pki_redis_t *r, redisContext *c, double deadline,
+    pki_result_t *res)
 {
     int          rc;
     char         pol[32];
@@ -441,14 +459,9 @@ pki_redis_policy_ok(pki_redis_t *r, redisContext *c, pki_result_t *res)
     lens[0] = 4;
     lens[1] = 6;
 
-    /* within the store's timeout, as any command (an answer of about a
-     * kilobyte a few bytes at a time would otherwise hold the thread) */
-    reply = NULL;
-    if (redisAppendCommandArgv(c, 2, argv, lens) == REDIS_OK) {
-        (void) pki_redis_get_reply(r, c,
-                                   pki_int_now() + r->timeout_ms / 1000.0,
-                                   &reply, NULL);
-    }
+    /* within the setup's deadline (an answer of about a kilobyte a few
+     * bytes at a time would otherwise hold the thread) */
+    reply = pki_redis_setup_cmd(r, c, 2, argv, lens, deadline);
 
     if (reply == NULL) {
         pki_redis_unavailable(res, "INFO", c->err ? c->errstr
@@ -494,15 +507,20 @@ pki_redis_policy_ok(pki_redis_t *r, redisContext *c, pki_result_t *res)
 
 /* AUTH and SELECT on a new connection, and the server's maxmemory-policy
  * (pki_redis_policy_ok) unless checked good in the last
- * PKI_REDIS_POLICY_MS: 1 done, 0 failed (res says why). */
+ * PKI_REDIS_POLICY_MS: 1 done, 0 failed (res says why).  All of it within
+ * one store timeout: answers trickled a byte at a time, each within the
+ * socket's timeout, held the thread for as long as the server liked. */
 static int
 pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
 {
     int          ok;
     char         db[16];
     size_t       lens[2];
+    double       deadline;
     long long    now, at;
     const char  *argv[2];
+
+    deadline = pki_int_now() + r->timeout_ms / 1000.0;
 
     if (r->password != NULL) {
         argv[0] = "AUTH";
@@ -510,7 +528,8 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
         lens[0] = 4;
         lens[1] = strlen(r->password);
 
-        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
+        if (!pki_redis_setup_ok(c, pki_redis_setup_cmd(r, c, 2, argv, lens,
+                                                       deadline),
                                 "AUTH", res))
         {
             return 0;
@@ -524,7 +543,8 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
         lens[0] = 6;
         lens[1] = strlen(db);
 
-        if (!pki_redis_setup_ok(c, redisCommandArgv(c, 2, argv, lens),
+        if (!pki_redis_setup_ok(c, pki_redis_setup_cmd(r, c, 2, argv, lens,
+                                                       deadline),
                                 "SELECT", res))
         {
             return 0;
@@ -537,7 +557,7 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
         return 1;
     }
 
-    ok = pki_redis_policy_ok(r, c, res);
+    ok = pki_redis_policy_ok(r, c, deadline, res);
 
     /* a bad policy is asked again by every new connection */
     __atomic_store_n(&r->policy_at, ok == 1 ? now : 0, __ATOMIC_RELAXED);

@@ -650,6 +650,37 @@ trickle_server(void *arg)
 }
 
 
+/* A server that answers each of a new connection's first three commands
+ * (AUTH, SELECT, INFO) with "+OK\r\n" one byte every 100 ms: each read
+ * within the socket's timeout, the setup in 1.5 s. */
+static void *
+trickle_setup_server(void *arg)
+{
+    int          i, fd, lfd = *(int *) arg;
+    char         buf[512];
+    const char  *p;
+
+    fd = accept(lfd, NULL, NULL);
+    for (i = 0; fd >= 0 && i < 3; i++) {
+        if (read(fd, buf, sizeof(buf)) <= 0) {
+            break;
+        }
+        for (p = "+OK\r\n"; *p; p++) {
+            usleep(100000);
+            if (send(fd, p, 1, MSG_NOSIGNAL) != 1) {
+                break;
+            }
+        }
+    }
+    if (fd >= 0) {
+        (void) !read(fd, buf, sizeof(buf));     /* until the client closes */
+        close(fd);
+    }
+
+    return NULL;
+}
+
+
 /* A server that answers the due plans' ZRANGEBYSCORE with 8 serials, then
  * the 8 pipelined HMGETs one every 100 ms: each answer within the socket's
  * timeout, the batch in 0.8 s. */
@@ -710,6 +741,8 @@ test_trickle(void)
     pki_result_t         res;
     struct sockaddr_un   sa;
     double               t0, dt;
+    pki_status_t         st;
+    pki_redis_conf_t     conf;
 
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
@@ -752,6 +785,31 @@ test_trickle(void)
         dt = now_s() - t0;
         ok(dt < 0.6, "within the timeout after the first answer, not the "
            "batch's 0.8 s (%.3f s)", dt);
+        pki_redis_free(r);
+    }
+
+    pthread_join(th, NULL);
+
+    /* AUTH, SELECT and INFO trickled: the whole setup within one timeout */
+    pthread_create(&th, NULL, trickle_setup_server, &lfd);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = sa.sun_path;
+    conf.ns = ns;
+    conf.timeout_ms = 250;
+    conf.password = "not-a-secret";
+    conf.db = 1;
+    pki_result_init(&res);
+    r = pki_redis_new(&conf, &res);
+    if (ok(r != NULL, "store with AUTH and SELECT [%s]", res.detail)) {
+        t0 = now_s();
+        pki_result_init(&res);
+        st = pki_redis_ping(r, &res);
+        dt = now_s() - t0;
+        ok(st == PKI_UNAVAILABLE, "a setup answered a byte at a time is "
+           "given up [%s]", res.log);
+        ok(dt < 0.5, "within the 250 ms timeout, not AUTH's and SELECT's "
+           "0.5 s each (%.3f s)", dt);
         pki_redis_free(r);
     }
 
