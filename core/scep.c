@@ -65,6 +65,7 @@
 
 #include "audit_int.h"
 #include "issue_int.h"
+#include "redis_int.h"
 #include "scep_int.h"
 
 
@@ -3648,9 +3649,10 @@ pki_scep_sans_json(const GENERAL_NAMES *sans)
 static pki_status_t
 pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     const char *keyhex, const char *subject, const char *sans,
-    const char *client, int replace, int *created, pki_result_t *res)
+    const char *client, int replace, int *created, int *ran,
+    pki_result_t *res)
 {
-    int           i;
+    int           i, sent;
     long          ttlv;
     char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], exp[24];
     char          tidhex[65], member[PKI_SCEP_PEND_MEMBER_LEN + 1];
@@ -3662,6 +3664,7 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     pki_status_t  st;
 
     *created = 0;
+    *ran = 0;
 
     if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
                        sizeof(key))
@@ -3718,10 +3721,17 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     }
     lens[i - 1] = m->data_len;
 
-    reply = pki_int_redis_cmd(conf->redis, i, argv, lens, res);
+    /* a failure before the script was sent whole made no record: the
+     * caller gives the challenge back; after it, one may have been made */
+    sent = 0;
+    reply = pki_int_redis_command_sent(conf->redis, i, argv, lens, &sent,
+                                       res);
     if (reply == NULL) {
+        *ran = sent;
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
+
+    *ran = 1;
 
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
         *created = reply->integer == -1 ? -1 : -2;
@@ -4104,7 +4114,7 @@ static void
 pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_msg_t *m, pki_scep_resp_t *resp)
 {
-    int                    rc, created, taken, granted, seen, replay;
+    int                    rc, created, ran, taken, granted, seen, replay;
     char                  *who, keyhex[65], seenkey[PKI_SCEP_KEY_MAX];
     X509                  *cert;
     size_t                 pwlen;
@@ -4357,15 +4367,17 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             char  *sans = pki_scep_sans_json(preq.sans);
 
             st = pki_scep_pend_new(conf, m, keyhex, subj, sans, req->client,
-                                   !replay, &created, res);
+                                   !replay, &created, &ran, res);
             free(subj);
             cJSON_free(sans);
         }
 
         if (st != PKI_OK) {
             /* the record may have been made (a lost answer, or its index
-             * failed after it): the challenge stays used */
-            granted = 1;
+             * failed after it): the challenge stays used; surely not made
+             * (no connection, the script not sent whole): given back for
+             * the client's retry */
+            granted = ran;
             pki_scep_http_error(resp, 0);
             goto done;
         }

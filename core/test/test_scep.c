@@ -252,6 +252,38 @@ d2i_PKCS7(PKCS7 **a, const unsigned char **pp, long len)
 }
 
 
+/* redisAppendCommandArgv as the library sees it (exported, as
+ * pki_key_sign): with fail_pend set, the write of a pending record (the
+ * only command with a "csrsha256" argument) is refused before anything
+ * is sent, as when the connection is found broken and none can be made. */
+typedef int (*append_pt)(redisContext *c, int argc, const char **argv,
+    const size_t *argvlen);
+
+static int  fail_pend;
+
+__attribute__((visibility("default"))) int
+redisAppendCommandArgv(redisContext *c, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    int               i;
+    static append_pt  real;
+
+    for (i = 0; fail_pend && i < argc; i++) {
+        if (argvlen[i] == 9 && memcmp(argv[i], "csrsha256", 9) == 0) {
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof(c->errstr), "test: not sent");
+            return REDIS_ERR;
+        }
+    }
+
+    if (real == NULL) {
+        real = (append_pt) dlsym(RTLD_NEXT, "redisAppendCommandArgv");
+    }
+
+    return real(c, argc, argv, argvlen);
+}
+
+
 static int
 build(msg_t *m, unsigned char **out)
 {
@@ -1580,6 +1612,34 @@ main(void)
                "(%d)", s);
             m.tid = NULL;
             conf.tid_any = 0;
+
+            /* with a one-time challenge, the pending record's write not
+             * sent (Redis out of reach): 503, and the challenge given
+             * back, so that the client's retry is PENDING; written but
+             * unanswered, it would stay used (t/fault_lost_reply.t's
+             * kind of loss: the record may be there) */
+            {
+                char  otc[64];
+
+                conf.dynamic = 1;
+                ok(new_chal(redis, eca, "{}", otc), "manual: a one-time "
+                   "challenge");
+                m.cn = "pend-unsent";
+                m.challenge = otc;
+                m.key = other_k;    /* dev_k has a pending request */
+                fail_pend = 1;
+                s = pkiop(&conf, &m, &f, NULL, &h);
+                fail_pend = 0;
+                ok(s == -1 && h == 503, "manual: the pending record not "
+                   "written: HTTP %d (%d)", h, s);
+                s = pkiop(&conf, &m, &f, NULL, &h);
+                ok(s == 3, "manual: the retry with the same one-time "
+                   "challenge is PENDING (%d, HTTP %d)", s, h);
+                m.key = dev_k;
+                m.cn = "pending-dev";
+                m.challenge = "s3cret";
+                conf.dynamic = 0;
+            }
             conf.manual = 0;
 
             ar.method = "GET";
