@@ -7737,13 +7737,14 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     /* The account's own key, by its thumbprint: EVP_PKEY_eq() would
      * export the CSR's key (a legacy EC_KEY from the fast reader) to the
      * provider on every finalize.  An account stored without its
-     * thumbprint is compared the slow way. */
+     * thumbprint, or a CSR key with none (a kind JWK cannot hold), is
+     * compared the slow way. */
     if (!pki_jwk_thumbprint(X509_REQ_get0_pubkey(csr), thumb)) {
         thumb[0] = '\0';
     }
     own = pki_json_str(a->account, "thumb");
-    if (own != NULL ? thumb[0] != '\0' && strcmp(own, thumb) == 0
-                   : EVP_PKEY_eq(X509_REQ_get0_pubkey(csr), a->key) == 1)
+    if (own != NULL && thumb[0] != '\0' ? strcmp(own, thumb) == 0
+        : EVP_PKEY_eq(X509_REQ_get0_pubkey(csr), a->key) == 1)
     {
         pki_acme_problem(a, 400, "badCSR", "the CSR's key must not be the "
                          "account key");

@@ -26,6 +26,7 @@
 #include "key_int.h"
 
 
+#define PKI_JWK_RSA_N_MAX 4096     /* octets of a JWK's "n": 32768 bits */
 #define PKI_JWS_MAX       (1024 * 1024)
 #define PKI_JWK_MAX       8192
 #define PKI_RSA_MIN_BITS  2048
@@ -303,8 +304,10 @@ pki_jwk_rsa(const cJSON *obj, pki_result_t *res)
     nb = pki_jwk_member(obj, "n", &nlen);
     eb = pki_jwk_member(obj, "e", &elen);
 
+    /* a modulus over PKI_RSA_MAX_BITS is a key not taken (badPublicKey,
+     * below); only one past any RSA key in use is malformed */
     if (nb == NULL || eb == NULL || nlen == 0 || elen == 0 || elen > 8
-        || nlen > PKI_RSA_MAX_BITS / 8 + 1)
+        || nlen > PKI_JWK_RSA_N_MAX)
     {
         pki_fail(res, PKI_MALFORMED, "bad RSA JWK");
         goto failed;
@@ -1409,6 +1412,8 @@ typedef struct {
     int                 building;
     int                 gone;           /* out of the slots; last user frees */
     unsigned long long  used;
+    time_t              claim;          /* building: pki_jws_hot_last set */
+    time_t              prev;           /* ... and what it was before */
 } pki_jws_hot_t;
 
 static pki_jws_hot_t      *pki_jws_hot[PKI_JWS_HOT];
@@ -1542,6 +1547,8 @@ pki_jws_hot_get(const unsigned char *pt, size_t len, int *build)
             }
             h->building = 1;
             h->refs++;
+            h->claim = now;
+            h->prev = pki_jws_hot_last;
             pki_jws_hot_last = now;
             *build = 1;
             pthread_mutex_unlock(&pki_jws_hot_lock);
@@ -1598,6 +1605,15 @@ pki_jws_hot_build(pki_jws_hot_t *h, const unsigned char *der, size_t derlen,
          * be built): count again */
         h->seen = 0;
         pki_jws_hot_st.refused++;
+
+    } else {
+        /* the signature did not verify: the second's build is not used
+         * up (anyone may send bad signatures with a key of theirs, and
+         * then no account key got a table), and the key counts again */
+        h->seen = 0;
+        if (pki_jws_hot_last == h->claim) {
+            pki_jws_hot_last = h->prev;
+        }
     }
 
     last = --h->refs == 0 && h->gone;

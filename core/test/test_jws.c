@@ -280,6 +280,36 @@ test_jwk_hostile(void)
         EVP_PKEY_free(pk);
     }
 
+    /* an RSA key over 8192 bits is a key not taken (badPublicKey), up to
+     * 32768 bits; a longer "n" is malformed */
+    {
+        static const size_t  sizes[] = { 1025, 1100, 4096, 4097 };
+        char                *n64, *j;
+        unsigned char        nb[4097];
+
+        memset(nb, 0xc3, sizeof(nb));
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            n64 = b64u(nb, sizes[i]);
+            j = NULL;
+            if (n64 != NULL
+                && asprintf(&j, "{\"kty\":\"RSA\",\"e\":\"AQAB\","
+                            "\"n\":\"%s\"}", n64) < 0)
+            {
+                j = NULL;
+            }
+            pki_result_init(&res);
+            pk = j != NULL ? pki_jwk_parse(j, strlen(j), &res) : NULL;
+            ok(j != NULL && pk == NULL
+               && res.status == (sizes[i] <= 4096 ? PKI_UNSUPPORTED
+                                                  : PKI_MALFORMED),
+               "RSA JWK of %zu bits: %s (%s)", sizes[i] * 8,
+               sizes[i] <= 4096 ? "unsupported" : "malformed", res.detail);
+            EVP_PKEY_free(pk);
+            free(j);
+            free(n64);
+        }
+    }
+
     pki_result_init(&res);
     pk = pki_jwk_parse("{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
                        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
@@ -842,6 +872,31 @@ test_hot_keys(void)
     pki_jws_hot_stats(&st2);
     ok(st2.fast == st.fast + 1 && st2.built == 2, "... still with its "
        "table");
+
+    /* bad signatures with a key of one's own, one before each of an
+     * account key's good ones: the account key still gets its table (the
+     * bad ones gave the second's build back) */
+    {
+        EVP_PKEY  *att = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        EVP_PKEY  *acct = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        int        bogus = 0;
+
+        pki_jws_hot_clear();          /* no build this second yet */
+        pki_jws_hot_stats(&st);
+        good = 0;
+        for (i = 0; i < 100; i++) {
+            bogus += hot_verify(att, att, 5000 + i, tamper_sbit)
+                     == PKI_BAD_SIGNATURE;
+            good += hot_verify(acct, acct, 5000 + i, NULL) == PKI_OK;
+        }
+        pki_jws_hot_stats(&st2);
+        ok(bogus == 100 && good == 100 && st2.built == st.built + 1,
+           "100 bad signatures of another key, each before one of an "
+           "account key's 100: the account key gets its table (built "
+           "%llu)", st2.built - st.built);
+        EVP_PKEY_free(att);
+        EVP_PKEY_free(acct);
+    }
 
     /* P-384 and RSA keys never take that path */
     pki_jws_hot_clear();
