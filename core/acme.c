@@ -9107,7 +9107,8 @@ redeemed:
         if (!cJSON_IsObject(a->payload)) {
             pki_acme_problem(a, 400, "malformed", "the payload is not a JSON "
                              "object (or repeats a member name, has text "
-                             "after it or a NUL)");
+                             "after it, a NUL or bytes that are not "
+                             "UTF-8)");
             return 0;
         }
     }

@@ -571,6 +571,45 @@ pki_json_names_unique(const cJSON *item, int depth)
 }
 
 
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629: shortest
+ * form, no surrogate, at most U+10FFFF), 0 if there is none. */
+static size_t
+pki_utf8_seq(const uint8_t *p, size_t n)
+{
+    size_t   len, i;
+    uint8_t  lo, hi;
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3;
+        lo = p[0] == 0xe0 ? 0xa0 : 0x80;     /* overlong */
+        hi = p[0] == 0xed ? 0x9f : 0xbf;     /* surrogates */
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4;
+        lo = p[0] == 0xf0 ? 0x90 : 0x80;     /* overlong */
+        hi = p[0] == 0xf4 ? 0x8f : 0xbf;     /* over U+10FFFF */
+    } else {
+        return 0;
+    }
+
+    if (n < len || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i < len; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return len;
+}
+
+
 cJSON *
 pki_int_json_strict(const void *text, size_t len)
 {
@@ -584,12 +623,24 @@ pki_int_json_strict(const void *text, size_t len)
     }
 
     /* no raw control character but white space; no escaped NUL (an
-     * escaped backslash is skipped with what it escapes) */
+     * escaped backslash is skipped with what it escapes); UTF-8 only (RFC
+     * 8259 8.1: cJSON copies any byte through, and another parser that
+     * reads bad bytes as U+FFFD could see two member names as one) */
     for (i = 0; i < len; i++) {
         if (p[i] < 0x20 && p[i] != ' ' && p[i] != '\t' && p[i] != '\n'
             && p[i] != '\r')
         {
             return NULL;
+        }
+
+        if (p[i] >= 0x80) {
+            size_t  n = pki_utf8_seq(p + i, len - i);
+
+            if (n == 0) {
+                return NULL;
+            }
+            i += n - 1;
+            continue;
         }
 
         if (p[i] == '\\' && i + 1 < len) {

@@ -1324,8 +1324,9 @@ pki_matter_handle(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         json = cJSON_ParseWithLength((const char *) req->body,
                                      req->body_len);
         pki_json_error(resp, 400, cJSON_IsObject(json)
-                       ? "body repeats a member, holds a NUL or a control "
-                         "character, or nests too deep"
+                       ? "body repeats a member, holds a NUL, a control "
+                         "character or bytes that are not UTF-8, or nests "
+                         "too deep"
                        : "body is not a JSON object");
         cJSON_Delete(json);
         return;

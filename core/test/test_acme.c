@@ -3746,18 +3746,27 @@ test_order_errors(const char *sock)
             q += sprintf(q, "\xc3\xa9");
         }
         sprintf(q, "\"},{\"type\":\"x\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9y\",\"value\":\"v\"},"
-                "{\"type\":\"dns\",\"value\":\"bad\xff\xfe..x\"}]}");
+                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9y\",\"value\":\"v\"}]}");
 
         post(pk, kid, "new-order", req, NULL, &resp);
         o = body_json(&resp);
         subs = cJSON_GetObjectItemCaseSensitive(o, "subproblems");
-        ok(cJSON_GetArraySize(subs) == 4 && body_utf8(&resp),
-           "identifiers cut inside a character or not UTF-8: four "
-           "subproblems, the answer is UTF-8");
+        ok(cJSON_GetArraySize(subs) == 3 && body_utf8(&resp),
+           "identifiers cut inside a character: three subproblems, the "
+           "answer is UTF-8");
         cJSON_Delete(o);
         check_problem("UTF-8 identifiers cut", &resp, 400,
                       "rejectedIdentifier");
+
+        /* a payload that is not UTF-8 is not JSON (RFC 8259 8.1) */
+        post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
+             "\"value\":\"bad\xff\xfe..x\"}]}", NULL, &resp);
+        o = body_json(&resp);
+        ok(strstr(jstr(o, "detail"), "not UTF-8") != NULL
+           && body_utf8(&resp), "a payload with bytes that are not UTF-8: "
+           "malformed, saying so (%s)", jstr(o, "detail"));
+        cJSON_Delete(o);
+        check_problem("payload not UTF-8", &resp, 400, "malformed");
     }
 
     /* malformed and unsupported together: malformed; an identifier

@@ -258,6 +258,18 @@ test_jwk_hostile(void)
         /* RSA n and e with a leading zero octet (RFC 7518 2) */
         "{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"" N0 "\"}",
         "{\"kty\":\"RSA\",\"e\":\"AAEAAQ\",\"n\":\"" N1 "\"}",
+        /* not UTF-8 (RFC 8259 8.1): a stray byte, an overlong "." as a
+         * member name, a surrogate, past U+10FFFF, a cut sequence */
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"\xff\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"\xc0\xae\":\"a\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"\xed\xa0\x80\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"\xf4\x90\x80\x80\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"\xe2\x82\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
         NULL
     };
 
@@ -315,6 +327,15 @@ test_jwk_hostile(void)
                        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
                        79, &res);
     ok(pk != NULL, "RFC 8037 Ed25519 public JWK parses");
+    EVP_PKEY_free(pk);
+
+    /* UTF-8 of two, three and four octets is taken */
+    pki_result_init(&res);
+    pk = pki_jwk_parse("{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+                       "\"kid\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x94\x91\","
+                       "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
+                       97, &res);
+    ok(pk != NULL, "a JWK with UTF-8 in a member parses (%s)", res.detail);
     EVP_PKEY_free(pk);
 
     {
