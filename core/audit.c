@@ -210,6 +210,10 @@ struct pki_audit_qent_s {
     const pki_audit_carry_t  *carry;   /* carried: its stream, else NULL */
     int                   legacy;      /* carried: from carry->lkey */
     char                  rid[48];     /* carried: its id in that stream */
+    int                   held;        /* carried: a file of the log holds
+                                          it (pki_audit_mark_held) */
+    long long             qms;         /* carried: when it was queued
+                                          (pki_audit_mono_ms) */
     /* where its line went when last written (a batch that failed part
      * way is retried without the lines that reached the file) */
     dev_t                 wdev;
@@ -269,6 +273,7 @@ static void pki_audit_xdel(pki_audit_qent_t *list);
 static void pki_audit_janitor(pki_audit_t *a);
 static void pki_audit_xdel_later(pki_audit_t *a, pki_audit_qent_t *done);
 static long long pki_audit_ms(void);
+static long long pki_audit_mono_ms(void);
 static int pki_audit_gathered(pki_audit_t *a);
 static int pki_audit_logid(pki_audit_t *a, pki_result_t *res);
 static void pki_audit_srec_clamp(pki_audit_t *a, dev_t dev, ino_t ino,
@@ -278,6 +283,7 @@ static int pki_audit_shared_sync(pki_audit_t *a, int fd, dev_t dev,
     ino_t ino, off_t end);
 static int pki_audit_catch_up(pki_audit_t *a, pki_result_t *res);
 static int pki_audit_in_file(pki_audit_t *a, const pki_audit_qent_t *q);
+static int pki_audit_mark_taken(pki_audit_t *a, pki_audit_qent_t *batch);
 
 
 /* ---- the hook -------------------------------------------------------------- */
@@ -2679,6 +2685,8 @@ pki_audit_enqueue(pki_audit_t *a, const pki_event_t *ev,
     q->next = NULL;
     q->carry = NULL;
     q->legacy = 0;
+    q->held = 0;
+    q->qms = 0;
     q->wend = 0;
     q->rid[0] = '\0';
 
@@ -2879,10 +2887,21 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
                 a->batching = 1;
                 a->olen = 0;
 
+                if (!pki_audit_mark_taken(a, batch)) {
+                    st = pki_fail(res, PKI_UNAVAILABLE, "fdatasync("
+                                  "audit.log) failed: %s", strerror(errno));
+                }
+
                 for (q = batch; q != NULL && st == PKI_OK; q = q->next) {
                     if (q->wend > 0 && pki_audit_in_file(a, q)) {
                         /* written by a batch that failed after it (the
                          * catch-up cut off what was torn) */
+                        continue;
+                    }
+
+                    if (q->held) {
+                        /* written by a janitor while our writes failed
+                         * (pki_audit_mark_taken) */
                         continue;
                     }
 
@@ -3355,6 +3374,19 @@ pki_audit_ms(void)
 }
 
 
+/* A local age's clock: a step of the wall clock (NTP, by hand) must not
+ * make an entry look younger than it is (pki_audit_mark_taken). */
+static long long
+pki_audit_mono_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
 /* DIR/audit.id made (mode 0644) with a new identity of 16 hex digits from
  * the CSPRNG, unless another process made it first; 1, or 0 with res
  * filled.  The id is written to a file of its own, synced, then linked to
@@ -3730,6 +3762,8 @@ pki_int_audit_carried(const char *stream, const char *time,
     q->next = NULL;
     q->carry = NULL;
     q->legacy = 0;
+    q->held = 0;
+    q->qms = 0;
     q->wend = 0;
     for (i = 0; i < a->ncarry; i++) {
         if (a->carry[i].key == stream) {
@@ -3748,6 +3782,7 @@ pki_int_audit_carried(const char *stream, const char *time,
         /* no answer waits for it: the syncer writes carried entries in
          * batches (PKI_AUDIT_BATCH_MS, PKI_AUDIT_BATCH_MAX) */
         q->ticket = ++a->qnext;
+        q->qms = pki_audit_mono_ms();
         *a->qtail = q;
         a->qtail = &q->next;
         pki_audit_held(&a->qbytes, q, 1);
@@ -3863,11 +3898,13 @@ pki_audit_xdel(pki_audit_qent_t *list)
 }
 
 
-/* Marks (q->ticket = 1) the entries of list whose (CA, stream, stream
- * id) the text of a log file holds: one pass over the text, whatever the
- * number of entries.  The stream is the "stream" right after "rid" (the
- * log's own, logid), or none (the previous version's: its lines have
- * none, and neither have those the janitor writes from its stream). */
+/* Marks (q->held = 1) the carried entries of list whose (CA, stream,
+ * stream id) the text of a log file holds: one pass over the text,
+ * whatever the number of entries.  The stream is the "stream" right after
+ * "rid" (the log's own, logid), or none (the previous version's: its
+ * lines have none, and neither have those the janitor writes from its
+ * stream).  The other entries of list (a syncer's batch has entries that
+ * are not carried: no stream, no CA, no rid) are left as they are. */
 static void
 pki_audit_mark_held(const char *text, size_t len, const char *logid,
     pki_audit_qent_t *list)
@@ -3918,8 +3955,8 @@ pki_audit_mark_held(const char *text, size_t len, const char *logid,
         }
 
         for (q = list; c != NULL && q != NULL; q = q->next) {
-            if (q->ticket || q->legacy != legacy || strlen(q->rid) != rl
-                || memcmp(q->rid, r, rl) != 0)
+            if (q->carry == NULL || q->held || q->legacy != legacy
+                || strlen(q->rid) != rl || memcmp(q->rid, r, rl) != 0)
             {
                 continue;
             }
@@ -3928,7 +3965,7 @@ pki_audit_mark_held(const char *text, size_t len, const char *logid,
             if ((size_t) (le - (c + 7)) > cl
                 && memcmp(c + 7, q->carry->ca, cl) == 0 && c[7 + cl] == '"')
             {
-                q->ticket = 1;
+                q->held = 1;
             }
         }
 
@@ -3982,8 +4019,8 @@ pki_audit_map(const char *dir, const char *name, size_t *len)
 #define PKI_AUDIT_SKEW_MS  (10LL * 60 * 1000)
 
 
-/* Marks the entries of list that a rotated file holds.  Only the files
- * written to since the oldest entry of list entered its stream are read
+/* Marks the carried entries of list that a rotated file holds.  Only the
+ * files written to since the oldest of them entered its stream are read
  * (an entry whose writer died an hour ago, with many rotations since, is
  * found as well as one from a second ago), each once. */
 static void
@@ -4001,7 +4038,9 @@ pki_audit_mark_rotated(const char *dir, const char *logid,
 
     oldest = -1;
     for (q = list; q != NULL; q = q->next) {
-        if (!q->ticket) {
+        /* (an entry not carried has no stream id: strtoll("") is 0, and
+         * every rotated file would be read for it) */
+        if (q->carry != NULL && !q->held) {
             ms = strtoll(q->rid, NULL, 10);
             if (oldest < 0 || ms < oldest) {
                 oldest = ms;
@@ -4010,7 +4049,7 @@ pki_audit_mark_rotated(const char *dir, const char *logid,
     }
 
     if (oldest < 0) {
-        return;                 /* every entry is held already */
+        return;                 /* every carried entry is held already */
     }
 
     d = opendir(dir);
@@ -4045,6 +4084,93 @@ pki_audit_mark_rotated(const char *dir, const char *logid,
     }
 
     closedir(d);
+}
+
+
+/* With the locks held, after the catch-up: marks (q->held) the carried
+ * entries of the syncer's batch that a file of the log holds already; 0
+ * if their lines cannot be made durable (the batch is retried).
+ *
+ * A janitor takes an entry left in its stream past orphan_ms even when
+ * its writer lives (pki_audit_orphaned): when this process's writes fail
+ * that long while another process's work, the other's janitor writes the
+ * entry from the stream and deletes it, and this syncer, whose write
+ * works again, would write it from its retry list a second time (two
+ * lines with one rid; pki_audit_drop_queued keeps only this process's
+ * own janitor off it).  The entries the file holds count as written: they
+ * still go to pend, to be synced and deleted from their stream (an id
+ * already gone is no error to XDEL).
+ *
+ * Only a batch with an entry queued long enough ago for a janitor to take
+ * it maps the files: none of a batch written in time.  The janitors
+ * measure the age from the stream id on the Redis server's clock, and
+ * the entry came into the queue after its XADD: its age in the queue is
+ * compared with orphan_ms less PKI_AUDIT_LOOK_MS, the margin for the
+ * time in between (none below 0: with an orphan_ms that short, every
+ * batch with a carried entry is looked for). */
+static int
+pki_audit_mark_taken(pki_audit_t *a, pki_audit_qent_t *batch)
+{
+    int                  old, held, ok, eno;
+    char                *cur;
+    size_t               clen;
+    long long            now, age;
+    pki_audit_qent_t    *q;
+
+    age = a->orphan_ms - PKI_AUDIT_LOOK_MS;
+    if (age < 0) {
+        age = 0;
+    }
+
+    now = pki_audit_mono_ms();
+    old = 0;
+
+    /* marks of a try that failed are not kept: the file is read anew */
+    for (q = batch; q != NULL; q = q->next) {
+        q->held = 0;
+        old |= q->carry != NULL && now - q->qms >= age;
+    }
+
+    if (!old) {
+        return 1;
+    }
+
+    clen = 0;
+    cur = pki_audit_map(a->dir, "audit.log", &clen);
+    held = 0;
+
+    if (cur != NULL) {
+        pki_audit_mark_held(cur, clen, a->logid, batch);
+
+        for (q = batch; q != NULL; q = q->next) {
+            held |= q->held;
+        }
+    }
+
+    /* the janitor that wrote them syncs them before it deletes them from
+     * their stream, but it may have died first, or not be there yet: they
+     * leave the stream after this process's sync, which covers only what
+     * it wrote itself (a rotated file was synced before its rename) */
+    ok = 1;
+    eno = 0;
+    if (held && !a->no_fsync
+        && pki_audit_shared_sync(a, a->fd, a->dev, a->ino, (off_t) clen)
+           != 0)
+    {
+        ok = 0;
+        eno = errno;
+    }
+
+    if (cur != NULL) {
+        munmap(cur, clen);
+    }
+
+    if (ok) {
+        pki_audit_mark_rotated(a->dir, a->logid, batch);
+    }
+
+    errno = eno;
+    return ok;
 }
 
 
@@ -4293,6 +4419,8 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
             q->ticket = 0;
             q->carry = c;
             q->legacy = legacy;
+            q->held = 0;
+            q->qms = 0;
             q->wend = 0;
             memcpy(q->rid, e->element[0]->str, e->element[0]->len);
             q->rid[e->element[0]->len] = '\0';
@@ -4415,7 +4543,7 @@ pki_audit_janitor(pki_audit_t *a)
                 pki_audit_mark_held(cur, clen, a->logid, list);
 
                 for (q = list; q != NULL; q = q->next) {
-                    held |= q->ticket;
+                    held |= q->held;
                 }
             }
             if (ok) {
@@ -4423,7 +4551,7 @@ pki_audit_janitor(pki_audit_t *a)
             }
 
             for (q = list; ok && q != NULL; q = q->next) {
-                if (q->ticket) {
+                if (q->held) {
                     continue;           /* the file has it */
                 }
 

@@ -21,15 +21,21 @@
  * from the previous version's stream "<host>-<dir hash>": its orphans are
  * written once and deleted, and a stream id in both streams names two
  * entries, not one.
+ *
+ * A writer whose writes to the file fail past orphan_ms while another's
+ * work: the other's janitor writes its entry from the stream, and the
+ * writer, once its writes work again, does not write it a second time.
  */
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -62,6 +68,84 @@ sleep_ms(long ms)
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (ms % 1000) * 1000000;
     nanosleep(&ts, NULL);
+}
+
+
+/* write() and flock() of this binary come first (test_audit.c does so
+ * with fsync()): while fail_on is set, writes to the descriptor fail_fd
+ * fail with EIO (one log's audit.log, not another log's of the same
+ * file), failed counts them; while hold_on is set, an exclusive flock()
+ * of the descriptor hold_fd (that log's audit.lock) waits, holding counts
+ * those waiting.  The real ones are the next: libc's, or a sanitizer's
+ * that checks its arguments first. */
+static int            fail_fd = -1;
+static int            fail_on;
+static int            failed;
+static int            hold_fd = -1;
+static int            hold_on;
+static int            holding;
+
+typedef ssize_t (*write_pt)(int fd, const void *buf, size_t n);
+typedef int (*flock_pt)(int fd, int op);
+
+static write_pt       real_write;
+static flock_pt       real_flock;
+
+
+__attribute__((visibility("default"))) ssize_t
+write(int fd, const void *buf, size_t n)
+{
+    write_pt  real;
+
+    if (fd >= 0 && __atomic_load_n(&fail_on, __ATOMIC_ACQUIRE)
+        && fd == __atomic_load_n(&fail_fd, __ATOMIC_ACQUIRE))
+    {
+        __atomic_add_fetch(&failed, 1, __ATOMIC_RELAXED);
+        errno = EIO;
+        return -1;
+    }
+
+    real = __atomic_load_n(&real_write, __ATOMIC_ACQUIRE);
+    if (real == NULL) {
+        real = (write_pt) dlsym(RTLD_NEXT, "write");
+        if (real == NULL) {
+            errno = ENOSYS;
+            return -1;
+        }
+        __atomic_store_n(&real_write, real, __ATOMIC_RELEASE);
+    }
+
+    return real(fd, buf, n);
+}
+
+
+__attribute__((visibility("default"))) int
+flock(int fd, int op)
+{
+    flock_pt  real;
+
+    if (fd >= 0 && (op & LOCK_EX)
+        && fd == __atomic_load_n(&hold_fd, __ATOMIC_ACQUIRE)
+        && __atomic_load_n(&hold_on, __ATOMIC_ACQUIRE))
+    {
+        __atomic_add_fetch(&holding, 1, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&hold_on, __ATOMIC_ACQUIRE)) {
+            sleep_ms(5);
+        }
+        __atomic_sub_fetch(&holding, 1, __ATOMIC_RELEASE);
+    }
+
+    real = __atomic_load_n(&real_flock, __ATOMIC_ACQUIRE);
+    if (real == NULL) {
+        real = (flock_pt) dlsym(RTLD_NEXT, "flock");
+        if (real == NULL) {
+            errno = ENOSYS;
+            return -1;
+        }
+        __atomic_store_n(&real_flock, real, __ATOMIC_RELEASE);
+    }
+
+    return real(fd, op);
 }
 
 
@@ -267,6 +351,45 @@ count_in(const char *dir, const char *needle)
         n++;
     }
     free(text);
+
+    return n;
+}
+
+
+/* The descriptors of this process open on DIR/NAME into fds (up to max);
+ * how many. */
+static int
+log_fds(const char *dir, const char *name, int *fds, int max)
+{
+    int             n, fd;
+    DIR            *d;
+    char            path[600];
+    struct stat     log, st;
+    struct dirent  *de;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (stat(path, &log) != 0) {
+        return 0;
+    }
+
+    d = opendir("/proc/self/fd");
+    if (d == NULL) {
+        return 0;
+    }
+
+    n = 0;
+    while (n < max && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') {
+            continue;
+        }
+        fd = atoi(de->d_name);
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)
+            && st.st_dev == log.st_dev && st.st_ino == log.st_ino)
+        {
+            fds[n++] = fd;
+        }
+    }
+    closedir(d);
 
     return n;
 }
@@ -1342,6 +1465,166 @@ main(void)
     }
 
 skip_stall:
+
+    /* Two workers on one log, A and B (two logs opened on one directory:
+     * one stream; a janitor takes an entry older than orphan_ms even when
+     * its writer, here this process, lives).  A's writes to audit.log
+     * fail (EIO) past orphan_ms while B's work: B's janitor writes A's
+     * entry from the stream, syncs it and deletes it.  Once A's writes
+     * work again, A's syncer finds the line in the file and does not
+     * write it from its retry list a second time (it did: two lines with
+     * one rid, in a chain that still verified). */
+    {
+        int                  k, m, nb, na, lfds[16], before[16], after[16];
+        char                 dire[300], keye[400], ide[17], tag[96];
+        char                 hexa[41], hexb[41], ridb[64], *pe;
+        size_t               bytes;
+        pki_event_t          ev;
+        pki_audit_t         *la, *lb;
+        pki_audit_conf_t     ce;
+        pki_audit_report_t   rep;
+
+        snprintf(dire, sizeof(dire), "%s/loge", tdir);
+        mkdir(dire, 0700);
+        memset(&ce, 0, sizeof(ce));
+        ce.dir = dire;
+        ce.orphan_ms = 300;
+
+        /* A's descriptors: of audit.lock, the one its open made; of
+         * audit.log, the one its first write opened */
+        nb = log_fds(dire, "audit.lock", before, 16);
+        pki_result_init(&res);
+        la = pki_audit_open(&ce, &res);
+        na = log_fds(dire, "audit.lock", lfds, 16);
+        ok(la != NULL && pki_audit_carry(la, r, "c1", &res) == PKI_OK
+           && pki_audit_syncer_start(la, NULL, NULL, &res) == PKI_OK
+           && read_id(dire, ide) && nb == 0 && na == 1,
+           "log A (orphan_ms 300) carries c1, audit.lock is its fd %d: %s",
+           na == 1 ? lfds[0] : -1, res.detail);
+        hold_fd = na == 1 ? lfds[0] : -1;
+        snprintf(keye, sizeof(keye), "%s{ca:c1}:audit:%s-%s", ns, host,
+                 ide);
+        pki_audit_set_default(la);
+        pki_audit_set_deferred(1);
+
+        nb = log_fds(dire, "audit.log", before, 16);
+        is_status(issue(ca, tdev, r, "dev-a", hexa, &res), PKI_OK,
+                  "  an issuance through A");
+        snprintf(tag, sizeof(tag), "\"serial\":\"%s\"", hexa);
+        for (k = 0; k < 200 && (count_in(dire, tag) != 1 || xlen(keye) != 0);
+             k++)
+        {
+            sleep_ms(25);
+        }
+        ok(count_in(dire, tag) == 1 && xlen(keye) == 0,
+           "  written by A, the stream emptied");
+        na = log_fds(dire, "audit.log", after, 16);
+        for (k = 0, m = 0; k < na; k++) {
+            int  j, seen;
+
+            for (j = 0, seen = 0; j < nb; j++) {
+                seen |= before[j] == after[k];
+            }
+            if (!seen) {
+                fail_fd = after[k];
+                m++;
+            }
+        }
+        ok(m == 1, "  A has audit.log open as fd %d", fail_fd);
+
+        pki_result_init(&res);
+        lb = pki_audit_open(&ce, &res);
+        ok(lb != NULL && pki_audit_carry(lb, r, "c1", &res) == PKI_OK
+           && pki_audit_syncer_start(lb, NULL, NULL, &res) == PKI_OK,
+           "log B on the same directory carries c1: %s", res.detail);
+
+        /* A's writes fail from now on */
+        __atomic_store_n(&fail_on, 1, __ATOMIC_RELEASE);
+        is_status(issue(ca, tdev, r, "dev-b", hexb, &res), PKI_OK,
+                  "an issuance through A while its writes fail");
+        ridb[0] = '\0';
+        pe = entry_field(keye, "p", ridb);
+        ok(pe != NULL && ridb[0] != '\0', "  its entry is in the stream: "
+           "%s", ridb);
+        free(pe);
+        for (k = 0; k < 200 && __atomic_load_n(&failed, __ATOMIC_ACQUIRE)
+                               == 0; k++)
+        {
+            sleep_ms(25);
+        }
+
+        /* Then A's next try waits for the flock, and B writes a line
+         * first: in one process, B's janitor's line would be byte for
+         * byte the line of A's try just before it (one pid, one seq, one
+         * prev), which A's own check of its last write
+         * (pki_audit_in_file) finds; a line of another process has
+         * another pid.  Here B's line lands after another one. */
+        __atomic_store_n(&hold_on, 1, __ATOMIC_RELEASE);
+        for (k = 0; k < 200 && __atomic_load_n(&holding, __ATOMIC_ACQUIRE)
+                               == 0; k++)
+        {
+            sleep_ms(10);
+        }
+        ok(__atomic_load_n(&failed, __ATOMIC_ACQUIRE) > 0
+           && __atomic_load_n(&holding, __ATOMIC_ACQUIRE) == 1,
+           "  A's write failed (%d times), its next try waits for the flock",
+           failed);
+
+        memset(&ev, 0, sizeof(ev));
+        ev.type = PKI_EV_ISSUE;
+        ev.status = PKI_OK;
+        ev.protocol = "est";
+        ev.ca = "c9";
+        ev.serial = "0BADC0DE31";
+        pki_result_init(&res);
+        ok(pki_audit_append(lb, &ev, 1, &res) == PKI_OK,
+           "  a line through B: %s", res.detail);
+
+        snprintf(tag, sizeof(tag), "\"rid\":\"%s\"", ridb);
+        for (k = 0; k < 320 && (count_in(dire, tag) < 1 || xlen(keye) != 0);
+             k++)
+        {
+            sleep_ms(25);
+        }
+        bytes = 0;
+        (void) pki_audit_backlog(la, &bytes, NULL, NULL);
+        ok(count_in(dire, tag) == 1 && xlen(keye) == 0 && bytes > 0,
+           "  B's janitor wrote the entry (%.1f s) and deleted it from the "
+           "stream; it waits in A still (%zu bytes)", k * 0.025, bytes);
+
+        /* A's writes work again: its syncer retries the batch */
+        __atomic_store_n(&fail_on, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&hold_on, 0, __ATOMIC_RELEASE);
+        for (k = 0; k < 200; k++) {
+            (void) pki_audit_backlog(la, &bytes, NULL, NULL);
+            if (bytes == 0) {
+                break;
+            }
+            sleep_ms(25);
+        }
+        pki_result_init(&res);
+        ok(bytes == 0 && pki_audit_sync(la, &res) == PKI_OK,
+           "A's writes work again: its retry drained and synced: %s",
+           res.detail);
+        snprintf(path, sizeof(path), "\"serial\":\"%s\"", hexb);
+        ok(count_in(dire, tag) == 1 && count_in(dire, path) == 1,
+           "  the entry is in the file once (%d lines with its rid)",
+           count_in(dire, tag));
+
+        pki_audit_set_deferred(0);
+        pki_audit_set_default(NULL);
+        pki_audit_close(la);
+        pki_audit_close(lb);
+        fail_fd = -1;
+        hold_fd = -1;
+
+        ok(xlen(keye) == 0 && count_in(dire, tag) == 1,
+           "  after close: the stream is empty, the entry once in the file");
+        memset(&rep, 0, sizeof(rep));
+        pki_result_init(&res);
+        ok(pki_audit_verify(dire, NULL, &rep, &res) == PKI_OK,
+           "  the log verifies: %s", res.detail);
+    }
 
     /* processes opening one new directory at once agree on its id (8
      * threads at once here, 25 times) */
