@@ -4105,9 +4105,7 @@ pki_audit_mark_rotated(const char *dir, const char *logid,
  * it maps the files: none of a batch written in time.  The janitors
  * measure the age from the stream id on the Redis server's clock, and
  * the entry came into the queue after its XADD: its age in the queue is
- * compared with orphan_ms less PKI_AUDIT_LOOK_MS, the margin for the
- * time in between (none below 0: with an orphan_ms that short, every
- * batch with a carried entry is looked for). */
+ * compared with the janitors' less a margin for the time in between. */
 static int
 pki_audit_mark_taken(pki_audit_t *a, pki_audit_qent_t *batch)
 {
@@ -4117,10 +4115,13 @@ pki_audit_mark_taken(pki_audit_t *a, pki_audit_qent_t *batch)
     long long            now, age;
     pki_audit_qent_t    *q;
 
-    age = a->orphan_ms - PKI_AUDIT_LOOK_MS;
-    if (age < 0) {
-        age = 0;
-    }
+    /* janitors read only entries PKI_AUDIT_LOOK_MS old (on the server's
+     * clock) or more; the margin for the time between the XADD and the
+     * queue is PKI_AUDIT_LOOK_MS, or half that age when it is shorter
+     * (so that a short orphan_after does not read the file for every
+     * batch written in time) */
+    age = a->orphan_ms > PKI_AUDIT_LOOK_MS ? a->orphan_ms : PKI_AUDIT_LOOK_MS;
+    age -= age / 2 < PKI_AUDIT_LOOK_MS ? age / 2 : PKI_AUDIT_LOOK_MS;
 
     now = pki_audit_mono_ms();
     old = 0;
