@@ -227,7 +227,8 @@ pki_ocsp_find_ca(const pki_ocsp_conf_t *conf, OCSP_CERTID *cid, size_t from)
 static int
 pki_ocsp_nonce_ok(OCSP_REQUEST *req, int *has)
 {
-    int                  idx, ok;
+    int                  idx, ok, n;
+    unsigned char       *der;
     X509_EXTENSION      *ext;
     ASN1_OCTET_STRING   *data, *inner;
     const unsigned char *p;
@@ -248,13 +249,25 @@ pki_ocsp_nonce_ok(OCSP_REQUEST *req, int *has)
         return 0;
     }
 
-    /* extnValue holds a DER OCTET STRING (RFC 6960 4.4.1, RFC 9654). */
+    /* extnValue holds a DER OCTET STRING (RFC 6960 4.4.1, RFC 9654).  The
+     * value is echoed as it came (OCSP_copy_nonce): its DER form is what
+     * bounds the echo (a BER constructed string of 20,000 empty segments
+     * around 16 octets was taken, and echoed at 40 KB) */
     p = ASN1_STRING_get0_data(data);
     inner = d2i_ASN1_OCTET_STRING(NULL, &p, ASN1_STRING_length(data));
     ok = inner != NULL
          && p == ASN1_STRING_get0_data(data) + ASN1_STRING_length(data)
          && ASN1_STRING_length(inner) >= 1
          && ASN1_STRING_length(inner) <= PKI_OCSP_MAX_NONCE;
+
+    if (ok) {
+        /* byte for byte its own DER */
+        der = NULL;
+        n = i2d_ASN1_OCTET_STRING(inner, &der);
+        ok = n == ASN1_STRING_length(data)
+             && memcmp(der, ASN1_STRING_get0_data(data), (size_t) n) == 0;
+        OPENSSL_free(der);
+    }
     ASN1_OCTET_STRING_free(inner);
 
     *has = ok;

@@ -895,6 +895,63 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
             free(der);
         }
 
+        /* a nonce in BER, which OpenSSL reads but the echo would copy as
+         * it came: a constructed string of 2,000 empty segments around 16
+         * octets, and 16 octets with a long-form length */
+        for (j = 0; j < 2; j++) {
+            size_t              n, k;
+            unsigned char      *v, *q;
+            OCSP_REQUEST       *breq;
+            X509_EXTENSION     *ext;
+            ASN1_OCTET_STRING  *val;
+
+            v = malloc(4 + 2000 * 2 + 18);
+            q = v;
+            if (j == 0) {
+                n = 2000 * 2 + 18;
+                *q++ = 0x24;
+                *q++ = 0x82;
+                *q++ = (unsigned char) (n >> 8);
+                *q++ = (unsigned char) n;
+                for (k = 0; k < 2000; k++) {
+                    *q++ = 0x04;
+                    *q++ = 0x00;
+                }
+                *q++ = 0x04;
+                *q++ = 16;
+            } else {
+                *q++ = 0x04;
+                *q++ = 0x81;
+                *q++ = 16;
+            }
+            RAND_bytes(q, 16);
+            q += 16;
+
+            breq = OCSP_REQUEST_new();
+            OCSP_request_add0_id(breq, make_id(&ids[0]));
+            val = ASN1_OCTET_STRING_new();
+            ASN1_OCTET_STRING_set(val, v, (int) (q - v));
+            ext = X509_EXTENSION_create_by_NID(NULL, NID_id_pkix_OCSP_Nonce,
+                                               0, val);
+            OCSP_REQUEST_add_ext(breq, ext, -1);
+            X509_EXTENSION_free(ext);
+            ASN1_OCTET_STRING_free(val);
+            free(v);
+
+            der = NULL;
+            len = (size_t) i2d_OCSP_REQUEST(breq, &der);
+            OCSP_REQUEST_free(breq);
+            st = run(&conf, "POST", der, len, &resp);
+            ok(st == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST
+               && resp.body_len < 100,
+               "a 16-octet nonce in BER (%s, a request of %zu bytes): "
+               "malformedRequest, %zu bytes, nothing echoed (%d)",
+               j == 0 ? "2,000 empty segments" : "long-form length", len,
+               resp.body_len, st);
+            pki_ocsp_resp_free(&resp);
+            OPENSSL_free(der);
+        }
+
         /* the request the truncations and mutations below start from */
         der = make_req(ids, 1, 129, &len, NULL);
     }
