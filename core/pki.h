@@ -359,7 +359,9 @@ PKI_API pki_status_t pki_record_revoke_due(pki_redis_t *r, const char *ca,
 PKI_API int pki_record_at(pki_record_t *rec, time_t now);
 
 /* Calls cb for every entry of the CA's revoked hash (HSCAN, in batches).
- * cb returns 0 to stop early. */
+ * cb returns 0 to stop early.  An entry whose value cannot be read comes
+ * with reason -1 and no dates (0); one whose serial cannot be read fails
+ * the walk. */
 typedef int (*pki_revoked_cb)(void *arg, const char *serial, int reason,
     time_t revoked_at, time_t invalidity_date);
 PKI_API pki_status_t pki_record_revoked_each(pki_redis_t *r, const char *ca,

@@ -2872,13 +2872,24 @@ pki_revoked_page(pki_redis_t *r, const char *kexp, const redisReply *items,
         for (j = 0; j < n && !*stop; j++) {
             k = items->element[i + 2 * j];
 
+            /* a serial that cannot be read may be a revoked certificate
+             * that a list without it would call good: no list */
             if (!pki_reply_copy(k, serial, sizeof(serial))
-                || !pki_serial_normalize(serial, canon)
-                || !pki_revoked_parse(items->element[i + 2 * j + 1],
-                                      &reason, &at, &inv))
+                || !pki_serial_normalize(serial, canon))
             {
                 return pki_fail(res, PKI_INTERNAL,
                                 "corrupt revocation entry");
+            }
+
+            /* a value that cannot be read still names a revoked
+             * certificate: listed without its reason and dates (reason
+             * -1: the caller's default), not a failed list */
+            if (!pki_revoked_parse(items->element[i + 2 * j + 1], &reason,
+                                   &at, &inv))
+            {
+                reason = -1;
+                at = 0;
+                inv = 0;
             }
 
             na = 0;

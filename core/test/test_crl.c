@@ -1807,6 +1807,47 @@ test_redis(pki_ca_t *ca, X509 *cacert, pki_template_t *t, const char *sock)
     freeReplyObject(redisCommand(rc, "HDEL %s{ca:%s}:revoked zz", ns,
                                  pki_ca_name(ca)));
 
+    /* a good serial with a value that cannot be read: still revoked,
+     * listed without a reason, dated thisUpdate; the other entries kept */
+    freeReplyObject(redisCommand(rc, "HSET %s{ca:%s}:revoked 0ABC %s", ns,
+                                 pki_ca_name(ca), "junk"));
+    pki_result_init(&res);
+    st = pki_crl_build(ca, r, 3600, &der, &len, &res);
+    crl = der ? parse_crl(der, len) : NULL;
+    {
+        int            n = -1, found = 0, reason = -2;
+        X509_REVOKED  *rv;
+
+        if (crl != NULL) {
+            n = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl));
+            for (int i = 0; i < n; i++) {
+                rv = sk_X509_REVOKED_value(X509_CRL_get_REVOKED(crl), i);
+                if (ASN1_INTEGER_get(X509_REVOKED_get0_serialNumber(rv))
+                    == 0xABC)
+                {
+                    ASN1_ENUMERATED  *e;
+
+                    found = 1;
+                    e = X509_REVOKED_get_ext_d2i(rv, NID_crl_reason, NULL,
+                                                 NULL);
+                    reason = e != NULL ? (int) ASN1_ENUMERATED_get(e) : -1;
+                    ASN1_ENUMERATED_free(e);
+                    ok(ASN1_TIME_compare(X509_REVOKED_get0_revocationDate(rv),
+                                         X509_CRL_get0_lastUpdate(crl))
+                       == 0, "  dated thisUpdate");
+                }
+            }
+        }
+        ok(st == PKI_OK && found && reason == -1 && n == 4,
+           "a revoked entry whose value cannot be read: listed, no reason, "
+           "beside the 3 others (%s, %d entries) [%s]",
+           pki_status_name(st), n, res.log);
+    }
+    X509_CRL_free(crl);
+    free(der);
+    freeReplyObject(redisCommand(rc, "HDEL %s{ca:%s}:revoked 0ABC", ns,
+                                 pki_ca_name(ca)));
+
     pki_result_init(&res);
     st = pki_crl_build(ca, r, 3600, &der, &len, &res);
     is_status(st, PKI_OK, "CRL after the garbage is gone");
