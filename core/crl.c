@@ -137,11 +137,12 @@ pki_crl_add(void *arg, const char *serial, int reason, time_t revoked_at,
         return 1;
     }
 
+    if (b->n >= PKI_CRL_MAX_ENTRIES) {
+        b->failed = 2;              /* not the capacity: that doubles past */
+        return 0;
+    }
+
     if (b->n == b->cap) {
-        if (b->cap >= PKI_CRL_MAX_ENTRIES) {
-            b->failed = 2;
-            return 0;
-        }
         cap = b->cap ? b->cap * 2 : 1024;
         revs = realloc(b->revs, cap * sizeof(pki_crl_rev_t));
         if (revs == NULL) {

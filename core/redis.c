@@ -3927,6 +3927,14 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
         return pki_fail(res, PKI_INTERNAL, "redis: no CRL to store");
     }
 
+    /* what pki_crl_store_read would not take back: stored, it would be
+     * taken for none and built again by every reader */
+    if (crl->len > (size_t) PKI_CRL_DER_MAX) {
+        return pki_fail(res, PKI_TOO_LARGE, "CRL of CA \"%s\": %zu bytes, "
+                        "over the %ld a stored CRL may have", ca, crl->len,
+                        (long) PKI_CRL_DER_MAX);
+    }
+
     if (!pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
         || !pki_redis_key(r, ca, "crl", NULL, kl, sizeof(kl), NULL, res)
         || !pki_redis_key(r, ca, "crl_group", NULL, kq, sizeof(kq), NULL,
