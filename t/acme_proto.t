@@ -487,12 +487,16 @@ is($r->{status}, 200, 'a MAILTO: contact (any case of the scheme)')
 for my $bad ('mailto:ops@', 'mailto:@example.com', 'mailto:a@b@example.com',
              'mailto:a%2Cb@example.com', 'mailto:a@example.com?cc=b@c.d',
              "mailto:a\x01b\@example.com", "mailto:a\x7f\@example.com",
-             "mailto:\x{e9}t\@example.com", 'mailto:a@-.-', 'mailto:a@[x',
+             "mailto:\xc3\xa9t\@example.com", 'mailto:a@-.-', 'mailto:a@[x',
              'mailto:a@*.example.com', 'mailto:a@ex_ample.com') {
     $r = post($A, $A->{kid}, { contact => [$bad] });
     problem_is($r, 400, 'invalidContact', 'contact '
                . ($bad =~ s/([^\x21-\x7e])/sprintf('\\x%02x', ord $1)/ger));
 }
+# a payload that is not UTF-8 (a lone 0xe9) is not JSON (RFC 8259 8.1)
+$r = post($A, $A->{kid}, { contact => ["mailto:\x{e9}t\@example.com"] });
+problem_is($r, 400, 'malformed', 'a contact in Latin-1, not UTF-8');
+like($r->{json}{detail} // '', qr/not UTF-8/, '... saying so');
 $r = post($A, $A->{kid}, { contact => ['mailto:other@example.com'] });
 is($r->{status}, 200, 'the contact set back');
 
