@@ -1589,6 +1589,24 @@ pki_matter_tlv_to_der(const unsigned char *tlv, size_t len,
                         "bytes", PKI_MATTER_DER_MAX);
     }
 
+    /* one certificate, one TLV: the DER made is turned back into TLV and
+     * must give these very bytes (wider integers or lengths than needed,
+     * an extension the converter would not write, all refused), as the
+     * other direction checks its own */
+    {
+        pki_bld_t  *d = calloc(1, sizeof(pki_bld_t));
+
+        err = d != NULL ? cert_to_tlv(b->b, b->len, d) : "out of memory";
+        if (err == NULL && (d->len != len || memcmp(d->b, tlv, len) != 0)) {
+            err = "not the canonical encoding of its certificate";
+        }
+        free(d);
+        if (err != NULL) {
+            free(b);
+            return pki_fail(res, PKI_MALFORMED, "TLV: %s", err);
+        }
+    }
+
     *der = malloc(b->len);
     if (*der == NULL) {
         free(b);

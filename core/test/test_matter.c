@@ -220,18 +220,20 @@ test_tlv(void)
                 unsigned char  *back;
                 size_t          blen;
 
+                back = NULL;
                 if (pki_matter_der_to_tlv(out, olen, &back, &blen, &res)
-                    == PKI_OK && (blen != clen
-                                  || memcmp(back, mut, clen) != 0))
+                    != PKI_OK || blen != clen
+                    || memcmp(back, mut, clen) != 0)
                 {
-                    /* a non-minimal integer width is the only freedom */
+                    crash++;        /* taken, yet not its canonical TLV */
                 }
                 free(back);
             }
             free(out);
         }
         free(mut);
-        ok(crash == 0, "%s: corrupt TLVs handled", pairs[i]);
+        ok(crash == 0, "%s: corrupt TLVs handled, each one taken the "
+       "canonical TLV of its DER (%d not)", pairs[i], crash);
 
         free(der);
         free(chip);
@@ -244,6 +246,31 @@ test_tlv(void)
                == PKI_MALFORMED
        && strstr(res.detail, "invalid TLV tag"),
        "Err01-InvalidTag rejected: %s", res.detail);
+    free(chip);
+
+    /* one certificate, one TLV: ICA01 with its signature algorithm as an
+     * 8-octet integer (24 02 01 -> 27 02 01 00..00) makes the same DER,
+     * and is refused */
+    snprintf(dir, sizeof(dir), "%s/operational", vec);
+    chip = slurp(dir, "TestCert-ICA01.chip", &clen);
+    mut = chip != NULL ? malloc(clen + 7) : NULL;
+    for (k = 0; mut != NULL && k + 3 <= clen; k++) {
+        if (memcmp(chip + k, "\x24\x02\x01", 3) == 0) {
+            memcpy(mut, chip, k);
+            memcpy(mut + k, "\x27\x02\x01\0\0\0\0\0\0\0", 10);
+            memcpy(mut + k + 10, chip + k + 3, clen - k - 3);
+            break;
+        }
+    }
+    pki_result_init(&res);
+    out = NULL;
+    ok(mut != NULL && k + 3 <= clen
+       && pki_matter_tlv_to_der(mut, clen + 7, &out, &olen, &res)
+          == PKI_MALFORMED
+       && strstr(res.detail, "canonical") != NULL,
+       "ICA01 with a wider integer than needed refused: %s", res.detail);
+    free(out);
+    free(mut);
     free(chip);
 
     /* attestation DER (VID/PID) cannot be TLV */
