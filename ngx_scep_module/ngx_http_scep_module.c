@@ -253,6 +253,13 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
         ngx_http_pki_body_unwanted(r);
 
+        if (ngx_http_pki_add_header(r, "Allow",
+                                    (u_char *) "GET, HEAD, POST", 15)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED,
                                        &ngx_http_scep_bad_method, 0);
     }
@@ -285,6 +292,12 @@ ngx_http_scep_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "scep: HEAD of PKIOperation from %V refused",
                       &r->connection->addr_text);
+
+        if (ngx_http_pki_add_header(r, "Allow", (u_char *) "GET, POST", 9)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
         return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED,
                                        &ngx_http_scep_no_head, 0);

@@ -258,6 +258,8 @@ for my $case ([19, 10, 'PKCSReq'], [20, 500, 'CertPoll']) {
 }
 $r = $t->curl('PUT', "$base/scep?operation=PKIOperation", data => 'x');
 is($r->{code}, 405, 'PUT: 405');
+# RFC 9110 15.5.6: a 405 names the methods the resource supports
+is($r->{headers}{allow}, 'GET, HEAD, POST', '  Allow: GET, HEAD, POST');
 $r = $t->curl('POST', "$base/scep?operation=GetCACert", data => 'x');
 is($r->{code}, 400, 'POST GetCACert: 400');
 $t->no_continue('PUT', "$base/scep?operation=PKIOperation", 405, 'PUT');
@@ -426,6 +428,7 @@ sub csr_file {
     $r = $t->curl('HEAD', "$base/scep?operation=PKIOperation",
                   extra => ['-G', '--data-urlencode', "message\@$m", '-I']);
     is($r->{code}, 405, 'HEAD of PKIOperation: 405');
+    is($r->{headers}{allow}, 'GET, POST', '  Allow: GET, POST');
     is(records(), $before, '... nothing issued');
 }
 
