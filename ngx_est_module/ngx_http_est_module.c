@@ -78,6 +78,7 @@ static ngx_int_t ngx_http_est_no_tls(ngx_http_request_t *r, ngx_str_t *op);
 static ngx_int_t ngx_http_est_too_early(ngx_http_request_t *r,
     ngx_http_est_ctx_t *ctx);
 
+static ngx_uint_t ngx_http_est_challenged(ngx_http_request_t *r);
 static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
 static void ngx_http_est_wipe(void *data);
 
@@ -840,7 +841,10 @@ ngx_http_est_too_early(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
  * RFC 7030 clients break on a 401 with a body: in EST locations every 401
  * (auth_basic, auth_request or ours) goes out with WWW-Authenticate, no
  * body and Content-Length: 0.  Setting header_only makes
- * ngx_http_send_special_response() skip its HTML page.
+ * ngx_http_send_special_response() skip its HTML page.  A 401 without a
+ * challenge (auth_request whose backend sent none, a "return 401") gets
+ * EST's own Basic one: RFC 9110 11.6.1 requires one, and clients that
+ * send credentials only when challenged (RFC 7030 3.2.3) would give up.
  */
 
 static void
@@ -849,6 +853,49 @@ ngx_http_est_wipe(void *data)
     ngx_buf_t  *b = data;
 
     ngx_explicit_memzero(b->start, b->end - b->start);
+}
+
+
+/* a WWW-Authenticate is in the answer's headers (auth_basic's and
+ * auth_request's set r->headers_out.www_authenticate, the engine's not) */
+
+static ngx_uint_t
+ngx_http_est_challenged(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->headers_out.www_authenticate != NULL
+        && r->headers_out.www_authenticate->hash != 0)
+    {
+        return 1;
+    }
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0
+            && h[i].key.len == sizeof("WWW-Authenticate") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "WWW-Authenticate",
+                               sizeof("WWW-Authenticate") - 1)
+               == 0)
+        {
+            return 1;
+        }
+    }
 }
 
 
@@ -865,6 +912,15 @@ ngx_http_est_header_filter(ngx_http_request_t *r)
 
     if (elcf == NULL || !elcf->enable) {
         return ngx_http_next_header_filter(r);
+    }
+
+    if (!ngx_http_est_challenged(r)
+        && ngx_http_pki_add_header(r, "WWW-Authenticate",
+                                   (u_char *) "Basic realm=\"EST\"",
+                                   sizeof("Basic realm=\"EST\"") - 1)
+           == NULL)
+    {
+        return NGX_ERROR;
     }
 
     r->header_only = 1;

@@ -2146,6 +2146,19 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
+    if (bctx->gathering) {
+        /*
+         * client_body_in_file_only would have nginx's save filter write
+         * the gathered body to a temp file, on the event loop, and keep
+         * it after the request ("on"): the body is held in memory only
+         * ($request_body_file stays empty)
+         */
+        r->request_body_in_file_only = 0;
+        r->request_body_in_persistent_file = 0;
+        r->request_body_in_clean_file = 0;
+        r->request_body_file_group_access = 0;
+    }
+
     bctx->first_read = 1;
     rc = ngx_http_read_client_request_body(r, handler);
     bctx->first_read = 0;
@@ -3147,6 +3160,14 @@ ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
 void
 ngx_http_pki_send_unbuffered(ngx_http_request_t *r)
 {
+    /* gzip (gzip_types covering the answer's type) would compress it
+     * through buffers of its own, freed unwiped: the answer goes out
+     * uncompressed, as to a client that does not accept gzip */
+#if (NGX_HTTP_GZIP)
+    r->gzip_tested = 1;
+    r->gzip_ok = 0;
+#endif
+
 #if (NGX_HTTP_SSL)
 
     if (r->connection->ssl == NULL) {

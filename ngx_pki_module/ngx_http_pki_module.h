@@ -66,7 +66,11 @@ ngx_int_t ngx_http_pki_too_early(ngx_http_request_t *r);
  * unbuffered send skips limit_rate and cannot send file buffers (kTLS
  * sendfile), so it must not carry other requests.  Call it before the
  * header is sent.  HTTP/2: DATA frames go through the connection's
- * buffer, shared by its streams, which this does not change.
+ * buffer, shared by its streams, which this does not change.  gzip is
+ * turned off for the answer (its deflate buffers are not wiped either);
+ * the other filters that rewrite a body (sub_filter, ssi, addition, xslt)
+ * act only on the types they are given, text/html by default, never
+ * multipart/mixed nor application/json unless configured so.
  */
 void ngx_http_pki_send_unbuffered(ngx_http_request_t *r);
 

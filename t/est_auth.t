@@ -2,8 +2,10 @@
 # Copyright 2026 The nginx-pki developers
 # SPDX-License-Identifier: Apache-2.0
 #
-# EST authentication through auth_request + est_identity, the body cap on
-# chunked uploads (no Content-Length), and directive order.
+# EST authentication through auth_request + est_identity (a 401 always
+# carries a challenge), the body cap on chunked uploads (no
+# Content-Length), bodies kept in memory under client_body_in_file_only,
+# and directive order.
 
 use strict;
 use warnings;
@@ -22,6 +24,7 @@ $t->start_redis;
 # registry behind auth_request would.
 my $conf = $t->render_conf;
 my $http = $t->http_port;
+my $cbt = $t->dir . '/cbt';
 my $ar = <<"LOC";
         location = /auth {
             internal;
@@ -36,6 +39,10 @@ my $ar = <<"LOC";
             auth_request /auth;
             auth_request_set \$est_user \$upstream_http_x_user;
             est_identity \$est_user;
+            # nginx's save filter would write each body to a file here,
+            # on the event loop, and keep it
+            client_body_in_file_only on;
+            client_body_temp_path $cbt;
         }
 
 LOC
@@ -44,6 +51,10 @@ my $svc = <<'LOC';
             if ($http_x_token = "s3cret") {
                 add_header X-User tokenuser;
                 return 204;
+            }
+            if ($http_x_token = "sso") {
+                add_header WWW-Authenticate 'Bearer realm="sso"' always;
+                return 401;
             }
             return 401;
         }
@@ -68,6 +79,17 @@ my $r = $t->curl('POST', $url, data => $b64,
 is($r->{code}, 401, 'auth_request refuses without the token');
 is($r->{body}, '', '  401 has an empty body');
 is($r->{headers}{'content-length'}, '0', '  Content-Length: 0');
+# RFC 9110 11.6.1: a 401 carries a challenge; the auth service sent none
+is($r->{headers}{'www-authenticate'}, 'Basic realm="EST"',
+   '  WWW-Authenticate: EST\'s Basic challenge');
+
+# the auth service's own challenge goes out, alone
+$r = $t->curl('POST', $url, data => $b64,
+              headers => ['Content-Type: application/pkcs10',
+                          'X-Token: sso']);
+is($r->{code}, 401, 'auth_request refuses with the service\'s challenge');
+is(join('|', $r->{head} =~ /^WWW-Authenticate:\s*(.*?)\s*$/mgi),
+   'Bearer realm="sso"', '  that challenge, and no other');
 
 $r = $t->curl('POST', $url, data => $b64,
               headers => ['Content-Type: application/pkcs10',
@@ -85,6 +107,9 @@ if ($pem) {
     is($h->{requester}, 'tokenuser',
        '  the record names the identity auth_request vouched for');
 }
+my @files = grep { -f } glob("$cbt/*"), glob("$cbt/*/*"), glob("$cbt/*/*/*");
+is(scalar @files, 0, '  client_body_in_file_only: the body never went to '
+   . 'a file') or diag("@files");
 
 # the label declared before "est" in the same location works
 $r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port

@@ -685,7 +685,8 @@ sub est_url {
            . (defined $label ? "$label/" : '') . $op;
 }
 
-# POST a DER file base64-encoded to an EST operation.
+# POST a DER file base64-encoded to an EST operation (extra: more curl
+# arguments).
 sub est_post {
     my ($self, $op, $der, %o) = @_;
     require MIME::Base64;
@@ -697,7 +698,7 @@ sub est_post {
                        data => $o{raw} // $b64, headers => \@h,
                        user => exists $o{user} ? $o{user} : 'demo:demo',
                        cert => $o{cert}, key => $o{key}, quiet => $o{quiet},
-                       max_time => $o{max_time});
+                       max_time => $o{max_time}, extra => $o{extra});
 }
 
 # --- openssl oracle --------------------------------------------------------
