@@ -382,9 +382,14 @@ digits(const unsigned char *s, int n, int *out)
 }
 
 
-/* DER UTCTime / GeneralizedTime -> TLV time (0: 99991231235959Z). */
+/*
+ * DER UTCTime / GeneralizedTime -> TLV time, seconds since 2000-01-01.
+ * 0 is that instant as a notBefore, and as a notAfter "no well-defined
+ * expiration", which is 99991231235959Z (RFC 5280 4.1.2.5); a notAfter of
+ * 2000-01-01 has no form.
+ */
 static int
-der_time_to_tlv(int tag, const pki_cur_t *c, uint32_t *out)
+der_time_to_tlv(int tag, const pki_cur_t *c, uint32_t *out, int not_after)
 {
     int                   y, mo, d, h, mi, s;
     int64_t               t;
@@ -392,8 +397,8 @@ der_time_to_tlv(int tag, const pki_cur_t *c, uint32_t *out)
 
     p = c->p;
 
-    if (tag == 0x18 && cur_eq(c, (const unsigned char *) "99991231235959Z",
-                              15))
+    if (not_after && tag == 0x18
+        && cur_eq(c, (const unsigned char *) "99991231235959Z", 15))
     {
         *out = 0;
         return 1;
@@ -427,7 +432,7 @@ der_time_to_tlv(int tag, const pki_cur_t *c, uint32_t *out)
     t = days_from_civil(y, (unsigned) mo, (unsigned) d) * 86400
         + h * 3600 + mi * 60 + s - PKI_TLV_EPOCH;
 
-    if (t <= 0 || t > 0xffffffffLL) {
+    if (t < 0 || (t == 0 && not_after) || t > 0xffffffffLL) {
         return 0;
     }
 
@@ -437,15 +442,16 @@ der_time_to_tlv(int tag, const pki_cur_t *c, uint32_t *out)
 }
 
 
+/* TLV time -> DER (see der_time_to_tlv()) */
 static void
-tlv_time_to_der(pki_bld_t *b, uint64_t v)
+tlv_time_to_der(pki_bld_t *b, uint64_t v, int not_after)
 {
     int       y;
     char      buf[32];
     int64_t   t, days, sec;
     unsigned  m, d;
 
-    if (v == 0) {
+    if (v == 0 && not_after) {
         der_put(b, 0x18, (const unsigned char *) "99991231235959Z", 15);
         return;
     }
@@ -819,16 +825,15 @@ cert_to_tlv(const unsigned char *der, size_t len, pki_bld_t *b)
     if (!der_expect(&tbs, 0x30, &validity)) {
         return "malformed validity";
     }
-    if (!der_get(&validity, &tag, &t1) || !der_time_to_tlv(tag, &t1, &nb)) {
+    if (!der_get(&validity, &tag, &t1)
+        || !der_time_to_tlv(tag, &t1, &nb, 0))
+    {
         return "notBefore cannot be represented";
     }
-    if (!der_get(&validity, &tag, &t2) || !der_time_to_tlv(tag, &t2, &na)
-        || validity.n)
+    if (!der_get(&validity, &tag, &t2)
+        || !der_time_to_tlv(tag, &t2, &na, 1) || validity.n)
     {
         return "notAfter cannot be represented";
-    }
-    if (nb == 0) {
-        return "notBefore cannot be represented";
     }
     tlv_uint(b, TAG_NOT_BEFORE, nb);
     tlv_uint(b, TAG_NOT_AFTER, na);
@@ -1134,7 +1139,7 @@ tlv_to_dn(pki_cur_t *c, pki_bld_t *b)
 static const char *
 tlv_to_exts(pki_cur_t *c, pki_bld_t *b)
 {
-    int            rc, i, bits, last;
+    int            rc, i, bits, last, ca;
     size_t         ext, oct, in, bs;
     unsigned       seen;
     pki_tlv_el_t   e, f;
@@ -1191,13 +1196,18 @@ tlv_to_exts(pki_cur_t *c, pki_bld_t *b)
             {
                 return "bad basicConstraints";
             }
-            if (f.type == TLV_TRUE) {
+            ca = (f.type == TLV_TRUE);
+            if (ca) {
                 der_put(b, 0x01, (const unsigned char *) "\xff", 1);
             }
             rc = tlv_next(c, &f);
             if (rc == 1 && f.tag == 2 && f.type >= TLV_UINT8
                 && f.type <= TLV_UINT64)
             {
+                if (!ca) {
+                    /* RFC 5280 4.2.1.9 */
+                    return "pathLenConstraint without cA";
+                }
                 if (f.u > 127) {
                     return "bad pathLenConstraint";
                 }
@@ -1381,10 +1391,10 @@ tlv_to_cert(const unsigned char *tlv, size_t len, pki_bld_t *b)
     WANT(TLV_UINT8, TAG_NOT_BEFORE, 1 && e.u <= 0xffffffffULL,
          "bad notBefore");
     nb = e.u;
-    tlv_time_to_der(b, nb);
+    tlv_time_to_der(b, nb, 0);
     WANT(TLV_UINT8, TAG_NOT_AFTER, 1 && e.u <= 0xffffffffULL,
          "bad notAfter");
-    tlv_time_to_der(b, e.u);
+    tlv_time_to_der(b, e.u, 1);
     der_wrap(b, seq, 0x30);
 
     WANT(TLV_LIST, TAG_SUBJECT, 1, "bad subject");
