@@ -148,11 +148,58 @@ static const char  *pairs[] = {
 };
 
 
+/*
+ * The vector DIR/NAME with its first run of FIND (flen octets) edited:
+ * skip octets of the run kept, then PUT (plen octets) in place of the cut
+ * octets that follow them; *len is the new length.  NULL when the vector
+ * or the run is missing.
+ */
+static unsigned char *
+splice_vector(const char *dir, const char *name, const char *find,
+    size_t flen, size_t skip, const char *put, size_t plen, size_t cut,
+    size_t *len)
+{
+    size_t          clen, k;
+    unsigned char  *chip, *mut, *p;
+
+    chip = slurp(dir, name, &clen);
+    mut = NULL;
+
+    for (k = 0; chip != NULL && k + flen <= clen; k++) {
+        if (memcmp(chip + k, find, flen) != 0) {
+            continue;
+        }
+
+        if (k + skip + cut > clen) {
+            break;
+        }
+
+        mut = malloc(clen - cut + plen);
+        if (mut == NULL) {
+            break;
+        }
+
+        p = mut;
+        memcpy(p, chip, k + skip);
+        p += k + skip;
+        memcpy(p, put, plen);
+        p += plen;
+        memcpy(p, chip + k + skip + cut, clen - k - skip - cut);
+        *len = clen - cut + plen;
+        break;
+    }
+
+    free(chip);
+
+    return mut;
+}
+
+
 static void
 test_tlv(void)
 {
     int             i, bad, crash, st;
-    size_t          dlen, clen, olen, blen, k;
+    size_t          dlen, clen, olen, blen, mlen, k;
     char            dir[PATH_MAX * 2], name[128];
     unsigned char  *der, *chip, *out, *mut, *back;
     pki_result_t    res;
@@ -252,77 +299,48 @@ test_tlv(void)
      * 8-octet integer (24 02 01 -> 27 02 01 00..00) makes the same DER,
      * and is refused */
     snprintf(dir, sizeof(dir), "%s/operational", vec);
-    chip = slurp(dir, "TestCert-ICA01.chip", &clen);
-    mut = chip != NULL ? malloc(clen + 7) : NULL;
-    for (k = 0; mut != NULL && k + 3 <= clen; k++) {
-        if (memcmp(chip + k, "\x24\x02\x01", 3) == 0) {
-            memcpy(mut, chip, k);
-            memcpy(mut + k, "\x27\x02\x01\0\0\0\0\0\0\0", 10);
-            memcpy(mut + k + 10, chip + k + 3, clen - k - 3);
-            break;
-        }
-    }
+    mut = splice_vector(dir, "TestCert-ICA01.chip", "\x24\x02\x01", 3, 0,
+                        "\x27\x02\x01\0\0\0\0\0\0\0", 10, 3, &mlen);
     pki_result_init(&res);
     out = NULL;
-    ok(mut != NULL && k + 3 <= clen
-       && pki_matter_tlv_to_der(mut, clen + 7, &out, &olen, &res)
-          == PKI_MALFORMED
+    ok(mut != NULL
+       && pki_matter_tlv_to_der(mut, mlen, &out, &olen, &res) == PKI_MALFORMED
        && strstr(res.detail, "canonical") != NULL,
        "ICA01 with a wider integer than needed refused: %s", res.detail);
     free(out);
     free(mut);
-    free(chip);
 
     /* a notBefore of 0 is 2000-01-01 (only a notAfter of 0 is
      * 99991231235959Z): ICA01 with "26 04 <4 octets>" made "24 04 00" */
-    chip = slurp(dir, "TestCert-ICA01.chip", &clen);
-    mut = chip != NULL ? malloc(clen) : NULL;
-    for (k = 0; mut != NULL && k + 6 <= clen; k++) {
-        if (memcmp(chip + k, "\x26\x04", 2) == 0) {
-            memcpy(mut, chip, k);
-            memcpy(mut + k, "\x24\x04\x00", 3);
-            memcpy(mut + k + 3, chip + k + 6, clen - k - 6);
-            break;
-        }
-    }
+    mut = splice_vector(dir, "TestCert-ICA01.chip", "\x26\x04", 2, 0,
+                        "\x24\x04\x00", 3, 6, &mlen);
     pki_result_init(&res);
     out = back = NULL;
-    st = mut != NULL && k + 6 <= clen
-         && pki_matter_tlv_to_der(mut, clen - 3, &out, &olen, &res)
-            == PKI_OK;
+    st = mut != NULL
+         && pki_matter_tlv_to_der(mut, mlen, &out, &olen, &res) == PKI_OK;
     ok(st && memmem(out, olen, "\x17\x0d" "000101000000Z", 15) != NULL
        && memmem(out, olen, "99991231235959Z", 15) == NULL,
        "notBefore 0 is 2000-01-01 in DER %s", res.detail);
     st = st && pki_matter_der_to_tlv(out, olen, &back, &blen, &res) == PKI_OK
-         && blen == clen - 3 && memcmp(back, mut, blen) == 0;
+         && blen == mlen && memcmp(back, mut, blen) == 0;
     ok(st, "  and back to the same TLV %s", res.detail);
     free(out);
     free(back);
     free(mut);
-    free(chip);
 
     /* RFC 5280 4.2.1.9: no pathLenConstraint without cA (Node01_01's
      * basicConstraints "35 01 28 01 18" given "24 02 00") */
-    chip = slurp(dir, "TestCert-Node01_01.chip", &clen);
-    mut = chip != NULL ? malloc(clen + 3) : NULL;
-    for (k = 0; mut != NULL && k + 5 <= clen; k++) {
-        if (memcmp(chip + k, "\x35\x01\x28\x01\x18", 5) == 0) {
-            memcpy(mut, chip, k + 4);
-            memcpy(mut + k + 4, "\x24\x02\x00", 3);
-            memcpy(mut + k + 7, chip + k + 4, clen - k - 4);
-            break;
-        }
-    }
+    mut = splice_vector(dir, "TestCert-Node01_01.chip",
+                        "\x35\x01\x28\x01\x18", 5, 4, "\x24\x02\x00", 3, 0,
+                        &mlen);
     pki_result_init(&res);
     out = NULL;
-    ok(mut != NULL && k + 5 <= clen
-       && pki_matter_tlv_to_der(mut, clen + 3, &out, &olen, &res)
-          == PKI_MALFORMED
+    ok(mut != NULL
+       && pki_matter_tlv_to_der(mut, mlen, &out, &olen, &res) == PKI_MALFORMED
        && strstr(res.detail, "pathLenConstraint without cA") != NULL,
        "a pathLenConstraint without cA refused: %s", res.detail);
     free(out);
     free(mut);
-    free(chip);
 
     /* attestation DER (VID/PID) cannot be TLV */
     snprintf(dir, sizeof(dir), "%s/attestation/valid", vec);
