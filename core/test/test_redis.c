@@ -372,6 +372,45 @@ fake_info(int fd)
 }
 
 
+/*
+ * A fake server's socket, /tmp/pki-test-NAME-PID.sock, listening (WHAT
+ * says so in the test's output); -1 when it could not be made.
+ */
+static int
+fake_listen(struct sockaddr_un *sa, const char *name, const char *what)
+{
+    int  lfd;
+
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    snprintf(sa->sun_path, sizeof(sa->sun_path), "/tmp/pki-test-%s-%ld.sock",
+             name, (long) getpid());
+    unlink(sa->sun_path);
+
+    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) sa, sizeof(*sa)) == 0
+            && listen(lfd, 1) == 0, "%s", what))
+    {
+        if (lfd >= 0) {
+            close(lfd);
+        }
+        return -1;
+    }
+
+    return lfd;
+}
+
+
+/* the fake server's thread is waited for, its socket closed and removed */
+static void
+fake_done(pthread_t th, int lfd, struct sockaddr_un *sa)
+{
+    pthread_join(th, NULL);
+    close(lfd);
+    unlink(sa->sun_path);
+}
+
+
 /* A server that answers any command with an array header announcing a
  * billion elements: the reader must refuse it before allocating. */
 static void *
@@ -404,16 +443,8 @@ test_huge_array(void)
     struct sockaddr_un   sa;
     double               t0;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-huge-%ld.sock",
-             (long) getpid());
-    unlink(sa.sun_path);
-
-    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
-            && listen(lfd, 1) == 0, "fake server listens"))
-    {
+    lfd = fake_listen(&sa, "huge", "fake server listens");
+    if (lfd < 0) {
         return;
     }
 
@@ -429,9 +460,7 @@ test_huge_array(void)
         pki_redis_free(r);
     }
 
-    pthread_join(th, NULL);
-    close(lfd);
-    unlink(sa.sun_path);
+    fake_done(th, lfd, &sa);
 }
 
 
@@ -489,16 +518,8 @@ test_huge_string(void)
     struct sockaddr_un   sa;
     double               t0;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-str-%ld.sock",
-             (long) getpid());
-    unlink(sa.sun_path);
-
-    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
-            && listen(lfd, 1) == 0, "fake server listens"))
-    {
+    lfd = fake_listen(&sa, "str", "fake server listens");
+    if (lfd < 0) {
         return;
     }
 
@@ -530,9 +551,7 @@ test_huge_string(void)
         pki_redis_free(r);
     }
 
-    pthread_join(th, NULL);
-    close(lfd);
-    unlink(sa.sun_path);
+    fake_done(th, lfd, &sa);
 }
 
 /* A server that answers every command with a scan page that is empty and
@@ -559,8 +578,9 @@ endless_scan_server(void *arg)
 }
 
 
+/* a revoked entry or a due plan, each taken and nothing done with it */
 static int
-scan_cb(void *arg, const char *serial, int reason, time_t at, time_t inv)
+any_cb(void *arg, const char *serial, int reason, time_t at, time_t inv)
 {
     (void) arg;
     (void) serial;
@@ -588,16 +608,8 @@ test_endless_scan(void)
         return;
     }
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-scan-%ld.sock",
-             (long) getpid());
-    unlink(sa.sun_path);
-
-    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
-            && listen(lfd, 1) == 0, "fake server listens"))
-    {
+    lfd = fake_listen(&sa, "scan", "fake server listens");
+    if (lfd < 0) {
         return;
     }
 
@@ -607,7 +619,7 @@ test_endless_scan(void)
     if (ok(r != NULL, "store for the fake server")) {
         t0 = now_s();
         pki_result_init(&res);
-        st = pki_record_revoked_each(r, "ca", scan_cb, NULL, &res);
+        st = pki_record_revoked_each(r, "ca", any_cb, NULL, &res);
         took = now_s() - t0;
         ok(st == PKI_TOO_LARGE
            && strstr(res.detail, "over 100000 HSCAN pages") != NULL,
@@ -616,9 +628,7 @@ test_endless_scan(void)
         pki_redis_free(r);
     }
 
-    pthread_join(th, NULL);
-    close(lfd);
-    unlink(sa.sun_path);
+    fake_done(th, lfd, &sa);
 }
 
 
@@ -717,19 +727,6 @@ trickle_pipe_server(void *arg)
 }
 
 
-static int
-plan_cb(void *arg, const char *serial, int reason, time_t at, time_t inv)
-{
-    (void) arg;
-    (void) serial;
-    (void) reason;
-    (void) at;
-    (void) inv;
-
-    return 1;
-}
-
-
 /* The store's timeout bounds the whole answer, not each read, and a
  * pipelined batch as a whole. */
 static void
@@ -744,16 +741,8 @@ test_trickle(void)
     pki_status_t         st;
     pki_redis_conf_t     conf;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-trickle-%ld"
-             ".sock", (long) getpid());
-    unlink(sa.sun_path);
-
-    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
-            && listen(lfd, 1) == 0, "trickling server listens"))
-    {
+    lfd = fake_listen(&sa, "trickle", "trickling server listens");
+    if (lfd < 0) {
         return;
     }
 
@@ -779,7 +768,7 @@ test_trickle(void)
     if (r != NULL) {
         t0 = now_s();
         pki_result_init(&res);
-        ok(pki_record_plans_due(r, "x", time(NULL), plan_cb, NULL, NULL,
+        ok(pki_record_plans_due(r, "x", time(NULL), any_cb, NULL, NULL,
                                 &res) == PKI_UNAVAILABLE,
            "a batch answered 100 ms apart is given up [%s]", res.log);
         dt = now_s() - t0;
@@ -813,9 +802,7 @@ test_trickle(void)
         pki_redis_free(r);
     }
 
-    pthread_join(th, NULL);
-    close(lfd);
-    unlink(sa.sun_path);
+    fake_done(th, lfd, &sa);
 }
 
 
@@ -854,16 +841,8 @@ test_setup_sigpipe(void)
     pki_redis_conf_t     conf;
     struct sockaddr_un   sa;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-close-%ld"
-             ".sock", (long) getpid());
-    unlink(sa.sun_path);
-
-    lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0
-            && listen(lfd, 1) == 0, "closing server listens"))
-    {
+    lfd = fake_listen(&sa, "close", "closing server listens");
+    if (lfd < 0) {
         return;
     }
 
@@ -904,9 +883,7 @@ test_setup_sigpipe(void)
        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
        WIFSIGNALED(status) ? ", killed by a signal" : "");
 
-    pthread_join(th, NULL);
-    close(lfd);
-    unlink(sa.sun_path);
+    fake_done(th, lfd, &sa);
 }
 
 
