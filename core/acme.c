@@ -150,6 +150,7 @@ static void pki_acme_problem_subs(pki_acme_t *a, int status,
 static void pki_acme_vproblem(pki_acme_t *a, int status, const char *type,
     cJSON *subs, const char *fmt, va_list ap)
     __attribute__((format(printf, 5, 0)));
+static const char *pki_acme_account_mine(const cJSON *acct);
 
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -523,11 +524,21 @@ pki_acme_eval(pki_redis_t *r, pki_result_t *res, const char *script,
 }
 
 
-/* Compare-and-set of a JSON document: replaced only while it still holds
+/*
+ * Compare-and-set of a JSON document: replaced only while it still holds
  * the text it was read with.  KEYS[1]; ARGV[1] old text, ARGV[2] new text,
- * ARGV[3] TTL ("0": none, the document is kept). */
+ * ARGV[3] TTL ("0": none, the document is kept).  ARGV[4] "1": a document
+ * that holds the new text already counts as done.  Such a text carries a
+ * random write id (accounts: pki_acme_account_rev()), so only this write
+ * can have made it: run a second time because its answer was lost
+ * (pki_redis_cmd_sent() repeats a command on a new connection), it must
+ * not be told "changed meanwhile".  Orders and authorizations have none
+ * (two challenge POSTs of one second make one text): "0".
+ */
 static const char  pki_lua_cas[] =
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if ARGV[4] == '1' and cur == ARGV[2] then return 1 end "
+    "if cur ~= ARGV[1] then return 0 end "
     "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
     "else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end "
     "return 1";
@@ -535,9 +546,13 @@ static const char  pki_lua_cas[] =
 /* An authorization deactivated (RFC 8555 7.5.2): compare-and-set of
  * KEYS[1] from ARGV[1] to ARGV[2] (TTL ARGV[3]), and its identifier's
  * "valid" index KEYS[2] dropped only while it names this authorization
- * (ARGV[4]), not a newer one.  1 done, 0 changed meanwhile. */
+ * (ARGV[4]), not a newer one.  1 done (also when KEYS[1] holds ARGV[2]
+ * already: this script run before, its answer lost, or the same
+ * deactivation by a concurrent request), 0 changed meanwhile. */
 static const char  pki_lua_authz_deactivate[] =
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur == ARGV[2] then return 1 end "
+    "if cur ~= ARGV[1] then return 0 end "
     "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
     "if redis.call('GET', KEYS[2]) == ARGV[4] then "
     "  redis.call('DEL', KEYS[2]) "
@@ -561,9 +576,16 @@ static const char  pki_lua_uncount[] =
 
 /* An account made before its location required EAB, bound now.  KEYS[1]
  * EAB key, KEYS[2] account; ARGV[1] id, ARGV[2] the account as read,
- * ARGV[3] the account with its binding.  1 bound, 0 the EAB key is bound
- * to another account or disabled, -1 the account changed meanwhile. */
+ * ARGV[3] the account with its binding, ARGV[4] "1" when ARGV[3] has a
+ * write id.  1 bound (also when the account holds ARGV[3] already, with
+ * its write id: this script run before, its answer lost), 0 the EAB key
+ * is bound to another account or disabled, -1 the account changed
+ * meanwhile. */
 static const char  pki_lua_eab_bind[] =
+    "if ARGV[4] == '1' and redis.call('GET', KEYS[2]) == ARGV[3] "
+    "   and redis.call('HGET', KEYS[1], 'account') == ARGV[1] then "
+    "  return 1 "
+    "end "
     "local b = redis.call('HGET', KEYS[1], 'account') "
     "if b and b ~= '' and b ~= ARGV[1] then return 0 end "
     "if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return 0 end "
@@ -610,17 +632,23 @@ static const char  pki_lua_new_account[] =
 
 /* keyChange.  KEYS[1] new key index, KEYS[2] old key index, KEYS[3]
  * account; ARGV[1] id, ARGV[2] the account as read, ARGV[3] the account
- * with the new key, ARGV[4]/ARGV[5] as above.  Returns the
- * account id holding the new key when it is in use (409), "" when the
- * account changed meanwhile, else ARGV[1] (done: account, new index, old
- * index removed, in one step). */
+ * with the new key, ARGV[4]/ARGV[5] as above, ARGV[6] "1" when ARGV[3]
+ * has a write id.  Returns the account id holding the new key when it is
+ * in use (409), "" when the account changed meanwhile, else ARGV[1] (done:
+ * account, new index, old index removed, in one step; or done before,
+ * when the account holds ARGV[3] already, with its write id: this script
+ * run again, its answer lost). */
 static const char  pki_lua_key_change[] =
     "local cur = redis.call('GET', KEYS[1]) "
     "if cur and cur ~= ARGV[1] "
     "   and redis.call('EXISTS', ARGV[4] .. cur .. ARGV[5]) == 1 then "
     "  return cur "
     "end "
-    "if redis.call('GET', KEYS[3]) ~= ARGV[2] then return '' end "
+    "local t = redis.call('GET', KEYS[3]) "
+    "if ARGV[6] == '1' and t == ARGV[3] and cur == ARGV[1] then "
+    "  return ARGV[1] "
+    "end "
+    "if t ~= ARGV[2] then return '' end "
     "redis.call('SET', KEYS[3], ARGV[3]) "
     "redis.call('SET', KEYS[1], ARGV[1]) "
     "if redis.call('GET', KEYS[2]) == ARGV[1] then "
@@ -637,7 +665,7 @@ pki_acme_cas(pki_redis_t *r, const char *key, const char *old,
 {
     int          v;
     char        *text, num[24];
-    const char  *args[4];
+    const char  *args[5];
 
     if (newtext != NULL) {
         *newtext = NULL;
@@ -661,8 +689,10 @@ pki_acme_cas(pki_redis_t *r, const char *key, const char *old,
     args[1] = old;
     args[2] = text;
     args[3] = num;
+    /* accounts, the documents kept without expiry, carry a write id */
+    args[4] = ttl == PKI_ACME_KEEP ? pki_acme_account_mine(obj) : "0";
 
-    v = pki_acme_cmd_int(r, res, pki_acme_eval(r, res, pki_lua_cas, 1, 4,
+    v = pki_acme_cmd_int(r, res, pki_acme_eval(r, res, pki_lua_cas, 1, 5,
                                                args));
 
     if (v == 1 && newtext != NULL) {
@@ -1809,12 +1839,20 @@ static const char  pki_lua_acct_copy[] =
     "return 1";
 
 
-/* The account's revision: raised by one with every change of the
+/*
+ * The account's revision: raised by one with every change of the
  * durable account (rev_up), so that copies can tell an older text from a
- * newer one; accounts made before it was kept count as 0. */
+ * newer one; accounts made before it was kept count as 0.  Each change
+ * also gets a random write id, "w", so that the text it writes is its
+ * own: two requests that read one text and make the same change (a host
+ * with a stale copy repeating a keyChange) write two texts.  A script
+ * run again after its answer was lost (pki_redis_cmd_sent()) can thus
+ * tell its own write, done, from another's (pki_acme_account_mine()).
+ */
 static double
 pki_acme_account_rev(cJSON *acct, int rev_up)
 {
+    char          w[24];
     double        rev;
     const cJSON  *r;
 
@@ -1824,9 +1862,25 @@ pki_acme_account_rev(cJSON *acct, int rev_up)
     if (rev_up) {
         rev += 1;
         pki_json_set_item(acct, "rev", cJSON_CreateNumber(rev));
+
+        if (pki_random_id(w, sizeof(w), 12)) {
+            pki_json_set_str(acct, "w", w);
+
+        } else {
+            cJSON_DeleteItemFromObjectCaseSensitive(acct, "w");
+        }
     }
 
     return rev;
+}
+
+
+/* "1" when the account's text, with its write id, can only be this
+ * change's (see pki_acme_account_rev()), for the scripts' ARGV */
+static const char *
+pki_acme_account_mine(const cJSON *acct)
+{
+    return pki_json_str(acct, "w") != NULL ? "1" : "0";
 }
 
 
@@ -2330,7 +2384,7 @@ pki_acme_eab_bind(pki_acme_t *a, const char *id, cJSON **acct,
     char          eab_kid[64], ekey[PKI_ACME_KEY_MAX], akey[PKI_ACME_KEY_MAX];
     char         *nt;
     cJSON        *eab;
-    const char   *args[5];
+    const char   *args[6];
     redisReply   *reply;
 
     eab = cJSON_GetObjectItemCaseSensitive(a->payload,
@@ -2361,8 +2415,9 @@ pki_acme_eab_bind(pki_acme_t *a, const char *id, cJSON **acct,
     args[2] = id;
     args[3] = text;
     args[4] = nt;
+    args[5] = pki_acme_account_mine(*acct);
 
-    reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_eab_bind, 2, 5,
+    reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_eab_bind, 2, 6,
                           args);
     v = reply != NULL && reply->type == REDIS_REPLY_INTEGER
         ? (int) reply->integer : -2;
@@ -2979,6 +3034,7 @@ pki_acme_key_change(pki_acme_t *a)
         args[n++] = newtext;
         args[n++] = prefix;
         args[n++] = "}:acct";
+        args[n++] = pki_acme_account_mine(a->account);
 
         reply = pki_acme_eval(a->conf->redis, a->res, pki_lua_key_change, 3,
                               n, args);

@@ -929,7 +929,9 @@ done:
  * reservation that did land the first time answers "taken" and the caller
  * draws a new serial, a commit that landed answers "not pending" and the
  * caller fails closed, a metrics history batch carries its sender and
- * sequence number and is added once (core/metrics.c); reads are reads. */
+ * sequence number and is added once (core/metrics.c), an ACME script
+ * that finds its own write done answers "done" (the account's revision
+ * makes its text unique: core/acme.c, pki_lua_cas); reads are reads. */
 static redisReply *
 pki_redis_cmd_sent(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, int *sent, pki_result_t *res)

@@ -3082,7 +3082,9 @@ test_job_store(const char *sock)
  * command whose bytes hold mark goes on to Redis: what another request
  * does between two commands of this one, or a failure, made to order.
  * The hook returns 0 to pass the command on and disarm, -1 to pass it on
- * (still armed), 1 to answer it with an error instead (still armed). */
+ * (still armed), 1 to answer it with an error instead (still armed), 2 to
+ * pass it on, drop Redis's answer and close the client's connection (an
+ * answer lost after the command ran; disarms). */
 typedef struct {
     int            lfd;
     volatile int   stop;
@@ -3174,7 +3176,21 @@ hook_proxy(void *arg)
                     v = p->hook(p->data, buf, (size_t) got);
                     p->armed = v != 0;
                 }
-                if (v == 1) {
+                if (v == 2) {
+                    p->armed = 0;
+
+                    if (write(fd[i][1], buf, (size_t) got) != got
+                        || read(fd[i][1], buf, sizeof(buf)) <= 0)
+                    {
+                        diag("hook_proxy: no answer to drop");
+                    }
+                    close(fd[i][0]);
+                    close(fd[i][1]);
+                    fd[i][0] = -1;
+                    fd[i][1] = -1;
+                    break;
+
+                } else if (v == 1) {
                     static const char  e[] = "-ERR hook_proxy: refused\r\n";
 
                     if (write(fd[i][0], e, sizeof(e) - 1)
@@ -4408,6 +4424,119 @@ test_read_costs(const char *sock)
 }
 
 
+/* A hook that lets the command run and loses its answer. */
+static int
+lose_answer(void *data, const char *cmd, size_t len)
+{
+    (void) data;
+    (void) cmd;
+    (void) len;
+
+    return 2;
+}
+
+
+/*
+ * Writes whose answer is lost after Redis ran them (a connection reset,
+ * a failover): hiredis's caller sends them again on a new connection
+ * (pki_redis_cmd_sent()), and the second run must see its own first one
+ * as done, not as "changed meanwhile": an authorization deactivation,
+ * an account update and a keyChange each answer 200, and the client goes
+ * on with what it asked for (the new key signs, the old one no longer).
+ */
+static void
+test_lost_reply(const char *sock)
+{
+    char              kid[256], acct[64], ids[128], ourl[256], az[1][256];
+    char              pl[2048], *jwk, *inner, path[300];
+    char              thumb[PKI_JWK_THUMB_LEN];
+    cJSON            *o;
+    EVP_PKEY         *pk, *npk;
+    pki_redis_t      *r;
+    redisReply       *g;
+    hook_proxy_t      px;
+    redisContext     *rc;
+    pki_acme_resp_t   resp;
+
+    memset(&px, 0, sizeof(px));
+    px.hook = lose_answer;
+    if (!ok(hook_proxy_start(&px, sock), "lost answer: proxy")) {
+        return;
+    }
+
+    r = state_open(px.path, "acmelost:");
+    conf.redis = r;
+    rc = redisConnectUnix(sock);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    npk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    sscanf(kid, BASE "/acct/%63s", acct);
+
+    snprintf(ids, sizeof(ids),
+             "[{\"type\":\"dns\",\"value\":\"lost.example\"}]");
+    order_new(pk, kid, ids, ourl, az, 1);
+    px.mark = "if redis.call('GET', KEYS[2]) == ARGV[4] then";
+    px.armed = 1;
+    post(pk, kid, rel(az[0]), "{\"status\":\"deactivated\"}", NULL, &resp);
+    ok(resp.http_status == 200 && !px.armed, "lost answer: an authorization "
+       "deactivation that ran answers 200 (%d %s)", resp.http_status,
+       resp.res.detail);
+    pki_acme_resp_free(&resp);
+    o = authz_get(pk, kid, az[0]);
+    ok(strcmp(jstr(o, "status"), "deactivated") == 0,
+       "lost answer: ... the authorization is deactivated");
+    cJSON_Delete(o);
+
+    snprintf(path, sizeof(path), "acct/%s", acct);
+    px.mark = "if ARGV[3] == '0' then redis.call('SET'";
+    px.armed = 1;
+    post(pk, kid, path, "{\"contact\":[\"mailto:lost@example.com\"]}",
+         NULL, &resp);
+    ok(resp.http_status == 200 && !px.armed, "lost answer: an account "
+       "update that ran answers 200 (%d %s)", resp.http_status,
+       resp.res.detail);
+    pki_acme_resp_free(&resp);
+
+    jwk = pki_jwk_json(pk);
+    snprintf(pl, sizeof(pl), "{\"account\":\"%s\",\"oldKey\":%s}", kid,
+             jwk);
+    free(jwk);
+    inner = jws_es256(npk, BASE "/key-change", NULL, NULL, pl, NULL);
+    px.mark = "if cur and cur ~= ARGV[1]";
+    px.armed = 1;
+    post(pk, kid, "key-change", inner, NULL, &resp);
+    free(inner);
+    ok(resp.http_status == 200 && !px.armed, "lost answer: a keyChange that "
+       "ran answers 200 (%d %s)", resp.http_status, resp.res.detail);
+    pki_acme_resp_free(&resp);
+
+    g = redisCommand(rc, "GET acmelost:{acme:%s}:acct", acct);
+    o = g != NULL && g->type == REDIS_REPLY_STRING ? cJSON_Parse(g->str)
+                                                    : NULL;
+    pki_jwk_thumbprint(npk, thumb);
+    ok(o != NULL && strcmp(jstr(o, "thumb"), thumb) == 0
+       && strstr(g->str, "lost@example.com") != NULL,
+       "lost answer: ... the account holds the new key and the contact");
+    cJSON_Delete(o);
+    freeReplyObject(g);
+
+    post(npk, kid, path, "", NULL, &resp);
+    ok(resp.http_status == 200, "lost answer: ... the new key signs (%d)",
+       resp.http_status);
+    pki_acme_resp_free(&resp);
+    post(pk, kid, path, "", NULL, &resp);
+    ok(resp.http_status >= 400, "lost answer: ... the old key no longer "
+       "(%d)", resp.http_status);
+    pki_acme_resp_free(&resp);
+
+    EVP_PKEY_free(pk);
+    EVP_PKEY_free(npk);
+    hook_proxy_stop(&px);
+    store_close(r, rc, "acmelost:*");
+}
+
+
 int
 main(void)
 {
@@ -4463,6 +4592,7 @@ main(void)
 
     sock = getenv("PKI_TEST_REDIS_SOCK");
     if (sock && sock[0]) {
+        test_lost_reply(sock);
         test_store(sock, capk);
         test_policy(sock);
         test_admin_revoke(sock);
