@@ -47,6 +47,13 @@
  *   malformed           PKI_MALFORMED    bad arguments from the caller
  *   serverInternal      PKI_INTERNAL     out of memory, unusable conf
  *
+ * out->res.detail goes to the client, who picks the names and redirect
+ * targets the CA looks up and contacts: it never holds the resolver's
+ * address, an address a name resolved to unless it is a public one, the
+ * bytes a server reached through a redirect sent (their length only), nor
+ * a TXT value found through a CNAME.  Those go to out->res.log (the
+ * server's error log).
+ *
  * SIGPIPE is blocked in the calling thread for the duration of a call (TLS
  * writes go through write()) and one raised meanwhile is swallowed.
  */
@@ -148,6 +155,8 @@ typedef struct {
     int                              rcode;
     unsigned                         n;
     int                              truncated;  /* records left out */
+    int                              aliased;    /* the records are those
+                                                    of a CNAME's target */
     unsigned short                   len[AV_DNS_RR_MAX];
     unsigned char                    toolong[AV_DNS_RR_MAX];
     unsigned char                    data[AV_DNS_RR_MAX][AV_DNS_RDATA_MAX];
@@ -179,6 +188,27 @@ av_fail(av_t *av, pki_status_t st, const char *type, const char *fmt, ...)
 
     av->out->problem_type = type;
     return pki_fail(&av->out->res, st, "%s", buf);
+}
+
+
+/* Appends to the private log text of the outcome (the server's error log),
+ * for what the client is not told: the addresses the CA's resolver and
+ * network see, the resolver's own. */
+static void
+av_log(av_t *av, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+av_log(av_t *av, const char *fmt, ...)
+{
+    char     buf[PKI_LOG_LEN];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    pki_log(&av->out->res, "%s%s", av->out->res.log[0] ? "; " : "", buf);
 }
 
 
@@ -558,15 +588,17 @@ av_connect_one(const av_addr_t *a, int type, long long deadline, int *fdp)
 /* Tries each address in turn until one accepts.  Each but the last gets
  * at most half of the time left (and AV_CONNECT_PART), so an address that
  * drops packets (a broken IPv6 path, tried first) leaves time for the
- * next one. */
+ * next one.  The detail names the last address only when it is a public
+ * one (a lab's private target goes to the log). */
 static pki_status_t
 av_connect(av_t *av, const char *host, av_addr_t *addrs, size_t n,
     av_conn_t *c)
 {
-    int        rc, err, part;
-    char       ip[INET6_ADDRSTRLEN];
-    size_t     i;
-    long long  dl;
+    int           rc, err, part;
+    char          ip[INET6_ADDRSTRLEN], where[INET6_ADDRSTRLEN + 24];
+    size_t        i;
+    long long     dl;
+    pki_status_t  st;
 
     err = ECONNREFUSED;
     rc = -1;
@@ -585,17 +617,32 @@ av_connect(av_t *av, const char *host, av_addr_t *addrs, size_t n,
         err = rc == 0 ? ETIMEDOUT : errno;
     }
 
-    if (rc == 0) {
-        return av_fail(av, PKI_UNAVAILABLE, "connection",
-                       "timeout connecting to %s (%s%s)", host,
-                       av_addr_str(&addrs[n - 1], ip, sizeof(ip)),
-                       n > 1 ? " and the others" : "");
+    if (n == 0) {
+        snprintf(ip, sizeof(ip), "-");
+        where[0] = '\0';
+
+    } else if (av_addr_class(&addrs[n - 1]) == AV_ADDR_OK) {
+        snprintf(where, sizeof(where), " (%s%s)",
+                 av_addr_str(&addrs[n - 1], ip, sizeof(ip)),
+                 n > 1 ? " and the others" : "");
+
+    } else {
+        av_addr_str(&addrs[n - 1], ip, sizeof(ip));
+        where[0] = '\0';
     }
 
-    return av_fail(av, PKI_UNAVAILABLE, "connection",
-                   "cannot connect to %s (%s): %s", host,
-                   n ? av_addr_str(&addrs[n - 1], ip, sizeof(ip)) : "-",
-                   strerror(err));
+    if (rc == 0) {
+        st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                     "timeout connecting to %s%s", host, where);
+    } else {
+        st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                     "cannot connect to %s%s: %s", host, where,
+                     strerror(err));
+    }
+
+    av_log(av, "%s: %zu address%s tried, the last %s", host, n,
+           n == 1 ? "" : "es", ip);
+    return st;
 }
 
 
@@ -1178,6 +1225,8 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
         memcpy(cur, name, sizeof(name));
     }
 
+    ans->aliased = strcasecmp(cur, qname) != 0;
+
     for (i = 0; i < nrr; i++) {
         rr = &rrs[i];
         if (rr->type != (unsigned) qtype || strcasecmp(rr->owner, cur) != 0) {
@@ -1301,16 +1350,18 @@ av_dns_udp(const av_addr_t *srv, const unsigned char *q, size_t qlen,
 }
 
 
-/* One exchange over TCP (after a truncated UDP answer). */
+/* One exchange over TCP (after a truncated UDP answer).  The resolver's
+ * address goes to the log, not to the detail. */
 static pki_status_t
-av_dns_tcp(av_t *av, const av_addr_t *srv, const unsigned char *q,
-    size_t qlen, unsigned char *resp, size_t *rlen)
+av_dns_tcp(av_t *av, const av_addr_t *srv, const char *name,
+    const unsigned char *q, size_t qlen, unsigned char *resp, size_t *rlen)
 {
     int            rc;
     char           ip[INET6_ADDRSTRLEN];
     size_t         got, want;
     ssize_t        n;
     av_conn_t      c;
+    pki_status_t   st;
     unsigned char  out[2 + 512];
 
     c.fd = -1;
@@ -1319,10 +1370,11 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const unsigned char *q,
 
     rc = av_connect_one(srv, SOCK_STREAM, av->deadline, &c.fd);
     if (rc != 1) {
-        return av_fail(av, PKI_UNAVAILABLE, "dns",
-                       "DNS over TCP to %s failed: %s",
-                       av_addr_str(srv, ip, sizeof(ip)),
-                       rc == 0 ? "timeout" : strerror(errno));
+        st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                     "DNS query over TCP for %.100s failed: %s", name,
+                     rc == 0 ? "timeout" : strerror(errno));
+        av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
+        return st;
     }
 
     out[0] = (unsigned char) (qlen >> 8);
@@ -1347,9 +1399,11 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const unsigned char *q,
             want = (size_t) ((resp[0] << 8) | resp[1]);
             if (want < 12) {
                 av_conn_close(&c);
-                return av_fail(av, PKI_UNAVAILABLE, "dns",
-                               "malformed DNS answer over TCP from %s",
-                               av_addr_str(srv, ip, sizeof(ip)));
+                st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                             "malformed DNS answer over TCP for %.100s",
+                             name);
+                av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
+                return st;
             }
             got = 0;
         }
@@ -1362,11 +1416,12 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const unsigned char *q,
 failed:
 
     av_conn_close(&c);
-    return av_fail(av, PKI_UNAVAILABLE, "dns",
-                   "DNS over TCP to %s failed: %s",
-                   av_addr_str(srv, ip, sizeof(ip)),
-                   rc == AV_IO_TIMEOUT ? "timeout"
-                   : rc == 0 ? "connection closed" : "read error");
+    st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                 "DNS query over TCP for %.100s failed: %s", name,
+                 rc == AV_IO_TIMEOUT ? "timeout"
+                 : rc == 0 ? "connection closed" : "read error");
+    av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
+    return st;
 }
 
 
@@ -1431,15 +1486,15 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
 
     if (rc != 1) {
         free(resp);
-        return av_fail(av, PKI_UNAVAILABLE, "dns",
-                       "DNS query for %.100s to %s: %s", name,
-                       av_addr_str(&srv[s], ip, sizeof(ip)),
-                       rc == 0 ? "timeout" : strerror(errno));
+        st = av_fail(av, PKI_UNAVAILABLE, "dns", "DNS query for %.100s: %s",
+                     name, rc == 0 ? "timeout" : strerror(errno));
+        av_log(av, "resolver %s", av_addr_str(&srv[s], ip, sizeof(ip)));
+        return st;
     }
 
     tcp = 0;
     if (resp[2] & 0x02) {                       /* TC */
-        st = av_dns_tcp(av, &srv[s], q, qlen, resp, &rlen);
+        st = av_dns_tcp(av, &srv[s], name, q, qlen, resp, &rlen);
         if (st != PKI_OK) {
             free(resp);
             return st;
@@ -1449,10 +1504,11 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
 
     if (!av_dns_parse(resp, rlen, id, name, qtype, ans, &why)) {
         free(resp);
-        return av_fail(av, PKI_UNAVAILABLE, "dns",
-                       "bad DNS answer%s from %s for %.100s: %s",
-                       tcp ? " over TCP" : "",
-                       av_addr_str(&srv[s], ip, sizeof(ip)), name, why);
+        st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                     "bad DNS answer%s for %.100s: %s",
+                     tcp ? " over TCP" : "", name, why);
+        av_log(av, "resolver %s", av_addr_str(&srv[s], ip, sizeof(ip)));
+        return st;
     }
 
     free(resp);
@@ -1474,6 +1530,9 @@ av_dns_lookup(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
         st = av_dns_query(av, cur, qtype, ans);
         if (st != PKI_OK) {
             return st;
+        }
+        if (hops > 0) {
+            ans->aliased = 1;
         }
         if (ans->rcode != 0 || ans->n > 0 || ans->cname[0] == '\0') {
             return PKI_OK;
@@ -1503,7 +1562,10 @@ av_rcode_name(int rcode)
 /* ---- resolution with the address policy ------------------------------- */
 
 /* Addresses for host (an IP literal or a name) on port, after the policy
- * check.  Nothing is contacted when any address is refused.  An AAAA
+ * check.  Nothing is contacted when any address is refused; the detail
+ * then names a refused address only when it is host itself (an IP
+ * literal): what a name resolves to, for the CA's resolver, goes to the
+ * log (a client must not map the CA's network through it).  An AAAA
  * lookup that fails (SERVFAIL, REFUSED, no answer; not NXDOMAIN) leaves the
  * A records to use, as a broken IPv6 zone is no reason to fail a host that
  * answers over IPv4; its failure is the answer only when A gives none. */
@@ -1511,10 +1573,10 @@ static pki_status_t
 av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
     size_t *naddrs)
 {
-    int            cls, rcode, v6_failed;
+    int            cls, rcode, v6_failed, literal;
     char           ip[INET6_ADDRSTRLEN];
     size_t         n, i, t;
-    const char    *type0, *type6;
+    const char    *type0, *type6, *what, *ptype;
     long long      dl;
     pki_status_t   st;
     pki_result_t   res0, res6;
@@ -1522,6 +1584,7 @@ av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
     static const int  types[2] = { AV_T_AAAA, AV_T_A };
 
     n = 0;
+    literal = 0;
 
     if (av->conf->resolve_to != NULL && av->conf->resolve_to[0] != '\0') {
         if (!av_addr_parse(av->conf->resolve_to, &addrs[0])) {
@@ -1532,6 +1595,7 @@ av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
 
     } else if (av_addr_parse(host, &addrs[0])) {
         n = 1;
+        literal = 1;
 
     } else {
         ans = malloc(sizeof(av_dns_ans_t));
@@ -1615,12 +1679,22 @@ av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
             || (cls == AV_ADDR_PRIVATE && !av->conf->allow_private))
         {
             /* a redirect's target is no identifier of the order */
-            return av_fail(av, PKI_POLICY,
-                           av->hop > 0 ? "connection" : "rejectedIdentifier",
-                           "%.100s: refusing to connect to %s address %s",
-                           host,
-                           cls == AV_ADDR_NEVER ? "reserved" : "private",
-                           av_addr_str(&addrs[i], ip, sizeof(ip)));
+            ptype = av->hop > 0 ? "connection" : "rejectedIdentifier";
+            what = cls == AV_ADDR_NEVER ? "reserved" : "private";
+            av_addr_str(&addrs[i], ip, sizeof(ip));
+
+            if (literal) {
+                return av_fail(av, PKI_POLICY, ptype,
+                               "refusing to connect to %s address %.100s",
+                               what, host);
+            }
+
+            st = av_fail(av, PKI_POLICY, ptype,
+                         "%.100s resolves to a %s address: not contacted",
+                         host, cls == AV_ADDR_NEVER ? "reserved"
+                                                    : "non-public");
+            av_log(av, "%.100s: refused %s address %s", host, what, ip);
+            return st;
         }
         av_addr_set_port(&addrs[i], port);
     }
@@ -2312,12 +2386,21 @@ av_http01(av_t *av, const char *identifier, const char *token,
         }
 
         if (!av_url_redirect(&url, r->location, &next)) {
-            av_printable(seen, sizeof(seen),
-                         (const unsigned char *) r->location,
-                         strlen(r->location));
-            st = av_fail(av, PKI_UNAVAILABLE, "connection",
-                         "invalid redirect target \"%s\" from %s",
-                         seen, text);
+            /* echoed from the identifier's own server only: past a
+             * redirect, a host that the client picked and the CA
+             * reaches (see the key authorization below) */
+            if (hops == 0) {
+                av_printable(seen, sizeof(seen),
+                             (const unsigned char *) r->location,
+                             strlen(r->location));
+                st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                             "invalid redirect target \"%s\" from %s",
+                             seen, text);
+            } else {
+                st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                             "invalid redirect target (%zu bytes) from %s",
+                             strlen(r->location), text);
+            }
             goto done;
         }
 
@@ -2349,11 +2432,24 @@ av_http01(av_t *av, const char *identifier, const char *token,
         len--;
     }
 
+    /* what the identifier's own server sent is shown, as Let's Encrypt
+     * does; what a server reached through a redirect sent is not: the
+     * client picks that target, and the body of one inside the CA's
+     * network (reachable with allow_private, or an address that only
+     * the CA's resolver gives) is no business of the client's */
     if (len != strlen(key_authz) || memcmp(b, key_authz, len) != 0) {
-        av_printable(seen, sizeof(seen), (const unsigned char *) b, len);
-        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
-                     "the key authorization from %s does not match: "
-                     "got \"%s%s\"", text, seen, len > 64 ? "..." : "");
+        if (hops == 0) {
+            av_printable(seen, sizeof(seen), (const unsigned char *) b,
+                         len);
+            st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                         "the key authorization from %s does not match: "
+                         "got \"%s%s\"", text, seen, len > 64 ? "..." : "");
+        } else {
+            st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                         "the key authorization from %s does not match: "
+                         "got %zu bytes (after %u redirect%s)", text, len,
+                         hops, hops == 1 ? "" : "s");
+        }
         goto done;
     }
 
@@ -2616,6 +2712,15 @@ av_dns01(av_t *av, const char *identifier, const char *key_authz)
 
     if (ans->found) {
         st = PKI_OK;
+        goto done;
+    }
+
+    /* the value is shown when it is the client's own record; one that a
+     * CNAME led to may be a name only the CA's resolver sees */
+    if (ans->aliased) {
+        st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
+                     "incorrect TXT record%s at the CNAME target of %s",
+                     ans->n > 1 ? "s" : "", name);
         goto done;
     }
 

@@ -330,6 +330,13 @@ http_answer(int fd, const char *path, const char *host)
     } else if (strcmp(tok, "tohttps") == 0) {
         SEND("HTTP/1.1 308 Perm\r\nLocation: https://host.test:%u/"
              ".well-known/acme-challenge/good\r\n\r\n", tls_port);
+    } else if (strcmp(tok, "tosecret") == 0) {
+        SEND("HTTP/1.1 302 Found\r\nLocation: http://host.test:%u/"
+             ".well-known/acme-challenge/secret\r\n\r\n", http_port);
+    } else if (strcmp(tok, "secret") == 0) {
+        /* what a host inside the CA's network might serve */
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n"
+             "s3cr3t-internal-api-key\n");
     } else if (strcmp(tok, "notmod") == 0) {
         SEND("HTTP/1.1 304 Not Modified\r\n\r\n");
     } else if (strcmp(tok, "404") == 0) {
@@ -1009,6 +1016,12 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         n = put_cname(m, n, NULL, "_acme-challenge.good.test");
         n = put_txt(m, n, "_acme-challenge.good.test", good, NULL);
         an = 2;
+    } else if (IS("_acme-challenge.cnwrong.test")) {
+        /* a CNAME to a name only the CA's resolver may know */
+        n = put_cname(m, n, NULL, "txt.internal.test");
+        n = put_txt(m, n, "txt.internal.test", "internal-secret-value",
+                    NULL);
+        an = 2;
     } else if (IS("_acme-challenge.cname2.test")) {
         n = put_cname(m, n, NULL, "_acme-challenge.good.test");
         an = 1;
@@ -1329,6 +1342,34 @@ check(const char *name, const pki_acme_validate_conf_t *c,
 }
 
 
+/* A failure of want_type whose detail (what the client sees) holds
+ * want_detail (unless NULL) and not hidden, which is in the log (what the
+ * server's error log gets) when in_log. */
+static void
+check_hidden(const char *name, const pki_acme_validate_conf_t *c,
+    pki_acme_chall_t type, const char *id, const char *token,
+    const char *want_type, const char *want_detail, const char *hidden,
+    int in_log)
+{
+    char                     k[256];
+    pki_status_t             st;
+    pki_acme_validate_out_t  out;
+
+    ka(token, k, sizeof(k));
+    st = pki_acme_validate(c, type, "dns", id, token, k, &out);
+
+    if (!ok(st != PKI_OK && out.problem_type != NULL
+            && strcmp(out.problem_type, want_type) == 0
+            && (want_detail == NULL || strstr(out.res.detail, want_detail))
+            && strstr(out.res.detail, hidden) == NULL
+            && (!in_log || strstr(out.res.log, hidden) != NULL),
+            "%s: %s, \"%s\" not in the detail%s", name, want_type, hidden,
+            in_log ? ", in the log" : ""))
+        diag("got %s %s: \"%s\" | %s", pki_status_name(st),
+             out.problem_type ? out.problem_type : "-", out.res.detail,
+             out.res.log);
+}
+
 
 int
 main(void)
@@ -1458,21 +1499,26 @@ main(void)
     c.http_port = closed_port;
     check("http-01 connection refused", &c, PKI_ACME_HTTP01, "dns",
           "good.test", "good", "connection", "cannot connect");
+    check_hidden("http-01 connection refused, private target", &c,
+                 PKI_ACME_HTTP01, "good.test", "good", "connection",
+                 "cannot connect to good.test", "127.0.0.1", 1);
     c = lab();
 
     /* address policy: refused before any connect() */
     c.allow_private = 0;
     before = __atomic_load_n(&http_conns, __ATOMIC_SEQ_CST);
-    check("http-01 loopback refused", &c, PKI_ACME_HTTP01, "dns",
-          "good.test", "good", "rejectedIdentifier", "127.0.0.1");
+    check_hidden("http-01 loopback refused", &c, PKI_ACME_HTTP01,
+                 "good.test", "good", "rejectedIdentifier", "non-public",
+                 "127.0.0.1", 1);
     ok(__atomic_load_n(&http_conns, __ATOMIC_SEQ_CST) == before,
        "no connection made to a refused address");
     c.resolve_to = NULL;
     c.resolver = resolver;
     check("http-01 private address refused", &c, PKI_ACME_HTTP01, "ip",
           "10.0.0.1", "good", "rejectedIdentifier", "private address");
-    check("http-01 name resolving to 10/8 refused", &c, PKI_ACME_HTTP01,
-          "dns", "private.test", "good", "rejectedIdentifier", "10.0.0.1");
+    check_hidden("http-01 name resolving to 10/8 refused", &c,
+                 PKI_ACME_HTTP01, "private.test", "good",
+                 "rejectedIdentifier", "non-public address", "10.0.0.1", 1);
     check("http-01 link-local refused", &c, PKI_ACME_HTTP01, "ip",
           "169.254.1.1", "good", "rejectedIdentifier", NULL);
     check("http-01 IPv6 loopback refused", &c, PKI_ACME_HTTP01, "ip",
@@ -1529,12 +1575,17 @@ main(void)
     snprintf(want, sizeof(want), "127.0.0.1:%u", http_port);
     ok(strcmp(http_host_seen, want) == 0, "Host header for an IP (%s)",
        http_host_seen);
-    check("http-01 redirect to a multicast name", &c, PKI_ACME_HTTP01,
-          "dns", "host.test", "tomcast", "connection", "224.0.0.1");
+    check_hidden("http-01 redirect to a multicast name", &c,
+                 PKI_ACME_HTTP01, "host.test", "tomcast", "connection",
+                 "reserved address", "224.0.0.1", 1);
     check("http-01 redirect to 0.0.0.0", &c, PKI_ACME_HTTP01, "dns",
           "host.test", "tozero", "connection", "0.0.0.0");
-    check("http-01 name with one reserved address", &c, PKI_ACME_HTTP01,
-          "dns", "mixed.test", "good", "rejectedIdentifier", "0.0.0.0");
+    check_hidden("http-01 name with one reserved address", &c,
+                 PKI_ACME_HTTP01, "mixed.test", "good", "rejectedIdentifier",
+                 "reserved address", "0.0.0.0", 1);
+    check_hidden("http-01 wrong body after a redirect: its length only", &c,
+                 PKI_ACME_HTTP01, "host.test", "tosecret",
+                 "incorrectResponse", "got 23 bytes", "s3cr3t", 0);
     check("http-01 NXDOMAIN", &c, PKI_ACME_HTTP01, "dns", "nx.test", "good",
           "dns", "NXDOMAIN");
 
@@ -1651,6 +1702,9 @@ main(void)
           "dns", "trunc.test", "dnstok", NULL, NULL);
     check("dns-01 TXT mismatch", &c, PKI_ACME_DNS01, "dns", "wrong.test",
           "dnstok", "incorrectResponse", "nope");
+    check_hidden("dns-01 TXT mismatch through a CNAME", &c, PKI_ACME_DNS01,
+                 "cnwrong.test", "dnstok", "incorrectResponse",
+                 "CNAME target", "internal-secret", 0);
     check("dns-01 TXT too long", &c, PKI_ACME_DNS01, "dns", "long.test",
           "dnstok", "incorrectResponse", "over 255");
     check("dns-01 NXDOMAIN", &c, PKI_ACME_DNS01, "dns", "nx.test", "dnstok",
@@ -1681,6 +1735,8 @@ main(void)
     t0 = now_ms();
     check("dns-01 resolver silent", &c, PKI_ACME_DNS01, "dns", "silent.test",
           "dnstok", "dns", "timeout");
+    check_hidden("dns-01 resolver silent: its address", &c, PKI_ACME_DNS01,
+                 "silent.test", "dnstok", "dns", "timeout", "127.0.0.1", 1);
     ok(now_ms() - t0 < 1200 * VG_SLOW, "timeout honoured (%lld ms)", now_ms() - t0);
     c.timeout_ms = 3000;
     snprintf(want, sizeof(want), "127.0.0.1:%u", closed_port);
