@@ -28,8 +28,9 @@
  *                                        refused by the rules above
  *   dns                 PKI_UNAVAILABLE  lookup failed: NXDOMAIN, SERVFAIL,
  *                                        timeout, malformed answer, no
- *                                        A/AAAA record (a failed AAAA
- *                                        lookup alone is none)
+ *                                        A/AAAA record (a failed lookup
+ *                                        of one family is none when the
+ *                                        other gives an address)
  *   connection          PKI_UNAVAILABLE  connect/read failed or timed out,
  *                                        broken HTTP, redirect refused
  *                                        (PKI_POLICY: to an address the
@@ -1561,27 +1562,145 @@ av_rcode_name(int rcode)
 
 /* ---- resolution with the address policy ------------------------------- */
 
+/* The AAAA and A records of a name, at most AV_ADDRS_MAX, the families
+ * interleaved (IPv6 first, as RFC 8305 orders them): with both, each has
+ * at least half of the slots, so a name with 8 AAAA records still has its
+ * A records tried (and the reverse).  A lookup of one family that fails
+ * (SERVFAIL, REFUSED, timeout, a malformed answer) leaves the other one's
+ * addresses to use: a broken IPv6 zone (or IPv4 one) is no reason to fail
+ * a host that answers over the other.  An NXDOMAIN for AAAA, the first
+ * query, is the answer: the name does not exist.  With no address, the
+ * failures are the answer, both when both failed. */
+static pki_status_t
+av_resolve_name(av_t *av, const char *host, av_addr_t *addrs, size_t *naddrs)
+{
+    int                    rcode, failed[2];
+    size_t                 n, i, t, len, nf[2];
+    const char            *type0, *ftype[2];
+    long long              dl;
+    pki_status_t           st;
+    pki_result_t           res0, fres[2];
+    av_dns_ans_t          *ans;
+    struct sockaddr_in    *s4;
+    struct sockaddr_in6   *s6;
+    av_addr_t              fam[2][AV_ADDRS_MAX];
+    static const int       types[2] = { AV_T_AAAA, AV_T_A };
+
+    ans = malloc(sizeof(av_dns_ans_t));
+    if (ans == NULL) {
+        return av_fail(av, PKI_INTERNAL, "serverInternal", "out of memory");
+    }
+    ans->want = NULL;
+
+    res0 = av->out->res;
+    type0 = av->out->problem_type;
+
+    for (t = 0; t < 2; t++) {
+        failed[t] = 0;
+        nf[t] = 0;
+
+        /* AAAA gets half the time left: a zone that drops AAAA queries
+         * leaves the A lookup and the fetch their time */
+        dl = av->deadline;
+        if (types[t] == AV_T_AAAA) {
+            av->deadline = av_now() + av_left(dl) / 2;
+        }
+        st = av_dns_lookup(av, host, types[t], ans);
+        av->deadline = dl;
+        rcode = st == PKI_OK ? ans->rcode : 0;
+        if (rcode != 0) {
+            st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                         "%s looking up %s for %.100s",
+                         av_rcode_name(rcode),
+                         types[t] == AV_T_A ? "A" : "AAAA", host);
+        }
+
+        if (st == PKI_UNAVAILABLE && !(types[t] == AV_T_AAAA && rcode == 3))
+        {
+            failed[t] = 1;
+            fres[t] = av->out->res;
+            ftype[t] = av->out->problem_type;
+            av->out->res = res0;
+            av->out->problem_type = type0;
+            continue;
+        }
+
+        if (st != PKI_OK) {
+            free(ans);
+            return st;
+        }
+
+        for (i = 0; i < ans->n && nf[t] < AV_ADDRS_MAX; i++) {
+            memset(&fam[t][nf[t]], 0, sizeof(av_addr_t));
+            if (types[t] == AV_T_A) {
+                s4 = (struct sockaddr_in *) &fam[t][nf[t]].ss;
+                s4->sin_family = AF_INET;
+                memcpy(&s4->sin_addr, ans->data[i], 4);
+                fam[t][nf[t]].len = sizeof(*s4);
+            } else {
+                s6 = (struct sockaddr_in6 *) &fam[t][nf[t]].ss;
+                s6->sin6_family = AF_INET6;
+                memcpy(&s6->sin6_addr, ans->data[i], 16);
+                fam[t][nf[t]].len = sizeof(*s6);
+            }
+            nf[t]++;
+        }
+    }
+
+    free(ans);
+
+    n = 0;
+    for (i = 0; i < AV_ADDRS_MAX && n < AV_ADDRS_MAX; i++) {
+        for (t = 0; t < 2 && n < AV_ADDRS_MAX; t++) {
+            if (i < nf[t]) {
+                addrs[n++] = fam[t][i];
+            }
+        }
+    }
+
+    if (n == 0 && (failed[0] || failed[1])) {
+        /* A's failure first, then AAAA's */
+        t = failed[1] ? 1 : 0;
+        av->out->res = fres[t];
+        av->out->problem_type = ftype[t];
+
+        if (failed[0] && failed[1]) {
+            len = strlen(av->out->res.detail);
+            snprintf(av->out->res.detail + len,
+                     sizeof(av->out->res.detail) - len, "; %s",
+                     fres[0].detail);
+            if (fres[0].log[0] != '\0') {
+                av_log(av, "%s", fres[0].log);
+            }
+        }
+
+        return av->out->res.status;
+    }
+
+    if (n == 0) {
+        return av_fail(av, PKI_UNAVAILABLE, "dns",
+                       "no A or AAAA record for %.100s", host);
+    }
+
+    *naddrs = n;
+    return PKI_OK;
+}
+
+
 /* Addresses for host (an IP literal or a name) on port, after the policy
  * check.  Nothing is contacted when any address is refused; the detail
  * then names a refused address only when it is host itself (an IP
  * literal): what a name resolves to, for the CA's resolver, goes to the
- * log (a client must not map the CA's network through it).  An AAAA
- * lookup that fails (SERVFAIL, REFUSED, no answer; not NXDOMAIN) leaves the
- * A records to use, as a broken IPv6 zone is no reason to fail a host that
- * answers over IPv4; its failure is the answer only when A gives none. */
+ * log (a client must not map the CA's network through it). */
 static pki_status_t
 av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
     size_t *naddrs)
 {
-    int            cls, rcode, v6_failed, literal;
+    int            cls, literal;
     char           ip[INET6_ADDRSTRLEN];
-    size_t         n, i, t;
-    const char    *type0, *type6, *what, *ptype;
-    long long      dl;
+    size_t         n, i;
+    const char    *what, *ptype;
     pki_status_t   st;
-    pki_result_t   res0, res6;
-    av_dns_ans_t  *ans;
-    static const int  types[2] = { AV_T_AAAA, AV_T_A };
 
     n = 0;
     literal = 0;
@@ -1598,78 +1717,9 @@ av_resolve(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
         literal = 1;
 
     } else {
-        ans = malloc(sizeof(av_dns_ans_t));
-        if (ans == NULL) {
-            return av_fail(av, PKI_INTERNAL, "serverInternal",
-                           "out of memory");
-        }
-        ans->want = NULL;
-
-        v6_failed = 0;
-        res0 = av->out->res;
-        type0 = av->out->problem_type;
-        type6 = NULL;
-        res6 = res0;
-
-        for (t = 0; t < 2; t++) {
-            /* AAAA gets half the time left: a zone that drops AAAA
-             * queries leaves the A lookup and the fetch their time */
-            dl = av->deadline;
-            if (types[t] == AV_T_AAAA) {
-                av->deadline = av_now() + av_left(dl) / 2;
-            }
-            st = av_dns_lookup(av, host, types[t], ans);
-            av->deadline = dl;
-            rcode = st == PKI_OK ? ans->rcode : 0;
-            if (rcode != 0) {
-                st = av_fail(av, PKI_UNAVAILABLE, "dns",
-                             "%s looking up %s for %.100s",
-                             av_rcode_name(rcode),
-                             types[t] == AV_T_A ? "A" : "AAAA", host);
-            }
-            if (st == PKI_UNAVAILABLE && types[t] == AV_T_AAAA
-                && rcode != 3)
-            {
-                v6_failed = 1;
-                res6 = av->out->res;
-                type6 = av->out->problem_type;
-                av->out->res = res0;
-                av->out->problem_type = type0;
-                continue;
-            }
-            if (st != PKI_OK) {
-                free(ans);
-                return st;
-            }
-
-            for (i = 0; i < ans->n && n < AV_ADDRS_MAX; i++) {
-                memset(&addrs[n], 0, sizeof(addrs[n]));
-                if (types[t] == AV_T_A) {
-                    struct sockaddr_in  *s4 = (void *) &addrs[n].ss;
-                    s4->sin_family = AF_INET;
-                    memcpy(&s4->sin_addr, ans->data[i], 4);
-                    addrs[n].len = sizeof(*s4);
-                } else {
-                    struct sockaddr_in6  *s6 = (void *) &addrs[n].ss;
-                    s6->sin6_family = AF_INET6;
-                    memcpy(&s6->sin6_addr, ans->data[i], 16);
-                    addrs[n].len = sizeof(*s6);
-                }
-                n++;
-            }
-        }
-
-        free(ans);
-
-        if (n == 0 && v6_failed) {
-            av->out->res = res6;
-            av->out->problem_type = type6;
-            return res6.status;
-        }
-
-        if (n == 0) {
-            return av_fail(av, PKI_UNAVAILABLE, "dns",
-                           "no A or AAAA record for %.100s", host);
+        st = av_resolve_name(av, host, addrs, &n);
+        if (st != PKI_OK) {
+            return st;
         }
     }
 

@@ -881,6 +881,19 @@ put_a(unsigned char *m, size_t n, int a, int b, int c, int d)
 }
 
 
+/* an AAAA record for the question's name: the IPv6 literal a */
+static size_t
+put_aaaa(unsigned char *m, size_t n, const char *a)
+{
+    n = put_rr_head(m, n, NULL, 28, 16);
+    if (inet_pton(AF_INET6, a, m + n) != 1) {
+        fprintf(stderr, "put_aaaa: bad address %s\n", a);
+        exit(1);
+    }
+    return n + 16;
+}
+
+
 static size_t
 put_txt(unsigned char *m, size_t n, const char *owner, const char *s1,
     const char *s2)
@@ -1193,6 +1206,34 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
             n = put_a(m, n, 127, 0, 0, 1);
             an = 1;
         }
+    } else if (IS("v6many.test")) {
+        /* 8 AAAA records none of which answers (::1 and IPv4-mapped
+         * loopback addresses nothing listens on: refused at once, and
+         * no packet leaves the host), then the A record that serves */
+        if (qtype == 28) {
+            char  a[32];
+
+            n = put_aaaa(m, n, "::1");
+            for (l = 2; l <= 8; l++) {
+                snprintf(a, sizeof(a), "::ffff:127.0.0.%zu", 10 + l);
+                n = put_aaaa(m, n, a);
+            }
+            an = 8;
+        } else if (qtype == 1) {
+            n = put_a(m, n, 127, 0, 0, 1);
+            an = 1;
+        }
+    } else if (IS("v4fail.test")) {
+        /* A SERVFAIL; AAAA: IPv4-mapped 127.0.0.1, where the HTTP
+         * server listens */
+        if (qtype == 1) {
+            rcode = 2;
+        } else if (qtype == 28) {
+            n = put_aaaa(m, n, "::ffff:127.0.0.1");
+            an = 1;
+        }
+    } else if (IS("bothfail.test")) {
+        rcode = 2;                              /* A and AAAA SERVFAIL  */
     } else if (IS("mcast.test")) {
         if (qtype == 1) {
             n = put_a(m, n, 224, 0, 0, 1);
@@ -1565,6 +1606,20 @@ main(void)
           PKI_ACME_HTTP01, "dns", "v6silent.test", "good", NULL, NULL);
     check("http-01 AAAA lookup fails, no A", &c, PKI_ACME_HTTP01, "dns",
           "v6failnoa.test", "good", "dns", "SERVFAIL looking up AAAA");
+    check("http-01 8 AAAA records that refuse, the A record answers", &c,
+          PKI_ACME_HTTP01, "dns", "v6many.test", "good", NULL, NULL);
+    i = socket(AF_INET6, SOCK_STREAM, 0);
+    if (i >= 0) {
+        close(i);
+        check("http-01 A lookup fails, AAAA answers", &c, PKI_ACME_HTTP01,
+              "dns", "v4fail.test", "good", NULL, NULL);
+    } else {
+        ok(1, "http-01 A lookup fails, AAAA answers # SKIP no IPv6 "
+           "sockets");
+    }
+    check("http-01 A and AAAA lookups fail: both said", &c, PKI_ACME_HTTP01,
+          "dns", "bothfail.test", "good", "dns", "SERVFAIL looking up A for "
+          "bothfail.test; SERVFAIL looking up AAAA");
     check("http-01 304 is an answer, no redirect", &c, PKI_ACME_HTTP01,
           "dns", "host.test", "notmod", "unauthorized", "HTTP 304");
     blackhole(http_port);
