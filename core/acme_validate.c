@@ -159,6 +159,8 @@ typedef struct {
     int                              aliased;    /* the records are those
                                                     of a CNAME's target */
     unsigned short                   len[AV_DNS_RR_MAX];
+    unsigned short                   size[AV_DNS_RR_MAX];  /* CAA: RDATA
+                                                    length, even toolong */
     unsigned char                    toolong[AV_DNS_RR_MAX];
     unsigned char                    data[AV_DNS_RR_MAX][AV_DNS_RDATA_MAX];
     char                             cname[AV_NAME_MAX];
@@ -1255,10 +1257,19 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
         }
 
         if (qtype == AV_T_CAA) {
-            /* raw: flags, tag length, tag, value (evaluated by the caller) */
-            t = rr->rdlen < AV_DNS_RDATA_MAX ? rr->rdlen : 0;
-            ans->toolong[ans->n] = rr->rdlen >= AV_DNS_RDATA_MAX;
+            /* raw: flags, tag length, tag, value (evaluated by the
+             * caller); of a record too long to keep, its flags and tag
+             * only (what tells whether it bears on issuance) */
+            t = rr->rdlen;
+            ans->toolong[ans->n] = t >= AV_DNS_RDATA_MAX;
+            if (ans->toolong[ans->n]) {
+                t = 2 + (size_t) m[rr->rdoff + 1];
+                if (t >= AV_DNS_RDATA_MAX) {
+                    t = AV_DNS_RDATA_MAX - 1;
+                }
+            }
             memcpy(ans->data[ans->n], m + rr->rdoff, t);
+            ans->size[ans->n] = (unsigned short) rr->rdlen;
             ans->len[ans->n++] = (unsigned short) t;
             continue;
         }
@@ -2805,8 +2816,13 @@ static pki_status_t av_end(av_t *av, pki_status_t st);
  * One of them must name one of our identities and, where it has them,
  * accounturi equal to the account's URL and validationmethods listing the
  * method that validated.  An unknown property with the critical flag, a
- * record too long to read, or a lookup that fails (other than NXDOMAIN)
- * refuses.
+ * malformed record, or a lookup that fails (other than NXDOMAIN) refuses.
+ * A record of 256 bytes or more is kept as its flags, tag and length: an
+ * "issue" or "issuewild" one of the properties that rule (it may be the
+ * one that names us, with parameters too long to read) refuses when no
+ * other of them lets this CA issue; any other (an iodef with a long URL,
+ * a non-critical unknown property) bears on nothing, as RFC 8659 has it;
+ * a critical unknown one refuses as any does.
  */
 
 static char *
@@ -2913,7 +2929,7 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     int wildcard, const char *account_uri, const char *method)
 {
     int          use_wild, seen;
-    size_t       i, tl;
+    size_t       i, tl, big;
     char         tag[32], ids[160];
     const char  *want;
 
@@ -2929,13 +2945,12 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     }
 
     for (i = 0; i < ans->n; i++) {
-        if (ans->toolong[i] || ans->len[i] < 2 || ans->data[i][1] == 0
+        if (ans->len[i] < 2 || ans->data[i][1] == 0
             || (size_t) ans->data[i][1] + 2 > ans->len[i]
             || ans->data[i][1] >= sizeof(tag))
         {
             return av_fail(av, PKI_FORBIDDEN, "caa", "a CAA record at %s "
-                           "cannot be read (malformed or over %d bytes)",
-                           at, AV_DNS_RDATA_MAX - 1);
+                           "cannot be read (malformed)", at);
         }
 
         tl = ans->data[i][1];
@@ -2958,13 +2973,18 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
 
     want = use_wild ? "issuewild" : "issue";
     seen = 0;
+    big = 0;
 
     for (i = 0; i < ans->n; i++) {
         if (!av_caa_tag_is(ans->data[i], want)) {
             continue;
         }
-        tl = ans->data[i][1];
         seen = 1;
+        if (ans->toolong[i]) {
+            big = ans->size[i];
+            continue;
+        }
+        tl = ans->data[i][1];
         if (av_caa_value_ok(av, ans->data[i] + 2 + tl, ans->len[i] - 2 - tl,
                             account_uri, method))
         {
@@ -2974,6 +2994,13 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
 
     if (!seen) {
         return PKI_OK;                      /* only iodef etc.: no limit */
+    }
+
+    if (big) {
+        return av_fail(av, PKI_FORBIDDEN, "caa", "a CAA \"%s\" record at "
+                       "%s cannot be read (%zu bytes, over %d), and no "
+                       "other lets this CA issue for %s%s", want, at, big,
+                       AV_DNS_RDATA_MAX - 1, wildcard ? "*." : "", name);
     }
 
     ids[0] = '\0';

@@ -22,7 +22,9 @@
  *                        itself; a CAA answer goes on to av_caa_set
  *   2  av_caa_value_ok   an issue/issuewild value
  *   3  av_caa_set        records <len><flags><taglen><tag><value>...,
- *                        len 0xff: a record over the size cap
+ *                        len 0xff: a record over the size cap, of which
+ *                        <len><flags><taglen><tag> follows (what
+ *                        av_dns_parse keeps of one)
  *   4  av_header         an HTTP head block (status line + headers)
  *   5  av_unchunk        a chunked body; also fed in pieces, as it arrives
  *   6  av_url_redirect   Location values, one a line, followed in turn
@@ -212,7 +214,7 @@ static pki_status_t
 pki_fuzz_caa_set_model(const av_dns_ans_t *ans, int wildcard, int with_ids,
     const char *account_uri, const char *method)
 {
-    int                   wild, seen;
+    int                   wild, seen, big;
     size_t                i, tl;
     const unsigned char  *r;
     const char           *want;
@@ -222,8 +224,8 @@ pki_fuzz_caa_set_model(const av_dns_ans_t *ans, int wildcard, int with_ids,
     for (i = 0; i < ans->n; i++) {
         r = ans->data[i];
         tl = ans->len[i] >= 2 ? r[1] : 0;
-        if (ans->toolong[i] || tl == 0 || tl + 2 > ans->len[i] || tl >= 32) {
-            return PKI_FORBIDDEN;               /* cannot be read       */
+        if (tl == 0 || tl + 2 > ans->len[i] || tl >= 32) {
+            return PKI_FORBIDDEN;               /* malformed            */
         }
         if (pki_fuzz_tag_is(r, "issuewild")) {
             wild = wildcard;
@@ -236,13 +238,20 @@ pki_fuzz_caa_set_model(const av_dns_ans_t *ans, int wildcard, int with_ids,
 
     want = wild ? "issuewild" : "issue";
     seen = 0;
+    big = 0;
 
+    /* a record over the cap is one of the set that rules, unread: it
+     * refuses, unless another one of the set lets us issue */
     for (i = 0; i < ans->n; i++) {
         r = ans->data[i];
         if (!pki_fuzz_tag_is(r, want)) {
             continue;
         }
         seen = 1;
+        if (ans->toolong[i]) {
+            big = 1;
+            continue;
+        }
         if (pki_fuzz_caa_value_model(r + 2 + r[1], ans->len[i] - 2 - r[1],
                                      with_ids, account_uri, method))
         {
@@ -250,7 +259,7 @@ pki_fuzz_caa_set_model(const av_dns_ans_t *ans, int wildcard, int with_ids,
         }
     }
 
-    return seen ? PKI_FORBIDDEN : PKI_OK;
+    return seen || big ? PKI_FORBIDDEN : PKI_OK;
 }
 
 
@@ -372,8 +381,15 @@ pki_fuzz_dns_parse(const uint8_t *data, size_t size, uint8_t op)
             pki_fuzz_need(ans->len[i] == (qtype == AV_T_A ? 4 : 16)
                           && !ans->toolong[i]);
         }
-        if (ans->toolong[i]) {
+        if (ans->toolong[i] && qtype == AV_T_CAA) {
+            /* its flags and tag only, and its own length */
+            pki_fuzz_need(ans->size[i] >= AV_DNS_RDATA_MAX
+                          && ans->len[i] >= 2
+                          && ans->len[i] <= 2 + (size_t) ans->data[i][1]);
+        } else if (ans->toolong[i]) {
             pki_fuzz_need(ans->len[i] == 0);
+        } else if (qtype == AV_T_CAA) {
+            pki_fuzz_need(ans->size[i] == ans->len[i]);
         }
     }
 
@@ -418,6 +434,7 @@ pki_fuzz_caa_value(const uint8_t *data, size_t size, uint8_t op)
 static void
 pki_fuzz_caa_records(const uint8_t *data, size_t size, uint8_t op)
 {
+    int            big;
     size_t         off, n;
     av_dns_ans_t  *ans;
 
@@ -426,19 +443,33 @@ pki_fuzz_caa_records(const uint8_t *data, size_t size, uint8_t op)
         abort();
     }
 
-    /* as av_dns_parse leaves a CAA answer */
+    /* as av_dns_parse leaves a CAA answer: of a record over the cap,
+     * its head (at least flags and tag length, at most up to the tag's
+     * end) and a length over the cap */
     for (off = 0; off < size && ans->n < AV_DNS_RR_MAX; off += n) {
         n = data[off++];
+        big = 0;
         if (n == 0xff) {
-            ans->toolong[ans->n] = 1;
-            ans->len[ans->n++] = 0;
-            n = 0;
-            continue;
+            if (off == size) {
+                break;
+            }
+            n = data[off++];
+            big = 1;
         }
         if (n > size - off) {
             n = size - off;
         }
+        if (big) {
+            if (n < 2) {
+                break;
+            }
+            if (n > 2 + (size_t) data[off + 1]) {
+                n = 2 + (size_t) data[off + 1];
+            }
+        }
         memcpy(ans->data[ans->n], data + off, n);
+        ans->toolong[ans->n] = (unsigned char) big;
+        ans->size[ans->n] = (unsigned short) (big ? 256 + n : n);
         ans->len[ans->n++] = (unsigned short) n;
     }
 

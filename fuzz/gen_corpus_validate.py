@@ -91,6 +91,10 @@ def seeds():
     s["dns-caa-critical"] = response("example.com", T_CAA, [
         rr(q, T_CAA, caa(128, b"tbs", b"unknown")),
         rr(q, T_CAA, caa(0, b"issue", b"ca.example"))])
+    s["dns-caa-long"] = response("example.com", T_CAA, [
+        rr(q, T_CAA, caa(0, b"issue", b"ca.example")),
+        rr(q, T_CAA, caa(0, b"iodef", b"mailto:" + b"a" * 279
+                         + b"@example.com"))])
     s["dns-nxdomain"] = response("nope.example.com", T_CAA, [], rcode=3)
 
     # forward pointer (must be refused)
@@ -115,6 +119,12 @@ def seeds():
                                               for r in recs)
     recs = [caa(128, b"issue", b"ca.example"), caa(0, b"Issue", b";")]
     s["caa-set"] = op(3) + b"".join(bytes([len(r)]) + r for r in recs)
+    # a record over the cap (0xff, then what is kept of it: its flags and
+    # tag) beside one that names us: an iodef bears on nothing, an issue
+    # is unread (another one allows)
+    s["caa-set-long"] = op(3) + (bytes([len(recs[0])]) + recs[0]
+                                 + b"\xff\x07" + caa(0, b"iodef", b"")
+                                 + b"\xff\x07" + caa(0, b"issue", b""))
 
     # ---- HTTP heads (op 4) ---------------------------------------------------
     s["head-redirect"] = op(4) + (

@@ -1158,6 +1158,30 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         v[280] = '\0';
         n = put_caa(m, n, NULL, 0, "issue", v);
         an = 1;
+    } else if (qtype == 257 && (IS("iodeflong.caa") || IS("wildlong.caa")
+                                || IS("critlong.caa")
+                                || IS("issuelong.caa")
+                                || IS("issuelong2.caa")))
+    {
+        /* a record of 298 bytes (over the 255 this CA reads) beside an
+         * issue that names us (another CA for issuelong2): an iodef, an
+         * issuewild, an unknown critical property, another issue */
+        char         v[300];
+        const char  *tag;
+
+        tag = IS("iodeflong.caa") ? "iodef" : IS("wildlong.caa")
+              ? "issuewild" : IS("critlong.caa") ? "tbs" : "issue";
+        l = 298 - 2 - strlen(tag);
+        memset(v, 'a', l);
+        v[l] = '\0';
+        if (IS("iodeflong.caa")) {
+            memcpy(v, "mailto:", 7);
+            memcpy(v + l - 12, "@example.net", 12);
+        }
+        n = put_caa(m, n, NULL, 0, "issue", IS("issuelong2.caa")
+                    ? "ca.example.net" : "nginx-pki.test");
+        n = put_caa(m, n, NULL, IS("critlong.caa") ? 128 : 0, tag, v);
+        an = 2;
     } else if (qtype == 257 && (IS("nulcrit.caa") || IS("nulwild.caa"))) {
         /* a tag with a NUL in it is no known property: "issue\0x"
          * critical refuses; "issuewild\0" does not make issuewild rule */
@@ -1873,6 +1897,20 @@ main(void)
               "http-01", "caa", "cannot be read" },
             { "malformed record refuses", "bad.caa", 0, NULL, "http-01",
               "caa", "cannot be read" },
+            { "iodef of 298 bytes beside an issue naming us",
+              "iodeflong.caa", 0, NULL, "http-01", NULL, NULL },
+            { "issuewild of 298 bytes: not for a plain name", "wildlong.caa",
+              0, NULL, "http-01", NULL, NULL },
+            { "issuewild of 298 bytes rules a wildcard", "wildlong.caa", 1,
+              NULL, "dns-01", "caa", "\"issuewild\" record at wildlong.caa "
+              "cannot be read (298 bytes" },
+            { "critical unknown property of 298 bytes", "critlong.caa", 0,
+              NULL, "http-01", "caa", "critical property \"tbs\"" },
+            { "issue of 298 bytes, another issue names us", "issuelong.caa",
+              0, NULL, "http-01", NULL, NULL },
+            { "issue of 298 bytes, another issue names another CA",
+              "issuelong2.caa", 0, NULL, "http-01", "caa", "\"issue\" "
+              "record at issuelong2.caa cannot be read (298 bytes" },
             { "critical tag issue\\0x is unknown", "nulcrit.caa", 0, NULL,
               "http-01", "caa", "critical property \"issue?x\"" },
             { "tag issuewild\\0 is not issuewild", "nulwild.caa", 1, NULL,
