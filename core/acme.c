@@ -9633,6 +9633,20 @@ pki_acme_job_run(const pki_acme_conf_t *conf, pki_acme_job_t *job,
         return;
     }
 
+    if (vrc == PKI_INTERNAL) {
+        /* a fault of this server (out of memory, RAND_bytes() or
+         * SSL_CTX_new() failed, an unusable resolver setting) says
+         * nothing of the client's name: no "invalid" for it, nothing is
+         * stored, as when the server stops; the challenge stays
+         * processing and a poll restarts it once stale.  The caller logs
+         * PKI_INTERNAL as an error. */
+        pki_fail(res, PKI_INTERNAL, "validation of %s %s:%s not stored, a "
+                 "fault of this server: %s", job->type, job->id_type,
+                 job->identifier, out.res.detail);
+        pki_log(res, "%s", out.res.log);
+        return;
+    }
+
     now = time(NULL);
 
     /* from the text the challenge stored, else read; every store below

@@ -1615,7 +1615,10 @@ PKI_API void pki_acme_refuse(const pki_acme_conf_t *conf,
     const pki_acme_req_t *req, int status, const char *type,
     const char *detail, int nonce, pki_acme_resp_t *resp);
 /* Validates the challenge and records the outcome (blocking).  The job
- * may be run at most once; res (may be NULL) says what happened. */
+ * may be run at most once; res (may be NULL) says what happened.  A
+ * fault of this server (res->status PKI_INTERNAL: out of memory, an
+ * unusable resolver setting, ...) records nothing: the challenge stays
+ * processing, and a poll restarts it once stale. */
 PKI_API void pki_acme_job_run(const pki_acme_conf_t *conf,
     pki_acme_job_t *job, pki_result_t *res);
 PKI_API void pki_acme_job_free(pki_acme_job_t *job);

@@ -3072,6 +3072,44 @@ test_job_store(const char *sock)
        "job: ... its challenge still processing (the newer attempt)");
     cJSON_Delete(authz);
 
+    /* a fault of this server (here a resolver setting that is no address:
+     * serverInternal) is nothing the client's name did: nothing stored,
+     * the challenge stays processing, and a poll restarts it once stale */
+    conf.validate = saved;
+    job = http01_posted(pk, kid, "fault.example", az);
+    ok(job != NULL, "job: http-01 started (a server fault to come)");
+    conf.validate.resolve_to = NULL;
+    conf.validate.resolver = "not-an-address";
+    pki_result_init(&res);
+    if (job != NULL) {
+        pki_acme_job_run(&conf, job, &res);
+    }
+    pki_acme_job_free(job);
+    ok(res.status == PKI_INTERNAL && strstr(res.detail, "not stored"),
+       "job: a server fault (an unusable resolver): internal, not stored "
+       "(%s)", res.detail);
+    authz = authz_get(pk, kid, az[0]);
+    ok(strcmp(jstr(authz, "status"), "pending") == 0,
+       "job: ... the authorization stays pending (%s)",
+       jstr(authz, "status"));
+    ch = NULL;
+    cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(authz,
+                                                          "challenges"))
+    {
+        if (strcmp(jstr(ch, "type"), "http-01") == 0) {
+            break;
+        }
+    }
+    ok(ch != NULL && strcmp(jstr(ch, "status"), "processing") == 0
+       && cJSON_GetObjectItemCaseSensitive(ch, "error") == NULL,
+       "job: ... its challenge still processing, no error (%s)",
+       ch != NULL ? jstr(ch, "status") : "none");
+    cJSON_Delete(authz);
+    conf.validate = saved;
+    chall_started(rc, az[0], 35);
+    ok(authz_poll_restarts(pk, kid, az[0]),
+       "job: ... a poll restarts it once stale");
+
     conf.validate = saved;
     EVP_PKEY_free(pk);
     store_close(r, rc, "acmestale:*");
