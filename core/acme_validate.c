@@ -508,7 +508,8 @@ av_addr_class(const av_addr_t *a)
         || (b[0] == 0x20 && b[1] == 0x01 && b[2] < 0x02)    /* 2001::/23 */
         || (memcmp(b, nat64, 4) == 0 && b[4] == 0 && b[5] == 1)
                                                 /* 64:ff9b:1::/48       */
-        || (b[0] == 0x3f && (b[1] & 0xf0) == 0xf0)  /* 3fff::/20 doc    */
+        || (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0)
+                                                /* 3fff::/20 doc        */
         || (b[0] == 0x5f && b[1] == 0x00))      /* 5f00::/16 SRv6       */
     {
         return AV_ADDR_PRIVATE;
@@ -1395,7 +1396,12 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const char *name,
 
     rc = av_write(av, &c, out, qlen + 2);
     if (rc != 1) {
-        goto failed;
+        av_conn_close(&c);
+        st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                     "DNS query over TCP for %.100s failed: %s", name,
+                     rc == AV_IO_TIMEOUT ? "timeout" : "write error");
+        av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
+        return st;
     }
 
     want = 2;
@@ -2622,7 +2628,8 @@ av_tlsalpn01(av_t *av, const char *identifier, const av_addr_t *ip,
         st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
                      "the certificate from %s must have exactly one "
                      "subjectAltName (%s)", where,
-                     gens != NULL ? "has several"
+                     gens != NULL ? (sk_GENERAL_NAME_num(gens) == 0
+                                     ? "has an empty one" : "has several")
                      : crit == -1 ? "has none"
                      : crit == -2 ? "extension repeated" : "malformed");
         goto done;

@@ -57,7 +57,8 @@ static char          tls_sni_seen[256];
 
 enum {
     CERT_GOOD = 0, CERT_WRONGHASH, CERT_NOEXT, CERT_NONCRIT, CERT_TWOSAN,
-    CERT_WRONGSAN, CERT_BADEXT, CERT_IPSAN, CERT_NOALPN, CERT_HANG,
+    CERT_WRONGSAN, CERT_BADEXT, CERT_IPSAN, CERT_EMPTYSAN, CERT_NOALPN,
+    CERT_HANG,
     /* server behaviours, with a good certificate */
     SRV_TLS12,          /* TLS 1.2, ECDHE-RSA on P-256 only           */
     SRV_DHE,            /* TLS 1.2, DHE only, 10000-bit odd modulus   */
@@ -449,6 +450,7 @@ make_cert(int mode, EVP_PKEY *key)
     X509V3_CTX          v3;
     ASN1_OBJECT        *obj;
     X509_EXTENSION     *ext;
+    GENERAL_NAMES      *gens;
     ASN1_OCTET_STRING  *os;
     unsigned char       der[2 + 32];
     const char         *san;
@@ -467,10 +469,18 @@ make_cert(int mode, EVP_PKEY *key)
         : mode == CERT_WRONGSAN ? "DNS:other.test"
         : mode == CERT_IPSAN ? "IP:127.0.0.1"
         : "DNS:tls.test";
-    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
+    if (mode == CERT_EMPTYSAN) {
+        /* an extension holding an empty sequence */
+        gens = GENERAL_NAMES_new();
+        X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0,
+                          X509V3_ADD_DEFAULT);
+        GENERAL_NAMES_free(gens);
+    } else {
+        X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+        ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+    }
 
     if (mode != CERT_NOEXT) {
         ka(mode == CERT_WRONGHASH ? "other" : "tlstok", k, sizeof(k));
@@ -1603,6 +1613,7 @@ main(void)
             "64:ff9b::a00:1",                   /* NAT64 of 10.0.0.1    */
             "::ffff:0:7f00:1",                  /* SIIT of 127.0.0.1    */
             "3fff::1",                          /* documentation        */
+            "3fff:fff:ffff::1",                 /* ... its end (/20)    */
             "5f00::1",                          /* SRv6 SID             */
             "192.88.99.1",                      /* 6to4 relay anycast   */
         };
@@ -1694,6 +1705,9 @@ main(void)
     tls_mode = CERT_WRONGSAN;
     check("tls-alpn-01 other SAN", &c, PKI_ACME_TLSALPN01, "dns", "tls.test",
           "tlstok", "incorrectResponse", "not dNSName");
+    tls_mode = CERT_EMPTYSAN;
+    check("tls-alpn-01 empty SAN extension", &c, PKI_ACME_TLSALPN01, "dns",
+          "tls.test", "tlstok", "incorrectResponse", "has an empty one");
     tls_mode = CERT_NOALPN;
     check("tls-alpn-01 ALPN not negotiated", &c, PKI_ACME_TLSALPN01, "dns",
           "tls.test", "tlstok", "tls", "acme-tls/1");
