@@ -1244,6 +1244,10 @@ ngx_http_acme_send(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
         r->header_only = 1;
     }
 
+    /* a body not read is discarded, not parsed as the next request
+     * (see ngx_http_pki_send_plain()) */
+    ngx_http_pki_body_unwanted(r);
+
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {

@@ -560,6 +560,10 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         ngx_http_pki_send_unbuffered(r);
     }
 
+    /* a body not read is discarded, not parsed as the next request
+     * (see ngx_http_pki_send_plain()) */
+    ngx_http_pki_body_unwanted(r);
+
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {

@@ -3658,6 +3658,10 @@ ngx_http_pki_m_send(ngx_http_request_t *r, ngx_uint_t status,
         r->header_only = 1;
     }
 
+    /* a body not read is discarded, not parsed as the next request
+     * (see ngx_http_pki_send_plain()) */
+    ngx_http_pki_body_unwanted(r);
+
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {

@@ -2195,6 +2195,8 @@ ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
  * instead); what the client sends anyway is read and dropped, or the
  * connection closes when even that cannot be set up.
  */
+/* see ngx_http_pki_module.h; nginx's discard does nothing for a body that
+ * was read, is being read or discarded, or for a subrequest */
 void
 ngx_http_pki_body_unwanted(ngx_http_request_t *r)
 {
@@ -3110,6 +3112,11 @@ ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
+
+    /* a body left unread would be parsed as the connection's next
+     * request (a refused cross-site POST smuggling one in): discarded,
+     * unless it was read or is being read already */
+    ngx_http_pki_body_unwanted(r);
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = text->len;
@@ -4095,6 +4102,9 @@ ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t        *b;
     ngx_chain_t       out;
     ngx_table_elt_t  *h;
+
+    /* as in ngx_http_pki_send_plain() */
+    ngx_http_pki_body_unwanted(r);
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
@@ -5166,6 +5176,10 @@ ngx_http_pki_crl_send(ngx_http_request_t *r, ngx_str_t *name,
     h->value.data = p;
     h->value.len = ngx_sprintf(p, "\"%V-%L\"", name, st->number) - p;
     r->headers_out.etag = h;
+
+    /* a body not read is discarded, not parsed as the next request
+     * (see ngx_http_pki_send_plain()) */
+    ngx_http_pki_body_unwanted(r);
 
     rc = ngx_http_send_header(r);
 

@@ -26,7 +26,9 @@
  * ngx_http_pki_cstr: a NUL-terminated copy from the pool (NULL: no memory).
  * ngx_http_pki_add_header: one more response header (value not copied; NULL:
  * no memory).  ngx_http_pki_send_plain: a complete text/plain answer with an
- * optional Retry-After, returned by the content handler or its done handler.
+ * optional Retry-After, returned by the content handler or its done handler;
+ * a request body not read (nor being read) is discarded first
+ * (ngx_http_pki_body_unwanted()), as ngx_http_pki_send_json() does.
  */
 char *ngx_http_pki_cstr(ngx_pool_t *pool, ngx_str_t *s);
 /* The user name auth_basic verified for r, else an empty string (never
@@ -183,6 +185,9 @@ ngx_int_t ngx_http_pki_request_body(ngx_http_request_t *r, size_t max,
  * closes after the answer.
  */
 void ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep);
+/* An answer that will not read r's body: no "100 Continue", and the body
+ * discarded as it comes (else it would be parsed as the connection's next
+ * request), or the connection closed after the answer. */
 void ngx_http_pki_body_unwanted(ngx_http_request_t *r);
 
 /*

@@ -321,6 +321,42 @@ like(PKITest::slurp($t->error_log) // '',
      '  and the error log says why');
 is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, 0, '  no EAB key made');
 
+# a refused request's body is not parsed as the next request on the
+# connection: a cross-site POST whose body is the start of another
+# request ("POST acme/eab" taking the headers of the admin's own GET that
+# follows, credentials and Sec-Fetch-Site included) smuggles nothing in
+{
+    require IO::Socket::SSL;
+    require MIME::Base64;
+    my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1', PeerPort => $port,
+        SSL_ca_file => $t->pki . '/root.pem',
+        SSL_verifycn_name => '127.0.0.1', Timeout => 20);
+    ok($s, 'smuggling: connected') or diag($IO::Socket::SSL::SSL_ERROR);
+    my $auth = 'Authorization: Basic '
+               . MIME::Base64::encode_base64('admin:admin', '') . "\r\n";
+    my $inner = "POST /pki/admin/acme/eab HTTP/1.1\r\n"
+                . "Content-Length: 0\r\nX-Swallow: ";
+    print $s "POST /pki/admin/revoke HTTP/1.1\r\n"
+        . "Host: 127.0.0.1:$port\r\n" . $auth
+        . "Origin: https://evil.example\r\n"
+        . "Content-Type: application/json\r\n"
+        . 'Content-Length: ' . length($inner) . "\r\n\r\n" . $inner
+        . "GET /pki/admin/certificates?limit=1 HTTP/1.1\r\n"
+        . "Host: 127.0.0.1:$port\r\n" . $auth
+        . "Sec-Fetch-Site: same-origin\r\n\r\n";
+    my (%a1, %a2);
+    $a1{body} = $a2{body} = '';
+    PKITest::read_http_answer($s, \%a1);
+    PKITest::read_http_answer($s, \%a2);
+    close $s;
+    is($a1{status}, 403, 'smuggling: the cross-site POST is refused');
+    is($a2{status}, 200, '  the admin\'s own GET is answered next');
+    like($a2{body}, qr/"certificates"/, '  with its own answer')
+        or diag($a2{body});
+    is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, 0,
+       '  no EAB key made by the body');
+}
+
 # nginx lets control bytes other than CR, LF and NUL through in a header
 # value: the error log quotes them as '?', so that an ESC sequence in a
 # refused Origin (clear screen, set title) does not reach a terminal
