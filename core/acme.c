@@ -9977,8 +9977,12 @@ pki_acme_eab_list(pki_redis_t *r, const char *cursor, size_t limit,
         cursor = "0";
     }
 
+    /* a Redis SCAN cursor is an unsigned 64-bit number: more is refused
+     * here (400), not by Redis ("invalid cursor": a store failure) */
     if (strlen(cursor) > 20 || strspn(cursor, "0123456789")
-                               != strlen(cursor))
+                               != strlen(cursor)
+        || (strlen(cursor) == 20 && strcmp(cursor, "18446744073709551615")
+                                    > 0))
     {
         return pki_fail(res, PKI_MALFORMED, "bad cursor");
     }

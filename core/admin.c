@@ -691,6 +691,13 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                          "3339 date-time");
                 goto done;
             }
+            if (at < now - PKI_ADMIN_FUTURE_SKEW) {
+                pki_fail(&resp->res, PKI_MALFORMED, "\"at\" is in the "
+                         "past: leave it out to revoke now (a revocation is "
+                         "dated when it is made; invalidity_date says since "
+                         "when the key is compromised)");
+                goto done;
+            }
         } else if (!pki_parse_rfc3339(item->valuestring, PKI_ADMIN_TIME,
                                       &inv))
         {
@@ -734,9 +741,11 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         inv = 0;
     }
 
-    /* "at": now or past is a revocation now; a plan is for a future time,
-     * an end of service or a key rollover with no compromise (nothing is
-     * invalid yet) */
+    /* "at": now is a revocation now; a plan is for a future time, an end
+     * of service or a key rollover with no compromise (nothing is invalid
+     * yet).  One further back than the clocks' skew was refused above:
+     * a mistake (a plan with a wrong year), not a revocation now that
+     * nothing undoes */
     if (at <= now) {
         at = 0;
 

@@ -205,6 +205,22 @@ is($t->redis_raw('HEXISTS', 'pki:{ca:issuing}:revoked', $s3) + 0, 0,
 $r = revoke(serial => $s3, reason => 'removeFromCRL');
 is($r->{code}, 409, 'removeFromCRL on a good certificate: 409');
 
+# "at" in the past is a mistake (a plan with a wrong year), not a
+# revocation now that nothing undoes
+$r = revoke(serial => $s3, reason => 'keyCompromise',
+            at => '2020-01-01T00:00:00Z');
+is($r->{code}, 400, '"at" in the past: 400') or diag($r->{body});
+like($r->{json}{error} // '', qr/"at" is in the past/, '  it says why');
+is($t->redis_hash("pki:{ca:issuing}:cert:$s3")->{status}, 'good',
+   '  the certificate stays good');
+
+# a SCAN cursor past 64 bits: the request's fault (400), not the store's
+$r = api('GET', 'acme/eab?cursor=99999999999999999999');
+is($r->{code}, 400, 'EAB list: a cursor over 2^64 - 1: 400')
+    or diag($r->{body});
+$r = api('GET', 'acme/eab?cursor=18446744073709551615');
+isnt($r->{code}, 503, '  2^64 - 1 is still a cursor') or diag($r->{body});
+
 # --- a planned revocation is carried out by nginx when due -----------------
 
 my $s4 = enroll('adm4');
