@@ -83,6 +83,7 @@ typedef struct {
 typedef struct {
     ngx_flag_t                 crl;
     time_t                     crl_next_update;
+    ngx_flag_t                 admin_plain_http;
     off_t                      body_limit;  /* the client_max_body_size
                                                that ngx_http_pki_own_body_
                                                cap() turned off here, for
@@ -199,6 +200,7 @@ static void ngx_http_pki_admin_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_pki_admin_body_error(ngx_http_request_t *r,
     ngx_int_t rc);
 static ngx_int_t ngx_http_pki_admin_unavailable(ngx_http_request_t *r);
+static ngx_int_t ngx_http_pki_admin_no_tls(ngx_http_request_t *r);
 static void ngx_http_pki_admin_work(void *data);
 static void ngx_http_pki_admin_done(ngx_http_request_t *r, void *data);
 static void ngx_http_pki_admin_wipe(void *data);
@@ -305,6 +307,13 @@ static ngx_command_t  ngx_http_pki_commands[] = {
       ngx_http_pki_admin,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("pki_admin_plain_http"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_pki_loc_conf_t, admin_plain_http),
       NULL },
 
     { ngx_string("pki_crl"),
@@ -3487,6 +3496,8 @@ static ngx_str_t  ngx_http_pki_admin_busy =
 static ngx_str_t  ngx_http_pki_admin_early =
     ngx_string("{\"error\":\"sent in TLS early data: send it again "
                "after the handshake\"}");
+static ngx_str_t  ngx_http_pki_admin_https =
+    ngx_string("the admin API requires HTTPS\n");
 
 
 static char *
@@ -3618,9 +3629,22 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
     ngx_int_t                  rc;
     ngx_str_t                 *loc, user;
     ngx_http_pki_ca_t         *cas;
+    ngx_http_pki_loc_conf_t   *plcf;
     ngx_http_pki_admin_ctx_t  *ctx;
     ngx_http_core_loc_conf_t  *clcf;
     ngx_http_pki_main_conf_t  *pmcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl == NULL && !plcf->admin_plain_http) {
+        return ngx_http_pki_admin_no_tls(r);
+    }
+#else
+    if (!plcf->admin_plain_http) {
+        return ngx_http_pki_admin_no_tls(r);
+    }
+#endif
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
@@ -3717,6 +3741,31 @@ ngx_http_pki_admin_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
+}
+
+
+/*
+ * The admin API carries the admin's Basic password in every request, new
+ * EAB hmac_key values and SCEP challenges in its answers.  In a server
+ * without TLS these would cross the network in the clear, so a request on
+ * a connection without TLS is refused before its body is read or anything
+ * is done, unless pki_admin_plain_http says that TLS ends in front of
+ * nginx.
+ */
+
+static ngx_int_t
+ngx_http_pki_admin_no_tls(ngx_http_request_t *r)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "pki admin: request from %V refused: the connection has "
+                  "no TLS; serve pki_admin in an ssl server, or set "
+                  "\"pki_admin_plain_http on\" where TLS ends in front "
+                  "of nginx", &r->connection->addr_text);
+
+    ngx_http_pki_body_unwanted(r);
+
+    return ngx_http_pki_send_plain(r, NGX_HTTP_FORBIDDEN,
+                                   &ngx_http_pki_admin_https, 0);
 }
 
 
@@ -4248,6 +4297,7 @@ ngx_http_pki_create_loc_conf(ngx_conf_t *cf)
 
     plcf->crl = NGX_CONF_UNSET;
     plcf->crl_next_update = NGX_CONF_UNSET;
+    plcf->admin_plain_http = NGX_CONF_UNSET;
 
     return plcf;
 }
@@ -4268,6 +4318,7 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->crl, prev->crl, 0);
     ngx_conf_merge_sec_value(conf->crl_next_update, prev->crl_next_update,
                              NGX_HTTP_PKI_CRL_DEFAULT);
+    ngx_conf_merge_value(conf->admin_plain_http, prev->admin_plain_http, 0);
 
     if (conf->crl_next_update < 60
         || conf->crl_next_update > 366L * 24 * 3600)

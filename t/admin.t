@@ -5,7 +5,9 @@
 # The revocation admin API (location /pki/admin/ { pki_admin; auth_basic })
 # against the shared config: enroll over EST, revoke with the serial as
 # openssl prints it (and lowercase, and with leading zeros), the Redis
-# record, GET, list, hold + removeFromCRL, refusals and authentication.
+# record, GET, list, hold + removeFromCRL, refusals and authentication;
+# a pki_admin location in the plain HTTP server refuses (403) unless
+# pki_admin_plain_http is on.
 
 use strict;
 use warnings;
@@ -14,6 +16,8 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw(sleep);
+use IO::Socket::INET;
+use MIME::Base64 ();
 use PKITest;
 
 my $t = PKITest->new;
@@ -516,6 +520,105 @@ $2}$1} or die 'no admin location';
     unlike(PKITest::slurp($t->error_log) // '',
            qr/another module's access handler runs before/,
            'no warning about the order of the access handlers');
+}
+
+# --- over plain HTTP ----------------------------------------------------------
+# The admin's Basic password, new EAB hmac_key values and SCEP challenges
+# would cross the network in the clear: a pki_admin location in a server
+# without TLS refuses every request (403) before its body is read, unless
+# pki_admin_plain_http on says that TLS ends in front of nginx.
+$t->stop_nginx;
+{
+    my $conf = $t->render_conf;
+    my $pki = $t->{pki};
+    my $hp = $t->http_port;
+    $conf =~ s{(\n(\s*)listen 127\.0\.0\.1:$hp;\n)}{$1
+$2location /pki/admin/ {
+$2    pki_admin;
+$2    auth_basic "PKI admin";
+$2    auth_basic_user_file $pki/htpasswd-admin;
+$2}
+$2location /pki/admin-proxied/ {
+$2    pki_admin;
+$2    pki_admin_plain_http on;
+$2    auth_basic "PKI admin";
+$2    auth_basic_user_file $pki/htpasswd-admin;
+$2}
+} or die 'no plain HTTP server';
+    $t->start_nginx($conf);
+    my $plain = "http://127.0.0.1:$hp/pki";
+    my $eabs = $t->redis_raw('SCARD', 'pki:acme:eabs') + 0;
+    my $pos = length(PKITest::slurp($t->error_log) // '');
+
+    my $x = $t->curl('GET', "$plain/admin/certificates/$s1",
+                     user => 'admin:admin', quiet => 1);
+    is($x->{code}, 403, 'plain HTTP: GET certificates: 403');
+    is($x->{headers}{'content-type'}, 'text/plain', '  text/plain');
+    like($x->{body}, qr/requires HTTPS/, '  saying why');
+    unlike($x->{body}, qr/"serial"/, '  and nothing of the certificate');
+
+    $x = $t->curl('POST', "$plain/admin/acme/eab", user => 'admin:admin',
+                  quiet => 1);
+    is($x->{code}, 403, 'plain HTTP: POST acme/eab: 403');
+    unlike($x->{body}, qr/hmac/i, '  no hmac_key in the answer');
+    is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, $eabs,
+       '  no EAB key made');
+    my $list = $t->curl('GET', "$admin/acme/eab", user => 'admin:admin',
+                        quiet => 1);
+    is($list->{code}, 200, '  the list over HTTPS: 200');
+    is(scalar(() = $list->{body} =~ /"kid"/g), $eabs,
+       '  with no key added');
+
+    my @l = grep { /pki admin: .*refused/ }
+            split /\n/, substr(PKITest::slurp($t->error_log) // '', $pos);
+    is(scalar(@l), 2, 'both refusals in the error log');
+    like($l[0] // '', qr/\[error\].*no TLS.*"pki_admin_plain_http on"/,
+         '  at error level, naming pki_admin_plain_http');
+
+    # a body sent with the refused request is dropped, not parsed as the
+    # next request on the connection
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $hp,
+                                  Timeout => 20) or die "connect: $!";
+    my $auth = MIME::Base64::encode_base64('admin:admin', '');
+    my $body = '{"comment":"x"}';
+    print $s "POST /pki/admin/acme/eab HTTP/1.1\r\nHost: localhost\r\n"
+             . "Authorization: Basic $auth\r\n"
+             . "Content-Type: application/json\r\n"
+             . 'Content-Length: ' . length($body) . "\r\n\r\n$body"
+             . "GET /pki/admin/certificates/$s1 HTTP/1.1\r\n"
+             . "Host: localhost\r\nAuthorization: Basic $auth\r\n"
+             . "Connection: close\r\n\r\n";
+    my $all = '';
+    {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 20;
+        eval { while (defined(my $ln = <$s>)) { $all .= $ln } };
+        alarm 0;
+    }
+    close $s;
+    my @st = $all =~ m{^HTTP/1\.1 (\d{3})}mg;
+    is("@st", '403 403', 'keep-alive: a POST with a body, then a GET: '
+       . 'both 403 (the body was dropped)') or diag($all);
+    is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, $eabs,
+       '  no EAB key made');
+
+    # TLS ends in front of nginx: served
+    $x = $t->curl('GET', "$plain/admin-proxied/certificates/$s1",
+                  user => 'admin:admin', quiet => 1);
+    is($x->{code}, 200, 'pki_admin_plain_http on: GET certificates: 200')
+        or diag($x->{body});
+    like($x->{body}, qr/"serial"/, '  the certificate');
+    $x = $t->curl('POST', "$plain/admin-proxied/acme/eab",
+                  user => 'admin:admin', quiet => 1);
+    is($x->{code}, 201, 'pki_admin_plain_http on: POST acme/eab: 201')
+        or diag($x->{body});
+    is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, $eabs + 1,
+       '  one EAB key made');
+
+    # the HTTPS location of the same config is unchanged
+    $x = $t->curl('GET', "$admin/certificates/$s1", user => 'admin:admin',
+                  quiet => 1);
+    is($x->{code}, 200, 'over HTTPS: 200');
 }
 
 $t->stop_all;
