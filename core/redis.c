@@ -2191,7 +2191,7 @@ pki_record_revoke_gated(pki_redis_t *r, const char *ca, const char *serial,
     int gate, pki_result_t *res)
 {
     int           done;
-    char          canon[41], why_buf[64];
+    char          canon[41], why_buf[96], when_buf[PKI_RFC3339_LEN];
     const char   *why;
     pki_event_t   ev;
     pki_status_t  st;
@@ -2229,6 +2229,15 @@ pki_record_revoke_gated(pki_redis_t *r, const char *ca, const char *serial,
          * revocation revoked it (pki_lua_revoke): said as what it did */
         snprintf(why_buf, sizeof(why_buf), "planned %s, due",
                  pki_int_reason_name(done));
+        ev.reason = why_buf;
+
+    } else if (st == PKI_OK && invalidity_date > 0 && reason != 8
+               && pki_format_rfc3339(invalidity_date, when_buf))
+    {
+        /* the claim of since when the key is compromised (RFC 5280
+         * 5.3.2), which may be backdated, is in the log with the rest */
+        snprintf(why_buf, sizeof(why_buf), "%s, invalid since %s",
+                 pki_int_reason_name(reason), when_buf);
         ev.reason = why_buf;
     }
 

@@ -107,6 +107,12 @@ is($r->{json}{reason}, 'superseded', '  reason superseded');
 is($r->{json}{invalidity_date}, '2026-01-01T00:00:00Z', '  invalidity date');
 is($t->redis_hash("pki:{ca:issuing}:cert:$s2")->{invalidity_date},
    '1767225600', '  Redis invalidity_date');
+my @inv = grep { ($_->{type} // '') eq 'revoke' && ($_->{serial} // '') eq $s2 }
+          $t->audit_entries;
+is(@inv ? $inv[-1]{reason} : undef,
+   'superseded, invalid since 2026-01-01T00:00:00Z',
+   '  the transaction log has the invalidity date too')
+    or diag(explain(\@inv));
 
 # --- refusals --------------------------------------------------------------
 
