@@ -733,56 +733,6 @@ pki_acme_json(pki_acme_t *a, int status, const cJSON *obj)
 }
 
 
-/* Replaces in place each byte of s that does not belong to a well-formed
- * UTF-8 sequence (RFC 3629) with '?': what a problem echoes of a client's
- * value, cut to a length by "%.64s" and the like, may end inside a
- * character, or was never UTF-8, and JSON text must be (RFC 8259 8.1). */
-static void
-pki_acme_utf8_fix(char *s)
-{
-    size_t          i, n, k;
-    unsigned char  *u, lo, hi;
-
-    u = (unsigned char *) s;
-
-    for (i = 0; u[i] != '\0'; i += n) {
-        n = 1;
-        lo = 0x80;
-        hi = 0xbf;
-
-        if (u[i] < 0x80) {
-            continue;
-
-        } else if (u[i] >= 0xc2 && u[i] <= 0xdf) {
-            n = 2;
-
-        } else if (u[i] >= 0xe0 && u[i] <= 0xef) {
-            n = 3;
-            lo = u[i] == 0xe0 ? 0xa0 : 0x80;
-            hi = u[i] == 0xed ? 0x9f : 0xbf;
-
-        } else if (u[i] >= 0xf0 && u[i] <= 0xf4) {
-            n = 4;
-            lo = u[i] == 0xf0 ? 0x90 : 0x80;
-            hi = u[i] == 0xf4 ? 0x8f : 0xbf;
-        }
-
-        for (k = 1; k < n; k++) {
-            if (u[i + k] < (k == 1 ? lo : 0x80)
-                || u[i + k] > (k == 1 ? hi : 0xbf))
-            {
-                break;
-            }
-        }
-
-        if (n == 1 || k < n) {
-            u[i] = '?';
-            n = 1;
-        }
-    }
-}
-
-
 /* A problem document: type is an RFC 8555 6.7 name or a whole URN (as a
  * stored challenge error has it); status 0 leaves "status" out (as in a
  * subproblem).  NULL: out of memory. */
@@ -811,7 +761,7 @@ pki_acme_problem_new(const char *type, const char *detail, int status)
         return NULL;
     }
 
-    pki_acme_utf8_fix(d->valuestring);
+    pki_int_utf8_fix(d->valuestring);
 
     return p;
 }
@@ -857,8 +807,8 @@ pki_acme_subproblem(cJSON *subs, const char *type, const char *detail,
     if (id_type != NULL && id_value != NULL) {
         snprintf(t, sizeof(t), "%s", id_type);
         snprintf(v, sizeof(v), "%s", id_value);
-        pki_acme_utf8_fix(t);
-        pki_acme_utf8_fix(v);
+        pki_int_utf8_fix(t);
+        pki_int_utf8_fix(v);
 
         id = cJSON_AddObjectToObject(p, "identifier");
         if (id == NULL || cJSON_AddStringToObject(id, "type", t) == NULL

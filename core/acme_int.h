@@ -53,6 +53,10 @@ void pki_int_jwk_cache_clear(void);
 /* Control characters in s become '?' (util.c): text for the error log. */
 void pki_int_tame(char *s);
 
+/* Bytes of s outside well-formed UTF-8 become '?' (util.c): what a JSON
+ * answer echoes of a client's value. */
+void pki_int_utf8_fix(char *s);
+
 
 /* cJSON_ParseWithLength() for what a client sent (jws.c): NULL also for
  * text after the value, a member name repeated in one object (RFC 7515

@@ -50,6 +50,7 @@
 #include <cJSON.h>
 
 #include "pki.h"
+#include "acme_int.h"
 #include "audit_int.h"
 #include "scep_int.h"
 
@@ -219,6 +220,9 @@ pki_admin_error(pki_admin_resp_t *resp)
 {
     cJSON       *obj;
     const char  *msg;
+
+    /* a client's value cut by "%.40s" may end inside a character */
+    pki_int_utf8_fix(resp->res.detail);
 
     msg = resp->res.detail[0] != '\0' ? resp->res.detail
                                       : pki_status_name(resp->res.status);
@@ -1387,8 +1391,9 @@ pki_admin_acme_account(const pki_admin_conf_t *conf,
     json = NULL;
 
     if (id == NULL) {
-        pki_fail(&resp->res, PKI_UNSUPPORTED, "use GET or POST on "
-                 "acme/accounts/<id>");
+        /* no resource of its own: not a 405 with nothing to Allow */
+        pki_fail(&resp->res, PKI_NOT_FOUND, "no such endpoint: use GET or "
+                 "POST on acme/accounts/<id>");
         return;
     }
 
@@ -1564,8 +1569,13 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     }
 
     if (req->query_len > PKI_ADMIN_QUERY_MAX) {
+        /* RFC 9110 15.5.15: 414 URI Too Long, not 413 */
         pki_fail(&resp->res, PKI_TOO_LARGE, "query string too long");
-        goto failed;
+        pki_admin_error(resp);
+        if (resp->http_status == 413) {
+            resp->http_status = 414;
+        }
+        return;
     }
 
     if (req->path_len > 0) {

@@ -96,6 +96,57 @@ pki_log(pki_result_t *res, const char *fmt, ...)
 }
 
 
+/* Replaces in place each byte of s that does not belong to a well-formed
+ * UTF-8 sequence (RFC 3629) with '?': what an error echoes of a client's
+ * value, cut to a length by "%.64s" and the like, may end inside a
+ * character, or was never UTF-8, and JSON text must be (RFC 8259 8.1).
+ * Declared in acme_int.h. */
+void
+pki_int_utf8_fix(char *s)
+{
+    size_t          i, n, k;
+    unsigned char  *u, lo, hi;
+
+    u = (unsigned char *) s;
+
+    for (i = 0; u[i] != '\0'; i += n) {
+        n = 1;
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (u[i] < 0x80) {
+            continue;
+
+        } else if (u[i] >= 0xc2 && u[i] <= 0xdf) {
+            n = 2;
+
+        } else if (u[i] >= 0xe0 && u[i] <= 0xef) {
+            n = 3;
+            lo = u[i] == 0xe0 ? 0xa0 : 0x80;
+            hi = u[i] == 0xed ? 0x9f : 0xbf;
+
+        } else if (u[i] >= 0xf0 && u[i] <= 0xf4) {
+            n = 4;
+            lo = u[i] == 0xf0 ? 0x90 : 0x80;
+            hi = u[i] == 0xf4 ? 0x8f : 0xbf;
+        }
+
+        for (k = 1; k < n; k++) {
+            if (u[i + k] < (k == 1 ? lo : 0x80)
+                || u[i + k] > (k == 1 ? hi : 0xbf))
+            {
+                break;
+            }
+        }
+
+        if (n == 1 || k < n) {
+            u[i] = '?';
+            n = 1;
+        }
+    }
+}
+
+
 /* Control characters (a client's "\n" in an identifier or a subject)
  * become '?': a detail or log text ends up in the error log as one line
  * that no client wrote itself.  Declared in acme_int.h. */

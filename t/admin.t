@@ -170,6 +170,17 @@ $r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 1100000) . '"}');
 is($r->{code}, 413, 'body over 1 MiB: 413');
 like($r->{headers}{'content-type'} // '', qr{^application/json},
      '  a JSON error, not nginx\'s page');
+$r = api('GET', 'certificates?subject=' . ('a' x 2100));
+is($r->{code}, 414, 'a query over 2048 bytes: 414 URI Too Long');
+$r = api('POST', 'acme/accounts', data => '{"status":"revoked"}');
+is($r->{code}, 404, 'acme/accounts without an id: 404 (no resource)');
+# an error that echoes a value cut inside a character is still UTF-8
+$r = api('POST', 'revoke', data => $json->encode({ serial => $s3,
+    reason => "a" . ("\x{e9}" x 40) }));
+is($r->{code}, 400, 'an unknown reason of "a" and 40 x U+00E9: 400');
+ok(utf8::decode(my $copy = $r->{body}),
+   '  the error is UTF-8 (the cut character replaced)')
+    or diag($r->{body});
 $r = api('GET', 'revoke');
 is($r->{code}, 405, 'GET revoke: 405');
 is($r->{headers}{allow}, 'POST', '  Allow: POST (RFC 9110 15.5.6)');
