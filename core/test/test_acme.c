@@ -1992,7 +1992,7 @@ test_admin_revoke(const char *sock)
     ok(st == 405, "admin DELETE account: 405 (%d)", st);
     free(b);
     b = adm(&ac, "GET", "acme/accounts", NULL, &st);
-    ok(st == 405, "admin acme/accounts without id: 405 (%d)", st);
+    ok(st == 404, "admin acme/accounts without id: 404 (%d)", st);
     free(b);
 
     /* the account works; its text is now this process's hint */
