@@ -1156,6 +1156,90 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 }
 
 
+/* ---- what an answer that could not be sent made ------------------------ */
+
+pki_status_t
+pki_admin_withdraw(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
+    const pki_admin_resp_t *resp, pki_result_t *res)
+{
+    char                     why[160];
+    const char              *op;
+    pki_status_t             st;
+    const pki_admin_made_t  *made;
+
+    if (conf == NULL || conf->redis == NULL || resp == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "admin API not configured");
+    }
+
+    made = &resp->made;
+
+    switch (made->kind) {
+
+    case PKI_ADMIN_MADE_EAB_KEY:
+        st = pki_acme_eab_disable(conf->redis, made->id, res);
+        if (st != PKI_OK) {
+            return st;
+        }
+
+        op = "acme-eab-disable";
+        snprintf(why, sizeof(why), "acme eab key disabled: its answer "
+                 "could not be sent");
+        break;
+
+    case PKI_ADMIN_MADE_SCEP_CHALLENGE:
+        /* gone already (expired): nobody can use it either */
+        st = pki_int_scep_chal_delete(conf->redis, made->key, res);
+        if (st != PKI_OK && st != PKI_NOT_FOUND) {
+            return st;
+        }
+
+        op = "scep-challenge-withdraw";
+        snprintf(why, sizeof(why), "one-time SCEP challenge %s withdrawn: "
+                 "its answer could not be sent", made->id);
+        break;
+
+    default:
+        return pki_fail(res, PKI_INTERNAL, "nothing to withdraw");
+    }
+
+    /* an entry that could not be written is said in res->log, as for
+     * DELETE acme/eab/ID: the withdrawal only takes trust away */
+    pki_event_set_actor("admin", req != NULL ? req->identity : NULL,
+                        req != NULL ? req->client : NULL);
+    (void) pki_int_admin_audit(op, NULL, NULL,
+                               made->kind == PKI_ADMIN_MADE_EAB_KEY
+                               ? made->id : NULL, why, res);
+    pki_event_set_actor(NULL, NULL, NULL);
+
+    return PKI_OK;
+}
+
+
+/* In pki_admin_handle: what was made is withdrawn at once, the answer
+ * (res failed) says so in its log. */
+static void
+pki_admin_withdraw_unsent(const pki_admin_conf_t *conf,
+    const pki_admin_req_t *req, pki_admin_resp_t *resp)
+{
+    pki_result_t  tmp;
+
+    pki_result_init(&tmp);
+
+    if (pki_admin_withdraw(conf, req, resp, &tmp) == PKI_OK) {
+        pki_log(&resp->res, "%sone-time SCEP challenge %s withdrawn",
+                resp->res.log[0] != '\0' ? "; " : "", resp->made.id);
+
+    } else {
+        pki_log(&resp->res, "%sone-time SCEP challenge %s not withdrawn "
+                "(%s): it stays usable, unseen, until it expires",
+                resp->res.log[0] != '\0' ? "; " : "", resp->made.id,
+                tmp.detail);
+    }
+
+    resp->made.kind = PKI_ADMIN_MADE_NONE;
+}
+
+
 /* ---- ACME External Account Binding keys (kept by core/acme.c) ------------ */
 
 /* The answer to POST acme/eab, the one place a new key's HMAC key is
@@ -1205,6 +1289,10 @@ pki_admin_eab_created(const pki_admin_conf_t *conf, const char *kid,
     resp->body = (unsigned char *) body;
     resp->body_len = (size_t) (p - body);
     resp->secret = 1;
+
+    /* kid is base64url, shorter than PKI_ADMIN_MADE_ID (newkid[32]) */
+    resp->made.kind = PKI_ADMIN_MADE_EAB_KEY;
+    snprintf(resp->made.id, sizeof(resp->made.id), "%s", kid);
 
     pki_log(&resp->res, "acme eab key %s created", kid);
 }
@@ -1648,7 +1736,7 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 
         if (pki_int_scep_admin(conf->redis, method, path + 5, req->body,
                                req->body_len, req->identity, &status, &obj,
-                               &resp->res)
+                               &resp->made, &resp->res)
             == PKI_OK)
         {
             if (strcmp(path + 5, "challenges") == 0) {
@@ -1661,6 +1749,12 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         pki_event_set_actor(NULL, NULL, NULL);
 
         cJSON_Delete(obj);
+
+        if (resp->made.kind != PKI_ADMIN_MADE_NONE && resp->body == NULL) {
+            /* a challenge made and audited, its answer not built: nobody
+             * was shown it, so it is taken back */
+            pki_admin_withdraw_unsent(conf, req, resp);
+        }
 
     } else {
         pki_fail(&resp->res, PKI_NOT_FOUND, "no such endpoint");

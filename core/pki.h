@@ -898,6 +898,28 @@ typedef struct {
     const char           *client;     /* client address, or NULL        */
 } pki_admin_req_t;
 
+/* What an answer holding a secret made, so that it can be taken back
+ * when the answer cannot be built or sent (pki_admin_withdraw): nobody
+ * saw the secret, yet what it opens is live.  Nothing secret is kept
+ * here: an EAB key by its kid, a one-time SCEP challenge by its id (the
+ * start of the SHA-256 of the password, as in the log) and its Redis key
+ * (the namespace, "scep:chal:" and that whole SHA-256). */
+typedef enum {
+    PKI_ADMIN_MADE_NONE = 0,
+    PKI_ADMIN_MADE_EAB_KEY,           /* withdrawn: disabled            */
+    PKI_ADMIN_MADE_SCEP_CHALLENGE     /* withdrawn: deleted             */
+} pki_admin_made_kind_t;
+
+#define PKI_ADMIN_MADE_ID   33        /* with the NUL                   */
+#define PKI_ADMIN_MADE_KEY  256       /* with the NUL                   */
+
+typedef struct {
+    pki_admin_made_kind_t  kind;
+    char                   id[PKI_ADMIN_MADE_ID];    /* kid, challenge id */
+    char                   key[PKI_ADMIN_MADE_KEY];  /* challenge: Redis
+                                                        key, else ""     */
+} pki_admin_made_t;
+
 typedef struct {
     int             http_status;
     const char     *content_type;     /* "application/json"              */
@@ -908,16 +930,30 @@ typedef struct {
     const char     *allow;            /* 405: the methods the endpoint
                                          takes (static), else NULL       */
     int             secret;           /* the body holds a secret (a new
-                                         EAB key): wipe every copy of it
+                                         EAB key or SCEP challenge): wipe
+                                         every copy of it
                                          (pki_admin_resp_free wipes the
                                          body)                          */
+    pki_admin_made_t  made;           /* with secret: what it made, for
+                                         pki_admin_withdraw             */
 } pki_admin_resp_t;
 
 /* Handles one request.  Never fails to fill resp. */
 PKI_API void pki_admin_handle(const pki_admin_conf_t *conf,
     const pki_admin_req_t *req, pki_admin_resp_t *resp);
-/* Wipes the body, then frees it. */
+/* Wipes the body, then frees it (resp->made stays). */
 PKI_API void pki_admin_resp_free(pki_admin_resp_t *resp);
+/* Takes back what a secret answer made (resp->made) when the answer could
+ * not be built or sent: an EAB key is disabled, a one-time SCEP challenge
+ * deleted; the transaction log gets the action's entry as req's identity
+ * ("acme-eab-disable", "scep-challenge-withdraw").  Blocking (Redis, the
+ * log): call from a thread-pool thread.  PKI_OK when it is withdrawn (a
+ * challenge found already gone counts: nobody can use it); otherwise res
+ * says why.  An entry the log could not take is said in res->log, the
+ * withdrawal done all the same (it only takes trust away). */
+PKI_API pki_status_t pki_admin_withdraw(const pki_admin_conf_t *conf,
+    const pki_admin_req_t *req, const pki_admin_resp_t *resp,
+    pki_result_t *res);
 
 
 /* ---- ACME challenge validation (core/acme_validate.c) ------------------- */

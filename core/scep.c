@@ -85,6 +85,12 @@
 #define PKI_SCEP_ADMIN_BODY     16384
 #define PKI_SCEP_KEY_MAX        256
 
+/* pki_admin_made_t holds a challenge's id and Redis key */
+#if PKI_SCEP_KEY_MAX > PKI_ADMIN_MADE_KEY \
+    || PKI_SCEP_CHAL_ID_LEN + 1 > PKI_ADMIN_MADE_ID
+#error "pki_admin_made_t cannot hold a challenge's key or id"
+#endif
+
 /* messageType */
 #define PKI_SCEP_CERTREP        3
 #define PKI_SCEP_RENEWALREQ     17
@@ -5523,9 +5529,55 @@ pki_scep_chal_drop(pki_redis_t *r, const char *key)
 }
 
 
+/* A challenge whose answer could not be built or sent is deleted
+ * (pki_admin_withdraw): PKI_OK, PKI_NOT_FOUND when it was already gone
+ * (used, expired), or the Redis failure. */
+pki_status_t
+pki_int_scep_chal_delete(pki_redis_t *r, const char *key, pki_result_t *res)
+{
+    int            n;
+    size_t         lens[2];
+    redisReply    *reply;
+    const char    *argv[2];
+    char           prefix[PKI_SCEP_KEY_MAX];
+    pki_status_t   st;
+
+    n = snprintf(prefix, sizeof(prefix), "%sscep:chal:", pki_redis_ns(r));
+
+    if (key == NULL || n <= 0 || (size_t) n >= sizeof(prefix)
+        || strncmp(key, prefix, (size_t) n) != 0
+        || strlen(key) != (size_t) n + 64)
+    {
+        return pki_fail(res, PKI_INTERNAL, "not a challenge's key");
+    }
+
+    argv[0] = "DEL";
+    argv[1] = key;
+    lens[0] = 3;
+    lens[1] = strlen(key);
+
+    reply = pki_int_redis_cmd(r, 2, argv, lens, res);
+    if (reply == NULL) {
+        return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        return pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply");
+    }
+
+    st = reply->integer > 0 ? PKI_OK : PKI_NOT_FOUND;
+    freeReplyObject(reply);
+
+    return st;
+}
+
+
 static pki_status_t
 pki_scep_admin_challenge_in(pki_redis_t *r, const unsigned char *body,
-    size_t len, char *pw, int *status, cJSON **out, pki_result_t *res)
+    size_t len, char *pw, int *status, cJSON **out, pki_admin_made_t *made,
+    pki_result_t *res)
 {
     long            ttl;
     char            key[PKI_SCEP_KEY_MAX], ttls[24], *val;
@@ -5686,6 +5738,12 @@ pki_scep_admin_challenge_in(pki_redis_t *r, const unsigned char *body,
                         "unavailable");
     }
 
+    /* made and audited: from here on, an answer that does not reach the
+     * client takes it back (pki_admin_withdraw) */
+    made->kind = PKI_ADMIN_MADE_SCEP_CHALLENGE;
+    memcpy(made->id, id, PKI_SCEP_CHAL_ID_LEN + 1);
+    memcpy(made->key, key, strlen(key) + 1);
+
     o = cJSON_CreateObject();
     if (o == NULL
         || cJSON_AddStringToObject(o, "challenge", pw) == NULL
@@ -5720,13 +5778,15 @@ pki_scep_admin_challenge_in(pki_redis_t *r, const unsigned char *body,
  * every path (the answer's copy is the admin API's to wipe) */
 static pki_status_t
 pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
-    size_t len, int *status, cJSON **out, pki_result_t *res)
+    size_t len, int *status, cJSON **out, pki_admin_made_t *made,
+    pki_result_t *res)
 {
     char          pw[33];
     pki_status_t  st;
 
     pw[0] = '\0';
-    st = pki_scep_admin_challenge_in(r, body, len, pw, status, out, res);
+    st = pki_scep_admin_challenge_in(r, body, len, pw, status, out, made,
+                                     res);
     OPENSSL_cleanse(pw, sizeof(pw));
 
     return st;
@@ -6203,12 +6263,13 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
 pki_status_t
 pki_int_scep_admin(pki_redis_t *r, const char *method, const char *path,
     const unsigned char *body, size_t body_len, const char *identity,
-    int *status, cJSON **out, pki_result_t *res)
+    int *status, cJSON **out, pki_admin_made_t *made, pki_result_t *res)
 {
     (void) identity;
 
     *out = NULL;
     *status = 0;
+    memset(made, 0, sizeof(pki_admin_made_t));
 
     if (r == NULL) {
         return pki_fail(res, PKI_INTERNAL, "no Redis");
@@ -6218,7 +6279,8 @@ pki_int_scep_admin(pki_redis_t *r, const char *method, const char *path,
         if (strcmp(method, "POST") != 0) {
             return pki_fail(res, PKI_UNSUPPORTED, "use POST");
         }
-        return pki_scep_admin_challenge(r, body, body_len, status, out, res);
+        return pki_scep_admin_challenge(r, body, body_len, status, out,
+                                        made, res);
     }
 
     if (strcmp(path, "approve") == 0 || strcmp(path, "reject") == 0) {

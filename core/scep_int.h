@@ -32,10 +32,19 @@ int pki_int_json_rest_blank(const char *end, const char *last);
 
 /* scep.c: the admin API's "scep/..." endpoints.  path is below "scep/".
  * On success returns PKI_OK with *status (200, 201) and *out (a JSON
- * object the caller deletes); otherwise a status with res filled. */
+ * object the caller deletes); otherwise a status with res filled.  *made
+ * names a one-time challenge made and audited (else its kind is NONE),
+ * also when the answer then failed: the caller withdraws it unless the
+ * answer reaches the client. */
 pki_status_t pki_int_scep_admin(pki_redis_t *r, const char *method,
     const char *path, const unsigned char *body, size_t body_len,
-    const char *identity, int *status, cJSON **out, pki_result_t *res);
+    const char *identity, int *status, cJSON **out, pki_admin_made_t *made,
+    pki_result_t *res);
+
+/* scep.c: deletes a one-time challenge by its Redis key (made->key):
+ * PKI_OK, PKI_NOT_FOUND when it was already gone, else res filled. */
+pki_status_t pki_int_scep_chal_delete(pki_redis_t *r, const char *key,
+    pki_result_t *res);
 
 /* scep.c: GET scep/pending, the requests waiting for manual approval,
  * oldest expiry first: {"pending": [{"transaction_id", "subject",

@@ -3479,14 +3479,13 @@ typedef struct {
     pki_admin_req_t            req;
     pki_admin_resp_t           resp;
 
-    /* a new EAB key whose answer could not be built or sent */
-    char                       kid[32];
+    /* what a secret answer made (resp.made: a new EAB key or SCEP
+     * challenge) when the answer could not be built or sent */
     ngx_int_t                  rc;        /* the answer then */
-    pki_result_t               res;       /* of its disabling */
+    pki_result_t               res;       /* of its withdrawal */
 } ngx_http_pki_admin_ctx_t;
 
 
-static void ngx_http_pki_admin_eab_kid(ngx_http_pki_admin_ctx_t *ctx);
 static void ngx_http_pki_admin_withdraw(ngx_http_request_t *r,
     ngx_http_pki_admin_ctx_t *ctx, ngx_int_t rc);
 
@@ -3903,11 +3902,6 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
 
     resp = &ctx->resp;
 
-    if (resp->secret) {
-        /* its id, before anything can fail */
-        ngx_http_pki_admin_eab_kid(ctx);
-    }
-
     ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, resp->res.status,
                               resp->res.detail);
 
@@ -3934,8 +3928,8 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
     if (resp->body != NULL && len > 0) {
         body = ngx_pnalloc(r->pool, len);
 
-        /* a body holding a secret (a new EAB key) is wiped with the pool,
-         * after it was sent */
+        /* a body holding a secret (a new EAB key or SCEP challenge) is
+         * wiped with the pool, after it was sent */
         cln = NULL;
         if (resp->secret) {
             cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_str_t));
@@ -3990,7 +3984,7 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
 
     if (resp->secret && (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE))
     {
-        /* the key did not leave whole (no header, no buffer, a broken
+        /* the secret did not leave whole (no header, no buffer, a broken
          * connection) */
         ngx_http_pki_admin_withdraw(r, ctx, rc);
         return;
@@ -4000,66 +3994,36 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
 }
 
 
-/* The id of the new EAB key a secret answer carries: core/admin.c writes
- * it first ({"kid":"ID","hmac_key":...}, ID base64url); "" if it does not.
- * Nothing past the id is read. */
-static void
-ngx_http_pki_admin_eab_kid(ngx_http_pki_admin_ctx_t *ctx)
-{
-    u_char            *p, *last;
-    size_t             n;
-    pki_admin_resp_t  *resp;
-
-    static const char  prefix[] = "{\"kid\":\"";
-
-    resp = &ctx->resp;
-    ctx->kid[0] = '\0';
-
-    n = sizeof(prefix) - 1;
-
-    if (resp->body == NULL || resp->body_len <= n
-        || ngx_memcmp(resp->body, prefix, n) != 0)
-    {
-        return;
-    }
-
-    p = resp->body + n;
-    last = p + ngx_min(resp->body_len - n, sizeof(ctx->kid) - 1);
-
-    for (n = 0; p + n < last; n++) {
-        if (p[n] == '"') {
-            ngx_memcpy(ctx->kid, p, n);
-            ctx->kid[n] = '\0';
-            return;
-        }
-
-        if (!((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z')
-              || (p[n] >= '0' && p[n] <= '9') || p[n] == '-' || p[n] == '_'))
-        {
-            return;
-        }
-    }
-}
-
-
 /*
- * A new EAB key whose answer could not be built or sent (out of memory, a
- * broken connection): nobody saw its HMAC key, yet the key is enabled in
- * Redis.  It is disabled in a pool task (Redis blocks), then r is
- * finalized with rc; where even that cannot be done, the error log names
- * the key for the operator to disable (DELETE acme/eab/ID).
+ * A new EAB key or one-time SCEP challenge whose answer could not be built
+ * or sent (out of memory, a broken connection): nobody saw its secret, yet
+ * it is live in Redis.  The core withdraws it (pki_admin_withdraw: the key
+ * disabled, the challenge deleted, each audited) in a pool task (Redis
+ * blocks), then r is finalized with rc; where even that cannot be done,
+ * the error log names it for the operator to withdraw.  resp->made names
+ * it by ids only: neither the HMAC key nor the challenge is logged.
  */
 static void
 ngx_http_pki_admin_withdraw(ngx_http_request_t *r,
     ngx_http_pki_admin_ctx_t *ctx, ngx_int_t rc)
 {
+    pki_admin_made_t  *made;
+
     ctx->rc = rc;
+    made = &ctx->resp.made;
 
-    ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, PKI_INTERNAL,
-                              "the answer with a new EAB key could not be "
-                              "sent: the key stays enabled");
+    if (made->kind == PKI_ADMIN_MADE_SCEP_CHALLENGE) {
+        ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, PKI_INTERNAL,
+                                  "the answer with a new SCEP challenge "
+                                  "could not be sent: the challenge stays "
+                                  "usable");
+    } else {
+        ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, PKI_INTERNAL,
+                                  "the answer with a new EAB key could not "
+                                  "be sent: the key stays enabled");
+    }
 
-    if (ctx->kid[0] != '\0'
+    if (made->kind != PKI_ADMIN_MADE_NONE
         && ngx_http_pki_post(r, ngx_http_pki_admin_withdraw_work,
                              ngx_http_pki_admin_withdrawn, ctx)
            == NGX_OK)
@@ -4069,10 +4033,20 @@ ngx_http_pki_admin_withdraw(ngx_http_request_t *r,
         return;
     }
 
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "pki admin: the answer with new EAB key \"%s\" could not "
-                  "be sent, nor the key disabled: it stays enabled, unseen; "
-                  "disable it (DELETE acme/eab/%s)", ctx->kid, ctx->kid);
+    if (made->kind == PKI_ADMIN_MADE_SCEP_CHALLENGE) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "pki admin: the answer with new SCEP challenge \"%s\" "
+                      "could not be sent, nor the challenge withdrawn: it "
+                      "stays usable, unseen, until it expires; delete it "
+                      "(redis DEL %s)", made->id, made->key);
+
+    } else {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "pki admin: the answer with new EAB key \"%s\" could "
+                      "not be sent, nor the key disabled: it stays enabled, "
+                      "unseen; disable it (DELETE acme/eab/%s)",
+                      made->id, made->id);
+    }
 
     ngx_http_finalize_request(r, rc);
 }
@@ -4085,7 +4059,7 @@ ngx_http_pki_admin_withdraw_work(void *data)
 
     pki_result_init(&ctx->res);
 
-    (void) pki_acme_eab_disable(ctx->conf.redis, ctx->kid, &ctx->res);
+    (void) pki_admin_withdraw(&ctx->conf, &ctx->req, &ctx->resp, &ctx->res);
 }
 
 
@@ -4094,10 +4068,45 @@ ngx_http_pki_admin_withdrawn(ngx_http_request_t *r, void *data)
 {
     ngx_http_pki_admin_ctx_t *ctx = data;
 
-    if (ctx->res.status == PKI_OK) {
+    pki_result_t      *res;
+    pki_admin_made_t  *made;
+
+    res = &ctx->res;
+    made = &ctx->resp.made;
+
+    if (made->kind == PKI_ADMIN_MADE_SCEP_CHALLENGE) {
+
+        if (res->status == PKI_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "pki admin: the answer with new SCEP challenge "
+                          "\"%s\" could not be sent: the challenge is "
+                          "withdrawn%s%s", made->id,
+                          res->log[0] ? "; " : "", res->log);
+
+            ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, PKI_INTERNAL,
+                                      "the answer with a new SCEP challenge "
+                                      "could not be sent: the challenge is "
+                                      "withdrawn");
+
+        } else {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "pki admin: the answer with new SCEP challenge "
+                          "\"%s\" could not be sent, nor the challenge "
+                          "withdrawn (%s%s%s): it stays usable, unseen, "
+                          "until it expires; delete it (redis DEL %s)",
+                          made->id, res->detail, res->log[0] ? ": " : "",
+                          res->log, made->key);
+        }
+
+        ngx_http_finalize_request(r, ctx->rc);
+        return;
+    }
+
+    if (res->status == PKI_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "pki admin: the answer with new EAB key \"%s\" could "
-                      "not be sent: the key is disabled", ctx->kid);
+                      "not be sent: the key is disabled%s%s", made->id,
+                      res->log[0] ? "; " : "", res->log);
 
         ngx_http_pki_metrics_mark(r, "admin", NULL, NULL, PKI_INTERNAL,
                                   "the answer with a new EAB key could not "
@@ -4108,8 +4117,8 @@ ngx_http_pki_admin_withdrawn(ngx_http_request_t *r, void *data)
                       "pki admin: the answer with new EAB key \"%s\" could "
                       "not be sent, nor the key disabled (%s%s%s): it stays "
                       "enabled, unseen; disable it (DELETE acme/eab/%s)",
-                      ctx->kid, ctx->res.detail, ctx->res.log[0] ? ": " : "",
-                      ctx->res.log, ctx->kid);
+                      made->id, res->detail, res->log[0] ? ": " : "",
+                      res->log, made->id);
     }
 
     ngx_http_finalize_request(r, ctx->rc);

@@ -9,7 +9,8 @@
 # connection) left the key enabled although nobody ever saw it.  Here an
 # LD_PRELOAD shim makes nginx's SSL_write() of the answer's body fail
 # (EPIPE): the client gets no HMAC key, the error log names the key as
-# disabled, the API lists it "disabled", the log's admin entry says why;
+# disabled, the API lists it "disabled", the log's admin entry says why
+# and the disabling has its own entry (pki_admin_withdraw);
 # the key made after the shim let an answer through stays "active".
 
 use strict;
@@ -98,6 +99,11 @@ my ($e) = grep { ($_->{protocol} // '') eq 'admin'
 like($e->{reason} // '', qr/new EAB key could not be sent: the key is disabled/,
      'the transaction log says why') or diag(explain($e));
 isnt($e->{status} // '', 'ok', '  not as a success');
+my ($d) = grep { ($_->{operation} // '') eq 'acme-eab-disable' }
+          $t->audit_entries("$pki/audit");
+is($d->{subject} // '', $kid // 'none', 'the disabling has its own entry');
+is($d->{reason} // '', 'acme eab key disabled: its answer could not be sent',
+   '  saying why');
 
 # the same answer, let through: the key is shown and stays active
 unlink $flag;
