@@ -368,7 +368,7 @@ is($t->redis_raw('SCARD', 'pki:acme:eabs') + 0, 0, '  no EAB key made');
     my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1', PeerPort => $port,
         SSL_ca_file => $t->pki . '/root.pem',
         SSL_verifycn_name => '127.0.0.1', Timeout => 20);
-    ok($s, 'smuggling: connected') or diag($IO::Socket::SSL::SSL_ERROR);
+    ok($s, 'smuggling: connected') or diag(IO::Socket::SSL::errstr());
     my $auth = 'Authorization: Basic '
                . MIME::Base64::encode_base64('admin:admin', '') . "\r\n";
     my $inner = "POST /pki/admin/acme/eab HTTP/1.1\r\n"
