@@ -683,7 +683,7 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
         unlike($r->{body}, qr/"pending"/, "pending list: $q lists nothing");
     }
     $r = $list->('?limit=' . ('1' x 3000));
-    is($r->{code}, 413, 'pending list: an over-long query string: 413');
+    is($r->{code}, 414, 'pending list: an over-long query string: 414');
 
     $r = $t->curl('GET', "$admin/scep/pending");
     is($r->{code}, 401, 'pending list: without credentials 401');
