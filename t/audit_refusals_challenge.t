@@ -33,43 +33,8 @@ my $seen = $t->dir . '/seen';
 
 # the write of a buffer holding "challenge" fails while $flag exists; what
 # it would have sent is kept in $seen (the test's view, nobody else's)
-my ($shim, $cerr) = $t->build_shim('chalfail', <<"C", '-ldl');
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <string.h>
-#include <unistd.h>
-
-typedef struct ssl_st  SSL;
-
-int
-SSL_write(SSL *s, const void *buf, int num)
-{
-    int          fd;
-    static int  (*real)(SSL *, const void *, int);
-
-    if (num > 0 && memmem(buf, num, "\\"challenge\\"", 11) != NULL
-        && access("$flag", F_OK) == 0)
-    {
-        fd = open("$seen", O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            (void) write(fd, buf, num);
-            close(fd);
-        }
-
-        errno = EPIPE;
-        return -1;
-    }
-
-    if (real == NULL) {
-        real = (int (*)(SSL *, const void *, int)) dlsym(RTLD_NEXT,
-                                                         "SSL_write");
-    }
-
-    return real(s, buf, num);
-}
-C
+my ($shim, $cerr) = $t->ssl_write_fail_shim('chalfail', 'challenge', $flag,
+                                            $seen);
 ok($shim, 'SSL_write() shim built') or diag($cerr);
 
 $t->start_nginx($t->render_conf('--workers', 1), preload => [$shim]);

@@ -28,35 +28,7 @@ my $pki = $t->pki;
 my $flag = $t->dir . '/fail-hmac';
 
 # the write of a buffer holding "hmac_key" fails while $flag exists
-my ($shim, $cerr) = $t->build_shim('eabfail', <<"C", '-ldl');
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <string.h>
-#include <unistd.h>
-
-typedef struct ssl_st  SSL;
-
-int
-SSL_write(SSL *s, const void *buf, int num)
-{
-    static int  (*real)(SSL *, const void *, int);
-
-    if (num > 0 && memmem(buf, num, "\\"hmac_key\\"", 10) != NULL
-        && access("$flag", F_OK) == 0)
-    {
-        errno = EPIPE;
-        return -1;
-    }
-
-    if (real == NULL) {
-        real = (int (*)(SSL *, const void *, int)) dlsym(RTLD_NEXT,
-                                                         "SSL_write");
-    }
-
-    return real(s, buf, num);
-}
-C
+my ($shim, $cerr) = $t->ssl_write_fail_shim('eabfail', 'hmac_key', $flag);
 ok($shim, 'SSL_write() shim built') or diag($cerr);
 
 $t->start_nginx($t->render_conf('--workers', 1), preload => [$shim]);

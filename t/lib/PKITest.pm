@@ -867,6 +867,56 @@ sub build_shim {
     return ($rc == 0 ? $so : undef, $err);
 }
 
+# ssl_write_fail_shim(NAME, NEEDLE, FLAG, SEEN): an LD_PRELOAD shim (see
+# build_shim) whose SSL_write() fails with EPIPE, writing nothing, for a
+# buffer that holds the JSON member name NEEDLE ("hmac_key" finds
+# '"hmac_key"') while the file FLAG exists; with SEEN, what it would have
+# sent is appended to that file (the test's view of the lost answer).
+# Returns (path of the .so or undef, compiler errors).
+sub ssl_write_fail_shim {
+    my ($self, $name, $needle, $flag, $seen) = @_;
+    my $n = length($needle) + 2;
+    my $keep = defined $seen ? <<"K" : '';
+        int  fd = open("$seen", O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+        if (fd >= 0) {
+            (void) !write(fd, buf, num);
+            close(fd);
+        }
+
+K
+    return $self->build_shim($name, <<"C", '-ldl');
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct ssl_st  SSL;
+
+int
+SSL_write(SSL *s, const void *buf, int num)
+{
+    static int  (*real)(SSL *, const void *, int);
+
+    if (num > 0 && memmem(buf, num, "\\"$needle\\"", $n) != NULL
+        && access("$flag", F_OK) == 0)
+    {
+$keep        errno = EPIPE;
+        return -1;
+    }
+
+    if (real == NULL) {
+        real = (int (*)(SSL *, const void *, int)) dlsym(RTLD_NEXT,
+                                                         "SSL_write");
+    }
+
+    return real(s, buf, num);
+}
+C
+}
+
 # start_redis_with(@extra): start_redis with extra redis-server arguments,
 # e.g. ('--enable-debug-command', 'local') for DEBUG SLEEP (Redis 7 refuses
 # DEBUG by default and the option cannot be changed at run time).
