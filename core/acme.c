@@ -39,6 +39,7 @@
 
 #include "issue_int.h"
 #include "acme_int.h"
+#include "redis_int.h"
 
 
 #define PKI_ACME_ERR           "urn:ietf:params:acme:error:"
@@ -6841,6 +6842,25 @@ pki_acme_order_settle(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
+/* The order's finalization started PKI_ACME_FIN_STALE s ago or more, on
+ * the clock of the state store (finStarted was read from it, so hosts
+ * whose clocks differ agree): 1 yes, 0 no, -1 when Redis did not say
+ * (a->res filled). */
+static int
+pki_acme_fin_stale(pki_acme_t *a, const cJSON *order)
+{
+    long long  now;
+
+    now = pki_int_redis_time_ms(PKI_ACME_ST(a->conf), a->res);
+    if (now < 0) {
+        return -1;
+    }
+
+    return pki_json_num(order, "finStarted") + PKI_ACME_FIN_STALE
+           <= (double) (now / 1000);
+}
+
+
 /*
  * A "processing" order whose finalization may have died (worker killed,
  * Redis or the key failing after the serial was reserved).  The order
@@ -6868,10 +6888,9 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
         return PKI_OK;
     }
 
-    stale = pki_json_num(*order, "finStarted") + PKI_ACME_FIN_STALE
-            < (double) a->now;
     s = pki_json_str(*order, "finSerial");
     done = 0;
+    stale = 0;
 
     if (s != NULL && pki_serial_normalize(s, serial)) {
         rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
@@ -6885,6 +6904,13 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
 
         } else if (rc != PKI_NOT_FOUND) {
             return rc;
+        }
+
+        if (done == 0) {
+            stale = pki_acme_fin_stale(a, *order);
+            if (stale < 0) {
+                return PKI_UNAVAILABLE;
+            }
         }
 
         if (done == 0 && stale) {
@@ -6909,8 +6935,11 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
             }
         }
 
-    } else if (!stale) {
-        return PKI_OK;
+    } else {
+        stale = pki_acme_fin_stale(a, *order);
+        if (stale <= 0) {
+            return stale < 0 ? PKI_UNAVAILABLE : PKI_OK;
+        }
     }
 
     if (done == 0 && !stale) {
@@ -7064,6 +7093,7 @@ static pki_status_t
 pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
 {
     int              v;
+    long long        now;
     pki_acme_fin_t  *f = arg;
 
     /* RFC 9773: still the order that replaces the certificate (checked
@@ -7084,7 +7114,11 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
     /* the time of the move, not of the request: the CAA re-check and the
      * CSR's checks ran in between, and a poll takes an order that looks
      * PKI_ACME_FIN_STALE s old for one whose finalizer died */
-    pki_json_set_num(f->order, "finStarted", (double) time(NULL));
+    now = pki_int_redis_time_ms(PKI_ACME_ST(f->a->conf), res);
+    if (now < 0) {
+        return PKI_UNAVAILABLE;             /* nothing moved */
+    }
+    pki_json_set_num(f->order, "finStarted", (double) (now / 1000));
 
     /* a move that fails, or seems to, may have run all the same (its
      * answer lost, the retry on a new connection finding the order

@@ -52,6 +52,7 @@
 
 #include "pki.h"
 #include "audit_int.h"
+#include "redis_int.h"
 
 
 #define PKI_AUDIT_LINE_MAX     16384
@@ -4302,25 +4303,8 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
      * (with this host's clock, one ahead of the server's by orphan_ms
      * made every live writer's entry an orphan the moment it was added,
      * and the janitor wrote it before its writer did: a duplicate) */
-    argv[0] = "TIME";
-    lens[0] = 4;
-
     pki_result_init(&res);
-    reply = pki_int_redis_command(c->r, 1, argv, lens, &res);
-    if (reply == NULL) {
-        return NULL;
-    }
-
-    now = -1;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-        && reply->element[0]->type == REDIS_REPLY_STRING
-        && reply->element[1]->type == REDIS_REPLY_STRING)
-    {
-        now = strtoll(reply->element[0]->str, NULL, 10) * 1000
-              + strtoll(reply->element[1]->str, NULL, 10) / 1000;
-    }
-    freeReplyObject(reply);
-
+    now = pki_int_redis_time_ms(c->r, &res);
     if (now <= PKI_AUDIT_LOOK_MS) {
         return NULL;
     }

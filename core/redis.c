@@ -4115,6 +4115,39 @@ pki_int_redis_command(pki_redis_t *r, int argc, const char **argv,
 }
 
 
+/* The Redis server's clock in milliseconds since the epoch, -1 with res
+ * filled when it cannot be read: times that hosts compare with each other
+ * are taken from the one clock they share. */
+long long
+pki_int_redis_time_ms(pki_redis_t *r, pki_result_t *res)
+{
+    long long    t[2];
+    const char  *argv[1] = { "TIME" };
+    size_t       lens[1] = { 4 };
+    redisReply  *reply;
+
+    reply = pki_int_redis_command(r, 1, argv, lens, res);
+    if (reply == NULL) {
+        return -1;
+    }
+
+    t[0] = t[1] = -1;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || !pki_int_redis_numbers(reply->element[0], &t[0], 1)
+        || !pki_int_redis_numbers(reply->element[1], &t[1], 1)
+        || t[0] > LLONG_MAX / 1000 - 1)
+    {
+        freeReplyObject(reply);
+        pki_int_redis_drop(r);
+        pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected reply to TIME");
+        return -1;
+    }
+    freeReplyObject(reply);
+
+    return t[0] * 1000 + t[1] / 1000;
+}
+
+
 /* The same, telling a command that may have run without an answer
  * (*sent, see pki_redis_cmd_sent) from one that surely did not. */
 void *

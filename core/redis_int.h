@@ -46,6 +46,10 @@ pki_status_t pki_int_redis_zmscore(pki_redis_t *r, const char *key,
 void *pki_int_redis_command_sent(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, int *sent, pki_result_t *res);
 
+/* The Redis server's clock in ms since the epoch, -1 (res filled) when it
+ * cannot be read.  For times that several hosts compare. */
+long long pki_int_redis_time_ms(pki_redis_t *r, pki_result_t *res);
+
 /* A copy of r with its own connections, whose connect and each command
  * wait at most timeout_ms (pki_redis_free() it).  For core/metrics.c. */
 pki_redis_t *pki_int_redis_dup(const pki_redis_t *r, int timeout_ms,

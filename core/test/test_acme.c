@@ -43,6 +43,41 @@
 
 
 static char              dir[64];
+static long              clock_ahead;   /* this host's clock vs real time */
+
+
+/* time() of the core (libpkicore.so binds to this one, which is why it is
+ * visible): clock_ahead seconds off, as a host whose clock is not the
+ * state store's */
+__attribute__((visibility("default"))) time_t
+time(time_t *t)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += clock_ahead;
+    if (t != NULL) {
+        *t = ts.tv_sec;
+    }
+
+    return ts.tv_sec;
+}
+
+
+/* The state store's clock in seconds (0 if it did not answer). */
+static double
+redis_now(redisContext *rc)
+{
+    double       now;
+    redisReply  *g;
+
+    g = redisCommand(rc, "TIME");
+    now = g != NULL && g->type == REDIS_REPLY_ARRAY && g->elements == 2
+          ? atof(g->element[0]->str) : 0;
+    freeReplyObject(g);
+
+    return now;
+}
 static pki_acme_conf_t   conf;
 static pki_ca_t         *altca;     /* conf.ca + an alternate chain */
 
@@ -1317,6 +1352,58 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
            && has(&resp, "serverInternal"), "a stale processing order "
            "without a certificate becomes invalid with serverInternal");
         pki_acme_resp_free(&resp);
+    }
+
+    /* hosts whose clocks differ judge a finalization's age alike: it is
+     * measured on the state store's clock, which finStarted comes from */
+    {
+        static const long  ahead[2] = { 100, -100 };
+        static const int   age[2] = { 5, 60 };
+        static const char *name[2] = { "www-skew1", "www-skew2" };
+        char               okey[512], ourl[512], req[160];
+        cJSON             *o;
+        int                i;
+
+        for (i = 0; i < 2; i++) {
+            snprintf(req, sizeof(req), "{\"identifiers\":[{\"type\":"
+                     "\"dns\",\"value\":\"%s.example.com\"}]}", name[i]);
+            post(pk, kid, "new-order", req, NULL, &resp);
+            snprintf(ourl, sizeof(ourl), "%s",
+                     resp.location ? resp.location : "");
+            pki_acme_resp_free(&resp);
+            o = ourl[0] ? get_order(rc, acct, ourl, okey, sizeof(okey))
+                        : NULL;
+            if (o == NULL) {
+                ok(0, "an order for the clock test");
+                continue;
+            }
+
+            cJSON_ReplaceItemInObject(o, "status",
+                                      cJSON_CreateString("processing"));
+            cJSON_AddStringToObject(o, "finSerial", i == 0
+                                    ? "5ABCDEF0123456789ABCDEF012345679"
+                                    : "5ABCDEF0123456789ABCDEF01234567A");
+            cJSON_AddNumberToObject(o, "finStarted",
+                                    redis_now(rc) - age[i]);
+            put_order(rc, okey, o);
+            cJSON_Delete(o);
+
+            clock_ahead = ahead[i];
+            post(pk, kid, rel(ourl), "", NULL, &resp);
+            clock_ahead = 0;
+
+            if (i == 0) {
+                ok(has(&resp, "\"status\":\"processing\""),
+                   "a finalization started 5 s ago is running for a host "
+                   "whose clock is 100 s ahead");
+            } else {
+                ok(has(&resp, "\"status\":\"invalid\"")
+                   && has(&resp, "serverInternal"), "a finalization "
+                   "started 60 s ago is dead for a host whose clock is "
+                   "100 s behind");
+            }
+            pki_acme_resp_free(&resp);
+        }
     }
 
     /* ARI */
