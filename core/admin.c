@@ -386,9 +386,11 @@ pki_admin_find_ca(const pki_admin_conf_t *conf, const char *name)
 }
 
 
-/* The CA whose records hold the serial (a pending one too), for a
- * request that names none.  Serials are unique per CA only: when two
- * CAs hold it, PKI_CONFLICT, and nothing is done to either. */
+/* The CA whose records hold the serial, for a request that names none.
+ * A pending record (an issuance in flight, or abandoned) is no
+ * certificate: neither GET nor revoke acts on one, so it does not count.
+ * Serials are unique per CA only: when two CAs hold it, PKI_CONFLICT, and
+ * nothing is done to either. */
 static pki_status_t
 pki_admin_holder(const pki_admin_conf_t *conf, const char *canon,
     pki_ca_t **out, pki_result_t *res)
@@ -412,7 +414,12 @@ pki_admin_holder(const pki_admin_conf_t *conf, const char *canon,
             return st;
         }
 
+        st = rec.status == PKI_CERT_PENDING ? PKI_NOT_FOUND : PKI_OK;
         pki_record_clear(&rec);
+
+        if (st == PKI_NOT_FOUND) {
+            continue;
+        }
 
         if (first != NULL) {
             pki_result_init(res);
@@ -848,6 +855,10 @@ pki_admin_get(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
 
         snprintf(ca_name, sizeof(ca_name), "%s", pki_ca_name(ca));
         rc = 1;
+
+    } else if (pki_admin_find_ca(conf, ca_name) == NULL) {
+        pki_fail(&resp->res, PKI_NOT_FOUND, "no such CA");
+        return;
     }
 
     st = PKI_NOT_FOUND;

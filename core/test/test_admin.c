@@ -1311,6 +1311,19 @@ test_same_serial(const char *sock, pki_ca_t *one, pki_template_t *t)
        && strcmp(rep->str, "good") == 0, "  CA two's stays good");
     freeReplyObject(rep);
 
+    /* a pending record is no certificate: the other CA's is the one */
+    freeReplyObject(redisCommand(c, "HSET %s status pending", to));
+    j = call("GET", path, NULL, NULL, &st);
+    ok(st == 200 && strcmp(jstr(j, "ca"), "one") == 0,
+       "  CA two's record pending: a read without ?ca= finds CA one's "
+       "(%d %s)", st, jstr(j, "error"));
+    cJSON_Delete(j);
+
+    j = call("GET", path, "ca=three", NULL, &st);
+    ok(st == 404 && strcmp(jstr(j, "error"), "no such CA") == 0,
+       "  ?ca= naming no CA: 404 no such CA (%d %s)", st, jstr(j, "error"));
+    cJSON_Delete(j);
+
     rep = redisCommand(c, "DEL %s", to);
     freeReplyObject(rep);
     redisFree(c);
