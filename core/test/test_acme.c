@@ -4655,6 +4655,35 @@ test_lost_reply(const char *sock)
        "(%d)", resp.http_status);
     pki_acme_resp_free(&resp);
 
+    /* the account, made without a binding, is bound where one is now
+     * required: the bind ran, its answer was lost */
+    {
+        char          *payload, ckid[32], hkey[96];
+        pki_result_t   res;
+
+        pki_result_init(&res);
+        ok(pki_acme_eab_new(r, ckid, hkey, &res) == PKI_OK,
+           "lost answer: EAB key");
+        conf.eab_required = 1;
+        payload = eab_payload(npk, ckid, hkey);
+        px.mark = "redis.call('HSET', KEYS[1], 'account', ARGV[1])";
+        px.armed = 1;
+        post(npk, NULL, "new-account", payload ? payload : "{}", NULL,
+             &resp);
+        conf.eab_required = 0;
+        free(payload);
+        ok(resp.http_status == 200 && !px.armed, "lost answer: an EAB "
+           "binding that ran answers 200 (%d %s)", resp.http_status,
+           resp.res.detail);
+        pki_acme_resp_free(&resp);
+
+        g = redisCommand(rc, "HGET acmelost:acme:eab:%s account", ckid);
+        ok(g != NULL && g->type == REDIS_REPLY_STRING
+           && strcmp(g->str, acct) == 0,
+           "lost answer: ... the EAB key names the account");
+        freeReplyObject(g);
+    }
+
     EVP_PKEY_free(pk);
     EVP_PKEY_free(npk);
     hook_proxy_stop(&px);
