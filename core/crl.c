@@ -1097,13 +1097,15 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         out->revgen = revgen;
         out->group = group;
 
-        st = pki_crl_store_put(r, pki_ca_name(ca), out, &stored, res);
-        if (st == PKI_OK && !stored) {
-            /* a newer snapshot is stored (this build outlived its lock):
-             * that one is the answer, not this one, which may lack its
-             * revocations yet has the higher number */
-            pki_log(res, "CRL %lld not stored: a newer one is",
-                    out->number);
+        st = pki_crl_store_put(r, pki_ca_name(ca), out, token, &stored,
+                               res);
+        if (st == PKI_OK && stored != 1) {
+            /* a newer snapshot is stored, or this build outlived its lock
+             * and one may be: that one is the answer, not this one, which
+             * may lack its revocations yet has the higher number */
+            pki_log(res, "CRL %lld not stored: %s", out->number,
+                    stored == 0 ? "a newer one is"
+                                : "its build outlived crl_lock (10 s)");
             free(out->der);
             memset(out, 0, sizeof(*out));
             st = pki_crl_store_read(r, pki_ca_name(ca), 0, &revgen, out,

@@ -820,9 +820,12 @@ typedef struct {
 PKI_API pki_status_t pki_crl_store_read(pki_redis_t *r, const char *ca,
     long long have_number, long long *revgen, pki_crl_info_t *out,
     pki_result_t *res);
-/* Stores a CRL unless a higher number is stored already (*stored 0). */
+/* Stores a CRL (*stored 1) while crl_lock holds token, unless a higher
+ * number or a newer revgen is stored already (*stored 0); a lock that is
+ * no longer token's (expired, or another builder's): *stored -1. */
 PKI_API pki_status_t pki_crl_store_put(pki_redis_t *r, const char *ca,
-    const pki_crl_info_t *crl, int *stored, pki_result_t *res);
+    const pki_crl_info_t *crl, const char *token, int *stored,
+    pki_result_t *res);
 /* SET crl_lock token NX PX ttl_ms; *won 1 when taken.  token: up to 63
  * characters. */
 PKI_API pki_status_t pki_crl_lock(pki_redis_t *r, const char *ca,

@@ -3524,14 +3524,23 @@ static const char  pki_lua_crl_read[] =
     "return {g, m or false, d, p, redis.call('GET', KEYS[5]) or false}";
 
 /* KEYS: crl_meta, crl:<NUMBER> (the DER, written just before), the legacy
- * crl, crl_group.  ARGV: meta, number, the DER keys' prefix, the replaced
- * DER's TTL, the group value (0: none, the key is deleted).
- * 1 stored, 0 older: a lower number, or a snapshot of an older revocation
+ * crl, crl_group, crl_lock.  ARGV: meta, number, the DER keys' prefix, the
+ * replaced DER's TTL, the group value (0: none, the key is deleted), the
+ * builder's lock token.
+ * 1 stored; 0 older: a lower number, or a snapshot of an older revocation
  * generation (a builder that outlived its lock took its number after a
  * newer build: its CRL would drop the revocations the stored one lists);
- * an older one's DER is deleted. */
+ * -1 the lock is no longer the builder's: another may have built from a
+ * newer snapshot (of this CA, or of one that shares its subject and key)
+ * meanwhile, which a higher number from this one would hide.  A refused
+ * one's DER is deleted. */
 static const char  pki_lua_crl_put[] =
     "local m = redis.call('GET', KEYS[1]) "
+    "if redis.call('GET', KEYS[5]) ~= ARGV[6] then "
+    "  if not (m and string.match(m, '^%S+ %S+ (%S+)') == ARGV[2]) then "
+    "    redis.call('DEL', KEYS[2]) end "
+    "  return -1 "
+    "end "
     "if m then "
     "  local g, n = string.match(m, '^(%S+) %S+ (%S+)') "
     "  local mine = tonumber(string.match(ARGV[1], '^(%S+)')) "
@@ -3920,11 +3929,11 @@ pki_crl_store_read(pki_redis_t *r, const char *ca, long long have_number,
 
 PKI_API pki_status_t
 pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
-    int *stored, pki_result_t *res)
+    const char *token, int *stored, pki_result_t *res)
 {
     char          km[PKI_REDIS_KEY_MAX], kl[PKI_REDIS_KEY_MAX], meta[128];
     char          kd[PKI_REDIS_KEY_MAX + 24], prefix[PKI_REDIS_KEY_MAX];
-    char          kq[PKI_REDIS_KEY_MAX];
+    char          kq[PKI_REDIS_KEY_MAX], kk[PKI_REDIS_KEY_MAX];
     size_t        lens[5];
     long long     v;
     pki_args_t    a;
@@ -3933,7 +3942,7 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     pki_status_t  st;
 
     if (r == NULL || crl == NULL || crl->der == NULL || crl->len == 0
-        || crl->number <= 0)
+        || crl->number <= 0 || token == NULL)
     {
         return pki_fail(res, PKI_INTERNAL, "redis: no CRL to store");
     }
@@ -3949,6 +3958,8 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     if (!pki_redis_key(r, ca, "crl_meta", NULL, km, sizeof(km), NULL, res)
         || !pki_redis_key(r, ca, "crl", NULL, kl, sizeof(kl), NULL, res)
         || !pki_redis_key(r, ca, "crl_group", NULL, kq, sizeof(kq), NULL,
+                          res)
+        || !pki_redis_key(r, ca, "crl_lock", NULL, kk, sizeof(kk), NULL,
                           res)
         || !pki_crl_der_prefix(r, ca, prefix, sizeof(prefix), res))
     {
@@ -3990,20 +4001,22 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
     pki_args_str(&a, pki_lua_crl_put);
-    pki_args_str(&a, "4");
+    pki_args_str(&a, "5");
     pki_args_str(&a, km);
     pki_args_str(&a, kd);
     pki_args_str(&a, kl);
     pki_args_str(&a, kq);
+    pki_args_str(&a, kk);
     pki_args_str(&a, meta);
     pki_args_num(&a, crl->number);
     pki_args_str(&a, prefix);
     pki_args_str(&a, PKI_CRL_OLD_TTL_MS);
     pki_args_num(&a, crl->group > 0 ? crl->group : 0);
+    pki_args_str(&a, token);
 
     st = pki_redis_eval(r, &a, &v, res);
     if (st == PKI_OK && stored != NULL) {
-        *stored = v == 1;
+        *stored = v == 1 ? 1 : (v == -1 ? -1 : 0);
     }
 
     return st;

@@ -285,7 +285,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         info.number = 9;
         info.this_update = 1700000000;
         info.next_update = 1700003600;
-        (void) pki_crl_store_put(hostile, "issuing", &info, &stored, &res);
+        (void) pki_crl_store_put(hostile, "issuing", &info, "fuzz-token",
+                                 &stored, &res);
         break;
 
     case 7:

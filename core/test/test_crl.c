@@ -62,6 +62,29 @@ path(const char *name)
 }
 
 
+/* pki_crl_store_put as a builder makes it: under crl_lock, its token. */
+static pki_status_t
+locked_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *c,
+    int *stored, pki_result_t *res)
+{
+    int           won;
+    pki_status_t  st;
+    pki_result_t  ures;
+
+    st = pki_crl_lock(r, ca, "test-put", 10000, &won, res);
+    if (st != PKI_OK || !won) {
+        return st != PKI_OK ? st : pki_fail(res, PKI_INTERNAL, "locked");
+    }
+
+    st = pki_crl_store_put(r, ca, c, "test-put", stored, res);
+
+    pki_result_init(&ures);
+    (void) pki_crl_unlock(r, ca, "test-put", &ures);
+
+    return st;
+}
+
+
 static void
 write_cert(X509 *x, const char *name)
 {
@@ -673,9 +696,10 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     int             won;
     long long       n1, gen;
     X509_CRL       *crl;
+    redisReply     *reply;
     pki_status_t    st;
     pki_result_t    res;
-    pki_crl_info_t  a, b;
+    pki_crl_info_t  a, b, c;
 
     pki_result_init(&res);
     st = pki_crl_current(ca, r, 3600, 0, &a, &res);
@@ -740,7 +764,7 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     a.this_update = 1;
     a.next_update = 2;
     won = 1;
-    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    st = locked_put(r, pki_ca_name(ca), &a, &won, &res);
     ok(st == PKI_OK && !won, "  an older number is not stored");
 
     /* a builder that outlived its lock: a higher number, but a snapshot
@@ -751,11 +775,38 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
     a.number = b.number + 1;
     a.revgen = b.revgen - 1;
     won = 1;
-    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    st = locked_put(r, pki_ca_name(ca), &a, &won, &res);
     ok(st == PKI_OK && !won, "  an older revocation snapshot under a "
        "higher number is not stored");
     a.revgen = b.revgen;
-    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+
+    /* a builder whose lock expired, or passed to another: not stored,
+     * whatever its number and revgen (another may have built from a
+     * newer snapshot of a CA that shares this one's key meanwhile) */
+    a.number = b.number + 2;
+    won = 1;
+    st = pki_crl_store_put(r, pki_ca_name(ca), &a, "gone", &won, &res);
+    ok(st == PKI_OK && won == -1, "  a builder without the lock: not "
+       "stored (%d)", won);
+    st = pki_crl_lock(r, pki_ca_name(ca), "another", 10000, &won, &res);
+    won = 1;
+    if (st == PKI_OK) {
+        st = pki_crl_store_put(r, pki_ca_name(ca), &a, "gone", &won, &res);
+    }
+    ok(st == PKI_OK && won == -1, "  nor with the lock another's");
+    pki_crl_unlock(r, pki_ca_name(ca), "another", &res);
+    reply = redisCommand(rc, "EXISTS %s{ca:%s}:crl:%lld", ns,
+                         pki_ca_name(ca), a.number);
+    ok(reply != NULL && reply->type == REDIS_REPLY_INTEGER
+       && reply->integer == 0, "  and its DER is gone");
+    freeReplyObject(reply);
+    st = pki_crl_current(ca, r, 3600, b.number, &c, &res);
+    ok(st == PKI_OK && c.number == b.number && c.der == NULL,
+       "  the stored one is still the current one (%lld)", c.number);
+    free(c.der);
+
+    a.number = b.number + 1;
+    st = locked_put(r, pki_ca_name(ca), &a, &won, &res);
     ok(st == PKI_OK && won, "  the same snapshot under a higher number is");
     free(b.der);
 
@@ -819,7 +870,7 @@ big_der(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns)
     a.next_update = a.this_update + 3600;
 
     won = 0;
-    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    st = locked_put(r, pki_ca_name(ca), &a, &won, &res);
     ok(st == PKI_OK && won, "a DER of %zu bytes stored", a.len);
 
     memset(&b, 0, sizeof(b));
@@ -866,7 +917,7 @@ big_der(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns)
 
     /* an older one is not stored and leaves no DER */
     a.number -= 5;
-    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, &res);
+    st = locked_put(r, pki_ca_name(ca), &a, &won, &res);
     reply = redisCommand(rc, "EXISTS %s{ca:%s}:crl:%lld", ns,
                          pki_ca_name(ca), a.number);
     ok(st == PKI_OK && !won && reply != NULL
@@ -1072,7 +1123,7 @@ late_builder(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
     a.next_update = a.this_update + 3600;
     freeReplyObject(redisCommand(rc, "DEL %s{ca:%s}:crl_meta", ns,
                                  pki_ca_name(ca)));
-    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, res);
+    st = locked_put(r, pki_ca_name(ca), &a, &won, res);
     ok(st == PKI_OK && won, "  stored");
 
     pki_result_init(res);
@@ -1126,7 +1177,7 @@ foreign_crl(pki_ca_t *ca, pki_redis_t *r, pki_result_t *res)
     a.this_update = time(NULL);
     a.next_update = a.this_update + 3600;
     free(b.der);
-    st = pki_crl_store_put(r, pki_ca_name(ca), &a, &won, res);
+    st = locked_put(r, pki_ca_name(ca), &a, &won, res);
     ok(st == PKI_OK && won, "  stored, fresh, with the current revgen");
 
     pki_result_init(res);
