@@ -2057,37 +2057,124 @@ pki_pem_pass_cb(char *buf, int size, int rwflag, void *u)
 }
 
 
-static pki_status_t
-pki_key_load_file(pki_key_t *k, pki_result_t *res)
+/*
+ * The PEM text of a key file, read with read(2) into a buffer that is
+ * cleansed before it is freed (*len bytes; OPENSSL_clear_free).  stdio
+ * (BIO_new_file) would leave the text in a libc buffer freed as it was,
+ * in the master and in every worker forked after it.  A file others may
+ * read is loaded, with a warning in res->log.
+ */
+static char *
+pki_key_file_read(const char *path, size_t *len, pki_result_t *res)
 {
-    struct stat   st;
-    EVP_PKEY     *pk;
-    BIO          *bio;
-    int           encrypted = 0;
+    int          fd, err;
+    char        *buf;
+    size_t       size, n;
+    ssize_t      got;
+    struct stat  st;
 
-    if (stat(k->ref, &st) == -1) {
-        return pki_fail(res, PKI_INTERNAL, "key file \"%s\": %s", k->ref,
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd == -1) {
+        (void) pki_fail(res, PKI_INTERNAL, "key file \"%s\": %s", path,
                         strerror(errno));
+        return NULL;
+    }
+
+    if (fstat(fd, &st) == -1) {
+        err = errno;
+        close(fd);
+        (void) pki_fail(res, PKI_INTERNAL, "key file \"%s\": %s", path,
+                        strerror(err));
+        return NULL;
     }
 
     if (!S_ISREG(st.st_mode)) {
-        return pki_fail(res, PKI_INTERNAL, "key file \"%s\" is not a regular "
-                        "file", k->ref);
+        close(fd);
+        (void) pki_fail(res, PKI_INTERNAL, "key file \"%s\" is not a "
+                        "regular file", path);
+        return NULL;
     }
 
     if (st.st_size > PKI_KEY_FILE_MAX) {
-        return pki_fail(res, PKI_INTERNAL, "key file \"%s\" is too large",
-                        k->ref);
+        close(fd);
+        (void) pki_fail(res, PKI_INTERNAL, "key file \"%s\" is too large",
+                        path);
+        return NULL;
     }
 
-    bio = BIO_new_file(k->ref, "r");
+    size = (size_t) st.st_size;
+    buf = OPENSSL_malloc(size + 1);
+    if (buf == NULL) {
+        close(fd);
+        (void) pki_fail(res, PKI_INTERNAL, "key file \"%s\": out of memory",
+                        path);
+        return NULL;
+    }
+
+    /* at most the size fstat saw: a file that grows meanwhile is cut
+     * there, and fails to parse rather than being read without end */
+    err = 0;
+
+    for (n = 0; n < size; n += (size_t) got) {
+        got = read(fd, buf + n, size - n);
+        if (got == -1 && errno == EINTR) {
+            got = 0;
+            continue;
+        }
+        if (got <= 0) {
+            err = got == -1 ? errno : 0;
+            break;
+        }
+    }
+
+    close(fd);
+
+    if (n < size) {
+        OPENSSL_clear_free(buf, size + 1);
+        (void) pki_fail(res, PKI_INTERNAL, "key file \"%s\": %s", path,
+                        err != 0 ? strerror(err) : "shorter than it was");
+        return NULL;
+    }
+
+    buf[size] = '\0';
+    *len = size;
+
+    if (st.st_mode & (S_IROTH | S_IWOTH)) {
+        pki_log(res, "%skey file \"%s\" may be %s by other users (mode "
+                "%04o): make it readable by nginx's users only, e.g. "
+                "chmod o-rwx", res != NULL && res->log[0] ? "; " : "", path,
+                st.st_mode & S_IWOTH ? "written" : "read",
+                (unsigned) (st.st_mode & 07777));
+    }
+
+    return buf;
+}
+
+
+static pki_status_t
+pki_key_load_file(pki_key_t *k, pki_result_t *res)
+{
+    char      *text;
+    size_t     len;
+    EVP_PKEY  *pk;
+    BIO       *bio;
+    int        encrypted = 0;
+
+    text = pki_key_file_read(k->ref, &len, res);
+    if (text == NULL) {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    bio = BIO_new_mem_buf(text, (int) len);
     if (bio == NULL) {
+        OPENSSL_clear_free(text, len + 1);
         return pki_fail(res, PKI_INTERNAL, "cannot open key file \"%s\"",
                         k->ref);
     }
 
     pk = PEM_read_bio_PrivateKey(bio, NULL, pki_pem_pass_cb, &encrypted);
     BIO_free(bio);
+    OPENSSL_clear_free(text, len + 1);
 
     if (pk == NULL) {
         if (encrypted) {

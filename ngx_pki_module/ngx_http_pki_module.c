@@ -1450,6 +1450,12 @@ ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what)
         return NULL;
     }
 
+    if (res.log[0] != '\0') {
+        /* a key file others may read or write; a PIN not locked in RAM */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0, "key of %V: %s", &w,
+                           res.log);
+    }
+
     slot = ngx_array_push(&pmcf->keys);
     if (slot == NULL) {
         return NULL;

@@ -49,6 +49,16 @@ T
     my ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'nocrl.conf'));
     ok($ok, 'a CA without cRLSign and without crl_url passes nginx -t')
         or diag($out);
+    unlike($out, qr/other users/, 'its key file (0600): no warning')
+        or diag($out);
+
+    # the same key file readable by others: taken, with a warning
+    chmod 0644, "$dir/nocrl.key";
+    ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'nocrl.conf'));
+    ok($ok && $out =~ /\[warn\].*key file "\Q$dir\/nocrl.key\E" may be /
+       && $out =~ /read by other users \(mode 0644\)/,
+       'a key file others may read: nginx -t warns') or diag($out);
+    chmod 0600, "$dir/nocrl.key";
 }
 
 {

@@ -418,6 +418,30 @@ test_file_keys(void)
     EVP_PKEY_free(gk);
     EVP_PKEY_free(pk);
 
+    /* a key file others may read opens, with a warning; others' write
+     * is named as such; a private one opens without */
+    chmod(tpath("swap.pem"), 0644);
+    pki_result_init(&res);
+    k = pki_key_new(tpath("swap.pem"), NULL, &res);
+    ok(k != NULL && pki_key_open(k, &res) == PKI_OK
+       && strstr(res.log, "may be read by other users (mode 0644)") != NULL
+       && strstr(res.log, "chmod o-rwx") != NULL,
+       "a key file readable by others: a warning [%s]", res.log);
+    pki_key_free(k);
+    chmod(tpath("swap.pem"), 0602);
+    pki_result_init(&res);
+    k = pki_key_new(tpath("swap.pem"), NULL, &res);
+    ok(k != NULL && pki_key_open(k, &res) == PKI_OK
+       && strstr(res.log, "may be written by other users") != NULL,
+       "writable by others: said so [%s]", res.log);
+    pki_key_free(k);
+    chmod(tpath("swap.pem"), 0640);
+    pki_result_init(&res);
+    k = pki_key_new(tpath("swap.pem"), NULL, &res);
+    ok(k != NULL && pki_key_open(k, &res) == PKI_OK && res.log[0] == '\0',
+       "readable by its owner and group only: no warning [%s]", res.log);
+    pki_key_free(k);
+
     pki_pkey_describe(NULL, desc, sizeof(desc));
     ok(strcmp(desc, "unsupported") == 0, "describe NULL");
     pki_result_init(&res);
