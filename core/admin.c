@@ -830,7 +830,6 @@ pki_admin_get(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_record_t   rec;
     pki_status_t   st;
     pki_ca_t      *ca;
-    size_t         i;
     int            rc;
     char           canon[41], ca_name[PKI_ADMIN_VALUE_MAX];
 
@@ -853,35 +852,22 @@ pki_admin_get(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             return;
         }
 
-        snprintf(ca_name, sizeof(ca_name), "%s", pki_ca_name(ca));
-        rc = 1;
-
-    } else if (pki_admin_find_ca(conf, ca_name) == NULL) {
-        pki_fail(&resp->res, PKI_NOT_FOUND, "no such CA");
-        return;
+    } else {
+        ca = pki_admin_find_ca(conf, ca_name);
+        if (ca == NULL) {
+            pki_fail(&resp->res, PKI_NOT_FOUND, "no such CA");
+            return;
+        }
     }
 
-    st = PKI_NOT_FOUND;
+    pki_result_init(&resp->res);
+    st = pki_record_get(conf->redis, pki_ca_name(ca), canon, &rec,
+                        &resp->res);
 
-    for (i = 0; i < conf->ncas; i++) {
-        ca = conf->cas[i];
-
-        if (strcmp(pki_ca_name(ca), ca_name) != 0) {
-            continue;
-        }
-
-        pki_result_init(&resp->res);
-        st = pki_record_get(conf->redis, pki_ca_name(ca), canon, &rec,
-                            &resp->res);
-
-        if (st == PKI_OK && rec.status == PKI_CERT_PENDING) {
-            pki_record_clear(&rec);
-            st = PKI_NOT_FOUND;
-        }
-
-        if (st != PKI_NOT_FOUND) {
-            break;
-        }
+    if (st == PKI_OK && rec.status == PKI_CERT_PENDING) {
+        /* an issuance in flight, or abandoned: no certificate yet */
+        pki_record_clear(&rec);
+        st = PKI_NOT_FOUND;
     }
 
     if (st == PKI_NOT_FOUND) {
