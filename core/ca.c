@@ -431,28 +431,15 @@ pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
 }
 
 
-/* 1 when the CA certificate's subject has a Matter attribute (VID, PID,
- * node, fabric, RCAC or ICAC id, CAT: OIDs under 1.3.6.1.4.1.37244). */
+/* 1 when the CA certificate's subject is a Matter one: a Matter attribute
+ * (VID, PID, node, fabric, RCAC or ICAC id, CAT: OIDs under
+ * 1.3.6.1.4.1.37244), or a CN with the legacy "Mvid:" / "Mpid:" that
+ * commissioners still read as the VID/PID of a PAI. */
 static int
 pki_ca_is_matter(pki_ca_t *ca)
 {
-    int         i, n;
-    char        oid[64];
-    X509_NAME  *name;
-
-    name = ca->cert != NULL ? X509_get_subject_name(ca->cert) : NULL;
-    n = name != NULL ? X509_NAME_entry_count(name) : 0;
-
-    for (i = 0; i < n; i++) {
-        if (OBJ_obj2txt(oid, sizeof(oid), X509_NAME_ENTRY_get_object(
-                            X509_NAME_get_entry(name, i)), 1) > 0
-            && strncmp(oid, "1.3.6.1.4.1.37244.", 18) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
+    return ca->cert != NULL
+           && pki_int_matter_name(X509_get_subject_name(ca->cert));
 }
 
 
@@ -497,8 +484,9 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
         return pki_fail(res, PKI_MALFORMED, "template \"%s\" is not a "
                         "Matter template, but CA \"%s\" is a Matter CA (its "
                         "subject has Matter attributes, OID "
-                        "1.3.6.1.4.1.37244.*): it issues through Matter "
-                        "templates only", t->name, ca->name);
+                        "1.3.6.1.4.1.37244.*, or a CN with Mvid: or "
+                        "Mpid:): it issues through Matter templates only",
+                        t->name, ca->name);
     }
 
     return pki_ca_check_eku(ca, t, res);

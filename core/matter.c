@@ -240,6 +240,47 @@ pki_cn_vidpid(const unsigned char *s, size_t len, int *vid, int *pid)
 }
 
 
+/* 1 when a name is a Matter one: an attribute under 1.3.6.1.4.1.37244, or
+ * a commonName holding "Mvid:" or "Mpid:" (the legacy VID/PID the SDK
+ * reads when there is no attribute; well-formed or not, anywhere in it). */
+int
+pki_int_matter_name(const X509_NAME *name)
+{
+    int                    i, n, v;
+    char                   oid[64];
+    const ASN1_STRING     *d;
+    const X509_NAME_ENTRY *e;
+
+    n = name != NULL ? X509_NAME_entry_count(name) : 0;
+
+    for (i = 0; i < n; i++) {
+        e = X509_NAME_get_entry(name, i);
+
+        if (OBJ_obj2txt(oid, sizeof(oid), X509_NAME_ENTRY_get_object(e), 1)
+            > 0 && strncmp(oid, "1.3.6.1.4.1.37244.", 18) == 0)
+        {
+            return 1;
+        }
+
+        if (OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)) != NID_commonName) {
+            continue;
+        }
+
+        d = X509_NAME_ENTRY_get_data(e);
+
+        if (pki_cn_hex(ASN1_STRING_get0_data(d),
+                       (size_t) ASN1_STRING_length(d), "Mvid:", &v) != 0
+            || pki_cn_hex(ASN1_STRING_get0_data(d),
+                          (size_t) ASN1_STRING_length(d), "Mpid:", &v) != 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* VID/PID (OID attributes first, else the CN's "Mvid:" and "Mpid:" values),
  * as the SDK's ExtractVIDPIDFromX509Cert(): every attribute is parsed, so
  * a CN whose Mvid:/Mpid: is malformed fails even beside the attributes

@@ -42,6 +42,10 @@
  * attribute). */
 int pki_int_matter_attr(const ASN1_OBJECT *obj);
 
+/* matter.c: 1 when a name is a Matter one (an attribute under
+ * 1.3.6.1.4.1.37244, or a commonName with "Mvid:" or "Mpid:"). */
+int pki_int_matter_name(const X509_NAME *name);
+
 /* matter.c: issuance hooks.  Called by pki_build() after the TBS is built
  * (subject VID/PID for a DAC, criticality, notBefore, pre-sign rules) and
  * by pki_issue()/pki_selfsign() after signing (the whole profile). */

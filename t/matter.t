@@ -750,7 +750,14 @@ $1} or die;
             . $pai->('nopid', '/CN=PAI without PID/matterVID=FFF1',
                      'prime256v1')
             . $pai->('p384', '/CN=P-384 PAI/matterVID=FFF1/matterPID=8000',
-                     'secp384r1')]);
+                     'secp384r1')
+            . join('', map {
+                  " && openssl ecparam -name prime256v1 -genkey -noout"
+                  . " -out $_->[0].key && openssl req -new -x509 -utf8"
+                  . " -key $_->[0].key -sha256 -days 365 -subj '$_->[1]'"
+                  . " -config x.cnf -extensions paa -set_serial 2"
+                  . " -out $_->[0].pem" }
+                  ['cnvid', '/CN=Legacy PAI Mvid:FFF1 Mpid:8000'])]);
         die "PAIs: $err" if $rc != 0;
         (my $paakey) = $c2 =~ m{pki_ca matter-pai \{.*?\n\s*key ("[^"]*");}s
             or die 'no matter-pai key';
@@ -811,6 +818,14 @@ $1} or die;
              'p384',
              'CA "p384" issues Matter DACs but its certificate is not a '
              . 'PAI: Matter pai public key: must be EC P-256'],
+            # an ordinary template on a PAI whose VID/PID is only in
+            # its CN, which commissioners read: it would sign DACs
+            ['a CA with Mvid:/Mpid: in its CN, an ordinary template',
+             $ca->('cnvid', "$d/cnvid.pem", undef, "$d/cnvid.key",
+                   'device'),
+             'cnvid',
+             'template "device" is not a Matter template, but CA "cnvid" '
+             . 'is a Matter CA'],
             ['a PAI whose chain holds another PAA',
              $ca->('otherpaa', "$d/nopid.pem", "$m/pai-chain.pem",
                    "$d/nopid.key", 'dac-8000'),

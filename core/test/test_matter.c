@@ -2058,6 +2058,128 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
 }
 
 
+/* A CA named by pem (written to the temp dir) with key and templates t1,
+ * t2 (NULL: none): the status of pki_ca_finish(), its detail in res. */
+static pki_status_t
+ca_status(X509 *cert, pki_key_t *key, const char *name, pki_template_t *t1,
+    pki_template_t *t2, pki_result_t *res)
+{
+    FILE          *f;
+    char           path[PATH_MAX * 2];
+    const char    *argv[1];
+    pki_ca_t      *ca;
+    pki_status_t   rc;
+
+    snprintf(path, sizeof(path), "%s/%s.pem", tmpdir, name);
+    f = fopen(path, "w");
+    if (f == NULL || !PEM_write_X509(f, cert)) {
+        if (f) {
+            fclose(f);
+        }
+        return PKI_INTERNAL;
+    }
+    fclose(f);
+
+    argv[0] = path;
+    pki_result_init(res);
+    ca = pki_ca_new(name);
+    rc = ca == NULL ? PKI_INTERNAL
+                    : pki_ca_set(ca, "certificate", 1, argv, res);
+    if (rc == PKI_OK) {
+        rc = pki_ca_set_key(ca, key, res);
+    }
+    if (rc == PKI_OK && t1) {
+        rc = pki_ca_add_template(ca, t1, res);
+    }
+    if (rc == PKI_OK && t2) {
+        rc = pki_ca_add_template(ca, t2, res);
+    }
+    if (rc == PKI_OK) {
+        rc = pki_ca_finish(ca, res);
+    }
+    pki_ca_free(ca);
+
+    return rc;
+}
+
+
+/* A Matter CA issues through Matter templates only, also when its subject
+ * says so only in the legacy CN form (a PAI "... Mvid:FFF1", which
+ * commissioners read as its VID: an ordinary template on it would sign
+ * what passes as a DAC). */
+static void
+test_ca_matter_only(void)
+{
+    int              i;
+    X509            *x;
+    EVP_PKEY        *k;
+    X509_NAME       *n;
+    pki_key_t       *fk;
+    pki_result_t     res;
+    pki_status_t     rc;
+    const char      *a[2];
+    pki_template_t  *tdev;
+
+    static const char  *ext[][2] = {
+        { "basicConstraints", "critical,CA:TRUE,pathlen:1" },
+        { "keyUsage", "critical,keyCertSign,cRLSign" },
+        { "subjectKeyIdentifier", "hash" },
+        { NULL, NULL }
+    };
+
+    static const struct {
+        const char  *cn;
+        int          matter;
+    } cases[] = {
+        { "Legacy PAI Mvid:FFF1", 1 },
+        { "Legacy PAI Mvid:FFF1 Mpid:8000", 1 },
+        { "Legacy Mpid:8000", 1 },
+        { "Broken Mvid:fff1", 1 },
+        { "Ordinary CA", 0 },
+        { NULL, 0 }
+    };
+
+    k = ec_key("P-256");
+    fk = k ? file_key(k, "legacy") : NULL;
+    tdev = pki_template_new("device");
+    a[0] = "CN";
+    a[1] = "copy";
+    pki_result_init(&res);
+    ok(fk && tdev && pki_template_set(tdev, "subject", 2, a, &res) == PKI_OK
+       && pki_template_finish(tdev, &res) == PKI_OK,
+       "an ordinary template %s", res.detail);
+
+    for (i = 0; fk && cases[i].cn; i++) {
+        x = X509_new();
+        n = X509_NAME_new();
+        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                                   (const unsigned char *) cases[i].cn, -1,
+                                   -1, 0);
+        X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+        X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
+        raw_cert(x, 100 + i, n, NULL, k, ext, k);
+
+        rc = ca_status(x, fk, "legacy", tdev, NULL, &res);
+        if (cases[i].matter) {
+            ok(rc == PKI_MALFORMED
+               && strstr(res.detail, "template \"device\" is not a Matter "
+                                     "template, but CA \"legacy\" is a "
+                                     "Matter CA"),
+               "CA CN \"%s\", ordinary template: refused: %s", cases[i].cn,
+               res.detail);
+        } else {
+            ok(rc == PKI_OK, "CA CN \"%s\", ordinary template: taken %s",
+               cases[i].cn, res.detail);
+        }
+        X509_free(x);
+    }
+
+    pki_template_free(tdev);
+    pki_key_free(fk);
+    EVP_PKEY_free(k);
+}
+
+
 static void
 test_issuance(void)
 {
@@ -2116,6 +2238,8 @@ test_issuance(void)
     ok(pki_selfsign(fpaa, tpaa, n, &paa, &res) == PKI_OK,
        "PAA issued %s %s", res.detail, res.log);
     X509_NAME_free(n);
+
+    test_ca_matter_only();
 
     capaa = paa ? make_ca(paa, fpaa, "paa", tpai, NULL, NULL) : NULL;
     n = opname(pai_attrs);
