@@ -17,6 +17,8 @@
 
 static pki_status_t pki_ca_check_template(pki_ca_t *ca,
     const pki_template_t *t, pki_result_t *res);
+static pki_status_t pki_ca_check_mix(pki_ca_t *ca,
+    const pki_template_t *t, pki_result_t *res);
 static pki_status_t pki_ca_read_certs(const char *what, const char *file,
     STACK_OF(X509) **out, pki_result_t *res);
 static const char *pki_ca_time_error(X509 *x, time_t now);
@@ -351,7 +353,10 @@ pki_ca_add_template(pki_ca_t *ca, pki_template_t *t, pki_result_t *res)
         return pki_fail(res, PKI_MALFORMED, "too many templates");
     }
 
-    if (ca->finished && pki_ca_check_template(ca, t, res) != PKI_OK) {
+    if (ca->finished
+        && (pki_ca_check_template(ca, t, res) != PKI_OK
+            || pki_ca_check_mix(ca, t, res) != PKI_OK))
+    {
         return res ? res->status : PKI_MALFORMED;
     }
 
@@ -490,6 +495,43 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
     }
 
     return pki_ca_check_eku(ca, t, res);
+}
+
+
+/* A CA that has Matter templates has no other (t: one more, or NULL):
+ * a PAA without a VID is a Matter CA by nothing its subject says, yet an
+ * ordinary template beside its PAI template would sign with the key that
+ * attestation chains trust what no Matter profile check saw. */
+static pki_status_t
+pki_ca_check_mix(pki_ca_t *ca, const pki_template_t *t, pki_result_t *res)
+{
+    int                    i;
+    const pki_template_t  *m, *o, *x;
+
+    m = NULL;
+    o = NULL;
+
+    for (i = 0; i <= ca->ntmpls; i++) {
+        x = i < ca->ntmpls ? ca->tmpls[i] : t;
+        if (x == NULL) {
+            continue;
+        }
+        if (x->matter) {
+            m = m ? m : x;
+        } else {
+            o = o ? o : x;
+        }
+    }
+
+    if (m == NULL || o == NULL) {
+        return PKI_OK;
+    }
+
+    return pki_fail(res, PKI_MALFORMED, "CA \"%s\" has the Matter template "
+                    "\"%s\" and the non-Matter template \"%s\": a CA "
+                    "that issues Matter certificates issues through Matter "
+                    "templates only (use another CA for the other)",
+                    ca->name, m->name, o->name);
 }
 
 
@@ -1074,6 +1116,11 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
         if (rc != PKI_OK) {
             return rc;
         }
+    }
+
+    rc = pki_ca_check_mix(ca, NULL, res);
+    if (rc != PKI_OK) {
+        return rc;
     }
 
     rc = pki_ca_check_chain(ca, now, res);

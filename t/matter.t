@@ -757,7 +757,8 @@ $1} or die;
                   . " -key $_->[0].key -sha256 -days 365 -subj '$_->[1]'"
                   . " -config x.cnf -extensions paa -set_serial 2"
                   . " -out $_->[0].pem" }
-                  ['cnvid', '/CN=Legacy PAI Mvid:FFF1 Mpid:8000'])]);
+                  ['cnvid', '/CN=Legacy PAI Mvid:FFF1 Mpid:8000'],
+                  ['novid', '/CN=PAA without VID'])]);
         die "PAIs: $err" if $rc != 0;
         (my $paakey) = $c2 =~ m{pki_ca matter-pai \{.*?\n\s*key ("[^"]*");}s
             or die 'no matter-pai key';
@@ -826,6 +827,13 @@ $1} or die;
              'cnvid',
              'template "device" is not a Matter template, but CA "cnvid" '
              . 'is a Matter CA'],
+            # a PAA need not have a VID: its templates tell
+            ['a PAA without a VID, a PAI template and an ordinary one',
+             $ca->('novid', "$d/novid.pem", undef, "$d/novid.key",
+                   'matter-pai device'),
+             'novid',
+             'CA "novid" has the Matter template "matter-pai" and the '
+             . 'non-Matter template "device"'],
             ['a PAI whose chain holds another PAA',
              $ca->('otherpaa', "$d/nopid.pem", "$m/pai-chain.pem",
                    "$d/nopid.key", 'dac-8000'),

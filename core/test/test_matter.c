@@ -2106,9 +2106,11 @@ ca_status(X509 *cert, pki_key_t *key, const char *name, pki_template_t *t1,
 /* A Matter CA issues through Matter templates only, also when its subject
  * says so only in the legacy CN form (a PAI "... Mvid:FFF1", which
  * commissioners read as its VID: an ordinary template on it would sign
- * what passes as a DAC). */
+ * what passes as a DAC), and a CA that has Matter templates has no other
+ * (a PAA without a VID, which nothing else marks as Matter, serving a PAI
+ * template and an ordinary one). */
 static void
-test_ca_matter_only(void)
+test_ca_matter_only(pki_template_t *tpai)
 {
     int              i;
     X509            *x;
@@ -2118,6 +2120,7 @@ test_ca_matter_only(void)
     pki_result_t     res;
     pki_status_t     rc;
     const char      *a[2];
+    pki_ca_t        *ca;
     pki_template_t  *tdev;
 
     static const char  *ext[][2] = {
@@ -2173,6 +2176,40 @@ test_ca_matter_only(void)
         }
         X509_free(x);
     }
+
+    /* a PAA without a VID: a PAI template, and an ordinary one beside */
+    x = X509_new();
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "PAA without VID", -1,
+                               -1, 0);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
+    raw_cert(x, 200, n, NULL, k, ext, k);
+
+    ok(fk && ca_status(x, fk, "paa-novid", tpai, NULL, &res) == PKI_OK,
+       "a PAA without VID, the PAI template alone: taken %s", res.detail);
+    ok(fk && ca_status(x, fk, "paa-novid", tdev, NULL, &res) == PKI_OK,
+       "that CA, an ordinary template alone: taken %s", res.detail);
+    for (i = 0; fk && i < 2; i++) {
+        rc = ca_status(x, fk, "paa-novid", i ? tdev : tpai, i ? tpai : tdev,
+                       &res);
+        ok(rc == PKI_MALFORMED
+           && strstr(res.detail, "CA \"paa-novid\"")
+           && strstr(res.detail, "Matter template \"matter-pai\"")
+           && strstr(res.detail, "template \"device\""),
+           "that CA with both (%s first): refused: %s",
+           i ? "ordinary" : "Matter", res.detail);
+    }
+    /* the ordinary one added to the CA once finished */
+    ca = fk ? make_ca(x, fk, "paa-novid", tpai, NULL, NULL) : NULL;
+    pki_result_init(&res);
+    ok(ca && pki_ca_add_template(ca, tdev, &res) == PKI_MALFORMED
+       && strstr(res.detail, "the non-Matter template \"device\""),
+       "an ordinary template added to that CA once finished: refused: %s",
+       res.detail);
+    pki_ca_free(ca);
+    X509_free(x);
 
     pki_template_free(tdev);
     pki_key_free(fk);
@@ -2239,7 +2276,7 @@ test_issuance(void)
        "PAA issued %s %s", res.detail, res.log);
     X509_NAME_free(n);
 
-    test_ca_matter_only();
+    test_ca_matter_only(tpai);
 
     capaa = paa ? make_ca(paa, fpaa, "paa", tpai, NULL, NULL) : NULL;
     n = opname(pai_attrs);
