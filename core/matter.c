@@ -2106,7 +2106,8 @@ pki_dac_ca_check(const pki_template_t *t, const pki_ca_t *ca,
     int            i, others, cv, cp;
     X509          *x, *paa;
     char           vid[9], pid[9];
-    const char    *v;
+    const char    *v, *why;
+    pki_opdn_t     op;
     pki_result_t   tmp;
 
     paa = NULL;
@@ -2131,6 +2132,17 @@ pki_dac_ca_check(const pki_template_t *t, const pki_ca_t *ca,
         return pki_fail(res, PKI_MALFORMED, "template \"%s\": CA \"%s\" "
                         "issues Matter DACs but its certificate is not a "
                         "PAI: %s", t->name, ca->name, tmp.detail);
+    }
+
+    /* the PAI subject is the issuer of every DAC, whose check holds it to
+     * what the CA emits (pki_check(), CHK_EMIT: at most 5 RDNs, string
+     * types); found only per request, every DAC request failed */
+    why = pki_dn_rules(X509_get_subject_name(ca->cert), 0, CHK_EMIT, &op);
+    if (why) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\": the subject "
+                        "of CA \"%s\" (a Matter PAI), the issuer of every "
+                        "DAC, breaks a Matter rule: %s", t->name, ca->name,
+                        why);
     }
 
     if (others && paa == NULL) {

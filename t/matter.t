@@ -751,6 +751,8 @@ $1} or die;
                      'prime256v1')
             . $pai->('p384', '/CN=P-384 PAI/matterVID=FFF1/matterPID=8000',
                      'secp384r1')
+            . $pai->('rdn6', '/O=Acme/OU=Devices/L=Town/ST=State/CN=PAI'
+                     . '/matterVID=FFF1/matterPID=8000', 'prime256v1')
             . join('', map {
                   " && openssl ecparam -name prime256v1 -genkey -noout"
                   . " -out $_->[0].key && openssl req -new -x509 -utf8"
@@ -819,6 +821,14 @@ $1} or die;
              'p384',
              'CA "p384" issues Matter DACs but its certificate is not a '
              . 'PAI: Matter pai public key: must be EC P-256'],
+            # every DAC's issuer: more than 5 RDNs, each request refused
+            ['a PAI whose subject has 7 RDNs',
+             $ca->('rdn6', "$d/rdn6.pem", "$d/rdn6-chain.pem",
+                   "$d/rdn6.key", 'matter-dac'),
+             'rdn6',
+             'template "matter-dac": the subject of CA "rdn6" (a Matter '
+             . 'PAI), the issuer of every DAC, breaks a Matter rule: more '
+             . 'than 5 RDNs'],
             # an ordinary template on a PAI whose VID/PID is only in
             # its CN, which commissioners read: it would sign DACs
             ['a CA with Mvid:/Mpid: in its CN, an ordinary template',

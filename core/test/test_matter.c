@@ -2217,6 +2217,81 @@ test_ca_matter_only(pki_template_t *tpai)
 }
 
 
+/* A PAI whose subject a DAC may not have as its issuer (over 5 RDNs, an
+ * emailAddress IA5String) is refused with the configuration: every DAC
+ * request under it used to fail. */
+static void
+test_pai_dn(X509 *paa, EVP_PKEY *kpaa, pki_template_t *tdac)
+{
+    int            i, j;
+    X509          *x;
+    EVP_PKEY      *k;
+    X509_NAME     *n;
+    pki_key_t     *fk;
+    pki_result_t   res;
+    pki_status_t   rc;
+
+    static const char  *ext[][2] = {
+        { "basicConstraints", "critical,CA:TRUE,pathlen:0" },
+        { "keyUsage", "critical,keyCertSign,cRLSign" },
+        { "subjectKeyIdentifier", "hash" },
+        { "authorityKeyIdentifier", "keyid:always" },
+        { NULL, NULL }
+    };
+
+    static const struct {
+        const char  *name;
+        const char  *rdn[7][2];
+        const char  *reason;
+    } cases[] = {
+        { "CN, VID", { { "CN", "PAI" }, { VID, "FFF1" } }, NULL },
+        { "O, OU, L, ST, CN, VID",
+          { { "O", "Acme" }, { "OU", "Devices" }, { "L", "Town" },
+            { "ST", "State" }, { "CN", "PAI" }, { VID, "FFF1" } },
+          "more than 5 RDNs" },
+        { "CN, VID, emailAddress",
+          { { "CN", "PAI" }, { VID, "FFF1" },
+            { "emailAddress", "pki@example.com" } },
+          "name string type not UTF8String" },
+        { NULL, { { NULL, NULL } }, NULL }
+    };
+
+    k = ec_key("P-256");
+    fk = k ? file_key(k, "pai-dn") : NULL;
+
+    for (i = 0; fk && paa && cases[i].name; i++) {
+        x = X509_new();
+        n = X509_NAME_new();
+        for (j = 0; j < 7 && cases[i].rdn[j][0]; j++) {
+            X509_NAME_add_entry_by_txt(n, cases[i].rdn[j][0],
+                strcmp(cases[i].rdn[j][0], "emailAddress") == 0
+                ? MBSTRING_ASC : MBSTRING_UTF8,
+                (const unsigned char *) cases[i].rdn[j][1], -1, -1, 0);
+        }
+        X509_set1_notBefore(x, X509_get0_notBefore(paa));
+        X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30);
+        raw_cert(x, 300 + i, n, paa, k, ext, kpaa);
+
+        rc = ca_status(x, fk, "pai-dn", tdac, NULL, &res);
+        if (cases[i].reason == NULL) {
+            ok(rc == PKI_OK, "PAI subject %s: taken %s", cases[i].name,
+               res.detail);
+        } else {
+            ok(rc == PKI_MALFORMED
+               && strstr(res.detail, "the subject of CA \"pai-dn\" (a "
+                                     "Matter PAI), the issuer of every DAC")
+               && strstr(res.detail, cases[i].reason),
+               "PAI subject %s: refused with the CA: %s", cases[i].name,
+               res.detail);
+        }
+        X509_free(x);
+    }
+
+    pki_key_free(fk);
+    EVP_PKEY_free(k);
+}
+
+
 static void
 test_issuance(void)
 {
@@ -2302,6 +2377,7 @@ test_issuance(void)
 
     capai = pai ? make_ca(pai, fpai, "pai", tdac2, NULL, NULL) : NULL;
     ok(capai != NULL, "PAI as a CA");
+    test_pai_dn(paa, kpaa, tdac2);
 
     /* a DAC template under a CA that is not a PAI, or disagreeing with
      * it: refused with the configuration, not request by request */
