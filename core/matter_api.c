@@ -1290,6 +1290,7 @@ pki_matter_handle(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     if (req->method == NULL || strcmp(req->method, "POST") != 0) {
         pki_json_error(resp, 405, "method not allowed (POST)");
+        resp->allow = "POST";
         return;
     }
 

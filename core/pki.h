@@ -1811,6 +1811,7 @@ typedef struct {
     int             http_status;
     const char     *content_type;
     int             retry_after;
+    const char     *allow;           /* Allow of a 405 (static), NULL   */
     unsigned char  *body;            /* malloc'd JSON */
     size_t          body_len;
     pki_result_t    res;

@@ -540,6 +540,15 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         }
     }
 
+    /* RFC 9110 15.5.6: a 405 lists the methods the resource takes */
+    if (resp->allow != NULL
+        && ngx_http_pki_add_header(r, "Allow", (u_char *) resp->allow,
+                                   ngx_strlen(resp->allow))
+           == NULL)
+    {
+        goto failed;
+    }
+
     if (ngx_http_pki_add_header(r, "Cache-Control", (u_char *) "no-store",
                                 8)
         == NULL)

@@ -452,6 +452,10 @@ sub record_vidpid {
     is($r->{code}, 415, 'batch as text/plain: 415');
     $r = $t->curl('GET', url('/matter/dac/batch'), user => 'demo:demo');
     is($r->{code}, 405, 'GET batch: 405');
+    is($r->{headers}{allow}, 'POST', '  Allow: POST');
+    $r = $t->curl('GET', url('/matter/noc'), user => 'demo:demo');
+    is($r->{code}, 405, 'GET noc: 405');
+    is($r->{headers}{allow}, 'POST', '  Allow: POST');
     $r = post_json('/matter/dac/batch', 'x' x (3 * 1024 * 1024));
     is($r->{code}, 413, 'batch body over 2 MiB: 413');
     like($r->{json}{error} // '', qr/^request body is larger than 2097152 /,

@@ -957,7 +957,8 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
     pki_matter_resp_free(&r);
 
     ok(engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{}", "application/json",
-              "GET", "u", &r) == 405, "engine: GET -> 405");
+              "GET", "u", &r) == 405 && r.allow != NULL
+       && strcmp(r.allow, "POST") == 0, "engine: GET -> 405, Allow: POST");
     pki_matter_resp_free(&r);
     ok(engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{}", "application/json",
               "POST", NULL, &r) == 403, "engine: no identity -> 403");
