@@ -1794,7 +1794,9 @@ typedef struct {
     pki_template_t    *tmpl;         /* a matter-dac / matter-noc template  */
     pki_redis_t       *redis;
     size_t             max_body;     /* default 2 MiB (batch), 16 KiB (NOC) */
-    int                threads;      /* batch signing threads, default 2    */
+    int                threads;      /* batch signing threads, <= 0: 2
+                                        (nginx: matter_batch_threads,
+                                        default 32)                         */
 } pki_matter_conf_t;
 
 typedef struct {
