@@ -19,6 +19,8 @@ static pki_status_t pki_ca_check_template(pki_ca_t *ca,
     const pki_template_t *t, pki_result_t *res);
 static pki_status_t pki_ca_check_mix(pki_ca_t *ca,
     const pki_template_t *t, pki_result_t *res);
+static pki_status_t pki_ca_check_pathlen(pki_ca_t *ca,
+    const pki_template_t *t, pki_result_t *res);
 static pki_status_t pki_ca_read_certs(const char *what, const char *file,
     STACK_OF(X509) **out, pki_result_t *res);
 static const char *pki_ca_time_error(X509 *x, time_t now);
@@ -467,14 +469,8 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
                         t->name, validity, ca->max_validity, ca->name);
     }
 
-    if (t->ca && ca->pathlen >= 0
-        && (t->pathlen < 0 || t->pathlen >= ca->pathlen))
-    {
-        return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues CAs with "
-                        "path length %s%d but CA \"%s\" has pathlen:%ld",
-                        t->name, t->pathlen < 0 ? "unlimited " : "",
-                        t->pathlen < 0 ? 0 : t->pathlen, ca->name,
-                        ca->pathlen);
+    if (pki_ca_check_pathlen(ca, t, res) != PKI_OK) {
+        return res ? res->status : PKI_MALFORMED;
     }
 
     if (t->matter) {
@@ -495,6 +491,160 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
     }
 
     return pki_ca_check_eku(ca, t, res);
+}
+
+
+/* A template of CA certificates (t->ca) leaves room under the CA for the
+ * certificate it signs (one more CA) and the CAs it allows under that one
+ * (its pathlen): ca->pathlen, the CA's own pathLenConstraint or less when
+ * a path above it allows less (pki_ca_limit_pathlen). */
+static pki_status_t
+pki_ca_check_pathlen(pki_ca_t *ca, const pki_template_t *t,
+    pki_result_t *res)
+{
+    if (!t->ca || ca->pathlen < 0
+        || (t->pathlen >= 0 && t->pathlen < ca->pathlen))
+    {
+        return PKI_OK;
+    }
+
+    if (ca->pathlen_from != NULL) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues CAs "
+                        "with path length %s%d but CA \"%s\" may have only "
+                        "%ld CA certificate%s under it: a pathLenConstraint "
+                        "in its chain \"%.128s\", less the CA certificates "
+                        "between, allows no more", t->name,
+                        t->pathlen < 0 ? "unlimited " : "",
+                        t->pathlen < 0 ? 0 : t->pathlen, ca->name,
+                        ca->pathlen, ca->pathlen == 1 ? "" : "s",
+                        ca->pathlen_from);
+    }
+
+    return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues CAs with "
+                    "path length %s%d but CA \"%s\" has pathlen:%ld",
+                    t->name, t->pathlen < 0 ? "unlimited " : "",
+                    t->pathlen < 0 ? 0 : t->pathlen, ca->name,
+                    ca->pathlen);
+}
+
+
+/* The pathLenConstraint of x, -1 when it has none. */
+static long
+pki_ca_cert_pathlen(X509 *x)
+{
+    long                pl;
+    BASIC_CONSTRAINTS  *bc;
+
+    bc = X509_get_ext_d2i(x, NID_basic_constraints, NULL, NULL);
+    pl = bc != NULL && bc->ca && bc->pathlen != NULL
+         ? ASN1_INTEGER_get(bc->pathlen) : -1;
+    BASIC_CONSTRAINTS_free(bc);
+    ERR_clear_error();
+
+    return pl < 0 ? -1 : pl;
+}
+
+
+/*
+ * How many CA certificates may follow x (a certificate of the CA) on the
+ * path up[0..n-1] above it (up[0] issued x), RFC 5280 6.1.4 (l), (m):
+ * x's own pathLenConstraint, and that of each certificate above, less the
+ * CA certificates between them (x included; self-issued ones do not
+ * count); -1 unlimited, 0 when a path leaves no room at all.
+ */
+static long
+pki_ca_path_room(X509 *x, X509 *const *up, int n)
+{
+    int   j, between;
+    long  room, pl;
+
+    room = pki_ca_cert_pathlen(x);
+    between = (X509_get_extension_flags(x) & EXFLAG_SI) ? 0 : 1;
+
+    for (j = 0; j < n; j++) {
+        pl = pki_ca_cert_pathlen(up[j]);
+
+        if (pl >= 0 && (room < 0 || pl - between < room)) {
+            room = pl - between < 0 ? 0 : pl - between;
+        }
+
+        if (!(X509_get_extension_flags(up[j]) & EXFLAG_SI)) {
+            between++;
+        }
+    }
+
+    return room;
+}
+
+
+/* Lowers ca->pathlen to what each of its paths allows: the "chain" file
+ * walked from the CA certificate issuer by issuer (it may hold them in any
+ * order), and each alternate chain, whose first certificate stands for
+ * the CA's.  A CA certificate under two hierarchies issues sub-CAs that
+ * both must accept. */
+static void
+pki_ca_limit_pathlen(pki_ca_t *ca)
+{
+    int    i, j, n, k;
+    long   room;
+    X509  *cur, *x, *up[PKI_CA_CHAIN_MAX];
+
+    ca->pathlen = pki_ca_cert_pathlen(ca->cert);
+    ca->pathlen_from = NULL;
+
+    n = 0;
+    cur = ca->cert;
+    k = sk_X509_num(ca->chain);
+
+    while (n < k && n < PKI_CA_CHAIN_MAX
+           && X509_check_issued(cur, cur) != X509_V_OK)
+    {
+        for (i = 0; i < k; i++) {
+            x = sk_X509_value(ca->chain, i);
+
+            for (j = 0; j < n && x != up[j]; j++) { /* void */ }
+
+            if (j == n && x != cur && X509_cmp(x, ca->cert) != 0
+                && X509_check_issued(x, cur) == X509_V_OK
+                && X509_get0_pubkey(x) != NULL
+                && X509_verify(cur, X509_get0_pubkey(x)) == 1)
+            {
+                break;
+            }
+        }
+
+        if (i == k) {
+            break;
+        }
+
+        up[n++] = x;
+        cur = x;
+    }
+
+    ERR_clear_error();
+
+    room = pki_ca_path_room(ca->cert, up, n);
+    if (room >= 0 && (ca->pathlen < 0 || room < ca->pathlen)) {
+        ca->pathlen = room;
+        ca->pathlen_from = ca->chain_file;
+    }
+
+    for (i = 0; i < ca->nalt; i++) {
+        n = sk_X509_num(ca->alt[i]) - 1;
+        if (n < 0) {
+            continue;
+        }
+
+        for (j = 0; j < n && j < PKI_CA_CHAIN_MAX; j++) {
+            up[j] = sk_X509_value(ca->alt[i], j + 1);
+        }
+
+        room = pki_ca_path_room(sk_X509_value(ca->alt[i], 0), up, j);
+        if (room >= 0 && (ca->pathlen < 0 || room < ca->pathlen)) {
+            ca->pathlen = room;
+            ca->pathlen_from = ca->alt_files[i];
+        }
+    }
 }
 
 
@@ -1136,6 +1286,15 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
         }
 
         rc = pki_ca_check_alt(ca, i, now, res);
+        if (rc != PKI_OK) {
+            return rc;
+        }
+    }
+
+    pki_ca_limit_pathlen(ca);
+
+    for (i = 0; i < ca->ntmpls; i++) {
+        rc = pki_ca_check_pathlen(ca, ca->tmpls[i], res);
         if (rc != PKI_OK) {
             return rc;
         }

@@ -2464,11 +2464,43 @@ pki_names_free(const pki_request_t *req, GENERAL_NAMES *names)
 }
 
 
+/* Certificate i of the CA's paths: its certificate, the "chain" file, then
+ * each alternate chain in turn; NULL past the last. */
+static X509 *
+pki_ca_path_cert(const pki_ca_t *ca, int i)
+{
+    int  a, n;
+
+    if (i == 0) {
+        return ca->cert;
+    }
+
+    i--;
+    n = sk_X509_num(ca->chain);
+    if (i < n) {
+        return sk_X509_value(ca->chain, i);
+    }
+    i -= n;
+
+    for (a = 0; a < ca->nalt; a++) {
+        n = sk_X509_num(ca->alt[a]);
+        if (i < n) {
+            return sk_X509_value(ca->alt[a], i);
+        }
+        i -= n;
+    }
+
+    return NULL;
+}
+
+
 /*
  * The names of a request against the name constraints (RFC 5280 4.2.1.10)
  * of the issuing CA and of the chain above it, as a verifier judges them: a
  * certificate outside them is one no verifier accepts, so it is refused
- * before anything is reserved or signed.  The names go into a scratch
+ * before anything is reserved or signed.  Every path counts: a leaf that
+ * the certificates of an alternate chain (RFC 8555 7.4.2) exclude fails
+ * every client that picks that chain.  The names go into a scratch
  * certificate: OpenSSL's check reads a certificate's extension cache, and
  * filling that of the certificate being built would keep its digest of the
  * unsigned form.
@@ -2477,7 +2509,7 @@ static pki_status_t
 pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
     pki_result_t *res)
 {
-    int                 i, n, crit, dns, ipadd, rv;
+    int                 i, crit, dns, ipadd, rv;
     X509               *tmp, *c;
     GENERAL_NAMES      *names;
     NAME_CONSTRAINTS   *nc;
@@ -2486,7 +2518,7 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
     tmp = NULL;
     names = NULL;
     rv = X509_V_OK;
-    n = 1 + sk_X509_num(ca->chain);
+    c = NULL;
 
     for (dns = 0, ipadd = 0, i = 0; i < sk_GENERAL_NAME_num(req->sans); i++)
     {
@@ -2495,9 +2527,9 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
         ipadd |= g->type == GEN_IPADD;
     }
 
-    for (i = 0; i < n && rv == X509_V_OK; i++) {
-        c = i == 0 ? ca->cert : sk_X509_value(ca->chain, i - 1);
-
+    for (i = 0; rv == X509_V_OK && (c = pki_ca_path_cert(ca, i)) != NULL;
+         i++)
+    {
         nc = X509_get_ext_d2i(c, NID_name_constraints, &crit, NULL);
         if (nc == NULL) {
             ERR_clear_error();

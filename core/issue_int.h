@@ -120,6 +120,8 @@ struct pki_ca_s {
     int                       nalt;
     STACK_OF(X509)           *alt[PKI_CA_MAX_ALT_CHAINS];
     long                      pathlen;         /* -1: unlimited */
+    const char               *pathlen_from;    /* the chain file that
+                                                  lowered it, or NULL */
     int                       finished;
 
     /* the other CAs of the configuration with this one's subject and key

@@ -3691,6 +3691,147 @@ test_primary_chain(void)
     ok(pki_ca_signs_crls(ca), "  it signs CRLs");
     pki_ca_free(ca);
 
+    /* a template of sub-CAs fits the room every path above the CA
+     * leaves, not just the CA's own pathLenConstraint (it has none) */
+    {
+        char             path[128];
+        X509            *cu, *cux;
+        pki_template_t  *t0, *tl[2];
+        static const char *const sub0[] = {
+            "subject CN copy", "basic_constraints ca:true pathlen:0",
+            "validity 2d", NULL
+        };
+
+        cu = raw_cert("Chain CA", kc, in, ki, 1, -1, ku, -3600, 86400 * 10);
+        cux = raw_cert("Chain CA", kc, xr, kx, 1, 0, ku, -3600, 86400 * 10);
+        {
+            X509 *const  cu_c[] = { cu, NULL };
+            X509 *const  cux_alt[] = { cux, xr, NULL };
+
+            write_certs("cu.pem", cu_c);
+            write_certs("cu-alt.pem", cux_alt);
+        }
+        t0 = make_template("sub0", sub0);
+        tl[0] = t0;
+        tl[1] = NULL;
+
+        /* root pathlen:2 -> int -> the CA: no room for another CA */
+        ca = make_ca("chk", "cu.pem", "c-chain.pem", key, tl, NULL, &res);
+        ok(res.status == PKI_MALFORMED
+           && strstr(res.detail, "may have only 0 CA certificates")
+           && strstr(res.detail, "c-chain.pem"),
+           "sub-CA template under root pathlen:2 -> int -> CA refused: %s",
+           res.detail);
+        pki_ca_free(ca);
+
+        ca = make_ca("chk", "cu.pem", "c-reversed.pem", key, tl, NULL,
+                     &res);
+        ok(res.status == PKI_MALFORMED
+           && strstr(res.detail, "may have only 0 CA certificates"),
+           "  the same with the chain file root first: %s", res.detail);
+        pki_ca_free(ca);
+
+        ca = make_ca("chk", "cu.pem", "c-int.pem", key, tl, NULL, &res);
+        ok(res.status == PKI_OK, "  without the root in the chain file: "
+           "taken: %s", res.detail);
+
+        /* added to a finished CA, the same limit */
+        pki_ca_free(ca);
+        ca = make_ca("chk", "cu.pem", "c-chain.pem", key, NULL, NULL, &res);
+        ok(res.status == PKI_OK
+           && pki_ca_add_template(ca, t0, &res) == PKI_MALFORMED
+           && strstr(res.detail, "may have only 0"),
+           "  added after the CA finished: refused: %s", res.detail);
+        pki_ca_free(ca);
+
+        /* an alternate chain whose cross certificate has pathlen:0 */
+        pki_result_init(&res);
+        ca = pki_ca_new("chk");
+        snprintf(path, sizeof(path), "%s/cu.pem", dir);
+        ca_line(ca, "certificate", path, &res);
+        snprintf(path, sizeof(path), "%s/c-int.pem", dir);
+        ca_line(ca, "chain", path, &res);
+        snprintf(path, sizeof(path), "%s/cu-alt.pem", dir);
+        ca_line(ca, "alternate_chain", path, &res);
+        pki_ca_set_key(ca, key, &res);
+        pki_ca_add_template(ca, t0, &res);
+        pki_ca_finish(ca, &res);
+        ok(res.status == PKI_MALFORMED
+           && strstr(res.detail, "may have only 0 CA certificates")
+           && strstr(res.detail, "cu-alt.pem"),
+           "sub-CA template under a pathlen:0 cross certificate of an "
+           "alternate chain refused: %s", res.detail);
+        pki_ca_free(ca);
+
+        pki_template_free(t0);
+        X509_free(cu);
+        X509_free(cux);
+    }
+
+    /* the name constraints of an alternate chain bind what the CA issues
+     * as those of its own chain do: a client may pick either path */
+    {
+        char             path[128];
+        X509            *cu, *cun, *x;
+        X509V3_CTX       v3;
+        X509_EXTENSION  *e;
+        pki_template_t  *tl;
+        static const char *const leaf[] = {
+            "subject CN copy", "san dns copy", "validity 2d", NULL
+        };
+
+        cu = raw_cert("Chain CA", kc, in, ki, 1, -1, ku, -3600, 86400 * 10);
+        cun = raw_cert("Chain CA", kc, xr, kx, 1, -1, ku, -3600,
+                       86400 * 10);
+        X509V3_set_ctx(&v3, xr, cun, NULL, NULL, 0);
+        e = X509V3_EXT_conf_nid(NULL, &v3, NID_name_constraints,
+                                "critical,permitted;DNS:example.com");
+        X509_add_ext(cun, e, -1);
+        X509_EXTENSION_free(e);
+        X509_sign(cun, kx, EVP_sha256());
+        {
+            X509 *const  cu_c[] = { cu, NULL };
+            X509 *const  cun_alt[] = { cun, xr, NULL };
+
+            write_certs("cu.pem", cu_c);
+            write_certs("cu-nc.pem", cun_alt);
+        }
+        tl = make_template("ncleaf", leaf);
+
+        pki_result_init(&res);
+        ca = pki_ca_new("chk");
+        snprintf(path, sizeof(path), "%s/cu.pem", dir);
+        ca_line(ca, "certificate", path, &res);
+        snprintf(path, sizeof(path), "%s/c-int.pem", dir);
+        ca_line(ca, "chain", path, &res);
+        snprintf(path, sizeof(path), "%s/cu-nc.pem", dir);
+        ca_line(ca, "alternate_chain", path, &res);
+        pki_ca_set_key(ca, key, &res);
+        pki_ca_add_template(ca, tl, &res);
+        pki_ca_finish(ca, &res);
+        is_status(res.status, PKI_OK, "CA with a name-constrained "
+                  "alternate chain");
+
+        x = issue_one(ca, tl, NULL, "/CN=a", "DNS:a.example.com", NULL,
+                      &res);
+        ok(x != NULL, "  a name within the alternate chain's constraints "
+           "issued: %s", res.detail);
+        X509_free(x);
+
+        x = issue_one(ca, tl, NULL, "/CN=b", "DNS:b.example.org", NULL,
+                      &res);
+        ok(x == NULL && res.status == PKI_POLICY
+           && strstr(res.detail, "name constraints") != NULL,
+           "  a name outside the alternate chain's constraints refused: %s",
+           res.detail);
+        X509_free(x);
+
+        pki_ca_free(ca);
+        pki_template_free(tl);
+        X509_free(cu);
+        X509_free(cun);
+    }
+
     X509_free(r);
     X509_free(in);
     X509_free(in0);
