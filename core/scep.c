@@ -3816,6 +3816,12 @@ pki_scep_key_hex(EVP_PKEY *pk, char out[65])
 /* the window taken for messages whose signingTime is not checked */
 #define PKI_SCEP_SEEN_SKEW   86400L
 
+/* the shortest life of the record of a message whose signingTime is not
+ * checked: twice a tightened scep_clock_skew (minutes) would let a
+ * captured RenewalReq, or a PKCSReq with a static challenge, issue again
+ * the same hour */
+#define PKI_SCEP_SEEN_UNTIMED  (7 * 86400L)
+
 
 static int
 pki_scep_seen_key(pki_redis_t *r, pki_scep_msg_t *m, char *buf,
@@ -3856,8 +3862,8 @@ pki_scep_seen_key(pki_redis_t *r, pki_scep_msg_t *m, char *buf,
  * (a copy is refused as badTime from then on), plus the slack.  Without a
  * checked signingTime (none in the message, or scep_clock_skew off)
  * nothing ends the message's life: it is remembered for twice the window,
- * the longest any timed message can pass; a copy sent after that would be
- * taken again (README, SCEP).
+ * the longest any timed message can pass, and at least 7 days; a copy
+ * sent after that would be taken again (README, SCEP).
  */
 static long
 pki_scep_seen_ttl(const pki_scep_conf_t *conf, const pki_scep_msg_t *m)
@@ -3868,7 +3874,9 @@ pki_scep_seen_ttl(const pki_scep_conf_t *conf, const pki_scep_msg_t *m)
     skew = conf->max_skew > 0 ? conf->max_skew : PKI_SCEP_SEEN_SKEW;
 
     if (m->signed_at == 0) {
-        return 2 * skew + PKI_SCEP_SEEN_SLACK;
+        ttl = 2 * skew > PKI_SCEP_SEEN_UNTIMED ? 2 * skew
+                                                : PKI_SCEP_SEEN_UNTIMED;
+        return ttl + PKI_SCEP_SEEN_SLACK;
     }
 
     now = time(NULL);
@@ -3967,12 +3975,20 @@ pki_scep_seen_release(pki_redis_t *r, const char *key, pki_result_t *res)
  * client's resend of it after a lost CertRep gets that certificate again
  * (pki_scep_resend) instead of a refusal: the shape of a manual request's
  * record once issued, kept as long as the message's replay record.  A
- * record of a request still waiting or being issued is left alone.
- * ARGV[1]: the TTL; ARGV[2..]: the fields.
+ * record of a request still waiting or being issued is left alone, and
+ * so is a decided one of another key, CA or template (under
+ * scep_transaction_id any, another device's transactionID: its resend
+ * must still find its certificate).
+ * ARGV[1]: the TTL; ARGV[2..]: the fields, key at ARGV[5], ca at ARGV[9],
+ * template at ARGV[11].
  */
 static const char  pki_lua_pend_done[] =
     "local s = redis.call('HGET', KEYS[1], 'status') "
     "if s and s ~= 'issued' and s ~= 'rejected' then return 0 end "
+    "if s then "
+    "local o = redis.call('HMGET', KEYS[1], 'key', 'ca', 'template') "
+    "if o[1] ~= ARGV[5] or o[2] ~= ARGV[9] or o[3] ~= ARGV[11] then "
+    "return 0 end end "
     "redis.call('DEL', KEYS[1]) "
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
@@ -4030,6 +4046,8 @@ pki_scep_pend_done(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = now;
     argv[i++] = "csrsha256";
     argv[i++] = csrhash;
+    /* pki_lua_pend_done reads key, ca and template at fixed places:
+     * argv[8], [12] and [14] are its ARGV[5], [9] and [11] */
 
     for (j = 0; j < i; j++) {
         lens[j] = strlen(argv[j]);
@@ -4047,6 +4065,11 @@ pki_scep_pend_done(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
         pki_int_redis_drop(conf->redis);
         pki_log(res, "%sno record for a resend: unexpected reply",
                 res->log[0] ? "; " : "");
+
+    } else if (reply->integer == 0) {
+        pki_log(res, "%sno record for a resend: transactionID \"%s\" "
+                "keeps the record of another request", res->log[0] ? "; "
+                : "", m->tid);
     }
 
     freeReplyObject(reply);

@@ -199,6 +199,13 @@ $conf =~ s{(\n\s*location /scep-manual \{)}{
             scep_transaction_id any;
         }
 
+        location /scep-any-auto {
+            scep issuing scep;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_challenge file=$pki/scep-challenge;
+            scep_transaction_id any;
+        }
+
         location /scep-manual-otc {
             scep issuing scep;
             scep_ra $pki/ra.pem $pki/ra.key;
@@ -724,6 +731,36 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
               @{ (eval { decode_json($l->{body}) } || {})->{pending} || [] };
     like($e->{subject} // '', qr/CN=squatter/,
          '... DEVICE-42 is still the first request');
+
+    # scep_transaction_id any, enrolled at once: another key's request
+    # under an issued transactionID is a new request, and leaves the
+    # first one's record, so that the first device's resend still gets
+    # its certificate
+    my $fx = req(key => $k2, cn => 'auto-first', challenge => 'demo',
+                 tid => 'AUTO-7');
+    $h = rep(send_msg($fx, '/scep-any-auto'), $fx, $k2);
+    is($h->{status}, 0, 'tid any, at once: the first request issued')
+        or diag($h->{raw});
+    my $first = $t->x509_field($h->{file} // '/nonexistent', 'serial');
+    my $akey = 'pki:scep:pend:' . Digest::SHA::sha256_hex('AUTO-7');
+    my $arec = $t->redis_hash($akey);
+    my $fy = req(key => $k1, cn => 'auto-other', challenge => 'demo',
+                 tid => 'AUTO-7');
+    $h = rep(send_msg($fy, '/scep-any-auto'), $fy);
+    is($h->{status}, 0, '... another key under its transactionID: issued')
+        or diag($h->{raw});
+    isnt($t->x509_field($h->{file} // '/nonexistent', 'serial'), $first,
+         '... a certificate of its own');
+    is_deeply($t->redis_hash($akey), $arec,
+              '... the first request\'s record stays as it was');
+    like(slurp($t->error_log) // '',
+         qr/transactionID "AUTO-7" keeps the record of another request/,
+         '... logged');
+    $h = rep(send_msg($fx, '/scep-any-auto'), $fx, $k2);
+    is($h->{status}, 0, '... the first device\'s resend: SUCCESS')
+        or diag($h->{raw});
+    is($t->x509_field($h->{file} // '/nonexistent', 'serial'), $first,
+       '... with its certificate');
 
     # the same key (so the same transactionID) at two manual locations
     # with other templates: the second is not a resend of the first
