@@ -3423,6 +3423,31 @@ chain_ca(const char *cert, const char *chain, int crl, pki_key_t *key,
 }
 
 
+/* CA "chk" of DIR/cu.pem, chain DIR/c-int.pem and alternate chain
+ * DIR/alt, with template t; res says how pki_ca_finish went. */
+static pki_ca_t *
+cu_alt_ca(const char *alt, pki_key_t *key, pki_template_t *t,
+    pki_result_t *res)
+{
+    char       path[128];
+    pki_ca_t  *ca;
+
+    pki_result_init(res);
+    ca = pki_ca_new("chk");
+    snprintf(path, sizeof(path), "%s/cu.pem", dir);
+    ca_line(ca, "certificate", path, res);
+    snprintf(path, sizeof(path), "%s/c-int.pem", dir);
+    ca_line(ca, "chain", path, res);
+    snprintf(path, sizeof(path), "%s/%s", dir, alt);
+    ca_line(ca, "alternate_chain", path, res);
+    pki_ca_set_key(ca, key, res);
+    pki_ca_add_template(ca, t, res);
+    pki_ca_finish(ca, res);
+
+    return ca;
+}
+
+
 /*
  * The CA's own "chain" (what ACME, EST and SCEP hand out above the CA
  * certificate) is the path a verifier takes: pki_ca_finish refuses a first
@@ -3694,7 +3719,6 @@ test_primary_chain(void)
     /* a template of sub-CAs fits the room every path above the CA
      * leaves, not just the CA's own pathLenConstraint (it has none) */
     {
-        char             path[128];
         X509            *cu, *cux;
         pki_template_t  *t0, *tl[2];
         static const char *const sub0[] = {
@@ -3745,17 +3769,7 @@ test_primary_chain(void)
         pki_ca_free(ca);
 
         /* an alternate chain whose cross certificate has pathlen:0 */
-        pki_result_init(&res);
-        ca = pki_ca_new("chk");
-        snprintf(path, sizeof(path), "%s/cu.pem", dir);
-        ca_line(ca, "certificate", path, &res);
-        snprintf(path, sizeof(path), "%s/c-int.pem", dir);
-        ca_line(ca, "chain", path, &res);
-        snprintf(path, sizeof(path), "%s/cu-alt.pem", dir);
-        ca_line(ca, "alternate_chain", path, &res);
-        pki_ca_set_key(ca, key, &res);
-        pki_ca_add_template(ca, t0, &res);
-        pki_ca_finish(ca, &res);
+        ca = cu_alt_ca("cu-alt.pem", key, t0, &res);
         ok(res.status == PKI_MALFORMED
            && strstr(res.detail, "may have only 0 CA certificates")
            && strstr(res.detail, "cu-alt.pem"),
@@ -3771,7 +3785,6 @@ test_primary_chain(void)
     /* the name constraints of an alternate chain bind what the CA issues
      * as those of its own chain do: a client may pick either path */
     {
-        char             path[128];
         X509            *cu, *cun, *x;
         X509V3_CTX       v3;
         X509_EXTENSION  *e;
@@ -3798,17 +3811,7 @@ test_primary_chain(void)
         }
         tl = make_template("ncleaf", leaf);
 
-        pki_result_init(&res);
-        ca = pki_ca_new("chk");
-        snprintf(path, sizeof(path), "%s/cu.pem", dir);
-        ca_line(ca, "certificate", path, &res);
-        snprintf(path, sizeof(path), "%s/c-int.pem", dir);
-        ca_line(ca, "chain", path, &res);
-        snprintf(path, sizeof(path), "%s/cu-nc.pem", dir);
-        ca_line(ca, "alternate_chain", path, &res);
-        pki_ca_set_key(ca, key, &res);
-        pki_ca_add_template(ca, tl, &res);
-        pki_ca_finish(ca, &res);
+        ca = cu_alt_ca("cu-nc.pem", key, tl, &res);
         is_status(res.status, PKI_OK, "CA with a name-constrained "
                   "alternate chain");
 
