@@ -502,29 +502,33 @@ static pki_status_t
 pki_ca_check_pathlen(pki_ca_t *ca, const pki_template_t *t,
     pki_result_t *res)
 {
+    char  len[32];
+
     if (!t->ca || ca->pathlen < 0
         || (t->pathlen >= 0 && t->pathlen < ca->pathlen))
     {
         return PKI_OK;
     }
 
+    if (t->pathlen < 0) {
+        snprintf(len, sizeof(len), "an unlimited path length");
+    } else {
+        snprintf(len, sizeof(len), "path length %d", t->pathlen);
+    }
+
     if (ca->pathlen_from != NULL) {
         return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues CAs "
-                        "with path length %s%d but CA \"%s\" may have only "
-                        "%ld CA certificate%s under it: a pathLenConstraint "
-                        "in its chain \"%.128s\", less the CA certificates "
-                        "between, allows no more", t->name,
-                        t->pathlen < 0 ? "unlimited " : "",
-                        t->pathlen < 0 ? 0 : t->pathlen, ca->name,
+                        "with %s but CA \"%s\" may have only %ld CA "
+                        "certificate%s under it: a pathLenConstraint in its "
+                        "chain \"%.128s\", less the CA certificates between, "
+                        "allows no more", t->name, len, ca->name,
                         ca->pathlen, ca->pathlen == 1 ? "" : "s",
                         ca->pathlen_from);
     }
 
     return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues CAs with "
-                    "path length %s%d but CA \"%s\" has pathlen:%ld",
-                    t->name, t->pathlen < 0 ? "unlimited " : "",
-                    t->pathlen < 0 ? 0 : t->pathlen, ca->name,
-                    ca->pathlen);
+                    "%s but CA \"%s\" has pathlen:%ld", t->name, len,
+                    ca->name, ca->pathlen);
 }
 
 
@@ -577,55 +581,161 @@ pki_ca_path_room(X509 *x, X509 *const *up, int n)
 }
 
 
-/* Lowers ca->pathlen to what each of its paths allows: the "chain" file
- * walked from the CA certificate issuer by issuer (it may hold them in any
- * order), and each alternate chain, whose first certificate stands for
- * the CA's.  A CA certificate under two hierarchies issues sub-CAs that
- * both must accept. */
+/* a and b stand for the same CA: one subject, one key (a certificate of
+ * the CA and a cross certificate of it, or two versions of one). */
+static int
+pki_ca_same_ca(X509 *a, X509 *b)
+{
+    EVP_PKEY  *ka, *kb;
+
+    ka = X509_get0_pubkey(a);
+    kb = X509_get0_pubkey(b);
+
+    return X509_NAME_cmp(X509_get_subject_name(a),
+                         X509_get_subject_name(b)) == 0
+           && ka != NULL && kb != NULL && EVP_PKEY_eq(ka, kb) == 1;
+}
+
+
+/* The paths through a chain file (pki_ca_chain_room).  Node -1 is the CA
+ * certificate, node i the chain's certificate i; what is known of each
+ * signature is kept, so that no pair is verified twice. */
+typedef struct {
+    X509            *cert;
+    STACK_OF(X509)  *chain;
+    int              k;
+    int              base;
+    int              paths;
+    long             room;
+    int              up[PKI_CA_CHAIN_MAX];
+    signed char      by[PKI_CA_CHAIN_MAX + 1][PKI_CA_CHAIN_MAX + 1];
+} pki_ca_walk_t;
+
+
+static X509 *
+pki_ca_walk_node(pki_ca_walk_t *w, int i)
+{
+    return i < 0 ? w->cert : sk_X509_value(w->chain, i);
+}
+
+
+/* Node x issued node cur (x == cur: cur is self-signed): the names match
+ * and x's key verifies cur's signature. */
+static int
+pki_ca_walk_issued(pki_ca_walk_t *w, int cur, int x)
+{
+    X509         *c, *i;
+    EVP_PKEY     *k;
+    signed char  *m;
+
+    m = &w->by[cur + 1][x + 1];
+
+    if (*m < 0) {
+        c = pki_ca_walk_node(w, cur);
+        i = pki_ca_walk_node(w, x);
+        k = X509_get0_pubkey(i);
+        *m = X509_check_issued(i, c) == X509_V_OK && k != NULL
+             && X509_verify(c, k) == 1;
+        ERR_clear_error();
+    }
+
+    return *m;
+}
+
+
+/*
+ * The least room (pki_ca_path_room) over every path from node w->base
+ * up through the chain: w->up[0..n-1] is the path so far.  A certificate
+ * may have more than one issuer there (two versions of an intermediate,
+ * cross certificates); each starts a path of its own, up to a self-signed
+ * root or a certificate whose issuer is not in the file.  No CA comes
+ * twice on a path; w->paths stops at PKI_CA_PATHS_MAX.
+ */
+static void
+pki_ca_chain_room(pki_ca_walk_t *w, int n)
+{
+    int    i, j, cur, more;
+    long   r;
+    X509  *x, *up[PKI_CA_CHAIN_MAX];
+
+    cur = n > 0 ? w->up[n - 1] : w->base;
+    more = 0;
+
+    if (n < PKI_CA_CHAIN_MAX && !pki_ca_walk_issued(w, cur, cur)) {
+        for (i = 0; i < w->k && w->paths < PKI_CA_PATHS_MAX; i++) {
+            x = sk_X509_value(w->chain, i);
+
+            if (pki_ca_same_ca(x, pki_ca_walk_node(w, w->base))) {
+                continue;
+            }
+            for (j = 0; j < n && !pki_ca_same_ca(x,
+                 sk_X509_value(w->chain, w->up[j])); j++) {
+                /* void */
+            }
+            if (j < n || !pki_ca_walk_issued(w, cur, i)) {
+                continue;
+            }
+
+            more = 1;
+            w->up[n] = i;
+            pki_ca_chain_room(w, n + 1);
+        }
+    }
+
+    if (more || w->paths >= PKI_CA_PATHS_MAX) {
+        return;
+    }
+
+    w->paths++;
+
+    for (j = 0; j < n; j++) {
+        up[j] = sk_X509_value(w->chain, w->up[j]);
+    }
+
+    r = pki_ca_path_room(pki_ca_walk_node(w, w->base), up, n);
+    if (r >= 0 && (w->room < 0 || r < w->room)) {
+        w->room = r;
+    }
+}
+
+
+/* Lowers ca->pathlen to what each of its paths allows: every path of the
+ * "chain" file, walked from the CA certificate issuer by issuer (it may
+ * hold them in any order, and more than one issuer of a certificate), and
+ * from each cross certificate of the CA in it; and each alternate chain,
+ * whose first certificate stands for the CA's.  A CA certificate under
+ * two hierarchies issues sub-CAs that both must accept. */
 static void
 pki_ca_limit_pathlen(pki_ca_t *ca)
 {
-    int    i, j, n, k;
-    long   room;
-    X509  *cur, *x, *up[PKI_CA_CHAIN_MAX];
+    int             i, j, n;
+    long            room;
+    X509           *x, *up[PKI_CA_CHAIN_MAX];
+    pki_ca_walk_t   w;
 
     ca->pathlen = pki_ca_cert_pathlen(ca->cert);
     ca->pathlen_from = NULL;
 
-    n = 0;
-    cur = ca->cert;
-    k = sk_X509_num(ca->chain);
+    memset(w.by, -1, sizeof(w.by));
+    w.cert = ca->cert;
+    w.chain = ca->chain;
+    w.k = sk_X509_num(ca->chain);
+    w.k = w.k < 0 ? 0 : w.k > PKI_CA_CHAIN_MAX ? PKI_CA_CHAIN_MAX : w.k;
+    w.paths = 0;
+    w.room = -1;
+    w.base = -1;
+    pki_ca_chain_room(&w, 0);
 
-    while (n < k && n < PKI_CA_CHAIN_MAX
-           && X509_check_issued(cur, cur) != X509_V_OK)
-    {
-        for (i = 0; i < k; i++) {
-            x = sk_X509_value(ca->chain, i);
-
-            for (j = 0; j < n && x != up[j]; j++) { /* void */ }
-
-            if (j == n && x != cur && X509_cmp(x, ca->cert) != 0
-                && X509_check_issued(x, cur) == X509_V_OK
-                && X509_get0_pubkey(x) != NULL
-                && X509_verify(cur, X509_get0_pubkey(x)) == 1)
-            {
-                break;
-            }
+    for (i = 0; i < w.k; i++) {
+        x = sk_X509_value(ca->chain, i);
+        if (X509_cmp(x, ca->cert) != 0 && pki_ca_same_ca(x, ca->cert)) {
+            w.base = i;
+            pki_ca_chain_room(&w, 0);
         }
-
-        if (i == k) {
-            break;
-        }
-
-        up[n++] = x;
-        cur = x;
     }
 
-    ERR_clear_error();
-
-    room = pki_ca_path_room(ca->cert, up, n);
-    if (room >= 0 && (ca->pathlen < 0 || room < ca->pathlen)) {
-        ca->pathlen = room;
+    if (w.room >= 0 && (ca->pathlen < 0 || w.room < ca->pathlen)) {
+        ca->pathlen = w.room;
         ca->pathlen_from = ca->chain_file;
     }
 

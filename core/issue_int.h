@@ -16,6 +16,7 @@
 #define PKI_MAX_SUBJECT_RULES  32
 #define PKI_MAX_TEMPLATES      64
 #define PKI_CA_CHAIN_MAX       16      /* certificates in a chain file */
+#define PKI_CA_PATHS_MAX       1024    /* paths walked through a chain file */
 #define PKI_MAX_SANS           100
 #define PKI_CSR_MAX            65536
 

@@ -3777,6 +3777,82 @@ test_primary_chain(void)
            "alternate chain refused: %s", res.detail);
         pki_ca_free(ca);
 
+        /* a root CA whose chain file holds a cross certificate of it
+         * (pathlen:0) from another root: a path through that one leaves
+         * no room */
+        {
+            X509  *cr, *crx, *ia, *ib, *cu2;
+
+            cr = raw_cert("Chain CA Root", kc, NULL, kc, 1, -1, ku, -3600,
+                          86400 * 10);
+            crx = raw_cert("Chain CA Root", kc, xr, kx, 1, 0, ku, -3600,
+                           86400 * 10);
+            /* two versions of one intermediate under the unlimited root,
+             * one with pathlen:1 (room for the CA, none under it), the
+             * CA under either */
+            ia = raw_cert("Chain Int Two", ki, xr, kx, 1, -1, ku, -3600,
+                          86400 * 30);
+            ib = raw_cert("Chain Int Two", ki, xr, kx, 1, 1, ku, -3600,
+                          86400 * 30);
+            cu2 = raw_cert("Chain CA", kc, ia, ki, 1, -1, ku, -3600,
+                           86400 * 10);
+            {
+                X509 *const  cr_c[] = { cr, NULL };
+                X509 *const  crx_chain[] = { crx, xr, NULL };
+                X509 *const  cu2_c[] = { cu2, NULL };
+                X509 *const  ab_chain[] = { ia, ib, xr, NULL };
+                X509 *const  ba_chain[] = { ib, ia, xr, NULL };
+                X509 *const  a_chain[] = { ia, xr, NULL };
+
+                write_certs("cr.pem", cr_c);
+                write_certs("cr-cross.pem", crx_chain);
+                write_certs("cu2.pem", cu2_c);
+                write_certs("cu2-ab.pem", ab_chain);
+                write_certs("cu2-ba.pem", ba_chain);
+                write_certs("cu2-a.pem", a_chain);
+            }
+
+            ca = make_ca("chk", "cr.pem", "cr-cross.pem", key, tl, NULL,
+                         &res);
+            ok(res.status == PKI_MALFORMED
+               && strstr(res.detail, "may have only 0 CA certificates")
+               && strstr(res.detail, "cr-cross.pem"),
+               "sub-CA template of a root CA with a pathlen:0 cross "
+               "certificate of it in its chain file refused: %s",
+               res.detail);
+            pki_ca_free(ca);
+
+            ca = make_ca("chk", "cu2.pem", "cu2-a.pem", key, tl, NULL,
+                         &res);
+            ok(res.status == PKI_OK, "  under an unlimited intermediate "
+               "and root: taken: %s", res.detail);
+            pki_ca_free(ca);
+
+            ca = make_ca("chk", "cu2.pem", "cu2-ab.pem", key, tl, NULL,
+                         &res);
+            ok(res.status == PKI_MALFORMED
+               && strstr(res.detail, "may have only 0 CA certificates")
+               && strstr(res.detail, "cu2-ab.pem"),
+               "  beside it another version of the intermediate, "
+               "pathlen:1: refused: %s", res.detail);
+            pki_ca_free(ca);
+
+            ca = make_ca("chk", "cu2.pem", "cu2-ba.pem", key, tl, NULL,
+                         &res);
+            ok(res.status == PKI_MALFORMED
+               && strstr(res.detail, "may have only 0 CA certificates")
+               && strstr(res.detail, "cu2-ba.pem"),
+               "  the two versions in the other order: refused: %s",
+               res.detail);
+            pki_ca_free(ca);
+
+            X509_free(cr);
+            X509_free(crx);
+            X509_free(ia);
+            X509_free(ib);
+            X509_free(cu2);
+        }
+
         pki_template_free(t0);
         X509_free(cu);
         X509_free(cux);
@@ -4006,7 +4082,8 @@ main(void)
 
     tmpls[0] = tca2;
     ca = make_ca("bad", "root.pem", NULL, rootkey, tmpls, NULL, &res);
-    ok(res.status == PKI_MALFORMED && strstr(res.detail, "unlimited"),
+    ok(res.status == PKI_MALFORMED
+       && strstr(res.detail, "an unlimited path length"),
        "unlimited CA template under pathlen:1 CA: %s", res.detail);
     pki_ca_free(ca);
 
