@@ -623,39 +623,72 @@ file_key(EVP_PKEY *pk, const char *name)
 }
 
 
-static pki_ca_t *
-make_ca(X509 *cert, pki_key_t *key, const char *name, pki_template_t *t1,
-    pki_template_t *t2, const char *chain)
+/* A CA named name of cert (written to the temp dir as NAME.pem), chain
+ * file chain unless NULL, key and templates t1, t2 (NULL: none) into *out
+ * (NULL when any step fails): the status of the first step that failed,
+ * or of pki_ca_finish(), its detail in res. */
+static pki_status_t
+ca_build(X509 *cert, pki_key_t *key, const char *name, pki_template_t *t1,
+    pki_template_t *t2, const char *chain, pki_ca_t **out,
+    pki_result_t *res)
 {
     FILE          *f;
     char           path[PATH_MAX * 2];
     const char    *argv[1];
     pki_ca_t      *ca;
-    pki_result_t   res;
+    pki_status_t   rc;
 
+    *out = NULL;
+    pki_result_init(res);
     snprintf(path, sizeof(path), "%s/%s.pem", tmpdir, name);
     f = fopen(path, "w");
     if (f == NULL || !PEM_write_X509(f, cert)) {
         if (f) {
             fclose(f);
         }
-        return NULL;
+        return PKI_INTERNAL;
     }
     fclose(f);
 
     argv[0] = path;
-    pki_result_init(&res);
     ca = pki_ca_new(name);
-    if (ca == NULL || pki_ca_set(ca, "certificate", 1, argv, &res) != PKI_OK
-        || (chain && pki_ca_set(ca, "chain", 1, &chain, &res) != PKI_OK)
-        || pki_ca_set_key(ca, key, &res) != PKI_OK
-        || (t1 && pki_ca_add_template(ca, t1, &res) != PKI_OK)
-        || (t2 && pki_ca_add_template(ca, t2, &res) != PKI_OK)
-        || pki_ca_finish(ca, &res) != PKI_OK)
-    {
-        diag("make_ca %s: %s %s", name, res.detail, res.log);
+    rc = ca == NULL ? PKI_INTERNAL
+                    : pki_ca_set(ca, "certificate", 1, argv, res);
+    if (rc == PKI_OK && chain) {
+        rc = pki_ca_set(ca, "chain", 1, &chain, res);
+    }
+    if (rc == PKI_OK) {
+        rc = pki_ca_set_key(ca, key, res);
+    }
+    if (rc == PKI_OK && t1) {
+        rc = pki_ca_add_template(ca, t1, res);
+    }
+    if (rc == PKI_OK && t2) {
+        rc = pki_ca_add_template(ca, t2, res);
+    }
+    if (rc == PKI_OK) {
+        rc = pki_ca_finish(ca, res);
+    }
+
+    if (rc != PKI_OK) {
         pki_ca_free(ca);
-        return NULL;
+        return rc;
+    }
+
+    *out = ca;
+    return PKI_OK;
+}
+
+
+static pki_ca_t *
+make_ca(X509 *cert, pki_key_t *key, const char *name, pki_template_t *t1,
+    pki_template_t *t2, const char *chain)
+{
+    pki_ca_t      *ca;
+    pki_result_t   res;
+
+    if (ca_build(cert, key, name, t1, t2, chain, &ca, &res) != PKI_OK) {
+        diag("make_ca %s: %s %s", name, res.detail, res.log);
     }
     return ca;
 }
@@ -2065,39 +2098,10 @@ static pki_status_t
 ca_status(X509 *cert, pki_key_t *key, const char *name, pki_template_t *t1,
     pki_template_t *t2, pki_result_t *res)
 {
-    FILE          *f;
-    char           path[PATH_MAX * 2];
-    const char    *argv[1];
     pki_ca_t      *ca;
     pki_status_t   rc;
 
-    snprintf(path, sizeof(path), "%s/%s.pem", tmpdir, name);
-    f = fopen(path, "w");
-    if (f == NULL || !PEM_write_X509(f, cert)) {
-        if (f) {
-            fclose(f);
-        }
-        return PKI_INTERNAL;
-    }
-    fclose(f);
-
-    argv[0] = path;
-    pki_result_init(res);
-    ca = pki_ca_new(name);
-    rc = ca == NULL ? PKI_INTERNAL
-                    : pki_ca_set(ca, "certificate", 1, argv, res);
-    if (rc == PKI_OK) {
-        rc = pki_ca_set_key(ca, key, res);
-    }
-    if (rc == PKI_OK && t1) {
-        rc = pki_ca_add_template(ca, t1, res);
-    }
-    if (rc == PKI_OK && t2) {
-        rc = pki_ca_add_template(ca, t2, res);
-    }
-    if (rc == PKI_OK) {
-        rc = pki_ca_finish(ca, res);
-    }
+    rc = ca_build(cert, key, name, t1, t2, NULL, &ca, res);
     pki_ca_free(ca);
 
     return rc;
