@@ -58,7 +58,11 @@
  * store went back (a restore from a backup, a failover that lost writes,
  * pki_redis pointed at another server): every entry is dropped, and an
  * answer read before that is not stored, so none comes back to life when
- * later revocations bring the sum up to its generation again.
+ * later revocations bring the sum up to its generation again.  Only the
+ * refresh (below) takes the view down: misses read the revgens in every
+ * worker's pool threads and come back in any order, so a lower sum from a
+ * miss may be one read just before a revocation that a miss posted
+ * earlier saw already.
  * An entry is served only while its generation equals the view and now <
  * nextUpdate - margin (margin: a tenth of the validity, at most 60 s).  When
  * the view is older than ocsp_responder_revgen_check (default 1 s), the
@@ -937,6 +941,17 @@ ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone, ngx_uint_t ok,
     }
 
     if ((ngx_msec_int_t) (at - sh->checked) < 0) {
+        return;
+    }
+
+    if (ok && !confirm && (int64_t) (gen - sh->gen) < 0) {
+        /* a miss: the reads of misses run in every worker's pool threads
+         * and come back in any order, so one posted earlier may have read
+         * later, after a revocation, and come back before one posted
+         * later that read before it.  A lower sum from a miss is taken
+         * for that, not for the store going back: only the refresh (one
+         * in flight at a time) takes the view down.  Nor does it confirm
+         * the view, which it did not read as it is. */
         return;
     }
 

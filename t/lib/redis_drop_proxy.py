@@ -13,7 +13,8 @@
 # command that contains every further line of ARM waits in the proxy (its
 # connection with it, others go on) until the file ARM.release exists,
 # and then reaches Redis; its answer is not dropped.  A late writer, made
-# to order.
+# to order.  "HOLD NAME" waits for ARM.release.NAME instead, so that ARM
+# can be armed again for another command, released on its own.
 #
 # Or it loses several answers in turn: when ARM's first line is "SEQ",
 # each further line is a pattern (the text \r\n in it stands for CR LF,
@@ -81,8 +82,14 @@ def serve(client):
                 except FileNotFoundError:
                     pattern = b''
                 lines = pattern.split(b'\n')
-                hold = lines[0] == b'HOLD' and len(lines) > 1 \
+                head = lines[0].split(b' ', 1)
+                ishold = head[0] == b'HOLD'
+                hold = ishold and len(lines) > 1 \
                     and all(p in data for p in lines[1:] if p)
+                if hold:
+                    release = ARM + '.release'
+                    if len(head) > 1:
+                        release += '.' + head[1].decode()
                 if lines[0] == b'STALL' and len(lines) > 1 \
                         and lines[1] in data:
                     os.unlink(ARM)
@@ -104,7 +111,8 @@ def serve(client):
                     state['drop'] = True
                     print('proxy: armed command seen: %r' % seq[0],
                           flush=True)
-                elif pattern and lines[0] not in (b'HOLD', b'SEQ', b'STALL') \
+                elif pattern and not ishold \
+                        and lines[0] not in (b'SEQ', b'STALL') \
                         and pattern in data:
                     os.unlink(ARM)
                     state['drop'] = True
@@ -112,7 +120,7 @@ def serve(client):
                           flush=True)
             if hold:
                 print('proxy: holding a command', flush=True)
-                while not os.path.exists(ARM + '.release'):
+                while not os.path.exists(release):
                     time.sleep(0.05)
                 print('proxy: command released', flush=True)
             if stalled() and not state['mine']:
