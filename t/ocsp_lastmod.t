@@ -100,5 +100,28 @@ is($b->{code} . ' ' . status_in($b->{body}), '200 good',
    'If-Modified-Since alone: the whole answer');
 is($b->{headers}{etag} // '', $etag, 'the same answer (ETag)');
 
+# a POST (no validators: answered Cache-Control no-store) is answered
+# whole whatever conditional headers come with it: nginx would take
+# If-None-Match: * for a match (304, no body), and If-Match or
+# If-Unmodified-Since without an ETag or Last-Modified for a failed one
+# (412)
+{
+    my $f = "$dir/post-cond.der";
+    my ($rc, $out) = $t->openssl_ocsp('-issuer', "$pki/issuing.pem",
+                                      '-cert', $cert, '-no_nonce',
+                                      '-reqout', $f);
+    is($rc, 0, 'POST request written') or diag($out);
+    for my $h ('If-None-Match: *', 'If-Match: "x"',
+               'If-Unmodified-Since: Thu, 01 Jan 2026 00:00:00 GMT',
+               "If-Modified-Since: $lm")
+    {
+        my $r = $t->curl('POST', "$base/ocsp", data_file => $f,
+                         headers => ['Content-Type: application/ocsp-request',
+                                     $h]);
+        is($r->{code} . ' ' . status_in($r->{body}), '200 good',
+           "POST with $h: the whole answer");
+    }
+}
+
 $t->stop_nginx;
 done_testing();
