@@ -1254,17 +1254,13 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
         {
             goto failed;
         }
-
-        /* no validators: nginx would answer If-None-Match: * with 304
-         * (no body) and If-Match or If-Unmodified-Since with 412 */
-        r->disable_not_modified = 1;
     }
 
     /* a body not read is discarded, not parsed as the next request
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_pki_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;

@@ -3662,7 +3662,7 @@ ngx_http_pki_m_send(ngx_http_request_t *r, ngx_uint_t status,
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_pki_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;

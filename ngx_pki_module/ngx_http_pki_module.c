@@ -2223,6 +2223,20 @@ ngx_http_pki_body_unwanted(ngx_http_request_t *r)
 }
 
 
+/* see ngx_http_pki_module.h */
+ngx_int_t
+ngx_http_pki_send_header(ngx_http_request_t *r)
+{
+    if (r->headers_out.etag == NULL
+        && r->headers_out.last_modified_time == -1)
+    {
+        r->disable_not_modified = 1;
+    }
+
+    return ngx_http_send_header(r);
+}
+
+
 void
 ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep)
 {
@@ -3153,7 +3167,7 @@ ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
         }
     }
 
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_pki_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
@@ -4189,7 +4203,7 @@ ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
         r->header_only = 1;
     }
 
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_pki_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
@@ -5247,7 +5261,7 @@ ngx_http_pki_crl_send(ngx_http_request_t *r, ngx_str_t *name,
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_pki_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;

@@ -189,6 +189,11 @@ void ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep);
  * discarded as it comes (else it would be parsed as the connection's next
  * request), or the connection closed after the answer. */
 void ngx_http_pki_body_unwanted(ngx_http_request_t *r);
+/* ngx_http_send_header(), and an answer without validators (no ETag, no
+ * Last-Modified) is sent whole whatever conditional headers came: nginx's
+ * not-modified filter would answer If-None-Match: * with a bodiless 304,
+ * and If-Match or If-Unmodified-Since with 412. */
+ngx_int_t ngx_http_pki_send_header(ngx_http_request_t *r);
 
 /*
  * In a location's merge: where handler answers and refuses a body over max

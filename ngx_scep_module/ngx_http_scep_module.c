@@ -638,7 +638,7 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_send_header(r);
+    rc = ngx_http_pki_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
