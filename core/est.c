@@ -610,13 +610,18 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int any_template,
 
     rc = pki_int_cert_record(conf->redis, conf->ca, cert, &rec, res);
 
-    if (rc == PKI_UNAVAILABLE) {
-        return rc;
+    if (rc == PKI_NOT_FOUND) {
+        /* the log keeps why: no record, or a record of that serial that
+         * holds another certificate (a CA key signing elsewhere) */
+        pki_log(res, "%s%s", res->log[0] ? "; " : "", res->detail);
+        return pki_fail(res, PKI_FORBIDDEN, "the client certificate is "
+                        "unknown to this CA");
     }
 
     if (rc != PKI_OK) {
-        return pki_fail(res, PKI_FORBIDDEN, "the client certificate is "
-                        "unknown to this CA");
+        /* the store down (503) or a record it cannot read (500, the
+         * detail logged): not the client's fault */
+        return rc;
     }
 
     /* a due plan is a revocation, carried out by worker 0 or not */
@@ -981,7 +986,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         }
 
         rc = pki_est_client_cert(conf, req->client_cert, 0, res);
-        if (rc == PKI_UNAVAILABLE) {
+        if (rc == PKI_UNAVAILABLE || rc == PKI_INTERNAL) {
             goto failed;
         }
 

@@ -196,7 +196,7 @@ SKIP: {
 # --- simplereenroll over mTLS -----------------------------------------------
 
 SKIP: {
-    skip 'no first certificate', 8 if !$ec;
+    skip 'no first certificate', 14 if !$ec;
     my $csr2f = $t->dir . '/re.csr.der';
     my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-key', $eckey,
         '-subj', '/CN=device-ec', '-addext',
@@ -231,6 +231,35 @@ SKIP: {
                       cert => $fc, key => $fk, quiet => 1);
     ok($r->{code} == 403 || $r->{code} == 400 || $r->{code} == 0,
        "reenroll with a foreign cert refused ($r->{code})");
+
+    # the record of the client certificate unreadable: the store's fault,
+    # not the client's: 500, and the error log says what is wrong
+    my $key = "pki:{ca:issuing}:cert:$ec_serial";
+    $t->redis('HSET', $key, 'status', 'bogus');
+    $r = $t->est_post('simplereenroll', $csr2, user => undef,
+                      cert => $ec, key => $eckey, quiet => 1);
+    is($r->{code}, 500, 'reenroll, the record corrupt: 500');
+    like(slurp($t->error_log) // '', qr/corrupt certificate record/,
+         '  the error log says the record is corrupt');
+    $t->redis('HSET', $key, 'status', 'good');
+
+    # the record of its serial holds another certificate (the renewal's):
+    # 403, and the error log says so, with the serial
+    my $orig = $t->redis_hash($key)->{der};
+    my $other = $t->x509_der($re // $ec);
+    my $put = sub {
+        my ($rc) = run_cmd(['redis-cli', '-s', $t->redis_sock, '-x', 'HSET',
+                            $key, 'der'], stdin => $_[0]);
+        return $rc == 0;
+    };
+    ok($put->($other), '  the record now holds another certificate');
+    $r = $t->est_post('simplereenroll', $csr2, user => undef,
+                      cert => $ec, key => $eckey, quiet => 1);
+    is($r->{code}, 403, 'reenroll, the record of another certificate: 403');
+    like(slurp($t->error_log) // '',
+         qr/record of serial 0*\Q$ec_serial\E holds another certificate/i,
+         '  the error log says so, with the serial');
+    ok($put->($orig), '  the record restored');
 }
 
 # --- label -> second template ------------------------------------------------
