@@ -8532,6 +8532,10 @@ pki_acme_revoke(pki_acme_t *a)
     rc = pki_int_cert_record(a->conf->redis, a->conf->ca, cert, &rec, a->res);
     if (rc != PKI_OK) {
         if (rc == PKI_NOT_FOUND) {
+            /* the log keeps why (a record of that serial that holds
+             * another certificate: a CA key signing elsewhere) */
+            pki_log(a->res, "%s%s", a->res->log[0] ? "; " : "",
+                    a->res->detail);
             pki_acme_problem(a, 404, "malformed", "the certificate is not "
                              "one this CA issued");
         } else {

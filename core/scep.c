@@ -4277,12 +4277,17 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         }
 
         st = pki_int_cert_record(conf->redis, conf->ca, m->signer, &rec, res);
-        if (st == PKI_UNAVAILABLE) {
+        if (st == PKI_UNAVAILABLE || st == PKI_INTERNAL) {
+            /* the store down (503) or a record it cannot read (500, the
+             * detail logged): not the client's fault */
             pki_scep_http_error(resp, 0);
             goto done;
         }
 
         if (st != PKI_OK) {
+            /* the log keeps why (no record, or one of that serial that
+             * holds another certificate: a CA key signing elsewhere) */
+            pki_log(res, "%s%s", res->log[0] ? "; " : "", res->detail);
             pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is unknown to "
                      "this CA");
             pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);

@@ -255,6 +255,19 @@ my $issued_serial = $t->x509_field($issued, 'serial');
           log => qr/not issued by CA/);
 
     my $serial = $t->x509_field($old, 'serial');
+
+    # the signer's record unreadable: the store's fault, not the
+    # client's: HTTP 500 and the error log says what is wrong (it was
+    # failInfo badCertId, "unknown to this CA")
+    my $skey = "pki:{ca:issuing}:cert:$serial";
+    $t->redis('HSET', $skey, 'status', 'bogus');
+    $r = send_msg(req(type => 17, key => $k2, cn => 'renew-me', cert => $old,
+                      signkey => $rk));
+    is($r->{code}, 500, 'RenewalReq, the signer\'s record corrupt: 500');
+    like(slurp($t->error_log) // '', qr/corrupt certificate record/,
+         '  the error log says the record is corrupt');
+    $t->redis('HSET', $skey, 'status', 'good');
+
     $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
                   data => qq({"serial": "$serial", "reason": "superseded"}));
     is($r->{code}, 200, 'revoke the renewal signer') or diag($r->{body});
