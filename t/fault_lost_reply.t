@@ -45,12 +45,8 @@ plan(skip_all => 'python3 not installed') if !-x '/usr/bin/python3';
 
 my $t = PKITest->new;
 $t->start_redis;
-my $proxy = $t->dir . '/proxy.sock';
 my $arm = $t->dir . '/arm';
-$t->spawn('proxy', '/usr/bin/python3', "$FindBin::Bin/lib/redis_drop_proxy.py",
-          $proxy, $t->redis_sock, $arm);
-for (1 .. 50) { last if -S $proxy; sleep 0.1 }
-ok(-S $proxy, 'the proxy listens');
+my $proxy = $t->start_redis_proxy($arm);
 
 my $hport = PKITest::free_port();
 my $conf = $t->render_conf('--acme-http-port', $hport,

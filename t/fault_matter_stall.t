@@ -29,12 +29,8 @@ my $t = PKITest->new;
 $t->make_matter_pki($t->pki);
 $t->start_redis;
 
-my $proxy = $t->dir . '/proxy.sock';
 my $arm = $t->dir . '/arm';
-$t->spawn('proxy', '/usr/bin/python3', "$FindBin::Bin/lib/redis_drop_proxy.py",
-          $proxy, $t->redis_sock, $arm);
-for (1 .. 50) { last if -S $proxy; sleep 0.1 }
-ok(-S $proxy, 'the proxy listens');
+my $proxy = $t->start_redis_proxy($arm);
 
 my $conf = $t->render_conf('--redis-timeout', '200ms');
 my $sock = $t->redis_sock;

@@ -27,12 +27,8 @@ plan(skip_all => 'python3 not installed') if !-x '/usr/bin/python3';
 
 my $t = PKITest->new;
 $t->start_redis;
-my $proxy = $t->dir . '/proxy.sock';
 my $arm = $t->dir . '/arm';
-$t->spawn('proxy', '/usr/bin/python3', "$FindBin::Bin/lib/redis_drop_proxy.py",
-          $proxy, $t->redis_sock, $arm);
-for (1 .. 50) { last if -S $proxy; sleep 0.1 }
-ok(-S $proxy, 'the proxy listens');
+my $proxy = $t->start_redis_proxy($arm);
 
 # the held commands wait longer than the default timeout of 1 s
 my $conf = $t->render_conf('--redis-timeout', '10s');
@@ -44,27 +40,12 @@ my $sock = $t->redis_sock;
 $conf =~ s{\Q$sock\E}{$proxy}g or die 'no Redis socket in the config';
 $t->start_nginx($conf);
 
-my $pki = $t->pki;
 my $dir = $t->dir;
 my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 my $admin = 'https://127.0.0.1:' . $t->https_port . '/pki/admin';
 my $revgen = 'pki:{ca:issuing}:revgen';
 
-sub reqfile {
-    my ($cert, $name) = @_;
-    my $f = "$dir/$name.der";
-    my ($rc, $out) = $t->openssl_ocsp('-issuer', "$pki/issuing.pem",
-                                      '-cert', $cert, '-no_nonce',
-                                      '-reqout', $f);
-    is($rc, 0, "$name: request written") or diag($out);
-    return $f;
-}
-
-sub post {
-    my ($f) = @_;
-    return $t->curl('POST', $url, data => PKITest::slurp($f),
-                    headers => ['Content-Type: application/ocsp-request']);
-}
+sub post { return $t->ocsp_post($url, $_[0]) }
 
 sub cache_of { return $_[0]{headers}{'x-ocsp-cache'} // 'none' }
 
@@ -104,8 +85,8 @@ my $a = $t->enroll_cn('race-a');
 my $b = $t->enroll_cn('race-b');
 my $c = $t->enroll_cn('race-c');
 BAIL_OUT('enrollment failed') if !$x || !$a || !$b || !$c;
-my ($fx, $fa, $fb) = (reqfile($x, 'req-x'), reqfile($a, 'req-a'),
-                      reqfile($b, 'req-b'));
+my ($fx, $fa, $fb) = map { $t->ocsp_reqfile($_->[0], $_->[1]) }
+    [$x, 'req-x'], [$a, 'req-a'], [$b, 'req-b'];
 my $kb = record_key($b);
 ok($kb, "b's record: $kb");
 

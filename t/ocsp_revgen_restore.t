@@ -43,21 +43,7 @@ sub revgen {
     return $v eq '' ? 0 : $v;
 }
 
-sub reqfile {
-    my ($cert, $name) = @_;
-    my $f = "$dir/$name.der";
-    my ($rc, $out) = $t->openssl_ocsp('-issuer', "$pki/issuing.pem",
-                                      '-cert', $cert, '-no_nonce',
-                                      '-reqout', $f);
-    is($rc, 0, "$name: request written") or diag($out);
-    return $f;
-}
-
-sub post {
-    my ($f) = @_;
-    return $t->curl('POST', $url, data => PKITest::slurp($f),
-                    headers => ['Content-Type: application/ocsp-request']);
-}
+sub post { return $t->ocsp_post($url, $_[0]) }
 
 sub status_of {
     my ($body, $cert) = @_;
@@ -109,9 +95,9 @@ my $a = $t->enroll_cn('restore-a');
 my $b = $t->enroll_cn('restore-b');
 my $c = $t->enroll_cn('restore-c');
 BAIL_OUT('enrollment failed') if !$a || !$b || !$c;
-my $fa = reqfile($a, 'req-a');
-my $fb = reqfile($b, 'req-b');
-my $fc = reqfile($c, 'req-c');
+my $fa = $t->ocsp_reqfile($a, 'req-a');
+my $fb = $t->ocsp_reqfile($b, 'req-b');
+my $fc = $t->ocsp_reqfile($c, 'req-c');
 
 # --- revgen set back, then a revocation: never the old value again ----------
 

@@ -794,6 +794,39 @@ sub openssl_ocsp {
     return ($rc, "$out\n$err");
 }
 
+# ocsp_reqfile(CERT, NAME): an OCSP request (no nonce) for CERT, of the
+# issuing CA, written to DIR/NAME.der (one check); returns the path
+sub ocsp_reqfile {
+    my ($self, $cert, $name) = @_;
+    my $f = "$self->{dir}/$name.der";
+    my ($rc, $out) = $self->openssl_ocsp('-issuer', "$self->{pki}/issuing.pem",
+                                         '-cert', $cert, '-no_nonce',
+                                         '-reqout', $f);
+    is($rc, 0, "$name: request written") or diag($out);
+    return $f;
+}
+
+# ocsp_post(URL, FILE): the request in FILE POSTed to URL (curl's answer)
+sub ocsp_post {
+    my ($self, $url, $f) = @_;
+    return $self->curl('POST', $url, data => slurp($f),
+                       headers => ['Content-Type: application/ocsp-request']);
+}
+
+# start_redis_proxy(ARM): t/lib/redis_drop_proxy.py on DIR/proxy.sock in
+# front of this test's Redis, armed by the file ARM (one check: it
+# listens); returns the socket's path
+sub start_redis_proxy {
+    my ($self, $arm) = @_;
+    my $proxy = "$self->{dir}/proxy.sock";
+    $self->spawn('proxy', '/usr/bin/python3',
+                 "$TOP/t/lib/redis_drop_proxy.py", $proxy,
+                 $self->redis_sock, $arm);
+    for (1 .. 50) { last if -S $proxy; sleep 0.1 }
+    ok(-S $proxy, 'the proxy listens');
+    return $proxy;
+}
+
 # first certificate of a PEM text, written to a file; returns the path
 sub save_first_cert {
     my ($self, $pem, $name) = @_;
