@@ -6186,6 +6186,32 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
         return st;
     }
 
+    /* Every member is one of these, none null: "created" spelt otherwise
+     * ("createdAt", "Created") or null would decide for whatever request
+     * the transactionID holds now, one nobody listed (a device may send
+     * another under it after a rejection) */
+    cJSON_ArrayForEach(o, root) {
+        if (o->string == NULL
+            || (strcmp(o->string, "transaction_id") != 0
+                && strcmp(o->string, "created") != 0))
+        {
+            st = pki_fail(res, PKI_MALFORMED, "unknown member \"%.40s\" "
+                          "(a decision takes \"transaction_id\" and "
+                          "\"created\")",
+                          o->string != NULL ? o->string : "");
+            cJSON_Delete(root);
+            return st;
+        }
+
+        if (cJSON_IsNull(o)) {
+            st = pki_fail(res, PKI_MALFORMED, "\"%s\" is null: leave "
+                          "\"created\" out to decide for the request the "
+                          "transaction holds now", o->string);
+            cJSON_Delete(root);
+            return st;
+        }
+    }
+
     if (!pki_scep_json_str(root, "transaction_id", PKI_SCEP_TID_MAX, &tid)
         || tid == NULL || tid[0] == '\0')
     {

@@ -589,6 +589,20 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
                   data => encode_json({ transaction_id => $tids[-1],
                                         created => 'yesterday' }));
     is($r->{code}, 400, '... a "created" not in the listing\'s form: 400');
+    # "created" misspelt or null would decide for the new request unseen
+    for my $body ({ transaction_id => $tids[-1],
+                    createdAt => $seen->{created} },
+                  { transaction_id => $tids[-1],
+                    Created => $seen->{created} },
+                  { transaction_id => $tids[-1], created => undef })
+    {
+        my $j = encode_json($body);
+        $r = $t->curl('POST', "$admin/scep/approve", user => 'admin:admin',
+                      data => $j);
+        is($r->{code}, 400, "... $j: 400") or diag($r->{body});
+    }
+    $r = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
+    like($r->{body} // '', qr/manual-2b/, '... still pending');
     $lr = $t->curl('GET', "$admin/scep/pending", user => 'admin:admin');
     my ($cur) = grep { ($_->{subject} // '') =~ /manual-2b/ }
                 @{ (eval { decode_json($lr->{body}) } || {})->{pending}
