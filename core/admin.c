@@ -964,7 +964,7 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     char           date[64], cursor[96], ca_name[PKI_ADMIN_VALUE_MAX];
     char           next[PKI_RECORD_CURSOR_MAX];
     char           out_cursor[96], *dot, *endp;
-    int            rc, want, good;
+    int            rc, want, good, has_before;
 
     status[0] = '\0';
     subject[0] = '\0';
@@ -998,6 +998,9 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                  "3339 date-time");
         return;
     }
+
+    /* given as the epoch (0) too: then nothing expires before it */
+    has_before = rc == 1;
 
     if (!pki_admin_limit(req, resp, &limit)) {
         return;
@@ -1118,7 +1121,7 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                        && recs[i].reason == 6;
             }
 
-            if (want && before != 0 && recs[i].not_after >= before) {
+            if (want && has_before && recs[i].not_after >= before) {
                 want = 0;
             }
 

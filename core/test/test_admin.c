@@ -905,6 +905,14 @@ main(void)
        "expires_before filters");
     cJSON_Delete(j);
 
+    /* the epoch is a date like any other, not "no filter" */
+    j = call("GET", "certificates", "expires_before=1970-01-01T00:00:00Z",
+             NULL, &st);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    ok(st == 200 && cJSON_GetArraySize(arr) == 0,
+       "expires_before the epoch lists none (%d)", cJSON_GetArraySize(arr));
+    cJSON_Delete(j);
+
     j = call("GET", "certificates", "status=revoked&ca=one", NULL, &st);
     arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
     ok(st == 200 && cJSON_GetArraySize(arr) == 1
