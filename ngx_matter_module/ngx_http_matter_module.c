@@ -68,6 +68,7 @@ static ngx_int_t ngx_http_matter_too_early(ngx_http_request_t *r);
 static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_wipe(void *data);
+static void ngx_http_matter_undelivered(ngx_http_request_t *r);
 static void ngx_http_matter_log_unsettled(ngx_http_request_t *r,
     const char *msg);
 
@@ -500,7 +501,7 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         b = ngx_create_temp_buf(r->pool, resp->body_len);
         if (b == NULL) {
             pki_matter_resp_free(resp);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto undelivered;
         }
 
         b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
@@ -512,7 +513,7 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         if (cln == NULL) {
             ngx_explicit_memzero(b->start, b->end - b->start);
             pki_matter_resp_free(resp);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto undelivered;
         }
 
         cln->handler = ngx_http_matter_wipe;
@@ -576,19 +577,47 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
     rc = ngx_http_pki_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        if (rc == NGX_ERROR && status < 300) {
+            ngx_http_matter_undelivered(r);
+        }
         return rc;
     }
 
     out.buf = b;
     out.next = NULL;
 
-    return ngx_http_output_filter(r, &out);
+    rc = ngx_http_output_filter(r, &out);
+
+    if (rc == NGX_ERROR && status < 300) {
+        ngx_http_matter_undelivered(r);
+    }
+
+    return rc;
 
 failed:
 
     pki_matter_resp_free(resp);
 
+undelivered:
+
+    if (status < 300) {
+        ngx_http_matter_undelivered(r);
+    }
+
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* An answer of issued certificates that did not reach the client: they
+ * stay issued (recorded, each in the transaction log), and a retry
+ * issues new ones beside them.  The operator hears of it. */
+static void
+ngx_http_matter_undelivered(ngx_http_request_t *r)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "matter: the answer to %V could not be sent: the "
+                  "certificates it holds stay issued (see the transaction "
+                  "log); a retry issues others", &r->connection->addr_text);
 }
 
 
