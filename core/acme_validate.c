@@ -93,6 +93,10 @@
 #define AV_RAW_MAX           (AV_BODY_MAX * 2 + 1024)  /* chunked body  */
 #define AV_URL_MAX           2048
 #define AV_NAME_MAX          256        /* dotted name + NUL            */
+#define AV_DNS_NAME_LEN      253        /* a dotted name, as queried    */
+#define AV_DNS_JUMPS_MAX     128        /* compression pointers a name
+                                           follows (a name has at most
+                                           127 labels)                  */
 #define AV_ADDRS_MAX         8
 #define AV_TOKEN_MAX         256
 #define AV_KEYAUTHZ_MAX      1024
@@ -1048,12 +1052,13 @@ av_dns_build(unsigned char *buf, size_t size, uint16_t id, const char *name,
 static int
 av_dns_name(const unsigned char *m, size_t len, size_t *off, char *out)
 {
-    int     jumped, c;
+    int     jumped, jumps, c;
     size_t  pos, n, lab, i, limit;
 
     pos = *off;
     limit = pos;
     jumped = 0;
+    jumps = 0;
     n = 0;
 
     for ( ;; ) {
@@ -1074,6 +1079,11 @@ av_dns_name(const unsigned char *m, size_t len, size_t *off, char *out)
             if (i >= limit) {
                 return 0;                       /* forward or self loop */
             }
+            if (++jumps > AV_DNS_JUMPS_MAX) {
+                /* a chain of pointers to pointers: each owner name of a
+                 * large answer would walk it again */
+                return 0;
+            }
             limit = i;
             pos = i;
             continue;
@@ -1088,7 +1098,9 @@ av_dns_name(const unsigned char *m, size_t len, size_t *off, char *out)
             break;
         }
 
-        if (pos + lab > len || n + lab + 2 > AV_NAME_MAX) {
+        /* no longer than a name av_dns_build() can ask about: a CNAME
+         * to a longer one is a bad answer, not a bad identifier */
+        if (pos + lab > len || n + (n > 0) + lab > AV_DNS_NAME_LEN) {
             return 0;
         }
         if (n > 0) {

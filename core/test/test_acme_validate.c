@@ -1091,6 +1091,52 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         memset(m + n, 0, 10);
         n += 10;
         an = 1;
+    } else if (IS("_acme-challenge.longcname.test")) {
+        /* a CNAME to a name of 254 characters, one more than DNS allows */
+        char  t[300];
+
+        memset(t, 'a', 254);
+        t[254] = '\0';
+        t[63] = t[127] = t[191] = '.';
+        n = put_cname(m, n, NULL, t);
+        an = 1;
+    } else if (IS("_acme-challenge.ptrchain.test")) {
+        /* the right TXT, under an owner name reached through 150
+         * compression pointers, each to the one before: a TXT whose
+         * strings hold the chain (the first pointer to the question's
+         * name), then the TXT of the token owned by the chain's end */
+        size_t  at[150], rd;
+        int     k;
+
+        n = put_rr_head(m, n, NULL, 16, 0);
+        rd = n;
+        for (k = 0; k < 150; k++) {
+            if (k % 100 == 0) {
+                m[n++] = (unsigned char) (k == 0 ? 200 : 100);
+            }
+            at[k] = n;
+            l = k == 0 ? 12 : at[k - 1];
+            m[n++] = (unsigned char) (0xc0 | (l >> 8));
+            m[n++] = (unsigned char) l;
+        }
+        m[rd - 2] = (unsigned char) ((n - rd) >> 8);
+        m[rd - 1] = (unsigned char) (n - rd);
+        l = at[149];
+        m[n++] = (unsigned char) (0xc0 | (l >> 8));
+        m[n++] = (unsigned char) l;
+        m[n++] = 0;
+        m[n++] = 16;
+        m[n++] = 0;
+        m[n++] = 1;
+        memset(m + n, 0, 3);
+        m[n + 3] = 60;
+        n += 4;
+        m[n++] = 0;
+        m[n++] = (unsigned char) (1 + strlen(good));
+        m[n++] = (unsigned char) strlen(good);
+        memcpy(m + n, good, strlen(good));
+        n += strlen(good);
+        an = 2;
     } else if (IS("_acme-challenge.badlen.test")) {
         n = put_rr_head(m, n, NULL, 16, 200);   /* rdlength past end    */
         m[n++] = 3;
@@ -1812,6 +1858,11 @@ main(void)
           "dnstok", "dns", "malformed answer");
     check("dns-01 compression pointer loop", &c, PKI_ACME_DNS01, "dns",
           "ptrloop.test", "dnstok", "dns", "bad DNS answer");
+    check("dns-01 CNAME to a name of 254 characters", &c, PKI_ACME_DNS01,
+          "dns", "longcname.test", "dnstok", "dns", "bad DNS answer");
+    check("dns-01 owner name through 150 compression pointers", &c,
+          PKI_ACME_DNS01, "dns", "ptrchain.test", "dnstok", "dns",
+          "bad DNS answer");
     check("dns-01 rdlength past the end", &c, PKI_ACME_DNS01, "dns",
           "badlen.test", "dnstok", "dns", "truncated answer");
     check("dns-01 CNAME loop across queries", &c, PKI_ACME_DNS01, "dns",
