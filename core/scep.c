@@ -154,6 +154,7 @@ typedef struct {
     long long             expires_ms;      /* when it expires (ms since
                                               1970, Redis's clock) */
     char                  hkey[PKI_SCEP_KEY_MAX];
+    char                  tkey[PKI_SCEP_KEY_MAX];  /* who took it */
     const char           *tmpl;
     const char           *cn;
     const char           *san;
@@ -2839,7 +2840,9 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
         return pki_fail(res, PKI_UNAVAILABLE, "no challenge store");
     }
 
-    if (!pki_scep_rkey(r, "chal", pw, len, c->hkey, sizeof(c->hkey))) {
+    if (!pki_scep_rkey(r, "chal", pw, len, c->hkey, sizeof(c->hkey))
+        || !pki_scep_rkey(r, "chaltaken", pw, len, c->tkey, sizeof(c->tkey)))
+    {
         return pki_fail(res, PKI_INTERNAL, "cannot build the key");
     }
 
@@ -2905,34 +2908,65 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
 }
 
 
-/* Consumes the challenge: one winner.  PKI_OK when this request won (the
- * value and its time left kept for pki_scep_chal_give_back). */
+/*
+ * Consumes the challenge KEYS[1]: one winner.  PKI_OK when this request
+ * won (the value and its time left kept for pki_scep_chal_give_back).
+ * The winner's token ARGV[1] stays a minute in KEYS[2] with what it took,
+ * so that the same take sent again (hiredis resends a command whose
+ * connection broke before the answer, which Redis may have run) answers
+ * as the first did instead of "already used", and the challenge is not
+ * lost to the request that took it.
+ */
 static const char  pki_lua_chal_take[] =
     "local v = redis.call('GET', KEYS[1]) "
-    "if not v then return false end "
+    "if not v then "
+    "  if redis.call('TYPE', KEYS[2]).ok ~= 'hash' then return false end "
+    "  local d = redis.call('HMGET', KEYS[2], 'by', 'v', 'at') "
+    "  if d[1] == ARGV[1] and d[2] and tonumber(d[3]) then "
+    "    return { d[2], tonumber(d[3]) } end "
+    "  return false "
+    "end "
     "local t = redis.call('PTTL', KEYS[1]) "
     "local now = redis.call('TIME') "
-    "redis.call('DEL', KEYS[1]) "
-    "if t < 0 then return { v, 0 } end "
-    "return { v, now[1] * 1000 + math.floor(now[2] / 1000) + t }";
+    "local at = 0 "
+    "if t >= 0 then at = now[1] * 1000 + math.floor(now[2] / 1000) + t end "
+    "redis.call('DEL', KEYS[1], KEYS[2]) "
+    "redis.call('HSET', KEYS[2], 'by', ARGV[1], 'v', v, "
+    "           'at', string.format('%d', at)) "
+    "redis.call('PEXPIRE', KEYS[2], 60000) "
+    "return { v, at }";
 
 static pki_status_t
 pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
 {
-    redisReply  *reply;
-    const char  *argv[4];
-    size_t       lens[4];
+    char            token[65];
+    redisReply     *reply;
+    const char     *argv[6];
+    size_t          lens[6];
+    unsigned char   rnd[16];
+
+    /* the token: random, in hex (through SHA-256, as the keys are) */
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1
+        || !pki_sha256_hex(rnd, sizeof(rnd), token))
+    {
+        ERR_clear_error();
+        return pki_fail(res, PKI_INTERNAL, "no randomness");
+    }
 
     argv[0] = "EVAL";
     argv[1] = pki_lua_chal_take;
-    argv[2] = "1";
+    argv[2] = "2";
     argv[3] = c->hkey;
+    argv[4] = c->tkey;
+    argv[5] = token;
     lens[0] = 4;
     lens[1] = sizeof(pki_lua_chal_take) - 1;
     lens[2] = 1;
     lens[3] = strlen(c->hkey);
+    lens[4] = strlen(c->tkey);
+    lens[5] = strlen(token);
 
-    reply = pki_int_redis_cmd(r, 4, argv, lens, res);
+    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
