@@ -2091,6 +2091,9 @@ static const char  pki_lua_revoke[] =
     "end "
     "local at, inv, carry = ARGV[3], ARGV[4], false "
     "local p = redis.call('HMGET', KEYS[1], 'plan_at', 'plan_reason') "
+    "if (p[1] and not tonumber(p[1])) or (p[2] and not tonumber(p[2])) "
+    "then return redis.error_reply('the plan of the record is not a "
+    "number') end "
     "if st == 'good' then "
     "  if p[1] and tonumber(p[1]) <= tonumber(ARGV[6]) then "
     "    if p[1] ~= ARGV[3] or p[2] ~= ARGV[2] then return -1 end "
@@ -2531,7 +2534,7 @@ pki_record_plan_revoke(pki_redis_t *r, const char *ca, const char *serial,
 static const char  pki_lua_plan_due[] =
     "local f = redis.call('HMGET', KEYS[2], 'status', 'plan_at', "
     "                     'plan_reason', 'plan_by') "
-    "if f[1] == 'good' and f[2] and f[3] then "
+    "if f[1] == 'good' and tonumber(f[2]) and tonumber(f[3]) then "
     "  if tonumber(f[2]) <= tonumber(ARGV[2]) then "
     "    return f[3] .. ' ' .. f[2] .. ' ' .. (f[4] or '') "
     "  end "

@@ -1173,6 +1173,34 @@ test_revoke(pki_redis_t *r, redisContext *c)
           "  released again");
     freeReplyObject(raw(c, "SET", key, lower));
 
+    /* a hold whose record's plan is not a number (written by hand): the
+     * release is refused before it changes anything, not half-way (the
+     * hold gone from the CRL's set, revgen moved, the record on hold) */
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "rv", s2, 6, 0, 0, NULL, &res), PKI_OK,
+          "hold, then its plan spoilt");
+    {
+        char  ck[256], rk[256];
+
+        snprintf(ck, sizeof(ck), "%s{ca:rv}:cert:%s", ns, s2);
+        snprintf(rk, sizeof(rk), "%s{ca:rv}:revoked", ns);
+        freeReplyObject(redisCommand(c, "HSET %s plan_at bogus "
+                                     "plan_reason 1", ck));
+        g = revgen(r);
+        pki_result_init(&res);
+        ok(pki_record_revoke(r, "rv", s2, 8, 0, 0, NULL, &res) != PKI_OK,
+           "  its release refused: %s", res.detail);
+        rep = raw(c, "HGET", rk, s2);
+        ok(rep != NULL && rep->type == REDIS_REPLY_STRING,
+           "  still in the revoked set");
+        freeReplyObject(rep);
+        ok(revgen(r) == g, "  revgen unchanged");
+        freeReplyObject(redisCommand(c, "HDEL %s plan_at plan_reason", ck));
+        pki_result_init(&res);
+        is_st(pki_record_revoke(r, "rv", s2, 8, 0, 0, NULL, &res), PKI_OK,
+              "  released once the plan is gone");
+    }
+
     /* hold -> final reason keeps the hold time */
     pki_result_init(&res);
     is_st(pki_record_revoke(r, "rv", s2, 6, 1750000200, 0, NULL, &res),
@@ -1436,6 +1464,31 @@ test_wrongtype(pki_redis_t *r, redisContext *c)
     ok(wt_status(c, s2, "pending"), "... the record stays pending (for "
        "the abandon), not good outside the index");
     wt_set(c, "expiry", NULL);
+
+    /* a plan whose time is not a number (written by hand) leaves the
+     * queue: the plans after it are still carried out, each pass */
+    {
+        char          a[41], b[41], ck[256];
+        time_t        now;
+        unsigned      done;
+        pki_status_t  st;
+
+        now = time(NULL);
+        pki_result_init(&res);
+        ok(make_good_in(r, "pd", a) && make_good_in(r, "pd", b)
+           && pki_record_plan_revoke(r, "pd", a, 1, now + 60, "t", NULL,
+                                     &res) == PKI_OK
+           && pki_record_plan_revoke(r, "pd", b, 1, now + 120, "t", NULL,
+                                     &res) == PKI_OK,
+           "two plans: %s", res.detail);
+        snprintf(ck, sizeof(ck), "%s{ca:pd}:cert:%s", ns, a);
+        freeReplyObject(redisCommand(c, "HSET %s plan_at bogus", ck));
+        pki_result_init(&res);
+        done = 0;
+        st = pki_record_revoke_due(r, "pd", now + 300, 0, &done, &res);
+        ok(st == PKI_OK && done == 1, "the spoilt plan skipped, the next "
+           "carried out (%u): %s", done, res.detail);
+    }
 }
 
 
