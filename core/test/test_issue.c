@@ -3782,6 +3782,22 @@ test_primary_chain(void)
          * no room */
         {
             X509  *cr, *crx, *ia, *ib, *cu2;
+            static const struct {
+                const char  *cert;
+                const char  *chain;
+                int          taken;
+                const char  *what;
+            } rooms[] = {
+                { "cr.pem", "cr-cross.pem", 0, "sub-CA template of a root "
+                  "CA with a pathlen:0 cross certificate of it in its "
+                  "chain file" },
+                { "cu2.pem", "cu2-a.pem", 1, "  under an unlimited "
+                  "intermediate and root" },
+                { "cu2.pem", "cu2-ab.pem", 0, "  beside it another version "
+                  "of the intermediate, pathlen:1" },
+                { "cu2.pem", "cu2-ba.pem", 0, "  the two versions in the "
+                  "other order" },
+            };
 
             cr = raw_cert("Chain CA Root", kc, NULL, kc, 1, -1, ku, -3600,
                           86400 * 10);
@@ -3812,39 +3828,21 @@ test_primary_chain(void)
                 write_certs("cu2-a.pem", a_chain);
             }
 
-            ca = make_ca("chk", "cr.pem", "cr-cross.pem", key, tl, NULL,
-                         &res);
-            ok(res.status == PKI_MALFORMED
-               && strstr(res.detail, "may have only 0 CA certificates")
-               && strstr(res.detail, "cr-cross.pem"),
-               "sub-CA template of a root CA with a pathlen:0 cross "
-               "certificate of it in its chain file refused: %s",
-               res.detail);
-            pki_ca_free(ca);
-
-            ca = make_ca("chk", "cu2.pem", "cu2-a.pem", key, tl, NULL,
-                         &res);
-            ok(res.status == PKI_OK, "  under an unlimited intermediate "
-               "and root: taken: %s", res.detail);
-            pki_ca_free(ca);
-
-            ca = make_ca("chk", "cu2.pem", "cu2-ab.pem", key, tl, NULL,
-                         &res);
-            ok(res.status == PKI_MALFORMED
-               && strstr(res.detail, "may have only 0 CA certificates")
-               && strstr(res.detail, "cu2-ab.pem"),
-               "  beside it another version of the intermediate, "
-               "pathlen:1: refused: %s", res.detail);
-            pki_ca_free(ca);
-
-            ca = make_ca("chk", "cu2.pem", "cu2-ba.pem", key, tl, NULL,
-                         &res);
-            ok(res.status == PKI_MALFORMED
-               && strstr(res.detail, "may have only 0 CA certificates")
-               && strstr(res.detail, "cu2-ba.pem"),
-               "  the two versions in the other order: refused: %s",
-               res.detail);
-            pki_ca_free(ca);
+            for (i = 0; i < (int) (sizeof(rooms) / sizeof(rooms[0])); i++) {
+                ca = make_ca("chk", rooms[i].cert, rooms[i].chain, key, tl,
+                             NULL, &res);
+                if (rooms[i].taken) {
+                    ok(res.status == PKI_OK, "%s: taken: %s", rooms[i].what,
+                       res.detail);
+                } else {
+                    ok(res.status == PKI_MALFORMED
+                       && strstr(res.detail, "may have only 0 CA "
+                                 "certificates")
+                       && strstr(res.detail, rooms[i].chain),
+                       "%s: refused: %s", rooms[i].what, res.detail);
+                }
+                pki_ca_free(ca);
+            }
 
             X509_free(cr);
             X509_free(crx);
