@@ -153,9 +153,11 @@ static const char  pki_lua_reserve[] =
  * for the order, by which finalization (t) and when (a).  So the order's
  * certificate is found here even when the order forgot it.  ARGV[1]
  * reservation value, ARGV[2] serial, ARGV[3] the finalization's token,
- * ARGV[4] now, ARGV[5] seconds after which another finalization's pending
- * record is taken for dead, ARGV[6] the link's TTL, ARGV[7] the prefix of
- * record keys, ARGV[8..] field/value pairs of the pending record.
+ * ARGV[4] seconds after which another finalization's pending record is
+ * taken for dead, ARGV[5] the link's TTL, ARGV[6] the prefix of record
+ * keys, ARGV[7..] field/value pairs of the pending record.  A link's age
+ * is on this Redis's clock (TIME), never the caller's: hosts whose clocks
+ * differ judge another finalization alike.
  *
  * The time (Redis's milliseconds, > 3): reserved (or was, by this very
  * call run twice: its answer was lost), 0: serial taken, 2: the linked
@@ -166,24 +168,25 @@ static const char  pki_lua_reserve[] =
  */
 static const char  pki_lua_reserve_link[] =
     PKI_LUA_NOW
+    "local secs = math.floor(now / 1000) "
     "local l = redis.call('HMGET', KEYS[3], 's', 't', 'a') "
     "if l[1] then "
     "  if l[1] == ARGV[2] and l[2] == ARGV[3] then return now end "
-    "  local st = redis.call('HGET', ARGV[7] .. l[1], 'status') "
+    "  local st = redis.call('HGET', ARGV[6] .. l[1], 'status') "
     "  if st and st ~= 'pending' then return 2 end "
     "  if st and l[2] ~= ARGV[3] and (tonumber(l[3]) or 0) "
-    "     + tonumber(ARGV[5]) > tonumber(ARGV[4]) then "
+    "     + tonumber(ARGV[4]) > secs then "
     "    return 3 "
     "  end "
-    "  if st then redis.call('DEL', ARGV[7] .. l[1]) end "
+    "  if st then redis.call('DEL', ARGV[6] .. l[1]) end "
     "end "
     "if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end "
     "redis.call('DEL', KEYS[2]) "
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 8)) "
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 7)) "
     "redis.call('EXPIRE', KEYS[2], " PKI_PENDING_TTL ") "
     "redis.call('DEL', KEYS[3]) "
-    "redis.call('HSET', KEYS[3], 's', ARGV[2], 't', ARGV[3], 'a', ARGV[4]) "
-    "redis.call('EXPIRE', KEYS[3], ARGV[6]) "
+    "redis.call('HSET', KEYS[3], 's', ARGV[2], 't', ARGV[3], 'a', secs) "
+    "redis.call('EXPIRE', KEYS[3], ARGV[5]) "
     "return now";
 
 /* KEYS[1] record, KEYS[2] expiry index; ARGV[1] notAfter, ARGV[2] serial,
@@ -1454,7 +1457,6 @@ pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
         pki_args_num(&a, (long long) created);
         pki_args_str(&a, serial);
         pki_args_str(&a, link->token);
-        pki_args_num(&a, (long long) created);
         pki_args_num(&a, link->stale);
         pki_args_num(&a, ttl > 86400 ? ttl : 86400);
         pki_args_str(&a, kprefix);

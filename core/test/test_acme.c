@@ -4387,6 +4387,92 @@ test_caa_budget(const char *sock)
 }
 
 
+/*
+ * With a state store of its own (acme_redis), another finalization's
+ * pending record linked to the order is judged by the certificate
+ * store's clock, not this host's: a host whose clock is 100 s ahead finds
+ * a finalization started 5 s ago running (403 orderNotReady, Retry-After)
+ * and leaves its record alone; a host whose clock is 100 s behind takes
+ * over one started 60 s ago.
+ */
+static void
+test_fin_link_clock(const char *sock)
+{
+    int                 i;
+    char                kid[256], acct[64], ourl[256], fin[256], *csr;
+    char                lkey[512], rkey[256], name[64];
+    const char         *oid;
+    pki_redis_t        *r, *st;
+    redisReply         *g;
+    redisContext       *rc;
+    pki_acme_resp_t     resp;
+    EVP_PKEY           *pk;
+    static const long   ahead[2] = { 100, -100 };
+    static const int    age[2] = { 5, 60 };
+    static const char  *other[2] = { "7A3C3C3C3C3C3C3C3C3C3C3C3C3C3C3C",
+                                     "7A3C3C3C3C3C3C3C3C3C3C3C3C3C3C3D" };
+
+    r = store_open(sock, "acmelc:", &rc);
+    st = state_open(sock, "acmelcs:");
+    conf.state_redis = st;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    acct[0] = '\0';
+    if (sscanf(kid, BASE "/acct/%63s", acct) != 1) {
+        diag("link clock: no account");
+    }
+
+    for (i = 0; i < 2; i++) {
+        snprintf(name, sizeof(name), "clock%d.example", i);
+        order_ready_store(rc, "acmelcs:", pk, kid, acct, name, ourl, fin);
+        oid = strrchr(ourl, '/') != NULL ? strrchr(ourl, '/') + 1 : "";
+
+        /* the link and pending record of a finalization on another host */
+        snprintf(rkey, sizeof(rkey), "acmelc:{ca:acmetest}:cert:%s",
+                 other[i]);
+        snprintf(lkey, sizeof(lkey), "acmelc:{ca:acmetest}:acmefin:%s:%s:%s",
+                 acct, conf.realm, oid);
+        freeReplyObject(redisCommand(rc, "HSET %s serial %s ca acmetest "
+                                     "status pending", rkey, other[i]));
+        freeReplyObject(redisCommand(rc, "EXPIRE %s 300", rkey));
+        freeReplyObject(redisCommand(rc, "HSET %s s %s t someoneelse a %lld",
+                                     lkey, other[i],
+                                     (long long) redis_now(rc) - age[i]));
+
+        csr = csr_body(name);
+        clock_ahead = ahead[i];
+        post(pk, kid, rel(fin), csr, NULL, &resp);
+        clock_ahead = 0;
+        free(csr);
+
+        g = redisCommand(rc, "HGET %s status", rkey);
+        if (i == 0) {
+            ok(resp.http_status == 403 && has(&resp, "being finalized")
+               && resp.retry_after > 0, "link clock: a finalization "
+               "started 5 s ago runs for a host 100 s ahead (%d %s)",
+               resp.http_status, resp.res.detail);
+            ok(g != NULL && g->type == REDIS_REPLY_STRING
+               && strcmp(g->str, "pending") == 0,
+               "link clock: ... its pending record left alone");
+        } else {
+            ok(resp.http_status == 200 && has(&resp, "\"valid\""),
+               "link clock: one started 60 s ago is taken over by a host "
+               "100 s behind (%d %s)", resp.http_status, resp.res.detail);
+            ok(g != NULL && g->type == REDIS_REPLY_NIL,
+               "link clock: ... its pending record deleted");
+        }
+        freeReplyObject(g);
+        pki_acme_resp_free(&resp);
+    }
+
+    conf.state_redis = NULL;
+    pki_redis_free(st);
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmelc*");
+}
+
+
 /* A JSON list of n dns identifiers "nI.tag.example". */
 static char *
 ids_json(const char *tag, int n)
@@ -4760,6 +4846,7 @@ main(void)
         test_order_atomic(sock);
         test_subject_copies(sock);
         test_caa_budget(sock);
+        test_fin_link_clock(sock);
         test_read_costs(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
