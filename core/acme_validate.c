@@ -60,6 +60,7 @@
  */
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -1328,11 +1329,46 @@ av_dns_parse(const unsigned char *m, size_t len, uint16_t id,
 }
 
 
-/* One UDP exchange.  1: a message with our id arrived, 0: try deadline
- * passed, -1: socket error. */
+/* 1 when message m (n bytes) holds exactly the question of our query q
+ * (one question, as av_dns_build() made it: the name, then type and
+ * class), which a resolver echoes (RFC 1035 4.1.1); the name's letters
+ * compare without case.  Length octets are below 64 and type and class
+ * are compared as bytes, so tolower() only ever touches letters. */
+static int
+av_dns_same_question(const unsigned char *m, size_t n,
+    const unsigned char *q, size_t qlen)
+{
+    size_t  i, end;
+
+    end = 12;
+    while (end < qlen && q[end] != 0) {
+        end += 1 + (size_t) q[end];
+    }
+    end += 1 + 4;
+
+    if (end > qlen || n < end || m[4] != 0 || m[5] != 1) {
+        return 0;
+    }
+
+    for (i = 12; i < end - 4; i++) {
+        if (tolower(m[i]) != tolower(q[i])) {
+            return 0;
+        }
+    }
+
+    return memcmp(m + end - 4, q + end - 4, 4) == 0;
+}
+
+
+/* One UDP exchange.  1: a message with our id and our question arrived,
+ * 0: try deadline passed, -1: socket error.  A datagram larger than size
+ * keeps its first size bytes, marked truncated (TC): the caller asks
+ * again over TCP, as for a resolver's own truncation.  *others counts the
+ * responses with our id that asked another question (ignored). */
 static int
 av_dns_udp(const av_addr_t *srv, const unsigned char *q, size_t qlen,
-    unsigned char *resp, size_t size, size_t *rlen, long long deadline)
+    unsigned char *resp, size_t size, size_t *rlen, long long deadline,
+    unsigned *others)
 {
     int      fd, rc;
     ssize_t  n;
@@ -1354,7 +1390,8 @@ av_dns_udp(const av_addr_t *srv, const unsigned char *q, size_t qlen,
             return rc;
         }
 
-        n = recv(fd, resp, size, 0);
+        /* MSG_TRUNC: the datagram's whole length, even past size */
+        n = recv(fd, resp, size, MSG_TRUNC);
         if (n < 0) {
             if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
                 continue;
@@ -1363,14 +1400,30 @@ av_dns_udp(const av_addr_t *srv, const unsigned char *q, size_t qlen,
             return -1;                          /* e.g. ECONNREFUSED    */
         }
 
-        /* ignore strays: another id, or not a response */
-        if (n >= 12 && resp[0] == q[0] && resp[1] == q[1]
-            && (resp[2] & 0x80))
+        /* ignore strays: another id, not a response, or an answer to
+         * another question (a forged one, or a late one of an earlier
+         * query that reused the id): the answer may still come */
+        if ((size_t) n < 12 || resp[0] != q[0] || resp[1] != q[1]
+            || !(resp[2] & 0x80))
         {
-            *rlen = (size_t) n;
-            close(fd);
-            return 1;
+            continue;
         }
+
+        if (!av_dns_same_question(resp, (size_t) n < size ? (size_t) n
+                                                          : size, q, qlen))
+        {
+            (*others)++;
+            continue;
+        }
+
+        if ((size_t) n > size) {
+            resp[2] |= 0x02;                    /* TC: ask over TCP     */
+            n = (ssize_t) size;
+        }
+
+        *rlen = (size_t) n;
+        close(fd);
+        return 1;
     }
 }
 
@@ -1463,6 +1516,7 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
     int             rc, tcp;
     char            ip[INET6_ADDRSTRLEN];
     size_t          nsrv, qlen, rlen, attempt, s;
+    unsigned        others;
     uint16_t        id;
     long long       try_deadline;
     av_addr_t       srv[AV_DNS_SERVERS_MAX];
@@ -1495,6 +1549,7 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
 
     rc = 0;
     s = 0;
+    others = 0;
 
     for (attempt = 0; attempt < 2 * nsrv; attempt++) {
         s = attempt % nsrv;
@@ -1505,7 +1560,7 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
         }
 
         rc = av_dns_udp(&srv[s], q, qlen, resp, AV_DNS_UDP_MAX, &rlen,
-                        try_deadline);
+                        try_deadline, &others);
         if (rc == 1) {
             break;
         }
@@ -1516,8 +1571,10 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
 
     if (rc != 1) {
         free(resp);
-        st = av_fail(av, PKI_UNAVAILABLE, "dns", "DNS query for %.100s: %s",
-                     name, rc == 0 ? "timeout" : strerror(errno));
+        st = av_fail(av, PKI_UNAVAILABLE, "dns", "DNS query for %.100s: %s%s",
+                     name, rc == 0 ? "timeout" : strerror(errno),
+                     others ? " (answers that asked another question were "
+                     "ignored)" : "");
         av_log(av, "resolver %s", av_addr_str(&srv[s], ip, sizeof(ip)));
         return st;
     }

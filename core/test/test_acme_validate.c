@@ -1007,6 +1007,22 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
     } else if (IS("_acme-challenge.good.test") && qtype == 16) {
         n = put_txt(m, n, NULL, good, NULL);
         an = 1;
+    } else if ((IS("_acme-challenge.spoof.test")
+                || IS("_acme-challenge.huge.test")) && qtype == 16) {
+        /* spoof: dns_thread sends a forged answer first */
+        n = put_txt(m, n, NULL, good, NULL);
+        an = 1;
+        if (IS("_acme-challenge.huge.test") && !tcp) {
+            /* over UDP, a second TXT record of 4500 bytes takes the
+             * datagram past the client's 4096-byte buffer */
+            n = put_rr_head(m, n, NULL, 16, 4500);
+            for (l = 0; l < 4500; l += 250) {
+                m[n] = 249;
+                memset(m + n + 1, 'x', 249);
+                n += 250;
+            }
+            an = 2;
+        }
     } else if (IS("_acme-challenge.multi.test") && qtype == 16) {
         n = put_txt(m, n, NULL, "some-other-value", NULL);
         n = put_txt(m, n, NULL, "abc", NULL);
@@ -1359,7 +1375,7 @@ dns_thread(void *arg)
     socklen_t           slen;
     struct pollfd       p[2];
     struct sockaddr_in  from;
-    unsigned char       q[1024], m[4096];
+    unsigned char       q[1024], m[8192], d[8192];
 
     ufd = ((int *) arg)[0];
     tfd = ((int *) arg)[1];
@@ -1379,6 +1395,13 @@ dns_thread(void *arg)
                          &slen);
             if (n > 0) {
                 len = dns_answer(q, (size_t) n, 0, m);
+                if (len > 13 && memmem(q, (size_t) n, "\5spoof", 6)) {
+                    /* first a forged answer: our id, and a question
+                     * whose name differs ("^acme-challenge...") */
+                    memcpy(d, m, len);
+                    d[13] ^= 0x01;
+                    sendto(ufd, d, len, 0, (struct sockaddr *) &from, slen);
+                }
                 if (len > 0) {
                     sendto(ufd, m, len, 0, (struct sockaddr *) &from, slen);
                 }
@@ -1839,6 +1862,10 @@ main(void)
           "cname2.test", "dnstok", NULL, NULL);
     check("dns-01 truncated UDP answer, TCP retry", &c, PKI_ACME_DNS01,
           "dns", "trunc.test", "dnstok", NULL, NULL);
+    check("dns-01 UDP answer over 4096 bytes, TCP retry", &c,
+          PKI_ACME_DNS01, "dns", "huge.test", "dnstok", NULL, NULL);
+    check("dns-01 a forged answer to another question is skipped", &c,
+          PKI_ACME_DNS01, "dns", "spoof.test", "dnstok", NULL, NULL);
     check("dns-01 TXT mismatch", &c, PKI_ACME_DNS01, "dns", "wrong.test",
           "dnstok", "incorrectResponse", "nope");
     check_hidden("dns-01 TXT mismatch through a CNAME", &c, PKI_ACME_DNS01,
@@ -1852,8 +1879,12 @@ main(void)
           "unauthorized", "no TXT");
     check("dns-01 SERVFAIL", &c, PKI_ACME_DNS01, "dns", "servfail.test",
           "dnstok", "dns", "SERVFAIL");
+    /* its question is garbage: not an answer to ours, waited past */
+    c.timeout_ms = 500;
     check("dns-01 garbage answer", &c, PKI_ACME_DNS01, "dns", "garbage.test",
-          "dnstok", "dns", "bad DNS answer");
+          "dnstok", "dns", "answers that asked another question were "
+          "ignored");
+    c.timeout_ms = 3000;
     check("dns-01 truncated answer", &c, PKI_ACME_DNS01, "dns", "short.test",
           "dnstok", "dns", "malformed answer");
     check("dns-01 compression pointer loop", &c, PKI_ACME_DNS01, "dns",
