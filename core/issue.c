@@ -825,8 +825,9 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
                         ascii, t->name);
     }
 
-    /* a wildcard's is refused below: its bytes are no DNS name */
-    if (dm != m && !wild) {
+    /* a wildcard's too: the check of its bytes below reads only the
+     * first n of them (n counts a mapped full stop as one byte) */
+    if (dm != m) {
         return pki_fail(res, PKI_POLICY, "CN \"%s\" is %s with a full "
                         "stop IDNA takes for '.' (U+3002, U+FF0E or "
                         "U+FF61) (template \"%s\")", shown, what, t->name);
@@ -2374,25 +2375,72 @@ pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
 }
 
 
-/* The request's SANs (req->sans itself) or, where it has no iPAddress SAN
- * (ipadd 0) and a CN that is an IP address, a new list of them and that
- * address, to be freed with pki_names_free().  The CN is read as
- * pki_check_cn reads it, without one trailing dot.  1, or 0 out of
- * memory. */
+/* The host name a CN of len bytes names for a name-constraints check, as
+ * pki_check_cn reads it (the full stops IDNA takes for '.' as '.', one
+ * trailing dot dropped), into out (size bytes): 1 when it is LDH labels,
+ * '.' and '*' with a '.' in it, else 0.  OpenSSL's CN check skips a CN
+ * with a '*' or a dot at its end, which TLS clients (and pki_check_cn)
+ * take for a host name. */
 static int
-pki_names_with_cn_ip(const pki_request_t *req, int ipadd,
+pki_cn_dns_form(const unsigned char *cn, int len, char *out, size_t size)
+{
+    int     i, k, dot;
+    size_t  n;
+
+    for (n = 0, dot = 0, i = 0; i < len; i += k) {
+        k = pki_full_stop_len(cn + i, len - i);
+        if (n + 1 >= size) {
+            return 0;
+        }
+        if (k > 0) {
+            out[n++] = '.';
+            continue;
+        }
+        k = 1;
+        if (!(cn[i] >= 'a' && cn[i] <= 'z') && !(cn[i] >= 'A' && cn[i] <= 'Z')
+            && !(cn[i] >= '0' && cn[i] <= '9') && cn[i] != '-'
+            && cn[i] != '.' && cn[i] != '*')
+        {
+            return 0;
+        }
+        out[n++] = (char) cn[i];
+    }
+
+    if (n > 1 && out[n - 1] == '.') {
+        n--;
+    }
+    out[n] = '\0';
+
+    for (dot = 0, i = 0; i < (int) n; i++) {
+        dot |= out[i] == '.';
+    }
+
+    return dot;
+}
+
+
+/* The request's SANs (req->sans itself) or, with what its CNs name added,
+ * a new list, to be freed with pki_names_free(): where the request has no
+ * iPAddress SAN (ipadd 0), a CN that is an IP address as one; where it has
+ * no dNSName SAN (dns 0), a CN that names a host (pki_cn_dns_form) as a
+ * dNSName.  The CN is read as pki_check_cn reads it, without one trailing
+ * dot.  1, or 0 out of memory. */
+static int
+pki_names_with_cn(const pki_request_t *req, int ipadd, int dns,
     GENERAL_NAMES **out)
 {
-    int                 i, len, alen;
+    int                 i, len, alen, type;
+    char                host[256];
     GENERAL_NAME       *g;
     GENERAL_NAMES      *names;
     unsigned char      *utf8, addr[16];
+    ASN1_IA5STRING     *ia5;
     ASN1_OCTET_STRING  *os;
 
     *out = req->sans;
     names = NULL;
 
-    if (ipadd) {
+    if (ipadd && dns) {
         return 1;
     }
 
@@ -2403,14 +2451,29 @@ pki_names_with_cn_ip(const pki_request_t *req, int ipadd,
         utf8 = NULL;
         len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(
                                       X509_NAME_get_entry(req->subject, i)));
-        if (len > 1 && utf8[len - 1] == '.') {
-            len--;
+        if (len < 0) {
+            ERR_clear_error();
+            continue;
         }
 
-        alen = len > 0 ? pki_cn_ip(utf8, len, addr) : 0;
+        alen = 0;
+        type = 0;
+
+        if (len > 1 && utf8[len - 1] == '.') {
+            alen = pki_cn_ip(utf8, len - 1, addr);
+        } else if (len > 0) {
+            alen = pki_cn_ip(utf8, len, addr);
+        }
+
+        if (alen > 0) {
+            type = ipadd ? 0 : GEN_IPADD;
+        } else if (!dns && pki_cn_dns_form(utf8, len, host, sizeof(host))) {
+            type = GEN_DNS;
+        }
+
         OPENSSL_free(utf8);
 
-        if (alen == 0) {
+        if (type == 0) {
             continue;
         }
 
@@ -2424,15 +2487,28 @@ pki_names_with_cn_ip(const pki_request_t *req, int ipadd,
         }
 
         g = GENERAL_NAME_new();
-        os = ASN1_OCTET_STRING_new();
-        if (g == NULL || os == NULL || !ASN1_OCTET_STRING_set(os, addr, alen))
-        {
-            GENERAL_NAME_free(g);
-            ASN1_OCTET_STRING_free(os);
+        if (g == NULL) {
             return 0;
         }
 
-        GENERAL_NAME_set0_value(g, GEN_IPADD, os);
+        if (type == GEN_IPADD) {
+            os = ASN1_OCTET_STRING_new();
+            if (os == NULL || !ASN1_OCTET_STRING_set(os, addr, alen)) {
+                GENERAL_NAME_free(g);
+                ASN1_OCTET_STRING_free(os);
+                return 0;
+            }
+            GENERAL_NAME_set0_value(g, GEN_IPADD, os);
+
+        } else {
+            ia5 = ASN1_IA5STRING_new();
+            if (ia5 == NULL || !ASN1_STRING_set(ia5, host, -1)) {
+                GENERAL_NAME_free(g);
+                ASN1_IA5STRING_free(ia5);
+                return 0;
+            }
+            GENERAL_NAME_set0_value(g, GEN_DNS, ia5);
+        }
 
         if (!sk_GENERAL_NAME_push(names, g)) {
             GENERAL_NAME_free(g);
@@ -2444,7 +2520,7 @@ pki_names_with_cn_ip(const pki_request_t *req, int ipadd,
 }
 
 
-/* Frees what pki_names_with_cn_ip() made: its own names only. */
+/* Frees what pki_names_with_cn() made: its own names only. */
 static void
 pki_names_free(const pki_request_t *req, GENERAL_NAMES *names)
 {
@@ -2538,14 +2614,15 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
 
         /* an IP address in the CN counts where no iPAddress SAN is, as a
          * host name in it does where no dNSName is (pki_check_cn): the
-         * scratch certificate carries it as an iPAddress SAN, which
-         * NAME_CONSTRAINTS_check() judges (its CN check reads DNS names
-         * only) */
+         * scratch certificate carries them as SANs, which
+         * NAME_CONSTRAINTS_check() judges.  Its own CN check reads IP
+         * addresses not at all, and skips a wildcard CN or one with a
+         * trailing dot, which TLS clients match all the same. */
         if (tmp == NULL) {
             tmp = X509_new();
             if (tmp == NULL
                 || !X509_set_subject_name(tmp, req->subject)
-                || !pki_names_with_cn_ip(req, ipadd, &names)
+                || !pki_names_with_cn(req, ipadd, dns, &names)
                 || (sk_GENERAL_NAME_num(names) > 0
                     && !X509_add1_ext_i2d(tmp, NID_subject_alt_name,
                                           names, 0, 0)))

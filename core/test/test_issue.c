@@ -1842,6 +1842,8 @@ test_cn_dns(void)
           "wildcard" },
         { 4, "/CN=*\xef\xbc\x8e" "example.com", NULL, PKI_POLICY,
           "DNS name" },
+        { 4, "/CN=*.good.example\xe3\x80\x82", NULL, PKI_POLICY,
+          "full stop" },
         /* no DNS name with them as '.', or a template that judges no
          * CN: as before */
         { 1, "/CN=device\xe3\x80\x82" "33", NULL, PKI_OK, NULL },
@@ -4131,8 +4133,27 @@ main(void)
             "subject CN copy", "validity 10d",
             "extended_key_usage OCSPSigning", NULL
         };
+        static const char *const wild_lines[] = {
+            "subject CN copy", "san dns copy wildcard", "validity 10d",
+            "extended_key_usage serverAuth", NULL
+        };
+        static const struct {
+            const char  *subject;
+            const char  *sans;
+            int          issued;
+        } cncases[] = {
+            { "/CN=*.example.org", NULL, 0 },
+            { "/CN=c.example.org.", NULL, 0 },
+            { "/CN=*.example.org.", NULL, 0 },
+            { "/CN=*.example.com", NULL, 1 },
+            { "/CN=c.example.com.", NULL, 1 },
+            { "/CN=*.example.org", "DNS:e.example.com", 1 },
+        };
+        size_t           k;
+        pki_template_t  *twild;
 
         tcons = make_template("cons", cons_lines);
+        twild = make_template("srvw", wild_lines);
         tsrv = make_template("srv", srv_lines);
         tcli = make_template("cli", cli_lines);
         tocsp = make_template("responder", ocsp_lines);
@@ -4189,6 +4210,35 @@ main(void)
         X509_free(x);
 
         pki_ca_free(cc);
+
+        /* OpenSSL's CN check skips a wildcard CN and one with a trailing
+         * dot, which TLS clients match (X509_check_host falls back to the
+         * CN): such a CN is judged as a dNSName SAN is */
+        tmpls[0] = twild;
+        tmpls[1] = NULL;
+        cc = make_ca("cons", "cons.pem", NULL, otherkey, tmpls, NULL, &res);
+        is_status(res.status, PKI_OK, "wildcard template under the "
+                  "constrained CA");
+        for (k = 0; k < sizeof(cncases) / sizeof(cncases[0]); k++) {
+            x = issue_one(cc, twild, NULL, cncases[k].subject,
+                          cncases[k].sans, NULL, &res);
+            if (cncases[k].issued) {
+                ok(x != NULL, "name constraints, %s %s: issued (%s)",
+                   cncases[k].subject,
+                   cncases[k].sans ? cncases[k].sans : "no SAN",
+                   res.detail);
+            } else {
+                ok(x == NULL && res.status == PKI_POLICY
+                   && strstr(res.detail, "name constraints") != NULL,
+                   "name constraints, %s %s: refused (%s)",
+                   cncases[k].subject,
+                   cncases[k].sans ? cncases[k].sans : "no SAN",
+                   res.detail);
+            }
+            X509_free(x);
+        }
+        pki_ca_free(cc);
+        pki_template_free(twild);
         pki_template_free(tcons);
         pki_template_free(tsrv);
         pki_template_free(tcli);
