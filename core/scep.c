@@ -3303,15 +3303,18 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
  * whose key already had one decided (rejected, or issued: CertPoll has
  * given out its certificate) is a new request, not a resend: it replaces
  * that record, unless ARGV[2] is not "1" (a copy of a message taken
- * before: -2, it may only find its own request still waiting).
+ * before: -2, it may only find its own request still waiting).  Another
+ * key's request never replaces a decided record (-1), as it never joins
+ * an undecided one: the first device may still have to poll for its
+ * certificate, or learn it was rejected.
  * ARGV[1]: the TTL; ARGV[6..]: the fields.
  */
 static const char  pki_lua_pend_new[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "local s = redis.call('HGET', KEYS[1], 'status') "
+    "if redis.call('HGET', KEYS[1], 'key') ~= ARGV[3] then return -1 end "
     "if s ~= 'rejected' and s ~= 'issued' then "
-    "if redis.call('HGET', KEYS[1], 'key') ~= ARGV[3] "
-    "or redis.call('HGET', KEYS[1], 'ca') ~= ARGV[4] "
+    "if redis.call('HGET', KEYS[1], 'ca') ~= ARGV[4] "
     "or redis.call('HGET', KEYS[1], 'template') ~= ARGV[5] then "
     "return -1 end "
     "local e = redis.call('HGET', KEYS[1], 'expires') "

@@ -909,6 +909,33 @@ my $cert_spki = sub {
           log => qr/is taken by a pending request of another key/);
     is($t->redis_raw('HGET', 'pki:scep:pend:' . sha256_hex('RESEND-3'),
                      'status'), "approved\n", '... the request waits still');
+
+    # ... nor replace it once decided: the first device may still have
+    # to poll for its certificate (its CertRep was lost)
+    my $qpoll = sub {
+        my $p = req(type => 20, key => $qk, cn => 'resend-3',
+                    issuer => "$pki/issuing.pem", flags => ['certpoll'],
+                    tid => 'RESEND-3');
+        return rep(send_msg($p, '/scep-any'), $p, $qk);
+    };
+    $h = $qpoll->();
+    is($h->{status}, 0, 'resend: the approved request\'s CertPoll: SUCCESS')
+        or diag($h->{raw});
+    my $qserial = $t->x509_field($h->{file} // '/nonexistent', 'serial');
+    my $qrec = $t->redis_hash('pki:scep:pend:' . sha256_hex('RESEND-3'));
+    is($qrec->{status} // '', 'issued', '... the record says issued');
+    $sch = challenge('{"ttl": 300}');
+    fails('resend: its transactionID with another key, once issued',
+          req(key => $sk, cn => 'resend-3', challenge => $sch,
+              tid => 'RESEND-3'), 2, path => '/scep-any', key => $sk,
+          log => qr/is taken by a pending request of another key/);
+    is_deeply($t->redis_hash('pki:scep:pend:' . sha256_hex('RESEND-3')),
+              $qrec, '... the issued record stays as it was');
+    $h = $qpoll->();
+    is($h->{status}, 0, '... the first device\'s CertPoll: SUCCESS')
+        or diag($h->{raw});
+    is($t->x509_field($h->{file} // '/nonexistent', 'serial'), $qserial,
+       '... with its certificate');
 }
 
 # --- CertPoll after an interrupted issuance whose certificate is revoked ------
