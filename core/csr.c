@@ -463,6 +463,64 @@ pki_int_key_at_infinity(const EVP_PKEY *pk)
 }
 
 
+/* The detail of a request whose attributes (n of them, the i-th from
+ * at(src, i)) break PKCS#9's rules, or NULL: an attribute type appears
+ * at most once (OpenSSL's X509_REQ_add1_attr() refuses a repeat, its
+ * d2i reader keeps it, and the readers of extensions and of the
+ * challenge take the first), challengePassword and extensionRequest hold
+ * exactly one value (RFC 2985 5.4.1, 5.4.2), and a request carries
+ * extensionRequest or Microsoft's form of it, not both. */
+const char *
+pki_int_csr_attrs_refused(const void *src, int n,
+    X509_ATTRIBUTE *(*at)(const void *src, int i))
+{
+    int                 i, j, nid, ext;
+    X509_ATTRIBUTE     *a;
+    const ASN1_OBJECT  *obj;
+
+    for (ext = 0, i = 0; i < n; i++) {
+        a = at(src, i);
+        obj = X509_ATTRIBUTE_get0_object(a);
+        if (obj == NULL) {
+            return "a CSR attribute has no type";
+        }
+
+        for (j = 0; j < i; j++) {
+            if (OBJ_cmp(obj, X509_ATTRIBUTE_get0_object(at(src, j))) == 0) {
+                return "a CSR attribute appears twice";
+            }
+        }
+
+        nid = OBJ_obj2nid(obj);
+        if ((nid == NID_pkcs9_challengePassword || nid == NID_ext_req
+             || nid == NID_ms_ext_req)
+            && X509_ATTRIBUTE_count(a) != 1)
+        {
+            return nid == NID_pkcs9_challengePassword
+                   ? "the CSR's challengePassword must hold one value"
+                   : "the CSR's extensionRequest must hold one value";
+        }
+
+        if (nid == NID_ext_req || nid == NID_ms_ext_req) {
+            if (ext++) {
+                return "the CSR carries extensionRequest twice (PKCS#9 "
+                       "and Microsoft's)";
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
+static X509_ATTRIBUTE *
+pki_csr_stack_attr(const void *src, int i)
+{
+    return sk_X509_ATTRIBUTE_value((const STACK_OF(X509_ATTRIBUTE) *) src,
+                                   i);
+}
+
+
 /* The detail of a request whose EC key is a point in hybrid form (first
  * octet 06 or 07: 04 || x || y with the parity of y in the octet), or
  * NULL.  RFC 5480 2.2: the hybrid form MUST NOT be used; Go's crypto/x509
@@ -856,6 +914,20 @@ pki_int_csr_fast(const unsigned char *der, size_t len, X509_REQ **out,
 
     if (*st != PKI_OK) {
         return 1;
+    }
+
+    {
+        const char  *why;
+
+        why = pki_int_csr_attrs_refused(pr->info->attributes,
+                                        sk_X509_ATTRIBUTE_num(
+                                            pr->info->attributes),
+                                        pki_csr_stack_attr);
+        if (why != NULL) {
+            *st = pki_fail(res, PKI_MALFORMED, "%s", why);
+            csr = NULL;
+            goto done;
+        }
     }
 
     csr = X509_REQ_new();

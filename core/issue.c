@@ -43,6 +43,13 @@ static int pki_dns_name_ok(const pki_template_t *t, const unsigned char *s,
 
 /* ---- CSR ----------------------------------------------------------------- */
 
+static X509_ATTRIBUTE *
+pki_csr_req_attr(const void *src, int i)
+{
+    return X509_REQ_get_attr((const X509_REQ *) src, i);
+}
+
+
 pki_status_t
 pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
     pki_result_t *res)
@@ -147,6 +154,13 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
         X509_REQ_free(csr);
         return pki_fail(res, PKI_BAD_SIGNATURE, "CSR signature does not "
                         "verify");
+    }
+
+    why = pki_int_csr_attrs_refused(csr, X509_REQ_get_attr_count(csr),
+                                    pki_csr_req_attr);
+    if (why != NULL) {
+        X509_REQ_free(csr);
+        return pki_fail(res, PKI_MALFORMED, "%s", why);
     }
 
     ERR_clear_error();

@@ -226,6 +226,11 @@ int pki_int_csr_parts(const unsigned char *der, size_t len, EVP_PKEY **pk,
     X509_NAME **subject, int *signid, pki_status_t *st, pki_result_t *res);
 /* csr.c: 1 when pk is an EC key at the point at infinity (no key). */
 int pki_int_key_at_infinity(const EVP_PKEY *pk);
+/* csr.c: the detail of a request whose attributes break PKCS#9's rules
+ * (a type twice, a challenge or extensions not single-valued), or NULL;
+ * at(src, i) gives the i-th of n. */
+const char *pki_int_csr_attrs_refused(const void *src, int n,
+    X509_ATTRIBUTE *(*at)(const void *src, int i));
 /* csr.c: the detail of a request whose EC key is a hybrid point (RFC 5480
  * 2.2 forbids the form), or NULL. */
 const char *pki_int_csr_point_refused(const X509_PUBKEY *xpk);
