@@ -3457,12 +3457,14 @@ static pki_status_t
 pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
     pki_result_t *res)
 {
+    int          oom;
     char         key[PKI_SCEP_KEY_MAX];
     size_t       i, lens[2];
     redisReply  *reply, *k, *v;
     const char  *argv[2];
 
     memset(p, 0, sizeof(pki_scep_pend_t));
+    oom = 0;
 
     if (!pki_scep_rkey(r, "pend", tid, strlen(tid), key, sizeof(key))) {
         return pki_fail(res, PKI_INTERNAL, "cannot build the key");
@@ -3522,20 +3524,31 @@ pki_scep_pend_get(pki_redis_t *r, const char *tid, pki_scep_pend_t *p,
             if (p->csr != NULL) {
                 memcpy(p->csr, v->str, v->len);
                 p->csr_len = v->len;
+            } else {
+                oom = 1;
             }
         }
     }
 
     freeReplyObject(reply);
 
+    if (oom) {
+        pki_scep_pend_clear(p);
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
     /* a decided request keeps its CSR's hash alone (the CSR holds the
      * challengePassword, a static one too: pki_scep_pend_done,
-     * pki_lua_pend_cas) */
+     * pki_lua_pend_cas).  A record without them was written by hand or by
+     * another program: no retry of the client's mends it (500, not 503
+     * with Retry-After) */
     if (p->status[0] == '\0' || p->key[0] == '\0'
         || (p->csr == NULL && p->csrhash[0] == '\0'))
     {
         pki_scep_pend_clear(p);
-        return pki_fail(res, PKI_UNAVAILABLE, "incomplete pending record");
+        return pki_fail(res, PKI_INTERNAL, "the pending record of "
+                        "transactionID \"%.64s\" is corrupt (no status, key "
+                        "or CSR)", tid);
     }
 
     return PKI_OK;

@@ -936,6 +936,20 @@ my $cert_spki = sub {
         or diag($h->{raw});
     is($t->x509_field($h->{file} // '/nonexistent', 'serial'), $qserial,
        '... with its certificate');
+
+    # the record corrupt (its key gone: written by hand): the store's
+    # fault, which no retry mends: HTTP 500 and the error log says so (it
+    # was 503 with Retry-After, "incomplete pending record", forever)
+    my $qkey = 'pki:scep:pend:' . sha256_hex('RESEND-3');
+    $t->redis('HDEL', $qkey, 'key');
+    my $p = req(type => 20, key => $qk, cn => 'resend-3',
+                issuer => "$pki/issuing.pem", flags => ['certpoll'],
+                tid => 'RESEND-3');
+    my $r5 = send_msg($p, '/scep-any');
+    is($r5->{code}, 500, 'the pending record corrupt: CertPoll 500');
+    like(slurp($t->error_log) // '',
+         qr/pending record of transactionID "RESEND-3" is corrupt/,
+         '... the error log says the record is corrupt');
 }
 
 # --- CertPoll after an interrupted issuance whose certificate is revoked ------
