@@ -1660,15 +1660,48 @@ pki_audit_last_rotated(pki_audit_t *a, pki_result_t *res)
 }
 
 
+/* The log went back under a writer that knew it further on (seq, end:
+ * what this process wrote or read last, and knows complete): entries were
+ * cut off or the log replaced.  Going on would chain (and sign, at the
+ * next checkpoint) over the cut, which no verifier could then see.  The
+ * state stays the one known, so every later catch-up refuses too, until
+ * the entries are back or the process starts again (it then takes the
+ * log as it finds it). */
+static int
+pki_audit_went_back(pki_audit_t *a, unsigned long long seq, off_t end,
+    const char *hash, const char *what, unsigned long long now_seq,
+    long long now_size, pki_result_t *res)
+{
+    a->seq = seq;
+    a->end = end;
+    memcpy(a->hash, hash, 65);
+
+    pki_fail(res, PKI_INTERNAL, "audit log %s went back (%s: seq %llu, "
+             "%lld bytes; this process knew seq %llu, %lld bytes): entries "
+             "were removed or the log replaced; nothing is appended until "
+             "they are restored", a->dir, what, now_seq, now_size, seq,
+             (long long) end);
+    return 0;
+}
+
+
 /* With the locks held: fd names the current audit.log, seq and hash are
  * those of its last entry. */
 static int
 pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
 {
-    int           fd, created;
-    char          first[32], *end;
-    off_t         size;
-    struct stat   st, fst;
+    int                 fd, created, known;
+    char                first[32], *end, khash[65];
+    off_t               size, kend;
+    struct stat         st, fst;
+    unsigned long long  kseq;
+
+    /* what this process knows of the log, unless its last write failed
+     * (end -1: the file's real end is read again) */
+    known = a->end >= 0 && a->seq > 0;
+    kseq = a->seq;
+    kend = a->end;
+    memcpy(khash, a->hash, 65);
 
     if (a->fd >= 0 && stat(a->path, &st) == 0 && st.st_ino == a->ino
         && st.st_dev == a->dev)
@@ -1680,6 +1713,12 @@ pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
 
         if (fst.st_size == a->end) {
             return 1;
+        }
+
+        if (known && fst.st_size < kend) {
+            return pki_audit_went_back(a, kseq, kend, khash, "audit.log "
+                                       "shrank", kseq,
+                                       (long long) fst.st_size, res);
         }
 
     } else {
@@ -1742,7 +1781,22 @@ pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
     if (a->seq == 0) {
         /* empty: the chain goes on from the newest rotated file */
         a->first_seq = 0;
-        return pki_audit_last_rotated(a, res);
+        if (!pki_audit_last_rotated(a, res)) {
+            return 0;
+        }
+
+        if (known && a->seq < kseq) {
+            return pki_audit_went_back(a, kseq, kend, khash, "audit.log "
+                                       "empty, the newest rotated file "
+                                       "ends", a->seq, 0, res);
+        }
+
+        return 1;
+    }
+
+    if (known && a->seq < kseq) {
+        return pki_audit_went_back(a, kseq, kend, khash, "its last entry",
+                                   a->seq, (long long) size, res);
     }
 
     if (a->first_seq == 0) {

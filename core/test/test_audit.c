@@ -323,6 +323,81 @@ tamper(const char *name, const char *sh, pki_audit_report_t *rep)
 
 
 /*
+ * A log cut back (or replaced by an older copy) under a running writer:
+ * the writer refuses to append (PKI_INTERNAL, "went back") rather than
+ * chain and sign over the cut, which no verifier could see afterwards
+ * (audit.head rewritten to match, the next checkpoint signed over the
+ * shorter chain).  Once the entries are back, it appends again.
+ */
+static void
+test_rollback(pki_key_t *key)
+{
+    int                  n;
+    char                 d[300], cmd[1400];
+    pki_status_t         st;
+    pki_result_t         res;
+    pki_audit_t         *a;
+    pki_audit_conf_t     conf;
+    pki_audit_report_t   rep;
+
+    snprintf(d, sizeof(d), "%s/rollback", tdir);
+    mkdir(d, 0700);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.dir = d;
+    conf.key = key;
+    conf.checkpoint_every = 2;
+
+    pki_result_init(&res);
+    a = pki_audit_open(&conf, &res);
+    if (!ok(a != NULL, "rollback: log opened (%s)", res.detail)) {
+        return;
+    }
+
+    /* seq 1, 2, checkpoint 3, 4, 5, checkpoint 6 */
+    n = 0;
+    n += append(a, "R1", 1) == PKI_OK;
+    n += append(a, "R2", 1) == PKI_OK;
+    n += append(a, "R3", 1) == PKI_OK;
+    n += append(a, "R4", 1) == PKI_OK;
+    ok(n == 4, "rollback: 4 entries written");
+
+    /* cut back to checkpoint 3 in place (same file), head to match */
+    snprintf(cmd, sizeof(cmd), "cd %s && cp audit.log full.log && "
+             "head -n 3 full.log > cut.log && cat cut.log > audit.log && "
+             "sed -n 3p full.log > audit.head", d);
+    ok(system(cmd) == 0, "rollback: audit.log cut back to seq 3");
+
+    st = append(a, "R5", 1);
+    ok(st != PKI_OK, "rollback: the writer refuses to append after the "
+       "cut (%s)", pki_status_name(st));
+    snprintf(cmd, sizeof(cmd), "test $(wc -l < %s/audit.log) -eq 3", d);
+    ok(system(cmd) == 0, "rollback: ... nothing written over it");
+    st = append(a, "R6", 1);
+    ok(st != PKI_OK, "rollback: ... and again (%s)", pki_status_name(st));
+
+    /* the entries back: the writer goes on */
+    snprintf(cmd, sizeof(cmd), "cd %s && cat full.log > audit.log", d);
+    ok(system(cmd) == 0, "rollback: the entries restored");
+    st = append(a, "R7", 1);
+    ok(st == PKI_OK, "rollback: ... appends again (%s)",
+       pki_status_name(st));
+    st = verify(d, &rep);
+    ok(st == PKI_OK && rep.entries >= 7, "rollback: ... and the log "
+       "verifies (%llu entries) %s", rep.entries, rep.bad);
+
+    /* an older copy put in its place (another file) */
+    snprintf(cmd, sizeof(cmd), "cd %s && mv cut.log audit.log", d);
+    ok(system(cmd) == 0, "rollback: audit.log replaced by an older copy");
+    st = append(a, "R8", 1);
+    ok(st != PKI_OK, "rollback: the writer refuses to append to it (%s)",
+       pki_status_name(st));
+
+    pki_audit_close(a);
+}
+
+
+/*
  * A log that cannot be read is no log that fails verification: the status
  * is PKI_UNAVAILABLE (pkictl: exit 2, an I/O problem), not PKI_MALFORMED
  * (exit 1, tampering).  As root, modes do not stop a read: audit.log a
@@ -421,6 +496,7 @@ main(void)
        "verify of an empty directory: not found");
 
     test_verify_io();
+    test_rollback(key);
 
     /* many threads, group commit, rotation, checkpoints */
     memset(&conf, 0, sizeof(conf));
