@@ -238,6 +238,16 @@ typedef struct {
 /* the first buffer of a body: a page, then doubled as bytes arrive */
 #define NGX_HTTP_PKI_BODY_FIRST   4096
 
+/* pki_body_memory takes a body's first buffer at least; the largest body
+ * cap of a location served by a module of ours (ngx_http_pki_own_body_cap,
+ * from the merges), checked against it at postconfiguration */
+static char *ngx_http_pki_body_memory_check(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_conf_post_t  ngx_http_pki_body_memory_post = {
+    ngx_http_pki_body_memory_check
+};
+static size_t           ngx_http_pki_cap_max;
+
 static size_t  ngx_http_pki_body_budget = NGX_HTTP_PKI_BODY_BUDGET;
 
 
@@ -272,7 +282,7 @@ static ngx_command_t  ngx_http_pki_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_pki_main_conf_t, body_memory),
-      NULL },
+      &ngx_http_pki_body_memory_post },
 
     { ngx_string("pki_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -457,8 +467,23 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
 
     pmcf->body_memory = NGX_CONF_UNSET_SIZE;
     pmcf->crl_cache_off = NGX_CONF_UNSET;
+    ngx_http_pki_cap_max = 0;
 
     return pmcf;
+}
+
+
+static char *
+ngx_http_pki_body_memory_check(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *sp = data;
+
+    if (*sp < NGX_HTTP_PKI_BODY_FIRST) {
+        return "is below 4k, a request body's first buffer: every body "
+               "would be refused with 503";
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -2191,6 +2216,10 @@ ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
+    if (clcf->handler == handler && max > ngx_http_pki_cap_max) {
+        ngx_http_pki_cap_max = max;
+    }
+
     if (clcf->handler == handler
         && clcf->client_max_body_size >= (off_t) max)
     {
@@ -2791,10 +2820,25 @@ static ngx_int_t
 ngx_http_pki_postconfiguration(ngx_conf_t *cf)
 {
     ngx_http_handler_pt        *h;
+    ngx_http_pki_main_conf_t   *pmcf;
     ngx_http_core_main_conf_t  *cmcf;
 
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_pki_body_filter;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    /* the merges are done: a location whose bodies may be larger than
+     * the whole budget refuses those over it with 503, idle or not (a
+     * warning: a small budget beside a large cap may be meant, as a
+     * bound on memory) */
+    if (ngx_http_pki_cap_max > pmcf->body_memory) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0, "a PKI location takes "
+                           "request bodies of up to %uz bytes, more than "
+                           "\"pki_body_memory\" (%uz): bodies over it are "
+                           "always refused with 503", ngx_http_pki_cap_max,
+                           pmcf->body_memory);
+    }
 
     if (ngx_http_pki_crl_cache_init(cf) != NGX_OK) {
         return NGX_ERROR;

@@ -120,7 +120,25 @@ T
 }
 
 # name, edit, expected message regex, the block(s) the line must lie in
+# a location whose cap is over the whole budget: its bodies over the
+# budget always get 503; nginx -t warns (it said nothing)
+{
+    (my $c = $base)
+        =~ s/(\n(\s*)pki_redis [^\n]*\n)/$1$2pki_body_memory 8k;\n/
+        or die 'no pki_redis line';
+    my ($ok, $out) = $t->nginx_test($t->write_conf($c, 'budget.conf'));
+    ok($ok, 'pki_body_memory below a location\'s body cap: nginx -t passes')
+        or diag($out);
+    like($out, qr/\[warn\].*takes request bodies of up to \d+ bytes, (?x:
+                  )more than "pki_body_memory" \(8192\)/,
+         '... with a warning') or diag($out);
+}
+
 my @cases = (
+    # below a body's first buffer: every POST would get 503 (it passed)
+    ['pki_body_memory below 4k',
+     sub { s/(\n(\s*)pki_redis [^\n]*\n)/$1$2pki_body_memory 1k;\n/ },
+     qr/"pki_body_memory" directive is below 4k/, [qr{^http}]],
     ['unknown CA in est',
      sub { s/est issuing device;/est nosuchca device;/ },
      qr/nosuchca/, [qr{location /\.well-known/est/}]],
