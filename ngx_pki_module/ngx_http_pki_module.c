@@ -885,6 +885,20 @@ invalid_address:
 
 invalid:
 
+    /* an unknown parameter's value is not shown: it may be a secret
+     * ("password=..." for password_file=) */
+    p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+
+    if (p != NULL && ngx_strncmp(value[i].data, "db=", 3) != 0
+        && ngx_strncmp(value[i].data, "namespace=", 10) != 0
+        && ngx_strncmp(value[i].data, "timeout=", 8) != 0)
+    {
+        value[i].len = p - value[i].data;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter "
+                           "\"%V=...\" (its value not shown)", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\"", &value[i]);
     return NGX_CONF_ERROR;

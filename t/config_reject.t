@@ -134,6 +134,18 @@ T
          '... with a warning') or diag($out);
 }
 
+# a mistyped parameter of pki_redis (password= for password_file=): its
+# value, maybe the password, stays out of the output (it was printed)
+{
+    (my $c = $base) =~ s/(\n\s*pki_redis [^;\n]*);/$1 password=s3cretXYZ;/
+        or die 'no pki_redis line';
+    my ($ok, $out) = $t->nginx_test($t->write_conf($c, 'redispw.conf'));
+    ok(!$ok, 'pki_redis password=...: nginx -t fails');
+    like($out, qr/\[emerg\].*invalid parameter "password=\.\.\."/,
+         '... naming the parameter') or diag($out);
+    unlike($out, qr/s3cretXYZ/, '... not its value');
+}
+
 my @cases = (
     # below a body's first buffer: every POST would get 503 (it passed)
     ['pki_body_memory below 4k',
