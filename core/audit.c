@@ -67,6 +67,10 @@
     "0000000000000000000000000000000000000000000000000000000000000000"
 #define PKI_AUDIT_HASH_TAG     ",\"hash\":\""
 #define PKI_AUDIT_CKPT_MAGIC   "nginx-pki audit checkpoint\n"
+/* what a checkpoint's signature covers: v2 (seq, time, prev) since the
+ * time counts for --max-unsigned-age; v1 (seq, prev: its time could be
+ * moved without the key) is still verified in older logs */
+#define PKI_AUDIT_CKPT_MAGIC2  "nginx-pki audit checkpoint v2\n"
 
 
 typedef struct pki_audit_qent_s  pki_audit_qent_t;
@@ -2063,7 +2067,7 @@ static pki_status_t
 pki_audit_write_q(pki_audit_t *a, pki_audit_qent_t *q,
     const pki_event_t *ev, int checkpoint, pki_result_t *res)
 {
-    char            tbs[128], ts[80], hash[65], *sig64;
+    char            tbs[256], ts[80], hash[65], *sig64;
     size_t          siglen, n;
     pki_jbuf_t      b;
     pki_status_t    st;
@@ -2095,8 +2099,8 @@ pki_audit_write_q(pki_audit_t *a, pki_audit_qent_t *q,
         pki_jstr(&b, "type", "checkpoint");
         pki_jstr(&b, "key", a->key_id);
 
-        snprintf(tbs, sizeof(tbs), PKI_AUDIT_CKPT_MAGIC "%llu\n%s\n",
-                 a->seq + 1, a->hash);
+        snprintf(tbs, sizeof(tbs), PKI_AUDIT_CKPT_MAGIC2 "%llu\n%s\n%s\n",
+                 a->seq + 1, ts, a->hash);
 
         sig = NULL;
         pki_observe_off = 1;
@@ -4808,7 +4812,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     DIR                 *d;
     FILE                *f;
     char                *line, *path, hash[65], prev[65], calc[65], *tag;
-    char                 tbs[128];
+    char                 tbs[256], tbs1[128];
     cJSON               *j, *it;
     size_t               cap, nfiles, i, len, lineno;
     ssize_t              n;
@@ -5036,13 +5040,19 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
                 it = cJSON_GetObjectItemCaseSensitive(j, "key");
                 kid = cJSON_IsString(it) ? it->valuestring : "";
 
-                snprintf(tbs, sizeof(tbs), PKI_AUDIT_CKPT_MAGIC "%llu\n%s\n",
-                         seq, prev);
+                it = cJSON_GetObjectItemCaseSensitive(j, "time");
+                snprintf(tbs, sizeof(tbs), PKI_AUDIT_CKPT_MAGIC2
+                         "%llu\n%.80s\n%s\n", seq,
+                         cJSON_IsString(it) ? it->valuestring : "", prev);
+                snprintf(tbs1, sizeof(tbs1), PKI_AUDIT_CKPT_MAGIC
+                         "%llu\n%s\n", seq, prev);
 
                 kp = pub ? pub : pki_load_pubkey(dir, kid);
 
                 if (kp != NULL) {
-                    if (!pki_check_sig(kp, tbs, sig)) {
+                    if (!pki_check_sig(kp, tbs, sig)
+                        && !pki_check_sig(kp, tbs1, sig))
+                    {
                         if (kp != pub) {
                             EVP_PKEY_free(kp);
                         }

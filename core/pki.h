@@ -1123,7 +1123,9 @@ PKI_API pki_status_t pki_event_emit(const pki_event_t *ev, int durable,
  * seq counts from 1 across rotated files; the first "prev" is 64 zeros.
  * Checkpoints (every checkpoint_every entries, at rotation and on
  * pki_audit_checkpoint) add "sig": base64 of the audit key's signature
- * over "nginx-pki audit checkpoint\n<seq>\n<prev>\n".  Many processes
+ * over "nginx-pki audit checkpoint v2\n<seq>\n<time>\n<prev>\n" (logs
+ * of older versions: "nginx-pki audit checkpoint\n<seq>\n<prev>\n",
+ * whose time is not signed).  Many processes
  * and threads may append to one directory (flock + a mutex); rotation
  * renames audit.log when it would grow over max_size.
  */

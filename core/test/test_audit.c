@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 
 #include <signal.h>
 #include <sys/file.h>
@@ -1128,6 +1129,88 @@ main(void)
         st = pki_audit_verify_limits(dir5, pk, &lim, &rep, &res);
         ok(st == PKI_MALFORMED && strstr(rep.bad, "s past it") != NULL,
            "past the period: refused (%s)", rep.bad);
+
+        /* the log cut back to that checkpoint, its time moved to now and
+         * its hash made again (no key needed), audit.head to match: the
+         * signature covers the time, so the age bound is not fooled (it
+         * covered seq and prev alone: the log passed) */
+        {
+            FILE       *f;
+            char        path5[400], line[4096], ck[4096], now[40], *t, *h;
+            char        hex[65];
+            size_t      k;
+            time_t      tnow;
+            struct tm   tm;
+            unsigned char  md[32];
+
+            snprintf(path5, sizeof(path5), "%s/audit.log", dir5);
+            ck[0] = '\0';
+            f = fopen(path5, "r");
+            while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+                if (strstr(line, "\"type\":\"checkpoint\"") != NULL) {
+                    snprintf(ck, sizeof(ck), "%s", line);
+                }
+            }
+            if (f != NULL) {
+                fclose(f);
+            }
+
+            tnow = time(NULL);
+            gmtime_r(&tnow, &tm);
+            strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+            t = strstr(ck, "\"time\":\"");
+            h = strstr(ck, ",\"hash\":\"");
+            if (ok(t != NULL && h != NULL && strlen(h) > 11 + 64,
+                   "the signed checkpoint's line")) {
+                memcpy(t + 8, now, strlen(now));
+                SHA256((unsigned char *) ck, (size_t) (h - ck), md);
+                for (k = 0; k < 32; k++) {
+                    snprintf(hex + 2 * k, 3, "%02x", md[k]);
+                }
+                memcpy(h + 9, hex, 64);
+
+                f = fopen(path5, "r");
+                {
+                    FILE  *o;
+                    char   tmp[420];
+
+                    snprintf(tmp, sizeof(tmp), "%s.new", path5);
+                    o = fopen(tmp, "w");
+                    while (f != NULL && o != NULL
+                           && fgets(line, sizeof(line), f) != NULL)
+                    {
+                        if (strstr(line, "\"type\":\"checkpoint\"") != NULL
+                            && strncmp(line, ck, 12) == 0)
+                        {
+                            fputs(ck, o);
+                            break;
+                        }
+                        fputs(line, o);
+                    }
+                    if (o != NULL) {
+                        fclose(o);
+                    }
+                    if (f != NULL) {
+                        fclose(f);
+                    }
+                    ok(rename(tmp, path5) == 0, "log cut back to it, its "
+                       "time now %s", now);
+                }
+
+                snprintf(line, sizeof(line), "%s/audit.head", dir5);
+                f = fopen(line, "w");
+                if (f != NULL) {
+                    fputs(ck, f);
+                    fclose(f);
+                }
+
+                pki_result_init(&res);
+                st = pki_audit_verify_limits(dir5, pk, &lim, &rep, &res);
+                ok(st == PKI_MALFORMED
+                   && strstr(rep.bad, "bad signature") != NULL,
+                   "its time moved: bad signature (%s)", rep.bad);
+            }
+        }
 
         EVP_PKEY_free(pk);
     }
