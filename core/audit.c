@@ -4820,7 +4820,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     pki_vfile_t         *files, *tmp;
     struct dirent       *de;
     char                 head_hash[65];
-    long long            tm, ck_time, tail_time;
+    long long            tm, ck_time, tail_time, first_time;
     unsigned long long   first, expect, seq, head_seq, ck_seq, max_tail;
     unsigned long long   max_secs;
     const char          *type, *pv, *sig, *kid;
@@ -4838,6 +4838,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     max_secs = lim != NULL ? lim->max_unsigned_seconds : 0;
     ck_time = -1;
     tail_time = -1;
+    first_time = -1;
     ck_seq = 0;
 
     d = opendir(dir);
@@ -5081,6 +5082,10 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
                 }
             }
 
+            if (first_time < 0 && tm >= 0) {
+                first_time = tm;
+            }
+
             cJSON_Delete(j);
             j = NULL;
 
@@ -5121,6 +5126,19 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
                     "%llu) run %llu s past it, more than %llu s: cut back "
                     "to an earlier checkpoint and entries added?", ck_seq,
                     (unsigned long long) (tail_time - ck_time), max_secs);
+        }
+
+        /* no checkpoint signed by that key at all: the whole log is the
+         * unsigned tail, measured from its first entry (a writer signs
+         * one within a minute of that) */
+        if (max_secs > 0 && ck_time < 0 && first_time >= 0
+            && tail_time > first_time
+            && (unsigned long long) (tail_time - first_time) > max_secs)
+        {
+            pki_bad(rep, "no checkpoint signed by the key, and the entries "
+                    "run %llu s past the first one, more than %llu s: the "
+                    "log written again without the key?",
+                    (unsigned long long) (tail_time - first_time), max_secs);
         }
     }
 

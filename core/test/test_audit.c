@@ -1212,6 +1212,33 @@ main(void)
             }
         }
 
+        /* a log written again without the key (no checkpoint at all,
+         * audit.head gone): the age bound counts from its first entry (it
+         * did not count at all: the log passed) */
+        {
+            char  dir6[300];
+
+            snprintf(dir6, sizeof(dir6), "%s/log6", tdir);
+            mkdir(dir6, 0700);
+            c5.dir = dir6;
+            c5.key = NULL;
+            pki_result_init(&res);
+            x = pki_audit_open(&c5, &res);
+            ok(x != NULL && append(x, "F601", 1) == PKI_OK,
+               "unsigned log: an entry");
+            sleep(2);
+            ok(x != NULL && append(x, "F602", 1) == PKI_OK,
+               "unsigned log: another, 2 s on");
+            pki_audit_close(x);
+
+            pki_result_init(&res);
+            st = pki_audit_verify_limits(dir6, pk, &lim, &rep, &res);
+            ok(st == PKI_MALFORMED
+               && strstr(rep.bad, "no checkpoint signed by the key") != NULL,
+               "unsigned log past the period: refused (%s)", rep.bad);
+            c5.dir = dir5;
+        }
+
         EVP_PKEY_free(pk);
     }
 
