@@ -72,6 +72,7 @@ static void ngx_http_scep_run(ngx_http_request_t *r,
     ngx_http_scep_ctx_t *ctx);
 static void ngx_http_scep_work(void *data);
 static void ngx_http_scep_done(ngx_http_request_t *r, void *data);
+static ngx_int_t ngx_http_scep_too_early(ngx_http_request_t *r);
 static ngx_int_t ngx_http_scep_send(ngx_http_request_t *r,
     ngx_http_scep_ctx_t *ctx);
 
@@ -227,6 +228,8 @@ ngx_module_t  ngx_http_scep_module = {
 static ngx_str_t  ngx_http_scep_bad_op =
     ngx_string("unknown or missing operation\n");
 static ngx_str_t  ngx_http_scep_busy = ngx_string("busy, retry later\n");
+static ngx_str_t  ngx_http_scep_early = ngx_string(
+    "too early: send the request again after the TLS handshake\n");
 static ngx_str_t  ngx_http_scep_bad_method = ngx_string("use GET or POST\n");
 static ngx_str_t  ngx_http_scep_no_head =
     ngx_string("PKIOperation: use GET or POST (HEAD would issue, unseen)\n");
@@ -397,6 +400,10 @@ ngx_http_scep_handler(ngx_http_request_t *r)
         return ngx_http_scep_send(r, ctx);
     }
 
+    if (ngx_http_pki_too_early(r)) {
+        return ngx_http_scep_too_early(r);
+    }
+
     rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
 
     switch (rc) {
@@ -475,6 +482,11 @@ ngx_http_scep_run(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         return;
     }
 
+    if (ngx_http_pki_too_early(r)) {
+        ngx_http_finalize_request(r, ngx_http_scep_too_early(r));
+        return;
+    }
+
     rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
 
     switch (rc) {
@@ -531,6 +543,22 @@ ngx_http_scep_fail_name(int fail)
     }
 
     return "-";
+}
+
+
+/* A PKIOperation (enrollment, renewal, poll) in TLS 1.3 early data: 425
+ * Too Early (RFC 8470), as EST and Matter answer; a replay of the first
+ * flight must not reach the CA */
+static ngx_int_t
+ngx_http_scep_too_early(ngx_http_request_t *r)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "scep: PKIOperation from %V refused: sent in TLS 1.3 "
+                  "early data, which can be replayed (425)",
+                  &r->connection->addr_text);
+
+    return ngx_http_pki_send_plain(r, NGX_HTTP_PKI_TOO_EARLY,
+                                   &ngx_http_scep_early, 0);
 }
 
 

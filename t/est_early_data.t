@@ -4,9 +4,9 @@
 #
 # TLS 1.3 early data (0-RTT) with ssl_early_data on: a request sent with
 # the ClientHello can be replayed, so an enrollment (EST simpleenroll,
-# Matter NOC) that arrives in early data is answered 425 Too Early (RFC
-# 8470) and issues nothing, however often it is sent; a GET (cacerts) is
-# served.
+# Matter NOC, a SCEP PKIOperation over HTTPS) that arrives in early data
+# is answered 425 Too Early (RFC 8470) and issues nothing, however often
+# it is sent; a GET (cacerts) is served.
 #
 # The client is openssl s_client, as a reviewer used it: a session from a
 # first connection (-sess_out), then the same request as early data on
@@ -39,7 +39,13 @@ $t->make_matter_pki($t->pki) if $MATTER;
 $t->start_redis;
 
 my $conf = $t->render_conf;
-$conf =~ s{^(\s*ssl_verify_depth .*\n)}{$1        ssl_early_data on;\n}m
+my $pkidir = $t->pki;
+$conf =~ s{^(\s*ssl_verify_depth .*\n)}{$1        ssl_early_data on;
+        location /scep-tls {
+            scep issuing scep;
+            scep_ra $pkidir/ra.pem $pkidir/ra.key;
+            scep_challenge file=$pkidir/scep-challenge;
+        }\n}m
     or BAIL_OUT('cannot add ssl_early_data to the config');
 $t->start_nginx($conf);
 
@@ -241,6 +247,42 @@ SKIP: {
     is($r->{code}, 200, 'the same NOC request, no early data: 200')
         or diag($r->{body});
     is(cert_count('matter-icac'), $m0 + 1, '  and recorded');
+}
+
+# a SCEP PKIOperation (PKCSReq) over HTTPS in early data: 425, nothing
+# issued, nor by replays (it was taken and issued); after the handshake:
+# issued
+{
+    my $tool = "$dir/scepmsg";
+    my ($crc, undef, $cerr) = run_cmd(['cc', '-O1', '-o', $tool,
+        "$PKITest::TOP/t/lib/scepmsg.c", '-lcrypto', '-lpthread']);
+    is($crc, 0, 'scepmsg built') or diag($cerr);
+    my ($krc) = run_cmd(['openssl', 'genpkey', '-algorithm', 'RSA',
+                         '-pkeyopt', 'rsa_keygen_bits:2048', '-out',
+                         "$dir/scep.key"]);
+    my ($mrc, undef, $merr) = run_cmd([$tool, 'req', '--rcpt',
+        "$pkidir/ra.pem", '--key', "$dir/scep.key", '--out',
+        "$dir/pkcsreq.der", '--cn', 'early-scep', '--challenge', 'demo']);
+    is($krc + $mrc, 0, 'a PKCSReq') or diag($merr);
+    my $msg = slurp("$dir/pkcsreq.der") // '';
+    my $req = http_req('POST', '/scep-tls?operation=PKIOperation',
+                       ctype => 'application/x-pki-message', body => $msg);
+    my $s0 = cert_count('issuing');
+    ($acc, $code, $all) = early($req);
+    ok($acc, 'SCEP PKIOperation in early data: accepted by TLS')
+        or diag($all);
+    is($code, 425, '  425 Too Early') or diag($all);
+    replay() for 1 .. 2;
+    is(cert_count('issuing'), $s0, '  nothing issued, nor by replays');
+    is(log_count(qr/\[info\].*scep: PKIOperation from \S+ refused: /
+                 . qr/sent in TLS 1\.3 early data/), 3,
+       '  the refusals are logged');
+    $r = $t->curl('POST', "https://127.0.0.1:$port/scep-tls"
+                  . '?operation=PKIOperation', data_file => "$dir/pkcsreq.der",
+                  headers => ['Content-Type: application/x-pki-message']);
+    is($r->{code}, 200, 'the same PKIOperation after the handshake: 200')
+        or diag($r->{body});
+    is(cert_count('issuing'), $s0 + 1, '  and issued');
 }
 
 # an admin revocation in early data: 425, the record stays good (nor do
