@@ -2297,6 +2297,32 @@ issue_one(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r,
 }
 
 
+/* One request under a CA with name constraints: issued when issued, or
+ * else refused as outside them (PKI_POLICY, "name constraints"). */
+static void
+constrained_case(pki_ca_t *cc, pki_template_t *t, const char *what,
+    const char *subject, const char *sans, int issued)
+{
+    X509          *x;
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    x = issue_one(cc, t, NULL, subject, sans, NULL, &res);
+
+    if (issued) {
+        ok(x != NULL, "%s, %s %s: issued (%s)", what, subject,
+           sans ? sans : "no SAN", res.detail);
+    } else {
+        ok(x == NULL && res.status == PKI_POLICY
+           && strstr(res.detail, "name constraints") != NULL,
+           "%s, %s %s: refused (%s)", what, subject, sans ? sans : "no SAN",
+           res.detail);
+    }
+
+    X509_free(x);
+}
+
+
 /* A compressed point is taken, but the certificate carries it uncompressed
  * (04 || x || y): Go's crypto/x509 refuses a certificate with a compressed
  * one.  Its key identifier is that of the point as carried. */
@@ -4356,22 +4382,9 @@ main(void)
         is_status(res.status, PKI_OK, "wildcard template under the "
                   "constrained CA");
         for (k = 0; k < sizeof(cncases) / sizeof(cncases[0]); k++) {
-            x = issue_one(cc, twild, NULL, cncases[k].subject,
-                          cncases[k].sans, NULL, &res);
-            if (cncases[k].issued) {
-                ok(x != NULL, "name constraints, %s %s: issued (%s)",
-                   cncases[k].subject,
-                   cncases[k].sans ? cncases[k].sans : "no SAN",
-                   res.detail);
-            } else {
-                ok(x == NULL && res.status == PKI_POLICY
-                   && strstr(res.detail, "name constraints") != NULL,
-                   "name constraints, %s %s: refused (%s)",
-                   cncases[k].subject,
-                   cncases[k].sans ? cncases[k].sans : "no SAN",
-                   res.detail);
-            }
-            X509_free(x);
+            constrained_case(cc, twild, "name constraints",
+                             cncases[k].subject, cncases[k].sans,
+                             cncases[k].issued);
         }
         pki_ca_free(cc);
         pki_template_free(twild);
@@ -4432,22 +4445,9 @@ main(void)
         is_status(res.status, PKI_OK, "address-constrained CA");
 
         for (k = 0; k < sizeof(ipcases) / sizeof(ipcases[0]); k++) {
-            x = issue_one(cc, tip, NULL, ipcases[k].subject,
-                          ipcases[k].sans, NULL, &res);
-            if (ipcases[k].issued) {
-                ok(x != NULL, "address constraints, %s %s: issued (%s)",
-                   ipcases[k].subject,
-                   ipcases[k].sans ? ipcases[k].sans : "no SAN",
-                   res.detail);
-            } else {
-                ok(x == NULL && res.status == PKI_POLICY
-                   && strstr(res.detail, "name constraints") != NULL,
-                   "address constraints, %s %s: refused (%s)",
-                   ipcases[k].subject,
-                   ipcases[k].sans ? ipcases[k].sans : "no SAN",
-                   res.detail);
-            }
-            X509_free(x);
+            constrained_case(cc, tip, "address constraints",
+                             ipcases[k].subject, ipcases[k].sans,
+                             ipcases[k].issued);
         }
 
         pki_ca_free(cc);
