@@ -3166,8 +3166,10 @@ sub admin_revoke_account {
          '... naming the file and line');
     $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock colour=blue;}r;
     ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
-    ok(!$ok && $out =~ /invalid parameter "colour=blue"/,
-       'acme_redis with an unknown option: nginx -t fails');
+    # named without its value, which may be a secret (password=...)
+    ok(!$ok && $out =~ /invalid parameter "colour=\.\.\."/
+       && $out !~ /blue/, 'acme_redis with an unknown option: nginx -t fails')
+        or diag($out);
     $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock;\n            acme_redis unix:/tmp/y.sock;}r;
     ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
     ok(!$ok && $out =~ /duplicate/, 'acme_redis twice: nginx -t fails');
