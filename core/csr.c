@@ -478,6 +478,12 @@ pki_int_csr_attrs_refused(const void *src, int n,
     X509_ATTRIBUTE     *a;
     const ASN1_OBJECT  *obj;
 
+    /* the check of repeats is quadratic: a request of 64 KiB could hold
+     * thousands of empty attributes (a few have a handful) */
+    if (n > PKI_CSR_ATTRS_MAX) {
+        return "the CSR has more than 64 attributes";
+    }
+
     for (ext = 0, i = 0; i < n; i++) {
         a = at(src, i);
         obj = X509_ATTRIBUTE_get0_object(a);

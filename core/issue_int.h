@@ -19,6 +19,7 @@
 #define PKI_CA_PATHS_MAX       1024    /* paths walked through a chain file */
 #define PKI_MAX_SANS           100
 #define PKI_CSR_MAX            65536
+#define PKI_CSR_ATTRS_MAX      64      /* attributes of a request */
 
 /* Latest time an X.509 certificate can express: 9999-12-31T23:59:59Z. */
 #define PKI_TIME_MAX           ((time_t) 253402300799LL)

@@ -824,6 +824,50 @@ test_csr_parse(void)
         }
     }
 
+    /* 65 attributes (distinct types): refused before the quadratic
+     * check of repeats; 64 are read */
+    {
+        int         a, want;
+        char        oid[32];
+        X509_REQ   *req;
+        X509_NAME  *nm;
+        unsigned char  *p;
+
+        for (want = 64; want <= 65; want++) {
+            pk = keygen("EC:P-256");
+            req = X509_REQ_new();
+            nm = X509_NAME_new();
+            X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC,
+                                       (const unsigned char *) "many", -1,
+                                       -1, 0);
+            X509_REQ_set_subject_name(req, nm);
+            X509_NAME_free(nm);
+            X509_REQ_set_pubkey(req, pk);
+            for (a = 0; a < want; a++) {
+                snprintf(oid, sizeof(oid), "1.3.6.1.4.1.99999.%d", a + 1);
+                X509_REQ_add1_attr_by_txt(req, oid, V_ASN1_UTF8STRING,
+                                          (const unsigned char *) "x", 1);
+            }
+            X509_REQ_sign(req, pk, EVP_sha256());
+            p = NULL;
+            n = i2d_X509_REQ(req, &p);
+            pki_result_init(&res);
+            csr = NULL;
+            st = pki_csr_parse(p, n > 0 ? (size_t) n : 0, &csr, &res);
+            if (want == 64) {
+                is_status(st, PKI_OK, "a CSR with 64 attributes");
+            } else {
+                ok(st == PKI_MALFORMED
+                   && strstr(res.detail, "more than 64 attributes") != NULL,
+                   "a CSR with 65 attributes: malformed (%s)", res.detail);
+            }
+            X509_REQ_free(csr);
+            X509_REQ_free(req);
+            OPENSSL_free(p);
+            EVP_PKEY_free(pk);
+        }
+    }
+
     pk = keygen("EC:P-256");
     der = make_csr(pk, "/CN=dev1", "DNS:dev1.example.com", &len);
     buf = calloc(1, 70000);
