@@ -977,6 +977,32 @@ pki_vault_read_pin(pki_vault_t *v, pki_result_t *res)
 }
 
 
+/* 1 when a failed login's CKR says the token or its device is away or
+ * failing (it may come back, so the request is worth retrying: 503), not
+ * that it refuses this login for good. */
+static int
+pki_login_outage(unsigned long ckr)
+{
+    switch (ckr) {
+    case 0x2UL:     /* CKR_HOST_MEMORY */
+    case 0x5UL:     /* CKR_GENERAL_ERROR */
+    case 0x6UL:     /* CKR_FUNCTION_FAILED */
+    case 0x30UL:    /* CKR_DEVICE_ERROR */
+    case 0x31UL:    /* CKR_DEVICE_MEMORY */
+    case 0x32UL:    /* CKR_DEVICE_REMOVED */
+    case 0xb0UL:    /* CKR_SESSION_CLOSED */
+    case 0xb1UL:    /* CKR_SESSION_COUNT */
+    case 0xb3UL:    /* CKR_SESSION_HANDLE_INVALID */
+    case 0xe0UL:    /* CKR_TOKEN_NOT_PRESENT */
+    case 0xe1UL:    /* CKR_TOKEN_NOT_RECOGNIZED */
+    case 0x190UL:   /* CKR_CRYPTOKI_NOT_INITIALIZED */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+
 static const char *
 pki_pin_refusal(unsigned long ckr)
 {
@@ -1426,7 +1452,11 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
         goto failed;
 
     } else if (ckr != 0) {
-        (*login_failed)++;
+        /* an outage is retried and stays a 503 however long it lasts;
+         * any other refusal three times over is not a race */
+        if (!pki_login_outage(ckr)) {
+            (*login_failed)++;
+        }
         pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": login to token \"%s\" "
                  "failed (CKR 0x%lx)", v->name, v->token, ckr);
         goto failed;
@@ -1476,7 +1506,8 @@ pki_vault_open_locked_do(pki_vault_t *v, pki_result_t *res)
         }
 
         if (login_failed >= 3) {
-            /* The token is there but refuses the PIN: not a race. */
+            /* The token is there but refuses the login, and not
+             * because it is away or failing: not a race. */
             res->status = PKI_INTERNAL;
             return PKI_INTERNAL;
         }

@@ -15,6 +15,9 @@
  *      login is lost): N signatures make exactly one C_Login, each fails
  *      with PKI_UNAVAILABLE, fast; writing the new PIN into the PIN file
  *      recovers signing without a restart.
+ *   C. The device fails at login (CKR_DEVICE_ERROR): every signature and
+ *      the open of the vault fail with PKI_UNAVAILABLE (an outage, worth a
+ *      retry), never PKI_INTERNAL; signing recovers once it is back.
  * Environment as for test_key.c; the spy is PKI_TEST_P11_SPY (default
  * /usr/lib/x86_64-linux-gnu/pkcs11-spy.so).  Without them it skips.
  */
@@ -412,6 +415,168 @@ test_changed_at_token(const char *uri, const char *good)
 }
 
 
+/* C_Login of SoftHSM's function list, which the spy calls, answers
+ * CKR_DEVICE_ERROR while login_fault.armed is set. */
+typedef ck_ulong (*ck_get_list_pt)(void ***list);
+
+static struct {
+    ck_login_pt   real;
+    void        **slot;
+    int           armed;
+    int           calls;
+} login_fault;
+
+
+static ck_ulong
+login_fault_fn(ck_ulong session, ck_ulong user, unsigned char *pin,
+    ck_ulong len)
+{
+    if (login_fault.armed) {
+        login_fault.calls++;
+        return 0x30UL;                      /* CKR_DEVICE_ERROR */
+    }
+
+    return login_fault.real(session, user, pin, len);
+}
+
+
+/* Puts login_fault_fn into the module's list (SoftHSM's is writable static
+ * data, loaded once by the spy): 1 done. */
+static int
+login_fault_install(const char *module)
+{
+    void            *dl, *li, **fl;
+    size_t           i;
+    ck_get_list_pt   get;
+
+    dl = dlopen(module, RTLD_NOW | RTLD_NOLOAD);
+    if (dl == NULL) {
+        return 0;
+    }
+
+    get = (ck_get_list_pt) dlsym(dl, "C_GetFunctionList");
+    li = dlsym(dl, "C_Login");
+    if (get == NULL || li == NULL || get(&fl) != CKR_OK) {
+        dlclose(dl);
+        return 0;
+    }
+
+    /* the version (two bytes) is padded to a pointer; the entries follow */
+    fl = (void **) ((char *) fl + sizeof(void *));
+    for (i = 0; i < 70 && login_fault.slot == NULL; i++) {
+        if (fl[i] == li) {
+            login_fault.real = (ck_login_pt) li;
+            login_fault.slot = &fl[i];
+            fl[i] = (void *) login_fault_fn;
+        }
+    }
+
+    dlclose(dl);
+    return login_fault.slot != NULL;
+}
+
+
+/* C_Logout in a session of our own: the whole process is logged out. */
+static int
+logout_all(void)
+{
+    void           *dl;
+    ck_ulong        s, rv;
+    ck_session_pt   lo, close_session;
+
+    if (!session(&dl, &s)) {
+        return 0;
+    }
+
+    lo = (ck_session_pt) dlsym(dl, "C_Logout");
+    close_session = (ck_session_pt) dlsym(dl, "C_CloseSession");
+    rv = lo(s);
+    close_session(s);
+    dlclose(dl);
+
+    return rv == CKR_OK;
+}
+
+
+/* C. the token's device fails at login (CKR_DEVICE_ERROR): an outage,
+ * answered PKI_UNAVAILABLE (503, worth a retry) however many logins fail,
+ * never PKI_INTERNAL; nothing is latched, and signing recovers alone */
+static void
+test_device_error(const char *module, const char *uri, const char *good)
+{
+    int            i, unav, calls;
+    double         t0;
+    pki_key_t     *k;
+    pki_vault_t   *v;
+    pki_status_t   st;
+    pki_result_t   res;
+    char           first[600];
+
+    put_pin(tpath("pin.c"), good);
+
+    pki_result_init(&res);
+    v = pki_vault_new("spy-c", spy, token, tpath("pin.c"), &res);
+    k = v != NULL ? pki_key_new(uri, v, &res) : NULL;
+    pki_result_init(&res);
+    if (!ok(k != NULL && pki_key_open(k, &res) == PKI_OK
+            && sign(k, &res) == PKI_OK,
+            "C: key opens and signs [%s]", res.detail)
+        || !ok(login_fault_install(module), "C: C_Login fault installed"))
+    {
+        pki_key_free(k);
+        pki_vault_free(v);
+        return;
+    }
+
+    login_fault.armed = 1;
+    ok(logout_all(), "C: the process logged out");
+
+    unav = 0;
+    first[0] = '\0';
+    calls = 0;
+    for (i = 0; i < 3; i++) {
+        st = sign(k, &res);
+        unav += st == PKI_UNAVAILABLE;
+        if (i == 0) {
+            snprintf(first, sizeof(first), "%.250s (%.300s)", res.detail,
+                     res.log);
+            calls = login_fault.calls;
+        }
+    }
+
+    ok(unav == 3, "C: 3 signatures while the device fails at login are "
+       "PKI_UNAVAILABLE (%d) [%s]", unav, first);
+    ok(strstr(first, "CKR 0x30") != NULL
+       && strstr(first, "refused the PIN") == NULL,
+       "C: the log names the device's CKR, not the PIN [%s]", first);
+    ok(calls >= 3, "C: the first signature tried the login %d times",
+       calls);
+
+    /* a worker's start opens the vault itself */
+    pki_vault_close(v);
+    pki_result_init(&res);
+    st = pki_vault_open(v, &res);
+    ok(st == PKI_UNAVAILABLE, "C: opening the vault while the device fails "
+       "is PKI_UNAVAILABLE (%d) [%s]", st, res.detail);
+
+    login_fault.armed = 0;
+    t0 = now_s();
+    do {
+        st = sign(k, &res);
+        if (st != PKI_OK) {
+            usleep(100000);
+        }
+    } while (st != PKI_OK && now_s() - t0 < 15.0);
+    ok(st == PKI_OK, "C: once the device is back, signing recovers by "
+       "itself [%s]", res.detail);
+
+    *login_fault.slot = (void *) login_fault.real;
+
+    pki_key_free(k);
+    pki_vault_free(v);
+}
+
+
 int
 main(void)
 {
@@ -480,6 +645,7 @@ main(void)
 
     test_wrong_from_start(uri, good);
     test_changed_at_token(uri, good);
+    test_device_error(module, uri, good);
 
     OPENSSL_cleanse(good, sizeof(good));
     return done_testing();
