@@ -68,6 +68,9 @@ typedef struct {
     const char  *redis;
     const char  *ca_name;
     const char  *ns;
+    const char  *audit_log;
+    const char  *crl_url;
+    const char  *ocsp_url;
     const char  *dns[PKICTL_MAX_NAMES];
     const char  *ip[PKICTL_MAX_NAMES];
     int          ndns;
@@ -91,12 +94,16 @@ usage(void)
         "               [--dns NAME]... [--ip ADDR]... --days N --out FILE\n"
         "               [vault] [--redis unix:PATH --ca-name NAME"
         " [--namespace NS]\n"
-        "               [--db N]]\n"
+        "               [--db N] --audit-log DIR|none] [--crl-url URL]"
+        " [--ocsp-url URL]\n"
         "    --redis: the record goes where nginx finds the certificates of"
         "\n"
         "    \"pki_ca NAME\" (OCSP, CRLs, admin API); NS and N as in"
         " pki_redis\n"
-        "    namespace= and db= (default \"pki:\" and 0)\n"
+        "    namespace= and db= (default \"pki:\" and 0); --audit-log: that"
+        " nginx's\n"
+        "    pki_audit_log DIR (none: it has no log), written before the"
+        " file\n"
         "  pkictl matter to-tlv|to-der|verify-attestation|"
         "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
@@ -795,6 +802,17 @@ cmd_selfsign(pkictl_opts_t *o)
         return 1;
     }
 
+    /* an option of issue is not dropped without a word (a --redis that
+     * recorded nothing, a --dns that is not in the certificate) */
+    if (o->csr || o->pubkey_of || o->profile || o->ca_cert || o->ca_key
+        || o->redis || o->ca_name || o->ns || o->db >= 0 || o->ndns
+        || o->nip || o->audit_log || o->crl_url || o->ocsp_url)
+    {
+        fprintf(stderr, "pkictl: selfsign takes --key, --subject, --days, "
+                "--out, --pathlen and the vault's options only\n");
+        return 1;
+    }
+
     subject = parse_dn(o->subject);
     if (subject == NULL) {
         goto done;
@@ -847,6 +865,16 @@ done:
 }
 
 
+static void
+pkictl_audit_lost(void *arg, int lost, const char *msg)
+{
+    fprintf(stderr, "pkictl: audit log: %s\n", msg);
+    if (lost) {
+        *(int *) arg = 1;
+    }
+}
+
+
 static int
 cmd_issue(pkictl_opts_t *o)
 {
@@ -855,6 +883,8 @@ cmd_issue(pkictl_opts_t *o)
     pki_template_t       *t = NULL;
     pki_ca_t             *ca = NULL;
     pki_redis_t          *redis = NULL;
+    pki_audit_t          *audit = NULL;
+    pki_audit_conf_t      ac;
     pki_redis_conf_t      rc_conf;
     X509_REQ             *csr = NULL;
     X509                 *x = NULL;
@@ -871,7 +901,7 @@ cmd_issue(pkictl_opts_t *o)
     char                  maxv[32], *pem = NULL;
     const char           *argv[1];
     long                  len = 0;
-    int                   rc = 1, i, crit;
+    int                   rc = 1, i, crit, lost;
 
     memset(&req, 0, sizeof(req));
     out.fd = -1;
@@ -893,6 +923,10 @@ cmd_issue(pkictl_opts_t *o)
         fail("%s needs --subject", "--pubkey-of");
         return 1;
     }
+    if (o->key != NULL) {
+        fail("issue takes no %s (--ca-key, --pubkey-of)", "--key");
+        return 1;
+    }
 
     /* the Redis record: checked before the keys are opened */
 
@@ -900,6 +934,11 @@ cmd_issue(pkictl_opts_t *o)
         if (o->ca_name != NULL || o->ns != NULL || o->db >= 0) {
             fprintf(stderr, "pkictl: --ca-name, --namespace and --db go "
                     "with --redis\n");
+            return 1;
+        }
+        if (o->audit_log != NULL) {
+            fail("%s goes with --redis (a certificate not recorded is not "
+                 "nginx's)", "--audit-log");
             return 1;
         }
 
@@ -918,6 +957,13 @@ cmd_issue(pkictl_opts_t *o)
             fail("--redis \"%s\": use unix:/path/to/redis.sock", o->redis);
             return 1;
         }
+        if (o->audit_log == NULL) {
+            fail("--redis needs --audit-log DIR: %s", "the pki_audit_log "
+                 "directory of the nginx that has this CA, so that the "
+                 "certificate is in its transaction log (none: it has no "
+                 "log)");
+            return 1;
+        }
 
         /* as pki_redis unix:PATH [namespace=NS] [db=N] does it */
         memset(&rc_conf, 0, sizeof(rc_conf));
@@ -931,6 +977,23 @@ cmd_issue(pkictl_opts_t *o)
         if (redis == NULL) {
             fail_res("redis", &res);
             return 1;
+        }
+
+        /* nginx's transaction log: the entry is appended (and synced)
+         * before the file is written; a log that does not open costs no
+         * certificate */
+        if (strcmp(o->audit_log, "none") != 0) {
+            memset(&ac, 0, sizeof(ac));
+            ac.dir = o->audit_log;
+            pki_result_init(&res);
+            audit = pki_audit_open(&ac, &res);
+            if (audit == NULL) {
+                fail_res("audit log", &res);
+                pki_redis_free(redis);
+                return 1;
+            }
+            pki_audit_set_default(audit);
+            pki_audit_set_required(1);
         }
     }
 
@@ -1050,6 +1113,20 @@ cmd_issue(pkictl_opts_t *o)
         fail_res("CA max_validity", &res);
         goto done;
     }
+    argv[0] = o->crl_url;
+    if (o->crl_url != NULL
+        && pki_ca_set(ca, "crl_url", 1, argv, &res) != PKI_OK)
+    {
+        fail_res("--crl-url", &res);
+        goto done;
+    }
+    argv[0] = o->ocsp_url;
+    if (o->ocsp_url != NULL
+        && pki_ca_set(ca, "ocsp_url", 1, argv, &res) != PKI_OK)
+    {
+        fail_res("--ocsp-url", &res);
+        goto done;
+    }
     if (pki_ca_set_key(ca, cakey, &res) != PKI_OK) {
         fail_res("CA key", &res);
         goto done;
@@ -1099,6 +1176,19 @@ done:
     GENERAL_NAMES_free(gens);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     X509_REQ_free(csr);
+    if (audit) {
+        /* what the log could not take is said on stderr: the certificate
+         * is recorded, its entry is not */
+        pki_audit_set_default(NULL);
+        pki_audit_set_required(0);
+        lost = 0;
+        pki_audit_close_report(audit, pkictl_audit_lost, &lost);
+        if (lost) {
+            fprintf(stderr, "pkictl: the transaction log in \"%s\" did not "
+                    "take the entry of this issuance\n", o->audit_log);
+            rc = 1;
+        }
+    }
     if (redis) {
         pki_redis_free(redis);
     }
@@ -1301,6 +1391,12 @@ main(int argc, char **argv)
             o.ca_name = v;
         } else if (strcmp(a, "--namespace") == 0) {
             o.ns = v;
+        } else if (strcmp(a, "--audit-log") == 0) {
+            o.audit_log = v;
+        } else if (strcmp(a, "--crl-url") == 0) {
+            o.crl_url = v;
+        } else if (strcmp(a, "--ocsp-url") == 0) {
+            o.ocsp_url = v;
         } else if (strcmp(a, "--db") == 0) {
             if (!parse_long(v, 0, 65535, &o.db)) {
                 fprintf(stderr, "pkictl: bad --db \"%s\"\n", v);

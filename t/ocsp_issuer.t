@@ -52,7 +52,7 @@ sub issue_as_issuing {
     my ($rc, undef, $err) = run_cmd([$pkictl, 'issue', '--ca-cert', $cacert,
         '--ca-key', $cakey, '--profile', 'client', '--csr', "$dir/$name.csr",
         '--days', '5', '--out', "$dir/$name.pem", '--redis', "unix:$sock",
-        '--ca-name', 'issuing', @args],
+        '--ca-name', 'issuing', '--audit-log', $t->pki . '/audit', @args],
         env => { SOFTHSM2_CONF => $t->softhsm_conf });
     is($rc, 0, "$name: pkictl issue --redis --ca-name issuing") or diag($err);
     my ($serial) = openssl_or_die('x509', '-in', "$dir/$name.pem", '-noout',

@@ -118,6 +118,24 @@ my ($rc, $out, $err) = run_cmd([$pkictl, 'selfsign', '--key', "$d/ca.key",
                                 '--out', "$d/ca.pem"]);
 is($rc, 0, 'selfsign') or diag($err);
 
+# an option the command does not use is refused, not dropped (selfsign
+# took --dns and --redis and wrote a certificate without either)
+for my $c (['selfsign', '--dns', 'a.example'],
+           ['selfsign', '--redis', 'unix:/nonexistent.sock'],
+           ['selfsign', '--ca-name', 'issuing'],
+           ['selfsign', '--profile', 'server'])
+{
+    my ($cmd, @a) = @$c;
+    unlink("$d/unused.pem");
+    my ($urc, undef, $uerr) = run_cmd([$pkictl, $cmd, '--key', "$d/ca.key",
+                                       '--subject', '/CN=u', '--days', '3',
+                                       '--out', "$d/unused.pem", @a]);
+    isnt($urc, 0, "$cmd $a[0]: refused");
+    like($uerr, qr/selfsign takes --key, --subject, --days, --out/,
+         "$cmd $a[0]: said on stderr");
+    ok(!-e "$d/unused.pem", "$cmd $a[0]: nothing written");
+}
+
 sub issue {
     my ($out, @a) = @_;
     unlink($out);
@@ -369,6 +387,7 @@ SKIP: {
               '--module', $PKITest::P11, '--pin-file', "$pki/hsm/pin");
     my %env = (env => { SOFTHSM2_CONF => $t->softhsm_conf });
     my $fleet = $t->dir . '/fleet.pem';
+    my @al = ('--audit-log', "$pki/audit");
 
     # refused before anything is signed or written
     for my $c (['--redis without --ca-name',
@@ -380,10 +399,19 @@ SKIP: {
                ['--ca-name that would break the hash tag',
                 qr/bad --ca-name "x\}:y"/,
                 '--redis', "unix:$sock", '--ca-name', 'x}:y'],
+               ['--redis without --audit-log',
+                qr/--redis needs --audit-log DIR: the pki_audit_log /,
+                '--redis', "unix:$sock", '--ca-name', 'fleet-ca'],
+               ['--audit-log without --redis',
+                qr/--audit-log goes with --redis/, @al],
+               ['--audit-log a directory that is not there',
+                qr/audit log: .*\/nolog/,
+                '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
+                '--audit-log', $t->dir . '/nolog'],
                ['--namespace with a brace',
                 qr/namespace "fleet\{7" is too long or contains/,
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
-                '--namespace', 'fleet{7'],
+                '--namespace', 'fleet{7', @al],
                ['--db out of range', qr/bad --db "65536"/,
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
                 '--db', '65536'],
@@ -409,13 +437,29 @@ SKIP: {
                                   '--days', '5', '--out', $fleet,
                                   '--redis', "unix:$sock",
                                   '--ca-name', 'fleet-ca',
-                                  '--namespace', 'fleet7:', '--db', '3'],
+                                  '--namespace', 'fleet7:', '--db', '3', @al,
+                                  '--crl-url', 'http://crl.example/f.crl',
+                                  '--ocsp-url', 'http://ocsp.example/'],
                                  %env);
     is($rc, 0, 'issue --redis --ca-name --namespace --db') or diag($err);
     my ($serial) = (-e $fleet ? openssl_or_die('x509', '-in', $fleet,
                                                '-noout', '-serial') : '')
         =~ /serial=(\w+)/;
     $serial //= 'none';
+
+    # in nginx's transaction log, which still verifies; and it says where
+    # its status is
+    like(slurp("$pki/audit/audit.log"),
+         qr/"type":"issue"[^\n]*"serial":"$serial"/i,
+         'its issuance is in the nginx transaction log (--audit-log)');
+    my ($arc, $aout, $aerr) = run_cmd([$pkictl, 'audit', 'verify',
+                                       "$pki/audit"]);
+    is($arc, 0, 'and the log verifies') or diag("$aout $aerr");
+    my $ext = -e $fleet ? openssl_or_die('x509', '-in', $fleet, '-noout',
+                                         '-ext', 'crlDistributionPoints,'
+                                         . 'authorityInfoAccess') : '';
+    like($ext, qr{URI:http://crl\.example/f\.crl}, '--crl-url: its CDP');
+    like($ext, qr{OCSP - URI:http://ocsp\.example/}, '--ocsp-url: its AIA');
 
     # the keys, as redis-cli reads them
     my $key = "fleet7:{ca:fleet-ca}:cert:$serial";
@@ -448,7 +492,7 @@ SKIP: {
     # no serial said, and a retry issued a second one)
     my $before = records($t, 3);
     my @fleet = ('--redis', "unix:$sock", '--ca-name', 'fleet-ca',
-                 '--namespace', 'fleet7:', '--db', '3');
+                 '--namespace', 'fleet7:', '--db', '3', @al);
     my $nodir = $t->dir . '/nodir/fleet.pem';
     for my $c (['--out in a missing directory', $nodir,
                 qr/cannot create a temporary file for "\Q$nodir\E": No such/],
@@ -468,12 +512,29 @@ SKIP: {
     # the write failing after the signature (a file size limit of 0, its
     # signal ignored: write() fails with EFBIG): the serial, the CA and the
     # certificate on stderr, and the record is that serial's
+    # (with --audit-log, the log's own write fails first: the serial is
+    # withdrawn, revoked, and nothing written)
     my $late = $t->dir . '/late.pem';
     ($rc, undef, $err) = run_nowrite([$pkictl, 'issue', @ca, '--profile',
                                       'client', '--csr',
                                       csr('late', '/CN=late'), '--days', '5',
                                       '--out', $late, @fleet],
                                      token_copy($t, 'late-hsm'));
+    isnt($rc, 0, 'the audit log cannot be written: exit nonzero');
+    my ($wserial) = $err =~ /cannot write the audit log: .* serial (\w+) (?:is )?withdrawn/;
+    ok(defined $wserial, 'the audit log cannot be written: the serial is '
+       . 'withdrawn') or diag($err);
+    $wserial //= 'none';
+    is(redis_n($t, 3, 'HGET', "fleet7:{ca:fleet-ca}:cert:$wserial",
+               'status'), 'revoked', 'and its record revoked');
+    ok(!-e $late && !glob("$late.*"), 'and no file written');
+
+    my @fleet_nolog = (@fleet[0 .. $#fleet - 1], 'none');
+    ($rc, undef, $err) = run_nowrite([$pkictl, 'issue', @ca, '--profile',
+                                      'client', '--csr',
+                                      csr('late', '/CN=late'), '--days', '5',
+                                      '--out', $late, @fleet_nolog],
+                                     token_copy($t, 'late-hsm2'));
     isnt($rc, 0, 'write failing after issuance: exit nonzero');
     my ($lserial) = $err =~ /certificate serial (\w+) issued by "[^"]+"/;
     $lserial //= 'none';
