@@ -42,7 +42,8 @@ pki_status_t pki_int_redis_zmscore(pki_redis_t *r, const char *key,
 /* One command (a redisReply *, freeReplyObject() it), NULL with res filled
  * on error; *sent set to 1 when the command was written whole but no
  * answer came (Redis may have run it), left as is otherwise (no
- * connection, a failed write, an error reply).  For core/metrics.c. */
+ * connection, a failed write, an error reply).  For core/metrics.c and
+ * core/scep.c (a write that must be undone when it ran). */
 void *pki_int_redis_command_sent(pki_redis_t *r, int argc, const char **argv,
     const size_t *lens, int *sent, pki_result_t *res);
 

@@ -155,6 +155,10 @@ typedef struct {
                                               1970, Redis's clock) */
     char                  hkey[PKI_SCEP_KEY_MAX];
     char                  tkey[PKI_SCEP_KEY_MAX];  /* who took it */
+    char                  token[65];       /* this request's take */
+    int                   unsure;          /* the take was sent, its
+                                              answer lost: it may have
+                                              run */
     const char           *tmpl;
     const char           *cn;
     const char           *san;
@@ -2939,7 +2943,8 @@ static const char  pki_lua_chal_take[] =
 static pki_status_t
 pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
 {
-    char            token[65];
+    int             sent = 0;
+    char           *token = c->token;
     redisReply     *reply;
     const char     *argv[6];
     size_t          lens[6];
@@ -2966,8 +2971,12 @@ pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
     lens[4] = strlen(c->tkey);
     lens[5] = strlen(token);
 
-    reply = pki_int_redis_cmd(r, 6, argv, lens, res);
+    /* an answer lost after the take was sent (Redis slower than the
+     * timeout): it may have run, and the challenge is then gone with no
+     * request holding it; pki_scep_chal_untake puts it back */
+    reply = pki_int_redis_command_sent(r, 6, argv, lens, &sent, res);
     if (reply == NULL) {
+        c->unsure = sent;
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
 
@@ -3030,6 +3039,60 @@ pki_scep_chal_give_back(pki_redis_t *r, pki_scep_chal_t *c,
     pki_log(res, "%sthe one-time challenge %s", res->log[0] ? "; " : "",
             reply != NULL ? "was given back for a retry"
                           : "could not be given back");
+    if (reply != NULL) {
+        freeReplyObject(reply);
+    }
+}
+
+
+/*
+ * A take whose answer was lost (c->unsure): when it ran, KEYS[2] names
+ * this request's token ARGV[1] with the value and the time it expires at,
+ * and KEYS[1] is gone; the value goes back until that time, as
+ * pki_scep_chal_give_back does.  Nothing when another request took it,
+ * when it was never taken or when it has expired meanwhile.
+ */
+static const char  pki_lua_chal_untake[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
+    "if redis.call('TYPE', KEYS[2]).ok ~= 'hash' then return 0 end "
+    "local d = redis.call('HMGET', KEYS[2], 'by', 'v', 'at') "
+    "if d[1] ~= ARGV[1] or not d[2] then return 0 end "
+    "local at = tonumber(d[3]) "
+    "local now = redis.call('TIME') "
+    "if not at or at <= now[1] * 1000 + math.floor(now[2] / 1000) then "
+    "  return 0 end "
+    "redis.call('DEL', KEYS[2]) "
+    "redis.call('SET', KEYS[1], d[2], 'PXAT', d[3]) "
+    "return 1";
+
+static void
+pki_scep_chal_untake(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
+{
+    redisReply   *reply;
+    const char   *argv[6];
+    size_t        lens[6];
+    pki_result_t  tmp;
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_chal_untake;
+    argv[2] = "2";
+    argv[3] = c->hkey;
+    argv[4] = c->tkey;
+    argv[5] = c->token;
+    lens[0] = 4;
+    lens[1] = sizeof(pki_lua_chal_untake) - 1;
+    lens[2] = 1;
+    lens[3] = strlen(c->hkey);
+    lens[4] = strlen(c->tkey);
+    lens[5] = strlen(c->token);
+
+    pki_result_init(&tmp);
+    reply = pki_int_redis_cmd(r, 6, argv, lens, &tmp);
+    pki_log(res, "%sthe one-time challenge, whose take may have run, %s",
+            res->log[0] ? "; " : "",
+            reply == NULL ? "could not be looked at (it may be used up)"
+            : reply->type == REDIS_REPLY_INTEGER && reply->integer == 1
+            ? "was given back for a retry" : "was not taken by it");
     if (reply != NULL) {
         freeReplyObject(reply);
     }
@@ -3944,23 +4007,33 @@ pki_scep_seen_ttl(const pki_scep_conf_t *conf, const pki_scep_msg_t *m)
 }
 
 
-/* Records the message (SET NX).  PKI_OK the first time, PKI_CONFLICT for
- * a copy of a recorded one, else PKI_UNAVAILABLE or PKI_INTERNAL. */
+/* Records the message (SET NX, its value token: 64 bytes of room).
+ * PKI_OK the first time, PKI_CONFLICT for a copy of a recorded one, else
+ * PKI_UNAVAILABLE or PKI_INTERNAL; *unsure set when the SET was sent and
+ * its answer lost (it may have run: pki_scep_seen_release_own). */
 static pki_status_t
 pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
-    const char *key, pki_result_t *res)
+    const char *key, char *token, int *unsure, pki_result_t *res)
 {
-    char          ttl[24];
-    size_t        lens[6];
-    redisReply   *reply;
-    const char   *argv[6];
-    pki_status_t  st;
+    char           ttl[24];
+    size_t         lens[6];
+    redisReply    *reply;
+    const char    *argv[6];
+    unsigned char  rnd[16];
+    pki_status_t   st;
 
     snprintf(ttl, sizeof(ttl), "%ld", pki_scep_seen_ttl(conf, m));
 
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1
+        || !pki_sha256_hex(rnd, sizeof(rnd), token))
+    {
+        ERR_clear_error();
+        return pki_fail(res, PKI_INTERNAL, "no randomness");
+    }
+
     argv[0] = "SET";
     argv[1] = key;
-    argv[2] = "1";
+    argv[2] = token;
     argv[3] = "NX";
     argv[4] = "EX";
     argv[5] = ttl;
@@ -3969,7 +4042,8 @@ pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_cmd(conf->redis, 6, argv, lens, res);
+    reply = pki_int_redis_command_sent(conf->redis, 6, argv, lens, unsure,
+                                       res);
     if (reply == NULL) {
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
@@ -4013,6 +4087,46 @@ pki_scep_seen_release(pki_redis_t *r, const char *key, pki_result_t *res)
     if (reply == NULL) {
         pki_log(res, "%sthe message's replay record could not be dropped",
                 res->log[0] ? "; " : "");
+        return;
+    }
+
+    freeReplyObject(reply);
+}
+
+
+/* A replay record whose SET's answer was lost: dropped if it is this
+ * request's (its token), so that the client's resend of the message is
+ * taken; another request's record stays.  Best effort. */
+static const char  pki_lua_seen_drop_own[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "  return redis.call('DEL', KEYS[1]) end "
+    "return 0";
+
+static void
+pki_scep_seen_release_own(pki_redis_t *r, const char *key,
+    const char *token, pki_result_t *res)
+{
+    size_t        lens[5];
+    redisReply   *reply;
+    const char   *argv[5];
+    pki_result_t  tmp;
+
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_seen_drop_own;
+    argv[2] = "1";
+    argv[3] = key;
+    argv[4] = token;
+    lens[0] = 4;
+    lens[1] = sizeof(pki_lua_seen_drop_own) - 1;
+    lens[2] = 1;
+    lens[3] = strlen(key);
+    lens[4] = strlen(token);
+
+    pki_result_init(&tmp);
+    reply = pki_int_redis_cmd(r, 5, argv, lens, &tmp);
+    if (reply == NULL) {
+        pki_log(res, "%sthe message's replay record, whose write may have "
+                "run, could not be dropped", res->log[0] ? "; " : "");
         return;
     }
 
@@ -4195,6 +4309,8 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 {
     int                    rc, created, ran, taken, granted, seen, replay;
     char                  *who, keyhex[65], seenkey[PKI_SCEP_KEY_MAX];
+    char                   seentok[65];
+    int                    seen_unsure = 0;
     X509                  *cert;
     size_t                 pwlen;
     X509_REQ              *csr;
@@ -4404,7 +4520,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
-    st = pki_scep_seen_add(conf, m, seenkey, res);
+    st = pki_scep_seen_add(conf, m, seenkey, seentok, &seen_unsure, res);
 
     if (st == PKI_CONFLICT) {
         replay = 1;
@@ -4529,6 +4645,12 @@ done:
     }
     if (seen && !granted) {
         pki_scep_seen_release(conf->redis, seenkey, res);
+    }
+    if (seen_unsure) {
+        pki_scep_seen_release_own(conf->redis, seenkey, seentok, res);
+    }
+    if (chal.unsure) {
+        pki_scep_chal_untake(conf->redis, &chal, res);
     }
     pki_scep_chal_clear(&chal);
     X509_free(cert);

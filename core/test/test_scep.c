@@ -29,6 +29,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/proxy.h"
 #include "test/testkeys.h"
 
 
@@ -1264,6 +1265,102 @@ main(void)
             m.cn = "dev";
             m.challenge = "s3cret";
             conf.dynamic = 0;
+        }
+
+        /* the answer to the take of a one-time challenge is lost past
+         * the timeout (Redis ran it, then stalled): 503, and the
+         * challenge is given back, so that the client's resend enrolls
+         * (it was used up, and the resend refused with badRequest) */
+        {
+            int              f1 = -1, f2 = -1, h1 = 0, h2 = 0, s1, s2;
+            char             otc[64];
+            proxy_t          px;
+            pki_redis_t     *pr;
+            pki_redis_conf_t prc;
+            pki_result_t     pres;
+            pki_scep_conf_t  pconf;
+            X509            *c1 = NULL, *c2 = NULL;
+
+            ok(proxy_start(&px, redis_sock, dir, "px-chal.sock"),
+               "lost take: proxy");
+            memset(&prc, 0, sizeof(prc));
+            prc.unix_path = px.path;
+            prc.ns = "scep-test:";
+            prc.timeout_ms = 300;
+            pki_result_init(&pres);
+            pr = pki_redis_new(&prc, &pres);
+            pconf = conf;
+            pconf.redis = pr;
+            pconf.dynamic = 1;
+            ok(new_chal(redis, eca, "{}", otc), "lost take: a one-time challenge");
+            m.cn = "review-stall";
+            m.challenge = otc;
+            (void) pki_redis_ping(pr, &pres);
+            proxy_arm(&px, "PTTL", PX_HOLD, 700);
+            s1 = pkiop(&pconf, &m, &f1, &c1, &h1);
+            ok(px.fired && h1 == 503, "lost take: 503 (fired %d, http %d, "
+               "status %d)", px.fired, h1, s1);
+            usleep(800000);
+            proxy_arm(&px, "", 0, 0);
+            s2 = pkiop(&pconf, &m, &f2, &c2, &h2);
+            ok(s2 == 0 && c2 != NULL, "lost take: the resend after the "
+               "503 enrolls (http %d status %d fail %d)", h2, s2, f2);
+            X509_free(c1);
+            X509_free(c2);
+            pki_redis_free(pr);
+            m.cn = "dev";
+            m.challenge = "s3cret";
+        }
+
+        /* the answer to the replay record's SET NX is lost past the
+         * timeout: 503, and the record (this request's) dropped, so that
+         * the same message sent again enrolls (it was refused as a
+         * replay) */
+        {
+            int              n2, f2 = -1, s2;
+            unsigned char   *d2;
+            proxy_t          px;
+            pki_redis_t     *pr;
+            pki_redis_conf_t prc;
+            pki_result_t     pres;
+            pki_scep_conf_t  pconf;
+            pki_scep_resp_t  r1, r2;
+            X509            *c2 = NULL;
+
+            ok(proxy_start(&px, redis_sock, dir, "px-seen.sock"),
+               "lost replay record: proxy");
+            memset(&prc, 0, sizeof(prc));
+            prc.unix_path = px.path;
+            prc.ns = "scep-test:";
+            prc.timeout_ms = 300;
+            pki_result_init(&pres);
+            pr = pki_redis_new(&prc, &pres);
+            pconf = conf;
+            pconf.redis = pr;
+            m.cn = "review-seen";
+            n2 = build(&m, &d2);
+            (void) pki_redis_ping(pr, &pres);
+            proxy_arm(&px, "seen", PX_HOLD, 700);
+            op(&pconf, PKI_SCEP_PKIOPERATION, "POST", d2, (size_t) n2, &r1);
+            ok(px.fired && r1.http_status == 503, "lost replay record: 503 "
+               "(fired %d, http %d) [%s]", px.fired, r1.http_status,
+               r1.res.detail);
+            usleep(800000);
+            proxy_arm(&px, "", 0, 0);
+            op(&pconf, PKI_SCEP_PKIOPERATION, "POST", d2, (size_t) n2, &r2);
+            s2 = r2.http_status == 200
+                 ? certrep(&r2, pconf.ra_cert ? pconf.ra_cert
+                                              : pki_ca_cert(pconf.ca),
+                           m.key, &f2, &c2) : -1;
+            ok(s2 == 0 && c2 != NULL, "lost replay record: the same "
+               "message after the 503 enrolls (http %d status %d fail %d) "
+               "[%s]", r2.http_status, s2, f2, r2.res.detail);
+            pki_scep_resp_free(&r1);
+            pki_scep_resp_free(&r2);
+            OPENSSL_free(d2);
+            X509_free(c2);
+            pki_redis_free(pr);
+            m.cn = "dev";
         }
 
         /* issued, but no CertRep can carry it (the RA key fails after
