@@ -513,6 +513,62 @@ add_attr(X509_NAME *name, const char *oid, const char *value)
 
 
 /* dir/file into path: 1, or 0 said. */
+/* 1 when s is n uppercase hex digits, as the Matter profile writes VIDs,
+ * PIDs (4) and Matter IDs (16). */
+static int
+upper_hex(const char *s, size_t n)
+{
+    size_t  i;
+
+    if (strlen(s) != n) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* The token label as a pkcs11: URI value (RFC 7512: every byte but the
+ * unreserved ones percent-encoded): 0 when it does not fit. */
+static int
+uri_value(char *out, size_t size, const char *in)
+{
+    static const char  hex[] = "0123456789ABCDEF";
+    size_t             n = 0;
+    unsigned char      c;
+
+    for (; *in != '\0'; in++) {
+        c = (unsigned char) *in;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+            || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
+            || c == '~')
+        {
+            if (n + 1 >= size) {
+                return 0;
+            }
+            out[n++] = (char) c;
+
+        } else {
+            if (n + 3 >= size) {
+                return 0;
+            }
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 0x0f];
+        }
+    }
+
+    out[n] = '\0';
+    return 1;
+}
+
+
 static int
 out_path(char *path, size_t size, const char *dir, const char *file)
 {
@@ -542,6 +598,7 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
 {
     int              att, rc, made;
     char             root_ref[512], ca_ref[512], rpath[4096], cpath[4096];
+    char             tok[400];
     char             advice[9000];
     const char      *rlabel, *clabel, *argv1[1], *labels[2];
     unsigned char    ids[2];
@@ -565,6 +622,28 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
 
     if (att && o->vid == NULL) {
         return mfail("usage", "an attestation hierarchy needs --vid");
+    }
+
+    /* the values the Matter profile checks when it signs, checked here
+     * before any key is made: a refusal after the keygen left two key
+     * pairs on the token that a second run refuses to make again */
+    if (att && (!upper_hex(o->vid, 4) || (o->pid && !upper_hex(o->pid, 4))))
+    {
+        return mfail("bad --vid/--pid", "4 uppercase hex digits");
+    }
+    if (att && o->cn && strlen(o->cn) > 60) {
+        return mfail("bad --cn", "at most 60 characters (the CN is "
+                     "\"CN PAA\" and \"CN PAI\", 64 at most)");
+    }
+    if ((o->rcac_id && !upper_hex(o->rcac_id, 16))
+        || (o->icac_id && !upper_hex(o->icac_id, 16))
+        || (o->fabric_id && !upper_hex(o->fabric_id, 16)))
+    {
+        return mfail("bad --rcac-id/--icac-id/--fabric-id",
+                     "16 uppercase hex digits");
+    }
+    if (!uri_value(tok, sizeof(tok), o->token)) {
+        return mfail("bad --token", "too long");
     }
 
     rlabel = att ? "matter-paa" : "matter-rcac";
@@ -648,9 +727,9 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     }
 
     snprintf(root_ref, sizeof(root_ref), "pkcs11:token=%s;object=%s;"
-             "type=private", o->token, rlabel);
+             "type=private", tok, rlabel);
     snprintf(ca_ref, sizeof(ca_ref), "pkcs11:token=%s;object=%s;"
-             "type=private", o->token, clabel);
+             "type=private", tok, clabel);
 
     vault = pki_vault_new("pkictl", o->module, o->token, o->pin_file, &res);
     if (vault == NULL || pki_vault_open(vault, &res) != PKI_OK) {

@@ -589,6 +589,25 @@ SKIP: {
         ok(!grep({ !/icac\.pem$/ } glob("$o/*")),
            "hierarchy $kind, $name: nothing written, no temporary file");
     }
+    # values the Matter profile refuses: refused before any key is made
+    # (two key pairs were left on the token, and a second run refused to
+    # make them again)
+    for my $c (['attestation', '--vid ZZZZ', qr/bad --vid\/--pid: 4 uppercase/,
+                '--vid', 'ZZZZ'],
+               ['attestation', '--pid 8000x', qr/bad --vid\/--pid/,
+                '--vid', 'FFF1', '--pid', '8000x'],
+               ['operational', '--fabric-id 12', qr/bad --rcac-id\/--icac-id/,
+                '--fabric-id', '12'])
+    {
+        my ($kind, $name, $re, @a) = @$c;
+        my $o = "$dir/bad-$kind";
+        mkdir $o;
+        ($rc, undef, $err) = run_cmd([$pkictl, 'matter', 'hierarchy', $kind,
+                                      '--dir', $o, @a, @vault], %env);
+        isnt($rc, 0, "hierarchy $kind, $name: refused");
+        like($err, $re, "hierarchy $kind, $name: said on stderr");
+        ok(!glob("$o/*"), "hierarchy $kind, $name: nothing written");
+    }
     my $pin = slurp("$pki/hsm/pin") =~ s/\r?\n\z//r;
     (undef, $out, $err) = run_cmd(['pkcs11-tool', '--module', $PKITest::P11,
                                    '--token-label', $t->token, '--login',
@@ -636,6 +655,29 @@ SKIP: {
     is(scalar(() = $err =~ /BEGIN CERTIFICATE/g), 1,
        'hierarchy: one certificate, no PAI signed after it');
     ok(!glob("$lo/*"), 'hierarchy: no file and no temporary file left');
+
+    # a token whose label needs percent-encoding in a pkcs11: URI (a
+    # space): its keys were made, then not found ("bad percent-encoding"),
+    # and the token could never be used by the command again
+    my $sp = $t->dir . '/space-hsm';
+    mkdir $sp;
+    mkdir "$sp/tokens";
+    spew("$sp/softhsm2.conf", "directories.tokendir = $sp/tokens\n");
+    spew("$sp/pin", "1234\n");
+    my %spenv = (env => { SOFTHSM2_CONF => "$sp/softhsm2.conf" });
+    ($rc, undef, $err) = run_cmd(['softhsm2-util', '--init-token', '--free',
+                                  '--label', 'Matter HSM', '--so-pin',
+                                  '12345678', '--pin', '1234'], %spenv);
+    is($rc, 0, 'a token labelled "Matter HSM"') or diag($err);
+    my $so = "$dir/space-out";
+    mkdir $so;
+    ($rc, undef, $err) = run_cmd([$pkictl, 'matter', 'hierarchy',
+                                  'attestation', '--dir', $so,
+                                  @{ $args{attestation} }, '--module',
+                                  $PKITest::P11, '--token', 'Matter HSM',
+                                  '--pin-file', "$sp/pin"], %spenv);
+    is($rc, 0, 'hierarchy on the token "Matter HSM"') or diag($err);
+    ok(-s "$so/paa.pem" && -s "$so/pai.pem", 'its PAA and PAI written');
 
     # --- the PIN file, read as the vault reads it ------------------------
     #
