@@ -213,7 +213,23 @@ cmd_verify_attestation(const matter_opts_t *o)
     pki_result_t   res;
 
     if (o->dac == NULL || o->pai == NULL || o->paa == NULL) {
-        return mfail("usage", "verify-attestation --dac F --pai F --paa F");
+        return mfail("usage", "verify-attestation --dac F --pai F --paa F "
+                     "[--cd F --cd-signer F [--pid PID]]");
+    }
+
+    /* the declaration's options go together: one alone was dropped and
+     * "OK" printed, or failed without a word */
+    if ((o->cd == NULL) != (o->cd_signer == NULL)
+        || (o->pid != NULL && o->cd == NULL))
+    {
+        return mfail("usage", "--cd and --cd-signer go together, and --pid "
+                     "with them");
+    }
+    if (o->pid != NULL
+        && (strlen(o->pid) < 1 || strlen(o->pid) > 4
+            || strspn(o->pid, "0123456789abcdefABCDEF") != strlen(o->pid)))
+    {
+        return mfail("bad --pid", "1 to 4 hex digits");
     }
 
     dac = mcert(o->dac);
@@ -227,7 +243,7 @@ cmd_verify_attestation(const matter_opts_t *o)
             mfail("attestation chain rejected", res.detail);
 
         } else if (o->cd) {
-            signer = o->cd_signer ? mcert(o->cd_signer) : NULL;
+            signer = mcert(o->cd_signer);
             cd = signer ? mread(o->cd, &len) : NULL;
             pid = o->pid ? (int) strtol(o->pid, NULL, 16) : -1;
             if (cd && pki_matter_verify_cd(cd, len, signer, dac, pai, paa,

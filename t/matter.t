@@ -995,6 +995,28 @@ $1} or die;
     ok($rc != 0 && "$out$err" =~ /kPaiVendorIdMismatch: PAA VID FFF2 != PAI /,
        'verify-attestation: a PAA with CN "Mvid:FFF2" (no VID attribute) '
        . 'over a PAI of VID FFF1 fails') or diag("$rc $out$err");
+
+    # the declaration's options alone: refused with the rule (--cd-signer
+    # and --pid alone were dropped and "OK" printed; --cd alone failed
+    # without a word; --pid zz was read as 0)
+    my @chain = ('--dac', "$d/dac2.pem", '--pai', "$d/pai2.pem", '--paa',
+                 "$d/paa2.pem");
+    for my $c (['--cd alone', qr/--cd and --cd-signer go together/,
+                '--cd', "$d/dac2.pem"],
+               ['--cd-signer alone', qr/--cd and --cd-signer go together/,
+                '--cd-signer', "$d/pai2.pem"],
+               ['--pid without --cd', qr/and --pid with them/,
+                '--pid', '8000'],
+               ['--pid zz', qr/bad --pid: 1 to 4 hex digits/, '--cd',
+                "$d/dac2.pem", '--cd-signer', "$d/pai2.pem", '--pid', 'zz'])
+    {
+        my ($name, $re, @a) = @$c;
+        ($rc, $out, $err) = run_cmd([$pkictl, 'matter', 'verify-attestation',
+                                     @chain, @a]);
+        ok($rc != 0 && $out !~ /OK/ && $err =~ $re,
+           "verify-attestation $name: refused, the rule on stderr")
+            or diag("$rc $out$err");
+    }
 }
 
 # --- a DAC over the DER size: the batch is refused before anything is signed
