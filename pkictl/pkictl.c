@@ -618,7 +618,21 @@ open_vault(const pkictl_opts_t *o, const char *ref, pki_vault_t **vault)
     const char    *label;
     pki_result_t   res;
 
-    if (*vault != NULL || strncmp(ref, "pkcs11:", 7) != 0) {
+    if (strncmp(ref, "pkcs11:", 7) != 0) {
+        return 1;
+    }
+
+    /* a PIN in the URI is refused without echoing the URI (it went to
+     * stderr whole, PIN included) */
+    if (strcasestr(ref, "pin-value") != NULL
+        || strcasestr(ref, "pin-source") != NULL)
+    {
+        return fail("a pkcs11: key URI carries a PIN (%s): give it with "
+                    "--pin-file; the URI is not shown", "pin-value or "
+                    "pin-source");
+    }
+
+    if (*vault != NULL) {
         return 1;
     }
 

@@ -136,6 +136,18 @@ for my $c (['selfsign', '--dns', 'a.example'],
     ok(!-e "$d/unused.pem", "$cmd $a[0]: nothing written");
 }
 
+# a PIN in a key URI: refused, and the URI (with the PIN) not echoed
+{
+    my ($prc, undef, $perr) = run_cmd([$pkictl, 'selfsign', '--key',
+        'pkcs11:token=t;object=ca;pin-value=SECRET123', '--subject', '/CN=u',
+        '--days', '3', '--out', "$d/pin.pem"]);
+    isnt($prc, 0, 'a key URI with pin-value: refused');
+    like($perr, qr/carries a PIN .*--pin-file/, 'a key URI with pin-value: '
+         . 'the rule on stderr');
+    unlike($perr, qr/SECRET123/, 'a key URI with pin-value: the PIN is not '
+           . 'on stderr');
+}
+
 sub issue {
     my ($out, @a) = @_;
     unlink($out);
