@@ -1163,6 +1163,19 @@ cmd_issue(pkictl_opts_t *o)
         goto done;
     }
 
+    /* a validity cut at the CA's own end is said, not left to be found */
+    {
+        int  vd, vs;
+
+        if (ASN1_TIME_diff(&vd, &vs, X509_get0_notBefore(x),
+                           X509_get0_notAfter(x))
+            && (long long) vd * 86400 + vs < (long long) o->days * 86400)
+        {
+            fprintf(stderr, "pkictl: note: the certificate ends with its CA "
+                    "(notAfter before the %ld days asked)\n", o->days);
+        }
+    }
+
     bio = pkictl_cert_pem(x, &pem, &len);
     if (bio == NULL) {
         fail("cannot encode the certificate for \"%s\"", o->out);

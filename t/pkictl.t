@@ -233,7 +233,19 @@ sub text {
                                         'subjectAltName=DNS:good.example,'
                                         . 'IP:192.0.2.1'));
 is($rc, 0, 'CSR within the rules: issued') or diag($err);
+unlike($err, qr/ends with its CA/, '10 days under a 30-day CA: no note');
 $out = -e "$d/srv.pem" ? text("$d/srv.pem") : '';
+
+# more days than the CA has left: issued to the CA's end, and said
+{
+    my ($lrc, undef, $lerr) = run_cmd([$pkictl, 'issue', '--ca-cert',
+        "$d/ca.pem", '--ca-key', "$d/ca.key", '--days', '100', '--out',
+        "$d/long.pem", '--profile', 'server', '--csr',
+        csr('long', '/CN=long', 'subjectAltName=DNS:long.example')]);
+    is($lrc, 0, '100 days under a 30-day CA: issued') or diag($lerr);
+    like($lerr, qr/note: the certificate ends with its CA \(notAfter before the 100 days asked\)/,
+         '100 days under a 30-day CA: the cut said on stderr');
+}
 like($out, qr{subject=/O=org/CN=good}, 'CSR: the subject as asked');
 like($out, qr/DNS:good\.example, IP Address:192\.0\.2\.1/, 'CSR: the SANs');
 
