@@ -4007,14 +4007,27 @@ pki_scep_seen_ttl(const pki_scep_conf_t *conf, const pki_scep_msg_t *m)
 }
 
 
-/* Records the message (SET NX, its value token: 64 bytes of room).
- * PKI_OK the first time, PKI_CONFLICT for a copy of a recorded one, else
- * PKI_UNAVAILABLE or PKI_INTERNAL; *unsure set when the SET was sent and
- * its answer lost (it may have run: pki_scep_seen_release_own). */
+/* The message's replay record: set to this request's token ARGV[1] for
+ * ARGV[2] s unless it is there; 1 when it is this request's (also when a
+ * retry on a new connection finds the first try's write), 0 when another
+ * request's. */
+static const char  pki_lua_seen_add[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v == ARGV[1] then return 1 end "
+    "if v then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "return 1";
+
+/* Records the message (its value token: 64 bytes of room).  PKI_OK the
+ * first time, PKI_CONFLICT for a copy of a recorded one, else
+ * PKI_UNAVAILABLE or PKI_INTERNAL; *unsure set when it failed after the
+ * write was sent with no answer (it may have run:
+ * pki_scep_seen_release_own). */
 static pki_status_t
 pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     const char *key, char *token, int *unsure, pki_result_t *res)
 {
+    int            sent = 0;
     char           ttl[24];
     size_t         lens[6];
     redisReply    *reply;
@@ -4031,27 +4044,30 @@ pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
         return pki_fail(res, PKI_INTERNAL, "no randomness");
     }
 
-    argv[0] = "SET";
-    argv[1] = key;
-    argv[2] = token;
-    argv[3] = "NX";
-    argv[4] = "EX";
+    argv[0] = "EVAL";
+    argv[1] = pki_lua_seen_add;
+    argv[2] = "1";
+    argv[3] = key;
+    argv[4] = token;
     argv[5] = ttl;
 
     for (int i = 0; i < 6; i++) {
         lens[i] = strlen(argv[i]);
     }
 
-    reply = pki_int_redis_command_sent(conf->redis, 6, argv, lens, unsure,
+    /* sent counts only when no answer came in the end: a retry on a new
+     * connection that answered leaves nothing to undo */
+    reply = pki_int_redis_command_sent(conf->redis, 6, argv, lens, &sent,
                                        res);
     if (reply == NULL) {
+        *unsure = sent;
         return res->status != PKI_OK ? res->status : PKI_UNAVAILABLE;
     }
 
-    if (reply->type == REDIS_REPLY_STATUS) {
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
         st = PKI_OK;
 
-    } else if (reply->type == REDIS_REPLY_NIL) {
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
         st = PKI_CONFLICT;
 
     } else {

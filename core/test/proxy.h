@@ -5,7 +5,7 @@
  * A proxy between a store and the test Redis (unix sockets) for the core
  * unit tests, armed to lose the answer to one command: the first command
  * whose bytes contain marker reaches Redis (which runs it), then its
- * answer is swallowed.  Per mode:
+ * answer is swallowed (but PX_NOSEND).  Per mode:
  *
  *   PX_DROP   the client's connection closed at once (hiredis sees EOF and
  *             sends the command again on a new connection);
@@ -16,7 +16,9 @@
  *             command reaches it, on any connection (old or new, which are
  *             accepted), until proxy_arm() again;
  *   PX_SLOW   Redis slows down: from then on every answer, on any
- *             connection, comes hold_ms late, until proxy_arm() again.
+ *             connection, comes hold_ms late, until proxy_arm() again;
+ *   PX_NOSEND the client's connection closed before the command reaches
+ *             Redis (it never runs; hiredis sends it again).
  *
  * Include after test/unit.h.
  */
@@ -34,7 +36,7 @@
 #include <sys/un.h>
 
 
-enum { PX_DROP = 1, PX_HOLD, PX_CUT, PX_STALL, PX_SLOW };
+enum { PX_DROP = 1, PX_HOLD, PX_CUT, PX_STALL, PX_SLOW, PX_NOSEND };
 
 typedef struct {
     char             path[108];
@@ -125,6 +127,10 @@ proxy_conn(void *arg)
                 p->marker[0] = '\0';
                 p->fired = 1;
 
+                if (p->mode == PX_NOSEND) {
+                    pthread_mutex_unlock(&p->lock);
+                    break;              /* closed before Redis saw it */
+                }
                 if (p->mode == PX_STALL) {
                     p->stalled = 1;
                     mine = 1;           /* the rest of the command too */

@@ -1450,6 +1450,59 @@ main(void)
             pki_scep_resp_free(&r2);
             X509_free(renewed);
         }
+        for (int mode = 0; mode < 2; mode++) {
+            /* a RenewalReq whose replay record's write went on a
+             * connection that closed, before Redis read it (PX_NOSEND)
+             * or after Redis ran it (PX_DROP): the client's retry on a
+             * new connection answers, the request renews, and its
+             * replay record stays: the very same message again is
+             * refused (it was dropped as if unsure, and the copy got a
+             * second certificate; after PX_DROP the retry read the
+             * first try's record as a replay and refused the request) */
+            int              n3, fa = -1, fb = -1, sa, sb;
+            unsigned char   *d3;
+            const char      *mname = mode ? "PX_DROP" : "PX_NOSEND";
+            proxy_t          px;
+            pki_redis_t     *pr;
+            pki_redis_conf_t prc;
+            pki_result_t     pres;
+            pki_scep_conf_t  pconf;
+            pki_scep_resp_t  ra, rb;
+            X509            *xa = NULL, *xb = NULL;
+
+            ok(proxy_start(&px, redis_sock, dir,
+                           mode ? "px-renew-drop.sock" : "px-renew.sock"),
+               "renewal, replay record's write cut (%s): proxy", mname);
+            memset(&prc, 0, sizeof(prc));
+            prc.unix_path = px.path;
+            prc.ns = "scep-test:";
+            prc.timeout_ms = 300;
+            pki_result_init(&pres);
+            pr = pki_redis_new(&prc, &pres);
+            pconf = conf;
+            pconf.redis = pr;
+            n3 = build(&m, &d3);
+            (void) pki_redis_ping(pr, &pres);
+            proxy_arm(&px, "seen", mode ? PX_DROP : PX_NOSEND, 0);
+            op(&pconf, PKI_SCEP_PKIOPERATION, "POST", d3, (size_t) n3, &ra);
+            sa = ra.http_status == 200 ? certrep(&ra, ra_x, dev_k, &fa, &xa)
+                                       : -1;
+            ok(px.fired && sa == 0 && xa != NULL, "renewal, replay record's "
+               "write cut (%s): renewed (http %d status %d fail %d) [%s]",
+               mname, ra.http_status, sa, fa, ra.res.detail);
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", d3, (size_t) n3, &rb);
+            sb = rb.http_status == 200 ? certrep(&rb, ra_x, dev_k, &fb, &xb)
+                                       : -1;
+            ok(sb == 2 && xb == NULL, "renewal, replay record's write cut "
+               "(%s): the same message again is refused (status %d fail %d) "
+               "[%s]", mname, sb, fb, rb.res.detail);
+            pki_scep_resp_free(&ra);
+            pki_scep_resp_free(&rb);
+            X509_free(xa);
+            X509_free(xb);
+            OPENSSL_free(d3);
+            pki_redis_free(pr);
+        }
         m.type = 0;
         m.signer = NULL;
         m.signkey = NULL;
