@@ -647,16 +647,15 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     {
         return mfail("bad --vid/--pid", "4 uppercase hex digits");
     }
-    if (att && o->cn && strlen(o->cn) > 60) {
-        return mfail("bad --cn", "at most 60 characters (the CN is "
-                     "\"CN PAA\" and \"CN PAI\", 64 at most)");
-    }
     if ((o->rcac_id && !upper_hex(o->rcac_id, 16))
         || (o->icac_id && !upper_hex(o->icac_id, 16))
         || (o->fabric_id && !upper_hex(o->fabric_id, 16)))
     {
         return mfail("bad --rcac-id/--icac-id/--fabric-id",
                      "16 uppercase hex digits");
+    }
+    if (o->fabric_id && strcmp(o->fabric_id, "0000000000000000") == 0) {
+        return mfail("bad --fabric-id", "it must not be 0");
     }
     if (!uri_value(tok, sizeof(tok), o->token)) {
         return mfail("bad --token", "too long");

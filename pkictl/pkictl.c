@@ -889,6 +889,30 @@ pkictl_audit_lost(void *arg, int lost, const char *msg)
 }
 
 
+/* An audit.log this process made (there was none) goes to the owner of
+ * the log's audit.lock, the user of nginx's workers, who must append to
+ * it; said on stderr when that fails. */
+static void
+pkictl_audit_owner(const char *dir, int had_log, uid_t uid, gid_t gid)
+{
+    char         path[4096];
+    struct stat  sb;
+
+    snprintf(path, sizeof(path), "%s/audit.log", dir);
+    if (had_log || stat(path, &sb) != 0
+        || (sb.st_uid == uid && sb.st_gid == gid))
+    {
+        return;
+    }
+
+    if (chown(path, uid, gid) != 0) {
+        fprintf(stderr, "pkictl: %s was made by this command; give it to "
+                "the user of nginx's workers (uid %u): chown: %s\n", path,
+                (unsigned) uid, strerror(errno));
+    }
+}
+
+
 static int
 cmd_issue(pkictl_opts_t *o)
 {
@@ -915,7 +939,9 @@ cmd_issue(pkictl_opts_t *o)
     char                  maxv[32], *pem = NULL;
     const char           *argv[1];
     long                  len = 0;
-    int                   rc = 1, i, crit, lost;
+    int                   rc = 1, i, crit, lost, had_log = 1;
+    uid_t                 lock_uid = 0;
+    gid_t                 lock_gid = 0;
 
     memset(&req, 0, sizeof(req));
     out.fd = -1;
@@ -997,8 +1023,37 @@ cmd_issue(pkictl_opts_t *o)
          * before the file is written; a log that does not open costs no
          * certificate */
         if (strcmp(o->audit_log, "none") != 0) {
+            /* a log nginx has opened (its files there, made by its
+             * workers' user): pkictl does not rotate it (the workers do,
+             * at their max_size), and an audit.log it makes (none yet)
+             * is given to the owner of audit.lock, so that no file of
+             * the log ends up owned by the user running pkictl */
+            static const char  *made[] = { "audit.lock", "audit.id" };
+            char                path[4096];
+            struct stat         sb;
+
+            for (i = 0; i < 2; i++) {
+                snprintf(path, sizeof(path), "%s/%s", o->audit_log, made[i]);
+                if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+                    fprintf(stderr, "pkictl: --audit-log \"%s\": no %s "
+                            "there: not the pki_audit_log directory of an "
+                            "nginx that has opened its log\n", o->audit_log,
+                            made[i]);
+                    pki_redis_free(redis);
+                    return 1;
+                }
+            }
+            snprintf(path, sizeof(path), "%s/audit.lock", o->audit_log);
+            if (stat(path, &sb) == 0) {
+                lock_uid = sb.st_uid;
+                lock_gid = sb.st_gid;
+            }
+            snprintf(path, sizeof(path), "%s/audit.log", o->audit_log);
+            had_log = stat(path, &sb) == 0;
+
             memset(&ac, 0, sizeof(ac));
             ac.dir = o->audit_log;
+            ac.max_size = (size_t) -1 / 2;
             pki_result_init(&res);
             audit = pki_audit_open(&ac, &res);
             if (audit == NULL) {
@@ -1210,6 +1265,7 @@ done:
         pki_audit_set_required(0);
         lost = 0;
         pki_audit_close_report(audit, pkictl_audit_lost, &lost);
+        pkictl_audit_owner(o->audit_log, had_log, lock_uid, lock_gid);
         if (lost) {
             fprintf(stderr, "pkictl: the transaction log in \"%s\" did not "
                     "take the entry of this issuance\n", o->audit_log);

@@ -412,6 +412,7 @@ SKIP: {
     my %env = (env => { SOFTHSM2_CONF => $t->softhsm_conf });
     my $fleet = $t->dir . '/fleet.pem';
     my @al = ('--audit-log', "$pki/audit");
+    mkdir($t->dir . '/emptylog');
 
     # refused before anything is signed or written
     for my $c (['--redis without --ca-name',
@@ -429,9 +430,13 @@ SKIP: {
                ['--audit-log without --redis',
                 qr/--audit-log goes with --redis/, @al],
                ['--audit-log a directory that is not there',
-                qr/audit log: .*\/nolog/,
+                qr/--audit-log "[^"]*\/nolog": no audit\.lock there: not the/,
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
                 '--audit-log', $t->dir . '/nolog'],
+               ['--audit-log a directory no nginx has opened a log in',
+                qr/--audit-log "[^"]*\/emptylog": no audit\.lock there/,
+                '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
+                '--audit-log', $t->dir . '/emptylog'],
                ['--namespace with a brace',
                 qr/namespace "fleet\{7" is too long or contains/,
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
@@ -479,6 +484,10 @@ SKIP: {
     my ($arc, $aout, $aerr) = run_cmd([$pkictl, 'audit', 'verify',
                                        "$pki/audit"]);
     is($arc, 0, 'and the log verifies') or diag("$aout $aerr");
+    my @lo = stat("$pki/audit/audit.log");
+    my @lk = stat("$pki/audit/audit.lock");
+    is(@lo ? "$lo[4]:$lo[5]" : 'none', @lk ? "$lk[4]:$lk[5]" : 'no lock',
+       'audit.log is owned as audit.lock (the workers\' user)');
     my $ext = -e $fleet ? openssl_or_die('x509', '-in', $fleet, '-noout',
                                          '-ext', 'crlDistributionPoints,'
                                          . 'authorityInfoAccess') : '';
@@ -621,7 +630,9 @@ SKIP: {
                ['attestation', '--pid 8000x', qr/bad --vid\/--pid/,
                 '--vid', 'FFF1', '--pid', '8000x'],
                ['operational', '--fabric-id 12', qr/bad --rcac-id\/--icac-id/,
-                '--fabric-id', '12'])
+                '--fabric-id', '12'],
+               ['operational', '--fabric-id 0', qr/bad --fabric-id: it must not/,
+                '--fabric-id', '0000000000000000'])
     {
         my ($kind, $name, $re, @a) = @$c;
         my $o = "$dir/bad-$kind";
