@@ -1104,7 +1104,8 @@ pki_audit_write_pubkey(pki_audit_t *a, EVP_PKEY *pub)
 
     if (tmp != NULL && bio != NULL && PEM_write_bio_PUBKEY(bio, pub)) {
         n = BIO_get_mem_data(bio, &data);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                  0644);
         if (fd >= 0) {
             if (n > 0 && pki_write_all(fd, data, (size_t) n)
                 && fsync(fd) == 0)
@@ -1190,7 +1191,7 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
         goto failed;
     }
 
-    a->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    a->lockfd = open(lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     free(lockpath);
 
     if (a->lockfd < 0) {
@@ -1739,7 +1740,7 @@ pki_audit_catch_up(pki_audit_t *a, pki_result_t *res)
 
         if (fd < 0 && errno == EEXIST) {
             created = 0;
-            fd = open(a->path, O_RDWR | O_APPEND | O_CLOEXEC);
+            fd = open(a->path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
         }
 
         if (fd < 0) {
@@ -1938,7 +1939,8 @@ pki_audit_write_head(pki_audit_t *a, const char *line, size_t len)
     path = pki_path(a->dir, "audit.head");
 
     if (tmp != NULL && path != NULL) {
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                  0640);
         if (fd >= 0) {
             if (pki_write_all(fd, line, len)
                 && (a->no_fsync || fsync(fd) == 0))
@@ -2417,7 +2419,7 @@ pki_audit_recover(pki_audit_t *a, pki_result_t *res)
     pki_audit_srec_t     r;
     unsigned long long   seq, lseq;
 
-    fd = open(a->path, O_RDWR | O_CLOEXEC);
+    fd = open(a->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
             return 1;

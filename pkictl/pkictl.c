@@ -895,21 +895,33 @@ pkictl_audit_lost(void *arg, int lost, const char *msg)
 static void
 pkictl_audit_owner(const char *dir, int had_log, uid_t uid, gid_t gid)
 {
+    int          fd;
     char         path[4096];
     struct stat  sb;
 
-    snprintf(path, sizeof(path), "%s/audit.log", dir);
-    if (had_log || stat(path, &sb) != 0
-        || (sb.st_uid == uid && sb.st_gid == gid))
-    {
+    if (had_log) {
         return;
     }
 
-    if (chown(path, uid, gid) != 0) {
+    /* through an fd opened without following a symlink, and only a
+     * regular file of ours: a link put in its place by whoever can write
+     * the directory gets nothing */
+    snprintf(path, sizeof(path), "%s/audit.log", dir);
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_nlink == 1
+        && sb.st_uid == geteuid() && (sb.st_uid != uid || sb.st_gid != gid)
+        && fchown(fd, uid, gid) != 0)
+    {
         fprintf(stderr, "pkictl: %s was made by this command; give it to "
                 "the user of nginx's workers (uid %u): chown: %s\n", path,
                 (unsigned) uid, strerror(errno));
     }
+
+    close(fd);
 }
 
 

@@ -454,6 +454,66 @@ test_verify_io(void)
 }
 
 
+/* A writer running as root (pkictl) never writes through a symlink that
+ * whoever can write the log's directory put at audit.log or audit.lock:
+ * the open fails, and the file the link names is untouched. */
+static void
+test_symlinks(void)
+{
+    int                i;
+    char               dir[400], victim[400], link[500], buf[64];
+    FILE              *f;
+    pki_audit_t       *a;
+    pki_result_t       res;
+    pki_audit_conf_t   conf;
+    static const char *names[] = { "audit.log", "audit.lock" };
+
+    for (i = 0; i < 2; i++) {
+        snprintf(dir, sizeof(dir), "%s/links%d", tdir, i);
+        snprintf(victim, sizeof(victim), "%s/victim%d", tdir, i);
+        snprintf(link, sizeof(link), "%s/%s", dir, names[i]);
+        mkdir(dir, 0700);
+        f = fopen(victim, "w");
+        if (f == NULL || fputs("victim\n", f) < 0 || fclose(f) != 0
+            || symlink(victim, link) != 0)
+        {
+            ok(0, "%s a symlink: set up", names[i]);
+            continue;
+        }
+
+        memset(&conf, 0, sizeof(conf));
+        conf.dir = dir;
+        conf.no_fsync = 1;
+        pki_result_init(&res);
+        a = pki_audit_open(&conf, &res);
+        if (a != NULL) {
+            pki_event_t  ev;
+
+            memset(&ev, 0, sizeof(ev));
+            ev.type = PKI_EV_REQUEST;
+            ev.operation = "symlink-test";
+            pki_result_init(&res);
+            (void) pki_audit_append(a, &ev, 1, &res);
+            pki_audit_close(a);
+        }
+
+        f = fopen(victim, "r");
+        buf[0] = '\0';
+        if (f != NULL) {
+            if (fgets(buf, sizeof(buf), f) == NULL) {
+                buf[0] = '\0';
+            }
+            if (fgetc(f) != EOF) {
+                buf[0] = '\0';
+            }
+            fclose(f);
+        }
+        ok(strcmp(buf, "victim\n") == 0, "%s a symlink: the file it names "
+           "is untouched (%s)", names[i], a != NULL ? "opened" : res.detail);
+    }
+}
+
+
 int
 main(void)
 {
@@ -497,6 +557,7 @@ main(void)
        "verify of an empty directory: not found");
 
     test_verify_io();
+    test_symlinks();
     test_rollback(key);
 
     /* many threads, group commit, rotation, checkpoints */
