@@ -889,39 +889,70 @@ pkictl_audit_lost(void *arg, int lost, const char *msg)
 }
 
 
-/* An audit.log this process made (there was none) goes to the owner of
- * the log's audit.lock, the user of nginx's workers, who must append to
- * it; said on stderr when that fails. */
-static void
-pkictl_audit_owner(const char *dir, int had_log, uid_t uid, gid_t gid)
+/*
+ * The log's directory is one whose log nginx has opened: audit.lock and
+ * audit.id are there, regular files (not followed if links), made by the
+ * user of nginx's workers.  When audit.log is missing (no entry written
+ * yet), it is made here empty, before anything is signed, and given to
+ * audit.lock's owner through its own fd: the writer then appends to it,
+ * and no file of the log is ever owned by the user running pkictl (the
+ * workers could not append to it: issuance would fail closed).  1 done,
+ * 0 said on stderr.
+ */
+static int
+pkictl_audit_prepare(const char *dir)
 {
-    int          fd;
-    char         path[4096];
-    struct stat  sb;
+    int                 i, fd;
+    char                path[4096];
+    struct stat         sb, lk;
+    static const char  *made[] = { "audit.id", "audit.lock" };
 
-    if (had_log) {
-        return;
+    for (i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, made[i]);
+        if (lstat(path, i ? &lk : &sb) != 0
+            || !S_ISREG(i ? lk.st_mode : sb.st_mode))
+        {
+            fprintf(stderr, "pkictl: --audit-log \"%s\": no %s there: not "
+                    "the pki_audit_log directory of an nginx that has opened "
+                    "its log\n", dir, made[i]);
+            return 0;
+        }
     }
 
-    /* through an fd opened without following a symlink, and only a
-     * regular file of ours: a link put in its place by whoever can write
-     * the directory gets nothing */
     snprintf(path, sizeof(path), "%s/audit.log", dir);
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              0640);
     if (fd < 0) {
-        return;
+        if (errno == EEXIST) {
+            return 1;
+        }
+        fprintf(stderr, "pkictl: --audit-log: cannot make %s: %s\n", path,
+                strerror(errno));
+        return 0;
     }
 
-    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_nlink == 1
-        && sb.st_uid == geteuid() && (sb.st_uid != uid || sb.st_gid != gid)
-        && fchown(fd, uid, gid) != 0)
+    if (fstat(fd, &sb) != 0
+        || ((sb.st_uid != lk.st_uid || sb.st_gid != lk.st_gid)
+            && fchown(fd, lk.st_uid, lk.st_gid) != 0))
     {
-        fprintf(stderr, "pkictl: %s was made by this command; give it to "
-                "the user of nginx's workers (uid %u): chown: %s\n", path,
-                (unsigned) uid, strerror(errno));
+        fprintf(stderr, "pkictl: --audit-log: cannot give %s to the owner "
+                "of audit.lock (uid %u): %s; run pkictl as root or as that "
+                "user\n", path, (unsigned) lk.st_uid, strerror(errno));
+        (void) unlink(path);
+        close(fd);
+        return 0;
     }
 
+    (void) fsync(fd);
     close(fd);
+
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void) fsync(fd);
+        close(fd);
+    }
+
+    return 1;
 }
 
 
@@ -951,9 +982,7 @@ cmd_issue(pkictl_opts_t *o)
     char                  maxv[32], *pem = NULL;
     const char           *argv[1];
     long                  len = 0;
-    int                   rc = 1, i, crit, lost, had_log = 1;
-    uid_t                 lock_uid = 0;
-    gid_t                 lock_gid = 0;
+    int                   rc = 1, i, crit, lost;
 
     memset(&req, 0, sizeof(req));
     out.fd = -1;
@@ -1035,33 +1064,12 @@ cmd_issue(pkictl_opts_t *o)
          * before the file is written; a log that does not open costs no
          * certificate */
         if (strcmp(o->audit_log, "none") != 0) {
-            /* a log nginx has opened (its files there, made by its
-             * workers' user): pkictl does not rotate it (the workers do,
-             * at their max_size), and an audit.log it makes (none yet)
-             * is given to the owner of audit.lock, so that no file of
-             * the log ends up owned by the user running pkictl */
-            static const char  *made[] = { "audit.lock", "audit.id" };
-            char                path[4096];
-            struct stat         sb;
-
-            for (i = 0; i < 2; i++) {
-                snprintf(path, sizeof(path), "%s/%s", o->audit_log, made[i]);
-                if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-                    fprintf(stderr, "pkictl: --audit-log \"%s\": no %s "
-                            "there: not the pki_audit_log directory of an "
-                            "nginx that has opened its log\n", o->audit_log,
-                            made[i]);
-                    pki_redis_free(redis);
-                    return 1;
-                }
+            /* pkictl does not rotate the log (the workers do, at their
+             * max_size): no file of it is made by the user running it */
+            if (!pkictl_audit_prepare(o->audit_log)) {
+                pki_redis_free(redis);
+                return 1;
             }
-            snprintf(path, sizeof(path), "%s/audit.lock", o->audit_log);
-            if (stat(path, &sb) == 0) {
-                lock_uid = sb.st_uid;
-                lock_gid = sb.st_gid;
-            }
-            snprintf(path, sizeof(path), "%s/audit.log", o->audit_log);
-            had_log = stat(path, &sb) == 0;
 
             memset(&ac, 0, sizeof(ac));
             ac.dir = o->audit_log;
@@ -1277,7 +1285,6 @@ done:
         pki_audit_set_required(0);
         lost = 0;
         pki_audit_close_report(audit, pkictl_audit_lost, &lost);
-        pkictl_audit_owner(o->audit_log, had_log, lock_uid, lock_gid);
         if (lost) {
             fprintf(stderr, "pkictl: the transaction log in \"%s\" did not "
                     "take the entry of this issuance\n", o->audit_log);

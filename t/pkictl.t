@@ -413,6 +413,14 @@ SKIP: {
     my $fleet = $t->dir . '/fleet.pem';
     my @al = ('--audit-log', "$pki/audit");
     mkdir($t->dir . '/emptylog');
+    # a log directory where audit.log is a link to another file (put there
+    # by whoever can write the directory): refused, the file untouched
+    my $ld = $t->dir . '/linklog';
+    mkdir($ld);
+    spew("$ld/audit.lock", '');
+    spew("$ld/audit.id", "0123456789abcdef\n");
+    spew($t->dir . '/victim', "victim\n");
+    symlink($t->dir . '/victim', "$ld/audit.log") or die "symlink: $!";
 
     # refused before anything is signed or written
     for my $c (['--redis without --ca-name',
@@ -430,13 +438,17 @@ SKIP: {
                ['--audit-log without --redis',
                 qr/--audit-log goes with --redis/, @al],
                ['--audit-log a directory that is not there',
-                qr/--audit-log "[^"]*\/nolog": no audit\.lock there: not the/,
+                qr/--audit-log "[^"]*\/nolog": no audit\.id there: not the/,
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
                 '--audit-log', $t->dir . '/nolog'],
                ['--audit-log a directory no nginx has opened a log in',
-                qr/--audit-log "[^"]*\/emptylog": no audit\.lock there/,
+                qr/--audit-log "[^"]*\/emptylog": no audit\.id there/,
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
                 '--audit-log', $t->dir . '/emptylog'],
+               ['--audit-log whose audit.log is a symlink',
+                qr/audit log: .*linklog\/audit\.log: Too many levels of symbolic/,
+                '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
+                '--audit-log', $t->dir . '/linklog'],
                ['--namespace with a brace',
                 qr/namespace "fleet\{7" is too long or contains/,
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
@@ -457,6 +469,8 @@ SKIP: {
         isnt($rc, 0, "$name: refused");
         like($err, $re, "$name: the rule on stderr");
     }
+    is(slurp($t->dir . '/victim'), "victim\n",
+       'the file the audit.log link names is untouched');
     ok(!-e $fleet, 'refused: no certificate written');
     is(records($t, 0) . records($t, 3), '', 'refused: no record in Redis');
 
