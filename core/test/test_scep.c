@@ -682,6 +682,33 @@ new_chal(pki_redis_t *redis, pki_ca_t *ca, const char *body, char *chal)
     } while (0)
 
 
+/* A store on the test Redis through a proxy (test/proxy.h) that the
+ * caller arms, with a 300 ms timeout, connected; NULL when not made. */
+static pki_redis_t *
+proxied_store(proxy_t *px, const char *redis_sock, const char *name)
+{
+    pki_redis_t       *pr;
+    pki_result_t       pres;
+    pki_redis_conf_t   prc;
+
+    if (!ok(proxy_start(px, redis_sock, dir, name), "proxy %s", name)) {
+        return NULL;
+    }
+
+    memset(&prc, 0, sizeof(prc));
+    prc.unix_path = px->path;
+    prc.ns = "scep-test:";
+    prc.timeout_ms = 300;
+    pki_result_init(&pres);
+    pr = pki_redis_new(&prc, &pres);
+    if (pr != NULL) {
+        (void) pki_redis_ping(pr, &pres);
+    }
+
+    return pr;
+}
+
+
 int
 main(void)
 {
@@ -1276,26 +1303,17 @@ main(void)
             char             otc[64];
             proxy_t          px;
             pki_redis_t     *pr;
-            pki_redis_conf_t prc;
-            pki_result_t     pres;
             pki_scep_conf_t  pconf;
             X509            *c1 = NULL, *c2 = NULL;
 
-            ok(proxy_start(&px, redis_sock, dir, "px-chal.sock"),
-               "lost take: proxy");
-            memset(&prc, 0, sizeof(prc));
-            prc.unix_path = px.path;
-            prc.ns = "scep-test:";
-            prc.timeout_ms = 300;
-            pki_result_init(&pres);
-            pr = pki_redis_new(&prc, &pres);
+            pr = proxied_store(&px, redis_sock, "px-chal.sock");
             pconf = conf;
             pconf.redis = pr;
             pconf.dynamic = 1;
-            ok(new_chal(redis, eca, "{}", otc), "lost take: a one-time challenge");
-            m.cn = "review-stall";
+            ok(new_chal(redis, eca, "{}", otc),
+               "lost take: a one-time challenge");
+            m.cn = "lost-take";
             m.challenge = otc;
-            (void) pki_redis_ping(pr, &pres);
             proxy_arm(&px, "PTTL", PX_HOLD, 700);
             s1 = pkiop(&pconf, &m, &f1, &c1, &h1);
             ok(px.fired && h1 == 503, "lost take: 503 (fired %d, http %d, "
@@ -1321,25 +1339,15 @@ main(void)
             unsigned char   *d2;
             proxy_t          px;
             pki_redis_t     *pr;
-            pki_redis_conf_t prc;
-            pki_result_t     pres;
             pki_scep_conf_t  pconf;
             pki_scep_resp_t  r1, r2;
             X509            *c2 = NULL;
 
-            ok(proxy_start(&px, redis_sock, dir, "px-seen.sock"),
-               "lost replay record: proxy");
-            memset(&prc, 0, sizeof(prc));
-            prc.unix_path = px.path;
-            prc.ns = "scep-test:";
-            prc.timeout_ms = 300;
-            pki_result_init(&pres);
-            pr = pki_redis_new(&prc, &pres);
+            pr = proxied_store(&px, redis_sock, "px-seen.sock");
             pconf = conf;
             pconf.redis = pr;
-            m.cn = "review-seen";
+            m.cn = "lost-seen";
             n2 = build(&m, &d2);
-            (void) pki_redis_ping(pr, &pres);
             proxy_arm(&px, "seen", PX_HOLD, 700);
             op(&pconf, PKI_SCEP_PKIOPERATION, "POST", d2, (size_t) n2, &r1);
             ok(px.fired && r1.http_status == 503, "lost replay record: 503 "
@@ -1464,25 +1472,15 @@ main(void)
             const char      *mname = mode ? "PX_DROP" : "PX_NOSEND";
             proxy_t          px;
             pki_redis_t     *pr;
-            pki_redis_conf_t prc;
-            pki_result_t     pres;
             pki_scep_conf_t  pconf;
             pki_scep_resp_t  ra, rb;
             X509            *xa = NULL, *xb = NULL;
 
-            ok(proxy_start(&px, redis_sock, dir,
-                           mode ? "px-renew-drop.sock" : "px-renew.sock"),
-               "renewal, replay record's write cut (%s): proxy", mname);
-            memset(&prc, 0, sizeof(prc));
-            prc.unix_path = px.path;
-            prc.ns = "scep-test:";
-            prc.timeout_ms = 300;
-            pki_result_init(&pres);
-            pr = pki_redis_new(&prc, &pres);
+            pr = proxied_store(&px, redis_sock,
+                               mode ? "px-renew-drop.sock" : "px-renew.sock");
             pconf = conf;
             pconf.redis = pr;
             n3 = build(&m, &d3);
-            (void) pki_redis_ping(pr, &pres);
             proxy_arm(&px, "seen", mode ? PX_DROP : PX_NOSEND, 0);
             op(&pconf, PKI_SCEP_PKIOPERATION, "POST", d3, (size_t) n3, &ra);
             sa = ra.http_status == 200 ? certrep(&ra, ra_x, dev_k, &fa, &xa)
