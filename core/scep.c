@@ -2921,6 +2921,26 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
  * as the first did instead of "already used", and the challenge is not
  * lost to the request that took it.
  */
+/* A request's token for what it writes (one-time challenge take, replay
+ * record): random, in hex through SHA-256 as the keys are (65 bytes).
+ * 0 with res filled when there is no randomness. */
+static int
+pki_scep_token(char *token, pki_result_t *res)
+{
+    unsigned char  rnd[16];
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1
+        || !pki_sha256_hex(rnd, sizeof(rnd), token))
+    {
+        ERR_clear_error();
+        pki_fail(res, PKI_INTERNAL, "no randomness");
+        return 0;
+    }
+
+    return 1;
+}
+
+
 static const char  pki_lua_chal_take[] =
     "local v = redis.call('GET', KEYS[1]) "
     "if not v then "
@@ -2948,14 +2968,9 @@ pki_scep_chal_take(pki_redis_t *r, pki_scep_chal_t *c, pki_result_t *res)
     redisReply     *reply;
     const char     *argv[6];
     size_t          lens[6];
-    unsigned char   rnd[16];
 
-    /* the token: random, in hex (through SHA-256, as the keys are) */
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1
-        || !pki_sha256_hex(rnd, sizeof(rnd), token))
-    {
-        ERR_clear_error();
-        return pki_fail(res, PKI_INTERNAL, "no randomness");
+    if (!pki_scep_token(token, res)) {
+        return res->status;
     }
 
     argv[0] = "EVAL";
@@ -4032,16 +4047,12 @@ pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     size_t         lens[6];
     redisReply    *reply;
     const char    *argv[6];
-    unsigned char  rnd[16];
     pki_status_t   st;
 
     snprintf(ttl, sizeof(ttl), "%ld", pki_scep_seen_ttl(conf, m));
 
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1
-        || !pki_sha256_hex(rnd, sizeof(rnd), token))
-    {
-        ERR_clear_error();
-        return pki_fail(res, PKI_INTERNAL, "no randomness");
+    if (!pki_scep_token(token, res)) {
+        return res->status;
     }
 
     argv[0] = "EVAL";
