@@ -2912,15 +2912,6 @@ pki_scep_chal_peek(pki_redis_t *r, const unsigned char *pw, size_t len,
 }
 
 
-/*
- * Consumes the challenge KEYS[1]: one winner.  PKI_OK when this request
- * won (the value and its time left kept for pki_scep_chal_give_back).
- * The winner's token ARGV[1] stays a minute in KEYS[2] with what it took,
- * so that the same take sent again (hiredis resends a command whose
- * connection broke before the answer, which Redis may have run) answers
- * as the first did instead of "already used", and the challenge is not
- * lost to the request that took it.
- */
 /* A request's token for what it writes (one-time challenge take, replay
  * record): random, in hex through SHA-256 as the keys are (65 bytes).
  * 0 with res filled when there is no randomness. */
@@ -2941,6 +2932,15 @@ pki_scep_token(char *token, pki_result_t *res)
 }
 
 
+/*
+ * Consumes the challenge KEYS[1]: one winner.  PKI_OK when this request
+ * won (the value and its time left kept for pki_scep_chal_give_back).
+ * The winner's token ARGV[1] stays a minute in KEYS[2] with what it took,
+ * so that the same take sent again (hiredis resends a command whose
+ * connection broke before the answer, which Redis may have run) answers
+ * as the first did instead of "already used", and the challenge is not
+ * lost to the request that took it.
+ */
 static const char  pki_lua_chal_take[] =
     "local v = redis.call('GET', KEYS[1]) "
     "if not v then "
