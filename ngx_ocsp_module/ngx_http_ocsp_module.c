@@ -256,6 +256,8 @@ static ngx_int_t ngx_http_ocsp_get_arg(ngx_http_request_t *r,
 static void ngx_http_ocsp_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ocsp_too_large(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
+static ngx_int_t ngx_http_ocsp_shed(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_run(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_work(void *data);
@@ -408,7 +410,6 @@ ngx_module_t  ngx_http_ocsp_module = {
 
 static time_t     ngx_http_ocsp_noted;
 
-static ngx_str_t  ngx_http_ocsp_busy = ngx_string("busy, retry later\n");
 static ngx_str_t  ngx_http_ocsp_method = ngx_string("method not allowed\n");
 
 
@@ -485,9 +486,7 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
         /* pki_body_memory is used up: nothing read; counted and logged
          * (rate-limited) by the pki module */
         ngx_http_pki_body_refused(r, 0);
-        return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       &ngx_http_ocsp_busy,
-                                       NGX_HTTP_OCSP_RETRY_AFTER);
+        return ngx_http_ocsp_shed(r, ctx);
     }
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -610,10 +609,7 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
 
     if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
         /* the body would have gone over pki_body_memory: ended there */
-        ngx_http_finalize_request(r,
-            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    &ngx_http_ocsp_busy,
-                                    NGX_HTTP_OCSP_RETRY_AFTER));
+        ngx_http_finalize_request(r, ngx_http_ocsp_shed(r, ctx));
         return;
     }
 
@@ -657,6 +653,41 @@ ngx_http_ocsp_too_large(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
                   "bytes", &r->connection->addr_text, PKI_OCSP_MAX_BODY);
 
     return ngx_http_ocsp_output(r, ctx, malformed, sizeof(malformed), 0,
+                                NULL);
+}
+
+
+/* A request shed for load (the thread pool's queue or pki_body_memory is
+ * full, logged by the pki module): the OCSP status tryLater (RFC 6960
+ * 4.2.1) that a relying party understands, not an HTTP 503 it would take
+ * for a broken responder.  Never cached; Retry-After says when. */
+
+static ngx_int_t
+ngx_http_ocsp_shed(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
+{
+    u_char  *p;
+
+    /* OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED (3) } */
+    static u_char  try_later[] = { 0x30, 0x03, 0x0a, 0x01, 0x03 };
+
+    /* counted as shed (outcome "backend"), not as an answer */
+    ngx_http_pki_metrics_mark(r, "ocsp", NULL, NULL, PKI_UNAVAILABLE,
+                              "busy, retry later");
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_pki_add_header(r, "Retry-After", p,
+                                ngx_sprintf(p, "%d",
+                                            NGX_HTTP_OCSP_RETRY_AFTER) - p)
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_ocsp_output(r, ctx, try_later, sizeof(try_later), 0,
                                 NULL);
 }
 
@@ -819,10 +850,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
     case NGX_DECLINED:
         /* logged (rate-limited) by ngx_http_pki_post() */
-        ngx_http_finalize_request(r,
-            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    &ngx_http_ocsp_busy,
-                                    NGX_HTTP_OCSP_RETRY_AFTER));
+        ngx_http_finalize_request(r, ngx_http_ocsp_shed(r, ctx));
         return;
 
     default:

@@ -1678,7 +1678,8 @@ ngx_http_pki_shed_report(ngx_log_t *log)
 {
     ngx_log_error(NGX_LOG_WARN, log, 0,
                   "pki: thread pool queue full (max_queue): %ui request(s) "
-                  "shed with 503 in the last %M ms (%ui since start)",
+                  "shed (503; OCSP: tryLater) in the last %M ms (%ui since "
+                  "start)",
                   ngx_http_pki_shed_n,
                   ngx_http_pki_shed_ever
                       ? ngx_current_msec - ngx_http_pki_shed_logged : 0,
@@ -2667,8 +2668,8 @@ ngx_http_pki_body_busy(ngx_http_request_t *r)
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "pki: request bodies over the budget (pki_body_memory "
-                  "%uz, %uz bytes held): %ui request(s) refused with 503 "
-                  "since the last such line",
+                  "%uz, %uz bytes held): %ui request(s) refused (503; OCSP: "
+                  "tryLater) since the last such line",
                   ngx_http_pki_body_budget, ngx_http_pki_body_held_total,
                   ngx_http_pki_body_refused_n);
 

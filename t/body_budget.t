@@ -253,9 +253,16 @@ my $nonce503;
                   headers => ['Content-Type: application/x-pki-message']);
     is_503($r, 'SCEP, budget used up');
 
+    # OCSP's own answer: tryLater (RFC 6960 4.2.1), never cached
     $r = $t->curl('POST', "$HTTP/ocsp", data => 'x',
                   headers => ['Content-Type: application/ocsp-request']);
-    is_503($r, 'OCSP, budget used up');
+    is($r->{code}, 200, 'OCSP, budget used up: 200');
+    is(unpack('H*', $r->{body} // ''), '30030a0103',
+       'OCSP, budget used up: tryLater');
+    is($r->{headers}{'retry-after'} // '', '5',
+       'OCSP, budget used up: Retry-After: 5');
+    is($r->{headers}{'cache-control'} // '', 'no-store',
+       'OCSP, budget used up: no-store');
 
     $r = $t->curl('POST', "$BASE/pki/admin/revoke", user => 'admin:admin',
                   data => '{"serial":"01"}',
@@ -294,7 +301,8 @@ my $nonce503;
     my $log = log_since($logpos);
     my $want = quotemeta("pki: request bodies over the budget "
                          . "(pki_body_memory $BUDGET, $BUDGET bytes held): ");
-    like($log, qr/$want\d+ request\(s\) refused with 503 since the last/,
+    like($log,
+         qr/$want\d+ request\(s\) refused \(503; OCSP: tryLater\) since/,
          'budget used up: the error log says so');
     my @lines = $log =~ /over the budget/g;
     cmp_ok(scalar @lines, '<=', 3,

@@ -207,7 +207,8 @@ $t2->stop_nginx;
 #
 # One worker, one pool thread, max_queue=1.  The view is due (idle past
 # revgen_check), Redis is paused and two nonce requests hold the thread and
-# the queue, so the request that claims the refresh cannot be posted (503).
+# the queue, so the request that claims the refresh cannot be posted
+# (tryLater).
 # Its claim must go with it: once Redis answers again, the next request
 # refreshes the view and a revocation is seen within revgen_check, not
 # once the claim counts as stuck (5 s) or the view passes revgen_check +
@@ -242,8 +243,12 @@ $t2->stop_nginx;
     }
     sleep 0.3;
     my $shed = post($url, $reqc);
-    is($shed->{code}, 503, 'the request that claims the refresh is shed '
+    is($shed->{code}, 200, 'the request that claims the refresh is shed '
        . '(pool full)') or diag($shed->{head});
+    is(unpack('H*', $shed->{body} // ''), '30030a0103',
+       'the shed request: tryLater, with Retry-After')
+        or diag($shed->{head});
+    is($shed->{headers}{'retry-after'} // '', '5', 'shed: Retry-After: 5');
     waitpid($_, 0) for @bg;
     sleep 0.1 while time - $paused < 1.6;
 
