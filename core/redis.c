@@ -91,6 +91,20 @@ struct pki_redis_s {
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000) "
 
 /*
+ * "now" in seconds for a script that must not undo a planned revocation
+ * that is due: the later of the caller's clock (argument a) and the
+ * store's.  The hosts of a fleet share the store's clock, not each
+ * other's, and from its time on every reader answers the plan revoked
+ * (pki_record_at): a host whose clock is behind must not move it or
+ * replace it then, which would make a published revocation good again.
+ * (Carrying a plan out, pki_lua_plan_due, goes by the worker's clock: a
+ * host ahead does it as early as its readers say revoked.)
+ */
+#define PKI_LUA_SECS(a)                                                       \
+    "local now = math.max(tonumber(" a "), "                                  \
+    "tonumber(redis.call('TIME')[1])) "
+
+/*
  * A script that writes more than one key first checks that none of them
  * holds another type (another application, or an operator, writing under
  * the namespace): a command refused half-way through a script keeps the
@@ -2046,7 +2060,8 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
 /*
  * KEYS[1] record, KEYS[2] revoked hash, KEYS[3] revgen, KEYS[4] the CA's
  * plan; ARGV[1] serial, ARGV[2] reason, ARGV[3] revocation time, ARGV[4]
- * invalidity date, ARGV[5] the request's id (random), ARGV[6] now.
+ * invalidity date, ARGV[5] the request's id (random), ARGV[6] the
+ * caller's clock (now: the later of it and the store's, PKI_LUA_SECS).
  * A good record whose planned revocation is due (plan_at <= now) is
  * revoked already, as every reader has said since the planned time
  * (pki_record_at): only the plan's own carry-out (that reason at that
@@ -2091,13 +2106,14 @@ static const char  pki_lua_revoke[] =
     "  local f = redis.call('HMGET', KEYS[1], 'revoked_at', 'reason') "
     "  return tonumber(f[1]) * 16 + tonumber(f[2]) "
     "end "
+    PKI_LUA_SECS("ARGV[6]")
     "local at, inv, carry = ARGV[3], ARGV[4], false "
     "local p = redis.call('HMGET', KEYS[1], 'plan_at', 'plan_reason') "
     "if (p[1] and not tonumber(p[1])) or (p[2] and not tonumber(p[2])) "
     "then return redis.error_reply('the plan of the record is not a "
     "number') end "
     "if st == 'good' then "
-    "  if p[1] and tonumber(p[1]) <= tonumber(ARGV[6]) then "
+    "  if p[1] and tonumber(p[1]) <= now then "
     "    if p[1] ~= ARGV[3] or p[2] ~= ARGV[2] then return -1 end "
     "    carry = true "
     "  end "
@@ -2113,7 +2129,7 @@ static const char  pki_lua_revoke[] =
     "                 'rev_req', ARGV[5]) "
     "      return 2 "
     "    end "
-    "    if tonumber(p[1]) > tonumber(ARGV[6]) then "
+    "    if tonumber(p[1]) > now then "
     "      redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
     "                 'revoked_at', '0', 'invalidity_date', '0', "
     "                 'rev_req', ARGV[5]) "
@@ -2392,7 +2408,8 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
 
 /* Planned revocation.  KEYS[1] cert record, KEYS[2] the CA's plan (sorted
  * set: serial by time), KEYS[3] revgen; ARGV[1] serial, ARGV[2] reason,
- * ARGV[3] time, ARGV[4] who planned it, ARGV[5] now.  1 planned, 0 no
+ * ARGV[3] time, ARGV[4] who planned it, ARGV[5] the caller's clock (now:
+ * the later of it and the store's, PKI_LUA_SECS).  1 planned, 0 no
  * record, -1 not good (also: a plan of it is due, so it is revoked for
  * every reader; a new plan must not undo that). */
 static const char  pki_lua_plan[] =
@@ -2401,8 +2418,9 @@ static const char  pki_lua_plan[] =
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
     "if st ~= 'good' then return -1 end "
+    PKI_LUA_SECS("ARGV[5]")
     "local pa = redis.call('HGET', KEYS[1], 'plan_at') "
-    "if pa and tonumber(pa) <= tonumber(ARGV[5]) then return -1 end "
+    "if pa and tonumber(pa) <= now then return -1 end "
     "redis.call('HSET', KEYS[1], 'plan_at', ARGV[3], 'plan_reason', "
     "           ARGV[2], 'plan_by', ARGV[4]) "
     "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) "

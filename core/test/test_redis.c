@@ -36,6 +36,25 @@ is_st(pki_status_t got, pki_status_t want, const char *name)
 
 static const char  *sock;
 static char         ns[64];
+static long         clock_ahead;   /* this host's clock vs real time */
+
+
+/* time() of the core (libpkicore.so binds to this one, which is why it is
+ * visible): clock_ahead seconds off, as a host whose clock is not the
+ * store's */
+__attribute__((visibility("default"))) time_t
+time(time_t *t)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += clock_ahead;
+    if (t != NULL) {
+        *t = ts.tv_sec;
+    }
+
+    return ts.tv_sec;
+}
 
 
 static double
@@ -1492,6 +1511,48 @@ test_wrongtype(pki_redis_t *r, redisContext *c)
 }
 
 
+/* Whether a planned revocation is due is judged by the store's clock too,
+ * not by the clock of the host that asks alone: one whose clock is behind
+ * must not move or replace a plan that every other host already answers
+ * revoked. */
+static void
+test_plan_skew(pki_redis_t *r)
+{
+    char          a[41];
+    time_t        now;
+    pki_status_t  st;
+    pki_record_t  rec;
+    pki_result_t  res;
+
+    memset(&rec, 0, sizeof(rec));
+    now = time(NULL);
+    pki_result_init(&res);
+    ok(make_good_in(r, "sk", a)
+       && pki_record_plan_revoke(r, "sk", a, 1, now - 10, "t", NULL, &res)
+          == PKI_OK, "skew: a plan due 10 s ago: %s", res.detail);
+
+    clock_ahead = -60;
+
+    pki_result_init(&res);
+    is_st(pki_record_plan_revoke(r, "sk", a, 1, now + 86400, "t", NULL,
+                                 &res), PKI_CONFLICT,
+          "skew: a host 60 s behind cannot move a plan that is due");
+    pki_result_init(&res);
+    is_st(pki_record_revoke(r, "sk", a, 4, 0, 0, NULL, &res), PKI_CONFLICT,
+          "skew: nor replace it by a revocation of another reason");
+    pki_result_init(&res);
+    st = pki_record_get(r, "sk", a, &rec, &res);
+    ok(st == PKI_OK && rec.revoke_planned == now - 10 && rec.planned_reason == 1
+       && (rec.status == PKI_CERT_GOOD || rec.reason == 1),
+       "skew: the plan is as it was (%lld, reason %d)",
+       (long long) rec.revoke_planned, rec.planned_reason);
+    pki_record_clear(&rec);
+    memset(&rec, 0, sizeof(rec));
+
+    clock_ahead = 0;
+}
+
+
 static void
 test_readonly(pki_redis_t *r, redisContext *c)
 {
@@ -1755,6 +1816,7 @@ main(void)
     test_threads(r, c);
     test_revoke(r, c);
     test_wrongtype(r, c);
+    test_plan_skew(r);
     test_readonly(r, c);
     test_list_bounded(r, c);
 
