@@ -64,7 +64,7 @@
 #define PKI_ACME_ARI_RETRY     21600
 #define PKI_ACME_STALE         30      /* a processing challenge restarts */
 #define PKI_ACME_CAA_REUSE     (8 * 3600)  /* CAA checks on: reuse window cap */
-#define PKI_ACME_MAX_ORDERS    1000
+#define PKI_ACME_PENDING_RETRY 60      /* s: over acme_pending_authz_max */
 #define PKI_ACME_NB_AHEAD      (30L * 86400)  /* latest notBefore asked for */
 #define PKI_ACME_NB_BACK       86400          /* earliest: a day back       */
 /* one answer whether an EAB key id is unknown, disabled, bound to
@@ -4870,23 +4870,67 @@ done:
 }
 
 
-/* Several objects in one step.  ARGV[1] n; KEYS[1..n] are SET to
- * ARGV[2i], EX ARGV[2i+1]; a further key is a zset: ZADD score ARGV[2n+2]
- * member ARGV[2n+3], then ZREMRANGEBYSCORE -inf ARGV[2n+4], and the zset
- * expires when its newest member leaves it (an idle account's list goes;
- * never sooner than another location's newOrder set). */
-static const char  pki_lua_mset[] =
+/*
+ * A new order in one step.  ARGV[1] n; KEYS[1..n] are SET to ARGV[2i], EX
+ * ARGV[2i+1] (the new authorizations, then the order).  KEYS[n+1], the
+ * account's order list (a zset): ZADD score ARGV[2n+2] (now) member
+ * ARGV[2n+3], then ZREMRANGEBYSCORE -inf ARGV[2n+4], and the list expires
+ * when its newest member leaves it (an idle account's list goes; never
+ * sooner than another location's newOrder set).
+ *
+ * KEYS[n+2], the account's pending authorizations (a zset: id by expiry),
+ * with ARGV[2n+5] their cap (0: none, and not kept), ARGV[2n+6] the
+ * prefix of an authorization's key, ARGV[2n+7] m, then m pairs (id,
+ * expiry) of the new ones.  Over the cap, the 32 that expire first are
+ * read and those no longer pending (validated, failed, deactivated, gone)
+ * leave the set: nothing else has to keep it exact, and a busy account
+ * whose authorizations are validated pays one such walk per 32 orders.
+ * Still over it: nothing is written, and -1 - (the pending count) is the
+ * answer.  An account that asks for names it never validates is so held
+ * to a bounded amount of state.
+ */
+static const char  pki_lua_order_create[] =
     "local n = tonumber(ARGV[1]) "
+    "local b = 2 * n + 4 "
+    "local max, m, pk = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3]), "
+    "                   KEYS[n + 2] "
+    "if max > 0 and m > 0 then "
+    "  local ty = redis.call('TYPE', pk).ok "
+    "  if ty ~= 'none' and ty ~= 'zset' then "
+    "    return redis.error_reply('WRONGTYPE ' .. pk .. ' holds a ' .. ty) "
+    "  end "
+    "  redis.call('ZREMRANGEBYSCORE', pk, '-inf', ARGV[2 * n + 2]) "
+    "  local c = redis.call('ZCARD', pk) "
+    "  if c + m > max then "
+    "    for _, id in ipairs(redis.call('ZRANGE', pk, 0, 31)) do "
+    "      local t = redis.call('GET', ARGV[b + 2] .. id) "
+    "      local ok, d = pcall(cjson.decode, t or '') "
+    "      if not ok or type(d) ~= 'table' or d.status ~= 'pending' then "
+    "        redis.call('ZREM', pk, id) "
+    "        c = c - 1 "
+    "      end "
+    "    end "
+    "    if c + m > max then return -1 - c end "
+    "  end "
+    "end "
     "for i = 1, n do "
     "  redis.call('SET', KEYS[i], ARGV[2 * i], 'EX', ARGV[2 * i + 1]) "
     "end "
-    "if #KEYS > n then "
-    "  redis.call('ZADD', KEYS[n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]) "
-    "  redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', ARGV[2 * n + 4]) "
-    "  local ttl = tonumber(ARGV[2 * n + 2]) - tonumber(ARGV[2 * n + 4]) "
-    "  if ttl > redis.call('TTL', KEYS[n + 1]) then "
-    "    redis.call('EXPIRE', KEYS[n + 1], ttl) "
+    "redis.call('ZADD', KEYS[n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]) "
+    "redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', ARGV[2 * n + 4]) "
+    "local ttl = tonumber(ARGV[2 * n + 2]) - tonumber(ARGV[2 * n + 4]) "
+    "if ttl > redis.call('TTL', KEYS[n + 1]) then "
+    "  redis.call('EXPIRE', KEYS[n + 1], ttl) "
+    "end "
+    "if max > 0 and m > 0 then "
+    "  local hi = 0 "
+    "  for j = 1, m do "
+    "    local e = tonumber(ARGV[b + 3 + 2 * j]) "
+    "    redis.call('ZADD', pk, e, ARGV[b + 2 + 2 * j]) "
+    "    if e > hi then hi = e end "
     "  end "
+    "  ttl = hi - tonumber(ARGV[2 * n + 2]) + 60 "
+    "  if ttl > redis.call('TTL', pk) then redis.call('EXPIRE', pk, ttl) end "
     "end "
     "return 1";
 
@@ -4894,27 +4938,45 @@ static const char  pki_lua_mset[] =
 #define PKI_ACME_MSET_MAX  (PKI_ACME_MAX_IDS + 1)
 
 
-/* n SETs (keys, texts, TTLs) and optionally the zset update, all in one
- * script call; PKI_OK, PKI_UNAVAILABLE or PKI_INTERNAL. */
+/* The arguments of pki_lua_order_create past the objects: the order
+ * list's and the pending authorizations'. */
+typedef struct {
+    const char   *zkey;         /* the account's order list */
+    const char   *zscore;       /* now */
+    const char   *zmember;      /* the order's id */
+    const char   *zmin;         /* older entries leave the list */
+    const char   *pkey;         /* the account's pending authorizations */
+    const char   *aprefix;      /* an authorization's key, without its id */
+    long          max;          /* their cap; 0: none */
+    int           m;            /* new authorizations: ids[], exp[] */
+    char        **ids;
+    char        (*exp)[24];
+    long long     pending;      /* out: refused, with this many pending */
+} pki_acme_create_args_t;
+
+
+/* n SETs (keys, texts, TTLs) and the lists' updates, all in one script
+ * call; PKI_OK, PKI_UNAVAILABLE, PKI_INTERNAL, or PKI_CONFLICT: over the
+ * cap of pending authorizations, nothing written (c->pending). */
 static pki_status_t
-pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
-    char **texts, char (*ttls)[24], const char *zkey, const char *zscore,
-    const char *zmember, const char *zmin)
+pki_acme_order_store(pki_redis_t *r, pki_result_t *res, int n, char **keys,
+    char **texts, char (*ttls)[24], pki_acme_create_args_t *c)
 {
     int           i, nk, na;
-    char          num[16], nks[16];
+    char          num[16], nks[16], max[24], ms[16];
     size_t       *lens;
     const char  **argv;
     redisReply   *reply;
+    pki_status_t  rc;
 
-    if (n < 0 || n > PKI_ACME_MSET_MAX) {
+    if (n < 1 || n > PKI_ACME_MSET_MAX || c->m < 0 || c->m >= n) {
         return pki_fail(res, PKI_INTERNAL, "redis: too many objects");
     }
 
-    /* EVAL, script, nkeys, n keys, zset, n, 2n, 3 zset arguments: more
+    /* EVAL, script, nkeys, n + 2 keys, n, 2n, 3 + 3 arguments, 2m: more
      * than pki_int_redis_cmd() takes, so the uncapped call below */
-    argv = calloc((size_t) (3 * n + 8), sizeof(*argv));
-    lens = calloc((size_t) (3 * n + 8), sizeof(*lens));
+    argv = calloc((size_t) (3 * n + 2 * c->m + 16), sizeof(*argv));
+    lens = calloc((size_t) (3 * n + 2 * c->m + 16), sizeof(*lens));
     if (argv == NULL || lens == NULL) {
         free(argv);
         free(lens);
@@ -4922,10 +4984,12 @@ pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
     }
 
     snprintf(num, sizeof(num), "%d", n);
+    snprintf(max, sizeof(max), "%ld", c->max > 0 ? c->max : 0);
+    snprintf(ms, sizeof(ms), "%d", c->m);
 
     argv[0] = "EVAL";
-    argv[1] = pki_lua_mset;
-    nk = n + (zkey != NULL);
+    argv[1] = pki_lua_order_create;
+    nk = n + 2;
     snprintf(nks, sizeof(nks), "%d", nk);
     argv[2] = nks;
     na = 3;
@@ -4933,18 +4997,22 @@ pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
     for (i = 0; i < n; i++) {
         argv[na++] = keys[i];
     }
-    if (zkey != NULL) {
-        argv[na++] = zkey;
-    }
+    argv[na++] = c->zkey;
+    argv[na++] = c->pkey;
     argv[na++] = num;
     for (i = 0; i < n; i++) {
         argv[na++] = texts[i];
         argv[na++] = ttls[i];
     }
-    if (zkey != NULL) {
-        argv[na++] = zscore;
-        argv[na++] = zmember;
-        argv[na++] = zmin;
+    argv[na++] = c->zscore;
+    argv[na++] = c->zmember;
+    argv[na++] = c->zmin;
+    argv[na++] = max;
+    argv[na++] = c->aprefix;
+    argv[na++] = ms;
+    for (i = 0; i < c->m; i++) {
+        argv[na++] = c->ids[i];
+        argv[na++] = c->exp[i];
     }
 
     for (i = 0; i < na; i++) {
@@ -4960,9 +5028,20 @@ pki_acme_mset(pki_redis_t *r, pki_result_t *res, int n, char **keys,
         return PKI_UNAVAILABLE;
     }
 
+    rc = PKI_OK;
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        rc = pki_fail(res, PKI_UNAVAILABLE, "redis: unexpected answer to "
+                      "the order's creation");
+
+    } else if (reply->integer < 0) {
+        c->pending = -1 - reply->integer;
+        rc = PKI_CONFLICT;
+    }
+
     freeReplyObject(reply);
 
-    return PKI_OK;
+    return rc;
 }
 
 
@@ -4974,12 +5053,15 @@ static pki_status_t
 pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
     cJSON *newauthz, const char *score, const char *zmin)
 {
-    int           n, i, total;
-    long          ttl;
-    char        **keys, **texts, (*ttls)[24], zkey[PKI_ACME_KEY_MAX];
-    cJSON        *az, *id;
-    pki_redis_t  *st;
-    pki_status_t  rc;
+    int                     n, i, total;
+    long                    ttl;
+    char                  **keys, **texts, **ids, (*ttls)[24], (*exp)[24];
+    char                    zkey[PKI_ACME_KEY_MAX], pkey[PKI_ACME_KEY_MAX];
+    char                    aprefix[PKI_ACME_KEY_MAX];
+    cJSON                  *az, *id;
+    pki_redis_t            *st;
+    pki_status_t            rc;
+    pki_acme_create_args_t  c;
 
     st = PKI_ACME_ST(a->conf);
     rc = PKI_OK;
@@ -4992,7 +5074,11 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
     keys = calloc((size_t) total, sizeof(*keys));
     texts = calloc((size_t) total, sizeof(*texts));
     ttls = calloc((size_t) total, sizeof(*ttls));
-    if (keys == NULL || texts == NULL || ttls == NULL) {
+    ids = calloc((size_t) total, sizeof(*ids));
+    exp = calloc((size_t) total, sizeof(*exp));
+    if (keys == NULL || texts == NULL || ttls == NULL || ids == NULL
+        || exp == NULL)
+    {
         rc = pki_fail(a->res, PKI_INTERNAL, "out of memory");
         goto done;
     }
@@ -5005,12 +5091,20 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
         if (keys[n] != NULL && cJSON_IsString(id)) {
             pki_key_name(keys[n], PKI_ACME_KEY_MAX, st, a->acct, "authz",
                          id->valuestring);
+            ids[n] = strdup(id->valuestring);
         }
         cJSON_Delete(id);
         texts[n] = cJSON_PrintUnformatted(az);
         ttl = (long) (pki_json_num(az, "expires") - (double) a->now)
               + 86400;
         snprintf(ttls[n], sizeof(ttls[n]), "%ld", ttl > 0 ? ttl : 1);
+        snprintf(exp[n], sizeof(exp[n]), "%lld",
+                 (long long) pki_json_num(az, "expires"));
+        if (ids[n] == NULL) {
+            rc = pki_fail(a->res, PKI_INTERNAL, "out of memory");
+            n++;
+            goto done;
+        }
         n++;
     }
 
@@ -5030,8 +5124,30 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
     }
 
     pki_key_name(zkey, sizeof(zkey), st, a->acct, "orders", NULL);
-    rc = pki_acme_mset(st, a->res, n, keys, texts, ttls, zkey, score, oid,
-                       zmin);
+    pki_key_name(pkey, sizeof(pkey), st, a->acct, "pendauthz", NULL);
+    pki_key_name(aprefix, sizeof(aprefix), st, a->acct, "authz", "");
+
+    memset(&c, 0, sizeof(c));
+    c.zkey = zkey;
+    c.zscore = score;
+    c.zmember = oid;
+    c.zmin = zmin;
+    c.pkey = pkey;
+    c.aprefix = aprefix;
+    c.max = a->conf->pending_authz_max;
+    c.m = n - 1;
+    c.ids = ids;
+    c.exp = exp;
+
+    rc = pki_acme_order_store(st, a->res, n, keys, texts, ttls, &c);
+
+    if (rc == PKI_CONFLICT) {
+        pki_acme_problem(a, 429, "rateLimited", "the account has %lld "
+                         "pending authorizations and may have at most %ld: "
+                         "validate or deactivate some first, or wait for "
+                         "them to expire", c.pending, c.max);
+        a->resp->retry_after = PKI_ACME_PENDING_RETRY;
+    }
 
 done:
 
@@ -5042,10 +5158,15 @@ done:
         if (texts != NULL) {
             cJSON_free(texts[i]);
         }
+        if (ids != NULL) {
+            free(ids[i]);
+        }
     }
     free(keys);
     free(texts);
     free(ttls);
+    free(ids);
+    free(exp);
 
     return rc;
 }
@@ -5903,7 +6024,10 @@ pki_acme_new_order(pki_acme_t *a)
         rc = pki_acme_order_create(a, oid, order, newauthz, num, old);
         if (rc != PKI_OK) {
             cJSON_Delete(order);
-            pki_acme_fail(a, rc, "newOrder");
+            if (rc != PKI_CONFLICT) {
+                /* PKI_CONFLICT: the problem document is made */
+                pki_acme_fail(a, rc, "newOrder");
+            }
             goto done;
         }
     }

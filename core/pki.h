@@ -1558,6 +1558,8 @@ typedef struct {
     size_t            max_body;       /* default 65536                 */
     pki_acme_validate_conf_t  validate;
     long              orders_per_hour;  /* per account; 0: no limit    */
+    long              pending_authz_max;  /* pending authorizations per
+                                             account; 0: no limit      */
     long              accounts_per_hour;  /* new accounts per client
                                              address (IPv6: /64); 0: no
                                              limit                     */

@@ -30,6 +30,7 @@
 #define NGX_HTTP_ACME_JOBS          4
 #define NGX_HTTP_ACME_JOBS_WAITING  10000
 #define NGX_HTTP_ACME_JOBS_ACCT     1000    /* ... of one account */
+#define NGX_HTTP_ACME_PENDING_MAX   1000    /* pending authzs of an account */
 
 
 typedef struct {
@@ -60,6 +61,7 @@ typedef struct {
     time_t                     order_ttl;
     size_t                     max_body_size;
     ngx_int_t                  orders_per_hour;
+    ngx_int_t                  pending_authz_max;
     ngx_int_t                  accounts_per_hour;
 
     ngx_uint_t                 http_port;
@@ -297,6 +299,13 @@ static ngx_command_t  ngx_http_acme_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, orders_per_hour),
+      NULL },
+
+    { ngx_string("acme_pending_authz_max"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_acme_loc_conf_t, pending_authz_max),
       NULL },
 
     { ngx_string("acme_accounts_per_hour"),
@@ -1367,6 +1376,7 @@ ngx_http_acme_create_loc_conf(ngx_conf_t *cf)
     conf->order_ttl = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
     conf->orders_per_hour = NGX_CONF_UNSET;
+    conf->pending_authz_max = NGX_CONF_UNSET;
     conf->accounts_per_hour = NGX_CONF_UNSET;
     conf->http_port = NGX_CONF_UNSET_UINT;
     conf->tls_port = NGX_CONF_UNSET_UINT;
@@ -1431,6 +1441,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               64 * 1024);
     ngx_conf_merge_value(conf->orders_per_hour, prev->orders_per_hour, 0);
+    ngx_conf_merge_value(conf->pending_authz_max, prev->pending_authz_max,
+                         NGX_HTTP_ACME_PENDING_MAX);
     ngx_conf_merge_value(conf->accounts_per_hour, prev->accounts_per_hour,
                          0);
 
@@ -1510,10 +1522,13 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->orders_per_hour < 0 || conf->accounts_per_hour < 0) {
+    if (conf->orders_per_hour < 0 || conf->accounts_per_hour < 0
+        || conf->pending_authz_max < 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "acme_orders_per_hour and acme_accounts_per_hour "
-                           "must not be negative");
+                           "acme_orders_per_hour, acme_accounts_per_hour "
+                           "and acme_pending_authz_max must not be "
+                           "negative");
         return NGX_CONF_ERROR;
     }
 
@@ -1545,6 +1560,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->order_ttl = (long) conf->order_ttl;
         ac->max_body = conf->max_body_size;
         ac->orders_per_hour = (long) conf->orders_per_hour;
+        ac->pending_authz_max = (long) conf->pending_authz_max;
         ac->accounts_per_hour = (long) conf->accounts_per_hour;
         ac->state_redis = conf->state_redis;
 

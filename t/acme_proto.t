@@ -73,6 +73,10 @@ $2location /acme-ord/ {
 $2    acme issuing acme;
 $2    acme_orders_per_hour 2;
 $2}
+$2location /acme-pend/ {
+$2    acme issuing acme;
+$2    acme_pending_authz_max 3;
+$2}
 $2location /acme-tos/ {
 $2    acme issuing acme;
 $2    acme_terms_of_service https://tos.example.test/terms-v1;
@@ -2606,6 +2610,28 @@ sub to_renew {
                 { type => 'dns', value => 'rate-ok3.example.test' } ] });
     problem_is($r, 429, 'rateLimited', 'orders per hour: the third');
     like($r->{headers}{'retry-after'} // '', qr/^\d+$/, '... Retry-After');
+}
+
+# --- acme_pending_authz_max: names ordered and never validated are bounded ------
+
+{
+    local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-pend';
+    my $c = account();
+    my $two = sub { { identifiers => [ map { { type => 'dns',
+                    value => "$_[0]$_.example.test" } } 1, 2 ] } };
+    my $r1 = post($c, "$BASE/new-order", $two->('pend-a'));
+    is($r1->{status}, 201, 'pending cap 3: 2 names ordered')
+        or diag($r1->{content});
+    my $r = post($c, "$BASE/new-order", $two->('pend-b'));
+    problem_is($r, 429, 'rateLimited', 'pending cap 3: 2 more refused');
+    is($r->{headers}{'retry-after'} // '', '60', '... Retry-After: 60');
+    like($r->{json}{detail} // '', qr/has 2 pending authorizations and may /,
+         '... the problem says how many');
+    $r = post($c, $r1->{json}{authorizations}[0] // "$BASE/x",
+              { status => 'deactivated' });
+    is($r->{json}{status} // '', 'deactivated', '... one deactivated');
+    $r = post($c, "$BASE/new-order", $two->('pend-b'));
+    is($r->{status}, 201, '... then 1 + 2 fit') or diag($r->{content});
 }
 
 # --- deactivating an older authorization leaves the newer one reusable -----------

@@ -4531,6 +4531,76 @@ order_of(EVP_PKEY *pk, const char *kid, const char *tag, int n, char *ourl,
 }
 
 
+/* acme_pending_authz_max: an account that orders names it never validates
+ * is refused (429 rateLimited, Retry-After, nothing stored) once its
+ * pending authorizations would pass the cap; one deactivated, or
+ * validated, frees its place. */
+static void
+test_pending_cap(const char *sock)
+{
+    char              kid[256], ourl[256], az[1][256], pattern[128];
+    char              acct[64], *ids, body[1024];
+    EVP_PKEY         *pk;
+    pki_redis_t      *r;
+    redisContext     *rc;
+    pki_acme_resp_t   resp;
+
+    r = state_open(sock, "acmepend:");
+    conf.redis = r;
+    conf.pending_authz_max = 5;
+    rc = redisConnectUnix(sock);
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    acct[0] = '\0';
+    if (sscanf(kid, BASE "/acct/%63s", acct) != 1) {
+        diag("pending: no account");
+    }
+    snprintf(pattern, sizeof(pattern), "acmepend:{acme:%s}:authz:*", acct);
+
+    order_of(pk, kid, "pa", 3, ourl, az);
+    ok(keys_count(rc, pattern) == 3, "pending: 3 names, 3 pending "
+       "authorizations (%lld)", keys_count(rc, pattern));
+
+    ids = ids_json("pb", 3);
+    snprintf(body, sizeof(body), "{\"identifiers\":%s}", ids ? ids : "[]");
+    free(ids);
+
+    post(pk, kid, "new-order", body, NULL, &resp);
+    ok(resp.retry_after == 60, "pending: Retry-After 60 (%d)",
+       resp.retry_after);
+    ok(has(&resp, "has 3 pending authorizations and may have at most 5"),
+       "pending: the problem says how many");
+    check_problem("pending: 3 more over a cap of 5", &resp, 429,
+                  "rateLimited");
+    ok(keys_count(rc, pattern) == 3, "pending: the refused order stored "
+       "nothing (%lld)", keys_count(rc, pattern));
+
+    post(pk, kid, rel(az[0]), "{\"status\":\"deactivated\"}", NULL, &resp);
+    ok(resp.http_status == 200, "pending: one deactivated (%d)",
+       resp.http_status);
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, "new-order", body, NULL, &resp);
+    ok(resp.http_status == 201, "pending: then 2 + 3 fit (%d)",
+       resp.http_status);
+    pki_acme_resp_free(&resp);
+
+    post(pk, kid, "new-order", body, NULL, &resp);
+    check_problem("pending: at the cap, another order", &resp, 429,
+                  "rateLimited");
+
+    conf.pending_authz_max = 0;
+    post(pk, kid, "new-order", body, NULL, &resp);
+    ok(resp.http_status == 201, "pending: no cap (0): made (%d)",
+       resp.http_status);
+    pki_acme_resp_free(&resp);
+
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmepend:*");
+}
+
+
 /* 1 when the orders list (first page) of acct holds URL ourl. */
 static int
 listed(EVP_PKEY *pk, const char *kid, const char *acct, const char *ourl)
@@ -4844,6 +4914,7 @@ main(void)
         test_job_store(sock);
         test_account_race(sock);
         test_order_atomic(sock);
+        test_pending_cap(sock);
         test_subject_copies(sock);
         test_caa_budget(sock);
         test_fin_link_clock(sock);
