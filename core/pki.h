@@ -1378,6 +1378,8 @@ typedef struct {
                                               are decrypted (legacy)     */
     size_t                 max_body;       /* default PKI_SCEP_MAX_BODY  */
     long                   pending_ttl;    /* seconds, default 7 days    */
+    long                   pending_max;    /* requests waiting for
+                                              approval; 0: no limit     */
     long                   crl_next_update;  /* GetCRL, default 1 day    */
     long                   max_skew;       /* signingTime window, seconds;
                                               0: not checked             */

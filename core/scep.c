@@ -3385,10 +3385,18 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
  * key's request never replaces a decided record (-1), as it never joins
  * an undecided one: the first device may still have to poll for its
  * certificate, or learn it was rejected.
- * ARGV[1]: the TTL; ARGV[6..]: the fields.
+ * ARGV[1]: the TTL; ARGV[9..]: the fields.
+ *
+ * A new record needs room in the index (KEYS[2], below) when ARGV[6], the
+ * cap (scep_pending_max), is not 0: expired members (below ARGV[7]) leave
+ * it first; when it is full, the 32 that expire first are looked up (their
+ * records' keys are ARGV[8] .. the member's hash) and those decided or
+ * gone leave it.  Still full: nothing is written, and -3 - (the number
+ * waiting) is the answer.  A resend always finds its record.
  */
 static const char  pki_lua_pend_new[] =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "local old = redis.call('EXISTS', KEYS[1]) == 1 "
+    "if old then "
     "local s = redis.call('HGET', KEYS[1], 'status') "
     "if redis.call('HGET', KEYS[1], 'key') ~= ARGV[3] then return -1 end "
     "if s ~= 'rejected' and s ~= 'issued' then "
@@ -3399,8 +3407,22 @@ static const char  pki_lua_pend_new[] =
     "if e then return e end "
     "return 0 end "
     "if ARGV[2] ~= '1' then return -2 end "
-    "redis.call('DEL', KEYS[1]) end "
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 6)) "
+    "end "
+    "local max = tonumber(ARGV[6]) "
+    "if max > 0 then "
+    "redis.call('ZREMRANGEBYLEX', KEYS[2], '-', ARGV[7]) "
+    "local c = redis.call('ZCARD', KEYS[2]) "
+    "if c >= max then "
+    "for _, mb in ipairs(redis.call('ZRANGE', KEYS[2], 0, 31)) do "
+    "local s = redis.call('HGET', ARGV[8] .. string.sub(mb, 14), 'status') "
+    "if not s or s == 'rejected' or s == 'issued' then "
+    "redis.call('ZREM', KEYS[2], mb) c = c - 1 end "
+    "end "
+    "if c >= max then return -3 - c end "
+    "end "
+    "end "
+    "if old then redis.call('DEL', KEYS[1]) end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 9)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "return 1";
 
@@ -3783,22 +3805,35 @@ pki_scep_sans_json(const GENERAL_NAMES *sans)
 static pki_status_t
 pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     const char *keyhex, const char *subject, const char *sans,
-    const char *client, int replace, int *created, int *ran,
-    pki_result_t *res)
+    const char *client, int replace, int *created, long long *waiting,
+    int *ran, pki_result_t *res)
 {
-    int           i, sent;
+    int           i, n, sent;
     long          ttlv;
     char          key[PKI_SCEP_KEY_MAX], ttl[24], now[24], exp[24];
     char          tidhex[65], member[PKI_SCEP_PEND_MEMBER_LEN + 1];
-    char          csrhash[65];
-    size_t        lens[34];
+    char          csrhash[65], ikey[PKI_SCEP_KEY_MAX], prefix[PKI_SCEP_KEY_MAX];
+    char          max[24], min[32];
+    size_t        lens[40];
     time_t        t;
     redisReply   *reply;
-    const char   *argv[34];
+    const char   *argv[40];
     pki_status_t  st;
 
     *created = 0;
+    *waiting = 0;
     *ran = 0;
+
+    n = snprintf(ikey, sizeof(ikey), "%sscep:pending",
+                 pki_redis_ns(conf->redis));
+    if (n <= 0 || (size_t) n >= sizeof(ikey)) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+    n = snprintf(prefix, sizeof(prefix), "%sscep:pend:",
+                 pki_redis_ns(conf->redis));
+    if (n <= 0 || (size_t) n >= sizeof(prefix)) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
 
     if (!pki_scep_rkey(conf->redis, "pend", m->tid, strlen(m->tid), key,
                        sizeof(key))
@@ -3813,17 +3848,25 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     snprintf(ttl, sizeof(ttl), "%ld", ttlv);
     snprintf(now, sizeof(now), "%lld", (long long) t);
     snprintf(exp, sizeof(exp), "%012lld", (long long) t + ttlv);
+    snprintf(max, sizeof(max), "%ld",
+             conf->pending_max > 0 ? conf->pending_max : 0);
+    /* every member below "<now>:" has expired (pki_scep_pend_index) */
+    snprintf(min, sizeof(min), "(%012lld:", (long long) t);
 
     i = 0;
     argv[i++] = "EVAL";
     argv[i++] = pki_lua_pend_new;
-    argv[i++] = "1";
+    argv[i++] = "2";
     argv[i++] = key;
+    argv[i++] = ikey;
     argv[i++] = ttl;
     argv[i++] = replace ? "1" : "0";
     argv[i++] = keyhex;
     argv[i++] = pki_ca_name(conf->ca);
     argv[i++] = pki_template_name(conf->tmpl);
+    argv[i++] = max;
+    argv[i++] = min;
+    argv[i++] = prefix;
     argv[i++] = "status";
     argv[i++] = "pending";
     argv[i++] = "key";
@@ -3867,7 +3910,13 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
 
     *ran = 1;
 
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer <= -3) {
+        *created = -3;
+        *waiting = -3 - reply->integer;
+        freeReplyObject(reply);
+        return PKI_OK;
+
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
         *created = reply->integer == -1 ? -1 : -2;
         freeReplyObject(reply);
         return PKI_OK;
@@ -4338,6 +4387,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     char                  *who, keyhex[65], seenkey[PKI_SCEP_KEY_MAX];
     char                   seentok[65];
     int                    seen_unsure = 0;
+    long long              waiting;
     X509                  *cert;
     size_t                 pwlen;
     X509_REQ              *csr;
@@ -4594,7 +4644,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             char  *sans = pki_scep_sans_json(preq.sans);
 
             st = pki_scep_pend_new(conf, m, keyhex, subj, sans, req->client,
-                                   !replay, &created, &ran, res);
+                                   !replay, &created, &waiting, &ran, res);
             free(subj);
             cJSON_free(sans);
         }
@@ -4622,6 +4672,17 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         if (created == -2) {
             pki_fail(res, PKI_FORBIDDEN, "replayed message: this signed "
                      "message was taken before and its request decided");
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
+            goto done;
+        }
+
+        if (created == -3) {
+            /* nothing written: the challenge and the message are given
+             * back, so that the device's resend may be queued once the
+             * operators have decided some */
+            pki_fail(res, PKI_FORBIDDEN, "the approval queue is full: %lld "
+                     "requests wait (scep_pending_max %ld); this one is not "
+                     "queued", waiting, conf->pending_max);
             pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
             goto done;
         }

@@ -29,6 +29,7 @@
 
 
 #define NGX_HTTP_SCEP_RETRY_AFTER  5
+#define NGX_HTTP_SCEP_PENDING_MAX  10000   /* requests awaiting approval */
 
 
 typedef struct {
@@ -46,6 +47,7 @@ typedef struct {
     ngx_uint_t                 tid;
     size_t                     max_body_size;
     time_t                     pending_ttl;
+    ngx_int_t                  pending_max;
     time_t                     clock_skew;
     ngx_uint_t                 line;
     pki_scep_conf_t           *conf;
@@ -181,6 +183,13 @@ static ngx_command_t  ngx_http_scep_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_scep_loc_conf_t, pending_ttl),
+      NULL },
+
+    { ngx_string("scep_pending_max"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, pending_max),
       NULL },
 
     { ngx_string("scep_clock_skew"),
@@ -730,6 +739,7 @@ ngx_http_scep_create_loc_conf(ngx_conf_t *cf)
     conf->tid = NGX_CONF_UNSET_UINT;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
     conf->pending_ttl = NGX_CONF_UNSET;
+    conf->pending_max = NGX_CONF_UNSET;
     conf->clock_skew = NGX_CONF_UNSET;
 
     return conf;
@@ -763,6 +773,14 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->pending_ttl, prev->pending_ttl,
                              7 * 86400);
     ngx_conf_merge_sec_value(conf->clock_skew, prev->clock_skew, 86400);
+    ngx_conf_merge_value(conf->pending_max, prev->pending_max,
+                         NGX_HTTP_SCEP_PENDING_MAX);
+
+    if (conf->pending_max < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "scep_pending_max must not be negative");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->line == 0) {
         conf->line = prev->line;
@@ -802,6 +820,7 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     sc->accept_des = conf->accept_des ? 1 : 0;
     sc->max_body = conf->max_body_size;
     sc->pending_ttl = (long) conf->pending_ttl;
+    sc->pending_max = (long) conf->pending_max;
     sc->max_skew = (long) conf->clock_skew;
     sc->crl_next_update = 3600;     /* set per request (GetCRL) */
 

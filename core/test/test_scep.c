@@ -1788,6 +1788,84 @@ main(void)
                 m.challenge = "s3cret";
                 conf.dynamic = 0;
             }
+
+            /* scep_pending_max: a full approval queue takes no new
+             * request (FAILURE badRequest, its one-time challenge given
+             * back); a resend of a waiting one is still PENDING */
+            {
+                char       otc[64];
+                EVP_PKEY  *new_k = rsa(2048, 5);
+
+                conf.pending_max = 2;
+                conf.dynamic = 1;
+                ok(new_chal(redis, eca, "{}", otc), "queue full: a one-time "
+                   "challenge");
+                m.cn = "pend-full";
+                m.challenge = otc;
+                m.key = new_k;
+                EXPECT_FAIL("queue full (3 waiting, scep_pending_max 2): a "
+                            "new request", &conf, &m, 2);
+                conf.dynamic = 0;
+                m.key = dev_k;
+                m.cn = "pending-dev";
+                m.challenge = "s3cret";
+                s = pkiop(&conf, &m, &f, NULL, &h);
+                ok(s == 3, "queue full: a resend of a waiting request is "
+                   "PENDING (%d)", s);
+
+                conf.pending_max = 0;
+                conf.dynamic = 1;
+                m.cn = "pend-full";
+                m.challenge = otc;
+                m.key = new_k;
+                s = pkiop(&conf, &m, &f, NULL, &h);
+                ok(s == 3, "no cap: the same one-time challenge, given back, "
+                   "queues it (%d)", s);
+                conf.dynamic = 0;
+
+                /* decided requests leave a full queue: "pend-full"
+                 * rejected, 4 in the index, a cap of 4 takes one more */
+                {
+                    redisContext  *rcx = redisConnectUnix(redis_sock);
+                    redisReply    *rr = NULL;
+                    EVP_PKEY      *after_k = rsa(2048, 6);
+
+                    if (rcx != NULL && rcx->err == 0) {
+                        rr = redisCommand(rcx, "EVAL %s 0 %s",
+                            "local n = 0 "
+                            "for _, k in ipairs(redis.call('KEYS', ARGV[1]))"
+                            " do local sj = redis.call('HGET', k, 'subject')"
+                            " if sj and string.find(sj, 'pend-full', 1, "
+                            "true) then redis.call('HSET', k, 'status', "
+                            "'rejected') n = n + 1 end end return n",
+                            "scep-test:scep:pend:*");
+                    }
+                    ok(rr != NULL && rr->type == REDIS_REPLY_INTEGER
+                       && rr->integer == 1, "queue full: pend-full "
+                       "rejected");
+                    if (rr != NULL) {
+                        freeReplyObject(rr);
+                    }
+                    if (rcx != NULL) {
+                        redisFree(rcx);
+                    }
+
+                    conf.pending_max = 4;
+                    m.cn = "pend-after";
+                    m.key = after_k;
+                    m.challenge = "s3cret";
+                    s = pkiop(&conf, &m, &f, NULL, &h);
+                    ok(s == 3, "queue full: a decided request left it, the "
+                       "next is PENDING (%d)", s);
+                    conf.pending_max = 0;
+                    EVP_PKEY_free(after_k);
+                }
+
+                m.key = dev_k;
+                m.cn = "pending-dev";
+                m.challenge = "s3cret";
+                EVP_PKEY_free(new_k);
+            }
             conf.manual = 0;
 
             ar.method = "GET";
