@@ -1718,9 +1718,12 @@ pki_uri_text(const char *ref, const char *name, const char *v, size_t len,
 
 
 /*
- * ref as an error may show it: the value of every pin-value or pin-source
- * attribute (any case, path or query) becomes "(hidden)", so that a URI
- * refused for another reason does not carry its PIN into a log.
+ * ref as an error may show it: from the value of the first pin-value or
+ * pin-source attribute (any case, path or query) on, everything becomes
+ * "(hidden)", so that a URI refused for another reason does not carry its
+ * PIN into a log.  To the end: a PIN may hold "&" in the path and "?" in
+ * the query (RFC 7512), and a URI refused as malformed may not split
+ * where a parser would.
  */
 static void
 pki_uri_redact(const char *ref, char *out, size_t size)
@@ -1746,13 +1749,9 @@ pki_uri_redact(const char *ref, char *out, size_t size)
                                (int) nlen, p);
         if (n >= size) {
             n = size - 1;
-            break;
         }
 
-        p += nlen;
-        while (*p != '\0' && *p != ';' && *p != '&' && *p != '?') {
-            p++;
-        }
+        break;
     }
 
     out[n] = '\0';
@@ -1992,6 +1991,16 @@ pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
                      vault->token, vault->name);
             return NULL;
         }
+
+    } else if (strcasestr(ref, "pin-value") != NULL
+               || strcasestr(ref, "pin-source") != NULL)
+    {
+        /* a mistyped URI ("pkcs-11:...", "pkcs11;...") would be opened
+         * as a file and named in the error, PIN and all: not echoed */
+        pki_fail(res, PKI_MALFORMED, "key reference holds pin-value or "
+                 "pin-source but is no pkcs11: URI (not shown: it may hold "
+                 "a PIN)");
+        return NULL;
 
     } else if (strlen(ref) > 4096) {
         pki_fail(res, PKI_MALFORMED, "key file name is too long");

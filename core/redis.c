@@ -26,6 +26,7 @@
 #include <netdb.h>
 
 #include <hiredis.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "pki.h"
@@ -1131,7 +1132,7 @@ pki_redis_free(pki_redis_t *r)
     free(r->unix_path);
 
     if (r->password != NULL) {
-        memset(r->password, 0, strlen(r->password));
+        OPENSSL_cleanse(r->password, strlen(r->password));
         free(r->password);
     }
 

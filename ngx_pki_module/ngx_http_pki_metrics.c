@@ -845,7 +845,7 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     vault = NULL;
 
-    if (ngx_strncmp(ref, "pkcs11:", 7) == 0) {
+    if (ngx_strncasecmp((u_char *) ref, (u_char *) "pkcs11:", 7) == 0) {
         if (!pki_key_uri_token(ref, token, sizeof(token))) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "pki_audit_log: the key URI has no token");

@@ -1368,7 +1368,8 @@ ngx_http_pki_ca_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
             || (value[0].len == 15
                 && ngx_strcmp(value[0].data, "alternate_chain") == 0)
             || (value[0].len == 3 && ngx_strcmp(value[0].data, "key") == 0
-                && ngx_strncmp(value[1].data, "pkcs11:", 7) != 0)))
+                && ngx_strncasecmp(value[1].data, (u_char *) "pkcs11:", 7)
+                   != 0)))
     {
         if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
             return NGX_CONF_ERROR;
@@ -1436,9 +1437,23 @@ ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what)
 
     vault = NULL;
 
-    if (ngx_strncmp(z, "pkcs11:", 7) == 0) {
+    /* any case (RFC 3986 3.1), as the core reads it: "PKCS11:..." taken
+     * for a file would be echoed, PIN and all, in the open's error */
+    if (ngx_strncasecmp(z, (u_char *) "pkcs11:", 7) == 0) {
 
         if (!pki_key_uri_token((char *) z, token, sizeof(token))) {
+            /* the URI's own fault when it has one (a PIN in it, a bad
+             * attribute: the core's message never shows a PIN) */
+            pki_result_init(&res);
+            key = pki_key_new((char *) z, NULL, &res);
+            if (key == NULL && res.status == PKI_MALFORMED
+                && ngx_strstr(res.detail, "needs a key vault") == NULL)
+            {
+                ngx_http_pki_conf_error(cf, &res, "key of %V", &w);
+                return NULL;
+            }
+            pki_key_free(key);
+
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "%s: key URI has no token", what);
             return NULL;

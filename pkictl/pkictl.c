@@ -618,7 +618,7 @@ open_vault(const pkictl_opts_t *o, const char *ref, pki_vault_t **vault)
     const char    *label;
     pki_result_t   res;
 
-    if (strncmp(ref, "pkcs11:", 7) != 0) {
+    if (strncasecmp(ref, "pkcs11:", 7) != 0) {
         return 1;
     }
 
@@ -671,7 +671,7 @@ open_key(const pkictl_opts_t *o, const char *ref, pki_vault_t **vault)
     }
 
     pki_result_init(&res);
-    k = pki_key_new(ref, strncmp(ref, "pkcs11:", 7) == 0 ? *vault : NULL,
+    k = pki_key_new(ref, strncasecmp(ref, "pkcs11:", 7) == 0 ? *vault : NULL,
                     &res);
     if (k == NULL) {
         fail_res("key", &res);

@@ -273,6 +273,15 @@ my @cases = (
      qr/nosuchtoken/, [qr{pki_ca issuing}, qr{pki_key_vault}]],
     # looked up again after one reopen of the vault (a lost login lists no
     # private key), and still refused, naming the key and the token
+    # the scheme in another case is still a pkcs11: URI (RFC 3986 3.1):
+    # refused for its PIN, not opened as a file and named, PIN and all
+    ['key URI with a PIN, scheme in capitals',
+     sub { s/key "pkcs11:token=nginx-pki;object=issuing/key "PKCS11:token=nginx-pki;object=issuing;pin-value=99999999/ },
+     qr/"pin-value" is not allowed/, [qr{pki_ca issuing}]],
+    ['key file name with a PIN',
+     sub { s/key "pkcs11:token=nginx-pki;object=issuing[^"]*"/key "pkcs-11:token=nginx-pki;object=issuing;pin-value=99999999"/ },
+     qr/holds pin-value or pin-source but is no pkcs11: URI/,
+     [qr{pki_ca issuing}]],
     ['key not on its token',
      sub { s/token=nginx-pki;object=issuing/token=nginx-pki;object=nosuchkey/ },
      qr/key "pkcs11:token=nginx-pki;object=nosuchkey[^"]*" not found on token "nginx-pki"/,

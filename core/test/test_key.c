@@ -525,6 +525,13 @@ static const char  *pinrefs[] = {
     "pkcs11:token=t?pin-source=/x/4321&pin-value=4321",
     "pkcs11:object=k;type=x?pin-value=4321",
     "pkcs11:token=t;object=k;foo=1;pin-source=file:4321",
+    /* a PIN holding "&" (path) or "?" (query): hidden to the end */
+    "pkcs11:token=x;bogus;pin-value=se&cret4321",
+    "pkcs11:object;type=private?pin-value=a?4321",
+    /* no pkcs11: URI, so a file name: never echoed with its PIN */
+    "pkcs-11:token=t;object=k;pin-value=4321",
+    "pkcs11;token=t;object=k;pin-value=4321",
+    "/etc/keys/k.pem;PIN-SOURCE=/run/4321",
 };
 
 
