@@ -547,9 +547,12 @@ static const char  pki_lua_cas[] =
 /* An authorization deactivated (RFC 8555 7.5.2): compare-and-set of
  * KEYS[1] from ARGV[1] to ARGV[2] (TTL ARGV[3]), and its identifier's
  * "valid" index KEYS[2] dropped only while it names this authorization
- * (ARGV[4]), not a newer one.  1 done (also when KEYS[1] holds ARGV[2]
- * already: this script run before, its answer lost, or the same
- * deactivation by a concurrent request), 0 changed meanwhile. */
+ * (ARGV[4]), not a newer one; it leaves the account's pending ones
+ * (KEYS[3], pki_lua_order_create; pcall: a key of another type there
+ * costs the cap's count, not the deactivation).  1 done (also when
+ * KEYS[1] holds ARGV[2] already: this script run before, its answer
+ * lost, or the same deactivation by a concurrent request), 0 changed
+ * meanwhile. */
 static const char  pki_lua_authz_deactivate[] =
     "local cur = redis.call('GET', KEYS[1]) "
     "if cur == ARGV[2] then return 1 end "
@@ -558,6 +561,7 @@ static const char  pki_lua_authz_deactivate[] =
     "if redis.call('GET', KEYS[2]) == ARGV[4] then "
     "  redis.call('DEL', KEYS[2]) "
     "end "
+    "redis.pcall('ZREM', KEYS[3], ARGV[4]) "
     "return 1";
 
 /* A counter of a clock hour: INCR KEYS[1], which expires an hour after
@@ -4180,8 +4184,8 @@ pki_acme_authz_deactivate(pki_acme_t *a, const char *acct, const char *aid,
 {
     int          v;
     char         key[PKI_ACME_KEY_MAX], vkey[PKI_ACME_KEY_MAX], idx[300];
-    char         ttl[24], *nt;
-    const char  *args[6];
+    char         pkey[PKI_ACME_KEY_MAX], ttl[24], *nt;
+    const char  *args[7];
 
     snprintf(idx, sizeof(idx), "%s:%s%s", pki_json_str(authz, "type"),
              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(authz, "wildcard"))
@@ -4200,16 +4204,20 @@ pki_acme_authz_deactivate(pki_acme_t *a, const char *acct, const char *aid,
         return -1;
     }
 
+    pki_key_name(pkey, sizeof(pkey), PKI_ACME_ST(a->conf), acct,
+                 "pendauthz", NULL);
+
     args[0] = key;
     args[1] = vkey;
-    args[2] = text;
-    args[3] = nt;
-    args[4] = ttl;
-    args[5] = aid;
+    args[2] = pkey;
+    args[3] = text;
+    args[4] = nt;
+    args[5] = ttl;
+    args[6] = aid;
 
     v = pki_acme_cmd_int(PKI_ACME_ST(a->conf), a->res,
                          pki_acme_eval(PKI_ACME_ST(a->conf), a->res,
-                                       pki_lua_authz_deactivate, 2, 6, args));
+                                       pki_lua_authz_deactivate, 3, 7, args));
     free(nt);
 
     return v;
@@ -4880,14 +4888,16 @@ done:
  *
  * KEYS[n+2], the account's pending authorizations (a zset: id by expiry),
  * with ARGV[2n+5] their cap (0: none, and not kept), ARGV[2n+6] the
- * prefix of an authorization's key, ARGV[2n+7] m, then m pairs (id,
- * expiry) of the new ones.  Over the cap, the 32 that expire first are
- * read and those no longer pending (validated, failed, deactivated, gone)
- * leave the set: nothing else has to keep it exact, and a busy account
- * whose authorizations are validated pays one such walk per 32 orders.
- * Still over it: nothing is written, and -1 - (the pending count) is the
- * answer.  An account that asks for names it never validates is so held
- * to a bounded amount of state.
+ * prefix of an authorization's key, ARGV[2n+7] m, ARGV[2n+8] a random
+ * number, then m pairs (id, expiry) of the new ones.  A validation's
+ * result and a deactivation take theirs out (pki_lua_job_store,
+ * pki_lua_authz_deactivate); what leaves pending another way (expiry
+ * aside) is found here: over the cap, the 32 that expire first and 32 from
+ * a random place are read (through keys built from the prefix, which
+ * share the account's hash tag), and those no longer pending leave the
+ * set.  Still over it: nothing is written, and -1 - (the pending count)
+ * is the answer.  An account that asks for names it never validates is so
+ * held to a bounded amount of state.
  */
 static const char  pki_lua_order_create[] =
     "local n = tonumber(ARGV[1]) "
@@ -4902,13 +4912,25 @@ static const char  pki_lua_order_create[] =
     "  redis.call('ZREMRANGEBYSCORE', pk, '-inf', ARGV[2 * n + 2]) "
     "  local c = redis.call('ZCARD', pk) "
     "  if c + m > max then "
-    "    for _, id in ipairs(redis.call('ZRANGE', pk, 0, 31)) do "
-    "      local t = redis.call('GET', ARGV[b + 2] .. id) "
-    "      local ok, d = pcall(cjson.decode, t or '') "
-    "      if not ok or type(d) ~= 'table' or d.status ~= 'pending' then "
-    "        redis.call('ZREM', pk, id) "
-    "        c = c - 1 "
+    "    local seen = {} "
+    "    local function look(lo) "
+    "      for _, id in ipairs(redis.call('ZRANGE', pk, lo, lo + 31)) do "
+    "        if not seen[id] then "
+    "          seen[id] = true "
+    "          local g = redis.pcall('GET', ARGV[b + 2] .. id) "
+    "          local ok, d = pcall(cjson.decode, "
+    "                              type(g) == 'string' and g or '') "
+    "          if not ok or type(d) ~= 'table' "
+    "             or d.status ~= 'pending' then "
+    "            redis.call('ZREM', pk, id) "
+    "            c = c - 1 "
+    "          end "
+    "        end "
     "      end "
+    "    end "
+    "    look(0) "
+    "    if c + m > max and c > 32 then "
+    "      look(32 + tonumber(ARGV[b + 4]) % (c - 32)) "
     "    end "
     "    if c + m > max then return -1 - c end "
     "  end "
@@ -4925,8 +4947,8 @@ static const char  pki_lua_order_create[] =
     "if max > 0 and m > 0 then "
     "  local hi = 0 "
     "  for j = 1, m do "
-    "    local e = tonumber(ARGV[b + 3 + 2 * j]) "
-    "    redis.call('ZADD', pk, e, ARGV[b + 2 + 2 * j]) "
+    "    local e = tonumber(ARGV[b + 4 + 2 * j]) "
+    "    redis.call('ZADD', pk, e, ARGV[b + 3 + 2 * j]) "
     "    if e > hi then hi = e end "
     "  end "
     "  ttl = hi - tonumber(ARGV[2 * n + 2]) + 60 "
@@ -4963,7 +4985,8 @@ pki_acme_order_store(pki_redis_t *r, pki_result_t *res, int n, char **keys,
     char **texts, char (*ttls)[24], pki_acme_create_args_t *c)
 {
     int           i, nk, na;
-    char          num[16], nks[16], max[24], ms[16];
+    char          num[16], nks[16], max[24], ms[16], rnd[16];
+    uint32_t      r32;
     size_t       *lens;
     const char  **argv;
     redisReply   *reply;
@@ -4973,7 +4996,7 @@ pki_acme_order_store(pki_redis_t *r, pki_result_t *res, int n, char **keys,
         return pki_fail(res, PKI_INTERNAL, "redis: too many objects");
     }
 
-    /* EVAL, script, nkeys, n + 2 keys, n, 2n, 3 + 3 arguments, 2m: more
+    /* EVAL, script, nkeys, n + 2 keys, n, 2n, 3 + 4 arguments, 2m: more
      * than pki_int_redis_cmd() takes, so the uncapped call below */
     argv = calloc((size_t) (3 * n + 2 * c->m + 16), sizeof(*argv));
     lens = calloc((size_t) (3 * n + 2 * c->m + 16), sizeof(*lens));
@@ -4986,6 +5009,10 @@ pki_acme_order_store(pki_redis_t *r, pki_result_t *res, int n, char **keys,
     snprintf(num, sizeof(num), "%d", n);
     snprintf(max, sizeof(max), "%ld", c->max > 0 ? c->max : 0);
     snprintf(ms, sizeof(ms), "%d", c->m);
+    if (RAND_bytes((unsigned char *) &r32, sizeof(r32)) != 1) {
+        r32 = (uint32_t) time(NULL);
+    }
+    snprintf(rnd, sizeof(rnd), "%u", (unsigned) r32);
 
     argv[0] = "EVAL";
     argv[1] = pki_lua_order_create;
@@ -5010,6 +5037,7 @@ pki_acme_order_store(pki_redis_t *r, pki_result_t *res, int n, char **keys,
     argv[na++] = max;
     argv[na++] = c->aprefix;
     argv[na++] = ms;
+    argv[na++] = rnd;
     for (i = 0; i < c->m; i++) {
         argv[na++] = c->ids[i];
         argv[na++] = c->exp[i];
@@ -5138,6 +5166,15 @@ pki_acme_order_create(pki_acme_t *a, const char *oid, const cJSON *order,
     c.m = n - 1;
     c.ids = ids;
     c.exp = exp;
+
+    if (c.max > 0 && c.m > c.max) {
+        /* never fits: no Retry-After */
+        pki_acme_problem(a, 400, "malformed", "the order needs %d new "
+                         "authorizations, more than the %ld this server "
+                         "lets an account hold pending", c.m, c.max);
+        rc = PKI_CONFLICT;
+        goto done;
+    }
 
     rc = pki_acme_order_store(st, a->res, n, keys, texts, ttls, &c);
 
@@ -6025,7 +6062,7 @@ pki_acme_new_order(pki_acme_t *a)
         if (rc != PKI_OK) {
             cJSON_Delete(order);
             if (rc != PKI_CONFLICT) {
-                /* PKI_CONFLICT: the problem document is made */
+                /* PKI_CONFLICT: refused, the problem document made */
                 pki_acme_fail(a, rc, "newOrder");
             }
             goto done;
@@ -9622,36 +9659,48 @@ pki_acme_job_current(const cJSON *authz, const pki_acme_job_t *job)
 /* The validator's store when it starts from the challenge's text: the
  * authorization and (when valid) its "valid" index, only if the stored
  * authorization is still exactly that text.  KEYS[1] authorization,
- * KEYS[2] index (may be absent); ARGV[1] expected, ARGV[2] new text,
- * ARGV[3] TTL, ARGV[4] index value, ARGV[5] index TTL.  1 stored, 0 the
- * authorization changed meanwhile. */
+ * KEYS[2] the account's pending authorizations (pki_lua_order_create),
+ * KEYS[3] index (may be absent); ARGV[1] expected, ARGV[2] new text,
+ * ARGV[3] TTL, ARGV[4] the authorization's id when it is no longer
+ * pending (it leaves KEYS[2]; pcall: a key of another type there costs
+ * the cap's count, not the result) or "", ARGV[5] index value, ARGV[6]
+ * index TTL.  1 stored, 0 the authorization changed meanwhile. */
 static const char  pki_lua_job_store[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
     "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
-    "if #KEYS > 1 then "
-    "  redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5]) "
+    "if #KEYS > 2 then "
+    "  redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) "
     "end "
+    "if ARGV[4] ~= '' then redis.pcall('ZREM', KEYS[2], ARGV[4]) end "
     "return 1";
 
 
-/* Runs pki_lua_job_store: 1 stored, 0 the authorization changed, -1
- * Redis failed (res filled). */
+/* Runs pki_lua_job_store for the authorization of job: 1 stored, 0 the
+ * authorization changed, -1 Redis failed (res filled).  done: the stored
+ * text is no longer pending. */
 static int
-pki_acme_job_store(const pki_acme_conf_t *conf, char **keys, int nkeys,
-    const char *expected, const char *text, const char *ttl,
-    const char *ival, const char *ittl, pki_result_t *res)
+pki_acme_job_store(const pki_acme_conf_t *conf, const pki_acme_job_t *job,
+    char **keys, int nkeys, const char *expected, const char *text,
+    const char *ttl, int done, const char *ival, const char *ittl,
+    pki_result_t *res)
 {
     int          n;
-    const char  *args[7];
+    char         pkey[PKI_ACME_KEY_MAX];
+    const char  *args[9];
+
+    pki_key_name(pkey, sizeof(pkey), PKI_ACME_ST(conf), job->acct,
+                 "pendauthz", NULL);
 
     n = 0;
     args[n++] = keys[0];
+    args[n++] = pkey;
     if (nkeys > 1) {
         args[n++] = keys[1];
     }
     args[n++] = expected;
     args[n++] = text;
     args[n++] = ttl;
+    args[n++] = done ? job->authz : "";
     if (nkeys > 1) {
         args[n++] = ival;
         args[n++] = ittl;
@@ -9659,7 +9708,8 @@ pki_acme_job_store(const pki_acme_conf_t *conf, char **keys, int nkeys,
 
     return pki_acme_cmd_int(PKI_ACME_ST(conf), res,
                             pki_acme_eval(PKI_ACME_ST(conf), res,
-                                          pki_lua_job_store, nkeys, n, args));
+                                          pki_lua_job_store, nkeys + 1, n,
+                                          args));
 }
 
 
@@ -9886,8 +9936,8 @@ again:
             rc = pki_fail(res, PKI_INTERNAL, "out of memory");
 
         } else {
-            v = pki_acme_job_store(conf, keys, 2, expected, texts[0],
-                                   ttls[0], texts[1], ttls[1], res);
+            v = pki_acme_job_store(conf, job, keys, 2, expected, texts[0],
+                                   ttls[0], 1, texts[1], ttls[1], res);
             rc = v < 0 ? PKI_UNAVAILABLE : PKI_OK;
         }
         cJSON_free(texts[0]);
@@ -9901,8 +9951,11 @@ again:
         snprintf(ttl, sizeof(ttl), "%ld", t > 0 ? t : 1);
         keys[0] = key;
         v = text == NULL ? -1
-            : pki_acme_job_store(conf, keys, 1, expected, text, ttl, NULL,
-                                 NULL, res);
+            : pki_acme_job_store(conf, job, keys, 1, expected, text, ttl,
+                                 strcmp(pki_json_str(authz, "status")
+                                        ? pki_json_str(authz, "status")
+                                        : "", "pending") != 0,
+                                 NULL, NULL, res);
         rc = v < 0 ? (text == NULL ? PKI_INTERNAL : PKI_UNAVAILABLE)
                    : PKI_OK;
         cJSON_free(text);

@@ -76,6 +76,9 @@ $2}
 $2location /acme-pend/ {
 $2    acme issuing acme;
 $2    acme_pending_authz_max 3;
+$2    acme_validation_resolve_to 127.0.0.1;
+$2    acme_validation_allow_private on;
+$2    acme_validation_http_port $hport;
 $2}
 $2location /acme-tos/ {
 $2    acme issuing acme;
@@ -2632,6 +2635,15 @@ sub to_renew {
     is($r->{json}{status} // '', 'deactivated', '... one deactivated');
     $r = post($c, "$BASE/new-order", $two->('pend-b'));
     is($r->{status}, 201, '... then 1 + 2 fit') or diag($r->{content});
+
+    # validated: out of the count at once, without a walk
+    my $c2 = account();
+    my ($acct2) = ($c2->{kid} // '') =~ m{/acct/([\w-]+)$};
+    my (undef, undef, $o) = order_ready($c2, 'pend-v1.example.test',
+                                        'pend-v2.example.test');
+    is($o->{json}{status} // '', 'ready', 'pending cap 3: 2 names validated');
+    is($t->redis_raw('ZCARD', "pki:{acme:$acct2}:pendauthz") =~ s/\n\z//r,
+       '0', '... and no longer counted as pending');
 }
 
 # --- deactivating an older authorization leaves the newer one reusable -----------

@@ -4580,6 +4580,15 @@ test_pending_cap(const char *sock)
     ok(resp.http_status == 200, "pending: one deactivated (%d)",
        resp.http_status);
     pki_acme_resp_free(&resp);
+    {
+        redisReply  *g;
+
+        g = redisCommand(rc, "ZCARD acmepend:{acme:%s}:pendauthz", acct);
+        ok(g != NULL && g->type == REDIS_REPLY_INTEGER && g->integer == 2,
+           "pending: the deactivation took it out of the count (%lld)",
+           g != NULL && g->type == REDIS_REPLY_INTEGER ? g->integer : -1);
+        freeReplyObject(g);
+    }
 
     post(pk, kid, "new-order", body, NULL, &resp);
     ok(resp.http_status == 201, "pending: then 2 + 3 fit (%d)",
@@ -4589,6 +4598,13 @@ test_pending_cap(const char *sock)
     post(pk, kid, "new-order", body, NULL, &resp);
     check_problem("pending: at the cap, another order", &resp, 429,
                   "rateLimited");
+
+    /* more new names than the cap: never fits, no Retry-After */
+    conf.pending_authz_max = 2;
+    post(pk, kid, "new-order", body, NULL, &resp);
+    ok(resp.retry_after == 0, "pending: an order over the cap by itself: "
+       "no Retry-After (%d)", resp.retry_after);
+    check_problem("pending: 3 names, a cap of 2", &resp, 400, "malformed");
 
     conf.pending_authz_max = 0;
     post(pk, kid, "new-order", body, NULL, &resp);
