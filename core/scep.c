@@ -3385,14 +3385,17 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
  * key's request never replaces a decided record (-1), as it never joins
  * an undecided one: the first device may still have to poll for its
  * certificate, or learn it was rejected.
- * ARGV[1]: the TTL; ARGV[9..]: the fields.
+ * ARGV[1]: the TTL; ARGV[10..]: the fields.
  *
  * A new record needs room in the index (KEYS[2], below) when ARGV[6], the
  * cap (scep_pending_max), is not 0: expired members (below ARGV[7]) leave
  * it first; when it is full, the 32 that expire first are looked up (their
  * records' keys are ARGV[8] .. the member's hash) and those decided or
  * gone leave it.  Still full: nothing is written, and -3 - (the number
- * waiting) is the answer.  A resend always finds its record.
+ * waiting) is the answer.  A new record enters the index as ARGV[9]
+ * ("<expires>:<hash>") in the same step, and the entry of the decided
+ * record it replaces leaves it: the count and the index never disagree
+ * with the records.  A resend always finds its record.
  */
 static const char  pki_lua_pend_new[] =
     "local old = redis.call('EXISTS', KEYS[1]) == 1 "
@@ -3408,22 +3411,29 @@ static const char  pki_lua_pend_new[] =
     "return 0 end "
     "if ARGV[2] ~= '1' then return -2 end "
     "end "
+    "local hash = string.sub(ARGV[9], 14) "
     "local max = tonumber(ARGV[6]) "
     "if max > 0 then "
     "redis.call('ZREMRANGEBYLEX', KEYS[2], '-', ARGV[7]) "
     "local c = redis.call('ZCARD', KEYS[2]) "
     "if c >= max then "
     "for _, mb in ipairs(redis.call('ZRANGE', KEYS[2], 0, 31)) do "
-    "local s = redis.call('HGET', ARGV[8] .. string.sub(mb, 14), 'status') "
-    "if not s or s == 'rejected' or s == 'issued' then "
+    "local s = redis.pcall('HGET', ARGV[8] .. string.sub(mb, 14), "
+    "'status') "
+    "if type(s) ~= 'string' or s == 'rejected' or s == 'issued' then "
     "redis.call('ZREM', KEYS[2], mb) c = c - 1 end "
     "end "
     "if c >= max then return -3 - c end "
     "end "
     "end "
-    "if old then redis.call('DEL', KEYS[1]) end "
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 9)) "
+    "if old then "
+    "local oe = redis.call('HGET', KEYS[1], 'expires') "
+    "if oe then redis.call('ZREM', KEYS[2], oe .. ':' .. hash) end "
+    "redis.call('DEL', KEYS[1]) "
+    "end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 10)) "
     "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
+    "redis.call('ZADD', KEYS[2], 0, ARGV[9]) "
     "return 1";
 
 /*
@@ -3867,6 +3877,8 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     argv[i++] = max;
     argv[i++] = min;
     argv[i++] = prefix;
+    snprintf(member, sizeof(member), "%.12s:%s", exp, tidhex);
+    argv[i++] = member;
     argv[i++] = "status";
     argv[i++] = "pending";
     argv[i++] = "key";
@@ -3923,9 +3935,9 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
 
     } else if (reply->type == REDIS_REPLY_INTEGER) {
         *created = reply->integer == 1;
-        if (!*created) {
-            exp[0] = '\0';            /* an older record: not indexed */
-        }
+        /* created: indexed by the script; else an older record without
+         * "expires": not indexed */
+        exp[0] = '\0';
 
     } else if (reply->type == REDIS_REPLY_STRING && reply->len == 12
                && strspn(reply->str, "0123456789") == 12)
@@ -3940,14 +3952,13 @@ pki_scep_pend_new(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
 
     freeReplyObject(reply);
 
-    /* listed for the operators (a failure answers 503: the client's
-     * resend indexes it again) */
-    if (exp[0] != '\0') {
-        snprintf(member, sizeof(member), "%s:%s", exp, tidhex);
-    } else {
-        member[0] = '\0';
+    /* a resend's record listed again for the operators (an entry lost
+     * to an older version); a new one was listed by the script */
+    if (exp[0] == '\0') {
+        return PKI_OK;
     }
 
+    snprintf(member, sizeof(member), "%.12s:%s", exp, tidhex);
     st = pki_scep_pend_index(conf->redis, member, res);
 
     return st;
