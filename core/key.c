@@ -1718,12 +1718,13 @@ pki_uri_text(const char *ref, const char *name, const char *v, size_t len,
 
 
 /*
- * ref as an error may show it: from the value of the first pin-value or
- * pin-source attribute (any case, path or query) on, everything becomes
- * "(hidden)", so that a URI refused for another reason does not carry its
- * PIN into a log.  To the end: a PIN may hold "&" in the path and "?" in
- * the query (RFC 7512), and a URI refused as malformed may not split
- * where a parser would.
+ * ref as an error may show it: from the first "pin-" (any case, anywhere:
+ * pin-value, pin-source, however mistyped around them) on, everything
+ * becomes "(hidden)", so that a URI refused for another reason does not
+ * carry its PIN into a log.  To the end: a PIN may hold "&" in the path
+ * and "?" in the query (RFC 7512), and a URI refused as malformed may not
+ * split where a parser would.  (pki_key_new refuses such a URI before
+ * this; the guard stays for the parser's own callers.)
  */
 static void
 pki_uri_redact(const char *ref, char *out, size_t size)
@@ -1735,12 +1736,9 @@ pki_uri_redact(const char *ref, char *out, size_t size)
 
     for (p = ref; *p != '\0' && n + 1 < size; ) {
 
-        nlen = strncasecmp(p, "pin-value=", 10) == 0 ? 10
-               : strncasecmp(p, "pin-source=", 11) == 0 ? 11 : 0;
+        nlen = strncasecmp(p, "pin-", 4) == 0 ? 4 : 0;
 
-        if (nlen == 0 || (p != ref && p[-1] != ';' && p[-1] != '?'
-                          && p[-1] != '&' && p[-1] != ':'))
-        {
+        if (nlen == 0) {
             out[n++] = *p++;
             continue;
         }
@@ -1974,6 +1972,19 @@ pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
         return NULL;
     }
 
+    if (pki_is_pkcs11_uri(ref)
+        && (strcasestr(ref, "pin-value") != NULL
+            || strcasestr(ref, "pin-source") != NULL))
+    {
+        /* anywhere, any case: a PIN the parser would not take for an
+         * attribute ("object=k&pin-value=...", " pin-value=...") would
+         * end up in a label that errors print; not shown */
+        pki_fail(res, PKI_MALFORMED, "key URI holds pin-value or "
+                 "pin-source (not shown): PINs belong in the vault's "
+                 "pin_file");
+        return NULL;
+    }
+
     if (pki_is_pkcs11_uri(ref)) {
         if (!pki_uri_parse(ref, &u, res)) {
             return NULL;
@@ -1992,13 +2003,13 @@ pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
             return NULL;
         }
 
-    } else if (strcasestr(ref, "pin-value") != NULL
-               || strcasestr(ref, "pin-source") != NULL)
+    } else if (strcasestr(ref, "pin-value=") != NULL
+               || strcasestr(ref, "pin-source=") != NULL)
     {
         /* a mistyped URI ("pkcs-11:...", "pkcs11;...") would be opened
          * as a file and named in the error, PIN and all: not echoed */
-        pki_fail(res, PKI_MALFORMED, "key reference holds pin-value or "
-                 "pin-source but is no pkcs11: URI (not shown: it may hold "
+        pki_fail(res, PKI_MALFORMED, "key reference holds pin-value= or "
+                 "pin-source= but is no pkcs11: URI (not shown: it may hold "
                  "a PIN)");
         return NULL;
 

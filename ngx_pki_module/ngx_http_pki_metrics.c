@@ -847,6 +847,20 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (ngx_strncasecmp((u_char *) ref, (u_char *) "pkcs11:", 7) == 0) {
         if (!pki_key_uri_token(ref, token, sizeof(token))) {
+            /* the URI's own fault when it has one (pki_key_new never
+             * shows a PIN), else the missing token */
+            pki_result_init(&res);
+            mmcf->key = pki_key_new(ref, NULL, &res);
+            if (mmcf->key == NULL && res.status == PKI_MALFORMED
+                && ngx_strstr(res.detail, "needs a key vault") == NULL)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "pki_audit_log: key: %s", res.detail);
+                return NGX_CONF_ERROR;
+            }
+            pki_key_free(mmcf->key);
+            mmcf->key = NULL;
+
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "pki_audit_log: the key URI has no token");
             return NGX_CONF_ERROR;

@@ -532,6 +532,10 @@ static const char  *pinrefs[] = {
     "pkcs-11:token=t;object=k;pin-value=4321",
     "pkcs11;token=t;object=k;pin-value=4321",
     "/etc/keys/k.pem;PIN-SOURCE=/run/4321",
+    /* not taken for an attribute by the parser: a label, then echoed */
+    "pkcs11:token=t;object=k&pin-value=4321",
+    "pkcs11:object=k;type=public; pin-value=4321",
+    "pkcs11:object=k;pin-value =4321",
 };
 
 
@@ -610,6 +614,15 @@ test_bad_refs(void)
            "PIN of a refused URI is not shown: %s", res.detail);
         pki_key_free(k);
     }
+
+    /* a directory whose name merely contains the words is a file name */
+    pki_result_init(&res);
+    k = pki_key_new("/nonexistent/spin-sources/PIN-Values/k.pem", NULL,
+                    &res);
+    ok(strstr(res.detail, "pin-value") == NULL,
+       "a key file under \"spin-sources/PIN-Values\" is no PIN: %s",
+       res.detail);
+    pki_key_free(k);
 
     memset(longref, 'a', sizeof(longref) - 1);
     longref[sizeof(longref) - 1] = '\0';
