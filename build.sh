@@ -338,6 +338,7 @@ nginx-pki demo is running.
                  PAA/PAI/RCAC/ICAC: $d/matter/*.pem (keys in the token)
   trust anchor   $d/root.pem
   CA keys        inside the SoftHSM2 token "nginx-pki" under $d/hsm/
+                 (the alternate root that cross-signs the issuing CA: $d/altroot.key)
   Redis          unix socket $d/redis.sock  (redis-cli -s $d/redis.sock)
   logs           $d/nginx/logs/error.log
 
