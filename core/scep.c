@@ -3395,9 +3395,14 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
  * waiting) is the answer.  A new record enters the index as ARGV[9]
  * ("<expires>:<hash>") in the same step, and the entry of the decided
  * record it replaces leaves it: the count and the index never disagree
- * with the records.  A resend always finds its record.
+ * with the records (an index of another type: nothing is written).  A
+ * resend always finds its record.
  */
 static const char  pki_lua_pend_new[] =
+    "local ty = redis.call('TYPE', KEYS[2]).ok "
+    "if ty ~= 'none' and ty ~= 'zset' then "
+    "return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. ty) "
+    "end "
     "local old = redis.call('EXISTS', KEYS[1]) == 1 "
     "if old then "
     "local s = redis.call('HGET', KEYS[1], 'status') "

@@ -1861,6 +1861,51 @@ main(void)
                     EVP_PKEY_free(after_k);
                 }
 
+                /* an index of another type: the request fails whole (no
+                 * record left unlisted), under a cap or not */
+                {
+                    redisContext  *rcx = redisConnectUnix(redis_sock);
+                    redisReply    *rr = NULL;
+                    long long      n0 = -1, n1 = -2;
+                    const char    *cnt = "local n = 0 for _, k in ipairs("
+                        "redis.call('KEYS', 'scep-test:scep:pend:*')) do "
+                        "local sj = redis.call('HGET', k, 'subject') "
+                        "if sj and string.find(sj, 'pend-wrongtype', 1, "
+                        "true) then n = n + 1 end end return n";
+
+                    if (rcx != NULL && rcx->err == 0) {
+                        freeReplyObject(redisCommand(rcx, "RENAME "
+                            "scep-test:scep:pending scep-test:keep"));
+                        freeReplyObject(redisCommand(rcx, "SET "
+                            "scep-test:scep:pending x"));
+                        rr = redisCommand(rcx, "EVAL %s 0", cnt);
+                        n0 = rr != NULL && rr->type == REDIS_REPLY_INTEGER
+                             ? rr->integer : -1;
+                        freeReplyObject(rr);
+                    }
+                    m.cn = "pend-wrongtype";
+                    m.key = new_k;
+                    conf.tid_any = 1;       /* a transactionID of no record */
+                    m.tid = "wrongtype-tid";
+                    s = pkiop(&conf, &m, &f, NULL, &h);
+                    m.tid = NULL;
+                    conf.tid_any = 0;
+                    if (rcx != NULL && rcx->err == 0) {
+                        rr = redisCommand(rcx, "EVAL %s 0", cnt);
+                        n1 = rr != NULL && rr->type == REDIS_REPLY_INTEGER
+                             ? rr->integer : -2;
+                        freeReplyObject(rr);
+                        freeReplyObject(redisCommand(rcx, "DEL "
+                            "scep-test:scep:pending"));
+                        freeReplyObject(redisCommand(rcx, "RENAME "
+                            "scep-test:keep scep-test:scep:pending"));
+                        redisFree(rcx);
+                    }
+                    ok(s == -1 && h == 503 && n0 == 0 && n1 == 0, "an index "
+                       "of another type: HTTP %d, nothing written (%lld, "
+                       "%lld)", h, n0, n1);
+                }
+
                 m.key = dev_k;
                 m.cn = "pending-dev";
                 m.challenge = "s3cret";
