@@ -36,6 +36,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/clock.h"
 #include "test/fixture.h"
 
 
@@ -43,25 +44,6 @@
 
 
 static char              dir[64];
-static long              clock_ahead;   /* this host's clock vs real time */
-
-
-/* time() of the core (libpkicore.so binds to this one, which is why it is
- * visible): clock_ahead seconds off, as a host whose clock is not the
- * state store's */
-__attribute__((visibility("default"))) time_t
-time(time_t *t)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += clock_ahead;
-    if (t != NULL) {
-        *t = ts.tv_sec;
-    }
-
-    return ts.tv_sec;
-}
 
 
 /* The state store's clock in seconds (0 if it did not answer). */

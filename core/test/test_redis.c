@@ -24,6 +24,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/clock.h"
 
 
 /* unit.h's is_status() evaluates its first argument twice: call once. */
@@ -36,25 +37,6 @@ is_st(pki_status_t got, pki_status_t want, const char *name)
 
 static const char  *sock;
 static char         ns[64];
-static long         clock_ahead;   /* this host's clock vs real time */
-
-
-/* time() of the core (libpkicore.so binds to this one, which is why it is
- * visible): clock_ahead seconds off, as a host whose clock is not the
- * store's */
-__attribute__((visibility("default"))) time_t
-time(time_t *t)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += clock_ahead;
-    if (t != NULL) {
-        *t = ts.tv_sec;
-    }
-
-    return ts.tv_sec;
-}
 
 
 static double
