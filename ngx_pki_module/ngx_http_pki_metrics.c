@@ -1617,6 +1617,12 @@ ngx_http_pki_m_audit_close(ngx_cycle_t *cycle)
          * is queued is written now */
         ngx_http_pki_m_aq.task = NULL;
         ngx_http_pki_m_quiet_flush(mmcf, cycle->log);
+
+        if (ngx_http_pki_threads_left && ngx_http_pki_m_aq.busy) {
+            /* a batch task still runs: its batch is its own */
+            ngx_http_pki_m_aq.batch = NULL;
+        }
+
         ngx_http_pki_m_audit_flush(mmcf->audit);
 
         pki_result_init(&res);
@@ -1625,11 +1631,16 @@ ngx_http_pki_m_audit_close(ngx_cycle_t *cycle)
                           "pki_audit_log: no checkpoint at exit: %s",
                           res.detail);
         }
-        pki_audit_close_report(mmcf->audit, ngx_http_pki_m_audit_lost,
-                               cycle->log);
+
+        /* tasks left running (a worker stopped with its pool's queue
+         * full) may still append: the log stays open to the end */
+        if (!ngx_http_pki_threads_left) {
+            pki_audit_close_report(mmcf->audit, ngx_http_pki_m_audit_lost,
+                                   cycle->log);
+            ngx_http_pki_m_aq.audit = NULL;
+        }
 
         mmcf->audit = NULL;
-        ngx_http_pki_m_aq.audit = NULL;
     }
 }
 

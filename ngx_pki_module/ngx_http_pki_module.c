@@ -134,7 +134,7 @@ static ngx_int_t ngx_http_pki_init_module(ngx_cycle_t *cycle);
 static void ngx_http_pki_check_order(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
-static void ngx_http_pki_wait_threads(ngx_cycle_t *cycle);
+static ngx_uint_t ngx_http_pki_wait_threads(ngx_cycle_t *cycle);
 static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
 static void *ngx_http_pki_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -615,10 +615,17 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_pki_audit_exit_threads();
-    ngx_http_pki_wait_threads(cycle);
+    ngx_http_pki_threads_left = ngx_http_pki_wait_threads(cycle);
 
     /* the exit checkpoint is signed while its key's vault is open */
     ngx_http_pki_audit_exit(cycle);
+
+    if (ngx_http_pki_threads_left) {
+        /* nginx skips its pools' exit when their queue is full (a worker
+         * stopped under load): tasks still sign, read CRLs and append to
+         * the log; what they use stays open until the process ends */
+        return;
+    }
 
     ngx_http_pki_crl_free_all(pmcf);
     ngx_http_pki_close_all(pmcf);
@@ -632,9 +639,9 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
  * connections, OpenSSL's per-thread state) when this runs.  Unloading the
  * PKCS#11 module under them crashed workers now and then during graceful
  * shutdown.  Wait, briefly and boundedly, until this process is down to
- * its main thread.
+ * its main thread; 1: threads are left.
  */
-static void
+static ngx_uint_t
 ngx_http_pki_wait_threads(ngx_cycle_t *cycle)
 {
     DIR            *dir;
@@ -644,7 +651,7 @@ ngx_http_pki_wait_threads(ngx_cycle_t *cycle)
     for (tries = 0; tries < 200; tries++) {
         dir = opendir("/proc/self/task");
         if (dir == NULL) {
-            return;
+            return 0;
         }
 
         n = 0;
@@ -657,14 +664,17 @@ ngx_http_pki_wait_threads(ngx_cycle_t *cycle)
         closedir(dir);
 
         if (n <= 1) {
-            return;
+            return 0;
         }
 
         ngx_msleep(5);
     }
 
     ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                  "pki: worker threads still running at exit");
+                  "pki: worker threads still running at exit: keys, CRLs "
+                  "and the transaction log are left open for them");
+
+    return 1;
 }
 
 
@@ -1629,6 +1639,7 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
 
 /* pki_post tasks posted and not yet back, this worker (metrics) */
 ngx_uint_t  ngx_http_pki_tasks_in_flight;
+ngx_uint_t  ngx_http_pki_threads_left;
 
 
 /*
@@ -5143,6 +5154,13 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
 
             free(info.der);
         }
+    }
+
+    /* a planned revocation carried out above logged it: synced here, as
+     * no answer waits for it (and the ticket must not stay on this pool
+     * thread for the next task to wait on) */
+    if (pki_audit_take_ticket()) {
+        (void) pki_audit_sync(NULL, NULL);
     }
 }
 

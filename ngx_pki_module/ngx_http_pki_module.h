@@ -304,6 +304,8 @@ void ngx_http_pki_audit_exit(ngx_cycle_t *cycle);
 
 /* helpers the metrics module takes from the shared module */
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
+/* worker exit: pool threads outlived the wait (nginx skipped their exit) */
+extern ngx_uint_t  ngx_http_pki_threads_left;
 pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);
 ngx_thread_pool_t *ngx_http_pki_cycle_thread_pool(ngx_cycle_t *cycle);
 /* the CRLs' lifetime (s): the shortest pki_crl_next_update of the
