@@ -2717,6 +2717,21 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
 
     /* Validity. */
     now = time(NULL);
+
+    /* a CA past its notAfter (nginx up since it expired; the check at
+     * load is the only other one) signs nothing, beyond_ca_expiry or not:
+     * no verifier would take what it signs */
+    if (ca != NULL) {
+        time_t  cana = pki_int_asn1_time(X509_get0_notAfter(ca->cert));
+
+        if (cana != (time_t) -1 && cana <= now) {
+            X509_free(x);
+            return pki_fail(res, PKI_POLICY, "the CA certificate of \"%s\" "
+                            "has expired: it signs nothing until it is "
+                            "renewed", pki_ca_name(ca));
+        }
+    }
+
     nb = req->not_before ? req->not_before : now - 60;
 
     /* asked to end at notAfter without a start: start no earlier than
@@ -2752,6 +2767,16 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         X509_free(x);
         return pki_fail(res, PKI_POLICY, "the certificate would expire "
                         "before it starts (CA certificate expires too soon)");
+    }
+
+    /* backdated by 60 s: a validity that short would hand out a
+     * certificate expired on arrival (a notAfter asked for is the
+     * caller's: ACME checks it is ahead) */
+    if (ca != NULL && !req->not_after && na <= now) {
+        X509_free(x);
+        return pki_fail(res, PKI_POLICY, "the certificate would be expired "
+                        "when issued (the template's validity or the CA's "
+                        "notAfter leaves no time after now)");
     }
 
     /* one asked for with a notAfter (ACME) ends there or is not issued

@@ -32,6 +32,7 @@
 #include "test/unit.h"
 #include "test/fixture.h"
 #include "test/proxy.h"
+#include "test/clock.h"
 
 
 #define MAX_ARGS  16
@@ -4761,6 +4762,46 @@ main(void)
             - asn1_to_time(X509_get0_notBefore(x)) == 30L * 86400,
        "beyond_ca_expiry keeps 30 days");
     X509_free(x);
+
+    /* nginx still up when its CA expires: nothing more is signed,
+     * beyond_ca_expiry or not (the CA has 2 days; this host is 3 ahead) */
+    clock_ahead = 3 * 86400;
+    x = issue_one(subca, tlong, NULL, "/CN=late", "DNS:late.example", NULL,
+                  &res);
+    ok(x == NULL && res.status == PKI_POLICY
+       && strstr(res.detail, "has expired") != NULL,
+       "an expired CA signs nothing, beyond_ca_expiry neither: %s",
+       res.detail);
+    X509_free(x);
+
+    /* 30 s past its end: no certificate that ended when it was made */
+    clock_ahead = 0;
+    clock_ahead = asn1_to_time(X509_get0_notAfter(pki_ca_cert(subca)))
+                  - time(NULL) + 30;
+    x = issue_one(subca, tdev, NULL, "/CN=late", "DNS:late.example", NULL,
+                  &res);
+    ok(x == NULL && res.status == PKI_POLICY
+       && strstr(res.detail, "has expired") != NULL,
+       "  nor just after its end: %s", res.detail);
+    X509_free(x);
+    clock_ahead = 0;
+
+    /* a validity within the 60 s backdating: expired on arrival */
+    {
+        static const char *const short_lines[] = {
+            "subject CN required", "validity 45s", NULL
+        };
+        pki_template_t  *tshort = make_template("short", short_lines);
+
+        pki_ca_add_template(subca, tshort, &res);
+        x = issue_one(subca, tshort, NULL, "/CN=short", NULL, NULL, &res);
+        ok(x == NULL && res.status == PKI_POLICY
+           && strstr(res.detail, "expired when issued") != NULL,
+           "validity 45s: refused, not expired on arrival: %s",
+           res.detail);
+        X509_free(x);
+        extra[nextra++] = tshort;
+    }
 
     /* SAN-only certificate: SAN is critical. */
     {
