@@ -690,7 +690,10 @@ pki_parse_rfc3339(const char *s, unsigned flags, time_t *out)
 
     /* the local time at offset +hh:mm is that much ahead of UTC */
     t -= (time_t) sign * (oh * 3600 + om * 60);
-    if (t < 0) {
+
+    /* 9999-12-31T23:59:59Z is the last second a GeneralizedTime holds
+     * (and pki_format_rfc3339 shows): a later one is no date to a CA */
+    if (t < 0 || t > (time_t) 253402300799LL) {
         return 0;
     }
 
