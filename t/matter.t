@@ -1142,4 +1142,62 @@ $1} or die;
     $t->stop_nginx;
 }
 
+# --- matter_identity --------------------------------------------------------------
+
+# a factory line that authenticates by other means names its operator with
+# matter_identity (here a header): that name is the record's requester.
+# Without auth_basic and without matter_identity nobody is named: 403.
+{
+    (my $c3 = $conf) =~ s{(\n\s*location = /matter/noc \{)}{
+        location = /matter/noc-line {
+            matter_noc matter-icac matter-noc;
+            matter_identity \$http_x_line_operator;
+        }
+        location = /matter/noc-open {
+            matter_noc matter-icac matter-noc;
+        }
+$1} or die 'no /matter/noc location';
+    $t->start_nginx($c3);
+
+    my ($csr) = $t->make_csr('nocsr-id', subj => '/O=CSR/OU=CSA');
+    my %req = (csr => encode_base64($csr, ''), node_id => 'DEDEDEDE00020001',
+               fabric_id => 'FAB000000000001D');
+    my $noc = sub {
+        my ($path, @h) = @_;
+        my $r = $t->curl('POST', url($path), data => $json->encode(\%req),
+                         headers => [ 'Content-Type: application/json', @h ],
+                         max_time => 60);
+        $r->{json} = eval { $json->decode($r->{body}) }
+            if $r->{body} =~ /^\{/;
+        return $r;
+    };
+    my $issued = sub {
+        my $n = $t->redis('EVAL', "return #redis.call('KEYS', "
+                          . "'pki:{ca:matter-icac}:cert:*')", 0);
+        return $n =~ /(\d+)/ ? $1 : -1;
+    };
+
+    my $before = $issued->();
+    my $r = $noc->('/matter/noc-line', 'X-Line-Operator: line-7');
+    is($r->{code}, 200, 'matter_identity from a header: 200')
+        or diag($r->{body});
+    my $serial;
+    if (($r->{json} || {})->{noc}) {
+        my $f = der_file(decode_base64($r->{json}{noc}), 'noc-line');
+        $serial = $t->x509_field($f, 'serial');
+    }
+    my $h = $serial ? $t->redis_hash("pki:{ca:matter-icac}:cert:$serial")
+                    : {};
+    is($h->{requester}, 'line-7', '  the record names that operator');
+
+    $before = $issued->();
+    $r = $noc->('/matter/noc-line');
+    is($r->{code}, 403, 'matter_identity empty (no header): 403');
+    $r = $noc->('/matter/noc-open');
+    is($r->{code}, 403, 'neither auth_basic nor matter_identity: 403');
+    like($r->{json}{error} // '', qr/\S/, '  with the JSON error');
+    is($issued->(), $before, '  nothing issued for either');
+    $t->stop_nginx;
+}
+
 done_testing();
