@@ -1039,6 +1039,64 @@ my $cert_spki = sub {
     is(records(), $n + 1, '... one');
 }
 
+# --- scep_pending_max through nginx -------------------------------------------
+
+# the queue counts across the store: a location whose cap leaves room for
+# one takes more only for decided ones it drops; once there
+# is none, FAILURE badRequest, nothing queued, the one-time challenge given
+# back (it still enrolls where there is room), the error log says why
+{
+    my $zcard = sub {
+        my $o = $t->redis('ZCARD', 'pki:scep:pending');
+        return $o =~ /(\d+)/ ? $1 : -1;
+    };
+    my $listed = $zcard->();
+    ok($listed > 0, "scep_pending_max: $listed requests listed before");
+    my $cap = $listed + 1;      # room for one
+    $t->stop_nginx;
+    (my $c4 = $conf) =~ s{(\n\s*location /scep-manual \{)}{
+        location /scep-cap {
+            scep issuing scep;
+            scep_ra $pki/ra.pem $pki/ra.key;
+            scep_dynamic_challenges on;
+            scep_manual_approval on;
+            scep_pending_max $cap;
+        }
+$1} or die 'no /scep-manual location';
+    $t->start_nginx($c4);
+
+    # a key each: a request with the key of a waiting one is its resend
+    my ($full, $ch, $freq, $fkey, $queued, $qkey, @st);
+    for my $i (1 .. 40) {
+        $ch = challenge('{"ttl": 300}');
+        $fkey = key("cap-$i");
+        $freq = req(key => $fkey, cn => "cap-$i", challenge => $ch);
+        my $before = $zcard->();
+        $h = rep(send_msg($freq, '/scep-cap'), $freq, $fkey);
+        push @st, $h->{status} // 'none';
+        if (($h->{status} // -1) == 2) {
+            $full = $h;
+            is($zcard->(), $before, 'scep_pending_max: the refused request '
+               . 'is not listed');
+            last;
+        }
+        ($queued, $qkey) = ($freq, $fkey) if ($h->{status} // -1) == 3;
+        last if ($h->{status} // -1) != 3;
+    }
+    ok($full, 'scep_pending_max: a full queue answers FAILURE')
+        or diag("statuses: @st");
+    is($full && $full->{failinfo}, 2, '  failInfo badRequest');
+    like(slurp($t->error_log) // '', qr/the approval queue is full: \d+ /
+         . qr/requests wait \(scep_pending_max \d+\)/,
+         '  the error log says how many wait');
+    ok($queued, '  the one it had room for: PENDING');
+    $h = $queued ? rep(send_msg($queued, '/scep-cap'), $queued, $qkey) : {};
+    is($h->{status}, 3, '  a resend of a waiting request: PENDING');
+    $h = rep(send_msg($freq, '/scep-manual-otc'), $freq, $fkey);
+    is($h->{status}, 3, '  its one-time challenge was given back: PENDING '
+       . 'where the queue has room') or diag($h->{raw});
+}
+
 # --- micromdm scepclient at a manual location: its end -----------------------
 
 SKIP: {
