@@ -1086,8 +1086,8 @@ $1} or die 'no /scep-manual location';
     ok($full, 'scep_pending_max: a full queue answers FAILURE')
         or diag("statuses: @st");
     is($full && $full->{failinfo}, 2, '  failInfo badRequest');
-    like(slurp($t->error_log) // '', qr/the approval queue is full: \d+ /
-         . qr/requests wait \(scep_pending_max \d+\)/,
+    my $why = qr/the approval queue is full: \d+ requests wait /;
+    like(slurp($t->error_log) // '', qr/${why}\(scep_pending_max \d+\)/,
          '  the error log says how many wait');
     ok($queued, '  the one it had room for: PENDING');
     $h = $queued ? rep(send_msg($queued, '/scep-cap'), $queued, $qkey) : {};
