@@ -282,19 +282,20 @@ close $b;
     is($r->{code}, 200, 'TLS 1.2, first connection of a session: 200');
     close $c1;
     my $c2 = tls_connect('TLSv1_2', %cache);
-    SKIP: {
-        skip 'the server did not resume the session', 3
-            if !$c2->get_session_reused;
-        pass('second connection resumed the session');
-        $r = enroll($c2, csr_with_cp('pop-c2', encode_base64(binding($c2), '')));
-        is($r->{code}, 200, 'TLS 1.2 resumed, server Finished as binding: 200')
-            or diag($r->{body});
-        my ($cfin, $cl) = ('');
-        $cl = Net::SSLeay::get_finished($c2->_get_ssl_object, $cfin);
-        $r = enroll($c2, csr_with_cp('pop-c2-cfin',
-                                     encode_base64(substr($cfin, 0, $cl), '')));
-        is($r->{code}, 400, 'TLS 1.2 resumed, the client Finished: 400');
-    }
+    # the config has a session cache and the client offers the session:
+    # a full handshake here is a failure, not a reason to skip (after a
+    # full handshake the client-Finished check below fails too)
+    ok($c2->get_session_reused, 'second connection resumed the session');
+    $r = enroll($c2, csr_with_cp('pop-c2', encode_base64(binding($c2), '')));
+    is($r->{code}, 200, 'TLS 1.2 resumed, server Finished as binding: 200')
+        or diag($r->{body});
+    # in a full handshake the client's Finished is tls-unique (200), in a
+    # resumed one it is not
+    my ($cfin, $cl) = ('');
+    $cl = Net::SSLeay::get_finished($c2->_get_ssl_object, $cfin);
+    $r = enroll($c2, csr_with_cp('pop-c2-cfin',
+                                 encode_base64(substr($cfin, 0, $cl), '')));
+    is($r->{code}, 400, 'TLS 1.2 resumed, the client Finished: 400');
     close $c2;
 }
 
