@@ -94,7 +94,8 @@ for my $op ('cacerts', 'csrattrs') {
         my $all = <$s> // '';
         close $s;
         my @lines = split /\r\n/, $all;
-        like($lines[0] // '', qr{^HTTP/1\.1 20[04] }, 'HEAD csrattrs first');
+        # 200 with a Content-Length: a body the server must not send
+        like($lines[0] // '', qr{^HTTP/1\.1 200 }, 'HEAD csrattrs first');
         my ($i) = grep { $lines[$_] eq '' } 0 .. $#lines;
         like($lines[$i + 1] // '', qr{^HTTP/1\.1 200 },
              '  the GET answer right after its header: no body sent')
@@ -147,15 +148,17 @@ SKIP: {
 
 # --- csrattrs --------------------------------------------------------------
 
+# the device template allows EC P-256 and P-384 and RSA keys: attributes to
+# list, so 200 (204 is only for a template that asks for nothing)
 $r = $t->curl('GET', $t->est_url('csrattrs'), user => 'demo:demo');
-ok($r->{code} == 204 || $r->{code} == 200, "csrattrs: $r->{code}");
-if ($r->{code} == 200) {
+is($r->{code}, 200, 'csrattrs: 200') or diag($r->{body});
+{
     my $der = decode_base64($r->{body});
     my ($rc, $out, $err) = run_cmd(['openssl', 'asn1parse', '-inform', 'DER'],
                                    stdin => $der);
     is($rc, 0, 'csrattrs: DER parses') or diag($err);
-} else {
-    is($r->{body}, '', 'csrattrs: 204 has no body');
+    like($out, qr/id-ecPublicKey.*prime256v1.*secp384r1.*rsaEncryption/s,
+         'csrattrs: the template\'s key types') or diag($out);
 }
 
 # --- serverkeygen -------------------------------------------------------------
@@ -229,8 +232,12 @@ SKIP: {
         '-subj', '/CN=device-ec', '-days', '2']);
     $r = $t->est_post('simplereenroll', $csr2, user => undef,
                       cert => $fc, key => $fk, quiet => 1);
-    ok($r->{code} == 403 || $r->{code} == 400 || $r->{code} == 0,
-       "reenroll with a foreign cert refused ($r->{code})");
+    # ssl_verify_client optional: nginx itself refuses a certificate that
+    # does not verify, 400 before the EST handler runs
+    is($r->{code}, 400, 'reenroll with a foreign cert: 400')
+        or diag($r->{body});
+    like($r->{body}, qr/SSL certificate error/,
+         '  nginx\'s page for a certificate that does not verify');
 
     # the record of the client certificate unreadable: the store's fault,
     # not the client's: 500, and the error log says what is wrong
