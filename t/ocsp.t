@@ -229,16 +229,19 @@ like(resp_text($r->{body}), qr/Cert Status: good/,
     }
 }
 
+# a bad or truncated %-escape: nginx's URI parser refuses the request line
+# (400, its own page) before the responder sees it
 $r = $t->curl('GET', "$url/%%%");
-ok($r->{code} == 400 || resp_text($r->{body}) =~ /malformedrequest/i,
-   'GET bad escape: 400 (nginx) or malformedRequest');
+is($r->{code}, 400, 'GET bad escape: 400 (nginx)');
+like($r->{body}, qr/400 Bad Request/, '  nginx\'s page');
 $r = $t->curl('GET', "$url/MEIw%2");
-ok($r->{code} == 400 || resp_text($r->{body}) =~ /malformedrequest/i,
-   'GET truncated escape: 400 or malformedRequest');
+is($r->{code}, 400, 'GET truncated escape: 400 (nginx)');
+like($r->{body}, qr/400 Bad Request/, '  nginx\'s page');
+# 3000 bytes fit nginx's header buffers: the responder's own answer
 $r = $t->curl('GET', "$url/" . ('A' x 3000));
-ok($r->{code} == 414 || $r->{code} == 400
-   || resp_text($r->{body}) =~ /malformedrequest/i,
-   'GET long garbage: refused');
+is($r->{code}, 200, 'GET long garbage: 200');
+like(resp_text($r->{body}), qr/malformedrequest/i,
+     '  malformedRequest');
 $r = $t->curl('GET', "$url/");
 like(resp_text($r->{body}), qr/malformedrequest/i, 'GET empty: malformedRequest');
 
