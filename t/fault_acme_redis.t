@@ -88,8 +88,8 @@ waitpid($rpid, 0);
 sleep $DOWN;
 my $tback = time;
 $t->start_redis_with(@AOF);
-ok(1, sprintf('Redis restarted on its append-only file after %.1f s',
-              $tback - $tkill));
+note(sprintf('Redis restarted on its append-only file after %.1f s',
+             $tback - $tkill));
 
 ok(wait_until(60, sub { issued_after($tback) >= 2 }),
    'issuance resumed by itself');
