@@ -413,9 +413,19 @@ sub _reap {
         return 1 if waitpid($pid, WNOHANG) == $pid;
         sleep 0.02;
     }
-    kill 'KILL', $pid;
+    _signal('KILL', $pid);
     waitpid($pid, 0);
     return 0;
+}
+
+# _signal(SIG, PID): SIG to a child of ours, to its whole process group
+# when it leads one (spawn()'s setsid), so that what it started (flock's
+# `sh -c 'sleep N'`) goes too; only to itself otherwise, as the other
+# children (nginx, Redis, load clients) are in the test's own group
+sub _signal {
+    my ($sig, $pid) = @_;
+    my $pg = getpgrp($pid);
+    return kill($sig, defined $pg && $pg == $pid ? -$pid : $pid);
 }
 
 sub stop_all {
@@ -425,7 +435,7 @@ sub stop_all {
     $self->stop_redis;
     for my $k (keys %{ $self->{children} }) {
         my $pid = delete $self->{children}{$k};
-        kill 'TERM', $pid;
+        _signal('TERM', $pid);
         _reap($pid, 5);
     }
 }
@@ -1315,7 +1325,8 @@ sub wait_port {
 }
 
 # spawn(NAME, ARGV...): a child process of ours in a session of its own,
-# its output in DIR/NAME.log; stopped at the end or by unspawn(NAME)
+# its output in DIR/NAME.log; stopped with its process group at the end or
+# by unspawn(NAME)
 sub spawn {
     my ($self, $name, @argv) = @_;
     my $pid = fork() // die "fork: $!";
@@ -1332,7 +1343,7 @@ sub spawn {
 sub unspawn {
     my ($self, $name) = @_;
     my $pid = delete $self->{children}{$name} or return;
-    kill 'TERM', $pid;
+    _signal('TERM', $pid);
     waitpid($pid, 0);
 }
 
