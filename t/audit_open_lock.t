@@ -73,7 +73,7 @@ for (1 .. 200) {
     last if $new && reconfigured() >= 1;
     sleep 0.02;
 }
-ok($new, 'a new worker is forked') or BAIL_OUT('no new worker');
+ok($new, 'a new worker is forked') or $t->give_up('no new worker');
 # the old worker closes its listening sockets on the master's QUIT
 sleep 0.3;
 

@@ -61,7 +61,7 @@ sub lists {
 }
 
 my ($r0, $serial) = $t->enroll_serial('rebuild-fail');
-is($r0->{code}, 200, 'enrolled') or BAIL_OUT('enrollment failed');
+is($r0->{code}, 200, 'enrolled') or $t->give_up('enrollment failed');
 
 my $r = $t->curl('GET', $crl, quiet => 1);
 is($r->{code}, 200, 'CRL built and stored') or diag($r->{body});

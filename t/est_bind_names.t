@@ -128,7 +128,7 @@ my ($dcsr, $dkey) = $t->make_csr('dev1', subj => '/CN=dev-1', san => $SANS);
 my $r = post('', 'simpleenroll', $dcsr, user => 'demo:demo');
 is($r->{code}, 200, 'the device certificate (password)') or diag($r->{body});
 my $dev = cert_of('dev1', $r)
-    or BAIL_OUT('no device certificate');
+    or $t->give_up('no device certificate');
 my %tls = (cert => $dev, key => $dkey);
 
 # --- bound: the certificate's own names --------------------------------------

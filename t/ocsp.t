@@ -77,7 +77,7 @@ sub resp_text {
 
 my $a = enroll('ocsp-a');
 my $b = enroll('ocsp-b');
-BAIL_OUT('enrollment failed') if !$a || !$b;
+$t->give_up('enrollment failed') if !$a || !$b;
 
 my $atext = $t->x509_text($a);
 like($atext, qr{OCSP - URI:http://127\.0\.0\.1:$port/ocsp},

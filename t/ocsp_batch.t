@@ -38,7 +38,7 @@ sub stats {
 
 my $a = enroll('batch-a');
 my $b = enroll('batch-b');
-BAIL_OUT('enrollment failed') if !$a || !$b;
+$t->give_up('enrollment failed') if !$a || !$b;
 my $bserial = $t->x509_field($b, 'serial');
 
 my $rv = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port

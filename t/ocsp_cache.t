@@ -72,7 +72,7 @@ sub status_of {
 my $a = enroll('cache-a');
 my $b = enroll('cache-b');
 my $c = enroll('cache-c');
-BAIL_OUT('enrollment failed') if !$a || !$b || !$c;
+$t->give_up('enrollment failed') if !$a || !$b || !$c;
 my $bserial = $t->x509_field($b, 'serial');
 
 # --- hit: same bytes, POST and GET share the entry ----------------------------

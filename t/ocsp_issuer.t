@@ -64,7 +64,7 @@ sub issue_as_issuing {
 
 # control: a certificate the issuing CA did issue is good
 my $own = $t->enroll_cn('ocsp-own');
-BAIL_OUT('enrollment failed') if !$own;
+$t->give_up('enrollment failed') if !$own;
 is($t->ocsp_status($own), 'good', 'certificate of the issuing CA: good');
 
 # another CA

@@ -125,7 +125,7 @@ run_cmd(['openssl', 'ocsp', '-issuer', "$pki/issuing.pem", '-cert', $cc,
 my $slow = PKITest::slurp($fb);
 my $hc = IO::Socket::INET->new(PeerHost => '127.0.0.1',
                                PeerPort => $t->http_port, Timeout => 5)
-    or BAIL_OUT("connect: $!");
+    or $t->give_up("connect: $!");
 $hc->autoflush(1);
 print $hc "POST /ocsp HTTP/1.1\r\nHost: localhost\r\n"
     . "Content-Type: application/ocsp-request\r\n"

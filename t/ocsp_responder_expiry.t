@@ -50,7 +50,7 @@ my ($csr) = $t->make_csr('exp-a', subj => '/CN=exp-a');
 my $r = $t->est_post('simpleenroll', $csr);
 is($r->{code}, 200, 'enrolled') or diag($r->{body});
 my $a = $t->save_first_cert($t->p7_to_pem($r->{body}) // '', 'exp-a');
-BAIL_OUT('enrollment failed') if !$a;
+$t->give_up('enrollment failed') if !$a;
 
 # --- the responder certificate: notAfter 15 s from now ----------------------
 
@@ -108,7 +108,7 @@ sub check {
 
 ok($left > 5, sprintf('requests made %.1f s before the responder expires',
                       $left))
-    or BAIL_OUT('too slow to test: the responder expired already');
+    or $t->give_up('too slow to test: the responder expired already');
 is($g1->{code}, 200, 'GET: 200');
 my $out = check($g1->{body});
 like($out, qr/\Q$a\E: good/, 'good') or diag($out);

@@ -26,7 +26,7 @@ my $dir = $t->dir;
 my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 
 my $a = $t->enroll_cn('repl-a');
-BAIL_OUT('enrollment failed') if !$a;
+$t->give_up('enrollment failed') if !$a;
 
 $t->responder_cert('old', 'OCSP responder expired', time - 7200,
                    time - 3600);

@@ -49,7 +49,7 @@ my $dir = $t->dir;
 my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp';
 
 my $a = $t->enroll_cn('outage-a');
-BAIL_OUT('enrollment failed') if !$a;
+$t->give_up('enrollment failed') if !$a;
 
 my ($rc, $out) = $t->openssl_ocsp('-issuer', "$pki/issuing.pem",
                                   '-cert', $a, '-no_nonce',

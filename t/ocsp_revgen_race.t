@@ -84,7 +84,7 @@ my $x = $t->enroll_cn('race-x');
 my $a = $t->enroll_cn('race-a');
 my $b = $t->enroll_cn('race-b');
 my $c = $t->enroll_cn('race-c');
-BAIL_OUT('enrollment failed') if !$x || !$a || !$b || !$c;
+$t->give_up('enrollment failed') if !$x || !$a || !$b || !$c;
 my ($fx, $fa, $fb) = map { $t->ocsp_reqfile($_->[0], $_->[1]) }
     [$x, 'req-x'], [$a, 'req-a'], [$b, 'req-b'];
 my $kb = record_key($b);

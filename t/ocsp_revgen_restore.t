@@ -94,7 +94,7 @@ sub seen_revoked {
 my $a = $t->enroll_cn('restore-a');
 my $b = $t->enroll_cn('restore-b');
 my $c = $t->enroll_cn('restore-c');
-BAIL_OUT('enrollment failed') if !$a || !$b || !$c;
+$t->give_up('enrollment failed') if !$a || !$b || !$c;
 my $fa = $t->ocsp_reqfile($a, 'req-a');
 my $fb = $t->ocsp_reqfile($b, 'req-b');
 my $fc = $t->ocsp_reqfile($c, 'req-c');
