@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -36,6 +38,47 @@
 
 static p11_t      p;
 static p11_env_t  env;
+
+
+/*
+ * CLOCK_MONOTONIC as the core sees it (pki_int_now(), the clock of the
+ * backoffs; libpkicore.so binds to this definition, as to test/clock.h's
+ * time()): mono_back seconds behind the real one.  C asks whether the
+ * backoff stands "right after" it began, however long the signature in
+ * flight took meanwhile (Valgrind, a loaded machine): the clock is set
+ * back by that time for the one question.
+ */
+static volatile double  mono_back;
+
+
+static double
+mono_real(void)
+{
+    struct timespec  ts;
+
+    syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
+
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+
+__attribute__((visibility("default"))) int
+clock_gettime(clockid_t id, struct timespec *ts)
+{
+    double  t;
+
+    if (syscall(SYS_clock_gettime, id, ts) != 0) {
+        return -1;
+    }
+
+    if (id == CLOCK_MONOTONIC && mono_back > 0) {
+        t = (double) ts->tv_sec + (double) ts->tv_nsec / 1e9 - mono_back;
+        ts->tv_sec = (time_t) t;
+        ts->tv_nsec = (long) ((t - (double) ts->tv_sec) * 1e9);
+    }
+
+    return 0;
+}
 
 
 typedef struct {
@@ -81,7 +124,7 @@ int
 main(void)
 {
     int            inits;
-    double         t0, took;
+    double         took, m0;
     late_t         l;
     pthread_t      t;
     pki_key_t     *k;
@@ -138,7 +181,7 @@ main(void)
      * now signs in the new generation (held): this signer fails there */
     p11_fault_set(1, P11_CKR_DEVICE_ERROR, 0);
     st = p11_sign(k, NULL, NULL, &res);
-    t0 = unit_now();
+    m0 = mono_real();
     ok(st == PKI_UNAVAILABLE
        && strstr(res.log, "is not used for 100 ms") != NULL,
        "C: a failure after the reopen for the key: its backoff (%s) [%s]",
@@ -149,19 +192,17 @@ main(void)
     ok(l.st == PKI_OK, "C: the signature in flight succeeds (%s) [%s]",
        pki_status_name(l.st), l.log);
 
-    /* asked only well within the backoff: a try after it (Valgrind is
-     * slow) would reopen, sign and end it */
-    took = unit_now() - t0;
-    if (took < 0.05) {
-        st = p11_sign(k, NULL, NULL, &res);
-        ok(st == PKI_UNAVAILABLE && strstr(res.log, "next try in") != NULL,
-           "C: the backoff stands after that success (%s, %.3f s after it "
-           "began) [%s]", pki_status_name(st), took, res.log);
-
-    } else {
-        diag("C: %.3f s after the backoff began: whether it stands is not "
-             "asked", took);
-    }
+    /* asked within the backoff, always: a try after it would reopen,
+     * sign and end it, so the core's clock is set back to the moment the
+     * backoff began (mono_back) for this one question */
+    took = mono_real() - m0;
+    mono_back = took;
+    st = p11_sign(k, NULL, NULL, &res);
+    mono_back = 0;
+    ok(st == PKI_UNAVAILABLE && strstr(res.log, "next try in") != NULL,
+       "C: the backoff stands after that success (%s; asked %.3f s after "
+       "it began, the clock set back by that) [%s]", pki_status_name(st),
+       took, res.log);
 
     /* the try after the backoff fails again: it doubles */
     usleep(150000);
