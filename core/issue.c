@@ -2720,13 +2720,14 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
 
     /* a CA past its notAfter (nginx up since it expired; the check at
      * load is the only other one) signs nothing, beyond_ca_expiry or not:
-     * no verifier would take what it signs */
+     * no verifier would take what it signs (a broken setup, not the
+     * client's fault: PKI_INTERNAL) */
     if (ca != NULL) {
         time_t  cana = pki_int_asn1_time(X509_get0_notAfter(ca->cert));
 
         if (cana != (time_t) -1 && cana <= now) {
             X509_free(x);
-            return pki_fail(res, PKI_POLICY, "the CA certificate of \"%s\" "
+            return pki_fail(res, PKI_INTERNAL, "the CA certificate of \"%s\" "
                             "has expired: it signs nothing until it is "
                             "renewed", pki_ca_name(ca));
         }
@@ -2774,7 +2775,7 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
      * caller's: ACME checks it is ahead) */
     if (ca != NULL && !req->not_after && na <= now) {
         X509_free(x);
-        return pki_fail(res, PKI_POLICY, "the certificate would be expired "
+        return pki_fail(res, PKI_INTERNAL, "the certificate would be expired "
                         "when issued (the template's validity or the CA's "
                         "notAfter leaves no time after now)");
     }
