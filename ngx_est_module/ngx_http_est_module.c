@@ -781,12 +781,14 @@ failed:
 static ngx_int_t
 ngx_http_est_too_large(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 {
+    size_t     max;
     ngx_str_t  text;
+
+    max = ngx_http_pki_body_max(r, ctx->conf.max_body);
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "est: %V from %V failed: request body is larger than "
-                  "%uz bytes", &ctx->op_name, &r->connection->addr_text,
-                  ctx->conf.max_body);
+                  "%uz bytes", &ctx->op_name, &r->connection->addr_text, max);
 
     text.data = ngx_pnalloc(r->pool, sizeof("request body is larger than "
                                             " bytes\n") - 1
@@ -796,7 +798,7 @@ ngx_http_est_too_large(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
     }
 
     text.len = ngx_sprintf(text.data, "request body is larger than %uz "
-                           "bytes\n", ctx->conf.max_body)
+                           "bytes\n", max)
                - text.data;
 
     return ngx_http_pki_send_plain(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,

@@ -367,12 +367,13 @@ static ngx_int_t
 ngx_http_matter_too_large(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
 {
     u_char  *p;
-    size_t   len;
+    size_t   len, max;
+
+    max = ngx_http_pki_body_max(r, ctx->conf.max_body);
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "matter: request from %V failed: request body is larger "
-                  "than %uz bytes", &r->connection->addr_text,
-                  ctx->conf.max_body);
+                  "than %uz bytes", &r->connection->addr_text, max);
 
     len = sizeof("{\"error\":\"request body is larger than  bytes\"}\n")
           - 1 + NGX_SIZE_T_LEN;
@@ -383,7 +384,7 @@ ngx_http_matter_too_large(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
     }
 
     len = ngx_sprintf(p, "{\"error\":\"request body is larger than %uz "
-                      "bytes\"}\n", ctx->conf.max_body)
+                      "bytes\"}\n", max)
           - p;
 
     return ngx_http_pki_send_json(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, p,

@@ -89,6 +89,11 @@ typedef struct {
                                                cap() turned off here, for
                                                other modules' reads;
                                                0: none turned off */
+    size_t                     body_cap;    /* that limit where it is below
+                                               the module's own cap, which
+                                               the module then applies
+                                               (ngx_http_pki_body_max());
+                                               0: none */
 } ngx_http_pki_loc_conf_t;
 
 
@@ -2181,6 +2186,8 @@ ngx_http_pki_read_body(ngx_http_request_t *r, size_t max,
     ngx_int_t                 rc;
     ngx_http_pki_body_ctx_t  *bctx;
 
+    max = ngx_http_pki_body_max(r, max);
+
     if (r->headers_in.content_length_n > (off_t) max) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "client intended to send too large body: %O bytes "
@@ -2261,16 +2268,35 @@ ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
         ngx_http_pki_cap_max = max;
     }
 
-    if (clcf->handler == handler
-        && clcf->client_max_body_size >= (off_t) max)
-    {
+    if (clcf->handler == handler && clcf->client_max_body_size > 0) {
         /* still in force for another module's read of the body (mirror,
          * Lua, njs): ngx_http_pki_body_other() */
         plcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_pki_module);
         plcf->body_limit = clcf->client_max_body_size;
 
+        /* the operator's smaller limit: the module applies it, so that
+         * its refusal too is in the protocol's form (nginx's is HTML) */
+        if (clcf->client_max_body_size < (off_t) max) {
+            plcf->body_cap = (size_t) clcf->client_max_body_size;
+        }
+
         clcf->client_max_body_size = 0;
     }
+}
+
+
+size_t
+ngx_http_pki_body_max(ngx_http_request_t *r, size_t max)
+{
+    ngx_http_pki_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
+
+    if (plcf != NULL && plcf->body_cap > 0 && plcf->body_cap < max) {
+        return plcf->body_cap;
+    }
+
+    return max;
 }
 
 
@@ -2918,6 +2944,8 @@ ngx_http_pki_request_body(ngx_http_request_t *r, size_t max, ngx_str_t *body)
 
     body->len = 0;
     body->data = (u_char *) "";
+
+    max = ngx_http_pki_body_max(r, max);
 
     bctx = ngx_http_get_module_ctx(r, ngx_http_pki_module);
 

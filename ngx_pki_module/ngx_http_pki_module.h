@@ -197,15 +197,21 @@ ngx_int_t ngx_http_pki_send_header(ngx_http_request_t *r);
 
 /*
  * In a location's merge: where handler answers and refuses a body over max
- * itself (in its protocol's form), nginx's own check at a larger
- * client_max_body_size would answer some of those first with its HTML
- * page, so it is turned off there.  A smaller one (the operator's) stays,
- * and so does any where another handler answers (a nested proxy).  The
- * limit turned off still holds another module that reads the body before
- * handler (mirror, Lua, njs): the shared module's body filter checks it.
+ * itself (in its protocol's form), nginx's own check (client_max_body_size)
+ * would answer some of those first with its HTML page, so it is turned off
+ * there.  A limit smaller than max (the operator's) becomes the module's
+ * cap there (ngx_http_pki_body_max()); a limit where another handler
+ * answers (a nested proxy) stays nginx's.  The limit turned off still
+ * holds another module that reads the body before handler (mirror, Lua,
+ * njs): the shared module's body filter checks it.
  */
 void ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
     size_t max);
+
+/* The body cap in force for r: max, or the location's client_max_body_size
+ * where that is smaller (ngx_http_pki_read_body() applies it; a module
+ * names it in its 413). */
+size_t ngx_http_pki_body_max(ngx_http_request_t *r, size_t max);
 
 /* 405 for a resource that is read only: nginx's page, with the Allow
  * header RFC 9110 15.5.6 requires (GET, HEAD). */

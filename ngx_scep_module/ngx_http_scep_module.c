@@ -345,7 +345,7 @@ ngx_http_scep_handler(ngx_http_request_t *r)
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "scep: %V from %V: body over %uz bytes",
                           &ctx->op_name, &r->connection->addr_text,
-                          slcf->max_body_size);
+                          ngx_http_pki_body_max(r, slcf->max_body_size));
 
             ngx_http_pki_body_refused(r, 0);
 

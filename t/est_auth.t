@@ -45,6 +45,14 @@ my $ar = <<"LOC";
             client_body_temp_path $cbt;
         }
 
+        location /small/.well-known/est/ {
+            est issuing device;
+            auth_request /auth;
+            auth_request_set \$est_user \$upstream_http_x_user;
+            est_identity \$est_user;
+            client_max_body_size 1k;
+        }
+
 LOC
 my $svc = <<'LOC';
         location = /authsvc {
@@ -163,6 +171,32 @@ for my $case (
     is(lc($a->{headers}{connection} // ''), 'close', '  Connection: close');
     ok($a->{closed}, '  the server closed the connection') if !$o{length};
 }
+
+# an operator's client_max_body_size below the EST cap: the module
+# applies it, so a body over it gets the EST text error too, not nginx's
+# HTML page; a CSR within it enrolls
+for my $case (
+    ['Content-Length over client_max_body_size 1k', length => 2000],
+    ['chunked, over client_max_body_size 1k at once', chunk => 'QUFB' x 512,
+     chunks => 1],
+) {
+    my ($name, %o) = @$case;
+    my $a = $t->over_cap_post(path => '/small/.well-known/est/simpleenroll',
+        headers => ['Content-Type: application/pkcs10', 'X-Token: s3cret'],
+        %o);
+    is($a->{status}, 413, "$name: 413") or diag(explain($a));
+    like($a->{headers}{'content-type'} // '', qr{^text/plain}i,
+         '  text/plain, not nginx\'s page');
+    is($a->{body}, "request body is larger than 1024 bytes\n",
+       '  the EST text error naming that limit');
+}
+ok(length($b64) < 1024, 'a CSR of ' . length($b64) . ' bytes (base64)');
+$r = $t->curl('POST', 'https://127.0.0.1:' . $t->https_port
+                      . '/small/.well-known/est/simpleenroll',
+              data => $b64, headers => ['Content-Type: application/pkcs10',
+                                        'X-Token: s3cret']);
+is($r->{code}, 200, '  enrolls under client_max_body_size 1k')
+    or diag($r->{body});
 
 # enrollment still works on the same server
 my ($again) = $t->make_csr('again', subj => '/CN=after-413');
