@@ -242,6 +242,8 @@ static ngx_str_t  ngx_http_scep_early = ngx_string(
 static ngx_str_t  ngx_http_scep_bad_method = ngx_string("use GET or POST\n");
 static ngx_str_t  ngx_http_scep_no_head =
     ngx_string("PKIOperation: use GET or POST (HEAD would issue, unseen)\n");
+static ngx_str_t  ngx_http_scep_get_only =
+    ngx_string("only PKIOperation is POSTed: use GET\n");
 static ngx_str_t  ngx_http_scep_too_large =
     ngx_string("message too large\n");
 
@@ -281,11 +283,25 @@ ngx_http_scep_handler(ngx_http_request_t *r)
         op.data = NULL;
     }
 
+    /* percent-encoded as any query value may be (message= is decoded by
+     * the core) */
+    if (op.len && ngx_strlchr(op.data, op.data + op.len, '%') != NULL) {
+        u_char  *src, *dst;
+
+        dst = ngx_pnalloc(r->pool, op.len);
+        if (dst == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        src = op.data;
+        op.data = dst;
+        ngx_unescape_uri(&dst, &src, op.len, 0);
+        op.len = dst - op.data;
+    }
+
     scep_op = pki_scep_op((const char *) op.data, op.len);
 
-    if (scep_op == PKI_SCEP_UNKNOWN
-        || (r->method == NGX_HTTP_POST && scep_op != PKI_SCEP_PKIOPERATION))
-    {
+    if (scep_op == PKI_SCEP_UNKNOWN) {
         ngx_http_pki_body_unwanted(r);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -294,6 +310,25 @@ ngx_http_scep_handler(ngx_http_request_t *r)
 
         return ngx_http_pki_send_plain(r, NGX_HTTP_BAD_REQUEST,
                                        &ngx_http_scep_bad_op, 0);
+    }
+
+    /* RFC 8894 4.1: only PKIOperation is ever POSTed; the others are
+     * there, for GET (RFC 9110 15.5.6) */
+    if (r->method == NGX_HTTP_POST && scep_op != PKI_SCEP_PKIOPERATION) {
+        ngx_http_pki_body_unwanted(r);
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "scep: POST of %V from %V refused (GET only)",
+                      &op, &r->connection->addr_text);
+
+        if (ngx_http_pki_add_header(r, "Allow", (u_char *) "GET, HEAD", 9)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED,
+                                       &ngx_http_scep_get_only, 0);
     }
 
     /* a PKIOperation may issue or consume a challenge: not for a method

@@ -261,11 +261,25 @@ $r = $t->curl('PUT', "$base/scep?operation=PKIOperation", data => 'x');
 is($r->{code}, 405, 'PUT: 405');
 # RFC 9110 15.5.6: a 405 names the methods the resource supports
 is($r->{headers}{allow}, 'GET, HEAD, POST', '  Allow: GET, HEAD, POST');
+# RFC 8894 4.1: only PKIOperation is POSTed; the others exist for GET
 $r = $t->curl('POST', "$base/scep?operation=GetCACert", data => 'x');
-is($r->{code}, 400, 'POST GetCACert: 400');
+is($r->{code}, 405, 'POST GetCACert: 405');
+is($r->{headers}{allow}, 'GET, HEAD', '  Allow: GET, HEAD');
+like($r->{body}, qr/use GET/, '  saying to use GET');
+$r = $t->curl('POST', "$base/scep?operation=GetCACaps", data => 'x');
+is($r->{code}, 405, 'POST GetCACaps: 405');
+$r = $t->curl('POST', "$base/scep?operation=Nope", data => 'x');
+is($r->{code}, 400, 'POST of an unknown operation: 400');
 $t->no_continue('PUT', "$base/scep?operation=PKIOperation", 405, 'PUT');
-$t->no_continue('POST', "$base/scep?operation=GetCACert", 400,
+$t->no_continue('POST', "$base/scep?operation=GetCACert", 405,
                 'POST GetCACert');
+
+# a percent-encoded operation is the operation
+$r = $t->curl('GET', "$base/scep?operation=Get%43A%43aps");
+is($r->{code}, 200, 'operation=Get%43A%43aps: GetCACaps');
+like($r->{body}, qr/POSTPKIOperation/, '  its capabilities');
+$r = $t->curl('GET', "$base/scep?operation=Get%4");
+is($r->{code}, 400, 'operation=Get%4 (a broken escape): 400');
 
 # --- CertRep FAILUREs --------------------------------------------------------
 
