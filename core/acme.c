@@ -9079,17 +9079,7 @@ undecided:
 static int
 pki_acme_jose_type(const char *ct)
 {
-    if (ct == NULL
-        || strncasecmp(ct, PKI_ACME_CT_JOSE, sizeof(PKI_ACME_CT_JOSE) - 1)
-           != 0)
-    {
-        return 0;
-    }
-
-    ct += sizeof(PKI_ACME_CT_JOSE) - 1;
-    ct += strspn(ct, " \t");
-
-    return *ct == '\0' || *ct == ';';
+    return pki_media_type_is(ct, PKI_ACME_CT_JOSE);
 }
 
 

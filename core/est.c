@@ -656,27 +656,7 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int any_template,
 static int
 pki_est_is_pkcs10(const char *ct)
 {
-    size_t  n;
-
-    if (ct == NULL) {
-        return 0;
-    }
-
-    while (*ct == ' ' || *ct == '\t') {
-        ct++;
-    }
-
-    n = sizeof("application/pkcs10") - 1;
-    if (strncasecmp(ct, "application/pkcs10", n) != 0) {
-        return 0;
-    }
-
-    ct += n;
-    while (*ct == ' ' || *ct == '\t') {
-        ct++;
-    }
-
-    return *ct == '\0' || *ct == ';';
+    return pki_media_type_is(ct, "application/pkcs10");
 }
 
 

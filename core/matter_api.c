@@ -1299,10 +1299,7 @@ pki_matter_handle(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         return;
     }
 
-    if (req->content_type == NULL
-        || strncasecmp(req->content_type, PKI_MATTER_JSON,
-                       sizeof(PKI_MATTER_JSON) - 1) != 0)
-    {
+    if (!pki_media_type_is(req->content_type, PKI_MATTER_JSON)) {
         pki_json_error(resp, 415, "Content-Type must be application/json");
         return;
     }

@@ -1187,8 +1187,8 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
 
     if (strcmp(req->method, "POST") == 0) {
         if (req->content_type != NULL
-            && strncasecmp(req->content_type, "application/ocsp-request",
-                           sizeof("application/ocsp-request") - 1) != 0)
+            && !pki_media_type_is(req->content_type,
+                                  "application/ocsp-request"))
         {
             pki_ocsp_fail(resp, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST,
                           PKI_UNSUPPORTED,
@@ -1503,8 +1503,8 @@ pki_ocsp_cache_key(const pki_ocsp_req_t *req, const unsigned char *salt,
 
     if (strcmp(req->method, "POST") == 0) {
         if (req->content_type != NULL
-            && strncasecmp(req->content_type, "application/ocsp-request",
-                           sizeof("application/ocsp-request") - 1) != 0)
+            && !pki_media_type_is(req->content_type,
+                                  "application/ocsp-request"))
         {
             return pki_fail(res, PKI_UNSUPPORTED, "bad content type");
         }

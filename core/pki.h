@@ -117,6 +117,12 @@ PKI_API int pki_serial_normalize(const char *in, char out[41]);
 
 PKI_API int pki_parse_rfc3339(const char *s, unsigned flags, time_t *out);
 
+/* 1 when the Content-Type value ct is the media type type (ASCII case
+ * ignored), alone or followed by parameters (RFC 9110 8.3.1), with
+ * optional white space around it: "application/jsonx" or
+ * "application/json x" is another type.  NULL is no type. */
+PKI_API int pki_media_type_is(const char *ct, const char *type);
+
 /* t as RFC 3339 UTC, whole seconds ("2026-12-01T09:42:59Z"), into buf of
  * PKI_RFC3339_LEN bytes.  Returns 1; 0 for a time with no such form
  * (before 1970 or after 9999), and buf is "1970-01-01T00:00:00Z". */

@@ -564,6 +564,29 @@ pki_format_rfc3339(time_t t, char buf[PKI_RFC3339_LEN])
 
 
 int
+pki_media_type_is(const char *ct, const char *type)
+{
+    size_t  n;
+
+    if (ct == NULL) {
+        return 0;
+    }
+
+    ct += strspn(ct, " \t");
+    n = strlen(type);
+
+    if (strncasecmp(ct, type, n) != 0) {
+        return 0;
+    }
+
+    ct += n;
+    ct += strspn(ct, " \t");
+
+    return *ct == '\0' || *ct == ';';
+}
+
+
+int
 pki_parse_rfc3339(const char *s, unsigned flags, time_t *out)
 {
     int          y, mo, d, h, mi, sec, oh, om, sign, nfrac;

@@ -450,6 +450,9 @@ sub record_vidpid {
     $r = post_json('/matter/dac/batch', { csrs => \@csrs },
                    ctype => 'text/plain');
     is($r->{code}, 415, 'batch as text/plain: 415');
+    $r = post_json('/matter/dac/batch', { csrs => \@csrs },
+                   ctype => 'application/jsonx');
+    is($r->{code}, 415, 'batch as application/jsonx: 415');
     $r = $t->curl('GET', url('/matter/dac/batch'), user => 'demo:demo');
     is($r->{code}, 405, 'GET batch: 405');
     is($r->{headers}{allow}, 'POST', '  Allow: POST');

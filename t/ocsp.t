@@ -266,6 +266,13 @@ like(resp_text($r->{body}), qr/malformedrequest/i, 'trailing byte: malformedRequ
 $r = post_der(slurp($reqf), ctype => 'text/plain');
 like(resp_text($r->{body}), qr/malformedrequest/i,
      'wrong content type: malformedRequest');
+# the media type is the whole type, parameters aside, in any case
+$r = post_der(slurp($reqf), ctype => 'application/ocsp-requestX');
+like(resp_text($r->{body}), qr/malformedrequest/i,
+     'application/ocsp-requestX (a longer type): malformedRequest');
+$r = post_der(slurp($reqf), ctype => 'Application/OCSP-Request; x=1');
+like(resp_text($r->{body}), qr/Cert Status: good/i,
+     'Application/OCSP-Request with a parameter: answered');
 
 $r = post_der('x' x 70000);
 is($r->{code}, 200, 'oversized body: an OCSP answer, not an HTTP error');

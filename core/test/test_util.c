@@ -218,5 +218,33 @@ main(void)
        && strcmp(pki_status_name((pki_status_t) 99), "unknown") == 0,
        "status names");
 
+    /* a media type, alone or with parameters; not a longer one */
+    {
+        static const struct {
+            const char  *ct;
+            int          is;
+        } mt[] = {
+            { "application/json", 1 },
+            { "Application/JSON", 1 },
+            { "application/json; charset=utf-8", 1 },
+            { "application/json;charset=utf-8", 1 },
+            { " application/json ", 1 },
+            { "application/jsonx", 0 },
+            { "application/json x", 0 },
+            { "application/json-seq", 0 },
+            { "application/jso", 0 },
+            { "", 0 },
+        };
+
+        for (i = 0; i < (int) (sizeof(mt) / sizeof(mt[0])); i++) {
+            ok(pki_media_type_is(mt[i].ct, "application/json") == mt[i].is,
+               "media type \"%s\": %s", mt[i].ct,
+               mt[i].is ? "application/json" : "another");
+        }
+
+        ok(!pki_media_type_is(NULL, "application/json"),
+           "media type NULL: none");
+    }
+
     return done_testing();
 }
