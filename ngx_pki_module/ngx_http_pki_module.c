@@ -4270,18 +4270,15 @@ ngx_http_pki_admin_wipe(void *data)
 ngx_int_t
 ngx_http_pki_read_only(ngx_http_request_t *r)
 {
-    ngx_table_elt_t  *h;
+    static ngx_str_t  text = ngx_string("use GET or HEAD\n");
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_pki_add_header(r, "Allow", (u_char *) "GET, HEAD", 9)
+        == NULL)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    ngx_str_set(&h->value, "GET, HEAD");
-
-    return NGX_HTTP_NOT_ALLOWED;
+    return ngx_http_pki_send_plain(r, NGX_HTTP_NOT_ALLOWED, &text, 0);
 }
 
 

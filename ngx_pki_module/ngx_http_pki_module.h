@@ -213,8 +213,9 @@ void ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
  * names it in its 413). */
 size_t ngx_http_pki_body_max(ngx_http_request_t *r, size_t max);
 
-/* 405 for a resource that is read only: nginx's page, with the Allow
- * header RFC 9110 15.5.6 requires (GET, HEAD). */
+/* 405 for a resource that is read only, as text/plain like the module's
+ * other errors (not nginx's HTML page), with the Allow header RFC 9110
+ * 15.5.6 requires (GET, HEAD); the handler returns what it returns. */
 ngx_int_t ngx_http_pki_read_only(ngx_http_request_t *r);
 
 /* A complete application/json answer (Cache-Control: no-store); len 0

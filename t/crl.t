@@ -146,6 +146,7 @@ is($r->{code}, 404, 'a CA whose keyUsage lacks cRLSign: 404, no CRL');
 $r = $t->curl('POST', $url, data => 'x', quiet => 1);
 is($r->{code}, 405, 'POST: 405');
 is($r->{headers}{allow}, 'GET, HEAD', '  with Allow (RFC 9110 15.5.6)');
+is($r->{body}, "use GET or HEAD\n", '  text/plain, not nginx\'s HTML page');
 
 # coalescing: 10 quick revocations, then fetches
 my @serials;

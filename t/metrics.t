@@ -69,6 +69,7 @@ for my $p ('/pki/metrics', '/pki/dashboard') {
                   quiet => 1);
     is($r->{code}, 405, "POST $p: 405");
     is($r->{headers}{allow}, 'GET, HEAD', '  with Allow');
+    is($r->{body}, "use GET or HEAD\n", '  as text/plain, not HTML');
 }
 
 my ($m0, $r0) = $t->metrics_scrape;
