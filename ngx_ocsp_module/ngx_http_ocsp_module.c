@@ -463,6 +463,12 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
         ngx_http_pki_body_unwanted(r);
 
         rc = ngx_http_ocsp_get_arg(r, ctx);
+
+        if (rc == NGX_HTTP_REQUEST_URI_TOO_LARGE) {
+            /* as a body over the cap: malformedRequest, not HTML 414 */
+            return ngx_http_ocsp_too_large(r, ctx);
+        }
+
         if (rc != NGX_OK) {
             return rc;
         }
@@ -649,8 +655,10 @@ ngx_http_ocsp_too_large(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     static u_char  malformed[] = { 0x30, 0x03, 0x0a, 0x01, 0x01 };
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "ocsp: request from %V refused: body larger than %d "
-                  "bytes", &r->connection->addr_text, PKI_OCSP_MAX_BODY);
+                  "ocsp: request from %V refused: %s larger than %d "
+                  "bytes", &r->connection->addr_text,
+                  ctx->get ? "GET request (base64)" : "body",
+                  ctx->get ? 4 * PKI_OCSP_MAX_BODY : PKI_OCSP_MAX_BODY);
 
     return ngx_http_ocsp_output(r, ctx, malformed, sizeof(malformed), 0,
                                 NULL);

@@ -252,7 +252,10 @@ struct ngx_http_pki_m_item_s {
 typedef struct {
     ngx_http_pki_m_item_t     *head;       /* waiting */
     ngx_http_pki_m_item_t    **last;
-    ngx_http_pki_m_item_t     *batch;      /* being written */
+    ngx_http_pki_m_item_t     *batch;      /* posted to be written:
+                                              claimed by the task, or at
+                                              exit by the flush */
+    ngx_http_pki_m_item_t     *taken;      /* what the task claimed */
     ngx_uint_t                 n;
     ngx_uint_t                 busy;
     ngx_thread_task_t         *task;
@@ -1573,7 +1576,11 @@ void
 ngx_http_pki_audit_exit(ngx_cycle_t *cycle)
 {
     ngx_http_pki_m_audit_close(cycle);
-    ngx_http_pki_m_history_exit(cycle);
+
+    /* threads left: the history task may still run on its context */
+    if (!ngx_http_pki_threads_left) {
+        ngx_http_pki_m_history_exit(cycle);
+    }
 }
 
 
@@ -1617,11 +1624,6 @@ ngx_http_pki_m_audit_close(ngx_cycle_t *cycle)
          * is queued is written now */
         ngx_http_pki_m_aq.task = NULL;
         ngx_http_pki_m_quiet_flush(mmcf, cycle->log);
-
-        if (ngx_http_pki_threads_left && ngx_http_pki_m_aq.busy) {
-            /* a batch task still runs: its batch is its own */
-            ngx_http_pki_m_aq.batch = NULL;
-        }
 
         ngx_http_pki_m_audit_flush(mmcf->audit);
 
@@ -2848,7 +2850,12 @@ ngx_http_pki_m_audit_write(void *data, ngx_log_t *log)
     (void) data;
     (void) log;
 
-    for (it = ngx_http_pki_m_aq.batch; it; it = it->next) {
+    /* claimed: a worker that exits while this task is queued or runs
+     * (threads left at exit) writes what is still unclaimed itself */
+    ngx_http_pki_m_aq.taken = __atomic_exchange_n(&ngx_http_pki_m_aq.batch,
+                                                  NULL, __ATOMIC_ACQ_REL);
+
+    for (it = ngx_http_pki_m_aq.taken; it; it = it->next) {
         pki_result_init(&res);
         it->st = pki_audit_append(ngx_http_pki_m_aq.audit, &it->ev,
                                   it->next == NULL, &res);
@@ -2865,13 +2872,14 @@ ngx_http_pki_m_audit_done(ngx_event_t *ev)
 
     failed = 0;
 
-    for (it = ngx_http_pki_m_aq.batch; it; it = next) {
+    for (it = ngx_http_pki_m_aq.taken; it; it = next) {
         next = it->next;
         failed += it->st != PKI_OK;
         ngx_http_pki_m_aq.n--;
         ngx_free(it);
     }
 
+    ngx_http_pki_m_aq.taken = NULL;
     ngx_http_pki_m_aq.batch = NULL;
     ngx_http_pki_m_aq.busy = 0;
 
@@ -3205,13 +3213,19 @@ static void
 ngx_http_pki_m_audit_flush(pki_audit_t *audit)
 {
     pki_result_t            res;
-    ngx_http_pki_m_item_t  *it, *next, *lists[2];
+    ngx_http_pki_m_item_t  *it, *next, *lists[3];
     ngx_uint_t              i;
 
-    lists[0] = ngx_http_pki_m_aq.batch;
-    lists[1] = ngx_http_pki_m_aq.head;
+    /* a batch its task has not claimed (still queued when the pool's
+     * threads outlived the exit: ngx_http_pki_threads_left) is written
+     * here; one claimed is the task's while threads are left, and done
+     * (or never begun) otherwise */
+    lists[0] = __atomic_exchange_n(&ngx_http_pki_m_aq.batch, NULL,
+                                   __ATOMIC_ACQ_REL);
+    lists[1] = ngx_http_pki_threads_left ? NULL : ngx_http_pki_m_aq.taken;
+    lists[2] = ngx_http_pki_m_aq.head;
 
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
         for (it = lists[i]; it; it = next) {
             next = it->next;
             if (!it->done) {
@@ -3222,7 +3236,7 @@ ngx_http_pki_m_audit_flush(pki_audit_t *audit)
         }
     }
 
-    ngx_http_pki_m_aq.batch = NULL;
+    ngx_http_pki_m_aq.taken = NULL;
     ngx_http_pki_m_aq.head = NULL;
     ngx_http_pki_m_aq.last = &ngx_http_pki_m_aq.head;
     ngx_http_pki_m_aq.n = 0;

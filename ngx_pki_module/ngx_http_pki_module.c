@@ -627,9 +627,14 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
 
     if (ngx_http_pki_threads_left) {
         /* nginx skips its pools' exit when their queue is full (a worker
-         * stopped under load): tasks still sign, read CRLs and append to
-         * the log; what they use stays open until the process ends */
-        return;
+         * stopped under load): tasks still sign, read CRLs, use Redis and
+         * append to the log.  Returning would let nginx free the cycle's
+         * pool (keys, vaults, CAs, the pool's own queue) and run
+         * OPENSSL_cleanup under them: the process ends here instead, with
+         * the log's queued entries and checkpoint written above */
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "pki: exit with pool threads still running");
+        _exit(0);
     }
 
     ngx_http_pki_crl_free_all(pmcf);
@@ -676,8 +681,7 @@ ngx_http_pki_wait_threads(ngx_cycle_t *cycle)
     }
 
     ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                  "pki: worker threads still running at exit: keys, CRLs "
-                  "and the transaction log are left open for them");
+                  "pki: worker threads still running at exit");
 
     return 1;
 }
