@@ -37,6 +37,8 @@ PACKAGES=(nginx nginx-dev libp11-dev libengine-pkcs11-openssl softhsm2 opensc
           scep
           # HTTP/2 streams, DATA frames without content-length: t/http2.t
           python3-h2
+          # ss(8): when nginx has read a request (t/acme_proto.t)
+          iproute2
           # memcheck of the core unit tests: ./build.sh valgrind (CI); the
           # fuzz targets' fake Redis runs the core's Lua scripts (Lua 5.1)
           valgrind liblua5.1-0-dev)
