@@ -655,10 +655,11 @@ ngx_http_ocsp_too_large(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     static u_char  malformed[] = { 0x30, 0x03, 0x0a, 0x01, 0x01 };
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "ocsp: request from %V refused: %s larger than %d "
+                  "ocsp: request from %V refused: %s larger than %uz "
                   "bytes", &r->connection->addr_text,
                   ctx->get ? "GET request (base64)" : "body",
-                  ctx->get ? 4 * PKI_OCSP_MAX_BODY : PKI_OCSP_MAX_BODY);
+                  ctx->get ? (size_t) 4 * PKI_OCSP_MAX_BODY
+                           : ngx_http_pki_body_max(r, PKI_OCSP_MAX_BODY));
 
     return ngx_http_ocsp_output(r, ctx, malformed, sizeof(malformed), 0,
                                 NULL);

@@ -2845,17 +2845,18 @@ static void
 ngx_http_pki_m_audit_write(void *data, ngx_log_t *log)
 {
     pki_result_t            res;
-    ngx_http_pki_m_item_t  *it;
+    ngx_http_pki_m_item_t  *it, *batch;
 
     (void) data;
     (void) log;
 
     /* claimed: a worker that exits while this task is queued or runs
      * (threads left at exit) writes what is still unclaimed itself */
-    ngx_http_pki_m_aq.taken = __atomic_exchange_n(&ngx_http_pki_m_aq.batch,
-                                                  NULL, __ATOMIC_ACQ_REL);
+    batch = __atomic_exchange_n(&ngx_http_pki_m_aq.batch, NULL,
+                                __ATOMIC_ACQ_REL);
+    ngx_http_pki_m_aq.taken = batch;
 
-    for (it = ngx_http_pki_m_aq.taken; it; it = it->next) {
+    for (it = batch; it; it = it->next) {
         pki_result_init(&res);
         it->st = pki_audit_append(ngx_http_pki_m_aq.audit, &it->ev,
                                   it->next == NULL, &res);

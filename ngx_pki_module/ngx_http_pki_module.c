@@ -632,9 +632,17 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
          * pool (keys, vaults, CAs, the pool's own queue) and run
          * OPENSSL_cleanup under them: the process ends here instead, with
          * the log's queued entries and checkpoint written above */
-        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "pki: exit with pool threads still running");
-        _exit(0);
+        if (ngx_process == NGX_PROCESS_WORKER) {
+            /* (the exit hooks of modules loaded after this one are
+             * skipped too: ACME's notice of validations cut short) */
+            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                          "pki: exit with pool threads still running");
+            _exit(0);
+        }
+
+        /* master_process off: the master's exit (pid file, unix
+         * sockets) must still run; what is left stays open */
+        return;
     }
 
     ngx_http_pki_crl_free_all(pmcf);
@@ -3605,7 +3613,6 @@ ngx_http_pki_secret_cleanup(void *data)
 /* ---- pki_admin: the revocation admin API (core/admin.c) ----------------- */
 
 #define NGX_HTTP_PKI_ADMIN_BODY_MAX       16384
-#define NGX_HTTP_PKI_ADMIN_BODY_MAX_TEXT  "16384"
 #define NGX_HTTP_PKI_ADMIN_RETRY_AFTER    "5"
 
 
@@ -3911,11 +3918,9 @@ ngx_http_pki_admin_no_tls(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_pki_admin_body_error(ngx_http_request_t *r, ngx_int_t rc)
 {
-    static u_char  large[] = "{\"error\":\"request body too large (at "
-                             "most " NGX_HTTP_PKI_ADMIN_BODY_MAX_TEXT
-                             " bytes)\"}\n";
-    static u_char  bad[] = "{\"error\":\"the request body could not be "
-                           "read\"}\n";
+    u_char         *large, *last;
+    static u_char   bad[] = "{\"error\":\"the request body could not be "
+                            "read\"}\n";
 
     if (rc != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE && rc != NGX_HTTP_BAD_REQUEST
         && rc != NGX_HTTP_SERVICE_UNAVAILABLE)
@@ -3927,7 +3932,20 @@ ngx_http_pki_admin_body_error(ngx_http_request_t *r, ngx_int_t rc)
     r->lingering_close = 1;
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        return ngx_http_pki_send_json(r, rc, large, sizeof(large) - 1);
+        /* the cap in force: the API's, or a smaller client_max_body_size */
+        large = ngx_pnalloc(r->pool, sizeof("{\"error\":\"request body too "
+                                            "large (at most  bytes)\"}\n")
+                                     + NGX_SIZE_T_LEN);
+        if (large == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        last = ngx_sprintf(large, "{\"error\":\"request body too large (at "
+                           "most %uz bytes)\"}\n",
+                           ngx_http_pki_body_max(r,
+                                                 NGX_HTTP_PKI_ADMIN_BODY_MAX));
+
+        return ngx_http_pki_send_json(r, rc, large, last - large);
     }
 
     if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {

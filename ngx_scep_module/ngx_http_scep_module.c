@@ -69,6 +69,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_scep_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op);
 static void ngx_http_scep_body_handler(ngx_http_request_t *r);
 static void ngx_http_scep_run(ngx_http_request_t *r,
     ngx_http_scep_ctx_t *ctx);
@@ -248,12 +249,63 @@ static ngx_str_t  ngx_http_scep_too_large =
     ngx_string("message too large\n");
 
 
+/* op decoded in place of a copy: %XX with two hex digits each, NGX_ERROR
+ * for a broken escape (ngx_unescape_uri drops those and would pass
+ * "GetCACaps%" or "GetCA%4ZCaps" for names) */
+static ngx_int_t
+ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op)
+{
+    u_char      *dst, c;
+    ngx_int_t    hi, lo;
+    ngx_uint_t   i, n;
+
+    if (op->len == 0
+        || ngx_strlchr(op->data, op->data + op->len, '%') == NULL)
+    {
+        return NGX_OK;
+    }
+
+    dst = ngx_pnalloc(pool, op->len);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0, n = 0; i < op->len; i++) {
+        c = op->data[i];
+
+        if (c == '%') {
+            if (i + 2 >= op->len) {
+                return NGX_ERROR;
+            }
+
+            hi = ngx_hextoi(&op->data[i + 1], 1);
+            lo = ngx_hextoi(&op->data[i + 2], 1);
+
+            if (hi == NGX_ERROR || lo == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            c = (u_char) (hi * 16 + lo);
+            i += 2;
+        }
+
+        dst[n++] = c;
+    }
+
+    op->data = dst;
+    op->len = n;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_scep_handler(ngx_http_request_t *r)
 {
     u_char                    *dst;
     ngx_int_t                  rc;
     ngx_str_t                  op, msg;
+    ngx_str_t                  raw;
     pki_scep_op_t              scep_op;
     ngx_http_scep_ctx_t       *ctx;
     ngx_http_scep_loc_conf_t  *slcf;
@@ -284,29 +336,21 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     }
 
     /* percent-encoded as any query value may be (message= is decoded by
-     * the core) */
-    if (op.len && ngx_strlchr(op.data, op.data + op.len, '%') != NULL) {
-        u_char  *src, *dst;
+     * the core); a broken escape is no operation.  The log names the
+     * value as sent (raw), so no escape makes a line of its own there. */
+    raw = op;
+    scep_op = PKI_SCEP_UNKNOWN;
 
-        dst = ngx_pnalloc(r->pool, op.len);
-        if (dst == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        src = op.data;
-        op.data = dst;
-        ngx_unescape_uri(&dst, &src, op.len, 0);
-        op.len = dst - op.data;
+    if (ngx_http_scep_unescape(r->pool, &op) == NGX_OK) {
+        scep_op = pki_scep_op((const char *) op.data, op.len);
     }
-
-    scep_op = pki_scep_op((const char *) op.data, op.len);
 
     if (scep_op == PKI_SCEP_UNKNOWN) {
         ngx_http_pki_body_unwanted(r);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "scep: unknown operation \"%V\" from %V",
-                      &op, &r->connection->addr_text);
+                      &raw, &r->connection->addr_text);
 
         return ngx_http_pki_send_plain(r, NGX_HTTP_BAD_REQUEST,
                                        &ngx_http_scep_bad_op, 0);
@@ -483,7 +527,7 @@ ngx_http_scep_body_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "scep: %V from %V: body over %uz bytes",
                       &ctx->op_name, &r->connection->addr_text,
-                      ctx->conf.max_body);
+                      ngx_http_pki_body_max(r, ctx->conf.max_body));
 
         ngx_http_finalize_request(r,
                           ngx_http_pki_send_plain(r,

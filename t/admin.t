@@ -157,7 +157,8 @@ $r = api('POST', 'revoke', data => '{"serial":"' . ('0' x 20000) . '"}');
 is($r->{code}, 413, 'body over 16 KiB: 413');
 like($r->{headers}{'content-type'} // '', qr{^application/json},
      '  a JSON error, not an HTML page');
-like($r->{body} // '', qr/"error":"request body too large/, '  saying so');
+like($r->{body} // '', qr/"error":"request body too large \(at most 16384 /,
+     '  saying so, with the cap');
 $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
               data => '{"serial":"' . ('0' x 20000) . '"}', quiet => 1,
               headers => ['Content-Type: application/json',

@@ -278,8 +278,19 @@ $t->no_continue('POST', "$base/scep?operation=GetCACert", 405,
 $r = $t->curl('GET', "$base/scep?operation=Get%43A%43aps");
 is($r->{code}, 200, 'operation=Get%43A%43aps: GetCACaps');
 like($r->{body}, qr/POSTPKIOperation/, '  its capabilities');
-$r = $t->curl('GET', "$base/scep?operation=Get%4");
-is($r->{code}, 400, 'operation=Get%4 (a broken escape): 400');
+for my $bad ('Get%4', 'GetCACaps%', 'GetCACaps%4', 'GetCA%4ZCaps',
+             'GetCACaps%00') {
+    $r = $t->curl('GET', "$base/scep?operation=$bad");
+    is($r->{code}, 400, "operation=$bad (a broken or foreign escape): 400");
+}
+# an escaped line break reaches the log as sent: no line of its own
+$r = $t->curl('GET', "$base/scep?operation=x%0A2026/01/01%2000:00:00%20"
+                     . '%5Bemerg%5D%20forged');
+is($r->{code}, 400, 'operation with an escaped line break: 400');
+unlike(slurp($t->error_log) // '', qr/^2026\/01\/01 00:00:00 \[emerg\] forged/m,
+       '  no forged line in the error log');
+like(slurp($t->error_log) // '', qr/unknown operation "x%0A2026/,
+     '  the operation logged as sent');
 
 # --- CertRep FAILUREs --------------------------------------------------------
 
