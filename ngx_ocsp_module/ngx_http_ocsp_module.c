@@ -515,7 +515,7 @@ static ngx_int_t
 ngx_http_ocsp_get_arg(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 {
     u_char                    *p, *end, *dst;
-    ngx_int_t                  hi, lo;
+    ssize_t                    n;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
@@ -567,30 +567,9 @@ ngx_http_ocsp_get_arg(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
     ctx->req.body = dst;
 
-    while (p < end) {
-        if (*p != '%') {
-            *dst++ = *p++;
-            continue;
-        }
-
-        if (end - p < 3) {
-            ctx->req.body_len = 0;
-            return NGX_OK;
-        }
-
-        hi = ngx_hextoi(p + 1, 1);
-        lo = ngx_hextoi(p + 2, 1);
-
-        if (hi < 0 || lo < 0) {
-            ctx->req.body_len = 0;
-            return NGX_OK;
-        }
-
-        *dst++ = (u_char) (hi * 16 + lo);
-        p += 3;
-    }
-
-    ctx->req.body_len = dst - ctx->req.body;
+    /* a broken escape: no request (malformedRequest) */
+    n = ngx_http_pki_unescape(dst, p, end - p);
+    ctx->req.body_len = n < 0 ? 0 : (size_t) n;
 
     return NGX_OK;
 }

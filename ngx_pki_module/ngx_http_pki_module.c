@@ -2297,6 +2297,41 @@ ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
 }
 
 
+/* see ngx_http_pki_module.h */
+ssize_t
+ngx_http_pki_unescape(u_char *dst, u_char *src, size_t len)
+{
+    u_char     *d, *end;
+    ngx_int_t   hi, lo;
+
+    d = dst;
+    end = src + len;
+
+    while (src < end) {
+        if (*src != '%') {
+            *d++ = *src++;
+            continue;
+        }
+
+        if (end - src < 3) {
+            return -1;
+        }
+
+        hi = ngx_hextoi(src + 1, 1);
+        lo = ngx_hextoi(src + 2, 1);
+
+        if (hi < 0 || lo < 0) {
+            return -1;
+        }
+
+        *d++ = (u_char) (hi * 16 + lo);
+        src += 3;
+    }
+
+    return d - dst;
+}
+
+
 size_t
 ngx_http_pki_body_max(ngx_http_request_t *r, size_t max)
 {

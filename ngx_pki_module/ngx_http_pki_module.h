@@ -213,6 +213,13 @@ void ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
  * names it in its 413). */
 size_t ngx_http_pki_body_max(ngx_http_request_t *r, size_t max);
 
+/* The len bytes at src percent-decoded into dst (room for len bytes):
+ * each "%" followed by two hex digits, nothing else decoded ("+" stays);
+ * the decoded length, or -1 for a broken escape (nginx's own
+ * ngx_unescape_uri() drops those, so "GetCACaps%" would pass for a
+ * name). */
+ssize_t ngx_http_pki_unescape(u_char *dst, u_char *src, size_t len);
+
 /* 405 for a resource that is read only, as text/plain like the module's
  * other errors (not nginx's HTML page), with the Allow header RFC 9110
  * 15.5.6 requires (GET, HEAD); the handler returns what it returns. */

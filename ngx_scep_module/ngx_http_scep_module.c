@@ -249,15 +249,13 @@ static ngx_str_t  ngx_http_scep_too_large =
     ngx_string("message too large\n");
 
 
-/* op decoded in place of a copy: %XX with two hex digits each, NGX_ERROR
- * for a broken escape (ngx_unescape_uri drops those and would pass
- * "GetCACaps%" or "GetCA%4ZCaps" for names) */
+/* op decoded into a copy (ngx_http_pki_unescape()), NGX_ERROR for a
+ * broken escape */
 static ngx_int_t
 ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op)
 {
-    u_char      *dst, c;
-    ngx_int_t    hi, lo;
-    ngx_uint_t   i, n;
+    u_char   *dst;
+    ssize_t   n;
 
     if (op->len == 0
         || ngx_strlchr(op->data, op->data + op->len, '%') == NULL)
@@ -270,30 +268,13 @@ ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op)
         return NGX_ERROR;
     }
 
-    for (i = 0, n = 0; i < op->len; i++) {
-        c = op->data[i];
-
-        if (c == '%') {
-            if (i + 2 >= op->len) {
-                return NGX_ERROR;
-            }
-
-            hi = ngx_hextoi(&op->data[i + 1], 1);
-            lo = ngx_hextoi(&op->data[i + 2], 1);
-
-            if (hi == NGX_ERROR || lo == NGX_ERROR) {
-                return NGX_ERROR;
-            }
-
-            c = (u_char) (hi * 16 + lo);
-            i += 2;
-        }
-
-        dst[n++] = c;
+    n = ngx_http_pki_unescape(dst, op->data, op->len);
+    if (n < 0) {
+        return NGX_ERROR;
     }
 
     op->data = dst;
-    op->len = n;
+    op->len = (size_t) n;
 
     return NGX_OK;
 }
