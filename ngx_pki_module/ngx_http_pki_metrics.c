@@ -2850,6 +2850,8 @@ ngx_http_pki_m_audit_write(void *data, ngx_log_t *log)
     (void) data;
     (void) log;
 
+    ngx_http_pki_thread_enter();
+
     /* claimed: a worker that exits while this task is queued or runs
      * (threads left at exit) writes what is still unclaimed itself */
     batch = __atomic_exchange_n(&ngx_http_pki_m_aq.batch, NULL,
@@ -3174,6 +3176,8 @@ ngx_http_pki_m_sync_work(void *data, ngx_log_t *log)
 
     (void) data;
     (void) log;
+
+    ngx_http_pki_thread_enter();
 
     pki_result_init(&res);
     ngx_http_pki_m_sync.st = pki_audit_sync(ngx_http_pki_m_sync.audit, &res);
@@ -4375,6 +4379,8 @@ ngx_http_pki_m_task_handler(void *data, ngx_log_t *log)
     pki_metrics_batch_t  b;
 
     (void) log;
+
+    ngx_http_pki_thread_enter();
 
     t->flushed = PKI_OK;
     t->unknown = 0;

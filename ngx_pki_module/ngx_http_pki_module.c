@@ -651,37 +651,108 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
 
 
 /*
+ * The pool threads that ran a task of these modules, by kernel thread id.
+ * Only they hold what the exit must outlive (a hiredis connection, a
+ * PKCS#11 session in use, OpenSSL's per-thread state): a thread that a
+ * PKCS#11 library keeps for itself is not waited for.  More distinct
+ * threads than the table holds: every thread of the process counts, as
+ * if nothing were known.
+ */
+#define NGX_HTTP_PKI_TIDS  512
+
+static ngx_tid_t            ngx_http_pki_tids[NGX_HTTP_PKI_TIDS];
+static ngx_uint_t           ngx_http_pki_ntids;
+static ngx_uint_t           ngx_http_pki_tids_full;
+static pthread_mutex_t      ngx_http_pki_tids_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread ngx_uint_t  ngx_http_pki_tid_known;
+
+
+void
+ngx_http_pki_thread_enter(void)
+{
+    if (ngx_http_pki_tid_known) {
+        return;
+    }
+
+    ngx_http_pki_tid_known = 1;
+
+    (void) pthread_mutex_lock(&ngx_http_pki_tids_lock);
+
+    if (ngx_http_pki_ntids < NGX_HTTP_PKI_TIDS) {
+        ngx_http_pki_tids[ngx_http_pki_ntids++] = ngx_thread_tid();
+
+    } else {
+        ngx_http_pki_tids_full = 1;
+    }
+
+    (void) pthread_mutex_unlock(&ngx_http_pki_tids_lock);
+}
+
+
+/* threads of this process still running: those that ran a task (all of
+ * them when the table overflowed), besides the calling one */
+static ngx_uint_t
+ngx_http_pki_threads_running(void)
+{
+    DIR            *dir;
+    char            path[64];
+    ngx_uint_t      i, n, full, ntids;
+    ngx_tid_t       tids[NGX_HTTP_PKI_TIDS];
+    struct dirent  *de;
+
+    (void) pthread_mutex_lock(&ngx_http_pki_tids_lock);
+    full = ngx_http_pki_tids_full;
+    ntids = ngx_http_pki_ntids;
+    ngx_memcpy(tids, ngx_http_pki_tids, ntids * sizeof(ngx_tid_t));
+    (void) pthread_mutex_unlock(&ngx_http_pki_tids_lock);
+
+    n = 0;
+
+    if (!full) {
+        for (i = 0; i < ntids; i++) {
+            (void) ngx_sprintf((u_char *) path, "/proc/self/task/%P%Z",
+                               (ngx_pid_t) tids[i]);
+            if (access(path, F_OK) == 0) {
+                n++;
+            }
+        }
+
+        return n;
+    }
+
+    dir = opendir("/proc/self/task");
+    if (dir == NULL) {
+        return 0;
+    }
+
+    while ((de = readdir(dir)) != NULL) {
+        if (de->d_name[0] != '.') {
+            n++;
+        }
+    }
+
+    closedir(dir);
+
+    return n > 1 ? n - 1 : 0;
+}
+
+
+/*
  * nginx's thread pools are gone by now (a core module, it exits first),
  * but their threads are not joined: each one is told to pthread_exit() and
  * may still be running its thread-specific destructors (hiredis
  * connections, OpenSSL's per-thread state) when this runs.  Unloading the
  * PKCS#11 module under them crashed workers now and then during graceful
- * shutdown.  Wait, briefly and boundedly, until this process is down to
- * its main thread; 1: threads are left.
+ * shutdown.  Wait, briefly and boundedly, until every thread that ran a
+ * task is gone; 1: threads are left.
  */
 static ngx_uint_t
 ngx_http_pki_wait_threads(ngx_cycle_t *cycle)
 {
-    DIR            *dir;
-    ngx_uint_t      n, tries;
-    struct dirent  *de;
+    ngx_uint_t  tries;
 
     for (tries = 0; tries < 200; tries++) {
-        dir = opendir("/proc/self/task");
-        if (dir == NULL) {
-            return 0;
-        }
-
-        n = 0;
-        while ((de = readdir(dir)) != NULL) {
-            if (de->d_name[0] != '.') {
-                n++;
-            }
-        }
-
-        closedir(dir);
-
-        if (n <= 1) {
+        if (ngx_http_pki_threads_running() == 0) {
             return 0;
         }
 
@@ -2118,6 +2189,8 @@ ngx_http_pki_thread_handler(void *data, ngx_log_t *log)
     ngx_http_pki_task_ctx_t *ctx = data;
 
     (void) log;
+
+    ngx_http_pki_thread_enter();
 
     (void) ngx_atomic_fetch_add(&ngx_http_pki_taken, 1);
 
@@ -5183,6 +5256,8 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
 
     (void) log;
 
+    ngx_http_pki_thread_enter();
+
     cas = rf->pmcf->cas.elts;
 
     for (i = 0; i < rf->pmcf->cas.nelts; i++) {
@@ -5480,6 +5555,8 @@ ngx_http_pki_detached_handler(void *data, ngx_log_t *log)
     ngx_http_pki_detached_ctx_t *ctx = data;
 
     (void) log;
+
+    ngx_http_pki_thread_enter();
 
     (void) ngx_atomic_fetch_add(&ngx_http_pki_taken, 1);
 

@@ -320,6 +320,9 @@ void ngx_http_pki_audit_exit(ngx_cycle_t *cycle);
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
 /* worker exit: pool threads outlived the wait (nginx skipped their exit) */
 extern ngx_uint_t  ngx_http_pki_threads_left;
+/* first thing in every pool task of the modules: the worker's exit waits
+ * for the threads that ran one, not for threads of a PKCS#11 library */
+void ngx_http_pki_thread_enter(void);
 pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);
 ngx_thread_pool_t *ngx_http_pki_cycle_thread_pool(ngx_cycle_t *cycle);
 /* the CRLs' lifetime (s): the shortest pki_crl_next_update of the
