@@ -1085,7 +1085,12 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
                  * reasonCode out (RFC 5280 5.3.1) */
                 s->reason = rec.reason > 0 && rec.reason <= 10
                             && rec.reason != 7 ? rec.reason : -1;
-                s->revoked_at = rec.revoked_at;
+                /* a record without a usable time (written by hand, or
+                 * damaged) says "revoked since now", as the CRL does,
+                 * rather than 1970 */
+                s->revoked_at = rec.revoked_at > 0
+                                && rec.revoked_at <= PKI_TIME_MAX
+                                ? rec.revoked_at : now;
                 s->invalidity = rec.invalidity_date;
                 s->ca = pca[j];
                 pki_record_clear(&rec);

@@ -29,6 +29,7 @@
 
 static char           dir[64];
 static redisContext  *stats;        /* for INFO stats, or NULL */
+static char           ns[64];       /* this test's Redis namespace */
 
 
 static pki_ca_t *
@@ -762,6 +763,30 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
                "revocationReason (st %d reason %d)", alg, st, reason);
             OCSP_BASICRESP_free(bs);
             pki_ocsp_resp_free(&resp);
+
+            /* a record that lost its revocation time (by hand, or
+             * damaged): revoked since the answer's time, not 1970 */
+            if (stats != NULL) {
+                redisReply  *rp;
+                time_t       before;
+
+                rp = redisCommand(stats, "HDEL %s{ca:%s}:cert:%s revoked_at",
+                                  ns, name, hex);
+                ok(rp != NULL && rp->type == REDIS_REPLY_INTEGER
+                   && rp->integer == 1, "%s: revoked_at removed", alg);
+                freeReplyObject(rp);
+                before = time(NULL);
+                st = run(&conf, "POST", der, len, &resp);
+                parse(&resp, root, sub, &bs);
+                st = bs != NULL ? find_status(bs, &ids[3], &reason,
+                                              &revtime, NULL) : -1;
+                ok(st == V_OCSP_CERTSTATUS_REVOKED && revtime >= before
+                   && revtime <= time(NULL), "%s: no revocation time: "
+                   "revoked since now (st %d time %ld)", alg, st,
+                   (long) revtime);
+                OCSP_BASICRESP_free(bs);
+                pki_ocsp_resp_free(&resp);
+            }
             free(der);
             X509_free(un);
         } else {
@@ -1824,7 +1849,7 @@ test_cache_key(X509 *root, EVP_PKEY *rootpk)
 int
 main(void)
 {
-    char              ns[64], cmd[128];
+    char              cmd[128];
     X509             *root;
     EVP_PKEY         *rootpk;
     X509_NAME        *name;
