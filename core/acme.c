@@ -4818,17 +4818,22 @@ pki_acme_order_obj(pki_acme_t *a, const char *acct, const char *oid,
 }
 
 
-/* RFC 9773 certID -> serial (canonical hex) of a certificate of our CA. */
+#define PKI_ACME_AKI_MAX  64
+
+/*
+ * RFC 9773 certID -> serial (canonical hex) and the keyIdentifier it
+ * names (at most PKI_ACME_AKI_MAX bytes); pki_acme_cert_id_ours() then
+ * checks that keyIdentifier against the certificate the serial names.
+ */
 static int
-pki_acme_parse_cert_id(const pki_acme_conf_t *conf, const char *certid,
-    char serial[41])
+pki_acme_parse_cert_id(const char *certid, char serial[41],
+    unsigned char aki_out[PKI_ACME_AKI_MAX], size_t *aki_len)
 {
-    int                        ok;
-    char                      *hex;
-    size_t                     alen, slen, i;
-    const char                *dot;
-    unsigned char             *aki = NULL, *ser = NULL;
-    const ASN1_OCTET_STRING   *ski;
+    int             ok;
+    char           *hex;
+    size_t          alen, slen, i;
+    const char     *dot;
+    unsigned char  *aki = NULL, *ser = NULL;
 
     dot = strchr(certid, '.');
     if (dot == NULL || strlen(certid) > 256) {
@@ -4838,6 +4843,7 @@ pki_acme_parse_cert_id(const pki_acme_conf_t *conf, const char *certid,
     ok = 0;
 
     if (!pki_b64url_decode(certid, (size_t) (dot - certid), &aki, &alen)
+        || alen == 0 || alen > PKI_ACME_AKI_MAX
         || !pki_b64url_decode(dot + 1, strlen(dot + 1), &ser, &slen)
         || slen == 0 || slen > 21)
     {
@@ -4847,13 +4853,6 @@ pki_acme_parse_cert_id(const pki_acme_conf_t *conf, const char *certid,
     /* the content octets of the DER serial (RFC 9773 4.1): one certificate,
      * one certID; no negative number, no redundant leading zero */
     if ((ser[0] & 0x80) || (slen > 1 && ser[0] == 0 && !(ser[1] & 0x80))) {
-        goto done;
-    }
-
-    ski = X509_get0_subject_key_id(pki_ca_cert(conf->ca));
-    if (ski == NULL || (size_t) ASN1_STRING_length(ski) != alen
-        || memcmp(ASN1_STRING_get0_data(ski), aki, alen) != 0)
-    {
         goto done;
     }
 
@@ -4869,10 +4868,60 @@ pki_acme_parse_cert_id(const pki_acme_conf_t *conf, const char *certid,
     ok = pki_serial_normalize(hex, serial);
     free(hex);
 
+    if (ok) {
+        memcpy(aki_out, aki, alen);
+        *aki_len = alen;
+    }
+
 done:
 
     free(aki);
     free(ser);
+
+    return ok;
+}
+
+
+/*
+ * Whether a certID's keyIdentifier is the one of the certificate its
+ * serial names (rec, recorded under this CA).  The certID is built from
+ * the certificate's own authorityKeyIdentifier (RFC 9773 4.1): the CA's
+ * subjectKeyIdentifier when it has one, the SHA-1 of its key when it
+ * has none, or the identifier of an earlier certificate of the CA when
+ * it was issued again with another one.  The CA's identifier is the fast
+ * path; the recorded certificate settles the others.
+ */
+static int
+pki_acme_cert_id_ours(const pki_acme_conf_t *conf, const pki_record_t *rec,
+    const unsigned char *aki, size_t alen)
+{
+    int                        ok;
+    X509                      *x;
+    const unsigned char       *p;
+    const ASN1_OCTET_STRING   *id;
+
+    id = X509_get0_subject_key_id(pki_ca_cert(conf->ca));
+    if (id != NULL && (size_t) ASN1_STRING_length(id) == alen
+        && memcmp(ASN1_STRING_get0_data(id), aki, alen) == 0)
+    {
+        return 1;
+    }
+
+    if (rec->der == NULL || rec->der_len > LONG_MAX) {
+        return 0;
+    }
+
+    p = rec->der;
+    x = d2i_X509(NULL, &p, (long) rec->der_len);
+    if (x == NULL) {
+        return 0;
+    }
+
+    id = X509_get0_authority_key_id(x);
+    ok = id != NULL && (size_t) ASN1_STRING_length(id) == alen
+         && memcmp(ASN1_STRING_get0_data(id), aki, alen) == 0;
+
+    X509_free(x);
 
     return ok;
 }
@@ -5301,7 +5350,9 @@ pki_acme_replaced_key(pki_acme_t *a, const char *acct, const char *serial,
 static int
 pki_acme_order_replaces(pki_acme_t *a, const cJSON *order, char serial[41])
 {
-    const char  *s;
+    size_t          alen;
+    const char     *s;
+    unsigned char   aki[PKI_ACME_AKI_MAX];
 
     s = pki_json_str(order, "replacesSerial");
     if (s != NULL && pki_serial_normalize(s, serial)) {
@@ -5311,7 +5362,10 @@ pki_acme_order_replaces(pki_acme_t *a, const cJSON *order, char serial[41])
     /* an order created before the serial was kept */
     s = pki_json_str(order, "replaces");
 
-    return s != NULL && pki_acme_parse_cert_id(a->conf, s, serial);
+    (void) a;
+
+    /* (its keyIdentifier was checked when the order was made) */
+    return s != NULL && pki_acme_parse_cert_id(s, serial, aki, &alen);
 }
 
 
@@ -5731,8 +5785,10 @@ pki_acme_new_order(pki_acme_t *a)
     char          rkey[PKI_ACME_KEY_MAX];
     char          key[PKI_ACME_KEY_MAX], serial[41], num[24], *loc;
     char          mark[PKI_ACME_KEY_MAX];
+    size_t        alen;
     time_t        until;
     cJSON        *ids, *order, *authzs, *item, *o;
+    unsigned char aki[PKI_ACME_AKI_MAX];
     time_t        nb, na, expires;
     const char   *s, *replaces, *type, *value;
     pki_record_t  rec;
@@ -5849,7 +5905,8 @@ pki_acme_new_order(pki_acme_t *a)
     item = cJSON_GetObjectItemCaseSensitive(a->payload, "replaces");
     if (item != NULL) {
         if (!cJSON_IsString(item)
-            || !pki_acme_parse_cert_id(a->conf, item->valuestring, serial))
+            || !pki_acme_parse_cert_id(item->valuestring, serial, aki,
+                                       &alen))
         {
             pki_acme_problem(a, 400, "malformed", "\"replaces\" is not a "
                              "certificate identifier of this CA");
@@ -5865,6 +5922,13 @@ pki_acme_new_order(pki_acme_t *a)
             } else {
                 pki_acme_fail(a, rc, "newOrder");
             }
+            goto done;
+        }
+
+        if (!pki_acme_cert_id_ours(a->conf, &rec, aki, alen)) {
+            pki_record_clear(&rec);
+            pki_acme_problem(a, 400, "malformed", "\"replaces\" names an "
+                             "unknown certificate");
             goto done;
         }
 
@@ -8847,11 +8911,13 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
     char          serial[41];
     cJSON        *o, *w;
     long          life;
+    size_t        alen;
     time_t        start, end;
     pki_record_t  rec;
     pki_status_t  rc;
+    unsigned char aki[PKI_ACME_AKI_MAX];
 
-    if (!pki_acme_parse_cert_id(a->conf, certid, serial)) {
+    if (!pki_acme_parse_cert_id(certid, serial, aki, &alen)) {
         pki_acme_problem(a, 404, "malformed", "not a certificate identifier "
                          "of this CA");
         return;
@@ -8859,7 +8925,9 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
 
     rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
                         &rec, a->res);
-    if (rc != PKI_OK || rec.status == PKI_CERT_PENDING) {
+    if (rc != PKI_OK || rec.status == PKI_CERT_PENDING
+        || !pki_acme_cert_id_ours(a->conf, &rec, aki, alen))
+    {
         if (rc == PKI_OK) {
             pki_record_clear(&rec);
         }

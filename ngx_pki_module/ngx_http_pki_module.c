@@ -632,17 +632,20 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
          * pool (keys, vaults, CAs, the pool's own queue) and run
          * OPENSSL_cleanup under them: the process ends here instead, with
          * the log's queued entries and checkpoint written above */
-        if (ngx_process == NGX_PROCESS_WORKER) {
-            /* (the exit hooks of modules loaded after this one are
-             * skipped too: ACME's notice of validations cut short) */
-            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                          "pki: exit with pool threads still running");
-            _exit(0);
+        if (ngx_process == NGX_PROCESS_SINGLE) {
+            /* master_process off: nginx's own exit would destroy the
+             * same pool and run OPENSSL_cleanup.  What it does that
+             * outlives the process (the pid file, unix sockets) is done
+             * here instead */
+            ngx_delete_pidfile(cycle);
+            ngx_close_listening_sockets(cycle);
         }
 
-        /* master_process off: the master's exit (pid file, unix
-         * sockets) must still run; what is left stays open */
-        return;
+        /* (the exit hooks of modules loaded after this one are skipped
+         * too: ACME's notice of validations cut short) */
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "pki: exit with pool threads still running");
+        _exit(0);
     }
 
     ngx_http_pki_crl_free_all(pmcf);

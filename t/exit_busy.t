@@ -102,4 +102,47 @@ my ($rc, $out, $err) = run_cmd(["$PKITest::BUILD/pkictl", 'audit', 'verify',
                                 $t->pki . '/audit-pub.pem']);
 is($rc, 0, 'the log verifies') or diag("$out$err");
 
+# The same with master_process off: the one process is told to stop.
+# nginx's own exit would free the same pool under the task; the module
+# removes the pid file and the listening sockets itself and ends there.
+$conf =~ s/^\s*worker_processes\s+\d+\s*;\n//m
+    and $conf =~ s/^(\s*)master_process\s+on\s*;/$1master_process off;/m
+    or $t->give_up('no worker_processes or master_process in the config');
+my $single = $t->start_nginx($conf);
+my $pidfile = $t->prefix . '/logs/nginx.pid';
+ok(-e $pidfile, "one process ($single), its pid file");
+($r) = $t->enroll_serial('single');
+is($r->{code}, 200, 'it enrolls');
+kill('STOP', $rpid);
+for my $i (3 .. 4) {
+    $t->spawn("curl$i", 'curl', '-sk', '-m', '60', '-u', 'demo:demo',
+              '-H', 'Content-Type: application/pkcs10',
+              '--data-binary', "\@$b64", '-o', $t->dir . "/held$i.out",
+              $t->est_url('simpleenroll'));
+    sleep 0.3;
+}
+$r = $t->curl('POST', $t->est_url('simpleenroll'), user => 'demo:demo',
+              data_file => $b64,
+              headers => ['Content-Type: application/pkcs10'],
+              max_time => 20, quiet => 1);
+is($r->{code}, 503, 'master_process off: a third enrollment is shed')
+    or diag($r->{body});
+ok(kill('TERM', $single), 'SIGTERM to nginx');
+my $status;
+for (1 .. 600) {
+    last if waitpid($single, POSIX::WNOHANG()) == $single
+            && defined($status = $?);
+    sleep 0.1;
+}
+delete $t->{children}{nginx};
+kill('CONT', $rpid);
+$t->unspawn("curl$_") for 3 .. 4;
+ok(defined $status, 'nginx ended');
+is($status // -1, 0, 'with exit code 0, not a signal');
+$log = slurp($t->error_log) // '';
+like($log, qr/\[notice\].*pki: exit with pool threads still running/,
+     'through the module\'s exit');
+ok(!-e $pidfile, 'the pid file is removed');
+$t->check_sanitizer_file($t->error_log, 'nginx error log');
+
 done_testing();

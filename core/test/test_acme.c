@@ -949,8 +949,6 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     pki_acme_resp_t    resp;
     int                len;
 
-    (void) cakey_pub;
-
     r = store_open(sock, "acmetest:", &rc);
     pki_result_init(&res);
 
@@ -1399,6 +1397,52 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
     acme("GET", "renewal-info/AAAA.AAAA", NULL, NULL, &resp);
     check_problem("renewalInfo for an unknown certID", &resp, 404,
                   "malformed");
+
+    /* RFC 9773 4.1: a certID carries the certificate's own AKI.  The CA's
+     * certificate issued again (same name and key) with another
+     * subjectKeyIdentifier: what the earlier one issued keeps its
+     * renewalInfo; a keyIdentifier neither the CA's nor the
+     * certificate's, with a known serial, is an unknown certID */
+    if (p != NULL) {
+        char               bad[256];
+        X509              *ca2;
+        pki_ca_t          *saved, *reissued;
+        unsigned char      id[20];
+        ASN1_OCTET_STRING *ski;
+
+        ca2 = X509_dup(pki_ca_cert(conf.ca));
+        ski = ASN1_OCTET_STRING_new();
+        memset(id, 0x5a, sizeof(id));
+        if (ca2 == NULL || ski == NULL
+            || !ASN1_OCTET_STRING_set(ski, id, sizeof(id))
+            || X509_add1_ext_i2d(ca2, NID_subject_key_identifier, ski, 0,
+                                 X509V3_ADD_REPLACE) != 1
+            || X509_sign(ca2, cakey_pub, EVP_sha256()) <= 0)
+        {
+            diag("a CA certificate with another SKI");
+        }
+        ASN1_OCTET_STRING_free(ski);
+        fx_write_cert(dir, "ca-ski2.pem", ca2);
+        X509_free(ca2);
+        reissued = load_ca("acmetest", "ca-ski2.pem", NULL,
+                           pki_ca_key(conf.ca), conf.tmpl);
+
+        saved = conf.ca;
+        conf.ca = reissued;
+        acme("GET", key, NULL, NULL, &resp);
+        ok(resp.http_status == 200 && has(&resp, "suggestedWindow"),
+           "renewalInfo of a certificate the CA issued under its earlier "
+           "subjectKeyIdentifier (%d)", resp.http_status);
+        pki_acme_resp_free(&resp);
+        conf.ca = saved;
+        pki_ca_free(reissued);
+
+        snprintf(bad, sizeof(bad),
+                 "renewal-info/AQEBAQEBAQEBAQEBAQEBAQEBAQE%s", strchr(p, '.'));
+        acme("GET", bad, NULL, NULL, &resp);
+        check_problem("renewalInfo, a serial of ours under a foreign AKI",
+                      &resp, 404, "malformed");
+    }
 
     /* a planned revocation moves the window before it */
     {
