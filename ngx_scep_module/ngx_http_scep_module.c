@@ -245,12 +245,14 @@ static ngx_str_t  ngx_http_scep_no_head =
     ngx_string("PKIOperation: use GET or POST (HEAD would issue, unseen)\n");
 static ngx_str_t  ngx_http_scep_get_only =
     ngx_string("only PKIOperation is POSTed: use GET\n");
+static ngx_str_t  ngx_http_scep_bad_escape =
+    ngx_string("message= holds a broken percent-escape\n");
 static ngx_str_t  ngx_http_scep_too_large =
     ngx_string("message too large\n");
 
 
-/* op decoded into a copy (ngx_http_pki_unescape()), NGX_ERROR for a
- * broken escape */
+/* op decoded into a copy (ngx_http_pki_unescape()), NGX_DECLINED for a
+ * broken escape, NGX_ERROR without memory */
 static ngx_int_t
 ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op)
 {
@@ -270,7 +272,7 @@ ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op)
 
     n = ngx_http_pki_unescape(dst, op->data, op->len);
     if (n < 0) {
-        return NGX_ERROR;
+        return NGX_DECLINED;
     }
 
     op->data = dst;
@@ -283,7 +285,6 @@ ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op)
 static ngx_int_t
 ngx_http_scep_handler(ngx_http_request_t *r)
 {
-    u_char                    *dst;
     ngx_int_t                  rc;
     ngx_str_t                  op, msg;
     ngx_str_t                  raw;
@@ -322,7 +323,13 @@ ngx_http_scep_handler(ngx_http_request_t *r)
     raw = op;
     scep_op = PKI_SCEP_UNKNOWN;
 
-    if (ngx_http_scep_unescape(r->pool, &op) == NGX_OK) {
+    rc = ngx_http_scep_unescape(r->pool, &op);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK) {
         scep_op = pki_scep_op((const char *) op.data, op.len);
     }
 
@@ -447,14 +454,24 @@ ngx_http_scep_handler(ngx_http_request_t *r)
         }
 
         if (msg.len) {
-            dst = ngx_pnalloc(r->pool, msg.len);
-            if (dst == NULL) {
+            rc = ngx_http_scep_unescape(r->pool, &msg);
+
+            if (rc == NGX_ERROR) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
-            ctx->req.body = dst;
-            ngx_unescape_uri(&dst, &msg.data, msg.len, 0);
-            ctx->req.body_len = dst - ctx->req.body;
+            /* nginx's decoder would drop the broken escape and go on */
+            if (rc == NGX_DECLINED) {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "scep: broken percent-escape in message= "
+                              "from %V", &r->connection->addr_text);
+
+                return ngx_http_pki_send_plain(r, NGX_HTTP_BAD_REQUEST,
+                                               &ngx_http_scep_bad_escape, 0);
+            }
+
+            ctx->req.body = msg.data;
+            ctx->req.body_len = msg.len;
 
             if (ctx->req.body_len > slcf->max_body_size / 3 * 4 + 8) {
                 return ngx_http_pki_send_plain(r,

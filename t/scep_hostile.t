@@ -90,6 +90,25 @@ $f = "$dir/get.b64";
     spew($reqder, MIME::Base64::decode_base64(slurp($f)));
     $h = rep($r, $reqder);
     is($h->{status}, 0, 'GET PKIOperation: SUCCESS') or diag($h->{raw});
+
+    # a broken escape in message= is refused, not dropped and decoded
+    # around (nginx's own decoder would skip it and go on)
+    (my $enc = slurp($f)) =~ s/\s+//g;
+    $enc =~ s/([^A-Za-z0-9])/sprintf('%%%02X', ord $1)/ge;
+    my $before = records();
+    for my $bad (['%4', 'a "%4" at its end'], ['%ZZ', 'a "%ZZ" inside']) {
+        my $m = $bad->[0] eq '%4' ? "$enc%4"
+                                  : substr($enc, 0, 40) . '%ZZ'
+                                    . substr($enc, 40);
+        $r = $t->curl('GET', "$base/scep?operation=PKIOperation&message=$m");
+        is($r->{code}, 400, "GET PKIOperation, $bad->[1]: 400");
+        is($r->{body}, "message= holds a broken percent-escape\n",
+           '  saying so');
+    }
+    is(records(), $before, '  nothing issued');
+    like(slurp($t->error_log) // '',
+         qr/\[info\].*scep: broken percent-escape in message= from/,
+         '  the error log says why');
 }
 
 # GET: scep_max_body_size caps the message's DER, as for POST, not its
