@@ -1268,8 +1268,15 @@ pki_crl_fresh(const pki_crl_info_t *c, long long revgen, long long group,
         return 1;
     }
 
+    /* Ending later than one built now would (the lifetime was lowered
+     * since, a reload): built again, so that the new lifetime holds at
+     * once.  Five minutes allow for clocks of hosts that differ. */
+    if (c->next_update - now > next_update_secs + 300) {
+        return 0;
+    }
+
     /* Until the last quarter of its own lifetime: a caller that asks for
-     * another lifetime does not replace a good one. */
+     * a longer lifetime does not replace a good one. */
     return c->next_update - now
            > (c->next_update > c->this_update
               ? c->next_update - c->this_update : next_update_secs) / 4;

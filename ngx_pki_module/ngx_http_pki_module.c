@@ -1909,12 +1909,20 @@ ngx_http_pki_cycle_redis(ngx_cycle_t *cycle)
 time_t
 ngx_http_pki_crl_interval(ngx_http_request_t *r)
 {
+    ngx_http_pki_loc_conf_t   *plcf;
     ngx_http_pki_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
 
-    return pmcf != NULL && pmcf->crl_refresh > 0 ? pmcf->crl_refresh
-                                                 : NGX_HTTP_PKI_CRL_DEFAULT;
+    if (pmcf != NULL && pmcf->crl_refresh > 0) {
+        return pmcf->crl_refresh;
+    }
+
+    /* no pki_crl location (SCEP GetCRL alone): this location's value */
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
+
+    return plcf != NULL && plcf->crl_next_update > 0
+           ? plcf->crl_next_update : NGX_HTTP_PKI_CRL_DEFAULT;
 }
 
 
@@ -4600,7 +4608,9 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->crl == 1) {
+    /* the locations that serve CRLs: not a nested one that inherits
+     * pki_crl (it serves something else) */
+    if (conf->crl == 1 && prev->crl != 1) {
         pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
 
         if (pmcf->crl_refresh == 0
@@ -4762,7 +4772,6 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     ngx_uint_t                 i, fresh;
     ngx_http_pki_ca_t         *cas;
     ngx_http_pki_crl_ctx_t    *ctx;
-    ngx_http_pki_loc_conf_t   *plcf;
     ngx_http_pki_crl_state_t  *st;
     ngx_http_pki_main_conf_t  *pmcf;
 
@@ -4776,7 +4785,6 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
 
     /* the CA's name: the last path segment without ".crl" */
 
@@ -4851,7 +4859,9 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     ctx->ca = cas[i].ca;
     ctx->name = cas[i].name;
     ctx->redis = pmcf->redis;
-    ctx->next_update = (long) plcf->crl_next_update;
+    /* one CRL per CA, whichever location asks: the shortest lifetime of
+     * them all (a longer one would be built again by the next caller) */
+    ctx->next_update = (long) ngx_http_pki_crl_interval(r);
     ctx->have = fresh ? st->number : 0;
     ctx->cache_dir = pmcf->crl_cache_dir;
     ctx->state = st;

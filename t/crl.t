@@ -36,6 +36,21 @@ openssl_or_die('req', '-x509', '-newkey', 'ec', '-pkeyopt',
         key $nd\/nocrl.key;
     }
 $1/ or die 'no pki_ca issuing';
+# a second CRL location of a longer lifetime, and a location nested in
+# /crl/ (it inherits pki_crl, serves something else) with a short one:
+# every CRL of a CA is one object, of the shortest lifetime of the
+# locations that serve it (here /crl/'s 1h); the nested one counts not
+$conf =~ s{(\n\s*location /crl/ \{\n\s*pki_crl;)}{
+        location /crl-long/ {
+            pki_crl;
+            pki_crl_next_update 1d;
+        }
+$1
+            location /crl/nested/ {
+                pki_crl_next_update 1m;
+                return 204;
+            }}
+    or die 'no location /crl/';
 $t->start_nginx($conf);
 
 my $admin = 'https://127.0.0.1:' . $t->https_port . '/pki/admin';
@@ -99,7 +114,27 @@ my ($url) = $cdp =~ m{URI:(http://\S+)};
 ok($url, "CDP names $url") or $t->give_up("no CDP");
 like($url, qr{^http://127\.0\.0\.1:\d+/crl/issuing\.crl$}, '  demo URL');
 
-my $r = fetch($url);
+# the lifetime: /crl/'s 1h, also when the 1d location asks first
+sub lifetime {
+    my ($rc, $out) = PKITest::run_cmd(['openssl', 'crl', '-inform', 'DER',
+        '-in', "$dir/crl.der", '-noout', '-lastupdate', '-nextupdate']);
+    my ($lu) = $out =~ /lastUpdate=(.+)/;
+    my ($nu) = $out =~ /nextUpdate=(.+)/;
+    return -1 if !$lu || !$nu;
+    require Time::Piece;
+    my $fmt = '%b %d %H:%M:%S %Y GMT';
+    $_ =~ s/\s+/ /g for $lu, $nu;
+    return Time::Piece->strptime($nu, $fmt)->epoch
+           - Time::Piece->strptime($lu, $fmt)->epoch;
+}
+my $r = fetch('http://127.0.0.1:' . $t->http_port . '/crl-long/issuing.crl');
+is($r->{code}, 200, 'the CRL from the 1d location');
+my $life = lifetime();
+ok($life > 3000 && $life <= 3600,
+   "  of 1h ($life s): not 1d, nor the nested location's 1m");
+my $nlong = crl_number();
+
+$r = fetch($url);
 is($r->{code}, 200, 'CRL fetched') or diag($r->{body});
 is($r->{headers}{'content-type'}, 'application/pkix-crl', '  content type');
 like($r->{headers}{'cache-control'},
@@ -109,6 +144,10 @@ ok($r->{headers}{etag}, "  ETag $r->{headers}{etag}");
 ok($r->{headers}{'last-modified'}, '  Last-Modified');
 my $n0 = crl_number();
 ok($n0 > 0, "  CRL number $n0");
+is($n0, $nlong, '  the one the 1d location served');
+$life = lifetime();
+ok($life > 3000 && $life <= 3600, "  of 1h ($life s)");
+
 
 ($rc, my $out, my $err) = PKITest::run_cmd(['openssl', 'crl', '-inform',
     'DER', '-in', "$dir/crl.der", '-CAfile', "$pki/chain.pem", '-noout']);

@@ -724,6 +724,22 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
        "  with its number: unchanged, no DER");
     free(a.der);
 
+    /* asked for a longer lifetime: the stored one stays; for a shorter
+     * one (pki_crl_next_update lowered, then a reload): built again */
+    st = pki_crl_current(ca, r, 7200, n1, &b, &res);
+    ok(st == PKI_OK && b.number == n1 && b.der == NULL,
+       "  a longer lifetime asked: unchanged");
+    st = pki_crl_current(ca, r, 600, n1, &b, &res);
+    ok(st == PKI_OK && b.number > n1 && b.der != NULL
+       && b.next_update - b.this_update == 600,
+       "  a shorter lifetime asked: a new CRL (%lld), of 600 s", b.number);
+    free(b.der);
+    st = pki_crl_current(ca, r, 3600, 0, &a, &res);
+    ok(st == PKI_OK && a.number == b.number,
+       "  then the longer one asked again: the shorter one stays");
+    free(a.der);
+    n1 = a.number;
+
     /* a revocation: rebuilt once */
     revoke_leaf(r, pki_ca_name(ca), good, 4, time(NULL), 0);
     st = pki_crl_current(ca, r, 3600, n1, &a, &res);
