@@ -1699,8 +1699,6 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_core_loc_conf_t   *clcf;
     ngx_http_acme_main_conf_t  *amcf;
 
-    (void) cmd;
-
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_acme_module);
 
     rv = ngx_http_pki_proto_conf(cf, &alcf->enable, &alcf->ca, &alcf->tmpl,
@@ -1731,7 +1729,9 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     alcf->prefix = clcf->name;
 
-    return NGX_CONF_OK;
+    /* set here too (not only in the merge, which nested locations
+     * inherit it by) to refuse another content handler in the location */
+    return ngx_http_pki_content(cf, cmd, ngx_http_acme_handler);
 }
 
 

@@ -1065,8 +1065,6 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                      *rv;
     ngx_http_est_main_conf_t  *emcf;
 
-    (void) cmd;
-
     emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
 
     rv = ngx_http_pki_proto_conf(cf, &elcf->enable, &elcf->ca, &elcf->tmpl,
@@ -1076,6 +1074,12 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         && elcf->labels != NGX_CONF_UNSET_PTR)
     {
         return "off cannot be combined with \"est_label\"";
+    }
+
+    /* set here too (not only in the merge, which nested locations
+     * inherit it by) to refuse another content handler in the location */
+    if (rv == NGX_CONF_OK && elcf->enable) {
+        return ngx_http_pki_content(cf, cmd, ngx_http_est_handler);
     }
 
     return rv;

@@ -716,6 +716,14 @@ ngx_http_matter_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
     ngx_conf_merge_value(conf->threads, prev->threads, 32);
 
+    /* an if or limit_except block in the location answers too (the
+     * shared module gives it the handler) */
+    if (conf->op == PKI_MATTER_OP_UNKNOWN) {
+        conf->op = prev->op;
+        conf->ca = prev->ca;
+        conf->tmpl = prev->tmpl;
+    }
+
     if (conf->identity == NULL) {
         conf->identity = prev->identity;
     }
@@ -756,7 +764,6 @@ ngx_http_matter_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_t                    *value;
     pki_matter_type_t             want;
-    ngx_http_core_loc_conf_t     *clcf;
     ngx_http_matter_main_conf_t  *mmcf;
 
     if (mlcf->op != PKI_MATTER_OP_UNKNOWN) {
@@ -815,8 +822,11 @@ ngx_http_matter_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_http_pki_metrics_location(cf, "matter");
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_matter_handler;
+    if (ngx_http_pki_content(cf, cmd, ngx_http_matter_handler)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_matter_module);
 

@@ -1996,8 +1996,6 @@ ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_core_loc_conf_t    *clcf;
     ngx_http_ocsp_main_conf_t   *omcf;
 
-    (void) cmd;
-
     if (olcf->cas != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
@@ -2027,8 +2025,11 @@ ngx_http_ocsp_responder(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
+    if (ngx_http_pki_content(cf, cmd, ngx_http_ocsp_handler) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_ocsp_handler;
 
 #if (NGX_PCRE)
     if (clcf->regex != NULL) {

@@ -1004,17 +1004,18 @@ ngx_http_pki_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_m_loc_conf_t *mlcf = conf;
 
-    ngx_http_core_loc_conf_t    *clcf;
     ngx_http_pki_m_main_conf_t  *mmcf;
-
-    (void) cmd;
 
     if (mlcf->handler) {
         return "is duplicate";
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_pki_metrics_handler;
+    if (ngx_http_pki_content(cf, cmd, ngx_http_pki_metrics_handler)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     mlcf->handler = 1;
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_metrics_module);
@@ -1029,17 +1030,18 @@ ngx_http_pki_dashboard(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_m_loc_conf_t *mlcf = conf;
 
-    ngx_http_core_loc_conf_t    *clcf;
     ngx_http_pki_m_main_conf_t  *mmcf;
-
-    (void) cmd;
 
     if (mlcf->handler) {
         return "is duplicate";
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_pki_dashboard_handler;
+    if (ngx_http_pki_content(cf, cmd, ngx_http_pki_dashboard_handler)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     mlcf->handler = 2;
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_metrics_module);

@@ -94,6 +94,12 @@ typedef struct {
                                                the module then applies
                                                (ngx_http_pki_body_max());
                                                0: none */
+    ngx_http_handler_pt        content;     /* ngx_http_pki_content():
+                                               the location's, or its
+                                               if/limit_except block's */
+    ngx_str_t                  content_name; /* the directive, */
+    ngx_str_t                  content_file; /* where it is */
+    ngx_uint_t                 content_line;
 } ngx_http_pki_loc_conf_t;
 
 
@@ -2382,6 +2388,50 @@ ngx_http_pki_own_body_cap(ngx_conf_t *cf, ngx_http_handler_pt handler,
 
 
 /* see ngx_http_pki_module.h */
+char *
+ngx_http_pki_content(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_handler_pt handler)
+{
+    ngx_http_pki_loc_conf_t   *plcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    plcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_pki_module);
+
+    if (clcf->handler != NULL && clcf->handler != handler) {
+
+        if (plcf->content == clcf->handler) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": this location already has a "
+                               "content handler (\"%V\" in %V:%ui); one "
+                               "location serves one protocol", &cmd->name,
+                               &plcf->content_name, &plcf->content_file,
+                               plcf->content_line);
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": this location already has a "
+                               "content handler (another module's "
+                               "directive: proxy_pass, fastcgi_pass, ...); "
+                               "one location serves one protocol",
+                               &cmd->name);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    clcf->handler = handler;
+
+    plcf->content = handler;
+    plcf->content_name = cmd->name;
+    plcf->content_file = cf->conf_file->file.name;
+    plcf->content_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+/* see ngx_http_pki_module.h */
 ssize_t
 ngx_http_pki_unescape(u_char *dst, u_char *src, size_t len)
 {
@@ -3765,7 +3815,7 @@ static ngx_str_t  ngx_http_pki_admin_https =
 static char *
 ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_pki_loc_conf_t   *plcf;
     ngx_http_pki_main_conf_t  *pmcf;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
@@ -3774,13 +3824,17 @@ ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "needs pki_redis in the http{} block before it";
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    plcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_pki_module);
 
-    if (clcf->handler != NULL) {
-        return "is duplicate or conflicts with another content handler";
+    if (plcf->content == ngx_http_pki_admin_handler) {
+        return "is duplicate";
     }
 
-    clcf->handler = ngx_http_pki_admin_handler;
+    if (ngx_http_pki_content(cf, cmd, ngx_http_pki_admin_handler)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     ngx_http_pki_metrics_location(cf, "admin");
 
@@ -4589,7 +4643,50 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_pki_loc_conf_t *prev = parent;
     ngx_http_pki_loc_conf_t *conf = child;
 
+    ngx_flag_t                 here;
     ngx_http_pki_main_conf_t  *pmcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * A directive of ours made the content handler here: another module's
+     * directive read after it (proxy_pass, fastcgi_pass, ...) replaced it.
+     * The clcf of a location is final once the static modules' merges ran
+     * (they come before this dynamic module's).
+     */
+
+    here = (conf->content != NULL);
+
+    if (here && clcf->handler != conf->content) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%V\": this location already has a content "
+                      "handler (another module's directive: proxy_pass, "
+                      "fastcgi_pass, ...); one location serves one "
+                      "protocol in %V:%ui", &conf->content_name,
+                      &conf->content_file, conf->content_line);
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * An if or limit_except block (clcf->noname) answers with the handler
+     * of the location it is in: nginx keeps that for an if block, but
+     * for the methods limit_except restricts it switches to the block's
+     * configuration, whose handler is NULL (the static module would
+     * answer 404).  As proxy_pass does.  A nested location does not
+     * inherit it (EST, SCEP and ACME do that in their own merges).
+     */
+
+    if (!here && clcf->noname && prev->content != NULL) {
+        conf->content = prev->content;
+        conf->content_name = prev->content_name;
+        conf->content_file = prev->content_file;
+        conf->content_line = prev->content_line;
+
+        if (clcf->handler == NULL) {
+            clcf->handler = conf->content;
+        }
+    }
 
     /* the admin API refuses a body over its cap itself, in JSON */
     ngx_http_pki_own_body_cap(cf, ngx_http_pki_admin_handler,
@@ -4683,7 +4780,6 @@ ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_loc_conf_t *plcf = conf;
 
-    ngx_http_core_loc_conf_t  *clcf;
     ngx_http_pki_main_conf_t  *pmcf;
 
     if (plcf->crl != NGX_CONF_UNSET) {
@@ -4696,13 +4792,12 @@ ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "needs pki_redis in the http{} block before it";
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler != NULL) {
-        return "is duplicate or conflicts with another content handler";
+    if (ngx_http_pki_content(cf, cmd, ngx_http_pki_crl_handler)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
-    clcf->handler = ngx_http_pki_crl_handler;
     plcf->crl = 1;
 
     return NGX_CONF_OK;

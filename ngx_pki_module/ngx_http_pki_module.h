@@ -196,6 +196,21 @@ void ngx_http_pki_body_unwanted(ngx_http_request_t *r);
 ngx_int_t ngx_http_pki_send_header(ngx_http_request_t *r);
 
 /*
+ * In the handler of a directive that makes handler the location's content
+ * handler (ocsp_responder, scep, pki_admin, ...): sets it, or refuses the
+ * directive (an emerg line naming it, NGX_CONF_ERROR) when the location
+ * already has another content handler, ours or another module's, whatever
+ * the order: one set after it by another module's directive (proxy_pass)
+ * is refused in the shared module's merge, naming this directive and its
+ * line.  The if and limit_except blocks of the location get the handler
+ * too (nginx serves the methods limit_except restricts from the block's
+ * configuration, which has no content handler of its own).  Returns what
+ * a directive handler returns.
+ */
+char *ngx_http_pki_content(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_handler_pt handler);
+
+/*
  * In a location's merge: where handler answers and refuses a body over max
  * itself (in its protocol's form), nginx's own check (client_max_body_size)
  * would answer some of those first with its HTML page, so it is turned off

@@ -947,8 +947,6 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                       *rv;
     ngx_http_scep_main_conf_t  *smcf;
 
-    (void) cmd;
-
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
 
     rv = ngx_http_pki_proto_conf(cf, &slcf->enable, &slcf->ca, &slcf->tmpl,
@@ -956,6 +954,10 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (rv == NGX_CONF_OK && slcf->enable) {
         slcf->line = cf->conf_file->line;
+
+        /* set here too (not only in the merge, which nested locations
+         * inherit it by) to refuse another content handler here */
+        return ngx_http_pki_content(cf, cmd, ngx_http_scep_handler);
     }
 
     return rv;

@@ -316,7 +316,111 @@ my @cases = (
     ['pki_audit_log unknown parameter',
      sub { s/(pki_audit_log [^;]*);/$1 carry=maybe;/ },
      qr/carry=maybe/, [qr{^http}]],
+
+    # one content handler per location, whatever the order: the second
+    # directive is refused (the first named), or ours when another
+    # module's directive (proxy_pass) comes after it
+    ['ocsp_responder, then scep in its location',
+     sub { s/(ocsp_responder issuing;)/$1\n            scep issuing scep;/ },
+     qr/"scep": this location already has a content handler \("ocsp_responder" in \S+:\d+\)/,
+     [qr{location /ocsp}]],
+    ['scep, then ocsp_responder in its location',
+     sub { s/(scep issuing scep;)/$1\n            ocsp_responder issuing;/ },
+     qr/"ocsp_responder": this location already has a content handler \("scep" in \S+:\d+\)/,
+     [qr{location /scep}]],
+    ['pki_crl, then ocsp_responder in its location',
+     sub { s/(\n\s*pki_crl;)/$1\n            ocsp_responder issuing;/ },
+     qr/"ocsp_responder": this location already has a content handler \("pki_crl" in /,
+     [qr{location /crl/}]],
+    ['ocsp_responder, then pki_crl in its location',
+     sub { s/(ocsp_responder issuing;)/$1\n            pki_crl;/ },
+     qr/"pki_crl": this location already has a content handler \("ocsp_responder" in /,
+     [qr{location /ocsp}]],
+    ['est, then scep in its location',
+     sub { s/(est issuing device;)/$1\n            scep issuing scep;/ },
+     qr/"scep": this location already has a content handler \("est" in /,
+     [qr{location /\.well-known/est/}]],
+    ['scep, then est in its location',
+     sub { s/(scep issuing scep;)/$1\n            est issuing device;/ },
+     qr/"est": this location already has a content handler \("scep" in /,
+     [qr{location /scep}]],
+    ['pki_admin, then pki_dashboard in its location',
+     sub { s/(\n\s*pki_admin;)/$1\n            pki_dashboard;/ },
+     qr/"pki_dashboard": this location already has a content handler \("pki_admin" in /,
+     [qr{location /pki/admin/}]],
+    ['pki_metrics, then acme in its location',
+     sub { s/(\n\s*pki_metrics;)/$1\n            acme issuing acme;/ },
+     qr/"acme": this location already has a content handler \("pki_metrics" in /,
+     [qr{location = /pki/metrics}]],
+    ['pki_admin twice in a location',
+     sub { s/(\n\s*pki_admin;)/$1$1/ },
+     qr/"pki_admin" directive is duplicate/, [qr{location /pki/admin/}]],
+    (map {
+        my ($name, $re, $block, $dir) = @$_;
+        ["$name, then proxy_pass in its location",
+         sub { s/($re)/$1\n            proxy_pass http:\/\/127.0.0.1:9;/ },
+         qr/"$dir": this location already has a content handler \(another module's directive: proxy_pass/,
+         [$block]],
+        ["proxy_pass, then $name in its location",
+         sub { s/($re)/proxy_pass http:\/\/127.0.0.1:9;\n            $1/ },
+         qr/"$dir": this location already has a content handler \(another module's directive: proxy_pass/,
+         [$block]],
+    } (['ocsp_responder', qr/ocsp_responder issuing;/, qr{location /ocsp},
+        'ocsp_responder'],
+       ['est', qr/est issuing device;/, qr{location /\.well-known/est/},
+        'est'],
+       ['scep', qr/scep issuing scep;/, qr{location /scep}, 'scep'],
+       ['acme', qr/acme issuing acme;/, qr{location /acme/}, 'acme'],
+       ['pki_crl', qr/(?<=\n)\s*pki_crl;/, qr{location /crl/}, 'pki_crl'],
+       ['pki_admin', qr/(?<=\n)\s*pki_admin;/, qr{location /pki/admin/},
+        'pki_admin'],
+       ['pki_metrics', qr/(?<=\n)\s*pki_metrics;/,
+        qr{location = /pki/metrics}, 'pki_metrics'],
+       ['pki_dashboard', qr/(?<=\n)\s*pki_dashboard;/,
+        qr{location = /pki/dashboard}, 'pki_dashboard'])),
 );
+
+# what stays accepted: a nested location, or an if block, with a handler
+# of its own inside a protocol's location (EST and ACME hand theirs down
+# to nested locations without one), if and limit_except blocks in one
+{
+    (my $conf = $base) =~ s{(\n(\s*)location /ocsp \{\n)}{$1$2    if (\$arg_up) {
+$2        proxy_pass http://127.0.0.1:9;
+$2    }
+$2    limit_except GET {
+$2        allow all;
+$2    }
+$2    location /ocsp/up/ {
+$2        proxy_pass http://127.0.0.1:9;
+$2    }
+$2    location /ocsp/crl/ {
+$2        pki_crl;
+$2    }
+}   or die 'no OCSP location';
+    $conf =~ s{(\n(\s*)location /acme/ \{\n)}{$1$2    location /acme/up/ {
+$2        proxy_pass http://127.0.0.1:9;
+$2    }
+$2    location /acme/off/ {
+$2        acme off;
+$2        return 204;
+$2    }
+}   or die 'no ACME location';
+    $conf =~ s{(\n(\s*)pki_admin;\n)}{$1$2if (\$arg_x) {
+$2    set \$x \$arg_x;
+$2}
+$2limit_except GET {
+$2    allow all;
+$2}
+}   or die 'no pki_admin';
+    $conf =~ s{(\n(\s*)est issuing device;\n)}{$1$2location /.well-known/est/up/ {
+$2    proxy_pass http://127.0.0.1:9;
+$2}
+}   or die 'no est';
+    my ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'nested.conf'));
+    ok($ok, 'proxy_pass and pki_crl in locations nested in protocol ones, '
+       . 'proxy_pass in an if block there, if and limit_except blocks in '
+       . 'them: nginx -t passes') or diag($out);
+}
 
 # line ranges of the blocks whose opening line matches $re
 sub block_ranges {
