@@ -4090,6 +4090,26 @@ pki_crl_lock(pki_redis_t *r, const char *ca, const char *token, long ttl_ms,
     *won = reply->type == REDIS_REPLY_STATUS;
     freeReplyObject(reply);
 
+    if (*won) {
+        return PKI_OK;
+    }
+
+    /* Refused: or taken by this very SET, whose answer was lost with its
+     * connection and which pki_redis_cmd() sent again (the second one is
+     * refused by the first).  The token is this caller's own. */
+    argv[0] = "GET";
+    lens[0] = 3;
+
+    reply = pki_redis_cmd(r, 2, argv, lens, res);
+    if (reply == NULL) {
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
+    }
+
+    *won = reply->type == REDIS_REPLY_STRING
+           && reply->len == lens[2]
+           && memcmp(reply->str, token, lens[2]) == 0;
+    freeReplyObject(reply);
+
     return PKI_OK;
 }
 

@@ -25,6 +25,7 @@
 #include "pki.h"
 #include "test/unit.h"
 #include "test/fixture.h"
+#include "test/proxy.h"
 
 
 #define NLEAVES  5
@@ -2210,6 +2211,55 @@ done:
 }
 
 
+/* The lock's SET taken by Redis, its answer lost with the connection:
+ * hiredis sends it again on a new one, which Redis refuses (the key is
+ * there, this caller's).  The caller holds the lock: it is told so. */
+static void
+test_lock_lost_reply(const char *sock)
+{
+    int                won;
+    proxy_t            px;
+    pki_redis_t       *pr;
+    pki_status_t       st;
+    pki_result_t       res;
+    pki_redis_conf_t   rc;
+
+    if (!ok(proxy_start(&px, sock, dir, "px.sock"), "lock: a proxy")) {
+        return;
+    }
+
+    memset(&rc, 0, sizeof(rc));
+    rc.unix_path = px.path;
+    rc.ns = "crl-px:";
+    rc.timeout_ms = 500;
+    pki_result_init(&res);
+    pr = pki_redis_new(&rc, &res);
+    if (!ok(pr != NULL && pki_redis_ping(pr, &res) == PKI_OK,
+            "lock: a store through it"))
+    {
+        pki_redis_free(pr);
+        return;
+    }
+
+    proxy_arm(&px, "crl_lock", PX_DROP, 0);
+    won = -1;
+    st = pki_crl_lock(pr, "pxca", "mine", 10000, &won, &res);
+    ok(st == PKI_OK && won == 1 && px.fired, "lock: its answer lost, the "
+       "SET sent again and refused: the caller holds it (st %d won %d)",
+       st, won);
+    proxy_arm(&px, "", 0, 0);
+
+    st = pki_crl_lock(pr, "pxca", "another", 10000, &won, &res);
+    ok(st == PKI_OK && won == 0, "lock: another caller does not get it");
+    (void) pki_crl_unlock(pr, "pxca", "mine", &res);
+    st = pki_crl_lock(pr, "pxca", "another", 10000, &won, &res);
+    ok(st == PKI_OK && won == 1, "lock: released, then taken by another");
+    (void) pki_crl_unlock(pr, "pxca", "another", &res);
+
+    pki_redis_free(pr);
+}
+
+
 int
 main(void)
 {
@@ -2291,6 +2341,7 @@ main(void)
     test_algs(tleaf);
     test_redis(ca, sub, tleaf, sock);
     test_same(ca, rootca, tsub, tleaf, subkey, subpk, sock);
+    test_lock_lost_reply(sock);
 
     pki_ca_free(ca);
     pki_ca_free(rootca);
