@@ -325,8 +325,23 @@ pki_outcome_class(pki_status_t st)
 void
 pki_event_set_sink(pki_event_sink_pt sink, void *arg)
 {
-    pki_sink = sink;
-    pki_sink_arg = arg;
+    /* read by pool threads (pki_sink_get()): the argument first, so that
+     * a sink seen is never paired with an older argument's NULL */
+    __atomic_store_n(&pki_sink_arg, arg, __ATOMIC_RELEASE);
+    __atomic_store_n(&pki_sink, sink, __ATOMIC_RELEASE);
+}
+
+
+/* The sink once, with its argument (NULL: none), for one call. */
+static pki_event_sink_pt
+pki_sink_get(void **arg)
+{
+    pki_event_sink_pt  sink;
+
+    sink = __atomic_load_n(&pki_sink, __ATOMIC_ACQUIRE);
+    *arg = __atomic_load_n(&pki_sink_arg, __ATOMIC_ACQUIRE);
+
+    return sink;
 }
 
 
@@ -505,9 +520,13 @@ void
 pki_int_observe(pki_event_type_t type, double seconds, pki_status_t status,
     const char *what)
 {
-    pki_event_t  ev;
+    void               *arg;
+    pki_event_t         ev;
+    pki_event_sink_pt   sink;
 
-    if (pki_sink == NULL || pki_observe_off) {
+    sink = pki_sink_get(&arg);
+
+    if (sink == NULL || pki_observe_off) {
         return;
     }
 
@@ -517,7 +536,7 @@ pki_int_observe(pki_event_type_t type, double seconds, pki_status_t status,
     ev.seconds = seconds;
     ev.operation = what;
 
-    pki_sink(pki_sink_arg, &ev);
+    sink(arg, &ev);
 }
 
 
@@ -559,11 +578,15 @@ pki_event_fill(pki_event_t *e, const pki_event_t *ev)
 void
 pki_int_event_sink(const pki_event_t *ev)
 {
-    pki_event_t  e;
+    void               *arg;
+    pki_event_t         e;
+    pki_event_sink_pt   sink;
 
-    if (pki_sink != NULL) {
+    sink = pki_sink_get(&arg);
+
+    if (sink != NULL) {
         pki_event_fill(&e, ev);
-        pki_sink(pki_sink_arg, &e);
+        sink(arg, &e);
     }
 }
 
@@ -571,9 +594,11 @@ pki_int_event_sink(const pki_event_t *ev)
 pki_status_t
 pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
 {
-    pki_event_t   e;
-    pki_status_t  st;
-    pki_audit_t  *a;
+    void               *arg;
+    pki_event_t         e;
+    pki_status_t        st;
+    pki_audit_t        *a;
+    pki_event_sink_pt   sink;
 
     if (ev == NULL) {
         return PKI_OK;
@@ -628,8 +653,10 @@ pki_event_emit(const pki_event_t *ev, int durable, pki_result_t *res)
         }
     }
 
-    if (pki_sink != NULL) {
-        pki_sink(pki_sink_arg, &e);
+    sink = pki_sink_get(&arg);
+
+    if (sink != NULL) {
+        sink(arg, &e);
     }
 
     return st;
