@@ -1268,10 +1268,12 @@ pki_crl_fresh(const pki_crl_info_t *c, long long revgen, long long group,
         return 1;
     }
 
-    /* Ending later than one built now would (the lifetime was lowered
-     * since, a reload): built again, so that the new lifetime holds at
-     * once.  Five minutes allow for clocks of hosts that differ. */
-    if (c->next_update - now > next_update_secs + 300) {
+    /* A lifetime longer than the one asked for (it was lowered since, a
+     * reload): built again, so that the new lifetime holds at once.  Its
+     * own two dates, not this host's clock: hosts whose clocks differ do
+     * not rebuild each other's CRL.  A CRL cut short by a plan is only
+     * shorter. */
+    if (c->next_update - c->this_update > next_update_secs) {
         return 0;
     }
 

@@ -2831,7 +2831,7 @@ ngx_http_pki_m_audit_post(void)
 
     ngx_http_pki_m_aq.batch = ngx_http_pki_m_aq.head;
 
-    if (ngx_thread_task_post(tp, ngx_http_pki_m_aq.task) != NGX_OK) {
+    if (ngx_http_pki_thread_post(tp, ngx_http_pki_m_aq.task) != NGX_OK) {
         /* queue full: the next refusal or the timer tries again */
         ngx_http_pki_m_aq.batch = NULL;
         return;
@@ -3132,7 +3132,7 @@ ngx_http_pki_m_sync_post(void)
 
     /* a queue known to be full is not asked (nginx logs each refusal) */
     if (tp != NULL && !ngx_http_pki_pool_full()
-        && ngx_thread_task_post(tp, ngx_http_pki_m_sync.task) == NGX_OK)
+        && ngx_http_pki_thread_post(tp, ngx_http_pki_m_sync.task) == NGX_OK)
     {
         ngx_http_pki_m_sync.busy = 1;
         ngx_http_pki_m_sync.refused = 0;
@@ -3843,7 +3843,8 @@ ngx_http_pki_m_timer(ngx_event_t *ev)
 
     tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
 
-    if (tp != NULL && ngx_thread_task_post(tp, ngx_http_pki_m_task) == NGX_OK)
+    if (tp != NULL
+        && ngx_http_pki_thread_post(tp, ngx_http_pki_m_task) == NGX_OK)
     {
         ngx_http_pki_m_busy = 1;
         return;

@@ -72,6 +72,10 @@ typedef struct {
     time_t                     crl_refresh; /* shortest pki_crl_next_update
                                                of the pki_crl locations;
                                                0: no CRL is served */
+    time_t                     crl_lifetime; /* shortest pki_crl_next_update
+                                               of the locations that serve
+                                               CRLs (pki_crl, SCEP GetCRL);
+                                               0: none */
     ngx_path_t                *crl_cache;   /* pki_crl_cache: the CRLs'
                                                local copies */
     char                      *crl_cache_dir;
@@ -669,6 +673,8 @@ ngx_http_pki_exit_process(ngx_cycle_t *cycle)
  */
 #define NGX_HTTP_PKI_TIDS  512
 
+static ngx_uint_t           ngx_http_pki_tasks_posted;  /* event loop */
+static ngx_atomic_t         ngx_http_pki_tasks_entered; /* pool threads */
 static ngx_tid_t            ngx_http_pki_tids[NGX_HTTP_PKI_TIDS];
 static ngx_uint_t           ngx_http_pki_ntids;
 static ngx_uint_t           ngx_http_pki_tids_full;
@@ -676,9 +682,25 @@ static pthread_mutex_t      ngx_http_pki_tids_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread ngx_uint_t  ngx_http_pki_tid_known;
 
 
+/* see ngx_http_pki_module.h */
+ngx_int_t
+ngx_http_pki_thread_post(ngx_thread_pool_t *tp, ngx_thread_task_t *task)
+{
+    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_pki_tasks_posted++;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_pki_thread_enter(void)
 {
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_tasks_entered, 1);
+
     if (ngx_http_pki_tid_known) {
         return;
     }
@@ -698,8 +720,10 @@ ngx_http_pki_thread_enter(void)
 }
 
 
-/* threads of this process still running: those that ran a task (all of
- * them when the table overflowed), besides the calling one */
+/* threads of this process still running: those that ran a task, besides
+ * the calling one; every thread when the table overflowed, or while a
+ * task posted has not started (it is still queued, and may start on a
+ * pool thread that ran none of ours, one shared with aio threads, say) */
 static ngx_uint_t
 ngx_http_pki_threads_running(void)
 {
@@ -710,7 +734,10 @@ ngx_http_pki_threads_running(void)
     struct dirent  *de;
 
     (void) pthread_mutex_lock(&ngx_http_pki_tids_lock);
-    full = ngx_http_pki_tids_full;
+    full = ngx_http_pki_tids_full
+           || ngx_http_pki_tasks_posted
+              != (ngx_uint_t) ngx_atomic_fetch_add(
+                                  &ngx_http_pki_tasks_entered, 0);
     ntids = ngx_http_pki_ntids;
     ngx_memcpy(tids, ngx_http_pki_tids, ntids * sizeof(ngx_tid_t));
     (void) pthread_mutex_unlock(&ngx_http_pki_tids_lock);
@@ -1884,7 +1911,7 @@ ngx_http_pki_task_post(ngx_thread_pool_t *tp, ngx_thread_task_t *task,
 
     waiting = ngx_http_pki_waiting();
 
-    if (ngx_thread_task_post(tp, task) != NGX_OK) {
+    if (ngx_http_pki_thread_post(tp, task) != NGX_OK) {
         ngx_http_pki_full_at = waiting > 0 ? waiting : 0;
         ngx_http_pki_full_since = ngx_current_msec;
         if (request) {
@@ -1915,20 +1942,30 @@ ngx_http_pki_cycle_redis(ngx_cycle_t *cycle)
 time_t
 ngx_http_pki_crl_interval(ngx_http_request_t *r)
 {
-    ngx_http_pki_loc_conf_t   *plcf;
     ngx_http_pki_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
 
-    if (pmcf != NULL && pmcf->crl_refresh > 0) {
-        return pmcf->crl_refresh;
+    return pmcf != NULL && pmcf->crl_lifetime > 0 ? pmcf->crl_lifetime
+                                                  : NGX_HTTP_PKI_CRL_DEFAULT;
+}
+
+
+/* see ngx_http_pki_module.h */
+void
+ngx_http_pki_crl_served(ngx_conf_t *cf)
+{
+    ngx_http_pki_loc_conf_t   *plcf;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+    plcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_pki_module);
+
+    if (pmcf->crl_lifetime == 0
+        || plcf->crl_next_update < pmcf->crl_lifetime)
+    {
+        pmcf->crl_lifetime = plcf->crl_next_update;
     }
-
-    /* no pki_crl location (SCEP GetCRL alone): this location's value */
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
-
-    return plcf != NULL && plcf->crl_next_update > 0
-           ? plcf->crl_next_update : NGX_HTTP_PKI_CRL_DEFAULT;
 }
 
 
@@ -4705,9 +4742,9 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    /* the locations that serve CRLs: not a nested one that inherits
-     * pki_crl (it serves something else) */
-    if (conf->crl == 1 && prev->crl != 1) {
+    /* the locations that serve CRLs: pki_crl written there, not inherited
+     * by a nested location (which serves something else) */
+    if (here && conf->content == ngx_http_pki_crl_handler) {
         pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
 
         if (pmcf->crl_refresh == 0
@@ -4715,6 +4752,8 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         {
             pmcf->crl_refresh = conf->crl_next_update;
         }
+
+        ngx_http_pki_crl_served(cf);
     }
 
     return NGX_CONF_OK;
@@ -5341,7 +5380,7 @@ ngx_http_pki_crl_refresh_tick(ngx_event_t *ev)
     }
 
     if (!rf->busy) {
-        if (ngx_thread_task_post(rf->tp, rf->task) == NGX_OK) {
+        if (ngx_http_pki_thread_post(rf->tp, rf->task) == NGX_OK) {
             rf->busy = 1;
             return;                 /* the done handler sets the timer */
         }
@@ -5385,7 +5424,7 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
         }
 
         rf->status[i] = pki_crl_current(cas[i].ca, rf->pmcf->redis,
-                                        (long) rf->pmcf->crl_refresh,
+                                        (long) rf->pmcf->crl_lifetime,
                                         rf->have[i], &info, &rf->res[i]);
 
         /* rf->fstatus[i]: the last save's, kept until the next save */

@@ -338,11 +338,20 @@ extern ngx_uint_t  ngx_http_pki_threads_left;
 /* first thing in every pool task of the modules: the worker's exit waits
  * for the threads that ran one, not for threads of a PKCS#11 library */
 void ngx_http_pki_thread_enter(void);
+/* ngx_thread_task_post() for every pool task of the modules, counted:
+ * the worker's exit knows whether one is still queued */
+ngx_int_t ngx_http_pki_thread_post(ngx_thread_pool_t *tp,
+    ngx_thread_task_t *task);
 pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);
 ngx_thread_pool_t *ngx_http_pki_cycle_thread_pool(ngx_cycle_t *cycle);
 /* the CRLs' lifetime (s): the shortest pki_crl_next_update of the
- * configuration, its default when no location publishes CRLs */
+ * locations that serve CRLs (ngx_http_pki_crl_served()), its default
+ * when none does */
 time_t ngx_http_pki_crl_interval(ngx_http_request_t *r);
+/* In the merge of a location that serves a CA's CRL (pki_crl, or SCEP's
+ * GetCRL): its pki_crl_next_update takes part in that shortest value
+ * (the shared module's location configuration is merged by then). */
+void ngx_http_pki_crl_served(ngx_conf_t *cf);
 pki_ca_t *ngx_http_pki_cycle_ca(ngx_cycle_t *cycle, ngx_uint_t i);
 pki_vault_t *ngx_http_pki_find_vault(ngx_conf_t *cf, const char *token);
 

@@ -867,6 +867,10 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_OK;
     }
 
+    /* GetCRL serves the CA's CRL: its lifetime takes part in the shortest
+     * of all locations that serve it (ngx_http_pki_crl_interval()) */
+    ngx_http_pki_crl_served(cf);
+
     if (conf->conf != NULL) {
         return NGX_CONF_OK;
     }

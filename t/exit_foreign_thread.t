@@ -70,7 +70,7 @@ my $master = $t->start_nginx($conf, preload => [$shim]);
 my ($w) = $t->workers_of($master, 'worker');
 ok($w, "one worker ($w)");
 
-# every pool thread runs a task: enrollments on two connections at once
+# pool threads run tasks of the module (they are waited for at the exit)
 my @r;
 for my $i (1 .. 6) {
     my ($r) = $t->enroll_serial("e$i");
@@ -92,7 +92,8 @@ is($r->{code}, 200, 'the new worker enrolls');
 
 my $log = $t->wait_log(qr/worker process $w exited/, 10) // '';
 like($log, qr/worker process $w exited with code 0/,
-     'the old worker exited with code 0');
+     'the old worker exited with code 0 (an _exit(0) too: the two checks '
+     . 'below tell them apart)');
 unlike($log, qr/pki: worker threads still running at exit/,
        'no wait for the foreign thread');
 unlike($log, qr/pki: exit with pool threads still running/,

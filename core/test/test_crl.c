@@ -24,6 +24,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/clock.h"
 #include "test/fixture.h"
 #include "test/proxy.h"
 
@@ -740,6 +741,16 @@ test_current(pki_ca_t *ca, pki_redis_t *r, redisContext *rc, const char *ns,
        "  then the longer one asked again: the shorter one stays");
     free(a.der);
     n1 = a.number;
+
+    /* this host's clock 400 s behind the builder's: the CRL ends 400 s
+     * further from its now than its lifetime, which is still the one
+     * asked: not rebuilt (hosts with clocks apart took turns) */
+    clock_ahead = -400;
+    st = pki_crl_current(ca, r, 600, n1, &b, &res);
+    clock_ahead = 0;
+    ok(st == PKI_OK && b.number == n1 && b.der == NULL,
+       "  a clock 400 s behind the builder's: unchanged (%lld)", b.number);
+    free(b.der);
 
     /* a revocation: rebuilt once */
     revoke_leaf(r, pki_ca_name(ca), good, 4, time(NULL), 0);
