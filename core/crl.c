@@ -1254,6 +1254,15 @@ pki_crl_fresh(const pki_crl_info_t *c, long long revgen, long long group,
         return 0;
     }
 
+    /* A lifetime longer than the one asked for (it was lowered since, a
+     * reload): built again, so that the new lifetime holds at once, also
+     * for a CRL cut short by a plan (a new one is never longer).  Its own
+     * two dates, not this host's clock: hosts whose clocks differ do not
+     * rebuild each other's CRL. */
+    if (c->next_update - c->this_update > next_update_secs) {
+        return 0;
+    }
+
     /* A plan after its thisUpdate and before its nextUpdate was made
      * after it was built (or came due since: the time has passed); the
      * CRL built now cuts nextUpdate to it, or lists it. */
@@ -1266,15 +1275,6 @@ pki_crl_fresh(const pki_crl_info_t *c, long long revgen, long long group,
      * often). */
     if (c->planned != 0 && c->planned == c->next_update) {
         return 1;
-    }
-
-    /* A lifetime longer than the one asked for (it was lowered since, a
-     * reload): built again, so that the new lifetime holds at once.  Its
-     * own two dates, not this host's clock: hosts whose clocks differ do
-     * not rebuild each other's CRL.  A CRL cut short by a plan is only
-     * shorter. */
-    if (c->next_update - c->this_update > next_update_secs) {
-        return 0;
     }
 
     /* Until the last quarter of its own lifetime: a caller that asks for

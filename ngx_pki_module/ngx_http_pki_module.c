@@ -72,10 +72,9 @@ typedef struct {
     time_t                     crl_refresh; /* shortest pki_crl_next_update
                                                of the pki_crl locations;
                                                0: no CRL is served */
-    time_t                     crl_lifetime; /* shortest pki_crl_next_update
-                                               of the locations that serve
-                                               CRLs (pki_crl, SCEP GetCRL);
-                                               0: none */
+    time_t                     crl_scep;    /* the same of the SCEP
+                                               locations (GetCRL), for
+                                               when no pki_crl one is */
     ngx_path_t                *crl_cache;   /* pki_crl_cache: the CRLs'
                                                local copies */
     char                      *crl_cache_dir;
@@ -699,9 +698,8 @@ ngx_http_pki_thread_post(ngx_thread_pool_t *tp, ngx_thread_task_t *task)
 void
 ngx_http_pki_thread_enter(void)
 {
-    (void) ngx_atomic_fetch_add(&ngx_http_pki_tasks_entered, 1);
-
     if (ngx_http_pki_tid_known) {
+        (void) ngx_atomic_fetch_add(&ngx_http_pki_tasks_entered, 1);
         return;
     }
 
@@ -715,6 +713,10 @@ ngx_http_pki_thread_enter(void)
     } else {
         ngx_http_pki_tids_full = 1;
     }
+
+    /* counted once its id is in the table: equal counts mean every
+     * thread that runs a task of ours is known */
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_tasks_entered, 1);
 
     (void) pthread_mutex_unlock(&ngx_http_pki_tids_lock);
 }
@@ -1946,8 +1948,14 @@ ngx_http_pki_crl_interval(ngx_http_request_t *r)
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
 
-    return pmcf != NULL && pmcf->crl_lifetime > 0 ? pmcf->crl_lifetime
-                                                  : NGX_HTTP_PKI_CRL_DEFAULT;
+    if (pmcf == NULL) {
+        return NGX_HTTP_PKI_CRL_DEFAULT;
+    }
+
+    /* the pki_crl locations decide; SCEP's GetCRL alone, the SCEP ones
+     * (a SCEP location's default 1h must not cut a pki_crl one's 1d) */
+    return pmcf->crl_refresh > 0 ? pmcf->crl_refresh
+           : pmcf->crl_scep > 0 ? pmcf->crl_scep : NGX_HTTP_PKI_CRL_DEFAULT;
 }
 
 
@@ -1961,10 +1969,8 @@ ngx_http_pki_crl_served(ngx_conf_t *cf)
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
     plcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_pki_module);
 
-    if (pmcf->crl_lifetime == 0
-        || plcf->crl_next_update < pmcf->crl_lifetime)
-    {
-        pmcf->crl_lifetime = plcf->crl_next_update;
+    if (pmcf->crl_scep == 0 || plcf->crl_next_update < pmcf->crl_scep) {
+        pmcf->crl_scep = plcf->crl_next_update;
     }
 }
 
@@ -4752,8 +4758,6 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         {
             pmcf->crl_refresh = conf->crl_next_update;
         }
-
-        ngx_http_pki_crl_served(cf);
     }
 
     return NGX_CONF_OK;
@@ -5424,7 +5428,7 @@ ngx_http_pki_crl_refresh_work(void *data, ngx_log_t *log)
         }
 
         rf->status[i] = pki_crl_current(cas[i].ca, rf->pmcf->redis,
-                                        (long) rf->pmcf->crl_lifetime,
+                                        (long) rf->pmcf->crl_refresh,
                                         rf->have[i], &info, &rf->res[i]);
 
         /* rf->fstatus[i]: the last save's, kept until the next save */

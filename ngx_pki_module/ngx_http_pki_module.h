@@ -345,12 +345,13 @@ ngx_int_t ngx_http_pki_thread_post(ngx_thread_pool_t *tp,
 pki_redis_t *ngx_http_pki_cycle_redis(ngx_cycle_t *cycle);
 ngx_thread_pool_t *ngx_http_pki_cycle_thread_pool(ngx_cycle_t *cycle);
 /* the CRLs' lifetime (s): the shortest pki_crl_next_update of the
- * locations that serve CRLs (ngx_http_pki_crl_served()), its default
- * when none does */
+ * pki_crl locations; without one, of the SCEP locations
+ * (ngx_http_pki_crl_served()); its default when none serves CRLs */
 time_t ngx_http_pki_crl_interval(ngx_http_request_t *r);
-/* In the merge of a location that serves a CA's CRL (pki_crl, or SCEP's
- * GetCRL): its pki_crl_next_update takes part in that shortest value
- * (the shared module's location configuration is merged by then). */
+/* In the merge of a SCEP location (GetCRL serves the CA's CRL): its
+ * pki_crl_next_update takes part in the shortest value used where no
+ * pki_crl location is (the shared module's configuration of the location
+ * is merged by then). */
 void ngx_http_pki_crl_served(ngx_conf_t *cf);
 pki_ca_t *ngx_http_pki_cycle_ca(ngx_cycle_t *cycle, ngx_uint_t i);
 pki_vault_t *ngx_http_pki_find_vault(ngx_conf_t *cf, const char *token);

@@ -867,10 +867,6 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_OK;
     }
 
-    /* GetCRL serves the CA's CRL: its lifetime takes part in the shortest
-     * of all locations that serve it (ngx_http_pki_crl_interval()) */
-    ngx_http_pki_crl_served(cf);
-
     if (conf->conf != NULL) {
         return NGX_CONF_OK;
     }
@@ -920,6 +916,14 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (clcf->handler == NULL) {
         clcf->handler = ngx_http_scep_handler;
+    }
+
+    /* GetCRL serves the CA's CRL: where no pki_crl location does, the
+     * shortest lifetime of the SCEP locations is the CRL's (a nested
+     * location that inherits scep and serves something else not
+     * counted) */
+    if (clcf->handler == ngx_http_scep_handler) {
+        ngx_http_pki_crl_served(cf);
     }
 
     /* the module refuses a body over scep_max_body_size itself */

@@ -36,16 +36,18 @@ openssl_or_die('req', '-x509', '-newkey', 'ec', '-pkeyopt',
         key $nd\/nocrl.key;
     }
 $1/ or die 'no pki_ca issuing';
-# a second CRL location of a longer lifetime, and a location nested in
-# /crl/ (it inherits pki_crl, serves something else) with a short one:
-# every CRL of a CA is one object, of the shortest lifetime of the
-# locations that serve it (here /crl/'s 1h); the nested one counts not
+# /crl/ at 2h, a second CRL location of a longer lifetime, and a location
+# nested in /crl/ (it inherits pki_crl, serves something else) with a
+# short one: every CRL of a CA is one object, of the shortest lifetime of
+# the pki_crl locations (here /crl/'s 2h); neither the nested one nor the
+# demo's SCEP location (GetCRL, at the default 1h) counts
 $conf =~ s{(\n\s*location /crl/ \{\n\s*pki_crl;)}{
         location /crl-long/ {
             pki_crl;
             pki_crl_next_update 1d;
         }
 $1
+            pki_crl_next_update 2h;
             location /crl/nested/ {
                 pki_crl_next_update 1m;
                 return 204;
@@ -114,7 +116,7 @@ my ($url) = $cdp =~ m{URI:(http://\S+)};
 ok($url, "CDP names $url") or $t->give_up("no CDP");
 like($url, qr{^http://127\.0\.0\.1:\d+/crl/issuing\.crl$}, '  demo URL');
 
-# the lifetime: /crl/'s 1h, also when the 1d location asks first
+# the lifetime: /crl/'s 2h, also when the 1d location asks first
 sub lifetime {
     my ($rc, $out) = PKITest::run_cmd(['openssl', 'crl', '-inform', 'DER',
         '-in', "$dir/crl.der", '-noout', '-lastupdate', '-nextupdate']);
@@ -130,8 +132,8 @@ sub lifetime {
 my $r = fetch('http://127.0.0.1:' . $t->http_port . '/crl-long/issuing.crl');
 is($r->{code}, 200, 'the CRL from the 1d location');
 my $life = lifetime();
-ok($life > 3000 && $life <= 3600,
-   "  of 1h ($life s): not 1d, nor the nested location's 1m");
+ok($life > 6600 && $life <= 7200, "  of 2h ($life s): not 1d, nor the "
+   . "nested location's 1m, nor the SCEP location's 1h");
 my $nlong = crl_number();
 
 $r = fetch($url);
@@ -146,7 +148,7 @@ my $n0 = crl_number();
 ok($n0 > 0, "  CRL number $n0");
 is($n0, $nlong, '  the one the 1d location served');
 $life = lifetime();
-ok($life > 3000 && $life <= 3600, "  of 1h ($life s)");
+ok($life > 6600 && $life <= 7200, "  of 2h ($life s)");
 
 
 ($rc, my $out, my $err) = PKITest::run_cmd(['openssl', 'crl', '-inform',
