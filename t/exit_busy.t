@@ -43,20 +43,26 @@ my ($csr) = $t->make_csr('held', subj => '/CN=held');
 require MIME::Base64;
 my $b64 = $t->dir . '/held.b64';
 spew($b64, MIME::Base64::encode_base64($csr));
-kill('STOP', $rpid);
-for my $i (1 .. 2) {
-    $t->spawn("curl$i", 'curl', '-sk', '-m', '60', '-u', 'demo:demo',
-              '-H', 'Content-Type: application/pkcs10',
-              '--data-binary', "\@$b64", '-o', $t->dir . "/held$i.out",
-              $t->est_url('simpleenroll'));
-    sleep 0.3;
+# Redis stopped, two enrollments held in the one thread
+# and the queue; the third is shed
+sub fill_queue {
+    my ($what, @names) = @_;
+    kill('STOP', $rpid);
+    for my $n (@names) {
+        $t->spawn("curl$n", 'curl', '-sk', '-m', '60', '-u', 'demo:demo',
+                  '-H', 'Content-Type: application/pkcs10',
+                  '--data-binary', "\@$b64",
+                  '-o', $t->dir . "/held$n.out", $t->est_url('simpleenroll'));
+        sleep 0.3;
+    }
+    my $r = $t->curl('POST', $t->est_url('simpleenroll'),
+                     user => 'demo:demo', data_file => $b64,
+                     headers => ['Content-Type: application/pkcs10'],
+                     max_time => 20, quiet => 1);
+    is($r->{code}, 503, "$what: a third enrollment is shed: the queue is full")
+        or diag($r->{body});
 }
-$r = $t->curl('POST', $t->est_url('simpleenroll'), user => 'demo:demo',
-              data_file => $b64,
-              headers => ['Content-Type: application/pkcs10'],
-              max_time => 20, quiet => 1);
-is($r->{code}, 503, 'a third enrollment is shed: the queue is full')
-    or diag($r->{body});
+fill_queue('workers', 1, 2);
 
 # the worker told to stop at once: its pool's exit cannot be posted
 ok(kill('TERM', $w), 'SIGTERM to the worker');
@@ -113,20 +119,7 @@ my $pidfile = $t->prefix . '/logs/nginx.pid';
 ok(-e $pidfile, "one process ($single), its pid file");
 ($r) = $t->enroll_serial('single');
 is($r->{code}, 200, 'it enrolls');
-kill('STOP', $rpid);
-for my $i (3 .. 4) {
-    $t->spawn("curl$i", 'curl', '-sk', '-m', '60', '-u', 'demo:demo',
-              '-H', 'Content-Type: application/pkcs10',
-              '--data-binary', "\@$b64", '-o', $t->dir . "/held$i.out",
-              $t->est_url('simpleenroll'));
-    sleep 0.3;
-}
-$r = $t->curl('POST', $t->est_url('simpleenroll'), user => 'demo:demo',
-              data_file => $b64,
-              headers => ['Content-Type: application/pkcs10'],
-              max_time => 20, quiet => 1);
-is($r->{code}, 503, 'master_process off: a third enrollment is shed')
-    or diag($r->{body});
+fill_queue('master_process off', 3, 4);
 ok(kill('TERM', $single), 'SIGTERM to nginx');
 my $status;
 for (1 .. 600) {
