@@ -1093,6 +1093,10 @@ typedef struct {
     const char       *reason;        /* public detail or revocation reason */
     double            seconds;       /* PKI_EV_SIGN, PKI_EV_REDIS; < 0:
                                         an error without a latency      */
+    const char       *reason_label;  /* PKI_EV_REVOKE: the reason alone,
+                                        when reason says more (a date):
+                                        for labels, a bounded set; NULL:
+                                        reason is one                   */
 } pki_event_t;
 
 /* The outcome class of a status, for labels: "success", "auth", "policy",

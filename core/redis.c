@@ -2261,6 +2261,7 @@ pki_record_revoke_gated(pki_redis_t *r, const char *ca, const char *serial,
         snprintf(why_buf, sizeof(why_buf), "%s, invalid since %s",
                  pki_int_reason_name(reason), when_buf);
         ev.reason = why_buf;
+        ev.reason_label = pki_int_reason_name(reason);
     }
 
     pki_result_init(&ares);

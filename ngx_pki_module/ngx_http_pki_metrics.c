@@ -2047,7 +2047,9 @@ ngx_http_pki_m_sink(void *arg, const pki_event_t *ev)
         labels[0] = "ca";
         labels[1] = ev->ca;
         labels[2] = "reason";
-        labels[3] = ev->status == PKI_OK ? ev->reason : "";
+        /* one series per reason, not per invalidity date */
+        labels[3] = ev->status != PKI_OK ? ""
+                    : ev->reason_label ? ev->reason_label : ev->reason;
         labels[4] = "outcome";
         labels[5] = outcome;
         labels[6] = NULL;

@@ -118,9 +118,10 @@ ok($r->{code} >= 400 && $r->{code} < 500, "malformed ($r->{code})");
 
 $r = $t->curl('POST', "$base/pki/admin/revoke", user => 'admin:admin',
               headers => ['Content-Type: application/json'],
-              data => qq({"serial":"$serials[0]","reason":"keyCompromise"}),
+              data => qq({"serial":"$serials[0]","reason":"keyCompromise",)
+                      . qq("invalidity_date":"2026-01-01T00:00:00Z"}),
               quiet => 1);
-is($r->{code}, 200, 'revoked one');
+is($r->{code}, 200, 'revoked one (with an invalidity date)');
 
 # --- ACME, SCEP, Matter: successes and failure classes ----------------------
 
@@ -306,6 +307,8 @@ is(delta($m0, $m1, qq(pki_issuance_total{$L,outcome="backend"})), 1,
    'issuance backend failure +1 (the core hook)');
 is(delta($m0, $m1, 'pki_revocations_total{ca="issuing",reason="keyCompromise",'
                    . 'outcome="success"}'), 1, 'revocations +1 by reason');
+ok(!(grep { /invalid since/ } keys %$m1),
+   '  the invalidity date in no label (one series per date filled the zone)');
 is(delta($m0, $m1, 'pki_requests_total{protocol="admin",ca="",template="",'
                    . 'outcome="success"}'), 1, 'admin requests +1');
 is(delta($m0, $m1, 'pki_sign_duration_seconds_count{what="certificate"}'),
