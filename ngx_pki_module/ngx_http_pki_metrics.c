@@ -484,6 +484,8 @@ static struct {
 
 static ngx_str_t  ngx_http_pki_m_off_text =
     ngx_string("metrics are off (pki_metrics_zone off)\n");
+static ngx_str_t  ngx_http_pki_m_cross_text =
+    ngx_string("a request made by another site is refused\n");
 static ngx_str_t  ngx_http_pki_m_busy_text =
     ngx_string("busy, retry later\n");
 static ngx_str_t  ngx_http_pki_m_history_text =
@@ -3544,6 +3546,14 @@ ngx_http_pki_dashboard_handler(ngx_http_request_t *r)
 
     if (ngx_http_pki_m_shm == NULL) {
         return ngx_http_pki_m_unavailable(r);
+    }
+
+    /* the data behind the page is for the page (same origin): another
+     * site's page could make an operator's browser, with its cached
+     * credentials, load the pool and Redis with history reads */
+    if (r->args.len != 0 && ngx_http_pki_cross_site(r)) {
+        return ngx_http_pki_send_plain(r, NGX_HTTP_FORBIDDEN,
+                                       &ngx_http_pki_m_cross_text, 0);
     }
 
     if (ngx_http_arg(r, (u_char *) "format", 6, &arg) == NGX_OK

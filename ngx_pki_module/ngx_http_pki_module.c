@@ -3902,7 +3902,7 @@ ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * navigation) and Origin (on every POST; it must be http:// or https://
  * and this server's Host).  Tools (curl, pkictl) send neither.
  */
-static ngx_int_t
+ngx_int_t
 ngx_http_pki_cross_site(ngx_http_request_t *r)
 {
     size_t            n;

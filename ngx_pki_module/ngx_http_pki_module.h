@@ -338,6 +338,9 @@ extern ngx_uint_t  ngx_http_pki_threads_left;
 /* first thing in every pool task of the modules: the worker's exit waits
  * for the threads that ran one, not for threads of a PKCS#11 library */
 void ngx_http_pki_thread_enter(void);
+/* 1 when a browser sent r for another site's page (Sec-Fetch-Site,
+ * Origin); tools send neither */
+ngx_int_t ngx_http_pki_cross_site(ngx_http_request_t *r);
 /* ngx_thread_task_post() for every pool task of the modules, counted:
  * the worker's exit knows whether one is still queued */
 ngx_int_t ngx_http_pki_thread_post(ngx_thread_pool_t *tp,

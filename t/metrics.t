@@ -438,6 +438,24 @@ while (time < $deadline) {
 }
 is($sum, 4, 'history (Redis minute buckets): 4 issued (3 EST + 1 SCEP)');
 
+# the page's data is for the page: another site's <img> or fetch() (its
+# Sec-Fetch-Site, or an Origin of another host) gets 403, the page
+# itself still loads, and the page's own same-origin fetch is served
+for my $q ('history=minute&n=10', 'format=json') {
+    for my $h (['Sec-Fetch-Site: cross-site', 'cross-site'],
+               ['Origin: https://evil.example', 'a foreign Origin']) {
+        $r = $t->curl('GET', "$base/pki/dashboard?$q", user => 'admin:admin',
+                      headers => [$h->[0]], quiet => 1);
+        is($r->{code}, 403, "dashboard ?$q, $h->[1]: 403");
+    }
+    $r = $t->curl('GET', "$base/pki/dashboard?$q", user => 'admin:admin',
+                  headers => ['Sec-Fetch-Site: same-origin'], quiet => 1);
+    is($r->{code}, 200, "dashboard ?$q, same-origin: 200");
+}
+$r = $t->curl('GET', "$base/pki/dashboard", user => 'admin:admin',
+              headers => ['Sec-Fetch-Site: cross-site'], quiet => 1);
+is($r->{code}, 200, 'the page itself, linked from another site: 200');
+
 # A reload keeps the zone's counts; the new workers must not add them to
 # the history a second time (each reload did, before the history's share
 # of each count was kept in the zone)
