@@ -3709,8 +3709,12 @@ ngx_http_pki_m_send(ngx_http_request_t *r, ngx_uint_t status,
 
     h->hash = 1;
     ngx_str_set(&h->key, "Content-Security-Policy");
+    /* frame-ancestors is not covered by default-src: no other site
+     * frames the page */
     ngx_str_set(&h->value, "default-src 'self'; script-src 'unsafe-inline'; "
-                           "style-src 'unsafe-inline'; img-src 'self' data:");
+                           "style-src 'unsafe-inline'; img-src 'self' data:; "
+                           "frame-ancestors 'none'; base-uri 'none'; "
+                           "form-action 'none'");
 
     if (len == 0) {
         r->header_only = 1;

@@ -455,6 +455,8 @@ for my $q ('history=minute&n=10', 'format=json') {
 $r = $t->curl('GET', "$base/pki/dashboard", user => 'admin:admin',
               headers => ['Sec-Fetch-Site: cross-site'], quiet => 1);
 is($r->{code}, 200, 'the page itself, linked from another site: 200');
+like($r->{headers}{'content-security-policy'} // '',
+     qr/frame-ancestors 'none'/, '  no other site may frame it');
 
 # A reload keeps the zone's counts; the new workers must not add them to
 # the history a second time (each reload did, before the history's share
