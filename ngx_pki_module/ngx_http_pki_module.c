@@ -2547,6 +2547,19 @@ ngx_http_pki_body_unwanted(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_pki_send_header(ngx_http_request_t *r)
 {
+    ngx_table_elt_t  *h;
+
+    /* a browser shown one of our bodies (a problem document, the
+     * dashboard, an admin answer) never takes it for another type */
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "X-Content-Type-Options");
+    ngx_str_set(&h->value, "nosniff");
+
     if (r->headers_out.etag == NULL
         && r->headers_out.last_modified_time == -1)
     {

@@ -65,6 +65,10 @@ $r = api('GET', "certificates/$s1", user => 'admin:wrong');
 is($r->{code}, 401, 'wrong password: 401');
 $r = api('GET', "certificates/$s1", user => 'demo:demo');
 is($r->{code}, 401, 'EST user is not an admin: 401');
+$r = api('GET', "certificates/$s1");
+is($r->{code}, 200, 'the admin reads a record: 200');
+is($r->{headers}{'x-content-type-options'} // '', 'nosniff',
+   '  nosniff: a browser keeps its JSON type');
 $r = api('POST', 'revoke', user => undef,
          data => $json->encode({ serial => $s2 }));
 is($r->{code}, 401, 'revoke without credentials: 401');

@@ -457,6 +457,8 @@ $r = $t->curl('GET', "$base/pki/dashboard", user => 'admin:admin',
 is($r->{code}, 200, 'the page itself, linked from another site: 200');
 like($r->{headers}{'content-security-policy'} // '',
      qr/frame-ancestors 'none'/, '  no other site may frame it');
+is($r->{headers}{'x-content-type-options'} // '', 'nosniff',
+   '  nosniff: a browser keeps its type');
 
 # A reload keeps the zone's counts; the new workers must not add them to
 # the history a second time (each reload did, before the history's share
