@@ -2143,15 +2143,16 @@ av_unchunk(const char *raw, size_t len, char *out, size_t cap, size_t *outlen)
         }
         memcpy(hex, raw + pos, (size_t) (eol - (raw + pos)));
         hex[eol - (raw + pos)] = '\0';
-        if (!((hex[0] >= '0' && hex[0] <= '9') || (hex[0] >= 'a'
-              && hex[0] <= 'f') || (hex[0] >= 'A' && hex[0] <= 'F')))
+        /* the size is hex digits only (strtoul alone would take "0x4",
+         * " 4" or "+4"), then the line's end or an extension */
+        end = hex + strspn(hex, "0123456789abcdefABCDEF");
+        if (end == hex
+            || (*end != '\0' && *end != ';'
+                && !(end[0] == '\r' && end[1] == '\0')))
         {
             return -1;
         }
-        size = strtoul(hex, &end, 16);
-        if (*end != '\0' && *end != '\r' && *end != ';') {
-            return -1;
-        }
+        size = strtoul(hex, NULL, 16);
         pos = (size_t) (eol - raw) + 1;
 
         if (size == 0) {

@@ -264,6 +264,11 @@ http_answer(int fd, const char *path, const char *host)
         SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
              "5\r\n%.5s\r\n%zx;ext=1\r\n%s\r\n0\r\n\r\n", k, strlen(k) - 5,
              k + 5);
+    } else if (strcmp(tok, "chunk0x") == 0 || strcmp(tok, "chunksp") == 0) {
+        /* a size strtoul reads but HTTP does not: "0x5", " 5" */
+        SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "%s5\r\n%.5s\r\n%zx\r\n%s\r\n0\r\n\r\n",
+             tok[5] == 'x' ? "0x" : " ", k, strlen(k) - 5, k + 5);
     } else if (strcmp(tok, "noclen") == 0) {
         SEND("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n%s \r\n\t",
              k);
@@ -1565,6 +1570,10 @@ main(void)
        "(%s)", http_host_seen);
     check("http-01 chunked", &c, PKI_ACME_HTTP01, "dns", "good.test",
           "chunked", NULL, NULL);
+    check("http-01 chunk size \"0x5\"", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "chunk0x", "connection", "malformed chunked body");
+    check("http-01 chunk size \" 5\"", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "chunksp", "connection", "malformed chunked body");
     check("http-01 close-delimited, trailing white space", &c,
           PKI_ACME_HTTP01, "dns", "good.test", "noclen", NULL, NULL);
     /* RFC 8555 8.3: only trailing white space is ignored */
