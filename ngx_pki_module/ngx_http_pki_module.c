@@ -3132,6 +3132,22 @@ ngx_http_pki_postconfiguration(ngx_conf_t *cf)
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
 
+    /* master_process off: nginx builds a reload's cycle but runs no
+     * init_process for it, so its keys, its Redis and its thread pools
+     * would never start, and every request would fail or wait forever.
+     * The reload is refused; the running configuration goes on serving */
+    if (ngx_process == NGX_PROCESS_SINGLE && !ngx_test_config
+        && !ngx_is_init_cycle(cf->cycle->old_cycle)
+        && (pmcf->keys.nelts || pmcf->vaults.nelts || pmcf->redis))
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "pki: a reload with "
+                      "\"master_process off\" would leave the new "
+                      "configuration's keys, Redis and thread pools "
+                      "unstarted: refused, the running configuration stays; "
+                      "restart nginx to change it");
+        return NGX_ERROR;
+    }
+
     /* the merges are done: a location whose bodies may be larger than
      * the whole budget refuses those over it with 503, idle or not (a
      * warning: a small budget beside a large cap may be meant, as a

@@ -119,6 +119,20 @@ my $pidfile = $t->prefix . '/logs/nginx.pid';
 ok(-e $pidfile, "one process ($single), its pid file");
 ($r) = $t->enroll_serial('single');
 is($r->{code}, 200, 'it enrolls');
+
+# nginx runs no init_process after a reload in this mode: the new cycle's
+# keys, Redis and pool threads would never start.  The reload is refused
+# with its reason, and the running configuration still enrolls
+ok(kill('HUP', $single), 'SIGHUP (reload) to the one process');
+my $said;
+for (1 .. 100) {
+    last if ($said = (slurp($t->error_log) // '')
+             =~ /\[emerg\].*pki: a reload with "master_process off"/);
+    sleep 0.1;
+}
+ok($said, '  refused, with the reason, in the error log');
+($r) = $t->enroll_serial('after reload');
+is($r->{code}, 200, '  the running configuration still enrolls');
 fill_queue('master_process off', 3, 4);
 ok(kill('TERM', $single), 'SIGTERM to nginx');
 my $status;
