@@ -1308,6 +1308,18 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         }
     }
 
+    /* the same for the CA's own key: an answer ends no later than the
+     * CA certificate, which no verifier trusts past its notAfter (one
+     * already expired leaves nextUpdate as configured: it cannot come
+     * before thisUpdate) */
+    if (sg == NULL && next > 0) {
+        na = pki_int_asn1_time(X509_get0_notAfter(
+                                   pki_ca_cert(conf->cas[signer])));
+        if (na > now && na < next) {
+            next = na;
+        }
+    }
+
     /* a good answer ends when a planned revocation of its certificate
      * takes effect: neither a cache nor a verifier keeps "good" past it */
     for (i = 0; next > 0 && i < n; i++) {

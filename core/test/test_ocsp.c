@@ -1555,6 +1555,98 @@ done:
 }
 
 
+/* The CA key signs close to the CA certificate's end: the answer's
+ * nextUpdate (and the cache's lifetime) is the CA's notAfter, not an hour
+ * past it; an hour before, it is the configured hour. */
+static void
+test_ca_expiry(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
+    pki_template_t *tdev, pki_redis_t *r)
+{
+    int                    i, st;
+    size_t                 len;
+    time_t                 na, nu;
+    X509                  *sub, *leaf;
+    EVP_PKEY              *pk;
+    pki_ca_t              *ca, *cas[1];
+    pki_key_t             *key;
+    id_spec_t              id;
+    struct tm              tm;
+    OCSP_CERTID           *cid;
+    unsigned char         *der;
+    OCSP_BASICRESP        *bs;
+    pki_ocsp_conf_t        conf;
+    pki_ocsp_resp_t        resp;
+    ASN1_GENERALIZEDTIME  *thisupd, *nextupd;
+
+    pk = fx_keygen("EC:P-256");
+    key = fx_key_file(dir, "ending.key", pk);
+    sub = issue_sub(rootca, tsub, "ending CA", pk);
+    if (!ok(sub != NULL, "a CA near its end: a CA")) {
+        pki_key_free(key);
+        EVP_PKEY_free(pk);
+        return;
+    }
+    fx_write_cert(dir, "ending.pem", sub);
+    ca = make_ca("ending", "ending.pem", key, tdev);
+    leaf = issue_leaf(ca, tdev, r, "ending leaf");
+    memset(&tm, 0, sizeof(tm));
+    ASN1_TIME_to_tm(X509_get0_notAfter(sub), &tm);
+    na = timegm(&tm);
+
+    memset(&conf, 0, sizeof(conf));
+    cas[0] = ca;
+    conf.cas = cas;
+    conf.ncas = 1;
+    conf.redis = r;
+    conf.next_update = 3600;
+
+    for (i = 0; i < 2 && leaf != NULL; i++) {
+        id = (id_spec_t) { EVP_sha1(), sub, leaf, 0 };
+        der = make_req(&id, 1, 0, &len, NULL);
+        clock_step = na - (i ? 7200 : 600);
+        clock_calls = 0;
+        run(&conf, "POST", der, len, &resp);
+        clock_step = 0;
+        free(der);
+
+        st = parse(&resp, root, sub, &bs);
+        nu = 0;
+        if (st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs != NULL) {
+            cid = make_id(&id);
+            nextupd = thisupd = NULL;
+            if (OCSP_resp_find_status(bs, cid, NULL, NULL, NULL, &thisupd,
+                                      &nextupd)
+                && nextupd != NULL)
+            {
+                memset(&tm, 0, sizeof(tm));
+                ASN1_TIME_to_tm(nextupd, &tm);
+                nu = timegm(&tm);
+            }
+            OCSP_CERTID_free(cid);
+        }
+        if (i == 0) {
+            ok(nu == na && resp.next_update == na,
+               "the CA ends in 10 min: nextUpdate and the cache lifetime "
+               "end at its notAfter (%lld, %lld, notAfter %lld)",
+               (long long) nu, (long long) resp.next_update, (long long) na);
+        } else {
+            ok(nu == resp.this_update + 3600 && nu < na
+               && resp.next_update == nu,
+               "the CA ends in 2 h: nextUpdate 1 h after thisUpdate "
+               "(%lld, notAfter %lld)", (long long) nu, (long long) na);
+        }
+        OCSP_BASICRESP_free(bs);
+        pki_ocsp_resp_free(&resp);
+    }
+
+    X509_free(leaf);
+    X509_free(sub);
+    pki_ca_free(ca);
+    pki_key_free(key);
+    EVP_PKEY_free(pk);
+}
+
+
 static void
 test_redis_down(X509 *root, pki_ca_t *rootca)
 {
@@ -1927,6 +2019,7 @@ main(void)
     test_ca("ED25519", root, rootca, tsub, tdev, r, 0);
     test_same_key(root, rootca, tsub, tdev, r);
     test_plan_clock(root, rootca, tsub, tdev, r);
+    test_ca_expiry(root, rootca, tsub, tdev, r);
     test_redis_down(root, rootca);
     test_cache_key(root, rootpk);
 
