@@ -584,6 +584,33 @@ pki_crl_tbs_split(const unsigned char *tbs, long tbslen, size_t *start,
 }
 
 
+/* The CA certificate's notAfter, or 0 when unreadable. */
+static time_t
+pki_crl_ca_end(pki_ca_t *ca)
+{
+    return pki_int_asn1_time(X509_get0_notAfter(pki_ca_cert(ca)));
+}
+
+
+/* A CRL ends no later than its CA certificate, past which no relying party
+ * trusts its signature (nor keeps it: it would be rejected as signed by an
+ * expired CA).  A CA already ended leaves the lifetime as asked: the end
+ * cannot come before thisUpdate. */
+static long
+pki_crl_ca_cap(pki_ca_t *ca, time_t now, long next_update_secs)
+{
+    time_t  end;
+
+    end = pki_crl_ca_end(ca);
+
+    if (end > now && end - now < next_update_secs) {
+        return (long) (end - now);
+    }
+
+    return next_update_secs;
+}
+
+
 /* Builds, signs and encodes the CRL from the collected entries. */
 static pki_status_t
 pki_crl_finish(pki_ca_t *ca, pki_crl_builder_t *b, long long number,
@@ -805,6 +832,7 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
     if (b.failed) {
         st = pki_crl_failed(&b, res);
     } else {
+        next_update_secs = pki_crl_ca_cap(ca, b.now, next_update_secs);
         st = pki_crl_finish(ca, &b, number, next_update_secs, der, len, res);
     }
 
@@ -1056,6 +1084,8 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         next_update_secs = (long) (plan - b.now);
     }
 
+    next_update_secs = pki_crl_ca_cap(ca, b.now, next_update_secs);
+
     st = pki_crl_finish(ca, &b, number, next_update_secs, der, len, res);
 
     if (info != NULL) {
@@ -1246,7 +1276,7 @@ pki_crl_same_state(pki_ca_t *ca, pki_redis_t *r, pki_crl_info_t *c,
 /* Whether the stored CRL is still the one to serve at now. */
 static int
 pki_crl_fresh(const pki_crl_info_t *c, long long revgen, long long group,
-    time_t now, long next_update_secs)
+    time_t now, long next_update_secs, time_t ca_end)
 {
     if (c->number <= 0 || c->revgen != revgen || c->group != group
         || c->next_update <= now)
@@ -1274,6 +1304,11 @@ pki_crl_fresh(const pki_crl_info_t *c, long long revgen, long long group,
      * (the last quarter of a short lifetime would rebuild it ever more
      * often). */
     if (c->planned != 0 && c->planned == c->next_update) {
+        return 1;
+    }
+
+    /* Cut to the CA certificate's end: the same, until then */
+    if (ca_end != 0 && c->next_update == ca_end) {
         return 1;
     }
 
@@ -1335,7 +1370,9 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
         now = time(NULL);
 
-        if (pki_crl_fresh(out, revgen, group, now, next_update_secs)) {
+        if (pki_crl_fresh(out, revgen, group, now, next_update_secs,
+                          pki_crl_ca_end(ca)))
+        {
             return PKI_OK;
         }
 

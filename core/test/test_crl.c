@@ -2221,6 +2221,69 @@ done:
     X509_free(sub2);
 }
 
+/* A CA certificate near its end: the CRL ends with it, not an hour past
+ * it (no relying party trusts the signature then), and is served until
+ * then rather than built again ever more often in its last quarter; an
+ * expired CA's CRL keeps the lifetime asked. */
+static void
+test_ca_end(pki_key_t *key, pki_template_t *t, const char *sock)
+{
+    char             ns2[64];
+    size_t           len;
+    time_t           end, now, nu;
+    X509_CRL        *crl;
+    pki_ca_t        *ca;
+    pki_redis_t     *r;
+    pki_status_t     st;
+    pki_result_t     res;
+    unsigned char   *der;
+    pki_crl_info_t   a, b;
+
+    ca = make_ca("crlend", "ca.pem", key, t);
+    end = asn1_time(X509_get0_notAfter(pki_ca_cert(ca)));
+
+    for (now = end - 7200; now <= end + 7200; now += 6600) {
+        der = NULL;
+        pki_result_init(&res);
+        st = pki_crl_build_list(ca, NULL, 0, 9, now, 3600, &der, &len, &res);
+        crl = st == PKI_OK ? parse_crl(der, len) : NULL;
+        nu = crl ? asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0;
+        ok(nu == (now + 3600 > end && now < end ? end : now + 3600),
+           "CA ending in %+lld s: nextUpdate %+lld s from thisUpdate",
+           (long long) (end - now), (long long) (nu - now));
+        X509_CRL_free(crl);
+        free(der);
+    }
+
+    snprintf(ns2, sizeof(ns2), "crlend%d:", (int) getpid());
+    r = fx_redis(sock, ns2, 1000, &res);
+    if (!ok(r != NULL, "CA end: a store")) {
+        pki_ca_free(ca);
+        return;
+    }
+
+    clock_ahead = (long) (end - 600 - time(NULL));
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, 0, &a, &res);
+    ok(st == PKI_OK && a.next_update == end,
+       "  the current CRL 10 min before the CA's end ends with it "
+       "(%+lld s)", (long long) (a.next_update - end));
+    clock_ahead += 540;
+    st = pki_crl_current(ca, r, 3600, a.number, &b, &res);
+    ok(st == PKI_OK && b.number == a.number && b.der == NULL,
+       "  a minute before it, in its last quarter: unchanged (%lld, %lld)",
+       a.number, b.number);
+    clock_ahead = 0;
+
+    free(a.der);
+    free(b.der);
+    pki_redis_free(r);
+    pki_ca_free(ca);
+}
+
+
 
 /* The lock's SET taken by Redis, its answer lost with the connection:
  * hiredis sends it again on a new one, which Redis refuses (the key is
@@ -2353,6 +2416,7 @@ main(void)
     test_redis(ca, sub, tleaf, sock);
     test_same(ca, rootca, tsub, tleaf, subkey, subpk, sock);
     test_lock_lost_reply(sock);
+    test_ca_end(subkey, tleaf, sock);
 
     pki_ca_free(ca);
     pki_ca_free(rootca);
