@@ -144,6 +144,15 @@ typedef struct {
 #define PKI_CKS_RW_USER_FUNCTIONS  0x3UL
 #define PKI_P11_SESSIONS_MAX    256
 
+/* A token out of sessions (CKR_SESSION_COUNT from C_OpenSession: an HSM
+ * with a small session limit behind a large thread pool) is busy, not
+ * failing: the signer waits for a session to come back, in slices (the
+ * sessions of other keys on the token are not signalled), for at most
+ * PKI_P11_BUSY_MS in all, with the vault's read lock held. */
+#define PKI_CKR_SESSION_COUNT   0xb1UL
+#define PKI_P11_BUSY_MS         1000
+#define PKI_P11_BUSY_SLICE_MS   50
+
 
 typedef struct pki_p11mod_s  pki_p11mod_t;
 
@@ -239,7 +248,11 @@ struct pki_key_s {
     /* lean EC signing (pki_p11_sign): the private key object and a pool of
      * idle sessions, valid for vault generation p11_gen; under p11_mutex */
     pthread_mutex_t    p11_mutex;
+    pthread_cond_t     p11_cond;     /* a session came back (pooled or
+                                        closed): pki_p11_session_put */
     int                p11_state;    /* 0 not looked up, 1 usable, -1 no */
+    int                p11_busy;     /* the last fetch's test found no free
+                                        session; under the write lock */
     unsigned long      p11_gen;
     pki_ck_ulong       p11_obj;
     pki_ck_ulong      *p11_sess;
@@ -254,7 +267,8 @@ struct pki_key_s {
 };
 
 
-static pki_status_t pki_key_test_locked(pki_key_t *k, pki_result_t *res);
+static pki_status_t pki_key_test_locked(pki_key_t *k, int *busy,
+    pki_result_t *res);
 static int pki_key_fault(pki_status_t st);
 static void pki_key_failed(pki_key_t *k, const char *why, pki_result_t *res);
 
@@ -1964,8 +1978,10 @@ pki_key_uri_token(const char *ref, char *buf, size_t size)
 PKI_API pki_key_t *
 pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
 {
-    pki_key_t  *k;
-    pki_uri_t   u;
+    int                  rc;
+    pki_key_t           *k;
+    pki_uri_t            u;
+    pthread_condattr_t   ca;
 
     if (ref == NULL || *ref == '\0') {
         pki_fail(res, PKI_MALFORMED, "empty key reference");
@@ -2030,6 +2046,25 @@ pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
         return NULL;
     }
 
+    if (pthread_condattr_init(&ca) != 0) {
+        pthread_mutex_destroy(&k->p11_mutex);
+        free(k);
+        pki_fail(res, PKI_INTERNAL, "pthread_condattr_init() failed");
+        return NULL;
+    }
+
+    /* timed waits (pki_p11_session_get) on the clock of pki_int_now() */
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0
+         && pthread_cond_init(&k->p11_cond, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+
+    if (!rc) {
+        pthread_mutex_destroy(&k->p11_mutex);
+        free(k);
+        pki_fail(res, PKI_INTERNAL, "pthread_cond_init() failed");
+        return NULL;
+    }
+
     k->ref = strdup(ref);
     if (k->ref == NULL) {
         goto nomem;
@@ -2064,6 +2099,7 @@ pki_key_new(const char *ref, pki_vault_t *vault, pki_result_t *res)
 
 nomem:
 
+    pthread_cond_destroy(&k->p11_cond);
     pthread_mutex_destroy(&k->p11_mutex);
     free(k->ref);
     free(k->label);
@@ -2420,17 +2456,19 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
 static pki_status_t
 pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
 {
-    int           opening;
+    int           opening, busy;
     pki_status_t  st;
 
     pthread_mutex_lock(&pki_p11_lib_mutex);
     st = pki_key_fetch_locked_do(k, res);
     pthread_mutex_unlock(&pki_p11_lib_mutex);
 
+    busy = 0;
+
     if (st == PKI_OK
         && __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) != PKI_KEY_OPEN)
     {
-        st = pki_key_test_locked(k, res);
+        st = pki_key_test_locked(k, &busy, res);
 
         if (st == PKI_OK) {
             /* a key closed meanwhile stays closed */
@@ -2445,7 +2483,10 @@ pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
         }
     }
 
-    k->bad_gen = st == PKI_OK ? 0 : k->vault->gen;
+    /* a token out of sessions is not a failed lookup: no reopen for it
+     * (pki_vault_recover gives up instead) */
+    k->bad_gen = st == PKI_OK || busy ? 0 : k->vault->gen;
+    k->p11_busy = busy;
 
     if (pki_key_fault(st)) {
         pki_key_failed(k, res->detail, NULL);
@@ -2839,22 +2880,22 @@ pki_md_fetched(const EVP_MD *md)
 
 
 /* Looks the private key object up (p11_mutex held, vault open).  Sets
- * p11_state to 1 (usable) or -1 (leave the key to libp11). */
-static void
+ * p11_state to 1 (usable) or -1 (leave the key to libp11), or leaves it 0
+ * when no session opens: returns C_OpenSession's CKR. */
+static pki_ck_ulong
 pki_p11_lookup(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong slot)
 {
-    pki_ck_ulong    s, objs[2], n, cls = PKI_CKO_PRIVATE_KEY;
+    pki_ck_ulong    s, objs[2], n, cls = PKI_CKO_PRIVATE_KEY, ck;
     pki_ck_attr_t   t[3];
     pki_ck_ulong    nt;
 
     k->p11_state = -1;
 
-    if (m->fn.open(slot, PKI_CKF_SERIAL_SESSION, NULL, NULL, &s)
-        != PKI_CKR_OK)
-    {
+    ck = m->fn.open(slot, PKI_CKF_SERIAL_SESSION, NULL, NULL, &s);
+    if (ck != PKI_CKR_OK) {
         /* the token may be gone: let libp11 fail and the vault reopen */
         k->p11_state = 0;
-        return;
+        return ck;
     }
 
     nt = 0;
@@ -2890,66 +2931,112 @@ pki_p11_lookup(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong slot)
         k->p11_sess = malloc(PKI_P11_SESSIONS_MAX * sizeof(pki_ck_ulong));
         if (k->p11_sess != NULL) {
             k->p11_sess[k->p11_nsess++] = s;
-            return;
+            return PKI_CKR_OK;
         }
 
         k->p11_state = -1;
     }
 
     (void) m->fn.close(s);
+
+    return PKI_CKR_OK;
 }
 
 
-/* A session for signing (vault read lock held): 1 with *s set, 0 on a
- * token failure, 2 when the key is not for this path. */
+/* A session for signing (vault lock held): 1 with *s set, 0 on a token
+ * failure, 2 when the key is not for this path, 3 when the token has no
+ * free session (CKR_SESSION_COUNT) and none came back within
+ * PKI_P11_BUSY_MS (wait 1; at once with wait 0: under the write lock no
+ * signer of the vault can give one back).  *ck: C_OpenSession's last CKR
+ * (0 if not called). */
 static int
-pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong *s)
+pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, int wait_ok,
+    pki_ck_ulong *s, pki_ck_ulong *ck)
 {
-    pki_vault_t  *v = k->vault;
-    pki_ck_ulong  slot;
+    double           now, end, wait;
+    pki_vault_t     *v = k->vault;
+    pki_ck_ulong     slot;
+    struct timespec  ts;
 
     slot = PKCS11_get_slotid_from_slot(v->slot);
+    *ck = PKI_CKR_OK;
+    end = 0;
 
     pthread_mutex_lock(&k->p11_mutex);
 
-    if (k->p11_gen != v->gen) {
-        /* a reopen since: the old handles died with the old module
-         * instance (never close them: the numbers may be reused) */
-        k->p11_nsess = 0;
-        k->p11_state = 0;
-        k->p11_gen = v->gen;
-        free(k->p11_sess);
-        k->p11_sess = NULL;
+    for ( ;; ) {
+
+        if (k->p11_gen != v->gen) {
+            /* a reopen since: the old handles died with the old module
+             * instance (never close them: the numbers may be reused) */
+            k->p11_nsess = 0;
+            k->p11_state = 0;
+            k->p11_gen = v->gen;
+            free(k->p11_sess);
+            k->p11_sess = NULL;
+        }
+
+        if (k->p11_state == 0) {
+            *ck = pki_p11_lookup(k, m, slot);
+        }
+
+        if (k->p11_state < 0) {
+            pthread_mutex_unlock(&k->p11_mutex);
+            return 2;
+        }
+
+        if (k->p11_state == 1 && k->p11_nsess > 0) {
+            *s = k->p11_sess[--k->p11_nsess];
+            pthread_mutex_unlock(&k->p11_mutex);
+            return 1;
+        }
+
+        if (k->p11_state == 1) {
+            pthread_mutex_unlock(&k->p11_mutex);
+
+            *ck = m->fn.open(slot, PKI_CKF_SERIAL_SESSION, NULL, NULL, s);
+            if (*ck == PKI_CKR_OK) {
+                return 1;
+            }
+
+            pthread_mutex_lock(&k->p11_mutex);
+        }
+
+        if (*ck != PKI_CKR_SESSION_COUNT) {
+            pthread_mutex_unlock(&k->p11_mutex);
+            return 0;
+        }
+
+        /* busy: wait for a session of this key to come back (or a slice,
+         * for those of other keys), then look again */
+        now = pki_int_now();
+
+        if (end == 0) {
+            end = now + PKI_P11_BUSY_MS / 1000.0;
+        }
+
+        if (!wait_ok || now >= end) {
+            pthread_mutex_unlock(&k->p11_mutex);
+            return 3;
+        }
+
+        wait = end - now;
+        if (wait > PKI_P11_BUSY_SLICE_MS / 1000.0) {
+            wait = PKI_P11_BUSY_SLICE_MS / 1000.0;
+        }
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long) (wait * 1e9);
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+
+        (void) pthread_cond_timedwait(&k->p11_cond, &k->p11_mutex, &ts);
     }
-
-    if (k->p11_state == 0) {
-        pki_p11_lookup(k, m, slot);
-    }
-
-    if (k->p11_state < 0) {
-        pthread_mutex_unlock(&k->p11_mutex);
-        return 2;
-    }
-
-    if (k->p11_state == 0) {
-        pthread_mutex_unlock(&k->p11_mutex);
-        return 0;
-    }
-
-    if (k->p11_nsess > 0) {
-        *s = k->p11_sess[--k->p11_nsess];
-        pthread_mutex_unlock(&k->p11_mutex);
-        return 1;
-    }
-
-    pthread_mutex_unlock(&k->p11_mutex);
-
-    return m->fn.open(slot, PKI_CKF_SERIAL_SESSION, NULL, NULL, s)
-           == PKI_CKR_OK;
 }
 
 
-/* Back into the pool (vault read lock held). */
+/* Back into the pool (vault read lock held); a waiter for a session
+ * (pki_p11_session_get) is woken either way. */
 static void
 pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
 {
@@ -2959,22 +3046,28 @@ pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
         && k->p11_nsess < PKI_P11_SESSIONS_MAX)
     {
         k->p11_sess[k->p11_nsess++] = s;
-        s = 0;
+        pthread_cond_signal(&k->p11_cond);
+        pthread_mutex_unlock(&k->p11_mutex);
+        return;
     }
 
     pthread_mutex_unlock(&k->p11_mutex);
 
-    if (s != 0 || !ok) {
-        (void) m->fn.close(s);
-    }
+    (void) m->fn.close(s);
+
+    /* the token has one session more to give */
+    pthread_mutex_lock(&k->p11_mutex);
+    pthread_cond_signal(&k->p11_cond);
+    pthread_mutex_unlock(&k->p11_mutex);
 }
 
 
 /* ECDSA over a digest on the token, DER-encoded into *der (OPENSSL_free).
- * 1 ok, 0 token failure, 2 not handled. */
+ * 1 ok, 0 token failure, 2 not handled, 3 the token has no free session
+ * (pki_p11_session_get). */
 static int
-pki_p11_ecdsa(pki_key_t *k, const unsigned char *dig, size_t dlen,
-    unsigned char **der, int *derlen, pki_result_t *res)
+pki_p11_ecdsa(pki_key_t *k, int wait_ok, const unsigned char *dig,
+    size_t dlen, unsigned char **der, int *derlen, pki_result_t *res)
 {
     int              rc, half;
     BIGNUM          *r, *sv;
@@ -2988,10 +3081,16 @@ pki_p11_ecdsa(pki_key_t *k, const unsigned char *dig, size_t dlen,
         return 2;
     }
 
-    rc = pki_p11_session_get(k, m, &s);
+    rc = pki_p11_session_get(k, m, wait_ok, &s, &ck);
     if (rc != 1) {
         if (rc == 0) {
-            pki_log(res, "%sC_OpenSession() failed", pki_sep(res));
+            pki_log(res, "%sC_OpenSession() failed: CKR 0x%lx",
+                    pki_sep(res), ck);
+
+        } else if (rc == 3) {
+            pki_log(res, "%sC_OpenSession() failed: CKR 0x%lx, the token "
+                    "has no free session (none came back within %d ms)",
+                    pki_sep(res), ck, wait_ok ? PKI_P11_BUSY_MS : 0);
         }
         return rc;
     }
@@ -3578,10 +3677,13 @@ pki_fastvfy_install(pki_key_t *k, const unsigned char *sig, size_t siglen,
 
 
 /* The lean path for one operation: 1 signed and verified, 0 signing
- * failed, -1 did not verify, 2 not handled (libp11 signs).  Vault read
- * lock held, handles current. */
+ * failed, -1 did not verify, 2 not handled (libp11 signs), 3 the token
+ * has no free session (busy, not failing: pki_p11_session_get, waiting
+ * for one with wait_ok).  Vault lock held (the read lock with wait_ok),
+ * handles current. */
 static int
-pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
+pki_p11_sign(pki_key_t *k, int wait_ok, pki_sign_op_t *op,
+    pki_result_t *res)
 {
     int                   rc, derlen, signid, tbslen;
     unsigned int          dlen;
@@ -3657,7 +3759,7 @@ pki_p11_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
     }
 
     der = NULL;
-    rc = pki_p11_ecdsa(k, dig, dlen, &der, &derlen, res);
+    rc = pki_p11_ecdsa(k, wait_ok, dig, dlen, &der, &derlen, res);
     if (rc != 1) {
         return rc;
     }
@@ -3882,7 +3984,7 @@ static int
 pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     unsigned long seen, pki_result_t *res)
 {
-    int            reopened, closed;
+    int            reopened, closed, busy;
     double         wait;
     struct stat    pst;
     pki_status_t   st;
@@ -3948,6 +4050,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     pki_result_init(&tmp);
     reopened = 0;
     closed = 0;
+    busy = 0;
     st = PKI_OK;
 
     pthread_rwlock_wrlock(&v->lock);
@@ -3964,6 +4067,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
 
     if (v->ctx != NULL && k->gen != v->gen) {
         st = pki_key_fetch_locked(k, &tmp);
+        busy = st != PKI_OK && k->p11_busy;
     }
 
     pthread_rwlock_unlock(&v->lock);
@@ -3989,6 +4093,12 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
         if (tmp.log[0] != '\0') {
             pki_log(res, " (%s)", tmp.log);
         }
+    }
+
+    /* a token out of sessions: not looked at again now (each look holds
+     * the write lock), nor a failure to cure */
+    if (busy) {
+        return 0;
     }
 
     /* a key not found, or not the key it was: its backoff has begun */
@@ -4068,7 +4178,7 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
             && k->gen == v->gen)
         {
             kseq = pki_key_kb_seq(k);
-            rc = pki_p11_sign(k, op, res);
+            rc = pki_p11_sign(k, 1, op, res);
             if (rc == 2) {
                 rc = pki_sign_once(op, k->priv, k->pub, res);
             }
@@ -4081,6 +4191,13 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
             }
 
             pki_drain_errors(res);
+
+            if (rc == 3) {
+                /* the token is busy, not failing (its sessions are all
+                 * in use): no reopen, no backoff, the handles stay */
+                return pki_fail(res, PKI_UNAVAILABLE, "the token has no "
+                                "free session");
+            }
 
             if (rc < 0) {
                 /* the token signs, with another key than this one's:
@@ -4141,18 +4258,21 @@ pki_key_selftest(pki_key_t *k, pki_result_t *res)
 
 
 /* A token key's test signature with the handles just fetched (the vault's
- * write lock held): PKI_BAD_SIGNATURE when it does not verify with pub. */
+ * write lock held): PKI_BAD_SIGNATURE when it does not verify with pub;
+ * *busy set with PKI_UNAVAILABLE when the token had no free session. */
 static pki_status_t
-pki_key_test_locked(pki_key_t *k, pki_result_t *res)
+pki_key_test_locked(pki_key_t *k, int *busy, pki_result_t *res)
 {
     int            rc;
     pki_sign_op_t  op;
+
+    *busy = 0;
 
     memset(&op, 0, sizeof(op));
     op.tbs = pki_selftest_msg;
     op.tbslen = sizeof(pki_selftest_msg) - 1;
 
-    rc = pki_p11_sign(k, &op, res);
+    rc = pki_p11_sign(k, 0, &op, res);
     if (rc == 2) {
         rc = pki_sign_once(&op, k->priv, k->pub, res);
     }
@@ -4170,6 +4290,13 @@ pki_key_test_locked(pki_key_t *k, pki_result_t *res)
         return pki_fail(res, PKI_BAD_SIGNATURE, "key \"%s\" failed its test "
                         "signature: the key on the token does not match its "
                         "public key", k->ref);
+    }
+
+    if (rc == 3) {
+        /* busy, not failing: no reopen for it (pki_key_fetch_locked) */
+        *busy = 1;
+        return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\" failed its test "
+                        "signature: the token has no free session", k->ref);
     }
 
     return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\" failed its test "
@@ -4403,6 +4530,7 @@ pki_key_free(pki_key_t *k)
         pthread_rwlock_unlock(&k->vault->lock);
     }
 
+    pthread_cond_destroy(&k->p11_cond);
     pthread_mutex_destroy(&k->p11_mutex);
     free(k->ref);
     free(k->label);

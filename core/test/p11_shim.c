@@ -1,0 +1,316 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * A PKCS#11 module for the tests (build/p11shim.so): SoftHSM with a
+ * session limit, as an HSM has one (YubiHSM2: 16).  It loads the module
+ * named by PKI_P11SHIM_MODULE (SoftHSM's), hands libp11 a copy of its
+ * function list (C_GetFunctionList) and exports the symbols the core's
+ * lean signing path takes with dlsym.  C_OpenSession answers
+ * CKR_SESSION_COUNT while PKI_P11SHIM_MAX_SESSIONS (0 or unset: no limit;
+ * read at C_Initialize, or set by p11shim_set_max) sessions are open;
+ * p11shim_set_sign_delay makes each C_Sign slower (a busy token).
+ * C_Initialize calls are counted: one per open of a vault.
+ */
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <p11-kit/pkcs11.h>
+
+
+#define P11SHIM_API  __attribute__((visibility("default")))
+
+
+static pthread_mutex_t     shim_mutex = PTHREAD_MUTEX_INITIALIZER;
+static void               *shim_dl;
+static CK_FUNCTION_LIST   *shim_real;
+static CK_FUNCTION_LIST    shim_list;
+static long                shim_max;
+static long                shim_open;       /* sessions open now */
+static long                shim_peak;
+static long                shim_refused;    /* CKR_SESSION_COUNT given */
+static long                shim_inits;
+static long                shim_delay_ms;   /* before each C_Sign */
+
+
+/* The real module's function list: 1 loaded. */
+static int
+shim_load(void)
+{
+    int              ok;
+    const char      *path;
+    CK_C_GetFunctionList  get;
+
+    pthread_mutex_lock(&shim_mutex);
+
+    if (shim_real == NULL) {
+        path = getenv("PKI_P11SHIM_MODULE");
+        if (path != NULL) {
+            shim_dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        }
+
+        get = shim_dl != NULL
+              ? (CK_C_GetFunctionList) dlsym(shim_dl, "C_GetFunctionList")
+              : NULL;
+
+        if (get != NULL && get(&shim_real) != CKR_OK) {
+            shim_real = NULL;
+        }
+    }
+
+    ok = shim_real != NULL;
+
+    pthread_mutex_unlock(&shim_mutex);
+
+    return ok;
+}
+
+
+P11SHIM_API CK_RV
+C_Initialize(CK_VOID_PTR args)
+{
+    CK_RV        rv;
+    const char  *max;
+
+    if (!shim_load()) {
+        return CKR_GENERAL_ERROR;
+    }
+
+    rv = shim_real->C_Initialize(args);
+
+    pthread_mutex_lock(&shim_mutex);
+    shim_inits++;
+    shim_open = 0;
+    max = getenv("PKI_P11SHIM_MAX_SESSIONS");
+    if (max != NULL) {
+        shim_max = atol(max);
+    }
+    pthread_mutex_unlock(&shim_mutex);
+
+    return rv;
+}
+
+
+P11SHIM_API CK_RV
+C_Finalize(CK_VOID_PTR reserved)
+{
+    CK_RV  rv;
+
+    rv = shim_real->C_Finalize(reserved);
+
+    pthread_mutex_lock(&shim_mutex);
+    shim_open = 0;
+    pthread_mutex_unlock(&shim_mutex);
+
+    return rv;
+}
+
+
+P11SHIM_API CK_RV
+C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
+    CK_NOTIFY notify, CK_SESSION_HANDLE_PTR session)
+{
+    CK_RV  rv;
+
+    /* counted before the call: two opens at once never pass the limit */
+    pthread_mutex_lock(&shim_mutex);
+
+    if (shim_max > 0 && shim_open >= shim_max) {
+        shim_refused++;
+        pthread_mutex_unlock(&shim_mutex);
+        return CKR_SESSION_COUNT;
+    }
+
+    shim_open++;
+    if (shim_open > shim_peak) {
+        shim_peak = shim_open;
+    }
+
+    pthread_mutex_unlock(&shim_mutex);
+
+    rv = shim_real->C_OpenSession(slot, flags, app, notify, session);
+
+    if (rv != CKR_OK) {
+        pthread_mutex_lock(&shim_mutex);
+        shim_open--;
+        pthread_mutex_unlock(&shim_mutex);
+    }
+
+    return rv;
+}
+
+
+P11SHIM_API CK_RV
+C_CloseSession(CK_SESSION_HANDLE session)
+{
+    CK_RV  rv;
+
+    rv = shim_real->C_CloseSession(session);
+
+    if (rv == CKR_OK) {
+        pthread_mutex_lock(&shim_mutex);
+        shim_open -= shim_open > 0;
+        pthread_mutex_unlock(&shim_mutex);
+    }
+
+    return rv;
+}
+
+
+/* Every session is counted against one token (the tests have one). */
+P11SHIM_API CK_RV
+C_CloseAllSessions(CK_SLOT_ID slot)
+{
+    CK_RV  rv;
+
+    rv = shim_real->C_CloseAllSessions(slot);
+
+    if (rv == CKR_OK) {
+        pthread_mutex_lock(&shim_mutex);
+        shim_open = 0;
+        pthread_mutex_unlock(&shim_mutex);
+    }
+
+    return rv;
+}
+
+
+P11SHIM_API CK_RV
+C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+    if (list == NULL) {
+        return CKR_ARGUMENTS_BAD;
+    }
+
+    if (!shim_load()) {
+        return CKR_GENERAL_ERROR;
+    }
+
+    pthread_mutex_lock(&shim_mutex);
+
+    shim_list = *shim_real;
+    shim_list.C_Initialize = C_Initialize;
+    shim_list.C_Finalize = C_Finalize;
+    shim_list.C_GetFunctionList = C_GetFunctionList;
+    shim_list.C_OpenSession = C_OpenSession;
+    shim_list.C_CloseSession = C_CloseSession;
+    shim_list.C_CloseAllSessions = C_CloseAllSessions;
+
+    pthread_mutex_unlock(&shim_mutex);
+
+    *list = &shim_list;
+
+    return CKR_OK;
+}
+
+
+/* What the core's lean path takes with dlsym, forwarded. */
+
+P11SHIM_API CK_RV
+C_FindObjectsInit(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG n)
+{
+    return shim_real->C_FindObjectsInit(s, t, n);
+}
+
+
+P11SHIM_API CK_RV
+C_FindObjects(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR objs, CK_ULONG max,
+    CK_ULONG_PTR n)
+{
+    return shim_real->C_FindObjects(s, objs, max, n);
+}
+
+
+P11SHIM_API CK_RV
+C_FindObjectsFinal(CK_SESSION_HANDLE s)
+{
+    return shim_real->C_FindObjectsFinal(s);
+}
+
+
+P11SHIM_API CK_RV
+C_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+{
+    return shim_real->C_SignInit(s, mech, key);
+}
+
+
+P11SHIM_API CK_RV
+C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
+    CK_ULONG_PTR siglen)
+{
+    long             ms;
+    struct timespec  ts;
+
+    pthread_mutex_lock(&shim_mutex);
+    ms = shim_delay_ms;
+    pthread_mutex_unlock(&shim_mutex);
+
+    if (ms > 0) {
+        ts.tv_sec = ms / 1000;
+        ts.tv_nsec = (ms % 1000) * 1000000L;
+        (void) nanosleep(&ts, NULL);
+    }
+
+    return shim_real->C_Sign(s, data, len, sig, siglen);
+}
+
+
+P11SHIM_API CK_RV
+C_Login(CK_SESSION_HANDLE s, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
+    CK_ULONG len)
+{
+    return shim_real->C_Login(s, user, pin, len);
+}
+
+
+P11SHIM_API CK_RV
+C_GetSessionInfo(CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR info)
+{
+    return shim_real->C_GetSessionInfo(s, info);
+}
+
+
+/* For the test (dlsym): the limit, and what happened. */
+
+P11SHIM_API void
+p11shim_set_max(long max)
+{
+    pthread_mutex_lock(&shim_mutex);
+    shim_max = max;
+    pthread_mutex_unlock(&shim_mutex);
+}
+
+
+/* A slow token: each C_Sign takes ms more (0: none). */
+P11SHIM_API void
+p11shim_set_sign_delay(long ms)
+{
+    pthread_mutex_lock(&shim_mutex);
+    shim_delay_ms = ms;
+    pthread_mutex_unlock(&shim_mutex);
+}
+
+
+P11SHIM_API void
+p11shim_stats(long *open, long *peak, long *refused, long *inits)
+{
+    pthread_mutex_lock(&shim_mutex);
+    *open = shim_open;
+    *peak = shim_peak;
+    *refused = shim_refused;
+    *inits = shim_inits;
+    pthread_mutex_unlock(&shim_mutex);
+}
+
+
+P11SHIM_API void
+p11shim_reset_peak(void)
+{
+    pthread_mutex_lock(&shim_mutex);
+    shim_peak = shim_open;
+    pthread_mutex_unlock(&shim_mutex);
+}

@@ -1,0 +1,352 @@
+/*
+ * Copyright 2026 The nginx-pki developers
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * A token with a small session limit (YubiHSM2: 16) behind a large thread
+ * pool: C_OpenSession answers CKR_SESSION_COUNT in a burst.  That is a
+ * busy token, not a failing one: the signers wait for a session to come
+ * back (PKI_UNAVAILABLE after about a second at most), the vault is never
+ * reopened (every key's handles dropped) and the key takes no backoff.
+ * The token is SoftHSM behind build/p11shim.so (core/test/p11_shim.c),
+ * which refuses sessions beyond its limit and counts C_Initialize.
+ */
+
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "pki.h"
+#include "test/unit.h"
+#include "test/p11.h"
+
+
+#define THREADS  32
+#define ROUNDS   40
+#define EXTRA    3          /* sessions allowed above the vault's own */
+
+
+typedef void (*shim_set_max_pt)(long max);
+typedef void (*shim_stats_pt)(long *open, long *peak, long *refused,
+    long *inits);
+typedef void (*shim_reset_peak_pt)(void);
+typedef void (*shim_set_delay_pt)(long ms);
+
+typedef struct {
+    pki_key_t  *key;
+    EVP_PKEY   *pub;
+    int         rounds;
+    int         good;
+    int         busy;           /* PKI_UNAVAILABLE, the token busy */
+    int         other;
+    double      slowest;
+    char        last[1400];
+} lane_t;
+
+
+static pthread_barrier_t  start;
+
+
+static void *
+lane(void *arg)
+{
+    int            i, verified;
+    double         t0, dt;
+    lane_t        *l = arg;
+    pki_status_t   st;
+    pki_result_t   res;
+
+    pthread_barrier_wait(&start);
+
+    for (i = 0; i < l->rounds; i++) {
+        t0 = unit_now();
+        st = p11_sign(l->key, l->pub, &verified, &res);
+        dt = unit_now() - t0;
+
+        if (dt > l->slowest) {
+            l->slowest = dt;
+        }
+
+        if (st == PKI_OK && verified) {
+            l->good++;
+
+        } else if (st == PKI_UNAVAILABLE
+                   && strstr(res.detail, "no free session") != NULL)
+        {
+            l->busy++;
+            snprintf(l->last, sizeof(l->last), "%s (%s)", res.detail,
+                     res.log);
+
+        } else {
+            l->other++;
+            snprintf(l->last, sizeof(l->last), "status %d: %s (%s)",
+                     (int) st, res.detail, res.log);
+        }
+    }
+
+    return NULL;
+}
+
+
+int
+main(void)
+{
+    int                  i, verified, good, busy, other, alive;
+    long                 open0, peak, refused, inits0, inits, n;
+    char                 exe[PATH_MAX], shim[PATH_MAX + 16];
+    void                *dl;
+    double               t0, dt, slowest;
+    p11_t                p;
+    lane_t               lanes[THREADS];
+    pthread_t            tids[THREADS];
+    p11_env_t            e;
+    pki_key_t           *k, *k2;
+    p11_ulong            probe;
+    pki_vault_t         *v;
+    pki_status_t         st;
+    pki_result_t         res;
+    shim_stats_pt        stats;
+    shim_set_max_pt      set_max;
+    shim_reset_peak_pt   reset_peak;
+    shim_set_delay_pt    set_delay;
+
+    p11_env(&e, 0);
+
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        skip_all("no /proc/self/exe");
+    }
+    exe[n] = '\0';
+    snprintf(shim, sizeof(shim), "%s/p11shim.so", dirname(exe));
+
+    if (access(shim, R_OK) != 0) {
+        skip_all("no build/p11shim.so");
+    }
+
+    setenv("PKI_P11SHIM_MODULE", e.module, 1);
+    unsetenv("PKI_P11SHIM_MAX_SESSIONS");
+
+    /* the shim stays loaded (its counters with it) while the test runs */
+    dl = dlopen(shim, RTLD_NOW | RTLD_LOCAL);
+    stats = dl != NULL ? (shim_stats_pt) dlsym(dl, "p11shim_stats") : NULL;
+    set_max = dl != NULL ? (shim_set_max_pt) dlsym(dl, "p11shim_set_max")
+                         : NULL;
+    reset_peak = dl != NULL
+                 ? (shim_reset_peak_pt) dlsym(dl, "p11shim_reset_peak")
+                 : NULL;
+
+    set_delay = dl != NULL
+                ? (shim_set_delay_pt) dlsym(dl, "p11shim_set_sign_delay")
+                : NULL;
+
+    if (!ok(stats != NULL && set_max != NULL && reset_peak != NULL
+            && set_delay != NULL,
+            "the shim module loads (%s)", shim))
+    {
+        return done_testing();
+    }
+
+    pki_result_init(&res);
+    v = pki_vault_new("sessions", shim, e.token, e.pin_file, &res);
+    if (!ok(v != NULL && pki_vault_open(v, &res) == PKI_OK,
+            "vault opens through the shim [%s %s]", res.detail, res.log))
+    {
+        return done_testing();
+    }
+
+    pki_result_init(&res);
+    k = pki_key_new(e.uri_ec, v, &res);
+    if (!ok(k != NULL && pki_key_open(k, &res) == PKI_OK,
+            "the EC key opens [%s %s]", res.detail, res.log))
+    {
+        return done_testing();
+    }
+
+    st = p11_sign(k, pki_key_public(k), &verified, &res);
+    ok(st == PKI_OK && verified, "a first signature [%s %s]", res.detail,
+       res.log);
+
+    /* a session with a find left open, on SoftHSM itself (not counted by
+     * the shim): alive until the module is finalised */
+    probe = 0;
+    if (ok(p11_load(&p, e.module, e.token), "SoftHSM's module")) {
+        probe = p11_probe_arm(&p);
+    }
+    ok(probe != 0 && p11_probe_alive(&p, probe), "the probe is armed");
+
+    stats(&open0, &peak, &refused, &inits0);
+    diag("the vault holds %ld sessions, limit %ld", open0, open0 + EXTRA);
+    set_max(open0 + EXTRA);
+    reset_peak();
+
+    /* the burst */
+    memset(lanes, 0, sizeof(lanes));
+    pthread_barrier_init(&start, NULL, THREADS);
+
+    for (i = 0; i < THREADS; i++) {
+        lanes[i].key = k;
+        lanes[i].pub = pki_key_public(k);
+        lanes[i].rounds = ROUNDS;
+        pthread_create(&tids[i], NULL, lane, &lanes[i]);
+    }
+
+    good = 0;
+    busy = 0;
+    other = 0;
+    slowest = 0;
+
+    for (i = 0; i < THREADS; i++) {
+        pthread_join(tids[i], NULL);
+        good += lanes[i].good;
+        busy += lanes[i].busy;
+        other += lanes[i].other;
+        if (lanes[i].slowest > slowest) {
+            slowest = lanes[i].slowest;
+        }
+    }
+
+    pthread_barrier_destroy(&start);
+
+    stats(&n, &peak, &refused, &inits);
+
+    diag("%d signatures: %d good, %d busy, %d other; slowest %.3f s; "
+         "%ld sessions refused, at most %ld open", THREADS * ROUNDS, good,
+         busy, other, slowest, refused, peak);
+
+    ok(refused > 0, "the token ran out of sessions (%ld refused)", refused);
+    ok(peak <= open0 + EXTRA, "never more than the limit open (%ld)", peak);
+    ok(good > 0, "signatures went through (%d)", good);
+
+    for (i = 0; i < THREADS; i++) {
+        if (lanes[i].other > 0) {
+            diag("lane %d: %s", i, lanes[i].last);
+            break;
+        }
+    }
+
+    for (i = 0; i < THREADS; i++) {
+        if (lanes[i].busy > 0) {
+            diag("busy, lane %d: %s", i, lanes[i].last);
+            break;
+        }
+    }
+
+    ok(other == 0, "every signature good or busy (%d neither)", other);
+    ok(good + busy == THREADS * ROUNDS, "all %d accounted for",
+       THREADS * ROUNDS);
+    ok(slowest < 3.0, "no signer waited long (%.3f s)", slowest);
+    ok(inits == inits0, "the vault was not reopened (C_Initialize %ld, "
+       "was %ld)", inits, inits0);
+
+    alive = probe != 0 && p11_probe_alive(&p, probe);
+    ok(alive, "the module was not finalised (the probe)");
+
+    /* no backoff: the next signature goes through at once */
+    t0 = unit_now();
+    st = p11_sign(k, pki_key_public(k), &verified, &res);
+    ok(st == PKI_OK && verified, "a signature right after [%s %s]",
+       res.detail, res.log);
+    ok(unit_now() - t0 < 0.5, "at once (%.3f s)", unit_now() - t0);
+
+    /* a slow token that gives no new session: the key's pooled sessions
+     * serve in turn, and who waits longer than about a second is told
+     * the token is busy */
+    stats(&n, &peak, &refused, &inits);
+    set_max(n);
+    set_delay(250);
+
+    memset(lanes, 0, sizeof(lanes));
+    pthread_barrier_init(&start, NULL, THREADS);
+
+    t0 = unit_now();
+
+    for (i = 0; i < THREADS; i++) {
+        lanes[i].key = k;
+        lanes[i].pub = pki_key_public(k);
+        lanes[i].rounds = 1;
+        pthread_create(&tids[i], NULL, lane, &lanes[i]);
+    }
+
+    good = 0;
+    busy = 0;
+    other = 0;
+    slowest = 0;
+
+    for (i = 0; i < THREADS; i++) {
+        pthread_join(tids[i], NULL);
+        good += lanes[i].good;
+        busy += lanes[i].busy;
+        other += lanes[i].other;
+        if (lanes[i].slowest > slowest) {
+            slowest = lanes[i].slowest;
+        }
+    }
+
+    pthread_barrier_destroy(&start);
+    set_delay(0);
+
+    diag("slow, no new session: %d good, %d busy, %d other; slowest "
+         "%.3f s, all in %.3f s", good, busy, other, slowest,
+         unit_now() - t0);
+
+    for (i = 0; i < THREADS; i++) {
+        if (lanes[i].other + lanes[i].busy > 0) {
+            diag("lane %d: %s", i, lanes[i].last);
+            break;
+        }
+    }
+
+    ok(good > 0, "the pooled sessions signed (%d)", good);
+    ok(busy > 0, "the others were told the token is busy (%d)", busy);
+    ok(other == 0, "nothing else (%d)", other);
+    ok(slowest >= 0.9 && slowest < 2.5, "after about a second (%.3f s)",
+       slowest);
+
+    t0 = unit_now();
+    st = p11_sign(k, pki_key_public(k), &verified, &res);
+    dt = unit_now() - t0;
+    ok(st == PKI_OK && verified, "a signature right after [%s %s]",
+       res.detail, res.log);
+    ok(dt < 0.5, "at once, no backoff (%.3f s)", dt);
+
+    /* a second key object (no session of its own) opened while the token
+     * gives none: its test signature (under the write lock) is busy at
+     * once, and not taken for a failed lookup */
+    pki_result_init(&res);
+    k2 = pki_key_new(e.uri_ec, v, &res);
+    t0 = unit_now();
+    st = k2 != NULL ? pki_key_open(k2, &res) : PKI_INTERNAL;
+    dt = unit_now() - t0;
+    diag("open without a session: status %d in %.3f s: %s (%s)", (int) st,
+         dt, res.detail, res.log);
+    ok(st == PKI_UNAVAILABLE && strstr(res.log, "no free session") != NULL,
+       "an open without a session is refused as busy");
+    ok(dt < 0.5, "at once, under the write lock (%.3f s)", dt);
+
+    set_max(0);
+
+    st = k2 != NULL ? p11_sign(k2, pki_key_public(k), &verified, &res)
+                    : PKI_INTERNAL;
+    ok(st == PKI_OK && verified, "it signs once the token has sessions "
+       "[%s %s]", res.detail, res.log);
+
+    stats(&n, &peak, &refused, &inits);
+    ok(inits == inits0, "still no reopen (C_Initialize %ld)", inits);
+    ok(probe != 0 && p11_probe_alive(&p, probe), "the probe is alive");
+
+    if (probe != 0) {
+        (void) p.find_final(probe);
+        (void) p.close(probe);
+    }
+
+    pki_key_free(k2);
+    pki_key_free(k);
+    pki_vault_free(v);
+
+    return done_testing();
+}
