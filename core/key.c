@@ -253,6 +253,8 @@ struct pki_key_s {
     int                p11_state;    /* 0 not looked up, 1 usable, -1 no */
     int                p11_busy;     /* the last fetch's test found no free
                                         session; under the write lock */
+    double             busy_until;   /* no fetch before (p11_busy); under
+                                        the vault's state_mutex */
     unsigned long      p11_gen;
     pki_ck_ulong       p11_obj;
     pki_ck_ulong      *p11_sess;
@@ -2943,6 +2945,41 @@ pki_p11_lookup(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong slot)
 }
 
 
+/* Closes one idle pooled session of another key of the vault (vault lock
+ * held, no p11_mutex: two keys trimming each other take one mutex at a
+ * time).  Only sessions of the current generation: older numbers may be
+ * reused.  1 when one was closed. */
+static int
+pki_p11_trim_other(pki_key_t *k, pki_p11mod_t *m)
+{
+    int            got;
+    pki_key_t     *o;
+    pki_ck_ulong   s;
+
+    for (o = k->vault->keys; o != NULL; o = o->next) {
+        if (o == k) {
+            continue;
+        }
+
+        s = 0;
+        pthread_mutex_lock(&o->p11_mutex);
+        got = o->p11_gen == k->vault->gen && o->p11_sess != NULL
+              && o->p11_nsess > 0;
+        if (got) {
+            s = o->p11_sess[--o->p11_nsess];
+        }
+        pthread_mutex_unlock(&o->p11_mutex);
+
+        if (got) {
+            (void) m->fn.close(s);
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* A session for signing (vault lock held): 1 with *s set, 0 on a token
  * failure, 2 when the key is not for this path, 3 when the token has no
  * free session (CKR_SESSION_COUNT) and none came back within
@@ -2953,6 +2990,7 @@ static int
 pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, int wait_ok,
     pki_ck_ulong *s, pki_ck_ulong *ck)
 {
+    int              trimmed;
     double           now, end, wait;
     pki_vault_t     *v = k->vault;
     pki_ck_ulong     slot;
@@ -3015,7 +3053,26 @@ pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, int wait_ok,
             end = now + PKI_P11_BUSY_MS / 1000.0;
         }
 
-        if (!wait_ok || now >= end) {
+        if (now >= end) {
+            pthread_mutex_unlock(&k->p11_mutex);
+            return 3;
+        }
+
+        if (k->p11_state == 1 && k->p11_nsess > 0) {
+            continue;           /* one came back while the open ran */
+        }
+
+        /* the token's sessions are its keys': another key's idle pool
+         * would keep this one out for good */
+        pthread_mutex_unlock(&k->p11_mutex);
+        trimmed = pki_p11_trim_other(k, m);
+        pthread_mutex_lock(&k->p11_mutex);
+
+        if (trimmed) {
+            continue;
+        }
+
+        if (!wait_ok) {
             pthread_mutex_unlock(&k->p11_mutex);
             return 3;
         }
@@ -4016,6 +4073,16 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
         return 0;
     }
 
+    wait = k->busy_until - pki_int_now();
+
+    if (failed == 0 && wait > 0) {
+        pki_log(res, "%skey \"%s\": the token had no free session to "
+                "fetch it, next try in %ld ms", res->log[0] ? "; " : "",
+                k->ref, (long) (wait * 1000) + 1);
+        pthread_mutex_unlock(&v->state_mutex);
+        return 0;
+    }
+
     wait = v->retry_after - pki_int_now();
 
     if (!refused && failed != 1 && wait > 0) {
@@ -4076,6 +4143,11 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
 
     v->reopening = 0;
     pthread_cond_broadcast(&v->state_cond);
+
+    /* the next fetch of a key the token had no session for waits a
+     * second: each one holds the write lock, which stops every signer of
+     * the vault */
+    k->busy_until = busy ? pki_int_now() + PKI_P11_BUSY_MS / 1000.0 : 0;
 
     if (reopened && (closed || failed == 2)) {
         /* a reopen for k: k failing again in this generation is k's own

@@ -97,7 +97,7 @@ int
 main(void)
 {
     int                  i, verified, good, busy, other, alive;
-    long                 open0, peak, refused, inits0, inits, n;
+    long                 open0, peak, refused, inits0, inits, n, i2;
     char                 exe[PATH_MAX], shim[PATH_MAX + 16];
     void                *dl;
     double               t0, dt, slowest;
@@ -105,7 +105,7 @@ main(void)
     lane_t               lanes[THREADS];
     pthread_t            tids[THREADS];
     p11_env_t            e;
-    pki_key_t           *k, *k2;
+    pki_key_t           *k, *k2, *k3;
     p11_ulong            probe;
     pki_vault_t         *v;
     pki_status_t         st;
@@ -315,22 +315,58 @@ main(void)
     ok(dt < 0.5, "at once, no backoff (%.3f s)", dt);
 
     /* a second key object (no session of its own) opened while the token
-     * gives none: its test signature (under the write lock) is busy at
-     * once, and not taken for a failed lookup */
+     * gives no new session: the first key's idle pooled sessions are the
+     * token's, and one of them is closed to make room (before, one key's
+     * idle pool kept another key out for good) */
+    stats(&n, &peak, &refused, &inits);
+    set_max(n);
     pki_result_init(&res);
     k2 = pki_key_new(e.uri_ec, v, &res);
     t0 = unit_now();
     st = k2 != NULL ? pki_key_open(k2, &res) : PKI_INTERNAL;
     dt = unit_now() - t0;
+    ok(st == PKI_OK, "another key opens on a full token: an idle session "
+       "of the first made room [%s %s]", res.detail, res.log);
+    ok(dt < 0.5, "at once (%.3f s)", dt);
+    st = k2 != NULL ? p11_sign(k2, pki_key_public(k), &verified, &res)
+                    : PKI_INTERNAL;
+    ok(st == PKI_OK && verified, "and signs [%s %s]", res.detail, res.log);
+
+    /* a third opened with no session to be had anywhere (the limit under
+     * what the vault itself holds: the idle ones of both keys are closed,
+     * and still none opens): its test signature under the write lock is
+     * busy at once, not a failed lookup */
+    set_max(1);
+    pki_result_init(&res);
+    k3 = pki_key_new(e.uri_ec, v, &res);
+    t0 = unit_now();
+    st = k3 != NULL ? pki_key_open(k3, &res) : PKI_INTERNAL;
+    dt = unit_now() - t0;
     diag("open without a session: status %d in %.3f s: %s (%s)", (int) st,
          dt, res.detail, res.log);
     ok(st == PKI_UNAVAILABLE && strstr(res.log, "no free session") != NULL,
-       "an open without a session is refused as busy");
+       "an open without a session anywhere is refused as busy");
     ok(dt < 0.5, "at once, under the write lock (%.3f s)", dt);
 
-    set_max(0);
+    /* its signer fetches it once (busy: 503), and the next signer within
+     * the second does not take the write lock for another try */
+    st = k3 != NULL ? p11_sign(k3, pki_key_public(k), &verified, &res)
+                    : PKI_INTERNAL;
+    ok(st == PKI_UNAVAILABLE, "a signature with it: 503 [%s %s]",
+       res.detail, res.log);
+    stats(&n, &peak, &refused, &inits);
+    st = k3 != NULL ? p11_sign(k3, pki_key_public(k), &verified, &res)
+                    : PKI_INTERNAL;
+    stats(&n, &peak, &i2, &inits);
+    ok(st == PKI_UNAVAILABLE && strstr(res.log, "next try in") != NULL
+       && i2 == refused,
+       "the next within the second: 503 without another fetch (sessions "
+       "refused %ld, then %ld) [%s %s]", refused, i2, res.detail, res.log);
 
-    st = k2 != NULL ? p11_sign(k2, pki_key_public(k), &verified, &res)
+    set_max(0);
+    usleep(1100 * 1000);
+
+    st = k3 != NULL ? p11_sign(k3, pki_key_public(k), &verified, &res)
                     : PKI_INTERNAL;
     ok(st == PKI_OK && verified, "it signs once the token has sessions "
        "[%s %s]", res.detail, res.log);
@@ -344,6 +380,7 @@ main(void)
         (void) p.close(probe);
     }
 
+    pki_key_free(k3);
     pki_key_free(k2);
     pki_key_free(k);
     pki_vault_free(v);
