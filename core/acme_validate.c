@@ -2146,13 +2146,16 @@ av_unchunk(const char *raw, size_t len, char *out, size_t cap, size_t *outlen)
         /* the size is hex digits only (strtoul alone would take "0x4",
          * " 4" or "+4"), then the line's end or an extension */
         end = hex + strspn(hex, "0123456789abcdefABCDEF");
-        if (end == hex
-            || (*end != '\0' && *end != ';'
-                && !(end[0] == '\r' && end[1] == '\0')))
-        {
+        if (end == hex || end - hex > 16) {
             return -1;
         }
         size = strtoul(hex, NULL, 16);
+        end += strspn(end, " \t");             /* before an extension */
+        if (*end != '\0' && *end != ';'
+            && !(end[0] == '\r' && end[1] == '\0'))
+        {
+            return -1;
+        }
         pos = (size_t) (eol - raw) + 1;
 
         if (size == 0) {

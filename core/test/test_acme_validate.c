@@ -269,6 +269,14 @@ http_answer(int fd, const char *path, const char *host)
         SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
              "%s5\r\n%.5s\r\n%zx\r\n%s\r\n0\r\n\r\n",
              tok[5] == 'x' ? "0x" : " ", k, strlen(k) - 5, k + 5);
+    } else if (strcmp(tok, "chunkbws") == 0) {
+        /* white space before a chunk extension (RFC 9112 7.1.1) */
+        SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "5 ;a=b\r\n%.5s\r\n%zx\t;c\r\n%s\r\n0\r\n\r\n", k,
+             strlen(k) - 5, k + 5);
+    } else if (strcmp(tok, "chunk17") == 0) {
+        SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "00000000000000005\r\n%.5s\r\n0\r\n\r\n", k);
     } else if (strcmp(tok, "noclen") == 0) {
         SEND("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n%s \r\n\t",
              k);
@@ -1574,6 +1582,10 @@ main(void)
           "good.test", "chunk0x", "connection", "malformed chunked body");
     check("http-01 chunk size \" 5\"", &c, PKI_ACME_HTTP01, "dns",
           "good.test", "chunksp", "connection", "malformed chunked body");
+    check("http-01 chunk extension after white space", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "chunkbws", NULL, NULL);
+    check("http-01 chunk size of 17 digits", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "chunk17", "connection", "malformed chunked body");
     check("http-01 close-delimited, trailing white space", &c,
           PKI_ACME_HTTP01, "dns", "good.test", "noclen", NULL, NULL);
     /* RFC 8555 8.3: only trailing white space is ignored */
