@@ -93,6 +93,39 @@ lane(void *arg)
 }
 
 
+/* THREADS lanes signing rounds times each with k, all started at once;
+ * their counts summed into *sum (slowest: the largest). */
+static void
+run_lanes(lane_t *lanes, pki_key_t *k, int rounds, lane_t *sum)
+{
+    int        i;
+    pthread_t  tids[THREADS];
+
+    memset(lanes, 0, THREADS * sizeof(lane_t));
+    memset(sum, 0, sizeof(lane_t));
+    pthread_barrier_init(&start, NULL, THREADS);
+
+    for (i = 0; i < THREADS; i++) {
+        lanes[i].key = k;
+        lanes[i].pub = pki_key_public(k);
+        lanes[i].rounds = rounds;
+        pthread_create(&tids[i], NULL, lane, &lanes[i]);
+    }
+
+    for (i = 0; i < THREADS; i++) {
+        pthread_join(tids[i], NULL);
+        sum->good += lanes[i].good;
+        sum->busy += lanes[i].busy;
+        sum->other += lanes[i].other;
+        if (lanes[i].slowest > sum->slowest) {
+            sum->slowest = lanes[i].slowest;
+        }
+    }
+
+    pthread_barrier_destroy(&start);
+}
+
+
 int
 main(void)
 {
@@ -102,8 +135,7 @@ main(void)
     void                *dl;
     double               t0, dt, slowest;
     p11_t                p;
-    lane_t               lanes[THREADS];
-    pthread_t            tids[THREADS];
+    lane_t               lanes[THREADS], sum;
     p11_env_t            e;
     pki_key_t           *k, *k2, *k3;
     p11_ulong            probe;
@@ -185,32 +217,11 @@ main(void)
     reset_peak();
 
     /* the burst */
-    memset(lanes, 0, sizeof(lanes));
-    pthread_barrier_init(&start, NULL, THREADS);
-
-    for (i = 0; i < THREADS; i++) {
-        lanes[i].key = k;
-        lanes[i].pub = pki_key_public(k);
-        lanes[i].rounds = ROUNDS;
-        pthread_create(&tids[i], NULL, lane, &lanes[i]);
-    }
-
-    good = 0;
-    busy = 0;
-    other = 0;
-    slowest = 0;
-
-    for (i = 0; i < THREADS; i++) {
-        pthread_join(tids[i], NULL);
-        good += lanes[i].good;
-        busy += lanes[i].busy;
-        other += lanes[i].other;
-        if (lanes[i].slowest > slowest) {
-            slowest = lanes[i].slowest;
-        }
-    }
-
-    pthread_barrier_destroy(&start);
+    run_lanes(lanes, k, ROUNDS, &sum);
+    good = sum.good;
+    busy = sum.busy;
+    other = sum.other;
+    slowest = sum.slowest;
 
     stats(&n, &peak, &refused, &inits);
 
@@ -260,34 +271,12 @@ main(void)
     set_max(n);
     set_delay(250);
 
-    memset(lanes, 0, sizeof(lanes));
-    pthread_barrier_init(&start, NULL, THREADS);
-
     t0 = unit_now();
-
-    for (i = 0; i < THREADS; i++) {
-        lanes[i].key = k;
-        lanes[i].pub = pki_key_public(k);
-        lanes[i].rounds = 1;
-        pthread_create(&tids[i], NULL, lane, &lanes[i]);
-    }
-
-    good = 0;
-    busy = 0;
-    other = 0;
-    slowest = 0;
-
-    for (i = 0; i < THREADS; i++) {
-        pthread_join(tids[i], NULL);
-        good += lanes[i].good;
-        busy += lanes[i].busy;
-        other += lanes[i].other;
-        if (lanes[i].slowest > slowest) {
-            slowest = lanes[i].slowest;
-        }
-    }
-
-    pthread_barrier_destroy(&start);
+    run_lanes(lanes, k, 1, &sum);
+    good = sum.good;
+    busy = sum.busy;
+    other = sum.other;
+    slowest = sum.slowest;
     set_delay(0);
 
     diag("slow, no new session: %d good, %d busy, %d other; slowest "

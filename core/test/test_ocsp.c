@@ -1475,6 +1475,50 @@ time(time_t *t)
 }
 
 
+/* A CA of its own (an EC key file, a certificate under rootca) with one
+ * leaf: 1, or 0 (said) when the CA was refused. */
+typedef struct {
+    EVP_PKEY    *pk;
+    pki_key_t   *key;
+    X509        *sub;
+    X509        *leaf;
+    pki_ca_t    *ca;
+} own_ca_t;
+
+
+static int
+own_ca(own_ca_t *o, const char *name, pki_ca_t *rootca,
+    pki_template_t *tsub, pki_template_t *tdev, pki_redis_t *r)
+{
+    char  file[64];
+
+    memset(o, 0, sizeof(*o));
+    o->pk = fx_keygen("EC:P-256");
+    snprintf(file, sizeof(file), "%s.key", name);
+    o->key = fx_key_file(dir, file, o->pk);
+    o->sub = issue_sub(rootca, tsub, name, o->pk);
+    if (!ok(o->sub != NULL, "%s: a CA", name)) {
+        return 0;
+    }
+    snprintf(file, sizeof(file), "%s.pem", name);
+    fx_write_cert(dir, file, o->sub);
+    o->ca = make_ca(name, file, o->key, tdev);
+    o->leaf = issue_leaf(o->ca, tdev, r, "leaf");
+    return 1;
+}
+
+
+static void
+own_ca_free(own_ca_t *o)
+{
+    X509_free(o->leaf);
+    X509_free(o->sub);
+    pki_ca_free(o->ca);
+    pki_key_free(o->key);
+    EVP_PKEY_free(o->pk);
+}
+
+
 /* A planned revocation whose time comes while the answer is made: the
  * record is judged at the time the answer states, so the answer is good
  * and ends at the plan, or revoked; never good with a nextUpdate an hour
@@ -1488,9 +1532,8 @@ test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     size_t            len;
     time_t            at, revtime;
     X509             *sub, *leaf;
-    EVP_PKEY         *pk;
+    own_ca_t          o;
     pki_ca_t         *ca, *cas[1];
-    pki_key_t        *key;
     id_spec_t         id;
     pki_result_t      res;
     unsigned char    *der;
@@ -1498,17 +1541,13 @@ test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_ocsp_conf_t   conf;
     pki_ocsp_resp_t   resp;
 
-    pk = fx_keygen("EC:P-256");
-    key = fx_key_file(dir, "plan-clock.key", pk);
-    sub = issue_sub(rootca, tsub, "plan-clock", pk);
-    if (!ok(sub != NULL, "plan at the clock's tick: a CA")) {
-        pki_key_free(key);
-        EVP_PKEY_free(pk);
+    if (!own_ca(&o, "plan-clock", rootca, tsub, tdev, r)) {
+        own_ca_free(&o);
         return;
     }
-    fx_write_cert(dir, "plan-clock.pem", sub);
-    ca = make_ca("plan-clock", "plan-clock.pem", key, tdev);
-    leaf = issue_leaf(ca, tdev, r, "planned");
+    sub = o.sub;
+    leaf = o.leaf;
+    ca = o.ca;
 
     at = time(NULL) + 100;
     pki_result_init(&res);
@@ -1547,11 +1586,7 @@ test_plan_clock(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
 
 done:
 
-    X509_free(leaf);
-    X509_free(sub);
-    pki_ca_free(ca);
-    pki_key_free(key);
-    EVP_PKEY_free(pk);
+    own_ca_free(&o);
 }
 
 
@@ -1566,9 +1601,8 @@ test_ca_expiry(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     size_t                 len;
     time_t                 na, nu;
     X509                  *sub, *leaf;
-    EVP_PKEY              *pk;
+    own_ca_t               o;
     pki_ca_t              *ca, *cas[1];
-    pki_key_t             *key;
     id_spec_t              id;
     struct tm              tm;
     OCSP_CERTID           *cid;
@@ -1578,17 +1612,13 @@ test_ca_expiry(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     pki_ocsp_resp_t        resp;
     ASN1_GENERALIZEDTIME  *thisupd, *nextupd;
 
-    pk = fx_keygen("EC:P-256");
-    key = fx_key_file(dir, "ending.key", pk);
-    sub = issue_sub(rootca, tsub, "ending CA", pk);
-    if (!ok(sub != NULL, "a CA near its end: a CA")) {
-        pki_key_free(key);
-        EVP_PKEY_free(pk);
+    if (!own_ca(&o, "ending", rootca, tsub, tdev, r)) {
+        own_ca_free(&o);
         return;
     }
-    fx_write_cert(dir, "ending.pem", sub);
-    ca = make_ca("ending", "ending.pem", key, tdev);
-    leaf = issue_leaf(ca, tdev, r, "ending leaf");
+    sub = o.sub;
+    leaf = o.leaf;
+    ca = o.ca;
     memset(&tm, 0, sizeof(tm));
     ASN1_TIME_to_tm(X509_get0_notAfter(sub), &tm);
     na = timegm(&tm);
@@ -1639,11 +1669,7 @@ test_ca_expiry(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         pki_ocsp_resp_free(&resp);
     }
 
-    X509_free(leaf);
-    X509_free(sub);
-    pki_ca_free(ca);
-    pki_key_free(key);
-    EVP_PKEY_free(pk);
+    own_ca_free(&o);
 }
 
 
