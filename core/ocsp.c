@@ -1308,11 +1308,12 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         }
     }
 
-    /* the same for the CA's own key: an answer ends no later than the
-     * CA certificate, which no verifier trusts past its notAfter (one
-     * already expired leaves nextUpdate as configured: it cannot come
-     * before thisUpdate) */
-    if (sg == NULL && next > 0) {
+    /* and no later than the CA certificate, whoever signs: no verifier
+     * trusts the CA, nor a responder it certified (one made with
+     * beyond_ca_expiry may outlive it), past its notAfter.  A CA already
+     * expired leaves nextUpdate as configured: it cannot come before
+     * thisUpdate */
+    if (next > 0) {
         na = pki_int_asn1_time(X509_get0_notAfter(
                                    pki_ca_cert(conf->cas[signer])));
         if (na > now && na < next) {

@@ -30,6 +30,8 @@
 static char           dir[64];
 static redisContext  *stats;        /* for INFO stats, or NULL */
 static char           ns[64];       /* this test's Redis namespace */
+static time_t         clock_step;   /* see time() below */
+static int            clock_calls;
 
 
 static pki_ca_t *
@@ -1213,28 +1215,33 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
         /* a responder certificate that ends before nextUpdate would: the
          * answer it signs ends with it (nextUpdate, and resp.next_update,
          * which the response cache keeps the answer until); one that ends
-         * later leaves nextUpdate alone */
-        for (i = 0; i < 2; i++) {
+         * later leaves nextUpdate alone; one that outlives the CA
+         * (beyond_ca_expiry) signs answers that end with the CA */
+        for (i = 0; i < 3; i++) {
             X509                  *soon;
             time_t                 na, nu;
             struct tm              tm;
             OCSP_CERTID           *cid;
             ASN1_GENERALIZEDTIME  *thisupd, *nextupd;
 
-            soon = make_responder_at(sub, pk, rpk, 1, -60, i ? 7200 : 30);
+            soon = make_responder_at(sub, pk, rpk, 1, -60,
+                                     i == 0 ? 30 : i == 1 ? 7200 : 3 * 86400);
             memset(&tm, 0, sizeof(tm));
-            ASN1_TIME_to_tm(X509_get0_notAfter(soon), &tm);
+            ASN1_TIME_to_tm(X509_get0_notAfter(i < 2 ? soon : sub), &tm);
             na = timegm(&tm);
             sg.cert = soon;
             conf.next_update = 3600;
 
             ids[0] = (id_spec_t) { EVP_sha1(), sub, good, 0 };
             der = make_req(ids, 1, 0, &len, NULL);
+            clock_step = i == 2 ? na - 600 : 0;
+            clock_calls = 0;
             st = run(&conf, "POST", der, len, &resp);
+            clock_step = 0;
             parse(&resp, root, sub, &bs);
             ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs,
                "responder ending in %s: response verifies",
-               i ? "2 h" : "30 s");
+               i == 0 ? "30 s" : i == 1 ? "2 h" : "3 days");
             nu = 0;
             if (bs) {
                 found = NULL;
@@ -1260,11 +1267,16 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
                    "lifetime end at its notAfter (%lld, %lld, notAfter "
                    "%lld)", (long long) nu, (long long) resp.next_update,
                    (long long) na);
-            } else {
+            } else if (i == 1) {
                 ok(nu == resp.this_update + 3600
                    && resp.next_update == nu,
                    "responder ending in 2 h: nextUpdate 1 h after "
                    "thisUpdate, as configured");
+            } else {
+                ok(nu == na && resp.next_update == na,
+                   "responder outliving its CA, 10 min before the CA's "
+                   "end: nextUpdate at the CA's notAfter (%lld, notAfter "
+                   "%lld)", (long long) nu, (long long) na);
             }
             pki_ocsp_resp_free(&resp);
             free(der);
@@ -1450,9 +1462,6 @@ test_same_key(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
  * real clock, or with clock_step set the second before clock_step on the
  * first call and clock_step on every later one, a clock that ticks over
  * to clock_step while a request is answered. */
-static time_t  clock_step;
-static int     clock_calls;
-
 __attribute__((visibility("default"))) time_t
 time(time_t *t)
 {
