@@ -2674,6 +2674,52 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
 }
 
 
+/* The keyUsage bits a subject key of this type may carry (all of them
+ * for a key we cannot classify: the template's checks refused those). */
+static unsigned
+pki_ku_allowed(const EVP_PKEY *pk, pki_key_type_t *kt)
+{
+    unsigned  sig;
+
+    sig = (1u << PKI_KU_DIGITAL_SIGNATURE) | (1u << PKI_KU_NON_REPUDIATION)
+          | (1u << PKI_KU_KEY_CERT_SIGN) | (1u << PKI_KU_CRL_SIGN);
+
+    if (!pki_int_classify_key(pk, kt)) {
+        kt->type = (pki_kt_t) 0;
+        return ~0u;
+    }
+
+    switch (kt->type) {
+    case PKI_KT_RSA:
+        return sig | (1u << PKI_KU_KEY_ENCIPHERMENT)
+               | (1u << PKI_KU_DATA_ENCIPHERMENT);
+    case PKI_KT_EC:
+        return sig | (1u << PKI_KU_KEY_AGREEMENT)
+               | (1u << PKI_KU_ENCIPHER_ONLY) | (1u << PKI_KU_DECIPHER_ONLY);
+    default:
+        return sig;
+    }
+}
+
+
+static const char *
+pki_kt_article_name(pki_kt_t type)
+{
+    switch (type) {
+    case PKI_KT_RSA:
+        return "an RSA";
+    case PKI_KT_EC:
+        return "an EC";
+    case PKI_KT_ED25519:
+        return "an Ed25519";
+    case PKI_KT_ED448:
+        return "an Ed448";
+    default:
+        return "this";
+    }
+}
+
+
 static pki_status_t
 pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const pki_request_t *req, X509 **out, pki_result_t *res)
@@ -2835,16 +2881,17 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         }
     }
 
-    /* RFC 8813 3 (and Ed25519): no encipherment for non-RSA keys. */
-    if (!pki_int_classify_key(req->pubkey, &kt) || kt.type != PKI_KT_RSA) {
-        ku &= ~((1u << PKI_KU_KEY_ENCIPHERMENT)
-                | (1u << PKI_KU_DATA_ENCIPHERMENT));
-    }
+    /* Only the bits the subject key's type allows, when a template
+     * that takes several key types names others too: RSA (RFC 3279
+     * 2.3.1) has no keyAgreement, EC (RFC 5480 3, RFC 8813 3) no
+     * encipherment, Ed25519 and Ed448 (RFC 8410 5) neither. */
+    ku &= pki_ku_allowed(req->pubkey, &kt);
 
     if (ku == 0) {
         X509_free(x);
         return pki_fail(res, PKI_POLICY, "the key usage of template \"%s\" "
-                        "needs an RSA key", t->name);
+                        "does not suit %s key (RFC 3279, 5480, 8410)",
+                        t->name, pki_kt_article_name(kt.type));
     }
 
     kus = ASN1_BIT_STRING_new();

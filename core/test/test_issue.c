@@ -39,7 +39,7 @@
 
 
 static char             dir[64];
-static pki_template_t  *extra[8];    /* added to a CA: freed after it */
+static pki_template_t  *extra[16];    /* added to a CA: freed after it */
 static int              nextra;
 
 
@@ -4865,11 +4865,84 @@ main(void)
         X509_free(x);
         x = issue_one(subca, tkeo, NULL, "/CN=ec", NULL, NULL, &res);
         ok(x == NULL && res.status == PKI_POLICY
-           && strstr(res.detail, "needs an RSA key"),
+           && strstr(res.detail, "does not suit an EC key"),
            "EC key with keyEncipherment only: %s", res.detail);
         X509_free(x);
         extra[nextra++] = tke;
         extra[nextra++] = tkeo;
+    }
+
+    /* A template of several key types: each certificate carries only
+     * the bits its key's type allows (RFC 3279 2.3.1, 5480 3, 8410 5). */
+    {
+        size_t           k, len;
+        X509_REQ        *csr;
+        EVP_PKEY        *pk;
+        unsigned char   *der;
+        pki_template_t  *tmix, *tka;
+
+        static const char *const mix_lines[] = {
+            "key_types ec:P-256 rsa:2048 ed25519", "subject CN copy",
+            "key_usage digitalSignature keyEncipherment keyAgreement", NULL
+        };
+        static const char *const ka_lines[] = {
+            "key_types ec:P-256 rsa:2048", "subject CN copy",
+            "key_usage keyAgreement", NULL
+        };
+        static const struct {
+            const char  *alg;
+            int          tmpl;        /* 0 mix, 1 keyAgreement only */
+            uint32_t     ku;          /* 0: refused */
+        } mix[] = {
+            { "RSA:2048", 0, KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT },
+            { "EC:P-256", 0, KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT },
+            { "ED25519", 0, KU_DIGITAL_SIGNATURE },
+            { "EC:P-256", 1, KU_KEY_AGREEMENT },
+            { "RSA:2048", 1, 0 },
+        };
+
+        tmix = make_template("mix", mix_lines);
+        tka = make_template("kaonly", ka_lines);
+        pki_ca_add_template(subca, tmix, &res);
+        pki_ca_add_template(subca, tka, &res);
+
+        for (k = 0; k < sizeof(mix) / sizeof(mix[0]); k++) {
+            pki_template_t  *tt = mix[k].tmpl ? tka : tmix;
+
+            pk = keygen(mix[k].alg);
+            der = make_csr(pk, "/CN=mix", NULL, &len);
+            pki_result_init(&res);
+            x = NULL;
+            st = pki_csr_parse(der, len, &csr, &res);
+            if (st == PKI_OK) {
+                st = pki_request_from_csr(tt, csr, &req, &res);
+                if (st == PKI_OK) {
+                    st = pki_issue(subca, tt, NULL, &req, NULL, &x, &res);
+                }
+                pki_request_clear(&req);
+                X509_REQ_free(csr);
+            }
+
+            if (mix[k].ku) {
+                ok(st == PKI_OK && x != NULL
+                   && X509_get_key_usage(x) == mix[k].ku,
+                   "template %d, %s key: key usage %#x (%s)", mix[k].tmpl,
+                   mix[k].alg, x ? (unsigned) X509_get_key_usage(x) : 0,
+                   res.detail);
+            } else {
+                ok(x == NULL && st == PKI_POLICY
+                   && strstr(res.detail, "does not suit an RSA key"),
+                   "template %d, %s key refused: %s", mix[k].tmpl,
+                   mix[k].alg, res.detail);
+            }
+
+            X509_free(x);
+            free(der);
+            EVP_PKEY_free(pk);
+        }
+
+        extra[nextra++] = tmix;
+        extra[nextra++] = tka;
     }
 
     /* OCSP Must-Staple (RFC 7633): issued only under must_staple on */
