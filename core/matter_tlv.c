@@ -1031,12 +1031,32 @@ tlv_next(pki_cur_t *c, pki_tlv_el_t *e)
         return 1;
     }
 
-    return 0;
+    return -2;              /* signed integer, float, null or reserved */
+}
+
+
+/* The message for what tlv_next() refused (rc 0, -1 or -2). */
+static const char *
+tlv_err(int rc, int cd)
+{
+    if (rc == -2) {
+        return cd ? "unsupported TLV element type in CD (a signed "
+                    "integer, float or null)"
+                  : "unsupported TLV element type (a signed integer, "
+                    "float or null)";
+    }
+
+    if (rc < 0) {
+        return cd ? "invalid TLV tag in CD" : "invalid TLV tag";
+    }
+
+    return cd ? "truncated CD" : "truncated TLV";
 }
 
 
 /* 1: the element has this type (TLV_UINT8: any unsigned) and tag; 0: it
- * has not or is truncated; -1: an invalid tag form. */
+ * has not or is truncated; -1: an invalid tag form; -2: a type we do not
+ * take. */
 static int
 tlv_want(pki_cur_t *c, int type, int tag, pki_tlv_el_t *e)
 {
@@ -1070,11 +1090,8 @@ tlv_to_dn(pki_cur_t *c, pki_bld_t *b)
 
     for ( ;; ) {
         rc = tlv_next(c, &e);
-        if (rc < 0) {
-            return "invalid TLV tag";
-        }
-        if (rc == 0) {
-            return "truncated TLV";
+        if (rc != 1) {
+            return tlv_err(rc, 0);
         }
         if (e.type == TLV_END && e.tag == -1) {
             break;
@@ -1149,11 +1166,8 @@ tlv_to_exts(pki_cur_t *c, pki_bld_t *b)
 
     for ( ;; ) {
         rc = tlv_next(c, &e);
-        if (rc < 0) {
-            return "invalid TLV tag";
-        }
-        if (rc == 0) {
-            return "truncated TLV";
+        if (rc != 1) {
+            return tlv_err(rc, 0);
         }
         if (e.type == TLV_END && e.tag == -1) {
             break;
@@ -1264,7 +1278,7 @@ tlv_to_exts(pki_cur_t *c, pki_bld_t *b)
 
                 rc = tlv_next(c, &f);
                 if (rc != 1) {
-                    return rc < 0 ? "invalid TLV tag" : "truncated TLV";
+                    return tlv_err(rc, 0);
                 }
                 if (f.type == TLV_END && f.tag == -1) {
                     break;
@@ -1345,7 +1359,7 @@ tlv_to_cert(const unsigned char *tlv, size_t len, pki_bld_t *b)
 
     rc = tlv_next(&c, &e);
     if (rc < 0) {
-        return "invalid TLV tag";
+        return tlv_err(rc, 0);
     }
     if (rc == 0 || e.type != TLV_STRUCT || e.tag != -1) {
         return "not a Matter TLV certificate (anonymous structure)";
@@ -1360,7 +1374,7 @@ tlv_to_cert(const unsigned char *tlv, size_t len, pki_bld_t *b)
 #define WANT(type, tag, cond, msg)                                           \
     rc = tlv_want(&c, type, tag, &e);                                        \
     if (rc < 0) {                                                            \
-        return "invalid TLV tag";                                            \
+        return tlv_err(rc, 0);                                               \
     }                                                                        \
     if (rc == 0 || !(cond)) {                                                \
         return msg;                                                          \
@@ -1486,7 +1500,7 @@ pki_int_matter_cd_parse(const unsigned char *p, size_t n, pki_matter_cd_t *cd)
     for ( ;; ) {
         rc = tlv_next(&c, &e);
         if (rc != 1) {
-            return rc < 0 ? "invalid TLV tag in CD" : "truncated CD";
+            return tlv_err(rc, 1);
         }
         if (e.type == TLV_END) {
             break;
@@ -1502,7 +1516,7 @@ pki_int_matter_cd_parse(const unsigned char *p, size_t n, pki_matter_cd_t *cd)
             while (depth) {
                 rc = tlv_next(&c, &f);
                 if (rc != 1) {
-                    return rc < 0 ? "invalid TLV tag in CD" : "truncated CD";
+                    return tlv_err(rc, 1);
                 }
                 if (f.type == TLV_END) {
                     depth--;

@@ -310,6 +310,33 @@ test_tlv(void)
     free(out);
     free(mut);
 
+    /* an element of a valid type we do not take: ICA01 with its
+     * issuer's matter-rcac-id as a signed integer ("27 14" made
+     * "23 14"), and the signature algorithm so ("24 02" made "20 02") */
+    {
+        static const struct {
+            const char  *find, *put;
+        } signed_int[] = {
+            { "\x27\x14", "\x23\x14" }, { "\x24\x02", "\x20\x02" }
+        };
+
+        for (k = 0; k < 2; k++) {
+            mut = splice_vector(dir, "TestCert-ICA01.chip",
+                                signed_int[k].find, 2, 0, signed_int[k].put,
+                                2, 2, &mlen);
+            pki_result_init(&res);
+            out = NULL;
+            ok(mut != NULL
+               && pki_matter_tlv_to_der(mut, mlen, &out, &olen, &res)
+                  == PKI_MALFORMED
+               && strstr(res.detail, "unsupported TLV element type"),
+               "ICA01 with a signed integer (%zu) refused: %s", k,
+               res.detail);
+            free(out);
+            free(mut);
+        }
+    }
+
     /* a notBefore of 0 is 2000-01-01 (only a notAfter of 0 is
      * 99991231235959Z): ICA01 with "26 04 <4 octets>" made "24 04 00" */
     mut = splice_vector(dir, "TestCert-ICA01.chip", "\x26\x04", 2, 0,
