@@ -153,8 +153,19 @@ typedef struct {
 #define PKI_P11_BUSY_MS         1000
 #define PKI_P11_BUSY_SLICE_MS   50
 
+/* A pooled session idle that long is closed when the key's next session
+ * comes back (pki_p11_session_put): the pool shrinks to what the key's
+ * signers use after a burst, and gives the token's sessions back to the
+ * other worker processes (pki_vault_session_idle). */
+#define PKI_P11_IDLE_MS         30000
+
 
 typedef struct pki_p11mod_s  pki_p11mod_t;
+
+typedef struct {
+    pki_ck_ulong       s;
+    double             since;        /* pooled then (pki_int_now()) */
+} pki_p11_pooled_t;
 
 struct pki_vault_s {
     char              *name;
@@ -175,6 +186,8 @@ struct pki_vault_s {
     unsigned int       nslots;
     PKCS11_SLOT       *slot;
     unsigned long      gen;          /* bumped by each successful open */
+    long               idle_ms;      /* pooled sessions idle that long are
+                                        closed (PKI_P11_IDLE_MS) */
     int                login_open;   /* login_sess is open */
     pki_ck_ulong       login_sess;   /* the session of our C_Login, kept
                                         while open (pki_vault_login) */
@@ -257,7 +270,7 @@ struct pki_key_s {
                                         the vault's state_mutex */
     unsigned long      p11_gen;
     pki_ck_ulong       p11_obj;
-    pki_ck_ulong      *p11_sess;
+    pki_p11_pooled_t  *p11_sess;     /* oldest first */
     size_t             p11_nsess;
 
     /* verify-after-sign with precomputed multiples of the public point
@@ -1137,6 +1150,7 @@ pki_vault_new(const char *name, const char *module_path,
         return NULL;
     }
 
+    v->idle_ms = PKI_P11_IDLE_MS;
     v->name = pki_strdup(name);
     v->module = pki_strdup(module_path);
     v->token = pki_strdup(token_label);
@@ -1212,6 +1226,13 @@ pki_vault_token(const pki_vault_t *v)
 }
 
 
+PKI_API void
+pki_vault_session_idle(pki_vault_t *v, long ms)
+{
+    v->idle_ms = ms < 0 ? 0 : ms;
+}
+
+
 static void
 pki_key_drop_handles(pki_key_t *k)
 {
@@ -1234,7 +1255,7 @@ pki_key_drop_handles(pki_key_t *k)
         m = k->vault->mod;
         if (m != NULL && m->fn_ok && k->p11_gen == k->vault->gen) {
             for (i = 0; i < k->p11_nsess; i++) {
-                (void) m->fn.close(k->p11_sess[i]);
+                (void) m->fn.close(k->p11_sess[i].s);
             }
         }
 
@@ -2930,9 +2951,11 @@ pki_p11_lookup(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong slot)
         k->p11_state = 1;
 
         /* the session joins the pool */
-        k->p11_sess = malloc(PKI_P11_SESSIONS_MAX * sizeof(pki_ck_ulong));
+        k->p11_sess = malloc(PKI_P11_SESSIONS_MAX
+                             * sizeof(pki_p11_pooled_t));
         if (k->p11_sess != NULL) {
-            k->p11_sess[k->p11_nsess++] = s;
+            k->p11_sess[k->p11_nsess].s = s;
+            k->p11_sess[k->p11_nsess++].since = pki_int_now();
             return PKI_CKR_OK;
         }
 
@@ -2966,7 +2989,7 @@ pki_p11_trim_other(pki_key_t *k, pki_p11mod_t *m)
         got = o->p11_gen == k->vault->gen && o->p11_sess != NULL
               && o->p11_nsess > 0;
         if (got) {
-            s = o->p11_sess[--o->p11_nsess];
+            s = o->p11_sess[--o->p11_nsess].s;
         }
         pthread_mutex_unlock(&o->p11_mutex);
 
@@ -3024,7 +3047,7 @@ pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, int wait_ok,
         }
 
         if (k->p11_state == 1 && k->p11_nsess > 0) {
-            *s = k->p11_sess[--k->p11_nsess];
+            *s = k->p11_sess[--k->p11_nsess].s;
             pthread_mutex_unlock(&k->p11_mutex);
             return 1;
         }
@@ -3093,18 +3116,46 @@ pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, int wait_ok,
 
 
 /* Back into the pool (vault read lock held); a waiter for a session
- * (pki_p11_session_get) is woken either way. */
+ * (pki_p11_session_get) is woken either way.  The pool is a stack: the
+ * sessions at its bottom idle longest, and those idle idle_ms or more are
+ * closed (a few at a time, outside the mutex). */
 static void
 pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
 {
+    size_t        i, n;
+    double        now;
+    pki_ck_ulong  old[8];
+
     pthread_mutex_lock(&k->p11_mutex);
 
     if (ok && k->p11_gen == k->vault->gen && k->p11_sess != NULL
         && k->p11_nsess < PKI_P11_SESSIONS_MAX)
     {
-        k->p11_sess[k->p11_nsess++] = s;
+        now = pki_int_now();
+        n = 0;
+
+        while (n < sizeof(old) / sizeof(old[0]) && n < k->p11_nsess
+               && (now - k->p11_sess[n].since) * 1000 >= k->vault->idle_ms)
+        {
+            old[n] = k->p11_sess[n].s;
+            n++;
+        }
+
+        if (n > 0) {
+            k->p11_nsess -= n;
+            memmove(k->p11_sess, k->p11_sess + n,
+                    k->p11_nsess * sizeof(pki_p11_pooled_t));
+        }
+
+        k->p11_sess[k->p11_nsess].s = s;
+        k->p11_sess[k->p11_nsess++].since = now;
         pthread_cond_signal(&k->p11_cond);
         pthread_mutex_unlock(&k->p11_mutex);
+
+        for (i = 0; i < n; i++) {
+            (void) m->fn.close(old[i]);
+        }
+
         return;
     }
 

@@ -157,6 +157,13 @@ PKI_API pki_vault_t *pki_vault_new(const char *name, const char *module_path,
 PKI_API const char *pki_vault_name(const pki_vault_t *v);
 PKI_API const char *pki_vault_token(const pki_vault_t *v);
 PKI_API pki_status_t pki_vault_open(pki_vault_t *v, pki_result_t *res);
+/* EC keys on a token sign on a pool of sessions per key that grows to the
+ * number of concurrent signers; a pooled session left idle for ms or more
+ * (default 30 s) is closed when another one of its key comes back, so the
+ * pool shrinks after a burst and the token's sessions (a small number on
+ * some HSMs) are free for other processes.  0: keep only the last one.
+ * Call before the signers start. */
+PKI_API void pki_vault_session_idle(pki_vault_t *v, long ms);
 PKI_API void pki_vault_close(pki_vault_t *v);
 PKI_API void pki_vault_free(pki_vault_t *v);
 

@@ -130,7 +130,7 @@ int
 main(void)
 {
     int                  i, verified, good, busy, other, alive;
-    long                 open0, peak, refused, inits0, inits, n, i2;
+    long                 open0, peak, refused, inits0, inits, n, n2, i2;
     char                 exe[PATH_MAX], shim[PATH_MAX + 16];
     void                *dl;
     double               t0, dt, slowest;
@@ -263,6 +263,26 @@ main(void)
     ok(st == PKI_OK && verified, "a signature right after [%s %s]",
        res.detail, res.log);
     ok(unit_now() - t0 < 0.5, "at once (%.3f s)", unit_now() - t0);
+
+    /* after the burst the pool holds a session per signer that was busy
+     * at once; those idle past the vault's limit are closed as the key's
+     * signers put theirs back, down to what one signer at a time uses */
+    stats(&n, &peak, &refused, &inits);
+    diag("after the burst: %ld sessions open", n);
+    ok(n > open0 + 1, "the burst left pooled sessions open (%ld)", n);
+    pki_vault_session_idle(v, 200);
+    usleep(300 * 1000);
+    for (i = 0; i < 8; i++) {
+        st = p11_sign(k, pki_key_public(k), &verified, &res);
+        if (st != PKI_OK || !verified) {
+            break;
+        }
+    }
+    stats(&n2, &peak, &refused, &inits);
+    ok(i == 8, "8 signatures one at a time [%s %s]", res.detail, res.log);
+    ok(n2 <= open0, "the idle ones were closed: %ld open, as before the "
+       "burst (%ld)", n2, open0);
+    pki_vault_session_idle(v, 30000);
 
     /* a slow token that gives no new session: the key's pooled sessions
      * serve in turn, and who waits longer than about a second is told
