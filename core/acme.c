@@ -9052,14 +9052,24 @@ pki_acme_is(pki_acme_t *a, const char *name, int nseg)
 }
 
 
+/* The directory: the location's root, or "directory" under it. */
+static int
+pki_acme_is_directory(pki_acme_t *a)
+{
+    return a->nseg == 1 && (a->seg[0][0] == '\0'
+                            || strcmp(a->seg[0], "directory") == 0);
+}
+
+
 /* The methods the resource of the path takes ("Allow"), NULL for none. */
 static const char *
 pki_acme_methods(pki_acme_t *a)
 {
-    if ((a->nseg == 1 && (a->seg[0][0] == '\0'
-                          || strcmp(a->seg[0], "directory") == 0))
-        || pki_acme_is(a, "new-nonce", 1) || pki_acme_is(a, "renewal-info", 2))
-    {
+    if (pki_acme_is_directory(a) || pki_acme_is(a, "new-nonce", 1)) {
+        return "GET, HEAD, POST";       /* POST-as-GET too (RFC 8555 6.3) */
+    }
+
+    if (pki_acme_is(a, "renewal-info", 2)) {
         return "GET, HEAD";
     }
 
@@ -9448,7 +9458,7 @@ PKI_API void
 pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     pki_acme_resp_t *resp)
 {
-    int          post;
+    int          post, dir;
     pki_acme_t   a;
     const char  *m;
 
@@ -9490,22 +9500,22 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
 
     /* unauthenticated resources */
 
-    if ((a.nseg == 1 && (a.seg[0][0] == '\0'
-                         || strcmp(a.seg[0], "directory") == 0)))
-    {
+    dir = pki_acme_is_directory(&a);
+
+    if (dir && !post) {
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
-            resp->allow = "GET, HEAD";
+            resp->allow = "GET, HEAD, POST";
             goto refused;
         }
         pki_acme_directory(&a);
         return;
     }
 
-    if (pki_acme_is(&a, "new-nonce", 1)) {
+    if (pki_acme_is(&a, "new-nonce", 1) && !post) {
         if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
             pki_acme_problem(&a, 405, "malformed", "method not allowed");
-            resp->allow = "GET, HEAD";
+            resp->allow = "GET, HEAD, POST";
             goto refused;
         }
 
@@ -9544,7 +9554,22 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
 
     /* POST: every response carries a fresh nonce */
 
-    if (pki_acme_is(&a, "new-account", 1)) {
+    if (dir || pki_acme_is(&a, "new-nonce", 1)) {
+        /* POST-as-GET, which RFC 8555 6.3 has the server take here too */
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+            if (a.payload != NULL) {
+                pki_acme_problem(&a, 400, "malformed", "a POST to the "
+                                 "directory or newNonce is a POST-as-GET: "
+                                 "its payload must be empty");
+            } else if (dir) {
+                pki_acme_directory(&a);
+            } else {
+                resp->http_status = 200;
+                resp->no_store = 1;
+            }
+        }
+
+    } else if (pki_acme_is(&a, "new-account", 1)) {
         if (pki_acme_authenticate(&a, PKI_KEY_JWK)) {
             pki_acme_new_account(&a);
         }
@@ -9623,6 +9648,11 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     free(a.account_text);
     cJSON_Delete(a.payload);
     EVP_PKEY_free(a.key);
+
+    if (dir && resp->http_status == 200) {
+        return;                 /* no index link on the directory (7.1) */
+    }
+
     goto index;
 
 refused:

@@ -1279,12 +1279,30 @@ sub raw_tls {
        . 'keeps client_max_body_size: 413 before any body is read');
 
     # refused before any resource: a POST's error answer has a nonce too
-    for my $c (["$BASE/a/b/c/d/e/f", 404, 'a path of six segments'],
-               ["$BASE/directory", 405, 'the directory'],
-               ["$BASE/new-nonce", 405, 'newNonce']) {
-        $r = post($A, $c->[0], '');
-        problem_is($r, $c->[1], 'malformed', "POST to $c->[2]");
-        nonce_usable($r, "POST to $c->[2]");
+    $r = post($A, "$BASE/a/b/c/d/e/f", '');
+    problem_is($r, 404, 'malformed', 'POST to a path of six segments');
+    nonce_usable($r, 'POST to a path of six segments');
+
+    # POST-as-GET to the directory and newNonce (RFC 8555 6.3: the server
+    # must take it there too); a payload there is malformed
+    my $gdir = $http->get("$BASE/directory");
+    $r = post($A, "$BASE/directory", '');
+    is($r->{status}, 200, 'POST-as-GET to the directory: 200');
+    is_deeply($r->{json}, decode_json($gdir->{content}),
+              '  the directory a GET gets');
+    unlike($r->{headers}{link} // '', qr/rel="index"/,
+           '  no index link on the directory');
+    nonce_usable($r, 'POST-as-GET to the directory');
+    $r = post($A, "$BASE/new-nonce", '');
+    is($r->{status}, 200, 'POST-as-GET to newNonce: 200');
+    is($r->{headers}{'cache-control'}, 'no-store', '  no-store');
+    nonce_usable($r, 'POST-as-GET to newNonce');
+    for my $c (['directory', 'the directory'], ['new-nonce', 'newNonce']) {
+        $r = post($A, "$BASE/$c->[0]", {});
+        problem_is($r, 400, 'malformed', "POST with a payload to $c->[1]");
+        nonce_usable($r, "POST with a payload to $c->[1]");
+        $r = post($A, "$BASE/$c->[0]", '', jwk => 1);
+        problem_is($r, 400, 'malformed', "POST-as-GET with a jwk to $c->[1]");
     }
 
     # the URL in the error log as sent: a decoded line break forges no line
@@ -2711,7 +2729,7 @@ sub to_renew {
     is($dr->{headers}{'access-control-allow-origin'}, '*',
        'add_header ... always: on the directory');
     # a browser's preflight of a POST with application/jose+json
-    for my $c (['new-order', 204, 'POST'], ['directory', 204, 'GET, HEAD'],
+    for my $c (['new-order', 204, 'POST'], ['directory', 204, 'GET, HEAD, POST'],
                ['renewal-info/x.y', 204, 'GET, HEAD'], ['nosuch', 404, undef])
     {
         my $o = $http->request('OPTIONS', "$tos/$c->[0]", { headers => {
@@ -3045,9 +3063,9 @@ sub race_dns {
 $r = $http->get("$BASE/new-order");
 is($r->{status}, 405, 'GET newOrder: 405');
 is($r->{headers}{allow}, 'POST', '... with Allow: POST (RFC 9110 15.5.6)');
-$r = $http->request('POST', "$BASE/directory");
-is($r->{status}, 405, 'POST directory: 405');
-is($r->{headers}{allow}, 'GET, HEAD', '... with Allow: GET, HEAD');
+$r = $http->request('PUT', "$BASE/directory");
+is($r->{status}, 405, 'PUT directory: 405');
+is($r->{headers}{allow}, 'GET, HEAD, POST', '... with Allow: GET, HEAD, POST');
 $r = $http->get("$BASE/nothing-here");
 is($r->{status}, 404, 'unknown resource: 404');
 # under an account only "orders" is a resource (GET is 405 there)
