@@ -86,16 +86,37 @@
  * refresh is claimed ahead, by the first request that sees the view older
  * than half of revgen_check; that request posts a detached refresh task
  * (it only reads the revgens) and is answered from the cache like every
- * other one.  While Redis answers, the view is thus confirmed before it
- * reaches revgen_check and a revocation is seen within revgen_check, as
- * without this mode.  A view older than revgen_check is still served only
- * while refreshes are going on (one is in flight, or one came back less
- * than revgen_check ago: Redis slow or failing, or the pool saturated) and
- * only up to revgen_check + revgen_stale; otherwise (after an idle spell,
- * or past that bound) the request goes to the thread pool and reads the
- * revgens itself (as a miss does).  So during a Redis stall no cached
- * answer waits for Redis, and a revocation is seen within revgen_check +
- * revgen_stale at worst.
+ * other one.  While Redis answers (and answered the last refresh), the
+ * view is thus confirmed before it reaches revgen_check and a revocation
+ * is seen within revgen_check, as without this mode.  A view older than revgen_check is still served only
+ * while refreshes are going on and only up to revgen_check + revgen_stale
+ * (its age counts from the start of the read that last confirmed it).
+ * Refreshes are going on when one is in flight, one came back less than
+ * revgen_check ago (Redis slow, or the pool saturated), or the last one
+ * failed (Redis failing, or stalled past its timeout: a failed refresh
+ * confirms the view as of its start without moving sh->read_ok, so
+ * sh->checked != sh->read_ok says so).  Otherwise (an idle spell after a
+ * refresh that succeeded, or past that bound) the request goes to the
+ * thread pool and reads the revgens itself (as a miss does).  So during a
+ * Redis stall no cached answer waits for Redis, also when the requests
+ * come further apart than revgen_check (each is answered from the cache
+ * and posts the next refresh), unless they come revgen_check +
+ * revgen_stale or more apart.
+ *
+ * What "seen within" means when reads fail: a view is served only while
+ * the read that last confirmed it started less than revgen_check +
+ * revgen_stale ago, and a failed read confirms it without reading.  So an
+ * answer given at time t shows every revocation made before t -
+ * (revgen_check + revgen_stale), unless a read of the revgens that this
+ * host started after the revocation failed; it then shows it once the
+ * last such failed read started revgen_check + revgen_stale before t, or
+ * once a successful read started after that one came back, if sooner.
+ * While Redis answers, no read fails: the bound is revgen_check +
+ * revgen_stale (revgen_check as above once a refresh succeeded).  When
+ * Redis fails and recovers, it counts from the start of the last failed
+ * read, which is before Redis answered again.  Meanwhile a cached answer
+ * may still carry the older status, but none is served once the last
+ * successful read is revgen_outage old (below).
  *
  * revgen_stale 0: the claiming request goes to the thread pool, where the
  * task reads the revgens (pki_record_revgen, before the record lookups, so a
@@ -703,7 +724,7 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     size_t                     ns;
     ngx_int_t                  rc;
     ngx_msec_t                 now, age, claimed;
-    ngx_uint_t                 use;
+    ngx_uint_t                 use, going;
     ngx_http_ocsp_zone_t      *zone;
     ngx_http_ocsp_shctx_t     *sh;
     ngx_http_ocsp_loc_conf_t  *olcf;
@@ -748,13 +769,20 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
             } else if (olcf->revgen_stale) {
                 /* stale-while-revalidate, bounded (see above) */
 
+                /* refreshes going on: one in flight, one back less
+                 * than revgen_check ago, or the last one failed (only a
+                 * failed refresh confirms the view without moving
+                 * read_ok): Redis slow or failing, not an idle spell */
+                going = (sh->refreshing != 0
+                         && ngx_http_ocsp_age(now, sh->refreshing)
+                            <= NGX_HTTP_OCSP_STUCK)
+                        || ngx_http_ocsp_age(now, sh->active)
+                           < olcf->revgen_check
+                        || sh->checked != sh->read_ok;
+
                 if (age >= olcf->revgen_check
                     && (age >= olcf->revgen_check + olcf->revgen_stale
-                        || ((sh->refreshing == 0
-                             || ngx_http_ocsp_age(now, sh->refreshing)
-                       > NGX_HTTP_OCSP_STUCK)
-                            && ngx_http_ocsp_age(now, sh->active)
-                               >= olcf->revgen_check)))
+                        || !going))
                 {
                     /* too stale, or no refresh going on (idle spell) */
                     use = 0;
@@ -984,7 +1012,9 @@ ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone, ngx_uint_t ok,
 
     } else if (confirm) {
         /* a failed refresh keeps the view, but cached answers are
-         * served only within revgen_outage of sh->read_ok (lookup) */
+         * served only within revgen_outage of sh->read_ok (lookup);
+         * checked != read_ok then also tells run() that the last
+         * refresh failed (refreshes are going on, see the top) */
         sh->checked = at;
     }
 }
