@@ -393,10 +393,9 @@ for my $i (0 .. $ROUNDS - 1) {
                         redis => readable($sleeper) ? 'awake' : 'asleep' };
     }
     # OCSP traffic goes on until the marker's answer, as it would on a
-    # responder: a cached answer after an idle spell of more than
-    # revgen_check (here the marker's 1 s wait, when the last refresh
-    # came back just before the round) carries the refresh and waits for
-    # Redis, by design
+    # responder (a gap of more than revgen_check, here the marker's 1 s
+    # wait, after a refresh that failed no longer makes a cached answer
+    # carry the next one: t/fault_ocsp_sparse.t checks sparse traffic)
     my $dl = time + 15;
     ocsp_probe() while !readable($m, 0.1) && time < $dl;
     my ($code, $h, $body, $dt) = http_read($m, 15, $m0);
