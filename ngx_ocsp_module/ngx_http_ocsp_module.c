@@ -88,9 +88,10 @@
  * (it only reads the revgens) and is answered from the cache like every
  * other one.  While Redis answers (and answered the last refresh), the
  * view is thus confirmed before it reaches revgen_check and a revocation
- * is seen within revgen_check, as without this mode.  A view older than revgen_check is still served only
- * while refreshes are going on and only up to revgen_check + revgen_stale
- * (its age counts from the start of the read that last confirmed it).
+ * is seen within revgen_check, as without this mode.  A view older than
+ * revgen_check is still served only while refreshes are going on and only
+ * up to revgen_check + revgen_stale (its age counts from the start of the
+ * read that last confirmed it).
  * Refreshes are going on when one is in flight, one came back less than
  * revgen_check ago (Redis slow, or the pool saturated), or the last one
  * failed (Redis failing, or stalled past its timeout: a failed refresh
