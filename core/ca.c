@@ -116,6 +116,7 @@ pki_ca_free(pki_ca_t *ca)
     free(ca->key_ref);
     free(ca->crl_url);
     free(ca->ocsp_url);
+    free(ca->ca_issuers_url);
     free(ca);
 }
 
@@ -271,6 +272,8 @@ pki_ca_set(pki_ca_t *ca, const char *name, int argc, const char *const *argv,
         field = &ca->crl_url;
     } else if (strcmp(name, "ocsp_url") == 0) {
         field = &ca->ocsp_url;
+    } else if (strcmp(name, "ca_issuers_url") == 0) {
+        field = &ca->ca_issuers_url;
     } else {
         return pki_fail(res, PKI_MALFORMED, "unknown CA directive \"%.64s\"",
                         name);
@@ -280,7 +283,8 @@ pki_ca_set(pki_ca_t *ca, const char *name, int argc, const char *const *argv,
         return pki_fail(res, PKI_MALFORMED, "\"%s\" is duplicate", name);
     }
 
-    if ((field == &ca->crl_url || field == &ca->ocsp_url)
+    if ((field == &ca->crl_url || field == &ca->ocsp_url
+         || field == &ca->ca_issuers_url)
         && !pki_url_ok(argv[0]))
     {
         return pki_fail(res, PKI_MALFORMED, "invalid URL \"%.128s\" in "

@@ -2241,40 +2241,64 @@ failed:
 }
 
 
+/* one accessDescription of an AIA: method (NID_ad_OCSP, NID_ad_ca_issuers)
+ * and a URI */
 static int
-pki_add_aia(X509 *x, const char *url)
+pki_aia_push(AUTHORITY_INFO_ACCESS *aia, int method, const char *url)
 {
-    int                      ok;
-    GENERAL_NAME            *g;
-    ACCESS_DESCRIPTION      *ad;
-    AUTHORITY_INFO_ACCESS   *aia;
+    GENERAL_NAME         *g;
+    ACCESS_DESCRIPTION   *ad;
 
-    ok = 0;
-    aia = sk_ACCESS_DESCRIPTION_new_null();
     ad = ACCESS_DESCRIPTION_new();
     g = pki_uri_name(url);
 
-    if (aia == NULL || ad == NULL || g == NULL) {
-        goto failed;
+    if (ad == NULL || g == NULL) {
+        GENERAL_NAME_free(g);
+        ACCESS_DESCRIPTION_free(ad);
+        return 0;
     }
 
     ASN1_OBJECT_free(ad->method);
-    ad->method = OBJ_nid2obj(NID_ad_OCSP);
+    ad->method = OBJ_nid2obj(method);
     GENERAL_NAME_free(ad->location);
     ad->location = g;
-    g = NULL;
 
     if (!sk_ACCESS_DESCRIPTION_push(aia, ad)) {
+        ACCESS_DESCRIPTION_free(ad);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* Authority Information Access (RFC 5280 4.2.2.1), not critical: the OCSP
+ * responder, then where the issuer's certificate is, each when given; one
+ * extension for both */
+static int
+pki_add_aia(X509 *x, const char *ocsp, const char *ca_issuers)
+{
+    int                      ok;
+    AUTHORITY_INFO_ACCESS   *aia;
+
+    if (ocsp == NULL && ca_issuers == NULL) {
+        return 1;
+    }
+
+    ok = 0;
+    aia = sk_ACCESS_DESCRIPTION_new_null();
+
+    if (aia == NULL
+        || (ocsp && !pki_aia_push(aia, NID_ad_OCSP, ocsp))
+        || (ca_issuers && !pki_aia_push(aia, NID_ad_ca_issuers, ca_issuers)))
+    {
         goto failed;
     }
-    ad = NULL;
 
     ok = X509_add1_ext_i2d(x, NID_info_access, aia, 0, X509V3_ADD_DEFAULT);
 
 failed:
 
-    GENERAL_NAME_free(g);
-    ACCESS_DESCRIPTION_free(ad);
     AUTHORITY_INFO_ACCESS_free(aia);
 
     return ok;
@@ -2968,7 +2992,7 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         goto failed;
     }
 
-    if (ca && ca->ocsp_url && !pki_add_aia(x, ca->ocsp_url)) {
+    if (ca && !pki_add_aia(x, ca->ocsp_url, ca->ca_issuers_url)) {
         goto failed;
     }
 

@@ -106,6 +106,7 @@ struct pki_ca_s {
     char                     *key_ref;
     char                     *crl_url;
     char                     *ocsp_url;
+    char                     *ca_issuers_url;
     long                      max_validity;    /* 0: none */
 
     char                     *tmpl_names[PKI_MAX_TEMPLATES];

@@ -461,9 +461,11 @@ PKI_API pki_ca_t *pki_ca_new(const char *name);
 PKI_API void pki_ca_free(pki_ca_t *ca);
 PKI_API const char *pki_ca_name(const pki_ca_t *ca);
 /* Directive lines: certificate FILE; chain FILE; key REF; templates N...;
- * max_validity TIME; crl_url URL; ocsp_url URL; alternate_chain FILE (up
- * to PKI_CA_MAX_ALT_CHAINS).  "key" and "templates" only record the
- * names: the glue resolves them with the two calls below. */
+ * max_validity TIME; crl_url URL; ocsp_url URL; ca_issuers_url URL;
+ * alternate_chain FILE (up to PKI_CA_MAX_ALT_CHAINS).  ocsp_url and
+ * ca_issuers_url go into one AIA extension of what the CA issues.  "key"
+ * and "templates" only record the names: the glue resolves them with the
+ * two calls below. */
 PKI_API pki_status_t pki_ca_set(pki_ca_t *ca, const char *name, int argc,
     const char *const *argv, pki_result_t *res);
 PKI_API const char *pki_ca_key_ref(const pki_ca_t *ca);

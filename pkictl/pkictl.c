@@ -71,6 +71,7 @@ typedef struct {
     const char  *audit_log;
     const char  *crl_url;
     const char  *ocsp_url;
+    const char  *ca_issuers_url;
     const char  *dns[PKICTL_MAX_NAMES];
     const char  *ip[PKICTL_MAX_NAMES];
     int          ndns;
@@ -96,6 +97,7 @@ usage(void)
         " [--namespace NS]\n"
         "               [--db N] --audit-log DIR|none] [--crl-url URL]"
         " [--ocsp-url URL]\n"
+        "               [--ca-issuers-url URL]\n"
         "    --redis: the record goes where nginx finds the certificates of"
         "\n"
         "    \"pki_ca NAME\" (OCSP, CRLs, admin API); NS and N as in"
@@ -820,7 +822,8 @@ cmd_selfsign(pkictl_opts_t *o)
      * recorded nothing, a --dns that is not in the certificate) */
     if (o->csr || o->pubkey_of || o->profile || o->ca_cert || o->ca_key
         || o->redis || o->ca_name || o->ns || o->db >= 0 || o->ndns
-        || o->nip || o->audit_log || o->crl_url || o->ocsp_url)
+        || o->nip || o->audit_log || o->crl_url || o->ocsp_url
+        || o->ca_issuers_url)
     {
         fprintf(stderr, "pkictl: selfsign takes --key, --subject, --days, "
                 "--out, --pathlen and the vault's options only\n");
@@ -1216,6 +1219,13 @@ cmd_issue(pkictl_opts_t *o)
         fail_res("--ocsp-url", &res);
         goto done;
     }
+    argv[0] = o->ca_issuers_url;
+    if (o->ca_issuers_url != NULL
+        && pki_ca_set(ca, "ca_issuers_url", 1, argv, &res) != PKI_OK)
+    {
+        fail_res("--ca-issuers-url", &res);
+        goto done;
+    }
     if (pki_ca_set_key(ca, cakey, &res) != PKI_OK) {
         fail_res("CA key", &res);
         goto done;
@@ -1499,6 +1509,8 @@ main(int argc, char **argv)
             o.crl_url = v;
         } else if (strcmp(a, "--ocsp-url") == 0) {
             o.ocsp_url = v;
+        } else if (strcmp(a, "--ca-issuers-url") == 0) {
+            o.ca_issuers_url = v;
         } else if (strcmp(a, "--db") == 0) {
             if (!parse_long(v, 0, 65535, &o.db)) {
                 fprintf(stderr, "pkictl: bad --db \"%s\"\n", v);

@@ -2368,6 +2368,134 @@ constrained_case(pki_ca_t *cc, pki_template_t *t, const char *what,
 }
 
 
+/* The AIA of what a CA issues (RFC 5280 4.2.2.1): one extension, not
+ * critical, with the OCSP accessDescription (ocsp_url) and then the
+ * caIssuers one (ca_issuers_url), each only when configured; none at all
+ * without either.  ca_issuers_url is checked as ocsp_url is. */
+static void
+test_aia(pki_key_t *key, pki_template_t *t)
+{
+    int                      i, j, n, crit, nids[2];
+    X509                    *x;
+    pki_ca_t                *ca;
+    const char              *want[2];
+    pki_result_t             res;
+    ACCESS_DESCRIPTION      *ad;
+    AUTHORITY_INFO_ACCESS   *aia;
+    char                     path[128], what[64];
+
+    static const struct {
+        const char  *ocsp;
+        const char  *issuers;
+    }  cases[] = {
+        { "http://pki.example/ocsp", "http://pki.example/ca/sub.crt" },
+        { NULL, "http://pki.example/ca/sub.crt" },
+        { "http://pki.example/ocsp", NULL },
+        { NULL, NULL },
+    };
+
+    snprintf(path, sizeof(path), "%s/sub.pem", dir);
+
+    for (i = 0; i < (int) (sizeof(cases) / sizeof(cases[0])); i++) {
+        snprintf(what, sizeof(what), "AIA case %d (ocsp %s, caIssuers %s)",
+                 i, cases[i].ocsp ? "yes" : "no",
+                 cases[i].issuers ? "yes" : "no");
+
+        pki_result_init(&res);
+        ca = pki_ca_new("aia");
+        ca_line(ca, "certificate", path, &res);
+        if (cases[i].ocsp) {
+            ca_line(ca, "ocsp_url", cases[i].ocsp, &res);
+        }
+        if (cases[i].issuers) {
+            ca_line(ca, "ca_issuers_url", cases[i].issuers, &res);
+        }
+        pki_ca_set_key(ca, key, &res);
+        pki_ca_add_template(ca, t, &res);
+        if (res.status != PKI_OK || pki_ca_finish(ca, &res) != PKI_OK) {
+            ok(0, "%s: CA finishes (%s %s)", what, res.detail, res.log);
+            pki_ca_free(ca);
+            continue;
+        }
+
+        x = issue_one(ca, t, NULL, "/CN=aia", NULL, NULL, &res);
+        ok(x != NULL, "%s: issued (%s)", what, res.detail);
+        if (x == NULL) {
+            pki_ca_free(ca);
+            continue;
+        }
+
+        n = 0;
+        if (cases[i].ocsp) {
+            nids[n] = NID_ad_OCSP;
+            want[n++] = cases[i].ocsp;
+        }
+        if (cases[i].issuers) {
+            nids[n] = NID_ad_ca_issuers;
+            want[n++] = cases[i].issuers;
+        }
+
+        ok(X509_get_ext_by_NID(x, NID_info_access,
+                               X509_get_ext_by_NID(x, NID_info_access, -1))
+           < 0, "%s: at most one AIA extension", what);
+
+        crit = -2;
+        aia = X509_get_ext_d2i(x, NID_info_access, &crit, NULL);
+
+        if (n == 0) {
+            ok(aia == NULL && crit == -1, "%s: no AIA", what);
+
+        } else {
+            ok(aia != NULL && crit == 0, "%s: AIA, not critical", what);
+            ok(aia != NULL && sk_ACCESS_DESCRIPTION_num(aia) == n,
+               "%s: %d accessDescription(s) (%d)", what, n,
+               aia ? sk_ACCESS_DESCRIPTION_num(aia) : -1);
+
+            for (j = 0; aia && j < n && j < sk_ACCESS_DESCRIPTION_num(aia);
+                 j++)
+            {
+                ad = sk_ACCESS_DESCRIPTION_value(aia, j);
+                ok(OBJ_obj2nid(ad->method) == nids[j]
+                   && ad->location->type == GEN_URI
+                   && strcmp((const char *) ASN1_STRING_get0_data(
+                                 ad->location->d.uniformResourceIdentifier),
+                             want[j]) == 0,
+                   "%s: #%d is %s %s", what, j,
+                   nids[j] == NID_ad_OCSP ? "OCSP" : "caIssuers", want[j]);
+            }
+        }
+
+        AUTHORITY_INFO_ACCESS_free(aia);
+        X509_free(x);
+        pki_ca_free(ca);
+    }
+
+    /* checked as ocsp_url is */
+    ca = pki_ca_new("aia-bad");
+
+    pki_result_init(&res);
+    ok(ca_line(ca, "ca_issuers_url", "ftp://pki.example/sub.crt", &res)
+       == PKI_MALFORMED && strstr(res.detail, "invalid URL"),
+       "ca_issuers_url ftp:// refused: %s", res.detail);
+
+    pki_result_init(&res);
+    ok(ca_line(ca, "ca_issuers_url", "http://pki.example/a b", &res)
+       == PKI_MALFORMED, "ca_issuers_url with a space refused: %s",
+       res.detail);
+
+    pki_result_init(&res);
+    ok(ca_line(ca, "ca_issuers_url", "http://pki.example/sub.crt", &res)
+       == PKI_OK, "ca_issuers_url http:// taken");
+
+    pki_result_init(&res);
+    ok(ca_line(ca, "ca_issuers_url", "http://pki.example/other.crt", &res)
+       == PKI_MALFORMED && strstr(res.detail, "duplicate"),
+       "a second ca_issuers_url refused: %s", res.detail);
+
+    pki_ca_free(ca);
+}
+
+
 /* A compressed point is taken, but the certificate carries it uncompressed
  * (04 || x || y): Go's crypto/x509 refuses a certificate with a compressed
  * one.  Its key identifier is that of the point as carried. */
@@ -4537,6 +4665,7 @@ main(void)
     test_alt_chains(subpk, subkey, otherpk, troot, tsub);
     test_primary_chain();
     test_point_forms(subca, tdev);
+    test_aia(subkey, tdev);
 
     x = issue_one(subca, tother, NULL, "/CN=dev1", NULL, NULL, &res);
     ok(x == NULL && res.status == PKI_POLICY
