@@ -322,6 +322,7 @@ nginx-pki demo is running.
   credentials    demo / demo   (HTTP Basic; simplereenroll uses the TLS client certificate)
   OCSP           http://127.0.0.1:8080/ocsp
   CRL            http://127.0.0.1:8080/crl/issuing.crl
+  CA certificate http://127.0.0.1:8080/ca/issuing.crt   (AIA CA Issuers of every certificate)
   admin API      https://127.0.0.1:8443/pki/admin/   (HTTP Basic admin / admin;
                  POST revoke {"serial", "reason"}, with "at": RFC 3339 to plan it,
                  which moves the certificate's ACME renewalInfo window before it;

@@ -83,9 +83,19 @@ typedef struct {
 } ngx_http_pki_main_conf_t;
 
 
+/* pki_ca_certificate: a CA's certificate, made at configuration */
+typedef struct {
+    ngx_str_t                  der;
+    ngx_str_t                  etag;        /* quoted */
+    time_t                     not_before;  /* Last-Modified */
+    time_t                     not_after;   /* no cache beyond it */
+} ngx_http_pki_ca_cert_t;
+
+
 typedef struct {
     ngx_flag_t                 crl;
     time_t                     crl_next_update;
+    ngx_http_pki_ca_cert_t    *ca_cert;     /* pki_ca_certificate */
     ngx_flag_t                 admin_plain_http;
     off_t                      body_limit;  /* the client_max_body_size
                                                that ngx_http_pki_own_body_
@@ -158,6 +168,12 @@ static char *ngx_http_pki_crl_cache(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_pki_crl_cache_init(ngx_conf_t *cf);
 static char *ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_pki_ca_certificate(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_pki_ca_certificate_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_pki_send_der(ngx_http_request_t *r,
+    ngx_str_t *type, ngx_str_t *der, time_t last_modified, ngx_str_t *etag,
+    time_t max_age, ngx_uint_t revalidate);
 static ngx_int_t ngx_http_pki_crl_handler(ngx_http_request_t *r);
 static void ngx_http_pki_crl_free_all(ngx_http_pki_main_conf_t *pmcf);
 static void ngx_http_pki_crl_refresh_start(ngx_cycle_t *cycle,
@@ -343,6 +359,13 @@ static ngx_command_t  ngx_http_pki_commands[] = {
     { ngx_string("pki_crl"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_pki_crl,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pki_ca_certificate"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_pki_ca_certificate,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -4604,6 +4627,253 @@ ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* ---- pki_ca_certificate: a CA's certificate (RFC 5280 4.2.2.1) ---------- */
+
+/*
+ * What a CA's ca_issuers_url names: its certificate as DER,
+ * application/pkix-cert (RFC 2585 4.1, RFC 5280 4.2.2.1).  Encoded once
+ * at configuration from the certificate the pki_ca block loaded, and
+ * served from memory on the event loop: no Redis, no key, no thread.  The
+ * validators are the same on every host of a fleet and across reloads of
+ * the same certificate: Last-Modified is its notBefore, the ETag a digest
+ * of its DER.
+ */
+
+#define NGX_HTTP_PKI_CA_CERT_MAX_AGE  86400
+
+
+static time_t
+ngx_http_pki_asn1_time(const ASN1_TIME *t)
+{
+    struct tm  tm;
+
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1) {
+        return (time_t) -1;
+    }
+
+    return timegm(&tm);
+}
+
+
+static char *
+ngx_http_pki_ca_certificate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_pki_loc_conf_t *plcf = conf;
+
+    int                      len;
+    u_char                  *p;
+    X509                    *x;
+    pki_ca_t                *ca;
+    ngx_str_t               *value;
+    unsigned int             mdlen;
+    ngx_http_pki_ca_cert_t  *cc;
+    u_char                   md[EVP_MAX_MD_SIZE];
+
+    if (plcf->ca_cert != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ca = ngx_http_pki_find_ca(cf, &value[1]);
+    if (ca == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown CA \"%V\" (declare pki_ca before use)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    x = pki_ca_cert(ca);
+
+    cc = ngx_pcalloc(cf->pool, sizeof(ngx_http_pki_ca_cert_t));
+    if (cc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = x ? i2d_X509(x, NULL) : -1;
+    if (len <= 0) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "i2d_X509() failed for CA \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cc->der.data = ngx_pnalloc(cf->pool, len);
+    if (cc->der.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = cc->der.data;
+    if (i2d_X509(x, &p) != len) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "i2d_X509() failed for CA \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cc->der.len = len;
+
+    if (EVP_Digest(cc->der.data, cc->der.len, md, &mdlen, EVP_sha256(),
+                   NULL)
+        != 1)
+    {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0, "EVP_Digest() failed");
+        return NGX_CONF_ERROR;
+    }
+
+    /* "<first 128 bits of the SHA-256, hex>" */
+    cc->etag.data = ngx_pnalloc(cf->pool, 2 + 32);
+    if (cc->etag.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = cc->etag.data;
+    *p++ = '"';
+    p = ngx_hex_dump(p, md, 16);
+    *p++ = '"';
+    cc->etag.len = p - cc->etag.data;
+
+    cc->not_before = ngx_http_pki_asn1_time(X509_get0_notBefore(x));
+    cc->not_after = ngx_http_pki_asn1_time(X509_get0_notAfter(x));
+
+    if (cc->not_before == (time_t) -1 || cc->not_after == (time_t) -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the certificate of CA \"%V\" has a validity "
+                           "that cannot be read", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_pki_content(cf, cmd, ngx_http_pki_ca_certificate_handler)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->ca_cert = cc;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_pki_ca_certificate_handler(ngx_http_request_t *r)
+{
+    time_t                    age;
+    ngx_int_t                 rc;
+    ngx_http_pki_ca_cert_t   *cc;
+    ngx_http_pki_loc_conf_t  *plcf;
+
+    static ngx_str_t  type = ngx_string("application/pkix-cert");
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_pki_read_only(r);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_pki_module);
+
+    cc = plcf->ca_cert;
+    if (cc == NULL) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    /* a day, and never cached past the certificate's end */
+    age = cc->not_after - ngx_time();
+    if (age < 0) {
+        age = 0;
+    }
+    if (age > NGX_HTTP_PKI_CA_CERT_MAX_AGE) {
+        age = NGX_HTTP_PKI_CA_CERT_MAX_AGE;
+    }
+
+    return ngx_http_pki_send_der(r, &type, &cc->der, cc->not_before,
+                                 &cc->etag, age, 0);
+}
+
+
+/*
+ * A 200 with der (living as long as r->pool) as the body of the given
+ * type, for a cache: Cache-Control max-age (revalidate: must-revalidate
+ * too), Last-Modified and ETag, so that nginx answers a conditional
+ * request with 304.  HEAD: the header only.
+ */
+static ngx_int_t
+ngx_http_pki_send_der(ngx_http_request_t *r, ngx_str_t *type,
+    ngx_str_t *der, time_t last_modified, ngx_str_t *etag, time_t max_age,
+    ngx_uint_t revalidate)
+{
+    u_char           *p;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *h;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = der->len;
+    r->headers_out.last_modified_time = last_modified;
+
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("max-age=, public, no-transform, "
+                                    "must-revalidate") + NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    h->value.data = p;
+    h->value.len = ngx_sprintf(p, "max-age=%T, public, no-transform%s",
+                               max_age,
+                               revalidate ? ", must-revalidate" : "")
+                   - p;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "ETag");
+    h->value = *etag;
+    r->headers_out.etag = h;
+
+    /* a body not read is discarded, not parsed as the next request
+     * (see ngx_http_pki_send_plain()) */
+    ngx_http_pki_body_unwanted(r);
+
+    rc = ngx_http_pki_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = der->data;
+    b->last = der->data + der->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
 /* ---- pki_crl: the CAs' CRLs (core/crl.c pki_crl_current) ---------------- */
 
 /*
@@ -4703,6 +4973,7 @@ ngx_http_pki_create_loc_conf(ngx_conf_t *cf)
 
     plcf->crl = NGX_CONF_UNSET;
     plcf->crl_next_update = NGX_CONF_UNSET;
+    plcf->ca_cert = NGX_CONF_UNSET_PTR;
     plcf->admin_plain_http = NGX_CONF_UNSET;
 
     return plcf;
@@ -4768,6 +5039,8 @@ ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_sec_value(conf->crl_next_update, prev->crl_next_update,
                              NGX_HTTP_PKI_CRL_DEFAULT);
     ngx_conf_merge_value(conf->admin_plain_http, prev->admin_plain_http, 0);
+    /* for the if and limit_except blocks that answer with the handler */
+    ngx_conf_merge_ptr_value(conf->ca_cert, prev->ca_cert, NULL);
 
     if (conf->crl_next_update < 60
         || conf->crl_next_update > 366L * 24 * 3600)
@@ -5620,11 +5893,10 @@ ngx_http_pki_crl_send(ngx_http_request_t *r, ngx_str_t *name,
 {
     u_char              *p;
     time_t               age;
-    ngx_int_t            rc;
-    ngx_buf_t           *b;
-    ngx_chain_t          out;
-    ngx_table_elt_t     *h;
+    ngx_str_t            der, etag;
     ngx_pool_cleanup_t  *cln;
+
+    static ngx_str_t  type = ngx_string("application/pkix-crl");
 
     age = st->next_update - ngx_time();
     if (age < 0) {
@@ -5646,71 +5918,19 @@ ngx_http_pki_crl_send(ngx_http_request_t *r, ngx_str_t *name,
     cln->handler = ngx_http_pki_crl_unref;
     cln->data = st->blob;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = st->blob->len;
-    r->headers_out.last_modified_time = st->this_update;
-
-    ngx_str_set(&r->headers_out.content_type, "application/pkix-crl");
-    r->headers_out.content_type_len = sizeof("application/pkix-crl") - 1;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_pnalloc(r->pool, sizeof("max-age=, public, no-transform, "
-                                    "must-revalidate") + NGX_TIME_T_LEN);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    h->value.data = p;
-    h->value.len = ngx_sprintf(p, "max-age=%T, public, no-transform, "
-                               "must-revalidate", age) - p;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     p = ngx_pnalloc(r->pool, name->len + NGX_INT64_LEN + 4);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    h->hash = 1;
-    ngx_str_set(&h->key, "ETag");
-    h->value.data = p;
-    h->value.len = ngx_sprintf(p, "\"%V-%L\"", name, st->number) - p;
-    r->headers_out.etag = h;
+    etag.data = p;
+    etag.len = ngx_sprintf(p, "\"%V-%L\"", name, st->number) - p;
 
-    /* a body not read is discarded, not parsed as the next request
-     * (see ngx_http_pki_send_plain()) */
-    ngx_http_pki_body_unwanted(r);
+    der.data = st->blob->data;
+    der.len = st->blob->len;
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = st->blob->data;
-    b->last = st->blob->data + st->blob->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_der(r, &type, &der, st->this_update, &etag, age,
+                                 1);
 }
 
 

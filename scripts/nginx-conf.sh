@@ -202,6 +202,7 @@ http {
         max_validity 365d;
         ocsp_url http://127.0.0.1:$HTTP/ocsp;
         crl_url http://127.0.0.1:$HTTP/crl/issuing.crl;
+        ca_issuers_url http://127.0.0.1:$HTTP/ca/issuing.crt;
     }
 
 $( [ -n "$MATTER" ] && cat <<MATTERCA
@@ -317,6 +318,12 @@ MATTERLOC
 
         location /crl/ {
             pki_crl;
+        }
+
+        # the issuing CA's certificate, named by the certificates' AIA
+        # (caIssuers, RFC 5280 4.2.2.1)
+        location = /ca/issuing.crt {
+            pki_ca_certificate issuing;
         }
 
         # SCEP (RFC 8894): static challenge "demo" or one-time challenges

@@ -482,7 +482,9 @@ SKIP: {
                                   '--ca-name', 'fleet-ca',
                                   '--namespace', 'fleet7:', '--db', '3', @al,
                                   '--crl-url', 'http://crl.example/f.crl',
-                                  '--ocsp-url', 'http://ocsp.example/'],
+                                  '--ocsp-url', 'http://ocsp.example/',
+                                  '--ca-issuers-url',
+                                  'http://ca.example/fleet.crt'],
                                  %env);
     is($rc, 0, 'issue --redis --ca-name --namespace --db') or diag($err);
     my ($serial) = (-e $fleet ? openssl_or_die('x509', '-in', $fleet,
@@ -507,6 +509,9 @@ SKIP: {
                                          . 'authorityInfoAccess') : '';
     like($ext, qr{URI:http://crl\.example/f\.crl}, '--crl-url: its CDP');
     like($ext, qr{OCSP - URI:http://ocsp\.example/}, '--ocsp-url: its AIA');
+    like($ext, qr{OCSP\ -\ URI:http://ocsp\.example/\n
+                  \s+CA\ Issuers\ -\ URI:http://ca\.example/fleet\.crt\n}x,
+         '--ca-issuers-url: in the same AIA, after OCSP');
 
     # the keys, as redis-cli reads them
     my $key = "fleet7:{ca:fleet-ca}:cert:$serial";
