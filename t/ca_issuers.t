@@ -22,6 +22,10 @@ use PKITest;
 my $t = PKITest->new;
 $t->start_redis;
 
+# the Matter hierarchies, for the DAC at the end (when the module is built)
+my $matter = -f "$PKITest::BUILD/ngx_http_matter_module.so";
+$t->make_matter_pki($t->pki) if $matter;
+
 my $base = $t->render_conf;
 my $pki = $t->pki;
 my $dir = $t->dir;
@@ -228,6 +232,62 @@ sub conf_rejected {
     my ($n, $aia, $text) = aia_text($bare // '/nonexistent');
     is($n, 0, 'neither URL: no AIA extension') or diag($text);
     like($text, qr/CRL Distribution Points/, '  (the CRL DP still there)');
+}
+
+# --- Matter: a DAC carries the AIA too ---------------------------------------
+
+# The Matter DAC profile allows an AIA (not critical): with the PAI's
+# ca_issuers_url the DAC has it, passes the attestation checks and stays
+# under the Matter DER size limit (600 bytes).  With the OCSP URL as well
+# this DAC would be larger than that: refused before signing, naming the
+# rule (as with a long CRL URL, t/matter.t).
+SKIP: {
+    skip 'ngx_http_matter_module.so not built', 11 if !$matter;
+    $t->stop_nginx;
+    my $m = $t->pki . '/matter';
+    (my $c = $base) =~ s{(\n\s*templates matter-dac;)}
+        {$1
+        ca_issuers_url http://127.0.0.1:$port/ca/matter-pai.crt;}
+        or die 'no matter-pai';
+    my $loc = "location = /ca/matter-pai.crt "
+              . "{ pki_ca_certificate matter-pai; }";
+    $c =~ s{(\n(\s*)location = /ca/issuing\.crt )}{\n$2$loc\n$1}
+        or die 'no /ca/issuing.crt';
+    $t->start_nginx($c);
+    my ($csr) = $t->make_csr('aia-dac', subj => '/CN=aia dac');
+    my $r = $t->est_post('simpleenroll', $csr, label => 'matter-dac');
+    is($r->{code}, 200, 'Matter DAC through EST: 200') or diag($r->{body});
+    my $pem = $t->p7_to_pem($r->{body});
+    my $dac = $pem ? $t->save_first_cert($pem, 'aia-dac') : '/nonexistent';
+    my ($n, $aia, $text) = aia_text($dac);
+    is($n, 1, '  one AIA extension') or diag($text);
+    like($aia, qr{^\s+CA\ Issuers\ -\ URI:http://127\.0\.0\.1:$port
+                  /ca/matter-pai\.crt\n$}x,
+         '  the PAI\'s CA Issuers URL alone');
+    ok(length($t->x509_der($dac)) <= 600, '  within 600 bytes of DER');
+    my ($rc, $out, $err) = PKITest::run_cmd(["$PKITest::BUILD/pkictl",
+        'matter', 'verify-attestation', '--dac', $dac, '--pai', "$m/pai.pem",
+        '--paa', "$m/paa.pem"]);
+    is($rc, 0, '  pkictl matter verify-attestation') or diag("$out$err");
+    ($rc, $out, $err) = PKITest::run_cmd(['openssl', 'verify', '-x509_strict',
+        '-CAfile', "$m/paa.pem", '-untrusted', "$m/pai.pem", $dac]);
+    is($rc, 0, '  openssl verify -x509_strict') or diag("$out$err");
+    $r = $t->curl('GET', "http://127.0.0.1:$port/ca/matter-pai.crt");
+    is($r->{code}, 200, '  the PAI at its URL: 200');
+    ok($r->{body} eq $t->x509_der("$m/pai.pem"), '  the PAI\'s certificate');
+
+    # with the OCSP URL too: over the size limit, refused before signing
+    $t->stop_nginx;
+    $c =~ s{(\n\s*templates matter-dac;)}
+        {$1\n        ocsp_url http://127.0.0.1:$port/ocsp;} or die;
+    $t->start_nginx($c);
+    my @before = $t->state_keys;
+    $r = $t->est_post('simpleenroll', $csr, label => 'matter-dac',
+                      quiet => 1);
+    is($r->{code}, 400, 'a DAC with both URLs over 600 bytes: 400');
+    like(slurp($t->error_log) // '', qr/larger than 600 bytes once signed/,
+         '  the error log names the rule');
+    is_deeply([ $t->state_keys ], \@before, '  nothing recorded');
 }
 
 $t->stop_nginx;
