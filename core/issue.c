@@ -170,6 +170,24 @@ pki_csr_parse(const unsigned char *der, size_t len, X509_REQ **out,
 }
 
 
+static const char *
+pki_kt_article_name(pki_kt_t type)
+{
+    switch (type) {
+    case PKI_KT_RSA:
+        return "an RSA";
+    case PKI_KT_EC:
+        return "an EC";
+    case PKI_KT_ED25519:
+        return "an Ed25519";
+    case PKI_KT_ED448:
+        return "an Ed448";
+    default:
+        return "this";
+    }
+}
+
+
 /* ---- policy ------------------------------------------------------------ */
 
 static pki_status_t
@@ -223,9 +241,18 @@ pki_check_key(const pki_template_t *t, EVP_PKEY *pk, pki_result_t *res)
     }
 
     if (pki_int_key_allowed(t, pk)) {
-        return pki_int_ed_key_usage_ok(t, kt.type) ? PKI_OK
-               : pki_fail(res, PKI_POLICY, "template \"%s\": "
-                          PKI_ED_KU_RULE, t->name);
+        if (!pki_int_ed_key_usage_ok(t, kt.type)) {
+            return pki_fail(res, PKI_POLICY, "template \"%s\": "
+                            PKI_ED_KU_RULE, t->name);
+        }
+
+        if (!pki_int_key_usage_ok(t, kt.type)) {
+            return pki_fail(res, PKI_POLICY, "the key usage of template "
+                            "\"%s\" does not suit %s key: " PKI_KU_RULE,
+                            t->name, pki_kt_article_name(kt.type));
+        }
+
+        return PKI_OK;
     }
 
     pki_int_key_types(t, &n, &allowed);
@@ -2703,44 +2730,12 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
 static unsigned
 pki_ku_allowed(const EVP_PKEY *pk, pki_key_type_t *kt)
 {
-    unsigned  sig;
-
-    sig = (1u << PKI_KU_DIGITAL_SIGNATURE) | (1u << PKI_KU_NON_REPUDIATION)
-          | (1u << PKI_KU_KEY_CERT_SIGN) | (1u << PKI_KU_CRL_SIGN);
-
     if (!pki_int_classify_key(pk, kt)) {
         kt->type = (pki_kt_t) 0;
         return ~0u;
     }
 
-    switch (kt->type) {
-    case PKI_KT_RSA:
-        return sig | (1u << PKI_KU_KEY_ENCIPHERMENT)
-               | (1u << PKI_KU_DATA_ENCIPHERMENT);
-    case PKI_KT_EC:
-        return sig | (1u << PKI_KU_KEY_AGREEMENT)
-               | (1u << PKI_KU_ENCIPHER_ONLY) | (1u << PKI_KU_DECIPHER_ONLY);
-    default:
-        return sig;
-    }
-}
-
-
-static const char *
-pki_kt_article_name(pki_kt_t type)
-{
-    switch (type) {
-    case PKI_KT_RSA:
-        return "an RSA";
-    case PKI_KT_EC:
-        return "an EC";
-    case PKI_KT_ED25519:
-        return "an Ed25519";
-    case PKI_KT_ED448:
-        return "an Ed448";
-    default:
-        return "this";
-    }
+    return pki_int_ku_bits(kt->type);
 }
 
 

@@ -162,6 +162,17 @@ int pki_int_ed_key_usage_ok(const pki_template_t *t, int type);
 #define PKI_ED_KU_RULE                                                       \
     "an Ed25519 or Ed448 key needs digitalSignature, nonRepudiation, "       \
     "keyCertSign or cRLSign in \"key_usage\" (RFC 8410 5)"
+/* The keyUsage bits (1 << PKI_KU_*) a subject key of type (PKI_KT_*) may
+ * carry: RSA (RFC 3279 2.3.1) no keyAgreement, EC (RFC 5480 3, RFC 8813
+ * 3) no encipherment, Ed25519 and Ed448 (RFC 8410 5) neither; all for a
+ * type not known. */
+unsigned pki_int_ku_bits(int type);
+/* Whether a certificate of template t for a key of that type keeps at
+ * least one keyUsage bit (an unset key_usage always does). */
+int pki_int_key_usage_ok(const pki_template_t *t, int type);
+#define PKI_KU_RULE                                                          \
+    "keyAgreement is not for RSA keys (RFC 3279 2.3.1), keyEncipherment "    \
+    "and dataEncipherment not for EC keys (RFC 5480 3)"
 /* Whether a certificate of template t may carry a SAN of type (PKI_SAN_*),
  * wildcard: a "*." DNS name.  0 with why filled (for a protocol that
  * refuses an identifier before it is validated: ACME newOrder). */

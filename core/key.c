@@ -3128,11 +3128,12 @@ pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
 
     pthread_mutex_lock(&k->p11_mutex);
 
-    if (ok && k->p11_gen == k->vault->gen && k->p11_sess != NULL
-        && k->p11_nsess < PKI_P11_SESSIONS_MAX)
-    {
+    n = 0;
+    now = 0;
+
+    if (ok && k->p11_gen == k->vault->gen && k->p11_sess != NULL) {
+        /* the idle ones first: a full pool keeps this one then */
         now = pki_int_now();
-        n = 0;
 
         while (n < sizeof(old) / sizeof(old[0]) && n < k->p11_nsess
                && (now - k->p11_sess[n].since) * 1000 >= k->vault->idle_ms)
@@ -3146,7 +3147,11 @@ pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
             memmove(k->p11_sess, k->p11_sess + n,
                     k->p11_nsess * sizeof(pki_p11_pooled_t));
         }
+    }
 
+    if (ok && k->p11_gen == k->vault->gen && k->p11_sess != NULL
+        && k->p11_nsess < PKI_P11_SESSIONS_MAX)
+    {
         k->p11_sess[k->p11_nsess].s = s;
         k->p11_sess[k->p11_nsess++].since = now;
         pthread_cond_signal(&k->p11_cond);
@@ -3160,6 +3165,10 @@ pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
     }
 
     pthread_mutex_unlock(&k->p11_mutex);
+
+    for (i = 0; i < n; i++) {
+        (void) m->fn.close(old[i]);
+    }
 
     (void) m->fn.close(s);
 

@@ -1041,9 +1041,9 @@ tlv_err(int rc, int cd)
 {
     if (rc == -2) {
         return cd ? "unsupported TLV element type in CD (a signed "
-                    "integer, float or null)"
+                    "integer, float, null or reserved type)"
                   : "unsupported TLV element type (a signed integer, "
-                    "float or null)";
+                    "float, null or reserved type)";
     }
 
     if (rc < 0) {
@@ -1358,10 +1358,10 @@ tlv_to_cert(const unsigned char *tlv, size_t len, pki_bld_t *b)
     c.n = len;
 
     rc = tlv_next(&c, &e);
-    if (rc < 0) {
+    if (rc == -1) {
         return tlv_err(rc, 0);
     }
-    if (rc == 0 || e.type != TLV_STRUCT || e.tag != -1) {
+    if (rc != 1 || e.type != TLV_STRUCT || e.tag != -1) {
         return "not a Matter TLV certificate (anonymous structure)";
     }
 

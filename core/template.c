@@ -1015,6 +1015,37 @@ pki_tmpl_must_staple(pki_template_t *t, int argc, const char *const *argv,
 }
 
 
+unsigned
+pki_int_ku_bits(int type)
+{
+    unsigned  sig;
+
+    sig = (1u << PKI_KU_DIGITAL_SIGNATURE) | (1u << PKI_KU_NON_REPUDIATION)
+          | (1u << PKI_KU_KEY_CERT_SIGN) | (1u << PKI_KU_CRL_SIGN);
+
+    switch (type) {
+    case PKI_KT_RSA:
+        return sig | (1u << PKI_KU_KEY_ENCIPHERMENT)
+               | (1u << PKI_KU_DATA_ENCIPHERMENT);
+    case PKI_KT_EC:
+        return sig | (1u << PKI_KU_KEY_AGREEMENT)
+               | (1u << PKI_KU_ENCIPHER_ONLY) | (1u << PKI_KU_DECIPHER_ONLY);
+    case PKI_KT_ED25519:
+    case PKI_KT_ED448:
+        return sig;
+    default:
+        return ~0u;
+    }
+}
+
+
+int
+pki_int_key_usage_ok(const pki_template_t *t, int type)
+{
+    return !t->key_usage_set || (t->key_usage & pki_int_ku_bits(type));
+}
+
+
 int
 pki_int_ed_key_usage_ok(const pki_template_t *t, int type)
 {
@@ -1030,7 +1061,7 @@ pki_int_ed_key_usage_ok(const pki_template_t *t, int type)
 pki_status_t
 pki_template_finish(pki_template_t *t, pki_result_t *res)
 {
-    int                    i, n, ed, rsa, named;
+    int                    i, n, ed, bad, rsa, named;
     const pki_key_type_t  *kt;
 
     if (t->finished) {
@@ -1044,6 +1075,7 @@ pki_template_finish(pki_template_t *t, pki_result_t *res)
     kt = pki_int_key_types(t, &n, NULL);
     rsa = 0;
     ed = 0;
+    bad = 0;
     for (i = 0; i < n; i++) {
         if (kt[i].type == PKI_KT_RSA) {
             rsa = 1;
@@ -1051,6 +1083,10 @@ pki_template_finish(pki_template_t *t, pki_result_t *res)
 
         if (!pki_int_ed_key_usage_ok(t, kt[i].type)) {
             ed++;
+        }
+
+        if (!pki_int_key_usage_ok(t, kt[i].type)) {
+            bad++;
         }
     }
 
@@ -1088,6 +1124,14 @@ pki_template_finish(pki_template_t *t, pki_result_t *res)
         return pki_fail(res, PKI_MALFORMED, "template \"%s\": "
                         "keyEncipherment and dataEncipherment need RSA "
                         "in \"key_types\"", t->name);
+    }
+
+    /* no key type keeps a bit: nothing could be issued (with one that
+     * does, the others' requests are refused, pki_check_key) */
+    if (n > 0 && bad == n) {
+        return pki_fail(res, PKI_MALFORMED, "template \"%s\": no key type "
+                        "of \"key_types\" may carry its \"key_usage\": "
+                        PKI_KU_RULE, t->name);
     }
 
     if (t->key_usage_set

@@ -4788,7 +4788,10 @@ ngx_http_pki_ca_certificate_handler(ngx_http_request_t *r)
         age = NGX_HTTP_PKI_CA_CERT_MAX_AGE;
     }
 
-    return ngx_http_pki_send_der(r, &type, &cc->der, cc->not_before,
+    /* Last-Modified never after Date (RFC 9110 8.8.2.1): nginx -t takes
+     * a CA a few minutes before its notBefore */
+    return ngx_http_pki_send_der(r, &type, &cc->der,
+                                 ngx_min(cc->not_before, ngx_time()),
                                  &cc->etag, age, 0);
 }
 

@@ -213,6 +213,17 @@ static const finish_case_t  finish_cases[] = {
       PKI_OK, NULL },
     { "default key types keyAgreement", { "subject CN copy",
       "key_usage keyAgreement", NULL }, PKI_OK, NULL },
+    /* RFC 3279 2.3.1: no keyAgreement for RSA; a template whose key
+     * types all lose every bit could issue nothing */
+    { "rsa keyAgreement only", { "subject CN copy", "key_types rsa:2048",
+      "key_usage keyAgreement", NULL }, PKI_MALFORMED,
+      "no key type of \"key_types\" may carry its \"key_usage\"" },
+    { "rsa ed25519 keyAgreement", { "subject CN copy",
+      "key_types rsa:2048 ed25519", "key_usage keyAgreement", NULL },
+      PKI_MALFORMED, "RFC 3279" },
+    { "rsa ec keyAgreement", { "subject CN copy",
+      "key_types rsa:2048 ec:P-256", "key_usage keyAgreement", NULL },
+      PKI_OK, NULL },
     { "server_keygen on a CA", { "subject CN copy",
       "basic_constraints ca:true", "server_keygen on", NULL },
       PKI_MALFORMED, "server_keygen is not allowed" },
