@@ -4400,6 +4400,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_msg_t *m, pki_scep_resp_t *resp)
 {
     int                    rc, created, ran, taken, granted, seen, replay;
+    int                    renew;
     char                  *who, keyhex[65], seenkey[PKI_SCEP_KEY_MAX];
     char                   seentok[65];
     int                    seen_unsure = 0;
@@ -4445,21 +4446,38 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
-    if (m->type == PKI_SCEP_PKCSREQ) {
+    renew = (m->type == PKI_SCEP_RENEWALREQ);
 
-        /* a self-signed signer holding the key of the CSR */
-        if (X509_NAME_cmp(X509_get_subject_name(m->signer),
+    /*
+     * A PKCSReq is signed by a self-signed certificate holding the key of
+     * the CSR, or it is a renewal: signed by a certificate this CA issued
+     * and its key, as sscep (which has no RenewalReq) and other clients
+     * send one (RFC 8894 2.3).  That one is judged by the RenewalReq
+     * rules below, all of them, and needs no challenge.
+     */
+    if (m->type == PKI_SCEP_PKCSREQ
+        && (X509_NAME_cmp(X509_get_subject_name(m->signer),
                           X509_get_issuer_name(m->signer)) != 0
             || (m->lean != NULL
                 ? !m->self_signed   /* checked by the lean reader */
-                : X509_verify(m->signer, X509_get0_pubkey(m->signer)) != 1))
-        {
-            ERR_clear_error();
+                : X509_verify(m->signer, X509_get0_pubkey(m->signer)) != 1)))
+    {
+        ERR_clear_error();
+
+        if (!pki_ca_issued(conf->ca, m->signer)) {
             pki_fail(res, PKI_FORBIDDEN, "PKCSReq must be signed with a "
-                     "self-signed certificate");
+                     "self-signed certificate or one issued by CA \"%s\"",
+                     pki_ca_name(conf->ca));
             pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
             goto done;
         }
+
+        pki_log(res, "%sPKCSReq signed by an issued certificate: a renewal",
+                res->log[0] ? "; " : "");
+        renew = 1;
+    }
+
+    if (!renew) {
 
         if (!pki_scep_same_key(X509_get_X509_PUBKEY(m->signer),
                                X509_REQ_get_X509_PUBKEY(csr)))
@@ -4517,10 +4535,13 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
     } else {
 
-        /* RenewalReq: the signer is a current, good certificate of ours */
-        if (!pki_ca_issued(conf->ca, m->signer)) {
+        /* RenewalReq, or a PKCSReq that renews: the signer is a current,
+         * good certificate of ours (a PKCSReq's was found issued above) */
+        if (m->type == PKI_SCEP_RENEWALREQ
+            && !pki_ca_issued(conf->ca, m->signer))
+        {
             ERR_clear_error();
-            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer was not issued "
+            pki_fail(res, PKI_FORBIDDEN, "renewal signer was not issued "
                      "by CA \"%s\"", pki_ca_name(conf->ca));
             pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
             goto done;
@@ -4529,7 +4550,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         if (X509_cmp_time(X509_get0_notAfter(m->signer), NULL) <= 0
             || X509_cmp_time(X509_get0_notBefore(m->signer), NULL) >= 0)
         {
-            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is expired or "
+            pki_fail(res, PKI_FORBIDDEN, "renewal signer is expired or "
                      "not yet valid");
             pki_scep_fail(conf, m, PKI_SCEP_BAD_TIME, resp);
             goto done;
@@ -4547,7 +4568,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
             /* the log keeps why (no record, or one of that serial that
              * holds another certificate: a CA key signing elsewhere) */
             pki_log(res, "%s%s", res->log[0] ? "; " : "", res->detail);
-            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is unknown to "
+            pki_fail(res, PKI_FORBIDDEN, "renewal signer is unknown to "
                      "this CA");
             pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
             goto done;
@@ -4557,7 +4578,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         (void) pki_record_at(&rec, time(NULL));
 
         if (rec.status != PKI_CERT_GOOD) {
-            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer is %s",
+            pki_fail(res, PKI_FORBIDDEN, "renewal signer is %s",
                      rec.status == PKI_CERT_REVOKED ? "revoked"
                                                     : "not active");
             pki_record_clear(&rec);
@@ -4566,7 +4587,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         }
 
         if (strcmp(rec.template_name, pki_template_name(conf->tmpl)) != 0) {
-            pki_fail(res, PKI_FORBIDDEN, "RenewalReq signer was issued under "
+            pki_fail(res, PKI_FORBIDDEN, "renewal signer was issued under "
                      "template \"%s\", not \"%s\"", rec.template_name,
                      pki_template_name(conf->tmpl));
             pki_record_clear(&rec);
@@ -4620,7 +4641,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
         /* under manual approval the client's resend of its request may be
          * the same message: it finds its request still waiting (below) */
-        if (m->type != PKI_SCEP_PKCSREQ || !conf->manual) {
+        if (renew || !conf->manual) {
             pki_fail(res, PKI_FORBIDDEN, "replayed message: this signed "
                      "message was taken before");
             pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
@@ -4648,7 +4669,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         taken = 1;
     }
 
-    if (m->type == PKI_SCEP_PKCSREQ && conf->manual) {
+    if (!renew && conf->manual) {
         if (!pki_scep_key_hex(csrkey, keyhex)) {
             pki_fail(res, PKI_INTERNAL, "cannot hash the key");
             pki_scep_http_error(resp, 500);
@@ -4717,6 +4738,11 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         goto done;
     }
 
+    /* the transaction log names a renewal, as for EST simplereenroll */
+    if (renew) {
+        pki_event_set_operation("renew");
+    }
+
     /* a failure once the record's commit was sent may still have issued
      * (a lost answer): the challenge then stays used */
     if (!pki_scep_issue(conf, m, &preq, who, req->client, &cert, &granted,
@@ -4729,7 +4755,7 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     pki_scep_log_serial(res, cert);
 
     if (pki_scep_success(conf, m, cert, NULL, resp)) {
-        if (m->type == PKI_SCEP_PKCSREQ) {
+        if (!renew) {
             pki_scep_pend_done(conf, m, csrkey, cert, res);
         }
 

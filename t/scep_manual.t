@@ -3,9 +3,11 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # SCEP at the CMS level with our own client (t/lib/scepmsg.c): RenewalReq
-# (good, self-signed signer, revoked signer), GetCert, GetCRL, CertPoll,
-# and manual approval: PKCSReq PENDING -> approve through the admin API ->
-# CertPoll returns the certificate (the same one on every poll); rejection;
+# (good, self-signed signer, revoked signer), a PKCSReq signed by an issued
+# certificate (sscep's renewal: good, another CA's, expired, revoked),
+# GetCert, GetCRL, CertPoll, and manual approval: PKCSReq PENDING ->
+# approve through the admin API -> CertPoll returns the certificate (the
+# same one on every poll); rejection;
 # a poll by another key; GetNextCACert during a rollover, checked with
 # openssl cms / smime against the current root; the admin listing of
 # pending requests (fields, paging, decided ones gone, hostile queries);
@@ -275,6 +277,176 @@ my $issued_serial = $t->x509_field($issued, 'serial');
           req(type => 17, key => $k2, cn => 'renew-me', cert => $old,
               signkey => $rk), 2, key => $rk, cert => $old,
           log => qr/signer is revoked/);
+}
+
+# --- PKCSReq signed by the issued certificate (sscep's renewal) ---------------
+
+# sscep has no RenewalReq: `sscep enroll -O old.crt -K old.key` sends a
+# PKCSReq signed by the certificate it renews and its key (RFC 8894 2.3).
+# It is judged as a RenewalReq: no challenge, the subject and SANs kept,
+# the signer current, good and recorded by this CA, also where PKCSReq
+# waits for approval; a signer of another CA is refused as before
+{
+    # a DER CSR of KEY for one subject and SANs, with a challengePassword
+    my $csr = sub {
+        my ($name, $key, $chal) = @_;
+        my $cnf = "$dir/$name.cnf";
+        spew($cnf, "[req]\nprompt = no\ndistinguished_name = dn\n"
+             . "attributes = at\n[dn]\nO = nginx-pki test\n"
+             . "CN = sscep-renew\n[at]\n"
+             . ($chal ? "challengePassword = $chal\n" : ''));
+        my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-config',
+            $cnf, '-key', $key,
+            '-addext', 'subjectAltName=DNS:sscep.example,IP:192.0.2.7',
+            '-outform', 'DER', '-out', "$dir/$name.csr"]);
+        BAIL_OUT("openssl req: $e") if $rc;
+        return "$dir/$name.csr";
+    };
+    my $names = sub {
+        my $x = $t->x509_text($_[0]) // '';
+        my ($subj) = $x =~ /Subject: (.*)/;
+        my ($san) = $x =~ /Subject Alternative Name:\s*\n\s*(.*)/;
+        return ($subj // 'none') . ' / ' . ($san // 'none');
+    };
+    my $issue_op = sub {
+        my ($file) = @_;
+        my $serial = $t->x509_field($file, 'serial');
+        my @e = grep { ($_->{type} // '') eq 'issue'
+                       && lc($_->{serial} // '') eq lc($serial) }
+                $t->audit_entries;
+        return @e ? $e[-1]{operation} // 'none' : 'no entry';
+    };
+    my $record = sub {
+        my $serial = $t->x509_field($_[0], 'serial');
+        return $t->redis_hash("pki:{ca:issuing}:cert:$serial");
+    };
+
+    my $sk = key('sscep-old');
+    $f = req(csr => $csr->('sscep-1', $sk, 'demo'), key => $sk);
+    $h = rep(send_msg($f), $f, $sk);
+    is($h->{status}, 0, 'sscep renewal setup: enrolled') or diag($h->{raw});
+    my $old = $h->{file};
+    like($names->($old), qr/CN\s*=\s*sscep-renew.*DNS:sscep\.example.*
+                            IP\sAddress:192\.0\.2\.7/x,
+         '  its subject and SANs') or diag($names->($old));
+
+    my $nk = key('sscep-new');
+    my $before = records();
+    $f = req(csr => $csr->('sscep-2', $nk), key => $nk, cert => $old,
+             signkey => $sk);
+    $h = rep(send_msg($f), $f, $sk, $old);
+    is($h->{status}, 0, 'PKCSReq signed by the issued certificate, no '
+       . 'challenge: SUCCESS') or diag($h->{raw});
+    my $new = $h->{file} // "$dir/none";
+    is(records(), $before + 1, '  one certificate issued');
+    is($names->($new), $names->($old), '  the same subject and SANs');
+    is($t->pubkey_of_cert($new), $t->pubkey_of_key($nk),
+       '  the key of the CSR');
+    my ($vok, $vout) = $t->verify_chain($new);
+    ok($vok, '  it verifies to the root') or diag($vout);
+    my $said = 'SUCCESS, PKCSReq signed by an issued certificate: a renewal';
+    like(slurp($t->error_log) // '', qr/messageType 19 .*\Q$said\E/,
+         '  the error log says renewal');
+
+    # a RenewalReq of the same signer, for its record and log entry
+    my $nk2 = key('sscep-new2');
+    $f = req(type => 17, csr => $csr->('sscep-3', $nk2), key => $nk2,
+             cert => $old, signkey => $sk);
+    $h = rep(send_msg($f), $f, $sk, $old);
+    is($h->{status}, 0, 'RenewalReq of the same signer: SUCCESS')
+        or diag($h->{raw});
+    my $viareq = $h->{file} // "$dir/none";
+    my ($ra_, $rb_) = ($record->($new), $record->($viareq));
+    ok($ra_->{requester} && ($ra_->{requester} // '') !~ /challenge/,
+       '  the PKCSReq\'s record names the signer as requester')
+        or diag($ra_->{requester});
+    is($ra_->{requester}, $rb_->{requester},
+       '  the same requester as the RenewalReq\'s record');
+    is($ra_->{template}, $rb_->{template}, '  the same template');
+    is($issue_op->($new), 'renew',
+       '  the transaction log says renew for the PKCSReq');
+    is($issue_op->($viareq), 'renew', '  and for the RenewalReq');
+
+    # where PKCSReq waits for approval, a renewal does not, as a
+    # RenewalReq does not
+    $f = req(csr => $csr->('sscep-4', $nk), key => $nk, cert => $old,
+             signkey => $sk);
+    $h = rep(send_msg($f, '/scep-manual'), $f, $sk, $old);
+    is($h->{status}, 0, 'the same at a manual-approval location: SUCCESS '
+       . 'at once, not PENDING') or diag($h->{raw});
+
+    # a signer of another CA: badRequest, as before
+    my $fd = "$dir/foreign";
+    mkdir $fd;
+    for my $c (
+        ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+         '-keyout', "$fd/ca.key", '-out', "$fd/ca.pem", '-days', '30',
+         '-subj', '/O=nginx-pki test/CN=Foreign CA'],
+        ['openssl', 'x509', '-req', '-inform', 'DER', '-in',
+         "$dir/sscep-1.csr", '-CA', "$fd/ca.pem", '-CAkey', "$fd/ca.key",
+         '-CAcreateserial', '-days', '30', '-out', "$fd/ee.pem"])
+    {
+        my ($rc, $o, $e) = run_cmd($c);
+        BAIL_OUT("foreign CA: @$c: $e") if $rc;
+    }
+    fails('PKCSReq signed by a certificate of another CA',
+          req(csr => $csr->('sscep-5', $nk), key => $nk,
+              cert => "$fd/ee.pem", signkey => $sk), 2, key => $sk,
+          log => qr/messageType 19 .*badRequest.*self-signed certificate/);
+
+    # an expired certificate of this CA (openssl ca with the CA key in
+    # the token): badTime, as a RenewalReq gets
+    my $xd = "$dir/xca";
+    mkdir $xd;
+    spew("$xd/index.txt", '');
+    spew("$xd/serial", "5A17\n");
+    spew("$xd/ca.cnf", <<"EOC");
+[ ca ]
+default_ca = xca
+[ xca ]
+database = $xd/index.txt
+new_certs_dir = $xd
+serial = $xd/serial
+default_md = sha256
+policy = pol
+unique_subject = no
+copy_extensions = copy
+[ pol ]
+organizationName = optional
+commonName = supplied
+EOC
+    my $pin = slurp("$pki/hsm/pin") // '';
+    chomp $pin;
+    my $tok = $t->token;
+    my $fmt = sub { POSIX::strftime('%y%m%d%H%M%SZ', gmtime($_[0])) };
+    my ($rc, $o, $e) = run_cmd(['openssl', 'ca', '-batch', '-config',
+        "$xd/ca.cnf", '-engine', 'pkcs11', '-keyform', 'engine', '-keyfile',
+        "pkcs11:token=$tok;object=issuing;type=private;pin-value=$pin",
+        '-cert', "$pki/issuing.pem", '-inform', 'DER', '-in',
+        "$dir/sscep-1.csr", '-startdate', $fmt->(time - 2 * 86400),
+        '-enddate', $fmt->(time - 86400), '-notext', '-out', "$xd/ee.pem"],
+        env => { SOFTHSM2_CONF => $t->softhsm_conf }, timeout => 60);
+    is($rc, 0, 'an expired certificate of the CA (openssl ca)')
+        or diag("$o$e");
+    fails('RenewalReq signed by an expired certificate',
+          req(type => 17, csr => $csr->('sscep-6', $nk), key => $nk,
+              cert => "$xd/ee.pem", signkey => $sk), 3, key => $sk,
+          log => qr/messageType 17 .*signer is expired/);
+    fails('PKCSReq signed by an expired certificate of the CA',
+          req(csr => $csr->('sscep-7', $nk), key => $nk,
+              cert => "$xd/ee.pem", signkey => $sk), 3, key => $sk,
+          log => qr/messageType 19 .*signer is expired/);
+
+    # the signer revoked: badRequest, as a RenewalReq gets
+    my $serial = $t->x509_field($old, 'serial');
+    $r = $t->curl('POST', "$admin/revoke", user => 'admin:admin',
+                  data => qq({"serial": "$serial", "reason": "superseded"}));
+    is($r->{code}, 200, 'revoke the sscep renewal signer')
+        or diag($r->{body});
+    fails('PKCSReq signed by a revoked certificate of the CA',
+          req(csr => $csr->('sscep-8', $nk), key => $nk, cert => $old,
+              signkey => $sk), 2, key => $sk, cert => $old,
+          log => qr/messageType 19 .*signer is revoked/);
 }
 
 # --- GetCert / GetCRL / CertPoll ---------------------------------------------

@@ -1501,6 +1501,105 @@ main(void)
             OPENSSL_free(d3);
             pki_redis_free(pr);
         }
+
+        /* A PKCSReq signed by the issued certificate and its key, as
+         * sscep renews (it has no RenewalReq): judged as a RenewalReq,
+         * no challenge; also under manual approval, not held */
+        for (int manual = 0; manual < 2; manual++) {
+            int              n2;
+            char             hex[41];
+            X509            *renewed = NULL;
+            pki_record_t     rec;
+            pki_scep_conf_t  rconf;
+            pki_scep_resp_t  r2;
+
+            rconf = conf;
+            rconf.manual = manual;
+            m.type = 0;
+            n2 = build(&m, &der);
+            op(&rconf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2,
+               &r2);
+            OPENSSL_free(der);
+            s = certrep(&r2, ra_x, dev_k, &f, &renewed);
+            ok(s == 0 && renewed && pki_ca_issued(eca, renewed)
+               && X509_NAME_cmp(X509_get_subject_name(renewed),
+                                X509_get_subject_name(issued)) == 0
+               && EVP_PKEY_eq(X509_get0_pubkey(renewed), other_k) == 1,
+               "PKCSReq signed by the issued certificate%s: SUCCESS, the "
+               "same subject, the CSR's key (status %d fail %d) [%s]",
+               manual ? " (manual approval)" : "", s, f, r2.res.detail);
+            ok(strstr(r2.res.log, "a renewal") != NULL,
+               "  the log says renewal [%s]", r2.res.log);
+            memset(&rec, 0, sizeof(rec));
+            pki_result_init(&res);
+            hex[0] = '\0';
+            if (renewed != NULL) {
+                pki_serial_to_hex(X509_get0_serialNumber(renewed), hex);
+            }
+            s = hex[0] ? pki_record_get(redis, pki_ca_name(eca), hex, &rec,
+                                        &res)
+                       : PKI_NOT_FOUND;
+            ok(s == PKI_OK && rec.requester != NULL
+               && strstr(rec.requester, "challenge") == NULL
+               && strstr(rec.requester, "dev") != NULL,
+               "  its record's requester is the signer, as a RenewalReq's "
+               "(%s)", s == PKI_OK ? rec.requester : "no record");
+            pki_record_clear(&rec);
+            pki_scep_resp_free(&r2);
+            X509_free(renewed);
+        }
+
+        /* the signer expired: badTime, as for a RenewalReq */
+        {
+            X509  *old = cert("dev", dev_k, eca_x, eca_k, 0);
+
+            X509_gmtime_adj(X509_getm_notBefore(old), -86400 * 2);
+            X509_gmtime_adj(X509_getm_notAfter(old), -86400);
+            X509_sign(old, eca_k, EVP_sha256());
+            m.signer = old;
+            m.type = 17;
+            EXPECT_FAIL("RenewalReq signed by an expired certificate",
+                        &conf, &m, 3);
+            m.type = 0;
+            EXPECT_FAIL("PKCSReq signed by an expired issued certificate",
+                        &conf, &m, 3);
+            X509_free(old);
+        }
+
+        /* the signer issued by another CA: badRequest as before (a
+         * RenewalReq: badCertId) */
+        {
+            X509  *foreign = cert("dev", dev_k, ca_x, ca_k, 0);
+
+            m.signer = foreign;
+            m.type = 0;
+            EXPECT_FAIL("PKCSReq signed by a certificate of another CA",
+                        &conf, &m, 2);
+            m.type = 17;
+            EXPECT_FAIL("RenewalReq signed by a certificate of another CA",
+                        &conf, &m, 4);
+            X509_free(foreign);
+        }
+
+        /* the signer revoked: badRequest, as for a RenewalReq */
+        {
+            char  hex[41];
+
+            m.signer = issued;
+            pki_result_init(&res);
+            s = pki_serial_to_hex(X509_get0_serialNumber(issued), hex)
+                ? pki_record_revoke(redis, pki_ca_name(eca), hex, 4,
+                                    time(NULL), 0, NULL, &res)
+                : PKI_INTERNAL;
+            ok(s == PKI_OK, "revoke the renewal signer [%s]", res.detail);
+            m.type = 17;
+            EXPECT_FAIL("RenewalReq signed by a revoked certificate", &conf,
+                        &m, 2);
+            m.type = 0;
+            EXPECT_FAIL("PKCSReq signed by a revoked issued certificate",
+                        &conf, &m, 2);
+        }
+
         m.type = 0;
         m.signer = NULL;
         m.signkey = NULL;
