@@ -578,8 +578,13 @@ pki_scep_body(pki_scep_resp_t *resp, const char *ct, unsigned char *der,
 static void
 pki_scep_getcacaps(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 {
+    /* DES3 and SHA-1 (RFC 8894 3.5.2) are accepted whatever the
+     * configuration: listed so that jscep does not fall back to single
+     * DES and an IOS router that knows no AES picks 3DES; the server
+     * still answers an AES request in AES */
     static const char  caps[] =
-        "POSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nAES\nSCEPStandard\n";
+        "POSTPKIOperation\nRenewal\nSHA-1\nSHA-256\nSHA-512\nAES\n"
+        "DES3\nSCEPStandard\n";
     static const char  next[] = "GetNextCACert\n";
     size_t             len;
 

@@ -816,9 +816,11 @@ main(void)
     ok(resp.http_status == 200 && resp.body_len > 0
        && memmem(resp.body, resp.body_len, "AES\n", 4) != NULL
        && memmem(resp.body, resp.body_len, "SHA-256\n", 8) != NULL
-       && memmem(resp.body, resp.body_len, "DES", 3) == NULL
+       && memmem(resp.body, resp.body_len, "\nDES\n", 5) == NULL
+       && memmem(resp.body, resp.body_len, "\nDES3\n", 6) != NULL
+       && memmem(resp.body, resp.body_len, "\nSHA-1\n", 7) != NULL
        && memmem(resp.body, resp.body_len, "GetNextCACert", 13) == NULL,
-       "GetCACaps: AES, SHA-256, no DES, no GetNextCACert");
+       "GetCACaps: AES, SHA-256, DES3, SHA-1, no DES, no GetNextCACert");
     pki_scep_resp_free(&resp);
 
     conf.next_ca = ca_x;
