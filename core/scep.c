@@ -2644,7 +2644,9 @@ pki_scep_success(const pki_scep_conf_t *conf, pki_scep_msg_t *m, X509 *cert,
 /* ---- transactionID ------------------------------------------------------------ */
 
 /*
- * RFC 8894 3.2.1.1: the transactionID SHOULD be a hash of the public key.
+ * The transactionID as a hash of the public key is draft-nourse-scep's
+ * rule, which the clients below follow (RFC 8894 3.2.1.1 asks only for a
+ * unique PrintableString: scep_transaction_id any takes any).
  * Clients differ in the hash and the encoding: micromdm 2.x takes base64
  * of SHA-256 over the subjectPublicKey bits (the PKCS#1 key) cut to 160
  * bits, jscep hex of a digest of the SubjectPublicKeyInfo, sscep hex MD5.
