@@ -4747,7 +4747,11 @@ pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
 
 /* ---- decryption (SCEP key transport) -------------------------------------
  *
- * RSA PKCS#1 v1.5 only: what SCEP's EnvelopedData uses.  A token error that
+ * RSA PKCS#1 v1.5, or OAEP with the hash and MGF1 hash given (SCEP's
+ * EnvelopedData: some Windows clients send OAEP).  With a token key libp11's
+ * RSA method does the raw private-key operation (CKM_RSA_X_509) and
+ * OpenSSL's legacy RSA code checks the OAEP padding, in constant time, as
+ * it does for a file key.  A token error that
  * says the session or token is gone closes and reopens the vault (bounded
  * retries, as for signing); any other failure is the input's fault (bad
  * padding, wrong length) and returns PKI_MALFORMED at once, without a
@@ -4758,8 +4762,9 @@ pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
 
 /* Returns 1 on success, 0 on a bad ciphertext, -1 on a token failure. */
 static int
-pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const unsigned char *in,
-    size_t inlen, unsigned char *out, size_t *outlen, pki_result_t *res)
+pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const EVP_MD *md,
+    const EVP_MD *mgf1, const unsigned char *in, size_t inlen,
+    unsigned char *out, size_t *outlen, pki_result_t *res)
 {
     int             rc;
     unsigned long   ckr;
@@ -4773,7 +4778,13 @@ pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const unsigned char *in,
     rc = 0;
 
     if (EVP_PKEY_decrypt_init(pctx) != 1
-        || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+        || (md == NULL
+            && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+        || (md != NULL
+            && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING)
+                != 1
+                || EVP_PKEY_CTX_set_rsa_oaep_md(pctx, md) != 1
+                || EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, mgf1) != 1)))
     {
         pki_log(res, "%sEVP_PKEY_decrypt_init() failed", pki_sep(res));
         rc = -1;
@@ -4824,6 +4835,15 @@ PKI_API pki_status_t
 pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
     unsigned char **out, size_t *outlen, pki_result_t *res)
 {
+    return pki_key_decrypt_oaep(k, NULL, NULL, in, inlen, out, outlen, res);
+}
+
+
+PKI_API pki_status_t
+pki_key_decrypt_oaep(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
+    const unsigned char *in, size_t inlen, unsigned char **out,
+    size_t *outlen, pki_result_t *res)
+{
     int             attempt, rc, failed, gate, retry;
     size_t          cap, n;
     EVP_PKEY       *pub;
@@ -4831,7 +4851,9 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
     unsigned char  *buf;
     unsigned long   seen, kseq;
 
-    if (out == NULL || outlen == NULL || in == NULL || inlen == 0) {
+    if (out == NULL || outlen == NULL || in == NULL || inlen == 0
+        || (md != NULL && mgf1 == NULL))
+    {
         return pki_fail(res, PKI_INTERNAL, "bad pki_key_decrypt() arguments");
     }
 
@@ -4894,7 +4916,8 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
 
     if (v == NULL) {
         n = cap;
-        rc = pki_decrypt_once(k, k->priv, in, inlen, buf, &n, res);
+        rc = pki_decrypt_once(k, k->priv, md, mgf1, in, inlen, buf, &n,
+                              res);
         goto result;
     }
 
@@ -4920,7 +4943,8 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
         {
             n = cap;
             kseq = pki_key_kb_seq(k);
-            rc = pki_decrypt_once(k, k->priv, in, inlen, buf, &n, res);
+            rc = pki_decrypt_once(k, k->priv, md, mgf1, in, inlen, buf,
+                                  &n, res);
             pthread_rwlock_unlock(&v->lock);
 
             if (rc >= 0) {

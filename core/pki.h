@@ -1337,6 +1337,13 @@ PKI_API pki_status_t pki_metrics_cert_counts(pki_redis_t *r, const char *ca,
 PKI_API pki_status_t pki_key_decrypt(pki_key_t *k, const unsigned char *in,
     size_t inlen, unsigned char **out, size_t *outlen, pki_result_t *res);
 
+/* The same with RSAES-OAEP (RFC 8017 7.1, empty label): md the OAEP hash,
+ * mgf1 MGF1's hash (both non-NULL; md NULL is PKCS#1 v1.5).  A bad OAEP
+ * block is PKI_MALFORMED, as a bad v1.5 padding. */
+PKI_API pki_status_t pki_key_decrypt_oaep(pki_key_t *k, const EVP_MD *md,
+    const EVP_MD *mgf1, const unsigned char *in, size_t inlen,
+    unsigned char **out, size_t *outlen, pki_result_t *res);
+
 
 /* ---- SCEP (RFC 8894) ----------------------------------------------------------
  *

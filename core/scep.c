@@ -1947,6 +1947,139 @@ pki_scep_cipher_key(const EVP_CIPHER *c)
 }
 
 
+/* An OAEP or MGF1 hash (alg NULL: the default, SHA-1); NULL for one not
+ * accepted.  Its parameters are absent or NULL (RFC 4055 section 2.1). */
+static const EVP_MD *
+pki_scep_oaep_hash(const X509_ALGOR *alg)
+{
+    if (alg == NULL) {
+        return EVP_sha1();
+    }
+
+    if (alg->parameter != NULL && alg->parameter->type != V_ASN1_NULL) {
+        return NULL;
+    }
+
+    switch (OBJ_obj2nid(alg->algorithm)) {
+    case NID_sha1:
+        return EVP_sha1();
+    case NID_sha256:
+        return EVP_sha256();
+    case NID_sha384:
+        return EVP_sha384();
+    case NID_sha512:
+        return EVP_sha512();
+    default:
+        return NULL;
+    }
+}
+
+
+/*
+ * The key transport of the RecipientInfo to the RA: rsaEncryption (PKCS#1
+ * v1.5, *md NULL) or id-RSAES-OAEP (RFC 8017 A.2.1) with RFC 4055's
+ * RSAES-OAEP-params: SHA-1, SHA-256, SHA-384 or SHA-512 as the hash and
+ * as MGF1's hash, and an empty label.  Windows SCEP clients (Intune, MDM)
+ * send OAEP.  Parameters absent or NULL are read as the defaults (SHA-1,
+ * MGF1-SHA1), as some encoders write them.  -1 when accepted, else the
+ * failInfo.
+ */
+static int
+pki_scep_ktri_alg(const X509_ALGOR *alg, const EVP_MD **md,
+    const EVP_MD **mgf1, pki_result_t *res)
+{
+    int               nid, fi;
+    X509_ALGOR       *mh;
+    const ASN1_TYPE  *pt;
+    RSA_OAEP_PARAMS  *op;
+
+    *md = NULL;
+    *mgf1 = NULL;
+
+    nid = OBJ_obj2nid(alg->algorithm);
+
+    if (nid == NID_rsaEncryption) {
+        return -1;
+    }
+
+    if (nid != NID_rsaesOaep) {
+        pki_fail(res, PKI_UNSUPPORTED, "unsupported key encryption %s",
+                 OBJ_nid2sn(nid));
+        return PKI_SCEP_BAD_ALG;
+    }
+
+    pt = alg->parameter;
+
+    if (pt == NULL || pt->type == V_ASN1_NULL) {
+        *md = EVP_sha1();
+        *mgf1 = EVP_sha1();
+        return -1;
+    }
+
+    op = pt->type == V_ASN1_SEQUENCE
+         ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_OAEP_PARAMS), pt)
+         : NULL;
+
+    if (op == NULL) {
+        ERR_clear_error();
+        pki_fail(res, PKI_MALFORMED, "bad RSAES-OAEP parameters");
+        return PKI_SCEP_BAD_MSG_CHECK;
+    }
+
+    mh = NULL;
+    fi = -1;
+
+    *md = pki_scep_oaep_hash(op->hashFunc);
+
+    if (*md == NULL) {
+        pki_fail(res, PKI_UNSUPPORTED, "unsupported RSAES-OAEP hash");
+        fi = PKI_SCEP_BAD_ALG;
+        goto done;
+    }
+
+    if (op->maskGenFunc == NULL) {
+        *mgf1 = EVP_sha1();
+
+    } else {
+        if (OBJ_obj2nid(op->maskGenFunc->algorithm) != NID_mgf1
+            || op->maskGenFunc->parameter == NULL
+            || op->maskGenFunc->parameter->type != V_ASN1_SEQUENCE
+            || (mh = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(X509_ALGOR),
+                                     op->maskGenFunc->parameter)) == NULL
+            || (*mgf1 = pki_scep_oaep_hash(mh)) == NULL)
+        {
+            ERR_clear_error();
+            pki_fail(res, PKI_UNSUPPORTED, "unsupported RSAES-OAEP mask "
+                     "generation");
+            fi = PKI_SCEP_BAD_ALG;
+            goto done;
+        }
+    }
+
+    /* pSpecifiedEmpty only: a label is refused, not ignored */
+    if (op->pSourceFunc != NULL
+        && (OBJ_obj2nid(op->pSourceFunc->algorithm) != NID_pSpecified
+            || op->pSourceFunc->parameter == NULL
+            || op->pSourceFunc->parameter->type != V_ASN1_OCTET_STRING
+            || op->pSourceFunc->parameter->value.octet_string->length != 0))
+    {
+        pki_fail(res, PKI_UNSUPPORTED, "RSAES-OAEP label not supported");
+        fi = PKI_SCEP_BAD_ALG;
+    }
+
+done:
+
+    if (fi != -1) {
+        *md = NULL;
+        *mgf1 = NULL;
+    }
+
+    X509_ALGOR_free(mh);
+    RSA_OAEP_PARAMS_free(op);
+    return fi;
+}
+
+
 /* Stage 4: the EnvelopedData with the RA key.  Returns -1 on success or the
  * failInfo; -2 for a server-side failure (res says which). */
 static int
@@ -1962,6 +2095,7 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     X509_ALGOR                   *alg;
     pki_result_t                  tmp;
     EVP_CIPHER_CTX               *ctx;
+    const EVP_MD                 *omd, *mgf1;
     const EVP_CIPHER             *cipher;
     PKCS7_RECIP_INFO             *ri;
     ASN1_OCTET_STRING            *data, *ivs;
@@ -2077,21 +2211,23 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return PKI_SCEP_BAD_MSG_CHECK;
     }
 
-    if (OBJ_obj2nid(ri->key_enc_algor->algorithm) != NID_rsaEncryption) {
+    i = pki_scep_ktri_alg(ri->key_enc_algor, &omd, &mgf1, res);
+    if (i != -1) {
         PKCS7_free(env);
-        pki_fail(res, PKI_UNSUPPORTED, "unsupported key encryption %s",
-                 OBJ_nid2sn(OBJ_obj2nid(ri->key_enc_algor->algorithm)));
-        return PKI_SCEP_BAD_ALG;
+        return i;
     }
 
     /*
-     * A bad padding must not be told apart from a bad content: use a
-     * random content key then (as OpenSSL's PKCS7 code does against the
-     * million message attack) and let the content decryption fail.
+     * A bad padding (PKCS#1 v1.5 or OAEP) must not be told apart from a
+     * bad content: use a random content key then (as OpenSSL's PKCS7 code
+     * does against the million message attack, and against Manger's for
+     * OAEP) and let the content decryption fail.
      */
     pki_result_init(&tmp);
-    st = pki_key_decrypt(pki_scep_ra_key(conf), ri->enc_key->data,
-                         (size_t) ri->enc_key->length, &cek, &cekl, &tmp);
+    st = pki_key_decrypt_oaep(pki_scep_ra_key(conf), omd, mgf1,
+                              ri->enc_key->data,
+                              (size_t) ri->enc_key->length, &cek, &cekl,
+                              &tmp);
 
     if (st == PKI_UNAVAILABLE || st == PKI_INTERNAL) {
         PKCS7_free(env);

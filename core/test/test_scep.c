@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs7.h>
@@ -197,6 +198,11 @@ typedef struct {
     int                ncrl;
     const unsigned char  *content;  /* non-NULL: the signed content as */
     int                content_len; /* is, no EnvelopedData */
+    const EVP_MD      *oaep;        /* non-NULL: RSAES-OAEP key transport */
+    const EVP_MD      *oaep_mgf1;   /* with this hash (NULL: oaep's) */
+    int                oaep_label;  /* with a label */
+    int                oaep_bare;   /* its parameters left out */
+    int                corrupt_ek;  /* the encryptedKey broken */
 } msg_t;
 
 
@@ -285,6 +291,48 @@ redisAppendCommandArgv(redisContext *c, int argc, const char **argv,
 }
 
 
+/* The EnvelopedData of in to m->rcpt with RSAES-OAEP key transport (its
+ * hash m->oaep, MGF1 hash m->oaep_mgf1 or the same, a label when
+ * m->oaep_label), built by OpenSSL's CMS code as openssl cms -encrypt
+ * -keyopt rsa_padding_mode:oaep does, read back as a PKCS7. */
+static PKCS7 *
+oaep_envelope(msg_t *m, BIO *in)
+{
+    int                   n;
+    PKCS7                *env;
+    EVP_PKEY_CTX         *pc;
+    unsigned char        *der;
+    CMS_ContentInfo      *cms;
+    CMS_RecipientInfo    *ri;
+    const unsigned char  *p;
+
+    cms = CMS_encrypt(NULL, NULL, m->cipher ? m->cipher : EVP_aes_128_cbc(),
+                      CMS_BINARY | CMS_PARTIAL);
+    ri = cms ? CMS_add1_recipient_cert(cms, m->rcpt, CMS_KEY_PARAM) : NULL;
+    pc = ri ? CMS_RecipientInfo_get0_pkey_ctx(ri) : NULL;
+    if (pc == NULL
+        || EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_OAEP_PADDING) != 1
+        || EVP_PKEY_CTX_set_rsa_oaep_md(pc, m->oaep) != 1
+        || EVP_PKEY_CTX_set_rsa_mgf1_md(pc, m->oaep_mgf1 ? m->oaep_mgf1
+                                                         : m->oaep) != 1
+        || (m->oaep_label
+            && EVP_PKEY_CTX_set0_rsa_oaep_label(pc, OPENSSL_strdup("L"), 1)
+               != 1)
+        || CMS_final(cms, in, NULL, CMS_BINARY) != 1)
+    {
+        CMS_ContentInfo_free(cms);
+        return NULL;
+    }
+    der = NULL;
+    n = i2d_CMS_ContentInfo(cms, &der);
+    CMS_ContentInfo_free(cms);
+    p = der;
+    env = n > 0 ? d2i_PKCS7(NULL, &p, n) : NULL;
+    OPENSSL_free(der);
+    return env;
+}
+
+
 static int
 build(msg_t *m, unsigned char **out)
 {
@@ -340,10 +388,26 @@ build(msg_t *m, unsigned char **out)
     rc = sk_X509_new_null();
     sk_X509_push(rc, m->rcpt);
     in = BIO_new_mem_buf(inner, ilen);
-    env = PKCS7_encrypt(rc, in, m->des ? EVP_des_ede3_cbc()
-                                       : (m->cipher ? m->cipher
-                                                    : EVP_aes_128_cbc()),
-                        PKCS7_BINARY);
+    if (m->oaep != NULL) {
+        env = oaep_envelope(m, in);
+    } else {
+        env = PKCS7_encrypt(rc, in, m->des ? EVP_des_ede3_cbc()
+                                           : (m->cipher ? m->cipher
+                                                        : EVP_aes_128_cbc()),
+                            PKCS7_BINARY);
+    }
+    if (m->corrupt_ek || m->oaep_bare) {
+        PKCS7_RECIP_INFO  *ri;
+
+        ri = sk_PKCS7_RECIP_INFO_value(env->d.enveloped->recipientinfo, 0);
+        if (m->corrupt_ek) {
+            ri->enc_key->data[ri->enc_key->length / 2] ^= 0x5a;
+        }
+        if (m->oaep_bare) {
+            X509_ALGOR_set0(ri->key_enc_algor, OBJ_nid2obj(NID_rsaesOaep),
+                            V_ASN1_UNDEF, NULL);
+        }
+    }
     if (m->des) {
         X509_ALGOR  *alg = env->d.enveloped->enc_data->algorithm;
 
@@ -1051,6 +1115,43 @@ main(void)
     m.rcpt = bad_ra;
     EXPECT_FAIL("encrypted to another certificate", &conf, &m, 1);
     m.rcpt = ra_x;
+
+    /* RSAES-OAEP key transport (Windows clients): it decrypts (the wrong
+     * challenge is seen), a broken OAEP block fails as a broken PKCS#1
+     * v1.5 one (badMessageCheck), a label or an unsupported hash is
+     * badAlg */
+    m.challenge = "wrong";
+    m.oaep = EVP_sha1();
+    EXPECT_FAIL("OAEP SHA-1 decrypts, wrong challenge", &conf, &m, 2);
+    m.oaep_bare = 1;
+    EXPECT_FAIL("OAEP without parameters: the defaults", &conf, &m, 2);
+    m.oaep_bare = 0;
+    m.oaep = EVP_sha256();
+    EXPECT_FAIL("OAEP SHA-256 decrypts, wrong challenge", &conf, &m, 2);
+    m.oaep = EVP_sha512();
+    m.oaep_mgf1 = EVP_sha1();
+    EXPECT_FAIL("OAEP SHA-512 MGF1-SHA1 decrypts", &conf, &m, 2);
+    m.oaep_mgf1 = NULL;
+    m.challenge = "s3cret";
+    m.oaep = EVP_sha1();
+    m.corrupt_ek = 1;
+    EXPECT_FAIL("OAEP SHA-1, broken block", &conf, &m, 1);
+    m.oaep = EVP_sha256();
+    EXPECT_FAIL("OAEP SHA-256, broken block", &conf, &m, 1);
+    m.oaep = NULL;
+    EXPECT_FAIL("PKCS#1 v1.5, broken block", &conf, &m, 1);
+    m.corrupt_ek = 0;
+    m.oaep = EVP_sha256();
+    m.oaep_label = 1;
+    EXPECT_FAIL("OAEP with a label", &conf, &m, 0);
+    m.oaep_label = 0;
+    m.oaep = EVP_sha224();
+    EXPECT_FAIL("OAEP SHA-224", &conf, &m, 0);
+    m.oaep = EVP_sha256();
+    m.oaep_mgf1 = EVP_sha224();
+    EXPECT_FAIL("OAEP MGF1-SHA224", &conf, &m, 0);
+    m.oaep_mgf1 = NULL;
+    m.oaep = NULL;
     m.type = 17;
     EXPECT_FAIL("RenewalReq by a self-signed certificate", &conf, &m, 4);
     m.type = 0;
@@ -1237,6 +1338,26 @@ main(void)
         s = pkiop(&conf, &m, &f, &issued, &h);
         ok(s == 0 && issued != NULL, "RA mode: PKCSReq SUCCESS");
         ok(issued && pki_ca_issued(eca, issued), "issued by the EC CA");
+
+        /* RSAES-OAEP key transport to the RA's file key */
+        {
+            int          k;
+            const char  *cn0 = m.cn;
+            X509        *oc;
+
+            m.cn = "oaep";
+            for (k = 0; k < 2; k++) {
+                m.oaep = k ? EVP_sha256() : EVP_sha1();
+                oc = NULL;
+                s = pkiop(&conf, &m, &f, &oc, &h);
+                ok(s == 0 && oc != NULL && pki_ca_issued(eca, oc),
+                   "RA mode, OAEP %s: PKCSReq SUCCESS",
+                   EVP_MD_get0_name(m.oaep));
+                X509_free(oc);
+            }
+            m.oaep = NULL;
+            m.cn = cn0;
+        }
 
         /* a copy of a message taken once changes nothing */
         {
@@ -2087,6 +2208,7 @@ main(void)
         pki_key_t    *tk;
 
         if (sconf && mod && tok && pinf && uri) {
+            int             i;
             unsigned char   ct[512], pt[32], *outp;
             size_t          ctl, outl;
             EVP_PKEY_CTX   *pc;
@@ -2134,6 +2256,50 @@ main(void)
                 free(outp);
             }
 
+            /* OAEP (SHA-1 and SHA-256) through the token key: good, then
+             * a bad block as the input's fault, then good again */
+            for (i = 0; i < 2; i++) {
+                const EVP_MD  *omd = i ? EVP_sha256() : EVP_sha1();
+
+                pc = EVP_PKEY_CTX_new(pki_key_public(tk), NULL);
+                ctl = sizeof(ct);
+                EVP_PKEY_encrypt_init(pc);
+                EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_OAEP_PADDING);
+                EVP_PKEY_CTX_set_rsa_oaep_md(pc, omd);
+                EVP_PKEY_CTX_set_rsa_mgf1_md(pc, omd);
+                EVP_PKEY_encrypt(pc, ct, &ctl, pt, sizeof(pt));
+                EVP_PKEY_CTX_free(pc);
+
+                pki_result_init(&res);
+                ok(pki_key_decrypt_oaep(tk, omd, omd, ct, ctl, &outp, &outl,
+                                        &res) == PKI_OK
+                   && outl == sizeof(pt) && memcmp(outp, pt, outl) == 0,
+                   "token: OAEP %s decrypts [%s %s]", EVP_MD_get0_name(omd),
+                   res.detail, res.log);
+                if (res.status == PKI_OK) {
+                    free(outp);
+                }
+                pki_result_init(&res);
+                is_status(pki_key_decrypt(tk, ct, ctl, &outp, &outl, &res),
+                          PKI_MALFORMED, "token: an OAEP block read as "
+                          "PKCS#1 v1.5 is the input's fault");
+                ct[ctl / 2] ^= 0x5a;
+                pki_result_init(&res);
+                is_status(pki_key_decrypt_oaep(tk, omd, omd, ct, ctl, &outp,
+                                               &outl, &res),
+                          PKI_MALFORMED, "token: a bad OAEP block is the "
+                          "input's fault");
+                ct[ctl / 2] ^= 0x5a;
+                pki_result_init(&res);
+                ok(pki_key_decrypt_oaep(tk, omd, omd, ct, ctl, &outp, &outl,
+                                        &res) == PKI_OK,
+                   "token: OAEP decrypts again after bad input [%s]",
+                   res.log);
+                if (res.status == PKI_OK) {
+                    free(outp);
+                }
+            }
+
             /* an RA whose key is in the token */
             tra = cert("Token RA", pki_key_public(tk), eca_x, eca_k, 0);
             tconf = conf;
@@ -2154,6 +2320,30 @@ main(void)
                 ok(s == 0 && issued, "token RA: PKCSReq SUCCESS");
                 X509_free(issued);
             }
+
+            /* RSAES-OAEP to the token key: a broken block fails as a
+             * broken v1.5 one; SHA-1 and SHA-256 decrypt (and enroll) */
+            m.corrupt_ek = 1;
+            EXPECT_FAIL("token RA: PKCS#1 v1.5, broken block", &tconf, &m,
+                        1);
+            for (i = 0; i < 2; i++) {
+                m.oaep = i ? EVP_sha256() : EVP_sha1();
+                m.corrupt_ek = 1;
+                EXPECT_FAIL("token RA: OAEP, broken block", &tconf, &m, 1);
+                m.corrupt_ek = 0;
+                m.challenge = "wrong";
+                EXPECT_FAIL("token RA: OAEP decrypts, wrong challenge",
+                            &tconf, &m, 2);
+                m.challenge = "s3cret";
+                if (redis) {
+                    issued = NULL;
+                    s = pkiop(&tconf, &m, &f, &issued, &h);
+                    ok(s == 0 && issued, "token RA: OAEP %s: PKCSReq "
+                       "SUCCESS", EVP_MD_get0_name(m.oaep));
+                    X509_free(issued);
+                }
+            }
+            m.oaep = NULL;
             m.rcpt = ra_x;
             X509_free(tra);
             pki_key_free(tk);
