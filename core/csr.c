@@ -519,6 +519,82 @@ pki_int_csr_attrs_refused(const void *src, int n,
 }
 
 
+/* The text of a challengePassword value (a DirectoryString, RFC 2985
+ * 5.4.1), see issue_int.h. */
+int
+pki_int_challenge_text(const ASN1_TYPE *t, size_t max,
+    const unsigned char **pw, size_t *len, unsigned char **buf)
+{
+    int                   i, n, w;
+    unsigned char        *u;
+    unsigned long         c;
+    const ASN1_STRING    *s;
+    const unsigned char  *p;
+
+    *buf = NULL;
+
+    if (t == NULL) {
+        return 0;
+    }
+
+    switch (t->type) {
+    case V_ASN1_PRINTABLESTRING:
+    case V_ASN1_UTF8STRING:
+    case V_ASN1_IA5STRING:
+    case V_ASN1_T61STRING:
+        *pw = t->value.asn1_string->data;
+        *len = (size_t) t->value.asn1_string->length;
+        return 1;
+    case V_ASN1_BMPSTRING:
+        w = 2;
+        break;
+    case V_ASN1_UNIVERSALSTRING:
+        w = 4;
+        break;
+    default:
+        return 0;
+    }
+
+    /* UCS-2 (no surrogate pairs) or UCS-4, big-endian: every character
+     * one UTF-8 octet at least, so more than max characters never fit */
+    s = t->value.asn1_string;
+    n = s->length;
+    p = s->data;
+
+    if (n <= 0 || n % w != 0 || (size_t) (n / w) > max) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i += w) {
+        c = w == 2 ? (unsigned long) p[i] << 8 | p[i + 1]
+                   : (unsigned long) p[i] << 24
+                     | (unsigned long) p[i + 1] << 16
+                     | (unsigned long) p[i + 2] << 8 | p[i + 3];
+
+        /* a NUL would end the text early for a reader in C; surrogates
+         * and values past U+10FFFF are no characters */
+        if (c == 0 || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff) {
+            return 0;
+        }
+    }
+
+    u = NULL;
+    n = ASN1_STRING_to_UTF8(&u, s);
+
+    if (n <= 0 || (size_t) n > max) {
+        OPENSSL_clear_free(u, n > 0 ? (size_t) n : 0);
+        ERR_clear_error();
+        return 0;
+    }
+
+    *buf = u;
+    *pw = u;
+    *len = (size_t) n;
+
+    return 1;
+}
+
+
 static X509_ATTRIBUTE *
 pki_csr_stack_attr(const void *src, int i)
 {

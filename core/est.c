@@ -23,6 +23,8 @@
 #define PKI_EST_MAX_BODY       65536
 #define PKI_EST_RETRY_AFTER    10
 #define PKI_EST_DER_MAX        4096
+#define PKI_EST_CHALLENGE_MAX  255     /* UTF-8 octets of a BMPString or
+                                          UniversalString challenge */
 
 #define PKI_EST_CT_CERTS       "application/pkcs7-mime; smime-type=certs-only"
 #define PKI_EST_CT_CACERTS     "application/pkcs7-mime"
@@ -665,10 +667,11 @@ pki_est_pop(const pki_est_req_t *req, X509_REQ *csr, pki_result_t *res)
 {
     int                  idx, ok;
     char                *want;
-    size_t               wlen;
+    size_t               wlen, pwlen;
     ASN1_TYPE           *at;
+    unsigned char       *buf;
     X509_ATTRIBUTE      *attr;
-    const ASN1_STRING   *s;
+    const unsigned char *pw;
 
     if (req->binding_no_ems) {
         /* the triple handshake (RFC 7627): without the Extended Master
@@ -705,25 +708,25 @@ pki_est_pop(const pki_est_req_t *req, X509_REQ *csr, pki_result_t *res)
         return pki_fail(res, PKI_MALFORMED, "malformed challengePassword");
     }
 
+    /* a BMPString or UniversalString (RFC 2985 DirectoryString) is
+     * compared as its UTF-8 */
     at = X509_ATTRIBUTE_get0_type(attr, 0);
-    if (at == NULL
-        || (at->type != V_ASN1_PRINTABLESTRING && at->type != V_ASN1_UTF8STRING
-            && at->type != V_ASN1_IA5STRING && at->type != V_ASN1_T61STRING))
+    if (!pki_int_challenge_text(at, PKI_EST_CHALLENGE_MAX, &pw, &pwlen,
+                                &buf))
     {
         return pki_fail(res, PKI_MALFORMED, "malformed challengePassword");
     }
 
-    s = at->value.asn1_string;
-
     want = pki_base64_encode(req->channel_binding, req->channel_binding_len,
                              0, &wlen);
     if (want == NULL) {
+        OPENSSL_clear_free(buf, pwlen);
         return pki_fail(res, PKI_INTERNAL, "out of memory");
     }
 
-    ok = (size_t) ASN1_STRING_length(s) == wlen
-         && CRYPTO_memcmp(ASN1_STRING_get0_data(s), want, wlen) == 0;
+    ok = pwlen == wlen && CRYPTO_memcmp(pw, want, wlen) == 0;
     free(want);
+    OPENSSL_clear_free(buf, pwlen);
 
     if (!ok) {
         return pki_fail(res, PKI_POLICY, "the CSR's challengePassword does "

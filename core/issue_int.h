@@ -260,6 +260,16 @@ const char *pki_int_key_weak(const EVP_PKEY *pk);
 /* csr.c: why a request's signature algorithm is refused (MD2, MD4, MD5),
  * or NULL. */
 const char *pki_int_csr_sig_refused(const X509_ALGOR *alg);
+/* csr.c: the text of a challengePassword value t (a DirectoryString, RFC
+ * 2985 5.4.1) in *pw, *len: PrintableString, UTF8String, IA5String and
+ * T61String as they are (no length check); BMPString and UniversalString
+ * (NDES-era clients send BMPString) converted to UTF-8 of at most max
+ * octets, in *buf (the caller OPENSSL_clear_free()s it; NULL for the
+ * other types).  1, or 0 for another type, or a BMPString or
+ * UniversalString that is empty, not whole characters, too long, or holds
+ * a NUL, a surrogate or a value past U+10FFFF. */
+int pki_int_challenge_text(const ASN1_TYPE *t, size_t max,
+    const unsigned char **pw, size_t *len, unsigned char **buf);
 
 /* issue.c: a hook for this thread's next pki_issue() only (ACME finalize).
  * fn runs right after the serial was reserved with its intent and before

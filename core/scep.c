@@ -2888,12 +2888,20 @@ pki_scep_same_key(X509_PUBKEY *a, X509_PUBKEY *b)
 
 /* ---- challenges ----------------------------------------------------------------- */
 
-/* The challengePassword of the CSR: 1, 0 (none) or -1 (malformed). */
+/* The challengePassword of the CSR: 1, 0 (none) or -1 (malformed).  A
+ * BMPString or UniversalString (RFC 2985 allows them; NDES-era clients
+ * send BMPString) is compared as its UTF-8: the request's decoded copy
+ * holds that text from then on, as a UTF8String, so that *pw lives as
+ * long as csr (the bytes received, which are hashed and stored, do not
+ * change). */
 static int
 pki_scep_csr_challenge(X509_REQ *csr, const unsigned char **pw, size_t *len)
 {
     int              i;
+    size_t           n;
     ASN1_TYPE       *t;
+    ASN1_STRING     *u;
+    unsigned char   *buf;
     X509_ATTRIBUTE  *a;
 
     i = X509_REQ_get_attr_by_NID(csr, NID_pkcs9_challengePassword, -1);
@@ -2911,28 +2919,28 @@ pki_scep_csr_challenge(X509_REQ *csr, const unsigned char **pw, size_t *len)
     }
 
     t = X509_ATTRIBUTE_get0_type(a, 0);
-    if (t == NULL) {
+    if (!pki_int_challenge_text(t, PKI_SCEP_CHALLENGE_MAX, pw, &n, &buf)) {
         return -1;
     }
 
-    switch (t->type) {
-    case V_ASN1_PRINTABLESTRING:
-    case V_ASN1_UTF8STRING:
-    case V_ASN1_IA5STRING:
-    case V_ASN1_T61STRING:
-        break;
-    default:
+    if (buf != NULL) {
+        u = ASN1_UTF8STRING_new();
+        if (u == NULL || !ASN1_STRING_set(u, buf, (int) n)) {
+            ASN1_UTF8STRING_free(u);
+            OPENSSL_clear_free(buf, n);
+            return -1;
+        }
+
+        OPENSSL_clear_free(buf, n);
+        ASN1_TYPE_set(t, V_ASN1_UTF8STRING, u);
+        *pw = u->data;
+    }
+
+    if (n == 0 || n > PKI_SCEP_CHALLENGE_MAX) {
         return -1;
     }
 
-    if (t->value.asn1_string->length <= 0
-        || t->value.asn1_string->length > PKI_SCEP_CHALLENGE_MAX)
-    {
-        return -1;
-    }
-
-    *pw = t->value.asn1_string->data;
-    *len = (size_t) t->value.asn1_string->length;
+    *len = n;
 
     return 1;
 }

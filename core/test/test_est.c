@@ -170,6 +170,56 @@ make_csr_b64(EVP_PKEY *pk, const char *cn, const char *dns,
 }
 
 
+/* Base64 of a DER CSR whose challengePassword is len octets of raw, as
+ * an ASN.1 string of this type (BMPString, UniversalString). */
+static char *
+make_csr_cp_b64(EVP_PKEY *pk, const char *cn, int type,
+    const unsigned char *raw, int len)
+{
+    int             n;
+    char           *b64;
+    X509_REQ       *csr;
+    X509_NAME      *name;
+    unsigned char  *der;
+
+    csr = X509_REQ_new();
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_REQ_set_subject_name(csr, name);
+    X509_NAME_free(name);
+    X509_REQ_set_pubkey(csr, pk);
+    X509_REQ_add1_attr_by_NID(csr, NID_pkcs9_challengePassword, type, raw,
+                              len);
+    X509_REQ_sign(csr, pk, EVP_sha256());
+
+    der = NULL;
+    n = i2d_X509_REQ(csr, &der);
+    X509_REQ_free(csr);
+    b64 = pki_base64_encode(der, (size_t) n, 64, NULL);
+    OPENSSL_free(der);
+
+    return b64;
+}
+
+
+/* The ASCII text a as big-endian UCS-2 (w 2) or UCS-4 (w 4) in out: its
+ * length. */
+static int
+ucs(const char *a, int w, unsigned char *out)
+{
+    int  n;
+
+    for (n = 0; *a; a++) {
+        memset(out + n, 0, w - 1);
+        out[n + w - 1] = (unsigned char) *a;
+        n += w;
+    }
+
+    return n;
+}
+
+
 static void
 est(pki_est_op_t op, const char *method, const char *ct, const char *body,
     const char *user, X509 *cert, pki_est_resp_t *resp)
@@ -762,6 +812,72 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
         check_error("pop linking: no challengePassword", &resp, 400,
                     "no challengePassword");
         free(csr);
+
+        /* the binding as a BMPString or UniversalString (RFC 2985
+         * DirectoryString): read as its UTF-8 */
+        {
+            int            k, ul;
+            unsigned char  u[1200];
+
+            for (k = 0; k < 2; k++) {
+                ul = ucs(cb64, k ? 4 : 2, u);
+                csr = make_csr_cp_b64(pk, "pop-bmp", k ? V_ASN1_UNIVERSALSTRING
+                                                       : V_ASN1_BMPSTRING,
+                                      u, ul);
+                req.body = (unsigned char *) csr;
+                req.body_len = strlen(csr);
+                pki_est_handle(&conf, &req, &resp);
+                ok(resp.http_status == 200, "pop linking: the binding as a "
+                   "%s: %d %s", k ? "UniversalString" : "BMPString",
+                   resp.http_status, resp.res.detail);
+                pki_est_resp_free(&resp);
+                free(csr);
+            }
+
+            /* another binding: a mismatch, not a malformed attribute */
+            ul = ucs("YW5vdGhlciBiaW5kaW5nIQ==", 2, u);
+            csr = make_csr_cp_b64(pk, "pop-bmp", V_ASN1_BMPSTRING, u, ul);
+            req.body = (unsigned char *) csr;
+            req.body_len = strlen(csr);
+            pki_est_handle(&conf, &req, &resp);
+            check_error("pop linking: BMPString of another binding", &resp,
+                        400, "does not match the TLS channel binding");
+            free(csr);
+
+            /* the binding and a NUL; a surrogate; past U+10FFFF; 300
+             * characters */
+            for (k = 0; k < 4; k++) {
+                int  type = V_ASN1_BMPSTRING;
+
+                ul = ucs(cb64, 2, u);
+                if (k == 0) {
+                    u[ul++] = 0;
+                    u[ul++] = 0;
+                } else if (k == 1) {
+                    u[0] = 0xdc;
+                } else if (k == 2) {
+                    type = V_ASN1_UNIVERSALSTRING;
+                    ul = ucs(cb64, 4, u);
+                    u[1] = 0x11;
+                } else {
+                    memset(u, 'A', 300);
+                    u[300] = '\0';
+                    ul = ucs((char *) u, 2, u + 301);
+                    memmove(u, u + 301, ul);
+                }
+                csr = make_csr_cp_b64(pk, "pop-bmp", type, u, ul);
+                req.body = (unsigned char *) csr;
+                req.body_len = strlen(csr);
+                pki_est_handle(&conf, &req, &resp);
+                check_error(k == 0 ? "pop linking: BMPString with a NUL"
+                            : k == 1 ? "pop linking: BMPString, a surrogate"
+                            : k == 2 ? "pop linking: UniversalString past "
+                                       "U+10FFFF"
+                            : "pop linking: BMPString of 300 characters",
+                            &resp, 400, "malformed challengePassword");
+                free(csr);
+            }
+        }
         free(cb64);
     }
     conf.pop_linking = 0;

@@ -203,7 +203,13 @@ typedef struct {
     int                oaep_label;  /* with a label */
     int                oaep_bare;   /* its parameters left out */
     int                corrupt_ek;  /* the encryptedKey broken */
+    const unsigned char  *chal_raw; /* non-NULL: the challengePassword's */
+    int                chal_rawlen; /* octets, of this length, */
+    int                chal_type;   /* as this ASN.1 string type */
 } msg_t;
+
+
+static char  last_detail[256];      /* the detail of pkiop's last answer */
 
 
 static unsigned char  last_nonce[16];
@@ -291,6 +297,23 @@ redisAppendCommandArgv(redisContext *c, int argc, const char **argv,
 }
 
 
+/* The ASCII text a as big-endian UCS-2 (w 2, a BMPString) or UCS-4 (w 4,
+ * a UniversalString) in out: its length. */
+static int
+ucs(const char *a, int w, unsigned char *out)
+{
+    int  n;
+
+    for (n = 0; *a; a++) {
+        memset(out + n, 0, w - 1);
+        out[n + w - 1] = (unsigned char) *a;
+        n += w;
+    }
+
+    return n;
+}
+
+
 /* The EnvelopedData of in to m->rcpt with RSAES-OAEP key transport (its
  * hash m->oaep, MGF1 hash m->oaep_mgf1 or the same, a label when
  * m->oaep_label), built by OpenSSL's CMS code as openssl cms -encrypt
@@ -371,7 +394,10 @@ build(msg_t *m, unsigned char **out)
         sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     }
     X509_REQ_set_pubkey(csr, m->key);
-    if (m->challenge) {
+    if (m->chal_raw) {
+        X509_REQ_add1_attr_by_NID(csr, NID_pkcs9_challengePassword,
+                                  m->chal_type, m->chal_raw, m->chal_rawlen);
+    } else if (m->challenge) {
         X509_REQ_add1_attr_by_NID(csr, NID_pkcs9_challengePassword,
                                   MBSTRING_ASC,
                                   (const unsigned char *) m->challenge, -1);
@@ -633,6 +659,7 @@ pkiop(const pki_scep_conf_t *conf, msg_t *m, int *fail, X509 **issued,
     if (st != 0 && st != 3 && resp.http_status == 200) {
         diag("  -> %s (%s)", resp.res.detail, resp.res.log);
     }
+    snprintf(last_detail, sizeof(last_detail), "%s", resp.res.detail);
     pki_scep_resp_free(&resp);
     return st;
 }
@@ -1152,6 +1179,76 @@ main(void)
     EXPECT_FAIL("OAEP MGF1-SHA224", &conf, &m, 0);
     m.oaep_mgf1 = NULL;
     m.oaep = NULL;
+
+    /* a challengePassword as a BMPString or a UniversalString (RFC 2985
+     * DirectoryString; NDES-era clients send BMPString) is read as its
+     * UTF-8: one that differs is a wrong challenge, not a malformed one;
+     * a NUL, a surrogate or a value past U+10FFFF is malformed (OpenSSL's
+     * decoder refuses a BMPString of an odd length itself) */
+    {
+        static const struct {
+            const char  *name;
+            int          type;
+            const char  *text;          /* as UCS-2/4, or */
+            const char  *raw;           /* these octets */
+            int          rawlen;
+            const char  *detail;
+        } cc[] = {
+            { "BMPString, another challenge", V_ASN1_BMPSTRING, "s3cre7",
+              NULL, 0, "wrong challenge" },
+            { "UniversalString, another challenge", V_ASN1_UNIVERSALSTRING,
+              "wrong", NULL, 0, "wrong challenge" },
+            { "BMPString, non-ASCII, another challenge", V_ASN1_BMPSTRING,
+              NULL, "\0s\0\x33\0c\0r\0\xe9\0t", 12,
+              "wrong challenge" },
+            { "BMPString with a NUL", V_ASN1_BMPSTRING, NULL,
+              "\0s\0\x33\0c\0r\0e\0t\0\0", 14,
+              "malformed challengePassword" },
+            { "BMPString with a surrogate", V_ASN1_BMPSTRING, NULL,
+              "\0s\0\x33\xd8\x3d\xde\x00", 8,
+              "malformed challengePassword" },
+            { "UniversalString past U+10FFFF", V_ASN1_UNIVERSALSTRING,
+              NULL, "\0\0\0s\0\x11\0\0", 8,
+              "malformed challengePassword" },
+            { "BMPString, empty", V_ASN1_BMPSTRING, NULL, "", 0,
+              "malformed challengePassword" },
+        };
+        size_t          k;
+        unsigned char   u[2048];
+
+        for (k = 0; k < sizeof(cc) / sizeof(cc[0]); k++) {
+            m.chal_type = cc[k].type;
+            if (cc[k].text != NULL) {
+                m.chal_rawlen = ucs(cc[k].text,
+                                    cc[k].type == V_ASN1_BMPSTRING ? 2 : 4,
+                                    u);
+            } else {
+                memcpy(u, cc[k].raw, cc[k].rawlen);
+                m.chal_rawlen = cc[k].rawlen;
+            }
+            m.chal_raw = u;
+            s = pkiop(&conf, &m, &f, NULL, &h);
+            ok(h == 200 && s == 2 && f == 2
+               && strcmp(last_detail, cc[k].detail) == 0,
+               "challenge: %s: badRequest, \"%s\" (http %d status %d "
+               "fail %d \"%s\")", cc[k].name, cc[k].detail, h, s, f,
+               last_detail);
+        }
+
+        /* 256 characters: over the cap as a PrintableString is */
+        memset(u, 'a', 256);
+        u[256] = '\0';
+        m.chal_type = V_ASN1_BMPSTRING;
+        m.chal_rawlen = ucs((char *) u, 2, u + 300);
+        m.chal_raw = u + 300;
+        s = pkiop(&conf, &m, &f, NULL, &h);
+        ok(h == 200 && s == 2 && f == 2
+           && strcmp(last_detail, "malformed challengePassword") == 0,
+           "challenge: BMPString of 256 characters: malformed (%s)",
+           last_detail);
+        m.chal_raw = NULL;
+        m.chal_rawlen = 0;
+    }
     m.type = 17;
     EXPECT_FAIL("RenewalReq by a self-signed certificate", &conf, &m, 4);
     m.type = 0;
@@ -1338,6 +1435,27 @@ main(void)
         s = pkiop(&conf, &m, &f, &issued, &h);
         ok(s == 0 && issued != NULL, "RA mode: PKCSReq SUCCESS");
         ok(issued && pki_ca_issued(eca, issued), "issued by the EC CA");
+
+        /* the static challenge as a BMPString and as a UniversalString */
+        {
+            int            k;
+            X509          *bc;
+            unsigned char  u[64];
+
+            for (k = 0; k < 2; k++) {
+                m.chal_type = k ? V_ASN1_UNIVERSALSTRING : V_ASN1_BMPSTRING;
+                m.chal_rawlen = ucs("s3cret", k ? 4 : 2, u);
+                m.chal_raw = u;
+                bc = NULL;
+                s = pkiop(&conf, &m, &f, &bc, &h);
+                ok(s == 0 && bc != NULL, "challenge as a %s: PKCSReq "
+                   "SUCCESS (%s)", k ? "UniversalString" : "BMPString",
+                   last_detail);
+                X509_free(bc);
+            }
+            m.chal_raw = NULL;
+            m.chal_rawlen = 0;
+        }
 
         /* RSAES-OAEP key transport to the RA's file key */
         {
