@@ -5604,13 +5604,18 @@ done:
 }
 
 
-/* GetCert (21) and GetCRL (22): IssuerAndSerialNumber of this CA. */
+/* GetCert (21) and GetCRL (22): IssuerAndSerialNumber of this CA.  GetCRL
+ * may name the CA certificate itself instead of one it issued: sscep sends
+ * the CA's subject with the CA certificate's serial, older clients the CA
+ * certificate's own IssuerAndSerialNumber (the CRL is public: either gets
+ * it).  Any other issuer is refused. */
 static void
 pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     pki_scep_resp_t *resp)
 {
+    int                        self;
     char                       hex[41];
-    X509                      *cert;
+    X509                      *cert, *ca;
     X509_CRL                  *crl;
     pki_status_t               st;
     pki_record_t               rec;
@@ -5633,9 +5638,16 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return;
     }
 
-    if (X509_NAME_cmp(ias->issuer,
-                      X509_get_subject_name(pki_ca_cert(conf->ca))) != 0
-        || !pki_serial_to_hex(ias->serial, hex))
+    ca = pki_ca_cert(conf->ca);
+
+    self = m->type == PKI_SCEP_GETCRL
+           && ASN1_INTEGER_cmp(ias->serial, X509_get0_serialNumber(ca)) == 0
+           && (X509_NAME_cmp(ias->issuer, X509_get_subject_name(ca)) == 0
+               || X509_NAME_cmp(ias->issuer, X509_get_issuer_name(ca)) == 0);
+
+    if (!self
+        && (X509_NAME_cmp(ias->issuer, X509_get_subject_name(ca)) != 0
+            || !pki_serial_to_hex(ias->serial, hex)))
     {
         PKCS7_ISSUER_AND_SERIAL_free(ias);
         pki_fail(res, PKI_NOT_FOUND, "not a certificate of this CA");
@@ -5649,6 +5661,11 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         pki_fail(res, PKI_INTERNAL, "no certificate store");
         pki_scep_http_error(resp, 500);
         return;
+    }
+
+    if (self) {
+        pki_log(res, "GetCRL names the CA certificate; ");
+        goto crl;
     }
 
     st = pki_record_get(conf->redis, pki_ca_name(conf->ca), hex, &rec, res);
@@ -5683,6 +5700,8 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     }
 
     X509_free(cert);
+
+crl:
 
     /* no CRL any relying party would take: none is signed */
     if (!pki_ca_signs_crls(conf->ca)) {

@@ -696,10 +696,11 @@ rawop(const pki_scep_conf_t *conf, msg_t *m, int indef, char *why,
 }
 
 
-/* GetCRL (22) for the IssuerAndSerialNumber of x, signed by key: the
- * pkiStatus, *fail the failInfo. */
+/* GetCRL (22), or GetCert (21) with type 21, for the IssuerAndSerialNumber
+ * issuer, serial, signed by key: the pkiStatus, *fail the failInfo. */
 static int
-getcrl(const pki_scep_conf_t *conf, X509 *x, EVP_PKEY *key, int *fail)
+getcrl_ias(const pki_scep_conf_t *conf, int type, const X509_NAME *issuer,
+    const ASN1_INTEGER *serial, EVP_PKEY *key, int *fail)
 {
     int                       st, h;
     msg_t                     m;
@@ -707,13 +708,13 @@ getcrl(const pki_scep_conf_t *conf, X509 *x, EVP_PKEY *key, int *fail)
     PKCS7_ISSUER_AND_SERIAL  *ias;
 
     ias = PKCS7_ISSUER_AND_SERIAL_new();
-    X509_NAME_set(&ias->issuer, X509_get_issuer_name(x));
+    X509_NAME_set(&ias->issuer, (X509_NAME *) issuer);
     ASN1_INTEGER_free(ias->serial);
-    ias->serial = ASN1_INTEGER_dup(X509_get0_serialNumber(x));
+    ias->serial = ASN1_INTEGER_dup(serial);
     der = NULL;
 
     memset(&m, 0, sizeof(m));
-    m.type = 22;
+    m.type = type ? type : 22;
     m.key = key;
     m.cn = "getcrl";
     m.rcpt = conf->ra_cert ? conf->ra_cert : pki_ca_cert(conf->ca);
@@ -725,6 +726,16 @@ getcrl(const pki_scep_conf_t *conf, X509 *x, EVP_PKEY *key, int *fail)
     OPENSSL_free(der);
 
     return st;
+}
+
+
+/* GetCRL (22) for the IssuerAndSerialNumber of x, signed by key: the
+ * pkiStatus, *fail the failInfo. */
+static int
+getcrl(const pki_scep_conf_t *conf, X509 *x, EVP_PKEY *key, int *fail)
+{
+    return getcrl_ias(conf, 22, X509_get_issuer_name(x),
+                      X509_get0_serialNumber(x), key, fail);
 }
 
 
@@ -1857,6 +1868,51 @@ main(void)
         s = issued ? getcrl(&cmode, issued, dev_k, &f) : -1;
         ok(s == 0, "GetCRL: SUCCESS (the CA has cRLSign) %d %d", s, f);
         X509_free(issued);
+
+        /* GetCRL naming the CA certificate (sscep: the CA's subject and
+         * its certificate's serial; older clients: the certificate's own
+         * IssuerAndSerialNumber), for a root and for a CA under it */
+        {
+            X509             *sx;
+            X509_NAME        *fn;
+            pki_ca_t         *sca;
+            pki_scep_conf_t   sconf;
+
+            s = getcrl(&cmode, ca_x, dev_k, &f);
+            ok(s == 0, "GetCRL naming the root CA's certificate: SUCCESS "
+               "(%d %d)", s, f);
+            s = getcrl_ias(&cmode, 21, X509_get_subject_name(ca_x),
+                           X509_get0_serialNumber(ca_x), dev_k, &f);
+            ok(s == 2 && f == 4, "GetCert of the CA certificate: FAILURE "
+               "badCertId, as before (%d %d)", s, f);
+
+            sx = cert("SCEP Test Sub CA", other_k, ca_x, ca_k, 1);
+            sca = make_ca("subca", sx, other_key, t);
+            sconf = cmode;
+            sconf.ca = sca;
+            s = getcrl_ias(&sconf, 22, X509_get_subject_name(sx),
+                           X509_get0_serialNumber(sx), dev_k, &f);
+            ok(s == 0, "sub CA: GetCRL with its subject and its "
+               "certificate's serial (sscep): SUCCESS (%d %d)", s, f);
+            s = getcrl(&sconf, sx, dev_k, &f);
+            ok(s == 0, "sub CA: GetCRL with its certificate's own "
+               "IssuerAndSerialNumber: SUCCESS (%d %d)", s, f);
+            fn = X509_NAME_new();
+            X509_NAME_add_entry_by_txt(fn, "CN", MBSTRING_ASC,
+                                       (const unsigned char *) "Foreign CA",
+                                       -1, -1, 0);
+            s = getcrl_ias(&sconf, 22, fn, X509_get0_serialNumber(sx), dev_k,
+                           &f);
+            ok(s == 2 && f == 4, "sub CA: GetCRL with a foreign issuer and "
+               "its certificate's serial: FAILURE badCertId (%d %d)", s, f);
+            s = getcrl_ias(&sconf, 22, X509_get_subject_name(sx),
+                           X509_get0_serialNumber(ca_x), dev_k, &f);
+            ok(s == 2 && f == 4, "sub CA: GetCRL with its subject and "
+               "another serial: FAILURE badCertId (%d %d)", s, f);
+            X509_NAME_free(fn);
+            pki_ca_free(sca);
+            X509_free(sx);
+        }
 
         /* a CA whose keyUsage lacks cRLSign: its CRL would verify
          * nowhere, none is signed */
