@@ -92,11 +92,14 @@ sub binding {
 # a P-256 CSR; $cp: challengePassword (undef: none). Returns the DER.
 # (the subject is in the config: with -subj, openssl 3.0 req drops the
 # config's attributes)
+# $mask: the string_mask (MASK:0x800: the challengePassword, and the CN,
+# as BMPStrings)
 sub csr_with_cp {
-    my ($name, $cp) = @_;
+    my ($name, $cp, $mask) = @_;
     $n++;
     my $cnf = "$dir/pop-$n.cnf";
     my $c = "[req]\nprompt = no\ndistinguished_name = dn\n";
+    $c .= "string_mask = $mask\n" if $mask;
     $c .= "attributes = attrs\n" if defined $cp;
     $c .= "[dn]\nCN = $name\n";
     $c .= "[attrs]\nchallengePassword = $cp\n" if defined $cp;
@@ -324,6 +327,27 @@ $r = enroll($d, csr_with_cp('pop-13-none', undef));
 is($r->{code}, 400, 'TLS 1.3, no challengePassword: 400');
 close $c;
 close $d;
+
+# --- the challengePassword as a BMPString (RFC 2985 DirectoryString) ---------
+
+{
+    my $g = tls_connect('TLSv1_3');
+    my $bg = encode_base64(binding($g), '');
+    my $cder = csr_with_cp('pop-bmp', $bg, 'MASK:0x800');
+    spew("$dir/pop-bmp.der", $cder);
+    my ($rc, $p) = run_cmd(['openssl', 'asn1parse', '-inform', 'DER', '-in',
+                            "$dir/pop-bmp.der"]);
+    like($p, qr/:challengePassword\s*\n.*SET\s*\n.*BMPSTRING/,
+         'BMPString: openssl req made one');
+    $r = enroll($g, $cder);
+    cert_ok('TLS 1.3, the binding as a BMPString', $r);
+    $r = enroll($g, csr_with_cp('pop-bmp-wrong', $bc, 'MASK:0x800'));
+    is($r->{code}, 400, 'TLS 1.3, another binding as a BMPString: 400')
+        or diag($r->{body});
+    like($r->{body}, qr/does not match the TLS channel binding/,
+         '... a binding that does not match, not a malformed attribute');
+    close $g;
+}
 
 # --- a location without est_pop_linking -------------------------------------
 

@@ -372,10 +372,12 @@ $f = req(cn => 'bound-dev', challenge => $bound);
 $h = rep(send_msg($f, '/scep-strict'), $f);
 is($h->{status}, 0, 'bound challenge: kept after the refusal, then used');
 # a CSR of our own (openssl req): subject lines, challenge, optional SAN
+# ($mask: the string_mask, e.g. MASK:0x800 for BMPStrings)
 sub csr_file {
-    my ($name, $key, $dn, $pw, $san) = @_;
+    my ($name, $key, $dn, $pw, $san, $mask) = @_;
     my $cfg = "$dir/$name.cnf";
     spew($cfg, "[req]\ndistinguished_name=dn\nattributes=at\nprompt=no\n"
+         . ($mask ? "string_mask=$mask\n" : '')
          . ($san ? "req_extensions=ext\n[ext]\nsubjectAltName=$san\n" : '')
          . "[dn]\n$dn\n[at]\nchallengePassword=$pw\n");
     my ($rc, $o, $e) = run_cmd(['openssl', 'req', '-new', '-key', $key,
@@ -416,6 +418,111 @@ sub csr_file {
                                          'DNS:dev1.example.com'));
     $h = rep(send_msg($f, '/scep-strict'), $f, $kb);
     is($h->{status}, 0, '... with exactly the bound SAN: enrolled');
+}
+
+# --- Windows and NDES-era clients --------------------------------------------
+
+# RSAES-OAEP key transport (Intune/MDM clients on Windows), the envelope
+# made by openssl cms: default parameters (SHA-1, MGF1-SHA1) and SHA-256
+{
+    my $ko = key('koaep');
+    my $n = 0;
+    my $env = sub {
+        my ($csr, @keyopt) = @_;
+        my $out = "$dir/oaep-" . ++$n . '.env';
+        my ($rc, $o, $e) = run_cmd(['openssl', 'cms', '-encrypt', '-binary',
+            '-in', $csr, '-outform', 'DER', '-out', $out, '-aes128',
+            '-recip', $ra, map { ('-keyopt', $_) } @keyopt]);
+        die "openssl cms: $e" if $rc;
+        return $out;
+    };
+    my $mal = sub { scalar(() = (slurp($t->error_log) // '')
+                               =~ /cannot decrypt messageData/g) };
+    my @oaep = (['OAEP SHA-1', 'rsa_padding_mode:oaep'],
+                ['OAEP SHA-256', 'rsa_padding_mode:oaep',
+                 'rsa_oaep_md:sha256', 'rsa_mgf1_md:sha256']);
+    for my $o (@oaep) {
+        my ($name, @ko) = @$o;
+        my $csr = csr_file('oaep' . ++$n, $ko, "CN=oaep-$n", 'demo');
+        my $e = $env->($csr, @ko);
+        my ($rc, $p) = run_cmd(['openssl', 'cms', '-cmsout', '-print',
+                                '-inform', 'DER', '-in', $e]);
+        like($p, qr/algorithm: rsaesOaep/, "$name: openssl cms made an "
+             . 'OAEP envelope');
+        if ($name =~ /256/) {
+            like($p, qr/OBJECT\s+:sha256.*:mgf1.*OBJECT\s+:sha256/s,
+                 "$name: hash and MGF1 hash SHA-256");
+        } else {
+            unlike($p, qr/:sha\d/, "$name: the default hashes");
+        }
+        $f = req(key => $ko, csr => $csr, envelope => $e);
+        $h = rep(send_msg($f), $f, $ko);
+        is($h->{status}, 0, "$name key transport: SUCCESS")
+            or diag($h->{raw});
+        my ($vok, $vout) = $t->verify_chain($h->{file} // '/nonexistent');
+        ok($vok, "$name: the certificate verifies") or diag($vout);
+
+        # a broken OAEP block fails as a broken PKCS#1 v1.5 one does
+        my $before = $mal->();
+        $csr = csr_file('oaep' . ++$n, $ko, "CN=oaep-$n", 'demo');
+        fails("$name, a broken RSA block",
+              req(key => $ko, csr => $csr, envelope => $env->($csr, @ko),
+                  corrupt => 'key'), 1, key => $ko);
+        is($mal->(), $before + 1, "$name, a broken RSA block: logged as "
+           . 'a content that does not decrypt');
+    }
+    my $before = $mal->();
+    fails('PKCS#1 v1.5, a broken RSA block',
+          req(key => $ko, csr => csr_file('oaep' . ++$n, $ko, "CN=oaep-$n",
+              'demo'), corrupt => 'key'), 1, key => $ko);
+    is($mal->(), $before + 1, 'PKCS#1 v1.5, a broken RSA block: logged the '
+       . 'same way');
+
+    my $csr = csr_file('oaep' . ++$n, $ko, "CN=oaep-$n", 'demo');
+    fails('OAEP with a label',
+          req(key => $ko, csr => $csr,
+              envelope => $env->($csr, 'rsa_padding_mode:oaep',
+                                 'rsa_oaep_label:6c6162656c')), 0,
+          key => $ko, log => qr/badAlg.*RSAES-OAEP label not supported/);
+    fails('OAEP with SHA-224',
+          req(key => $ko, csr => $csr,
+              envelope => $env->($csr, 'rsa_padding_mode:oaep',
+                                 'rsa_oaep_md:sha224')), 0,
+          key => $ko, log => qr/badAlg.*unsupported RSAES-OAEP hash/);
+}
+
+# a challengePassword as a BMPString (openssl req, string_mask): the
+# static and a one-time challenge enroll; another one is a wrong
+# challenge, not a malformed one
+{
+    my $kb = key('kbmp');
+    my $bmp = 'MASK:0x800';
+    my $csr = csr_file('bmp1', $kb, 'CN=bmp-dev', 'demo', undef, $bmp);
+    my ($rc, $p) = run_cmd(['openssl', 'asn1parse', '-inform', 'DER', '-in',
+                            $csr]);
+    like($p, qr/:challengePassword\s*\n.*SET\s*\n.*BMPSTRING/,
+         'BMPString challenge: openssl req made one');
+    $f = req(key => $kb, csr => $csr);
+    $h = rep(send_msg($f), $f, $kb);
+    is($h->{status}, 0, 'the static challenge as a BMPString: SUCCESS')
+        or diag($h->{raw});
+    my $once = challenge('{"ttl": 120}');
+    $f = req(key => $kb, csr => csr_file('bmp2', $kb, 'CN=bmp-dev2', $once,
+                                         undef, $bmp));
+    $h = rep(send_msg($f, '/scep-strict'), $f, $kb);
+    is($h->{status}, 0, 'a one-time challenge as a BMPString: SUCCESS')
+        or diag($h->{raw});
+    my $count = sub { my ($re) = @_;
+                      scalar(() = (slurp($t->error_log) // '') =~ /$re/g) };
+    my ($mal, $wrong) = (qr/malformed challengePassword/,
+                         qr/\(badRequest\): wrong[^\n]*challenge/);
+    my @before = ($count->($mal), $count->($wrong));
+    fails('another challenge as a BMPString',
+          req(key => $kb, csr => csr_file('bmp3', $kb, 'CN=bmp-dev3',
+                                          'nope', undef, $bmp)), 2,
+          key => $kb);
+    is($count->($wrong), $before[1] + 1, '... logged as a wrong challenge');
+    is($count->($mal), $before[0], '... not as a malformed one');
 }
 
 # a dNSName with an "xn--" label that is no IDNA2008 A-label (RFC 5891

@@ -501,6 +501,34 @@ is($h->{crls}, 1, 'GetCRL: one CRL');
        'GetCRL: the published CRL still lives 1 h (pki_crl_next_update)');
 }
 {
+    # GetCRL naming the CA certificate itself (the CRL is public): sscep
+    # sends the CA's subject with the CA certificate's serial, older
+    # clients that certificate's own IssuerAndSerialNumber (the root's
+    # name); a foreign issuer is still refused
+    my $cas = $t->x509_field("$pki/issuing.pem", 'serial');
+    my $casubj = $t->x509_field("$pki/issuing.pem", 'subject');
+    for my $c (['the CA\'s subject and serial (sscep)', "$pki/issuing.pem"],
+               ['the CA certificate\'s IssuerAndSerialNumber',
+                "$pki/root.pem"])
+    {
+        my $cf = req(type => 22, getcert => $cas, issuer => $c->[1]);
+        my $ch = rep(send_msg($cf), $cf);
+        is($ch->{status}, 0, "GetCRL with $c->[0]: SUCCESS")
+            or diag($ch->{raw});
+        is($ch->{crls}, 1, '... one CRL');
+        my ($rc, $o, $e) = run_cmd(['openssl', 'crl', '-in',
+            $ch->{file} // '/nonexistent', '-noout', '-issuer', '-nameopt',
+            'RFC2253', '-CAfile', "$pki/issuing.pem"]);
+        like($e . $o, qr/verify OK/, '... signed by the issuing CA');
+        like($o, qr/^issuer=\Q$casubj\E$/m, '... the issuing CA\'s CRL');
+    }
+    fails('GetCRL with a foreign issuer and the CA\'s serial',
+          req(type => 22, getcert => $cas, issuer => "$pki/ra.pem"), 4);
+    fails('GetCRL with the CA\'s subject and an unknown serial',
+          req(type => 22, getcert => '0123456789ABCDEF',
+              issuer => "$pki/issuing.pem"), 4);
+}
+{
     my $nk = key('nopoll');
     fails('CertPoll without a pending request',
           req(type => 20, key => $nk, certpoll => 1,

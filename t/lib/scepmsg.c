@@ -27,7 +27,12 @@
  *       --signing-time T  signingTime as seconds from now (may be < 0)
  *       --no-signing-time no signingTime (PKCS7_dataFinal adds one: it
  *                         is taken out and the attributes signed again)
- *       --corrupt WHAT    sig | content | digest: break the message
+ *       --envelope FILE   messageData = this EnvelopedData (DER) as it
+ *                         is, e.g. from openssl cms -encrypt with
+ *                         -keyopt rsa_padding_mode:oaep (the CSR of
+ *                         --csr is then only read for the transactionID)
+ *       --corrupt WHAT    sig | content | digest | key: break the
+ *                         message (key: the envelope's encryptedKey)
  *       --b64             write base64 (for the GET form)
  *   scepmsg rep  --in REP.der --rcpt RA.pem --key KEY.pem --req MSG.der
  *                [--cert SIGNER.pem] [--out CERT.pem]
@@ -247,6 +252,8 @@ typedef struct {
     long            time_off;
     const char     *corrupt;
     int             extra;          /* EC certificates besides the signer */
+    const unsigned char *envelope;  /* non-NULL: the EnvelopedData as is */
+    long            envelope_len;
 } req_opts_t;
 
 
@@ -274,7 +281,11 @@ build_req(req_opts_t *o, unsigned char **out)
     sk_X509_push(rc, o->rcpt);
     in = BIO_new_mem_buf(inner, (int) ilen);
 
-    if (o->des) {
+    if (o->envelope != NULL) {
+        const unsigned char  *p = o->envelope;
+
+        env = d2i_PKCS7(NULL, &p, o->envelope_len);
+    } else if (o->des) {
         /* OpenSSL 3 keeps single DES in the legacy provider: build the
          * envelope with 3DES, then relabel it DES-CBC with a key whose
          * three parts are equal (3DES-EDE with K1=K2=K3 is DES) - done
@@ -291,6 +302,13 @@ build_req(req_opts_t *o, unsigned char **out)
     }
     if (env == NULL) {
         die("PKCS7_encrypt");
+    }
+    if (o->corrupt && strcmp(o->corrupt, "key") == 0) {
+        /* a byte in the middle of the RSA block: its padding breaks */
+        PKCS7_RECIP_INFO  *ri;
+
+        ri = sk_PKCS7_RECIP_INFO_value(env->d.enveloped->recipientinfo, 0);
+        ri->enc_key->data[ri->enc_key->length / 2] ^= 0x5a;
     }
     n = i2d_PKCS7(env, &envder);
     PKCS7_free(env);
@@ -996,7 +1014,7 @@ main(int argc, char **argv)
                   *certf = NULL, *signkeyf = NULL, *innerf = NULL,
                   *cipher = "aes128", *digest = "sha256", *inf = NULL,
                   *reqf = NULL, *url = NULL, *issuerf = NULL,
-                  *getcert = NULL, *tag = "x";
+                  *getcert = NULL, *tag = "x", *envf = NULL;
     int            certpoll = 0;
     unsigned char *der;
     req_opts_t     o;
@@ -1035,6 +1053,7 @@ main(int argc, char **argv)
         ARG("--getcert", getcert)
         ARG("--msgtype-str", o.msgtype_str)
         ARG("--corrupt", o.corrupt)
+        ARG("--envelope", envf)
         ARG("--tag", tag)
         if (strcmp(a, "--tid") == 0 && v) { o.tid = v; i++; continue; }
         if (strcmp(a, "--type") == 0 && v) { o.type = atoi(v); i++; continue; }
@@ -1093,6 +1112,10 @@ main(int argc, char **argv)
         }
     } else {
         o.csr = make_csr(key, cn, challenge);
+    }
+
+    if (envf) {
+        o.envelope = read_file(envf, &o.envelope_len);
     }
 
     if (innerf) {
