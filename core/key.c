@@ -4760,7 +4760,8 @@ pki_key_sign(pki_key_t *k, const EVP_MD *md, const unsigned char *tbs,
  * input's fault too.
  */
 
-/* Returns 1 on success, 0 on a bad ciphertext, -1 on a token failure. */
+/* Returns 1 on success, 0 on a bad ciphertext, -1 on a token failure, -2
+ * when the token refuses the operation with this key by its policy. */
 static int
 pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const EVP_MD *md,
     const EVP_MD *mgf1, const unsigned char *in, size_t inlen,
@@ -4817,6 +4818,18 @@ pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const EVP_MD *md,
             pki_log(res, "%stoken decryption failed (CKR 0x%lx)",
                     pki_sep(res), ckr);
             rc = -1;
+            break;
+        case 0x68UL:   /* CKR_KEY_FUNCTION_NOT_PERMITTED */
+        case 0x70UL:   /* CKR_MECHANISM_INVALID */
+        case 0x71UL:   /* CKR_MECHANISM_PARAM_INVALID */
+            /* the token's policy, whatever the ciphertext (no oracle):
+             * OAEP needs the raw RSA operation (CKM_RSA_X_509) on the
+             * key, which some HSMs do not allow; a reopen cannot help */
+            pki_log(res, "%sthe token refuses to decrypt with this key "
+                    "(CKR 0x%lx)%s", pki_sep(res), ckr,
+                    md != NULL ? ": RSAES-OAEP needs raw RSA "
+                                 "(CKM_RSA_X_509) allowed on the key" : "");
+            rc = -2;
             break;
         default:
             break;
@@ -4947,6 +4960,10 @@ pki_key_decrypt_oaep(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
                                   &n, res);
             pthread_rwlock_unlock(&v->lock);
 
+            if (rc == -2) {
+                break;          /* the token's policy: no reopen */
+            }
+
             if (rc >= 0) {
                 /* a bad padding too: the token did the private-key
                  * operation, the key works (its backoff ends, else every
@@ -4988,6 +5005,11 @@ result:
 
     if (rc == 0) {
         return pki_fail(res, PKI_MALFORMED, "cannot decrypt");
+    }
+
+    if (rc == -2) {
+        return pki_fail(res, PKI_UNAVAILABLE, "the token refuses to decrypt "
+                        "with this key");
     }
 
     return pki_fail(res, PKI_UNAVAILABLE, "decryption key unavailable");
