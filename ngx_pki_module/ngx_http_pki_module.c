@@ -171,6 +171,8 @@ static char *ngx_http_pki_crl(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_pki_ca_certificate(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_pki_ca_certificate_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_pki_send_body(ngx_http_request_t *r, u_char *data,
+    size_t len);
 static ngx_int_t ngx_http_pki_send_der(ngx_http_request_t *r,
     ngx_str_t *type, ngx_str_t *der, time_t last_modified, ngx_str_t *etag,
     time_t max_age, ngx_uint_t revalidate);
@@ -2593,6 +2595,39 @@ ngx_http_pki_send_header(ngx_http_request_t *r)
 }
 
 
+/* The header set so far, then data (living as long as r->pool) as the
+ * whole body; the header only for HEAD or r->header_only. */
+static ngx_int_t
+ngx_http_pki_send_body(ngx_http_request_t *r, u_char *data, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    rc = ngx_http_pki_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = data;
+    b->last = data + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
 void
 ngx_http_pki_body_refused(ngx_http_request_t *r, ngx_uint_t keep)
 {
@@ -3527,9 +3562,6 @@ ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *text, ngx_uint_t retry_after)
 {
     u_char       *p;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
 
     /* a body left unread would be parsed as the connection's next
      * request (a refused cross-site POST smuggling one in): discarded,
@@ -3556,27 +3588,7 @@ ngx_http_pki_send_plain(ngx_http_request_t *r, ngx_uint_t status,
         }
     }
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = text->data;
-    b->last = text->data + text->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_body(r, text->data, text->len);
 }
 
 
@@ -4576,9 +4588,6 @@ ngx_int_t
 ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
     ngx_table_elt_t  *h;
 
     /* as in ngx_http_pki_send_plain() */
@@ -4603,27 +4612,7 @@ ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
         r->header_only = 1;
     }
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body;
-    b->last = body + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_body(r, body, len);
 }
 
 
@@ -4808,9 +4797,6 @@ ngx_http_pki_send_der(ngx_http_request_t *r, ngx_str_t *type,
     ngx_uint_t revalidate)
 {
     u_char           *p;
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
     ngx_table_elt_t  *h;
 
     r->headers_out.status = NGX_HTTP_OK;
@@ -4853,27 +4839,7 @@ ngx_http_pki_send_der(ngx_http_request_t *r, ngx_str_t *type,
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = der->data;
-    b->last = der->data + der->len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_body(r, der->data, der->len);
 }
 
 
