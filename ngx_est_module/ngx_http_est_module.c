@@ -602,10 +602,8 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
 {
     u_char              *p;
     size_t               len;
-    ngx_int_t            rc;
     ngx_buf_t           *b;
     ngx_uint_t           level, status;
-    ngx_chain_t          out;
     pki_est_resp_t      *resp;
     ngx_pool_cleanup_t  *cln;
 
@@ -645,8 +643,6 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         }
 
         b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
-        b->last_buf = (r == r->main) ? 1 : 0;
-        b->last_in_chain = 1;
 
         if (ctx->req.op == PKI_EST_SERVERKEYGEN) {
             /* the body holds the new private key: wipe it with the pool */
@@ -756,16 +752,7 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_buf(r, b);
 
 failed:
 

@@ -461,7 +461,6 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
     ngx_int_t            rc;
     ngx_buf_t           *b;
     ngx_uint_t           level, status, secret;
-    ngx_chain_t          out;
     pki_matter_resp_t   *resp;
     ngx_pool_cleanup_t  *cln;
 
@@ -506,8 +505,6 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         }
 
         b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
-        b->last_buf = (r == r->main) ? 1 : 0;
-        b->last_in_chain = 1;
 
         /* a batch with server keygen holds private keys: wipe them */
         cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -575,19 +572,7 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        if (rc == NGX_ERROR && status < 300) {
-            ngx_http_matter_undelivered(r);
-        }
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_output_filter(r, &out);
+    rc = ngx_http_pki_send_buf(r, b);
 
     if (rc == NGX_ERROR && status < 300) {
         ngx_http_matter_undelivered(r);

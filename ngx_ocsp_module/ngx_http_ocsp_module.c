@@ -1195,9 +1195,7 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
 {
     u_char                    *p;
     time_t                     now, age;
-    ngx_int_t                  rc;
     ngx_buf_t                 *b;
-    ngx_chain_t                out;
     ngx_table_elt_t           *h;
     ngx_http_ocsp_loc_conf_t  *olcf;
 
@@ -1209,8 +1207,6 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
     b->pos = body;
     b->last = body + len;
     b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = len;
@@ -1307,16 +1303,7 @@ ngx_http_ocsp_output(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_buf(r, b);
 
 failed:
 

@@ -2595,13 +2595,11 @@ ngx_http_pki_send_header(ngx_http_request_t *r)
 }
 
 
-/* The header set so far, then data (living as long as r->pool) as the
- * whole body; the header only for HEAD or r->header_only. */
-static ngx_int_t
-ngx_http_pki_send_body(ngx_http_request_t *r, u_char *data, size_t len)
+/* see ngx_http_pki_module.h */
+ngx_int_t
+ngx_http_pki_send_buf(ngx_http_request_t *r, ngx_buf_t *b)
 {
     ngx_int_t     rc;
-    ngx_buf_t    *b;
     ngx_chain_t   out;
 
     rc = ngx_http_pki_send_header(r);
@@ -2609,6 +2607,23 @@ ngx_http_pki_send_body(ngx_http_request_t *r, u_char *data, size_t len)
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
     }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* The header set so far, then data (living as long as r->pool) as the
+ * whole body; the header only for HEAD or r->header_only. */
+static ngx_int_t
+ngx_http_pki_send_body(ngx_http_request_t *r, u_char *data, size_t len)
+{
+    ngx_buf_t  *b;
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
@@ -2618,13 +2633,8 @@ ngx_http_pki_send_body(ngx_http_request_t *r, u_char *data, size_t len)
     b->pos = data;
     b->last = data + len;
     b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_buf(r, b);
 }
 
 

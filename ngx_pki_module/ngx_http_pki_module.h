@@ -194,6 +194,11 @@ void ngx_http_pki_body_unwanted(ngx_http_request_t *r);
  * not-modified filter would answer If-None-Match: * with a bodiless 304,
  * and If-Match or If-Unmodified-Since with 412. */
 ngx_int_t ngx_http_pki_send_header(ngx_http_request_t *r);
+/* ngx_http_pki_send_header(), then b, the whole body (last_buf set here
+ * for the main request), unless the header only is sent (r->header_only,
+ * which a HEAD or a NULL b needs set by the caller); returns what the
+ * content handler returns. */
+ngx_int_t ngx_http_pki_send_buf(ngx_http_request_t *r, ngx_buf_t *b);
 
 /*
  * In the handler of a directive that makes handler the location's content

@@ -653,10 +653,8 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
 {
     u_char           *p;
     size_t            len;
-    ngx_int_t         rc;
     ngx_buf_t        *b;
     ngx_uint_t        level, status;
-    ngx_chain_t       out;
     pki_scep_resp_t  *resp;
 
     resp = &ctx->resp;
@@ -706,8 +704,6 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         }
 
         b->last = ngx_cpymem(b->pos, resp->body, resp->body_len);
-        b->last_buf = (r == r->main) ? 1 : 0;
-        b->last_in_chain = 1;
     }
 
     r->headers_out.status = status;
@@ -752,16 +748,7 @@ ngx_http_scep_send(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
      * (see ngx_http_pki_send_plain()) */
     ngx_http_pki_body_unwanted(r);
 
-    rc = ngx_http_pki_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_pki_send_buf(r, b);
 
 failed:
 
