@@ -11,12 +11,27 @@
  * read at C_Initialize, or set by p11shim_set_max) sessions are open;
  * p11shim_set_sign_delay makes each C_Sign slower (a busy token).
  * C_Initialize calls are counted: one per open of a vault.
+ *
+ * A token whose policy forbids raw RSA on its keys (many HSMs): with
+ * PKI_P11SHIM_DENY_RAW_RSA=1 (read at C_Initialize) or after
+ * p11shim_set_deny_raw_rsa(1), C_DecryptInit with CKM_RSA_X_509 answers
+ * CKR_KEY_FUNCTION_NOT_PERMITTED; every other mechanism (CKM_RSA_PKCS for
+ * PKCS#1 v1.5) goes through.  With PKI_P11SHIM_EVENTS=FILE each
+ * C_Initialize and C_DecryptInit appends a line to FILE, for a test that
+ * runs the shim inside nginx's workers (no dlsym there):
+ *     init pid=N
+ *     decrypt_init mech=0xM rv=0xR pid=N
  */
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -34,6 +49,51 @@ static long                shim_peak;
 static long                shim_refused;    /* CKR_SESSION_COUNT given */
 static long                shim_inits;
 static long                shim_delay_ms;   /* before each C_Sign */
+static int                 shim_deny_raw;   /* CKM_RSA_X_509 refused */
+static long                shim_denied;     /* C_DecryptInit refusals */
+static long                shim_decrypts;   /* C_DecryptInit calls */
+
+
+/* One line to PKI_P11SHIM_EVENTS, if set (O_APPEND: the workers share
+ * the file, a short line is written whole). */
+static void shim_event(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static void
+shim_event(const char *fmt, ...)
+{
+    int          fd, n;
+    char         line[128];
+    va_list      ap;
+    const char  *path;
+
+    path = getenv("PKI_P11SHIM_EVENTS");
+    if (path == NULL || *path == '\0') {
+        return;
+    }
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+
+    if (n <= 0 || (size_t) n >= sizeof(line)) {
+        return;
+    }
+
+    n += snprintf(line + n, sizeof(line) - n, " pid=%ld\n",
+                  (long) getpid());
+    if ((size_t) n >= sizeof(line)) {
+        return;
+    }
+
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return;
+    }
+
+    (void) !write(fd, line, (size_t) n);
+    (void) close(fd);
+}
 
 
 /* The real module's function list: 1 loaded. */
@@ -73,7 +133,7 @@ P11SHIM_API CK_RV
 C_Initialize(CK_VOID_PTR args)
 {
     CK_RV        rv;
-    const char  *max;
+    const char  *max, *deny;
 
     if (!shim_load()) {
         return CKR_GENERAL_ERROR;
@@ -88,7 +148,13 @@ C_Initialize(CK_VOID_PTR args)
     if (max != NULL) {
         shim_max = atol(max);
     }
+    deny = getenv("PKI_P11SHIM_DENY_RAW_RSA");
+    if (deny != NULL) {
+        shim_deny_raw = atoi(deny) != 0;
+    }
     pthread_mutex_unlock(&shim_mutex);
+
+    shim_event("init rv=0x%lx", (unsigned long) rv);
 
     return rv;
 }
@@ -198,6 +264,7 @@ C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
     shim_list.C_OpenSession = C_OpenSession;
     shim_list.C_CloseSession = C_CloseSession;
     shim_list.C_CloseAllSessions = C_CloseAllSessions;
+    shim_list.C_DecryptInit = C_DecryptInit;
 
     pthread_mutex_unlock(&shim_mutex);
 
@@ -259,6 +326,33 @@ C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
 }
 
 
+/* A policy that forbids raw RSA: the mechanism is refused before the
+ * token sees it, whatever the key and the ciphertext. */
+P11SHIM_API CK_RV
+C_DecryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR mech,
+    CK_OBJECT_HANDLE key)
+{
+    int            deny;
+    CK_RV          rv;
+    unsigned long  type;
+
+    type = mech != NULL ? (unsigned long) mech->mechanism : ~0UL;
+
+    pthread_mutex_lock(&shim_mutex);
+    deny = shim_deny_raw && type == CKM_RSA_X_509;
+    shim_decrypts++;
+    shim_denied += deny;
+    pthread_mutex_unlock(&shim_mutex);
+
+    rv = deny ? CKR_KEY_FUNCTION_NOT_PERMITTED
+              : shim_real->C_DecryptInit(s, mech, key);
+
+    shim_event("decrypt_init mech=0x%lx rv=0x%lx", type, (unsigned long) rv);
+
+    return rv;
+}
+
+
 P11SHIM_API CK_RV
 C_Login(CK_SESSION_HANDLE s, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
     CK_ULONG len)
@@ -291,6 +385,27 @@ p11shim_set_sign_delay(long ms)
 {
     pthread_mutex_lock(&shim_mutex);
     shim_delay_ms = ms;
+    pthread_mutex_unlock(&shim_mutex);
+}
+
+
+/* A token that refuses CKM_RSA_X_509 to C_DecryptInit (0: allows it). */
+P11SHIM_API void
+p11shim_set_deny_raw_rsa(int on)
+{
+    pthread_mutex_lock(&shim_mutex);
+    shim_deny_raw = on != 0;
+    pthread_mutex_unlock(&shim_mutex);
+}
+
+
+/* C_DecryptInit calls, and those refused by the raw RSA policy. */
+P11SHIM_API void
+p11shim_decrypt_stats(long *calls, long *denied)
+{
+    pthread_mutex_lock(&shim_mutex);
+    *calls = shim_decrypts;
+    *denied = shim_denied;
     pthread_mutex_unlock(&shim_mutex);
 }
 
