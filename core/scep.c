@@ -24,7 +24,8 @@
  * A CertRep is signed with the RA key through pki_key_sign (signature
  * verified before release) and, on success, encrypted to the requester's
  * certificate with the cipher of its request (AES; 3DES for a 3DES or DES
- * request, never single DES).
+ * request, never single DES) and its key transport (PKCS#1 v1.5, or
+ * RSAES-OAEP with the request's hash and MGF1 hash).
  *
  * PKCSReq, the hot path, is read by a lean reader first: OpenSSL 3.0's
  * d2i_PKCS7() decodes the signer certificate's public key through
@@ -142,6 +143,12 @@ typedef struct {
     time_t                signed_at;       /* the checked signingTime, or
                                               0 (none, or not checked) */
     const EVP_CIPHER     *reply_cipher;
+    const EVP_MD         *reply_oaep;      /* the request's RSAES-OAEP hash
+                                              and MGF1 hash, or NULL:
+                                              PKCS#1 v1.5 (the reply's key
+                                              transport follows the
+                                              request's) */
+    const EVP_MD         *reply_mgf1;
     unsigned char        *data;            /* decrypted messageData */
     size_t                data_len;
 } pki_scep_msg_t;
@@ -2217,6 +2224,11 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return i;
     }
 
+    /* a client that chose OAEP may have a key or a policy that refuses
+     * PKCS#1 v1.5: its reply comes back the way it came */
+    m->reply_oaep = omd;
+    m->reply_mgf1 = mgf1;
+
     /*
      * A bad padding (PKCS#1 v1.5 or OAEP) must not be told apart from a
      * bad content: use a random content key then (as OpenSSL's PKCS7 code
@@ -2302,13 +2314,92 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 /* ---- building a signed reply ------------------------------------------------ */
 
 /*
+ * AlgorithmIdentifier { id-RSAES-OAEP, RSAES-OAEP-params } (RFC 4055
+ * section 4.1): the hash and MGF1's hash, each left out when SHA-1 (the
+ * default), no label; as OpenSSL's CMS code writes it.
+ */
+static void
+pki_der_alg_oaep(pki_der_t *b, const EVP_MD *md, const EVP_MD *mgf1)
+{
+    unsigned char    *der;
+    X509_ALGOR       *alg, *mh;
+    ASN1_STRING      *ps, *os;
+    RSA_OAEP_PARAMS  *op;
+
+    der = NULL;
+    alg = NULL;
+    mh = NULL;
+    ps = NULL;
+    os = NULL;
+
+    op = RSA_OAEP_PARAMS_new();
+    if (op == NULL) {
+        goto failed;
+    }
+
+    if (EVP_MD_get_type(md) != NID_sha1) {
+        op->hashFunc = X509_ALGOR_new();
+        if (op->hashFunc == NULL) {
+            goto failed;
+        }
+        X509_ALGOR_set_md(op->hashFunc, md);
+    }
+
+    if (EVP_MD_get_type(mgf1) != NID_sha1) {
+        mh = X509_ALGOR_new();
+        if (mh == NULL) {
+            goto failed;
+        }
+        X509_ALGOR_set_md(mh, mgf1);
+
+        op->maskGenFunc = X509_ALGOR_new();
+        if (op->maskGenFunc == NULL
+            || ASN1_item_pack(mh, ASN1_ITEM_rptr(X509_ALGOR), &ps) == NULL
+            || X509_ALGOR_set0(op->maskGenFunc, OBJ_nid2obj(NID_mgf1),
+                               V_ASN1_SEQUENCE, ps) != 1)
+        {
+            goto failed;
+        }
+        ps = NULL;
+    }
+
+    alg = X509_ALGOR_new();
+    if (alg == NULL
+        || ASN1_item_pack(op, ASN1_ITEM_rptr(RSA_OAEP_PARAMS), &os) == NULL
+        || X509_ALGOR_set0(alg, OBJ_nid2obj(NID_rsaesOaep), V_ASN1_SEQUENCE,
+                           os) != 1)
+    {
+        goto failed;
+    }
+    os = NULL;
+
+    pki_der_i2d(b, i2d_X509_ALGOR(alg, &der), &der);
+    goto done;
+
+failed:
+
+    b->err = 1;
+
+done:
+
+    ASN1_STRING_free(ps);
+    ASN1_STRING_free(os);
+    X509_ALGOR_free(mh);
+    X509_ALGOR_free(alg);
+    RSA_OAEP_PARAMS_free(op);
+}
+
+
+/*
  * The pkcsPKIEnvelope of a SUCCESS: an EnvelopedData of inner for the
- * requester (RSA PKCS#1 v1.5 key transport, content encryption cipher
+ * requester (RSA key transport: PKCS#1 v1.5, or RSAES-OAEP with hash oaep
+ * and MGF1 hash mgf1 when oaep is not NULL; content encryption cipher
  * with a fresh key and IV), appended to b.  0 on failure.
  */
 static int
 pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
-    const unsigned char *inner, size_t inner_len)
+    const EVP_MD *oaep, const EVP_MD *mgf1, const unsigned char *inner,
+    size_t inner_len)
 {
     int              ok, outl, fin, klen, ivlen;
     size_t           m0, m1, m2, m3, ekl;
@@ -2323,6 +2414,7 @@ pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
     ivlen = EVP_CIPHER_get_iv_length(cipher);
 
     if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA
+        || (oaep != NULL && mgf1 == NULL)
         || inner_len > INT_MAX - 64 || klen <= 0 || ivlen <= 0
         || klen > (int) sizeof(key) || ivlen > (int) sizeof(iv))
     {
@@ -2348,8 +2440,18 @@ pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
 
     /* the content key for the requester */
     if (EVP_PKEY_encrypt_init(pctx) != 1
-        || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1
-        || EVP_PKEY_encrypt(pctx, NULL, &ekl, key, (size_t) klen) != 1
+        || (oaep == NULL
+            && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+        || (oaep != NULL
+            && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING)
+                != 1
+                || EVP_PKEY_CTX_set_rsa_oaep_md(pctx, oaep) != 1
+                || EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, mgf1) != 1)))
+    {
+        goto done;
+    }
+
+    if (EVP_PKEY_encrypt(pctx, NULL, &ekl, key, (size_t) klen) != 1
         || (ek = malloc(ekl)) == NULL
         || EVP_PKEY_encrypt(pctx, ek, &ekl, key, (size_t) klen) != 1)
     {
@@ -2357,7 +2459,8 @@ pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
     }
 
     /* ContentInfo { envelopedData, [0] EnvelopedData { 0,
-     *   SET { RecipientInfo { 0, IssuerAndSerial, rsaEncryption, key } },
+     *   SET { RecipientInfo { 0, IssuerAndSerial, rsaEncryption or
+     *                         id-RSAES-OAEP, key } },
      *   EncryptedContentInfo { data, { cipher, IV }, [0] ciphertext } } } */
     m0 = b->n;
     pki_der_obj(b, NID_pkcs7_enveloped);
@@ -2368,7 +2471,11 @@ pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
     m3 = b->n;
     pki_der_put(b, "\x02\x01\x00", 3);
     pki_der_ias(b, rcpt);
-    pki_der_alg_null(b, NID_rsaEncryption);
+    if (oaep != NULL) {
+        pki_der_alg_oaep(b, oaep, mgf1);
+    } else {
+        pki_der_alg_null(b, NID_rsaEncryption);
+    }
     pki_der_tlv(b, 0x04, ek, ekl);
     pki_der_wrap(b, m3, 0x30);
     pki_der_wrap(b, m3, 0x31);
@@ -2659,7 +2766,8 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
         if (!pki_scep_envelope(&env, m->signer, m->reply_cipher != NULL
                                                 ? m->reply_cipher
                                                 : EVP_aes_128_cbc(),
-                               inner, inner_len))
+                               m->reply_oaep, m->reply_mgf1, inner,
+                               inner_len))
         {
             pki_fail(&resp->res, PKI_INTERNAL, "cannot encrypt the reply");
             goto failed;

@@ -62,6 +62,8 @@ is($h->{sig}, 'ok', 'CertRep signature verifies with the RA certificate');
 is($h->{nonce}, 'ok', 'recipientNonce = senderNonce');
 is($h->{tid}, 'ok', 'transactionID echoed');
 is($h->{cipher}, 'AES-128-CBC', 'reply encrypted with AES-128');
+is($h->{kt}, 'rsaEncryption', 'reply key transport PKCS#1 v1.5, as the '
+   . 'request\'s');
 my ($vok, $vout) = $t->verify_chain($h->{file} // '/nonexistent');
 ok($vok, 'issued certificate verifies') or diag($vout);
 my $issued = $h->{file};
@@ -423,7 +425,10 @@ sub csr_file {
 # --- Windows and NDES-era clients --------------------------------------------
 
 # RSAES-OAEP key transport (Intune/MDM clients on Windows), the envelope
-# made by openssl cms: default parameters (SHA-1, MGF1-SHA1) and SHA-256
+# made by openssl cms: default parameters (SHA-1, MGF1-SHA1) and SHA-256;
+# the CertRep's envelope comes back with RSAES-OAEP and the same hashes
+# (a client that chose OAEP may not be able to use v1.5), read by openssl
+# cms: the EnvelopedData out of the SignedData, printed, decrypted
 {
     my $ko = key('koaep');
     my $n = 0;
@@ -438,12 +443,30 @@ sub csr_file {
     };
     my $mal = sub { scalar(() = (slurp($t->error_log) // '')
                                =~ /cannot decrypt messageData/g) };
+    # (its print, the certificates in it or the error)
+    my $reply_env = sub {
+        my ($r, $key) = @_;
+        my ($rf, $ef, $if) = map { "$dir/oaep-rep-$n.$_" } qw(der env in);
+        spew($rf, $r->{body});
+        my ($rc, $o, $e) = run_cmd(['openssl', 'cms', '-verify', '-noverify',
+            '-binary', '-inform', 'DER', '-in', $rf, '-out', $ef]);
+        return ('', "cms -verify: $e") if $rc;
+        my (undef, $p) = run_cmd(['openssl', 'cms', '-cmsout', '-print',
+                                  '-inform', 'DER', '-in', $ef]);
+        ($rc, $o, $e) = run_cmd(['openssl', 'cms', '-decrypt', '-binary',
+            '-inform', 'DER', '-in', $ef, '-inkey', $key, '-out', $if]);
+        return ($p, "cms -decrypt: $e") if $rc;
+        ($rc, $o, $e) = run_cmd(['openssl', 'pkcs7', '-inform', 'DER',
+                                 '-in', $if, '-print_certs']);
+        return ($p, $rc ? "pkcs7: $e" : $o);
+    };
     my @oaep = (['OAEP SHA-1', 'rsa_padding_mode:oaep'],
                 ['OAEP SHA-256', 'rsa_padding_mode:oaep',
                  'rsa_oaep_md:sha256', 'rsa_mgf1_md:sha256']);
     for my $o (@oaep) {
         my ($name, @ko) = @$o;
         my $csr = csr_file('oaep' . ++$n, $ko, "CN=oaep-$n", 'demo');
+        my $cn = "oaep-$n";
         my $e = $env->($csr, @ko);
         my ($rc, $p) = run_cmd(['openssl', 'cms', '-cmsout', '-print',
                                 '-inform', 'DER', '-in', $e]);
@@ -456,11 +479,27 @@ sub csr_file {
             unlike($p, qr/:sha\d/, "$name: the default hashes");
         }
         $f = req(key => $ko, csr => $csr, envelope => $e);
-        $h = rep(send_msg($f), $f, $ko);
+        $r = send_msg($f);
+        $h = rep($r, $f, $ko);
         is($h->{status}, 0, "$name key transport: SUCCESS")
             or diag($h->{raw});
         my ($vok, $vout) = $t->verify_chain($h->{file} // '/nonexistent');
         ok($vok, "$name: the certificate verifies") or diag($vout);
+        is($h->{kt}, 'RSAES-OAEP', "$name: the reply's key transport is "
+           . 'RSAES-OAEP too') or diag($h->{raw});
+        my ($rp, $rcerts) = $reply_env->($r, $ko);
+        like($rp, qr/algorithm: rsaesOaep/, "$name: openssl cms reads an "
+             . 'OAEP RecipientInfo in the reply');
+        unlike($rp, qr/rsaEncryption/, "$name: ... and no v1.5 one");
+        if ($name =~ /256/) {
+            like($rp, qr/OBJECT\s+:sha256.*:mgf1.*OBJECT\s+:sha256/s,
+                 "$name: the reply's hash and MGF1 hash SHA-256");
+        } else {
+            unlike($rp, qr/:sha\d/, "$name: the reply's default hashes");
+        }
+        like($rcerts, qr/subject=.*CN\s*=\s*$cn\n/, "$name: openssl cms "
+             . 'decrypts the reply to the issued certificate')
+            or diag($rcerts);
 
         # a broken OAEP block fails as a broken PKCS#1 v1.5 one does
         my $before = $mal->();

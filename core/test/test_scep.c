@@ -210,6 +210,9 @@ typedef struct {
 
 
 static char  last_detail[256];      /* the detail of pkiop's last answer */
+static char  last_kt[64];           /* the key transport of the last
+                                       SUCCESS's envelope: "rsaEncryption"
+                                       or "RSAES-OAEP SHA256 MGF1-SHA1" */
 
 
 static unsigned char  last_nonce[16];
@@ -553,9 +556,57 @@ attr(PKCS7_SIGNER_INFO *si, ASN1_OBJECT *o)
 }
 
 
+/* The key transport of env's first RecipientInfo into last_kt (OpenSSL's
+ * names: rsaEncryption, or RSAES-OAEP with its hash and MGF1 hash). */
+static void
+reply_kt(PKCS7 *env)
+{
+    int                nid, h, mh;
+    X509_ALGOR        *alg, *ma;
+    RSA_OAEP_PARAMS   *op;
+    PKCS7_RECIP_INFO  *ri;
+
+    snprintf(last_kt, sizeof(last_kt), "?");
+    ri = sk_PKCS7_RECIP_INFO_value(env->d.enveloped->recipientinfo, 0);
+    if (ri == NULL) {
+        return;
+    }
+
+    alg = ri->key_enc_algor;
+    nid = OBJ_obj2nid(alg->algorithm);
+    if (nid != NID_rsaesOaep) {
+        snprintf(last_kt, sizeof(last_kt), "%s", OBJ_nid2sn(nid));
+        return;
+    }
+
+    op = alg->parameter != NULL
+         ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_OAEP_PARAMS),
+                                     alg->parameter)
+         : NULL;
+    if (op == NULL) {
+        snprintf(last_kt, sizeof(last_kt), "RSAES-OAEP bad parameters");
+        return;
+    }
+
+    h = op->hashFunc ? OBJ_obj2nid(op->hashFunc->algorithm) : NID_sha1;
+    ma = op->maskGenFunc
+         ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(X509_ALGOR),
+                                     op->maskGenFunc->parameter)
+         : NULL;
+    mh = op->maskGenFunc == NULL ? NID_sha1
+         : ma != NULL ? OBJ_obj2nid(ma->algorithm) : NID_undef;
+    snprintf(last_kt, sizeof(last_kt), "RSAES-OAEP %s MGF1-%s%s",
+             OBJ_nid2sn(h), OBJ_nid2sn(mh), op->pSourceFunc ? " label" : "");
+    X509_ALGOR_free(ma);
+    RSA_OAEP_PARAMS_free(op);
+}
+
+
 /* Parses a CertRep: returns pkiStatus (-1 bad), failInfo in *fail,
  * checks the RA signature and the nonce; *issued (optional) receives the
- * certificate of a SUCCESS (decrypted with key). */
+ * certificate of a SUCCESS (decrypted with key by OpenSSL's CMS code,
+ * which reads the OAEP parameters; PKCS7_decrypt() would take any key
+ * transport for PKCS#1 v1.5), last_kt its key transport. */
 static int
 certrep(pki_scep_resp_t *resp, X509 *ra, EVP_PKEY *key, int *fail,
     X509 **issued)
@@ -563,6 +614,7 @@ certrep(pki_scep_resp_t *resp, X509 *ra, EVP_PKEY *key, int *fail,
     int                  st, ok;
     BIO                 *out;
     PKCS7               *p7, *env, *inner;
+    CMS_ContentInfo     *cms;
     ASN1_TYPE           *t;
     STACK_OF(X509)      *s;
     const unsigned char *p;
@@ -603,8 +655,14 @@ certrep(pki_scep_resp_t *resp, X509 *ra, EVP_PKEY *key, int *fail,
 
         p = c->data;
         env = d2i_PKCS7(NULL, &p, c->length);
+        p = c->data;
+        cms = d2i_CMS_ContentInfo(NULL, &p, c->length);
         out = BIO_new(BIO_s_mem());
-        if (env && PKCS7_decrypt(env, key, NULL, out, PKCS7_BINARY)) {
+        if (env != NULL && PKCS7_type_is_enveloped(env)) {
+            reply_kt(env);
+        }
+        if (env && cms && CMS_decrypt(cms, key, NULL, NULL, out, CMS_BINARY))
+        {
             len = BIO_get_mem_data(out, &mem);
             p = (unsigned char *) mem;
             inner = d2i_PKCS7(NULL, &p, len);
@@ -615,6 +673,8 @@ certrep(pki_scep_resp_t *resp, X509 *ra, EVP_PKEY *key, int *fail,
         }
         BIO_free(out);
         PKCS7_free(env);
+        CMS_ContentInfo_free(cms);
+        ERR_clear_error();
     }
 
     PKCS7_free(p7);
@@ -1474,18 +1534,38 @@ main(void)
             const char  *cn0 = m.cn;
             X509        *oc;
 
+            static const char  *kt[] = {
+                "RSAES-OAEP SHA1 MGF1-SHA1", "RSAES-OAEP SHA256 MGF1-SHA256",
+                "RSAES-OAEP SHA512 MGF1-SHA1"
+            };
+
             m.cn = "oaep";
-            for (k = 0; k < 2; k++) {
-                m.oaep = k ? EVP_sha256() : EVP_sha1();
+            for (k = 0; k < 3; k++) {
+                m.oaep = k == 0 ? EVP_sha1()
+                         : k == 1 ? EVP_sha256() : EVP_sha512();
+                m.oaep_mgf1 = k == 2 ? EVP_sha1() : NULL;
                 oc = NULL;
+                last_kt[0] = '\0';
                 s = pkiop(&conf, &m, &f, &oc, &h);
                 ok(s == 0 && oc != NULL && pki_ca_issued(eca, oc),
                    "RA mode, OAEP %s: PKCSReq SUCCESS",
                    EVP_MD_get0_name(m.oaep));
+                /* a client that chose OAEP gets its reply so */
+                ok(strcmp(last_kt, kt[k]) == 0, "RA mode, OAEP %s: the "
+                   "reply's key transport is %s (%s)",
+                   EVP_MD_get0_name(m.oaep), kt[k], last_kt);
                 X509_free(oc);
             }
             m.oaep = NULL;
+            m.oaep_mgf1 = NULL;
             m.cn = cn0;
+
+            oc = NULL;
+            last_kt[0] = '\0';
+            s = pkiop(&conf, &m, &f, &oc, &h);
+            ok(s == 0 && oc != NULL && strcmp(last_kt, "rsaEncryption") == 0,
+               "RA mode, PKCS#1 v1.5: the reply's too (%s)", last_kt);
+            X509_free(oc);
         }
 
         /* a copy of a message taken once changes nothing */
@@ -2514,6 +2594,10 @@ main(void)
                     s = pkiop(&tconf, &m, &f, &issued, &h);
                     ok(s == 0 && issued, "token RA: OAEP %s: PKCSReq "
                        "SUCCESS", EVP_MD_get0_name(m.oaep));
+                    ok(strcmp(last_kt, i ? "RSAES-OAEP SHA256 MGF1-SHA256"
+                                         : "RSAES-OAEP SHA1 MGF1-SHA1") == 0,
+                       "token RA: OAEP %s: the reply's too (%s)",
+                       EVP_MD_get0_name(m.oaep), last_kt);
                     X509_free(issued);
                 }
             }

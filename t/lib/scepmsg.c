@@ -37,7 +37,10 @@
  *   scepmsg rep  --in REP.der --rcpt RA.pem --key KEY.pem --req MSG.der
  *                [--cert SIGNER.pem] [--out CERT.pem]
  *       prints "status=S failinfo=F nonce=ok|bad sig=ok|bad tid=ok|bad"
- *       and, on success, the first certificate (or CRL) to --out.
+ *       and, on success, "cipher=C kt=K" (the reply's content cipher and
+ *       key transport, rsaEncryption or RSAES-OAEP; decrypted with
+ *       OpenSSL's CMS code, which reads the OAEP parameters) and the
+ *       first certificate (or CRL) to --out.
  *   scepmsg bench --url http://127.0.0.1:PORT/path --rcpt RA.pem
  *                 --n N --conc C [--challenge PW] [--keys K] [--secs S]
  *       pre-builds N PKCSReq messages (K RSA keys, distinct CNs; on every
@@ -66,6 +69,7 @@
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -507,13 +511,19 @@ cmd_rep(const char *inf, const char *rcptf, const char *keyf,
         BIO                *out = BIO_new(BIO_s_mem()), *f;
         char               *mem;
         long                mlen;
+        CMS_ContentInfo    *cms;
+        PKCS7_RECIP_INFO   *ri;
 
         p = c->data;
         env = d2i_PKCS7(NULL, &p, c->length);
+        p = c->data;
+        cms = d2i_CMS_ContentInfo(NULL, &p, c->length);
         key = load_key(keyf);
         signer = certf ? load_cert(certf) : NULL;
-        if (env == NULL || !PKCS7_decrypt(env, key, signer, out,
-                                          PKCS7_BINARY))
+        /* CMS, not PKCS7_decrypt(): that one reads every key transport
+         * as PKCS#1 v1.5 */
+        if (env == NULL || cms == NULL || !PKCS7_type_is_enveloped(env)
+            || !CMS_decrypt(cms, key, signer, NULL, out, CMS_BINARY))
         {
             printf(" decrypt=bad\n");
             return 1;
@@ -522,7 +532,13 @@ cmd_rep(const char *inf, const char *rcptf, const char *keyf,
             int  nid = OBJ_obj2nid(env->d.enveloped->enc_data->algorithm
                                    ->algorithm);
             printf(" cipher=%s", OBJ_nid2sn(nid));
+            ri = sk_PKCS7_RECIP_INFO_value(env->d.enveloped->recipientinfo,
+                                           0);
+            nid = ri != NULL ? OBJ_obj2nid(ri->key_enc_algor->algorithm)
+                             : NID_undef;
+            printf(" kt=%s", OBJ_nid2sn(nid));
         }
+        CMS_ContentInfo_free(cms);
         mlen = BIO_get_mem_data(out, &mem);
         p = (unsigned char *) mem;
         inner = d2i_PKCS7(NULL, &p, mlen);
