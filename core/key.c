@@ -4825,8 +4825,7 @@ pki_decrypt_once(pki_key_t *k, EVP_PKEY *priv, const EVP_MD *md,
             /* the token's policy, whatever the ciphertext (no oracle):
              * OAEP needs the raw RSA operation (CKM_RSA_X_509) on the
              * key, which some HSMs do not allow; a reopen cannot help */
-            pki_log(res, "%sthe token refuses to decrypt with this key "
-                    "(CKR 0x%lx)%s", pki_sep(res), ckr,
+            pki_log(res, "%sCKR 0x%lx%s", pki_sep(res), ckr,
                     md != NULL ? ": RSAES-OAEP needs raw RSA "
                                  "(CKM_RSA_X_509) allowed on the key" : "");
             rc = -2;

@@ -174,7 +174,7 @@ is_deeply([$t->state_keys], \@state, 'Redis state as before (no replay '
           . 'record, no transaction)');
 
 my $l = substr(slurp($t->error_log) // '', $log_off);
-my $why = qr/the token refuses to decrypt with this key \(CKR 0x68\): /
+my $why = qr/the token refuses to decrypt with this key \(CKR 0x68: /
           . qr/RSAES-OAEP needs raw RSA \(CKM_RSA_X_509\) allowed on the key/;
 my $ckr = () = $l =~ /$why/g;
 is($ckr, 6, 'the error log names the CKR and the reason, once per request');
