@@ -57,6 +57,8 @@
 #define PKI_BACKOFF_MIN      100     /* ms after a failed reopen */
 #define PKI_BACKOFF_MAX      5000    /* ms, doubling from PKI_BACKOFF_MIN */
 #define PKI_KEY_BACKOFF_MAX  30000   /* ms, a key's own (pki_key_gate) */
+#define PKI_VAULT_CALLS      64      /* token operations tracked at once */
+#define PKI_CALL_TIMEOUT     10000   /* ms, pki_vault_call_timeout() */
 
 /* pki_key_t.state */
 #define PKI_KEY_CLOSED       0
@@ -204,6 +206,15 @@ struct pki_vault_s {
     long               backoff_ms;
     double             retry_after;
     char               last_error[256];
+
+    /* The hang watchdog (pki_vault_hung): the start of each token
+     * operation in flight (pki_int_now() in ms, plus 1; 0: a free slot),
+     * claimed with a compare-and-swap and freed with a store, no lock.
+     * An operation that finds every slot taken is not tracked: the older
+     * ones are.  call_timeout_ms: the age that makes the vault hung (0:
+     * never); set before the signers start. */
+    long long          calls[PKI_VAULT_CALLS];
+    long               call_timeout_ms;
 };
 
 struct pki_key_s {
@@ -1151,6 +1162,7 @@ pki_vault_new(const char *name, const char *module_path,
     }
 
     v->idle_ms = PKI_P11_IDLE_MS;
+    v->call_timeout_ms = PKI_CALL_TIMEOUT;
     v->name = pki_strdup(name);
     v->module = pki_strdup(module_path);
     v->token = pki_strdup(token_label);
@@ -1230,6 +1242,137 @@ PKI_API void
 pki_vault_session_idle(pki_vault_t *v, long ms)
 {
     v->idle_ms = ms < 0 ? 0 : ms;
+}
+
+
+/* ---- the hang watchdog ----------------------------------------------------
+ *
+ * PKCS#11 cannot cancel a call: a token that stops answering (a network
+ * HSM gone silent, a USB reset, a driver deadlock) holds the thread that
+ * called it until it returns, and with it whatever that thread waits for.
+ * Each token operation (open, login, fetch, sign, decrypt) of a vault takes
+ * a slot with its start time while it runs; when the oldest one has run
+ * for call_timeout_ms, the vault is hung: new operations on its keys fail
+ * at once with PKI_UNAVAILABLE, without a lock and without a token call,
+ * until that call returns.  The servers ask pki_key_hung() before they
+ * hand a request to a thread, so that a hung token does not take every
+ * thread of their pool.
+ */
+
+static long long
+pki_now_ms(void)
+{
+    return (long long) (pki_int_now() * 1000.0) + 1;
+}
+
+
+/* The slot of an operation that starts now, -1 if none is free. */
+static int
+pki_vault_call_begin(pki_vault_t *v)
+{
+    int        i;
+    long long  now, zero;
+
+    now = pki_now_ms();
+
+    for (i = 0; i < PKI_VAULT_CALLS; i++) {
+        zero = 0;
+
+        if (__atomic_load_n(&v->calls[i], __ATOMIC_RELAXED) == 0
+            && __atomic_compare_exchange_n(&v->calls[i], &zero, now, 0,
+                                           __ATOMIC_ACQ_REL,
+                                           __ATOMIC_RELAXED))
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+static void
+pki_vault_call_end(pki_vault_t *v, int slot)
+{
+    if (slot >= 0) {
+        __atomic_store_n(&v->calls[slot], 0, __ATOMIC_RELEASE);
+    }
+}
+
+
+PKI_API void
+pki_vault_call_timeout(pki_vault_t *v, long ms)
+{
+    v->call_timeout_ms = ms < 0 ? 0 : ms;
+}
+
+
+PKI_API long
+pki_vault_call_age(const pki_vault_t *v)
+{
+    int        i;
+    long long  t, oldest;
+
+    if (v == NULL) {
+        return 0;
+    }
+
+    oldest = 0;
+
+    for (i = 0; i < PKI_VAULT_CALLS; i++) {
+        t = __atomic_load_n(&v->calls[i], __ATOMIC_ACQUIRE);
+        if (t != 0 && (oldest == 0 || t < oldest)) {
+            oldest = t;
+        }
+    }
+
+    if (oldest == 0) {
+        return 0;
+    }
+
+    t = pki_now_ms() - oldest;
+
+    return t > 0 ? (long) t : 1;
+}
+
+
+PKI_API long
+pki_vault_hung(const pki_vault_t *v)
+{
+    long  age;
+
+    if (v == NULL || v->call_timeout_ms == 0) {
+        return 0;
+    }
+
+    age = pki_vault_call_age(v);
+
+    return age >= v->call_timeout_ms ? age : 0;
+}
+
+
+PKI_API long
+pki_key_hung(const pki_key_t *k)
+{
+    return k != NULL ? pki_vault_hung(k->vault) : 0;
+}
+
+
+/* PKI_UNAVAILABLE when the key's vault is hung (res filled), else PKI_OK. */
+static pki_status_t
+pki_key_hung_check(const pki_key_t *k, pki_result_t *res)
+{
+    long  age;
+
+    age = pki_key_hung(k);
+
+    if (age == 0) {
+        return PKI_OK;
+    }
+
+    return pki_fail(res, PKI_UNAVAILABLE, "token \"%s\" of vault \"%s\": "
+                    "a call has not returned for %ld s", k->vault->token,
+                    k->vault->name, (age + 500) / 1000);
 }
 
 
@@ -1600,15 +1743,20 @@ pki_vault_open_locked(pki_vault_t *v, pki_result_t *res)
 PKI_API pki_status_t
 pki_vault_open(pki_vault_t *v, pki_result_t *res)
 {
+    int           slot;
     pki_status_t  st;
 
     if (v == NULL) {
         return pki_fail(res, PKI_INTERNAL, "no vault");
     }
 
+    slot = pki_vault_call_begin(v);
+
     pthread_rwlock_wrlock(&v->lock);
     st = pki_vault_open_locked(v, res);
     pthread_rwlock_unlock(&v->lock);
+
+    pki_vault_call_end(v, slot);
 
     return st;
 }
@@ -4246,11 +4394,30 @@ static pki_status_t pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op,
 static pki_status_t
 pki_key_do_sign(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 {
+    int           slot;
     double        t0;
     pki_status_t  st;
 
+    if (k != NULL && k->vault != NULL) {
+        st = pki_key_hung_check(k, res);
+        if (st != PKI_OK) {
+            pki_int_observe(PKI_EV_SIGN, 0, st,
+                            op->what == 1 ? "certificate"
+                            : op->what == 2 ? "crl" : "other");
+            return st;
+        }
+    }
+
+    slot = k != NULL && k->vault != NULL ? pki_vault_call_begin(k->vault)
+                                         : -1;
+
     t0 = pki_int_now();
     st = pki_key_do_sign_once(k, op, res);
+
+    if (slot >= 0) {
+        pki_vault_call_end(k->vault, slot);
+    }
+
     pki_int_observe(PKI_EV_SIGN, pki_int_now() - t0, st,
                     op->what == 1 ? "certificate"
                     : op->what == 2 ? "crl" : "other");
@@ -4851,8 +5018,8 @@ pki_key_decrypt(pki_key_t *k, const unsigned char *in, size_t inlen,
 }
 
 
-PKI_API pki_status_t
-pki_key_decrypt_oaep(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
+static pki_status_t
+pki_key_decrypt_do(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
     const unsigned char *in, size_t inlen, unsigned char **out,
     size_t *outlen, pki_result_t *res)
 {
@@ -5012,4 +5179,34 @@ result:
     }
 
     return pki_fail(res, PKI_UNAVAILABLE, "decryption key unavailable");
+}
+
+
+PKI_API pki_status_t
+pki_key_decrypt_oaep(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
+    const unsigned char *in, size_t inlen, unsigned char **out,
+    size_t *outlen, pki_result_t *res)
+{
+    int           slot;
+    pki_status_t  st;
+
+    if (k == NULL || k->vault == NULL) {
+        return pki_key_decrypt_do(k, md, mgf1, in, inlen, out, outlen, res);
+    }
+
+    if (out != NULL && outlen != NULL) {
+        *out = NULL;
+        *outlen = 0;
+    }
+
+    st = pki_key_hung_check(k, res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
+    slot = pki_vault_call_begin(k->vault);
+    st = pki_key_decrypt_do(k, md, mgf1, in, inlen, out, outlen, res);
+    pki_vault_call_end(k->vault, slot);
+
+    return st;
 }

@@ -164,6 +164,20 @@ PKI_API pki_status_t pki_vault_open(pki_vault_t *v, pki_result_t *res);
  * some HSMs) are free for other processes.  0: keep only the last one.
  * Call before the signers start. */
 PKI_API void pki_vault_session_idle(pki_vault_t *v, long ms);
+/* The hang watchdog.  PKCS#11 cannot cancel a call; a token operation
+ * (open, login, fetch, sign, decrypt) of the vault that has not returned
+ * after ms (default 10 s; 0: no limit) makes the vault hung: signing and
+ * decrypting with its keys answer PKI_UNAVAILABLE at once, with no token
+ * call, until that operation returns.  Call before the signers start.
+ * pki_vault_call_age(): the age in ms of the oldest operation in flight (0:
+ * none); pki_vault_hung(): that age when it is at least the limit, else 0;
+ * pki_key_hung(): the same for the key's vault (0 for a file key).  The
+ * three are lock-free reads of atomics, and make no token call: an event
+ * loop may ask them before it hands work on the key to a thread. */
+PKI_API void pki_vault_call_timeout(pki_vault_t *v, long ms);
+PKI_API long pki_vault_call_age(const pki_vault_t *v);
+PKI_API long pki_vault_hung(const pki_vault_t *v);
+PKI_API long pki_key_hung(const pki_key_t *k);
 PKI_API void pki_vault_close(pki_vault_t *v);
 PKI_API void pki_vault_free(pki_vault_t *v);
 
