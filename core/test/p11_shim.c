@@ -9,7 +9,10 @@
  * lean signing path takes with dlsym.  C_OpenSession answers
  * CKR_SESSION_COUNT while PKI_P11SHIM_MAX_SESSIONS (0 or unset: no limit;
  * read at C_Initialize, or set by p11shim_set_max) sessions are open;
- * p11shim_set_sign_delay makes each C_Sign slower (a busy token).
+ * p11shim_set_sign_delay makes each C_Sign slower (a busy token).  While
+ * the file named by PKI_P11SHIM_HANG_FILE exists, each C_Sign waits for it
+ * to go away (at most 120 s): a token that stops answering, for an nginx
+ * test that cannot call into the shim.
  * C_Initialize calls are counted: one per open of a vault.
  *
  * A token whose policy forbids raw RSA on its keys (many HSMs): with
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -310,6 +314,8 @@ C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
     CK_ULONG_PTR siglen)
 {
     long             ms;
+    struct stat      st;
+    const char      *hang;
     struct timespec  ts;
 
     pthread_mutex_lock(&shim_mutex);
@@ -319,6 +325,17 @@ C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
     if (ms > 0) {
         ts.tv_sec = ms / 1000;
         ts.tv_nsec = (ms % 1000) * 1000000L;
+        (void) nanosleep(&ts, NULL);
+    }
+
+    hang = getenv("PKI_P11SHIM_HANG_FILE");
+
+    for (ms = 0; hang != NULL && ms < 120000; ms += 20) {
+        if (stat(hang, &st) != 0) {
+            break;
+        }
+        ts.tv_sec = 0;
+        ts.tv_nsec = 20 * 1000000L;
         (void) nanosleep(&ts, NULL);
     }
 
