@@ -400,6 +400,16 @@ ngx_http_est_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    if (ngx_http_pki_key_hung(pki_ca_key(ctx->conf.ca))) {
+        /* the CA's token does not answer (logged by the pki module's
+         * watchdog): not a thread more waits for it */
+        ngx_http_finalize_request(r,
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_est_busy,
+                                    NGX_HTTP_EST_RETRY_AFTER));
+        return;
+    }
+
     rc = ngx_http_pki_post(r, ngx_http_est_work, ngx_http_est_done, ctx);
 
     switch (rc) {

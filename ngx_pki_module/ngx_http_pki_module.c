@@ -30,6 +30,7 @@
 
 
 #define NGX_HTTP_PKI_CRL_DEFAULT      3600    /* pki_crl_next_update */
+#define NGX_HTTP_PKI_WATCHDOG_MSEC    250     /* ngx_http_pki_watchdog */
 #define NGX_HTTP_PKI_NAME_MAX      PKI_NAME_MAX
 #define NGX_HTTP_PKI_PASSWORD_MAX  1024
 
@@ -38,6 +39,9 @@ typedef struct {
     ngx_str_t                  name;
     ngx_str_t                  module;
     pki_vault_t               *vault;
+    ngx_msec_t                 call_timeout;
+    ngx_msec_t                 hung_at;     /* the hung call's start */
+    ngx_uint_t                 hung;        /* logged as hung */
 } ngx_http_pki_vault_t;
 
 
@@ -121,6 +125,7 @@ typedef struct {
     ngx_str_t                  module;
     ngx_str_t                  token;
     ngx_str_t                  pin_file;
+    ngx_msec_t                 call_timeout;
 } ngx_http_pki_vault_conf_t;
 
 
@@ -158,6 +163,7 @@ static ngx_int_t ngx_http_pki_init_module(ngx_cycle_t *cycle);
 static void ngx_http_pki_check_order(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_pki_watchdog(ngx_event_t *ev);
 static ngx_uint_t ngx_http_pki_wait_threads(ngx_cycle_t *cycle);
 static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
 static void *ngx_http_pki_create_loc_conf(ngx_conf_t *cf);
@@ -414,6 +420,13 @@ static ngx_command_t  ngx_http_pki_key_vault_commands[] = {
       offsetof(ngx_http_pki_vault_conf_t, pin_file),
       NULL },
 
+    { ngx_string("call_timeout"),
+      NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_http_pki_vault_conf_t, call_timeout),
+      NULL },
+
       ngx_null_command
 };
 
@@ -572,6 +585,9 @@ ngx_http_pki_init_module(ngx_cycle_t *cycle)
 }
 
 
+static ngx_event_t  ngx_http_pki_watchdog_ev;    /* this worker's */
+
+
 /*
  * Never fails: a failed init_process makes the worker exit for good and
  * its clients hang.  A vault or key that does not open is logged; signing
@@ -639,7 +655,72 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
 
     ngx_http_pki_crl_refresh_start(cycle, pmcf);
 
+    if (pmcf->vaults.nelts) {
+        ngx_http_pki_watchdog_ev.handler = ngx_http_pki_watchdog;
+        ngx_http_pki_watchdog_ev.data = pmcf;
+        ngx_http_pki_watchdog_ev.log = cycle->log;
+        ngx_http_pki_watchdog_ev.cancelable = 1;
+        ngx_add_timer(&ngx_http_pki_watchdog_ev,
+                      NGX_HTTP_PKI_WATCHDOG_MSEC);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * The token watchdog of this worker: one line when a vault becomes hung (a
+ * token call has not returned for its call_timeout, pki_vault_hung()) and
+ * one when it answers again.  While it is hung, its keys answer 503 from
+ * the core at once, and the protocol modules ask ngx_http_pki_key_hung()
+ * before they post a task that would sign: not a thread more waits for it.
+ */
+
+static void
+ngx_http_pki_watchdog(ngx_event_t *ev)
+{
+    long                       age;
+    ngx_uint_t                 i;
+    ngx_http_pki_vault_t      *vault;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ev->data;
+    vault = pmcf->vaults.elts;
+
+    for (i = 0; i < pmcf->vaults.nelts; i++) {
+        age = pki_vault_hung(vault[i].vault);
+
+        if (age && !vault[i].hung) {
+            vault[i].hung = 1;
+            vault[i].hung_at = ngx_current_msec - (ngx_msec_t) age;
+
+            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                          "token \"%s\" of vault \"%V\": a call has not "
+                          "returned for %l s; its keys answer 503 until it "
+                          "does", pki_vault_token(vault[i].vault),
+                          &vault[i].name, (age + 500) / 1000);
+
+        } else if (!age && vault[i].hung) {
+            vault[i].hung = 0;
+
+            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                          "token \"%s\" of vault \"%V\" answers again "
+                          "after %M s", pki_vault_token(vault[i].vault),
+                          &vault[i].name,
+                          (ngx_current_msec - vault[i].hung_at + 500)
+                          / 1000);
+        }
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_PKI_WATCHDOG_MSEC);
+}
+
+
+/* see ngx_http_pki_module.h */
+ngx_uint_t
+ngx_http_pki_key_hung(pki_key_t *key)
+{
+    return pki_key_hung(key) != 0;
 }
 
 
@@ -1131,6 +1212,7 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ngx_memzero(&vc, sizeof(ngx_http_pki_vault_conf_t));
+    vc.call_timeout = NGX_CONF_UNSET_MSEC;
 
     save = *cf;
     cf->handler = ngx_http_pki_key_vault_line;
@@ -1178,6 +1260,9 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            &name, res.log);
     }
 
+    ngx_conf_init_msec_value(vc.call_timeout, 10000);
+    pki_vault_call_timeout(v, (long) vc.call_timeout);
+
     cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
         pki_vault_free(v);
@@ -1202,6 +1287,9 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     vault->name = name;
     vault->module = vc.module;
     vault->vault = v;
+    vault->call_timeout = vc.call_timeout;
+    vault->hung_at = 0;
+    vault->hung = 0;
 
     return NGX_CONF_OK;
 }

@@ -155,6 +155,15 @@ ngx_int_t ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     ngx_http_pki_done_pt done, void *data);
 
 /*
+ * 1 when the key's vault is hung (a token call has not returned for the
+ * vault's call_timeout): a request that would sign or decrypt with it is
+ * answered 503 with Retry-After at once instead of being posted, so that
+ * a hung token does not take every thread of the pool.  Lock-free, no
+ * token call; 0 for a file key.
+ */
+ngx_uint_t ngx_http_pki_key_hung(pki_key_t *key);
+
+/*
  * Request body with a cap, gathered in memory against the worker's
  * pki_body_memory.  ngx_http_pki_read_body() answers 413 at once when
  * Content-Length is over max, 503 when the budget has no room left for a
