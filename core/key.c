@@ -1370,8 +1370,8 @@ pki_key_hung_check(const pki_key_t *k, pki_result_t *res)
         return PKI_OK;
     }
 
-    return pki_fail(res, PKI_UNAVAILABLE, "token \"%s\" of vault \"%s\": "
-                    "a call has not returned for %ld s", k->vault->token,
+    return pki_fail(res, PKI_UNAVAILABLE, "token \"%s\" of vault \"%s\" is "
+                    "hung: a call in flight for %ld s", k->vault->token,
                     k->vault->name, (age + 500) / 1000);
 }
 

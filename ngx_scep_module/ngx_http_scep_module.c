@@ -73,6 +73,7 @@ static ngx_int_t ngx_http_scep_unescape(ngx_pool_t *pool, ngx_str_t *op);
 static void ngx_http_scep_body_handler(ngx_http_request_t *r);
 static void ngx_http_scep_run(ngx_http_request_t *r,
     ngx_http_scep_ctx_t *ctx);
+static ngx_uint_t ngx_http_scep_hung(ngx_http_scep_ctx_t *ctx);
 static void ngx_http_scep_work(void *data);
 static void ngx_http_scep_done(ngx_http_request_t *r, void *data);
 static ngx_int_t ngx_http_scep_too_early(ngx_http_request_t *r);
@@ -490,6 +491,12 @@ ngx_http_scep_handler(ngx_http_request_t *r)
         return ngx_http_scep_too_early(r);
     }
 
+    if (ngx_http_scep_hung(ctx)) {
+        return ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       &ngx_http_scep_busy,
+                                       NGX_HTTP_SCEP_RETRY_AFTER);
+    }
+
     rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
 
     switch (rc) {
@@ -573,6 +580,14 @@ ngx_http_scep_run(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         return;
     }
 
+    if (ngx_http_scep_hung(ctx)) {
+        ngx_http_finalize_request(r,
+            ngx_http_pki_send_plain(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    &ngx_http_scep_busy,
+                                    NGX_HTTP_SCEP_RETRY_AFTER));
+        return;
+    }
+
     rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
 
     switch (rc) {
@@ -594,6 +609,22 @@ ngx_http_scep_run(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
+}
+
+
+/*
+ * A PKIOperation decrypts with the RA key (the CA's when there is no RA),
+ * signs its answer with it and may sign a certificate with the CA's: when
+ * the token of either does not answer (logged by the pki module's
+ * watchdog), 503 at once rather than one more pool thread waiting for it.
+ */
+
+static ngx_uint_t
+ngx_http_scep_hung(ngx_http_scep_ctx_t *ctx)
+{
+    return ngx_http_pki_key_hung(pki_ca_key(ctx->conf.ca))
+           || (ctx->conf.ra_key != NULL
+               && ngx_http_pki_key_hung(ctx->conf.ra_key));
 }
 
 

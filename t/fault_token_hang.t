@@ -11,6 +11,7 @@
 #  (a) once the call has been in flight for call_timeout, every new
 #      enrollment is answered 503 with Retry-After at once (< 0.5 s each),
 #      without taking a thread: six of them, more than the pool has left;
+#      SCEP PKCSReq alike;
 #  (b) a request that needs a pool thread but not the token (ACME
 #      newNonce, Redis) and one that needs neither (EST cacerts) are
 #      still answered;
@@ -28,6 +29,7 @@ use Test::More;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 use PKITest;
+use SCEPMsg;
 
 my $shim = "$PKITest::BUILD/p11shim.so";
 plan(skip_all => "$shim not built") if !-e $shim;
@@ -51,8 +53,7 @@ ok($conf =~ s{^env SOFTHSM2_CONF;}{env SOFTHSM2_CONF;
 env PKI_P11SHIM_MODULE;
 env PKI_P11SHIM_HANG_FILE;}m, "the shim's environment for the workers");
 
-$t->start_redis;
-$t->start_nginx($conf);
+scep_setup($t, $conf);                  # Redis, nginx, the SCEP client
 my $log = $t->error_log;
 
 my ($csr) = $t->make_csr('hang', subj => '/CN=token-hang');
@@ -114,6 +115,18 @@ is(scalar(grep { $_->{dt} < 0.5 } @fast), 6, 'each within 0.5 s')
     or diag(join ' ', map { sprintf('%.3f', $_->{dt}) } @fast);
 is(scalar(grep { $_->{ra} =~ /^\d+$/ } @fast), 6, 'each with Retry-After');
 
+# SCEP PKCSReq (the CA signs the certificate)
+sub scep_try {
+    my ($cn) = @_;
+    my $f = req(cn => $cn, challenge => 'demo');
+    my $t0 = time;
+    my $r = send_msg($f);
+    return ($r, time - $t0, $f);
+}
+my ($sr, $sdt) = scep_try('scep-hung');
+is($sr->{code}, 503, 'SCEP PKCSReq while the token hangs: 503');
+cmp_ok($sdt, '<', 0.5, 'within 0.5 s');
+
 # (b) the rest of the server answers
 my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
 my $t0 = time;
@@ -149,6 +162,11 @@ like($line // '', qr/token "[^"]+" of vault "demo" answers again after \d+ s/,
 $e = enroll('after', 15);
 is($e->{code}, 200, 'enrollment works again');
 ok($e->{verified}, 'its certificate verifies');
+
+my ($sf);
+($sr, $sdt, $sf) = scep_try('scep-back');
+is($sr->{code}, 200, 'SCEP PKCSReq works again');
+is(rep($sr, $sf)->{status}, 0, 'its CertRep is SUCCESS');
 
 # --- it hangs again with every thread of the pool in it --------------------
 # Four enrollments enter the token before call_timeout: no thread is left.
@@ -188,6 +206,10 @@ for my $i (1 .. 4) {
 is(scalar(grep { $_->{code} == 503 && $_->{dt} < 0.5 } @fast), 4,
    'every thread in the token: enrollments still 503 within 0.5 s')
     or diag(join ' ', map { "$_->{code}/" . sprintf('%.2f', $_->{dt}) } @fast);
+($sr, $sdt) = scep_try('scep-full');
+ok($sr->{code} == 503 && $sdt < 0.5,
+   'and a SCEP PKCSReq is 503 within 0.5 s')
+    or diag("$sr->{code} " . sprintf('%.2f', $sdt));
 
 unlink $hang;
 for my $b (@bg) {
@@ -203,9 +225,9 @@ $e = enroll('after2', 15);
 is($e->{code}, 200, 'enrollment works again after the second hang');
 
 my $all = slurp($log) // '';
-my @h = $all =~ /(a call has not returned for)/g;
+my @h = $all =~ /(a call has not returned for \d+ s; its keys answer)/g;
 is(scalar @h, 2, 'one hang line for each of the two hangs');
-my @b = $all =~ /(answers again after)/g;
+my @b = $all =~ /(answers again after \d+ s)/g;
 is(scalar @b, 2, 'one line for the end of each');
 unlike($all, qr/\[(?:alert|emerg|crit)\]/, 'no alert, crit or emerg');
 
