@@ -1372,7 +1372,7 @@ pki_key_hung_check(const pki_key_t *k, pki_result_t *res)
 
     return pki_fail(res, PKI_UNAVAILABLE, "token \"%s\" of vault \"%s\" is "
                     "hung: a call in flight for %ld s", k->vault->token,
-                    k->vault->name, (age + 500) / 1000);
+                    k->vault->name, age < 1500 ? 1 : (age + 500) / 1000);
 }
 
 

@@ -680,6 +680,7 @@ static void
 ngx_http_pki_watchdog(ngx_event_t *ev)
 {
     long                       age;
+    ngx_msec_t                 d;
     ngx_uint_t                 i;
     ngx_http_pki_vault_t      *vault;
     ngx_http_pki_main_conf_t  *pmcf;
@@ -698,17 +699,18 @@ ngx_http_pki_watchdog(ngx_event_t *ev)
                           "token \"%s\" of vault \"%V\": a call has not "
                           "returned for %l s; its keys answer 503 until it "
                           "does", pki_vault_token(vault[i].vault),
-                          &vault[i].name, (age + 500) / 1000);
+                          &vault[i].name,
+                          age < 1500 ? 1 : (age + 500) / 1000);
 
         } else if (!age && vault[i].hung) {
             vault[i].hung = 0;
+            d = ngx_current_msec - vault[i].hung_at;
 
             ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                           "token \"%s\" of vault \"%V\" answers again "
                           "after %M s", pki_vault_token(vault[i].vault),
                           &vault[i].name,
-                          (ngx_current_msec - vault[i].hung_at + 500)
-                          / 1000);
+                          d < 1500 ? 1 : (d + 500) / 1000);
         }
     }
 
