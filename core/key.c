@@ -1303,7 +1303,9 @@ pki_vault_call_end(pki_vault_t *v, int slot)
 PKI_API void
 pki_vault_call_timeout(pki_vault_t *v, long ms)
 {
-    v->call_timeout_ms = ms < 0 ? 0 : ms;
+    if (v != NULL) {
+        v->call_timeout_ms = ms < 0 ? 0 : ms;
+    }
 }
 
 
