@@ -5750,23 +5750,28 @@ pki_acme_order_lost(pki_acme_t *a, const char *acct, const char *oid,
 
 /*
  * RFC 8555 7.4: the certificate has the dates an order asks for, or is not
- * issued.  NULL when a certificate from nb (0: issuance) to na (0: nb plus
- * the template's validity) can be issued now, else why not: it would
- * have expired by now, or it would span more than the validity.
+ * issued.  NULL when a certificate from nb (0: issuance) to na (0: the end
+ * of the template's validity from nb) can be issued now, else why not: it
+ * would have expired by now, or it would span more than the validity.
+ * RFC 5280 4.1.2.5: notBefore through notAfter, both included, is the
+ * span (as pki_build counts it): na == start is one second, and the
+ * validity's last second is start + validity - 1.
  */
 static const char *
 pki_acme_dates_why(time_t nb, time_t na, long validity, time_t now)
 {
     time_t  start = nb > 0 ? nb : now;
 
-    if ((na > 0 && (na <= start || na <= now))
-        || (nb > 0 && na == 0 && validity > 0 && nb + validity <= now))
+    if ((na > 0 && (na < start || na <= now))
+        || (nb > 0 && na == 0 && validity > 0
+            && pki_int_validity_end(nb, validity) <= now))
     {
         return "the certificate it asks for (notBefore/notAfter) would "
                "have expired by now";
     }
 
-    if (na > 0 && validity > 0 && na - start > validity) {
+    if (na > 0 && validity > 0 && na > pki_int_validity_end(start, validity))
+    {
         return "its notBefore/notAfter span more than the profile's "
                "validity allows";
     }
@@ -5871,10 +5876,11 @@ pki_acme_new_order(pki_acme_t *a)
     /*
      * RFC 8555 7.4: the certificate is issued with the dates asked for or
      * not at all.  It starts at notBefore (up to a day back, up to 30
-     * days ahead), else at issuance; it ends at notAfter, after its start
-     * and after now, else at its start plus the profile's validity, which
-     * must also be after now (a certificate expired when issued is
-     * none).  A date of 0 (1970) is a date, refused as any other.
+     * days ahead), else at issuance; it ends at notAfter, not before its
+     * start and after now, else when the profile's validity from its
+     * start ends (notAfter included), which must also be after now (a
+     * certificate expired when issued is none).  A date of 0 (1970) is a
+     * date, refused as any other.
      */
     if ((has_nb && (nb < a->now - PKI_ACME_NB_BACK
                     || nb > a->now + PKI_ACME_NB_AHEAD))
@@ -8945,9 +8951,11 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
      * names (a profile's), the default when this location no longer
      * issues with it. */
 
+    /* the certificate's own span counts notAfter in (RFC 5280 4.1.2.5):
+     * one of a template's full validity is that validity */
     life = pki_template_validity(pki_acme_record_tmpl(a->conf, &rec));
-    if (life <= 0 || life > rec.not_after - rec.not_before) {
-        life = (long) (rec.not_after - rec.not_before);
+    if (life <= 0 || life > rec.not_after - rec.not_before + 1) {
+        life = (long) (rec.not_after - rec.not_before + 1);
     }
 
     start = rec.not_after - life / 3;

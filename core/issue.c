@@ -2409,8 +2409,10 @@ pki_int_serial_octets(const pki_template_t *t)
 }
 
 
-/* A notAfter as the CA caps it: its max_validity, its own notAfter
- * (unless the template goes beyond_ca_expiry), 99991231235959Z. */
+/* A notAfter as the CA caps it: its max_validity (notBefore through
+ * notAfter, both included, spans no more), its own notAfter (unless the
+ * template goes beyond_ca_expiry: a certificate may end when the CA
+ * does), 99991231235959Z. */
 time_t
 pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
     time_t nb, time_t na)
@@ -2420,8 +2422,8 @@ pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
 
     if (ca) {
         max = ca->max_validity;
-        if (max && na > nb + max) {
-            na = nb + max;
+        if (max && na > pki_int_validity_end(nb, max)) {
+            na = pki_int_validity_end(nb, max);
         }
 
         if (!t->beyond_ca_expiry) {
@@ -2745,7 +2747,7 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
 {
     int                      i, bit, empty;
     X509                    *x;
-    time_t                   now, nb, na;
+    time_t                   now, nb, na, start;
     unsigned int             ku, mdlen, aklen;
     ASN1_TIME               *tm;
     pki_key_type_t           kt;
@@ -2801,12 +2803,14 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     nb = req->not_before ? req->not_before : now - 60;
 
     /* asked to end at notAfter without a start: start no earlier than
-     * the template's validity allows for that end (less backdating) */
+     * the template's validity allows for that end (less backdating),
+     * notBefore through notAfter spanning at most the validity */
+    start = pki_int_validity_start(req->not_after, pki_template_validity(t));
+
     if (!req->not_before && req->not_after && pki_template_validity(t) > 0
-        && req->not_after - pki_template_validity(t) > nb
-        && req->not_after - pki_template_validity(t) <= now)
+        && start > nb && start <= now)
     {
-        nb = req->not_after - pki_template_validity(t);
+        nb = start;
     }
 
     /* and not before the CA's own start: a CA made a moment ago, or on a
@@ -2821,7 +2825,9 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
         }
     }
 
-    na = nb + pki_template_validity(t);
+    /* RFC 5280 4.1.2.5: valid through notAfter, so that the span counted
+     * inclusively is the template's validity, not a second more */
+    na = pki_int_validity_end(nb, pki_template_validity(t));
 
     if (req->not_after && req->not_after < na) {
         na = req->not_after;
@@ -2829,7 +2835,8 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
 
     na = pki_int_cap_not_after(t, ca, nb, na);
 
-    if (na <= nb) {
+    /* na == nb is one second of validity (RFC 5280 4.1.2.5) */
+    if (na < nb) {
         X509_free(x);
         return pki_fail(res, PKI_POLICY, "the certificate would expire "
                         "before it starts (CA certificate expires too soon)");
@@ -2850,8 +2857,9 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     if (req->not_after && na != req->not_after) {
         X509_free(x);
         return pki_fail(res, PKI_POLICY, "the certificate cannot end at "
-                        "the notAfter asked for (the CA certificate or its "
-                        "max_validity ends sooner)");
+                        "the notAfter asked for (the template's validity, "
+                        "the CA certificate or its max_validity ends "
+                        "sooner)");
     }
 
     tm = ASN1_TIME_set(NULL, nb);

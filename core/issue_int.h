@@ -24,6 +24,14 @@
 /* Latest time an X.509 certificate can express: 9999-12-31T23:59:59Z. */
 #define PKI_TIME_MAX           ((time_t) 253402300799LL)
 
+/* RFC 5280 4.1.2.5: a certificate is valid from notBefore through
+ * notAfter, both included, so that a validity of v seconds (a template's,
+ * a max_validity) from nb ends at nb + v - 1, and one that ends at na
+ * starts at na - v + 1 (a "90d" template has notAfter - notBefore of
+ * 90 days less one second). */
+#define pki_int_validity_end(nb, v)    ((time_t) (nb) + (time_t) (v) - 1)
+#define pki_int_validity_start(na, v)  ((time_t) (na) - (time_t) (v) + 1)
+
 
 typedef enum {
     PKI_KT_EC = 1,
@@ -182,7 +190,8 @@ int pki_int_template_san_ok(const pki_template_t *t, int type, int wildcard,
 /* ca.c */
 time_t pki_int_asn1_time(const ASN1_TIME *t);
 /* issue.c: notAfter na of a certificate starting at nb, capped as the
- * CA caps it (max_validity, the CA's notAfter, 99991231235959Z). */
+ * CA caps it (max_validity counted inclusively, the CA's notAfter,
+ * 99991231235959Z). */
 time_t pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
     time_t nb, time_t na);
 /* issue.c: the octets of the serials of template t's certificates

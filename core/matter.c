@@ -2220,7 +2220,8 @@ pki_int_matter_ca_template(const pki_template_t *t, const pki_ca_t *ca,
     }
 
     nb = time(NULL) - 60;
-    na = pki_int_cap_not_after(t, ca, nb, nb + pki_template_validity(t));
+    na = pki_int_validity_end(nb, pki_template_validity(t));
+    na = pki_int_cap_not_after(t, ca, nb, na);
 
     if (pki_int_matter_tlv_time(na)) {
         return PKI_OK;

@@ -1248,13 +1248,16 @@ cmd_issue(pkictl_opts_t *o)
         goto done;
     }
 
-    /* a validity cut at the CA's own end is said, not left to be found */
+    /* a validity cut at the CA's own end is said, not left to be found;
+     * notBefore through notAfter, both included (RFC 5280 4.1.2.5), is
+     * the span: a full one has notAfter - notBefore of days less 1 s */
     {
         int  vd, vs;
 
         if (ASN1_TIME_diff(&vd, &vs, X509_get0_notBefore(x),
                            X509_get0_notAfter(x))
-            && (long long) vd * 86400 + vs < (long long) o->days * 86400)
+            && (long long) vd * 86400 + vs + 1
+               < (long long) o->days * 86400)
         {
             fprintf(stderr, "pkictl: note: the certificate ends with its CA "
                     "(notAfter before the %ld days asked)\n", o->days);
