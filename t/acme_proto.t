@@ -778,6 +778,22 @@ problem_is($r, 400, 'malformed', 'notAfter in the past');
               notAfter => $iso->($now + 90 * 86400) });
     problem_is($r, 400, 'malformed', 'notBefore 20 h back and notAfter 90 d '
                . 'ahead: longer than the 90-day profile');
+    # notBefore through notAfter, both included (RFC 5280 4.1.2.5): 90 days
+    # end at notBefore + 90 days - 1 s; a second later is 90 days and 1 s
+    for my $extra (0, 1) {
+        my $nb = int(time) + 3600;
+        $r = post($A, "$BASE/new-order", { identifiers => [
+                  { type => 'dns', value => 'dates.example' }],
+                  notBefore => $iso->($nb),
+                  notAfter => $iso->($nb + 90 * 86400 - 1 + $extra) });
+        if ($extra) {
+            problem_is($r, 400, 'malformed', 'notAfter at notBefore + 90 d: '
+                       . 'a second longer than the 90-day profile');
+        } else {
+            is($r->{status}, 201, 'notAfter at notBefore + 90 d - 1 s: the '
+               . '90-day profile, notAfter included') or diag($r->{content});
+        }
+    }
     $r = post($A, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => 'dates.example' }],
               notBefore => '1970-01-01T00:00:00Z',
@@ -1111,12 +1127,16 @@ is_deeply($dir->{meta}{profiles},
     local %order_extra = (profile => 'shortlived');
     my $s = issue($A, 'short1', 'short1.example.test');
     SKIP: {
-        skip 'no certificate (validation failed?)', 5 if !$s || !$s->{leaf};
+        skip 'no certificate (validation failed?)', 6 if !$s || !$s->{leaf};
         my ($ok, $out) = $t->verify_chain($s->{leaf});
         ok($ok, 'profile shortlived: the certificate verifies') or diag($out);
         my $life = not_after($s->{leaf}) - time;
         ok($life > 7 * 86400 - 3600 && $life <= 7 * 86400,
            "profile shortlived: valid 7 days (${life} s left)");
+        my ($nb, $na) = $t->x509_dates($s->{leaf});
+        is(defined $na ? $na - $nb : undef, 7 * 86400 - 1,
+           'profile shortlived: notAfter - notBefore = 7 days - 1 s '
+           . '(RFC 5280: notAfter included)');
         like($t->x509_text($s->{leaf}), qr/TLS Web Server Authentication/,
              'profile shortlived: serverAuth');
         my $o = post($A, $s->{order}, '');
@@ -1129,9 +1149,13 @@ is_deeply($dir->{meta}{profiles},
 {
     my $d = issue($A, 'noprof1', 'noprof1.example.test');
     SKIP: {
-        skip 'no certificate (validation failed?)', 2 if !$d || !$d->{leaf};
+        skip 'no certificate (validation failed?)', 3 if !$d || !$d->{leaf};
         my $life = not_after($d->{leaf}) - time;
         ok($life > 89 * 86400, 'no profile: the default 90 days');
+        my ($nb, $na) = $t->x509_dates($d->{leaf});
+        is(defined $na ? $na - $nb : undef, 90 * 86400 - 1,
+           'no profile: notAfter - notBefore = 90 days - 1 s (a 90-day '
+           . 'validity, notAfter included)');
         ok(!exists post($A, $d->{order}, '')->{json}{profile},
            'an order without a profile shows none');
     }

@@ -111,7 +111,7 @@ $r = $t->est_post('simpleenroll', $csr);
 my $ec = enroll_ok('simpleenroll P-256', $r);
 my ($ec_serial, $ectext);
 SKIP: {
-    skip 'no certificate', 10 if !$ec;
+    skip 'no certificate', 11 if !$ec;
     my ($ok, $out) = $t->verify_chain($ec);
     ok($ok, 'P-256 cert verifies to the root') or diag($out);
     $ectext = $t->x509_text($ec);
@@ -123,6 +123,11 @@ SKIP: {
     like($ectext, qr/ASN1 OID: prime256v1/, 'P-256 public key');
     ok(checkend($ec, 29 * 86400) && !checkend($ec, 31 * 86400),
        'validity 30 days');
+    # RFC 5280 4.1.2.5: valid through notAfter, so 30 days from notBefore
+    # end a second before notBefore + 30 days (it was 30 days and 1 s)
+    my ($nb, $na) = $t->x509_dates($ec);
+    is(defined $na ? $na - $nb : undef, 30 * 86400 - 1,
+       'template of 30 days: notAfter - notBefore = 30 days - 1 s');
     is($t->pubkey_of_cert($ec), $t->pubkey_of_key($eckey),
        'certificate carries the CSR key');
     $ec_serial = record_ok('P-256', $ec);

@@ -234,6 +234,17 @@ sub text {
                                         . 'IP:192.0.2.1'));
 is($rc, 0, 'CSR within the rules: issued') or diag($err);
 unlike($err, qr/ends with its CA/, '10 days under a 30-day CA: no note');
+# RFC 5280 4.1.2.5: notBefore through notAfter, both included, is the
+# validity: --days 10 (the template's validity and the max_validity) ends
+# a second before notBefore + 10 days, the self-signed 30 days likewise
+{
+    my ($nb, $na) = PKITest->x509_dates("$d/srv.pem");
+    is(defined $na ? $na - $nb : undef, 10 * 86400 - 1,
+       '--days 10: notAfter - notBefore = 10 days - 1 s');
+    ($nb, $na) = PKITest->x509_dates("$d/ca.pem");
+    is(defined $na ? $na - $nb : undef, 30 * 86400 - 1,
+       'selfsign --days 30: notAfter - notBefore = 30 days - 1 s');
+}
 $out = -e "$d/srv.pem" ? text("$d/srv.pem") : '';
 
 # more days than the CA has left: issued to the CA's end, and said
@@ -245,6 +256,10 @@ $out = -e "$d/srv.pem" ? text("$d/srv.pem") : '';
     is($lrc, 0, '100 days under a 30-day CA: issued') or diag($lerr);
     like($lerr, qr/note: the certificate ends with its CA \(notAfter before the 100 days asked\)/,
          '100 days under a 30-day CA: the cut said on stderr');
+    my (undef, $lna) = PKITest->x509_dates("$d/long.pem");
+    my (undef, $cna) = PKITest->x509_dates("$d/ca.pem");
+    ok(defined $lna && defined $cna && $lna == $cna,
+       '100 days under a 30-day CA: ends with the CA, at its notAfter');
 }
 like($out, qr{subject=/O=org/CN=good}, 'CSR: the subject as asked');
 like($out, qr/DNS:good\.example, IP Address:192\.0\.2\.1/, 'CSR: the SANs');

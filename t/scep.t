@@ -81,6 +81,11 @@ ok($vok, 'issued certificate verifies to the root') or diag($vout);
 my $text = $t->x509_text($cert) // '';
 like($text, qr/Subject:.*CN\s*=\s*dev1/, 'subject CN');
 like($text, qr/TLS Web Client Authentication/, 'template EKU');
+# RFC 5280 4.1.2.5: notAfter is part of the validity, so the template's 30
+# days end a second before notBefore + 30 days
+my ($nb, $na) = $t->x509_dates($cert);
+is(defined $na ? $na - $nb : undef, 30 * 86400 - 1,
+   'template of 30 days: notAfter - notBefore = 30 days - 1 s');
 my $serial = $t->x509_field($cert, 'serial');
 my $h = $t->redis_hash("pki:{ca:issuing}:cert:$serial");
 is($h->{status}, 'good', 'Redis record good');

@@ -2441,7 +2441,9 @@ profile_issue(redisContext *rc, EVP_PKEY *pk, const char *kid,
 }
 
 
-/* validity in seconds, and whether the EKU holds clientAuth */
+/* notAfter - notBefore in seconds (a validity of v seconds gives v - 1:
+ * RFC 5280 4.1.2.5 counts notAfter in), and whether the EKU holds
+ * clientAuth */
 static long
 cert_life(X509 *x)
 {
@@ -2525,8 +2527,9 @@ test_profiles(const char *sock)
     /* each profile issues with its template */
     x = profile_issue(rc, pk, kid, acct, "short.example",
                       ",\"profile\":\"short\"", order, sizeof(order));
-    ok(cert_life(x) == 7 * 86400L && cert_client_auth(x),
-       "profile short: 7 days, clientAuth (got %ld s)", cert_life(x));
+    ok(cert_life(x) == 7 * 86400L - 1 && cert_client_auth(x),
+       "profile short: 7 days, notAfter included, clientAuth (got %ld s)",
+       cert_life(x));
 
     post(pk, kid, rel(order), "", NULL, &resp);
     ok(has(&resp, "\"profile\":\"short\"") && has(&resp, "\"valid\""),
@@ -2544,8 +2547,9 @@ test_profiles(const char *sock)
 
     x = profile_issue(rc, pk, kid, acct, "classic.example",
                       ",\"profile\":\"classic\"", order, sizeof(order));
-    ok(cert_life(x) == 90 * 86400L && !cert_client_auth(x),
-       "profile classic: 90 days, no clientAuth (got %ld s)", cert_life(x));
+    ok(cert_life(x) == 90 * 86400L - 1 && !cert_client_auth(x),
+       "profile classic: 90 days, notAfter included, no clientAuth (got "
+       "%ld s)", cert_life(x));
 
     /* renewalInfo follows the template the record names, not the
      * default: with a 7-day default, a 90-day certificate of a profile
@@ -2563,7 +2567,7 @@ test_profiles(const char *sock)
     /* no profile: the default template, and the order names none */
     x = profile_issue(rc, pk, kid, acct, "default.example", "", order,
                       sizeof(order));
-    ok(cert_life(x) == 90 * 86400L && !cert_client_auth(x),
+    ok(cert_life(x) == 90 * 86400L - 1 && !cert_client_auth(x),
        "no profile: the default template (got %ld s)", cert_life(x));
     X509_free(x);
     post(pk, kid, rel(order), "", NULL, &resp);
@@ -2641,6 +2645,34 @@ test_profiles(const char *sock)
         pki_acme_resp_free(&resp);
     }
 
+    /* RFC 5280 4.1.2.5: notBefore through notAfter, both included, is
+     * the span, so a 7-day profile takes a notAfter 7 days less 1 s after
+     * the notBefore, not one a second later (it did: 7 days and 1 s) */
+    for (i = 0; i < 2; i++) {
+        char       nbefore[32], nafter[32];
+        time_t     t = time(NULL) + 3600;
+        struct tm  tm;
+
+        gmtime_r(&t, &tm);
+        strftime(nbefore, sizeof(nbefore), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        t += 7 * 86400L - 1 + i;
+        gmtime_r(&t, &tm);
+        strftime(nafter, sizeof(nafter), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":\"dns\","
+                 "\"value\":\"x.example\"}],\"notBefore\":\"%s\","
+                 "\"notAfter\":\"%s\",\"profile\":\"short\"}", nbefore,
+                 nafter);
+        post(pk, kid, "new-order", body, NULL, &resp);
+        if (i == 0) {
+            ok(resp.http_status == 201, "notBefore + 7 days - 1 s under the "
+               "7-day profile: 201 (%d)", resp.http_status);
+            pki_acme_resp_free(&resp);
+        } else {
+            check_problem("notBefore + 7 days under the 7-day profile "
+                          "(a second too long)", &resp, 400, "malformed");
+        }
+    }
+
     /* a profile removed from the configuration since the order was made:
      * finalize fails the order, nothing is issued */
     post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
@@ -2675,8 +2707,9 @@ test_profiles(const char *sock)
     conf.profiles = NULL;
     x = profile_issue(rc, pk, kid, acct, "old.example", "", order,
                       sizeof(order));
-    ok(cert_life(x) == 90 * 86400L,
-       "without profiles configured: the default template");
+    ok(cert_life(x) == 90 * 86400L - 1,
+       "without profiles configured: the default template (got %ld s)",
+       cert_life(x));
     X509_free(x);
     post(pk, kid, "new-order", "{\"identifiers\":[{\"type\":\"dns\","
          "\"value\":\"x.example\"}],\"profile\":\"short\"}", NULL, &resp);

@@ -4013,7 +4013,8 @@ test_primary_chain(void)
         }
         lnb = x != NULL ? asn1_to_time(X509_get0_notBefore(x)) : 0;
         ok(x != NULL && lnb == canb
-           && asn1_to_time(X509_get0_notAfter(x)) == canb + 5L * 86400,
+           && asn1_to_time(X509_get0_notAfter(x))
+              == canb + 5L * 86400 - 1,
            "a leaf of a CA 120 s ahead starts with the CA (%+ld s) and "
            "lasts its validity: %s", (long) (lnb - canb), res.detail);
 
@@ -4272,6 +4273,98 @@ test_primary_chain(void)
 }
 
 
+/* RFC 5280 4.1.2.5: a certificate is valid from notBefore through
+ * notAfter, both included.  A template of 90 days under a CA whose
+ * max_validity is 90 days gives notAfter - notBefore of 90 days less
+ * 1 s (it gave 90 days: 90 days and 1 s of validity, over the
+ * max_validity); a notAfter asked for is issued while the span stays
+ * within both, and refused one second later. */
+static void
+test_validity_inclusive(X509 *root, pki_key_t *rootkey)
+{
+    int               i;
+    long              span;
+    X509             *x;
+    time_t            nb, na;
+    pki_ca_t         *ca;
+    X509_REQ         *csr;
+    EVP_PKEY         *pk;
+    pki_result_t      res;
+    pki_request_t     req;
+    unsigned char    *der;
+    pki_template_t   *t, *tl[2];
+    size_t            len;
+    static const char *const lines[] = {
+        "key_types ec:P-256", "subject CN copy", "validity 90d", NULL
+    };
+
+    span = (long) (asn1_to_time(X509_get0_notAfter(root))
+                   - asn1_to_time(X509_get0_notBefore(root)));
+    ok(span == 3650 * 86400L - 1, "self-signed root of 3650d: notAfter - "
+       "notBefore = 3650 days - 1 s (got %ld)", span);
+
+    t = make_template("incl", lines);
+    tl[0] = t;
+    tl[1] = NULL;
+    ca = make_ca("incl", "root.pem", NULL, rootkey, tl, "90d", &res);
+    if (!ok(res.status == PKI_OK, "CA with max_validity 90d, template "
+            "90d: %s", res.detail))
+    {
+        pki_ca_free(ca);
+        pki_template_free(t);
+        return;
+    }
+
+    x = issue_one(ca, t, NULL, "/CN=incl", NULL, NULL, &res);
+    span = x ? (long) (asn1_to_time(X509_get0_notAfter(x))
+                       - asn1_to_time(X509_get0_notBefore(x))) : -1;
+    ok(span == 90 * 86400L - 1, "validity 90d, max_validity 90d: "
+       "notAfter - notBefore = 90 days - 1 s, notAfter included (got %ld) "
+       "%s", span, res.detail);
+    X509_free(x);
+
+    /* asked for a notBefore and a notAfter (ACME): the full span, then a
+     * second more */
+    for (i = 0; i < 2; i++) {
+        x = NULL;
+        pk = keygen("EC:P-256");
+        der = make_csr(pk, "/CN=incl-dates", NULL, &len);
+        csr = NULL;
+        nb = time(NULL) + 60;
+        na = nb + 90 * 86400L - 1 + i;
+        pki_result_init(&res);
+        if (pki_csr_parse(der, len, &csr, &res) == PKI_OK
+            && pki_request_from_csr(t, csr, &req, &res) == PKI_OK)
+        {
+            req.not_before = nb;
+            req.not_after = na;
+            (void) pki_issue(ca, t, NULL, &req, NULL, &x, &res);
+            pki_request_clear(&req);
+        }
+
+        if (i == 0) {
+            ok(x != NULL && asn1_to_time(X509_get0_notBefore(x)) == nb
+               && asn1_to_time(X509_get0_notAfter(x)) == na,
+               "notAfter asked for at notBefore + 90 days - 1 s: issued "
+               "with exactly those dates %s", res.detail);
+        } else {
+            ok(x == NULL && res.status == PKI_POLICY
+               && strstr(res.detail, "cannot end at the notAfter"),
+               "notAfter asked for at notBefore + 90 days (90 days and "
+               "1 s): refused: %s", res.detail);
+        }
+
+        X509_free(x);
+        X509_REQ_free(csr);
+        free(der);
+        EVP_PKEY_free(pk);
+    }
+
+    pki_ca_free(ca);
+    pki_template_free(t);
+}
+
+
 int
 main(void)
 {
@@ -4370,6 +4463,8 @@ main(void)
     if (res.status != PKI_OK) {
         diag("%s %s", res.detail, res.log);
     }
+
+    test_validity_inclusive(root, rootkey);
 
     /* Issuing CA, 2 days. */
     memset(&req, 0, sizeof(req));
@@ -4888,8 +4983,8 @@ main(void)
     x = issue_one(subca, tlong, NULL, "/CN=long", "DNS:long.example", NULL,
                   &res);
     ok(x && asn1_to_time(X509_get0_notAfter(x))
-            - asn1_to_time(X509_get0_notBefore(x)) == 30L * 86400,
-       "beyond_ca_expiry keeps 30 days");
+            - asn1_to_time(X509_get0_notBefore(x)) == 30L * 86400 - 1,
+       "beyond_ca_expiry keeps 30 days (notAfter included)");
     X509_free(x);
 
     /* nginx still up when its CA expires: nothing more is signed,

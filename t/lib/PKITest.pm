@@ -880,6 +880,24 @@ sub x509_field {
     return $out;
 }
 
+# (notBefore, notAfter) of a certificate file in seconds since the epoch, as
+# the openssl CLI reads them.  RFC 5280 4.1.2.5 counts notAfter in: a full
+# validity of v seconds has notAfter - notBefore = v - 1.
+sub x509_dates {
+    my ($self, $file) = @_;
+    my ($rc, $out) = run_cmd(['openssl', 'x509', '-in', $file, '-noout',
+                              '-startdate', '-enddate', '-dateopt',
+                              'iso_8601']);
+    require Time::Local;
+    my @t;
+    for my $f ('notBefore', 'notAfter') {
+        return () if $rc != 0
+            || $out !~ /^$f=(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)Z?$/m;
+        push @t, Time::Local::timegm($6, $5, $4, $3, $2 - 1, $1);
+    }
+    return @t;
+}
+
 sub x509_der {
     my ($self, $file) = @_;
     my ($rc, $out) = run_cmd(['openssl', 'x509', '-in', $file,
