@@ -341,7 +341,8 @@ close $d;
          'BMPString: openssl req made one');
     $r = enroll($g, $cder);
     cert_ok('TLS 1.3, the binding as a BMPString', $r);
-    $r = enroll($g, csr_with_cp('pop-bmp-wrong', $bc, 'MASK:0x800'));
+    $r = enroll($g, csr_with_cp('pop-bmp-wrong', encode_base64($bc, ''),
+                                 'MASK:0x800'));
     is($r->{code}, 400, 'TLS 1.3, another binding as a BMPString: 400')
         or diag($r->{body});
     like($r->{body}, qr/does not match the TLS channel binding/,
