@@ -2229,6 +2229,28 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     m->reply_oaep = omd;
     m->reply_mgf1 = mgf1;
 
+    /* and so must fit its key: RSAES-OAEP carries at most k - 2 hLen - 2
+     * octets (RFC 8017 7.1.1), which a small key and a large hash do not
+     * leave for the reply's content key (RSA-1024 with SHA-512); found
+     * only after issuing, the certificate would be recorded and never
+     * delivered */
+    if (omd != NULL && m->signer != NULL) {
+        EVP_PKEY  *spk = X509_get0_pubkey(m->signer);
+
+        if (spk != NULL && EVP_PKEY_get_base_id(spk) == EVP_PKEY_RSA
+            && EVP_PKEY_get_size(spk) < 2 * EVP_MD_get_size(omd) + 2
+                                        + EVP_CIPHER_get_key_length(cipher))
+        {
+            PKCS7_free(env);
+            pki_fail(res, PKI_UNSUPPORTED, "RSAES-OAEP with %s cannot carry "
+                     "the answer's %d-octet content key to the requester's "
+                     "%d-bit key", EVP_MD_get0_name(omd),
+                     EVP_CIPHER_get_key_length(cipher),
+                     EVP_PKEY_get_bits(spk));
+            return PKI_SCEP_BAD_ALG;
+        }
+    }
+
     /*
      * A bad padding (PKCS#1 v1.5 or OAEP) must not be told apart from a
      * bad content: use a random content key then (as OpenSSL's PKCS7 code

@@ -1230,6 +1230,19 @@ main(void)
     m.oaep_mgf1 = EVP_sha1();
     EXPECT_FAIL("OAEP SHA-512 MGF1-SHA1 decrypts", &conf, &m, 2);
     m.oaep_mgf1 = NULL;
+    /* a requester's key too small for the answer under that OAEP hash
+     * (RSA-1024: 128 octets < 2 * 64 + 2 + 16): badAlg before anything is
+     * issued, not a certificate that cannot be sent */
+    m.key = rsa(1024, 8);
+    m.challenge = "s3cret";
+    EXPECT_FAIL("OAEP SHA-512 to an RSA-1024 requester", &conf, &m, 0);
+    ok(strstr(last_detail, "cannot carry") != NULL,
+       "  the detail says why [%s]", last_detail);
+    m.oaep = EVP_sha256();
+    m.challenge = "wrong";
+    EXPECT_FAIL("OAEP SHA-256 to an RSA-1024 requester fits", &conf, &m, 2);
+    EVP_PKEY_free(m.key);
+    m.key = dev_k;
     m.challenge = "s3cret";
     m.oaep = EVP_sha1();
     m.corrupt_ek = 1;
