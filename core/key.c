@@ -4671,7 +4671,7 @@ pki_key_refetch_locked(pki_key_t *k, pki_result_t *res)
 PKI_API pki_status_t
 pki_key_open(pki_key_t *k, pki_result_t *res)
 {
-    int            opened;
+    int            opened, slot;
     pki_vault_t   *v;
     pki_status_t   st;
 
@@ -4710,6 +4710,10 @@ pki_key_open(pki_key_t *k, pki_result_t *res)
     /* not open until its test signature (pki_key_fetch_locked) */
     __atomic_store_n(&k->state, PKI_KEY_OPENING, __ATOMIC_RELEASE);
 
+    /* a token that stops answering here (a key opened again at run time,
+     * from a pool thread) is seen by the watchdog as in a signature */
+    slot = pki_vault_call_begin(v);
+
     pthread_rwlock_wrlock(&v->lock);
 
     st = pki_vault_open_locked(v, res);
@@ -4724,6 +4728,8 @@ pki_key_open(pki_key_t *k, pki_result_t *res)
     }
 
     pthread_rwlock_unlock(&v->lock);
+
+    pki_vault_call_end(v, slot);
 
     if (opened && st != PKI_OK && !pki_key_fault(st)) {
         /* A token error with the vault open (the lookup or the test

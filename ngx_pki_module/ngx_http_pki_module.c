@@ -39,7 +39,6 @@ typedef struct {
     ngx_str_t                  name;
     ngx_str_t                  module;
     pki_vault_t               *vault;
-    ngx_msec_t                 call_timeout;
     ngx_msec_t                 hung_at;     /* the hung call's start */
     ngx_uint_t                 hung;        /* logged as hung */
 } ngx_http_pki_vault_t;
@@ -1265,6 +1264,15 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_conf_init_msec_value(vc.call_timeout, 10000);
     pki_vault_call_timeout(v, (long) vc.call_timeout);
 
+    if (vc.call_timeout > 0 && vc.call_timeout < 3000) {
+        /* a call's age counts its waits too: for the vault's lock (a
+         * reopen), for a free session (up to 1 s) */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0, "pki_key_vault \"%V\": "
+                           "call_timeout under 3s may take a busy token "
+                           "for a hung one (a signature's waits for a "
+                           "session or a reopen count)", &name);
+    }
+
     cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
         pki_vault_free(v);
@@ -1289,7 +1297,6 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     vault->name = name;
     vault->module = vc.module;
     vault->vault = v;
-    vault->call_timeout = vc.call_timeout;
     vault->hung_at = 0;
     vault->hung = 0;
 
