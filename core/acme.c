@@ -9462,6 +9462,32 @@ pki_acme_refuse(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
 }
 
 
+PKI_API int
+pki_acme_signs(const pki_acme_req_t *req)
+{
+    int          n;
+    const char  *p;
+
+    if (req == NULL || req->method == NULL || req->path == NULL
+        || strcmp(req->method, "POST") != 0
+        || strncmp(req->path, "finalize/", sizeof("finalize/") - 1) != 0)
+    {
+        return 0;
+    }
+
+    /* three segments, as pki_acme_handle() routes a finalize */
+    n = 0;
+
+    for (p = req->path; *p != '\0'; p++) {
+        if (*p == '/') {
+            n++;
+        }
+    }
+
+    return n == 2;
+}
+
+
 PKI_API void
 pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     pki_acme_resp_t *resp)

@@ -1633,3 +1633,114 @@ done:
 
     return st;
 }
+
+
+/* The key that signs the answers for ca at now, as pki_ocsp_handle()
+ * picks it: its delegated responder's while that one is valid, else the
+ * CA's own. */
+static pki_key_t *
+pki_ocsp_signing_key(const pki_ocsp_conf_t *conf, pki_ca_t *ca, time_t now)
+{
+    const pki_ocsp_signer_t  *sg;
+
+    sg = pki_ocsp_signer(conf, ca, now, NULL);
+
+    if (sg != NULL
+        && pki_int_asn1_time(X509_get0_notAfter(sg->cert)) > now)
+    {
+        return sg->key;
+    }
+
+    return pki_ca_key(ca);
+}
+
+
+PKI_API int
+pki_ocsp_hung(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req)
+{
+    int                   i, n, idx, hung;
+    size_t                j, derlen;
+    time_t                now;
+    OCSP_CERTID          *cid;
+    pki_result_t          res;
+    OCSP_REQUEST         *oreq;
+    unsigned char        *decoded;
+    const unsigned char  *der;
+
+    if (conf == NULL || req == NULL) {
+        return 0;
+    }
+
+    /* the usual case: no key of the responder is hung, nothing to parse */
+    hung = 0;
+
+    for (j = 0; j < conf->ncas && !hung; j++) {
+        hung = pki_key_hung(pki_ca_key(conf->cas[j])) != 0;
+    }
+
+    for (j = 0; conf->signers != NULL && j < conf->nsigners && !hung; j++) {
+        hung = pki_key_hung(conf->signers[j].key) != 0;
+    }
+
+    if (!hung || req->method == NULL || req->body == NULL
+        || req->body_len == 0 || req->body_len > PKI_OCSP_MAX_BODY)
+    {
+        return 0;
+    }
+
+    decoded = NULL;
+
+    if (strcmp(req->method, "POST") == 0) {
+        der = req->body;
+        derlen = req->body_len;
+
+    } else {
+        pki_result_init(&res);
+
+        if (pki_base64_decode(req->body, req->body_len, &decoded, &derlen,
+                              &res)
+            != PKI_OK)
+        {
+            return 0;
+        }
+
+        der = decoded;
+    }
+
+    hung = 0;
+
+    oreq = pki_ocsp_decode(der, derlen);
+    if (oreq == NULL) {
+        goto done;
+    }
+
+    n = OCSP_request_onereq_count(oreq);
+    if (n <= 0 || n > PKI_OCSP_MAX_IDS) {
+        goto done;
+    }
+
+    now = time(NULL);
+
+    /* every CA a CertID names may be the one that signs (the lookup in
+     * Redis decides among a re-certified CA's declarations) */
+    for (i = 0; i < n && !hung; i++) {
+        cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, i));
+
+        for (idx = pki_ocsp_find_ca(conf, cid, 0);
+             idx >= 0 && !hung;
+             idx = pki_ocsp_find_ca(conf, cid, (size_t) idx + 1))
+        {
+            hung = pki_key_hung(pki_ocsp_signing_key(conf, conf->cas[idx],
+                                                     now))
+                   != 0;
+        }
+    }
+
+done:
+
+    OCSP_REQUEST_free(oreq);
+    free(decoded);
+    ERR_clear_error();
+
+    return hung;
+}

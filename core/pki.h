@@ -775,6 +775,17 @@ PKI_API pki_status_t pki_ocsp_cache_key(const pki_ocsp_req_t *req,
     const unsigned char *salt, size_t salt_len,
     unsigned char key[PKI_OCSP_KEY_LEN], pki_result_t *res);
 
+/* 1 when pki_ocsp_handle() would sign the answer to req with a key whose
+ * vault is hung (pki_key_hung()): the CA key, or the key of its delegated
+ * responder valid now, of every CA of conf a CertID of req names.  0 when
+ * no key of conf is hung (without parsing req: the usual case costs a
+ * few atomic reads), and for a request answered unsigned (it does not
+ * parse, or names none of conf's CAs).  No Redis, no token call: an event
+ * loop asks it before it posts req to a thread pool, and answers tryLater
+ * at once when it is 1. */
+PKI_API int pki_ocsp_hung(const pki_ocsp_conf_t *conf,
+    const pki_ocsp_req_t *req);
+
 /* ---- CRLs (RFC 5280 v2) ------------------------------------------------------
  *
  * A full CRL of the CA: version 2, issuer = the CA's subject, thisUpdate =
@@ -1699,6 +1710,12 @@ PKI_API void pki_acme_resp_free(pki_acme_resp_t *resp);
 PKI_API void pki_acme_refuse(const pki_acme_conf_t *conf,
     const pki_acme_req_t *req, int status, const char *type,
     const char *detail, int nonce, pki_acme_resp_t *resp);
+/* 1 when req is a POST to a finalize URL ("finalize/<acct>/<order>"):
+ * the one resource that signs, with conf->ca's key (revokeCert and the
+ * others only read and write Redis).  No I/O, no parsing of the JWS: an
+ * event loop asks it, with pki_key_hung(), before it posts the request to
+ * a thread pool that a hung token may hold. */
+PKI_API int pki_acme_signs(const pki_acme_req_t *req);
 /* Validates the challenge and records the outcome (blocking).  The job
  * may be run at most once; res (may be NULL) says what happened.  A
  * fault of this server (res->status PKI_INTERNAL: out of memory, an

@@ -381,6 +381,51 @@ make_alt_ca(EVP_PKEY *capk, pki_key_t *cakey, pki_template_t *troot,
 
 /* ---- without a store --------------------------------------------------------- */
 
+/* pki_acme_signs(): a POST to finalize/<acct>/<order> and nothing else,
+ * as pki_acme_handle() routes (the glue asks it on the event loop) */
+static void
+test_signs(void)
+{
+    size_t          i;
+    pki_acme_req_t  req;
+
+    static const struct {
+        const char  *method;
+        const char  *path;
+        int          signs;
+    } cases[] = {
+        { "POST", "finalize/acct1/order1", 1 },
+        { "GET", "finalize/acct1/order1", 0 },
+        { "HEAD", "finalize/acct1/order1", 0 },
+        { "POST", "finalize/acct1", 0 },
+        { "POST", "finalize/acct1/order1/x", 0 },
+        { "POST", "finalize", 0 },
+        { "POST", "finalizer/acct1/order1", 0 },
+        { "POST", "order/acct1/order1", 0 },
+        { "POST", "revoke-cert", 0 },
+        { "POST", "new-order", 0 },
+        { "POST", "cert/acct1/order1", 0 },
+        { "POST", "", 0 },
+        { NULL, "finalize/acct1/order1", 0 },
+        { "POST", NULL, 0 },
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(&req, 0, sizeof(req));
+        req.method = cases[i].method;
+        req.path = cases[i].path;
+
+        ok(pki_acme_signs(&req) == cases[i].signs,
+           "pki_acme_signs %s \"%s\": %d", cases[i].method
+           ? cases[i].method : "(null)", cases[i].path ? cases[i].path
+                                                       : "(null)",
+           cases[i].signs);
+    }
+
+    ok(pki_acme_signs(NULL) == 0, "pki_acme_signs NULL: 0");
+}
+
+
 static void
 test_no_store(EVP_PKEY *pk)
 {
@@ -4972,6 +5017,7 @@ main(void)
     none = pki_redis_new(&rconf, &res);
     conf.redis = none;
 
+    test_signs();
     test_no_store(pk);
     test_dead_store(pk);
 

@@ -8,6 +8,9 @@
  * at once, without a token call, and pki_key_hung() tells the event loop
  * so before it posts work; when the call returns, they sign again.  The
  * token is SoftHSM behind build/p11shim.so, whose C_Sign is made slow.
+ * pki_ocsp_hung() tells an OCSP request that a hung key would sign (the
+ * CA's, or its delegated responder's) from one answered by another key or
+ * unsigned.
  */
 
 #include <dlfcn.h>
@@ -20,10 +23,13 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509v3.h>
 
 #include "pki.h"
 #include "test/unit.h"
 #include "test/p11.h"
+#include "test/fixture.h"
 
 
 typedef void (*shim_set_delay_pt)(long ms);
@@ -53,6 +59,122 @@ slow_sign(void *arg)
 }
 
 
+/* A certificate for pub named cn, issued by issuer (NULL: cn itself)
+ * with signer: a CA, or (ca 0) a delegated OCSP responder. */
+static X509 *
+mk_cert(EVP_PKEY *pub, const char *cn, X509 *issuer, EVP_PKEY *signer,
+    int ca, long serial)
+{
+    X509            *x;
+    X509_NAME       *name;
+    X509V3_CTX       v3;
+    X509_EXTENSION  *ext;
+
+    x = X509_new();
+    name = X509_NAME_new();
+
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, pub);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_set_subject_name(x, name);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
+    X509_NAME_free(name);
+
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
+                              ca ? "critical,CA:TRUE" : "CA:FALSE");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+
+    if (!ca) {
+        ext = X509V3_EXT_conf_nid(NULL, &v3, NID_ext_key_usage,
+                                  "OCSPSigning");
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+    }
+
+    X509_sign(x, signer, EVP_sha256());
+
+    return x;
+}
+
+
+static pki_ca_t *
+mk_ca(const char *dir, const char *name, X509 *cert, pki_key_t *key)
+{
+    char           path[512];
+    pki_ca_t      *ca;
+    const char    *argv[1];
+    pki_result_t   res;
+
+    fx_write_cert(dir, name, cert);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    argv[0] = path;
+
+    pki_result_init(&res);
+    ca = pki_ca_new(name);
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+
+    if (!ok(pki_ca_finish(ca, &res) == PKI_OK, "CA %s [%s %s]", name,
+            res.detail, res.log))
+    {
+        pki_ca_free(ca);
+        return NULL;
+    }
+
+    return ca;
+}
+
+
+/* an OCSP request (DER, no nonce) for serial 0x1234 of ca's certificate */
+static unsigned char *
+mk_ocsp_req(X509 *ca, size_t *len)
+{
+    int            n;
+    ASN1_INTEGER  *serial;
+    OCSP_CERTID   *id;
+    OCSP_REQUEST  *req;
+    unsigned char *der;
+
+    serial = ASN1_INTEGER_new();
+    ASN1_INTEGER_set(serial, 0x1234);
+    id = OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(ca),
+                          X509_get0_pubkey_bitstr(ca), serial);
+    ASN1_INTEGER_free(serial);
+
+    req = OCSP_REQUEST_new();
+    OCSP_request_add0_id(req, id);
+
+    der = NULL;
+    n = i2d_OCSP_REQUEST(req, &der);
+    OCSP_REQUEST_free(req);
+
+    *len = n > 0 ? (size_t) n : 0;
+
+    return n > 0 ? der : NULL;
+}
+
+
+static int
+ocsp_hung(const pki_ocsp_conf_t *conf, const char *method,
+    const unsigned char *body, size_t len)
+{
+    pki_ocsp_req_t  req;
+
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.body = body;
+    req.body_len = len;
+
+    return pki_ocsp_hung(conf, &req);
+}
+
+
 int
 main(void)
 {
@@ -70,6 +192,18 @@ main(void)
     pki_result_t        res;
     shim_stats_pt       stats;
     shim_set_delay_pt   set_delay;
+    char                tmp[] = "/tmp/keyhang.XXXXXX";
+    size_t              ra_len, rf_len;
+    X509               *xa, *xf, *xr;
+    EVP_PKEY           *pf, *pz;
+    pki_ca_t           *ca_tok, *ca_file, *cas[2];
+    pki_key_t          *kf;
+    unsigned char      *ra, *rf, junk[] = { 0x30, 0x03, 0x02, 0x01 };
+    unsigned char       ga[1024];
+    char                path[PATH_MAX];
+    pki_ocsp_conf_t     oc;
+    pki_ocsp_signer_t   sg;
+    static const unsigned char  b64[] = "not%%base64";
 
     p11_env(&e, 0);
 
@@ -127,6 +261,42 @@ main(void)
        res.log);
     ok(pki_vault_call_age(v) == 0, "nothing in flight after it");
 
+    /* OCSP: CA "tok" signs with the token key; CA "file" with a file key,
+     * and with its delegated responder "resp", whose key is the token's,
+     * when conf has it */
+    if (mkdtemp(tmp) == NULL) {
+        return done_testing();
+    }
+
+    pf = fx_keygen("EC:P-256");
+    pz = fx_keygen("EC:P-256");
+    kf = fx_key_file(tmp, "file.key", pf);
+    xa = mk_cert(pki_key_public(k), "tok", NULL, pz, 1, 1);
+    xf = mk_cert(pf, "file", NULL, pf, 1, 2);
+    xr = mk_cert(pki_key_public(k), "resp", xf, pf, 0, 3);
+    ca_tok = mk_ca(tmp, "tok", xa, k);
+    ca_file = mk_ca(tmp, "file", xf, kf);
+
+    if (ca_tok == NULL || ca_file == NULL) {
+        return done_testing();
+    }
+
+    cas[0] = ca_tok;
+    cas[1] = ca_file;
+    memset(&oc, 0, sizeof(oc));
+    oc.cas = cas;
+    oc.ncas = 2;
+
+    sg.ca = ca_file;
+    sg.cert = xr;
+    sg.key = k;
+
+    ra = mk_ocsp_req(xa, &ra_len);
+    rf = mk_ocsp_req(xf, &rf_len);
+
+    ok(ocsp_hung(&oc, "POST", ra, ra_len) == 0,
+       "pki_ocsp_hung: no key hung, 0");
+
     /* a C_Sign that takes 1.2 s */
     stats(&x, &x, &x, &inits0);
     set_delay(1200);
@@ -158,6 +328,32 @@ main(void)
        && strstr(res.detail, "vault \"hang\"") != NULL,
        "the detail names the vault and the hang [%s]", res.detail);
 
+    ok(ocsp_hung(&oc, "POST", ra, ra_len) == 1,
+       "pki_ocsp_hung: a request for the CA whose key is hung, 1");
+    ok(ocsp_hung(&oc, "POST", rf, rf_len) == 0,
+       "one for the CA with a file key, 0");
+    oc.signers = &sg;
+    oc.nsigners = 1;
+    ok(ocsp_hung(&oc, "POST", rf, rf_len) == 1,
+       "the same with a delegated responder whose key is hung, 1");
+    oc.signers = NULL;
+    oc.nsigners = 0;
+    ok(ocsp_hung(&oc, "POST", junk, sizeof(junk)) == 0,
+       "a request that does not parse (answered unsigned), 0");
+    ok(ocsp_hung(&oc, "GET", b64, sizeof(b64) - 1) == 0,
+       "a GET that is not base64, 0");
+    n = EVP_EncodeBlock(ga, ra, (int) ra_len);
+    ok(n > 0 && ocsp_hung(&oc, "GET", ga, (size_t) n) == 1,
+       "the hung CA's request as a GET, 1");
+    cas[0] = ca_file;
+    oc.ncas = 1;
+    ok(ocsp_hung(&oc, "POST", ra, ra_len) == 0,
+       "a CA the responder does not serve (answered unsigned), 0");
+    cas[0] = ca_tok;
+    oc.ncas = 2;
+    ok(ocsp_hung(NULL, "POST", ra, ra_len) == 0 && pki_ocsp_hung(&oc, NULL)
+       == 0, "no conf or no request, 0");
+
     pthread_join(th, NULL);
     ok(s.st == PKI_OK && s.verified, "the slow call returns its signature "
        "(%.3f s) [%s %s]", s.dt, s.res.detail, s.res.log);
@@ -165,6 +361,8 @@ main(void)
     set_delay(0);
     ok(pki_key_hung(k) == 0 && pki_vault_call_age(v) == 0,
        "it returned: not hung");
+    ok(ocsp_hung(&oc, "POST", ra, ra_len) == 0,
+       "pki_ocsp_hung: 0 again");
 
     st = p11_sign(k, pki_key_public(k), &verified, &res);
     ok(st == PKI_OK && verified, "signs again [%s %s]", res.detail, res.log);
@@ -190,8 +388,26 @@ main(void)
 
     set_delay(0);
 
+    OPENSSL_free(ra);
+    OPENSSL_free(rf);
+    pki_ca_free(ca_tok);
+    pki_ca_free(ca_file);
+    X509_free(xa);
+    X509_free(xf);
+    X509_free(xr);
+    EVP_PKEY_free(pf);
+    EVP_PKEY_free(pz);
+    pki_key_free(kf);
     pki_key_free(k);
     pki_vault_free(v);
+
+    snprintf(path, sizeof(path), "%s/tok", tmp);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/file", tmp);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/file.key", tmp);
+    unlink(path);
+    rmdir(tmp);
 
     return done_testing();
 }
