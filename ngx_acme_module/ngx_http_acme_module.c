@@ -653,6 +653,26 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
     ctx->req.body = body.data;
     ctx->req.body_len = body.len;
 
+    if (pki_acme_signs(&ctx->req)
+        && ngx_http_pki_key_hung(pki_ca_key(ctx->conf.ca)))
+    {
+        /*
+         * A finalize signs with the CA key, whose token does not answer
+         * (logged once by the pki module's watchdog): not a thread more
+         * waits for it.  503 serverInternal with Retry-After at once, as
+         * the core answers a finalize whose key is unavailable; nothing
+         * is read or written, so the order stays ready.  Without a
+         * Replay-Nonce, as a shed request: minting one takes a pool
+         * thread, and the hung token may hold them all.
+         */
+        ctx->shed = 1;
+        ngx_http_finalize_request(r,
+            ngx_http_acme_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "serverInternal", "finalize: service "
+                                 "unavailable, retry later"));
+        return;
+    }
+
     rc = ngx_http_pki_post(r, ngx_http_acme_work, ngx_http_acme_done, ctx);
 
     switch (rc) {
