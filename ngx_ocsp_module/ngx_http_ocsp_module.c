@@ -279,7 +279,7 @@ static void ngx_http_ocsp_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ocsp_too_large(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static ngx_int_t ngx_http_ocsp_shed(ngx_http_request_t *r,
-    ngx_http_ocsp_ctx_t *ctx);
+    ngx_http_ocsp_ctx_t *ctx, const char *why);
 static void ngx_http_ocsp_run(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_work(void *data);
@@ -514,7 +514,7 @@ ngx_http_ocsp_handler(ngx_http_request_t *r)
         /* pki_body_memory is used up: nothing read; counted and logged
          * (rate-limited) by the pki module */
         ngx_http_pki_body_refused(r, 0);
-        return ngx_http_ocsp_shed(r, ctx);
+        return ngx_http_ocsp_shed(r, ctx, "busy, retry later");
     }
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -616,7 +616,8 @@ ngx_http_ocsp_body_handler(ngx_http_request_t *r)
 
     if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
         /* the body would have gone over pki_body_memory: ended there */
-        ngx_http_finalize_request(r, ngx_http_ocsp_shed(r, ctx));
+        ngx_http_finalize_request(r,
+            ngx_http_ocsp_shed(r, ctx, "busy, retry later"));
         return;
     }
 
@@ -668,12 +669,15 @@ ngx_http_ocsp_too_large(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
 
 /* A request shed for load (the thread pool's queue or pki_body_memory is
- * full, logged by the pki module): the OCSP status tryLater (RFC 6960
- * 4.2.1) that a relying party understands, not an HTTP 503 it would take
- * for a broken responder.  Never cached; Retry-After says when. */
+ * full, logged by the pki module) or because its signing key's token is
+ * hung (logged by the pki module's watchdog): the OCSP status tryLater
+ * (RFC 6960 4.2.1) that a relying party understands, not an HTTP 503 it
+ * would take for a broken responder.  Never cached; Retry-After says
+ * when.  why: the reason the metrics keep. */
 
 static ngx_int_t
-ngx_http_ocsp_shed(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
+ngx_http_ocsp_shed(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx,
+    const char *why)
 {
     u_char  *p;
 
@@ -681,8 +685,7 @@ ngx_http_ocsp_shed(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     static u_char  try_later[] = { 0x30, 0x03, 0x0a, 0x01, 0x03 };
 
     /* counted as shed (outcome "backend"), not as an answer */
-    ngx_http_pki_metrics_mark(r, "ocsp", NULL, NULL, PKI_UNAVAILABLE,
-                              "busy, retry later");
+    ngx_http_pki_metrics_mark(r, "ocsp", NULL, NULL, PKI_UNAVAILABLE, why);
 
     p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
     if (p == NULL) {
@@ -843,7 +846,21 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
         }
     }
 
-    rc = ngx_http_pki_post(r, ngx_http_ocsp_work, ngx_http_ocsp_done, ctx);
+    if (pki_ocsp_hung(&ctx->conf, &ctx->req)) {
+        /*
+         * Not answered from the cache, and signed by a key whose token
+         * does not answer (the CA's or its delegated responder's): not a
+         * thread more waits for it, and not a request more queues behind
+         * the threads that do.  tryLater at once, as the engine answers
+         * for a key that is unavailable, without the stale cached answer
+         * a task's tryLater may get (no task reads the revgens here).
+         */
+        rc = NGX_BUSY;
+
+    } else {
+        rc = ngx_http_pki_post(r, ngx_http_ocsp_work, ngx_http_ocsp_done,
+                               ctx);
+    }
 
     if (rc != NGX_OK && ctx->refresh) {
         /* not posted: drop the refresh claim at once (a later request
@@ -867,7 +884,14 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 
     case NGX_DECLINED:
         /* logged (rate-limited) by ngx_http_pki_post() */
-        ngx_http_finalize_request(r, ngx_http_ocsp_shed(r, ctx));
+        ngx_http_finalize_request(r,
+            ngx_http_ocsp_shed(r, ctx, "busy, retry later"));
+        return;
+
+    case NGX_BUSY:
+        ngx_http_finalize_request(r,
+            ngx_http_ocsp_shed(r, ctx, "signing key's token is hung, retry "
+                               "later"));
         return;
 
     default:
