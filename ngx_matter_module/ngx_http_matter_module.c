@@ -269,6 +269,18 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    if (r->method == NGX_HTTP_POST
+        && ngx_http_pki_key_hung(pki_ca_key(ctx->conf.ca)))
+    {
+        /* DACs and NOCs are signed with the location's CA key, whose
+         * token does not answer (logged once by the pki module's
+         * watchdog): 503 with Retry-After at once, not a thread more
+         * waiting for it */
+        ngx_http_finalize_request(r,
+            ngx_http_matter_busy(r, ctx, "the CA key's token is hung"));
+        return;
+    }
+
     rc = ngx_http_pki_post(r, ngx_http_matter_work, ngx_http_matter_done,
                            ctx);
 
@@ -393,11 +405,13 @@ ngx_http_matter_too_large(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
 
 
 /*
- * 503 when the thread pool's queue is full or the body would go over
- * pki_body_memory, as the API's other errors: JSON, with Retry-After.
+ * 503 when the thread pool's queue is full, the body would go over
+ * pki_body_memory or the CA key's token is hung, as the API's other
+ * errors: JSON, with Retry-After.
  * The warn lines of ngx_http_pki_post() and of the body budget count the
- * shed requests once a second; the line for each is at info level, so
- * that a storm does not write one error line per request.
+ * shed requests once a second (a hung token: the watchdog's one line);
+ * the line for each is at info level, so that a storm does not write one
+ * error line per request.
  */
 
 static ngx_int_t
