@@ -673,7 +673,11 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    rc = ngx_http_pki_post(r, ngx_http_acme_work, ngx_http_acme_done, ctx);
+    /* a finalize signs with the CA key: in the signing pool, if any */
+    rc = pki_acme_signs(&ctx->req)
+         ? ngx_http_pki_post_sign(r, ngx_http_acme_work, ngx_http_acme_done,
+                                  ctx)
+         : ngx_http_pki_post(r, ngx_http_acme_work, ngx_http_acme_done, ctx);
 
     switch (rc) {
 

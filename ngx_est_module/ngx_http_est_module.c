@@ -410,7 +410,8 @@ ngx_http_est_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    rc = ngx_http_pki_post(r, ngx_http_est_work, ngx_http_est_done, ctx);
+    /* an enrollment signs with the CA key */
+    rc = ngx_http_pki_post_sign(r, ngx_http_est_work, ngx_http_est_done, ctx);
 
     switch (rc) {
 

@@ -281,8 +281,12 @@ ngx_http_matter_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    rc = ngx_http_pki_post(r, ngx_http_matter_work, ngx_http_matter_done,
-                           ctx);
+    /* a POST signs with the CA key: in the signing pool, if any */
+    rc = r->method == NGX_HTTP_POST
+         ? ngx_http_pki_post_sign(r, ngx_http_matter_work,
+                                  ngx_http_matter_done, ctx)
+         : ngx_http_pki_post(r, ngx_http_matter_work, ngx_http_matter_done,
+                             ctx);
 
     switch (rc) {
 

@@ -858,8 +858,8 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
         rc = NGX_BUSY;
 
     } else {
-        rc = ngx_http_pki_post(r, ngx_http_ocsp_work, ngx_http_ocsp_done,
-                               ctx);
+        rc = ngx_http_pki_post_sign(r, ngx_http_ocsp_work,
+                                    ngx_http_ocsp_done, ctx);
     }
 
     if (rc != NGX_OK && ctx->refresh) {

@@ -71,6 +71,8 @@ typedef struct {
     pki_redis_t               *redis;
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
+    ngx_thread_pool_t         *sign_pool;   /* pki_sign_thread_pool, or
+                                               NULL: thread_pool */
     void                      *crl_states;  /* per worker, one per CA */
     time_t                     crl_refresh; /* shortest pki_crl_next_update
                                                of the pki_crl locations;
@@ -141,6 +143,7 @@ typedef struct {
     ngx_http_pki_done_pt          done;
     void                         *data;
     ngx_event_t                   guard;
+    ngx_uint_t                    lane;    /* 1: the signing pool's */
     unsigned long long            ticket;  /* transaction log, to sync */
     ngx_http_pki_audit_waiter_t   waiter;  /* on the list while it syncs */
 } ngx_http_pki_task_ctx_t;
@@ -163,6 +166,9 @@ static void ngx_http_pki_check_order(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_watchdog(ngx_event_t *ev);
+static ngx_int_t ngx_http_pki_post_lane(ngx_http_request_t *r,
+    ngx_http_pki_work_pt work, ngx_http_pki_done_pt done, void *data,
+    ngx_uint_t lane);
 static ngx_uint_t ngx_http_pki_wait_threads(ngx_cycle_t *cycle);
 static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
 static void *ngx_http_pki_create_loc_conf(ngx_conf_t *cf);
@@ -328,6 +334,13 @@ static ngx_command_t  ngx_http_pki_commands[] = {
       0,
       NULL },
 
+    { ngx_string("pki_sign_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_pki_thread_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      1,
+      NULL },
+
     { ngx_string("pki_key_vault"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
       ngx_http_pki_key_vault,
@@ -482,6 +495,7 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
      *     pmcf->redis = NULL;
      *     pmcf->thread_pool_name = { 0, NULL };
      *     pmcf->thread_pool = NULL;
+     *     pmcf->sign_pool = NULL;
      */
 
     if (ngx_array_init(&pmcf->vaults, cf->pool, 2,
@@ -1155,13 +1169,25 @@ ngx_http_pki_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_t  *value;
 
-    (void) cmd;
+    value = cf->args->elts;
+
+    if (cmd->offset == 1) {
+        /* pki_sign_thread_pool: the requests that sign (or decrypt) with
+         * a CA's, an RA's or a responder's key run there, so that a token
+         * that stops answering holds only its threads, never those of
+         * the Redis work (ngx_http_pki_post_sign) */
+        if (pmcf->sign_pool) {
+            return "is duplicate";
+        }
+
+        pmcf->sign_pool = ngx_thread_pool_add(cf, &value[1]);
+
+        return pmcf->sign_pool ? NGX_CONF_OK : NGX_CONF_ERROR;
+    }
 
     if (pmcf->thread_pool_name.data) {
         return "is duplicate";
     }
-
-    value = cf->args->elts;
 
     pmcf->thread_pool_name = value[1];
 
@@ -1908,14 +1934,17 @@ ngx_uint_t  ngx_http_pki_threads_left;
  *   NGX_HTTP_PKI_SHED_MSEC, then it asks the queue again.  Tasks other
  *   code posts to the pool (metrics, CRL refresh) are not counted: a few,
  *   so the estimate may shed a little early, never queue beyond max_queue.
+ *
+ * With pki_sign_thread_pool the signing pool has counts of its own (lane
+ * 1): its queue full sheds signing requests, not the others.
  */
 
 #define NGX_HTTP_PKI_SHED_MSEC  1000
 
-static ngx_atomic_t         ngx_http_pki_taken;      /* by pool threads */
-static ngx_atomic_uint_t    ngx_http_pki_posted;
-static ngx_atomic_int_t     ngx_http_pki_full_at = -1;
-static ngx_msec_t           ngx_http_pki_full_since;
+static ngx_atomic_t         ngx_http_pki_taken[2];   /* by pool threads */
+static ngx_atomic_uint_t    ngx_http_pki_posted[2];
+static ngx_atomic_int_t     ngx_http_pki_full_at[2] = { -1, -1 };
+static ngx_msec_t           ngx_http_pki_full_since[2];
 static ngx_uint_t           ngx_http_pki_shed_n;
 static ngx_uint_t           ngx_http_pki_shed_total;
 static ngx_msec_t           ngx_http_pki_shed_logged;
@@ -1924,26 +1953,35 @@ static ngx_event_t          ngx_http_pki_shed_ev;
 
 
 static ngx_atomic_int_t
-ngx_http_pki_waiting(void)
+ngx_http_pki_waiting(ngx_uint_t lane)
 {
-    return (ngx_atomic_int_t) (ngx_http_pki_posted - ngx_http_pki_taken);
+    return (ngx_atomic_int_t) (ngx_http_pki_posted[lane]
+                               - ngx_http_pki_taken[lane]);
+}
+
+
+static ngx_uint_t
+ngx_http_pki_lane_full(ngx_uint_t lane)
+{
+    if (ngx_http_pki_full_at[lane] < 0) {
+        return 0;
+    }
+
+    if (ngx_current_msec - ngx_http_pki_full_since[lane]
+        >= NGX_HTTP_PKI_SHED_MSEC)
+    {
+        ngx_http_pki_full_at[lane] = -1;
+        return 0;
+    }
+
+    return ngx_http_pki_waiting(lane) >= ngx_http_pki_full_at[lane];
 }
 
 
 ngx_uint_t
 ngx_http_pki_pool_full(void)
 {
-    if (ngx_http_pki_full_at < 0) {
-        return 0;
-    }
-
-    if (ngx_current_msec - ngx_http_pki_full_since >= NGX_HTTP_PKI_SHED_MSEC)
-    {
-        ngx_http_pki_full_at = -1;
-        return 0;
-    }
-
-    return ngx_http_pki_waiting() >= ngx_http_pki_full_at;
+    return ngx_http_pki_lane_full(0);
 }
 
 
@@ -2022,29 +2060,29 @@ ngx_http_pki_shed(ngx_log_t *log)
 
 static ngx_int_t
 ngx_http_pki_task_post(ngx_thread_pool_t *tp, ngx_thread_task_t *task,
-    ngx_log_t *log, ngx_uint_t request)
+    ngx_log_t *log, ngx_uint_t request, ngx_uint_t lane)
 {
     ngx_atomic_int_t  waiting;
 
-    if (ngx_http_pki_pool_full()) {
+    if (ngx_http_pki_lane_full(lane)) {
         if (request) {
             ngx_http_pki_shed(log);
         }
         return NGX_DECLINED;
     }
 
-    waiting = ngx_http_pki_waiting();
+    waiting = ngx_http_pki_waiting(lane);
 
     if (ngx_http_pki_thread_post(tp, task) != NGX_OK) {
-        ngx_http_pki_full_at = waiting > 0 ? waiting : 0;
-        ngx_http_pki_full_since = ngx_current_msec;
+        ngx_http_pki_full_at[lane] = waiting > 0 ? waiting : 0;
+        ngx_http_pki_full_since[lane] = ngx_current_msec;
         if (request) {
             ngx_http_pki_shed(log);
         }
         return NGX_DECLINED;
     }
 
-    ngx_http_pki_posted++;
+    ngx_http_pki_posted[lane]++;
 
     return NGX_OK;
 }
@@ -2293,6 +2331,22 @@ ngx_int_t
 ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     ngx_http_pki_done_pt done, void *data)
 {
+    return ngx_http_pki_post_lane(r, work, done, data, 0);
+}
+
+
+ngx_int_t
+ngx_http_pki_post_sign(ngx_http_request_t *r, ngx_http_pki_work_pt work,
+    ngx_http_pki_done_pt done, void *data)
+{
+    return ngx_http_pki_post_lane(r, work, done, data, 1);
+}
+
+
+static ngx_int_t
+ngx_http_pki_post_lane(ngx_http_request_t *r, ngx_http_pki_work_pt work,
+    ngx_http_pki_done_pt done, void *data, ngx_uint_t lane)
+{
     ngx_thread_task_t         *task;
     ngx_thread_pool_t         *tp;
     ngx_http_pki_task_ctx_t   *ctx;
@@ -2300,7 +2354,11 @@ ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
 
-    tp = pmcf->thread_pool;
+    if (lane && pmcf->sign_pool == NULL) {
+        lane = 0;
+    }
+
+    tp = lane ? pmcf->sign_pool : pmcf->thread_pool;
 
     if (tp == NULL) {
         tp = ngx_thread_pool_get((ngx_cycle_t *) ngx_cycle,
@@ -2324,12 +2382,14 @@ ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     ctx->work = work;
     ctx->done = done;
     ctx->data = data;
+    ctx->lane = lane;
 
     task->handler = ngx_http_pki_thread_handler;
     task->event.handler = ngx_http_pki_thread_event_handler;
     task->event.data = task;
 
-    if (ngx_http_pki_task_post(tp, task, r->connection->log, 1) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, r->connection->log, 1,
+                               lane) != NGX_OK) {
         /* queue full (max_queue): the caller sheds the load with 503 */
         return NGX_DECLINED;
     }
@@ -2374,7 +2434,7 @@ ngx_http_pki_thread_handler(void *data, ngx_log_t *log)
 
     ngx_http_pki_thread_enter();
 
-    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken, 1);
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken[ctx->lane], 1);
 
     ctx->work(ctx->data);
 
@@ -6034,7 +6094,7 @@ ngx_http_pki_detached_handler(void *data, ngx_log_t *log)
 
     ngx_http_pki_thread_enter();
 
-    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken, 1);
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken[0], 1);
 
     ctx->work(ctx->data);
 
@@ -6109,7 +6169,7 @@ ngx_http_pki_post_detached_tp(ngx_thread_pool_t *tp, ngx_log_t *log,
     task->event.data = task;
     task->event.log = ngx_cycle->log;
 
-    if (ngx_http_pki_task_post(tp, task, log, 0) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, log, 0, 0) != NGX_OK) {
         ngx_free(task);
         return NGX_DECLINED;
     }

@@ -153,6 +153,12 @@ pki_redis_t **ngx_http_pki_acme_states(ngx_http_request_t *r, size_t *n);
  */
 ngx_int_t ngx_http_pki_post(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     ngx_http_pki_done_pt done, void *data);
+/* The same for a request that signs or decrypts with a CA's, an RA's or
+ * a responder's key: in the pki_sign_thread_pool when there is one (a
+ * token that stops answering then holds its threads only, and the Redis
+ * work of the other requests goes on), else in the pki_thread_pool. */
+ngx_int_t ngx_http_pki_post_sign(ngx_http_request_t *r,
+    ngx_http_pki_work_pt work, ngx_http_pki_done_pt done, void *data);
 
 /*
  * 1 when the key's vault is hung (a token call has not returned for the

@@ -497,7 +497,8 @@ ngx_http_scep_handler(ngx_http_request_t *r)
                                        NGX_HTTP_SCEP_RETRY_AFTER);
     }
 
-    rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
+    rc = ngx_http_pki_post_sign(r, ngx_http_scep_work, ngx_http_scep_done,
+                                ctx);
 
     switch (rc) {
 
@@ -588,7 +589,8 @@ ngx_http_scep_run(ngx_http_request_t *r, ngx_http_scep_ctx_t *ctx)
         return;
     }
 
-    rc = ngx_http_pki_post(r, ngx_http_scep_work, ngx_http_scep_done, ctx);
+    rc = ngx_http_pki_post_sign(r, ngx_http_scep_work, ngx_http_scep_done,
+                                ctx);
 
     switch (rc) {
 
