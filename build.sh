@@ -285,7 +285,7 @@ demo_start() {
     "$TOP/scripts/nginx-conf.sh" \
         --build "$b" --pki "$d" --prefix "$d/nginx" --redis "$d/redis.sock" \
         --https 8443 --http 8080 --daemon on --log-level info \
-        > "$d/nginx/conf/nginx.conf" \
+        --sign-threads 4 > "$d/nginx/conf/nginx.conf" \
         || die "cannot render nginx.conf"
 
     note "checking nginx config"

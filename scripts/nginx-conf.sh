@@ -9,12 +9,14 @@
 #   scripts/nginx-conf.sh --build DIR --pki DIR --prefix DIR --redis SOCK \
 #       [--https PORT] [--http PORT] [--daemon on|off] [--log-level LEVEL] \
 #       [--workers N] [--ca-key REF] [--token LABEL] [--pop-linking on|off]
-#       [--redis-timeout 1s] [--user USER] [--threads N]
+#       [--redis-timeout 1s] [--user USER] [--threads N] [--sign-threads N]
 #       [--audit DIR|off] [--audit-params "carry=off ..."] [--metrics on|off]
 #       [--acme-http-port 5002] [--acme-tls-port 5001] [--acme-eab on|off]
 #       [--acme-redis unix:SOCK|HOST:PORT[ namespace=..]]  (acme2: the ACME
 #       replay-safe state in a second Redis; default: all in --redis)
 #
+# --sign-threads: a thread pool of its own for the requests that sign
+# (pki_sign_thread_pool; default: none, they share the pki pool).
 # --pki is a directory made by scripts/mkpki.sh.  --ca-key overrides the
 # issuing CA key (default: the SoftHSM key "issuing").
 # --audit: the transaction log directory (default PKI/audit, created here;
@@ -26,7 +28,7 @@ set -euo pipefail
 die() { echo "nginx-conf.sh: error: $*" >&2; exit 1; }
 
 BUILD= PKI= PREFIX= REDIS= HTTPS=8443 HTTP=8080 DAEMON=off LOGLEVEL=info
-WORKERS=2 THREADS=8 CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USER_=
+WORKERS=2 THREADS=8 SIGNTHREADS= CAKEY= TOKEN=${PKI_TOKEN:-nginx-pki} POP=off RTIMEOUT=1s USER_=
 MOD=${PKI_P11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 AUDIT= AUDIT_PARAMS= METRICS=on
 # ACME lab settings (issue 4 demo contract)
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
         --log-level) LOGLEVEL=$2 ;;
         --workers) WORKERS=$2 ;;
         --threads) THREADS=$2 ;;
+        --sign-threads) SIGNTHREADS=$2 ;;
         --ca-key) CAKEY=$2 ;;
         --token) TOKEN=$2 ;;
         --pop-linking) POP=$2 ;;
@@ -115,6 +118,7 @@ pid $PREFIX/logs/nginx.pid;
 
 env SOFTHSM2_CONF;
 thread_pool pki threads=$THREADS max_queue=4096;
+$( [ -n "$SIGNTHREADS" ] && echo "thread_pool pki_sign threads=$SIGNTHREADS max_queue=4096;" )
 
 events {
     worker_connections 1024;
@@ -131,6 +135,7 @@ http {
 
     pki_redis unix:$REDIS timeout=$RTIMEOUT;
     pki_thread_pool pki;
+    $( [ -n "$SIGNTHREADS" ] && echo "pki_sign_thread_pool pki_sign;" )
     pki_crl_cache $PREFIX/pki_crl_cache;
     $AUDIT_CONF
     $METRICS_CONF
