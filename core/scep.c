@@ -149,6 +149,10 @@ typedef struct {
                                               transport follows the
                                               request's) */
     const EVP_MD         *reply_mgf1;
+    unsigned char        *reply_kt;        /* the request's key transport
+                                              AlgorithmIdentifier (DER),
+                                              sent back as it came */
+    int                   reply_kt_len;
     unsigned char        *data;            /* decrypted messageData */
     size_t                data_len;
 } pki_scep_msg_t;
@@ -1431,6 +1435,7 @@ pki_scep_msg_free(pki_scep_msg_t *m)
     }
 
     PKCS7_free(m->p7);
+    OPENSSL_free(m->reply_kt);
 
     if (m->data != NULL) {
         OPENSSL_cleanse(m->data, m->data_len);
@@ -2229,6 +2234,18 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     m->reply_oaep = omd;
     m->reply_mgf1 = mgf1;
 
+    /* with its AlgorithmIdentifier as it came (the hash parameters NULL
+     * or absent, whichever the client writes, and so reads) */
+    if (omd != NULL) {
+        m->reply_kt_len = i2d_X509_ALGOR(ri->key_enc_algor, &m->reply_kt);
+        if (m->reply_kt_len <= 0) {
+            m->reply_kt = NULL;
+            PKCS7_free(env);
+            pki_fail(res, PKI_INTERNAL, "cannot keep the key transport");
+            return PKI_SCEP_BAD_MSG_CHECK;
+        }
+    }
+
     /* and so must fit its key: RSAES-OAEP carries at most k - 2 hLen - 2
      * octets (RFC 8017 7.1.1), which a small key and a large hash do not
      * leave for the reply's content key (RSA-1024 with SHA-512); found
@@ -2336,92 +2353,16 @@ pki_scep_open(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 /* ---- building a signed reply ------------------------------------------------ */
 
 /*
- * AlgorithmIdentifier { id-RSAES-OAEP, RSAES-OAEP-params } (RFC 4055
- * section 4.1): the hash and MGF1's hash, each left out when SHA-1 (the
- * default), no label; as OpenSSL's CMS code writes it.
- */
-static void
-pki_der_alg_oaep(pki_der_t *b, const EVP_MD *md, const EVP_MD *mgf1)
-{
-    unsigned char    *der;
-    X509_ALGOR       *alg, *mh;
-    ASN1_STRING      *ps, *os;
-    RSA_OAEP_PARAMS  *op;
-
-    der = NULL;
-    alg = NULL;
-    mh = NULL;
-    ps = NULL;
-    os = NULL;
-
-    op = RSA_OAEP_PARAMS_new();
-    if (op == NULL) {
-        goto failed;
-    }
-
-    if (EVP_MD_get_type(md) != NID_sha1) {
-        op->hashFunc = X509_ALGOR_new();
-        if (op->hashFunc == NULL) {
-            goto failed;
-        }
-        X509_ALGOR_set_md(op->hashFunc, md);
-    }
-
-    if (EVP_MD_get_type(mgf1) != NID_sha1) {
-        mh = X509_ALGOR_new();
-        if (mh == NULL) {
-            goto failed;
-        }
-        X509_ALGOR_set_md(mh, mgf1);
-
-        op->maskGenFunc = X509_ALGOR_new();
-        if (op->maskGenFunc == NULL
-            || ASN1_item_pack(mh, ASN1_ITEM_rptr(X509_ALGOR), &ps) == NULL
-            || X509_ALGOR_set0(op->maskGenFunc, OBJ_nid2obj(NID_mgf1),
-                               V_ASN1_SEQUENCE, ps) != 1)
-        {
-            goto failed;
-        }
-        ps = NULL;
-    }
-
-    alg = X509_ALGOR_new();
-    if (alg == NULL
-        || ASN1_item_pack(op, ASN1_ITEM_rptr(RSA_OAEP_PARAMS), &os) == NULL
-        || X509_ALGOR_set0(alg, OBJ_nid2obj(NID_rsaesOaep), V_ASN1_SEQUENCE,
-                           os) != 1)
-    {
-        goto failed;
-    }
-    os = NULL;
-
-    pki_der_i2d(b, i2d_X509_ALGOR(alg, &der), &der);
-    goto done;
-
-failed:
-
-    b->err = 1;
-
-done:
-
-    ASN1_STRING_free(ps);
-    ASN1_STRING_free(os);
-    X509_ALGOR_free(mh);
-    X509_ALGOR_free(alg);
-    RSA_OAEP_PARAMS_free(op);
-}
-
-
-/*
  * The pkcsPKIEnvelope of a SUCCESS: an EnvelopedData of inner for the
  * requester (RSA key transport: PKCS#1 v1.5, or RSAES-OAEP with hash oaep
- * and MGF1 hash mgf1 when oaep is not NULL; content encryption cipher
- * with a fresh key and IV), appended to b.  0 on failure.
+ * and MGF1 hash mgf1 when oaep is not NULL, named by kt, the DER of the
+ * request's AlgorithmIdentifier; content encryption cipher with a fresh
+ * key and IV), appended to b.  0 on failure.
  */
 static int
 pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
-    const EVP_MD *oaep, const EVP_MD *mgf1, const unsigned char *inner,
-    size_t inner_len)
+    const EVP_MD *oaep, const EVP_MD *mgf1, const unsigned char *kt,
+    int kt_len, const unsigned char *inner, size_t inner_len)
 {
     int              ok, outl, fin, klen, ivlen;
     size_t           m0, m1, m2, m3, ekl;
@@ -2436,7 +2377,7 @@ pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
     ivlen = EVP_CIPHER_get_iv_length(cipher);
 
     if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA
-        || (oaep != NULL && mgf1 == NULL)
+        || (oaep != NULL && (mgf1 == NULL || kt == NULL || kt_len <= 0))
         || inner_len > INT_MAX - 64 || klen <= 0 || ivlen <= 0
         || klen > (int) sizeof(key) || ivlen > (int) sizeof(iv))
     {
@@ -2494,7 +2435,7 @@ pki_scep_envelope(pki_der_t *b, X509 *rcpt, const EVP_CIPHER *cipher,
     pki_der_put(b, "\x02\x01\x00", 3);
     pki_der_ias(b, rcpt);
     if (oaep != NULL) {
-        pki_der_alg_oaep(b, oaep, mgf1);
+        pki_der_put(b, kt, (size_t) kt_len);
     } else {
         pki_der_alg_null(b, NID_rsaEncryption);
     }
@@ -2788,8 +2729,8 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
         if (!pki_scep_envelope(&env, m->signer, m->reply_cipher != NULL
                                                 ? m->reply_cipher
                                                 : EVP_aes_128_cbc(),
-                               m->reply_oaep, m->reply_mgf1, inner,
-                               inner_len))
+                               m->reply_oaep, m->reply_mgf1, m->reply_kt,
+                               m->reply_kt_len, inner, inner_len))
         {
             pki_fail(&resp->res, PKI_INTERNAL, "cannot encrypt the reply");
             goto failed;

@@ -202,6 +202,8 @@ typedef struct {
     const EVP_MD      *oaep_mgf1;   /* with this hash (NULL: oaep's) */
     int                oaep_label;  /* with a label */
     int                oaep_bare;   /* its parameters left out */
+    int                oaep_null;   /* its hashes with NULL parameters
+                                       (RFC 4055 2.1's generators) */
     int                corrupt_ek;  /* the encryptedKey broken */
     const unsigned char  *chal_raw; /* non-NULL: the challengePassword's */
     int                chal_rawlen; /* octets, of this length, */
@@ -210,6 +212,11 @@ typedef struct {
 
 
 static char  last_detail[256];      /* the detail of pkiop's last answer */
+static unsigned char  last_req_kt[256];  /* the DER of the last OAEP
+                                            request's and reply's key */
+static int            last_req_kt_len;   /* transport */
+static unsigned char  last_rep_kt[256];
+static int            last_rep_kt_len;
 static char  last_kt[64];           /* the key transport of the last
                                        SUCCESS's envelope: "rsaEncryption"
                                        or "RSAES-OAEP SHA256 MGF1-SHA1" */
@@ -314,6 +321,45 @@ ucs(const char *a, int w, unsigned char *out)
     }
 
     return n;
+}
+
+
+/* env's RSAES-OAEP parameters written again with the hash md and MGF1
+ * over md, each with NULL parameters, as RFC 4055 2.1 has generators
+ * write them (OpenSSL leaves them out). */
+static void
+oaep_null_params(PKCS7 *env, const EVP_MD *md)
+{
+    X509_ALGOR        *mh;
+    ASN1_STRING       *ps, *os;
+    RSA_OAEP_PARAMS   *op;
+    PKCS7_RECIP_INFO  *ri;
+
+    ri = sk_PKCS7_RECIP_INFO_value(env->d.enveloped->recipientinfo, 0);
+    op = RSA_OAEP_PARAMS_new();
+    mh = X509_ALGOR_new();
+    ps = NULL;
+    os = NULL;
+    if (ri == NULL || op == NULL || mh == NULL
+        || (op->hashFunc = X509_ALGOR_new()) == NULL
+        || (op->maskGenFunc = X509_ALGOR_new()) == NULL
+        || !X509_ALGOR_set0(op->hashFunc, OBJ_nid2obj(EVP_MD_get_type(md)),
+                            V_ASN1_NULL, NULL)
+        || !X509_ALGOR_set0(mh, OBJ_nid2obj(EVP_MD_get_type(md)),
+                            V_ASN1_NULL, NULL)
+        || ASN1_item_pack(mh, ASN1_ITEM_rptr(X509_ALGOR), &ps) == NULL
+        || !X509_ALGOR_set0(op->maskGenFunc, OBJ_nid2obj(NID_mgf1),
+                            V_ASN1_SEQUENCE, ps)
+        || (ps = NULL,
+            ASN1_item_pack(op, ASN1_ITEM_rptr(RSA_OAEP_PARAMS), &os)) == NULL
+        || !X509_ALGOR_set0(ri->key_enc_algor, OBJ_nid2obj(NID_rsaesOaep),
+                            V_ASN1_SEQUENCE, os))
+    {
+        ASN1_STRING_free(os);
+    }
+    ASN1_STRING_free(ps);
+    X509_ALGOR_free(mh);
+    RSA_OAEP_PARAMS_free(op);
 }
 
 
@@ -435,6 +481,21 @@ build(msg_t *m, unsigned char **out)
         if (m->oaep_bare) {
             X509_ALGOR_set0(ri->key_enc_algor, OBJ_nid2obj(NID_rsaesOaep),
                             V_ASN1_UNDEF, NULL);
+        }
+    }
+    if (m->oaep_null) {
+        oaep_null_params(env, m->oaep);
+    }
+    if (m->oaep != NULL) {
+        PKCS7_RECIP_INFO  *ri;
+        unsigned char     *q = last_req_kt;
+
+        ri = sk_PKCS7_RECIP_INFO_value(env->d.enveloped->recipientinfo, 0);
+        last_req_kt_len = i2d_X509_ALGOR(ri->key_enc_algor, NULL);
+        if (last_req_kt_len > 0
+            && last_req_kt_len <= (int) sizeof(last_req_kt))
+        {
+            i2d_X509_ALGOR(ri->key_enc_algor, &q);
         }
     }
     if (m->des) {
@@ -573,6 +634,14 @@ reply_kt(PKCS7 *env)
     }
 
     alg = ri->key_enc_algor;
+    last_rep_kt_len = i2d_X509_ALGOR(alg, NULL);
+    if (last_rep_kt_len > 0
+        && last_rep_kt_len <= (int) sizeof(last_rep_kt))
+    {
+        unsigned char  *q = last_rep_kt;
+
+        i2d_X509_ALGOR(alg, &q);
+    }
     nid = OBJ_obj2nid(alg->algorithm);
     if (nid != NID_rsaesOaep) {
         snprintf(last_kt, sizeof(last_kt), "%s", OBJ_nid2sn(nid));
@@ -1569,6 +1638,25 @@ main(void)
                    EVP_MD_get0_name(m.oaep), kt[k], last_kt);
                 X509_free(oc);
             }
+
+            /* the hashes with NULL parameters (RFC 4055's generators;
+             * OpenSSL leaves them out): the reply names them as the
+             * client did, byte for byte */
+            m.oaep = EVP_sha256();
+            m.oaep_mgf1 = NULL;
+            m.oaep_null = 1;
+            oc = NULL;
+            last_rep_kt_len = 0;
+            s = pkiop(&conf, &m, &f, &oc, &h);
+            ok(s == 0 && oc != NULL && strcmp(last_kt, kt[1]) == 0,
+               "RA mode, OAEP SHA-256 with NULL parameters: SUCCESS (%s)",
+               last_kt);
+            ok(last_req_kt_len > 0 && last_rep_kt_len == last_req_kt_len
+               && memcmp(last_rep_kt, last_req_kt, last_req_kt_len) == 0,
+               "  the reply's AlgorithmIdentifier is the request's (%d and "
+               "%d octets)", last_req_kt_len, last_rep_kt_len);
+            X509_free(oc);
+            m.oaep_null = 0;
             m.oaep = NULL;
             m.oaep_mgf1 = NULL;
             m.cn = cn0;
