@@ -56,18 +56,8 @@ $t->start_nginx($conf);
 
 my ($csr) = $t->make_csr('pool', subj => '/CN=sign-pool');
 
-sub enroll {
-    my ($name, $max) = @_;
-    my $t0 = time;
-    my $r = $t->est_post('simpleenroll', $csr, max_time => $max, quiet => 1);
-    my %o = (code => $r->{code}, dt => time - $t0, verified => 0);
-    if ($r->{code} == 200) {
-        my $pem = $t->p7_to_pem($r->{body});
-        my $f = $pem ? $t->save_first_cert($pem, $name) : undef;
-        $o{verified} = $f && ($t->verify_chain($f))[0] ? 1 : 0;
-    }
-    return \%o;
-}
+# enroll once: { code, dt, ra, verified }
+sub enroll { return $t->est_enroll_timed($csr, @_) }
 
 my $e = enroll('before', 15);
 is($e->{code}, 200, 'enrollment while the token answers');

@@ -913,6 +913,24 @@ sub verify_chain {
     return ($rc == 0 && $out =~ /: OK/, $out . $err);
 }
 
+# one EST simpleenroll of the CSR file, timed, within max_time s:
+# { code, dt, ra (Retry-After), verified (the certificate, saved as
+# NAME, verifies against the demo chain) }
+sub est_enroll_timed {
+    my ($self, $csr, $name, $max) = @_;
+    my $t0 = Time::HiRes::time();
+    my $r = $self->est_post('simpleenroll', $csr, max_time => $max,
+                            quiet => 1);
+    my %o = (code => $r->{code}, dt => Time::HiRes::time() - $t0,
+             ra => $r->{headers}{'retry-after'} // '', verified => 0);
+    if ($r->{code} == 200) {
+        my $pem = $self->p7_to_pem($r->{body});
+        my $f = $pem ? $self->save_first_cert($pem, $name) : undef;
+        $o{verified} = $f && ($self->verify_chain($f))[0] ? 1 : 0;
+    }
+    return \%o;
+}
+
 # public key PEM of a private key file or a certificate file
 sub pubkey_of_key {
     my ($self, $file) = @_;
