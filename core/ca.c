@@ -1239,8 +1239,26 @@ pki_ca_check_alt(pki_ca_t *ca, int n, time_t now, pki_result_t *res)
 }
 
 
+static pki_status_t pki_ca_finish_do(pki_ca_t *ca, int open_key,
+    pki_result_t *res);
+
+
 pki_status_t
 pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
+{
+    return pki_ca_finish_do(ca, 1, res);
+}
+
+
+pki_status_t
+pki_ca_finish_unkeyed(pki_ca_t *ca, pki_result_t *res)
+{
+    return pki_ca_finish_do(ca, 0, res);
+}
+
+
+static pki_status_t
+pki_ca_finish_do(pki_ca_t *ca, int open_key, pki_result_t *res)
 {
     int               i, j, crit;
     long              pl;
@@ -1361,18 +1379,21 @@ pki_ca_finish(pki_ca_t *ca, pki_result_t *res)
                         ca->cert_file, err);
     }
 
-    rc = pki_key_open(ca->key, res);
-    if (rc != PKI_OK) {
-        return rc;
-    }
+    if (open_key) {
+        rc = pki_key_open(ca->key, res);
+        if (rc != PKI_OK) {
+            return rc;
+        }
 
-    pub = pki_key_public(ca->key);
-    cpub = X509_get0_pubkey(ca->cert);
-    if (pub == NULL || cpub == NULL || EVP_PKEY_eq(pub, cpub) != 1) {
-        ERR_clear_error();
-        return pki_fail(res, PKI_MALFORMED, "the key \"%.128s\" of CA \"%s\" "
-                        "does not match the certificate \"%.128s\"",
-                        pki_key_ref(ca->key), ca->name, ca->cert_file);
+        pub = pki_key_public(ca->key);
+        cpub = X509_get0_pubkey(ca->cert);
+        if (pub == NULL || cpub == NULL || EVP_PKEY_eq(pub, cpub) != 1) {
+            ERR_clear_error();
+            return pki_fail(res, PKI_MALFORMED, "the key \"%.128s\" of CA "
+                            "\"%s\" does not match the certificate "
+                            "\"%.128s\"", pki_key_ref(ca->key), ca->name,
+                            ca->cert_file);
+        }
     }
 
     for (i = 0; i < ca->ntmpls; i++) {

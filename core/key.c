@@ -180,6 +180,7 @@ struct pki_vault_s {
     unsigned long      pin_refused;  /* CKR_PIN_* of the token's refusal of
                                         pin, 0 if none: no C_Login until
                                         the PIN file changes */
+    int                declared;     /* pki_vault_declare(): never opens */
 
     pthread_rwlock_t   lock;
     pki_p11mod_t      *mod;
@@ -1133,9 +1134,33 @@ refused:
 }
 
 
+static pki_vault_t *pki_vault_create(const char *name,
+    const char *module_path, const char *token_label, const char *pin_file,
+    int read_pin, pki_result_t *res);
+
+
 PKI_API pki_vault_t *
 pki_vault_new(const char *name, const char *module_path,
     const char *token_label, const char *pin_file, pki_result_t *res)
+{
+    return pki_vault_create(name, module_path, token_label, pin_file, 1,
+                            res);
+}
+
+
+PKI_API pki_vault_t *
+pki_vault_declare(const char *name, const char *module_path,
+    const char *token_label, const char *pin_file, pki_result_t *res)
+{
+    return pki_vault_create(name, module_path, token_label, pin_file, 0,
+                            res);
+}
+
+
+static pki_vault_t *
+pki_vault_create(const char *name, const char *module_path,
+    const char *token_label, const char *pin_file, int read_pin,
+    pki_result_t *res)
 {
     pthread_rwlockattr_t   attr;
     pki_vault_t           *v;
@@ -1204,7 +1229,9 @@ pki_vault_new(const char *name, const char *module_path,
         goto failed;
     }
 
-    if (!pki_vault_read_pin(v, res)) {
+    v->declared = !read_pin;
+
+    if (read_pin && !pki_vault_read_pin(v, res)) {
         pthread_cond_destroy(&v->state_cond);
         pthread_mutex_destroy(&v->state_mutex);
         pthread_rwlock_destroy(&v->lock);
@@ -1659,6 +1686,11 @@ pki_vault_open_locked_do(pki_vault_t *v, pki_result_t *res)
 {
     pki_status_t  st;
     int           i, login_failed = 0;
+
+    if (v->declared) {
+        return pki_fail(res, PKI_INTERNAL, "vault \"%s\" was declared "
+                        "only: it does not open", v->name);
+    }
 
     if (v->pin_refused && !pki_vault_pin_retry(v, res)) {
         return res->status;

@@ -154,6 +154,12 @@ typedef struct pki_key_s    pki_key_t;
 
 PKI_API pki_vault_t *pki_vault_new(const char *name, const char *module_path,
     const char *token_label, const char *pin_file, pki_result_t *res);
+/* The same vault, but its PIN file is not read: for a process that only
+ * parses the configuration (nginx -s) and never opens the vault nor its
+ * keys; pki_vault_open() of such a vault fails for want of a PIN. */
+PKI_API pki_vault_t *pki_vault_declare(const char *name,
+    const char *module_path, const char *token_label, const char *pin_file,
+    pki_result_t *res);
 PKI_API const char *pki_vault_name(const pki_vault_t *v);
 PKI_API const char *pki_vault_token(const pki_vault_t *v);
 PKI_API pki_status_t pki_vault_open(pki_vault_t *v, pki_result_t *res);
@@ -501,6 +507,11 @@ PKI_API pki_status_t pki_ca_add_template(pki_ca_t *ca, pki_template_t *t,
  * same path checks; it may not be the "chain" file nor hold the same
  * certificates as another chain. */
 PKI_API pki_status_t pki_ca_finish(pki_ca_t *ca, pki_result_t *res);
+/* The same checks, but the key is neither opened nor matched with the
+ * certificate: for a process that only parses the configuration (nginx -s)
+ * and never signs with the CA. */
+PKI_API pki_status_t pki_ca_finish_unkeyed(pki_ca_t *ca,
+    pki_result_t *res);
 /* 1 when the (finished) CA certificate may sign CRLs: no keyUsage, or one
  * with cRLSign; else the CA publishes no CRL. */
 PKI_API int pki_ca_signs_crls(const pki_ca_t *ca);

@@ -2173,6 +2173,10 @@ ngx_http_ocsp_signer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_pki_signaller()) {
+        return NGX_CONF_OK;     /* "nginx -s": the key was not opened */
+    }
+
     pki_result_init(&res);
 
     if (pki_ocsp_signer_check(sg, &res) != PKI_OK) {

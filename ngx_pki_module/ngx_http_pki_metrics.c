@@ -908,6 +908,10 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cln->handler = ngx_http_pki_m_key_cleanup;
     cln->data = mmcf->key;
 
+    if (ngx_http_pki_signaller()) {
+        return NGX_CONF_OK;         /* "nginx -s": the key is not opened */
+    }
+
     if (pki_key_open(mmcf->key, &res) != PKI_OK) {
         goto key_failed;
     }

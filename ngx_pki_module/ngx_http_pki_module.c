@@ -1103,6 +1103,11 @@ ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out)
             file.data = value[i].data + 14;
             file.len = value[i].len - 14;
 
+            if (ngx_http_pki_signaller()) {
+                /* "nginx -s" connects to no Redis: the secret unread */
+                continue;
+            }
+
             if (ngx_http_pki_read_secret(cf, &file, &secret) != NGX_OK) {
                 return NGX_CONF_ERROR;
             }
@@ -1266,16 +1271,27 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    ngx_http_pki_pin_file_check(cf, &name,
-                                (u_char *) ngx_http_pki_cstr(cf->pool,
-                                                             &vc.pin_file));
-
     pki_result_init(&res);
 
-    v = pki_vault_new(ngx_http_pki_cstr(cf->pool, &name),
-                      ngx_http_pki_cstr(cf->pool, &vc.module),
-                      ngx_http_pki_cstr(cf->pool, &vc.token),
-                      ngx_http_pki_cstr(cf->pool, &vc.pin_file), &res);
+    if (ngx_http_pki_signaller()) {
+        /* "nginx -s": the PIN file is neither checked nor read */
+        v = pki_vault_declare(ngx_http_pki_cstr(cf->pool, &name),
+                              ngx_http_pki_cstr(cf->pool, &vc.module),
+                              ngx_http_pki_cstr(cf->pool, &vc.token),
+                              ngx_http_pki_cstr(cf->pool, &vc.pin_file),
+                              &res);
+
+    } else {
+        ngx_http_pki_pin_file_check(cf, &name,
+                                    (u_char *) ngx_http_pki_cstr(cf->pool,
+                                                             &vc.pin_file));
+
+        v = pki_vault_new(ngx_http_pki_cstr(cf->pool, &name),
+                          ngx_http_pki_cstr(cf->pool, &vc.module),
+                          ngx_http_pki_cstr(cf->pool, &vc.token),
+                          ngx_http_pki_cstr(cf->pool, &vc.pin_file), &res);
+    }
+
     if (v == NULL) {
         ngx_http_pki_conf_error(cf, &res, "pki_key_vault \"%V\"", &name);
         return NGX_CONF_ERROR;
@@ -1308,9 +1324,10 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cln->handler = ngx_http_pki_vault_cleanup;
     cln->data = v;
 
-    /* validates module, token and PIN now, so that "nginx -t" fails */
+    /* validates module, token and PIN now, so that "nginx -t" fails;
+     * the signaller of "nginx -s" neither loads the module nor logs in */
 
-    if (pki_vault_open(v, &res) != PKI_OK) {
+    if (!ngx_http_pki_signaller() && pki_vault_open(v, &res) != PKI_OK) {
         ngx_http_pki_conf_error(cf, &res, "pki_key_vault \"%V\"", &name);
         return NGX_CONF_ERROR;
     }
@@ -1783,6 +1800,11 @@ ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what)
     cln->handler = ngx_http_pki_key_cleanup;
     cln->data = key;
 
+    if (ngx_http_pki_signaller()) {
+        /* "nginx -s": neither read nor fetched from the token */
+        goto done;
+    }
+
     if (pki_key_open(key, &res) != PKI_OK) {
         ngx_http_pki_conf_error(cf, &res, "key of %V", &w);
         return NULL;
@@ -1793,6 +1815,8 @@ ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what)
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0, "key of %V: %s", &w,
                            res.log);
     }
+
+done:
 
     slot = ngx_array_push(&pmcf->keys);
     if (slot == NULL) {
@@ -1816,6 +1840,7 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
     pki_key_t           *key;
     const char          *ref, *tn;
     pki_result_t         res;
+    pki_status_t         rc;
     pki_template_t      *t;
     ngx_http_pki_ca_t   *pca;
 
@@ -1873,7 +1898,11 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
         }
     }
 
-    if (pki_ca_finish(ca, &res) != PKI_OK) {
+    /* "nginx -s": the certificates only, the key is not opened */
+    rc = ngx_http_pki_signaller() ? pki_ca_finish_unkeyed(ca, &res)
+                                  : pki_ca_finish(ca, &res);
+
+    if (rc != PKI_OK) {
         ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
         return NGX_CONF_ERROR;
     }

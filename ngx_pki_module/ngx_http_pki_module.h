@@ -117,10 +117,24 @@ ngx_int_t ngx_http_pki_needs_redis(ngx_conf_t *cf, const char *directive,
     ngx_str_t *first_file, ngx_uint_t first_line);
 
 /*
+ * 1 in the process of "nginx -s reload|reopen|quit|stop": it parses the
+ * configuration only to find the "pid" file and signal the master, and
+ * exits.  It opens nothing: no vault (no PKCS#11 module, no token login,
+ * no PIN file), no key (nor its test signature and its match with a
+ * certificate), no secret file; configuration-time checks that need an
+ * open key are left out, as is every side effect (nginx itself does not
+ * create paths nor open logs in it).  So neither SOFTHSM2_CONF nor the
+ * PIN is needed to signal nginx, and a signal leaves no trace on the HSM.
+ * "nginx -t" still opens and checks everything.
+ */
+#define ngx_http_pki_signaller()  (ngx_process == NGX_PROCESS_SIGNALLER)
+
+/*
  * Configuration time: a key by reference, a PEM file (relative to the
  * prefix) or a "pkcs11:" URI of a token declared by a pki_key_vault before.
  * Opened at once (so "nginx -t" proves it), reopened in every worker after
- * fork, closed and freed with the cycle.  "what" names the directive in
+ * fork, closed and freed with the cycle; declared only, not opened, in the
+ * signaller (ngx_http_pki_signaller()).  "what" names the directive in
  * the error; NULL after the error was logged.
  */
 pki_key_t *ngx_http_pki_key(ngx_conf_t *cf, ngx_str_t *ref, const char *what);

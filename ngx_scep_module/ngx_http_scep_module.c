@@ -923,7 +923,10 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     pki_result_init(&res);
 
-    if (pki_scep_conf_check(sc, &res) != PKI_OK) {
+    /* "nginx -s" opened no key to match the certificates with */
+    if (!ngx_http_pki_signaller()
+        && pki_scep_conf_check(sc, &res) != PKI_OK)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "scep: %s%s%s%s",
                            res.detail, res.log[0] ? " (" : "", res.log,
                            res.log[0] ? ")" : "");
