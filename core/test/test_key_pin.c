@@ -18,6 +18,7 @@
  *   C. The device fails at login (CKR_DEVICE_ERROR): every signature and
  *      the open of the vault fail with PKI_UNAVAILABLE (an outage, worth a
  *      retry), never PKI_INTERNAL; signing recovers once it is back.
+ *   D. A vault only declared (nginx -s) reads no PIN and opens nothing.
  * Environment as for test_key.c; the spy is PKI_TEST_P11_SPY (default
  * /usr/lib/x86_64-linux-gnu/pkcs11-spy.so).  Without them it skips.
  */
@@ -52,6 +53,9 @@ typedef ck_ulong (*ck_set_pin_pt)(ck_ulong session, unsigned char *old,
 #define CKF_SERIAL_SESSION      0x4UL
 #define CKU_USER                1UL
 #define CKR_OK                  0x0UL
+
+
+static int spy_calls(const char *what);
 
 
 static char        tmpdir[512];
@@ -117,6 +121,15 @@ put_pin(const char *path, const char *pin)
 static int
 logins(void)
 {
+    return spy_calls(": C_Login\n");
+}
+
+
+/* The calls of one function in the spy's log: what follows the number of
+ * its lines, e.g. ": C_Initialize\n". */
+static int
+spy_calls(const char *what)
+{
     FILE  *f;
     char   line[512];
     int    n = 0;
@@ -132,7 +145,7 @@ logins(void)
         while (*p >= '0' && *p <= '9') {
             p++;
         }
-        if (p != line && strcmp(p, ": C_Login\n") == 0) {
+        if (p != line && strcmp(p, what) == 0) {
             n++;
         }
     }
@@ -577,6 +590,66 @@ test_device_error(const char *module, const char *uri, const char *good)
 }
 
 
+/*
+ * D. A vault declared only (pki_vault_declare(), the process of "nginx -s"):
+ *    its PIN file is not read (there is none), a key of it is made, and
+ *    neither the vault nor the key opens: the module is not even
+ *    initialised (no C_Initialize, no C_Login in the spy's log).
+ *    pki_vault_new() of the same vault fails: it reads the PIN file.
+ */
+static void
+test_declared(const char *uri)
+{
+    int            i0, l0;
+    pki_key_t     *k;
+    pki_vault_t   *v;
+    pki_result_t   res;
+
+    i0 = spy_calls(": C_Initialize\n");
+    l0 = logins();
+    ok(i0 > 0 && l0 > 0, "D: the spy logged the C_Initialize (%d) and "
+       "C_Login (%d) of A-C", i0, l0);
+
+    pki_result_init(&res);
+    v = pki_vault_new("spy-d", spy, token, tpath("no-pin"), &res);
+    ok(v == NULL, "D: vault_new without its PIN file fails [%s]",
+       res.detail);
+    pki_vault_free(v);
+
+    pki_result_init(&res);
+    v = pki_vault_declare("spy-d", spy, token, tpath("no-pin"), &res);
+    if (!ok(v != NULL && pki_vault_token(v) != NULL
+            && strcmp(pki_vault_token(v), token) == 0,
+            "D: vault_declare without its PIN file works [%s]", res.detail))
+    {
+        pki_vault_free(v);
+        return;
+    }
+
+    pki_result_init(&res);
+    k = pki_key_new(uri, v, &res);
+    ok(k != NULL, "D: key_new on the declared vault [%s]", res.detail);
+
+    pki_result_init(&res);
+    ok(pki_vault_open(v, &res) == PKI_INTERNAL
+       && strstr(res.detail, "declared") != NULL,
+       "D: the declared vault does not open [%s]", res.detail);
+
+    if (k != NULL) {
+        pki_result_init(&res);
+        ok(pki_key_open(k, &res) != PKI_OK,
+           "D: nor its key [%s]", res.detail);
+    }
+
+    ok(spy_calls(": C_Initialize\n") == i0 && logins() == l0,
+       "D: no C_Initialize, no C_Login (%d, %d)",
+       spy_calls(": C_Initialize\n") - i0, logins() - l0);
+
+    pki_key_free(k);
+    pki_vault_free(v);
+}
+
+
 int
 main(void)
 {
@@ -646,6 +719,7 @@ main(void)
     test_wrong_from_start(uri, good);
     test_changed_at_token(uri, good);
     test_device_error(module, uri, good);
+    test_declared(uri);
 
     OPENSSL_cleanse(good, sizeof(good));
     return done_testing();
