@@ -5,7 +5,8 @@
 # "nginx -s reload|reopen|quit" parses the whole configuration in the
 # signaller process before it signals the master.  With the CA key on the
 # token (SoftHSM behind build/p11shim.so, which appends a line per
-# C_Initialize to PKI_P11SHIM_EVENTS):
+# C_Initialize to PKI_P11SHIM_EVENTS), and the transaction log's
+# checkpoint key there as well:
 #  - "-s reload" without SOFTHSM2_CONF in its environment (a systemd
 #    ExecReload) exits 0 without [emerg], and the master reloads: new
 #    workers, which enroll and answer OCSP;
@@ -39,7 +40,15 @@ $ENV{PKI_P11SHIM_MODULE} = $PKITest::P11;
 $ENV{PKI_P11SHIM_EVENTS} = $events;
 
 $t->start_redis;
-my $conf = $t->render_conf('--workers', 2);
+# the transaction log signs its checkpoints with a key on the token too
+my $audit = "$dir/audit";
+mkdir $audit or die "mkdir $audit: $!";
+my $tok = $t->token;
+my $akey = "key=pkcs11:token=$tok;object=root;type=private";
+my $conf = $t->render_conf('--workers', 2, '--audit', 'off');
+ok($conf =~ s{^(\s*pki_key_vault\s+demo\s*\{.*?^\s*\}\n)}
+             {$1    pki_audit_log $audit "$akey";\n}ms,
+   'the audit log with its checkpoint key on the token');
 my $mod = quotemeta $PKITest::P11;
 ok($conf =~ s{^(\s*)module\s+$mod;}{${1}module $shim;}m,
    'the vault uses the shim');
