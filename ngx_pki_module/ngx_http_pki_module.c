@@ -3660,8 +3660,9 @@ ngx_http_pki_resolve(ngx_conf_t *cf, ngx_str_t *ca_name,
 
     if (!pki_ca_allows(*ca, *tmpl)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "CA \"%V\" does not allow template \"%V\"",
-                           ca_name, tmpl_name);
+                           "CA \"%V\" does not allow template \"%V\" "
+                           "(list it in \"templates\" of pki_ca \"%V\")",
+                           ca_name, tmpl_name, ca_name);
         return NGX_ERROR;
     }
 

@@ -160,7 +160,8 @@ my @cases = (
     ['template not allowed by the CA',
      sub { s/(    pki_ca issuing \{)/$extra_tmpl\n$1/;
            s/est issuing device;/est issuing other;/ },
-     qr/other/, [qr{location /\.well-known/est/}]],
+     qr/CA "issuing" does not allow template "other" \(list it in "templates" of pki_ca "issuing"\)/,
+     [qr{location /\.well-known/est/}]],
     ['pki_ca name with a character outside the name alphabet',
      sub { s/pki_ca issuing \{/pki_ca "is:suing" {/ },
      qr/invalid pki_ca name "is:suing" \(1-63 of A-Z a-z 0-9 \. _ -\)/,
