@@ -75,6 +75,15 @@ PKI_API const char *pki_status_name(pki_status_t st);
 /* Library initialisation; idempotent.  Returns 1 on success. */
 PKI_API int pki_init(void);
 
+/* Who this process runs as, for an error about permissions: "ROLE runs as
+ * USER:GROUP (uid N, gid N)" in buf (ROLE from pki_set_process_role(),
+ * default "the process"); returns buf.  Names come from the user and group
+ * databases (a number when there is none). */
+PKI_API const char *pki_process_user(char *buf, size_t size);
+/* The ROLE above: a static string, e.g. "the worker" (nginx sets it in
+ * its workers before any thread starts). */
+PKI_API void pki_set_process_role(const char *role);
+
 
 /* ---- small helpers -------------------------------------------------------- */
 

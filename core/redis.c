@@ -789,6 +789,21 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
 
     if (c->err) {
         pki_redis_unavailable(res, "connect", c->errstr);
+
+        /* the socket file's permissions, or a directory on its way, keep
+         * this process's user out: say which user that is */
+        if (r->unix_path != NULL && c->err == REDIS_ERR_IO
+            && (strcmp(c->errstr, strerror(EACCES)) == 0
+                || strcmp(c->errstr, strerror(EPERM)) == 0))
+        {
+            char  who[160];
+
+            pki_log(res, " (unix socket \"%s\"; %s: that user needs "
+                    "search permission on its directories and write "
+                    "permission on the socket)", r->unix_path,
+                    pki_process_user(who, sizeof(who)));
+        }
+
         redisFree(c);
         return NULL;
     }

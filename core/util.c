@@ -7,12 +7,15 @@
  */
 
 #include <ctype.h>
+#include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -207,6 +210,58 @@ pki_init(void)
 {
     pthread_once(&pki_once, pki_init_once);
     return pki_init_ok;
+}
+
+
+/* ---- the process's user ------------------------------------------------ */
+
+static const char  *pki_process_role = "the process";
+
+
+void
+pki_set_process_role(const char *role)
+{
+    pki_process_role = role != NULL ? role : "the process";
+}
+
+
+const char *
+pki_process_user(char *buf, size_t size)
+{
+    char            ubuf[1024], gbuf[1024], un[32], gn[32];
+    uid_t           uid;
+    gid_t           gid;
+    struct group    gr, *grp;
+    struct passwd   pw, *pwp;
+
+    uid = geteuid();
+    gid = getegid();
+
+    pwp = NULL;
+    if (getpwuid_r(uid, &pw, ubuf, sizeof(ubuf), &pwp) == 0
+        && pwp != NULL)
+    {
+        snprintf(un, sizeof(un), "%s", pwp->pw_name);
+
+    } else {
+        snprintf(un, sizeof(un), "%lu", (unsigned long) uid);
+    }
+
+    grp = NULL;
+    if (getgrgid_r(gid, &gr, gbuf, sizeof(gbuf), &grp) == 0
+        && grp != NULL)
+    {
+        snprintf(gn, sizeof(gn), "%s", grp->gr_name);
+
+    } else {
+        snprintf(gn, sizeof(gn), "%lu", (unsigned long) gid);
+    }
+
+    snprintf(buf, size, "%s runs as %s:%s (uid %lu, gid %lu)",
+             pki_process_role, un, gn, (unsigned long) uid,
+             (unsigned long) gid);
+
+    return buf;
 }
 
 

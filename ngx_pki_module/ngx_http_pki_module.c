@@ -69,6 +69,10 @@ typedef struct {
                                                an account's revocation or
                                                deactivation reaches */
     pki_redis_t               *redis;
+    uid_t                      conf_uid;    /* who read the configuration
+                                               (the master, nginx -t): */
+    gid_t                      conf_gid;    /* a worker that runs as
+                                               another user says so */
     ngx_str_t                  thread_pool_name;
     ngx_thread_pool_t         *thread_pool;
     ngx_thread_pool_t         *sign_pool;   /* pki_sign_thread_pool, or
@@ -532,6 +536,8 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
 
     pmcf->body_memory = NGX_CONF_UNSET_SIZE;
     pmcf->crl_cache_off = NGX_CONF_UNSET;
+    pmcf->conf_uid = geteuid();
+    pmcf->conf_gid = getegid();
     ngx_http_pki_cap_max = 0;
 
     return pmcf;
@@ -613,6 +619,7 @@ static ngx_event_t  ngx_http_pki_watchdog_ev;    /* this worker's */
 static ngx_int_t
 ngx_http_pki_init_process(ngx_cycle_t *cycle)
 {
+    char                       who[160];
     ngx_uint_t                 i;
     pki_key_t                **key;
     pki_result_t               res;
@@ -632,6 +639,20 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
 
     ngx_http_pki_body_budget = pmcf->body_memory;
 
+    /* before any pool thread starts: a permission error names "the worker"
+     * (pki_process_user()) */
+    if (ngx_process == NGX_PROCESS_WORKER) {
+        pki_set_process_role("the worker");
+    }
+
+    /* a worker that runs as another user than the one that read the
+     * configuration (nginx's "user"): the token that opened there may be
+     * closed to it */
+    who[0] = '\0';
+    if (geteuid() != pmcf->conf_uid || getegid() != pmcf->conf_gid) {
+        (void) pki_process_user(who, sizeof(who));
+    }
+
     vault = pmcf->vaults.elts;
 
     for (i = 0; i < pmcf->vaults.nelts; i++) {
@@ -639,8 +660,14 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
 
         if (pki_vault_open(vault[i].vault, &res) != PKI_OK) {
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "pki_key_vault \"%V\" did not open: %s (%s)",
-                          &vault[i].name, res.detail, res.log);
+                          "pki_key_vault \"%V\" did not open: %s (%s)%s%s%s",
+                          &vault[i].name, res.detail, res.log,
+                          who[0] ? " (" : "", who,
+                          who[0] ? ", not as the user that read the "
+                                   "configuration; it opens the token "
+                                   "itself: that user must be able to read "
+                                   "the token's files (SoftHSM: the token "
+                                   "directory and SOFTHSM2_CONF))" : "");
 
         } else if (res.log[0] != '\0') {
             /* the PIN's memory could not be locked against swapping */
@@ -657,8 +684,11 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
 
         if (pki_key_open(key[i], &res) != PKI_OK) {
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "key \"%s\" did not open: %s (%s)",
-                          pki_key_ref(key[i]), res.detail, res.log);
+                          "key \"%s\" did not open: %s (%s)%s%s%s",
+                          pki_key_ref(key[i]), res.detail, res.log,
+                          who[0] ? " (" : "", who,
+                          who[0] ? ", not as the user that read the "
+                                   "configuration)" : "");
         }
     }
 

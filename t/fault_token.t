@@ -239,4 +239,66 @@ my $stderr = slurp($t->prefix . '/logs/stderr.log') // '';
 ok(index($stderr, $pin) < 0, 'the PIN is not on nginx stderr');
 
 $t->stop_nginx;
+
+# --- the token and the Redis socket closed to the workers' user --------------
+# Started as root with "user nobody nogroup" (a stock Debian nginx runs its
+# workers as www-data): the master reads the configuration as root, but
+# each worker opens the token itself and connects to Redis itself.  The
+# SoftHSM directory (token directory and SOFTHSM2_CONF) is 0700 root and
+# the Redis socket 0700 (start_redis): the workers reach neither.  Each
+# error line names the workers' user and says what that user needs; the
+# Redis one is logged once (per change of state), not per request or per
+# retry; no PIN.
+SKIP: {
+    skip 'needs root (nginx switching to the user nobody)', 8
+        if $> != 0 || !defined getpwnam('nobody')
+           || !defined getgrnam('nogroup');
+
+    my $hsm = $t->pki . '/hsm';
+    chmod 0755, $dir, $t->pki;
+    chmod 0700, $hsm;
+    my $who = 'the worker runs as nobody:nogroup (uid 65534, gid 65534)';
+    $t->start_nginx($t->render_conf('--user', 'nobody nogroup'));
+
+    for my $i (1 .. 3) {
+        my $r = $t->est_post('simpleenroll', $csr, max_time => 15);
+        isnt($r->{code}, 200, "worker as nobody, enrollment $i: refused "
+             . "($r->{code})");
+    }
+
+    # the CRL refresh of worker 0 connects at start and every 10 s
+    my $rl = qr/pki crl: refresh of "issuing": .*redis: connect: Permission/;
+    my $dl = time + 30;
+    my $text = '';
+    while (time < $dl) {
+        $text = slurp($log) // '';
+        last if $text =~ $rl;
+        sleep 0.2;
+    }
+    my @vault = $text =~ /^(.*pki_key_vault "demo" did not open: .*)$/mg;
+    is(scalar @vault, 2, 'each of the 2 workers logs the vault once')
+        or diag($text);
+    like($vault[0] // '', qr/\Q($who, not as the user that read the \E
+        \Qconfiguration; it opens the token itself: that user must be able \E
+        \Qto read the token's files (SoftHSM: the token directory and \E
+        \QSOFTHSM2_CONF))\E$/x,
+         'the vault line names the worker user and what it needs');
+    my @redis = $text =~ /^(.*$rl.*)$/mg;
+    my $sock = $t->redis_sock;
+    like($redis[0] // '', qr/\Qredis: connect: Permission denied (unix \E
+        \Qsocket "$sock"; $who: that user needs search permission on its \E
+        \Qdirectories and write permission on the socket)\E$/x,
+         'the Redis line names the socket, the worker user, the cause')
+        or diag($text);
+    # the next refresh (10 s on) fails the same way: not logged again
+    sleep 11;
+    $text = slurp($log) // '';
+    @redis = $text =~ /^(.*$rl.*)$/mg;
+    is(scalar @redis, 1, 'the refresh failure is logged once, not per try')
+        or diag($text);
+    ok(index($text, $pin) < 0, 'the PIN is not in the error log');
+    $t->stop_nginx;
+    chmod 0700, $dir;
+}
+
 done_testing();
