@@ -51,6 +51,8 @@ struct pki_redis_s {
     int             timeout_ms;
     pthread_key_t   tkey;
     long long       policy_at;      /* ms: the last good policy check */
+    int             aof;            /* aof_enabled as INFO said it: 1, 0,
+                                       -1 not known (pki_redis_aof) */
 };
 
 
@@ -441,6 +443,11 @@ pki_int_redis_limit_reader(redisContext *c)
  * policy evicts only keys with a TTL (nonces, orders, replay records,
  * reservations not yet committed), each of which ends in a refusal the
  * client can retry, never a lost certificate.
+ *
+ * The same answer carries aof_enabled (INFO persistence), kept in r->aof
+ * for pki_redis_aof(): one "INFO memory persistence" (Redis >= 7), or the
+ * default sections, which hold both, from a server that takes one section
+ * only (Redis 6: a syntax error).
  */
 static int pki_redis_get_reply(pki_redis_t *r, redisContext *c,
     double deadline, redisReply **out, int *written);
@@ -468,18 +475,27 @@ pki_redis_policy_ok(pki_redis_t *r, redisContext *c, double deadline,
 {
     int          rc;
     char         pol[32];
-    size_t       i, n, lens[2];
-    const char  *argv[2], *p, *e;
+    size_t       i, n, lens[3];
+    const char  *argv[3], *p, *e;
     redisReply  *reply;
 
     argv[0] = "INFO";
     argv[1] = "memory";
+    argv[2] = "persistence";
     lens[0] = 4;
     lens[1] = 6;
+    lens[2] = 11;
 
     /* within the setup's deadline (an answer of about a kilobyte a few
      * bytes at a time would otherwise hold the thread) */
-    reply = pki_redis_setup_cmd(r, c, 2, argv, lens, deadline);
+    reply = pki_redis_setup_cmd(r, c, 3, argv, lens, deadline);
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR
+        && reply->str != NULL && strncmp(reply->str, "ERR syntax", 10) == 0)
+    {
+        freeReplyObject(reply);
+        reply = pki_redis_setup_cmd(r, c, 1, argv, lens, deadline);
+    }
 
     if (reply == NULL) {
         pki_redis_unavailable(res, "INFO", c->err ? c->errstr
@@ -491,6 +507,12 @@ pki_redis_policy_ok(pki_redis_t *r, redisContext *c, double deadline,
     p = NULL;
 
     if (reply->type == REDIS_REPLY_STRING && reply->str != NULL) {
+        p = strstr(reply->str, "\naof_enabled:");
+        if (p != NULL) {
+            p += sizeof("\naof_enabled:") - 1;
+            __atomic_store_n(&r->aof, *p == '0' ? 0 : 1, __ATOMIC_RELAXED);
+        }
+
         p = strstr(reply->str, "\nmaxmemory_policy:");
     }
 
@@ -1083,6 +1105,7 @@ pki_redis_new(const pki_redis_conf_t *conf, pki_result_t *res)
     r->port = conf->port != 0 ? conf->port : 6379;
     r->db = conf->db;
     r->timeout_ms = conf->timeout_ms != 0 ? conf->timeout_ms : 1000;
+    r->aof = -1;
 
     if (conf->unix_path != NULL) {
         r->unix_path = strdup(conf->unix_path);
@@ -1201,7 +1224,14 @@ pki_redis_literal(const pki_redis_t *r)
 }
 
 
-PKI_API const char *
+PKI_API int
+pki_redis_aof(const pki_redis_t *r)
+{
+    return __atomic_load_n(&r->aof, __ATOMIC_RELAXED);
+}
+
+
+const char *
 pki_redis_ns(const pki_redis_t *r)
 {
     return r != NULL ? r->ns : NULL;
@@ -4264,6 +4294,7 @@ pki_int_redis_dup(const pki_redis_t *r, int timeout_ms, pki_result_t *res)
     if (d != NULL) {
         /* the same server: a policy found good is not asked again */
         d->policy_at = __atomic_load_n(&r->policy_at, __ATOMIC_RELAXED);
+        d->aof = __atomic_load_n(&r->aof, __ATOMIC_RELAXED);
     }
 
     return d;

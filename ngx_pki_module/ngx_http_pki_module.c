@@ -69,6 +69,8 @@ typedef struct {
                                                an account's revocation or
                                                deactivation reaches */
     pki_redis_t               *redis;
+    ngx_str_t                  redis_addr;  /* pki_redis's address, for
+                                               the log */
     uid_t                      conf_uid;    /* who read the configuration
                                                (the master, nginx -t): */
     gid_t                      conf_gid;    /* a worker that runs as
@@ -170,6 +172,7 @@ static void ngx_http_pki_check_order(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_watchdog(ngx_event_t *ev);
+static void ngx_http_pki_aof_check(ngx_log_t *log);
 static ngx_int_t ngx_http_pki_post_lane(ngx_http_request_t *r,
     ngx_http_pki_work_pt work, ngx_http_pki_done_pt done, void *data,
     ngx_uint_t lane);
@@ -497,6 +500,7 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     pmcf->redis = NULL;
+     *     pmcf->redis_addr = { 0, NULL };
      *     pmcf->thread_pool_name = { 0, NULL };
      *     pmcf->thread_pool = NULL;
      *     pmcf->sign_pool = NULL;
@@ -606,6 +610,12 @@ ngx_http_pki_init_module(ngx_cycle_t *cycle)
 
 static ngx_event_t  ngx_http_pki_watchdog_ev;    /* this worker's */
 
+/* this worker's pki_redis, and whether its append-only file was last seen
+ * on (1), off (0, warned) or not yet known (-1): ngx_http_pki_aof_check() */
+static pki_redis_t  *ngx_http_pki_aof_store;
+static ngx_str_t     ngx_http_pki_aof_addr;
+static int           ngx_http_pki_aof_seen = -1;
+
 
 /*
  * Never fails: a failed init_process makes the worker exit for good and
@@ -695,6 +705,9 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
     if (pmcf->redis) {
         pki_redis_disconnect(pmcf->redis);
     }
+
+    ngx_http_pki_aof_store = pmcf->redis;
+    ngx_http_pki_aof_addr = pmcf->redis_addr;
 
     ngx_http_pki_crl_refresh_start(cycle, pmcf);
 
@@ -984,11 +997,16 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_main_conf_t *pmcf = conf;
 
+    ngx_str_t  *value;
+
     (void) cmd;
 
     if (pmcf->redis) {
         return "is duplicate";
     }
+
+    value = cf->args->elts;
+    pmcf->redis_addr = value[1];
 
     return ngx_http_pki_redis_parse(cf, &pmcf->redis);
 }
@@ -2482,6 +2500,42 @@ ngx_http_pki_guard_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * pki_redis must run with its append-only file: without it a Redis
+ * restart loses every certificate record and serial reservation written
+ * since the last snapshot.  A new connection reads aof_enabled with the
+ * maxmemory-policy (pki_redis_aof()); each worker warns once when it finds
+ * it off (again only after it was seen on).  Nothing is refused.  Not for
+ * acme_redis: its replay-safe state may lose its last second.
+ */
+
+static void
+ngx_http_pki_aof_check(ngx_log_t *log)
+{
+    int  aof;
+
+    if (ngx_http_pki_aof_store == NULL) {
+        return;
+    }
+
+    aof = pki_redis_aof(ngx_http_pki_aof_store);
+    if (aof == -1 || aof == ngx_http_pki_aof_seen) {
+        return;
+    }
+
+    if (aof == 0) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "pki_redis \"%V\": Redis runs without its append-only "
+                      "file (appendonly no): certificate records and serial "
+                      "reservations written since the last snapshot are "
+                      "lost if Redis restarts; run it with appendonly yes "
+                      "and appendfsync always", &ngx_http_pki_aof_addr);
+    }
+
+    ngx_http_pki_aof_seen = aof;
+}
+
+
 /* pool thread: only the task's own context, no pools, no logging */
 
 static void
@@ -2523,6 +2577,8 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
                    "pki: task #%ui done", task->id);
 
     ngx_http_pki_tasks_in_flight--;
+
+    ngx_http_pki_aof_check(ngx_cycle->log);
 
     /* While the answer waits for the log's sync the request stays blocked
      * (as while its task ran): a termination meanwhile (a worker's
@@ -5987,6 +6043,8 @@ ngx_http_pki_crl_refresh_done(ngx_event_t *ev)
     tp = ngx_timeofday();
     delay = NGX_HTTP_PKI_CRL_REFRESH_MSEC;
 
+    ngx_http_pki_aof_check(ngx_cycle->log);
+
     for (i = 0; i < rf->pmcf->cas.nelts; i++) {
 
         if (rf->revoked[i] != 0) {
@@ -6173,6 +6231,8 @@ ngx_http_pki_detached_event_handler(ngx_event_t *ev)
 
     task = ev->data;
     ctx = task->ctx;
+
+    ngx_http_pki_aof_check(ngx_cycle->log);
 
     ctx->done(ctx->data);
 

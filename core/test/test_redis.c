@@ -466,6 +466,138 @@ test_huge_array(void)
 
 
 
+/* A Redis 6 that takes one INFO section only: "INFO memory persistence"
+ * is a syntax error there, the default sections (plain INFO) hold both.
+ * got[0] and got[1] say which INFO came (2 the sections, 1 plain). */
+static int  redis6_got[2];
+
+static void *
+redis6_server(void *arg)
+{
+    int          fd, lfd = *(int *) arg;
+    char         buf[512];
+    ssize_t      n;
+    const char  *syntax = "-ERR syntax error\r\n";
+    const char  *info = "# Memory\r\nmaxmemory_policy:noeviction\r\n"
+                        "# Persistence\r\nloading:0\r\naof_enabled:0\r\n";
+    char         bulk[256];
+
+    snprintf(bulk, sizeof(bulk), "$%zu\r\n%s\r\n", strlen(info), info);
+
+    fd = accept(lfd, NULL, NULL);
+    if (fd < 0) {
+        return NULL;
+    }
+
+    n = read(fd, buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    redis6_got[0] = strstr(buf, "persistence") != NULL ? 2 : 1;
+    (void) !send(fd, syntax, strlen(syntax), MSG_NOSIGNAL);
+
+    n = read(fd, buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    redis6_got[1] = strncmp(buf, "*1\r\n$4\r\nINFO\r\n", 14) == 0 ? 1 : 2;
+    (void) !send(fd, bulk, strlen(bulk), MSG_NOSIGNAL);
+
+    n = read(fd, buf, sizeof(buf) - 1);             /* PING */
+    if (n > 0) {
+        (void) !send(fd, "+PONG\r\n", 7, MSG_NOSIGNAL);
+    }
+    (void) !read(fd, buf, sizeof(buf));         /* until the client closes */
+    close(fd);
+
+    return NULL;
+}
+
+
+static void
+test_aof_redis6(void)
+{
+    int                  lfd;
+    pthread_t            th;
+    pki_redis_t         *r;
+    pki_result_t         res;
+    struct sockaddr_un   sa;
+
+    lfd = fake_listen(&sa, "redis6", "fake Redis 6 listens");
+    if (lfd < 0) {
+        return;
+    }
+
+    pthread_create(&th, NULL, redis6_server, &lfd);
+
+    r = new_store(sa.sun_path, 2000);
+    if (ok(r != NULL, "store for the fake Redis 6")) {
+        ok(pki_redis_aof(r) == -1, "aof_enabled not known before a "
+           "connection");
+        pki_result_init(&res);
+        ok(pki_redis_ping(r, &res) == PKI_OK, "Redis 6: ping [%s]",
+           res.log);
+        ok(redis6_got[0] == 2 && redis6_got[1] == 1, "INFO memory "
+           "persistence, refused as a syntax error, then INFO (%d %d)",
+           redis6_got[0], redis6_got[1]);
+        ok(pki_redis_aof(r) == 0, "aof_enabled:0 read from plain INFO");
+        pki_redis_free(r);
+    }
+
+    fake_done(th, lfd, &sa);
+}
+
+
+/* aof_enabled read by a new connection, with the maxmemory-policy, from
+ * the real server (CONFIG SET appendonly: set back as it was) */
+static void
+test_aof(pki_redis_t *r, redisContext *c)
+{
+    int           i, was;
+    size_t        lens[4];
+    const char   *argv[4];
+    redisReply   *rp;
+    pki_result_t  res;
+
+    static const char  *v[] = { "yes", "no", "yes" };
+
+    rp = raw(c, "CONFIG", "GET", "appendonly");
+    was = rp != NULL && rp->type == REDIS_REPLY_ARRAY && rp->elements == 2
+          && strcmp(rp->element[1]->str, "yes") == 0;
+    freeReplyObject(rp);
+
+    argv[0] = "CONFIG";
+    argv[1] = "SET";
+    argv[2] = "appendonly";
+    lens[0] = 6;
+    lens[1] = 3;
+    lens[2] = 10;
+
+    for (i = 0; i < 3; i++) {
+        argv[3] = v[i];
+        lens[3] = strlen(v[i]);
+        rp = redisCommandArgv(c, 4, argv, lens);
+        ok(rp != NULL && rp->type == REDIS_REPLY_STATUS,
+           "CONFIG SET appendonly %s", v[i]);
+        freeReplyObject(rp);
+
+        /* the open connection is not asked again */
+        pki_result_init(&res);
+        is_st(pki_redis_ping(r, &res), PKI_OK, "  ping on the open "
+              "connection");
+        ok(i == 0 || pki_redis_aof(r) == (v[i - 1][0] == 'y'),
+           "  still what the connection read (%d)", pki_redis_aof(r));
+
+        pki_redis_disconnect(r);
+        pki_result_init(&res);
+        is_st(pki_redis_ping(r, &res), PKI_OK, "  ping on a new "
+              "connection");
+        ok(pki_redis_aof(r) == (v[i][0] == 'y'), "  a new connection "
+           "reads aof_enabled:%d (%d)", v[i][0] == 'y', pki_redis_aof(r));
+    }
+
+    argv[3] = was ? "yes" : "no";
+    lens[3] = strlen(argv[3]);
+    freeReplyObject(redisCommandArgv(c, 4, argv, lens));
+}
+
+
 /* A server that answers any command with a bulk string announced as
  * 300 MB, and sends it for as long as the client reads. */
 static void *
@@ -1710,6 +1842,7 @@ main(void)
     test_endless_scan();
     test_trickle();
     test_setup_sigpipe();
+    test_aof_redis6();
 
     r = new_store(sock, 1000);
     if (!ok(r != NULL, "pki_redis_new")) {
@@ -1796,6 +1929,7 @@ main(void)
     ok(res.status == PKI_OK && res.detail[0] == '\0',
        "a mended retry leaves no error in the result");
 
+    test_aof(r, c);
     test_round_trip(r, c);
     test_unreachable();
     test_threads(r, c);
