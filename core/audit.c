@@ -1166,9 +1166,24 @@ pki_audit_open(const pki_audit_conf_t *conf, pki_result_t *res)
         return NULL;
     }
 
-    if (stat(conf->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        pki_fail(res, PKI_INTERNAL, "audit log directory \"%s\" does not "
-                 "exist", conf->dir);
+    if (stat(conf->dir, &st) != 0) {
+        char  who[160];
+        int   err = errno;
+
+        /* a worker whose user may not search a directory on the way
+         * ("Permission denied") is not told that it is missing */
+        pki_fail(res, PKI_INTERNAL, "audit log directory \"%s\": %s%s%s%s",
+                 conf->dir, strerror(err),
+                 err == EACCES ? " (" : "",
+                 err == EACCES ? pki_process_user(who, sizeof(who)) : "",
+                 err == EACCES ? ": that user needs search permission on "
+                                 "the directories on its way)" : "");
+        return NULL;
+    }
+
+    if (!S_ISDIR(st.st_mode)) {
+        pki_fail(res, PKI_INTERNAL, "audit log directory \"%s\" is not a "
+                 "directory", conf->dir);
         return NULL;
     }
 

@@ -670,8 +670,10 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
 
         if (pki_vault_open(vault[i].vault, &res) != PKI_OK) {
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "pki_key_vault \"%V\" did not open: %s (%s)%s%s%s",
-                          &vault[i].name, res.detail, res.log,
+                          "pki_key_vault \"%V\" did not open: %s%s%s%s%s%s%s",
+                          &vault[i].name, res.detail,
+                          res.log[0] ? " (" : "", res.log,
+                          res.log[0] ? ")" : "",
                           who[0] ? " (" : "", who,
                           who[0] ? ", not as the user that read the "
                                    "configuration; it opens the token "
@@ -694,8 +696,10 @@ ngx_http_pki_init_process(ngx_cycle_t *cycle)
 
         if (pki_key_open(key[i], &res) != PKI_OK) {
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "key \"%s\" did not open: %s (%s)%s%s%s",
-                          pki_key_ref(key[i]), res.detail, res.log,
+                          "key \"%s\" did not open: %s%s%s%s%s%s%s",
+                          pki_key_ref(key[i]), res.detail,
+                          res.log[0] ? " (" : "", res.log,
+                          res.log[0] ? ")" : "",
                           who[0] ? " (" : "", who,
                           who[0] ? ", not as the user that read the "
                                    "configuration)" : "");

@@ -250,7 +250,7 @@ $t->stop_nginx;
 # Redis one is logged once (per change of state), not per request or per
 # retry; no PIN.
 SKIP: {
-    skip 'needs root (nginx switching to the user nobody)', 8
+    skip 'needs root (nginx switching to the user nobody)', 9
         if $> != 0 || !defined getpwnam('nobody')
            || !defined getgrnam('nogroup');
 
@@ -283,6 +283,13 @@ SKIP: {
         \Qto read the token's files (SoftHSM: the token directory and \E
         \QSOFTHSM2_CONF))\E$/x,
          'the vault line names the worker user and what it needs');
+    # the RA's key file (0600 root) is closed to the workers too: its line
+    # names the user, and has no empty "()" where the key gave no detail
+    my @ra = $text =~ /^(.*key "[^"]*ra\.key" did not open: .*)$/mg;
+    ok(@ra && !grep({ /\(\)/ || !/\Q($who, not as the user that read \E
+                                    \Qthe configuration)\E$/x } @ra),
+       'the key file line names the worker user, no empty "()"')
+        or diag(join("\n", @ra));
     my @redis = $text =~ /^(.*$rl.*)$/mg;
     my $sock = $t->redis_sock;
     like($redis[0] // '', qr/\Qredis: connect: Permission denied (unix \E

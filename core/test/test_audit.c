@@ -9,6 +9,7 @@
  * takes nothing reports of the entries it never wrote.
  */
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -549,8 +550,17 @@ main(void)
     memset(&conf, 0, sizeof(conf));
     conf.dir = "/nonexistent/dir";
     pki_result_init(&res);
-    ok(pki_audit_open(&conf, &res) == NULL && res.status != PKI_OK,
-       "a missing directory is refused: %s", res.detail);
+    ok(pki_audit_open(&conf, &res) == NULL && res.status != PKI_OK
+       && strstr(res.detail, strerror(ENOENT)) != NULL,
+       "a missing directory is refused, with the cause: %s", res.detail);
+
+    /* a file where the directory should be: said so (it was "does not
+     * exist", as was a directory the process may not reach) */
+    conf.dir = keyfile;
+    pki_result_init(&res);
+    ok(pki_audit_open(&conf, &res) == NULL
+       && strstr(res.detail, "is not a directory") != NULL,
+       "a file for the directory is refused as one: %s", res.detail);
 
     pki_result_init(&res);
     ok(pki_audit_verify(logdir, NULL, &rep, &res) == PKI_NOT_FOUND,
