@@ -3051,26 +3051,29 @@ sub race_dns {
 }
 
 # An order that expires while its finalization waits on the CAA re-check
-# (1.6 s here) gets no certificate: the move to processing checks the
+# (1.8 s here) gets no certificate: the move to processing checks the
 # order's own expiry at that moment, not at the start of the request.
 {
     local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-race';
     my $c = account();
     my $slow = $t->dir . '/ordexp.slow';
-    my $pid = race_dns(sub { sleep 1.6 if $_[0] =~ /ordexp/ && -e $slow });
+    my $pid = race_dns(sub { sleep 1.8 if $_[0] =~ /ordexp/ && -e $slow });
     my (undef, $url, $o) = order_ready($c, 'ordexp.example.com');
     is($o->{json}{status} // '', 'ready', 'expiry race: order ready');
     authz_edit($_, sub { $_[0]{validated} -= 9 * 3600 })
         for @{ $o->{json}{authorizations} || [] };
-    # at the start of a second, "expires" this second: the order expires
-    # (expires < now, in seconds) in just under 1 s
-    my $now = Time::HiRes::time();
-    Time::HiRes::sleep(int($now) + 1.02 - $now);
-    order_edit($url, sub { $_[0]{expires} = int(Time::HiRes::time()) });
-    spew($slow, '');
     my $records = cert_records();
     my ($der) = csr_der('ordexp', subj => '/',
                         san => 'DNS:ordexp.example.com');
+    # in the middle of a second S, "expires" S + 1: the order expires
+    # (expires < now, in seconds) at S + 2, in 1.5 s, which the finalize
+    # must reach first (under load, with another test file beside it, the
+    # 1 s left before was not always enough) and the re-check outlasts
+    # (1.8 s; less than one DNS attempt of 2 s, or the query is retried)
+    my $now = Time::HiRes::time();
+    Time::HiRes::sleep(int($now) + 1.5 - $now);
+    order_edit($url, sub { $_[0]{expires} = int(Time::HiRes::time()) + 1 });
+    spew($slow, '');
     my $f = post($c, $o->{json}{finalize}, { csr => b64u($der) });
     problem_is($f, 403, 'orderNotReady', 'expiry race: finalize')
         or diag($f->{content});
