@@ -202,8 +202,12 @@ $t->stop_nginx;
 # timeout (60 s) is longer than stop_nginx waits before its KILL (15 s):
 # a flush held for it gets the master killed, which then logs no exit.
 # One worker, its first tick passed: the 3 requests are left for the exit.
+# No transaction log here: its janitor asks Redis every second, and an exit
+# waits for a call it has in flight (up to the Redis timeout: a known
+# limit), which under load came between the stop and the QUIT.
 $t->redis('DEL', 'pki:{ca:issuing}:counts');
-$t->start_nginx(conf('60s', '--redis-timeout', '60s', '--workers', 1));
+$t->start_nginx(conf('60s', '--redis-timeout', '60s', '--workers', 1,
+                     '--audit', 'off'));
 ok(first_tick(), 'silent stop: the first tick ran');
 is(cacerts(3), 3, 'silent stop: 3 cacerts');
 $rpid = $t->{children}{redis};
