@@ -52,6 +52,7 @@
 
 #include "pki.h"
 #include "audit_int.h"
+#include "issue_int.h"
 #include "redis_int.h"
 
 
@@ -83,6 +84,9 @@ typedef struct pki_audit_qent_s  pki_audit_qent_t;
  * goes there, the janitor takes over what an older process left in it. */
 typedef struct {
     pki_redis_t          *r;
+    pki_redis_t          *jr;          /* the janitor thread's copy of r,
+                                          PKI_AUDIT_JANITOR_WAIT_MS at most
+                                          per call (NULL: r) */
     char                  ca[64];
     char                  key[384];
     char                  lkey[384];
@@ -97,6 +101,9 @@ typedef struct {
                                           old is orphaned */
 #define PKI_AUDIT_LOOK_MS      1000    /* the janitor's period, and the
                                           age of a dead writer's orphan */
+#define PKI_AUDIT_JANITOR_WAIT_MS 2000 /* a janitor's Redis call waits
+                                          this long at most: a worker's
+                                          exit waits for the call */
 #define PKI_AUDIT_ID_LEN       16      /* hex digits of DIR/audit.id */
 #define PKI_AUDIT_OPEN_WAIT_MS 3000    /* a log still opening: waited for
                                           until this long after its start
@@ -274,7 +281,7 @@ static pki_status_t pki_audit_commit(pki_audit_t *a, unsigned long long mine,
     pki_result_t *res);
 static pki_status_t pki_audit_drain(pki_audit_t *a, int force,
     pki_result_t *res);
-static void pki_audit_xdel(pki_audit_qent_t *list);
+static void pki_audit_xdel(pki_audit_qent_t *list, int janitor);
 static void pki_audit_janitor(pki_audit_t *a);
 static void pki_audit_xdel_later(pki_audit_t *a, pki_audit_qent_t *done);
 static long long pki_audit_ms(void);
@@ -3284,7 +3291,51 @@ pki_audit_xdel_later(pki_audit_t *a, pki_audit_qent_t *done)
 
     pthread_mutex_unlock(&a->jlock);
 
-    pki_audit_xdel(done);
+    pki_audit_xdel(done, 0);
+}
+
+
+/* The janitor thread's own copies of the stores (open), one per store,
+ * whose calls wait PKI_AUDIT_JANITOR_WAIT_MS at most (or the store's own
+ * timeout when shorter): a worker's exit joins the thread, and a call to
+ * a Redis that does not answer held the exit for the store's timeout.  A
+ * call that times out is done again at the next look.  Without a copy
+ * (no memory), the store itself.  !open: frees them. */
+static void
+pki_audit_janitor_stores(pki_audit_t *a, int open)
+{
+    int            ms;
+    unsigned       i, j;
+    pki_result_t   res;
+
+    for (i = 0; i < a->ncarry; i++) {
+        for (j = 0; j < i; j++) {
+            if (a->carry[j].r == a->carry[i].r) {
+                break;
+            }
+        }
+
+        if (!open) {
+            if (j == i) {
+                pki_redis_free(a->carry[i].jr);
+            }
+            a->carry[i].jr = NULL;
+            continue;
+        }
+
+        if (j < i) {
+            a->carry[i].jr = a->carry[j].jr;
+            continue;
+        }
+
+        ms = pki_int_redis_timeout_ms(a->carry[i].r);
+        if (ms <= 0 || ms > PKI_AUDIT_JANITOR_WAIT_MS) {
+            ms = PKI_AUDIT_JANITOR_WAIT_MS;
+        }
+
+        pki_result_init(&res);
+        a->carry[i].jr = pki_int_redis_dup(a->carry[i].r, ms, &res);
+    }
 }
 
 
@@ -3296,6 +3347,8 @@ pki_audit_janitor_thread(void *arg)
     int                  stop;
     long long            now, next;
     pki_audit_qent_t    *list;
+
+    pki_audit_janitor_stores(a, 1);
 
     next = pki_audit_ms() + PKI_AUDIT_LOOK_MS;
 
@@ -3316,7 +3369,7 @@ pki_audit_janitor_thread(void *arg)
 
         pthread_mutex_unlock(&a->jlock);
 
-        pki_audit_xdel(list);
+        pki_audit_xdel(list, 1);
 
         if (!stop && pki_audit_ms() >= next) {
             pki_audit_janitor(a);
@@ -3331,6 +3384,8 @@ pki_audit_janitor_thread(void *arg)
     }
 
     pthread_mutex_unlock(&a->jlock);
+
+    pki_audit_janitor_stores(a, 0);
 
     return NULL;
 }
@@ -3433,7 +3488,7 @@ pki_audit_syncer_stop(pki_audit_t *a)
     /* then the janitor: it deletes what the syncer synced last */
     pthread_mutex_lock(&a->jlock);
     if (a->jon) {
-        a->jstop = 1;
+        __atomic_store_n(&a->jstop, 1, __ATOMIC_RELAXED);
         pthread_cond_signal(&a->jcond);
         pthread_mutex_unlock(&a->jlock);
 
@@ -3913,7 +3968,7 @@ pki_int_audit_carried(const char *stream, const char *time,
         && pki_audit_commit(a, mine, &res) == PKI_OK)
     {
         pthread_mutex_unlock(&a->lock);
-        pki_audit_xdel(q);
+        pki_audit_xdel(q, 0);
         return;
     }
     pthread_mutex_unlock(&a->lock);
@@ -3933,9 +3988,10 @@ pki_audit_ticket_done(pki_audit_t *a, unsigned long long ticket)
 }
 
 
-/* Takes the entries of list out of their streams; frees the list. */
+/* Takes the entries of list out of their streams; frees the list.  In
+ * the janitor thread (janitor), through its copies of the stores. */
 static void
-pki_audit_xdel(pki_audit_qent_t *list)
+pki_audit_xdel(pki_audit_qent_t *list, int janitor)
 {
     size_t                    n, i, j, k;
     redisReply               *reply;
@@ -3985,7 +4041,9 @@ pki_audit_xdel(pki_audit_qent_t *list)
             /* a failure leaves them to the janitor, which finds them in
              * the file */
             pki_result_init(&res);
-            reply = pki_int_redis_command(c->r, (int) k, argv, lens, &res);
+            reply = pki_int_redis_command((janitor && c->jr != NULL)
+                                          ? c->jr : c->r,
+                                          (int) k, argv, lens, &res);
             if (reply != NULL) {
                 freeReplyObject(reply);
             }
@@ -4398,6 +4456,7 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
     const char          *argv[6], *tv, *bv;
     size_t               lens[6];
     redisReply          *reply, *e, *f;
+    pki_redis_t         *r;
     pki_result_t         res;
     pki_audit_qent_t    *list, **last, *q;
 
@@ -4405,8 +4464,10 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
      * (with this host's clock, one ahead of the server's by orphan_ms
      * made every live writer's entry an orphan the moment it was added,
      * and the janitor wrote it before its writer did: a duplicate) */
+    r = (c->jr != NULL) ? c->jr : c->r;
+
     pki_result_init(&res);
-    now = pki_int_redis_time_ms(c->r, &res);
+    now = pki_int_redis_time_ms(r, &res);
     if (now <= PKI_AUDIT_LOOK_MS) {
         return NULL;
     }
@@ -4425,7 +4486,7 @@ pki_audit_orphans(const pki_audit_carry_t *c, int legacy, long long age)
     }
 
     pki_result_init(&res);
-    reply = pki_int_redis_command(c->r, 6, argv, lens, &res);
+    reply = pki_int_redis_command(r, 6, argv, lens, &res);
     if (reply == NULL) {
         return NULL;
     }
@@ -4592,6 +4653,10 @@ pki_audit_janitor(pki_audit_t *a)
 
     for (i = 0; i < 2 * a->ncarry; i++) {
 
+        if (__atomic_load_n(&a->jstop, __ATOMIC_RELAXED)) {
+            return;                 /* the exit does not wait for more */
+        }
+
         list = pki_audit_orphans(&a->carry[i / 2], (int) (i % 2),
                                  a->orphan_ms);
         if (list == NULL) {
@@ -4676,7 +4741,7 @@ pki_audit_janitor(pki_audit_t *a)
         pthread_mutex_unlock(&a->lock);
 
         if (ok) {
-            pki_audit_xdel(list);
+            pki_audit_xdel(list, 1);
 
         } else {
             while ((q = list) != NULL) {
