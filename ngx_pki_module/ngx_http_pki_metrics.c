@@ -3319,6 +3319,45 @@ ngx_http_pki_m_total(ngx_http_pki_m_series_t *s, ngx_uint_t i)
 }
 
 
+/* each CA certificate's notAfter (Unix time), for an alert well before
+ * it: a CA that has expired signs nothing; the first
+ * NGX_HTTP_PKI_M_MAX_CAS CAs, as pki_certificates */
+static void
+ngx_http_pki_m_ca_expiry(void)
+{
+    u_char                    key[NGX_HTTP_PKI_M_KEY];
+    size_t                    len;
+    time_t                    na;
+    pki_ca_t                 *ca;
+    ngx_uint_t                j;
+    const char               *labels[3];
+    ngx_http_pki_m_series_t  *s;
+
+    for (j = 0; j < NGX_HTTP_PKI_M_MAX_CAS; j++) {
+        ca = ngx_http_pki_cycle_ca((ngx_cycle_t *) ngx_cycle, j);
+        if (ca == NULL) {
+            break;
+        }
+
+        na = ngx_http_pki_asn1_time(X509_get0_notAfter(pki_ca_cert(ca)));
+        if (na <= 0) {
+            continue;
+        }
+
+        labels[0] = "ca";
+        labels[1] = pki_ca_name(ca);
+        labels[2] = NULL;
+
+        len = ngx_http_pki_m_key(key, sizeof(key),
+                                 "pki_ca_not_after_timestamp_seconds",
+                                 labels);
+        s = ngx_http_pki_m_series(key, len, NGX_HTTP_PKI_M_GAUGE, NULL);
+
+        ngx_http_pki_m_set(s, 0, (ngx_atomic_int_t) na);
+    }
+}
+
+
 /* the live gauges of this worker's slot, set just before output and by
  * the worker's metrics timer (a worker that serves no scrape still brings
  * its slot back to 0 within an interval once its tasks are done).  The
@@ -3352,6 +3391,8 @@ ngx_http_pki_m_live_gauges(void)
 
     ngx_http_pki_m_set(s, own,
                        (ngx_atomic_int_t) ngx_http_pki_tasks_in_flight);
+
+    ngx_http_pki_m_ca_expiry();
 }
 
 

@@ -31,6 +31,9 @@
 
 #define NGX_HTTP_PKI_CRL_DEFAULT      3600    /* pki_crl_next_update */
 #define NGX_HTTP_PKI_WATCHDOG_MSEC    250     /* ngx_http_pki_watchdog */
+#define NGX_HTTP_PKI_CA_EXPIRY_WARN   (30 * 86400)  /* a CA certificate
+                                                       with less left: a
+                                                       warning */
 #define NGX_HTTP_PKI_NAME_MAX      PKI_NAME_MAX
 #define NGX_HTTP_PKI_PASSWORD_MAX  1024
 
@@ -216,6 +219,8 @@ static char *ngx_http_pki_template_line(ngx_conf_t *cf, ngx_command_t *dummy,
 static char *ngx_http_pki_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_pki_ca_line(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
+static void ngx_http_pki_ca_expiry_warn(ngx_conf_t *cf, ngx_str_t *name,
+    pki_ca_t *ca);
 static char *ngx_http_pki_ca_finish(ngx_conf_t *cf,
     ngx_http_pki_main_conf_t *pmcf, ngx_str_t *name, pki_ca_t *ca);
 
@@ -1881,6 +1886,35 @@ done:
 }
 
 
+/* nginx -t, a start, a reload: a warning while the CA certificate has
+ * less than NGX_HTTP_PKI_CA_EXPIRY_WARN left (from its notAfter on the CA
+ * issues nothing), so that the operator renews it in time */
+static void
+ngx_http_pki_ca_expiry_warn(ngx_conf_t *cf, ngx_str_t *name, pki_ca_t *ca)
+{
+    char       date[32];
+    time_t     na, left;
+    struct tm  tm;
+
+    na = ngx_http_pki_asn1_time(X509_get0_notAfter(pki_ca_cert(ca)));
+    left = na - ngx_time();
+
+    if (na == (time_t) -1 || left >= NGX_HTTP_PKI_CA_EXPIRY_WARN
+        || gmtime_r(&na, &tm) == NULL
+        || strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+    {
+        return;
+    }
+
+    ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                       "pki_ca \"%V\": its certificate expires in %T "
+                       "day(s), at %s; from then on the CA issues nothing: "
+                       "renew it (a certificate with the same subject and "
+                       "key, or a new CA) and reload", name, left / 86400,
+                       date);
+}
+
+
 static char *
 ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
     ngx_str_t *name, pki_ca_t *ca)
@@ -1957,6 +1991,10 @@ ngx_http_pki_ca_finish(ngx_conf_t *cf, ngx_http_pki_main_conf_t *pmcf,
     if (rc != PKI_OK) {
         ngx_http_pki_conf_error(cf, &res, "pki_ca \"%V\"", name);
         return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_http_pki_signaller()) {
+        ngx_http_pki_ca_expiry_warn(cf, name, ca);
     }
 
     /* a CA re-certified with its subject and key, both declared: each
@@ -4918,7 +4956,7 @@ ngx_http_pki_send_json(ngx_http_request_t *r, ngx_uint_t status,
 #define NGX_HTTP_PKI_CA_CERT_MAX_AGE  86400
 
 
-static time_t
+time_t
 ngx_http_pki_asn1_time(const ASN1_TIME *t)
 {
     struct tm  tm;

@@ -391,6 +391,8 @@ time_t ngx_http_pki_crl_interval(ngx_http_request_t *r);
  * is merged by then). */
 void ngx_http_pki_crl_served(ngx_conf_t *cf);
 pki_ca_t *ngx_http_pki_cycle_ca(ngx_cycle_t *cycle, ngx_uint_t i);
+/* an ASN1_TIME as Unix time, (time_t) -1 when it cannot be read */
+time_t ngx_http_pki_asn1_time(const ASN1_TIME *t);
 pki_vault_t *ngx_http_pki_find_vault(ngx_conf_t *cf, const char *token);
 
 /*

@@ -18,6 +18,8 @@ my $pki = $t->pki;
 
 my ($ok, $out) = $t->nginx_test($t->write_conf($base, 'good.conf'));
 ok($ok, 'the shared config passes nginx -t') or diag($out);
+unlike($out, qr/certificate expires in/, '  its CAs (years left): no expiry '
+       . 'warning') or diag($out);
 
 my $wrongpin = $t->dir . '/wrong.pin';
 spew($wrongpin, "99999999\n");
@@ -28,7 +30,7 @@ chmod 0600, $wrongpin;
 my $dir = $t->dir;
 openssl_or_die('req', '-x509', '-newkey', 'ec', '-pkeyopt',
     'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$dir/nocrl.key",
-    '-subj', '/CN=CA without cRLSign', '-days', '30',
+    '-subj', '/CN=CA without cRLSign', '-days', '20',
     '-addext', 'basicConstraints=critical,CA:TRUE',
     '-addext', 'keyUsage=critical,keyCertSign',
     '-out', "$dir/nocrl.pem");
@@ -51,6 +53,13 @@ T
         or diag($out);
     unlike($out, qr/other users/, 'its key file (0600): no warning')
         or diag($out);
+    # 20 days of validity (19 and some, once a second has passed), under
+    # the 30 days
+    like($out, qr/\[warn\] \d+#\d+: pki_ca "nocrl": its certificate expires in (?:19|20) day\(s\), at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; from then on the CA issues nothing: renew it .* in \S+nocrl\.conf:\d+/,
+         'a CA certificate with 20 days left: nginx -t warns, with the date')
+        or diag($out);
+    unlike($out, qr/pki_ca "issuing": its certificate expires/,
+           '  not for the CA with years left') or diag($out);
 
     # the same key file readable by others: taken, with a warning
     chmod 0644, "$dir/nocrl.key";

@@ -18,6 +18,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
+use Time::Local qw(timegm);
 use MIME::Base64 qw(encode_base64 encode_base64url);
 use PKITest;
 use SCEPMsg;
@@ -324,6 +325,21 @@ ok((grep { /^pki_failures_total\{protocol="est",outcome="policy",reason="[^"]+"\
 ok(!(grep { /ATTACKER|[^\x20-\x7e]/ } keys %$m1),
    'no client text and no byte outside printable ASCII in any label');
 ok(exists $m1->{'pki_thread_tasks_in_flight'}, 'thread tasks gauge');
+
+# each CA certificate's notAfter as Unix time, as openssl reads it
+for my $ca (['issuing', 'issuing.pem'], ['matter-pai', 'matter/pai.pem'],
+            ['matter-icac', 'matter/icac.pem'])
+{
+    my ($rc, $end) = run_cmd(['openssl', 'x509', '-noout', '-enddate',
+                              '-dateopt', 'iso_8601', '-in',
+                              $t->pki . "/$ca->[1]"]);
+    chomp $end;
+    my ($y, $mo, $d, $h, $mi, $sec) =
+        $end =~ /notAfter=(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)Z/;
+    my $want = defined $y ? timegm($sec, $mi, $h, $d, $mo - 1, $y) : -1;
+    is($m1->{qq(pki_ca_not_after_timestamp_seconds{ca="$ca->[0]"})}, $want,
+       "CA $ca->[0]: its certificate's $end");
+}
 
 # ACME, SCEP, Matter: each outcome class by exactly what was sent
 for my $p (qw(acme scep matter)) {
