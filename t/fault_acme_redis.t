@@ -43,16 +43,6 @@ mkdir $www;
 ACMELoad::start_http01($t, $hport, $www);
 my $base = 'https://127.0.0.1:' . $t->https_port . '/acme';
 
-sub wait_until {
-    my ($secs, $cond) = @_;
-    my $dl = time + $secs;
-    while (time < $dl) {
-        return 1 if $cond->();
-        sleep 0.1;
-    }
-    return 0;
-}
-
 sub issued_after {
     my ($when) = @_;
     return grep { $_->{code} == 200 && $_->{t0} > $when }

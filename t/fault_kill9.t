@@ -125,16 +125,6 @@ $t->start_load('est', 3, sub {
     return \%o;
 }, max => 120);
 
-sub wait_until {
-    my ($secs, $cond) = @_;
-    my $dl = time + $secs;
-    while (time < $dl) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-    return 0;
-}
-
 sub ok200 { scalar grep { $_->{code} == 200 } $t->load_results('est') }
 
 ok(wait_until(30, sub { ok200() >= 3 }), 'load is running');

@@ -95,16 +95,6 @@ $t->start_load('est', 2, sub {
     return \%o;
 }, max => 120);
 
-sub wait_until {
-    my ($secs, $cond) = @_;
-    my $dl = time + $secs;
-    while (time < $dl) {
-        return 1 if $cond->();
-        sleep 0.1;
-    }
-    return 0;
-}
-
 sub results { $t->load_results('est') }
 
 ok(wait_until(30, sub { grep { $_->{code} == 200 } results() }),

@@ -115,16 +115,6 @@ $t->start_load('ocsp', 1, sub {
     return \%o;
 }, max => 90);
 
-sub wait_until {
-    my ($secs, $cond) = @_;
-    my $dl = time + $secs;
-    while (time < $dl) {
-        return 1 if $cond->();
-        sleep 0.1;
-    }
-    return 0;
-}
-
 sub answered_after {
     my ($when) = @_;
     return scalar grep { $_->{t0} > $when } $t->load_results('est');

@@ -38,16 +38,6 @@ sub log_from {
     return substr($l, $off);
 }
 
-sub wait_for {
-    my ($secs, $cond) = @_;
-    my $deadline = time + $secs;
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.1;
-    }
-    return $cond->();
-}
-
 my ($csr) = $t->make_csr('reload', subj => '/CN=reload-dev');
 
 sub enroll_code {
@@ -112,7 +102,7 @@ sleep 1;    # some more requests on the last workers
 sub client_lines {
     return scalar map { split /\n/, (slurp($_->[1]) // '') } @clients;
 }
-wait_for(30, sub { client_lines() >= 20 });
+wait_until(30, sub { client_lines() >= 20 });
 
 spew($stop, '');
 for my $c (@clients) {
@@ -144,7 +134,7 @@ is(slurp($t->prefix . '/logs/nginx.pid') =~ s/\s+//gr, $master,
    'pid file still names the master');
 
 my %old = map { $_ => 1 } @w0;
-ok(wait_for(10, sub { my @w = workers(); @w == 2 && !grep { $old{$_} } @w }),
+ok(wait_until(10, sub { my @w = workers(); @w == 2 && !grep { $old{$_} } @w }),
    'old workers gone, two new workers: ' . join(' ', workers()));
 
 my $l = log_from($off);
@@ -165,11 +155,11 @@ my @w1 = workers();
 my $victim = $w1[0];
 ok(kill('KILL', $victim), "kill -9 worker $victim");
 my %w1 = map { $_ => 1 } @w1;
-ok(wait_for(10, sub { my @w = workers();
+ok(wait_until(10, sub { my @w = workers();
                       @w == 2 && !grep { $_ == $victim } @w }),
    'the master respawned the worker: ' . join(' ', workers()));
 my $code = 0;
-wait_for(10, sub { $code = enroll_code()->{code}; $code == 200 });
+wait_until(10, sub { $code = enroll_code()->{code}; $code == 200 });
 is($code, 200, 'enrollment after the worker was killed');
 # both workers sign (each opened its own PKCS#11 session): a few requests
 my @codes = map { enroll_code()->{code} } 1 .. 6;
@@ -189,7 +179,7 @@ $t->write_conf($bad);
 my @w2 = workers();
 $off = length(slurp($log) // '');
 ok(kill('HUP', $master), 'reload with a wrong PIN sent');
-ok(wait_for(15, sub { log_from($off) =~ /\[emerg\]/ }),
+ok(wait_until(15, sub { log_from($off) =~ /\[emerg\]/ }),
    'the master logged an emerg');
 $l = log_from($off);
 like($l, qr/PIN/, 'the error log names the PIN problem')
@@ -209,11 +199,11 @@ is_deeply(\@codes, [(200) x 4], 'enrollments with the old config: all 200');
 $t->write_conf($conf);
 $off = length(slurp($log) // '');
 kill 'HUP', $master;
-ok(wait_for(10, sub { my @w = workers(); my %o = map { $_ => 1 } @w2;
+ok(wait_until(10, sub { my @w = workers(); my %o = map { $_ => 1 } @w2;
                       @w == 2 && !grep { $o{$_} } @w }),
    'reload with the good config again: new workers');
 $code = 0;
-wait_for(10, sub { $code = enroll_code()->{code}; $code == 200 });
+wait_until(10, sub { $code = enroll_code()->{code}; $code == 200 });
 is($code, 200, 'enrollment after the good reload');
 unlike(log_from($off), qr/exited on signal|\[alert\]|\[emerg\]/,
        'no crash or emerg after the good reload');

@@ -63,16 +63,6 @@ my $prefix = $t->prefix . '/';
 
 sub workers { return $t->workers_of($master, 'worker'); }
 
-sub wait_for {
-    my ($secs, $cond) = @_;
-    my $deadline = time + $secs;
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.1;
-    }
-    return $cond->();
-}
-
 sub log_from {
     my ($off) = @_;
     return substr(slurp($log) // '', $off);
@@ -147,13 +137,13 @@ is(inits($sigev), 0, 'the signaller loaded no PKCS#11 module (no '
    . 'C_Initialize, no C_Login)');
 
 my %old = map { $_ => 1 } @w0;
-ok(wait_for(20, sub { my @w = workers(); @w == 2 && !grep { $old{$_} } @w }),
+ok(wait_until(20, sub { my @w = workers(); @w == 2 && !grep { $old{$_} } @w }),
    'the master reloaded: two new workers (' . join(' ', workers()) . ')');
 like(log_from($off), qr/\[notice\] \d+#\d+: reconfiguring$/m,
      'the master logged the reload');
 
 my $code = 0;
-wait_for(15, sub { $code = enroll(); $code == 200 });
+wait_until(15, sub { $code = enroll(); $code == 200 });
 is($code, 200, 'enrollment after the reload');
 ok(ocsp_good(), 'OCSP answers good for it after the reload');
 
@@ -165,7 +155,7 @@ $off = length(slurp($log) // '');
 is($rc, 0, 'nginx -s reload with SOFTHSM2_CONF exits 0');
 is(inits($sigev), 0, 'no C_Initialize in that signaller either');
 %old = map { $_ => 1 } @w1;
-ok(wait_for(20, sub { my @w = workers(); @w == 2 && !grep { $old{$_} } @w }),
+ok(wait_until(20, sub { my @w = workers(); @w == 2 && !grep { $old{$_} } @w }),
    'the master reloaded again');
 
 # --- -s reopen -------------------------------------------------------------
@@ -174,10 +164,10 @@ my @w2 = workers();
 ($rc, $out) = signal('reopen');
 is($rc, 0, 'nginx -s reopen without SOFTHSM2_CONF exits 0');
 unlike($out, qr/\[emerg\]/, 'no [emerg] from it') or diag($out);
-ok(wait_for(10, sub { log_from($off) =~ /reopening logs/ }),
+ok(wait_until(10, sub { log_from($off) =~ /reopening logs/ }),
    'the master reopened the logs');
 $code = 0;
-wait_for(15, sub { $code = enroll(); $code == 200 });
+wait_until(15, sub { $code = enroll(); $code == 200 });
 is($code, 200, 'enrollment after the reopen');
 is_deeply([workers()], \@w2, 'the same workers');
 
@@ -186,7 +176,7 @@ is_deeply([workers()], \@w2, 'the same workers');
 ($rc, $out) = signal('quit');
 is($rc, 0, 'nginx -s quit without SOFTHSM2_CONF exits 0');
 unlike($out, qr/\[emerg\]/, 'no [emerg] from it') or diag($out);
-if (ok(wait_for(20, sub { waitpid($master, WNOHANG) == $master }),
+if (ok(wait_until(20, sub { waitpid($master, WNOHANG) == $master }),
        'the master exited'))
 {
     delete $t->{children}{nginx};

@@ -25,8 +25,8 @@ use Time::HiRes qw(sleep time);
 use Test::More;
 use Exporter 'import';
 
-our @EXPORT = qw(run_cmd slurp spew which wait_port openssl_or_die
-                 new_p256_key);
+our @EXPORT = qw(run_cmd slurp spew which wait_port wait_until
+                 openssl_or_die new_p256_key);
 
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 our $BUILD = abs_path($ENV{PKI_BUILD} || "$TOP/build");
@@ -1167,6 +1167,18 @@ sub reload_nginx {
     }
     diag(slurp($self->error_log) // '');
     die 'nginx did not reload within 30 s';
+}
+
+# wait_until(SECS, COND, [STEP]): 1 once COND->() returns true, asked
+# every STEP s (default 0.1) for SECS s and once more at the end; else 0
+sub wait_until {
+    my ($secs, $cond, $step) = @_;
+    my $deadline = time + $secs;
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep($step // 0.1);
+    }
+    return $cond->() ? 1 : 0;
 }
 
 # wait_log(RE, SECS): the error log's text once it matches RE, polled every
