@@ -305,6 +305,33 @@ PKI_API int pki_redis_aof(const pki_redis_t *r);
  * (getaddrinfo) is not. */
 PKI_API int pki_redis_literal(const pki_redis_t *r);
 
+/* What a pki_redis_probe() found. */
+typedef enum {
+    PKI_REDIS_PROBE_OK = 0,
+    PKI_REDIS_PROBE_NO_SOCKET,  /* no such unix socket (ENOENT)           */
+    PKI_REDIS_PROBE_DENIED,     /* permission denied on the unix socket   */
+    PKI_REDIS_PROBE_REFUSED,    /* connection refused                     */
+    PKI_REDIS_PROBE_TIMEOUT,    /* no connection or answer in time        */
+    PKI_REDIS_PROBE_AUTH,       /* AUTH refused, or NOAUTH without it     */
+    PKI_REDIS_PROBE_SELECT,     /* SELECT refused (no such database)      */
+    PKI_REDIS_PROBE_EVICTS,     /* an allkeys-* maxmemory-policy          */
+    PKI_REDIS_PROBE_OTHER       /* anything else (name lookup, protocol)  */
+} pki_redis_probe_t;
+
+/*
+ * A configuration check ("nginx -t"): one new connection to r's server,
+ * as a thread would open it (connect, AUTH, SELECT, the INFO that reads
+ * the maxmemory-policy and aof_enabled) and a PING, closed at once.  All
+ * of it takes about timeout_ms at most (or r's own timeout when shorter).
+ * On failure res->log starts with the cause in words; it never holds the
+ * password.  On success pki_redis_aof(r) tells what INFO said.
+ */
+PKI_API pki_redis_probe_t pki_redis_probe(pki_redis_t *r, int timeout_ms,
+    pki_result_t *res);
+/* 1 if a and b reach the same server and database with the same password
+ * (namespace and timeout aside): one probe does for both. */
+PKI_API int pki_redis_same(const pki_redis_t *a, const pki_redis_t *b);
+
 typedef enum {
     PKI_CERT_PENDING = 0,   /* intent recorded, not yet signed          */
     PKI_CERT_GOOD,

@@ -545,20 +545,85 @@ pki_redis_policy_ok(pki_redis_t *r, redisContext *c, double deadline,
 }
 
 
+/* The cause of a failed connect, write or read, from hiredis's text for
+ * it (strerror() of the errno, or pki_redis_get_reply's own). */
+static pki_redis_probe_t
+pki_redis_io_why(const redisContext *c)
+{
+    const char  *err;
+
+    err = c->errstr;
+
+    if (c->err == 0 || strstr(err, "within the timeout") != NULL) {
+        return PKI_REDIS_PROBE_TIMEOUT;
+    }
+
+    if (c->err != REDIS_ERR_IO) {
+        return PKI_REDIS_PROBE_OTHER;
+    }
+
+    if (strcmp(err, strerror(ENOENT)) == 0) {
+        return PKI_REDIS_PROBE_NO_SOCKET;
+    }
+
+    if (strcmp(err, strerror(EACCES)) == 0
+        || strcmp(err, strerror(EPERM)) == 0)
+    {
+        return PKI_REDIS_PROBE_DENIED;
+    }
+
+    if (strcmp(err, strerror(ECONNREFUSED)) == 0) {
+        return PKI_REDIS_PROBE_REFUSED;
+    }
+
+    if (strcmp(err, strerror(ETIMEDOUT)) == 0
+        || strcmp(err, strerror(EAGAIN)) == 0
+        || strcmp(err, strerror(EINPROGRESS)) == 0)
+    {
+        return PKI_REDIS_PROBE_TIMEOUT;
+    }
+
+    return PKI_REDIS_PROBE_OTHER;
+}
+
+
+/* The cause of a setup command's failure (reply NULL: no answer). */
+static pki_redis_probe_t
+pki_redis_reply_why(const redisContext *c, const redisReply *reply,
+    pki_redis_probe_t refused)
+{
+    if (reply == NULL) {
+        return pki_redis_io_why(c);
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR && reply->str != NULL
+        && strncmp(reply->str, "NOAUTH", 6) == 0)
+    {
+        return PKI_REDIS_PROBE_AUTH;
+    }
+
+    return refused;
+}
+
+
 /* AUTH and SELECT on a new connection, and the server's maxmemory-policy
  * (pki_redis_policy_ok) unless checked good in the last
- * PKI_REDIS_POLICY_MS: 1 done, 0 failed (res says why).  All of it within
- * one store timeout: answers trickled a byte at a time, each within the
- * socket's timeout, held the thread for as long as the server liked. */
+ * PKI_REDIS_POLICY_MS: 1 done, 0 failed (res says why, and *why if not
+ * NULL).  All of it within one store timeout: answers trickled a byte at a
+ * time, each within the socket's timeout, held the thread for as long as
+ * the server liked. */
 static int
-pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
+pki_redis_setup(pki_redis_t *r, redisContext *c, pki_redis_probe_t *why,
+    pki_result_t *res)
 {
-    int          ok;
-    char         db[16];
-    size_t       lens[2];
-    double       deadline;
-    long long    now, at;
-    const char  *argv[2];
+    int                 ok;
+    char                db[16];
+    size_t              lens[2];
+    double              deadline;
+    long long           now, at;
+    redisReply         *reply;
+    const char         *argv[2];
+    pki_redis_probe_t   w;
 
     deadline = pki_int_now() + r->timeout_ms / 1000.0;
 
@@ -568,11 +633,11 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
         lens[0] = 4;
         lens[1] = strlen(r->password);
 
-        if (!pki_redis_setup_ok(c, pki_redis_setup_cmd(r, c, 2, argv, lens,
-                                                       deadline),
-                                "AUTH", res))
-        {
-            return 0;
+        reply = pki_redis_setup_cmd(r, c, 2, argv, lens, deadline);
+        w = pki_redis_reply_why(c, reply, PKI_REDIS_PROBE_AUTH);
+
+        if (!pki_redis_setup_ok(c, reply, "AUTH", res)) {
+            goto failed;
         }
     }
 
@@ -583,11 +648,11 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
         lens[0] = 6;
         lens[1] = strlen(db);
 
-        if (!pki_redis_setup_ok(c, pki_redis_setup_cmd(r, c, 2, argv, lens,
-                                                       deadline),
-                                "SELECT", res))
-        {
-            return 0;
+        reply = pki_redis_setup_cmd(r, c, 2, argv, lens, deadline);
+        w = pki_redis_reply_why(c, reply, PKI_REDIS_PROBE_SELECT);
+
+        if (!pki_redis_setup_ok(c, reply, "SELECT", res)) {
+            goto failed;
         }
     }
 
@@ -602,7 +667,19 @@ pki_redis_setup(pki_redis_t *r, redisContext *c, pki_result_t *res)
     /* a bad policy is asked again by every new connection */
     __atomic_store_n(&r->policy_at, ok == 1 ? now : 0, __ATOMIC_RELAXED);
 
-    return ok == 1;
+    if (ok == 1) {
+        return 1;
+    }
+
+    w = ok == 0 ? PKI_REDIS_PROBE_EVICTS : pki_redis_io_why(c);
+
+failed:
+
+    if (why != NULL) {
+        *why = w;
+    }
+
+    return 0;
 }
 
 
@@ -762,18 +839,18 @@ pki_redis_lookup(pki_redis_t *r, char (*addrs)[INET6_ADDRSTRLEN], int n,
 }
 
 
+/* A new connection to r's server, set up (pki_redis_setup), not kept
+ * anywhere: NULL with res filled (and *why if not NULL) on failure. */
 static redisContext *
-pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
+pki_redis_open(pki_redis_t *r, pki_redis_probe_t *why, pki_result_t *res)
 {
     int              ok;
     redisContext    *c;
     pki_sigpipe_t    sp;
     struct timeval   tv;
 
-    c = pthread_getspecific(r->tkey);
-    *reused = (c != NULL);
-    if (c != NULL) {
-        return c;
+    if (why != NULL) {
+        *why = PKI_REDIS_PROBE_OTHER;
     }
 
     tv = pki_redis_tv(r);
@@ -812,6 +889,10 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
     if (c->err) {
         pki_redis_unavailable(res, "connect", c->errstr);
 
+        if (why != NULL) {
+            *why = pki_redis_io_why(c);
+        }
+
         /* the socket file's permissions, or a directory on its way, keep
          * this process's user out: say which user that is */
         if (r->unix_path != NULL && c->err == REDIS_ERR_IO
@@ -841,11 +922,35 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
     /* a server that closes at once (maxclients, a restart) must not kill
      * a process that does not ignore SIGPIPE (pkictl) */
     pki_int_sigpipe_block(&sp);
-    ok = pki_redis_setup(r, c, res);
+    ok = pki_redis_setup(r, c, why, res);
     pki_int_sigpipe_restore(&sp);
 
     if (!ok) {
         redisFree(c);
+        return NULL;
+    }
+
+    if (why != NULL) {
+        *why = PKI_REDIS_PROBE_OK;
+    }
+
+    return c;
+}
+
+
+static redisContext *
+pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
+{
+    redisContext  *c;
+
+    c = pthread_getspecific(r->tkey);
+    *reused = (c != NULL);
+    if (c != NULL) {
+        return c;
+    }
+
+    c = pki_redis_open(r, NULL, res);
+    if (c == NULL) {
         return NULL;
     }
 
@@ -1270,6 +1375,141 @@ pki_redis_ping(pki_redis_t *r, pki_result_t *res)
     }
 
     return PKI_OK;
+}
+
+
+/* the cause of a failed probe in words, before the details res->log has */
+static const char *
+pki_redis_probe_words(const pki_redis_t *r, pki_redis_probe_t why)
+{
+    switch (why) {
+    case PKI_REDIS_PROBE_NO_SOCKET:
+        return "no such socket";
+    case PKI_REDIS_PROBE_DENIED:
+        return "permission denied";
+    case PKI_REDIS_PROBE_REFUSED:
+        return "connection refused";
+    case PKI_REDIS_PROBE_TIMEOUT:
+        return "timed out";
+    case PKI_REDIS_PROBE_AUTH:
+        return r->password != NULL ? "authentication failed"
+                                   : "authentication required (no password "
+                                     "configured)";
+    case PKI_REDIS_PROBE_SELECT:
+        return "SELECT failed";
+    case PKI_REDIS_PROBE_EVICTS:
+        return "a maxmemory-policy that evicts";
+    default:
+        return "no answer";
+    }
+}
+
+
+PKI_API pki_redis_probe_t
+pki_redis_probe(pki_redis_t *r, int timeout_ms, pki_result_t *res)
+{
+    int                 tm, phases;
+    char                more[64];
+    double              deadline;
+    size_t              lens[1];
+    const char         *argv[1];
+    redisReply         *reply;
+    pki_redis_t        *d;
+    redisContext       *c;
+    pki_result_t        tmp;
+    pki_sigpipe_t       sp;
+    pki_redis_probe_t   why;
+
+    if (r == NULL || timeout_ms <= 0) {
+        pki_fail(res, PKI_INTERNAL, "redis: nothing to probe");
+        return PKI_REDIS_PROBE_OTHER;
+    }
+
+    /*
+     * The whole probe within tm: a name lookup, the connect, the setup
+     * (AUTH, SELECT, INFO: one deadline) and the PING each wait at most
+     * their share of it.
+     */
+    tm = timeout_ms < r->timeout_ms ? timeout_ms : r->timeout_ms;
+    phases = pki_redis_literal(r) ? 3 : 4;
+    tm = tm / phases > 0 ? tm / phases : 1;
+
+    d = pki_int_redis_dup(r, tm, res);
+    if (d == NULL) {
+        return PKI_REDIS_PROBE_OTHER;
+    }
+
+    /* a new connection of its own asks the policy whatever r saw */
+    d->policy_at = 0;
+    d->aof = -1;
+
+    pki_result_init(&tmp);
+    why = PKI_REDIS_PROBE_OK;
+
+    c = pki_redis_open(d, &why, &tmp);
+
+    if (c != NULL) {
+        argv[0] = "PING";
+        lens[0] = 4;
+        deadline = pki_int_now() + tm / 1000.0;
+
+        pki_int_sigpipe_block(&sp);
+        reply = pki_redis_setup_cmd(d, c, 1, argv, lens, deadline);
+        pki_int_sigpipe_restore(&sp);
+
+        /* NOAUTH: a server with a password that the INFO of a store
+         * without one did not refuse as such (INFO refused is taken) */
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            why = pki_redis_reply_why(c, reply, PKI_REDIS_PROBE_OTHER);
+            (void) pki_redis_setup_ok(c, reply, "PING", &tmp);
+
+        } else {
+            freeReplyObject(reply);
+            __atomic_store_n(&r->aof,
+                             __atomic_load_n(&d->aof, __ATOMIC_RELAXED),
+                             __ATOMIC_RELAXED);
+        }
+
+        redisFree(c);
+
+    } else if (why == PKI_REDIS_PROBE_OK) {
+        why = PKI_REDIS_PROBE_OTHER;
+    }
+
+    pki_redis_free(d);
+
+    if (why != PKI_REDIS_PROBE_OK) {
+        if (why == PKI_REDIS_PROBE_TIMEOUT) {
+            snprintf(more, sizeof(more), " (the check waits %d ms at most)",
+                     tm * phases);
+        } else {
+            more[0] = '\0';
+        }
+
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(res, "%s%s%s: %s",
+                res != NULL && res->log[0] != '\0' ? "; " : "",
+                pki_redis_probe_words(r, why), more, tmp.log);
+    }
+
+    return why;
+}
+
+
+PKI_API int
+pki_redis_same(const pki_redis_t *a, const pki_redis_t *b)
+{
+#define pki_redis_same_str(x, y)                                              \
+    ((x) == NULL ? (y) == NULL : (y) != NULL && strcmp(x, y) == 0)
+
+    return a != NULL && b != NULL
+           && pki_redis_same_str(a->unix_path, b->unix_path)
+           && pki_redis_same_str(a->host, b->host)
+           && (a->unix_path != NULL || a->port == b->port)
+           && a->db == b->db
+           && pki_redis_same_str(a->password, b->password);
+
+#undef pki_redis_same_str
 }
 
 

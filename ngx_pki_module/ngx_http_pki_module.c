@@ -37,6 +37,13 @@
 #define NGX_HTTP_PKI_NAME_MAX      PKI_NAME_MAX
 #define NGX_HTTP_PKI_PASSWORD_MAX  1024
 
+/* the workers' warning (ngx_http_pki_aof_check), and nginx -t's */
+#define NGX_HTTP_PKI_AOF_OFF                                                  \
+    "pki_redis \"%V\": Redis runs without its append-only file "              \
+    "(appendonly no): certificate records and serial reservations "           \
+    "written since the last snapshot are lost if Redis restarts; run it "     \
+    "with appendonly yes and appendfsync always"
+
 
 typedef struct {
     ngx_str_t                  name;
@@ -74,6 +81,8 @@ typedef struct {
     pki_redis_t               *redis;
     ngx_str_t                  redis_addr;  /* pki_redis's address, for
                                                the log */
+    ngx_array_t                probed;      /* pki_redis_t *: the stores
+                                               nginx -t contacted */
     uid_t                      conf_uid;    /* who read the configuration
                                                (the master, nginx -t): */
     gid_t                      conf_gid;    /* a worker that runs as
@@ -176,6 +185,7 @@ static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_watchdog(ngx_event_t *ev);
 static void ngx_http_pki_aof_check(ngx_log_t *log);
+static char *ngx_http_pki_redis_check(ngx_conf_t *cf, pki_redis_t *r);
 static ngx_int_t ngx_http_pki_post_lane(ngx_http_request_t *r,
     ngx_http_pki_work_pt work, ngx_http_pki_done_pt done, void *data,
     ngx_uint_t lane);
@@ -538,6 +548,12 @@ ngx_http_pki_create_main_conf(ngx_conf_t *cf)
     }
 
     if (ngx_array_init(&pmcf->acme_state, cf->pool, 1, sizeof(pki_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&pmcf->probed, cf->pool, 1, sizeof(pki_redis_t *))
         != NGX_OK)
     {
         return NULL;
@@ -1194,6 +1210,10 @@ ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out)
     cln->handler = ngx_http_pki_redis_cleanup;
     cln->data = *out;
 
+    if (ngx_test_config) {
+        return ngx_http_pki_redis_check(cf, *out);
+    }
+
     return NGX_CONF_OK;
 
 invalid_address:
@@ -1221,6 +1241,83 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\"", &value[i]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * "nginx -t" only (not a start, a reload's master nor the signaller, when
+ * Redis may come up after nginx): contacts each distinct store once
+ * (pki_redis_probe), within NGX_HTTP_PKI_PROBE_MSEC whatever its timeout,
+ * and warns when it does not answer, with the cause.  Nothing is refused:
+ * the workers connect (and reconnect) by themselves, the requests answer
+ * 503 meanwhile.  For pki_redis the workers' warning about a Redis
+ * without its append-only file comes now too.
+ */
+
+#define NGX_HTTP_PKI_PROBE_MSEC  1000
+
+static char *
+ngx_http_pki_redis_check(ngx_conf_t *cf, pki_redis_t *r)
+{
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    pki_result_t               res;
+    pki_redis_t              **seen, **slot;
+    pki_redis_probe_t          rc;
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+    value = cf->args->elts;
+
+    seen = pmcf->probed.elts;
+
+    for (i = 0; i < pmcf->probed.nelts; i++) {
+        if (pki_redis_same(seen[i], r)) {
+            /* said once; its aof_enabled as that probe saw it */
+            r = seen[i];
+            goto aof;
+        }
+    }
+
+    slot = ngx_array_push(&pmcf->probed);
+    if (slot == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *slot = r;
+
+    pki_result_init(&res);
+
+    rc = pki_redis_probe(r, NGX_HTTP_PKI_PROBE_MSEC, &res);
+
+    if (rc == PKI_REDIS_PROBE_DENIED) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "%V \"%V\" does not answer: %s; nginx -t runs "
+                           "as the user who started it, the workers as "
+                           "the one the \"user\" directive names",
+                           &value[0], &value[1], res.log);
+        return NGX_CONF_OK;
+    }
+
+    if (rc != PKI_REDIS_PROBE_OK) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "%V \"%V\" does not answer: %s",
+                           &value[0], &value[1], res.log);
+        return NGX_CONF_OK;
+    }
+
+aof:
+
+    /* acme_redis may run without it (ngx_http_pki_aof_check) */
+    if (value[0].len == sizeof("pki_redis") - 1
+        && ngx_strncmp(value[0].data, "pki_redis", value[0].len) == 0
+        && pki_redis_aof(r) == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0, NGX_HTTP_PKI_AOF_OFF,
+                           &value[1]);
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -2566,12 +2663,8 @@ ngx_http_pki_aof_check(ngx_log_t *log)
     }
 
     if (aof == 0) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "pki_redis \"%V\": Redis runs without its append-only "
-                      "file (appendonly no): certificate records and serial "
-                      "reservations written since the last snapshot are "
-                      "lost if Redis restarts; run it with appendonly yes "
-                      "and appendfsync always", &ngx_http_pki_aof_addr);
+        ngx_log_error(NGX_LOG_WARN, log, 0, NGX_HTTP_PKI_AOF_OFF,
+                      &ngx_http_pki_aof_addr);
     }
 
     ngx_http_pki_aof_seen = aof;

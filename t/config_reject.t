@@ -11,6 +11,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use PKITest;
+use IO::Socket::INET;
+use Time::HiRes qw(time);
 
 my $t = PKITest->new;
 my $base = $t->render_conf;
@@ -153,6 +155,119 @@ T
     like($out, qr/\[emerg\].*invalid parameter "password=\.\.\."/,
          '... naming the parameter') or diag($out);
     unlike($out, qr/s3cretXYZ/, '... not its value');
+}
+
+# nginx -t contacts each Redis store once and warns (exit 0) when it does
+# not answer, with the cause; a store that answers adds no warning (nginx
+# -t said nothing: every request then answered 503)
+{
+    $t->start_redis_with('--appendonly', 'yes');
+    my $sock = $t->redis_sock;
+    my $line_of = sub {
+        my ($conf, $re) = @_;
+        my @l = split /\n/, $conf;
+        my ($i) = grep { $l[$_] =~ $re } 0 .. $#l;
+        return defined $i ? $i + 1 : -1;
+    };
+    # nginx -t on the base config with its pki_redis line edited: (ok,
+    # output, the file, the line of pki_redis, seconds taken)
+    my $check = sub {
+        my ($name, $args) = @_;
+        (my $c = $base) =~ s/\n(\s*)pki_redis [^;\n]*;/\n$1pki_redis $args;/
+            or die 'no pki_redis line';
+        my $file = $t->write_conf($c, "$name.conf");
+        my $t0 = time;
+        my ($ok, $out) = $t->nginx_test($file);
+        return ($ok, $out, $file, $line_of->($c, qr/^\s*pki_redis /),
+                time - $t0);
+    };
+    my $warned = sub {
+        my ($out, $addr, $file, $line, $cause) = @_;
+        return $out =~ /\[warn\]\ \d+\#\d+:\ pki_redis\ "\Q$addr\E"\ (?x:
+                         )does\ not\ answer:\ \Q$cause\E[^\n]*\ (?x:
+                         )in\ \Q$file\E:$line$/mx;
+    };
+
+    my ($ok, $out, $file, $line, $secs) = $check->('rgood', "unix:$sock");
+    ok($ok, 'a store that answers: nginx -t passes') or diag($out);
+    unlike($out, qr/\[warn\].*redis/i, '... with no warning about it')
+        or diag($out);
+
+    ($ok, $out, $file, $line) = $check->('rnosock', "unix:$sock.typo");
+    ok($ok, 'a mistyped socket path: nginx -t passes (exit 0)') or diag($out);
+    ok($warned->($out, "unix:$sock.typo", $file, $line, 'no such socket'),
+       '... with a warning naming the store, the cause, file and line')
+        or diag($out);
+
+    my $port = PKITest::free_port();
+    ($ok, $out, $file, $line, $secs) = $check->('rrefused', "127.0.0.1:$port");
+    ok($ok, 'a port nobody listens on: nginx -t passes') or diag($out);
+    ok($warned->($out, "127.0.0.1:$port", $file, $line,
+                 'connection refused'), '... warning "connection refused"')
+        or diag($out);
+    cmp_ok($secs, '<', 5, sprintf('... at once (nginx -t took %.2f s)', $secs));
+
+    # a listener that never answers: timed out within 1 s whatever the
+    # store's timeout
+    my $mute = IO::Socket::INET->new(Listen => 5, LocalAddr => '127.0.0.1',
+                                     LocalPort => 0, Proto => 'tcp')
+        or die "listen: $!";
+    my $mport = $mute->sockport;
+    ($ok, $out, $file, $line, $secs) =
+        $check->('rmute', "127.0.0.1:$mport timeout=30s");
+    ok($ok && $warned->($out, "127.0.0.1:$mport", $file, $line, 'timed out'),
+       'a server that does not answer: "timed out"') or diag($out);
+    cmp_ok($secs, '<', 2.5, sprintf('... within 1 s, not the store\'s 30 s '
+                                   . '(nginx -t took %.2f s)', $secs));
+    close $mute;
+
+    ($ok, $out, $file, $line) = $check->('rdb', "unix:$sock db=99");
+    ok($ok && $warned->($out, "unix:$sock", $file, $line, 'SELECT failed'),
+       'db=99 (no such database): "SELECT failed"') or diag($out);
+
+    # a password: wrong, right, none
+    my $pw = 'Pw-' . int(rand(1e9)) . 'zQ';
+    my $bad = 'Bad-' . int(rand(1e9)) . 'xK';
+    spew($t->dir . '/redis.pw', "$pw\n");
+    spew($t->dir . '/redis.bad', "$bad\n");
+    chmod 0600, $t->dir . '/redis.pw', $t->dir . '/redis.bad';
+    $t->redis('CONFIG', 'SET', 'requirepass', $pw);
+    ($ok, $out, $file, $line) = $check->('rbadpw', "unix:$sock "
+                                         . "password_file=" . $t->dir
+                                         . '/redis.bad');
+    ok($ok && $warned->($out, "unix:$sock", $file, $line,
+                        'authentication failed'),
+       'a wrong password: "authentication failed"') or diag($out);
+    unlike($out, qr/\Q$bad\E|\Q$pw\E/, '... and no password in the output');
+    ($ok, $out) = $check->('rgoodpw', "unix:$sock password_file="
+                           . $t->dir . '/redis.pw');
+    ok($ok, 'the right password: nginx -t passes') or diag($out);
+    unlike($out, qr/\[warn\].*redis/i, '... with no warning') or diag($out);
+    unlike($out, qr/\Q$pw\E/, '... nor the password');
+    ($ok, $out, $file, $line) = $check->('rnopw', "unix:$sock");
+    ok($ok && $warned->($out, "unix:$sock", $file, $line,
+                        'authentication required'),
+       'no password for a server that wants one: "authentication required"')
+        or diag($out);
+    run_cmd(['redis-cli', '-s', $sock, '--no-auth-warning', '-a', $pw,
+             'CONFIG', 'SET', 'requirepass', '']);
+
+    # what the workers would say, now at nginx -t
+    $t->redis('CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru');
+    ($ok, $out, $file, $line) = $check->('revict', "unix:$sock");
+    ok($ok && $warned->($out, "unix:$sock", $file, $line,
+                        'a maxmemory-policy that evicts')
+       && $out =~ /allkeys-lru evicts any key/,
+       'maxmemory-policy allkeys-lru: warned') or diag($out);
+    $t->redis('CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
+    $t->redis('CONFIG', 'SET', 'appendonly', 'no');
+    ($ok, $out, $file, $line) = $check->('raof', "unix:$sock");
+    ok($ok && $out =~ /\[warn\]\ \d+\#\d+:\ pki_redis\ "unix:\Q$sock\E":\ (?x:
+                       )Redis\ runs\ without\ its\ append-only\ file\ .*\ (?x:
+                       )in\ \Q$file\E:$line$/mx,
+       'appendonly no: the workers\' warning, at nginx -t') or diag($out);
+    unlike($out, qr/does not answer/, '... the store answers') or diag($out);
+    $t->redis('CONFIG', 'SET', 'appendonly', 'yes');
 }
 
 my @cases = (
