@@ -1799,6 +1799,149 @@ test_list_bounded(pki_redis_t *r, redisContext *c)
 }
 
 
+/* pki_redis_probe (nginx -t): the cause of each failure, within its
+ * timeout whatever the store's; the password in no log. */
+static void
+test_probe(redisContext *c)
+{
+    int                  lfd, sfd;
+    double               t0, dt;
+    pki_redis_t         *r, *r2;
+    pki_result_t         res;
+    pki_redis_conf_t     conf;
+    pki_redis_probe_t    why;
+    struct sockaddr_un   sa;
+
+    /* a store that answers: OK, and aof_enabled known */
+    r = new_store(sock, 1000);
+    pki_result_init(&res);
+    why = pki_redis_probe(r, 1000, &res);
+    ok(why == PKI_REDIS_PROBE_OK && res.log[0] == '\0'
+       && pki_redis_aof(r) != -1, "probe: a live store answers (%d, %s)",
+       (int) why, res.log);
+
+    /* the same server and db, another namespace: one probe does */
+    r2 = new_store(sock, 5000);
+    ok(pki_redis_same(r, r2), "probe: another namespace, the same store");
+    pki_redis_free(r2);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = sock;
+    conf.db = 99;
+    conf.timeout_ms = 1000;
+    pki_result_init(&res);
+    r2 = pki_redis_new(&conf, &res);
+    ok(r2 != NULL && !pki_redis_same(r, r2), "probe: another db, another "
+       "store");
+    pki_result_init(&res);
+    why = pki_redis_probe(r2, 1000, &res);
+    ok(why == PKI_REDIS_PROBE_SELECT
+       && strncmp(res.log, "SELECT failed", 13) == 0,
+       "probe: db 99: SELECT failed (%s)", res.log);
+    pki_redis_free(r2);
+    pki_redis_free(r);
+
+    /* no such socket */
+    r = new_store("/nonexistent/redis.sock", 1000);
+    pki_result_init(&res);
+    why = pki_redis_probe(r, 1000, &res);
+    ok(why == PKI_REDIS_PROBE_NO_SOCKET
+       && strncmp(res.log, "no such socket", 14) == 0,
+       "probe: a missing socket: no such socket (%s)", res.log);
+    pki_redis_free(r);
+
+    /* a socket file nobody listens on (bound, not listening) */
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/pki-test-stale-%ld.sock",
+             (long) getpid());
+    unlink(sa.sun_path);
+    sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (ok(sfd >= 0 && bind(sfd, (struct sockaddr *) &sa, sizeof(sa)) == 0,
+           "a stale socket file"))
+    {
+        r = new_store(sa.sun_path, 1000);
+        pki_result_init(&res);
+        why = pki_redis_probe(r, 1000, &res);
+        ok(why == PKI_REDIS_PROBE_REFUSED
+           && strncmp(res.log, "connection refused", 18) == 0,
+           "probe: nobody listens: connection refused (%s)", res.log);
+        pki_redis_free(r);
+    }
+    if (sfd >= 0) {
+        close(sfd);
+    }
+    unlink(sa.sun_path);
+
+    /* a server that never answers: timed out within the probe's time,
+     * not the store's 30 s */
+    lfd = fake_listen(&sa, "mute", "a mute server listens");
+    if (lfd >= 0) {
+        r = new_store(sa.sun_path, 30000);
+        t0 = now_s();
+        pki_result_init(&res);
+        why = pki_redis_probe(r, 300, &res);
+        dt = now_s() - t0;
+        ok(why == PKI_REDIS_PROBE_TIMEOUT
+           && strncmp(res.log, "timed out", 9) == 0,
+           "probe: a mute server: timed out (%s)", res.log);
+        ok(dt < 0.6, "  within the probe's 300 ms (%.3f s)", dt);
+        pki_redis_free(r);
+        close(lfd);
+        unlink(sa.sun_path);
+    }
+
+    /* a password: wrong, none */
+    {
+        const char  *argv[4] = { "CONFIG", "SET", "requirepass",
+                                 "probe-right-pw" };
+        size_t       lens[4] = { 6, 3, 11, 14 };
+        redisReply  *rp;
+
+        rp = redisCommandArgv(c, 4, argv, lens);
+        if (!ok(rp != NULL && rp->type == REDIS_REPLY_STATUS,
+                "CONFIG SET requirepass"))
+        {
+            freeReplyObject(rp);
+            return;
+        }
+        freeReplyObject(rp);
+
+        memset(&conf, 0, sizeof(conf));
+        conf.unix_path = sock;
+        conf.password = "probe-wrong-pw";
+        conf.timeout_ms = 1000;
+        pki_result_init(&res);
+        r = pki_redis_new(&conf, &res);
+        pki_result_init(&res);
+        why = pki_redis_probe(r, 1000, &res);
+        ok(why == PKI_REDIS_PROBE_AUTH
+           && strncmp(res.log, "authentication failed", 21) == 0,
+           "probe: a wrong password: authentication failed (%s)", res.log);
+        ok(strstr(res.log, "probe-wrong-pw") == NULL
+           && strstr(res.detail, "probe-wrong-pw") == NULL,
+           "  the password in no text");
+        pki_redis_free(r);
+
+        r = new_store(sock, 1000);
+        pki_result_init(&res);
+        why = pki_redis_probe(r, 1000, &res);
+        ok(why == PKI_REDIS_PROBE_AUTH
+           && strncmp(res.log, "authentication required", 23) == 0,
+           "probe: no password: authentication required (%s)", res.log);
+        pki_redis_free(r);
+
+        /* the oracle's connection stays authenticated */
+        argv[3] = "";
+        lens[3] = 0;
+        rp = redisCommandArgv(c, 4, argv, lens);
+        ok(rp != NULL && rp->type == REDIS_REPLY_STATUS,
+           "CONFIG SET requirepass \"\" (back)");
+        freeReplyObject(rp);
+    }
+}
+
+
 int
 main(void)
 {
@@ -1932,6 +2075,7 @@ main(void)
     test_aof(r, c);
     test_round_trip(r, c);
     test_unreachable();
+    test_probe(c);
     test_threads(r, c);
     test_revoke(r, c);
     test_wrongtype(r, c);
