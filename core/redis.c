@@ -554,12 +554,12 @@ pki_redis_io_why(const redisContext *c)
 
     err = c->errstr;
 
-    if (c->err == 0 || strstr(err, "within the timeout") != NULL) {
-        return PKI_REDIS_PROBE_TIMEOUT;
-    }
-
     if (c->err != REDIS_ERR_IO) {
         return PKI_REDIS_PROBE_OTHER;
+    }
+
+    if (strstr(err, "within the timeout") != NULL) {
+        return PKI_REDIS_PROBE_TIMEOUT;
     }
 
     if (strcmp(err, strerror(ENOENT)) == 0) {
