@@ -267,6 +267,31 @@ T
                        )in\ \Q$file\E:$line$/mx,
        'appendonly no: the workers\' warning, at nginx -t') or diag($out);
     unlike($out, qr/does not answer/, '... the store answers') or diag($out);
+
+    # acme_redis: named as such; the store of pki_redis is contacted once
+    # and only pki_redis is warned about appendonly no (acme_redis's
+    # state may lose its last second)
+    for my $acme ("unix:$sock.acme", "unix:$sock namespace=acmestate:") {
+        (my $c = $base) =~ s{(\n(\s*)location /acme/ \{\n)}
+                             {$1$2    acme_redis $acme;\n}
+            or die 'no ACME location';
+        $file = $t->write_conf($c, 'racme.conf');
+        my $aline = $line_of->($c, qr/^\s*acme_redis /);
+        ($ok, $out) = $t->nginx_test($file);
+        my $warns = () = $out =~ /\[warn\]/g;
+        if ($acme =~ /\.acme$/) {
+            ok($ok && $out =~ /\[warn\]\ \d+\#\d+:\ acme_redis\ (?x:
+                               )"unix:\Q$sock\E\.acme"\ does\ not\ answer:\ (?x:
+                               )no\ such\ socket.*\ in\ \Q$file\E:$aline$/mx
+               && $warns == 2,
+               'acme_redis at a missing socket: warned as acme_redis (and '
+               . 'appendonly no for pki_redis)') or diag($out);
+        } else {
+            ok($ok && $warns == 1 && $out =~ /pki_redis.*appendonly no/,
+               'acme_redis on the store of pki_redis: one appendonly '
+               . 'warning, for pki_redis') or diag($out);
+        }
+    }
     $t->redis('CONFIG', 'SET', 'appendonly', 'yes');
 }
 
