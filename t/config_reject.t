@@ -277,7 +277,14 @@ T
             or die 'no ACME location';
         $file = $t->write_conf($c, 'racme.conf');
         my $aline = $line_of->($c, qr/^\s*acme_redis /);
+        my $conns = sub {
+            ($t->redis('INFO', 'stats')
+                =~ /total_connections_received:(\d+)/)[0]
+        };
+        my $c0 = $conns->();
         ($ok, $out) = $t->nginx_test($file);
+        # the second redis-cli, and nginx -t's
+        my $contacts = $conns->() - $c0 - 1;
         my $warns = () = $out =~ /\[warn\]/g;
         if ($acme =~ /\.acme$/) {
             ok($ok && $out =~ /\[warn\]\ \d+\#\d+:\ acme_redis\ (?x:
@@ -290,6 +297,7 @@ T
             ok($ok && $warns == 1 && $out =~ /pki_redis.*appendonly no/,
                'acme_redis on the store of pki_redis: one appendonly '
                . 'warning, for pki_redis') or diag($out);
+            is($contacts, 1, '... and nginx -t contacted that store once');
         }
     }
     $t->redis('CONFIG', 'SET', 'appendonly', 'yes');
