@@ -1742,7 +1742,21 @@ ngx_http_acme(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* set here too (not only in the merge, which nested locations
      * inherit it by) to refuse another content handler in the location */
-    return ngx_http_pki_content(cf, cmd, ngx_http_acme_handler);
+    rv = ngx_http_pki_content(cf, cmd, ngx_http_acme_handler);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    /* "location = /acme/directory": the directory would name resources
+     * below it that the location does not match */
+    if (clcf->exact_match) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"acme\" needs a prefix location, not an exact "
+                           "match (\"=\"): its resources are below it");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

@@ -426,6 +426,10 @@ my @cases = (
      sub { s{location /acme/ \{}{location ~ ^/acme/ \{} },
      qr/"acme" needs a prefix location, not a regex/,
      [qr{location ~ \^/acme/}]],
+    ['acme in an exact-match location',
+     sub { s{location /acme/ \{}{location = /acme/directory \{} },
+     qr/"acme" needs a prefix location, not an exact match \("="\): its resources are below it/,
+     [qr{location = /acme/directory}]],
     ['a protocol without pki_redis',
      sub { s/\n\s*pki_redis unix:[^;]*;//; s/\n\s*pki_admin;//;
            s/\n\s*pki_crl\b[^;]*;//g },
