@@ -2248,9 +2248,15 @@ pki_acme_eab_check(pki_acme_t *a, const cJSON *eab, const char *acct_id,
             || (bound != NULL && bound[0] != '\0'
                 && strcmp(bound, acct_id) != 0))
         {
+            /* the client is told one thing for all; the operator why */
             pki_acme_problem(a, 403, "unauthorized", PKI_ACME_EAB_REFUSED);
-            pki_log(a->res, "acme: EAB key %s is unknown, disabled or bound "
-                    "to another account", kid);
+            pki_log(a->res, "acme: EAB key %s %s", kid,
+                    (hmac == NULL || status == NULL)
+                    ? "is unknown (or its record is incomplete)"
+                    : strcmp(status, "active") != 0
+                    ? "is disabled (DELETE acme/eab)"
+                    : "is bound to another account already (a key binds "
+                      "one account)");
             goto done;
         }
 
@@ -10235,9 +10241,21 @@ pki_acme_eab_entry(cJSON *arr, const char *kid, const redisReply *h)
         }
     }
 
+    /* a key binds one account: "bound" once it has (status stays
+     * "active" unless disabled, and a bound key serves that account's
+     * newAccount again, never another's) */
     v = h->elements > 2 ? h->element[2] : NULL;
     if (v != NULL && v->type == REDIS_REPLY_STRING
         && cJSON_AddStringToObject(o, "account", v->str) == NULL)
+    {
+        return 0;
+    }
+
+    if (cJSON_GetObjectItemCaseSensitive(o, "status") != NULL
+        && cJSON_AddBoolToObject(o, "bound", v != NULL
+                                             && v->type == REDIS_REPLY_STRING
+                                             && v->str[0] != '\0')
+           == NULL)
     {
         return 0;
     }

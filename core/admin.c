@@ -1308,6 +1308,31 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     pki_result_t  tmp;
 
     if (kid == NULL && strcmp(method, "POST") == 0) {
+        /* no body, or an empty object: a key takes no parameter, and one
+         * asked for (a lifetime, a name) must not be dropped unsaid */
+        if (req->body != NULL && req->body_len > 0
+            && !pki_int_json_rest_blank((const char *) req->body,
+                                        (const char *) req->body
+                                        + req->body_len))
+        {
+            obj = pki_admin_json_body(conf, req, "{}", &resp->res);
+            if (obj == NULL) {
+                return;
+            }
+
+            if (obj->child != NULL) {
+                pki_fail(&resp->res, PKI_MALFORMED, "unknown member "
+                         "\"%.32s\": POST acme/eab takes none (an EAB key "
+                         "does not expire; DELETE acme/eab/<kid> disables "
+                         "it)", obj->child->string != NULL
+                                ? obj->child->string : "");
+                cJSON_Delete(obj);
+                return;
+            }
+
+            cJSON_Delete(obj);
+        }
+
         if (!pki_int_admin_ready(&resp->res)) {
             return;
         }

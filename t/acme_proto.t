@@ -3731,6 +3731,31 @@ $r = $http->request('GET', $admin, \%auth);
 my $list = eval { decode_json($r->{content})->{keys} } || [];
 my ($entry) = grep { $_->{kid} eq $eab->{kid} } @$list;
 ok($entry && $entry->{account}, 'admin: the key lists its account');
+ok($entry && $entry->{bound} && $entry->{status} eq 'active',
+   '  "bound": true (its status stays "active" until it is disabled)');
+
+# a key takes no parameter: a member asked for (a lifetime) is refused, not
+# dropped unsaid; an empty object is taken
+{
+    my %j = (headers => { %{ $auth{headers} },
+                          'Content-Type' => 'application/json' });
+    my $n0 = scalar(@$list);
+    my $x = $http->request('POST', $admin, { %j, content => '{"expires":"1h"}' });
+    is($x->{status}, 400, 'admin: POST acme/eab {"expires": ...}: 400');
+    like($x->{content}, qr/unknown member \\"expires\\": POST acme\/eab takes none/,
+         '  naming the member') or diag($x->{content});
+    $x = $http->request('POST', $admin, { %j, content => '[]' });
+    is($x->{status}, 400, 'admin: POST acme/eab with a JSON array: 400');
+    $x = $http->request('POST', $admin, { %j, content => " {} \n" });
+    is($x->{status}, 201, 'admin: POST acme/eab {}: 201');
+    my $fresh = eval { decode_json($x->{content})->{kid} } // '-';
+    my $l2 = eval { decode_json($http->request('GET', $admin, \%auth)
+                                ->{content})->{keys} } || [];
+    is(scalar(@$l2), $n0 + 1, '  one key more in all (none for the 400s)');
+    my ($fe) = grep { $_->{kid} eq $fresh } @$l2;
+    ok($fe && JSON::PP::is_bool($fe->{bound}) && !$fe->{bound},
+       '  the new key: "bound": false');
+}
 
 $r = $http->request('DELETE', "$admin/$eab->{kid}", \%auth);
 is($r->{status}, 200, 'admin: EAB key disabled');
@@ -3741,8 +3766,14 @@ $r = post({ key => $ek2 }, "$BASE/new-account",
 problem_is($r, 403, 'unauthorized', 'EAB: a disabled key');
 is($r->{json}{detail} // '-', $eab_wrong, '  the same answer');
 like(PKITest::slurp($t->error_log) // '',
-     qr/EAB key \Q$eab->{kid}\E is unknown, disabled or bound/,
-     '  the error log says which');
+     qr/EAB key \Q$eab->{kid}\E is disabled \(DELETE acme\/eab\)/,
+     '  the error log says which: disabled');
+like(PKITest::slurp($t->error_log) // '',
+     qr/EAB key AAAAAAAAAAAAAAAA is unknown/,
+     '  ... unknown, for the made-up key id');
+like(PKITest::slurp($t->error_log) // '',
+     qr/EAB key \w+ is bound to another account already/,
+     '  ... bound to another account, for the key that bound one');
 
 $t->stop_nginx;
 done_testing();

@@ -384,11 +384,13 @@ test_eab_list(const char *sock)
         bad += strlen(jstr(it, "created")) != 20
                || jstr(it, "created")[19] != 'Z';
         bad += strcmp(jstr(it, "account"), i == 9 ? "acct42" : "") != 0;
-        bad += cJSON_GetArraySize(it) != (i == 9 ? 4 : 3);
+        bad += !cJSON_IsBool(cJSON_GetObjectItem(it, "bound"))
+               || cJSON_IsTrue(cJSON_GetObjectItem(it, "bound")) != (i == 9);
+        bad += cJSON_GetArraySize(it) != (i == 9 ? 5 : 4);
     }
     ok(seen == EAB_KEYS && bad == 0, "  each key once, as before: kid, "
-       "status, created (RFC 3339), its account and nothing else (%d seen, "
-       "%d bad)",
+       "status, created (RFC 3339), its account, bound (true with an "
+       "account) and nothing else (%d seen, %d bad)",
        seen, bad);
     cJSON_Delete(j);
 
