@@ -156,9 +156,10 @@ typedef struct {
 #define PKI_P11_BUSY_SLICE_MS   50
 
 /* A pooled session idle that long is closed when the key's next session
- * comes back (pki_p11_session_put): the pool shrinks to what the key's
- * signers use after a burst, and gives the token's sessions back to the
- * other worker processes (pki_vault_session_idle). */
+ * comes back (pki_p11_session_put), or by pki_vault_trim_idle() when the
+ * key signs nothing more: the pool shrinks to what the key's signers use
+ * after a burst, and gives the token's sessions back to the other worker
+ * processes (pki_vault_session_idle). */
 #define PKI_P11_IDLE_MS         30000
 
 
@@ -3358,6 +3359,147 @@ pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
     pthread_mutex_lock(&k->p11_mutex);
     pthread_cond_signal(&k->p11_cond);
     pthread_mutex_unlock(&k->p11_mutex);
+}
+
+
+/* The pooled sessions of every key of the vault idle idle_ms or more,
+ * closed without waiting for a signature (pki_p11_session_put closes them
+ * only when another session of the key comes back): a worker that signs
+ * nothing after a burst gives the token's sessions back to the others.
+ * A pool thread's: C_CloseSession may block.  The vault's read lock and
+ * each key's p11_mutex are only tried: a writer (an open, a close) drops
+ * the sessions itself, and a key whose mutex is held is in use (its next
+ * session_put trims it, or the next call); never a wait behind a token
+ * call that hangs.  Sessions of the current generation only (older
+ * numbers may be reused), closed outside the mutex, under the read lock,
+ * as one tracked call of the hang watchdog. */
+PKI_API unsigned
+pki_vault_trim_idle(pki_vault_t *v)
+{
+    int            slot;
+    size_t         i, n;
+    double         now;
+    unsigned       closed, kc;
+    pki_key_t     *k;
+    pki_p11mod_t  *m;
+    pki_ck_ulong   old[16];
+
+    if (v == NULL || pki_vault_hung(v) != 0) {
+        return 0;
+    }
+
+    if (pthread_rwlock_tryrdlock(&v->lock) != 0) {
+        return 0;
+    }
+
+    closed = 0;
+    m = v->mod;
+
+    if (v->ctx == NULL || m == NULL || !m->fn_ok) {
+        pthread_rwlock_unlock(&v->lock);
+        return 0;
+    }
+
+    slot = pki_vault_call_begin(v);
+
+    for (k = v->keys; k != NULL; k = k->next) {
+        kc = 0;
+
+        do {
+            if (pthread_mutex_trylock(&k->p11_mutex) != 0) {
+                break;
+            }
+
+            n = 0;
+
+            if (k->p11_gen == v->gen && k->p11_sess != NULL) {
+                now = pki_int_now();
+
+                /* oldest first: the idle ones are at the bottom */
+                while (n < sizeof(old) / sizeof(old[0])
+                       && n < k->p11_nsess
+                       && (now - k->p11_sess[n].since) * 1000 >= v->idle_ms)
+                {
+                    old[n] = k->p11_sess[n].s;
+                    n++;
+                }
+
+                if (n > 0) {
+                    k->p11_nsess -= n;
+                    memmove(k->p11_sess, k->p11_sess + n,
+                            k->p11_nsess * sizeof(pki_p11_pooled_t));
+                }
+            }
+
+            pthread_mutex_unlock(&k->p11_mutex);
+
+            for (i = 0; i < n; i++) {
+                (void) m->fn.close(old[i]);
+            }
+
+            kc += (unsigned) n;
+
+        } while (n == sizeof(old) / sizeof(old[0]));
+
+        closed += kc;
+
+        if (kc > 0) {
+            /* a signer waiting for a session (pki_p11_session_get) may
+             * open one now */
+            pthread_mutex_lock(&k->p11_mutex);
+            pthread_cond_broadcast(&k->p11_cond);
+            pthread_mutex_unlock(&k->p11_mutex);
+        }
+    }
+
+    pki_vault_call_end(v, slot);
+
+    pthread_rwlock_unlock(&v->lock);
+
+    return closed;
+}
+
+
+/* 1 when a key of the vault has a pooled session idle idle_ms or more: for
+ * an event loop, to decide whether to hand pki_vault_trim_idle() to a
+ * thread.  No token call, and no lock it may wait for: the vault's read
+ * lock and each key's p11_mutex are only tried (0 when busy). */
+PKI_API int
+pki_vault_idle_due(pki_vault_t *v)
+{
+    int         due;
+    double      now;
+    pki_key_t  *k;
+
+    if (v == NULL || pki_vault_hung(v) != 0) {
+        return 0;
+    }
+
+    if (pthread_rwlock_tryrdlock(&v->lock) != 0) {
+        return 0;
+    }
+
+    due = 0;
+
+    if (v->ctx != NULL) {
+        now = pki_int_now();
+
+        for (k = v->keys; k != NULL && !due; k = k->next) {
+            if (pthread_mutex_trylock(&k->p11_mutex) != 0) {
+                continue;
+            }
+
+            due = k->p11_gen == v->gen && k->p11_sess != NULL
+                  && k->p11_nsess > 0
+                  && (now - k->p11_sess[0].since) * 1000 >= v->idle_ms;
+
+            pthread_mutex_unlock(&k->p11_mutex);
+        }
+    }
+
+    pthread_rwlock_unlock(&v->lock);
+
+    return due;
 }
 
 

@@ -179,6 +179,15 @@ PKI_API pki_status_t pki_vault_open(pki_vault_t *v, pki_result_t *res);
  * some HSMs) are free for other processes.  0: keep only the last one.
  * Call before the signers start. */
 PKI_API void pki_vault_session_idle(pki_vault_t *v, long ms);
+/* A worker that signs nothing after a burst keeps its pool: a pool thread
+ * calls pki_vault_trim_idle() now and then to close the pooled sessions
+ * idle that long (returns how many; it makes token calls, never on an
+ * event loop).  pki_vault_idle_due(): 1 when there are some, with no token
+ * call and no wait for a lock (0 when the vault is busy), for the event
+ * loop to decide whether to post the trim.  Neither touches a hung vault
+ * (pki_vault_hung). */
+PKI_API unsigned pki_vault_trim_idle(pki_vault_t *v);
+PKI_API int pki_vault_idle_due(pki_vault_t *v);
 /* The hang watchdog.  PKCS#11 cannot cancel a call; a token operation
  * (open, login, fetch, sign, decrypt) of the vault that has not returned
  * after ms (default 10 s; 0: no limit) makes the vault hung: signing and

@@ -130,6 +130,7 @@ int
 main(void)
 {
     int                  i, verified, good, busy, other, alive;
+    unsigned             closed;
     long                 open0, peak, refused, inits0, inits, n, n2, i2;
     char                 exe[PATH_MAX], shim[PATH_MAX + 16];
     void                *dl;
@@ -270,6 +271,32 @@ main(void)
     stats(&n, &peak, &refused, &inits);
     diag("after the burst: %ld sessions open", n);
     ok(n > open0 + 1, "the burst left pooled sessions open (%ld)", n);
+
+    /* a worker that signs nothing after the burst: a pool thread's trim
+     * gives the idle ones back to the token, without a signature */
+    ok(pki_vault_idle_due(v) == 0, "none idle 30 s yet: no trim due");
+    pki_vault_session_idle(v, 200);
+    usleep(300 * 1000);
+    ok(pki_vault_idle_due(v) == 1, "idle 200 ms: a trim is due");
+    closed = pki_vault_trim_idle(v);
+    stats(&n2, &peak, &refused, &inits);
+    diag("the trim closed %u: %ld sessions open", closed, n2);
+    ok(n2 <= open0, "the idle ones were closed with no signature: %ld "
+       "open, as before the burst (%ld)", n2, open0);
+    ok((long) closed == n - n2, "it says how many (%u, %ld fewer open)",
+       closed, n - n2);
+    ok(pki_vault_idle_due(v) == 0, "no trim due after it");
+    ok(pki_vault_trim_idle(v) == 0, "a second trim closes nothing");
+    st = p11_sign(k, pki_key_public(k), &verified, &res);
+    ok(st == PKI_OK && verified, "the key signs after the trim [%s %s]",
+       res.detail, res.log);
+    pki_vault_session_idle(v, 30000);
+
+    /* another burst, for the trim of a signature's own session_put */
+    run_lanes(lanes, k, ROUNDS / 4, &sum);
+    stats(&n, &peak, &refused, &inits);
+    ok(sum.good > 0 && n > open0 + 1, "another burst left pooled "
+       "sessions open (%ld)", n);
     pki_vault_session_idle(v, 200);
     usleep(300 * 1000);
     for (i = 0; i < 8; i++) {
