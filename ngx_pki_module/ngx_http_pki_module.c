@@ -31,6 +31,7 @@
 
 #define NGX_HTTP_PKI_CRL_DEFAULT      3600    /* pki_crl_next_update */
 #define NGX_HTTP_PKI_WATCHDOG_MSEC    250     /* ngx_http_pki_watchdog */
+#define NGX_HTTP_PKI_TRIM_MSEC        5000    /* ngx_http_pki_trim */
 #define NGX_HTTP_PKI_CA_EXPIRY_WARN   (30 * 86400)  /* a CA certificate
                                                        with less left: a
                                                        warning */
@@ -51,6 +52,8 @@ typedef struct {
     pki_vault_t               *vault;
     ngx_msec_t                 hung_at;     /* the hung call's start */
     ngx_uint_t                 hung;        /* logged as hung */
+    ngx_uint_t                 trimming;    /* a trim task in flight */
+    unsigned                   trimmed;     /* what it closed */
 } ngx_http_pki_vault_t;
 
 
@@ -184,6 +187,10 @@ static void ngx_http_pki_check_order(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_pki_init_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_pki_watchdog(ngx_event_t *ev);
+static void ngx_http_pki_trim(ngx_event_t *ev,
+    ngx_http_pki_main_conf_t *pmcf);
+static void ngx_http_pki_trim_work(void *data);
+static void ngx_http_pki_trim_done(void *data);
 static void ngx_http_pki_aof_check(ngx_log_t *log);
 static char *ngx_http_pki_redis_check(ngx_conf_t *cf, pki_redis_t *r);
 static ngx_int_t ngx_http_pki_post_lane(ngx_http_request_t *r,
@@ -630,6 +637,8 @@ ngx_http_pki_init_module(ngx_cycle_t *cycle)
 
 
 static ngx_event_t  ngx_http_pki_watchdog_ev;    /* this worker's */
+static ngx_uint_t   ngx_http_pki_trim_ticks;     /* watchdog rounds since
+                                                    the last trim check */
 
 /* this worker's pki_redis, and whether its append-only file was last seen
  * on (1), off (0, warned) or not yet known (-1): ngx_http_pki_aof_check() */
@@ -795,7 +804,90 @@ ngx_http_pki_watchdog(ngx_event_t *ev)
         }
     }
 
+    if (++ngx_http_pki_trim_ticks
+        >= NGX_HTTP_PKI_TRIM_MSEC / NGX_HTTP_PKI_WATCHDOG_MSEC)
+    {
+        ngx_http_pki_trim_ticks = 0;
+        ngx_http_pki_trim(ev, pmcf);
+    }
+
     ngx_add_timer(ev, NGX_HTTP_PKI_WATCHDOG_MSEC);
+}
+
+
+/*
+ * Idle sessions.  A pooled PKCS#11 session of a key idle for 30 s is closed
+ * when the key's next session comes back; a worker that signs nothing more
+ * kept its whole pool until it signed again or exited, and on an HSM with
+ * a small session limit (YubiHSM 2: 16 for all processes) the other
+ * workers found none (503).  Every NGX_HTTP_PKI_TRIM_MSEC the watchdog
+ * asks each vault whether some are due (pki_vault_idle_due(): no token
+ * call, no wait for a lock) and posts one task per vault at most that
+ * closes them in a pool thread (pki_vault_trim_idle()).  Not while
+ * exiting, not for a hung vault, not when the pool's queue is full.
+ */
+
+static void
+ngx_http_pki_trim(ngx_event_t *ev, ngx_http_pki_main_conf_t *pmcf)
+{
+    ngx_uint_t             i;
+    ngx_thread_pool_t     *tp;
+    ngx_http_pki_vault_t  *vault;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    tp = NULL;
+    vault = pmcf->vaults.elts;
+
+    for (i = 0; i < pmcf->vaults.nelts; i++) {
+
+        if (vault[i].trimming || vault[i].hung
+            || !pki_vault_idle_due(vault[i].vault))
+        {
+            continue;
+        }
+
+        if (tp == NULL) {
+            tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+            if (tp == NULL || ngx_http_pki_pool_full()) {
+                return;
+            }
+        }
+
+        if (ngx_http_pki_post_detached_tp(tp, ev->log,
+                                          ngx_http_pki_trim_work,
+                                          ngx_http_pki_trim_done,
+                                          &vault[i])
+            == NGX_OK)
+        {
+            vault[i].trimming = 1;
+        }
+    }
+}
+
+
+/* a pool thread: no nginx calls */
+static void
+ngx_http_pki_trim_work(void *data)
+{
+    ngx_http_pki_vault_t  *vault = data;
+
+    vault->trimmed = pki_vault_trim_idle(vault->vault);
+}
+
+
+static void
+ngx_http_pki_trim_done(void *data)
+{
+    ngx_http_pki_vault_t  *vault = data;
+
+    vault->trimming = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "pki vault \"%V\": %ui idle session(s) closed",
+                   &vault->name, (ngx_uint_t) vault->trimmed);
 }
 
 
@@ -1496,6 +1588,8 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     vault->vault = v;
     vault->hung_at = 0;
     vault->hung = 0;
+    vault->trimming = 0;
+    vault->trimmed = 0;
 
     return NGX_CONF_OK;
 }
