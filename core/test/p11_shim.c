@@ -9,7 +9,8 @@
  * lean signing path takes with dlsym.  C_OpenSession answers
  * CKR_SESSION_COUNT while PKI_P11SHIM_MAX_SESSIONS (0 or unset: no limit;
  * read at C_Initialize, or set by p11shim_set_max) sessions are open;
- * p11shim_set_sign_delay makes each C_Sign slower (a busy token).  While
+ * p11shim_set_sign_delay (or PKI_P11SHIM_SIGN_DELAY_MS, read at
+ * C_Initialize) makes each C_Sign slower (a busy token).  While
  * the file named by PKI_P11SHIM_HANG_FILE exists, each C_Sign waits for it
  * to go away (at most 120 s): a token that stops answering, for an nginx
  * test that cannot call into the shim.
@@ -21,9 +22,14 @@
  * CKR_KEY_FUNCTION_NOT_PERMITTED; every other mechanism (CKM_RSA_PKCS for
  * PKCS#1 v1.5) goes through.  With PKI_P11SHIM_EVENTS=FILE each
  * C_Initialize and C_DecryptInit appends a line to FILE, for a test that
- * runs the shim inside nginx's workers (no dlsym there):
+ * runs the shim inside nginx's workers (no dlsym there), and so does each
+ * change of the count of open sessions (written under the shim's mutex:
+ * a process's last line has its count):
  *     init pid=N
  *     decrypt_init mech=0xM rv=0xR pid=N
+ *     open_session rv=0xR open=C pid=N
+ *     close_session open=C pid=N
+ *     close_all_sessions open=0 pid=N
  */
 
 #include <dlfcn.h>
@@ -137,7 +143,7 @@ P11SHIM_API CK_RV
 C_Initialize(CK_VOID_PTR args)
 {
     CK_RV        rv;
-    const char  *max, *deny;
+    const char  *max, *deny, *delay;
 
     if (!shim_load()) {
         return CKR_GENERAL_ERROR;
@@ -151,6 +157,10 @@ C_Initialize(CK_VOID_PTR args)
     max = getenv("PKI_P11SHIM_MAX_SESSIONS");
     if (max != NULL) {
         shim_max = atol(max);
+    }
+    delay = getenv("PKI_P11SHIM_SIGN_DELAY_MS");
+    if (delay != NULL) {
+        shim_delay_ms = atol(delay);
     }
     deny = getenv("PKI_P11SHIM_DENY_RAW_RSA");
     if (deny != NULL) {
@@ -203,11 +213,11 @@ C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
 
     rv = shim_real->C_OpenSession(slot, flags, app, notify, session);
 
-    if (rv != CKR_OK) {
-        pthread_mutex_lock(&shim_mutex);
-        shim_open--;
-        pthread_mutex_unlock(&shim_mutex);
-    }
+    pthread_mutex_lock(&shim_mutex);
+    shim_open -= rv != CKR_OK;
+    shim_event("open_session rv=0x%lx open=%ld", (unsigned long) rv,
+               shim_open);
+    pthread_mutex_unlock(&shim_mutex);
 
     return rv;
 }
@@ -223,6 +233,7 @@ C_CloseSession(CK_SESSION_HANDLE session)
     if (rv == CKR_OK) {
         pthread_mutex_lock(&shim_mutex);
         shim_open -= shim_open > 0;
+        shim_event("close_session open=%ld", shim_open);
         pthread_mutex_unlock(&shim_mutex);
     }
 
@@ -241,6 +252,7 @@ C_CloseAllSessions(CK_SLOT_ID slot)
     if (rv == CKR_OK) {
         pthread_mutex_lock(&shim_mutex);
         shim_open = 0;
+        shim_event("close_all_sessions open=0");
         pthread_mutex_unlock(&shim_mutex);
     }
 
