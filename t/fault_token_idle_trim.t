@@ -115,7 +115,7 @@ ok(wait_until(50, sub { sessions() <= $before }, 0.5),
    'with no signature the worker closed its idle sessions: '
    . sessions() . " open, as before the burst ($before)");
 my $dt = time - $t0;
-diag(sprintf('closed after %.1f s', $dt));
+diag(sprintf('waited %.1f s', $dt));
 cmp_ok($dt, '>=', 25, '  not before they were idle 30 s');
 
 my @mine = grep { / pid=$worker$/ } split /\n/, (slurp($events) // '');
