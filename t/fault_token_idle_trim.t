@@ -14,8 +14,9 @@
 # change of its count of open sessions, with the process id, to an events
 # file (the count lives in the worker: no other way to read it from here).
 # One worker, 4 pool threads, each C_Sign 100 ms: a burst of concurrent EST
-# enrollments grows the worker's pool; then nothing signs, and within 30 s + 5 s + a margin
-# the worker's open sessions are back to what they were before the burst.
+# enrollments grows the worker's pool; then nothing signs, and within 30 s
+# + 5 s + a margin the worker's open sessions are back to what they were
+# before the burst.
 # Takes about 40 s.
 
 use strict;
