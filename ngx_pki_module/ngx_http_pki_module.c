@@ -849,8 +849,12 @@ ngx_http_pki_trim(ngx_event_t *ev, ngx_http_pki_main_conf_t *pmcf)
             continue;
         }
 
+        /* a token call: in the signing pool when there is one, so that
+         * a token that hangs in it holds a thread of that pool only */
         if (tp == NULL) {
-            tp = ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
+            tp = pmcf->sign_pool != NULL
+                 ? pmcf->sign_pool
+                 : ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
             if (tp == NULL || ngx_http_pki_pool_full()) {
                 return;
             }
