@@ -173,6 +173,8 @@ static ngx_int_t ngx_http_acme_refuse(ngx_http_request_t *r,
     ngx_http_acme_ctx_t *ctx, int status, const char *type,
     const char *detail);
 static ngx_uint_t ngx_http_acme_host_char(u_char c);
+static ngx_int_t ngx_http_acme_no_tls(ngx_http_request_t *r,
+    ngx_http_acme_ctx_t *ctx);
 
 static void *ngx_http_acme_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_acme_create_loc_conf(ngx_conf_t *cf);
@@ -435,6 +437,25 @@ ngx_http_acme_handler(ngx_http_request_t *r)
     ctx->conf.acme_state = ngx_http_pki_acme_states(r, &ctx->conf.nacme_state);
 
     ngx_http_set_ctx(r, ctx, ngx_http_acme_module);
+
+    /* RFC 8555 6.1: HTTPS only; an https:// acme_base_url says that TLS
+     * ends in a proxy in front of nginx */
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl == NULL
+        && (alcf->base_url.len < 8
+            || ngx_strncasecmp(alcf->base_url.data, (u_char *) "https://", 8)
+               != 0))
+    {
+        return ngx_http_acme_no_tls(r, ctx);
+    }
+#else
+    if (alcf->base_url.len < 8
+        || ngx_strncasecmp(alcf->base_url.data, (u_char *) "https://", 8)
+           != 0)
+    {
+        return ngx_http_acme_no_tls(r, ctx);
+    }
+#endif
 
     /* the base URL as the client sees it: acme_base_url behind a proxy
      * that terminates TLS or moves the path, else scheme, Host, location */
@@ -1325,6 +1346,37 @@ ngx_http_acme_refuse(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx,
 
     pki_acme_refuse(&ctx->conf, &ctx->req, status, type, detail, 0,
                     &ctx->resp);
+
+    return ngx_http_acme_send(r, ctx);
+}
+
+
+/*
+ * RFC 8555 6.1: an ACME server MUST be reached over HTTPS.  Over plain
+ * HTTP the directory would hand out http:// URLs and every JWS, EAB MAC
+ * and certificate would travel in the clear, so a request on a connection
+ * without TLS is refused before its body is read or anything is written:
+ * no nonce, no Redis.  The type is "unauthorized" with 403, as RFC 8555
+ * pairs them for a request the server will not serve as it came; the
+ * message itself may be well formed, so "malformed" would send a client
+ * looking for a fault in its JWS.
+ */
+
+static ngx_int_t
+ngx_http_acme_no_tls(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "acme: \"%V\" from %V refused: the connection has no TLS "
+                  "(RFC 8555 6.1: ACME needs HTTPS); serve ACME in an ssl "
+                  "server, or set \"acme_base_url https://...\" where TLS "
+                  "ends in front of nginx", &r->uri,
+                  &r->connection->addr_text);
+
+    ngx_http_pki_body_unwanted(r);
+
+    pki_acme_refuse(&ctx->conf, &ctx->req, NGX_HTTP_FORBIDDEN,
+                    "unauthorized", "ACME is served over HTTPS only "
+                    "(RFC 8555 \xc2\xa7" "6.1)", 0, &ctx->resp);
 
     return ngx_http_acme_send(r, ctx);
 }

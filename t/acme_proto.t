@@ -133,6 +133,25 @@ $conf =~ s{(\nhttp \{\n)}{$1    log_format rb '\$request_body';\n    pki_body_me
 $conf =~ s{(\n(\s*)location /acme/ \{)}{$1
 $2    acme_renewal_explanation https://pki.example.test/why-renew;}
     or die 'no ACME location in the config';
+# ACME in the plain HTTP server (its "location / {" is the second one):
+# refused (RFC 8555 6.1), unless an https:// acme_base_url says that TLS
+# ends in a proxy in front
+{
+    my $n = 0;
+    $conf =~ s{^(\s*)(location / \{)}{++$n == 2 ? "$1location /acme/ {
+$1    acme issuing acme;
+$1}
+$1location /acme-plb/ {
+$1    acme issuing acme;
+$1    acme_base_url https://lb.example.test/plb;
+$1}
+$1location /acme-phb/ {
+$1    acme issuing acme;
+$1    acme_base_url http://lb.example.test/phb;
+$1}
+$1$2" : "$1$2"}gme;
+    $n == 2 or die 'no plain HTTP server in the config';
+}
 $t->start_nginx($conf);
 
 our $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme';
@@ -2588,6 +2607,52 @@ sub to_renew {
     $dj = eval { decode_json($d->{content}) } || {};
     is($dj->{newAccount} // '', 'https://lb.example.test/par/new-account',
        'acme_base_url: set by a parent that is no ACME server: inherited');
+}
+
+# --- over plain HTTP (RFC 8555 6.1) ------------------------------------------------
+
+{
+    my $plain = 'http://127.0.0.1:' . $t->http_port;
+    my $detail = "ACME is served over HTTPS only (RFC 8555 \x{a7}6.1)";
+    my @keys0 = $t->state_keys;
+    my $log0 = length(PKITest::slurp($t->error_log) // '');
+    my $r = $http->get("$plain/acme/directory");
+    $r->{json} = eval { decode_json($r->{content}) };
+    problem_is($r, 403, 'unauthorized', 'plain HTTP: the directory');
+    is($r->{json}{detail} // '', $detail, '  the detail names the rule');
+    unlike($r->{content}, qr{http://}, '  no http:// URL handed out');
+    ok(!defined $r->{headers}{'replay-nonce'}, '  no nonce');
+    $r = $http->request('HEAD', "$plain/acme/new-nonce");
+    is($r->{status}, 403, 'plain HTTP: HEAD new-nonce: 403');
+    ok(!defined $r->{headers}{'replay-nonce'}, '  no nonce');
+    my $k = new_key();
+    my $j = jws(key => $k, url => "$plain/acme/new-account", nonce => nonce(),
+                jwk => 1, payload => $JSON->encode({ termsOfServiceAgreed =>
+                                                     JSON::PP::true }));
+    $r = post_raw("$plain/acme/new-account", $JSON->encode($j));
+    problem_is($r, 403, 'unauthorized', 'plain HTTP: new-account');
+    $t->no_continue('POST', "$plain/acme/new-account", 403,
+                    'plain HTTP: new-account (its body not read)');
+    # HEAD new-nonce over HTTPS made one nonce: compare without nonces
+    my @keys1 = grep { !/nonce/ } $t->state_keys;
+    is_deeply(\@keys1, [grep { !/nonce/ } @keys0],
+              'plain HTTP: Redis unchanged');
+    my $log = substr(PKITest::slurp($t->error_log) // '', $log0);
+    my @lines = grep { /\[error\].*acme: ".*" from 127\.0\.0\.1 refused: the connection has no TLS \(RFC 8555 6\.1/ } split /\n/, $log;
+    is(scalar(@lines), 4, 'plain HTTP: one error-log line per refused request')
+        or diag($log);
+    ok((grep { m{"/acme/new-account"} } @lines) == 2, '  naming the URL');
+    like($log, qr/acme_base_url https:/, '  naming the way out');
+
+    $r = $http->get("$plain/acme-phb/directory");
+    is($r->{status}, 403, 'plain HTTP: an http:// acme_base_url: still 403');
+
+    # a TLS-terminating proxy in front: served, with the public URLs
+    $r = $http->get("$plain/acme-plb/directory");
+    my $dj = eval { decode_json($r->{content}) } || {};
+    is($r->{status}, 200, 'plain HTTP behind an https:// acme_base_url: 200');
+    is($dj->{newAccount} // '', 'https://lb.example.test/plb/new-account',
+       '  the directory names https URLs');
 }
 
 # --- one Redis, two policies ----------------------------------------------------------
