@@ -191,6 +191,10 @@ static char *ngx_http_acme_merge_profiles(ngx_conf_t *cf,
     ngx_http_acme_loc_conf_t *conf, pki_acme_conf_t *ac);
 static char *ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_acme_conf_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *url, ngx_uint_t base);
+static char *ngx_http_acme_meta_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -242,14 +246,14 @@ static ngx_command_t  ngx_http_acme_commands[] = {
 
     { ngx_string("acme_terms_of_service"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_acme_meta_url,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, tos),
       NULL },
 
     { ngx_string("acme_website"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_acme_meta_url,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, website),
       NULL },
@@ -2051,25 +2055,18 @@ ngx_http_acme_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* acme_base_url URL: the server's URL as clients reach it (the directory
- * is at URL/directory), for a server behind a proxy that terminates TLS or
- * serves it under another path.  Every URL the server hands out starts
- * with it, and a JWS "url" must too (RFC 8555 6.4). */
-static char *
-ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+/*
+ * An absolute http:// or https:// URL with a host, at most 400
+ * characters of printable ASCII without space, quote, "<", ">" or "\\":
+ * it goes into the directory's JSON and into Link headers as <URL>.
+ * acme_base_url (a prefix for the server's own URLs) has no query or
+ * fragment and no "/" at the end either.
+ */
+static ngx_int_t
+ngx_http_acme_conf_url(ngx_conf_t *cf, ngx_command_t *cmd, ngx_str_t *url,
+    ngx_uint_t base)
 {
-    ngx_http_acme_loc_conf_t *alcf = conf;
-
-    u_char     *p, *host;
-    ngx_str_t  *value, *url;
-
-    url = &alcf->base_url;
-    if (url->data != NULL) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-    *url = value[1];
+    u_char  *p, *host;
 
     if (url->len > 7 && ngx_strncasecmp(url->data, (u_char *) "http://", 7)
                         == 0)
@@ -2084,27 +2081,83 @@ ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" must be an "
                            "http:// or https:// URL", &cmd->name);
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
-    if (url->len > 400 || url->data[url->len - 1] == '/'
-        || host == url->data + url->len || *host == '/')
+    if (url->len > 400 || host == url->data + url->len || *host == '/'
+        || (base && url->data[url->len - 1] == '/'))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": \"%V\" needs a "
-                           "host, at most 400 characters and no \"/\" at "
-                           "the end", &cmd->name, url);
-        return NGX_CONF_ERROR;
+                           "host, at most 400 characters%s", &cmd->name, url,
+                           base ? " and no \"/\" at the end" : "");
+        return NGX_ERROR;
     }
 
     for (p = url->data; p < url->data + url->len; p++) {
-        if (*p <= ' ' || *p >= 0x7f || *p == '?' || *p == '#' || *p == '"'
-            || *p == '<' || *p == '>' || *p == '\\')
+        if (*p <= ' ' || *p >= 0x7f || *p == '"' || *p == '<' || *p == '>'
+            || *p == '\\' || (base && (*p == '?' || *p == '#')))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": \"%V\" must "
-                               "have no query, fragment, space or quote",
-                               &cmd->name, url);
-            return NGX_CONF_ERROR;
+                               "have no %sspace, quote, \"<\", \">\" or "
+                               "\"\\\" and only printable ASCII",
+                               &cmd->name, url,
+                               base ? "query, fragment, " : "");
+            return NGX_ERROR;
         }
+    }
+
+    return NGX_OK;
+}
+
+
+/* acme_terms_of_service URL, acme_website URL: the directory's meta (and
+ * the terms in a Link header, RFC 8555 7.3.3) */
+static char *
+ngx_http_acme_meta_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t  *value, *url;
+
+    url = (ngx_str_t *) (p + cmd->offset);
+    if (url->data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_acme_conf_url(cf, cmd, &value[1], 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    *url = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/* acme_base_url URL: the server's URL as clients reach it (the directory
+ * is at URL/directory), for a server behind a proxy that terminates TLS or
+ * serves it under another path.  Every URL the server hands out starts
+ * with it, and a JWS "url" must too (RFC 8555 6.4). */
+static char *
+ngx_http_acme_base_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_acme_loc_conf_t *alcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value, *url;
+
+    url = &alcf->base_url;
+    if (url->data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    *url = value[1];
+
+    if (ngx_http_acme_conf_url(cf, cmd, url, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     /* a C string for the core */
