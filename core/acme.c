@@ -2053,6 +2053,11 @@ pki_acme_account_reply(pki_acme_t *a, int status, const char *id,
 
 static int pki_acme_dns_ok(char *s, const char **why);
 
+/* why a dns identifier that is an IP literal is refused (compared by
+ * address: its detail joins it with "; ", the others with ": ") */
+static const char  pki_acme_dns_why_ip[] =
+    "an IP address is an identifier of type \"ip\" (RFC 8738)";
+
 
 /* contact: an array of mailto: URLs */
 static int
@@ -2117,6 +2122,9 @@ pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
         snprintf(dom, sizeof(dom), "%s", at + 1);
         why = NULL;
         if (dom[0] == '*' || !pki_acme_dns_ok(dom, &why)) {
+            if (why == pki_acme_dns_why_ip) {
+                why = "an IP address";
+            }
             pki_acme_problem(a, 400, "invalidContact", "the domain of a "
                              "contact address is no host name%s%s",
                              why ? ": " : "", why ? why : "");
@@ -3052,15 +3060,40 @@ done:
 
 /* ---- identifiers ------------------------------------------------------------------- */
 
+/* A span of seconds for a reader: "90d (7776000 s)", "7d 12h (648000
+ * s)", "6h (21600 s)"; seconds only when not whole hours. */
+static void
+pki_acme_span(long secs, char *buf, size_t size)
+{
+    long  d, h;
+
+    d = secs / 86400;
+    h = secs % 86400 / 3600;
+
+    if (secs <= 0 || secs % 3600 != 0) {
+        snprintf(buf, size, "%ld s", secs);
+
+    } else if (d == 0) {
+        snprintf(buf, size, "%ldh (%ld s)", h, secs);
+
+    } else if (h == 0) {
+        snprintf(buf, size, "%ldd (%ld s)", d, secs);
+
+    } else {
+        snprintf(buf, size, "%ldd %ldh (%ld s)", d, h, secs);
+    }
+}
+
+
 /* Lowercases and checks a DNS name (optional "*." prefix).  Returns 1;
- * 0 with *why (static text) when the name is LDH but a label is not
- * allowed, else with *why NULL. */
+ * 0 with *why (static text) saying what is wrong. */
 static int
 pki_acme_dns_ok(char *s, const char **why)
 {
-    size_t  i, len, label;
-    char   *p;
-    int     alldigits;
+    size_t         i, len, label;
+    char          *p;
+    int            alldigits;
+    unsigned char  bin[16];
 
     *why = NULL;
     len = strlen(s);
@@ -3070,7 +3103,19 @@ pki_acme_dns_ok(char *s, const char **why)
         p += 2;
     }
 
-    if (strlen(p) == 0 || strlen(p) > 253) {
+    if (inet_pton(AF_INET, p, bin) == 1 || inet_pton(AF_INET6, p, bin) == 1)
+    {
+        *why = pki_acme_dns_why_ip;
+        return 0;
+    }
+
+    if (strlen(p) == 0) {
+        *why = "an empty name";
+        return 0;
+    }
+
+    if (strlen(p) > 253) {
+        *why = "longer than 253 characters";
         return 0;
     }
 
@@ -3081,7 +3126,12 @@ pki_acme_dns_ok(char *s, const char **why)
         p[i] = (char) tolower((unsigned char) p[i]);
 
         if (p[i] == '.') {
-            if (label == 0 || p[i - 1] == '-') {
+            if (label == 0) {
+                *why = "an empty label";
+                return 0;
+            }
+            if (p[i - 1] == '-') {
+                *why = "a label that ends with \"-\"";
                 return 0;
             }
             *why = pki_int_dns_label_refused(p + i - label, label);
@@ -3093,10 +3143,14 @@ pki_acme_dns_ok(char *s, const char **why)
         }
 
         if (!(isalnum((unsigned char) p[i]) || p[i] == '-')) {
+            *why = p[i] == '*' ? "\"*\" other than as a whole first label"
+                   : "a character other than a letter, a digit, \"-\" "
+                     "or \".\"";
             return 0;
         }
 
         if (label == 0 && p[i] == '-') {
+            *why = "a label that starts with \"-\"";
             return 0;
         }
 
@@ -3105,11 +3159,19 @@ pki_acme_dns_ok(char *s, const char **why)
         }
 
         if (++label > 63) {
+            *why = "a label longer than 63 characters";
             return 0;
         }
     }
 
-    if (label == 0 || p[i - 1] == '-') {
+    if (label == 0) {
+        *why = i == 1 ? "an empty label" : "a trailing dot (a name is "
+               "written without it)";
+        return 0;
+    }
+
+    if (p[i - 1] == '-') {
+        *why = "a label that ends with \"-\"";
         return 0;
     }
 
@@ -3118,8 +3180,13 @@ pki_acme_dns_ok(char *s, const char **why)
         return 0;
     }
 
-    /* "1.2.3.4" as a dns identifier */
-    return !alldigits;
+    /* "1.2.3" or "123" as a dns identifier */
+    if (alldigits) {
+        *why = "digits and dots only: no host name";
+        return 0;
+    }
+
+    return 1;
 }
 
 
@@ -3254,7 +3321,9 @@ pki_acme_identifiers(pki_acme_t *a, const cJSON *ids,
             strcpy(buf, value);
             if (!pki_acme_dns_ok(buf, &dwhy)) {
                 snprintf(detail, sizeof(detail), "invalid DNS name "
-                         "\"%.64s\"%s%s", value, dwhy != NULL ? ": " : "",
+                         "\"%.64s\"%s%s", value,
+                         dwhy == NULL ? ""
+                         : dwhy == pki_acme_dns_why_ip ? "; " : ": ",
                          dwhy != NULL ? dwhy : "");
             } else {
                 ptype = NULL;
@@ -5894,10 +5963,13 @@ pki_acme_new_order(pki_acme_t *a)
         || pki_acme_dates_why(has_nb ? nb : 0, has_na ? na : 0, validity,
                               a->now) != NULL)
     {
+        char  span[64];
+
+        pki_acme_span(validity, span, sizeof(span));
         pki_acme_problem(a, 400, "malformed", "notBefore/notAfter outside "
-                         "what the profile allows (at most %ld s, starting "
+                         "what the profile allows (at most %s, starting "
                          "from a day ago at the earliest, ending after "
-                         "now)", validity);
+                         "now)", span);
         goto done;
     }
 
@@ -9259,9 +9331,12 @@ pki_acme_authenticate(pki_acme_t *a, pki_acme_keyreq_t keyreq)
         if (strncmp(a->jws.kid, prefix, plen) != 0
             || !pki_id_ok(a->jws.kid + plen))
         {
-            free(prefix);
+            /* another location's account URL, most often: say which
+             * URLs this one's are */
             pki_acme_problem(a, 400, "accountDoesNotExist", "\"kid\" is not "
-                             "an account URL of this server");
+                             "an account URL of this location (they start "
+                             "with %.180s)", prefix);
+            free(prefix);
             return 0;
         }
 

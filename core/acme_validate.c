@@ -600,11 +600,11 @@ av_connect_one(const av_addr_t *a, int type, long long deadline, int *fdp)
  * next one.  The detail names the last address only when it is a public
  * one (a lab's private target goes to the log). */
 static pki_status_t
-av_connect(av_t *av, const char *host, av_addr_t *addrs, size_t n,
-    av_conn_t *c)
+av_connect(av_t *av, const char *host, unsigned port, av_addr_t *addrs,
+    size_t n, av_conn_t *c)
 {
     int           rc, err, part;
-    char          ip[INET6_ADDRSTRLEN], where[INET6_ADDRSTRLEN + 24];
+    char          ip[INET6_ADDRSTRLEN], where[INET6_ADDRSTRLEN + 48];
     size_t        i;
     long long     dl;
     pki_status_t  st;
@@ -626,18 +626,20 @@ av_connect(av_t *av, const char *host, av_addr_t *addrs, size_t n,
         err = rc == 0 ? ETIMEDOUT : errno;
     }
 
+    /* the port always (the client may have its server on another one),
+     * the address only when public */
     if (n == 0) {
         snprintf(ip, sizeof(ip), "-");
-        where[0] = '\0';
+        snprintf(where, sizeof(where), " (port %u)", port);
 
     } else if (av_addr_class(&addrs[n - 1]) == AV_ADDR_OK) {
-        snprintf(where, sizeof(where), " (%s%s)",
-                 av_addr_str(&addrs[n - 1], ip, sizeof(ip)),
+        snprintf(where, sizeof(where), " (%s port %u%s)",
+                 av_addr_str(&addrs[n - 1], ip, sizeof(ip)), port,
                  n > 1 ? " and the others" : "");
 
     } else {
         av_addr_str(&addrs[n - 1], ip, sizeof(ip));
-        where[0] = '\0';
+        snprintf(where, sizeof(where), " (port %u)", port);
     }
 
     if (rc == 0) {
@@ -649,8 +651,8 @@ av_connect(av_t *av, const char *host, av_addr_t *addrs, size_t n,
                      strerror(err));
     }
 
-    av_log(av, "%s: %zu address%s tried, the last %s", host, n,
-           n == 1 ? "" : "es", ip);
+    av_log(av, "%s: %zu address%s tried, the last %s port %u", host, n,
+           n == 1 ? "" : "es", ip, port);
     return st;
 }
 
@@ -1854,7 +1856,7 @@ av_open(av_t *av, const char *host, unsigned port, av_conn_t *c)
         return st;
     }
 
-    return av_connect(av, host, addrs, n, c);
+    return av_connect(av, host, port, addrs, n, c);
 }
 
 

@@ -1658,14 +1658,31 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ac->validate.caa = caa_check ? 1 : 0;
         ac->validate.caa_ids = ac->caa;
 
+        /* each setting checked on its own, so the error names the one
+         * directive at fault */
         {
-            const char  *bad;
+            const char                *bad;
+            pki_acme_validate_conf_t   vc;
 
-            bad = pki_acme_validate_conf_check(&ac->validate);
+            vc = ac->validate;
+            vc.resolve_to = NULL;
+
+            bad = pki_acme_validate_conf_check(&vc);
             if (bad != NULL) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "acme_validation_resolver or "
-                                   "acme_validation_resolve_to: %s", bad);
+                                   "acme_validation_resolver \"%V\": %s",
+                                   &conf->resolver, bad);
+                return NGX_CONF_ERROR;
+            }
+
+            vc = ac->validate;
+            vc.resolver = NULL;
+
+            bad = pki_acme_validate_conf_check(&vc);
+            if (bad != NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "acme_validation_resolve_to \"%V\": %s",
+                                   &conf->resolve_to, bad);
                 return NGX_CONF_ERROR;
             }
         }

@@ -733,7 +733,14 @@ problem_is($r, 400, 'rejectedIdentifier', 'a name with a line break');
 # labels are reserved (RFC 5891 4.2.3.1)
 for my $bad (['xn--zzzz.example', 'IDNA2008 A-label'],
              ['www.xn--ls8h.example', 'IDNA2008 A-label'],
-             ['ab--cd.example', 'reserved']) {
+             ['ab--cd.example', 'reserved'],
+             ['127.0.0.1', '"127.0.0.1"; an IP address is an identifier of '
+                           . 'type "ip" (RFC 8738)'],
+             ['::1', '"::1"; an IP address is an identifier of type "ip"'],
+             ['dot.example.com.', '"dot.example.com.": a trailing dot'],
+             ['bad..name', '"bad..name": an empty label'],
+             ['under_score.example', 'a character other than a letter'],
+             [('a' x 64) . '.example', 'a label longer than 63']) {
     $r = post($A, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => $bad->[0] }] });
     problem_is($r, 400, 'rejectedIdentifier', "DNS name $bad->[0]");
@@ -797,6 +804,8 @@ problem_is($r, 400, 'malformed', 'notAfter in the past');
               notAfter => $iso->($now + 90 * 86400) });
     problem_is($r, 400, 'malformed', 'notBefore 20 h back and notAfter 90 d '
                . 'ahead: longer than the 90-day profile');
+    like($r->{json}{detail} // '', qr/^notBefore\/notAfter outside what the profile allows \(at most 90d \(7776000 s\), /,
+         '... the limit in days');
     # notBefore through notAfter, both included (RFC 5280 4.1.2.5): 90 days
     # end at notBefore + 90 days - 1 s; a second later is 90 days and 1 s
     for my $extra (0, 1) {
@@ -971,6 +980,12 @@ is($r->{json}{status}, 'invalid', 'order with a deactivated authz: invalid');
              qr/^urn:ietf:params:acme:error:($ptype)$/,
              "$type failed: error type") or diag($done->{content});
         is($c->{error}{status}, $status, "$type failed: error status");
+        next if $type ne 'tls-alpn-01';
+        # the port tried is named (a lab's private address is not)
+        my ($tport) = $conf =~ /acme_validation_tls_port (\d+);/;
+        like($c->{error}{detail} // '',
+             qr/^cannot connect to fail1\.example\.test \(port $tport\): /,
+             "$type failed: the detail names the port");
     }
     $o = post($A, $o->{headers}{location}, '');
     is($o->{json}{status}, 'invalid', 'its order: invalid');
@@ -2685,6 +2700,15 @@ sub to_renew {
        'policies: /acme-lim/ lists no order of /acme/');
     is(post($c, $url, '')->{json}{status} // '', 'ready',
        'policies: at /acme/ the order is still ready');
+    # the kid of /acme/ sent to /acme-lim/: the detail says which URLs
+    # this location's accounts have
+    my $r2 = post($c, "$LIM/new-order", { identifiers => [
+                  { type => 'dns', value => 'realm.example.test' }] });
+    problem_is($r2, 400, 'accountDoesNotExist',
+               'policies: the kid of another location');
+    is($r2->{json}{detail} // '', '"kid" is not an account URL of this '
+       . "location (they start with $LIM/acct/)",
+       '  the detail names the account URLs of this location');
 }
 
 # --- the orders list: kept as long as an order of any profile may live -----------

@@ -558,6 +558,12 @@ test_no_store(EVP_PKEY *pk)
     j = jws_es256(pk, BASE "/new-order", "nn", "https://evil/acct/x", "{}",
                   NULL);
     acme("POST", "new-order", "application/jose+json", j, &resp);
+    ok(strcmp(resp.res.detail, "accountDoesNotExist: \"kid\" is not an "
+              "account URL of this location (they start with " BASE
+              "/acct/)") == 0
+       && has(&resp, "(they start with " BASE "/acct/)"),
+       "foreign kid: the detail names this location's account URLs (%s)",
+       resp.res.detail);
     check_problem("foreign kid", &resp, 400, "accountDoesNotExist");
     free(j);
 
@@ -2680,6 +2686,10 @@ test_profiles(const char *sock)
                  "\"value\":\"x.example\"}],\"notAfter\":\"%s\","
                  "\"profile\":\"short\"}", nafter);
         post(pk, kid, "new-order", body, NULL, &resp);
+        ok(has(&resp, "outside what the profile allows (at most 7d "
+               "(604800 s), starting"),
+           "notAfter in 30 days under the 7-day profile: the limit in days "
+           "(%s)", resp.res.detail);
         check_problem("notAfter in 30 days under the 7-day profile", &resp,
                       400, "malformed");
         snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":\"dns\","
@@ -3967,12 +3977,61 @@ test_order_errors(const char *sock)
          NULL, &resp);
     o = body_json(&resp);
     subs = cJSON_GetObjectItemCaseSensitive(o, "subproblems");
-    ok(strcmp(jstr(o, "detail"), "invalid DNS name \"x..y\"") == 0
+    ok(strcmp(jstr(o, "detail"), "invalid DNS name \"x..y\": an empty "
+              "label") == 0
        && cJSON_GetArraySize(subs) == 1
        && sub_has(subs, "dns", "x..y", "rejectedIdentifier"),
        "one bad identifier: its own detail, one subproblem");
     cJSON_Delete(o);
     check_problem("one bad identifier", &resp, 400, "rejectedIdentifier");
+
+    /* a bad dns identifier's detail says what is wrong with it */
+    {
+        size_t        k;
+        char          body[300];
+        const char   *d;
+
+        static const struct {
+            const char  *value;
+            const char  *why;
+        } bad_dns[] = {
+            { "127.0.0.1", "; an IP address is an identifier of type "
+                           "\"ip\" (RFC 8738)" },
+            { "::1", "; an IP address is an identifier of type \"ip\" "
+                     "(RFC 8738)" },
+            { "*.10.0.0.1", "; an IP address is an identifier of type "
+                            "\"ip\" (RFC 8738)" },
+            { "dot.example.com.", ": a trailing dot (a name is written "
+                                  "without it)" },
+            { ".example.com", ": an empty label" },
+            { "-a.example", ": a label that starts with \"-\"" },
+            { "a-.example", ": a label that ends with \"-\"" },
+            { "b-", ": a label that ends with \"-\"" },
+            { "under_score.example", ": a character other than a letter, "
+                                     "a digit, \"-\" or \".\"" },
+            { "a.*.example", ": \"*\" other than as a whole first label" },
+            { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+              "aaaa.example", ": a label longer than 63 characters" },
+            { "1.2.3", ": digits and dots only: no host name" },
+            { "ab--cd.example", ": a label of the reserved \"\?\?--\" "
+                                "form" },
+        };
+
+        for (k = 0; k < sizeof(bad_dns) / sizeof(bad_dns[0]); k++) {
+            snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":"
+                     "\"dns\",\"value\":\"%s\"}]}", bad_dns[k].value);
+            post(pk, kid, "new-order", body, NULL, &resp);
+            o = body_json(&resp);
+            d = jstr(o, "detail");
+            snprintf(body, sizeof(body), "invalid DNS name \"%.64s\"%s",
+                     bad_dns[k].value, bad_dns[k].why);
+            ok(strcmp(d, body) == 0, "dns \"%.20s\": the detail says why "
+               "(%s)", bad_dns[k].value, d);
+            cJSON_Delete(o);
+            check_problem("bad dns identifier", &resp, 400,
+                          "rejectedIdentifier");
+        }
+    }
 
     /* what is echoed of a client's UTF-8 value and cut to a length
      * ("%.64s" in the detail, 255 bytes in the subproblem) does not end

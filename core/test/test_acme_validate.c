@@ -1668,6 +1668,15 @@ main(void)
     check_hidden("http-01 connection refused, private target", &c,
                  PKI_ACME_HTTP01, "good.test", "good", "connection",
                  "cannot connect to good.test", "127.0.0.1", 1);
+    /* the port tried is named (the address only when public) */
+    snprintf(want, sizeof(want), "cannot connect to good.test (port %u): ",
+             closed_port);
+    check("http-01 connection refused: the port in the detail", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "good", "connection", want);
+    c.tls_port = closed_port;
+    check("tls-alpn-01 connection refused: the port in the detail", &c,
+          PKI_ACME_TLSALPN01, "dns", "good.test", "good", "connection",
+          want);
     c = lab();
 
     /* address policy: refused before any connect() */
