@@ -3298,6 +3298,33 @@ pki_p11_session_get(pki_key_t *k, pki_p11mod_t *m, int wait_ok,
 }
 
 
+/* The pooled sessions of k idle idle_ms or more at now, taken out of
+ * the pool (its bottom: the pool is a stack) into old, max at most; how
+ * many (p11_mutex held, the caller closes them outside it). */
+static size_t
+pki_p11_take_idle(pki_key_t *k, double now, pki_ck_ulong *old, size_t max)
+{
+    size_t  n;
+
+    n = 0;
+
+    while (n < max && n < k->p11_nsess
+           && (now - k->p11_sess[n].since) * 1000 >= k->vault->idle_ms)
+    {
+        old[n] = k->p11_sess[n].s;
+        n++;
+    }
+
+    if (n > 0) {
+        k->p11_nsess -= n;
+        memmove(k->p11_sess, k->p11_sess + n,
+                k->p11_nsess * sizeof(pki_p11_pooled_t));
+    }
+
+    return n;
+}
+
+
 /* Back into the pool (vault read lock held); a waiter for a session
  * (pki_p11_session_get) is woken either way.  The pool is a stack: the
  * sessions at its bottom idle longest, and those idle idle_ms or more are
@@ -3317,19 +3344,7 @@ pki_p11_session_put(pki_key_t *k, pki_p11mod_t *m, pki_ck_ulong s, int ok)
     if (ok && k->p11_gen == k->vault->gen && k->p11_sess != NULL) {
         /* the idle ones first: a full pool keeps this one then */
         now = pki_int_now();
-
-        while (n < sizeof(old) / sizeof(old[0]) && n < k->p11_nsess
-               && (now - k->p11_sess[n].since) * 1000 >= k->vault->idle_ms)
-        {
-            old[n] = k->p11_sess[n].s;
-            n++;
-        }
-
-        if (n > 0) {
-            k->p11_nsess -= n;
-            memmove(k->p11_sess, k->p11_sess + n,
-                    k->p11_nsess * sizeof(pki_p11_pooled_t));
-        }
+        n = pki_p11_take_idle(k, now, old, sizeof(old) / sizeof(old[0]));
     }
 
     if (ok && k->p11_gen == k->vault->gen && k->p11_sess != NULL
@@ -3378,7 +3393,6 @@ pki_vault_trim_idle(pki_vault_t *v)
 {
     int            slot;
     size_t         i, n;
-    double         now;
     unsigned       closed, kc;
     pki_key_t     *k;
     pki_p11mod_t  *m;
@@ -3413,22 +3427,8 @@ pki_vault_trim_idle(pki_vault_t *v)
             n = 0;
 
             if (k->p11_gen == v->gen && k->p11_sess != NULL) {
-                now = pki_int_now();
-
-                /* oldest first: the idle ones are at the bottom */
-                while (n < sizeof(old) / sizeof(old[0])
-                       && n < k->p11_nsess
-                       && (now - k->p11_sess[n].since) * 1000 >= v->idle_ms)
-                {
-                    old[n] = k->p11_sess[n].s;
-                    n++;
-                }
-
-                if (n > 0) {
-                    k->p11_nsess -= n;
-                    memmove(k->p11_sess, k->p11_sess + n,
-                            k->p11_nsess * sizeof(pki_p11_pooled_t));
-                }
+                n = pki_p11_take_idle(k, pki_int_now(), old,
+                                      sizeof(old) / sizeof(old[0]));
             }
 
             pthread_mutex_unlock(&k->p11_mutex);
