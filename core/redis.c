@@ -893,11 +893,15 @@ pki_redis_open(pki_redis_t *r, pki_redis_probe_t *why, pki_result_t *res)
             *why = pki_redis_io_why(c);
         }
 
-        /* the socket file's permissions, or a directory on its way, keep
+        /* where: a mistyped socket path or port shows in the log; the
+         * socket file's permissions, or a directory on its way, keep
          * this process's user out: say which user that is */
-        if (r->unix_path != NULL && c->err == REDIS_ERR_IO
-            && (strcmp(c->errstr, strerror(EACCES)) == 0
-                || strcmp(c->errstr, strerror(EPERM)) == 0))
+        if (r->unix_path == NULL) {
+            pki_log(res, " (%s port %d)", r->host, r->port);
+
+        } else if (c->err == REDIS_ERR_IO
+                   && (strcmp(c->errstr, strerror(EACCES)) == 0
+                       || strcmp(c->errstr, strerror(EPERM)) == 0))
         {
             char  who[160];
 
@@ -905,6 +909,9 @@ pki_redis_open(pki_redis_t *r, pki_redis_probe_t *why, pki_result_t *res)
                     "search permission on its directories and write "
                     "permission on the socket)", r->unix_path,
                     pki_process_user(who, sizeof(who)));
+
+        } else {
+            pki_log(res, " (unix socket \"%s\")", r->unix_path);
         }
 
         redisFree(c);

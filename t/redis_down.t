@@ -50,6 +50,11 @@ for my $i (1 .. 3) {
     cmp_ok($dt, '<', 5, sprintf("attempt %d: answered in %.2f s", $i, $dt));
 }
 
+my $sock = $t->redis_sock;
+like(slurp($t->error_log) // '',
+     qr/redis: connect: No such file or directory \(unix socket "\Q$sock\E"\)/,
+     'the error log names the socket Redis was asked on');
+
 # cacerts needs no Redis
 $r = $t->curl('GET', $t->est_url('cacerts'));
 is($r->{code}, 200, 'cacerts still served while Redis is down');

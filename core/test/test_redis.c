@@ -1850,6 +1850,27 @@ test_probe(redisContext *c)
        "probe: a missing socket: no such socket (%s)", res.log);
     pki_redis_free(r);
 
+    /* at run time too, a failed connect names where it went: a
+     * mistyped path or port shows in the error log */
+    r = new_store("/nonexistent/redis.sock", 1000);
+    pki_result_init(&res);
+    ok(pki_redis_ping(r, &res) != PKI_OK
+       && strstr(res.log, "(unix socket \"/nonexistent/redis.sock\")")
+          != NULL, "a missing socket: its path is said (%s)", res.log);
+    pki_redis_free(r);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.host = "127.0.0.1";
+    conf.port = 1;
+    conf.timeout_ms = 1000;
+    pki_result_init(&res);
+    r = pki_redis_new(&conf, &res);
+    pki_result_init(&res);
+    ok(r != NULL && pki_redis_ping(r, &res) != PKI_OK
+       && strstr(res.log, "(127.0.0.1 port 1)") != NULL,
+       "a port nobody listens on: host and port are said (%s)", res.log);
+    pki_redis_free(r);
+
     /* a socket file nobody listens on (bound, not listening) */
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
