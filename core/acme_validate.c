@@ -2921,7 +2921,14 @@ av_trim(char *s)
 }
 
 
-/* 1 when one issue/issuewild value lets this CA issue */
+/* What one issue/issuewild value says of this CA (the refusal says the
+ * most telling: a record that names this CA but limits it says how) */
+#define AV_CAA_OTHER    0       /* names another CA, or none           */
+#define AV_CAA_OK       1       /* lets this CA issue                  */
+#define AV_CAA_BADPARAM 2       /* names this CA, a parameter unread   */
+#define AV_CAA_METHOD   3       /* names this CA, other methods only   */
+#define AV_CAA_ACCOUNT  4       /* names this CA, another account only */
+
 static int
 av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
     const char *account_uri, const char *method)
@@ -2951,7 +2958,7 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
         }
     }
     if (!named) {
-        return 0;
+        return AV_CAA_OTHER;
     }
 
     while (next != NULL) {
@@ -2967,7 +2974,7 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
 
         val = strchr(tag, '=');
         if (val == NULL) {
-            return 0;                       /* malformed: not ours */
+            return AV_CAA_BADPARAM;         /* malformed: not ours */
         }
         *val++ = '\0';
         tag = av_trim(tag);
@@ -2975,7 +2982,7 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
 
         if (strcasecmp(tag, "accounturi") == 0) {
             if (account_uri == NULL || strcmp(val, account_uri) != 0) {
-                return 0;
+                return AV_CAA_ACCOUNT;
             }
 
         } else if (strcasecmp(tag, "validationmethods") == 0) {
@@ -2987,12 +2994,12 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
                 }
             }
             if (m == NULL) {
-                return 0;
+                return AV_CAA_METHOD;
             }
         }
     }
 
-    return 1;
+    return AV_CAA_OK;
 }
 
 
@@ -3010,7 +3017,7 @@ static pki_status_t
 av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     int wildcard, const char *account_uri, const char *method)
 {
-    int          use_wild, seen;
+    int          use_wild, seen, v, why;
     size_t       i, tl, big;
     char         tag[32], ids[160];
     const char  *want;
@@ -3056,6 +3063,7 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     want = use_wild ? "issuewild" : "issue";
     seen = 0;
     big = 0;
+    why = AV_CAA_OTHER;
 
     for (i = 0; i < ans->n; i++) {
         if (!av_caa_tag_is(ans->data[i], want)) {
@@ -3067,10 +3075,13 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
             continue;
         }
         tl = ans->data[i][1];
-        if (av_caa_value_ok(av, ans->data[i] + 2 + tl, ans->len[i] - 2 - tl,
-                            account_uri, method))
-        {
+        v = av_caa_value_ok(av, ans->data[i] + 2 + tl, ans->len[i] - 2 - tl,
+                            account_uri, method);
+        if (v == AV_CAA_OK) {
             return PKI_OK;
+        }
+        if (v > why) {
+            why = v;
         }
     }
 
@@ -3094,10 +3105,31 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
                  av->conf->caa_ids[i]);
     }
 
+    switch (why) {
+
+    case AV_CAA_ACCOUNT:
+        return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at "
+                       "%s name this CA (%s) for %s%s, but only for another "
+                       "ACME account (accounturi)", want, at, ids, wildcard
+                       ? "*." : "", name);
+
+    case AV_CAA_METHOD:
+        return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at "
+                       "%s name this CA (%s) for %s%s, but not by %s "
+                       "(validationmethods)", want, at, ids, wildcard
+                       ? "*." : "", name, method);
+
+    case AV_CAA_BADPARAM:
+        return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at "
+                       "%s name this CA (%s) for %s%s with a parameter that "
+                       "cannot be read (no \"=\")", want, at, ids, wildcard
+                       ? "*." : "", name);
+    }
+
     return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at %s "
-                   "do not allow this CA (%s) to issue for %s%s by %s for "
-                   "this account", want, at, ids[0] ? ids : "no identity",
-                   wildcard ? "*." : "", name, method);
+                   "do not allow this CA (%s) to issue for %s%s: none of "
+                   "them names it", want, at, ids[0] ? ids : "no identity",
+                   wildcard ? "*." : "", name);
 }
 
 

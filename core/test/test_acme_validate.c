@@ -1219,6 +1219,9 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; "
                     "validationmethods=tls-alpn-01,dns-01; other=x");
         an = 1;
+    } else if (qtype == 257 && IS("param.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; policy");
+        an = 1;
     } else if (qtype == 257 && IS("crit.caa")) {
         n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test");
         n = put_caa(m, n, NULL, 128, "tbs", "unknown");
@@ -2002,7 +2005,7 @@ main(void)
               NULL, NULL },
             { "issue names another CA", "other.caa", 0, NULL, "http-01",
               "caa", "do not allow this CA (other-name.test, nginx-pki.test)"
-              },
+              " to issue for other.caa: none of them names it" },
             { "parent names another CA", "x.other.caa", 0, NULL, "http-01",
               "caa", "records at other.caa" },
             { "issue \";\": nobody", "none.caa", 0, NULL, "http-01", "caa",
@@ -2022,11 +2025,17 @@ main(void)
             { "accounturi equal", "acct.caa", 0,
               "https://ca.test/acme/acct/A1", "http-01", NULL, NULL },
             { "accounturi of another account", "acct.caa", 0,
-              "https://ca.test/acme/acct/A2", "http-01", "caa", NULL },
+              "https://ca.test/acme/acct/A2", "http-01", "caa",
+              "only for another ACME account (accounturi)" },
             { "validationmethods lists it", "meth.caa", 0, NULL, "dns-01",
               NULL, NULL },
             { "validationmethods does not", "meth.caa", 0, NULL, "http-01",
-              "caa", "by http-01" },
+              "caa", "name this CA (other-name.test, nginx-pki.test) for "
+              "meth.caa, but not by http-01 (validationmethods)" },
+            { "a parameter without a value", "param.caa", 0, NULL,
+              "http-01", "caa", "name this CA (other-name.test, "
+              "nginx-pki.test) for param.caa with a parameter that cannot "
+              "be read" },
             { "unknown critical property", "crit.caa", 0, NULL, "http-01",
               "caa", "critical property \"tbs\"" },
             { "unknown property, not critical", "noncrit.caa", 0, NULL,
