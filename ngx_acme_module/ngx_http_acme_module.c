@@ -444,22 +444,16 @@ ngx_http_acme_handler(ngx_http_request_t *r)
 
     /* RFC 8555 6.1: HTTPS only; an https:// acme_base_url says that TLS
      * ends in a proxy in front of nginx */
+    if (
 #if (NGX_HTTP_SSL)
-    if (r->connection->ssl == NULL
-        && (alcf->base_url.len < 8
-            || ngx_strncasecmp(alcf->base_url.data, (u_char *) "https://", 8)
-               != 0))
-    {
-        return ngx_http_acme_no_tls(r, ctx);
-    }
-#else
-    if (alcf->base_url.len < 8
-        || ngx_strncasecmp(alcf->base_url.data, (u_char *) "https://", 8)
-           != 0)
-    {
-        return ngx_http_acme_no_tls(r, ctx);
-    }
+        r->connection->ssl == NULL &&
 #endif
+        (alcf->base_url.len < 8
+         || ngx_strncasecmp(alcf->base_url.data, (u_char *) "https://", 8)
+            != 0))
+    {
+        return ngx_http_acme_no_tls(r, ctx);
+    }
 
     /* the base URL as the client sees it: acme_base_url behind a proxy
      * that terminates TLS or moves the path, else scheme, Host, location */
