@@ -3861,7 +3861,7 @@ like(PKITest::slurp($t->error_log) // '',
      qr/EAB key AAAAAAAAAAAAAAAA is unknown/,
      '  ... unknown, for the made-up key id');
 like(PKITest::slurp($t->error_log) // '',
-     qr/EAB key \w+ is bound to another account already/,
+     qr/EAB key [\w-]+ is bound to another account already/,
      '  ... bound to another account, for the key that bound one');
 
 $t->stop_nginx;
