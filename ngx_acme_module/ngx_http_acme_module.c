@@ -260,7 +260,7 @@ static ngx_command_t  ngx_http_acme_commands[] = {
 
     { ngx_string("acme_renewal_explanation"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_acme_meta_url,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_acme_loc_conf_t, ari_explanation),
       NULL },
@@ -2122,7 +2122,8 @@ ngx_http_acme_conf_url(ngx_conf_t *cf, ngx_command_t *cmd, ngx_str_t *url,
 
 
 /* acme_terms_of_service URL, acme_website URL: the directory's meta (and
- * the terms in a Link header, RFC 8555 7.3.3) */
+ * the terms in a Link header, RFC 8555 7.3.3); acme_renewal_explanation
+ * URL: renewalInfo's explanationURL (RFC 9773) */
 static char *
 ngx_http_acme_meta_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
