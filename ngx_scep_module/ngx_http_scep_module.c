@@ -97,6 +97,8 @@ static char *ngx_http_scep_clock_skew(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_scep_max_body_size(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_scep_pending_ttl(ngx_conf_t *cf, void *post,
+    void *data);
 static X509 *ngx_http_scep_load_cert(ngx_conf_t *cf, ngx_str_t *file);
 static void ngx_http_scep_x509_cleanup(void *data);
 static void ngx_http_scep_chain_cleanup(void *data);
@@ -112,6 +114,11 @@ static ngx_conf_enum_t  ngx_http_scep_tid[] = {
 
 static ngx_conf_post_t  ngx_http_scep_max_body_size_post = {
     ngx_http_scep_max_body_size
+};
+
+
+static ngx_conf_post_t  ngx_http_scep_pending_ttl_post = {
+    ngx_http_scep_pending_ttl
 };
 
 
@@ -185,7 +192,7 @@ static ngx_command_t  ngx_http_scep_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_scep_loc_conf_t, pending_ttl),
-      NULL },
+      &ngx_http_scep_pending_ttl_post },
 
     { ngx_string("scep_pending_max"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -1258,6 +1265,20 @@ ngx_http_scep_max_body_size(ngx_conf_t *cf, void *post, void *data)
 
     if (*sp < 1024 || *sp > 1024 * 1024) {
         return "must be 1k..1m";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* 0 would be taken for the default (7d) by the core: refused here */
+static char *
+ngx_http_scep_pending_ttl(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *tp = data;
+
+    if (*tp < 1) {
+        return "must be at least 1s";
     }
 
     return NGX_CONF_OK;
