@@ -13,7 +13,9 @@
 # keep-alive TLS, for BENCH_SECONDS.
 #
 #   ours:   nginx from scripts/nginx-conf.sh (the demo config: SoftHSM2
-#           issuing key, 2 workers, thread pool), run in the modes of
+#           issuing key, 2 workers, thread pool; BENCH_CA_KEY=file: an
+#           issuing CA whose key is a PEM file, scripts/mkpki-filekey.sh,
+#           as pebble signs with a key in memory), run in the modes of
 #           BENCH_MODES (default "always split"):
 #             always    everything in one Redis with appendfsync always (an
 #                       fsync before every reply: all state durable)
@@ -73,6 +75,12 @@ done
 WORKERS=
 # our configurations (see above); BENCH_REDIS_FSYNC is the old name
 MODES=${BENCH_MODES:-${BENCH_REDIS_FSYNC:-always split}}
+CA_KEY=${BENCH_CA_KEY:-token}
+case $CA_KEY in
+    token|file) ;;
+    *) echo "bench/acme.sh: error: BENCH_CA_KEY: \"$CA_KEY\" is not token or file" >&2
+       exit 1 ;;
+esac
 
 die() { echo "bench/acme.sh: error: $*" >&2; exit 1; }
 
@@ -145,6 +153,13 @@ read -r HTTPS HTTP HTTPS2 HTTP2 CHALL PEB PEBM DNS DNSM PEBTLS \
 echo "setting up nginx-pki in $W ..." >&2
 PKI_BUILD="$BUILD" PKI_MKPKI_QUIET=1 "$TOP/scripts/mkpki.sh" "$W/pki"
 export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
+# the PKI our nginx serves: the token's issuing CA, or one with a file key
+OURS=(--pki "$W/pki")
+if [ "$CA_KEY" = file ]; then
+    PKI_BUILD="$BUILD" "$TOP/scripts/mkpki-filekey.sh" "$W/pki" "$W/pki-file" \
+        || die "scripts/mkpki-filekey.sh failed"
+    OURS=(--pki "$W/pki-file" --ca-key "$W/pki-file/issuing.key")
+fi
 
 start_redis() {     # NAME FSYNC -> pid in $!
     mkdir -p "$W/$1"
@@ -168,7 +183,7 @@ start_nginx() {     # DIR HTTPS HTTP [nginx-conf.sh options]
     local p=$1 https=$2 http=$3
     shift 3
     mkdir -p "$p/conf" "$p/logs" "$p/tmp"
-    "$TOP/scripts/nginx-conf.sh" --build "$BUILD" --pki "$W/pki" --prefix "$p" \
+    "$TOP/scripts/nginx-conf.sh" --build "$BUILD" "${OURS[@]}" --prefix "$p" \
         --redis "$W/redis.sock" --https "$https" --http "$http" --daemon off \
         --log-level warn --workers 2 --threads "${BENCH_POOL_THREADS:-8}" \
         --acme-http-port "$CHALL" "$@" > "$p/conf/nginx.conf"
@@ -387,7 +402,8 @@ report() {
     echo
     echo "ACME full issuances (newOrder, http-01, finalize, download), one account, ES256,"
     echo "$WORKERS client workers on keep-alive TLS, $ROUNDS alternating rounds of ${SECS}s,"
-    echo "$(nproc) cores shared by the client and the servers"
+    echo "$(nproc) cores shared by the client and the servers; our issuing CA's key:"
+    if [ "$CA_KEY" = file ]; then echo "a PEM file (BENCH_CA_KEY=file)"; else echo "in SoftHSM2"; fi
     echo "load average (1 5 15 min): $LOAD0 before, $LOAD1 after"
     echo "server CPU = user+system of nginx master+workers+both Redis, or of"
     echo "pebble+pebble-challtestsrv (/proc/PID/stat), per issued certificate;"

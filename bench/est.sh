@@ -99,17 +99,8 @@ printf 'demo:{SSHA}%s\n' "$( { printf 'demo%s' "$SALT" | openssl sha1 -binary;
 
 # A second issuing CA whose key is a PEM file, beside the same root.
 F=$W/pki-file
-mkdir -p "$F"
-for x in root.pem server.pem server.key htpasswd hsm; do ln -s "$W/pki/$x" "$F/$x"; done
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$F/issuing.key" 2>/dev/null
-openssl pkey -in "$F/issuing.key" -pubout -out "$F/issuing.pub"
-"$BUILD/pkictl" issue --ca-cert "$W/pki/root.pem" \
-    --ca-key "pkcs11:token=nginx-pki;object=root;type=private" \
-    --pubkey-of "$F/issuing.key" --profile ca --pathlen 0 \
-    --subject "/O=nginx-pki/CN=nginx-pki Issuing CA (file key)" --days 365 \
-    --out "$F/issuing.pem" --pin-file "$W/pki/hsm/pin" \
-    || die "pkictl issue (file-key issuing CA) failed"
-cat "$F/issuing.pem" "$W/pki/root.pem" > "$F/chain.pem"
+PKI_BUILD="$BUILD" "$TOP/scripts/mkpki-filekey.sh" "$W/pki" "$F" \
+    || die "scripts/mkpki-filekey.sh failed"
 
 # CSR pool -> Lua script
 echo "making $NCSR CSRs ..." >&2

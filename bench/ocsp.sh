@@ -75,18 +75,8 @@ export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
 
 # issuing CA with a PEM key, beside the same root (as bench/est.sh)
 F=$W/pki-file
-mkdir -p "$F"
-for x in root.pem server.pem server.key htpasswd htpasswd-admin hsm; do
-    [ -e "$W/pki/$x" ] && ln -s "$W/pki/$x" "$F/$x"
-done
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$F/issuing.key" 2>/dev/null
-"$BUILD/pkictl" issue --ca-cert "$W/pki/root.pem" \
-    --ca-key "pkcs11:token=nginx-pki;object=root;type=private" \
-    --pubkey-of "$F/issuing.key" --profile ca --pathlen 0 \
-    --subject "/O=nginx-pki/CN=nginx-pki Issuing CA (file key)" --days 365 \
-    --out "$F/issuing.pem" --pin-file "$W/pki/hsm/pin" >/dev/null \
-    || die "pkictl issue (file-key issuing CA) failed"
-cat "$F/issuing.pem" "$W/pki/root.pem" > "$F/chain.pem"
+PKI_BUILD="$BUILD" "$TOP/scripts/mkpki-filekey.sh" "$W/pki" "$F" \
+    || die "scripts/mkpki-filekey.sh failed"
 
 mkdir -p "$W/redis"
 redis-server --port 0 --unixsocket "$W/redis.sock" --unixsocketperm 700 \

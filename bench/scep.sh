@@ -122,29 +122,9 @@ export SOFTHSM2_CONF=$W/pki/hsm/softhsm2.conf
 # bench/est.sh does), for the like-for-like line.
 F=$W/pki-file
 if [ "${BENCH_SKIP_FILE:-0}" != 1 ]; then
-    mkdir -p "$F"
-    for x in root.pem server.pem server.key htpasswd htpasswd-admin hsm \
-             ra.key scep-challenge; do
-        [ -e "$W/pki/$x" ] && ln -s "$W/pki/$x" "$F/$x"
-    done
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
-        -out "$F/issuing.key" 2>/dev/null
-    "$BUILD/pkictl" issue --ca-cert "$W/pki/root.pem" \
-        --ca-key "pkcs11:token=nginx-pki;object=root;type=private" \
-        --pubkey-of "$F/issuing.key" --profile ca --pathlen 0 \
-        --subject "/O=nginx-pki/CN=nginx-pki Issuing CA (file key)" \
-        --days 365 --out "$F/issuing.pem" --pin-file "$W/pki/hsm/pin" \
-        >/dev/null || die "pkictl issue (file-key issuing CA) failed"
-    cat "$F/issuing.pem" "$W/pki/root.pem" > "$F/chain.pem"
-    # the same RA key, certified by this CA
-    openssl req -new -key "$W/pki/ra.key" -out "$F/ra.csr" \
-        -subj "/O=nginx-pki/CN=nginx-pki SCEP RA (file CA)" \
-        || die "openssl req (RA) failed"
-    "$BUILD/pkictl" issue --ca-cert "$F/issuing.pem" --ca-key "$F/issuing.key" \
-        --csr "$F/ra.csr" --profile client --days 365 \
-        --subject "/O=nginx-pki/CN=nginx-pki SCEP RA (file CA)" \
-        --out "$F/ra.pem" >/dev/null \
-        || die "pkictl issue (RA of the file-key CA) failed"
+    # (the same RA key, certified by that CA)
+    PKI_BUILD="$BUILD" "$TOP/scripts/mkpki-filekey.sh" "$W/pki" "$F" \
+        || die "scripts/mkpki-filekey.sh failed"
 fi
 
 # --- our servers ------------------------------------------------------------------
