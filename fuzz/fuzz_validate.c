@@ -122,7 +122,10 @@ pki_fuzz_trim(char *s)
 
 
 /* RFC 8659 4.2 issuer-domain-name [";" parameters], with RFC 8657's
- * accounturi and validationmethods; an unknown parameter is ignored. */
+ * accounturi and validationmethods; an unknown parameter is ignored.
+ * What the value says of this CA: AV_CAA_OK, or why not (AV_CAA_OTHER:
+ * another CA or none; for this CA, the first parameter that refuses:
+ * AV_CAA_BADPARAM without "=", AV_CAA_ACCOUNT, AV_CAA_METHOD). */
 static int
 pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
     const char *account_uri, const char *method)
@@ -132,7 +135,7 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
     size_t  i;
 
     if (len >= AV_DNS_RDATA_MAX || memchr(v, '\0', len) != NULL) {
-        return 0;
+        return AV_CAA_OTHER;
     }
 
     buf = pki_fuzz_strndup(v, len);
@@ -150,7 +153,7 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
     }
     if (!named) {
         free(buf);
-        return 0;
+        return AV_CAA_OTHER;
     }
 
     while (rest != NULL) {
@@ -165,7 +168,7 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
         eq = strchr(seg, '=');
         if (eq == NULL) {
             free(buf);
-            return 0;
+            return AV_CAA_BADPARAM;
         }
         *eq = '\0';
         tag = pki_fuzz_trim(seg);
@@ -174,7 +177,7 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
         if (strcasecmp(tag, "accounturi") == 0) {
             if (account_uri == NULL || strcmp(val, account_uri) != 0) {
                 free(buf);
-                return 0;
+                return AV_CAA_ACCOUNT;
             }
 
         } else if (strcasecmp(tag, "validationmethods") == 0) {
@@ -191,13 +194,13 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
             }
             if (!listed) {
                 free(buf);
-                return 0;
+                return AV_CAA_METHOD;
             }
         }
     }
 
     free(buf);
-    return 1;
+    return AV_CAA_OK;
 }
 
 
@@ -253,7 +256,8 @@ pki_fuzz_caa_set_model(const av_dns_ans_t *ans, int wildcard, int with_ids,
             continue;
         }
         if (pki_fuzz_caa_value_model(r + 2 + r[1], ans->len[i] - 2 - r[1],
-                                     with_ids, account_uri, method))
+                                     with_ids, account_uri, method)
+            == AV_CAA_OK)
         {
             return PKI_OK;
         }
