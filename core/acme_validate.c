@@ -2974,7 +2974,7 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
 
         val = strchr(tag, '=');
         if (val == NULL) {
-            return AV_CAA_BADPARAM;         /* malformed: not ours */
+            return AV_CAA_BADPARAM;         /* malformed: refuses */
         }
         *val++ = '\0';
         tag = av_trim(tag);
