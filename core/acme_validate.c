@@ -2921,24 +2921,28 @@ av_trim(char *s)
 }
 
 
-/* What one issue/issuewild value says of this CA (the refusal says the
- * most telling: a record that names this CA but limits it says how) */
-#define AV_CAA_OTHER    0       /* names another CA, or none           */
-#define AV_CAA_OK       1       /* lets this CA issue                  */
-#define AV_CAA_BADPARAM 2       /* names this CA, a parameter unread   */
-#define AV_CAA_METHOD   3       /* names this CA, other methods only   */
-#define AV_CAA_ACCOUNT  4       /* names this CA, another account only */
+/* What one issue/issuewild value says of this CA: AV_CAA_OK (0) when it
+ * lets this CA issue, else why not, as bits: another CA (or none) is
+ * named; or this CA is, and a parameter cannot be read, or
+ * validationmethods leaves the method out, or accounturi names another
+ * account (each parameter is judged, so a value that refuses on two
+ * counts says both) */
+#define AV_CAA_OK        0x00
+#define AV_CAA_OTHER     0x01
+#define AV_CAA_BADPARAM  0x02
+#define AV_CAA_METHOD    0x04
+#define AV_CAA_ACCOUNT   0x08
 
 static int
-av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
+av_caa_value_why(const av_t *av, const unsigned char *v, size_t len,
     const char *account_uri, const char *method)
 {
-    int    named;
+    int    named, why;
     char   buf[AV_DNS_RDATA_MAX], *p, *next, *tag, *val, *m, *save;
     size_t i;
 
     if (len >= sizeof(buf) || memchr(v, '\0', len) != NULL) {
-        return 0;
+        return AV_CAA_OTHER;
     }
     memcpy(buf, v, len);
     buf[len] = '\0';
@@ -2961,6 +2965,8 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
         return AV_CAA_OTHER;
     }
 
+    why = AV_CAA_OK;
+
     while (next != NULL) {
         tag = next;
         next = strchr(tag, ';');
@@ -2974,7 +2980,8 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
 
         val = strchr(tag, '=');
         if (val == NULL) {
-            return AV_CAA_BADPARAM;         /* malformed: refuses */
+            why |= AV_CAA_BADPARAM;         /* malformed: refuses */
+            continue;
         }
         *val++ = '\0';
         tag = av_trim(tag);
@@ -2982,7 +2989,7 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
 
         if (strcasecmp(tag, "accounturi") == 0) {
             if (account_uri == NULL || strcmp(val, account_uri) != 0) {
-                return AV_CAA_ACCOUNT;
+                why |= AV_CAA_ACCOUNT;
             }
 
         } else if (strcasecmp(tag, "validationmethods") == 0) {
@@ -2994,12 +3001,12 @@ av_caa_value_ok(const av_t *av, const unsigned char *v, size_t len,
                 }
             }
             if (m == NULL) {
-                return AV_CAA_METHOD;
+                why |= AV_CAA_METHOD;
             }
         }
     }
 
-    return AV_CAA_OK;
+    return why;
 }
 
 
@@ -3017,7 +3024,7 @@ static pki_status_t
 av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     int wildcard, const char *account_uri, const char *method)
 {
-    int          use_wild, seen, v, why;
+    int          use_wild, seen, v, why, n;
     size_t       i, tl, big;
     char         tag[32], ids[160];
     const char  *want;
@@ -3063,7 +3070,7 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
     want = use_wild ? "issuewild" : "issue";
     seen = 0;
     big = 0;
-    why = AV_CAA_OTHER;
+    why = 0;
 
     for (i = 0; i < ans->n; i++) {
         if (!av_caa_tag_is(ans->data[i], want)) {
@@ -3075,14 +3082,12 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
             continue;
         }
         tl = ans->data[i][1];
-        v = av_caa_value_ok(av, ans->data[i] + 2 + tl, ans->len[i] - 2 - tl,
-                            account_uri, method);
+        v = av_caa_value_why(av, ans->data[i] + 2 + tl,
+                             ans->len[i] - 2 - tl, account_uri, method);
         if (v == AV_CAA_OK) {
             return PKI_OK;
         }
-        if (v > why) {
-            why = v;
-        }
+        why |= v;
     }
 
     if (!seen) {
@@ -3105,25 +3110,32 @@ av_caa_set(av_t *av, const char *at, const char *name, const av_dns_ans_t *ans,
                  av->conf->caa_ids[i]);
     }
 
-    switch (why) {
+    /* records that name this CA and limit it: say each limit met (the
+     * bits of all of them) */
+    if (why & (AV_CAA_ACCOUNT | AV_CAA_METHOD | AV_CAA_BADPARAM)) {
+        char  lim[200];
 
-    case AV_CAA_ACCOUNT:
-        return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at "
-                       "%s name this CA (%s) for %s%s, but only for another "
-                       "ACME account (accounturi)", want, at, ids, wildcard
-                       ? "*." : "", name);
+        lim[0] = '\0';
+        n = 0;
+        if (why & AV_CAA_ACCOUNT) {
+            n += snprintf(lim + n, sizeof(lim) - n, "only for another ACME "
+                          "account (accounturi)");
+        }
+        if ((why & AV_CAA_METHOD) && n < (int) sizeof(lim)) {
+            n += snprintf(lim + n, sizeof(lim) - n, "%snot by %s "
+                          "(validationmethods)", n ? "; " : "",
+                          method[0] ? method : "a method the order's "
+                          "authorization was validated with");
+        }
+        if ((why & AV_CAA_BADPARAM) && n < (int) sizeof(lim)) {
+            (void) snprintf(lim + n, sizeof(lim) - n, "%swith a parameter "
+                            "that cannot be read (no \"=\")",
+                            n ? "; " : "");
+        }
 
-    case AV_CAA_METHOD:
         return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at "
-                       "%s name this CA (%s) for %s%s, but not by %s "
-                       "(validationmethods)", want, at, ids, wildcard
-                       ? "*." : "", name, method);
-
-    case AV_CAA_BADPARAM:
-        return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at "
-                       "%s name this CA (%s) for %s%s with a parameter that "
-                       "cannot be read (no \"=\")", want, at, ids, wildcard
-                       ? "*." : "", name);
+                       "%s name this CA (%s) for %s%s, but %s", want, at, ids,
+                       wildcard ? "*." : "", name, lim);
     }
 
     return av_fail(av, PKI_FORBIDDEN, "caa", "the CAA \"%s\" records at %s "

@@ -20,7 +20,7 @@
  *   1  av_dns_parse      a response; qtype A, AAAA, TXT or CAA from bits
  *                        3-4; the qname and id are taken from the message
  *                        itself; a CAA answer goes on to av_caa_set
- *   2  av_caa_value_ok   an issue/issuewild value
+ *   2  av_caa_value_why  an issue/issuewild value
  *   3  av_caa_set        records <len><flags><taglen><tag><value>...,
  *                        len 0xff: a record over the size cap, of which
  *                        <len><flags><taglen><tag> follows (what
@@ -124,13 +124,13 @@ pki_fuzz_trim(char *s)
 /* RFC 8659 4.2 issuer-domain-name [";" parameters], with RFC 8657's
  * accounturi and validationmethods; an unknown parameter is ignored.
  * What the value says of this CA: AV_CAA_OK, or why not (AV_CAA_OTHER:
- * another CA or none; for this CA, the first parameter that refuses:
+ * another CA or none; for this CA, a bit for each parameter that refuses:
  * AV_CAA_BADPARAM without "=", AV_CAA_ACCOUNT, AV_CAA_METHOD). */
 static int
 pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
     const char *account_uri, const char *method)
 {
-    int     named, listed;
+    int     named, listed, why;
     char   *buf, *seg, *rest, *dom, *eq, *tag, *val, *m;
     size_t  i;
 
@@ -156,6 +156,8 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
         return AV_CAA_OTHER;
     }
 
+    why = AV_CAA_OK;
+
     while (rest != NULL) {
         seg = rest;
         rest = strchr(seg, ';');
@@ -167,8 +169,8 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
         }
         eq = strchr(seg, '=');
         if (eq == NULL) {
-            free(buf);
-            return AV_CAA_BADPARAM;
+            why |= AV_CAA_BADPARAM;
+            continue;
         }
         *eq = '\0';
         tag = pki_fuzz_trim(seg);
@@ -176,8 +178,7 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
 
         if (strcasecmp(tag, "accounturi") == 0) {
             if (account_uri == NULL || strcmp(val, account_uri) != 0) {
-                free(buf);
-                return AV_CAA_ACCOUNT;
+                why |= AV_CAA_ACCOUNT;
             }
 
         } else if (strcasecmp(tag, "validationmethods") == 0) {
@@ -193,14 +194,13 @@ pki_fuzz_caa_value_model(const unsigned char *v, size_t len, int with_ids,
                 }
             }
             if (!listed) {
-                free(buf);
-                return AV_CAA_METHOD;
+                why |= AV_CAA_METHOD;
             }
         }
     }
 
     free(buf);
-    return AV_CAA_OK;
+    return why;
 }
 
 
@@ -221,6 +221,12 @@ pki_fuzz_caa_set_model(const av_dns_ans_t *ans, int wildcard, int with_ids,
     size_t                i, tl;
     const unsigned char  *r;
     const char           *want;
+
+    /* a set with records left out cannot be judged (resolvers rotate:
+     * the one left out may be the one that forbids) */
+    if (ans->truncated) {
+        return PKI_FORBIDDEN;
+    }
 
     wild = 0;
 
@@ -425,7 +431,7 @@ pki_fuzz_caa_value(const uint8_t *data, size_t size, uint8_t op)
     with_ids = !(op & 0x08);
 
     pki_fuzz_av(&av, &conf, &out, with_ids);
-    rc = av_caa_value_ok(&av, data, size, uri, method);
+    rc = av_caa_value_why(&av, data, size, uri, method);
     want = pki_fuzz_caa_value_model(data, size, with_ids, uri, method);
 
     if (pki_fuzz_verbose()) {

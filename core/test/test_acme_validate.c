@@ -1219,6 +1219,17 @@ dns_answer(const unsigned char *q, size_t qlen, int tcp, unsigned char *m)
         n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; "
                     "validationmethods=tls-alpn-01,dns-01; other=x");
         an = 1;
+    } else if (qtype == 257 && IS("two.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; "
+                    "validationmethods=dns-01");
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; accounturi="
+                    "https://ca.test/acme/acct/A1");
+        an = 2;
+    } else if (qtype == 257 && IS("both.caa")) {
+        n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; "
+                    "validationmethods=dns-01; accounturi="
+                    "https://ca.test/acme/acct/A1");
+        an = 1;
     } else if (qtype == 257 && IS("param.caa")) {
         n = put_caa(m, n, NULL, 0, "issue", "nginx-pki.test; policy");
         an = 1;
@@ -2034,8 +2045,24 @@ main(void)
               "meth.caa, but not by http-01 (validationmethods)" },
             { "a parameter without a value", "param.caa", 0, NULL,
               "http-01", "caa", "name this CA (other-name.test, "
-              "nginx-pki.test) for param.caa with a parameter that cannot "
-              "be read" },
+              "nginx-pki.test) for param.caa, but with a parameter that "
+              "cannot be read" },
+            { "two records, each limits: both said", "two.caa", 0,
+              "https://ca.test/acme/acct/A2", "http-01", "caa",
+              "but only for another ACME account (accounturi); not by "
+              "http-01 (validationmethods)" },
+            { "two records, one lets this account by dns-01", "two.caa", 0,
+              "https://ca.test/acme/acct/A2", "dns-01", NULL, NULL },
+            { "one value, two limits: both said", "both.caa", 0,
+              "https://ca.test/acme/acct/A2", "http-01", "caa",
+              "but only for another ACME account (accounturi); not by "
+              "http-01 (validationmethods)" },
+            { "one value, the account's own, another method", "both.caa",
+              0, "https://ca.test/acme/acct/A1", "http-01", "caa",
+              "for both.caa, but not by http-01 (validationmethods)" },
+            { "no method (a re-check without a valid challenge)",
+              "meth.caa", 0, NULL, "", "caa", "but not by a method the "
+              "order's authorization was validated with" },
             { "unknown critical property", "crit.caa", 0, NULL, "http-01",
               "caa", "critical property \"tbs\"" },
             { "unknown property, not critical", "noncrit.caa", 0, NULL,
