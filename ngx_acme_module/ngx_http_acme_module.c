@@ -419,6 +419,7 @@ ngx_http_acme_handler(ngx_http_request_t *r)
     size_t                      len;
     ngx_int_t                   rc;
     ngx_str_t                   host, path, base;
+    ngx_uint_t                  plain;
     ngx_http_acme_ctx_t        *ctx;
     ngx_http_acme_loc_conf_t   *alcf;
     ngx_http_acme_main_conf_t  *amcf;
@@ -444,13 +445,15 @@ ngx_http_acme_handler(ngx_http_request_t *r)
 
     /* RFC 8555 6.1: HTTPS only; an https:// acme_base_url says that TLS
      * ends in a proxy in front of nginx */
-    if (
+    plain = 1;
 #if (NGX_HTTP_SSL)
-        r->connection->ssl == NULL &&
+    plain = (r->connection->ssl == NULL);
 #endif
-        (alcf->base_url.len < 8
-         || ngx_strncasecmp(alcf->base_url.data, (u_char *) "https://", 8)
-            != 0))
+
+    if (plain
+        && (alcf->base_url.len < 8
+            || ngx_strncasecmp(alcf->base_url.data, (u_char *) "https://", 8)
+               != 0))
     {
         return ngx_http_acme_no_tls(r, ctx);
     }
