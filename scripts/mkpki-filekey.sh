@@ -16,9 +16,11 @@
 #   DST/issuing.pem   its certificate, signed by SRC's root, 1 year
 #   DST/chain.pem     issuing + root
 #   DST/ra.pem        SRC's SCEP RA key certified by this CA
+#   DST/alt-chain.pem when SRC has an alternate root (altroot.key): this CA
+#                     cross-signed by it, as SRC's issuing CA is
 # and links to SRC's root, TLS server certificate, password files, token,
-# RA key, SCEP challenge, transaction-log key and Matter PKI.  No alternate
-# chain: SRC's cross-signs SRC's issuing CA.  Then, for nginx-conf.sh:
+# RA key, SCEP challenge, transaction-log key and Matter PKI, so that DST
+# differs from SRC in the issuing CA's key only.  Then, for nginx-conf.sh:
 #   --pki DST --ca-key DST/issuing.key
 #
 set -euo pipefail
@@ -26,7 +28,7 @@ set -euo pipefail
 die() { echo "mkpki-filekey.sh: error: $*" >&2; exit 1; }
 
 [ $# -eq 2 ] || die "usage: scripts/mkpki-filekey.sh SRC DST"
-SRC=$(cd "$1" && pwd) || die "no directory $1"
+SRC=$(cd -- "$1" >/dev/null && pwd) || die "no directory $1"
 DST=$2
 BUILD=${PKI_BUILD:-./build}
 [ -x "$BUILD/pkictl" ] || die "no $BUILD/pkictl (run ./build.sh build)"
@@ -37,11 +39,11 @@ export SOFTHSM2_CONF=$SRC/hsm/softhsm2.conf
 TOKEN=${PKI_TOKEN:-nginx-pki}
 
 mkdir -p "$DST"
-DST=$(cd "$DST" && pwd)
+DST=$(cd -- "$DST" >/dev/null && pwd)
 for x in root.pem server.pem server.key htpasswd htpasswd-admin hsm ra.key \
          scep-challenge audit.key matter; do
-    if [ -e "$SRC/$x" ] && [ ! -e "$DST/$x" ]; then
-        ln -s "$SRC/$x" "$DST/$x"
+    if [ -e "$SRC/$x" ]; then
+        ln -sfn "$SRC/$x" "$DST/$x"
     fi
 done
 
@@ -65,4 +67,16 @@ if [ -f "$SRC/ra.key" ]; then
         --out "$DST/ra.pem" >/dev/null \
         || die "pkictl issue (RA of the file-key CA) failed"
     rm -f "$DST/ra.csr"
+fi
+
+if [ -f "$SRC/altroot.key" ] && [ -f "$SRC/altroot.pem" ]; then
+    SUBJ=$(openssl x509 -in "$DST/issuing.pem" -noout -subject -nameopt compat) \
+        || die "cannot read the issuing CA subject"
+    "$BUILD/pkictl" issue --ca-cert "$SRC/altroot.pem" \
+        --ca-key "$SRC/altroot.key" --pubkey-of "$DST/issuing.key" \
+        --profile ca --pathlen 0 --subject "${SUBJ#subject=}" --days 365 \
+        --out "$DST/alt-chain.pem" >/dev/null \
+        || die "pkictl issue (cross certificate) failed"
+    openssl verify -CAfile "$SRC/altroot.pem" "$DST/alt-chain.pem" >/dev/null \
+        || die "the cross certificate does not verify under the alternate root"
 fi
