@@ -58,6 +58,7 @@
 #define PKI_BACKOFF_MAX      5000    /* ms, doubling from PKI_BACKOFF_MIN */
 #define PKI_KEY_BACKOFF_MAX  30000   /* ms, a key's own (pki_key_gate) */
 #define PKI_VAULT_CALLS      64      /* token operations tracked at once */
+#define PKI_VAULT_LOCK_SLICE_MS  50  /* a lock waiter looks for a hang */
 #define PKI_CALL_TIMEOUT     10000   /* ms, pki_vault_call_timeout() */
 
 /* pki_key_t.state */
@@ -1388,6 +1389,16 @@ pki_key_hung(const pki_key_t *k)
 }
 
 
+/* PKI_UNAVAILABLE: v is hung, for age ms (res filled). */
+static pki_status_t
+pki_vault_hung_fail(const pki_vault_t *v, long age, pki_result_t *res)
+{
+    return pki_fail(res, PKI_UNAVAILABLE, "token \"%s\" of vault \"%s\" is "
+                    "hung: a call in flight for %ld s", v->token, v->name,
+                    age < 1500 ? 1 : (age + 500) / 1000);
+}
+
+
 /* PKI_UNAVAILABLE when the key's vault is hung (res filled), else PKI_OK. */
 static pki_status_t
 pki_key_hung_check(const pki_key_t *k, pki_result_t *res)
@@ -1400,9 +1411,58 @@ pki_key_hung_check(const pki_key_t *k, pki_result_t *res)
         return PKI_OK;
     }
 
-    return pki_fail(res, PKI_UNAVAILABLE, "token \"%s\" of vault \"%s\" is "
-                    "hung: a call in flight for %ld s", k->vault->token,
-                    k->vault->name, age < 1500 ? 1 : (age + 500) / 1000);
+    return pki_vault_hung_fail(k->vault, age, res);
+}
+
+
+/*
+ * Takes v's lock, shared (write 0) or exclusive, unless the vault is hung
+ * or becomes hung while this thread waits for it.  A token call that
+ * hangs holds the lock shared for as long as it hangs, and a reopen
+ * queued for it exclusively holds up every signer that comes after; such
+ * a waiter would keep its request, and its pool's thread, until the token
+ * answers, where a caller that comes once the vault is hung fails at once
+ * (pki_key_hung_check).  Returns PKI_OK with the lock, PKI_UNAVAILABLE
+ * without it (res filled).
+ */
+static pki_status_t
+pki_vault_lock(pki_vault_t *v, int write, pki_result_t *res)
+{
+    int              rc;
+    long             age;
+    struct timespec  ts;
+
+    rc = write ? pthread_rwlock_trywrlock(&v->lock)
+               : pthread_rwlock_tryrdlock(&v->lock);
+
+    while (rc != 0) {
+        age = pki_vault_hung(v);
+        if (age != 0) {
+            return pki_vault_hung_fail(v, age, res);
+        }
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += PKI_VAULT_LOCK_SLICE_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+
+        rc = write ? pthread_rwlock_clockwrlock(&v->lock, CLOCK_MONOTONIC,
+                                                &ts)
+                   : pthread_rwlock_clockrdlock(&v->lock, CLOCK_MONOTONIC,
+                                                &ts);
+
+        if (rc != 0 && rc != ETIMEDOUT) {
+            /* not a wait that can end (EDEADLK, EAGAIN): as before */
+            if (write) {
+                pthread_rwlock_wrlock(&v->lock);
+            } else {
+                pthread_rwlock_rdlock(&v->lock);
+            }
+            rc = 0;
+        }
+    }
+
+    return PKI_OK;
 }
 
 
@@ -4425,15 +4485,22 @@ static int
 pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     unsigned long seen, pki_result_t *res)
 {
-    int            reopened, closed, busy;
-    double         wait;
-    struct stat    pst;
-    pki_status_t   st;
-    pki_result_t   tmp;
-    unsigned long  refused;
-    char           why[200], *p, *q;
+    int              reopened, closed, busy;
+    long             age;
+    double           wait;
+    struct stat      pst;
+    pki_status_t     st;
+    pki_result_t     tmp;
+    unsigned long    refused;
+    struct timespec  ts;
+    char             why[200], *p, *q;
 
-    pthread_rwlock_rdlock(&v->lock);
+    pki_result_init(&tmp);
+
+    if (pki_vault_lock(v, 0, &tmp) != PKI_OK) {
+        pki_log(res, "%s%s", res->log[0] ? "; " : "", tmp.detail);
+        return 0;
+    }
     refused = v->ctx == NULL ? v->pin_refused : 0;
     pst = v->pin_st;
     pthread_rwlock_unlock(&v->lock);
@@ -4441,8 +4508,24 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     pthread_mutex_lock(&v->state_mutex);
 
     if (v->reopening) {
+        /* another thread repairs; one that waits for a call that hangs
+         * is given up, as pki_vault_lock() does */
         while (v->reopening) {
-            pthread_cond_wait(&v->state_cond, &v->state_mutex);
+            age = pki_vault_hung(v);
+            if (age != 0) {
+                pthread_mutex_unlock(&v->state_mutex);
+                (void) pki_vault_hung_fail(v, age, &tmp);
+                pki_log(res, "%s%s", res->log[0] ? "; " : "", tmp.detail);
+                return 0;
+            }
+
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += PKI_VAULT_LOCK_SLICE_MS * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+
+            (void) pthread_cond_clockwait(&v->state_cond, &v->state_mutex,
+                                          CLOCK_MONOTONIC, &ts);
         }
         pthread_mutex_unlock(&v->state_mutex);
         return 1;
@@ -4502,9 +4585,19 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
     reopened = 0;
     closed = 0;
     busy = 0;
-    st = PKI_OK;
 
-    pthread_rwlock_wrlock(&v->lock);
+    st = pki_vault_lock(v, 1, &tmp);
+
+    if (st != PKI_OK) {
+        /* the call this repair waits for hangs: given up, the vault left
+         * as it is for the first signer after the hang to repair */
+        pthread_mutex_lock(&v->state_mutex);
+        v->reopening = 0;
+        pthread_cond_broadcast(&v->state_cond);
+        pthread_mutex_unlock(&v->state_mutex);
+        pki_log(res, "%s%s", res->log[0] ? "; " : "", tmp.detail);
+        return 0;
+    }
 
     if (failed && v->gen == seen && v->ctx != NULL) {
         /* Nobody reopened since our failure: do it. */
@@ -4645,7 +4738,9 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
 
         failed = 0;
 
-        pthread_rwlock_rdlock(&v->lock);
+        if (pki_vault_lock(v, 0, res) != PKI_OK) {
+            return PKI_UNAVAILABLE;
+        }
 
         seen = v->gen;
 
@@ -5232,7 +5327,9 @@ pki_key_decrypt_do(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
     if (pub == NULL && k->vault != NULL) {
         /* a token key whose open failed before its public key was ever
          * known: fetched first (pki_vault_recover), once */
-        pthread_rwlock_rdlock(&k->vault->lock);
+        if (pki_vault_lock(k->vault, 0, res) != PKI_OK) {
+            return PKI_UNAVAILABLE;
+        }
         seen = k->vault->gen;
         pthread_rwlock_unlock(&k->vault->lock);
 
@@ -5295,7 +5392,10 @@ pki_key_decrypt_do(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
         }
         retry |= gate == 2;
 
-        pthread_rwlock_rdlock(&v->lock);
+        if (pki_vault_lock(v, 0, res) != PKI_OK) {
+            rc = -3;
+            break;
+        }
 
         seen = v->gen;
 
@@ -5358,6 +5458,10 @@ result:
     if (rc == -2) {
         return pki_fail(res, PKI_UNAVAILABLE, "the token refuses to decrypt "
                         "with this key");
+    }
+
+    if (rc == -3) {
+        return PKI_UNAVAILABLE;     /* the vault hung: res says so */
     }
 
     return pki_fail(res, PKI_UNAVAILABLE, "decryption key unavailable");

@@ -192,7 +192,9 @@ PKI_API int pki_vault_idle_due(pki_vault_t *v);
  * (open, login, fetch, sign, decrypt) of the vault that has not returned
  * after ms (default 10 s; 0: no limit) makes the vault hung: signing and
  * decrypting with its keys answer PKI_UNAVAILABLE at once, with no token
- * call, until that operation returns.  Call before the signers start.
+ * call, until that operation returns; a signer that waits for the vault
+ * behind it (for its lock, or for a reopen queued behind the call) gives
+ * up then, with PKI_UNAVAILABLE too.  Call before the signers start.
  * pki_vault_call_age(): the age in ms of the oldest operation in flight (0:
  * none); pki_vault_hung(): that age when it is at least the limit, else 0;
  * pki_key_hung(): the same for the key's vault (0 for a file key).  The

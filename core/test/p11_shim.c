@@ -13,7 +13,8 @@
  * C_Initialize) makes each C_Sign slower (a busy token).  While
  * the file named by PKI_P11SHIM_HANG_FILE exists, each C_Sign waits for it
  * to go away (at most 120 s): a token that stops answering, for an nginx
- * test that cannot call into the shim.
+ * test that cannot call into the shim.  p11shim_set_sign_fail(n) makes
+ * the next n C_Signs fail with CKR_DEVICE_ERROR at once.
  * C_Initialize calls are counted: one per open of a vault.
  *
  * A token whose policy forbids raw RSA on its keys (many HSMs): with
@@ -59,6 +60,7 @@ static long                shim_peak;
 static long                shim_refused;    /* CKR_SESSION_COUNT given */
 static long                shim_inits;
 static long                shim_delay_ms;   /* before each C_Sign */
+static long                shim_sign_fail;  /* C_Signs still to fail */
 static int                 shim_deny_raw;   /* CKM_RSA_X_509 refused */
 static long                shim_denied;     /* C_DecryptInit refusals */
 static long                shim_decrypts;   /* C_DecryptInit calls */
@@ -325,6 +327,7 @@ P11SHIM_API CK_RV
 C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
     CK_ULONG_PTR siglen)
 {
+    int              fail;
     long             ms;
     struct stat      st;
     const char      *hang;
@@ -332,7 +335,18 @@ C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
 
     pthread_mutex_lock(&shim_mutex);
     ms = shim_delay_ms;
+    fail = sig != NULL && shim_sign_fail > 0;
+    if (fail) {
+        shim_sign_fail--;
+    }
     pthread_mutex_unlock(&shim_mutex);
+
+    if (fail) {
+        /* the token's signature is made (it ends the operation, as a
+         * failed C_Sign does), then lost: a device error, at once */
+        (void) shim_real->C_Sign(s, data, len, sig, siglen);
+        return CKR_DEVICE_ERROR;
+    }
 
     if (ms > 0) {
         ts.tv_sec = ms / 1000;
@@ -415,6 +429,31 @@ p11shim_set_sign_delay(long ms)
     pthread_mutex_lock(&shim_mutex);
     shim_delay_ms = ms;
     pthread_mutex_unlock(&shim_mutex);
+}
+
+
+/* A token that fails: the next n C_Signs answer CKR_DEVICE_ERROR at
+ * once, without the delay (0: none). */
+P11SHIM_API void
+p11shim_set_sign_fail(long n)
+{
+    pthread_mutex_lock(&shim_mutex);
+    shim_sign_fail = n;
+    pthread_mutex_unlock(&shim_mutex);
+}
+
+
+/* How many of those are still to fail. */
+P11SHIM_API long
+p11shim_sign_fails_left(void)
+{
+    long  n;
+
+    pthread_mutex_lock(&shim_mutex);
+    n = shim_sign_fail;
+    pthread_mutex_unlock(&shim_mutex);
+
+    return n;
 }
 
 

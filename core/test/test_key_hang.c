@@ -33,6 +33,8 @@
 
 
 typedef void (*shim_set_delay_pt)(long ms);
+typedef void (*shim_set_fail_pt)(long n);
+typedef long (*shim_fails_left_pt)(void);
 typedef void (*shim_stats_pt)(long *open, long *peak, long *refused,
     long *inits);
 
@@ -41,6 +43,7 @@ typedef struct {
     pki_status_t   st;
     int            verified;
     double         dt;
+    double         end;
     pki_result_t   res;
 } slow_t;
 
@@ -53,7 +56,8 @@ slow_sign(void *arg)
 
     t0 = unit_now();
     s->st = p11_sign(s->key, pki_key_public(s->key), &s->verified, &s->res);
-    s->dt = unit_now() - t0;
+    s->end = unit_now();
+    s->dt = s->end - t0;
 
     return NULL;
 }
@@ -178,8 +182,12 @@ ocsp_hung(const pki_ocsp_conf_t *conf, const char *method,
 int
 main(void)
 {
-    int                 verified;
+    int                 verified, i;
     long                n, age, hung, inits0, inits, x;
+    slow_t              q[3];
+    pthread_t           qt[3];
+    shim_set_fail_pt    set_fail;
+    shim_fails_left_pt  fails_left;
     char                exe[PATH_MAX], shim[PATH_MAX + 16];
     void               *dl;
     double              t0, dt;
@@ -370,6 +378,76 @@ main(void)
     stats(&x, &x, &x, &inits);
     ok(inits == inits0, "no reopen of the vault for the hang (C_Initialize "
        "%ld, was %ld)", inits, inits0);
+
+    /* Queued behind a hang: a signer whose C_Sign fails waits to reopen
+     * the vault (its write lock) for the slow call, and a signer after it
+     * waits behind that reopen; once the vault is hung, both give up, as
+     * a signer that comes then does, not when the slow call returns. */
+    set_fail = (shim_set_fail_pt) dlsym(dl, "p11shim_set_sign_fail");
+    fails_left = (shim_fails_left_pt) dlsym(dl, "p11shim_sign_fails_left");
+    if (ok(set_fail != NULL && fails_left != NULL,
+           "the shim can fail a C_Sign"))
+    {
+        stats(&x, &x, &x, &inits0);
+        pki_vault_call_timeout(v, 300);
+        set_delay(1200);
+        memset(q, 0, sizeof(q));
+        for (i = 0; i < 3; i++) {
+            q[i].key = k;
+            pki_result_init(&q[i].res);
+        }
+
+        t0 = unit_now();
+        ok(pthread_create(&qt[0], NULL, slow_sign, &q[0]) == 0,
+           "the slow signer");
+        usleep(50 * 1000);
+        set_fail(1);
+        ok(pthread_create(&qt[1], NULL, slow_sign, &q[1]) == 0,
+           "a signer whose C_Sign fails");
+
+        /* its C_Sign has failed: it reopens after 10-20 ms */
+        for (i = 0; i < 200 && fails_left() > 0; i++) {
+            usleep(10 * 1000);
+        }
+        usleep(50 * 1000);
+
+        /* the third one's C_Sign is quick: one that took the lock before
+         * the reopen asked for it (a slow machine) signs at once */
+        set_delay(0);
+        ok(pthread_create(&qt[2], NULL, slow_sign, &q[2]) == 0,
+           "a signer after it (%.3f s)", unit_now() - t0);
+
+        for (i = 0; i < 3; i++) {
+            pthread_join(qt[i], NULL);
+        }
+        set_fail(0);
+
+        ok(q[0].st == PKI_OK && q[0].verified, "the slow call returns its "
+           "signature (%.3f s) [%s]", q[0].end - t0, q[0].res.detail);
+        ok(q[1].st == PKI_UNAVAILABLE && q[1].end < q[0].end - 0.3,
+           "the reopen gives up once the vault is hung: PKI_UNAVAILABLE at "
+           "%.3f s, before the slow call returns [%s %s]", q[1].end - t0,
+           q[1].res.detail, q[1].res.log);
+        ok(strstr(q[1].res.log, "is hung") != NULL
+           || strstr(q[1].res.detail, "is hung") != NULL,
+           "it says the vault is hung");
+        ok(q[2].end < q[0].end - 0.3
+           && (q[2].st == PKI_OK
+               || (q[2].st == PKI_UNAVAILABLE
+                   && strstr(q[2].res.detail, "is hung") != NULL)),
+           "the signer behind the reopen gives up once the vault is hung "
+           "(or signed before the reopen asked for the lock): %s at %.3f "
+           "s, before the slow call returns [%s %s]",
+           q[2].st == PKI_OK ? "PKI_OK" : "PKI_UNAVAILABLE", q[2].end - t0,
+           q[2].res.detail, q[2].res.log);
+
+        st = p11_sign(k, pki_key_public(k), &verified, &res);
+        ok(st == PKI_OK && verified, "then the key signs [%s %s]",
+           res.detail, res.log);
+        stats(&x, &x, &x, &inits);
+        ok(inits == inits0, "the vault was not reopened under the slow "
+           "call (C_Initialize %ld, was %ld)", inits, inits0);
+    }
 
     /* call_timeout 0: no limit */
     pki_vault_call_timeout(v, 0);
