@@ -58,7 +58,6 @@
 #define PKI_BACKOFF_MAX      5000    /* ms, doubling from PKI_BACKOFF_MIN */
 #define PKI_KEY_BACKOFF_MAX  30000   /* ms, a key's own (pki_key_gate) */
 #define PKI_VAULT_CALLS      64      /* token operations tracked at once */
-#define PKI_VAULT_LOCK_SLICE_MS  50  /* a lock waiter looks for a hang */
 #define PKI_CALL_TIMEOUT     10000   /* ms, pki_vault_call_timeout() */
 
 /* pki_key_t.state */
@@ -1416,53 +1415,95 @@ pki_key_hung_check(const pki_key_t *k, pki_result_t *res)
 
 
 /*
- * Takes v's lock, shared (write 0) or exclusive, unless the vault is hung
- * or becomes hung while this thread waits for it.  A token call that
- * hangs holds the lock shared for as long as it hangs, and a reopen
- * queued for it exclusively holds up every signer that comes after; such
- * a waiter would keep its request, and its pool's thread, until the token
- * answers, where a caller that comes once the vault is hung fails at once
- * (pki_key_hung_check).  Returns PKI_OK with the lock, PKI_UNAVAILABLE
- * without it (res filled).
+ * ts: when the vault will be hung if the oldest call in flight goes on (on
+ * CLOCK_MONOTONIC): a waiter waits once until then, not in slices, which
+ * would let the readers behind a reopen that is waiting in at each slice's
+ * end.  At least 1 ms ahead.
+ */
+static void
+pki_vault_hung_at(const pki_vault_t *v, struct timespec *ts)
+{
+    long  ms;
+
+    ms = v->call_timeout_ms - pki_vault_call_age(v);
+    if (ms < 1) {
+        ms = 1;
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
+
+/*
+ * Takes v's lock, shared (write 0) or exclusive, unless the vault is hung,
+ * before or while this thread waits for it.  A token call that hangs
+ * holds the lock shared for as long as it hangs, and a reopen queued for
+ * it exclusively holds up every signer that comes after; such a waiter
+ * would keep its request, and its pool's thread, until the token answers.
+ * The hang is looked for again once the lock is taken: a reopen that gave
+ * up on the hung call lets the readers queued behind it in, and those
+ * must not call the token either.  Without a call_timeout, the plain
+ * wait.  Returns PKI_OK with the lock, PKI_UNAVAILABLE without it (res
+ * filled).
  */
 static pki_status_t
 pki_vault_lock(pki_vault_t *v, int write, pki_result_t *res)
 {
-    int              rc;
+    int              rc, tried;
     long             age;
     struct timespec  ts;
 
-    rc = write ? pthread_rwlock_trywrlock(&v->lock)
-               : pthread_rwlock_tryrdlock(&v->lock);
+    if (v->call_timeout_ms == 0) {
+        if (write) {
+            pthread_rwlock_wrlock(&v->lock);
+        } else {
+            pthread_rwlock_rdlock(&v->lock);
+        }
+        return PKI_OK;
+    }
 
-    while (rc != 0) {
+    for (tried = 0; ; tried = 1) {
         age = pki_vault_hung(v);
         if (age != 0) {
             return pki_vault_hung_fail(v, age, res);
         }
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += PKI_VAULT_LOCK_SLICE_MS * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        if (!tried) {
+            rc = write ? pthread_rwlock_trywrlock(&v->lock)
+                       : pthread_rwlock_tryrdlock(&v->lock);
 
-        rc = write ? pthread_rwlock_clockwrlock(&v->lock, CLOCK_MONOTONIC,
-                                                &ts)
-                   : pthread_rwlock_clockrdlock(&v->lock, CLOCK_MONOTONIC,
-                                                &ts);
+        } else {
+            pki_vault_hung_at(v, &ts);
+            rc = write ? pthread_rwlock_clockwrlock(&v->lock,
+                                                    CLOCK_MONOTONIC, &ts)
+                       : pthread_rwlock_clockrdlock(&v->lock,
+                                                    CLOCK_MONOTONIC, &ts);
 
-        if (rc != 0 && rc != ETIMEDOUT) {
-            /* not a wait that can end (EDEADLK, EAGAIN): as before */
-            if (write) {
-                pthread_rwlock_wrlock(&v->lock);
-            } else {
-                pthread_rwlock_rdlock(&v->lock);
+            if (rc != 0 && rc != ETIMEDOUT) {
+                /* not a wait that can end (EDEADLK, EAGAIN): as before */
+                if (write) {
+                    pthread_rwlock_wrlock(&v->lock);
+                } else {
+                    pthread_rwlock_rdlock(&v->lock);
+                }
+                rc = 0;
             }
-            rc = 0;
+        }
+
+        if (rc == 0) {
+            age = pki_vault_hung(v);
+            if (age == 0) {
+                return PKI_OK;
+            }
+
+            pthread_rwlock_unlock(&v->lock);
+            return pki_vault_hung_fail(v, age, res);
         }
     }
-
-    return PKI_OK;
 }
 
 
@@ -4509,8 +4550,14 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
 
     if (v->reopening) {
         /* another thread repairs; one that waits for a call that hangs
-         * is given up, as pki_vault_lock() does */
+         * is given up, as pki_vault_lock() does (the next look, after a
+         * reopen that gave up, finds the hang in pki_vault_lock()) */
         while (v->reopening) {
+            if (v->call_timeout_ms == 0) {
+                pthread_cond_wait(&v->state_cond, &v->state_mutex);
+                continue;
+            }
+
             age = pki_vault_hung(v);
             if (age != 0) {
                 pthread_mutex_unlock(&v->state_mutex);
@@ -4519,11 +4566,7 @@ pki_vault_recover(pki_vault_t *v, pki_key_t *k, int failed,
                 return 0;
             }
 
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += PKI_VAULT_LOCK_SLICE_MS * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-
+            pki_vault_hung_at(v, &ts);
             (void) pthread_cond_clockwait(&v->state_cond, &v->state_mutex,
                                           CLOCK_MONOTONIC, &ts);
         }

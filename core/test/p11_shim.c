@@ -14,7 +14,8 @@
  * the file named by PKI_P11SHIM_HANG_FILE exists, each C_Sign waits for it
  * to go away (at most 120 s): a token that stops answering, for an nginx
  * test that cannot call into the shim.  p11shim_set_sign_fail(n) makes
- * the next n C_Signs fail with CKR_DEVICE_ERROR at once.
+ * the next n C_Signs fail with CKR_DEVICE_ERROR at once
+ * (p11shim_sign_state: how many are left, how many C_Signs run).
  * C_Initialize calls are counted: one per open of a vault.
  *
  * A token whose policy forbids raw RSA on its keys (many HSMs): with
@@ -61,6 +62,7 @@ static long                shim_refused;    /* CKR_SESSION_COUNT given */
 static long                shim_inits;
 static long                shim_delay_ms;   /* before each C_Sign */
 static long                shim_sign_fail;  /* C_Signs still to fail */
+static long                shim_signing;    /* C_Signs in progress */
 static int                 shim_deny_raw;   /* CKM_RSA_X_509 refused */
 static long                shim_denied;     /* C_DecryptInit refusals */
 static long                shim_decrypts;   /* C_DecryptInit calls */
@@ -329,6 +331,7 @@ C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
 {
     int              fail;
     long             ms;
+    CK_RV            rv;
     struct stat      st;
     const char      *hang;
     struct timespec  ts;
@@ -339,13 +342,15 @@ C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
     if (fail) {
         shim_sign_fail--;
     }
+    shim_signing++;
     pthread_mutex_unlock(&shim_mutex);
 
     if (fail) {
         /* the token's signature is made (it ends the operation, as a
          * failed C_Sign does), then lost: a device error, at once */
         (void) shim_real->C_Sign(s, data, len, sig, siglen);
-        return CKR_DEVICE_ERROR;
+        rv = CKR_DEVICE_ERROR;
+        goto done;
     }
 
     if (ms > 0) {
@@ -365,7 +370,15 @@ C_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
         (void) nanosleep(&ts, NULL);
     }
 
-    return shim_real->C_Sign(s, data, len, sig, siglen);
+    rv = shim_real->C_Sign(s, data, len, sig, siglen);
+
+done:
+
+    pthread_mutex_lock(&shim_mutex);
+    shim_signing--;
+    pthread_mutex_unlock(&shim_mutex);
+
+    return rv;
 }
 
 
@@ -443,17 +456,14 @@ p11shim_set_sign_fail(long n)
 }
 
 
-/* How many of those are still to fail. */
-P11SHIM_API long
-p11shim_sign_fails_left(void)
+/* How many of those are still to fail; how many C_Signs are running. */
+P11SHIM_API void
+p11shim_sign_state(long *fails_left, long *signing)
 {
-    long  n;
-
     pthread_mutex_lock(&shim_mutex);
-    n = shim_sign_fail;
+    *fails_left = shim_sign_fail;
+    *signing = shim_signing;
     pthread_mutex_unlock(&shim_mutex);
-
-    return n;
 }
 
 
