@@ -7,7 +7,9 @@
  * call has been in flight that long.  Its keys then answer PKI_UNAVAILABLE
  * at once, without a token call, and pki_key_hung() tells the event loop
  * so before it posts work; when the call returns, they sign again.  The
- * token is SoftHSM behind build/p11shim.so, whose C_Sign is made slow.
+ * token is SoftHSM behind build/p11shim.so, whose C_Sign is made slow
+ * (or fail).  Signers already waiting for the vault behind the slow call
+ * give up once it is hung, and the idle-session trim leaves it alone.
  * pki_ocsp_hung() tells an OCSP request that a hung key would sign (the
  * CA's, or its delegated responder's) from one answered by another key or
  * unsigned.
@@ -306,6 +308,25 @@ main(void)
     ok(ocsp_hung(&oc, "POST", ra, ra_len) == 0,
        "pki_ocsp_hung: no key hung, 0");
 
+    /* two signatures at once: the key's pool keeps two sessions, one left
+     * idle while the slow call below has the other; idle from 1 ms on */
+    set_delay(100);
+    memset(q, 0, sizeof(q));
+    for (i = 0; i < 2; i++) {
+        q[i].key = k;
+        pki_result_init(&q[i].res);
+        ok(pthread_create(&qt[i], NULL, slow_sign, &q[i]) == 0,
+           "a signer at once with another");
+    }
+    for (i = 0; i < 2; i++) {
+        pthread_join(qt[i], NULL);
+        ok(q[i].st == PKI_OK, "its signature [%s]", q[i].res.detail);
+    }
+    set_delay(0);
+    pki_vault_session_idle(v, 1);
+    usleep(5 * 1000);
+    ok(pki_vault_idle_due(v) == 1, "their sessions idle: a trim is due");
+
     /* a C_Sign that takes 1.2 s */
     stats(&x, &x, &x, &inits0);
     set_delay(1200);
@@ -326,6 +347,15 @@ main(void)
     hung = pki_key_hung(k);
     ok(hung >= 300, "after call_timeout: hung (%ld ms)", hung);
     ok(pki_vault_hung(v) >= 300, "the vault says so too");
+
+    /* the idle trim leaves a hung vault alone: a close could hang too */
+    ok(pki_vault_idle_due(v) == 0, "hung: no trim due, with a session "
+       "idle");
+    t0 = unit_now();
+    n = (long) pki_vault_trim_idle(v);
+    dt = unit_now() - t0;
+    ok(n == 0 && dt < 0.05, "hung: a trim closes nothing (%ld), at once "
+       "(%.3f s)", n, dt);
 
     t0 = unit_now();
     st = p11_sign(k, pki_key_public(k), &verified, &res);
@@ -370,6 +400,11 @@ main(void)
     set_delay(0);
     ok(pki_key_hung(k) == 0 && pki_vault_call_age(v) == 0,
        "it returned: not hung");
+    usleep(5 * 1000);
+    ok(pki_vault_idle_due(v) == 1, "then an idle session is due");
+    n = (long) pki_vault_trim_idle(v);
+    ok(n >= 1, "and a trim closes it (%ld)", n);
+    pki_vault_session_idle(v, 30000);
     ok(ocsp_hung(&oc, "POST", ra, ra_len) == 0,
        "pki_ocsp_hung: 0 again");
 
