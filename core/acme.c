@@ -8077,6 +8077,13 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     }
 
     rc = pki_csr_parse(der, derlen, &csr, a->res);
+    if (rc == PKI_POLICY) {
+        /* a key or a signature algorithm refused: the client's own, and
+         * it needs the reason to make a good one */
+        pki_acme_problem(a, 400, "badCSR", "%s", a->res->detail);
+        goto done;
+    }
+
     if (rc != PKI_OK) {
         pki_acme_problem(a, 400, "badCSR", "the CSR is malformed or its "
                          "signature does not verify");

@@ -596,7 +596,9 @@ PKI_API const char *pki_ca_same_name(const pki_ca_t *ca, int i);
 /* ---- issuance --------------------------------------------------------------- */
 
 /* Parses a DER PKCS#10 (no trailing bytes, at most 64 KiB) and verifies its
- * self-signature.  PKI_MALFORMED or PKI_BAD_SIGNATURE. */
+ * self-signature.  PKI_MALFORMED or PKI_BAD_SIGNATURE; PKI_POLICY for a key
+ * no certificate may have (an RSA modulus that is even or has a small
+ * factor, ...) or a signature with MD2, MD4 or MD5 (the detail says why). */
 PKI_API pki_status_t pki_csr_parse(const unsigned char *der, size_t len,
     X509_REQ **out, pki_result_t *res);
 

@@ -1081,6 +1081,21 @@ SKIP: {
     $r = post($A, $o->{json}{finalize}, { csr => b64u('garbage') });
     problem_is($r, 400, 'badCSR', 'CSR garbage');
 
+    # a CSR the reader refuses by policy, not as malformed (signed with
+    # MD5): the problem tells the client why
+    {
+        my $kf = $t->dir . '/md5.key';
+        run_cmd(['openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt',
+                 'rsa_keygen_bits:2048', '-out', $kf]);
+        my (undef, $der) = run_cmd(['openssl', 'req', '-new', '-md5',
+            '-key', $kf, '-subj', '/', '-addext',
+            'subjectAltName=DNS:csr.example.test', '-outform', 'DER']);
+        $r = post($A, $o->{json}{finalize}, { csr => b64u($der) });
+        problem_is($r, 400, 'badCSR', 'CSR signed with MD5');
+        like($r->{json}{detail} // '', qr/signed with MD2, MD4 or MD5/,
+             '... the problem says why');
+    }
+
     # ARI for a fresh certificate
     my $certid = cert_id($c1->{leaf});
     $r = $http->get("$BASE/renewal-info/$certid");

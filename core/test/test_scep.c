@@ -186,6 +186,7 @@ typedef struct {
     X509              *rcpt;
     const EVP_CIPHER  *cipher;
     const EVP_MD      *md;
+    const EVP_MD      *csr_md;      /* the CSR's signature (SHA-256) */
     const char        *tid;         /* NULL: base64 SHA-1 of the SPKI */
     int                corrupt_sig;
     int                no_nonce;
@@ -451,7 +452,7 @@ build(msg_t *m, unsigned char **out)
                                   MBSTRING_ASC,
                                   (const unsigned char *) m->challenge, -1);
     }
-    X509_REQ_sign(csr, m->key, EVP_sha256());
+    X509_REQ_sign(csr, m->key, m->csr_md != NULL ? m->csr_md : EVP_sha256());
     ilen = i2d_X509_REQ(csr, &inner);
     X509_REQ_free(csr);
     if (m->inner != NULL) {
@@ -1260,6 +1261,14 @@ main(void)
     m.md = EVP_md5();
     EXPECT_FAIL("MD5", &conf, &m, 0);
     m.md = NULL;
+    /* a CSR refused by policy before its signature is checked (MD5) gets
+     * badMessageCheck like any content that fails: another failInfo would
+     * tell a tampered envelope whose CBC padding held from one whose did
+     * not (a padding oracle on a captured request, challenge included) */
+    m.csr_md = EVP_md5();
+    EXPECT_FAIL("a CSR signed with MD5: badMessageCheck, as a broken "
+                "content", &conf, &m, 1);
+    m.csr_md = NULL;
     m.type = 99;
     EXPECT_FAIL("messageType 99", &conf, &m, 2);
     m.type = 18;
