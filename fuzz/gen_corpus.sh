@@ -313,6 +313,8 @@ scep msgtype-99 00 --challenge s3cret --cn device-1 --msgtype-str 99
 scep stale 40 --challenge s3cret --cn device-1 --signing-time -1000000
 scep md5 00 --challenge s3cret --cn device-1 --digest md5
 printf '' > "$T/e"; seed "$T/e" scep getcacaps 10; seed "$T/e" scep getcacert 20
+# build mode (byte 0 bit 7): descriptions the target signs and encrypts
+./gen_scep_seeds.sh "$C/scep"
 
 # ---- acme: "MODE PATH\nPROTECTED\nPAYLOAD"; $NAMEs are filled in by the
 # target from the state it built (see fuzz_acme.c) --------------------------

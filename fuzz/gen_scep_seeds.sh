@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+#
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# Writes the build-mode seeds of the scep target (fuzz/corpus/scep/
+# seed-build-*): byte 0 with bit 7 set, then the description that
+# fuzz_scep.c turns into a signed and encrypted PKIOperation message (see
+# the comment at its top).  The CSRs hold the target's fixed device key,
+# so that its self-signed certificate signs for them.  Run by
+# gen_corpus.sh; on its own it rewrites only these seeds.
+#
+#   fuzz/gen_scep_seeds.sh [DIR]       (default fuzz/corpus/scep)
+#
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+D=${1:-corpus/scep}
+T=$(mktemp -d /tmp/pki-scep-seeds.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+
+mkdir -p "$D"
+rm -f "$D"/seed-build-*
+
+sed -n '/static const char  pki_fuzz_device_key_pem\[\] =/,/;/p' fuzz_scep.c \
+    | sed -n 's/^ *"\(.*\)\\n";\{0,1\}$/\1/p' > "$T/dev.key"
+
+# CSRs of the device key: challengePassword s3cret (the target's static
+# challenge), a wrong one, none
+csr() {   # NAME KEY CN CHALLENGE(or -)
+    {
+        printf '[req]\ndistinguished_name=dn\nprompt=no\n'
+        [ "$4" = - ] || printf 'attributes=attr\n[attr]\nchallengePassword=%s\n' "$4"
+        printf '[dn]\nCN=%s\n[ext]\nsubjectAltName=DNS:%s.example.com\n' "$3" "$3"
+    } > "$T/$1.cnf"
+    openssl req -new -key "$T/$2.key" -config "$T/$1.cnf" -reqexts ext \
+        -outform DER -out "$T/$1.der" 2>/dev/null
+}
+csr good dev device-1 s3cret
+csr bad dev device-1 nope
+csr none dev device-1 -
+# a CSR of another key (the signer's key is not the CSR's)
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/other.key" 2>/dev/null
+csr other other device-2 s3cret
+
+# IssuerAndSerialNumber / IssuerAndSubject naming the fixture's issuing CA
+asn1() {   # NAME GENCONF
+    printf '%s\n' "$2" > "$T/$1.cnf"
+    openssl asn1parse -genconf "$T/$1.cnf" -noout -out "$T/$1.der" >/dev/null
+}
+NAME='[ca]
+rdn=SET:carnd
+[carnd]
+cn=SEQUENCE:cacn
+[cacn]
+oid=OID:commonName
+v=UTF8String:Fuzz Issuing CA
+[dev]
+rdn=SET:devrnd
+[devrnd]
+cn=SEQUENCE:devcn
+[devcn]
+oid=OID:commonName
+v=UTF8String:device-1'
+asn1 ias "asn1=SEQUENCE:ias
+[ias]
+issuer=SEQUENCE:ca
+serial=INTEGER:0x0A1B2C
+$NAME"
+asn1 ias-other "asn1=SEQUENCE:ias
+[ias]
+issuer=SEQUENCE:dev
+serial=INTEGER:0x0A1B2C
+$NAME"
+asn1 isub "asn1=SEQUENCE:isub
+[isub]
+issuer=SEQUENCE:ca
+subject=SEQUENCE:dev
+$NAME"
+printf 'not an envelope' > "$T/junk.der"
+: > "$T/empty.der"
+
+# bseed NAME MODE B1 B2 B3 MESSAGETYPE TRANSACTIONID INNER
+#   MODE, B1, B2, B3: hex bytes; the senderNonce is 16 fixed octets
+bseed() {
+    local name=$1 mode=$2 b1=$3 b2=$4 b3=$5 type=$6 tid=$7 inner=$8
+    local nonce=0123456789abcdef
+    {
+        printf "\\x$mode\\x$b1\\x$b2\\x$b3"
+        printf "\\x$(printf %02x ${#type})%s" "$type"
+        printf "\\x$(printf %02x ${#tid})%s" "$tid"
+        printf "\\x$(printf %02x ${#nonce})%s" "$nonce"
+        cat "$T/$inner.der"
+    } > "$D/seed-build-$name"
+}
+
+# B1: signer bits 0-1, cipher 2-3, digest 4-5, OAEP 6, re-sign CSR 7
+# B2: signingTime 0-1, auto transactionID 2, no nonce/tid/type 3/4/5,
+#     bare messageData 6, UTF8String 7
+# B3: no store 0 (the challenge and the template run), attributes twice 1
+bseed pkcsreq              80 00 04 01 19 ''  good
+bseed pkcsreq-badchallenge 80 00 04 01 19 ''  bad
+bseed pkcsreq-nochallenge  80 00 04 01 19 ''  none
+bseed pkcsreq-redis        80 00 04 00 19 ''  good
+bseed pkcsreq-aes256-sha1  80 14 04 01 19 ''  good
+bseed pkcsreq-des3-sha512  80 28 04 01 19 ''  good
+bseed pkcsreq-des          82 0c 04 01 19 ''  good
+bseed pkcsreq-des-refused  80 0c 04 01 19 ''  good
+bseed pkcsreq-oaep         80 40 04 01 19 ''  good
+bseed pkcsreq-oaep256      80 44 04 01 19 ''  good
+bseed pkcsreq-get          81 00 04 01 19 ''  good
+bseed pkcsreq-manual       84 00 04 00 19 ''  good
+bseed pkcsreq-time         c0 00 05 01 19 ''  good
+bseed pkcsreq-stale        c0 00 06 01 19 ''  good
+bseed pkcsreq-badtid       80 00 00 01 19 'not-the-key-hash' good
+bseed pkcsreq-tid-any      88 00 00 01 19 'free-form-id' good
+bseed pkcsreq-otherkey     80 00 04 01 19 ''  other
+bseed pkcsreq-resign       80 80 04 01 19 ''  other
+bseed pkcsreq-forged       80 03 04 01 19 ''  good
+bseed pkcsreq-ec-signer    80 02 04 01 19 ''  good
+bseed pkcsreq-md5          80 30 04 01 19 ''  good
+bseed pkcsreq-no-nonce     80 00 0c 01 19 ''  good
+bseed pkcsreq-utf8         80 00 84 01 19 ''  good
+bseed pkcsreq-twice        80 00 04 03 19 ''  good
+bseed renewal              80 01 04 00 17 ''  good
+bseed renewal-selfsigned   80 00 04 00 17 ''  good
+bseed pkcsreq-ra-signer    80 01 04 00 19 ''  good
+bseed getcert              80 00 00 00 21 'get-1' ias
+bseed getcert-other-ca     80 00 00 00 21 'get-2' ias-other
+bseed getcrl               80 00 00 00 22 'crl-1' ias
+bseed certpoll             80 00 00 00 20 'poll-1' isub
+bseed certpoll-csr         80 00 04 00 20 ''  good
+bseed badtype              80 00 04 01 99 ''  good
+bseed badtype-text         80 00 04 01 x1 ''  good
+bseed bare-envelope        80 00 40 01 19 'bare-1' junk
+bseed empty-inner          80 00 00 01 19 't' empty
