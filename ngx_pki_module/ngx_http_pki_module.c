@@ -330,6 +330,8 @@ static ngx_int_t ngx_http_pki_body_gather(ngx_http_request_t *r,
 static size_t ngx_http_pki_body_size(ngx_http_request_t *r,
     ngx_http_pki_body_ctx_t *bctx, size_t need);
 static ngx_uint_t ngx_http_pki_body_fits(size_t n);
+static ngx_uint_t ngx_http_pki_lane_full(ngx_uint_t lane);
+static ngx_uint_t ngx_http_pki_tp_lane(ngx_thread_pool_t *tp);
 static void ngx_http_pki_body_busy(ngx_http_request_t *r);
 static ngx_int_t ngx_http_pki_body_hold(ngx_http_request_t *r,
     ngx_http_pki_body_ctx_t *bctx, size_t size);
@@ -608,6 +610,17 @@ ngx_http_pki_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    /* one queue under two sets of counts: a hung token would hold the
+     * threads of the Redis work too, which the directive exists to stop */
+    if (pmcf->sign_pool != NULL && pmcf->sign_pool == pmcf->thread_pool) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"pki_sign_thread_pool\" names the pool of "
+                           "\"pki_thread_pool\" (\"%V\"); give it a "
+                           "thread_pool of its own, or leave it out",
+                           &pmcf->thread_pool_name);
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -855,7 +868,9 @@ ngx_http_pki_trim(ngx_event_t *ev, ngx_http_pki_main_conf_t *pmcf)
             tp = pmcf->sign_pool != NULL
                  ? pmcf->sign_pool
                  : ngx_http_pki_cycle_thread_pool((ngx_cycle_t *) ngx_cycle);
-            if (tp == NULL || ngx_http_pki_pool_full()) {
+            if (tp == NULL
+                || ngx_http_pki_lane_full(ngx_http_pki_tp_lane(tp)))
+            {
                 return;
             }
         }
@@ -2296,6 +2311,21 @@ ngx_uint_t
 ngx_http_pki_pool_full(void)
 {
     return ngx_http_pki_lane_full(0);
+}
+
+
+/* the lane whose counts a task posted to tp goes by */
+
+static ngx_uint_t
+ngx_http_pki_tp_lane(ngx_thread_pool_t *tp)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_pki_module);
+
+    return (pmcf != NULL && pmcf->sign_pool != NULL
+            && tp == pmcf->sign_pool) ? 1 : 0;
 }
 
 
@@ -6433,6 +6463,7 @@ typedef struct {
     ngx_http_pki_work_pt       work;
     ngx_http_pki_detached_pt   done;
     void                      *data;
+    ngx_uint_t                 lane;
 } ngx_http_pki_detached_ctx_t;
 
 
@@ -6445,7 +6476,7 @@ ngx_http_pki_detached_handler(void *data, ngx_log_t *log)
 
     ngx_http_pki_thread_enter();
 
-    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken[0], 1);
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_taken[ctx->lane], 1);
 
     ctx->work(ctx->data);
 
@@ -6515,6 +6546,7 @@ ngx_http_pki_post_detached_tp(ngx_thread_pool_t *tp, ngx_log_t *log,
     ctx->work = work;
     ctx->done = done;
     ctx->data = data;
+    ctx->lane = ngx_http_pki_tp_lane(tp);
 
     task->ctx = ctx;
     task->handler = ngx_http_pki_detached_handler;
@@ -6522,7 +6554,7 @@ ngx_http_pki_post_detached_tp(ngx_thread_pool_t *tp, ngx_log_t *log,
     task->event.data = task;
     task->event.log = ngx_cycle->log;
 
-    if (ngx_http_pki_task_post(tp, task, log, 0, 0) != NGX_OK) {
+    if (ngx_http_pki_task_post(tp, task, log, 0, ctx->lane) != NGX_OK) {
         ngx_free(task);
         return NGX_DECLINED;
     }

@@ -15,8 +15,8 @@
 #    at once, and so is EST cacerts;
 #  - once the token answers, the six enrollments finish with certificates
 #    that verify, and a new one works.
-# Then a configuration whose signing pool is not declared is refused by
-# nginx -t.
+# Then nginx -t refuses a signing pool that is not declared, and one that
+# is the pool of pki_thread_pool.
 
 use strict;
 use warnings;
@@ -129,6 +129,17 @@ $bad =~ s{^thread_pool pki_sign [^\n]*\n}{}m;
 my ($ok, $out) = $t->nginx_test($t->write_conf($bad, "no-sign-pool.conf"));
 ok(!$ok, 'nginx -t refuses pki_sign_thread_pool naming no thread_pool');
 like($out // '', qr/pki_sign/, '  and names it');
+
+# --- a signing pool that is the main pool -----------------------------------
+
+$bad = $conf;
+ok($bad =~ s{^(\s*pki_sign_thread_pool) pki_sign;}{$1 pki;}m,
+   'pki_sign_thread_pool naming the pool of pki_thread_pool');
+($ok, $out) = $t->nginx_test($t->write_conf($bad, "same-pool.conf"));
+ok(!$ok, 'nginx -t refuses it (one queue: no isolation from the token)');
+like($out // '',
+     qr/"pki_sign_thread_pool" names the pool of "pki_thread_pool"/,
+     '  and says why');
 
 $t->stop_nginx;
 
