@@ -3,21 +3,22 @@
  * SPDX-License-Identifier: Apache-2.0
  *
  * A tiny in-process Redis for the fuzz targets that need state (ACME,
- * Matter): one thread serves a unix socket in the fixture's temporary
+ * Matter, SCEP): one thread serves a unix socket in the fixture's temporary
  * directory with an in-memory key space, so the engines run their real
  * store code (pki_redis_t, hiredis, RESP) against answers that make sense.
  *
  * The key space is restored from a snapshot before each input
  * (pki_fuzz_kv_reset), so every input sees the same state and a crash
  * reproduces.  Strings, hashes, sets and sorted sets (scores kept as text,
- * ranges, also by score, in insertion order); TTLs are ignored.  EVAL
+ * ranges, also by score, in insertion order; ZREMRANGEBYLEX compares the
+ * members' bytes); TTLs are ignored.  EVAL
  * runs the core's Lua scripts with Lua 5.1 (Redis's version) and
  * redis.call bound to the same
  * key space, with Redis's conversion rules between RESP and Lua values
  * (and cjson.decode of Redis's libraries),
- * so reservations, commits, compare-and-set and the ACME account scripts
- * really change the state.  (pki_fuzz_kv_eval_reply can force a fixed
- * answer instead.)
+ * so reservations, commits, compare-and-set, the ACME account scripts and
+ * SCEP's pending-request and challenge scripts really change the state.
+ * (pki_fuzz_kv_eval_reply can force a fixed answer instead.)
  *
  * Speed: a round trip to a server thread costs two context switches, and
  * on a loaded machine each wake-up waits for a time slice (150 exec/s).
@@ -395,6 +396,51 @@ kv_score_in(const char *score, const char *min, const char *max)
          ? 1e308 : strtod(max + xhi, NULL);
 
     return (xlo ? v > lo : v >= lo) && (xhi ? v < hi : v <= hi);
+}
+
+/* A member against the bounds of ZREMRANGEBYLEX: "-", "+", "[x", "(x" */
+static int
+kv_lex_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int  c;
+
+    c = memcmp(a, b, alen < blen ? alen : blen);
+
+    return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+
+static int
+kv_lex_in(const char *m, size_t mlen, const char *min, size_t minlen,
+    const char *max, size_t maxlen)
+{
+    int  c;
+
+    if (minlen == 0 || maxlen == 0) {
+        return 0;
+    }
+
+    if (!(minlen == 1 && min[0] == '-')) {
+        if (min[0] != '[' && min[0] != '(') {
+            return 0;
+        }
+        c = kv_lex_cmp(m, mlen, min + 1, minlen - 1);
+        if (c < 0 || (c == 0 && min[0] == '(')) {
+            return 0;
+        }
+    }
+
+    if (!(maxlen == 1 && max[0] == '+')) {
+        if (max[0] != '[' && max[0] != '(') {
+            return 0;
+        }
+        c = kv_lex_cmp(m, mlen, max + 1, maxlen - 1);
+        if (c > 0 || (c == 0 && max[0] == '(')) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 #define IS(i, name)  (len[i] == sizeof(name) - 1 \
@@ -778,6 +824,93 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
 
     } else if (IS(0, "SCAN") || IS(0, "HSCAN")) {
         kv_str(o, "*2\r\n$1\r\n0\r\n*0\r\n");
+
+    } else if (IS(0, "HMGET") || IS(0, "HEXISTS")) {
+        /* SCEP's pending records and one-time challenges, revocation */
+        if (argc < 3) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_get(arg[1], len[1], KV_HASH, 0, &wt);
+        if (wt) {
+            kv_wrong(o);
+            return;
+        }
+        if (IS(0, "HEXISTS")) {
+            kv_int(o, e != NULL && kv_field(e, arg[2], len[2]) != NULL);
+            return;
+        }
+        kv_fmt(o, "*%lld\r\n", (long long) (argc - 2));
+        for (i = 2; i < argc; i++) {
+            p = e ? kv_field(e, arg[i], len[i]) : NULL;
+            if (p == NULL) {
+                kv_nil(o);
+            } else {
+                kv_bulk(o, p->v, p->vlen);
+            }
+        }
+
+    } else if (IS(0, "ZREMRANGEBYLEX")) {
+        size_t  k;
+
+        if (argc < 4) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_get(arg[1], len[1], KV_ZSET, 0, &wt);
+        if (wt) {
+            kv_wrong(o);
+            return;
+        }
+        for (n = 0, k = 0; e != NULL && k < e->n; ) {
+            if (kv_lex_in(e->p[k].f, e->p[k].flen, arg[2], len[2], arg[3],
+                          len[3]))
+            {
+                kv_unput(e, e->p[k].f, e->p[k].flen);
+                n++;
+                continue;
+            }
+            k++;
+        }
+        kv_int(o, n);
+
+    } else if (IS(0, "STRLEN")) {
+        e = kv_get(arg[1], len[1], KV_STRING, 0, &wt);
+        if (wt) {
+            kv_wrong(o);
+        } else {
+            kv_int(o, e != NULL && e->n ? (long long) e->p[0].vlen : 0);
+        }
+
+    } else if (IS(0, "GETRANGE")) {
+        long long  from, to, vlen;
+
+        if (argc < 4) {
+            kv_arity(o);
+            return;
+        }
+        e = kv_get(arg[1], len[1], KV_STRING, 0, &wt);
+        if (wt) {
+            kv_wrong(o);
+            return;
+        }
+        vlen = e != NULL && e->n ? (long long) e->p[0].vlen : 0;
+        from = strtoll(arg[2], NULL, 10);
+        to = strtoll(arg[3], NULL, 10);
+        if (from < 0) {
+            from = from + vlen < 0 ? 0 : from + vlen;
+        }
+        if (to < 0) {
+            to += vlen;
+        }
+        if (to >= vlen) {
+            to = vlen - 1;
+        }
+        if (vlen == 0 || from > to) {
+            kv_str(o, "$0\r\n\r\n");
+        } else {
+            kv_bulk(o, e->p[0].v + from, (size_t) (to - from + 1));
+        }
 
     } else {
         kv_str(o, "-ERR unknown command (fuzz kv)\r\n");

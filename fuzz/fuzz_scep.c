@@ -11,7 +11,7 @@
  * fixture's issuing CA key (so the seed messages, encrypted to it by
  * t/lib/scepmsg.c in fuzz/gen_corpus.sh, decrypt in every run).  Static
  * challenge "s3cret"; Redis is down, so a request that passes every check
- * ends in the store's failure.
+ * ends in the store's failure, except in store mode (below).
  *
  * Input: byte 0 chooses the request shape, the rest is the message.
  *   bit 0  GET (base64) instead of POST (DER)
@@ -53,6 +53,20 @@
  *                    challenge; without one it runs the challenge and
  *                    the template and stops at "SCEP needs a store"
  *           bit 1    every SCEP attribute twice (refused: exactly one)
+ *           bit 2    store mode: the fake Redis with the state below
+ *                    (bit 0 still wins), and byte 4 follows
+ *   byte 4  (store mode only) what the state supplies:
+ *           bits 0-2 transactionID of the state (0: the field's):
+ *                    1 issued (C1), 2 pending, 3 approved, 4 a claim
+ *                    given up before its serial, 5 a stale claim whose
+ *                    serial (C1's) is committed, 6 rejected, 7 a stale
+ *                    claim whose serial (C2's) is revoked
+ *           bits 3-4 inner content (0: as written): 1 the CSR C1 was
+ *                    issued for (the same DER: its resend), 2 and 3
+ *                    IssuerAndSerialNumber of C1 and of C2
+ *           bits 5-6 signer (0: byte 1's): 1 C1 (good), 2 C2 (revoked),
+ *                    3 C3 (recorded under template "strict")
+ *           bit 7    one-time challenges on (scep_challenge dynamic)
  *   then    three fields, each a length byte and that many bytes
  *           (missing: empty): messageType (the string on the wire),
  *           transactionID, senderNonce
@@ -60,6 +74,31 @@
  *           IssuerAndSerialNumber (GetCert, GetCRL), IssuerAndSubject
  *           (CertPoll), or anything
  * fuzz/gen_scep_seeds.sh writes the build-mode seeds.
+ *
+ * Store mode.  The in-process fake Redis (fakeredis.c) holds what the
+ * engine itself made at start, restored from a snapshot after each
+ * input: C1, C2 and C3, certificates of the device key enrolled at once
+ * by PKCSReqs with the static challenge (C2 then revoked, C3's record
+ * moved to another template), a PKCSReq under manual approval for each of
+ * the transactionIDs 2 to 7 (set by hand to the state named above), a
+ * CRL, and one-time challenges "once-any" (no binding), "once-bound"
+ * (template device, CN device-1, SAN DNS:device-1.example.com) and
+ * "once-other" (template strict).  Every transactionID of the state is a
+ * hash of the device key, as a PKCSReq's must be.  So a well-formed
+ * request reaches issuance, the records, the resend lookup, CertPoll's
+ * claims, GetCert and GetCRL.
+ *
+ * Oracle.  Every CertRep is signed by the RA over attributes that say what
+ * the engine reports (messageType 3, pkiStatus, a failInfo 0-4 exactly
+ * for a FAILURE, the transactionID, the request's senderNonce as
+ * recipientNonce).  No SUCCESS without the store.  In store mode a
+ * SUCCESS is decrypted with the signer's key: it carries one certificate
+ * of the CA (a CRL of the CA for GetCRL), and the store holds the record
+ * of that certificate's serial with the same DER, good unless GetCert
+ * asked for it: no certificate goes out without a durable record.  The
+ * certificate answers the request: the CSR's key for PKCSReq and
+ * RenewalReq, the signer's for CertPoll, the serial asked for GetCert.
+ * A PENDING answers only PKCSReq or CertPoll, with the store.
  */
 
 #include <stdio.h>
@@ -165,15 +204,40 @@ static const char  pki_fuzz_device_key_pem[] =
 #define PKI_SCEP_FUZZ_BUILD_MAX  (16 * 1024)
 
 
+/* store mode: the transactionIDs of the state (byte 4 bits 0-2) */
+enum {
+    ST_NONE = 0,
+    ST_ISSUED,          /* enrolled at once: C1, and the record of it that
+                           a resend finds */
+    ST_PENDING,         /* waiting for approval */
+    ST_APPROVED,        /* approved: the next CertPoll issues */
+    ST_CLAIM,           /* "issuing", given up (since 0), no serial */
+    ST_CLAIMED,         /* "issuing", stale, C1's serial: committed */
+    ST_REJECTED,
+    ST_REVOKED,         /* "issuing", stale, C2's serial: revoked */
+    ST_N
+};
+
+/* signers: 0-3 as byte 1 chooses, 4-6 the state's C1, C2, C3 */
+#define PKI_SCEP_FUZZ_SIGNERS  7
+
+
 static const pki_fuzz_fixture_t  *fx;
 static X509                      *ra_cert;
 static pki_key_t                 *ra_key;
 
 /* build mode: the signers (certificate and key) and the SCEP OIDs */
-static X509                      *signer_cert[4];
-static EVP_PKEY                  *signer_key[4];
+static X509                      *signer_cert[PKI_SCEP_FUZZ_SIGNERS];
+static EVP_PKEY                  *signer_key[PKI_SCEP_FUZZ_SIGNERS];
 static EVP_PKEY                  *device_key;
 static ASN1_OBJECT               *oid_msgtype, *oid_tid, *oid_nonce;
+static ASN1_OBJECT               *oid_status, *oid_fail, *oid_rnonce;
+
+/* store mode: the fake Redis and what the state supplies */
+static pki_redis_t               *kv;
+static char                       state_tid[ST_N][100];
+static unsigned char             *state_inner[4];
+static int                        state_inner_len[4];
 
 
 /* A certificate of the device key named subject, issued by issuer (NULL:
@@ -230,10 +294,15 @@ build_init(void)
     signer_key[3] = device_key;
 
     oid_msgtype = OBJ_txt2obj("2.16.840.1.113733.1.9.2", 1);
+    oid_status = OBJ_txt2obj("2.16.840.1.113733.1.9.3", 1);
+    oid_fail = OBJ_txt2obj("2.16.840.1.113733.1.9.4", 1);
     oid_nonce = OBJ_txt2obj("2.16.840.1.113733.1.9.5", 1);
+    oid_rnonce = OBJ_txt2obj("2.16.840.1.113733.1.9.6", 1);
     oid_tid = OBJ_txt2obj("2.16.840.1.113733.1.9.7", 1);
 
-    if (oid_msgtype == NULL || oid_nonce == NULL || oid_tid == NULL) {
+    if (oid_msgtype == NULL || oid_nonce == NULL || oid_tid == NULL
+        || oid_status == NULL || oid_fail == NULL || oid_rnonce == NULL)
+    {
         fprintf(stderr, "fuzz_scep: OIDs\n");
         exit(1);
     }
@@ -245,9 +314,12 @@ build_init(void)
 typedef struct {
     unsigned             signer, cipher, digest, oaep, resign;
     unsigned             when, auto_tid, no_nonce, no_tid, no_type, bare;
-    unsigned             utf8, no_store, twice;
+    unsigned             utf8, no_store, twice, store, dynamic;
     const uint8_t       *type, *tid, *nonce, *inner;
     size_t               type_len, tid_len, nonce_len, inner_len;
+    unsigned char       *sent;      /* the inner content as sent (a
+                                       re-signed CSR), OPENSSL_malloc'd */
+    int                  sent_len;
 } build_t;
 
 
@@ -282,10 +354,12 @@ field(const uint8_t **data, size_t *size, const uint8_t **f, size_t *len)
 static void
 build_parse(const uint8_t *data, size_t size, build_t *b)
 {
-    uint8_t  b1, b2, b3;
-    size_t   n;
+    uint8_t   b1, b2, b3, b4;
+    size_t    n;
+    unsigned  sel, state_tid_sel;
 
     memset(b, 0, sizeof(*b));
+    state_tid_sel = ST_NONE;
 
     b1 = size > 0 ? data[0] : 0;
     b2 = size > 1 ? data[1] : 0;
@@ -310,13 +384,46 @@ build_parse(const uint8_t *data, size_t size, build_t *b)
 
     b->no_store = b3 & 1;
     b->twice = (b3 >> 1) & 1;
+    b->store = (b3 >> 2) & 1;
+
+    if (b->store && size > 0) {
+        b4 = data[0];
+        data++;
+        size--;
+
+        b->dynamic = (b4 >> 7) & 1;
+
+        if ((b4 >> 5) & 3) {
+            b->signer = 3 + ((b4 >> 5) & 3);
+        }
+
+        sel = b4 & 7;
+        if (sel != ST_NONE) {
+            state_tid_sel = sel;
+        }
+
+        sel = (b4 >> 3) & 3;
+        if (sel != 0) {
+            b->inner = state_inner[sel];
+            b->inner_len = (size_t) state_inner_len[sel];
+        }
+    }
 
     field(&data, &size, &b->type, &b->type_len);
     field(&data, &size, &b->tid, &b->tid_len);
     field(&data, &size, &b->nonce, &b->nonce_len);
 
-    b->inner = data;
-    b->inner_len = size;
+    if (state_tid_sel != ST_NONE) {
+        /* the state's instead of the field's (read all the same) */
+        b->tid = (const uint8_t *) state_tid[state_tid_sel];
+        b->tid_len = strlen(state_tid[state_tid_sel]);
+        b->auto_tid = 0;
+    }
+
+    if (b->inner == NULL) {
+        b->inner = data;
+        b->inner_len = size;
+    }
 }
 
 
@@ -646,9 +753,10 @@ build_attr(PKCS7_SIGNER_INFO *si, int twice, ASN1_OBJECT *oid, int type,
 }
 
 
-/* The pkiMessage of b (DER, malloc'd by OpenSSL), or NULL. */
+/* The pkiMessage of b (DER, malloc'd by OpenSSL), or NULL.  b->sent: the
+ * inner content it holds (the caller frees it). */
 static unsigned char *
-build_message(const build_t *b, int *outlen)
+build_message(build_t *b, int *outlen)
 {
     int                  n, ilen, elen, ok, i, stype;
     BIO                 *bio;
@@ -675,6 +783,14 @@ build_message(const build_t *b, int *outlen)
             inner = resigned;
             ilen = n;
         }
+    }
+
+    if (ilen > 0) {
+        b->sent = OPENSSL_memdup(inner, (size_t) ilen);
+        if (b->sent == NULL) {
+            goto done;
+        }
+        b->sent_len = ilen;
     }
 
     if (b->bare) {
@@ -791,6 +907,833 @@ done:
 }
 
 
+/* ---- the CertRep --------------------------------------------------------- */
+
+/* The value of the one attribute oid of si, NULL when there is none;
+ * aborts on two of them, two values or another type. */
+static const ASN1_STRING *
+rep_attr(PKCS7_SIGNER_INFO *si, ASN1_OBJECT *oid, int type)
+{
+    int              i;
+    ASN1_TYPE       *t;
+    X509_ATTRIBUTE  *a;
+
+    i = X509at_get_attr_by_OBJ(si->auth_attr, oid, -1);
+    if (i < 0) {
+        return NULL;
+    }
+
+    a = X509at_get_attr(si->auth_attr, i);
+    t = a != NULL ? X509_ATTRIBUTE_get0_type(a, 0) : NULL;
+
+    if (t == NULL || t->type != type || X509_ATTRIBUTE_count(a) != 1
+        || X509at_get_attr_by_OBJ(si->auth_attr, oid, i) >= 0)
+    {
+        abort();
+    }
+
+    return t->value.asn1_string;
+}
+
+
+/* The decimal number of a PrintableString attribute, -1 when there is
+ * none. */
+static int
+rep_num(PKCS7_SIGNER_INFO *si, ASN1_OBJECT *oid)
+{
+    int                   i, n, v;
+    const ASN1_STRING    *s;
+    const unsigned char  *d;
+
+    s = rep_attr(si, oid, V_ASN1_PRINTABLESTRING);
+    if (s == NULL) {
+        return -1;
+    }
+
+    d = ASN1_STRING_get0_data(s);
+    n = ASN1_STRING_length(s);
+
+    if (n < 1 || n > 3) {
+        abort();
+    }
+
+    for (v = 0, i = 0; i < n; i++) {
+        if (d[i] < '0' || d[i] > '9') {
+            abort();
+        }
+        v = v * 10 + d[i] - '0';
+    }
+
+    return v;
+}
+
+
+/* The RA's signature over the signed attributes, and their messageDigest
+ * of the content (of "" when there is none).  1 when both hold. */
+static int
+rep_signed(PKCS7 *p7, PKCS7_SIGNER_INFO *si)
+{
+    int                 n, ok;
+    EVP_MD_CTX         *ctx;
+    unsigned int        mdlen;
+    const EVP_MD       *md;
+    unsigned char       dig[EVP_MAX_MD_SIZE], *abuf;
+    ASN1_OCTET_STRING  *want, *os;
+
+    if (si->issuer_and_serial == NULL
+        || X509_NAME_cmp(si->issuer_and_serial->issuer,
+                         X509_get_issuer_name(ra_cert)) != 0
+        || ASN1_INTEGER_cmp(si->issuer_and_serial->serial,
+                            X509_get0_serialNumber(ra_cert)) != 0)
+    {
+        return 0;
+    }
+
+    md = EVP_get_digestbyobj(si->digest_alg->algorithm);
+    want = PKCS7_digest_from_attributes(si->auth_attr);
+    os = p7->d.sign->contents != NULL
+         && PKCS7_type_is_data(p7->d.sign->contents)
+         ? p7->d.sign->contents->d.data : NULL;
+
+    if (md == NULL || want == NULL || si->enc_digest == NULL
+        || EVP_Digest(os ? os->data : (const unsigned char *) "",
+                      os ? (size_t) os->length : 0, dig, &mdlen, md, NULL)
+           != 1
+        || (unsigned int) want->length != mdlen
+        || memcmp(want->data, dig, mdlen) != 0)
+    {
+        return 0;
+    }
+
+    abuf = NULL;
+    n = ASN1_item_i2d((ASN1_VALUE *) si->auth_attr, &abuf,
+                      ASN1_ITEM_rptr(PKCS7_ATTR_VERIFY));
+    if (n <= 0) {
+        return 0;
+    }
+
+    ctx = EVP_MD_CTX_new();
+    ok = ctx != NULL
+         && EVP_DigestVerifyInit(ctx, NULL, md, NULL,
+                                 X509_get0_pubkey(ra_cert)) == 1
+         && EVP_DigestVerify(ctx, si->enc_digest->data,
+                             (size_t) si->enc_digest->length, abuf,
+                             (size_t) n) == 1;
+
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_free(abuf);
+
+    return ok;
+}
+
+
+/* The content of a SUCCESS's EnvelopedData os, opened with the key of the
+ * request's signer (b->signer): the key transport as b made it, the
+ * content cipher of the request's (3DES for single DES).  The content
+ * (OPENSSL_malloc'd) in *out, or NULL. */
+static unsigned char *
+rep_open(const ASN1_OCTET_STRING *os, const build_t *b, int *outlen)
+{
+    int                   nid, n, fin, ok;
+    X509                 *rcpt;
+    PKCS7                *env;
+    size_t                cklen;
+    ASN1_TYPE            *ivt;
+    X509_ALGOR           *alg;
+    EVP_PKEY_CTX         *pctx;
+    EVP_CIPHER_CTX       *ctx;
+    PKCS7_RECIP_INFO     *ri;
+    unsigned char         ck[512], *out;
+    const EVP_MD         *md;
+    const EVP_CIPHER     *cipher;
+    ASN1_OCTET_STRING    *ct;
+    const unsigned char  *p;
+
+    static const int  want[4] = {
+        NID_aes_128_cbc, NID_aes_256_cbc, NID_des_ede3_cbc, NID_des_ede3_cbc
+    };
+
+    rcpt = signer_cert[b->signer];
+    md = build_md(b->digest);
+    pctx = NULL;
+    ctx = NULL;
+    out = NULL;
+    ok = 0;
+    cklen = sizeof(ck);
+
+    p = os->data;
+    env = d2i_PKCS7(NULL, &p, os->length);
+
+    if (env == NULL || p != os->data + os->length
+        || !PKCS7_type_is_enveloped(env) || env->d.enveloped == NULL
+        || sk_PKCS7_RECIP_INFO_num(env->d.enveloped->recipientinfo) != 1)
+    {
+        goto done;
+    }
+
+    ri = sk_PKCS7_RECIP_INFO_value(env->d.enveloped->recipientinfo, 0);
+    nid = OBJ_obj2nid(ri->key_enc_algor->algorithm);
+
+    /* for the request's signer, by its key transport */
+    if (X509_NAME_cmp(ri->issuer_and_serial->issuer,
+                      X509_get_issuer_name(rcpt)) != 0
+        || ASN1_INTEGER_cmp(ri->issuer_and_serial->serial,
+                            X509_get0_serialNumber(rcpt)) != 0
+        || nid != (b->oaep ? NID_rsaesOaep : NID_rsaEncryption))
+    {
+        goto done;
+    }
+
+    pctx = EVP_PKEY_CTX_new(signer_key[b->signer], NULL);
+
+    if (pctx == NULL || EVP_PKEY_decrypt_init(pctx) != 1
+        || (b->oaep
+            && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING)
+                    != 1
+                || EVP_PKEY_CTX_set_rsa_oaep_md(pctx, md) != 1
+                || EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1))
+        || EVP_PKEY_decrypt(pctx, ck, &cklen, ri->enc_key->data,
+                            (size_t) ri->enc_key->length) != 1)
+    {
+        goto done;
+    }
+
+    alg = env->d.enveloped->enc_data->algorithm;
+    ivt = alg->parameter;
+    ct = env->d.enveloped->enc_data->enc_data;
+    nid = OBJ_obj2nid(alg->algorithm);
+    cipher = nid == want[b->cipher] ? EVP_get_cipherbynid(nid) : NULL;
+
+    if (cipher == NULL || ct == NULL || ivt == NULL
+        || ivt->type != V_ASN1_OCTET_STRING
+        || ivt->value.octet_string->length
+           != EVP_CIPHER_get_iv_length(cipher)
+        || cklen != (size_t) EVP_CIPHER_get_key_length(cipher))
+    {
+        goto done;
+    }
+
+    out = OPENSSL_malloc((size_t) ct->length + 32);
+    ctx = EVP_CIPHER_CTX_new();
+    n = fin = 0;
+
+    if (out == NULL || ctx == NULL
+        || EVP_DecryptInit_ex(ctx, cipher, NULL, ck,
+                              ivt->value.octet_string->data) != 1
+        || EVP_DecryptUpdate(ctx, out, &n, ct->data, ct->length) != 1
+        || EVP_DecryptFinal_ex(ctx, out + n, &fin) != 1)
+    {
+        goto done;
+    }
+
+    *outlen = n + fin;
+    ok = 1;
+
+done:
+
+    OPENSSL_cleanse(ck, sizeof(ck));
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_PKEY_CTX_free(pctx);
+    PKCS7_free(env);
+    ERR_clear_error();
+
+    if (!ok) {
+        OPENSSL_free(out);
+        return NULL;
+    }
+
+    return out;
+}
+
+
+/* A certificate a SUCCESS carries: one of the CA, whose serial's record the
+ * store holds with the same DER (good, unless GetCert asked for it), and
+ * which answers the request. */
+static void
+rep_cert(X509 *cert, int type, const build_t *b)
+{
+    int                   n, ok;
+    char                  hex[41];
+    X509_REQ             *csr;
+    pki_record_t          rec;
+    pki_result_t          res;
+    unsigned char        *der;
+    const unsigned char  *p;
+    PKCS7_ISSUER_AND_SERIAL  *ias;
+
+    if (X509_verify(cert, X509_get0_pubkey(fx->ca_cert)) != 1
+        || !pki_serial_to_hex(X509_get0_serialNumber(cert), hex))
+    {
+        fprintf(stderr, "fuzz_scep: a certificate not of the CA\n");
+        abort();
+    }
+
+    der = NULL;
+    n = i2d_X509(cert, &der);
+    memset(&rec, 0, sizeof(rec));
+    pki_result_init(&res);
+
+    ok = n > 0
+         && pki_record_get(kv, pki_ca_name(fx->ca), hex, &rec, &res)
+            == PKI_OK
+         && rec.der != NULL && rec.der_len == (size_t) n
+         && memcmp(rec.der, der, (size_t) n) == 0
+         && (type == 21 || rec.status == PKI_CERT_GOOD);
+
+    if (!ok) {
+        fprintf(stderr, "fuzz_scep: certificate %s went out without a "
+                "good record of it (%s, status %d)\n", hex, res.detail,
+                (int) rec.status);
+        abort();
+    }
+
+    pki_record_clear(&rec);
+    OPENSSL_free(der);
+
+    /* what it answers (a content OpenSSL does not read is not judged) */
+    p = b->sent;
+
+    if (type == 17 || type == 19) {
+        csr = p != NULL ? d2i_X509_REQ(NULL, &p, b->sent_len) : NULL;
+        ok = csr == NULL
+             || EVP_PKEY_eq(X509_get0_pubkey(cert),
+                            X509_REQ_get0_pubkey(csr)) == 1;
+        X509_REQ_free(csr);
+
+    } else if (type == 20) {
+        ok = EVP_PKEY_eq(X509_get0_pubkey(cert), signer_key[b->signer])
+             == 1;
+
+    } else {
+        ias = p != NULL ? d2i_PKCS7_ISSUER_AND_SERIAL(NULL, &p, b->sent_len)
+                        : NULL;
+        ok = ias == NULL
+             || (ASN1_INTEGER_cmp(ias->serial, X509_get0_serialNumber(cert))
+                     == 0
+                 && X509_NAME_cmp(ias->issuer, X509_get_issuer_name(cert))
+                     == 0);
+        PKCS7_ISSUER_AND_SERIAL_free(ias);
+    }
+
+    ERR_clear_error();
+
+    if (!ok) {
+        fprintf(stderr, "fuzz_scep: certificate %s does not answer the "
+                "request (messageType %d)\n", hex, type);
+        abort();
+    }
+}
+
+
+/*
+ * The answer to a PKIOperation, by the oracle at the top.  b: the
+ * description of build mode (NULL: raw mode); store: the fake Redis was
+ * the store.  *got (when got is not NULL): a copy of the certificate of a
+ * SUCCESS, else NULL.
+ */
+static void
+check_certrep(const pki_scep_resp_t *resp, const build_t *b, int store,
+    X509 **got)
+{
+    int                   n, type, status, fail, nc, nr;
+    PKCS7                *p7, *in;
+    unsigned char        *der;
+    PKCS7_SIGNER_INFO    *si;
+    ASN1_OCTET_STRING    *os;
+    const ASN1_STRING    *s;
+    const unsigned char  *p;
+    STACK_OF(PKCS7_SIGNER_INFO)  *sis;
+
+    if (got != NULL) {
+        *got = NULL;
+    }
+
+    /* an HTTP error delivers nothing */
+    if (resp->http_status != 200 || resp->content_type == NULL
+        || strcmp(resp->content_type, "application/x-pki-message") != 0)
+    {
+        return;
+    }
+
+    p = resp->body;
+    p7 = d2i_PKCS7(NULL, &p, (long) resp->body_len);
+
+    if (p7 == NULL || p != resp->body + resp->body_len
+        || !PKCS7_type_is_signed(p7) || p7->d.sign == NULL
+        || (sis = PKCS7_get_signer_info(p7)) == NULL
+        || sk_PKCS7_SIGNER_INFO_num(sis) != 1
+        || (si = sk_PKCS7_SIGNER_INFO_value(sis, 0))->auth_attr == NULL
+        || !rep_signed(p7, si))
+    {
+        fprintf(stderr, "fuzz_scep: a CertRep the RA did not sign\n");
+        abort();
+    }
+
+    type = rep_num(si, oid_msgtype);
+    status = rep_num(si, oid_status);
+    fail = rep_num(si, oid_fail);
+
+    if (type != 3 || status != resp->pki_status
+        || (status != 0 && status != 2 && status != 3)
+        || (status == 2 ? fail < 0 || fail > 4 || fail != resp->fail_info
+                        : fail != -1 || resp->fail_info != -1))
+    {
+        fprintf(stderr, "fuzz_scep: CertRep type %d status %d fail %d, "
+                "reported %d %d\n", type, status, fail, resp->pki_status,
+                resp->fail_info);
+        abort();
+    }
+
+    s = rep_attr(si, oid_tid, V_ASN1_PRINTABLESTRING);
+    if (s == NULL
+        || (size_t) ASN1_STRING_length(s) != strlen(resp->tid)
+        || memcmp(ASN1_STRING_get0_data(s), resp->tid, strlen(resp->tid))
+           != 0)
+    {
+        fprintf(stderr, "fuzz_scep: CertRep of another transactionID\n");
+        abort();
+    }
+
+    s = rep_attr(si, oid_rnonce, V_ASN1_OCTET_STRING);
+    if (s == NULL
+        || (b != NULL
+            && ((size_t) ASN1_STRING_length(s) != b->nonce_len
+                || memcmp(ASN1_STRING_get0_data(s), b->nonce, b->nonce_len)
+                   != 0)))
+    {
+        fprintf(stderr, "fuzz_scep: recipientNonce is not the request's "
+                "senderNonce\n");
+        abort();
+    }
+
+    os = p7->d.sign->contents != NULL
+         && PKCS7_type_is_data(p7->d.sign->contents)
+         ? p7->d.sign->contents->d.data : NULL;
+
+    if (status != 0) {
+        /* no pkcsPKIEnvelope; PENDING only for a request a store keeps */
+        if ((os != NULL && os->length > 0)
+            || (status == 3
+                && (!store || (resp->message_type != 19
+                               && resp->message_type != 20))))
+        {
+            fprintf(stderr, "fuzz_scep: CertRep status %d for messageType "
+                    "%d\n", status, resp->message_type);
+            abort();
+        }
+        PKCS7_free(p7);
+        return;
+    }
+
+    /* SUCCESS: never without the store, always with the certificate's
+     * record */
+    if (!store || b == NULL || os == NULL) {
+        fprintf(stderr, "fuzz_scep: SUCCESS without the store\n");
+        abort();
+    }
+
+    der = rep_open(os, b, &n);
+    p = der;
+    in = der != NULL ? d2i_PKCS7(NULL, &p, n) : NULL;
+
+    if (in == NULL || p != der + n || !PKCS7_type_is_signed(in)
+        || in->d.sign == NULL)
+    {
+        fprintf(stderr, "fuzz_scep: a SUCCESS that does not open\n");
+        abort();
+    }
+
+    nc = in->d.sign->cert != NULL ? sk_X509_num(in->d.sign->cert) : 0;
+    nr = in->d.sign->crl != NULL ? sk_X509_CRL_num(in->d.sign->crl) : 0;
+
+    if (resp->message_type == 22) {
+        if (nc != 0 || nr != 1
+            || X509_CRL_verify(sk_X509_CRL_value(in->d.sign->crl, 0),
+                               X509_get0_pubkey(fx->ca_cert)) != 1)
+        {
+            fprintf(stderr, "fuzz_scep: GetCRL answered %d certificates, "
+                    "%d CRLs\n", nc, nr);
+            abort();
+        }
+
+    } else {
+        if (nc != 1 || nr != 0) {
+            fprintf(stderr, "fuzz_scep: messageType %d answered %d "
+                    "certificates, %d CRLs\n", resp->message_type, nc, nr);
+            abort();
+        }
+
+        rep_cert(sk_X509_value(in->d.sign->cert, 0), resp->message_type, b);
+
+        if (got != NULL) {
+            *got = X509_dup(sk_X509_value(in->d.sign->cert, 0));
+        }
+    }
+
+    PKCS7_free(in);
+    PKCS7_free(p7);
+    OPENSSL_free(der);
+    ERR_clear_error();
+}
+
+
+/* ---- store mode: the state ----------------------------------------------- */
+
+static void
+scep_conf(pki_scep_conf_t *conf, pki_redis_t *r)
+{
+    memset(conf, 0, sizeof(*conf));
+    conf->ca = fx->ca;
+    conf->tmpl = fx->device;
+    conf->redis = r;
+    conf->ra_cert = ra_cert;
+    conf->ra_key = ra_key;
+    conf->challenge = (const unsigned char *) "s3cret";
+    conf->challenge_len = 6;
+}
+
+
+/* A transactionID of the device key into out: its SubjectPublicKeyInfo
+ * hashed by md, in base64 (enc 1), lower-case (0) or upper-case hex (2). */
+static void
+state_tid_of(const EVP_MD *md, int enc, char *out)
+{
+    int             n;
+    unsigned int    i, mdlen;
+    unsigned char  *spki, dig[EVP_MAX_MD_SIZE];
+
+    spki = NULL;
+    n = i2d_PUBKEY(device_key, &spki);
+
+    if (n <= 0
+        || EVP_Digest(spki, (size_t) n, dig, &mdlen, md, NULL) != 1)
+    {
+        fprintf(stderr, "fuzz_scep setup: transactionID\n");
+        exit(1);
+    }
+
+    if (enc == 1) {
+        EVP_EncodeBlock((unsigned char *) out, dig, (int) mdlen);
+
+    } else {
+        for (i = 0; i < mdlen; i++) {
+            snprintf(out + 2 * i, 3, enc ? "%02X" : "%02x", dig[i]);
+        }
+    }
+
+    OPENSSL_free(spki);
+}
+
+
+/* The device's CSR of the state (DER, OPENSSL_malloc'd): CN device-1, SAN
+ * DNS:device-1.example.com, the static challenge. */
+static unsigned char *
+state_csr(int *len)
+{
+    X509_REQ                  *req;
+    X509_NAME                 *name;
+    unsigned char             *der;
+    X509_EXTENSION            *ext;
+    STACK_OF(X509_EXTENSION)  *exts;
+
+    req = X509_REQ_new();
+    name = X509_NAME_new();
+    exts = sk_X509_EXTENSION_new_null();
+    ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name,
+                              "DNS:device-1.example.com");
+    der = NULL;
+
+    if (req == NULL || name == NULL || exts == NULL || ext == NULL
+        || !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                       (const unsigned char *) "device-1",
+                                       -1, -1, 0)
+        || !X509_REQ_set_subject_name(req, name)
+        || !sk_X509_EXTENSION_push(exts, ext)
+        || !X509_REQ_add_extensions(req, exts)
+        || !X509_REQ_add1_attr_by_NID(req, NID_pkcs9_challengePassword,
+                                      MBSTRING_ASC,
+                                      (const unsigned char *) "s3cret", -1)
+        || !X509_REQ_set_pubkey(req, device_key)
+        || X509_REQ_sign(req, device_key, EVP_sha256()) <= 0
+        || (*len = i2d_X509_REQ(req, &der)) <= 0)
+    {
+        fprintf(stderr, "fuzz_scep setup: CSR\n");
+        exit(1);
+    }
+
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_NAME_free(name);
+    X509_REQ_free(req);
+
+    return der;
+}
+
+
+/* IssuerAndSerialNumber of x (DER, OPENSSL_malloc'd). */
+static unsigned char *
+state_ias(X509 *x, int *len)
+{
+    unsigned char            *der;
+    PKCS7_ISSUER_AND_SERIAL  *ias;
+
+    ias = PKCS7_ISSUER_AND_SERIAL_new();
+    der = NULL;
+
+    if (ias == NULL
+        || !X509_NAME_set(&ias->issuer, X509_get_issuer_name(x))
+        || !ASN1_STRING_copy(ias->serial, X509_get0_serialNumber(x))
+        || (*len = i2d_PKCS7_ISSUER_AND_SERIAL(ias, &der)) <= 0)
+    {
+        fprintf(stderr, "fuzz_scep setup: IssuerAndSerialNumber\n");
+        exit(1);
+    }
+
+    PKCS7_ISSUER_AND_SERIAL_free(ias);
+
+    return der;
+}
+
+
+/* One PKIOperation of the device through the engine against the store:
+ * messageType type, transactionID tid, the inner content, signed by the
+ * device's self-signed certificate.  The certificate of a SUCCESS, or
+ * NULL; exits unless the CertRep's pkiStatus is want. */
+static X509 *
+state_run(const char *what, const char *type, const char *tid,
+    const unsigned char *inner, int ilen, int manual, int want)
+{
+    int               n;
+    X509             *x;
+    build_t           b;
+    unsigned char    *der;
+    pki_scep_req_t    req;
+    pki_scep_conf_t   conf;
+    pki_scep_resp_t   resp;
+
+    memset(&b, 0, sizeof(b));
+    b.type = (const uint8_t *) type;
+    b.type_len = strlen(type);
+    b.tid = (const uint8_t *) tid;
+    b.tid_len = strlen(tid);
+    b.nonce = (const uint8_t *) "fuzz-setup-nonce";
+    b.nonce_len = 16;
+    b.inner = inner;
+    b.inner_len = (size_t) ilen;
+    b.store = 1;
+
+    der = build_message(&b, &n);
+    if (der == NULL) {
+        fprintf(stderr, "fuzz_scep setup: %s: not built\n", what);
+        exit(1);
+    }
+
+    scep_conf(&conf, kv);
+    conf.manual = manual;
+
+    memset(&req, 0, sizeof(req));
+    req.op = PKI_SCEP_PKIOPERATION;
+    req.method = "POST";
+    req.body = der;
+    req.body_len = (size_t) n;
+    req.client = "192.0.2.9";
+
+    pki_scep_handle(&conf, &req, &resp);
+    check_certrep(&resp, &b, 1, &x);
+
+    if (pki_fuzz_verbose() || resp.pki_status != want) {
+        fprintf(stderr, "fuzz_scep setup: %s: %d status %d fail %d %s "
+                "(%s)\n", what, resp.http_status, resp.pki_status,
+                resp.fail_info, resp.res.detail, resp.res.log);
+    }
+
+    if (resp.pki_status != want) {
+        exit(1);
+    }
+
+    pki_scep_resp_free(&resp);
+    OPENSSL_free(der);
+    OPENSSL_free(b.sent);
+
+    return x;
+}
+
+
+/* The pending record of the state's transactionID which: field = value. */
+static void
+state_pend(int which, const char *field, const char *value)
+{
+    char           key[128];
+    unsigned int   i, n;
+    unsigned char  md[EVP_MAX_MD_SIZE];
+
+    if (EVP_Digest(state_tid[which], strlen(state_tid[which]), md, &n,
+                   EVP_sha256(), NULL) != 1)
+    {
+        exit(1);
+    }
+
+    i = (unsigned int) snprintf(key, sizeof(key), "%sscep:pend:",
+                                pki_redis_ns(kv));
+    for (n = 0; n < 32; n++, i += 2) {
+        snprintf(key + i, 3, "%02x", md[n]);
+    }
+
+    pki_fuzz_kv_hset(key, field, value, strlen(value));
+}
+
+
+/* A one-time challenge pw bound to "TEMPLATE\nCN\nSAN\nCA" (the admin
+ * API's form). */
+static void
+state_chal(const char *pw, const char *binding)
+{
+    char           key[128];
+    unsigned int   i, n;
+    unsigned char  md[EVP_MAX_MD_SIZE];
+
+    if (EVP_Digest(pw, strlen(pw), md, &n, EVP_sha256(), NULL) != 1) {
+        exit(1);
+    }
+
+    i = (unsigned int) snprintf(key, sizeof(key), "%sscep:chal:",
+                                pki_redis_ns(kv));
+    for (n = 0; n < 32; n++, i += 2) {
+        snprintf(key + i, 3, "%02x", md[n]);
+    }
+
+    pki_fuzz_kv_set(key, binding);
+}
+
+
+/* The state of store mode, made by the engine (see the top), and its
+ * snapshot. */
+static void
+state_init(void)
+{
+    int            i, n;
+    X509          *c[3], *x;
+    char           hex[3][41], key[160], tid[100];
+    pki_record_t   rec;
+    pki_result_t   res;
+
+    static const char *const  what[ST_N] = {
+        NULL, NULL, "pending", "approved", "claim given up", "claim of C1",
+        "rejected", "claim of C2"
+    };
+
+    kv = pki_fuzz_kv_redis();
+
+    state_tid_of(EVP_sha1(), 1, state_tid[ST_ISSUED]);
+    state_tid_of(EVP_sha1(), 0, state_tid[ST_PENDING]);
+    state_tid_of(EVP_sha256(), 0, state_tid[ST_APPROVED]);
+    state_tid_of(EVP_md5(), 0, state_tid[ST_CLAIM]);
+    state_tid_of(EVP_sha256(), 1, state_tid[ST_CLAIMED]);
+    state_tid_of(EVP_md5(), 1, state_tid[ST_REJECTED]);
+    state_tid_of(EVP_sha1(), 2, state_tid[ST_REVOKED]);
+
+    state_inner[1] = state_csr(&state_inner_len[1]);
+
+    /* C1, C2, C3: enrolled at once */
+    for (i = 0; i < 3; i++) {
+        if (i == 0) {
+            snprintf(tid, sizeof(tid), "%s", state_tid[ST_ISSUED]);
+        } else {
+            state_tid_of(i == 1 ? EVP_md5() : EVP_sha256(), 2, tid);
+        }
+
+        c[i] = state_run("PKCSReq", "19", tid, state_inner[1],
+                         state_inner_len[1], 0, 0);
+        if (c[i] == NULL
+            || !pki_serial_to_hex(X509_get0_serialNumber(c[i]), hex[i]))
+        {
+            fprintf(stderr, "fuzz_scep setup: no certificate\n");
+            exit(1);
+        }
+
+        signer_cert[4 + i] = c[i];
+        signer_key[4 + i] = device_key;
+    }
+
+    pki_result_init(&res);
+    if (pki_record_revoke(kv, pki_ca_name(fx->ca), hex[1], 1, time(NULL), 0,
+                          NULL, &res) != PKI_OK)
+    {
+        fprintf(stderr, "fuzz_scep setup: revoke: %s\n", res.detail);
+        exit(1);
+    }
+
+    n = snprintf(key, sizeof(key), "%s{ca:%s}:cert:%s", pki_redis_ns(kv),
+                 pki_ca_name(fx->ca), hex[2]);
+    if (n <= 0 || (size_t) n >= sizeof(key)) {
+        exit(1);
+    }
+    pki_fuzz_kv_hset(key, "template", "strict", 6);
+
+    pki_result_init(&res);
+    if (pki_record_get(kv, pki_ca_name(fx->ca), hex[2], &rec, &res)
+        != PKI_OK
+        || strcmp(rec.template_name, "strict") != 0)
+    {
+        fprintf(stderr, "fuzz_scep setup: C3's record %s\n", key);
+        exit(1);
+    }
+    pki_record_clear(&rec);
+
+    /* requests under manual approval, then set to their state */
+    for (i = ST_PENDING; i < ST_N; i++) {
+        x = state_run(what[i], "19", state_tid[i], state_inner[1],
+                      state_inner_len[1], 1, 3);
+        X509_free(x);
+    }
+
+    state_pend(ST_APPROVED, "status", "approved");
+
+    state_pend(ST_CLAIM, "status", "issuing");
+    state_pend(ST_CLAIM, "claim", "00c1a1m000000001");
+    state_pend(ST_CLAIM, "since", "0");
+
+    state_pend(ST_CLAIMED, "status", "issuing");
+    state_pend(ST_CLAIMED, "claim", "00c1a1m000000002");
+    state_pend(ST_CLAIMED, "since", "1");
+    state_pend(ST_CLAIMED, "serial", hex[0]);
+
+    state_pend(ST_REJECTED, "status", "rejected");
+
+    state_pend(ST_REVOKED, "status", "issuing");
+    state_pend(ST_REVOKED, "claim", "00c1a1m000000003");
+    state_pend(ST_REVOKED, "since", "1");
+    state_pend(ST_REVOKED, "serial", hex[1]);
+
+    state_inner[2] = state_ias(c[0], &state_inner_len[2]);
+    state_inner[3] = state_ias(c[1], &state_inner_len[3]);
+
+    state_chal("once-any", "");
+    state_chal("once-bound", "device\ndevice-1\nDNS:device-1.example.com\n"
+               "issuing");
+    state_chal("once-other", "strict\n\n\n");
+
+    /* the CA's CRL, stored */
+    if (pki_ca_signs_crls(fx->ca)) {
+        x = state_run("GetCRL", "22", "fuzz-setup-crl", state_inner[2],
+                      state_inner_len[2], 0, 0);
+        X509_free(x);
+    }
+
+    pki_fuzz_kv_snapshot();
+
+    if (pki_fuzz_verbose()) {
+        for (i = 1; i < ST_N; i++) {
+            fprintf(stderr, "fuzz_scep state: transactionID %d = %s\n", i,
+                    state_tid[i]);
+        }
+        fprintf(stderr, "fuzz_scep state: C1 %s, C2 %s (revoked), C3 %s\n",
+                hex[0], hex[1], hex[2]);
+    }
+
+    ERR_clear_error();
+}
+
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -812,14 +1755,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
         exit(1);
     }
 
-    memset(&conf, 0, sizeof(conf));
-    conf.ca = fx->ca;
-    conf.tmpl = fx->device;
-    conf.redis = fx->dead_redis;
-    conf.ra_cert = ra_cert;
-    conf.ra_key = ra_key;
-    conf.challenge = (const unsigned char *) "s3cret";
-    conf.challenge_len = 6;
+    scep_conf(&conf, fx->dead_redis);
     pki_result_init(&res);
     if (pki_scep_conf_check(&conf, &res) != PKI_OK) {
         fprintf(stderr, "fuzz_scep: %s %s\n", res.detail, res.log);
@@ -827,6 +1763,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     }
 
     build_init();
+    state_init();
 
     return 0;
 }
@@ -835,7 +1772,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int               n;
+    int               n, store;
     char             *b64;
     uint8_t           mode;
     build_t           b;
@@ -874,6 +1811,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (pki_fuzz_verbose()) {
                 fprintf(stderr, "scep mode %02x: not built\n", mode);
             }
+            OPENSSL_free(b.sent);
             return 0;
         }
 
@@ -891,14 +1829,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
-    memset(&conf, 0, sizeof(conf));
-    conf.ca = fx->ca;
-    conf.tmpl = fx->device;
-    conf.redis = (mode & 0x80) && b.no_store ? NULL : fx->dead_redis;
-    conf.ra_cert = ra_cert;
-    conf.ra_key = ra_key;
-    conf.challenge = (const unsigned char *) "s3cret";
-    conf.challenge_len = 6;
+    /* build mode: the dead Redis, none (byte 3 bit 0) or the fake one
+     * with the state (bit 2) */
+    store = (mode & 0x80) && b.store && !b.no_store;
+
+    scep_conf(&conf, (mode & 0x80) && b.no_store ? NULL
+                     : store ? kv : fx->dead_redis);
+    conf.dynamic = b.dynamic;
     conf.accept_des = (mode & 0x02) != 0;
     conf.manual = (mode & 0x04) != 0;
     conf.tid_any = (mode & 0x08) != 0;
@@ -920,10 +1857,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pki_scep_handle(&conf, &req, &resp);
 
     if (pki_fuzz_verbose()) {
-        fprintf(stderr, "scep mode %02x: %d type %d status %d fail %d %s "
-                "(%s)\n", mode, resp.http_status, resp.message_type,
-                resp.pki_status, resp.fail_info, resp.res.detail,
-                resp.res.log);
+        fprintf(stderr, "scep mode %02x%s: %d type %d status %d fail %d %s "
+                "(%s)\n", mode, store ? " store" : "", resp.http_status,
+                resp.message_type, resp.pki_status, resp.fail_info,
+                resp.res.detail, resp.res.log);
     }
 
     if (resp.http_status < 200 || resp.http_status > 599
@@ -934,13 +1871,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* no certificate without the store: a CertRep may be SUCCESS only for
      * GetCRL (built from the store too, so not here either) */
-    if (resp.pki_status == 0) {
+    if (!store && resp.pki_status == 0) {
         abort();
+    }
+
+    if (req.op == PKI_SCEP_PKIOPERATION) {
+        check_certrep(&resp, (mode & 0x80) ? &b : NULL, store, NULL);
     }
 
     pki_scep_resp_free(&resp);
     OPENSSL_free(built);
     OPENSSL_free(b64);
+    OPENSSL_free(b.sent);
+
+    if (store) {
+        pki_fuzz_kv_reset();
+    }
+
     ERR_clear_error();
 
     return 0;
