@@ -887,8 +887,10 @@ pki_audit_synced(pki_audit_t *a)
 pki_status_t
 pki_audit_sync(pki_audit_t *a, pki_result_t *res)
 {
-    pki_status_t         st;
-    unsigned long long   mine;
+    void                (*notify)(void *arg);
+    void                 *narg;
+    pki_status_t          st;
+    unsigned long long    mine;
 
     if (a == NULL) {
         a = pki_audit_default();
@@ -899,7 +901,24 @@ pki_audit_sync(pki_audit_t *a, pki_result_t *res)
     }
 
     if (__atomic_load_n(&a->qmode, __ATOMIC_ACQUIRE)) {
-        return pki_audit_drain(a, 1, res);
+        st = pki_audit_drain(a, 1, res);
+
+        if (st == PKI_OK) {
+            /* the drain took the syncer's queue: the answers of other
+             * requests in it are durable now, and their event loop
+             * hears of it here, as it does from the syncer (which found
+             * its queue empty and sleeps) */
+            pthread_mutex_lock(&a->qlock);
+            notify = a->notify;
+            narg = a->notify_arg;
+            pthread_mutex_unlock(&a->qlock);
+
+            if (notify != NULL) {
+                notify(narg);
+            }
+        }
+
+        return st;
     }
 
     pthread_mutex_lock(&a->lock);
@@ -3099,6 +3118,15 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
 
     if (need) {
         st = pki_audit_sync_pend(a, &durable, res);
+
+        if (st != PKI_OK) {
+            /* the answers of what was written wait for a sync that
+             * failed: it is due again (the syncer would otherwise sleep
+             * until another entry comes, and they with it) */
+            pthread_mutex_lock(&a->qlock);
+            a->qsync = 1;
+            pthread_mutex_unlock(&a->qlock);
+        }
     }
 
 unlock:

@@ -57,6 +57,9 @@ static struct {
 }                    synced[NSYNCED];
 static pthread_mutex_t  synced_lock = PTHREAD_MUTEX_INITIALIZER;
 static int           heads, heads_early;
+static int           sync_fails;       /* the next ones of a file: EIO */
+static int           sync_slow_ms;     /* each one of a file this long */
+static int           in_sync;          /* one of them is in progress */
 
 
 __attribute__((visibility("default"))) int
@@ -69,7 +72,21 @@ fdatasync(int fd)
         return (int) syscall(SYS_fdatasync, fd);
     }
 
-    rc = (int) syscall(SYS_fdatasync, fd);
+    if (__atomic_load_n(&sync_fails, __ATOMIC_ACQUIRE) > 0) {
+        __atomic_sub_fetch(&sync_fails, 1, __ATOMIC_ACQ_REL);
+        errno = EIO;
+        return -1;
+    }
+
+    if (__atomic_load_n(&sync_slow_ms, __ATOMIC_ACQUIRE) > 0) {
+        __atomic_add_fetch(&in_sync, 1, __ATOMIC_ACQ_REL);
+        usleep(1000 * __atomic_load_n(&sync_slow_ms, __ATOMIC_ACQUIRE));
+        rc = (int) syscall(SYS_fdatasync, fd);
+        __atomic_sub_fetch(&in_sync, 1, __ATOMIC_ACQ_REL);
+
+    } else {
+        rc = (int) syscall(SYS_fdatasync, fd);
+    }
 
     if (rc == 0) {
         pthread_mutex_lock(&synced_lock);
@@ -458,6 +475,162 @@ test_verify_io(void)
 /* A writer running as root (pkictl) never writes through a symlink that
  * whoever can write the log's directory put at audit.log or audit.lock:
  * the open fails, and the file the link names is untouched. */
+/* The qdone each notification of the syncer saw (the event loop then
+ * reads which tickets are durable). */
+static pki_audit_t         *seen_log;
+static unsigned long long   seen_done;
+static int                  seen_n;
+
+static void
+seen_notify(void *arg)
+{
+    (void) arg;
+    __atomic_store_n(&seen_done, pki_audit_synced(seen_log),
+                     __ATOMIC_RELEASE);
+    __atomic_add_fetch(&seen_n, 1, __ATOMIC_ACQ_REL);
+}
+
+
+/* A pool thread's pki_audit_sync() (a detached task that left a ticket)
+ * may drain the syncer's queue while the syncer is in a sync: another
+ * request's entry is made durable by that thread, and its event loop must
+ * be told so, or the answer waits for the next entry of the worker. */
+static void
+test_sync_notify(void)
+{
+    int                  n;
+    char                 dir[300];
+    pki_event_t          ev;
+    pki_audit_t         *x;
+    pki_result_t         res;
+    pki_audit_conf_t     c;
+    unsigned long long   r;
+
+    snprintf(dir, sizeof(dir), "%s/notify", tdir);
+    mkdir(dir, 0700);
+    memset(&c, 0, sizeof(c));
+    c.dir = dir;
+    pki_result_init(&res);
+    x = pki_audit_open(&c, &res);
+    seen_log = x;
+    pki_result_init(&res);
+    ok(x != NULL && pki_audit_syncer_start(x, seen_notify, NULL, &res)
+       == PKI_OK, "sync notify: a log with its syncer");
+    if (x == NULL) {
+        return;
+    }
+
+    pki_audit_set_default(x);
+    pki_audit_set_deferred(1);
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_REVOKE;
+    ev.status = PKI_OK;
+    ev.ca = "ca1";
+    ev.serial = "E0";
+
+    /* the syncer in a slow sync of a first entry */
+    __atomic_store_n(&sync_slow_ms, 300, __ATOMIC_RELEASE);
+    pki_result_init(&res);
+    (void) pki_event_emit(&ev, 1, &res);
+    (void) pki_audit_take_ticket();
+    for (n = 0; n < 200 && !__atomic_load_n(&in_sync, __ATOMIC_ACQUIRE);
+         n++)
+    {
+        usleep(5000);
+    }
+    ok(n < 200, "sync notify: the syncer is in a sync");
+
+    /* request R's entry, then a pool thread's sync takes it */
+    ev.serial = "E1";
+    pki_result_init(&res);
+    (void) pki_event_emit(&ev, 1, &res);
+    r = pki_audit_take_ticket();
+    pki_result_init(&res);
+    ok(pki_audit_sync(x, &res) == PKI_OK && pki_audit_ticket_done(x, r),
+       "sync notify: the pool thread's sync made R durable");
+    __atomic_store_n(&sync_slow_ms, 0, __ATOMIC_RELEASE);
+
+    for (n = 0; n < 100 && __atomic_load_n(&seen_done, __ATOMIC_ACQUIRE) < r;
+         n++)
+    {
+        usleep(10000);
+    }
+    ok(__atomic_load_n(&seen_done, __ATOMIC_ACQUIRE) >= r,
+       "sync notify: the event loop was told (%d notifications, the last "
+       "saw %llu of ticket %llu)", __atomic_load_n(&seen_n, __ATOMIC_ACQUIRE),
+       __atomic_load_n(&seen_done, __ATOMIC_ACQUIRE), r);
+
+    pki_audit_set_deferred(0);
+    pki_audit_set_default(NULL);
+    pki_audit_close(x);
+}
+
+
+/* A sync that fails once is tried again by the syncer: the answer
+ * waiting for it leaves once the disk syncs, without waiting for another
+ * entry to come (the syncer slept until one did). */
+static void
+test_sync_retry(void)
+{
+    int                  n, done_fail;
+    char                 dir[300];
+    pki_event_t          ev;
+    pki_audit_t         *x;
+    pki_result_t         res;
+    pki_audit_conf_t     c;
+    unsigned long long   ticket;
+
+    snprintf(dir, sizeof(dir), "%s/retry", tdir);
+    mkdir(dir, 0700);
+    memset(&c, 0, sizeof(c));
+    c.dir = dir;
+    pki_result_init(&res);
+    x = pki_audit_open(&c, &res);
+    pki_result_init(&res);
+    ok(x != NULL && pki_audit_syncer_start(x, NULL, NULL, &res) == PKI_OK,
+       "sync retry: a log with its syncer");
+    if (x == NULL) {
+        return;
+    }
+
+    pki_audit_set_default(x);
+    pki_audit_set_deferred(1);
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PKI_EV_REVOKE;
+    ev.status = PKI_OK;
+    ev.ca = "ca1";
+    ev.serial = "5EC0";
+
+    __atomic_store_n(&sync_fails, 1, __ATOMIC_RELEASE);
+    pki_result_init(&res);
+    (void) pki_event_emit(&ev, 1, &res);
+    ticket = pki_audit_take_ticket();
+
+    for (n = 0; n < 100 && __atomic_load_n(&sync_fails, __ATOMIC_ACQUIRE);
+         n++)
+    {
+        usleep(10000);
+    }
+    done_fail = pki_audit_ticket_done(x, ticket);
+    ok(n < 100 && !done_fail, "sync retry: the first fdatasync failed, "
+       "the entry is not taken for durable");
+
+    /* nothing else is logged: only a retry can make it durable */
+    for (n = 0; n < 300 && !pki_audit_ticket_done(x, ticket); n++) {
+        usleep(10000);
+    }
+    ok(pki_audit_ticket_done(x, ticket), "sync retry: durable %d ms after "
+       "the failure, with no other entry", n * 10);
+
+    pki_audit_set_deferred(0);
+    pki_audit_set_default(NULL);
+    pki_audit_close(x);
+    __atomic_store_n(&sync_fails, 0, __ATOMIC_RELEASE);
+}
+
+
 static void
 test_symlinks(void)
 {
@@ -567,6 +740,8 @@ main(void)
        "verify of an empty directory: not found");
 
     test_verify_io();
+    test_sync_retry();
+    test_sync_notify();
     test_symlinks();
     test_rollback(key);
 
