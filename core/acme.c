@@ -7205,7 +7205,10 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
         rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
                             &rec, a->res);
         if (rc == PKI_OK) {
-            if (rec.status != PKI_CERT_PENDING) {
+            /* withdrawn: revoked because the finalization could not hand
+             * it out (its transaction log entry refused): never the
+             * order's certificate */
+            if (rec.status != PKI_CERT_PENDING && !rec.withdrawn) {
                 done = pki_acme_order_complete(a, acct, *order, &rec) ? 1
                                                                       : -1;
             }
@@ -7233,7 +7236,7 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
             rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca),
                                 serial, &rec, a->res);
             if (rc == PKI_OK) {
-                if (rec.status != PKI_CERT_PENDING) {
+                if (rec.status != PKI_CERT_PENDING && !rec.withdrawn) {
                     done = pki_acme_order_complete(a, acct, *order, &rec)
                            ? 1 : -1;
                 }
@@ -7552,7 +7555,7 @@ pki_acme_link_record(pki_acme_t *a, const char *acct, const char *key,
 
     snprintf(requester, sizeof(requester), "acme:%s", acct);
 
-    if (rec->status == PKI_CERT_PENDING || rec->der == NULL
+    if (rec->status == PKI_CERT_PENDING || rec->withdrawn || rec->der == NULL
         || rec->requester == NULL || strcmp(rec->requester, requester) != 0)
     {
         pki_record_clear(rec);

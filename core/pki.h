@@ -374,6 +374,8 @@ typedef struct {
     int                planned_reason;
     char               realm[32];    /* ACME: the issuing location's policy
                                         ("" for others and older records) */
+    int                withdrawn;    /* revoked by pki_int_issue_withdraw:
+                                        recorded, never handed out */
 } pki_record_t;
 
 /* Reserves serial (SET NX) and writes a pending record in one atomic step.

@@ -2209,6 +2209,11 @@ pki_record_field(pki_record_t *out, const redisReply *k, const redisReply *v)
         return pki_parse_time(v, &out->created);
     }
 
+    if (PKI_FIELD("withdrawn")) {
+        out->withdrawn = v->len == 1 && v->str[0] == '1';
+        return 1;
+    }
+
     sp = NULL;
 
     if (PKI_FIELD("subject")) {

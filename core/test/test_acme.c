@@ -1364,6 +1364,48 @@ test_store(const char *sock, EVP_PKEY *cakey_pub)
         cJSON_AddNumberToObject(o, "finStarted", (double) time(NULL));
         put_order(rc, okey, o);
 
+        /* withdrawn first (revoked because the finalization could not
+         * hand it out: its log entry refused): never the order's */
+        {
+            char         ckey[512];
+            redisReply  *k;
+
+            k = redisCommand(rc, "KEYS acmetest:{ca:*}:cert:%s", serial);
+            ckey[0] = '\0';
+            if (k != NULL && k->type == REDIS_REPLY_ARRAY
+                && k->elements == 1)
+            {
+                snprintf(ckey, sizeof(ckey), "%s", k->element[0]->str);
+            }
+            freeReplyObject(k);
+            ok(ckey[0] != '\0', "the order's record: %s", ckey);
+
+            freeReplyObject(redisCommand(rc, "HSET %s status revoked "
+                                         "withdrawn 1", ckey));
+            post(pk, kid, rel(order), "", NULL, &resp);
+            ok(has(&resp, "\"status\":\"processing\"")
+               && !has(&resp, "\"certificate\""), "a processing order whose "
+               "certificate was withdrawn does not complete with it");
+            pki_acme_resp_free(&resp);
+
+            cJSON_ReplaceItemInObject(o, "finStarted",
+                                      cJSON_CreateNumber((double) time(NULL)
+                                                         - 100));
+            put_order(rc, okey, o);
+            post(pk, kid, rel(order), "", NULL, &resp);
+            ok(has(&resp, "\"status\":\"invalid\"")
+               && has(&resp, "serverInternal")
+               && !has(&resp, "\"certificate\""),
+               "  and once stale, it becomes invalid with serverInternal");
+            pki_acme_resp_free(&resp);
+
+            freeReplyObject(redisCommand(rc, "HSET %s status good", ckey));
+            freeReplyObject(redisCommand(rc, "HDEL %s withdrawn", ckey));
+            cJSON_ReplaceItemInObject(o, "finStarted",
+                                      cJSON_CreateNumber((double) time(NULL)));
+            put_order(rc, okey, o);
+        }
+
         post(pk, kid, rel(order), "", NULL, &resp);
         ok(has(&resp, "\"status\":\"valid\"") && has(&resp, "certificate"),
            "a processing order whose certificate is recorded completes");
