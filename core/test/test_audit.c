@@ -475,6 +475,50 @@ test_verify_io(void)
 /* A writer running as root (pkictl) never writes through a symlink that
  * whoever can write the log's directory put at audit.log or audit.lock:
  * the open fails, and the file the link names is untouched. */
+/* A log in tdir/name with its syncer, the default and deferred, and ev a
+ * revocation entry for it; NULL if it did not open. */
+static pki_audit_t *
+synced_log(const char *name, void (*notify)(void *arg), pki_event_t *ev)
+{
+    char               dir[300];
+    pki_audit_t       *x;
+    pki_result_t       res;
+    pki_audit_conf_t   c;
+
+    snprintf(dir, sizeof(dir), "%s/%s", tdir, name);
+    mkdir(dir, 0700);
+    memset(&c, 0, sizeof(c));
+    c.dir = dir;
+    pki_result_init(&res);
+    x = pki_audit_open(&c, &res);
+    pki_result_init(&res);
+    ok(x != NULL && pki_audit_syncer_start(x, notify, NULL, &res) == PKI_OK,
+       "%s: a log with its syncer", name);
+    if (x == NULL) {
+        return NULL;
+    }
+
+    pki_audit_set_default(x);
+    pki_audit_set_deferred(1);
+
+    memset(ev, 0, sizeof(*ev));
+    ev->type = PKI_EV_REVOKE;
+    ev->status = PKI_OK;
+    ev->ca = "ca1";
+
+    return x;
+}
+
+
+static void
+synced_log_close(pki_audit_t *x)
+{
+    pki_audit_set_deferred(0);
+    pki_audit_set_default(NULL);
+    pki_audit_close(x);
+}
+
+
 /* The qdone each notification of the syncer saw (the event loop then
  * reads which tickets are durable). */
 static pki_audit_t         *seen_log;
@@ -499,34 +543,17 @@ static void
 test_sync_notify(void)
 {
     int                  n;
-    char                 dir[300];
     pki_event_t          ev;
     pki_audit_t         *x;
     pki_result_t         res;
-    pki_audit_conf_t     c;
     unsigned long long   r;
 
-    snprintf(dir, sizeof(dir), "%s/notify", tdir);
-    mkdir(dir, 0700);
-    memset(&c, 0, sizeof(c));
-    c.dir = dir;
-    pki_result_init(&res);
-    x = pki_audit_open(&c, &res);
+    x = synced_log("notify", seen_notify, &ev);
     seen_log = x;
-    pki_result_init(&res);
-    ok(x != NULL && pki_audit_syncer_start(x, seen_notify, NULL, &res)
-       == PKI_OK, "sync notify: a log with its syncer");
     if (x == NULL) {
         return;
     }
 
-    pki_audit_set_default(x);
-    pki_audit_set_deferred(1);
-
-    memset(&ev, 0, sizeof(ev));
-    ev.type = PKI_EV_REVOKE;
-    ev.status = PKI_OK;
-    ev.ca = "ca1";
     ev.serial = "E0";
 
     /* the syncer in a slow sync of a first entry */
@@ -561,9 +588,7 @@ test_sync_notify(void)
        "saw %llu of ticket %llu)", __atomic_load_n(&seen_n, __ATOMIC_ACQUIRE),
        __atomic_load_n(&seen_done, __ATOMIC_ACQUIRE), r);
 
-    pki_audit_set_deferred(0);
-    pki_audit_set_default(NULL);
-    pki_audit_close(x);
+    synced_log_close(x);
 }
 
 
@@ -574,33 +599,16 @@ static void
 test_sync_retry(void)
 {
     int                  n, done_fail;
-    char                 dir[300];
     pki_event_t          ev;
     pki_audit_t         *x;
     pki_result_t         res;
-    pki_audit_conf_t     c;
     unsigned long long   ticket;
 
-    snprintf(dir, sizeof(dir), "%s/retry", tdir);
-    mkdir(dir, 0700);
-    memset(&c, 0, sizeof(c));
-    c.dir = dir;
-    pki_result_init(&res);
-    x = pki_audit_open(&c, &res);
-    pki_result_init(&res);
-    ok(x != NULL && pki_audit_syncer_start(x, NULL, NULL, &res) == PKI_OK,
-       "sync retry: a log with its syncer");
+    x = synced_log("retry", NULL, &ev);
     if (x == NULL) {
         return;
     }
 
-    pki_audit_set_default(x);
-    pki_audit_set_deferred(1);
-
-    memset(&ev, 0, sizeof(ev));
-    ev.type = PKI_EV_REVOKE;
-    ev.status = PKI_OK;
-    ev.ca = "ca1";
     ev.serial = "5EC0";
 
     __atomic_store_n(&sync_fails, 1, __ATOMIC_RELEASE);
@@ -624,9 +632,7 @@ test_sync_retry(void)
     ok(pki_audit_ticket_done(x, ticket), "sync retry: durable %d ms after "
        "the failure, with no other entry", n * 10);
 
-    pki_audit_set_deferred(0);
-    pki_audit_set_default(NULL);
-    pki_audit_close(x);
+    synced_log_close(x);
     __atomic_store_n(&sync_fails, 0, __ATOMIC_RELEASE);
 }
 
