@@ -548,7 +548,10 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
             kv_bulk(o, p->v, p->vlen);
         }
 
-    } else if (IS(0, "ZCOUNT") || IS(0, "ZREMRANGEBYSCORE")) {
+    } else if (IS(0, "ZCOUNT") || IS(0, "ZREMRANGEBYSCORE")
+               || IS(0, "ZREMRANGEBYLEX"))
+    {
+        int     in;
         size_t  k;
 
         if (argc < 4) {
@@ -561,9 +564,14 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
             return;
         }
         for (n = 0, k = 0; e != NULL && k < e->n; ) {
-            if (kv_score_in(e->p[k].v, arg[2], arg[3])) {
+            /* ZREMRANGEBYLEX compares the members' bytes */
+            in = IS(0, "ZREMRANGEBYLEX")
+                 ? kv_lex_in(e->p[k].f, e->p[k].flen, arg[2], len[2],
+                             arg[3], len[3])
+                 : kv_score_in(e->p[k].v, arg[2], arg[3]);
+            if (in) {
                 n++;
-                if (IS(0, "ZREMRANGEBYSCORE")) {
+                if (!IS(0, "ZCOUNT")) {
                     kv_unput(e, e->p[k].f, e->p[k].flen);
                     continue;
                 }
@@ -849,30 +857,6 @@ kv_exec(int argc, char **arg, size_t *len, kv_out_t *o)
                 kv_bulk(o, p->v, p->vlen);
             }
         }
-
-    } else if (IS(0, "ZREMRANGEBYLEX")) {
-        size_t  k;
-
-        if (argc < 4) {
-            kv_arity(o);
-            return;
-        }
-        e = kv_get(arg[1], len[1], KV_ZSET, 0, &wt);
-        if (wt) {
-            kv_wrong(o);
-            return;
-        }
-        for (n = 0, k = 0; e != NULL && k < e->n; ) {
-            if (kv_lex_in(e->p[k].f, e->p[k].flen, arg[2], len[2], arg[3],
-                          len[3]))
-            {
-                kv_unput(e, e->p[k].f, e->p[k].flen);
-                n++;
-                continue;
-            }
-            k++;
-        }
-        kv_int(o, n);
 
     } else if (IS(0, "STRLEN")) {
         e = kv_get(arg[1], len[1], KV_STRING, 0, &wt);
