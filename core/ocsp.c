@@ -1091,7 +1091,12 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
                 s->revoked_at = rec.revoked_at > 0
                                 && rec.revoked_at <= PKI_TIME_MAX
                                 ? rec.revoked_at : now;
-                s->invalidity = rec.invalidity_date;
+                /* and an invalidity date out of range is left out, as
+                 * the CRL leaves it out (it cannot be encoded: the whole
+                 * answer would be internalError) */
+                s->invalidity = rec.invalidity_date > 0
+                                && rec.invalidity_date <= PKI_TIME_MAX
+                                ? rec.invalidity_date : 0;
                 s->ca = pca[j];
                 pki_record_clear(&rec);
                 break;

@@ -788,6 +788,24 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
                    (long) revtime);
                 OCSP_BASICRESP_free(bs);
                 pki_ocsp_resp_free(&resp);
+
+                /* an invalidity date past 9999 (damaged): left out, the
+                 * answer still says revoked (it was internalError) */
+                rp = redisCommand(stats, "HSET %s{ca:%s}:cert:%s "
+                                  "invalidity_date 999999999999", ns, name,
+                                  hex);
+                freeReplyObject(rp);
+                st = run(&conf, "POST", der, len, &resp);
+                parse(&resp, root, sub, &bs);
+                ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && bs != NULL
+                   && find_status(bs, &ids[3], NULL, NULL, NULL)
+                      == V_OCSP_CERTSTATUS_REVOKED
+                   && OCSP_SINGLERESP_get_ext_by_NID(
+                          OCSP_resp_get0(bs, 0), NID_invalidity_date, -1)
+                      < 0, "%s: an invalidity date out of range: revoked, "
+                   "without it (status %d)", alg, st);
+                OCSP_BASICRESP_free(bs);
+                pki_ocsp_resp_free(&resp);
             }
             free(der);
             X509_free(un);
