@@ -437,12 +437,14 @@ pki_int_redis_limit_reader(redisContext *c)
 /*
  * The server's maxmemory-policy, from INFO memory (which managed services
  * that disable CONFIG still answer): 1 fine or unknown (INFO refused or
- * renamed away), 0 an allkeys-* policy (res says why), -1 no answer.  Such
- * a policy evicts any key once Redis is full: certificate records, serial
- * reservations, revocations, with nothing written anywhere.  A volatile-*
- * policy evicts only keys with a TTL (nonces, orders, replay records,
- * reservations not yet committed), each of which ends in a refusal the
- * client can retry, never a lost certificate.
+ * renamed away), 0 any policy but noeviction (res says why), -1 no
+ * answer.  An allkeys-* policy evicts any key once Redis is full:
+ * certificate records, serial reservations, revocations, with nothing
+ * written anywhere.  A volatile-* policy evicts keys with a TTL, and some
+ * of those are marks of something used: a spent ACME nonce, a SCEP
+ * message seen, an order's finalization link.  A mark gone lets the same
+ * request in again (a replayed JWS or SCEP message would be taken), so
+ * it is refused too.
  *
  * The same answer carries aof_enabled (INFO persistence), kept in r->aof
  * for pki_redis_aof(): one "INFO memory persistence" (Redis >= 7), or the
@@ -529,13 +531,17 @@ pki_redis_policy_ok(pki_redis_t *r, redisContext *c, double deadline,
             }
         }
 
-        if (strncmp(pol, "allkeys-", 8) == 0) {
+        if (strcmp(pol, "noeviction") != 0) {
             pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
-            pki_log(res, "%sredis: maxmemory-policy %s evicts any key once "
-                    "Redis is full, certificate records and serial "
-                    "reservations too: not used; set maxmemory-policy "
-                    "noeviction (or a volatile-* policy)",
-                    res != NULL && res->log[0] != '\0' ? "; " : "", pol);
+            pki_log(res, "%sredis: maxmemory-policy %s evicts %s once Redis "
+                    "is full: not used; set maxmemory-policy noeviction",
+                    res != NULL && res->log[0] != '\0' ? "; " : "", pol,
+                    strncmp(pol, "volatile-", 9) == 0
+                    ? "keys with a TTL, the marks of spent ACME nonces "
+                      "and seen SCEP messages among them (a replay would "
+                      "pass),"
+                    : "any key, certificate records and serial "
+                      "reservations too,");
             rc = 0;
         }
     }
