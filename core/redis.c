@@ -2870,10 +2870,37 @@ static const char  pki_lua_plan_due[] =
     "return ''";
 
 
+/* ZREM of one member of a CA's revplan: 0 when Redis did not answer. */
+static int
+pki_redis_plan_drop(pki_redis_t *r, const char *kplan, const char *member,
+    size_t len, pki_result_t *res)
+{
+    const char  *argv[3];
+    size_t       lens[3];
+    redisReply  *reply;
+
+    argv[0] = "ZREM";
+    argv[1] = kplan;
+    argv[2] = member;
+    lens[0] = 4;
+    lens[1] = strlen(kplan);
+    lens[2] = len;
+
+    reply = pki_redis_cmd(r, 3, argv, lens, res);
+    if (reply == NULL) {
+        return 0;
+    }
+
+    freeReplyObject(reply);
+    return 1;
+}
+
+
 PKI_API pki_status_t
 pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
     unsigned max, unsigned *done, pki_result_t *res)
 {
+    int           ok;
     size_t        i, k;
     char          kplan[PKI_REDIS_KEY_MAX], kcert[PKI_REDIS_KEY_MAX];
     char          canon[41], num[24], lim[24], *end, by[160];
@@ -2923,17 +2950,30 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
 
     for (i = 0; due->type == REDIS_REPLY_ARRAY && i < due->elements; i++) {
 
-        if (due->element[i]->type != REDIS_REPLY_STRING
-            || due->element[i]->len >= sizeof(canon))
-        {
+        if (due->element[i]->type != REDIS_REPLY_STRING) {
             continue;
         }
-        memcpy(canon, due->element[i]->str, due->element[i]->len);
-        canon[due->element[i]->len] = '\0';
 
-        if (!pki_redis_key(r, ca, "cert:", canon, kcert, sizeof(kcert), NULL,
-                           res))
-        {
+        /* a member that is no serial (written by hand, or damaged) is
+         * dropped: left, a batch of them at the head of the plan would
+         * come back first on every pass and keep the real plans behind
+         * them from being carried out */
+        pki_result_init(&one);
+        ok = due->element[i]->len < sizeof(canon);
+        if (ok) {
+            memcpy(canon, due->element[i]->str, due->element[i]->len);
+            canon[due->element[i]->len] = '\0';
+            ok = pki_redis_key(r, ca, "cert:", canon, kcert, sizeof(kcert),
+                               NULL, &one);
+        }
+
+        if (!ok) {
+            if (!pki_redis_plan_drop(r, kplan, due->element[i]->str,
+                                     due->element[i]->len, res))
+            {
+                st = PKI_UNAVAILABLE;
+                break;
+            }
             continue;
         }
 
@@ -2994,18 +3034,10 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
 
         /* revoked now or before: off the plan (a crash before this is
          * cleaned up by the next pass, which finds it revoked) */
-        argv[0] = "ZREM";
-        argv[1] = kplan;
-        argv[2] = canon;
-        for (k = 0; k < 3; k++) {
-            lens[k] = strlen(argv[k]);
-        }
-        take = pki_redis_cmd(r, 3, argv, lens, res);
-        if (take == NULL) {
+        if (!pki_redis_plan_drop(r, kplan, canon, strlen(canon), res)) {
             st = PKI_UNAVAILABLE;
             break;
         }
-        freeReplyObject(take);
     }
 
     freeReplyObject(due);

@@ -978,6 +978,52 @@ main(void)
         ok(pki_record_revoke_due(conf.redis, "one", at + 60, 0, &done, &res)
            == PKI_OK && done == 0, "carried out once");
 
+        /* members of the plan that are no serial (damaged, or written by
+         * hand), more than one pass reads, due before a real plan: they
+         * are dropped, and the plan behind them is carried out */
+        ok(issue(cas[0], tdev, "dev4b", s4), "issued dev4b by CA one");
+        snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+                 "\"superseded\",\"at\":\"%s\"}", s4, when);
+        revoke_expect(body, 200, "planned dev4b");
+        {
+            int            n;
+            char           key[128];
+            redisReply    *rep;
+            pki_status_t   rst;
+            redisContext  *c;
+
+            c = redisConnectUnix(sock);
+            snprintf(key, sizeof(key), "%s{ca:one}:revplan", ns);
+            for (n = 0; n < 300; n++) {
+                rep = redisCommand(c, "ZADD %s 1 junk%d", key, n);
+                freeReplyObject(rep);
+            }
+            rep = redisCommand(c, "ZADD %s 2 %b", key, "x\0y", (size_t) 3);
+            freeReplyObject(rep);
+
+            pki_result_init(&res);
+            ok(pki_record_revoke_due(conf.redis, "one", at, 0, &done, &res)
+               == PKI_OK, "a pass over 301 members that are no serial");
+            pki_result_init(&res);
+            rst = pki_record_revoke_due(conf.redis, "one", at, 0, &done,
+                                        &res);
+            ok(rst == PKI_OK && done == 1, "the next pass carries out the "
+               "plan behind them (%u)", done);
+            rep = redisCommand(c, "ZCARD %s", key);
+            ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER
+               && rep->integer == 0, "and the plan is empty (%lld)",
+               rep != NULL ? rep->integer : -1);
+            freeReplyObject(rep);
+            redisFree(c);
+        }
+        snprintf(q, sizeof(q), "certificates/%s", s4);
+        j = call("GET", q, NULL, NULL, &st);
+        ok(strcmp(jstr(j, "status"), "revoked") == 0
+           && strcmp(jstr(j, "reason"), "superseded") == 0,
+           "dev4b revoked as planned (%s %s)", jstr(j, "status"),
+           jstr(j, "reason"));
+        cJSON_Delete(j);
+
         /* planned, then revoked by hand first: the plan is dropped */
         ok(issue(cas[0], tdev, "dev5", s4), "issued dev5 by CA one");
         snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"at\":\"%s\"}",
