@@ -1456,6 +1456,15 @@ pki_int_matter_tmpl_finish(pki_template_t *t, pki_result_t *res)
 
     type = t->matter;
 
+    /* A DAC ends 99991231235959Z, beyond its PAI unless the template says
+     * beyond_ca_expiry off: the Matter SDK judges the PAI and PAA at the
+     * DAC's notBefore, the DAC alone at the time of commissioning, so a
+     * DAC cut to a PAI of ten years would make its device fail
+     * attestation for good when the PAI ends (a DAC is never renewed) */
+    if (type == PKI_MATTER_DAC && t->beyond_ca_expiry == -1) {
+        t->beyond_ca_expiry = 1;
+    }
+
     /* the subject is the profile's: a DAC template may only rule on the
      * CN (a fixed one of 1..64 printable characters); any other rule
      * would be ignored, so it is refused */

@@ -1437,6 +1437,115 @@ test_keygen_cn(X509 *pai, pki_key_t *fpai)
 }
 
 
+/* A DAC ends 99991231235959Z under a PAI of ten years: commissioners
+ * judge the PAI at the DAC's notBefore, so the device still passes
+ * attestation after its PAI ended; a template with beyond_ca_expiry off
+ * ends its DACs with the PAI. */
+static void
+test_dac_beyond_pai(pki_ca_t *capaa, X509 *paa, EVP_PKEY *kdev)
+{
+    int              i, na;
+    X509            *pai, *dac;
+    time_t           pai_na;
+    EVP_PKEY        *kp;
+    X509_REQ        *csr;
+    pki_ca_t        *ca;
+    pki_key_t       *fp;
+    X509_NAME       *n;
+    const char      *a[1];
+    pki_result_t     res;
+    pki_request_t    req;
+    pki_template_t  *tp, *t[2];
+    const char      *attrs[] = { "CN", "Ten-year PAI", VID, "FFF1", PID,
+                                 "8000", NULL };
+
+    tp = pki_template_new("pai-10y");
+    a[0] = "pai";
+    pki_template_set(tp, "matter", 1, a, &res);
+    a[0] = "3650d";
+    pki_result_init(&res);
+    pki_template_set(tp, "validity", 1, a, &res);
+    pki_result_init(&res);
+    ok(pki_template_finish(tp, &res) == PKI_OK
+       && pki_ca_add_template(capaa, tp, &res) == PKI_OK,
+       "a PAI template of ten years %s", res.detail);
+
+    kp = ec_key("P-256");
+    fp = file_key(kp, "pai10y");
+    n = opname(attrs);
+    memset(&req, 0, sizeof(req));
+    req.subject = n;
+    req.pubkey = kp;
+    pai = NULL;
+    pki_result_init(&res);
+    ok(pki_issue(capaa, tp, NULL, &req, NULL, &pai, &res) == PKI_OK,
+       "a PAI of ten years issued %s", res.detail);
+    X509_NAME_free(n);
+
+    for (i = 0; i < 2; i++) {
+        t[i] = pki_template_new(i ? "dac-capped" : "dac-beyond");
+        a[0] = "dac";
+        pki_template_set(t[i], "matter", 1, a, &res);
+        if (i) {
+            a[0] = "off";
+            pki_template_set(t[i], "beyond_ca_expiry", 1, a, &res);
+        }
+        pki_result_init(&res);
+        ok(pki_template_finish(t[i], &res) == PKI_OK, "template %s %s",
+           i ? "dac-capped" : "dac-beyond", res.detail);
+    }
+
+    ca = pai ? make_ca(pai, fp, "pai10y", t[0], t[1], NULL) : NULL;
+    ok(ca != NULL, "the PAI of ten years as a CA");
+    pai_na = 0;
+    if (pai != NULL) {
+        struct tm  tm;
+
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(pai), &tm)) {
+            pai_na = timegm(&tm);
+        }
+    }
+
+    for (i = 0; ca != NULL && i < 2; i++) {
+        csr = make_csr(kdev, "Widget", NULL, EVP_sha256());
+        pki_result_init(&res);
+        dac = NULL;
+        if (csr == NULL
+            || pki_request_from_csr(t[i], csr, &req, &res) != PKI_OK
+            || pki_issue(ca, t[i], NULL, &req, NULL, &dac, &res) != PKI_OK)
+        {
+            ok(0, "DAC under %s: %s", i ? "dac-capped" : "dac-beyond",
+               res.detail);
+        } else {
+            na = ASN1_TIME_compare(X509_get0_notAfter(dac),
+                                   X509_get0_notAfter(pai));
+            ok(i ? na == 0
+                 : ASN1_STRING_length(X509_get0_notAfter(dac)) == 15
+                   && memcmp(ASN1_STRING_get0_data(
+                                 X509_get0_notAfter(dac)),
+                             "99991231235959Z", 15) == 0,
+               "%s: the DAC ends %s", i ? "dac-capped" : "dac-beyond",
+               i ? "with its PAI" : "99991231235959Z");
+            pki_result_init(&res);
+            ok((pki_matter_verify_attestation(dac, pai, paa,
+                                              pai_na + 86400 * 365, &res)
+                == PKI_OK) == !i, "  a year after the PAI ended: %s (%s)",
+               i ? "kDacExpired" : "attests", res.detail);
+        }
+        X509_free(dac);
+        pki_request_clear(&req);
+        X509_REQ_free(csr);
+    }
+
+    pki_ca_free(ca);
+    pki_key_free(fp);
+    EVP_PKEY_free(kp);
+    X509_free(pai);
+    pki_template_free(t[0]);
+    pki_template_free(t[1]);
+}
+
+
 /* Matter TLV time is 32-bit seconds since 2000: an operational
  * certificate ending after 2136-02-07T06:28:15Z, other than 9999, has no
  * TLV form.  A template that would always end there is refused with the
@@ -2410,6 +2519,9 @@ test_issuance(void)
     capai = pai ? make_ca(pai, fpai, "pai", tdac2, NULL, NULL) : NULL;
     ok(capai != NULL, "PAI as a CA");
     test_pai_dn(paa, kpaa, tdac2);
+    if (capaa) {
+        test_dac_beyond_pai(capaa, paa, kdev);
+    }
 
     /* a DAC template under a CA that is not a PAI, or disagreeing with
      * it: refused with the configuration, not request by request */
