@@ -1096,7 +1096,21 @@ pki_int_csr_parts(const unsigned char *der, size_t len, EVP_PKEY **pk,
     }
 
     {
+        const char         *why;
         const ASN1_OBJECT  *aobj;
+
+        /* the attribute rules every other reader applies */
+        why = pki_int_csr_attrs_refused(pr->info->attributes,
+                                        sk_X509_ATTRIBUTE_num(
+                                            pr->info->attributes),
+                                        pki_csr_stack_attr);
+        if (why != NULL) {
+            *st = pki_fail(res, PKI_MALFORMED, "%s", why);
+            EVP_PKEY_free(*pk);
+            *pk = NULL;
+            ASN1_item_free((ASN1_VALUE *) pr, ASN1_ITEM_rptr(PKI_REQ));
+            return 1;
+        }
 
         X509_ALGOR_get0(&aobj, NULL, NULL, pr->sig_alg);
         *signid = OBJ_obj2nid(aobj);

@@ -4,7 +4,8 @@
  *
  * Fixtures shared by the core unit tests: a key, a CA key in a file, a
  * template from its lines, a handle on the test Redis, a certificate
- * issued and written.  Include after pki.h and test/unit.h.
+ * issued and written, a request with a repeated attribute.  Include
+ * after pki.h and test/unit.h.
  */
 
 #ifndef PKI_TEST_FIXTURE_H
@@ -170,6 +171,119 @@ fx_write_cert(const char *dir, const char *name, X509 *x)
     if (f != NULL) {
         fclose(f);
     }
+}
+
+
+/* DER length octets of n into p (at most 4 bytes): how many. */
+static __attribute__((unused)) size_t
+fx_der_len(unsigned char *p, size_t n)
+{
+    if (n < 0x80) {
+        p[0] = (unsigned char) n;
+        return 1;
+    }
+    if (n < 0x100) {
+        p[0] = 0x81;
+        p[1] = (unsigned char) n;
+        return 2;
+    }
+    p[0] = 0x82;
+    p[1] = (unsigned char) (n >> 8);
+    p[2] = (unsigned char) n;
+    return 3;
+}
+
+
+/*
+ * A strict-DER request of a key of type alg whose attributes are
+ * unstructuredName "aaaa" and challengePassword "bbbb", both types then
+ * set to last (their OID's last octet: 0x07 challengePassword, 0x0e
+ * extensionRequest), and signed as that.  OpenSSL cannot build one: its
+ * X509_REQ_add1_attr() refuses a repeated type.  The SET OF stays in DER
+ * order (same lengths, "aaaa" < "bbbb").
+ */
+static __attribute__((unused)) unsigned char *
+fx_dup_attr_csr(const char *alg, unsigned char last, size_t *len)
+{
+    int                 tlen, alen;
+    size_t              i, slen, n, body;
+    X509_REQ           *req;
+    EVP_PKEY           *pk;
+    X509_NAME          *nm;
+    EVP_MD_CTX         *md;
+    const X509_ALGOR   *sa;
+    unsigned char      *tbs, *algder, *out, sig[1024], hd[8];
+    static const unsigned char  un[] = {
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x02
+    };
+
+    pk = fx_keygen(alg);
+    req = X509_REQ_new();
+    nm = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC,
+                               (const unsigned char *) "dup", -1, -1, 0);
+    X509_REQ_set_version(req, X509_REQ_VERSION_1);
+    X509_REQ_set_subject_name(req, nm);
+    X509_NAME_free(nm);
+    X509_REQ_set_pubkey(req, pk);
+    X509_REQ_add1_attr_by_NID(req, NID_pkcs9_unstructuredName,
+                              V_ASN1_PRINTABLESTRING,
+                              (const unsigned char *) "aaaa", 4);
+    X509_REQ_add1_attr_by_NID(req, NID_pkcs9_challengePassword,
+                              V_ASN1_PRINTABLESTRING,
+                              (const unsigned char *) "bbbb", 4);
+    /* the signature algorithm as OpenSSL writes it for this key */
+    X509_REQ_sign(req, pk, EVP_PKEY_get_id(pk) == EVP_PKEY_ED25519
+                           ? NULL : EVP_sha256());
+    X509_REQ_get0_signature(req, NULL, &sa);
+    algder = NULL;
+    alen = i2d_X509_ALGOR(sa, &algder);
+
+    tbs = NULL;
+    tlen = i2d_re_X509_REQ_tbs(req, &tbs);
+    for (i = 0; tlen > 0 && i + sizeof(un) <= (size_t) tlen; i++) {
+        if (memcmp(tbs + i, un, sizeof(un) - 1) == 0
+            && (tbs[i + sizeof(un) - 1] == 0x02
+                || tbs[i + sizeof(un) - 1] == 0x07))
+        {
+            tbs[i + sizeof(un) - 1] = last;
+        }
+    }
+
+    md = EVP_MD_CTX_new();
+    slen = sizeof(sig);
+    if (EVP_DigestSignInit(md, NULL, EVP_PKEY_get_id(pk) == EVP_PKEY_ED25519
+                                     ? NULL : EVP_sha256(), NULL, pk) != 1
+        || EVP_DigestSign(md, sig, &slen, tbs, (size_t) tlen) != 1)
+    {
+        slen = 0;
+    }
+    EVP_MD_CTX_free(md);
+
+    /* SEQUENCE { tbs, algorithm, BIT STRING { 0, sig } } */
+    body = (size_t) tlen + (size_t) alen + 1 + fx_der_len(hd, slen + 1) + 1
+           + slen;
+    out = malloc(body + 8);
+    n = 0;
+    out[n++] = 0x30;
+    n += fx_der_len(out + n, body);
+    memcpy(out + n, tbs, (size_t) tlen);
+    n += (size_t) tlen;
+    memcpy(out + n, algder, (size_t) alen);
+    n += (size_t) alen;
+    out[n++] = 0x03;
+    n += fx_der_len(out + n, slen + 1);
+    out[n++] = 0x00;
+    memcpy(out + n, sig, slen);
+    n += slen;
+    *len = n;
+
+    OPENSSL_free(tbs);
+    OPENSSL_free(algder);
+    X509_REQ_free(req);
+    EVP_PKEY_free(pk);
+
+    return out;
 }
 
 

@@ -1016,6 +1016,28 @@ test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
        (char *) r.body);
     pki_matter_resp_free(&r);
 
+    /* a CSR with challengePassword twice: refused by the batch's lean
+     * reader as by every other (it was taken) */
+    {
+        char           *cd;
+        size_t          dlen, blen;
+        unsigned char  *dder;
+
+        dder = fx_dup_attr_csr("EC:P-256", 0x07, &dlen);
+        cd = pki_base64_encode(dder, dlen, 0, &blen);
+        snprintf(body, len, "{\"csrs\": [\"%s\", \"%s\"]}", c1, cd);
+        st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, body,
+                    "application/json", "POST", "u", &r);
+        ok(st == 400 && r.body != NULL
+           && strstr((char *) r.body, "csrs[1]")
+           && strstr((char *) r.body, "appears twice"),
+           "engine: a CSR with an attribute twice in a batch -> 400 %.*s",
+           (int) r.body_len, r.body ? (char *) r.body : "");
+        pki_matter_resp_free(&r);
+        free(cd);
+        free(dder);
+    }
+
     ok(engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, "{}", "application/json",
               "GET", "u", &r) == 405 && r.allow != NULL
        && strcmp(r.allow, "POST") == 0, "engine: GET -> 405, Allow: POST");
