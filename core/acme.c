@@ -8928,8 +8928,10 @@ pki_acme_revoke(pki_acme_t *a)
     }
 
     pki_event_set_actor("acme", requester, a->req->client);
-    rc = pki_record_revoke(a->conf->redis, pki_ca_name(a->conf->ca),
-                           rec.serial, reason, a->now, 0, NULL, a->res);
+    /* under the CA it is stored under (one of this CA's subject and key,
+     * pki_int_cert_record) */
+    rc = pki_record_revoke(a->conf->redis, rec.ca, rec.serial, reason,
+                           a->now, 0, NULL, a->res);
     pki_event_set_actor(NULL, NULL, NULL);
     if (rc == PKI_CONFLICT) {
         pki_acme_problem(a, 400, "alreadyRevoked", "the certificate is "

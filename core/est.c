@@ -584,17 +584,18 @@ pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
 
 /* ---- enrollment ---------------------------------------------------------- */
 
-/* The client certificate: issued by this CA under this template (under
- * any template of the CA when any_template), current, recorded as good. */
+/* The client certificate: issued by CA ca (the label's, or for a second
+ * factor any of the server's) under this template (under any template
+ * of the CA when any_template), current, recorded as good. */
 static pki_status_t
-pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int any_template,
-    pki_result_t *res)
+pki_est_client_cert(const pki_est_conf_t *conf, const pki_ca_t *ca,
+    X509 *cert, int any_template, pki_result_t *res)
 {
     pki_status_t       rc;
     pki_record_t       rec;
     pki_cert_status_t  st;
 
-    if (!pki_ca_issued(conf->ca, cert)) {
+    if (!pki_ca_issued(ca, cert)) {
         return pki_fail(res, PKI_FORBIDDEN, "the client certificate was not "
                         "issued by this CA");
     }
@@ -610,7 +611,7 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int any_template,
         return pki_fail(res, PKI_UNAVAILABLE, "no certificate store");
     }
 
-    rc = pki_int_cert_record(conf->redis, conf->ca, cert, &rec, res);
+    rc = pki_int_cert_record(conf->redis, ca, cert, &rec, res);
 
     if (rc == PKI_NOT_FOUND) {
         /* the log keeps why: no record, or a record of that serial that
@@ -652,6 +653,27 @@ pki_est_client_cert(const pki_est_conf_t *conf, X509 *cert, int any_template,
     }
 
     return PKI_OK;
+}
+
+
+/* The CA of the server that issued cert: the label's first, else the
+ * first of conf->cas; NULL when none did. */
+static const pki_ca_t *
+pki_est_cert_ca(const pki_est_conf_t *conf, X509 *cert)
+{
+    size_t  i;
+
+    if (pki_ca_issued(conf->ca, cert)) {
+        return conf->ca;
+    }
+
+    for (i = 0; conf->cas != NULL && i < conf->ncas; i++) {
+        if (conf->cas[i] != NULL && pki_ca_issued(conf->cas[i], cert)) {
+            return conf->cas[i];
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -906,6 +928,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     pki_request_t     preq;
     unsigned char    *der, *p7;
     pki_issue_ctx_t   ictx;
+    const pki_ca_t   *ca;
 
     res = &resp->res;
     who = NULL;
@@ -930,7 +953,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
             goto failed;
         }
 
-        rc = pki_est_client_cert(conf, req->client_cert, 0, res);
+        rc = pki_est_client_cert(conf, conf->ca, req->client_cert, 0, res);
         if (rc != PKI_OK) {
             goto failed;
         }
@@ -939,16 +962,17 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
 
     } else if (req->user && req->user[0]) {
         /*
-         * A certificate of this CA shown beside the password must still be
-         * good, under whichever template: with ssl_verify_client on it is
-         * the second factor (nginx knows nothing of our revocations), and
-         * est_bind_names issues its names.  A revoked device that kept its
-         * key and the fleet's password gets nothing for its identity.
+         * A certificate of one of our CAs shown beside the password must
+         * still be good, under whichever template: with ssl_verify_client
+         * on it is the second factor (nginx knows nothing of our
+         * revocations), and est_bind_names issues its names.  A revoked
+         * device that kept its key and the fleet's password gets nothing
+         * for its identity, at this label or at another CA's.
          */
-        if (req->client_cert != NULL
-            && pki_ca_issued(conf->ca, req->client_cert))
-        {
-            rc = pki_est_client_cert(conf, req->client_cert, 1, res);
+        ca = req->client_cert != NULL
+             ? pki_est_cert_ca(conf, req->client_cert) : NULL;
+        if (ca != NULL) {
+            rc = pki_est_client_cert(conf, ca, req->client_cert, 1, res);
             if (rc != PKI_OK) {
                 goto failed;
             }
@@ -968,7 +992,7 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
             goto failed;
         }
 
-        rc = pki_est_client_cert(conf, req->client_cert, 0, res);
+        rc = pki_est_client_cert(conf, conf->ca, req->client_cert, 0, res);
         if (rc == PKI_UNAVAILABLE || rc == PKI_INTERNAL) {
             goto failed;
         }

@@ -3791,16 +3791,56 @@ pki_selfsign(pki_key_t *key, const pki_template_t *t, X509_NAME *subject,
 }
 
 
+/* The record under CA name of the certificate whose serial is hex,
+ * checked to hold exactly that certificate: PKI_NOT_FOUND when it does
+ * not. */
+static pki_status_t
+pki_cert_record_under(pki_redis_t *r, const char *name, X509 *cert,
+    const char *hex, pki_record_t *rec, pki_result_t *res)
+{
+    int             len, same;
+    pki_status_t    rc;
+    unsigned char  *der;
+
+    rc = pki_record_get(r, name, hex, rec, res);
+    if (rc != PKI_OK) {
+        pki_record_clear(rec);
+        return rc;
+    }
+
+    if (rec->der) {
+        der = NULL;
+        len = i2d_X509(cert, &der);
+        same = len > 0 && (size_t) len == rec->der_len
+               && memcmp(der, rec->der, rec->der_len) == 0;
+        OPENSSL_free(der);
+        if (!same) {
+            pki_record_clear(rec);
+            return pki_fail(res, PKI_NOT_FOUND, "the record of serial %s "
+                            "holds another certificate", hex);
+        }
+    }
+
+    /* the name it is stored under, for what the caller does next */
+    snprintf(rec->ca, sizeof(rec->ca), "%s", name);
+
+    return PKI_OK;
+}
+
+
 /* The record of a certificate this CA issued, checked to hold exactly
- * that certificate.  rec is filled on PKI_OK (pki_record_clear it). */
+ * that certificate.  rec is filled on PKI_OK (pki_record_clear it); its
+ * ca names the CA it is stored under: this one, or one of this CA's
+ * subject and key (a CA certified anew under another name, whose earlier
+ * certificates keep their records under the first). */
 pki_status_t
 pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
     pki_record_t *rec, pki_result_t *res)
 {
-    int             len;
+    int             i, n;
     char            hex[41];
-    pki_status_t    rc;
-    unsigned char  *der;
+    pki_status_t    rc, one;
+    pki_result_t    ores;
 
     memset(rec, 0, sizeof(pki_record_t));
 
@@ -3821,27 +3861,30 @@ pki_int_cert_record(pki_redis_t *r, const pki_ca_t *ca, X509 *cert,
         return pki_fail(res, PKI_NOT_FOUND, "unusable serial number");
     }
 
-    rc = pki_record_get(r, ca->name, hex, rec, res);
-    if (rc != PKI_OK) {
-        pki_record_clear(rec);
-        return rc;
-    }
+    rc = pki_cert_record_under(r, ca->name, cert, hex, rec, res);
+    n = pki_ca_same_count(ca);
 
-    if (rec->der) {
-        der = NULL;
-        len = i2d_X509(cert, &der);
-        if (len <= 0 || (size_t) len != rec->der_len
-            || memcmp(der, rec->der, rec->der_len) != 0)
-        {
-            OPENSSL_free(der);
-            pki_record_clear(rec);
-            return pki_fail(res, PKI_NOT_FOUND, "the record of serial %s "
-                            "holds another certificate", hex);
+    for (i = 0; rc == PKI_NOT_FOUND && i < n; i++) {
+        pki_result_init(&ores);
+        one = pki_cert_record_under(r, pki_ca_same_name(ca, i), cert, hex,
+                                    rec, &ores);
+        if (one == PKI_OK) {
+            if (res != NULL) {
+                res->status = PKI_OK;
+                res->detail[0] = '\0';
+            }
+            return PKI_OK;
         }
-        OPENSSL_free(der);
+        if (one != PKI_NOT_FOUND) {
+            if (ores.log[0] != '\0') {
+                pki_log(res, "%s%s", res != NULL && res->log[0] != '\0'
+                                     ? "; " : "", ores.log);
+            }
+            return pki_fail(res, one, "%s", ores.detail);
+        }
     }
 
-    return PKI_OK;
+    return rc;
 }
 
 

@@ -690,6 +690,11 @@ typedef struct {
     int                bind_names;   /* a client certificate's names only:
                                         simpleenroll and serverkeygen with
                                         one ask for its subject and SANs */
+    pki_ca_t *const   *cas;          /* every CA of the server (ncas), or
+                                        NULL: a client certificate shown
+                                        beside a password is judged by the
+                                        one that issued it */
+    size_t             ncas;
 } pki_est_conf_t;
 
 typedef struct {

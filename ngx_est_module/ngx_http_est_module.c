@@ -301,6 +301,7 @@ ngx_http_est_handler(ngx_http_request_t *r)
     ctx->conf.ca = ca;
     ctx->conf.tmpl = tmpl;
     ctx->conf.redis = ngx_http_pki_redis(r);
+    ctx->conf.cas = ngx_http_pki_cas(r, &ctx->conf.ncas);
     ctx->conf.pop_linking = elcf->pop_linking ? 1 : 0;
     ctx->conf.bind_names = elcf->bind_names ? 1 : 0;
     ctx->conf.max_body = elcf->max_body_size;

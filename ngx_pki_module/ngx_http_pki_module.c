@@ -74,6 +74,8 @@ typedef struct {
     ngx_array_t                vaults;      /* ngx_http_pki_vault_t */
     ngx_array_t                templates;   /* ngx_http_pki_template_t */
     ngx_array_t                cas;         /* ngx_http_pki_ca_t */
+    pki_ca_t                 **ca_list;     /* every CA of cas, in order
+                                               (ngx_http_pki_cas) */
     ngx_array_t                keys;        /* pki_key_t *: every key the
                                                modules use, CAs' included */
     ngx_array_t                acme_state;  /* pki_redis_t *: every
@@ -607,6 +609,22 @@ ngx_http_pki_init_main_conf(ngx_conf_t *cf, void *conf)
         pmcf->thread_pool = ngx_thread_pool_add(cf, &pmcf->thread_pool_name);
         if (pmcf->thread_pool == NULL) {
             return NGX_CONF_ERROR;
+        }
+    }
+
+    if (pmcf->cas.nelts > 0) {
+        ngx_uint_t          i;
+        ngx_http_pki_ca_t  *pca;
+
+        pmcf->ca_list = ngx_palloc(cf->pool,
+                                   pmcf->cas.nelts * sizeof(pki_ca_t *));
+        if (pmcf->ca_list == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        pca = pmcf->cas.elts;
+        for (i = 0; i < pmcf->cas.nelts; i++) {
+            pmcf->ca_list[i] = pca[i].ca;
         }
     }
 
@@ -2650,6 +2668,19 @@ ngx_http_pki_redis(ngx_http_request_t *r)
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
 
     return pmcf ? pmcf->redis : NULL;
+}
+
+
+pki_ca_t *const *
+ngx_http_pki_cas(ngx_http_request_t *r, size_t *n)
+{
+    ngx_http_pki_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_pki_module);
+
+    *n = pmcf != NULL && pmcf->ca_list != NULL ? pmcf->cas.nelts : 0;
+
+    return *n > 0 ? pmcf->ca_list : NULL;
 }
 
 

@@ -145,6 +145,9 @@ ngx_int_t ngx_http_pki_has_redis(ngx_conf_t *cf);
 /* run time: the pki_redis handle, or NULL if not configured */
 pki_redis_t *ngx_http_pki_redis(ngx_http_request_t *r);
 
+/* run time: every pki_ca of the http{} block (*n of them; NULL if none) */
+pki_ca_t *const *ngx_http_pki_cas(ngx_http_request_t *r, size_t *n);
+
 /* configuration time: parses the current directive's arguments as
  * pki_redis does (ADDRESS [db=] [namespace=] [timeout=] [password_file=])
  * into a new store freed with the configuration (acme_redis) */

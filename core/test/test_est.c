@@ -528,7 +528,8 @@ test_bound_subject(void)
 
 
 static void
-test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
+test_success(pki_ca_t *other_ca, pki_ca_t *same_ca, const char *sock,
+    X509 *foreign)
 {
     char                  *csr, parts[2][8192], types[2][128], ns[128];
     X509                  *cert, *cert2;
@@ -539,8 +540,6 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
     pki_est_resp_t         resp;
     STACK_OF(X509)        *certs;
     static const unsigned char  binding[] = "0123456789abcdef";
-
-    (void) other_ca;
 
     snprintf(ns, sizeof(ns), "h2est%d:", (int) getpid());
     r = fx_redis(sock, ns, 1000, &res);
@@ -884,6 +883,24 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
 
     test_bound_subject();
 
+    /* A CA certified anew under another name (same subject and key,
+     * linked as one issuer): the certificates of the first keep their
+     * records under its name, and still renew and authenticate */
+    if (same_ca != NULL) {
+        pki_ca_t  *label_ca = conf.ca;
+
+        conf.ca = same_ca;
+        csr = make_csr_b64(pk, "dev1", "dev1.example.com", NULL);
+        est(PKI_EST_SIMPLEREENROLL, "POST", "application/pkcs10", csr, NULL,
+            cert, &resp);
+        ok(resp.http_status == 200, "simplereenroll at a CA of the same "
+           "subject and key under another name: 200 (%d %s %s)",
+           resp.http_status, resp.res.detail, resp.res.log);
+        pki_est_resp_free(&resp);
+        free(csr);
+        conf.ca = label_ca;
+    }
+
     /* A revoked client certificate (status set through the documented
      * record layout). */
     {
@@ -915,6 +932,25 @@ test_success(pki_ca_t *other_ca, const char *sock, X509 *foreign)
             cert, &resp);
         check_error("simpleenroll by a password beside a revoked "
                     "certificate", &resp, 403, "revoked");
+
+        /* and at the label of another of the server's CAs: the
+         * certificate is judged by the CA that issued it */
+        {
+            pki_ca_t        *label_ca = conf.ca;
+            pki_ca_t *const  all[2] = { label_ca, other_ca };
+
+            conf.ca = other_ca;
+            conf.cas = all;
+            conf.ncas = 2;
+            est(PKI_EST_SIMPLEENROLL, "POST", "application/pkcs10", csr,
+                "alice", cert, &resp);
+            check_error("simpleenroll at another CA's label by a password "
+                        "beside a revoked certificate", &resp, 403,
+                        "revoked");
+            conf.ca = label_ca;
+            conf.cas = NULL;
+            conf.ncas = 0;
+        }
         free(csr);
 
         if (rc) {
@@ -944,7 +980,7 @@ main(void)
     size_t                n;
     EVP_PKEY             *rootpk, *subpk, *pk, *otherpk;
     X509_NAME            *name;
-    pki_ca_t             *rootca, *subca, *otherca;
+    pki_ca_t             *rootca, *subca, *otherca, *sameca;
     pki_key_t            *rootkey, *subkey, *otherkey;
     const char           *sock;
     pki_redis_t          *dead;
@@ -1025,6 +1061,17 @@ main(void)
     tmpls[1] = tnokg;
     tmpls[2] = NULL;
     subca = make_ca("sub", "sub.pem", "root.pem", subkey, tmpls);
+
+    /* the same CA declared again under another name (a CA certified
+     * anew: one subject and key), linked as one issuer */
+    sameca = make_ca("sub-new", "sub.pem", "root.pem", subkey, tmpls);
+    {
+        int  linked;
+
+        pki_result_init(&res);
+        ok(pki_ca_link_same(subca, sameca, &linked, &res) == PKI_OK
+           && linked, "CAs sub and sub-new linked %s", res.detail);
+    }
 
     /* A second, unrelated CA for foreign client certificates. */
     name = X509_NAME_new();
@@ -1363,13 +1410,14 @@ main(void)
 
     sock = getenv("PKI_TEST_REDIS_SOCK");
     if (sock && sock[0]) {
-        test_success(otherca, sock, x);
+        test_success(otherca, sameca, sock, x);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: enrollment successes skipped");
     }
 
     X509_free(x);
     pki_ca_free(otherca);
+    pki_ca_free(sameca);
     pki_ca_free(subca);
     pki_ca_free(rootca);
     X509_free(root);
