@@ -69,6 +69,7 @@ static ngx_int_t ngx_http_matter_send(ngx_http_request_t *r,
     ngx_http_matter_ctx_t *ctx);
 static void ngx_http_matter_wipe(void *data);
 static void ngx_http_matter_undelivered(ngx_http_request_t *r);
+static void ngx_http_matter_sent_check(void *data);
 static void ngx_http_matter_log_unsettled(ngx_http_request_t *r,
     const char *msg);
 
@@ -596,6 +597,17 @@ ngx_http_matter_send(ngx_http_request_t *r, ngx_http_matter_ctx_t *ctx)
         ngx_http_matter_undelivered(r);
     }
 
+    /* what nginx could not send at once goes later, from its writer: a
+     * reset or send_timeout then ends the request with nobody told, so
+     * the request's end looks at how it ended */
+    if (rc == NGX_AGAIN && status < 300) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln != NULL) {
+            cln->handler = ngx_http_matter_sent_check;
+            cln->data = r;
+        }
+    }
+
     return rc;
 
 failed:
@@ -609,6 +621,20 @@ undelivered:
     }
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* At the end of a request whose answer was still being sent when the
+ * handler returned: an error or a timeout on the connection since means
+ * the rest of it did not go out. */
+static void
+ngx_http_matter_sent_check(void *data)
+{
+    ngx_http_request_t *r = data;
+
+    if (r->connection->error || r->connection->timedout) {
+        ngx_http_matter_undelivered(r);
+    }
 }
 
 

@@ -7,7 +7,8 @@
 # and the error log says the answer holding them was not delivered, so
 # the operator knows a retry will issue others beside them.  The client
 # sends a server-keygen batch over TLS and resets the connection (linger
-# 0) before the answer comes.
+# 0) before the answer comes; another takes the header of a large answer,
+# stops reading, then resets.
 
 use strict;
 use warnings;
@@ -17,14 +18,22 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use IO::Socket::SSL;
 use MIME::Base64 qw(encode_base64);
-use Socket qw(SOL_SOCKET SO_LINGER);
+use IO::Socket::INET;
+use Socket qw(AF_INET SOCK_STREAM SOL_SOCKET SO_LINGER SO_RCVBUF
+              pack_sockaddr_in inet_aton);
 use PKITest;
 
 my $t = PKITest->new;
 my $pki = $t->pki;
 $t->make_matter_pki($pki);
 $t->start_redis;
-$t->start_nginx($t->render_conf);
+# a small send buffer: the large answer below cannot all go into the
+# kernel at once (on loopback it would: the whole answer then counts as
+# sent, and what becomes of it is the kernel's)
+my $conf = $t->render_conf;
+$conf =~ s/(listen 127\.0\.0\.1:\d+ ssl)/$1 sndbuf=32k/
+    or die 'no TLS listen line';
+$t->start_nginx($conf);
 
 my $n0 = scalar $t->redis_keys('pki:{ca:*}:cert:*');
 my $body = '{"count": 40}';
@@ -55,6 +64,54 @@ like($log, qr/could not be sent: the certificates it holds stay issued/,
      '  and that its certificates stay issued');
 is(scalar $t->redis_keys('pki:{ca:*}:cert:*') - $n0, 40,
    'the 40 DACs stay recorded');
+
+# An answer too big to go out at once (400 DACs with their keys) to a
+# client that takes the header, then stops reading, then resets: nginx
+# sends the rest later, from its writer, and the write that fails there
+# is said too.
+my $log0 = length(PKITest::slurp($t->error_log) // '');
+my $raw = IO::Socket::INET->new;
+$raw->socket(AF_INET, SOCK_STREAM, 0) or die "socket: $!";
+setsockopt($raw, SOL_SOCKET, SO_RCVBUF, pack('i', 2048));
+$raw->connect(pack_sockaddr_in($t->https_port, inet_aton('127.0.0.1')))
+    or die "connect: $!";
+my $c = IO::Socket::SSL->start_SSL($raw, SSL_ca_file => "$pki/root.pem",
+                                   SSL_verifycn_name => '127.0.0.1',
+                                   Timeout => 20);
+ok($c, 'TLS connection with a small receive buffer')
+    or diag(IO::Socket::SSL::errstr());
+$body = '{"count": 400}';
+$n0 = scalar $t->redis_keys('pki:{ca:*}:cert:*');
+print $c "POST /matter/dac/batch HTTP/1.1\r\n"
+       . 'Host: 127.0.0.1:' . $t->https_port . "\r\n"
+       . 'Authorization: Basic ' . encode_base64('demo:demo', '') . "\r\n"
+       . "Content-Type: application/json\r\n"
+       . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+my $head = '';
+while ($head !~ /\r\n\r\n/) {
+    my $n = sysread($c, my $buf, 200);
+    last unless $n;
+    $head .= $buf;
+}
+like($head, qr{^HTTP/1\.1 200 }, 'the header of the answer came');
+$t0 = time;
+sleep 0.2 while time - $t0 < 60
+    && scalar $t->redis_keys('pki:{ca:*}:cert:*') - $n0 < 400;
+is(scalar $t->redis_keys('pki:{ca:*}:cert:*') - $n0, 400,
+   'the 400 DACs recorded before the answer');
+sleep 1;
+$log = substr(PKITest::slurp($t->error_log) // '', $log0);
+unlike($log, qr/could not be sent/, 'not said while the answer is going');
+setsockopt($raw, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
+$c->close(SSL_no_shutdown => 1);
+$t0 = time;
+while (time - $t0 < 30) {
+    $log = substr(PKITest::slurp($t->error_log) // '', $log0);
+    last if $log =~ /could not be sent/;
+    sleep 0.2;
+}
+like($log, qr/\[error\].*matter: the answer to \S+ could not be sent: the /,
+     'the reset of the answer half-sent is said in the error log');
 
 $t->stop_nginx;
 done_testing();
