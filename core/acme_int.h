@@ -65,5 +65,8 @@ void pki_int_utf8_fix(char *s);
  * raw control characters. */
 struct cJSON *pki_int_json_strict(const void *text, size_t len);
 
+/* 1 when text is well-formed UTF-8 throughout (RFC 3629; jws.c). */
+int pki_int_utf8_valid(const void *text, size_t len);
+
 
 #endif /* PKI_ACME_INT_H */

@@ -610,6 +610,26 @@ pki_utf8_seq(const uint8_t *p, size_t n)
 }
 
 
+int
+pki_int_utf8_valid(const void *text, size_t len)
+{
+    size_t          i, n;
+    const uint8_t  *p = text;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] >= 0x80) {
+            n = pki_utf8_seq(p + i, len - i);
+            if (n == 0) {
+                return 0;
+            }
+            i += n - 1;
+        }
+    }
+
+    return 1;
+}
+
+
 cJSON *
 pki_int_json_strict(const void *text, size_t len)
 {

@@ -64,6 +64,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "acme_int.h"
 #include "audit_int.h"
 #include "issue_int.h"
 #include "redis_int.h"
@@ -6025,6 +6026,14 @@ pki_int_json_hidden(const unsigned char *body, size_t len,
         || memmem(body, len, "\\u0000", 6) != NULL)
     {
         pki_fail(res, PKI_MALFORMED, "a string holds a NUL");
+        return 1;
+    }
+
+    /* JSON text is UTF-8 (RFC 8259 8.1): cJSON takes any byte, and a
+     * value stored and echoed as it came would make answers no strict
+     * client reads (and match no certificate's name) */
+    if (!pki_int_utf8_valid(body, len)) {
+        pki_fail(res, PKI_MALFORMED, "the body is not UTF-8");
         return 1;
     }
 

@@ -2286,6 +2286,9 @@ main(void)
                 "{\"cn\": null}",
                 "{\"ca\": \"\"}",
                 "{\"ttl\": 1.9}",
+                /* not UTF-8: stored, the 201 would not be JSON */
+                "{\"cn\": \"\xff\xfe\"}",
+                "{\"cn\": \"dev\xc0\xaf\"}",
             };
             size_t               i;
 
