@@ -10499,11 +10499,17 @@ failed:
 }
 
 
-PKI_API pki_status_t
-pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
+pki_status_t
+pki_int_acme_eab_disable(pki_redis_t *r, const char *kid, int *already,
+    pki_result_t *res)
 {
-    int   v;
-    char  rkey[PKI_ACME_KEY_MAX];
+    int          v, was;
+    char         rkey[PKI_ACME_KEY_MAX];
+    redisReply  *reply;
+
+    if (already != NULL) {
+        *already = 0;
+    }
 
     if (kid == NULL || !pki_id_ok(kid)) {
         return pki_fail(res, PKI_NOT_FOUND, "no such EAB key");
@@ -10513,10 +10519,15 @@ pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
 
     /* in one step: a key deleted between a look and a write would come
      * back as a hash holding only its status */
-    v = pki_acme_cmd_int(r, res, pki_acme_cmd(r, res, 4, "EVAL",
+    reply = pki_acme_cmd(r, res, 4, "EVAL",
             "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+            "if redis.call('HGET', KEYS[1], 'status') == 'disabled' then "
+            "  return 2 end "
             "redis.call('HSET', KEYS[1], 'status', 'disabled') return 1",
-            "1", rkey));
+            "1", rkey);
+    was = reply != NULL && reply->type == REDIS_REPLY_INTEGER
+          && reply->integer == 2;
+    v = pki_acme_cmd_int(r, res, reply);
     if (v < 0) {
         return PKI_UNAVAILABLE;
     }
@@ -10524,7 +10535,18 @@ pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
         return pki_fail(res, PKI_NOT_FOUND, "no such EAB key");
     }
 
+    if (already != NULL) {
+        *already = was;
+    }
+
     return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_acme_eab_disable(pki_redis_t *r, const char *kid, pki_result_t *res)
+{
+    return pki_int_acme_eab_disable(r, kid, NULL, res);
 }
 
 

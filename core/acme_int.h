@@ -65,6 +65,11 @@ void pki_int_utf8_fix(char *s);
  * raw control characters. */
 struct cJSON *pki_int_json_strict(const void *text, size_t len);
 
+/* pki_acme_eab_disable(), *already 1 when the key was disabled before
+ * (nothing written then). */
+pki_status_t pki_int_acme_eab_disable(pki_redis_t *r, const char *kid,
+    int *already, pki_result_t *res);
+
 /* 1 when text is well-formed UTF-8 throughout (RFC 3629; jws.c). */
 int pki_int_utf8_valid(const void *text, size_t len);
 

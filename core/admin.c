@@ -1302,6 +1302,7 @@ static void
 pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     const char *method, const char *kid, pki_admin_resp_t *resp)
 {
+    int           already;
     char          newkid[32], key[PKI_ACME_EAB_KEY_BUF], *json;
     cJSON        *obj, *keys;
     pki_status_t  rc;
@@ -1409,20 +1410,29 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             return;
         }
 
-        rc = pki_acme_eab_disable(conf->redis, kid, &resp->res);
+        rc = pki_int_acme_eab_disable(conf->redis, kid, &already,
+                                      &resp->res);
         if (rc != PKI_OK) {
             return;
         }
 
-        pki_log(&resp->res, "acme eab key %s disabled", kid);
+        if (already) {
+            /* safe to retry: the same answer, nothing changed, nothing
+             * more in the transaction log */
+            pki_log(&resp->res, "acme eab key %s was disabled already",
+                    kid);
 
-        /* an entry that could not be written is said in the error log,
-         * as a revocation's (pki_record_revoke): the key stays disabled,
-         * which only takes trust away */
-        pki_event_set_actor("admin", req->identity, req->client);
-        (void) pki_int_admin_audit("acme-eab-disable", NULL, NULL, kid,
-                                   "acme eab key disabled", &resp->res);
-        pki_event_set_actor(NULL, NULL, NULL);
+        } else {
+            pki_log(&resp->res, "acme eab key %s disabled", kid);
+
+            /* an entry that could not be written is said in the error
+             * log, as a revocation's (pki_record_revoke): the key stays
+             * disabled, which only takes trust away */
+            pki_event_set_actor("admin", req->identity, req->client);
+            (void) pki_int_admin_audit("acme-eab-disable", NULL, NULL, kid,
+                                       "acme eab key disabled", &resp->res);
+            pki_event_set_actor(NULL, NULL, NULL);
+        }
 
         obj = cJSON_CreateObject();
         if (obj != NULL) {

@@ -209,6 +209,23 @@ rev_sink(void *arg, const pki_event_t *ev)
 }
 
 
+/* Events of the transaction log for disabled EAB keys. */
+static int  eab_disables;
+
+
+static void
+eab_sink(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->operation != NULL
+        && strcmp(ev->operation, "acme-eab-disable") == 0)
+    {
+        eab_disables++;
+    }
+}
+
+
 /* The requester of the last request event. */
 static char  ev_requester[80];
 
@@ -327,8 +344,18 @@ test_eab_list(const char *sock)
     ok(bad == 0, "eab list: %d keys made (%d failed)", EAB_KEYS, bad);
 
     snprintf(q, sizeof(q), "acme/eab/%s", kids[7]);
+    eab_disables = 0;
+    pki_event_set_sink(eab_sink, NULL);
     j = call("DELETE", q, NULL, NULL, &st);
-    ok(st == 200, "  one disabled (%d)", st);
+    ok(st == 200 && eab_disables == 1, "  one disabled, audited (%d, %d)",
+       st, eab_disables);
+    cJSON_Delete(j);
+    /* again: the same answer (safe to retry), no second entry */
+    j = call("DELETE", q, NULL, NULL, &st);
+    ok(st == 200 && strcmp(jstr(j, "status"), "disabled") == 0
+       && eab_disables == 1, "  disabled again: 200, nothing more in the "
+       "transaction log (%d, %d)", st, eab_disables);
+    pki_event_set_sink(NULL, NULL);
     cJSON_Delete(j);
 
     /* one bound to an account; a kid whose hash is gone; a member that is
