@@ -1769,9 +1769,10 @@ pki_admin_handle(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         /* its changes are audited as this identity (pki_int_admin_audit) */
         pki_event_set_actor("admin", req->identity, req->client);
 
-        if (pki_int_scep_admin(conf->redis, method, path + 5, req->body,
-                               req->body_len, req->identity, &status, &obj,
-                               &resp->made, &resp->res)
+        if (pki_int_scep_admin(conf->redis, conf->cas, conf->ncas, method,
+                               path + 5, req->body, req->body_len,
+                               req->identity, &status, &obj, &resp->made,
+                               &resp->res)
             == PKI_OK)
         {
             if (strcmp(path + 5, "challenges") == 0) {

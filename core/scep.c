@@ -6154,10 +6154,99 @@ pki_int_scep_chal_delete(pki_redis_t *r, const char *key, pki_result_t *res)
 }
 
 
+/* Whether a challenge's binding can be met (why says otherwise): ca one
+ * of the server's CAs (cas, ncas; not judged without them), template one
+ * that CA, or any of them, issues under, each comma-separated SAN of
+ * san TYPE:VALUE with a type the binding compares (DNS, email, URI, IP:
+ * an address). */
+static int
+pki_scep_chal_bindable(pki_ca_t *const *cas, size_t ncas, const char *ca,
+    const char *tmpl, const char *san, char *why, size_t size)
+{
+    int           j, found;
+    char          want[512], *tok, *save, *v;
+    size_t        i, n;
+    unsigned char ip[16];
+
+    found = ca == NULL;
+
+    for (i = 0; ca != NULL && i < ncas; i++) {
+        found = found || strcmp(ca, pki_ca_name(cas[i])) == 0;
+    }
+
+    if (!found && ncas > 0) {
+        snprintf(why, size, "\"ca\": no CA \"%.63s\" (a pki_ca name)", ca);
+        return 0;
+    }
+
+    found = tmpl == NULL || ncas == 0;
+
+    for (i = 0; !found && i < ncas; i++) {
+        if (ca != NULL && strcmp(ca, pki_ca_name(cas[i])) != 0) {
+            continue;
+        }
+        for (j = 0; j < pki_ca_template_count(cas[i]); j++) {
+            found = found
+                    || strcmp(tmpl, pki_ca_template_name(cas[i], j)) == 0;
+        }
+    }
+
+    if (!found) {
+        snprintf(why, size, "\"template\": %s%s%s issues under no template "
+                 "\"%.63s\"", ca != NULL ? "CA \"" : "no CA",
+                 ca != NULL ? ca : "", ca != NULL ? "\"" : "", tmpl);
+        return 0;
+    }
+
+    if (san == NULL) {
+        return 1;
+    }
+
+    if (strlen(san) >= sizeof(want)) {
+        snprintf(why, size, "\"san\" is too long");
+        return 0;
+    }
+
+    strcpy(want, san);
+
+    for (tok = strtok_r(want, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save))
+    {
+        while (*tok == ' ') {
+            tok++;
+        }
+
+        v = strchr(tok, ':');
+        n = v != NULL ? (size_t) (v - tok) : 0;
+
+        if (v == NULL || v[1] == '\0'
+            || !((n == 3 && strncasecmp(tok, "DNS", 3) == 0)
+                 || (n == 5 && strncasecmp(tok, "email", 5) == 0)
+                 || (n == 3 && strncasecmp(tok, "URI", 3) == 0)
+                 || (n == 2 && strncasecmp(tok, "IP", 2) == 0)))
+        {
+            snprintf(why, size, "\"san\": \"%.64s\" is not TYPE:VALUE "
+                     "with TYPE DNS, email, URI or IP", tok);
+            return 0;
+        }
+
+        if (n == 2 && inet_pton(AF_INET, v + 1, ip) != 1
+            && inet_pton(AF_INET6, v + 1, ip) != 1)
+        {
+            snprintf(why, size, "\"san\": \"%.64s\" is not an IP "
+                     "address", v + 1);
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static pki_status_t
-pki_scep_admin_challenge_in(pki_redis_t *r, const unsigned char *body,
-    size_t len, char *pw, int *status, cJSON **out, pki_admin_made_t *made,
-    pki_result_t *res)
+pki_scep_admin_challenge_in(pki_redis_t *r, pki_ca_t *const *cas,
+    size_t ncas, const unsigned char *body, size_t len, char *pw,
+    int *status, cJSON **out, pki_admin_made_t *made, pki_result_t *res)
 {
     long            ttl;
     char            key[PKI_SCEP_KEY_MAX], ttls[24], *val;
@@ -6228,6 +6317,15 @@ pki_scep_admin_challenge_in(pki_redis_t *r, const unsigned char *body,
         cJSON_Delete(root);
         return pki_fail(res, PKI_MALFORMED, "\"cn\", \"san\", "
                         "\"template\" and \"ca\" must be short strings");
+    }
+
+    /* a binding no enrollment can meet (a CA or template misspelt, a SAN
+     * of no type): refused now, not at the device's enrollment */
+    if (!pki_scep_chal_bindable(cas, ncas, ca, tmpl, san, why,
+                                sizeof(why)))
+    {
+        cJSON_Delete(root);
+        return pki_fail(res, PKI_MALFORMED, "%s", why);
     }
 
     /* audited (the caller set the actor): not while the log cannot take
@@ -6357,16 +6455,16 @@ pki_scep_admin_challenge_in(pki_redis_t *r, const unsigned char *body,
 /* A one-time challenge: the password is wiped from the stack here, on
  * every path (the answer's copy is the admin API's to wipe) */
 static pki_status_t
-pki_scep_admin_challenge(pki_redis_t *r, const unsigned char *body,
-    size_t len, int *status, cJSON **out, pki_admin_made_t *made,
-    pki_result_t *res)
+pki_scep_admin_challenge(pki_redis_t *r, pki_ca_t *const *cas, size_t ncas,
+    const unsigned char *body, size_t len, int *status, cJSON **out,
+    pki_admin_made_t *made, pki_result_t *res)
 {
     char          pw[33];
     pki_status_t  st;
 
     pw[0] = '\0';
-    st = pki_scep_admin_challenge_in(r, body, len, pw, status, out, made,
-                                     res);
+    st = pki_scep_admin_challenge_in(r, cas, ncas, body, len, pw, status,
+                                     out, made, res);
     OPENSSL_cleanse(pw, sizeof(pw));
 
     return st;
@@ -6867,9 +6965,10 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
 
 
 pki_status_t
-pki_int_scep_admin(pki_redis_t *r, const char *method, const char *path,
-    const unsigned char *body, size_t body_len, const char *identity,
-    int *status, cJSON **out, pki_admin_made_t *made, pki_result_t *res)
+pki_int_scep_admin(pki_redis_t *r, pki_ca_t *const *cas, size_t ncas,
+    const char *method, const char *path, const unsigned char *body,
+    size_t body_len, const char *identity, int *status, cJSON **out,
+    pki_admin_made_t *made, pki_result_t *res)
 {
     (void) identity;
 
@@ -6885,8 +6984,8 @@ pki_int_scep_admin(pki_redis_t *r, const char *method, const char *path,
         if (strcmp(method, "POST") != 0) {
             return pki_fail(res, PKI_UNSUPPORTED, "use POST");
         }
-        return pki_scep_admin_challenge(r, body, body_len, status, out,
-                                        made, res);
+        return pki_scep_admin_challenge(r, cas, ncas, body, body_len,
+                                        status, out, made, res);
     }
 
     if (strcmp(path, "approve") == 0 || strcmp(path, "reject") == 0) {

@@ -35,11 +35,12 @@ int pki_int_json_rest_blank(const char *end, const char *last);
  * object the caller deletes); otherwise a status with res filled.  *made
  * names a one-time challenge made and audited (else its kind is NONE),
  * also when the answer then failed: the caller withdraws it unless the
- * answer reaches the client. */
-pki_status_t pki_int_scep_admin(pki_redis_t *r, const char *method,
-    const char *path, const unsigned char *body, size_t body_len,
-    const char *identity, int *status, cJSON **out, pki_admin_made_t *made,
-    pki_result_t *res);
+ * answer reaches the client.  cas (ncas): the CAs a challenge may be
+ * bound to, and their templates. */
+pki_status_t pki_int_scep_admin(pki_redis_t *r, pki_ca_t *const *cas,
+    size_t ncas, const char *method, const char *path,
+    const unsigned char *body, size_t body_len, const char *identity,
+    int *status, cJSON **out, pki_admin_made_t *made, pki_result_t *res);
 
 /* scep.c: deletes a one-time challenge by its Redis key (made->key):
  * PKI_OK, PKI_NOT_FOUND when it was already gone, else res filled. */

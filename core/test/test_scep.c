@@ -2194,7 +2194,7 @@ main(void)
         EXPECT_FAIL("one-time challenge: reuse by another key", &conf, &m, 2);
 
         /* bound to a CA: taken only where that CA issues */
-        ok(new_chal(redis, eca, "{\"ca\": \"rsaca\"}", chal),
+        ok(new_chal(redis, ca, "{\"ca\": \"rsaca\"}", chal),
            "admin: a challenge bound to CA rsaca");
         m.challenge = chal;
         EXPECT_FAIL("one-time challenge bound to another CA", &conf, &m, 2);
@@ -2286,6 +2286,14 @@ main(void)
                 "{\"cn\": null}",
                 "{\"ca\": \"\"}",
                 "{\"ttl\": 1.9}",
+                /* a binding no enrollment meets: a CA or a template
+                 * misspelt, a SAN of no type or no value */
+                "{\"ca\": \"ECCA\"}",
+                "{\"template\": \"no-such-template\"}",
+                "{\"san\": \"bogus\"}",
+                "{\"san\": \"DNS:a.example, dns:\"}",
+                "{\"san\": \"IP:10.0.0\"}",
+                "{\"san\": \"RID:1.2.3\"}",
                 /* not UTF-8: stored, the 201 would not be JSON */
                 "{\"cn\": \"\xff\xfe\"}",
                 "{\"cn\": \"dev\xc0\xaf\"}",
