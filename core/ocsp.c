@@ -76,6 +76,7 @@ typedef struct {
     time_t                         planned;    /* good: its planned
                                                   revocation, 0: none    */
     int                            ca;         /* conf->cas index, -1    */
+    int                            pending;    /* a record being issued  */
 } pki_ocsp_single_t;
 
 
@@ -1023,6 +1024,7 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
         s->invalidity = 0;
         s->planned = 0;
         s->ca = -1;
+        s->pending = 0;
         start[k] = np;
 
         cid = OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, k));
@@ -1076,6 +1078,10 @@ pki_ocsp_lookup(const pki_ocsp_conf_t *conf, OCSP_REQUEST *oreq, int n,
             /* a due plan is a revocation, carried out or not */
             if (rst == PKI_OK) {
                 (void) pki_record_at(&rec, now);
+            }
+
+            if (rst == PKI_OK && rec.status == PKI_CERT_PENDING) {
+                s->pending = 1;
             }
 
             if (rst == PKI_OK && rec.status == PKI_CERT_REVOKED) {
@@ -1142,7 +1148,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     pki_ocsp_resp_t *resp)
 {
     int                   i, n, nonce, st, reason, ext_revoke, added;
-    int                   idx, first, signer;
+    int                   idx, first, signer, pending;
     time_t                now, inval, next, na;
     size_t                derlen;
     OCSP_CERTID          *cid;
@@ -1167,6 +1173,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     this_upd = next_upd = rev_time = epoch = inval_time = NULL;
     first = -1;
     ext_revoke = 0;
+    pending = 0;
 
     if (req->method == NULL
         || (strcmp(req->method, "POST") != 0
@@ -1336,6 +1343,20 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         }
     }
 
+    /* unknown for a serial being issued (its record pending) holds for
+     * this moment only: no nextUpdate (newer information is always
+     * there, RFC 6960 2.4) and no cache keeps it, or the certificate
+     * would read unknown (or, with unknown_revoked, revoked) after its
+     * issuance until the answer's nextUpdate */
+    for (i = 0; i < n; i++) {
+        if (singles[i].status == V_OCSP_CERTSTATUS_UNKNOWN
+            && singles[i].pending)
+        {
+            next = 0;
+            pending = 1;
+        }
+    }
+
     bs = OCSP_BASICRESP_new();
     this_upd = ASN1_GENERALIZEDTIME_set(NULL, now);
     if (next > 0) {
@@ -1408,7 +1429,7 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
     if (resp->ocsp_status == OCSP_RESPONSE_STATUS_SUCCESSFUL
         && resp->body != NULL)
     {
-        resp->cacheable = !nonce;
+        resp->cacheable = !nonce && !pending;
         resp->this_update = now;
         resp->next_update = next;
         SHA1(resp->body, resp->body_len, md);

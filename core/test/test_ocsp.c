@@ -739,6 +739,35 @@ test_ca(const char *alg, X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
     conf.unknown_revoked = 0;
     free(der);
 
+    /* a serial being issued (its record pending): unknown for now only,
+     * so neither cached nor given a nextUpdate */
+    {
+        id_spec_t     pid;
+        pki_record_t  prec;
+
+        memset(&prec, 0, sizeof(prec));
+        snprintf(prec.serial, sizeof(prec.serial), "7A11");
+        snprintf(prec.ca, sizeof(prec.ca), "%s", name);
+        prec.status = PKI_CERT_PENDING;
+        prec.created = time(NULL);
+        pki_result_init(&res);
+        ok(pki_record_reserve(r, &prec, &res) == PKI_OK,
+           "%s: serial 7A11 pending %s", alg, res.detail);
+        pid = (id_spec_t) { EVP_sha1(), sub, NULL, 0x7a11 };
+        der = make_req(&pid, 1, 0, &len, NULL);
+        st = run(&conf, "POST", der, len, &resp);
+        parse(&resp, root, sub, &bs);
+        has_next = 1;
+        st = bs != NULL ? find_status(bs, &pid, NULL, NULL, &has_next) : -1;
+        ok(st == V_OCSP_CERTSTATUS_UNKNOWN && !has_next
+           && resp.cacheable == 0 && resp.next_update == 0,
+           "%s: a pending serial: unknown, no nextUpdate, not cacheable "
+           "(next %d, cacheable %d)", alg, has_next, resp.cacheable);
+        OCSP_BASICRESP_free(bs);
+        pki_ocsp_resp_free(&resp);
+        free(der);
+    }
+
     /* revoked with reason unspecified: revoked, no revocationReason (RFC
      * 5280 5.3.1 leaves unspecified out; the CRL does the same) */
     {
