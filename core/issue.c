@@ -2637,6 +2637,133 @@ pki_ca_path_cert(const pki_ca_t *ca, int i)
 }
 
 
+/* 1 when URI u's authority (after "://", up to the first '/') is a plain
+ * host name, a dotted address, and maybe ":PORT": the host every reader
+ * of the URI finds (OpenSSL's constraint check takes what runs up to the
+ * first ':' or '/', browsers end the host at '@', '?', '#' or '\\'). */
+static int
+pki_nc_uri_plain(const ASN1_STRING *u)
+{
+    int                   n, i, port;
+    const unsigned char  *d;
+
+    d = ASN1_STRING_get0_data(u);
+    n = ASN1_STRING_length(u);
+
+    for (i = 0; i + 2 < n; i++) {
+        if (d[i] == ':' && d[i + 1] == '/' && d[i + 2] == '/') {
+            break;
+        }
+    }
+
+    if (i + 2 >= n) {
+        return 1;           /* no authority: OpenSSL refuses it already */
+    }
+
+    for (i += 3, port = 0; i < n && d[i] != '/'; i++) {
+        if (d[i] == ':' && !port) {
+            port = 1;
+
+        } else if (port ? !isdigit(d[i])
+                        : !(isalnum(d[i]) || d[i] == '.' || d[i] == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* Where OpenSSL's NAME_CONSTRAINTS_check() reads a name otherwise than
+ * clients do, the name is judged here (a description, or NULL): a URI
+ * whose host part another reader ends elsewhere (a permitted subtree
+ * would pass "https://evil.example?.good.example"), an IPv4-mapped IPv6
+ * address (IPv4 ranges are skipped for it; clients take it as the IPv4
+ * address), a dNSName "*.P" that covers a name an excluded subtree
+ * holds ("*.corp.example" against "admin.corp.example", which the
+ * suffix comparison misses). */
+static const char *
+pki_nc_gap(const NAME_CONSTRAINTS *nc, const GENERAL_NAMES *names)
+{
+    int                    i, j, k, uri, ip, bl, pl, off;
+    const GENERAL_NAME    *g;
+    GENERAL_SUBTREE       *st;
+    const unsigned char   *b, *p, *d;
+    STACK_OF(GENERAL_SUBTREE)  *sets[2];
+
+    sets[0] = nc->permittedSubtrees;
+    sets[1] = nc->excludedSubtrees;
+    uri = 0;
+    ip = 0;
+
+    for (k = 0; k < 2; k++) {
+        for (j = 0; j < sk_GENERAL_SUBTREE_num(sets[k]); j++) {
+            st = sk_GENERAL_SUBTREE_value(sets[k], j);
+            uri |= st->base->type == GEN_URI;
+            ip |= st->base->type == GEN_IPADD;
+        }
+    }
+
+    for (i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        g = sk_GENERAL_NAME_value(names, i);
+
+        if (g->type == GEN_URI && uri
+            && !pki_nc_uri_plain(g->d.uniformResourceIdentifier))
+        {
+            return "a URI whose host part holds more than a host name and "
+                   "a port cannot be judged against URI name constraints";
+        }
+
+        if (g->type == GEN_IPADD && ip
+            && ASN1_STRING_length(g->d.iPAddress) == 16)
+        {
+            d = ASN1_STRING_get0_data(g->d.iPAddress);
+            if (memcmp(d, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+                return "an IPv4-mapped IPv6 address cannot be judged "
+                       "against IP name constraints";
+            }
+        }
+
+        if (g->type != GEN_DNS || ASN1_STRING_length(g->d.dNSName) < 3
+            || memcmp(ASN1_STRING_get0_data(g->d.dNSName), "*.", 2) != 0)
+        {
+            continue;
+        }
+
+        p = ASN1_STRING_get0_data(g->d.dNSName) + 2;
+        pl = ASN1_STRING_length(g->d.dNSName) - 2;
+
+        for (j = 0; j < sk_GENERAL_SUBTREE_num(sets[1]); j++) {
+            st = sk_GENERAL_SUBTREE_value(sets[1], j);
+            if (st->base->type != GEN_DNS) {
+                continue;
+            }
+
+            b = ASN1_STRING_get0_data(st->base->d.dNSName);
+            bl = ASN1_STRING_length(st->base->d.dNSName);
+            if (bl > 0 && b[0] == '.') {
+                b++;
+                bl--;
+            }
+
+            /* the excluded name lies below P: "*.P" covers it, or names
+             * beside it that a verifier matching by label would take */
+            off = bl - pl;
+            if (off > 1 && b[off - 1] == '.'
+                && strncasecmp((const char *) b + off, (const char *) p,
+                               (size_t) pl) == 0)
+            {
+                return "a wildcard covers a name an excluded subtree "
+                       "holds";
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
 /*
  * The names of a request against the name constraints (RFC 5280 4.2.1.10)
  * of the issuing CA and of the chain above it, as a verifier judges them: a
@@ -2654,6 +2781,7 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
 {
     int                 i, crit, dns, ipadd, rv;
     X509               *tmp, *c;
+    const char         *why;
     GENERAL_NAMES      *names;
     NAME_CONSTRAINTS   *nc;
     const GENERAL_NAME *g;
@@ -2662,6 +2790,7 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
     names = NULL;
     rv = X509_V_OK;
     c = NULL;
+    why = NULL;
 
     for (dns = 0, ipadd = 0, i = 0; i < sk_GENERAL_NAME_num(req->sans); i++)
     {
@@ -2710,12 +2839,22 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
             rv = NAME_CONSTRAINTS_check_CN(tmp, nc);
         }
 
+        if (rv == X509_V_OK && why == NULL) {
+            why = pki_nc_gap(nc, names);
+        }
+
         NAME_CONSTRAINTS_free(nc);
     }
 
     X509_free(tmp);
     pki_names_free(req, names);
     ERR_clear_error();
+
+    if (rv == X509_V_OK && why != NULL) {
+        return pki_fail(res, PKI_POLICY, "a name of the request is outside "
+                        "the name constraints of CA \"%s\" (%s)", ca->name,
+                        why);
+    }
 
     if (rv != X509_V_OK) {
         return pki_fail(res, PKI_POLICY, "a name of the request is outside "

@@ -4155,6 +4155,80 @@ test_primary_chain(void)
         X509_free(cun);
     }
 
+    /* names OpenSSL's constraint check reads otherwise than clients: a
+     * URI whose host part another reader ends at '?', '#', '@' or '\\',
+     * a wildcard over an excluded name, an IPv4-mapped IPv6 address
+     * against an excluded IPv4 range; each refused, and the plain names
+     * beside them still issued */
+    {
+        int              k;
+        X509            *cu, *cun, *x;
+        X509V3_CTX       v3;
+        X509_EXTENSION  *e;
+        pki_template_t  *tl;
+        static const char *const leaf[] = {
+            "subject CN copy", "san dns copy wildcard", "san uri copy",
+            "san ip copy", "validity 2d", NULL
+        };
+        static const struct {
+            const char  *san;
+            int          issued;
+        } nc[] = {
+            { "URI:https://www.good.example/", 1 },
+            { "URI:https://www.good.example:8443/x?y#z", 1 },
+            { "URI:https://evil.example?.good.example", 0 },
+            { "URI:https://evil.example#.good.example", 0 },
+            { "URI:https://x.good.example:@evil.example/", 0 },
+            { "URI:https://evil.example\\.good.example/", 0 },
+            { "DNS:www.corp.example", 1 },
+            { "DNS:admin.corp.example", 0 },
+            { "DNS:*.corp.example", 0 },
+            { "DNS:*.other.example", 1 },
+            { "IP:192.0.3.1", 1 },
+            { "IP:192.0.2.1", 0 },
+            { "IP:::ffff:192.0.2.1", 0 },
+        };
+
+        cu = raw_cert("Chain CA", kc, in, ki, 1, -1, ku, -3600, 86400 * 10);
+        cun = raw_cert("Chain CA", kc, xr, kx, 1, -1, ku, -3600,
+                       86400 * 10);
+        X509V3_set_ctx(&v3, xr, cun, NULL, NULL, 0);
+        e = X509V3_EXT_conf_nid(NULL, &v3, NID_name_constraints,
+                                "critical,permitted;URI:.good.example,"
+                                "excluded;DNS:admin.corp.example,"
+                                "excluded;IP:192.0.2.0/255.255.255.0");
+        X509_add_ext(cun, e, -1);
+        X509_EXTENSION_free(e);
+        X509_sign(cun, kx, EVP_sha256());
+        {
+            X509 *const  cu_c[] = { cu, NULL };
+            X509 *const  cun_alt[] = { cun, xr, NULL };
+
+            write_certs("cu.pem", cu_c);
+            write_certs("cu-nc2.pem", cun_alt);
+        }
+        tl = make_template("ncgaps", leaf);
+
+        ca = cu_alt_ca("cu-nc2.pem", key, tl, &res);
+        is_status(res.status, PKI_OK, "CA under URI, DNS and IP name "
+                  "constraints");
+
+        for (k = 0; k < (int) (sizeof(nc) / sizeof(nc[0])); k++) {
+            x = issue_one(ca, tl, NULL, "/CN=nc", nc[k].san, NULL, &res);
+            ok(nc[k].issued ? x != NULL
+                            : x == NULL && res.status == PKI_POLICY
+                              && strstr(res.detail, "name constraints"),
+               "  %s: %s (%s)", nc[k].san,
+               nc[k].issued ? "issued" : "refused", res.detail);
+            X509_free(x);
+        }
+
+        pki_ca_free(ca);
+        pki_template_free(tl);
+        X509_free(cu);
+        X509_free(cun);
+    }
+
     X509_free(r);
     X509_free(in);
     X509_free(in0);
