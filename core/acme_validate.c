@@ -2778,11 +2778,17 @@ av_tlsalpn01(av_t *av, const char *identifier, const av_addr_t *ip,
         goto done;
     }
 
+    /* RFC 8737 3: the DER of an OCTET STRING of 32 octets, 04 20 and the
+     * digest (OpenSSL's reader also takes BER: a long-form length, a
+     * constructed string, which other validators refuse) */
     os = X509_EXTENSION_get_data(ext);
     p = ASN1_STRING_get0_data(os);
     val = d2i_ASN1_OCTET_STRING(NULL, &p, ASN1_STRING_length(os));
     if (val == NULL || p != ASN1_STRING_get0_data(os) + ASN1_STRING_length(os)
-        || ASN1_STRING_length(val) != SHA256_DIGEST_LENGTH)
+        || ASN1_STRING_length(val) != SHA256_DIGEST_LENGTH
+        || ASN1_STRING_length(os) != SHA256_DIGEST_LENGTH + 2
+        || ASN1_STRING_get0_data(os)[0] != V_ASN1_OCTET_STRING
+        || ASN1_STRING_get0_data(os)[1] != SHA256_DIGEST_LENGTH)
     {
         st = av_fail(av, PKI_UNAUTHORIZED, "incorrectResponse",
                      "the acmeIdentifier extension from %s is malformed",

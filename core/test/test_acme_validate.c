@@ -57,7 +57,8 @@ static char          tls_sni_seen[256];
 
 enum {
     CERT_GOOD = 0, CERT_WRONGHASH, CERT_NOEXT, CERT_NONCRIT, CERT_TWOSAN,
-    CERT_WRONGSAN, CERT_BADEXT, CERT_IPSAN, CERT_EMPTYSAN, CERT_NOALPN,
+    CERT_WRONGSAN, CERT_BADEXT, CERT_BEREXT, CERT_IPSAN, CERT_EMPTYSAN,
+    CERT_NOALPN,
     CERT_HANG,
     /* server behaviours, with a good certificate */
     SRV_TLS12,          /* TLS 1.2, ECDHE-RSA on P-256 only           */
@@ -465,7 +466,7 @@ make_cert(int mode, EVP_PKEY *key)
     X509_EXTENSION     *ext;
     GENERAL_NAMES      *gens;
     ASN1_OCTET_STRING  *os;
-    unsigned char       der[2 + 32];
+    unsigned char       der[3 + 32];
     const char         *san;
 
     x = X509_new();
@@ -503,8 +504,14 @@ make_cert(int mode, EVP_PKEY *key)
         os = ASN1_OCTET_STRING_new();
         if (mode == CERT_BADEXT) {
             ASN1_OCTET_STRING_set(os, der + 2, 32);     /* no inner tag */
+        } else if (mode == CERT_BEREXT) {
+            /* BER, not DER: the length in long form (81 20) */
+            memmove(der + 3, der + 2, 32);
+            der[1] = 0x81;
+            der[2] = 32;
+            ASN1_OCTET_STRING_set(os, der, 35);
         } else {
-            ASN1_OCTET_STRING_set(os, der, sizeof(der));
+            ASN1_OCTET_STRING_set(os, der, 34);
         }
         obj = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
         crit = mode != CERT_NONCRIT;
@@ -1812,6 +1819,10 @@ main(void)
     tls_mode = CERT_BADEXT;
     check("tls-alpn-01 acmeIdentifier not an OCTET STRING", &c,
           PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok",
+          "incorrectResponse", "malformed");
+    tls_mode = CERT_BEREXT;
+    check("tls-alpn-01 acmeIdentifier in BER (long-form length), not DER",
+          &c, PKI_ACME_TLSALPN01, "dns", "tls.test", "tlstok",
           "incorrectResponse", "malformed");
     tls_mode = CERT_TWOSAN;
     check("tls-alpn-01 two SANs", &c, PKI_ACME_TLSALPN01, "dns", "tls.test",
