@@ -1464,14 +1464,14 @@ test_keygen_cn(X509 *pai, pki_key_t *fpai)
  * attestation after its PAI ended; a template with beyond_ca_expiry off
  * ends its DACs with the PAI. */
 static void
-test_dac_beyond_pai(pki_ca_t *capaa, X509 *paa, EVP_PKEY *kdev)
+test_dac_beyond_pai(X509 *paa, pki_key_t *fpaa, EVP_PKEY *kdev)
 {
     int              i, na;
     X509            *pai, *dac;
     time_t           pai_na;
     EVP_PKEY        *kp;
     X509_REQ        *csr;
-    pki_ca_t        *ca;
+    pki_ca_t        *ca, *capaa;
     pki_key_t       *fp;
     X509_NAME       *n;
     const char      *a[1];
@@ -1488,9 +1488,13 @@ test_dac_beyond_pai(pki_ca_t *capaa, X509 *paa, EVP_PKEY *kdev)
     pki_result_init(&res);
     pki_template_set(tp, "validity", 1, a, &res);
     pki_result_init(&res);
-    ok(pki_template_finish(tp, &res) == PKI_OK
-       && pki_ca_add_template(capaa, tp, &res) == PKI_OK,
+    ok(pki_template_finish(tp, &res) == PKI_OK,
        "a PAI template of ten years %s", res.detail);
+    capaa = make_ca(paa, fpaa, "paa-10y", tp, NULL, NULL);
+    if (!ok(capaa != NULL, "the PAA as a CA of that template")) {
+        pki_template_free(tp);
+        return;
+    }
 
     kp = ec_key("P-256");
     fp = file_key(kp, "pai10y");
@@ -1560,9 +1564,11 @@ test_dac_beyond_pai(pki_ca_t *capaa, X509 *paa, EVP_PKEY *kdev)
     }
 
     pki_ca_free(ca);
+    pki_ca_free(capaa);
     pki_key_free(fp);
     EVP_PKEY_free(kp);
     X509_free(pai);
+    pki_template_free(tp);
     pki_template_free(t[0]);
     pki_template_free(t[1]);
 }
@@ -2541,8 +2547,8 @@ test_issuance(void)
     capai = pai ? make_ca(pai, fpai, "pai", tdac2, NULL, NULL) : NULL;
     ok(capai != NULL, "PAI as a CA");
     test_pai_dn(paa, kpaa, tdac2);
-    if (capaa) {
-        test_dac_beyond_pai(capaa, paa, kdev);
+    if (paa) {
+        test_dac_beyond_pai(paa, fpaa, kdev);
     }
 
     /* a DAC template under a CA that is not a PAI, or disagreeing with
