@@ -3604,7 +3604,8 @@ pki_scep_chal_binding(const pki_scep_conf_t *conf, pki_scep_chal_t *c,
  * whose key already had one decided (rejected, or issued: CertPoll has
  * given out its certificate) is a new request, not a resend: it replaces
  * that record, unless ARGV[2] is not "1" (a copy of a message taken
- * before: -2, it may only find its own request still waiting).  Another
+ * before: -2, it may only find its own request still waiting, and makes
+ * none where the record is gone, expired by scep_pending_ttl).  Another
  * key's request never replaces a decided record (-1), as it never joins
  * an undecided one: the first device may still have to poll for its
  * certificate, or learn it was rejected.
@@ -3638,6 +3639,7 @@ static const char  pki_lua_pend_new[] =
     "if e then return e end "
     "return 0 end "
     "if ARGV[2] ~= '1' then return -2 end "
+    "elseif ARGV[2] ~= '1' then return -2 "
     "end "
     "local hash = string.sub(ARGV[9], 14) "
     "local max = tonumber(ARGV[6]) "
@@ -4931,7 +4933,8 @@ pki_scep_enroll(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
 
         if (created == -2) {
             pki_fail(res, PKI_FORBIDDEN, "replayed message: this signed "
-                     "message was taken before and its request decided");
+                     "message was taken before and its request is decided "
+                     "or gone");
             pki_scep_fail(conf, m, PKI_SCEP_BAD_REQUEST, resp);
             goto done;
         }

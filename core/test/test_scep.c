@@ -2342,6 +2342,39 @@ main(void)
             s = pkiop(&conf, &m, &f, NULL, &h);
             ok(s == 3, "manual: PKCSReq PENDING (%d)", s);
 
+            /* a copy of a message whose pending record is gone (expired
+             * by scep_pending_ttl, shorter than the replay record's
+             * life): refused as a replay, nothing queued again */
+            {
+                int              n2, f1, f2, s1, s2;
+                pki_scep_resp_t  r1, r2;
+
+                m.cn = "pend-gone";
+                m.tid = "pend-gone-tid";
+                conf.tid_any = 1;
+                conf.pending_ttl = 1;
+                n2 = build(&m, &der);
+                op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2,
+                   &r1);
+                s1 = certrep(&r1, ra_x, dev_k, &f1, NULL);
+                sleep(2);
+                op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2,
+                   &r2);
+                s2 = certrep(&r2, ra_x, dev_k, &f2, NULL);
+                OPENSSL_free(der);
+                ok(s1 == 3 && s2 == 2 && f2 == 2
+                   && strstr(r2.res.detail, "replayed") != NULL,
+                   "manual: the copy of a message whose request expired: "
+                   "FAILURE badRequest, not queued again (%d, %d %d: %s)",
+                   s1, s2, f2, r2.res.detail);
+                pki_scep_resp_free(&r1);
+                pki_scep_resp_free(&r2);
+                conf.pending_ttl = 0;
+                conf.tid_any = 0;
+                m.tid = NULL;
+                m.cn = "pending-dev";
+            }
+
             /* one transactionID, one request: another key's is refused,
              * not answered PENDING as a resend of the first */
             conf.tid_any = 1;
