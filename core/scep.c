@@ -5845,9 +5845,10 @@ pki_scep_pkioperation(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
     get = strcmp(req->method, "GET") == 0;
 
     /* the cap is on the message's DER, by GET as by POST: the base64 of
-     * a GET is 4/3 of it (bounded here as the glue does, before the
-     * decoding; the DER is checked after it) */
-    if (req->body_len > (get ? max / 3 * 4 + 8 : max)) {
+     * a GET is 4/3 of it, with line breaks maybe (a 16th more is room for
+     * CR LF every 32 characters; bounded here as the glue does, before
+     * the decoding; the DER is checked after it) */
+    if (req->body_len > (get ? max / 3 * 4 + max / 12 + 16 : max)) {
         pki_fail(res, PKI_TOO_LARGE, "message larger than %zu bytes", max);
         pki_scep_http_error(resp, 413);
         return;

@@ -454,8 +454,11 @@ ngx_http_scep_handler(ngx_http_request_t *r)
             msg.len = 0;
         }
 
-        /* base64 grows by 4/3; percent-encoding by up to 3 */
-        if (msg.len > slcf->max_body_size / 3 * 4 * 3 + 16) {
+        /* base64 grows by 4/3 (and its line breaks); percent-encoding
+         * by up to 3 */
+        if (msg.len > (slcf->max_body_size / 3 * 4
+                       + slcf->max_body_size / 12) * 3 + 48)
+        {
             return ngx_http_pki_send_plain(r,
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                         &ngx_http_scep_too_large, 0);
@@ -481,7 +484,11 @@ ngx_http_scep_handler(ngx_http_request_t *r)
             ctx->req.body = msg.data;
             ctx->req.body_len = msg.len;
 
-            if (ctx->req.body_len > slcf->max_body_size / 3 * 4 + 8) {
+            /* base64 of the cap, and room for line breaks (as
+             * pki_scep_handle bounds it; the DER is checked there) */
+            if (ctx->req.body_len > slcf->max_body_size / 3 * 4
+                                    + slcf->max_body_size / 12 + 16)
+            {
                 return ngx_http_pki_send_plain(r,
                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                         &ngx_http_scep_too_large, 0);

@@ -1238,6 +1238,25 @@ main(void)
            "(its base64 4/3 of it): a CertRep, not 413 (%d)",
            resp.http_status);
         pki_scep_resp_free(&resp);
+        {
+            /* the same base64 cut into lines of 64 (CR LF): the breaks
+             * the decoder skips do not count against the cap */
+            size_t          i, k;
+            unsigned char  *wr = malloc(blen + blen / 32 + 4);
+
+            for (i = 0, k = 0; i < blen; i++) {
+                if (i > 0 && i % 64 == 0) {
+                    wr[k++] = '\r';
+                    wr[k++] = '\n';
+                }
+                wr[k++] = b64[i];
+            }
+            op(&conf, PKI_SCEP_PKIOPERATION, "GET", wr, k, &resp);
+            ok(resp.http_status == 200, "GET: that message in lines of "
+               "base64: a CertRep, not 413 (%d)", resp.http_status);
+            pki_scep_resp_free(&resp);
+            free(wr);
+        }
         conf.max_body = n - 1;
         op(&conf, PKI_SCEP_PKIOPERATION, "GET", b64, blen, &resp);
         ok(resp.http_status == 413, "GET: a message one byte over the cap: "
