@@ -5973,19 +5973,6 @@ pki_acme_new_order(pki_acme_t *a)
         goto done;
     }
 
-    /* and not before the CA's own start (RFC 8555 7.4: those dates or
-     * none; pki_build refuses it too) */
-    if (has_nb) {
-        time_t  ca_nb = pki_int_asn1_time(
-                            X509_get0_notBefore(pki_ca_cert(a->conf->ca)));
-
-        if (ca_nb != (time_t) -1 && nb < ca_nb) {
-            pki_acme_problem(a, 400, "malformed", "notBefore is before the "
-                             "issuing CA certificate's own start");
-            goto done;
-        }
-    }
-
     if (has_na && !tmpl->beyond_ca_expiry) {
         time_t  ca_na = pki_int_asn1_time(
                             X509_get0_notAfter(pki_ca_cert(a->conf->ca)));

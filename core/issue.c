@@ -2956,16 +2956,8 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
      * host whose clock runs ahead (pki_ca_finish allows some skew), would
      * otherwise certify a span it did not cover yet (RFC 5280 path
      * validation does not mind, stricter verifiers do) */
-    if (ca != NULL) {
+    if (!req->not_before && ca != NULL) {
         time_t  canb = pki_int_asn1_time(X509_get0_notBefore(ca->cert));
-
-        if (canb > nb && req->not_before) {
-            /* a start asked for is given or refused, not moved (RFC
-             * 8555 7.4) */
-            X509_free(x);
-            return pki_fail(res, PKI_POLICY, "the notBefore asked for is "
-                            "before the CA certificate's own start");
-        }
 
         if (canb > nb) {
             nb = canb;

@@ -2742,32 +2742,6 @@ test_profiles(const char *sock)
         pki_acme_resp_free(&resp);
     }
 
-    /* a notBefore before the CA's own start (within the day back newOrder
-     * allows): refused, not moved (RFC 8555 7.4: those dates or none) */
-    {
-        char       nbefore[32];
-        time_t     t;
-        struct tm  tm, catm;
-
-        if (ASN1_TIME_to_tm(X509_get0_notBefore(pki_ca_cert(conf.ca)),
-                            &catm))
-        {
-            t = timegm(&catm) - 10;
-            gmtime_r(&t, &tm);
-            strftime(nbefore, sizeof(nbefore), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            snprintf(body, sizeof(body), "{\"identifiers\":[{\"type\":"
-                     "\"dns\",\"value\":\"x.example\"}],\"notBefore\":"
-                     "\"%s\"}", nbefore);
-            post(pk, kid, "new-order", body, NULL, &resp);
-            ok(resp.http_status == 400
-               && has(&resp, "before the issuing CA certificate's own "
-                             "start"),
-               "notBefore 10 s before the CA's: 400 (%d)",
-               resp.http_status);
-            pki_acme_resp_free(&resp);
-        }
-    }
-
     /* RFC 5280 4.1.2.5: notBefore through notAfter, both included, is
      * the span, so a 7-day profile takes a notAfter 7 days less 1 s after
      * the notBefore, not one a second later (it did: 7 days and 1 s) */
