@@ -3693,6 +3693,44 @@ cu_alt_ca(const char *alt, pki_key_t *key, pki_template_t *t,
 }
 
 
+/* cu_alt_ca() whose alternate chain (written to file) is "Chain CA"
+ * cross-signed by xr (key kx) with the name constraints nc (OpenSSL conf
+ * syntax), "Chain CA" itself issued by in (key ki) with key kc. */
+static pki_ca_t *
+nc_alt_ca(const char *nc, const char *file, X509 *in, EVP_PKEY *ki,
+    X509 *xr, EVP_PKEY *kx, EVP_PKEY *kc, pki_key_t *key,
+    pki_template_t *t, pki_result_t *res)
+{
+    X509            *cu, *cun;
+    pki_ca_t        *ca;
+    X509V3_CTX       v3;
+    X509_EXTENSION  *e;
+    static const char  *ku = "critical,keyCertSign,cRLSign";
+
+    cu = raw_cert("Chain CA", kc, in, ki, 1, -1, ku, -3600, 86400 * 10);
+    cun = raw_cert("Chain CA", kc, xr, kx, 1, -1, ku, -3600, 86400 * 10);
+    X509V3_set_ctx(&v3, xr, cun, NULL, NULL, 0);
+    e = X509V3_EXT_conf_nid(NULL, &v3, NID_name_constraints, nc);
+    X509_add_ext(cun, e, -1);
+    X509_EXTENSION_free(e);
+    X509_sign(cun, kx, EVP_sha256());
+    {
+        X509 *const  cu_c[] = { cu, NULL };
+        X509 *const  cun_alt[] = { cun, xr, NULL };
+
+        write_certs("cu.pem", cu_c);
+        write_certs(file, cun_alt);
+    }
+
+    ca = cu_alt_ca(file, key, t, res);
+
+    X509_free(cu);
+    X509_free(cun);
+
+    return ca;
+}
+
+
 /*
  * The CA's own "chain" (what ACME, EST and SCEP hand out above the CA
  * certificate) is the path a verifier takes: pki_ca_finish refuses a first
@@ -4105,33 +4143,15 @@ test_primary_chain(void)
     /* the name constraints of an alternate chain bind what the CA issues
      * as those of its own chain do: a client may pick either path */
     {
-        X509            *cu, *cun, *x;
-        X509V3_CTX       v3;
-        X509_EXTENSION  *e;
+        X509            *x;
         pki_template_t  *tl;
         static const char *const leaf[] = {
             "subject CN copy", "san dns copy", "validity 2d", NULL
         };
 
-        cu = raw_cert("Chain CA", kc, in, ki, 1, -1, ku, -3600, 86400 * 10);
-        cun = raw_cert("Chain CA", kc, xr, kx, 1, -1, ku, -3600,
-                       86400 * 10);
-        X509V3_set_ctx(&v3, xr, cun, NULL, NULL, 0);
-        e = X509V3_EXT_conf_nid(NULL, &v3, NID_name_constraints,
-                                "critical,permitted;DNS:example.com");
-        X509_add_ext(cun, e, -1);
-        X509_EXTENSION_free(e);
-        X509_sign(cun, kx, EVP_sha256());
-        {
-            X509 *const  cu_c[] = { cu, NULL };
-            X509 *const  cun_alt[] = { cun, xr, NULL };
-
-            write_certs("cu.pem", cu_c);
-            write_certs("cu-nc.pem", cun_alt);
-        }
         tl = make_template("ncleaf", leaf);
-
-        ca = cu_alt_ca("cu-nc.pem", key, tl, &res);
+        ca = nc_alt_ca("critical,permitted;DNS:example.com", "cu-nc.pem",
+                       in, ki, xr, kx, kc, key, tl, &res);
         is_status(res.status, PKI_OK, "CA with a name-constrained "
                   "alternate chain");
 
@@ -4151,8 +4171,6 @@ test_primary_chain(void)
 
         pki_ca_free(ca);
         pki_template_free(tl);
-        X509_free(cu);
-        X509_free(cun);
     }
 
     /* names OpenSSL's constraint check reads otherwise than clients: a
@@ -4162,9 +4180,7 @@ test_primary_chain(void)
      * beside them still issued */
     {
         int              k;
-        X509            *cu, *cun, *x;
-        X509V3_CTX       v3;
-        X509_EXTENSION  *e;
+        X509            *x;
         pki_template_t  *tl;
         static const char *const leaf[] = {
             "subject CN copy", "san dns copy wildcard", "san uri copy",
@@ -4189,27 +4205,11 @@ test_primary_chain(void)
             { "IP:::ffff:192.0.2.1", 0 },
         };
 
-        cu = raw_cert("Chain CA", kc, in, ki, 1, -1, ku, -3600, 86400 * 10);
-        cun = raw_cert("Chain CA", kc, xr, kx, 1, -1, ku, -3600,
-                       86400 * 10);
-        X509V3_set_ctx(&v3, xr, cun, NULL, NULL, 0);
-        e = X509V3_EXT_conf_nid(NULL, &v3, NID_name_constraints,
-                                "critical,permitted;URI:.good.example,"
-                                "excluded;DNS:admin.corp.example,"
-                                "excluded;IP:192.0.2.0/255.255.255.0");
-        X509_add_ext(cun, e, -1);
-        X509_EXTENSION_free(e);
-        X509_sign(cun, kx, EVP_sha256());
-        {
-            X509 *const  cu_c[] = { cu, NULL };
-            X509 *const  cun_alt[] = { cun, xr, NULL };
-
-            write_certs("cu.pem", cu_c);
-            write_certs("cu-nc2.pem", cun_alt);
-        }
         tl = make_template("ncgaps", leaf);
-
-        ca = cu_alt_ca("cu-nc2.pem", key, tl, &res);
+        ca = nc_alt_ca("critical,permitted;URI:.good.example,"
+                       "excluded;DNS:admin.corp.example,"
+                       "excluded;IP:192.0.2.0/255.255.255.0", "cu-nc2.pem",
+                       in, ki, xr, kx, kc, key, tl, &res);
         is_status(res.status, PKI_OK, "CA under URI, DNS and IP name "
                   "constraints");
 
@@ -4225,8 +4225,6 @@ test_primary_chain(void)
 
         pki_ca_free(ca);
         pki_template_free(tl);
-        X509_free(cu);
-        X509_free(cun);
     }
 
     X509_free(r);
