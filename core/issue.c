@@ -37,6 +37,7 @@ static pki_status_t pki_build(const pki_template_t *t, const pki_ca_t *ca,
     const pki_request_t *req, X509 **out, pki_result_t *res);
 static char *pki_sans_text(const GENERAL_NAMES *gens);
 static int pki_dns_ok(const unsigned char *s, int len, int wildcard);
+static int pki_email_ok(const unsigned char *s, int len);
 static int pki_dns_name_ok(const pki_template_t *t, const unsigned char *s,
     int len, const char **why);
 
@@ -527,8 +528,9 @@ pki_shown(const unsigned char *s, int len, char *buf)
 
 
 /* 1 when a certificate of template t can serve as a TLS server's: its
- * extendedKeyUsage has serverAuth or anyExtendedKeyUsage, or it has
- * none. */
+ * extendedKeyUsage has serverAuth, anyExtendedKeyUsage or a Server
+ * Gated Crypto purpose (Microsoft's or Netscape's, which OpenSSL's
+ * sslserver purpose still takes for serverAuth), or it has none. */
 static int
 pki_tls_server(const pki_template_t *t)
 {
@@ -540,7 +542,9 @@ pki_tls_server(const pki_template_t *t)
 
     for (i = 0; i < sk_ASN1_OBJECT_num(t->eku); i++) {
         nid = OBJ_obj2nid(sk_ASN1_OBJECT_value(t->eku, i));
-        if (nid == NID_server_auth || nid == NID_anyExtendedKeyUsage) {
+        if (nid == NID_server_auth || nid == NID_anyExtendedKeyUsage
+            || nid == NID_ms_sgc || nid == NID_ns_sgc)
+        {
             return 1;
         }
     }
@@ -914,8 +918,51 @@ pki_check_cn(const pki_template_t *t, const unsigned char *cn, int len,
 }
 
 
+/* A subject emailAddress from a request (ASCII, IA5String): S/MIME
+ * clients and OpenSSL's X509_check_email read it when a certificate has
+ * no rfc822Name, so it must be an address as an rfc822Name SAN must
+ * (pki_email_ok), and is refused where the template forbids those. */
+static pki_status_t
+pki_check_email_attr(const pki_template_t *t, const unsigned char *s,
+    int len, pki_result_t *res)
+{
+    char  shown[65];
+
+    if (!pki_email_ok(s, len)) {
+        return pki_fail(res, PKI_POLICY, "subject emailAddress \"%s\" is "
+                        "not an email address", pki_shown(s, len, shown));
+    }
+
+    if (t->san[PKI_SAN_EMAIL] == PKI_RULE_FORBIDDEN) {
+        return pki_fail(res, PKI_POLICY, "subject emailAddress \"%s\": "
+                        "template \"%s\" forbids email addresses (san "
+                        "email forbidden)", pki_shown(s, len, shown),
+                        t->name);
+    }
+
+    return PKI_OK;
+}
+
+
+/* The checks a value from a request gets for its attribute nid beyond
+ * its type's: a CN's (pki_check_cn), an emailAddress's. */
+static pki_status_t
+pki_check_attr(const pki_template_t *t, int nid, const unsigned char *s,
+    int len, pki_result_t *res)
+{
+    switch (nid) {
+    case NID_commonName:
+        return pki_check_cn(t, s, len, res);
+    case NID_pkcs9_emailAddress:
+        return pki_check_email_attr(t, s, len, res);
+    default:
+        return PKI_OK;
+    }
+}
+
+
 /* 1 when name holds only values as pki_apply_subject issues them under
- * t: each of its type and bytes, and a CN that passes pki_check_cn. */
+ * t: each of its type and bytes, and values that pass pki_check_attr. */
 static int
 pki_subject_as_issued(const pki_template_t *t, const X509_NAME *name)
 {
@@ -935,11 +982,12 @@ pki_subject_as_issued(const pki_template_t *t, const X509_NAME *name)
                && len == ASN1_STRING_length(d)
                && memcmp(utf8, ASN1_STRING_get0_data(d), (size_t) len) == 0;
 
-        if (good
-            && OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)) == NID_commonName)
-        {
+        if (good) {
             pki_result_init(&tmp);
-            good = pki_check_cn(t, utf8, len, &tmp) == PKI_OK;
+            good = pki_check_attr(t,
+                                  OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)),
+                                  utf8, len, &tmp)
+                   == PKI_OK;
         }
 
         OPENSSL_free(utf8);
@@ -1012,8 +1060,7 @@ pki_apply_subject(const pki_template_t *t, const X509_NAME *in,
                                 "an invalid value (%s)", rule->name, why);
             }
 
-            rc = OBJ_obj2nid(obj) == NID_commonName
-                 ? pki_check_cn(t, utf8, len, res) : PKI_OK;
+            rc = pki_check_attr(t, OBJ_obj2nid(obj), utf8, len, res);
             OPENSSL_free(utf8);
 
             if (rc != PKI_OK) {

@@ -2030,6 +2030,75 @@ test_cn_dns(void)
 
 
 /*
+ * Names a verifier reads beyond the SANs: a CN under a template whose only
+ * server EKU is a Server Gated Crypto one (OpenSSL's sslserver purpose
+ * takes it) is judged as a DNS name, and a subject emailAddress, which
+ * S/MIME clients and X509_check_email read without an rfc822Name, must
+ * be an email address and is refused under "san email forbidden".
+ */
+static void
+test_names_beyond_san(void)
+{
+    size_t           i;
+    char             d[512];
+    pki_template_t  *t[4];
+    static const char *const lines[4][6] = {
+        { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
+          "extended_key_usage clientAuth 1.3.6.1.4.1.311.10.3.3", NULL },
+        { "key_types ec:P-256", "subject CN copy", "san dns forbidden",
+          "extended_key_usage clientAuth 2.16.840.1.113730.4.1", NULL },
+        { "key_types ec:P-256", "subject CN copy",
+          "subject emailAddress copy", "san email forbidden",
+          "extended_key_usage emailProtection", NULL },
+        { "key_types ec:P-256", "subject CN copy",
+          "subject emailAddress copy", "san email copy",
+          "extended_key_usage emailProtection", NULL },
+    };
+    static const struct {
+        int            tmpl;
+        const char    *subject;
+        pki_status_t   want;
+        const char    *detail;
+    } cases[] = {
+        { 0, "/CN=login.bank.example", PKI_POLICY, "forbids DNS names" },
+        { 1, "/CN=login.bank.example", PKI_POLICY, "forbids DNS names" },
+        { 0, "/CN=device-33", PKI_OK, NULL },
+        { 2, "/CN=dev1/emailAddress=ceo@bank.example", PKI_POLICY,
+          "san email forbidden" },
+        { 3, "/CN=dev1/emailAddress=ceo@bank.example", PKI_OK, NULL },
+        { 3, "/CN=dev1/emailAddress=not an email", PKI_POLICY,
+          "is not an email address" },
+        { 3, "/CN=dev1/emailAddress=a@xn--zz.example", PKI_POLICY,
+          "is not an email address" },
+        { 3, "/CN=dev1/emailAddress=@bank.example", PKI_POLICY,
+          "is not an email address" },
+        { 3, "/CN=dev1/emailAddress=a@b@bank.example", PKI_POLICY,
+          "is not an email address" },
+    };
+
+    for (i = 0; i < 4; i++) {
+        t[i] = make_template(i < 2 ? "sgc" : "mail", lines[i]);
+    }
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pki_status_t  st;
+
+        st = name_request(t[cases[i].tmpl], cases[i].subject, NULL, d,
+                          sizeof(d));
+        ok(st == cases[i].want
+           && (cases[i].detail == NULL || strstr(d, cases[i].detail)),
+           "names beyond the SANs: %s under template %d: %s (%s)",
+           cases[i].subject, cases[i].tmpl,
+           cases[i].want == PKI_OK ? "issued" : "refused", d);
+    }
+
+    for (i = 0; i < 4; i++) {
+        pki_template_free(t[i]);
+    }
+}
+
+
+/*
  * An "xn--" label must be an IDNA2008 A-label (the Punycode of a valid
  * U-label, RFC 5891 4.2.3.1) wherever a DNS name is issued: a dNSName, an
  * email address's domain, a CN judged as a DNS name; the label is judged
@@ -4413,6 +4482,7 @@ main(void)
     test_subject_attr_types();
     test_subject_invisible();
     test_cn_dns();
+    test_names_beyond_san();
     test_idna();
 
     /* Root: self-signed with our own builder. */
