@@ -2097,11 +2097,13 @@ pki_acme_contact_ok(pki_acme_t *a, const cJSON *c)
 
         /* one addr-spec, no hfields (RFC 8555 7.3): a local part, one
          * "@", a domain; nothing percent-encoded that would decode to
-         * a second address */
+         * a second address, and no gen-delim RFC 6068 2 wants encoded
+         * ("#" would start a fragment, "/" and "[]" end the address
+         * to a URI reader) */
         at = strchr(s + 7, '@');
         if (strlen(s) > 256 || at == NULL || at == s + 7 || at[1] == '\0'
             || strchr(at + 1, '@') != NULL
-            || strpbrk(s, "?,;% \t\r\n<>\"") != NULL)
+            || strpbrk(s, "?,;% \t\r\n<>\"#/[]") != NULL)
         {
             pki_acme_problem(a, 400, "invalidContact", "invalid contact "
                              "address");
@@ -3101,6 +3103,15 @@ pki_acme_dns_ok(char *s, const char **why)
 
     if (len > 2 && p[0] == '*' && p[1] == '.') {
         p += 2;
+
+        /* a wildcard is validated by dns-01 only, at
+         * "_acme-challenge." and its base: a longer name could never
+         * be looked up, and its order never be valid */
+        if (strlen(p) > 253 - 16) {
+            *why = "a wildcard whose dns-01 name would be longer than 253 "
+                   "characters";
+            return 0;
+        }
     }
 
     if (inet_pton(AF_INET, p, bin) == 1 || inet_pton(AF_INET6, p, bin) == 1)

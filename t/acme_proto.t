@@ -514,7 +514,11 @@ for my $bad ('mailto:ops@', 'mailto:@example.com', 'mailto:a@b@example.com',
              'mailto:a%2Cb@example.com', 'mailto:a@example.com?cc=b@c.d',
              "mailto:a\x01b\@example.com", "mailto:a\x7f\@example.com",
              "mailto:\xc3\xa9t\@example.com", 'mailto:a@-.-', 'mailto:a@[x',
-             'mailto:a@*.example.com', 'mailto:a@ex_ample.com') {
+             'mailto:a@*.example.com', 'mailto:a@ex_ample.com',
+             # RFC 6068 2: gen-delims other than "@" are percent-encoded,
+             # which is refused: unencoded, "#" starts a fragment
+             'mailto:a#b@example.com', 'mailto:a[b]@example.com',
+             'mailto:a/b@example.com') {
     $r = post($A, $A->{kid}, { contact => [$bad] });
     problem_is($r, 400, 'invalidContact', 'contact '
                . ($bad =~ s/([^\x21-\x7e])/sprintf('\\x%02x', ord $1)/ger));
@@ -740,16 +744,21 @@ for my $bad (['xn--zzzz.example', 'IDNA2008 A-label'],
              ['dot.example.com.', '"dot.example.com.": a trailing dot'],
              ['bad..name', '"bad..name": an empty label'],
              ['under_score.example', 'a character other than a letter'],
-             [('a' x 64) . '.example', 'a label longer than 63']) {
+             [('a' x 64) . '.example', 'a label longer than 63'],
+             # a wildcard is validated by dns-01 alone: a base whose
+             # _acme-challenge name exceeds 253 characters never could be
+             ['*.' . ('a' x 63 . '.') x 3 . ('b' x 38) . '.example',
+              'dns-01 name would be longer than 253']) {
     $r = post($A, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => $bad->[0] }] });
     problem_is($r, 400, 'rejectedIdentifier', "DNS name $bad->[0]");
     like($r->{json}{detail} // '', qr/\Q$bad->[1]\E/, '... saying why');
 }
-for my $good ('xn--bcher-kva.example', 'XN--80AK6AA92E.example') {
+for my $good ('xn--bcher-kva.example', 'XN--80AK6AA92E.example',
+              '*.' . ('a' x 63 . '.') x 3 . ('b' x 37) . '.example') {
     $r = post($A, "$BASE/new-order", { identifiers => [
               { type => 'dns', value => $good }] });
-    is($r->{status}, 201, "DNS name $good: a valid A-label")
+    is($r->{status}, 201, "DNS name $good: taken")
         or diag($r->{content});
 }
 $r = post($A, "$BASE/new-order", { identifiers => [
