@@ -583,6 +583,11 @@ struct pki_p11mod_s {
     unsigned int  *stale;            /* per slot: libp11's private keys
                                         listed before our last C_Login
                                         (pki_vault_login); nslots long */
+    unsigned int  *pooled;           /* per slot: 1 once a libp11 call
+                                        that takes a session of its own
+                                        passed (libp11 keeps it pooled:
+                                        pki_p11_libp11_room); in stale's
+                                        allocation, after it */
     pki_p11fn_t    fn;
 };
 
@@ -762,7 +767,9 @@ pki_p11mod_get(const char *vault, const char *path, pki_result_t *res)
 
     pki_p11mod_fn(m);
 
-    m->stale = calloc(m->nslots > 0 ? m->nslots : 1, sizeof(unsigned int));
+    m->stale = calloc(m->nslots > 0 ? 2 * m->nslots : 1,
+                      sizeof(unsigned int));
+    m->pooled = m->stale + m->nslots;
     if (m->stale == NULL) {
         PKCS11_release_all_slots(m->ctx, m->slots, m->nslots);
         PKCS11_CTX_unload(m->ctx);
@@ -1601,6 +1608,50 @@ pki_p11_last_ckr(void)
 
 
 /*
+ * Whether libp11 can open a session on v's token for a call that needs
+ * one of its own (listing keys, its login): CKR_SESSION_COUNT when the
+ * token has none free, else 0.  libp11 0.4.12 takes a CKR_SESSION_COUNT
+ * from C_OpenSession for its session limit and then waits for one of
+ * its own sessions to come back; when it holds none (a vault just opened
+ * or reopened), nothing ever wakes it, and the thread hangs for good
+ * with the vault's write lock and pki_p11_lib_mutex held.  So a session
+ * is opened here first and closed just before libp11's call: with none
+ * free the caller answers busy.  Another process can still take the
+ * session in between; the window is one C_CloseSession wide.  Once a
+ * call of libp11 that takes a session passed, libp11 keeps that session
+ * in its pool and waits only for it (m->pooled: no probe).  Without the
+ * module's own C_OpenSession (never with libp11 over a conforming
+ * module) it says 0.  Under pki_p11_lib_mutex.
+ */
+static unsigned long
+pki_p11_libp11_room(pki_vault_t *v)
+{
+    pki_ck_ulong   s, rv;
+    pki_p11mod_t  *m;
+
+    m = v->mod;
+
+    if (m->pooled[v->slot - m->slots]
+        || m->fn.open == NULL || m->fn.close == NULL)
+    {
+        return 0;
+    }
+
+    rv = m->fn.open(PKCS11_get_slotid_from_slot(v->slot),
+                    PKI_CKF_SERIAL_SESSION, NULL, NULL, &s);
+    if (rv == PKI_CKR_SESSION_COUNT) {
+        return PKI_CKR_SESSION_COUNT;
+    }
+
+    if (rv == PKI_CKR_OK) {
+        (void) m->fn.close(s);
+    }
+
+    return 0;
+}
+
+
+/*
  * Logs the process in to v's token, unless it is already, through the
  * module's own C_Login in a session the vault keeps while it is open (a
  * token's login lasts while any session of the process is open on it).
@@ -1643,8 +1694,14 @@ pki_vault_login(pki_vault_t *v)
          * token hands out new ones, which libp11 appends to its list
          * (it drops an entry only if the handle is the same).  The key
          * lookup prefers what is listed after this mark. */
+        if (pki_p11_libp11_room(v) != 0) {
+            (void) m->fn.close(s);
+            return PKI_CKR_SESSION_COUNT;
+        }
+
         if (PKCS11_enumerate_keys(v->slot->token, &keys, &n) == 0) {
             m->stale[v->slot - m->slots] = n;
+            m->pooled[v->slot - m->slots] = 1;
         }
         ERR_clear_error();
 
@@ -1727,11 +1784,17 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
         if (!logged_in) {
             ERR_clear_error();
 
-            if (PKCS11_login(slot, 0, v->pin) != 0) {
+            ckr = pki_p11_libp11_room(v);
+
+            if (ckr == 0 && PKCS11_login(slot, 0, v->pin) != 0) {
                 ckr = pki_p11_last_ckr();
                 if (ckr == 0) {
                     ckr = ~0UL;
                 }
+            }
+
+            if (ckr == 0) {
+                v->mod->pooled[slot - v->slots] = 1;
             }
         }
     }
@@ -2617,7 +2680,7 @@ pki_key_load_file(pki_key_t *k, pki_result_t *res)
 /* Finds the key on the token and gets its handles.  Write lock held, vault
  * open. */
 static pki_status_t
-pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
+pki_key_fetch_locked_do(pki_key_t *k, int *busy, pki_result_t *res)
 {
     pki_vault_t   *v = k->vault;
     PKCS11_KEY    *keys, *key = NULL, *old = NULL;
@@ -2628,10 +2691,20 @@ pki_key_fetch_locked_do(pki_key_t *k, pki_result_t *res)
 
     pki_key_drop_handles(k);
 
+    if (pki_p11_libp11_room(v) != 0) {
+        *busy = 1;
+        return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": token \"%s\" "
+                        "has no free session to list its keys", k->ref,
+                        v->token);
+    }
+
     if (PKCS11_enumerate_keys(v->slot->token, &keys, &n) != 0) {
+        v->mod->pooled[v->slot - v->mod->slots] = 0;
         return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": cannot list the "
                         "keys of token \"%s\"", k->ref, v->token);
     }
+
+    v->mod->pooled[v->slot - v->mod->slots] = 1;
 
     /* Entries listed before the last C_Login (pki_vault_login) have lost
      * their handles: a key listed again after it is taken, and only a
@@ -2766,11 +2839,11 @@ pki_key_fetch_locked(pki_key_t *k, pki_result_t *res)
     int           opening, busy;
     pki_status_t  st;
 
-    pthread_mutex_lock(&pki_p11_lib_mutex);
-    st = pki_key_fetch_locked_do(k, res);
-    pthread_mutex_unlock(&pki_p11_lib_mutex);
-
     busy = 0;
+
+    pthread_mutex_lock(&pki_p11_lib_mutex);
+    st = pki_key_fetch_locked_do(k, &busy, res);
+    pthread_mutex_unlock(&pki_p11_lib_mutex);
 
     if (st == PKI_OK
         && __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) != PKI_KEY_OPEN)
