@@ -5679,6 +5679,124 @@ done:
 }
 
 
+/*
+ * The last CRL each CA's GetCRL answered with, per process: a GetCRL asks
+ * the store whether that number is still current (the meta alone) rather
+ * than reading the whole DER in chunks, checking its signature and
+ * parsing it on each request; a client needs no credential for GetCRL,
+ * and at a million entries that was seconds of a pool thread and Redis
+ * per message.  Kept when its DER is at most PKI_SCEP_CRL_KEEP_MAX (a
+ * parsed CRL takes a few times that in memory); a larger one is read
+ * each time, as before.  An entry is the CA's (its pointer and name) and
+ * is taken only for the number and thisUpdate the store names.
+ */
+#define PKI_SCEP_CRL_SLOTS     8
+#define PKI_SCEP_CRL_KEEP_MAX  (16 * 1024 * 1024)
+
+typedef struct {
+    const pki_ca_t  *ca;            /* compared only, never followed */
+    char            *name;          /* malloc'd */
+    X509_CRL        *crl;
+    long long        number;
+    time_t           this_update;
+    unsigned long    used;
+} pki_scep_crl_t;
+
+static pki_scep_crl_t    pki_scep_crls[PKI_SCEP_CRL_SLOTS];
+static unsigned long     pki_scep_crl_clock;
+static pthread_mutex_t   pki_scep_crl_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+/* A reference to the CRL kept for ca (its number and thisUpdate in *number
+ * and *this_update), or NULL. */
+static X509_CRL *
+pki_scep_crl_kept(const pki_ca_t *ca, long long *number, time_t *this_update)
+{
+    int              i;
+    X509_CRL        *crl;
+    pki_scep_crl_t  *e;
+
+    crl = NULL;
+
+    pthread_mutex_lock(&pki_scep_crl_lock);
+
+    for (i = 0; i < PKI_SCEP_CRL_SLOTS; i++) {
+        e = &pki_scep_crls[i];
+
+        if (e->crl != NULL && e->ca == ca
+            && strcmp(e->name, pki_ca_name(ca)) == 0)
+        {
+            if (X509_CRL_up_ref(e->crl) == 1) {
+                crl = e->crl;
+                *number = e->number;
+                *this_update = e->this_update;
+                e->used = ++pki_scep_crl_clock;
+            }
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&pki_scep_crl_lock);
+
+    return crl;
+}
+
+
+/* Keeps a reference to crl (DER len bytes) as ca's, in ca's slot or the
+ * least recently used one. */
+static void
+pki_scep_crl_keep(const pki_ca_t *ca, X509_CRL *crl, size_t len,
+    long long number, time_t this_update)
+{
+    int              i;
+    char            *name;
+    pki_scep_crl_t  *e, *slot;
+
+    if (len > PKI_SCEP_CRL_KEEP_MAX) {
+        return;
+    }
+
+    name = strdup(pki_ca_name(ca));
+    if (name == NULL) {
+        return;
+    }
+
+    if (X509_CRL_up_ref(crl) != 1) {
+        free(name);
+        return;
+    }
+
+    pthread_mutex_lock(&pki_scep_crl_lock);
+
+    slot = &pki_scep_crls[0];
+
+    for (i = 0; i < PKI_SCEP_CRL_SLOTS; i++) {
+        e = &pki_scep_crls[i];
+
+        if (e->crl != NULL && e->ca == ca && strcmp(e->name, name) == 0) {
+            slot = e;
+            break;
+        }
+
+        if (e->crl == NULL || (slot->crl != NULL && e->used < slot->used)) {
+            slot = e;
+        }
+    }
+
+    X509_CRL_free(slot->crl);
+    free(slot->name);
+
+    slot->ca = ca;
+    slot->name = name;
+    slot->crl = crl;
+    slot->number = number;
+    slot->this_update = this_update;
+    slot->used = ++pki_scep_crl_clock;
+
+    pthread_mutex_unlock(&pki_scep_crl_lock);
+}
+
+
 /* GetCert (21) and GetCRL (22): IssuerAndSerialNumber of this CA.  GetCRL
  * may name the CA certificate itself instead of one it issued: sscep sends
  * the CA's subject with the CA certificate's serial, older clients the CA
@@ -5690,8 +5808,10 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
 {
     int                        self;
     char                       hex[41];
+    time_t                     have_this_update;
     X509                      *cert, *ca;
-    X509_CRL                  *crl;
+    X509_CRL                  *crl, *kept;
+    long long                  have;
     pki_status_t               st;
     pki_record_t               rec;
     pki_result_t              *res;
@@ -5786,13 +5906,30 @@ crl:
         return;
     }
 
+    kept = pki_scep_crl_kept(conf->ca, &have, &have_this_update);
+
     memset(&info, 0, sizeof(info));
     st = pki_crl_current(conf->ca, conf->redis,
                          conf->crl_next_update > 0 ? conf->crl_next_update
                                                    : 86400,
-                         0, &info, res);
-    if (st != PKI_OK || info.der == NULL) {
+                         kept != NULL ? have : 0, &info, res);
+
+    if (st == PKI_OK && info.der == NULL && kept != NULL
+        && (info.number != have || info.this_update != have_this_update))
+    {
+        /* not the one kept after all: read it whole */
+        X509_CRL_free(kept);
+        kept = NULL;
+        memset(&info, 0, sizeof(info));
+        st = pki_crl_current(conf->ca, conf->redis,
+                             conf->crl_next_update > 0
+                             ? conf->crl_next_update : 86400,
+                             0, &info, res);
+    }
+
+    if (st != PKI_OK || (info.der == NULL && kept == NULL)) {
         free(info.der);
+        X509_CRL_free(kept);
         if (res->status == PKI_OK) {
             pki_fail(res, PKI_UNAVAILABLE, "no CRL");
         }
@@ -5800,14 +5937,24 @@ crl:
         return;
     }
 
-    p = info.der;
-    crl = d2i_X509_CRL(NULL, &p, (long) info.len);
-    free(info.der);
+    if (info.der == NULL) {
+        crl = kept;
 
-    if (crl == NULL) {
-        pki_fail(res, PKI_INTERNAL, "bad CRL");
-        pki_scep_http_error(resp, 500);
-        return;
+    } else {
+        X509_CRL_free(kept);
+
+        p = info.der;
+        crl = d2i_X509_CRL(NULL, &p, (long) info.len);
+        free(info.der);
+
+        if (crl == NULL) {
+            pki_fail(res, PKI_INTERNAL, "bad CRL");
+            pki_scep_http_error(resp, 500);
+            return;
+        }
+
+        pki_scep_crl_keep(conf->ca, crl, info.len, info.number,
+                          info.this_update);
     }
 
     pki_log(res, "returned CRL %lld", info.number);

@@ -826,6 +826,50 @@ rawop(const pki_scep_conf_t *conf, msg_t *m, int indef, char *why,
 }
 
 
+/* The seconds since the DER of CRL number n of CA ca (namespace ns) was
+ * last read (OBJECT IDLETIME, which does not touch it; the LRU clock
+ * counts seconds), -1 when it cannot be read. */
+static long long
+crl_der_idle(redisContext *c, const char *ns, const char *ca, long long n)
+{
+    long long    idle;
+    redisReply  *rep;
+
+    idle = -1;
+    rep = c != NULL ? redisCommand(c, "OBJECT IDLETIME %s{ca:%s}:crl:%lld",
+                                   ns, ca, n)
+                    : NULL;
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER) {
+        idle = rep->integer;
+    }
+    freeReplyObject(rep);
+
+    return idle;
+}
+
+
+/* The number of the CRL stored for CA ca under namespace ns (its crl_meta:
+ * "REVGEN NEXTUPDATE NUMBER THISUPDATE"), 0 for none. */
+static long long
+crl_number(redisContext *c, const char *ns, const char *ca)
+{
+    long long    n, revgen, next;
+    redisReply  *rep;
+
+    n = 0;
+    rep = c != NULL ? redisCommand(c, "GET %s{ca:%s}:crl_meta", ns, ca)
+                    : NULL;
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING
+        && sscanf(rep->str, "%lld %lld %lld", &revgen, &next, &n) != 3)
+    {
+        n = 0;
+    }
+    freeReplyObject(rep);
+
+    return n;
+}
+
+
 /* GetCRL (22), or GetCert (21) with type 21, for the IssuerAndSerialNumber
  * issuer, serial, signed by key: the pkiStatus, *fail the failInfo. */
 static int
@@ -2076,6 +2120,50 @@ main(void)
            "SUCCESS");
         s = issued ? getcrl(&cmode, issued, dev_k, &f) : -1;
         ok(s == 0, "GetCRL: SUCCESS (the CA has cRLSign) %d %d", s, f);
+
+        /* the CRL a GetCRL answered with is kept: the next ones ask the
+         * store whether it is still current (its meta) and read no DER;
+         * a revocation makes another, which is then kept */
+        {
+            int                k, good;
+            char               hex[41];
+            long long          n0, n1, idle;
+            redisContext      *rc;
+
+            rc = redisConnectUnix(redis_sock);
+            n0 = crl_number(rc, "scep-test:", pki_ca_name(ca));
+            sleep(2);
+            good = 0;
+            for (k = 0; k < 3; k++) {
+                good += getcrl(&cmode, issued, dev_k, &f) == 0;
+            }
+            idle = crl_der_idle(rc, "scep-test:", pki_ca_name(ca), n0);
+            ok(good == 3 && n0 > 0 && idle >= 2, "three GetCRLs more: "
+               "SUCCESS (%d of 3), the CRL kept: its DER not read from the "
+               "store (idle %lld s)", good, idle);
+
+            pki_result_init(&res);
+            s = pki_serial_to_hex(X509_get0_serialNumber(issued), hex)
+                ? pki_record_revoke(redis, pki_ca_name(ca), hex, 1,
+                                    time(NULL), 0, NULL, &res)
+                : PKI_INTERNAL;
+            ok(s == PKI_OK, "a revocation [%s]", res.detail);
+
+            good = getcrl(&cmode, issued, dev_k, &f) == 0;
+            n1 = crl_number(rc, "scep-test:", pki_ca_name(ca));
+            ok(good && n1 > n0, "GetCRL after it: SUCCESS, a new CRL "
+               "(number %lld, then %lld)", n0, n1);
+
+            sleep(2);
+            good = getcrl(&cmode, issued, dev_k, &f) == 0;
+            idle = crl_der_idle(rc, "scep-test:", pki_ca_name(ca), n1);
+            ok(good && idle >= 2 && crl_number(rc, "scep-test:",
+                                               pki_ca_name(ca)) == n1,
+               "the next one answers with the new CRL, kept (idle %lld s)",
+               idle);
+
+            redisFree(rc);
+        }
         X509_free(issued);
 
         /* GetCRL naming the CA certificate (sscep: the CA's subject and
