@@ -5425,24 +5425,40 @@ ngx_http_pki_send_der(ngx_http_request_t *r, ngx_str_t *type,
 /*
  * Each worker keeps the last CRL of every CA in memory and answers from it
  * on the event loop.  At most once per second per CA, the first request
- * that finds the copy older than that posts one thread task
- * (pki_crl_current: one Redis round trip when nothing changed, the DER only
- * when the number differs) and is answered when it is back; the requests
- * meanwhile get the copy in memory.  Rebuilds are coalesced across the
- * fleet by the core (crl_lock in Redis).  Redis down: the copy is served
- * until its nextUpdate, then 503.
+ * that finds the copy older than that posts one detached thread task, the
+ * check (pki_crl_current: one Redis round trip when nothing changed, the
+ * DER only when the number differs, a rebuild under the fleet's crl_lock
+ * after a revocation); its answer updates the copy, whoever asked.  The
+ * requests meanwhile get the copy in memory.  Redis down: the copy is
+ * served until its nextUpdate, then 503.
+ *
+ * Stale-while-revalidate, bounded: the request that posts the check while
+ * its copy is valid waits for it NGX_HTTP_PKI_CRL_WAIT_MSEC at most, then
+ * gets the copy (signed, before its nextUpdate).  Waiting for the check
+ * itself made that request take the Redis timeout during a stall, or a
+ * whole rebuild after a revocation (about 1 s at 100k entries), although
+ * a valid CRL was in memory; with requests more than a second apart (IoT
+ * relying parties) that was every request.  The short wait keeps what a
+ * check answers quickly: when Redis answers and the CRL listing a
+ * revocation is stored (worker 0's refresher builds it within about 10 s
+ * of the revocation, with no request) or is built within the wait, the
+ * first request more than a second after the revocation gets it.  Only a
+ * slower check (a large rebuild, a Redis stall) leaves that one request
+ * with the previous CRL; the next after the check gets the new one.
  *
  * Without a valid copy (a new worker, a CRL past its nextUpdate) there is
- * nothing to serve meanwhile: the requests wait for that one task's answer
- * on the CA's list, holding no thread, and are answered from the new copy
- * or with 503 when the task brought none.  A task per request would fill
- * the pool with tasks that each wait for the same lock (up to 3 s while
- * another host builds) or Redis timeout, and starve every other protocol
- * of the worker.  Up to NGX_HTTP_PKI_CRL_WAITERS wait per CA; the requests
+ * nothing to serve meanwhile: the requests, the one that posted the check
+ * included, wait for its answer on the CA's list, holding no thread, and
+ * are answered from the new copy or with 503 when the check brought none.
+ * A task per request would fill the pool with tasks that each wait for the
+ * same lock (up to 3 s while another host builds) or Redis timeout, and
+ * starve every other protocol of the worker.  Up to
+ * NGX_HTTP_PKI_CRL_WAITERS wait per CA besides the poster; the requests
  * beyond get 503 with Retry-After at once.
  */
 
 #define NGX_HTTP_PKI_CRL_CHECK_MSEC   1000
+#define NGX_HTTP_PKI_CRL_WAIT_MSEC    100
 #define NGX_HTTP_PKI_CRL_MAX_AGE      60
 #define NGX_HTTP_PKI_CRL_RETRY_AFTER  "5"
 #define NGX_HTTP_PKI_CRL_WAITERS      256
@@ -5471,9 +5487,15 @@ typedef struct {
     time_t                      this_update;
     time_t                      next_update;
     ngx_msec_t                  checked;
+    ngx_str_t                   name;      /* the CA's, in the config */
     ngx_http_pki_crl_waiter_t  *waiters;   /* while busy, without a copy */
     ngx_uint_t                  nwaiters;
     ngx_uint_t                  refused;   /* over the cap, this task */
+    ngx_http_pki_crl_waiter_t  *poster;    /* posted it with a valid copy,
+                                              waiting for it a moment */
+    ngx_event_t                 wait;      /* the poster's moment */
+    ngx_event_t                 guard;     /* keeps the worker up while
+                                              the task is out */
     unsigned                    busy:1;    /* the worker's task is out */
 } ngx_http_pki_crl_state_t;
 
@@ -5495,11 +5517,15 @@ typedef struct {
 
 
 static void ngx_http_pki_crl_work(void *data);
-static void ngx_http_pki_crl_done(ngx_http_request_t *r, void *data);
+static void ngx_http_pki_crl_done(void *data);
+static void ngx_http_pki_crl_guard(ngx_event_t *ev);
+static void ngx_http_pki_crl_waited(ngx_event_t *ev);
 static ngx_int_t ngx_http_pki_crl_send(ngx_http_request_t *r,
     ngx_str_t *name, ngx_http_pki_crl_state_t *st);
 static ngx_int_t ngx_http_pki_crl_wait(ngx_http_request_t *r,
     ngx_str_t *name, ngx_http_pki_crl_state_t *st);
+static void ngx_http_pki_crl_block(ngx_http_request_t *r,
+    ngx_http_pki_crl_waiter_t *w);
 static void ngx_http_pki_crl_wake(ngx_http_pki_crl_waiter_t *w,
     ngx_str_t *name, ngx_http_pki_crl_state_t *st);
 static ngx_int_t ngx_http_pki_crl_answer(ngx_http_request_t *r,
@@ -5751,15 +5777,16 @@ ngx_http_pki_crl_simple(ngx_http_request_t *r, ngx_uint_t status,
 static ngx_int_t
 ngx_http_pki_crl_handler(ngx_http_request_t *r)
 {
-    u_char                    *p, *last;
-    time_t                     now;
-    ngx_int_t                  rc;
-    ngx_str_t                  name;
-    ngx_uint_t                 i, fresh;
-    ngx_http_pki_ca_t         *cas;
-    ngx_http_pki_crl_ctx_t    *ctx;
-    ngx_http_pki_crl_state_t  *st;
-    ngx_http_pki_main_conf_t  *pmcf;
+    u_char                     *p, *last;
+    time_t                      now;
+    ngx_int_t                   rc;
+    ngx_str_t                   name;
+    ngx_uint_t                  i, fresh;
+    ngx_http_pki_ca_t          *cas;
+    ngx_http_pki_crl_ctx_t     *ctx;
+    ngx_http_pki_crl_state_t   *st;
+    ngx_http_pki_main_conf_t   *pmcf;
+    ngx_http_pki_crl_waiter_t  *w;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_pki_read_only(r);
@@ -5835,9 +5862,17 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     }
 
     /* the first request after the second checks, or the first without a
-     * copy: one task, whose answer the others without a copy wait for */
+     * copy: one detached task, whose answer the requests without a copy
+     * wait for, and this one for NGX_HTTP_PKI_CRL_WAIT_MSEC at most when
+     * it has a copy (see above) */
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_pki_crl_ctx_t));
+    w = ngx_palloc(r->pool, sizeof(ngx_http_pki_crl_waiter_t));
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* on the heap: the task may outlive this request */
+    ctx = ngx_calloc(sizeof(ngx_http_pki_crl_ctx_t), r->connection->log);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -5853,28 +5888,56 @@ ngx_http_pki_crl_handler(ngx_http_request_t *r)
     ctx->state = st;
     pki_result_init(&ctx->res);
 
-    rc = ngx_http_pki_post(r, ngx_http_pki_crl_work, ngx_http_pki_crl_done,
-                           ctx);
+    rc = ngx_http_pki_post_detached(r, ngx_http_pki_crl_work,
+                                    ngx_http_pki_crl_done, ctx);
 
-    switch (rc) {
+    if (rc != NGX_OK) {
+        ngx_free(ctx);
 
-    case NGX_OK:
-        st->busy = 1;
-        st->refused = 0;
-        return NGX_DONE;
-
-    case NGX_DECLINED:
         if (fresh) {
             return ngx_http_pki_crl_send(r, &cas[i].name, st);
         }
 
-        /* logged (rate-limited) by ngx_http_pki_post() */
+        if (rc != NGX_DECLINED) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* the pool's queue is full: shed as a request's task is */
+        ngx_http_pki_shed(r->connection->log);
+
         return ngx_http_pki_crl_simple(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                        NGX_HTTP_PKI_CRL_RETRY_AFTER);
-
-    default:
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    st->busy = 1;
+    st->refused = 0;
+    st->name = cas[i].name;
+
+    /* nothing else keeps a worker that shuts down gracefully until the
+     * task is back, as the guard of a request's task does */
+    st->guard.handler = ngx_http_pki_crl_guard;
+    st->guard.data = st;
+    st->guard.log = ngx_cycle->log;
+    ngx_add_timer(&st->guard, NGX_HTTP_PKI_GUARD_MSEC);
+
+    ngx_http_pki_crl_block(r, w);
+
+    if (fresh) {
+        st->poster = w;
+        w->next = NULL;
+
+        st->wait.handler = ngx_http_pki_crl_waited;
+        st->wait.data = st;
+        st->wait.log = ngx_cycle->log;
+        ngx_add_timer(&st->wait, NGX_HTTP_PKI_CRL_WAIT_MSEC);
+
+    } else {
+        /* it posted the task: not counted against the cap */
+        w->next = st->waiters;
+        st->waiters = w;
+    }
+
+    return NGX_DONE;
 }
 
 
@@ -5899,12 +5962,13 @@ ngx_http_pki_crl_work(void *data)
 
 
 static void
-ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
+ngx_http_pki_crl_done(void *data)
 {
     ngx_http_pki_crl_ctx_t *ctx = data;
 
     time_t                      now;
     ngx_str_t                   name;
+    ngx_log_t                  *log;
     ngx_uint_t                  level;
     pki_crl_info_t             *info;
     ngx_http_pki_crl_blob_t    *blob;
@@ -5914,16 +5978,31 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
     st = ctx->state;
     info = &ctx->info;
     now = ngx_time();
+    log = ngx_cycle->log;
 
-    /* the requests that waited for this answer; from now on a request
-     * without a copy posts the next task */
+    if (st->guard.timer_set) {
+        ngx_del_timer(&st->guard);
+    }
+
+    /* the requests that waited for this answer, the poster too if its
+     * moment has not passed; from now on a request posts the next task */
     st->busy = 0;
     waiters = st->waiters;
     st->waiters = NULL;
     st->nwaiters = 0;
 
+    if (st->poster) {
+        if (st->wait.timer_set) {
+            ngx_del_timer(&st->wait);
+        }
+
+        st->poster->next = waiters;
+        waiters = st->poster;
+        st->poster = NULL;
+    }
+
     if (st->refused) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, log, 0,
                       "pki crl: \"%V\": %ui request(s) answered 503 at once "
                       "while %d waited for the CRL", &ctx->name,
                       st->refused, NGX_HTTP_PKI_CRL_WAITERS);
@@ -5931,7 +6010,7 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
     }
 
     if (ctx->status != PKI_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "pki crl: \"%V\": %s (%s)%s%s", &ctx->name,
                       pki_status_name(ctx->status), ctx->res.detail,
                       ctx->res.log[0] ? ": " : "", ctx->res.log);
@@ -5940,7 +6019,7 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
         st->checked = ngx_current_msec;
 
         if (ctx->fstatus == PKI_OK) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+            ngx_log_error(NGX_LOG_WARN, log, 0,
                           "pki crl: \"%V\": serving CRL %L from the local "
                           "copy in \"%s\" until Redis answers", &ctx->name,
                           info->number, ctx->cache_dir);
@@ -5948,7 +6027,7 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
         } else if (ctx->fstatus != PKI_NOT_FOUND
                    || ctx->fres.log[0] != '\0')
         {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+            ngx_log_error(NGX_LOG_ERR, log, 0,
                           "pki crl: \"%V\": local copy: %s%s%s",
                           &ctx->name, ctx->fres.detail,
                           ctx->fres.log[0] ? ": " : "", ctx->fres.log);
@@ -5959,7 +6038,7 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
         if (ctx->status == PKI_OK && ctx->res.log[0]) {
             /* a failed rebuild (the stored CRL served) is an error */
             level = info->rebuild_failed ? NGX_LOG_ERR : NGX_LOG_NOTICE;
-            ngx_log_error(level, r->connection->log, 0,
+            ngx_log_error(level, log, 0,
                           "pki crl: \"%V\": %s", &ctx->name, ctx->res.log);
         }
 
@@ -5968,7 +6047,7 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
                 || info->number > st->number))
         {
             blob = ngx_alloc(sizeof(ngx_http_pki_crl_blob_t) + info->len,
-                             r->connection->log);
+                             log);
 
             if (blob != NULL) {
                 blob->refs = 1;
@@ -5984,7 +6063,7 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
                 st->this_update = info->this_update;
                 st->next_update = info->next_update;
 
-                ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                                "pki crl: \"%V\" number %L", &ctx->name,
                                info->number);
             }
@@ -5999,11 +6078,9 @@ ngx_http_pki_crl_done(ngx_http_request_t *r, void *data)
     free(info->der);
     info->der = NULL;
 
-    /* the CA's name lives in the configuration; ctx goes with r->pool,
-     * which finalizing r may free */
+    /* the CA's name lives in the configuration */
     name = ctx->name;
-
-    ngx_http_finalize_request(r, ngx_http_pki_crl_answer(r, &name, st));
+    ngx_free(ctx);
 
     ngx_http_pki_crl_wake(waiters, &name, st);
 }
@@ -6023,14 +6100,7 @@ ngx_http_pki_crl_answer(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 
-/*
- * A request without a copy to serve waits for the answer of the task that
- * is out, as a request waits for its own task: blocked, with a reference
- * (r->main->blocked, r->main->count), so that nginx defers a termination
- * meanwhile (a client gone, a worker's shutdown timeout) until it is woken
- * and its pool, which holds its place on the list, lives until then.  The
- * owner's task keeps the worker up (its guard timer) and always comes back.
- */
+/* A request without a copy to serve waits for the task that is out. */
 static ngx_int_t
 ngx_http_pki_crl_wait(ngx_http_request_t *r, ngx_str_t *name,
     ngx_http_pki_crl_state_t *st)
@@ -6049,19 +6119,81 @@ ngx_http_pki_crl_wait(ngx_http_request_t *r, ngx_str_t *name,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    w->request = r;
+    ngx_http_pki_crl_block(r, w);
+
     w->next = st->waiters;
     st->waiters = w;
     st->nwaiters++;
-
-    r->main->blocked++;
-    r->main->count++;
-    r->aio = 1;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "pki crl: \"%V\": waiting for the worker's task", name);
 
     return NGX_DONE;
+}
+
+
+/*
+ * A request waits for the task that is out (on the list, or as its poster
+ * for a moment) as a request waits for its own task: blocked, with a
+ * reference (r->main->blocked, r->main->count), so that nginx defers a
+ * termination meanwhile (a client gone, a worker's shutdown timeout) until
+ * it is woken and its pool, which holds its place, lives until then.  The
+ * task keeps the worker up (the CA's guard timer) and always comes back.
+ */
+static void
+ngx_http_pki_crl_block(ngx_http_request_t *r, ngx_http_pki_crl_waiter_t *w)
+{
+    w->request = r;
+
+    r->main->blocked++;
+    r->main->count++;
+    r->aio = 1;
+}
+
+
+static void
+ngx_http_pki_crl_guard(ngx_event_t *ev)
+{
+    ngx_http_pki_crl_state_t *st = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "pki crl: \"%V\": check still running after %d ms "
+                  "(thread pool saturated or backend stalled)", &st->name,
+                  NGX_HTTP_PKI_GUARD_MSEC);
+
+    ngx_add_timer(ev, NGX_HTTP_PKI_GUARD_MSEC);
+}
+
+
+/* the poster's moment has passed, the check is still out: the copy */
+static void
+ngx_http_pki_crl_waited(ngx_event_t *ev)
+{
+    ngx_http_pki_crl_state_t *st = ev->data;
+
+    ngx_http_pki_crl_waiter_t  *w;
+
+    w = st->poster;
+    st->poster = NULL;
+
+    if (w == NULL) {
+        return;
+    }
+
+    if (st->blob == NULL || st->next_update <= ngx_time()) {
+        /* the copy ended meanwhile: nothing to serve, wait for the check
+         * as a request without a copy does (it posted it: no cap) */
+        w->next = st->waiters;
+        st->waiters = w;
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, w->request->connection->log, 0,
+                   "pki crl: \"%V\": check still out, serving the copy",
+                   &st->name);
+
+    w->next = NULL;
+    ngx_http_pki_crl_wake(w, &st->name, st);
 }
 
 
