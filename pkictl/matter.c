@@ -29,6 +29,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +154,7 @@ cmd_convert(int to_tlv, int argc, char **argv)
 {
     int             rc;
     size_t          len, olen;
+    const char     *inputs[2];
     unsigned char  *in, *out;
     pki_result_t    res;
 
@@ -196,7 +198,10 @@ cmd_convert(int to_tlv, int argc, char **argv)
         return mfail(pki_status_name(res.status), res.detail);
     }
 
-    rc = pkictl_write_file(argv[1], out, olen, 0644) ? 0 : 1;
+    inputs[0] = argv[0];
+    inputs[1] = NULL;
+
+    rc = pkictl_write_file(argv[1], out, olen, 0644, inputs) ? 0 : 1;
     free(out);
 
     return rc;
@@ -600,6 +605,171 @@ out_path(char *path, size_t size, const char *dir, const char *file)
 }
 
 
+/* A file of mkstemp() (template, 0600) holding the PEM that pem writes
+ * into bio: 1, or 0 said (nothing left). */
+static int
+draft_file(char *path, int (*pem)(BIO *, void *), void *obj)
+{
+    int   fd, ok;
+    BIO  *bio;
+
+    fd = mkstemp(path);
+    if (fd == -1) {
+        fprintf(stderr, "pkictl matter: cannot create \"%s\": %s\n", path,
+                strerror(errno));
+        return 0;
+    }
+
+    bio = BIO_new_fd(fd, BIO_CLOSE);
+    if (bio == NULL) {
+        close(fd);
+        ok = 0;
+
+    } else {
+        ok = pem(bio, obj) && BIO_flush(bio) == 1;
+        BIO_free(bio);
+    }
+
+    if (!ok) {
+        unlink(path);
+        mfail("cannot write a draft file", path);
+    }
+
+    return ok;
+}
+
+
+static int
+draft_key_pem(BIO *bio, void *pk)
+{
+    return PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL);
+}
+
+
+static int
+draft_cert_pem(BIO *bio, void *x)
+{
+    return PEM_write_bio_X509(bio, x);
+}
+
+
+/*
+ * The hierarchy signed first with a throwaway P-256 key (in memory; its
+ * file, and the draft root's, in the temporary directory only while the
+ * core reads them): the Matter profile's checks of the names (a CN whose
+ * "Mvid:" is not 4 uppercase hex digits, a DN over 200 bytes, ...) as the
+ * core makes them when the token's keys sign, made before any key is made
+ * on the token.  They were made after: a refusal left two key pairs there
+ * that a second run refused to make again.  1, or 0 said.  (With --keygen
+ * off, which makes no key, the signing checks them before anything is
+ * written.)
+ */
+static int
+hierarchy_draft(int att, const char *rlabel, X509_NAME *rname,
+    X509_NAME *cname)
+{
+    int              ok;
+    char             tmpl[PATH_MAX], kpath[PATH_MAX], cpath[PATH_MAX];
+    const char      *tmp, *argv1[1];
+    X509            *root, *ca;
+    EVP_PKEY        *pk;
+    pki_key_t       *key;
+    pki_ca_t        *rca;
+    pki_template_t  *rt, *ct;
+    pki_request_t    req;
+    pki_result_t     res;
+
+    tmp = getenv("TMPDIR");
+    if (tmp == NULL || *tmp == '\0') {
+        tmp = "/tmp";
+    }
+    if (snprintf(tmpl, sizeof(tmpl), "%s/pkictl-draft-XXXXXX", tmp)
+        >= (int) sizeof(tmpl))
+    {
+        mfail("TMPDIR too long", NULL);
+        return 0;
+    }
+
+    ok = 0;
+    root = ca = NULL;
+    key = NULL;
+    rca = NULL;
+    cpath[0] = '\0';
+    memset(&req, 0, sizeof(req));
+    pki_result_init(&res);
+
+    rt = pki_matter_template_new(att ? "matter-paa" : "matter-rcac", &res);
+    ct = pki_matter_template_new(att ? "matter-pai" : "matter-icac", &res);
+    pk = EVP_EC_gen("P-256");
+    if (rt == NULL || ct == NULL || pk == NULL) {
+        mfail("draft", res.detail[0] ? res.detail : "out of memory");
+        goto done;
+    }
+
+    strcpy(kpath, tmpl);
+    if (!draft_file(kpath, draft_key_pem, pk)) {
+        goto done;
+    }
+
+    key = pki_key_new(kpath, NULL, &res);
+    if (key == NULL || pki_key_open(key, &res) != PKI_OK) {
+        unlink(kpath);
+        mfail("draft key", res.detail);
+        goto done;
+    }
+    unlink(kpath);
+
+    if (pki_selfsign(key, rt, rname, &root, &res) != PKI_OK) {
+        mfail(att ? "PAA refused" : "RCAC refused", res.detail);
+        goto done;
+    }
+
+    strcpy(cpath, tmpl);
+    if (!draft_file(cpath, draft_cert_pem, root)) {
+        cpath[0] = '\0';
+        goto done;
+    }
+
+    argv1[0] = cpath;
+    rca = pki_ca_new(rlabel);
+    if (rca == NULL || pki_ca_set(rca, "certificate", 1, argv1, &res) != PKI_OK
+        || pki_ca_set_key(rca, key, &res) != PKI_OK
+        || pki_ca_add_template(rca, ct, &res) != PKI_OK
+        || pki_ca_finish(rca, &res) != PKI_OK)
+    {
+        mfail("root CA", res.detail);
+        goto done;
+    }
+
+    req.subject = cname;
+    req.pubkey = pk;
+    if (pki_issue(rca, ct, NULL, &req, NULL, &ca, &res) != PKI_OK) {
+        mfail(att ? "PAI refused" : "ICAC refused", res.detail);
+        goto done;
+    }
+
+    ok = 1;
+
+done:
+
+    if (cpath[0] != '\0') {
+        unlink(cpath);
+    }
+    X509_free(root);
+    X509_free(ca);
+    pki_ca_free(rca);
+    pki_template_free(rt);
+    pki_template_free(ct);
+    if (key) {
+        pki_key_close(key);
+        pki_key_free(key);
+    }
+    EVP_PKEY_free(pk);
+
+    return ok;
+}
+
+
 /*
  * The root and the CA under it: PAA and PAI, or RCAC and ICAC.  The names,
  * the templates and both output files are checked and opened before any
@@ -616,7 +786,7 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     char             root_ref[512], ca_ref[512], rpath[4096], cpath[4096];
     char             tok[400];
     char             advice[9000];
-    const char      *rlabel, *clabel, *argv1[1], *labels[2];
+    const char      *rlabel, *clabel, *argv1[1], *labels[2], *inputs[2];
     unsigned char    ids[2];
     X509            *root, *ca;
     X509_NAME       *rname, *cname;
@@ -717,13 +887,26 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
         }
     }
 
+    /* the names through the profile's checks, before any key is made
+     * (with --keygen off no key is made: the signing itself checks them,
+     * before anything is written) */
+
+    if ((o->keygen == NULL || strcmp(o->keygen, "on") == 0)
+        && !hierarchy_draft(att, rlabel, rname, cname))
+    {
+        goto done;
+    }
+
     /* both outputs, before any key is made or opened */
+
+    inputs[0] = o->pin_file;
+    inputs[1] = NULL;
 
     if (!out_path(rpath, sizeof(rpath), o->dir, att ? "paa.pem" : "rcac.pem")
         || !out_path(cpath, sizeof(cpath), o->dir,
                      att ? "pai.pem" : "icac.pem")
-        || !pkictl_out_open(&rout, rpath, 0644)
-        || !pkictl_out_open(&cout, cpath, 0644))
+        || !pkictl_out_open(&rout, rpath, 0644, inputs)
+        || !pkictl_out_open(&cout, cpath, 0644, inputs))
     {
         goto done;
     }
@@ -759,6 +942,11 @@ cmd_hierarchy(const char *kind, const matter_opts_t *o)
     {
         mfail("cannot open the keys", res.detail);
         goto done;
+    }
+
+    /* what nginx would log as a warning (a PIN not locked in memory) */
+    if (res.log[0]) {
+        fprintf(stderr, "pkictl matter: warning: %s\n", res.log);
     }
 
     if (pki_selfsign(rkey, rt, rname, &root, &res) != PKI_OK) {
@@ -837,11 +1025,49 @@ done:
 }
 
 
+#define M_VA  0x01     /* verify-attestation */
+#define M_VO  0x02     /* verify-operational */
+#define M_HA  0x04     /* hierarchy attestation */
+#define M_HO  0x08     /* hierarchy operational */
+#define M_H   (M_HA | M_HO)
+
+
+/* The options: each of one value, given at most once, and only to the
+ * commands that use it (one that does not was dropped without a word). */
+static const struct {
+    const char  *name;
+    size_t       off;
+    unsigned     cmds;
+} matter_opts[] = {
+    { "--dac", offsetof(matter_opts_t, dac), M_VA },
+    { "--pai", offsetof(matter_opts_t, pai), M_VA },
+    { "--paa", offsetof(matter_opts_t, paa), M_VA },
+    { "--cd", offsetof(matter_opts_t, cd), M_VA },
+    { "--cd-signer", offsetof(matter_opts_t, cd_signer), M_VA },
+    { "--noc", offsetof(matter_opts_t, noc), M_VO },
+    { "--icac", offsetof(matter_opts_t, icac), M_VO },
+    { "--rcac", offsetof(matter_opts_t, rcac), M_VO },
+    { "--dir", offsetof(matter_opts_t, dir), M_H },
+    { "--module", offsetof(matter_opts_t, module), M_H },
+    { "--token", offsetof(matter_opts_t, token), M_H },
+    { "--pin-file", offsetof(matter_opts_t, pin_file), M_H },
+    { "--keygen", offsetof(matter_opts_t, keygen), M_H },
+    { "--vid", offsetof(matter_opts_t, vid), M_HA },
+    { "--pid", offsetof(matter_opts_t, pid), M_HA | M_VA },
+    { "--cn", offsetof(matter_opts_t, cn), M_HA },
+    { "--fabric-id", offsetof(matter_opts_t, fabric_id), M_HO },
+    { "--rcac-id", offsetof(matter_opts_t, rcac_id), M_HO },
+    { "--icac-id", offsetof(matter_opts_t, icac_id), M_HO },
+};
+
+
 int
 pkictl_matter(int argc, char **argv)
 {
     int             i;
-    const char     *a, *v, *sub, *kind;
+    size_t          k, n;
+    unsigned        cmd;
+    const char     *a, *sub, *kind, **p;
     matter_opts_t   o;
 
     if (argc < 1) {
@@ -859,50 +1085,80 @@ pkictl_matter(int argc, char **argv)
     }
 
     memset(&o, 0, sizeof(o));
-    o.module = "/usr/lib/softhsm/libsofthsm2.so";
     kind = NULL;
     i = 1;
 
-    if (strcmp(sub, "hierarchy") == 0) {
+    if (strcmp(sub, "verify-attestation") == 0) {
+        cmd = M_VA;
+
+    } else if (strcmp(sub, "verify-operational") == 0) {
+        cmd = M_VO;
+
+    } else if (strcmp(sub, "hierarchy") == 0) {
         if (argc < 2) {
             return mfail("usage", "hierarchy attestation|operational ...");
         }
         kind = argv[1];
         i = 2;
+        if (strcmp(kind, "attestation") == 0) {
+            cmd = M_HA;
+        } else if (strcmp(kind, "operational") == 0) {
+            cmd = M_HO;
+        } else {
+            return mfail("usage", "hierarchy attestation|operational ...");
+        }
+
+    } else {
+        return mfail("unknown command", sub);
     }
+
+    n = sizeof(matter_opts) / sizeof(matter_opts[0]);
 
     for ( ; i < argc; i += 2) {
         a = argv[i];
+
+        for (k = 0; k < n; k++) {
+            if (strcmp(a, matter_opts[k].name) == 0) {
+                break;
+            }
+        }
+        if (k == n) {
+            return mfail("unknown option", a);
+        }
         if (i + 1 >= argc) {
             return mfail("option needs a value", a);
         }
-        v = argv[i + 1];
+        if (!(matter_opts[k].cmds & cmd)) {
+            fprintf(stderr, "pkictl matter: %s does not apply to %s%s%s\n",
+                    a, sub, kind ? " " : "", kind ? kind : "");
+            return 1;
+        }
 
-#define OPT(name, field)                                                     \
-        if (strcmp(a, name) == 0) { o.field = v; continue; }
-
-        OPT("--dac", dac) OPT("--pai", pai) OPT("--paa", paa)
-        OPT("--noc", noc) OPT("--icac", icac) OPT("--rcac", rcac)
-        OPT("--cd", cd) OPT("--cd-signer", cd_signer) OPT("--dir", dir)
-        OPT("--module", module) OPT("--token", token)
-        OPT("--pin-file", pin_file) OPT("--keygen", keygen) OPT("--cn", cn)
-        OPT("--vid", vid) OPT("--pid", pid) OPT("--fabric-id", fabric_id)
-        OPT("--rcac-id", rcac_id) OPT("--icac-id", icac_id)
-
-#undef OPT
-
-        return mfail("unknown option", a);
+        p = (const char **) ((char *) &o + matter_opts[k].off);
+        if (*p != NULL) {
+            return mfail("option given twice", a);
+        }
+        *p = argv[i + 1];
     }
 
-    if (strcmp(sub, "verify-attestation") == 0) {
+    if (o.keygen != NULL && strcmp(o.keygen, "on") != 0
+        && strcmp(o.keygen, "off") != 0)
+    {
+        fprintf(stderr, "pkictl matter: bad --keygen \"%s\": on or off\n",
+                o.keygen);
+        return 1;
+    }
+
+    if (o.module == NULL) {
+        o.module = "/usr/lib/softhsm/libsofthsm2.so";
+    }
+
+    if (cmd == M_VA) {
         return cmd_verify_attestation(&o);
     }
-    if (strcmp(sub, "verify-operational") == 0) {
+    if (cmd == M_VO) {
         return cmd_verify_operational(&o);
     }
-    if (kind) {
-        return cmd_hierarchy(kind, &o);
-    }
 
-    return mfail("unknown command", sub);
+    return cmd_hierarchy(kind, &o);
 }

@@ -17,7 +17,10 @@
  * PIN file.  Errors go to stderr; the exit status is 1 on any failure.
  * --out is created (a temporary file beside it, pkictl.h) before any key
  * is opened, anything signed or recorded; a write that fails after the
- * signature prints the certificate's serial, its issuer and its PEM.
+ * signature prints the certificate's serial, its issuer and its PEM.  An
+ * --out that is not a regular file (or a symlink to one), that is an
+ * input of the command, or that holds a private key is refused then.  An
+ * option of one value given twice is refused.
  *
  * With --redis, issue records the certificate where nginx looks for the
  * certificates of "pki_ca NAME" (OCSP, CRLs, the admin API): the keys
@@ -29,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +129,18 @@ fail_res(const char *what, const pki_result_t *res)
         fprintf(stderr, "pkictl:   %s\n", res->log);
     }
     return 0;
+}
+
+
+/* What the core says of a success that nginx would log as a warning (a
+ * key file other users may read, a PIN that could not be locked in
+ * memory): said on stderr, not dropped. */
+static void
+warn_res(const pki_result_t *res)
+{
+    if (res->log[0]) {
+        fprintf(stderr, "pkictl: warning: %s\n", res->log);
+    }
 }
 
 
@@ -351,13 +367,86 @@ done:
 }
 
 
+/*
+ * What an output may replace: rename() puts a regular file in the place
+ * of whatever is at path, so a device (/dev/null), a FIFO or a socket
+ * there would be gone, and so would a symlink to one (/dev/stdout); an
+ * input of the same command (selfsign --key k --out k) would be gone
+ * after it was read, and so would a private key named by mistake.  1 the
+ * path may be replaced, or 0 said on stderr.
+ */
+static int
+pkictl_out_check(const char *path, const char *const *inputs)
+{
+    int           fd;
+    char          buf[8192];
+    ssize_t       n;
+    struct stat   st, tg, in;
+
+    if (lstat(path, &st) != 0) {
+        return 1;
+    }
+
+    /* rename() cannot replace a directory: found out now, not after */
+    if (S_ISDIR(st.st_mode)) {
+        return fail("cannot write \"%s\": it is a directory", path);
+    }
+
+    if (S_ISLNK(st.st_mode)) {
+        if (stat(path, &tg) == 0 && !S_ISREG(tg.st_mode)) {
+            return fail("will not replace \"%s\": it is a symlink to a "
+                        "device, FIFO, socket or directory", path);
+        }
+
+    } else if (!S_ISREG(st.st_mode)) {
+        return fail("will not replace \"%s\": it is a device, FIFO or "
+                    "socket, not a regular file", path);
+    }
+
+    if (inputs != NULL && stat(path, &tg) == 0) {
+        for ( /* void */ ; *inputs != NULL; inputs++) {
+            if (strncasecmp(*inputs, "pkcs11:", 7) != 0
+                && stat(*inputs, &in) == 0
+                && in.st_dev == tg.st_dev && in.st_ino == tg.st_ino)
+            {
+                fprintf(stderr, "pkictl: will not replace \"%s\": it is "
+                        "the input \"%s\"\n", path, *inputs);
+                return 0;
+            }
+        }
+    }
+
+    if (!S_ISREG(st.st_mode)) {
+        return 1;
+    }
+
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd == -1) {
+        return 1;
+    }
+    n = read(fd, buf, sizeof(buf));
+    close(fd);
+
+    if (n > 0 && memmem(buf, (size_t) n, "-----BEGIN ", 11) != NULL
+        && memmem(buf, (size_t) n, "PRIVATE KEY-----", 16) != NULL)
+    {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return fail("will not replace \"%s\": it holds a private key",
+                    path);
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+
+    return 1;
+}
+
+
 /* Output files: see pkictl.h. */
 int
-pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode)
+pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode,
+    const char *const *inputs)
 {
     int           n;
     mode_t        mask;
-    struct stat   st;
     const char   *slash;
 
     out->fd = -1;
@@ -378,9 +467,8 @@ pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode)
         out->dir[n] = '\0';
     }
 
-    /* rename() cannot replace a directory: found out now, not after */
-    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        return fail("cannot write \"%s\": it is a directory", path);
+    if (!pkictl_out_check(path, inputs)) {
+        return 0;
     }
 
     out->fd = mkstemp(out->tmp);
@@ -480,11 +568,11 @@ failed:
 
 int
 pkictl_write_file(const char *path, const void *data, size_t len,
-    mode_t mode)
+    mode_t mode, const char *const *inputs)
 {
     pkictl_out_t  out;
 
-    return pkictl_out_open(&out, path, mode)
+    return pkictl_out_open(&out, path, mode, inputs)
            && pkictl_out_commit(&out, data, len);
 }
 
@@ -658,6 +746,7 @@ open_vault(const pkictl_opts_t *o, const char *ref, pki_vault_t **vault)
     if (pki_vault_open(*vault, &res) != PKI_OK) {
         return fail_res("cannot open the token", &res);
     }
+    warn_res(&res);
     return 1;
 }
 
@@ -684,6 +773,7 @@ open_key(const pkictl_opts_t *o, const char *ref, pki_vault_t **vault)
         pki_key_free(k);
         return NULL;
     }
+    warn_res(&res);
     return k;
 }
 
@@ -807,6 +897,7 @@ cmd_selfsign(pkictl_opts_t *o)
     X509            *x = NULL;
     pki_result_t     res;
     pkictl_out_t     out;
+    const char      *inputs[3];
     int              rc = 1;
 
     out.fd = -1;
@@ -843,7 +934,11 @@ cmd_selfsign(pkictl_opts_t *o)
      * anything signed: a path it cannot be written to costs no
      * certificate and no signature of the key */
 
-    if (!pkictl_out_open(&out, o->out, 0644)) {
+    inputs[0] = o->key;
+    inputs[1] = o->pin_file;
+    inputs[2] = NULL;
+
+    if (!pkictl_out_open(&out, o->out, 0644, inputs)) {
         goto done;
     }
 
@@ -983,7 +1078,7 @@ cmd_issue(pkictl_opts_t *o)
     pkictl_out_t          out;
     BIO                  *bio = NULL;
     char                  maxv[32], *pem = NULL;
-    const char           *argv[1];
+    const char           *argv[1], *inputs[5];
     long                  len = 0;
     int                   rc = 1, i, crit, lost;
 
@@ -1001,6 +1096,11 @@ cmd_issue(pkictl_opts_t *o)
         && strcmp(o->profile, "client") != 0)
     {
         fail("unknown profile \"%s\" (ca, server or client)", o->profile);
+        return 1;
+    }
+    if (o->pathlen >= 0 && strcmp(o->profile, "ca") != 0) {
+        fail("--pathlen goes with --profile ca only (a %s certificate "
+             "is no CA)", o->profile);
         return 1;
     }
     if (o->pubkey_of != NULL && o->subject == NULL) {
@@ -1092,7 +1192,13 @@ cmd_issue(pkictl_opts_t *o)
     /* the output file, before anything is signed or recorded: a path it
      * cannot be written to costs no certificate */
 
-    if (!pkictl_out_open(&out, o->out, 0644)) {
+    inputs[0] = o->ca_cert;
+    inputs[1] = o->ca_key;
+    inputs[2] = o->csr != NULL ? o->csr : o->pubkey_of;
+    inputs[3] = o->pin_file;
+    inputs[4] = NULL;
+
+    if (!pkictl_out_open(&out, o->out, 0644, inputs)) {
         goto done;
     }
 
@@ -1248,6 +1354,16 @@ cmd_issue(pkictl_opts_t *o)
         goto done;
     }
 
+    /* as nginx warns of its pki_redis (its connection read aof_enabled):
+     * nothing is refused */
+    if (redis != NULL && pki_redis_aof(redis) == 0) {
+        fprintf(stderr, "pkictl: warning: --redis \"%s\": Redis runs "
+                "without its append-only file (appendonly no): the "
+                "record of this certificate and its serial reservation are "
+                "lost if Redis restarts before its next snapshot; run it "
+                "with appendonly yes and appendfsync always\n", o->redis);
+    }
+
     /* a validity cut at the CA's own end is said, not left to be found;
      * notBefore through notAfter, both included (RFC 5280 4.1.2.5), is
      * the span: a full one has notAfter - notBefore of days less 1 s */
@@ -1331,7 +1447,8 @@ done:
  * 1 naming the first bad entry, 2 for a usage or I/O problem (a file of
  * the log that cannot be opened or read).  With
  * --pubkey, the options bound the entries after the last signed
- * checkpoint (pki_audit_verify_limits; no bound by default).
+ * checkpoint (pki_audit_verify_limits; no bound by default); without it
+ * they are a usage error (2), not dropped.
  */
 static int
 cmd_audit(int argc, char **argv)
@@ -1363,6 +1480,10 @@ cmd_audit(int argc, char **argv)
         }
 
         if (strcmp(argv[i], "--pubkey") == 0) {
+            if (pubfile != NULL) {
+                fprintf(stderr, "pkictl: --pubkey given twice\n");
+                return 2;
+            }
             pubfile = argv[i + 1];
             continue;
         }
@@ -1375,16 +1496,30 @@ cmd_audit(int argc, char **argv)
             return 2;
         }
 
-        if (strcmp(argv[i], "--max-unsigned") == 0) {
+        if (strcmp(argv[i], "--max-unsigned") == 0
+            && lim.max_unsigned == 0)
+        {
             lim.max_unsigned = n;
 
-        } else if (strcmp(argv[i], "--max-unsigned-age") == 0) {
+        } else if (strcmp(argv[i], "--max-unsigned-age") == 0
+                   && lim.max_unsigned_seconds == 0)
+        {
             lim.max_unsigned_seconds = n;
 
         } else {
             usage();
             return 2;
         }
+    }
+
+    /* the bounds apply to the entries after the last signed checkpoint,
+     * which only a key finds: without one they were dropped, and "OK"
+     * said of a log they would have failed */
+    if (pubfile == NULL && (lim.max_unsigned || lim.max_unsigned_seconds)) {
+        fprintf(stderr, "pkictl: audit verify: --max-unsigned and "
+                "--max-unsigned-age need --pubkey (the checkpoints' "
+                "key)\n");
+        return 2;
     }
 
     pub = NULL;
@@ -1434,11 +1569,38 @@ cmd_audit(int argc, char **argv)
 }
 
 
+/* The options of one string value, each at most once. */
+static const struct {
+    const char  *name;
+    size_t       off;
+} str_opts[] = {
+    { "--key", offsetof(pkictl_opts_t, key) },
+    { "--subject", offsetof(pkictl_opts_t, subject) },
+    { "--out", offsetof(pkictl_opts_t, out) },
+    { "--ca-cert", offsetof(pkictl_opts_t, ca_cert) },
+    { "--ca-key", offsetof(pkictl_opts_t, ca_key) },
+    { "--csr", offsetof(pkictl_opts_t, csr) },
+    { "--pubkey-of", offsetof(pkictl_opts_t, pubkey_of) },
+    { "--profile", offsetof(pkictl_opts_t, profile) },
+    { "--module", offsetof(pkictl_opts_t, module) },
+    { "--token", offsetof(pkictl_opts_t, token) },
+    { "--pin-file", offsetof(pkictl_opts_t, pin_file) },
+    { "--redis", offsetof(pkictl_opts_t, redis) },
+    { "--ca-name", offsetof(pkictl_opts_t, ca_name) },
+    { "--namespace", offsetof(pkictl_opts_t, ns) },
+    { "--audit-log", offsetof(pkictl_opts_t, audit_log) },
+    { "--crl-url", offsetof(pkictl_opts_t, crl_url) },
+    { "--ocsp-url", offsetof(pkictl_opts_t, ocsp_url) },
+    { "--ca-issuers-url", offsetof(pkictl_opts_t, ca_issuers_url) },
+};
+
+
 int
 main(int argc, char **argv)
 {
+    size_t          k;
     pkictl_opts_t   o;
-    const char     *a, *v;
+    const char     *a, *v, **p;
     int             i;
 
     memset(&o, 0, sizeof(o));
@@ -1478,53 +1640,45 @@ main(int argc, char **argv)
         }
         v = argv[++i];
 
-        if (strcmp(a, "--key") == 0) {
-            o.key = v;
-        } else if (strcmp(a, "--subject") == 0) {
-            o.subject = v;
-        } else if (strcmp(a, "--out") == 0) {
-            o.out = v;
-        } else if (strcmp(a, "--ca-cert") == 0) {
-            o.ca_cert = v;
-        } else if (strcmp(a, "--ca-key") == 0) {
-            o.ca_key = v;
-        } else if (strcmp(a, "--csr") == 0) {
-            o.csr = v;
-        } else if (strcmp(a, "--pubkey-of") == 0) {
-            o.pubkey_of = v;
-        } else if (strcmp(a, "--profile") == 0) {
-            o.profile = v;
-        } else if (strcmp(a, "--module") == 0) {
-            o.module = v;
-        } else if (strcmp(a, "--token") == 0) {
-            o.token = v;
-        } else if (strcmp(a, "--pin-file") == 0) {
-            o.pin_file = v;
-        } else if (strcmp(a, "--redis") == 0) {
-            o.redis = v;
-        } else if (strcmp(a, "--ca-name") == 0) {
-            o.ca_name = v;
-        } else if (strcmp(a, "--namespace") == 0) {
-            o.ns = v;
-        } else if (strcmp(a, "--audit-log") == 0) {
-            o.audit_log = v;
-        } else if (strcmp(a, "--crl-url") == 0) {
-            o.crl_url = v;
-        } else if (strcmp(a, "--ocsp-url") == 0) {
-            o.ocsp_url = v;
-        } else if (strcmp(a, "--ca-issuers-url") == 0) {
-            o.ca_issuers_url = v;
+        /* an option of one value given twice: which one was meant is
+         * not guessed (the last one silently won) */
+        for (k = 0; k < sizeof(str_opts) / sizeof(str_opts[0]); k++) {
+            if (strcmp(a, str_opts[k].name) == 0) {
+                break;
+            }
+        }
+
+        if (k < sizeof(str_opts) / sizeof(str_opts[0])) {
+            p = (const char **) ((char *) &o + str_opts[k].off);
+            if (*p != NULL) {
+                fprintf(stderr, "pkictl: %s given twice\n", a);
+                return 1;
+            }
+            *p = v;
+
         } else if (strcmp(a, "--db") == 0) {
+            if (o.db >= 0) {
+                fprintf(stderr, "pkictl: %s given twice\n", a);
+                return 1;
+            }
             if (!parse_long(v, 0, 65535, &o.db)) {
                 fprintf(stderr, "pkictl: bad --db \"%s\"\n", v);
                 return 1;
             }
         } else if (strcmp(a, "--days") == 0) {
+            if (o.days > 0) {
+                fprintf(stderr, "pkictl: %s given twice\n", a);
+                return 1;
+            }
             if (!parse_long(v, 1, 36500, &o.days)) {
                 fprintf(stderr, "pkictl: bad --days \"%s\"\n", v);
                 return 1;
             }
         } else if (strcmp(a, "--pathlen") == 0) {
+            if (o.pathlen >= 0) {
+                fprintf(stderr, "pkictl: %s given twice\n", a);
+                return 1;
+            }
             if (!parse_long(v, 0, 16, &o.pathlen)) {
                 fprintf(stderr, "pkictl: bad --pathlen \"%s\"\n", v);
                 return 1;

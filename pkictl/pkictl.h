@@ -35,8 +35,14 @@ typedef struct {
 
 
 /* Opens out for path (mode narrowed by the umask): 1, or 0 said on
- * stderr. */
-int pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode);
+ * stderr.  Refused: a path that is neither a regular file nor a symlink
+ * (a directory, a device such as /dev/null, a FIFO, a socket), a symlink
+ * to an existing file that is not a regular one, a path that is one of
+ * the files in inputs (NULL-terminated, NULL for none; same device and
+ * inode, pkcs11: URIs skipped), and a regular file that holds a PEM
+ * private key. */
+int pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode,
+    const char *const *inputs);
 
 /* Writes data, renames it into place, syncs the directory: 1, or 0 said
  * on stderr: the temporary file removed (nothing written), or, with
@@ -53,9 +59,9 @@ void pkictl_out_abort(pkictl_out_t *out);
  * nowhere, the advice, then x in PEM). */
 int pkictl_out_cert(pkictl_out_t *out, X509 *x, const char *advice);
 
-/* Writes path whole or not at all. */
+/* Writes path whole or not at all (inputs as for pkictl_out_open). */
 int pkictl_write_file(const char *path, const void *data, size_t len,
-    mode_t mode);
+    mode_t mode, const char *const *inputs);
 
 
 #endif /* PKICTL_H */

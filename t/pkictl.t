@@ -21,6 +21,13 @@
 # PIN file with or without its line end works for hierarchy (which logs in
 # itself) as for issue (through the vault); an empty or too long one is
 # refused by both with the vault's message, hierarchy before any C_Login.
+# An --out that is a FIFO, a device, a symlink to one, an input of the
+# command or a private key is refused before anything is signed; an
+# option given twice, or to a command that does not use it, is refused;
+# a Matter --cn the profile refuses is refused before any key is made;
+# audit verify's bounds without --pubkey are a usage error (exit 2); the
+# core's warnings (a key file others may read, Redis without its
+# append-only file) reach stderr.
 
 use strict;
 use warnings;
@@ -320,6 +327,167 @@ for my $c (['in a missing directory', "$d/nodir/self.pem",
            "selfsign --out $name: before the key is opened");
 }
 
+# an --out that rename() would replace with a regular file, though it is
+# not one (a FIFO, a device, a symlink to one: /dev/stdout in a script),
+# or that is an input of the command (selfsign --key k --out k destroyed
+# the private key), or that holds a private key: refused before the key
+# is opened and anything signed, the path as it was
+system('mkfifo', "$d/o.fifo") == 0 or die 'mkfifo failed';
+symlink('/dev/null', "$d/devnull.pem") or die "symlink: $!";
+new_p256_key("$d/in.key");
+new_p256_key("$d/other.key");
+my $in_key = slurp("$d/in.key");
+my $other_key = slurp("$d/other.key");
+for my $c (['a FIFO', "$d/o.fifo", "$d/no-such.key",
+            qr/will not replace "\Q$d\E\/o\.fifo": it is a device, FIFO/],
+           ['a device', '/dev/null', "$d/no-such.key",
+            qr{will not replace "/dev/null": it is a device, FIFO}],
+           ['a symlink to a device', "$d/devnull.pem", "$d/no-such.key",
+            qr/will not replace "\Q$d\E\/devnull\.pem": it is a symlink to a dev/],
+           ['its --key', "$d/in.key", "$d/in.key",
+            qr/will not replace "\Q$d\E\/in\.key": it is the input "\Q$d\E\/in\.key"/],
+           ['a private key', "$d/other.key", "$d/in.key",
+            qr/will not replace "\Q$d\E\/other\.key": it holds a private key/])
+{
+    my ($name, $o, $key, $re) = @$c;
+    ($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key', $key,
+                                  '--subject', '/CN=x', '--days', '1',
+                                  '--out', $o]);
+    isnt($rc, 0, "selfsign --out $name: refused");
+    like($err, $re, "selfsign --out $name: said on stderr");
+    unlike($err, qr/no-such\.key/,
+           "selfsign --out $name: before the key is opened");
+}
+ok(-p "$d/o.fifo", 'selfsign --out a FIFO: it stays a FIFO');
+ok(-c '/dev/null', 'selfsign --out /dev/null: it stays a device');
+ok(-l "$d/devnull.pem" && readlink("$d/devnull.pem") eq '/dev/null',
+   'selfsign --out a symlink to /dev/null: the symlink stays');
+is(slurp("$d/in.key"), $in_key, 'selfsign --key k --out k: k unchanged');
+is(slurp("$d/other.key"), $other_key, 'selfsign --out a key: unchanged');
+ok(!glob("$d/*.fifo.*") && !glob("$d/*.key.*") && !glob("$d/devnull.pem.*"),
+   'refused outputs: no temporary file left');
+
+# issue: none of its inputs is replaced (the CA's certificate and key, the
+# CSR, the key of --pubkey-of)
+{
+    my $csrf = csr('in', '/CN=in');
+    my %was = map { $_ => slurp($_) }
+        ("$d/ca.pem", "$d/ca.key", "$d/ee.key", $csrf);
+    for my $c (['--ca-cert', "$d/ca.pem", '--csr', $csrf],
+               ['--ca-key', "$d/ca.key", '--csr', $csrf],
+               ['--csr', $csrf, '--csr', $csrf],
+               ['--pubkey-of', "$d/ee.key", '--pubkey-of', "$d/ee.key",
+                '--subject', '/CN=in'])
+    {
+        my ($name, $o, @a) = @$c;
+        ($rc, undef, $err) = run_cmd([$pkictl, 'issue', '--ca-cert',
+                                      "$d/ca.pem", '--ca-key', "$d/ca.key",
+                                      '--days', '1', '--profile', 'client',
+                                      '--out', $o, @a]);
+        isnt($rc, 0, "issue --out its $name: refused");
+        like($err, qr/will not replace "\Q$o\E": it is the input/,
+             "issue --out its $name: said on stderr");
+    }
+    is(join('', map { slurp($_) } sort keys %was),
+       join('', map { $was{$_} } sort keys %was),
+       'issue --out an input: the inputs unchanged');
+}
+
+# matter to-tlv / to-der take the same rules
+for my $c (['to-tlv', 'Chip-Test-Root01-Cert.der'],
+           ['to-der', 'Chip-Test-Root01-Cert.chip'])
+{
+    my ($cmd, $in) = @$c;
+    ($rc, undef, $err) = run_cmd([$pkictl, 'matter', $cmd,
+        "$FindBin::Bin/vectors/matter/operational/$in", "$d/o.fifo"]);
+    isnt($rc, 0, "matter $cmd OUT a FIFO: refused");
+    like($err, qr/will not replace .*FIFO/, "matter $cmd: said on stderr");
+    ok(-p "$d/o.fifo", "matter $cmd: the FIFO stays");
+}
+unlink("$d/o.fifo");
+
+# options: a value given twice, a value of --keygen other than on or off,
+# an option the command does not use: refused, nothing written
+for my $c (['--out twice', qr/--out given twice/,
+            [$pkictl, 'selfsign', '--key', "$d/ca.key", '--subject', '/CN=x',
+             '--days', '1', '--out', "$d/twice-a.pem", '--out',
+             "$d/twice-b.pem"]],
+           ['--days twice', qr/--days given twice/,
+            [$pkictl, 'selfsign', '--key', "$d/ca.key", '--subject', '/CN=x',
+             '--days', '1', '--days', '2', '--out', "$d/twice-a.pem"]],
+           ['--pathlen with --profile server',
+            qr/--pathlen goes with --profile ca only/,
+            [$pkictl, 'issue', '--ca-cert', "$d/ca.pem", '--ca-key',
+             "$d/ca.key", '--pubkey-of', "$d/ee.key", '--subject', '/CN=x',
+             '--profile', 'server', '--pathlen', '0', '--days', '1',
+             '--out', "$d/twice-a.pem"]],
+           ['--pathlen with --profile client',
+            qr/--pathlen goes with --profile ca only/,
+            [$pkictl, 'issue', '--ca-cert', "$d/ca.pem", '--ca-key',
+             "$d/ca.key", '--pubkey-of', "$d/ee.key", '--subject', '/CN=x',
+             '--profile', 'client', '--pathlen', '1', '--days', '1',
+             '--out', "$d/twice-a.pem"]],
+           ['matter --keygen yes', qr/bad --keygen "yes": on or off/,
+            [$pkictl, 'matter', 'hierarchy', 'attestation', '--dir',
+             "$d/twice", '--vid', 'FFF1', '--token', 't', '--pin-file',
+             "$d/no-pin", '--keygen', 'yes']],
+           ['matter --cn with operational',
+            qr/--cn does not apply to hierarchy operational/,
+            [$pkictl, 'matter', 'hierarchy', 'operational', '--dir',
+             "$d/twice", '--cn', 'x', '--token', 't', '--pin-file',
+             "$d/no-pin"]],
+           ['matter --vid with operational',
+            qr/--vid does not apply to hierarchy operational/,
+            [$pkictl, 'matter', 'hierarchy', 'operational', '--dir',
+             "$d/twice", '--vid', 'FFF1', '--token', 't', '--pin-file',
+             "$d/no-pin"]],
+           ['matter --pid with operational',
+            qr/--pid does not apply to hierarchy operational/,
+            [$pkictl, 'matter', 'hierarchy', 'operational', '--dir',
+             "$d/twice", '--pid', '8000', '--token', 't', '--pin-file',
+             "$d/no-pin"]],
+           ['matter --fabric-id with attestation',
+            qr/--fabric-id does not apply to hierarchy attestation/,
+            [$pkictl, 'matter', 'hierarchy', 'attestation', '--dir',
+             "$d/twice", '--vid', 'FFF1', '--fabric-id', 'FAB000000000001D',
+             '--token', 't', '--pin-file', "$d/no-pin"]],
+           ['matter --rcac-id with attestation',
+            qr/--rcac-id does not apply to hierarchy attestation/,
+            [$pkictl, 'matter', 'hierarchy', 'attestation', '--dir',
+             "$d/twice", '--vid', 'FFF1', '--rcac-id', 'CACACACA00000001',
+             '--token', 't', '--pin-file', "$d/no-pin"]],
+           ['matter --icac-id with attestation',
+            qr/--icac-id does not apply to hierarchy attestation/,
+            [$pkictl, 'matter', 'hierarchy', 'attestation', '--dir',
+             "$d/twice", '--vid', 'FFF1', '--icac-id', 'CACACACA00000002',
+             '--token', 't', '--pin-file', "$d/no-pin"]],
+           ['matter --vid twice', qr/option given twice: --vid/,
+            [$pkictl, 'matter', 'hierarchy', 'attestation', '--dir',
+             "$d/twice", '--vid', 'FFF1', '--vid', 'FFF2', '--token', 't',
+             '--pin-file', "$d/no-pin"]])
+{
+    my ($name, $re, $argv) = @$c;
+    mkdir("$d/twice");
+    ($rc, undef, $err) = run_cmd($argv);
+    isnt($rc, 0, "$name: refused");
+    like($err, $re, "$name: said on stderr");
+    ok(!glob("$d/twice-*") && !glob("$d/twice/*"), "$name: nothing written");
+}
+rmdir("$d/twice");
+
+# what nginx logs as a warning of a key is said, not dropped: a CA key
+# file other users may read
+{
+    spew("$d/wr.key", slurp("$d/ca.key"));
+    chmod(0644, "$d/wr.key");
+    ($rc, undef, $err) = run_cmd([$pkictl, 'selfsign', '--key', "$d/wr.key",
+                                  '--subject', '/CN=wr', '--days', '1',
+                                  '--out', "$d/wr.pem"]);
+    is($rc, 0, 'selfsign, a key file of mode 0644: signed') or diag($err);
+    like($err, qr/warning: key file "\Q$d\E\/wr\.key" may be read by other users \(mode 0644\)/,
+         'selfsign, a key file of mode 0644: the warning on stderr');
+}
+
 # the write failing after the signature: the serial, the issuer and the
 # certificate on stderr
 ($rc, undef, $err) = run_nowrite([$pkictl, 'selfsign', '--key', "$d/ca.key",
@@ -400,8 +568,8 @@ is("@left", '', 'no temporary file left');
 # --- issue --redis: the record where the nginx of "pki_ca NAME" finds it --
 
 SKIP: {
-    skip("no SoftHSM2 module at $PKITest::P11", 40) if !-e $PKITest::P11;
-    skip('nginx modules not built', 40)
+    skip("no SoftHSM2 module at $PKITest::P11", 48) if !-e $PKITest::P11;
+    skip('nginx modules not built', 48)
         if !-e "$PKITest::BUILD/ngx_http_pki_module.so";
 
     # the shared config with the issuing CA named fleet-ca and its keys in
@@ -502,6 +670,9 @@ SKIP: {
                                   'http://ca.example/fleet.crt'],
                                  %env);
     is($rc, 0, 'issue --redis --ca-name --namespace --db') or diag($err);
+    # the test's Redis runs with appendonly no: said, as nginx says it
+    like($err, qr/warning: --redis "unix:[^"]+": Redis runs without its append-only file \(appendonly no\)/,
+         'issue --redis, Redis without its append-only file: the warning');
     my ($serial) = (-e $fleet ? openssl_or_die('x509', '-in', $fleet,
                                                '-noout', '-serial') : '')
         =~ /serial=(\w+)/;
@@ -561,10 +732,18 @@ SKIP: {
     my @fleet = ('--redis', "unix:$sock", '--ca-name', 'fleet-ca',
                  '--namespace', 'fleet7:', '--db', '3', @al);
     my $nodir = $t->dir . '/nodir/fleet.pem';
+    my $fifo = $t->dir . '/fleet.fifo';
+    system('mkfifo', $fifo) == 0 or die 'mkfifo failed';
+    my $cakeyf = $t->dir . '/ca-copy.key';
+    spew($cakeyf, slurp("$d/ca.key"));
     for my $c (['--out in a missing directory', $nodir,
                 qr/cannot create a temporary file for "\Q$nodir\E": No such/],
                ['--out a directory', $t->dir,
-                qr/cannot write "\Q${\ $t->dir}\E": it is a directory/])
+                qr/cannot write "\Q${\ $t->dir}\E": it is a directory/],
+               ['--out a FIFO', $fifo,
+                qr/will not replace "\Q$fifo\E": it is a device, FIFO/],
+               ['--out its CA key file', $cakeyf,
+                qr/will not replace "\Q$cakeyf\E": it holds a private key/])
     {
         my ($name, $o, $re) = @$c;
         ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
@@ -575,6 +754,7 @@ SKIP: {
         like($err, $re, "$name: said on stderr");
         is(records($t, 3), $before, "$name: nothing recorded");
     }
+    ok(-p $fifo, '--out a FIFO: it stays a FIFO');
 
     # the write failing after the signature (a file size limit of 0, its
     # signal ignored: write() fails with EFBIG): the serial, the CA and the
@@ -622,7 +802,7 @@ SKIP: {
 # --- matter hierarchy on a token that holds its keys already --------------
 
 SKIP: {
-    skip("no SoftHSM2 module at $PKITest::P11", 42) if !-e $PKITest::P11;
+    skip("no SoftHSM2 module at $PKITest::P11", 48) if !-e $PKITest::P11;
 
     # a token with the root and issuing keys (scripts/mkpki.sh, through
     # pkictl issue)
@@ -666,7 +846,15 @@ SKIP: {
                ['operational', '--fabric-id 12', qr/bad --rcac-id\/--icac-id/,
                 '--fabric-id', '12'],
                ['operational', '--fabric-id 0', qr/bad --fabric-id: it must not/,
-                '--fabric-id', '0000000000000000'])
+                '--fabric-id', '0000000000000000'],
+               # the CN is checked by the profile at signing, which came
+               # after the keygen (two key pairs left on the token)
+               ['attestation', '--cn "Widget Mvid:fff1"',
+                qr/PAA refused: Matter paa subject: Mvid: in the CN not followed by 4 uppercase hex/,
+                '--vid', 'FFF1', '--cn', 'Widget Mvid:fff1'],
+               ['attestation', '--cn "Widget Mpid:8000"',
+                qr/PAA refused: Matter paa subject: the CN's Mvid:\/Mpid: differs/,
+                '--vid', 'FFF1', '--pid', '8000', '--cn', 'Widget Mpid:8000'])
     {
         my ($kind, $name, $re, @a) = @$c;
         my $o = "$dir/bad-$kind";
@@ -823,6 +1011,20 @@ for my $c (['audit.log a dangling symlink',
     like($err, qr/audit verify: not verified after 0 good entries: .*$re/,
          "audit verify, $name: said on stderr");
     unlike($out, qr/FAILED/, "audit verify, $name: no FAILED verdict");
+}
+
+# --max-unsigned and --max-unsigned-age bound what follows the last signed
+# checkpoint, which only --pubkey finds: without it they were dropped and
+# the log said OK; now a usage error
+for my $o (['--max-unsigned', '3'], ['--max-unsigned-age', '60'])
+{
+    my $ad = tempdir(DIR => $d);
+    spew("$ad/audit.log", '');      # an empty log: OK without the option
+    ($rc, $out, $err) = run_cmd([$pkictl, 'audit', 'verify', $ad, @$o]);
+    is($rc, 2, "audit verify $o->[0] without --pubkey: exit 2");
+    like($err, qr/--max-unsigned and --max-unsigned-age need --pubkey/,
+         "audit verify $o->[0] without --pubkey: said on stderr");
+    unlike($out, qr/^OK/, "audit verify $o->[0] without --pubkey: no OK");
 }
 
 done_testing();
