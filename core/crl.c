@@ -40,6 +40,7 @@
 #include <openssl/x509v3.h>
 
 #include "pki.h"
+#include "audit_int.h"
 #include "issue_int.h"
 
 
@@ -51,7 +52,11 @@
 #define PKI_CRL_REASON_MAX       10
 #define PKI_CRL_REMOVE_FROM_CRL  8
 
-/* At most this many entries (about 100 bytes of memory each while built). */
+/* At most this many entries (about 100 bytes of memory each while built).
+ * It is what bounds a build's time too: the builder renews crl_lock for as
+ * long as it makes progress (pki_crl_hold), and a build reads and signs
+ * about 70,000 entries a second (2 million: about 30 s), so the largest
+ * CRL takes a pool thread for some minutes. */
 #define PKI_CRL_MAX_ENTRIES      10000000
 
 /* Latest time a CRL can express: 9999-12-31T23:59:59Z. */
@@ -74,21 +79,94 @@ typedef struct {
 } pki_crl_rev_t;
 
 
+/*
+ * crl_lock, kept by its builder while the build runs (pki_crl_current).
+ * A fixed TTL would bound every build: a CA whose revoked certificates
+ * never expire (a Matter PAI's DACs) has ever more entries to read and
+ * sign, and once its build outlived the TTL no CRL of it would ever be
+ * stored, each worker retrying the doomed build.  Renewed only as the
+ * build goes on, the lock of a builder that stops (a hung token, a
+ * stalled Redis, a dead process) still expires one TTL later.
+ */
 typedef struct {
-    pki_crl_rev_t  *revs;
-    size_t          n;
-    size_t          cap;
-    time_t          now;
-    size_t          skipped_serial;
-    size_t          skipped_remove;
-    size_t          bad_reason;
-    size_t          bad_time;
-    int             planned;      /* adding the plans due */
-    int             failed;       /* sticky: allocation failure or cap */
-    time_t          expired_before;   /* leave out certificates that
+    pki_redis_t    *r;
+    const char     *ca;
+    const char     *token;
+    long            ttl_ms;
+    double          renewed;      /* monotonic s of the last renewal */
+    int             lost;         /* the lock is no longer the token's */
+    pki_status_t    status;       /* of the renewal that stopped it */
+    pki_result_t   *res;
+} pki_crl_hold_t;
+
+
+typedef struct {
+    pki_crl_rev_t   *revs;
+    size_t           n;
+    size_t           cap;
+    time_t           now;
+    size_t           skipped_serial;
+    size_t           skipped_remove;
+    size_t           bad_reason;
+    size_t           bad_time;
+    int              planned;     /* adding the plans due */
+    int              failed;      /* sticky: 1 allocation failure, 2 the
+                                     cap, 3 crl_lock lost or not renewed */
+    time_t           expired_before;  /* leave out certificates that
                                          expired before: 0 keeps all */
-    size_t          expired;
+    size_t           expired;
+    pki_crl_hold_t  *hold;        /* NULL: a build without the lock */
 } pki_crl_builder_t;
+
+
+/* The lock is renewed every second, or every third of a shorter TTL (the
+ * tests'): one round trip per second of build, and with the 10 s TTL a
+ * slow page, sort or signature has nine seconds before the lock expires
+ * under a build that goes on. */
+#define PKI_CRL_RENEW_MAX_S  1.0
+
+
+/* Renews the lock when due (or now, when now is set): PKI_OK while it is
+ * the builder's; else the build stops (h->lost: another may have built
+ * from a newer snapshot, and this one must not be stored). */
+static pki_status_t
+pki_crl_hold(pki_crl_hold_t *h, int now)
+{
+    int           held;
+    double        t, every;
+    pki_status_t  st;
+
+    t = pki_int_now();
+    every = h->ttl_ms / 3000.0;
+
+    if (every > PKI_CRL_RENEW_MAX_S) {
+        every = PKI_CRL_RENEW_MAX_S;
+    }
+
+    if (!now && t - h->renewed < every) {
+        return PKI_OK;
+    }
+
+    st = pki_crl_lock_renew(h->r, h->ca, h->token, h->ttl_ms, &held,
+                            h->res);
+    if (st != PKI_OK) {
+        h->status = st;
+        return st;
+    }
+
+    if (!held) {
+        h->lost = 1;
+        h->status = pki_fail(h->res, PKI_UNAVAILABLE, "CRL: crl_lock is no "
+                             "longer this build's (it expired while the "
+                             "build stalled, or another builder took it)");
+        return h->status;
+    }
+
+    /* the time it was sent: the TTL ran from no earlier */
+    h->renewed = t;
+
+    return PKI_OK;
+}
 
 
 static int
@@ -216,6 +294,14 @@ pki_crl_add_live(void *arg, const char *serial, int reason,
     pki_crl_builder_t  *b;
 
     b = arg;
+
+    /* per entry, not per HSCAN page: the walk's pages are not seen here,
+     * and the clock is cheap next to the entry's parsing */
+    if (b->hold != NULL && !b->failed && pki_crl_hold(b->hold, 0) != PKI_OK)
+    {
+        b->failed = 3;
+        return 0;
+    }
 
     if (not_after > 0 && not_after < b->expired_before) {
         b->expired++;
@@ -723,6 +809,16 @@ pki_crl_finish(pki_ca_t *ca, pki_crl_builder_t *b, long long number,
         goto done;
     }
 
+    /* the sort and the encoding of a long list took seconds: the lock
+     * must still be the builder's for the signature to be worth making,
+     * and last through it (a token may be slow) */
+    if (b->hold != NULL) {
+        st = pki_crl_hold(b->hold, 1);
+        if (st != PKI_OK) {
+            goto done;
+        }
+    }
+
     /* Signs and verifies the signature with the public key. */
     st = pki_key_sign(pki_ca_key(ca), md, tbs, tbslen, &sig, &siglen, res);
     if (st != PKI_OK) {
@@ -791,6 +887,10 @@ pki_crl_check_args(pki_ca_t *ca, long next_update_secs, unsigned char **der,
 static pki_status_t
 pki_crl_failed(pki_crl_builder_t *b, pki_result_t *res)
 {
+    if (b->failed == 3) {
+        return b->hold->status;     /* res filled by pki_crl_hold */
+    }
+
     if (b->failed == 2) {
         return pki_fail(res, PKI_TOO_LARGE, "CRL: more than %d entries",
                         PKI_CRL_MAX_ENTRIES);
@@ -843,23 +943,36 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
 
 
 static pki_status_t pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r,
-    long next_update_secs, time_t prev_this_update, unsigned char **der,
-    size_t *len, pki_crl_info_t *info, pki_result_t *res);
+    long next_update_secs, time_t prev_this_update, pki_crl_hold_t *hold,
+    unsigned char **der, size_t *len, pki_crl_info_t *info,
+    pki_result_t *res);
 
 
 PKI_API pki_status_t
 pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     unsigned char **der, size_t *len, pki_result_t *res)
 {
-    return pki_crl_build_info(ca, r, next_update_secs, 0, der, len, NULL,
-                              res);
+    return pki_crl_build_info(ca, r, next_update_secs, 0, NULL, der, len,
+                              NULL, res);
 }
 
 
+/* A builder renews its lock as long as its build runs (pki_crl_hold): the
+ * TTL is how long a builder that stopped keeps the others waiting. */
 #define PKI_CRL_LOCK_TTL_MS   10000
 #define PKI_CRL_AHEAD_MAX     300     /* s: a stored thisUpdate followed */
 #define PKI_CRL_WAIT_STEP_MS  50
 #define PKI_CRL_WAIT_STEPS    60
+
+
+static long  pki_crl_lock_ttl_ms = PKI_CRL_LOCK_TTL_MS;
+
+
+PKI_API void
+pki_crl_set_lock_ttl(long ms)
+{
+    pki_crl_lock_ttl_ms = ms > 0 ? ms : PKI_CRL_LOCK_TTL_MS;
+}
 
 
 static void
@@ -1015,8 +1128,8 @@ pki_crl_snapshot(pki_ca_t *ca, pki_redis_t *r, time_t prev_this_update,
 
 static pki_status_t
 pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
-    time_t prev_this_update, unsigned char **der, size_t *len,
-    pki_crl_info_t *info, pki_result_t *res)
+    time_t prev_this_update, pki_crl_hold_t *hold, unsigned char **der,
+    size_t *len, pki_crl_info_t *info, pki_result_t *res)
 {
     int                n, attempt;
     time_t             plan;
@@ -1043,6 +1156,7 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
     for (attempt = 0; ; attempt++) {
         memset(&b, 0, sizeof(b));
+        b.hold = hold;
         plan = 0;
         g0 = g1 = 0;
 
@@ -1110,18 +1224,36 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
     long long revgen, long long group, const char *token,
     pki_crl_info_t *out, pki_result_t *res)
 {
-    int            stored;
-    time_t         prev;
-    pki_status_t   st;
-    pki_result_t   ures;
+    int             stored;
+    time_t          prev;
+    pki_status_t    st;
+    pki_result_t    ures;
+    pki_crl_hold_t  hold;
 
     /* what the caller read of the stored CRL: the one before this */
     prev = out->number > 0 ? out->this_update : 0;
 
     memset(out, 0, sizeof(*out));
 
-    st = pki_crl_build_info(ca, r, next_update_secs, prev, &out->der,
+    /* the lock was taken a round trip ago: due for renewal a little early */
+    hold.r = r;
+    hold.ca = pki_ca_name(ca);
+    hold.token = token;
+    hold.ttl_ms = pki_crl_lock_ttl_ms;
+    hold.renewed = pki_int_now();
+    hold.lost = 0;
+    hold.status = PKI_OK;
+    hold.res = res;
+
+    st = pki_crl_build_info(ca, r, next_update_secs, prev, &hold, &out->der,
                             &out->len, out, res);
+
+    /* a large DER takes a while to send: the TTL in full for it */
+    if (st == PKI_OK) {
+        st = pki_crl_hold(&hold, 1);
+    }
+
+    stored = 0;
 
     if (st == PKI_OK) {
         out->revgen = revgen;
@@ -1129,21 +1261,39 @@ pki_crl_rebuild(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 
         st = pki_crl_store_put(r, pki_ca_name(ca), out, token, &stored,
                                res);
-        if (st == PKI_OK && stored != 1) {
-            /* a newer snapshot is stored, or this build outlived its lock
-             * and one may be: that one is the answer, not this one, which
-             * may lack its revocations yet has the higher number */
+        if (st == PKI_OK && stored == -1) {
+            hold.lost = 1;
+        }
+    }
+
+    if (hold.lost || (st == PKI_OK && stored == 0)) {
+        /* a newer snapshot is stored, or this build lost its lock and one
+         * may be: that one is the answer, not this one, which may lack
+         * its revocations yet has the higher number (a build stopped
+         * early has no number yet) */
+        if (out->number > 0) {
             pki_log(res, "CRL %lld not stored: %s", out->number,
-                    stored == 0 ? "a newer one is"
-                                : "its build outlived crl_lock (10 s)");
-            free(out->der);
-            memset(out, 0, sizeof(*out));
-            st = pki_crl_store_read(r, pki_ca_name(ca), 0, &revgen, out,
-                                    res);
-            if (st == PKI_OK && out->der == NULL) {
-                st = pki_fail(res, PKI_UNAVAILABLE, "CRL: the stored CRL "
-                              "is gone");
-            }
+                    !hold.lost ? "a newer one is"
+                               : "its build lost crl_lock (it expired "
+                                 "while the build stalled, or another "
+                                 "builder took it)");
+        } else {
+            pki_log(res, "%sCRL build stopped: it lost crl_lock (it "
+                    "expired while the build stalled, or another builder "
+                    "took it)", res != NULL && res->log[0] ? "; " : "");
+        }
+
+        if (res != NULL) {
+            res->status = PKI_OK;       /* the stored CRL is the answer */
+            res->detail[0] = '\0';
+        }
+
+        free(out->der);
+        memset(out, 0, sizeof(*out));
+        st = pki_crl_store_read(r, pki_ca_name(ca), 0, &revgen, out, res);
+        if (st == PKI_OK && out->der == NULL) {
+            st = pki_fail(res, PKI_UNAVAILABLE, "CRL: the stored CRL "
+                          "is gone");
         }
     }
 
@@ -1376,7 +1526,7 @@ pki_crl_current(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
             return PKI_OK;
         }
 
-        st = pki_crl_lock(r, pki_ca_name(ca), token, PKI_CRL_LOCK_TTL_MS,
+        st = pki_crl_lock(r, pki_ca_name(ca), token, pki_crl_lock_ttl_ms,
                           &won, res);
         if (st != PKI_OK) {
             free(out->der);

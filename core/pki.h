@@ -942,6 +942,11 @@ PKI_API pki_status_t pki_crl_store_put(pki_redis_t *r, const char *ca,
  * characters. */
 PKI_API pki_status_t pki_crl_lock(pki_redis_t *r, const char *ca,
     const char *token, long ttl_ms, int *won, pki_result_t *res);
+/* PEXPIRE crl_lock ttl_ms if it still holds token (*held 1); *held 0
+ * when it does not (expired, or another builder's): the build is no
+ * longer this caller's to store. */
+PKI_API pki_status_t pki_crl_lock_renew(pki_redis_t *r, const char *ca,
+    const char *token, long ttl_ms, int *held, pki_result_t *res);
 /* Deletes crl_lock if it still holds token. */
 PKI_API pki_status_t pki_crl_unlock(pki_redis_t *r, const char *ca,
     const char *token, pki_result_t *res);
@@ -952,7 +957,10 @@ PKI_API pki_status_t pki_crl_unlock(pki_redis_t *r, const char *ca,
  * than a quarter of its lifetime away (a CRL cut to a plan: until that
  * plan is due); else whoever wins crl_lock
  * builds (pki_crl_build) and stores it, the others return the stored one
- * while it is still valid or wait for the builder (up to about 3 s).  A
+ * while it is still valid or wait for the builder (up to about 3 s).  The
+ * builder renews the lock as its build goes on, however long it takes; a
+ * build that finds the lock no longer its own stops there, as one that
+ * finds it so when it stores (the stored CRL is the answer).  A
  * build that fails (token down) returns the stored one too while it is
  * valid, with out->rebuild_failed set and res->log saying why.
  * have_number: the number of the caller's copy (0: none); when the
@@ -960,6 +968,9 @@ PKI_API pki_status_t pki_crl_unlock(pki_redis_t *r, const char *ca,
 PKI_API pki_status_t pki_crl_current(pki_ca_t *ca, pki_redis_t *r,
     long next_update_secs, long long have_number, pki_crl_info_t *out,
     pki_result_t *res);
+/* For the unit tests: crl_lock's TTL in ms (0: the default, 10 s), so
+ * that a build outlives it in a short test.  Set while no build runs. */
+PKI_API void pki_crl_set_lock_ttl(long ms);
 
 /* A local copy of a CA's current CRL, for a process that starts while Redis
  * is down: dir/<CA>.crl, written whole (temporary file, fsync, rename).

@@ -3920,6 +3920,15 @@ static const char  pki_lua_crl_put[] =
     "else redis.call('SET', KEYS[4], ARGV[5]) end "
     "return 1";
 
+/* KEYS: crl_lock.  ARGV: token, TTL (ms).  1: extended; 0: not the
+ * token's (another builder's, or expired: never taken again here, since
+ * another may have built and stored meanwhile). */
+static const char  pki_lua_crl_renew[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+    "end "
+    "return 0";
+
 /* KEYS: crl_lock.  ARGV: token. */
 static const char  pki_lua_crl_unlock[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -4447,6 +4456,42 @@ pki_crl_lock(pki_redis_t *r, const char *ca, const char *token, long ttl_ms,
     freeReplyObject(reply);
 
     return PKI_OK;
+}
+
+
+PKI_API pki_status_t
+pki_crl_lock_renew(pki_redis_t *r, const char *ca, const char *token,
+    long ttl_ms, int *held, pki_result_t *res)
+{
+    char          key[PKI_REDIS_KEY_MAX];
+    long long     v;
+    pki_args_t    a;
+    pki_status_t  st;
+
+    if (r == NULL || token == NULL || held == NULL || ttl_ms <= 0) {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad CRL lock");
+    }
+
+    if (!pki_redis_key(r, ca, "crl_lock", NULL, key, sizeof(key), NULL,
+                       res))
+    {
+        return res != NULL ? res->status : PKI_INTERNAL;
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_crl_renew);
+    pki_args_str(&a, "1");
+    pki_args_str(&a, key);
+    pki_args_str(&a, token);
+    pki_args_num(&a, ttl_ms);
+
+    st = pki_redis_eval(r, &a, &v, res);
+    if (st == PKI_OK) {
+        *held = v == 1;
+    }
+
+    return st;
 }
 
 

@@ -292,6 +292,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 7:
         (void) pki_crl_lock(hostile, "issuing", "fuzz-token", 10000, &won,
                             &res);
+        (void) pki_crl_lock_renew(hostile, "issuing", "fuzz-token", 10000,
+                                  &won, &res);
         (void) pki_crl_unlock(hostile, "issuing", "fuzz-token", &res);
         break;
 

@@ -9,10 +9,12 @@
  * socket); skipped without it.
  */
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -2333,6 +2335,236 @@ test_lock_lost_reply(const char *sock)
     pki_redis_free(pr);
 }
 
+#define SLOW_TTL_MS    500     /* crl_lock's TTL in the slow builds */
+#define SLOW_REPLY_MS  40      /* each Redis answer that late */
+#define SLOW_ENTRIES   8000    /* HSCAN pages enough for over 1 s */
+
+
+static double
+mono_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+
+/* Revoked entries 5E0000000001.. of ca, pipelined, and a revgen moved. */
+static void
+slow_fill(redisContext *rc, const char *ns, const char *ca, int n)
+{
+    int    i;
+    void  *reply;
+
+    for (i = 1; i <= n; i++) {
+        redisAppendCommand(rc, "HSET %s{ca:%s}:revoked 5E%010X %s", ns,
+                           ca, i, "1 1700000000 0");
+    }
+
+    for (i = 1; i <= n; i++) {
+        if (redisGetReply(rc, &reply) == REDIS_OK) {
+            freeReplyObject(reply);
+        }
+    }
+
+    freeReplyObject(redisCommand(rc, "INCR %s{ca:%s}:revgen", ns, ca));
+}
+
+
+static int
+key_exists(redisContext *rc, const char *ns, const char *ca,
+    const char *what)
+{
+    int          n;
+    redisReply  *reply;
+
+    reply = redisCommand(rc, "EXISTS %s{ca:%s}:%s", ns, ca, what);
+    n = reply != NULL && reply->type == REDIS_REPLY_INTEGER
+        ? (int) reply->integer : -1;
+    freeReplyObject(reply);
+
+    return n;
+}
+
+
+typedef struct {
+    proxy_t     *px;
+    const char  *sock;
+    const char  *key;
+    int          done;
+} thief_t;
+
+
+/* Once the build's first HSCAN went out (and a few pages came back), the
+ * lock is set to another token, as by a builder that took it after it
+ * expired: on a connection of its own, past the proxy's slowdown. */
+static void *
+thief(void *arg)
+{
+    int            i, fired;
+    thief_t       *t = arg;
+    redisContext  *c;
+
+    for (i = 0; i < 500; i++) {
+        pthread_mutex_lock(&t->px->lock);
+        fired = t->px->fired;
+        pthread_mutex_unlock(&t->px->lock);
+
+        if (fired) {
+            break;
+        }
+        usleep(10000);
+    }
+
+    usleep(300000);
+
+    c = redisConnectUnix(t->sock);
+    if (c != NULL && c->err == 0) {
+        freeReplyObject(redisCommand(c, "SET %s thief PX 10000", t->key));
+        t->done = 1;
+    }
+    redisFree(c);
+
+    return NULL;
+}
+
+
+/* A build that outlives crl_lock's TTL (a large CA: 2 million entries
+ * take some 30 s against a 10 s lock; here a short TTL and a Redis that
+ * answers late) keeps its lock and stores its CRL; one whose lock another
+ * builder takes meanwhile stops at its next renewal, stores nothing and
+ * leaves the other's lock alone. */
+static void
+test_slow_build(pki_key_t *key, pki_template_t *t, const char *sock)
+{
+    int                n;
+    char               ns[64], lock[160];
+    long long          number;
+    double             t0, took;
+    thief_t            th;
+    proxy_t            px;
+    X509_CRL          *crl;
+    pki_ca_t          *ca, *ca2;
+    pthread_t          tid;
+    redisReply        *reply;
+    pki_redis_t       *pr;
+    pki_status_t       st;
+    pki_result_t       res;
+    redisContext      *rc;
+    pki_crl_info_t     b;
+    pki_redis_conf_t   conf;
+
+    if (!ok(proxy_start(&px, sock, dir, "pxslow.sock"), "slow: a proxy")) {
+        return;
+    }
+
+    snprintf(ns, sizeof(ns), "crlslow%d:", (int) getpid());
+    memset(&conf, 0, sizeof(conf));
+    conf.unix_path = px.path;
+    conf.ns = ns;
+    conf.timeout_ms = 3000;
+    pki_result_init(&res);
+    pr = pki_redis_new(&conf, &res);
+    rc = redisConnectUnix(sock);
+    if (!ok(pr != NULL && pki_redis_ping(pr, &res) == PKI_OK && rc != NULL
+            && rc->err == 0, "slow: a store through it"))
+    {
+        pki_redis_free(pr);
+        redisFree(rc);
+        return;
+    }
+
+    ca = make_ca("crlslow", "ca.pem", key, t);
+    ca2 = make_ca("crlsteal", "ca.pem", key, t);
+    slow_fill(rc, ns, "crlslow", SLOW_ENTRIES);
+    slow_fill(rc, ns, "crlsteal", SLOW_ENTRIES);
+
+    pki_crl_set_lock_ttl(SLOW_TTL_MS);
+
+    /* every answer late from the first HSCAN on */
+    proxy_arm(&px, "HSCAN", PX_SLOW, SLOW_REPLY_MS);
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    t0 = mono_now();
+    st = pki_crl_current(ca, pr, 3600, 0, &b, &res);
+    took = mono_now() - t0;
+    proxy_arm(&px, "", 0, 0);
+
+    crl = st == PKI_OK && b.der != NULL ? parse_crl(b.der, b.len) : NULL;
+    n = crl != NULL ? sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) : -1;
+    ok(took * 1000 > 2 * SLOW_TTL_MS, "slow: the build took %.2f s, over "
+       "twice the lock's %d ms", took, SLOW_TTL_MS);
+    if (!ok(st == PKI_OK && b.number > 0 && n == SLOW_ENTRIES
+            && !b.rebuild_failed, "slow: its CRL is the answer (st %d, "
+            "number %lld, %d entries)", st, b.number, n))
+    {
+        diag("%s %s", res.detail, res.log);
+    }
+    ok(key_exists(rc, ns, "crlslow", "crl_meta") == 1,
+       "slow: stored (crl_meta)");
+    ok(key_exists(rc, ns, "crlslow", "crl_lock") == 0,
+       "slow: its lock released");
+    X509_CRL_free(crl);
+    free(b.der);
+
+    /* and served from the store: no rebuild, the same number, signed by
+     * the CA */
+    pki_result_init(&res);
+    number = b.number;
+    st = pki_crl_current(ca, pr, 3600, 0, &b, &res);
+    crl = st == PKI_OK && b.der != NULL ? parse_crl(b.der, b.len) : NULL;
+    ok(crl != NULL && b.number == number
+       && X509_CRL_verify(crl, X509_get0_pubkey(pki_ca_cert(ca))) == 1,
+       "slow: then served as stored (%lld)", b.number);
+    X509_CRL_free(crl);
+    free(b.der);
+
+    /* the lock taken by another mid-build */
+    snprintf(lock, sizeof(lock), "%s{ca:crlsteal}:crl_lock", ns);
+    memset(&th, 0, sizeof(th));
+    th.px = &px;
+    th.sock = sock;
+    th.key = lock;
+    proxy_arm(&px, "HSCAN", PX_SLOW, SLOW_REPLY_MS);
+
+    if (ok(pthread_create(&tid, NULL, thief, &th) == 0, "steal: a thief")) {
+        memset(&b, 0, sizeof(b));
+        pki_result_init(&res);
+        t0 = mono_now();
+        st = pki_crl_current(ca2, pr, 3600, 0, &b, &res);
+        took = mono_now() - t0;
+        pthread_join(tid, NULL);
+        proxy_arm(&px, "", 0, 0);
+
+        ok(th.done, "steal: the lock set to another token mid-build");
+        ok(st == PKI_UNAVAILABLE && b.der == NULL && b.number == 0,
+           "steal: refused, nothing to serve (st %d: %s)", st, res.detail);
+        ok(strstr(res.log, "CRL build stopped: it lost crl_lock") != NULL,
+           "steal: stopped at its next renewal (%.2f s): %s", took,
+           res.log);
+        ok(key_exists(rc, ns, "crlsteal", "crl_meta") == 0,
+           "steal: nothing stored");
+        reply = redisCommand(rc, "GET %s", lock);
+        ok(reply != NULL && reply->type == REDIS_REPLY_STRING
+           && strcmp(reply->str, "thief") == 0,
+           "steal: the other's lock left alone");
+        freeReplyObject(reply);
+        free(b.der);
+    }
+
+    pki_crl_set_lock_ttl(0);
+
+    freeReplyObject(redisCommand(rc, "EVAL %s 0 %s*", "for _, k in ipairs("
+                                 "redis.call('KEYS', ARGV[1])) do "
+                                 "redis.call('DEL', k) end", ns));
+    redisFree(rc);
+    pki_redis_free(pr);
+    pki_ca_free(ca);
+    pki_ca_free(ca2);
+}
+
 
 int
 main(void)
@@ -2416,6 +2648,7 @@ main(void)
     test_redis(ca, sub, tleaf, sock);
     test_same(ca, rootca, tsub, tleaf, subkey, subpk, sock);
     test_lock_lost_reply(sock);
+    test_slow_build(subkey, tleaf, sock);
     test_ca_end(subkey, tleaf, sock);
 
     pki_ca_free(ca);
