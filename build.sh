@@ -196,6 +196,16 @@ demo_stop() {
 
     if [ -f "$d/nginx/logs/nginx.pid" ]; then
         pid=$(cat "$d/nginx/logs/nginx.pid" 2>/dev/null || true)
+        # only the demo's own nginx: a pid file left by an nginx that died
+        # (kill -9, a reboot) may name another process by now
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+            && ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+                | grep -q -- "-p $d/nginx/"
+        then
+            note "stale pid file: process $pid is not the demo's nginx," \
+                 "left alone"
+            pid=""
+        fi
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             note "stopping nginx (pid $pid)"
             kill -QUIT "$pid" 2>/dev/null || true
@@ -463,7 +473,7 @@ case $cmd in
         run_valgrind "$@"
         ;;
     -h|--help|help)
-        sed -n '7,17p' "$0"
+        sed -n '7,19p' "$0"
         ;;
     *)
         die "unknown command '$cmd' (use: build, test [--sanitize], demo [stop], fuzz, valgrind)"

@@ -5651,7 +5651,12 @@ ngx_http_pki_crl_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_main_conf_t *pmcf = conf;
 
-    ngx_str_t  *value;
+    char             *rv;
+    size_t            len;
+    u_char           *parent;
+    ngx_err_t         err;
+    ngx_str_t        *value, *name;
+    ngx_file_info_t   fi;
 
     if (pmcf->crl_cache_off != NGX_CONF_UNSET) {
         return "is duplicate";
@@ -5667,7 +5672,45 @@ ngx_http_pki_crl_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     pmcf->crl_cache_off = 0;
 
     /* the path and its creation at start (ngx_add_path) */
-    return ngx_conf_set_path_slot(cf, cmd, conf);
+    rv = ngx_conf_set_path_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    /* nginx creates the directory itself only: under a parent that is not
+     * there its mkdir() fails at start with no file and line */
+    name = &pmcf->crl_cache->name;
+    len = name->len;
+
+    while (len > 1 && name->data[len - 1] == '/') {
+        len--;
+    }
+
+    while (len > 0 && name->data[len - 1] != '/') {
+        len--;
+    }
+
+    if (len > 1) {
+        parent = ngx_pnalloc(cf->pool, len);
+        if (parent == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(parent, name->data, len - 1);
+        parent[len - 1] = '\0';
+
+        err = ngx_file_info(parent, &fi) == NGX_FILE_ERROR ? ngx_errno : 0;
+
+        if (err != 0 || !ngx_is_dir(&fi)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                               "pki_crl_cache \"%V\": its parent \"%s\" "
+                               "is no directory (nginx creates the last "
+                               "one only)", name, parent);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 

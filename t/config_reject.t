@@ -460,6 +460,12 @@ my @cases = (
      sub { s/(est issuing device;)/$1\n            acme_profile short server;/ },
      qr/"acme_profile" needs "acme CA TEMPLATE" in the same location/,
      [qr{location /\.well-known/est/}]],
+    # nginx creates the last directory only, and its mkdir() at start
+    # said no file and line
+    ['pki_crl_cache under a directory that is not there',
+     sub { s{pki_crl_cache \S+;}{pki_crl_cache /nonexistent-pki/a/pki_crl;} },
+     qr{pki_crl_cache "/nonexistent-pki/a/pki_crl": its parent "/nonexistent-pki/a" is no directory},
+     [qr{^http\b}]],
     ['est twice in a location',
      sub { s/(est issuing device;)/$1\n            est issuing device;/ },
      qr/"est" directive is duplicate/, [qr{location /\.well-known/est/}]],
