@@ -203,6 +203,7 @@ static void ngx_http_pki_close_all(ngx_http_pki_main_conf_t *pmcf);
 static void *ngx_http_pki_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_pki_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static ngx_int_t ngx_http_pki_same_store(pki_redis_t *a, pki_redis_t *b);
 static char *ngx_http_pki_crl_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_pki_crl_cache_init(ngx_conf_t *cf);
@@ -1151,7 +1152,10 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_main_conf_t *pmcf = conf;
 
-    ngx_str_t  *value;
+    char          *rv;
+    ngx_str_t     *value;
+    ngx_uint_t     i;
+    pki_redis_t  **state;
 
     (void) cmd;
 
@@ -1162,7 +1166,34 @@ ngx_http_pki_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
     pmcf->redis_addr = value[1];
 
-    return ngx_http_pki_redis_parse(cf, &pmcf->redis);
+    rv = ngx_http_pki_redis_parse(cf, &pmcf->redis);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    state = pmcf->acme_state.elts;
+
+    for (i = 0; i < pmcf->acme_state.nelts; i++) {
+        if (ngx_http_pki_same_store(pmcf->redis, state[i])) {
+            return "is the store of an acme_redis above (the same server, "
+                   "database and namespace): the copies of ACME accounts "
+                   "kept there would expire or delete the accounts "
+                   "themselves; give that acme_redis another namespace= "
+                   "or leave it out";
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* 1 when a and b hold the same keys: the same server, database and
+ * password, and the same namespace. */
+static ngx_int_t
+ngx_http_pki_same_store(pki_redis_t *a, pki_redis_t *b)
+{
+    return pki_redis_same(a, b)
+           && ngx_strcmp(pki_redis_ns(a), pki_redis_ns(b)) == 0;
 }
 
 
@@ -1176,6 +1207,16 @@ ngx_http_pki_acme_state_add(ngx_conf_t *cf, pki_redis_t *r)
     ngx_http_pki_main_conf_t   *pmcf;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
+
+    /* acme_redis keeps a copy of each account under the account's own
+     * key name, with a TTL, and deletes it on a change: in pki_redis's
+     * key space that would be the account itself */
+    if (pmcf->redis != NULL && ngx_http_pki_same_store(pmcf->redis, r)) {
+        return "is the store of pki_redis (the same server, database and "
+               "namespace): the copies of ACME accounts it keeps would "
+               "expire or delete the accounts themselves; give it another "
+               "namespace= or leave it out";
+    }
 
     slot = ngx_array_push(&pmcf->acme_state);
     if (slot == NULL) {

@@ -3397,7 +3397,27 @@ sub admin_revoke_account {
     $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock;\n            acme_redis unix:/tmp/y.sock;}r;
     ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
     ok(!$ok && $out =~ /duplicate/, 'acme_redis twice: nginx -t fails');
-    my $good = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock namespace=acmestate: timeout=500ms;}r;
+    my $good;
+    # the store of pki_redis itself: the account copies acme_redis keeps
+    # (a TTL, deleted on a change) would be the accounts; refused whether
+    # acme_redis comes after pki_redis (in a location) or before (http{})
+    {
+        my ($sock) = $conf =~ /\bpki_redis unix:(\S+?)[\s;]/;
+        $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:$sock timeout=500ms;}r;
+        ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'same-acme-redis.conf'));
+        ok(!$ok && $out =~ /"acme_redis" directive is the store of pki_redis .*same-acme-redis\.conf:\d+/,
+           'acme_redis on the store of pki_redis: nginx -t fails, naming '
+           . 'file and line') or diag($out);
+        $bad = $conf =~ s{(\n(\s*)pki_redis unix:)}{\n$2acme_redis unix:$sock namespace=pki:;$1}r;
+        ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'same-acme-redis.conf'));
+        ok(!$ok && $out =~ /"pki_redis" directive is the store of an acme_redis above/,
+           '... and so is pki_redis after such an acme_redis') or diag($out);
+        $good = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:$sock namespace=acmestate:;}r;
+        ($ok, $out) = $t->nginx_test($t->write_conf($good, 'same-acme-redis.conf'));
+        ok($ok, '... while another namespace of that Redis passes')
+            or diag($out);
+    }
+    $good = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock namespace=acmestate: timeout=500ms;}r;
     ($ok, $out) = $t->nginx_test($t->write_conf($good, 'good-acme-redis.conf'));
     ok($ok, 'a good acme_redis passes nginx -t') or diag($out);
 
