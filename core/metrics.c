@@ -439,11 +439,14 @@ pki_counts_key(pki_redis_t *r, const char *ca, const char *what, char *buf,
 
 
 /* One ZMSCORE of argv[2] .. argv[n + 1] (serials) in the expiry index:
- * adds those whose notAfter is after now to *count.  A member that is not
- * there (nil) or a score that is not a number is not counted. */
+ * adds those whose notAfter is after now to rev[0], and those of them
+ * whose notAfter is at most 7 and 30 days away to rev[1] and rev[2] (the
+ * windows of pki_counts_lua's ZCOUNTs, which count them too).  A member
+ * that is not there (nil) or a score that is not a number is not
+ * counted. */
 static pki_status_t
 pki_counts_scores(pki_redis_t *r, const char *kexp, const char **argv,
-    size_t *lens, size_t n, time_t now, long long *count, double *scores,
+    size_t *lens, size_t n, time_t now, long long rev[3], double *scores,
     pki_result_t *res)
 {
     size_t        i;
@@ -455,8 +458,18 @@ pki_counts_scores(pki_redis_t *r, const char *kexp, const char **argv,
     }
 
     for (i = 0; i < n; i++) {
-        if (scores[i] > (double) now) {
-            (*count)++;
+        if (!(scores[i] > (double) now)) {
+            continue;
+        }
+
+        rev[0]++;
+
+        if (scores[i] <= (double) now + 7 * 86400) {
+            rev[1]++;
+        }
+
+        if (scores[i] <= (double) now + 30 * 86400) {
+            rev[2]++;
         }
     }
 
@@ -464,10 +477,11 @@ pki_counts_scores(pki_redis_t *r, const char *kexp, const char **argv,
 }
 
 
-/* The revoked (or on hold) certificates of the CA still unexpired at now.
- * The revoked hash is walked with HSCAN a page at a time and each page's
- * serials are looked up in the expiry index with ZMSCORE, up to
- * PKI_METRICS_SCORES_MAX at a time: no command does work in proportion to
+/* The revoked (or on hold) certificates of the CA still unexpired at now
+ * (rev[0]), and of those the ones expiring within 7 and 30 days (rev[1],
+ * rev[2]).  The revoked hash is walked with HSCAN a page at a time and
+ * each page's serials are looked up in the expiry index with ZMSCORE, up
+ * to PKI_METRICS_SCORES_MAX at a time: no command does work in proportion to
  * the revoked hash, and Redis serves its other clients in between.  An
  * entry revoked or expiring meanwhile may be counted either way, and SCAN
  * may return an entry twice while the hash is being resized: a gauge, not
@@ -475,7 +489,7 @@ pki_counts_scores(pki_redis_t *r, const char *kexp, const char **argv,
  * comes back to 0 ends too). */
 static pki_status_t
 pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
-    time_t now, long long *count, pki_result_t *res)
+    time_t now, long long rev[3], pki_result_t *res)
 {
     char               cursor[32];
     double            *scores;
@@ -486,7 +500,9 @@ pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
     pki_status_t       st;
     const redisReply  *c, *items, *f;
 
-    *count = 0;
+    rev[0] = 0;
+    rev[1] = 0;
+    rev[2] = 0;
     page = NULL;
 
     argv = calloc(PKI_METRICS_SCORES_MAX + 2, sizeof(char *));
@@ -551,7 +567,7 @@ pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
             n++;
 
             if (n == PKI_METRICS_SCORES_MAX) {
-                st = pki_counts_scores(r, kexp, argv, lens, n, now, count,
+                st = pki_counts_scores(r, kexp, argv, lens, n, now, rev,
                                        scores, res);
                 if (st != PKI_OK) {
                     goto failed;
@@ -561,7 +577,7 @@ pki_counts_revoked(pki_redis_t *r, const char *kexp, const char *krev,
         }
 
         if (n > 0) {
-            st = pki_counts_scores(r, kexp, argv, lens, n, now, count, scores,
+            st = pki_counts_scores(r, kexp, argv, lens, n, now, rev, scores,
                                    res);
             if (st != PKI_OK) {
                 goto failed;
@@ -593,7 +609,9 @@ failed:
 }
 
 
-/* Counts: the ZCOUNTs (one script), then the revoked ones. */
+/* Counts: the ZCOUNTs (one script), then the revoked ones, which the
+ * expiring windows leave out (a revoked certificate is not "valid", and
+ * expiring ones are valid ones about to lapse). */
 static pki_status_t
 pki_counts_compute(pki_redis_t *r, const char *kexp, const char *krev,
     time_t now, long long out[4], pki_result_t *res)
@@ -601,6 +619,7 @@ pki_counts_compute(pki_redis_t *r, const char *kexp, const char *krev,
     int           i;
     char          a1[24], a2[24], a3[24];
     size_t        lens[7];
+    long long     rev[3];
     redisReply   *reply;
     const char   *argv[7];
     pki_status_t  st;
@@ -640,12 +659,18 @@ pki_counts_compute(pki_redis_t *r, const char *kexp, const char *krev,
 
     freeReplyObject(reply);
 
-    st = pki_counts_revoked(r, kexp, krev, now, &out[1], res);
+    st = pki_counts_revoked(r, kexp, krev, now, rev, res);
     if (st != PKI_OK) {
         memset(out, 0, 4 * sizeof(long long));
+        return st;
     }
 
-    return st;
+    /* never below 0: the ZCOUNTs and the walk are not one instant */
+    out[1] = rev[0];
+    out[2] = out[2] > rev[1] ? out[2] - rev[1] : 0;
+    out[3] = out[3] > rev[2] ? out[3] - rev[2] : 0;
+
+    return PKI_OK;
 }
 
 

@@ -1419,7 +1419,8 @@ PKI_API pki_status_t pki_metrics_history(pki_redis_t *r, int hourly,
     time_t now, unsigned count, char **json, pki_result_t *res);
 
 /* Certificates of a CA at now: out[0] unexpired, out[1] of those revoked
- * or on hold, out[2] expiring within 7 days, out[3] within 30 days.  No
+ * or on hold, out[2] of the others (neither revoked nor on hold) expiring
+ * within 7 days, out[3] within 30 days.  No
  * Redis command does work in proportion to the CA's certificates: ZCOUNTs,
  * then the revoked hash a page at a time (HSCAN, ZMSCORE of the page in the
  * expiry index; Redis 6.2 or later).
