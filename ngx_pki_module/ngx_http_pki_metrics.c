@@ -73,6 +73,9 @@
 #define NGX_HTTP_PKI_M_EXIT_TOTAL  250     /* ms: both exit flushes */
 #define NGX_HTTP_PKI_M_EXIT_MIN    5       /* ms: a wait worth a flush */
 #define NGX_HTTP_PKI_M_LEASE       60      /* s: a parked batch's holder */
+#define NGX_HTTP_PKI_M_REASONS     32      /* failure series per protocol */
+#define NGX_HTTP_PKI_M_PROTOS      16
+#define NGX_HTTP_PKI_M_WORKERS     256     /* in-flight task counts */
 
 #define NGX_HTTP_PKI_M_COUNTER     1
 #define NGX_HTTP_PKI_M_HISTOGRAM   2
@@ -142,6 +145,27 @@ typedef struct {
 } ngx_http_pki_m_parked_t;
 
 
+/* the pki_failures_total series of a protocol: at most
+ * NGX_HTTP_PKI_M_REASONS, the others counted under reason="other" (a
+ * reason may carry what an anonymous client chose: each new one would be
+ * a series for ever, and a full table drops everyone's events) */
+typedef struct {
+    char                       proto[16];
+    ngx_uint_t                 n;
+} ngx_http_pki_m_reasons_t;
+
+
+/* the thread tasks a worker has in flight (ngx_http_pki_metrics_tasks):
+ * an entry per process, found dead (its pid gone) or freed at its exit,
+ * so that the gauge is exact with any number of workers and no count of
+ * a worker that died stays in it; workers past NGX_HTTP_PKI_M_WORKERS
+ * add to tasks_more */
+typedef struct {
+    ngx_atomic_t               pid;        /* 0 free, HELD being reset */
+    ngx_atomic_t               n;
+} ngx_http_pki_m_tasks_t;
+
+
 typedef struct {
     ngx_atomic_t               lock;
     ngx_atomic_t               nseries;
@@ -150,6 +174,9 @@ typedef struct {
     ngx_uint_t                 max;
     ngx_http_pki_m_second_t    recent[NGX_HTTP_PKI_M_RECENT];
     ngx_http_pki_m_parked_t    parked[NGX_HTTP_PKI_M_PARKED];
+    ngx_http_pki_m_reasons_t   reasons[NGX_HTTP_PKI_M_PROTOS]; /* lock */
+    ngx_atomic_t               tasks_more;
+    ngx_http_pki_m_tasks_t     tasks[NGX_HTTP_PKI_M_WORKERS];
     ngx_http_pki_m_series_t    series[1];
 } ngx_http_pki_m_shm_t;
 
@@ -315,6 +342,14 @@ static ngx_int_t ngx_http_pki_m_init_zone(ngx_shm_zone_t *shm_zone,
 
 static ngx_http_pki_m_series_t *ngx_http_pki_m_series(u_char *key,
     size_t len, ngx_uint_t kind, const char *field);
+static ngx_http_pki_m_series_t *ngx_http_pki_m_insert(u_char *key,
+    size_t len, ngx_uint_t kind, const char *field, const char *proto,
+    ngx_uint_t *over);
+static ngx_uint_t ngx_http_pki_m_reason_quota(ngx_http_pki_m_shm_t *sh,
+    const char *proto);
+static ngx_uint_t ngx_http_pki_m_stale(ngx_http_pki_m_series_t *s);
+static void ngx_http_pki_m_tasks_claim(void);
+static void ngx_http_pki_m_tasks_release(void);
 static void ngx_http_pki_m_add(ngx_http_pki_m_series_t *s, ngx_uint_t i,
     ngx_atomic_int_t n);
 static void ngx_http_pki_m_observe(ngx_http_pki_m_series_t *s,
@@ -460,6 +495,7 @@ ngx_module_t  ngx_http_pki_metrics_module = {
 
 
 static ngx_http_pki_m_shm_t  *ngx_http_pki_m_shm;
+static ngx_http_pki_m_tasks_t  *ngx_http_pki_m_tasks; /* this worker's */
 static ngx_event_t            ngx_http_pki_m_timer_ev;
 static ngx_thread_task_t     *ngx_http_pki_m_task;
 static ngx_uint_t             ngx_http_pki_m_busy;
@@ -1124,12 +1160,17 @@ ngx_http_pki_m_postconfiguration(ngx_conf_t *cf)
             return NGX_ERROR;
         }
 
-        /* the parked batches on top of the configured size (with a page
-         * for the slab's page table and rounding), so that the series a
-         * size holds stay what they were without them */
+        /* the parked batches and the task counts on top of the
+         * configured size (with a page for the slab's page table and
+         * rounding), so that the series a size holds stay what they were
+         * without them */
         mmcf->zone->shm.size = mmcf->zone_size
             + ngx_align(sizeof(ngx_http_pki_m_parked_t)
                         * NGX_HTTP_PKI_M_PARKED, ngx_pagesize)
+            + ngx_align(sizeof(ngx_http_pki_m_tasks_t)
+                        * NGX_HTTP_PKI_M_WORKERS
+                        + sizeof(ngx_http_pki_m_reasons_t)
+                        * NGX_HTTP_PKI_M_PROTOS, ngx_pagesize)
             + ngx_pagesize;
 
         ngx_http_pki_m_cas_left_out(cf);
@@ -1229,6 +1270,7 @@ ngx_http_pki_m_init_process(ngx_cycle_t *cycle)
 
     if (ngx_http_pki_m_shm != NULL) {
         pki_event_set_sink(ngx_http_pki_m_sink, NULL);
+        ngx_http_pki_m_tasks_claim();
     }
 
     if (mmcf->dir.len) {
@@ -1571,6 +1613,9 @@ ngx_http_pki_m_exit_process(ngx_cycle_t *cycle)
 {
     /* done already by the shared module, before its vaults closed */
     ngx_http_pki_audit_exit(cycle);
+
+    /* the tasks still in flight end with this process */
+    ngx_http_pki_m_tasks_release();
 }
 
 
@@ -1676,6 +1721,17 @@ static ngx_http_pki_m_series_t *
 ngx_http_pki_m_series(u_char *key, size_t len, ngx_uint_t kind,
     const char *field)
 {
+    return ngx_http_pki_m_insert(key, len, kind, field, NULL, NULL);
+}
+
+
+/* The series of key, made if new.  With proto, a new one is made only
+ * within the protocol's quota of failure series
+ * (ngx_http_pki_m_reason_quota): past it NULL, and *over set. */
+static ngx_http_pki_m_series_t *
+ngx_http_pki_m_insert(u_char *key, size_t len, ngx_uint_t kind,
+    const char *field, const char *proto, ngx_uint_t *over)
+{
     uint32_t                  h;
     ngx_uint_t                i, n, tries;
     ngx_atomic_uint_t         owner;
@@ -1735,6 +1791,12 @@ ngx_http_pki_m_series(u_char *key, size_t len, ngx_uint_t kind,
         s = &sh->series[i];
 
         if (s->state == 0) {
+            if (proto != NULL && !ngx_http_pki_m_reason_quota(sh, proto)) {
+                *over = 1;
+                s = NULL;
+                break;
+            }
+
             s->hash = h;
             s->kind = (uint16_t) kind;
             s->len = (uint16_t) len;
@@ -1766,6 +1828,37 @@ ngx_http_pki_m_series(u_char *key, size_t len, ngx_uint_t kind,
     }
 
     return s;
+}
+
+
+/* Under the zone's lock: 1 and one more failure series counted for
+ * proto if it has fewer than NGX_HTTP_PKI_M_REASONS (a protocol past the
+ * table's NGX_HTTP_PKI_M_PROTOS has none of its own). */
+static ngx_uint_t
+ngx_http_pki_m_reason_quota(ngx_http_pki_m_shm_t *sh, const char *proto)
+{
+    ngx_uint_t                 k;
+    ngx_http_pki_m_reasons_t  *q;
+
+    for (k = 0; k < NGX_HTTP_PKI_M_PROTOS; k++) {
+        q = &sh->reasons[k];
+
+        if (q->proto[0] == '\0') {
+            ngx_cpystrn((u_char *) q->proto, (u_char *) proto,
+                        sizeof(q->proto));
+        }
+
+        if (ngx_strncmp(q->proto, proto, sizeof(q->proto) - 1) == 0) {
+            if (q->n >= NGX_HTTP_PKI_M_REASONS) {
+                return 0;
+            }
+
+            q->n++;
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -1923,17 +2016,31 @@ ngx_http_pki_m_hexword(const char *in, char before, const char **end)
  * digits or more become "#".  Quoted text is the client's, and may hold
  * quotes of its own: everything from the first quote to the last one
  * goes, so no client text makes a label value (the series would be theirs
- * to multiply).  Non-ASCII bytes become "?". */
+ * to multiply).  Non-ASCII bytes become "?".  "unsupported ...
+ * algorithm|encryption NAME" ends before NAME: an OpenSSL name of the
+ * client's OID (SCEP's digest and ciphers), thousands of them.  (The
+ * protocol's quota of series bounds what other rules miss.) */
 static void
 ngx_http_pki_m_reason(char *out, size_t size, const char *in)
 {
     size_t       n;
-    const char  *last;
+    const char  *last, *stop, *w;
 
     n = 0;
     last = in != NULL ? strrchr(in, '"') : NULL;
+    stop = NULL;
 
-    for ( /* void */ ; in && *in && n + 1 < size; in++) {
+    if (in != NULL && ngx_strncmp(in, "unsupported ", 12) == 0) {
+        w = ngx_strstr(in, " algorithm ");
+        stop = w ? w + sizeof(" algorithm") - 1 : NULL;
+
+        w = ngx_strstr(in, " encryption ");
+        if (w != NULL && (stop == NULL || w < stop)) {
+            stop = w + sizeof(" encryption") - 1;
+        }
+    }
+
+    for ( /* void */ ; in && *in && in != stop && n + 1 < size; in++) {
         if (*in == '"') {
             out[n++] = '_';
             if (last == NULL || last == in) {
@@ -2323,6 +2430,7 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     char                        client[NGX_SOCKADDR_STRLEN + 1], who[256];
     size_t                      len;
     double                      seconds;
+    ngx_uint_t                  over;
     ngx_msec_int_t              ms;
     ngx_time_t                 *tp;
     const char                 *labels[12], *outcome, *proto, *rs;
@@ -2330,6 +2438,7 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
     pki_event_t                 ev;
     u_char                      key[NGX_HTTP_PKI_M_KEY];
     ngx_http_pki_m_ctx_t       *ctx;
+    ngx_http_pki_m_series_t    *s;
     ngx_http_pki_m_loc_conf_t  *mlcf;
     ngx_http_pki_m_main_conf_t *mmcf;
 
@@ -2423,9 +2532,21 @@ ngx_http_pki_m_log_handler(ngx_http_request_t *r)
 
         len = ngx_http_pki_m_key(key, sizeof(key), "pki_failures_total",
                                  labels);
-        ngx_http_pki_m_add(ngx_http_pki_m_series(key, len,
-                                                 NGX_HTTP_PKI_M_COUNTER,
-                                                 NULL), 0, 1);
+
+        over = 0;
+        s = ngx_http_pki_m_insert(key, len, NGX_HTTP_PKI_M_COUNTER, NULL,
+                                  proto, &over);
+
+        if (over) {
+            /* the protocol's quota of reasons is spent: "other" */
+            labels[5] = "other";
+            len = ngx_http_pki_m_key(key, sizeof(key), "pki_failures_total",
+                                     labels);
+            s = ngx_http_pki_m_series(key, len, NGX_HTTP_PKI_M_COUNTER,
+                                      NULL);
+        }
+
+        ngx_http_pki_m_add(s, 0, 1);
     }
 
     /* the transaction log: refused requests and admin actions */
@@ -3270,7 +3391,64 @@ ngx_http_pki_m_cmp(const void *a, const void *b)
 }
 
 
-/* the ready series sorted by key (a metric family stays together) */
+/* 1 for a gauge of a CA this cycle does not have (a reload removed or
+ * renamed it): the zone keeps its series, but a gauge of a CA no longer
+ * served would say its last value for ever.  Counters stay: history. */
+static ngx_uint_t
+ngx_http_pki_m_stale(ngx_http_pki_m_series_t *s)
+{
+    u_char       *p, frag[NGX_HTTP_PKI_M_KEY];
+    size_t        len;
+    pki_ca_t     *ca;
+    ngx_uint_t    j;
+    const char   *labels[3];
+
+    if (s->kind != NGX_HTTP_PKI_M_GAUGE
+        && s->kind != NGX_HTTP_PKI_M_GAUGE_SUM)
+    {
+        return 0;
+    }
+
+    p = (u_char *) ngx_strstr(s->key, "{ca=\"");
+    if (p == NULL) {
+        p = (u_char *) ngx_strstr(s->key, ",ca=\"");
+        if (p == NULL) {
+            return 0;
+        }
+    }
+
+    p++;
+
+    for (j = 0; /* void */ ; j++) {
+        ca = ngx_http_pki_cycle_ca((ngx_cycle_t *) ngx_cycle, j);
+        if (ca == NULL) {
+            return 1;
+        }
+
+        /* {ca="NAME"}, escaped and capped as the series' own label */
+        labels[0] = "ca";
+        labels[1] = pki_ca_name(ca);
+        labels[2] = NULL;
+
+        len = ngx_http_pki_m_key(frag, sizeof(frag), "", labels);
+        if (len < 2) {
+            continue;
+        }
+
+        len -= 2;
+
+        if ((size_t) (p - s->key) + len < s->len
+            && ngx_strncmp(p, frag + 1, len) == 0
+            && (p[len] == ',' || p[len] == '}'))
+        {
+            return 0;
+        }
+    }
+}
+
+
+/* the ready series sorted by key (a metric family stays together), but
+ * for the gauges of CAs gone */
 static ngx_http_pki_m_series_t **
 ngx_http_pki_m_sorted(ngx_pool_t *pool, ngx_uint_t *n)
 {
@@ -3287,7 +3465,9 @@ ngx_http_pki_m_sorted(ngx_pool_t *pool, ngx_uint_t *n)
     }
 
     for (i = 0, k = 0; i < sh->max; i++) {
-        if (sh->series[i].state == 1) {
+        if (sh->series[i].state == 1
+            && !ngx_http_pki_m_stale(&sh->series[i]))
+        {
             list[k++] = &sh->series[i];
         }
     }
@@ -3358,41 +3538,130 @@ ngx_http_pki_m_ca_expiry(void)
 }
 
 
-/* the live gauges of this worker's slot, set just before output and by
- * the worker's metrics timer (a worker that serves no scrape still brings
- * its slot back to 0 within an interval once its tasks are done).  The
- * other slots this worker takes over (ngx_http_pki_m_claims) belong to
- * no worker of this cycle, only to old ones that exit after a reload to
- * fewer workers, whose tasks end or are cut then: they read 0, or the
- * count such a worker last wrote would stay in the sum for ever.  (After
- * a reload to more workers, an old worker not yet told to exit may zero
- * a new one's slot: until that one's next tick.) */
+/* the live gauges, set just before output and by the worker's metrics
+ * timer: the thread tasks in flight, the sum of every live process's
+ * count (ngx_http_pki_metrics_tasks), and the CAs' notAfter */
 static void
 ngx_http_pki_m_live_gauges(void)
 {
-    ngx_uint_t                j, own, mask;
+    ngx_uint_t                j;
+    ngx_atomic_int_t          sum;
+    ngx_atomic_uint_t         pid;
+    ngx_http_pki_m_shm_t     *sh;
     ngx_http_pki_m_series_t  *s;
+
+    sh = ngx_http_pki_m_shm;
 
     s = ngx_http_pki_m_series((u_char *) "pki_thread_tasks_in_flight",
                               sizeof("pki_thread_tasks_in_flight") - 1,
-                              NGX_HTTP_PKI_M_GAUGE_SUM, NULL);
+                              NGX_HTTP_PKI_M_GAUGE, NULL);
     if (s == NULL) {
         return;
     }
 
-    own = ngx_http_pki_m_slot();
-    mask = ngx_http_pki_m_claims();
+    sum = (ngx_atomic_int_t) sh->tasks_more;
 
-    for (j = 0; j < NGX_HTTP_PKI_M_SLOTS; j++) {
-        if (j != own && (mask & ((ngx_uint_t) 1 << j))) {
-            ngx_http_pki_m_set(s, j, 0);
+    for (j = 0; j < NGX_HTTP_PKI_M_WORKERS; j++) {
+        pid = sh->tasks[j].pid;
+
+        if (pid == 0 || pid == NGX_HTTP_PKI_M_HELD
+            || (kill((ngx_pid_t) pid, 0) == -1 && ngx_errno == NGX_ESRCH))
+        {
+            continue;       /* free, or its process died without a word */
         }
+
+        sum += (ngx_atomic_int_t) sh->tasks[j].n;
     }
 
-    ngx_http_pki_m_set(s, own,
-                       (ngx_atomic_int_t) ngx_http_pki_tasks_in_flight);
+    ngx_http_pki_m_set(s, 0, sum > 0 ? sum : 0);
 
     ngx_http_pki_m_ca_expiry();
+}
+
+
+/* This worker's entry for its in-flight count: a free one, or one whose
+ * process is gone (killed, its exit cut short).  None left: tasks_more. */
+static void
+ngx_http_pki_m_tasks_claim(void)
+{
+    ngx_uint_t               j;
+    ngx_atomic_uint_t        pid;
+    ngx_http_pki_m_tasks_t  *e;
+
+    ngx_http_pki_m_tasks = NULL;
+
+    for (j = 0; j < NGX_HTTP_PKI_M_WORKERS; j++) {
+        e = &ngx_http_pki_m_shm->tasks[j];
+        pid = e->pid;
+
+        if (pid == NGX_HTTP_PKI_M_HELD
+            || (pid != 0 && (kill((ngx_pid_t) pid, 0) == 0
+                             || ngx_errno != NGX_ESRCH)))
+        {
+            continue;
+        }
+
+        /* held while its count is reset: a reader skips it */
+        if (!ngx_atomic_cmp_set(&e->pid, pid, NGX_HTTP_PKI_M_HELD)) {
+            continue;
+        }
+
+        e->n = ngx_http_pki_tasks_in_flight;
+        ngx_memory_barrier();
+        e->pid = (ngx_atomic_uint_t) ngx_pid;
+
+        ngx_http_pki_m_tasks = e;
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_pki_m_shm->tasks_more,
+                                (ngx_atomic_int_t)
+                                ngx_http_pki_tasks_in_flight);
+}
+
+
+static void
+ngx_http_pki_m_tasks_release(void)
+{
+    static ngx_uint_t  released;
+
+    if (ngx_http_pki_m_shm == NULL || released) {
+        return;
+    }
+
+    released = 1;
+
+    if (ngx_http_pki_m_tasks != NULL) {
+        ngx_http_pki_m_tasks->n = 0;
+        ngx_memory_barrier();
+        ngx_http_pki_m_tasks->pid = 0;
+        ngx_http_pki_m_tasks = NULL;
+
+    } else {
+        (void) ngx_atomic_fetch_add(&ngx_http_pki_m_shm->tasks_more,
+                                    -(ngx_atomic_int_t)
+                                    ngx_http_pki_tasks_in_flight);
+    }
+}
+
+
+/* A thread task of this worker posted (1) or back (-1): its shared
+ * count, which the gauge sums. */
+void
+ngx_http_pki_metrics_tasks(ngx_int_t delta)
+{
+    if (ngx_http_pki_m_shm == NULL) {
+        return;
+    }
+
+    if (ngx_http_pki_m_tasks != NULL) {
+        (void) ngx_atomic_fetch_add(&ngx_http_pki_m_tasks->n,
+                                    (ngx_atomic_int_t) delta);
+
+    } else {
+        (void) ngx_atomic_fetch_add(&ngx_http_pki_m_shm->tasks_more,
+                                    (ngx_atomic_int_t) delta);
+    }
 }
 
 

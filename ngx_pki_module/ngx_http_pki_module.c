@@ -2811,6 +2811,7 @@ ngx_http_pki_post_lane(ngx_http_request_t *r, ngx_http_pki_work_pt work,
     }
 
     ngx_http_pki_tasks_in_flight++;
+    ngx_http_pki_metrics_tasks(1);
 
     r->main->blocked++;
     r->main->count++;
@@ -2912,6 +2913,7 @@ ngx_http_pki_thread_event_handler(ngx_event_t *ev)
                    "pki: task #%ui done", task->id);
 
     ngx_http_pki_tasks_in_flight--;
+    ngx_http_pki_metrics_tasks(-1);
 
     ngx_http_pki_aof_check(ngx_cycle->log);
 

@@ -370,6 +370,8 @@ void ngx_http_pki_audit_exit(ngx_cycle_t *cycle);
 
 /* helpers the metrics module takes from the shared module */
 extern ngx_uint_t  ngx_http_pki_tasks_in_flight;
+/* a thread task posted (1) or back (-1): the shared in-flight gauge */
+void ngx_http_pki_metrics_tasks(ngx_int_t delta);
 /* worker exit: pool threads outlived the wait (nginx skipped their exit) */
 extern ngx_uint_t  ngx_http_pki_threads_left;
 /* first thing in every pool task of the modules: the worker's exit waits

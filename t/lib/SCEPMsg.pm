@@ -57,7 +57,7 @@ sub req {
              '--out', $f);
     for my $k (qw(type cn challenge cert signkey inner cipher digest tid
                   corrupt issuer getcert signing-time msgtype-str csr
-                  extra-certs envelope)) {
+                  extra-certs envelope digest-oid)) {
         push @a, "--$k", $o{$k} if defined $o{$k};
     }
     push @a, "--$_" for @{ $o{flags} || [] };

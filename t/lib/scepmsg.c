@@ -20,6 +20,8 @@
  *       --issuer FILE     the CA certificate for --certpoll/--getcert
  *       --cipher C        aes128 (default), aes256, des3, des
  *       --digest D        sha256 (default), sha1, sha512, md5
+ *       --digest-oid OID  the digest algorithm named as this OID (after
+ *                         signing: a digest the server must refuse)
  *       --tid STR         transactionID (default: base64 SHA-1 of the
  *                         SubjectPublicKeyInfo)
  *       --no-tid | --no-nonce | --no-msgtype
@@ -250,6 +252,7 @@ typedef struct {
     const EVP_CIPHER *cipher;
     int             des;
     const EVP_MD   *md;
+    const char     *digest_oid;
     const char     *tid;
     int             no_tid, no_nonce, no_msgtype;
     int             have_time, no_time;
@@ -404,6 +407,20 @@ build_req(req_opts_t *o, unsigned char **out)
 
     if (o->corrupt && strcmp(o->corrupt, "sig") == 0) {
         si->enc_digest->data[10] ^= 0x01;
+    }
+    if (o->digest_oid) {
+        ASN1_OBJECT  *ob = OBJ_txt2obj(o->digest_oid, 1);
+        int           k;
+
+        if (ob == NULL) {
+            die("--digest-oid: bad OID");
+        }
+        X509_ALGOR_set0(si->digest_alg, OBJ_dup(ob), V_ASN1_NULL, NULL);
+        for (k = 0; k < sk_X509_ALGOR_num(p7->d.sign->md_algs); k++) {
+            X509_ALGOR_set0(sk_X509_ALGOR_value(p7->d.sign->md_algs, k),
+                            OBJ_dup(ob), V_ASN1_NULL, NULL);
+        }
+        ASN1_OBJECT_free(ob);
     }
     if (o->corrupt && strcmp(o->corrupt, "digest") == 0) {
         ASN1_OCTET_STRING  *c = p7->d.sign->contents->d.data;
@@ -1068,6 +1085,7 @@ main(int argc, char **argv)
         ARG("--issuer", issuerf)
         ARG("--getcert", getcert)
         ARG("--msgtype-str", o.msgtype_str)
+        ARG("--digest-oid", o.digest_oid)
         ARG("--corrupt", o.corrupt)
         ARG("--envelope", envf)
         ARG("--tag", tag)
