@@ -1098,8 +1098,6 @@ ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_est_label_t      *lb;
     ngx_http_est_main_conf_t  *emcf;
 
-    (void) cmd;
-
     value = cf->args->elts;
 
     if (value[1].len == 0 || value[1].len > 64) {
@@ -1167,6 +1165,14 @@ ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (elcf->enable == NGX_CONF_UNSET) {
         elcf->enable = 1;
+
+        /* as "est" does: another content handler in the location (a
+         * proxy_pass) would leave the label dead, unsaid */
+        if (ngx_http_pki_content(cf, cmd, ngx_http_est_handler)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
     }
 
     emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);

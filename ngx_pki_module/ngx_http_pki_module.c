@@ -1238,10 +1238,15 @@ ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out)
     u_char              *p, *last;
     ngx_int_t            n;
     ngx_str_t           *value, s, host, file, secret;
-    ngx_uint_t           i;
+    ngx_uint_t           i, k, seen, bit;
     pki_result_t         res;
     pki_redis_conf_t     rc;
     ngx_pool_cleanup_t  *cln;
+
+    static ngx_str_t  opts[] = {
+        ngx_string("db="), ngx_string("namespace="), ngx_string("timeout="),
+        ngx_string("password_file="), ngx_null_string
+    };
 
     value = cf->args->elts;
 
@@ -1305,7 +1310,35 @@ ngx_http_pki_redis_parse(ngx_conf_t *cf, pki_redis_t **out)
         }
     }
 
+    seen = 0;
+
     for (i = 2; i < cf->args->nelts; i++) {
+
+        /* each option once: the last one winning would hide a typo or a
+         * template that set it twice */
+        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+        bit = 0;
+
+        if (p != NULL) {
+            for (k = 0; opts[k].len; k++) {
+                if ((size_t) (p - value[i].data + 1) == opts[k].len
+                    && ngx_strncmp(value[i].data, opts[k].data,
+                                   opts[k].len) == 0)
+                {
+                    bit = (ngx_uint_t) 1 << k;
+                    break;
+                }
+            }
+        }
+
+        if (bit != 0 && (seen & bit)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate parameter "
+                               "\"%*s\"", (size_t) (p - value[i].data + 1),
+                               value[i].data);
+            return NGX_CONF_ERROR;
+        }
+
+        seen |= bit;
 
         if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
             n = ngx_atoi(value[i].data + 3, value[i].len - 3);

@@ -3397,6 +3397,18 @@ sub admin_revoke_account {
     $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock;\n            acme_redis unix:/tmp/y.sock;}r;
     ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
     ok(!$ok && $out =~ /duplicate/, 'acme_redis twice: nginx -t fails');
+    # an option twice: the last one winning would hide a typo
+    $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock db=1 namespace=a: db=2;}r;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
+    ok(!$ok && $out =~ /duplicate parameter "db="/,
+       'acme_redis with db= twice: nginx -t fails') or diag($out);
+    my $pw = $t->dir . '/redis.pw';
+    spew($pw, "s3cret\n");
+    chmod 0600, $pw;
+    $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock password_file=$pw password_file=$pw;}r;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
+    ok(!$ok && $out =~ /duplicate parameter "password_file="/,
+       'acme_redis with password_file= twice: nginx -t fails') or diag($out);
     my $good;
     # the store of pki_redis itself: the account copies acme_redis keeps
     # (a TTL, deleted on a change) would be the accounts; refused whether

@@ -571,6 +571,16 @@ my @cases = (
      sub { s/(\n\s*pki_metrics;)/$1\n            acme issuing acme;/ },
      qr/"acme": this location already has a content handler \("pki_metrics" in /,
      [qr{location = /pki/metrics}]],
+    # est_label alone in a location serves EST (its labels) as est does:
+    # another content handler there left the label dead, unsaid
+    ['est_label, then proxy_pass in its location',
+     sub { s{(\n(\s*)location /\.well-known/est/ \{)}{\n$2location /est2/ {\n$2    est_label other issuing server;\n$2    proxy_pass http://127.0.0.1:9;\n$2}$1} },
+     qr/"est_label": this location already has a content handler \(another module's directive: proxy_pass/,
+     [qr{location /est2/}]],
+    ['proxy_pass, then est_label in its location',
+     sub { s{(\n(\s*)location /\.well-known/est/ \{)}{\n$2location /est2/ {\n$2    proxy_pass http://127.0.0.1:9;\n$2    est_label other issuing server;\n$2}$1} },
+     qr/"est_label": this location already has a content handler \(another module's directive: proxy_pass/,
+     [qr{location /est2/}]],
     ['pki_admin twice in a location',
      sub { s/(\n\s*pki_admin;)/$1$1/ },
      qr/"pki_admin" directive is duplicate/, [qr{location /pki/admin/}]],
