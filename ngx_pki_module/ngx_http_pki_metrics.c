@@ -736,6 +736,12 @@ ngx_http_pki_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            /* empty (a key=$VAR left unset) would mean no checkpoint
+             * signing, unsaid */
+            if (value[i].len == 4) {
+                goto invalid;
+            }
+
             mmcf->key_ref.data = value[i].data + 4;
             mmcf->key_ref.len = value[i].len - 4;
             continue;

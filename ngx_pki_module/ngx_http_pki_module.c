@@ -49,6 +49,7 @@
 typedef struct {
     ngx_str_t                  name;
     ngx_str_t                  module;
+    ngx_str_t                  token;
     pki_vault_t               *vault;
     ngx_msec_t                 hung_at;     /* the hung call's start */
     ngx_uint_t                 hung;        /* logged as hung */
@@ -1624,6 +1625,24 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* a key URI names the token, and the first vault of that token takes
+     * it (ngx_http_pki_find_vault_by_token): a second would never sign */
+    vault = pmcf->vaults.elts;
+
+    for (i = 0; i < pmcf->vaults.nelts; i++) {
+        if (vault[i].token.len == vc.token.len
+            && ngx_strncmp(vault[i].token.data, vc.token.data,
+                           vc.token.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "pki_key_vault \"%V\": token \"%V\" is "
+                               "pki_key_vault \"%V\"'s already (key URIs "
+                               "name the token: only the first would be "
+                               "used)", &name, &vc.token, &vault[i].name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
     if (ngx_conf_full_name(cf->cycle, &vc.pin_file, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
@@ -1696,6 +1715,7 @@ ngx_http_pki_key_vault(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     vault->name = name;
     vault->module = vc.module;
+    vault->token = vc.token;
     vault->vault = v;
     vault->hung_at = 0;
     vault->hung = 0;

@@ -535,6 +535,16 @@ my @cases = (
     ['pki_audit_log unknown parameter',
      sub { s/(pki_audit_log [^;]*);/$1 carry=maybe;/ },
      qr/carry=maybe/, [qr{^http}]],
+    # an empty key= (a key=$VAR left unset) meant no checkpoint signing
+    ['pki_audit_log with an empty key=',
+     sub { s/(pki_audit_log \S+)[^;]*;/$1 key=;/ },
+     qr/invalid parameter "key=" in pki_audit_log/, [qr{^http}]],
+    # key URIs name the token, and the first vault of a token took them:
+    # a second vault of that token never signed
+    ['two pki_key_vault blocks of one token',
+     sub { s{(\n(\s*)pki_key_vault demo \{(.*?)\})}{$1\n$2pki_key_vault demo2 {$3}}s },
+     qr/pki_key_vault "demo2": token "\S+" is pki_key_vault "demo"'s already/,
+     [qr{^http}]],
 
     # one content handler per location, whatever the order: the second
     # directive is refused (the first named), or ours when another
