@@ -1040,6 +1040,27 @@ ngx_http_scep_ra(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* An OpenSSL failure reading a file of the configuration, as an [emerg]
+ * with the directive's file and line (ngx_ssl_error() logs neither) and
+ * OpenSSL's last error (the system's, for a file not there). */
+static void
+ngx_http_scep_conf_ssl_error(ngx_conf_t *cf, const char *what,
+    ngx_str_t *file)
+{
+    char           buf[256];
+    unsigned long  e;
+
+    e = ERR_peek_last_error();
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+    }
+    ERR_clear_error();
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s \"%V\"%s%s", what, file,
+                       e != 0 ? ": " : "", e != 0 ? buf : "");
+}
+
+
 /* scep_next_ca FILE;  the next CA certificate first, then any further
  * certificates of the rollover (the next RA, intermediates), PEM */
 
@@ -1080,8 +1101,7 @@ ngx_http_scep_next_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     bio = BIO_new_file((char *) file.data, "r");
     if (bio == NULL) {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                      "BIO_new_file(\"%V\") failed", &file);
+        ngx_http_scep_conf_ssl_error(cf, "cannot open", &file);
         return NGX_CONF_ERROR;
     }
 
@@ -1130,8 +1150,7 @@ ngx_http_scep_next_ca(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (err != 0 && !(ERR_GET_LIB(err) == ERR_LIB_PEM
                       && ERR_GET_REASON(err) == PEM_R_NO_START_LINE))
     {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                      "PEM_read_bio_X509(\"%V\") failed", &file);
+        ngx_http_scep_conf_ssl_error(cf, "no PEM certificate in", &file);
         return NGX_CONF_ERROR;
     }
 
@@ -1191,9 +1210,14 @@ ngx_http_scep_challenge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > (off_t) sizeof(buf))
-    {
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+        ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "challenge file \"%V\" is no regular file", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_file_size(&fi) > (off_t) sizeof(buf)) {
         ngx_close_file(fd);
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "challenge file \"%V\" is too large", &file);
@@ -1308,8 +1332,7 @@ ngx_http_scep_load_cert(ngx_conf_t *cf, ngx_str_t *name)
 
     bio = BIO_new_file((char *) file.data, "r");
     if (bio == NULL) {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                      "BIO_new_file(\"%V\") failed", &file);
+        ngx_http_scep_conf_ssl_error(cf, "cannot open", &file);
         return NULL;
     }
 
@@ -1317,8 +1340,7 @@ ngx_http_scep_load_cert(ngx_conf_t *cf, ngx_str_t *name)
     BIO_free(bio);
 
     if (x == NULL) {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                      "PEM_read_bio_X509(\"%V\") failed", &file);
+        ngx_http_scep_conf_ssl_error(cf, "no PEM certificate in", &file);
         return NULL;
     }
 

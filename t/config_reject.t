@@ -536,6 +536,17 @@ my @cases = (
      sub { s/(pki_audit_log [^;]*);/$1 carry=maybe;/ },
      qr/carry=maybe/, [qr{^http}]],
     # an empty key= (a key=$VAR left unset) meant no checkpoint signing
+    # files of scep_ra and scep_challenge: named with file and line (an
+    # OpenSSL failure had neither; a directory was "too large")
+    ['scep_ra with a certificate file that is not there',
+     sub { s{scep_ra \S+ }{scep_ra /nonexistent/ra.pem } },
+     qr{cannot open "/nonexistent/ra\.pem": .*no such file}i, [qr{location /scep}]],
+    ['scep_ra with a directory for its certificate',
+     sub { s{scep_ra \S+ }{scep_ra /tmp }  },
+     qr{no PEM certificate in "/tmp"}, [qr{location /scep}]],
+    ['scep_challenge file= a directory',
+     sub { s{scep_challenge file=\S+;}{scep_challenge file=/tmp;} },
+     qr{challenge file "/tmp" is no regular file}, [qr{location /scep}]],
     ['pki_audit_log with an empty key=',
      sub { s/(pki_audit_log \S+)[^;]*;/$1 key=;/ },
      qr/invalid parameter "key=" in pki_audit_log/, [qr{^http}]],
