@@ -4419,6 +4419,7 @@ ngx_http_pki_read_secret(ngx_conf_t *cf, ngx_str_t *file, ngx_str_t *out)
     ngx_fd_t             fd;
     ngx_str_t            name;
     ngx_file_t           f;
+    ngx_file_info_t      fi;
     ngx_pool_cleanup_t  *cln;
 
     name = *file;
@@ -4446,6 +4447,14 @@ ngx_http_pki_read_secret(ngx_conf_t *cf, ngx_str_t *file, ngx_str_t *out)
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+        ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is no regular file",
+                           &name);
         return NGX_ERROR;
     }
 

@@ -3409,6 +3409,11 @@ sub admin_revoke_account {
     ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
     ok(!$ok && $out =~ /duplicate parameter "password_file="/,
        'acme_redis with password_file= twice: nginx -t fails') or diag($out);
+    $bad = $conf =~ s{(acme issuing acme;)}{$1\n            acme_redis unix:/tmp/x.sock password_file=/tmp;}r;
+    ($ok, $out) = $t->nginx_test($t->write_conf($bad, 'bad-acme-redis.conf'));
+    ok(!$ok && $out =~ /\[emerg\].*password_file "\/tmp" is no regular file in \S+bad-acme-redis\.conf:\d+/,
+       'acme_redis with a directory for password_file: nginx -t names it, '
+       . 'with file and line') or diag($out);
     my $good;
     # the store of pki_redis itself: the account copies acme_redis keeps
     # (a TTL, deleted on a change) would be the accounts; refused whether
