@@ -1266,6 +1266,7 @@ ngx_http_scep_clock_skew(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_scep_loc_conf_t *slcf = conf;
 
+    char       *rv;
     ngx_str_t  *value;
 
     value = cf->args->elts;
@@ -1279,7 +1280,16 @@ ngx_http_scep_clock_skew(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    return ngx_conf_set_sec_slot(cf, cmd, conf);
+    rv = ngx_conf_set_sec_slot(cf, cmd, conf);
+
+    /* 0 is how "off" is kept: as a time it would read as the tightest
+     * check, and be none */
+    if (rv == NGX_CONF_OK && slcf->clock_skew == 0) {
+        return "of 0 turns the signingTime check off: write \"off\" for "
+               "that";
+    }
+
+    return rv;
 }
 
 
