@@ -1304,6 +1304,48 @@ pki_acme_order_tmpl(const pki_acme_conf_t *conf, const cJSON *order)
 }
 
 
+/*
+ * An order is issued with the template of the location that made it
+ * ("template" in its JSON: the profile's, or that location's default).
+ * Locations of one realm share orders, and each would otherwise issue
+ * with its own: an order made at a 7-day location, finalized at a 90-day
+ * sibling, got 90 days, and a stricter location's choice could be
+ * bypassed.  1: this location issues the order with its template, or it
+ * names none (made before orders kept it, issued as before an upgrade),
+ * or the profile it names is not offered here (finalize fails it as a
+ * removed profile); 0: refused, problem set, nothing changed, so the
+ * order stays finalizable where it was made.
+ */
+static int
+pki_acme_order_bound(pki_acme_t *a, const char *oid, const cJSON *order)
+{
+    const char      *made, *here;
+    pki_template_t  *tmpl;
+
+    made = pki_json_str(order, "template");
+    tmpl = pki_acme_order_tmpl(a->conf, order);
+
+    if (made == NULL || tmpl == NULL) {
+        return 1;
+    }
+
+    here = pki_template_name(tmpl);
+    if (strcmp(made, here) == 0) {
+        return 1;
+    }
+
+    pki_log(a->res, "acme: finalize of order %s refused: it was made for "
+            "template \"%.64s\", this location issues it with \"%.64s\"",
+            oid, made, here);
+
+    pki_acme_problem(a, 403, "unauthorized", "this order was created at "
+                     "another ACME location (template \"%.64s\"); "
+                     "finalize it there", made);
+
+    return 0;
+}
+
+
 /* The template a certificate of this CA was issued with, as its record
  * names it, when this location still issues with it; else the default
  * (the template a renewal without a profile gets). */
@@ -6172,6 +6214,9 @@ pki_acme_new_order(pki_acme_t *a)
     if (profile != NULL) {
         cJSON_AddStringToObject(order, "profile", profile->name);
     }
+    /* the template it is issued with wherever it is finalized: locations
+     * of one realm share orders, not templates (pki_acme_order_bound) */
+    cJSON_AddStringToObject(order, "template", pki_template_name(tmpl));
     if (nb) {
         cJSON_AddNumberToObject(order, "notBefore", (double) nb);
     }
@@ -8004,6 +8049,11 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     rc = pki_acme_order_recover(a, acct, oid, &order, &fin.text);
     if (rc != PKI_OK) {
         pki_acme_fail(a, rc, "finalize");
+        goto done;
+    }
+
+    /* before anything may change the order: it stays as it is */
+    if (!pki_acme_order_bound(a, oid, order)) {
         goto done;
     }
 
