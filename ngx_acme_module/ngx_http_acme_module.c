@@ -1471,7 +1471,7 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     u_char                    *p;
     ngx_str_t                 *s;
-    ngx_flag_t                 caa_check;
+    ngx_flag_t                 caa_check, own;
     ngx_uint_t                 i;
     pki_acme_conf_t           *ac;
     ngx_http_core_loc_conf_t  *clcf;
@@ -1485,6 +1485,8 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     {
         ngx_str_set(&conf->base_url, "");
     }
+
+    own = (conf->enable != NGX_CONF_UNSET);
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->ca, prev->ca, NULL);
@@ -1527,17 +1529,22 @@ ngx_http_acme_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->state_redis, prev->state_redis, NULL);
 
+    /* profiles are offered in the directory of the server they are given
+     * with: a location nested in an ACME one serves its parent's directory,
+     * so profiles of its own would never be offered */
+    if ((!conf->enable || !own)
+        && conf->profiles != NULL && conf->profiles != prev->profiles)
+    {
+        ngx_http_acme_profile_t  *pr = conf->profiles->elts;
+
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"acme_profile\" needs \"acme CA TEMPLATE\" in "
+                      "the same location in %V:%ui",
+                      &pr[0].file, pr[0].line);
+        return NGX_CONF_ERROR;
+    }
+
     if (!conf->enable) {
-        if (conf->profiles != NULL && conf->profiles != prev->profiles) {
-            ngx_http_acme_profile_t  *pr = conf->profiles->elts;
-
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "\"acme_profile\" needs \"acme CA TEMPLATE\" in "
-                          "the same location in %V:%ui",
-                          &pr[0].file, pr[0].line);
-            return NGX_CONF_ERROR;
-        }
-
         return NGX_CONF_OK;
     }
 

@@ -460,6 +460,12 @@ my @cases = (
      sub { s/(est issuing device;)/$1\n            acme_profile short server;/ },
      qr/"acme_profile" needs "acme CA TEMPLATE" in the same location/,
      [qr{location /\.well-known/est/}]],
+    # a nested location serves its parent's directory: its own profiles
+    # were never offered
+    ['acme_profile in a location nested in an ACME one, without acme',
+     sub { s/(acme issuing acme;)/$1\n            location \/acme\/sub\/ {\n                acme_profile short server;\n            }/ },
+     qr/"acme_profile" needs "acme CA TEMPLATE" in the same location/,
+     [qr{location /acme/sub/}]],
     # nginx creates the last directory only, and its mkdir() at start
     # said no file and line
     ['pki_crl_cache under a directory that is not there',
