@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,7 @@ typedef struct {
     const char  *token;
     const char  *pin_file;
     const char  *redis;
+    const char  *redis_password_file;
     const char  *ca_name;
     const char  *ns;
     const char  *audit_log;
@@ -99,14 +101,17 @@ usage(void)
         "               [--dns NAME]... [--ip ADDR]... --days N --out FILE\n"
         "               [vault] [--redis unix:PATH --ca-name NAME"
         " [--namespace NS]\n"
-        "               [--db N] --audit-log DIR|none] [--crl-url URL]"
-        " [--ocsp-url URL]\n"
-        "               [--ca-issuers-url URL]\n"
+        "               [--db N] [--redis-password-file F]"
+        " --audit-log DIR|none]\n"
+        "               [--crl-url URL] [--ocsp-url URL]"
+        " [--ca-issuers-url URL]\n"
         "    --redis: the record goes where nginx finds the certificates of"
         "\n"
         "    \"pki_ca NAME\" (OCSP, CRLs, admin API); NS and N as in"
         " pki_redis\n"
-        "    namespace= and db= (default \"pki:\" and 0); --audit-log: that"
+        "    namespace= and db= (default \"pki:\" and 0), F as its"
+        " password_file=\n"
+        "    (the first line is the password); --audit-log: that"
         " nginx's\n"
         "    pki_audit_log DIR (none: it has no log), written before the"
         " file\n"
@@ -440,6 +445,95 @@ pkictl_out_check(const char *path, const char *const *inputs)
 }
 
 
+/* The outputs open, whose temporary files a SIGTERM, SIGINT or SIGHUP
+ * removes before it ends pkictl as it would have: a login to a token or
+ * a Redis that does not answer can keep pkictl waiting, and whoever
+ * stops it should not find "FILE.XXXXXX" files left beside the output. */
+#define PKICTL_OUT_SLOTS  8
+
+static pkictl_out_t *volatile  pkictl_outs[PKICTL_OUT_SLOTS];
+
+
+static void
+pkictl_out_signal(int signo)
+{
+    int               i, err;
+    pkictl_out_t     *out;
+    struct sigaction  sa;
+
+    err = errno;
+
+    for (i = 0; i < PKICTL_OUT_SLOTS; i++) {
+        out = pkictl_outs[i];
+        if (out != NULL) {
+            (void) unlink(out->tmp);
+        }
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    (void) sigaction(signo, &sa, NULL);
+
+    errno = err;
+    (void) raise(signo);
+}
+
+
+/* out in a free slot (the handlers set up on the first): 1, or 0 said */
+static int
+pkictl_out_hold(pkictl_out_t *out)
+{
+    int               i;
+    size_t            k;
+    struct sigaction  sa, old;
+    static int        handled;
+    static const int  sigs[] = { SIGTERM, SIGINT, SIGHUP };
+
+    if (!handled) {
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = pkictl_out_signal;
+        sigemptyset(&sa.sa_mask);
+        for (k = 0; k < sizeof(sigs) / sizeof(sigs[0]); k++) {
+            sigaddset(&sa.sa_mask, sigs[k]);
+        }
+
+        for (k = 0; k < sizeof(sigs) / sizeof(sigs[0]); k++) {
+            /* a signal ignored by who started pkictl (nohup) stays so */
+            if (sigaction(sigs[k], NULL, &old) == 0
+                && old.sa_handler != SIG_IGN)
+            {
+                (void) sigaction(sigs[k], &sa, NULL);
+            }
+        }
+
+        handled = 1;
+    }
+
+    for (i = 0; i < PKICTL_OUT_SLOTS; i++) {
+        if (pkictl_outs[i] == NULL) {
+            pkictl_outs[i] = out;
+            return 1;
+        }
+    }
+
+    return fail("too many output files at once (%s)", out->path);
+}
+
+
+static void
+pkictl_out_release(pkictl_out_t *out)
+{
+    int  i;
+
+    for (i = 0; i < PKICTL_OUT_SLOTS; i++) {
+        if (pkictl_outs[i] == out) {
+            pkictl_outs[i] = NULL;
+        }
+    }
+}
+
+
 /* Output files: see pkictl.h. */
 int
 pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode,
@@ -471,8 +565,15 @@ pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode,
         return 0;
     }
 
+    /* held before the file is made: a signal in between finds no file
+     * of that name (the template's XXXXXX) to remove */
+    if (!pkictl_out_hold(out)) {
+        return 0;
+    }
+
     out->fd = mkstemp(out->tmp);
     if (out->fd == -1) {
+        pkictl_out_release(out);
         fprintf(stderr, "pkictl: cannot create a temporary file for "
                 "\"%s\": %s\n", path, strerror(errno));
         return 0;
@@ -487,6 +588,7 @@ pkictl_out_open(pkictl_out_t *out, const char *path, mode_t mode,
         close(out->fd);
         out->fd = -1;
         unlink(out->tmp);
+        pkictl_out_release(out);
         return 0;
     }
 
@@ -502,6 +604,8 @@ pkictl_out_abort(pkictl_out_t *out)
         out->fd = -1;
         unlink(out->tmp);
     }
+
+    pkictl_out_release(out);
 }
 
 
@@ -538,6 +642,7 @@ pkictl_out_commit(pkictl_out_t *out, const void *data, size_t len)
     }
 
     out->placed = 1;
+    pkictl_out_release(out);
 
     /* the file is whole and in place, only its name may be lost in a
      * crash: not "not written", which would have the callers print the
@@ -912,7 +1017,8 @@ cmd_selfsign(pkictl_opts_t *o)
     /* an option of issue is not dropped without a word (a --redis that
      * recorded nothing, a --dns that is not in the certificate) */
     if (o->csr || o->pubkey_of || o->profile || o->ca_cert || o->ca_key
-        || o->redis || o->ca_name || o->ns || o->db >= 0 || o->ndns
+        || o->redis || o->redis_password_file || o->ca_name || o->ns
+        || o->db >= 0 || o->ndns
         || o->nip || o->audit_log || o->crl_url || o->ocsp_url
         || o->ca_issuers_url)
     {
@@ -1054,6 +1160,74 @@ pkictl_audit_prepare(const char *dir)
 }
 
 
+/* The password of a --redis-password-file: its first line (a CR before
+ * the LF dropped), as pki_redis password_file= reads it, into buf (size
+ * bytes, NUL-terminated): 1, or 0 said on stderr, never the password. */
+static int
+read_password_file(const char *path, char *buf, size_t size)
+{
+    int          fd, err;
+    char        *nl;
+    size_t       len;
+    ssize_t      n;
+    struct stat  st;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd == -1) {
+        fprintf(stderr, "pkictl: --redis-password-file \"%s\": %s\n",
+                path, strerror(errno));
+        return 0;
+    }
+
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail("--redis-password-file \"%s\" is no regular file",
+                    path);
+    }
+
+    len = 0;
+    n = 0;
+    while (len < size) {
+        n = read(fd, buf + len, size - len);
+        if (n == -1 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        len += (size_t) n;
+    }
+
+    err = (n == -1) ? errno : 0;
+    close(fd);
+
+    if (err != 0 || len >= size) {
+        OPENSSL_cleanse(buf, size);
+        fprintf(stderr, "pkictl: --redis-password-file \"%s\": %s\n",
+                path, err != 0 ? strerror(err)
+                : "too large (at most 1024 bytes)");
+        return 0;
+    }
+
+    nl = memchr(buf, '\n', len);
+    if (nl != NULL) {
+        len = (size_t) (nl - buf);
+    }
+    if (len > 0 && buf[len - 1] == '\r') {
+        len--;
+    }
+    OPENSSL_cleanse(buf + len, size - len);
+
+    if (len == 0 || memchr(buf, '\0', len) != NULL) {
+        OPENSSL_cleanse(buf, size);
+        return fail("--redis-password-file \"%s\" is empty or holds a NUL "
+                    "byte", path);
+    }
+
+    return 1;
+}
+
+
 static int
 cmd_issue(pkictl_opts_t *o)
 {
@@ -1077,8 +1251,8 @@ cmd_issue(pkictl_opts_t *o)
     pki_result_t          res;
     pkictl_out_t          out;
     BIO                  *bio = NULL;
-    char                  maxv[32], *pem = NULL;
-    const char           *argv[1], *inputs[5];
+    char                  maxv[32], *pem = NULL, password[1025];
+    const char           *argv[1], *inputs[6];
     long                  len = 0;
     int                   rc = 1, i, crit, lost;
 
@@ -1115,9 +1289,11 @@ cmd_issue(pkictl_opts_t *o)
     /* the Redis record: checked before the keys are opened */
 
     if (o->redis == NULL) {
-        if (o->ca_name != NULL || o->ns != NULL || o->db >= 0) {
-            fprintf(stderr, "pkictl: --ca-name, --namespace and --db go "
-                    "with --redis\n");
+        if (o->ca_name != NULL || o->ns != NULL || o->db >= 0
+            || o->redis_password_file != NULL)
+        {
+            fprintf(stderr, "pkictl: --ca-name, --namespace, --db and "
+                    "--redis-password-file go with --redis\n");
             return 1;
         }
         if (o->audit_log != NULL) {
@@ -1156,8 +1332,18 @@ cmd_issue(pkictl_opts_t *o)
         rc_conf.db = o->db >= 0 ? (int) o->db : 0;
         rc_conf.timeout_ms = 2000;
 
+        if (o->redis_password_file != NULL) {
+            if (!read_password_file(o->redis_password_file, password,
+                                    sizeof(password)))
+            {
+                return 1;
+            }
+            rc_conf.password = password;
+        }
+
         pki_result_init(&res);
         redis = pki_redis_new(&rc_conf, &res);
+        OPENSSL_cleanse(password, sizeof(password));
         if (redis == NULL) {
             fail_res("redis", &res);
             return 1;
@@ -1192,11 +1378,18 @@ cmd_issue(pkictl_opts_t *o)
     /* the output file, before anything is signed or recorded: a path it
      * cannot be written to costs no certificate */
 
-    inputs[0] = o->ca_cert;
-    inputs[1] = o->ca_key;
-    inputs[2] = o->csr != NULL ? o->csr : o->pubkey_of;
-    inputs[3] = o->pin_file;
-    inputs[4] = NULL;
+    /* the list ends at its first NULL: the optional ones last */
+    i = 0;
+    inputs[i++] = o->ca_cert;
+    inputs[i++] = o->ca_key;
+    inputs[i++] = o->csr != NULL ? o->csr : o->pubkey_of;
+    if (o->pin_file != NULL) {
+        inputs[i++] = o->pin_file;
+    }
+    if (o->redis_password_file != NULL) {
+        inputs[i++] = o->redis_password_file;
+    }
+    inputs[i] = NULL;
 
     if (!pkictl_out_open(&out, o->out, 0644, inputs)) {
         goto done;
@@ -1586,6 +1779,7 @@ static const struct {
     { "--token", offsetof(pkictl_opts_t, token) },
     { "--pin-file", offsetof(pkictl_opts_t, pin_file) },
     { "--redis", offsetof(pkictl_opts_t, redis) },
+    { "--redis-password-file", offsetof(pkictl_opts_t, redis_password_file) },
     { "--ca-name", offsetof(pkictl_opts_t, ca_name) },
     { "--namespace", offsetof(pkictl_opts_t, ns) },
     { "--audit-log", offsetof(pkictl_opts_t, audit_log) },

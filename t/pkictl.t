@@ -35,6 +35,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use File::Temp qw(tempdir);
+use POSIX ();
 use PKITest;
 
 my $pkictl = "$PKITest::BUILD/pkictl";
@@ -498,6 +499,37 @@ says_unwritten($err, '/CN=late self', "$d/late-self.pem", 'selfsign');
 ok(!-e "$d/late-self.pem" && !glob("$d/late-self.pem.*"),
    'selfsign: no file and no temporary file left');
 
+# stopped by a signal while it waits (here in the open of a CSR that is a
+# FIFO nobody writes, as it may wait for a token's login or a Redis): the
+# output's temporary file is removed, and pkictl ends by that signal
+{
+    my $wait = "$d/wait.csr";
+    system('mkfifo', $wait) == 0 or die 'mkfifo failed';
+    my %num = (TERM => 15, INT => 2, HUP => 1);
+    for my $sig (sort keys %num) {
+        my $o = "$d/signalled-$sig.pem";
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            open(STDERR, '>', '/dev/null');
+            exec($pkictl, 'issue', '--ca-cert', "$d/ca.pem", '--ca-key',
+                 "$d/ca.key", '--days', '10', '--out', $o, '--profile',
+                 'client', '--csr', $wait) or POSIX::_exit(127);
+        }
+        my @tmp;
+        for (1 .. 200) {
+            @tmp = glob("$o.*");
+            last if @tmp;
+            select(undef, undef, undef, 0.05);
+        }
+        is(scalar @tmp, 1, "SIG$sig: pkictl waits, its temporary file made");
+        kill($sig, $pid);
+        waitpid($pid, 0);
+        is($? & 127, $num{$sig}, "SIG$sig: pkictl ends by the signal");
+        ok(!-e $o && !glob("$o.*"), "SIG$sig: no temporary file left");
+    }
+    unlink($wait);
+}
+
 # the directory of --out can be written but not read (mode 0300): the
 # file is made and renamed into place, then the directory cannot be
 # opened to be synced.  pkictl runs as nobody (root would open it).
@@ -640,8 +672,11 @@ SKIP: {
                 '--redis', "unix:$sock", '--ca-name', 'fleet-ca',
                 '--db', '65536'],
                ['--ca-name without --redis',
-                qr/--ca-name, --namespace and --db go with --redis/,
-                '--ca-name', 'fleet-ca'])
+                qr/--ca-name, --namespace, --db and --redis-password-file go with --redis/,
+                '--ca-name', 'fleet-ca'],
+               ['--redis-password-file without --redis',
+                qr/--ca-name, --namespace, --db and --redis-password-file go with --redis/,
+                '--redis-password-file', "$pki/hsm/pin"])
     {
         my ($name, $re, @a) = @$c;
         unlink($fleet);
@@ -755,6 +790,60 @@ SKIP: {
         is(records($t, 3), $before, "$name: nothing recorded");
     }
     ok(-p $fifo, '--out a FIFO: it stays a FIFO');
+
+    # a Redis with requirepass: --redis-password-file, read as pki_redis
+    # password_file= reads it (the first line); without it, or with a
+    # wrong one, refused and nothing recorded; the password said nowhere
+    my $pw = 'Pw-' . int(rand(1e9)) . 'zQ';
+    my $bad = 'Bad-' . int(rand(1e9)) . 'xK';
+    my ($pwf, $badf) = ($t->dir . '/redis.pw', $t->dir . '/redis.bad');
+    spew($pwf, "$pw\r\nnot the password\n");
+    spew($badf, "$bad\n");
+    chmod 0600, $pwf, $badf;
+    my $pwout = $t->dir . '/pw.pem';
+    $t->redis('CONFIG', 'SET', 'requirepass', $pw);
+    for my $c (['no --redis-password-file', qr/NOAUTH|authentication/i],
+               ['a wrong --redis-password-file', qr/WRONGPASS|invalid/i,
+                '--redis-password-file', $badf],
+               ['--redis-password-file a directory',
+                qr/--redis-password-file "[^"]+" is no regular file/,
+                '--redis-password-file', $t->dir],
+               ['--out the --redis-password-file',
+                qr/will not replace "\Q$pwf\E": it is the input/,
+                '--redis-password-file', $pwf, $pwf])
+    {
+        my ($name, $re, @a) = @$c;
+        my $o = @a == 3 ? pop(@a) : $pwout;
+        ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
+                                      'client', '--csr', csr('plain', '/CN=ok'),
+                                      '--days', '5', '--out', $o, @fleet,
+                                      @a], %env);
+        isnt($rc, 0, "Redis with a password, $name: refused");
+        like($err, $re, "Redis with a password, $name: said") or diag($err);
+        unlike($err, qr/\Q$pw\E|\Q$bad\E/, "... no password on stderr");
+        ok(!-e $pwout, '... nothing written');
+    }
+    is(slurp($pwf), "$pw\r\nnot the password\n", 'the password file is kept');
+    ($rc, undef, $err) = run_cmd([$pkictl, 'issue', @ca, '--profile',
+                                  'client', '--csr', csr('plain', '/CN=ok'),
+                                  '--days', '5', '--out', $pwout, @fleet,
+                                  '--redis-password-file', $pwf], %env);
+    run_cmd(['redis-cli', '-s', $sock, '--no-auth-warning', '-a', $pw,
+             'CONFIG', 'SET', 'requirepass', '']);
+    is($rc, 0, 'Redis with a password, --redis-password-file: issued')
+        or diag($err);
+    unlike($err, qr/\Q$pw\E/, '... no password on stderr');
+    my ($pserial) = (-e $pwout ? openssl_or_die('x509', '-in', $pwout,
+                                                '-noout', '-serial') : '')
+        =~ /serial=(\w+)/;
+    $pserial //= 'none';
+    is(redis_n($t, 3, 'HGET', "fleet7:{ca:fleet-ca}:cert:$pserial",
+               'status'), 'good', '... and recorded');
+    my %was = map { $_ => 1 } split / /, $before;
+    my @new = grep { !$was{$_} } split / /, records($t, 3);
+    ok(@new && !grep({ !/\Q$pserial\E/i } @new),
+       '... and no other record added (the refusals recorded nothing)')
+        or diag("@new");
 
     # the write failing after the signature (a file size limit of 0, its
     # signal ignored: write() fails with EFBIG): the serial, the CA and the
