@@ -2488,6 +2488,16 @@ pki_acme_account_existing(pki_acme_t *a, const char *id, int only)
         return 1;
     }
 
+    /* the index read before a keyChange moved the account to another key:
+     * the account is no longer this key's (its new key's holder alone may
+     * read it), and the key is free */
+    st = pki_json_str(acct, "thumb");
+    if (st != NULL && strcmp(st, a->jws.thumb) != 0) {
+        cJSON_Delete(acct);
+        free(text);
+        return 0;
+    }
+
     /* RFC 8555 7.3.6: a deactivated account's key is refused, here as on
      * every other resource */
     st = pki_json_str(acct, "status");
@@ -2565,7 +2575,7 @@ pki_acme_new_account(pki_acme_t *a)
          * creating one replaces the index (pki_lua_new_account) */
         pki_result_init(a->res);
         pki_log(a->res, "acme: the key index names account %s, which is "
-                "gone", id);
+                "gone or has another key now", id);
         goto absent;
     }
 

@@ -2073,6 +2073,19 @@ $r = post({ key => $newk }, "$BASE/new-account",
           { onlyReturnExisting => JSON::PP::true }, jwk => 1);
 is($r->{headers}{location}, $A->{kid}, 'keyChange: the new key finds the '
    . 'account');
+# a newAccount that read the old key's index just before the keyChange
+# committed (the index put back by hand, as that read saw it): the account
+# it names has another key now, so the old key has none; it was answered
+# with the account and its new key
+$t->redis_raw('SET', 'pki:acme:jwk:' . thumb_of($oldk),
+              ($A->{kid} =~ m{/acct/([\w-]+)$})[0]);
+$r = post({ key => $oldk }, "$BASE/new-account",
+          { onlyReturnExisting => JSON::PP::true }, jwk => 1);
+problem_is($r, 400, 'accountDoesNotExist', 'keyChange: a stale index of '
+           . 'the old key names no account');
+$r = post($A, $A->{kid}, '');
+is($r->{status}, 200, '... and the account still signs with its new key');
+$t->redis_raw('DEL', 'pki:acme:jwk:' . thumb_of($oldk));
 
 # RFC 8555 7.3.5: every rule of the inner JWS; each refusal leaves the
 # account key as it was
