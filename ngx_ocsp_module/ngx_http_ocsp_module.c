@@ -149,6 +149,14 @@
  * generation unchanged) or outdates them.  Requests with a nonce never
  * read or fill the cache.
  *
+ * A signing key whose token is hung (pki_ocsp_hung()): a request not
+ * answered from the cache above is never signed.  With an entry under its
+ * key, the view being due for a read (or this request carrying the
+ * refresh), it reads the revgens alone in a pool thread and is answered
+ * from the cache after that read, within the bounds above; otherwise
+ * tryLater, and a refresh it claimed is posted detached rather than
+ * dropped (ngx_http_ocsp_hung()).
+ *
  * Memory is bounded by the zone: when the slab is full, the least recently
  * used entries are evicted (expired or outdated ones are removed on
  * lookup).  ocsp_responder_cache_header on adds "X-OCSP-Cache: HIT|MISS"
@@ -263,6 +271,7 @@ typedef struct {
     unsigned                   refresh:1;
     unsigned                   gen_ok:1;
     unsigned                   hit:1;
+    unsigned                   hung:1;       /* reads the revgens only */
 
     u_char                    *body;         /* a cached answer        */
     size_t                     body_len;
@@ -283,6 +292,8 @@ static ngx_int_t ngx_http_ocsp_shed(ngx_http_request_t *r,
 static void ngx_http_ocsp_run(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_work(void *data);
+static ngx_int_t ngx_http_ocsp_hung(ngx_http_request_t *r,
+    ngx_http_ocsp_ctx_t *ctx);
 static void ngx_http_ocsp_refresh(ngx_http_request_t *r,
     ngx_http_ocsp_zone_t *zone, pki_redis_t *redis, ngx_msec_t claimed);
 static ngx_int_t ngx_http_ocsp_zone_digest(ngx_http_ocsp_zone_t *zone);
@@ -298,6 +309,8 @@ static ngx_int_t ngx_http_ocsp_send(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ocsp_output(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx, u_char *body, size_t len, ngx_uint_t cacheable,
     const char *cache_state);
+static ngx_http_ocsp_node_t *ngx_http_ocsp_cache_find(
+    ngx_http_ocsp_zone_t *zone, u_char *key);
 static ngx_int_t ngx_http_ocsp_cache_lookup(ngx_http_request_t *r,
     ngx_http_ocsp_ctx_t *ctx, ngx_uint_t strict);
 static void ngx_http_ocsp_cache_store(ngx_http_ocsp_ctx_t *ctx);
@@ -847,15 +860,8 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     }
 
     if (pki_ocsp_hung(&ctx->conf, &ctx->req)) {
-        /*
-         * Not answered from the cache, and signed by a key whose token
-         * does not answer (the CA's or its delegated responder's): not a
-         * thread more waits for it, and not a request more queues behind
-         * the threads that do.  tryLater at once, as the engine answers
-         * for a key that is unavailable, without the stale cached answer
-         * a task's tryLater may get (no task reads the revgens here).
-         */
-        rc = NGX_BUSY;
+        /* signed by a key whose token does not answer: see below */
+        rc = ngx_http_ocsp_hung(r, ctx);
 
     } else {
         rc = ngx_http_pki_post_sign(r, ngx_http_ocsp_work,
@@ -898,6 +904,66 @@ ngx_http_ocsp_run(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
+}
+
+
+/*
+ * Not answered from the cache above, and signed by a key whose token does
+ * not answer (the CA's or its delegated responder's): not a thread more
+ * waits for it, and not a request more queues behind the threads that do.
+ * A cached answer needs no token, only a read of the revgens (the view
+ * was too old to serve, or this request carried the refresh), so a
+ * request with an entry under its key goes to the pki pool (not the
+ * signing one) for that read alone, and ngx_http_ocsp_done() answers it
+ * from the cache as it does a task's tryLater (not strict: no fresher
+ * answer can be signed), else with tryLater.  Without such an entry, or
+ * when tasks already wait for a thread of that pool (the hung calls may
+ * hold them all, and the read would wait with them), tryLater at once,
+ * as the engine answers for a key that is unavailable; a refresh this
+ * request claimed is then posted detached rather than dropped, so the
+ * view is still confirmed and later requests are answered from the
+ * cache.  NGX_OK: posted; NGX_BUSY: tryLater.
+ */
+
+static ngx_int_t
+ngx_http_ocsp_hung(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
+{
+    time_t                 now;
+    ngx_uint_t             found;
+    ngx_http_ocsp_node_t  *n;
+
+    found = 0;
+
+    if (ctx->zone != NULL && ngx_http_pki_pool_waiting() == 0) {
+        now = ngx_time();
+
+        ngx_shmtx_lock(&ctx->zone->shpool->mutex);
+
+        n = ngx_http_ocsp_cache_find(ctx->zone, ctx->key);
+        found = (n != NULL && now < n->next_update);
+
+        ngx_shmtx_unlock(&ctx->zone->shpool->mutex);
+    }
+
+    if (found) {
+        ctx->hung = 1;
+
+        if (ngx_http_pki_post(r, ngx_http_ocsp_work, ngx_http_ocsp_done, ctx)
+            == NGX_OK)
+        {
+            return NGX_OK;
+        }
+
+        ctx->hung = 0;
+    }
+
+    if (ctx->refresh) {
+        /* drops the claim if it cannot be posted either */
+        ctx->refresh = 0;
+        ngx_http_ocsp_refresh(r, ctx->zone, ctx->redis, ctx->claimed);
+    }
+
+    return NGX_BUSY;
 }
 
 
@@ -1094,7 +1160,9 @@ ngx_http_ocsp_work(void *data)
         ctx->gen_ok = 1;
     }
 
-    pki_ocsp_handle(&ctx->conf, &ctx->req, &ctx->resp);
+    if (!ctx->hung) {
+        pki_ocsp_handle(&ctx->conf, &ctx->req, &ctx->resp);
+    }
 }
 
 
@@ -1124,6 +1192,21 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
         }
 
         ngx_shmtx_unlock(&ctx->zone->shpool->mutex);
+
+        if (ctx->hung) {
+            /* the revgens read for a cached answer (ngx_http_ocsp_hung) */
+            if (ngx_http_ocsp_cache_lookup(r, ctx, 0) == NGX_OK) {
+                ngx_http_finalize_request(r,
+                    ngx_http_ocsp_output(r, ctx, ctx->body, ctx->body_len, 1,
+                                         "HIT"));
+                return;
+            }
+
+            ngx_http_finalize_request(r,
+                ngx_http_ocsp_shed(r, ctx, "signing key's token is hung, "
+                                   "retry later"));
+            return;
+        }
 
         if (ctx->resp.ocsp_status == OCSP_RESPONSE_STATUS_SUCCESSFUL
             && ctx->resp.cacheable && ctx->gen_ok

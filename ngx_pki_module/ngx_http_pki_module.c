@@ -2426,6 +2426,20 @@ ngx_http_pki_pool_full(void)
 }
 
 
+/* tasks of this worker posted to the pki pool (not the signing one) and
+ * not yet taken up by a thread */
+
+ngx_uint_t
+ngx_http_pki_pool_waiting(void)
+{
+    ngx_atomic_int_t  n;
+
+    n = ngx_http_pki_waiting(0);
+
+    return n > 0 ? (ngx_uint_t) n : 0;
+}
+
+
 /* the lane whose counts a task posted to tp goes by */
 
 static ngx_uint_t

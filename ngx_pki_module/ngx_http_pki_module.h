@@ -428,5 +428,12 @@ ngx_int_t ngx_http_pki_post_detached_tp(ngx_thread_pool_t *tp,
  */
 ngx_uint_t ngx_http_pki_pool_full(void);
 
+/*
+ * Tasks of this worker posted to the pki pool (pki_thread_pool, not
+ * pki_sign_thread_pool) that no thread has taken up yet: 0 when a posted
+ * task would start at once (as far as this worker's tasks tell).
+ */
+ngx_uint_t ngx_http_pki_pool_waiting(void);
+
 
 #endif /* _NGX_HTTP_PKI_MODULE_H_INCLUDED_ */

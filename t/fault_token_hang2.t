@@ -60,8 +60,10 @@ ok($conf =~ s{^env SOFTHSM2_CONF;}{env SOFTHSM2_CONF;
 env PKI_P11SHIM_MODULE;
 env PKI_P11SHIM_HANG_FILE;}m, "the shim's environment for the workers");
 # the revgens read at most every 10 s: a cached answer stays a hit for
-# the whole hang (a read of them needs a pool thread; after an idle
-# revgen_check the next request goes to the pool and is signed)
+# the whole hang.  With every pool thread in the token, a cached request
+# whose view is due for a read (after an idle revgen_check) would wait for
+# a thread to read the revgens (t/ocsp_token_hang_cache.t: with threads
+# left, it is a hit)
 ok($conf =~ s{^(\s*)(ocsp_responder_cache zone=\S+;)}
                 {$1$2\n$1ocsp_responder_cache_header on;
 $1ocsp_responder_revgen_check 10s;}m,
