@@ -92,6 +92,9 @@
  * revgen_check is still served only while refreshes are going on and only
  * up to revgen_check + revgen_stale (its age counts from the start of the
  * read that last confirmed it).
+ * The refresh task does not wait its turn behind the uncached tasks in
+ * the pool's queue: the first OCSP task to finish its work reads it
+ * (ngx_http_ocsp_refresh()).
  * Refreshes are going on when one is in flight, one came back less than
  * revgen_check ago (Redis slow, or the pool saturated), or the last one
  * failed (Redis failing, or stalled past its timeout: a failed refresh
@@ -245,9 +248,36 @@ typedef struct {
     ngx_http_ocsp_zone_t      *zone;
     pki_redis_t               *redis;
     ngx_msec_t                 claimed;      /* sh->refreshing value   */
+    ngx_msec_t                 at;           /* its read started       */
     uint64_t                   gen;
     ngx_uint_t                 ok;
+    unsigned                   slot:1;       /* it is in the slot      */
+    unsigned                   carried:1;    /* its task read the slot */
 } ngx_http_ocsp_refresh_t;
+
+
+/*
+ * The refresh of this process waiting for a pool thread (see
+ * ngx_http_ocsp_refresh()): the first OCSP task to finish its work in a
+ * thread reads it, not only its own detached task.  FREE -> POSTED and
+ * READ -> FREE on the event loop, POSTED -> READ by that thread, which
+ * then writes at, gen and ok; its task's done handler (event loop)
+ * applies them.
+ */
+
+#define NGX_HTTP_OCSP_SLOT_FREE    0
+#define NGX_HTTP_OCSP_SLOT_POSTED  1
+#define NGX_HTTP_OCSP_SLOT_READ    2
+
+typedef struct {
+    ngx_atomic_t               state;
+    ngx_http_ocsp_zone_t      *zone;
+    pki_redis_t               *redis;
+    ngx_msec_t                 claimed;
+    ngx_msec_t                 at;
+    uint64_t                   gen;
+    ngx_uint_t                 ok;
+} ngx_http_ocsp_slot_t;
 
 
 typedef struct {
@@ -272,6 +302,7 @@ typedef struct {
     unsigned                   gen_ok:1;
     unsigned                   hit:1;
     unsigned                   hung:1;       /* reads the revgens only */
+    unsigned                   carried:1;    /* read the slot's refresh */
 
     u_char                    *body;         /* a cached answer        */
     size_t                     body_len;
@@ -301,6 +332,8 @@ static ngx_uint_t ngx_http_ocsp_read_gen(ngx_http_ocsp_zone_t *zone,
     pki_redis_t *redis, uint64_t *gen);
 static void ngx_http_ocsp_view_update(ngx_http_ocsp_zone_t *zone,
     ngx_uint_t ok, uint64_t gen, ngx_msec_t at, ngx_uint_t confirm);
+static ngx_uint_t ngx_http_ocsp_carry(void);
+static void ngx_http_ocsp_carried(void);
 static void ngx_http_ocsp_refresh_work(void *data);
 static void ngx_http_ocsp_refresh_done(void *data);
 static void ngx_http_ocsp_done(ngx_http_request_t *r, void *data);
@@ -444,6 +477,8 @@ ngx_module_t  ngx_http_ocsp_module = {
 
 
 static time_t     ngx_http_ocsp_noted;
+
+static ngx_http_ocsp_slot_t  ngx_http_ocsp_slot;
 
 static ngx_str_t  ngx_http_ocsp_method = ngx_string("method not allowed\n");
 
@@ -970,25 +1005,49 @@ ngx_http_ocsp_hung(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
 /*
  * Stale-while-revalidate: reads the revgens in a detached task (nobody
  * waits for it); the view is updated (or, Redis failing, confirmed) when it
- * comes back.  If it cannot be posted, the claim is dropped: a later
- * request claims again, and past revgen_check + revgen_stale requests go
- * to the pool themselves.
+ * comes back.  The pool's queue is FIFO: under uncached load stuck on a
+ * slow Redis (each task holding a thread for a Redis timeout) the task
+ * would start only after every task queued before it, and past
+ * revgen_check + revgen_stale the cached requests would queue there too.
+ * So the refresh is also put in this process's slot, and the first OCSP
+ * task to end its work in a thread reads it before it gives the thread
+ * back (a Redis round trip, or a timeout, more for that request; the
+ * result is applied when the task is back on the event loop, right
+ * after): it waits for the next OCSP task to finish, not for the queue.
+ * If it cannot be posted, the claim is dropped: a later request claims
+ * again, and past revgen_check + revgen_stale requests go to the pool
+ * themselves.
  */
 
 static void
 ngx_http_ocsp_refresh(ngx_http_request_t *r, ngx_http_ocsp_zone_t *zone,
     pki_redis_t *redis, ngx_msec_t claimed)
 {
+    ngx_uint_t                slot;
+    ngx_http_ocsp_slot_t     *sl;
     ngx_http_ocsp_refresh_t  *rf;
+
+    sl = &ngx_http_ocsp_slot;
 
     rf = ngx_alloc(sizeof(ngx_http_ocsp_refresh_t), r->connection->log);
 
     if (rf != NULL) {
+        ngx_memzero(rf, sizeof(ngx_http_ocsp_refresh_t));
         rf->zone = zone;
         rf->redis = redis;
         rf->claimed = claimed;
-        rf->gen = 0;
-        rf->ok = 0;
+
+        /* the slot is busy while another refresh (a stuck one taken
+         * over, another zone's) waits or is read: this one reads alone */
+        if (sl->state == NGX_HTTP_OCSP_SLOT_FREE) {
+            sl->zone = zone;
+            sl->redis = redis;
+            sl->claimed = claimed;
+
+            rf->slot = ngx_atomic_cmp_set(&sl->state,
+                                          NGX_HTTP_OCSP_SLOT_FREE,
+                                          NGX_HTTP_OCSP_SLOT_POSTED);
+        }
 
         if (ngx_http_pki_post_detached(r, ngx_http_ocsp_refresh_work,
                                        ngx_http_ocsp_refresh_done, rf)
@@ -997,7 +1056,17 @@ ngx_http_ocsp_refresh(ngx_http_request_t *r, ngx_http_ocsp_zone_t *zone,
             return;
         }
 
+        slot = rf->slot;
         ngx_free(rf);
+
+        if (slot && !ngx_atomic_cmp_set(&sl->state,
+                                        NGX_HTTP_OCSP_SLOT_POSTED,
+                                        NGX_HTTP_OCSP_SLOT_FREE))
+        {
+            /* another task's thread reads it already: its done handler
+             * applies it and lets the claim go */
+            return;
+        }
     }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -1007,6 +1076,61 @@ ngx_http_ocsp_refresh(ngx_http_request_t *r, ngx_http_ocsp_zone_t *zone,
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* pool thread: reads the slot's refresh if it still waits for one */
+
+static ngx_uint_t
+ngx_http_ocsp_carry(void)
+{
+    ngx_http_ocsp_slot_t  *sl;
+
+    sl = &ngx_http_ocsp_slot;
+
+    if (sl->state != NGX_HTTP_OCSP_SLOT_POSTED
+        || !ngx_atomic_cmp_set(&sl->state, NGX_HTTP_OCSP_SLOT_POSTED,
+                               NGX_HTTP_OCSP_SLOT_READ))
+    {
+        return 0;
+    }
+
+    /* a failed read confirms the view as of now, when it starts (not as
+     * of the claim, which may be a queue's wait ago) */
+    sl->at = ngx_current_msec;
+    sl->ok = ngx_http_ocsp_read_gen(sl->zone, sl->redis, &sl->gen);
+
+    return 1;
+}
+
+
+/* event loop, in the done handler of the task that read the slot */
+
+static void
+ngx_http_ocsp_carried(void)
+{
+    ngx_http_ocsp_slot_t   *sl;
+    ngx_http_ocsp_shctx_t  *sh;
+
+    sl = &ngx_http_ocsp_slot;
+    sh = sl->zone->sh;
+
+    ngx_shmtx_lock(&sl->zone->shpool->mutex);
+
+    /* Redis failing: keep (and confirm) the view, see above */
+    ngx_http_ocsp_view_update(sl->zone, sl->ok, sl->gen, sl->at, 1);
+
+    if (sh->refreshing == sl->claimed) {
+        sh->refreshing = 0;
+    }
+
+    sh->active = ngx_current_msec;
+
+    ngx_shmtx_unlock(&sl->zone->shpool->mutex);
+
+    ngx_memory_barrier();
+
+    sl->state = NGX_HTTP_OCSP_SLOT_FREE;
 }
 
 
@@ -1116,7 +1240,14 @@ ngx_http_ocsp_refresh_work(void *data)
 {
     ngx_http_ocsp_refresh_t *rf = data;
 
-    rf->ok = ngx_http_ocsp_read_gen(rf->zone, rf->redis, &rf->gen);
+    /* this refresh's own slot, unless an OCSP task that finished first
+     * took it, or another refresh's */
+    rf->carried = ngx_http_ocsp_carry();
+
+    if (!rf->slot) {
+        rf->at = ngx_current_msec;
+        rf->ok = ngx_http_ocsp_read_gen(rf->zone, rf->redis, &rf->gen);
+    }
 }
 
 
@@ -1127,21 +1258,27 @@ ngx_http_ocsp_refresh_done(void *data)
 
     ngx_http_ocsp_shctx_t  *sh;
 
-    sh = rf->zone->sh;
-
-    ngx_shmtx_lock(&rf->zone->shpool->mutex);
-
-    /* the revgens were read after the claim: the view is as new as that;
-     * Redis failing: keep (and confirm) the view, see above */
-    ngx_http_ocsp_view_update(rf->zone, rf->ok, rf->gen, rf->claimed, 1);
-
-    if (sh->refreshing == rf->claimed) {
-        sh->refreshing = 0;
+    if (rf->carried) {
+        ngx_http_ocsp_carried();
     }
 
-    sh->active = ngx_current_msec;
+    if (!rf->slot) {
+        sh = rf->zone->sh;
 
-    ngx_shmtx_unlock(&rf->zone->shpool->mutex);
+        ngx_shmtx_lock(&rf->zone->shpool->mutex);
+
+        /* the revgens were read after the thread started: the view is
+         * as new as that; Redis failing: keep (and confirm) the view */
+        ngx_http_ocsp_view_update(rf->zone, rf->ok, rf->gen, rf->at, 1);
+
+        if (sh->refreshing == rf->claimed) {
+            sh->refreshing = 0;
+        }
+
+        sh->active = ngx_current_msec;
+
+        ngx_shmtx_unlock(&rf->zone->shpool->mutex);
+    }
 
     ngx_free(rf);
 }
@@ -1152,7 +1289,10 @@ ngx_http_ocsp_work(void *data)
 {
     ngx_http_ocsp_ctx_t *ctx = data;
 
-    /* the generation first: the response below can only be newer */
+    /* the generation first: the response below can only be newer; read
+     * from now, not from the post (a queue's wait ago) */
+
+    ctx->started = ngx_current_msec;
 
     if (ctx->zone
         && ngx_http_ocsp_read_gen(ctx->zone, ctx->redis, &ctx->read_gen))
@@ -1163,6 +1303,10 @@ ngx_http_ocsp_work(void *data)
     if (!ctx->hung) {
         pki_ocsp_handle(&ctx->conf, &ctx->req, &ctx->resp);
     }
+
+    /* then a refresh waiting for a thread (see ngx_http_ocsp_refresh()),
+     * last: its result is applied when this task is back, right after */
+    ctx->carried = ngx_http_ocsp_carry();
 }
 
 
@@ -1172,6 +1316,10 @@ ngx_http_ocsp_done(ngx_http_request_t *r, void *data)
     ngx_http_ocsp_ctx_t *ctx = data;
 
     ngx_http_ocsp_shctx_t  *sh;
+
+    if (ctx->carried) {
+        ngx_http_ocsp_carried();
+    }
 
     if (ctx->zone) {
         sh = ctx->zone->sh;
