@@ -65,6 +65,14 @@ void pki_int_utf8_fix(char *s);
  * raw control characters. */
 struct cJSON *pki_int_json_strict(const void *text, size_t len);
 
+/* pki_int_json_strict() that also refuses, before cJSON builds anything,
+ * text of more than max_values values (0: any number) or nested deeper
+ * than the strict parser takes; *why (when not NULL) then says, after
+ * "body ", why the text was refused ("is not JSON" when cJSON refused it),
+ * NULL when it was not. */
+struct cJSON *pki_int_json_strict_max(const void *text, size_t len,
+    size_t max_values, const char **why);
+
 /* pki_acme_eab_disable(), *already 1 when the key was disabled before
  * (nothing written then). */
 pki_status_t pki_int_acme_eab_disable(pki_redis_t *r, const char *kid,

@@ -630,13 +630,32 @@ pki_int_utf8_valid(const void *text, size_t len)
 }
 
 
+static const char  pki_json_bad_bytes[] =
+    "holds a NUL, a control character or bytes that are not UTF-8";
+
+
 cJSON *
 pki_int_json_strict(const void *text, size_t len)
 {
-    size_t          i;
+    return pki_int_json_strict_max(text, len, 0, NULL);
+}
+
+
+cJSON *
+pki_int_json_strict_max(const void *text, size_t len, size_t max_values,
+    const char **why)
+{
+    int             in_str;
+    size_t          i, values, depth;
     cJSON          *obj;
-    const char     *end;
+    const char     *end, *dummy;
     const uint8_t  *p = text;
+
+    if (why == NULL) {
+        why = &dummy;
+    }
+
+    *why = "is not JSON";
 
     if (text == NULL || len == 0) {
         return NULL;
@@ -645,11 +664,21 @@ pki_int_json_strict(const void *text, size_t len)
     /* no raw control character but white space; no escaped NUL (an
      * escaped backslash is skipped with what it escapes); UTF-8 only (RFC
      * 8259 8.1: cJSON copies any byte through, and another parser that
-     * reads bad bytes as U+FFFD could see two member names as one) */
+     * reads bad bytes as U+FFFD could see two member names as one).
+     *
+     * Outside strings, every value cJSON makes starts the text, follows a
+     * '[' or '{' or follows a ',': their count bounds the tree it would
+     * build (even from a prefix it later refuses), so a body of a million
+     * tiny values is refused here, before a node is allocated. */
+    in_str = 0;
+    values = 1;
+    depth = 0;
+
     for (i = 0; i < len; i++) {
         if (p[i] < 0x20 && p[i] != ' ' && p[i] != '\t' && p[i] != '\n'
             && p[i] != '\r')
         {
+            *why = pki_json_bad_bytes;
             return NULL;
         }
 
@@ -657,19 +686,62 @@ pki_int_json_strict(const void *text, size_t len)
             size_t  n = pki_utf8_seq(p + i, len - i);
 
             if (n == 0) {
+                *why = pki_json_bad_bytes;
                 return NULL;
             }
             i += n - 1;
             continue;
         }
 
-        if (p[i] == '\\' && i + 1 < len) {
-            if (p[i + 1] == 'u' && i + 5 < len
-                && memcmp(p + i + 2, "0000", 4) == 0)
-            {
+        if (in_str) {
+            if (p[i] == '"') {
+                in_str = 0;
+
+            } else if (p[i] == '\\' && i + 1 < len) {
+                if (p[i + 1] == 'u' && i + 5 < len
+                    && memcmp(p + i + 2, "0000", 4) == 0)
+                {
+                    *why = pki_json_bad_bytes;
+                    return NULL;
+                }
+                i++;
+            }
+            continue;
+        }
+
+        switch (p[i]) {
+
+        case '"':
+            in_str = 1;
+            break;
+
+        case '[':
+        case '{':
+            if (++depth > PKI_JSON_DEPTH + 1) {
+                *why = "nests too deep";
                 return NULL;
             }
-            i++;
+            values++;
+            break;
+
+        case ']':
+        case '}':
+            if (depth > 0) {
+                depth--;
+            }
+            break;
+
+        case ',':
+            values++;
+            break;
+
+        default:
+            break;
+        }
+
+        if (max_values && values > max_values) {
+            *why = "holds too many values";
+            return NULL;
         }
     }
 
@@ -685,12 +757,18 @@ pki_int_json_strict(const void *text, size_t len)
         end++;
     }
 
-    if (end == NULL || (size_t) (end - (const char *) text) != len
-        || !pki_json_names_unique(obj, 0))
-    {
+    if (end == NULL || (size_t) (end - (const char *) text) != len) {
         cJSON_Delete(obj);
         return NULL;
     }
+
+    if (!pki_json_names_unique(obj, 0)) {
+        *why = "repeats a member or nests too deep";
+        cJSON_Delete(obj);
+        return NULL;
+    }
+
+    *why = NULL;
 
     return obj;
 }

@@ -36,6 +36,12 @@
 
 #define PKI_MATTER_BATCH_BODY   (2 * 1024 * 1024)
 #define PKI_MATTER_NOC_BODY     16384
+
+/* the JSON values a body may hold (counted before it is parsed): the
+ * object, "csrs" and 1000 CSRs, or the few members of a NOC request, with
+ * room for members a later version may add */
+#define PKI_MATTER_BATCH_VALUES (PKI_MATTER_MAX_BATCH + 64)
+#define PKI_MATTER_NOC_VALUES   64
 #define PKI_MATTER_MAX_THREADS  64
 #define PKI_MATTER_JSON         "application/json"
 
@@ -1258,8 +1264,10 @@ void
 pki_matter_handle(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     pki_matter_resp_t *resp)
 {
+    char                msg[128];
     size_t              max;
     cJSON              *json;
+    const char         *why;
     pki_matter_type_t   want;
 
     memset(resp, 0, sizeof(pki_matter_resp_t));
@@ -1315,18 +1323,28 @@ pki_matter_handle(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     /* strict: a member given twice ({"node_id": A, "node_id": B}) is
      * read as B here and maybe as A by a proxy or a log in front; a NUL
-     * would cut a string short */
-    json = pki_int_json_strict(req->body, req->body_len);
+     * would cut a string short.  The values are counted before cJSON
+     * builds a node: a 2m body of "0," would cost some 80 MB of tree (and
+     * half a second of a signing thread) only to be refused */
+    json = pki_int_json_strict_max(req->body, req->body_len,
+                                   want == PKI_MATTER_DAC
+                                   ? PKI_MATTER_BATCH_VALUES
+                                   : PKI_MATTER_NOC_VALUES, &why);
     if (json == NULL) {
-        /* parsed again only to say which refusal it is */
-        json = cJSON_ParseWithLength((const char *) req->body,
-                                     req->body_len);
-        pki_json_error(resp, 400, cJSON_IsObject(json)
-                       ? "body repeats a member, holds a NUL, a control "
-                         "character or bytes that are not UTF-8, or nests "
-                         "too deep"
-                       : "body is not a JSON object");
-        cJSON_Delete(json);
+        if (why == NULL || strcmp(why, "is not JSON") == 0) {
+            pki_json_error(resp, 400, "body is not a JSON object");
+
+        } else if (strcmp(why, "holds too many values") == 0) {
+            pki_json_error(resp, 400, want == PKI_MATTER_DAC
+                           ? "body holds more JSON values than a batch of "
+                             "1000 CSRs needs"
+                           : "body holds more JSON values than a NOC "
+                             "request needs");
+
+        } else {
+            snprintf(msg, sizeof(msg), "body %s", why);
+            pki_json_error(resp, 400, msg);
+        }
         return;
     }
 

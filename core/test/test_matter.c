@@ -908,6 +908,113 @@ engine(pki_ca_t *ca, pki_template_t *t, pki_matter_op_t op, const char *body,
 }
 
 
+/* cJSON allocations counted through its hooks: what a refused body costs
+ * in tree before it is refused */
+static size_t  json_allocs;
+
+
+static void *
+count_malloc(size_t n)
+{
+    json_allocs++;
+    return malloc(n);
+}
+
+
+/* A 2 MB body of a million tiny values (under the default batch cap) is
+ * refused before cJSON builds its tree: it cost some 80 MB and half a
+ * second of a signing thread, the same when it was cut short (then it was
+ * parsed twice). */
+static void
+test_body_values(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
+    pki_template_t *tnoc)
+{
+    int                 st, k;
+    char               *big;
+    size_t              n, len, i;
+    cJSON_Hooks         hooks;
+    pki_matter_resp_t   r;
+
+    len = 2097092;
+    big = malloc(len + 1);
+    if (big == NULL) {
+        ok(0, "no memory");
+        return;
+    }
+
+    for (k = 0; k < 2; k++) {
+        /* {"csrs":[0,0,...,0]} and the same without its end */
+        n = strlen("{\"csrs\":[");
+        memcpy(big, "{\"csrs\":[", n);
+        for (i = n; i + 3 < len; i += 2) {
+            memcpy(big + i, "0,", 2);
+        }
+        big[i++] = '0';
+        if (k == 0) {
+            big[i++] = ']';
+            big[i++] = '}';
+        }
+        big[i] = '\0';
+
+        hooks.malloc_fn = count_malloc;
+        hooks.free_fn = free;
+        cJSON_InitHooks(&hooks);
+        json_allocs = 0;
+
+        st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, big,
+                    "application/json", "POST", "u", &r);
+
+        cJSON_InitHooks(NULL);
+
+        ok(st == 400 && json_allocs < 100,
+           "engine: %zu-byte batch of %zu zeros%s -> 400 after %zu cJSON "
+           "allocations: %.*s", i, (i - n) / 2,
+           k ? " (cut short)" : "", json_allocs, (int) r.body_len,
+           r.body ? (char *) r.body : "");
+        pki_matter_resp_free(&r);
+    }
+
+    /* 1001 values in "csrs" still reach the batch's own rule */
+    n = (size_t) sprintf(big, "{\"csrs\": [0");
+    for (i = 1; i < 1001; i++) {
+        n += (size_t) sprintf(big + n, ", 0");
+    }
+    strcpy(big + n, "]}");
+    st = engine(capai, tdac, PKI_MATTER_OP_DAC_BATCH, big,
+                "application/json", "POST", "u", &r);
+    ok(st == 400 && r.body && strstr((char *) r.body, "1..1000"),
+       "engine: batch of 1001 values -> 400 %.*s", (int) r.body_len,
+       r.body ? (char *) r.body : "");
+    pki_matter_resp_free(&r);
+
+    /* a NOC request holds a few values */
+    n = (size_t) sprintf(big, "{\"cats\": [0");
+    for (i = 1; i < 100; i++) {
+        n += (size_t) sprintf(big + n, ", 0");
+    }
+    strcpy(big + n, "]}");
+    st = engine(caic, tnoc, PKI_MATTER_OP_NOC, big, "application/json",
+                "POST", "u", &r);
+    ok(st == 400 && r.body && strstr((char *) r.body, "more JSON values"),
+       "engine: NOC request of 100 values -> 400 %.*s", (int) r.body_len,
+       r.body ? (char *) r.body : "");
+    pki_matter_resp_free(&r);
+
+    /* nested 40 deep: refused, saying why */
+    memset(big, '[', 40);
+    memset(big + 40, ']', 40);
+    big[80] = '\0';
+    st = engine(caic, tnoc, PKI_MATTER_OP_NOC, big, "application/json",
+                "POST", "u", &r);
+    ok(st == 400 && r.body && strstr((char *) r.body, "too deep"),
+       "engine: NOC body nested 40 deep -> 400 %.*s", (int) r.body_len,
+       r.body ? (char *) r.body : "");
+    pki_matter_resp_free(&r);
+
+    free(big);
+}
+
+
 static void
 test_engine(pki_ca_t *capai, pki_template_t *tdac, pki_ca_t *caic,
     pki_template_t *tnoc)
@@ -2861,6 +2968,7 @@ test_issuance(void)
 
     if (capai && caic) {
         test_engine(capai, tdac2, caic, tnoc);
+        test_body_values(capai, tdac2, caic, tnoc);
         test_batch_log_refused(capai, tdac2);
         test_batch_cleanup(capai, tdac2);
     }
