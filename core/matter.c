@@ -1338,9 +1338,61 @@ pki_signed_by(X509 *x, X509 *issuer, const char *what, pki_result_t *res)
 }
 
 
+/* x valid at now (the SDK's ValidateCert against the current time):
+ * notBefore <= now <= notAfter, where a notAfter of 99991231235959Z (TLV
+ * 0) stands for no expiry. */
+static pki_status_t
+pki_valid_at(X509 *x, const char *what, time_t now, pki_result_t *res)
+{
+    time_t             nb, na;
+    const ASN1_TIME   *t;
+
+    nb = pki_int_asn1_time(X509_get0_notBefore(x));
+    if (nb == (time_t) -1 || now < nb) {
+        return pki_fail(res, PKI_POLICY, "CERT_NOT_VALID_YET: the %s is not "
+                        "valid before its notBefore", what);
+    }
+
+    t = X509_get0_notAfter(x);
+    if (t != NULL && ASN1_STRING_length(t) == 15
+        && memcmp(ASN1_STRING_get0_data(t), "99991231235959Z", 15) == 0)
+    {
+        return PKI_OK;
+    }
+
+    na = pki_int_asn1_time(t);
+    if (na == (time_t) -1 || now > na) {
+        return pki_fail(res, PKI_POLICY, "CERT_EXPIRED: the %s expired (its "
+                        "notAfter is past)", what);
+    }
+
+    return PKI_OK;
+}
+
+
+/* A CA certificate's pathLenConstraint, where it has one, lets below it
+ * the CA certificates the chain holds there (RFC 5280 4.2.1.9; the SDK's
+ * CERT_PATH_LEN_CONSTRAINT_EXCEEDED). */
+static pki_status_t
+pki_path_len(X509 *x, const char *what, long below, pki_result_t *res)
+{
+    long  pathlen;
+
+    pathlen = X509_get_pathlen(x);
+    if (pathlen >= 0 && pathlen < below) {
+        return pki_fail(res, PKI_POLICY, "CERT_PATH_LEN_CONSTRAINT_EXCEEDED: "
+                        "the %s's pathLenConstraint %ld allows fewer than the "
+                        "%ld CA certificate(s) below it", what, pathlen,
+                        below);
+    }
+
+    return PKI_OK;
+}
+
+
 pki_status_t
 pki_matter_verify_operational(X509 *noc, X509 *icac, X509 *rcac,
-    pki_result_t *res)
+    time_t now, pki_result_t *res)
 {
     X509  *issuer;
 
@@ -1381,6 +1433,22 @@ pki_matter_verify_operational(X509 *noc, X509 *icac, X509 *rcac,
             return pki_fail(res, PKI_POLICY, "Matter noc subject: fabric-id "
                             "must equal the RCAC's fabric-id");
         }
+    }
+
+    /* each certificate valid at now, each CA's pathLen room for the CAs
+     * below it: the profiles above let an RCAC say pathLen 0 over an
+     * ICAC, which a verifier refuses */
+    if (now == 0) {
+        now = time(NULL);
+    }
+
+    if (pki_valid_at(noc, "NOC", now, res) != PKI_OK
+        || (icac && pki_valid_at(icac, "ICAC", now, res) != PKI_OK)
+        || pki_valid_at(rcac, "RCAC", now, res) != PKI_OK
+        || (icac && pki_path_len(icac, "ICAC", 0, res) != PKI_OK)
+        || pki_path_len(rcac, "RCAC", icac ? 1 : 0, res) != PKI_OK)
+    {
+        return res ? res->status : PKI_POLICY;
     }
 
     return PKI_OK;

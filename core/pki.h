@@ -1921,9 +1921,11 @@ PKI_API pki_status_t pki_matter_verify_cd(const unsigned char *cms,
     size_t len, X509 *signer, X509 *dac, X509 *pai, X509 *paa,
     int basic_vid, int basic_pid, pki_result_t *res);
 /* Operational chain: RCAC -> [ICAC] -> NOC (icac may be NULL), each
- * profile, fabric-id consistency, TLV round trip, signatures. */
+ * profile, fabric-id consistency, TLV round trip, signatures, each
+ * certificate valid at now (0: the clock; a notAfter of 99991231235959Z
+ * never expires) and each CA's pathLenConstraint. */
 PKI_API pki_status_t pki_matter_verify_operational(X509 *noc, X509 *icac,
-    X509 *rcac, pki_result_t *res);
+    X509 *rcac, time_t now, pki_result_t *res);
 
 /* Matter HTTP engine (JSON).  POST dac/batch {"csrs": [b64 DER, ...]} or
  * {"count": N} -> {"certificates": [...]} (+ "keys": [b64 PKCS#8, ...]);

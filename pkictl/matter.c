@@ -7,8 +7,12 @@
  *   pkictl matter to-tlv IN.der OUT.chip        (alias der2tlv)
  *   pkictl matter to-der IN.chip OUT.der        (alias tlv2der)
  *   pkictl matter verify-attestation --dac F --pai F --paa F
- *                [--cd F --cd-signer F [--pid HEX]]
+ *                [--cd F --cd-signer F [--pid HEX]] [--at TIME]
  *   pkictl matter verify-operational --noc F [--icac F] --rcac F
+ *                [--at TIME]
+ *
+ * --at YYYYMMDDHHMMSSZ: the time the certificates are judged at (the
+ * DAC's, or every operational certificate's, validity), now without it.
  *   pkictl matter hierarchy attestation|operational --dir DIR
  *                --module PATH --token LABEL --pin-file F [--keygen on|off]
  *                [--vid FFF1] [--pid 8000] [--cn TEXT]
@@ -33,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/types.h>
 
@@ -52,7 +57,7 @@
 typedef struct {
     const char  *dac, *pai, *paa, *noc, *icac, *rcac, *cd, *cd_signer;
     const char  *dir, *module, *token, *pin_file, *keygen, *cn;
-    const char  *vid, *pid, *fabric_id, *rcac_id, *icac_id;
+    const char  *vid, *pid, *fabric_id, *rcac_id, *icac_id, *at;
 } matter_opts_t;
 
 
@@ -208,18 +213,62 @@ cmd_convert(int to_tlv, int argc, char **argv)
 }
 
 
+/* --at: a GeneralizedTime in UTC (YYYYMMDDHHMMSSZ), as certificates
+ * write theirs; *t 0 without the option (the verifiers then take the
+ * clock).  0 on a bad value. */
+static int
+matter_at(const matter_opts_t *o, time_t *t)
+{
+    int                    ok;
+    struct tm              tm;
+    ASN1_GENERALIZEDTIME  *g;
+
+    *t = 0;
+
+    if (o->at == NULL) {
+        return 1;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    g = ASN1_GENERALIZEDTIME_new();
+    ok = g != NULL && strlen(o->at) == 15 && o->at[14] == 'Z'
+         && strspn(o->at, "0123456789") == 14
+         && ASN1_GENERALIZEDTIME_set_string(g, o->at)
+         && ASN1_TIME_to_tm(g, &tm);
+    ASN1_GENERALIZEDTIME_free(g);
+
+    if (!ok) {
+        mfail("bad --at", "YYYYMMDDHHMMSSZ (UTC)");
+        return 0;
+    }
+
+    *t = timegm(&tm);
+    if (*t <= 0) {
+        mfail("bad --at", "before 1970");
+        return 0;
+    }
+
+    return 1;
+}
+
+
 static int
 cmd_verify_attestation(const matter_opts_t *o)
 {
     int            rc, pid;
     X509          *dac, *pai, *paa, *signer;
+    time_t         at;
     size_t         len;
     unsigned char *cd;
     pki_result_t   res;
 
     if (o->dac == NULL || o->pai == NULL || o->paa == NULL) {
         return mfail("usage", "verify-attestation --dac F --pai F --paa F "
-                     "[--cd F --cd-signer F [--pid PID]]");
+                     "[--cd F --cd-signer F [--pid PID]] [--at TIME]");
+    }
+
+    if (!matter_at(o, &at)) {
+        return 1;
     }
 
     /* the declaration's options go together: one alone was dropped and
@@ -244,7 +293,7 @@ cmd_verify_attestation(const matter_opts_t *o)
 
     if (paa) {
         pki_result_init(&res);
-        if (pki_matter_verify_attestation(dac, pai, paa, 0, &res) != PKI_OK) {
+        if (pki_matter_verify_attestation(dac, pai, paa, at, &res) != PKI_OK) {
             mfail("attestation chain rejected", res.detail);
 
         } else if (o->cd) {
@@ -283,11 +332,16 @@ cmd_verify_operational(const matter_opts_t *o)
 {
     int            rc;
     X509          *noc, *icac, *rcac;
+    time_t         at;
     pki_result_t   res;
 
     if (o->noc == NULL || o->rcac == NULL) {
         return mfail("usage", "verify-operational --noc F [--icac F] "
-                     "--rcac F");
+                     "--rcac F [--at TIME]");
+    }
+
+    if (!matter_at(o, &at)) {
+        return 1;
     }
 
     noc = mcert(o->noc);
@@ -297,7 +351,7 @@ cmd_verify_operational(const matter_opts_t *o)
 
     if (noc && rcac && (o->icac == NULL || icac)) {
         pki_result_init(&res);
-        if (pki_matter_verify_operational(noc, icac, rcac, &res) != PKI_OK) {
+        if (pki_matter_verify_operational(noc, icac, rcac, at, &res) != PKI_OK) {
             mfail("operational chain rejected", res.detail);
         } else {
             printf("OK: the operational chain passes the Matter checks\n");
@@ -1047,6 +1101,7 @@ static const struct {
     { "--noc", offsetof(matter_opts_t, noc), M_VO },
     { "--icac", offsetof(matter_opts_t, icac), M_VO },
     { "--rcac", offsetof(matter_opts_t, rcac), M_VO },
+    { "--at", offsetof(matter_opts_t, at), M_VA | M_VO },
     { "--dir", offsetof(matter_opts_t, dir), M_H },
     { "--module", offsetof(matter_opts_t, module), M_H },
     { "--token", offsetof(matter_opts_t, token), M_H },

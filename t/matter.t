@@ -587,6 +587,98 @@ sub record_vidpid {
     }
 }
 
+# --- pkictl matter verify-operational: validity and pathLen ---------------
+# an openssl-made RCAC -> ICAC -> NOC: a NOC valid 2020..2021, one valid
+# from 2035, and an RCAC of pathLen 0 over the ICAC passed the checks
+# ("OK"), where openssl verify and the SDK refuse them
+
+{
+    my $d = "$dir/opvalid";
+    mkdir $d;
+    my $ca = "basicConstraints=critical,CA:TRUE%s\n"
+             . "keyUsage=critical,keyCertSign,cRLSign\n"
+             . "subjectKeyIdentifier=hash\n"
+             . "authorityKeyIdentifier=keyid:always\n";
+    PKITest::spew("$d/x.cnf", "oid_section = oids\n[oids]\n"
+        . "matterNode = 1.3.6.1.4.1.37244.1.1\n"
+        . "matterICAC = 1.3.6.1.4.1.37244.1.3\n"
+        . "matterRCAC = 1.3.6.1.4.1.37244.1.4\n"
+        . "matterFabric = 1.3.6.1.4.1.37244.1.5\n"
+        . "[req]\ndistinguished_name = dn\n[dn]\n"
+        . "[ca]\ndefault_ca = c\n[c]\ndatabase = index.txt\n"
+        . "new_certs_dir = .\nserial = serial\ndefault_md = sha256\n"
+        . "policy = p\nunique_subject = no\n[p]\n"
+        . "[rc]\n" . sprintf($ca, '') . "[rc0]\n" . sprintf($ca, ',pathlen:0')
+        . "[noc]\nbasicConstraints=critical,CA:FALSE\n"
+        . "keyUsage=critical,digitalSignature\n"
+        . "extendedKeyUsage=critical,clientAuth,serverAuth\n"
+        . "subjectKeyIdentifier=hash\n"
+        . "authorityKeyIdentifier=keyid:always\n");
+    PKITest::spew("$d/index.txt", '');
+    PKITest::spew("$d/serial", "04\n");
+    my $dated = sub {
+        my ($out, $from, $to) = @_;
+        return " && openssl ca -batch -config x.cnf -cert i.pem -keyfile i.key"
+            . " -in n.csr -preserveDN -notext -startdate $from"
+            . " -enddate $to -extfile x.cnf -extensions noc -out $out";
+    };
+    my ($rc, $out, $err) = run_cmd(['sh', '-c', "cd $d"
+        . ' && for k in r i n; do openssl ecparam -name prime256v1 -genkey'
+        . ' -noout -out $k.key || exit 1; done'
+        . ' && openssl req -new -utf8 -config x.cnf -key r.key'
+        . ' -subj /matterRCAC=CACACACA00000001 -out r.csr'
+        . ' && openssl x509 -req -in r.csr -signkey r.key -sha256 -days 3650'
+        . ' -set_serial 1 -extfile x.cnf -extensions rc -out r.pem'
+        . ' && openssl x509 -req -in r.csr -signkey r.key -sha256 -days 3650'
+        . ' -set_serial 1 -extfile x.cnf -extensions rc0 -out r0.pem'
+        . ' && openssl req -new -utf8 -config x.cnf -key i.key'
+        . ' -subj /matterICAC=CACACACA00000002 -out i.csr'
+        . ' && openssl x509 -req -in i.csr -CA r.pem -CAkey r.key -sha256'
+        . ' -days 3650 -set_serial 2 -extfile x.cnf -extensions rc -out i.pem'
+        . ' && openssl req -new -utf8 -config x.cnf -key n.key -subj'
+        . ' /matterNode=DEDEDEDE00010001/matterFabric=FAB000000000001D'
+        . ' -out n.csr'
+        . ' && openssl x509 -req -in n.csr -CA i.pem -CAkey i.key -sha256'
+        . ' -days 30 -set_serial 3 -extfile x.cnf -extensions noc -out n.pem'
+        . $dated->('old.pem', '20200101000000Z', '20210101000000Z')
+        . $dated->('later.pem', '20350101000000Z', '20360101000000Z')]);
+    die "operational chain: $err" if $rc != 0;
+
+    my $verify = sub {
+        my ($noc, $rcac, @at) = @_;
+        return run_cmd([$pkictl, 'matter', 'verify-operational', '--noc',
+                        "$d/$noc", '--icac', "$d/i.pem", '--rcac',
+                        "$d/$rcac", @at]);
+    };
+    ($rc, $out, $err) = $verify->('n.pem', 'r.pem');
+    ok($rc == 0 && $out =~ /^OK/, 'verify-operational: an openssl-made '
+       . 'chain valid now passes') or diag($err);
+    for my $c (['old.pem', 'r.pem', qr/CERT_EXPIRED/,
+                'a NOC valid 2020..2021'],
+               ['later.pem', 'r.pem', qr/CERT_NOT_VALID_YET/,
+                'a NOC valid from 2035'],
+               ['n.pem', 'r0.pem', qr/CERT_PATH_LEN_CONSTRAINT_EXCEEDED/,
+                'an RCAC of pathLen 0 over the ICAC'])
+    {
+        my ($noc, $rcac, $re, $name) = @$c;
+        ($rc, $out, $err) = $verify->($noc, $rcac);
+        ok($rc != 0 && $out eq '' && $err =~ $re,
+           "verify-operational: $name refused") or diag("$out$err");
+        ($rc, $out, $err) = run_cmd(['openssl', 'verify', '-CAfile',
+                                     "$d/$rcac", '-untrusted', "$d/i.pem",
+                                     "$d/$noc"]);
+        ok($rc != 0, "  as openssl verify refuses it");
+    }
+    ($rc, $out, $err) = $verify->('n.pem', 'r.pem', '--at',
+                                  '20200101000000Z');
+    ok($rc != 0 && $err =~ /CERT_NOT_VALID_YET/,
+       'verify-operational --at 20200101000000Z: not valid yet')
+        or diag("$out$err");
+    ($rc, $out, $err) = $verify->('n.pem', 'r.pem', '--at', '2020-01-01');
+    ok($rc != 0 && $err =~ /bad --at/, 'verify-operational --at 2020-01-01: '
+       . 'refused, naming the form') or diag("$out$err");
+}
+
 # --- a DAC template's CN rule ---------------------------------------------------
 
 # subject CN fixed: the DAC carries that CN, not the CSR's; a Matter

@@ -587,16 +587,16 @@ test_operational(void)
     }
 
     pki_result_init(&res);
-    ok(pki_matter_verify_operational(n11, ica01, root01, &res) == PKI_OK,
+    ok(pki_matter_verify_operational(n11, ica01, root01, 0, &res) == PKI_OK,
        "Root01 -> ICA01 -> Node01_01 %s", res.detail);
     pki_result_init(&res);
-    ok(pki_matter_verify_operational(n12, NULL, root01, &res) == PKI_OK,
+    ok(pki_matter_verify_operational(n12, NULL, root01, 0, &res) == PKI_OK,
        "Root01 -> Node01_02 %s", res.detail);
     pki_result_init(&res);
-    ok(pki_matter_verify_operational(n24, ica02, root02, &res) == PKI_OK,
+    ok(pki_matter_verify_operational(n24, ica02, root02, 0, &res) == PKI_OK,
        "Root02 -> ICA02 -> Node02_04 (5 RDNs, 2 CATs) %s", res.detail);
     pki_result_init(&res);
-    ok(pki_matter_verify_operational(n24, ica01, root01, &res) != PKI_OK,
+    ok(pki_matter_verify_operational(n24, ica01, root01, 0, &res) != PKI_OK,
        "Node02_04 under ICA01 refused: %s", res.detail);
     pki_result_init(&res);
     ok(pki_matter_check(root01, PKI_MATTER_NOC, NULL, &res) == PKI_POLICY,
@@ -1825,6 +1825,146 @@ raw_ca_cert(const char *oid, const char *id, const char *mail,
 }
 
 
+/* A NOC made with OpenSSL alone, valid from nb to na (GeneralizedTime;
+ * NULL: an hour ago, a year on), issued by issuer with signer. */
+static X509 *
+raw_noc(const char *nb, const char *na, EVP_PKEY *pub, X509 *issuer,
+    EVP_PKEY *signer)
+{
+    X509       *x;
+    X509_NAME  *n;
+
+    static const char  *ext[][2] = {
+        { "basicConstraints", "critical,CA:FALSE" },
+        { "keyUsage", "critical,digitalSignature" },
+        { "extendedKeyUsage", "critical,clientAuth,serverAuth" },
+        { "subjectKeyIdentifier", "hash" },
+        { "authorityKeyIdentifier", "keyid:always" },
+        { NULL, NULL }
+    };
+
+    x = X509_new();
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, NODE, MBSTRING_UTF8,
+                               (const unsigned char *) "0000000000000007",
+                               -1, -1, 0);
+    X509_NAME_add_entry_by_txt(n, FABRIC, MBSTRING_UTF8,
+                               (const unsigned char *) "FAB000000000001D",
+                               -1, -1, 0);
+    if (nb) {
+        ASN1_TIME_set_string_X509(X509_getm_notBefore(x), nb);
+        ASN1_TIME_set_string_X509(X509_getm_notAfter(x), na);
+    } else {
+        X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+        X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
+    }
+
+    return raw_cert(x, 77, n, issuer, pub, ext, signer);
+}
+
+
+/* verify-operational judges each certificate's validity at a time and
+ * each CA's pathLenConstraint: it passed an expired NOC, one not valid
+ * for years, and an RCAC of pathLen 0 over an ICAC. */
+static void
+test_operational_validity(void)
+{
+    X509          *rcac, *rcac0, *icac, *noc, *old, *later, *direct, *root01;
+    X509          *n11, *ica01;
+    X509_NAME     *nm;
+    EVP_PKEY      *krc, *kic, *kn;
+    pki_result_t   res;
+
+    static const char  *ext0[][2] = {
+        { "basicConstraints", "critical,CA:TRUE,pathlen:0" },
+        { "keyUsage", "critical,keyCertSign,cRLSign" },
+        { "subjectKeyIdentifier", "hash" },
+        { "authorityKeyIdentifier", "keyid:always" },
+        { NULL, NULL }
+    };
+
+    krc = ec_key("P-256");
+    kic = ec_key("P-256");
+    kn = ec_key("P-256");
+
+    /* rcac0: the RCAC's subject and key, with pathLen 0: the ICAC and
+     * the NOC below it verify under either */
+    rcac = raw_ca_cert(RCACID, "CACACACA00000001", NULL, krc, NULL, krc, 1);
+    rcac0 = X509_new();
+    nm = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(nm, RCACID, MBSTRING_UTF8,
+                               (const unsigned char *) "CACACACA00000001",
+                               -1, -1, 0);
+    X509_gmtime_adj(X509_getm_notBefore(rcac0), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(rcac0), 86400L * 365);
+    rcac0 = raw_cert(rcac0, 3, nm, NULL, krc, ext0, krc);
+    icac = raw_ca_cert(ICACID, "CACACACA00000002", NULL, kic, rcac, krc, 2);
+
+    noc = raw_noc(NULL, NULL, kn, icac, kic);
+    old = raw_noc("20200101000000Z", "20210101000000Z", kn, icac, kic);
+    later = raw_noc("20350101000000Z", "20360101000000Z", kn, icac, kic);
+    direct = raw_noc(NULL, NULL, kn, rcac0, krc);
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(noc, icac, rcac, 0, &res) == PKI_OK,
+       "operational: RCAC -> ICAC -> NOC, all valid now %s", res.detail);
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(old, icac, rcac, 0, &res) == PKI_POLICY
+       && strstr(res.detail, "CERT_EXPIRED"),
+       "operational: a NOC valid 2020..2021 refused: %s", res.detail);
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(later, icac, rcac, 0, &res)
+       == PKI_POLICY && strstr(res.detail, "CERT_NOT_VALID_YET"),
+       "operational: a NOC valid from 2035 refused: %s", res.detail);
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(noc, icac, rcac0, 0, &res) == PKI_POLICY
+       && strstr(res.detail, "CERT_PATH_LEN_CONSTRAINT_EXCEEDED"),
+       "operational: an RCAC of pathLen 0 over an ICAC refused: %s",
+       res.detail);
+
+    pki_result_init(&res);
+    ok(pki_matter_verify_operational(direct, NULL, rcac0, 0, &res) == PKI_OK,
+       "operational: the RCAC of pathLen 0 over a NOC alone passes %s",
+       res.detail);
+
+    /* the SDK's vectors: valid 2020-10-15 .. 2040-10-15 */
+    root01 = cert_file("operational", "Chip-Test-Root01-Cert.pem");
+    ica01 = cert_file("operational", "TestCert-ICA01.pem");
+    n11 = cert_file("operational", "TestCert-Node01_01.pem");
+    if (root01 && ica01 && n11) {
+        pki_result_init(&res);
+        ok(pki_matter_verify_operational(n11, ica01, root01, 1893456000,
+                                         &res) == PKI_OK,
+           "operational: Node01_01 in 2030 passes %s", res.detail);
+        pki_result_init(&res);
+        ok(pki_matter_verify_operational(n11, ica01, root01, 2234567890,
+                                         &res) == PKI_POLICY,
+           "operational: Node01_01 in 2040 refused: %s", res.detail);
+        pki_result_init(&res);
+        ok(pki_matter_verify_operational(n11, ica01, root01, 1577836800,
+                                         &res) == PKI_POLICY,
+           "operational: Node01_01 in 2020-01 refused: %s", res.detail);
+    }
+
+    X509_free(root01);
+    X509_free(ica01);
+    X509_free(n11);
+    X509_free(rcac);
+    X509_free(rcac0);
+    X509_free(icac);
+    X509_free(noc);
+    X509_free(old);
+    X509_free(later);
+    X509_free(direct);
+    EVP_PKEY_free(krc);
+    EVP_PKEY_free(kic);
+    EVP_PKEY_free(kn);
+}
+
+
 /* The 600-byte DER limit is judged before anything is signed, by the
  * longest signature the key can make: with a CRL URL in the DACs, every
  * CN up to some length is issued and fits, every longer one is refused
@@ -2826,7 +2966,7 @@ test_issuance(void)
             ok(pki_issue(caic, tnoc, NULL, &req, NULL, &noc, &res) == PKI_OK,
                "NOC %s issued %s", noc_cases[i].name, res.detail);
             pki_result_init(&res);
-            ok(noc && pki_matter_verify_operational(noc, icac, rcac, &res)
+            ok(noc && pki_matter_verify_operational(noc, icac, rcac, 0, &res)
                       == PKI_OK, "NOC %s passes the operational checks %s",
                noc_cases[i].name, res.detail);
             der = NULL;
@@ -2900,7 +3040,7 @@ test_issuance(void)
            "issued %s", res.detail);
         pki_result_init(&res);
         ok(noc && icac2 && rcac
-           && pki_matter_verify_operational(noc, icac2, rcac, &res)
+           && pki_matter_verify_operational(noc, icac2, rcac, 0, &res)
               == PKI_OK,
            "  passes the operational checks %s", res.detail);
         ok(noc && pki_serial_to_hex(X509_get0_serialNumber(noc), hex)
@@ -3044,6 +3184,7 @@ main(void)
     test_tlv();
     test_attestation();
     test_operational();
+    test_operational_validity();
     test_issuance();
 
     return done_testing();
