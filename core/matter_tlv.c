@@ -1477,12 +1477,108 @@ tlv_to_cert(const unsigned char *tlv, size_t len, pki_bld_t *b)
 
 /* ---- Certification Declaration payload --------------------------------------- */
 
+/* The CD payload's element e where tag belongs: an unsigned integer of at
+ * most max (0: not an integer, the type checked by the caller).  The
+ * refusal names the element; the SDK reads them in tag order, each once,
+ * and fails on any other. */
+static const char *
+cd_elem(pki_cur_t *c, int tag, uint64_t max, pki_tlv_el_t *e)
+{
+    int  rc;
+
+    rc = tlv_next(c, e);
+    if (rc != 1) {
+        return tlv_err(rc, 1);
+    }
+
+    if (e->type == TLV_END || e->tag != tag) {
+        return "CD payload: an element missing, given twice or out of "
+               "order (format_version, vendor_id, product_id_array, "
+               "device_type_id, certificate_id, security_level, "
+               "security_information, version_number, certification_type "
+               "are required, tags 0..8 in order)";
+    }
+
+    if (max && (e->type < TLV_UINT8 || e->type > TLV_UINT64 || e->u > max)) {
+        return "CD payload: an integer element is not an unsigned integer "
+               "of its range";
+    }
+
+    return NULL;
+}
+
+
+/* The elements of an array of the CD payload: each anonymous, of type
+ * (TLV_UINT8: unsigned, at most 0xffff; TLV_BYTES_1: of 20 octets), 1 to
+ * max of them, up to the array's end, kept in cd. */
+static const char *
+cd_array(pki_cur_t *c, int type, int max, pki_matter_cd_t *cd)
+{
+    int            rc, n;
+    pki_tlv_el_t   f;
+
+    for (n = 0; ; n++) {
+        rc = tlv_next(c, &f);
+        if (rc != 1) {
+            return tlv_err(rc, 1);
+        }
+        if (f.type == TLV_END) {
+            break;
+        }
+        if (n == max || f.tag != -1) {
+            goto bad;
+        }
+        if (type == TLV_UINT8) {
+            if (f.type < TLV_UINT8 || f.type > TLV_UINT64 || f.u > 0xffff) {
+                goto bad;
+            }
+            cd->pids[n] = (int) f.u;
+
+        } else {
+            if (f.type != TLV_BYTES_1 || f.len != 20) {
+                goto bad;
+            }
+            memcpy(cd->paas[n], f.data, 20);
+        }
+    }
+
+    if (n == 0) {
+        goto bad;
+    }
+
+    if (type == TLV_UINT8) {
+        cd->npids = n;
+    } else {
+        cd->npaas = n;
+    }
+
+    return NULL;
+
+bad:
+
+    return type == TLV_UINT8
+           ? "bad product_id_array (1 to 100 16-bit product IDs)"
+           : "bad authorized_paa_list (1 to 10 key identifiers of 20 octets)";
+}
+
+
+/* The TLV payload of a Certification Declaration (spec 6.3.1), as the
+ * SDK's DecodeCertificationElements reads it: tags 0..8 each once and in
+ * order, format_version 1, a certificate_id of 19 characters, then
+ * dac_origin_vendor_id with dac_origin_product_id or neither, then maybe
+ * authorized_paa_list, and nothing else (a vendor_id given twice was read
+ * as the last one, an unknown element skipped). */
 const char *
 pki_int_matter_cd_parse(const unsigned char *p, size_t n, pki_matter_cd_t *cd)
 {
-    int            rc, depth;
+    int            rc;
+    const char    *why;
     pki_cur_t      c;
-    pki_tlv_el_t   e, f;
+    pki_tlv_el_t   e;
+
+    static const uint64_t  max[9] = {
+        0xffff, 0xffff, 0, 0xffffffff, 0, 0xff, 0xffff, 0xffff, 0xff
+    };
 
     memset(cd, 0, sizeof(pki_matter_cd_t));
     cd->vendor_id = -1;
@@ -1497,74 +1593,101 @@ pki_int_matter_cd_parse(const unsigned char *p, size_t n, pki_matter_cd_t *cd)
         return "CD payload is not a TLV structure";
     }
 
-    for ( ;; ) {
+    for (rc = 0; rc < 9; rc++) {
+        why = cd_elem(&c, rc, max[rc], &e);
+        if (why) {
+            return why;
+        }
+
+        switch (rc) {
+
+        case 0:
+            if (e.u != 1) {
+                return "CD payload: format_version is not 1";
+            }
+            break;
+
+        case 1:
+            cd->vendor_id = (int) e.u;
+            break;
+
+        case 2:
+            if (e.type != TLV_ARRAY) {
+                return "bad product_id_array (1 to 100 16-bit product IDs)";
+            }
+            why = cd_array(&c, TLV_UINT8, 100, cd);
+            if (why) {
+                return why;
+            }
+            break;
+
+        case 4:
+            if (e.type != TLV_UTF8_1 || e.len != 19) {
+                return "CD payload: certificate_id is not a string of 19 "
+                       "characters";
+            }
+            break;
+        }
+    }
+
+    rc = tlv_next(&c, &e);
+    if (rc != 1) {
+        return tlv_err(rc, 1);
+    }
+
+    if (e.type != TLV_END && e.tag == 9) {
+        if (e.type < TLV_UINT8 || e.type > TLV_UINT64 || e.u > 0xffff) {
+            return "CD payload: dac_origin_vendor_id is not a 16-bit "
+                   "unsigned integer";
+        }
+        cd->origin_vid = (int) e.u;
+
         rc = tlv_next(&c, &e);
         if (rc != 1) {
             return tlv_err(rc, 1);
         }
-        if (e.type == TLV_END) {
-            break;
-        }
-
-        if (e.type == TLV_ARRAY || e.type == TLV_STRUCT
-            || e.type == TLV_LIST)
+        if (e.type == TLV_END || e.tag != 10 || e.type < TLV_UINT8
+            || e.type > TLV_UINT64 || e.u > 0xffff)
         {
-            if (e.tag == 11) {
-                cd->npaas = 0;
-            }
-            depth = 1;
-            while (depth) {
-                rc = tlv_next(&c, &f);
-                if (rc != 1) {
-                    return tlv_err(rc, 1);
-                }
-                if (f.type == TLV_END) {
-                    depth--;
-                    continue;
-                }
-                if (f.type >= TLV_STRUCT && f.type <= TLV_LIST) {
-                    depth++;
-                    continue;
-                }
-                if (e.tag == 2 && depth == 1 && f.type >= TLV_UINT8
-                    && f.type <= TLV_UINT64)
-                {
-                    if (cd->npids == 100 || f.u > 0xffff) {
-                        return "bad product_id_array";
-                    }
-                    cd->pids[cd->npids++] = (int) f.u;
-                }
-                if (e.tag == 11 && depth == 1 && f.type == TLV_BYTES_1) {
-                    if (cd->npaas == 10 || f.len != 20) {
-                        return "bad authorized_paa_list";
-                    }
-                    memcpy(cd->paas[cd->npaas++], f.data, 20);
-                }
-            }
-            continue;
+            return "CD payload: dac_origin_vendor_id without a 16-bit "
+                   "dac_origin_product_id after it";
+        }
+        cd->origin_pid = (int) e.u;
+
+        rc = tlv_next(&c, &e);
+        if (rc != 1) {
+            return tlv_err(rc, 1);
         }
 
-        if (e.type >= TLV_UINT8 && e.type <= TLV_UINT64 && e.u <= 0xffff) {
-            switch (e.tag) {
-            case 1:
-                cd->vendor_id = (int) e.u;
-                break;
-            case 9:
-                cd->origin_vid = (int) e.u;
-                break;
-            case 10:
-                cd->origin_pid = (int) e.u;
-                break;
-            }
+    } else if (e.type != TLV_END && e.tag == 10) {
+        return "CD payload: dac_origin_product_id without "
+               "dac_origin_vendor_id";
+    }
+
+    if (e.type != TLV_END && e.tag == 11) {
+        if (e.type != TLV_ARRAY) {
+            return "bad authorized_paa_list (1 to 10 key identifiers of 20 "
+                   "octets)";
         }
+        why = cd_array(&c, TLV_BYTES_1, 10, cd);
+        if (why) {
+            return why;
+        }
+
+        rc = tlv_next(&c, &e);
+        if (rc != 1) {
+            return tlv_err(rc, 1);
+        }
+    }
+
+    if (e.type != TLV_END) {
+        return e.tag >= 0 && e.tag <= 11
+               ? "CD payload: an element given twice or out of order"
+               : "CD payload: an element of an unknown tag";
     }
 
     if (c.n) {
         return "trailing data after the CD payload";
-    }
-
-    if (cd->vendor_id < 0 || cd->npids == 0) {
-        return "CD payload lacks vendor_id or product_id_array";
     }
 
     return NULL;

@@ -20,6 +20,7 @@
 
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
+#include <openssl/cms.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -562,6 +563,134 @@ test_attestation(void)
     X509_free(dac);
     X509_free(dac1);
     X509_free(dac0001);
+    X509_free(signer);
+}
+
+
+/* payload (hex) signed as a CD with the vectors' CD signing key, then
+ * judged against DAC-FFF1-8000 */
+static pki_status_t
+cd_payload(const char *hex, X509 *signer, EVP_PKEY *key, X509 *dac,
+    X509 *pai, X509 *paa, pki_result_t *res)
+{
+    int               n;
+    BIO              *in;
+    long              len;
+    pki_status_t      rc;
+    unsigned char    *payload, *der;
+    CMS_ContentInfo  *ci;
+
+    payload = OPENSSL_hexstr2buf(hex, &len);
+    in = payload ? BIO_new_mem_buf(payload, (int) len) : NULL;
+    ci = in ? CMS_sign(signer, key, NULL, in, CMS_BINARY | CMS_NOCERTS
+                       | CMS_NOSMIMECAP | CMS_USE_KEYID | CMS_NOATTR)
+            : NULL;
+    der = NULL;
+    n = ci ? i2d_CMS_ContentInfo(ci, &der) : 0;
+    BIO_free(in);
+    OPENSSL_free(payload);
+    CMS_ContentInfo_free(ci);
+
+    if (n <= 0) {
+        return pki_fail(res, PKI_INTERNAL, "cannot sign the CD");
+    }
+
+    rc = pki_matter_verify_cd(der, (size_t) n, signer, dac, pai, paa, -1, -1,
+                              res);
+    OPENSSL_free(der);
+
+    return rc;
+}
+
+
+/* The CD payload read as the SDK reads it: tags 0..8 each once and in
+ * order, format_version 1, a certificate_id of 19 characters, tags 9 and
+ * 10 together; the parser took a vendor_id twice (the last), skipped
+ * unknown elements and required only vendor_id and product_id_array. */
+static void
+test_cd_strict(void)
+{
+    int            i;
+    X509          *paa, *pai, *dac, *signer;
+    EVP_PKEY      *key;
+    pki_status_t   rc;
+    pki_result_t   res;
+    char           dir[PATH_MAX * 2];
+    size_t         len;
+    BIO           *bio;
+    unsigned char *pem;
+
+/* format_version 1, vendor_id FFF1, product_id_array [8000] */
+#define CD_HEAD  "152400012501f1ff360205008018"
+/* device_type_id 0x16, certificate_id, security_level 0,
+ * security_information 0, version_number 0x2694, certification_type 0 */
+#define CD_REST  "260316000000" "2c0413" \
+                 "5a494732303134315a423333303030312d3234" "240500" "240600" \
+                 "25079426" "240800"
+
+    static const struct {
+        const char  *hex;
+        int          good;
+        const char  *name;
+    } cases[] = {
+        { CD_HEAD CD_REST "18", 1, "a whole CD" },
+        { CD_HEAD CD_REST "2509f1ff250a0080" "18", 1,
+          "with dac_origin_vendor_id and product_id" },
+        { "152400012501f2ff2501f1ff36020500801818", 0,
+          "vendor_id twice, device_type_id .. certification_type missing" },
+        { "152400012501f2ff2501f1ff360205008018" CD_REST "18", 0,
+          "vendor_id twice in a whole CD" },
+        { CD_HEAD "18", 0, "only vendor_id and product_id_array" },
+        { "152400022501f1ff360205008018" CD_REST "18", 0,
+          "format_version 2" },
+        { "152501f1ff360205008018" CD_REST "18", 0,
+          "no format_version" },
+        { CD_HEAD CD_REST "240c00" "18", 0, "an element of tag 12" },
+        { CD_HEAD CD_REST "2509f1ff" "18", 0,
+          "dac_origin_vendor_id alone" },
+        { CD_HEAD CD_REST "250a0080" "18", 0,
+          "dac_origin_product_id alone" },
+        { CD_HEAD "260316000000" "2c0412"
+          "5a494732303134315a423333303030312d32" "240500" "240600"
+          "25079426" "240800" "18", 0,
+          "a certificate_id of 18 characters" },
+        { CD_HEAD "240500" "260316000000" "2c0413"
+          "5a494732303134315a423333303030312d3234" "240600" "25079426"
+          "240800" "18", 0, "security_level before device_type_id" },
+        { "152400012501f1ff3602" "18" CD_REST "18", 0,
+          "an empty product_id_array" },
+        { CD_HEAD CD_REST "360b" "18" "18", 0,
+          "an empty authorized_paa_list" },
+        { NULL, 0, NULL }
+    };
+
+    paa = cert_file("attestation/valid", "PAA-FFF1-Cert.pem");
+    pai = cert_file("attestation/valid", "PAI-FFF1-noPID-Cert.pem");
+    dac = cert_file("attestation/valid", "DAC-FFF1-8000-Cert.pem");
+    signer = cert_file("attestation/certification_declaration",
+                       "Chip-Test-CD-Signing-Cert.pem");
+    snprintf(dir, sizeof(dir), "%s/attestation/certification_declaration",
+             vec);
+    pem = slurp(dir, "Chip-Test-CD-Signing-Key.pem", &len);
+    bio = pem ? BIO_new_mem_buf(pem, (int) len) : NULL;
+    key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    free(pem);
+
+    if (ok(paa && pai && dac && signer && key, "CD: vector files")) {
+        for (i = 0; cases[i].hex; i++) {
+            pki_result_init(&res);
+            rc = cd_payload(cases[i].hex, signer, key, dac, pai, paa, &res);
+            ok(cases[i].good ? rc == PKI_OK : rc == PKI_MALFORMED,
+               "CD payload, %s: %s %s", cases[i].name,
+               cases[i].good ? "accepted" : "refused", res.detail);
+        }
+    }
+
+    EVP_PKEY_free(key);
+    X509_free(paa);
+    X509_free(pai);
+    X509_free(dac);
     X509_free(signer);
 }
 
@@ -3183,6 +3312,7 @@ main(void)
 
     test_tlv();
     test_attestation();
+    test_cd_strict();
     test_operational();
     test_operational_validity();
     test_issuance();
