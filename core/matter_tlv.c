@@ -1477,10 +1477,31 @@ tlv_to_cert(const unsigned char *tlv, size_t len, pki_bld_t *b)
 
 /* ---- Certification Declaration payload --------------------------------------- */
 
-/* The CD payload's element e where tag belongs: an unsigned integer of at
- * most max (0: not an integer, the type checked by the caller).  The
- * refusal names the element; the SDK reads them in tag order, each once,
- * and fails on any other. */
+/* What is refused when the element of a tag 0..8 is not where it belongs
+ * (the SDK reads them in tag order, each once, and fails on any other). */
+static const char  *cd_order[9] = {
+    "CD payload: format_version (tag 0) missing or out of order",
+    "CD payload: vendor_id (tag 1) missing or out of order",
+    "CD payload: product_id_array (tag 2) missing, out of order or after "
+        "a vendor_id given twice",
+    "CD payload: device_type_id (tag 3) missing, out of order or after "
+        "an element given twice",
+    "CD payload: certificate_id (tag 4) missing, out of order or after "
+        "an element given twice",
+    "CD payload: security_level (tag 5) missing, out of order or after "
+        "an element given twice",
+    "CD payload: security_information (tag 6) missing, out of order or "
+        "after an element given twice",
+    "CD payload: version_number (tag 7) missing, out of order or after "
+        "an element given twice",
+    "CD payload: certification_type (tag 8) missing, out of order or "
+        "after an element given twice"
+};
+
+
+/* The CD payload's element e where tag (0..8) belongs: an unsigned
+ * integer of at most max (0: not an integer, the type checked by the
+ * caller). */
 static const char *
 cd_elem(pki_cur_t *c, int tag, uint64_t max, pki_tlv_el_t *e)
 {
@@ -1492,11 +1513,7 @@ cd_elem(pki_cur_t *c, int tag, uint64_t max, pki_tlv_el_t *e)
     }
 
     if (e->type == TLV_END || e->tag != tag) {
-        return "CD payload: an element missing, given twice or out of "
-               "order (format_version, vendor_id, product_id_array, "
-               "device_type_id, certificate_id, security_level, "
-               "security_information, version_number, certification_type "
-               "are required, tags 0..8 in order)";
+        return cd_order[tag];
     }
 
     if (max && (e->type < TLV_UINT8 || e->type > TLV_UINT64 || e->u > max)) {
@@ -1571,7 +1588,7 @@ bad:
 const char *
 pki_int_matter_cd_parse(const unsigned char *p, size_t n, pki_matter_cd_t *cd)
 {
-    int            rc;
+    int            rc, tag;
     const char    *why;
     pki_cur_t      c;
     pki_tlv_el_t   e;
@@ -1593,13 +1610,13 @@ pki_int_matter_cd_parse(const unsigned char *p, size_t n, pki_matter_cd_t *cd)
         return "CD payload is not a TLV structure";
     }
 
-    for (rc = 0; rc < 9; rc++) {
-        why = cd_elem(&c, rc, max[rc], &e);
+    for (tag = 0; tag < 9; tag++) {
+        why = cd_elem(&c, tag, max[tag], &e);
         if (why) {
             return why;
         }
 
-        switch (rc) {
+        switch (tag) {
 
         case 0:
             if (e.u != 1) {
