@@ -10589,13 +10589,23 @@ pki_int_acme_eab_disable(pki_redis_t *r, const char *kid, int *already,
     pki_key_name(rkey, sizeof(rkey), r, NULL, "eab", kid);
 
     /* in one step: a key deleted between a look and a write would come
-     * back as a hash holding only its status */
-    reply = pki_acme_cmd(r, res, 4, "EVAL",
+     * back as a hash holding only its status; ARGV[1] "1": the change is
+     * marked until its entry is logged (3: disabled, its entry missing) */
+    reply = pki_acme_cmd(r, res, 5, "EVAL",
             "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
             "if redis.call('HGET', KEYS[1], 'status') == 'disabled' then "
-            "  return 2 end "
-            "redis.call('HSET', KEYS[1], 'status', 'disabled') return 1",
-            "1", rkey);
+            "  if ARGV[1] == '1' "
+            "     and redis.call('HEXISTS', KEYS[1], 'unlogged') == 1 then "
+            "    return 3 "
+            "  end "
+            "  return 2 "
+            "end "
+            "redis.call('HSET', KEYS[1], 'status', 'disabled') "
+            "if ARGV[1] == '1' then "
+            "  redis.call('HSET', KEYS[1], 'unlogged', '1') "
+            "end "
+            "return 1",
+            "1", rkey, already != NULL ? "1" : "0");
     was = reply != NULL && reply->type == REDIS_REPLY_INTEGER
           && reply->integer == 2;
     v = pki_acme_cmd_int(r, res, reply);
@@ -10611,6 +10621,31 @@ pki_int_acme_eab_disable(pki_redis_t *r, const char *kid, int *already,
     }
 
     return PKI_OK;
+}
+
+
+void
+pki_int_acme_eab_logged(pki_redis_t *r, const char *kid, pki_result_t *res)
+{
+    int           v;
+    char          rkey[PKI_ACME_KEY_MAX];
+    pki_result_t  lres;
+
+    if (kid == NULL || !pki_id_ok(kid)) {
+        return;
+    }
+
+    pki_key_name(rkey, sizeof(rkey), r, NULL, "eab", kid);
+
+    pki_result_init(&lres);
+    v = pki_acme_cmd_int(r, &lres, pki_acme_cmd(r, &lres, 3, "HDEL", rkey,
+                                                "unlogged"));
+    if (v < 0) {
+        /* the key stays disabled and logged; a retry logs it again */
+        pki_log(res, "%sredis: the mark of EAB key %s (not yet logged) "
+                "stays: %s %s", res != NULL && res->log[0] != '\0' ? "; "
+                : "", kid, lres.detail, lres.log);
+    }
 }
 
 
@@ -11142,7 +11177,15 @@ pki_acme_account_revoke(pki_redis_t *r, pki_redis_t *const *state,
         st = pki_json_str(acct, "status");
 
         if (st != NULL && strcmp(st, "revoked") == 0) {
-            /* done before: the copies are written again below */
+            /* done before: the copies are written again below; by a
+             * request that gave up before Redis made it (still marked
+             * unlogged), so that this caller writes its entry */
+            if (cJSON_GetObjectItemCaseSensitive(acct, "unlogged")
+                != NULL)
+            {
+                *changed = 1;
+            }
+
             nt = text;
             text = NULL;
             break;
@@ -11154,7 +11197,10 @@ pki_acme_account_revoke(pki_redis_t *r, pki_redis_t *const *state,
             goto failed;
         }
 
+        /* the mark goes when the caller's entry is in the transaction
+         * log (pki_int_acme_account_logged) */
         pki_json_set_str(acct, "status", "revoked");
+        pki_json_set_str(acct, "unlogged", "revoked");
         (void) pki_acme_account_rev(acct, 1);
 
         v = pki_acme_cas(r, key, text, acct, PKI_ACME_KEEP, &nt, res);
@@ -11220,4 +11266,60 @@ failed:
     free(nt);
 
     return rc;
+}
+
+
+/* The revocation's transaction log entry is durable: the account's mark
+ * (pki_acme_account_revoke) goes, by a compare-and-set as every change
+ * of the durable account.  A failure leaves it: a retry of the
+ * revocation then logs it once more. */
+void
+pki_int_acme_account_logged(pki_redis_t *r, const char *id,
+    pki_result_t *res)
+{
+    int           v, tries;
+    char          key[PKI_ACME_KEY_MAX], *text;
+    cJSON        *acct;
+    pki_status_t  rc;
+    pki_result_t  lres;
+
+    if (id == NULL || !pki_id_ok(id)) {
+        return;
+    }
+
+    pki_key_name(key, sizeof(key), r, id, "acct", NULL);
+    pki_result_init(&lres);
+
+    for (tries = 0; tries < PKI_ACME_REVOKE_TRIES; tries++) {
+        rc = pki_acme_load_text(r, key, &acct, &text, &lres);
+        if (rc != PKI_OK) {
+            break;
+        }
+
+        if (cJSON_GetObjectItemCaseSensitive(acct, "unlogged") == NULL) {
+            cJSON_Delete(acct);
+            free(text);
+            return;
+        }
+
+        cJSON_DeleteItemFromObjectCaseSensitive(acct, "unlogged");
+        (void) pki_acme_account_rev(acct, 1);
+
+        v = pki_acme_cas(r, key, text, acct, PKI_ACME_KEEP, NULL, &lres);
+
+        cJSON_Delete(acct);
+        free(text);
+
+        if (v == 1) {
+            return;
+        }
+
+        if (v < 0) {
+            break;
+        }
+    }
+
+    pki_log(res, "%sredis: the mark of ACME account %s (not yet logged) "
+            "stays: %s %s", res != NULL && res->log[0] != '\0' ? "; " : "",
+            id, lres.detail, lres.log);
 }

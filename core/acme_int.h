@@ -74,9 +74,22 @@ struct cJSON *pki_int_json_strict_max(const void *text, size_t len,
     size_t max_values, const char **why);
 
 /* pki_acme_eab_disable(), *already 1 when the key was disabled before
- * (nothing written then). */
+ * and its transaction log entry written (nothing written then).  With
+ * already the change is marked not yet logged: the caller removes the
+ * mark (pki_int_acme_eab_logged) once its entry is durable, and a call
+ * that finds the key disabled with the mark still there (the change was
+ * made after its caller gave up) answers *already 0, so that its caller
+ * writes the missing entry. */
 pki_status_t pki_int_acme_eab_disable(pki_redis_t *r, const char *kid,
     int *already, pki_result_t *res);
+void pki_int_acme_eab_logged(pki_redis_t *r, const char *kid,
+    pki_result_t *res);
+
+/* pki_acme_account_revoke() marks the revocation not yet logged (with
+ * *changed 1 also when it finds the account revoked and still marked):
+ * the caller removes the mark once its entry is durable. */
+void pki_int_acme_account_logged(pki_redis_t *r, const char *id,
+    pki_result_t *res);
 
 /* 1 when text is well-formed UTF-8 throughout (RFC 3629; jws.c). */
 int pki_int_utf8_valid(const void *text, size_t len);

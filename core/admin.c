@@ -1423,14 +1423,21 @@ pki_admin_acme_eab(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                     kid);
 
         } else {
+            /* also a key disabled by a request that gave up (503) before
+             * Redis made the change: its entry is written now */
             pki_log(&resp->res, "acme eab key %s disabled", kid);
 
             /* an entry that could not be written is said in the error
              * log, as a revocation's (pki_record_revoke): the key stays
-             * disabled, which only takes trust away */
+             * disabled, which only takes trust away, and marked, so that
+             * a retry writes it */
             pki_event_set_actor("admin", req->identity, req->client);
-            (void) pki_int_admin_audit("acme-eab-disable", NULL, NULL, kid,
-                                       "acme eab key disabled", &resp->res);
+            if (pki_int_admin_audit("acme-eab-disable", NULL, NULL, kid,
+                                    "acme eab key disabled", &resp->res)
+                == PKI_OK)
+            {
+                pki_int_acme_eab_logged(conf->redis, kid, &resp->res);
+            }
             pki_event_set_actor(NULL, NULL, NULL);
         }
 
@@ -1563,8 +1570,12 @@ pki_admin_acme_account(const pki_admin_conf_t *conf,
 
             pki_result_init(&ares);
             if (pki_event_emit(&ev, 1, &ares) != PKI_OK) {
+                /* the account stays marked: a retry writes the entry */
                 pki_log(&resp->res, "; transaction log: %s %s", ares.detail,
                         ares.log);
+
+            } else {
+                pki_int_acme_account_logged(conf->redis, id, &resp->res);
             }
         }
 

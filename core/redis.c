@@ -2397,6 +2397,17 @@ pki_record_get(pki_redis_t *r, const char *ca, const char *serial,
  * again (its answer was lost, hiredis sent it anew) finds it and answers
  * what it answered the first time, not "already revoked" or "not on hold"
  * for a change that it made itself.
+ *
+ * Each change also leaves a mark, rev_unlogged ("ID REASON INVALIDITY"),
+ * which its caller removes once the change's transaction log entry is
+ * durable (pki_lua_revoke_logged).  A change that Redis made after its
+ * caller gave up (the store stalled past timeout=: the client was told
+ * 503) keeps it, and so has no entry.  A later request for the same
+ * change (reason and invalidity date) takes such a change as its own,
+ * as the same request run again would (the mark then holds its id): it
+ * answers success and its caller writes the missing entry.  Two such
+ * requests at once may both log it: the log says a change twice rather
+ * than never.
  */
 static const char  pki_lua_revoke[] =
     PKI_LUA_WANT("KEYS[2]", "hash")
@@ -2404,7 +2415,16 @@ static const char  pki_lua_revoke[] =
     PKI_LUA_WANT("KEYS[4]", "zset")
     "local st = redis.call('HGET', KEYS[1], 'status') "
     "if not st or st == 'pending' then return 0 end "
-    "if redis.call('HGET', KEYS[1], 'rev_req') == ARGV[5] then "
+    "local um = ARGV[2] .. ' ' .. ARGV[4] "
+    "local mark = ARGV[5] .. ' ' .. um "
+    "local mine = redis.call('HGET', KEYS[1], 'rev_req') == ARGV[5] "
+    "local m = redis.call('HGET', KEYS[1], 'rev_unlogged') "
+    "if not mine and m and string.sub(m, 34) == um "
+    "   and (st == 'revoked' or ARGV[2] == '8') then "
+    "  redis.call('HSET', KEYS[1], 'rev_unlogged', mark) "
+    "  mine = true "
+    "end "
+    "if mine then "
     "  if ARGV[2] ~= '8' then return 1 end "
     "  if st == 'good' then return 2 end "
     "  local f = redis.call('HMGET', KEYS[1], 'revoked_at', 'reason') "
@@ -2430,19 +2450,19 @@ static const char  pki_lua_revoke[] =
     "    if not (p[1] and p[2]) then "
     "      redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
     "                 'revoked_at', '0', 'invalidity_date', '0', "
-    "                 'rev_req', ARGV[5]) "
+    "                 'rev_req', ARGV[5], 'rev_unlogged', mark) "
     "      return 2 "
     "    end "
     "    if tonumber(p[1]) > now then "
     "      redis.call('HSET', KEYS[1], 'status', 'good', 'reason', '0', "
     "                 'revoked_at', '0', 'invalidity_date', '0', "
-    "                 'rev_req', ARGV[5]) "
+    "                 'rev_req', ARGV[5], 'rev_unlogged', mark) "
     "      redis.call('ZADD', KEYS[4], p[1], ARGV[1]) "
     "      return 2 "
     "    end "
     "    redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', p[2], "
     "               'revoked_at', p[1], 'invalidity_date', '0', "
-    "               'rev_req', ARGV[5]) "
+    "               'rev_req', ARGV[5], 'rev_unlogged', mark) "
     "    redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason', 'plan_by') "
     "    redis.call('HSET', KEYS[2], ARGV[1], p[2] .. ' ' .. p[1] .. ' 0') "
     "    redis.call('ZREM', KEYS[4], ARGV[1]) "
@@ -2459,7 +2479,8 @@ static const char  pki_lua_revoke[] =
     "  return -2 "
     "end "
     "redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[2], "
-    "           'revoked_at', at, 'invalidity_date', inv, 'rev_req', ARGV[5]) "
+    "           'revoked_at', at, 'invalidity_date', inv, 'rev_req', ARGV[5], "
+    "           'rev_unlogged', mark) "
     "if ARGV[2] ~= '6' then "
     "  redis.call('HDEL', KEYS[1], 'plan_at', 'plan_reason', 'plan_by') "
     "  redis.call('ZREM', KEYS[4], ARGV[1]) "
@@ -2473,7 +2494,9 @@ static const char  pki_lua_revoke[] =
 static pki_status_t
 pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
-    int *done, pki_result_t *res);
+    int *done, char *rid, pki_result_t *res);
+static void pki_record_revoke_logged(pki_redis_t *r, const char *ca,
+    const char *serial, const char *rid, pki_result_t *res);
 
 
 /* The audit hook (core/audit.c): every revocation change is logged and
@@ -2517,16 +2540,18 @@ pki_record_revoke_gated(pki_redis_t *r, const char *ca, const char *serial,
 {
     int           done;
     char          canon[41], why_buf[96], when_buf[PKI_RFC3339_LEN];
+    char          rid[33];
     const char   *why;
     pki_event_t   ev;
     pki_status_t  st;
     pki_result_t  ares;
 
     done = reason;
+    rid[0] = '\0';
 
     if (!gate || pki_int_audit_ready(&why)) {
         st = pki_record_revoke_do(r, ca, serial, reason, when,
-                                  invalidity_date, out, &done, res);
+                                  invalidity_date, out, &done, rid, res);
 
     } else {
         /* a transaction log is configured and not open, or full (see
@@ -2569,19 +2594,70 @@ pki_record_revoke_gated(pki_redis_t *r, const char *ca, const char *serial,
 
     pki_result_init(&ares);
 
-    if (pki_event_emit(&ev, st == PKI_OK, &ares) != PKI_OK && st == PKI_OK) {
-        pki_log(res, "%stransaction log: %s %s", res && res->log[0] ? "; "
-                : "", ares.detail, ares.log);
+    if (pki_event_emit(&ev, st == PKI_OK, &ares) != PKI_OK) {
+        if (st == PKI_OK) {
+            /* the record keeps its mark: a retry writes the entry */
+            pki_log(res, "%stransaction log: %s %s", res && res->log[0]
+                    ? "; " : "", ares.detail, ares.log);
+        }
+
+    } else if (st == PKI_OK && rid[0] != '\0') {
+        pki_record_revoke_logged(r, ca, ev.serial, rid, res);
     }
 
     return st;
 }
 
 
+/* The change of request rid is in the transaction log: its record's mark
+ * goes (pki_lua_revoke), unless a later change has put its own there.
+ * KEYS[1] record, ARGV[1] the request's id. */
+static const char  pki_lua_revoke_logged[] =
+    "local m = redis.call('HGET', KEYS[1], 'rev_unlogged') "
+    "if m and string.sub(m, 1, 32) == ARGV[1] then "
+    "  redis.call('HDEL', KEYS[1], 'rev_unlogged') "
+    "  return 1 "
+    "end "
+    "return 0";
+
+
+static void
+pki_record_revoke_logged(pki_redis_t *r, const char *ca, const char *serial,
+    const char *rid, pki_result_t *res)
+{
+    long long     rc;
+    pki_args_t    a;
+    pki_result_t  lres;
+    char          kcert[PKI_REDIS_KEY_MAX];
+
+    pki_result_init(&lres);
+
+    if (!pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert), NULL,
+                       &lres))
+    {
+        return;
+    }
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_revoke_logged);
+    pki_args_str(&a, "1");
+    pki_args_str(&a, kcert);
+    pki_args_str(&a, rid);
+
+    if (pki_redis_eval(r, &a, &rc, &lres) != PKI_OK) {
+        /* the change and its entry stand; a retry logs it once more */
+        pki_log(res, "%sredis: the mark of %s (not yet logged) stays: %s "
+                "%s", res != NULL && res->log[0] != '\0' ? "; " : "",
+                serial, lres.detail, lres.log);
+    }
+}
+
+
 static pki_status_t
 pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     int reason, time_t when, time_t invalidity_date, pki_record_t *out,
-    int *done, pki_result_t *res)
+    int *done, char *rid, pki_result_t *res)
 {
     size_t         i;
     pki_args_t     a;
@@ -2591,7 +2667,7 @@ pki_record_revoke_do(pki_redis_t *r, const char *ca, const char *serial,
     unsigned char  rnd[16];
     char           kcert[PKI_REDIS_KEY_MAX], krev[PKI_REDIS_KEY_MAX];
     char           kgen[PKI_REDIS_KEY_MAX], kplan[PKI_REDIS_KEY_MAX];
-    char           canon[41], rid[33];
+    char           canon[41];
 
     if (out != NULL) {
         memset(out, 0, sizeof(*out));
