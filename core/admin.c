@@ -891,6 +891,36 @@ pki_strcasestr_ok(const char *hay, const char *needle)
 }
 
 
+/* The search text as a record's subject holds it: RFC 2253 text as
+ * OpenSSL writes it (pki_int_name_text, XN_FLAG_RFC2253), each byte of
+ * UTF-8 over 0x7f and each control character as \XX, the specials with
+ * a backslash before them.  (The leading '#' and the spaces at either
+ * end of a value, escaped there only, are left: the search is for a part
+ * of the text.)  out holds 3 bytes per byte of in, and the NUL. */
+static void
+pki_admin_rfc2253(const char *in, char *out)
+{
+    unsigned char  c;
+
+    for ( /* void */ ; *in != '\0'; in++) {
+        c = (unsigned char) *in;
+
+        if (c >= 0x80 || c < 0x20 || c == 0x7f) {
+            out += sprintf(out, "\\%02X", c);
+            continue;
+        }
+
+        if (strchr(",+\"\\<>;", c) != NULL) {
+            *out++ = '\\';
+        }
+
+        *out++ = (char) c;
+    }
+
+    *out = '\0';
+}
+
+
 /* The "limit" query parameter of a listing into *limit (left as it is
  * when absent): digits, 1..PKI_ADMIN_LIMIT_MAX.  0 with resp failed. */
 static int
@@ -961,6 +991,7 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
     size_t         n, i, limit, ca_idx, ca_lo, ca_hi, pages;
     long           l;
     char           status[32], subject[PKI_ADMIN_VALUE_MAX];
+    char           esc[3 * PKI_ADMIN_VALUE_MAX];
     char           date[64], cursor[96], ca_name[PKI_ADMIN_VALUE_MAX];
     char           next[PKI_RECORD_CURSOR_MAX];
     char           out_cursor[96], *dot, *endp;
@@ -988,6 +1019,9 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                  "\"subject\"");
         return;
     }
+
+    /* "Müller" finds CN=M\C3\BCller, "Acme, Inc" finds O=Acme\, Inc */
+    pki_admin_rfc2253(subject, esc);
 
     rc = pki_query_param(req->query, req->query_len, "expires_before", date,
                          sizeof(date));
@@ -1077,6 +1111,31 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
             return;
         }
 
+        if (has_before) {
+            /* the index is in the order of notAfter: from the first
+             * record that expires at or after the bound on, nothing of
+             * this CA is listed, so it ends here rather than after
+             * every later page; a page left with nothing to list is
+             * passed over as one with no records */
+            for (i = 0; i < n && recs[i].not_after < before; i++) {
+                /* void */
+            }
+
+            if (i < n) {
+                strcpy(next, "0");
+            }
+
+            if (i == 0 && n > 0) {
+                for (i = 0; i < n; i++) {
+                    pki_record_clear(&recs[i]);
+                }
+
+                free(recs);
+                recs = NULL;
+                n = 0;
+            }
+        }
+
         if (n > 0 || pages == PKI_ADMIN_LIST_PAGES) {
             break;
         }
@@ -1125,7 +1184,9 @@ pki_admin_list(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
                 want = 0;
             }
 
-            if (want && !pki_strcasestr_ok(recs[i].subject, subject)) {
+            if (want && !pki_strcasestr_ok(recs[i].subject, subject)
+                && !pki_strcasestr_ok(recs[i].subject, esc))
+            {
                 want = 0;
             }
 

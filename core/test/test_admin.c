@@ -168,6 +168,7 @@ call(const char *method, const char *path, const char *query,
 }
 
 
+
 static const char *
 jstr(cJSON *j, const char *name)
 {
@@ -175,6 +176,38 @@ jstr(cJSON *j, const char *name)
 
     v = cJSON_GetObjectItemCaseSensitive(j, name);
     return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+
+/* The records that every page of GET certificates?QUERY lists, through
+ * every CA; -1 when a page fails. */
+static int
+count_all(const char *query)
+{
+    int     st, count, pages;
+    char    q[512], cursor[128];
+    cJSON  *j;
+
+    strcpy(cursor, "0");
+    count = 0;
+
+    for (pages = 0; pages < 1000; pages++) {
+        snprintf(q, sizeof(q), "%s&cursor=%s", query, cursor);
+        j = call("GET", "certificates", q, NULL, &st);
+        if (st != 200) {
+            cJSON_Delete(j);
+            return -1;
+        }
+        count += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j,
+                                    "certificates"));
+        snprintf(cursor, sizeof(cursor), "%s", jstr(j, "next_cursor"));
+        cJSON_Delete(j);
+        if (strcmp(cursor, "0") == 0) {
+            return count;
+        }
+    }
+
+    return -1;
 }
 
 
@@ -671,7 +704,7 @@ main(void)
     pki_template_t    *tca, *tdev;
     pki_ca_t          *cas[2];
     cJSON             *j, *arr, *it;
-    int                st, i, found, pages, count;
+    int                st, i, found, pages, count, n;
     char               s1[41], s2[41], s3[41], other[41], lower[64];
     char               body[512], q[256], cursor[64];
     pki_admin_req_t    req;
@@ -933,6 +966,30 @@ main(void)
     ok(st == 200 && cJSON_GetArraySize(arr) == 0,
        "expires_before filters");
     cJSON_Delete(j);
+
+    /* the expiry index is in notAfter order: a bound before every
+     * certificate ends the listing on the first page, not after a page
+     * per certificate */
+    j = call("GET", "certificates",
+             "limit=1&expires_before=2000-01-01T00:00:00Z", NULL, &st);
+    arr = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    ok(st == 200 && cJSON_GetArraySize(arr) == 0
+       && strcmp(jstr(j, "next_cursor"), "0") == 0,
+       "expires_before before every notAfter: done on the first page "
+       "(next_cursor \"%s\")", jstr(j, "next_cursor"));
+    cJSON_Delete(j);
+
+    /* subjects are kept as RFC 2253 text (M\C3\BCller, Acme\, Inc): the
+     * search finds them by the plain text too */
+    ok(issue(cas[1], tdev, "M\xc3\xbcller-dev", s3)
+       && issue(cas[1], tdev, "Acme, Inc", s3), "issued CN=M\\C3\\BCller-dev "
+       "and CN=Acme\\, Inc");
+    n = count_all("subject=M%C3%BCller");
+    ok(n == 1, "subject=M\xc3\xbcller finds it (%d)", n);
+    n = count_all("subject=acme%2C%20inc");
+    ok(n == 1, "subject=acme, inc finds it (%d)", n);
+    n = count_all("subject=Acme%5C%2C");
+    ok(n == 1, "so does the escaped text, Acme\\, (%d)", n);
 
     /* the epoch is a date like any other, not "no filter" */
     j = call("GET", "certificates", "expires_before=1970-01-01T00:00:00Z",
