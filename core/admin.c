@@ -748,8 +748,11 @@ pki_admin_revoke(const pki_admin_conf_t *conf, const pki_admin_req_t *req,
         goto done;
     }
 
-    if (reason == 8) {
-        inv = 0;
+    if (reason == 8 && inv != 0) {
+        /* a release makes the certificate good: no key is invalid */
+        pki_fail(&resp->res, PKI_MALFORMED, "removeFromCRL takes no "
+                 "invalidity_date");
+        goto done;
     }
 
     /* "at": now is a revocation now; a plan is for a future time, an end

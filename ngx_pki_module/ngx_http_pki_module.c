@@ -4620,6 +4620,9 @@ ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_pki_loc_conf_t   *plcf;
     ngx_http_pki_main_conf_t  *pmcf;
+#if (NGX_PCRE)
+    ngx_http_core_loc_conf_t  *clcf;
+#endif
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_pki_module);
 
@@ -4632,6 +4635,17 @@ ngx_http_pki_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (plcf->content == ngx_http_pki_admin_handler) {
         return "is duplicate";
     }
+
+#if (NGX_PCRE)
+    /* the endpoint is the path below the location's name, taken as a
+     * prefix (ngx_http_pki_admin_handler): under a regex every request
+     * would be an unknown endpoint */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->regex != NULL) {
+        return "needs a prefix location, not a regex";
+    }
+#endif
 
     if (ngx_http_pki_content(cf, cmd, ngx_http_pki_admin_handler)
         != NGX_CONF_OK)
@@ -5107,6 +5121,19 @@ ngx_http_pki_admin_done(ngx_http_request_t *r, void *data)
         ngx_str_set(&h->key, "Allow");
         h->value.data = (u_char *) resp->allow;
         h->value.len = ngx_strlen(resp->allow);
+    }
+
+    /* the store or the transaction log did not answer: as every other
+     * 503 of the API (ngx_http_pki_admin_unavailable), says when to come
+     * back */
+    if (resp->http_status == NGX_HTTP_SERVICE_UNAVAILABLE
+        && ngx_http_pki_add_header(r, "Retry-After",
+                                   (u_char *) NGX_HTTP_PKI_ADMIN_RETRY_AFTER,
+                                   sizeof(NGX_HTTP_PKI_ADMIN_RETRY_AFTER) - 1)
+           == NULL)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
     }
 
     rc = ngx_http_pki_send_json(r, resp->http_status ? resp->http_status

@@ -68,6 +68,8 @@ sub late {
     my $r = api($method, $path, $data);
     is($r->{code}, 503, "$what: held past timeout=, the admin gets 503")
         or diag($r->{body});
+    is($r->{headers}{'retry-after'} // '', '5',
+       "$what: ... with Retry-After: 5");
     ok(!-e $arm, "$what: ... the proxy held the change");
     PKITest::spew("$arm.release", '');
     my $ok = 0;

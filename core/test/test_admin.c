@@ -840,6 +840,11 @@ main(void)
        "removeFromCRL releases the hold (%d)", st);
     cJSON_Delete(j);
     revoke_expect(body, 409, "removeFromCRL on a good certificate");
+    snprintf(body, sizeof(body), "{\"serial\":\"%s\",\"reason\":"
+             "\"removeFromCRL\",\"invalidity_date\":"
+             "\"2026-01-01T00:00:00Z\"}", s2);
+    revoke_expect(body, 400, "removeFromCRL with an invalidity_date "
+                  "(it was dropped unsaid)");
 
     /* errors */
     /* a serial never issued: s3 with its first octet changed (never
