@@ -3938,13 +3938,25 @@ pki_scep_pend_cas(pki_redis_t *r, const char *tid, const char *from[3],
  * ARGV[2], or "*" when the admin did not say.  1 decided, 0 not pending,
  * 2 another request (a new one with the same transactionID replaced the
  * decided one since it was listed).  A rejected request keeps its CSR's
- * hash, not the CSR (pki_lua_pend_cas). */
+ * hash, not the CSR (pki_lua_pend_cas).
+ *
+ * The decision is marked "unlogged" until its transaction log entry is
+ * durable (pki_scep_pend_logged): one that Redis made after the admin
+ * gave up (the store stalled past timeout=, 503) keeps the mark, and the
+ * same decision asked again finds it and answers 1, so that the entry is
+ * written then. */
 static const char  pki_lua_pend_decide[] =
-    "if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then "
-    "return 0 end "
+    "local st = redis.call('HGET', KEYS[1], 'status') "
+    "if st == ARGV[1] "
+    "   and redis.call('HGET', KEYS[1], 'unlogged') == ARGV[1] "
+    "   and (ARGV[2] == '*' "
+    "        or redis.call('HGET', KEYS[1], 'created') == ARGV[2]) then "
+    "  return 1 "
+    "end "
+    "if st ~= 'pending' then return 0 end "
     "if ARGV[2] ~= '*' and redis.call('HGET', KEYS[1], 'created') "
     "~= ARGV[2] then return 2 end "
-    "redis.call('HSET', KEYS[1], 'status', ARGV[1]) "
+    "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'unlogged', ARGV[1]) "
     "redis.call('HDEL', KEYS[1], 'claim', 'since') "
     "if ARGV[1] == 'rejected' "
     "and redis.call('HEXISTS', KEYS[1], 'csrsha256') == 1 then "
@@ -3978,6 +3990,34 @@ pki_scep_pend_decide(pki_redis_t *r, const char *tid, const char *to,
     *done = st == PKI_OK ? (int) v : 0;
 
     return st;
+}
+
+
+/* The decision's entry is durable: its mark goes (pki_lua_pend_decide).
+ * A failure leaves it; the same decision asked again logs it again. */
+static void
+pki_scep_pend_logged(pki_redis_t *r, const char *tid, pki_result_t *res)
+{
+    char          key[PKI_SCEP_KEY_MAX];
+    long long     v;
+    const char   *argv[3];
+    pki_result_t  lres;
+
+    if (!pki_scep_rkey(r, "pend", tid, strlen(tid), key, sizeof(key))) {
+        return;
+    }
+
+    argv[0] = "HDEL";
+    argv[1] = key;
+    argv[2] = "unlogged";
+
+    pki_result_init(&lres);
+
+    if (pki_scep_int_cmd(r, 3, argv, &v, &lres) != PKI_OK) {
+        pki_log(res, "%sredis: the mark of SCEP request %s (not yet "
+                "logged) stays: %s %s", res != NULL && res->log[0] != '\0'
+                ? "; " : "", tid, lres.detail, lres.log);
+    }
 }
 
 
@@ -7091,9 +7131,12 @@ pki_scep_admin_decide(pki_redis_t *r, const char *to,
      * may have fetched its answer already */
     snprintf(why, sizeof(why), "SCEP request %.*s %s", PKI_SCEP_TID_MAX,
              tid, to);
-    (void) pki_int_admin_audit(to[0] == 'a' ? "scep-approve"
-                                            : "scep-reject",
-                               NULL, NULL, NULL, why, res);
+    if (pki_int_admin_audit(to[0] == 'a' ? "scep-approve" : "scep-reject",
+                            NULL, NULL, NULL, why, res)
+        == PKI_OK)
+    {
+        pki_scep_pend_logged(r, tid, res);
+    }
 
     o = cJSON_CreateObject();
     if (o == NULL

@@ -11,7 +11,8 @@
 # or 200 with no entry, and the log never had the change):
 #  - a certificate's revocation;
 #  - an ACME EAB key's disabling;
-#  - an ACME account's revocation.
+#  - an ACME account's revocation;
+#  - a hold (the revocation's script) and a SCEP request's approval.
 # Each time exactly one success entry, and a further retry changes and
 # logs nothing more.
 
@@ -21,6 +22,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
+use Digest::SHA qw(sha256_hex);
 use Time::HiRes qw(sleep time);
 use PKITest;
 
@@ -115,6 +117,26 @@ my ($r, $from);
        1, '... no second entry');
 }
 
+# --- a hold (the same script as a revocation) --------------------------------
+
+{
+    my ($er, $serial) = $t->enroll_serial('late-hold');
+    is($er->{code}, 200, 'enrolled') or diag($er->{body});
+    $serial //= '';
+    my $key = "pki:{ca:issuing}:cert:$serial";
+    my $held = sub { ($_[0]{type} // '') eq 'revoke'
+                     && ($_[0]{serial} // '') eq $serial };
+    $from = $t->audit_last_seq;
+    late('hold', ['rev_req', $serial], 'POST', 'revoke',
+         { serial => $serial, reason => 'certificateHold' },
+         sub { ($t->redis_hash($key)->{reason} // '') eq '6' });
+    $r = api('POST', 'revoke', { serial => $serial,
+                                 reason => 'certificateHold' });
+    is($r->{code}, 200, 'hold: the retry answers 200 (not 409)')
+        or diag($r->{body});
+    is(scalar(entries($from, $held)), 1, '... and writes the one entry');
+}
+
 # --- an EAB key's disabling ---------------------------------------------------
 
 {
@@ -169,6 +191,35 @@ my ($r, $from);
     $r = api('POST', "acme/accounts/$id", { status => 'revoked' });
     is($r->{code}, 200, 'account revoke: once more: 200');
     is(scalar(entries($from, $rev)), 1, '... no second entry');
+}
+
+# --- a SCEP request's approval -----------------------------------------------
+
+{
+    my $tid = 'TID-LATE';
+    my $key = 'pki:scep:pend:' . sha256_hex($tid);
+    $t->redis('HSET', $key, 'status', 'pending', 'tid', $tid, 'subject',
+              "CN=$tid", 'created', time);
+    $from = $t->audit_last_seq;
+    my $ap = sub { $_[0]->{type} eq 'request'
+                   && ($_[0]{operation} // '') eq 'scep-approve'
+                   && ($_[0]{reason} // '') =~ /\bTID-LATE approved\z/ };
+    late('SCEP approve', [sha256_hex($tid), 'approved'], 'POST',
+         'scep/approve', { transaction_id => $tid },
+         sub { ($t->redis_hash($key)->{status} // '') eq 'approved' });
+    is(scalar(entries($from, $ap)), 0, 'SCEP approve: no entry yet');
+
+    $r = api('POST', 'scep/approve', { transaction_id => $tid });
+    is($r->{code}, 200, 'SCEP approve: the retry answers 200 (not 409)')
+        or diag($r->{body});
+    is(scalar(entries($from, $ap)), 1, '... and writes the one entry');
+    ok(!exists $t->redis_hash($key)->{unlogged}, '... the mark gone');
+
+    $r = api('POST', 'scep/approve', { transaction_id => $tid });
+    # (409 no longer pending for a real request; this hand-made record
+    # has no CSR, which the look that says so finds corrupt)
+    isnt($r->{code}, 200, 'SCEP approve: once more: refused');
+    is(scalar(entries($from, $ap)), 1, '... no second entry');
 }
 
 unlike(PKITest::slurp($t->error_log) // '',
