@@ -957,16 +957,25 @@ av_server_parse(const char *s, av_addr_t *a)
 static size_t
 av_dns_servers(av_t *av, av_addr_t *srv)
 {
-    char    line[256], *p, *e;
-    FILE   *f;
-    size_t  n;
+    int          ok;
+    char         line[256], *p, *e;
+    FILE        *f;
+    size_t       n;
+    const char  *path;
 
     if (av->conf->resolver != NULL && av->conf->resolver[0] != '\0') {
         return av_server_parse(av->conf->resolver, &srv[0]) ? 1 : 0;
     }
 
+    /* a test's own file may give each server a port, which a real
+     * resolv.conf cannot (its resolver would skip such a line) */
+    path = av->conf->resolv_conf;
+    if (path == NULL || path[0] == '\0') {
+        path = "/etc/resolv.conf";
+    }
+
     n = 0;
-    f = fopen("/etc/resolv.conf", "re");
+    f = fopen(path, "re");
     if (f != NULL) {
         while (n < AV_DNS_SERVERS_MAX && fgets(line, sizeof(line), f) != NULL)
         {
@@ -979,8 +988,16 @@ av_dns_servers(av_t *av, av_addr_t *srv)
             p += strspn(p, " \t");
             e = p + strcspn(p, " \t\r\n%");     /* drop a v6 zone id */
             *e = '\0';
-            if (av_addr_parse(p, &srv[n])) {
-                av_addr_set_port(&srv[n], AV_DNS_PORT);
+            if (path == av->conf->resolv_conf) {
+                ok = av_server_parse(p, &srv[n]);
+
+            } else {
+                ok = av_addr_parse(p, &srv[n]);
+                if (ok) {
+                    av_addr_set_port(&srv[n], AV_DNS_PORT);
+                }
+            }
+            if (ok) {
                 n++;
             }
         }

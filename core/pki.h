@@ -1110,6 +1110,10 @@ typedef struct {
     int             caa;              /* 1: check CAA (pki_acme_caa_check)  */
     const char *const *caa_ids;       /* our issuer domain names, NULL
                                          ended (acme_caa_identities)       */
+    const char     *resolv_conf;      /* tests: read instead of
+                                         /etc/resolv.conf when resolver is
+                                         unset; its nameservers may carry
+                                         a port (ip:port, [v6]:port)       */
 } pki_acme_validate_conf_t;
 
 /* Outcome: PKI_OK when the challenge is satisfied.  Otherwise a status and
