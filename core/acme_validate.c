@@ -1447,18 +1447,18 @@ av_dns_udp(const av_addr_t *srv, const unsigned char *q, size_t qlen,
 }
 
 
-/* One exchange over TCP (after a truncated UDP answer).  The resolver's
- * address goes to the log, not to the detail. */
-static pki_status_t
-av_dns_tcp(av_t *av, const av_addr_t *srv, const char *name,
-    const unsigned char *q, size_t qlen, unsigned char *resp, size_t *rlen)
+/* One exchange over TCP (after a truncated UDP answer).  1: an answer
+ * of at least a header is in resp; 0: none, why says what went wrong (the
+ * caller may still ask another server). */
+static int
+av_dns_tcp(av_t *av, const av_addr_t *srv, const unsigned char *q,
+    size_t qlen, unsigned char *resp, size_t *rlen, char *why,
+    size_t why_size)
 {
     int            rc;
-    char           ip[INET6_ADDRSTRLEN];
     size_t         got, want;
     ssize_t        n;
     av_conn_t      c;
-    pki_status_t   st;
     unsigned char  out[2 + 512];
 
     c.fd = -1;
@@ -1467,11 +1467,9 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const char *name,
 
     rc = av_connect_one(srv, SOCK_STREAM, av->deadline, &c.fd);
     if (rc != 1) {
-        st = av_fail(av, PKI_UNAVAILABLE, "dns",
-                     "DNS query over TCP for %.100s failed: %s", name,
-                     rc == 0 ? "timeout" : strerror(errno));
-        av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
-        return st;
+        snprintf(why, why_size, "failed: %s",
+                 rc == 0 ? "timeout" : strerror(errno));
+        return 0;
     }
 
     out[0] = (unsigned char) (qlen >> 8);
@@ -1481,11 +1479,9 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const char *name,
     rc = av_write(av, &c, out, qlen + 2);
     if (rc != 1) {
         av_conn_close(&c);
-        st = av_fail(av, PKI_UNAVAILABLE, "dns",
-                     "DNS query over TCP for %.100s failed: %s", name,
-                     rc == AV_IO_TIMEOUT ? "timeout" : "write error");
-        av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
-        return st;
+        snprintf(why, why_size, "failed: %s",
+                 rc == AV_IO_TIMEOUT ? "timeout" : "write error");
+        return 0;
     }
 
     want = 2;
@@ -1493,19 +1489,19 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const char *name,
     while (got < want) {
         n = av_read(av, &c, resp + got, want - got);
         if (n <= 0) {
-            rc = (int) n;
-            goto failed;
+            av_conn_close(&c);
+            snprintf(why, why_size, "failed: %s",
+                     n == AV_IO_TIMEOUT ? "timeout"
+                     : n == 0 ? "connection closed" : "read error");
+            return 0;
         }
         got += (size_t) n;
         if (want == 2 && got == 2) {
             want = (size_t) ((resp[0] << 8) | resp[1]);
             if (want < 12) {
                 av_conn_close(&c);
-                st = av_fail(av, PKI_UNAVAILABLE, "dns",
-                             "malformed DNS answer over TCP for %.100s",
-                             name);
-                av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
-                return st;
+                snprintf(why, why_size, "failed: malformed answer");
+                return 0;
             }
             got = 0;
         }
@@ -1513,35 +1509,44 @@ av_dns_tcp(av_t *av, const av_addr_t *srv, const char *name,
 
     av_conn_close(&c);
     *rlen = want;
-    return PKI_OK;
+    return 1;
+}
 
-failed:
 
-    av_conn_close(&c);
-    st = av_fail(av, PKI_UNAVAILABLE, "dns",
-                 "DNS query over TCP for %.100s failed: %s", name,
-                 rc == AV_IO_TIMEOUT ? "timeout"
-                 : rc == 0 ? "connection closed" : "read error");
-    av_log(av, "resolver %s", av_addr_str(srv, ip, sizeof(ip)));
-    return st;
+/* A resolver's failure of its own, not an answer about the name: another
+ * resolver may do better (as the system's resolver moves on). */
+static int
+av_dns_rcode_retry(const unsigned char *m)
+{
+    int  rcode;
+
+    rcode = m[3] & 0x0f;
+
+    return rcode == 2 || rcode == 4 || rcode == 5;   /* SERVFAIL, NOTIMP,
+                                                        REFUSED         */
 }
 
 
 /* One query, UDP first, TCP when truncated, over the configured servers
- * (two UDP attempts each) until the deadline. */
+ * (two UDP attempts each) until the deadline.  The first answer that is
+ * not a SERVFAIL, NOTIMP or REFUSED is the one: an NXDOMAIN is final.
+ * Such a failure (or a truncated answer whose TCP retry failed) sends the
+ * query on to the next server; the first of them is returned only when
+ * no server answers better within the attempts and the time left. */
 static pki_status_t
 av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
 {
-    int             rc, tcp;
-    char            ip[INET6_ADDRSTRLEN];
-    size_t          nsrv, qlen, rlen, attempt, s;
+    int             rc, tcp, done, kept_tcp;
+    char            ip[INET6_ADDRSTRLEN], why[128], tcp_why[128];
+    size_t          nsrv, qlen, rlen, attempt, s, kept_s, kept_len,
+                    tcp_s;
     unsigned        others;
     uint16_t        id;
     long long       try_deadline;
     av_addr_t       srv[AV_DNS_SERVERS_MAX];
     pki_status_t    st;
-    const char     *why;
-    unsigned char  *resp;
+    const char     *perr;
+    unsigned char  *resp, *kept;
     unsigned char   q[512];
 
     nsrv = av_dns_servers(av, srv);
@@ -1569,6 +1574,15 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
     rc = 0;
     s = 0;
     others = 0;
+    done = 0;
+    tcp = 0;
+    rlen = 0;
+    kept = NULL;
+    kept_len = 0;
+    kept_s = 0;
+    kept_tcp = 0;
+    tcp_s = 0;
+    tcp_why[0] = '\0';
 
     for (attempt = 0; attempt < 2 * nsrv; attempt++) {
         s = attempt % nsrv;
@@ -1581,14 +1595,65 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
         rc = av_dns_udp(&srv[s], q, qlen, resp, AV_DNS_UDP_MAX, &rlen,
                         try_deadline, &others);
         if (rc == 1) {
-            break;
+            tcp = 0;
+            if (resp[2] & 0x02) {               /* TC */
+                if (!av_dns_tcp(av, &srv[s], q, qlen, resp, &rlen, why,
+                                sizeof(why)))
+                {
+                    if (tcp_why[0] == '\0') {
+                        memcpy(tcp_why, why, sizeof(why));
+                        tcp_s = s;
+                    }
+                    goto next;
+                }
+                tcp = 1;
+            }
+
+            if (!av_dns_rcode_retry(resp)) {
+                done = 1;
+                break;
+            }
+
+            if (kept == NULL) {
+                kept = malloc(rlen);
+                if (kept == NULL) {
+                    free(resp);
+                    return av_fail(av, PKI_INTERNAL, "serverInternal",
+                                   "out of memory");
+                }
+                memcpy(kept, resp, rlen);
+                kept_len = rlen;
+                kept_s = s;
+                kept_tcp = tcp;
+            }
         }
+
+    next:
+
         if (av_left(av->deadline) == 0) {
             break;
         }
     }
 
-    if (rc != 1) {
+    if (!done && kept != NULL) {
+        /* only failures: the first one (over TCP, too, if any) */
+        memcpy(resp, kept, kept_len);
+        rlen = kept_len;
+        s = kept_s;
+        tcp = kept_tcp;
+        done = 1;
+    }
+    free(kept);
+
+    if (!done && tcp_why[0] != '\0') {
+        free(resp);
+        st = av_fail(av, PKI_UNAVAILABLE, "dns",
+                     "DNS query over TCP for %.100s %s", name, tcp_why);
+        av_log(av, "resolver %s", av_addr_str(&srv[tcp_s], ip, sizeof(ip)));
+        return st;
+    }
+
+    if (!done) {
         free(resp);
         st = av_fail(av, PKI_UNAVAILABLE, "dns", "DNS query for %.100s: %s%s",
                      name, rc == 0 ? "timeout" : strerror(errno),
@@ -1598,23 +1663,17 @@ av_dns_query(av_t *av, const char *name, int qtype, av_dns_ans_t *ans)
         return st;
     }
 
-    tcp = 0;
-    if (resp[2] & 0x02) {                       /* TC */
-        st = av_dns_tcp(av, &srv[s], name, q, qlen, resp, &rlen);
-        if (st != PKI_OK) {
-            free(resp);
-            return st;
-        }
-        tcp = 1;
-    }
-
-    if (!av_dns_parse(resp, rlen, id, name, qtype, ans, &why)) {
+    if (!av_dns_parse(resp, rlen, id, name, qtype, ans, &perr)) {
         free(resp);
         st = av_fail(av, PKI_UNAVAILABLE, "dns",
                      "bad DNS answer%s for %.100s: %s",
-                     tcp ? " over TCP" : "", name, why);
+                     tcp ? " over TCP" : "", name, perr);
         av_log(av, "resolver %s", av_addr_str(&srv[s], ip, sizeof(ip)));
         return st;
+    }
+
+    if (ans->rcode != 0) {
+        av_log(av, "resolver %s", av_addr_str(&srv[s], ip, sizeof(ip)));
     }
 
     free(resp);

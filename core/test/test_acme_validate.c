@@ -1472,6 +1472,81 @@ dns_thread(void *arg)
 
 /* ---- checks ------------------------------------------------------------------ */
 
+/* A resolver that fails on its own: every query gets rcode fail_rcode
+ * (SERVFAIL, NOTIMP, REFUSED; NXDOMAIN as the final answer it is), or
+ * with FAIL_TC a truncated answer whose TCP retry finds no listener.
+ * It listens on UDP only, as resolver #1 before the good one. */
+#define FAIL_TC  16
+
+static unsigned      fail_port;
+static volatile int  fail_rcode;
+static int           fail_asked;
+
+
+static void *
+fail_dns_thread(void *arg)
+{
+    int                 fd;
+    ssize_t             n;
+    size_t              off;
+    socklen_t           slen;
+    struct pollfd       p;
+    struct sockaddr_in  from;
+    unsigned char       q[1024];
+
+    fd = *(int *) arg;
+
+    while (!stop) {
+        p.fd = fd;
+        p.events = POLLIN;
+        if (poll(&p, 1, 100) <= 0) {
+            continue;
+        }
+        slen = sizeof(from);
+        n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *) &from, &slen);
+        if (n < 17) {
+            continue;
+        }
+        off = 12;
+        while (off < (size_t) n && q[off] != 0) {
+            off += 1 + q[off];
+        }
+        off += 5;                               /* root, type, class    */
+        if (off > (size_t) n) {
+            continue;
+        }
+        __atomic_add_fetch(&fail_asked, 1, __ATOMIC_SEQ_CST);
+        q[2] = 0x81 | (fail_rcode == FAIL_TC ? 0x02 : 0);
+        q[3] = (unsigned char) (0x80 | (fail_rcode & 0x0f));
+        memset(q + 6, 0, 6);                    /* no AN, NS, AR        */
+        sendto(fd, q, off, 0, (struct sockaddr *) &from, slen);
+    }
+    close(fd);
+    return NULL;
+}
+
+
+/* A resolv.conf naming the failing resolver first, then the good one
+ * (or, with good 0, the failing one alone). */
+static void
+fail_resolv_conf(char *path, int good)
+{
+    FILE  *f;
+
+    f = fopen(path, "w");
+    if (f == NULL) {
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    fprintf(f, "# test\nsearch test\nnameserver 127.0.0.1:%u\n", fail_port);
+    if (good) {
+        fprintf(f, "options attempts:2\nnameserver 127.0.0.1:%u\n",
+                dns_port);
+    }
+    fclose(f);
+}
+
+
 static pki_acme_validate_conf_t
 lab(void)
 {
@@ -1552,10 +1627,11 @@ check_hidden(const char *name, const pki_acme_validate_conf_t *c,
 int
 main(void)
 {
-    int                       hfd, tfd, dfds[2], i, before, fuzz_bad,
+    int                       hfd, tfd, dfds[2], ffd, i, before, fuzz_bad,
                               fuzz_read, fuzz_n;
-    char                      resolver[64], want[64], k[256];
-    pthread_t                 th, tt, td;
+    char                      resolver[64], want[64], k[256],
+                              rconf[64];
+    pthread_t                 th, tt, td, tf;
     long long                 t0;
     pki_status_t              st;
     pki_acme_validate_out_t   out;
@@ -1574,7 +1650,9 @@ main(void)
     closed_port = 0;
     i = listen_on(SOCK_STREAM, &closed_port);   /* bound, then closed   */
     close(i);
-    if (hfd < 0 || tfd < 0 || dfds[0] < 0 || dfds[1] < 0) {
+    fail_port = 0;
+    ffd = listen_on(SOCK_DGRAM, &fail_port);    /* UDP only: TCP refused */
+    if (hfd < 0 || tfd < 0 || dfds[0] < 0 || dfds[1] < 0 || ffd < 0) {
         skip_all("cannot listen on 127.0.0.1");
     }
     snprintf(resolver, sizeof(resolver), "127.0.0.1:%u", dns_port);
@@ -1590,6 +1668,7 @@ main(void)
     pthread_create(&th, NULL, http_thread, &hfd);
     pthread_create(&tt, NULL, tls_thread, &tfd);
     pthread_create(&td, NULL, dns_thread, dfds);
+    pthread_create(&tf, NULL, fail_dns_thread, &ffd);
 
     /* ---- http-01 ---- */
     c = lab();
@@ -1979,6 +2058,57 @@ main(void)
           "good.test", "dnstok", "serverInternal", NULL);
     c.resolver = resolver;
 
+    /* resolv.conf with two servers: a resolver's own failure (SERVFAIL,
+     * NOTIMP, REFUSED, a truncated answer with no TCP) sends the query
+     * on to the next one; an NXDOMAIN is the answer */
+    snprintf(rconf, sizeof(rconf), "/tmp/pki-test-resolv.%ld",
+             (long) getpid());
+    c.resolver = NULL;
+    c.resolv_conf = rconf;
+    fail_resolv_conf(rconf, 1);
+    {
+        static const struct {
+            int          rcode;
+            const char  *what;
+        } fails[] = {
+            { 5, "REFUSED" }, { 2, "SERVFAIL" }, { 4, "NOTIMP" },
+            { FAIL_TC, "truncated, TCP refused" },
+        };
+
+        for (i = 0; i < (int) (sizeof(fails) / sizeof(fails[0])); i++) {
+            fail_rcode = fails[i].rcode;
+            before = __atomic_load_n(&fail_asked, __ATOMIC_SEQ_CST);
+            snprintf(want, sizeof(want), "dns-01: resolver #1 %s, #2 asked",
+                     fails[i].what);
+            check(want, &c, PKI_ACME_DNS01, "dns", "good.test", "dnstok",
+                  NULL, NULL);
+            ok(__atomic_load_n(&fail_asked, __ATOMIC_SEQ_CST) > before,
+               "resolver #1 was asked first");
+        }
+    }
+    fail_rcode = 3;
+    check("dns-01: resolver #1 NXDOMAIN is final", &c, PKI_ACME_DNS01,
+          "dns", "good.test", "dnstok", "dns",
+          "NXDOMAIN looking up TXT for _acme-challenge.good.test");
+    fail_rcode = 5;
+    {
+        pki_acme_validate_conf_t  h;
+
+        h = lab();
+        h.resolve_to = NULL;
+        h.resolv_conf = rconf;
+        check("http-01: A/AAAA past a REFUSED resolver #1", &h,
+              PKI_ACME_HTTP01, "dns", "host.test", "good", NULL, NULL);
+    }
+    fail_resolv_conf(rconf, 0);
+    check("dns-01: resolver REFUSED, no other", &c, PKI_ACME_DNS01, "dns",
+          "good.test", "dnstok", "dns", "REFUSED looking up TXT");
+    fail_rcode = FAIL_TC;
+    check("dns-01: truncated, TCP refused, no other", &c, PKI_ACME_DNS01,
+          "dns", "good.test", "dnstok", "dns", "over TCP");
+    c.resolv_conf = NULL;
+    c.resolver = resolver;
+
     /* mutated answers: any outcome but a crash or a bogus success.  A
      * flipped bit in the ID or the question makes the answer one the
      * client must not take: it waits out the timeout for the real one,
@@ -2149,6 +2279,30 @@ main(void)
         st = pki_acme_caa_check(&c, "not a name", 0, NULL, "http-01", &out);
         ok(st == PKI_POLICY, "CAA: a bad name refused");
         c.timeout_ms = 3000;
+
+        /* past a resolver #1 that fails on its own */
+        c.resolver = NULL;
+        c.resolv_conf = rconf;
+        fail_resolv_conf(rconf, 1);
+        fail_rcode = 5;
+        st = pki_acme_caa_check(&c, "ours.caa", 0, NULL, "http-01", &out);
+        if (!ok(st == PKI_OK, "CAA: resolver #1 REFUSED, #2 asked")) {
+            diag("got %s: %s", out.problem_type ? out.problem_type : "-",
+                 out.res.detail);
+        }
+        fail_rcode = 2;
+        st = pki_acme_caa_check(&c, "other.caa", 0, NULL, "http-01", &out);
+        ok(st == PKI_FORBIDDEN && out.problem_type
+           && strcmp(out.problem_type, "caa") == 0,
+           "CAA: resolver #1 SERVFAIL, #2's records judged");
+        fail_resolv_conf(rconf, 0);
+        st = pki_acme_caa_check(&c, "ours.caa", 0, NULL, "http-01", &out);
+        ok(st == PKI_UNAVAILABLE
+           && strstr(out.res.detail, "SERVFAIL looking up CAA") != NULL,
+           "CAA: resolver SERVFAIL, no other: refused (%s)",
+           out.res.detail);
+        c.resolv_conf = NULL;
+        c.resolver = resolver;
     }
 
     /* arguments */
@@ -2163,6 +2317,8 @@ main(void)
     pthread_join(th, NULL);
     pthread_join(tt, NULL);
     pthread_join(td, NULL);
+    pthread_join(tf, NULL);
+    unlink(rconf);
 
     for (i = 0; i < CERT_NOALPN; i++) {
         X509_free(tls_certs[i]);
