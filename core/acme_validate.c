@@ -90,6 +90,7 @@
 
 #define AV_REDIRECTS_DEFAULT 10
 #define AV_HEAD_MAX          8192       /* HTTP status line + headers   */
+#define AV_HTTP_INTERIM_MAX  5          /* 1xx heads before the final   */
 #define AV_BODY_MAX          8192       /* http-01 body                 */
 #define AV_RAW_MAX           (AV_BODY_MAX * 2 + 1024)  /* chunked body  */
 #define AV_URL_MAX           2048
@@ -2307,10 +2308,10 @@ static pki_status_t
 av_http_get(av_t *av, const av_url_t *url, const char *url_text,
     av_http_resp_t *r)
 {
-    int            rc, chunked, has_len;
+    int            rc, chunked, has_len, interim;
     char          *head, *eoh, *raw, *end;
     char           val[64], hostport[AV_NAME_MAX + 16];
-    size_t         hlen, rawlen, need;
+    size_t         hlen, rawlen, need, room;
     ssize_t        n;
     av_addr_t      a;
     av_conn_t      c;
@@ -2373,48 +2374,77 @@ av_http_get(av_t *av, const av_url_t *url, const char *url_text,
         goto done;
     }
 
-    /* status line and headers */
+    /* status line and headers; an interim (1xx) response before the
+     * final one is read and dropped (RFC 9110 15.2: 100 Continue, 103
+     * Early Hints), at most AV_HTTP_INTERIM_MAX of them, all heads within
+     * AV_HEAD_MAX bytes together.  101 is final: no upgrade was asked. */
     hlen = 0;
+    room = AV_HEAD_MAX;
     eoh = NULL;
-    while (eoh == NULL) {
-        if (hlen == AV_HEAD_MAX) {
-            st = av_fail(av, PKI_UNAVAILABLE, "connection",
-                         "response headers from %s over %d bytes",
-                         url_text, AV_HEAD_MAX);
-            goto done;
-        }
-        n = av_read(av, &c, head + hlen, AV_HEAD_MAX - hlen);
-        if (n <= 0) {
-            st = av_http_io_fail(av, "reading the response from", n,
-                                 url_text);
-            goto done;
-        }
-        hlen += (size_t) n;
+
+    for (interim = 0; /* void */; interim++) {
+
         head[hlen] = '\0';
         eoh = av_http_eoh(head);
-        if (memchr(head, '\0', hlen) != NULL) {
+
+        while (eoh == NULL) {
+            if (hlen == room) {
+                st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                             "response headers from %s over %d bytes",
+                             url_text, AV_HEAD_MAX);
+                goto done;
+            }
+            n = av_read(av, &c, head + hlen, room - hlen);
+            if (n <= 0) {
+                st = av_http_io_fail(av, "reading the response from", n,
+                                     url_text);
+                goto done;
+            }
+            hlen += (size_t) n;
+            head[hlen] = '\0';
+            eoh = av_http_eoh(head);
+            if (memchr(head, '\0', hlen) != NULL) {
+                st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                             "malformed HTTP response from %s", url_text);
+                goto done;
+            }
+        }
+
+        if (strncmp(head, "HTTP/1.", 7) != 0 || head[7] < '0'
+            || head[7] > '9' || head[8] != ' ' || head[9] < '1'
+            || head[9] > '5' || head[10] < '0' || head[10] > '9'
+            || head[11] < '0' || head[11] > '9'
+            || (head[12] != ' ' && head[12] != '\r' && head[12] != '\n'))
+        {
             st = av_fail(av, PKI_UNAVAILABLE, "connection",
                          "malformed HTTP response from %s", url_text);
             goto done;
         }
+        r->status = (head[9] - '0') * 100 + (head[10] - '0') * 10
+                    + (head[11] - '0');
+
+        if (r->status >= 200 || r->status == 101) {
+            break;
+        }
+
+        if (interim == AV_HTTP_INTERIM_MAX) {
+            st = av_fail(av, PKI_UNAVAILABLE, "connection",
+                         "more than %d interim (1xx) responses from %s",
+                         AV_HTTP_INTERIM_MAX, url_text);
+            goto done;
+        }
+
+        /* the next head starts where this one ended: what was read past
+         * it moves to the front, the budget shrinks by what is dropped */
+        rawlen = hlen - (size_t) (eoh - head);
+        room -= (size_t) (eoh - head);
+        memmove(head, eoh, rawlen);
+        hlen = rawlen;
     }
 
     rawlen = hlen - (size_t) (eoh - head);
     memcpy(raw, eoh, rawlen);
     *eoh = '\0';
-
-    if (strncmp(head, "HTTP/1.", 7) != 0 || head[7] < '0' || head[7] > '9'
-        || head[8] != ' ' || head[9] < '1' || head[9] > '5'
-        || head[10] < '0' || head[10] > '9' || head[11] < '0'
-        || head[11] > '9' || (head[12] != ' ' && head[12] != '\r'
-                              && head[12] != '\n'))
-    {
-        st = av_fail(av, PKI_UNAVAILABLE, "connection",
-                     "malformed HTTP response from %s", url_text);
-        goto done;
-    }
-    r->status = (head[9] - '0') * 100 + (head[10] - '0') * 10
-                + (head[11] - '0');
 
     if (r->status == 301 || r->status == 302 || r->status == 303
         || r->status == 307 || r->status == 308)

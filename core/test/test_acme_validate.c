@@ -261,6 +261,44 @@ http_answer(int fd, const char *path, const char *host)
         ka("good", k, sizeof(k));
         SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s\r\n",
              strlen(k) + 2, k);
+    } else if (strcmp(tok, "early") == 0) {
+        /* an interim 103 before the final answer, in one write */
+        SEND("HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n"
+             "\r\nHTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(k), k);
+    } else if (strcmp(tok, "continue") == 0) {
+        /* 100 and 103, each a write of its own, LF-only the second */
+        SEND("HTTP/1.1 100 Continue\r\n\r\n");
+        usleep(20000);
+        SEND("HTTP/1.1 103 Early Hints\nLink: </a.js>; rel=preload\n\n");
+        usleep(20000);
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(k), k);
+    } else if (strcmp(tok, "interim6") == 0) {
+        for (i = 0; i < 6; i++) {
+            SEND("HTTP/1.1 103 Early Hints\r\nLink: </%zu.css>\r\n\r\n",
+                 i);
+        }
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(k), k);
+    } else if (strcmp(tok, "interimbig") == 0) {
+        /* 103s of 3000 bytes each: their heads together over 8192 */
+        memset(buf, 'x', 2900);
+        buf[2900] = '\0';
+        for (i = 0; i < 3; i++) {
+            char  h[3100];
+            int   hn;
+
+            hn = snprintf(h, sizeof(h), "HTTP/1.1 103 Early Hints\r\n"
+                          "Link: </%s>\r\n\r\n", buf);
+            send_all(fd, h, (size_t) hn);
+        }
+        SEND("HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(k), k);
+    } else if (strcmp(tok, "switch") == 0) {
+        SEND("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"
+             "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(k), k);
     } else if (strcmp(tok, "chunked") == 0) {
         SEND("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
              "5\r\n%.5s\r\n%zx;ext=1\r\n%s\r\n0\r\n\r\n", k, strlen(k) - 5,
@@ -1736,6 +1774,18 @@ main(void)
           "good.test", "nolocation", "connection", "no Location");
     check("http-01 404", &c, PKI_ACME_HTTP01, "dns", "good.test", "404",
           "unauthorized", "HTTP 404");
+    /* RFC 9110 15.2: interim answers before the final one are skipped */
+    check("http-01 103 Early Hints, then 200", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "early", NULL, NULL);
+    check("http-01 100 Continue and 103 in writes of their own, then 200",
+          &c, PKI_ACME_HTTP01, "dns", "good.test", "continue", NULL, NULL);
+    check("http-01 six interim answers", &c, PKI_ACME_HTTP01, "dns",
+          "good.test", "interim6", "connection", "more than 5 interim");
+    check("http-01 interim heads over 8192 bytes together", &c,
+          PKI_ACME_HTTP01, "dns", "good.test", "interimbig", "connection",
+          "headers");
+    check("http-01 101 is final", &c, PKI_ACME_HTTP01, "dns", "good.test",
+          "switch", "unauthorized", "HTTP 101");
     check("http-01 huge headers", &c, PKI_ACME_HTTP01, "dns", "good.test",
           "hugehead", "connection", "headers");
     check("http-01 not HTTP", &c, PKI_ACME_HTTP01, "dns", "good.test",
