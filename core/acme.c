@@ -10279,8 +10279,12 @@ again:
         snprintf(res->log, sizeof(res->log), "acme: %s %s:%s valid",
                  job->type, job->id_type, job->identifier);
     } else {
-        pki_fail(res, vrc, "%s %s:%s invalid: %s", job->type, job->id_type,
-                 job->identifier, out.res.detail);
+        /* stored: the client did not prove the name, whatever the
+         * validator's status (PKI_UNAVAILABLE for its closed port, its
+         * NXDOMAIN, its TLS): not a fault of this server, which the
+         * caller logs as an error (a store that failed, PKI_INTERNAL) */
+        pki_fail(res, PKI_UNAUTHORIZED, "%s %s:%s invalid: %s", job->type,
+                 job->id_type, job->identifier, out.res.detail);
         pki_log(res, "%s", out.res.log);
     }
 }

@@ -1009,9 +1009,12 @@ ngx_http_acme_job_done(void *data)
 
     ngx_uint_t  level;
 
-    level = jctx->res.status == PKI_OK ? NGX_LOG_INFO
-            : (jctx->res.status == PKI_UNAVAILABLE
-               || jctx->res.status == PKI_INTERNAL) ? NGX_LOG_ERR
+    /* a result stored (valid, or invalid by the client's doing: the core
+     * says PKI_UNAUTHORIZED whatever went wrong at the client's end) is
+     * info; a fault of this server (nothing stored, PKI_INTERNAL) or a
+     * store that failed (Redis, PKI_UNAVAILABLE) is an error */
+    level = (jctx->res.status == PKI_UNAVAILABLE
+             || jctx->res.status == PKI_INTERNAL) ? NGX_LOG_ERR
             : NGX_LOG_INFO;
 
     ngx_log_error(level, ngx_cycle->log, 0, "acme: validation: %s%s%s%s",

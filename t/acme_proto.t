@@ -967,8 +967,10 @@ is($r->{json}{status}, 'invalid', 'order with a deactivated authz: invalid');
 
 # a failed validation: the challenge's error says what and has its own
 # status (nothing listens on the lab's tls-alpn-01 port: connection, 400;
-# http-01 without the file: 403)
+# http-01 without the file: 403); the client's failures are logged at
+# info, not as a fault of this server (error)
 {
+    my $logpos = length(slurp($t->error_log) // '');
     my $o = post($A, "$BASE/new-order", { identifiers => [
         { type => 'dns', value => 'fail1.example.test' },
         { type => 'dns', value => 'fail2.example.test' }] });
@@ -998,6 +1000,13 @@ is($r->{json}{status}, 'invalid', 'order with a deactivated authz: invalid');
     }
     $o = post($A, $o->{headers}{location}, '');
     is($o->{json}{status}, 'invalid', 'its order: invalid');
+    my $log = substr(slurp($t->error_log) // '', $logpos);
+    my $line = 'acme: validation: tls-alpn-01 dns:fail1.example.test '
+               . 'invalid: cannot connect';
+    like($log, qr/\[info\] .*\Q$line\E/,
+         'tls-alpn-01 connection refused: logged at info');
+    unlike($log, qr/\[error\] .*acme: validation: .*fail[12]\.example/,
+           '... neither failure at error');
 }
 
 # --- issuance ---------------------------------------------------------------------
