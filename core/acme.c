@@ -4287,14 +4287,16 @@ pki_acme_authz_for(pki_acme_t *a, const char *type, const char *value,
     }
 
     /* RFC 8555 7.1.3: a wildcard is proven with dns-01 only; RFC 8738:
-     * an IP address has no dns-01 */
+     * an IP address has no dns-01; nor has a name whose
+     * "_acme-challenge." name would be over 253 characters, which no
+     * lookup could ask (newOrder refuses such a wildcard) */
 
     if (!wildcard) {
         ch = pki_acme_new_challenge("http-01");
         cJSON_AddItemToArray(chs, ch);
     }
 
-    if (strcmp(type, "dns") == 0) {
+    if (strcmp(type, "dns") == 0 && strlen(bare) <= 253 - 16) {
         ch = pki_acme_new_challenge("dns-01");
         cJSON_AddItemToArray(chs, ch);
     }

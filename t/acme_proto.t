@@ -761,6 +761,18 @@ for my $good ('xn--bcher-kva.example', 'XN--80AK6AA92E.example',
     is($r->{status}, 201, "DNS name $good: taken")
         or diag($r->{content});
 }
+# a name whose _acme-challenge name would exceed 253 characters (over
+# 237) is offered no dns-01, which could never be looked up
+for my $n ([247, 'http-01 tls-alpn-01'], [237, 'dns-01 http-01 tls-alpn-01']) {
+    my $name = ('a' x 63 . '.') x 3 . ('b' x ($n->[0] - 200)) . '.example';
+    is(length($name), $n->[0], "a name of $n->[0] characters");
+    $r = post($A, "$BASE/new-order", { identifiers => [
+              { type => 'dns', value => $name }] });
+    is($r->{status}, 201, '... ordered') or diag($r->{content});
+    my $az = post($A, $r->{json}{authorizations}[0] // "$BASE/x", '');
+    is(join(' ', sort map { $_->{type} } @{ $az->{json}{challenges} || [] }),
+       $n->[1], "... its challenges: $n->[1]");
+}
 $r = post($A, "$BASE/new-order", { identifiers => [
           { type => 'email', value => 'a@b.c' }] });
 problem_is($r, 400, 'unsupportedIdentifier', 'email identifier');
