@@ -2479,7 +2479,7 @@ pki_audit_line_ok(const char *p, size_t len, unsigned long long *seq,
 static int
 pki_audit_recover(pki_audit_t *a, pki_result_t *res)
 {
-    int                  fd, first, ok;
+    int                  fd, first, ok, synced, k;
     char                *map, hash[65], prev[65], last[65];
     const char          *p, *nl, *end, *bad;
     off_t                low, size, cut;
@@ -2525,9 +2525,36 @@ pki_audit_recover(pki_audit_t *a, pki_result_t *res)
         end--;
     }
 
-    /* the usual case: the last line and the one before it check out */
+    if (end == map) {
+        munmap(map, (size_t) size);
+        close(fd);
+        return 1;
+    }
+
+    /* what the last sync covered: a crash may have spoiled any line
+     * above it, not only the last two (zeros in the middle of the tail
+     * that a power loss left, good lines after them) */
+    low = 0;
+    synced = 0;
+
+    if (!a->no_fsync && pki_audit_gate(a, F_WRLCK)) {
+        if (pki_audit_srec_read(a, &r)
+            && r.dev == (unsigned long long) st.st_dev
+            && r.ino == (unsigned long long) st.st_ino
+            && r.size <= (unsigned long long) size)
+        {
+            low = (off_t) r.size;
+            synced = 1;
+        }
+        (void) pki_audit_gate(a, F_UNLCK);
+    }
+
+    /* no record of what was synced (no_fsync, or it is about another
+     * file): the last line and the one before it checking out is taken
+     * for a clean end; scanning from the start instead would cut at
+     * damage anywhere in the file */
     ok = 0;
-    if (end > map) {
+    if (!synced) {
         nl = end - 1;
         for (p = nl; p > map && p[-1] != '\n'; p--) {
             /* void */
@@ -2549,29 +2576,23 @@ pki_audit_recover(pki_audit_t *a, pki_result_t *res)
         }
     }
 
-    if (ok || end == map) {
+    if (ok) {
         munmap(map, (size_t) size);
         close(fd);
         return 1;
     }
 
-    /* from the start of the line holding the synced size, forward */
-    low = 0;
-
-    if (!a->no_fsync && pki_audit_gate(a, F_WRLCK)) {
-        if (pki_audit_srec_read(a, &r)
-            && r.dev == (unsigned long long) st.st_dev
-            && r.ino == (unsigned long long) st.st_ino
-            && r.size <= (unsigned long long) size)
-        {
-            low = (off_t) r.size;
-        }
-        (void) pki_audit_gate(a, F_UNLCK);
-    }
-
+    /* scanned from two lines below the line holding the synced size:
+     * damage in the last synced lines is no crash and keeps the log
+     * shut; the first bad line above them is where the file is cut */
     p = map + low;
-    while (p > map && p[-1] != '\n') {
-        p--;
+    for (k = 0; k < 3; k++) {
+        if (k > 0 && p > map) {
+            p--;
+        }
+        while (p > map && p[-1] != '\n') {
+            p--;
+        }
     }
 
     bad = NULL;
@@ -2594,11 +2615,14 @@ pki_audit_recover(pki_audit_t *a, pki_result_t *res)
         p = nl + 1;
     }
 
-    /* the damage the last lines showed is below where the scan began,
-     * or the first bad line ends there */
-    if (bad == NULL
-        || (nl = memchr(bad, '\n', (size_t) (end - bad))) + 1 <= map + low)
-    {
+    if (bad == NULL) {
+        munmap(map, (size_t) size);
+        close(fd);
+        return 1;
+    }
+
+    /* the first bad line ends below the synced size */
+    if ((nl = memchr(bad, '\n', (size_t) (end - bad))) + 1 <= map + low) {
         munmap(map, (size_t) size);
         close(fd);
         pki_fail(res, PKI_INTERNAL, "%s is damaged below what was synced "

@@ -1562,6 +1562,101 @@ main(void)
         }
     }
 
+    /* a crash spoiled a line in the middle of the unsynced tail (zeros
+     * where a power loss left a block unwritten), good lines after it:
+     * the open scans from the synced size, not only the last two lines,
+     * and cuts back to the line before the damage */
+    {
+        int                  fd, i;
+        char                 dir6[300], path[400], serial[16], *buf;
+        FILE                *f;
+        size_t               n, off[11];
+        pki_audit_t         *x;
+        struct stat          sb;
+        unsigned long long   rec[4];
+        pki_audit_conf_t     c6;
+
+        snprintf(dir6, sizeof(dir6), "%s/logmid", tdir);
+        mkdir(dir6, 0700);
+        snprintf(path, sizeof(path), "%s/audit.log", dir6);
+        memset(&c6, 0, sizeof(c6));
+        c6.dir = dir6;
+
+        pki_result_init(&res);
+        x = pki_audit_open(&c6, &res);
+        for (i = 0; x != NULL && i < 10; i++) {
+            snprintf(serial, sizeof(serial), "7C%02d", i);
+            if (append(x, serial, i < 5) != PKI_OK) {
+                break;
+            }
+        }
+        ok(i == 10, "ten entries, the first five durable");
+        pki_audit_close(x);
+
+        buf = malloc(65536);
+        n = 0;
+        f = fopen(path, "r");
+        if (f != NULL && buf != NULL) {
+            n = fread(buf, 1, 65535, f);
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+        off[0] = 0;
+        for (i = 0; buf != NULL && i < 10; i++) {
+            char  *nl = memchr(buf + off[i], '\n', n - off[i]);
+
+            off[i + 1] = nl ? (size_t) (nl - buf) + 1 : n;
+        }
+
+        /* the record of the last sync: the first five lines, nothing
+         * after them */
+        memset(rec, 0, sizeof(rec));
+        memset(&sb, 0, sizeof(sb));
+        stat(path, &sb);
+        rec[0] = 0x31636e7973696b70ULL;
+        rec[1] = (unsigned long long) sb.st_dev;
+        rec[2] = (unsigned long long) sb.st_ino;
+        rec[3] = (unsigned long long) off[5];
+        snprintf(path, sizeof(path), "%s/audit.lock", dir6);
+        fd = open(path, O_WRONLY);
+        ok(fd >= 0 && pwrite(fd, rec, sizeof(rec), 0) == sizeof(rec),
+           "the sync record covers lines 1-5");
+        if (fd >= 0) {
+            close(fd);
+        }
+
+        snprintf(path, sizeof(path), "%s/audit.log", dir6);
+        fd = open(path, O_WRONLY);
+        if (buf != NULL) {
+            memset(buf, 0, off[7] - off[6]);
+        }
+        ok(fd >= 0 && buf != NULL && n == (size_t) sb.st_size
+           && pwrite(fd, buf, off[7] - off[6], (off_t) off[6])
+              == (ssize_t) (off[7] - off[6]),
+           "line 7 of 10 zeroed (its newline too), lines 8-10 intact");
+        if (fd >= 0) {
+            close(fd);
+        }
+
+        pki_result_init(&res);
+        x = pki_audit_open(&c6, &res);
+        memset(&sb, 0, sizeof(sb));
+        stat(path, &sb);
+        ok(x != NULL && (size_t) sb.st_size == off[6]
+           && strstr(res.log, "damaged tail") != NULL,
+           "the next open cuts back to 6 lines (%lld bytes, want %zu): %s",
+           (long long) sb.st_size, off[6], res.log);
+        st = verify(dir6, &rep);
+        ok(st == PKI_OK && rep.entries == 6, "the log verifies, 6 entries "
+           "(%s)", rep.bad);
+        ok(x != NULL && append(x, "7C10", 1) == PKI_OK
+           && verify(dir6, &rep) == PKI_OK && rep.entries == 7,
+           "an append chains on from line 6 (%s)", rep.bad);
+        pki_audit_close(x);
+        free(buf);
+    }
+
     /* a log that is configured but does not open fails closed: issuance
      * and revocation events are refused, the sink still counts them */
     {
