@@ -4850,6 +4850,201 @@ pki_vfile_cmp(const void *x, const void *y)
 }
 
 
+/* What pki_audit_verify_limits() takes of a log in use at one moment. */
+typedef struct {
+    pki_vfile_t         *files;     /* sorted, audit.log last */
+    size_t               nfiles;
+    int                  logfd;     /* audit.log, or -1 */
+    int                  logerr;    /* errno of its open, or 0 */
+    off_t                logsize;   /* its size then, -1: not a file */
+    pki_audit_srec_t     srec;      /* of audit.lock, if it is audit.log's */
+    char                *head;      /* audit.head's first line */
+    ssize_t              headlen;
+    int                  headfound;
+    int                  headerr;   /* errno of audit.head's open or read */
+    const char          *headop;
+} pki_vsnap_t;
+
+
+/* Under a shared flock on DIR/audit.lock (every writer holds it exclusive
+ * across an append, a checkpoint or a rotation): the files are listed,
+ * audit.log opened and its size taken, audit.head read, and the record
+ * of the last sync read.  No rotation falls between the listing and the
+ * open, and no line is half written; rotated files never change.  The
+ * lock is held for that only, never while the log is read and hashed, so
+ * writers wait for no more than a directory listing.  Without audit.lock
+ * (a copy of the log) or the right to read it, the files are taken as
+ * they are (a rotation meanwhile may then show as a gap). */
+static pki_status_t
+pki_audit_vsnap(const char *dir, pki_vsnap_t *vs, pki_result_t *res)
+{
+    int                  lfd;
+    DIR                 *d;
+    pki_status_t         rc;
+    FILE                *f;
+    char                *path;
+    size_t               cap;
+    struct stat          sb;
+    struct flock         fl;
+    pki_vfile_t         *tmp;
+    struct dirent       *de;
+    unsigned long long   first;
+
+    memset(vs, 0, sizeof(*vs));
+    memset(&sb, 0, sizeof(sb));
+    vs->logfd = -1;
+
+    path = pki_path(dir, "audit.lock");
+    lfd = path ? open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    free(path);
+
+    while (lfd >= 0 && flock(lfd, LOCK_SH) != 0) {
+        if (errno != EINTR) {
+            close(lfd);
+            lfd = -1;
+        }
+    }
+
+    d = opendir(dir);
+    if (d == NULL) {
+        rc = pki_fail(res, PKI_NOT_FOUND, "cannot open directory %s", dir);
+        goto failed;
+    }
+
+    cap = 0;
+
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, "audit.log") == 0) {
+            first = 0;
+        } else if (!pki_rotated_name(de->d_name, &first) || first == 0) {
+            continue;
+        }
+
+        if (vs->nfiles == cap) {
+            cap = cap ? cap * 2 : 16;
+            tmp = realloc(vs->files, cap * sizeof(pki_vfile_t));
+            if (tmp == NULL) {
+                closedir(d);
+                rc = pki_fail(res, PKI_INTERNAL, "out of memory");
+                goto failed;
+            }
+            vs->files = tmp;
+        }
+
+        snprintf(vs->files[vs->nfiles].name, sizeof(vs->files[0].name),
+                 "%s", de->d_name);
+        vs->files[vs->nfiles].first = first;
+        vs->nfiles++;
+    }
+
+    closedir(d);
+
+    if (vs->nfiles == 0) {
+        rc = pki_fail(res, PKI_NOT_FOUND, "no audit log in %s", dir);
+        goto failed;
+    }
+
+    qsort(vs->files, vs->nfiles, sizeof(pki_vfile_t), pki_vfile_cmp);
+
+    if (vs->files[vs->nfiles - 1].first == 0) {
+        path = pki_path(dir, "audit.log");
+        vs->logfd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        vs->logerr = path ? errno : ENOMEM;
+        free(path);
+
+        if (vs->logfd >= 0) {
+            if (fstat(vs->logfd, &sb) != 0) {
+                vs->logerr = errno;
+                close(vs->logfd);
+                vs->logfd = -1;
+
+            } else {
+                /* not a file: read to where the read fails */
+                vs->logerr = 0;
+                vs->logsize = S_ISREG(sb.st_mode) ? sb.st_size : -1;
+            }
+        }
+    }
+
+    path = pki_path(dir, "audit.head");
+    f = path ? fopen(path, "r") : NULL;
+    free(path);
+
+    if (f == NULL) {
+        if (errno != ENOENT) {
+            vs->headerr = errno;
+            vs->headop = "open";
+        }
+
+    } else {
+        cap = 0;
+        vs->headfound = 1;
+        vs->headlen = getline(&vs->head, &cap, f);
+
+        if (vs->headlen < 0 && ferror(f)) {
+            vs->headerr = errno;
+            vs->headop = "read";
+        }
+
+        fclose(f);
+    }
+
+    if (lfd >= 0 && vs->logfd >= 0) {
+        /* written under an OFD lock on its first byte */
+        memset(&fl, 0, sizeof(fl));
+        fl.l_type = F_RDLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_len = 1;
+
+        if (fcntl(lfd, F_OFD_SETLKW, &fl) == 0) {
+            if (pread(lfd, &vs->srec, sizeof(vs->srec), 0)
+                    != (ssize_t) sizeof(vs->srec)
+                || vs->srec.magic != PKI_AUDIT_SYNC_MAGIC
+                || vs->srec.dev != (unsigned long long) sb.st_dev
+                || vs->srec.ino != (unsigned long long) sb.st_ino)
+            {
+                memset(&vs->srec, 0, sizeof(vs->srec));
+            }
+
+            fl.l_type = F_UNLCK;
+            (void) fcntl(lfd, F_OFD_SETLK, &fl);
+        }
+    }
+
+    if (lfd >= 0) {
+        close(lfd);
+    }
+
+    return PKI_OK;
+
+failed:
+
+    if (lfd >= 0) {
+        close(lfd);
+    }
+
+    free(vs->files);
+    vs->files = NULL;
+
+    return rc;
+}
+
+
+static void
+pki_audit_vsnap_free(pki_vsnap_t *vs)
+{
+    if (vs->logfd >= 0) {
+        close(vs->logfd);
+        vs->logfd = -1;
+    }
+
+    free(vs->files);
+    free(vs->head);
+    vs->files = NULL;
+    vs->head = NULL;
+}
+
+
 static EVP_PKEY *
 pki_load_pubkey(const char *dir, const char *key_id)
 {
@@ -4970,19 +5165,20 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     pki_result_t *res)
 {
     int                  io;
-    DIR                 *d;
     FILE                *f;
     char                *line, *path, hash[65], prev[65], calc[65], *tag;
     char                 tbs[256], tbs1[128];
+    off_t                off, limit;
     cJSON               *j, *it;
     size_t               cap, nfiles, i, len, lineno;
     ssize_t              n;
     EVP_PKEY            *kp;
-    pki_vfile_t         *files, *tmp;
-    struct dirent       *de;
+    pki_vsnap_t          vs;
+    pki_vfile_t         *files;
+    pki_status_t         st;
     char                 head_hash[65];
     long long            tm, ck_time, tail_time, first_time;
-    unsigned long long   first, expect, seq, head_seq, ck_seq, max_tail;
+    unsigned long long   expect, seq, head_seq, ck_seq, max_tail;
     unsigned long long   max_secs;
     const char          *type, *pv, *sig, *kid;
 
@@ -5002,85 +5198,35 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     first_time = -1;
     ck_seq = 0;
 
-    d = opendir(dir);
-    if (d == NULL) {
-        return pki_fail(res, PKI_NOT_FOUND, "cannot open directory %s", dir);
+    st = pki_audit_vsnap(dir, &vs, res);
+    if (st != PKI_OK) {
+        return st;
     }
 
-    files = NULL;
-    nfiles = 0;
-    cap = 0;
-
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, "audit.log") == 0) {
-            first = 0;
-        } else if (!pki_rotated_name(de->d_name, &first) || first == 0) {
-            continue;
-        }
-
-        if (nfiles == cap) {
-            cap = cap ? cap * 2 : 16;
-            tmp = realloc(files, cap * sizeof(pki_vfile_t));
-            if (tmp == NULL) {
-                closedir(d);
-                free(files);
-                return pki_fail(res, PKI_INTERNAL, "out of memory");
-            }
-            files = tmp;
-        }
-
-        snprintf(files[nfiles].name, sizeof(files[nfiles].name), "%s",
-                 de->d_name);
-        files[nfiles].first = first;
-        nfiles++;
-    }
-
-    closedir(d);
-
-    if (nfiles == 0) {
-        free(files);
-        return pki_fail(res, PKI_NOT_FOUND, "no audit log in %s", dir);
-    }
-
-    qsort(files, nfiles, sizeof(pki_vfile_t), pki_vfile_cmp);
+    files = vs.files;
+    nfiles = vs.nfiles;
 
     /* the signed head, if any: the log must still hold it */
     head_seq = 0;
     line = NULL;
     j = NULL;
-    path = pki_path(dir, "audit.head");
-    f = path ? fopen(path, "r") : NULL;
-    free(path);
+    f = NULL;
 
-    if (f == NULL && errno != ENOENT) {
-        pki_bad_io(rep, "audit.head: cannot open: %s", strerror(errno));
+    if (vs.headerr != 0) {
+        pki_bad_io(rep, "audit.head: cannot %s: %s", vs.headop,
+                   strerror(vs.headerr));
     }
 
-    if (f != NULL) {
-        cap = 0;
-        n = getline(&line, &cap, f);
+    if (vs.headfound) {
+        n = vs.headlen;
 
-        if (n < 0 && ferror(f)) {
-            pki_bad_io(rep, "audit.head: cannot read: %s", strerror(errno));
+        if (n > 0 && vs.head[n - 1] == '\n') {
+            vs.head[n - 1] = '\0';
         }
 
-        fclose(f);
-        f = NULL;
-
-        if (n > 0 && line[n - 1] == '\n') {
-            line[n - 1] = '\0';
+        if (n <= 0 || !pki_line_seq_hash(vs.head, &head_seq, head_hash)) {
+            pki_bad(rep, "audit.head is not a checkpoint entry (edited)");
         }
-
-        if (n <= 0 || !pki_line_seq_hash(line, &head_seq, head_hash)) {
-            free(line);
-            free(files);
-            snprintf(rep->bad, sizeof(rep->bad), "audit.head is not a "
-                     "checkpoint entry (edited)");
-            return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
-        }
-
-        free(line);
-        line = NULL;
     }
 
     memcpy(prev, PKI_AUDIT_ZERO_HASH, 65);
@@ -5093,23 +5239,49 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     i = 0;
 
     for (i = 0; i < nfiles; i++) {
-        path = pki_path(dir, files[i].name);
-        f = path ? fopen(path, "r") : NULL;
-        free(path);
+        limit = -1;
 
-        if (f == NULL) {
-            pki_bad_io(rep, "%s: cannot open: %s", files[i].name,
-                       strerror(errno));
+        if (files[i].first == 0) {
+            /* audit.log as it was listed: up to its size then */
+            f = vs.logfd >= 0 ? fdopen(vs.logfd, "r") : NULL;
+            if (f == NULL) {
+                pki_bad_io(rep, "%s: cannot open: %s", files[i].name,
+                           strerror(vs.logfd >= 0 ? errno : vs.logerr));
+            }
+            vs.logfd = -1;
+            limit = vs.logsize;
+
+        } else {
+            path = pki_path(dir, files[i].name);
+            f = path ? fopen(path, "r") : NULL;
+            free(path);
+
+            if (f == NULL) {
+                pki_bad_io(rep, "%s: cannot open: %s", files[i].name,
+                           strerror(errno));
+            }
         }
 
         lineno = 0;
+        off = 0;
 
-        while ((n = getline(&line, &cap, f)) >= 0 || ferror(f)) {
+        while (limit < 0 || off < limit) {
+            n = getline(&line, &cap, f);
+
             if (n < 0) {
-                pki_bad_io(rep, "%s: cannot read after line %zu: %s",
-                           files[i].name, lineno, strerror(errno));
+                if (ferror(f)) {
+                    pki_bad_io(rep, "%s: cannot read after line %zu: %s",
+                               files[i].name, lineno, strerror(errno));
+                }
+                break;
             }
 
+            if (limit >= 0 && n > limit - off) {
+                /* the rest was written after the listing */
+                n = (ssize_t) (limit - off);
+            }
+
+            off += n;
             lineno++;
             len = (size_t) n;
 
@@ -5119,6 +5291,17 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
             }
 
             if (len == 0 || line[len - 1] != '\n') {
+                /* audit.log's last line torn by a crash or a failed
+                 * write (writers append under the flock: none was under
+                 * way), which the next writer cuts off; unless all of
+                 * it was synced, which no line being written is */
+                if (files[i].first == 0
+                    && vs.srec.size < (unsigned long long) off)
+                {
+                    rep->partial = len;
+                    break;
+                }
+
                 pki_bad(rep, "%s line %zu: incomplete entry (no newline)",
                         files[i].name, lineno);
             }
@@ -5261,12 +5444,9 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     }
 
     if (head_seq > rep->last_seq) {
-        snprintf(rep->bad, sizeof(rep->bad), "entries seq %llu..%llu were "
-                 "removed from the end (audit.head names checkpoint seq "
-                 "%llu)", rep->last_seq + 1, head_seq, head_seq);
-        free(line);
-        free(files);
-        return pki_fail(res, PKI_MALFORMED, "%s", rep->bad);
+        pki_bad(rep, "entries seq %llu..%llu were removed from the end "
+                "(audit.head names checkpoint seq %llu)", rep->last_seq + 1,
+                head_seq, head_seq);
     }
 
     free(line);
@@ -5303,7 +5483,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
         }
     }
 
-    free(files);
+    pki_audit_vsnap_free(&vs);
 
     return PKI_OK;
 
@@ -5314,7 +5494,7 @@ bad:
         fclose(f);
     }
     free(line);
-    free(files);
+    pki_audit_vsnap_free(&vs);
 
     return pki_fail(res, io ? PKI_UNAVAILABLE : PKI_MALFORMED, "%s",
                     rep->bad);

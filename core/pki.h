@@ -1340,6 +1340,10 @@ typedef struct {
     unsigned long long  checkpoints;   /* with a good signature          */
     unsigned long long  unsigned_tail; /* entries after the last one     */
     unsigned long long  last_seq;
+    unsigned long long  partial;       /* bytes of a torn last line of
+                                        * audit.log, not synced: not
+                                        * checked (the next writer cuts
+                                        * it off), not a failure         */
     char                bad[512];      /* the first bad entry, or ""     */
 } pki_audit_report_t;
 

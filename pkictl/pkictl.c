@@ -1758,6 +1758,13 @@ cmd_audit(int argc, char **argv)
            "%llu entries after the last checkpoint\n", rep.entries,
            rep.last_seq, rep.checkpoints, rep.unsigned_tail);
 
+    if (rep.partial > 0) {
+        printf("not checked: the last %llu bytes of audit.log, a line "
+               "without its end that no sync covered (torn by a crash or "
+               "a failed write; the next writer cuts it off)\n",
+               rep.partial);
+    }
+
     return 0;
 }
 

@@ -293,6 +293,128 @@ verify(const char *dir, pki_audit_report_t *rep)
 }
 
 
+/*
+ * pkictl audit verify of a log in use: writers in two handles (two
+ * processes' worth of flocks) append, rotate at a small max_size and sign
+ * checkpoints while verify runs again and again.  Every run must pass:
+ * a rotation between the listing and the open of audit.log, or a line
+ * read half written, is no tampering (exit 1 is the monitoring alarm).
+ */
+#define LIVE_WRITERS  4
+
+static pki_audit_t  *live_log[2];
+static int           live_stop;
+
+
+static void *
+live_writer(void *arg)
+{
+    int            id, i, *fails;
+    char           serial[41];
+    pki_audit_t   *a;
+
+    id = (int) (long) arg;
+    a = live_log[id % 2];
+    fails = calloc(1, sizeof(int));
+
+    for (i = 0; i < 500 && !__atomic_load_n(&live_stop, __ATOMIC_ACQUIRE);
+         i++)
+    {
+        snprintf(serial, sizeof(serial), "1E%02X%06X", id, i);
+        if (append(a, serial, i % 8 == 0) != PKI_OK && fails != NULL) {
+            (*fails)++;
+        }
+        usleep(1000);
+    }
+
+    return fails;
+}
+
+
+static void
+test_verify_live(pki_key_t *key)
+{
+    int                  i, bad, io, runs, *wf, wfails;
+    char                 dir[300], first[512];
+    pthread_t            th[LIVE_WRITERS];
+    pki_status_t         st;
+    pki_result_t         res;
+    pki_audit_conf_t     c;
+    pki_audit_report_t   rep;
+
+    snprintf(dir, sizeof(dir), "%s/live", tdir);
+    mkdir(dir, 0700);
+
+    memset(&c, 0, sizeof(c));
+    c.dir = dir;
+    c.key = key;
+    c.max_size = 8192;
+    c.checkpoint_every = 50;
+
+    for (i = 0; i < 2; i++) {
+        pki_result_init(&res);
+        live_log[i] = pki_audit_open(&c, &res);
+    }
+    ok(live_log[0] != NULL && live_log[1] != NULL,
+       "live: two writers' logs open on one directory");
+    if (live_log[0] == NULL || live_log[1] == NULL) {
+        pki_audit_close(live_log[0]);
+        pki_audit_close(live_log[1]);
+        return;
+    }
+
+    ok(append(live_log[0], "1E00", 1) == PKI_OK, "live: a first entry");
+
+    __atomic_store_n(&live_stop, 0, __ATOMIC_RELEASE);
+    for (i = 0; i < LIVE_WRITERS; i++) {
+        pthread_create(&th[i], NULL, live_writer, (void *) (long) i);
+    }
+
+    bad = 0;
+    io = 0;
+    first[0] = '\0';
+
+    for (runs = 0; runs < 40; runs++) {
+        st = verify(dir, &rep);
+        if (st != PKI_OK) {
+            if (st == PKI_UNAVAILABLE) {
+                io++;
+            } else {
+                bad++;
+            }
+            if (first[0] == '\0') {
+                snprintf(first, sizeof(first), "%s", rep.bad);
+            }
+        }
+        usleep(10000);
+    }
+
+    __atomic_store_n(&live_stop, 1, __ATOMIC_RELEASE);
+    wfails = 0;
+    for (i = 0; i < LIVE_WRITERS; i++) {
+        wf = NULL;
+        pthread_join(th[i], (void **) &wf);
+        if (wf != NULL) {
+            wfails += *wf;
+            free(wf);
+        }
+    }
+
+    ok(wfails == 0, "live: every append worked (%d failed)", wfails);
+    ok(bad == 0 && io == 0, "live: %d verify runs alongside the writers, "
+       "%d reported tampering, %d an I/O problem (first: %s)", runs, bad,
+       io, first);
+
+    st = verify(dir, &rep);
+    ok(st == PKI_OK && rep.last_seq > 500 && rep.checkpoints > 5,
+       "live: the log verifies at rest: %llu entries, %llu checkpoints, "
+       "rotated (%s)", rep.entries, rep.checkpoints, rep.bad);
+
+    pki_audit_close(live_log[0]);
+    pki_audit_close(live_log[1]);
+}
+
+
 static pki_key_t *
 make_key(const char *path)
 {
@@ -750,6 +872,7 @@ main(void)
     test_sync_notify();
     test_symlinks();
     test_rollback(key);
+    test_verify_live(key);
 
     /* many threads, group commit, rotation, checkpoints */
     memset(&conf, 0, sizeof(conf));
@@ -860,17 +983,48 @@ main(void)
                 " $(ls audit-0*.log | head -1)", &rep);
     ok(st == PKI_MALFORMED && strstr(rep.bad, "signature"), "forged checkpoint caught: %s", rep.bad);
 
-    /* a torn last line (crash mid-write): caught, then cut off */
+    /* a torn last line (crash mid-write, or a write that failed), not
+     * synced: the next writer cuts it off, so it is no failure; reported
+     * as not checked */
+    ok(append(shared_log, "CC", 0) == PKI_OK, "an entry, not synced");
     snprintf(cmd, sizeof(cmd), "printf '{\"seq\":9999,\"time\"' >> "
              "%s/audit.log", logdir);
     run(cmd);
     st = verify(logdir, &rep);
+    ok(st == PKI_OK && rep.partial == 18,
+       "unsynced torn tail: not a failure, %llu bytes reported (%s)",
+       rep.partial, rep.bad);
+
+    /* a torn line that a sync covered (the record in audit.lock): no
+     * write under way left it */
+    {
+        int                  fd;
+        struct stat          sb;
+        unsigned long long   rec[4];
+
+        snprintf(cmd, sizeof(cmd), "%s/audit.log", logdir);
+        memset(&sb, 0, sizeof(sb));
+        stat(cmd, &sb);
+        rec[0] = 0x31636e7973696b70ULL;
+        rec[1] = (unsigned long long) sb.st_dev;
+        rec[2] = (unsigned long long) sb.st_ino;
+        rec[3] = (unsigned long long) sb.st_size;
+        snprintf(cmd, sizeof(cmd), "%s/audit.lock", logdir);
+        fd = open(cmd, O_WRONLY);
+        ok(fd >= 0 && pwrite(fd, rec, sizeof(rec), 0) == sizeof(rec),
+           "the sync record covers the torn bytes");
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    st = verify(logdir, &rep);
     ok(st == PKI_MALFORMED && strstr(rep.bad, "incomplete"),
-       "torn tail reported: %s", rep.bad);
+       "synced torn tail reported: %s", rep.bad);
 
     ok(append(shared_log, "CD", 1) == PKI_OK, "append after a torn tail");
     st = verify(logdir, &rep);
-    ok(st == PKI_OK, "torn tail cut off, log verifies (%s)", rep.bad);
+    ok(st == PKI_OK && rep.partial == 0,
+       "torn tail cut off, log verifies (%s)", rep.bad);
 
     /* the event hook: default log + sink */
     pki_event_set_sink(sink, NULL);
