@@ -5164,6 +5164,16 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     const pki_audit_limits_t *lim, pki_audit_report_t *rep,
     pki_result_t *res)
 {
+    return pki_audit_verify_keys(dir, pub != NULL ? &pub : NULL,
+                                 pub != NULL ? 1 : 0, lim, rep, res);
+}
+
+
+pki_status_t
+pki_audit_verify_keys(const char *dir, EVP_PKEY *const *pubs, size_t npubs,
+    const pki_audit_limits_t *lim, pki_audit_report_t *rep,
+    pki_result_t *res)
+{
     int                  io;
     FILE                *f;
     char                *line, *path, hash[65], prev[65], calc[65], *tag;
@@ -5181,9 +5191,26 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     unsigned long long   expect, seq, head_seq, ck_seq, max_tail;
     unsigned long long   max_secs;
     const char          *type, *pv, *sig, *kid;
+    char                 ids[PKI_AUDIT_MAX_PUBKEYS][17];
+    size_t               k;
 
     memset(rep, 0, sizeof(*rep));
     io = 0;
+
+    if (npubs > PKI_AUDIT_MAX_PUBKEYS) {
+        return pki_fail(res, PKI_INTERNAL, "more than %d checkpoint keys",
+                        PKI_AUDIT_MAX_PUBKEYS);
+    }
+
+    /* each checkpoint names its key by id: with keys given (the key
+     * replaced, old and new workers signing during a reload), each is
+     * checked with the given key of its id */
+    for (k = 0; k < npubs; k++) {
+        if (pubs[k] == NULL || !pki_key_id(pubs[k], ids[k])) {
+            return pki_fail(res, PKI_INTERNAL, "checkpoint key %zu: no "
+                            "public key", k + 1);
+        }
+    }
 
     /* with the auditor's key and limits: entries after the last signed
      * checkpoint are bounded in number and in time (a log cut back to an
@@ -5392,20 +5419,42 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
                 snprintf(tbs1, sizeof(tbs1), PKI_AUDIT_CKPT_MAGIC
                          "%llu\n%s\n", seq, prev);
 
-                kp = pub ? pub : pki_load_pubkey(dir, kid);
+                kp = NULL;
+
+                if (npubs > 0) {
+                    for (k = 0; k < npubs; k++) {
+                        if (strcmp(ids[k], kid) == 0) {
+                            kp = pubs[k];
+                            break;
+                        }
+                    }
+
+                    if (kp == NULL) {
+                        pki_bad(rep, "%s line %zu: checkpoint seq %llu: "
+                                "signed by a key not given (%s): its "
+                                "signature cannot be checked",
+                                files[i].name, lineno, seq,
+                                strlen(kid) == 16
+                                && strspn(kid, "0123456789abcdef") == 16
+                                ? kid : "no key id");
+                    }
+
+                } else {
+                    kp = pki_load_pubkey(dir, kid);
+                }
 
                 if (kp != NULL) {
                     if (!pki_check_sig(kp, tbs, sig)
                         && !pki_check_sig(kp, tbs1, sig))
                     {
-                        if (kp != pub) {
+                        if (npubs == 0) {
                             EVP_PKEY_free(kp);
                         }
                         pki_bad(rep, "%s line %zu: checkpoint seq %llu: bad "
                                 "signature", files[i].name, lineno, seq);
                     }
 
-                    if (kp != pub) {
+                    if (npubs == 0) {
                         EVP_PKEY_free(kp);
                     }
 
@@ -5452,7 +5501,7 @@ pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     free(line);
     line = NULL;
 
-    if (pub != NULL && rep->entries > 0) {
+    if (npubs > 0 && rep->entries > 0) {
         if (max_tail > 0 && rep->unsigned_tail > max_tail) {
             pki_bad(rep, "%llu entries after the last signed checkpoint "
                     "(seq %llu), more than %llu: cut back to an earlier "

@@ -1373,6 +1373,18 @@ PKI_API pki_status_t pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     const pki_audit_limits_t *lim, pki_audit_report_t *rep,
     pki_result_t *res);
 
+/* The same with up to PKI_AUDIT_MAX_PUBKEYS keys (npubs 0: as pub NULL):
+ * the checkpoint key replaced, a log holds checkpoints of each; every
+ * checkpoint is checked with the given key of the id it names ("key"), and
+ * one that names none of them fails ("signed by a key not given (ID)"),
+ * as a bad signature does.  The bounds apply after the last checkpoint
+ * signed by any of them. */
+#define PKI_AUDIT_MAX_PUBKEYS  8
+
+PKI_API pki_status_t pki_audit_verify_keys(const char *dir,
+    EVP_PKEY *const *pubs, size_t npubs, const pki_audit_limits_t *lim,
+    pki_audit_report_t *rep, pki_result_t *res);
+
 /* ---- metrics history in Redis (core/metrics.c) -----------------------------
  *
  *   <ns>{metrics}:m:<UNIX MINUTE>  hash FIELD -> count, TTL 48 h

@@ -118,7 +118,7 @@ usage(void)
         "  pkictl matter to-tlv|to-der|verify-attestation|"
         "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
-        "  pkictl audit verify DIR [--pubkey PEM] [--max-unsigned N]\n"
+        "  pkictl audit verify DIR [--pubkey PEM]... [--max-unsigned N]\n"
         "        [--max-unsigned-age SECONDS]\n"
         "  REF: a PEM key file or a pkcs11: URI; DN: \"/CN=a/O=b\"\n");
 }
@@ -1635,24 +1635,27 @@ done:
 
 
 /*
- * pkictl audit verify DIR [--pubkey PEM] [--max-unsigned N]
+ * pkictl audit verify DIR [--pubkey PEM]... [--max-unsigned N]
  *     [--max-unsigned-age SECONDS]: exit 0 for an intact transaction log,
  * 1 naming the first bad entry, 2 for a usage or I/O problem (a file of
- * the log that cannot be opened or read).  With
- * --pubkey, the options bound the entries after the last signed
- * checkpoint (pki_audit_verify_limits; no bound by default); without it
- * they are a usage error (2), not dropped.
+ * the log that cannot be opened or read).  --pubkey may be given up to
+ * PKI_AUDIT_MAX_PUBKEYS times (the checkpoint key replaced: each
+ * checkpoint is checked with the key of its id).  With --pubkey, the
+ * options bound the entries after the last signed checkpoint
+ * (pki_audit_verify_keys; no bound by default); without it they are a
+ * usage error (2), not dropped.
  */
 static int
 cmd_audit(int argc, char **argv)
 {
-    int                  i;
+    int                  i, rc;
     char                *end;
     FILE                *f;
-    EVP_PKEY            *pub;
+    size_t               npub, k;
+    EVP_PKEY            *pub[PKI_AUDIT_MAX_PUBKEYS];
     pki_status_t         st;
     pki_result_t         res;
-    const char          *dir, *pubfile;
+    const char          *dir, *pubfile[PKI_AUDIT_MAX_PUBKEYS];
     pki_audit_limits_t   lim;
     pki_audit_report_t   rep;
     unsigned long long   n;
@@ -1663,7 +1666,8 @@ cmd_audit(int argc, char **argv)
     }
 
     dir = argv[3];
-    pubfile = NULL;
+    npub = 0;
+    memset(pub, 0, sizeof(pub));
     memset(&lim, 0, sizeof(lim));
 
     for (i = 4; i < argc; i += 2) {
@@ -1673,11 +1677,12 @@ cmd_audit(int argc, char **argv)
         }
 
         if (strcmp(argv[i], "--pubkey") == 0) {
-            if (pubfile != NULL) {
-                fprintf(stderr, "pkictl: --pubkey given twice\n");
+            if (npub == PKI_AUDIT_MAX_PUBKEYS) {
+                fprintf(stderr, "pkictl: --pubkey given more than %d "
+                        "times\n", PKI_AUDIT_MAX_PUBKEYS);
                 return 2;
             }
-            pubfile = argv[i + 1];
+            pubfile[npub++] = argv[i + 1];
             continue;
         }
 
@@ -1708,50 +1713,53 @@ cmd_audit(int argc, char **argv)
     /* the bounds apply to the entries after the last signed checkpoint,
      * which only a key finds: without one they were dropped, and "OK"
      * said of a log they would have failed */
-    if (pubfile == NULL && (lim.max_unsigned || lim.max_unsigned_seconds)) {
+    if (npub == 0 && (lim.max_unsigned || lim.max_unsigned_seconds)) {
         fprintf(stderr, "pkictl: audit verify: --max-unsigned and "
                 "--max-unsigned-age need --pubkey (the checkpoints' "
                 "key)\n");
         return 2;
     }
 
-    pub = NULL;
-
-    if (pubfile != NULL) {
-        f = fopen(pubfile, "r");
+    for (k = 0; k < npub; k++) {
+        f = fopen(pubfile[k], "r");
         if (f == NULL) {
-            fprintf(stderr, "pkictl: cannot open %s\n", pubfile);
-            return 2;
+            fprintf(stderr, "pkictl: cannot open %s\n", pubfile[k]);
+            rc = 2;
+            goto done;
         }
 
-        pub = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+        pub[k] = PEM_read_PUBKEY(f, NULL, NULL, NULL);
         fclose(f);
 
-        if (pub == NULL) {
-            fprintf(stderr, "pkictl: %s: not a PEM public key\n", pubfile);
-            return 2;
+        if (pub[k] == NULL) {
+            fprintf(stderr, "pkictl: %s: not a PEM public key\n",
+                    pubfile[k]);
+            rc = 2;
+            goto done;
         }
     }
 
     pki_result_init(&res);
-    st = pki_audit_verify_limits(dir, pub, &lim, &rep, &res);
-    EVP_PKEY_free(pub);
+    st = pki_audit_verify_keys(dir, pub, npub, &lim, &rep, &res);
 
-    if (st == PKI_NOT_FOUND) {
+    if (st == PKI_NOT_FOUND || st == PKI_INTERNAL) {
         fprintf(stderr, "pkictl: audit verify: %s\n", res.detail);
-        return 2;
+        rc = 2;
+        goto done;
     }
 
     /* a file that cannot be opened or read: not a verdict on the log */
     if (st == PKI_UNAVAILABLE) {
         fprintf(stderr, "pkictl: audit verify: not verified after %llu "
                 "good entries: %s\n", rep.entries, res.detail);
-        return 2;
+        rc = 2;
+        goto done;
     }
 
     if (st != PKI_OK) {
         printf("FAILED after %llu good entries: %s\n", rep.entries, rep.bad);
-        return 1;
+        rc = 1;
+        goto done;
     }
 
     printf("OK: %llu entries (last seq %llu), %llu signed checkpoints, "
@@ -1765,7 +1773,15 @@ cmd_audit(int argc, char **argv)
                rep.partial);
     }
 
-    return 0;
+    rc = 0;
+
+done:
+
+    while (npub > 0) {
+        EVP_PKEY_free(pub[--npub]);
+    }
+
+    return rc;
 }
 
 

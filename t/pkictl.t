@@ -1130,4 +1130,27 @@ for my $o (['--max-unsigned', '3'], ['--max-unsigned-age', '60'])
          'audit verify, a torn unsynced last line: said');
 }
 
+# --pubkey several times (the checkpoint key replaced: the log holds
+# checkpoints of each): accepted, up to 8 ("given twice", exit 2, before)
+{
+    my $ad = tempdir(DIR => $d);
+    spew("$ad/audit.log", '');
+    my @keys;
+    for my $n (1 .. 9) {
+        openssl_or_die('genpkey', '-algorithm', 'EC', '-pkeyopt',
+                       'ec_paramgen_curve:P-256', '-out', "$ad/k$n.key");
+        openssl_or_die('pkey', '-in', "$ad/k$n.key", '-pubout', '-out',
+                       "$ad/k$n.pub");
+        push @keys, '--pubkey', "$ad/k$n.pub";
+    }
+    ($rc, $out, $err) = run_cmd([$pkictl, 'audit', 'verify', $ad,
+                                 @keys[0 .. 3]]);
+    is($rc, 0, 'audit verify, --pubkey twice: exit 0') or diag("$out$err");
+    like($out, qr/^OK: 0 entries/, 'audit verify, --pubkey twice: OK');
+    ($rc, $out, $err) = run_cmd([$pkictl, 'audit', 'verify', $ad, @keys]);
+    is($rc, 2, 'audit verify, --pubkey 9 times: exit 2');
+    like($err, qr/--pubkey given more than 8 times/,
+         'audit verify, --pubkey 9 times: said');
+}
+
 done_testing();

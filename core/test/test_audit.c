@@ -293,6 +293,121 @@ verify(const char *dir, pki_audit_report_t *rep)
 }
 
 
+static pki_key_t *make_key(const char *path);
+
+
+/*
+ * The checkpoint key replaced (key= changed, a reload where old and new
+ * workers both sign): one log holds checkpoints of two keys.  Given both,
+ * each checkpoint is checked with the key of its id; given one, the other
+ * key's checkpoints fail naming their key id, not as a bad signature.
+ */
+static void
+test_verify_two_keys(void)
+{
+    int                  i;
+    char                 dir[300], path[400], serial[16], want[64];
+    char                 id[2][17];
+    EVP_PKEY            *pub[2];
+    pki_key_t           *k[2];
+    pki_status_t         st;
+    pki_result_t         res;
+    pki_audit_t         *a;
+    pki_audit_conf_t     c;
+    pki_audit_report_t   rep;
+
+    snprintf(dir, sizeof(dir), "%s/twokeys", tdir);
+    mkdir(dir, 0700);
+
+    for (i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/key%d.pem", tdir, i + 1);
+        k[i] = make_key(path);
+        pub[i] = k[i] ? pki_key_public(k[i]) : NULL;
+    }
+
+    ok(pub[0] != NULL && pub[1] != NULL, "two keys: made");
+    if (pub[0] == NULL || pub[1] == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < 2; i++) {
+        unsigned char  *der, md[SHA256_DIGEST_LENGTH];
+        int             len, b;
+
+        der = NULL;
+        len = i2d_PUBKEY(pub[i], &der);
+        SHA256(der, (size_t) (len > 0 ? len : 0), md);
+        OPENSSL_free(der);
+        for (b = 0; b < 8; b++) {
+            snprintf(id[i] + 2 * b, 3, "%02x", md[b]);
+        }
+    }
+
+    /* 10 entries signed every 3 by k1, then 10 by k2 */
+    memset(&c, 0, sizeof(c));
+    c.dir = dir;
+    c.checkpoint_every = 3;
+    a = NULL;
+
+    for (i = 0; i < 20; i++) {
+        if (i % 10 == 0) {
+            c.key = k[i / 10];
+            pki_result_init(&res);
+            a = pki_audit_open(&c, &res);
+            if (a == NULL) {
+                break;
+            }
+        }
+        snprintf(serial, sizeof(serial), "2B%02d", i);
+        if (append(a, serial, 1) != PKI_OK) {
+            break;
+        }
+        if (i % 10 == 9) {
+            pki_result_init(&res);
+            (void) pki_audit_checkpoint(a, &res);
+            pki_audit_close(a);
+        }
+    }
+    ok(i == 20, "two keys: 10 entries under k1, 10 under k2");
+
+    pki_result_init(&res);
+    st = pki_audit_verify_keys(dir, pub, 2, NULL, &rep, &res);
+    ok(st == PKI_OK && rep.checkpoints >= 6,
+       "two keys: both given: OK, %llu signed checkpoints (%s)",
+       rep.checkpoints, rep.bad);
+
+    pki_result_init(&res);
+    st = pki_audit_verify_keys(dir, &pub[1], 1, NULL, &rep, &res);
+    snprintf(want, sizeof(want), "signed by a key not given (%s)", id[0]);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, want) != NULL,
+       "two keys: k2 alone fails naming k1: %s", rep.bad);
+
+    pki_result_init(&res);
+    st = pki_audit_verify_keys(dir, pub, 1, NULL, &rep, &res);
+    snprintf(want, sizeof(want), "signed by a key not given (%s)", id[1]);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, want) != NULL,
+       "two keys: k1 alone fails naming k2: %s", rep.bad);
+
+    pki_result_init(&res);
+    st = pki_audit_verify_limits(dir, pub[0], NULL, &rep, &res);
+    ok(st == PKI_MALFORMED && strstr(rep.bad, want) != NULL,
+       "two keys: the same through pki_audit_verify_limits: %s", rep.bad);
+
+    pki_result_init(&res);
+    st = pki_audit_verify(dir, NULL, &rep, &res);
+    ok(st == PKI_OK, "two keys: without keys (the directory's copies): OK "
+       "(%s)", rep.bad);
+
+done:
+
+    for (i = 0; i < 2; i++) {
+        if (k[i] != NULL) {
+            pki_key_free(k[i]);
+        }
+    }
+}
+
+
 /*
  * pkictl audit verify of a log in use: writers in two handles (two
  * processes' worth of flocks) append, rotate at a small max_size and sign
@@ -873,6 +988,7 @@ main(void)
     test_symlinks();
     test_rollback(key);
     test_verify_live(key);
+    test_verify_two_keys();
 
     /* many threads, group commit, rotation, checkpoints */
     memset(&conf, 0, sizeof(conf));
