@@ -4878,15 +4878,15 @@ typedef struct {
 static pki_status_t
 pki_audit_vsnap(const char *dir, pki_vsnap_t *vs, pki_result_t *res)
 {
-    int                  lfd;
+    int                  lfd, tries;
     DIR                 *d;
     pki_status_t         rc;
     FILE                *f;
     char                *path;
     size_t               cap;
     struct stat          sb;
-    struct flock         fl;
     pki_vfile_t         *tmp;
+    pki_audit_srec_t     again;
     struct dirent       *de;
     unsigned long long   first;
 
@@ -4990,24 +4990,29 @@ pki_audit_vsnap(const char *dir, pki_vsnap_t *vs, pki_result_t *res)
     }
 
     if (lfd >= 0 && vs->logfd >= 0) {
-        /* written under an OFD lock on its first byte */
-        memset(&fl, 0, sizeof(fl));
-        fl.l_type = F_RDLCK;
-        fl.l_whence = SEEK_SET;
-        fl.l_len = 1;
+        /* written under an OFD lock on its first byte, which a sync
+         * holds across its fdatasync: not waited for (writers wait for
+         * the flock meanwhile); read until two reads agree, else none
+         * (a torn last line then counts as not synced) */
+        memset(&again, 0, sizeof(again));
 
-        if (fcntl(lfd, F_OFD_SETLKW, &fl) == 0) {
+        for (tries = 0; tries < 5; tries++) {
             if (pread(lfd, &vs->srec, sizeof(vs->srec), 0)
                     != (ssize_t) sizeof(vs->srec)
-                || vs->srec.magic != PKI_AUDIT_SYNC_MAGIC
-                || vs->srec.dev != (unsigned long long) sb.st_dev
-                || vs->srec.ino != (unsigned long long) sb.st_ino)
+                || pread(lfd, &again, sizeof(again), 0)
+                   != (ssize_t) sizeof(again)
+                || memcmp(&vs->srec, &again, sizeof(again)) == 0)
             {
-                memset(&vs->srec, 0, sizeof(vs->srec));
+                break;
             }
+        }
 
-            fl.l_type = F_UNLCK;
-            (void) fcntl(lfd, F_OFD_SETLK, &fl);
+        if (tries == 5 || vs->srec.magic != PKI_AUDIT_SYNC_MAGIC
+            || memcmp(&vs->srec, &again, sizeof(again)) != 0
+            || vs->srec.dev != (unsigned long long) sb.st_dev
+            || vs->srec.ino != (unsigned long long) sb.st_ino)
+        {
+            memset(&vs->srec, 0, sizeof(vs->srec));
         }
     }
 

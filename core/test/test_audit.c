@@ -457,6 +457,15 @@ test_verify_live(pki_key_t *key)
     pki_audit_conf_t     c;
     pki_audit_report_t   rep;
 
+    /* not under Valgrind (3.19): its fcntl(F_OFD_SETLKW) keeps its own
+     * lock on the process's threads, so one writer waiting for the sync
+     * lock that another holds stalls them all (see test_audit_carry.c);
+     * the writers of two handles in one process meet there */
+    if (getenv("PKI_TEST_VALGRIND") != NULL) {
+        ok(1, "live: skipped under Valgrind");
+        return;
+    }
+
     snprintf(dir, sizeof(dir), "%s/live", tdir);
     mkdir(dir, 0700);
 
