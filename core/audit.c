@@ -4876,9 +4876,11 @@ typedef struct {
  * (a copy of the log) or the right to read it, the files are taken as
  * they are (a rotation meanwhile may then show as a gap). */
 static pki_status_t
-pki_audit_vsnap(const char *dir, pki_vsnap_t *vs, pki_result_t *res)
+pki_audit_vsnap(const char *dir, unsigned long long wait_ms,
+    pki_vsnap_t *vs, pki_result_t *res)
 {
     int                  lfd, tries;
+    unsigned long long   waited;
     DIR                 *d;
     pki_status_t         rc;
     FILE                *f;
@@ -4898,11 +4900,32 @@ pki_audit_vsnap(const char *dir, pki_vsnap_t *vs, pki_result_t *res)
     lfd = path ? open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
     free(path);
 
-    while (lfd >= 0 && flock(lfd, LOCK_SH) != 0) {
-        if (errno != EINTR) {
+    /* a writer holds the lock across one append or sync; one stuck (in
+     * a checkpoint signature on a hung token, on a hung disk) must not
+     * hang the monitoring that runs verify: it is told, not waited for */
+    waited = 0;
+
+    while (lfd >= 0 && flock(lfd, LOCK_SH | LOCK_NB) != 0) {
+        if (errno == EINTR) {
+            continue;
+        }
+
+        if (errno != EWOULDBLOCK) {
             close(lfd);
             lfd = -1;
+            break;
         }
+
+        if (waited >= wait_ms) {
+            close(lfd);
+            return pki_fail(res, PKI_UNAVAILABLE, "%s/audit.lock held by "
+                            "another process for %llu ms (a writer stuck "
+                            "in a sync or a checkpoint signature?)",
+                            dir, waited);
+        }
+
+        (void) usleep(20000);
+        waited += 20;
     }
 
     d = opendir(dir);
@@ -5230,7 +5253,9 @@ pki_audit_verify_keys(const char *dir, EVP_PKEY *const *pubs, size_t npubs,
     first_time = -1;
     ck_seq = 0;
 
-    st = pki_audit_vsnap(dir, &vs, res);
+    st = pki_audit_vsnap(dir, lim != NULL && lim->lock_wait_ms != 0
+                              ? lim->lock_wait_ms : PKI_AUDIT_LOCK_WAIT_MS,
+                         &vs, res);
     if (st != PKI_OK) {
         return st;
     }

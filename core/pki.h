@@ -1367,7 +1367,13 @@ PKI_API pki_status_t pki_audit_verify(const char *dir, EVP_PKEY *pub,
 typedef struct {
     unsigned long long  max_unsigned;          /* 0: no bound            */
     unsigned long long  max_unsigned_seconds;  /* 0: no bound            */
+    /* how long to wait for audit.lock while a writer holds it (a sync or
+     * a checkpoint signature stuck in a hung token): PKI_UNAVAILABLE
+     * after it; 0: PKI_AUDIT_LOCK_WAIT_MS */
+    unsigned long long  lock_wait_ms;
 } pki_audit_limits_t;
+
+#define PKI_AUDIT_LOCK_WAIT_MS  30000
 
 PKI_API pki_status_t pki_audit_verify_limits(const char *dir, EVP_PKEY *pub,
     const pki_audit_limits_t *lim, pki_audit_report_t *rep,

@@ -119,7 +119,7 @@ usage(void)
         "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
         "  pkictl audit verify DIR [--pubkey PEM]... [--max-unsigned N]\n"
-        "        [--max-unsigned-age SECONDS]\n"
+        "        [--max-unsigned-age SECONDS] [--lock-wait SECONDS]\n"
         "  REF: a PEM key file or a pkcs11: URI; DN: \"/CN=a/O=b\"\n");
 }
 
@@ -1636,14 +1636,16 @@ done:
 
 /*
  * pkictl audit verify DIR [--pubkey PEM]... [--max-unsigned N]
- *     [--max-unsigned-age SECONDS]: exit 0 for an intact transaction log,
+ *     [--max-unsigned-age SECONDS] [--lock-wait SECONDS]: exit 0 for an
+ * intact transaction log,
  * 1 naming the first bad entry, 2 for a usage or I/O problem (a file of
  * the log that cannot be opened or read).  --pubkey may be given up to
  * PKI_AUDIT_MAX_PUBKEYS times (the checkpoint key replaced: each
  * checkpoint is checked with the key of its id).  With --pubkey, the
  * options bound the entries after the last signed checkpoint
  * (pki_audit_verify_keys; no bound by default); without it they are a
- * usage error (2), not dropped.
+ * usage error (2), not dropped.  --lock-wait bounds the wait for a
+ * writer that holds audit.lock (default 30 s; then 2).
  */
 static int
 cmd_audit(int argc, char **argv)
@@ -1703,6 +1705,11 @@ cmd_audit(int argc, char **argv)
                    && lim.max_unsigned_seconds == 0)
         {
             lim.max_unsigned_seconds = n;
+
+        } else if (strcmp(argv[i], "--lock-wait") == 0
+                   && lim.lock_wait_ms == 0 && n <= 86400)
+        {
+            lim.lock_wait_ms = n * 1000;
 
         } else {
             usage();

@@ -1153,4 +1153,41 @@ for my $o (['--max-unsigned', '3'], ['--max-unsigned-age', '60'])
          'audit verify, --pubkey 9 times: said');
 }
 
+# a writer that keeps audit.lock (stuck in a checkpoint signature on a hung
+# token) held verify forever; now it waits --lock-wait, then exit 2
+{
+    my $ad = tempdir(DIR => $d);
+    spew("$ad/audit.log", '');
+    spew("$ad/audit.lock", '');
+    my $holder = fork();
+    die "fork: $!" unless defined $holder;
+    if ($holder == 0) {
+        exec('flock', '-F', '-x', "$ad/audit.lock", 'sleep', '60')
+            or POSIX::_exit(127);
+    }
+    select(undef, undef, undef, 0.5);
+    my $t0 = time();
+    my $pid = open(my $fh, '-|');
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open(STDERR, '>&', \*STDOUT);
+        exec('timeout', '20', $pkictl, 'audit', 'verify', $ad,
+             '--lock-wait', '1') or POSIX::_exit(127);
+    }
+    my $o = do { local $/; <$fh> };
+    close($fh);
+    $rc = $? >> 8;
+    my $took = time() - $t0;
+    is($rc, 2, 'audit verify, audit.lock held: exit 2') or diag($o);
+    like($o, qr/audit\.lock held by another process for \d+ ms/,
+         'audit verify, audit.lock held: said');
+    cmp_ok($took, '<=', 5, "audit verify, audit.lock held: gave up "
+           . "(${took}s)");
+    kill('TERM', $holder);
+    waitpid($holder, 0);
+    ($rc, $out, $err) = run_cmd([$pkictl, 'audit', 'verify', $ad,
+                                 '--lock-wait', '1']);
+    is($rc, 0, 'audit verify, audit.lock let go: exit 0') or diag("$out$err");
+}
+
 done_testing();
