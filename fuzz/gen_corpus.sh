@@ -383,7 +383,8 @@ cdhex cd-origin "00 15 $CD 2509F1FF 250A0080 18"
 cdhex cd-paa-list "00 15 $CD 360B 1014 294C7215FCA16E374D9200E7EE2FEC4738D75CC2 18 18"
 cdhex cd-paa-other "00 15 $CD 360B 1014 0000000000000000000000000000000000000000 18 18"
 cdhex cd-basic-pid "02 FFF1 8001 15 $CD 18"
-cdhex cd-vid-other "00 15 240001 250102F0 3602 050080 18 18"
+# a whole CD of another vendor (0xF002): reaches the vendor check
+cdhex cd-vid-other "00 15 ${CD/2501F1FF/250102F0} 18"
 if [ -x build-replay/replay_matter_cd ]; then
     for s in cd cd-attrs cd-origin; do
         PKI_FUZZ_VERBOSE=1 PKI_FUZZ_CD_OUT="$C/matter_cd/seed-raw-$s" \
