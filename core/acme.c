@@ -9564,6 +9564,24 @@ redeemed:
 }
 
 
+/* 1 when the authenticated request is a POST-as-GET, as a resource
+ * that takes no other POST (what names it) asks: RFC 8555 6.3 has its
+ * payload empty, and a payload (even "{}") is refused as malformed
+ * rather than read as a fetch, so that a client that meant to change the
+ * resource learns that nothing was changed. */
+static int
+pki_acme_fetch_only(pki_acme_t *a, const char *what)
+{
+    if (a->payload == NULL) {
+        return 1;
+    }
+
+    pki_acme_problem(a, 400, "malformed", "a POST to %s is a POST-as-GET: "
+                     "its payload must be empty (RFC 8555 6.3)", what);
+    return 0;
+}
+
+
 /* An empty answer to req, and the state of its handling. */
 static void
 pki_acme_begin(pki_acme_t *a, const pki_acme_conf_t *conf,
@@ -9797,12 +9815,16 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
     } else if ((pki_acme_is(&a, "acct", 3) || pki_acme_is(&a, "acct", 4))
                && strcmp(a.seg[2], "orders") == 0)
     {
-        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)
+            && pki_acme_fetch_only(&a, "the orders list"))
+        {
             pki_acme_orders_list(&a, a.seg[1], a.nseg == 4 ? a.seg[3] : NULL);
         }
 
     } else if (pki_acme_is(&a, "order", 3)) {
-        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)
+            && pki_acme_fetch_only(&a, "an order"))
+        {
             pki_acme_order(&a, a.seg[1], a.seg[2]);
         }
 
@@ -9827,7 +9849,9 @@ pki_acme_handle(const pki_acme_conf_t *conf, const pki_acme_req_t *req,
         }
 
     } else if (pki_acme_is(&a, "cert", 3) || pki_acme_is(&a, "cert", 4)) {
-        if (pki_acme_authenticate(&a, PKI_KEY_KID)) {
+        if (pki_acme_authenticate(&a, PKI_KEY_KID)
+            && pki_acme_fetch_only(&a, "a certificate"))
+        {
             pki_acme_certificate(&a, a.seg[1], a.seg[2],
                                  a.nseg == 4 ? a.seg[3] : NULL);
         }

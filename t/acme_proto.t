@@ -1043,6 +1043,30 @@ SKIP: {
             @{ post($A, "$A->{kid}/orders", '')->{json}{orders} || [] }),
        'orders list: a valid order is listed');
 
+    # RFC 8555 6.3: a POST-as-GET's payload is empty; a payload on a
+    # resource that takes nothing else is malformed, not read as a fetch
+    {
+        my $o1 = post($A, $c1->{order}, '');
+        my $curl = $o1->{json}{certificate} // "$c1->{order}-none";
+        for my $u ([$c1->{order}, 'an order'],
+                   ["$A->{kid}/orders", 'the orders list'],
+                   [$curl, 'a certificate']) {
+            for my $pl ({}, { status => 'deactivated' }) {
+                my $n = scalar keys %$pl;
+                $r = post($A, $u->[0], $pl);
+                problem_is($r, 400, 'malformed',
+                           "POST with a payload of $n member(s) to $u->[1]");
+                like($r->{json}{detail} // '', qr/payload must be empty/,
+                     '  saying why');
+                nonce_usable($r, "POST with a payload to $u->[1]");
+            }
+            $r = post($A, $u->[0], '');
+            is($r->{status}, 200, "POST-as-GET to $u->[1] still 200");
+        }
+        is(post($A, $c1->{order}, '')->{json}{status}, 'valid',
+           '  the order is still valid');
+    }
+
     # CSR checks
     my ($r2, $ourl, $o) = order_ready($A, 'csr.example.test');
     my ($der) = csr_der('foreign', subj => '/',
