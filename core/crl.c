@@ -960,7 +960,6 @@ pki_crl_build(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
 /* A builder renews its lock as long as its build runs (pki_crl_hold): the
  * TTL is how long a builder that stopped keeps the others waiting. */
 #define PKI_CRL_LOCK_TTL_MS   10000
-#define PKI_CRL_AHEAD_MAX     300     /* s: a stored thisUpdate followed */
 #define PKI_CRL_WAIT_STEP_MS  50
 #define PKI_CRL_WAIT_STEPS    60
 
@@ -990,15 +989,20 @@ pki_crl_sleep_ms(long ms)
 
 
 /*
- * The thisUpdate of a new CRL of ca: strictly after the stored CRL's.
- * thisUpdate has one-second granularity and is the CRL's Last-Modified,
- * and an HTTP cache that revalidates with If-Modified-Since gets 304 for
- * an equal one: a CRL built in the same second as the one before (two
- * revocations in a row) would never reach it.  The next second is waited
- * for (at most about 2 s, in the builder, under crl_lock), not stated
- * ahead of the clock: verifiers reject a CRL whose thisUpdate is in the
- * future.  A stored thisUpdate further ahead (another host's clock) is
- * followed by one second, with a log line.
+ * The thisUpdate of a new CRL of ca: strictly after the stored CRL's when
+ * this host's clock allows it.  thisUpdate has one-second granularity and
+ * is the CRL's Last-Modified, and an HTTP cache that revalidates with
+ * If-Modified-Since gets 304 for an equal one: a CRL built in the same
+ * second as the one before (two revocations in a row) would never reach
+ * it.  The next second is waited for (at most about 2 s, in the builder,
+ * under crl_lock), not stated ahead of the clock: verifiers reject a CRL
+ * whose thisUpdate is in the future (OpenSSL without any tolerance).  A
+ * stored thisUpdate further ahead (another host's fast clock, a damaged
+ * meta) is not followed: a CRL this host dates after its own clock would
+ * be "not yet valid" to every relying party whose clock is right, for as
+ * long as the lead.  The new CRL is dated now, earlier than the stored
+ * one (its Last-Modified steps back, its ETag and number move on), with
+ * a log line.
  */
 static pki_status_t
 pki_crl_next_time(pki_ca_t *ca, pki_redis_t *r, time_t *now,
@@ -1023,23 +1027,13 @@ pki_crl_next_time(pki_ca_t *ca, pki_redis_t *r, time_t *now,
                 pki_crl_sleep_ms(PKI_CRL_WAIT_STEP_MS);
             }
 
-        } else if (prev.this_update - t <= PKI_CRL_AHEAD_MAX) {
-            pki_log(res, "%sCRL: the stored CRL %lld has thisUpdate %lld, "
-                    "%lld s ahead of this host's clock; the new one "
-                    "follows it", res->log[0] ? "; " : "", prev.number,
-                    (long long) prev.this_update,
-                    (long long) (prev.this_update - t));
-            t = prev.this_update + 1;
-
         } else {
-            /* a clock that jumped (or a damaged meta): following it would
-             * date every CRL of the fleet in the future, which relying
-             * parties reject, until real time caught up */
             pki_log(res, "%sCRL: the stored CRL %lld has thisUpdate %lld, "
-                    "%lld s ahead of this host's clock (over %d s): not "
-                    "followed", res->log[0] ? "; " : "", prev.number,
+                    "%lld s ahead of this host's clock: not followed (a "
+                    "clock of the fleet is off), the new one is dated %lld",
+                    res->log[0] ? "; " : "", prev.number,
                     (long long) prev.this_update,
-                    (long long) (prev.this_update - t), PKI_CRL_AHEAD_MAX);
+                    (long long) (prev.this_update - t), (long long) t);
         }
     }
 

@@ -1110,6 +1110,35 @@ test_this_update(pki_ca_t *ca, pki_redis_t *r, redisContext *rc,
 
     free(c[0].der);
     free(c[1].der);
+
+    /* another host's clock 100 s ahead built the stored CRL: this host's
+     * is dated by its own clock, not after it (strict verifiers, as
+     * OpenSSL, reject a CRL whose thisUpdate is still to come) */
+    clock_ahead = 100;
+    freeReplyObject(redisCommand(rc, "INCR %s{ca:%s}:revgen", ns,
+                                 pki_ca_name(ca)));
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, 0, &c[0], &res);
+    clock_ahead = 0;
+    is_status(st, PKI_OK, "a CRL built by a host 100 s ahead");
+
+    freeReplyObject(redisCommand(rc, "INCR %s{ca:%s}:revgen", ns,
+                                 pki_ca_name(ca)));
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, 0, &c[1], &res);
+    crl = st == PKI_OK && c[1].der ? parse_crl(c[1].der, c[1].len) : NULL;
+    ok(crl != NULL && c[1].number > c[0].number
+       && c[1].this_update <= time(NULL)
+       && ASN1_TIME_cmp_time_t(X509_CRL_get0_lastUpdate(crl),
+                               c[1].this_update) == 0,
+       "  the next one, here: thisUpdate not in the future (%+lld s)",
+       (long long) (c[1].this_update - time(NULL)));
+    ok(strstr(res.log, "ahead of this host's clock") != NULL,
+       "  logged (%s)", res.log);
+    X509_CRL_free(crl);
+
+    free(c[0].der);
+    free(c[1].der);
 }
 
 
