@@ -670,7 +670,7 @@ pki_crl_tbs_split(const unsigned char *tbs, long tbslen, size_t *start,
 }
 
 
-/* The CA certificate's notAfter, or 0 when unreadable. */
+/* The CA certificate's notAfter, or -1 when unreadable. */
 static time_t
 pki_crl_ca_end(pki_ca_t *ca)
 {
@@ -680,8 +680,7 @@ pki_crl_ca_end(pki_ca_t *ca)
 
 /* A CRL ends no later than its CA certificate, past which no relying party
  * trusts its signature (nor keeps it: it would be rejected as signed by an
- * expired CA).  A CA already ended leaves the lifetime as asked: the end
- * cannot come before thisUpdate. */
+ * expired CA).  A CA already ended signs none (pki_crl_ca_live). */
 static long
 pki_crl_ca_cap(pki_ca_t *ca, time_t now, long next_update_secs)
 {
@@ -694,6 +693,30 @@ pki_crl_ca_cap(pki_ca_t *ca, time_t now, long next_update_secs)
     }
 
     return next_update_secs;
+}
+
+
+/* A CA past its notAfter (nginx up since it expired; the load refuses an
+ * expired CA) signs no CRL, as it signs no certificate (pki_issue): RFC
+ * 5280 6.3.3 validates a CRL's signer by a path valid now, so a CRL dated
+ * after the CA's end verifies for no relying party, and its key is used
+ * past the certificate that vouches for it.  The last CRL, cut to the
+ * CA's end, is served until then; then none (503) until the CA is renewed
+ * (a new certificate for the same key and name: the load takes it). */
+static pki_status_t
+pki_crl_ca_live(pki_ca_t *ca, time_t now, pki_result_t *res)
+{
+    time_t  end;
+
+    end = pki_crl_ca_end(ca);
+
+    if (end != (time_t) -1 && end <= now) {
+        return pki_fail(res, PKI_INTERNAL, "the CA certificate of \"%s\" "
+                        "has expired: it signs no CRL until it is renewed",
+                        pki_ca_name(ca));
+    }
+
+    return PKI_OK;
 }
 
 
@@ -932,6 +955,10 @@ pki_crl_build_list(pki_ca_t *ca, const pki_crl_entry_t *entries, size_t n,
     if (b.failed) {
         st = pki_crl_failed(&b, res);
     } else {
+        st = pki_crl_ca_live(ca, b.now, res);
+    }
+
+    if (st == PKI_OK) {
         next_update_secs = pki_crl_ca_cap(ca, b.now, next_update_secs);
         st = pki_crl_finish(ca, &b, number, next_update_secs, der, len, res);
     }
@@ -1140,6 +1167,12 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
         return pki_fail(res, PKI_INTERNAL, "CRL: no Redis");
     }
 
+    /* before reading the revoked set (checked again at its thisUpdate) */
+    st = pki_crl_ca_live(ca, time(NULL), res);
+    if (st != PKI_OK) {
+        return st;
+    }
+
     /* The entries first, then the number: a higher number never carries
      * an older snapshot of the revoked set.  With CAs of this one's
      * subject and key (one CRL issuer), each takes
@@ -1181,6 +1214,10 @@ pki_crl_build_info(pki_ca_t *ca, pki_redis_t *r, long next_update_secs,
                           "while it was built");
             break;
         }
+    }
+
+    if (st == PKI_OK) {
+        st = pki_crl_ca_live(ca, b.now, res);
     }
 
     if (st != PKI_OK) {

@@ -2279,9 +2279,21 @@ test_ca_end(pki_key_t *key, pki_template_t *t, const char *sock)
         st = pki_crl_build_list(ca, NULL, 0, 9, now, 3600, &der, &len, &res);
         crl = st == PKI_OK ? parse_crl(der, len) : NULL;
         nu = crl ? asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0;
-        ok(nu == (now + 3600 > end && now < end ? end : now + 3600),
-           "CA ending in %+lld s: nextUpdate %+lld s from thisUpdate",
-           (long long) (end - now), (long long) (nu - now));
+
+        if (now >= end) {
+            /* no relying party validates a CRL of an expired CA: none is
+             * signed, as no certificate is (pki_issue) */
+            ok(st == PKI_INTERNAL && der == NULL
+               && strstr(res.detail, "has expired") != NULL,
+               "CA ended %lld s ago: no CRL signed (%s)",
+               (long long) (now - end), res.detail);
+
+        } else {
+            ok(nu == (now + 3600 > end ? end : now + 3600),
+               "CA ending in %+lld s: nextUpdate %+lld s from thisUpdate",
+               (long long) (end - now), (long long) (nu - now));
+        }
+
         X509_CRL_free(crl);
         free(der);
     }
@@ -2306,6 +2318,18 @@ test_ca_end(pki_key_t *key, pki_template_t *t, const char *sock)
     ok(st == PKI_OK && b.number == a.number && b.der == NULL,
        "  a minute before it, in its last quarter: unchanged (%lld, %lld)",
        a.number, b.number);
+    free(b.der);
+
+    /* past the CA's end: its last CRL has expired with it, and no new
+     * one is signed (the glue answers 503) */
+    clock_ahead += 120;
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    st = pki_crl_current(ca, r, 3600, a.number, &b, &res);
+    ok(st == PKI_INTERNAL && b.der == NULL && b.number == 0
+       && strstr(res.detail, "has expired") != NULL,
+       "  a minute after it: no CRL (%s, number %lld)", res.detail,
+       b.number);
     clock_ahead = 0;
 
     free(a.der);
