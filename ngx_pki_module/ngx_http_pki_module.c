@@ -5610,11 +5610,14 @@ ngx_http_pki_send_der(ngx_http_request_t *r, ngx_str_t *type,
 #define NGX_HTTP_PKI_CRL_WAITERS      256
 
 
-/* a CRL shared by the worker's copy and the responses still sending it */
+/* a CRL shared by the worker's copy and the responses still sending it;
+ * data is the DER the task's pki_crl_current() malloc'd, taken as it is
+ * (a copy on the event loop took tens of ms for a CRL of a million
+ * entries, once per new CRL and worker) and free()d with the last ref */
 typedef struct {
     ngx_uint_t                 refs;
     size_t                     len;
-    u_char                     data[1];
+    u_char                    *data;
 } ngx_http_pki_crl_blob_t;
 
 
@@ -5936,6 +5939,7 @@ ngx_http_pki_crl_unref(void *data)
     ngx_http_pki_crl_blob_t *blob = data;
 
     if (--blob->refs == 0) {
+        free(blob->data);
         ngx_free(blob);
     }
 }
@@ -6235,13 +6239,13 @@ ngx_http_pki_crl_done(void *data)
             && (st->blob == NULL || st->next_update <= now
                 || info->number > st->number))
         {
-            blob = ngx_alloc(sizeof(ngx_http_pki_crl_blob_t) + info->len,
-                             log);
+            blob = ngx_alloc(sizeof(ngx_http_pki_crl_blob_t), log);
 
             if (blob != NULL) {
                 blob->refs = 1;
                 blob->len = info->len;
-                ngx_memcpy(blob->data, info->der, info->len);
+                blob->data = info->der;
+                info->der = NULL;
 
                 if (st->blob) {
                     ngx_http_pki_crl_unref(st->blob);
