@@ -759,6 +759,49 @@ pki_est_pop(const pki_est_req_t *req, X509_REQ *csr, pki_result_t *res)
 }
 
 
+/*
+ * A CSR that carries a challengePassword where this location does not
+ * require linking: RFC 7030 3.5 has the server verify the tls-unique
+ * information a CSR holds, required or not, so that a client's linked
+ * CSR, forwarded by whoever it reached, is not issued under another
+ * connection's credentials.  Only where the server gives a binding that
+ * binds (the nginx glue: TLS 1.2 with the Extended Master Secret; under
+ * TLS 1.3 only where linking is required, as clients disagree on what
+ * they put there): plain HTTP behind a proxy has none, and an RA
+ * (id-kp-cmcRA, RFC 7030 3.7) forwards CSRs linked to its own clients'
+ * connections.
+ */
+static int
+pki_est_linked(const pki_est_req_t *req, X509_REQ *csr)
+{
+    int                  i, ra;
+    EXTENDED_KEY_USAGE  *eku;
+
+    if (req->channel_binding == NULL || req->channel_binding_len == 0
+        || req->binding_no_ems
+        || X509_REQ_get_attr_by_NID(csr, NID_pkcs9_challengePassword, -1)
+           < 0)
+    {
+        return 0;
+    }
+
+    if (req->client_cert == NULL) {
+        return 1;
+    }
+
+    eku = X509_get_ext_d2i(req->client_cert, NID_ext_key_usage, NULL, NULL);
+    ra = 0;
+
+    for (i = 0; eku != NULL && i < sk_ASN1_OBJECT_num(eku); i++) {
+        ra |= OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)) == NID_cmcRA;
+    }
+
+    EXTENDED_KEY_USAGE_free(eku);
+
+    return !ra;
+}
+
+
 /* 1 if the CSR asks for the server-generated key to be encrypted (RFC
  * 7030 4.4.1.1 DecryptKeyIdentifier, 4.4.1.2
  * AsymmetricDecryptKeyIdentifier), 0 if not, -1 on failure. */
@@ -1072,7 +1115,9 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         goto failed;
     }
 
-    if (conf->pop_linking && pki_est_pop(req, csr, res) != PKI_OK) {
+    if ((conf->pop_linking || pki_est_linked(req, csr))
+        && pki_est_pop(req, csr, res) != PKI_OK)
+    {
         goto failed;
     }
 

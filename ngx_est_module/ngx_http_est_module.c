@@ -529,7 +529,17 @@ ngx_http_est_tls(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
         }
     }
 
-    if (!ctx->conf.pop_linking) {
+    /*
+     * The binding of every enrollment under TLS 1.2: without
+     * est_pop_linking, the engine still checks a CSR that carries one
+     * (RFC 7030 3.5).  Not under TLS 1.3, which has no tls-unique:
+     * clients put different values there (libest its client Finished,
+     * not the RFC 9266 exporter), so only a location that requires
+     * linking judges them.
+     */
+    if (!pki_est_op_blocking(ctx->req.op)
+        || (!ctx->conf.pop_linking && SSL_version(ssl) >= TLS1_3_VERSION))
+    {
         return NGX_OK;
     }
 

@@ -361,6 +361,49 @@ $r = enroll($f, csr_with_cp('nopop-13', undef), '/nopop/.well-known/est/simpleen
 cert_ok('no est_pop_linking, TLS 1.3, no challengePassword', $r);
 close $f;
 
+# without est_pop_linking a CSR that carries a challengePassword is still
+# verified under TLS 1.2 (RFC 7030 3.5): another connection's tls-unique
+# gets 400 and changes nothing, the connection's own is issued; TLS 1.2
+# without EMS has no binding that binds and TLS 1.3 no tls-unique (libest
+# puts its client Finished there): not judged, as before
+{
+    my $o = tls_connect('TLSv1_2');
+    my $other = tls_connect('TLSv1_2');
+    my @k0 = $t->state_keys;
+    $r = enroll($o, csr_with_cp('nopop-other',
+                                encode_base64(binding($other), '')),
+                '/nopop/.well-known/est/simpleenroll');
+    is($r->{code}, 400, "no est_pop_linking, TLS 1.2, another connection's "
+       . 'tls-unique: 400') or diag($r->{body});
+    like($r->{body}, qr/does not match the TLS channel binding/,
+         '  the error says why');
+    is(join(' ', $t->state_keys), join(' ', @k0), '  nothing written');
+    $r = enroll($o, csr_with_cp('nopop-own', encode_base64(binding($o), '')),
+                '/nopop/.well-known/est/simpleenroll');
+    cert_ok('no est_pop_linking, TLS 1.2, its own tls-unique', $r);
+    close $o;
+    close $other;
+
+    my $h = tls_connect('TLSv1_3');
+    my ($fin, $len) = ('');
+    $len = Net::SSLeay::get_finished($h->_get_ssl_object, $fin);
+    $r = enroll($h, csr_with_cp('nopop-13-fin',
+                                encode_base64(substr($fin, 0, $len), '')),
+                '/nopop/.well-known/est/simpleenroll');
+    cert_ok('no est_pop_linking, TLS 1.3, the client Finished (libest)', $r);
+    close $h;
+}
+{
+    my $ne = tls_connect('TLSv1_2', SSL_create_ctx_callback => sub {
+        Net::SSLeay::CTX_set_options($_[0], 1);     # NO_EXTENDED_MASTER_SECRET
+    });
+    $r = enroll($ne, csr_with_cp('nopop-noems-cp', 'not-a-binding'),
+                '/nopop/.well-known/est/simpleenroll');
+    is($r->{code}, 200, 'no est_pop_linking, without EMS, any '
+       . 'challengePassword: 200 (nothing binds)') or diag($r->{body});
+    close $ne;
+}
+
 # the shared helper (curl, new connection per request) on the pop location
 my ($csr) = $t->make_csr('curl-nopw', subj => '/CN=curl-nopw');
 $r = $t->est_post('simpleenroll', $csr);

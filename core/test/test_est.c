@@ -881,6 +881,105 @@ test_success(pki_ca_t *other_ca, pki_ca_t *same_ca, const char *sock,
     }
     conf.pop_linking = 0;
 
+    /* Linking not required, but a CSR that carries a challengePassword
+     * is verified against the binding (RFC 7030 3.5), where one binds;
+     * not for an RA (id-kp-cmcRA), which forwards its clients' CSRs */
+    {
+        int             k;
+        char           *cb64 = pki_base64_encode(binding, 16, 0, NULL);
+        X509           *ra;
+        pki_est_req_t   req;
+
+        memset(&req, 0, sizeof(req));
+        req.op = PKI_EST_SIMPLEENROLL;
+        req.method = "POST";
+        req.content_type = "application/pkcs10";
+        req.user = "alice";
+        req.channel_binding = binding;
+        req.channel_binding_len = 16;
+
+        csr = make_csr_b64(pk, "nopop1", NULL, cb64);
+        req.body = (unsigned char *) csr;
+        req.body_len = strlen(csr);
+        pki_est_handle(&conf, &req, &resp);
+        ok(resp.http_status == 200, "linking off, the CSR's binding "
+           "matches: %d %s", resp.http_status, resp.res.detail);
+        pki_est_resp_free(&resp);
+
+        for (k = 0; k < 2; k++) {
+            req.op = k ? PKI_EST_SERVERKEYGEN : PKI_EST_SIMPLEENROLL;
+            req.channel_binding = (const unsigned char *) "another binding!";
+            pki_est_handle(&conf, &req, &resp);
+            check_error(k ? "linking off, serverkeygen, another binding"
+                          : "linking off, another binding", &resp, 400,
+                        "does not match the TLS channel binding");
+        }
+        req.op = PKI_EST_SIMPLEENROLL;
+
+        /* no binding that binds: not checked, as before */
+        req.binding_no_ems = 1;
+        pki_est_handle(&conf, &req, &resp);
+        ok(resp.http_status == 200, "linking off, TLS 1.2 without EMS: not "
+           "checked: %d %s", resp.http_status, resp.res.detail);
+        pki_est_resp_free(&resp);
+        req.binding_no_ems = 0;
+
+        req.channel_binding = NULL;
+        req.channel_binding_len = 0;
+        pki_est_handle(&conf, &req, &resp);
+        ok(resp.http_status == 200, "linking off, no binding (plain HTTP): "
+           "not checked: %d %s", resp.http_status, resp.res.detail);
+        pki_est_resp_free(&resp);
+
+        /* an RA's certificate (not one of the server's CAs') */
+        ra = X509_new();
+        {
+            X509_NAME       *nm = X509_NAME_new();
+            X509_EXTENSION  *ext;
+
+            X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC,
+                                       (const unsigned char *) "ra", -1, -1,
+                                       0);
+            X509_set_version(ra, 2);
+            ASN1_INTEGER_set(X509_get_serialNumber(ra), 7);
+            X509_set_subject_name(ra, nm);
+            X509_set_issuer_name(ra, nm);
+            X509_gmtime_adj(X509_getm_notBefore(ra), -60);
+            X509_gmtime_adj(X509_getm_notAfter(ra), 3600);
+            X509_set_pubkey(ra, pk);
+            ext = X509V3_EXT_conf_nid(NULL, NULL, NID_ext_key_usage,
+                                      "clientAuth, cmcRA");
+            X509_add_ext(ra, ext, -1);
+            X509_EXTENSION_free(ext);
+            X509_sign(ra, pk, EVP_sha256());
+            X509_NAME_free(nm);
+        }
+
+        req.client_cert = ra;
+        req.channel_binding = (const unsigned char *) "another binding!";
+        req.channel_binding_len = 16;
+        pki_est_handle(&conf, &req, &resp);
+        ok(resp.http_status == 200, "linking off, an RA (id-kp-cmcRA) "
+           "forwards another connection's CSR: %d %s", resp.http_status,
+           resp.res.detail);
+        pki_est_resp_free(&resp);
+        req.client_cert = NULL;
+        X509_free(ra);
+
+        free(csr);
+
+        /* without a challengePassword: nothing to check */
+        csr = make_csr_b64(pk, "nopop1", NULL, NULL);
+        req.body = (unsigned char *) csr;
+        req.body_len = strlen(csr);
+        pki_est_handle(&conf, &req, &resp);
+        ok(resp.http_status == 200, "linking off, no challengePassword: %d "
+           "%s", resp.http_status, resp.res.detail);
+        pki_est_resp_free(&resp);
+        free(csr);
+        free(cb64);
+    }
+
     test_bound_subject();
 
     /* A CA certified anew under another name (same subject and key,
