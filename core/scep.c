@@ -5910,9 +5910,17 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return;
     }
 
-    if (st != PKI_OK || rec.der == NULL) {
+    /* no record, or (GetCert) a withdrawn certificate
+     * (pki_int_issue_withdraw): never given to its requester, maybe
+     * without a transaction log entry (carry=off), its serial on the CRL
+     * for anyone to ask for */
+    if (st != PKI_OK || rec.der == NULL
+        || (m->type == PKI_SCEP_GETCERT && rec.withdrawn))
+    {
+        pki_fail(res, PKI_NOT_FOUND, "no certificate with serial \"%s\"%s",
+                 hex, st == PKI_OK && rec.withdrawn
+                      ? " (withdrawn: never delivered)" : "");
         pki_record_clear(&rec);
-        pki_fail(res, PKI_NOT_FOUND, "no certificate with serial \"%s\"", hex);
         pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
         return;
     }

@@ -1935,6 +1935,33 @@ main(void)
             ok(certrep(&r2, ra_x, dev_k, &f1, &c1) == 0 && c1 != NULL,
                "undelivered: the resent message enrolls [%s]",
                r2.res.detail);
+            {
+                /* nobody was given the withdrawn certificate, and with
+                 * carry=off it may be unlogged: GetCert does not hand
+                 * it out (its serial is on the CRL for all to read) */
+                int            gs, gf = -1;
+                BIGNUM        *bn = NULL;
+                ASN1_INTEGER  *ai = NULL;
+
+                if (hex[0] && BN_hex2bn(&bn, hex) > 0) {
+                    ai = BN_to_ASN1_INTEGER(bn, NULL);
+                }
+                gs = ai != NULL
+                     ? getcrl_ias(&conf, 21, X509_get_subject_name(eca_x),
+                                  ai, dev_k, &gf)
+                     : -1;
+                ok(gs == 2 && gf == 4, "undelivered: GetCert of the "
+                   "withdrawn certificate: FAILURE badCertId (%d %d)", gs,
+                   gf);
+                gs = c1 != NULL
+                     ? getcrl_ias(&conf, 21, X509_get_issuer_name(c1),
+                                  X509_get0_serialNumber(c1), dev_k, &gf)
+                     : -1;
+                ok(gs == 0, "undelivered: GetCert of the certificate of "
+                   "the resend: SUCCESS (%d %d)", gs, gf);
+                ASN1_INTEGER_free(ai);
+                BN_free(bn);
+            }
             pki_scep_resp_free(&r1);
             pki_scep_resp_free(&r2);
             X509_free(c1);
