@@ -5096,6 +5096,10 @@ pki_scep_poll_issued(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return;
     }
 
+    /* a due plan is a revocation, carried out by worker 0 or not (OCSP
+     * and the CRL say revoked from its time on) */
+    (void) pki_record_at(&rec, time(NULL));
+
     if (rec.status != PKI_CERT_GOOD) {
         /* revoked since (by the operator, or withdrawn): the request
          * ended; a revoked certificate is no answer to it */
@@ -5609,6 +5613,7 @@ pki_scep_resend(const pki_scep_conf_t *conf, const pki_scep_req_t *req,
         pki_result_init(&tmp);
         st = pki_record_get(conf->redis, pki_ca_name(conf->ca), pend.serial,
                             &rec, &tmp);
+        (void) pki_record_at(&rec, time(NULL));
         good = st == PKI_OK && rec.der != NULL
                && rec.status == PKI_CERT_GOOD;
         pki_record_clear(&rec);

@@ -1068,6 +1068,18 @@ my $cert_spki = sub {
        '... the same certificate');
     is(records(), $before + 1, '... no second one');
 
+    # a planned revocation come due but not carried out yet (worker 0
+    # does so within 10 s; OCSP and the CRL say revoked from its time
+    # on): a copy gets FAILURE, as once it is carried out
+    my $sn = $serial // 'none';
+    my $ck = "pki:{ca:issuing}:cert:$sn";
+    $t->redis_raw('HSET', $ck, 'plan_at', time() - 5, 'plan_reason', 1);
+    fails('resend: a copy once its planned revocation is due', $oreq, 2,
+          path => '/scep-manual-otc', key => $ok,
+          log => qr/\(serial \Q$sn\E\) was revoked/);
+    is(records(), $before + 1, '... nothing issued');
+    $t->redis_raw('HDEL', $ck, 'plan_at', 'plan_reason');
+
     # its certificate revoked by the operator since: a copy gets FAILURE,
     # not the revoked certificate
     $r = $t->admin_revoke($serial // 'none');
