@@ -5941,6 +5941,20 @@ pki_scep_getcert(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
     }
 
     if (m->type == PKI_SCEP_GETCERT) {
+        /* RFC 8894 3.3.4: for a client to retrieve its own certificate.
+         * To anyone else a serial (each revoked one is on the CRL) would
+         * give the subject and names of its holder: answered as an
+         * unknown serial */
+        if (!pki_scep_same_key(X509_get_X509_PUBKEY(m->signer),
+                               X509_get_X509_PUBKEY(cert)))
+        {
+            X509_free(cert);
+            pki_fail(res, PKI_NOT_FOUND, "no certificate with serial \"%s\" "
+                     "(the signer does not hold its key)", hex);
+            pki_scep_fail(conf, m, PKI_SCEP_BAD_CERT_ID, resp);
+            return;
+        }
+
         pki_log(res, "returned serial %s", hex);
         pki_scep_success(conf, m, cert, NULL, resp);
         X509_free(cert);

@@ -457,6 +457,12 @@ is($h->{status}, 0, 'GetCert: SUCCESS');
 is($h->{certs}, 1, 'GetCert: one certificate');
 is($t->x509_field($h->{file}, 'serial'), $issued_serial,
    'GetCert: the certificate asked for');
+# RFC 8894 3.3.4: a client's own certificate; to another key it is an
+# unknown serial (a revoked one's, read off the CRL, would tell its holder)
+fails('GetCert signed by another key',
+      req(type => 21, getcert => $issued_serial, issuer => "$pki/issuing.pem",
+          key => $k2), 4, key => $k2,
+      log => qr/messageType 21 .*\(the signer does not hold its key\)/);
 fails('GetCert unknown serial',
       req(type => 21, getcert => '0123456789ABCDEF',
           issuer => "$pki/issuing.pem"), 4);

@@ -1959,6 +1959,14 @@ main(void)
                      : -1;
                 ok(gs == 0, "undelivered: GetCert of the certificate of "
                    "the resend: SUCCESS (%d %d)", gs, gf);
+                /* RFC 8894 3.3.4: a client's own certificate, for the
+                 * holder of its key only */
+                gs = c1 != NULL
+                     ? getcrl_ias(&conf, 21, X509_get_issuer_name(c1),
+                                  X509_get0_serialNumber(c1), other_k, &gf)
+                     : -1;
+                ok(gs == 2 && gf == 4, "GetCert signed by another key: "
+                   "FAILURE badCertId (%d %d)", gs, gf);
                 ASN1_INTEGER_free(ai);
                 BN_free(bn);
             }
