@@ -4352,16 +4352,50 @@ pki_scep_seen_ttl(const pki_scep_conf_t *conf, const pki_scep_msg_t *m)
 }
 
 
-/* The message's replay record: set to this request's token ARGV[1] for
- * ARGV[2] s unless it is there; 1 when it is this request's (also when a
- * retry on a new connection finds the first try's write), 0 when another
- * request's. */
+/*
+ * The message's replay record: set to this request's token ARGV[1] unless
+ * it is there; 1 when it is this request's (also when a retry on a new
+ * connection finds the first try's write), 0 when another request's.
+ *
+ * It must live as long as any location on the store would take a copy,
+ * not only this one: each location says its window in the store, KEYS[2]
+ * the largest scep_clock_skew (ARGV[3], 0 for off), KEYS[3] set while a
+ * location with the check off takes messages (it takes a copy for
+ * PKI_SCEP_SEEN_UNTIMED), each for ARGV[6] s from that location's last
+ * message.  The record lives for this location's ARGV[2] s, or longer as
+ * pki_scep_seen_ttl() would size it with the largest skew (signingTime
+ * ARGV[4], 0 for none, the clock ARGV[5]; slack ARGV[7]) or for an
+ * untimed location (ARGV[8] s).
+ */
 static const char  pki_lua_seen_add[] =
     "local v = redis.call('GET', KEYS[1]) "
     "if v == ARGV[1] then return 1 end "
     "if v then return 0 end "
-    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "local own = tonumber(ARGV[3]) "
+    "local mx = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 "
+    "if own > 0 and own >= mx then "
+    "  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[6]) mx = own end "
+    "if own == 0 then redis.call('SET', KEYS[3], '1', 'EX', ARGV[6]) end "
+    "local ttl = tonumber(ARGV[2]) "
+    "local at = tonumber(ARGV[4]) "
+    "local slack = tonumber(ARGV[7]) "
+    "local t = 0 "
+    "if mx > 0 and at > 0 then "
+    "  t = at + mx - tonumber(ARGV[5]) + slack "
+    "  if t > 2 * mx + slack then t = 2 * mx + slack end "
+    "elseif mx > 0 then "
+    "  t = 2 * mx + slack "
+    "  if t < tonumber(ARGV[8]) then t = tonumber(ARGV[8]) end end "
+    "if t > ttl then ttl = t end "
+    "if redis.call('EXISTS', KEYS[3]) == 1 "
+    "   and tonumber(ARGV[8]) > ttl then ttl = tonumber(ARGV[8]) end "
+    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl) "
     "return 1";
+
+/* how long a location's window is remembered after its last message: a
+ * location that takes messages less often than that is sized for by the
+ * others only while its mark lasts */
+#define PKI_SCEP_SEEN_MARK  (30 * 86400L)
 
 /* Records the message (its value token: 64 bytes of room).  PKI_OK the
  * first time, PKI_CONFLICT for a copy of a recorded one, else
@@ -4372,14 +4406,36 @@ static pki_status_t
 pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
     const char *key, char *token, int *unsure, pki_result_t *res)
 {
-    int            sent = 0;
-    char           ttl[24];
-    size_t         lens[6];
+    int            n, sent = 0;
+    char           ttl[24], skew[24], at[24], now[24], mark[24];
+    char           slack[24], untimed[24];
+    char           kmax[PKI_SCEP_KEY_MAX], kuntimed[PKI_SCEP_KEY_MAX];
+    size_t         lens[14];
     redisReply    *reply;
-    const char    *argv[6];
+    const char    *argv[14];
     pki_status_t   st;
 
     snprintf(ttl, sizeof(ttl), "%ld", pki_scep_seen_ttl(conf, m));
+    snprintf(skew, sizeof(skew), "%ld",
+             conf->max_skew > 0 ? conf->max_skew : 0L);
+    snprintf(at, sizeof(at), "%lld",
+             conf->max_skew > 0 ? (long long) m->signed_at : 0LL);
+    snprintf(now, sizeof(now), "%lld", (long long) time(NULL));
+    snprintf(mark, sizeof(mark), "%ld", PKI_SCEP_SEEN_MARK);
+    snprintf(slack, sizeof(slack), "%ld", PKI_SCEP_SEEN_SLACK);
+    snprintf(untimed, sizeof(untimed), "%ld",
+             PKI_SCEP_SEEN_UNTIMED + PKI_SCEP_SEEN_SLACK);
+
+    n = snprintf(kmax, sizeof(kmax), "%sscep:skew_max",
+                 pki_redis_ns(conf->redis));
+    if (n <= 0 || (size_t) n >= sizeof(kmax)) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
+    n = snprintf(kuntimed, sizeof(kuntimed), "%sscep:skew_off",
+                 pki_redis_ns(conf->redis));
+    if (n <= 0 || (size_t) n >= sizeof(kuntimed)) {
+        return pki_fail(res, PKI_INTERNAL, "cannot build the key");
+    }
 
     if (!pki_scep_token(token, res)) {
         return res->status;
@@ -4387,18 +4443,26 @@ pki_scep_seen_add(const pki_scep_conf_t *conf, const pki_scep_msg_t *m,
 
     argv[0] = "EVAL";
     argv[1] = pki_lua_seen_add;
-    argv[2] = "1";
+    argv[2] = "3";
     argv[3] = key;
-    argv[4] = token;
-    argv[5] = ttl;
+    argv[4] = kmax;
+    argv[5] = kuntimed;
+    argv[6] = token;
+    argv[7] = ttl;
+    argv[8] = skew;
+    argv[9] = at;
+    argv[10] = now;
+    argv[11] = mark;
+    argv[12] = slack;
+    argv[13] = untimed;
 
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 14; i++) {
         lens[i] = strlen(argv[i]);
     }
 
     /* sent counts only when no answer came in the end: a retry on a new
      * connection that answered leaves nothing to undo */
-    reply = pki_int_redis_command_sent(conf->redis, 6, argv, lens, &sent,
+    reply = pki_int_redis_command_sent(conf->redis, 14, argv, lens, &sent,
                                        res);
     if (reply == NULL) {
         *unsure = sent;

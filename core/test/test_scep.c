@@ -870,6 +870,65 @@ crl_number(redisContext *c, const char *ns, const char *ca)
 }
 
 
+/* The TTL of the replay record of the message der (its signer's key and
+ * signed attributes, as pki_scep_seen_key names it), -3 if not read. */
+static long long
+seen_ttl(const char *sock, const unsigned char *der, int len)
+{
+    int                  n, k;
+    char                 hex[65];
+    X509                *sx;
+    PKCS7               *p7;
+    long long            ttl;
+    redisReply          *rep;
+    redisContext        *c;
+    unsigned char       *attrs, *spki, *id, md[32];
+    const unsigned char *p;
+    STACK_OF(X509)      *signers;
+    PKCS7_SIGNER_INFO   *si;
+
+    ttl = -3;
+    p = der;
+    p7 = d2i_PKCS7(NULL, &p, len);
+    signers = p7 ? PKCS7_get0_signers(p7, NULL, 0) : NULL;
+    if (signers == NULL || sk_X509_num(signers) != 1) {
+        sk_X509_free(signers);
+        PKCS7_free(p7);
+        return ttl;
+    }
+    sx = sk_X509_value(signers, 0);
+    si = sk_PKCS7_SIGNER_INFO_value(PKCS7_get_signer_info(p7), 0);
+    attrs = NULL;
+    spki = NULL;
+    n = ASN1_item_i2d((ASN1_VALUE *) si->auth_attr, &attrs,
+                      ASN1_ITEM_rptr(PKCS7_ATTR_VERIFY));
+    k = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(sx), &spki);
+    id = malloc((size_t) n + (size_t) k);
+    memcpy(id, spki, (size_t) k);
+    memcpy(id + k, attrs, (size_t) n);
+    SHA256(id, (size_t) n + (size_t) k, md);
+    for (k = 0; k < 32; k++) {
+        snprintf(hex + 2 * k, 3, "%02x", md[k]);
+    }
+    free(id);
+    OPENSSL_free(attrs);
+    OPENSSL_free(spki);
+    sk_X509_free(signers);
+    PKCS7_free(p7);
+
+    c = redisConnectUnix(sock);
+    rep = c != NULL && c->err == 0
+          ? redisCommand(c, "TTL scep-test:scep:seen:%s", hex) : NULL;
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER) {
+        ttl = rep->integer;
+    }
+    freeReplyObject(rep);
+    redisFree(c);
+
+    return ttl;
+}
+
+
 /* GetCRL (22), or GetCert (21) with type 21, for the IssuerAndSerialNumber
  * issuer, serial, signed by key: the pkiStatus, *fail the failInfo. */
 static int
@@ -1765,6 +1824,60 @@ main(void)
             X509_free(c1);
             X509_free(c2);
             m.cn = "dev";
+        }
+
+        /* the replay record is sized by the loosest location of the
+         * store: once a location with scep_clock_skew off has taken a
+         * message, one taken where the skew is a day is remembered as
+         * long as the off location takes its copy (7 days), not a day;
+         * where the loosest skew is 3 days, 3 days */
+        for (int loose = 0; loose < 2; loose++) {
+            int              n2, f1;
+            long long        ttl, want;
+            X509            *c1;
+            pki_scep_conf_t  lconf;
+            pki_scep_resp_t  r1;
+
+            lconf = conf;
+            lconf.max_skew = loose ? 3 * 86400 : 0;
+            want = loose ? 3 * 86400 : 7 * 86400;
+            m.cn = "loose";
+            n2 = build(&m, &der);
+            op(&lconf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r1);
+            OPENSSL_free(der);
+            c1 = NULL;
+            ok(certrep(&r1, ra_x, dev_k, &f1, &c1) == 0 && c1 != NULL,
+               "seen: enrolled at the loose location");
+            pki_scep_resp_free(&r1);
+            X509_free(c1);
+
+            m.cn = "strict";
+            n2 = build(&m, &der);
+            op(&conf, PKI_SCEP_PKIOPERATION, "POST", der, (size_t) n2, &r1);
+            c1 = NULL;
+            ok(certrep(&r1, ra_x, dev_k, &f1, &c1) == 0 && c1 != NULL,
+               "seen: enrolled where the skew is a day");
+            ttl = seen_ttl(redis_sock, der, n2);
+            ok(ttl > want && ttl <= want + 300,
+               "seen: its replay record lives as long as the %s location "
+               "takes a copy (TTL %lld s)", loose ? "3-day" : "off", ttl);
+            pki_scep_resp_free(&r1);
+            X509_free(c1);
+            OPENSSL_free(der);
+            m.cn = "dev";
+
+            {
+                redisContext  *rcx = redisConnectUnix(redis_sock);
+
+                if (rcx != NULL && rcx->err == 0) {
+                    freeReplyObject(redisCommand(rcx, "DEL "
+                                    "scep-test:scep:skew_off "
+                                    "scep-test:scep:skew_max"));
+                }
+                if (rcx != NULL) {
+                    redisFree(rcx);
+                }
+            }
         }
 
         /* a CertRep lost after a one-time challenge was used: the
