@@ -1528,6 +1528,8 @@ typedef struct {
     X509                  *ra_cert;        /* NULL: the CA is the RA     */
     pki_key_t             *ra_key;
     STACK_OF(X509)        *ra_chain;       /* extra certs for GetCACert  */
+    int                    ca_chain;       /* no RA: GetCACert answers the
+                                              CA and its chain too      */
     X509                  *next_ca;        /* GetNextCACert, or NULL     */
     const unsigned char   *challenge;      /* static challenge, or NULL  */
     size_t                 challenge_len;

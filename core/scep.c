@@ -876,6 +876,27 @@ pki_scep_getcacert(const pki_scep_conf_t *conf, pki_scep_resp_t *resp)
 
     der = NULL;
 
+    /* RFC 8894 4.2.1.2: an intermediate CA sends its chain as a
+     * certificates-only SignedData (x-x509-ca-ra-cert); opt-in, as
+     * a client given this content type looks for an RA among them and
+     * may take another certificate than the CA as the recipient */
+    if (conf->ra_cert == NULL && conf->ca_chain
+        && pki_ca_chain(conf->ca) != NULL
+        && sk_X509_num(pki_ca_chain(conf->ca)) > 0)
+    {
+        if (!pki_scep_degenerate(pki_ca_cert(conf->ca), NULL,
+                                 pki_ca_chain(conf->ca), NULL, &der, &len))
+        {
+            pki_fail(&resp->res, PKI_INTERNAL, "cannot encode the "
+                     "certificates");
+            pki_scep_http_error(resp, 500);
+            return;
+        }
+
+        pki_scep_body(resp, PKI_SCEP_CT_CARACERT, der, len);
+        return;
+    }
+
     if (conf->ra_cert == NULL) {
         n = i2d_X509(pki_ca_cert(conf->ca), &der);
         if (n <= 0) {

@@ -44,6 +44,7 @@ typedef struct {
     ngx_flag_t                 dynamic;
     ngx_flag_t                 manual;
     ngx_flag_t                 accept_des;
+    ngx_flag_t                 ca_chain;
     ngx_uint_t                 tid;
     size_t                     max_body_size;
     time_t                     pending_ttl;
@@ -171,6 +172,13 @@ static ngx_command_t  ngx_http_scep_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_scep_loc_conf_t, accept_des),
+      NULL },
+
+    { ngx_string("scep_ca_chain"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_scep_loc_conf_t, ca_chain),
       NULL },
 
     { ngx_string("scep_transaction_id"),
@@ -847,6 +855,7 @@ ngx_http_scep_create_loc_conf(ngx_conf_t *cf)
     conf->dynamic = NGX_CONF_UNSET;
     conf->manual = NGX_CONF_UNSET;
     conf->accept_des = NGX_CONF_UNSET;
+    conf->ca_chain = NGX_CONF_UNSET;
     conf->tid = NGX_CONF_UNSET_UINT;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
     conf->pending_ttl = NGX_CONF_UNSET;
@@ -878,6 +887,7 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->dynamic, prev->dynamic, 0);
     ngx_conf_merge_value(conf->manual, prev->manual, 0);
     ngx_conf_merge_value(conf->accept_des, prev->accept_des, 0);
+    ngx_conf_merge_value(conf->ca_chain, prev->ca_chain, 0);
     ngx_conf_merge_uint_value(conf->tid, prev->tid, 0);
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               PKI_SCEP_MAX_BODY);
@@ -929,6 +939,7 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     sc->manual = conf->manual ? 1 : 0;
     sc->tid_any = conf->tid ? 1 : 0;
     sc->accept_des = conf->accept_des ? 1 : 0;
+    sc->ca_chain = conf->ca_chain ? 1 : 0;
     sc->max_body = conf->max_body_size;
     sc->pending_ttl = (long) conf->pending_ttl;
     sc->pending_max = (long) conf->pending_max;

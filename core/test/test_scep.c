@@ -1289,6 +1289,75 @@ main(void)
     }
     pki_scep_resp_free(&resp);
 
+    /* scep_ca_chain on: an intermediate CA that is its own RA answers its
+     * chain (RFC 8894 4.2.1.2), the CA first; off, or a CA without a
+     * chain, the CA certificate alone as before */
+    {
+        char                  path[128], cpath[128];
+        const char           *argv[1];
+        const unsigned char  *p;
+        X509                 *ix, *x;
+        PKCS7                *p7;
+        pki_ca_t             *ica;
+        pki_scep_conf_t       cc;
+
+        ix = cert("SCEP Test RSA Int", ca_k, eca_x, eca_k, 1);
+        ica = pki_ca_new("rsaint");
+        write_pem("rsaint.pem", ix, NULL, path);
+        write_pem("rsaint-chain.pem", eca_x, NULL, cpath);
+        pki_result_init(&res);
+        argv[0] = path;
+        pki_ca_set(ica, "certificate", 1, argv, &res);
+        argv[0] = cpath;
+        pki_ca_set(ica, "chain", 1, argv, &res);
+        pki_ca_set_key(ica, ca_key, &res);
+        pki_ca_add_template(ica, t, &res);
+        is_status(pki_ca_finish(ica, &res), PKI_OK,
+                  "an intermediate RSA CA with its chain");
+
+        cc = cmode;
+        cc.ca = ica;
+        cc.ca_chain = 1;
+        op(&cc, PKI_SCEP_GETCACERT, "GET", NULL, 0, &resp);
+        p = resp.body;
+        p7 = resp.body ? d2i_PKCS7(NULL, &p, (long) resp.body_len) : NULL;
+        ok(resp.http_status == 200
+           && strcmp(resp.content_type, "application/x-x509-ca-ra-cert") == 0
+           && p7 && PKCS7_type_is_signed(p7)
+           && sk_X509_num(p7->d.sign->cert) == 2
+           && X509_cmp(sk_X509_value(p7->d.sign->cert, 0), ix) == 0
+           && X509_cmp(sk_X509_value(p7->d.sign->cert, 1), eca_x) == 0,
+           "GetCACert (CA mode, scep_ca_chain on): CA, then its chain");
+        PKCS7_free(p7);
+        pki_scep_resp_free(&resp);
+
+        cc.ca_chain = 0;
+        op(&cc, PKI_SCEP_GETCACERT, "GET", NULL, 0, &resp);
+        p = resp.body;
+        x = resp.body ? d2i_X509(NULL, &p, (long) resp.body_len) : NULL;
+        ok(resp.http_status == 200
+           && strcmp(resp.content_type, "application/x-x509-ca-cert") == 0
+           && x && X509_cmp(x, ix) == 0,
+           "GetCACert (CA mode, scep_ca_chain off): the CA alone");
+        X509_free(x);
+        pki_scep_resp_free(&resp);
+
+        cc.ca = ca;
+        cc.ca_chain = 1;
+        op(&cc, PKI_SCEP_GETCACERT, "GET", NULL, 0, &resp);
+        p = resp.body;
+        x = resp.body ? d2i_X509(NULL, &p, (long) resp.body_len) : NULL;
+        ok(resp.http_status == 200
+           && strcmp(resp.content_type, "application/x-x509-ca-cert") == 0
+           && x && X509_cmp(x, ca_x) == 0,
+           "GetCACert (a root, scep_ca_chain on): the CA alone");
+        X509_free(x);
+        pki_scep_resp_free(&resp);
+
+        pki_ca_free(ica);
+        X509_free(ix);
+    }
+
     /* ---- HTTP-level refusals ---- */
     op(&conf, PKI_SCEP_PKIOPERATION, "PUT", (unsigned char *) "x", 1, &resp);
     ok(resp.http_status == 405, "PUT: 405");
