@@ -3035,7 +3035,11 @@ pki_record_revoke_due(pki_redis_t *r, const char *ca, time_t now,
          * come back first on every pass and keep the real plans behind
          * them from being carried out */
         pki_result_init(&one);
-        ok = due->element[i]->len < sizeof(canon);
+        /* (a NUL byte would make it the serial before it, whose ZREM
+         * never removed this member) */
+        ok = due->element[i]->len < sizeof(canon)
+             && memchr(due->element[i]->str, '\0', due->element[i]->len)
+                == NULL;
         if (ok) {
             memcpy(canon, due->element[i]->str, due->element[i]->len);
             canon[due->element[i]->len] = '\0';

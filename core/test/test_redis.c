@@ -1625,6 +1625,53 @@ test_wrongtype(pki_redis_t *r, redisContext *c)
         ok(st == PKI_OK && done == 1, "the spoilt plan skipped, the next "
            "carried out (%u): %s", done, res.detail);
     }
+
+    /* a member with a NUL byte ("01\0x": read as serial 01 up to the
+     * NUL) leaves the queue too: ZREM'd as "01" it stayed at the head,
+     * and a pass of one (or 256 such) never reached the real plans */
+    {
+        char          a[41], pk[256];
+        time_t        now;
+        unsigned      done, total;
+        int           i;
+        pki_status_t  st;
+        redisReply   *rp;
+        const char   *argv[4];
+        size_t        lens[4];
+
+        now = time(NULL);
+        pki_result_init(&res);
+        ok(make_good_in(r, "pn", a)
+           && pki_record_plan_revoke(r, "pn", a, 1, now + 60, "t", NULL,
+                                     &res) == PKI_OK,
+           "a plan behind a member with a NUL byte: %s", res.detail);
+        snprintf(pk, sizeof(pk), "%s{ca:pn}:revplan", ns);
+        argv[0] = "ZADD";
+        argv[1] = pk;
+        argv[2] = "1";
+        argv[3] = "01\0x";
+        lens[0] = 4;
+        lens[1] = strlen(pk);
+        lens[2] = 1;
+        lens[3] = 4;
+        freeReplyObject(redisCommandArgv(c, 4, argv, lens));
+
+        total = 0;
+        st = PKI_OK;
+        for (i = 0; i < 3 && st == PKI_OK; i++) {
+            pki_result_init(&res);
+            done = 0;
+            st = pki_record_revoke_due(r, "pn", now + 300, 1, &done, &res);
+            total += done;
+        }
+        ok(st == PKI_OK && total == 1, "the member dropped, the plan "
+           "behind it carried out (%u in 3 passes of one): %s", total,
+           res.detail);
+        rp = raw(c, "ZCARD", pk, NULL);
+        ok(rp != NULL && rp->type == REDIS_REPLY_INTEGER && rp->integer == 0,
+           "the plan is empty");
+        freeReplyObject(rp);
+    }
 }
 
 
