@@ -26,6 +26,7 @@
 #include <netdb.h>
 
 #include <hiredis.h>
+#include <sds.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -981,6 +982,126 @@ pki_redis_conn(pki_redis_t *r, int *reused, pki_result_t *res)
  * the thread (pki_int_sigpipe_block(), a no-op where it is ignored). */
 
 
+/* The socket's timeout cut to what is left until deadline when that is
+ * less than most of the store's timeout (*shrunk then set; a tenth of the
+ * timeout's slack spares a command's first read or write the system
+ * call): REDIS_OK, or REDIS_ERR with c->err set (errstr what) once the
+ * deadline has passed. */
+static int
+pki_redis_time_left(pki_redis_t *r, redisContext *c, double deadline,
+    const char *what, int *shrunk)
+{
+    double          left;
+    struct timeval  tv;
+
+    left = deadline - pki_int_now();
+    if (left <= 0) {
+        c->err = REDIS_ERR_IO;
+        snprintf(c->errstr, sizeof(c->errstr), "%s", what);
+        errno = ETIMEDOUT;
+        return REDIS_ERR;
+    }
+
+    if (left < r->timeout_ms / 1000.0 * 0.9) {
+        tv.tv_sec = (time_t) left;
+        tv.tv_usec = (suseconds_t) ((left - (double) tv.tv_sec) * 1e6);
+        if (tv.tv_sec == 0 && tv.tv_usec == 0) {
+            tv.tv_usec = 1;
+        }
+
+        if (redisSetTimeout(c, tv) != REDIS_OK) {
+            return REDIS_ERR;
+        }
+        *shrunk = 1;
+    }
+
+    return REDIS_OK;
+}
+
+
+/*
+ * What redisBufferWrite() does (c's output buffer written whole), by
+ * deadline: PKI_REDIS_WRITE_PIECE bytes per write(), each piece after
+ * the first within the time left.  redisBufferWrite()'s one write() of
+ * the whole buffer had no bound: on a unix socket it waits up to the
+ * socket's timeout for each bit the peer takes, and a server that took a
+ * large command (a CRL, a batch's commit) a few kilobytes at a time held
+ * the thread for as long as it kept reading (the answer's deadline had
+ * passed by then anyway).  A command left unwritten never runs.
+ * REDIS_ERR with c->err set (errno kept) on failure.
+ */
+#define PKI_REDIS_WRITE_PIECE  (64 * 1024)
+
+static int
+pki_redis_write(pki_redis_t *r, redisContext *c, double deadline,
+    int *shrunk)
+{
+    int      rc, eno;
+    sds      e;
+    size_t   len, off, n;
+    ssize_t  w;
+
+    if (c->err) {
+        return REDIS_ERR;
+    }
+
+    len = sdslen(c->obuf);
+    off = 0;
+    rc = REDIS_OK;
+
+    while (off < len) {
+        /* the first piece with the socket's timeout, as before */
+        if (off > 0
+            && pki_redis_time_left(r, c, deadline, "the command was not "
+                                   "written whole within the timeout",
+                                   shrunk)
+               != REDIS_OK)
+        {
+            rc = REDIS_ERR;
+            break;
+        }
+
+        n = len - off < PKI_REDIS_WRITE_PIECE ? len - off
+                                              : PKI_REDIS_WRITE_PIECE;
+        w = write(c->fd, c->obuf + off, n);
+
+        if (w < 0) {
+            eno = errno;
+            if (eno == EINTR) {
+                continue;
+            }
+
+            /* as hiredis says it (pki_redis_io_why reads the text) */
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof(c->errstr), "%s", strerror(eno));
+            errno = eno;
+            rc = REDIS_ERR;
+            break;
+        }
+
+        off += (size_t) w;
+    }
+
+    /* one move of what is left, not one per piece; a buffer written
+     * whole is given back, as hiredis does (a CRL's would otherwise stay
+     * with the connection) */
+    if (off == len) {
+        e = sdsempty();
+        if (e != NULL) {
+            sdsfree(c->obuf);
+            c->obuf = e;
+        } else {
+            sdsclear(c->obuf);
+        }
+
+    } else if (off > 0) {
+        sdsrange(c->obuf, (ssize_t) off, -1);
+    }
+
+    return rc;
+}
+
+
 /*
  * redisGetReply() with a deadline (pki_int_now()'s clock) for the whole
  * answer.  The socket's timeout bounds each read, so an answer that came a
@@ -994,10 +1115,8 @@ static int
 pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
     redisReply **out, int *written)
 {
-    int             done, shrunk, rc, eno;
-    void           *aux;
-    double          left;
-    struct timeval  tv;
+    int    shrunk, rc, eno;
+    void  *aux;
 
     *out = NULL;
     aux = NULL;
@@ -1009,11 +1128,10 @@ pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
     }
 
     if (aux == NULL) {
-        do {
-            if (redisBufferWrite(c, &done) == REDIS_ERR) {
-                return REDIS_ERR;
-            }
-        } while (!done);
+        /* the command written within the deadline too */
+        if (pki_redis_write(r, c, deadline, &shrunk) != REDIS_OK) {
+            goto done;
+        }
 
         /* the command is whole in the socket: Redis may run it even if
          * its answer never comes */
@@ -1022,30 +1140,13 @@ pki_redis_get_reply(pki_redis_t *r, redisContext *c, double deadline,
         }
 
         for ( ;; ) {
-            /* each read waits at most for the time left (a tenth of the
-             * timeout's slack spares a command's first read the system
-             * call) */
-            left = deadline - pki_int_now();
-            if (left <= 0) {
-                c->err = REDIS_ERR_IO;
-                snprintf(c->errstr, sizeof(c->errstr), "the answer did not "
-                         "come whole within the timeout");
-                errno = ETIMEDOUT;
+            /* each read waits at most for the time left */
+            if (pki_redis_time_left(r, c, deadline, "the answer did not "
+                                    "come whole within the timeout",
+                                    &shrunk)
+                != REDIS_OK)
+            {
                 goto done;
-            }
-
-            if (left < r->timeout_ms / 1000.0 * 0.9) {
-                tv.tv_sec = (time_t) left;
-                tv.tv_usec = (suseconds_t) ((left - (double) tv.tv_sec)
-                                            * 1e6);
-                if (tv.tv_sec == 0 && tv.tv_usec == 0) {
-                    tv.tv_usec = 1;
-                }
-
-                if (redisSetTimeout(c, tv) != REDIS_OK) {
-                    goto done;
-                }
-                shrunk = 1;
             }
 
             if (redisBufferRead(c) == REDIS_ERR

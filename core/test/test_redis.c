@@ -863,6 +863,34 @@ trickle_pipe_server(void *arg)
 }
 
 
+/* A server that reads what it is sent 4 KB every 20 ms (200 KB/s) for
+ * 1.5 s, then at once, and answers nothing: a command of 900 KB is written
+ * a bit at a time, each write within the socket's timeout. */
+static void *
+slow_reader_server(void *arg)
+{
+    int      fd, lfd = *(int *) arg;
+    char     buf[4096];
+    ssize_t  n;
+    double   t0;
+
+    fd = accept(lfd, NULL, NULL);
+    if (fd >= 0) {
+        fake_info(fd);
+        t0 = now_s();
+        do {
+            if (now_s() - t0 < 1.5) {
+                usleep(20000);
+            }
+            n = read(fd, buf, sizeof(buf));
+        } while (n > 0);                        /* until the client closes */
+        close(fd);
+    }
+
+    return NULL;
+}
+
+
 /* The store's timeout bounds the whole answer, not each read, and a
  * pipelined batch as a whole. */
 static void
@@ -935,6 +963,35 @@ test_trickle(void)
            "given up [%s]", res.log);
         ok(dt < 0.5, "within the 250 ms timeout, not AUTH's and SELECT's "
            "0.5 s each (%.3f s)", dt);
+        pki_redis_free(r);
+    }
+
+    pthread_join(th, NULL);
+
+    /* a command read by the server a bit at a time: its write too is
+     * bounded by the timeout (each write() within the socket's timeout
+     * held the thread for as long as the server kept reading) */
+    pthread_create(&th, NULL, slow_reader_server, &lfd);
+
+    r = new_store(sa.sun_path, 250);
+    if (r != NULL) {
+        pki_record_t  rec;
+
+        fill(&rec, "x", "1A2B3C4D5E6F7081");
+        rec.der_len = 900 * 1024;
+        rec.der = calloc(1, rec.der_len);
+        if (rec.der != NULL) {
+            rec.der[0] = 0x30;
+            t0 = now_s();
+            pki_result_init(&res);
+            st = pki_record_commit(r, &rec, &res);
+            dt = now_s() - t0;
+            ok(st == PKI_UNAVAILABLE, "a command the server reads slowly "
+               "is given up [%s]", res.log);
+            ok(dt < 0.6, "within the 250 ms timeout, not the 1.5 s the "
+               "server takes to read it (%.3f s)", dt);
+            free(rec.der);
+        }
         pki_redis_free(r);
     }
 
