@@ -3604,6 +3604,14 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         goto failed;
     }
 
+    if (tries > 0 && res != NULL) {
+        /* a serial drawn after a collision is reserved: the collision
+         * stays in the log, not in the result of an issuance that
+         * succeeds (the metrics counted it a failure) */
+        res->status = PKI_OK;
+        res->detail[0] = '\0';
+    }
+
     /* From here on, a failure abandons the pending record. */
     if (pki_reserved_fn != NULL && r != NULL) {
         pki_int_reserved_fn  fn = pki_reserved_fn;

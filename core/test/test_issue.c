@@ -3296,6 +3296,48 @@ test_carry_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
 }
 
 
+/* Issue: a serial reservation whose answer was lost ran all the same
+ * (hiredis sends it again on a new connection, which finds the serial
+ * taken: a collision), and the next serial drawn is reserved.  The
+ * issuance succeeds and its result says so: not the collision's
+ * "serial number already used" (the metrics counted such an enrollment,
+ * answered 200, as a failure). */
+static void
+test_reserve_lost(pki_ca_t *ca, pki_template_t *t, const char *sock)
+{
+    char           ns[64];
+    X509          *x;
+    proxy_t        px;
+    pki_redis_t   *r;
+    pki_result_t   res;
+
+    if (!ok(proxy_start(&px, sock, dir, "px-rsv.sock"),
+            "reservation lost: a proxy to Redis"))
+    {
+        return;
+    }
+
+    snprintf(ns, sizeof(ns), "rlost%d:", (int) getpid());
+    r = fx_redis(px.path, ns, 300, &res);
+    if (!ok(r != NULL, "  a store through it: %s", res.detail)) {
+        return;
+    }
+
+    pki_result_init(&res);
+    (void) pki_redis_ping(r, &res);
+    proxy_arm(&px, "'NX'", PX_DROP, 0);
+    x = issue_one(ca, t, r, "/CN=reserve-lost", NULL, NULL, &res);
+    ok(px.fired, "  the proxy lost the reservation's answer");
+    ok(x != NULL && strstr(res.log, "collided") != NULL, "  issued with "
+       "the next serial: %s %s", res.detail, res.log);
+    ok(res.status == PKI_OK && res.detail[0] == '\0', "  the result says "
+       "success (status %d, \"%s\")", (int) res.status, res.detail);
+
+    X509_free(x);
+    pki_redis_free(r);
+}
+
+
 static pki_status_t  revoke_event = PKI_INTERNAL;
 
 
@@ -5401,6 +5443,7 @@ main(void)
         test_batch_stalled(subca, tdev, sock);
         test_revoke_lost(subca, tdev, sock);
         test_carry_lost(subca, tdev, sock);
+        test_reserve_lost(subca, tdev, sock);
         test_log_refused(subca, tdev, sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: Redis tests skipped");
