@@ -308,8 +308,10 @@ PKI_API pki_status_t pki_redis_ping(pki_redis_t *r, pki_result_t *res);
 PKI_API const char *pki_redis_ns(const pki_redis_t *r);
 /* Whether the server runs with its append-only file (aof_enabled of INFO
  * persistence, read with the maxmemory-policy by a new connection of this
- * process): 1 yes, 0 no (a restart loses what was written since the last
- * snapshot), -1 not known yet (or INFO refused). */
+ * process): 1 yes (with appendfsync always, or CONFIG refused), 2 yes but
+ * with appendfsync everysec or no (a crash of the host loses what was
+ * answered in the last second or more), 0 no (a restart loses what was
+ * written since the last snapshot), -1 not known yet (or INFO refused). */
 PKI_API int pki_redis_aof(const pki_redis_t *r);
 /* 1 if r is reached without a name lookup (a unix socket, a literal IPv4
  * or IPv6 address): its connect is bounded by its timeout, a lookup

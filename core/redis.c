@@ -52,8 +52,7 @@ struct pki_redis_s {
     int             timeout_ms;
     pthread_key_t   tkey;
     long long       policy_at;      /* ms: the last good policy check */
-    int             aof;            /* aof_enabled as INFO said it: 1, 0,
-                                       -1 not known (pki_redis_aof) */
+    int             aof;            /* pki_redis_aof(): 1, 2, 0, -1    */
 };
 
 
@@ -472,6 +471,46 @@ pki_redis_setup_cmd(pki_redis_t *r, redisContext *c, int argc,
     return reply;
 }
 
+/* With the append-only file on: 1 when each write is synced before its
+ * answer (appendfsync always) or when that cannot be told (CONFIG renamed
+ * away or refused), 2 when not (everysec, no: a crash of the host loses
+ * up to a second or more of answered issuances).  INFO has no field for
+ * it. */
+static int
+pki_redis_fsync_always(pki_redis_t *r, redisContext *c, double deadline)
+{
+    int           rc;
+    size_t        lens[3];
+    const char   *argv[3];
+    redisReply   *reply, *v;
+
+    argv[0] = "CONFIG";
+    argv[1] = "GET";
+    argv[2] = "appendfsync";
+    lens[0] = 6;
+    lens[1] = 3;
+    lens[2] = 11;
+
+    reply = pki_redis_setup_cmd(r, c, 3, argv, lens, deadline);
+    rc = 1;
+
+    /* ["appendfsync", value] */
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 2)
+    {
+        v = reply->element[1];
+        if (v != NULL && v->type == REDIS_REPLY_STRING && v->str != NULL
+            && strcasecmp(v->str, "always") != 0)
+        {
+            rc = 2;
+        }
+    }
+
+    freeReplyObject(reply);
+    return rc;
+}
+
+
 static int
 pki_redis_policy_ok(pki_redis_t *r, redisContext *c, double deadline,
     pki_result_t *res)
@@ -513,7 +552,10 @@ pki_redis_policy_ok(pki_redis_t *r, redisContext *c, double deadline,
         p = strstr(reply->str, "\naof_enabled:");
         if (p != NULL) {
             p += sizeof("\naof_enabled:") - 1;
-            __atomic_store_n(&r->aof, *p == '0' ? 0 : 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&r->aof,
+                             *p == '0' ? 0 : pki_redis_fsync_always(r, c,
+                                                                    deadline),
+                             __ATOMIC_RELAXED);
         }
 
         p = strstr(reply->str, "\nmaxmemory_policy:");

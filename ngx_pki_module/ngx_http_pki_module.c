@@ -45,6 +45,12 @@
     "written since the last snapshot are lost if Redis restarts; run it "     \
     "with appendonly yes and appendfsync always"
 
+#define NGX_HTTP_PKI_FSYNC_LAZY                                               \
+    "pki_redis \"%V\": Redis writes its append-only file without "          \
+    "appendfsync always: certificate records and serial reservations "        \
+    "answered in the last second or more are lost if its host crashes; "      \
+    "run it with appendfsync always"
+
 
 typedef struct {
     ngx_str_t                  name;
@@ -674,7 +680,8 @@ static ngx_uint_t   ngx_http_pki_trim_ticks;     /* watchdog rounds since
                                                     the last trim check */
 
 /* this worker's pki_redis, and whether its append-only file was last seen
- * on (1), off (0, warned) or not yet known (-1): ngx_http_pki_aof_check() */
+ * on (1), on without appendfsync always (2, warned), off (0, warned) or
+ * not yet known (-1): ngx_http_pki_aof_check() */
 static pki_redis_t  *ngx_http_pki_aof_store;
 static ngx_str_t     ngx_http_pki_aof_addr;
 static int           ngx_http_pki_aof_seen = -1;
@@ -1515,9 +1522,11 @@ aof:
     /* acme_redis may run without it (ngx_http_pki_aof_check) */
     if (value[0].len == sizeof("pki_redis") - 1
         && ngx_strncmp(value[0].data, "pki_redis", value[0].len) == 0
-        && pki_redis_aof(r) == 0)
+        && (pki_redis_aof(r) == 0 || pki_redis_aof(r) == 2))
     {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0, NGX_HTTP_PKI_AOF_OFF,
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           pki_redis_aof(r) == 0 ? NGX_HTTP_PKI_AOF_OFF
+                                                 : NGX_HTTP_PKI_FSYNC_LAZY,
                            &value[1]);
     }
 
@@ -2930,8 +2939,10 @@ ngx_http_pki_aof_check(ngx_log_t *log)
         return;
     }
 
-    if (aof == 0) {
-        ngx_log_error(NGX_LOG_WARN, log, 0, NGX_HTTP_PKI_AOF_OFF,
+    if (aof == 0 || aof == 2) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      aof == 0 ? NGX_HTTP_PKI_AOF_OFF
+                               : NGX_HTTP_PKI_FSYNC_LAZY,
                       &ngx_http_pki_aof_addr);
     }
 

@@ -1555,6 +1555,13 @@ cmd_issue(pkictl_opts_t *o)
                 "record of this certificate and its serial reservation are "
                 "lost if Redis restarts before its next snapshot; run it "
                 "with appendonly yes and appendfsync always\n", o->redis);
+
+    } else if (redis != NULL && pki_redis_aof(redis) == 2) {
+        fprintf(stderr, "pkictl: warning: --redis \"%s\": Redis writes "
+                "its append-only file without appendfsync always: the "
+                "record of this certificate is lost if its host crashes "
+                "within the next second or more; run it with appendfsync "
+                "always\n", o->redis);
     }
 
     /* a validity cut at the CA's own end is said, not left to be found;

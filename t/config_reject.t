@@ -161,7 +161,7 @@ T
 # not answer, with the cause; a store that answers adds no warning (nginx
 # -t said nothing: every request then answered 503)
 {
-    $t->start_redis_with('--appendonly', 'yes');
+    $t->start_redis_with('--appendonly', 'yes', '--appendfsync', 'always');
     my $sock = $t->redis_sock;
     my $line_of = sub {
         my ($conf, $re) = @_;
@@ -267,6 +267,17 @@ T
                        )in\ \Q$file\E:$line$/mx,
        'appendonly no: the workers\' warning, at nginx -t') or diag($out);
     unlike($out, qr/does not answer/, '... the store answers') or diag($out);
+    # the append-only file without appendfsync always (INFO says
+    # aof_enabled:1 and nothing was said): warned too
+    $t->redis('CONFIG', 'SET', 'appendonly', 'yes');
+    $t->redis('CONFIG', 'SET', 'appendfsync', 'everysec');
+    ($ok, $out, $file, $line) = $check->('rfsync', "unix:$sock");
+    ok($ok && $out =~ /\[warn\]\ \d+\#\d+:\ pki_redis\ "unix:\Q$sock\E":\ (?x:
+                       )Redis\ writes\ its\ append-only\ file\ without\ (?x:
+                       )appendfsync\ always:\ .*\ in\ \Q$file\E:$line$/mx,
+       'appendfsync everysec: warned at nginx -t') or diag($out);
+    $t->redis('CONFIG', 'SET', 'appendfsync', 'always');
+    $t->redis('CONFIG', 'SET', 'appendonly', 'no');
 
     # acme_redis: named as such; the store of pki_redis is contacted once
     # and only pki_redis is warned about appendonly no (acme_redis's

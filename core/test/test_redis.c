@@ -545,56 +545,84 @@ test_aof_redis6(void)
 
 
 /* aof_enabled read by a new connection, with the maxmemory-policy, from
- * the real server (CONFIG SET appendonly: set back as it was) */
-static void
-test_aof(pki_redis_t *r, redisContext *c)
+ * the real server, and appendfsync with it (CONFIG SET appendonly and
+ * appendfsync: set back as they were) */
+static int
+set_conf(redisContext *c, const char *name, const char *value)
 {
-    int           i, was;
-    size_t        lens[4];
-    const char   *argv[4];
-    redisReply   *rp;
-    pki_result_t  res;
-
-    static const char  *v[] = { "yes", "no", "yes" };
-
-    rp = raw(c, "CONFIG", "GET", "appendonly");
-    was = rp != NULL && rp->type == REDIS_REPLY_ARRAY && rp->elements == 2
-          && strcmp(rp->element[1]->str, "yes") == 0;
-    freeReplyObject(rp);
+    int          good;
+    size_t       lens[4];
+    const char  *argv[4];
+    redisReply  *rp;
 
     argv[0] = "CONFIG";
     argv[1] = "SET";
-    argv[2] = "appendonly";
-    lens[0] = 6;
-    lens[1] = 3;
-    lens[2] = 10;
+    argv[2] = name;
+    argv[3] = value;
 
-    for (i = 0; i < 3; i++) {
-        argv[3] = v[i];
-        lens[3] = strlen(v[i]);
-        rp = redisCommandArgv(c, 4, argv, lens);
-        ok(rp != NULL && rp->type == REDIS_REPLY_STATUS,
-           "CONFIG SET appendonly %s", v[i]);
+    for (int k = 0; k < 4; k++) {
+        lens[k] = strlen(argv[k]);
+    }
+
+    rp = redisCommandArgv(c, 4, argv, lens);
+    good = rp != NULL && rp->type == REDIS_REPLY_STATUS;
+    freeReplyObject(rp);
+
+    return good;
+}
+
+
+static void
+test_aof(pki_redis_t *r, redisContext *c)
+{
+    int           i;
+    char          was[2][16];
+    redisReply   *rp;
+    pki_result_t  res;
+
+    /* appendonly, appendfsync, and what pki_redis_aof() then says:
+     * 1 on and synced each write, 0 off, 2 on and synced each second */
+    static const struct {
+        const char  *aof, *fsync;
+        int          want;
+    } v[] = {
+        { "yes", "always", 1 }, { "no", "always", 0 },
+        { "yes", "everysec", 2 }, { "yes", "no", 2 },
+        { "yes", "always", 1 },
+    };
+
+    for (i = 0; i < 2; i++) {
+        rp = raw(c, "CONFIG", "GET", i == 0 ? "appendonly" : "appendfsync");
+        snprintf(was[i], sizeof(was[i]), "%s",
+                 rp != NULL && rp->type == REDIS_REPLY_ARRAY
+                 && rp->elements == 2 && rp->element[1]->str != NULL
+                 ? rp->element[1]->str : i == 0 ? "no" : "everysec");
         freeReplyObject(rp);
+    }
+
+    for (i = 0; i < (int) (sizeof(v) / sizeof(v[0])); i++) {
+        ok(set_conf(c, "appendfsync", v[i].fsync)
+           && set_conf(c, "appendonly", v[i].aof),
+           "CONFIG SET appendonly %s, appendfsync %s", v[i].aof,
+           v[i].fsync);
 
         /* the open connection is not asked again */
         pki_result_init(&res);
         is_st(pki_redis_ping(r, &res), PKI_OK, "  ping on the open "
               "connection");
-        ok(i == 0 || pki_redis_aof(r) == (v[i - 1][0] == 'y'),
+        ok(i == 0 || pki_redis_aof(r) == v[i - 1].want,
            "  still what the connection read (%d)", pki_redis_aof(r));
 
         pki_redis_disconnect(r);
         pki_result_init(&res);
         is_st(pki_redis_ping(r, &res), PKI_OK, "  ping on a new "
               "connection");
-        ok(pki_redis_aof(r) == (v[i][0] == 'y'), "  a new connection "
-           "reads aof_enabled:%d (%d)", v[i][0] == 'y', pki_redis_aof(r));
+        ok(pki_redis_aof(r) == v[i].want, "  a new connection reads "
+           "%d (%d)", v[i].want, pki_redis_aof(r));
     }
 
-    argv[3] = was ? "yes" : "no";
-    lens[3] = strlen(argv[3]);
-    freeReplyObject(redisCommandArgv(c, 4, argv, lens));
+    (void) set_conf(c, "appendfsync", was[1]);
+    (void) set_conf(c, "appendonly", was[0]);
 }
 
 
