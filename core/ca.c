@@ -387,19 +387,21 @@ pki_int_asn1_time(const ASN1_TIME *t)
 }
 
 
-/* A template's extendedKeyUsage within that of the CA certificate, where
- * it has one: verifiers that nest purposes (most do) refuse a certificate
- * for a purpose its CA may not serve.  OCSPSigning is left out (below). */
+/* The extendedKeyUsage of certificate x (on a path of CA ca) allows every
+ * purpose of template t, where it has one: verifiers that nest purposes
+ * (OpenSSL with a purpose set, Go, Windows) refuse a certificate for a
+ * purpose that a CA above it may not serve.  OCSPSigning is left out
+ * (below).  what names x in the refusal. */
 static pki_status_t
-pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
-    pki_result_t *res)
+pki_ca_cert_eku(const pki_ca_t *ca, X509 *x, const char *what,
+    const pki_template_t *t, pki_result_t *res)
 {
     int                  i, j, crit, found;
     char                 name[80];
     ASN1_OBJECT         *o;
     EXTENDED_KEY_USAGE  *eku;
 
-    eku = X509_get_ext_d2i(ca->cert, NID_ext_key_usage, &crit, NULL);
+    eku = X509_get_ext_d2i(x, NID_ext_key_usage, &crit, NULL);
     if (eku == NULL) {
         ERR_clear_error();
         return PKI_OK;
@@ -431,12 +433,95 @@ pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
             OBJ_obj2txt(name, sizeof(name), o, 0);
             return pki_fail(res, PKI_MALFORMED, "template \"%s\" issues "
                             "certificates for %s, which the "
-                            "extendedKeyUsage of CA \"%s\" does not allow",
-                            t->name, name, ca->name);
+                            "extendedKeyUsage of %s\"%s\" does not allow",
+                            t->name, name, what, ca->name);
         }
     }
 
     sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+
+    return PKI_OK;
+}
+
+
+/* A template's extendedKeyUsage within that of every certificate on the
+ * CA's paths that has one (pki_ca_cert_eku): the CA certificate, the
+ * certificates of the "chain" file above it (each that issued it or one
+ * such, by name and key identifier as X509_check_issued() matches them:
+ * an old root beside them is no part of its paths), and those of each
+ * alternate chain.  A CA certificate without an extendedKeyUsage under
+ * an intermediate or root restricted to serverAuth would otherwise sign
+ * clientAuth certificates that no nesting verifier accepts. */
+static pki_status_t
+pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
+    pki_result_t *res)
+{
+    int           i, j, n, more;
+    char          what[256];
+    X509         *x;
+    pki_status_t  rc;
+    signed char   above[PKI_CA_CHAIN_MAX];
+
+    rc = pki_ca_cert_eku(ca, ca->cert, "CA ", t, res);
+    if (rc != PKI_OK || t->eku == NULL) {
+        return rc;
+    }
+
+    n = sk_X509_num(ca->chain);
+    n = n < 0 ? 0 : n > PKI_CA_CHAIN_MAX ? PKI_CA_CHAIN_MAX : n;
+    memset(above, 0, sizeof(above));
+
+    /* each pass takes the issuers of what the last one took */
+    do {
+        for (more = 0, i = 0; i < n; i++) {
+            x = sk_X509_value(ca->chain, i);
+            if (above[i]) {
+                continue;
+            }
+
+            if (X509_check_issued(x, ca->cert) == X509_V_OK) {
+                above[i] = 1;
+            }
+
+            for (j = 0; !above[i] && j < n; j++) {
+                if (above[j]
+                    && X509_check_issued(x, sk_X509_value(ca->chain, j))
+                       == X509_V_OK)
+                {
+                    above[i] = 1;
+                }
+            }
+
+            more |= above[i];
+        }
+    } while (more);
+
+    ERR_clear_error();
+
+    for (i = 0; i < n; i++) {
+        if (!above[i]) {
+            continue;
+        }
+
+        snprintf(what, sizeof(what), "certificate %d of CA chain "
+                 "\"%.128s\" above CA ", i + 1, ca->chain_file);
+        rc = pki_ca_cert_eku(ca, sk_X509_value(ca->chain, i), what, t, res);
+        if (rc != PKI_OK) {
+            return rc;
+        }
+    }
+
+    for (j = 0; j < ca->nalt; j++) {
+        for (i = 0; i < sk_X509_num(ca->alt[j]); i++) {
+            snprintf(what, sizeof(what), "certificate %d of alternate chain "
+                     "\"%.128s\" of CA ", i + 1, ca->alt_files[j]);
+            rc = pki_ca_cert_eku(ca, sk_X509_value(ca->alt[j], i), what, t,
+                                 res);
+            if (rc != PKI_OK) {
+                return rc;
+            }
+        }
+    }
 
     return PKI_OK;
 }
@@ -494,7 +579,8 @@ pki_ca_check_template(pki_ca_t *ca, const pki_template_t *t,
                         t->name, ca->name);
     }
 
-    return pki_ca_check_eku(ca, t, res);
+    /* at pki_ca_finish, once every chain is read */
+    return ca->finished ? pki_ca_check_eku(ca, t, res) : PKI_OK;
 }
 
 
@@ -1432,6 +1518,13 @@ pki_ca_finish_do(pki_ca_t *ca, int open_key, pki_result_t *res)
         rc = pki_ca_check_pathlen(ca, ca->tmpls[i], res);
         if (rc != PKI_OK) {
             return rc;
+        }
+
+        if (!ca->tmpls[i]->matter) {
+            rc = pki_ca_check_eku(ca, ca->tmpls[i], res);
+            if (rc != PKI_OK) {
+                return rc;
+            }
         }
     }
 
