@@ -1202,6 +1202,24 @@ pki_template_finish(pki_template_t *t, pki_result_t *res)
         t->must_staple = 0;
     }
 
+    /* RFC 5280 4.2.1.10, 4.2.1.11, 4.2.1.14: name constraints, policy
+     * constraints and inhibitAnyPolicy are for CA certificates only (a
+     * line copied from a CA template would make every leaf break it) */
+    for (i = 0; !t->ca && i < sk_X509_EXTENSION_num(t->extensions); i++) {
+        n = OBJ_obj2nid(X509_EXTENSION_get_object(
+                sk_X509_EXTENSION_value(t->extensions, i)));
+
+        if (n == NID_name_constraints || n == NID_policy_constraints
+            || n == NID_inhibit_any_policy)
+        {
+            return pki_fail(res, PKI_MALFORMED, "template \"%s\": the "
+                            "extension %s is for CA certificates only "
+                            "(RFC 5280), and the template has no "
+                            "\"basic_constraints ca:true\"", t->name,
+                            OBJ_nid2ln(n));
+        }
+    }
+
     t->finished = 1;
 
     return PKI_OK;
