@@ -1161,16 +1161,53 @@ pki_ca_check_root_chain(pki_ca_t *ca, pki_result_t *res)
 }
 
 
+/* Why up, a certificate that issued the CA certificate, is no issuer a
+ * verifier can take now, or NULL: no CA, not valid at now, or a
+ * pathLenConstraint of 0 above a CA certificate that is not self-issued. */
+static const char *
+pki_ca_issuer_error(pki_ca_t *ca, X509 *up, time_t now)
+{
+    long                pl;
+    const char         *err;
+    BASIC_CONSTRAINTS  *bc;
+
+    if (X509_check_ca(up) == 0) {
+        ERR_clear_error();
+        return "is not a CA certificate";
+    }
+
+    err = pki_ca_time_error(up, now);
+    if (err != NULL) {
+        return err;
+    }
+
+    bc = X509_get_ext_d2i(up, NID_basic_constraints, NULL, NULL);
+    pl = bc != NULL && bc->ca && bc->pathlen != NULL
+         ? ASN1_INTEGER_get(bc->pathlen) : -1;
+    BASIC_CONSTRAINTS_free(bc);
+    ERR_clear_error();
+
+    if (pl == 0 && !(X509_get_extension_flags(ca->cert) & EXFLAG_SI)) {
+        return "has pathlen:0: no CA certificate may follow it";
+    }
+
+    return NULL;
+}
+
+
+/* The CA certificate's issuer in the "chain" file: each certificate of it
+ * that issued the CA certificate is judged (pki_ca_issuer_error), and one
+ * that passes is enough.  A root re-issued with its key for a longer life
+ * (the old one expired, kept for old clients) is a second issuer, which
+ * the file may hold before or after the new one. */
 static pki_status_t
 pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
 {
-    int                 i, n, others, rv, at;
-    long                pl;
-    X509               *x, *up;
-    EVP_PKEY           *pub;
-    const char         *err;
-    BASIC_CONSTRAINTS  *bc;
-    char                name[256];
+    int          i, n, others, rv, at;
+    X509        *x;
+    EVP_PKEY    *pub;
+    const char  *err, *first;
+    char         name[256];
 
     pub = X509_get0_pubkey(ca->cert);
     rv = X509_check_issued(ca->cert, ca->cert) == X509_V_OK && pub != NULL
@@ -1181,12 +1218,12 @@ pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
         return pki_ca_check_root_chain(ca, res);
     }
 
-    up = NULL;
     at = 0;
+    first = NULL;
     others = 0;
     n = sk_X509_num(ca->chain);
 
-    for (i = 0; i < n && up == NULL; i++) {
+    for (i = 0; i < n; i++) {
         x = sk_X509_value(ca->chain, i);
 
         if (X509_cmp(x, ca->cert) == 0) {
@@ -1196,21 +1233,30 @@ pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
         others++;
         rv = X509_check_issued(x, ca->cert);
         pub = X509_get0_pubkey(x);
+        rv = rv == X509_V_OK && pub != NULL
+             && X509_verify(ca->cert, pub) == 1;
+        ERR_clear_error();
 
-        if (rv == X509_V_OK && pub != NULL && X509_verify(ca->cert, pub) == 1)
-        {
-            up = x;
-            at = i + 1;
+        if (!rv) {
+            continue;
         }
 
-        ERR_clear_error();
+        err = pki_ca_issuer_error(ca, x, now);
+        if (err == NULL) {
+            return PKI_OK;
+        }
+
+        if (first == NULL) {
+            first = err;
+            at = i + 1;
+        }
     }
 
     if (others == 0) {
         return PKI_OK;
     }
 
-    if (up == NULL) {
+    if (first == NULL) {
         if (X509_NAME_oneline(X509_get_issuer_name(ca->cert), name,
                               sizeof(name)) == NULL)
         {
@@ -1224,34 +1270,9 @@ pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
                         "another CA?)", ca->chain_file, ca->cert_file, name);
     }
 
-    if (X509_check_ca(up) == 0) {
-        ERR_clear_error();
-        return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
-                        "\"%.128s\", the CA certificate's issuer, is not a "
-                        "CA certificate", at, ca->chain_file);
-    }
-
-    err = pki_ca_time_error(up, now);
-    if (err != NULL) {
-        return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
-                        "\"%.128s\", the CA certificate's issuer, %s", at,
-                        ca->chain_file, err);
-    }
-
-    bc = X509_get_ext_d2i(up, NID_basic_constraints, NULL, NULL);
-    pl = bc != NULL && bc->ca && bc->pathlen != NULL
-         ? ASN1_INTEGER_get(bc->pathlen) : -1;
-    BASIC_CONSTRAINTS_free(bc);
-    ERR_clear_error();
-
-    if (pl == 0 && !(X509_get_extension_flags(ca->cert) & EXFLAG_SI)) {
-        return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
-                        "\"%.128s\", the CA certificate's issuer, has "
-                        "pathlen:0: no CA certificate may follow it", at,
-                        ca->chain_file);
-    }
-
-    return PKI_OK;
+    return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
+                    "\"%.128s\", the CA certificate's issuer, %s", at,
+                    ca->chain_file, first);
 }
 
 
