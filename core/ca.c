@@ -444,11 +444,28 @@ pki_ca_cert_eku(const pki_ca_t *ca, X509 *x, const char *what,
 }
 
 
+/* 1 when issuer issued x: the names and key identifiers match
+ * (X509_check_issued) and its key verifies x's signature. */
+static int
+pki_ca_signed(X509 *issuer, X509 *x)
+{
+    int        rv;
+    EVP_PKEY  *pub;
+
+    pub = X509_get0_pubkey(issuer);
+    rv = pub != NULL && X509_check_issued(issuer, x) == X509_V_OK
+         && X509_verify(x, pub) == 1;
+    ERR_clear_error();
+
+    return rv;
+}
+
+
 /* A template's extendedKeyUsage within that of every certificate on the
  * CA's paths that has one (pki_ca_cert_eku): the CA certificate, the
  * certificates of the "chain" file above it (each that issued it or one
- * such, by name and key identifier as X509_check_issued() matches them:
- * an old root beside them is no part of its paths), and those of each
+ * such, pki_ca_signed: an old root beside them is no part of its paths),
+ * and those of each
  * alternate chain.  A CA certificate without an extendedKeyUsage under
  * an intermediate or root restricted to serverAuth would otherwise sign
  * clientAuth certificates that no nesting verifier accepts. */
@@ -479,17 +496,11 @@ pki_ca_check_eku(const pki_ca_t *ca, const pki_template_t *t,
                 continue;
             }
 
-            if (X509_check_issued(x, ca->cert) == X509_V_OK) {
-                above[i] = 1;
-            }
+            above[i] = pki_ca_signed(x, ca->cert);
 
             for (j = 0; !above[i] && j < n; j++) {
-                if (above[j]
-                    && X509_check_issued(x, sk_X509_value(ca->chain, j))
-                       == X509_V_OK)
-                {
-                    above[i] = 1;
-                }
+                above[i] = above[j]
+                           && pki_ca_signed(x, sk_X509_value(ca->chain, j));
             }
 
             more |= above[i];

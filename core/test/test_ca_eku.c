@@ -23,6 +23,7 @@
 
 
 static char  dir[64];
+static int   no_akid;     /* the next certificates have no AKID */
 
 
 /* A CA certificate for cn and pub, issued by issuer (key ikey; NULL:
@@ -58,7 +59,7 @@ ca_cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey,
     val[1] = "critical,keyCertSign,cRLSign";
     nid[2] = NID_subject_key_identifier;
     val[2] = "hash";
-    nid[3] = issuer ? NID_authority_key_identifier : NID_undef;
+    nid[3] = issuer && !no_akid ? NID_authority_key_identifier : NID_undef;
     val[3] = "keyid:always";
     nid[4] = eku ? NID_ext_key_usage : NID_undef;
     val[4] = eku;
@@ -221,6 +222,29 @@ main(void)
        "clientAuth template refused through an alternate chain: %s",
        res.detail);
     pki_ca_free(ca);
+
+    /* a CA certificate without an AKID, and beside its open root a
+     * restricted one of the same name but another key, which issued
+     * nothing of this path: not judged */
+    {
+        X509      *fake, *subn;
+        EVP_PKEY  *fk;
+
+        fk = fx_keygen("EC:P-256");
+        fake = ca_cert("Open Root", fk, NULL, fk, "serverAuth");
+        no_akid = 1;
+        subn = ca_cert("EKU Sub", sk, root2, rk2, NULL);
+        no_akid = 0;
+        write_certs("sub.pem", subn, NULL);
+        write_certs("same-name.pem", fake, root2);
+        ca = sub_ca("same-name.pem", NULL, key, tcli, &res);
+        ok(res.status == PKI_OK, "a restricted root of the issuer's name "
+           "but another key is not judged: %s", res.detail);
+        pki_ca_free(ca);
+        X509_free(fake);
+        X509_free(subn);
+        EVP_PKEY_free(fk);
+    }
 
     pki_template_free(tcli);
     pki_template_free(tcli2);
