@@ -553,6 +553,18 @@ pki_tls_server(const pki_template_t *t)
 }
 
 
+/* 1 when template t's certificates name a host in their CN, as
+ * pki_check_cn judges a CN that is a DNS name: not a CA's, fit for a TLS
+ * server, and with a DNS rule or an extendedKeyUsage that says so.  A
+ * device template without either (a serial number for a CN) is not. */
+static int
+pki_cn_host_template(const pki_template_t *t)
+{
+    return !t->ca && pki_tls_server(t)
+           && (t->san[PKI_SAN_DNS] != PKI_RULE_NONE || t->eku != NULL);
+}
+
+
 /* The bytes of the white space character s (UTF-8, len bytes) starts
  * with, 0 for none: SPACE or another space separator (Zs), which name
  * comparison maps to SPACE and drops at either end of a value (RFC 4518
@@ -2492,11 +2504,13 @@ pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
 /* The host name a CN of len bytes names for a name-constraints check, as
  * pki_check_cn reads it (the full stops IDNA takes for '.' as '.', one
  * trailing dot dropped), into out (size bytes): 1 when it is LDH labels,
- * '.' and '*' with a '.' in it, else 0.  OpenSSL's CN check skips a CN
- * with a '*' or a dot at its end, which TLS clients (and pki_check_cn)
- * take for a host name. */
+ * '.' and '*' with a '.' in it (or, with single, one LDH label that
+ * pki_dns_ok takes), else 0.  OpenSSL's CN check skips a CN with a '*'
+ * or a dot at its end, which TLS clients (and pki_check_cn) take for a
+ * host name. */
 static int
-pki_cn_dns_form(const unsigned char *cn, int len, char *out, size_t size)
+pki_cn_dns_form(const unsigned char *cn, int len, char *out, size_t size,
+    int single)
 {
     int     i, k, dot;
     size_t  n;
@@ -2529,18 +2543,23 @@ pki_cn_dns_form(const unsigned char *cn, int len, char *out, size_t size)
         dot |= out[i] == '.';
     }
 
-    return dot;
+    /* a single label ("intranet"): a host name to TLS clients that fall
+     * back to the CN (OpenSSL's X509_check_host), which OpenSSL's own
+     * constraint check of the CN skips */
+    return dot || (single && pki_dns_ok((const unsigned char *) out,
+                                        (int) n, 0));
 }
 
 
 /* The request's SANs (req->sans itself) or, with what its CNs name added,
  * a new list, to be freed with pki_names_free(): where the request has no
  * iPAddress SAN (ipadd 0), a CN that is an IP address as one; where it has
- * no dNSName SAN (dns 0), a CN that names a host (pki_cn_dns_form) as a
- * dNSName.  The CN is read as pki_check_cn reads it, without one trailing
- * dot.  1, or 0 out of memory. */
+ * no dNSName SAN (dns 0), a CN that names a host (pki_cn_dns_form; a
+ * single label too with single) as a dNSName.  The CN is read as
+ * pki_check_cn reads it, without one trailing dot.  1, or 0 out of
+ * memory. */
 static int
-pki_names_with_cn(const pki_request_t *req, int ipadd, int dns,
+pki_names_with_cn(const pki_request_t *req, int ipadd, int dns, int single,
     GENERAL_NAMES **out)
 {
     int                 i, len, alen, type;
@@ -2581,7 +2600,9 @@ pki_names_with_cn(const pki_request_t *req, int ipadd, int dns,
 
         if (alen > 0) {
             type = ipadd ? 0 : GEN_IPADD;
-        } else if (!dns && pki_cn_dns_form(utf8, len, host, sizeof(host))) {
+        } else if (!dns
+                   && pki_cn_dns_form(utf8, len, host, sizeof(host), single))
+        {
             type = GEN_DNS;
         }
 
@@ -2823,8 +2844,8 @@ pki_nc_gap(const NAME_CONSTRAINTS *nc, const GENERAL_NAMES *names)
  * unsigned form.
  */
 static pki_status_t
-pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
-    pki_result_t *res)
+pki_name_constraints(const pki_ca_t *ca, const pki_template_t *t,
+    const pki_request_t *req, pki_result_t *res)
 {
     int                 i, crit, dns, ipadd, rv;
     X509               *tmp, *c;
@@ -2859,13 +2880,16 @@ pki_name_constraints(const pki_ca_t *ca, const pki_request_t *req,
          * host name in it does where no dNSName is (pki_check_cn): the
          * scratch certificate carries them as SANs, which
          * NAME_CONSTRAINTS_check() judges.  Its own CN check reads IP
-         * addresses not at all, and skips a wildcard CN or one with a
-         * trailing dot, which TLS clients match all the same. */
+         * addresses not at all, and skips a wildcard CN, one with a
+         * trailing dot and a single label ("intranet", under a template
+         * whose CN names a host: pki_cn_host_template), which TLS
+         * clients match all the same. */
         if (tmp == NULL) {
             tmp = X509_new();
             if (tmp == NULL
                 || !X509_set_subject_name(tmp, req->subject)
-                || !pki_names_with_cn(req, ipadd, dns, &names)
+                || !pki_names_with_cn(req, ipadd, dns,
+                                      pki_cn_host_template(t), &names)
                 || (sk_GENERAL_NAME_num(names) > 0
                     && !X509_add1_ext_i2d(tmp, NID_subject_alt_name,
                                           names, 0, 0)))
@@ -2945,7 +2969,7 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     *out = NULL;
 
     if (ca != NULL) {
-        pki_status_t  nrc = pki_name_constraints(ca, req, res);
+        pki_status_t  nrc = pki_name_constraints(ca, t, req, res);
 
         if (nrc != PKI_OK) {
             return nrc;
