@@ -6074,7 +6074,12 @@ pki_acme_new_order(pki_acme_t *a)
             goto done;
         }
 
-        if (!pki_acme_cert_id_ours(a->conf, &rec, aki, alen)) {
+        /* a pending record (its issuance unfinished) or a withdrawn one
+         * (revoked because no answer carried it) names no certificate a
+         * client holds: unknown, as renewalInfo answers it */
+        if (rec.status == PKI_CERT_PENDING || rec.withdrawn
+            || !pki_acme_cert_id_ours(a->conf, &rec, aki, alen))
+        {
             pki_record_clear(&rec);
             pki_acme_problem(a, 400, "malformed", "\"replaces\" names an "
                              "unknown certificate");

@@ -2508,6 +2508,25 @@ sub to_renew {
     problem_is($r, 403, 'unauthorized', "replaces: another account's "
                . 'certificate');
 
+    # a pending record (an unfinished issuance) or a withdrawn one (never
+    # handed out) is unknown, as renewalInfo answers it
+    {
+        my $rk = 'pki:{ca:issuing}:cert:'
+                 . uc $t->x509_field($c0->{leaf}, 'serial');
+        is($t->redis('HSET', $rk, 'status', 'pending') =~ s/\D//gr, '0',
+           'replaces: the record made pending') or diag($rk);
+        $r = renew_order($R, $id0, 'rp0.example.test');
+        problem_is($r, 400, 'malformed', 'replaces: a pending record is an '
+                   . 'unknown certificate');
+        $t->redis('HSET', $rk, 'status', 'good', 'withdrawn', '1');
+        $r = renew_order($R, $id0, 'rp0.example.test');
+        problem_is($r, 400, 'malformed', 'replaces: a withdrawn record is '
+                   . 'an unknown certificate');
+        $t->redis('HDEL', $rk, 'withdrawn');
+        is($t->redis('EXISTS', $mk0) =~ s/\D//gr, '0',
+           '... and the certificate is not marked');
+    }
+
     # two pending orders naming one certificate: the second is refused
     $r = renew_order($R, $id0, 'rp0.example.test', 'new.example.test');
     is($r->{status}, 201, 'replaces: a renewal order') or diag($r->{content});
