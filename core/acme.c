@@ -37,6 +37,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "audit_int.h"
 #include "issue_int.h"
 #include "acme_int.h"
 #include "redis_int.h"
@@ -7133,6 +7134,64 @@ pki_acme_pem_chain(const pki_acme_conf_t *conf, const char *leaf, int n)
 }
 
 
+/*
+ * With its entry written by the log itself (carry=off: none rode in the
+ * record's commit), an issuance's record is good before its entry is
+ * durable: the finalization saves its order valid only after a sync
+ * (pki_acme_finalize), and anything else that hands out a certificate
+ * from its record (an order completed from it, a download through its
+ * link) cannot know whether that finalization's entry ever reached the
+ * disk (its worker may have died, another worker may not have written
+ * it yet).  It first writes an entry of its own naming the certificate
+ * ("acme-recover"), durable, so that no certificate leaves without one.
+ * Carried entries are durable with the record: nothing to do.
+ */
+static int
+pki_acme_unlogged(pki_acme_t *a)
+{
+    return pki_int_audit_stream(a->conf->redis, pki_ca_name(a->conf->ca))
+           == NULL;
+}
+
+
+static pki_status_t
+pki_acme_rec_logged(pki_acme_t *a, const char *acct, const pki_record_t *rec)
+{
+    char          requester[80];
+    pki_status_t  st;
+    pki_result_t  ares;
+
+    if (!pki_acme_unlogged(a)) {
+        return PKI_OK;
+    }
+
+    snprintf(requester, sizeof(requester), "acme:%s", acct);
+    pki_event_set_actor("acme", requester, a->req->client);
+
+    pki_result_init(&ares);
+    st = pki_int_admin_audit("acme-recover", pki_ca_name(a->conf->ca),
+                             rec->serial, rec->subject, "certificate handed "
+                             "out from its record", &ares);
+    pki_event_set_actor(NULL, NULL, NULL);
+
+    if (st == PKI_OK) {
+        st = pki_audit_sync(NULL, &ares);
+    }
+
+    if (st != PKI_OK) {
+        /* the answer hands nothing out: it does not wait for the entry,
+         * which the log writes once it can */
+        (void) pki_audit_take_ticket();
+        pki_log(a->res, "acme: certificate %s not handed out from its "
+                "record: its transaction log entry is not durable: %s %s",
+                rec->serial, ares.detail, ares.log);
+        return PKI_UNAVAILABLE;
+    }
+
+    return PKI_OK;
+}
+
+
 /* Makes *order (read as *text) valid with the certificate of rec.  0 when
  * it cannot be built. */
 static int
@@ -7248,7 +7307,9 @@ pki_acme_fin_stale(pki_acme_t *a, const cJSON *order)
  * Redis or the key failing after the serial was reserved).  The order
  * names the serial finalize reserved ("finSerial", written before anything
  * was signed).  When that certificate is recorded, the order is completed
- * from the record at once.  When the finalization is older than
+ * from the record at once (with carry=off, once an entry of its own
+ * naming the certificate is durable, pki_acme_rec_logged: processing
+ * until then).  When the finalization is older than
  * PKI_ACME_FIN_STALE seconds and recorded nothing, the pending record is
  * abandoned first (a late commit of a still running signer then fails and
  * hands nothing out) and the order becomes invalid with serverInternal.
@@ -7282,6 +7343,11 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
              * it out (its transaction log entry refused): never the
              * order's certificate */
             if (rec.status != PKI_CERT_PENDING && !rec.withdrawn) {
+                if (pki_acme_rec_logged(a, acct, &rec) != PKI_OK) {
+                    /* processing until an entry naming it is durable */
+                    pki_record_clear(&rec);
+                    return PKI_OK;
+                }
                 done = pki_acme_order_complete(a, acct, *order, &rec) ? 1
                                                                       : -1;
             }
@@ -7310,6 +7376,10 @@ pki_acme_order_recover(pki_acme_t *a, const char *acct, const char *oid,
                                 serial, &rec, a->res);
             if (rc == PKI_OK) {
                 if (rec.status != PKI_CERT_PENDING && !rec.withdrawn) {
+                    if (pki_acme_rec_logged(a, acct, &rec) != PKI_OK) {
+                        pki_record_clear(&rec);
+                        return PKI_OK;
+                    }
                     done = pki_acme_order_complete(a, acct, *order, &rec)
                            ? 1 : -1;
                 }
@@ -7633,6 +7703,13 @@ pki_acme_link_record(pki_acme_t *a, const char *acct, const char *key,
     {
         pki_record_clear(rec);
         return PKI_NOT_FOUND;
+    }
+
+    /* every caller hands the certificate out */
+    rc = pki_acme_rec_logged(a, acct, rec);
+    if (rc != PKI_OK) {
+        pki_record_clear(rec);
+        return rc;
     }
 
     return PKI_OK;
@@ -8410,6 +8487,29 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
             pki_acme_fail(a, rc, "finalize");
         }
         goto done;
+    }
+
+    /* With carry=off the entry is written (or queued) and not yet
+     * durable: the order, which every poll and download reads, is saved
+     * valid only once it is (pki_acme_rec_logged).  When the sync fails,
+     * the order stays processing with its serial, and a later read
+     * completes it after an entry of its own. */
+    if (pki_acme_unlogged(a)) {
+        pki_result_t  sres;
+
+        pki_result_init(&sres);
+        if (pki_audit_sync(NULL, &sres) != PKI_OK) {
+            /* the 503 hands nothing out: it does not wait for the log
+             * (whose syncer a failed sync here may leave asleep until
+             * the next entry: a poll's recovery brings one) */
+            (void) pki_audit_take_ticket();
+            pki_log(a->res, "acme: account %s order %s left processing: "
+                    "the transaction log did not sync: %s %s", acct, oid,
+                    sres.detail, sres.log);
+            pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
+            a->resp->retry_after = 1;
+            goto done;
+        }
     }
 
     /* The order keeps the certificate (PEM), not its chain: the download
