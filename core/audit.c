@@ -3149,6 +3149,10 @@ pki_audit_drain(pki_audit_t *a, int force, pki_result_t *res)
              * until another entry comes, and they with it) */
             pthread_mutex_lock(&a->qlock);
             a->qsync = 1;
+            /* called from another thread (pki_audit_sync), the syncer
+             * may sleep without a timeout: woken, or the answers wait
+             * for the next entry */
+            pthread_cond_signal(&a->scond);
             pthread_mutex_unlock(&a->qlock);
         }
     }
