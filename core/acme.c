@@ -9199,7 +9199,7 @@ pki_acme_renewal_info(pki_acme_t *a, const char *certid)
 
     rc = pki_record_get(a->conf->redis, pki_ca_name(a->conf->ca), serial,
                         &rec, a->res);
-    if (rc != PKI_OK || rec.status == PKI_CERT_PENDING
+    if (rc != PKI_OK || rec.status == PKI_CERT_PENDING || rec.withdrawn
         || !pki_acme_cert_id_ours(a->conf, &rec, aki, alen))
     {
         if (rc == PKI_OK) {

@@ -2522,6 +2522,11 @@ sub to_renew {
         $r = renew_order($R, $id0, 'rp0.example.test');
         problem_is($r, 400, 'malformed', 'replaces: a withdrawn record is '
                    . 'an unknown certificate');
+        # renewalInfo likewise: no client holds a withdrawn certificate
+        # (it answered a window before)
+        $r = $http->get("$BASE/renewal-info/$id0");
+        is($r->{status}, 404, 'renewalInfo of a withdrawn record: 404')
+            or diag($r->{content});
         $t->redis('HDEL', $rk, 'withdrawn');
         is($t->redis('EXISTS', $mk0) =~ s/\D//gr, '0',
            '... and the certificate is not marked');
