@@ -4062,7 +4062,8 @@ failed:
 
 /*
  * A CRL's DER is stored under its own number, <ns>{ca:CA}:crl:<NUMBER>,
- * written with a plain SET and read back in GETRANGE chunks: a CA with
+ * written and read back in PKI_CRL_CHUNK pieces (SET, then SETRANGE; read
+ * with GETRANGE), each one command within the store's timeout: a CA with
  * hundreds of thousands of revocations has a CRL of tens of megabytes, and
  * such a value passed into or out of a Lua script held Redis for most of a
  * second (every other client of the fleet waiting).  A stored DER never
@@ -4105,6 +4106,16 @@ static const char  pki_lua_crl_read[] =
     "  end "
     "end "
     "return {g, m or false, d, p, redis.call('GET', KEYS[5]) or false}";
+
+/* KEYS: crl:<NUMBER>.  ARGV: offset, piece, TTL (ms).  Writes a piece of
+ * a DER after its first only while the key its first piece made lives (a
+ * SETRANGE on a key that expired meanwhile would make one with zeroes and
+ * no TTL), and gives it its TTL again.  The length, or -1: gone. */
+static const char  pki_lua_crl_piece[] =
+    "if redis.call('PEXPIRE', KEYS[1], ARGV[3]) == 1 then "
+    "  return redis.call('SETRANGE', KEYS[1], ARGV[1], ARGV[2]) "
+    "end "
+    "return -1";
 
 /* KEYS: crl_meta, crl:<NUMBER> (the DER, written just before), the legacy
  * crl, crl_group, crl_lock.  ARGV: meta, number, the DER keys' prefix, the
@@ -4526,7 +4537,7 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     char          km[PKI_REDIS_KEY_MAX], kl[PKI_REDIS_KEY_MAX], meta[128];
     char          kd[PKI_REDIS_KEY_MAX + 24], prefix[PKI_REDIS_KEY_MAX];
     char          kq[PKI_REDIS_KEY_MAX], kk[PKI_REDIS_KEY_MAX];
-    size_t        lens[5];
+    size_t        lens[5], off, n;
     long long     v;
     pki_args_t    a;
     redisReply   *reply;
@@ -4561,7 +4572,10 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     snprintf(kd, sizeof(kd), "%s%lld", prefix, crl->number);
 
     /* the DER first, plainly (no script holds Redis while it is copied),
-     * expiring unless the meta names it */
+     * expiring unless the meta names it; in pieces, each a command within
+     * the timeout (a CRL of tens of MB did not fit one) */
+    n = crl->len < (size_t) PKI_CRL_CHUNK ? crl->len : PKI_CRL_CHUNK;
+
     argv[0] = "SET";
     argv[1] = kd;
     argv[2] = (const char *) crl->der;
@@ -4569,7 +4583,7 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     argv[4] = PKI_CRL_NEW_TTL_MS;
     lens[0] = 3;
     lens[1] = strlen(kd);
-    lens[2] = crl->len;
+    lens[2] = n;
     lens[3] = 2;
     lens[4] = strlen(argv[4]);
 
@@ -4584,6 +4598,31 @@ pki_crl_store_put(pki_redis_t *r, const char *ca, const pki_crl_info_t *crl,
     if (!v) {
         pki_redis_drop(r);
         return pki_redis_unavailable(res, "SET", "unexpected reply");
+    }
+
+    for (off = n; off < crl->len; off += n) {
+        n = crl->len - off < (size_t) PKI_CRL_CHUNK ? crl->len - off
+                                                    : PKI_CRL_CHUNK;
+
+        memset(&a, 0, sizeof(a));
+        pki_args_str(&a, "EVAL");
+        pki_args_str(&a, pki_lua_crl_piece);
+        pki_args_str(&a, "1");
+        pki_args_str(&a, kd);
+        pki_args_num(&a, (long long) off);
+        pki_args_add(&a, (const char *) crl->der + off, n);
+        pki_args_str(&a, PKI_CRL_NEW_TTL_MS);
+
+        st = pki_redis_eval(r, &a, &v, res);
+        if (st != PKI_OK) {
+            return st;
+        }
+
+        if (v != (long long) (off + n)) {
+            return pki_redis_unavailable(res, "SETRANGE", "the CRL's "
+                                         "stored part expired while it "
+                                         "was written");
+        }
     }
 
     snprintf(meta, sizeof(meta), "%lld %lld %lld %lld", crl->revgen,

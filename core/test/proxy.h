@@ -20,6 +20,9 @@
  *   PX_NOSEND the client's connection closed before the command reaches
  *             Redis (it never runs; hiredis sends it again).
  *
+ * proxy_rate() limits what reaches Redis to a number of KB a second (a
+ * slow link), on every connection, until proxy_rate(p, 0).
+ *
  * Include after test/unit.h.
  */
 
@@ -50,6 +53,7 @@ typedef struct {
     int              down;
     int              stalled;     /* PX_STALL fired */
     int              slow_ms;     /* PX_SLOW fired */
+    int              rate_kbs;    /* proxy_rate() */
 } proxy_t;
 
 typedef struct {
@@ -151,6 +155,14 @@ proxy_conn(void *arg)
 
             if (write(ufd, buf, (size_t) n) != n) {
                 break;
+            }
+
+            pthread_mutex_lock(&p->lock);
+            slow = p->rate_kbs;
+            pthread_mutex_unlock(&p->lock);
+
+            if (slow) {
+                usleep((useconds_t) (n * 1000000LL / (slow * 1024LL)));
             }
         }
 
@@ -277,6 +289,16 @@ proxy_arm(proxy_t *p, const char *marker, int mode, int hold_ms)
     p->down = 0;
     p->stalled = 0;
     p->slow_ms = 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
+
+/* Limits what reaches Redis to kbs KB a second (0: no limit). */
+static __attribute__((unused)) void
+proxy_rate(proxy_t *p, int kbs)
+{
+    pthread_mutex_lock(&p->lock);
+    p->rate_kbs = kbs;
     pthread_mutex_unlock(&p->lock);
 }
 
