@@ -5431,22 +5431,32 @@ static void pki_acme_order_fail(cJSON *order, const char *type, int status,
 
 
 /* finalize: 1 when KEYS[1] names the order ARGV[3] or nothing (set to
- * ARGV[1], its mark value, EX ARGV[2]), or names it as issued ("=", left
- * so: with a state store of its own, an order that lost its completion is
- * finalized again, and completed from its link); 0 when it names another
- * order.  The order is compared by its id alone: a store's tag depends on
- * how a host writes its address, and order ids are random. */
+ * ARGV[1], its mark value, EX ARGV[2]: with ARGV[4] "1", or when it was
+ * so already, locked as "!" and the value), or names it as issued ("=",
+ * left so: with a state store of its own, an order that lost its
+ * completion is finalized again, and completed from its link); 0 when it
+ * names another order.  The order is compared by its id alone: a store's
+ * tag depends on how a host writes its address, and order ids are
+ * random.  A plain mark may be taken over by a newer order
+ * (pki_acme_replaced_claim), a locked one only once its order is invalid
+ * or gone: finalize locks it just before its order moves to processing,
+ * so of an order taken over and its finalization one wins. */
 static const char  pki_lua_replaced_hold[] =
     "local cur = redis.call('GET', KEYS[1]) "
+    "local c = '' "
     "if cur then "
-    "  local issued = string.sub(cur, 1, 1) == '=' "
-    "  local id = issued and string.sub(cur, 2) or cur "
+    "  c = string.sub(cur, 1, 1) "
+    "  local id = (c == '=' or c == '!') and string.sub(cur, 2) or cur "
     "  local at = string.find(id, '@', 1, true) "
     "  if at then id = string.sub(id, 1, at - 1) end "
     "  if id ~= ARGV[3] then return 0 end "
-    "  if issued then return 1 end "
+    "  if c == '=' then return 1 end "
     "end "
-    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "if ARGV[4] == '1' or c == '!' then "
+    "  redis.call('SET', KEYS[1], '!' .. ARGV[1], 'EX', ARGV[2]) "
+    "else "
+    "  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "end "
     "return 1";
 
 
@@ -5550,13 +5560,13 @@ pki_acme_ids_shared(const cJSON *ids, const char *sans)
 
 
 /* Whether the order holder of this account still holds a replacement: 1
- * while it is pending, ready, processing or valid (*issued set when
- * valid), 0 when it is invalid or gone (*gone set), -1 when Redis failed.  A
- * finalization that died is recovered first, as a read of the order
- * would. */
+ * while it is pending, ready (*open set for both), processing or valid
+ * (*issued set when valid), 0 when it is invalid or gone (*gone set), -1
+ * when Redis failed.  A finalization that died is recovered first, as a
+ * read of the order would. */
 static int
 pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
-    int *gone)
+    int *gone, int *open)
 {
     int           v;
     char         *text;
@@ -5566,6 +5576,7 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
 
     *issued = 0;
     *gone = 0;
+    *open = 0;
     order = NULL;
     text = NULL;
 
@@ -5580,6 +5591,8 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
             : strcmp(st, "valid") == 0 || strcmp(st, "processing") == 0 ? 1
             : pki_json_num(order, "expires") >= (double) a->now;
         *issued = st != NULL && strcmp(st, "valid") == 0;
+        *open = v == 1 && (strcmp(st, "pending") == 0
+                           || strcmp(st, "ready") == 0);
         cJSON_Delete(order);
         free(text);
         return v;
@@ -5605,6 +5618,7 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
             v = 0;
         } else {
             *issued = (strcmp(st, "valid") == 0);
+            *open = (strcmp(st, "pending") == 0 || strcmp(st, "ready") == 0);
             v = 1;
         }
     }
@@ -5618,12 +5632,22 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
 
 /* newOrder: claims the mark key for the order oid (TTL ttl); with oid
  * NULL only checks that it could be claimed.  1: claimed (free), 0:
- * refused, -1: Redis failed (both with the problem set). */
+ * refused, -1: Redis failed (both with the problem set).
+ *
+ * RFC 9773 section 5 refuses a replacement of a certificate that an
+ * order already replaced (finalized).  A holder that is only pending or
+ * ready and whose mark is plain (its finalization has not locked it,
+ * pki_lua_replaced_hold) is taken over: a client that lost its order (a
+ * crash before finalize) can renew again, and the order that lost the
+ * mark fails at its finalize with alreadyReplaced, having issued
+ * nothing.  A locked mark ("!") holds while its order is not invalid or
+ * gone, an issued one ("=") always; a holder in another location's store
+ * (which this one cannot read) holds until it expires, as before. */
 static int
 pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
     long ttl)
 {
-    int           tries, v, issued, gone, away;
+    int           tries, v, issued, gone, away, open, locked;
     char          num[24], *holder, *at;
     size_t        hlen;
     char          mine[PKI_ACME_ID_MAX + 24], tag[24];
@@ -5675,8 +5699,9 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
 
         at = strchr(holder, '@');
         hlen = at != NULL ? (size_t) (at - holder) : strlen(holder);
-        if (oid != NULL && holder[0] != '=' && strlen(oid) == hlen
-            && memcmp(holder, oid, hlen) == 0)
+        locked = (holder[0] == '!');
+        if (oid != NULL && holder[0] != '=' && strlen(oid) == hlen - locked
+            && memcmp(holder + locked, oid, hlen - locked) == 0)
         {
             free(holder);
             return 1;           /* this order's own (in any store's tag) */
@@ -5693,9 +5718,16 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             if (at != NULL) {
                 *at = '\0';
             }
-            v = pki_acme_replaced_holds(a, holder, &issued, &gone);
+            v = pki_acme_replaced_holds(a, holder + locked, &issued, &gone,
+                                        &open);
             if (at != NULL) {
                 *at = '@';
+            }
+            if (v > 0 && open && !locked) {
+                /* pending or ready, its finalization not started: the
+                 * newer order takes the mark (the CAS below fails if
+                 * the finalization locks it meanwhile) */
+                v = 0;
             }
             if (v == 0 && gone && strcmp(at != NULL ? at : "", tag) != 0) {
                 /* its order is kept in another location's store, where
@@ -5714,7 +5746,7 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
                                           "location already replaces the "
                                           "certificate"
                                  : "order %.64s already replaces the "
-                                   "certificate", holder);
+                                   "certificate", holder + locked);
             }
             free(holder);
             if (v < 0) {
@@ -5809,14 +5841,17 @@ pki_acme_order_withdraw(pki_acme_t *a, const char *oid, cJSON *order,
 
 /* finalize: 1 when the order oid still holds the mark of what it replaces
  * (or nothing holds it: claimed again), 0 when another order took it, -1
- * when Redis failed.  1 as well for an order that replaces nothing. */
+ * when Redis failed.  1 as well for an order that replaces nothing.  With
+ * lock, the mark is locked (pki_lua_replaced_hold): no newer order takes
+ * it over from then on; finalize locks it just before the order moves to
+ * processing. */
 static int
 pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
-    const cJSON *order)
+    const cJSON *order, int lock)
 {
     char         key[PKI_ACME_KEY_MAX], serial[41], num[24];
     char         val[PKI_ACME_ID_MAX + 24];
-    const char  *args[4];
+    const char  *args[5];
 
     if (!pki_acme_order_replaces(a, order, serial)) {
         return 1;
@@ -5830,10 +5865,11 @@ pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
     args[1] = val;
     args[2] = num;
     args[3] = oid;
+    args[4] = lock ? "1" : "0";
 
     return pki_acme_cmd_int(a->conf->redis, a->res,
                             pki_acme_eval(a->conf->redis, a->res,
-                                          pki_lua_replaced_hold, 1, 4,
+                                          pki_lua_replaced_hold, 1, 5,
                                           args));
 }
 
@@ -7553,7 +7589,7 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
 
     /* RFC 9773: still the order that replaces the certificate (checked
      * before the move: a lost order stays as it was) */
-    v = pki_acme_replaced_hold(f->a, f->acct, f->oid, f->order);
+    v = pki_acme_replaced_hold(f->a, f->acct, f->oid, f->order, 1);
     if (v < 0) {
         return PKI_UNAVAILABLE;
     }
@@ -8305,7 +8341,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 
     /* RFC 9773: an order that lost what it replaces to another order
      * fails before a serial is reserved (checked again once it is) */
-    v = pki_acme_replaced_hold(a, acct, oid, order);
+    v = pki_acme_replaced_hold(a, acct, oid, order, 0);
     if (v < 0) {
         pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
         goto done;

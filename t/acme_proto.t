@@ -2447,9 +2447,10 @@ sub open_orders_cancelled {
 # --- replaces (RFC 9773 section 5) -----------------------------------------------
 # A renewal names the certificate it replaces.  The mark is keyed on the CA
 # and the serial (any encoding of one certID is the same mark), claimed by
-# the order at newOrder (one holder: a second order is refused while the
-# first is not invalid), checked again at finalize and kept after issuance,
-# also when a read recovers an interrupted finalization.
+# the order at newOrder (one holder: a newer order takes it over from a
+# pending or ready one, whose finalize then fails; see
+# t/acme_replaces_lost.t), checked again at finalize and kept after
+# issuance, also when a read recovers an interrupted finalization.
 
 sub replaced_key {
     my ($c, $leaf) = @_;
@@ -2532,24 +2533,34 @@ sub to_renew {
            '... and the certificate is not marked');
     }
 
-    # two pending orders naming one certificate: the second is refused
+    # two pending orders naming one certificate: the second takes the
+    # mark over (RFC 9773 5 refuses what a finalized order replaced; a
+    # client that lost its pending order renews again)
     $r = renew_order($R, $id0, 'rp0.example.test', 'new.example.test');
     is($r->{status}, 201, 'replaces: a renewal order') or diag($r->{content});
     is($r->{json}{replaces} // '', $id0, '... naming what it replaces');
     my $o1url = $r->{headers}{location};
     is(replaced_val($mk0), oid_of($o1url), '... holds the mark at once');
     $r = renew_order($R, $id0, 'rp0.example.test');
-    problem_is($r, 409, 'alreadyReplaced', 'replaces: a second order while '
-               . 'the first is pending');
+    is($r->{status}, 201, 'replaces: a second order while the first is '
+       . 'pending takes the mark over') or diag($r->{content});
+    is(replaced_val($mk0), oid_of($r->{headers}{location}),
+       '... the mark names it');
+    $o1url = $r->{headers}{location};
     {
         # at a location of another policy, to which the first order is
-        # none of its own: the mark still holds
+        # none of its own: taken over likewise
         local $BASE = 'https://127.0.0.1:' . $t->https_port . '/acme-lim';
         my $R2 = { key => $R->{key}, kid => ($R->{kid} // '')
                    =~ s{/acme/acct/}{/acme-lim/acct/}r };
         $r = renew_order($R2, $id0, 'rp0.example.test');
-        problem_is($r, 409, 'alreadyReplaced', 'replaces: a second order at '
-                   . 'another location while the first is pending');
+        is($r->{status}, 201, 'replaces: a second order at another location '
+           . 'while the first is pending takes the mark over')
+            or diag($r->{content});
+        is(replaced_val($mk0), oid_of($r->{headers}{location}),
+           '... the mark names it');
+        $o1url = $r->{headers}{location} =~ s{/acme-lim/}{/acme/}r
+            if $r->{headers}{location};
     }
 
     # the holder becomes invalid: a new order takes the mark over, at a
@@ -2662,9 +2673,8 @@ sub to_renew {
                    . 'again');
     }
 
-    # renewals of one certificate at the same moment: one order holds the
-    # mark, every other one is refused at once (none is answered 201 and
-    # then fails at finalize)
+    # renewals of one certificate at the same moment: each is created or
+    # refused (409), and the mark names one of those created
     my ($c3, $id3, $mk3) = to_renew($R, 'replaces: a fourth certificate',
                              'rp3', 'rp3.example.test');
     my $N = 8;
@@ -2679,13 +2689,13 @@ sub to_renew {
     mkdir $res;
     my @out = barrier_posts('/acme/new-order', $res, @bodies);
     my @won = grep { /^201 / } @out;
-    is(scalar @won, 1, "replaces: $N renewals at once, one order created")
+    ok(scalar @won >= 1, "replaces: $N renewals at once, orders created")
         or diag(join("\n", @out));
-    is(scalar(grep { /^409 / } @out), $N - 1, '... the others refused '
+    is(scalar(grep { /^409 / } @out), $N - @won, '... the others refused '
        . '(409 alreadyReplaced)') or diag(join("\n", @out));
-    my ($wurl) = @won ? $won[0] =~ /^201 (\S+)/ : ('');
-    is(replaced_val($mk3), oid_of($wurl), '... the mark names the one '
-       . 'created');
+    my %made = map { /^201 (\S+)/ ? (oid_of($1) => 1) : () } @won;
+    ok($made{replaced_val($mk3)}, '... the mark names one of those '
+       . 'created') or diag(replaced_val($mk3));
 }
 
 # --- behind a proxy (acme_base_url) -------------------------------------------------
