@@ -6051,8 +6051,29 @@ pki_acme_new_order(pki_acme_t *a)
     }
 
     /*
+     * A notBefore within the day back but before the issuing CA
+     * certificate's own start (a CA younger than a day) is moved to that
+     * start, as pki_build moves the start of a certificate asked for
+     * without one, and as most CAs do: no certificate starts before its
+     * CA.  The order stores and shows the notBefore its certificate will
+     * have, so the client sees it before it finalizes.  (RFC 5280 path
+     * validation does not nest validity periods, stricter verifiers do;
+     * a refusal instead made the day back unusable during a CA's first
+     * day.)
+     */
+    if (has_nb && nb >= a->now - PKI_ACME_NB_BACK) {
+        time_t  ca_nb = pki_int_asn1_time(
+                            X509_get0_notBefore(pki_ca_cert(a->conf->ca)));
+
+        if (ca_nb != (time_t) -1 && nb < ca_nb) {
+            nb = ca_nb;
+        }
+    }
+
+    /*
      * RFC 8555 7.4: the certificate is issued with the dates asked for or
-     * not at all.  It starts at notBefore (up to a day back, up to 30
+     * not at all (but for a notBefore before its CA's start, moved
+     * above).  It starts at notBefore (up to a day back, up to 30
      * days ahead), else at issuance; it ends at notAfter, not before its
      * start and after now, else when the profile's validity from its
      * start ends (notAfter included), which must also be after now (a
