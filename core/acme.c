@@ -5405,12 +5405,17 @@ done:
  * tag) names the order that replaces the certificate: claimed with SET NX
  * at newOrder for the order's lifetime, once the order is stored (so a
  * holder's order is never missing while it is created), checked again by
- * finalize before
- * anything is signed, and refreshed after issuance for the replaced
- * certificate's life (at least a year).  A holder that is invalid or gone
- * is taken over with a compare-and-set on its id, so of two racing orders
- * one wins.  Keyed on the serial, not the certID text: every encoding of
- * one certID is one mark.
+ * finalize before anything is signed, and refreshed after issuance for
+ * the replaced certificate's life (at least a year).  The value is the
+ * holder's id ("OID"), locked by its finalization just before the order
+ * moves to processing ("!OID"), or issued ("=OID").  A newer order takes
+ * a plain mark over when its holder is pending or ready (RFC 9773 5
+ * refuses only what a finalized order replaced: a client that lost its
+ * order renews again), a locked one when its holder is invalid or gone,
+ * an issued one never; each takeover is a compare-and-set on the value
+ * read, so of two racing orders one wins, and of a takeover and the
+ * holder's finalization one wins.  Keyed on the serial, not the certID
+ * text: every encoding of one certID is one mark.
  *
  * The holder's order lives in its location's state store: a location with
  * an acme_redis of its own writes "OID@TAG" (TAG names that store, see
