@@ -6084,6 +6084,20 @@ crl:
         X509_CRL_free(kept);
         if (res->status == PKI_OK) {
             pki_fail(res, PKI_UNAVAILABLE, "no CRL");
+
+        } else if (X509_cmp_time(X509_get0_notAfter(ca), NULL) < 0) {
+            /*
+             * The CA has ended: its last CRL (cut to its end) has
+             * expired with it, and no new one is signed (pki_crl).  The
+             * CRL location answers 503 with Retry-After then, and so does
+             * GetCRL, not a CertRep FAILURE: every failInfo of RFC 8894
+             * 3.2.1.4 blames the request (badAlg, badMessageCheck,
+             * badRequest, badTime, badCertId), which a client takes as
+             * final, while this ends when the CA is renewed; and a
+             * CertRep would be one more signature of a key past the
+             * certificate that vouches for it (the RA is often the CA).
+             */
+            res->status = PKI_UNAVAILABLE;
         }
         pki_scep_http_error(resp, 0);
         return;

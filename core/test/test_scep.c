@@ -32,6 +32,7 @@
 #include "test/unit.h"
 #include "test/proxy.h"
 #include "test/testkeys.h"
+#include "test/clock.h"
 
 
 static char          dir[64];
@@ -213,6 +214,7 @@ typedef struct {
 
 
 static char  last_detail[256];      /* the detail of pkiop's last answer */
+static int   last_retry_after;      /* and its Retry-After */
 static unsigned char  last_req_kt[256];  /* the DER of the last OAEP
                                             request's and reply's key */
 static int            last_req_kt_len;   /* transport */
@@ -790,6 +792,7 @@ pkiop(const pki_scep_conf_t *conf, msg_t *m, int *fail, X509 **issued,
         diag("  -> %s (%s)", resp.res.detail, resp.res.log);
     }
     snprintf(last_detail, sizeof(last_detail), "%s", resp.res.detail);
+    last_retry_after = resp.retry_after;
     pki_scep_resp_free(&resp);
     return st;
 }
@@ -2454,6 +2457,86 @@ main(void)
             X509_free(issued);
             pki_ca_free(nca);
             X509_free(nx);
+        }
+
+        /* a CA that ends while it serves: GetCRL answers its last CRL
+         * (cut to the CA's end) while that is valid, then, as the CRL
+         * location does, HTTP 503 with Retry-After (no CRL is signed by
+         * an expired CA), not 500 */
+        {
+            int               h2;
+            X509             *ex;
+            X509_CRL         *xcrl;
+            pki_ca_t         *xca;
+            pki_scep_conf_t   xconf;
+
+            ex = cert("SCEP Test CA ending soon", ca_k, NULL, ca_k, 1);
+            X509_gmtime_adj(X509_getm_notAfter(ex), 90);
+            X509_sign(ex, ca_k, EVP_sha256());
+            xca = make_ca("endca", ex, ca_key, t);
+            xconf = cmode;
+            xconf.ca = xca;
+
+            s = getcrl(&xconf, ex, dev_k, &f);
+            ok(s == 0, "CA ending in 90 s: GetCRL SUCCESS (%d %d)", s, f);
+
+            clock_ahead = 60;
+            s = getcrl(&xconf, ex, dev_k, &f);
+            ok(s == 0, "  30 s before its end: SUCCESS, its last CRL "
+               "(%d %d)", s, f);
+
+            pki_result_init(&res);
+            xcrl = NULL;
+            {
+                pki_crl_info_t  ci;
+
+                memset(&ci, 0, sizeof(ci));
+                if (pki_crl_current(xca, redis, 86400, 0, &ci, &res)
+                    == PKI_OK && ci.der != NULL)
+                {
+                    const unsigned char  *q = ci.der;
+
+                    xcrl = d2i_X509_CRL(NULL, &q, (long) ci.len);
+                }
+                free(ci.der);
+            }
+            ok(xcrl != NULL && ASN1_TIME_compare(
+                   X509_CRL_get0_nextUpdate(xcrl),
+                   X509_get0_notAfter(ex)) == 0,
+               "  whose nextUpdate is the CA's notAfter");
+            X509_CRL_free(xcrl);
+
+            clock_ahead = 150;
+            {
+                msg_t                     gm;
+                unsigned char            *gder;
+                PKCS7_ISSUER_AND_SERIAL  *ias;
+
+                ias = PKCS7_ISSUER_AND_SERIAL_new();
+                X509_NAME_set(&ias->issuer, X509_get_subject_name(ex));
+                ASN1_INTEGER_free(ias->serial);
+                ias->serial = ASN1_INTEGER_dup(X509_get0_serialNumber(ex));
+                gder = NULL;
+                memset(&gm, 0, sizeof(gm));
+                gm.type = 22;
+                gm.key = dev_k;
+                gm.cn = "getcrl";
+                gm.rcpt = ex;
+                gm.inner_len = i2d_PKCS7_ISSUER_AND_SERIAL(ias, &gder);
+                gm.inner = gder;
+                PKCS7_ISSUER_AND_SERIAL_free(ias);
+                h2 = 0;
+                s = pkiop(&xconf, &gm, &f, NULL, &h2);
+                OPENSSL_free(gder);
+            }
+            ok(s == -1 && h2 == 503 && last_retry_after > 0
+               && strstr(last_detail, "has expired") != NULL,
+               "  past its end: HTTP 503 with Retry-After %d, no CRL "
+               "(HTTP %d: %s)", last_retry_after, h2, last_detail);
+            clock_ahead = 0;
+
+            pki_ca_free(xca);
+            X509_free(ex);
         }
 
         /* one-time challenge through the admin API */
