@@ -156,6 +156,8 @@ typedef struct {
     int                   reply_kt_len;
     unsigned char        *data;            /* decrypted messageData */
     size_t                data_len;
+    const EVP_MD         *reply_md;        /* the CertRep's digest: the
+                                              request's, or NULL (SHA-256) */
 } pki_scep_msg_t;
 
 
@@ -1929,6 +1931,20 @@ pki_scep_verify(const pki_scep_conf_t *conf, pki_scep_msg_t *m,
         return PKI_SCEP_BAD_ALG;
     }
 
+    /*
+     * The CertRep answers in the request's digest (RFC 8894 3.5.2: the
+     * client picks from GetCACaps' SHA-1, SHA-256 and SHA-512, and an old
+     * client that sends SHA-1 may verify nothing else).  SHA-224, taken
+     * but not listed, is answered in SHA-256.  A SHA-1 signature of the
+     * RA (often the CA) key covers only signed attributes whose
+     * client-chosen parts (transactionID, recipientNonce) are at most 64
+     * octets each next to a random senderNonce of ours: no room for the
+     * near-collision blocks of a chosen-prefix collision.
+     */
+    m->reply_md = nid == NID_sha1 ? EVP_sha1()
+                  : nid == NID_sha384 ? EVP_sha384()
+                  : nid == NID_sha512 ? EVP_sha512() : EVP_sha256();
+
     /* the signature and the messageDigest; no chain (self-signed
      * signers are the rule in SCEP: the signer is judged per message
      * type afterwards) */
@@ -2785,10 +2801,12 @@ pki_scep_certrep(const pki_scep_conf_t *conf, pki_scep_msg_t *m, int status,
     pki_der_tlv(&v, 0x04, nonce, sizeof(nonce));
     pki_der_attr(&attr[na++], pki_scep_oids[PKI_OID_SENDER_NONCE], &v);
 
-    /* signed with the RA key (verified); no pkcsPKIEnvelope in a FAILURE
-     * or PENDING CertRep */
+    /* signed with the RA key (verified) in the request's digest (SHA-256
+     * when not yet known); no pkcsPKIEnvelope in a FAILURE or PENDING
+     * CertRep */
     if (!pki_scep_signed(pki_scep_ra_key(conf), pki_scep_ra_cert(conf), NULL,
-                         EVP_sha256(), env.n > 0 ? env.d : NULL, env.n,
+                         m->reply_md != NULL ? m->reply_md : EVP_sha256(),
+                         env.n > 0 ? env.d : NULL, env.n,
                          attr, na, &body, &bodylen, &resp->res))
     {
         goto failed;

@@ -215,6 +215,10 @@ typedef struct {
 
 static char  last_detail[256];      /* the detail of pkiop's last answer */
 static int   last_retry_after;      /* and its Retry-After */
+static int   last_md_nid;           /* the digest of certrep()'s last
+                                       CertRep (its SignerInfo and the
+                                       SignedData's digestAlgorithms
+                                       agreeing), else NID_undef */
 static unsigned char  last_req_kt[256];  /* the DER of the last OAEP
                                             request's and reply's key */
 static int            last_req_kt_len;   /* transport */
@@ -710,6 +714,13 @@ certrep(pki_scep_resp_t *resp, X509 *ra, EVP_PKEY *key, int *fail,
     ERR_clear_error();
 
     si = sk_PKCS7_SIGNER_INFO_value(PKCS7_get_signer_info(p7), 0);
+    last_md_nid = NID_undef;
+    if (si != NULL && sk_X509_ALGOR_num(p7->d.sign->md_algs) == 1
+        && OBJ_cmp(sk_X509_ALGOR_value(p7->d.sign->md_algs, 0)->algorithm,
+                   si->digest_alg->algorithm) == 0)
+    {
+        last_md_nid = OBJ_obj2nid(si->digest_alg->algorithm);
+    }
     t = attr(si, o_rnonce);
     ok = ok && t && t->value.octet_string->length == 16
          && memcmp(t->value.octet_string->data, last_nonce, 16) == 0;
@@ -1473,6 +1484,34 @@ main(void)
     m.des = 0;
     m.challenge = "wrong";
     EXPECT_FAIL("wrong static challenge", &conf, &m, 2);
+
+    /* the CertRep is signed with the request's digest (RFC 8894: the
+     * answer in the algorithms the client uses; GetCACaps lists SHA-1,
+     * SHA-256 and SHA-512), SHA-224 (accepted, not listed) answered
+     * with SHA-256 */
+    {
+        int            k;
+        const EVP_MD  *mds[5];
+        const int      want[5] = { NID_sha1, NID_sha256, NID_sha384,
+                                   NID_sha512, NID_sha256 };
+
+        mds[0] = EVP_sha1();
+        mds[1] = EVP_sha256();
+        mds[2] = EVP_sha384();
+        mds[3] = EVP_sha512();
+        mds[4] = EVP_sha224();
+
+        for (k = 0; k < 5; k++) {
+            m.md = mds[k];
+            last_md_nid = NID_undef;
+            EXPECT_FAIL(EVP_MD_get0_name(mds[k]), &conf, &m, 2);
+            ok(last_md_nid == want[k], "  its CertRep signed with %s (%s)",
+               OBJ_nid2sn(want[k]), last_md_nid == NID_undef ? "?"
+                                    : OBJ_nid2sn(last_md_nid));
+        }
+
+        m.md = NULL;
+    }
     m.challenge = NULL;
     EXPECT_FAIL("no challenge", &conf, &m, 2);
     m.challenge = "s3cret";
@@ -2338,6 +2377,31 @@ main(void)
         m.rcpt = ra_x;
         ok(s == 0 && issued && pki_ca_issued(ca, issued), "CA mode: PKCSReq "
            "SUCCESS");
+        ok(last_md_nid == NID_sha256, "  its CertRep signed with SHA-256, "
+           "as the request (%s)", OBJ_nid2sn(last_md_nid));
+
+        /* a success in SHA-512 and in SHA-1 (the RA is the CA here) */
+        {
+            X509  *i2;
+
+            m.rcpt = ca_x;
+            m.md = EVP_sha512();
+            i2 = NULL;
+            s = pkiop(&cmode, &m, &f, &i2, &h);
+            ok(s == 0 && i2 != NULL && last_md_nid == NID_sha512,
+               "CA mode: PKCSReq in SHA-512: SUCCESS, its CertRep signed "
+               "with SHA-512 (%s)", OBJ_nid2sn(last_md_nid));
+            X509_free(i2);
+            m.md = EVP_sha1();
+            i2 = NULL;
+            s = pkiop(&cmode, &m, &f, &i2, &h);
+            ok(s == 0 && i2 != NULL && last_md_nid == NID_sha1,
+               "CA mode: PKCSReq in SHA-1: SUCCESS, its CertRep signed "
+               "with SHA-1 (%s)", OBJ_nid2sn(last_md_nid));
+            X509_free(i2);
+            m.md = NULL;
+            m.rcpt = ra_x;
+        }
         s = issued ? getcrl(&cmode, issued, dev_k, &f) : -1;
         ok(s == 0, "GetCRL: SUCCESS (the CA has cRLSign) %d %d", s, f);
 
