@@ -42,6 +42,7 @@ typedef struct {
 
 static void pki_est_cacerts(const pki_est_conf_t *conf,
     const pki_est_req_t *req, pki_est_resp_t *resp);
+static int pki_est_curve_sig(int curve);
 static void pki_est_csrattrs(const pki_est_conf_t *conf,
     const pki_est_req_t *req, pki_est_resp_t *resp);
 static void pki_est_enroll(const pki_est_conf_t *conf,
@@ -455,12 +456,32 @@ pki_der_attr(pki_der_t *d, int type, const int *nids, int n)
 }
 
 
+/* The ECDSA signature algorithm for a curve: its hash matched to the
+ * curve's strength (RFC 5480 4): P-384 SHA-384, P-521 SHA-512, any
+ * other SHA-256. */
+static int
+pki_est_curve_sig(int curve)
+{
+    switch (curve) {
+    case NID_secp384r1:
+        return NID_ecdsa_with_SHA384;
+    case NID_secp521r1:
+        return NID_ecdsa_with_SHA512;
+    default:
+        return NID_ecdsa_with_SHA256;
+    }
+}
+
+
 static void
 pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
     pki_est_resp_t *resp)
 {
     int                    i, j, n, ncurves, rsa, ed25519, ed448, dup;
     int                    curves[PKI_MAX_KEY_TYPES], san_required;
+    static const int       sigs[3] = { NID_ecdsa_with_SHA256,
+                                       NID_ecdsa_with_SHA384,
+                                       NID_ecdsa_with_SHA512 };
     pki_der_t             *items, *out;
     const pki_template_t  *t;
     const pki_key_type_t  *kt;
@@ -531,8 +552,17 @@ pki_est_csrattrs(const pki_est_conf_t *conf, const pki_est_req_t *req,
         pki_der_nid(items, NID_ED448);
     }
 
-    if (ncurves) {
-        pki_der_nid(items, NID_ecdsa_with_SHA256);
+    /* the CSR's signature algorithm: ECDSA with the hash that matches
+     * each allowed curve's strength (RFC 5480 4, RFC 9908 4), as the CA
+     * signs with them; ecdsa-with-SHA256 alone told a client held to
+     * P-384 to sign with a hash weaker than its key */
+    for (i = 0; i < 3; i++) {
+        for (j = 0; j < ncurves; j++) {
+            if (pki_est_curve_sig(curves[j]) == sigs[i]) {
+                pki_der_nid(items, sigs[i]);
+                break;
+            }
+        }
     }
 
     for (i = 0; i < t->nsubject; i++) {

@@ -1296,6 +1296,64 @@ main(void)
        "hint with subjectAltName");
     free(der);
     pki_est_resp_free(&resp);
+
+    /* the CSR signature algorithm advertised is ECDSA with the hash of
+     * each allowed curve's strength (RFC 5480 4; RFC 9908 4): P-384 with
+     * SHA-384, never SHA-256 alone; P-256 and P-384 both */
+    {
+        int              i, k, s256, s384, s512;
+        pki_template_t  *tt[3];
+
+        static const char *const p384_lines[] = {
+            "key_types ec:P-384", "subject CN required", NULL
+        };
+        static const char *const p521_lines[] = {
+            "key_types ec:P-521 ec:P-384", "subject CN required", NULL
+        };
+        static const int  want[3][3] = {
+            { 0, 1, 0 }, { 0, 1, 1 }, { 1, 1, 0 }
+        };
+
+        tt[0] = fx_template("p384", p384_lines);
+        tt[1] = fx_template("p521", p521_lines);
+        tt[2] = tdev;
+
+        for (k = 0; k < 3; k++) {
+            conf.tmpl = tt[k];
+            est(PKI_EST_CSRATTRS, "GET", NULL, NULL, NULL, NULL, &resp);
+            der = NULL;
+            n = 0;
+            if (resp.http_status == 200) {
+                pki_base64_decode(resp.body, resp.body_len, &der, &n, &res);
+            }
+            p = der;
+            attrs = der ? d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long) n) : NULL;
+            s256 = s384 = s512 = 0;
+            for (i = 0; attrs && i < sk_ASN1_TYPE_num(attrs); i++) {
+                ASN1_TYPE  *at = sk_ASN1_TYPE_value(attrs, i);
+
+                if (at->type == V_ASN1_OBJECT) {
+                    int  nid = OBJ_obj2nid(at->value.object);
+
+                    s256 += nid == NID_ecdsa_with_SHA256;
+                    s384 += nid == NID_ecdsa_with_SHA384;
+                    s512 += nid == NID_ecdsa_with_SHA512;
+                }
+            }
+            ok(attrs != NULL && s256 == want[k][0] && s384 == want[k][1]
+               && s512 == want[k][2], "csrattrs of %s: ecdsa-with-SHA256 "
+               "%d, -SHA384 %d, -SHA512 %d", k == 0 ? "P-384"
+               : k == 1 ? "P-521 and P-384" : "P-256 and P-384", s256, s384,
+               s512);
+            sk_ASN1_TYPE_pop_free(attrs, ASN1_TYPE_free);
+            free(der);
+            pki_est_resp_free(&resp);
+        }
+
+        pki_template_free(tt[0]);
+        pki_template_free(tt[1]);
+    }
+
     conf.tmpl = tdev;
 
     est(PKI_EST_CSRATTRS, "HEAD", NULL, NULL, NULL, NULL, &resp);
