@@ -47,6 +47,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                  file;        /* first est directive, for */
     ngx_uint_t                 line;        /* the "needs pki_redis" error */
+    ngx_array_t               *anchor_checked;  /* pki_ca_t *, warned once */
 } ngx_http_est_main_conf_t;
 
 
@@ -83,6 +84,7 @@ static ngx_int_t ngx_http_est_header_filter(ngx_http_request_t *r);
 static void ngx_http_est_wipe(void *data);
 
 static void *ngx_http_est_create_main_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_http_est_check_anchor(ngx_conf_t *cf, pki_ca_t *ca);
 static void *ngx_http_est_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_est_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -1088,6 +1090,10 @@ ngx_http_est(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* set here too (not only in the merge, which nested locations
      * inherit it by) to refuse another content handler in the location */
     if (rv == NGX_CONF_OK && elcf->enable) {
+        if (ngx_http_est_check_anchor(cf, elcf->ca) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
         return ngx_http_pki_content(cf, cmd, ngx_http_est_handler);
     }
 
@@ -1168,7 +1174,8 @@ ngx_http_est_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     lb->label = value[1];
 
     if (ngx_http_pki_resolve(cf, &value[2], &value[3], &lb->ca, &lb->tmpl)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_est_check_anchor(cf, lb->ca) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -1200,4 +1207,118 @@ invalid:
                        "invalid est label \"%V\" (1-64 of A-Z a-z 0-9 . _ -,"
                        " not an operation name)", &value[1]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * RFC 7030 4.1.3: /cacerts carries the chain up to and including the
+ * trust anchor where it is known.  It serves the CA certificate and its
+ * "chain" file; when no path from the CA certificate through that file
+ * reaches a self-signed certificate, clients that bootstrap their trust
+ * from /cacerts (RFC 7030 4.1.1) get no root.  The root is nowhere else
+ * in the CA's configuration, so this is said once per CA at nginx -t,
+ * naming the certificate whose issuer is missing.
+ */
+static ngx_int_t
+ngx_http_est_check_anchor(ngx_conf_t *cf, pki_ca_t *ca)
+{
+    int                        n, i, j, more;
+    char                       name[256];
+    X509                      *x, *top;
+    pki_ca_t                 **p;
+    ngx_uint_t                 k;
+    STACK_OF(X509)            *chain;
+    u_char                     reached[32];
+    ngx_http_est_main_conf_t  *emcf;
+
+    if (ca == NULL || pki_ca_cert(ca) == NULL) {
+        return NGX_OK;
+    }
+
+    emcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_est_module);
+
+    if (emcf->anchor_checked == NULL) {
+        emcf->anchor_checked = ngx_array_create(cf->pool, 4,
+                                                sizeof(pki_ca_t *));
+        if (emcf->anchor_checked == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = emcf->anchor_checked->elts;
+
+    for (k = 0; k < emcf->anchor_checked->nelts; k++) {
+        if (p[k] == ca) {
+            return NGX_OK;
+        }
+    }
+
+    p = ngx_array_push(emcf->anchor_checked);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *p = ca;
+
+    /* the certificates reached from the CA certificate, issuer by issuer
+     * (the file may hold them in any order, and cross certificates) */
+    x = pki_ca_cert(ca);
+
+    if (X509_self_signed(x, 0) == 1) {
+        return NGX_OK;
+    }
+
+    chain = pki_ca_chain(ca);
+    n = chain != NULL ? sk_X509_num(chain) : 0;
+    n = n > (int) sizeof(reached) ? (int) sizeof(reached) : n;
+    ngx_memzero(reached, sizeof(reached));
+    top = x;
+
+    do {
+        more = 0;
+
+        for (i = -1; i < n; i++) {
+            if (i >= 0 && !reached[i]) {
+                continue;
+            }
+
+            x = i < 0 ? pki_ca_cert(ca) : sk_X509_value(chain, i);
+
+            for (j = 0; j < n; j++) {
+                if (reached[j]
+                    || X509_check_issued(sk_X509_value(chain, j), x)
+                       != X509_V_OK)
+                {
+                    continue;
+                }
+
+                if (X509_self_signed(sk_X509_value(chain, j), 0) == 1) {
+                    ERR_clear_error();
+                    return NGX_OK;
+                }
+
+                reached[j] = 1;
+                top = sk_X509_value(chain, j);
+                more = 1;
+            }
+        }
+
+    } while (more);
+
+    ERR_clear_error();
+
+    if (X509_NAME_oneline(X509_get_issuer_name(top), name, sizeof(name))
+        == NULL)
+    {
+        ngx_cpystrn((u_char *) name, (u_char *) "?", sizeof(name));
+    }
+
+    ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                       "est: CA \"%s\": its chain does not reach a root "
+                       "(no certificate of \"%s\" in the CA's \"chain\" "
+                       "file), so /cacerts carries no trust anchor "
+                       "(RFC 7030 4.1.3): add the root to the chain file",
+                       pki_ca_name(ca), name);
+
+    return NGX_OK;
 }
