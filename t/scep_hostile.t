@@ -74,11 +74,34 @@ $h = rep(send_msg($f), $f);
 is($h->{status}, 0, 'AES-256 request: SUCCESS');
 is($h->{cipher}, 'AES-256-CBC', 'AES-256 request: AES-256 reply');
 
+# the digests of a CertRep (its SignedData's digestAlgorithms and its
+# SignerInfo's digestAlgorithm), as openssl cms prints them
+sub rep_digests {
+    my ($r) = @_;
+    spew("$dir/rep-md.der", $r->{body} // '');
+    my (undef, $p) = run_cmd(['openssl', 'cms', '-cmsout', '-print',
+                              '-inform', 'DER', '-in', "$dir/rep-md.der"]);
+    my @d = $p =~ /digestAlgorithms?:\s*(?:algorithm:\s*)?(\w+)/g;
+    return join ',', @d;
+}
+
 $f = req(cn => 'ok-3des', challenge => 'demo', cipher => 'des3',
          digest => 'sha1');
-$h = rep(send_msg($f), $f);
+$r = send_msg($f);
+$h = rep($r, $f);
 is($h->{status}, 0, '3DES + SHA-1 request: SUCCESS');
 is($h->{cipher}, 'DES-EDE3-CBC', '3DES request: 3DES reply (nothing better)');
+is(rep_digests($r), 'sha1,sha1', '  its CertRep signed with SHA-1, as the '
+   . 'request (RFC 8894 3.5.2; it was SHA-256)');
+
+$f = req(cn => 'ok-sha512', challenge => 'demo', digest => 'sha512');
+$r = send_msg($f);
+$h = rep($r, $f);
+is($h->{status}, 0, 'SHA-512 request: SUCCESS');
+is(rep_digests($r), 'sha512,sha512', '  its CertRep signed with SHA-512');
+$f = req(cn => 'ok-sha256', challenge => 'demo');
+$r = send_msg($f);
+is(rep_digests($r), 'sha256,sha256', 'SHA-256 request: CertRep in SHA-256');
 
 # GET form
 $f = "$dir/get.b64";
