@@ -970,6 +970,7 @@ ngx_http_est_create_main_conf(ngx_conf_t *cf)
      *
      *     emcf->file = { 0, NULL };
      *     emcf->line = 0;
+     *     emcf->anchor_checked = NULL;
      */
 
     return emcf;
