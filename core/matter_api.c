@@ -27,11 +27,13 @@
 
 #include <cjson/cJSON.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "acme_int.h"
 #include "audit_int.h"
 #include "matter_int.h"
+#include "redis_int.h"
 
 
 #define PKI_MATTER_BATCH_BODY   (2 * 1024 * 1024)
@@ -56,6 +58,9 @@ typedef struct {
     pki_status_t     rc;
     int              stopped;        /* not tried: another item refused */
     char             committed[41];  /* its record's serial, once committed */
+    unsigned char    spki[32];       /* SHA-256 of its key's SPKI DER */
+    int              has_spki;
+    int              known;          /* cert: the DAC its key already has */
 } pki_item_t;
 
 typedef struct {
@@ -375,29 +380,45 @@ pki_run_phase(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 }
 
 
-/* Issues every checked item with pki_issue_batch; each item gets its own
- * status and result, as the per-item pki_issue did. */
+/* Issues every checked item with pki_issue_batch, but those answered with
+ * the DAC their key already has (known); each item gets its own status
+ * and result, as the per-item pki_issue did. */
 static void
 pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     pki_item_t *items, size_t n)
 {
     int                 nt;
-    size_t              i;
+    size_t              i, m, *map;
     pki_result_t        res;
     pki_issue_ctx_t     ictx;
     pki_issue_item_t   *bi;
 
     bi = calloc(n, sizeof(pki_issue_item_t));
-    if (bi == NULL) {
+    map = calloc(n, sizeof(size_t));
+    if (bi == NULL || map == NULL) {
+        free(bi);
+        free(map);
         for (i = 0; i < n; i++) {
-            items[i].rc = pki_fail(&items[i].res, PKI_INTERNAL,
-                                   "out of memory");
+            if (!items[i].known) {
+                items[i].rc = pki_fail(&items[i].res, PKI_INTERNAL,
+                                       "out of memory");
+            }
         }
         return;
     }
 
+    m = 0;
     for (i = 0; i < n; i++) {
-        bi[i].req = &items[i].req;
+        if (!items[i].known) {
+            map[m] = i;
+            bi[m++].req = &items[i].req;
+        }
+    }
+
+    if (m == 0) {
+        free(bi);
+        free(map);
+        return;
     }
 
     ictx.protocol = "matter";
@@ -410,24 +431,25 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     if (nt > PKI_MATTER_MAX_THREADS) {
         nt = PKI_MATTER_MAX_THREADS;
     }
-    if (n < 8) {
+    if (m < 8) {
         nt = 1;
     }
 
     pki_result_init(&res);
-    (void) pki_issue_batch(conf->ca, conf->tmpl, conf->redis, bi, n, &ictx,
+    (void) pki_issue_batch(conf->ca, conf->tmpl, conf->redis, bi, m, &ictx,
                            nt, &res);
 
-    for (i = 0; i < n; i++) {
-        items[i].cert = bi[i].cert;
-        items[i].stopped = bi[i].stopped;
-        items[i].rc = bi[i].status;
-        items[i].res = bi[i].res;
-        memcpy(items[i].committed, bi[i].committed,
-               sizeof(items[i].committed));
+    for (i = 0; i < m; i++) {
+        items[map[i]].cert = bi[i].cert;
+        items[map[i]].stopped = bi[i].stopped;
+        items[map[i]].rc = bi[i].status;
+        items[map[i]].res = bi[i].res;
+        memcpy(items[map[i]].committed, bi[i].committed,
+               sizeof(items[map[i]].committed));
     }
 
     free(bi);
+    free(map);
 }
 
 
@@ -609,54 +631,588 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
 }
 
 
-/* 1 when two items' requests hold the same public key (their SPKI DER),
- * *a < *b their places; 0 when none do (or a key does not encode: the
- * issuance refuses that one). */
-static int
-pki_batch_dup_key(pki_item_t *items, size_t n, size_t *a, size_t *b)
+/* Each item's SHA-256 of its request's public key (SPKI DER); has_spki 0
+ * when a key does not encode (the issuance refuses that one). */
+static void
+pki_batch_spki(pki_item_t *items, size_t n)
 {
     int             len;
-    char           *have;
-    size_t          i, j, found;
-    unsigned char  *der, (*md)[32];
-
-    md = calloc(n, sizeof(*md));
-    have = calloc(n, 1);
-    if (md == NULL || have == NULL) {
-        free(md);
-        free(have);
-        return 0;
-    }
+    size_t          i;
+    unsigned char  *der;
 
     for (i = 0; i < n; i++) {
         der = NULL;
         len = items[i].req.pubkey != NULL
               ? i2d_PUBKEY(items[i].req.pubkey, &der) : -1;
-        have[i] = len > 0 && EVP_Digest(der, (size_t) len, md[i], NULL,
-                                        EVP_sha256(), NULL) == 1;
+        items[i].has_spki = len > 0
+                            && EVP_Digest(der, (size_t) len, items[i].spki,
+                                          NULL, EVP_sha256(), NULL) == 1;
         OPENSSL_free(der);
     }
 
     ERR_clear_error();
-    found = 0;
+}
+
+
+/* 1 when two items' requests hold the same public key (their SPKI DER),
+ * *a < *b their places; 0 when none do. */
+static int
+pki_batch_dup_key(pki_item_t *items, size_t n, size_t *a, size_t *b)
+{
+    size_t  i, j;
 
     /* n is at most a batch's 1000 items: a pairwise look, 500k compares
      * of 32 octets, about a millisecond */
-    for (i = 0; i < n && !found; i++) {
-        for (j = i + 1; have[i] && j < n; j++) {
-            if (have[j] && memcmp(md[i], md[j], 32) == 0) {
+    for (i = 0; i < n; i++) {
+        for (j = i + 1; items[i].has_spki && j < n; j++) {
+            if (items[j].has_spki
+                && memcmp(items[i].spki, items[j].spki, 32) == 0)
+            {
                 *a = i;
                 *b = j;
-                found = 1;
-                break;
+                return 1;
             }
         }
     }
 
-    free(md);
-    free(have);
+    return 0;
+}
 
-    return (int) found;
+
+/* ---- one DAC per device key, across batches --------------------------------- */
+
+/*
+ * A per-PAI index of the device keys it certified: "<ns>{ca:PAI}:matterdac:
+ * <hex SHA-256 of the SPKI DER>" holds "s:<serial>" once that key's DAC is
+ * committed, or "c:<token>" (with a TTL) while a batch issues it.  So a
+ * factory station that retries a batch whose answer it lost gets the DACs
+ * already issued, never a second DAC for a key, and two batches with one
+ * key at once cannot both sign (the second answers 503, Retry-After).
+ *
+ *  1. one script claims every key of the batch, all or nothing: a key
+ *     whose DAC is recorded good is answered with it (no claim); one whose
+ *     DAC is revoked (not withdrawn) is refused; one claimed by another
+ *     batch refuses the batch; the others are claimed, for
+ *     PKI_MATTER_CLAIM_TTL seconds;
+ *  2. the claimed keys are issued (pki_issue_batch);
+ *  3. one script turns each claim into "s:<serial>", only when every claim
+ *     is still this batch's.
+ * A batch that fails after 1 releases its claims (those still its own)
+ * and withdraws what it committed: the key can be issued at once.  A
+ * worker that dies between 1 and 3 leaves claims that expire (the key is
+ * busy until then, never for ever); an index entry naming a record that
+ * is gone, pending, or withdrawn does not count.
+ */
+
+#define PKI_MATTER_CLAIM_TTL  "300"
+#define PKI_MATTER_IDX_KEY    256
+
+/* KEYS: the index keys; ARGV[1] the claim, ARGV[2] its TTL, ARGV[3] the
+ * prefix of record keys.  {"ok", s1, ..., sn}: si the serial of key i's
+ * good DAC, "" when claimed; {"busy", i}: another batch's claim;
+ * {"revoked", i, serial}; {"bad", i}: a value of no known form. */
+static const char  pki_lua_dac_claim[] =
+    "local c = ARGV[1] "
+    "local out = {'ok'} "
+    "for i = 1, #KEYS do "
+    "  local v = redis.call('GET', KEYS[i]) "
+    "  local s = '' "
+    "  if v and v ~= c then "
+    "    if string.sub(v, 1, 2) == 's:' then "
+    "      local h = redis.call('HMGET', ARGV[3] .. string.sub(v, 3), "
+    "                           'status', 'withdrawn') "
+    "      if h[1] == 'good' then s = string.sub(v, 3) "
+    "      elseif h[1] == 'revoked' and h[2] ~= '1' then "
+    "        return {'revoked', tostring(i), string.sub(v, 3)} "
+    "      end "
+    "    elseif string.sub(v, 1, 2) == 'c:' then "
+    "      return {'busy', tostring(i)} "
+    "    else "
+    "      return {'bad', tostring(i)} "
+    "    end "
+    "  end "
+    "  out[i + 1] = s "
+    "end "
+    "for i = 1, #KEYS do "
+    "  if out[i + 1] == '' then "
+    "    redis.call('SET', KEYS[i], c, 'EX', ARGV[2]) "
+    "  end "
+    "end "
+    "return out";
+
+/* KEYS: the index keys of the issued items; ARGV[1] the claim, ARGV[i + 1]
+ * key i's serial.  0: set; i: key i is no longer claimed by this batch
+ * (nothing written). */
+static const char  pki_lua_dac_set[] =
+    "for i = 1, #KEYS do "
+    "  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return i end "
+    "end "
+    "for i = 1, #KEYS do "
+    "  redis.call('SET', KEYS[i], 's:' .. ARGV[i + 1]) "
+    "end "
+    "return 0";
+
+/* KEYS: index keys; ARGV[1] the claim: those still claimed by it deleted */
+static const char  pki_lua_dac_release[] =
+    "local n = 0 "
+    "for i = 1, #KEYS do "
+    "  if redis.call('GET', KEYS[i]) == ARGV[1] then "
+    "    redis.call('DEL', KEYS[i]) n = n + 1 "
+    "  end "
+    "end "
+    "return n";
+
+
+typedef struct {
+    char     claim[2 + 32 + 1];      /* "c:" and 16 random octets in hex */
+    char    *keys;                   /* n keys of PKI_MATTER_IDX_KEY */
+    int      claimed;                /* the claim script was sent */
+} pki_dac_index_t;
+
+
+static const char *
+pki_dac_key(pki_dac_index_t *ix, size_t i)
+{
+    return ix->keys + i * PKI_MATTER_IDX_KEY;
+}
+
+
+/* One EVAL of script over the index keys of items[i] (want(i) true),
+ * with extra arguments; the reply, or NULL with res filled. */
+static redisReply *
+pki_dac_eval(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
+    pki_item_t *items, size_t n, int issued, const char *script,
+    const char *ttl, const char *prefix, int *sent, pki_result_t *res)
+{
+    int           argc;
+    char          nk[32];
+    size_t        i, k, *lens;
+    const char  **argv;
+    redisReply   *v;
+
+    argv = calloc(2 * n + 8, sizeof(char *));
+    lens = calloc(2 * n + 8, sizeof(size_t));
+    if (argv == NULL || lens == NULL) {
+        free(argv);
+        free(lens);
+        pki_fail(res, PKI_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = script;
+    argv[argc++] = nk;
+
+    k = 0;
+    for (i = 0; i < n; i++) {
+        if (!items[i].has_spki || items[i].known
+            || (issued && items[i].committed[0] == '\0'))
+        {
+            continue;
+        }
+        argv[argc++] = pki_dac_key(ix, i);
+        k++;
+    }
+
+    snprintf(nk, sizeof(nk), "%zu", k);
+    argv[argc++] = ix->claim;
+
+    if (ttl != NULL) {
+        argv[argc++] = ttl;
+        argv[argc++] = prefix;
+    }
+
+    for (i = 0; issued && i < n; i++) {
+        if (items[i].has_spki && !items[i].known
+            && items[i].committed[0] != '\0')
+        {
+            argv[argc++] = items[i].committed;
+        }
+    }
+
+    for (i = 0; i < (size_t) argc; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+
+    v = k == 0 ? NULL
+               : pki_int_redis_command_sent(conf->redis, argc, argv, lens,
+                                            sent, res);
+
+    free(argv);
+    free(lens);
+
+    if (k == 0) {
+        pki_fail(res, PKI_NOT_FOUND, "no key to index");
+    }
+
+    return v;
+}
+
+
+/* Frees what pki_dac_claim() made. */
+static void
+pki_dac_index_free(pki_dac_index_t *ix)
+{
+    free(ix->keys);
+    ix->keys = NULL;
+}
+
+
+/* Releases this batch's claims still held (a batch that failed): its keys
+ * can be issued at once.  A release that fails leaves them to expire. */
+static void
+pki_dac_release(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
+    pki_item_t *items, size_t n, pki_result_t *res)
+{
+    int           sent;
+    redisReply   *v;
+    pki_result_t  r;
+
+    if (!ix->claimed) {
+        return;
+    }
+
+    pki_result_init(&r);
+    sent = 0;
+    v = pki_dac_eval(conf, ix, items, n, 0, pki_lua_dac_release, NULL, NULL,
+                     &sent, &r);
+    if (v == NULL && r.status != PKI_NOT_FOUND) {
+        pki_log(res, "%sthe batch's claims on its device keys were not "
+                "released (they expire in " PKI_MATTER_CLAIM_TTL " s): %s",
+                res->log[0] ? "; " : "", r.log[0] ? r.log : r.detail);
+    }
+    freeReplyObject(v);
+}
+
+
+/* The DAC recorded good for items[i]'s key (serial), checked: issued by
+ * this CA, under this template, for this very key.  PKI_OK with
+ * items[i].cert set (known), else the status and msg. */
+static pki_status_t
+pki_dac_known_cert(const pki_matter_conf_t *conf, pki_item_t *it,
+    pki_record_t *rec, const char *what, size_t i, char *msg, size_t size)
+{
+    int                   len;
+    X509                 *x;
+    unsigned char        *der, md[32];
+    const unsigned char  *p;
+
+    if (rec->status != PKI_CERT_GOOD || rec->der == NULL) {
+        snprintf(msg, size, "%s[%zu]: its key's DAC %s was revoked "
+                 "meanwhile; retry", what, i, rec->serial);
+        return PKI_CONFLICT;
+    }
+
+    if (strcmp(rec->template_name, pki_template_name(conf->tmpl)) != 0) {
+        snprintf(msg, size, "%s[%zu]: its key has the DAC %s, of template "
+                 "\"%.64s\": one DAC per device key", what, i, rec->serial,
+                 rec->template_name);
+        return PKI_POLICY;
+    }
+
+    p = rec->der;
+    x = d2i_X509(NULL, &p, (long) rec->der_len);
+    der = NULL;
+    len = x != NULL ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
+
+    if (x == NULL || p != rec->der + rec->der_len || len <= 0
+        || EVP_Digest(der, (size_t) len, md, NULL, EVP_sha256(), NULL) != 1
+        || memcmp(md, it->spki, 32) != 0
+        || !pki_ca_issued(conf->ca, x))
+    {
+        OPENSSL_free(der);
+        X509_free(x);
+        ERR_clear_error();
+        snprintf(msg, size, "%s[%zu]: the DAC %s the index names for its "
+                 "key is not that key's", what, i, rec->serial);
+        return PKI_INTERNAL;
+    }
+
+    OPENSSL_free(der);
+    it->cert = x;
+    it->known = 1;
+
+    return PKI_OK;
+}
+
+
+/*
+ * Step 1: claims the batch's device keys (see above); the items whose key
+ * has a good DAC get it (known).  PKI_OK, or the status with msg (the
+ * claims then released).
+ */
+static pki_status_t
+pki_dac_claim(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
+    pki_item_t *items, size_t n, const char *what, size_t *nknown,
+    char *msg, size_t size, pki_result_t *res)
+{
+    int                  sent, hex, len;
+    char                 prefix[PKI_MATTER_IDX_KEY], *sp;
+    size_t               i, k, at, m, *idx;
+    const char          *ca, **cas, **serials;
+    unsigned char        rnd[16];
+    redisReply          *v;
+    pki_status_t         st;
+    pki_record_t         rec;
+    pki_int_records_t   *b;
+
+    *nknown = 0;
+    ca = pki_ca_name(conf->ca);
+
+    ix->keys = calloc(n, PKI_MATTER_IDX_KEY);
+    if (ix->keys == NULL || RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        snprintf(msg, size, "internal error");
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+
+    ix->claim[0] = 'c';
+    ix->claim[1] = ':';
+    for (i = 0; i < sizeof(rnd); i++) {
+        snprintf(ix->claim + 2 + 2 * i, 3, "%02x", rnd[i]);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!items[i].has_spki) {
+            continue;
+        }
+
+        sp = ix->keys + i * PKI_MATTER_IDX_KEY;
+        len = snprintf(sp, PKI_MATTER_IDX_KEY, "%s{ca:%s}:matterdac:",
+                       pki_redis_ns(conf->redis), ca);
+        if (len <= 0 || len + 65 > PKI_MATTER_IDX_KEY) {
+            snprintf(msg, size, "internal error");
+            return pki_fail(res, PKI_INTERNAL, "matter: index key too long");
+        }
+        for (hex = 0; hex < 32; hex++) {
+            snprintf(sp + len + 2 * hex, 3, "%02x", items[i].spki[hex]);
+        }
+    }
+
+    len = snprintf(prefix, sizeof(prefix), "%s{ca:%s}:cert:",
+                   pki_redis_ns(conf->redis), ca);
+    if (len <= 0 || (size_t) len >= sizeof(prefix)) {
+        snprintf(msg, size, "internal error");
+        return pki_fail(res, PKI_INTERNAL, "matter: index key too long");
+    }
+
+    sent = 0;
+    v = pki_dac_eval(conf, ix, items, n, 0, pki_lua_dac_claim,
+                     PKI_MATTER_CLAIM_TTL, prefix, &sent, res);
+    if (v == NULL) {
+        if (res->status == PKI_NOT_FOUND) {
+            pki_result_init(res);
+            return PKI_OK;              /* no key to index */
+        }
+        /* an answer lost: the claims may stand, released below */
+        ix->claimed = sent;
+        snprintf(msg, size, "certificate store unavailable");
+        pki_log(res, "%smatter: the claim of the batch's device keys "
+                "failed", res->log[0] ? "; " : "");
+        return PKI_UNAVAILABLE;
+    }
+
+    ix->claimed = 1;
+
+    m = 0;
+    for (i = 0; i < n; i++) {
+        m += items[i].has_spki;
+    }
+
+    /* the k-th index key is item at(k): find it back */
+    idx = calloc(m + 1, sizeof(size_t));
+    if (idx == NULL) {
+        freeReplyObject(v);
+        snprintf(msg, size, "internal error");
+        return pki_fail(res, PKI_INTERNAL, "out of memory");
+    }
+    for (i = 0, k = 0; i < n; i++) {
+        if (items[i].has_spki) {
+            idx[k++] = i;
+        }
+    }
+
+    st = PKI_OK;
+
+    if (v->type != REDIS_REPLY_ARRAY || v->elements < 1
+        || v->element[0]->type != REDIS_REPLY_STRING)
+    {
+        st = PKI_UNAVAILABLE;
+
+    } else if (strcmp(v->element[0]->str, "ok") == 0) {
+        if (v->elements != m + 1) {
+            st = PKI_UNAVAILABLE;
+        }
+        for (k = 0; st == PKI_OK && k < m; k++) {
+            if (v->element[k + 1]->type != REDIS_REPLY_STRING
+                || (v->element[k + 1]->len != 0
+                    && !pki_serial_normalize(v->element[k + 1]->str,
+                                             items[idx[k]].committed)))
+            {
+                st = PKI_UNAVAILABLE;
+            }
+        }
+
+    } else if (v->elements >= 2 && v->element[1]->type == REDIS_REPLY_STRING
+               && (at = strtoul(v->element[1]->str, NULL, 10)) >= 1
+               && at <= m)
+    {
+        i = idx[at - 1];
+
+        if (strcmp(v->element[0]->str, "busy") == 0) {
+            snprintf(msg, size, "%s[%zu]: another batch is issuing the DAC "
+                     "of its key; retry", what, i);
+            st = pki_fail(res, PKI_CONFLICT, "%s", msg);
+
+        } else if (strcmp(v->element[0]->str, "revoked") == 0
+                   && v->elements == 3
+                   && v->element[2]->type == REDIS_REPLY_STRING)
+        {
+            snprintf(msg, size, "%s[%zu]: its key's DAC %.40s is revoked: "
+                     "one DAC per device key", what, i,
+                     v->element[2]->str);
+            st = pki_fail(res, PKI_POLICY, "%s", msg);
+
+        } else {
+            snprintf(msg, size, "internal error");
+            st = pki_fail(res, PKI_INTERNAL, "matter: the index entry of "
+                          "%s[%zu]'s key is not ours (%s)", what, i,
+                          pki_dac_key(ix, i));
+        }
+
+    } else {
+        st = PKI_UNAVAILABLE;
+    }
+
+    freeReplyObject(v);
+    free(idx);
+
+    if (st == PKI_UNAVAILABLE) {
+        pki_int_redis_drop(conf->redis);
+        snprintf(msg, size, "certificate store unavailable");
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(res, "matter: unexpected reply to the claim of the "
+                "batch's device keys");
+    }
+
+    if (st != PKI_OK) {
+        for (i = 0; i < n; i++) {
+            items[i].committed[0] = '\0';
+        }
+        return st;
+    }
+
+    /* the keys that have a DAC: their records, in one round trip */
+    m = 0;
+    for (i = 0; i < n; i++) {
+        m += items[i].committed[0] != '\0';
+    }
+
+    if (m == 0) {
+        return PKI_OK;
+    }
+
+    cas = calloc(m, sizeof(char *));
+    serials = calloc(m, sizeof(char *));
+    idx = calloc(m, sizeof(size_t));
+    b = NULL;
+
+    if (cas == NULL || serials == NULL || idx == NULL) {
+        st = pki_fail(res, PKI_INTERNAL, "out of memory");
+        snprintf(msg, size, "internal error");
+        goto failed;
+    }
+
+    for (i = 0, k = 0; i < n; i++) {
+        if (items[i].committed[0] != '\0') {
+            cas[k] = ca;
+            serials[k] = items[i].committed;
+            idx[k++] = i;
+        }
+    }
+
+    st = pki_int_records_fetch(conf->redis, cas, serials, m, &b, res);
+    if (st != PKI_OK) {
+        snprintf(msg, size, "certificate store unavailable");
+        goto failed;
+    }
+
+    for (k = 0; k < m && st == PKI_OK; k++) {
+        i = idx[k];
+        memset(&rec, 0, sizeof(rec));
+        st = pki_int_records_get(b, k, &rec, res);
+        if (st == PKI_NOT_FOUND) {
+            snprintf(msg, size, "%s[%zu]: its key's DAC %s is gone "
+                     "meanwhile; retry", what, i, items[i].committed);
+            st = PKI_CONFLICT;
+        } else if (st == PKI_OK) {
+            st = pki_dac_known_cert(conf, &items[i], &rec, what, i, msg,
+                                    size);
+        } else {
+            snprintf(msg, size, "certificate store unavailable");
+        }
+        if (st != PKI_OK) {
+            pki_fail(res, st, "%s", msg);
+        }
+        pki_record_clear(&rec);
+        *nknown += st == PKI_OK;
+    }
+
+failed:
+
+    pki_int_records_free(b);
+    free(cas);
+    free(serials);
+    free(idx);
+
+    /* "committed" held the known serials: no item is committed yet */
+    for (i = 0; i < n; i++) {
+        items[i].committed[0] = '\0';
+    }
+
+    return st;
+}
+
+
+/* Step 3: each issued item's key indexed with its serial.  PKI_OK, else
+ * nothing was set (or maybe, when the answer was lost: then the batch's
+ * records are withdrawn, which the index does not count). */
+static pki_status_t
+pki_dac_index_set(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
+    pki_item_t *items, size_t n, pki_result_t *res)
+{
+    int          sent;
+    redisReply  *v;
+
+    if (!ix->claimed) {
+        return PKI_OK;
+    }
+
+    sent = 0;
+    v = pki_dac_eval(conf, ix, items, n, 1, pki_lua_dac_set, NULL, NULL,
+                     &sent, res);
+    if (v == NULL) {
+        if (res->status == PKI_NOT_FOUND) {
+            pki_result_init(res);
+            return PKI_OK;
+        }
+        pki_log(res, "%smatter: the index of the batch's device keys was "
+                "not written", res->log[0] ? "; " : "");
+        return PKI_UNAVAILABLE;
+    }
+
+    if (v->type != REDIS_REPLY_INTEGER || v->integer != 0) {
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        pki_log(res, "matter: the batch's claim on a device key was lost "
+                "(older than " PKI_MATTER_CLAIM_TTL " s, or taken): its "
+                "DACs are withdrawn");
+        freeReplyObject(v);
+        return PKI_UNAVAILABLE;
+    }
+
+    freeReplyObject(v);
+
+    return PKI_OK;
 }
 
 
@@ -665,13 +1221,14 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     const cJSON *json, pki_matter_resp_t *resp)
 {
     int              keygen, encoded;
-    size_t           i, j, n;
+    size_t           i, j, n, known;
     char             msg[PKI_DETAIL_LEN + 64];
     const char      *why, *what;
     const cJSON     *csrs, *count;
     pki_sb_t         b;
     pki_item_t      *items;
     pki_status_t     rc;
+    pki_dac_index_t  ix;
 
     csrs = cJSON_GetObjectItemCaseSensitive(json, "csrs");
     count = cJSON_GetObjectItemCaseSensitive(json, "count");
@@ -731,8 +1288,10 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     }
 
     memset(&b, 0, sizeof(b));
+    memset(&ix, 0, sizeof(ix));
     rc = PKI_OK;
     encoded = 1;
+    known = 0;
 
     if (!keygen) {
         const cJSON  *c;
@@ -760,6 +1319,8 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         }
     }
 
+    pki_batch_spki(items, n);
+
     /* one key, one DAC: a batch whose CSRs share a key (a station that
      * replays or reuses keys) is refused whole, naming both places */
     if (!keygen && pki_batch_dup_key(items, n, &i, &j)) {
@@ -768,6 +1329,18 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         pki_fail(&resp->res, PKI_POLICY, "%s", msg);
         pki_fail_resp(resp, PKI_POLICY, msg);
         goto done;
+    }
+
+    /* and across batches: each key claimed in the CA's index, a key that
+     * has a DAC answered with it (a retry after a lost answer) */
+    if (conf->redis != NULL) {
+        rc = pki_dac_claim(conf, &ix, items, n, what, &known, msg,
+                           sizeof(msg), &resp->res);
+        if (rc != PKI_OK) {
+            pki_fail_resp(resp, rc, msg);
+            pki_dac_release(conf, &ix, items, n, &resp->res);
+            goto done;
+        }
     }
 
     /* 2. issue: every certificate built, and the batch refused whole if
@@ -798,6 +1371,7 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         pki_fail_resp(resp, rc, msg);
         resp->res = items[i].res;
         pki_batch_withdraw(conf, items, n, resp);
+        pki_dac_release(conf, &ix, items, n, &resp->res);
         goto done;
     }
 
@@ -849,6 +1423,23 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         pki_json_error(resp, 500, encoded ? "out of memory"
                                           : "cannot encode a certificate");
         pki_batch_withdraw(conf, items, n, resp);
+        pki_dac_release(conf, &ix, items, n, &resp->res);
+        goto done;
+    }
+
+    /* the issued keys indexed with their serials; not indexed, they are
+     * withdrawn: a retry must not find them good and unindexed */
+    if (conf->redis != NULL
+        && pki_dac_index_set(conf, &ix, items, n, &resp->res) != PKI_OK)
+    {
+        if (b.p) {
+            OPENSSL_cleanse(b.p, b.cap);
+        }
+        free(b.p);
+        pki_fail_resp(resp, PKI_UNAVAILABLE,
+                      "certificate store unavailable");
+        pki_batch_withdraw(conf, items, n, resp);
+        pki_dac_release(conf, &ix, items, n, &resp->res);
         goto done;
     }
 
@@ -857,9 +1448,16 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     resp->body = (unsigned char *) b.p;
     resp->body_len = b.len;
     resp->secret = keygen;
-    pki_log(&resp->res, "issued %zu DACs", n);
+    if (known) {
+        pki_log(&resp->res, "issued %zu DACs; %zu answered with the DAC "
+                "their key already had", n - known, known);
+    } else {
+        pki_log(&resp->res, "issued %zu DACs", n);
+    }
 
 done:
+
+    pki_dac_index_free(&ix);
 
     for (i = 0; i < n; i++) {
         X509_REQ_free(items[i].csr);

@@ -2516,6 +2516,286 @@ test_batch_log_refused(pki_ca_t *ca, pki_template_t *t)
 }
 
 
+/* A batch of the CSRs csr[0..n-1] (base64) on store r; its certificates
+ * (base64 DER, malloc'd) into cert[] when 200. */
+static int
+idx_batch(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, char **csr,
+    int n, char **cert, pki_matter_resp_t *resp)
+{
+    int                 i;
+    char               *body;
+    size_t              len;
+    cJSON              *j, *a;
+    pki_matter_req_t    req;
+    pki_matter_conf_t   conf;
+
+    len = 64;
+    for (i = 0; i < n; i++) {
+        len += strlen(csr[i]) + 4;
+    }
+    body = malloc(len);
+    strcpy(body, "{\"csrs\": [");
+    for (i = 0; i < n; i++) {
+        strcat(body, i ? ",\"" : "\"");
+        strcat(body, csr[i]);
+        strcat(body, "\"");
+    }
+    strcat(body, "]}");
+
+    memset(&conf, 0, sizeof(conf));
+    conf.ca = ca;
+    conf.tmpl = t;
+    conf.redis = r;
+    conf.threads = 2;
+
+    matter_req(&req, PKI_MATTER_OP_DAC_BATCH, body, "application/json",
+               "POST", "u");
+    memset(resp, 0, sizeof(*resp));
+    pki_matter_handle(&conf, &req, resp);
+    free(body);
+
+    for (i = 0; cert != NULL && i < n; i++) {
+        cert[i] = NULL;
+    }
+
+    if (resp->http_status != 200 || cert == NULL) {
+        return resp->http_status;
+    }
+
+    j = cJSON_ParseWithLength((const char *) resp->body, resp->body_len);
+    a = cJSON_GetObjectItemCaseSensitive(j, "certificates");
+    for (i = 0; i < n && i < cJSON_GetArraySize(a); i++) {
+        cert[i] = strdup(cJSON_GetArrayItem(a, i)->valuestring);
+    }
+    cJSON_Delete(j);
+
+    return resp->http_status;
+}
+
+
+typedef struct {
+    pki_ca_t            *ca;
+    pki_template_t      *t;
+    pki_redis_t         *r;
+    char               **csr;
+    int                  n;
+    char                *cert[20];
+    int                  st;
+} idx_run_t;
+
+
+static void *
+idx_thread(void *arg)
+{
+    idx_run_t          *x = arg;
+    pki_matter_resp_t   resp;
+
+    x->st = idx_batch(x->ca, x->t, x->r, x->csr, x->n, x->cert, &resp);
+    pki_matter_resp_free(&resp);
+
+    return NULL;
+}
+
+
+static void
+idx_free(char **cert, int n)
+{
+    int  i;
+
+    for (i = 0; i < n; i++) {
+        free(cert[i]);
+        cert[i] = NULL;
+    }
+}
+
+
+/*
+ * One DAC per device key across batches (the CA's index of SPKI hashes):
+ *  - a CSR sent again in another batch (a station's retry after a lost
+ *    answer) is answered with the DAC already issued, byte for byte, and
+ *    no second record is made; the batch's new keys are issued beside it;
+ *  - a batch whose issuance failed (the log refusing its entries: the
+ *    DACs withdrawn) leaves its keys free: the retry issues them;
+ *  - two batches with the same keys at once: never two good DACs for a
+ *    key (one may answer 503 to retry);
+ *  - a key claimed by another batch: 503, Retry-After, nothing issued;
+ *  - a key whose DAC is revoked (keyCompromise): 400, nothing issued.
+ * Before, each of these batches issued a second good DAC for the key.
+ */
+static void
+test_batch_index(pki_ca_t *ca, pki_template_t *t)
+{
+    int                 i, st, n, good, wd, same;
+    char                ns[64], serial[128][41], gs[128][41], key[256];
+    char               *csr[20], *a[20], *b[20], *retry[3];
+    const char         *sock;
+    EVP_PKEY           *k[20];
+    redisContext       *c;
+    redisReply         *v;
+    pki_redis_t        *r, *r2;
+    pki_result_t        res;
+    pthread_t           tid;
+    idx_run_t           x1, x2;
+    unsigned char       md[32];
+    unsigned char      *der;
+    int                 dlen;
+    pki_matter_resp_t   resp;
+
+    sock = redis_sock("DAC index", &c);
+    if (sock == NULL || !ok(c != NULL, "DAC index: Redis")) {
+        return;
+    }
+
+    r = ns_redis(sock, "mix", ns, sizeof(ns), 1000, &res);
+    r2 = fx_redis(sock, ns, 1000, &res);
+    if (!ok(r != NULL && r2 != NULL, "DAC index: stores")) {
+        redisFree(c);
+        return;
+    }
+
+    for (i = 0; i < 20; i++) {
+        k[i] = ec_key("P-256");
+        csr[i] = csr_b64(k[i], "idx unit");
+    }
+
+    /* a retry: csr 1 and 0 again, with a new one (2) between */
+    st = idx_batch(ca, t, r, csr, 2, a, &resp);
+    ok(st == 200 && a[0] && a[1], "index: first batch 200 %s",
+       resp.res.detail);
+    pki_matter_resp_free(&resp);
+
+    retry[0] = csr[1];
+    retry[1] = csr[2];
+    retry[2] = csr[0];
+    st = idx_batch(ca, t, r, retry, 3, b, &resp);
+    ok(st == 200 && b[0] && b[2] && a[0] && a[1] && strcmp(b[0], a[1]) == 0
+       && strcmp(b[2], a[0]) == 0, "index: the CSRs sent again get the "
+       "DACs already issued, byte for byte (%d) %s", st, resp.res.log);
+    pki_matter_resp_free(&resp);
+
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 128, &good, &wd);
+    ok(n == 3 && good == 3, "index: 3 keys, 3 records, all good (%d, %d "
+       "good)", n, good);
+
+    /* all known: nothing issued, the same answer again */
+    idx_free(b, 3);
+    st = idx_batch(ca, t, r, csr, 2, b, &resp);
+    ok(st == 200 && b[0] && b[1] && strcmp(b[0], a[0]) == 0
+       && strcmp(b[1], a[1]) == 0, "index: the first batch again: its "
+       "DACs (%d)", st);
+    pki_matter_resp_free(&resp);
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 128, &good, &wd);
+    ok(n == 3, "  no record made (%d)", n);
+    idx_free(a, 2);
+    idx_free(b, 3);
+
+    /* a failed issuance: its keys free again */
+    pki_event_set_sink(log_closer, NULL);
+    log_closer_on = 1;
+    st = idx_batch(ca, t, r, csr + 3, 2, a, &resp);
+    log_closer_on = 0;
+    pki_audit_set_required(0);
+    pki_event_set_sink(NULL, NULL);
+    ok(st == 503, "index: a batch whose log refuses its entries: 503 (%d)",
+       st);
+    pki_matter_resp_free(&resp);
+
+    st = idx_batch(ca, t, r, csr + 3, 2, a, &resp);
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 128, &good, &wd);
+    ok(st == 200 && n == 7 && good == 5 && wd == 2, "index: its retry "
+       "issues them (%d; %d records, %d good, %d withdrawn) %s", st, n,
+       good, wd, resp.res.detail);
+    pki_matter_resp_free(&resp);
+    st = idx_batch(ca, t, r, csr + 3, 2, b, &resp);
+    ok(st == 200 && a[0] && b[0] && strcmp(a[0], b[0]) == 0 && a[1] && b[1]
+       && strcmp(a[1], b[1]) == 0, "  and once more: the same DACs (%d)",
+       st);
+    pki_matter_resp_free(&resp);
+    idx_free(a, 2);
+    idx_free(b, 2);
+
+    /* two batches of the same 15 keys at once */
+    memset(&x1, 0, sizeof(x1));
+    x1.ca = ca;
+    x1.t = t;
+    x1.r = r;
+    x1.csr = csr + 5;
+    x1.n = 15;
+    x2 = x1;
+    x2.r = r2;
+    pthread_create(&tid, NULL, idx_thread, &x2);
+    idx_thread(&x1);
+    pthread_join(tid, NULL);
+
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 128, &good, &wd);
+    same = 1;
+    for (i = 0; i < 15 && x1.st == 200 && x2.st == 200; i++) {
+        same &= x1.cert[i] && x2.cert[i]
+                && strcmp(x1.cert[i], x2.cert[i]) == 0;
+    }
+    ok((x1.st == 200 || x2.st == 200) && (x1.st == 200 || x1.st == 503)
+       && (x2.st == 200 || x2.st == 503) && same && good == 20 && n == 22,
+       "index: two batches of one 15 keys at once: %d and %d, the same "
+       "DACs, 15 more good records (%d good, %d records)", x1.st, x2.st,
+       good, n);
+    idx_free(x1.cert, 15);
+    idx_free(x2.cert, 15);
+
+    /* a key another batch has claimed */
+    der = NULL;
+    dlen = i2d_PUBKEY(k[0], &der);
+    EVP_Digest(der, (size_t) dlen, md, NULL, EVP_sha256(), NULL);
+    OPENSSL_free(der);
+    snprintf(key, sizeof(key), "%s{ca:%s}:matterdac:", ns, pki_ca_name(ca));
+    for (i = 0; i < 32; i++) {
+        snprintf(key + strlen(key), 3, "%02x", md[i]);
+    }
+    v = redisCommand(c, "GET %s", key);
+    ok(v && v->type == REDIS_REPLY_STRING && strncmp(v->str, "s:", 2) == 0,
+       "index: the key's entry names its serial (%s)",
+       v && v->type == REDIS_REPLY_STRING ? v->str : "none");
+    if (v && v->type == REDIS_REPLY_STRING) {
+        memcpy(serial[0], v->str + 2, strlen(v->str + 2) < 41
+                                      ? strlen(v->str + 2) + 1 : 1);
+    }
+    freeReplyObject(v);
+
+    freeReplyObject(redisCommand(c, "SET %s c:0123 EX 60", key));
+    st = idx_batch(ca, t, r, csr, 3, NULL, &resp);
+    n = batch_records(c, ns, pki_ca_name(ca), serial + 1, gs, 127, &good,
+                      &wd);
+    ok(st == 503 && resp.retry_after > 0 && n == 22
+       && strstr((char *) resp.body, "csrs[0]: another batch") != NULL,
+       "index: a key another batch claims: 503, Retry-After, nothing "
+       "issued (%d, %d records) %.200s", st, n, (char *) resp.body);
+    pki_matter_resp_free(&resp);
+
+    /* the entry back, then the DAC revoked for a key compromise */
+    v = redisCommand(c, "SET %s s:%s", key, serial[0]);
+    freeReplyObject(v);
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), serial[0], 1, time(NULL), 0,
+                           NULL, &res);
+    ok(st == PKI_OK, "index: DAC %s revoked %s", serial[0], res.detail);
+    st = idx_batch(ca, t, r, csr, 3, NULL, &resp);
+    n = batch_records(c, ns, pki_ca_name(ca), serial + 1, gs, 127, &good,
+                      &wd);
+    ok(st == 400 && n == 22 && strstr((char *) resp.body, "csrs[0]: its "
+       "key's DAC") != NULL, "index: a key whose DAC is revoked: 400, "
+       "nothing issued (%d, %d records) %.200s", st, n,
+       (char *) resp.body);
+    pki_matter_resp_free(&resp);
+
+    for (i = 0; i < 20; i++) {
+        EVP_PKEY_free(k[i]);
+        free(csr[i]);
+    }
+    pki_redis_free(r);
+    pki_redis_free(r2);
+    redisFree(c);
+}
+
+
 /* Every serial of serial[0..n-1] in the list s. */
 static int
 all_listed(const char *s, char serial[][41], int n)
@@ -3239,6 +3519,7 @@ test_issuance(void)
         test_engine(capai, tdac2, caic, tnoc);
         test_body_values(capai, tdac2, caic, tnoc);
         test_batch_log_refused(capai, tdac2);
+        test_batch_index(capai, tdac2);
         test_batch_cleanup(capai, tdac2);
     }
 
