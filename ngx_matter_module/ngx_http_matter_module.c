@@ -639,15 +639,17 @@ ngx_http_matter_sent_check(void *data)
 
 
 /* An answer of issued certificates that did not reach the client: they
- * stay issued (recorded, each in the transaction log), and a retry
- * issues new ones beside them.  The operator hears of it. */
+ * stay issued (recorded, each in the transaction log); a retry of the
+ * same CSRs gets them again (the PAI's index of device keys), a keygen
+ * batch's retry issues new ones beside them.  The operator hears of it. */
 static void
 ngx_http_matter_undelivered(ngx_http_request_t *r)
 {
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "matter: the answer to %V could not be sent: the "
                   "certificates it holds stay issued (see the transaction "
-                  "log); a retry issues others", &r->connection->addr_text);
+                  "log); a retry of its CSRs gets them again, a keygen "
+                  "batch's retry issues others", &r->connection->addr_text);
 }
 
 
