@@ -904,6 +904,14 @@ pki_dac_known_cert(const pki_matter_conf_t *conf, pki_item_t *it,
         return PKI_CONFLICT;
     }
 
+    /* (a record's notAfter as read; a DAC of a finite validity that has
+     * passed is not handed out as the key's answer, nor a second made) */
+    if (rec->not_after != 0 && rec->not_after < time(NULL)) {
+        snprintf(msg, size, "%s[%zu]: its key's DAC %s has expired: one "
+                 "DAC per device key", what, i, rec->serial);
+        return PKI_POLICY;
+    }
+
     if (strcmp(rec->template_name, pki_template_name(conf->tmpl)) != 0) {
         snprintf(msg, size, "%s[%zu]: its key has the DAC %s, of template "
                  "\"%.64s\": one DAC per device key", what, i, rec->serial,

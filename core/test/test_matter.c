@@ -2634,6 +2634,8 @@ test_batch_index(pki_ca_t *ca, pki_template_t *t)
     redisReply         *v;
     pki_redis_t        *r, *r2;
     pki_result_t        res;
+    pki_template_t     *t2;
+    const char         *a8[1];
     pthread_t           tid;
     idx_run_t           x1, x2;
     unsigned char       md[32];
@@ -2769,6 +2771,44 @@ test_batch_index(pki_ca_t *ca, pki_template_t *t)
        "index: a key another batch claims: 503, Retry-After, nothing "
        "issued (%d, %d records) %.200s", st, n, (char *) resp.body);
     pki_matter_resp_free(&resp);
+
+    /* the key's DAC is of another template (another PID) */
+    freeReplyObject(redisCommand(c, "SET %s s:%s", key, serial[0]));
+    t2 = pki_template_new("dac-8001");
+    a8[0] = "dac";
+    pki_template_set(t2, "matter", 1, a8, &res);
+    a8[0] = "8001";
+    pki_template_set(t2, "matter_pid", 1, a8, &res);
+    pki_result_init(&res);
+    if (pki_template_finish(t2, &res) == PKI_OK
+        && pki_ca_add_template(ca, t2, &res) == PKI_OK)
+    {
+        st = idx_batch(ca, t2, r, csr, 3, NULL, &resp);
+        n = batch_records(c, ns, pki_ca_name(ca), serial + 1, gs, 127,
+                          &good, &wd);
+        ok(st == 400 && n == 22 && strstr((char *) resp.body,
+           ", of template ") != NULL, "index: a key whose DAC "
+           "is of another template: 400, nothing issued (%d, %d records) "
+           "%.200s", st, n, (char *) resp.body);
+        pki_matter_resp_free(&resp);
+    } else {
+        ok(0, "index: template dac-8001 under the PAI: %s", res.detail);
+    }
+
+    /* the DAC's record past its notAfter: not handed out */
+    freeReplyObject(redisCommand(c, "HSET %s{ca:%s}:cert:%s not_after "
+                                 "1000000000", ns, pki_ca_name(ca),
+                                 serial[0]));
+    st = idx_batch(ca, t, r, csr, 3, NULL, &resp);
+    n = batch_records(c, ns, pki_ca_name(ca), serial + 1, gs, 127, &good,
+                      &wd);
+    ok(st == 400 && n == 22 && strstr((char *) resp.body, "has expired")
+       != NULL, "index: a key whose DAC has expired: 400, nothing issued "
+       "(%d, %d records) %.200s", st, n, (char *) resp.body);
+    pki_matter_resp_free(&resp);
+    freeReplyObject(redisCommand(c, "HSET %s{ca:%s}:cert:%s not_after "
+                                 "253402300799", ns, pki_ca_name(ca),
+                                 serial[0]));
 
     /* the entry back, then the DAC revoked for a key compromise */
     v = redisCommand(c, "SET %s s:%s", key, serial[0]);
