@@ -17,7 +17,10 @@
  * template, so the profile rules hold.  A batch is checked whole before
  * anything is signed; then it is issued with pki_issue_batch: serials and
  * intents reserved in one Redis round trip, signed by conf->threads threads
- * (the key is thread safe), records committed in one round trip.
+ * (the key is thread safe), records committed in one round trip.  Across
+ * batches one DAC per device key holds through the PAI's index of the
+ * keys it certified: a key that has a DAC is answered with it (a retry
+ * after a lost answer), never signed again.
  */
 
 #include <pthread.h>
