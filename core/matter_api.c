@@ -745,10 +745,12 @@ static const char  pki_lua_dac_claim[] =
 
 /* KEYS: the index keys of the issued items; ARGV[1] the claim, ARGV[i + 1]
  * key i's serial.  0: set; i: key i is no longer claimed by this batch
- * (nothing written). */
+ * (nothing written).  Run twice (its answer lost on a reused connection,
+ * which redis.c retries once), it finds its own entries and answers 0. */
 static const char  pki_lua_dac_set[] =
     "for i = 1, #KEYS do "
-    "  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return i end "
+    "  local v = redis.call('GET', KEYS[i]) "
+    "  if v ~= ARGV[1] and v ~= 's:' .. ARGV[i + 1] then return i end "
     "end "
     "for i = 1, #KEYS do "
     "  redis.call('SET', KEYS[i], 's:' .. ARGV[i + 1]) "
@@ -1102,8 +1104,8 @@ pki_dac_claim(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
         pki_int_redis_drop(conf->redis);
         snprintf(msg, size, "certificate store unavailable");
         pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
-        pki_log(res, "matter: unexpected reply to the claim of the "
-                "batch's device keys");
+        pki_log(res, "%smatter: unexpected reply to the claim of the "
+                "batch's device keys", res->log[0] ? "; " : "");
     }
 
     if (st != PKI_OK) {
@@ -1214,9 +1216,9 @@ pki_dac_index_set(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
 
     if (v->type != REDIS_REPLY_INTEGER || v->integer != 0) {
         pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
-        pki_log(res, "matter: the batch's claim on a device key was lost "
-                "(older than " PKI_MATTER_CLAIM_TTL " s, or taken): its "
-                "DACs are withdrawn");
+        pki_log(res, "%smatter: the batch's claim on a device key was "
+                "lost (older than " PKI_MATTER_CLAIM_TTL " s, or taken): "
+                "its DACs are withdrawn", res->log[0] ? "; " : "");
         freeReplyObject(v);
         return PKI_UNAVAILABLE;
     }
@@ -1460,10 +1462,12 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     resp->body_len = b.len;
     resp->secret = keygen;
     if (known) {
-        pki_log(&resp->res, "issued %zu DACs; %zu answered with the DAC "
-                "their key already had", n - known, known);
+        pki_log(&resp->res, "%sissued %zu DACs; %zu answered with the DAC "
+                "their key already had", resp->res.log[0] ? "; " : "",
+                n - known, known);
     } else {
-        pki_log(&resp->res, "issued %zu DACs", n);
+        pki_log(&resp->res, "%sissued %zu DACs",
+                resp->res.log[0] ? "; " : "", n);
     }
 
 done:

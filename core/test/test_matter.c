@@ -2946,6 +2946,26 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
     pki_redis_free(r);
 
     pki_event_set_sink(NULL, NULL);
+
+    /* the answer to the index write lost, its connection closed: redis.c
+     * sends it again on a new one, and the script, run twice, finds its
+     * own entries (it answered "claim lost" and the batch's DACs were
+     * withdrawn, 503) */
+    r = ns_redis(px.path, "mbi", ns, sizeof(ns), 1000, &res);
+    (void) pki_redis_ping(r, &res);
+    proxy_arm(&px, "'s:' .. ARGV[i + 1]", PX_DROP, 0);
+    memset(&resp, 0, sizeof(resp));
+    st = r ? batch_run(ca, t, r, 8, &resp, &dt) : 0;
+    fired = px.fired;
+    proxy_arm(&px, "", 0, 0);
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good,
+                      &wd);
+    ok(fired && st == 200 && n == 8 && good == 8, "index write run twice "
+       "(its answer lost): 200, 8 records good (%d; %d, %d good) %s %s",
+       st, n, good, resp.res.detail, resp.res.log);
+    pki_matter_resp_free(&resp);
+    pki_redis_free(r);
+
     redisFree(c);
     unlink(px.path);
     rmdir(pdir);
