@@ -2573,6 +2573,10 @@ idx_batch(pki_ca_t *ca, pki_template_t *t, pki_redis_t *r, char **csr,
 }
 
 
+/* test_batch_index's second DAC template, added to the PAI's CA */
+static pki_template_t  *idx_tmpl;
+
+
 typedef struct {
     pki_ca_t            *ca;
     pki_template_t      *t;
@@ -2775,6 +2779,7 @@ test_batch_index(pki_ca_t *ca, pki_template_t *t)
     /* the key's DAC is of another template (another PID) */
     freeReplyObject(redisCommand(c, "SET %s s:%s", key, serial[0]));
     t2 = pki_template_new("dac-8001");
+    idx_tmpl = t2;                  /* freed after the CA */
     a8[0] = "dac";
     pki_template_set(t2, "matter", 1, a8, &res);
     a8[0] = "8001";
@@ -3617,6 +3622,7 @@ test_issuance(void)
     pki_template_free(tpai);
     pki_template_free(tdac);
     pki_template_free(tdac2);
+    pki_template_free(idx_tmpl);
     pki_template_free(trc);
     pki_template_free(tic);
     pki_template_free(tnoc);
