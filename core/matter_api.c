@@ -713,7 +713,12 @@ pki_batch_dup_key(pki_item_t *items, size_t n, size_t *a, size_t *b)
 /* KEYS: the index keys; ARGV[1] the claim, ARGV[2] its TTL, ARGV[3] the
  * prefix of record keys.  {"ok", s1, ..., sn}: si the serial of key i's
  * good DAC, "" when claimed; {"busy", i}: another batch's claim;
- * {"revoked", i, serial}; {"bad", i}: a value of no known form. */
+ * {"revoked", i, serial}: its DAC is revoked for a reason that bars the
+ * key (keyCompromise, a hold that may be released, privilegeWithdrawn,
+ * unspecified, ...); {"bad", i}: a value of no known form.  A DAC
+ * withdrawn, or revoked affiliationChanged, superseded or
+ * cessationOfOperation (what the error log asks of the operator for a
+ * failed batch's serials it could not withdraw) leaves the key free. */
 static const char  pki_lua_dac_claim[] =
     "local c = ARGV[1] "
     "local out = {'ok'} "
@@ -723,9 +728,10 @@ static const char  pki_lua_dac_claim[] =
     "  if v and v ~= c then "
     "    if string.sub(v, 1, 2) == 's:' then "
     "      local h = redis.call('HMGET', ARGV[3] .. string.sub(v, 3), "
-    "                           'status', 'withdrawn') "
+    "                           'status', 'withdrawn', 'reason') "
     "      if h[1] == 'good' then s = string.sub(v, 3) "
-    "      elseif h[1] == 'revoked' and h[2] ~= '1' then "
+    "      elseif h[1] == 'revoked' and h[2] ~= '1' and h[3] ~= '3' "
+    "             and h[3] ~= '4' and h[3] ~= '5' then "
     "        return {'revoked', tostring(i), string.sub(v, 3)} "
     "      end "
     "    elseif string.sub(v, 1, 2) == 'c:' then "

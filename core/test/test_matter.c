@@ -2613,6 +2613,36 @@ idx_free(char **cert, int n)
 }
 
 
+/* The serial the PAI's index names for key k (into out, "" if none). */
+static void
+idx_serial(redisContext *c, const char *ns, pki_ca_t *ca, EVP_PKEY *k,
+    char out[41])
+{
+    int             i, dlen;
+    char            key[256];
+    unsigned char   md[32], *der;
+    redisReply     *v;
+
+    der = NULL;
+    dlen = i2d_PUBKEY(k, &der);
+    EVP_Digest(der, (size_t) dlen, md, NULL, EVP_sha256(), NULL);
+    OPENSSL_free(der);
+    snprintf(key, sizeof(key), "%s{ca:%s}:matterdac:", ns, pki_ca_name(ca));
+    for (i = 0; i < 32; i++) {
+        snprintf(key + strlen(key), 3, "%02x", md[i]);
+    }
+
+    out[0] = '\0';
+    v = redisCommand(c, "GET %s", key);
+    if (v != NULL && v->type == REDIS_REPLY_STRING && v->len > 2
+        && v->len < 43 && strncmp(v->str, "s:", 2) == 0)
+    {
+        memcpy(out, v->str + 2, v->len - 1);
+    }
+    freeReplyObject(v);
+}
+
+
 /*
  * One DAC per device key across batches (the CA's index of SPKI hashes):
  *  - a CSR sent again in another batch (a station's retry after a lost
@@ -2830,6 +2860,41 @@ test_batch_index(pki_ca_t *ca, pki_template_t *t)
        "nothing issued (%d, %d records) %.200s", st, n,
        (char *) resp.body);
     pki_matter_resp_free(&resp);
+
+    /* key 1's DAC on hold: refused (a release would make it good);
+     * released: answered again; revoked cessationOfOperation (as the
+     * operator revokes a failed batch's serials): the key is free */
+    idx_serial(c, ns, ca, k[1], serial[1]);
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), serial[1], 6, time(NULL), 0,
+                           NULL, &res);
+    i = idx_batch(ca, t, r, csr + 1, 1, NULL, &resp);
+    ok(st == PKI_OK && i == 400, "index: a key whose DAC is on hold: 400 "
+       "(%d) %.200s", i, (char *) resp.body);
+    pki_matter_resp_free(&resp);
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), serial[1], 8, time(NULL), 0,
+                           NULL, &res);
+    i = idx_batch(ca, t, r, csr + 1, 1, a, &resp);
+    idx_serial(c, ns, ca, k[1], serial[2]);
+    ok(st == PKI_OK && i == 200 && strcmp(serial[1], serial[2]) == 0,
+       "  released: its DAC again (%d) %s", i, res.detail);
+    pki_matter_resp_free(&resp);
+    pki_result_init(&res);
+    st = pki_record_revoke(r, pki_ca_name(ca), serial[1], 5, time(NULL), 0,
+                           NULL, &res);
+    i = idx_batch(ca, t, r, csr + 1, 1, b, &resp);
+    idx_serial(c, ns, ca, k[1], serial[2]);
+    n = batch_records(c, ns, pki_ca_name(ca), serial + 3, gs, 120, &good,
+                      &wd);
+    ok(st == PKI_OK && i == 200 && serial[2][0] != '\0'
+       && strcmp(serial[1], serial[2]) != 0 && a[0] && b[0]
+       && strcmp(a[0], b[0]) != 0 && n == 23, "index: a key whose DAC is "
+       "revoked cessationOfOperation: a new DAC (%d, %s -> %s, %d "
+       "records) %.200s", i, serial[1], serial[2], n, (char *) resp.body);
+    pki_matter_resp_free(&resp);
+    idx_free(a, 1);
+    idx_free(b, 1);
 
     for (i = 0; i < 20; i++) {
         EVP_PKEY_free(k[i]);
