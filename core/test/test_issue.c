@@ -31,6 +31,7 @@
 #include "pki.h"
 #include "test/unit.h"
 #include "test/fixture.h"
+#include "test/certs.h"
 #include "test/proxy.h"
 #include "test/clock.h"
 
@@ -3680,75 +3681,15 @@ static X509 *
 raw_cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey,
     int ca, int pathlen, const char *ku, long nb, long na)
 {
-    int              i, nid[4];
-    char             bc[64];
-    X509            *x;
-    X509_NAME       *n;
-    X509V3_CTX       v3;
-    const char      *val[4];
-    X509_EXTENSION  *e;
-    static long      serial = 1000;
+    cx_ext_t     c = { 0 };
+    static long  serial = 1000;
 
-    x = X509_new();
-    n = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
-                               (const unsigned char *) cn, -1, -1, 0);
-    X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-    X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
-    X509_gmtime_adj(X509_getm_notBefore(x), nb);
-    X509_gmtime_adj(X509_getm_notAfter(x), na);
-    X509_set_pubkey(x, pub);
-    X509_NAME_free(n);
+    c.serial = serial++;
+    c.ca = ca;
+    c.pathlen = pathlen;
+    c.ku = ku;
 
-    if (!ca) {
-        snprintf(bc, sizeof(bc), "critical,CA:FALSE");
-    } else if (pathlen >= 0) {
-        snprintf(bc, sizeof(bc), "critical,CA:TRUE,pathlen:%d", pathlen);
-    } else {
-        snprintf(bc, sizeof(bc), "critical,CA:TRUE");
-    }
-
-    nid[0] = NID_basic_constraints;
-    val[0] = bc;
-    nid[1] = NID_subject_key_identifier;
-    val[1] = "hash";
-    nid[2] = ku ? NID_key_usage : NID_undef;
-    val[2] = ku;
-    nid[3] = issuer ? NID_authority_key_identifier : NID_undef;
-    val[3] = "keyid:always";
-
-    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
-
-    for (i = 0; i < 4; i++) {
-        if (nid[i] == NID_undef) {
-            continue;
-        }
-        e = X509V3_EXT_conf_nid(NULL, &v3, nid[i], val[i]);
-        X509_add_ext(x, e, -1);
-        X509_EXTENSION_free(e);
-    }
-
-    X509_sign(x, ikey, EVP_sha256());
-
-    return x;
-}
-
-
-/* DIR/name: the certificates of xs (NULL-terminated), in that order. */
-static void
-write_certs(const char *name, X509 *const *xs)
-{
-    FILE  *f;
-    char   path[128];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    for (; *xs; xs++) {
-        PEM_write_X509(f, *xs);
-    }
-    fclose(f);
+    return cx_cert(cn, pub, issuer, ikey, nb, na, &c);
 }
 
 
@@ -3829,8 +3770,8 @@ nc_alt_ca(const char *nc, const char *file, X509 *in, EVP_PKEY *ki,
         X509 *const  cu_c[] = { cu, NULL };
         X509 *const  cun_alt[] = { cun, xr, NULL };
 
-        write_certs("cu.pem", cu_c);
-        write_certs(file, cun_alt);
+        cx_write_certv(dir, "cu.pem", cu_c);
+        cx_write_certv(dir, file, cun_alt);
     }
 
     ca = cu_alt_ca(file, key, t, res);
@@ -3972,28 +3913,28 @@ test_primary_chain(void)
         X509 *const  cnoku_c[] = { cnoku, NULL };
         X509        *rx, *rootx[3];
 
-        write_certs("c.pem", cc);
-        write_certs("c-chain.pem", c_chain);
-        write_certs("c-full.pem", c_full);
-        write_certs("c-int.pem", c_int);
-        write_certs("c-unrelated.pem", c_unrel);
-        write_certs("c-full-unrelated.pem", c_full_unrel);
-        write_certs("c-broken.pem", c_broken);
-        write_certs("c-reversed.pem", c_rev);
-        write_certs("cn.pem", cn_c);
-        write_certs("cn-chain.pem", cn_chain);
-        write_certs("cx.pem", cx_c);
-        write_certs("cx-chain.pem", cx_chain);
-        write_certs("cf.pem", cf_c);
-        write_certs("cf-chain.pem", cf_chain);
-        write_certs("c0.pem", c0_c);
-        write_certs("c0-chain.pem", c0_chain);
-        write_certs("cfut.pem", cfut_c);
-        write_certs("cv1.pem", cv1_c);
-        write_certs("cv1-chain.pem", v1_chain);
-        write_certs("cskew.pem", cskew_c);
-        write_certs("cnocrl.pem", cnocrl_c);
-        write_certs("cnoku.pem", cnoku_c);
+        cx_write_certv(dir, "c.pem", cc);
+        cx_write_certv(dir, "c-chain.pem", c_chain);
+        cx_write_certv(dir, "c-full.pem", c_full);
+        cx_write_certv(dir, "c-int.pem", c_int);
+        cx_write_certv(dir, "c-unrelated.pem", c_unrel);
+        cx_write_certv(dir, "c-full-unrelated.pem", c_full_unrel);
+        cx_write_certv(dir, "c-broken.pem", c_broken);
+        cx_write_certv(dir, "c-reversed.pem", c_rev);
+        cx_write_certv(dir, "cn.pem", cn_c);
+        cx_write_certv(dir, "cn-chain.pem", cn_chain);
+        cx_write_certv(dir, "cx.pem", cx_c);
+        cx_write_certv(dir, "cx-chain.pem", cx_chain);
+        cx_write_certv(dir, "cf.pem", cf_c);
+        cx_write_certv(dir, "cf-chain.pem", cf_chain);
+        cx_write_certv(dir, "c0.pem", c0_c);
+        cx_write_certv(dir, "c0-chain.pem", c0_chain);
+        cx_write_certv(dir, "cfut.pem", cfut_c);
+        cx_write_certv(dir, "cv1.pem", cv1_c);
+        cx_write_certv(dir, "cv1-chain.pem", v1_chain);
+        cx_write_certv(dir, "cskew.pem", cskew_c);
+        cx_write_certv(dir, "cnocrl.pem", cnocrl_c);
+        cx_write_certv(dir, "cnoku.pem", cnoku_c);
 
         /* the root again, its validity over: the same name and key */
         rx = raw_cert("Chain Root", kr, NULL, kr, 1, 2, ku, -86400 * 2,
@@ -4001,7 +3942,7 @@ test_primary_chain(void)
         rootx[0] = in;
         rootx[1] = rx;
         rootx[2] = NULL;
-        write_certs("c-root-expired.pem", rootx);
+        cx_write_certv(dir, "c-root-expired.pem", rootx);
         X509_free(rx);
 
         /* a self-signed CA, and its cross certificate from the chain
@@ -4010,12 +3951,12 @@ test_primary_chain(void)
                       86400 * 10);
         rootx[0] = rx;
         rootx[1] = NULL;
-        write_certs("croot.pem", rootx);
+        cx_write_certv(dir, "croot.pem", rootx);
         X509_free(rx);
         rx = raw_cert("Chain CA Root", kc, r, kr, 1, -1, ku, -86400 * 2,
                       -86400);
         rootx[0] = rx;
-        write_certs("croot-cross.pem", rootx);
+        cx_write_certv(dir, "croot-cross.pem", rootx);
         X509_free(rx);
     }
 
@@ -4127,8 +4068,8 @@ test_primary_chain(void)
             X509 *const  cu_c[] = { cu, NULL };
             X509 *const  cux_alt[] = { cux, xr, NULL };
 
-            write_certs("cu.pem", cu_c);
-            write_certs("cu-alt.pem", cux_alt);
+            cx_write_certv(dir, "cu.pem", cu_c);
+            cx_write_certv(dir, "cu-alt.pem", cux_alt);
         }
         t0 = make_template("sub0", sub0);
         tl[0] = t0;
@@ -4215,12 +4156,12 @@ test_primary_chain(void)
                 X509 *const  ba_chain[] = { ib, ia, xr, NULL };
                 X509 *const  a_chain[] = { ia, xr, NULL };
 
-                write_certs("cr.pem", cr_c);
-                write_certs("cr-cross.pem", crx_chain);
-                write_certs("cu2.pem", cu2_c);
-                write_certs("cu2-ab.pem", ab_chain);
-                write_certs("cu2-ba.pem", ba_chain);
-                write_certs("cu2-a.pem", a_chain);
+                cx_write_certv(dir, "cr.pem", cr_c);
+                cx_write_certv(dir, "cr-cross.pem", crx_chain);
+                cx_write_certv(dir, "cu2.pem", cu2_c);
+                cx_write_certv(dir, "cu2-ab.pem", ab_chain);
+                cx_write_certv(dir, "cu2-ba.pem", ba_chain);
+                cx_write_certv(dir, "cu2-a.pem", a_chain);
             }
 
             for (i = 0; i < (int) (sizeof(rooms) / sizeof(rooms[0])); i++) {
