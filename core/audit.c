@@ -4854,6 +4854,18 @@ pki_vfile_cmp(const void *x, const void *y)
 }
 
 
+/* audit.lock is there, but this reader cannot op it (err) */
+static pki_status_t
+pki_audit_vsnap_nolock(const char *dir, const char *op, int err,
+    pki_result_t *res)
+{
+    return pki_fail(res, PKI_UNAVAILABLE, "cannot %s %s/audit.lock: %s "
+                    "(run as a user that may read it, or --no-lock: "
+                    "unlocked, a rotation meanwhile shows as a gap)", op,
+                    dir, strerror(err));
+}
+
+
 /* What pki_audit_verify_limits() takes of a log in use at one moment. */
 typedef struct {
     pki_vfile_t         *files;     /* sorted, audit.log last */
@@ -4877,10 +4889,12 @@ typedef struct {
  * open, and no line is half written; rotated files never change.  The
  * lock is held for that only, never while the log is read and hashed, so
  * writers wait for no more than a directory listing.  Without audit.lock
- * (a copy of the log) or the right to read it, the files are taken as
- * they are (a rotation meanwhile may then show as a gap). */
+ * (a copy of the log), or with no_lock, the files are taken as they are
+ * (a rotation meanwhile may then show as a gap).  An audit.lock that is
+ * there but cannot be opened or locked (the reader may not read it) is
+ * said, not read around: a gap it would show is no tampering. */
 static pki_status_t
-pki_audit_vsnap(const char *dir, unsigned long long wait_ms,
+pki_audit_vsnap(const char *dir, unsigned long long wait_ms, int no_lock,
     pki_vsnap_t *vs, pki_result_t *res)
 {
     int                  lfd, tries;
@@ -4900,9 +4914,21 @@ pki_audit_vsnap(const char *dir, unsigned long long wait_ms,
     memset(&sb, 0, sizeof(sb));
     vs->logfd = -1;
 
-    path = pki_path(dir, "audit.lock");
-    lfd = path ? open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
-    free(path);
+    lfd = -1;
+
+    if (!no_lock) {
+        path = pki_path(dir, "audit.lock");
+        if (path == NULL) {
+            return pki_fail(res, PKI_INTERNAL, "out of memory");
+        }
+
+        lfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        free(path);
+
+        if (lfd < 0 && errno != ENOENT) {
+            return pki_audit_vsnap_nolock(dir, "open", errno, res);
+        }
+    }
 
     /* a writer holds the lock across one append or sync; one stuck (in
      * a checkpoint signature on a hung token, on a hung disk) must not
@@ -4915,9 +4941,9 @@ pki_audit_vsnap(const char *dir, unsigned long long wait_ms,
         }
 
         if (errno != EWOULDBLOCK) {
+            rc = pki_audit_vsnap_nolock(dir, "lock", errno, res);
             close(lfd);
-            lfd = -1;
-            break;
+            return rc;
         }
 
         if (waited >= wait_ms) {
@@ -5259,7 +5285,7 @@ pki_audit_verify_keys(const char *dir, EVP_PKEY *const *pubs, size_t npubs,
 
     st = pki_audit_vsnap(dir, lim != NULL && lim->lock_wait_ms != 0
                               ? lim->lock_wait_ms : PKI_AUDIT_LOCK_WAIT_MS,
-                         &vs, res);
+                         lim != NULL && lim->no_lock, &vs, res);
     if (st != PKI_OK) {
         return st;
     }

@@ -1373,6 +1373,10 @@ typedef struct {
      * a checkpoint signature stuck in a hung token): PKI_UNAVAILABLE
      * after it; 0: PKI_AUDIT_LOCK_WAIT_MS */
     unsigned long long  lock_wait_ms;
+    /* read without audit.lock (a rotation meanwhile may show as a gap);
+     * otherwise an audit.lock that is there but cannot be opened or
+     * locked (no read access) is PKI_UNAVAILABLE, not read around */
+    int                 no_lock;
 } pki_audit_limits_t;
 
 #define PKI_AUDIT_LOCK_WAIT_MS  30000

@@ -119,7 +119,8 @@ usage(void)
         "verify-operational|hierarchy ...\n"
         "  vault: --module PATH --token LABEL --pin-file FILE\n"
         "  pkictl audit verify DIR [--pubkey PEM]... [--max-unsigned N]\n"
-        "        [--max-unsigned-age SECONDS] [--lock-wait SECONDS]\n"
+        "        [--max-unsigned-age SECONDS] [--lock-wait SECONDS]"
+        " [--no-lock]\n"
         "  REF: a PEM key file or a pkcs11: URI; DN: \"/CN=a/O=b\"\n");
 }
 
@@ -1652,7 +1653,9 @@ done:
  * options bound the entries after the last signed checkpoint
  * (pki_audit_verify_keys; no bound by default); without it they are a
  * usage error (2), not dropped.  --lock-wait bounds the wait for a
- * writer that holds audit.lock (default 30 s; then 2).
+ * writer that holds audit.lock (default 30 s; then 2).  An audit.lock
+ * this user cannot read is 2 too, unless --no-lock reads the log without
+ * it (a rotation meanwhile may then show as a gap).
  */
 static int
 cmd_audit(int argc, char **argv)
@@ -1680,6 +1683,12 @@ cmd_audit(int argc, char **argv)
     memset(&lim, 0, sizeof(lim));
 
     for (i = 4; i < argc; i += 2) {
+        if (strcmp(argv[i], "--no-lock") == 0 && !lim.no_lock) {
+            lim.no_lock = 1;
+            i--;
+            continue;
+        }
+
         if (i + 1 >= argc) {
             usage();
             return 2;

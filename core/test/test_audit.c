@@ -715,6 +715,41 @@ test_verify_io(void)
         ok(strstr(rep.bad, cases[i].bad) != NULL
            && strcmp(res.detail, rep.bad) == 0, "  says \"%s\"", rep.bad);
     }
+
+    /* audit.lock there but not to be opened (a link: O_NOFOLLOW; as
+     * for a reader without read access): said, not read around, where a
+     * rotation meanwhile would show as a gap; no_lock reads unlocked */
+    snprintf(d, sizeof(d), "%s/io-lock", tdir);
+    mkdir(d, 0700);
+    snprintf(p, sizeof(p), "%s/audit.log", d);
+    f = fopen(p, "w");
+    if (f != NULL) {
+        fclose(f);
+    }
+    snprintf(p, sizeof(p), "%s/audit.lock", d);
+    if (symlink("/nonexistent/audit.lock", p) != 0) {
+        diag("symlink %s failed", p);
+    }
+
+    {
+        pki_audit_limits_t  lim;
+
+        memset(&lim, 0, sizeof(lim));
+        pki_result_init(&res);
+        st = pki_audit_verify_limits(d, NULL, &lim, &rep, &res);
+        ok(st == PKI_UNAVAILABLE
+           && strstr(res.detail, "audit.lock: ") != NULL
+           && strstr(res.detail, "--no-lock") != NULL,
+           "verify, audit.lock not to be opened: %s: %s",
+           pki_status_name(st), res.detail);
+
+        lim.no_lock = 1;
+        pki_result_init(&res);
+        st = pki_audit_verify_limits(d, NULL, &lim, &rep, &res);
+        ok(st == PKI_OK && rep.entries == 0,
+           "  no_lock: read unlocked: %s %s", pki_status_name(st),
+           res.detail);
+    }
 }
 
 
