@@ -156,13 +156,14 @@ typedef struct {
 
 
 /* the thread tasks a worker has in flight (ngx_http_pki_metrics_tasks):
- * an entry per process, found dead (its pid gone) or freed at its exit,
- * so that the gauge is exact with any number of workers and no count of
- * a worker that died stays in it; workers past NGX_HTTP_PKI_M_WORKERS
- * add to tasks_more */
+ * an entry per process, found dead (its pid gone, or taken by a process
+ * that started at another time) or freed at its exit, so that the gauge
+ * is exact with any number of workers and no count of a worker that died
+ * stays in it; workers past NGX_HTTP_PKI_M_WORKERS add to tasks_more */
 typedef struct {
     ngx_atomic_t               pid;        /* 0 free, HELD being reset */
     ngx_atomic_t               n;
+    ngx_atomic_t               start;      /* of pid, 0: not known */
 } ngx_http_pki_m_tasks_t;
 
 
@@ -496,6 +497,7 @@ ngx_module_t  ngx_http_pki_metrics_module = {
 
 static ngx_http_pki_m_shm_t  *ngx_http_pki_m_shm;
 static ngx_http_pki_m_tasks_t  *ngx_http_pki_m_tasks; /* this worker's */
+static ngx_atomic_uint_t        ngx_http_pki_m_self_start;
 static ngx_event_t            ngx_http_pki_m_timer_ev;
 static ngx_thread_task_t     *ngx_http_pki_m_task;
 static ngx_uint_t             ngx_http_pki_m_busy;
@@ -3544,6 +3546,87 @@ ngx_http_pki_m_ca_expiry(void)
 }
 
 
+/* When process pid started (clock ticks since boot: field 22 of
+ * /proc/PID/stat), 0 when it cannot be read (no /proc, gone).  procfs
+ * makes the text in memory: no disk is waited for. */
+static ngx_atomic_uint_t
+ngx_http_pki_m_start_time(ngx_pid_t pid)
+{
+    int                 fd;
+    char                path[64], buf[1024], *p, *end;
+    ssize_t             n;
+    ngx_uint_t          field;
+    unsigned long long  v;
+
+    ngx_sprintf((u_char *) path, "/proc/%P/stat%Z", pid);
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        return 0;
+    }
+
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+
+    if (n <= 0) {
+        return 0;
+    }
+
+    buf[n] = '\0';
+
+    /* "PID (COMM) S ...": COMM may hold spaces and parentheses */
+    p = strrchr(buf, ')');
+    if (p == NULL) {
+        return 0;
+    }
+
+    /* field 3 (the state) is the first after it, 22 the start time */
+    for (field = 2; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (p == NULL) {
+            return 0;
+        }
+    }
+
+    errno = 0;
+    v = strtoull(p + 1, &end, 10);
+
+    if (errno != 0 || end == p + 1 || (*end != ' ' && *end != '\0')) {
+        return 0;
+    }
+
+    return (ngx_atomic_uint_t) v;
+}
+
+
+/* Whether the process of an in-flight entry (pid, which started at
+ * start) is still there: kill(pid, 0) alone takes a process that got a
+ * dead worker's pid for it, and its count would stay in the gauge until
+ * that process ends. */
+static ngx_uint_t
+ngx_http_pki_m_alive(ngx_atomic_uint_t pid, ngx_atomic_uint_t start)
+{
+    ngx_atomic_uint_t  now;
+
+    if (pid == (ngx_atomic_uint_t) ngx_pid) {
+        return start == 0 || start == ngx_http_pki_m_self_start;
+    }
+
+    if (kill((ngx_pid_t) pid, 0) == -1 && ngx_errno == NGX_ESRCH) {
+        return 0;
+    }
+
+    if (start == 0) {
+        return 1;
+    }
+
+    /* not readable (gone meanwhile, procfs hidden): as kill() said */
+    now = ngx_http_pki_m_start_time((ngx_pid_t) pid);
+
+    return now == 0 || now == start;
+}
+
+
 /* the live gauges, set just before output and by the worker's metrics
  * timer: the thread tasks in flight, the sum of every live process's
  * count (ngx_http_pki_metrics_tasks), and the CAs' notAfter */
@@ -3552,7 +3635,7 @@ ngx_http_pki_m_live_gauges(void)
 {
     ngx_uint_t                j;
     ngx_atomic_int_t          sum;
-    ngx_atomic_uint_t         pid;
+    ngx_atomic_uint_t         pid, start;
     ngx_http_pki_m_shm_t     *sh;
     ngx_http_pki_m_series_t  *s;
 
@@ -3569,9 +3652,11 @@ ngx_http_pki_m_live_gauges(void)
 
     for (j = 0; j < NGX_HTTP_PKI_M_WORKERS; j++) {
         pid = sh->tasks[j].pid;
+        ngx_memory_barrier();
+        start = sh->tasks[j].start;
 
         if (pid == 0 || pid == NGX_HTTP_PKI_M_HELD
-            || (kill((ngx_pid_t) pid, 0) == -1 && ngx_errno == NGX_ESRCH))
+            || !ngx_http_pki_m_alive(pid, start))
         {
             continue;       /* free, or its process died without a word */
         }
@@ -3591,18 +3676,20 @@ static void
 ngx_http_pki_m_tasks_claim(void)
 {
     ngx_uint_t               j;
-    ngx_atomic_uint_t        pid;
+    ngx_atomic_uint_t        pid, start;
     ngx_http_pki_m_tasks_t  *e;
 
     ngx_http_pki_m_tasks = NULL;
+    ngx_http_pki_m_self_start = ngx_http_pki_m_start_time(ngx_pid);
 
     for (j = 0; j < NGX_HTTP_PKI_M_WORKERS; j++) {
         e = &ngx_http_pki_m_shm->tasks[j];
         pid = e->pid;
+        ngx_memory_barrier();
+        start = e->start;
 
         if (pid == NGX_HTTP_PKI_M_HELD
-            || (pid != 0 && (kill((ngx_pid_t) pid, 0) == 0
-                             || ngx_errno != NGX_ESRCH)))
+            || (pid != 0 && ngx_http_pki_m_alive(pid, start)))
         {
             continue;
         }
@@ -3613,6 +3700,7 @@ ngx_http_pki_m_tasks_claim(void)
         }
 
         e->n = ngx_http_pki_tasks_in_flight;
+        e->start = ngx_http_pki_m_self_start;
         ngx_memory_barrier();
         e->pid = (ngx_atomic_uint_t) ngx_pid;
 
