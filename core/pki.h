@@ -341,6 +341,15 @@ typedef enum {
  */
 PKI_API pki_redis_probe_t pki_redis_probe(pki_redis_t *r, int timeout_ms,
     pki_result_t *res);
+/* The same from a root process (nginx -t) for processes that will run as
+ * user (uid, gid; its supplementary groups as initgroups() gives them):
+ * root connects to any unix socket, so a socket or a directory on its
+ * path that user may not use (write on the socket, search on each
+ * directory) is PKI_REDIS_PROBE_DENIED, with res->log naming the user
+ * and the file.  Not root, or uid 0: as pki_redis_probe(). */
+PKI_API pki_redis_probe_t pki_redis_probe_user(pki_redis_t *r,
+    int timeout_ms, const char *user, unsigned long uid, unsigned long gid,
+    pki_result_t *res);
 /* 1 if a and b reach the same server and database with the same password
  * (namespace and timeout aside): one probe does for both. */
 PKI_API int pki_redis_same(const pki_redis_t *a, const pki_redis_t *b);

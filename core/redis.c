@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -1649,6 +1651,140 @@ pki_redis_probe(pki_redis_t *r, int timeout_ms, pki_result_t *res)
     }
 
     return why;
+}
+
+
+/* Whether user uid (of the groups given) may do want (S_IXOTH: search,
+ * S_IWOTH: write) on a file of st, by its mode bits (an ACL aside). */
+static int
+pki_redis_may(const struct stat *st, uid_t uid, const gid_t *groups,
+    int ngroups, mode_t want)
+{
+    int  i;
+
+    if (st->st_uid == uid) {
+        return (st->st_mode & (want << 6)) != 0;
+    }
+
+    for (i = 0; i < ngroups; i++) {
+        if (st->st_gid == groups[i]) {
+            return (st->st_mode & (want << 3)) != 0;
+        }
+    }
+
+    return (st->st_mode & want) != 0;
+}
+
+
+/* The first directory on path (each one before a "/") that uid may not
+ * search, said in bad: 0; all searchable (or not to be judged: not
+ * there, a stat that fails): 1. */
+static int
+pki_redis_dirs_ok(const char *path, uid_t uid, const gid_t *groups,
+    int ngroups, char *bad, size_t size)
+{
+    char         dir[PATH_MAX];
+    size_t       i, n, len;
+    struct stat  st;
+
+    n = strlen(path);
+
+    if (path[0] != '/' && stat(".", &st) == 0
+        && !pki_redis_may(&st, uid, groups, ngroups, S_IXOTH))
+    {
+        snprintf(bad, size, "no search permission on the working "
+                 "directory");
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (path[i] != '/') {
+            continue;
+        }
+
+        len = (i == 0) ? 1 : i;     /* "/" itself, else up to this "/" */
+        if (len >= sizeof(dir)) {
+            return 1;
+        }
+
+        memcpy(dir, path, len);
+        dir[len] = '\0';
+
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)
+            && !pki_redis_may(&st, uid, groups, ngroups, S_IXOTH))
+        {
+            snprintf(bad, size, "no search permission on directory "
+                     "\"%.1024s\" "
+                     "(mode %04o, uid %lu, gid %lu)", dir,
+                     (unsigned) (st.st_mode & 07777),
+                     (unsigned long) st.st_uid, (unsigned long) st.st_gid);
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+PKI_API pki_redis_probe_t
+pki_redis_probe_user(pki_redis_t *r, int timeout_ms, const char *user,
+    unsigned long uid, unsigned long gid, pki_result_t *res)
+{
+    int                 ngroups;
+    char                bad[1280], real[PATH_MAX];
+    gid_t               groups[1024];
+    struct stat         st;
+    pki_redis_probe_t   why;
+
+    why = pki_redis_probe(r, timeout_ms, res);
+
+    /* root connects to any socket; the workers, as user, may not: what
+     * they meet is judged here, by the files' modes */
+    if (why != PKI_REDIS_PROBE_OK || r->unix_path == NULL
+        || geteuid() != 0 || uid == 0 || user == NULL)
+    {
+        return why;
+    }
+
+    ngroups = (int) (sizeof(groups) / sizeof(groups[0]));
+    if (getgrouplist(user, (gid_t) gid, groups, &ngroups) == -1) {
+        return why;     /* more groups than that: not judged */
+    }
+
+    bad[0] = '\0';
+
+    if (!pki_redis_dirs_ok(r->unix_path, (uid_t) uid, groups, ngroups, bad,
+                           sizeof(bad))
+        || (realpath(r->unix_path, real) != NULL
+            && !pki_redis_dirs_ok(real, (uid_t) uid, groups, ngroups, bad,
+                                  sizeof(bad))))
+    {
+        /* bad says which */
+
+    } else if (stat(r->unix_path, &st) == 0
+               && !pki_redis_may(&st, (uid_t) uid, groups, ngroups, S_IWOTH))
+    {
+        snprintf(bad, sizeof(bad), "no write permission on the socket "
+                 "(mode %04o, uid %lu, gid %lu)",
+                 (unsigned) (st.st_mode & 07777), (unsigned long) st.st_uid,
+                 (unsigned long) st.st_gid);
+
+    } else {
+        return why;
+    }
+
+    if (res != NULL) {
+        pki_result_init(res);
+    }
+
+    pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+    pki_log(res, "%s: unix socket \"%s\": the workers run as %s (uid %lu, "
+            "gid %lu), which may not connect to it (root, running this "
+            "check, may): %s",
+            pki_redis_probe_words(r, PKI_REDIS_PROBE_DENIED), r->unix_path,
+            user, uid, gid, bad);
+
+    return PKI_REDIS_PROBE_DENIED;
 }
 
 

@@ -1470,10 +1470,16 @@ invalid:
 static char *
 ngx_http_pki_redis_check(ngx_conf_t *cf, pki_redis_t *r)
 {
+    char                      *user;
+    ngx_uid_t                  uid;
+    ngx_gid_t                  gid;
     ngx_str_t                 *value;
     ngx_uint_t                 i;
     pki_result_t               res;
     pki_redis_t              **seen, **slot;
+    struct group              *grp;
+    struct passwd             *pwd;
+    ngx_core_conf_t           *ccf;
     pki_redis_probe_t          rc;
     ngx_http_pki_main_conf_t  *pmcf;
 
@@ -1499,7 +1505,42 @@ ngx_http_pki_redis_check(ngx_conf_t *cf, pki_redis_t *r)
 
     pki_result_init(&res);
 
-    rc = pki_redis_probe(r, NGX_HTTP_PKI_PROBE_MSEC, &res);
+    /* run as root, as the workers are not: a socket they may not use is
+     * judged by its modes for the user they will run as (the "user"
+     * directive, or nginx's default when it comes later or not at all) */
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
+                                           ngx_core_module);
+    uid = 0;
+    gid = 0;
+    user = NULL;
+
+    if (geteuid() == 0 && ccf != NULL) {
+        if (ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT) {
+            user = ccf->username;
+            uid = ccf->user;
+            gid = ccf->group;
+
+        } else {
+            pwd = getpwnam(NGX_USER);
+            grp = getgrnam(NGX_GROUP);
+
+            if (pwd != NULL && grp != NULL) {
+                user = NGX_USER;
+                uid = pwd->pw_uid;
+                gid = grp->gr_gid;
+            }
+        }
+    }
+
+    rc = pki_redis_probe_user(r, NGX_HTTP_PKI_PROBE_MSEC, user,
+                              (unsigned long) uid, (unsigned long) gid, &res);
+
+    if (rc == PKI_REDIS_PROBE_DENIED && user != NULL && uid != 0) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "%V \"%V\" does not answer: %s",
+                           &value[0], &value[1], res.log);
+        return NGX_CONF_OK;
+    }
 
     if (rc == PKI_REDIS_PROBE_DENIED) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
