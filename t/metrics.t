@@ -476,6 +476,18 @@ like($r->{headers}{'content-security-policy'} // '',
      qr/frame-ancestors 'none'/, '  no other site may frame it');
 is($r->{headers}{'x-content-type-options'} // '', 'nosniff',
    '  nosniff: a browser keeps its type');
+# the curl helper keeps one value of a header given twice: counted in the
+# header block as sent, once on each answer of ours here (HEAD, 405 too)
+for my $c (['GET', '/pki/dashboard'], ['GET', '/pki/metrics'],
+           ['GET', '/pki/dashboard?format=json'], ['HEAD', '/pki/metrics'],
+           ['POST', '/pki/metrics'])
+{
+    $r = $t->curl($c->[0], "$base$c->[1]", user => 'admin:admin',
+                  headers => ['Sec-Fetch-Site: same-origin'], quiet => 1,
+                  $c->[0] eq 'HEAD' ? (extra => ['-I']) : ());
+    my $n = () = $r->{head} =~ /^X-Content-Type-Options:/mgi;
+    is($n, 1, "  $c->[0] $c->[1] ($r->{code}): nosniff sent once");
+}
 
 # A reload keeps the zone's counts; the new workers must not add them to
 # the history a second time (each reload did, before the history's share
