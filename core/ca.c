@@ -1287,6 +1287,142 @@ pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
 }
 
 
+/* The paths through the "chain" file walked by pki_ca_path_end: at most
+ * this many certificates above the CA certificate (a deeper hierarchy
+ * counts its first ones only). */
+#define PKI_CA_END_DEPTH  8
+
+
+/*
+ * When the path above certificate x (certificate at of the "chain" file,
+ * 0: the CA certificate) through the chain file ends, as a verifier meets
+ * it: the earliest notAfter of x and its issuers, along the path that
+ * ends last where the file holds several issuers of one certificate (a
+ * root re-issued with its key, an intermediate and a cross certificate of
+ * it).  A self-signed certificate above the CA certificate is a trust
+ * anchor: relying parties take their own copy of it, never the one a
+ * server sends (RFC 5280 6.1.1 (d): an input to path validation, not a
+ * certificate of it), and a root is extended by re-issuing it with its
+ * name and key, which changes nothing here, so its notAfter in the file
+ * does not count.  A certificate whose issuer the file does not hold ends
+ * the path; one met twice on a path ends it too (cross certificates of
+ * each other).  *end_at: the certificate that ends it.  Load time only:
+ * signatures are verified.
+ */
+static time_t
+pki_ca_path_end(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
+    int *end_at)
+{
+    int        i, n, up_at;
+    X509      *y;
+    time_t     end, up, best;
+    EVP_PKEY  *pub;
+
+    end = pki_int_asn1_time(X509_get0_notAfter(x));
+    *end_at = at;
+
+    /* a self-signed CA certificate (a root that issues) ends with
+     * itself: cross certificates of it in the file are other paths */
+    if (X509_check_issued(x, x) == X509_V_OK) {
+        ERR_clear_error();
+
+        if (at > 0) {
+            *end_at = -1;
+            return PKI_TIME_MAX;                /* a trust anchor */
+        }
+
+        return end;
+    }
+
+    ERR_clear_error();
+
+    if (end == (time_t) -1 || depth >= PKI_CA_END_DEPTH) {
+        return end;
+    }
+
+    best = (time_t) -1;
+    up_at = -1;
+    n = sk_X509_num(ca->chain);
+
+    for (i = 0; i < n && i < 32; i++) {
+        y = sk_X509_value(ca->chain, i);
+
+        if ((seen & (1u << i)) || X509_cmp(x, y) == 0
+            || X509_check_issued(y, x) != X509_V_OK
+            || X509_check_ca(y) == 0
+            || (pub = X509_get0_pubkey(y)) == NULL
+            || X509_verify(x, pub) != 1)
+        {
+            ERR_clear_error();
+            continue;
+        }
+
+        up = pki_ca_path_end(ca, y, i + 1, depth + 1, seen | (1u << i),
+                             &at);
+        if (up != (time_t) -1 && (best == (time_t) -1 || up > best)) {
+            best = up;
+            up_at = at;
+        }
+    }
+
+    if (best != (time_t) -1 && best < end) {
+        end = best;
+        *end_at = up_at;
+    }
+
+    return end;
+}
+
+
+time_t
+pki_ca_end(const pki_ca_t *ca)
+{
+    return ca != NULL && ca->finished ? ca->end : (time_t) -1;
+}
+
+
+pki_status_t
+pki_ca_live(const pki_ca_t *ca, time_t now, pki_result_t *res)
+{
+    X509  *x;
+    char   name[256];
+
+    if (ca == NULL || !ca->finished || ca->end == (time_t) -1
+        || ca->end > now)
+    {
+        return PKI_OK;
+    }
+
+    if (ca->end_at <= 0) {
+        return pki_fail(res, PKI_UNAVAILABLE, "the CA certificate of \"%s\" "
+                        "has expired: it signs nothing until it is renewed",
+                        ca->name);
+    }
+
+    x = sk_X509_value(ca->chain, ca->end_at - 1);
+
+    if (x == NULL
+        || X509_NAME_oneline(X509_get_subject_name(x), name, sizeof(name))
+           == NULL)
+    {
+        snprintf(name, sizeof(name), "?");
+    }
+
+    ERR_clear_error();
+
+    /* the file and the subject for the error log only: the detail may
+     * reach a client (ACME, EST) */
+    pki_fail(res, PKI_UNAVAILABLE, "certificate %d of the CA chain above "
+             "the CA certificate of \"%s\" has expired: the CA signs "
+             "nothing until the chain is renewed", ca->end_at, ca->name);
+    pki_log(res, "%scertificate %d of CA chain \"%.128s\": %.200s",
+            res != NULL && res->log[0] ? "; " : "", ca->end_at,
+            ca->chain_file, name);
+
+    return PKI_UNAVAILABLE;
+}
+
+
 /*
  * Alternate chain n (loaded): its first certificate certifies what the CA
  * signs (the CA's subject and key, and its subjectKeyIdentifier when both
@@ -1545,6 +1681,8 @@ pki_ca_finish_do(pki_ca_t *ca, int open_key, pki_result_t *res)
     }
 
     pki_ca_limit_pathlen(ca);
+
+    ca->end = pki_ca_path_end(ca, ca->cert, 0, 0, 0, &ca->end_at);
 
     for (i = 0; i < ca->ntmpls; i++) {
         rc = pki_ca_check_pathlen(ca, ca->tmpls[i], res);

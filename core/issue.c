@@ -2486,7 +2486,7 @@ pki_int_cap_not_after(const pki_template_t *t, const pki_ca_t *ca,
         }
 
         if (!t->beyond_ca_expiry) {
-            ca_na = pki_int_asn1_time(X509_get0_notAfter(ca->cert));
+            ca_na = pki_ca_end(ca);
             if (ca_na != (time_t) -1 && na > ca_na) {
                 na = ca_na;
             }
@@ -3000,7 +3000,7 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
      * no verifier would take what it signs (a broken setup, not the
      * client's fault: PKI_INTERNAL) */
     if (ca != NULL) {
-        time_t  cana = pki_int_asn1_time(X509_get0_notAfter(ca->cert));
+        time_t  cana = pki_ca_end(ca);
 
         if (cana != (time_t) -1 && cana <= now) {
             X509_free(x);

@@ -135,6 +135,12 @@ struct pki_ca_s {
                                                   lowered it, or NULL */
     int                       finished;
 
+    /* what it signs ends (pki_ca_end): the CA certificate's notAfter or
+     * an earlier one above it in the "chain" file (end_at: 0 the CA
+     * certificate, i certificate i of the file) */
+    time_t                    end;
+    int                       end_at;
+
     /* the other CAs of the configuration with this one's subject and key
      * (pki_ca_link_same): one CRL issuer, one CRL's worth of revocations */
     char                     *same[PKI_CA_MAX_SAME];

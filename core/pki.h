@@ -582,6 +582,17 @@ PKI_API pki_status_t pki_ca_finish_unkeyed(pki_ca_t *ca,
 PKI_API int pki_ca_signs_crls(const pki_ca_t *ca);
 PKI_API int pki_ca_allows(const pki_ca_t *ca, const pki_template_t *t);
 PKI_API X509 *pki_ca_cert(const pki_ca_t *ca);                 /* borrowed */
+/* When what the (finished) CA signs ends: the earliest notAfter of the
+ * CA certificate and the certificates above it in its "chain" file, up to
+ * the trust anchor (whose own copy in the file does not count: relying
+ * parties hold theirs), along the path that ends last; (time_t) -1 when
+ * unreadable.  No certificate, CRL or OCSP response is signed from then
+ * on, and none of them lasts beyond it. */
+PKI_API time_t pki_ca_end(const pki_ca_t *ca);
+/* PKI_OK while the CA may sign at now (before pki_ca_end); else
+ * PKI_UNAVAILABLE, with which certificate ended in res. */
+PKI_API pki_status_t pki_ca_live(const pki_ca_t *ca, time_t now,
+    pki_result_t *res);
 PKI_API STACK_OF(X509) *pki_ca_chain(const pki_ca_t *ca);      /* borrowed */
 /* Alternate chains (RFC 8555 7.4.2), in the order of their lines: the
  * certificates that follow a leaf of this CA in another path, such as

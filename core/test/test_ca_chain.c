@@ -5,6 +5,11 @@
  * The CA certificate's issuer in the "chain" file: a root re-issued with
  * its key for a longer life leaves two issuers of the CA certificate, the
  * old one expired; the file may hold them in either order.
+ *
+ * The end of what a CA signs (pki_ca_end, pki_ca_live): the earliest
+ * notAfter along its path through the chain file, its own copy of a
+ * self-signed root not counted; pki_issue refuses past it and caps
+ * notAfter at it.
  */
 
 #include <stdio.h>
@@ -19,6 +24,7 @@
 #include "pki.h"
 #include "test/unit.h"
 #include "test/fixture.h"
+#include "test/clock.h"
 #include "test/certs.h"
 
 
@@ -44,6 +50,230 @@ ca_cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey,
 }
 
 
+/* The notAfter of x. */
+static time_t
+end_of(X509 *x)
+{
+    struct tm  tm;
+
+    memset(&tm, 0, sizeof(tm));
+    ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm);
+
+    return timegm(&tm);
+}
+
+
+/* A certificate chain file of up to three certificates. */
+static void
+write_three(const char *name, X509 *a, X509 *b, X509 *c)
+{
+    FILE  *f;
+    char   path[128];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    PEM_write_X509(f, a);
+    if (b != NULL) {
+        PEM_write_X509(f, b);
+    }
+    if (c != NULL) {
+        PEM_write_X509(f, c);
+    }
+    fclose(f);
+}
+
+
+/* CA "low" of DIR/cert under DIR/chain (NULL: none). */
+static pki_ca_t *
+low_ca(const char *cert, const char *chain, pki_key_t *key,
+    pki_template_t *t, pki_result_t *res)
+{
+    pki_ca_t  *ca;
+
+    pki_result_init(res);
+    ca = pki_ca_new("low");
+    ca_line(ca, "certificate", cert, res);
+    if (chain != NULL) {
+        ca_line(ca, "chain", chain, res);
+    }
+    pki_ca_set_key(ca, key, res);
+    if (t != NULL) {
+        pki_ca_add_template(ca, t, res);
+    }
+    pki_result_init(res);
+    (void) pki_ca_finish(ca, res);
+
+    return ca;
+}
+
+
+/* A leaf of ca under t at this host's clock: its notAfter, or 0 with res
+ * saying why it was refused. */
+static time_t
+leaf_end(pki_ca_t *ca, pki_template_t *t, pki_result_t *res)
+{
+    X509           *x;
+    time_t          end;
+    EVP_PKEY       *pk;
+    X509_NAME      *n;
+    pki_request_t   req;
+
+    pk = fx_keygen("EC:P-256");
+    n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "leaf", -1, -1, 0);
+    memset(&req, 0, sizeof(req));
+    req.subject = n;
+    req.pubkey = pk;
+    pki_result_init(res);
+    x = NULL;
+    end = 0;
+
+    if (pki_issue(ca, t, NULL, &req, NULL, &x, res) == PKI_OK && x != NULL) {
+        end = end_of(x);
+    }
+
+    X509_free(x);
+    X509_NAME_free(n);
+    EVP_PKEY_free(pk);
+
+    return end;
+}
+
+
+/*
+ * A root R, an intermediate M under it that ends in a day, the CA "low"
+ * under M for 100 days: what low signs ends with M.  Past M's end low
+ * signs nothing (the next start refuses its chain); a leaf made before
+ * ends no later than M.  Then the shapes of chain files: M re-issued with
+ * its key for longer (the path through the new one counts), an expired
+ * root (a trust anchor: the relying party's own copy counts, not the
+ * file's), a self-signed CA (its own notAfter, whatever the file holds).
+ */
+static void
+test_chain_end(void)
+{
+    time_t           mend, lend;
+    X509            *r, *oldr, *m, *m2, *low, *self, *xself;
+    EVP_PKEY        *rk, *mk, *lk;
+    pki_ca_t        *ca;
+    pki_key_t       *key;
+    pki_result_t     res;
+    pki_template_t  *t;
+
+    static const char *const dev[] = {
+        "key_types ec:P-256", "subject CN required", "validity 30d",
+        "extended_key_usage clientAuth", NULL
+    };
+
+    rk = fx_keygen("EC:P-256");
+    mk = fx_keygen("EC:P-256");
+    lk = fx_keygen("EC:P-256");
+    t = fx_template("dev", dev);
+
+    r = ca_cert("End Root", rk, NULL, rk, -3600, 86400L * 365, -1);
+    oldr = ca_cert("End Root", rk, NULL, rk, -86400L * 400, -86400L, -1);
+    m = ca_cert("End Mid", mk, r, rk, -3600, 86400L, -1);
+    m2 = ca_cert("End Mid", mk, r, rk, -3600, 86400L * 300, -1);
+    low = ca_cert("End Low", lk, m, mk, -3600, 86400L * 100, -1);
+    self = ca_cert("End Self", lk, NULL, lk, -3600, 86400L * 50, -1);
+    /* a cross certificate of it by R, ending in a day */
+    xself = ca_cert("End Self", lk, r, rk, -3600, 86400L, -1);
+    mend = end_of(m);
+    lend = end_of(low);
+
+    write_certs("low.pem", low, NULL);
+    write_certs("self.pem", self, NULL);
+    write_certs("m-r.pem", m, r);
+    write_three("m-m2-r.pem", m, m2, r);
+    write_certs("m2-oldr.pem", m2, oldr);
+    write_certs("cross.pem", m, NULL);
+    write_certs("xself-r.pem", xself, r);
+    key = fx_key_file(dir, "low.key", lk);
+
+    ca = low_ca("low.pem", "m-r.pem", key, t, &res);
+    ok(res.status == PKI_OK, "low under M under R: loads: %s", res.detail);
+    ok(pki_ca_end(ca) == mend, "  it signs until M ends (%lld, M %lld)",
+       (long long) pki_ca_end(ca), (long long) mend);
+    ok(pki_ca_live(ca, time(NULL), NULL) == PKI_OK, "  live now");
+
+    /* an hour before M ends: a leaf of the template's 30 days ends with
+     * M (before: 30 days on, past its issuer's issuer) */
+    clock_ahead = mend - time(NULL) - 3600;
+    ok(leaf_end(ca, t, &res) == mend,
+       "  a leaf an hour before M ends ends with M: %s", res.detail);
+
+    /* M has ended, low has 99 days left */
+    clock_ahead = 0;
+    clock_ahead = mend - time(NULL) + 60;
+    pki_result_init(&res);
+    ok(pki_ca_live(ca, time(NULL), &res) == PKI_UNAVAILABLE
+       && strstr(res.detail, "certificate 1 of the CA chain above the CA "
+                 "certificate of \"low\" has expired") != NULL
+       && strstr(res.log, "m-r.pem") != NULL
+       && strstr(res.log, "End Mid") != NULL,
+       "  past M's end: not live: %s (%s)", res.detail, res.log);
+    ok(leaf_end(ca, t, &res) == 0 && res.status != PKI_OK,
+       "  past M's end: pki_issue refuses (before: a leaf signed): %s",
+       res.detail);
+    clock_ahead = 0;
+    pki_ca_free(ca);
+
+    /* M re-issued with its key for 300 days, both in the file */
+    ca = low_ca("low.pem", "m-m2-r.pem", key, t, &res);
+    ok(res.status == PKI_OK && pki_ca_end(ca) == lend,
+       "M re-issued for longer beside the old M: low's own end (%s)",
+       res.detail);
+    pki_ca_free(ca);
+
+    /* the expired root in the file is a trust anchor: not counted */
+    ca = low_ca("low.pem", "m2-oldr.pem", key, t, &res);
+    ok(res.status == PKI_OK && pki_ca_end(ca) == lend,
+       "an expired copy of the root above M: low's own end (%s)",
+       res.detail);
+    pki_ca_free(ca);
+
+    /* M without R: the file ends at M, which counts */
+    ca = low_ca("low.pem", "cross.pem", key, t, &res);
+    ok(res.status == PKI_OK && pki_ca_end(ca) == mend,
+       "M alone in the file: M's end (%s)", res.detail);
+    pki_ca_free(ca);
+
+    /* no chain file: the CA certificate's own end */
+    ca = low_ca("low.pem", NULL, key, t, &res);
+    ok(res.status == PKI_OK && pki_ca_end(ca) == lend,
+       "no chain file: low's own end (%s)", res.detail);
+    pki_ca_free(ca);
+
+    /* a self-signed CA: its own end, a cross certificate of it in the
+     * file ending sooner (another path, for other relying parties) */
+    ca = low_ca("self.pem", "xself-r.pem", key, t, &res);
+    ok(res.status == PKI_OK && pki_ca_end(ca) == end_of(self),
+       "a self-signed CA: its own end (%s)", res.detail);
+    clock_ahead = end_of(self) - time(NULL) + 60;
+    pki_result_init(&res);
+    ok(pki_ca_live(ca, time(NULL), &res) == PKI_UNAVAILABLE
+       && strstr(res.detail, "the CA certificate of \"low\" has expired")
+          != NULL,
+       "  past it: not live: %s", res.detail);
+    clock_ahead = 0;
+    pki_ca_free(ca);
+
+    pki_key_free(key);
+    pki_template_free(t);
+    X509_free(r);
+    X509_free(oldr);
+    X509_free(m);
+    X509_free(m2);
+    X509_free(low);
+    X509_free(self);
+    X509_free(xself);
+    EVP_PKEY_free(rk);
+    EVP_PKEY_free(mk);
+    EVP_PKEY_free(lk);
+}
+
+
 int
 main(void)
 {
@@ -52,6 +282,8 @@ main(void)
     pki_ca_t      *ca;
     pki_key_t     *key;
     pki_result_t   res;
+
+    pki_init();
 
     snprintf(dir, sizeof(dir), "/tmp/pki-ca-chain-XXXXXX");
     if (mkdtemp(dir) == NULL) {
@@ -119,6 +351,9 @@ main(void)
     pki_ca_free(ca);
 
     pki_key_free(key);
+
+    test_chain_end();
+
     X509_free(old);
     X509_free(now);
     X509_free(zero);
