@@ -1301,6 +1301,46 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         signer = first;
     }
 
+    /* Past the end of what the CA signs (pki_ca_end: its notAfter, or an
+     * earlier one of a certificate above it in its chain) no response is
+     * signed, by the CA key or a delegated responder it certified: no
+     * verifier validates its signer then (RFC 6960 4.2.2.2 with RFC 5280
+     * 6.1.3 (a)(2): a path valid now), and the key would sign past the
+     * certificates that vouch for it.  Another declaration of this CA
+     * (same name and key, pki_ocsp_find_ca), renewed, signs instead: a
+     * response signed by the CA key carries no certificate, and verifies
+     * with either.  Without one the answer is tryLater, not unauthorized:
+     * this responder is the authority for the CA's certificates, and a
+     * renewed CA certificate (a reload) answers again for the same
+     * CertIDs; tryLater also lets the response cache serve an answer
+     * still fresh, and every answer ends by then (nextUpdate, below), so
+     * none is served past the end.  Answers that tell no more than
+     * unknown or revoked would need no trust in the CA either, but a
+     * verifier checks them alike: none is signed.  Logged as an error:
+     * the operator's to fix. */
+    if (pki_ca_live(conf->cas[signer], now, NULL) != PKI_OK) {
+        idx = pki_ocsp_find_ca(conf,
+                  OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, 0)), 0);
+
+        for ( /* void */ ; idx >= 0; idx = pki_ocsp_find_ca(conf,
+                  OCSP_onereq_get0_id(OCSP_request_onereq_get0(oreq, 0)),
+                  (size_t) idx + 1))
+        {
+            if (pki_ca_live(conf->cas[idx], now, NULL) == PKI_OK) {
+                break;
+            }
+        }
+
+        if (idx < 0) {
+            (void) pki_ca_live(conf->cas[signer], now, &resp->res);
+            resp->res.status = PKI_INTERNAL;
+            pki_ocsp_status_only(resp, OCSP_RESPONSE_STATUS_TRYLATER);
+            goto done;
+        }
+
+        signer = idx;
+    }
+
     /* The signer comes before nextUpdate: an answer a delegated responder
      * signs ends no later than its certificate (notAfter).  Otherwise the
      * answer, and with it the response cache and HTTP caches that keep it
@@ -1320,14 +1360,12 @@ pki_ocsp_handle(const pki_ocsp_conf_t *conf, const pki_ocsp_req_t *req,
         }
     }
 
-    /* and no later than the CA certificate, whoever signs: no verifier
-     * trusts the CA, nor a responder it certified (one made with
-     * beyond_ca_expiry may outlive it), past its notAfter.  A CA already
-     * expired leaves nextUpdate as configured: it cannot come before
-     * thisUpdate */
+    /* and no later than the CA certificate and its chain (pki_ca_end),
+     * whoever signs: no verifier trusts the CA, nor a responder it
+     * certified (one made with beyond_ca_expiry may outlive it), past
+     * then.  The signer is live (above): the end comes after thisUpdate */
     if (next > 0) {
-        na = pki_int_asn1_time(X509_get0_notAfter(
-                                   pki_ca_cert(conf->cas[signer])));
+        na = pki_ca_end(conf->cas[signer]);
         if (na > now && na < next) {
             next = na;
         }

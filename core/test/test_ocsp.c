@@ -453,6 +453,8 @@ parse(pki_ocsp_resp_t *resp, X509 *root, X509 *signer,
         bs = OCSP_response_get1_basic(or);
         store = X509_STORE_new();
         X509_STORE_add_cert(store, root);
+        /* root may be an intermediate (test_chain_ended) */
+        X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
         certs = sk_X509_new_null();
         sk_X509_push(certs, signer);
         v = bs ? OCSP_basic_verify(bs, certs, store, 0) : 0;
@@ -1729,6 +1731,326 @@ test_ca_expiry(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
 }
 
 
+/* The answer to one POST request for (issuer, leaf) at clock at, into
+ * resp: its OCSP status. */
+static int
+answer_at(const pki_ocsp_conf_t *conf, X509 *issuer, X509 *leaf, int nonce,
+    time_t at, pki_ocsp_resp_t *resp)
+{
+    int             st;
+    size_t          len;
+    id_spec_t       id;
+    unsigned char  *der;
+
+    id = (id_spec_t) { EVP_sha1(), issuer, leaf, 0 };
+    der = make_req(&id, 1, nonce, &len, NULL);
+    clock_step = at;
+    clock_calls = 0;
+    st = run(conf, "POST", der, len, resp);
+    clock_step = 0;
+    free(der);
+
+    return st;
+}
+
+
+/* The nextUpdate of the answer in resp for (issuer, leaf) once verified
+ * against root with signer, or 0. */
+static time_t
+answer_next(pki_ocsp_resp_t *resp, X509 *root, X509 *signer, X509 *issuer,
+    X509 *leaf)
+{
+    time_t                 nu;
+    id_spec_t              id;
+    struct tm              tm;
+    OCSP_CERTID           *cid;
+    OCSP_BASICRESP        *bs;
+    ASN1_GENERALIZEDTIME  *thisupd, *nextupd;
+
+    nu = 0;
+    if (parse(resp, root, signer, &bs) != OCSP_RESPONSE_STATUS_SUCCESSFUL
+        || bs == NULL)
+    {
+        return 0;
+    }
+
+    id = (id_spec_t) { EVP_sha1(), issuer, leaf, 0 };
+    cid = make_id(&id);
+    thisupd = nextupd = NULL;
+    if (OCSP_resp_find_status(bs, cid, NULL, NULL, NULL, &thisupd, &nextupd)
+        && nextupd != NULL)
+    {
+        memset(&tm, 0, sizeof(tm));
+        ASN1_TIME_to_tm(nextupd, &tm);
+        nu = timegm(&tm);
+    }
+    OCSP_CERTID_free(cid);
+    OCSP_BASICRESP_free(bs);
+
+    return nu;
+}
+
+
+/* A CA whose certificate has ended while the responder runs signs no
+ * answer (RFC 6960 4.2.2.2: no verifier takes it), by its key or by a
+ * delegated responder it certified that outlives it: tryLater, logged as
+ * an error, with or without a nonce.  A renewed declaration of the CA
+ * (same name and key) signs instead.  Before: a signed answer, dated
+ * after the CA's end, nextUpdate an hour on. */
+static void
+test_ca_ended(X509 *root, pki_ca_t *rootca, pki_template_t *tsub,
+    pki_template_t *tdev, pki_redis_t *r)
+{
+    int                 st;
+    time_t              na, na2, nu;
+    X509               *old, *renewed, *leaf, *rcert;
+    EVP_PKEY           *pk, *rpk;
+    X509_NAME          *name;
+    pki_ca_t           *ca, *ca2, *cas[2];
+    pki_key_t          *key, *rkey;
+    struct tm           tm;
+    pki_ocsp_conf_t     conf;
+    pki_ocsp_resp_t     resp;
+    pki_ocsp_signer_t   sg;
+
+    pk = fx_keygen("EC:P-256");
+    key = fx_key_file(dir, "ended.key", pk);
+    rpk = fx_keygen("EC:P-256");
+    rkey = fx_key_file(dir, "ended-resp.key", rpk);
+    name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *) "Ended CA", -1, -1,
+                               0);
+    /* the CA certificate ends in a day, its renewal in two */
+    old = fx_issue(rootca, tsub, NULL, name, pk, time(NULL) + 86400);
+    renewed = fx_issue(rootca, tsub, NULL, name, pk, 0);
+    X509_NAME_free(name);
+    if (!ok(old != NULL && renewed != NULL, "a CA ending in a day and its "
+            "renewal"))
+    {
+        goto free;
+    }
+    fx_write_cert(dir, "ended.pem", old);
+    fx_write_cert(dir, "ended2.pem", renewed);
+    ca = make_ca("ended", "ended.pem", key, tdev);
+    ca2 = make_ca("ended2", "ended2.pem", key, tdev);
+    leaf = issue_leaf(ca, tdev, r, "leaf");
+
+    memset(&tm, 0, sizeof(tm));
+    ASN1_TIME_to_tm(X509_get0_notAfter(old), &tm);
+    na = timegm(&tm);
+    memset(&tm, 0, sizeof(tm));
+    ASN1_TIME_to_tm(X509_get0_notAfter(renewed), &tm);
+    na2 = timegm(&tm);
+
+    memset(&conf, 0, sizeof(conf));
+    cas[0] = ca;
+    cas[1] = ca2;
+    conf.cas = cas;
+    conf.ncas = 1;
+    conf.redis = r;
+    conf.next_update = 3600;
+
+    /* before the end, as before: an answer ending with the CA */
+    st = answer_at(&conf, old, leaf, 0, na - 600, &resp);
+    nu = answer_next(&resp, root, old, old, leaf);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && nu == na,
+       "a CA 10 min before its end: answered, nextUpdate its end (%lld, "
+       "notAfter %lld)", (long long) nu, (long long) na);
+    pki_ocsp_resp_free(&resp);
+
+    /* a minute past it */
+    st = answer_at(&conf, old, leaf, 0, na + 60, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_TRYLATER && resp.body != NULL
+       && !resp.cacheable,
+       "a minute past the CA's end: tryLater (before: a signed answer), "
+       "status %d", st);
+    ok(resp.res.status == PKI_INTERNAL
+       && strstr(resp.res.detail, "the CA certificate of \"ended\" has "
+                 "expired") != NULL,
+       "  logged as an error: %s", resp.res.detail);
+    pki_ocsp_resp_free(&resp);
+
+    st = answer_at(&conf, old, leaf, 16, na + 60, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_TRYLATER,
+       "  with a nonce: tryLater, status %d", st);
+    pki_ocsp_resp_free(&resp);
+
+    /* a delegated responder valid for three more days signs nothing
+     * either: its issuer has ended */
+    rcert = make_responder_at(old, pk, rpk, 1, -60, 86400L * 4);
+    sg = (pki_ocsp_signer_t) { ca, rcert, rkey };
+    conf.signers = &sg;
+    conf.nsigners = 1;
+    st = answer_at(&conf, old, leaf, 0, na + 60, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_TRYLATER,
+       "  a delegated responder outliving the CA: tryLater, status %d", st);
+    pki_ocsp_resp_free(&resp);
+    conf.signers = NULL;
+    conf.nsigners = 0;
+
+    /* the renewed certificate of the CA declared too: it signs */
+    conf.ncas = 2;
+    st = answer_at(&conf, old, leaf, 0, na + 60, &resp);
+    nu = answer_next(&resp, root, renewed, old, leaf);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && nu > na + 60 && nu <= na2,
+       "  the CA renewed (same name and key) beside it: answered by the "
+       "renewal, good to %lld (renewal ends %lld)", (long long) nu,
+       (long long) na2);
+    pki_ocsp_resp_free(&resp);
+
+    X509_free(rcert);
+    X509_free(leaf);
+    pki_ca_free(ca);
+    pki_ca_free(ca2);
+
+free:
+
+    X509_free(old);
+    X509_free(renewed);
+    pki_key_free(key);
+    pki_key_free(rkey);
+    EVP_PKEY_free(pk);
+    EVP_PKEY_free(rpk);
+}
+
+
+/* A CA certificate (pathlen unlimited) for cn and pub under issuer (key
+ * ikey), valid from now + nb to now + na. */
+static X509 *
+chain_cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey,
+    long nb, long na)
+{
+    int              i;
+    X509            *x;
+    X509V3_CTX       v3;
+    X509_EXTENSION  *e;
+    static long      serial = 7000;
+
+    static const int   nid[] = {
+        NID_basic_constraints, NID_key_usage, NID_subject_key_identifier,
+        NID_authority_key_identifier
+    };
+    static const char *const val[] = {
+        "critical,CA:TRUE", "critical,keyCertSign,cRLSign", "hash",
+        "keyid:always"
+    };
+
+    x = X509_new();
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN",
+                               MBSTRING_UTF8, (const unsigned char *) cn,
+                               -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(issuer));
+    X509_gmtime_adj(X509_getm_notBefore(x), nb);
+    X509_gmtime_adj(X509_getm_notAfter(x), na);
+    X509_set_pubkey(x, pub);
+    X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+
+    for (i = 0; i < 4; i++) {
+        e = X509V3_EXT_conf_nid(NULL, &v3, nid[i], val[i]);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+
+    X509_sign(x, ikey, EVP_sha256());
+
+    return x;
+}
+
+
+/* The CA "low" under an intermediate M (under the root) that ends in a
+ * day, itself valid for 100: its answers end with M (nextUpdate), and
+ * past M's end none is signed (tryLater).  Before: nextUpdate an hour
+ * on past M's end, and answers signed after it. */
+static void
+test_chain_ended(X509 *root, EVP_PKEY *rootpk, pki_template_t *tdev,
+    pki_redis_t *r)
+{
+    int               st;
+    char              path[128];
+    time_t            mend, nu;
+    X509             *m, *low, *leaf;
+    FILE             *f;
+    EVP_PKEY         *mk, *lk;
+    pki_ca_t         *ca, *cas[1];
+    pki_key_t        *key;
+    const char       *argv[1];
+    struct tm         tm;
+    pki_result_t      res;
+    pki_ocsp_conf_t   conf;
+    pki_ocsp_resp_t   resp;
+
+    mk = fx_keygen("EC:P-256");
+    lk = fx_keygen("EC:P-256");
+    m = chain_cert("OCSP Mid", mk, root, rootpk, -3600, 86400L);
+    low = chain_cert("OCSP Low", lk, m, mk, -3600, 86400L * 100);
+    key = fx_key_file(dir, "low.key", lk);
+    fx_write_cert(dir, "low.pem", low);
+
+    snprintf(path, sizeof(path), "%s/mid-root.pem", dir);
+    f = fopen(path, "w");
+    PEM_write_X509(f, m);
+    PEM_write_X509(f, root);
+    fclose(f);
+
+    pki_result_init(&res);
+    ca = pki_ca_new("low");
+    snprintf(path, sizeof(path), "%s/low.pem", dir);
+    argv[0] = path;
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    snprintf(path, sizeof(path), "%s/mid-root.pem", dir);
+    pki_ca_set(ca, "chain", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+    pki_ca_add_template(ca, tdev, &res);
+    if (!is_status(pki_ca_finish(ca, &res), PKI_OK, "CA low under M")) {
+        diag("%s", res.detail);
+        goto done;
+    }
+
+    leaf = issue_leaf(ca, tdev, r, "leaf");
+    memset(&tm, 0, sizeof(tm));
+    ASN1_TIME_to_tm(X509_get0_notAfter(m), &tm);
+    mend = timegm(&tm);
+
+    memset(&conf, 0, sizeof(conf));
+    cas[0] = ca;
+    conf.cas = cas;
+    conf.ncas = 1;
+    conf.redis = r;
+    conf.next_update = 3600;
+
+    /* (verified against M: the root alone has no path to low) */
+    st = answer_at(&conf, low, leaf, 0, mend - 600, &resp);
+    nu = answer_next(&resp, m, low, low, leaf);
+    ok(st == OCSP_RESPONSE_STATUS_SUCCESSFUL && nu == mend
+       && resp.next_update == mend,
+       "  10 min before M ends: nextUpdate M's end (%lld, M %lld; before: "
+       "an hour on)", (long long) nu, (long long) mend);
+    pki_ocsp_resp_free(&resp);
+
+    st = answer_at(&conf, low, leaf, 0, mend + 60, &resp);
+    ok(st == OCSP_RESPONSE_STATUS_TRYLATER
+       && strstr(resp.res.detail, "certificate 1 of the CA chain") != NULL
+       && strstr(resp.res.log, "mid-root.pem") != NULL,
+       "  past M's end: tryLater (before: signed), %d: %s (%s)", st,
+       resp.res.detail, resp.res.log);
+    pki_ocsp_resp_free(&resp);
+
+    X509_free(leaf);
+
+done:
+
+    pki_ca_free(ca);
+    pki_key_free(key);
+    X509_free(m);
+    X509_free(low);
+    EVP_PKEY_free(mk);
+    EVP_PKEY_free(lk);
+}
+
+
 static void
 test_redis_down(X509 *root, pki_ca_t *rootca)
 {
@@ -2102,6 +2424,8 @@ main(void)
     test_same_key(root, rootca, tsub, tdev, r);
     test_plan_clock(root, rootca, tsub, tdev, r);
     test_ca_expiry(root, rootca, tsub, tdev, r);
+    test_ca_ended(root, rootca, tsub, tdev, r);
+    test_chain_ended(root, rootpk, tdev, r);
     test_redis_down(root, rootca);
     test_cache_key(root, rootpk);
 
