@@ -670,17 +670,20 @@ pki_crl_tbs_split(const unsigned char *tbs, long tbslen, size_t *start,
 }
 
 
-/* The CA certificate's notAfter, or -1 when unreadable. */
+/* The end of what the CA signs (pki_ca_end: the CA certificate's
+ * notAfter, or an earlier one above it in its chain), or -1 when
+ * unreadable. */
 static time_t
 pki_crl_ca_end(pki_ca_t *ca)
 {
-    return pki_int_asn1_time(X509_get0_notAfter(pki_ca_cert(ca)));
+    return pki_ca_end(ca);
 }
 
 
-/* A CRL ends no later than its CA certificate, past which no relying party
- * trusts its signature (nor keeps it: it would be rejected as signed by an
- * expired CA).  A CA already ended signs none (pki_crl_ca_live). */
+/* A CRL ends no later than its CA certificate and the chain above it
+ * (pki_ca_end), past which no relying party trusts its signature (nor
+ * keeps it: it would be rejected as signed by an expired CA).  A CA
+ * already ended signs none (pki_crl_ca_live). */
 static long
 pki_crl_ca_cap(pki_ca_t *ca, time_t now, long next_update_secs)
 {
@@ -697,26 +700,31 @@ pki_crl_ca_cap(pki_ca_t *ca, time_t now, long next_update_secs)
 
 
 /* A CA past its notAfter (nginx up since it expired; the load refuses an
- * expired CA) signs no CRL, as it signs no certificate (pki_issue): RFC
- * 5280 6.3.3 validates a CRL's signer by a path valid now, so a CRL dated
- * after the CA's end verifies for no relying party, and its key is used
- * past the certificate that vouches for it.  The last CRL, cut to the
- * CA's end, is served until then; then none (503) until the CA is renewed
- * (a new certificate for the same key and name: the load takes it). */
+ * expired CA), or past that of a certificate above it in its chain (the
+ * load refuses only an expired issuer), signs no CRL, as it signs no
+ * certificate (pki_issue): RFC 5280 6.3.3 validates a CRL's signer by a
+ * path valid now, so a CRL dated after the end verifies for no relying
+ * party, and its key is used past the certificates that vouch for it.
+ * The last CRL, cut to the end, is served until then; then none (503)
+ * until the CA or its chain is renewed (a new certificate for the same
+ * key and name, a new chain file: the load takes them).  PKI_INTERNAL:
+ * the operator's to fix, logged as an error. */
 static pki_status_t
 pki_crl_ca_live(pki_ca_t *ca, time_t now, pki_result_t *res)
 {
-    time_t  end;
+    char  why[PKI_DETAIL_LEN];
 
-    end = pki_crl_ca_end(ca);
-
-    if (end != (time_t) -1 && end <= now) {
-        return pki_fail(res, PKI_INTERNAL, "the CA certificate of \"%s\" "
-                        "has expired: it signs no CRL until it is renewed",
-                        pki_ca_name(ca));
+    if (pki_ca_live(ca, now, res) == PKI_OK) {
+        return PKI_OK;
     }
 
-    return PKI_OK;
+    if (res == NULL) {
+        return PKI_INTERNAL;
+    }
+
+    memcpy(why, res->detail, sizeof(why));
+
+    return pki_fail(res, PKI_INTERNAL, "%s (no CRL)", why);
 }
 
 

@@ -102,7 +102,7 @@ is($r->{code}, 503, 'after the CA\'s end: 503, no CRL signed')
     or diag(join ' ', map { defined $_ ? $_ : '-' } crl_dates($r->{body}));
 is($r->{headers}{'retry-after'}, '5', '  with Retry-After');
 my $log = substr(PKITest::slurp($t->error_log) // '', $off);
-like($log, qr/\[error\].*pki crl: "shortca":.*has expired: it signs no CRL/,
+like($log, qr/\[error\].*pki crl: "shortca":.*has expired: it signs nothing until it is renewed \(no CRL\)/,
      '  the error log says why');
 
 # the issuing CA (not ended) is unaffected

@@ -2340,6 +2340,135 @@ test_ca_end(pki_key_t *key, pki_template_t *t, const char *sock)
 
 
 
+/* A CA certificate (pathlen unlimited) for cn and pub under issuer (key
+ * ikey), valid from now + nb to now + na. */
+static X509 *
+chain_cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey,
+    long nb, long na)
+{
+    int              i;
+    X509            *x;
+    X509V3_CTX       v3;
+    X509_EXTENSION  *e;
+    static long      serial = 7000;
+
+    static const int   nid[] = {
+        NID_basic_constraints, NID_key_usage, NID_subject_key_identifier,
+        NID_authority_key_identifier
+    };
+    static const char *const val[] = {
+        "critical,CA:TRUE", "critical,keyCertSign,cRLSign", "hash",
+        "keyid:always"
+    };
+
+    x = X509_new();
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN",
+                               MBSTRING_UTF8, (const unsigned char *) cn,
+                               -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(issuer));
+    X509_gmtime_adj(X509_getm_notBefore(x), nb);
+    X509_gmtime_adj(X509_getm_notAfter(x), na);
+    X509_set_pubkey(x, pub);
+    X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+
+    for (i = 0; i < 4; i++) {
+        e = X509V3_EXT_conf_nid(NULL, &v3, nid[i], val[i]);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+
+    X509_sign(x, ikey, EVP_sha256());
+
+    return x;
+}
+
+
+/* The CA "low" under an intermediate M (under the root) ending in a day,
+ * itself valid for 100: its CRLs end with M, and past M's end none is
+ * signed, as past the CA certificate's own (test_ca_end).  Before: a CRL
+ * of the full hour past M's end, and CRLs signed after it, which no
+ * relying party validates (RFC 5280 6.3.3: the CRL issuer's path). */
+static void
+test_chain_end(X509 *root, EVP_PKEY *rootpk, pki_template_t *t)
+{
+    FILE            *f;
+    char             path[128];
+    size_t           len;
+    time_t           mend, now, nu;
+    X509            *m, *low;
+    X509_CRL        *crl;
+    EVP_PKEY        *mk, *lk;
+    pki_ca_t        *ca;
+    pki_key_t       *key;
+    const char      *argv[1];
+    pki_status_t     st;
+    pki_result_t     res;
+    unsigned char   *der;
+
+    mk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    lk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    m = chain_cert("CRL Mid", mk, root, rootpk, -3600, 86400L);
+    low = chain_cert("CRL Low", lk, m, mk, -3600, 86400L * 100);
+    key = fx_key_file(dir, "low.key", lk);
+    write_cert(low, "low.pem");
+    mend = asn1_time(X509_get0_notAfter(m));
+
+    snprintf(path, sizeof(path), "%s/mid-root.pem", dir);
+    f = fopen(path, "w");
+    PEM_write_X509(f, m);
+    PEM_write_X509(f, root);
+    fclose(f);
+
+    pki_result_init(&res);
+    ca = pki_ca_new("crllow");
+    snprintf(path, sizeof(path), "%s/low.pem", dir);
+    argv[0] = path;
+    pki_ca_set(ca, "certificate", 1, argv, &res);
+    snprintf(path, sizeof(path), "%s/mid-root.pem", dir);
+    pki_ca_set(ca, "chain", 1, argv, &res);
+    pki_ca_set_key(ca, key, &res);
+    pki_ca_add_template(ca, t, &res);
+
+    if (ok(pki_ca_finish(ca, &res) == PKI_OK, "CA low under M: %s",
+           res.detail))
+    {
+        for (now = mend - 600; now <= mend + 60; now += 660) {
+            der = NULL;
+            pki_result_init(&res);
+            st = pki_crl_build_list(ca, NULL, 0, 9, now, 3600, &der, &len,
+                                    &res);
+            crl = st == PKI_OK ? parse_crl(der, len) : NULL;
+            nu = crl ? asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0;
+
+            if (now < mend) {
+                ok(nu == mend, "  10 min before M ends: nextUpdate M's "
+                   "end (%+lld s; before: an hour on)",
+                   (long long) (nu - mend));
+
+            } else {
+                ok(st == PKI_INTERNAL && der == NULL
+                   && strstr(res.detail, "certificate 1 of the CA chain")
+                      != NULL,
+                   "  a minute past M's end: no CRL signed (before: "
+                   "signed): %s", res.detail);
+            }
+
+            X509_CRL_free(crl);
+            free(der);
+        }
+    }
+
+    pki_ca_free(ca);
+    pki_key_free(key);
+    X509_free(m);
+    X509_free(low);
+    EVP_PKEY_free(mk);
+    EVP_PKEY_free(lk);
+}
+
+
 /* The lock's SET taken by Redis, its answer lost with the connection:
  * hiredis sends it again on a new one, which Redis refuses (the key is
  * there, this caller's).  The caller holds the lock: it is told so. */
@@ -2703,6 +2832,7 @@ main(void)
     test_lock_lost_reply(sock);
     test_slow_build(subkey, tleaf, sock);
     test_ca_end(subkey, tleaf, sock);
+    test_chain_end(root, rootpk, tleaf);
 
     pki_ca_free(ca);
     pki_ca_free(rootca);
