@@ -145,26 +145,49 @@ pki_set_str(char **dst, const char *src)
 }
 
 
-static int
-pki_url_ok(const char *s)
+/*
+ * A URL the CA writes into what it signs: crl_url (CRL distribution
+ * point), ocsp_url and ca_issuers_url (authority information access).
+ * Plain http:// only (ldap:// too for a CRL or issuer certificate, RFC
+ * 5280 4.2.1.13, 4.2.2.1; OCSP has no LDAP transport, RFC 6960 A.1): a
+ * relying party fetches them while it validates a certificate, and an
+ * https:// one makes it validate the TLS server's certificate first,
+ * whose revocation check may need the same fetch (a loop, or a failure
+ * that soft-fail clients take for "not revoked"); the objects are signed
+ * and need no TLS.  The CA/Browser Forum Baseline Requirements (7.1.2)
+ * want HTTP URLs there.  NULL when s is taken, else why not.
+ */
+static const char *
+pki_url_error(const char *s, int ldap)
 {
     size_t  i, len;
 
     len = strlen(s);
-    if (len < 8 || len > 1024
-        || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0
-            && strncmp(s, "ldap://", 7) != 0))
+
+    if (strncmp(s, "https://", 8) == 0) {
+        return "must be an http:// URL, not https:// (fetched while a "
+               "certificate is validated, https may loop; CA/B BR 7.1.2)";
+    }
+
+    if (strncmp(s, "http://", 7) != 0
+        && (!ldap || strncmp(s, "ldap://", 7) != 0))
     {
-        return 0;
+        return ldap ? "must be an http:// (or ldap://) URL"
+                    : "must be an http:// URL (RFC 6960 A.1)";
+    }
+
+    if (len < 8 || len > 1024) {
+        return "is empty or longer than 1024 characters";
     }
 
     for (i = 0; i < len; i++) {
         if ((unsigned char) s[i] <= 0x20 || (unsigned char) s[i] >= 0x7f) {
-            return 0;
+            return "has a space, a control character or a non-ASCII "
+                   "character";
         }
     }
 
-    return 1;
+    return NULL;
 }
 
 
@@ -172,9 +195,10 @@ pki_status_t
 pki_ca_set(pki_ca_t *ca, const char *name, int argc, const char *const *argv,
     pki_result_t *res)
 {
-    int     i, j;
-    long    v;
-    char  **field;
+    int          i, j;
+    long         v;
+    char       **field;
+    const char  *err;
 
     if (ca == NULL || name == NULL || argc < 0 || (argc > 0 && argv == NULL)) {
         return pki_fail(res, PKI_INTERNAL, "bad arguments");
@@ -283,12 +307,14 @@ pki_ca_set(pki_ca_t *ca, const char *name, int argc, const char *const *argv,
         return pki_fail(res, PKI_MALFORMED, "\"%s\" is duplicate", name);
     }
 
-    if ((field == &ca->crl_url || field == &ca->ocsp_url
-         || field == &ca->ca_issuers_url)
-        && !pki_url_ok(argv[0]))
+    if (field == &ca->crl_url || field == &ca->ocsp_url
+        || field == &ca->ca_issuers_url)
     {
-        return pki_fail(res, PKI_MALFORMED, "invalid URL \"%.128s\" in "
-                        "\"%s\"", argv[0], name);
+        err = pki_url_error(argv[0], field != &ca->ocsp_url);
+        if (err != NULL) {
+            return pki_fail(res, PKI_MALFORMED, "invalid URL \"%.128s\" in "
+                            "\"%s\": it %s", argv[0], name, err);
+        }
     }
 
     if (!pki_set_str(field, argv[0])) {

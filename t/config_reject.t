@@ -23,6 +23,16 @@ ok($ok, 'the shared config passes nginx -t') or diag($out);
 unlike($out, qr/certificate expires in/, '  its CAs (years left): no expiry '
        . 'warning') or diag($out);
 
+{
+    # an LDAP distribution point and issuer URL (RFC 5280 4.2.1.13,
+    # 4.2.2.1) are taken; only OCSP is HTTP alone
+    (my $conf = $base) =~ s{crl_url http://\S+;}{crl_url "ldap://ldap.example/cn=Issuing%20CA?certificateRevocationList;binary";};
+    $conf =~ s{ca_issuers_url http://\S+;}{ca_issuers_url ldap://ldap.example/cn=Issuing;};
+    my ($ok, $out) = $t->nginx_test($t->write_conf($conf, 'ldap.conf'));
+    ok($ok, 'crl_url and ca_issuers_url ldap:// pass nginx -t')
+        or diag($out);
+}
+
 my $wrongpin = $t->dir . '/wrong.pin';
 spew($wrongpin, "99999999\n");
 chmod 0600, $wrongpin;
@@ -359,6 +369,29 @@ my @cases = (
     ['chain holding a root that did not issue the CA certificate',
      sub { s/\bchain \S+chain\.pem;/chain $pki\/altroot.pem;/ },
      qr/no certificate of CA chain "\Q$pki\E\/altroot\.pem" issued the CA certificate/,
+     [qr{pki_ca issuing}]],
+    # revocation and issuer URLs a relying party fetches while it
+    # validates: plain http (an https one may loop), ldap where RFC 5280
+    # has it (not for OCSP)
+    ['crl_url over https',
+     sub { s{crl_url http://}{crl_url https://} },
+     qr/invalid URL "https:\/\/127\.0\.0\.1:\d+\/crl\/issuing\.crl" in "crl_url": it must be an http:\/\/ URL, not https:\/\/.*may loop/,
+     [qr{pki_ca issuing}]],
+    ['ocsp_url over https',
+     sub { s{ocsp_url http://}{ocsp_url https://} },
+     qr/invalid URL "https:\/\/[^"]+\/ocsp" in "ocsp_url": it must be an http:\/\/ URL, not https:\/\//,
+     [qr{pki_ca issuing}]],
+    ['ocsp_url over ldap',
+     sub { s{ocsp_url http://\S+;}{ocsp_url ldap://ldap.example/cn=ocsp;} },
+     qr/invalid URL "ldap:\/\/ldap\.example\/cn=ocsp" in "ocsp_url": it must be an http:\/\/ URL \(RFC 6960 A\.1\)/,
+     [qr{pki_ca issuing}]],
+    ['ca_issuers_url over https',
+     sub { s{ca_issuers_url http://}{ca_issuers_url https://} },
+     qr/invalid URL "https:\/\/[^"]+" in "ca_issuers_url": it must be an http:\/\/ URL, not https:\/\//,
+     [qr{pki_ca issuing}]],
+    ['crl_url over ftp',
+     sub { s{crl_url http://}{crl_url ftp://} },
+     qr/in "crl_url": it must be an http:\/\/ \(or ldap:\/\/\) URL/,
      [qr{pki_ca issuing}]],
     ['crl_url for a CA certificate whose keyUsage lacks cRLSign',
      sub { s/(    pki_ca issuing \{)/$nocrl_ca\n$1/ },
