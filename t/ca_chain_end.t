@@ -1,0 +1,166 @@
+#!/usr/bin/perl
+# Copyright 2026 The nginx-pki developers
+# SPDX-License-Identifier: Apache-2.0
+#
+# A CA whose issuer (an intermediate between it and the root, in its
+# "chain" file) ends while nginx runs, the CA certificate itself valid for
+# a year: what it signs ends with the intermediate (the OCSP answer's and
+# the CRL's nextUpdate), and once the intermediate has ended nothing is
+# signed: OCSP tryLater, the CRL location 503 with Retry-After, and the
+# error log names the chain file's certificate.  Before, only the CA
+# certificate's own notAfter was checked when signing: answers and CRLs
+# were signed after the intermediate's end, an hour long, which no relying
+# party can validate (the next start refuses the chain).
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX qw(strftime);
+use Time::HiRes qw(time sleep);
+use PKITest;
+
+my $t = PKITest->new;
+$t->start_redis;
+
+my $dir = $t->dir;
+my $cadir = "$dir/hier";
+mkdir $cadir or die "mkdir $cadir: $!";
+PKITest::spew("$cadir/index.txt", '');
+PKITest::spew("$cadir/serial", "01\n");
+PKITest::spew("$cadir/ca.cnf", <<"EOF");
+[ca]
+default_ca = d
+[d]
+database = $cadir/index.txt
+new_certs_dir = $cadir
+serial = $cadir/serial
+default_md = sha256
+policy = p
+unique_subject = no
+[p]
+commonName = supplied
+[ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF
+
+sub key_csr {
+    my ($name, $cn) = @_;
+    PKITest::openssl_or_die('req', '-new', '-newkey', 'ec', '-pkeyopt',
+        'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$cadir/$name.key",
+        '-subj', "/CN=$cn", '-out', "$cadir/$name.csr");
+}
+
+sub sign {
+    my ($name, $issuer, $from, $to, $self) = @_;
+    PKITest::openssl_or_die('ca', '-batch', '-config', "$cadir/ca.cnf",
+        $self ? ('-selfsign') : ('-cert', "$cadir/$issuer.pem"),
+        '-keyfile', "$cadir/$issuer.key", '-in', "$cadir/$name.csr",
+        '-startdate', strftime('%y%m%d%H%M%SZ', gmtime($from)),
+        '-enddate', strftime('%y%m%d%H%M%SZ', gmtime($to)),
+        '-extensions', 'ext', '-notext', '-out', "$cadir/$name.pem");
+}
+
+# root (10 years) > mid (ends 45 s from now) > low (a year)
+my $now = int(time);
+my $end = $now + 45;
+key_csr('root', 'Chain End Root');
+sign('root', 'root', $now - 3600, $now + 86400 * 3650, 1);
+key_csr('mid', 'Chain End Mid');
+sign('mid', 'root', $now - 3600, $end);
+key_csr('low', 'Chain End Low');
+sign('low', 'mid', $now - 3600, $now + 86400 * 365);
+PKITest::spew("$cadir/chain.pem", PKITest::slurp("$cadir/mid.pem")
+              . PKITest::slurp("$cadir/root.pem"));
+PKITest::spew("$cadir/verify.pem", PKITest::slurp("$cadir/low.pem")
+              . PKITest::slurp("$cadir/mid.pem"));
+
+(my $conf = $t->render_conf) =~ s/(\n    pki_ca issuing \{)/
+    pki_ca low {
+        certificate $cadir\/low.pem;
+        chain $cadir\/chain.pem;
+        key $cadir\/low.key;
+    }
+$1/ or die 'no pki_ca issuing';
+$conf =~ s{(\n        location /ocsp \{)}{
+        location /ocsp-low {
+            ocsp_responder low;
+            ocsp_responder_cache zone=ocsplow:1m;
+        }
+$1} or die 'no location /ocsp';
+$t->start_nginx($conf);
+
+my $url = 'http://127.0.0.1:' . $t->http_port . '/ocsp-low';
+my $crl = 'http://127.0.0.1:' . $t->http_port . '/crl/low.crl';
+
+my $reqf = "$dir/req.der";
+my ($rc, $out) = $t->openssl_ocsp('-issuer', "$cadir/low.pem", '-serial',
+                                  '0x4242', '-no_nonce', '-reqout', $reqf);
+is($rc, 0, 'request written') or diag($out);
+
+sub check {
+    my ($body) = @_;
+    my $f = "$dir/resp-" . int(rand(1e9)) . '.der';
+    PKITest::spew($f, $body);
+    my (undef, $o) = $t->openssl_ocsp('-respin', $f, '-issuer',
+        "$cadir/low.pem", '-serial', '0x4242', '-CAfile',
+        "$cadir/root.pem", '-verify_other', "$cadir/verify.pem");
+    return $o;
+}
+
+sub gmt {
+    my ($s) = @_;
+    require Time::Piece;
+    $s =~ s/\s+/ /g;
+    return Time::Piece->strptime($s, '%b %d %H:%M:%S %Y GMT')->epoch;
+}
+
+ok(time < $end - 2, 'nginx up before the intermediate ends')
+    or $t->give_up('nginx took too long to start');
+
+my $r = $t->ocsp_post($url, $reqf);
+is($r->{code}, 200, 'OCSP before the intermediate\'s end: 200');
+$out = check($r->{body});
+like($out, qr/Response verify OK/, '  openssl ocsp: verifies') or diag($out);
+my ($next) = $out =~ /Next Update: (.*?GMT)/;
+is(gmt($next // 'Jan 01 00:00:00 1970 GMT'), $end,
+   '  its nextUpdate is the intermediate\'s notAfter') or diag($out);
+
+$r = $t->curl('GET', $crl, quiet => 1);
+is($r->{code}, 200, 'CRL before the intermediate\'s end: 200');
+PKITest::spew("$dir/crl.der", $r->{body});
+my (undef, $cout) = PKITest::run_cmd(['openssl', 'crl', '-inform', 'DER',
+    '-in', "$dir/crl.der", '-noout', '-nextupdate']);
+my ($cnext) = $cout =~ /nextUpdate=(.+)/;
+is(gmt($cnext // 'Jan 01 00:00:00 1970 GMT'), $end,
+   '  its nextUpdate is the intermediate\'s notAfter') or diag($cout);
+
+# past the intermediate's end (low has a year left)
+sleep($end + 2 - time) if time < $end + 2;
+
+my $off = length(PKITest::slurp($t->error_log) // '');
+$r = $t->ocsp_post($url, $reqf);
+is($r->{code}, 200, 'OCSP after the intermediate\'s end: 200');
+$out = check($r->{body});
+like($out, qr/Responder Error: trylater \(3\)/,
+     '  tryLater, no answer signed') or diag($out);
+$r = $t->curl('GET', $crl, quiet => 1);
+is($r->{code}, 503, 'CRL after it: 503, no CRL signed');
+is($r->{headers}{'retry-after'}, '5', '  with Retry-After');
+my $log = substr(PKITest::slurp($t->error_log) // '', $off);
+like($log, qr/\[error\].*ocsp:.*certificate 1 of the CA chain above the CA certificate of "low" has expired.*chain\.pem.*Chain End Mid/,
+     '  the error log names the intermediate (OCSP)') or diag($log);
+like($log, qr/\[error\].*pki crl: "low":.*certificate 1 of the CA chain/,
+     '  and the CRL refusal') or diag($log);
+
+# the issuing CA is unaffected
+my ($csr) = $t->make_csr('chain-a', subj => '/CN=chain-a');
+$r = $t->est_post('simpleenroll', $csr);
+is($r->{code}, 200, 'the other CA still issues') or diag($r->{body});
+
+$t->stop_nginx;
+done_testing();
