@@ -1348,8 +1348,14 @@ pki_ca_path_end(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
     *end_at = at;
 
     /* a self-signed CA certificate (a root that issues) ends with
-     * itself: cross certificates of it in the file are other paths */
-    if (X509_check_issued(x, x) == X509_V_OK) {
+     * itself: cross certificates of it in the file are other paths.
+     * Self-signed as pki_ca_check_chain takes it: a self-issued one
+     * (another key: a rollover certificate) is not */
+    pub = X509_get0_pubkey(x);
+
+    if (X509_check_issued(x, x) == X509_V_OK && pub != NULL
+        && X509_verify(x, pub) == 1)
+    {
         ERR_clear_error();
 
         if (at > 0) {

@@ -154,8 +154,8 @@ static void
 test_chain_end(void)
 {
     time_t           mend, lend;
-    X509            *r, *oldr, *m, *m2, *low, *self, *xself;
-    EVP_PKEY        *rk, *mk, *lk;
+    X509            *r, *oldr, *m, *m2, *low, *self, *xself, *mroll;
+    EVP_PKEY        *rk, *mk, *lk, *mold;
     pki_ca_t        *ca;
     pki_key_t       *key;
     pki_result_t     res;
@@ -177,6 +177,10 @@ test_chain_end(void)
     m2 = ca_cert("End Mid", mk, r, rk, -3600, 86400L * 300, -1);
     low = ca_cert("End Low", lk, m, mk, -3600, 86400L * 100, -1);
     self = ca_cert("End Self", lk, NULL, lk, -3600, 86400L * 50, -1);
+    /* M's key certified by M's old key (self-issued, not self-signed:
+     * a key rollover certificate), ending in a day */
+    mold = fx_keygen("EC:P-256");
+    mroll = ca_cert("End Mid", mk, NULL, mold, -3600, 86400L, -1);
     /* a cross certificate of it by R, ending in a day */
     xself = ca_cert("End Self", lk, r, rk, -3600, 86400L, -1);
     mend = end_of(m);
@@ -189,6 +193,7 @@ test_chain_end(void)
     write_certs("m2-oldr.pem", m2, oldr);
     write_certs("cross.pem", m, NULL);
     write_certs("xself-r.pem", xself, r);
+    write_certs("mroll.pem", mroll, NULL);
     key = fx_key_file(dir, "low.key", lk);
 
     ca = low_ca("low.pem", "m-r.pem", key, t, &res);
@@ -239,6 +244,13 @@ test_chain_end(void)
        "M alone in the file: M's end (%s)", res.detail);
     pki_ca_free(ca);
 
+    /* a self-issued issuer is no trust anchor: its end counts */
+    ca = low_ca("low.pem", "mroll.pem", key, t, &res);
+    ok(res.status == PKI_OK && pki_ca_end(ca) == end_of(mroll),
+       "M's rollover certificate (self-issued) alone: its end (%s)",
+       res.detail);
+    pki_ca_free(ca);
+
     /* no chain file: the CA certificate's own end */
     ca = low_ca("low.pem", NULL, key, t, &res);
     ok(res.status == PKI_OK && pki_ca_end(ca) == lend,
@@ -268,6 +280,8 @@ test_chain_end(void)
     X509_free(low);
     X509_free(self);
     X509_free(xself);
+    X509_free(mroll);
+    EVP_PKEY_free(mold);
     EVP_PKEY_free(rk);
     EVP_PKEY_free(mk);
     EVP_PKEY_free(lk);
