@@ -477,6 +477,7 @@ ngx_module_t  ngx_http_ocsp_module = {
 
 
 static time_t     ngx_http_ocsp_noted;
+static time_t     ngx_http_ocsp_ended_noted;
 
 static ngx_http_ocsp_slot_t  ngx_http_ocsp_slot;
 
@@ -1398,6 +1399,23 @@ ngx_http_ocsp_send(ngx_http_request_t *r, ngx_http_ocsp_ctx_t *ctx)
     if (resp->res.status != PKI_OK) {
         level = (resp->res.status == PKI_INTERNAL) ? NGX_LOG_ERR
                                                    : NGX_LOG_INFO;
+
+        /* a CA (or its chain) past its end: every request gets tryLater
+         * until it is renewed, so one error line per
+         * NGX_HTTP_OCSP_NOTE_EVERY seconds per worker, the others at
+         * info (a fleet of clients would flood the log otherwise) */
+        if (resp->res.status == PKI_INTERNAL
+            && resp->ocsp_status == OCSP_RESPONSE_STATUS_TRYLATER)
+        {
+            if (ngx_time() - ngx_http_ocsp_ended_noted
+                >= NGX_HTTP_OCSP_NOTE_EVERY)
+            {
+                ngx_http_ocsp_ended_noted = ngx_time();
+
+            } else {
+                level = NGX_LOG_INFO;
+            }
+        }
 
         ngx_log_error(level, r->connection->log, 0,
                       "ocsp: request from %V: %s%s%s%s (OCSP status %d)",

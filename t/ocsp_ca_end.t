@@ -134,9 +134,23 @@ like($out, qr/Responder Error: trylater \(3\)/,
      '  the cached GET: tryLater too (its answer ended with the CA)')
     or diag($out);
 isnt($r->{headers}{'x-ocsp-cache'} // '', 'HIT', '  not from the cache');
+# more clients meanwhile: every one tryLater, but not an error line each
+my $n503 = 0;
+for (1 .. 8) {
+    $r = $t->ocsp_post($url, $reqf);
+    $n503++ if check($r->{body}) =~ /Responder Error: trylater \(3\)/;
+}
+is($n503, 8, '  8 more requests: tryLater each');
 my $log = substr(PKITest::slurp($t->error_log) // '', $off);
 like($log, qr/\[error\].*ocsp:.*the CA certificate of "shortca" has expired/,
      '  the error log says why');
+# one worker answers all of them on this test's config; at most one error
+# line per 10 s per worker, the others at info
+my $errs = () = $log =~ /\[error\].*has expired/g;
+my $infos = () = $log =~ /\[info\].*has expired/g;
+ok($errs >= 1 && $errs <= 2 && $infos >= 8,
+   "  at most one error line per 10 s per worker ($errs errors, $infos "
+   . 'info lines)');
 
 # the issuing CA (not ended) is unaffected
 my ($csr) = $t->make_csr('end-a', subj => '/CN=end-a');
