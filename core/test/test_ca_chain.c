@@ -63,26 +63,6 @@ end_of(X509 *x)
 }
 
 
-/* A certificate chain file of up to three certificates. */
-static void
-write_three(const char *name, X509 *a, X509 *b, X509 *c)
-{
-    FILE  *f;
-    char   path[128];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    PEM_write_X509(f, a);
-    if (b != NULL) {
-        PEM_write_X509(f, b);
-    }
-    if (c != NULL) {
-        PEM_write_X509(f, c);
-    }
-    fclose(f);
-}
-
-
 /* CA "low" of DIR/cert under DIR/chain (NULL: none). */
 static pki_ca_t *
 low_ca(const char *cert, const char *chain, pki_key_t *key,
@@ -92,9 +72,9 @@ low_ca(const char *cert, const char *chain, pki_key_t *key,
 
     pki_result_init(res);
     ca = pki_ca_new("low");
-    ca_line(ca, "certificate", cert, res);
+    cx_ca_file(ca, "certificate", dir, cert, res);
     if (chain != NULL) {
-        ca_line(ca, "chain", chain, res);
+        cx_ca_file(ca, "chain", dir, chain, res);
     }
     pki_ca_set_key(ca, key, res);
     if (t != NULL) {
@@ -186,14 +166,14 @@ test_chain_end(void)
     mend = end_of(m);
     lend = end_of(low);
 
-    write_certs("low.pem", low, NULL);
-    write_certs("self.pem", self, NULL);
-    write_certs("m-r.pem", m, r);
-    write_three("m-m2-r.pem", m, m2, r);
-    write_certs("m2-oldr.pem", m2, oldr);
-    write_certs("cross.pem", m, NULL);
-    write_certs("xself-r.pem", xself, r);
-    write_certs("mroll.pem", mroll, NULL);
+    cx_write_certs(dir, "low.pem", low, NULL);
+    cx_write_certs(dir, "self.pem", self, NULL);
+    cx_write_certs(dir, "m-r.pem", m, r, NULL);
+    cx_write_certs(dir, "m-m2-r.pem", m, m2, r, NULL);
+    cx_write_certs(dir, "m2-oldr.pem", m2, oldr, NULL);
+    cx_write_certs(dir, "cross.pem", m, NULL);
+    cx_write_certs(dir, "xself-r.pem", xself, r, NULL);
+    cx_write_certs(dir, "mroll.pem", mroll, NULL);
     key = fx_key_file(dir, "low.key", lk);
 
     ca = low_ca("low.pem", "m-r.pem", key, t, &res);
