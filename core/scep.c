@@ -6103,9 +6103,12 @@ crl:
         if (res->status == PKI_OK) {
             pki_fail(res, PKI_UNAVAILABLE, "no CRL");
 
-        } else if (X509_cmp_time(X509_get0_notAfter(ca), NULL) < 0) {
+        } else if (pki_ca_end(conf->ca) != (time_t) -1
+                   && pki_ca_end(conf->ca) <= time(NULL))
+        {
             /*
-             * The CA has ended: its last CRL (cut to its end) has
+             * The CA (or a certificate above it, pki_ca_end) has ended:
+             * its last CRL (cut to its end) has
              * expired with it, and no new one is signed (pki_crl).  The
              * CRL location answers 503 with Retry-After then, and so does
              * GetCRL, not a CertRep FAILURE: every failInfo of RFC 8894
