@@ -32,6 +32,13 @@
 #define NGX_HTTP_ACME_JOBS_ACCT     1000    /* ... of one account */
 #define NGX_HTTP_ACME_PENDING_MAX   1000    /* pending authzs of an account */
 
+/* a poll of an authorization or challenge whose validation this worker
+ * runs waits for it this long at most (ms), and so many polls per
+ * validation (more are served at once) */
+#define NGX_HTTP_ACME_PARK_MAX      500
+#define NGX_HTTP_ACME_PARK_JOB      8
+#define NGX_HTTP_ACME_PARK_ID       64      /* longest authorization id */
+
 
 typedef struct {
     ngx_str_t                  name;
@@ -107,6 +114,9 @@ typedef struct {
     ngx_queue_t                ring;        /* in ..._jobs_accts while it
                                                has jobs waiting          */
     ngx_queue_t                jobs;        /* those jobs, in order       */
+    ngx_queue_t                inflight;    /* every job waiting or
+                                               running (their polls wait
+                                               for them)                 */
     ngx_uint_t                 waiting;
     ngx_uint_t                 running;
 } ngx_http_acme_jobs_acct_t;
@@ -119,7 +129,20 @@ typedef struct {
     ngx_thread_pool_t         *tp;
     ngx_queue_t                queue;       /* waiting for a slot        */
     ngx_http_acme_jobs_acct_t *acct;
+    ngx_queue_t                inflight;    /* in acct->inflight         */
+    ngx_queue_t                parked;      /* ngx_http_acme_park_t      */
+    ngx_uint_t                 nparked;
+    u_char                     aid[NGX_HTTP_ACME_PARK_ID + 1];
 } ngx_http_acme_job_ctx_t;
+
+
+/* A poll parked until its validation ends (or the timer fires) */
+typedef struct {
+    ngx_queue_t                queue;       /* in the job's parked        */
+    ngx_http_request_t        *request;
+    ngx_http_acme_job_ctx_t   *jctx;
+    ngx_event_t                timer;
+} ngx_http_acme_park_t;
 
 
 /*
@@ -150,10 +173,19 @@ static ngx_event_t  ngx_http_acme_jobs_retry;
  * acme_validation_timeout, and the results never logged.
  */
 static ngx_event_t  ngx_http_acme_jobs_guard;
+static ngx_uint_t   ngx_http_acme_exited;       /* in exit_process */
 
 
 static ngx_int_t ngx_http_acme_handler(ngx_http_request_t *r);
 static void ngx_http_acme_body_handler(ngx_http_request_t *r);
+static void ngx_http_acme_post(ngx_http_request_t *r,
+    ngx_http_acme_ctx_t *ctx);
+static ngx_int_t ngx_http_acme_park(ngx_http_request_t *r,
+    ngx_http_acme_ctx_t *ctx);
+static void ngx_http_acme_park_timeout(ngx_event_t *ev);
+static void ngx_http_acme_unpark(ngx_http_acme_park_t *pk, ngx_uint_t post);
+static void ngx_http_acme_unpark_all(ngx_http_acme_job_ctx_t *jctx,
+    ngx_uint_t post);
 static void ngx_http_acme_work(void *data);
 static void ngx_http_acme_refuse_work(void *data);
 static void ngx_http_acme_done(ngx_http_request_t *r, void *data);
@@ -695,6 +727,25 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    /* a poll of an authorization whose validation runs here waits for
+     * it: the answer then says how it ended (one poll, not several) */
+    if (ngx_http_acme_park(r, ctx) == NGX_OK) {
+        /* drops the reference of the body reading; the park holds one */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+    }
+
+    ngx_http_acme_post(r, ctx);
+}
+
+
+/* Posts the request's task (from its body handler, or when a parked poll
+ * resumes) and drops the reference its caller holds */
+static void
+ngx_http_acme_post(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
     /* a finalize signs with the CA key: in the signing pool, if any */
     rc = pki_acme_signs(&ctx->req)
          ? ngx_http_pki_post_sign(r, ngx_http_acme_work, ngx_http_acme_done,
@@ -730,6 +781,169 @@ ngx_http_acme_body_handler(ngx_http_request_t *r)
                                  "serverInternal", "cannot start the "
                                  "request, retry later"));
         return;
+    }
+}
+
+
+/*
+ * A poll (POST-as-GET) of an authorization or of its challenge while this
+ * worker validates that challenge: the request waits, off the pool, until
+ * the validation ends, then runs as any other; at most
+ * NGX_HTTP_ACME_PARK_MAX ms (a target that stalls), and at most
+ * NGX_HTTP_ACME_PARK_JOB polls per validation (more run at once).  A poll
+ * sent right after the challenge gets the outcome in one answer instead of
+ * "pending" and another poll.  Only a hint: the request is authenticated
+ * and served by the core as it would have been; the URL and the empty
+ * payload merely pick which requests wait.  NGX_OK when parked.
+ */
+static ngx_int_t
+ngx_http_acme_park(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
+{
+    u_char                     *p, *end, *acct, *aid;
+    uint32_t                    hash;
+    ngx_str_t                   name;
+    ngx_queue_t                *q;
+    ngx_str_node_t             *sn;
+    ngx_http_acme_park_t       *pk;
+    ngx_http_acme_job_ctx_t    *jctx;
+    ngx_http_acme_jobs_acct_t  *a;
+    static const char           empty[] = "\"payload\":\"\"";
+
+    if (ngx_http_acme_jobs_running + ngx_http_acme_jobs_nwaiting == 0
+        || r->method != NGX_HTTP_POST || ngx_exiting || ngx_terminate
+        || ctx->req.body == NULL
+        || ngx_strlcasestrn((u_char *) ctx->req.body,
+                            (u_char *) ctx->req.body + ctx->req.body_len,
+                            (u_char *) empty, sizeof(empty) - 2) == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* "authz/ACCT/AID" or "chall/ACCT/AID/TYPE" */
+    p = (u_char *) ctx->req.path;
+    end = p + ngx_strlen(p);
+
+    if (end - p < 6
+        || (ngx_strncmp(p, "authz/", 6) != 0
+            && ngx_strncmp(p, "chall/", 6) != 0))
+    {
+        return NGX_DECLINED;
+    }
+
+    acct = p + 6;
+    p = ngx_strlchr(acct, end, '/');
+    if (p == NULL || p == acct) {
+        return NGX_DECLINED;
+    }
+
+    name.data = acct;
+    name.len = p - acct;
+
+    aid = p + 1;
+    p = ngx_strlchr(aid, end, '/');
+    if (p == NULL) {
+        p = end;
+    }
+
+    if (p == aid || p - aid > NGX_HTTP_ACME_PARK_ID) {
+        return NGX_DECLINED;
+    }
+
+    hash = ngx_crc32_short(name.data, name.len);
+    sn = ngx_str_rbtree_lookup(&ngx_http_acme_jobs_tree, &name, hash);
+    if (sn == NULL) {
+        return NGX_DECLINED;
+    }
+
+    a = (ngx_http_acme_jobs_acct_t *) sn;
+
+    for (q = ngx_queue_head(&a->inflight);
+         q != ngx_queue_sentinel(&a->inflight);
+         q = ngx_queue_next(q))
+    {
+        jctx = ngx_queue_data(q, ngx_http_acme_job_ctx_t, inflight);
+
+        if (ngx_strlen(jctx->aid) == (size_t) (p - aid)
+            && ngx_strncmp(jctx->aid, aid, p - aid) == 0)
+        {
+            goto found;
+        }
+    }
+
+    return NGX_DECLINED;
+
+found:
+
+    if (jctx->nparked >= NGX_HTTP_ACME_PARK_JOB) {
+        return NGX_DECLINED;
+    }
+
+    pk = ngx_pcalloc(r->pool, sizeof(ngx_http_acme_park_t));
+    if (pk == NULL) {
+        return NGX_DECLINED;
+    }
+
+    pk->request = r;
+    pk->jctx = jctx;
+    pk->timer.handler = ngx_http_acme_park_timeout;
+    pk->timer.data = pk;
+    pk->timer.log = r->connection->log;
+
+    ngx_add_timer(&pk->timer, NGX_HTTP_ACME_PARK_MAX);
+    ngx_queue_insert_tail(&jctx->parked, &pk->queue);
+    jctx->nparked++;
+
+    r->main->count++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_acme_park_timeout(ngx_event_t *ev)
+{
+    ngx_http_acme_unpark(ev->data, 1);
+}
+
+
+/* The parked poll runs now (post), or is let go (a worker that stops) */
+static void
+ngx_http_acme_unpark(ngx_http_acme_park_t *pk, ngx_uint_t post)
+{
+    ngx_connection_t     *c;
+    ngx_http_request_t   *r;
+
+    r = pk->request;
+    c = r->connection;
+
+    ngx_queue_remove(&pk->queue);
+    pk->jctx->nparked--;
+
+    if (pk->timer.timer_set) {
+        ngx_del_timer(&pk->timer);
+    }
+
+    if (!post) {
+        return;
+    }
+
+    ngx_http_acme_post(r, ngx_http_get_module_ctx(r, ngx_http_acme_module));
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* A job ends (or is dropped): its polls run, and it is no longer found */
+static void
+ngx_http_acme_unpark_all(ngx_http_acme_job_ctx_t *jctx, ngx_uint_t post)
+{
+    ngx_queue_t  *q;
+
+    ngx_queue_remove(&jctx->inflight);
+
+    while (!ngx_queue_empty(&jctx->parked)) {
+        q = ngx_queue_head(&jctx->parked);
+        ngx_http_acme_unpark(ngx_queue_data(q, ngx_http_acme_park_t, queue),
+                             post);
     }
 }
 
@@ -808,6 +1022,7 @@ ngx_http_acme_jobs_acct(const char *id, ngx_log_t *log)
     a->sn.str.data = (u_char *) (a + 1);
     ngx_memcpy(a->sn.str.data, name.data, name.len);
     ngx_queue_init(&a->jobs);
+    ngx_queue_init(&a->inflight);
     ngx_rbtree_insert(&ngx_http_acme_jobs_tree, &a->sn.node);
 
     return a;
@@ -828,6 +1043,7 @@ ngx_http_acme_jobs_acct_idle(ngx_http_acme_jobs_acct_t *a)
 static void
 ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 {
+    u_char                     *p, *end, *aid;
     ngx_http_acme_job_ctx_t    *jctx;
     ngx_http_acme_jobs_acct_t  *a;
 
@@ -867,6 +1083,30 @@ ngx_http_acme_post_job(ngx_http_request_t *r, ngx_http_acme_ctx_t *ctx)
 
     jctx->acct = a;
     ngx_queue_insert_tail(&a->jobs, &jctx->queue);
+
+    /* the authorization it validates, from "chall/ACCT/AID/TYPE" (or
+     * "authz/ACCT/AID", a poll that restarted it): its polls wait for it
+     * (ngx_http_acme_park) */
+    ngx_queue_init(&jctx->parked);
+    ngx_queue_insert_tail(&a->inflight, &jctx->inflight);
+
+    p = (u_char *) ctx->req.path;
+    end = p + ngx_strlen(p);
+    aid = ngx_strlchr(p, end, '/');
+    aid = aid != NULL ? ngx_strlchr(aid + 1, end, '/') : NULL;
+
+    if (aid != NULL) {
+        aid++;
+        p = ngx_strlchr(aid, end, '/');
+        if (p == NULL) {
+            p = end;
+        }
+
+        if (p - aid <= NGX_HTTP_ACME_PARK_ID) {
+            ngx_memcpy(jctx->aid, aid, p - aid);
+        }
+    }
+
     if (a->waiting++ == 0) {
         ngx_queue_insert_tail(&ngx_http_acme_jobs_accts, &a->ring);
     }
@@ -958,6 +1198,7 @@ ngx_http_acme_jobs_drain(ngx_log_t *log)
                           "acme: a validation was not started (error), "
                           "its challenge stays \"processing\" until a "
                           "poll restarts it");
+            ngx_http_acme_unpark_all(jctx, 1);
             pki_acme_job_free(jctx->job);
             ngx_free(jctx);
             ngx_http_acme_jobs_acct_idle(a);
@@ -1021,6 +1262,9 @@ ngx_http_acme_job_done(void *data)
                   jctx->res.status == PKI_OK ? "ok" : jctx->res.detail,
                   jctx->res.log[0] ? " (" : "", jctx->res.log,
                   jctx->res.log[0] ? ")" : "");
+
+    /* before the account may be forgotten: its polls run now */
+    ngx_http_acme_unpark_all(jctx, 1);
 
     jctx->acct->running--;
     ngx_http_acme_jobs_acct_idle(jctx->acct);
@@ -1092,6 +1336,7 @@ ngx_http_acme_exit_process(ngx_cycle_t *cycle)
                       ngx_http_acme_jobs_running);
     }
 
+    ngx_http_acme_exited = 1;
     ngx_http_acme_jobs_drop();
 }
 
@@ -1123,6 +1368,8 @@ ngx_http_acme_jobs_drop(void)
             q = ngx_queue_head(&a->jobs);
             ngx_queue_remove(q);
             jctx = ngx_queue_data(q, ngx_http_acme_job_ctx_t, queue);
+            /* a worker that exits gracefully still serves its polls */
+            ngx_http_acme_unpark_all(jctx, !ngx_http_acme_exited);
             pki_acme_job_free(jctx->job);
             ngx_free(jctx);
         }
