@@ -2677,6 +2677,57 @@ pki_key_load_file(pki_key_t *k, pki_result_t *res)
 }
 
 
+/* What the key's URI names on the token, for a log line: its label, or
+ * its id in hex when it has no label. */
+static void
+pki_key_describe(const pki_key_t *k, char *buf, size_t size)
+{
+    size_t  i, n;
+
+    if (k->label != NULL) {
+        snprintf(buf, size, "label \"%.*s\"", PKI_LABEL_MAX, k->label);
+        return;
+    }
+
+    n = (size_t) snprintf(buf, size, "id ");
+
+    for (i = 0; i < k->id_len && n + 3 <= size; i++) {
+        n += (size_t) snprintf(buf + n, size - n, "%02x", k->id[i]);
+    }
+}
+
+
+/* 0 when the public half that the token's private key pk carries (RSA:
+ * always; EC: when the token has the point) is not k's public key, the
+ * one the key was opened with and its certificate was checked against;
+ * 1 otherwise, also when pk carries none (the signature's verification
+ * with k->pub tells then). */
+static int
+pki_key_same_pub(const pki_key_t *k, EVP_PKEY *pk)
+{
+    int        same;
+    EVP_PKEY  *pub;
+
+    pub = pki_pkey_public_copy(pk);
+
+    if (pub == NULL
+        || (EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC
+            && EVP_PKEY_get_bits(pub) <= 0))
+    {
+        EVP_PKEY_free(pub);
+        ERR_clear_error();
+        return 1;
+    }
+
+    same = EVP_PKEY_eq(pub, k->pub) == 1;
+
+    EVP_PKEY_free(pub);
+    ERR_clear_error();
+
+    return same;
+}
+
+
 /* Finds the key on the token and gets its handles.  Write lock held, vault
  * open. */
 static pki_status_t
@@ -2688,6 +2739,7 @@ pki_key_fetch_locked_do(pki_key_t *k, int *busy, pki_result_t *res)
     EVP_PKEY      *pk, *pub = NULL, *cpub;
     unsigned int   n, i, stale;
     int            type;
+    char           what[PKI_LABEL_MAX + 16];
 
     pki_key_drop_handles(k);
 
@@ -2765,6 +2817,20 @@ pki_key_fetch_locked_do(pki_key_t *k, int *busy, pki_result_t *res)
     if (pk == NULL) {
         return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": cannot get the "
                         "private key from token \"%s\"", k->ref, v->token);
+    }
+
+    if (k->pub != NULL && !pki_key_same_pub(k, pk)) {
+        /* Another key under the label (replaced on the token): its
+         * signatures would not verify and its decryptions of what was
+         * encrypted to the certificate would fail as the input's fault
+         * ("cannot decrypt").  The key's own failure: its backoff. */
+        EVP_PKEY_free(pk);
+        ERR_clear_error();
+        pki_key_describe(k, what, sizeof(what));
+        return pki_fail(res, PKI_BAD_SIGNATURE, "key \"%s\" no longer "
+                        "matches its certificate: the key under %s on "
+                        "token \"%s\" has another public key (replaced?)",
+                        k->ref, what, v->token);
     }
 
     if (k->pub == NULL) {
@@ -4823,6 +4889,7 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
     pki_vault_t    *v;
     unsigned long   seen, kseq;
     int             attempt, rc, failed, gate, retry;
+    char            what[PKI_LABEL_MAX + 16], why[PKI_LABEL_MAX + 192];
 
     if (k == NULL
         || __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == PKI_KEY_CLOSED)
@@ -4888,9 +4955,12 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
             if (rc < 0) {
                 /* the token signs, with another key than this one's:
                  * reopening will not change that */
-                pki_key_failed(k, "its signature does not verify with its "
-                               "public key (another key under its label "
-                               "on the token?)", res);
+                pki_key_describe(k, what, sizeof(what));
+                snprintf(why, sizeof(why), "the key under %s no longer "
+                         "matches its certificate: its signature does not "
+                         "verify with the key's public key (replaced on "
+                         "the token?)", what);
+                pki_key_failed(k, why, res);
                 break;
             }
 

@@ -78,6 +78,11 @@ typedef p11_ulong (*p11_keygen_pt)(p11_ulong session, p11_mech_t *mech,
 #define P11_CKA_VERIFY              0x10aUL
 #define P11_CKA_EC_PARAMS           0x180UL
 #define P11_CKM_EC_KEY_PAIR_GEN     0x1040UL
+#define P11_CKA_ENCRYPT             0x104UL
+#define P11_CKA_DECRYPT             0x105UL
+#define P11_CKA_MODULUS_BITS        0x121UL
+#define P11_CKA_PUBLIC_EXPONENT     0x122UL
+#define P11_CKM_RSA_PKCS_KEY_PAIR_GEN  0x0UL
 
 typedef struct {
     void               *dl;
@@ -337,6 +342,45 @@ p11_ec_keygen(p11_t *p, const char *label, unsigned char id)
     }
 
     rv = p->keygen(s, &mech, pub, 5, priv, 6, &hpub, &hpriv);
+    p->close(s);
+
+    return rv == P11_CKR_OK;
+}
+
+
+/* An RSA-2048 key pair on the token that signs and decrypts, both halves
+ * labelled label, CKA_ID id. */
+static __attribute__((unused)) int
+p11_rsa_keygen(p11_t *p, const char *label, unsigned char id)
+{
+    static unsigned char  f4[] = { 0x01, 0x00, 0x01 };
+    unsigned char         yes = 1;
+    p11_ulong             s, hpub, hpriv, rv, bits = 2048;
+    p11_mech_t            mech = { P11_CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0 };
+    p11_attr_t            pub[7], priv[7];
+
+    pub[0] = (p11_attr_t) { P11_CKA_MODULUS_BITS, &bits, sizeof(bits) };
+    pub[1] = (p11_attr_t) { P11_CKA_PUBLIC_EXPONENT, f4, sizeof(f4) };
+    pub[2] = (p11_attr_t) { P11_CKA_TOKEN, &yes, 1 };
+    pub[3] = (p11_attr_t) { P11_CKA_VERIFY, &yes, 1 };
+    pub[4] = (p11_attr_t) { P11_CKA_ENCRYPT, &yes, 1 };
+    pub[5] = (p11_attr_t) { P11_CKA_LABEL, (void *) label, strlen(label) };
+    pub[6] = (p11_attr_t) { P11_CKA_ID, &id, 1 };
+
+    priv[0] = (p11_attr_t) { P11_CKA_TOKEN, &yes, 1 };
+    priv[1] = (p11_attr_t) { P11_CKA_PRIVATE, &yes, 1 };
+    priv[2] = (p11_attr_t) { P11_CKA_SENSITIVE, &yes, 1 };
+    priv[3] = (p11_attr_t) { P11_CKA_SIGN, &yes, 1 };
+    priv[4] = (p11_attr_t) { P11_CKA_DECRYPT, &yes, 1 };
+    priv[5] = (p11_attr_t) { P11_CKA_LABEL, (void *) label, strlen(label) };
+    priv[6] = (p11_attr_t) { P11_CKA_ID, &id, 1 };
+
+    s = p11_session(p);
+    if (s == 0) {
+        return 0;
+    }
+
+    rv = p->keygen(s, &mech, pub, 7, priv, 7, &hpub, &hpriv);
     p->close(s);
 
     return rv == P11_CKR_OK;

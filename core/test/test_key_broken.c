@@ -5,8 +5,8 @@
  * One key of a vault is broken on the token while the others work:
  *   A. missing: nothing under its label any more (deleted, or absent on
  *      one HSM of a cluster);
- *   B. replaced: another key under its label, whose signatures do not
- *      verify with the key's public key;
+ *   B. replaced: another key under its label, whose public key is not
+ *      the key's (it no longer matches its certificate);
  *   C. refused: the token will not sign with it (CKA_SIGN false), a token
  *      error that reopening the vault does not cure.
  * Before, every request for such a key closed and reopened the whole vault
@@ -283,7 +283,8 @@ main(void)
        && p11_relabel(&p, "broken-a", "broken-a-old")
        && p11_relabel(&p, "broken-b", "broken-a") && p11_logout(&p),
        "B: another key under the key's label, the login dropped");
-    broken("B (replaced)", "does not verify", a, g, alone);
+    broken("B (replaced)", "no longer matches its certificate", a, g,
+           alone);
     ok(p11_find_slot(&p, env.token)
        && p11_relabel(&p, "broken-a", "broken-b")
        && p11_relabel(&p, "broken-a-old", "broken-a"), "B: its key back");
