@@ -2058,8 +2058,9 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
     } else if (v->stuck) {
         pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": token \"%s\": "
                  "libp11 waits for a session that the token does not give "
-                 "(taken by another process?), given up after %ld ms; the "
-                 "module is loaded again at the next try", v->name, v->token,
+                 "(taken elsewhere, or the token gone?), given up after "
+                 "%ld ms; the module is loaded again at the next try",
+                 v->name, v->token,
                  v->call_timeout_ms > 0 ? v->call_timeout_ms
                                         : (long) PKI_CALL_TIMEOUT);
         goto failed;
@@ -3004,8 +3005,8 @@ pki_key_fetch_locked_do(pki_key_t *k, int *busy, pki_result_t *res)
         return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": cannot list the "
                         "keys of token \"%s\"%s", k->ref, v->token,
                         stuck ? ": libp11 waits for a session that the "
-                        "token does not give (taken by another process?); "
-                        "the module is loaded again" : "");
+                        "token does not give (taken elsewhere, or the token "
+                        "gone?); the module is loaded again" : "");
     }
 
     v->mod->pooled[v->slot - v->mod->slots] = 1;

@@ -19,7 +19,8 @@
  * C_Initialize calls are counted: one per open of a vault.
  * p11shim_set_steal(n) makes libp11's next n C_OpenSessions (those through
  * the function list, not the core's own) answer CKR_SESSION_COUNT: another
- * process taking the token's last session in the instant before libp11's.
+ * process taking the token's last session in the instant before libp11's
+ * (p11shim_set_steal_rv: another answer, e.g. a token pulled meanwhile).
  *
  * A token whose policy forbids raw RSA on its keys (many HSMs): with
  * PKI_P11SHIM_DENY_RAW_RSA=1 (read at C_Initialize) or after
@@ -70,6 +71,7 @@ static int                 shim_deny_raw;   /* CKM_RSA_X_509 refused */
 static long                shim_denied;     /* C_DecryptInit refusals */
 static long                shim_decrypts;   /* C_DecryptInit calls */
 static long                shim_steal;      /* libp11's opens to refuse */
+static CK_RV               shim_steal_rv = CKR_SESSION_COUNT;
 static long                shim_stolen;
 
 
@@ -260,7 +262,8 @@ static CK_RV
 shim_list_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
     CK_NOTIFY notify, CK_SESSION_HANDLE_PTR session)
 {
-    int  steal;
+    int    steal;
+    CK_RV  rv;
 
     pthread_mutex_lock(&shim_mutex);
     steal = shim_steal > 0;
@@ -268,11 +271,12 @@ shim_list_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
         shim_steal--;
         shim_stolen++;
     }
+    rv = shim_steal_rv;
     pthread_mutex_unlock(&shim_mutex);
 
     if (steal) {
-        shim_event("open_session rv=0x%lx stolen", CKR_SESSION_COUNT);
-        return CKR_SESSION_COUNT;
+        shim_event("open_session rv=0x%lx stolen", (unsigned long) rv);
+        return rv;
     }
 
     return C_OpenSession(slot, flags, app, notify, session);
@@ -481,6 +485,17 @@ p11shim_set_steal(long n, long *stolen)
     if (stolen != NULL) {
         *stolen = shim_stolen;
     }
+    pthread_mutex_unlock(&shim_mutex);
+}
+
+
+/* What those refused opens answer (CKR_SESSION_COUNT by default; e.g.
+ * CKR_DEVICE_REMOVED: a token pulled in that instant). */
+P11SHIM_API void
+p11shim_set_steal_rv(unsigned long rv)
+{
+    pthread_mutex_lock(&shim_mutex);
+    shim_steal_rv = (CK_RV) rv;
     pthread_mutex_unlock(&shim_mutex);
 }
 

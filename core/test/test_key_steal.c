@@ -43,6 +43,7 @@
 
 
 typedef void (*shim_set_steal_pt)(long n, long *stolen);
+typedef void (*shim_set_steal_rv_pt)(unsigned long rv);
 
 
 /* An RSA round trip through the token: PKCS#1 v1.5 to the key's public
@@ -82,7 +83,7 @@ rsa_round(pki_key_t *k, pki_result_t *res)
  * the vault opens and its keys work.  Exit 0 when all went as it should;
  * the detail on stderr. */
 static int
-child(p11_env_t *e, const char *shim)
+child(p11_env_t *e, const char *shim, unsigned long rv)
 {
     int                 verified;
     long                stolen;
@@ -92,7 +93,8 @@ child(p11_env_t *e, const char *shim)
     pki_vault_t        *v;
     pki_status_t        st;
     pki_result_t        res;
-    shim_set_steal_pt   set_steal;
+    shim_set_steal_pt      set_steal;
+    shim_set_steal_rv_pt   set_steal_rv;
 
     alarm(HANG_S);
 
@@ -103,10 +105,15 @@ child(p11_env_t *e, const char *shim)
     dl = dlopen(shim, RTLD_NOW | RTLD_LOCAL);
     set_steal = dl != NULL ? (shim_set_steal_pt) dlsym(dl, "p11shim_set_steal")
                            : NULL;
-    if (set_steal == NULL) {
+    set_steal_rv = dl != NULL
+                   ? (shim_set_steal_rv_pt) dlsym(dl, "p11shim_set_steal_rv")
+                   : NULL;
+    if (set_steal == NULL || set_steal_rv == NULL) {
         fprintf(stdout, "# no p11shim_set_steal\n");
         return 2;
     }
+
+    set_steal_rv(rv);
 
     pki_result_init(&res);
     v = pki_vault_new("steal", shim, e->token, e->pin_file, &res);
@@ -124,9 +131,9 @@ child(p11_env_t *e, const char *shim)
     dt = unit_now() - t0;
     set_steal(-1, &stolen);
 
-    fprintf(stdout, "# open with libp11's session taken: status %d in %.3f s "
-            "(%ld taken): %s (%s)\n", (int) st, dt, stolen, res.detail,
-            res.log);
+    fprintf(stdout, "# open with libp11's C_OpenSession refused (CKR "
+            "0x%lx): status %d in %.3f s (%ld refused): %s (%s)\n", rv,
+            (int) st, dt, stolen, res.detail, res.log);
 
     if (stolen != 1) {
         fprintf(stdout, "# libp11 opened no session of its own\n");
@@ -197,7 +204,7 @@ child(p11_env_t *e, const char *shim)
 /* Runs child() in a process of its own; its exit status, or 128 + the
  * signal that ended it (SIGALRM: it hung). */
 static int
-run(p11_env_t *e, const char *shim)
+run(p11_env_t *e, const char *shim, unsigned long rv)
 {
     int    status;
     pid_t  pid;
@@ -206,7 +213,7 @@ run(p11_env_t *e, const char *shim)
 
     pid = fork();
     if (pid == 0) {
-        status = child(e, shim);
+        status = child(e, shim, rv);
         fflush(NULL);
         _exit(status);
     }
@@ -241,10 +248,17 @@ main(void)
         skip_all("no build/p11shim.so");
     }
 
-    rc = run(&e, shim);
+    rc = run(&e, shim, 0xb1);
     ok(rc == 0, "a vault whose libp11 session is taken in the instant "
        "after the probe answers busy within its call timeout, then opens, "
        "signs and decrypts (child: %d%s)", rc,
+       rc == 128 + SIGALRM ? ", hung" : "");
+
+    /* libp11 0.4.12 waits the same for any C_OpenSession that fails
+     * while it holds no session: a token pulled in that instant */
+    rc = run(&e, shim, 0x32);
+    ok(rc == 0, "... and so does one whose token is pulled in that "
+       "instant (CKR_DEVICE_REMOVED) (child: %d%s)", rc,
        rc == 128 + SIGALRM ? ", hung" : "");
 
     return done_testing();
