@@ -1761,6 +1761,13 @@ pki_p11_enum_keys(pki_vault_t *v, PKCS11_KEY **keys, unsigned int *n,
 
     *stuck = 0;
 
+    if (__atomic_load_n(&m->dead, __ATOMIC_ACQUIRE)) {
+        /* another vault's listing was left waiting in this instance (its
+         * slot's limit is zero now): no second thread for it */
+        *stuck = 1;
+        return -1;
+    }
+
     if (m->pooled[v->slot - m->slots]) {
         return PKCS11_enumerate_keys(v->slot->token, keys, n);
     }
