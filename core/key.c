@@ -1782,8 +1782,13 @@ pki_p11_enum_keys(pki_vault_t *v, PKCS11_KEY **keys, unsigned int *n,
         return -1;
     }
 
-    rc = pthread_condattr_init(&ca) == 0;
-    rc = rc && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0
+    if (pthread_condattr_init(&ca) != 0) {
+        pthread_mutex_destroy(&job->mutex);
+        free(job);
+        return -1;
+    }
+
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0
          && pthread_cond_init(&job->cond, &ca) == 0;
     (void) pthread_condattr_destroy(&ca);
 
