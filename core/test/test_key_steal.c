@@ -23,6 +23,7 @@
 
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +202,106 @@ child(p11_env_t *e, const char *shim, unsigned long rv)
 }
 
 
+/* Two vaults of the module open at once while libp11's listing of the
+ * first is left waiting: the second, queued behind the first's wait on
+ * the same module instance, must not start a listing of its own there
+ * (libp11 would wait again: the slot's session limit is zero now), but
+ * answer busy as soon as the first gives up. */
+
+typedef struct {
+    pki_vault_t   *v;
+    pki_status_t   st;
+    double         end;
+    char           detail[PKI_DETAIL_LEN];
+} opener_t;
+
+
+static void *
+opener(void *arg)
+{
+    opener_t      *o = arg;
+    pki_result_t   res;
+
+    pki_result_init(&res);
+    o->st = pki_vault_open(o->v, &res);
+    o->end = unit_now();
+    snprintf(o->detail, sizeof(o->detail), "%s", res.detail);
+
+    return NULL;
+}
+
+
+static int
+child_two(p11_env_t *e, const char *shim)
+{
+    void               *dl;
+    double              gap;
+    opener_t            a, b;
+    pthread_t           ta, tb;
+    pki_result_t        res;
+    shim_set_steal_pt   set_steal;
+
+    alarm(HANG_S);
+
+    setenv("PKI_P11SHIM_MODULE", e->module, 1);
+    unsetenv("PKI_P11SHIM_MAX_SESSIONS");
+
+    dl = dlopen(shim, RTLD_NOW | RTLD_LOCAL);
+    set_steal = dl != NULL ? (shim_set_steal_pt) dlsym(dl, "p11shim_set_steal")
+                           : NULL;
+    if (set_steal == NULL) {
+        return 2;
+    }
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    pki_result_init(&res);
+    a.v = pki_vault_new("steal-a", shim, e->token, e->pin_file, &res);
+    b.v = pki_vault_new("steal-b", shim, e->token, e->pin_file, &res);
+    if (a.v == NULL || b.v == NULL) {
+        return 2;
+    }
+
+    pki_vault_call_timeout(a.v, TIMEOUT_MS);
+    pki_vault_call_timeout(b.v, TIMEOUT_MS);
+
+    set_steal(1, NULL);
+
+    pthread_create(&ta, NULL, opener, &a);
+    usleep(TIMEOUT_MS * 300);          /* a waits for its listing */
+    pthread_create(&tb, NULL, opener, &b);
+
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+
+    gap = b.end - a.end;
+
+    fprintf(stdout, "# two vaults: a %d (%s), b %d %.3f s after a "
+            "(%s)\n", (int) a.st, a.detail, (int) b.st, gap, b.detail);
+
+    if (a.st != PKI_UNAVAILABLE || b.st != PKI_UNAVAILABLE) {
+        return 3;
+    }
+
+    if (gap > TIMEOUT_MS / 2000.0) {
+        return 4;                   /* b waited for a listing of its own */
+    }
+
+    set_steal(0, NULL);
+
+    pki_result_init(&res);
+    if (pki_vault_open(b.v, &res) != PKI_OK) {
+        fprintf(stdout, "# b again: %s\n", res.detail);
+        return 5;
+    }
+
+    pki_vault_free(a.v);
+    pki_vault_free(b.v);
+
+    return 0;
+}
+
+
 /* Runs child() in a process of its own; its exit status, or 128 + the
  * signal that ended it (SIGALRM: it hung). */
 static int
@@ -213,7 +314,7 @@ run(p11_env_t *e, const char *shim, unsigned long rv)
 
     pid = fork();
     if (pid == 0) {
-        status = child(e, shim, rv);
+        status = rv != 0 ? child(e, shim, rv) : child_two(e, shim);
         fflush(NULL);
         _exit(status);
     }
@@ -259,6 +360,12 @@ main(void)
     rc = run(&e, shim, 0x32);
     ok(rc == 0, "... and so does one whose token is pulled in that "
        "instant (CKR_DEVICE_REMOVED) (child: %d%s)", rc,
+       rc == 128 + SIGALRM ? ", hung" : "");
+
+    rc = run(&e, shim, 0);
+    ok(rc == 0, "a second vault queued behind that wait on the same "
+       "module answers busy when the first gives up, without a wait of "
+       "its own, and opens afterwards (child: %d%s)", rc,
        rc == 128 + SIGALRM ? ", hung" : "");
 
     return done_testing();
