@@ -1639,7 +1639,8 @@ pki_p11_last_ckr(void)
  * with the vault's write lock and pki_p11_lib_mutex held.  So a session
  * is opened here first and closed just before libp11's call: with none
  * free the caller answers busy.  Another process can still take the
- * session in between; the window is one C_CloseSession wide.  Once a
+ * session in between (the window is one C_CloseSession wide): then
+ * pki_p11_enum_keys() gives libp11's wait up after the call timeout.  Once a
  * call of libp11 that takes a session passed, libp11 keeps that session
  * in its pool and waits only for it (m->pooled: no probe).  Without the
  * module's own C_OpenSession (never with libp11 over a conforming
