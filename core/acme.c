@@ -6102,12 +6102,14 @@ pki_acme_new_order(pki_acme_t *a)
     }
 
     if (has_na && !tmpl->beyond_ca_expiry) {
-        time_t  ca_na = pki_int_asn1_time(
-                            X509_get0_notAfter(pki_ca_cert(a->conf->ca)));
+        /* the end of what the CA signs: its certificate's, or an earlier
+         * one's above it in its chain (pki_ca_end), as finalize judges */
+        time_t  ca_na = pki_ca_end(a->conf->ca);
 
         if (ca_na != (time_t) -1 && na > ca_na) {
             pki_acme_problem(a, 400, "malformed", "notAfter is after the "
-                             "issuing CA certificate's own end");
+                             "end of the issuing CA certificate or its "
+                             "chain");
             goto done;
         }
     }

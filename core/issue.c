@@ -2995,19 +2995,15 @@ pki_build(const pki_template_t *t, const pki_ca_t *ca,
     /* Validity. */
     now = time(NULL);
 
-    /* a CA past its notAfter (nginx up since it expired; the check at
-     * load is the only other one) signs nothing, beyond_ca_expiry or not:
-     * no verifier would take what it signs (a broken setup, not the
-     * client's fault: PKI_INTERNAL) */
-    if (ca != NULL) {
-        time_t  cana = pki_ca_end(ca);
-
-        if (cana != (time_t) -1 && cana <= now) {
-            X509_free(x);
-            return pki_fail(res, PKI_INTERNAL, "the CA certificate of \"%s\" "
-                            "has expired: it signs nothing until it is "
-                            "renewed", pki_ca_name(ca));
-        }
+    /* a CA past its end, or past a certificate's above it (nginx up
+     * since it expired; the check at load is the only other one), signs
+     * nothing, beyond_ca_expiry or not: no verifier would take what it
+     * signs.  Not the client's fault, and over once the CA is renewed and
+     * nginx reloaded: PKI_UNAVAILABLE (503 with Retry-After), as its CRL
+     * and OCSP answers, with which certificate ended in the log */
+    if (ca != NULL && pki_ca_live(ca, now, res) != PKI_OK) {
+        X509_free(x);
+        return res != NULL ? res->status : PKI_UNAVAILABLE;
     }
 
     nb = req->not_before ? req->not_before : now - 60;

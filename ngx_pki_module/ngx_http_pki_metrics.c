@@ -3527,7 +3527,9 @@ ngx_http_pki_m_ca_expiry(void)
             break;
         }
 
-        na = ngx_http_pki_asn1_time(X509_get0_notAfter(pki_ca_cert(ca)));
+        /* the end of what it signs: its certificate's, or an earlier
+         * one's above it in its chain */
+        na = pki_ca_end(ca);
         if (na <= 0) {
             continue;
         }

@@ -2258,9 +2258,10 @@ done:
 }
 
 
-/* nginx -t, a start, a reload: a warning while the CA certificate has
- * less than NGX_HTTP_PKI_CA_EXPIRY_WARN left (from its notAfter on the CA
- * issues nothing), so that the operator renews it in time */
+/* nginx -t, a start, a reload: a warning while the CA certificate (or
+ * one above it in its chain, pki_ca_end) has less than
+ * NGX_HTTP_PKI_CA_EXPIRY_WARN left (from then on the CA signs nothing),
+ * so that the operator renews it in time */
 static void
 ngx_http_pki_ca_expiry_warn(ngx_conf_t *cf, ngx_str_t *name, pki_ca_t *ca)
 {
@@ -2268,7 +2269,7 @@ ngx_http_pki_ca_expiry_warn(ngx_conf_t *cf, ngx_str_t *name, pki_ca_t *ca)
     time_t     na, left;
     struct tm  tm;
 
-    na = ngx_http_pki_asn1_time(X509_get0_notAfter(pki_ca_cert(ca)));
+    na = pki_ca_end(ca);
     left = na - ngx_time();
 
     if (na == (time_t) -1 || left >= NGX_HTTP_PKI_CA_EXPIRY_WARN
@@ -2280,10 +2281,13 @@ ngx_http_pki_ca_expiry_warn(ngx_conf_t *cf, ngx_str_t *name, pki_ca_t *ca)
 
     ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                        "pki_ca \"%V\": its certificate expires in %T "
-                       "day(s), at %s; from then on the CA issues nothing: "
+                       "day(s), at %s%s; from then on the CA issues nothing: "
                        "renew it (a certificate with the same subject and "
                        "key, or a new CA) and reload", name, left / 86400,
-                       date);
+                       date,
+                       na < ngx_http_pki_asn1_time(
+                                X509_get0_notAfter(pki_ca_cert(ca)))
+                       ? " (a certificate above it in its chain does)" : "");
 }
 
 

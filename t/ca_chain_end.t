@@ -84,8 +84,11 @@ PKITest::spew("$cadir/verify.pem", PKITest::slurp("$cadir/low.pem")
         certificate $cadir\/low.pem;
         chain $cadir\/chain.pem;
         key $cadir\/low.key;
+        templates device;
     }
 $1/ or die 'no pki_ca issuing';
+$conf =~ s{(\n\s*est_label server issuing server;)}{$1
+            est_label low low device;} or die 'no est_label server';
 $conf =~ s{(\n        location /ocsp \{)}{
         location /ocsp-low {
             ocsp_responder low;
@@ -139,6 +142,11 @@ my ($cnext) = $cout =~ /nextUpdate=(.+)/;
 is(gmt($cnext // 'Jan 01 00:00:00 1970 GMT'), $end,
    '  its nextUpdate is the intermediate\'s notAfter') or diag($cout);
 
+my ($lcsr) = $t->make_csr('chain-low', subj => '/CN=chain-low');
+$r = $t->est_post('simpleenroll', $lcsr, label => 'low');
+is($r->{code}, 200, 'EST enrollment under low before the end: 200')
+    or diag($r->{body});
+
 # past the intermediate's end (low has a year left)
 sleep($end + 2 - time) if time < $end + 2;
 
@@ -156,6 +164,17 @@ like($log, qr/\[error\].*ocsp:.*certificate 1 of the CA chain above the CA certi
      '  the error log names the intermediate (OCSP)') or diag($log);
 like($log, qr/\[error\].*pki crl: "low":.*certificate 1 of the CA chain/,
      '  and the CRL refusal') or diag($log);
+
+# an enrollment is not the client's fault either: 503 with Retry-After
+# (it was 500), nothing issued
+($lcsr) = $t->make_csr('chain-low2', subj => '/CN=chain-low2');
+$r = $t->est_post('simpleenroll', $lcsr, label => 'low');
+is($r->{code}, 503, 'EST enrollment under low after it: 503')
+    or diag($r->{body});
+ok(($r->{headers}{'retry-after'} // 0) > 0, '  with Retry-After');
+$log = substr(PKITest::slurp($t->error_log) // '', $off);
+like($log, qr/\[error\].*est.*certificate 1 of the CA chain above the CA certificate of "low" has expired/,
+     '  the error log names the intermediate (EST)') or diag($log);
 
 # the issuing CA is unaffected
 my ($csr) = $t->make_csr('chain-a', subj => '/CN=chain-a');
