@@ -1413,6 +1413,100 @@ pki_ca_end(const pki_ca_t *ca)
 }
 
 
+/*
+ * Whether /cacerts-style answers (the CA certificate and its "chain"
+ * file) miss the trust anchor: every path up from the CA certificate,
+ * and from each certificate of the CA in the file (same subject and key:
+ * a cross certificate of it), issuer by issuer through the file (any
+ * order, more than one issuer of a certificate), stops below a
+ * self-signed certificate.  The issuers are those pki_ca_chain_room
+ * follows (names and signature, pki_ca_walk_issued); a self-signed
+ * certificate is one that verifies with its own key, as
+ * pki_ca_check_chain takes it (a self-issued one is not).
+ */
+int
+pki_ca_anchor_missing(const pki_ca_t *ca, char *issuer, size_t size)
+{
+    int             i, n, cur, end, up;
+    int             todo[PKI_CA_CHAIN_MAX + 1];
+    X509           *x;
+    signed char     seen[PKI_CA_CHAIN_MAX];
+    pki_ca_walk_t   w;
+
+    if (issuer != NULL && size > 0) {
+        issuer[0] = '\0';
+    }
+
+    if (ca == NULL || !ca->finished || ca->cert == NULL) {
+        return 0;
+    }
+
+    memset(w.by, -1, sizeof(w.by));
+    memset(seen, 0, sizeof(seen));
+    w.cert = ca->cert;
+    w.chain = ca->chain;
+    w.k = ca->chain != NULL ? sk_X509_num(ca->chain) : 0;
+    w.k = w.k < 0 ? 0 : w.k > PKI_CA_CHAIN_MAX ? PKI_CA_CHAIN_MAX : w.k;
+    n = 0;
+
+    /* the CA certificate is walked first: its dead end is named */
+    for (i = w.k - 1; i >= 0; i--) {
+        if (pki_ca_same_ca(sk_X509_value(ca->chain, i), ca->cert)) {
+            seen[i] = 1;
+            todo[n++] = i;
+        }
+    }
+
+    ERR_clear_error();
+    todo[n++] = -1;
+    end = -2;
+    cur = -1;
+
+    while (n > 0) {
+        cur = todo[--n];
+
+        if (pki_ca_walk_issued(&w, cur, cur)) {
+            return 0;                           /* a trust anchor */
+        }
+
+        up = 0;
+
+        /* pushed last to first: the file's first issuer is walked first */
+        for (i = w.k - 1; i >= 0; i--) {
+            if (i == cur || !pki_ca_walk_issued(&w, cur, i)) {
+                continue;
+            }
+
+            up = 1;
+
+            if (!seen[i]) {
+                seen[i] = 1;
+                todo[n++] = i;
+            }
+        }
+
+        if (!up && end == -2) {
+            end = cur;      /* the first path's end: its issuer is missing */
+        }
+    }
+
+    /* no dead end: the paths go round (cross certificates of each
+     * other); the last certificate walked is named */
+    x = pki_ca_walk_node(&w, end != -2 ? end : cur);
+
+    if (issuer != NULL && size > 0
+        && X509_NAME_oneline(X509_get_issuer_name(x), issuer,
+                             size > 4096 ? 4096 : (int) size) == NULL)
+    {
+        issuer[0] = '\0';
+    }
+
+    ERR_clear_error();
+
+    return 1;
+}
+
+
 pki_status_t
 pki_ca_live(const pki_ca_t *ca, time_t now, pki_result_t *res)
 {

@@ -593,6 +593,16 @@ PKI_API time_t pki_ca_end(const pki_ca_t *ca);
  * PKI_UNAVAILABLE, with which certificate ended in res. */
 PKI_API pki_status_t pki_ca_live(const pki_ca_t *ca, time_t now,
     pki_result_t *res);
+/* 1 when the (finished) CA's certificate and "chain" file carry no trust
+ * anchor (RFC 7030 4.1.3, what EST /cacerts and SCEP GetCACert serve): no
+ * path up from the CA certificate (or a certificate of the CA in the
+ * file: a cross certificate) through the file, issuer by issuer in any
+ * order, reaches a self-signed certificate; issuer (size bytes, may be
+ * NULL) then holds the issuer name that is missing, X509_NAME_oneline()
+ * form ("" when unreadable).  0 otherwise: the CA certificate is
+ * self-signed, the file holds a root above it, or the CA is not finished. */
+PKI_API int pki_ca_anchor_missing(const pki_ca_t *ca, char *issuer,
+    size_t size);
 PKI_API STACK_OF(X509) *pki_ca_chain(const pki_ca_t *ca);      /* borrowed */
 /* Alternate chains (RFC 8555 7.4.2), in the order of their lines: the
  * certificates that follow a leaf of this CA in another path, such as

@@ -1215,21 +1215,17 @@ invalid:
  * RFC 7030 4.1.3: /cacerts carries the chain up to and including the
  * trust anchor where it is known.  It serves the CA certificate and its
  * "chain" file; when no path from the CA certificate through that file
- * reaches a self-signed certificate, clients that bootstrap their trust
- * from /cacerts (RFC 7030 4.1.1) get no root.  The root is nowhere else
- * in the CA's configuration, so this is said once per CA at nginx -t,
- * naming the certificate whose issuer is missing.
+ * reaches a self-signed certificate (pki_ca_anchor_missing), clients that
+ * bootstrap their trust from /cacerts (RFC 7030 4.1.1) get no root.  The
+ * root is nowhere else in the CA's configuration, so this is said once
+ * per CA at nginx -t, naming the issuer that is missing.
  */
 static ngx_int_t
 ngx_http_est_check_anchor(ngx_conf_t *cf, pki_ca_t *ca)
 {
-    int                        n, i, j, more;
     char                       name[256];
-    X509                      *x, *top;
     pki_ca_t                 **p;
     ngx_uint_t                 k;
-    STACK_OF(X509)            *chain;
-    u_char                     reached[32];
     ngx_http_est_main_conf_t  *emcf;
 
     if (ca == NULL || pki_ca_cert(ca) == NULL) {
@@ -1261,57 +1257,8 @@ ngx_http_est_check_anchor(ngx_conf_t *cf, pki_ca_t *ca)
 
     *p = ca;
 
-    /* the certificates reached from the CA certificate, issuer by issuer
-     * (the file may hold them in any order, and cross certificates) */
-    x = pki_ca_cert(ca);
-
-    if (X509_self_signed(x, 0) == 1) {
+    if (!pki_ca_anchor_missing(ca, name, sizeof(name))) {
         return NGX_OK;
-    }
-
-    chain = pki_ca_chain(ca);
-    n = chain != NULL ? sk_X509_num(chain) : 0;
-    n = n > (int) sizeof(reached) ? (int) sizeof(reached) : n;
-    ngx_memzero(reached, sizeof(reached));
-    top = x;
-
-    do {
-        more = 0;
-
-        for (i = -1; i < n; i++) {
-            if (i >= 0 && !reached[i]) {
-                continue;
-            }
-
-            x = i < 0 ? pki_ca_cert(ca) : sk_X509_value(chain, i);
-
-            for (j = 0; j < n; j++) {
-                if (reached[j]
-                    || X509_check_issued(sk_X509_value(chain, j), x)
-                       != X509_V_OK)
-                {
-                    continue;
-                }
-
-                if (X509_self_signed(sk_X509_value(chain, j), 0) == 1) {
-                    ERR_clear_error();
-                    return NGX_OK;
-                }
-
-                reached[j] = 1;
-                top = sk_X509_value(chain, j);
-                more = 1;
-            }
-        }
-
-    } while (more);
-
-    ERR_clear_error();
-
-    if (X509_NAME_oneline(X509_get_issuer_name(top), name, sizeof(name))
-        == NULL)
-    {
-        ngx_cpystrn((u_char *) name, (u_char *) "?", sizeof(name));
     }
 
     ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
@@ -1319,7 +1266,7 @@ ngx_http_est_check_anchor(ngx_conf_t *cf, pki_ca_t *ca)
                        "(no certificate of \"%s\" in the CA's \"chain\" "
                        "file), so /cacerts carries no trust anchor "
                        "(RFC 7030 4.1.3): add the root to the chain file",
-                       pki_ca_name(ca), name);
+                       pki_ca_name(ca), name[0] != '\0' ? name : "?");
 
     return NGX_OK;
 }

@@ -10,6 +10,10 @@
  * notAfter along its path through the chain file, its own copy of a
  * self-signed root not counted; pki_issue refuses past it and caps
  * notAfter at it.
+ *
+ * The trust anchor of what /cacerts and GetCACert serve
+ * (pki_ca_anchor_missing): reached or not through the chain file, and
+ * the issuer that is missing named.
  */
 
 #include <stdio.h>
@@ -268,6 +272,144 @@ test_chain_end(void)
 }
 
 
+/*
+ * The trust anchor of /cacerts (pki_ca_anchor_missing): a root R, an
+ * intermediate M under it, the CA "low" under M.  The chain file with R
+ * (after M, or first) reaches it; one that stops at M misses R, and says
+ * so by name; no chain file misses M; a self-signed CA is its own anchor;
+ * M's rollover certificate (self-issued, another key) is none; a cross
+ * certificate of a CA that reaches R counts for it.
+ */
+static void
+test_anchor(void)
+{
+    char            name[256];
+    X509           *r, *r2, *m, *m2, *low, *self, *mroll, *xlow;
+    EVP_PKEY       *rk, *r2k, *mk, *lk, *mold;
+    pki_ca_t       *ca;
+    pki_key_t      *key;
+    pki_result_t    res;
+
+    rk = fx_keygen("EC:P-256");
+    mk = fx_keygen("EC:P-256");
+    lk = fx_keygen("EC:P-256");
+    mold = fx_keygen("EC:P-256");
+    r2k = fx_keygen("EC:P-256");
+
+    r = ca_cert("Anchor Root", rk, NULL, rk, -3600, 86400L * 365, -1);
+    m = ca_cert("Anchor Mid", mk, r, rk, -3600, 86400L * 300, -1);
+    low = ca_cert("Anchor Low", lk, m, mk, -3600, 86400L * 100, -1);
+    self = ca_cert("Anchor Self", lk, NULL, lk, -3600, 86400L * 50, -1);
+    mroll = ca_cert("Anchor Mid", mk, NULL, mold, -3600, 86400L, -1);
+    /* M under another root R2 (not in any file), and low
+     * cross-certified by R itself */
+    r2 = ca_cert("Anchor Other Root", r2k, NULL, r2k, -3600, 86400L, -1);
+    m2 = ca_cert("Anchor Mid", mk, r2, r2k, -3600, 86400L * 300, -1);
+    xlow = ca_cert("Anchor Low", lk, r, rk, -3600, 86400L * 100, -1);
+
+    cx_write_certs(dir, "a-low.pem", low, NULL);
+    cx_write_certs(dir, "a-self.pem", self, NULL);
+    cx_write_certs(dir, "a-m-r.pem", m, r, NULL);
+    cx_write_certs(dir, "a-r-m.pem", r, m, NULL);
+    cx_write_certs(dir, "a-m.pem", m, NULL);
+    cx_write_certs(dir, "a-m-mroll.pem", m, mroll, NULL);
+    cx_write_certs(dir, "a-m2-xlow-r.pem", m2, xlow, r, NULL);
+    cx_write_certs(dir, "a-m2-xlow.pem", m2, xlow, NULL);
+    cx_write_certs(dir, "a-r.pem", r, NULL);
+    key = fx_key_file(dir, "a-low.key", lk);
+
+    ca = low_ca("a-low.pem", "a-m-r.pem", key, NULL, &res);
+    ok(res.status == PKI_OK, "anchor: low under M under R loads: %s",
+       res.detail);
+    ok(pki_ca_anchor_missing(ca, name, sizeof(name)) == 0,
+       "  M and R in the chain file: the root is reached");
+    pki_ca_free(ca);
+
+    ca = low_ca("a-low.pem", "a-r-m.pem", key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 0,
+       "  R first, M after it: the root is reached (%s)", res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("a-low.pem", "a-m.pem", key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 1
+       && strcmp(name, "/CN=Anchor Root") == 0,
+       "  M alone: missing, R named: \"%s\" (%s)", name, res.detail);
+    ok(pki_ca_anchor_missing(ca, NULL, 0) == 1, "  and without a buffer");
+    pki_ca_free(ca);
+
+    ca = low_ca("a-low.pem", NULL, key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 1
+       && strcmp(name, "/CN=Anchor Mid") == 0,
+       "  no chain file: missing, M named: \"%s\" (%s)", name,
+       res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("a-low.pem", "a-m-mroll.pem", key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 1
+       && strcmp(name, "/CN=Anchor Root") == 0,
+       "  M and its self-issued rollover certificate: no anchor, R "
+       "named: \"%s\" (%s)", name, res.detail);
+    pki_ca_free(ca);
+
+    /* low's path through M ends below R2; its cross certificate by R
+     * reaches R */
+    ca = low_ca("a-low.pem", "a-m2-xlow-r.pem", key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 0,
+       "  M under R2 (missing), a cross certificate of low by R, and R: "
+       "reached (%s)", res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("a-low.pem", "a-m2-xlow.pem", key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 1
+       && strcmp(name, "/CN=Anchor Other Root") == 0,
+       "  without R: missing, the CA certificate's path named: \"%s\" "
+       "(%s)", name, res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("a-self.pem", NULL, key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 0
+       && name[0] == '\0',
+       "a self-signed CA, no chain file: its own anchor (%s)", res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("a-self.pem", "a-r.pem", key, NULL, &res);
+    ok(res.status == PKI_OK
+       && pki_ca_anchor_missing(ca, name, sizeof(name)) == 0,
+       "  with another root in the file: its own anchor (%s)", res.detail);
+    pki_ca_free(ca);
+
+    ok(pki_ca_anchor_missing(NULL, name, sizeof(name)) == 0,
+       "no CA: 0");
+
+    ca = pki_ca_new("unfinished");
+    ok(pki_ca_anchor_missing(ca, name, sizeof(name)) == 0,
+       "an unfinished CA: 0");
+    pki_ca_free(ca);
+
+    pki_key_free(key);
+    X509_free(r);
+    X509_free(m);
+    X509_free(low);
+    X509_free(self);
+    X509_free(mroll);
+    X509_free(xlow);
+    X509_free(r2);
+    X509_free(m2);
+    EVP_PKEY_free(rk);
+    EVP_PKEY_free(r2k);
+    EVP_PKEY_free(mk);
+    EVP_PKEY_free(lk);
+    EVP_PKEY_free(mold);
+}
+
+
 int
 main(void)
 {
@@ -347,6 +489,7 @@ main(void)
     pki_key_free(key);
 
     test_chain_end();
+    test_anchor();
 
     X509_free(old);
     X509_free(now);
