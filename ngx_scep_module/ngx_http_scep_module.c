@@ -50,6 +50,7 @@ typedef struct {
     time_t                     pending_ttl;
     ngx_int_t                  pending_max;
     time_t                     clock_skew;
+    ngx_str_t                  file;        /* of the scep directive */
     ngx_uint_t                 line;
     pki_scep_conf_t           *conf;
 } ngx_http_scep_loc_conf_t;
@@ -58,6 +59,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                  file;        /* first scep directive, for */
     ngx_uint_t                 line;        /* the "needs pki_redis" error */
+    ngx_array_t               *anchor_checked;  /* pki_ca_t *, warned once */
 } ngx_http_scep_main_conf_t;
 
 
@@ -85,6 +87,8 @@ static void *ngx_http_scep_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_scep_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static ngx_int_t ngx_http_scep_check_anchor(ngx_conf_t *cf,
+    ngx_http_scep_loc_conf_t *slcf);
 static ngx_int_t ngx_http_scep_init(ngx_conf_t *cf);
 
 static char *ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -842,6 +846,7 @@ ngx_http_scep_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->challenge = { 0, NULL };
      *     conf->conf = NULL;
+     *     conf->file = { 0, NULL };
      *     conf->line = 0;
      */
 
@@ -904,6 +909,7 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (conf->line == 0) {
+        conf->file = prev->file;
         conf->line = prev->line;
     }
 
@@ -958,6 +964,10 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_scep_check_anchor(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     conf->conf = sc;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -979,6 +989,70 @@ ngx_http_scep_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               conf->max_body_size);
 
     return NGX_CONF_OK;
+}
+
+/*
+ * With "scep_ca_chain on" (and no RA) GetCACert serves the CA certificate
+ * and its "chain" file, so that a client of an intermediate CA gets the
+ * path to its root (RFC 8894 4.2.1.2).  When no path from the CA
+ * certificate through that file reaches a self-signed certificate
+ * (pki_ca_anchor_missing) it carries none; the root is nowhere else in
+ * the CA's configuration, so this is said once per CA at nginx -t, with
+ * the scep directive's file and line (the merge runs after the block).
+ */
+static ngx_int_t
+ngx_http_scep_check_anchor(ngx_conf_t *cf, ngx_http_scep_loc_conf_t *slcf)
+{
+    char                        name[256];
+    pki_ca_t                  **p;
+    ngx_uint_t                  k;
+    ngx_http_scep_main_conf_t  *smcf;
+
+    if (!slcf->ca_chain || slcf->ra_cert != NULL || slcf->ca == NULL
+        || pki_ca_cert(slcf->ca) == NULL)
+    {
+        return NGX_OK;
+    }
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scep_module);
+
+    if (smcf->anchor_checked == NULL) {
+        smcf->anchor_checked = ngx_array_create(cf->pool, 4,
+                                                sizeof(pki_ca_t *));
+        if (smcf->anchor_checked == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = smcf->anchor_checked->elts;
+
+    for (k = 0; k < smcf->anchor_checked->nelts; k++) {
+        if (p[k] == slcf->ca) {
+            return NGX_OK;
+        }
+    }
+
+    p = ngx_array_push(smcf->anchor_checked);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *p = slcf->ca;
+
+    if (!pki_ca_anchor_missing(slcf->ca, name, sizeof(name))) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                  "scep: CA \"%s\": its chain does not reach a root "
+                  "(no certificate of \"%s\" in the CA's \"chain\" file), "
+                  "so GetCACert with \"scep_ca_chain on\" carries no "
+                  "trust anchor (RFC 8894 4.2.1.2): add the root to the "
+                  "chain file in %V:%ui",
+                  pki_ca_name(slcf->ca), name[0] != '\0' ? name : "?",
+                  &slcf->file, slcf->line);
+
+    return NGX_OK;
 }
 
 
@@ -1009,6 +1083,7 @@ ngx_http_scep(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                  &smcf->file, &smcf->line);
 
     if (rv == NGX_CONF_OK && slcf->enable) {
+        slcf->file = cf->conf_file->file.name;
         slcf->line = cf->conf_file->line;
 
         /* set here too (not only in the merge, which nested locations

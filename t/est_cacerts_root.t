@@ -9,6 +9,8 @@
 # their trust from /cacerts without one, and nginx -t now says so, once
 # per CA, naming the issuer missing.  A chain that reaches a root (in any
 # order, through an intermediate) is served whole and draws no warning.
+# SCEP GetCACert with "scep_ca_chain on" serves the same and is warned
+# about the same way (pki_ca_anchor_missing in core).
 
 use strict;
 use warnings;
@@ -131,5 +133,88 @@ $t->stop_nginx;
 ok($ok, 'nginx -t: "issuing" without a chain file');
 @w = $out =~ /$warn/g;
 is_deeply(\@w, ['issuing'], '  one warning, for "issuing"') or diag($out);
+
+# 4. SCEP GetCACert with "scep_ca_chain on" (no RA) serves the CA and its
+# chain file the same way: an RSA CA under the intermediate (SCEP without
+# an RA needs an RSA CA), used by two locations
+PKITest::openssl_or_die('req', '-new', '-newkey', 'rsa:2048', '-nodes',
+    '-keyout', "$x/scep.key", '-subj', '/CN=Three SCEP',
+    '-out', "$x/scep.csr");
+PKITest::openssl_or_die('x509', '-req', '-in', "$x/scep.csr", '-CA',
+    "$x/mid.pem", '-CAkey', "$x/mid.key", '-CAcreateserial', '-days', '20',
+    '-extfile', "$x/ext.cnf", '-extensions', 'ca', '-out', "$x/scep.pem");
+
+sub scep_conf {
+    my ($chain, $flag) = @_;
+    my $pki = $t->pki;
+    (my $c = $t->render_conf) =~ s/(\n    pki_ca issuing \{)/
+    pki_ca threescep {
+        certificate $x\/scep.pem;
+        chain $chain;
+        key $x\/scep.key;
+        templates scep;
+    }
+$1/ or die 'no pki_ca issuing';
+    my $loc = '';
+    for my $l ('/scep-three', '/scep-three-again') {
+        $loc .= "
+        location $l {
+            scep threescep scep;
+            scep_ca_chain $flag;
+            scep_challenge file=$pki\/scep-challenge;
+        }
+";
+    }
+    $c =~ s/(\n        location \/scep \{)/\n$loc$1/ or die 'no location /scep';
+    return $c;
+}
+
+sub getcacert {
+    my $r = $t->curl('GET', 'http://127.0.0.1:' . $t->http_port
+                     . '/scep-three?operation=GetCACert');
+    my ($rc, $out) = run_cmd(['openssl', 'pkcs7', '-inform', 'DER',
+                              '-print_certs'], stdin => $r->{body});
+    return ($r->{code}, $r->{headers}{'content-type'} // '', join ',', sort
+            map { /subject=.*?CN\s*=\s*([^,\n]+)/ ? $1 : () }
+            split /\n/, $out // '');
+}
+
+my $swarn = qr/\[warn\].*scep: CA "([^"]+)": its chain does not reach a root/;
+
+my $sc = scep_conf("$x/mid-only.pem", 'on');
+my ($sline) = grep { (split /\n/, $sc)[$_ - 1] =~ /scep threescep scep;/ }
+              1 .. scalar(split /\n/, $sc);
+($ok, $out) = nginx_t($sc);
+ok($ok, 'nginx -t: scep_ca_chain on, a chain without its root: accepted')
+    or diag($out);
+@w = $out =~ /$swarn/g;
+is_deeply(\@w, ['threescep'], '  one SCEP warning, for "threescep" (two '
+          . 'locations use it)') or diag($out);
+like($out, qr/scep: .*no certificate of "\/CN=Three Root".*GetCACert/,
+     '  naming the issuer missing and GetCACert') or diag($out);
+like($out, qr/$swarn.* in \S+test\.conf:$sline\n/,
+     "  with the file and the first scep directive's line ($sline)")
+    or diag($out);
+$t->start_nginx(scep_conf("$x/mid-only.pem", 'on'));
+my $ct;
+($code, $ct, $subj) = getcacert();
+is($code, 200, 'GetCACert: 200 all the same');
+is($subj, 'Three Mid,Three SCEP', '  the CA and its intermediate, no root');
+is($ct, 'application/x-x509-ca-ra-cert', '  as a certificates-only SignedData');
+$t->stop_nginx;
+
+($ok, $out) = nginx_t(scep_conf("$x/mid-root.pem", 'on'));
+ok($ok, 'nginx -t: scep_ca_chain on, the chain with the root');
+unlike($out, $swarn, '  no SCEP warning') or diag($out);
+$t->start_nginx(scep_conf("$x/mid-root.pem", 'on'));
+($code, $ct, $subj) = getcacert();
+is($subj, 'Three Mid,Three Root,Three SCEP', 'GetCACert: CA, intermediate '
+   . 'and root');
+$t->stop_nginx;
+
+# scep_ca_chain off: GetCACert is the CA certificate alone by choice
+($ok, $out) = nginx_t(scep_conf("$x/mid-only.pem", 'off'));
+ok($ok, 'nginx -t: scep_ca_chain off');
+unlike($out, $swarn, '  no SCEP warning') or diag($out);
 
 done_testing();
