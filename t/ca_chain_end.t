@@ -26,27 +26,11 @@ $t->start_redis;
 
 my $dir = $t->dir;
 my $cadir = "$dir/hier";
-mkdir $cadir or die "mkdir $cadir: $!";
-PKITest::spew("$cadir/index.txt", '');
-PKITest::spew("$cadir/serial", "01\n");
-PKITest::spew("$cadir/ca.cnf", <<"EOF");
-[ca]
-default_ca = d
-[d]
-database = $cadir/index.txt
-new_certs_dir = $cadir
-serial = $cadir/serial
-default_md = sha256
-policy = p
-unique_subject = no
-[p]
-commonName = supplied
-[ext]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-EOF
+PKITest::openssl_ca_dir($cadir,
+    "basicConstraints = critical,CA:TRUE\n" .
+    "keyUsage = critical,keyCertSign,cRLSign\n" .
+    "subjectKeyIdentifier = hash\n" .
+    "authorityKeyIdentifier = keyid:always\n");
 
 sub key_csr {
     my ($name, $cn) = @_;

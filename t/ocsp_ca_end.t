@@ -25,26 +25,7 @@ $t->start_redis;
 
 my $dir = $t->dir;
 my $cadir = "$dir/shortca";
-mkdir $cadir or die "mkdir $cadir: $!";
-PKITest::spew("$cadir/index.txt", '');
-PKITest::spew("$cadir/serial", "01\n");
-PKITest::spew("$cadir/ca.cnf", <<"EOF");
-[ca]
-default_ca = d
-[d]
-database = $cadir/index.txt
-new_certs_dir = $cadir
-serial = $cadir/serial
-default_md = sha256
-policy = p
-unique_subject = no
-[p]
-commonName = supplied
-[ext]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-EOF
+PKITest::openssl_ca_dir($cadir);
 
 # a CA certificate ending 45 s from now (nginx -t only warns about it)
 my $end = int(time) + 45;

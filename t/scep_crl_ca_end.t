@@ -23,26 +23,11 @@ use SCEPMsg;
 my $t = PKITest->new;
 my $dir = $t->dir;
 my $cadir = "$dir/shortca";
-mkdir $cadir or die "mkdir $cadir: $!";
-PKITest::spew("$cadir/index.txt", '');
-PKITest::spew("$cadir/serial", "01\n");
-PKITest::spew("$cadir/ca.cnf", <<"EOF");
-[ca]
-default_ca = d
-[d]
-database = $cadir/index.txt
-new_certs_dir = $cadir
-serial = $cadir/serial
-default_md = sha256
-policy = p
-unique_subject = no
-[p]
-commonName = supplied
-[ext]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign,digitalSignature,keyEncipherment
-subjectKeyIdentifier = hash
-EOF
+PKITest::openssl_ca_dir($cadir,
+    "basicConstraints = critical,CA:TRUE\n" .
+    "keyUsage = critical,keyCertSign,cRLSign,digitalSignature,"
+    . "keyEncipherment\n" .
+    "subjectKeyIdentifier = hash\n");
 
 # an RSA CA (SCEP's CA mode decrypts with it) ending 50 s from now
 my $end = int(time) + 50;

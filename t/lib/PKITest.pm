@@ -78,6 +78,34 @@ sub openssl_or_die {
     return $out;
 }
 
+# openssl_ca_dir(DIR, EXT): makes DIR an `openssl ca` directory (an empty
+# index, serial 01, DIR/ca.cnf whose section [ext] holds the lines EXT,
+# by default those of a CA certificate): for tests that make CA
+# certificates with dates of their own (-startdate/-enddate)
+sub openssl_ca_dir {
+    my ($cadir, $ext) = @_;
+    $ext //= "basicConstraints = critical,CA:TRUE\n"
+           . "keyUsage = critical,keyCertSign,cRLSign\n"
+           . "subjectKeyIdentifier = hash\n";
+    mkdir $cadir or die "mkdir $cadir: $!";
+    spew("$cadir/index.txt", '');
+    spew("$cadir/serial", "01\n");
+    spew("$cadir/ca.cnf", <<"EOF" . $ext);
+[ca]
+default_ca = d
+[d]
+database = $cadir/index.txt
+new_certs_dir = $cadir
+serial = $cadir/serial
+default_md = sha256
+policy = p
+unique_subject = no
+[p]
+commonName = supplied
+[ext]
+EOF
+}
+
 # new_p256_key(FILE): a new EC P-256 private key written to FILE (PEM);
 # returns FILE
 sub new_p256_key {
