@@ -24,6 +24,7 @@
 
 #include "pki.h"
 #include "test/unit.h"
+#include "test/certs.h"
 #include "test/fixture.h"
 
 
@@ -1921,42 +1922,15 @@ static X509 *
 chain_cert(const char *cn, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *ikey,
     long nb, long na)
 {
-    int              i;
-    X509            *x;
-    X509V3_CTX       v3;
-    X509_EXTENSION  *e;
-    static long      serial = 7000;
+    cx_ext_t     c = { 0 };
+    static long  serial = 7000;
 
-    static const int   nid[] = {
-        NID_basic_constraints, NID_key_usage, NID_subject_key_identifier,
-        NID_authority_key_identifier
-    };
-    static const char *const val[] = {
-        "critical,CA:TRUE", "critical,keyCertSign,cRLSign", "hash",
-        "keyid:always"
-    };
+    c.serial = serial++;
+    c.ca = 1;
+    c.pathlen = -1;
+    c.ku = "critical,keyCertSign,cRLSign";
 
-    x = X509_new();
-    X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN",
-                               MBSTRING_UTF8, (const unsigned char *) cn,
-                               -1, -1, 0);
-    X509_set_issuer_name(x, X509_get_subject_name(issuer));
-    X509_gmtime_adj(X509_getm_notBefore(x), nb);
-    X509_gmtime_adj(X509_getm_notAfter(x), na);
-    X509_set_pubkey(x, pub);
-    X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
-
-    for (i = 0; i < 4; i++) {
-        e = X509V3_EXT_conf_nid(NULL, &v3, nid[i], val[i]);
-        X509_add_ext(x, e, -1);
-        X509_EXTENSION_free(e);
-    }
-
-    X509_sign(x, ikey, EVP_sha256());
-
-    return x;
+    return cx_cert(cn, pub, issuer, ikey, nb, na, &c);
 }
 
 
