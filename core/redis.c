@@ -3979,17 +3979,22 @@ pki_list_cursor(const char *cursor, char *score, size_t size, char *serial,
 }
 
 
+/* defined after pki_redis_pipeline, which it sends its command through */
+static redisReply *pki_record_list_get(pki_redis_t *r, const char *key,
+    int *skip, pki_result_t *res);
+
+
 PKI_API pki_status_t
 pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
     size_t max, pki_record_t **out, size_t *n, char *next,
     pki_result_t *res)
 {
+    int                skip;
     redisReply        *reply, *rec_reply;
     const redisReply  *m, *s;
     pki_record_t      *recs;
     pki_status_t       st;
-    const char        *argv[2];
-    size_t             lens[2], i, count, serials;
+    size_t             i, count, serials, mark;
     double             score;
     long long          whole, last_w, last_k;
     char               kexp[PKI_REDIS_KEY_MAX], key[PKI_REDIS_KEY_MAX];
@@ -4130,17 +4135,18 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
             goto failed;
         }
 
-        argv[0] = "HGETALL";
-        argv[1] = key;
-        lens[0] = 7;
-        lens[1] = strlen(key);
-
-        rec_reply = pki_redis_cmd(r, 2, argv, lens, res);
+        rec_reply = pki_record_list_get(r, key, &skip, res);
         if (rec_reply == NULL) {
+            if (skip) {
+                continue;       /* another type: said in res's log */
+            }
+
             freeReplyObject(reply);
             st = res != NULL ? res->status : PKI_UNAVAILABLE;
             goto failed;
         }
+
+        mark = res != NULL ? strlen(res->log) : 0;
 
         st = pki_record_from_reply(rec_reply, ca, canon, &recs[*n], res);
         freeReplyObject(rec_reply);
@@ -4151,9 +4157,12 @@ pki_record_list(pki_redis_t *r, const char *ca, const char *cursor,
         }
 
         if (st == PKI_NOT_FOUND || st == PKI_INTERNAL) {
-            /* gone meanwhile, or corrupt: not this page's business */
+            /* gone meanwhile, or corrupt: not this page's business (the
+             * notes of the keys passed over before it stay) */
             if (res != NULL) {
-                pki_result_init(res);
+                res->status = PKI_OK;
+                res->detail[0] = '\0';
+                res->log[mark] = '\0';
             }
             continue;
         }
@@ -5384,6 +5393,63 @@ failed:
     }
 
     return PKI_UNAVAILABLE;
+}
+
+
+/*
+ * One record of a page (pki_record_list): the reply of HGETALL key, or
+ * NULL with res filled.  A key of another type (WRONGTYPE: only something
+ * else writing under the namespace makes one) is no failure of the store:
+ * NULL with *skip set and a note in res's log, and the page goes on
+ * without it, as past a corrupt record.  Any other error (connection,
+ * timeout, READONLY, NOPERM) still fails the page.  The command goes as a
+ * pipeline of one, which hands its error reply back (pki_redis_cmd makes
+ * every error reply NULL): one round trip, one command, as before.
+ */
+static redisReply *
+pki_record_list_get(pki_redis_t *r, const char *key, int *skip,
+    pki_result_t *res)
+{
+    size_t        lens[2];
+    const char   *argv[2];
+    pki_pcmd_t    cmd;
+    redisReply   *reply;
+
+    *skip = 0;
+
+    argv[0] = "HGETALL";
+    argv[1] = key;
+    lens[0] = 7;
+    lens[1] = strlen(key);
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.argc = 2;
+    cmd.cap = 2;
+    cmd.argv = argv;
+    cmd.lens = lens;
+
+    if (pki_redis_pipeline(r, &cmd, 1, &reply, "HGETALL", 0, res) != PKI_OK)
+    {
+        return NULL;
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return reply;
+    }
+
+    if (reply->len >= 9 && memcmp(reply->str, "WRONGTYPE", 9) == 0
+        && (reply->len == 9 || reply->str[9] == ' '))
+    {
+        *skip = 1;
+        pki_log(res, "%sredis: %s is not a hash (WRONGTYPE): not listed",
+                (res != NULL && res->log[0] != '\0') ? "; " : "", key);
+
+    } else {
+        pki_redis_error(r, "HGETALL", reply->str, res);
+    }
+
+    freeReplyObject(reply);
+    return NULL;
 }
 
 

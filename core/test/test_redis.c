@@ -1931,6 +1931,143 @@ test_list_bounded(pki_redis_t *r, redisContext *c)
 }
 
 
+/* A record key of another type at an indexed serial (something else
+ * writing under the namespace) is passed over like a corrupt record, and
+ * said in the log: WRONGTYPE used to fail the whole page.  An error of
+ * the store itself still fails it. */
+static int
+list_has(const pki_record_t *list, size_t n, const char *serial)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (strcmp(list[i].serial, serial) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+test_list_wrongtype(pki_redis_t *r, redisContext *c)
+{
+    int            i, bad;
+    char           s[5][41], key[256], next[PKI_RECORD_CURSOR_MAX];
+    size_t         n, k;
+    redisReply    *rep;
+    pki_status_t   st;
+    pki_record_t  *list;
+    pki_result_t   res;
+
+    bad = 1;
+    for (i = 0; i < 4; i++) {
+        bad &= make_good_in(r, "lw", s[i]);
+    }
+    ok(bad, "list wrongtype: four good records");
+
+    /* and a corrupt one, listed after them (the greatest serial of its
+     * notAfter): passing it over keeps the notes of the keys before it */
+    {
+        static const unsigned char  der[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+        pki_record_t                rec;
+
+        snprintf(s[4], sizeof(s[4]), "7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF");
+        fill(&rec, "lw", s[4]);
+        pki_result_init(&res);
+        bad = pki_record_reserve(r, &rec, &res) == PKI_OK;
+        rec.der = (unsigned char *) der;
+        rec.der_len = sizeof(der);
+        pki_result_init(&res);
+        bad = bad && pki_record_commit(r, &rec, &res) == PKI_OK;
+        snprintf(key, sizeof(key), "%s{ca:lw}:cert:%s", ns, s[4]);
+        rep = redisCommand(c, "HSET %s status weird", key);
+        ok(bad && rep != NULL && rep->type == REDIS_REPLY_INTEGER,
+           "list wrongtype: a corrupt record %s", s[4]);
+        freeReplyObject(rep);
+    }
+
+    /* s[1] a string, s[2] a list: both still in the expiry index */
+    snprintf(key, sizeof(key), "%s{ca:lw}:cert:%s", ns, s[1]);
+    freeReplyObject(raw(c, "DEL", key, NULL));
+    rep = raw(c, "SET", key, "x");
+    ok(rep != NULL && rep->type == REDIS_REPLY_STATUS,
+       "list wrongtype: a string at cert:%s", s[1]);
+    freeReplyObject(rep);
+    snprintf(key, sizeof(key), "%s{ca:lw}:cert:%s", ns, s[2]);
+    freeReplyObject(raw(c, "DEL", key, NULL));
+    rep = raw(c, "RPUSH", key, "x");
+    ok(rep != NULL && rep->type == REDIS_REPLY_INTEGER,
+       "list wrongtype: a list at cert:%s", s[2]);
+    freeReplyObject(rep);
+
+    list = NULL;
+    n = 0;
+    pki_result_init(&res);
+    st = pki_record_list(r, "lw", "0", 10, &list, &n, next, &res);
+    is_st(st, PKI_OK, "list wrongtype: the page is listed");
+    ok(n == 2 && list_has(list, n, s[0]) && list_has(list, n, s[3])
+       && strcmp(next, "0") == 0,
+       "  with the two good records only (%zu, next %s)", n, next);
+    ok(res.detail[0] == '\0', "  no error in the result [%s]", res.detail);
+    snprintf(key, sizeof(key), "{ca:lw}:cert:%s is not a hash", s[1]);
+    ok(strstr(res.log, key) != NULL, "  the log names the string [%s]",
+       res.log);
+    snprintf(key, sizeof(key), "{ca:lw}:cert:%s is not a hash", s[2]);
+    ok(strstr(res.log, key) != NULL, "  and the list");
+    ok(strstr(res.log, s[4]) == NULL && strstr(res.log, "corrupt") == NULL,
+       "  and not the corrupt record");
+    for (k = 0; k < n; k++) {
+        pki_record_clear(&list[k]);
+    }
+    free(list);
+
+    /* pages of one: the bad records are pages with nothing to list, whose
+     * cursor goes on past them */
+    snprintf(next, sizeof(next), "0");
+    bad = 0;
+    for (i = 0; i < 7; i++) {
+        char  cur[PKI_RECORD_CURSOR_MAX];
+
+        snprintf(cur, sizeof(cur), "%s", next);
+        pki_result_init(&res);
+        if (pki_record_list(r, "lw", cur, 1, &list, &n, next, &res)
+            != PKI_OK)
+        {
+            diag("list: %s %s", res.detail, res.log);
+            bad = -1;
+            break;
+        }
+        bad += (int) n;
+        for (k = 0; k < n; k++) {
+            pki_record_clear(&list[k]);
+        }
+        free(list);
+        if (strcmp(next, "0") == 0) {
+            break;
+        }
+    }
+    ok(bad == 2 && i == 5, "list wrongtype: pages of one list the two "
+       "good records (%d) and end after 6 pages (%d)", bad, i + 1);
+
+    /* another error of the store still fails the page: HGETALL denied */
+    rep = redisCommand(c, "ACL SETUSER default -hgetall");
+    ok(rep != NULL && rep->type == REDIS_REPLY_STATUS,
+       "list wrongtype: HGETALL denied to the store's user");
+    freeReplyObject(rep);
+    list = NULL;
+    n = 0;
+    pki_result_init(&res);
+    st = pki_record_list(r, "lw", "0", 10, &list, &n, next, &res);
+    freeReplyObject(redisCommand(c, "ACL SETUSER default +hgetall"));
+    is_st(st, PKI_UNAVAILABLE, "  the page fails");
+    ok(n == 0 && list == NULL && strcmp(next, "0") == 0
+       && (strstr(res.log, "NOPERM") != NULL
+           || strstr(res.log, "can't run this command") != NULL),
+       "  with nothing listed, saying why [%s]", res.log);
+}
+
 /* pki_redis_probe (nginx -t): the cause of each failure, within its
  * timeout whatever the store's; the password in no log. */
 static void
@@ -2236,6 +2373,7 @@ main(void)
     test_plan_skew(r);
     test_readonly(r, c);
     test_list_bounded(r, c);
+    test_list_wrongtype(r, c);
 
     /* Clean up our namespace. */
     {
