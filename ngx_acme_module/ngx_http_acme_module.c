@@ -893,6 +893,10 @@ found:
     ngx_queue_insert_tail(&jctx->parked, &pk->queue);
     jctx->nparked++;
 
+    /* as a request waiting for its task: a termination meanwhile (a
+     * worker's shutdown timeout) is deferred until it is let go, so
+     * r->pool, which holds the park, lives until then */
+    r->main->blocked++;
     r->main->count++;
 
     return NGX_OK;
@@ -923,7 +927,18 @@ ngx_http_acme_unpark(ngx_http_acme_park_t *pk, ngx_uint_t post)
         ngx_del_timer(&pk->timer);
     }
 
+    r->main->blocked--;
+
     if (!post) {
+        return;
+    }
+
+    ngx_http_set_log_request(c->log, r);
+
+    if (c->error) {
+        /* terminated while it waited: nginx closes it now */
+        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_run_posted_requests(c);
         return;
     }
 
