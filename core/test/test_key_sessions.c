@@ -292,11 +292,18 @@ main(void)
        res.detail, res.log);
     pki_vault_session_idle(v, 30000);
 
-    /* another burst, for the trim of a signature's own session_put */
-    run_lanes(lanes, k, ROUNDS / 4, &sum);
-    stats(&n, &peak, &refused, &inits);
+    /* another burst, for the trim of a signature's own session_put (a
+     * set-up step: on a loaded machine the lanes of a short burst may
+     * not overlap, so up to 5 bursts until two sessions were in use) */
+    for (i = 0; i < 5; i++) {
+        run_lanes(lanes, k, ROUNDS / 4, &sum);
+        stats(&n, &peak, &refused, &inits);
+        if (sum.good > 0 && n > open0 + 1) {
+            break;
+        }
+    }
     ok(sum.good > 0 && n > open0 + 1, "another burst left pooled "
-       "sessions open (%ld)", n);
+       "sessions open (%ld, after %d burst(s))", n, i + (i < 5));
     pki_vault_session_idle(v, 200);
     usleep(300 * 1000);
     for (i = 0; i < 8; i++) {
