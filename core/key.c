@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,9 +192,6 @@ struct pki_vault_s {
     unsigned long      gen;          /* bumped by each successful open */
     long               idle_ms;      /* pooled sessions idle that long are
                                         closed (PKI_P11_IDLE_MS) */
-    int                stuck;        /* the last login's key listing was
-                                        left waiting in libp11
-                                        (pki_p11_enum_keys): no retry */
     int                login_open;   /* login_sess is open */
     pki_ck_ulong       login_sess;   /* the session of our C_Login, kept
                                         while open (pki_vault_login) */
@@ -593,11 +589,6 @@ struct pki_p11mod_s {
                                         pki_p11_libp11_room); in stale's
                                         allocation, after it */
     pki_p11fn_t    fn;
-
-    int            dead;             /* atomic: a libp11 call waits in
-                                        this instance for ever
-                                        (pki_p11_enum_keys); off the list,
-                                        its context never freed */
 };
 
 static pthread_mutex_t   pki_p11_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -632,19 +623,6 @@ pki_p11mod_put(pki_p11mod_t *m)
             *pp = m->next;
             break;
         }
-    }
-
-    if (__atomic_load_n(&m->dead, __ATOMIC_ACQUIRE)) {
-        /* A thread waits in libp11's copy of this context for ever: its
-         * slots, context and module stay as they are (leaked, once per
-         * such wait), and no C_Finalize, which the instance loaded in its
-         * place (C_Initialize answering "already initialised", which
-         * libp11 takes) now shares. */
-        pthread_mutex_unlock(&pki_p11_mutex);
-        free(m->stale);
-        free(m->path);
-        free(m);
-        return;
     }
 
     /* Finalised with the lock held: a vault opening meanwhile would load
@@ -1639,8 +1617,7 @@ pki_p11_last_ckr(void)
  * with the vault's write lock and pki_p11_lib_mutex held.  So a session
  * is opened here first and closed just before libp11's call: with none
  * free the caller answers busy.  Another process can still take the
- * session in between (the window is one C_CloseSession wide): then
- * pki_p11_enum_keys() gives libp11's wait up after the call timeout.  Once a
+ * session in between; the window is one C_CloseSession wide.  Once a
  * call of libp11 that takes a session passed, libp11 keeps that session
  * in its pool and waits only for it (m->pooled: no probe).  Without the
  * module's own C_OpenSession (never with libp11 over a conforming
@@ -1675,219 +1652,6 @@ pki_p11_libp11_room(pki_vault_t *v)
 
 
 /*
- * libp11's listing of a token's keys, bounded.  The probe above leaves an
- * instant between its C_CloseSession and libp11's C_OpenSession, in which
- * another process can take the session; libp11 0.4.12 then takes
- * CKR_SESSION_COUNT for its session limit, and holding no session of its
- * own it waits for ever for one to come back (pthread_cond_wait on its
- * slot, which only its own sessions signal), and no call of its API wakes
- * it.  So while libp11 holds no session on the slot (m->pooled), the
- * listing runs in a thread of its own, and the caller waits for it as
- * long as the vault's call timeout (PKI_CALL_TIMEOUT without one).  A
- * listing that has not returned by then is left to its thread: the
- * module's instance is dead (m->dead), off the list, so that the next
- * open loads the module anew, and never freed, since the thread waits in
- * it (one thread and one context leaked per such race, instead of a pool
- * thread and the vault's write lock and pki_p11_lib_mutex held for ever).
- * Vaults still open on a dead instance close and reopen at their next
- * use.  Returns PKCS11_enumerate_keys()'s value; *stuck set when it was
- * left.  Under pki_p11_lib_mutex.
- */
-
-typedef struct {
-    pthread_mutex_t   mutex;
-    pthread_cond_t    cond;
-    int               state;         /* 0 running, 1 done, 2 left */
-    int               rc;
-    PKCS11_TOKEN     *token;
-    PKCS11_KEY       *keys;
-    unsigned int      n;
-} pki_p11_job_t;
-
-
-static void
-pki_p11_job_free(pki_p11_job_t *job)
-{
-    pthread_cond_destroy(&job->cond);
-    pthread_mutex_destroy(&job->mutex);
-    free(job);
-}
-
-
-static void *
-pki_p11_job_run(void *arg)
-{
-    int             rc;
-    unsigned int    n;
-    PKCS11_KEY     *keys;
-    pki_p11_job_t  *job = arg;
-
-    keys = NULL;
-    n = 0;
-    rc = PKCS11_enumerate_keys(job->token, &keys, &n);
-    ERR_clear_error();
-
-    pthread_mutex_lock(&job->mutex);
-
-    if (job->state == 2) {
-        pthread_mutex_unlock(&job->mutex);
-        pki_p11_job_free(job);
-        return NULL;
-    }
-
-    job->rc = rc;
-    job->keys = keys;
-    job->n = n;
-    job->state = 1;
-    pthread_cond_signal(&job->cond);
-    pthread_mutex_unlock(&job->mutex);
-
-    return NULL;
-}
-
-
-static int
-pki_p11_enum_keys(pki_vault_t *v, PKCS11_KEY **keys, unsigned int *n,
-    int *stuck)
-{
-    int                  rc, err;
-    long                 ms;
-    sigset_t             all, old;
-    pthread_t            t;
-    pki_p11mod_t        *m = v->mod;
-    pki_p11_job_t       *job;
-    struct timespec      ts;
-    pthread_attr_t       attr;
-    pthread_condattr_t   ca;
-
-    *stuck = 0;
-
-    if (__atomic_load_n(&m->dead, __ATOMIC_ACQUIRE)) {
-        /* another vault's listing was left waiting in this instance (its
-         * slot's limit is zero now): no second thread for it */
-        *stuck = 1;
-        return -1;
-    }
-
-    if (m->pooled[v->slot - m->slots]) {
-        return PKCS11_enumerate_keys(v->slot->token, keys, n);
-    }
-
-    job = calloc(1, sizeof(*job));
-    if (job == NULL) {
-        return -1;
-    }
-
-    if (pthread_mutex_init(&job->mutex, NULL) != 0) {
-        free(job);
-        return -1;
-    }
-
-    if (pthread_condattr_init(&ca) != 0) {
-        pthread_mutex_destroy(&job->mutex);
-        free(job);
-        return -1;
-    }
-
-    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0
-         && pthread_cond_init(&job->cond, &ca) == 0;
-    (void) pthread_condattr_destroy(&ca);
-
-    if (!rc) {
-        pthread_mutex_destroy(&job->mutex);
-        free(job);
-        return -1;
-    }
-
-    job->token = v->slot->token;
-
-    if (pthread_attr_init(&attr) != 0) {
-        pki_p11_job_free(job);
-        return -1;
-    }
-
-    /* with every signal blocked (the thread inherits the mask): in
-     * nginx's master (a vault opened by the configuration) a thread left
-     * waiting would otherwise take the signals the master waits for in
-     * sigsuspend() */
-    (void) sigfillset(&all);
-    (void) pthread_sigmask(SIG_SETMASK, &all, &old);
-
-    (void) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    err = pthread_create(&t, &attr, pki_p11_job_run, job);
-    (void) pthread_attr_destroy(&attr);
-
-    (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-    if (err != 0) {
-        pki_p11_job_free(job);
-        return -1;
-    }
-
-    ms = v->call_timeout_ms > 0 ? v->call_timeout_ms : PKI_CALL_TIMEOUT;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
-
-    pthread_mutex_lock(&job->mutex);
-
-    while (job->state == 0) {
-        if (pthread_cond_timedwait(&job->cond, &job->mutex, &ts)
-            == ETIMEDOUT)
-        {
-            break;
-        }
-    }
-
-    if (job->state == 0) {
-        /* left to its thread, which frees the job if it ever returns */
-        job->state = 2;
-        pthread_mutex_unlock(&job->mutex);
-
-        __atomic_store_n(&m->dead, 1, __ATOMIC_RELEASE);
-
-        pthread_mutex_lock(&pki_p11_mutex);
-        {
-            pki_p11mod_t  **pp;
-
-            for (pp = &pki_p11_mods; *pp != NULL; pp = &(*pp)->next) {
-                if (*pp == m) {
-                    *pp = m->next;
-                    break;
-                }
-            }
-        }
-        pthread_mutex_unlock(&pki_p11_mutex);
-
-        *stuck = 1;
-        return -1;
-    }
-
-    pthread_mutex_unlock(&job->mutex);
-
-    rc = job->rc;
-    *keys = job->keys;
-    *n = job->n;
-    pki_p11_job_free(job);
-
-    return rc;
-}
-
-
-/* 1 when v is open on a module instance that libp11 waits in for ever
- * (pki_p11_enum_keys): its keys are not used, the vault reopens.  Vault
- * lock held. */
-static int
-pki_vault_dead(const pki_vault_t *v)
-{
-    return v->mod != NULL && __atomic_load_n(&v->mod->dead, __ATOMIC_ACQUIRE);
-}
-
-
-/*
  * Logs the process in to v's token, unless it is already, through the
  * module's own C_Login in a session the vault keeps while it is open (a
  * token's login lasts while any session of the process is open on it).
@@ -1903,7 +1667,6 @@ pki_vault_dead(const pki_vault_t *v)
 static unsigned long
 pki_vault_login(pki_vault_t *v)
 {
-    int                     stuck;
     unsigned int            n;
     pki_ck_ulong            s, rv;
     PKCS11_KEY             *keys;
@@ -1936,17 +1699,11 @@ pki_vault_login(pki_vault_t *v)
             return PKI_CKR_SESSION_COUNT;
         }
 
-        if (pki_p11_enum_keys(v, &keys, &n, &stuck) == 0) {
+        if (PKCS11_enumerate_keys(v->slot->token, &keys, &n) == 0) {
             m->stale[v->slot - m->slots] = n;
             m->pooled[v->slot - m->slots] = 1;
         }
         ERR_clear_error();
-
-        if (stuck) {
-            (void) m->fn.close(s);
-            v->stuck = 1;
-            return PKI_CKR_SESSION_COUNT;
-        }
 
         rv = m->fn.login(s, PKI_CKU_USER, (unsigned char *) v->pin,
                          (pki_ck_ulong) v->pin_len);
@@ -2068,16 +1825,6 @@ pki_vault_try_open(pki_vault_t *v, int *login_failed, pki_result_t *res)
                  "failed (wrong PIN?)", v->name, v->token);
         goto failed;
 
-    } else if (v->stuck) {
-        pki_fail(res, PKI_UNAVAILABLE, "vault \"%s\": token \"%s\": "
-                 "libp11 waits for a session that the token does not give "
-                 "(taken elsewhere, or the token gone?), given up after "
-                 "%ld ms; the module is loaded again at the next try",
-                 v->name, v->token,
-                 v->call_timeout_ms > 0 ? v->call_timeout_ms
-                                        : (long) PKI_CALL_TIMEOUT);
-        goto failed;
-
     } else if (ckr != 0) {
         /* an outage is retried and stays a 503 however long it lasts;
          * any other refusal three times over is not a race */
@@ -2121,7 +1868,6 @@ pki_vault_open_locked_do(pki_vault_t *v, pki_result_t *res)
 
         pki_result_init(res);
 
-        v->stuck = 0;
         st = pki_vault_try_open(v, &login_failed, res);
 
         if (st == PKI_OK) {
@@ -2134,9 +1880,7 @@ pki_vault_open_locked_do(pki_vault_t *v, pki_result_t *res)
             return PKI_OK;
         }
 
-        if (st != PKI_UNAVAILABLE || v->pin_refused || v->stuck) {
-            /* a listing left waiting took the call timeout: the next
-             * try is the vault's backoff's */
+        if (st != PKI_UNAVAILABLE || v->pin_refused) {
             return st;
         }
 
@@ -2994,17 +2738,10 @@ pki_key_fetch_locked_do(pki_key_t *k, int *busy, pki_result_t *res)
     PKCS11_CERT   *cert;
     EVP_PKEY      *pk, *pub = NULL, *cpub;
     unsigned int   n, i, stale;
-    int            type, stuck;
+    int            type;
     char           what[PKI_LABEL_MAX + 16];
 
     pki_key_drop_handles(k);
-
-    if (__atomic_load_n(&v->mod->dead, __ATOMIC_ACQUIRE)) {
-        /* libp11 waits in this instance for ever: the vault reopens */
-        return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": the PKCS#11 "
-                        "module of token \"%s\" is to be loaded again",
-                        k->ref, v->token);
-    }
 
     if (pki_p11_libp11_room(v) != 0) {
         *busy = 1;
@@ -3013,13 +2750,10 @@ pki_key_fetch_locked_do(pki_key_t *k, int *busy, pki_result_t *res)
                         v->token);
     }
 
-    if (pki_p11_enum_keys(v, &keys, &n, &stuck) != 0) {
+    if (PKCS11_enumerate_keys(v->slot->token, &keys, &n) != 0) {
         v->mod->pooled[v->slot - v->mod->slots] = 0;
         return pki_fail(res, PKI_UNAVAILABLE, "key \"%s\": cannot list the "
-                        "keys of token \"%s\"%s", k->ref, v->token,
-                        stuck ? ": libp11 waits for a session that the "
-                        "token does not give (taken elsewhere, or the token "
-                        "gone?); the module is loaded again" : "");
+                        "keys of token \"%s\"", k->ref, v->token);
     }
 
     v->mod->pooled[v->slot - v->mod->slots] = 1;
@@ -5194,7 +4928,7 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
         seen = v->gen;
 
         if (gate == 0 && v->ctx != NULL && k->priv != NULL
-            && k->gen == v->gen && !pki_vault_dead(v))
+            && k->gen == v->gen)
         {
             kseq = pki_key_kb_seq(k);
             rc = pki_p11_sign(k, 1, op, res);
@@ -5237,10 +4971,8 @@ pki_key_do_sign_once(pki_key_t *k, pki_sign_op_t *op, pki_result_t *res)
             failed = 2;
 
         } else {
-            /* a lookup that failed in this generation needs a reopen, as
-             * does a module instance that libp11 waits in */
-            failed = v->ctx != NULL
-                     && (k->bad_gen == v->gen || pki_vault_dead(v));
+            /* a lookup that failed in this generation needs a reopen */
+            failed = v->ctx != NULL && k->bad_gen == v->gen;
             pthread_rwlock_unlock(&v->lock);
         }
 
@@ -5854,7 +5586,7 @@ pki_key_decrypt_do(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
         seen = v->gen;
 
         if (gate == 0 && v->ctx != NULL && k->priv != NULL
-            && k->gen == v->gen && !pki_vault_dead(v))
+            && k->gen == v->gen)
         {
             n = cap;
             kseq = pki_key_kb_seq(k);
@@ -5881,8 +5613,7 @@ pki_key_decrypt_do(pki_key_t *k, const EVP_MD *md, const EVP_MD *mgf1,
             failed = 2;
 
         } else {
-            failed = v->ctx != NULL
-                     && (k->bad_gen == v->gen || pki_vault_dead(v));
+            failed = v->ctx != NULL && k->bad_gen == v->gen;
             pthread_rwlock_unlock(&v->lock);
         }
 

@@ -17,10 +17,6 @@
  * the next n C_Signs fail with CKR_DEVICE_ERROR at once
  * (p11shim_sign_state: how many are left, how many C_Signs run).
  * C_Initialize calls are counted: one per open of a vault.
- * p11shim_set_steal(n) makes libp11's next n C_OpenSessions (those through
- * the function list, not the core's own) answer CKR_SESSION_COUNT: another
- * process taking the token's last session in the instant before libp11's
- * (p11shim_set_steal_rv: another answer, e.g. a token pulled meanwhile).
  *
  * A token whose policy forbids raw RSA on its keys (many HSMs): with
  * PKI_P11SHIM_DENY_RAW_RSA=1 (read at C_Initialize) or after
@@ -70,9 +66,6 @@ static long                shim_signing;    /* C_Signs in progress */
 static int                 shim_deny_raw;   /* CKM_RSA_X_509 refused */
 static long                shim_denied;     /* C_DecryptInit refusals */
 static long                shim_decrypts;   /* C_DecryptInit calls */
-static long                shim_steal;      /* libp11's opens to refuse */
-static CK_RV               shim_steal_rv = CKR_SESSION_COUNT;
-static long                shim_stolen;
 
 
 /* One line to PKI_P11SHIM_EVENTS, if set (O_APPEND: the workers share
@@ -252,37 +245,6 @@ C_CloseSession(CK_SESSION_HANDLE session)
 }
 
 
-/*
- * C_OpenSession as libp11 calls it (through the function list; the core's
- * own calls take the exported symbol): while shim_steal > 0 each call
- * answers CKR_SESSION_COUNT, as when another process took the token's
- * last free session between the core's probe and libp11's open.
- */
-static CK_RV
-shim_list_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
-    CK_NOTIFY notify, CK_SESSION_HANDLE_PTR session)
-{
-    int    steal;
-    CK_RV  rv;
-
-    pthread_mutex_lock(&shim_mutex);
-    steal = shim_steal > 0;
-    if (steal) {
-        shim_steal--;
-        shim_stolen++;
-    }
-    rv = shim_steal_rv;
-    pthread_mutex_unlock(&shim_mutex);
-
-    if (steal) {
-        shim_event("open_session rv=0x%lx stolen", (unsigned long) rv);
-        return rv;
-    }
-
-    return C_OpenSession(slot, flags, app, notify, session);
-}
-
-
 /* Every session is counted against one token (the tests have one). */
 P11SHIM_API CK_RV
 C_CloseAllSessions(CK_SLOT_ID slot)
@@ -319,7 +281,7 @@ C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
     shim_list.C_Initialize = C_Initialize;
     shim_list.C_Finalize = C_Finalize;
     shim_list.C_GetFunctionList = C_GetFunctionList;
-    shim_list.C_OpenSession = shim_list_open;
+    shim_list.C_OpenSession = C_OpenSession;
     shim_list.C_CloseSession = C_CloseSession;
     shim_list.C_CloseAllSessions = C_CloseAllSessions;
     shim_list.C_DecryptInit = C_DecryptInit;
@@ -469,33 +431,6 @@ p11shim_set_max(long max)
 {
     pthread_mutex_lock(&shim_mutex);
     shim_max = max;
-    pthread_mutex_unlock(&shim_mutex);
-}
-
-
-/* The next n C_OpenSessions of libp11 (through the function list) answer
- * CKR_SESSION_COUNT (0: none); *stolen (if not NULL): how many did. */
-P11SHIM_API void
-p11shim_set_steal(long n, long *stolen)
-{
-    pthread_mutex_lock(&shim_mutex);
-    if (n >= 0) {
-        shim_steal = n;
-    }
-    if (stolen != NULL) {
-        *stolen = shim_stolen;
-    }
-    pthread_mutex_unlock(&shim_mutex);
-}
-
-
-/* What those refused opens answer (CKR_SESSION_COUNT by default; e.g.
- * CKR_DEVICE_REMOVED: a token pulled in that instant). */
-P11SHIM_API void
-p11shim_set_steal_rv(unsigned long rv)
-{
-    pthread_mutex_lock(&shim_mutex);
-    shim_steal_rv = (CK_RV) rv;
     pthread_mutex_unlock(&shim_mutex);
 }
 
