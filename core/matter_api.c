@@ -897,6 +897,49 @@ pki_dac_release(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
 }
 
 
+/* Whether a DAC's subject is the one a request asks for: the request's
+ * attributes (the template's rules applied to its CSR), compared as
+ * X509_NAME_cmp() does, with those the issuance adds (a VID or PID the
+ * template fixes) left out of the DAC's.  1 same, 0 not (or no memory). */
+static int
+pki_dac_subject_same(const X509_NAME *want, const X509_NAME *got)
+{
+    int               i, j, same;
+    X509_NAME        *kept;
+    X509_NAME_ENTRY  *e;
+
+    kept = X509_NAME_new();
+    if (kept == NULL) {
+        return 0;
+    }
+
+    for (i = 0; i < X509_NAME_entry_count(got); i++) {
+        e = X509_NAME_get_entry(got, i);
+
+        for (j = 0; j < X509_NAME_entry_count(want); j++) {
+            if (OBJ_cmp(X509_NAME_ENTRY_get_object(
+                            X509_NAME_get_entry(want, j)),
+                        X509_NAME_ENTRY_get_object(e)) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j < X509_NAME_entry_count(want)
+            && X509_NAME_add_entry(kept, e, -1, 0) != 1)
+        {
+            X509_NAME_free(kept);
+            return 0;
+        }
+    }
+
+    same = X509_NAME_cmp(kept, want) == 0;
+    X509_NAME_free(kept);
+
+    return same;
+}
+
+
 /* The DAC recorded good for items[i]'s key (serial), checked: issued by
  * this CA, under this template, for this very key.  PKI_OK with
  * items[i].cert set (known), else the status and msg. */
@@ -949,6 +992,20 @@ pki_dac_known_cert(const pki_matter_conf_t *conf, pki_item_t *it,
     }
 
     OPENSSL_free(der);
+
+    /* the subject this request would be issued (the template's rules
+     * applied to its CSR): a station that corrected a subject must not
+     * install the DAC of the old one as if it were its answer */
+    if (it->req.subject != NULL
+        && !pki_dac_subject_same(it->req.subject, X509_get_subject_name(x)))
+    {
+        X509_free(x);
+        snprintf(msg, size, "%s[%zu]: its key has the DAC %s, of another "
+                 "subject: one DAC per device key (revoke it, "
+                 "superseded, for a new one)", what, i, rec->serial);
+        return PKI_POLICY;
+    }
+
     it->cert = x;
     it->known = 1;
 

@@ -2722,6 +2722,27 @@ test_batch_index(pki_ca_t *ca, pki_template_t *t)
     pki_matter_resp_free(&resp);
     n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 128, &good, &wd);
     ok(n == 3, "  no record made (%d)", n);
+
+    /* the same key asking for another subject: not the DAC it has (a
+     * station that corrected a subject would install what it did not ask
+     * for), nor a second one: refused */
+    {
+        char  *o[1], *ob[1] = { NULL };
+
+        o[0] = csr_b64(k[0], "idx other subject");
+        st = idx_batch(ca, t, r, o, 1, ob, &resp);
+        ok(st == 400 && ob[0] == NULL
+           && strstr(resp.res.detail, "another subject") != NULL,
+           "index: its key with another subject: 400, not its DAC (%d) %s",
+           st, resp.res.detail);
+        pki_matter_resp_free(&resp);
+        n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 128, &good,
+                          &wd);
+        ok(n == 3, "  no record made (%d)", n);
+        idx_free(ob, 1);
+        free(o[0]);
+    }
+
     idx_free(a, 2);
     idx_free(b, 3);
 
