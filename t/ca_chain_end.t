@@ -17,7 +17,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
 use PKITest;
 
@@ -39,25 +38,17 @@ sub key_csr {
         '-subj', "/CN=$cn", '-out', "$cadir/$name.csr");
 }
 
-sub sign {
-    my ($name, $issuer, $from, $to, $self) = @_;
-    PKITest::openssl_or_die('ca', '-batch', '-config', "$cadir/ca.cnf",
-        $self ? ('-selfsign') : ('-cert', "$cadir/$issuer.pem"),
-        '-keyfile', "$cadir/$issuer.key", '-in', "$cadir/$name.csr",
-        '-startdate', strftime('%y%m%d%H%M%SZ', gmtime($from)),
-        '-enddate', strftime('%y%m%d%H%M%SZ', gmtime($to)),
-        '-extensions', 'ext', '-notext', '-out', "$cadir/$name.pem");
-}
-
 # root (10 years) > mid (ends 45 s from now) > low (a year)
 my $now = int(time);
 my $end = $now + 45;
 key_csr('root', 'Chain End Root');
-sign('root', 'root', $now - 3600, $now + 86400 * 3650, 1);
+PKITest::openssl_ca_sign($cadir, 'root', 'root', $now - 3600,
+                         $now + 86400 * 3650);
 key_csr('mid', 'Chain End Mid');
-sign('mid', 'root', $now - 3600, $end);
+PKITest::openssl_ca_sign($cadir, 'mid', 'root', $now - 3600, $end);
 key_csr('low', 'Chain End Low');
-sign('low', 'mid', $now - 3600, $now + 86400 * 365);
+PKITest::openssl_ca_sign($cadir, 'low', 'mid', $now - 3600,
+                         $now + 86400 * 365);
 PKITest::spew("$cadir/chain.pem", PKITest::slurp("$cadir/mid.pem")
               . PKITest::slurp("$cadir/root.pem"));
 PKITest::spew("$cadir/verify.pem", PKITest::slurp("$cadir/low.pem")
@@ -99,13 +90,6 @@ sub check {
     return $o;
 }
 
-sub gmt {
-    my ($s) = @_;
-    require Time::Piece;
-    $s =~ s/\s+/ /g;
-    return Time::Piece->strptime($s, '%b %d %H:%M:%S %Y GMT')->epoch;
-}
-
 ok(time < $end - 2, 'nginx up before the intermediate ends')
     or $t->give_up('nginx took too long to start');
 
@@ -114,7 +98,7 @@ is($r->{code}, 200, 'OCSP before the intermediate\'s end: 200');
 $out = check($r->{body});
 like($out, qr/Response verify OK/, '  openssl ocsp: verifies') or diag($out);
 my ($next) = $out =~ /Next Update: (.*?GMT)/;
-is(gmt($next // 'Jan 01 00:00:00 1970 GMT'), $end,
+is(PKITest::gmt_epoch($next // 'Jan 01 00:00:00 1970 GMT'), $end,
    '  its nextUpdate is the intermediate\'s notAfter') or diag($out);
 
 $r = $t->curl('GET', $crl, quiet => 1);
@@ -123,7 +107,7 @@ PKITest::spew("$dir/crl.der", $r->{body});
 my (undef, $cout) = PKITest::run_cmd(['openssl', 'crl', '-inform', 'DER',
     '-in', "$dir/crl.der", '-noout', '-nextupdate']);
 my ($cnext) = $cout =~ /nextUpdate=(.+)/;
-is(gmt($cnext // 'Jan 01 00:00:00 1970 GMT'), $end,
+is(PKITest::gmt_epoch($cnext // 'Jan 01 00:00:00 1970 GMT'), $end,
    '  its nextUpdate is the intermediate\'s notAfter') or diag($cout);
 
 my ($lcsr) = $t->make_csr('chain-low', subj => '/CN=chain-low');

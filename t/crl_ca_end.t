@@ -14,7 +14,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
 use PKITest;
 
@@ -30,11 +29,7 @@ my $end = int(time) + 45;
 PKITest::openssl_or_die('req', '-new', '-newkey', 'ec', '-pkeyopt',
     'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$cadir/ca.key",
     '-subj', '/CN=Short-lived CA', '-out', "$cadir/ca.csr");
-PKITest::openssl_or_die('ca', '-batch', '-selfsign', '-config',
-    "$cadir/ca.cnf", '-keyfile', "$cadir/ca.key", '-in', "$cadir/ca.csr",
-    '-startdate', strftime('%y%m%d%H%M%SZ', gmtime($end - 3600)),
-    '-enddate', strftime('%y%m%d%H%M%SZ', gmtime($end)),
-    '-extensions', 'ext', '-notext', '-out', "$cadir/ca.pem");
+PKITest::openssl_ca_sign($cadir, 'ca', 'ca', $end - 3600, $end);
 
 (my $conf = $t->render_conf) =~ s/(\n    pki_ca issuing \{)/
     pki_ca shortca {

@@ -15,7 +15,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
 use MIME::Base64 qw(encode_base64);
 use PKITest;
@@ -32,11 +31,7 @@ my $end = int(time) + 45;
 PKITest::openssl_or_die('req', '-new', '-newkey', 'ec', '-pkeyopt',
     'ec_paramgen_curve:P-256', '-nodes', '-keyout', "$cadir/ca.key",
     '-subj', '/CN=Short-lived CA', '-out', "$cadir/ca.csr");
-PKITest::openssl_or_die('ca', '-batch', '-selfsign', '-config',
-    "$cadir/ca.cnf", '-keyfile', "$cadir/ca.key", '-in', "$cadir/ca.csr",
-    '-startdate', strftime('%y%m%d%H%M%SZ', gmtime($end - 3600)),
-    '-enddate', strftime('%y%m%d%H%M%SZ', gmtime($end)),
-    '-extensions', 'ext', '-notext', '-out', "$cadir/ca.pem");
+PKITest::openssl_ca_sign($cadir, 'ca', 'ca', $end - 3600, $end);
 
 (my $conf = $t->render_conf) =~ s/(\n    pki_ca issuing \{)/
     pki_ca shortca {
@@ -74,13 +69,6 @@ sub check {
     return $o;
 }
 
-sub gmt {
-    my ($s) = @_;
-    require Time::Piece;
-    $s =~ s/\s+/ /g;
-    return Time::Piece->strptime($s, '%b %d %H:%M:%S %Y GMT')->epoch;
-}
-
 ok(time < $end - 2, 'nginx up before the CA ends')
     or $t->give_up('nginx took too long to start');
 
@@ -90,7 +78,7 @@ $out = check($r->{body});
 like($out, qr/Response verify OK/, '  openssl ocsp: verifies') or diag($out);
 like($out, qr/0x4242: unknown/, '  unknown');
 my ($next) = $out =~ /Next Update: (.*?GMT)/;
-is(gmt($next // 'Jan 01 00:00:00 1970 GMT'), $end,
+is(PKITest::gmt_epoch($next // 'Jan 01 00:00:00 1970 GMT'), $end,
    '  its nextUpdate is the CA\'s notAfter');
 
 # a cacheable GET, cached until the CA's end

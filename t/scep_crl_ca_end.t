@@ -15,7 +15,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
 use PKITest;
 use SCEPMsg;
@@ -34,11 +33,7 @@ my $end = int(time) + 50;
 PKITest::openssl_or_die('req', '-new', '-newkey', 'rsa:2048', '-nodes',
     '-keyout', "$cadir/ca.key", '-subj', '/CN=Short-lived SCEP CA',
     '-out', "$cadir/ca.csr");
-PKITest::openssl_or_die('ca', '-batch', '-selfsign', '-config',
-    "$cadir/ca.cnf", '-keyfile', "$cadir/ca.key", '-in', "$cadir/ca.csr",
-    '-startdate', strftime('%y%m%d%H%M%SZ', gmtime($end - 3600)),
-    '-enddate', strftime('%y%m%d%H%M%SZ', gmtime($end)),
-    '-extensions', 'ext', '-notext', '-out', "$cadir/ca.pem");
+PKITest::openssl_ca_sign($cadir, 'ca', 'ca', $end - 3600, $end);
 
 (my $conf = $t->render_conf) =~ s/(\n    pki_ca issuing \{)/
     pki_ca shortca {

@@ -106,6 +106,31 @@ commonName = supplied
 EOF
 }
 
+# openssl_ca_sign(DIR, NAME, ISSUER, FROM, TO): DIR/NAME.csr signed in the
+# openssl_ca_dir DIR with the [ext] extensions by DIR/ISSUER (its .key
+# and, unless ISSUER is NAME, its .pem: NAME then signs itself), valid from
+# FROM to TO (Unix times), into DIR/NAME.pem
+sub openssl_ca_sign {
+    my ($cadir, $name, $issuer, $from, $to) = @_;
+    require POSIX;
+    my $t = sub { POSIX::strftime('%y%m%d%H%M%SZ', gmtime($_[0])) };
+    openssl_or_die('ca', '-batch', '-config', "$cadir/ca.cnf",
+        $issuer eq $name ? ('-selfsign')
+                         : ('-cert', "$cadir/$issuer.pem"),
+        '-keyfile', "$cadir/$issuer.key", '-in', "$cadir/$name.csr",
+        '-startdate', $t->($from), '-enddate', $t->($to),
+        '-extensions', 'ext', '-notext', '-out', "$cadir/$name.pem");
+}
+
+# gmt_epoch(TEXT): the Unix time of an OpenSSL date ("Dec  7 23:17:52 2026
+# GMT", as openssl ocsp and openssl crl print them)
+sub gmt_epoch {
+    my ($s) = @_;
+    require Time::Piece;
+    $s =~ s/\s+/ /g;
+    return Time::Piece->strptime($s, '%b %d %H:%M:%S %Y GMT')->epoch;
+}
+
 # new_p256_key(FILE): a new EC P-256 private key written to FILE (PEM);
 # returns FILE
 sub new_p256_key {
