@@ -18,6 +18,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
 use IO::Socket::SSL;
+use IO::Socket::UNIX;
 use MIME::Base64 qw(encode_base64 decode_base64);
 use JSON::PP;
 use Socket qw(SOL_SOCKET SO_LINGER);
@@ -29,7 +30,7 @@ plan(skip_all => 'ngx_http_matter_module.so not built')
 my $t = PKITest->new;
 my $pki = $t->pki;
 $t->make_matter_pki($pki);
-$t->start_redis;
+$t->start_redis_with('--enable-debug-command', 'local');
 $t->start_nginx;
 
 my $json = JSON::PP->new->canonical;
@@ -61,9 +62,16 @@ for my $i (1 .. 12) {
     push @keys, $key;
 }
 
-# 1. an answer lost: the station resets its connection before the answer
+# 1. an answer lost: the station resets its connection before the answer.
+# Redis sleeps meanwhile (0.6 s, within pki_redis's 1 s timeout), so that
+# the reset comes after nginx has read the request (0.3 s) and before the
+# batch can answer: reset at once, a loaded machine's nginx had not read
+# it yet and the kernel dropped it with the connection.
 my $n0 = records();
 my $body = $json->encode({ csrs => [ @csrs[0 .. 5] ] });
+my $sleeper = IO::Socket::UNIX->new(Peer => $t->redis_sock)
+    or die "Redis connection: $!";
+syswrite($sleeper, "DEBUG SLEEP 0.6\r\n");
 my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
                              PeerPort => $t->https_port,
                              SSL_ca_file => "$pki/root.pem",
@@ -75,8 +83,12 @@ print $s "POST /matter/dac/batch HTTP/1.1\r\n"
        . 'Authorization: Basic ' . encode_base64('demo:demo', '') . "\r\n"
        . "Content-Type: application/json\r\n"
        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+sleep 0.3;
 setsockopt($s, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
 $s->close(SSL_no_shutdown => 1);
+my $slept = <$sleeper> // '';
+close($sleeper);
+is($slept, "+OK\r\n", 'Redis slept through the batch (DEBUG SLEEP)');
 
 my ($t0, $log) = (time, '');
 while (time - $t0 < 60) {
