@@ -17,6 +17,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(time sleep);
 use IO::Socket::SSL;
+use IO::Socket::UNIX;
 use MIME::Base64 qw(encode_base64);
 use IO::Socket::INET;
 use Socket qw(AF_INET SOCK_STREAM SOL_SOCKET SO_LINGER SO_RCVBUF
@@ -26,7 +27,7 @@ use PKITest;
 my $t = PKITest->new;
 my $pki = $t->pki;
 $t->make_matter_pki($pki);
-$t->start_redis;
+$t->start_redis_with('--enable-debug-command', 'local');
 # a small send buffer: the large answer below cannot all go into the
 # kernel at once (on loopback it would: the whole answer then counts as
 # sent, and what becomes of it is the kernel's)
@@ -37,6 +38,13 @@ $t->start_nginx($conf);
 
 my $n0 = scalar $t->redis_keys('pki:{ca:*}:cert:*');
 my $body = '{"count": 40}';
+# Redis sleeps 0.6 s (within pki_redis's 1 s timeout) and the reset comes
+# 0.3 s after the request: nginx has read it by then (reset at once, a
+# loaded nginx had not, and the kernel dropped it with the connection),
+# and the batch cannot have answered yet
+my $sleeper = IO::Socket::UNIX->new(Peer => $t->redis_sock)
+    or die "Redis connection: $!";
+syswrite($sleeper, "DEBUG SLEEP 0.6\r\n");
 my $s = IO::Socket::SSL->new(PeerHost => '127.0.0.1',
                              PeerPort => $t->https_port,
                              SSL_ca_file => "$pki/root.pem",
@@ -48,9 +56,13 @@ print $s "POST /matter/dac/batch HTTP/1.1\r\n"
        . 'Authorization: Basic ' . encode_base64('demo:demo', '') . "\r\n"
        . "Content-Type: application/json\r\n"
        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
-# gone at once, with a reset: the answer's write fails
+# gone with a reset: the answer's write fails
+sleep 0.3;
 setsockopt($s, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
 $s->close(SSL_no_shutdown => 1);
+my $slept = <$sleeper> // '';
+close($sleeper);
+is($slept, "+OK\r\n", 'Redis slept through the batch (DEBUG SLEEP)');
 
 my ($t0, $log) = (time, '');
 while (time - $t0 < 60) {
