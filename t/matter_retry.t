@@ -156,16 +156,18 @@ my @res = map {
     { code => $code, ra => $ra, body => $b }
 } 1, 2;
 my @ok = grep { $_->{code} == 200 } @res;
+# (a 503 is the other batch's claim, or, on a loaded machine, a shed
+# request; either way with Retry-After: the records below say that one
+# key was signed once)
 ok(@ok >= 1 && !grep({ $_->{code} != 200
-                       && !($_->{code} == 503 && $_->{ra}
-                            && $_->{body} =~ /another batch is issuing/) }
-                     @res),
+                       && !($_->{code} == 503 && $_->{ra}) } @res),
    "two at once: $res[0]{code} and $res[1]{code} (a 503 with Retry-After)")
     or diag(join "\n", map { $_->{body} } @res);
 is(records() - $n0, 12, '  4 records more, not 8');
 $r = batch([ @csrs[8 .. 11] ]);
-ok($r->{code} == 200 && !grep({ $json->decode($_->{body})->{certificates}[0]
-                                ne $r->{json}{certificates}[0] } @ok),
+ok($r->{code} == 200
+   && !grep({ (eval { $json->decode($_->{body})->{certificates}[0] } // '')
+              ne ($r->{json}{certificates}[0] // '-') } @ok),
    '  its retry: 200, the DACs the 200 gave');
 is(records() - $n0, 12, '  still 12 records');
 
