@@ -525,7 +525,9 @@ END {
 # returns { code, headers => {lc name => value}, head, body, err, rc }
 sub curl {
     my ($self, $method, $url, %o) = @_;
-    my $n = ++$self->{curl_n};
+    # named by PID and counter: a test's forked children share the
+    # counter's value, never a file
+    my $n = $$ . '-' . ++$self->{curl_n};
     my $bf = "$self->{dir}/curl-$n.body";
     my $hf = "$self->{dir}/curl-$n.head";
     my @a = ('curl', '-sS', '-X', $method, '--max-time', $o{max_time} || 20,
@@ -1117,9 +1119,6 @@ sub start_load {
         if ($pid == 0) {
             $self->{owner} = -1;          # the parent stops the servers
             @LIVE = ();
-            # curl's temp files are named by this counter: unique per
-            # process (two loads' clients must never share a file)
-            $self->{curl_n} = $$ * 1000000;
             srand($$ ^ time);
             open(my $fh, '>>', $res) or POSIX::_exit(2);
             $fh->autoflush(1);
