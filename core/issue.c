@@ -4354,14 +4354,20 @@ pki_batch_refused(pki_bstate_t *st, size_t n)
 
 /* Step 2: serials for every built item (of octets octets), reserved with
  * their intents in one round trip per try; the items whose serial collided
- * draw again. */
+ * draw again.  With an index (ix), each reservation names its serial in
+ * the item's entry, and an entry that no longer holds the caller's claim
+ * stops the batch here, before anything is signed: that item fails
+ * PKI_CONFLICT, the others are stopped, those reserved abandoned (stage
+ * -1, which drops their entries); so are those of a round trip that got
+ * no answer (it may have run). */
 static void
 pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n,
-    size_t octets, pki_int_rsv_t *rsv)
+    size_t octets, pki_int_rsv_t *rsv, const pki_int_batch_ix_t *ix)
 {
     int            *taken;
-    size_t          i, m, *idx;
+    size_t          i, m, lost, *idx;
     int             tries;
+    const char    **ixk;
     pki_status_t    rc;
     pki_record_t   *recs;
     pki_result_t    rres;
@@ -4369,8 +4375,10 @@ pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n,
     taken = calloc(n, sizeof(int));
     idx = calloc(n, sizeof(size_t));
     recs = calloc(n, sizeof(pki_record_t));
+    ixk = calloc(n, sizeof(char *));
+    lost = n;
 
-    if (taken == NULL || idx == NULL || recs == NULL) {
+    if (taken == NULL || idx == NULL || recs == NULL || ixk == NULL) {
         for (i = 0; i < n; i++) {
             if (st[i].stage == 1) {
                 pki_batch_fail(&st[i], pki_fail(&st[i].item->res,
@@ -4408,6 +4416,7 @@ pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n,
 
             idx[m] = i;
             recs[m] = st[i].rec;
+            ixk[m] = ix != NULL ? ix->keys[i] : NULL;
             m++;
         }
 
@@ -4423,22 +4432,63 @@ pki_batch_reserve(pki_redis_t *r, pki_bstate_t *st, size_t n,
         }
 
         pki_result_init(&rres);
-        rc = pki_int_record_reserve_batch(r, recs, m, taken, rsv, &rres);
+        rc = pki_int_record_reserve_batch(r, recs, m, taken, rsv,
+                                          ix != NULL ? ix->claim : NULL,
+                                          ix != NULL ? ixk : NULL, &rres);
 
         if (rc != PKI_OK) {
-            /* nothing known to be reserved: none of them is signed */
+            /* nothing known to be reserved: none of them is signed; with
+             * an index, each abandoned (it may have been reserved and
+             * its entry set: dropped with it) */
             for (i = 0; i < m; i++) {
                 st[idx[i]].item->res = rres;
                 pki_batch_fail(&st[idx[i]], rc);
+                if (ix != NULL) {
+                    st[idx[i]].stage = -1;
+                }
             }
             goto done;
         }
 
         for (i = 0; i < m; i++) {
-            if (!taken[i]) {
+            if (taken[i] == 0) {
                 st[idx[i]].stage = 2;
+
+            } else if (taken[i] == -1) {
+                if (lost == n) {
+                    lost = idx[i];
+                }
+                pki_batch_fail(&st[idx[i]],
+                               pki_fail(&st[idx[i]].item->res, PKI_CONFLICT,
+                                        "its key's index entry is not this "
+                                        "batch's claim (lost, or taken): "
+                                        "not signed"));
+
+            }                           /* -2: not tried, stays built */
+        }
+
+        if (lost < n) {
+            break;
+        }
+    }
+
+    if (lost < n) {
+        for (i = 0; i < n; i++) {
+            if (st[i].stage != 1 && st[i].stage != 2) {
+                continue;
+            }
+            /* the reserved ones abandoned, their entries dropped */
+            tries = st[i].stage;
+            st[i].item->stopped = 1;
+            pki_batch_fail(&st[i], pki_fail(&st[i].item->res, PKI_CONFLICT,
+                                            "not issued: the claim of item "
+                                            "%zu of the batch was lost",
+                                            lost));
+            if (tries == 2) {
+                st[i].stage = -1;
             }
         }
+        goto done;
     }
 
     for (i = 0; i < n; i++) {
@@ -4454,6 +4504,7 @@ done:
     free(taken);
     free(idx);
     free(recs);
+    free(ixk);
 }
 
 
@@ -4586,6 +4637,30 @@ done:
 }
 
 
+/* An index (ix, NULL: none) that names an entry for each of n items. */
+static int
+pki_batch_ix_ok(const pki_int_batch_ix_t *ix, size_t n)
+{
+    size_t  i;
+
+    if (ix == NULL) {
+        return 1;
+    }
+
+    if (ix->claim == NULL || ix->keys == NULL) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ix->keys[i] == NULL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /*
  * The pending records of the reserved items that failed (stage -1)
  * deleted, one round trip each, until Redis leaves one unanswered or the
@@ -4596,16 +4671,17 @@ done:
  * commit of it can still land (one run past the commit's deadline writes
  * nothing).  An item whose commit may have landed all the same (unsure)
  * is the caller's to withdraw, abandoned or not (an abandon deletes only
- * a pending record).
+ * a pending record).  With an index, an item's entry is dropped with its
+ * pending record (pki_int_record_abandon_ix): its key is free at once.
  */
 static void
 pki_batch_abandon(pki_redis_t *r, const pki_ca_t *ca, pki_bstate_t *st,
-    size_t n)
+    size_t n, const pki_int_batch_ix_t *ix)
 {
     size_t          i, m, left;
     pki_status_t    rc;
     double          until;
-    const char     *stop;
+    const char     *stop, *ixkey;
     pki_result_t    ar, *res, *first;
 
     m = 0;
@@ -4647,15 +4723,19 @@ pki_batch_abandon(pki_redis_t *r, const pki_ca_t *ca, pki_bstate_t *st,
             continue;
         }
 
+        ixkey = ix != NULL ? ix->keys[i] : NULL;
+
         pki_result_init(&ar);
-        rc = pki_record_abandon(r, ca->name, st[i].rec.serial, &ar);
+        rc = pki_int_record_abandon_ix(r, ca->name, st[i].rec.serial, ixkey,
+                                       &ar);
 
         if (rc == PKI_UNAVAILABLE) {
             /* a node that cannot serve (READONLY after a failover)
              * answers at once and drops the connection: once more, on a
              * new one; a second failure is a store that does not answer */
             pki_result_init(&ar);
-            rc = pki_record_abandon(r, ca->name, st[i].rec.serial, &ar);
+            rc = pki_int_record_abandon_ix(r, ca->name, st[i].rec.serial,
+                                           ixkey, &ar);
         }
 
         if (rc != PKI_OK) {
@@ -4681,6 +4761,15 @@ PKI_API pki_status_t
 pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     pki_issue_item_t *items, size_t n, const pki_issue_ctx_t *ictx,
     int threads, pki_result_t *res)
+{
+    return pki_int_issue_batch(ca, t, r, items, n, ictx, NULL, threads, res);
+}
+
+
+pki_status_t
+pki_int_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
+    pki_issue_item_t *items, size_t n, const pki_issue_ctx_t *ictx,
+    const pki_int_batch_ix_t *ix, int threads, pki_result_t *res)
 {
     size_t          i, first;
     char            hex[41], opbuf[32], *subject;
@@ -4719,7 +4808,7 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
             pki_fail(&items[i].res, PKI_INTERNAL, "out of memory");
         }
 
-    } else if (ca == NULL || t == NULL) {
+    } else if (ca == NULL || t == NULL || !pki_batch_ix_ok(ix, n)) {
         rc = PKI_INTERNAL;
         for (i = 0; i < n; i++) {
             pki_fail(&items[i].res, PKI_INTERNAL, "bad arguments");
@@ -4771,11 +4860,11 @@ pki_issue_batch(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
         pki_batch_phase(&proto, threads, 1);     /* build */
         pki_batch_refused(st, n);
         pki_batch_reserve(r, st, n, pki_int_serial_octets(t),
-                          &rsv);                  /* one round trip */
+                          &rsv, ix);              /* one round trip */
         pki_batch_phase(&proto, threads, 3);     /* sign + verify */
         pki_batch_commit(r, st, n, &rsv);        /* one round trip */
 
-        pki_batch_abandon(r, ca, st, n);
+        pki_batch_abandon(r, ca, st, n, ix);
 
         for (i = 0; i < n; i++) {
             if (st[i].unsure) {

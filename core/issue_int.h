@@ -356,6 +356,36 @@ pki_status_t pki_int_record_commit_by(pki_redis_t *r,
  * script ran too late (status[i] PKI_UNAVAILABLE, nothing written). */
 pki_status_t pki_int_record_reserve_batch(pki_redis_t *r,
     const pki_record_t *recs, size_t n, int *taken, pki_int_rsv_t *rsv,
+    const char *claim, const char *const *ixkeys, pki_result_t *res);
+/* ixkeys (NULL: none) names each record's entry in an index of the
+ * caller's, which must hold claim: a record reserved sets it to
+ * "s:<serial>" in the same script; taken[i] is then -1 when its entry did
+ * not hold claim (lost, or another's), -2 when it was not tried (another
+ * of its chunk's did not): nothing written for either.
+ * pki_int_record_abandon_ix: pki_record_abandon() of such a record, its
+ * entry dropped while it names it (ixkey NULL: pki_record_abandon()). */
+pki_status_t pki_int_record_abandon_ix(pki_redis_t *r, const char *ca,
+    const char *serial, const char *ixkey, pki_result_t *res);
+
+/*
+ * pki_issue_batch() with an index of the caller's (NULL: none, as
+ * pki_issue_batch()): keys[i] is items[i]'s entry (none NULL), each
+ * holding claim, the caller's.  Each item's serial is named in its entry
+ * by the script that reserves it (pki_int_record_reserve_batch), so an
+ * entry names a record from its reservation on, also when the caller dies
+ * after the commit; an entry that does not hold the claim any more fails
+ * the batch before anything is signed (that item PKI_CONFLICT, the others
+ * stopped, their reservations abandoned); an abandoned item's entry is
+ * dropped with its pending record.
+ */
+typedef struct {
+    const char          *claim;
+    const char *const   *keys;
+} pki_int_batch_ix_t;
+
+pki_status_t pki_int_issue_batch(pki_ca_t *ca, const pki_template_t *t,
+    pki_redis_t *r, pki_issue_item_t *items, size_t n,
+    const pki_issue_ctx_t *ictx, const pki_int_batch_ix_t *ix, int threads,
     pki_result_t *res);
 pki_status_t pki_int_record_commit_batch(pki_redis_t *r,
     const pki_record_t *recs, size_t n, pki_status_t *status,

@@ -19,8 +19,10 @@
  * intents reserved in one Redis round trip, signed by conf->threads threads
  * (the key is thread safe), records committed in one round trip.  Across
  * batches one DAC per device key holds through the PAI's index of the
- * keys it certified: a key that has a DAC is answered with it (a retry
- * after a lost answer), never signed again.
+ * keys it certified, written in the scripts that claim the keys and
+ * reserve their serials: a key that has a DAC is answered with it (a
+ * retry after a lost answer, also after a worker died once the batch was
+ * committed), never signed again.
  */
 
 #include <pthread.h>
@@ -49,6 +51,7 @@
 #define PKI_MATTER_NOC_VALUES   64
 #define PKI_MATTER_MAX_THREADS  64
 #define PKI_MATTER_JSON         "application/json"
+#define PKI_MATTER_IDX_KEY      256
 
 
 typedef struct {
@@ -74,6 +77,13 @@ typedef struct {
     size_t                    to;
     int                       phase;     /* 0: check */
 } pki_slice_t;
+
+/* a batch's entries in the PAI's index of device keys (see pki_dac_claim) */
+typedef struct {
+    char     claim[2 + 32 + 1];      /* "c:" and 16 random octets in hex */
+    char    *keys;                   /* n keys of PKI_MATTER_IDX_KEY */
+    int      claimed;                /* the claim script was sent */
+} pki_dac_index_t;
 
 
 /* ---- output -------------------------------------------------------------------- */
@@ -383,24 +393,35 @@ pki_run_phase(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 }
 
 
+static const char *
+pki_dac_key(pki_dac_index_t *ix, size_t i)
+{
+    return ix->keys + i * PKI_MATTER_IDX_KEY;
+}
+
+
 /* Issues every checked item with pki_issue_batch, but those answered with
  * the DAC their key already has (known); each item gets its own status
  * and result, as the per-item pki_issue did. */
 static void
 pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
-    pki_item_t *items, size_t n)
+    pki_item_t *items, size_t n, pki_dac_index_t *ix)
 {
-    int                 nt;
-    size_t              i, m, *map;
-    pki_result_t        res;
-    pki_issue_ctx_t     ictx;
-    pki_issue_item_t   *bi;
+    int                  nt;
+    size_t               i, m, *map;
+    const char         **keys;
+    pki_result_t         res;
+    pki_issue_ctx_t      ictx;
+    pki_issue_item_t    *bi;
+    pki_int_batch_ix_t   bix;
 
     bi = calloc(n, sizeof(pki_issue_item_t));
     map = calloc(n, sizeof(size_t));
-    if (bi == NULL || map == NULL) {
+    keys = calloc(n, sizeof(char *));
+    if (bi == NULL || map == NULL || keys == NULL) {
         free(bi);
         free(map);
+        free(keys);
         for (i = 0; i < n; i++) {
             if (!items[i].known) {
                 items[i].rc = pki_fail(&items[i].res, PKI_INTERNAL,
@@ -414,6 +435,7 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     for (i = 0; i < n; i++) {
         if (!items[i].known) {
             map[m] = i;
+            keys[m] = ix->keys != NULL ? pki_dac_key(ix, i) : NULL;
             bi[m++].req = &items[i].req;
         }
     }
@@ -421,8 +443,14 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     if (m == 0) {
         free(bi);
         free(map);
+        free(keys);
         return;
     }
+
+    /* each key's index entry set to its serial by the script that
+     * reserves it, while it holds this batch's claim */
+    bix.claim = ix->claim;
+    bix.keys = keys;
 
     ictx.protocol = "matter";
     ictx.requester = req->user;
@@ -439,8 +467,8 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     }
 
     pki_result_init(&res);
-    (void) pki_issue_batch(conf->ca, conf->tmpl, conf->redis, bi, m, &ictx,
-                           nt, &res);
+    (void) pki_int_issue_batch(conf->ca, conf->tmpl, conf->redis, bi, m,
+                               &ictx, ix->claimed ? &bix : NULL, nt, &res);
 
     for (i = 0; i < m; i++) {
         items[map[i]].cert = bi[i].cert;
@@ -453,6 +481,7 @@ pki_issue_all(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     free(bi);
     free(map);
+    free(keys);
 }
 
 
@@ -686,33 +715,40 @@ pki_batch_dup_key(pki_item_t *items, size_t n, size_t *a, size_t *b)
 
 /*
  * A per-PAI index of the device keys it certified: "<ns>{ca:PAI}:matterdac:
- * <hex SHA-256 of the SPKI DER>" holds "s:<serial>" once that key's DAC is
- * committed, or "c:<token>" (with a TTL) while a batch issues it.  So a
- * factory station that retries a batch whose answer it lost gets the DACs
- * already issued, never a second DAC for a key, and two batches with one
- * key at once cannot both sign (the second answers 503, Retry-After).
+ * <hex SHA-256 of the SPKI DER>" holds "c:<token>" (with a TTL) while a
+ * batch claims the key, then "s:<serial>" from the reservation of its
+ * DAC's serial on.  So a factory station that retries a batch whose answer
+ * it lost gets the DACs already issued, never a second DAC for a key, and
+ * two batches with one key at once cannot both sign (the second answers
+ * 503, Retry-After).
  *
  *  1. one script claims every key of the batch, all or nothing: a key
  *     whose DAC is recorded good is answered with it (no claim); one whose
  *     DAC is revoked (not withdrawn) is refused; one claimed by another
- *     batch refuses the batch; the others are claimed, for
+ *     batch, or whose entry names a pending record (another batch signs
+ *     it), refuses the batch; the others are claimed, for
  *     PKI_MATTER_CLAIM_TTL seconds;
- *  2. the claimed keys are issued (pki_issue_batch);
- *  3. one script turns each claim into "s:<serial>", only when every claim
- *     is still this batch's.
- * A batch that fails after 1 releases its claims (those still its own)
- * and withdraws what it committed: the key can be issued at once.  A
- * worker that dies between 1 and 3 leaves claims that expire (the key is
- * busy until then, never for ever); an index entry naming a record that
- * is gone, pending, or withdrawn does not count.
+ *  2. the claimed keys are issued (pki_int_issue_batch): the script that
+ *     reserves a key's serial sets its entry to "s:<serial>" while it
+ *     holds this batch's claim (a claim lost or taken fails the batch
+ *     before anything is signed), so the entry names the pending record,
+ *     then, from the commit on, the DAC, with no later step to run: a
+ *     worker that dies after the commit leaves its keys indexed, and a
+ *     retry gets their DACs.
+ * A batch that fails releases its claims (those still its own), its
+ * abandoned reservations drop their entries, and it withdraws what it
+ * committed (a withdrawn DAC does not count): the key can be issued at
+ * once.  A worker that dies before its commit leaves claims or pending
+ * records that expire (the key is busy until then, never for ever); an
+ * entry naming a record that is gone or withdrawn does not count.
  */
 
 #define PKI_MATTER_CLAIM_TTL  "300"
-#define PKI_MATTER_IDX_KEY    256
 
 /* KEYS: the index keys; ARGV[1] the claim, ARGV[2] its TTL, ARGV[3] the
  * prefix of record keys.  {"ok", s1, ..., sn}: si the serial of key i's
- * good DAC, "" when claimed; {"busy", i}: another batch's claim;
+ * good DAC, "" when claimed; {"busy", i}: another batch's claim, or a
+ * pending record (another batch signs its DAC);
  * {"revoked", i, serial}: its DAC is revoked for a reason that bars the
  * key (keyCompromise, a hold that may be released, privilegeWithdrawn,
  * unspecified, ...); {"bad", i}: a value of no known form.  A DAC
@@ -730,6 +766,7 @@ static const char  pki_lua_dac_claim[] =
     "      local h = redis.call('HMGET', ARGV[3] .. string.sub(v, 3), "
     "                           'status', 'withdrawn', 'reason') "
     "      if h[1] == 'good' then s = string.sub(v, 3) "
+    "      elseif h[1] == 'pending' then return {'busy', tostring(i)} "
     "      elseif h[1] == 'revoked' and h[2] ~= '1' and h[3] ~= '3' "
     "             and h[3] ~= '4' and h[3] ~= '5' then "
     "        return {'revoked', tostring(i), string.sub(v, 3)} "
@@ -749,20 +786,6 @@ static const char  pki_lua_dac_claim[] =
     "end "
     "return out";
 
-/* KEYS: the index keys of the issued items; ARGV[1] the claim, ARGV[i + 1]
- * key i's serial.  0: set; i: key i is no longer claimed by this batch
- * (nothing written).  Run twice (its answer lost on a reused connection,
- * which redis.c retries once), it finds its own entries and answers 0. */
-static const char  pki_lua_dac_set[] =
-    "for i = 1, #KEYS do "
-    "  local v = redis.call('GET', KEYS[i]) "
-    "  if v ~= ARGV[1] and v ~= 's:' .. ARGV[i + 1] then return i end "
-    "end "
-    "for i = 1, #KEYS do "
-    "  redis.call('SET', KEYS[i], 's:' .. ARGV[i + 1]) "
-    "end "
-    "return 0";
-
 /* KEYS: index keys; ARGV[1] the claim: those still claimed by it deleted */
 static const char  pki_lua_dac_release[] =
     "local n = 0 "
@@ -774,26 +797,13 @@ static const char  pki_lua_dac_release[] =
     "return n";
 
 
-typedef struct {
-    char     claim[2 + 32 + 1];      /* "c:" and 16 random octets in hex */
-    char    *keys;                   /* n keys of PKI_MATTER_IDX_KEY */
-    int      claimed;                /* the claim script was sent */
-} pki_dac_index_t;
 
-
-static const char *
-pki_dac_key(pki_dac_index_t *ix, size_t i)
-{
-    return ix->keys + i * PKI_MATTER_IDX_KEY;
-}
-
-
-/* One EVAL of script over the index keys of items[i] (want(i) true),
- * with extra arguments; the reply, or NULL with res filled. */
+/* One EVAL of script over the index keys of the items that have one and
+ * no DAC yet, with extra arguments; the reply, or NULL with res filled. */
 static redisReply *
 pki_dac_eval(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
-    pki_item_t *items, size_t n, int issued, const char *script,
-    const char *ttl, const char *prefix, int *sent, pki_result_t *res)
+    pki_item_t *items, size_t n, const char *script, const char *ttl,
+    const char *prefix, int *sent, pki_result_t *res)
 {
     int           argc;
     char          nk[32];
@@ -801,8 +811,8 @@ pki_dac_eval(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
     const char  **argv;
     redisReply   *v;
 
-    argv = calloc(2 * n + 8, sizeof(char *));
-    lens = calloc(2 * n + 8, sizeof(size_t));
+    argv = calloc(n + 8, sizeof(char *));
+    lens = calloc(n + 8, sizeof(size_t));
     if (argv == NULL || lens == NULL) {
         free(argv);
         free(lens);
@@ -817,9 +827,7 @@ pki_dac_eval(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
 
     k = 0;
     for (i = 0; i < n; i++) {
-        if (!items[i].has_spki || items[i].known
-            || (issued && items[i].committed[0] == '\0'))
-        {
+        if (!items[i].has_spki || items[i].known) {
             continue;
         }
         argv[argc++] = pki_dac_key(ix, i);
@@ -832,14 +840,6 @@ pki_dac_eval(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
     if (ttl != NULL) {
         argv[argc++] = ttl;
         argv[argc++] = prefix;
-    }
-
-    for (i = 0; issued && i < n; i++) {
-        if (items[i].has_spki && !items[i].known
-            && items[i].committed[0] != '\0')
-        {
-            argv[argc++] = items[i].committed;
-        }
     }
 
     for (i = 0; i < (size_t) argc; i++) {
@@ -886,7 +886,7 @@ pki_dac_release(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
 
     pki_result_init(&r);
     sent = 0;
-    v = pki_dac_eval(conf, ix, items, n, 0, pki_lua_dac_release, NULL, NULL,
+    v = pki_dac_eval(conf, ix, items, n, pki_lua_dac_release, NULL, NULL,
                      &sent, &r);
     if (v == NULL && r.status != PKI_NOT_FOUND) {
         pki_log(res, "%sthe batch's claims on its device keys were not "
@@ -1073,7 +1073,7 @@ pki_dac_claim(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
     }
 
     sent = 0;
-    v = pki_dac_eval(conf, ix, items, n, 0, pki_lua_dac_claim,
+    v = pki_dac_eval(conf, ix, items, n, pki_lua_dac_claim,
                      PKI_MATTER_CLAIM_TTL, prefix, &sent, res);
     if (v == NULL) {
         if (res->status == PKI_NOT_FOUND) {
@@ -1250,48 +1250,6 @@ failed:
 }
 
 
-/* Step 3: each issued item's key indexed with its serial.  PKI_OK, else
- * nothing was set (or maybe, when the answer was lost: then the batch's
- * records are withdrawn, which the index does not count). */
-static pki_status_t
-pki_dac_index_set(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
-    pki_item_t *items, size_t n, pki_result_t *res)
-{
-    int          sent;
-    redisReply  *v;
-
-    if (!ix->claimed) {
-        return PKI_OK;
-    }
-
-    sent = 0;
-    v = pki_dac_eval(conf, ix, items, n, 1, pki_lua_dac_set, NULL, NULL,
-                     &sent, res);
-    if (v == NULL) {
-        if (res->status == PKI_NOT_FOUND) {
-            pki_result_init(res);
-            return PKI_OK;
-        }
-        pki_log(res, "%smatter: the index of the batch's device keys was "
-                "not written", res->log[0] ? "; " : "");
-        return PKI_UNAVAILABLE;
-    }
-
-    if (v->type != REDIS_REPLY_INTEGER || v->integer != 0) {
-        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
-        pki_log(res, "%smatter: the batch's claim on a device key was "
-                "lost (older than " PKI_MATTER_CLAIM_TTL " s, or taken): "
-                "its DACs are withdrawn", res->log[0] ? "; " : "");
-        freeReplyObject(v);
-        return PKI_UNAVAILABLE;
-    }
-
-    freeReplyObject(v);
-
-    return PKI_OK;
-}
-
-
 static void
 pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
     const cJSON *json, pki_matter_resp_t *resp)
@@ -1397,6 +1355,18 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     pki_batch_spki(items, n);
 
+    /* (a key that does not encode has no index entry: refused before
+     * anything is claimed, as the issuance would refuse it) */
+    for (i = 0; i < n; i++) {
+        if (!items[i].has_spki) {
+            snprintf(msg, sizeof(msg), "%s[%zu]: its public key does not "
+                     "encode", what, i);
+            pki_fail(&resp->res, PKI_INTERNAL, "%s", msg);
+            pki_fail_resp(resp, PKI_INTERNAL, "internal error");
+            goto done;
+        }
+    }
+
     /* one key, one DAC: a batch whose CSRs share a key (a station that
      * replays or reuses keys) is refused whole, naming both places */
     if (!keygen && pki_batch_dup_key(items, n, &i, &j)) {
@@ -1421,10 +1391,11 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
 
     /* 2. issue: every certificate built, and the batch refused whole if
      *    one cannot be, before anything is reserved; then serials and
-     *    intents of the whole batch reserved in one Redis round trip,
-     *    signed by conf->threads threads, committed in one round trip
-     *    (pki_issue_batch) */
-    pki_issue_all(conf, req, items, n);
+     *    intents of the whole batch reserved in one Redis round trip (each
+     *    key's index entry named its serial there), signed by
+     *    conf->threads threads, committed in one round trip
+     *    (pki_int_issue_batch) */
+    pki_issue_all(conf, req, items, n, &ix);
 
     for (i = 0; i < n; i++) {
         /* the item at fault, not one stopped because of another */
@@ -1503,21 +1474,8 @@ pki_dac_batch(const pki_matter_conf_t *conf, const pki_matter_req_t *req,
         goto done;
     }
 
-    /* the issued keys indexed with their serials; not indexed, they are
-     * withdrawn: a retry must not find them good and unindexed */
-    if (conf->redis != NULL
-        && pki_dac_index_set(conf, &ix, items, n, &resp->res) != PKI_OK)
-    {
-        if (b.p) {
-            OPENSSL_cleanse(b.p, b.cap);
-        }
-        free(b.p);
-        pki_fail_resp(resp, PKI_UNAVAILABLE,
-                      "certificate store unavailable");
-        pki_batch_withdraw(conf, items, n, resp);
-        pki_dac_release(conf, &ix, items, n, &resp->res);
-        goto done;
-    }
+    /* (the issued keys are indexed with their serials: each entry was
+     * set by the script that reserved its serial) */
 
     resp->http_status = 200;
     resp->content_type = PKI_MATTER_JSON;

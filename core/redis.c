@@ -262,6 +262,20 @@ static const char  pki_lua_abandon[] =
     "end "
     "return 0";
 
+/* The same for a record reserved with an index entry (pki_lua_reserve_batch_
+ * ix): KEYS[2] the entry, ARGV[1] "s:<serial>".  A record still pending
+ * (or gone) is deleted and the entry, while it names it, dropped: the key
+ * is free at once.  One committed meanwhile (its commit's answer lost)
+ * keeps both. */
+static const char  pki_lua_abandon_ix[] =
+    "local st = redis.call('HGET', KEYS[1], 'status') "
+    "if st and st ~= 'pending' then return 0 end "
+    "if st then redis.call('DEL', KEYS[1]) end "
+    "if redis.call('GET', KEYS[2]) == ARGV[1] then "
+    "  redis.call('DEL', KEYS[2]) "
+    "end "
+    "return 1";
+
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -2319,6 +2333,43 @@ pki_record_abandon(pki_redis_t *r, const char *ca, const char *serial,
     pki_args_str(&a, pki_lua_abandon);
     pki_args_str(&a, "1");
     pki_args_str(&a, kcert);
+
+    return pki_redis_eval(r, &a, &rc, res);
+}
+
+
+pki_status_t
+pki_int_record_abandon_ix(pki_redis_t *r, const char *ca,
+    const char *serial, const char *ixkey, pki_result_t *res)
+{
+    pki_args_t  a;
+    long long   rc;
+    char        kcert[PKI_REDIS_KEY_MAX], canon[41], sv[2 + 41];
+
+    if (r == NULL) {
+        return pki_fail(res, PKI_INTERNAL, "redis: no store");
+    }
+
+    if (ixkey == NULL) {
+        return pki_record_abandon(r, ca, serial, res);
+    }
+
+    if (serial == NULL
+        || !pki_redis_key(r, ca, "cert:", serial, kcert, sizeof(kcert),
+                          canon, res))
+    {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad CA or serial");
+    }
+
+    snprintf(sv, sizeof(sv), "s:%s", canon);
+
+    memset(&a, 0, sizeof(a));
+    pki_args_str(&a, "EVAL");
+    pki_args_str(&a, pki_lua_abandon_ix);
+    pki_args_str(&a, "2");
+    pki_args_str(&a, kcert);
+    pki_args_str(&a, ixkey);
+    pki_args_str(&a, sv);
 
     return pki_redis_eval(r, &a, &rc, res);
 }
@@ -5146,6 +5197,54 @@ static const char  pki_lua_reserve_batch[] =
     "out[#KEYS / 2 + 1] = now "
     "return out";
 
+/*
+ * The same, each record's key also named in an index of the caller's (a
+ * Matter PAI's index of the device keys it certified, matter_api.c) in
+ * the reservation's step: KEYS: serial key, record key, index entry per
+ * record; ARGV[1] reservation value, ARGV[2] arguments per record, ARGV[3]
+ * the claim the batch holds on each entry, then each record's field/value
+ * pairs (the first pair is "serial" and the record's serial).  A record
+ * reserved sets its entry to "s:<serial>" (no TTL): from then on the entry
+ * names a pending record (the key busy), then the committed one, or one
+ * that is gone (abandoned, or expired after a worker died: the key free),
+ * so no step after the commit is needed to index it.  Nothing is written
+ * unless every entry of the chunk is still the claim.  Per record 1
+ * reserved, 0 taken, -1 its entry is not the claim (lost or taken), -2
+ * not tried (another's was not); then Redis's time.  Run twice (its answer
+ * lost, sent again on a new connection), a record whose entry already
+ * names it is reserved.
+ */
+static const char  pki_lua_reserve_batch_ix[] =
+    PKI_LUA_NOW
+    "local f = tonumber(ARGV[2]) "
+    "local out = {} "
+    "local lost = false "
+    "for i = 1, #KEYS / 3 do "
+    "  local v = redis.call('GET', KEYS[3 * i]) "
+    "  if v ~= ARGV[3] and v ~= 's:' .. ARGV[5 + (i - 1) * f] then "
+    "    out[i] = -1 "
+    "    lost = true "
+    "  end "
+    "end "
+    "for i = 1, #KEYS / 3 do "
+    "  local b = 4 + (i - 1) * f "
+    "  if lost then "
+    "    if not out[i] then out[i] = -2 end "
+    "  elseif redis.call('GET', KEYS[3 * i]) ~= ARGV[3] then "
+    "    out[i] = 1 "
+    "  elseif redis.call('SET', KEYS[3 * i - 2], ARGV[1], 'NX') then "
+    "    redis.call('DEL', KEYS[3 * i - 1]) "
+    "    redis.call('HSET', KEYS[3 * i - 1], unpack(ARGV, b, b + f - 1)) "
+    "    redis.call('EXPIRE', KEYS[3 * i - 1], " PKI_PENDING_TTL ") "
+    "    redis.call('SET', KEYS[3 * i], 's:' .. ARGV[b + 1]) "
+    "    out[i] = 1 "
+    "  else "
+    "    out[i] = 0 "
+    "  end "
+    "end "
+    "out[#KEYS / 3 + 1] = now "
+    "return out";
+
 /* KEYS[1] expiry index, KEYS[1 + i] record i; ARGV[1] arguments per
  * record, ARGV[2] the deadline (as pki_lua_commit's), then per record:
  * notAfter, serial, field/value pairs.  Per record 1, 0: no record, -1:
@@ -5530,14 +5629,17 @@ PKI_API pki_status_t
 pki_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
     size_t n, int *taken, pki_result_t *res)
 {
-    return pki_int_record_reserve_batch(r, recs, n, taken, NULL, res);
+    return pki_int_record_reserve_batch(r, recs, n, taken, NULL, NULL, NULL,
+                                        res);
 }
 
 
 pki_status_t
 pki_int_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
-    size_t n, int *taken, pki_int_rsv_t *rsv, pki_result_t *res)
+    size_t n, int *taken, pki_int_rsv_t *rsv, const char *claim,
+    const char *const *ixkeys, pki_result_t *res)
 {
+    int                  per;
     size_t               i, k, nchunks, cnt;
     time_t               created;
     long long           *out, now;
@@ -5548,6 +5650,17 @@ pki_int_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
 
     if (r == NULL || recs == NULL || taken == NULL || n == 0) {
         return pki_fail(res, PKI_INTERNAL, "redis: no store or records");
+    }
+
+    /* an index: every record has its entry, and the claim */
+    per = ixkeys != NULL ? 3 : 2;
+
+    for (i = 0; ixkeys != NULL && i < n; i++) {
+        if (claim == NULL || ixkeys[i] == NULL
+            || strlen(ixkeys[i]) >= PKI_REDIS_KEY_MAX)
+        {
+            return pki_fail(res, PKI_INTERNAL, "redis: bad index key");
+        }
     }
 
     nchunks = (n + PKI_BATCH_CHUNK - 1) / PKI_BATCH_CHUNK;
@@ -5568,16 +5681,18 @@ pki_int_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
             cnt = PKI_BATCH_CHUNK;
         }
 
-        if (!pki_pcmd_init(&cmds[k], (int) (5 + cnt * (2 + PKI_RESERVE_FIELDS)),
-                           cnt * (2 * PKI_REDIS_KEY_MAX + 8 * 24) + 64))
+        if (!pki_pcmd_init(&cmds[k],
+                           (int) (6 + cnt * (per + PKI_RESERVE_FIELDS)),
+                           cnt * (3 * PKI_REDIS_KEY_MAX + 8 * 24) + 64))
         {
             st = pki_fail(res, PKI_INTERNAL, "out of memory");
             break;
         }
 
         pki_pcmd_str(&cmds[k], "EVAL");
-        pki_pcmd_str(&cmds[k], pki_lua_reserve_batch);
-        pki_pcmd_num(&cmds[k], (long long) (2 * cnt));
+        pki_pcmd_str(&cmds[k], ixkeys != NULL ? pki_lua_reserve_batch_ix
+                                              : pki_lua_reserve_batch);
+        pki_pcmd_num(&cmds[k], (long long) (per * cnt));
 
         for (i = k * PKI_BATCH_CHUNK; i < k * PKI_BATCH_CHUNK + cnt; i++) {
             rec = &recs[i];
@@ -5598,10 +5713,18 @@ pki_int_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
                 break;
             }
             pki_pcmd_copy(&cmds[k], key);
+
+            if (ixkeys != NULL) {
+                pki_pcmd_copy(&cmds[k], ixkeys[i]);
+            }
         }
 
         pki_pcmd_num(&cmds[k], (long long) created);
         pki_pcmd_num(&cmds[k], PKI_RESERVE_FIELDS);
+
+        if (ixkeys != NULL) {
+            pki_pcmd_str(&cmds[k], claim);
+        }
 
         for (i = k * PKI_BATCH_CHUNK;
              st == PKI_OK && i < k * PKI_BATCH_CHUNK + cnt; i++)
@@ -5649,7 +5772,7 @@ pki_int_record_reserve_batch(pki_redis_t *r, const pki_record_t *recs,
 
     if (st == PKI_OK) {
         for (i = 0; i < n; i++) {
-            taken[i] = out[i] != 1;
+            taken[i] = out[i] == 1 ? 0 : out[i] < 0 ? (int) out[i] : 1;
         }
 
         /* the chunks ran in one pipeline: the latest time is the best

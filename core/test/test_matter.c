@@ -3038,25 +3038,184 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
 
     pki_event_set_sink(NULL, NULL);
 
-    /* the answer to the index write lost, its connection closed: redis.c
-     * sends it again on a new one, and the script, run twice, finds its
-     * own entries (it answered "claim lost" and the batch's DACs were
-     * withdrawn, 503) */
+    /* the answer to the reservation (which sets the index entries) lost,
+     * its connection closed: redis.c sends it again on a new one, and the
+     * script, run twice, finds its own entries and reserves (it answered
+     * "claim lost" and the batch failed, 503) */
     r = ns_redis(px.path, "mbi", ns, sizeof(ns), 1000, &res);
     (void) pki_redis_ping(r, &res);
-    proxy_arm(&px, "'s:' .. ARGV[i + 1]", PX_DROP, 0);
+    proxy_arm(&px, "'s:' .. ARGV[b + 1]", PX_DROP, 0);
     memset(&resp, 0, sizeof(resp));
     st = r ? batch_run(ca, t, r, 8, &resp, &dt) : 0;
     fired = px.fired;
     proxy_arm(&px, "", 0, 0);
     n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good,
                       &wd);
-    ok(fired && st == 200 && n == 8 && good == 8, "index write run twice "
-       "(its answer lost): 200, 8 records good (%d; %d, %d good) %s %s",
+    ok(fired && st == 200 && n == 8 && good == 8, "indexed reservation run "
+       "twice (its answer lost): 200, 8 records good (%d; %d, %d good) %s %s",
        st, n, good, resp.res.detail, resp.res.log);
     pki_matter_resp_free(&resp);
     pki_redis_free(r);
 
+    redisFree(c);
+    unlink(px.path);
+    rmdir(pdir);
+}
+
+
+/* 1 when sn is one of the n serials of gs. */
+static int
+good_serial(const char *sn, char gs[][41], int n)
+{
+    int  i;
+
+    for (i = 0; sn[0] != '\0' && i < n; i++) {
+        if (strcmp(gs[i], sn) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* The serial (hex) of a base64 DER certificate, into out ("" if none). */
+static void
+b64_serial(const char *b64, char out[41])
+{
+    size_t                len;
+    X509                 *x;
+    unsigned char        *der;
+    pki_result_t          res;
+    const unsigned char  *p;
+
+    out[0] = '\0';
+    pki_result_init(&res);
+    if (b64 == NULL
+        || pki_base64_decode((const unsigned char *) b64, strlen(b64), &der,
+                             &len, &res) != PKI_OK)
+    {
+        return;
+    }
+
+    p = der;
+    x = d2i_X509(NULL, &p, (long) len);
+    free(der);
+    if (x != NULL) {
+        (void) pki_serial_to_hex(X509_get0_serialNumber(x), out);
+        X509_free(x);
+    }
+}
+
+
+/*
+ * A worker that dies right after its batch's commit ran: Redis ran the
+ * commit, and nothing of the worker reaches Redis after it (the proxy
+ * cuts the connection with the commit's answer and refuses every later
+ * one).  Its claims, if any stand, expire (deleted here, as after their
+ * 300 s), and the station retries: it gets the DACs committed, byte for
+ * byte, and no second DAC is made for a key.  Before, the index named
+ * the serials only in a step after the commit: the keys stood claimed,
+ * then free, their DACs good and unindexed, and the retry issued 6 more.
+ */
+static void
+test_batch_index_crash(pki_ca_t *ca, pki_template_t *t)
+{
+    int                 i, st, n, good, wd, fired, named, same;
+    char                ns[64], pdir[64], serial[64][41], gs[64][41];
+    char                sn[41], *csr[6], *cert[6], pre[64][41];
+    int                 npre;
+    proxy_t             px;
+    EVP_PKEY           *k[6];
+    const char         *sock;
+    redisContext       *c;
+    redisReply         *ks, *v;
+    pki_redis_t        *r;
+    pki_result_t        res;
+    pki_matter_resp_t   resp;
+
+    sock = redis_sock("DAC index, worker gone", &c);
+    if (sock == NULL) {
+        return;
+    }
+
+    snprintf(pdir, sizeof(pdir), "/tmp/mpk-XXXXXX");
+    if (!ok(c != NULL && mkdtemp(pdir) != NULL
+            && proxy_start(&px, sock, pdir, "px.sock"),
+            "DAC index, worker gone: Redis and a proxy to it"))
+    {
+        redisFree(c);
+        return;
+    }
+
+    for (i = 0; i < 6; i++) {
+        k[i] = ec_key("P-256");
+        csr[i] = csr_b64(k[i], "crash unit");
+        cert[i] = NULL;
+    }
+
+    r = ns_redis(px.path, "mbk", ns, sizeof(ns), 300, &res);
+    (void) pki_redis_ping(r, &res);
+    proxy_arm(&px, "PERSIST", PX_CUT, 0);
+    st = r ? idx_batch(ca, t, r, csr, 6, NULL, &resp) : 0;
+    fired = px.fired;
+    pki_matter_resp_free(&resp);
+    pki_redis_free(r);
+    proxy_arm(&px, "", 0, 0);
+
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good, &wd);
+    ok(fired && st != 200 && n == 6 && good == 6, "worker gone after its "
+       "commit: 6 DACs recorded good, delivered to no one (%d; %d, %d "
+       "good)", st, n, good);
+
+    named = 0;
+    for (i = 0; i < 6; i++) {
+        idx_serial(c, ns, ca, k[i], sn);
+        named += good_serial(sn, gs, good);
+    }
+    ok(named == 6, "  each key's index entry names its DAC (%d of 6)",
+       named);
+
+    memcpy(pre, gs, sizeof(pre));
+    npre = good;
+
+    /* the claims that stand expire (300 s): deleted */
+    ks = redisCommand(c, "KEYS %s{ca:%s}:matterdac:*", ns, pki_ca_name(ca));
+    for (i = 0; ks != NULL && ks->type == REDIS_REPLY_ARRAY
+                && (size_t) i < ks->elements; i++)
+    {
+        v = redisCommand(c, "GET %s", ks->element[i]->str);
+        if (v != NULL && v->type == REDIS_REPLY_STRING
+            && strncmp(v->str, "c:", 2) == 0)
+        {
+            freeReplyObject(redisCommand(c, "DEL %s",
+                                         ks->element[i]->str));
+        }
+        freeReplyObject(v);
+    }
+    freeReplyObject(ks);
+
+    /* the station's retry, on a worker of its own */
+    r = fx_redis(sock, ns, 1000, &res);
+    st = r ? idx_batch(ca, t, r, csr, 6, cert, &resp) : 0;
+    n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good, &wd);
+    same = 0;
+    for (i = 0; i < 6; i++) {
+        b64_serial(cert[i], sn);
+        same += good_serial(sn, pre, npre);
+    }
+    ok(st == 200 && n == 6 && good == 6 && same == 6, "  the retry once "
+       "the claims are gone: the 6 DACs committed, no second DAC (%d; %d "
+       "records, %d good, %d of the answers committed before) %s", st, n,
+       good, same, resp.res.detail);
+    pki_matter_resp_free(&resp);
+    idx_free(cert, 6);
+
+    for (i = 0; i < 6; i++) {
+        EVP_PKEY_free(k[i]);
+        free(csr[i]);
+    }
+    pki_redis_free(r);
     redisFree(c);
     unlink(px.path);
     rmdir(pdir);
@@ -3672,6 +3831,7 @@ test_issuance(void)
         test_batch_log_refused(capai, tdac2);
         test_batch_index(capai, tdac2);
         test_batch_cleanup(capai, tdac2);
+        test_batch_index_crash(capai, tdac2);
     }
 
     test_noc_withdraw(tnoc, kic, fic);
