@@ -3063,6 +3063,24 @@ test_batch_cleanup(pki_ca_t *ca, pki_template_t *t)
 }
 
 
+/* The sink that takes a key's claim (its index entry set to another
+ * batch's) at the first Redis round trip of a batch: the claim's. */
+static redisContext  *steal_c;
+static const char    *steal_key;
+
+static void
+claim_stealer(void *arg, const pki_event_t *ev)
+{
+    (void) arg;
+
+    if (ev->type == PKI_EV_REDIS && steal_key != NULL) {
+        freeReplyObject(redisCommand(steal_c, "SET %s c:0123 EX 60",
+                                     steal_key));
+        steal_key = NULL;
+    }
+}
+
+
 /* 1 when sn is one of the n serials of gs. */
 static int
 good_serial(const char *sn, char gs[][41], int n)
@@ -3210,6 +3228,123 @@ test_batch_index_crash(pki_ca_t *ca, pki_template_t *t)
        good, same, resp.res.detail);
     pki_matter_resp_free(&resp);
     idx_free(cert, 6);
+
+    /* a claim taken between the claim and the reservation (its 300 s
+     * passed and another batch claimed the key): the batch fails before
+     * anything is signed, nothing recorded; its other claims released,
+     * the other batch's kept.  Before, the batch signed and committed
+     * its 6 DACs, then withdrew them. */
+    for (i = 0; i < 6; i++) {
+        EVP_PKEY_free(k[i]);
+        free(csr[i]);
+        k[i] = ec_key("P-256");
+        csr[i] = csr_b64(k[i], "stolen unit");
+    }
+    {
+        int             dlen;
+        char            key[256];
+        unsigned char   md[32], *der;
+
+        der = NULL;
+        dlen = i2d_PUBKEY(k[3], &der);
+        EVP_Digest(der, (size_t) dlen, md, NULL, EVP_sha256(), NULL);
+        OPENSSL_free(der);
+        snprintf(key, sizeof(key), "%s{ca:%s}:matterdac:", ns,
+                 pki_ca_name(ca));
+        for (i = 0; i < 32; i++) {
+            snprintf(key + strlen(key), 3, "%02x", md[i]);
+        }
+
+        steal_c = c;
+        steal_key = key;
+        pki_event_set_sink(claim_stealer, NULL);
+        st = r ? idx_batch(ca, t, r, csr, 6, NULL, &resp) : 0;
+        pki_event_set_sink(NULL, NULL);
+        fired = steal_key == NULL;
+        steal_key = NULL;
+
+        n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good,
+                          &wd);
+        ok(fired && st == 503 && n == 6 && good == 6
+           && strstr((char *) resp.body, "csrs[3]: ") != NULL,
+           "a claim taken before the reservation: 503 on csrs[3], nothing "
+           "signed or recorded (%d; %d records, %d good, %d withdrawn) "
+           "%.200s", st, n, good, wd, (char *) resp.body);
+        pki_matter_resp_free(&resp);
+
+        named = 0;
+        for (i = 0; i < 6; i++) {
+            idx_serial(c, ns, ca, k[i], sn);
+            named += sn[0] != '\0';
+        }
+        v = redisCommand(c, "GET %s", key);
+        ok(named == 0 && v != NULL && v->type == REDIS_REPLY_STRING
+           && strcmp(v->str, "c:0123") == 0, "  no entry names a serial "
+           "(%d), the other batch's claim kept (%s)", named,
+           v != NULL && v->type == REDIS_REPLY_STRING ? v->str : "none");
+        freeReplyObject(v);
+    }
+
+    /* the same in the second chunk of 128 of a batch of 130: the first
+     * chunk's reservations ran, their entries set; each abandoned, its
+     * pending record deleted and its entry dropped (a key free at once,
+     * not busy until the record expired) */
+    {
+        int             dlen, left;
+        char            key[256], *big[130];
+        EVP_PKEY       *bk[130];
+        unsigned char   md[32], *der;
+
+        for (i = 0; i < 130; i++) {
+            bk[i] = ec_key("P-256");
+            big[i] = csr_b64(bk[i], "chunk unit");
+        }
+
+        der = NULL;
+        dlen = i2d_PUBKEY(bk[129], &der);
+        EVP_Digest(der, (size_t) dlen, md, NULL, EVP_sha256(), NULL);
+        OPENSSL_free(der);
+        snprintf(key, sizeof(key), "%s{ca:%s}:matterdac:", ns,
+                 pki_ca_name(ca));
+        for (i = 0; i < 32; i++) {
+            snprintf(key + strlen(key), 3, "%02x", md[i]);
+        }
+
+        steal_c = c;
+        steal_key = key;
+        pki_event_set_sink(claim_stealer, NULL);
+        st = r ? idx_batch(ca, t, r, big, 130, NULL, &resp) : 0;
+        pki_event_set_sink(NULL, NULL);
+        fired = steal_key == NULL;
+        steal_key = NULL;
+
+        n = batch_records(c, ns, pki_ca_name(ca), serial, gs, 64, &good,
+                          &wd);
+        ok(fired && st == 503 && n == 6 && good == 6
+           && strstr((char *) resp.body, "csrs[129]: ") != NULL,
+           "a claim taken in the second chunk: 503 on csrs[129], the first "
+           "chunk's reservations abandoned (%d; %d records) %.200s", st, n,
+           (char *) resp.body);
+        pki_matter_resp_free(&resp);
+
+        left = 0;
+        for (i = 0; i < 129; i++) {
+            idx_serial(c, ns, ca, bk[i], sn);
+            left += sn[0] != '\0';
+        }
+        ks = redisCommand(c, "KEYS %s{ca:%s}:matterdac:*", ns,
+                          pki_ca_name(ca));
+        ok(left == 0 && ks != NULL && ks->type == REDIS_REPLY_ARRAY
+           && ks->elements == 6 + 2, "  their entries dropped (%d left), "
+           "the claims released (%zu entries: the 6 DACs and the 2 other "
+           "batch's)", left, ks != NULL ? ks->elements : 0);
+        freeReplyObject(ks);
+
+        for (i = 0; i < 130; i++) {
+            EVP_PKEY_free(bk[i]);
+            free(big[i]);
+        }
+    }
 
     for (i = 0; i < 6; i++) {
         EVP_PKEY_free(k[i]);
