@@ -5407,15 +5407,31 @@ done:
  * holder's order is never missing while it is created), checked again by
  * finalize before anything is signed, and refreshed after issuance for
  * the replaced certificate's life (at least a year).  The value is the
- * holder's id ("OID"), locked by its finalization just before the order
- * moves to processing ("!OID"), or issued ("=OID").  A newer order takes
- * a plain mark over when its holder is pending or ready (RFC 9773 5
- * refuses only what a finalized order replaced: a client that lost its
- * order renews again), a locked one when its holder is invalid or gone,
- * an issued one never; each takeover is a compare-and-set on the value
- * read, so of two racing orders one wins, and of a takeover and the
- * holder's finalization one wins.  Keyed on the serial, not the certID
- * text: every encoding of one certID is one mark.
+ * holder's id ("OID"), locked by its finalizations just before the order
+ * moves to processing ("!OID@:T1:T2", a token per finalization), or
+ * issued ("=OID").  A newer order takes a plain mark over when its holder
+ * is pending or ready (RFC 9773 5 refuses only what a finalized order
+ * replaced: a client that lost its order renews again), a locked one when
+ * its holder is invalid or gone, an issued one never; each takeover is a
+ * compare-and-set on the value read, so of two racing orders one wins,
+ * and of a takeover and the holder's finalization one wins.  Keyed on the
+ * serial, not the certID text: every encoding of one certID is one mark.
+ *
+ * A finalization that fails after locking (before its move, or after it
+ * with the order ready again) takes its own token back
+ * (pki_lua_replaced_unlock); the last token gone, the mark is plain
+ * again, and a newer order may take it over.  Another finalization of
+ * the same order, between its own lock and its move, keeps its token, so
+ * its lock is never undone.  A lock without tokens ("!OID", "!OID@TAG":
+ * written by a version before them) holds as before; a finalization that
+ * locks it again keeps it as the token "-", which nobody takes back.
+ * The tokens follow an "@" (with or without a TAG): a version before
+ * them cuts the order's id at the "@", and when that order is gone takes
+ * the unknown tag for another location's store (the mark holds), rather
+ * than reading a gone order "OID:T1" (taken over while locked).  A
+ * finalization that dies between its lock and its move (a worker killed)
+ * leaves its token: that lock holds until its order is finalized or
+ * expires.
  *
  * The holder's order lives in its location's state store: a location with
  * an acme_redis of its own writes "OID@TAG" (TAG names that store, see
@@ -5436,31 +5452,76 @@ static void pki_acme_order_fail(cJSON *order, const char *type, int status,
 
 
 /* finalize: 1 when KEYS[1] names the order ARGV[3] or nothing (set to
- * ARGV[1], its mark value, EX ARGV[2]: with ARGV[4] "1", or when it was
- * so already, locked as "!" and the value), or names it as issued ("=",
- * left so: with a state store of its own, an order that lost its
- * completion is finalized again, and completed from its link); 0 when it
- * names another order.  The order is compared by its id alone: a store's
- * tag depends on how a host writes its address, and order ids are
- * random.  A plain mark may be taken over by a newer order
+ * ARGV[1], its mark value, EX ARGV[2]: with a token ARGV[4], locked as
+ * "!", the value, "@" when it has none, ":" and the tokens of the lock
+ * with ARGV[4] added; a lock there is kept as it is), or names it as
+ * issued ("=", left so: with a state store of its own, an order that
+ * lost its completion is finalized again, and completed from its link);
+ * 0 when it names another order.  The order is compared by its id alone:
+ * a store's tag depends on how a host writes its address, and order ids
+ * are random.  A plain mark may be taken over by a newer order
  * (pki_acme_replaced_claim), a locked one only once its order is invalid
  * or gone: finalize locks it just before its order moves to processing,
- * so of an order taken over and its finalization one wins. */
+ * so of an order taken over and its finalization one wins.  A lock
+ * without tokens (an older version's) keeps "-" for its own: nobody
+ * takes that back.  A token already there (this script run again after
+ * its answer was lost) is not added twice. */
 static const char  pki_lua_replaced_hold[] =
     "local cur = redis.call('GET', KEYS[1]) "
-    "local c = '' "
+    "local c, toks = '', nil "
     "if cur then "
     "  c = string.sub(cur, 1, 1) "
     "  local id = (c == '=' or c == '!') and string.sub(cur, 2) or cur "
+    "  local col = string.find(id, ':', 1, true) "
+    "  if col then "
+    "    toks = string.sub(id, col + 1) "
+    "    id = string.sub(id, 1, col - 1) "
+    "  end "
     "  local at = string.find(id, '@', 1, true) "
     "  if at then id = string.sub(id, 1, at - 1) end "
     "  if id ~= ARGV[3] then return 0 end "
     "  if c == '=' then return 1 end "
     "end "
-    "if ARGV[4] == '1' or c == '!' then "
-    "  redis.call('SET', KEYS[1], '!' .. ARGV[1], 'EX', ARGV[2]) "
+    "if ARGV[4] ~= '' then "
+    "  local v = ARGV[1] "
+    "  if not string.find(v, '@', 1, true) then v = v .. '@' end "
+    "  if c ~= '!' then "
+    "    toks = ARGV[4] "
+    "  elseif not toks then "
+    "    toks = '-:' .. ARGV[4] "
+    "  elseif not string.find(':' .. toks .. ':', ':' .. ARGV[4] .. ':', "
+    "                         1, true) then "
+    "    toks = toks .. ':' .. ARGV[4] "
+    "  end "
+    "  redis.call('SET', KEYS[1], '!' .. v .. ':' .. toks, 'EX', ARGV[2]) "
+    "elseif c == '!' then "
+    "  redis.call('SET', KEYS[1], cur, 'EX', ARGV[2]) "
     "else "
     "  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "end "
+    "return 1";
+
+
+/* A finalization that failed after it locked the mark KEYS[1] takes its
+ * token ARGV[1] back: 1 when it did (the mark is plain again when no
+ * token is left, with its TTL), 0 when the mark does not hold that token
+ * (issued, taken over, or a lock without tokens). */
+static const char  pki_lua_replaced_unlock[] =
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if not cur or string.sub(cur, 1, 1) ~= '!' then return 0 end "
+    "local col = string.find(cur, ':', 1, true) "
+    "if not col then return 0 end "
+    "local toks = ':' .. string.sub(cur, col + 1) .. ':' "
+    "local s, e = string.find(toks, ':' .. ARGV[1] .. ':', 1, true) "
+    "if not s then return 0 end "
+    "toks = string.sub(toks, 1, s) .. string.sub(toks, e + 1) "
+    "toks = string.sub(toks, 2, -2) "
+    "local v = string.sub(cur, 2, col - 1) "
+    "if toks ~= '' then "
+    "  redis.call('SET', KEYS[1], '!' .. v .. ':' .. toks, 'KEEPTTL') "
+    "else "
+    "  if string.sub(v, -1) == '@' then v = string.sub(v, 1, -2) end "
+    "  redis.call('SET', KEYS[1], v, 'KEEPTTL') "
     "end "
     "return 1";
 
@@ -5645,16 +5706,18 @@ pki_acme_replaced_holds(pki_acme_t *a, const char *holder, int *issued,
  * pki_lua_replaced_hold) is taken over: a client that lost its order (a
  * crash before finalize) can renew again, and the order that lost the
  * mark fails at its finalize with alreadyReplaced, having issued
- * nothing.  A locked mark ("!") holds while its order is not invalid or
- * gone, an issued one ("=") always; a holder in another location's store
- * (which this one cannot read) holds until it expires, as before. */
+ * nothing.  A locked mark ("!", with or without tokens) holds while its
+ * order is not invalid or gone, an issued one ("=") always; a holder in
+ * another location's store (which this one cannot read) holds until it
+ * expires, as before.  The tokens of a lock (":...") and an empty tag
+ * ("OID@") are not part of the holder's name. */
 static int
 pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
     long ttl)
 {
     int           tries, v, issued, gone, away, open, locked;
-    char          num[24], *holder, *at;
-    size_t        hlen;
+    char          num[24], *holder, *at, cut;
+    size_t        hlen, tlen;
     char          mine[PKI_ACME_ID_MAX + 24], tag[24];
     const char   *args[4];
     pki_redis_t  *r;
@@ -5702,8 +5765,14 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             return -1;
         }
 
-        at = strchr(holder, '@');
-        hlen = at != NULL ? (size_t) (at - holder) : strlen(holder);
+        /* [!=]OID[@TAG][:TOKENS]: hlen to the tag, tlen of the tag */
+        tlen = strcspn(holder, ":");
+        at = memchr(holder, '@', tlen);
+        hlen = at != NULL ? (size_t) (at - holder) : tlen;
+        tlen -= hlen;
+        if (tlen == 1) {
+            tlen = 0;                       /* "OID@": no tag */
+        }
         locked = (holder[0] == '!');
         if (oid != NULL && holder[0] != '=' && strlen(oid) == hlen - locked
             && memcmp(holder + locked, oid, hlen - locked) == 0)
@@ -5720,21 +5789,21 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             issued = 1;
             v = 1;
         } else {
-            if (at != NULL) {
-                *at = '\0';
-            }
+            cut = holder[hlen];
+            holder[hlen] = '\0';
             v = pki_acme_replaced_holds(a, holder + locked, &issued, &gone,
                                         &open);
-            if (at != NULL) {
-                *at = '@';
-            }
+            holder[hlen] = cut;
             if (v > 0 && open && !locked) {
                 /* pending or ready, its finalization not started: the
                  * newer order takes the mark (the CAS below fails if
                  * the finalization locks it meanwhile) */
                 v = 0;
             }
-            if (v == 0 && gone && strcmp(at != NULL ? at : "", tag) != 0) {
+            if (v == 0 && gone
+                && (tlen != strlen(tag)
+                    || (tlen > 0 && memcmp(at, tag, tlen) != 0)))
+            {
                 /* its order is kept in another location's store, where
                  * this one cannot judge it: it holds until the mark
                  * expires with that order */
@@ -5747,11 +5816,14 @@ pki_acme_replaced_claim(pki_acme_t *a, const char *key, const char *oid,
             if (v > 0) {
                 pki_acme_problem(a, 409, "alreadyReplaced", issued
                                  ? "the certificate was already replaced"
-                                 : away ? "order %.64s of another ACME "
+                                 : away ? "order %.*s of another ACME "
                                           "location already replaces the "
                                           "certificate"
-                                 : "order %.64s already replaces the "
-                                   "certificate", holder + locked);
+                                 : "order %.*s already replaces the "
+                                   "certificate",
+                                 (int) (hlen - locked < 64 ? hlen - locked
+                                                           : 64),
+                                 holder + locked);
             }
             free(holder);
             if (v < 0) {
@@ -5847,12 +5919,13 @@ pki_acme_order_withdraw(pki_acme_t *a, const char *oid, cJSON *order,
 /* finalize: 1 when the order oid still holds the mark of what it replaces
  * (or nothing holds it: claimed again), 0 when another order took it, -1
  * when Redis failed.  1 as well for an order that replaces nothing.  With
- * lock, the mark is locked (pki_lua_replaced_hold): no newer order takes
- * it over from then on; finalize locks it just before the order moves to
- * processing. */
+ * a token (NULL: none), the mark is locked with it
+ * (pki_lua_replaced_hold): no newer order takes it over from then on;
+ * finalize locks it just before the order moves to processing, and takes
+ * the token back when it fails (pki_acme_replaced_unlock). */
 static int
 pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
-    const cJSON *order, int lock)
+    const cJSON *order, const char *token)
 {
     char         key[PKI_ACME_KEY_MAX], serial[41], num[24];
     char         val[PKI_ACME_ID_MAX + 24];
@@ -5870,12 +5943,47 @@ pki_acme_replaced_hold(pki_acme_t *a, const char *acct, const char *oid,
     args[1] = val;
     args[2] = num;
     args[3] = oid;
-    args[4] = lock ? "1" : "0";
+    args[4] = token != NULL ? token : "";
 
     return pki_acme_cmd_int(a->conf->redis, a->res,
                             pki_acme_eval(a->conf->redis, a->res,
                                           pki_lua_replaced_hold, 1, 5,
                                           args));
+}
+
+
+/* A finalization that locked the mark with token and signs nothing (it
+ * failed before its move, or after it with the order ready again, or
+ * invalid) takes its token back (pki_lua_replaced_unlock): the last one
+ * gone, a newer order may take the mark over.  Nothing else of the
+ * request changes: when Redis fails here the lock stays, as it was before
+ * tokens (until the order is finalized or expires). */
+static void
+pki_acme_replaced_unlock(pki_acme_t *a, const char *acct, const char *oid,
+    const cJSON *order, const char *token)
+{
+    int           v;
+    char          key[PKI_ACME_KEY_MAX], serial[41];
+    const char   *args[2];
+    pki_result_t  tmp;
+
+    if (!pki_acme_order_replaces(a, order, serial)) {
+        return;
+    }
+
+    pki_acme_replaced_key(a, acct, serial, key, sizeof(key));
+    args[0] = key;
+    args[1] = token;
+
+    pki_result_init(&tmp);
+    v = pki_acme_cmd_int(a->conf->redis, &tmp,
+                         pki_acme_eval(a->conf->redis, &tmp,
+                                       pki_lua_replaced_unlock, 1, 2, args));
+    if (v < 0) {
+        pki_log(a->res, "%sacme: account %s order %s: the lock of the "
+                "replaced certificate's mark stays (%s)",
+                a->res->log[0] ? "; " : "", acct, oid, tmp.detail);
+    }
 }
 
 
@@ -7499,7 +7607,9 @@ typedef struct {
     int          unauthorized;  /* an authorization is no longer valid */
     int          expired;       /* the order expired meanwhile         */
     int          unsure;        /* the move failed or lost its answer  */
+    int          locked;        /* it locked the replaces mark         */
     char         serial[41];    /* the serial reserved for it          */
+    char         token[24];     /* its token in the mark's lock        */
 } pki_acme_fin_t;
 
 
@@ -7616,8 +7726,10 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
     pki_acme_fin_t  *f = arg;
 
     /* RFC 9773: still the order that replaces the certificate (checked
-     * before the move: a lost order stays as it was) */
-    v = pki_acme_replaced_hold(f->a, f->acct, f->oid, f->order, 1);
+     * before the move: a lost order stays as it was).  The lock may be
+     * taken even when Redis fails to say so: finalize takes it back. */
+    f->locked = 1;
+    v = pki_acme_replaced_hold(f->a, f->acct, f->oid, f->order, f->token);
     if (v < 0) {
         return PKI_UNAVAILABLE;
     }
@@ -8369,7 +8481,7 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
 
     /* RFC 9773: an order that lost what it replaces to another order
      * fails before a serial is reserved (checked again once it is) */
-    v = pki_acme_replaced_hold(a, acct, oid, order, 0);
+    v = pki_acme_replaced_hold(a, acct, oid, order, NULL);
     if (v < 0) {
         pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
         goto done;
@@ -8400,6 +8512,11 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
     fin.ready_text = strdup(fin.text);
     if (fin.ready_text == NULL) {
         pki_acme_problem(a, 500, "serverInternal", "out of memory");
+        goto done;
+    }
+
+    if (!pki_random_id(fin.token, sizeof(fin.token), 12)) {
+        pki_acme_problem(a, 500, "serverInternal", "no random bytes");
         goto done;
     }
 
@@ -8465,6 +8582,14 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
                          "finalized");
         a->resp->retry_after = 1;
         goto done;
+    }
+
+    if (rc != PKI_OK && fin.locked) {
+        /* nothing of this finalization will be signed: its lock of the
+         * replaces mark goes (another one's stays), so that a newer
+         * order may take the mark over from an order ready again (or
+         * invalid); one left processing holds it anyway */
+        pki_acme_replaced_unlock(a, acct, oid, order, fin.token);
     }
 
     if (rc != PKI_OK) {
