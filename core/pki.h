@@ -1718,8 +1718,9 @@ PKI_API int pki_jwk_thumbprint(EVP_PKEY *pk, char out[PKI_JWK_THUMB_LEN]);
  *   state_redis when it is set, under its own namespace)
  *   <ns>{acme:<ACCT>}:replaced:<CA>:<SERIAL>  RFC 9773: the id of the
  *                                     order that replaces the certificate
- *                                     ("!" before it: being finalized,
- *                                     "=": issued)
+ *                                     ("!" before it and ":" tokens
+ *                                     after it: being finalized, "=":
+ *                                     issued; see core/acme.c)
  * Certificates are the CA's records (requester "acme:<ACCT>").
  */
 
