@@ -26,6 +26,8 @@ static pki_status_t pki_ca_read_certs(const char *what, const char *file,
 static const char *pki_ca_time_error(X509 *x, time_t now);
 static pki_status_t pki_ca_check_chain(pki_ca_t *ca, time_t now,
     pki_result_t *res);
+static pki_status_t pki_ca_check_above(pki_ca_t *ca, time_t now,
+    pki_result_t *res);
 static pki_status_t pki_ca_check_path(const char *what, const char *file,
     STACK_OF(X509) *sk, int from, X509 *below, time_t now,
     pki_result_t *res);
@@ -1406,10 +1408,152 @@ pki_ca_path_end(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
 }
 
 
+/*
+ * 1 when a path above certificate x (certificate at of the "chain" file,
+ * 0: the CA certificate) through the chain file is valid at now, walked
+ * as pki_ca_path_end walks it (the same issuers, the same trust anchors,
+ * whose copy in the file is not judged, the same depth).  Else *bad_at
+ * and *bad: the first certificate met that is not valid at now, and how
+ * (pki_ca_time_error).  The CA certificate itself is judged before.
+ */
+static int
+pki_ca_path_now(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
+    time_t now, int *bad_at, const char **bad)
+{
+    int          i, n, found;
+    X509        *y;
+    EVP_PKEY    *pub;
+    const char  *err;
+
+    pub = X509_get0_pubkey(x);
+
+    if (X509_check_issued(x, x) == X509_V_OK && pub != NULL
+        && X509_verify(x, pub) == 1)
+    {
+        ERR_clear_error();
+        return 1;               /* a trust anchor, or a self-signed CA */
+    }
+
+    ERR_clear_error();
+
+    if (at > 0) {
+        err = pki_ca_time_error(x, now);
+
+        if (err != NULL) {
+            if (*bad == NULL) {
+                *bad = err;
+                *bad_at = at;
+            }
+
+            return 0;
+        }
+    }
+
+    if (depth >= PKI_CA_END_DEPTH) {
+        return 1;
+    }
+
+    found = 0;
+    n = sk_X509_num(ca->chain);
+
+    for (i = 0; i < n && i < 32; i++) {
+        y = sk_X509_value(ca->chain, i);
+
+        if ((seen & (1u << i)) || X509_cmp(x, y) == 0
+            || X509_check_issued(y, x) != X509_V_OK
+            || X509_check_ca(y) == 0
+            || (pub = X509_get0_pubkey(y)) == NULL
+            || X509_verify(x, pub) != 1)
+        {
+            ERR_clear_error();
+            continue;
+        }
+
+        found = 1;
+
+        if (pki_ca_path_now(ca, y, i + 1, depth + 1, seen | (1u << i), now,
+                            bad_at, bad))
+        {
+            return 1;
+        }
+    }
+
+    /* no issuer in the file: the path ends here, valid */
+    return !found;
+}
+
+
+/*
+ * nginx -t, a start, a reload: the whole path above the CA certificate
+ * judged as pki_ca_check_chain judges its issuer, so that a CA whose
+ * chain ended (or does not start yet) higher up is refused with the
+ * certificate named, rather than loaded to sign nothing (pki_ca_live).
+ * An end at or before now names the certificate pki_ca_live would name
+ * (ca->end_at); else a path valid at now must exist.
+ */
+static pki_status_t
+pki_ca_check_above(pki_ca_t *ca, time_t now, pki_result_t *res)
+{
+    int          at, exp;
+    X509        *x;
+    time_t       t;
+    const char  *err;
+    char         name[256], date[PKI_RFC3339_LEN];
+
+    at = -1;
+    err = NULL;
+
+    if (ca->end != (time_t) -1 && ca->end <= now && ca->end_at > 0) {
+        at = ca->end_at;
+        err = "has expired";
+
+    } else if (!pki_ca_path_now(ca, ca->cert, 0, 0, 0, now, &at, &err)) {
+        /* err set */
+
+    } else {
+        return PKI_OK;
+    }
+
+    x = at > 0 ? sk_X509_value(ca->chain, at - 1) : NULL;
+
+    if (x == NULL || err == NULL) {
+        return PKI_OK;
+    }
+
+    if (X509_NAME_oneline(X509_get_subject_name(x), name, sizeof(name))
+        == NULL)
+    {
+        snprintf(name, sizeof(name), "?");
+    }
+
+    ERR_clear_error();
+
+    exp = strcmp(err, "has expired") == 0;
+    t = pki_int_asn1_time(exp ? X509_get0_notAfter(x)
+                              : X509_get0_notBefore(x));
+    pki_format_rfc3339(t, date);
+
+    return pki_fail(res, PKI_MALFORMED, "certificate %d of CA chain "
+                    "\"%.128s\" (%.200s), above the CA certificate's "
+                    "issuer, %s (%s %s): the CA would sign nothing until "
+                    "the chain is renewed", at, ca->chain_file, name,
+                    exp ? "has expired" : "is not valid yet",
+                    exp ? "notAfter" : "notBefore", date);
+}
+
+
 time_t
 pki_ca_end(const pki_ca_t *ca)
 {
     return ca != NULL && ca->finished ? ca->end : (time_t) -1;
+}
+
+
+int
+pki_ca_end_at(const pki_ca_t *ca)
+{
+    return ca != NULL && ca->finished && ca->end != (time_t) -1
+           ? ca->end_at : -1;
 }
 
 
@@ -1809,6 +1953,11 @@ pki_ca_finish_do(pki_ca_t *ca, int open_key, pki_result_t *res)
     pki_ca_limit_pathlen(ca);
 
     ca->end = pki_ca_path_end(ca, ca->cert, 0, 0, 0, &ca->end_at);
+
+    rc = pki_ca_check_above(ca, now, res);
+    if (rc != PKI_OK) {
+        return rc;
+    }
 
     for (i = 0; i < ca->ntmpls; i++) {
         rc = pki_ca_check_pathlen(ca, ca->tmpls[i], res);

@@ -589,6 +589,9 @@ PKI_API X509 *pki_ca_cert(const pki_ca_t *ca);                 /* borrowed */
  * unreadable.  No certificate, CRL or OCSP response is signed from then
  * on, and none of them lasts beyond it. */
 PKI_API time_t pki_ca_end(const pki_ca_t *ca);
+/* Which certificate ends it: 0 the CA certificate, i certificate i (from
+ * 1) of pki_ca_chain; -1 when unknown. */
+PKI_API int pki_ca_end_at(const pki_ca_t *ca);
 /* PKI_OK while the CA may sign at now (before pki_ca_end); else
  * PKI_UNAVAILABLE, with which certificate ended in res. */
 PKI_API pki_status_t pki_ca_live(const pki_ca_t *ca, time_t now,

@@ -5,6 +5,8 @@
  * The CA certificate's issuer in the "chain" file: a root re-issued with
  * its key for a longer life leaves two issuers of the CA certificate, the
  * old one expired; the file may hold them in either order.
+ * Above the issuer, the whole path is judged at load time too: a
+ * certificate there expired or not valid yet is refused, named.
  *
  * The end of what a CA signs (pki_ca_end, pki_ca_live): the earliest
  * notAfter along its path through the chain file, its own copy of a
@@ -273,6 +275,104 @@ test_chain_end(void)
 
 
 /*
+ * The whole path above the CA's issuer at load time (nginx -t): "low"
+ * under A under B under R.  B (A's issuer, not low's) expired, or not
+ * valid yet: low is refused, naming B (its place in the file, subject and
+ * date).  Before, only A was judged: low loaded and signed nothing.  B
+ * re-issued with its key beside the expired one: loads.  B on top of the
+ * file (its issuer R missing) and expired: refused too; R, a trust
+ * anchor, expired in the file: loads (relying parties hold their own).
+ */
+static void
+test_chain_end_above(void)
+{
+    X509            *r, *oldr, *a, *b, *oldb, *newb, *futb, *low;
+    EVP_PKEY        *rk, *ak, *bk, *lk;
+    pki_ca_t        *ca;
+    pki_key_t       *key;
+    pki_result_t     res;
+
+    rk = fx_keygen("EC:P-256");
+    ak = fx_keygen("EC:P-256");
+    bk = fx_keygen("EC:P-256");
+    lk = fx_keygen("EC:P-256");
+
+    r = ca_cert("Above Root", rk, NULL, rk, -3600, 86400L * 365, -1);
+    oldr = ca_cert("Above Root", rk, NULL, rk, -86400L * 400, -86400L, -1);
+    b = ca_cert("Above B", bk, r, rk, -3600, 86400L * 300, -1);
+    oldb = ca_cert("Above B", bk, r, rk, -86400L * 400, -86400L, -1);
+    newb = ca_cert("Above B", bk, r, rk, -3600, 86400L * 300, -1);
+    futb = ca_cert("Above B", bk, r, rk, 86400L, 86400L * 300, -1);
+    a = ca_cert("Above A", ak, b, bk, -3600, 86400L * 200, -1);
+    low = ca_cert("Above Low", lk, a, ak, -3600, 86400L * 100, -1);
+
+    cx_write_certs(dir, "above-low.pem", low, NULL);
+    cx_write_certs(dir, "a-b-r.pem", a, b, r, NULL);
+    cx_write_certs(dir, "a-oldb-r.pem", a, oldb, r, NULL);
+    cx_write_certs(dir, "a-oldb-newb-r.pem", a, oldb, newb, r, NULL);
+    cx_write_certs(dir, "a-futb-r.pem", a, futb, r, NULL);
+    cx_write_certs(dir, "a-oldb.pem", a, oldb, NULL);
+    cx_write_certs(dir, "a-b-oldr.pem", a, b, oldr, NULL);
+    key = fx_key_file(dir, "above-low.key", lk);
+
+    ca = low_ca("above-low.pem", "a-b-r.pem", key, NULL, &res);
+    ok(res.status == PKI_OK, "low under A under B under R: loads: %s",
+       res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("above-low.pem", "a-oldb-r.pem", key, NULL, &res);
+    ok(res.status == PKI_MALFORMED
+       && strstr(res.detail, "certificate 2 of CA chain") != NULL
+       && strstr(res.detail, "a-oldb-r.pem") != NULL
+       && strstr(res.detail, "Above B") != NULL
+       && strstr(res.detail, "has expired") != NULL,
+       "B (above A, low's issuer) expired: refused (before: loaded): %s",
+       res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("above-low.pem", "a-oldb-newb-r.pem", key, NULL, &res);
+    ok(res.status == PKI_OK,
+       "B expired beside B re-issued with its key: loads: %s", res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("above-low.pem", "a-futb-r.pem", key, NULL, &res);
+    ok(res.status == PKI_MALFORMED
+       && strstr(res.detail, "certificate 2 of CA chain") != NULL
+       && strstr(res.detail, "Above B") != NULL
+       && strstr(res.detail, "not valid yet") != NULL,
+       "B not valid yet: refused (before: loaded): %s", res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("above-low.pem", "a-oldb.pem", key, NULL, &res);
+    ok(res.status == PKI_MALFORMED
+       && strstr(res.detail, "certificate 2 of CA chain") != NULL
+       && strstr(res.detail, "has expired") != NULL,
+       "B expired on top of the file: refused (before: loaded): %s",
+       res.detail);
+    pki_ca_free(ca);
+
+    ca = low_ca("above-low.pem", "a-b-oldr.pem", key, NULL, &res);
+    ok(res.status == PKI_OK,
+       "an expired copy of the root R on top: loads: %s", res.detail);
+    pki_ca_free(ca);
+
+    pki_key_free(key);
+    X509_free(r);
+    X509_free(oldr);
+    X509_free(a);
+    X509_free(b);
+    X509_free(oldb);
+    X509_free(newb);
+    X509_free(futb);
+    X509_free(low);
+    EVP_PKEY_free(rk);
+    EVP_PKEY_free(ak);
+    EVP_PKEY_free(bk);
+    EVP_PKEY_free(lk);
+}
+
+
+/*
  * The trust anchor of /cacerts (pki_ca_anchor_missing): a root R, an
  * intermediate M under it, the CA "low" under M.  The chain file with R
  * (after M, or first) reaches it; one that stops at M misses R, and says
@@ -489,6 +589,7 @@ main(void)
     pki_key_free(key);
 
     test_chain_end();
+    test_chain_end_above();
     test_anchor();
 
     X509_free(old);
