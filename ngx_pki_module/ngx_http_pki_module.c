@@ -2259,13 +2259,17 @@ done:
 
 
 /* nginx -t, a start, a reload: a warning while the CA certificate (or
- * one above it in its chain, pki_ca_end) has less than
+ * one above it in its chain, pki_ca_end, named then) has less than
  * NGX_HTTP_PKI_CA_EXPIRY_WARN left (from then on the CA signs nothing),
- * so that the operator renews it in time */
+ * so that the operator renews it in time; one already ended there is a
+ * pki_ca_finish error */
 static void
 ngx_http_pki_ca_expiry_warn(ngx_conf_t *cf, ngx_str_t *name, pki_ca_t *ca)
 {
-    char       date[32];
+    int        at;
+    X509      *x;
+    char       date[32], subj[256], above[320];
+    u_char    *p;
     time_t     na, left;
     struct tm  tm;
 
@@ -2279,15 +2283,31 @@ ngx_http_pki_ca_expiry_warn(ngx_conf_t *cf, ngx_str_t *name, pki_ca_t *ca)
         return;
     }
 
+    above[0] = '\0';
+    at = pki_ca_end_at(ca);
+    x = at > 0 ? sk_X509_value(pki_ca_chain(ca), at - 1) : NULL;
+
+    if (x != NULL) {
+        if (X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj))
+            == NULL)
+        {
+            ngx_cpystrn((u_char *) subj, (u_char *) "?", sizeof(subj));
+        }
+
+        ERR_clear_error();
+
+        p = ngx_snprintf((u_char *) above, sizeof(above) - 1,
+                         " (certificate %d of its chain, %s, does)", at,
+                         subj);
+        *p = '\0';
+    }
+
     ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                        "pki_ca \"%V\": its certificate expires in %T "
                        "day(s), at %s%s; from then on the CA issues nothing: "
                        "renew it (a certificate with the same subject and "
                        "key, or a new CA) and reload", name, left / 86400,
-                       date,
-                       na < ngx_http_pki_asn1_time(
-                                X509_get0_notAfter(pki_ca_cert(ca)))
-                       ? " (a certificate above it in its chain does)" : "");
+                       date, above);
 }
 
 

@@ -11,6 +11,10 @@
 # certificate's own notAfter was checked when signing: answers and CRLs
 # were signed after the intermediate's end, an hour long, which no relying
 # party can validate (the next start refuses the chain).
+#
+# Then nginx -t on a CA two intermediates down: the upper one expired or
+# not valid yet is an [emerg] naming it (before: nginx -t passed, with a
+# warning "expires in -1 day(s)" or nothing, and the CA signed nothing).
 
 use strict;
 use warnings;
@@ -150,4 +154,76 @@ $r = $t->est_post('simpleenroll', $csr);
 is($r->{code}, 200, 'the other CA still issues') or diag($r->{body});
 
 $t->stop_nginx;
+
+# nginx -t judges the whole path, not the CA's issuer only: "deep" under
+# "Deep Mid" (a year) under "Deep Top" under the root.  Top expired (or
+# not valid yet): [emerg] naming it, with file and line (before: nginx -t
+# passed silently, and the CA signed nothing); Top with 10 days left: a
+# warning naming it; Top re-issued with its key beside the expired one:
+# taken.
+$now = int(time);
+key_csr('deep', 'Chain Deep Low');
+key_csr('dmid', 'Chain Deep Mid');
+key_csr('dtop', 'Chain Deep Top');
+PKITest::openssl_ca_sign($cadir, 'dtop', 'root', $now - 86400 * 400,
+                         $now - 86400);
+PKITest::openssl_ca_sign($cadir, 'dmid', 'dtop', $now - 86400 * 300,
+                         $now + 86400 * 365);
+PKITest::openssl_ca_sign($cadir, 'deep', 'dmid', $now - 3600,
+                         $now + 86400 * 200);
+rename("$cadir/dtop.pem", "$cadir/dtop-old.pem") or die "rename: $!";
+PKITest::openssl_ca_sign($cadir, 'dtop', 'root', $now + 86400,
+                         $now + 86400 * 3000);
+rename("$cadir/dtop.pem", "$cadir/dtop-future.pem") or die "rename: $!";
+PKITest::openssl_ca_sign($cadir, 'dtop', 'root', $now - 3600,
+                         $now + 86400 * 10);
+rename("$cadir/dtop.pem", "$cadir/dtop-10d.pem") or die "rename: $!";
+PKITest::openssl_ca_sign($cadir, 'dtop', 'root', $now - 3600,
+                         $now + 86400 * 3000);
+my $root = PKITest::slurp("$cadir/root.pem");
+my $mid = PKITest::slurp("$cadir/dmid.pem");
+for my $c (['old', 'dtop-old'], ['future', 'dtop-future'],
+           ['10d', 'dtop-10d'], ['renewed', 'dtop-old', 'dtop'])
+{
+    my ($n, @tops) = @$c;
+    PKITest::spew("$cadir/deep-$n.pem", $mid
+        . join('', map { PKITest::slurp("$cadir/$_.pem") } @tops) . $root);
+}
+
+sub deep_test {
+    my ($n) = @_;
+    (my $c = $t->render_conf) =~ s/(\n    pki_ca issuing \{)/
+    pki_ca deep {
+        certificate $cadir\/deep.pem;
+        chain $cadir\/deep-$n.pem;
+        key $cadir\/deep.key;
+        templates device;
+    }
+$1/ or die 'no pki_ca issuing';
+    return $t->nginx_test($t->write_conf($c, "deep-$n.conf"));
+}
+
+my ($ok, $tout) = deep_test('old');
+ok(!$ok, 'a certificate above the issuer expired: nginx -t fails')
+    or diag($tout);
+like($tout, qr/\[emerg\].*pki_ca "deep".*certificate 2 of CA chain "\S+deep-old\.pem" \(\/CN=Chain Deep Top\), above the CA certificate's issuer, has expired \(notAfter \d{4}-\d\d-\d\dT[\d:]+Z\).* in \S+deep-old\.conf:\d+/,
+     '  [emerg] names it, its subject and date, with file and line')
+    or diag($tout);
+
+($ok, $tout) = deep_test('future');
+ok(!$ok && $tout =~ /\[emerg\].*certificate 2 of CA chain \S+ \(\/CN=Chain Deep Top\), above the CA certificate's issuer, is not valid yet \(notBefore .* in \S+deep-future\.conf:\d+/,
+   'one above the issuer not valid yet: [emerg] names it') or diag($tout);
+
+($ok, $tout) = deep_test('10d');
+ok($ok, 'one above the issuer with 10 days left: nginx -t passes')
+    or diag($tout);
+like($tout, qr/\[warn\].*pki_ca "deep": its certificate expires in (?:9|10) day\(s\), at [^;]+ \(certificate 2 of its chain, \/CN=Chain Deep Top, does\); .* in \S+deep-10d\.conf:\d+/,
+     '  with a warning naming it') or diag($tout);
+
+($ok, $tout) = deep_test('renewed');
+ok($ok, 'the expired one beside it re-issued with its key: passes')
+    or diag($tout);
+unlike($tout, qr/pki_ca "deep": its certificate expires/,
+       '  no warning') or diag($tout);
+
 done_testing();
