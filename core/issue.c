@@ -3387,6 +3387,18 @@ pki_int_issue_link(pki_int_link_t *link)
     pki_issue_link_next = link;
 }
 
+/* The index entry of this thread's next pki_issue() (issue_int.h). */
+static __thread const char  *pki_issue_ix_claim;
+static __thread const char  *pki_issue_ix_key;
+
+
+void
+pki_int_issue_index(const char *claim, const char *ixkey)
+{
+    pki_issue_ix_claim = claim;
+    pki_issue_ix_key = ixkey;
+}
+
 
 /* Set by pki_issue_carry() when the success entry of this thread's
  * issuance went into the record's commit (pki_issue then only counts it). */
@@ -3445,15 +3457,19 @@ static pki_status_t pki_issue_do(pki_ca_t *ca, const pki_template_t *t,
     pki_redis_t *r, const pki_request_t *req, const pki_issue_ctx_t *ictx,
     X509 **out, pki_result_t *res);
 
+/* ixkey (NULL: none): the record's index entry, dropped with it while it
+ * names it (pki_int_record_abandon_ix). */
 static void
 pki_abandon(pki_redis_t *r, const pki_ca_t *ca, const char *serial,
-    pki_result_t *res)
+    const char *ixkey, pki_result_t *res)
 {
     pki_result_t  ar;
 
     pki_result_init(&ar);
 
-    if (pki_record_abandon(r, ca->name, serial, &ar) != PKI_OK) {
+    if (pki_int_record_abandon_ix(r, ca->name, serial, ixkey, &ar)
+        != PKI_OK)
+    {
         pki_log(res, "%sabandoning serial %s failed: %s %s",
                 (res && res->log[0]) ? "; " : "", serial, ar.detail, ar.log);
     }
@@ -3515,13 +3531,13 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     const pki_request_t *req, const pki_issue_ctx_t *ictx, X509 **out,
     pki_result_t *res)
 {
-    int              tries, len, carried, yes;
+    int              tries, len, carried, yes, lost;
     X509            *x;
     pki_status_t     rc;
     pki_record_t     rec;
     ASN1_INTEGER    *serial;
     unsigned char   *der, *p;
-    const char      *stream;
+    const char      *stream, *ixkey, *ixclaim;
     pki_int_rsv_t    rsv;
     pki_int_link_t  *link;
 
@@ -3531,6 +3547,11 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 
     *out = NULL;
     link = pki_issue_link_next;
+    lost = 0;
+
+    /* an index entry (a Matter DAC's key, est.c): not with a link */
+    ixkey = link == NULL ? pki_issue_ix_key : NULL;
+    ixclaim = pki_issue_ix_claim;
 
     if (ca == NULL || t == NULL || req == NULL || req->subject == NULL
         || req->pubkey == NULL)
@@ -3602,8 +3623,15 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
             break;
         }
 
-        rc = pki_int_record_reserve_link(r, &rec, link, &rsv, res);
-        if (rc != PKI_CONFLICT || (link != NULL && link->found != 0)) {
+        if (ixkey != NULL) {
+            rc = pki_int_record_reserve_ix(r, &rec, ixclaim, ixkey, &lost,
+                                           &rsv, res);
+        } else {
+            rc = pki_int_record_reserve_link(r, &rec, link, &rsv, res);
+        }
+        if (rc != PKI_CONFLICT || lost
+            || (link != NULL && link->found != 0))
+        {
             break;
         }
 
@@ -3612,14 +3640,18 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
     }
 
     if (rc != PKI_OK) {
-        if (rc == PKI_CONFLICT && (link == NULL || link->found == 0)) {
+        if (rc == PKI_CONFLICT && !lost
+            && (link == NULL || link->found == 0))
+        {
             pki_fail(res, PKI_CONFLICT, "no free serial number after %d "
                      "tries", PKI_SERIAL_TRIES);
 
-        } else if (rc == PKI_UNAVAILABLE && link != NULL) {
+        } else if (rc == PKI_UNAVAILABLE && (link != NULL || ixkey != NULL))
+        {
             /* it may have run: the link's next finalization must not
-             * wait for this record to look dead */
-            pki_abandon(r, ca, rec.serial, res);
+             * wait for this record to look dead, nor the key's next
+             * issuance for its index entry */
+            pki_abandon(r, ca, rec.serial, ixkey, res);
         }
         goto failed;
     }
@@ -3732,7 +3764,7 @@ pki_issue_do(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 abandon:
 
     if (r) {
-        pki_abandon(r, ca, rec.serial, res);
+        pki_abandon(r, ca, rec.serial, ixkey, res);
     }
 
 failed:
@@ -3867,6 +3899,8 @@ pki_issue(pki_ca_t *ca, const pki_template_t *t, pki_redis_t *r,
 
     pki_reserved_fn = NULL;         /* one call only, even when unused */
     pki_issue_link_next = NULL;
+    pki_issue_ix_claim = NULL;
+    pki_issue_ix_key = NULL;
 
     if (link != NULL && link->found != 0) {
         /* not an issuance: the order's certificate is recorded already,

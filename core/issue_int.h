@@ -341,6 +341,14 @@ pki_status_t pki_int_record_reserve_link(pki_redis_t *r,
     const pki_record_t *rec, pki_int_link_t *link, pki_int_rsv_t *rsv,
     pki_result_t *res);
 
+/* The same, rec's index entry ixkey (which must hold claim) set to
+ * "s:<serial>" by the script that reserves it (pki_int_record_reserve_batch
+ * for one record): PKI_CONFLICT with *lost 1 when the entry did not hold
+ * claim (nothing written), PKI_CONFLICT with *lost 0 a serial taken. */
+pki_status_t pki_int_record_reserve_ix(pki_redis_t *r,
+    const pki_record_t *rec, const char *claim, const char *ixkey,
+    int *lost, pki_int_rsv_t *rsv, pki_result_t *res);
+
 /* redis.c: pki_int_record_commit_carry() (audit_int.h) within the
  * deadline of reservation rsv (NULL: none).  A commit that Redis runs too
  * late writes nothing and fails with PKI_UNAVAILABLE, rsv->late set: the
@@ -395,6 +403,59 @@ pki_status_t pki_int_link_serial(pki_redis_t *r, const char *key,
 /* issue.c: reserve this thread's next pki_issue() with this link (cleared
  * by pki_issue(), like the hook above). */
 void pki_int_issue_link(pki_int_link_t *link);
+/* issue.c: this thread's next pki_issue() reserves its serial with an
+ * index entry ixkey, which must hold claim (pki_int_record_reserve_ix): the
+ * entry names the record from its reservation on, and is dropped with it
+ * when it is abandoned; an entry lost fails the issuance PKI_CONFLICT
+ * before anything is signed.  Cleared by pki_issue(), like the link. */
+void pki_int_issue_index(const char *claim, const char *ixkey);
+
+/*
+ * matter_ix.c: the per-PAI index of the device keys a PAI certified (see
+ * matter_api.c), shared by the Matter batch and EST under a Matter DAC
+ * template.  pki_int_lua_dac_claim, pki_int_lua_dac_release: its scripts.
+ * pki_int_dac_spki: SHA-256 of pub's SPKI DER (1, or 0).
+ * pki_int_dac_ix_key: the entry of that key in CA ca's index (1, or 0).
+ * pki_int_dac_new_claim: a fresh claim ("c:" and 32 hex digits).
+ * pki_int_dac_check: the DAC rec an entry names, checked as the key's
+ * answer (good, not expired, of template t, of this very key, issued by
+ * ca, of the subject asked, when not NULL): PKI_OK with *out, else the
+ * status with msg (what names the request).
+ */
+#define PKI_INT_DAC_CLAIM_TTL  "300"
+#define PKI_INT_DAC_CLAIM_LEN  (2 + 32 + 1)
+#define PKI_INT_DAC_KEY_LEN    256
+
+extern const char  pki_int_lua_dac_claim[];
+extern const char  pki_int_lua_dac_release[];
+
+int pki_int_dac_spki(EVP_PKEY *pub, unsigned char spki[32]);
+int pki_int_dac_ix_key(pki_redis_t *r, const char *ca,
+    const unsigned char spki[32], char *buf, size_t size);
+int pki_int_dac_new_claim(char claim[PKI_INT_DAC_CLAIM_LEN]);
+pki_status_t pki_int_dac_check(const pki_ca_t *ca, const pki_template_t *t,
+    const pki_record_t *rec, const unsigned char spki[32],
+    const X509_NAME *subject, const char *what, X509 **out, char *msg,
+    size_t size);
+
+/* One key's claim (EST): pki_int_dac_one_claim() answers PKI_OK with
+ * *known the DAC the key has (checked as above; no claim), or with the
+ * key claimed (d->claimed: issue it with pki_int_issue_index(d->claim,
+ * d->key), then release the claim when it failed); PKI_CONFLICT: another
+ * issuance claims the key, or its DAC is pending; PKI_POLICY: the key has
+ * a DAC that is not this request's answer; PKI_UNAVAILABLE.  A claim
+ * lost with its answer is marked claimed, for the release. */
+typedef struct {
+    char     claim[PKI_INT_DAC_CLAIM_LEN];
+    char     key[PKI_INT_DAC_KEY_LEN];
+    int      claimed;
+} pki_int_dac_one_t;
+
+pki_status_t pki_int_dac_one_claim(pki_redis_t *r, const pki_ca_t *ca,
+    const pki_template_t *t, EVP_PKEY *pub, const X509_NAME *subject,
+    pki_int_dac_one_t *d, X509 **known, pki_result_t *res);
+void pki_int_dac_one_release(pki_redis_t *r, pki_int_dac_one_t *d,
+    pki_result_t *res);
 
 /* redis.c, for ocsp.c: the records of n (CA, serial) pairs read in one
  * round trip (the HGETALLs of pki_record_get(), pipelined).

@@ -32,7 +32,6 @@
 
 #include <cjson/cJSON.h>
 #include <openssl/err.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "acme_int.h"
@@ -51,7 +50,7 @@
 #define PKI_MATTER_NOC_VALUES   64
 #define PKI_MATTER_MAX_THREADS  64
 #define PKI_MATTER_JSON         "application/json"
-#define PKI_MATTER_IDX_KEY      256
+#define PKI_MATTER_IDX_KEY      PKI_INT_DAC_KEY_LEN
 
 
 typedef struct {
@@ -668,21 +667,12 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
 static void
 pki_batch_spki(pki_item_t *items, size_t n)
 {
-    int             len;
-    size_t          i;
-    unsigned char  *der;
+    size_t  i;
 
     for (i = 0; i < n; i++) {
-        der = NULL;
-        len = items[i].req.pubkey != NULL
-              ? i2d_PUBKEY(items[i].req.pubkey, &der) : -1;
-        items[i].has_spki = len > 0
-                            && EVP_Digest(der, (size_t) len, items[i].spki,
-                                          NULL, EVP_sha256(), NULL) == 1;
-        OPENSSL_free(der);
+        items[i].has_spki = pki_int_dac_spki(items[i].req.pubkey,
+                                             items[i].spki);
     }
-
-    ERR_clear_error();
 }
 
 
@@ -741,61 +731,15 @@ pki_batch_dup_key(pki_item_t *items, size_t n, size_t *a, size_t *b)
  * once.  A worker that dies before its commit leaves claims or pending
  * records that expire (the key is busy until then, never for ever); an
  * entry naming a record that is gone or withdrawn does not count.
+ *
+ * EST under a DAC template follows the same rule for its one key, with
+ * the same scripts and checks (matter_ix.c: pki_int_lua_dac_claim,
+ * pki_int_lua_dac_release, pki_int_dac_check; est.c): its claim is set to
+ * the serial by the single reservation's script (pki_int_issue_index), so
+ * a batch finds an EST DAC as it finds its own, and EST a batch's.
  */
 
-#define PKI_MATTER_CLAIM_TTL  "300"
-
-/* KEYS: the index keys; ARGV[1] the claim, ARGV[2] its TTL, ARGV[3] the
- * prefix of record keys.  {"ok", s1, ..., sn}: si the serial of key i's
- * good DAC, "" when claimed; {"busy", i}: another batch's claim, or a
- * pending record (another batch signs its DAC);
- * {"revoked", i, serial}: its DAC is revoked for a reason that bars the
- * key (keyCompromise, a hold that may be released, privilegeWithdrawn,
- * unspecified, ...); {"bad", i}: a value of no known form.  A DAC
- * withdrawn, or revoked affiliationChanged, superseded or
- * cessationOfOperation (what the error log asks of the operator for a
- * failed batch's serials it could not withdraw) leaves the key free. */
-static const char  pki_lua_dac_claim[] =
-    "local c = ARGV[1] "
-    "local out = {'ok'} "
-    "for i = 1, #KEYS do "
-    "  local v = redis.call('GET', KEYS[i]) "
-    "  local s = '' "
-    "  if v and v ~= c then "
-    "    if string.sub(v, 1, 2) == 's:' then "
-    "      local h = redis.call('HMGET', ARGV[3] .. string.sub(v, 3), "
-    "                           'status', 'withdrawn', 'reason') "
-    "      if h[1] == 'good' then s = string.sub(v, 3) "
-    "      elseif h[1] == 'pending' then return {'busy', tostring(i)} "
-    "      elseif h[1] == 'revoked' and h[2] ~= '1' and h[3] ~= '3' "
-    "             and h[3] ~= '4' and h[3] ~= '5' then "
-    "        return {'revoked', tostring(i), string.sub(v, 3)} "
-    "      end "
-    "    elseif string.sub(v, 1, 2) == 'c:' then "
-    "      return {'busy', tostring(i)} "
-    "    else "
-    "      return {'bad', tostring(i)} "
-    "    end "
-    "  end "
-    "  out[i + 1] = s "
-    "end "
-    "for i = 1, #KEYS do "
-    "  if out[i + 1] == '' then "
-    "    redis.call('SET', KEYS[i], c, 'EX', ARGV[2]) "
-    "  end "
-    "end "
-    "return out";
-
-/* KEYS: index keys; ARGV[1] the claim: those still claimed by it deleted */
-static const char  pki_lua_dac_release[] =
-    "local n = 0 "
-    "for i = 1, #KEYS do "
-    "  if redis.call('GET', KEYS[i]) == ARGV[1] then "
-    "    redis.call('DEL', KEYS[i]) n = n + 1 "
-    "  end "
-    "end "
-    "return n";
-
+#define PKI_MATTER_CLAIM_TTL  PKI_INT_DAC_CLAIM_TTL
 
 
 /* One EVAL of script over the index keys of the items that have one and
@@ -886,7 +830,7 @@ pki_dac_release(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
 
     pki_result_init(&r);
     sent = 0;
-    v = pki_dac_eval(conf, ix, items, n, pki_lua_dac_release, NULL, NULL,
+    v = pki_dac_eval(conf, ix, items, n, pki_int_lua_dac_release, NULL, NULL,
                      &sent, &r);
     if (v == NULL && r.status != PKI_NOT_FOUND) {
         pki_log(res, "%sthe batch's claims on its device keys were not "
@@ -897,119 +841,26 @@ pki_dac_release(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
 }
 
 
-/* Whether a DAC's subject is the one a request asks for: the request's
- * attributes (the template's rules applied to its CSR), compared as
- * X509_NAME_cmp() does, with those the issuance adds (a VID or PID the
- * template fixes) left out of the DAC's.  1 same, 0 not (or no memory). */
-static int
-pki_dac_subject_same(const X509_NAME *want, const X509_NAME *got)
-{
-    int               i, j, same;
-    X509_NAME        *kept;
-    X509_NAME_ENTRY  *e;
-
-    kept = X509_NAME_new();
-    if (kept == NULL) {
-        return 0;
-    }
-
-    for (i = 0; i < X509_NAME_entry_count(got); i++) {
-        e = X509_NAME_get_entry(got, i);
-
-        for (j = 0; j < X509_NAME_entry_count(want); j++) {
-            if (OBJ_cmp(X509_NAME_ENTRY_get_object(
-                            X509_NAME_get_entry(want, j)),
-                        X509_NAME_ENTRY_get_object(e)) == 0)
-            {
-                break;
-            }
-        }
-
-        if (j < X509_NAME_entry_count(want)
-            && X509_NAME_add_entry(kept, e, -1, 0) != 1)
-        {
-            X509_NAME_free(kept);
-            return 0;
-        }
-    }
-
-    same = X509_NAME_cmp(kept, want) == 0;
-    X509_NAME_free(kept);
-
-    return same;
-}
-
-
 /* The DAC recorded good for items[i]'s key (serial), checked: issued by
- * this CA, under this template, for this very key.  PKI_OK with
- * items[i].cert set (known), else the status and msg. */
+ * this CA, under this template, for this very key, of the subject asked
+ * (pki_int_dac_check, shared with EST).  PKI_OK with items[i].cert set
+ * (known), else the status and msg. */
 static pki_status_t
 pki_dac_known_cert(const pki_matter_conf_t *conf, pki_item_t *it,
     pki_record_t *rec, const char *what, size_t i, char *msg, size_t size)
 {
-    int                   len;
-    X509                 *x;
-    unsigned char        *der, md[32];
-    const unsigned char  *p;
+    char          where[64];
+    pki_status_t  st;
 
-    if (rec->status != PKI_CERT_GOOD || rec->der == NULL) {
-        snprintf(msg, size, "%s[%zu]: its key's DAC %s was revoked "
-                 "meanwhile; retry", what, i, rec->serial);
-        return PKI_CONFLICT;
+    snprintf(where, sizeof(where), "%s[%zu]", what, i);
+
+    st = pki_int_dac_check(conf->ca, conf->tmpl, rec, it->spki,
+                           it->req.subject, where, &it->cert, msg, size);
+    if (st == PKI_OK) {
+        it->known = 1;
     }
 
-    /* (a record's notAfter as read; a DAC of a finite validity that has
-     * passed is not handed out as the key's answer, nor a second made) */
-    if (rec->not_after != 0 && rec->not_after < time(NULL)) {
-        snprintf(msg, size, "%s[%zu]: its key's DAC %s has expired: one "
-                 "DAC per device key", what, i, rec->serial);
-        return PKI_POLICY;
-    }
-
-    if (strcmp(rec->template_name, pki_template_name(conf->tmpl)) != 0) {
-        snprintf(msg, size, "%s[%zu]: its key has the DAC %s, of template "
-                 "\"%.64s\": one DAC per device key", what, i, rec->serial,
-                 rec->template_name);
-        return PKI_POLICY;
-    }
-
-    p = rec->der;
-    x = d2i_X509(NULL, &p, (long) rec->der_len);
-    der = NULL;
-    len = x != NULL ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
-
-    if (x == NULL || p != rec->der + rec->der_len || len <= 0
-        || EVP_Digest(der, (size_t) len, md, NULL, EVP_sha256(), NULL) != 1
-        || memcmp(md, it->spki, 32) != 0
-        || !pki_ca_issued(conf->ca, x))
-    {
-        OPENSSL_free(der);
-        X509_free(x);
-        ERR_clear_error();
-        snprintf(msg, size, "%s[%zu]: the DAC %s the index names for its "
-                 "key is not that key's", what, i, rec->serial);
-        return PKI_INTERNAL;
-    }
-
-    OPENSSL_free(der);
-
-    /* the subject this request would be issued (the template's rules
-     * applied to its CSR): a station that corrected a subject must not
-     * install the DAC of the old one as if it were its answer */
-    if (it->req.subject != NULL
-        && !pki_dac_subject_same(it->req.subject, X509_get_subject_name(x)))
-    {
-        X509_free(x);
-        snprintf(msg, size, "%s[%zu]: its key has the DAC %s, of another "
-                 "subject: one DAC per device key (revoke it, "
-                 "superseded, for a new one)", what, i, rec->serial);
-        return PKI_POLICY;
-    }
-
-    it->cert = x;
-    it->known = 1;
-
-    return PKI_OK;
+    return st;
 }
 
 
@@ -1023,11 +874,10 @@ pki_dac_claim(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
     pki_item_t *items, size_t n, const char *what, size_t *nknown,
     char *msg, size_t size, pki_result_t *res)
 {
-    int                  sent, hex, len;
-    char                 prefix[PKI_MATTER_IDX_KEY], *sp;
+    int                  sent, len;
+    char                 prefix[PKI_MATTER_IDX_KEY];
     size_t               i, k, at, m, *idx;
     const char          *ca, **cas, **serials;
-    unsigned char        rnd[16];
     redisReply          *v;
     pki_status_t         st;
     pki_record_t         rec;
@@ -1037,31 +887,19 @@ pki_dac_claim(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
     ca = pki_ca_name(conf->ca);
 
     ix->keys = calloc(n, PKI_MATTER_IDX_KEY);
-    if (ix->keys == NULL || RAND_bytes(rnd, sizeof(rnd)) != 1) {
+    if (ix->keys == NULL || !pki_int_dac_new_claim(ix->claim)) {
         snprintf(msg, size, "internal error");
         return pki_fail(res, PKI_INTERNAL, "out of memory");
     }
 
-    ix->claim[0] = 'c';
-    ix->claim[1] = ':';
-    for (i = 0; i < sizeof(rnd); i++) {
-        snprintf(ix->claim + 2 + 2 * i, 3, "%02x", rnd[i]);
-    }
-
     for (i = 0; i < n; i++) {
-        if (!items[i].has_spki) {
-            continue;
-        }
-
-        sp = ix->keys + i * PKI_MATTER_IDX_KEY;
-        len = snprintf(sp, PKI_MATTER_IDX_KEY, "%s{ca:%s}:matterdac:",
-                       pki_redis_ns(conf->redis), ca);
-        if (len <= 0 || len + 65 > PKI_MATTER_IDX_KEY) {
+        if (items[i].has_spki
+            && !pki_int_dac_ix_key(conf->redis, ca, items[i].spki,
+                                   ix->keys + i * PKI_MATTER_IDX_KEY,
+                                   PKI_MATTER_IDX_KEY))
+        {
             snprintf(msg, size, "internal error");
             return pki_fail(res, PKI_INTERNAL, "matter: index key too long");
-        }
-        for (hex = 0; hex < 32; hex++) {
-            snprintf(sp + len + 2 * hex, 3, "%02x", items[i].spki[hex]);
         }
     }
 
@@ -1073,7 +911,7 @@ pki_dac_claim(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
     }
 
     sent = 0;
-    v = pki_dac_eval(conf, ix, items, n, pki_lua_dac_claim,
+    v = pki_dac_eval(conf, ix, items, n, pki_int_lua_dac_claim,
                      PKI_MATTER_CLAIM_TTL, prefix, &sent, res);
     if (v == NULL) {
         if (res->status == PKI_NOT_FOUND) {

@@ -208,6 +208,29 @@ static const char  pki_lua_reserve_link[] =
     "redis.call('EXPIRE', KEYS[3], ARGV[5]) "
     "return now";
 
+/*
+ * pki_lua_reserve with an entry in an index of the caller's (a Matter
+ * PAI's index of the device keys it certified), as pki_lua_reserve_batch_ix
+ * does for a batch: KEYS[3] the entry, ARGV[1] reservation value, ARGV[2]
+ * the claim the caller holds on the entry, ARGV[3] the serial, ARGV[4..]
+ * field/value pairs.  A record reserved sets the entry to "s:<serial>"
+ * (no TTL) in the same script.  The time (Redis's milliseconds): reserved
+ * (or was, by this very call run twice: the entry names its serial), 0:
+ * serial taken, -1: the entry is not the claim (lost, or another's):
+ * nothing written.
+ */
+static const char  pki_lua_reserve_ix[] =
+    PKI_LUA_NOW
+    "local v = redis.call('GET', KEYS[3]) "
+    "if v == 's:' .. ARGV[3] then return now end "
+    "if v ~= ARGV[2] then return -1 end "
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end "
+    "redis.call('DEL', KEYS[2]) "
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 4)) "
+    "redis.call('EXPIRE', KEYS[2], " PKI_PENDING_TTL ") "
+    "redis.call('SET', KEYS[3], 's:' .. ARGV[3]) "
+    "return now";
+
 /* KEYS[1] record, KEYS[2] expiry index; ARGV[1] notAfter, ARGV[2] serial,
  * ARGV[3] deadline (Redis's milliseconds, 0: none), ARGV[4..] field/value
  * pairs.  0: no record, -1: not pending, -2: too late (Redis ran it past
@@ -2011,9 +2034,41 @@ pki_rsv_deadline(const pki_redis_t *r, const pki_int_rsv_t *rsv)
 }
 
 
+static pki_status_t pki_record_reserve_any(pki_redis_t *r,
+    const pki_record_t *rec, pki_int_link_t *link, const char *claim,
+    const char *ixkey, int *lost, pki_int_rsv_t *rsv, pki_result_t *res);
+
+
 pki_status_t
 pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
     pki_int_link_t *link, pki_int_rsv_t *rsv, pki_result_t *res)
+{
+    return pki_record_reserve_any(r, rec, link, NULL, NULL, NULL, rsv, res);
+}
+
+
+pki_status_t
+pki_int_record_reserve_ix(pki_redis_t *r, const pki_record_t *rec,
+    const char *claim, const char *ixkey, int *lost, pki_int_rsv_t *rsv,
+    pki_result_t *res)
+{
+    *lost = 0;
+
+    if (claim == NULL || ixkey == NULL
+        || strlen(ixkey) >= PKI_REDIS_KEY_MAX)
+    {
+        return pki_fail(res, PKI_INTERNAL, "redis: bad index key");
+    }
+
+    return pki_record_reserve_any(r, rec, NULL, claim, ixkey, lost, rsv,
+                                  res);
+}
+
+
+static pki_status_t
+pki_record_reserve_any(pki_redis_t *r, const pki_record_t *rec,
+    pki_int_link_t *link, const char *claim, const char *ixkey, int *lost,
+    pki_int_rsv_t *rsv, pki_result_t *res)
 {
     pki_args_t    a;
     pki_status_t  st;
@@ -2042,7 +2097,17 @@ pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
     memset(&a, 0, sizeof(a));
     pki_args_str(&a, "EVAL");
 
-    if (link == NULL) {
+    if (ixkey != NULL) {
+        pki_args_str(&a, pki_lua_reserve_ix);
+        pki_args_str(&a, "3");
+        pki_args_str(&a, kserial);
+        pki_args_str(&a, kcert);
+        pki_args_str(&a, ixkey);
+        pki_args_num(&a, (long long) created);
+        pki_args_str(&a, claim);
+        pki_args_str(&a, serial);
+
+    } else if (link == NULL) {
         pki_args_str(&a, pki_lua_reserve);
         pki_args_str(&a, "2");
         pki_args_str(&a, kserial);
@@ -2101,6 +2166,13 @@ pki_int_record_reserve_link(pki_redis_t *r, const pki_record_t *rec,
         return pki_fail(res, PKI_CONFLICT, rc == 2
                         ? "the order's certificate is already recorded"
                         : "another finalization of the order is running");
+    }
+
+    if (ixkey != NULL && rc == -1) {
+        *lost = 1;
+        return pki_fail(res, PKI_CONFLICT, "the key's index entry is not "
+                        "this issuance's claim (lost, or taken): not "
+                        "reserved");
     }
 
     if (rc != 1 && rc <= 3) {
