@@ -990,22 +990,25 @@ static void
 pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     pki_est_resp_t *resp)
 {
-    int               n, status;
-    char             *who;
-    X509             *cert;
-    size_t            derlen, max, p7len;
-    EVP_PKEY         *newkey;
-    X509_REQ         *csr;
-    pki_status_t      rc;
-    pki_result_t     *res;
-    pki_request_t     preq;
-    unsigned char    *der, *p7;
-    pki_issue_ctx_t   ictx;
-    const pki_ca_t   *ca;
+    int                 n, status;
+    char               *who;
+    X509               *cert, *known;
+    size_t              derlen, max, p7len;
+    EVP_PKEY           *newkey;
+    X509_REQ           *csr;
+    pki_status_t        rc;
+    pki_result_t       *res;
+    pki_request_t       preq;
+    unsigned char      *der, *p7;
+    pki_issue_ctx_t     ictx;
+    const pki_ca_t     *ca;
+    pki_int_dac_one_t   dac;
 
     res = &resp->res;
     who = NULL;
     cert = NULL;
+    known = NULL;
+    dac.claimed = 0;
     csr = NULL;
     der = NULL;
     p7 = NULL;
@@ -1207,7 +1210,35 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
         goto failed;
     }
 
-    /* Every check passed: only now is any state written. */
+    /*
+     * Every check passed: only now is any state written.  Under a Matter
+     * DAC template, one DAC per device key, as for a Matter batch (see
+     * matter_api.c): the key is claimed in the PAI's index of the keys it
+     * certified, and its entry names the serial from the reservation on
+     * (pki_int_issue_index).  A key that has a good DAC of this template
+     * and of the subject asked is answered with it (a retry after a lost
+     * answer); any other DAC of the key refuses the request (400); a key
+     * claimed by a batch or an enrollment right now answers 503.
+     */
+    if (conf->tmpl->matter == PKI_MATTER_DAC) {
+        rc = pki_int_dac_one_claim(conf->redis, conf->ca, conf->tmpl,
+                                   preq.pubkey, preq.subject, &dac, &known,
+                                   res);
+        if (rc != PKI_OK) {
+            pki_int_dac_one_release(conf->redis, &dac, res);
+            goto failed;
+        }
+
+        if (known != NULL) {
+            cert = known;
+            pki_log(res, "%sthe key already has the DAC ",
+                    res->log[0] ? "; " : "");
+            goto answer;
+        }
+
+        pki_int_issue_index(dac.claim, dac.key);
+    }
+
     ictx.protocol = "est";
     ictx.requester = who;
     ictx.client = req->client;
@@ -1220,16 +1251,27 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
     rc = pki_issue(conf->ca, conf->tmpl, conf->redis, &preq, &ictx, &cert,
                    res);
     if (rc != PKI_OK) {
+        /* its claim, if it still holds the entry (an abandoned
+         * reservation dropped the entry already) */
+        pki_int_dac_one_release(conf->redis, &dac, res);
         goto failed;
     }
 
     pki_log(res, "%sissued serial ", res->log[0] ? "; " : "");
+
+answer:
+
     {
         char  hex[41];
 
         if (pki_serial_to_hex(X509_get0_serialNumber(cert), hex)) {
             pki_log(res, "%s", hex);
         }
+    }
+
+    if (known != NULL) {
+        pki_log(res, ", answered again (a retry after a lost answer): one "
+                "DAC per device key");
     }
 
     /* From here on the certificate is issued, recorded good: one that no
@@ -1265,7 +1307,10 @@ pki_est_enroll(const pki_est_conf_t *conf, const pki_est_req_t *req,
 
 withdraw:
 
-    (void) pki_int_issue_withdraw(conf->redis, conf->ca, cert, res);
+    /* (a DAC the key had already is not this call's to withdraw) */
+    if (known == NULL) {
+        (void) pki_int_issue_withdraw(conf->redis, conf->ca, cert, res);
+    }
 
 failed:
 

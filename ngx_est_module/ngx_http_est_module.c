@@ -655,6 +655,13 @@ ngx_http_est_send(ngx_http_request_t *r, ngx_http_est_ctx_t *ctx)
                       resp->res.detail,
                       resp->res.log[0] ? " (" : "", resp->res.log,
                       resp->res.log[0] ? ")" : "");
+
+    } else if (resp->res.log[0]) {
+        /* as Matter and SCEP do: the serial issued, or the DAC a key
+         * already had answered again (a Matter DAC template) */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "est: %V from %V: %s", &ctx->op_name,
+                      &r->connection->addr_text, resp->res.log);
     }
 
     b = NULL;
