@@ -975,7 +975,7 @@ pki_dac_claim(const pki_matter_conf_t *conf, pki_dac_index_t *ix,
 
         if (strcmp(v->element[0]->str, "busy") == 0) {
             snprintf(msg, size, "%s[%zu]: another batch is issuing the DAC "
-                     "of its key; retry", what, i);
+                     "of its key (or an EST enrollment); retry", what, i);
             st = pki_fail(res, PKI_CONFLICT, "%s", msg);
 
         } else if (strcmp(v->element[0]->str, "revoked") == 0

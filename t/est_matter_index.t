@@ -152,6 +152,40 @@ is($r->{code}, 200, 'the claim gone: 200') or diag($r->{body});
 is($t->redis_raw('GET', entry_of($key_c)),
    's:' . serial_of($r->{der} // '') . "\n", '... indexed');
 
+# --- EST and a batch with one key at once: one DAC ------------------------
+
+{
+    my $n2 = records();
+    my ($same, $fine) = (0, 0);
+    for my $k (1 .. 4) {
+        my ($csr) = $t->make_csr("e$k", subj => "/CN=line-9 race $k");
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $x = batch([ encode_base64($csr, '') ]);
+            PKITest::spew("$dir/race$k", "$x->{code}\n"
+                          . ($x->{headers}{'retry-after'} // '') . "\n"
+                          . ($x->{json}{certificates}[0] // ''));
+            exit 0;
+        }
+        my $e = est($csr);
+        waitpid($pid, 0);
+        my ($code, $ra, $b64) = split /\n/,
+            PKITest::slurp("$dir/race$k") // '', 3;
+        my @ok = grep { $_ } ($e->{code} == 200 ? $e->{der} : undef),
+                             ($code == 200 ? decode_base64($b64 // '') : undef);
+        # each 200, or a 503 with Retry-After; two 200s: one DAC
+        $fine++ if ($e->{code} == 200 || ($e->{code} == 503
+                                          && $e->{headers}{'retry-after'}))
+                   && ($code == 200 || ($code == 503 && $ra));
+        $same++ if @ok && (@ok == 1 || $ok[0] eq $ok[1]);
+    }
+    is($fine, 4, 'EST and a batch at once, 4 keys: each 200 or 503 with '
+       . 'Retry-After');
+    is($same, 4, '... the 200s of a key name one DAC');
+    ok(records() - $n2 <= 4, '... at most one record per key ('
+       . (records() - $n2) . ')');
+}
+
 # --- an enrollment refused by the issuance leaves the key free ------------
 
 my ($csr_d, $key_d) = $t->make_csr('d', subj => '/CN=line-9 unit 4',
