@@ -7613,14 +7613,16 @@ typedef struct {
 } pki_acme_fin_t;
 
 
-/* The move from ready to processing: the order's compare-and-set (KEYS[1],
- * ARGV[1..3] as pki_lua_cas), made only while every authorization of the
+/* The move from ready to processing: the order's compare-and-set (KEYS[1]
+ * from ARGV[1], TTL ARGV[3]), made only while every authorization of the
  * order (KEYS[2..]) is still valid at ARGV[4]: the order's status was
  * derived from them at the start of the finalization, and a client may
  * deactivate one meanwhile (the CAA re-check can take seconds), and while
- * the order itself (expires ARGV[5]) has not expired.  1: moved, 0: the
- * order changed, 2: an authorization did, 3: the order expired (nothing
- * stored). */
+ * the order itself (expires ARGV[5]) has not expired.  The new text is
+ * ARGV[2] followed by the store's clock in seconds (the order's
+ * finStarted, its last member) and "}": the clock hosts share, read in
+ * the same round trip.  { 1, seconds }: moved, 0: the order changed, 2:
+ * an authorization did, 3: the order expired (nothing stored). */
 static const char  pki_lua_order_move[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
     "if tonumber(ARGV[5]) < tonumber(ARGV[4]) then return 3 end "
@@ -7631,35 +7633,49 @@ static const char  pki_lua_order_move[] =
     "    return 2 "
     "  end "
     "end "
-    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
-    "return 1";
+    "local secs = redis.call('TIME')[1] "
+    "redis.call('SET', KEYS[1], ARGV[2] .. secs .. '}', 'EX', ARGV[3]) "
+    "return { 1, secs }";
 
 
 /* pki_lua_order_move for the hook's order: 1, 0, 2, 3 as the script, -1
- * when Redis failed.  On 1, f->text is the stored text. */
+ * when Redis failed.  On 1, f->text is the stored text and f->order has
+ * its finStarted. */
 static int
 pki_acme_order_move(pki_acme_fin_t *f, pki_result_t *res)
 {
     int           n, i, v;
-    char        (*keys)[PKI_ACME_KEY_MAX], *nt, ttl[24], now[24], nk[12];
-    char          exp[24];
+    char        (*keys)[PKI_ACME_KEY_MAX], *nt, *stored, ttl[24], now[24];
+    char          exp[24], nk[12];
     cJSON        *item;
-    size_t        lens[PKI_ACME_MAX_IDS + 9];
+    size_t        lens[PKI_ACME_MAX_IDS + 9], len;
     const char   *argv[PKI_ACME_MAX_IDS + 9];
     pki_redis_t  *st;
-    redisReply   *reply;
+    redisReply   *reply, *secs;
+
+    static const char  tail[] = "\"finStarted\":0}";
 
     st = PKI_ACME_ST(f->a->conf);
     n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(f->order,
                                                             "authzs"));
+
+    /* finStarted last, as 0: the script puts the store's clock in its
+     * place (the text up to the 0 goes, it appends the seconds and "}") */
+    cJSON_DeleteItemFromObjectCaseSensitive(f->order, "finStarted");
+    cJSON_AddItemToObject(f->order, "finStarted", cJSON_CreateNumber(0));
+
     keys = n <= PKI_ACME_MAX_IDS ? calloc(n + 1, sizeof(*keys)) : NULL;
     nt = cJSON_PrintUnformatted(f->order);
-    if (keys == NULL || nt == NULL) {
+    len = nt != NULL ? strlen(nt) : 0;
+    if (keys == NULL || nt == NULL || len < sizeof(tail) - 1
+        || strcmp(nt + len - (sizeof(tail) - 1), tail) != 0)
+    {
         free(keys);
         free(nt);
         pki_fail(res, PKI_INTERNAL, "out of memory");
         return -1;
     }
+    nt[len - 2] = '\0';            /* up to the 0 */
 
     pki_key_name(keys[0], sizeof(keys[0]), st, f->acct, "order", f->oid);
     i = 1;
@@ -7700,18 +7716,53 @@ pki_acme_order_move(pki_acme_fin_t *f, pki_result_t *res)
     reply = pki_int_redis_command(st, n + 9, argv, lens, res);
     free(keys);
 
-    v = reply != NULL && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer >= 0 && reply->integer <= 3
-        ? (int) reply->integer : -1;
+    v = -1;
+    stored = NULL;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
+        && (reply->integer == 0 || reply->integer == 2
+            || reply->integer == 3))
+    {
+        v = (int) reply->integer;
+
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+               && reply->elements == 2
+               && reply->element[0]->type == REDIS_REPLY_INTEGER
+               && reply->element[0]->integer == 1)
+    {
+        secs = reply->element[1];
+
+        if (secs->type == REDIS_REPLY_STRING && secs->len > 0
+            && secs->len < 16
+            && strspn(secs->str, "0123456789") == secs->len)
+        {
+            stored = pki_strfmt("%s%s}", nt, secs->str);
+            if (stored == NULL) {
+                /* stored all the same: unsure, looked at again */
+                pki_fail(res, PKI_INTERNAL, "out of memory");
+            } else {
+                pki_json_set_num(f->order, "finStarted",
+                                 strtod(secs->str, NULL));
+                v = 1;
+            }
+
+        } else {
+            pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+        }
+
+    } else if (reply != NULL) {
+        pki_fail(res, PKI_UNAVAILABLE, "certificate store unavailable");
+    }
+
     if (reply != NULL) {
         freeReplyObject(reply);
     }
 
+    free(nt);
+
     if (v == 1) {
         free(f->text);
-        f->text = nt;
-    } else {
-        free(nt);
+        f->text = stored;
     }
 
     return v;
@@ -7722,7 +7773,6 @@ static pki_status_t
 pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
 {
     int              v;
-    long long        now;
     pki_acme_fin_t  *f = arg;
 
     /* RFC 9773: still the order that replaces the certificate (checked
@@ -7740,16 +7790,12 @@ pki_acme_fin_reserved(void *arg, const char *serial, pki_result_t *res)
                         "certificate");
     }
 
+    /* finStarted, the time of the move (not of the request: the CAA
+     * re-check and the CSR's checks ran in between, and a poll takes an
+     * order that looks PKI_ACME_FIN_STALE s old for one whose finalizer
+     * died), is the store's clock read by the move itself */
     pki_json_set_str(f->order, "status", "processing");
     pki_json_set_str(f->order, "finSerial", serial);
-    /* the time of the move, not of the request: the CAA re-check and the
-     * CSR's checks ran in between, and a poll takes an order that looks
-     * PKI_ACME_FIN_STALE s old for one whose finalizer died */
-    now = pki_int_redis_time_ms(PKI_ACME_ST(f->a->conf), res);
-    if (now < 0) {
-        return PKI_UNAVAILABLE;             /* nothing moved */
-    }
-    pki_json_set_num(f->order, "finStarted", (double) (now / 1000));
 
     /* a move that fails, or seems to, may have run all the same (its
      * answer lost, the retry on a new connection finding the order

@@ -4678,6 +4678,118 @@ test_fin_link_clock(const char *sock)
 }
 
 
+/* Counts what passes the proxy: every command, and TIME on its own. */
+typedef struct {
+    int  all;
+    int  time;
+} rt_count_t;
+
+
+static int
+count_cmd(void *data, const char *cmd, size_t len)
+{
+    rt_count_t  *c = data;
+
+    c->all++;
+    if (len == sizeof("*1\r\n$4\r\nTIME\r\n") - 1
+        && memcmp(cmd, "*1\r\n$4\r\nTIME\r\n", len) == 0)
+    {
+        c->time++;
+    }
+
+    return -1;
+}
+
+
+/*
+ * The round trips of a finalize to its state store (acme_redis): the
+ * order's move to processing reads the store's clock (finStarted) in its
+ * own script, not in a TIME round trip before it; the order stored valid
+ * carries that clock.
+ */
+static void
+test_fin_round_trips(const char *sock)
+{
+    char               kid[256], acct[64], ourl[256], fin[256], *csr;
+    double             t0;
+    cJSON             *o, *err;
+    EVP_PKEY          *pk;
+    pki_redis_t       *r, *st;
+    rt_count_t         c;
+    hook_proxy_t       px;
+    redisContext      *rc;
+    pki_acme_resp_t    resp;
+
+    memset(&px, 0, sizeof(px));
+    memset(&c, 0, sizeof(c));
+    px.hook = count_cmd;
+    px.data = &c;
+    px.mark = "\r\n";
+    if (!ok(hook_proxy_start(&px, sock), "fin round trips: proxy")) {
+        return;
+    }
+
+    r = store_open(sock, "acmert:", &rc);
+    st = state_open(px.path, "acmerts:");
+    conf.state_redis = st;
+
+    pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    account_kid(pk, kid, sizeof(kid));
+    acct[0] = '\0';
+    if (sscanf(kid, BASE "/acct/%63s", acct) != 1) {
+        diag("fin round trips: no account");
+    }
+
+    order_ready_store(rc, "acmerts:", pk, kid, acct, "rt.example", ourl,
+                      fin);
+
+    csr = csr_body("rt.example");
+    t0 = redis_now(rc);
+    px.armed = 1;
+    post(pk, kid, rel(fin), csr, NULL, &resp);
+    px.armed = 0;
+    free(csr);
+
+    ok(resp.http_status == 200 && has(&resp, "\"valid\""),
+       "fin round trips: finalize issues (%d %s)", resp.http_status,
+       resp.res.detail);
+    ok(c.time == 0 && c.all > 0, "fin round trips: %d to the state store, "
+       "%d of them a TIME of its own (0 wanted)", c.all, c.time);
+    diag("fin round trips: %d to the state store", c.all);
+    pki_acme_resp_free(&resp);
+
+    o = order_get(pk, kid, ourl, &err);
+    cJSON_Delete(err);
+    {
+        char         key[512];
+        cJSON       *so;
+        redisReply  *g;
+
+        snprintf(key, sizeof(key), "acmerts:{acme:%s}:order:%s", acct,
+                 strrchr(ourl, '/') != NULL ? strrchr(ourl, '/') + 1 : "");
+        g = redisCommand(rc, "GET %s", key);
+        so = g != NULL && g->type == REDIS_REPLY_STRING ? cJSON_Parse(g->str)
+                                                         : NULL;
+        ok(so != NULL && strcmp(jstr(so, "status"), "valid") == 0
+           && cJSON_GetNumberValue(cJSON_GetObjectItem(so, "finStarted"))
+              >= t0
+           && cJSON_GetNumberValue(cJSON_GetObjectItem(so, "finStarted"))
+              <= redis_now(rc),
+           "fin round trips: the valid order's finStarted is the store's "
+           "clock of the move");
+        cJSON_Delete(so);
+        freeReplyObject(g);
+    }
+    cJSON_Delete(o);
+
+    conf.state_redis = NULL;
+    pki_redis_free(st);
+    hook_proxy_stop(&px);
+    EVP_PKEY_free(pk);
+    store_close(r, rc, "acmert*");
+}
+
+
 /* A JSON list of n dns identifiers "nI.tag.example". */
 static char *
 ids_json(const char *tag, int n)
@@ -5140,6 +5252,7 @@ main(void)
         test_subject_copies(sock);
         test_caa_budget(sock);
         test_fin_link_clock(sock);
+        test_fin_round_trips(sock);
         test_read_costs(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
