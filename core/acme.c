@@ -32,6 +32,8 @@
 #include <cJSON.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -1104,18 +1106,99 @@ pki_nonce_key(pki_redis_t *st, int reload, char text[64])
 }
 
 
+/*
+ * HMAC-SHA256 keyed with a nonce key, ready for the message: HMAC() looks
+ * the MAC and its digest up in the providers on every call (twice per
+ * request: the nonce taken, the one made), a copy of a keyed context does
+ * not.  A few keys (one per state store), the oldest replaced.
+ */
+
+#define PKI_NONCE_MACS  4
+
+static struct {
+    char                text[64];
+    EVP_MAC_CTX        *ctx;
+}                       pki_nonce_macs[PKI_NONCE_MACS];
+static unsigned         pki_nonce_mac_next;
+static pthread_mutex_t  pki_nonce_mac_lock = PTHREAD_MUTEX_INITIALIZER;
+
+
+/* a context of its own, keyed with keytext, or NULL */
+static EVP_MAC_CTX *
+pki_nonce_mac(const char *keytext)
+{
+    int           i;
+    size_t        len;
+    EVP_MAC      *mac;
+    OSSL_PARAM    params[2];
+    EVP_MAC_CTX  *ctx, *dup;
+
+    len = strlen(keytext);
+    if (len >= sizeof(pki_nonce_macs[0].text)) {
+        return NULL;
+    }
+
+    pthread_mutex_lock(&pki_nonce_mac_lock);
+    for (i = 0; i < PKI_NONCE_MACS; i++) {
+        if (pki_nonce_macs[i].ctx != NULL
+            && strcmp(pki_nonce_macs[i].text, keytext) == 0)
+        {
+            dup = EVP_MAC_CTX_dup(pki_nonce_macs[i].ctx);
+            pthread_mutex_unlock(&pki_nonce_mac_lock);
+            return dup;
+        }
+    }
+    pthread_mutex_unlock(&pki_nonce_mac_lock);
+
+    mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac);
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *) "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    if (ctx == NULL
+        || !EVP_MAC_init(ctx, (const unsigned char *) keytext, len, params)
+        || (dup = EVP_MAC_CTX_dup(ctx)) == NULL)
+    {
+        EVP_MAC_CTX_free(ctx);
+        return NULL;
+    }
+
+    pthread_mutex_lock(&pki_nonce_mac_lock);
+    i = (int) (pki_nonce_mac_next++ % PKI_NONCE_MACS);
+    EVP_MAC_CTX_free(pki_nonce_macs[i].ctx);
+    memcpy(pki_nonce_macs[i].text, keytext, len + 1);
+    pki_nonce_macs[i].ctx = ctx;
+    pthread_mutex_unlock(&pki_nonce_mac_lock);
+
+    return dup;
+}
+
+
 /* 1, or 0 when HMAC failed: then no nonce is made or taken */
 static int
 pki_nonce_tag(const char *keytext, const unsigned char *msg, size_t len,
     unsigned char tag[PKI_NONCE_TAG])
 {
-    unsigned int   n;
+    int            ok;
+    size_t         n;
+    EVP_MAC_CTX   *ctx;
     unsigned char  md[EVP_MAX_MD_SIZE];
 
+    ctx = pki_nonce_mac(keytext);
+    if (ctx == NULL) {
+        return 0;
+    }
+
     n = 0;
-    if (HMAC(EVP_sha256(), keytext, (int) strlen(keytext), msg, len, md, &n)
-        == NULL || n < PKI_NONCE_TAG)
-    {
+    ok = EVP_MAC_update(ctx, msg, len)
+         && EVP_MAC_final(ctx, md, &n, sizeof(md))
+         && n >= PKI_NONCE_TAG;
+    EVP_MAC_CTX_free(ctx);
+
+    if (!ok) {
         return 0;
     }
     memcpy(tag, md, PKI_NONCE_TAG);

@@ -4678,6 +4678,56 @@ test_fin_link_clock(const char *sock)
 }
 
 
+/*
+ * A nonce's tag is HMAC-SHA256 (its first 8 octets) of its first 13
+ * octets under the store's nonce key, as HMAC() makes it: nonces made by
+ * one build are taken by another (a fleet upgraded host by host), also
+ * after a second store's key was used in between.
+ */
+static void
+test_nonce_tag(const char *sock)
+{
+    int             i, good;
+    char            n[32];
+    size_t          len;
+    unsigned int    mdlen;
+    pki_redis_t    *r, *other;
+    redisReply     *g;
+    redisContext   *rc;
+    unsigned char  *raw, md[EVP_MAX_MD_SIZE];
+
+    r = store_open(sock, "acmenk:", &rc);
+    other = state_open(sock, "acmenk2:");
+
+    good = 0;
+    for (i = 0; i < 4; i++) {
+        /* the other store's key in between */
+        conf.redis = other;
+        new_nonce(n);
+        conf.redis = r;
+
+        new_nonce(n);
+        g = redisCommand(rc, "GET acmenk:acme:noncekey");
+        raw = NULL;
+        if (g != NULL && g->type == REDIS_REPLY_STRING
+            && pki_b64url_decode(n, strlen(n), &raw, &len) && len == 21
+            && HMAC(EVP_sha256(), g->str, (int) g->len, raw, 13, md, &mdlen)
+               != NULL
+            && memcmp(md, raw + 13, 8) == 0)
+        {
+            good++;
+        }
+        free(raw);
+        freeReplyObject(g);
+    }
+    ok(good == 4, "nonce tag: %d of 4 nonces carry HMAC-SHA256 of the "
+       "store's key", good);
+
+    pki_redis_free(other);
+    store_close(r, rc, "acmenk*");
+}
+
+
 /* Counts what passes the proxy: every command, and TIME on its own. */
 typedef struct {
     int  all;
@@ -5253,6 +5303,7 @@ main(void)
         test_caa_budget(sock);
         test_fin_link_clock(sock);
         test_fin_round_trips(sock);
+        test_nonce_tag(sock);
         test_read_costs(sock);
     } else {
         diag("PKI_TEST_REDIS_SOCK not set: store tests skipped");
