@@ -7696,6 +7696,17 @@ typedef struct {
 } pki_acme_fin_t;
 
 
+/* pki_acme_replaced_unlock for a finalization that locked the mark. */
+static void
+pki_acme_fin_unlock(pki_acme_t *a, const char *acct, const char *oid,
+    const cJSON *order, const pki_acme_fin_t *f)
+{
+    if (f->locked) {
+        pki_acme_replaced_unlock(a, acct, oid, order, f->token);
+    }
+}
+
+
 /* The move from ready to processing: the order's compare-and-set (KEYS[1]
  * from ARGV[1], TTL ARGV[3]), made only while every authorization of the
  * order (KEYS[2..]) is still valid at ARGV[4]: the order's status was
@@ -8713,17 +8724,19 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         goto done;
     }
 
-    if (rc != PKI_OK && fin.locked) {
-        /* nothing of this finalization will be signed: its lock of the
-         * replaces mark goes (another one's stays), so that a newer
-         * order may take the mark over from an order ready again (or
-         * invalid); one left processing holds it anyway */
-        pki_acme_replaced_unlock(a, acct, oid, order, fin.token);
-    }
-
+    /*
+     * A finalization that failed takes its lock of the replaces mark back
+     * (another one's stays) once its order is settled: still or again
+     * ready, or invalid, so that a newer order may take the mark over.
+     * Not while the order may stay processing on a record whose state
+     * Redis could not tell: that one may still be recovered as valid, and
+     * a mark made plain again could be taken over by a claim that read
+     * it before the lock.
+     */
     if (rc != PKI_OK) {
         if (fin.lost) {
             /* nothing signed, the serial abandoned */
+            pki_acme_fin_unlock(a, acct, oid, order, &fin);
             pki_acme_order_lost(a, acct, oid, order, &fin.text);
             goto done;
         }
@@ -8733,11 +8746,14 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
         {
             /* the move ran after all, with the serial now abandoned: the
              * order is ready again, and the client may retry */
+            pki_acme_fin_unlock(a, acct, oid, order, &fin);
             pki_acme_fail(a, PKI_UNAVAILABLE, "finalize");
             goto done;
         }
 
         if (!fin.moved) {
+            pki_acme_fin_unlock(a, acct, oid, order, &fin);
+
             /* nothing recorded on the order: it is still ready, or
              * invalid by an authorization */
             if (fin.unauthorized) {
@@ -8779,6 +8795,10 @@ pki_acme_finalize(pki_acme_t *a, const char *acct, const char *oid)
                 grc = pki_record_get(a->conf->redis,
                                      pki_ca_name(a->conf->ca), serial, &rec,
                                      &tmp);
+            }
+
+            if (grc == PKI_NOT_FOUND || grc == PKI_OK) {
+                pki_acme_fin_unlock(a, acct, oid, order, &fin);
             }
 
             if (grc == PKI_NOT_FOUND) {
