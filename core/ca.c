@@ -1412,13 +1412,15 @@ pki_ca_path_end(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
  * 1 when a path above certificate x (certificate at of the "chain" file,
  * 0: the CA certificate) through the chain file is valid at now, walked
  * as pki_ca_path_end walks it (the same issuers, the same trust anchors,
- * whose copy in the file is not judged, the same depth).  Else *bad_at
- * and *bad: the first certificate met that is not valid at now, and how
+ * whose copy in the file is not judged, the same depth).  Else *bad_at,
+ * *bad_depth and *bad: of the certificates met that are not valid at now,
+ * the one highest on its path (an expired old copy of the issuer beside
+ * its valid renewal does not hide a certificate above them), and how
  * (pki_ca_time_error).  The CA certificate itself is judged before.
  */
 static int
 pki_ca_path_now(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
-    time_t now, int *bad_at, const char **bad)
+    time_t now, int *bad_at, int *bad_depth, const char **bad)
 {
     int          i, n, found;
     X509        *y;
@@ -1440,9 +1442,10 @@ pki_ca_path_now(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
         err = pki_ca_time_error(x, now);
 
         if (err != NULL) {
-            if (*bad == NULL) {
+            if (*bad == NULL || depth > *bad_depth) {
                 *bad = err;
                 *bad_at = at;
+                *bad_depth = depth;
             }
 
             return 0;
@@ -1472,7 +1475,7 @@ pki_ca_path_now(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
         found = 1;
 
         if (pki_ca_path_now(ca, y, i + 1, depth + 1, seen | (1u << i), now,
-                            bad_at, bad))
+                            bad_at, bad_depth, bad))
         {
             return 1;
         }
@@ -1494,20 +1497,23 @@ pki_ca_path_now(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
 static pki_status_t
 pki_ca_check_above(pki_ca_t *ca, time_t now, pki_result_t *res)
 {
-    int          at, exp;
+    int          at, depth, exp;
     X509        *x;
     time_t       t;
     const char  *err;
     char         name[256], date[PKI_RFC3339_LEN];
 
     at = -1;
+    depth = 0;
     err = NULL;
 
     if (ca->end != (time_t) -1 && ca->end <= now && ca->end_at > 0) {
         at = ca->end_at;
         err = "has expired";
 
-    } else if (!pki_ca_path_now(ca, ca->cert, 0, 0, 0, now, &at, &err)) {
+    } else if (!pki_ca_path_now(ca, ca->cert, 0, 0, 0, now, &at, &depth,
+                                &err))
+    {
         /* err set */
 
     } else {

@@ -286,7 +286,7 @@ test_chain_end(void)
 static void
 test_chain_end_above(void)
 {
-    X509            *r, *oldr, *a, *b, *oldb, *newb, *futb, *low;
+    X509            *r, *oldr, *a, *olda, *b, *oldb, *newb, *futb, *low;
     EVP_PKEY        *rk, *ak, *bk, *lk;
     pki_ca_t        *ca;
     pki_key_t       *key;
@@ -356,10 +356,25 @@ test_chain_end_above(void)
        "an expired copy of the root R on top: loads: %s", res.detail);
     pki_ca_free(ca);
 
+    /* an expired old copy of A (low's issuer, same key) first in the
+     * file, beside A whose issuer B is not valid yet: B is named, not the
+     * harmless old copy met first */
+    olda = ca_cert("Above A", ak, b, bk, -86400L * 400, -86400L, -1);
+    cx_write_certs(dir, "olda-a-futb-r.pem", olda, a, futb, r, NULL);
+    ca = low_ca("above-low.pem", "olda-a-futb-r.pem", key, NULL, &res);
+    ok(res.status == PKI_MALFORMED
+       && strstr(res.detail, "certificate 3 of CA chain") != NULL
+       && strstr(res.detail, "Above B") != NULL
+       && strstr(res.detail, "not valid yet") != NULL,
+       "an old copy of A expired, B not valid yet: B named: %s",
+       res.detail);
+    pki_ca_free(ca);
+
     pki_key_free(key);
     X509_free(r);
     X509_free(oldr);
     X509_free(a);
+    X509_free(olda);
     X509_free(b);
     X509_free(oldb);
     X509_free(newb);
