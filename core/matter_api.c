@@ -640,9 +640,20 @@ pki_batch_withdraw(const pki_matter_conf_t *conf, pki_item_t *items,
     sb_str(&t, " certificate(s) issued, maybe recorded good, delivered to "
            "no one and not withdrawn (");
     sb_str(&t, stop);
-    sb_str(&t, "): revoke each, cessationOfOperation (admin API POST "
-           "revoke), once Redis answers (404: it was never recorded, "
-           "nothing to do); serials:");
+
+    if (n > 0 && items[0].src != NULL) {
+        /* a batch of CSRs: each key's index entry names its DAC from
+         * the reservation on, so a retry of the same CSRs gets it */
+        sb_str(&t, "): each is indexed for its device key, and a retry "
+               "of the same CSRs is answered with it: revoke, "
+               "cessationOfOperation (admin API POST revoke), only those "
+               "no station will send again, once Redis answers (404: it "
+               "was never recorded, nothing to do); serials:");
+    } else {
+        sb_str(&t, "): revoke each, cessationOfOperation (admin API POST "
+               "revoke), once Redis answers (404: it was never recorded, "
+               "nothing to do); serials:");
+    }
     sb_put(&t, b.p != NULL ? b.p : "", b.len);
 
     if (b.err) {
