@@ -1321,6 +1321,26 @@ pki_ca_check_chain(pki_ca_t *ca, time_t now, pki_result_t *res)
 #define PKI_CA_END_DEPTH  8
 
 
+
+/* 1 when y, another certificate of the chain file, is a CA certificate
+ * that issued x and whose key verifies x's signature (the error queue
+ * cleared otherwise). */
+static int
+pki_ca_chain_issues(X509 *y, X509 *x)
+{
+    EVP_PKEY  *pub;
+
+    if (X509_cmp(x, y) == 0 || X509_check_issued(y, x) != X509_V_OK
+        || X509_check_ca(y) == 0 || (pub = X509_get0_pubkey(y)) == NULL
+        || X509_verify(x, pub) != 1)
+    {
+        ERR_clear_error();
+        return 0;
+    }
+
+    return 1;
+}
+
 /*
  * When the path above certificate x (certificate at of the "chain" file,
  * 0: the CA certificate) through the chain file ends, as a verifier meets
@@ -1381,13 +1401,7 @@ pki_ca_path_end(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
     for (i = 0; i < n && i < 32; i++) {
         y = sk_X509_value(ca->chain, i);
 
-        if ((seen & (1u << i)) || X509_cmp(x, y) == 0
-            || X509_check_issued(y, x) != X509_V_OK
-            || X509_check_ca(y) == 0
-            || (pub = X509_get0_pubkey(y)) == NULL
-            || X509_verify(x, pub) != 1)
-        {
-            ERR_clear_error();
+        if ((seen & (1u << i)) || !pki_ca_chain_issues(y, x)) {
             continue;
         }
 
@@ -1462,13 +1476,7 @@ pki_ca_path_now(pki_ca_t *ca, X509 *x, int at, int depth, unsigned seen,
     for (i = 0; i < n && i < 32; i++) {
         y = sk_X509_value(ca->chain, i);
 
-        if ((seen & (1u << i)) || X509_cmp(x, y) == 0
-            || X509_check_issued(y, x) != X509_V_OK
-            || X509_check_ca(y) == 0
-            || (pub = X509_get0_pubkey(y)) == NULL
-            || X509_verify(x, pub) != 1)
-        {
-            ERR_clear_error();
+        if ((seen & (1u << i)) || !pki_ca_chain_issues(y, x)) {
             continue;
         }
 
