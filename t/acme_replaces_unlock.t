@@ -65,12 +65,8 @@ my $n = 0;
 sub csr_der {
     my ($name) = @_;
     $n++;
-    my $csr = $t->dir . "/c$n.csr";
-    PKITest::openssl_or_die('req', '-new', '-newkey', 'ec', '-pkeyopt',
-        'ec_paramgen_curve:P-256', '-nodes', '-keyout', $t->dir . "/c$n.key",
-        '-subj', "/CN=$name", '-addext', "subjectAltName=DNS:$name",
-        '-outform', 'DER', '-out', $csr);
-    return PKITest::slurp($csr);
+    return ($t->make_csr("c$n", subj => "/CN=$name",
+                         san => "DNS:$name"))[0];
 }
 
 # a certificate for NAME: (its certID, the key of its mark)
