@@ -277,6 +277,9 @@ SKIP: {
     ok($r->{body} eq $t->x509_der("$m/pai.pem"), '  the PAI\'s certificate');
 
     # with the OCSP URL too: over the size limit, refused before signing
+    # (a device key of its own: the key above has its DAC, which a retry
+    # of its CSR is answered with)
+    ($csr) = $t->make_csr('aia-dac2', subj => '/CN=aia dac');
     $t->stop_nginx;
     $c =~ s{(\n\s*templates matter-dac;)}
         {$1\n        ocsp_url http://127.0.0.1:$port/ocsp;} or die;
